@@ -1,0 +1,268 @@
+"""``branchline dev``: the whole system on the embedded default, on loopback, no Docker.
+
+Starts an embedded PostgreSQL and the tansu broker, prepares databases and topics, then runs
+every component as a child process (the same ``branchline run`` commands production uses),
+shows each becoming ready, and on Ctrl-C stops them in order: services first (they finish their
+work), then the broker, then PostgreSQL (a fast shutdown: nothing half-written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+from rich.console import Console
+
+from branchline_cli.components import COMPONENTS, ComponentInfo, port_of
+from branchline_shared.embedded.ports import port_is_free
+from branchline_shared.embedded.postgres import EmbeddedPostgres
+from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.settings import BranchlineSettings
+
+console = Console(highlight=False)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the dev command itself dies: no orphans, even on SIGKILL."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    info: ComponentInfo
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "branchline_cli.main", "run", self.info.component.value],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        if self.log is not None:
+            self.log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class DevStack:
+    def __init__(self, settings: BranchlineSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres", settings.postgres_port)
+        self.broker = TansuBroker(settings.broker_port, self.logs / "tansu.log")
+        self.children: list[Child] = []
+
+    # -- start -------------------------------------------------------------------------
+    def _check_ports(self) -> None:
+        wanted = {"broker": self.settings.broker_port}
+        wanted.update({i.title: port_of(i, self.settings) for i in COMPONENTS})
+        if not self.postgres.is_running():
+            wanted["PostgreSQL"] = self.settings.postgres_port
+        taken = [f"{name} port {port}" for name, port in wanted.items() if not port_is_free(port)]
+        if taken:
+            raise SystemExit(
+                "cannot start: " + ", ".join(taken) + " already in use "
+                "(is another `branchline dev` running? ports are set with BRANCHLINE_*_PORT)"
+            )
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "BRANCHLINE_DATA_DIR": str(self.data_dir),
+                "BRANCHLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                "BRANCHLINE_INTAKE_DATABASE_URL": self.postgres.url("branchline_intake"),
+                "BRANCHLINE_FOLLOWUP_DATABASE_URL": self.postgres.url("branchline_followup"),
+                "BRANCHLINE_AUDIT_DATABASE_URL": self.postgres.url("branchline_audit"),
+                "BRANCHLINE_LOG_LEVEL": self.settings.log_level,
+            }
+        )
+        return env
+
+    def child_settings(self, env: dict[str, str]) -> BranchlineSettings:
+        overrides = {
+            k.removeprefix("BRANCHLINE_").lower(): v
+            for k, v in env.items()
+            if k.startswith("BRANCHLINE_")
+        }
+        return BranchlineSettings.model_validate(overrides)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        step = time.monotonic()
+        console.print(f"[bold]Branchline[/] dev stack, data in {self.data_dir}")
+        self.postgres.start()
+        console.print(
+            f"  [green]✓[/] PostgreSQL      {self.postgres.url()}  ({time.monotonic() - step:.1f}s)"
+        )
+        step = time.monotonic()
+        self.broker.start()
+        asyncio.run(ensure_topics(self.broker.bootstrap, declare_topics(self.settings).all()))
+        step = time.monotonic()
+        console.print(
+            f"  [green]✓[/] Kafka broker    {self.broker.bootstrap} (tansu, in memory)"
+            f"  ({time.monotonic() - step:.1f}s)"
+        )
+        self.settings.resolved_jwt_secret()  # generated once, before the children read it
+        env = self.child_env()
+        asyncio.run(prepare_databases(self.child_settings(env)))
+        console.print(f"  [green]✓[/] databases       migrated  ({time.monotonic() - step:.1f}s)")
+        for info in COMPONENTS:
+            child = Child(info, port_of(info, self.settings), self.logs / f"{info.component}.log")
+            child.start(env)
+            self.children.append(child)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 90) -> None:
+        pending = list(self.children)
+        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        with httpx.Client(timeout=1.0) as client:
+            while pending:
+                for child in list(pending):
+                    if not child.alive():
+                        raise ChildFailed(child)
+                    try:
+                        ready = client.get(f"http://127.0.0.1:{child.port}/readyz")
+                    except httpx.HTTPError:
+                        continue
+                    if ready.status_code == 200:
+                        pending.remove(child)
+                        where = (
+                            f"http://127.0.0.1:{child.port}"
+                            if child.info.public
+                            else f"health on :{child.port}"
+                        )
+                        console.print(
+                            f"  [green]✓[/] {child.info.title:<15} {where}  "
+                            f"({time.monotonic() - started:.1f}s)"
+                        )
+                if pending and time.monotonic() > deadline:
+                    raise ChildFailed(pending[0], "not ready in time")
+                time.sleep(0.2)
+
+    def banner(self) -> None:
+        s = self.settings
+        console.print()
+        console.print("[bold green]Branchline is up.[/]")
+        console.print(f"  intake        http://127.0.0.1:{s.intake_port}/docs")
+        console.print(f"  followup      http://127.0.0.1:{s.followup_port}/docs")
+        console.print(f"  audit         http://127.0.0.1:{s.audit_port}/docs")
+        console.print(f"  PostgreSQL    {self.postgres.url()}")
+        console.print(f"  Kafka         {self.broker.bootstrap}")
+        console.print(f"  logs          {self.logs}")
+        console.print("  a token:      TOKEN=$(.venv/bin/branchline token --role admin --sub me)")
+        console.print("Press Ctrl-C to stop.")
+
+    # -- run and stop -----------------------------------------------------------------
+    def supervise(self) -> int:
+        """Wait until Ctrl-C/SIGTERM (exit 0) or a component dies (exit 1)."""
+        stop = {"requested": False}
+
+        def request_stop(*_: object) -> None:
+            stop["requested"] = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not stop["requested"]:
+            for child in self.children:
+                if not child.alive():
+                    console.print(
+                        f"[red]✗ {child.info.title} stopped unexpectedly[/]; "
+                        f"last lines of {child.log_path}:\n{child.log_tail()}"
+                    )
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def stop(self) -> None:
+        console.print("Stopping: services, then the broker, then PostgreSQL ...")
+        for child in self.children:
+            child.stop()
+        for child in self.children:
+            child.wait(timeout=20)
+        self.broker.stop()
+        self.postgres.stop()
+        console.print("[green]Stopped.[/] Nothing left running.")
+
+
+async def prepare_databases(settings: BranchlineSettings) -> None:
+    """Create and migrate every service's database once, before the services race to."""
+    from branchline_audit.bootstrap import prepare_database as audit_db
+    from branchline_followup.bootstrap import prepare_database as followup_db
+    from branchline_intake.bootstrap import prepare_database as intake_db
+
+    for prepare in (intake_db, followup_db, audit_db):
+        await prepare(settings)
+
+
+class ChildFailed(RuntimeError):
+    def __init__(self, child: Child, why: str = "exited during start") -> None:
+        super().__init__(f"{child.info.title} {why}")
+        self.child = child
+
+
+def run_dev(settings: BranchlineSettings) -> int:
+    stack = DevStack(settings)
+    code = 1
+    try:
+        stack.start()
+        stack.banner()
+        code = stack.supervise()
+    except ChildFailed as failure:
+        console.print(
+            f"[red]✗ {failure}[/]; last lines of {failure.child.log_path}:\n"
+            f"{failure.child.log_tail()}"
+        )
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        stack.stop()
+    return code

@@ -1,0 +1,1 @@
+"""Audit adapters: the PostgreSQL ledger."""

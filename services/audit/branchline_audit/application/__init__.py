@@ -1,0 +1,1 @@
+"""Use cases of audit: append events to the ledger, answer and verify."""

@@ -1,0 +1,1 @@
+"""Transport edges of audit: the ledger consumer and FastAPI routes."""

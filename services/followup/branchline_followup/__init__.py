@@ -1,0 +1,1 @@
+"""branchline_followup."""

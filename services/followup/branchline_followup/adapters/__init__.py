@@ -1,0 +1,1 @@
+"""Followup adapters: PostgreSQL read models."""

@@ -1,0 +1,1 @@
+"""Use cases of followup: project events into read models; serve RMs."""

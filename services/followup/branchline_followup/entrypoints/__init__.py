@@ -1,0 +1,1 @@
+"""Transport edges of followup: the Faust worker and FastAPI routes."""

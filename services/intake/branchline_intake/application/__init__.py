@@ -1,0 +1,1 @@
+"""Use cases of intake: accept events from branch systems, enforcing the standard."""

@@ -1,0 +1,285 @@
+"""Accept submitted events: validate, decide by the rules, append with the outbox row.
+
+Everything in one call is one unit of work (one PostgreSQL transaction): a batch of 1,000 is
+one round of database work, and concurrent single requests can later share one call (group
+commit). Per-item refusals never abort the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from pydantic import ValidationError
+
+from branchline_intake.application.deciding import Decider, Violation
+from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_shared.clock import Clock
+from branchline_shared.events.catalogue import UnknownEventType, parse_payload
+from branchline_shared.events.envelope import (
+    RecordedEvent,
+    SubmittedEvent,
+    client_stream_id,
+)
+from branchline_shared.eventstore.ports import (
+    ConcurrencyError,
+    EventStore,
+    StoredEvent,
+    StoredPosition,
+    UnitOfWork,
+)
+from branchline_shared.http.problems import field_errors
+
+SOURCE = "intake"
+REFUSAL_TYPE = "rule.violation_refused"
+_REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
+_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    store: EventStore
+    clock: Clock
+    decider: Decider
+    topic: str
+
+
+@dataclass
+class _Candidate:
+    index: int
+    submitted: SubmittedEvent
+    event: RecordedEvent
+    submission_hash: bytes
+
+
+def submission_hash(submitted: SubmittedEvent) -> bytes:
+    """What makes two submissions "the same event": everything but the idempotency key and
+    the concurrency expectation."""
+    content = submitted.model_dump(mode="json", exclude={"event_id", "expected_version"})
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def refusal_stream_id(client_id: str) -> str:
+    return f"refusals-{client_id}"
+
+
+def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
+    """Deterministic, so the same refused event sent again is recorded as refused once."""
+    return uuid.uuid5(_REFUSAL_NAMESPACE, str(refused_event_id))
+
+
+async def submit_events(ctx: IntakeContext, items: Sequence[SubmittedEvent]) -> list[Outcome]:
+    outcomes: list[Outcome | None] = [None] * len(items)
+    candidates: list[_Candidate] = []
+    now = ctx.clock.now()
+    for index, item in enumerate(items):
+        checked = _validate_payload(item)
+        if isinstance(checked, Refused):
+            outcomes[index] = checked
+            continue
+        candidates.append(_Candidate(index, item, _envelope(item, now), submission_hash(item)))
+    if candidates:
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                decided = await _record(ctx, candidates)
+                break
+            except ConcurrencyError:
+                # A concurrent writer took the same event id (on another stream): read again,
+                # and the retry answers it as the duplicate it is.
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+        for index, outcome in decided.items():
+            outcomes[index] = outcome
+    return [o for o in outcomes if o is not None]
+
+
+def _validate_payload(item: SubmittedEvent) -> Refused | None:
+    try:
+        parse_payload(item.type, item.data)
+    except UnknownEventType:
+        return Refused(
+            422,
+            "Unknown event type",
+            f"{item.type!r} is not in the catalogue",
+            kind="unknown-event-type",
+            errors=[{"field": "type", "message": "unknown event type", "type": "unknown"}],
+        )
+    except ValidationError as exc:
+        errors = field_errors(
+            [{**e, "loc": ("data", *e["loc"])} for e in exc.errors()]  # type: ignore[typeddict-item]
+        )
+        return Refused(
+            422,
+            "Invalid request",
+            "invalid fields: " + ", ".join(e["field"] for e in errors),
+            kind="validation",
+            errors=errors,
+        )
+    return None
+
+
+def _envelope(item: SubmittedEvent, now: object) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=item.event_id or uuid.uuid4(),
+        type=item.type,
+        occurred_at=item.occurred_at,
+        recorded_at=now,  # type: ignore[arg-type]
+        source=SOURCE,
+        actor=item.actor,
+        client_id=item.client_id,
+        branch_id=item.branch_id,
+        channel=item.channel,
+        stream_id=client_stream_id(item.client_id),
+        stream_version=0,  # assigned under the stream lock
+        correlation_id=item.correlation_id,
+        causation_id=item.causation_id,
+        data=parse_payload(item.type, item.data).model_dump(mode="json", exclude_none=True),
+    )
+
+
+async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int, Outcome]:
+    async with ctx.store.unit_of_work() as uow:
+        client_streams = sorted({c.event.stream_id for c in candidates})
+        refusal_streams = sorted({refusal_stream_id(c.event.client_id) for c in candidates})
+        versions = await uow.lock_streams(client_streams + refusal_streams)
+        existing = await uow.find_existing(
+            [c.event.event_id for c in candidates]
+            + [refusal_event_id(c.event.event_id) for c in candidates]
+        )
+        histories = await uow.load_streams(client_streams)
+        staged: list[tuple[int, RecordedEvent]] = []
+        decided: dict[int, Outcome] = {}
+        first_in_batch: dict[uuid.UUID, _Candidate] = {}
+        for cand in candidates:
+            event_id = cand.event.event_id
+            earlier = existing.get(event_id)
+            if earlier is not None:
+                decided[cand.index] = _answer_duplicate(
+                    earlier.position, earlier.submission_hash, cand.submission_hash
+                )
+                continue
+            if event_id in first_in_batch:
+                continue  # answered after commit, as a duplicate of the first
+            first_in_batch[event_id] = cand
+            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing)
+            if outcome is not None:
+                decided[cand.index] = outcome
+        positions = await uow.commit()
+    by_event = {p.event_id: p for p in positions}
+    for index, event in staged:
+        decided[index] = Accepted(by_event[event.event_id])
+    for cand in candidates:
+        if cand.index not in decided:
+            first = first_in_batch[cand.event.event_id]
+            first_outcome = decided[first.index]
+            if isinstance(first_outcome, Accepted):
+                decided[cand.index] = _answer_duplicate(
+                    first_outcome.position, first.submission_hash, cand.submission_hash
+                )
+            else:
+                decided[cand.index] = first_outcome
+    return decided
+
+
+def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: bytes) -> Outcome:
+    if stored is not None and stored != sent:
+        return Refused(
+            409,
+            "Idempotency key reused",
+            f"event_id {position.event_id} was already used for a different event",
+            kind="idempotency-conflict",
+            errors=[
+                {
+                    "field": "event_id",
+                    "message": "already used for another event",
+                    "type": "conflict",
+                }
+            ],
+        )
+    return Accepted(position, duplicate=True)
+
+
+def _decide_one(
+    ctx: IntakeContext,
+    uow: UnitOfWork,
+    cand: _Candidate,
+    versions: dict[str, int],
+    histories: dict[str, list[RecordedEvent]],
+    staged: list[tuple[int, RecordedEvent]],
+    existing: dict[uuid.UUID, StoredEvent],
+) -> Outcome | None:
+    stream_id = cand.event.stream_id
+    current = versions.get(stream_id, 0)
+    expected = cand.submitted.expected_version
+    if expected is not None and expected != current:
+        return Refused(
+            409,
+            "Stream version mismatch",
+            f"expected version {expected} of {stream_id}, but it is at {current}",
+            kind="version-conflict",
+            extra={"current_version": current},
+            errors=[
+                {
+                    "field": "expected_version",
+                    "message": f"stream is at {current}",
+                    "type": "conflict",
+                }
+            ],
+        )
+    decision = ctx.decider(histories[stream_id], cand.event)
+    if isinstance(decision, Violation):
+        if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
+            _stage_refusal(ctx, uow, cand, decision, versions)
+        return Refused(
+            decision.status,
+            decision.title,
+            decision.detail,
+            kind="rule-violation",
+            rule=decision.rule,
+            errors=[{"field": decision.field, "message": decision.detail, "type": "rule"}]
+            if decision.field
+            else None,
+        )
+    event = decision.model_copy(update={"stream_version": current + 1})
+    versions[stream_id] = current + 1
+    histories[stream_id].append(event)
+    uow.stage(event, topic=ctx.topic, submission_hash=cand.submission_hash)
+    staged.append((cand.index, event))
+    return None
+
+
+def _stage_refusal(
+    ctx: IntakeContext,
+    uow: UnitOfWork,
+    cand: _Candidate,
+    violation: Violation,
+    versions: dict[str, int],
+) -> None:
+    """The refusal itself is a fact auditors must see (DOMAIN.md D-05: "the refusal is itself
+    recorded"): stored on the client's refusal stream and published like any event."""
+    stream_id = refusal_stream_id(cand.event.client_id)
+    version = versions.get(stream_id, 0) + 1
+    versions[stream_id] = version
+    refused = cand.event
+    refusal = refused.model_copy(
+        update={
+            "event_id": refusal_event_id(refused.event_id),
+            "type": REFUSAL_TYPE,
+            "stream_id": stream_id,
+            "stream_version": version,
+            "causation_id": str(refused.event_id),
+            "data": {
+                "rule": violation.rule,
+                "title": violation.title,
+                "detail": violation.detail,
+                "refused_event_id": str(refused.event_id),
+                "refused_type": refused.type,
+                "refused_data": refused.data,
+                "submitted_by": refused.actor.model_dump(),
+            },
+        }
+    )
+    uow.stage(refusal, topic=ctx.topic, submission_hash=None)

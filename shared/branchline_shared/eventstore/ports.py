@@ -1,0 +1,91 @@
+"""Abstractions of the event store, implemented in memory and on PostgreSQL.
+
+A write goes through a :class:`UnitOfWork`: lock the streams about to change, read what is
+needed to decide (existing ids, histories, versions), stage new events, commit. Everything
+staged in one unit of work is committed atomically together with its outbox rows, or not at
+all. The application layer decides; the store only records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from branchline_shared.events.envelope import RecordedEvent
+
+
+@dataclass(frozen=True)
+class StoredPosition:
+    """Where an event sits: the answer intake gives for an accepted event."""
+
+    event_id: uuid.UUID
+    stream_id: str
+    stream_version: int
+    global_position: int
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    position: StoredPosition
+    event: RecordedEvent
+    submission_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """A point in the store's ordered log: (writing transaction, global position)."""
+
+    tx_id: int
+    global_position: int
+
+    @classmethod
+    def start(cls) -> LogPosition:
+        return cls(0, 0)
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    log_position: LogPosition
+    position: StoredPosition
+    event: RecordedEvent
+
+
+class EventStoreError(Exception):
+    """Base of the event store's small error tree."""
+
+
+class ConcurrencyError(EventStoreError):
+    """Two writers raced for one stream version or event id; the unit of work was rolled back."""
+
+
+class UnitOfWork(Protocol):
+    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Lock the streams against other writers until commit; returns their versions."""
+
+    async def find_existing(
+        self, event_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, StoredEvent]: ...
+
+    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]: ...
+
+    def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
+        """Queue an event and its outbox row. Its stream_version must follow the stream's."""
+
+    async def commit(self) -> list[StoredPosition]:
+        """Write everything staged in one transaction; positions in staging order."""
+
+
+class EventStore(Protocol):
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]: ...
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        """The ordered log of every event, gap-safe: nothing that commits later can appear
+        before ``after`` once it has been read past."""
+        ...

@@ -1,0 +1,124 @@
+"""The outbox relay: publishes what the event store committed, in commit order, and marks a
+row published only after the broker acknowledged it (acks=all).
+
+Never "commit, then produce": the event and its outbox row are one transaction; this relay
+produces afterwards and may publish a row twice after a crash (at least once), which the
+consumers absorb (decision 3). A PostgreSQL advisory lock keeps one relay active per store, so
+per-key order holds with several replicas running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.eventstore.postgres import OUTBOX_CHANNEL
+from branchline_shared.kafka.wire import encode_event, event_headers
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 0x72656C6179  # "relay"
+
+PUBLISHED = Counter("branchline_outbox_published_total", "Outbox rows published", ["store"])
+BACKLOG = Gauge("branchline_outbox_backlog", "Outbox rows not yet published", ["store"])
+FAILURES = Counter("branchline_outbox_publish_failures_total", "Failed publish rounds", ["store"])
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool[Any],
+        producer: AIOKafkaProducer,
+        store_name: str,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._store = store_name
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until cancelled: hold the relay lock, then publish whenever woken or polled."""
+        async with self._pool.acquire() as lock_conn:
+            await self._acquire_lock(lock_conn)
+            await lock_conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+            try:
+                await self._loop()
+            finally:
+                await lock_conn.remove_listener(OUTBOX_CHANNEL, self._on_notify)
+                await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _acquire_lock(self, conn: asyncpg.Connection[Any]) -> None:
+        # Polling a lock held by another process: no in-process event can tell us it was freed.
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
+            await asyncio.sleep(self._poll_interval_s * 4)
+
+    async def _loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                published = await self.publish_once()
+                backoff = 0.1
+            except (KafkaError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                FAILURES.labels(self._store).inc()
+                log.warning("outbox publish failed; will retry", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if published < self._batch_size:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+                except TimeoutError:
+                    pass
+
+    async def publish_once(self) -> int:
+        """Publish one batch of unpublished rows in outbox order; returns how many."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
+                "FROM es_outbox o JOIN es_events e USING (event_id) "
+                "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+                self._batch_size,
+            )
+            if not rows:
+                BACKLOG.labels(self._store).set(0)
+                return 0
+            futures = []
+            for row in rows:
+                event = RecordedEvent.model_validate(row["envelope"])
+                futures.append(
+                    await self._producer.send(
+                        row["topic"],
+                        value=encode_event(row["envelope"]),
+                        key=row["message_key"].encode(),
+                        headers=event_headers(event, row["global_position"]),
+                    )
+                )
+            # Every send acknowledged by the broker (acks=all) before any row is marked.
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            await conn.execute(
+                "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+            PUBLISHED.labels(self._store).inc(len(rows))
+            return len(rows)
+
+    async def backlog(self) -> int:
+        return int(
+            await self._pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")
+        )

@@ -1,0 +1,139 @@
+"""RFC 9457 problem details: every error of every service is ``application/problem+json``
+with ``type``, ``title``, ``status``, ``detail`` and, where a rule of DOMAIN.md refused the
+request, ``rule``; validation errors list the offending fields."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://branchline.dev/problems/"
+
+
+class Problem(Exception):
+    """Raised anywhere in a request: becomes a problem+json response."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        kind: str,
+        rule: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.kind = kind
+        self.rule = rule
+        self.errors = errors
+        self.extra = extra or {}
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.kind,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.rule:
+            body["rule"] = self.rule
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return body
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(
+        problem.body(),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def field_errors(errors: Any) -> list[dict[str, Any]]:
+    """pydantic errors as ``[{field, message, type}]`` with dotted field paths."""
+    out: list[dict[str, Any]] = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append(
+            {
+                "field": ".".join(loc) or "body",
+                "message": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+        )
+    return out
+
+
+def validation_problem(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(
+        422,
+        "Invalid request",
+        detail or f"invalid fields: {fields}",
+        kind="validation",
+        errors=errors,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return problem_response(
+                Problem(
+                    400,
+                    "Malformed JSON",
+                    "the request body is not valid JSON",
+                    kind="malformed-json",
+                    errors=field_errors(errors),
+                )
+            )
+        return problem_response(validation_problem(field_errors(errors)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
+        return problem_response(
+            Problem(
+                exc.status_code,
+                titles.get(exc.status_code, "HTTP error"),
+                str(exc.detail),
+                kind=f"http-{exc.status_code}",
+                headers=dict(exc.headers) if exc.headers else None,
+            )
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return problem_response(
+            Problem(
+                500,
+                "Internal error",
+                "the server failed; nothing was half-written",
+                kind="internal",
+            )
+        )

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topic declarations, the wire format, producers and consumer loops."""

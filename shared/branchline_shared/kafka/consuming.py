@@ -1,0 +1,231 @@
+"""Consumer plumbing: poison events to a dead-letter topic with the reason, transient faults
+(database or broker away) retried without losing or skipping anything, offsets committed only
+after the work is durable.
+
+Kafka delivers at least once; consumers make that effectively once by recording applied event
+ids in their own transaction (decision 3), so this loop may redeliver after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter
+
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.settings import BranchlineSettings
+
+log = logging.getLogger(__name__)
+
+CONSUMED = Counter("branchline_consumer_events_total", "Events handled", ["consumer"])
+DEAD_LETTERED = Counter(
+    "branchline_consumer_dead_letters_total", "Events dead-lettered", ["consumer"]
+)
+RETRIES = Counter("branchline_consumer_retries_total", "Transient failures retried", ["consumer"])
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    KafkaError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+class DeadLetters:
+    """Publishes a poison message, untouched, to the consumer's dead-letter topic, with why."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, consumer: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._consumer = consumer
+
+    async def send(self, message: RawMessage, reason: str) -> None:
+        headers = [
+            *[(k, v) for k, v in message.headers if not k.startswith("dlq_")],
+            ("dlq_reason", reason[:2000].encode()),
+            ("dlq_consumer", self._consumer.encode()),
+            ("dlq_source_topic", message.topic.encode()),
+            ("dlq_source_partition", str(message.partition).encode()),
+            ("dlq_source_offset", str(message.offset).encode()),
+        ]
+        while True:
+            try:
+                await self._producer.send_and_wait(
+                    self._topic, value=message.value, key=message.key, headers=headers
+                )
+                break
+            except KafkaError as exc:  # broker away: keep the message, try again
+                log.warning("dead-letter publish failed; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
+        DEAD_LETTERED.labels(self._consumer).inc()
+        log.error(
+            "event dead-lettered",
+            extra={"reason": reason, "topic": message.topic, "offset": message.offset},
+        )
+
+
+async def retry_transient(
+    work: Callable[[], Awaitable[Any]], *, consumer: str, max_backoff_s: float = 5.0
+) -> Any:
+    """Run ``work`` until it succeeds or fails for a reason that is not transient."""
+    backoff = 0.1
+    while True:
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            RETRIES.labels(consumer).inc()
+            log.warning(
+                "transient failure; retrying", extra={"error": repr(exc), "backoff_s": backoff}
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+BatchHandler = Callable[[list[RecordedEvent]], Awaitable[object]]
+
+
+class BatchConsumer:
+    """An aiokafka group consumer that hands batches of decoded events to ``handle``.
+
+    Per batch: decode (poison → dead letter), handle with retries on transient faults, then
+    commit the offsets. A handler failure that is not transient is narrowed to the one event
+    that causes it, which is dead-lettered; the rest are handled.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: BranchlineSettings,
+        topics: Sequence[str],
+        group_id: str,
+        name: str,
+        handle: BatchHandler,
+        dead_letters: DeadLetters,
+        max_records: int = 500,
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._name = name
+        self._handle = handle
+        self._dead_letters = dead_letters
+        self._max_records = max_records
+        self.started = asyncio.Event()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=self._group_id,
+            client_id=self._name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
+            max_poll_interval_ms=300_000,
+            metadata_max_age_ms=5_000,
+        )
+
+    async def run(self) -> None:
+        consumer = self._consumer()
+        await retry_transient(consumer.start, consumer=self._name)
+        self.started.set()
+        try:
+            checked = asyncio.get_running_loop().time()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                for tp, records in batches.items():
+                    await self._process(records)
+                    await retry_transient(
+                        lambda tp=tp, last=records[-1]: consumer.commit({tp: last.offset + 1}),
+                        consumer=self._name,
+                    )
+                now = asyncio.get_running_loop().time()
+                if now - checked > 5:
+                    checked = now
+                    await self._rewind_if_log_was_lost(consumer)
+        finally:
+            await consumer.stop()
+
+    async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        events: list[tuple[RawMessage, RecordedEvent]] = []
+        for record in records:
+            raw = RawMessage(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                record.value,
+                list(record.headers or ()),
+            )
+            try:
+                events.append((raw, decode_event(record.value)))
+            except PoisonEvent as exc:
+                await self._dead_letters.send(raw, str(exc))
+        if not events:
+            return
+        try:
+            await retry_transient(lambda: self._handle([e for _, e in events]), consumer=self._name)
+        except Exception:
+            # Narrow down: handle one by one, dead-letter only what fails.
+            for raw, event in events:
+                try:
+                    await retry_transient(
+                        lambda event=event: self._handle([event]), consumer=self._name
+                    )
+                except Exception as exc:
+                    await self._dead_letters.send(raw, f"handler failed: {exc!r}")
+        CONSUMED.labels(self._name).inc(len(events))
+
+    async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
+        """After a broker lost its log (tansu's memory store restarted), our position can be
+        past the new end; the broker does not say OFFSET_OUT_OF_RANGE, so we check."""
+        assignment = list(consumer.assignment())
+        if not assignment:
+            return
+        try:
+            ends = await consumer.end_offsets(assignment)
+        except KafkaError:
+            return
+        lost: list[TopicPartition] = []
+        for tp in assignment:
+            position = await consumer.position(tp)
+            if position > ends.get(tp, position):
+                lost.append(tp)
+        if lost:
+            log.warning(
+                "broker log shorter than our position; rewinding",
+                extra={"partitions": [str(tp) for tp in lost]},
+            )
+            await consumer.seek_to_beginning(*lost)

@@ -1,0 +1,1 @@
+"""PostgreSQL plumbing shared by the services: pools, migrations, error translation."""

@@ -1,0 +1,93 @@
+"""A small ordered SQL migration runner.
+
+Why not Alembic: the services use no ORM and talk SQL through asyncpg; a migration is a plain,
+reviewable ``NNN_name.sql`` file shipped inside the service's package. The runner applies
+the files in order, each in its own transaction, records name and checksum in
+``schema_migrations``, refuses to run when an applied file has since been edited, and holds a
+PostgreSQL advisory lock so several replicas starting at once migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x6272616E63686C  # "branchl"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def load_migrations(package: str) -> list[Migration]:
+    """Migrations are the ``NNN_name.sql`` files of ``package`` (e.g. ``x.migrations``)."""
+    found: list[Migration] = []
+    for entry in resources.files(package).iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"duplicate migration versions in {package}: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection[Any], service: str, migrations: list[Migration]) -> int:
+    """Apply what is missing; returns how many were applied."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   service text NOT NULL,
+                   version int NOT NULL,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (service, version))"""
+        )
+        rows = await conn.fetch(
+            "SELECT version, name, checksum FROM schema_migrations WHERE service = $1", service
+        )
+        applied = {r["version"]: r for r in rows}
+        count = 0
+        for migration in migrations:
+            done = applied.get(migration.version)
+            if done is not None:
+                if done["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"{service} migration {migration.version:03d}_{migration.name} was "
+                        "edited after it was applied; add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (service, version, name, checksum) "
+                    "VALUES ($1, $2, $3, $4)",
+                    service,
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            count += 1
+        return count
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

@@ -1,0 +1,71 @@
+"""asyncpg pools, opened and closed explicitly by a service's composition root."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+if TYPE_CHECKING:
+    PgPool = asyncpg.Pool[Any]
+    PgConnection = asyncpg.Connection[Any]
+else:  # asyncpg's classes are generic only in the stubs; runtime annotations need the bare ones
+    PgPool = asyncpg.Pool
+    PgConnection = asyncpg.Connection
+
+
+async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+    # JSON columns travel as Python objects, encoded with orjson (fast, strict about NaN).
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in ``dsn`` if it does not exist (embedded stack, tests).
+
+    Production databases are provisioned by the operator; this is a no-op there when the
+    database exists.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    if not name:
+        return
+    admin_dsn = urlunsplit(parts._replace(path="/postgres"))
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                pass  # another process created it between our check and our create
+    finally:
+        await conn.close()
+
+
+async def is_reachable(pool: asyncpg.Pool[Any]) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
+    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+        return False

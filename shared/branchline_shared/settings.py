@@ -1,0 +1,110 @@
+"""One settings object for every Branchline process (ARCHITECTURE.md decision 9).
+
+Read from environment variables prefixed ``BRANCHLINE_`` (and an optional ``.env``); the same
+code runs on the embedded stack and in production. Built once, in a process's composition
+root, never at import time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, computed_field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changeme", "secret", "change-me", "dev", ""}
+
+
+class BranchlineSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BRANCHLINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    dev_mode: bool = Field(
+        default=True, description="Enables the test clock and other dev-only endpoints."
+    )
+    data_dir: Path = Path(".branchline")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # PostgreSQL: one database per service (each service owns its data).
+    intake_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_intake"
+    followup_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_followup"
+    audit_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_audit"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_namespace: str = Field(
+        default="branchline",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Prefix of every topic and consumer group (tests use a uuid).",
+    )
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    topic_retention_ms: int = -1
+    kafka_idempotent_producer: bool = Field(
+        default=False, description="Switch on where the broker supports it (Apache Kafka does)."
+    )
+    kafka_session_timeout_ms: int = 1000
+    kafka_heartbeat_interval_ms: int = 200
+
+    # Outbox relay
+    relay_enabled: bool = True
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_s: float = Field(default=0.5, gt=0)
+
+    # HTTP
+    bind_host: str = "127.0.0.1"
+    intake_port: int = 8001
+    followup_port: int = 8002
+    audit_port: int = 8003
+    followup_worker_port: int = 8004
+    audit_consumer_port: int = 8005
+    broker_port: int = 9092
+    postgres_port: int = 54329
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+
+    # Auth: HS256 JWT. On the embedded stack the secret is generated into data_dir.
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "branchline"
+    jwt_audience: str = "branchline"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> BranchlineSettings:
+        if self.environment == "production":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "BRANCHLINE_JWT_SECRET must be set to a random value of at least 32 "
+                    "characters in production"
+                )
+            if self.dev_mode:
+                raise ValueError("BRANCHLINE_DEV_MODE must be false in production")
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def jwt_secret_file(self) -> Path:
+        return self.data_dir / "secrets" / "jwt-secret"
+
+    def resolved_jwt_secret(self) -> str:
+        """The signing secret: from settings, or (development) from the data folder,
+        generated there on first use."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        path = self.jwt_secret_file
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_namespace}.{name}"
