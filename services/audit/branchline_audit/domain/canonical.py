@@ -1,0 +1,239 @@
+"""Canonical bytes and the SHA-256 hash chain of the audit ledger (ARCHITECTURE.md decision 6).
+
+Why a precise definition: a regulator's auditor must recompute every hash from an export with
+nothing but this text, in any language. The definition, version 1:
+
+**Canonical bytes of an entry.** The RFC 8785 (JSON Canonicalization Scheme, "JCS") encoding,
+UTF-8, of this JSON object and nothing else::
+
+    {"appended_at": <string>, "event": <object>, "format": "branchline.audit.entry.v1",
+     "position": <integer>}
+
+- ``position``: the entry's ledger position, 1, 2, 3, ... without gaps (JSON number; at most
+  2**53 - 1, the integer range JCS allows).
+- ``event``: the recorded event exactly as the ledger stores it, as a JSON object (the envelope
+  of API.md with ``data``; personal fields in their encrypted form, so that crypto-shredding a
+  client leaves every hash verifiable). It is the JSON *value* that counts: key order and
+  whitespace of any stored text do not matter, JCS fixes them.
+- ``appended_at``: when the ledger appended the entry, as an RFC 3339 UTC string with exactly
+  six fractional digits and a ``Z``, e.g. ``"2024-05-01T09:30:00.000000Z"``
+  (:func:`format_appended_at`).
+- ``format``: the constant ``"branchline.audit.entry.v1"``; a future definition gets a new value.
+
+With JCS the members appear sorted by key, as above, with no whitespace.
+
+**Chain.** ``hash(p) = SHA-256(prev_hash(p) || canonical_bytes(p))`` where ``||`` is byte
+concatenation, ``prev_hash(1)`` is 32 zero bytes and ``prev_hash(p) = hash(p - 1)``. Hashes are
+shown as lowercase hex.
+
+**Merkle tree.** Leaf ``i`` (0-based) of the RFC 6962 tree is position ``i + 1`` and its leaf
+input is the 32 raw bytes of ``hash(i + 1)`` (see :mod:`.merkle`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from branchline_audit.domain.merkle import HASH_SIZE, CompactRange, leaf_hash
+
+ENTRY_FORMAT = "branchline.audit.entry.v1"
+GENESIS_PREV_HASH = bytes(HASH_SIZE)
+"""``prev_hash`` of position 1."""
+MAX_POSITION = 2**53 - 1
+"""Largest integer JCS represents exactly (an IEEE 754 double)."""
+
+_APPENDED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+
+
+class CanonicalisationError(ValueError):
+    """An entry that has no canonical bytes under this definition (and so cannot be chained)."""
+
+
+def format_appended_at(moment: datetime) -> str:
+    """The one string form of an append time that enters the hash, so that the same instant
+    read back from PostgreSQL (microsecond precision) always hashes the same."""
+    if moment.tzinfo is None:
+        raise CanonicalisationError("appended_at must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_position(position: int) -> None:
+    # bool is an int subclass but would serialise as true/false.
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise CanonicalisationError(f"position must be an int, got {type(position).__name__}")
+    if not 1 <= position <= MAX_POSITION:
+        raise CanonicalisationError(f"position must be in 1..{MAX_POSITION}, got {position}")
+
+
+def _check_appended_at(appended_at: str) -> None:
+    if not isinstance(appended_at, str) or not _APPENDED_AT.fullmatch(appended_at):
+        raise CanonicalisationError(
+            "appended_at must look like 2024-05-01T09:30:00.000000Z "
+            f"(use format_appended_at), got {appended_at!r}"
+        )
+
+
+def entry_canonical_bytes(position: int, event: Mapping[str, Any], appended_at: str) -> bytes:
+    """The bytes the chain hashes for one entry (definition in the module docstring)."""
+    _check_position(position)
+    _check_appended_at(appended_at)
+    if not isinstance(event, Mapping):
+        raise CanonicalisationError(f"event must be a JSON object, got {type(event).__name__}")
+    document: dict[str, Any] = {
+        "appended_at": appended_at,
+        "event": dict(event),
+        "format": ENTRY_FORMAT,
+        "position": position,
+    }
+    try:
+        canonical: bytes = rfc8785.dumps(document)
+    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError) as error:
+        raise CanonicalisationError(f"event is not canonicalisable JSON: {error}") from error
+    return canonical
+
+
+def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
+    """``SHA-256(prev_hash || canonical)``: each entry commits to the whole history before it."""
+    if len(prev_hash) != HASH_SIZE:
+        raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
+    return hashlib.sha256(prev_hash + canonical).digest()
+
+
+def entry_hash(
+    prev_hash: bytes, position: int, event: Mapping[str, Any], appended_at: str
+) -> bytes:
+    """Hash of a new entry in one call: what the ledger writer stores as ``hash``."""
+    return chain_hash(prev_hash, entry_canonical_bytes(position, event, appended_at))
+
+
+def entry_leaf_hash(entry_hash_value: bytes) -> bytes:
+    """Merkle leaf hash of an entry: ``SHA-256(0x00 || hash)`` (API.md, transparency proofs)."""
+    if len(entry_hash_value) != HASH_SIZE:
+        raise ValueError(f"an entry hash is {HASH_SIZE} bytes, got {len(entry_hash_value)}")
+    return leaf_hash(entry_hash_value)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """One ledger entry as stored or exported: what the verifier needs, nothing more."""
+
+    position: int
+    event: Mapping[str, Any]
+    appended_at: str
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerdict:
+    """Outcome of verifying a chain (the body of ``GET /v1/audit/verify`` plus diagnostics).
+
+    ``entries`` counts the entries that verified, all of them when ``ok``; verification stops at
+    the first bad one. ``head`` is the hex hash of the last entry that verified (the starting
+    ``prev_hash`` if none did). ``tree_root`` is the hex RFC 6962 root over those ``entries``
+    leaves, to compare with a signed checkpoint of that size; ``None`` when verification started
+    after position 1.
+    """
+
+    ok: bool
+    entries: int
+    head: str
+    first_bad_position: int | None
+    reason: str | None
+    tree_root: str | None
+
+
+class ChainVerifier:
+    """Streaming chain verification: feed entries in ledger order; memory stays constant
+    (one hash plus an O(log n) Merkle range), so a ledger of any length can be checked, from a
+    synchronous iterator (:func:`verify_chain`) or page by page from an async reader.
+    """
+
+    __slots__ = ("_bad_position", "_count", "_expected", "_prev", "_reason", "_tree")
+
+    def __init__(self, *, start_position: int = 1, prev_hash: bytes = GENESIS_PREV_HASH) -> None:
+        """``start_position``/``prev_hash`` let a verifier resume from a trusted point."""
+        _check_position(start_position)
+        if len(prev_hash) != HASH_SIZE:
+            raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
+        if start_position == 1 and prev_hash != GENESIS_PREV_HASH:
+            raise ValueError("position 1 always follows the genesis prev_hash (32 zero bytes)")
+        self._expected = start_position
+        self._prev = prev_hash
+        self._count = 0
+        self._bad_position: int | None = None
+        self._reason: str | None = None
+        self._tree: CompactRange | None = CompactRange() if start_position == 1 else None
+
+    @property
+    def failed(self) -> bool:
+        """True once a bad entry was seen; later entries are then ignored."""
+        return self._bad_position is not None
+
+    def feed(self, entry: ChainEntry) -> bool:
+        """Check the next entry; False (and the verdict fixed) at the first bad one."""
+        if self.failed:
+            return False
+        problem = self._problem_with(entry)
+        if problem is not None:
+            self._bad_position, self._reason = self._expected, problem
+            return False
+        self._prev = entry.hash
+        if self._tree is not None:
+            self._tree.append(leaf_hash(entry.hash))
+        self._count += 1
+        self._expected += 1
+        return True
+
+    def _problem_with(self, entry: ChainEntry) -> str | None:
+        """Why ``entry`` cannot be the next entry of this chain, or None if it can."""
+        if entry.position != self._expected:
+            return (
+                f"expected position {self._expected}, found {entry.position!r} "
+                "(an entry is missing, duplicated or out of order)"
+            )
+        if entry.prev_hash != self._prev:
+            return f"prev_hash does not equal the hash of position {self._expected - 1}"
+        try:
+            recomputed = chain_hash(
+                self._prev, entry_canonical_bytes(entry.position, entry.event, entry.appended_at)
+            )
+        except CanonicalisationError as error:
+            return f"entry has no canonical bytes: {error}"
+        if entry.hash != recomputed:
+            return "hash does not match the recomputed hash of the entry's content"
+        return None
+
+    def verdict(self) -> ChainVerdict:
+        """The result so far (final once the input is exhausted)."""
+        return ChainVerdict(
+            ok=not self.failed,
+            entries=self._count,
+            head=self._prev.hex(),
+            first_bad_position=self._bad_position,
+            reason=self._reason,
+            tree_root=None if self._tree is None else self._tree.root().hex(),
+        )
+
+
+def verify_chain(
+    entries: Iterable[ChainEntry],
+    *,
+    start_position: int = 1,
+    prev_hash: bytes = GENESIS_PREV_HASH,
+) -> ChainVerdict:
+    """Recompute the chain over ``entries`` (ledger order, positions gap-free from
+    ``start_position``) and report the first position that does not hold. Consumes the
+    iterable lazily and stops at the first bad entry."""
+    verifier = ChainVerifier(start_position=start_position, prev_hash=prev_hash)
+    for entry in entries:
+        if not verifier.feed(entry):
+            break
+    return verifier.verdict()

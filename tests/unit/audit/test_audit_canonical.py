@@ -1,0 +1,337 @@
+"""Canonical entry bytes and the hash chain: exact bytes, and tampering found where it happened."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from branchline_audit.domain.canonical import (
+    GENESIS_PREV_HASH,
+    CanonicalisationError,
+    ChainEntry,
+    ChainVerifier,
+    chain_hash,
+    entry_canonical_bytes,
+    entry_hash,
+    entry_leaf_hash,
+    format_appended_at,
+    verify_chain,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+
+
+def make_event(position: int, note: str = "") -> dict[str, Any]:
+    return {
+        "event_id": f"00000000-0000-4000-8000-{position:012d}",
+        "type": "visit.recorded",
+        "schema_version": 1,
+        "occurred_at": "2024-05-01T09:00:00Z",
+        "client_id": f"c-{position % 7}",
+        "actor": {"id": "rm-1", "role": "rm"},
+        "branch_id": None,
+        "data": {"note": note or f"note {position}", "amount": position * 1.5, "ok": True},
+    }
+
+
+def make_chain(count: int, start: int = 1, prev: bytes = GENESIS_PREV_HASH) -> list[ChainEntry]:
+    entries: list[ChainEntry] = []
+    for position in range(start, start + count):
+        event = make_event(position)
+        appended_at = format_appended_at(T0 + timedelta(seconds=position))
+        digest = entry_hash(prev, position, event, appended_at)
+        entries.append(ChainEntry(position, event, appended_at, prev, digest))
+        prev = digest
+    return entries
+
+
+def ref_mth(leaf_inputs: list[bytes]) -> bytes:
+    """RFC 6962 MTH, naive, independent of the code under test."""
+    if not leaf_inputs:
+        return hashlib.sha256(b"").digest()
+    if len(leaf_inputs) == 1:
+        return hashlib.sha256(b"\x00" + leaf_inputs[0]).digest()
+    k = 1
+    while k * 2 < len(leaf_inputs):
+        k *= 2
+    left, right = ref_mth(leaf_inputs[:k]), ref_mth(leaf_inputs[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+# --- the definition -------------------------------------------------------------------------------
+
+
+def test_canonical_bytes_are_exactly_the_documented_json() -> None:
+    event = {
+        "type": "t",
+        "b": 1,
+        "a": [True, None, "\u00e9", 1.0, 0.1],
+        "\u20ac": {"z": 2, "y": ""},
+    }
+    expected = (
+        b'{"appended_at":"2024-05-01T09:30:00.000000Z",'
+        b'"event":{"a":[true,null,"\xc3\xa9",1,0.1],"b":1,"type":"t","\xe2\x82\xac":{"y":"","z":2}},'
+        b'"format":"branchline.audit.entry.v1","position":1}'
+    )
+    assert entry_canonical_bytes(1, event, "2024-05-01T09:30:00.000000Z") == expected
+
+
+def test_member_order_of_the_event_does_not_matter() -> None:
+    a = {"x": 1, "y": {"p": "q", "r": [1, 2]}}
+    b = {"y": {"r": [1, 2], "p": "q"}, "x": 1}
+    stamp = "2024-05-01T09:30:00.000000Z"
+    assert entry_canonical_bytes(3, a, stamp) == entry_canonical_bytes(3, b, stamp)
+
+
+def test_chain_hash_is_sha256_of_prev_then_canonical() -> None:
+    canonical = b'{"anything":1}'
+    assert (
+        chain_hash(GENESIS_PREV_HASH, canonical) == hashlib.sha256(bytes(32) + canonical).digest()
+    )
+    assert bytes(32) == GENESIS_PREV_HASH
+    with pytest.raises(ValueError, match="32 bytes"):
+        chain_hash(b"short", canonical)
+
+
+def test_entry_leaf_hash_is_the_rfc6962_leaf_of_the_raw_hash() -> None:
+    digest = hashlib.sha256(b"entry").digest()
+    assert entry_leaf_hash(digest) == hashlib.sha256(b"\x00" + digest).digest()
+    with pytest.raises(ValueError, match="32 bytes"):
+        entry_leaf_hash(digest.hex().encode())
+
+
+def test_format_appended_at() -> None:
+    assert format_appended_at(T0) == "2024-05-01T09:30:00.000000Z"
+    paris = timezone(timedelta(hours=2))
+    moment = datetime(2024, 5, 1, 11, 30, 0, 123456, tzinfo=paris)
+    assert format_appended_at(moment) == "2024-05-01T09:30:00.123456Z"
+    with pytest.raises(CanonicalisationError, match="timezone-aware"):
+        format_appended_at(datetime(2024, 5, 1, 9, 30))
+
+
+@pytest.mark.parametrize(
+    ("position", "event", "appended_at", "message"),
+    [
+        (0, {}, "2024-05-01T09:30:00.000000Z", "position must be in"),
+        (2**53, {}, "2024-05-01T09:30:00.000000Z", "position must be in"),
+        (True, {}, "2024-05-01T09:30:00.000000Z", "must be an int"),
+        (1, {}, "2024-05-01T09:30:00Z", "appended_at must look like"),
+        (1, {}, "2024-05-01 09:30:00.000000+00:00", "appended_at must look like"),
+        (1, [], "2024-05-01T09:30:00.000000Z", "JSON object"),
+        (1, {"when": T0}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+        (1, {"tags": {"a"}}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+        (1, {"n": math.nan}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+        (1, {"n": 2**60}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+        (1, {1: "non-string key"}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+        (1, {"s": "lone \ud800"}, "2024-05-01T09:30:00.000000Z", "canonicalisable"),
+    ],
+)
+def test_entries_without_canonical_bytes_are_refused(
+    position: int, event: Any, appended_at: str, message: str
+) -> None:
+    with pytest.raises(CanonicalisationError, match=message):
+        entry_canonical_bytes(position, event, appended_at)
+
+
+# --- verifying a chain ------------------------------------------------------------------------
+
+
+def test_a_good_chain_verifies() -> None:
+    entries = make_chain(25)
+    verdict = verify_chain(entries)
+    assert verdict.ok
+    assert verdict.entries == 25
+    assert verdict.head == entries[-1].hash.hex()
+    assert verdict.first_bad_position is None
+    assert verdict.reason is None
+    assert verdict.tree_root == ref_mth([e.hash for e in entries]).hex()
+
+
+def test_the_chain_is_recomputable_from_the_written_definition() -> None:
+    """A third party's recomputation, with hashlib and a hand-built JCS string only."""
+    entry = make_chain(1)[0]
+    canonical = (
+        b'{"appended_at":"2024-05-01T09:30:01.000000Z","event":{"actor":{"id":"rm-1","role":"rm"},'
+        b'"branch_id":null,"client_id":"c-1","data":{"amount":1.5,"note":"note 1","ok":true},'
+        b'"event_id":"00000000-0000-4000-8000-000000000001","occurred_at":"2024-05-01T09:00:00Z",'
+        b'"schema_version":1,"type":"visit.recorded"},"format":"branchline.audit.entry.v1",'
+        b'"position":1}'
+    )
+    assert entry.hash == hashlib.sha256(bytes(32) + canonical).digest()
+
+
+def test_an_empty_chain_verifies() -> None:
+    verdict = verify_chain([])
+    assert verdict.ok
+    assert verdict.entries == 0
+    assert verdict.head == "00" * 32
+    assert verdict.tree_root == hashlib.sha256(b"").hexdigest()
+
+
+def _alter_event(entry: ChainEntry, index: int) -> ChainEntry:
+    event = {**entry.event, "data": dict(entry.event["data"])}
+    note = event["data"]["note"]
+    i = index % len(note)
+    event["data"]["note"] = note[:i] + chr(ord(note[i]) ^ 1) + note[i + 1 :]
+    return replace(entry, event=event)
+
+
+def _alter_appended_at(entry: ChainEntry, index: int) -> ChainEntry:
+    digits = [i for i, ch in enumerate(entry.appended_at) if ch.isdigit()]
+    i = digits[index % len(digits)]
+    ch = entry.appended_at[i]
+    other = "1" if ch == "0" else "0"
+    return replace(entry, appended_at=entry.appended_at[:i] + other + entry.appended_at[i + 1 :])
+
+
+def _flip(value: bytes, index: int) -> bytes:
+    changed = bytearray(value)
+    changed[index % len(changed)] ^= 0x01
+    return bytes(changed)
+
+
+ALTERATIONS: dict[str, Callable[[ChainEntry, int], ChainEntry]] = {
+    "event": _alter_event,
+    "appended_at": _alter_appended_at,
+    "position": lambda e, i: replace(e, position=e.position + 1 + i % 3),
+    "prev_hash": lambda e, i: replace(e, prev_hash=_flip(e.prev_hash, i)),
+    "hash": lambda e, i: replace(e, hash=_flip(e.hash, i)),
+}
+
+
+@settings(database=None, deadline=None, max_examples=200)
+@given(
+    length=st.integers(1, 30),
+    data=st.data(),
+    field=st.sampled_from(sorted(ALTERATIONS)),
+    byte=st.integers(0, 1000),
+)
+def test_one_altered_field_is_found_at_its_position(
+    length: int, data: st.DataObject, field: str, byte: int
+) -> None:
+    entries = make_chain(length)
+    target = data.draw(st.integers(1, length))
+    entries[target - 1] = ALTERATIONS[field](entries[target - 1], byte)
+    verdict = verify_chain(entries)
+    assert not verdict.ok
+    assert verdict.first_bad_position == target
+    assert verdict.entries == target - 1
+    expected_head = GENESIS_PREV_HASH if target == 1 else entries[target - 2].hash
+    assert verdict.head == expected_head.hex()
+    assert verdict.reason
+
+
+@settings(database=None, deadline=None, max_examples=100)
+@given(length=st.integers(2, 30), data=st.data())
+def test_a_deleted_entry_is_found(length: int, data: st.DataObject) -> None:
+    entries = make_chain(length)
+    gone = data.draw(st.integers(1, length - 1))  # deleting the last entry is a truncation
+    del entries[gone - 1]
+    verdict = verify_chain(entries)
+    assert (verdict.ok, verdict.first_bad_position) == (False, gone)
+    assert "missing" in (verdict.reason or "")
+
+
+@settings(database=None, deadline=None, max_examples=100)
+@given(length=st.integers(2, 30), data=st.data())
+def test_swapped_entries_are_found(length: int, data: st.DataObject) -> None:
+    entries = make_chain(length)
+    a = data.draw(st.integers(1, length - 1))
+    b = data.draw(st.integers(a + 1, length))
+    entries[a - 1], entries[b - 1] = entries[b - 1], entries[a - 1]
+    verdict = verify_chain(entries)
+    assert (verdict.ok, verdict.first_bad_position) == (False, a)
+
+
+def test_renumbered_deletion_is_found() -> None:
+    """Deleting an entry and renumbering the later ones breaks the prev_hash link."""
+    entries = make_chain(6)
+    del entries[2]
+    renumbered = [replace(e, position=i) for i, e in enumerate(entries, start=1)]
+    verdict = verify_chain(renumbered)
+    assert (verdict.ok, verdict.first_bad_position) == (False, 3)
+
+
+def test_a_duplicated_entry_is_found() -> None:
+    entries = make_chain(5)
+    entries.insert(3, entries[2])
+    verdict = verify_chain(entries)
+    assert (verdict.ok, verdict.first_bad_position) == (False, 4)
+
+
+def test_an_event_without_canonical_bytes_is_reported_not_raised() -> None:
+    entries = make_chain(3)
+    entries[1] = replace(entries[1], event={"bad": {1, 2}})
+    verdict = verify_chain(entries)
+    assert (verdict.ok, verdict.first_bad_position) == (False, 2)
+    assert "canonical" in (verdict.reason or "")
+
+
+def test_verification_stops_reading_at_the_first_bad_entry() -> None:
+    entries = make_chain(10)
+    entries[3] = replace(entries[3], hash=bytes(32))
+    read: list[int] = []
+
+    def stream() -> Iterator[ChainEntry]:
+        for entry in entries:
+            read.append(entry.position)
+            yield entry
+
+    assert verify_chain(stream()).first_bad_position == 4
+    assert read == [1, 2, 3, 4]
+
+
+def test_a_segment_verifies_from_a_trusted_point() -> None:
+    entries = make_chain(12)
+    verdict = verify_chain(entries[5:], start_position=6, prev_hash=entries[4].hash)
+    assert (verdict.ok, verdict.entries, verdict.head) == (True, 7, entries[-1].hash.hex())
+    assert verdict.tree_root is None
+    wrong = verify_chain(entries[5:], start_position=6, prev_hash=entries[3].hash)
+    assert (wrong.ok, wrong.first_bad_position) == (False, 6)
+    with pytest.raises(ValueError, match="genesis"):
+        ChainVerifier(start_position=1, prev_hash=entries[0].hash)
+
+
+def test_the_verifier_can_be_fed_page_by_page() -> None:
+    entries = make_chain(9)
+    verifier = ChainVerifier()
+    for page in (entries[:4], entries[4:]):
+        for entry in page:
+            assert verifier.feed(entry)
+    assert verifier.verdict() == verify_chain(entries)
+    assert not verifier.feed(entries[0])  # position 1 again
+    assert verifier.failed
+    assert not verifier.feed(entries[1])  # ignored once failed
+    assert verifier.verdict().first_bad_position == 10
+
+
+def test_verification_runs_in_constant_memory() -> None:
+    def stream(count: int) -> Iterator[ChainEntry]:
+        prev = GENESIS_PREV_HASH
+        for position in range(1, count + 1):
+            event = make_event(position, note="x" * 2000)
+            appended_at = format_appended_at(T0)
+            digest = entry_hash(prev, position, event, appended_at)
+            yield ChainEntry(position, event, appended_at, prev, digest)
+            prev = digest
+
+    tracemalloc.start()
+    try:
+        verdict = verify_chain(stream(5_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert verdict.ok
+    assert verdict.entries == 5_000
+    assert peak < 1_000_000  # holding the entries would take over 10 MB
