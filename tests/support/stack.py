@@ -88,10 +88,10 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, interval: float = 0.1
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 20.0, interval: float = 0.1
 ) -> T:
     """Wait, bounded, for an asynchronous effect: ``probe`` returns a value when it is there."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     last_error: BaseException | None = None
     while True:
         try:
@@ -101,7 +101,7 @@ async def eventually(
         except AssertionError as exc:
             last_error = exc
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout}s (last error: {last_error!r})")
+            raise AssertionError(f"not within {within}s (last error: {last_error!r})")
         await asyncio.sleep(interval)
 
 
