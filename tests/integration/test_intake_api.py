@@ -44,9 +44,12 @@ async def stored_count(settings: BranchlineSettings) -> int:
 
 @pytest.fixture
 async def intake(settings: BranchlineSettings, tokens: TokenFactory) -> Any:
-    async with serve(create_app(settings)) as url, httpx.AsyncClient(
-        base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM), timeout=10
-    ) as client:
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(
+            base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM), timeout=10
+        ) as client,
+    ):
         yield client
 
 

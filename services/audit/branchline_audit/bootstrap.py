@@ -89,6 +89,7 @@ async def run_consumer(settings: BranchlineSettings) -> None:
         name=CONSUMER,
         handle=lambda events: record_events(ledger, clock, events),
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
+        on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
     )
     checks = {
         "postgres": lambda: is_reachable(pool),

@@ -76,6 +76,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     store_name=SERVICE,
                     batch_size=settings.relay_batch_size,
                     poll_interval_s=settings.relay_poll_interval_s,
+                    on_recover=lambda: ensure_topics(
+                        settings.kafka_bootstrap, topics.all(), attempts=1
+                    ),
                 )
                 relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
             yield

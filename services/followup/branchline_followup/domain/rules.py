@@ -1,0 +1,734 @@
+"""The follow-up rules: which events make a task due, and which satisfy, cancel or move one.
+
+Every rule is a small class with the event types it reacts to and a pure ``decide``; the
+:func:`decide` function runs them all for one event. Inputs are the recorded event (its
+``data`` read by the API.md catalogue's field names), the client's current read state, the
+client's open tasks (as they were *before* this event) and the :class:`FollowupPolicy`.
+Deadlines run from the event's ``occurred_at`` (ARCHITECTURE.md decision 8).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
+from branchline_followup.domain.policy import FollowupPolicy
+from branchline_followup.domain.tasks import (
+    CancelTask,
+    ClientContext,
+    CompleteTask,
+    CreateTask,
+    FollowupTask,
+    ReassignTask,
+    RescheduleTask,
+    TaskCommand,
+    new_task,
+)
+from branchline_followup.domain.vocabulary import (
+    COMPLAINT_RESOLUTION_KINDS,
+    CONTACT_PLAN_KINDS,
+    LifecycleStage,
+    RuleId,
+    Severity,
+    TaskKind,
+)
+from branchline_shared.events.envelope import RecordedEvent
+
+CLIENT_SUBJECT = "client"
+FOLLOWUP_COMPLETED = "followup.completed"
+"""Emitted by the followup service when an RM completes a task (``POST /v1/followups/{id}/
+complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
+and optionally ``kind`` (the completed task's kind)."""
+
+_AWARE = TypeAdapter(AwareDatetime)
+
+
+class InvalidEventData(ValueError):
+    """An event's ``data`` lacks a field a rule needs, or holds an unreadable value."""
+
+    def __init__(self, rule: RuleId, event: RecordedEvent, field: str, problem: str) -> None:
+        super().__init__(f"{rule.value}: {event.type} {event.event_id}: data.{field} {problem}")
+        self.rule = rule
+        self.event_type = event.type
+        self.event_id = event.event_id
+        self.field = field
+
+
+# Reading ``data`` by the catalogue's field names.
+
+
+def _text(event: RecordedEvent, name: str, rule: RuleId) -> str:
+    value = event.data.get(name)
+    if value is None:
+        raise InvalidEventData(rule, event, name, "is missing")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEventData(rule, event, name, "must be a non-empty string")
+    return value
+
+
+def _optional_text(event: RecordedEvent, name: str, rule: RuleId) -> str | None:
+    if event.data.get(name) is None:
+        return None
+    return _text(event, name, rule)
+
+
+def _optional_time(event: RecordedEvent, name: str, rule: RuleId) -> datetime | None:
+    value: Any = event.data.get(name)
+    if value is None:
+        return None
+    try:
+        return require_aware(_AWARE.validate_python(value))
+    except (ValidationError, ValueError):
+        raise InvalidEventData(rule, event, name, "must be a time with an offset") from None
+
+
+def _time(event: RecordedEvent, name: str, rule: RuleId) -> datetime:
+    moment = _optional_time(event, name, rule)
+    if moment is None:
+        raise InvalidEventData(rule, event, name, "is missing")
+    return moment
+
+
+def _flag(event: RecordedEvent, name: str, rule: RuleId) -> bool:
+    value = event.data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidEventData(rule, event, name, "must be true or false")
+    return value
+
+
+def _occurred(event: RecordedEvent) -> datetime:
+    return require_aware(event.occurred_at)
+
+
+def _owner(client: ClientContext, policy: FollowupPolicy) -> str:
+    return client.rm_id or policy.unassigned
+
+
+def _open(
+    tasks: Iterable[FollowupTask], kinds: Iterable[TaskKind], subject: str | None = None
+) -> list[FollowupTask]:
+    wanted = frozenset(kinds)
+    return [
+        t
+        for t in tasks
+        if t.is_open and t.kind in wanted and (subject is None or t.subject == subject)
+    ]
+
+
+def _create(
+    event: RecordedEvent,
+    policy: FollowupPolicy,
+    *,
+    kind: TaskKind,
+    subject: str,
+    assignee: str,
+    due_at: datetime,
+    profile: str | None = None,
+) -> CreateTask:
+    return CreateTask(
+        task=new_task(
+            kind=kind,
+            source_event_id=event.event_id,
+            client_id=event.client_id,
+            branch_id=event.branch_id,
+            assignee=assignee,
+            subject=subject,
+            opened_at=_occurred(event),
+            due_at=due_at,
+            deadline_profile=profile or policy.profile_for(event.branch_id),
+        )
+    )
+
+
+def _complete(
+    tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str
+) -> list[TaskCommand]:
+    return [
+        CompleteTask(
+            task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason
+        )
+        for t in tasks
+    ]
+
+
+def _cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) -> list[TaskCommand]:
+    return [
+        CancelTask(task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason)
+        for t in tasks
+    ]
+
+
+class FollowupRule(Protocol):
+    rule: ClassVar[RuleId]
+    event_types: ClassVar[frozenset[str]]
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]: ...
+
+
+class SatisfactionSurveyRule:
+    """D-01b: a satisfaction survey is due ``survey_within`` (3 days) after every closed visit,
+    whatever its outcome; ``feedback.survey_answered`` for that ``visit_id`` satisfies it, and a
+    survey without ``visit_id`` satisfies every open survey of the client."""
+
+    rule: ClassVar[RuleId] = RuleId.SATISFACTION_SURVEY
+    event_types: ClassVar[frozenset[str]] = frozenset({"visit.closed", "feedback.survey_answered"})
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        if event.type == "visit.closed":
+            visit_id = _text(event, "visit_id", self.rule)
+            return [
+                _create(
+                    event,
+                    policy,
+                    kind=TaskKind.SATISFACTION_SURVEY,
+                    subject=f"visit:{visit_id}",
+                    assignee=_owner(client, policy),
+                    due_at=_occurred(event) + policy.survey_within,
+                )
+            ]
+        answered_visit = _optional_text(event, "visit_id", self.rule)
+        subject = None if answered_visit is None else f"visit:{answered_visit}"
+        return _complete(
+            _open(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
+        )
+
+
+class AppointmentPreparationRule:
+    """D-02: booking makes a preparation task due ``appointment_preparation_lead`` (1 hour)
+    before ``slot_start``, assigned to ``staff_id``. ``appointment.attended`` completes it (the
+    meeting took place; an earlier explicit completion by the staff keeps its own time);
+    ``appointment.cancelled`` and ``appointment.no_show`` cancel it; ``appointment.confirmed``
+    changes nothing (a confirmation is not a preparation)."""
+
+    rule: ClassVar[RuleId] = RuleId.APPOINTMENT
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {
+            "appointment.booked",
+            "appointment.attended",
+            "appointment.cancelled",
+            "appointment.no_show",
+        }
+    )
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        appointment_id = _text(event, "appointment_id", self.rule)
+        subject = f"appointment:{appointment_id}"
+        if event.type == "appointment.booked":
+            slot_start = _time(event, "slot_start", self.rule)
+            return [
+                _create(
+                    event,
+                    policy,
+                    kind=TaskKind.APPOINTMENT_PREPARATION,
+                    subject=subject,
+                    assignee=_text(event, "staff_id", self.rule),
+                    due_at=slot_start - policy.appointment_preparation_lead,
+                )
+            ]
+        preparations = _open(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
+        if event.type == "appointment.attended":
+            return _complete(preparations, event, "appointment attended")
+        return _cancel(preparations, event, event.type.removeprefix("appointment."))
+
+
+class ConsultationRule:
+    """D-06: a consultation on an online channel (``online``, ``app``) must be answered within
+    ``online_consultation_response`` (30 s); on any other channel within
+    ``offline_consultation_response`` ("as soon as possible": default one day). The channel is
+    ``data.channel``, else the envelope's.
+
+    ``consultation.answered`` without ``promised_by`` completes the consultation's open tasks.
+    With ``promised_by`` it completes the first response (the client got an answer: a promised
+    deadline) and any earlier promise, and makes the promised answer due at ``promised_by``; a
+    later ``consultation.answered`` completes that. A re-promise thus closes the previous promise
+    at the time of the new one: late if the old deadline had already passed.
+    """
+
+    rule: ClassVar[RuleId] = RuleId.CONSULTATION
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {"consultation.opened", "consultation.answered"}
+    )
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        consultation_id = _text(event, "consultation_id", self.rule)
+        subject = f"consultation:{consultation_id}"
+        if event.type == "consultation.opened":
+            channel = _optional_text(event, "channel", self.rule)
+            if channel is None and event.channel is not None:
+                channel = event.channel.value
+            within = (
+                policy.online_consultation_response
+                if channel in policy.online_channels
+                else policy.offline_consultation_response
+            )
+            return [
+                _create(
+                    event,
+                    policy,
+                    kind=TaskKind.CONSULTATION_RESPONSE,
+                    subject=subject,
+                    assignee=_owner(client, policy),
+                    due_at=_occurred(event) + within,
+                )
+            ]
+        promised_by = _optional_time(event, "promised_by", self.rule)
+        pending = _open(
+            open_tasks,
+            {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
+            subject,
+        )
+        if promised_by is None:
+            return _complete(pending, event, "answered")
+        commands = _complete(pending, event, "answer promised")
+        assignee = pending[0].assignee if pending else _owner(client, policy)
+        commands.append(
+            _create(
+                event,
+                policy,
+                kind=TaskKind.CONSULTATION_PROMISE,
+                subject=subject,
+                assignee=assignee,
+                due_at=promised_by,
+            )
+        )
+        return commands
+
+
+class ComplaintRule:
+    """D-07: the complaint clocks of the branch's jurisdiction profile.
+
+    - ``complaint.received``: one task per clock of the profile (see
+      :func:`complaint_deadlines`), assigned to the client's RM, or, when ``data.topic`` is
+      ``personal_data_topic``, to the RM's supervisor. ``data.complex`` (bool) selects the
+      longer decision clock of profiles that have one (cn_regulator: 30 days instead of 15).
+    - ``complaint.acknowledged``: completes the response; the complaint's other open tasks go
+      to ``owner_id``.
+    - ``complaint.progress_reported`` with ``complex: true``: the open decision clock moves to
+      the complex deadline of the profile stored with the task (never the branch's current one).
+    - ``complaint.resolved``: completes the response and resolution clocks; a follow-up is due
+      ``complaint_follow_up_after`` (7 days) later, for whoever held the complaint's open
+      tasks (else the RM).
+    - ``complaint.confirmed_by_client``: completes the follow-up (satisfied or not: the loop's
+      confirmation step happened).
+    - ``complaint.closed``: completes every open task of the complaint.
+    """
+
+    rule: ClassVar[RuleId] = RuleId.COMPLAINT
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {
+            "complaint.received",
+            "complaint.acknowledged",
+            "complaint.progress_reported",
+            "complaint.resolved",
+            "complaint.confirmed_by_client",
+            "complaint.closed",
+        }
+    )
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        complaint_id = _text(event, "complaint_id", self.rule)
+        subject = f"complaint:{complaint_id}"
+        complaint_tasks = [t for t in open_tasks if t.is_open and t.subject == subject]
+        match event.type:
+            case "complaint.received":
+                return self._received(event, client, policy, subject)
+            case "complaint.acknowledged":
+                owner = _text(event, "owner_id", self.rule)
+                responses = _open(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
+                commands = _complete(responses, event, "acknowledged")
+                commands.extend(
+                    ReassignTask(task_id=t.id, assignee=owner, cause_event_id=event.event_id)
+                    for t in complaint_tasks
+                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner
+                )
+                return commands
+            case "complaint.progress_reported":
+                if not _flag(event, "complex", self.rule):
+                    return []
+                return self._extend_for_complexity(event, complaint_tasks, policy)
+            case "complaint.resolved":
+                clocks = _open(
+                    complaint_tasks, COMPLAINT_RESOLUTION_KINDS | {TaskKind.COMPLAINT_RESPONSE}
+                )
+                commands = _complete(clocks, event, "resolved")
+                holder = _holder(complaint_tasks)
+                commands.append(
+                    _create(
+                        event,
+                        policy,
+                        kind=TaskKind.COMPLAINT_FOLLOW_UP,
+                        subject=subject,
+                        assignee=holder or _owner(client, policy),
+                        due_at=_occurred(event) + policy.complaint_follow_up_after,
+                    )
+                )
+                return commands
+            case "complaint.confirmed_by_client":
+                follow_ups = _open(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
+                return _complete(follow_ups, event, "confirmed by client")
+            case _:  # complaint.closed
+                return _complete(complaint_tasks, event, "complaint closed")
+
+    def _received(
+        self, event: RecordedEvent, client: ClientContext, policy: FollowupPolicy, subject: str
+    ) -> list[TaskCommand]:
+        raw_severity = _text(event, "severity", self.rule)
+        try:
+            severity = Severity(raw_severity)
+        except ValueError:
+            raise InvalidEventData(
+                self.rule, event, "severity", f"must be one of {[s.value for s in Severity]}"
+            ) from None
+        assignee = _owner(client, policy)
+        if event.data.get("topic") == policy.personal_data_topic:
+            assignee = (
+                policy.supervisor_of(client.rm_id) if client.rm_id else policy.default_supervisor_id
+            )
+        profile = policy.profile_for(event.branch_id)
+        deadlines = complaint_deadlines(
+            _occurred(event),
+            severity,
+            complex_case=_flag(event, "complex", self.rule),
+            clocks=policy.clocks_of(profile),
+            calendar=policy.calendar_for(event.branch_id),
+        )
+        return [
+            _create(
+                event,
+                policy,
+                kind=deadline.kind,
+                subject=subject,
+                assignee=assignee,
+                due_at=deadline.due_at,
+                profile=profile,
+            )
+            for deadline in deadlines
+        ]
+
+    def _extend_for_complexity(
+        self, event: RecordedEvent, complaint_tasks: list[FollowupTask], policy: FollowupPolicy
+    ) -> list[TaskCommand]:
+        commands: list[TaskCommand] = []
+        for task in _open(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
+            due_at = decision_deadline(
+                task.opened_at,
+                complex_case=True,
+                clocks=policy.clocks_of(task.deadline_profile),
+                calendar=policy.calendar_for(task.branch_id),
+            )
+            if due_at is not None and due_at > task.due_at:
+                commands.append(
+                    RescheduleTask(
+                        task_id=task.id,
+                        due_at=due_at,
+                        cause_event_id=event.event_id,
+                        reason="complex case",
+                    )
+                )
+        return commands
+
+
+def _holder(complaint_tasks: Sequence[FollowupTask]) -> str | None:
+    """Who holds a complaint: the assignee of its open resolution clock, else of any open task."""
+    ranked = sorted(
+        complaint_tasks,
+        key=lambda t: (t.kind not in COMPLAINT_RESOLUTION_KINDS, t.opened_at, t.kind.value),
+    )
+    return ranked[0].assignee if ranked else None
+
+
+class TaskCompletionRule:
+    """``followup.completed`` (an RM completed a task through the API) completes that task."""
+
+    rule: ClassVar[RuleId] = RuleId.REVISIT
+    event_types: ClassVar[frozenset[str]] = frozenset({FOLLOWUP_COMPLETED})
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        task = _completed_task(event, open_tasks)
+        if task is None:
+            return []
+        outcome = _optional_text(event, "outcome", self.rule) or "completed"
+        return _complete([task], event, outcome)
+
+
+def _completed_task(
+    event: RecordedEvent, open_tasks: Sequence[FollowupTask]
+) -> FollowupTask | None:
+    raw = _text(event, "task_id", RuleId.REVISIT)
+    try:
+        task_id = uuid.UUID(raw)
+    except ValueError:
+        raise InvalidEventData(RuleId.REVISIT, event, "task_id", "must be a UUID") from None
+    return next((t for t in open_tasks if t.id == task_id and t.is_open), None)
+
+
+def _completed_kind(event: RecordedEvent, open_tasks: Sequence[FollowupTask]) -> TaskKind | None:
+    task = _completed_task(event, open_tasks)
+    if task is not None:
+        return task.kind
+    raw = event.data.get("kind")
+    try:
+        return TaskKind(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+class RevisitRule:
+    """D-08 revisits.
+
+    - ``client.registered``: the first revisit is due ``new_client_first_revisit`` (14 days)
+      later, for the ``rm_id`` of the event.
+    - ``followup.completed`` with ``next_contact_at``: the next revisit is due then (the RM's
+      date overrides the cadence), whatever kind of task was completed.
+    - ``followup.completed`` of a revisit or win-back without ``next_contact_at``: the next
+      revisit is due after the cadence of the client's stage (high_net_worth 30 days, others
+      90); a churned client gets none (its one win-back contact is planned by
+      :func:`on_stage_changed`).
+    A new plan cancels any other open revisit or win-back of the client (one plan at a time).
+    """
+
+    rule: ClassVar[RuleId] = RuleId.REVISIT
+    event_types: ClassVar[frozenset[str]] = frozenset({"client.registered", FOLLOWUP_COMPLETED})
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        if event.type == "client.registered":
+            return [
+                _create(
+                    event,
+                    policy,
+                    kind=TaskKind.REVISIT,
+                    subject=CLIENT_SUBJECT,
+                    assignee=_text(event, "rm_id", self.rule),
+                    due_at=_occurred(event) + policy.new_client_first_revisit,
+                )
+            ]
+        next_contact_at = _optional_time(event, "next_contact_at", self.rule)
+        due_at = next_contact_at
+        if due_at is None:
+            if _completed_kind(event, open_tasks) not in CONTACT_PLAN_KINDS:
+                return []
+            cadence = policy.cadence_for(client.stage)
+            if cadence is None:
+                return []
+            due_at = _occurred(event) + cadence
+        completed = _completed_task(event, open_tasks)
+        superseded = [
+            t
+            for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+            if completed is None or t.id != completed.id
+        ]
+        commands = _cancel(superseded, event, "replaced by a new contact plan")
+        commands.append(
+            _create(
+                event,
+                policy,
+                kind=TaskKind.REVISIT,
+                subject=CLIENT_SUBJECT,
+                assignee=_owner(client, policy),
+                due_at=due_at,
+            )
+        )
+        return commands
+
+
+class ProductReviewRule:
+    """D-08: a product sale makes a performance review due ``product_review_every`` (90 days)
+    later; completing a review makes the next one due (while ``product_review_recurring``)."""
+
+    rule: ClassVar[RuleId] = RuleId.REVISIT
+    event_types: ClassVar[frozenset[str]] = frozenset({"product.sold", FOLLOWUP_COMPLETED})
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        if event.type == "product.sold":
+            subject = f"product:{_text(event, 'product_id', self.rule)}"
+        else:
+            completed = _completed_task(event, open_tasks)
+            if (
+                completed is None
+                or completed.kind is not TaskKind.PRODUCT_REVIEW
+                or not policy.product_review_recurring
+            ):
+                return []
+            subject = completed.subject
+        return [
+            _create(
+                event,
+                policy,
+                kind=TaskKind.PRODUCT_REVIEW,
+                subject=subject,
+                assignee=_owner(client, policy),
+                due_at=_occurred(event) + policy.product_review_every,
+            )
+        ]
+
+
+RULES: tuple[FollowupRule, ...] = (
+    TaskCompletionRule(),
+    SatisfactionSurveyRule(),
+    AppointmentPreparationRule(),
+    ConsultationRule(),
+    ComplaintRule(),
+    RevisitRule(),
+    ProductReviewRule(),
+)
+"""Every rule, in the order their commands are applied (a completion before its follow-ons)."""
+
+HANDLED_EVENT_TYPES: frozenset[str] = frozenset().union(*(r.event_types for r in RULES))
+
+
+def decide(
+    event: RecordedEvent,
+    client: ClientContext,
+    open_tasks: Sequence[FollowupTask],
+    policy: FollowupPolicy,
+) -> tuple[TaskCommand, ...]:
+    """The task commands one event gives, in the order they must be applied.
+
+    ``open_tasks`` are the client's open tasks before this event. Tasks that this very event
+    created are ignored, so a redelivered event yields the same commands and changes nothing.
+    """
+    if client.client_id != event.client_id:
+        raise ValueError(f"client context {client.client_id!r} is not the event's client")
+    relevant = [
+        t
+        for t in open_tasks
+        if t.is_open and t.client_id == event.client_id and t.source_event_id != event.event_id
+    ]
+    commands: list[TaskCommand] = []
+    for rule in RULES:
+        if event.type in rule.event_types:
+            commands.extend(rule.decide(event, client, relevant, policy))
+    return tuple(commands)
+
+
+def on_stage_changed(
+    client: ClientContext,
+    previous: LifecycleStage,
+    *,
+    at: datetime,
+    cause_event_id: uuid.UUID,
+    open_tasks: Sequence[FollowupTask],
+    policy: FollowupPolicy,
+) -> tuple[TaskCommand, ...]:
+    """D-08 consequences of the client's lifecycle stage changing from ``previous`` to
+    ``client.stage`` at ``at`` (D-09).
+
+    - became churned: open revisits are cancelled and one win-back contact is due
+      ``win_back_within`` later;
+    - left churned (business again): an open win-back is cancelled and a revisit is due after
+      the new stage's cadence;
+    - otherwise an open revisit due later than the new stage's cadence is moved earlier
+      (e.g. new → high_net_worth: within 30 days).
+
+    ``cause_event_id`` names the event the change follows from; for churn by inactivity use the
+    client's last business event, so a re-run gives the same task ids.
+    """
+    at = require_aware(at, "at")
+    current = client.stage
+    if current is previous:
+        return ()
+    contacts = [
+        t
+        for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+        if t.client_id == client.client_id and t.source_event_id != cause_event_id
+    ]
+
+    def create(kind: TaskKind, due_at: datetime) -> CreateTask:
+        return CreateTask(
+            task=new_task(
+                kind=kind,
+                source_event_id=cause_event_id,
+                client_id=client.client_id,
+                branch_id=client.branch_id,
+                assignee=_owner(client, policy),
+                subject=CLIENT_SUBJECT,
+                opened_at=at,
+                due_at=due_at,
+                deadline_profile=policy.profile_for(client.branch_id),
+            )
+        )
+
+    def close(tasks: Iterable[FollowupTask], reason: str) -> list[TaskCommand]:
+        return [
+            CancelTask(task_id=t.id, at=at, cause_event_id=cause_event_id, reason=reason)
+            for t in tasks
+        ]
+
+    if current is LifecycleStage.CHURNED:
+        commands = close(contacts, "client churned")
+        commands.append(create(TaskKind.WIN_BACK, at + policy.win_back_within))
+        return tuple(commands)
+    cadence = policy.cadence_for(current)
+    if previous is LifecycleStage.CHURNED:
+        commands = close(contacts, "client active again")
+        if cadence is not None:
+            commands.append(create(TaskKind.REVISIT, at + cadence))
+        return tuple(commands)
+    if cadence is None:
+        return ()
+    return tuple(
+        RescheduleTask(
+            task_id=t.id,
+            due_at=at + cadence,
+            cause_event_id=cause_event_id,
+            reason=f"stage {current.value}",
+        )
+        for t in contacts
+        if t.kind is TaskKind.REVISIT and t.due_at > at + cadence
+    )

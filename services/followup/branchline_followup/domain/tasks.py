@@ -1,0 +1,234 @@
+"""Follow-up tasks, their SLA state, and the commands the rules give about them.
+
+A task's id is derived from the event that made it due and its kind (UUID v5), so a redelivered
+event produces the same task and creating it again changes nothing. The deadline and the
+jurisdiction profile that computed it are stored with the task: a later profile change never
+rewrites an existing task (D-07).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from branchline_followup.domain.business_days import UtcDatetime, require_aware
+from branchline_followup.domain.vocabulary import (
+    RULE_OF_KIND,
+    LifecycleStage,
+    RuleId,
+    SlaState,
+    TaskKind,
+    TaskStatus,
+)
+
+TASK_NAMESPACE = uuid.UUID("7d0c51a8-4a1e-5f0b-9a53-3f4f2b0e8c11")
+"""UUID v5 namespace of follow-up task ids (fixed forever: changing it changes every id)."""
+
+
+def task_id_for(source_event_id: uuid.UUID, kind: TaskKind) -> uuid.UUID:
+    """The id of the task of ``kind`` that the event ``source_event_id`` made due."""
+    return uuid.uuid5(TASK_NAMESPACE, f"{source_event_id}/{kind.value}")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClientContext(_Frozen):
+    """What the rules need to know about the client, from the client read model."""
+
+    client_id: str
+    rm_id: str | None = None
+    stage: LifecycleStage = LifecycleStage.PROSPECT
+    branch_id: str | None = None
+    """The client's home branch: its calendar and profile apply to tasks that no branch event
+    caused (lifecycle changes)."""
+
+
+class FollowupTask(_Frozen):
+    """A follow-up task (API.md "Followup API")."""
+
+    id: uuid.UUID
+    kind: TaskKind
+    rule: RuleId
+    client_id: str
+    branch_id: str | None = None
+    assignee: str
+    subject: str
+    """What the task is about: ``visit:<id>``, ``appointment:<id>``, ``consultation:<id>``,
+    ``complaint:<id>``, ``product:<id>`` or ``client``. Satisfying events match on it."""
+    opened_at: UtcDatetime
+    """When the event that made the task due occurred (the start of its clock)."""
+    due_at: UtcDatetime
+    deadline_profile: str
+    source_event_id: uuid.UUID
+    status: TaskStatus = TaskStatus.OPEN
+    closed_at: UtcDatetime | None = None
+    closed_by_event_id: uuid.UUID | None = None
+    close_reason: str | None = None
+    escalated_to: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is TaskStatus.OPEN
+
+    def met_deadline(self) -> bool:
+        """Done no later than due (a task completed at its due instant is on time)."""
+        return (
+            self.status is TaskStatus.DONE
+            and self.closed_at is not None
+            and self.closed_at <= self.due_at
+        )
+
+
+def new_task(
+    *,
+    kind: TaskKind,
+    source_event_id: uuid.UUID,
+    client_id: str,
+    branch_id: str | None,
+    assignee: str,
+    subject: str,
+    opened_at: datetime,
+    due_at: datetime,
+    deadline_profile: str,
+) -> FollowupTask:
+    """An open task with its deterministic id and the rule its kind belongs to."""
+    return FollowupTask(
+        id=task_id_for(source_event_id, kind),
+        kind=kind,
+        rule=RULE_OF_KIND[kind],
+        client_id=client_id,
+        branch_id=branch_id,
+        assignee=assignee,
+        subject=subject,
+        opened_at=opened_at,
+        due_at=due_at,
+        deadline_profile=deadline_profile,
+        source_event_id=source_event_id,
+    )
+
+
+def sla_state(task: FollowupTask, now: datetime, due_soon_window: timedelta) -> SlaState:
+    """API.md ``sla_state``.
+
+    - ``done``: the task is closed (done, or cancelled: no clock runs any more);
+    - ``overdue``: open and ``now >= due_at`` (the deadline instant has been reached);
+    - ``due_soon``: open and ``due_at - due_soon_window <= now < due_at``;
+    - ``on_track``: otherwise.
+    """
+    now = require_aware(now, "now")
+    if not task.is_open:
+        return SlaState.DONE
+    if now >= task.due_at:
+        return SlaState.OVERDUE
+    if now >= task.due_at - due_soon_window:
+        return SlaState.DUE_SOON
+    return SlaState.ON_TRACK
+
+
+# Commands (imperative): what the application applies to its task store, in order.
+
+
+class CreateTask(_Frozen):
+    """Insert the task; if a task with that id exists already, change nothing."""
+
+    command: Literal["create"] = "create"
+    task: FollowupTask
+
+
+class CompleteTask(_Frozen):
+    """Mark an open task done (its satisfying event happened); no-op unless open."""
+
+    command: Literal["complete"] = "complete"
+    task_id: uuid.UUID
+    at: UtcDatetime
+    cause_event_id: uuid.UUID
+    reason: str
+
+
+class CancelTask(_Frozen):
+    """Mark an open task cancelled (it no longer applies); no-op unless open."""
+
+    command: Literal["cancel"] = "cancel"
+    task_id: uuid.UUID
+    at: UtcDatetime
+    cause_event_id: uuid.UUID
+    reason: str
+
+
+class ReassignTask(_Frozen):
+    """Give an open task to someone else; no-op unless open."""
+
+    command: Literal["reassign"] = "reassign"
+    task_id: uuid.UUID
+    assignee: str
+    cause_event_id: uuid.UUID
+
+
+class RescheduleTask(_Frozen):
+    """Move an open task's deadline (its timers must be re-planned); no-op unless open."""
+
+    command: Literal["reschedule"] = "reschedule"
+    task_id: uuid.UUID
+    due_at: UtcDatetime
+    cause_event_id: uuid.UUID
+    reason: str
+
+
+TaskCommand = Annotated[
+    CreateTask | CompleteTask | CancelTask | ReassignTask | RescheduleTask,
+    Field(discriminator="command"),
+]
+
+
+def apply_command(task: FollowupTask | None, command: TaskCommand) -> FollowupTask | None:
+    """The task after ``command`` (``task`` is the stored task with the command's id, if any).
+
+    The reference semantics for every task store: creation is idempotent, and a command on a
+    task that is no longer open changes nothing.
+    """
+    if isinstance(command, CreateTask):
+        return task if task is not None else command.task
+    if task is None or not task.is_open:
+        return task
+    if isinstance(command, CompleteTask | CancelTask):
+        status = TaskStatus.DONE if isinstance(command, CompleteTask) else TaskStatus.CANCELLED
+        return task.model_copy(
+            update={
+                "status": status,
+                "closed_at": command.at,
+                "closed_by_event_id": command.cause_event_id,
+                "close_reason": command.reason,
+            }
+        )
+    if isinstance(command, ReassignTask):
+        return task.model_copy(update={"assignee": command.assignee})
+    return task.model_copy(update={"due_at": command.due_at})
+
+
+def command_task_id(command: TaskCommand) -> uuid.UUID:
+    return command.task.id if isinstance(command, CreateTask) else command.task_id
+
+
+def apply_commands(
+    tasks: Mapping[uuid.UUID, FollowupTask], commands: Iterable[TaskCommand]
+) -> dict[uuid.UUID, FollowupTask]:
+    """Apply ``commands`` in order to a copy of ``tasks`` (an in-memory task store)."""
+    result = dict(tasks)
+    for command in commands:
+        task_id = command_task_id(command)
+        updated = apply_command(result.get(task_id), command)
+        if updated is not None:
+            result[task_id] = updated
+    return result
+
+
+def mark_escalated(task: FollowupTask, to: str) -> FollowupTask:
+    """The task after its ``followup.escalated`` event (the assignee stays; the supervisor
+    sees it and may reassign it)."""
+    return task.model_copy(update={"escalated_to": to})

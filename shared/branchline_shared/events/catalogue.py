@@ -1,0 +1,827 @@
+"""The catalogue of event types (API.md "Catalogue"): one frozen payload model per type.
+
+Intake validates ``data`` of a submitted event with the model registered for its ``type``;
+consumers parse the payload of a recorded event with the same model, so every service reads
+events through the same code.
+
+Conventions of every payload model:
+
+* frozen, unknown fields refused (:class:`EventPayload`);
+* ids are :data:`~branchline_shared.events.envelope.Identifier` (≤ 128 printable characters);
+  free text is bounded (:data:`Label` 200, :data:`Note` 2,000, :data:`Text` 4,000 characters);
+* every time is an ``AwareDatetime`` (a time without an offset is refused);
+* booleans and scores are strict (``"yes"`` or ``1`` is not ``true``; ``"80"`` is not ``80``);
+* value sets are closed ``StrEnum`` s (:mod:`.vocabulary`);
+* ``PERSONAL_PATHS`` names the payload keys that hold personal data (:data:`PERSONAL_FIELDS`,
+  the encryption and erasure seam of D-04 / ARCHITECTURE.md decision 7);
+* ``SCHEMA_VERSION`` is the payload's schema version (:data:`CATALOGUE_VERSION`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from branchline_shared.events.envelope import Actor, Channel, Identifier
+from branchline_shared.events.vocabulary import (
+    ClientType,
+    CompensationKind,
+    ComplaintSeverity,
+    ConsentPurpose,
+    DocumentType,
+    FollowupKind,
+    IdentityMethod,
+    LifecycleStage,
+    PersonalField,
+    ProductRisk,
+    RiskLevel,
+    RiskTolerance,
+    SatisfactionDimension,
+    SurveyChannel,
+    VisitCategory,
+    VisitOutcome,
+)
+
+__all__ = [
+    "CATALOGUE_VERSION",
+    "PAYLOAD_MODELS",
+    "PERSONAL_FIELDS",
+    "SYSTEM_EVENT_TYPES",
+    "AppointmentAttended",
+    "AppointmentBooked",
+    "AppointmentCancelled",
+    "AppointmentConfirmed",
+    "AppointmentEvent",
+    "AppointmentNoShow",
+    "ClientConsentGranted",
+    "ClientConsentWithdrawn",
+    "ClientDataAccessRequested",
+    "ClientErasureRequested",
+    "ClientIdentityVerified",
+    "ClientPersonalDataAccessed",
+    "ClientPersonalDataRecorded",
+    "ClientRegistered",
+    "ClientRiskAssessed",
+    "ClientType",
+    "Compensation",
+    "CompensationKind",
+    "ComplaintAcknowledged",
+    "ComplaintClosed",
+    "ComplaintConfirmedByClient",
+    "ComplaintEvent",
+    "ComplaintProgressReported",
+    "ComplaintReceived",
+    "ComplaintResolved",
+    "ComplaintSeverity",
+    "ConsentPurpose",
+    "ConsultationAnswered",
+    "ConsultationEvent",
+    "ConsultationOpened",
+    "DocumentType",
+    "EventPayload",
+    "EventType",
+    "FeedbackSurveyAnswered",
+    "FollowupCompleted",
+    "FollowupEscalated",
+    "FollowupKind",
+    "FollowupOverdue",
+    "FollowupReassigned",
+    "FollowupTaskCreated",
+    "FollowupTaskEvent",
+    "IdentityMethod",
+    "Label",
+    "LifecycleStage",
+    "Note",
+    "PayloadPart",
+    "PersonalField",
+    "ProductEvent",
+    "ProductRecommended",
+    "ProductRisk",
+    "ProductRiskDisclosed",
+    "ProductSold",
+    "ProductTermsConfirmed",
+    "RefusedEvent",
+    "RiskLevel",
+    "RiskTolerance",
+    "RuleId",
+    "RuleViolationRefused",
+    "SatisfactionDimension",
+    "SatisfactionScores",
+    "SurveyChannel",
+    "Text",
+    "UnknownEventType",
+    "VisitArrived",
+    "VisitBusinessHandled",
+    "VisitCategory",
+    "VisitClosed",
+    "VisitDocumentsChecked",
+    "VisitEvent",
+    "VisitGuidanceGiven",
+    "VisitNeedsConfirmed",
+    "VisitNextStepsExplained",
+    "VisitOutcome",
+    "event_type_of",
+    "parse_payload",
+    "payload_model",
+]
+
+# --- bounded scalar types ---------------------------------------------------------------------
+
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""A short required text: a reason, a counter, a missing item, a purpose."""
+Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+"""A note written by staff."""
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+"""A longer text: a question, an answer, a complaint summary, a resolution."""
+PersonalValue = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+]
+TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+TermValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
+"""A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
+Score = Annotated[int, Field(ge=0, le=100, strict=True)]
+"""D-10: 0..100, an integer (``80.0`` and ``"80"`` are refused)."""
+Amount = Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=4)]
+"""A positive amount in the institution's currency; JSON number or decimal string."""
+CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+"""ISO 4217 code, e.g. ``CNY``."""
+
+
+class EventType(StrEnum):
+    """Every type string of the catalogue (equal to the plain strings: ``"product.sold"``)."""
+
+    CLIENT_REGISTERED = "client.registered"
+    CLIENT_CONSENT_GRANTED = "client.consent_granted"
+    CLIENT_CONSENT_WITHDRAWN = "client.consent_withdrawn"
+    CLIENT_PERSONAL_DATA_RECORDED = "client.personal_data_recorded"
+    CLIENT_IDENTITY_VERIFIED = "client.identity_verified"
+    CLIENT_RISK_ASSESSED = "client.risk_assessed"
+    CLIENT_ERASURE_REQUESTED = "client.erasure_requested"
+    CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
+    CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+    APPOINTMENT_BOOKED = "appointment.booked"
+    APPOINTMENT_CONFIRMED = "appointment.confirmed"
+    APPOINTMENT_CANCELLED = "appointment.cancelled"
+    APPOINTMENT_ATTENDED = "appointment.attended"
+    APPOINTMENT_NO_SHOW = "appointment.no_show"
+    VISIT_ARRIVED = "visit.arrived"
+    VISIT_NEEDS_CONFIRMED = "visit.needs_confirmed"
+    VISIT_GUIDANCE_GIVEN = "visit.guidance_given"
+    VISIT_DOCUMENTS_CHECKED = "visit.documents_checked"
+    VISIT_BUSINESS_HANDLED = "visit.business_handled"
+    VISIT_NEXT_STEPS_EXPLAINED = "visit.next_steps_explained"
+    VISIT_CLOSED = "visit.closed"
+    CONSULTATION_OPENED = "consultation.opened"
+    CONSULTATION_ANSWERED = "consultation.answered"
+    PRODUCT_RECOMMENDED = "product.recommended"
+    PRODUCT_RISK_DISCLOSED = "product.risk_disclosed"
+    PRODUCT_TERMS_CONFIRMED = "product.terms_confirmed"
+    PRODUCT_SOLD = "product.sold"
+    COMPLAINT_RECEIVED = "complaint.received"
+    COMPLAINT_ACKNOWLEDGED = "complaint.acknowledged"
+    COMPLAINT_PROGRESS_REPORTED = "complaint.progress_reported"
+    COMPLAINT_RESOLVED = "complaint.resolved"
+    COMPLAINT_CONFIRMED_BY_CLIENT = "complaint.confirmed_by_client"
+    COMPLAINT_CLOSED = "complaint.closed"
+    FEEDBACK_SURVEY_ANSWERED = "feedback.survey_answered"
+    RULE_VIOLATION_REFUSED = "rule.violation_refused"
+    FOLLOWUP_TASK_CREATED = "followup.task_created"
+    FOLLOWUP_COMPLETED = "followup.completed"
+    FOLLOWUP_REASSIGNED = "followup.reassigned"
+    FOLLOWUP_OVERDUE = "followup.overdue"
+    FOLLOWUP_ESCALATED = "followup.escalated"
+
+
+# --- bases ------------------------------------------------------------------------------------
+
+
+class PayloadPart(BaseModel):
+    """A nested object inside a payload: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventPayload(BaseModel):
+    """Base of every payload model: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    """Version of this payload's schema; a breaking change adds a version and an upcaster."""
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Payload keys holding personal data (the whole value under each key)."""
+
+
+class AppointmentEvent(EventPayload):
+    """An event of one appointment (D-02)."""
+
+    appointment_id: Identifier
+
+
+class VisitEvent(EventPayload):
+    """An event of one visit (D-01)."""
+
+    visit_id: Identifier
+
+
+class ConsultationEvent(EventPayload):
+    """An event of one consultation (D-06)."""
+
+    consultation_id: Identifier
+
+
+class ProductEvent(EventPayload):
+    """An event about one product offered to the client (D-05)."""
+
+    product_id: Identifier
+
+
+class ComplaintEvent(EventPayload):
+    """An event of one complaint (D-07)."""
+
+    complaint_id: Identifier
+
+
+class FollowupTaskEvent(EventPayload):
+    """An event of one follow-up task (D-01b, D-02, D-06, D-07, D-08)."""
+
+    task_id: Identifier
+
+
+def _unique(values: tuple[Any, ...], what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must not repeat a value")
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+class ClientRegistered(EventPayload):
+    """client.registered (D-09: the client's type and owning RM)."""
+
+    client_type: ClientType
+    rm_id: Identifier
+
+
+class ClientConsentGranted(EventPayload):
+    """client.consent_granted (D-04): consent for the stated purposes, until ``expires_at``."""
+
+    purposes: Annotated[tuple[ConsentPurpose, ...], Field(min_length=1)]
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes_unique(cls, value: tuple[ConsentPurpose, ...]) -> tuple[ConsentPurpose, ...]:
+        _unique(value, "purposes")
+        return value
+
+
+class ClientConsentWithdrawn(EventPayload):
+    """client.consent_withdrawn (D-04): stops further processing for these purposes."""
+
+    purposes: Annotated[tuple[ConsentPurpose, ...], Field(min_length=1)]
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes_unique(cls, value: tuple[ConsentPurpose, ...]) -> tuple[ConsentPurpose, ...]:
+        _unique(value, "purposes")
+        return value
+
+
+class ClientPersonalDataRecorded(EventPayload):
+    """client.personal_data_recorded (D-04): needs a valid consent covering ``purpose``."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("fields",)
+
+    fields: Annotated[dict[PersonalField, PersonalValue], Field(min_length=1)]
+    purpose: ConsentPurpose = ConsentPurpose.SERVICE
+
+
+class ClientIdentityVerified(EventPayload):
+    """client.identity_verified (D-03)."""
+
+    method: IdentityMethod
+    document_type: DocumentType
+    verification_ref: Identifier | None = None
+    """Reference of the check in the networked verification system, if any."""
+
+
+class ClientRiskAssessed(EventPayload):
+    """client.risk_assessed (D-05). Without ``valid_until`` intake fills in the policy's
+    default validity (12 months), so the stored event states its own validity."""
+
+    level: RiskTolerance
+    valid_until: AwareDatetime | None = None
+
+
+class ClientErasureRequested(EventPayload):
+    """client.erasure_requested (D-04): personal data restricted at once, destroyed when the
+    retention period ends."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: Label
+
+
+class ClientDataAccessRequested(EventPayload):
+    """client.data_access_requested (D-04): the client asks for a copy of their data."""
+
+    channel: Channel
+
+
+class ClientPersonalDataAccessed(EventPayload):
+    """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
+    clear, to whom (the envelope's actor), which fields and why."""
+
+    fields: Annotated[tuple[PersonalField, ...], Field(min_length=1)]
+    purpose: Label
+    request_event_id: uuid.UUID | None = None
+    """The ``client.data_access_requested`` this answered, if any."""
+
+
+# --- appointments (D-02) ------------------------------------------------------------------------
+
+
+class AppointmentBooked(AppointmentEvent):
+    """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
+
+    slot_start: AwareDatetime
+    slot_end: AwareDatetime | None = None
+    purpose: Label
+    staff_id: Identifier
+
+    @model_validator(mode="after")
+    def _slot_ordered(self) -> AppointmentBooked:
+        if self.slot_end is not None and self.slot_end <= self.slot_start:
+            raise ValueError("slot_end must be after slot_start")
+        return self
+
+
+class AppointmentConfirmed(AppointmentEvent):
+    """appointment.confirmed (D-02)."""
+
+
+class AppointmentCancelled(AppointmentEvent):
+    """appointment.cancelled (D-02)."""
+
+    reason: Label | None = None
+
+
+class AppointmentAttended(AppointmentEvent):
+    """appointment.attended (D-02)."""
+
+
+class AppointmentNoShow(AppointmentEvent):
+    """appointment.no_show (D-02)."""
+
+
+# --- visits (D-01) -----------------------------------------------------------------------------
+
+
+class VisitArrived(VisitEvent):
+    """visit.arrived (D-01 step 1); the channel and branch are in the envelope."""
+
+    ticket: Label | None = None
+    appointment_id: Identifier | None = None
+
+
+class VisitNeedsConfirmed(VisitEvent):
+    """visit.needs_confirmed (D-01 step 2)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    category: VisitCategory
+    note: Note | None = None
+
+
+class VisitGuidanceGiven(VisitEvent):
+    """visit.guidance_given (D-01 step 3): process and required materials explained."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    materials: tuple[Label, ...] = ()
+    note: Note | None = None
+
+
+class VisitDocumentsChecked(VisitEvent):
+    """visit.documents_checked (D-01 step 4): incomplete lists what is missing (the client must
+    be told what to bring); complete lists nothing."""
+
+    complete: StrictBool
+    missing: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
+
+    @model_validator(mode="after")
+    def _missing_matches_complete(self) -> VisitDocumentsChecked:
+        if self.complete and self.missing:
+            raise ValueError("missing must be empty when complete is true")
+        if not self.complete and not self.missing:
+            raise ValueError("missing must list the missing items when complete is false")
+        return self
+
+
+class VisitBusinessHandled(VisitEvent):
+    """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
+
+    counter: Label
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ended_after_start(self) -> VisitBusinessHandled:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at must not be before started_at")
+        return self
+
+
+class VisitNextStepsExplained(VisitEvent):
+    """visit.next_steps_explained (D-01 step 6)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    note: Note | None = None
+
+
+class VisitClosed(VisitEvent):
+    """visit.closed (D-01 step 7): an early end states its reason. A satisfaction survey is
+    due afterwards (D-01b)."""
+
+    outcome: VisitOutcome
+    reason: Label | None = None
+
+    @model_validator(mode="after")
+    def _early_end_has_reason(self) -> VisitClosed:
+        if self.outcome is not VisitOutcome.NORMAL and self.reason is None:
+            raise ValueError(f"reason is required when outcome is {self.outcome.value}")
+        return self
+
+
+# --- consultations (D-06) ----------------------------------------------------------------------
+
+
+class ConsultationOpened(ConsultationEvent):
+    """consultation.opened (D-06): online ones are answered within 30 seconds."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("question",)
+
+    channel: Channel
+    question: Text
+
+
+class ConsultationAnswered(ConsultationEvent):
+    """consultation.answered (D-06): an answer, or a promised deadline (and follow-up channel)
+    for a question that cannot be answered at once; a promise is followed by an answer."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("answer",)
+
+    answer: Text | None = None
+    promised_by: AwareDatetime | None = None
+    follow_up_channel: Channel | None = None
+
+    @model_validator(mode="after")
+    def _answer_or_promise(self) -> ConsultationAnswered:
+        if self.answer is None and self.promised_by is None:
+            raise ValueError("either answer or promised_by is required")
+        return self
+
+
+# --- products (D-05) ---------------------------------------------------------------------------
+
+
+class ProductRecommended(ProductEvent):
+    """product.recommended (D-05): refused without a valid assessment or above tolerance."""
+
+    product_risk: ProductRisk
+    product_name: Label | None = None
+
+
+class ProductRiskDisclosed(ProductEvent):
+    """product.risk_disclosed (D-05): risks, returns and fees disclosed; ``acknowledged`` by
+    the client."""
+
+    acknowledged: StrictBool
+    product_risk: ProductRisk | None = None
+    """The risk level stated in the disclosure, if it was stated."""
+
+
+class ProductTermsConfirmed(ProductEvent):
+    """product.terms_confirmed (D-05): the terms exactly as shown to the client."""
+
+    terms: Annotated[dict[TermKey, TermValue], Field(min_length=1, max_length=50)]
+
+
+class ProductSold(ProductEvent):
+    """product.sold (D-03, D-05). The ``relied_on_*`` fields are the as-of proof: intake fills
+    them with the ids of the events the sale relied on (any value a caller sends is replaced),
+    so an auditor can show what the firm knew at the moment of sale. ``product_risk`` is filled
+    from the product's recommendation or disclosure when the caller does not state it."""
+
+    amount: Amount
+    currency: CurrencyCode | None = None
+    product_risk: ProductRisk | None = None
+    contract_id: Identifier | None = None
+    relied_on_identity_event_id: uuid.UUID | None = None
+    relied_on_assessment_event_id: uuid.UUID | None = None
+    relied_on_disclosure_event_id: uuid.UUID | None = None
+    relied_on_terms_event_id: uuid.UUID | None = None
+
+
+# --- complaints (D-07) -------------------------------------------------------------------------
+
+
+class ComplaintReceived(ComplaintEvent):
+    """complaint.received (D-07): details recorded. ``topic`` classifies the complaint; the
+    followup service escalates the topic ``personal_data`` (personal-data protection) to the
+    RM's supervisor. ``complex`` selects the longer decision clock of profiles that have one."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("summary",)
+
+    severity: ComplaintSeverity
+    summary: Text
+    topic: Identifier | None = None
+    complex: StrictBool = False
+    visit_id: Identifier | None = None
+
+
+class ComplaintAcknowledged(ComplaintEvent):
+    """complaint.acknowledged (D-07): apology made, owner assigned."""
+
+    owner_id: Identifier
+    due_at: AwareDatetime | None = None
+
+
+class ComplaintProgressReported(ComplaintEvent):
+    """complaint.progress_reported (D-07 "investigating"): progress communicated; ``complex``
+    true when the investigation found the case complex (a longer decision clock may apply)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    note: Note
+    complex: StrictBool = False
+
+
+class Compensation(PayloadPart):
+    """D-07: optional compensation of a resolution."""
+
+    kind: CompensationKind
+    value: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=4)]
+    description: Label | None = None
+
+
+class ComplaintResolved(ComplaintEvent):
+    """complaint.resolved (D-07)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution",)
+
+    resolution: Text
+    compensation: Compensation | None = None
+
+
+class ComplaintConfirmedByClient(ComplaintEvent):
+    """complaint.confirmed_by_client (D-07): the client's answer to the resolution."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    satisfied: StrictBool
+    note: Note | None = None
+
+
+class ComplaintClosed(ComplaintEvent):
+    """complaint.closed (D-07): only after a resolution and the client's confirmation."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    note: Note | None = None
+
+
+# --- satisfaction (D-10) -----------------------------------------------------------------------
+
+
+class SatisfactionScores(PayloadPart):
+    """D-10: the five dimensions, each 0..100."""
+
+    attitude: Score
+    professionalism: Score
+    response_speed: Score
+    risk_management: Score
+    convenience: Score
+
+
+class FeedbackSurveyAnswered(EventPayload):
+    """feedback.survey_answered (D-01b, D-10)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("comment",)
+
+    visit_id: Identifier | None = None
+    scores: SatisfactionScores
+    channel: SurveyChannel | None = None
+    comment: Text | None = None
+
+
+# --- emitted by the system ---------------------------------------------------------------------
+
+
+class RefusedEvent(PayloadPart):
+    """The refused submission, as sent; its personal paths are redacted (D-04: data refused
+    for want of consent must not be stored)."""
+
+    event_id: uuid.UUID | None = None
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
+    occurred_at: AwareDatetime
+    client_id: Identifier
+    branch_id: Identifier | None = None
+    channel: Channel | None = None
+    actor: Actor
+    data: dict[str, Any]
+
+
+class RuleViolationRefused(EventPayload):
+    """rule.violation_refused (ARCHITECTURE.md decision 5): a rule refused a submission; the
+    refusal itself is recorded (e.g. a recommendation above tolerance, D-05)."""
+
+    rule: RuleId
+    title: Label
+    detail: Text
+    field: Annotated[str, StringConstraints(max_length=200)] | None = None
+    refused_event: RefusedEvent
+    submitted_by: Actor
+
+
+class FollowupTaskCreated(FollowupTaskEvent):
+    """followup.task_created: a task with its deadline, as computed by the profile in force
+    (stored, so changing a profile never rewrites history, D-07)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    kind: FollowupKind
+    assignee: Identifier
+    due_at: AwareDatetime
+    rule: RuleId
+    source_event_id: uuid.UUID | None = None
+    subject_id: Identifier | None = None
+    """The visit, appointment, consultation, complaint or product the task is about."""
+    profile: Identifier | None = None
+    escalate_at: AwareDatetime | None = None
+    note: Note | None = None
+
+
+class FollowupCompleted(FollowupTaskEvent):
+    """followup.completed: the outcome (as the RM states it), and for a revisit the next date
+    (D-08); for a survey task the scores (D-10). ``kind``: the completed task's kind."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    outcome: Label
+    kind: FollowupKind | None = None
+    note: Note | None = None
+    next_contact_at: AwareDatetime | None = None
+    scores: SatisfactionScores | None = None
+
+
+class FollowupReassigned(FollowupTaskEvent):
+    """followup.reassigned (by a supervisor)."""
+
+    from_assignee: Identifier
+    to_assignee: Identifier
+    reason: Label | None = None
+
+
+class FollowupOverdue(FollowupTaskEvent):
+    """followup.overdue: the deadline passed without completion."""
+
+    due_at: AwareDatetime
+
+
+class FollowupEscalated(FollowupTaskEvent):
+    """followup.escalated: an overdue task escalated to the RM's supervisor (D-08)."""
+
+    supervisor_id: Identifier
+    reason: Label | None = None
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+_MODELS: dict[EventType, type[EventPayload]] = {
+    EventType.CLIENT_REGISTERED: ClientRegistered,
+    EventType.CLIENT_CONSENT_GRANTED: ClientConsentGranted,
+    EventType.CLIENT_CONSENT_WITHDRAWN: ClientConsentWithdrawn,
+    EventType.CLIENT_PERSONAL_DATA_RECORDED: ClientPersonalDataRecorded,
+    EventType.CLIENT_IDENTITY_VERIFIED: ClientIdentityVerified,
+    EventType.CLIENT_RISK_ASSESSED: ClientRiskAssessed,
+    EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
+    EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
+    EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.APPOINTMENT_BOOKED: AppointmentBooked,
+    EventType.APPOINTMENT_CONFIRMED: AppointmentConfirmed,
+    EventType.APPOINTMENT_CANCELLED: AppointmentCancelled,
+    EventType.APPOINTMENT_ATTENDED: AppointmentAttended,
+    EventType.APPOINTMENT_NO_SHOW: AppointmentNoShow,
+    EventType.VISIT_ARRIVED: VisitArrived,
+    EventType.VISIT_NEEDS_CONFIRMED: VisitNeedsConfirmed,
+    EventType.VISIT_GUIDANCE_GIVEN: VisitGuidanceGiven,
+    EventType.VISIT_DOCUMENTS_CHECKED: VisitDocumentsChecked,
+    EventType.VISIT_BUSINESS_HANDLED: VisitBusinessHandled,
+    EventType.VISIT_NEXT_STEPS_EXPLAINED: VisitNextStepsExplained,
+    EventType.VISIT_CLOSED: VisitClosed,
+    EventType.CONSULTATION_OPENED: ConsultationOpened,
+    EventType.CONSULTATION_ANSWERED: ConsultationAnswered,
+    EventType.PRODUCT_RECOMMENDED: ProductRecommended,
+    EventType.PRODUCT_RISK_DISCLOSED: ProductRiskDisclosed,
+    EventType.PRODUCT_TERMS_CONFIRMED: ProductTermsConfirmed,
+    EventType.PRODUCT_SOLD: ProductSold,
+    EventType.COMPLAINT_RECEIVED: ComplaintReceived,
+    EventType.COMPLAINT_ACKNOWLEDGED: ComplaintAcknowledged,
+    EventType.COMPLAINT_PROGRESS_REPORTED: ComplaintProgressReported,
+    EventType.COMPLAINT_RESOLVED: ComplaintResolved,
+    EventType.COMPLAINT_CONFIRMED_BY_CLIENT: ComplaintConfirmedByClient,
+    EventType.COMPLAINT_CLOSED: ComplaintClosed,
+    EventType.FEEDBACK_SURVEY_ANSWERED: FeedbackSurveyAnswered,
+    EventType.RULE_VIOLATION_REFUSED: RuleViolationRefused,
+    EventType.FOLLOWUP_TASK_CREATED: FollowupTaskCreated,
+    EventType.FOLLOWUP_COMPLETED: FollowupCompleted,
+    EventType.FOLLOWUP_REASSIGNED: FollowupReassigned,
+    EventType.FOLLOWUP_OVERDUE: FollowupOverdue,
+    EventType.FOLLOWUP_ESCALATED: FollowupEscalated,
+}
+
+PAYLOAD_MODELS: dict[str, type[EventPayload]] = {
+    event_type.value: model for event_type, model in _MODELS.items()
+}
+"""Event type → payload model. The single registry of known event types."""
+
+_EVENT_TYPES: dict[type[EventPayload], str] = {
+    model: event_type for event_type, model in PAYLOAD_MODELS.items()
+}
+
+SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
+    event_type.value
+    for event_type in (
+        EventType.RULE_VIOLATION_REFUSED,
+        EventType.CLIENT_PERSONAL_DATA_ACCESSED,
+        EventType.FOLLOWUP_TASK_CREATED,
+        EventType.FOLLOWUP_COMPLETED,
+        EventType.FOLLOWUP_REASSIGNED,
+        EventType.FOLLOWUP_OVERDUE,
+        EventType.FOLLOWUP_ESCALATED,
+    )
+)
+"""Types the services emit themselves; a branch system may not submit them to intake."""
+
+CATALOGUE_VERSION: Mapping[str, int] = MappingProxyType(
+    {event_type: model.SCHEMA_VERSION for event_type, model in PAYLOAD_MODELS.items()}
+)
+"""Event type → the payload schema version written into ``RecordedEvent.schema_version``."""
+
+PERSONAL_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {event_type: model.PERSONAL_PATHS for event_type, model in PAYLOAD_MODELS.items()}
+)
+"""Event type → payload keys whose values are personal data (D-04, decision 7).
+
+A path is a top-level key of ``data``; the whole value under it is personal (for
+``client.personal_data_recorded`` the ``fields`` object, whose keys, the names of the fields,
+are not personal but whose values are). Besides the structured personal fields, the free texts
+that describe the client's own situation (questions, complaint summaries, notes) are declared,
+because staff write personal details into them; erasure must make them unreadable too.
+An empty tuple: the type carries no personal data.
+"""
+
+
+class UnknownEventType(ValueError):
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"unknown event type {event_type!r}")
+        self.event_type = event_type
+
+
+def payload_model(event_type: str) -> type[EventPayload]:
+    try:
+        return PAYLOAD_MODELS[event_type]
+    except KeyError:
+        raise UnknownEventType(event_type) from None
+
+
+def event_type_of(payload: EventPayload) -> str:
+    """The type string a payload model is registered under (the reverse of payload_model)."""
+    try:
+        return _EVENT_TYPES[type(payload)]
+    except KeyError:
+        raise UnknownEventType(type(payload).__name__) from None
+
+
+def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
+    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType."""
+    return payload_model(event_type).model_validate(data)

@@ -1,0 +1,317 @@
+"""Valid example payloads for every event type, and one client's journey through all of them.
+
+For integration tests and documentation. ``EXAMPLE_PAYLOADS[type]`` is a JSON-compatible
+``data`` dict that its payload model accepts. ``EXAMPLE_JOURNEY`` is an ordered list of
+submissions for one client (:data:`EXAMPLE_CLIENT_ID`) that intake's rules accept in this
+order, covering every type at least once; :func:`submission` turns a step into the body of
+``POST /v1/events``. Use :func:`example_data` for a private, mutable copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+EXAMPLE_CLIENT_ID = "C-10001"
+EXAMPLE_BRANCH_ID = "BR-001"
+EXAMPLE_RM_ID = "rm-42"
+EXAMPLE_STAFF_ID = "staff-17"
+EXAMPLE_SUPERVISOR_ID = "sup-3"
+_TASK_ID = "5d2f1c3a-8e4b-4b7a-9c1d-2e3f4a5b6c7d"
+
+_REFUSED_RECOMMENDATION: dict[str, Any] = {
+    "event_id": "0193f0c2-7a1e-7c3b-9d2e-5f8a1b2c3d4e",
+    "type": "product.recommended",
+    "occurred_at": "2026-11-22T09:12:00+08:00",
+    "client_id": EXAMPLE_CLIENT_ID,
+    "branch_id": EXAMPLE_BRANCH_ID,
+    "channel": "walk_in",
+    "actor": {"id": EXAMPLE_RM_ID, "role": "rm"},
+    "data": {"product_id": "P-FUND-099", "product_risk": "R5"},
+}
+
+_PAYLOADS: dict[str, dict[str, Any]] = {
+    "client.registered": {"client_type": "individual", "rm_id": EXAMPLE_RM_ID},
+    "client.consent_granted": {
+        "purposes": ["service", "marketing"],
+        "expires_at": "2031-11-20T00:00:00+08:00",
+    },
+    "client.consent_withdrawn": {"purposes": ["marketing"]},
+    "client.personal_data_recorded": {
+        "fields": {
+            "name": "Wang Fang",
+            "id_number": "110101199003070021",
+            "phone": "+86 138 0013 8000",
+            "address": "1 Chang'an Avenue, Beijing",
+        },
+        "purpose": "service",
+    },
+    "client.identity_verified": {
+        "method": "networked_id_check",
+        "document_type": "resident_id",
+        "verification_ref": "NCIIC-7731",
+    },
+    "client.risk_assessed": {"level": "C3", "valid_until": "2027-11-20T09:10:00+08:00"},
+    "client.erasure_requested": {"reason": "relationship ended, client asks for erasure"},
+    "client.data_access_requested": {"channel": "online"},
+    "client.personal_data_accessed": {
+        "fields": ["name", "id_number", "phone", "address"],
+        "purpose": "D-04 access request of the client",
+    },
+    "appointment.booked": {
+        "appointment_id": "A-1001",
+        "slot_start": "2026-11-22T09:00:00+08:00",
+        "slot_end": "2026-11-22T09:30:00+08:00",
+        "purpose": "wealth product consultation",
+        "staff_id": EXAMPLE_STAFF_ID,
+    },
+    "appointment.confirmed": {"appointment_id": "A-1001"},
+    "appointment.attended": {"appointment_id": "A-1001"},
+    "appointment.cancelled": {"appointment_id": "A-1002", "reason": "client travelling"},
+    "appointment.no_show": {"appointment_id": "A-1003"},
+    "visit.arrived": {"visit_id": "V-1001", "ticket": "A017", "appointment_id": "A-1001"},
+    "visit.needs_confirmed": {
+        "visit_id": "V-1001",
+        "category": "wealth_product",
+        "note": "wants a medium-risk fund for 3 years",
+    },
+    "visit.guidance_given": {
+        "visit_id": "V-1001",
+        "materials": ["resident ID card", "bank card"],
+    },
+    "visit.documents_checked": {"visit_id": "V-1001", "complete": True, "missing": []},
+    "visit.business_handled": {
+        "visit_id": "V-1001",
+        "counter": "window 3",
+        "started_at": "2026-11-22T09:20:00+08:00",
+        "ended_at": "2026-11-22T09:45:00+08:00",
+    },
+    "visit.next_steps_explained": {
+        "visit_id": "V-1001",
+        "note": "units confirmed on T+1; asked about other needs",
+    },
+    "visit.closed": {"visit_id": "V-1001", "outcome": "normal"},
+    "consultation.opened": {
+        "consultation_id": "Q-3001",
+        "channel": "online",
+        "question": "What are the fees of the balanced fund?",
+    },
+    "consultation.answered": {
+        "consultation_id": "Q-3001",
+        "answer": "1.2% subscription, 0.8% yearly management, no redemption fee after 1 year.",
+    },
+    "product.recommended": {
+        "product_id": "P-FUND-007",
+        "product_risk": "R3",
+        "product_name": "Balanced Growth Fund",
+    },
+    "product.risk_disclosed": {
+        "product_id": "P-FUND-007",
+        "acknowledged": True,
+        "product_risk": "R3",
+    },
+    "product.terms_confirmed": {
+        "product_id": "P-FUND-007",
+        "terms": {
+            "rate": "variable, not guaranteed",
+            "period": "3 years recommended holding",
+            "fees": "1.2% subscription, 0.8% yearly management",
+            "repayment": "redeemable on any business day, T+2",
+        },
+    },
+    "product.sold": {
+        "product_id": "P-FUND-007",
+        "amount": "250000.00",
+        "currency": "CNY",
+        "contract_id": "CT-2026-11-0042",
+    },
+    "complaint.received": {
+        "complaint_id": "K-5001",
+        "severity": "important",
+        "summary": "Waited 50 minutes although an appointment was booked.",
+        "topic": "waiting_time",
+        "complex": False,
+        "visit_id": "V-1001",
+    },
+    "complaint.acknowledged": {
+        "complaint_id": "K-5001",
+        "owner_id": EXAMPLE_RM_ID,
+        "due_at": "2026-11-24T10:00:00+08:00",
+    },
+    "complaint.progress_reported": {
+        "complaint_id": "K-5001",
+        "note": "queue logs reviewed; appointment slot was not reserved at the counter",
+    },
+    "complaint.resolved": {
+        "complaint_id": "K-5001",
+        "resolution": "apology; appointment slots now reserved at the counter",
+        "compensation": {"kind": "points", "value": "500"},
+    },
+    "complaint.confirmed_by_client": {"complaint_id": "K-5001", "satisfied": True},
+    "complaint.closed": {"complaint_id": "K-5001"},
+    "feedback.survey_answered": {
+        "visit_id": "V-1001",
+        "scores": {
+            "attitude": 95,
+            "professionalism": 90,
+            "response_speed": 70,
+            "risk_management": 88,
+            "convenience": 80,
+        },
+        "channel": "sms",
+    },
+    "rule.violation_refused": {
+        "rule": "D-05",
+        "title": "Product risk above the client's tolerance",
+        "detail": "product P-FUND-099 is R5, the client's assessment allows up to C3",
+        "field": "data.product_risk",
+        "refused_event": _REFUSED_RECOMMENDATION,
+        "submitted_by": {"id": "branch-system-BR-001", "role": "branch_system"},
+    },
+    "followup.task_created": {
+        "task_id": _TASK_ID,
+        "kind": "satisfaction_survey",
+        "assignee": EXAMPLE_RM_ID,
+        "due_at": "2026-11-25T10:00:00+08:00",
+        "rule": "D-01b",
+        "subject_id": "V-1001",
+        "profile": "default",
+    },
+    "followup.reassigned": {
+        "task_id": _TASK_ID,
+        "from_assignee": EXAMPLE_RM_ID,
+        "to_assignee": "rm-7",
+        "reason": "RM on leave",
+    },
+    "followup.overdue": {"task_id": _TASK_ID, "due_at": "2026-11-25T10:00:00+08:00"},
+    "followup.escalated": {"task_id": _TASK_ID, "supervisor_id": EXAMPLE_SUPERVISOR_ID},
+    "followup.completed": {
+        "task_id": _TASK_ID,
+        "outcome": "contacted",
+        "kind": "satisfaction_survey",
+        "note": "survey answered by phone",
+        "next_contact_at": "2027-02-20T10:00:00+08:00",
+    },
+}
+
+EXAMPLE_PAYLOADS: Mapping[str, Mapping[str, Any]] = MappingProxyType(_PAYLOADS)
+"""Event type → a valid ``data`` dict (read-only view; copy with :func:`example_data`)."""
+
+
+def example_data(event_type: str) -> dict[str, Any]:
+    """A private deep copy of the example ``data`` of ``event_type`` (KeyError if unknown)."""
+    return copy.deepcopy(_PAYLOADS[event_type])
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyStep:
+    """One submission of :data:`EXAMPLE_JOURNEY`."""
+
+    type: str
+    occurred_at: str
+    data: Mapping[str, Any]
+    actor_id: str = EXAMPLE_STAFF_ID
+    actor_role: str = "teller"
+    channel: str = "walk_in"
+
+
+def _step(
+    event_type: str,
+    occurred_at: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    actor: tuple[str, str] = (EXAMPLE_STAFF_ID, "teller"),
+) -> JourneyStep:
+    chosen = _PAYLOADS[event_type] if data is None else data
+    return JourneyStep(event_type, occurred_at, chosen, actor_id=actor[0], actor_role=actor[1])
+
+
+_RM = (EXAMPLE_RM_ID, "rm")
+_SYSTEM = ("followup-service", "system")
+
+EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
+    _step("client.registered", "2026-11-20T09:00:00+08:00", actor=_RM),
+    _step("client.consent_granted", "2026-11-20T09:01:00+08:00", actor=_RM),
+    _step("client.personal_data_recorded", "2026-11-20T09:02:00+08:00", actor=_RM),
+    _step("client.identity_verified", "2026-11-20T09:05:00+08:00", actor=_RM),
+    _step("client.risk_assessed", "2026-11-20T09:10:00+08:00", actor=_RM),
+    _step("appointment.booked", "2026-11-21T15:00:00+08:00", actor=_RM),
+    _step("appointment.confirmed", "2026-11-21T18:00:00+08:00", actor=_RM),
+    _step("visit.arrived", "2026-11-22T09:00:00+08:00"),
+    _step("appointment.attended", "2026-11-22T09:01:00+08:00"),
+    _step("visit.needs_confirmed", "2026-11-22T09:03:00+08:00"),
+    _step("visit.guidance_given", "2026-11-22T09:05:00+08:00"),
+    _step("visit.documents_checked", "2026-11-22T09:08:00+08:00"),
+    _step("consultation.opened", "2026-11-22T09:09:00+08:00"),
+    _step("consultation.answered", "2026-11-22T09:09:20+08:00"),
+    _step("product.recommended", "2026-11-22T09:10:00+08:00", actor=_RM),
+    _step("product.risk_disclosed", "2026-11-22T09:14:00+08:00", actor=_RM),
+    _step("product.terms_confirmed", "2026-11-22T09:18:00+08:00", actor=_RM),
+    _step("visit.business_handled", "2026-11-22T09:45:00+08:00"),
+    _step("product.sold", "2026-11-22T09:45:00+08:00", actor=_RM),
+    _step("visit.next_steps_explained", "2026-11-22T09:47:00+08:00"),
+    _step("visit.closed", "2026-11-22T09:50:00+08:00"),
+    _step("feedback.survey_answered", "2026-11-23T10:00:00+08:00"),
+    _step("complaint.received", "2026-11-23T10:05:00+08:00"),
+    _step("complaint.acknowledged", "2026-11-23T11:00:00+08:00", actor=_RM),
+    _step("complaint.progress_reported", "2026-11-24T09:00:00+08:00", actor=_RM),
+    _step("complaint.resolved", "2026-11-24T16:00:00+08:00", actor=_RM),
+    _step("complaint.confirmed_by_client", "2026-11-25T10:00:00+08:00", actor=_RM),
+    _step("complaint.closed", "2026-11-25T10:05:00+08:00", actor=_RM),
+    _step(
+        "appointment.booked",
+        "2026-11-26T09:00:00+08:00",
+        {
+            **_PAYLOADS["appointment.booked"],
+            "appointment_id": "A-1002",
+            "slot_start": "2026-12-01T10:00:00+08:00",
+            "slot_end": None,
+        },
+        actor=_RM,
+    ),
+    _step("appointment.cancelled", "2026-11-27T09:00:00+08:00", actor=_RM),
+    _step(
+        "appointment.booked",
+        "2026-11-27T09:30:00+08:00",
+        {
+            **_PAYLOADS["appointment.booked"],
+            "appointment_id": "A-1003",
+            "slot_start": "2026-12-02T10:00:00+08:00",
+            "slot_end": None,
+        },
+        actor=_RM,
+    ),
+    _step("appointment.confirmed", "2026-11-28T09:00:00+08:00", {"appointment_id": "A-1003"}),
+    _step("appointment.no_show", "2026-12-02T11:00:00+08:00"),
+    _step("followup.task_created", "2026-11-22T09:50:01+08:00", actor=_SYSTEM),
+    _step(
+        "followup.reassigned",
+        "2026-11-24T09:00:00+08:00",
+        actor=(EXAMPLE_SUPERVISOR_ID, "supervisor"),
+    ),
+    _step("followup.overdue", "2026-11-25T10:00:00+08:00", actor=_SYSTEM),
+    _step("followup.escalated", "2026-11-26T10:00:00+08:00", actor=_SYSTEM),
+    _step("followup.completed", "2026-11-26T11:00:00+08:00", actor=("rm-7", "rm")),
+    _step("rule.violation_refused", "2026-11-22T09:12:00+08:00", actor=("intake", "system")),
+    _step("client.data_access_requested", "2026-12-03T09:00:00+08:00"),
+    _step("client.personal_data_accessed", "2026-12-03T09:30:00+08:00", actor=("admin-1", "admin")),
+    _step("client.consent_withdrawn", "2026-12-04T09:00:00+08:00"),
+    _step("client.erasure_requested", "2026-12-05T09:00:00+08:00"),
+)
+"""One client's history in an order intake accepts, covering every event type."""
+
+
+def submission(step: JourneyStep, *, client_id: str = EXAMPLE_CLIENT_ID) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/events`` for ``step`` (no event id: the server assigns one)."""
+    return {
+        "type": step.type,
+        "occurred_at": step.occurred_at,
+        "client_id": client_id,
+        "branch_id": EXAMPLE_BRANCH_ID,
+        "channel": step.channel,
+        "actor": {"id": step.actor_id, "role": step.actor_role},
+        "data": copy.deepcopy(dict(step.data)),
+    }

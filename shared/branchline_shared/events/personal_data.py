@@ -1,0 +1,48 @@
+"""Personal data in payloads (D-04, ARCHITECTURE.md decision 7): find and withhold it.
+
+Which payload keys hold personal data is declared once, per model, in
+:data:`~branchline_shared.events.catalogue.PERSONAL_FIELDS`. This module offers the pure
+operations on that declaration; the encryption of those values is a later layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from branchline_shared.events.catalogue import PERSONAL_FIELDS
+
+REDACTED = "[redacted]"
+"""What a withheld personal value is replaced with."""
+
+_MAX_KEY_LENGTH = 64
+
+
+def personal_paths(event_type: str) -> tuple[str, ...] | None:
+    """The personal payload keys of ``event_type``; ``None`` for a type the catalogue lacks."""
+    return PERSONAL_FIELDS.get(event_type)
+
+
+def redact_personal(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` whose personal values are replaced by :data:`REDACTED` (D-04).
+
+    An object under a personal key keeps its keys (``fields.phone`` says *that* a phone was
+    sent, not which), any other value is replaced whole. For a type the catalogue does not
+    know, nothing can be called safe, so nothing is kept.
+    """
+    paths = personal_paths(event_type)
+    if paths is None:
+        return {}
+    redacted = dict(data)
+    for path in paths:
+        if redacted.get(path) is not None:
+            redacted[path] = _mask(redacted[path])
+    return redacted
+
+
+def _mask(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {
+            key: REDACTED for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
+        }
+    return REDACTED

@@ -1,0 +1,196 @@
+"""Closed value sets of the event catalogue (DOMAIN.md), one ``StrEnum`` each.
+
+A value outside a set is refused at the boundary, so every consumer can rely on it (the quality
+measures of D-12 count by these values). Adding a member is a compatible change; renaming or
+removing one is a breaking change and needs a new schema version (ARCHITECTURE.md decision 4).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ClientType(StrEnum):
+    """D-09 client type."""
+
+    INDIVIDUAL = "individual"
+    CORPORATE = "corporate"
+    INSTITUTIONAL = "institutional"
+    CROSS_BORDER = "cross_border"
+
+
+class ConsentPurpose(StrEnum):
+    """D-04: the stated purposes a client can consent to (each granted or withdrawn alone)."""
+
+    SERVICE = "service"
+    """Serving the client's own requests and contracts (the default purpose of personal data)."""
+    MARKETING = "marketing"
+    DATA_SHARING = "data_sharing"
+    """Sharing with third parties (group companies, partners)."""
+    PROFILING = "profiling"
+    """Automated analysis: classification, product targeting."""
+    RESEARCH = "research"
+    """Statistics and service-quality research."""
+
+
+class PersonalField(StrEnum):
+    """D-04: the personal fields ``client.personal_data_recorded`` may carry."""
+
+    NAME = "name"
+    ID_NUMBER = "id_number"
+    PHONE = "phone"
+    EMAIL = "email"
+    ADDRESS = "address"
+    DATE_OF_BIRTH = "date_of_birth"
+    NATIONALITY = "nationality"
+    OCCUPATION = "occupation"
+    EMPLOYER = "employer"
+    ANNUAL_INCOME = "annual_income"
+
+
+class IdentityMethod(StrEnum):
+    """D-03: how the identity was verified."""
+
+    NETWORKED_ID_CHECK = "networked_id_check"
+    IN_PERSON = "in_person"
+    VIDEO = "video"
+
+
+class DocumentType(StrEnum):
+    """D-03: the document the identity was verified against."""
+
+    RESIDENT_ID = "resident_id"
+    PASSPORT = "passport"
+    BUSINESS_LICENSE = "business_license"
+    OTHER = "other"
+
+
+class _Ranked(StrEnum):
+    """A level ``X1``..``X5`` whose number orders it."""
+
+    @property
+    def rank(self) -> int:
+        """1..5: the number of the level."""
+        return int(self.value[1:])
+
+
+class RiskTolerance(_Ranked):
+    """D-05: the client's assessed risk tolerance, C1 most conservative."""
+
+    C1 = "C1"
+    C2 = "C2"
+    C3 = "C3"
+    C4 = "C4"
+    C5 = "C5"
+
+
+class ProductRisk(_Ranked):
+    """D-05: a product's risk level, R1 lowest. Sellable when ``R.rank <= C.rank``."""
+
+    R1 = "R1"
+    R2 = "R2"
+    R3 = "R3"
+    R4 = "R4"
+    R5 = "R5"
+
+
+class VisitCategory(StrEnum):
+    """D-01 step 2: the confirmed need of a visit."""
+
+    ACCOUNT = "account"
+    DEPOSIT = "deposit"
+    LOAN = "loan"
+    WEALTH_PRODUCT = "wealth_product"
+    INSURANCE = "insurance"
+    PAYMENT = "payment"
+    INQUIRY = "inquiry"
+    COMPLAINT = "complaint"
+    OTHER = "other"
+
+
+class VisitOutcome(StrEnum):
+    """D-01 step 7: how a visit ended."""
+
+    NORMAL = "normal"
+    LEFT_EARLY = "left_early"
+    REFERRED = "referred"
+
+
+class ComplaintSeverity(StrEnum):
+    """D-07: major = important or urgent."""
+
+    GENERAL = "general"
+    IMPORTANT = "important"
+    URGENT = "urgent"
+
+    @property
+    def is_major(self) -> bool:
+        """D-07: a major complaint is handled within 48 hours (default profile)."""
+        return self is not ComplaintSeverity.GENERAL
+
+
+class CompensationKind(StrEnum):
+    """D-07: what a resolution may offer."""
+
+    MONEY = "money"
+    VOUCHER = "voucher"
+    POINTS = "points"
+    OTHER = "other"
+
+
+class SurveyChannel(StrEnum):
+    """D-01b: how a satisfaction survey was answered."""
+
+    PHONE = "phone"
+    SMS = "sms"
+    APP = "app"
+    ONLINE = "online"
+    IN_PERSON = "in_person"
+
+
+class FollowupKind(StrEnum):
+    """What a follow-up task is for (the followup service's task kinds); the comment names the
+    rule that makes it due."""
+
+    SATISFACTION_SURVEY = "satisfaction_survey"  # D-01b
+    APPOINTMENT_PREPARATION = "appointment_preparation"  # D-02
+    CONSULTATION_RESPONSE = "consultation_response"  # D-06 (first answer)
+    CONSULTATION_PROMISE = "consultation_promise"  # D-06 (the promised answer)
+    COMPLAINT_RESPONSE = "complaint_response"  # D-07 (respond within 24 h)
+    COMPLAINT_HANDLING = "complaint_handling"  # D-07 (major: handle within 48 h)
+    COMPLAINT_DECISION = "complaint_decision"  # D-07 (cn_regulator profile)
+    COMPLAINT_SUMMARY_RESOLUTION = "complaint_summary_resolution"  # D-07 (uk_fca_disp)
+    COMPLAINT_FINAL_RESPONSE = "complaint_final_response"  # D-07 (uk_fca_disp)
+    COMPLAINT_FOLLOW_UP = "complaint_follow_up"  # D-07 (after the resolution)
+    REVISIT = "revisit"  # D-08
+    WIN_BACK = "win_back"  # D-08
+    PRODUCT_REVIEW = "product_review"  # D-08
+
+
+class LifecycleStage(StrEnum):
+    """D-09 lifecycle stage (derived from a client's history, never submitted)."""
+
+    PROSPECT = "prospect"
+    NEW = "new"
+    MATURE = "mature"
+    HIGH_NET_WORTH = "high_net_worth"
+    CHURNED = "churned"
+
+
+class RiskLevel(StrEnum):
+    """D-09 risk level (derived from the C1..C5 assessment, never submitted)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    VERY_HIGH = "very_high"
+
+
+class SatisfactionDimension(StrEnum):
+    """D-10: the five dimensions a satisfaction survey scores 0-100."""
+
+    ATTITUDE = "attitude"
+    PROFESSIONALISM = "professionalism"
+    RESPONSE_SPEED = "response_speed"
+    RISK_MANAGEMENT = "risk_management"
+    CONVENIENCE = "convenience"

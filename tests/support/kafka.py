@@ -1,0 +1,54 @@
+"""Small real-broker helpers for tests: produce raw messages, read a topic from the start."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+async def read_all(
+    bootstrap: str, topic: str, *, expect: int, within: float = 20.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``expect`` records arrived (bounded wait)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"reader-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=200,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(within):
+            while len(records) < expect:
+                batch = await consumer.getmany(timeout_ms=200)
+                for rs in batch.values():
+                    records.extend(rs)
+        # a short extra look: nothing more than expected may be there
+        batch = await consumer.getmany(timeout_ms=300)
+        for rs in batch.values():
+            records.extend(rs)
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,102 @@
+"""Builders for the followup domain's unit tests: recorded events, client contexts and a tiny
+in-memory task store that applies the rules' commands (the reference semantics)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from branchline_followup.domain import (
+    ClientContext,
+    CreateTask,
+    FollowupPolicy,
+    FollowupTask,
+    LifecycleStage,
+    TaskCommand,
+    TaskKind,
+    apply_commands,
+    decide,
+)
+from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
+
+MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+"""A controlled clock: Monday 23 November 2026, 09:00 UTC."""
+
+CLIENT_ID = "C-10001"
+BRANCH_ID = "BR-001"
+RM_ID = "rm-7"
+
+
+def an_event(
+    event_type: str,
+    data: dict[str, Any] | None = None,
+    *,
+    at: datetime = MONDAY_9,
+    client_id: str = CLIENT_ID,
+    branch_id: str | None = BRANCH_ID,
+    channel: Channel | None = None,
+    event_id: uuid.UUID | None = None,
+    actor_id: str = "staff-17",
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=event_id or uuid.uuid4(),
+        type=event_type,
+        occurred_at=at,
+        recorded_at=at,
+        source="test",
+        actor=Actor(id=actor_id, role="teller"),
+        client_id=client_id,
+        branch_id=branch_id,
+        channel=channel,
+        stream_id=f"client-{client_id}",
+        stream_version=1,
+        data=data or {},
+    )
+
+
+def a_client(
+    *,
+    rm_id: str | None = RM_ID,
+    stage: LifecycleStage = LifecycleStage.MATURE,
+    client_id: str = CLIENT_ID,
+    branch_id: str | None = BRANCH_ID,
+) -> ClientContext:
+    return ClientContext(client_id=client_id, rm_id=rm_id, stage=stage, branch_id=branch_id)
+
+
+def created(commands: Iterable[TaskCommand]) -> list[FollowupTask]:
+    return [c.task for c in commands if isinstance(c, CreateTask)]
+
+
+def only_created(commands: Iterable[TaskCommand]) -> FollowupTask:
+    tasks = created(commands)
+    assert len(tasks) == 1, tasks
+    return tasks[0]
+
+
+@dataclass
+class TaskBook:
+    """An in-memory task store fed event by event through :func:`decide`."""
+
+    policy: FollowupPolicy = field(default_factory=FollowupPolicy)
+    client: ClientContext = field(default_factory=a_client)
+    tasks: dict[uuid.UUID, FollowupTask] = field(default_factory=dict)
+
+    def feed(self, event: RecordedEvent) -> tuple[TaskCommand, ...]:
+        open_tasks = [
+            t for t in self.tasks.values() if t.is_open and t.client_id == event.client_id
+        ]
+        commands = decide(event, self.client, open_tasks, self.policy)
+        self.tasks = apply_commands(self.tasks, commands)
+        return commands
+
+    def of_kind(self, kind: TaskKind) -> list[FollowupTask]:
+        return sorted((t for t in self.tasks.values() if t.kind is kind), key=lambda t: t.opened_at)
+
+    def one(self, kind: TaskKind) -> FollowupTask:
+        tasks = self.of_kind(kind)
+        assert len(tasks) == 1, tasks
+        return tasks[0]

@@ -1,0 +1,122 @@
+"""D-09 lifecycle stage from the read model's facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from branchline_followup.domain import (
+    FollowupPolicy,
+    LifecycleFacts,
+    LifecycleStage,
+    lifecycle_stage,
+    next_stage_change_at,
+)
+
+pytestmark = pytest.mark.unit
+
+REGISTERED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+POLICY = FollowupPolicy()
+
+
+def onboarded(
+    *, days_of_business: int = 0, aum: Decimal = Decimal(0), closed: datetime | None = None
+) -> LifecycleFacts:
+    first = REGISTERED + timedelta(days=1)
+    return LifecycleFacts(
+        registered_at=REGISTERED,
+        identity_verified_at=REGISTERED,
+        first_business_at=first,
+        last_business_at=first + timedelta(days=days_of_business),
+        assets_under_management=aum,
+        account_closed_at=closed,
+    )
+
+
+def stage_at(facts: LifecycleFacts, days_after_registration: float) -> LifecycleStage:
+    return lifecycle_stage(facts, REGISTERED + timedelta(days=days_after_registration), POLICY)
+
+
+def test_d09_prospect_until_identity_verified_and_first_business() -> None:
+    only_registered = LifecycleFacts(registered_at=REGISTERED)
+    verified = LifecycleFacts(registered_at=REGISTERED, identity_verified_at=REGISTERED)
+    business_only = LifecycleFacts(registered_at=REGISTERED, first_business_at=REGISTERED)
+    for facts in (only_registered, verified, business_only):
+        assert stage_at(facts, 500) is LifecycleStage.PROSPECT
+    assert next_stage_change_at(only_registered, REGISTERED, POLICY) is None
+
+
+def test_d09_new_for_90_days_after_onboarding_then_mature() -> None:
+    facts = onboarded(days_of_business=100)
+    onboarded_at = REGISTERED + timedelta(days=1)
+    assert lifecycle_stage(facts, onboarded_at, POLICY) is LifecycleStage.NEW
+    assert (
+        lifecycle_stage(facts, onboarded_at + timedelta(days=90, microseconds=-1), POLICY)
+        is LifecycleStage.NEW
+    )
+    assert (
+        lifecycle_stage(facts, onboarded_at + timedelta(days=90), POLICY) is LifecycleStage.MATURE
+    )
+    assert next_stage_change_at(facts, onboarded_at, POLICY) == onboarded_at + timedelta(days=90)
+
+
+def test_d09_facts_after_now_do_not_count_yet() -> None:
+    facts = onboarded()
+    assert stage_at(facts, 0.5) is LifecycleStage.PROSPECT  # first business is on day 1
+
+
+def test_d09_high_net_worth_from_the_aum_threshold() -> None:
+    assert stage_at(onboarded(aum=Decimal("5999999.99")), 200) is LifecycleStage.MATURE
+    assert stage_at(onboarded(aum=Decimal(6_000_000)), 10) is LifecycleStage.HIGH_NET_WORTH
+    lower = FollowupPolicy(high_net_worth_aum=Decimal(1_000_000))
+    facts = onboarded(aum=Decimal(1_000_000))
+    assert lifecycle_stage(facts, REGISTERED + timedelta(days=10), lower) is (
+        LifecycleStage.HIGH_NET_WORTH
+    )
+
+
+def test_d09_churned_after_365_days_without_business() -> None:
+    facts = onboarded(days_of_business=30, aum=Decimal(10_000_000))
+    last = REGISTERED + timedelta(days=31)
+    assert lifecycle_stage(facts, last + timedelta(days=364), POLICY) is (
+        LifecycleStage.HIGH_NET_WORTH
+    )
+    assert lifecycle_stage(facts, last + timedelta(days=365), POLICY) is LifecycleStage.CHURNED
+    assert next_stage_change_at(facts, last, POLICY) == last + timedelta(days=365)
+    assert next_stage_change_at(facts, last + timedelta(days=365), POLICY) is None
+
+
+def test_d09_account_closure_churns_at_once() -> None:
+    closed = REGISTERED + timedelta(days=20)
+    facts = onboarded(closed=closed)
+    assert lifecycle_stage(facts, closed - timedelta(seconds=1), POLICY) is LifecycleStage.NEW
+    assert lifecycle_stage(facts, closed, POLICY) is LifecycleStage.CHURNED
+
+
+def test_d09_facts_refuse_naive_times() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        LifecycleFacts(registered_at=datetime(2026, 1, 1))
+
+
+@given(
+    days_of_business=st.integers(min_value=0, max_value=800),
+    aum=st.decimals(min_value=0, max_value=20_000_000, places=2),
+    now_days=st.floats(min_value=0, max_value=2000),
+)
+def test_d09_the_stage_changes_only_at_the_predicted_instant(
+    days_of_business: int, aum: Decimal, now_days: float
+) -> None:
+    facts = onboarded(days_of_business=days_of_business, aum=aum)
+    now = REGISTERED + timedelta(days=now_days)
+    change = next_stage_change_at(facts, now, POLICY)
+    stage = lifecycle_stage(facts, now, POLICY)
+    if change is None:
+        assert lifecycle_stage(facts, now + timedelta(days=5000), POLICY) is stage
+    else:
+        assert change > now
+        assert lifecycle_stage(facts, change - timedelta(microseconds=1), POLICY) is stage
+        assert lifecycle_stage(facts, change, POLICY) is not stage
