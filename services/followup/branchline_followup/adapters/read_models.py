@@ -7,9 +7,10 @@ from typing import Any
 import asyncpg
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.postgres.pool import PgConnection
 
 
-async def mark_applied(conn: asyncpg.Connection[Any], event: RecordedEvent) -> bool:
+async def mark_applied(conn: PgConnection, event: RecordedEvent) -> bool:
     """Record that ``event`` is applied; False when it already was (a redelivery)."""
     inserted = await conn.fetchval(
         "INSERT INTO fu_applied_events (event_id, type) VALUES ($1, $2) "
@@ -20,7 +21,7 @@ async def mark_applied(conn: asyncpg.Connection[Any], event: RecordedEvent) -> b
     return bool(inserted)
 
 
-async def upsert_registered_client(conn: asyncpg.Connection[Any], event: RecordedEvent) -> None:
+async def upsert_registered_client(conn: PgConnection, event: RecordedEvent) -> None:
     await conn.execute(
         """
         INSERT INTO fu_clients (client_id, client_type, rm_id, branch_id, registered_at,
@@ -39,7 +40,7 @@ async def upsert_registered_client(conn: asyncpg.Connection[Any], event: Recorde
     )
 
 
-async def touch_client(conn: asyncpg.Connection[Any], event: RecordedEvent) -> None:
+async def touch_client(conn: PgConnection, event: RecordedEvent) -> None:
     await conn.execute(
         "UPDATE fu_clients SET last_event_at = GREATEST(last_event_at, $2), updated_at = now() "
         "WHERE client_id = $1",

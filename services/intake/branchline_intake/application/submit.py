@@ -108,9 +108,7 @@ def _validate_payload(item: SubmittedEvent) -> Refused | None:
             errors=[{"field": "type", "message": "unknown event type", "type": "unknown"}],
         )
     except ValidationError as exc:
-        errors = field_errors(
-            [{**e, "loc": ("data", *e["loc"])} for e in exc.errors()]  # type: ignore[typeddict-item]
-        )
+        errors = field_errors([{**e, "loc": ("data", *e["loc"])} for e in exc.errors()])
         return Refused(
             422,
             "Invalid request",
