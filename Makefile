@@ -1,0 +1,48 @@
+# Branchline: the two commands of the README are `make dev` and `make test`.
+# Each creates the project's virtual environment on first use (Python 3.11+ is all you need).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TOOLS  := $(VENV)/tools
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: dev test lint typecheck imports compose-check pytest clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# check-jsonschema ships the Compose Specification's JSON Schema; it pins a newer click than
+# faust-streaming accepts, so it lives in its own small environment.
+$(TOOLS)/bin/check-jsonschema: | $(STAMP)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet check-jsonschema==0.38.2
+
+dev: $(STAMP)
+	$(BIN)/branchline dev
+
+test: lint typecheck imports compose-check pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+compose-check: $(TOOLS)/bin/check-jsonschema
+	$(TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,142 @@
+"""One contract, two implementations: the in-memory event store (the fake used by application
+tests) and the PostgreSQL one must pass the same assertions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.eventstore.memory import InMemoryEventStore
+from branchline_shared.eventstore.ports import ConcurrencyError, EventStore, LogPosition
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.postgres.migrations import load_migrations, migrate
+from branchline_shared.postgres.pool import ensure_database, open_pool
+from tests.support.stack import Infra, unique
+
+TOPIC = "contract.events"
+
+
+def event(stream: str, version: int, *, event_id: uuid.UUID | None = None) -> RecordedEvent:
+    now = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    client = stream.removeprefix("client-")
+    return RecordedEvent(
+        event_id=event_id or uuid.uuid4(),
+        type="client.registered",
+        occurred_at=now,
+        recorded_at=now,
+        source="test",
+        actor=Actor(id="s-1", role="teller"),
+        client_id=client,
+        stream_id=stream,
+        stream_version=version,
+        data={"client_type": "individual", "rm_id": "rm-1"},
+    )
+
+
+class EventStoreContract:
+    """Subclasses provide ``store``; every test here must hold for every implementation."""
+
+    async def test_appends_and_reads_a_stream_in_order(self, store: EventStore) -> None:
+        async with store.unit_of_work() as uow:
+            assert await uow.lock_streams(["client-a"]) == {"client-a": 0}
+            uow.stage(event("client-a", 1), topic=TOPIC, submission_hash=b"h1")
+            uow.stage(event("client-a", 2), topic=TOPIC, submission_hash=None)
+            positions = await uow.commit()
+        assert [p.stream_version for p in positions] == [1, 2]
+        assert positions[0].global_position < positions[1].global_position
+        stored = await store.read_stream("client-a")
+        assert [s.event.stream_version for s in stored] == [1, 2]
+        assert stored[0].submission_hash == b"h1"
+        assert [
+            s.event.stream_version for s in await store.read_stream("client-a", from_version=2)
+        ] == [2]
+
+    async def test_versions_and_existing_ids_are_visible_to_the_next_unit_of_work(
+        self, store: EventStore
+    ) -> None:
+        first = event("client-b", 1)
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-b"])
+            uow.stage(first, topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        async with store.unit_of_work() as uow:
+            assert await uow.lock_streams(["client-b", "client-c"]) == {
+                "client-b": 1,
+                "client-c": 0,
+            }
+            existing = await uow.find_existing([first.event_id, uuid.uuid4()])
+            assert list(existing) == [first.event_id]
+            histories = await uow.load_streams(["client-b", "client-c"])
+            assert [e.event_id for e in histories["client-b"]] == [first.event_id]
+            assert histories["client-c"] == []
+
+    async def test_a_stale_version_is_a_concurrency_error_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-d"])
+            uow.stage(event("client-d", 1), topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        with pytest.raises(ConcurrencyError):
+            async with store.unit_of_work() as uow:
+                await uow.lock_streams(["client-d"])
+                uow.stage(event("client-e", 1), topic=TOPIC, submission_hash=None)
+                uow.stage(event("client-d", 1), topic=TOPIC, submission_hash=None)
+                await uow.commit()
+        assert await store.read_stream("client-e") == []
+        assert len(await store.read_stream("client-d")) == 1
+
+    async def test_a_reused_event_id_is_a_concurrency_error(self, store: EventStore) -> None:
+        shared_id = uuid.uuid4()
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-f"])
+            uow.stage(event("client-f", 1, event_id=shared_id), topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        with pytest.raises(ConcurrencyError):
+            async with store.unit_of_work() as uow:
+                await uow.lock_streams(["client-g"])
+                uow.stage(
+                    event("client-g", 1, event_id=shared_id), topic=TOPIC, submission_hash=None
+                )
+                await uow.commit()
+
+    async def test_the_log_holds_every_event_once_in_order(self, store: EventStore) -> None:
+        for i in range(5):
+            async with store.unit_of_work() as uow:
+                await uow.lock_streams([f"client-l{i}"])
+                uow.stage(event(f"client-l{i}", 1), topic=TOPIC, submission_hash=None)
+                await uow.commit()
+        seen: list[str] = []
+        after = LogPosition.start()
+        while True:
+            page = await store.read_log(after, limit=2)
+            if not page:
+                break
+            seen.extend(r.event.client_id for r in page)
+            after = page[-1].log_position
+        assert seen == [f"l{i}" for i in range(5)]
+
+
+class TestInMemoryEventStore(EventStoreContract):
+    @pytest.fixture
+    def store(self) -> EventStore:
+        return InMemoryEventStore()
+
+
+@pytest.mark.integration
+class TestPostgresEventStore(EventStoreContract):
+    @pytest.fixture
+    async def store(self, infra: Infra) -> AsyncIterator[EventStore]:
+        url = infra.database_url(unique("es_"))
+        await ensure_database(url)
+        pool = await open_pool(url)
+        async with pool.acquire() as conn:
+            await migrate(
+                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
+            )
+        yield PostgresEventStore(pool)
+        await pool.close()

@@ -1,0 +1,191 @@
+"""End to end: the stack exactly as `branchline dev` starts it, driven over HTTP like the
+README's tour; Ctrl-C stops everything and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from branchline_shared.embedded.ports import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@dataclass
+class DevStack:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    ports: dict[str, int]
+    output: Path
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def token(self, role: str, sub: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "branchline_cli.main", "token", "--role", role, "--sub", sub],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return result.stdout.strip()
+
+
+def _pids_of_tree(root: int) -> set[int]:
+    """The process and everything it started (by walking /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its parent has yet to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    data = tmp_path_factory.mktemp("dev") / ".branchline"
+    ports = {
+        name: free_port()
+        for name in (
+            "intake",
+            "followup",
+            "audit",
+            "followup_worker",
+            "audit_consumer",
+            "broker",
+            "postgres",
+        )
+    }
+    env = dict(os.environ)
+    env.update(
+        {
+            "BRANCHLINE_DATA_DIR": str(data),
+            "BRANCHLINE_INTAKE_PORT": str(ports["intake"]),
+            "BRANCHLINE_FOLLOWUP_PORT": str(ports["followup"]),
+            "BRANCHLINE_AUDIT_PORT": str(ports["audit"]),
+            "BRANCHLINE_FOLLOWUP_WORKER_PORT": str(ports["followup_worker"]),
+            "BRANCHLINE_AUDIT_CONSUMER_PORT": str(ports["audit_consumer"]),
+            "BRANCHLINE_BROKER_PORT": str(ports["broker"]),
+            "BRANCHLINE_POSTGRES_PORT": str(ports["postgres"]),
+        }
+    )
+    env.pop("BRANCHLINE_JWT_SECRET", None)
+    output = data.parent / "dev.out"
+    with output.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "branchline_cli.main", "dev"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    stack = DevStack(process, env, ports, output)
+    deadline = time.monotonic() + 120
+    while "Branchline is up." not in output.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"branchline dev did not come up:\n{output.read_text()}")
+        time.sleep(0.3)
+    try:
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def wait_for(probe: object, within: float = 30.0) -> object:
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("not within the bounded wait")
+        time.sleep(0.2)
+
+
+def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: DevStack) -> None:
+    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01')}"}
+    rm = {"Authorization": f"Bearer {dev_stack.token('rm', 'rm-7')}"}
+    auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
+    event = {
+        "type": "client.registered",
+        "occurred_at": "2026-11-22T09:00:00+08:00",
+        "client_id": "C-E2E-1",
+        "branch_id": "BR-001",
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": {"client_type": "individual", "rm_id": "rm-7"},
+    }
+    with httpx.Client(timeout=10) as http:
+        accepted = http.post(f"{dev_stack.url('intake')}/v1/events", json=event, headers=branch)
+        assert accepted.status_code == 202, accepted.text
+        event_id = accepted.json()["event_id"]
+
+        def client_view() -> dict[str, object] | None:
+            r = http.get(f"{dev_stack.url('followup')}/v1/clients/C-E2E-1", headers=rm)
+            return r.json() if r.status_code == 200 else None
+
+        view = wait_for(client_view)
+        assert view["client_type"] == "individual" and view["rm_id"] == "rm-7"  # type: ignore[index]
+
+        def in_audit() -> bool:
+            r = http.get(
+                f"{dev_stack.url('audit')}/v1/audit/entries",
+                params={"client_id": "C-E2E-1"},
+                headers=auditor,
+            )
+            return r.status_code == 200 and any(
+                e["event"]["event_id"] == event_id for e in r.json()["entries"]
+            )
+
+        wait_for(in_audit)
+        verify = http.get(f"{dev_stack.url('audit')}/v1/audit/verify", headers=auditor)
+        assert verify.status_code == 200
+        assert verify.json()["ok"] is True
+        for name in ("intake", "followup", "audit", "followup_worker", "audit_consumer"):
+            assert http.get(f"{dev_stack.url(name)}/readyz").status_code == 200, name
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_process(dev_stack: DevStack) -> None:
+    tree = _pids_of_tree(dev_stack.process.pid)
+    assert len(tree) >= 7  # dev, five components, tansu (PostgreSQL runs detached, below)
+    pgdata = Path(dev_stack.env["BRANCHLINE_DATA_DIR"]) / "postgres" / "pgdata"
+    postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    dev_stack.process.send_signal(signal.SIGINT)
+    assert dev_stack.process.wait(timeout=60) == 0
+    time.sleep(0.5)
+    alive = [pid for pid in tree | {postmaster} if _running(pid)]
+    assert alive == [], f"left running: {alive}\n{dev_stack.output.read_text()}"
+    assert "Stopped." in dev_stack.output.read_text()

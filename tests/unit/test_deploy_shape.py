@@ -1,0 +1,59 @@
+"""The production shape of docker-compose.yml (its syntax is checked against the Compose
+Specification's JSON Schema by `make compose-check`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_three_kraft_brokers_with_replication_3_and_min_isr_2(compose: dict[str, Any]) -> None:
+    brokers = {n: s for n, s in compose["services"].items() if n.startswith("kafka-")}
+    assert len(brokers) == 3
+    for service in brokers.values():
+        env = service["environment"]
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 3
+    assert len({s["environment"]["KAFKA_NODE_ID"] for s in brokers.values()}) == 3
+
+
+def test_every_component_runs_from_the_one_image_in_production_mode(
+    compose: dict[str, Any],
+) -> None:
+    components = {"intake-api", "followup-api", "followup-worker", "audit-api", "audit-consumer"}
+    found = {}
+    for service in compose["services"].values():
+        command = service.get("command") or []
+        if command[:1] == ["run"]:
+            assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+            env = service["environment"]
+            assert env["BRANCHLINE_ENVIRONMENT"] == "production"
+            assert env["BRANCHLINE_DEV_MODE"] == "false"
+            assert env["BRANCHLINE_TOPIC_REPLICATION_FACTOR"] == "3"
+            assert env["BRANCHLINE_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
+            found[command[1]] = service
+    assert set(found) == components
+    assert (ROOT / "deploy" / "Dockerfile").exists()
+
+
+def test_component_names_match_the_cli() -> None:
+    from branchline_cli.components import Component
+
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    for component in Component:
+        assert f'["run", "{component.value}"]' in compose_text
