@@ -81,12 +81,16 @@ class EventStoreContract:
             await uow.lock_streams(["client-d"])
             uow.stage(event("client-d", 1), topic=TOPIC, submission_hash=None)
             await uow.commit()
-        with pytest.raises(ConcurrencyError):
+
+        async def write_that_must_fail() -> None:
             async with store.unit_of_work() as uow:
                 await uow.lock_streams(["client-d"])
                 uow.stage(event("client-e", 1), topic=TOPIC, submission_hash=None)
                 uow.stage(event("client-d", 1), topic=TOPIC, submission_hash=None)
                 await uow.commit()
+
+        with pytest.raises(ConcurrencyError):
+            await write_that_must_fail()
         assert await store.read_stream("client-e") == []
         assert len(await store.read_stream("client-d")) == 1
 
@@ -96,13 +100,17 @@ class EventStoreContract:
             await uow.lock_streams(["client-f"])
             uow.stage(event("client-f", 1, event_id=shared_id), topic=TOPIC, submission_hash=None)
             await uow.commit()
-        with pytest.raises(ConcurrencyError):
+
+        async def write_that_must_fail() -> None:
             async with store.unit_of_work() as uow:
                 await uow.lock_streams(["client-g"])
                 uow.stage(
                     event("client-g", 1, event_id=shared_id), topic=TOPIC, submission_hash=None
                 )
                 await uow.commit()
+
+        with pytest.raises(ConcurrencyError):
+            await write_that_must_fail()
 
     async def test_the_log_holds_every_event_once_in_order(self, store: EventStore) -> None:
         for i in range(5):

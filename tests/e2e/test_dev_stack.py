@@ -158,7 +158,8 @@ def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: Dev
             return r.json() if r.status_code == 200 else None
 
         view = wait_for(client_view)
-        assert view["client_type"] == "individual" and view["rm_id"] == "rm-7"  # type: ignore[index]
+        assert view["client_type"] == "individual"  # type: ignore[index]
+        assert view["rm_id"] == "rm-7"  # type: ignore[index]
 
         def in_audit() -> bool:
             r = http.get(
