@@ -212,8 +212,10 @@ class DevStack:
         signal.signal(signal.SIGTERM, request_stop)
         while not stop["requested"]:
             if not self.broker.is_running():
-                console.print("[red]✗ the Kafka broker stopped unexpectedly[/]; its in-memory log "
-                              f"is gone (see {self.logs / 'tansu.log'})")
+                console.print(
+                    "[red]✗ the Kafka broker stopped unexpectedly[/]; its in-memory log "
+                    f"is gone (see {self.logs / 'tansu.log'})"
+                )
                 return 1
             for child in self.children:
                 if not child.alive():

@@ -74,6 +74,10 @@ class BranchlineSettings(BaseSettings):
     jwt_issuer: str = "branchline"
     jwt_audience: str = "branchline"
 
+    # Personal data (decision 7): the master key wrapping every client's data key, base64 of
+    # 32 bytes. On the embedded stack it is generated into the data folder on first run.
+    master_key: SecretStr | None = None
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> BranchlineSettings:
         if self.environment == "production":
@@ -85,6 +89,8 @@ class BranchlineSettings(BaseSettings):
                 )
             if self.dev_mode:
                 raise ValueError("BRANCHLINE_DEV_MODE must be false in production")
+            if self.master_key is None:
+                raise ValueError("BRANCHLINE_MASTER_KEY must be set in production")
         return self
 
     @computed_field  # type: ignore[prop-decorator]
@@ -106,5 +112,78 @@ class BranchlineSettings(BaseSettings):
         path.chmod(0o600)
         return value
 
+    def resolved_master_key(self) -> bytes:
+        """The 32-byte master key: from settings, or (development) from the data folder."""
+        import base64
+
+        if self.master_key is not None:
+            raw = base64.b64decode(self.master_key.get_secret_value())
+        else:
+            path = self.data_dir / "secrets" / "master-key"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+                path.chmod(0o600)
+            raw = base64.b64decode(path.read_text().strip())
+        if len(raw) != 32:
+            raise ValueError("the master key must be base64 of exactly 32 bytes")
+        return raw
+
     def topic(self, name: str) -> str:
         return f"{self.topic_namespace}.{name}"
+
+    # --- audit (issue 6) ---
+    audit_log_origin: str = Field(
+        default="branchline.dev/audit",
+        pattern=r"^[^\s+]+$",
+        description="Origin line of the audit checkpoints and name of the signing key "
+        "(C2SP tlog-checkpoint / signed note; no spaces, no '+').",
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="The checkpoint signing key (Go signer-key form, PRIVATE+KEY+...). Default: "
+        "<data_dir>/secrets/audit-signing-key, generated on first run in development only.",
+    )
+    audit_checkpoint_every_entries: int = Field(
+        default=1000, ge=1, description="Sign a checkpoint once this many entries are unsigned."
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="...or once the oldest unsigned entry is this old."
+    )
+    audit_retention_profile: str = Field(
+        default="default", description="The institution's retention profile (D-11)."
+    )
+    audit_retention_years: dict[str, int] = Field(
+        default_factory=lambda: {
+            "default": 10,
+            "cn_aml": 10,
+            "us_sec_17a4": 6,
+            "eu_mifid_ii": 5,
+        },
+        description="Retention period in years per profile (D-11; default 10 years).",
+    )
+    audit_branch_retention_profiles: dict[str, str] = Field(
+        default_factory=dict, description="Branch id -> retention profile, where it differs."
+    )
+    audit_legal_hold_clients: list[str] = Field(
+        default_factory=list, description="Clients under legal hold: never pruned (D-11)."
+    )
+    audit_stored_form_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles that see personal fields in their stored (encrypted) form in the "
+        "audit API; everyone else sees them masked (D-04, D-11).",
+    )
+    audit_db_owner_role: str = Field(
+        default="branchline_audit_owner", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_writer_role: str = Field(
+        default="branchline_audit_writer", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_pruner_role: str = Field(
+        default="branchline_audit_pruner", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_provision: bool = Field(
+        default=True,
+        description="Create the audit roles and grants at start (needs a superuser or "
+        "CREATEROLE connection); production operators may provision them instead.",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -12,6 +13,8 @@ from branchline_intake.application.submit import IntakeContext
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_shared.clock import SystemClock
+from branchline_shared.crypto.keystore import PostgresClientKeyStore
+from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
@@ -55,6 +58,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         producer = make_producer(settings, client_id="branchline-intake-relay")
         await producer.start()
         relay_task: asyncio.Task[None] | None = None
+        master = settings.resolved_master_key()
         try:
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
@@ -64,6 +68,8 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 clock=SystemClock(),
                 decider=build_decider(settings),
                 topic=topics.intake_events.name,
+                keys=PostgresClientKeyStore(pool, MasterKey(master)),
+                hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),

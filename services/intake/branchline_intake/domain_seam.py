@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from branchline_intake.application.deciding import Decider, Violation
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_intake.application.deciding import Decider
+from branchline_intake.domain import IntakePolicy, RecordedDecider
 from branchline_shared.settings import BranchlineSettings
 
 
-def _registration_only(
-    history: Sequence[RecordedEvent], candidate: RecordedEvent
-) -> RecordedEvent | Violation:
-    if candidate.type == "client.registered" and any(
-        e.type == "client.registered" for e in history
-    ):
-        return Violation(
-            "D-09",
-            "Client already registered",
-            f"client {candidate.client_id} is already registered",
-        )
-    return candidate
-
-
 def build_decider(settings: BranchlineSettings) -> Decider:
-    return _registration_only
+    return RecordedDecider(IntakePolicy())

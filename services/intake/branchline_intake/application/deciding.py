@@ -1,26 +1,28 @@
 """The seam between the write path and the rules of the standard.
 
 A :class:`Decider` sees a client's history and one candidate event and answers with the event
-to append (possibly enriched) or a :class:`Violation` carrying the rule id. It is pure: the
-same decider runs wherever the rules are needed.
+to append (possibly enriched, e.g. a sale's as-of proof) or a violation carrying the rule id
+(``branchline_intake.domain.RuleViolation``). It is pure: the same decider runs wherever the
+rules are needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from branchline_shared.events.envelope import RecordedEvent
 
 
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    title: str
-    detail: str
-    status: int = 409
-    field: str | None = None
+class Violation(Protocol):
+    @property
+    def rule(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def field(self) -> str | None: ...
 
 
 class Decider(Protocol):

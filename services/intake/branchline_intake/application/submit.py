@@ -7,19 +7,30 @@ commit). Per-item refusals never abort the others.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.domain import RuleViolation, refusal_payload
 from branchline_shared.clock import Clock
-from branchline_shared.events.catalogue import UnknownEventType, parse_payload
+from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
+from branchline_shared.crypto.sealing import DataKey, seal_paths
+from branchline_shared.events.catalogue import (
+    PERSONAL_FIELDS,
+    SYSTEM_EVENT_TYPES,
+    EventPayload,
+    UnknownEventType,
+    parse_payload,
+)
 from branchline_shared.events.envelope import (
+    Actor,
     RecordedEvent,
     SubmittedEvent,
     client_stream_id,
@@ -45,6 +56,8 @@ class IntakeContext:
     clock: Clock
     decider: Decider
     topic: str
+    keys: ClientKeyStore
+    hash_key: bytes
 
 
 @dataclass
@@ -53,13 +66,15 @@ class _Candidate:
     submitted: SubmittedEvent
     event: RecordedEvent
     submission_hash: bytes
+    submitted_by: Actor
 
 
-def submission_hash(submitted: SubmittedEvent) -> bytes:
+def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     """What makes two submissions "the same event": everything but the idempotency key and
-    the concurrency expectation."""
+    the concurrency expectation. Keyed (HMAC-SHA256), because the submission holds personal
+    values in clear and a plain hash of a phone number can be reversed by trying them all."""
     content = submitted.model_dump(mode="json", exclude={"event_id", "expected_version"})
-    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+    return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256").digest()
 
 
 def refusal_stream_id(client_id: str) -> str:
@@ -71,16 +86,50 @@ def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_REFUSAL_NAMESPACE, str(refused_event_id))
 
 
-async def submit_events(ctx: IntakeContext, items: Sequence[SubmittedEvent]) -> list[Outcome]:
+async def submit_events(
+    ctx: IntakeContext, items: Sequence[SubmittedEvent], *, submitted_by: Actor
+) -> list[Outcome]:
+    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``);
+    one outcome per item, in order."""
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[_Candidate] = []
     now = ctx.clock.now()
+    keys: dict[str, DataKey] = {}
     for index, item in enumerate(items):
         checked = _validate_payload(item)
+        if not isinstance(checked, Refused) and item.type in SYSTEM_EVENT_TYPES:
+            checked = Refused(
+                422,
+                "Not a branch event",
+                f"{item.type!r} is emitted by Branchline itself",
+                kind="system-event-type",
+                errors=[
+                    {
+                        "field": "type",
+                        "message": "emitted by Branchline itself",
+                        "type": "forbidden",
+                    }
+                ],
+            )
         if isinstance(checked, Refused):
             outcomes[index] = checked
             continue
-        candidates.append(_Candidate(index, item, _envelope(item, now), submission_hash(item)))
+        try:
+            data = await _seal_personal_data(ctx, item, checked, keys)
+        except KeyDestroyed as erased:
+            outcomes[index] = Refused(
+                409, "Client erased", str(erased), kind="rule-violation", rule="D-04"
+            )
+            continue
+        candidates.append(
+            _Candidate(
+                index,
+                item,
+                _envelope(item, data, now),
+                submission_hash(item, ctx.hash_key),
+                submitted_by,
+            )
+        )
     if candidates:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
@@ -96,9 +145,9 @@ async def submit_events(ctx: IntakeContext, items: Sequence[SubmittedEvent]) -> 
     return [o for o in outcomes if o is not None]
 
 
-def _validate_payload(item: SubmittedEvent) -> Refused | None:
+def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
     try:
-        parse_payload(item.type, item.data)
+        return parse_payload(item.type, item.data)
     except UnknownEventType:
         return Refused(
             422,
@@ -116,10 +165,23 @@ def _validate_payload(item: SubmittedEvent) -> Refused | None:
             kind="validation",
             errors=errors,
         )
-    return None
 
 
-def _envelope(item: SubmittedEvent, now: object) -> RecordedEvent:
+async def _seal_personal_data(
+    ctx: IntakeContext, item: SubmittedEvent, payload: EventPayload, keys: dict[str, DataKey]
+) -> dict[str, Any]:
+    """Personal values are sealed before anything is stored or published (decision 7): the
+    event store, the topics and the audit trail only ever hold ciphertext."""
+    data = payload.model_dump(mode="json", exclude_none=True)
+    paths = [p for p in PERSONAL_FIELDS.get(item.type, ()) if data.get(p) is not None]
+    if not paths:
+        return data
+    if item.client_id not in keys:
+        keys[item.client_id] = await ctx.keys.key_for(item.client_id)
+    return seal_paths(data, tuple(paths), keys[item.client_id], client_id=item.client_id)
+
+
+def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> RecordedEvent:
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
@@ -134,7 +196,7 @@ def _envelope(item: SubmittedEvent, now: object) -> RecordedEvent:
         stream_version=0,  # assigned under the stream lock
         correlation_id=item.correlation_id,
         causation_id=item.causation_id,
-        data=parse_payload(item.type, item.data).model_dump(mode="json", exclude_none=True),
+        data=data,
     )
 
 
@@ -228,11 +290,11 @@ def _decide_one(
             ],
         )
     decision = ctx.decider(histories[stream_id], cand.event)
-    if isinstance(decision, Violation):
+    if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
             _stage_refusal(ctx, uow, cand, decision, versions)
         return Refused(
-            decision.status,
+            409,
             decision.title,
             decision.detail,
             kind="rule-violation",
@@ -262,6 +324,12 @@ def _stage_refusal(
     version = versions.get(stream_id, 0) + 1
     versions[stream_id] = version
     refused = cand.event
+    payload = refusal_payload(
+        RuleViolation(violation.rule, violation.title, violation.detail, violation.field),
+        cand.submitted,
+        submitted_by=cand.submitted_by,
+        event_id=refused.event_id,
+    )  # personal values are redacted: a refusal for want of consent keeps none (D-04)
     refusal = refused.model_copy(
         update={
             "event_id": refusal_event_id(refused.event_id),
@@ -269,15 +337,7 @@ def _stage_refusal(
             "stream_id": stream_id,
             "stream_version": version,
             "causation_id": str(refused.event_id),
-            "data": {
-                "rule": violation.rule,
-                "title": violation.title,
-                "detail": violation.detail,
-                "refused_event_id": str(refused.event_id),
-                "refused_type": refused.type,
-                "refused_data": refused.data,
-                "submitted_by": refused.actor.model_dump(),
-            },
+            "data": payload.model_dump(mode="json", exclude_none=True),
         }
     )
     uow.stage(refusal, topic=ctx.topic, submission_hash=None)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
-from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
+from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
     PROBLEM_BASE,
@@ -67,6 +67,12 @@ class StreamEvents(BaseModel):
 router = APIRouter(prefix="/v1", tags=["intake"])
 
 
+def _actor(principal: Principal) -> Actor:
+    """Who sent the request (the token's subject), as recorded with a refusal."""
+    role = sorted(r.value for r in principal.roles)[0] if principal.roles else "unknown"
+    return Actor(id=principal.subject, role=role)
+
+
 def _problem_body(refused: Refused) -> dict[str, Any]:
     return Problem(
         refused.status,
@@ -95,8 +101,8 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
         422: {"description": "invalid event"},
     },
 )
-async def post_event(event: SubmittedEvent, ctx: ContextDep, _: Writer) -> JSONResponse:
-    (outcome,) = await submit_events(ctx, [event])
+async def post_event(event: SubmittedEvent, ctx: ContextDep, caller: Writer) -> JSONResponse:
+    (outcome,) = await submit_events(ctx, [event], submitted_by=_actor(caller))
     if isinstance(outcome, Refused):
         return JSONResponse(
             _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
@@ -110,7 +116,7 @@ async def post_event(event: SubmittedEvent, ctx: ContextDep, _: Writer) -> JSONR
     summary="Submit up to 1,000 events; answered per item, in order",
 )
 async def post_batch(
-    ctx: ContextDep, _: Writer, batch: Annotated[BatchRequest, Body()]
+    ctx: ContextDep, caller: Writer, batch: Annotated[BatchRequest, Body()]
 ) -> BatchResponse:
     if len(batch.events) > MAX_BATCH:
         raise Problem(
@@ -133,7 +139,7 @@ async def post_batch(
         except ValidationError as exc:
             errors = field_errors(exc.errors())
             slots.append(validation_problem(errors).body())
-    outcomes = await submit_events(ctx, parsed) if parsed else []
+    outcomes = await submit_events(ctx, parsed, submitted_by=_actor(caller)) if parsed else []
     results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
     for index, result in enumerate(results):
         result["index"] = index

@@ -1,0 +1,101 @@
+"""``decide``: may this event be appended to the client's stream? (ARCHITECTURE.md decision 5)
+
+Pure: the state (rebuilt from the stream), the candidate event and the policy in; an
+:class:`Accepted` (with the event to append, possibly completed by the domain) or a
+:class:`Refused` (with the :class:`~.violations.RuleViolation` and its rule id) out.
+
+Order of the checks: the client must be registered (D-09), then the rules of the
+sub-aggregate the event belongs to (D-01/D-01a/D-03 visits, D-02 appointments, D-06
+consultations, D-07 complaints, D-03/D-05 products, D-04/D-05 the client's own events).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TypeAlias
+
+from branchline_intake.domain.appointment import check_appointment_event
+from branchline_intake.domain.client import check_client_event, check_registration
+from branchline_intake.domain.complaint import check_complaint_event
+from branchline_intake.domain.consultation import check_consultation_event
+from branchline_intake.domain.events import DomainEvent
+from branchline_intake.domain.policy import DEFAULT_POLICY, IntakePolicy
+from branchline_intake.domain.product import check_product_event
+from branchline_intake.domain.state import ClientState
+from branchline_intake.domain.violations import RuleViolation, RuleViolationError
+from branchline_intake.domain.visit import check_survey, check_visit_event
+from branchline_shared.events.catalogue import (
+    AppointmentEvent,
+    ComplaintEvent,
+    ConsultationEvent,
+    EventPayload,
+    FeedbackSurveyAnswered,
+    ProductEvent,
+    RuleViolationRefused,
+    VisitEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Append ``event`` (the candidate, possibly completed: a risk assessment's validity, a
+    sale's as-of proof)."""
+
+    event: DomainEvent
+
+    @property
+    def accepted(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Append nothing but the record of the refusal (see :mod:`.refusal`)."""
+
+    violation: RuleViolation
+
+    @property
+    def accepted(self) -> bool:
+        return False
+
+
+Decision: TypeAlias = Accepted | Refused
+
+
+def decide(
+    state: ClientState, candidate: DomainEvent, policy: IntakePolicy = DEFAULT_POLICY
+) -> Decision:
+    """Whether ``candidate`` may follow the client's history ``state``, by the rules of the
+    standard. Never raises for a rule; pure and deterministic."""
+    try:
+        payload = _checked_payload(state, candidate, policy)
+    except RuleViolationError as error:
+        return Refused(error.violation)
+    if payload is candidate.payload:
+        return Accepted(candidate)
+    return Accepted(replace(candidate, payload=payload))
+
+
+def _checked_payload(
+    state: ClientState, candidate: DomainEvent, policy: IntakePolicy
+) -> EventPayload:
+    """Run the guards of ``candidate``; the payload to record, or RuleViolationError."""
+    payload = candidate.payload
+    if isinstance(payload, RuleViolationRefused):
+        return payload
+    check_registration(state.client, candidate)
+    if isinstance(payload, VisitEvent):
+        check_visit_event(state.visits, state.client, candidate, policy)
+    elif isinstance(payload, AppointmentEvent):
+        check_appointment_event(state.appointments, candidate)
+    elif isinstance(payload, ConsultationEvent):
+        check_consultation_event(state.consultations, candidate)
+    elif isinstance(payload, ComplaintEvent):
+        check_complaint_event(state.complaints, candidate)
+    elif isinstance(payload, ProductEvent):
+        return check_product_event(state.products, state.client, candidate, policy)
+    elif isinstance(payload, FeedbackSurveyAnswered):
+        check_survey(state.visits, payload)
+    else:
+        return check_client_event(state.client, candidate, policy)
+    return payload

@@ -1,0 +1,82 @@
+"""The numbers of the standard, in one frozen object (DOMAIN.md "default" values).
+
+Nothing in the domain hard-codes a threshold: every rule takes an :class:`IntakePolicy`, and
+the application builds one from settings. :data:`DEFAULT_POLICY` holds DOMAIN.md's defaults.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+
+from branchline_shared.events.vocabulary import RiskLevel, RiskTolerance, VisitCategory
+
+_CONTRACT_CATEGORIES = frozenset(
+    {
+        VisitCategory.ACCOUNT,
+        VisitCategory.LOAN,
+        VisitCategory.WEALTH_PRODUCT,
+        VisitCategory.INSURANCE,
+    }
+)
+
+_RISK_LEVELS: Mapping[RiskTolerance, RiskLevel] = MappingProxyType(
+    {
+        RiskTolerance.C1: RiskLevel.LOW,
+        RiskTolerance.C2: RiskLevel.MEDIUM,
+        RiskTolerance.C3: RiskLevel.MEDIUM,
+        RiskTolerance.C4: RiskLevel.HIGH,
+        RiskTolerance.C5: RiskLevel.VERY_HIGH,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakePolicy:
+    """Configurable numbers of the rules intake enforces and the classification it derives."""
+
+    assessment_validity_months: int = 12
+    """D-05: a risk assessment without ``valid_until`` is valid this many calendar months."""
+    documents_required_categories: frozenset[VisitCategory] = _CONTRACT_CATEGORIES
+    """D-01a: needs whose business waits for ``visit.documents_checked`` with complete true."""
+    identity_required_categories: frozenset[VisitCategory] = _CONTRACT_CATEGORIES
+    """D-03: needs whose business waits for ``client.identity_verified`` (account opening and
+    contracts: loans, wealth products, insurance). Set to ``{ACCOUNT}`` for the narrow reading."""
+    new_client_period: timedelta = timedelta(days=90)
+    """D-09: a client is ``new`` this long after onboarding (identity verified + first business)."""
+    churn_after: timedelta = timedelta(days=365)
+    """D-09: ``churned`` after this long without business."""
+    high_net_worth_threshold: Decimal = Decimal(6_000_000)
+    """D-09: ``high_net_worth`` when the assets under management reach this amount."""
+    risk_levels: Mapping[RiskTolerance, RiskLevel] = field(default_factory=lambda: _RISK_LEVELS)
+    """D-09: the risk level of each C1..C5 tolerance (C2 and C3 both ``medium``)."""
+
+    def __post_init__(self) -> None:
+        if self.assessment_validity_months < 1:
+            raise ValueError("assessment_validity_months must be at least 1")
+        if set(self.risk_levels) != set(RiskTolerance):
+            raise ValueError("risk_levels must map every tolerance C1..C5")
+        if self.high_net_worth_threshold <= 0:
+            raise ValueError("high_net_worth_threshold must be positive")
+
+    def assessment_valid_until(self, assessed_at: datetime) -> datetime:
+        """D-05: the default end of validity of an assessment made at ``assessed_at``."""
+        return add_months(assessed_at, self.assessment_validity_months)
+
+
+DEFAULT_POLICY = IntakePolicy()
+"""DOMAIN.md's defaults."""
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """``moment`` plus calendar months; the day is clamped to the month's end (31 Jan + 1 month
+    is 28/29 Feb), the time and offset are kept."""
+    month_index = moment.month - 1 + months
+    year = moment.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)

@@ -1,0 +1,90 @@
+"""The write path's seam over stored envelopes: ``(history, candidate) -> event | violation``.
+
+The intake application decides on :class:`RecordedEvent` s (its ``Decider`` protocol). This
+module adapts :func:`~.decision.decide` to that shape: the candidate comes back unchanged when
+accepted as is, with its ``data`` completed when the domain filled something in (a sale's
+as-of proof, an assessment's validity), or a :class:`~.violations.RuleViolation`.
+
+:class:`RecordedDecider` keeps the last state of each stream it saw, so deciding a batch of
+``n`` events of one client applies each event once instead of rebuilding ``n`` times. It
+relies on streams being append-only: a history that extends the remembered one (same length
+prefix, same last event id) is folded on from the remembered state; any other is rebuilt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from branchline_intake.domain.decision import Refused, decide
+from branchline_intake.domain.events import DomainEvent
+from branchline_intake.domain.policy import DEFAULT_POLICY, IntakePolicy
+from branchline_intake.domain.state import ClientState, rebuild_from_recorded
+from branchline_intake.domain.violations import RuleViolation
+from branchline_shared.events.envelope import RecordedEvent
+
+
+def decide_recorded(
+    history: Sequence[RecordedEvent],
+    candidate: RecordedEvent,
+    policy: IntakePolicy = DEFAULT_POLICY,
+) -> RecordedEvent | RuleViolation:
+    """Decide ``candidate`` after the client's stored ``history`` (rebuilt each call)."""
+    return decide_on_state(rebuild_from_recorded(history), candidate, policy)
+
+
+def decide_on_state(
+    state: ClientState, candidate: RecordedEvent, policy: IntakePolicy = DEFAULT_POLICY
+) -> RecordedEvent | RuleViolation:
+    """Decide ``candidate`` after a client state; the envelope to append, or the violation."""
+    proposed = DomainEvent.from_recorded(candidate)
+    decision = decide(state, proposed, policy)
+    if isinstance(decision, Refused):
+        return decision.violation
+    if decision.event is proposed:
+        return candidate
+    return candidate.model_copy(update={"data": decision.event.data()})
+
+
+class RecordedDecider:
+    """A ``Decider`` for the write path that remembers the state of recent streams."""
+
+    def __init__(self, policy: IntakePolicy = DEFAULT_POLICY, max_streams: int = 1024) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        self.policy = policy
+        self._max_streams = max_streams
+        self._states: OrderedDict[str, tuple[int, uuid.UUID, ClientState]] = OrderedDict()
+
+    def __call__(
+        self, history: Sequence[RecordedEvent], candidate: RecordedEvent
+    ) -> RecordedEvent | RuleViolation:
+        return decide_on_state(self.state_of(history), candidate, self.policy)
+
+    def state_of(self, history: Sequence[RecordedEvent]) -> ClientState:
+        """The state after ``history``, folding on from the remembered state when it can."""
+        if not history:
+            return ClientState()
+        stream_id = history[-1].stream_id
+        state, start = self._remembered(stream_id, history)
+        for recorded in history[start:]:
+            state = state.apply(DomainEvent.from_recorded(recorded))
+        self._remember(stream_id, len(history), history[-1].event_id, state)
+        return state
+
+    def _remembered(
+        self, stream_id: str, history: Sequence[RecordedEvent]
+    ) -> tuple[ClientState, int]:
+        known = self._states.get(stream_id)
+        if known is not None:
+            count, last_id, state = known
+            if len(history) >= count and history[count - 1].event_id == last_id:
+                return state, count
+        return ClientState(), 0
+
+    def _remember(self, stream_id: str, count: int, last_id: uuid.UUID, state: ClientState) -> None:
+        self._states[stream_id] = (count, last_id, state)
+        self._states.move_to_end(stream_id)
+        while len(self._states) > self._max_streams:
+            self._states.popitem(last=False)

@@ -1,0 +1,308 @@
+"""Given/when/then for the intake domain: a client's story, and payload builders.
+
+``Story().given(...)`` runs each past event through ``decide`` (so a given history is one the
+rules accept) and applies it; ``when(...)`` decides on a candidate without applying it.
+Event ids are deterministic (1, 2, 3, ...); times advance one minute per event unless given.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from branchline_intake.domain import (
+    DEFAULT_POLICY,
+    Accepted,
+    ClientState,
+    Decision,
+    DomainEvent,
+    IntakePolicy,
+    Refused,
+    RuleViolation,
+    decide,
+)
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+BRANCH = "BR-001"
+
+
+def minutes(n: float) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+def days(n: float) -> datetime:
+    return T0 + timedelta(days=n)
+
+
+@dataclass
+class Story:
+    policy: IntakePolicy = DEFAULT_POLICY
+    state: ClientState = field(default_factory=ClientState)
+    history: list[DomainEvent] = field(default_factory=list)
+    now: datetime = T0
+    _next_id: int = 1
+
+    def event(
+        self, payload: c.EventPayload, at: datetime | None = None, branch_id: str | None = BRANCH
+    ) -> DomainEvent:
+        if at is None:
+            self.now += timedelta(minutes=1)
+            at = self.now
+        else:
+            self.now = max(self.now, at)
+        event_id = uuid.UUID(int=self._next_id)
+        self._next_id += 1
+        return DomainEvent.of(payload, at, event_id=event_id, branch_id=branch_id)
+
+    def given(self, *payloads: c.EventPayload, at: datetime | None = None) -> Story:
+        for payload in payloads:
+            self.given_event(self.event(payload, at))
+        return self
+
+    def given_event(self, event: DomainEvent) -> DomainEvent:
+        decision = decide(self.state, event, self.policy)
+        assert isinstance(decision, Accepted), f"given {event.type} was refused: {decision}"
+        self.state = self.state.apply(decision.event)
+        self.history.append(decision.event)
+        return decision.event
+
+    def last(self) -> DomainEvent:
+        return self.history[-1]
+
+    def when(
+        self,
+        payload: c.EventPayload,
+        at: datetime | None = None,
+        branch_id: str | None = BRANCH,
+    ) -> Decision:
+        return decide(self.state, self.event(payload, at, branch_id), self.policy)
+
+    def onboarded(self, level: c.RiskTolerance = c.RiskTolerance.C3) -> Story:
+        """Registered, identity verified, assessed."""
+        return self.given(registered(), verified(), assessed(level))
+
+    def ready_to_sell(
+        self, product_id: str = "P-1", risk: c.ProductRisk = c.ProductRisk.R3
+    ) -> Story:
+        """Recommended, disclosed and acknowledged, terms confirmed."""
+        return self.given(
+            recommended(product_id, risk),
+            disclosed(product_id, risk=risk),
+            terms(product_id),
+        )
+
+
+def as_recorded(event: DomainEvent, version: int, client_id: str = "C-1") -> RecordedEvent:
+    """``event`` as the event store holds it (JSON-compatible data, stream and version)."""
+    return RecordedEvent(
+        event_id=event.event_id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        recorded_at=event.occurred_at,
+        source="intake",
+        actor=Actor(id="staff-1", role="teller"),
+        client_id=client_id,
+        branch_id=event.branch_id,
+        stream_id=f"client-{client_id}",
+        stream_version=version,
+        data=event.data(),
+    )
+
+
+def as_stream(events: list[DomainEvent], client_id: str = "C-1") -> list[RecordedEvent]:
+    return [as_recorded(e, i + 1, client_id) for i, e in enumerate(events)]
+
+
+def accepted(decision: Decision) -> DomainEvent:
+    assert isinstance(decision, Accepted), f"expected acceptance, got {decision}"
+    return decision.event
+
+
+def refused(decision: Decision, rule: str) -> RuleViolation:
+    assert isinstance(decision, Refused), f"expected a {rule} refusal, got {decision}"
+    assert decision.violation.rule == rule, decision.violation
+    assert decision.violation.title
+    assert decision.violation.detail
+    return decision.violation
+
+
+# --- payload builders ---------------------------------------------------------------------------
+
+
+def registered(client_type: c.ClientType = c.ClientType.INDIVIDUAL) -> c.ClientRegistered:
+    return c.ClientRegistered(client_type=client_type, rm_id="rm-42")
+
+
+def consent(
+    *purposes: c.ConsentPurpose, expires_at: datetime | None = None
+) -> c.ClientConsentGranted:
+    chosen = purposes or (c.ConsentPurpose.SERVICE,)
+    return c.ClientConsentGranted(purposes=chosen, expires_at=expires_at)
+
+
+def withdrawal(*purposes: c.ConsentPurpose) -> c.ClientConsentWithdrawn:
+    return c.ClientConsentWithdrawn(purposes=purposes or (c.ConsentPurpose.SERVICE,))
+
+
+def personal_data(
+    purpose: c.ConsentPurpose = c.ConsentPurpose.SERVICE,
+) -> c.ClientPersonalDataRecorded:
+    return c.ClientPersonalDataRecorded(
+        fields={c.PersonalField.NAME: "Wang Fang", c.PersonalField.PHONE: "+86 138 0013 8000"},
+        purpose=purpose,
+    )
+
+
+def verified() -> c.ClientIdentityVerified:
+    return c.ClientIdentityVerified(
+        method=c.IdentityMethod.NETWORKED_ID_CHECK, document_type=c.DocumentType.RESIDENT_ID
+    )
+
+
+def assessed(
+    level: c.RiskTolerance = c.RiskTolerance.C3, valid_until: datetime | None = None
+) -> c.ClientRiskAssessed:
+    return c.ClientRiskAssessed(level=level, valid_until=valid_until)
+
+
+def erasure() -> c.ClientErasureRequested:
+    return c.ClientErasureRequested(reason="client asks for erasure")
+
+
+def data_accessed() -> c.ClientPersonalDataAccessed:
+    return c.ClientPersonalDataAccessed(fields=(c.PersonalField.NAME,), purpose="access request")
+
+
+def arrived(visit_id: str = "V-1") -> c.VisitArrived:
+    return c.VisitArrived(visit_id=visit_id, ticket="A001")
+
+
+def needs(category: c.VisitCategory, visit_id: str = "V-1") -> c.VisitNeedsConfirmed:
+    return c.VisitNeedsConfirmed(visit_id=visit_id, category=category)
+
+
+def guidance(visit_id: str = "V-1") -> c.VisitGuidanceGiven:
+    return c.VisitGuidanceGiven(visit_id=visit_id)
+
+
+def documents(complete: bool = True, visit_id: str = "V-1") -> c.VisitDocumentsChecked:
+    missing = () if complete else ("proof of address",)
+    return c.VisitDocumentsChecked(visit_id=visit_id, complete=complete, missing=missing)
+
+
+def handled(visit_id: str = "V-1") -> c.VisitBusinessHandled:
+    return c.VisitBusinessHandled(
+        visit_id=visit_id, counter="window 3", started_at=minutes(0), ended_at=minutes(10)
+    )
+
+
+def next_steps(visit_id: str = "V-1") -> c.VisitNextStepsExplained:
+    return c.VisitNextStepsExplained(visit_id=visit_id)
+
+
+def closed(visit_id: str = "V-1") -> c.VisitClosed:
+    return c.VisitClosed(visit_id=visit_id, outcome=c.VisitOutcome.NORMAL)
+
+
+def survey(visit_id: str | None = "V-1") -> c.FeedbackSurveyAnswered:
+    scores = c.SatisfactionScores(
+        attitude=90, professionalism=80, response_speed=70, risk_management=60, convenience=50
+    )
+    return c.FeedbackSurveyAnswered(visit_id=visit_id, scores=scores)
+
+
+def booked(appointment_id: str = "A-1") -> c.AppointmentBooked:
+    return c.AppointmentBooked(
+        appointment_id=appointment_id, slot_start=days(1), purpose="wealth review", staff_id="s-1"
+    )
+
+
+def confirmed(appointment_id: str = "A-1") -> c.AppointmentConfirmed:
+    return c.AppointmentConfirmed(appointment_id=appointment_id)
+
+
+def cancelled(appointment_id: str = "A-1") -> c.AppointmentCancelled:
+    return c.AppointmentCancelled(appointment_id=appointment_id)
+
+
+def attended(appointment_id: str = "A-1") -> c.AppointmentAttended:
+    return c.AppointmentAttended(appointment_id=appointment_id)
+
+
+def no_show(appointment_id: str = "A-1") -> c.AppointmentNoShow:
+    return c.AppointmentNoShow(appointment_id=appointment_id)
+
+
+def opened(consultation_id: str = "Q-1") -> c.ConsultationOpened:
+    return c.ConsultationOpened(
+        consultation_id=consultation_id, channel=Channel.ONLINE, question="fees?"
+    )
+
+
+def answered(
+    consultation_id: str = "Q-1", *, promised_by: datetime | None = None
+) -> c.ConsultationAnswered:
+    answer = None if promised_by is not None else "1.2% subscription"
+    return c.ConsultationAnswered(
+        consultation_id=consultation_id, answer=answer, promised_by=promised_by
+    )
+
+
+def recommended(
+    product_id: str = "P-1", risk: c.ProductRisk = c.ProductRisk.R3
+) -> c.ProductRecommended:
+    return c.ProductRecommended(product_id=product_id, product_risk=risk)
+
+
+def disclosed(
+    product_id: str = "P-1", *, acknowledged: bool = True, risk: c.ProductRisk | None = None
+) -> c.ProductRiskDisclosed:
+    return c.ProductRiskDisclosed(
+        product_id=product_id, acknowledged=acknowledged, product_risk=risk
+    )
+
+
+def terms(product_id: str = "P-1") -> c.ProductTermsConfirmed:
+    return c.ProductTermsConfirmed(product_id=product_id, terms={"rate": "3.1%", "period": "1y"})
+
+
+def sold(
+    product_id: str = "P-1",
+    amount: str = "100000",
+    risk: c.ProductRisk | None = None,
+    **extra: Any,
+) -> c.ProductSold:
+    return c.ProductSold(product_id=product_id, amount=Decimal(amount), product_risk=risk, **extra)
+
+
+def received(
+    complaint_id: str = "K-1", severity: c.ComplaintSeverity = c.ComplaintSeverity.GENERAL
+) -> c.ComplaintReceived:
+    return c.ComplaintReceived(complaint_id=complaint_id, severity=severity, summary="long wait")
+
+
+def acknowledged(complaint_id: str = "K-1") -> c.ComplaintAcknowledged:
+    return c.ComplaintAcknowledged(complaint_id=complaint_id, owner_id="rm-42")
+
+
+def progress(complaint_id: str = "K-1") -> c.ComplaintProgressReported:
+    return c.ComplaintProgressReported(complaint_id=complaint_id, note="logs reviewed")
+
+
+def resolved(complaint_id: str = "K-1") -> c.ComplaintResolved:
+    return c.ComplaintResolved(complaint_id=complaint_id, resolution="apology and fix")
+
+
+def confirmed_by_client(
+    complaint_id: str = "K-1", satisfied: bool = True
+) -> c.ComplaintConfirmedByClient:
+    return c.ComplaintConfirmedByClient(complaint_id=complaint_id, satisfied=satisfied)
+
+
+def complaint_closed(complaint_id: str = "K-1") -> c.ComplaintClosed:
+    return c.ComplaintClosed(complaint_id=complaint_id)

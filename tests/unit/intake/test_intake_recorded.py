@@ -1,0 +1,111 @@
+"""The write path's seam: stored history and candidate envelope in; envelope or violation out."""
+
+from __future__ import annotations
+
+import pytest
+from intake_story import (
+    Story,
+    as_recorded,
+    as_stream,
+    assessed,
+    erasure,
+    personal_data,
+    recommended,
+    registered,
+    sold,
+)
+
+from branchline_intake.domain import (
+    RecordedDecider,
+    RuleViolation,
+    decide_recorded,
+    rebuild,
+)
+from branchline_shared.events.catalogue import ProductRisk, RiskTolerance
+from branchline_shared.events.envelope import RecordedEvent
+
+pytestmark = pytest.mark.unit
+
+
+def test_accepted_candidate_comes_back_unchanged() -> None:
+    story = Story().given(registered(), assessed(RiskTolerance.C3))
+    candidate = as_recorded(story.event(recommended(risk=ProductRisk.R1)), 0)
+
+    answer = decide_recorded(as_stream(story.history), candidate)
+
+    assert answer is candidate
+
+
+def test_d05_sale_comes_back_with_its_proof_in_the_data() -> None:
+    story = Story().onboarded().ready_to_sell()
+    candidate = as_recorded(story.event(sold()), 0)
+
+    answer = decide_recorded(as_stream(story.history), candidate)
+
+    assert isinstance(answer, RecordedEvent)
+    assert answer.event_id == candidate.event_id
+    assert answer.data["relied_on_assessment_event_id"] == str(story.history[2].event_id)
+    assert answer.data["relied_on_terms_event_id"] == str(story.history[-1].event_id)
+    assert answer.data["product_risk"] == "R3"
+    assert "relied_on_assessment_event_id" not in candidate.data
+
+
+def test_d05_assessment_comes_back_with_its_validity() -> None:
+    story = Story().given(registered())
+    candidate = as_recorded(story.event(assessed()), 0)
+
+    answer = decide_recorded(as_stream(story.history), candidate)
+
+    assert isinstance(answer, RecordedEvent)
+    assert answer.data["valid_until"].startswith("2027-11-22")
+
+
+def test_d04_refusal_comes_back_as_the_violation() -> None:
+    story = Story().given(registered(), erasure())
+    candidate = as_recorded(story.event(personal_data()), 0)
+
+    answer = decide_recorded(as_stream(story.history), candidate)
+
+    assert isinstance(answer, RuleViolation)
+    assert answer.rule == "D-04"
+
+
+def test_decider_folds_on_from_the_remembered_state() -> None:
+    story = Story().onboarded()
+    decider = RecordedDecider()
+    first = as_stream(story.history)
+    before = decider.state_of(first)
+    story.ready_to_sell()
+
+    after = decider.state_of(as_stream(story.history))
+
+    assert decider.state_of(first) == before
+    assert after == rebuild(story.history)
+
+
+def test_decider_rebuilds_a_history_that_is_not_an_extension() -> None:
+    decider = RecordedDecider()
+    decider.state_of(as_stream(Story().onboarded().history))
+    other = Story().given(registered(), erasure())
+
+    assert decider.state_of(as_stream(other.history)) == other.state
+
+
+def test_decider_forgets_the_least_recent_stream() -> None:
+    decider = RecordedDecider(max_streams=1)
+    one = as_stream(Story().given(registered()).history, client_id="C-1")
+    two = as_stream(Story().given(registered()).history, client_id="C-2")
+
+    decider.state_of(one)
+    decider.state_of(two)
+
+    assert list(decider._states) == ["client-C-2"]
+
+
+def test_decider_of_empty_history_is_the_empty_state() -> None:
+    assert RecordedDecider().state_of([]).version == 0
+
+
+def test_decider_needs_room_for_one_stream() -> None:
+    with pytest.raises(ValueError, match="max_streams"):
+        RecordedDecider(max_streams=0)
