@@ -1,0 +1,266 @@
+"""The standard enforced at intake, over HTTP on the real stack (issue: D-01..D-05, D-09)."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from branchline_intake.bootstrap import create_app
+from branchline_shared.events.catalogue import PAYLOAD_MODELS, SYSTEM_EVENT_TYPES
+from branchline_shared.events.examples import EXAMPLE_JOURNEY, example_data, submission
+from branchline_shared.http.auth import Role
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.support.consumers import audit_consumer
+from tests.support.stack import eventually, serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+BRANCH_STEPS = [s for s in EXAMPLE_JOURNEY if s.type not in SYSTEM_EVENT_TYPES]
+BRANCH_TYPES = sorted(set(PAYLOAD_MODELS) - SYSTEM_EVENT_TYPES)
+
+
+@pytest.fixture
+async def intake(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Any]:
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(
+            base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01"), timeout=30
+        ) as client,
+    ):
+        yield client
+
+
+async def count_events(settings: BranchlineSettings, where: str = "true") -> int:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}"))
+    finally:
+        await conn.close()
+
+
+def journey(client_id: str) -> list[dict[str, Any]]:
+    return [submission(step, client_id=client_id) for step in BRANCH_STEPS]
+
+
+async def test_a_full_reception_journey_is_accepted(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    for body in journey("C-J1"):
+        response = await intake.post("/v1/events", json=body)
+        assert response.status_code == 202, (body["type"], response.text)
+    stream = (await intake.get("/v1/streams/client-C-J1/events")).json()["events"]
+    assert [e["type"] for e in stream] == [s.type for s in BRANCH_STEPS]
+    sale = next(e for e in stream if e["type"] == "product.sold")
+    by_type = {e["type"]: e["event_id"] for e in stream}
+    # D-05 as-of proof: the sale names the assessment, disclosure and confirmation it relied on
+    assert sale["data"]["relied_on_assessment_event_id"] == by_type["client.risk_assessed"]
+    assert sale["data"]["relied_on_disclosure_event_id"] == by_type["product.risk_disclosed"]
+    assert sale["data"]["relied_on_terms_event_id"] == by_type["product.terms_confirmed"]
+
+
+async def test_d05_sale_above_tolerance_is_refused_and_the_refusal_reaches_the_audit_trail(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    def step(event_type: str, data: dict[str, Any], at: str) -> dict[str, Any]:
+        return {
+            "type": event_type,
+            "occurred_at": at,
+            "client_id": "C-D05",
+            "branch_id": "BR-1",
+            "channel": "walk_in",
+            "actor": {"id": "rm-42", "role": "rm"},
+            "data": data,
+        }
+
+    for body in [
+        step(
+            "client.registered",
+            {"client_type": "individual", "rm_id": "rm-42"},
+            "2026-11-20T09:00:00+08:00",
+        ),
+        step(
+            "client.identity_verified",
+            {"method": "in_person", "document_type": "passport"},
+            "2026-11-20T09:01:00+08:00",
+        ),
+        step("client.risk_assessed", {"level": "C2"}, "2026-11-20T09:02:00+08:00"),
+    ]:
+        assert (await intake.post("/v1/events", json=body)).status_code == 202
+    refused_id = str(uuid.uuid4())
+    above = step(
+        "product.recommended",
+        {"product_id": "P-X", "product_risk": "R5"},
+        "2026-11-20T09:03:00+08:00",
+    )
+    above["event_id"] = refused_id
+    async with audit_consumer(settings) as ledger:
+        response = await intake.post("/v1/events", json=above)
+        assert response.status_code == 409
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["rule"] == "D-05"
+        assert await count_events(settings, f"event_id = '{refused_id}'") == 0
+
+        async def refusal_in_ledger() -> dict[str, Any] | None:
+            async for entry in ledger.scan():
+                if entry.event["type"] == "rule.violation_refused":
+                    return dict(entry.event)
+            return None
+
+        refusal = await eventually(refusal_in_ledger, within=30)
+    assert refusal["data"]["rule"] == "D-05"
+    assert refusal["data"]["refused_event"]["event_id"] == refused_id
+    assert refusal["data"]["refused_event"]["type"] == "product.recommended"
+    assert refusal["data"]["submitted_by"]["id"] == "queue-01"
+
+
+async def test_a_batch_of_1000_with_10_bad_items_stores_990_and_answers_each_in_place(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    events: list[dict[str, Any]] = []
+    bad = set(range(7, 1000, 100))  # 10 positions
+    for i in range(1000):
+        body = {
+            "type": "client.registered",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "client_id": f"C-B{i}",
+            "branch_id": "BR-1",
+            "channel": "walk_in",
+            "actor": {"id": "s-1", "role": "teller"},
+            "data": {"client_type": "individual", "rm_id": "rm-1"},
+        }
+        if i in bad:
+            if i % 2:
+                body["data"]["client_type"] = "alien"  # refused by the catalogue
+            else:
+                body.pop("actor")  # refused by the envelope
+        events.append(body)
+    response = await intake.post("/v1/events:batch", json={"events": events})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 1000
+    assert [r["index"] for r in results] == list(range(1000))
+    refused_at = [r["index"] for r in results if r["status"] != 202]
+    assert refused_at == sorted(bad)
+    for r in results:
+        if r["status"] != 202:
+            assert r["status"] == 422
+            assert r["errors"][0]["field"] in ("data.client_type", "actor")
+    assert await count_events(settings) == 990
+
+
+async def test_a_batch_above_1000_is_refused_whole(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    one = journey("C-BIG")[0]
+    response = await intake.post("/v1/events:batch", json={"events": [one] * 1001})
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["field"] == "events"
+    assert await count_events(settings) == 0
+
+
+async def test_a_batch_sees_its_own_earlier_items(intake: httpx.AsyncClient) -> None:
+    """Rules decide in batch order: registration then identity in one batch works; a sale
+    before its disclosure in the same batch is refused (D-05)."""
+    steps = journey("C-BATCH")
+    response = await intake.post("/v1/events:batch", json={"events": steps})
+    assert [r["status"] for r in response.json()["results"]] == [202] * len(steps)
+
+    early = journey("C-BATCH2")
+    sold = next(i for i, b in enumerate(early) if b["type"] == "product.sold")
+    disclosed = next(i for i, b in enumerate(early) if b["type"] == "product.risk_disclosed")
+    early.insert(disclosed, early.pop(sold))  # the sale now comes before its disclosure
+    results = (await intake.post("/v1/events:batch", json={"events": early})).json()["results"]
+    assert results[disclosed]["status"] == 409
+    assert results[disclosed]["rule"] == "D-05"
+
+
+async def test_system_event_types_cannot_be_sent_by_branch_systems(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    body = journey("C-SYS")[0]
+    body.update(type="followup.completed", data=example_data("followup.completed"))
+    response = await intake.post("/v1/events", json=body)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "type"
+    assert await count_events(settings) == 0
+
+
+def _required_field(event_type: str) -> str:
+    model = PAYLOAD_MODELS[event_type]
+    return next(name for name, f in model.model_fields.items() if f.is_required())
+
+
+@pytest.mark.parametrize("event_type", BRANCH_TYPES)
+async def test_every_type_missing_a_required_field_is_422_naming_it(
+    intake: httpx.AsyncClient, settings: BranchlineSettings, event_type: str
+) -> None:
+    missing = _required_field(event_type)
+    data = example_data(event_type)
+    data.pop(missing)
+    body = {**journey("C-BAD")[0], "type": event_type, "data": data}
+    response = await intake.post("/v1/events", json=body)
+    assert response.status_code == 422, response.text
+    assert f"data.{missing}" in [e["field"] for e in response.json()["errors"]]
+    assert await count_events(settings) == 0
+
+
+@pytest.mark.parametrize(
+    ("event_type", "mutate", "field"),
+    [
+        ("client.registered", lambda d: d.update(client_type="alien"), "data.client_type"),
+        ("client.risk_assessed", lambda d: d.update(level="C9"), "data.level"),
+        ("product.recommended", lambda d: d.update(product_risk="R0"), "data.product_risk"),
+        ("complaint.received", lambda d: d.update(severity="apocalyptic"), "data.severity"),
+        ("visit.closed", lambda d: d.update(outcome="vanished"), "data.outcome"),
+        (
+            "client.consent_granted",
+            lambda d: d.update(expires_at="2031-11-20T00:00:00"),
+            "data.expires_at",
+        ),
+        (
+            "appointment.booked",
+            lambda d: d.update(slot_start="2026-11-22T10:00:00"),
+            "data.slot_start",
+        ),
+        ("complaint.received", lambda d: d.update(summary="x" * 100_000), "data.summary"),
+        ("consultation.opened", lambda d: d.update(question="q" * 100_000), "data.question"),
+        (
+            "feedback.survey_answered",
+            lambda d: d["scores"].update(attitude=101),
+            "data.scores.attitude",
+        ),
+    ],
+    ids=[
+        "enum-client-type",
+        "enum-risk-level",
+        "enum-product-risk",
+        "enum-severity",
+        "enum-outcome",
+        "naive-expires-at",
+        "naive-slot",
+        "oversize-summary",
+        "oversize-question",
+        "score-above-100",
+    ],
+)
+async def test_bad_values_are_422_naming_the_field_and_store_nothing(
+    intake: httpx.AsyncClient,
+    settings: BranchlineSettings,
+    event_type: str,
+    mutate: Any,
+    field: str,
+) -> None:
+    data = copy.deepcopy(example_data(event_type))
+    mutate(data)
+    body = {**journey("C-BAD")[0], "type": event_type, "data": data}
+    response = await intake.post("/v1/events", json=body)
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]
+    assert await count_events(settings) == 0
