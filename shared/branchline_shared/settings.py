@@ -112,6 +112,20 @@ class BranchlineSettings(BaseSettings):
         path.chmod(0o600)
         return value
 
+    # --- intake: the numbers of the standard's rules (DOMAIN.md defaults) ---
+    intake_assessment_validity_months: int = Field(
+        default=12, ge=1, description="D-05: validity of a risk assessment without valid_until."
+    )
+    intake_new_client_days: int = Field(
+        default=90, ge=1, description="D-09: a client is `new` this long after onboarding."
+    )
+    intake_churn_after_days: int = Field(
+        default=365, ge=1, description="D-09: `churned` after this long without business."
+    )
+    intake_high_net_worth_threshold: int = Field(
+        default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
+    )
+
     def resolved_master_key(self) -> bytes:
         """The 32-byte master key: from settings, or (development) from the data folder."""
         import base64

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 from branchline_intake.application.deciding import Decider
 from branchline_intake.domain import IntakePolicy, RecordedDecider
 from branchline_shared.settings import BranchlineSettings
 
 
+def intake_policy(settings: BranchlineSettings) -> IntakePolicy:
+    """The numbers of the rules, from settings (defaults: DOMAIN.md)."""
+    return IntakePolicy(
+        assessment_validity_months=settings.intake_assessment_validity_months,
+        new_client_period=timedelta(days=settings.intake_new_client_days),
+        churn_after=timedelta(days=settings.intake_churn_after_days),
+        high_net_worth_threshold=Decimal(settings.intake_high_net_worth_threshold),
+    )
+
+
 def build_decider(settings: BranchlineSettings) -> Decider:
-    return RecordedDecider(IntakePolicy())
+    return RecordedDecider(intake_policy(settings))
