@@ -44,6 +44,8 @@ def test_every_component_runs_from_the_one_image_in_production_mode(
             env = service["environment"]
             assert env["BRANCHLINE_ENVIRONMENT"] == "production"
             assert env["BRANCHLINE_DEV_MODE"] == "false"
+            assert "BRANCHLINE_JWT_SECRET" in env
+            assert "BRANCHLINE_MASTER_KEY" in env  # production refuses to start without them
             assert env["BRANCHLINE_TOPIC_REPLICATION_FACTOR"] == "3"
             assert env["BRANCHLINE_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
             found[command[1]] = service
