@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TOOLS  := $(VENV)/tools
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck imports compose-check pytest clean
+.PHONY: dev test lint typecheck imports compose-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -43,6 +43,9 @@ compose-check: $(TOOLS)/bin/check-jsonschema
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

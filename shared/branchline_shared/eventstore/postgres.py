@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +19,6 @@ from branchline_shared.eventstore.ports import (
     StoredPosition,
 )
 from branchline_shared.postgres.pool import PgConnection
-
-OUTBOX_CHANNEL = "es_outbox"
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -47,6 +45,7 @@ class PostgresUnitOfWork:
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self._staged: list[_Staged] = []
+        self.committed = 0
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         ordered = sorted(set(stream_ids))  # one lock order for every writer: no deadlocks
@@ -133,24 +132,33 @@ class PostgresUnitOfWork:
             list(last_versions),
             list(last_versions.values()),
         )
-        await self._conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         by_id = {r["event_id"]: _position(r) for r in rows}
+        self.committed += len(self._staged)
         self._staged.clear()
         return [by_id[e.event_id] for e in events]
 
 
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool[Any], *, on_commit: Callable[[], None] | None = None
+    ) -> None:
         self._pool = pool
+        # Wakes an in-process outbox relay. Not NOTIFY: PostgreSQL serialises the commits of
+        # every transaction that notified (a global lock held across the WAL flush), which
+        # caps the write rate; a relay in another process polls instead.
+        self._on_commit = on_commit
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    yield PostgresUnitOfWork(conn)
+                    uow = PostgresUnitOfWork(conn)
+                    yield uow
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
+        if uow.committed and self._on_commit is not None:
+            self._on_commit()
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int = 1000

@@ -20,7 +20,6 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.eventstore.postgres import OUTBOX_CHANNEL
 from branchline_shared.kafka.wire import encode_event, event_headers
 from branchline_shared.postgres.pool import PgConnection
 
@@ -57,14 +56,13 @@ class OutboxRelay:
         """Run until cancelled: hold the relay lock, then publish whenever woken or polled."""
         async with self._pool.acquire() as lock_conn:
             await self._acquire_lock(lock_conn)
-            await lock_conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
             try:
                 await self._loop()
             finally:
-                await lock_conn.remove_listener(OUTBOX_CHANNEL, self._on_notify)
                 await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
 
-    def _on_notify(self, *_: object) -> None:
+    def wake(self) -> None:
+        """Publish now: something was committed (called by the store in this process)."""
         self._wake.set()
 
     async def _acquire_lock(self, conn: PgConnection) -> None:

@@ -18,7 +18,7 @@ Staff = Annotated[
 ]
 
 
-def get_pool(request: Request) -> PgPool:
+async def get_pool(request: Request) -> PgPool:
     pool: PgPool = request.app.state.pool
     return pool
 

@@ -31,7 +31,7 @@ Reader = Annotated[
 ]
 
 
-def get_context(request: Request) -> IntakeContext:
+async def get_context(request: Request) -> IntakeContext:
     ctx: IntakeContext = request.app.state.intake
     return ctx
 
