@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TOOLS  := $(VENV)/tools
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck imports compose-check pytest bench clean
+.PHONY: dev test lint typecheck imports compose-check schemas-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
@@ -26,7 +26,7 @@ $(TOOLS)/bin/check-jsonschema: | $(STAMP)
 dev: $(STAMP)
 	$(BIN)/branchline dev
 
-test: lint typecheck imports compose-check pytest
+test: lint typecheck imports compose-check schemas-check pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,6 +40,17 @@ imports: $(STAMP)
 
 compose-check: $(TOOLS)/bin/check-jsonschema
 	$(TOOLS)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+# The JSON Schemas and the AsyncAPI document in schemas/ must match the models (a breaking
+# change needs a new schema version and an upcaster). The AsyncAPI document is also checked by
+# the AsyncAPI project's own validator where Node.js is installed (CI machines have it).
+ASYNCAPI_CLI := @asyncapi/cli@6.2.0
+schemas-check: $(STAMP)
+	$(BIN)/branchline schemas check
+	@if command -v npx >/dev/null 2>&1; then \
+	  echo "npx $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml"; \
+	  npx --yes $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml; \
+	else echo "Node.js not found: AsyncAPI validation by @asyncapi/cli skipped (pytest still checks the document)"; fi
 
 pytest: $(STAMP)
 	$(BIN)/pytest

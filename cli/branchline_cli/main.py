@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from branchline_cli.components import Component, run_component
+from branchline_cli.schema_commands import schemas_app
 from branchline_shared.http.auth import Role, TokenCodec
 from branchline_shared.settings import BranchlineSettings
 
 app = typer.Typer(
     help="Branchline: an event-sourced CRM on Kafka.", no_args_is_help=True, add_completion=False
 )
+app.add_typer(schemas_app, name="schemas")
 
 
 @app.command()

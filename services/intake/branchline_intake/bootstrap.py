@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from branchline_intake.application.submit import IntakeContext
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
+from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import PostgresClientKeyStore
 from branchline_shared.crypto.sealing import MasterKey
@@ -63,8 +64,20 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
             )
+            relay = OutboxRelay(
+                pool=pool,
+                producer=producer,
+                store_name=SERVICE,
+                batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.relay_poll_interval_s,
+                on_recover=lambda: ensure_topics(
+                    settings.kafka_bootstrap, topics.all(), attempts=1
+                ),
+            )
             app.state.intake = IntakeContext(
-                store=PostgresEventStore(pool),
+                store=PostgresEventStore(
+                    pool, on_commit=relay.wake if settings.relay_enabled else None
+                ),
                 clock=SystemClock(),
                 decider=build_decider(settings),
                 topic=topics.intake_events.name,
@@ -76,16 +89,6 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
             if settings.relay_enabled:
-                relay = OutboxRelay(
-                    pool=pool,
-                    producer=producer,
-                    store_name=SERVICE,
-                    batch_size=settings.relay_batch_size,
-                    poll_interval_s=settings.relay_poll_interval_s,
-                    on_recover=lambda: ensure_topics(
-                        settings.kafka_bootstrap, topics.all(), attempts=1
-                    ),
-                )
                 relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
             yield
         finally:
@@ -105,4 +108,5 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(router)
+    app.include_router(schemas_router)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.upcasting import upcast
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
@@ -22,7 +23,8 @@ from branchline_shared.postgres.pool import PgConnection
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent.model_validate(row["envelope"])
+    # Readers decide on the current shape of every event: older versions are upcast.
+    return upcast(RecordedEvent.model_validate(row["envelope"]))
 
 
 def _position(row: asyncpg.Record) -> StoredPosition:

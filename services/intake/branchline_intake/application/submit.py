@@ -23,6 +23,7 @@ from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
 from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
     PERSONAL_FIELDS,
     SYSTEM_EVENT_TYPES,
     EventPayload,
@@ -185,6 +186,7 @@ def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> Record
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
+        schema_version=CATALOGUE_VERSION[item.type],
         occurred_at=item.occurred_at,
         recorded_at=now,  # type: ignore[arg-type]
         source=SOURCE,
