@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from branchline_cli.audit_commands import audit_app
 from branchline_cli.components import Component, run_component
+from branchline_cli.followup_commands import rebuild_app
 from branchline_cli.schema_commands import schemas_app
 from branchline_shared.http.auth import Role, TokenCodec
 from branchline_shared.settings import BranchlineSettings
@@ -15,7 +17,9 @@ from branchline_shared.settings import BranchlineSettings
 app = typer.Typer(
     help="Branchline: an event-sourced CRM on Kafka.", no_args_is_help=True, add_completion=False
 )
+app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(rebuild_app, name="rebuild")
 
 
 @app.command()

@@ -8,6 +8,7 @@ root, never at import time.
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -200,4 +201,57 @@ class BranchlineSettings(BaseSettings):
         default=True,
         description="Create the audit roles and grants at start (needs a superuser or "
         "CREATEROLE connection); production operators may provision them instead.",
+    )
+
+    # --- followup (issue 5) ---
+    followup_default_profile: str = Field(
+        default="default",
+        description="D-07 jurisdiction profile of branches not in followup_branch_profiles "
+        "(default, cn_regulator, uk_fca_disp, us_broker).",
+    )
+    followup_branch_profiles: dict[str, str] = Field(
+        default_factory=dict, description="Branch id -> jurisdiction profile (D-07), JSON."
+    )
+    followup_default_timezone: str = Field(
+        default="UTC", description="IANA zone of the business-day calendar (D-07)."
+    )
+    followup_branch_timezones: dict[str, str] = Field(
+        default_factory=dict, description="Branch id -> IANA zone, where it differs, JSON."
+    )
+    followup_holidays: list[date] = Field(
+        default_factory=list, description="Non-business days of every branch (D-07), JSON."
+    )
+    followup_branch_holidays: dict[str, list[date]] = Field(
+        default_factory=dict, description="Branch id -> its own non-business days, JSON."
+    )
+    followup_supervisors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Staff (RM) id -> supervisor id, JSON: who receives escalations (D-08).",
+    )
+    followup_default_supervisor: str = Field(
+        default="supervisor", description="Supervisor of staff not in followup_supervisors."
+    )
+    followup_escalate_after_hours: float | None = Field(
+        default=24.0, ge=0, description="D-08: escalate this long after due; null: never."
+    )
+    followup_due_soon_hours: float = Field(
+        default=4.0, ge=0, description="sla_state is due_soon this long before due_at."
+    )
+    followup_durations_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="Overrides of the rules' deadlines in seconds, JSON, by FollowupPolicy "
+        "name: survey_within, appointment_preparation_lead, online_consultation_response, "
+        "offline_consultation_response, complaint_follow_up_after, new_client_first_revisit, "
+        "win_back_within, product_review_every.",
+    )
+    followup_revisit_cadence_days: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="D-08 revisit cadence in days by lifecycle stage, JSON (e.g. "
+        '{"high_net_worth": 30, "mature": 90}); null: no periodic revisit.',
+    )
+    followup_timer_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the timer runner looks for due timers."
+    )
+    followup_timer_batch_size: int = Field(
+        default=200, ge=1, le=10_000, description="Timers claimed per transaction."
     )

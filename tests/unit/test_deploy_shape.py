@@ -50,6 +50,9 @@ def test_every_component_runs_from_the_one_image_in_production_mode(
             assert env["BRANCHLINE_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
             found[command[1]] = service
     assert set(found) == components
+    for name in ("audit-api", "audit-consumer"):  # production refuses to invent a log key
+        assert found[name]["environment"]["BRANCHLINE_AUDIT_SIGNING_KEY_FILE"]
+        assert found[name]["secrets"] == ["audit-signing-key"]
     assert (ROOT / "deploy" / "Dockerfile").exists()
 
 

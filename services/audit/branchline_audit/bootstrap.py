@@ -1,54 +1,96 @@
-"""Composition root of audit: the API app and the ledger consumer, built from settings."""
+"""Composition root of audit: the API app, the ledger consumer and the CLI's context, built
+from settings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_audit.adapters.checkpoints import PostgresCheckpoints
+from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.application.checkpointing import run_checkpointer
+from branchline_audit.application.context import AuditContext
 from branchline_audit.application.recording import record_events
+from branchline_audit.domain.personal import PersonalDataPolicy
+from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.http import router
-from branchline_shared.clock import SystemClock
+from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
-from branchline_shared.postgres.migrations import load_migrations, migrate
-from branchline_shared.postgres.pool import ensure_database, is_reachable, open_pool
+from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "audit"
 CONSUMER = "audit-consumer"
 
+__all__ = ["build_consumer", "create_app", "prepare_database", "run_consumer"]
 
-async def prepare_database(settings: BranchlineSettings) -> None:
-    await ensure_database(settings.audit_database_url)
-    pool = await open_pool(settings.audit_database_url, min_size=1, max_size=1)
+
+def audit_context(
+    settings: BranchlineSettings,
+    pool: asyncpg.Pool[Any],
+    clock: Clock,
+) -> AuditContext:
+    return AuditContext(
+        ledger=PostgresLedger(pool),
+        checkpoints=PostgresCheckpoints(pool),
+        signer=load_or_create_signer(settings),
+        clock=clock,
+        policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
+        checkpoint_every=settings.audit_checkpoint_every_entries,
+        checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+    )
+
+
+def retention_policy(settings: BranchlineSettings) -> RetentionPolicy:
+    return RetentionPolicy(
+        years_by_profile=settings.audit_retention_years,
+        default_profile=settings.audit_retention_profile,
+        branch_profiles=settings.audit_branch_retention_profiles,
+        legal_holds=frozenset(settings.audit_legal_hold_clients),
+    )
+
+
+@contextlib.asynccontextmanager
+async def checkpointing(audit: AuditContext) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_checkpointer(audit), name="audit-checkpointer")
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn, SERVICE, load_migrations("branchline_audit.migrations"))
+        yield
     finally:
-        await pool.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
+def create_app(
+    settings: BranchlineSettings | None = None, *, clock: Clock | None = None
+) -> FastAPI:
     settings = settings or BranchlineSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await prepare_database(settings)
-        pool = await open_pool(
-            settings.audit_database_url,
+        pool = await open_role_pool(
+            settings,
+            settings.audit_db_writer_role,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
         )
         try:
-            app.state.ledger = PostgresLedger(pool)
+            audit = audit_context(settings, pool, clock or SystemClock())
+            app.state.audit = audit
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
             )
@@ -56,7 +98,8 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 "postgres": lambda: is_reachable(pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
-            yield
+            async with checkpointing(audit):
+                yield
         finally:
             await pool.close()
 
@@ -71,18 +114,15 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
-async def run_consumer(settings: BranchlineSettings) -> None:
-    """The audit consumer process: runs until SIGINT/SIGTERM."""
-    stop = stop_on_signals()
-    await prepare_database(settings)
+def build_consumer(
+    settings: BranchlineSettings,
+    ledger: PostgresLedger,
+    producer: AIOKafkaProducer,
+    clock: Clock,
+) -> BatchConsumer:
+    """The ledger consumer: every event topic into the ledger, poison to the DLQ."""
     topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    pool = await open_pool(settings.audit_database_url, min_size=1, max_size=4)
-    producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
-    await producer.start()
-    ledger = PostgresLedger(pool)
-    clock = SystemClock()
-    consumer = BatchConsumer(
+    return BatchConsumer(
         settings=settings,
         topics=topics.event_topics(),
         group_id=settings.topic(CONSUMER),
@@ -91,14 +131,29 @@ async def run_consumer(settings: BranchlineSettings) -> None:
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
     )
+
+
+async def run_consumer(settings: BranchlineSettings) -> None:
+    """The audit consumer process: runs until SIGINT/SIGTERM."""
+    stop = stop_on_signals()
+    await prepare_database(settings)
+    topics = declare_topics(settings)
+    await ensure_topics(settings.kafka_bootstrap, topics.all())
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
+    producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
+    await producer.start()
+    clock = SystemClock()
+    audit = audit_context(settings, pool, clock)
+    consumer = build_consumer(settings, audit.ledger, producer, clock)
     checks = {
         "postgres": lambda: is_reachable(pool),
         "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
     }
     task = asyncio.create_task(consumer.run(), name=CONSUMER)
     try:
-        async with serving_health(
-            CONSUMER, settings.bind_host, settings.audit_consumer_port, checks
+        async with (
+            checkpointing(audit),
+            serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks),
         ):
             done, _ = await asyncio.wait(
                 [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED

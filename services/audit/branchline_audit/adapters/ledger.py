@@ -1,9 +1,16 @@
 """The PostgreSQL ledger: appends under one lock so positions are gap-free and each entry's
-``prev_hash`` is the hash of the entry before it."""
+``prev_hash`` is the hash of the entry before it; queries; cached Merkle subtrees; prunes.
+
+Appends (events from Kafka, ``audit.read`` from the API, ``audit.pruned`` from a prune) all go
+through :meth:`PostgresLedger.append`, in one transaction holding a transaction-level advisory
+lock: the next position and ``prev_hash`` are read and written with nobody in between, commit
+order equals position order, and the complete subtrees the new entries finish are cached in
+the same transaction (:mod:`branchline_audit.domain.subtrees`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +23,36 @@ from branchline_audit.domain.canonical import (
     entry_hash,
     format_appended_at,
 )
+from branchline_audit.domain.merkle import RangeHasher
+from branchline_audit.domain.personal import ClientDataState
+from branchline_audit.domain.records import (
+    IndexColumns,
+    index_columns,
+    is_pruned_marker,
+    restriction_of,
+)
+from branchline_audit.domain.subtrees import (
+    STRIDE,
+    SubtreeSource,
+    cached_levels,
+    new_nodes,
+    required,
+)
+from branchline_audit.domain.verification import StoredEntry
+from branchline_shared.postgres.pool import PgConnection
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
+_COLUMNS = (
+    "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
+    "appended_at, prev_hash, hash, pruned_at"
+)
 
 
 @dataclass(frozen=True)
 class LedgerFilters:
+    """The filters of ``GET /v1/audit/entries`` (API.md); ``type`` may name a family
+    (``followup.*``). ``from``/``to`` bound ``occurred_at`` (from inclusive, to exclusive)."""
+
     client_id: str | None = None
     actor_id: str | None = None
     branch_id: str | None = None
@@ -29,40 +60,82 @@ class LedgerFilters:
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
 
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.as_dict().values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "actor_id": self.actor_id,
+            "branch_id": self.branch_id,
+            "type": self.type,
+            "from": self.occurred_from.isoformat() if self.occurred_from else None,
+            "to": self.occurred_to.isoformat() if self.occurred_to else None,
+        }
+
     def where(self, first_param: int) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${first_param + len(params) - 1}"
+
         for column, value in (
             ("client_id", self.client_id),
             ("actor_id", self.actor_id),
             ("branch_id", self.branch_id),
-            ("event_type", self.type),
         ):
             if value is not None:
-                params.append(value)
-                clauses.append(f"{column} = ${first_param + len(params) - 1}")
+                clauses.append(f"{column} = {param(value)}")
+        if self.type is not None:
+            if self.type.endswith(".*"):
+                family = self.type[:-1]
+                for special in ("\\", "%", "_"):
+                    family = family.replace(special, "\\" + special)
+                clauses.append(f"event_type LIKE {param(family + '%')}")
+            else:
+                clauses.append(f"event_type = {param(self.type)}")
         if self.occurred_from is not None:
-            params.append(self.occurred_from)
-            clauses.append(f"occurred_at >= ${first_param + len(params) - 1}")
+            clauses.append(f"occurred_at >= {param(self.occurred_from)}")
         if self.occurred_to is not None:
-            params.append(self.occurred_to)
-            clauses.append(f"occurred_at < ${first_param + len(params) - 1}")
+            clauses.append(f"occurred_at < {param(self.occurred_to)}")
         return (" AND ".join(clauses) or "true"), params
 
 
-def _entry(row: asyncpg.Record) -> ChainEntry:
-    return ChainEntry(
-        position=row["position"],
-        event=row["event"],
-        appended_at=format_appended_at(row["appended_at"]),
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
+def _stored(row: asyncpg.Record) -> StoredEntry:
+    pruned_at = row["pruned_at"]
+    event = row["event"]
+    return StoredEntry(
+        entry=ChainEntry(
+            position=row["position"],
+            event=event,
+            appended_at=format_appended_at(row["appended_at"]),
+            prev_hash=bytes(row["prev_hash"]),
+            hash=bytes(row["hash"]),
+            pruned=pruned_at is not None or is_pruned_marker(event),
+        ),
+        columns=IndexColumns(
+            event_id=row["event_id"],
+            event_type=row["event_type"],
+            client_id=row["client_id"],
+            actor_id=row["actor_id"],
+            branch_id=row["branch_id"],
+            occurred_at=row["occurred_at"],
+        ),
+        pruned_at=pruned_at,
     )
 
 
 class PostgresLedger:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool[Any]:
+        return self._pool
+
+    # ---------------------------------------------------------------- appending
 
     async def append(self, events: Sequence[dict[str, Any]], *, now: datetime) -> int:
         """Append events (envelope dicts) not yet in the ledger; returns how many were new.
@@ -71,85 +144,247 @@ class PostgresLedger:
         deliver an event more than once, the ledger holds it once.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-            ids = [e["event_id"] for e in events]
-            stored = {
-                str(r["event_id"])
-                for r in await conn.fetch(
-                    "SELECT event_id FROM audit_ledger WHERE event_id = ANY($1::uuid[])", ids
-                )
-            }
-            head = await conn.fetchrow(
-                "SELECT position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1"
+            return len(await self.append_locked(conn, events, now=now))
+
+    async def append_locked(
+        self, conn: PgConnection, events: Sequence[dict[str, Any]], *, now: datetime
+    ) -> list[int]:
+        """Append inside the caller's transaction (takes the ledger lock); new positions."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+        columns = [index_columns(e) for e in events]
+        stored = {
+            r["event_id"]
+            for r in await conn.fetch(
+                "SELECT event_id FROM audit_ledger WHERE event_id = ANY($1::uuid[])",
+                [c.event_id for c in columns],
             )
-            position = head["position"] if head else 0
-            prev = bytes(head["hash"]) if head else GENESIS_PREV_HASH
-            appended_at = format_appended_at(now)
-            rows: list[tuple[Any, ...]] = []
-            for event in events:
-                if event["event_id"] in stored:
-                    continue
-                stored.add(event["event_id"])
-                position += 1
-                digest = entry_hash(prev, position, event, appended_at)
-                actor = event.get("actor") or {}
-                rows.append(
-                    (
-                        position,
-                        event["event_id"],
-                        event,
-                        event["type"],
-                        event.get("client_id"),
-                        actor.get("id"),
-                        event.get("branch_id"),
-                        datetime.fromisoformat(event["occurred_at"])
-                        if event.get("occurred_at")
-                        else None,
-                        now,
-                        prev,
-                        digest,
-                    )
+        }
+        head = await conn.fetchrow(
+            "SELECT position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1"
+        )
+        position = head["position"] if head else 0
+        prev = bytes(head["hash"]) if head else GENESIS_PREV_HASH
+        appended_at = format_appended_at(now)
+        rows: list[tuple[Any, ...]] = []
+        new_events: list[dict[str, Any]] = []
+        for event, index in zip(events, columns, strict=True):
+            if index.event_id in stored:
+                continue
+            stored.add(index.event_id)
+            position += 1
+            digest = entry_hash(prev, position, event, appended_at)
+            rows.append(
+                (
+                    position,
+                    index.event_id,
+                    event,
+                    index.event_type,
+                    index.client_id,
+                    index.actor_id,
+                    index.branch_id,
+                    index.occurred_at,
+                    now,
+                    prev,
+                    digest,
                 )
-                prev = digest
-            if rows:
-                columns = list(zip(*rows, strict=True))
+            )
+            new_events.append(event)
+            prev = digest
+        if not rows:
+            return []
+        await conn.execute(
+            """
+            INSERT INTO audit_ledger (position, event_id, event, event_type, client_id,
+                                      actor_id, branch_id, occurred_at, appended_at,
+                                      prev_hash, hash)
+            SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::text[],
+                                 $5::text[], $6::text[], $7::text[],
+                                 $8::timestamptz[], $9::timestamptz[], $10::bytea[],
+                                 $11::bytea[])
+            """,
+            *[list(c) for c in zip(*rows, strict=True)],
+        )
+        await self._cache_subtrees(conn, position)
+        await self._record_restrictions(conn, new_events, now)
+        return [r[0] for r in rows]
+
+    async def _cache_subtrees(self, conn: PgConnection, size: int) -> None:
+        """Store every cached-level subtree now complete (also back-fills missing ones)."""
+        fan_out = 1 << STRIDE
+        for level in cached_levels(size):
+            width = 1 << level
+            complete = size // width
+            have = int(
+                await conn.fetchval(
+                    "SELECT coalesce(max(node_index) + 1, 0) FROM audit_merkle_nodes "
+                    "WHERE level = $1",
+                    level,
+                )
+            )
+            if have >= complete:
+                continue
+            if level == STRIDE:
+                children = await conn.fetch(
+                    "SELECT hash FROM audit_ledger WHERE position > $1 AND position <= $2 "
+                    "ORDER BY position",
+                    have * width,
+                    complete * width,
+                )
+            else:
+                children = await conn.fetch(
+                    "SELECT hash FROM audit_merkle_nodes WHERE level = $1 "
+                    "AND node_index >= $2 AND node_index < $3 ORDER BY node_index",
+                    level - STRIDE,
+                    have * fan_out,
+                    complete * fan_out,
+                )
+            nodes = new_nodes(
+                level, have, [bytes(r["hash"]) for r in children], from_leaves=level == STRIDE
+            )
+            await conn.execute(
+                "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
+                "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                [n[0] for n in nodes],
+                [n[1] for n in nodes],
+                [n[2] for n in nodes],
+            )
+
+    async def _record_restrictions(
+        self, conn: PgConnection, events: Iterable[dict[str, Any]], now: datetime
+    ) -> None:
+        for event in events:
+            restriction = restriction_of(event)
+            if restriction is not None:
                 await conn.execute(
-                    """
-                    INSERT INTO audit_ledger (position, event_id, event, event_type, client_id,
-                                              actor_id, branch_id, occurred_at, appended_at,
-                                              prev_hash, hash)
-                    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::text[],
-                                         $5::text[], $6::text[], $7::text[],
-                                         $8::timestamptz[], $9::timestamptz[], $10::bytea[],
-                                         $11::bytea[])
-                    """,
-                    *[list(c) for c in columns],
+                    "INSERT INTO audit_restricted_clients (client_id, state, since, "
+                    "source_event_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    restriction[0],
+                    restriction[1],
+                    now,
+                    index_columns(event).event_id,
                 )
-            return len(rows)
+
+    # ---------------------------------------------------------------- reading
 
     async def entries(
-        self, filters: LedgerFilters, *, after_position: int, limit: int
-    ) -> list[ChainEntry]:
-        where, params = filters.where(3)
+        self, filters: LedgerFilters, *, after_position: int, limit: int, up_to: int | None = None
+    ) -> list[StoredEntry]:
+        where, params = filters.where(4)
         rows = await self._pool.fetch(
-            f"SELECT position, event, appended_at, prev_hash, hash FROM audit_ledger "  # noqa: S608 - clauses are built from fixed column names
-            f"WHERE position > $1 AND {where} ORDER BY position LIMIT $2",
+            f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
+            f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2",
             after_position,
             limit,
+            up_to if up_to is not None else 2**62,
             *params,
         )
-        return [_entry(r) for r in rows]
+        return [_stored(r) for r in rows]
+
+    async def entry(self, position: int) -> StoredEntry | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM audit_ledger WHERE position = $1",  # noqa: S608
+            position,
+        )
+        return None if row is None else _stored(row)
 
     async def scan(self, *, page_size: int = 2000) -> AsyncIterator[ChainEntry]:
-        """Every entry in ledger order, page by page (constant memory)."""
-        after = 0
+        """Every entry (as the chain sees it) in ledger order, page by page."""
+        async for stored in self.scan_stored(page_size=page_size):
+            yield stored.entry
+
+    async def scan_stored(
+        self, *, page_size: int = 2000, after_position: int = 0
+    ) -> AsyncIterator[StoredEntry]:
+        """Every entry with its stored columns, in ledger order, page by page (constant
+        memory)."""
+        after = after_position
         while True:
             page = await self.entries(LedgerFilters(), after_position=after, limit=page_size)
             for entry in page:
                 yield entry
             if len(page) < page_size:
                 return
-            after = page[-1].position
+            after = page[-1].entry.position
 
     async def size(self) -> int:
         return int(await self._pool.fetchval("SELECT coalesce(max(position), 0) FROM audit_ledger"))
+
+    async def client_states(self, client_ids: Iterable[str]) -> dict[str, ClientDataState]:
+        """What may be shown of each client (D-04): shredded beats restricted."""
+        wanted = sorted(set(client_ids))
+        if not wanted:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT client_id, state FROM audit_restricted_clients WHERE client_id = ANY($1)",
+            wanted,
+        )
+        states: dict[str, ClientDataState] = {}
+        for row in rows:
+            state = ClientDataState(row["state"])
+            if states.get(row["client_id"]) is not ClientDataState.SHREDDED:
+                states[row["client_id"]] = state
+        return states
+
+    # ---------------------------------------------------------------- the Merkle tree
+
+    async def range_hasher(
+        self, ranges: Iterable[tuple[int, int]], *, conn: PgConnection | None = None
+    ) -> RangeHasher:
+        """A range hasher able to answer ``ranges`` (and their perfect pieces), from the
+        cached subtrees and entry hashes, read in two queries."""
+        needs = required(ranges)
+        executor: Any = conn if conn is not None else self._pool
+        leaf_rows = await executor.fetch(
+            "SELECT position, hash FROM audit_ledger WHERE position = ANY($1::bigint[])",
+            [i + 1 for i in needs.leaf_indices],
+        )
+        node_keys = sorted(needs.nodes)
+        node_rows = await executor.fetch(
+            "SELECT n.level, n.node_index, n.hash FROM audit_merkle_nodes n "
+            "JOIN unnest($1::smallint[], $2::bigint[]) AS k(level, node_index) "
+            "USING (level, node_index)",
+            [k[0] for k in node_keys],
+            [k[1] for k in node_keys],
+        )
+        source = SubtreeSource(
+            {r["position"] - 1: bytes(r["hash"]) for r in leaf_rows},
+            {(r["level"], r["node_index"]): bytes(r["hash"]) for r in node_rows},
+        )
+        return source.range_hasher()
+
+    # ---------------------------------------------------------------- retention
+
+    async def expired_candidates(
+        self, *, before: datetime, after_position: int, limit: int
+    ) -> list[StoredEntry]:
+        """Unpruned entries appended before ``before`` (the earliest cutoff of any profile)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608
+            "WHERE pruned_at IS NULL AND appended_at < $1 AND position > $2 "
+            "ORDER BY position LIMIT $3",
+            before,
+            after_position,
+            limit,
+        )
+        return [_stored(r) for r in rows]
+
+    async def prune(
+        self,
+        markers: dict[int, dict[str, Any]],
+        *,
+        now: datetime,
+        record: dict[str, Any],
+    ) -> int:
+        """Replace the events at ``markers``' positions by their markers (through the
+        SECURITY DEFINER retention function) and append ``record``, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+            positions = sorted(markers)
+            pruned = await conn.fetchval(
+                "SELECT audit_prune_entries($1::bigint[], $2::jsonb[], $3)",
+                positions,
+                [markers[p] for p in positions],
+                now,
+            )
+            await self.append_locked(conn, [record], now=now)
+            return int(pruned)

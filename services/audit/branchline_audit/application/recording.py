@@ -1,10 +1,13 @@
-"""Recording events in the ledger, as the consumer receives them."""
+"""Recording in the ledger: events as the consumer receives them, and every audit read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.domain.records import read_event
 from branchline_shared.clock import Clock
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -14,3 +17,19 @@ async def record_events(
 ) -> int:
     """Append ``events`` in the order received; duplicates are skipped by event id."""
     return await ledger.append([e.model_dump(mode="json") for e in events], now=clock.now())
+
+
+async def record_read(
+    audit: AuditContext, reader: Reader, endpoint: str, filters: Mapping[str, Any]
+) -> None:
+    """D-11: reading the trail is itself recorded (who, what, when, why) before the answer."""
+    now = audit.clock.now()
+    event = read_event(
+        now=now,
+        subject=reader.subject,
+        roles=reader.roles,
+        endpoint=endpoint,
+        filters=filters,
+        purpose=reader.purpose,
+    )
+    await audit.ledger.append([event], now=now)

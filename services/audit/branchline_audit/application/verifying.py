@@ -1,14 +1,33 @@
-"""Verifying the whole ledger from the database, in constant memory."""
+"""Verifying the whole ledger from the database, in constant memory: the chain, the index
+columns, prunes and every signed checkpoint (:mod:`branchline_audit.domain.verification`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.domain.canonical import ChainVerdict, ChainVerifier
+from branchline_audit.domain.note import Verifier
+from branchline_audit.domain.verification import LedgerAuditor, LedgerVerdict
 
 
-async def verify_ledger(ledger: PostgresLedger) -> ChainVerdict:
-    verifier = ChainVerifier()
-    async for entry in ledger.scan():
-        if not verifier.feed(entry):
+async def verify_ledger(
+    ledger: PostgresLedger,
+    checkpoints: PostgresCheckpoints,
+    *,
+    verifier: Verifier | None,
+    origin: str,
+    progress: Callable[[int], None] | None = None,
+) -> LedgerVerdict:
+    """``progress(n)`` is called after every page with the entries read so far."""
+    auditor = LedgerAuditor(await checkpoints.all(), verifier=verifier, origin=origin)
+    read = 0
+    async for stored in ledger.scan_stored():
+        read += 1
+        if not auditor.feed(stored):
             break
-    return verifier.verdict()
+        if progress is not None and read % 2000 == 0:
+            progress(read)
+    if progress is not None:
+        progress(read)
+    return auditor.verdict()

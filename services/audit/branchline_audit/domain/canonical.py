@@ -28,6 +28,13 @@ shown as lowercase hex.
 
 **Merkle tree.** Leaf ``i`` (0-based) of the RFC 6962 tree is position ``i + 1`` and its leaf
 input is the 32 raw bytes of ``hash(i + 1)`` (see :mod:`.merkle`).
+
+**Pruned entries** (retention, D-11). ``branchline audit prune`` replaces the event of an entry
+past its retention period by a marker (:mod:`.records`) and keeps ``position``, ``appended_at``,
+``prev_hash`` and ``hash``. Its canonical bytes are then gone, so for a pruned entry the chain
+checks only the linkage (``prev_hash`` equals the hash before it); the hash itself stays proven
+by the next entry's ``prev_hash``, by the Merkle tree and by every signed checkpoint, and the
+prune is itself a ledger entry naming the positions it pruned.
 """
 
 from __future__ import annotations
@@ -129,6 +136,8 @@ class ChainEntry:
     appended_at: str
     prev_hash: bytes
     hash: bytes
+    pruned: bool = False
+    """Payload dropped by retention: only the linkage can be checked (module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +210,10 @@ class ChainVerifier:
             )
         if entry.prev_hash != self._prev:
             return f"prev_hash does not equal the hash of position {self._expected - 1}"
+        if entry.pruned:
+            if len(entry.hash) != HASH_SIZE:
+                return f"hash must be {HASH_SIZE} bytes"
+            return None
         try:
             recomputed = chain_hash(
                 self._prev, entry_canonical_bytes(entry.position, entry.event, entry.appended_at)

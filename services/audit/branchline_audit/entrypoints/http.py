@@ -1,31 +1,80 @@
-"""The audit API for auditors and compliance officers."""
+"""The audit API for auditors and compliance officers (API.md, "Audit API").
+
+Every request here is itself recorded in the ledger as an ``audit.read`` entry (who, which
+endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answered.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel
 
-from branchline_audit.adapters.ledger import LedgerFilters, PostgresLedger
+from branchline_audit.adapters.ledger import LedgerFilters
+from branchline_audit.application.checkpointing import latest_covering
+from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.exporting import export_lines
+from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
+from branchline_audit.application.querying import views_of
+from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
 from branchline_shared.http.auth import Principal, Role, require_roles
+from branchline_shared.http.problems import Problem, validation_problem
 
 Auditor = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN, Role.SUPERVISOR)]
+Purpose = Annotated[
+    str | None,
+    Query(max_length=500, description="Why the trail is read; recorded with the read (D-11)."),
+]
 
 
-def get_ledger(request: Request) -> PostgresLedger:
-    ledger: PostgresLedger = request.app.state.ledger
-    return ledger
+def get_audit(request: Request) -> AuditContext:
+    audit: AuditContext = request.app.state.audit
+    return audit
 
 
-LedgerDep = Annotated[PostgresLedger, Depends(get_ledger)]
+def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+    return Reader(
+        subject=principal.subject,
+        roles=frozenset(r.value for r in principal.roles),
+        purpose=purpose,
+    )
+
+
+AuditDep = Annotated[AuditContext, Depends(get_audit)]
+ReaderDep = Annotated[Reader, Depends(get_reader)]
+
+
+def get_filters(
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    actor_id: Annotated[str | None, Query(max_length=128)] = None,
+    branch_id: Annotated[str | None, Query(max_length=128)] = None,
+    type: Annotated[
+        str | None,
+        Query(max_length=64, description="An event type, or a family such as `followup.*`."),
+    ] = None,
+    from_: Annotated[
+        AwareDatetime | None, Query(alias="from", description="occurred_at from (inclusive)")
+    ] = None,
+    to: Annotated[AwareDatetime | None, Query(description="occurred_at to (exclusive)")] = None,
+) -> LedgerFilters:
+    if from_ is not None and to is not None and from_ > to:
+        raise validation_problem(
+            [{"field": "from", "message": "must not be after `to`", "type": "value_error"}],
+            "`from` is after `to`",
+        )
+    return LedgerFilters(client_id, actor_id, branch_id, type, from_, to)
+
+
+FiltersDep = Annotated[LedgerFilters, Depends(get_filters)]
 
 
 class LedgerEntry(BaseModel):
     position: int
     event: dict[str, Any]
+    view: str
     appended_at: str
     hash: str
     prev_hash: str
@@ -42,6 +91,38 @@ class Verification(BaseModel):
     head: str
     first_bad_position: int | None
     reason: str | None = None
+    checkpoints_checked: int = 0
+    bad_checkpoint: int | None = None
+
+
+class InclusionProofBody(BaseModel):
+    position: int
+    leaf_index: int
+    leaf_hash: str
+    tree_size: int
+    inclusion_path: list[str]
+    checkpoint: str
+
+
+class CheckpointBody(BaseModel):
+    tree_size: int
+    root_hash: str
+    checkpoint: str
+
+
+class ConsistencyBody(BaseModel):
+    first: int
+    second: int
+    consistency_path: list[str]
+
+
+class PublicKey(BaseModel):
+    verifier_key: str
+
+
+def _refused(error: ProofRefused) -> Problem:
+    titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
+    return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
 
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -49,51 +130,146 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 @router.get("/entries", response_model=EntriesPage, summary="Ledger entries in ledger order")
 async def list_entries(
-    ledger: LedgerDep,
-    _: Auditor,
-    client_id: str | None = None,
-    actor_id: str | None = None,
-    branch_id: str | None = None,
-    type: str | None = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    to: AwareDatetime | None = None,
+    audit: AuditDep,
+    reader: ReaderDep,
+    filters: FiltersDep,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    purpose: Annotated[str | None, Query(max_length=500)] = None,
 ) -> EntriesPage:
-    filters = LedgerFilters(client_id, actor_id, branch_id, type, from_, to)
+    await record_read(
+        audit, reader, "GET /v1/audit/entries", {**filters.as_dict(), "cursor": cursor}
+    )
     after = int(cursor) if cursor else 0
-    entries = await ledger.entries(filters, after_position=after, limit=limit)
-    next_cursor = str(entries[-1].position) if len(entries) == limit else None
+    page = await audit.ledger.entries(filters, after_position=after, limit=limit)
+    views = await views_of(audit, page, reader)
     return EntriesPage(
         entries=[
             LedgerEntry(
-                position=e.position,
-                event=dict(e.event),
-                appended_at=e.appended_at,
-                hash=e.hash.hex(),
-                prev_hash=e.prev_hash.hex(),
+                position=v.stored.entry.position,
+                event=v.event,
+                view=v.view.value,
+                appended_at=v.stored.entry.appended_at,
+                hash=v.stored.entry.hash.hex(),
+                prev_hash=v.stored.entry.prev_hash.hex(),
             )
-            for e in entries
+            for v in views
         ],
-        next_cursor=next_cursor,
+        next_cursor=str(page[-1].entry.position) if len(page) == limit else None,
     )
 
 
-@router.get("/verify", response_model=Verification, summary="Recompute the whole hash chain")
-async def verify(
-    ledger: LedgerDep,
-    _: Auditor,
-    purpose: Annotated[str | None, Query(max_length=500)] = None,
-) -> Verification:
-    verdict = await verify_ledger(ledger)
+@router.get(
+    "/entries/{position}/proof",
+    response_model=InclusionProofBody,
+    summary="Inclusion proof of an entry against the latest signed checkpoint (RFC 9162)",
+)
+async def entry_proof(
+    audit: AuditDep, reader: ReaderDep, position: Annotated[int, Path(ge=1, le=2**53 - 1)]
+) -> InclusionProofBody:
+    await record_read(
+        audit, reader, "GET /v1/audit/entries/{position}/proof", {"position": position}
+    )
+    try:
+        proof = await inclusion(audit, position)
+    except ProofRefused as error:
+        raise _refused(error) from None
+    return InclusionProofBody(
+        position=position,
+        leaf_index=position - 1,
+        leaf_hash=proof.leaf_hash.hex(),
+        tree_size=proof.checkpoint.tree_size,
+        inclusion_path=[p.hex() for p in proof.path],
+        checkpoint=proof.checkpoint.note,
+    )
+
+
+@router.get(
+    "/checkpoints/latest", response_model=CheckpointBody, summary="The latest signed checkpoint"
+)
+async def latest_checkpoint(audit: AuditDep, reader: ReaderDep) -> CheckpointBody:
+    await record_read(audit, reader, "GET /v1/audit/checkpoints/latest", {})
+    checkpoint = await latest_covering(audit, 0)
+    return CheckpointBody(
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash.hex(),
+        checkpoint=checkpoint.note,
+    )
+
+
+@router.get(
+    "/checkpoints/{first}/consistency/{second}",
+    response_model=ConsistencyBody,
+    summary="Consistency proof between two signed checkpoints (RFC 9162)",
+)
+async def checkpoint_consistency(
+    audit: AuditDep,
+    reader: ReaderDep,
+    first: Annotated[int, Path(ge=0)],
+    second: Annotated[int, Path(ge=0)],
+) -> ConsistencyBody:
+    await record_read(
+        audit,
+        reader,
+        "GET /v1/audit/checkpoints/{a}/consistency/{b}",
+        {"first": first, "second": second},
+    )
+    try:
+        proof = await consistency(audit, first, second)
+    except ProofRefused as error:
+        raise _refused(error) from None
+    return ConsistencyBody(first=first, second=second, consistency_path=[p.hex() for p in proof])
+
+
+@router.get(
+    "/public-key",
+    response_model=PublicKey,
+    summary="The log's verifier key (C2SP signed-note form)",
+)
+async def public_key(audit: AuditDep, reader: ReaderDep) -> PublicKey:
+    await record_read(audit, reader, "GET /v1/audit/public-key", {})
+    return PublicKey(verifier_key=audit.signer.verifier_key_string())
+
+
+@router.get(
+    "/verify",
+    response_model=Verification,
+    summary="Recompute the hash chain and check every signed checkpoint",
+)
+async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
+    await record_read(audit, reader, "GET /v1/audit/verify", {})
+    verdict = await verify_ledger(
+        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+    )
     return Verification(
         ok=verdict.ok,
         entries=verdict.entries,
         head=verdict.head,
         first_bad_position=verdict.first_bad_position,
         reason=verdict.reason,
+        checkpoints_checked=verdict.checkpoints_checked,
+        bad_checkpoint=verdict.bad_checkpoint,
     )
 
 
-__all__ = ["datetime", "router"]
+@router.get(
+    "/export",
+    summary="Stream entries plus a signed manifest (verify offline: branchline audit "
+    "verify-export)",
+    response_class=StreamingResponse,
+)
+async def export(
+    audit: AuditDep,
+    reader: ReaderDep,
+    filters: FiltersDep,
+    format: Literal["jsonl", "csv"] = "jsonl",
+) -> StreamingResponse:
+    await record_read(
+        audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
+    )
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
+    stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        export_lines(audit, filters, format, reader),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
+    )

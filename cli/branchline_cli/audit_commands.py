@@ -1,0 +1,203 @@
+"""``branchline audit ...``: verify the trail, verify an export offline, prune by retention.
+
+``verify`` and ``prune`` read the database named by the settings (``BRANCHLINE_AUDIT_DATABASE_URL``)
+acting as the audit roles; ``verify-export`` needs no database and no network: a file and the
+log's verifier key (``GET /v1/audit/public-key`` or ``branchline audit public-key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from branchline_audit.adapters.checkpoints import PostgresCheckpoints
+from branchline_audit.adapters.database import open_role_pool
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.signing_key import load_or_create_signer, signing_key_path
+from branchline_audit.application.pruning import PruneOutcome, prune_expired
+from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.bootstrap import prepare_database, retention_policy
+from branchline_audit.domain.export import ExportVerdict, file_lines, verify_export
+from branchline_audit.domain.note import NoteError, Verifier
+from branchline_audit.domain.retention import RetentionError
+from branchline_audit.domain.verification import LedgerVerdict
+from branchline_shared.clock import SystemClock
+from branchline_shared.settings import BranchlineSettings
+
+audit_app = typer.Typer(
+    help="The audit trail: verify it, verify an export offline, prune by retention (D-11).",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+
+def _verifier(settings: BranchlineSettings) -> Verifier | None:
+    if not signing_key_path(settings).exists() and settings.audit_signing_key_file is None:
+        return None
+    return load_or_create_signer(settings).verifier()
+
+
+async def _verify(settings: BranchlineSettings, show_progress: bool) -> LedgerVerdict:
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+    try:
+        ledger = PostgresLedger(pool)
+        total = await ledger.size()
+        with Progress(
+            TextColumn("verifying the audit trail"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show_progress,
+        ) as progress:
+            task = progress.add_task("verify", total=total)
+            return await verify_ledger(
+                ledger,
+                PostgresCheckpoints(pool),
+                verifier=_verifier(settings),
+                origin=settings.audit_log_origin,
+                progress=lambda done: progress.update(task, completed=done),
+            )
+    finally:
+        await pool.close()
+
+
+@audit_app.command()
+def verify(
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Recompute the hash chain and check every signed checkpoint (exit 1 if anything fails)."""
+    verdict = asyncio.run(_verify(BranchlineSettings(), progress))
+    typer.echo(
+        json.dumps(
+            {
+                "ok": verdict.ok,
+                "entries": verdict.entries,
+                "head": verdict.head,
+                "first_bad_position": verdict.first_bad_position,
+                "reason": verdict.reason,
+                "checkpoints_checked": verdict.checkpoints_checked,
+            },
+            indent=2,
+        )
+    )
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def _read_verifier_key(key: str) -> Verifier:
+    candidate = Path(key)
+    text = candidate.read_text(encoding="utf-8").strip() if candidate.is_file() else key.strip()
+    if text.startswith("{"):
+        text = str(json.loads(text).get("verifier_key", ""))  # the public-key endpoint's body
+    try:
+        return Verifier.from_verifier_key(text)
+    except NoteError as error:
+        raise typer.BadParameter(f"not a verifier key: {error}") from None
+
+
+@audit_app.command("verify-export")
+def verify_export_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    public_key: Annotated[
+        str,
+        typer.Option(
+            "--public-key",
+            help="The log's verifier key (name+id+key), or a file holding it or the JSON of "
+            "GET /v1/audit/public-key.",
+        ),
+    ],
+) -> None:
+    """Check an export offline (no database, no network); exit 1 with the bad line if not."""
+    verdict: ExportVerdict = verify_export(file_lines(str(file)), _read_verifier_key(public_key))
+    if not verdict.ok:
+        typer.echo(f"REJECTED: {file}, line {verdict.line}: {verdict.reason}", err=True)
+        raise typer.Exit(1)
+    kind = "complete" if verdict.complete else "filtered"
+    typer.echo(
+        f"OK: {verdict.entries} entries ({kind} export) proven against the signed checkpoint "
+        f"of tree size {verdict.tree_size}"
+    )
+
+
+async def _prune(
+    settings: BranchlineSettings, actor: str, client: str | None, dry_run: bool
+) -> PruneOutcome:
+    await prepare_database(settings)
+    pool = await open_role_pool(settings, settings.audit_db_pruner_role, min_size=1, max_size=2)
+    try:
+        return await prune_expired(
+            PostgresLedger(pool),
+            retention_policy(settings),
+            SystemClock(),
+            actor_id=actor,
+            client_id=client,
+            dry_run=dry_run,
+        )
+    finally:
+        await pool.close()
+
+
+@audit_app.command()
+def prune(
+    client: Annotated[str | None, typer.Option(help="Prune only this client's entries.")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Who runs the prune (recorded); default: the OS user.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be pruned.")] = False,
+) -> None:
+    """Drop the payloads of entries past their retention period (D-11), keeping every hash.
+
+    Clients under legal hold are never pruned; the prune is itself recorded in the ledger.
+    """
+    settings = BranchlineSettings()
+    who = actor or f"cli:{getpass.getuser()}"
+    try:
+        outcome = asyncio.run(_prune(settings, who, client, dry_run))
+    except RetentionError as error:
+        typer.echo(f"refused ({error.rule}): {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        json.dumps(
+            {
+                "dry_run": dry_run,
+                "pruned": outcome.pruned,
+                "positions": outcome.ranges,
+                "cutoffs": outcome.cutoffs,
+                "held_clients_skipped": sorted(outcome.held_clients_skipped),
+            },
+            indent=2,
+        )
+    )
+
+
+@audit_app.command("public-key")
+def public_key() -> None:
+    """Print the log's verifier key (what verify-export --public-key takes)."""
+    settings = BranchlineSettings()
+    typer.echo(load_or_create_signer(settings).verifier_key_string())
+
+
+@audit_app.command()
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the new signing key (mode 0600).")],
+) -> None:
+    """Create a production signing key for the log (mount it as BRANCHLINE_AUDIT_SIGNING_KEY_FILE)
+    and print its verifier key, the one auditors keep."""
+    from branchline_audit.domain.note import Signer
+
+    if out.exists():
+        console.print(f"[red]{out} exists: a log keeps its key; refusing to overwrite it[/]")
+        raise typer.Exit(2)
+    signer = Signer.generate(BranchlineSettings().audit_log_origin)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_text(signer.signer_key_string() + "\n")
+    typer.echo(signer.verifier_key_string())

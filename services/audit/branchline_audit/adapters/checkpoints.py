@@ -1,0 +1,95 @@
+"""Stored checkpoints (table ``audit_checkpoints``, insert-only like the ledger)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from branchline_audit.domain.merkle import EMPTY_ROOT
+from branchline_audit.domain.verification import StoredCheckpoint
+
+CHECKPOINT_LOCK_KEY = 0x636B7074  # "ckpt"
+
+NoteSigner = Callable[[int, bytes], str]
+"""``sign(tree_size, root) -> signed checkpoint note``."""
+
+
+def _checkpoint(row: asyncpg.Record) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        tree_size=row["tree_size"], root_hash=bytes(row["root_hash"]), note=row["note"]
+    )
+
+
+class PostgresCheckpoints:
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def latest(self) -> StoredCheckpoint | None:
+        row = await self._pool.fetchrow(
+            "SELECT tree_size, root_hash, note FROM audit_checkpoints "
+            "ORDER BY tree_size DESC LIMIT 1"
+        )
+        return None if row is None else _checkpoint(row)
+
+    async def at(self, tree_size: int) -> StoredCheckpoint | None:
+        row = await self._pool.fetchrow(
+            "SELECT tree_size, root_hash, note FROM audit_checkpoints WHERE tree_size = $1",
+            tree_size,
+        )
+        return None if row is None else _checkpoint(row)
+
+    async def all(self) -> list[StoredCheckpoint]:
+        rows = await self._pool.fetch(
+            "SELECT tree_size, root_hash, note FROM audit_checkpoints ORDER BY tree_size"
+        )
+        return [_checkpoint(r) for r in rows]
+
+    async def unsigned_since(self) -> tuple[int, int, datetime | None]:
+        """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``."""
+        row = await self._pool.fetchrow(
+            """
+            WITH latest AS (SELECT coalesce(max(tree_size), 0) AS size FROM audit_checkpoints)
+            SELECT latest.size AS signed,
+                   (SELECT coalesce(max(position), 0) FROM audit_ledger) AS size,
+                   (SELECT appended_at FROM audit_ledger WHERE position = latest.size + 1)
+                       AS first_unsigned
+            FROM latest
+            """
+        )
+        assert row is not None
+        return int(row["signed"]), int(row["size"]), row["first_unsigned"]
+
+    async def create(
+        self,
+        sign: NoteSigner,
+        range_root: Callable[[Any, int], Any],
+        *,
+        now: datetime,
+    ) -> StoredCheckpoint:
+        """Sign and store a checkpoint at the ledger's current size (or return the one there).
+
+        ``range_root(conn, size)`` is awaited for the root over ``size`` leaves.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CHECKPOINT_LOCK_KEY)
+            size = int(await conn.fetchval("SELECT coalesce(max(position), 0) FROM audit_ledger"))
+            existing = await conn.fetchrow(
+                "SELECT tree_size, root_hash, note FROM audit_checkpoints WHERE tree_size = $1",
+                size,
+            )
+            if existing is not None:
+                return _checkpoint(existing)
+            root: bytes = EMPTY_ROOT if size == 0 else await range_root(conn, size)
+            note = sign(size, root)
+            await conn.execute(
+                "INSERT INTO audit_checkpoints (tree_size, root_hash, note, created_at) "
+                "VALUES ($1, $2, $3, $4)",
+                size,
+                root,
+                note,
+                now,
+            )
+            return StoredCheckpoint(tree_size=size, root_hash=root, note=note)

@@ -1,0 +1,123 @@
+"""The audit database: schema, roles and grants, and pools that act as the least-privileged role.
+
+Role design (ARCHITECTURE.md decision 6, names are settings):
+
+- ``branchline_audit_owner`` (NOLOGIN) owns the ledger tables and the retention function. No
+  process uses it; even so, the trigger refuses UPDATE, DELETE and TRUNCATE by it.
+- ``branchline_audit_writer`` (NOLOGIN): SELECT and INSERT on the audit tables, nothing else.
+  The API and the consumer switch to it (``SET ROLE``) on every pooled connection, so the
+  grants, not the goodwill of the code, protect the data, also when the login is a superuser as
+  on the embedded stack.
+- ``branchline_audit_pruner`` (NOLOGIN): the writer's rights plus EXECUTE on
+  ``audit_prune_entries``, used only by ``branchline audit prune``.
+
+Roles are cluster-wide and many databases (tests, services) share one server: creating them is
+idempotent and tolerates a concurrent creator. In production an operator may provision roles
+and grants once (``audit_db_provision = false``) and grant the roles to the login role.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import asyncpg
+import orjson
+
+from branchline_shared.postgres.migrations import load_migrations, migrate
+from branchline_shared.postgres.pool import PgConnection, ensure_database
+from branchline_shared.settings import BranchlineSettings
+
+SERVICE = "audit"
+TABLES = ("audit_ledger", "audit_merkle_nodes", "audit_checkpoints", "audit_restricted_clients")
+PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
+_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PROVISION_LOCK = 0x61756469745F726F  # "audit_ro"
+
+
+def _ident(role: str) -> str:
+    if not _ROLE.fullmatch(role):
+        raise ValueError(f"not a plain role name: {role!r}")
+    return f'"{role}"'
+
+
+async def _create_role(conn: PgConnection, role: str) -> None:
+    # DO blocks take no parameters; the name is validated above and quoted.
+    await conn.execute(
+        f"""DO $$ BEGIN
+                IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                    CREATE ROLE {_ident(role)} NOLOGIN;
+                END IF;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END $$"""  # noqa: S608 - a validated identifier, DO takes no parameters
+    )
+
+
+async def provision_roles(conn: PgConnection, settings: BranchlineSettings) -> None:
+    """Create the roles if missing and (re)apply ownership and grants; idempotent."""
+    owner = _ident(settings.audit_db_owner_role)
+    writer = _ident(settings.audit_db_writer_role)
+    pruner = _ident(settings.audit_db_pruner_role)
+    for role in (
+        settings.audit_db_owner_role,
+        settings.audit_db_writer_role,
+        settings.audit_db_pruner_role,
+    ):
+        await _create_role(conn, role)
+    await conn.execute("SELECT pg_advisory_lock($1)", _PROVISION_LOCK)
+    try:
+        async with conn.transaction():
+            tables = ", ".join(TABLES)
+            for table in TABLES:
+                await conn.execute(f"ALTER TABLE {table} OWNER TO {owner}")
+            await conn.execute(f"REVOKE ALL ON {tables} FROM PUBLIC")
+            await conn.execute(f"REVOKE ALL ON {tables} FROM {writer}, {pruner}")
+            await conn.execute(f"GRANT SELECT, INSERT ON {tables} TO {writer}, {pruner}")
+            await conn.execute(f"GRANT USAGE ON SCHEMA public TO {writer}, {pruner}")
+            await conn.execute(f"ALTER FUNCTION {PRUNE_FUNCTION} OWNER TO {owner}")
+            await conn.execute(f"REVOKE ALL ON FUNCTION {PRUNE_FUNCTION} FROM PUBLIC")
+            await conn.execute(f"GRANT EXECUTE ON FUNCTION {PRUNE_FUNCTION} TO {pruner}")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _PROVISION_LOCK)
+
+
+async def prepare_database(settings: BranchlineSettings) -> None:
+    """Create the database, apply the migrations, provision roles and grants."""
+    await ensure_database(settings.audit_database_url)
+    conn = await asyncpg.connect(settings.audit_database_url)
+    try:
+        await migrate(conn, SERVICE, load_migrations("branchline_audit.migrations"))
+        if settings.audit_db_provision:
+            await provision_roles(conn, settings)
+    finally:
+        await conn.close()
+
+
+def _role_init(role: str) -> Any:
+    async def init(conn: PgConnection) -> None:
+        for type_name in ("json", "jsonb"):
+            await conn.set_type_codec(
+                type_name,
+                encoder=lambda value: orjson.dumps(value).decode(),
+                decoder=orjson.loads,
+                schema="pg_catalog",
+            )
+        # RESET ALL (run when a connection returns to the pool) leaves the role alone.
+        await conn.execute(f"SET ROLE {_ident(role)}")
+
+    return init
+
+
+async def open_role_pool(
+    settings: BranchlineSettings, role: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool[Any]:
+    """A pool whose every connection acts as ``role`` (the writer or the pruner)."""
+    pool = await asyncpg.create_pool(
+        settings.audit_database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_role_init(role),
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool

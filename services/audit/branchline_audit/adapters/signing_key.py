@@ -1,0 +1,59 @@
+"""The log's Ed25519 signing key: read from a file, generated there on first run (dev only).
+
+The file holds the key in Go's signer-key form (``PRIVATE+KEY+<name>+<id>+<base64>``, the form
+``golang.org/x/mod/sumdb/note`` tools read). Production must provide the file (a mounted secret);
+generating a fresh key there would silently give the log a new identity, so it is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from branchline_audit.domain.note import Signer
+from branchline_shared.settings import BranchlineSettings
+
+
+class SigningKeyError(RuntimeError):
+    pass
+
+
+def signing_key_path(settings: BranchlineSettings) -> Path:
+    return settings.audit_signing_key_file or settings.data_dir / "secrets" / "audit-signing-key"
+
+
+def load_or_create_signer(settings: BranchlineSettings) -> Signer:
+    path = signing_key_path(settings)
+    if not path.exists():
+        if settings.environment == "production":
+            raise SigningKeyError(
+                f"the audit signing key {path} does not exist; production needs "
+                "BRANCHLINE_AUDIT_SIGNING_KEY_FILE to name the log's key"
+            )
+        _create(path, Signer.generate(settings.audit_log_origin))
+    signer = Signer.from_signer_key(path.read_text(encoding="ascii").strip())
+    if signer.name != settings.audit_log_origin:
+        raise SigningKeyError(
+            f"the signing key in {path} is named {signer.name!r}, but the log's origin is "
+            f"{settings.audit_log_origin!r}"
+        )
+    return signer
+
+
+def _create(path: Path, signer: Signer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Write a private temporary file, then link it into place: link fails if the key exists,
+    # so when the API and the consumer start together one key wins and both read it.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (signer.signer_key_string() + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

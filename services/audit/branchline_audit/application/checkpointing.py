@@ -1,0 +1,62 @@
+"""Signed checkpoints: every N entries or T seconds, and on demand for proofs and exports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+
+from branchline_audit.application.context import AuditContext
+from branchline_audit.domain.note import sign_checkpoint
+from branchline_audit.domain.verification import StoredCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+async def checkpoint_now(audit: AuditContext) -> StoredCheckpoint:
+    """A signed checkpoint over every entry committed so far (the existing one if current)."""
+
+    async def range_root(conn: Any, size: int) -> bytes:
+        hasher = await audit.ledger.range_hasher([(0, size)], conn=conn)
+        return hasher(0, size)
+
+    return await audit.checkpoints.create(
+        lambda size, root: sign_checkpoint(audit.signer, audit.origin, size, root),
+        range_root,
+        now=audit.clock.now(),
+    )
+
+
+async def checkpoint_if_due(audit: AuditContext) -> StoredCheckpoint | None:
+    """Sign when ``checkpoint_every`` entries are unsigned, or the oldest unsigned entry is
+    ``checkpoint_interval_s`` old."""
+    signed, size, first_unsigned = await audit.checkpoints.unsigned_since()
+    if size <= signed:
+        return None
+    waited = (
+        (audit.clock.now() - first_unsigned).total_seconds() if first_unsigned is not None else 0
+    )
+    if size - signed >= audit.checkpoint_every or waited >= audit.checkpoint_interval_s:
+        return await checkpoint_now(audit)
+    return None
+
+
+async def latest_covering(audit: AuditContext, position: int) -> StoredCheckpoint:
+    """The latest checkpoint, signed at once if it does not yet cover ``position``."""
+    latest = await audit.checkpoints.latest()
+    if latest is not None and latest.tree_size >= position:
+        return latest
+    return await checkpoint_now(audit)
+
+
+async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
+    """Background task (API and consumer processes): sign checkpoints when due, for ever."""
+    poll = min(poll_s, audit.checkpoint_interval_s)
+    while True:
+        try:
+            await checkpoint_if_due(audit)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
+        await asyncio.sleep(poll)

@@ -1,0 +1,36 @@
+"""What the audit use cases work with, built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from branchline_audit.adapters.checkpoints import PostgresCheckpoints
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.domain.note import Signer
+from branchline_audit.domain.personal import PersonalDataPolicy
+from branchline_shared.clock import Clock
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Who reads the trail and why (D-11: recorded with every read)."""
+
+    subject: str
+    roles: frozenset[str]
+    purpose: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    ledger: PostgresLedger
+    checkpoints: PostgresCheckpoints
+    signer: Signer
+    clock: Clock
+    policy: PersonalDataPolicy = field(default_factory=PersonalDataPolicy)
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 60.0
+
+    @property
+    def origin(self) -> str:
+        """The log's origin is the signing key's name (C2SP tlog-checkpoint convention)."""
+        return self.signer.name

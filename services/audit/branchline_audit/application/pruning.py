@@ -1,0 +1,89 @@
+"""Retention (D-11): drop the payloads of entries past their profile's retention period.
+
+Only ``branchline audit prune`` calls this, through the pruner role. Hashes, positions and
+checkpoints stay, so the ledger keeps verifying; clients under legal hold are never pruned; the
+prune appends an ``audit.pruned`` entry naming the positions, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.domain.records import (
+    AUDIT_PRUNED,
+    position_ranges,
+    prune_record,
+    pruned_marker,
+    rfc3339,
+)
+from branchline_audit.domain.retention import RetentionError, RetentionPolicy
+from branchline_shared.clock import Clock
+
+PAGE_SIZE = 5000
+
+
+@dataclass
+class PruneOutcome:
+    pruned: int = 0
+    held_clients_skipped: set[str] = field(default_factory=set)
+    cutoffs: dict[str, str] = field(default_factory=dict)
+    ranges: list[list[int]] = field(default_factory=list)
+
+
+async def prune_expired(
+    ledger: PostgresLedger,
+    retention: RetentionPolicy,
+    clock: Clock,
+    *,
+    actor_id: str,
+    client_id: str | None = None,
+    dry_run: bool = False,
+) -> PruneOutcome:
+    if client_id is not None and retention.is_held(client_id):
+        raise RetentionError(
+            f"client {client_id} is under legal hold: its records may not be pruned (D-11)"
+        )
+    now = clock.now()
+    cutoffs = retention.cutoffs(now)
+    outcome = PruneOutcome(cutoffs={p: rfc3339(c) for p, c in cutoffs.items()})
+    markers: dict[int, dict[str, Any]] = {}
+    after = 0
+    while True:
+        page = await ledger.expired_candidates(
+            before=max(cutoffs.values()), after_position=after, limit=PAGE_SIZE
+        )
+        for stored in page:
+            columns = stored.columns
+            if columns.event_type == AUDIT_PRUNED:
+                continue  # prune records are what keeps pruned entries verifiable
+            if client_id is not None and columns.client_id != client_id:
+                continue
+            appended_at = datetime.fromisoformat(stored.entry.appended_at)
+            if not retention.expired(appended_at=appended_at, branch_id=columns.branch_id, now=now):
+                continue
+            if retention.is_held(columns.client_id):
+                assert columns.client_id is not None
+                outcome.held_clients_skipped.add(columns.client_id)
+                continue
+            markers[stored.entry.position] = pruned_marker(stored.entry.event, pruned_at=now)
+        if len(page) < PAGE_SIZE:
+            break
+        after = page[-1].entry.position
+    outcome.ranges = position_ranges(markers)
+    if dry_run:
+        outcome.pruned = len(markers)
+        return outcome
+    # Recorded even when nothing was due: who ran a prune, when and under which cutoffs.
+    record = prune_record(
+        now=now,
+        actor_id=actor_id,
+        ranges=outcome.ranges,
+        count=len(markers),
+        cutoffs=outcome.cutoffs,
+        held_clients_skipped=sorted(outcome.held_clients_skipped),
+    )
+    outcome.pruned = await ledger.prune(markers, now=now, record=record)
+    return outcome

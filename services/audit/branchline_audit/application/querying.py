@@ -1,0 +1,35 @@
+"""Ledger entries as a reader may see them (D-04 masking, D-11 need to know)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.domain.personal import ClientDataState, View
+from branchline_audit.domain.verification import StoredEntry
+
+
+@dataclass(frozen=True)
+class EntryView:
+    stored: StoredEntry
+    event: dict[str, Any]
+    view: View
+
+
+async def views_of(
+    audit: AuditContext, entries: Sequence[StoredEntry], reader: Reader
+) -> list[EntryView]:
+    states = await audit.ledger.client_states(
+        e.columns.client_id for e in entries if e.columns.client_id is not None
+    )
+    views: list[EntryView] = []
+    for stored in entries:
+        client = stored.columns.client_id
+        state = states.get(client, ClientDataState.ACTIVE) if client else ClientDataState.ACTIVE
+        event, view = audit.policy.view(
+            stored.entry.event, client_state=state, reader_roles=reader.roles
+        )
+        views.append(EntryView(stored, event, view))
+    return views

@@ -1,0 +1,443 @@
+"""The export format of the audit trail and its offline verification (decision 6).
+
+An export is checked on another machine with nothing but this module's rules and the log's
+verifier key (``GET /v1/audit/public-key``). Format ``branchline.audit.export.v1``:
+
+**Entry object** (one per exported entry, in ledger order)::
+
+    {"position", "appended_at", "prev_hash", "hash",        # as in the ledger (hex hashes)
+     "event",                                               # the event in the reader's view
+     "view",                                                # full|masked|restricted|shredded|pruned
+     "proof",                                               # filtered exports: inclusion path
+     "line_digest"}                                         # running digest, below
+
+- ``view`` ``full``: the event is exactly what the ledger hashed, so
+  ``hash = SHA-256(prev_hash || canonical bytes)`` is recomputed (canonical bytes:
+  :mod:`.canonical`). Other views withheld something (personal data, D-04; a pruned payload,
+  D-11): their hash is proven by the chain or by the proof, their content by ``line_digest``.
+- ``proof``: in a filtered export (entries not contiguous) the RFC 9162 inclusion path, hex, of
+  leaf ``position - 1`` in the tree of the manifest's checkpoint; absent in a complete export,
+  where chaining every entry and recomputing the root proves the same.
+- ``line_digest``: ``D(k) = SHA-256(D(k-1) || JCS(entry object without line_digest))`` with
+  ``D(0)`` 32 zero bytes; the last one is signed in the manifest. A changed, missing, added or
+  reordered line breaks the digest at that line.
+
+**Files.** ``jsonl``: each entry object as one line of RFC 8785 JSON; the last line is
+``{"manifest": {...}, "signature": "<signed note>"}``, also RFC 8785. ``csv`` (RFC 4180, ``\\n``
+line ends): a header ``position,appended_at,prev_hash,hash,event,view,proof,line_digest``, one
+row per entry (``event`` as RFC 8785 JSON, ``proof`` as space-separated hex), then a last row
+``manifest,,,,<the same JSON object as the jsonl last line>,,,``. Every line is in exactly the
+form written (a one-byte change anywhere is a different line and is reported with its number).
+
+**Manifest** (RFC 8785 JSON)::
+
+    {"format", "content", "origin", "filters", "purpose", "exported_by", "exported_at",
+     "complete", "count", "first_position", "last_position", "lines_digest",
+     "tree_size", "root_hash", "checkpoint"}
+
+``checkpoint`` is the signed C2SP tlog-checkpoint of ``tree_size`` entries whose root is
+``root_hash``. ``signature`` is a C2SP signed note by the log's key whose text is
+``JCS(manifest) + "\\n"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import rfc8785
+
+from branchline_audit.domain.canonical import (
+    GENESIS_PREV_HASH,
+    CanonicalisationError,
+    chain_hash,
+    entry_canonical_bytes,
+)
+from branchline_audit.domain.merkle import HASH_SIZE, CompactRange, leaf_hash, verify_inclusion
+from branchline_audit.domain.note import NoteError, Signer, Verifier, open_checkpoint, open_note
+
+EXPORT_FORMAT = "branchline.audit.export.v1"
+ExportContent = Literal["jsonl", "csv"]
+CSV_COLUMNS = (
+    "position",
+    "appended_at",
+    "prev_hash",
+    "hash",
+    "event",
+    "view",
+    "proof",
+    "line_digest",
+)
+VIEWS = frozenset({"full", "masked", "restricted", "shredded", "pruned"})
+GENESIS_LINE_DIGEST = bytes(HASH_SIZE)
+
+
+def jcs(value: Any) -> bytes:
+    encoded: bytes = rfc8785.dumps(value)
+    return encoded
+
+
+def next_line_digest(previous: bytes, entry_object: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in entry_object.items() if k != "line_digest"}
+    return hashlib.sha256(previous + jcs(body)).digest()
+
+
+def _csv_line(row: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    return buffer.getvalue()
+
+
+CSV_HEADER = _csv_line(CSV_COLUMNS)
+
+
+def _csv_row(entry: Mapping[str, Any]) -> list[str]:
+    return [
+        str(entry["position"]),
+        entry["appended_at"],
+        entry["prev_hash"],
+        entry["hash"],
+        jcs(entry["event"]).decode("utf-8"),
+        entry["view"],
+        " ".join(entry.get("proof") or []),
+        entry["line_digest"],
+    ]
+
+
+class ExportWriter:
+    """Turns entry objects into the lines of an export, keeping the running digest."""
+
+    def __init__(self, content: ExportContent) -> None:
+        self.content = content
+        self._digest = GENESIS_LINE_DIGEST
+        self.count = 0
+        self.first_position: int | None = None
+        self.last_position: int | None = None
+
+    def header(self) -> str:
+        return CSV_HEADER if self.content == "csv" else ""
+
+    def entry_line(
+        self,
+        *,
+        position: int,
+        appended_at: str,
+        prev_hash: bytes,
+        hash: bytes,
+        event: Mapping[str, Any],
+        view: str,
+        proof: Sequence[bytes] | None,
+    ) -> str:
+        entry: dict[str, Any] = {
+            "position": position,
+            "appended_at": appended_at,
+            "prev_hash": prev_hash.hex(),
+            "hash": hash.hex(),
+            "event": dict(event),
+            "view": view,
+        }
+        if proof is not None:
+            entry["proof"] = [p.hex() for p in proof]
+        self._digest = next_line_digest(self._digest, entry)
+        entry["line_digest"] = self._digest.hex()
+        self.count += 1
+        if self.first_position is None:
+            self.first_position = position
+        self.last_position = position
+        if self.content == "csv":
+            return _csv_line(_csv_row(entry))
+        return jcs(entry).decode("utf-8") + "\n"
+
+    @property
+    def lines_digest(self) -> str:
+        return self._digest.hex()
+
+    def manifest_line(self, signer: Signer, manifest: Mapping[str, Any]) -> str:
+        body = {
+            **manifest,
+            "format": EXPORT_FORMAT,
+            "content": self.content,
+            "count": self.count,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "lines_digest": self.lines_digest,
+        }
+        text = jcs(body).decode("utf-8") + "\n"
+        signed = {"manifest": body, "signature": signer.sign_note(text)}
+        encoded = jcs(signed).decode("utf-8")
+        if self.content == "csv":
+            return _csv_line(["manifest", "", "", "", encoded, "", "", ""])
+        return encoded + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Offline verification
+
+
+@dataclass(frozen=True)
+class ExportVerdict:
+    ok: bool
+    line: int | None
+    reason: str | None
+    entries: int
+    complete: bool | None = None
+    tree_size: int | None = None
+
+
+class ExportRejected(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+LineSource = Callable[[], Iterable[bytes]]
+"""Returns a fresh iterator over the file's lines (bytes, newline included): verification
+reads the file twice (manifest first, then entries) and keeps constant memory."""
+
+
+def _decode(raw: bytes, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ExportRejected(number, "not valid UTF-8") from None
+
+
+def _parse_json(text: str, number: int) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ExportRejected(number, f"not valid JSON: {error}") from None
+
+
+def _hex_hash(value: object, what: str, number: int) -> bytes:
+    if isinstance(value, str) and len(value) == 2 * HASH_SIZE and value == value.lower():
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    raise ExportRejected(number, f"{what} is not a 64-digit lowercase hex hash")
+
+
+def _parse_csv(text: str, number: int) -> list[str]:
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise ExportRejected(number, f"not valid CSV: {error}") from None
+    if len(rows) != 1:
+        raise ExportRejected(number, "not exactly one CSV row")
+    return rows[0]
+
+
+def _entry_from_csv(row: list[str], number: int) -> dict[str, Any]:
+    if len(row) != len(CSV_COLUMNS):
+        raise ExportRejected(number, f"expected {len(CSV_COLUMNS)} columns, got {len(row)}")
+    values = dict(zip(CSV_COLUMNS, row, strict=True))
+    if not values["position"].isdigit():
+        raise ExportRejected(number, "position is not a number")
+    entry: dict[str, Any] = {
+        "position": int(values["position"]),
+        "appended_at": values["appended_at"],
+        "prev_hash": values["prev_hash"],
+        "hash": values["hash"],
+        "event": _parse_json(values["event"], number),
+        "view": values["view"],
+    }
+    if values["proof"]:
+        entry["proof"] = values["proof"].split(" ")
+    entry["line_digest"] = values["line_digest"]
+    if _csv_line(_csv_row(entry)) != row_text(row):
+        raise ExportRejected(number, "not in the exact form written (altered?)")
+    return entry
+
+
+def row_text(row: list[str]) -> str:
+    return _csv_line(row)
+
+
+def _lines(source: LineSource) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(source(), start=1):
+        text = _decode(raw, number)
+        if not text.endswith("\n"):
+            raise ExportRejected(number, "line does not end with a newline (file truncated?)")
+        yield number, text
+
+
+def _read_manifest(
+    source: LineSource, verifier: Verifier
+) -> tuple[int, ExportContent, dict[str, Any], bytes]:
+    last: tuple[int, str] | None = None
+    for number, text in _lines(source):
+        last = (number, text)
+    if last is None:
+        raise ExportRejected(1, "the export is empty")
+    number, text = last
+    content: ExportContent = "csv" if text.startswith("manifest,") else "jsonl"
+    if content == "csv":
+        row = _parse_csv(text, number)
+        if len(row) != len(CSV_COLUMNS) or row[0] != "manifest" or any(row[1:4] + row[5:]):
+            raise ExportRejected(number, "the last row is not a manifest row")
+        if row_text(row) != text:
+            raise ExportRejected(number, "manifest row not in the exact form written")
+        signed_text = row[4]
+    else:
+        signed_text = text[:-1]
+    signed = _parse_json(signed_text, number)
+    if not isinstance(signed, dict) or set(signed) != {"manifest", "signature"}:
+        raise ExportRejected(number, "the last line is not a signed manifest")
+    if jcs(signed).decode("utf-8") != signed_text:
+        raise ExportRejected(number, "manifest not in canonical form (altered?)")
+    manifest, signature = signed["manifest"], signed["signature"]
+    if not isinstance(manifest, dict) or not isinstance(signature, str):
+        raise ExportRejected(number, "malformed manifest")
+    try:
+        opened = open_note(signature, [verifier])
+    except NoteError as error:
+        raise ExportRejected(number, f"manifest signature does not verify: {error}") from None
+    if opened != jcs(manifest).decode("utf-8") + "\n":
+        raise ExportRejected(number, "the signature is not over this manifest")
+    if manifest.get("format") != EXPORT_FORMAT or manifest.get("content") != content:
+        raise ExportRejected(number, f"not a {EXPORT_FORMAT} {content} export")
+    try:
+        checkpoint = open_checkpoint(
+            str(manifest.get("checkpoint")), [verifier], origin=manifest.get("origin")
+        )
+    except NoteError as error:
+        raise ExportRejected(number, f"the manifest's checkpoint fails: {error}") from None
+    root = _hex_hash(manifest.get("root_hash"), "root_hash", number)
+    if checkpoint.size != manifest.get("tree_size") or checkpoint.root != root:
+        raise ExportRejected(number, "tree_size/root_hash differ from the signed checkpoint")
+    return number, content, manifest, root
+
+
+def verify_export(source: LineSource, verifier: Verifier) -> ExportVerdict:
+    """Check an export offline; the verdict names the first line that does not hold."""
+    try:
+        return _verify(source, verifier)
+    except ExportRejected as rejected:
+        return ExportVerdict(ok=False, line=rejected.line, reason=rejected.reason, entries=0)
+
+
+def _verify(source: LineSource, verifier: Verifier) -> ExportVerdict:
+    manifest_line, content, manifest, root = _read_manifest(source, verifier)
+    tree_size: int = manifest["tree_size"]
+    complete = manifest.get("complete") is True
+    digest = GENESIS_LINE_DIGEST
+    tree = CompactRange()
+    previous_position = 0
+    previous_hash = GENESIS_PREV_HASH
+    count = 0
+    first_position: int | None = None
+    for number, text in _lines(source):
+        if number == manifest_line:
+            break
+        if content == "csv" and number == 1:
+            if text != CSV_HEADER:
+                raise ExportRejected(number, "not the CSV header of this format")
+            continue
+        try:
+            entry = _parse_entry(text, number, content)
+            expected_digest = next_line_digest(digest, entry)
+        except (ValueError, TypeError, KeyError, RecursionError) as error:  # JCS refusals too
+            raise ExportRejected(number, f"not an entry of this format: {error!r}") from None
+        if entry["line_digest"] != expected_digest.hex():
+            raise ExportRejected(number, "line_digest does not match (line altered or moved)")
+        digest = expected_digest
+        position, entry_hash = _check_entry(entry, number, tree_size)
+        if position <= previous_position:
+            raise ExportRejected(number, "positions are not increasing")
+        prev_hash = _hex_hash(entry["prev_hash"], "prev_hash", number)
+        if complete:
+            if position != previous_position + 1:
+                raise ExportRejected(number, f"complete export: position {position} is not next")
+            if prev_hash != previous_hash:
+                raise ExportRejected(number, "prev_hash is not the hash of the entry before")
+            tree.append(leaf_hash(entry_hash))
+        else:
+            proof = [_hex_hash(p, "proof hash", number) for p in entry.get("proof") or []]
+            if not verify_inclusion(position - 1, tree_size, leaf_hash(entry_hash), proof, root):
+                raise ExportRejected(number, "the inclusion proof does not lead to the signed root")
+        previous_position, previous_hash = position, entry_hash
+        first_position = first_position or position
+        count += 1
+    if digest.hex() != manifest.get("lines_digest"):
+        raise ExportRejected(manifest_line, "lines_digest differs: lines were removed or added")
+    if count != manifest.get("count") or first_position != manifest.get("first_position"):
+        raise ExportRejected(manifest_line, "count/first_position differ from the entries")
+    if (previous_position or None) != manifest.get("last_position"):
+        raise ExportRejected(manifest_line, "last_position differs from the entries")
+    if complete and (previous_position != tree_size or tree.root() != root):
+        raise ExportRejected(manifest_line, "the entries do not rebuild the signed tree root")
+    return ExportVerdict(
+        ok=True, line=None, reason=None, entries=count, complete=complete, tree_size=tree_size
+    )
+
+
+def _parse_entry(text: str, number: int, content: ExportContent) -> dict[str, Any]:
+    if content == "csv":
+        return _entry_from_csv(_parse_csv(text, number), number)
+    entry = _parse_json(text[:-1], number)
+    if not isinstance(entry, dict):
+        raise ExportRejected(number, "not an entry object")
+    if jcs(entry).decode("utf-8") != text[:-1]:
+        raise ExportRejected(number, "not in canonical form (altered?)")
+    if not isinstance(entry.get("line_digest"), str):
+        raise ExportRejected(number, "line_digest missing")
+    return entry
+
+
+def _check_entry(entry: Mapping[str, Any], number: int, tree_size: int) -> tuple[int, bytes]:
+    position = entry.get("position")
+    if isinstance(position, bool) or not isinstance(position, int) or not position >= 1:
+        raise ExportRejected(number, "position must be a positive integer")
+    if position > tree_size:
+        raise ExportRejected(number, f"position {position} is beyond the signed tree")
+    entry_hash = _hex_hash(entry.get("hash"), "hash", number)
+    prev_hash = _hex_hash(entry.get("prev_hash"), "prev_hash", number)
+    view = entry.get("view")
+    if view not in VIEWS:
+        raise ExportRejected(number, f"unknown view {view!r}")
+    event = entry.get("event")
+    appended_at = entry.get("appended_at")
+    if not isinstance(event, dict) or not isinstance(appended_at, str):
+        raise ExportRejected(number, "event must be an object and appended_at a string")
+    if view == "full":
+        try:
+            recomputed = chain_hash(prev_hash, entry_canonical_bytes(position, event, appended_at))
+        except CanonicalisationError as error:
+            raise ExportRejected(number, f"entry has no canonical bytes: {error}") from None
+        if recomputed != entry_hash:
+            raise ExportRejected(number, "hash does not match the entry's content")
+    return position, entry_hash
+
+
+def file_lines(path: str) -> LineSource:
+    """A :data:`LineSource` over a file on disk (binary, so any byte change is seen)."""
+
+    def lines() -> Iterator[bytes]:
+        with open(path, "rb") as handle:
+            yield from handle
+
+    return lines
+
+
+def bytes_lines(data: bytes) -> LineSource:
+    """A :data:`LineSource` over an export held in memory; lines end at ``\\n`` only."""
+
+    def lines() -> Iterator[bytes]:
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end + 1
+            yield data[start:end]
+            start = end
+
+    return lines
+
+
+__all__ = ["ExportVerdict", "ExportWriter", "verify_export"]

@@ -1,0 +1,136 @@
+"""Which complete subtrees the ledger caches, and how proofs are computed from them.
+
+A proof over a tree of ``n`` leaves needs ``O(log n)`` range hashes (:mod:`.merkle`), each the
+fold of a few *perfect* (aligned, power-of-two) subtrees. The ledger stores the root of every
+perfect subtree whose level (log2 of its width) is a multiple of :data:`STRIDE` as entries are
+appended (table ``audit_merkle_nodes``). Any perfect subtree is then at most ``2**(STRIDE-1)``
+cached nodes or leaves away, so a proof in a ledger of any size reads a few hundred rows in two
+queries, whatever its length, while the cache holds about ``n / 15`` rows.
+
+The flow: :func:`required` names the leaves and nodes some ranges need; storage fetches them;
+:class:`SubtreeSource` answers the ranges from what was fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from branchline_audit.domain.merkle import (
+    HASH_SIZE,
+    RangeHasher,
+    leaf_hash,
+    node_hash,
+    perfect_subtree_ranges,
+    range_hasher_from_perfect,
+)
+
+STRIDE = 4
+"""Cached levels: 4, 8, 12, ... (16, 256, 4096, ... leaves wide)."""
+
+NodeKey = tuple[int, int]
+"""``(level, index)``: the perfect subtree over leaves ``[index * 2**level, (index + 1) *
+2**level)``."""
+
+
+def cached_levels(size: int) -> list[int]:
+    """The cached levels that have at least one complete node in a tree of ``size`` leaves."""
+    levels: list[int] = []
+    level = STRIDE
+    while (1 << level) <= size:
+        levels.append(level)
+        level += STRIDE
+    return levels
+
+
+def perfect_root(children: Sequence[bytes]) -> bytes:
+    """Root of a perfect subtree from its equal-sized child roots (a power-of-two count)."""
+    count = len(children)
+    if count == 0 or count & (count - 1):
+        raise ValueError(f"a perfect subtree has a power-of-two number of children, got {count}")
+    level = list(children)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _sources_of(start: int, end: int) -> tuple[list[int], list[NodeKey]]:
+    """Leaf indices or cached nodes whose fold is the perfect subtree ``[start, end)``."""
+    width = end - start
+    if width <= 0 or width & (width - 1) or start % width:
+        raise ValueError(f"[{start}, {end}) is not an aligned perfect subtree")
+    level = width.bit_length() - 1
+    cached = level - level % STRIDE
+    if cached == 0:
+        return list(range(start, end)), []
+    step = 1 << cached
+    return [], [(cached, i) for i in range(start // step, end // step)]
+
+
+@dataclass(frozen=True)
+class Requirements:
+    leaf_indices: frozenset[int]
+    nodes: frozenset[NodeKey]
+
+
+def required(ranges: Iterable[tuple[int, int]]) -> Requirements:
+    """Everything storage must fetch to hash the given ranges (any ``0 <= start < end``)."""
+    leaves: set[int] = set()
+    nodes: set[NodeKey] = set()
+    for start, end in ranges:
+        for piece_start, piece_end in perfect_subtree_ranges(start, end):
+            piece_leaves, piece_nodes = _sources_of(piece_start, piece_end)
+            leaves.update(piece_leaves)
+            nodes.update(piece_nodes)
+    return Requirements(frozenset(leaves), frozenset(nodes))
+
+
+class MissingTreeData(LookupError):
+    """Storage did not hold a leaf or cached node a range needs (a gap or a damaged cache)."""
+
+
+class SubtreeSource:
+    """Answers range hashes from fetched entry hashes (by leaf index) and cached nodes."""
+
+    def __init__(self, entry_hashes: Mapping[int, bytes], nodes: Mapping[NodeKey, bytes]) -> None:
+        self._entry_hashes = entry_hashes
+        self._nodes = nodes
+
+    def perfect(self, start: int, end: int) -> bytes:
+        leaves, nodes = _sources_of(start, end)
+        try:
+            if leaves:
+                return perfect_root([leaf_hash(self._entry_hashes[i]) for i in leaves])
+            return perfect_root([self._nodes[key] for key in nodes])
+        except KeyError as missing:
+            raise MissingTreeData(f"tree data for {missing} is not stored") from None
+
+    def range_hasher(self) -> RangeHasher:
+        return range_hasher_from_perfect(self.perfect)
+
+
+class RecordingHasher:
+    """A stand-in :data:`RangeHasher` that records the ranges a proof asks for (first pass)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+
+    def __call__(self, start: int, end: int) -> bytes:
+        self.ranges.append((start, end))
+        return bytes(HASH_SIZE)
+
+
+def new_nodes(
+    level: int, first_index: int, children: Sequence[bytes], *, from_leaves: bool
+) -> list[tuple[int, int, bytes]]:
+    """Cached nodes of ``level`` from ``first_index`` on, given their children in order:
+    entry hashes when ``from_leaves`` (level == STRIDE), else nodes of ``level - STRIDE``."""
+    fan_out = 1 << STRIDE
+    if len(children) % fan_out:
+        raise ValueError(f"children must come in groups of {fan_out}")
+    rows: list[tuple[int, int, bytes]] = []
+    for offset in range(0, len(children), fan_out):
+        group = children[offset : offset + fan_out]
+        inputs = [leaf_hash(h) for h in group] if from_leaves else list(group)
+        rows.append((level, first_index + offset // fan_out, perfect_root(inputs)))
+    return rows

@@ -1,0 +1,209 @@
+"""Verifying a stored ledger: the chain, the index columns, prunes and the signed checkpoints.
+
+:class:`~branchline_audit.domain.canonical.ChainVerifier` checks the hash chain. A stored ledger
+has more that can be tampered with, and this auditor checks it all in one streaming pass:
+
+- each index column (``event_id``, ``event_type``, ``client_id``, ...) equals its event's field;
+- an entry is pruned (``pruned_at`` set) exactly when its event is a prune marker, and every
+  pruned position is named by an ``audit.pruned`` entry of the ledger (a payload dropped behind
+  the ledger's back is located);
+- every checkpoint is signed by the log's key for the log's origin, and its root equals the
+  RFC 6962 root recomputed from the entries at its size. A rewrite that recomputed every later
+  hash passes the chain but not the checkpoints; it is then located between the last checkpoint
+  that holds and the first that does not. A checkpoint larger than the ledger means entries were
+  removed at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from branchline_audit.domain.canonical import ChainEntry, ChainVerifier
+from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
+from branchline_audit.domain.records import (
+    IndexColumns,
+    NotAnEnvelope,
+    index_columns,
+    is_pruned_marker,
+    pruned_ranges_of,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    entry: ChainEntry
+    columns: IndexColumns
+    pruned_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerVerdict:
+    """Body of ``GET /v1/audit/verify`` (plus ``reason`` and checkpoint diagnostics)."""
+
+    ok: bool
+    entries: int
+    head: str
+    first_bad_position: int | None
+    reason: str | None
+    checkpoints_checked: int
+    bad_checkpoint: int | None
+
+
+class LedgerAuditor:
+    """Feed every stored entry in position order, then ask for :meth:`verdict`."""
+
+    def __init__(
+        self,
+        checkpoints: Sequence[StoredCheckpoint],
+        *,
+        verifier: Verifier | None,
+        origin: str,
+    ) -> None:
+        self._chain = ChainVerifier()
+        self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
+        self._next_checkpoint = 0
+        self._last_good_size = 0
+        self._checked = 0
+        self._bad: tuple[int, str] | None = None
+        self._bad_checkpoint: int | None = None
+        self._pruned: list[int] = []
+        self._covered: list[tuple[int, int]] = []
+        self._signature_problem = self._check_signatures(verifier, origin)
+        self._skip_empty_checkpoints()
+
+    def _check_signatures(self, verifier: Verifier | None, origin: str) -> str | None:
+        if verifier is None:
+            return None
+        for checkpoint in self._checkpoints:
+            try:
+                opened = open_checkpoint(checkpoint.note, [verifier], origin=origin)
+            except NoteError as error:
+                self._bad_checkpoint = checkpoint.tree_size
+                return f"checkpoint of tree size {checkpoint.tree_size} is not signed: {error}"
+            if opened.size != checkpoint.tree_size or opened.root != checkpoint.root_hash:
+                self._bad_checkpoint = checkpoint.tree_size
+                return (
+                    f"checkpoint at tree size {checkpoint.tree_size}: the stored size or root "
+                    "differs from the signed note"
+                )
+        return None
+
+    def _skip_empty_checkpoints(self) -> None:
+        while (
+            self._next_checkpoint < len(self._checkpoints)
+            and self._checkpoints[self._next_checkpoint].tree_size == 0
+        ):
+            self._next_checkpoint += 1
+            self._checked += 1
+
+    @property
+    def failed(self) -> bool:
+        return self._bad is not None or self._chain.failed
+
+    def feed(self, stored: StoredEntry) -> bool:
+        if self.failed:
+            return False
+        entry = stored.entry
+        problem = self._column_problem(stored)
+        if problem is not None:
+            self._bad = (entry.position, problem)
+            return False
+        if not self._chain.feed(entry):
+            return False
+        if entry.pruned:
+            self._pruned.append(entry.position)
+        else:
+            self._covered.extend(pruned_ranges_of(entry.event))
+        self._check_checkpoint_at(entry.position)
+        return not self.failed
+
+    def _column_problem(self, stored: StoredEntry) -> str | None:
+        event = stored.entry.event
+        marker = is_pruned_marker(event)
+        if marker != (stored.pruned_at is not None) or marker != stored.entry.pruned:
+            return "pruned_at does not agree with the entry's event (payload altered?)"
+        try:
+            expected = index_columns(event)
+        except NotAnEnvelope as error:
+            return f"event is not an envelope: {error}"
+        for column in fields(IndexColumns):
+            if getattr(expected, column.name) != getattr(stored.columns, column.name):
+                return f"column {column.name} does not match the entry's event"
+        return None
+
+    def _check_checkpoint_at(self, position: int) -> None:
+        while (
+            self._next_checkpoint < len(self._checkpoints)
+            and self._checkpoints[self._next_checkpoint].tree_size == position
+        ):
+            checkpoint = self._checkpoints[self._next_checkpoint]
+            root = self._chain.verdict().tree_root
+            if root != checkpoint.root_hash.hex():
+                self._bad = (
+                    self._last_good_size + 1,
+                    f"the root of checkpoint {checkpoint.tree_size} does not match the entries: "
+                    f"history between positions {self._last_good_size + 1} and "
+                    f"{checkpoint.tree_size} was rewritten",
+                )
+                self._bad_checkpoint = checkpoint.tree_size
+                return
+            self._last_good_size = position
+            self._next_checkpoint += 1
+            self._checked += 1
+
+    def verdict(self) -> LedgerVerdict:
+        chain = self._chain.verdict()
+        bad = self._bad
+        if bad is None and chain.first_bad_position is not None:
+            bad = (chain.first_bad_position, chain.reason or "chain broken")
+        if bad is None and self._next_checkpoint < len(self._checkpoints):
+            size = self._checkpoints[self._next_checkpoint].tree_size
+            bad = (
+                chain.entries + 1,
+                f"a checkpoint of tree size {size} was signed but the ledger ends at "
+                f"{chain.entries}: entries were removed from the end",
+            )
+            self._bad_checkpoint = size
+        uncovered = self._first_uncovered_prune()
+        if uncovered is not None and (bad is None or uncovered < bad[0]):
+            bad = (uncovered, "entry is pruned but no audit.pruned entry names it")
+        if bad is None and self._signature_problem is not None:
+            return LedgerVerdict(
+                ok=False,
+                entries=chain.entries,
+                head=chain.head,
+                first_bad_position=None,
+                reason=self._signature_problem,
+                checkpoints_checked=self._checked,
+                bad_checkpoint=self._bad_checkpoint,
+            )
+        return LedgerVerdict(
+            ok=bad is None,
+            entries=chain.entries,
+            head=chain.head,
+            first_bad_position=None if bad is None else bad[0],
+            reason=None if bad is None else bad[1],
+            checkpoints_checked=self._checked,
+            bad_checkpoint=self._bad_checkpoint,
+        )
+
+    def _first_uncovered_prune(self) -> int | None:
+        """The first pruned position no ``audit.pruned`` entry names (both lists sorted:
+        one merge pass)."""
+        runs = sorted(self._covered)
+        run = 0
+        for position in self._pruned:  # ascending: fed in position order
+            while run < len(runs) and runs[run][1] < position:
+                run += 1
+            if run == len(runs) or runs[run][0] > position:
+                return position
+        return None

@@ -1,0 +1,134 @@
+"""Helpers of the audit integration tests: ledgers built by direct batch appends (fast),
+superuser access that bypasses the trigger, events in the envelope of the wire."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from branchline_audit.adapters.checkpoints import PostgresCheckpoints
+from branchline_audit.adapters.database import open_role_pool, prepare_database
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.application.context import AuditContext
+from branchline_audit.domain.personal import PersonalDataPolicy
+from branchline_shared.clock import FixedClock
+from branchline_shared.settings import BranchlineSettings
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+TYPES = (
+    "visit.arrived",
+    "visit.needs_confirmed",
+    "client.personal_data_recorded",
+    "rule.violation_refused",
+    "followup.task_created",
+    "complaint.received",
+)
+
+
+def event(
+    n: int,
+    *,
+    event_type: str = "visit.arrived",
+    client_id: str = "C-1",
+    branch_id: str = "BR-001",
+    actor_id: str = "staff-17",
+    data: dict[str, Any] | None = None,
+    event_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """An envelope as the consumer stores it (RecordedEvent.model_dump(mode="json"))."""
+    occurred = (T0 + timedelta(minutes=n)).isoformat().replace("+00:00", "Z")
+    if data is None:
+        if event_type == "client.personal_data_recorded":
+            data = {"fields": {"name": f"Wang {n}", "phone": "+86 138 0000 0000"}}
+        elif event_type == "complaint.received":
+            data = {"complaint_id": f"K-{n}", "severity": "general", "summary": "my phone is X"}
+        else:
+            data = {"visit_id": f"V-{n}", "note": f"n{n}"}
+    return {
+        "event_id": str(event_id or uuid.uuid4()),
+        "type": event_type,
+        "schema_version": 1,
+        "occurred_at": occurred,
+        "recorded_at": occurred,
+        "source": "followup" if event_type.startswith("followup.") else "intake",
+        "actor": {"id": actor_id, "role": "teller"},
+        "client_id": client_id,
+        "branch_id": branch_id,
+        "channel": "walk_in",
+        "stream_id": f"client-{client_id}",
+        "stream_version": n,
+        "correlation_id": None,
+        "causation_id": None,
+        "data": data,
+    }
+
+
+def random_events(count: int, rng: random.Random, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        event(
+            start + i,
+            event_type=rng.choice(TYPES),
+            client_id=f"C-{rng.randrange(20)}",
+            branch_id=f"BR-{rng.randrange(3)}",
+            actor_id=f"staff-{rng.randrange(5)}",
+        )
+        for i in range(count)
+    ]
+
+
+def quick_settings(settings: BranchlineSettings, **overrides: Any) -> BranchlineSettings:
+    values = {"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
+    values.update(overrides)
+    return settings.model_copy(update=values)
+
+
+@contextlib.asynccontextmanager
+async def audit_context(
+    settings: BranchlineSettings, *, clock: FixedClock | None = None, role: str | None = None
+) -> AsyncIterator[AuditContext]:
+    """A prepared audit database and the context the API would build (writer role)."""
+    await prepare_database(settings)
+    pool = await open_role_pool(settings, role or settings.audit_db_writer_role, max_size=4)
+    try:
+        yield AuditContext(
+            ledger=PostgresLedger(pool),
+            checkpoints=PostgresCheckpoints(pool),
+            signer=load_or_create_signer(settings),
+            clock=clock or FixedClock(T0),
+            policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
+            checkpoint_every=settings.audit_checkpoint_every_entries,
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+        )
+    finally:
+        await pool.close()
+
+
+async def append_in_batches(
+    ledger: PostgresLedger, events: Sequence[dict[str, Any]], *, now: datetime, batch: int = 500
+) -> None:
+    for i in range(0, len(events), batch):
+        await ledger.append(list(events[i : i + batch]), now=now)
+
+
+@contextlib.asynccontextmanager
+async def superuser(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """The login of the test server (a superuser): what an attacker with DBA rights has."""
+    conn = await asyncpg.connect(settings.audit_database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def behind_the_ledgers_back(settings: BranchlineSettings, sql: str, *args: Any) -> None:
+    """Run ``sql`` as a superuser with triggers off (session_replication_role = replica)."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(sql, *args)

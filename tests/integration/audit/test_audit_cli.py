@@ -1,0 +1,127 @@
+"""``branchline audit verify | verify-export | prune`` as an operator or auditor runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from branchline_audit.adapters.ledger import LedgerFilters
+from branchline_audit.application.checkpointing import checkpoint_now
+from branchline_audit.application.context import Reader
+from branchline_audit.application.exporting import export_lines
+from branchline_cli.main import app
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.audit.audit_support import (
+    T0,
+    audit_context,
+    behind_the_ledgers_back,
+    event,
+    quick_settings,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_settings(
+    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> BranchlineSettings:
+    s = quick_settings(settings, audit_legal_hold_clients=["C-HELD"])
+    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
+    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
+    monkeypatch.setenv("BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS", '["C-HELD"]')
+    return s
+
+
+async def _build(settings: BranchlineSettings) -> None:
+    async with audit_context(settings) as audit:
+        old = T0 - timedelta(days=365 * 11)
+        await audit.ledger.append(
+            [event(1, client_id="C-1"), event(2, client_id="C-HELD")], now=old
+        )
+        await audit.ledger.append([event(n, client_id="C-2") for n in range(3, 40)], now=T0)
+        await checkpoint_now(audit)
+
+
+async def _export(settings: BranchlineSettings, path: Path, content: str) -> None:
+    async with audit_context(settings) as audit:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            async for chunk in export_lines(
+                audit,
+                LedgerFilters(),
+                content,
+                Reader("auditor-1", frozenset({"auditor"})),  # type: ignore[arg-type]
+            ):
+                handle.write(chunk)
+
+
+def test_verify_with_progress_then_a_tampered_entry_is_reported(
+    cli_settings: BranchlineSettings,
+) -> None:
+    asyncio.run(_build(cli_settings))
+    result = runner.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] is True
+    asyncio.run(
+        behind_the_ledgers_back(
+            cli_settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position = 12"
+        )
+    )
+    result = runner.invoke(app, ["audit", "verify", "--no-progress"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["first_bad_position"] == 12
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+def test_verify_export_offline_and_a_changed_byte_names_its_line(
+    cli_settings: BranchlineSettings, tmp_path: Path, content: str
+) -> None:
+    asyncio.run(_build(cli_settings))
+    export = tmp_path / f"audit.{content}"
+    asyncio.run(_export(cli_settings, export, content))
+    key = runner.invoke(app, ["audit", "public-key"]).stdout.strip()
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({"verifier_key": key}))
+
+    for given in (key, str(key_file)):
+        result = runner.invoke(app, ["audit", "verify-export", str(export), "--public-key", given])
+        assert result.exit_code == 0, result.output
+        assert "OK: 39 entries (complete export)" in result.stdout
+
+    lines = export.read_bytes().split(b"\n")
+    target = 7  # a line of the file, 1-based
+    line = bytearray(lines[target - 1])
+    line[len(line) // 2] ^= 0x01
+    lines[target - 1] = bytes(line)
+    export.write_bytes(b"\n".join(lines))
+    result = runner.invoke(app, ["audit", "verify-export", str(export), "--public-key", key])
+    assert result.exit_code == 1
+    assert f"line {target}:" in result.stderr
+
+
+def test_prune_refuses_a_held_client_and_prunes_the_rest(
+    cli_settings: BranchlineSettings,
+) -> None:
+    asyncio.run(_build(cli_settings))
+    refused = runner.invoke(app, ["audit", "prune", "--client", "C-HELD"])
+    assert refused.exit_code == 2
+    assert "D-11" in refused.stderr
+    assert "legal hold" in refused.stderr
+
+    result = runner.invoke(app, ["audit", "prune", "--actor", "ops-1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pruned"] == 1
+    assert report["positions"] == [[1, 1]]
+    assert report["held_clients_skipped"] == ["C-HELD"]
+    verified = runner.invoke(app, ["audit", "verify", "--no-progress"])
+    assert verified.exit_code == 0, verified.output

@@ -1,0 +1,150 @@
+"""The ledger consumer on a real broker: every event once, in a gap-free chain, poison to the
+dead-letter topic with the reason (decisions 2, 3 and 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from branchline_audit.application.context import AuditContext
+from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.bootstrap import build_consumer
+from branchline_shared.clock import SystemClock
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.kafka.wire import encode_event
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.audit.audit_support import audit_context, event, quick_settings
+from tests.support.kafka import produce, read_all
+from tests.support.stack import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+@contextlib.asynccontextmanager
+async def consumer_running(
+    settings: BranchlineSettings, audit: AuditContext
+) -> AsyncIterator[None]:
+    producer = make_producer(settings, client_id="audit-test-dlq")
+    await producer.start()
+    consumer = build_consumer(settings, audit.ledger, producer, SystemClock())
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.started.wait(), timeout=20)
+        yield
+    finally:
+        task.cancel()  # like a crash: whatever was not committed is delivered again
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+
+
+@pytest.fixture
+async def ready(
+    settings: BranchlineSettings,
+) -> AsyncIterator[tuple[BranchlineSettings, AuditContext]]:
+    s = quick_settings(settings)
+    await ensure_topics(s.kafka_bootstrap, declare_topics(s).all())
+    async with audit_context(s) as audit:
+        yield s, audit
+
+
+async def send(settings: BranchlineSettings, topic: str, events: Sequence[dict[str, Any]]) -> None:
+    await produce(
+        settings.kafka_bootstrap,
+        topic,
+        [(e["client_id"].encode(), encode_event(e)) for e in events],
+    )
+
+
+def envelopes(count: int, start: int = 0) -> list[dict[str, Any]]:
+    rng = random.Random(start)
+    return [
+        RecordedEvent.model_validate(
+            event(n, client_id=f"C-{rng.randrange(8)}", event_type="visit.arrived")
+        ).model_dump(mode="json")
+        for n in range(start, start + count)
+    ]
+
+
+async def ledger_ids(audit: AuditContext) -> list[str]:
+    return [str(e.entry.event["event_id"]) async for e in audit.ledger.scan_stored()]
+
+
+async def test_events_of_both_topics_including_refusals_and_followups_are_recorded_once(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    settings, audit = ready
+    topics = declare_topics(settings)
+    refusal = RecordedEvent.model_validate(
+        event(1, event_type="rule.violation_refused", data={"rule": "D-05", "reason": "R4 > C2"})
+    ).model_dump(mode="json")
+    followup = RecordedEvent.model_validate(
+        event(2, event_type="followup.task_created", data={"task_id": "T-1"})
+    ).model_dump(mode="json")
+    async with consumer_running(settings, audit):
+        await send(settings, topics.intake_events.name, [refusal, refusal, refusal])
+        await send(settings, topics.followup_events.name, [followup, followup])
+        await eventually(lambda: _size_is(audit, 2))
+        await asyncio.sleep(0.5)  # duplicates still in flight would land now
+    assert sorted(await ledger_ids(audit)) == sorted([refusal["event_id"], followup["event_id"]])
+    types = {e.entry.event["type"] async for e in audit.ledger.scan_stored()}
+    assert types == {"rule.violation_refused", "followup.task_created"}
+
+
+async def _size_is(audit: AuditContext, size: int) -> bool:
+    return await audit.ledger.size() == size
+
+
+async def test_a_consumer_restarted_mid_stream_leaves_no_gap_and_no_duplicate(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    settings, audit = ready
+    topic = declare_topics(settings).intake_events.name
+    events = envelopes(300)
+    async with consumer_running(settings, audit):
+        await send(settings, topic, events[:200])
+        await eventually(lambda: _size_is_at_least(audit, 20))
+    stopped_at = await audit.ledger.size()
+    await send(settings, topic, events[200:])
+    # redelivery of what was already recorded, as Kafka may do
+    await send(settings, topic, events[:50])
+    async with consumer_running(settings, audit):
+        await eventually(lambda: _size_is(audit, 300), within=40)
+        await asyncio.sleep(0.5)
+    assert stopped_at < 300
+    assert sorted(await ledger_ids(audit)) == sorted(e["event_id"] for e in events)
+    verdict = await verify_ledger(
+        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+    )
+    assert verdict.ok
+    assert verdict.entries == 300
+
+
+async def _size_is_at_least(audit: AuditContext, size: int) -> bool:
+    return await audit.ledger.size() >= size
+
+
+async def test_a_poison_message_goes_to_the_dead_letter_topic_with_the_reason(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    settings, audit = ready
+    topics = declare_topics(settings)
+    good = envelopes(1, start=900)
+    async with consumer_running(settings, audit):
+        await produce(settings.kafka_bootstrap, topics.intake_events.name, [(b"C-1", b"{not json")])
+        await send(settings, topics.intake_events.name, good)
+        await eventually(lambda: _size_is(audit, 1))
+    dead = await read_all(settings.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=1)
+    assert len(dead) == 1
+    assert dead[0].value == b"{not json"
+    headers = dict(dead[0].headers)
+    assert b"not a Branchline event envelope" in headers["dlq_reason"]
+    assert headers["dlq_consumer"] == b"audit-consumer"
+    assert await ledger_ids(audit) == [good[0]["event_id"]]

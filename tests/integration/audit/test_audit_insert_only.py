@@ -1,0 +1,152 @@
+"""Insert-only at the database level (decision 6): grants and the trigger, not the code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_audit.adapters.database import prepare_database
+from branchline_audit.domain.records import pruned_marker
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.audit.audit_support import (
+    T0,
+    append_in_batches,
+    audit_context,
+    event,
+    quick_settings,
+    superuser,
+)
+from tests.support.stack import Infra, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+TABLES = ("audit_ledger", "audit_merkle_nodes", "audit_checkpoints", "audit_restricted_clients")
+CHANGES = (
+    "UPDATE {table} SET {column} = {column}",
+    "DELETE FROM {table}",
+    "TRUNCATE {table}",
+)
+FIRST_COLUMN = {
+    "audit_ledger": "event",
+    "audit_merkle_nodes": "hash",
+    "audit_checkpoints": "note",
+    "audit_restricted_clients": "state",
+}
+
+
+@pytest.fixture
+async def filled(settings: BranchlineSettings) -> BranchlineSettings:
+    """A ledger with rows in every audit table."""
+    from branchline_audit.application.checkpointing import checkpoint_now
+
+    s = quick_settings(settings)
+    async with audit_context(s) as audit:
+        events = [event(i) for i in range(40)]
+        events.append(event(41, event_type="client.erasure_requested", data={"reason": "x"}))
+        await append_in_batches(audit.ledger, events, now=T0)
+        await checkpoint_now(audit)
+    return s
+
+
+async def _as_role(settings: BranchlineSettings, role: str, sql: str) -> None:
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {role}")
+        await conn.execute(sql)
+
+
+async def _row_counts(settings: BranchlineSettings) -> dict[str, int]:
+    async with superuser(settings) as conn:
+        return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("change", CHANGES)
+async def test_the_service_role_may_not_change_history(
+    filled: BranchlineSettings, table: str, change: str
+) -> None:
+    before = await _row_counts(filled)
+    sql = change.format(table=table, column=FIRST_COLUMN[table])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await _as_role(filled, filled.audit_db_writer_role, sql)
+    assert await _row_counts(filled) == before
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("change", CHANGES)
+async def test_even_the_owner_is_refused_by_the_trigger(
+    filled: BranchlineSettings, table: str, change: str
+) -> None:
+    before = await _row_counts(filled)
+    sql = change.format(table=table, column=FIRST_COLUMN[table])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
+        await _as_role(filled, filled.audit_db_owner_role, sql)
+    assert await _row_counts(filled) == before
+
+
+async def test_the_owner_cannot_forge_the_prune_flag(filled: BranchlineSettings) -> None:
+    """Setting the retention flag by hand is not the retention function; and even inside it
+    only a payload drop that keeps every hash passes the trigger."""
+    async with superuser(filled) as conn:
+        row = await conn.fetchrow("SELECT event FROM audit_ledger WHERE position = 3")
+        assert row is not None
+        marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {filled.audit_db_owner_role}")
+            await conn.execute("SELECT set_config('branchline.audit_prune', 'on', true)")
+            # rewriting a hash is never a prune
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
+                await conn.execute(
+                    "UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now(), "
+                    "hash = sha256(hash) WHERE position = 3",
+                    marker,
+                )
+
+
+async def test_the_writer_may_not_call_the_retention_function(
+    filled: BranchlineSettings,
+) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await _as_role(
+            filled,
+            filled.audit_db_writer_role,
+            "SELECT audit_prune_entries(ARRAY[1]::bigint[], ARRAY['{}']::jsonb[], now())",
+        )
+
+
+async def test_pooled_connections_act_as_the_writer_role_even_after_reuse(
+    settings: BranchlineSettings,
+) -> None:
+    s = quick_settings(settings)
+    async with audit_context(s) as audit:
+        pool = audit.ledger.pool
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT current_user") == s.audit_db_writer_role
+                await conn.execute("RESET ALL")  # what the pool runs on release
+                assert await conn.fetchval("SELECT current_user") == s.audit_db_writer_role
+        async with superuser(s) as conn:
+            owner = await conn.fetchval(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'audit_ledger'"
+            )
+            login = await conn.fetchval(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", s.audit_db_owner_role
+            )
+        assert owner == s.audit_db_owner_role
+        assert login is False
+
+
+async def test_roles_are_provisioned_idempotently_by_many_databases_at_once(
+    infra: Infra, tmp_path: Any
+) -> None:
+    """Roles are cluster-wide: several databases (and processes) may create them together."""
+    many = [make_settings(infra, tmp_path / str(i)) for i in range(4)]
+    await asyncio.gather(*(prepare_database(s) for s in many))
+    await asyncio.gather(*(prepare_database(s) for s in many))  # and again: nothing changes
+    for s in many:
+        async with audit_context(quick_settings(s)) as audit:
+            assert await audit.ledger.append([event(1, event_id=uuid.uuid4())], now=T0) == 1

@@ -1,0 +1,138 @@
+"""Retention (D-11) with a controlled clock: payloads past their profile's period are dropped,
+hashes stay, the chain and every checkpoint still verify, legal holds are honoured, and the
+prune is itself in the ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from branchline_audit.application.checkpointing import checkpoint_now
+from branchline_audit.application.proofs import inclusion
+from branchline_audit.application.pruning import prune_expired
+from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.bootstrap import retention_policy
+from branchline_audit.domain.records import is_pruned_marker
+from branchline_audit.domain.retention import RetentionError
+from branchline_shared.clock import FixedClock
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.audit.audit_support import (
+    T0,
+    audit_context,
+    behind_the_ledgers_back,
+    event,
+    quick_settings,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+YEAR = timedelta(days=365)
+
+
+def _settings(settings: BranchlineSettings) -> BranchlineSettings:
+    return quick_settings(
+        settings,
+        audit_branch_retention_profiles={"BR-EU": "eu_mifid_ii"},
+        audit_legal_hold_clients=["C-HELD"],
+    )
+
+
+async def test_prune_drops_expired_payloads_keeps_hashes_and_is_recorded(
+    settings: BranchlineSettings,
+) -> None:
+    s = _settings(settings)
+    old = T0 - 11 * YEAR
+    async with audit_context(s) as writer:
+        await writer.ledger.append(
+            [
+                event(1, client_id="C-1", branch_id="BR-CN"),  # 11 years: past 10 → pruned
+                event(2, client_id="C-HELD", branch_id="BR-CN"),  # legal hold → kept
+                event(3, client_id="C-2", branch_id="BR-EU"),  # 11 > 5 years → pruned
+            ],
+            now=old,
+        )
+        await writer.ledger.append(
+            [event(4, client_id="C-3", branch_id="BR-EU")], now=T0 - 6 * YEAR
+        )
+        await writer.ledger.append(
+            [event(5, client_id="C-4", branch_id="BR-CN")], now=T0 - 6 * YEAR
+        )
+        await writer.ledger.append([event(6, client_id="C-5")], now=T0)
+        before = await checkpoint_now(writer)
+        hashes = {e.entry.position: e.entry.hash async for e in writer.ledger.scan_stored()}
+
+    async with audit_context(s, role=s.audit_db_pruner_role, clock=FixedClock(T0)) as pruner:
+        dry = await prune_expired(
+            pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="ops-1", dry_run=True
+        )
+        assert dry.pruned == 3
+        assert await pruner.ledger.size() == 6
+        outcome = await prune_expired(
+            pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="ops-1"
+        )
+    assert outcome.pruned == 3
+    assert outcome.ranges == [[1, 1], [3, 4]]
+    assert outcome.held_clients_skipped == {"C-HELD"}
+
+    async with audit_context(s) as audit:
+        entries = [e async for e in audit.ledger.scan_stored()]
+        pruned = [e.entry.position for e in entries if is_pruned_marker(e.entry.event)]
+        assert pruned == [1, 3, 4]
+        for e in entries[:6]:
+            assert e.entry.hash == hashes[e.entry.position]  # hashes never change
+        marker = entries[0].entry.event
+        assert "data" not in marker
+        assert marker["event_id"] == str(entries[0].columns.event_id)
+        record = entries[6].entry.event
+        assert record["type"] == "audit.pruned"
+        assert record["actor"]["id"] == "ops-1"
+        assert record["data"]["positions"] == [[1, 1], [3, 4]]
+        assert record["data"]["held_clients_skipped"] == ["C-HELD"]
+
+        verdict = await verify_ledger(
+            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        )
+        assert verdict.ok, verdict.reason  # the old checkpoint still holds
+        assert verdict.checkpoints_checked == 1
+        proof = await inclusion(audit, 1)  # a pruned entry is still proven in the tree
+        assert proof.checkpoint.tree_size >= before.tree_size
+
+
+async def test_a_client_under_legal_hold_is_refused(settings: BranchlineSettings) -> None:
+    s = _settings(settings)
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with pytest.raises(RetentionError, match=r"legal hold.*D-11"):
+            await prune_expired(
+                pruner.ledger,
+                retention_policy(s),
+                FixedClock(T0),
+                actor_id="ops-1",
+                client_id="C-HELD",
+            )
+        assert await pruner.ledger.size() == 0
+
+
+async def test_a_payload_dropped_behind_the_ledgers_back_is_found(
+    settings: BranchlineSettings,
+) -> None:
+    """Making an entry look pruned without the retention procedure leaves it unnamed by any
+    audit.pruned entry: verification locates it."""
+    s = _settings(settings)
+    async with audit_context(s) as audit:
+        await audit.ledger.append([event(i) for i in range(5)], now=T0)
+        row_event = (await audit.ledger.entry(3)).entry.event  # type: ignore[union-attr]
+        marker = {k: v for k, v in row_event.items() if k != "data"}
+        marker["redaction"] = {"reason": "retention", "pruned_at": "2030-01-01T00:00:00Z"}
+        await behind_the_ledgers_back(
+            s,
+            "UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now() WHERE position = 3",
+            json.dumps(marker),
+        )
+        verdict = await verify_ledger(
+            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        )
+    assert not verdict.ok
+    assert verdict.first_bad_position == 3
+    assert "no audit.pruned entry" in (verdict.reason or "")

@@ -1,0 +1,292 @@
+"""Tamper detection: any change made behind the ledger's back (a superuser with the trigger
+off) is detected and located (ARCHITECTURE.md decision 6, issue 6 "Tamper")."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_audit.application.checkpointing import checkpoint_now
+from branchline_audit.application.context import AuditContext
+from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.domain.canonical import entry_hash, format_appended_at
+from branchline_audit.domain.verification import LedgerVerdict
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.audit.audit_support import (
+    T0,
+    append_in_batches,
+    audit_context,
+    behind_the_ledgers_back,
+    quick_settings,
+    random_events,
+    superuser,
+)
+from tests.support.stack import Infra, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SIZE = 1000
+TRIALS = 90
+
+
+async def _verify(audit: AuditContext) -> LedgerVerdict:
+    return await verify_ledger(
+        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+    )
+
+
+async def _build(settings: BranchlineSettings) -> None:
+    async with audit_context(settings) as audit:
+        events = random_events(SIZE, random.Random(6))
+        await append_in_batches(audit.ledger, events[:500], now=T0)
+        await checkpoint_now(audit)
+        await append_in_batches(audit.ledger, events[500:], now=T0 + timedelta(seconds=1))
+        await checkpoint_now(audit)
+
+
+Built = tuple[BranchlineSettings, AuditContext]
+
+
+@pytest.fixture(scope="module")
+async def ledger_1000(
+    infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Built]:
+    settings = quick_settings(make_settings(infra, tmp_path_factory.mktemp("tamper")))
+    await _build(settings)
+    async with audit_context(settings) as audit:
+        yield settings, audit
+
+
+@pytest.fixture
+async def fresh_ledger(settings: BranchlineSettings) -> AsyncIterator[Built]:
+    s = quick_settings(settings)
+    await _build(s)
+    async with audit_context(s) as audit:
+        yield s, audit
+
+
+def _flip_char(text: str, rng: random.Random) -> str:
+    i = rng.randrange(len(text))
+    replacement = "x" if text[i] != "x" else "y"
+    return text[:i] + replacement + text[i + 1 :]
+
+
+def _alter_json_string(event: Any, rng: random.Random) -> Any:
+    """Change one character of one string somewhere in the event."""
+    paths: list[tuple[Any, Any]] = []
+
+    def walk(node: Any) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(value, str) and value:
+                paths.append((node, key))
+            elif isinstance(value, dict | list):
+                walk(value)
+
+    walk(event)
+    node, key = rng.choice(paths)
+    node[key] = _flip_char(node[key], rng)
+    return event
+
+
+Tamper = Callable[[asyncpg.Record, random.Random], tuple[str, list[Any]]]
+
+
+def _by_column(column: str) -> Tamper:
+    def tamper(row: asyncpg.Record, rng: random.Random) -> tuple[str, list[Any]]:
+        value = row[column]
+        if column == "event":
+            new: Any = json.dumps(_alter_json_string(json.loads(value), rng))
+            return "UPDATE audit_ledger SET event = $1::jsonb WHERE position = $2", [new]
+        if column in ("prev_hash", "hash"):
+            raw = bytearray(value)
+            raw[rng.randrange(32)] ^= 1 << rng.randrange(8)
+            new = bytes(raw)
+        elif column in ("occurred_at", "appended_at"):
+            new = value + timedelta(microseconds=1)
+        elif column == "pruned_at":
+            new = T0
+        elif column == "event_id":
+            text = str(value)
+            i = rng.choice([i for i, ch in enumerate(text) if ch != "-"])
+            new = text[:i] + ("0" if text[i] != "0" else "1") + text[i + 1 :]
+            return f"UPDATE audit_ledger SET {column} = $1::uuid WHERE position = $2", [new]
+        elif column == "position":
+            new = value + 10_000_000
+        else:
+            new = _flip_char(value, rng)
+        return f"UPDATE audit_ledger SET {column} = $1 WHERE position = $2", [new]
+
+    return tamper
+
+
+COLUMNS = (
+    "position",
+    "event_id",
+    "event",
+    "event_type",
+    "client_id",
+    "actor_id",
+    "branch_id",
+    "occurred_at",
+    "appended_at",
+    "prev_hash",
+    "hash",
+    "pruned_at",
+)
+
+
+async def _row(settings: BranchlineSettings, position: int) -> asyncpg.Record:
+    async with superuser(settings) as conn:
+        row = await conn.fetchrow("SELECT * FROM audit_ledger WHERE position = $1", position)
+    assert row is not None
+    return row
+
+
+async def _restore(settings: BranchlineSettings, row: asyncpg.Record, column: str) -> None:
+    """Put the row back exactly (delete whatever is at/after the change, re-insert)."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "DELETE FROM audit_ledger WHERE position = $1 OR position = $2",
+            row["position"],
+            row["position"] + 10_000_000,
+        )
+        columns = list(row.keys())
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        await conn.execute(
+            f"INSERT INTO audit_ledger ({', '.join(columns)}) VALUES ({placeholders})",
+            *[row[c] for c in columns],
+        )
+
+
+async def test_one_altered_byte_in_any_column_is_located(
+    ledger_1000: Built,
+) -> None:
+    settings, audit = ledger_1000
+    assert (await _verify(audit)).ok
+    rng = random.Random(2026)
+    for trial in range(TRIALS):
+        column = COLUMNS[trial % len(COLUMNS)]
+        position = rng.choice([1, SIZE, rng.randint(1, SIZE)])
+        row = await _row(settings, position)
+        sql, args = _by_column(column)(row, rng)
+        await behind_the_ledgers_back(settings, sql, *args, position)
+        try:
+            verdict = await _verify(audit)
+        finally:
+            await _restore(settings, row, column)
+        assert not verdict.ok, (column, position)
+        assert verdict.first_bad_position == position, (column, position, verdict.reason)
+    assert (await _verify(audit)).ok  # every change was undone: the ledger verifies again
+
+
+async def test_a_deleted_entry_is_found_anywhere(fresh_ledger: Built) -> None:
+    settings, audit = fresh_ledger
+    rng = random.Random(7)
+    for position in sorted({1, 500, 501, SIZE, *rng.sample(range(2, SIZE), 6)}):
+        row = await _row(settings, position)
+        await behind_the_ledgers_back(
+            settings, "DELETE FROM audit_ledger WHERE position = $1", position
+        )
+        try:
+            verdict = await _verify(audit)
+        finally:
+            await _restore(settings, row, "position")
+        assert verdict.first_bad_position == position, verdict.reason
+    assert (await _verify(audit)).ok
+
+
+async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
+    settings, audit = fresh_ledger
+    rng = random.Random(8)
+    for _ in range(5):
+        first, second = sorted(rng.sample(range(1, SIZE + 1), 2))
+        rows = [await _row(settings, first), await _row(settings, second)]
+        async with superuser(settings) as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "UPDATE audit_ledger SET position = 99999999 WHERE position = $1", first
+            )
+            await conn.execute(
+                "UPDATE audit_ledger SET position = $1 WHERE position = $2", first, second
+            )
+            await conn.execute(
+                "UPDATE audit_ledger SET position = $1 WHERE position = 99999999", second
+            )
+        verdict = await _verify(audit)
+        async with superuser(settings) as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "DELETE FROM audit_ledger WHERE position = ANY($1::bigint[])", [first, second]
+            )
+        for row in rows:
+            await _restore(settings, row, "position")
+        assert verdict.first_bad_position == first, verdict.reason
+    assert (await _verify(audit)).ok
+
+
+async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints(
+    fresh_ledger: Built,
+) -> None:
+    """The attacker recomputes the chain after a change: the chain holds, the signed
+    checkpoint does not, and the rewrite is located between two checkpoints."""
+    settings, audit = fresh_ledger
+    position = 700
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        rows = await conn.fetch(
+            "SELECT position, event, appended_at, prev_hash FROM audit_ledger "
+            "WHERE position >= $1 ORDER BY position",
+            position,
+        )
+        prev = bytes(rows[0]["prev_hash"])
+        for row in rows:
+            event = json.loads(row["event"])
+            if row["position"] == position:
+                event["data"] = {"note": "nothing happened here"}
+            digest = entry_hash(
+                prev, row["position"], event, format_appended_at(row["appended_at"])
+            )
+            await conn.execute(
+                "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, hash = $3 "
+                "WHERE position = $4",
+                json.dumps(event),
+                prev,
+                digest,
+                row["position"],
+            )
+            prev = digest
+    verdict = await _verify(audit)
+    assert not verdict.ok
+    assert verdict.first_bad_position == 501
+    assert verdict.bad_checkpoint == SIZE
+    assert "between positions 501 and 1000" in (verdict.reason or "")
+
+
+async def test_a_forged_checkpoint_is_found(fresh_ledger: Built) -> None:
+    settings, audit = fresh_ledger
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_checkpoints SET note = replace(note, '\n500\n', '\n499\n') "
+        "WHERE tree_size = 500",
+    )
+    verdict = await _verify(audit)
+    assert not verdict.ok
+    assert verdict.bad_checkpoint == 500
+
+
+async def test_entries_removed_at_the_end_are_found_by_the_last_checkpoint(
+    fresh_ledger: Built,
+) -> None:
+    settings, audit = fresh_ledger
+    await behind_the_ledgers_back(settings, "DELETE FROM audit_ledger WHERE position > 990")
+    verdict = await _verify(audit)
+    assert verdict.first_bad_position == 991
+    assert "removed from the end" in (verdict.reason or "")

@@ -1,0 +1,104 @@
+"""The export format, verified offline from the written rules (no database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from branchline_audit.domain.canonical import GENESIS_PREV_HASH, entry_hash
+from branchline_audit.domain.export import ExportWriter, bytes_lines, verify_export
+from branchline_audit.domain.merkle import inclusion_proof, leaf_hash, root
+from branchline_audit.domain.note import Signer, sign_checkpoint
+
+pytestmark = pytest.mark.unit
+
+ORIGIN = "branchline.dev/audit"
+SIGNER = Signer.generate(ORIGIN)
+APPENDED = "2026-11-22T09:00:00.000000Z"
+
+
+def ledger(count: int) -> list[tuple[int, dict[str, Any], bytes, bytes]]:
+    rows = []
+    prev = GENESIS_PREV_HASH
+    for position in range(1, count + 1):
+        event = {"event_id": f"e{position}", "type": "visit.arrived", "data": {"n": position}}
+        digest = entry_hash(prev, position, event, APPENDED)
+        rows.append((position, event, prev, digest))
+        prev = digest
+    return rows
+
+
+def export(content: str, *, only: set[int] | None = None, signer: Signer = SIGNER) -> bytes:
+    rows = ledger(40)
+    leaves = [leaf_hash(r[3]) for r in rows]
+    tree_root = root(leaves)
+    writer = ExportWriter(content)  # type: ignore[arg-type]
+    out = [writer.header()]
+    for position, event, prev, digest in rows:
+        if only is not None and position not in only:
+            continue
+        out.append(
+            writer.entry_line(
+                position=position,
+                appended_at=APPENDED,
+                prev_hash=prev,
+                hash=digest,
+                event=event if position % 7 else {"masked": True},
+                view="full" if position % 7 else "masked",
+                proof=None if only is None else inclusion_proof(position - 1, 40, leaves),
+            )
+        )
+    out.append(
+        writer.manifest_line(
+            signer,
+            {
+                "origin": ORIGIN,
+                "filters": {} if only is None else {"client_id": "C-1"},
+                "complete": only is None,
+                "tree_size": 40,
+                "root_hash": tree_root.hex(),
+                "checkpoint": sign_checkpoint(signer, ORIGIN, 40, tree_root),
+            },
+        )
+    )
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+@pytest.mark.parametrize("only", [None, {3, 7, 8, 21, 40}])
+def test_a_good_export_verifies(content: str, only: set[int] | None) -> None:
+    verdict = verify_export(bytes_lines(export(content, only=only)), SIGNER.verifier())
+    assert verdict.ok, verdict
+    assert verdict.entries == (40 if only is None else 5)
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+def test_every_single_byte_change_is_rejected_with_its_line(content: str) -> None:
+    data = export(content, only={3, 7, 8, 21, 40})
+    lines = data.split(b"\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    for offset in range(0, len(data), 3):
+        tampered = bytearray(data)
+        tampered[offset] ^= 0x20 if data[offset] != ord("\n") else 0x01
+        verdict = verify_export(bytes_lines(bytes(tampered)), SIGNER.verifier())
+        assert not verdict.ok, offset
+        if data[offset] != ord("\n"):
+            line = next(i for i in range(len(lines)) if starts[i] <= offset < starts[i + 1]) + 1
+            assert verdict.line == line, (offset, verdict)
+
+
+def test_removed_lines_and_other_keys_are_rejected() -> None:
+    lines = export("jsonl").split(b"\n")
+    verdict = verify_export(bytes_lines(b"\n".join(lines[:5] + lines[6:])), SIGNER.verifier())
+    assert not verdict.ok
+    assert verdict.line == 6
+    other = Signer.generate(ORIGIN)
+    verdict = verify_export(bytes_lines(export("jsonl")), other.verifier())
+    assert not verdict.ok
+    assert verdict.line == 41
+    assert "signature" in (verdict.reason or "")
+    verdict = verify_export(bytes_lines(b"\n".join(lines[:-2]) + b"\n"), SIGNER.verifier())
+    assert not verdict.ok  # the manifest cut off
