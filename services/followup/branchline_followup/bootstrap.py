@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from branchline_followup.entrypoints.http import router
+from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.application.clock import ServiceClock
+from branchline_followup.application.config import policy_from_settings
+from branchline_followup.application.projector import Projection
+from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.entrypoints.http import api_router
+from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_shared.clock import SystemClock
+from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
+from branchline_shared.kafka.topics import (
+    Topics,
+    broker_is_reachable,
+    declare_topics,
+    ensure_topics,
+)
 from branchline_shared.postgres.migrations import load_migrations, migrate
-from branchline_shared.postgres.pool import ensure_database, is_reachable, open_pool
+from branchline_shared.postgres.pool import PgPool, ensure_database, is_reachable, open_pool
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "followup"
@@ -24,7 +42,10 @@ SERVICE = "followup"
 
 async def prepare_database(settings: BranchlineSettings) -> None:
     await ensure_database(settings.followup_database_url)
-    pool = await open_pool(settings.followup_database_url, min_size=1, max_size=1)
+    # Migrations run with search_path = public: the read-model schema holds only read models.
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, "public"), min_size=1, max_size=1
+    )
     try:
         async with pool.acquire() as conn:
             await migrate(
@@ -35,66 +56,162 @@ async def prepare_database(settings: BranchlineSettings) -> None:
         await pool.close()
 
 
+async def open_read_model_pool(settings: BranchlineSettings) -> PgPool:
+    return await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+    )
+
+
+@dataclass(frozen=True)
+class FollowupRuntime:
+    """What both followup processes run: the pool, the use cases' context, the outbox relay
+    of followup's event store (one active per database, whichever process holds its lock)."""
+
+    settings: BranchlineSettings
+    topics: Topics
+    pool: PgPool
+    producer: AIOKafkaProducer
+    context: FollowupContext
+
+
+@contextlib.asynccontextmanager
+async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
+    await prepare_database(settings)
+    topics = declare_topics(settings)
+    await ensure_topics(settings.kafka_bootstrap, topics.all())
+    policy = policy_from_settings(settings)
+    pool = await open_read_model_pool(settings)
+    producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
+    relay_task: asyncio.Task[None] | None = None
+    try:
+        await producer.start()
+        relay = OutboxRelay(
+            pool=pool,
+            producer=producer,
+            store_name=SERVICE,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+            on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+        )
+        context = FollowupContext(
+            pool=pool,
+            projection=Projection(policy),
+            topic=topics.followup_events.name,
+            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
+            on_commit=relay.wake if settings.relay_enabled else None,
+        )
+        if settings.relay_enabled:
+            relay_task = asyncio.create_task(relay.run(), name="followup-outbox-relay")
+        yield FollowupRuntime(settings, topics, pool, producer, context)
+    finally:
+        if relay_task is not None:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+        await producer.stop()
+        await pool.close()
+
+
 def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     settings = settings or BranchlineSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await prepare_database(settings)
-        pool = await open_pool(
-            settings.followup_database_url,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-        )
-        try:
-            app.state.pool = pool
+        async with followup_runtime(settings) as runtime:
+            app.state.pool = runtime.pool
+            app.state.followup = runtime.context
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
             )
             app.state.readiness_checks = {
-                "postgres": lambda: is_reachable(pool),
+                "postgres": lambda: is_reachable(runtime.pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
             yield
-        finally:
-            await pool.close()
 
     app = create_service_app(
         service=SERVICE,
         title="Branchline followup",
-        description="Read models of clients and follow-up work for relationship managers.",
+        description="Follow-up work for relationship managers and supervisors: tasks made due "
+        "by the rules of the standard, SLA clocks, escalation, client 360, quality measures.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
-    app.include_router(router)
+    app.include_router(api_router(dev_mode=settings.dev_mode))
     return app
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
+    """The worker's parts, started: the Faust agent projecting the event topics, the timer
+    runner and the outbox relay. Stopped (in order) when the block ends."""
+    async with followup_runtime(settings) as runtime:
+        app = create_faust_app(
+            settings,
+            runtime.topics,
+            runtime.pool,
+            DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
+            runtime.context.projection,
+        )
+        timers = asyncio.create_task(
+            run_timer_loop(
+                runtime.context,
+                interval_s=settings.followup_timer_poll_interval_s,
+                batch_size=settings.followup_timer_batch_size,
+            ),
+            name="followup-timer-runner",
+        )
+        try:
+            await app.start()
+            yield runtime
+        finally:
+            timers.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timers
+            await app.stop()
 
 
 async def run_worker(settings: BranchlineSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
-    await prepare_database(settings)
-    topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    pool = await open_pool(
-        settings.followup_database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
-    producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
-    await producer.start()
-    app = create_faust_app(
-        settings, topics, pool, DeadLetters(producer, topics.followup_worker_dlq.name, CONSUMER)
-    )
-    checks = {
-        "postgres": lambda: is_reachable(pool),
-        "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-    }
-    try:
-        await app.start()
+    async with running_worker(settings) as runtime:
+        checks = {
+            "postgres": lambda: is_reachable(runtime.pool),
+            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+        }
         async with serving_health(
             f"{SERVICE}-worker", settings.bind_host, settings.followup_worker_port, checks
         ):
             await stop.wait()
+
+
+async def rebuild(
+    settings: BranchlineSettings,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    keep_retired: bool = False,
+    batch_size: int = 500,
+) -> RebuildResult:
+    """``branchline rebuild followup``: the read models rebuilt from the event topics into a
+    new schema and swapped in (blue/green) while the API keeps serving the old one."""
+    await prepare_database(settings)
+    topics = declare_topics(settings)
+    admin = await open_pool(
+        with_search_path(settings.followup_database_url, "public"), min_size=1, max_size=2
+    )
+    try:
+        return await rebuild_read_models(
+            admin_pool=admin,
+            database_url=settings.followup_database_url,
+            source=TopicReplay(settings.kafka_bootstrap, topics.event_topics()),
+            policy=policy_from_settings(settings),
+            on_total=on_total,
+            on_progress=on_progress,
+            batch_size=batch_size,
+            keep_retired=keep_retired,
+        )
     finally:
-        await app.stop()
-        await producer.stop()
-        await pool.close()
+        await admin.close()

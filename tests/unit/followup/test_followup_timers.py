@@ -96,7 +96,7 @@ def test_d08_escalation_goes_to_the_rms_supervisor_24h_after_due() -> None:
     event = on_timer_fired(task, TimerKind.ESCALATE, task.due_at + timedelta(hours=24), POLICY)
     assert event is not None
     assert event.type == FOLLOWUP_ESCALATED
-    assert event.data == {"task_id": str(task.id), "to": "sup-3"}
+    assert event.data == {"task_id": str(task.id), "supervisor_id": "sup-3"}
     assert event.occurred_at == task.due_at + timedelta(hours=24)
 
 
@@ -104,7 +104,7 @@ def test_d08_escalation_of_staff_without_supervisor_goes_to_the_default_supervis
     task = survey_task().model_copy(update={"assignee": "staff-unknown"})
     event = on_timer_fired(task, TimerKind.ESCALATE, task.due_at + timedelta(days=2), POLICY)
     assert event is not None
-    assert event.data["to"] == "supervisor"
+    assert event.data["supervisor_id"] == "supervisor"
 
 
 def test_d08_a_supervisors_own_task_escalates_to_the_default_supervisor() -> None:
@@ -114,7 +114,7 @@ def test_d08_a_supervisors_own_task_escalates_to_the_default_supervisor() -> Non
     task = survey_task().model_copy(update={"assignee": "sup-3"})
     event = on_timer_fired(task, TimerKind.ESCALATE, task.due_at + timedelta(days=2), policy)
     assert event is not None
-    assert event.data["to"] == "head-office"
+    assert event.data["supervisor_id"] == "head-office"
 
 
 def test_d08_a_task_escalates_once() -> None:

@@ -1,13 +1,41 @@
-"""SQL of the followup read models (asyncpg). No HTTP or Kafka concerns here."""
+"""SQL of the followup read models, write side (asyncpg). No HTTP or Kafka concerns here.
+
+Tables are named without a schema: the connection's search_path chooses the live read models
+or a rebuild's copy (see :mod:`.schemas`).
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
+from branchline_followup.domain import DurableTimer, FollowupTask, LifecycleFacts
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection
+
+TASK_COLUMNS = (
+    "id",
+    "kind",
+    "rule",
+    "client_id",
+    "branch_id",
+    "assignee",
+    "subject",
+    "opened_at",
+    "due_at",
+    "deadline_profile",
+    "source_event_id",
+    "status",
+    "closed_at",
+    "closed_by_event_id",
+    "close_reason",
+    "escalated_to",
+)
+_TASK_SELECT = ", ".join(TASK_COLUMNS)
 
 
 async def mark_applied(conn: PgConnection, event: RecordedEvent) -> bool:
@@ -21,34 +49,366 @@ async def mark_applied(conn: PgConnection, event: RecordedEvent) -> bool:
     return bool(inserted)
 
 
-async def upsert_registered_client(conn: PgConnection, event: RecordedEvent) -> None:
+async def applied_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT event_id FROM fu_applied_events WHERE event_id = ANY($1::uuid[])",
+        list(event_ids),
+    )
+    return {r["event_id"] for r in rows}
+
+
+# --- clients -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ClientFacts:
+    """One row of ``fu_clients`` (the D-09 facts and what the 360 view shows)."""
+
+    client_id: str
+    client_type: str
+    rm_id: str
+    branch_id: str | None
+    lifecycle_stage: str
+    registered_at: datetime
+    last_event_at: datetime
+    last_contact_at: datetime | None = None
+    risk_tolerance: str | None = None
+    risk_level: str | None = None
+    identity_verified_at: datetime | None = None
+    first_business_at: datetime | None = None
+    last_business_at: datetime | None = None
+    assets_under_management: Decimal = Decimal(0)
+    account_closed_at: datetime | None = None
+
+    def lifecycle(self) -> LifecycleFacts:
+        """The facts D-09's stage depends on."""
+        return LifecycleFacts(
+            registered_at=self.registered_at,
+            identity_verified_at=self.identity_verified_at,
+            first_business_at=self.first_business_at,
+            last_business_at=self.last_business_at,
+            assets_under_management=self.assets_under_management,
+            account_closed_at=self.account_closed_at,
+        )
+
+
+FACT_COLUMNS = (
+    "client_type",
+    "rm_id",
+    "branch_id",
+    "lifecycle_stage",
+    "registered_at",
+    "last_event_at",
+    "last_contact_at",
+    "risk_tolerance",
+    "risk_level",
+    "identity_verified_at",
+    "first_business_at",
+    "last_business_at",
+    "assets_under_management",
+    "account_closed_at",
+)
+
+
+async def fetch_client(conn: PgConnection, client_id: str) -> ClientFacts | None:
+    row = await conn.fetchrow(
+        f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients WHERE client_id = $1",  # noqa: S608 - fixed identifiers, bound values
+        client_id,
+    )
+    return None if row is None else ClientFacts(**dict(row))
+
+
+async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
+    values = [getattr(facts, c) for c in FACT_COLUMNS]
+    placeholders = ", ".join(f"${i}" for i in range(2, len(FACT_COLUMNS) + 2))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FACT_COLUMNS)
+    await conn.execute(
+        f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
+        f"VALUES ($1, {placeholders}) "
+        f"ON CONFLICT (client_id) DO UPDATE SET {updates}, updated_at = now()",
+        facts.client_id,
+        *values,
+    )
+
+
+# --- tasks and timers --------------------------------------------------------------------------
+
+
+def task_from_row(row: Any) -> FollowupTask:
+    return FollowupTask.model_validate({c: row[c] for c in TASK_COLUMNS})
+
+
+async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask]:
+    rows = await conn.fetch(
+        f"SELECT {_TASK_SELECT} FROM fu_tasks WHERE client_id = $1 AND status = 'open' "  # noqa: S608 - fixed identifiers, bound values
+        "ORDER BY opened_at, id",
+        client_id,
+    )
+    return [task_from_row(r) for r in rows]
+
+
+async def fetch_task(conn: PgConnection, task_id: uuid.UUID) -> FollowupTask | None:
+    row = await conn.fetchrow(f"SELECT {_TASK_SELECT} FROM fu_tasks WHERE id = $1", task_id)  # noqa: S608 - fixed identifiers, bound values
+    return None if row is None else task_from_row(row)
+
+
+async def save_tasks(conn: PgConnection, tasks: Sequence[FollowupTask]) -> None:
+    if not tasks:
+        return
+    mutable = [c for c in TASK_COLUMNS if c != "id"]
+    await conn.executemany(
+        f"INSERT INTO fu_tasks ({_TASK_SELECT}) "  # noqa: S608 - fixed identifiers, bound values
+        f"VALUES ({', '.join(f'${i}' for i in range(1, len(TASK_COLUMNS) + 1))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in mutable)}",
+        [
+            [
+                t.id,
+                t.kind.value,
+                t.rule.value,
+                t.client_id,
+                t.branch_id,
+                t.assignee,
+                t.subject,
+                t.opened_at,
+                t.due_at,
+                t.deadline_profile,
+                t.source_event_id,
+                t.status.value,
+                t.closed_at,
+                t.closed_by_event_id,
+                t.close_reason,
+                t.escalated_to,
+            ]
+            for t in tasks
+        ],
+    )
+
+
+async def set_task_outcome(conn: PgConnection, task_id: uuid.UUID, outcome: str) -> None:
+    await conn.execute("UPDATE fu_tasks SET outcome = $2 WHERE id = $1", task_id, outcome)
+
+
+async def set_task_overdue(conn: PgConnection, task_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE fu_tasks SET overdue_at = COALESCE(overdue_at, $2) WHERE id = $1", task_id, at
+    )
+
+
+async def sync_timers(
+    conn: PgConnection, task: FollowupTask, wanted: Sequence[DurableTimer]
+) -> None:
+    """Make the task's unfired timers exactly ``wanted``. A timer whose instant moved (the
+    task was rescheduled) is armed again; a fired timer keeps its record."""
+    await conn.execute(
+        "DELETE FROM fu_timers WHERE task_id = $1 AND fired_at IS NULL "
+        "AND NOT (id = ANY($2::uuid[]))",
+        task.id,
+        [t.id for t in wanted],
+    )
+    if not wanted:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (id) DO UPDATE SET
+            fire_at = EXCLUDED.fire_at,
+            fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
+                            THEN fu_timers.fired_at END,
+            fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
+                                  THEN fu_timers.fired_event_id END
+        """,
+        [(t.id, t.task_id, task.client_id, t.kind.value, t.fire_at) for t in wanted],
+    )
+
+
+async def record_timer_fired(
+    conn: PgConnection,
+    *,
+    timer_id: uuid.UUID,
+    task_id: uuid.UUID,
+    client_id: str,
+    kind: str,
+    fire_at: datetime,
+    event_id: uuid.UUID,
+) -> None:
+    """The timer fired at its instant and recorded ``event_id``; the row is created if the
+    task closed (and dropped its unfired timers) before the event was applied."""
     await conn.execute(
         """
-        INSERT INTO fu_clients (client_id, client_type, rm_id, branch_id, registered_at,
-                                last_event_at)
-        VALUES ($1, $2, $3, $4, $5, $5)
-        ON CONFLICT (client_id) DO UPDATE
-           SET client_type = EXCLUDED.client_type, rm_id = EXCLUDED.rm_id,
-               branch_id = COALESCE(EXCLUDED.branch_id, fu_clients.branch_id),
-               updated_at = now()
+        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at, fired_at, fired_event_id)
+        VALUES ($1, $2, $3, $4, $5, $5, $6)
+        ON CONFLICT (id) DO UPDATE SET fired_at = EXCLUDED.fired_at,
+                                       fired_event_id = EXCLUDED.fired_event_id
+        WHERE fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL
+        """,
+        timer_id,
+        task_id,
+        client_id,
+        kind,
+        fire_at,
+        event_id,
+    )
+
+
+async def set_task_escalated(conn: PgConnection, task_id: uuid.UUID, to: str) -> None:
+    await conn.execute(
+        "UPDATE fu_tasks SET escalated_to = COALESCE(escalated_to, $2) WHERE id = $1", task_id, to
+    )
+
+
+async def mark_timer_fired(
+    conn: PgConnection, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+) -> None:
+    await conn.execute(
+        "UPDATE fu_timers SET fired_at = $3, fired_event_id = $4 "
+        "WHERE task_id = $1 AND kind = $2 AND fired_at IS NULL",
+        task_id,
+        kind,
+        at,
+        event_id,
+    )
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: uuid.UUID
+    task_id: uuid.UUID
+    client_id: str
+    kind: str
+    fire_at: datetime
+
+
+async def claim_due_timers(conn: PgConnection, now: datetime, limit: int) -> list[DueTimer]:
+    """Due, unfired timers, locked until the caller's transaction ends; timers another runner
+    holds are skipped (decision 8)."""
+    rows = await conn.fetch(
+        "SELECT id, task_id, client_id, kind, fire_at FROM fu_timers "
+        "WHERE fired_at IS NULL AND fire_at <= $1 ORDER BY fire_at, id LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [DueTimer(**dict(r)) for r in rows]
+
+
+async def count_due_timers(conn: PgConnection, now: datetime) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM fu_timers WHERE fired_at IS NULL AND fire_at <= $1", now
+        )
+    )
+
+
+async def consume_timer(conn: PgConnection, timer_id: uuid.UUID, at: datetime) -> None:
+    """A timer that fired for nothing (its task closed or moved meanwhile)."""
+    await conn.execute(
+        "UPDATE fu_timers SET fired_at = $2 WHERE id = $1 AND fired_at IS NULL", timer_id, at
+    )
+
+
+# --- facts of the quality measures (D-12) ------------------------------------------------------
+
+
+async def record_visit(
+    conn: PgConnection,
+    event: RecordedEvent,
+    rm_id: str | None,
+    **columns: Any,
+) -> None:
+    """Upsert the visit of ``event`` (``data.visit_id``) with ``columns`` set."""
+    names = list(columns)
+    values = [columns[n] for n in names]
+    assignments = ", ".join(f"{n} = EXCLUDED.{n}" for n in names)
+    column_list = "".join(f", {n}" for n in names)
+    placeholders = "".join(f", ${i}" for i in range(5, 5 + len(names)))
+    await conn.execute(
+        f"INSERT INTO fu_visits (client_id, visit_id, branch_id, rm_id{column_list}) "  # noqa: S608 - fixed identifiers, bound values
+        f"VALUES ($1, $2, $3, $4{placeholders}) "
+        f"ON CONFLICT (client_id, visit_id) DO UPDATE SET "
+        f"branch_id = COALESCE(fu_visits.branch_id, EXCLUDED.branch_id), "
+        f"rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id)"
+        + (f", {assignments}" if assignments else ""),
+        event.client_id,
+        str(event.data["visit_id"]),
+        event.branch_id,
+        rm_id,
+        *values,
+    )
+
+
+async def record_survey(
+    conn: PgConnection,
+    event: RecordedEvent,
+    rm_id: str | None,
+    visit_id: str | None,
+    scores: dict[str, float],
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO fu_surveys (event_id, client_id, branch_id, rm_id, visit_id, answered_at,
+                                attitude, professionalism, response_speed, risk_management,
+                                convenience)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        event.event_id,
+        event.client_id,
+        event.branch_id,
+        rm_id,
+        visit_id,
+        event.occurred_at,
+        scores["attitude"],
+        scores["professionalism"],
+        scores["response_speed"],
+        scores["risk_management"],
+        scores["convenience"],
+    )
+
+
+async def record_complaint_received(
+    conn: PgConnection,
+    event: RecordedEvent,
+    rm_id: str | None,
+    severity: str,
+    topic: str | None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO fu_complaints (client_id, complaint_id, branch_id, rm_id, severity, topic,
+                                   received_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (client_id, complaint_id) DO UPDATE
+           SET severity = EXCLUDED.severity, topic = EXCLUDED.topic
         """,
         event.client_id,
-        event.data["client_type"],
-        event.data["rm_id"],
+        str(event.data["complaint_id"]),
         event.branch_id,
+        rm_id,
+        severity,
+        topic,
         event.occurred_at,
     )
 
 
-async def touch_client(conn: PgConnection, event: RecordedEvent) -> None:
+_COMPLAINT_STEP_COLUMNS = frozenset(
+    {"owner_id", "acknowledged_at", "resolved_at", "confirmed_at", "satisfied", "closed_at"}
+)
+
+
+async def record_complaint_step(
+    conn: PgConnection, event: RecordedEvent, status: str, **columns: Any
+) -> None:
+    names = list(columns)
+    if not set(names) <= _COMPLAINT_STEP_COLUMNS:
+        raise ValueError(
+            f"unknown complaint columns {sorted(set(names) - _COMPLAINT_STEP_COLUMNS)}"
+        )
+    assignments = "".join(f", {n} = ${i}" for i, n in enumerate(names, start=4))
     await conn.execute(
-        "UPDATE fu_clients SET last_event_at = GREATEST(last_event_at, $2), updated_at = now() "
-        "WHERE client_id = $1",
+        f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values
+        "WHERE client_id = $1 AND complaint_id = $2",
         event.client_id,
-        event.occurred_at,
+        str(event.data["complaint_id"]),
+        status,
+        *[columns[n] for n in names],
     )
-
-
-async def fetch_client(pool: asyncpg.Pool[Any], client_id: str) -> dict[str, Any] | None:
-    row = await pool.fetchrow("SELECT * FROM fu_clients WHERE client_id = $1", client_id)
-    return dict(row) if row else None

@@ -1,34 +1,301 @@
 """Applies one event to the read models, effectively once.
 
-The applied event id and the read-model change are one transaction: a redelivered event finds
-its id recorded and changes nothing (decision 3).
+The applied event id and every read-model change it causes are one transaction: a redelivered
+event finds its id recorded and changes nothing (decision 3). :func:`project` runs inside the
+caller's transaction, so the same code serves the worker (events from Kafka), the API and
+the timer runner (``followup.*`` events applied where they are recorded, in the transaction
+that appends them to the event store; their Kafka copy then finds its id applied) and the
+rebuild (the same events replayed into a fresh schema).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import asyncpg
-
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.adapters.schemas import (
+    LIVE_CLIENT_LOCK_CLASS,
+    hold_swap_lock_shared,
+    lock_client,
+)
+from branchline_followup.domain import (
+    BUSINESS_EVENT_TYPES,
+    FOLLOWUP_ESCALATED,
+    FOLLOWUP_OVERDUE,
+    HANDLED_EVENT_TYPES,
+    ClientContext,
+    FollowupPolicy,
+    FollowupTask,
+    LifecycleStage,
+    ReassignTask,
+    TaskCommand,
+    TimerKind,
+    apply_commands,
+    decide,
+    lifecycle_stage,
+    mark_escalated,
+    on_stage_changed,
+    timer_id_for,
+    timers_for,
+)
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.postgres.pool import PgConnection, PgPool
 
-Handler = Callable[[PgConnection, RecordedEvent], Awaitable[None]]
+FOLLOWUP_REASSIGNED = "followup.reassigned"
+FOLLOWUP_COMPLETED = "followup.completed"
 
-HANDLERS: dict[str, Handler] = {
-    "client.registered": read_models.upsert_registered_client,
+RISK_LEVEL_OF_TOLERANCE = {
+    "C1": "low",
+    "C2": "medium",
+    "C3": "medium",
+    "C4": "high",
+    "C5": "very_high",
 }
+"""D-09 risk level from the C1..C5 assessment (the same default table as intake's)."""
+
+CONTACT_EVENT_TYPES = frozenset(
+    {
+        "visit.arrived",
+        "visit.closed",
+        "appointment.attended",
+        "consultation.opened",
+        "consultation.answered",
+        "complaint.received",
+        "complaint.acknowledged",
+        "complaint.progress_reported",
+        "complaint.resolved",
+        "complaint.confirmed_by_client",
+        "feedback.survey_answered",
+        FOLLOWUP_COMPLETED,
+    }
+)
+"""Events in which the institution and the client were in touch (the 360's last contact)."""
 
 
-async def apply_event(pool: asyncpg.Pool[Any], event: RecordedEvent) -> bool:
-    """Apply ``event``; returns False when it had already been applied."""
+@dataclass(frozen=True)
+class Projection:
+    """What :func:`project` needs besides the event: the rules' numbers, and which client
+    lock class guards the schema being written (live or a rebuild's)."""
+
+    policy: FollowupPolicy
+    client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
+
+
+async def apply_event(pool: PgPool, event: RecordedEvent, projection: Projection) -> bool:
+    """Apply ``event`` in its own transaction; False when it had already been applied."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await read_models.mark_applied(conn, event):
-            return False
-        handler = HANDLERS.get(event.type)
-        if handler is not None:
-            await handler(conn, event)
-        await read_models.touch_client(conn, event)
-        return True
+        await hold_swap_lock_shared(conn)
+        return await project(conn, event, projection)
+
+
+async def project(conn: PgConnection, event: RecordedEvent, projection: Projection) -> bool:
+    """Apply ``event`` within the caller's transaction; False when it had been applied."""
+    if not await read_models.mark_applied(conn, event):
+        return False
+    await lock_client(conn, event.client_id, projection.client_lock_class)
+    policy = projection.policy
+    at = event.occurred_at
+    facts = await read_models.fetch_client(conn, event.client_id)
+    previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
+    facts = _updated_facts(facts, event)
+    stage = previous_stage
+    if facts is not None:
+        # The stage as of the latest event of the client, not of this one: followup's own
+        # events carry past instants (a deadline) and may be applied after later ones, so
+        # the stage must not depend on the order (rebuild == incremental).
+        at = facts.last_event_at
+        stage = lifecycle_stage(facts.lifecycle(), at, policy)
+        facts.lifecycle_stage = stage.value
+        await read_models.save_client(conn, facts)
+    client = ClientContext(
+        client_id=event.client_id,
+        rm_id=facts.rm_id if facts else None,
+        stage=stage,
+        branch_id=facts.branch_id if facts and facts.branch_id else event.branch_id,
+    )
+
+    before = {t.id: t for t in await read_models.open_tasks_of(conn, event.client_id)}
+    tasks = dict(before)
+    if event.type in HANDLED_EVENT_TYPES:
+        tasks = apply_commands(tasks, decide(event, client, list(tasks.values()), policy))
+    if stage is not previous_stage:
+        open_now = [t for t in tasks.values() if t.is_open]
+        tasks = apply_commands(
+            tasks,
+            on_stage_changed(
+                client,
+                previous_stage,
+                at=at,
+                cause_event_id=event.event_id,
+                open_tasks=open_now,
+                policy=policy,
+            ),
+        )
+    tasks = await _apply_followup_event(conn, event, tasks)
+
+    changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
+    await read_models.save_tasks(conn, changed)
+    for task in changed:
+        await read_models.sync_timers(conn, task, timers_for(task, policy))
+    await _record_quality_facts(conn, event, facts.rm_id if facts else None)
+    return True
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFacts | None:
+    """The client's facts after ``event`` (``None``: a client followup does not know yet)."""
+    at = event.occurred_at
+    data = event.data
+    if event.type == "client.registered":
+        if facts is None:
+            facts = ClientFacts(
+                client_id=event.client_id,
+                client_type=str(data["client_type"]),
+                rm_id=str(data["rm_id"]),
+                branch_id=event.branch_id,
+                lifecycle_stage=LifecycleStage.PROSPECT.value,
+                registered_at=at,
+                last_event_at=at,
+            )
+        else:
+            facts = replace(
+                facts,
+                client_type=str(data["client_type"]),
+                rm_id=str(data["rm_id"]),
+                branch_id=event.branch_id or facts.branch_id,
+            )
+    if facts is None:
+        return None
+    facts.last_event_at = _later(facts.last_event_at, at)
+    if event.type in CONTACT_EVENT_TYPES:
+        facts.last_contact_at = _later(facts.last_contact_at, at)
+    if event.type == "client.identity_verified" and facts.identity_verified_at is None:
+        facts.identity_verified_at = at
+    elif event.type == "client.risk_assessed":
+        level = str(data.get("level", ""))
+        facts.risk_tolerance = level or None
+        facts.risk_level = RISK_LEVEL_OF_TOLERANCE.get(level)
+    if event.type in BUSINESS_EVENT_TYPES:
+        if facts.first_business_at is None or at < facts.first_business_at:
+            facts.first_business_at = at
+        facts.last_business_at = _later(facts.last_business_at, at)
+    if event.type == "product.sold":
+        facts.assets_under_management += _amount(data.get("amount"))
+    return facts
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+def _task_id(event: RecordedEvent) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(event.data.get("task_id")))
+    except ValueError:
+        return None
+
+
+async def _apply_followup_event(
+    conn: PgConnection, event: RecordedEvent, tasks: dict[uuid.UUID, FollowupTask]
+) -> dict[uuid.UUID, FollowupTask]:
+    """What the followup service's own events do that the rules do not decide."""
+    if not event.type.startswith("followup."):
+        return tasks
+    task_id = _task_id(event)
+    if task_id is None:
+        return tasks
+    if event.type == FOLLOWUP_REASSIGNED:
+        command: TaskCommand = ReassignTask(
+            task_id=task_id,
+            assignee=str(event.data["to_assignee"]),
+            cause_event_id=event.event_id,
+        )
+        return apply_commands(tasks, [command])
+    if event.type in (FOLLOWUP_OVERDUE, FOLLOWUP_ESCALATED):
+        kind = TimerKind.OVERDUE if event.type == FOLLOWUP_OVERDUE else TimerKind.ESCALATE
+        fire_at = event.occurred_at
+        await read_models.record_timer_fired(
+            conn,
+            timer_id=timer_id_for(task_id, kind),
+            task_id=task_id,
+            client_id=event.client_id,
+            kind=kind.value,
+            fire_at=fire_at,
+            event_id=event.event_id,
+        )
+        if kind is TimerKind.OVERDUE:
+            await read_models.set_task_overdue(conn, task_id, event.occurred_at)
+            return tasks
+        supervisor = str(event.data["supervisor_id"])
+        task = tasks.get(task_id)
+        if task is not None and task.is_open:
+            if task.escalated_to is None:
+                tasks = {**tasks, task_id: mark_escalated(task, supervisor)}
+        else:  # closed before this event was applied (a rebuild's order): same end state
+            await read_models.set_task_escalated(conn, task_id, supervisor)
+    elif event.type == FOLLOWUP_COMPLETED and event.data.get("outcome"):
+        await read_models.set_task_outcome(conn, task_id, str(event.data["outcome"]))
+    return tasks
+
+
+async def _record_quality_facts(
+    conn: PgConnection, event: RecordedEvent, rm_id: str | None
+) -> None:
+    data = event.data
+    at = event.occurred_at
+    match event.type:
+        case "visit.arrived":
+            await read_models.record_visit(conn, event, rm_id, arrived_at=at)
+        case "visit.needs_confirmed":
+            await read_models.record_visit(conn, event, rm_id, category=data.get("category"))
+        case "visit.business_handled":
+            await read_models.record_visit(
+                conn,
+                event,
+                rm_id,
+                started_at=datetime.fromisoformat(str(data["started_at"])),
+                ended_at=datetime.fromisoformat(str(data["ended_at"])),
+            )
+        case "visit.closed":
+            await read_models.record_visit(
+                conn, event, rm_id, closed_at=at, outcome=data.get("outcome")
+            )
+        case "feedback.survey_answered":
+            await read_models.record_survey(
+                conn, event, rm_id, data.get("visit_id"), _scores(data["scores"])
+            )
+        case "followup.completed" if isinstance(data.get("scores"), dict):
+            await read_models.record_survey(conn, event, rm_id, None, _scores(data["scores"]))
+        case "complaint.received":
+            await read_models.record_complaint_received(
+                conn, event, rm_id, str(data["severity"]), data.get("topic")
+            )
+        case "complaint.acknowledged":
+            await read_models.record_complaint_step(
+                conn, event, "acknowledged", owner_id=data.get("owner_id"), acknowledged_at=at
+            )
+        case "complaint.resolved":
+            await read_models.record_complaint_step(conn, event, "resolved", resolved_at=at)
+        case "complaint.confirmed_by_client":
+            await read_models.record_complaint_step(
+                conn, event, "confirmed", confirmed_at=at, satisfied=data.get("satisfied")
+            )
+        case "complaint.closed":
+            await read_models.record_complaint_step(conn, event, "closed", closed_at=at)
+        case _:
+            pass
+
+
+def _scores(raw: Any) -> dict[str, float]:
+    return {name: float(raw[name]) for name in raw}

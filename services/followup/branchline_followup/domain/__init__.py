@@ -69,6 +69,7 @@ from branchline_followup.domain.timers import (
     DurableTimer,
     FollowupTimerEvent,
     on_timer_fired,
+    timer_id_for,
     timers_for,
 )
 from branchline_followup.domain.vocabulary import (
@@ -147,6 +148,7 @@ __all__ = [
     "sla_state",
     "statistics_quarter",
     "task_id_for",
+    "timer_id_for",
     "timers_for",
     "waiting_times",
 ]

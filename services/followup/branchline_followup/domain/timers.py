@@ -58,7 +58,8 @@ class FollowupTimerEvent(_Frozen):
     data: dict[str, str]
 
 
-def _timer_id(task_id: uuid.UUID, kind: TimerKind) -> uuid.UUID:
+def timer_id_for(task_id: uuid.UUID, kind: TimerKind) -> uuid.UUID:
+    """The id of the task's timer of ``kind`` (stable: re-planning replaces the timer)."""
     return uuid.uuid5(TIMER_NAMESPACE, f"{task_id}/{kind.value}")
 
 
@@ -83,7 +84,7 @@ def timers_for(task: FollowupTask, policy: FollowupPolicy) -> tuple[DurableTimer
         if fire_at is not None:
             timers.append(
                 DurableTimer(
-                    id=_timer_id(task.id, kind), task_id=task.id, kind=kind, fire_at=fire_at
+                    id=timer_id_for(task.id, kind), task_id=task.id, kind=kind, fire_at=fire_at
                 )
             )
     return tuple(timers)
@@ -96,8 +97,9 @@ def on_timer_fired(
     task is closed, was moved so the deadline has not come yet, or was escalated already.
 
     - overdue: ``followup.overdue`` ``{task_id, due_at}``;
-    - escalate: ``followup.escalated`` ``{task_id, to}``, ``to`` being the supervisor of the
-      task's assignee (D-08: the RM's supervisor; :meth:`FollowupPolicy.supervisor_of`).
+    - escalate: ``followup.escalated`` ``{task_id, supervisor_id}`` (the catalogue's names),
+      ``supervisor_id`` being the supervisor of the task's assignee (D-08: the RM's
+      supervisor; :meth:`FollowupPolicy.supervisor_of`).
     """
     now = require_aware(now, "now")
     if not task.is_open:
@@ -112,7 +114,7 @@ def on_timer_fired(
         if task.escalated_to is not None:
             return None
         event_type = FOLLOWUP_ESCALATED
-        data = {"task_id": str(task.id), "to": policy.supervisor_of(task.assignee)}
+        data = {"task_id": str(task.id), "supervisor_id": policy.supervisor_of(task.assignee)}
     return FollowupTimerEvent(
         event_id=uuid.uuid5(
             FOLLOWUP_EVENT_NAMESPACE, f"{task.id}/{timer_kind.value}/{fire_at.isoformat()}"

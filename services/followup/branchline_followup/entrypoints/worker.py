@@ -1,8 +1,9 @@
 """The followup worker: a Faust app whose agent projects every event into the read models.
 
-Faust brings the consumer group, partition assignment and ordered per-partition streams; state
-that must survive lives in PostgreSQL (the projector records applied ids there), so Faust's
-own store stays ``memory://``.
+Faust brings the consumer group, partition assignment and ordered per-partition streams (the
+topics are keyed by client id, so one client's events arrive in order); state that must
+survive lives in PostgreSQL (the projector records applied ids there), so Faust's own store
+stays ``memory://``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import faust
 
-from branchline_followup.application.projector import apply_event
+from branchline_followup.application.config import policy_from_settings
+from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
@@ -24,12 +26,19 @@ CONSUMER = "followup-worker"
 
 
 def create_faust_app(
-    settings: BranchlineSettings, topics: Topics, pool: asyncpg.Pool[Any], dead_letters: DeadLetters
+    settings: BranchlineSettings,
+    topics: Topics,
+    pool: PgPool,
+    dead_letters: DeadLetters,
+    projection: Projection | None = None,
 ) -> faust.App:
+    if projection is None:
+        projection = Projection(policy_from_settings(settings))
     app = faust.App(
         settings.topic(CONSUMER),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
@@ -39,6 +48,7 @@ def create_faust_app(
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
     )
+    projected = projection
     source = app.topic(
         *topics.event_topics(),
         key_type=bytes,
@@ -59,13 +69,13 @@ def create_faust_app(
                 message.value,
                 list(message.headers or ()),
             )
-            await handle_message(raw, pool, dead_letters)
+            await handle_message(raw, pool, dead_letters, projected)
 
     return app
 
 
 async def handle_message(
-    raw: RawMessage, pool: asyncpg.Pool[Any], dead_letters: DeadLetters
+    raw: RawMessage, pool: PgPool, dead_letters: DeadLetters, projection: Projection
 ) -> None:
     try:
         event = decode_event(raw.value)
@@ -73,6 +83,6 @@ async def handle_message(
         await dead_letters.send(raw, str(exc))
         return
     try:
-        await retry_transient(lambda: apply_event(pool, event), consumer=CONSUMER)
+        await retry_transient(lambda: apply_event(pool, event, projection), consumer=CONSUMER)
     except Exception as exc:
         await dead_letters.send(raw, f"projection failed: {exc!r}")

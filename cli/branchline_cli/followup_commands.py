@@ -1,0 +1,80 @@
+"""``branchline rebuild followup`` (and ``branchline followup rebuild``): rebuild the followup
+read models from the event topics, blue/green, with a progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from branchline_shared.settings import BranchlineSettings
+
+followup_app = typer.Typer(help="The followup service's operations.", no_args_is_help=True)
+rebuild_app = typer.Typer(help="Rebuild a service's read models.", no_args_is_help=True)
+
+KeepOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-previous",
+        help="Keep the replaced read models as schema fu_retired_<n> (for comparison).",
+    ),
+]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, max=10_000, help="Events per transaction.")
+]
+
+
+def rebuild_followup_read_models(
+    settings: BranchlineSettings, *, keep_previous: bool, batch_size: int, console: Console
+) -> None:
+    from branchline_followup.bootstrap import rebuild
+
+    with Progress(
+        TextColumn("[bold]followup[/bold] rebuilding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("events", total=None)
+        result = asyncio.run(
+            rebuild(
+                settings,
+                on_total=lambda total: progress.update(task, total=total),
+                on_progress=lambda n: progress.advance(task, n),
+                keep_retired=keep_previous,
+                batch_size=batch_size,
+            )
+        )
+    console.print(
+        f"swapped in: {result.applied} events applied, {result.skipped} skipped "
+        f"(dead-lettered when live), {result.caught_up} caught up at the swap"
+        + (f"; previous read models kept as {result.retired}" if result.retired else "")
+    )
+
+
+@rebuild_app.command("followup")
+def rebuild_followup(keep_previous: KeepOption = False, batch_size: BatchOption = 500) -> None:
+    """Rebuild the followup read models from the event topics (blue/green: the API keeps
+    serving the old ones until the new ones are swapped in)."""
+    rebuild_followup_read_models(
+        BranchlineSettings(), keep_previous=keep_previous, batch_size=batch_size, console=Console()
+    )
+
+
+@followup_app.command("rebuild")
+def followup_rebuild(keep_previous: KeepOption = False, batch_size: BatchOption = 500) -> None:
+    """Same as ``branchline rebuild followup``."""
+    rebuild_followup(keep_previous=keep_previous, batch_size=batch_size)

@@ -1,0 +1,97 @@
+"""Where the read models live, and the PostgreSQL locks around them.
+
+The read models are the tables of the schema ``fu_read``; every query names tables without a
+schema and finds them through the connection's ``search_path``. A rebuild clones them into a
+fresh schema, fills it, and swaps it in with two renames in one transaction (blue/green).
+
+Locks (advisory, per database):
+
+- the *swap lock*: every transaction that writes the live read models holds it shared; the
+  swap holds it exclusively, so no write can land in a schema that is being retired;
+- a *client lock* per client (two-key form, one class per schema being written): every change
+  of a client's tasks is serialised, whoever makes it (worker, timer runner, API).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from branchline_shared.postgres.pool import PgConnection
+
+LIVE_SCHEMA = "fu_read"
+REBUILD_PREFIX = "fu_rebuild_"
+RETIRED_PREFIX = "fu_retired_"
+SWAP_LOCK_KEY = 0x66755F73776170  # "fu_swap"
+LIVE_CLIENT_LOCK_CLASS = 0x6675  # "fu"
+REBUILD_CLIENT_LOCK_CLASS = 0x6662  # "fb"
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def checked_schema(name: str) -> str:
+    """A schema name safe to splice into DDL (identifiers cannot be bind parameters)."""
+    if not _SCHEMA_NAME.match(name):
+        raise ValueError(f"not a plain schema name: {name!r}")
+    return name
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """``dsn`` whose connections resolve table names in ``schema`` first, then ``public``
+    (asyncpg passes unknown DSN query parameters as server settings)."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"]
+    path = "public" if schema == "public" else f"{checked_schema(schema)},public"
+    query.append(("search_path", path))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def hold_swap_lock_shared(conn: PgConnection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+
+
+async def hold_swap_lock_exclusive(conn: PgConnection) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", SWAP_LOCK_KEY)
+
+
+async def lock_client(conn: PgConnection, client_id: str, lock_class: int) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", lock_class, client_id)
+
+
+async def try_lock_client(conn: PgConnection, client_id: str, lock_class: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", lock_class, client_id
+        )
+    )
+
+
+async def read_model_tables(conn: PgConnection, schema: str = LIVE_SCHEMA) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema
+    )
+    return [r["tablename"] for r in rows]
+
+
+async def clone_schema(conn: PgConnection, target: str) -> None:
+    """Create ``target`` with empty copies of every live read-model table (columns, defaults,
+    constraints, indexes), so a rebuild always has exactly the live structure."""
+    target = checked_schema(target)
+    await conn.execute(f"CREATE SCHEMA {target}")
+    for table in await read_model_tables(conn):
+        table = checked_schema(table)
+        await conn.execute(
+            f"CREATE TABLE {target}.{table} (LIKE {LIVE_SCHEMA}.{table} INCLUDING ALL)"
+        )
+
+
+async def swap_in(conn: PgConnection, rebuilt: str, retired: str) -> None:
+    """Within the caller's transaction (holding the swap lock): ``rebuilt`` becomes the live
+    schema, the old one is kept as ``retired``."""
+    rebuilt, retired = checked_schema(rebuilt), checked_schema(retired)
+    await conn.execute(f"ALTER SCHEMA {LIVE_SCHEMA} RENAME TO {retired}")
+    await conn.execute(f"ALTER SCHEMA {rebuilt} RENAME TO {LIVE_SCHEMA}")
+
+
+async def drop_schema(conn: PgConnection, schema: str) -> None:
+    await conn.execute(f"DROP SCHEMA IF EXISTS {checked_schema(schema)} CASCADE")

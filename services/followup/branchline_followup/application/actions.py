@@ -1,0 +1,143 @@
+"""What relationship managers and supervisors do to a task: complete it, reassign it.
+
+Each action is a ``followup.*`` event recorded in followup's event store (with its outbox row,
+so the audit trail receives it) and applied to the read models in the same transaction. A
+refused action changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from branchline_followup.adapters import read_models
+from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
+from branchline_followup.application.recording import FollowupContext, record_and_apply
+from branchline_followup.domain import FollowupTask
+from branchline_shared.events.envelope import Actor
+from branchline_shared.postgres.pool import PgConnection
+
+
+class TaskRefused(Exception):
+    """Base of the refusals of a task action."""
+
+    def __init__(self, task_id: uuid.UUID, detail: str) -> None:
+        super().__init__(detail)
+        self.task_id = task_id
+        self.detail = detail
+
+
+class TaskNotFound(TaskRefused):
+    def __init__(self, task_id: uuid.UUID) -> None:
+        super().__init__(task_id, f"no follow-up task {task_id}")
+
+
+class TaskClosed(TaskRefused):
+    def __init__(self, task: FollowupTask) -> None:
+        super().__init__(task.id, f"task {task.id} is already {task.status.value}")
+        self.status = task.status.value
+
+
+class NotYourTask(TaskRefused):
+    def __init__(self, task: FollowupTask, who: str) -> None:
+        super().__init__(task.id, f"task {task.id} is assigned to {task.assignee}, not to {who}")
+
+
+async def _locked_open_task(
+    conn: PgConnection, ctx: FollowupContext, task_id: uuid.UUID
+) -> FollowupTask:
+    await hold_swap_lock_shared(conn)
+    task = await read_models.fetch_task(conn, task_id)
+    if task is None:
+        raise TaskNotFound(task_id)
+    await lock_client(conn, task.client_id, ctx.projection.client_lock_class)
+    task = await read_models.fetch_task(conn, task_id)  # as of the lock
+    if task is None:
+        raise TaskNotFound(task_id)
+    if not task.is_open:
+        raise TaskClosed(task)
+    return task
+
+
+async def complete_task(
+    ctx: FollowupContext,
+    task_id: uuid.UUID,
+    *,
+    actor: Actor,
+    may_complete_others: bool,
+    outcome: str,
+    note: str | None = None,
+    next_contact_at: datetime | None = None,
+    scores: dict[str, float] | None = None,
+) -> FollowupTask:
+    """Complete an open task (``followup.completed``). An RM completes only their own tasks;
+    supervisors and admins any."""
+    now = await ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        task = await _locked_open_task(conn, ctx, task_id)
+        if not may_complete_others and task.assignee != actor.id:
+            raise NotYourTask(task, actor.id)
+        data: dict[str, Any] = {
+            "task_id": str(task.id),
+            "outcome": outcome,
+            "kind": task.kind.value,
+        }
+        if note is not None:
+            data["note"] = note
+        if next_contact_at is not None:
+            data["next_contact_at"] = next_contact_at
+        if scores is not None:
+            data["scores"] = scores
+        await record_and_apply(
+            conn,
+            ctx,
+            event_id=uuid.uuid4(),
+            event_type=FOLLOWUP_COMPLETED,
+            task=task,
+            occurred_at=now,
+            actor=actor,
+            data=data,
+        )
+        done = await read_models.fetch_task(conn, task_id)
+    ctx.committed()
+    assert done is not None
+    return done
+
+
+async def reassign_task(
+    ctx: FollowupContext,
+    task_id: uuid.UUID,
+    *,
+    actor: Actor,
+    assignee: str,
+    reason: str | None = None,
+) -> FollowupTask:
+    """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
+    now = await ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        task = await _locked_open_task(conn, ctx, task_id)
+        if task.assignee == assignee:
+            return task
+        data: dict[str, Any] = {
+            "task_id": str(task.id),
+            "from_assignee": task.assignee,
+            "to_assignee": assignee,
+        }
+        if reason is not None:
+            data["reason"] = reason
+        await record_and_apply(
+            conn,
+            ctx,
+            event_id=uuid.uuid4(),
+            event_type=FOLLOWUP_REASSIGNED,
+            task=task,
+            occurred_at=now,
+            actor=actor,
+            data=data,
+        )
+        moved = await read_models.fetch_task(conn, task_id)
+    ctx.committed()
+    assert moved is not None
+    return moved

@@ -1,0 +1,78 @@
+"""The :class:`FollowupPolicy` of a deployment, built from its settings (DOMAIN.md defaults
+unless overridden)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from branchline_followup.domain import FollowupPolicy, LifecycleStage
+from branchline_shared.settings import BranchlineSettings
+
+DURATION_FIELDS = frozenset(
+    {
+        "survey_within",
+        "appointment_preparation_lead",
+        "online_consultation_response",
+        "offline_consultation_response",
+        "complaint_follow_up_after",
+        "new_client_first_revisit",
+        "win_back_within",
+        "product_review_every",
+    }
+)
+"""The FollowupPolicy deadlines that ``followup_durations_s`` may override."""
+
+
+class PolicySettingsError(ValueError):
+    """The followup settings name an unknown rule, stage or profile."""
+
+
+def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
+    unknown = set(settings.followup_durations_s) - DURATION_FIELDS
+    if unknown:
+        raise PolicySettingsError(
+            f"followup_durations_s names unknown deadlines {sorted(unknown)}; "
+            f"known: {sorted(DURATION_FIELDS)}"
+        )
+    values: dict[str, Any] = {
+        name: timedelta(seconds=seconds) for name, seconds in settings.followup_durations_s.items()
+    }
+    defaults = FollowupPolicy()
+    cadence = dict(defaults.revisit_cadence)
+    for stage_name, days in settings.followup_revisit_cadence_days.items():
+        try:
+            stage = LifecycleStage(stage_name)
+        except ValueError:
+            raise PolicySettingsError(
+                f"followup_revisit_cadence_days names unknown stage {stage_name!r}"
+            ) from None
+        cadence[stage] = None if days is None else timedelta(days=days)
+    escalate = settings.followup_escalate_after_hours
+    try:
+        return dataclasses.replace(
+            defaults,
+            **values,
+            default_profile=settings.followup_default_profile,
+            branch_profiles=MappingProxyType(dict(settings.followup_branch_profiles)),
+            default_timezone=settings.followup_default_timezone,
+            branch_timezones=MappingProxyType(dict(settings.followup_branch_timezones)),
+            default_holidays=frozenset(settings.followup_holidays),
+            branch_holidays=MappingProxyType(
+                {b: frozenset(days) for b, days in settings.followup_branch_holidays.items()}
+            ),
+            supervisors=MappingProxyType(dict(settings.followup_supervisors)),
+            default_supervisor_id=settings.followup_default_supervisor,
+            escalate_after=None if escalate is None else timedelta(hours=escalate),
+            due_soon_window=timedelta(hours=settings.followup_due_soon_hours),
+            revisit_cadence=MappingProxyType(cadence),
+            # D-09 numbers are the institution's, shared with intake's classification.
+            new_client_period=timedelta(days=settings.intake_new_client_days),
+            churn_after_inactivity=timedelta(days=settings.intake_churn_after_days),
+            high_net_worth_aum=Decimal(settings.intake_high_net_worth_threshold),
+        )
+    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError (unknown zone)
+        raise PolicySettingsError(f"followup settings: {exc}") from exc

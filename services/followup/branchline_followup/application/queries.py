@@ -1,0 +1,82 @@
+"""Read use cases: the client 360 and the D-12 quality report, computed by the pure domain
+from the read models' records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from branchline_followup.adapters import queries
+from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.domain import (
+    ClientPeriodRecord,
+    ComplaintRecord,
+    FollowupPolicy,
+    LifecycleStage,
+    QualityReport,
+    Severity,
+    SlaRecord,
+    SurveyScores,
+    TaskStatus,
+    VisitTiming,
+    lifecycle_stage,
+    quality_report,
+)
+from branchline_shared.postgres.pool import PgPool
+
+
+def stage_at(facts: ClientFacts, moment: datetime, policy: FollowupPolicy) -> LifecycleStage:
+    """D-09 stage at ``moment`` (before registration: prospect)."""
+    if moment < facts.registered_at:
+        return LifecycleStage.PROSPECT
+    return lifecycle_stage(facts.lifecycle(), moment, policy)
+
+
+@dataclass(frozen=True)
+class QualitySelection:
+    branch_id: str | None
+    rm_id: str | None
+    start: datetime
+    end: datetime
+
+
+async def quality(
+    pool: PgPool, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
+) -> QualityReport:
+    records = await queries.quality_records(
+        pool,
+        branch_id=selection.branch_id,
+        rm_id=selection.rm_id,
+        start=selection.start,
+        end=selection.end,
+    )
+    as_of = min(now, selection.end)
+    return quality_report(
+        tasks=[
+            SlaRecord(
+                rule=t["rule"],
+                kind=t["kind"],
+                due_at=t["due_at"],
+                status=TaskStatus(t["status"]),
+                closed_at=t["closed_at"],
+            )
+            for t in records.tasks
+        ],
+        visits=[
+            VisitTiming(v["arrived_at"], v["started_at"], v["ended_at"]) for v in records.visits
+        ],
+        surveys=[SurveyScores(**s) for s in records.surveys],
+        complaints=[
+            ComplaintRecord(f"{c['client_id']}/{c['complaint_id']}", Severity(c["severity"]))
+            for c in records.complaints
+        ],
+        clients=[
+            ClientPeriodRecord(
+                client_id=c.client_id,
+                stage_at_start=stage_at(c, selection.start, policy),
+                stage_at_end=stage_at(c, as_of, policy),
+            )
+            for c in records.clients
+        ],
+        as_of=as_of,
+    )

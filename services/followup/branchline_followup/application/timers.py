@@ -1,0 +1,103 @@
+"""The timer runner's work: fire the durable timers that are due (decision 8).
+
+Timers are claimed with ``FOR UPDATE SKIP LOCKED``, so any number of runners (worker replicas,
+the API answering a test-clock change) share the work without waiting on each other. A timer
+fires in the transaction that appends its event (``followup.overdue`` / ``followup.escalated``)
+to the event store with the outbox row and marks the timer fired: exactly once. The event id
+is derived from the task, the timer and the deadline, so even a timer armed again (after a
+rebuild) never records a second event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from branchline_followup.adapters import read_models
+from branchline_followup.adapters.read_models import DueTimer
+from branchline_followup.adapters.schemas import hold_swap_lock_shared, try_lock_client
+from branchline_followup.application.recording import (
+    TIMER_ACTOR,
+    FollowupContext,
+    record_and_apply,
+)
+from branchline_followup.domain import TimerKind, on_timer_fired
+from branchline_shared.postgres.pool import PgConnection
+
+
+@dataclass(frozen=True)
+class TimerRound:
+    fired: int
+    """Events recorded."""
+    consumed: int
+    """Timers that fired for nothing (task closed or moved meanwhile)."""
+    busy: int
+    """Timers left for the next round: their client was locked by another writer."""
+
+
+async def run_due_timers(
+    ctx: FollowupContext, now: datetime, *, batch_size: int = 200
+) -> TimerRound:
+    """Fire every timer due at ``now`` that no other runner holds; returns what happened."""
+    fired = consumed = busy = 0
+    while True:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await hold_swap_lock_shared(conn)
+            claimed = await read_models.claim_due_timers(conn, now, batch_size)
+            round_busy = 0
+            for timer in claimed:
+                if not await try_lock_client(
+                    conn, timer.client_id, ctx.projection.client_lock_class
+                ):
+                    round_busy += 1
+                    continue
+                if await _fire(conn, ctx, timer, now):
+                    fired += 1
+                else:
+                    consumed += 1
+        busy += round_busy
+        if fired or consumed:
+            ctx.committed()
+        if len(claimed) < batch_size or round_busy == len(claimed):
+            return TimerRound(fired=fired, consumed=consumed, busy=busy)
+
+
+async def _fire(conn: PgConnection, ctx: FollowupContext, timer: DueTimer, now: datetime) -> bool:
+    task = await read_models.fetch_task(conn, timer.task_id)
+    kind = TimerKind(timer.kind)
+    event = None if task is None else on_timer_fired(task, kind, now, ctx.projection.policy)
+    if task is None or event is None:
+        await read_models.consume_timer(conn, timer.id, timer.fire_at)
+        return False
+    await record_and_apply(
+        conn,
+        ctx,
+        event_id=event.event_id,
+        event_type=event.type,
+        task=task,
+        occurred_at=event.occurred_at,
+        actor=TIMER_ACTOR,
+        data=dict(event.data),
+    )
+    # Normally applying the event marked it; a timer whose event was recorded before (and is
+    # applied already) is marked here.
+    await read_models.mark_timer_fired(conn, task.id, kind.value, event.occurred_at, event.event_id)
+    return True
+
+
+async def fire_all_due(
+    ctx: FollowupContext, now: datetime, *, within_s: float = 10.0, batch_size: int = 200
+) -> int:
+    """Fire every timer due at ``now``, waiting (bounded) for those another runner holds;
+    returns how many events this call recorded (the test clock's "fire at once")."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    fired = 0
+    while True:
+        fired += (await run_due_timers(ctx, now, batch_size=batch_size)).fired
+        async with ctx.pool.acquire() as conn:
+            left = await read_models.count_due_timers(conn, now)
+        if not left or loop.time() > deadline:
+            return fired
+        await asyncio.sleep(0.05)

@@ -1,0 +1,154 @@
+"""The client 360 (``GET /v1/clients/{client_id}``) and the D-12 quality measures
+(``GET /v1/quality``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from pydantic import AwareDatetime, BaseModel
+
+from branchline_followup.adapters import queries
+from branchline_followup.application.queries import QualitySelection, quality, stage_at
+from branchline_followup.domain import LifecycleStage, QualityReport
+from branchline_followup.entrypoints.http_deps import (
+    ContextDep,
+    TaskView,
+    sees_everything,
+    task_view,
+)
+from branchline_shared.http.auth import Principal, Role, require_roles
+from branchline_shared.http.problems import Problem
+
+Staff = Annotated[
+    Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN, Role.BRANCH_SYSTEM)
+]
+Worker = Annotated[Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
+
+DEFAULT_QUALITY_PERIOD = timedelta(days=30)
+
+router = APIRouter(prefix="/v1", tags=["clients", "quality"])
+
+
+class ComplaintView(BaseModel):
+    complaint_id: str
+    severity: str
+    topic: str | None
+    status: str
+    owner_id: str | None
+    received_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+
+
+class SurveyView(BaseModel):
+    """One satisfaction record (D-10), from a survey or a completed follow-up."""
+
+    event_id: uuid.UUID
+    visit_id: str | None
+    answered_at: datetime
+    attitude: float
+    professionalism: float
+    response_speed: float
+    risk_management: float
+    convenience: float
+
+
+class ClientView(BaseModel):
+    """A client at a glance (client 360)."""
+
+    client_id: str
+    client_type: str
+    rm_id: str
+    branch_id: str | None
+    lifecycle_stage: LifecycleStage
+    risk_level: str | None
+    risk_tolerance: str | None
+    registered_at: datetime
+    last_event_at: datetime
+    last_contact_at: datetime | None
+    open_complaints: list[ComplaintView]
+    open_tasks: list[TaskView]
+    satisfaction_history: list[SurveyView]
+
+
+class QualityView(BaseModel):
+    branch_id: str | None
+    rm_id: str | None
+    period_from: datetime
+    period_to: datetime
+    as_of: datetime
+    measures: QualityReport
+
+
+@router.get("/clients/{client_id}", response_model=ClientView, summary="A client at a glance")
+async def get_client(
+    client_id: Annotated[str, Path(min_length=1, max_length=128)], ctx: ContextDep, _: Staff
+) -> ClientView:
+    record = await queries.client_record(ctx.pool, client_id)
+    if record is None:
+        raise Problem(
+            404, "Not found", f"no client {client_id!r} in the read model", kind="client-not-found"
+        )
+    now = await ctx.clock.now()
+    policy = ctx.projection.policy
+    facts = record.facts
+    return ClientView(
+        client_id=facts.client_id,
+        client_type=facts.client_type,
+        rm_id=facts.rm_id,
+        branch_id=facts.branch_id,
+        lifecycle_stage=stage_at(facts, now, policy),
+        risk_level=facts.risk_level,
+        risk_tolerance=facts.risk_tolerance,
+        registered_at=facts.registered_at,
+        last_event_at=facts.last_event_at,
+        last_contact_at=facts.last_contact_at,
+        open_complaints=[ComplaintView.model_validate(c) for c in record.open_complaints],
+        open_tasks=[task_view(t, now, policy.due_soon_window) for t in record.open_tasks],
+        satisfaction_history=[SurveyView.model_validate(s) for s in record.surveys],
+    )
+
+
+@router.get("/quality", response_model=QualityView, summary="D-12 service quality measures")
+async def get_quality(
+    ctx: ContextDep,
+    principal: Worker,
+    branch_id: Annotated[str | None, Query(max_length=128)] = None,
+    rm_id: Annotated[str | None, Query(max_length=128)] = None,
+    period_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    period_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+) -> QualityView:
+    """SLA compliance per rule, waiting and handling times, satisfaction per D-10 dimension,
+    complaints by severity, revisit completion, retention and churn, for tasks due, visits,
+    surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their own
+    measures."""
+    if not sees_everything(principal):
+        if rm_id is not None and rm_id != principal.subject:
+            raise Problem(
+                403, "Forbidden", "an RM sees only their own measures", kind="not-your-measures"
+            )
+        rm_id = principal.subject
+    now = await ctx.clock.now()
+    end = period_to or now
+    start = period_from or end - DEFAULT_QUALITY_PERIOD
+    if start >= end:
+        raise Problem(
+            422,
+            "Invalid request",
+            "invalid fields: from",
+            kind="validation",
+            errors=[{"field": "from", "message": "must be before to", "type": "value_error"}],
+        )
+    selection = QualitySelection(branch_id=branch_id, rm_id=rm_id, start=start, end=end)
+    report = await quality(ctx.pool, selection, now=now, policy=ctx.projection.policy)
+    return QualityView(
+        branch_id=branch_id,
+        rm_id=rm_id,
+        period_from=start,
+        period_to=end,
+        as_of=min(now, end),
+        measures=report,
+    )

@@ -1,0 +1,113 @@
+"""What followup's routes depend on, read from ``request.app.state`` (so tests and the
+composition root decide), and the views they answer with."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel
+
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.domain import FollowupTask, SlaState, sla_state
+from branchline_shared.events.envelope import Actor
+from branchline_shared.http.auth import Principal, Role
+from branchline_shared.postgres.pool import PgPool
+
+
+async def get_context(request: Request) -> FollowupContext:
+    ctx: FollowupContext = request.app.state.followup
+    return ctx
+
+
+async def get_pool(request: Request) -> PgPool:
+    pool: PgPool = request.app.state.pool
+    return pool
+
+
+ContextDep = Annotated[FollowupContext, Depends(get_context)]
+PoolDep = Annotated[PgPool, Depends(get_pool)]
+
+OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+
+def sees_everything(principal: Principal) -> bool:
+    """Supervisors and admins see and act on every task; an RM on their own."""
+    return principal.has_any(OVERSEERS)
+
+
+def actor_of(principal: Principal) -> Actor:
+    for role in (Role.ADMIN, Role.SUPERVISOR, Role.RM):
+        if role in principal.roles:
+            return Actor(id=principal.subject, role=role.value)
+    return Actor(id=principal.subject, role="staff")
+
+
+class TaskView(BaseModel):
+    """A follow-up task (API.md): every task says which rule made it due and why."""
+
+    id: uuid.UUID
+    kind: str
+    rule: str
+    client_id: str
+    branch_id: str | None
+    assignee: str
+    subject: str
+    opened_at: datetime
+    due_at: datetime
+    sla_state: SlaState
+    status: str
+    profile: str
+    source_event_id: uuid.UUID
+    closed_at: datetime | None
+    close_reason: str | None
+    escalated_to: str | None
+    overdue_at: datetime | None
+    outcome: str | None
+
+
+def task_view(row: dict[str, Any], now: datetime, due_soon_window: timedelta) -> TaskView:
+    task = FollowupTask.model_validate(
+        {
+            k: row[k]
+            for k in (
+                "id",
+                "kind",
+                "rule",
+                "client_id",
+                "branch_id",
+                "assignee",
+                "subject",
+                "opened_at",
+                "due_at",
+                "deadline_profile",
+                "source_event_id",
+                "status",
+                "closed_at",
+                "close_reason",
+                "escalated_to",
+            )
+        }
+    )
+    return TaskView(
+        id=task.id,
+        kind=task.kind.value,
+        rule=task.rule.value,
+        client_id=task.client_id,
+        branch_id=task.branch_id,
+        assignee=task.assignee,
+        subject=task.subject,
+        opened_at=task.opened_at,
+        due_at=task.due_at,
+        sla_state=sla_state(task, now, due_soon_window),
+        status=task.status.value,
+        profile=task.deadline_profile,
+        source_event_id=task.source_event_id,
+        closed_at=task.closed_at,
+        close_reason=task.close_reason,
+        escalated_to=task.escalated_to,
+        overdue_at=row["overdue_at"],
+        outcome=row["outcome"],
+    )

@@ -1,0 +1,196 @@
+"""The RM's work list and actions: ``GET /v1/followups``, ``POST /v1/followups/{id}/complete``,
+``POST /v1/followups/{id}/reassign``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from branchline_followup.adapters import queries
+from branchline_followup.application.actions import (
+    NotYourTask,
+    TaskClosed,
+    TaskNotFound,
+    TaskRefused,
+    complete_task,
+    reassign_task,
+)
+from branchline_followup.domain import TaskKind
+from branchline_followup.entrypoints.http_deps import (
+    ContextDep,
+    TaskView,
+    actor_of,
+    sees_everything,
+    task_view,
+)
+from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
+from branchline_shared.events.envelope import Identifier
+from branchline_shared.http.auth import Principal, Role, require_roles
+from branchline_shared.http.problems import Problem
+
+Worker = Annotated[Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
+Overseer = Annotated[Principal, require_roles(Role.SUPERVISOR, Role.ADMIN)]
+TaskId = Annotated[uuid.UUID, Path(description="The task's id")]
+
+STATUS_VALUES = sorted(queries.STATUS_FILTERS | queries.SLA_FILTERS)
+
+router = APIRouter(prefix="/v1/followups", tags=["followups"])
+
+
+class TaskPage(BaseModel):
+    items: list[TaskView]
+    next_cursor: str | None
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Label
+    note: Note | None = None
+    next_contact_at: AwareDatetime | None = None
+    scores: SatisfactionScores | None = None
+
+
+class ReassignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee: Identifier
+    reason: Label | None = None
+
+
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(
+        422,
+        "Invalid request",
+        f"invalid fields: {field}",
+        kind="validation",
+        errors=[{"field": field, "message": message, "type": "value_error"}],
+    )
+
+
+def encode_cursor(due_at: datetime, task_id: uuid.UUID) -> str:
+    raw = orjson.dumps([due_at.isoformat(), str(task_id)])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        due_at, task_id = orjson.loads(raw)
+        moment = datetime.fromisoformat(due_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return moment, uuid.UUID(task_id)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise _invalid("cursor", "not a cursor this API returned") from None
+
+
+def _refusal(exc: TaskRefused) -> Problem:
+    if isinstance(exc, TaskNotFound):
+        return Problem(404, "Not found", exc.detail, kind="task-not-found")
+    if isinstance(exc, TaskClosed):
+        return Problem(
+            409, "Task closed", exc.detail, kind="task-closed", extra={"task_status": exc.status}
+        )
+    if isinstance(exc, NotYourTask):
+        return Problem(403, "Forbidden", exc.detail, kind="not-your-task")
+    return Problem(409, "Refused", exc.detail, kind="task-refused")
+
+
+@router.get("", response_model=TaskPage, summary="Follow-up tasks, ordered by deadline")
+async def list_followups(
+    ctx: ContextDep,
+    principal: Worker,
+    assignee: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[str | None, Query(description=f"One of {STATUS_VALUES}")] = None,
+    kind: Annotated[str | None, Query(description="A task kind")] = None,
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    due_before: Annotated[AwareDatetime | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> TaskPage:
+    """An RM sees their own tasks (``assignee`` defaults to them; another RM's are refused);
+    supervisors and admins see everyone's. ``status`` is a task status (open, done,
+    cancelled) or an open task's SLA state (overdue, due_soon, on_track)."""
+    if status is not None and status not in STATUS_VALUES:
+        raise _invalid("status", f"must be one of {STATUS_VALUES}")
+    if kind is not None and kind not in {k.value for k in TaskKind}:
+        raise _invalid("kind", f"must be one of {sorted(k.value for k in TaskKind)}")
+    if not sees_everything(principal):
+        if assignee is not None and assignee != principal.subject:
+            raise Problem(
+                403, "Forbidden", "an RM sees only their own follow-ups", kind="not-your-tasks"
+            )
+        assignee = principal.subject
+    after = decode_cursor(cursor) if cursor else None
+    now = await ctx.clock.now()
+    window = ctx.projection.policy.due_soon_window
+    rows = await queries.list_tasks(
+        ctx.pool,
+        where=queries.TaskFilter(
+            assignee=assignee,
+            status=status,
+            kind=kind,
+            client_id=client_id,
+            due_before=due_before,
+        ),
+        after=after,
+        limit=limit + 1,
+        now=now,
+        due_soon_window=window,
+    )
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(page[-1]["due_at"], page[-1]["id"])
+    return TaskPage(items=[task_view(r, now, window) for r in page], next_cursor=next_cursor)
+
+
+@router.post("/{task_id}/complete", response_model=TaskView, summary="Record the outcome of a task")
+async def complete(
+    task_id: TaskId, body: CompleteRequest, ctx: ContextDep, principal: Worker
+) -> TaskView:
+    """Appends ``followup.completed`` (audited); the task is done. An RM completes only their
+    own tasks (403); a closed task is refused (409); nothing changes on a refusal."""
+    try:
+        await complete_task(
+            ctx,
+            task_id,
+            actor=actor_of(principal),
+            may_complete_others=sees_everything(principal),
+            outcome=body.outcome,
+            note=body.note,
+            next_contact_at=body.next_contact_at,
+            scores=body.scores.model_dump() if body.scores else None,
+        )
+    except TaskRefused as exc:
+        raise _refusal(exc) from None
+    return await _view(ctx, task_id)
+
+
+@router.post("/{task_id}/reassign", response_model=TaskView, summary="Give a task to someone else")
+async def reassign(
+    task_id: TaskId, body: ReassignRequest, ctx: ContextDep, principal: Overseer
+) -> TaskView:
+    """Supervisors and admins only; appends ``followup.reassigned`` (audited)."""
+    try:
+        await reassign_task(
+            ctx, task_id, actor=actor_of(principal), assignee=body.assignee, reason=body.reason
+        )
+    except TaskRefused as exc:
+        raise _refusal(exc) from None
+    return await _view(ctx, task_id)
+
+
+async def _view(ctx: ContextDep, task_id: uuid.UUID) -> TaskView:
+    row = await queries.fetch_task_view(ctx.pool, task_id)
+    if row is None:
+        raise Problem(404, "Not found", f"no follow-up task {task_id}", kind="task-not-found")
+    return task_view(row, await ctx.clock.now(), ctx.projection.policy.due_soon_window)

@@ -1,0 +1,301 @@
+"""The followup service on the real stack (PostgreSQL, broker, worker, API): tasks made due by
+the rules, SLA clocks that go overdue and escalate with the test clock, RM actions recorded as
+events that reach Kafka, refusals that change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_shared.http.auth import Role
+from branchline_shared.kafka.topics import declare_topics
+from branchline_shared.kafka.wire import decode_event
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.integration.followup.harness import (
+    ApiClients,
+    History,
+    followup_api,
+    followup_db,
+    now_utc,
+    produce_events,
+    running_worker,
+    snapshot,
+)
+from tests.support.kafka import read_all
+from tests.support.stack import Infra, eventually, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
+    return make_settings(
+        infra,
+        tmp_path,
+        followup_supervisors={"rm-7": "sup-1", "rm-8": "sup-1"},
+        followup_timer_poll_interval_s=0.2,
+    )
+
+
+@pytest.fixture
+async def db(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
+    async with followup_db(settings) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def stack(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[ApiClients]:
+    async with running_worker(settings), followup_api(settings, tokens) as api:
+        yield api
+
+
+async def followup_events(settings: BranchlineSettings, expect: int) -> list[Any]:
+    records = await read_all(
+        settings.kafka_bootstrap, declare_topics(settings).followup_events.name, expect=expect
+    )
+    return [decode_event(r.value) for r in records]
+
+
+async def test_d01b_the_reception_journey_makes_the_survey_due_for_the_rm(
+    settings: BranchlineSettings, stack: ApiClients
+) -> None:
+    history = History()
+    start = now_utc() - timedelta(hours=2)
+    history.registered("C-J1", start)
+    closed = history.visit("C-J1", "V-1", start + timedelta(minutes=5))
+    await produce_events(settings, history.events)
+    rm = stack.as_(Role.RM, "rm-7")
+
+    async def survey() -> dict[str, Any] | None:
+        page = (await rm.get("/v1/followups", params={"kind": "satisfaction_survey"})).json()
+        return page["items"][0] if page["items"] else None
+
+    task = await eventually(survey)
+    assert task["rule"] == "D-01b"
+    assert task["assignee"] == "rm-7"
+    assert task["client_id"] == "C-J1"
+    assert task["source_event_id"] == str(closed.event_id)
+    assert task["sla_state"] == "on_track"
+    assert task["subject"] == "visit:V-1"
+    assert task["due_at"].startswith((closed.occurred_at + timedelta(days=3)).date().isoformat())
+
+    view = (await rm.get("/v1/clients/C-J1")).json()
+    assert view["rm_id"] == "rm-7"
+    assert view["lifecycle_stage"] == "prospect"
+    assert {t["kind"] for t in view["open_tasks"]} == {"satisfaction_survey", "revisit"}
+    assert view["last_contact_at"] is not None
+    quality = (await rm.get("/v1/quality", params={"rm_id": "rm-7"})).json()
+    assert quality["measures"]["waiting_time"]["count"] == 1
+    assert quality["measures"]["handling_time"]["mean_seconds"] == 12 * 60
+
+
+async def test_d07_a_major_complaint_not_acknowledged_goes_overdue_then_escalates(
+    settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
+) -> None:
+    history = History()
+    received_at = now_utc() - timedelta(minutes=5)
+    history.registered("C-J2", received_at - timedelta(days=1))
+    complaint = history.add(
+        "complaint.received",
+        "C-J2",
+        received_at,
+        {"complaint_id": "K-1", "severity": "urgent", "summary": "sealed"},
+    )
+    await produce_events(settings, history.events)
+    supervisor = stack.as_(Role.SUPERVISOR, "sup-1")
+    admin = stack.as_(Role.ADMIN, "admin-1")
+
+    async def complaint_tasks() -> list[dict[str, Any]] | None:
+        page = (await supervisor.get("/v1/followups", params={"client_id": "C-J2"})).json()
+        kinds = {t["kind"] for t in page["items"]}
+        return page["items"] if {"complaint_response", "complaint_handling"} <= kinds else None
+
+    tasks = {t["kind"]: t for t in await eventually(complaint_tasks)}
+    assert tasks["complaint_handling"]["rule"] == "D-07"
+    assert tasks["complaint_handling"]["source_event_id"] == str(complaint.event_id)
+    assert tasks["complaint_handling"]["profile"] == "default"
+
+    # 25 h later: the 24 h response is overdue, the 48 h handling not yet.
+    moved = await admin.post("/v1/dev/clock", json={"advance_seconds": 25 * 3600})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["timers_fired"] == 1
+    overdue = (await supervisor.get("/v1/followups", params={"status": "overdue"})).json()
+    assert [t["kind"] for t in overdue["items"]] == ["complaint_response"]
+
+    # Past 48 h: the handling clock is overdue and the response (24 h after due) escalates.
+    moved = await admin.post(
+        "/v1/dev/clock", json={"set": (received_at + timedelta(hours=48, minutes=1)).isoformat()}
+    )
+    assert moved.status_code == 200, moved.text
+    page = (await supervisor.get("/v1/followups", params={"client_id": "C-J2"})).json()
+    by_kind = {t["kind"]: t for t in page["items"]}
+    assert by_kind["complaint_handling"]["sla_state"] == "overdue"
+    assert by_kind["complaint_response"]["escalated_to"] == "sup-1"
+    assert by_kind["complaint_handling"]["escalated_to"] is None
+
+    events = await followup_events(settings, expect=3)
+    assert sorted(e.type for e in events) == [
+        "followup.escalated",
+        "followup.overdue",
+        "followup.overdue",
+    ]
+    escalated = next(e for e in events if e.type == "followup.escalated")
+    assert escalated.data == {
+        "task_id": by_kind["complaint_response"]["id"],
+        "supervisor_id": "sup-1",
+    }
+
+    # The worker's timer runner reads the same durable clock: nothing fires twice.
+    await admin.post("/v1/dev/clock", json={"advance_seconds": 60})
+    assert await db.fetchval("SELECT count(*) FROM es_events") == 3
+    # and the clock never goes backwards
+    back = await admin.post("/v1/dev/clock", json={"set": received_at.isoformat()})
+    assert back.status_code == 422
+    assert back.headers["content-type"] == "application/problem+json"
+    assert back.json()["errors"][0]["field"] == "set"
+
+
+async def test_the_rm_completes_a_task_and_the_event_reaches_kafka(
+    settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
+) -> None:
+    history = History()
+    start = now_utc() - timedelta(hours=3)
+    history.registered("C-J3", start)
+    history.visit("C-J3", "V-3", start + timedelta(minutes=1))
+    await produce_events(settings, history.events)
+    rm = stack.as_(Role.RM, "rm-7")
+
+    async def survey_id() -> str | None:
+        page = (await rm.get("/v1/followups", params={"kind": "satisfaction_survey"})).json()
+        return page["items"][0]["id"] if page["items"] else None
+
+    task_id = await eventually(survey_id)
+    scores = {
+        "attitude": 90,
+        "professionalism": 85,
+        "response_speed": 70,
+        "risk_management": 88,
+        "convenience": 80,
+    }
+    done = await rm.post(
+        f"/v1/followups/{task_id}/complete",
+        json={"outcome": "surveyed", "note": "by phone", "scores": scores},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "done"
+    assert done.json()["sla_state"] == "done"
+    assert done.json()["outcome"] == "surveyed"
+
+    [event] = await followup_events(settings, expect=1)
+    assert event.type == "followup.completed"
+    assert event.source == "followup"
+    assert event.actor.id == "rm-7"
+    assert event.client_id == "C-J3"
+    assert event.data["task_id"] == task_id
+    assert event.data["kind"] == "satisfaction_survey"
+    assert event.data["scores"] == scores
+
+    view = (await rm.get("/v1/clients/C-J3")).json()
+    assert [s["attitude"] for s in view["satisfaction_history"]] == [90]
+    assert task_id not in {t["id"] for t in view["open_tasks"]}
+
+
+async def test_refusals_are_problems_and_change_nothing(
+    settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
+) -> None:
+    history = History()
+    start = now_utc() - timedelta(hours=3)
+    history.registered("C-J4", start, rm_id="rm-7")
+    history.visit("C-J4", "V-4", start + timedelta(minutes=1))
+    history.registered("C-J5", start, rm_id="rm-8")
+    await produce_events(settings, history.events)
+    rm7 = stack.as_(Role.RM, "rm-7")
+    rm8 = stack.as_(Role.RM, "rm-8")
+    supervisor = stack.as_(Role.SUPERVISOR, "sup-1")
+
+    async def survey_id() -> str | None:
+        page = (await rm7.get("/v1/followups", params={"kind": "satisfaction_survey"})).json()
+        return page["items"][0]["id"] if page["items"] else None
+
+    task_id = await eventually(survey_id)
+    await eventually(lambda: db.fetchval("SELECT count(*) = 2 FROM fu_clients"))
+    before = await snapshot(db)
+
+    async def refused(response: Any, status: int, kind: str) -> dict[str, Any]:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        body: dict[str, Any] = response.json()
+        assert body["type"].endswith(kind)
+        assert body["status"] == status
+        return body
+
+    unknown = "00000000-0000-4000-8000-000000000000"
+    await refused(
+        await rm7.post(f"/v1/followups/{unknown}/complete", json={"outcome": "x"}),
+        404,
+        "task-not-found",
+    )
+    await refused(
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "x"}),
+        403,
+        "not-your-task",
+    )
+    await refused(
+        await rm7.post(f"/v1/followups/{task_id}/reassign", json={"assignee": "rm-8"}),
+        403,
+        "forbidden",
+    )
+    await refused(
+        await rm7.get("/v1/followups", params={"assignee": "rm-8"}), 403, "not-your-tasks"
+    )
+    bad = await refused(
+        await rm7.post(
+            f"/v1/followups/{task_id}/complete",
+            json={"outcome": "", "scores": {"attitude": 101}, "extra": 1},
+        ),
+        422,
+        "validation",
+    )
+    fields = {e["field"] for e in bad["errors"]}
+    assert {"outcome", "scores.attitude", "scores.professionalism", "extra"} <= fields
+    body = await refused(
+        await rm7.get("/v1/followups", params={"cursor": "not-a-cursor"}), 422, "validation"
+    )
+    assert body["errors"][0]["field"] == "cursor"
+    await refused(await rm7.get("/v1/followups", params={"status": "late"}), 422, "validation")
+    await refused(await rm7.post("/v1/dev/clock", json={"advance_seconds": 1}), 403, "forbidden")
+    assert await snapshot(db) == before
+    assert await db.fetchval("SELECT count(*) FROM es_events") == 0
+
+    # A supervisor reassigns; then the task completed twice: the second is refused.
+    moved = await supervisor.post(f"/v1/followups/{task_id}/reassign", json={"assignee": "rm-8"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["assignee"] == "rm-8"
+    assert (
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "ok"})
+    ).status_code == 200
+    after = await snapshot(db)
+    await refused(
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "again"}),
+        409,
+        "task-closed",
+    )
+    assert await snapshot(db) == after
+    assert await db.fetchval("SELECT count(*) FROM es_events") == 2
+
+
+async def test_the_dev_clock_is_404_unless_dev_mode(
+    infra: Infra, tmp_path: Path, tokens: TokenFactory
+) -> None:
+    settings = make_settings(infra, tmp_path, dev_mode=False)
+    async with followup_api(settings, TokenFactory(settings)) as api:
+        admin = api.as_(Role.ADMIN, "admin-1")
+        response = await admin.get("/v1/dev/clock")
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,68 @@
+"""The FollowupPolicy built from settings: DOMAIN.md defaults, every number overridable."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from branchline_followup.application.config import PolicySettingsError, policy_from_settings
+from branchline_followup.domain import FollowupPolicy, LifecycleStage
+from branchline_shared.settings import BranchlineSettings
+
+pytestmark = pytest.mark.unit
+
+
+def settings(**values: object) -> BranchlineSettings:
+    return BranchlineSettings.model_validate({"jwt_secret": "x" * 40, **values})
+
+
+def test_defaults_are_the_domain_defaults() -> None:
+    policy = policy_from_settings(settings())
+    defaults = FollowupPolicy()
+    assert policy.survey_within == timedelta(days=3)
+    assert policy.escalate_after == timedelta(hours=24)
+    assert policy.due_soon_window == defaults.due_soon_window
+    assert policy.revisit_cadence == defaults.revisit_cadence
+    assert policy.default_supervisor_id == "supervisor"
+    assert policy.high_net_worth_aum == defaults.high_net_worth_aum
+
+
+def test_settings_override_profiles_supervisors_deadlines_and_calendars() -> None:
+    policy = policy_from_settings(
+        settings(
+            followup_branch_profiles={"BR-LDN": "uk_fca_disp"},
+            followup_branch_timezones={"BR-LDN": "Europe/London"},
+            followup_branch_holidays={"BR-LDN": ["2026-12-25"]},
+            followup_supervisors={"rm-7": "sup-1"},
+            followup_default_supervisor="duty",
+            followup_escalate_after_hours=None,
+            followup_due_soon_hours=1,
+            followup_durations_s={"survey_within": 86400},
+            followup_revisit_cadence_days={"high_net_worth": 15, "churned": None},
+        )
+    )
+    assert policy.profile_for("BR-LDN") == "uk_fca_disp"
+    assert policy.profile_for("BR-001") == "default"
+    assert policy.calendar_for("BR-LDN").timezone == "Europe/London"
+    assert date(2026, 12, 25) in policy.calendar_for("BR-LDN").holidays
+    assert policy.supervisor_of("rm-7") == "sup-1"
+    assert policy.supervisor_of("rm-9") == "duty"
+    assert policy.escalate_after is None
+    assert policy.due_soon_window == timedelta(hours=1)
+    assert policy.survey_within == timedelta(days=1)
+    assert policy.cadence_for(LifecycleStage.HIGH_NET_WORTH) == timedelta(days=15)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"followup_durations_s": {"survey_in": 1}}, "survey_in"),
+        ({"followup_revisit_cadence_days": {"vip": 1}}, "vip"),
+        ({"followup_branch_profiles": {"BR-1": "mars"}}, "mars"),
+        ({"followup_default_timezone": "Mars/Olympus"}, "Mars/Olympus"),
+    ],
+)
+def test_unknown_names_are_refused_at_start(values: dict[str, object], named: str) -> None:
+    with pytest.raises(PolicySettingsError, match=named):
+        policy_from_settings(settings(**values))
