@@ -119,6 +119,7 @@ class DevStack:
                 "BRANCHLINE_INTAKE_DATABASE_URL": self.postgres.url("branchline_intake"),
                 "BRANCHLINE_FOLLOWUP_DATABASE_URL": self.postgres.url("branchline_followup"),
                 "BRANCHLINE_AUDIT_DATABASE_URL": self.postgres.url("branchline_audit"),
+                "BRANCHLINE_KEYS_DATABASE_URL": self.postgres.url("branchline_keys"),
                 "BRANCHLINE_LOG_LEVEL": self.settings.log_level,
             }
         )
@@ -243,9 +244,11 @@ async def prepare_databases(settings: BranchlineSettings) -> None:
     from branchline_audit.bootstrap import prepare_database as audit_db
     from branchline_followup.bootstrap import prepare_database as followup_db
     from branchline_intake.bootstrap import prepare_database as intake_db
+    from branchline_shared.crypto.keystore import prepare_key_database
 
     for prepare in (intake_db, followup_db, audit_db):
         await prepare(settings)
+    await prepare_key_database(settings.keys_database_url)
 
 
 class ChildFailed(RuntimeError):

@@ -34,6 +34,10 @@ class BranchlineSettings(BaseSettings):
     intake_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_intake"
     followup_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_followup"
     audit_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_audit"
+    keys_database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:54329/branchline_keys",
+        description="The clients' wrapped data keys (decision 7), shared by intake and followup.",
+    )
     db_pool_min: int = 1
     db_pool_max: int = 10
 

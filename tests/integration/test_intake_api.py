@@ -236,7 +236,11 @@ async def test_operations_endpoints_need_no_token(intake: httpx.AsyncClient) -> 
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         response = await intake.get(path, headers={"Authorization": ""})
         assert response.status_code == 200, path
-    assert (await intake.get("/readyz")).json()["checks"] == {"postgres": True, "kafka": True}
+    assert (await intake.get("/readyz")).json()["checks"] == {
+        "postgres": True,
+        "kafka": True,
+        "keys": True,
+    }
 
 
 async def test_unknown_stream_is_404_problem(intake: httpx.AsyncClient) -> None:

@@ -82,7 +82,7 @@ async def test_planted_personal_values_appear_nowhere_in_clear_and_open_with_the
     assert set(sealed["fields"]) == set(PLANTED)  # which fields: readable; their values: not
     assert all(is_sealed(v) for v in sealed["fields"].values())
 
-    pool = await open_pool(settings.intake_database_url)
+    pool = await open_pool(settings.keys_database_url)
     try:
         keys = PostgresClientKeyStore(pool, MasterKey(settings.resolved_master_key()))
         key = await keys.existing_key("C-10001")

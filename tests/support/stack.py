@@ -49,6 +49,7 @@ def make_settings(infra: Infra, data_dir: Path, **overrides: Any) -> BranchlineS
         "data_dir": data_dir,
         "intake_database_url": infra.database_url(f"{tag}_intake"),
         "followup_database_url": infra.database_url(f"{tag}_followup"),
+        "keys_database_url": infra.database_url(f"{tag}_keys"),
         "audit_database_url": infra.database_url(f"{tag}_audit"),
         "kafka_bootstrap": infra.kafka_bootstrap,
         "topic_namespace": f"test-{tag}",

@@ -21,6 +21,8 @@ from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
 from branchline_shared.clock import SystemClock
+from branchline_shared.crypto.keystore import open_key_store
+from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
@@ -85,6 +87,9 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
     pool = await open_read_model_pool(settings)
     producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
     relay_task: asyncio.Task[None] | None = None
+    keys, key_pool = await open_key_store(
+        settings.keys_database_url, MasterKey(settings.resolved_master_key())
+    )
     try:
         await producer.start()
         relay = OutboxRelay(
@@ -101,6 +106,7 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
             topic=topics.followup_events.name,
             clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
             on_commit=relay.wake if settings.relay_enabled else None,
+            keys=keys,
         )
         if settings.relay_enabled:
             relay_task = asyncio.create_task(relay.run(), name="followup-outbox-relay")
@@ -112,6 +118,7 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
                 await relay_task
         await producer.stop()
         await pool.close()
+        await key_pool.close()
 
 
 def create_app(settings: BranchlineSettings | None = None) -> FastAPI:

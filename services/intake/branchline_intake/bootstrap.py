@@ -14,7 +14,7 @@ from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_shared.clock import SystemClock
-from branchline_shared.crypto.keystore import PostgresClientKeyStore
+from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
@@ -60,6 +60,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         await producer.start()
         relay_task: asyncio.Task[None] | None = None
         master = settings.resolved_master_key()
+        keys, key_pool = await open_key_store(settings.keys_database_url, MasterKey(master))
         try:
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
@@ -81,11 +82,12 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 clock=SystemClock(),
                 decider=build_decider(settings),
                 topic=topics.intake_events.name,
-                keys=PostgresClientKeyStore(pool, MasterKey(master)),
+                keys=keys,
                 hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
+                "keys": lambda: is_reachable(key_pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
             if settings.relay_enabled:
@@ -98,6 +100,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     await relay_task
             await producer.stop()
             await pool.close()
+            await key_pool.close()
 
     app = create_service_app(
         service=SERVICE,

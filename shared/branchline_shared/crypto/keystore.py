@@ -5,7 +5,26 @@ from __future__ import annotations
 from typing import Protocol
 
 from branchline_shared.crypto.sealing import DataKey, MasterKey, new_data_key
-from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.migrations import load_migrations, migrate
+from branchline_shared.postgres.pool import PgPool, ensure_database, open_pool
+
+
+async def prepare_key_database(url: str) -> None:
+    """Create and migrate the key database (idempotent, safe to race)."""
+    await ensure_database(url)
+    pool = await open_pool(url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, "keys", load_migrations("branchline_shared.crypto.migrations"))
+    finally:
+        await pool.close()
+
+
+async def open_key_store(url: str, master: MasterKey) -> tuple[PostgresClientKeyStore, PgPool]:
+    """The key store of a service process, and its pool (the caller closes it)."""
+    await prepare_key_database(url)
+    pool = await open_pool(url, min_size=1, max_size=4)
+    return PostgresClientKeyStore(pool, master), pool
 
 
 class ClientKeyStore(Protocol):

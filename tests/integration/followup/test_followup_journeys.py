@@ -12,9 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from branchline_shared.crypto.keystore import PostgresClientKeyStore
+from branchline_shared.crypto.sealing import DataKey, MasterKey, is_sealed, unseal_paths
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.kafka.wire import decode_event
+from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.followup.harness import (
@@ -200,10 +203,35 @@ async def test_the_rm_completes_a_task_and_the_event_reaches_kafka(
     assert event.data["task_id"] == task_id
     assert event.data["kind"] == "satisfaction_survey"
     assert event.data["scores"] == scores
+    # The RM's note is personal (decision 7): sealed with the client's key, never in clear.
+    assert is_sealed(event.data["note"])
+    assert b"by phone" not in event.model_dump_json().encode()
+    key = await keys_of(settings).existing_key("C-J3")
+    assert key is not None
+    assert unseal_paths(event.data, ("note",), key, client_id="C-J3")["note"] == "by phone"
 
     view = (await rm.get("/v1/clients/C-J3")).json()
     assert [s["attitude"] for s in view["satisfaction_history"]] == [90]
     assert task_id not in {t["id"] for t in view["open_tasks"]}
+
+
+def keys_of(settings: BranchlineSettings) -> _KeysForTest:
+    return _KeysForTest(settings)
+
+
+class _KeysForTest:
+    """The client key store, opened for one look-up."""
+
+    def __init__(self, settings: BranchlineSettings) -> None:
+        self.settings = settings
+
+    async def existing_key(self, client_id: str) -> DataKey | None:
+        pool = await open_pool(self.settings.keys_database_url)
+        try:
+            store = PostgresClientKeyStore(pool, MasterKey(self.settings.resolved_master_key()))
+            return await store.existing_key(client_id)
+        finally:
+            await pool.close()
 
 
 async def test_refusals_are_problems_and_change_nothing(

@@ -14,7 +14,9 @@ from typing import Any
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.projector import Projection, project
 from branchline_followup.domain import FollowupTask
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, parse_payload
+from branchline_shared.crypto.keystore import ClientKeyStore
+from branchline_shared.crypto.sealing import seal_paths
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -33,6 +35,9 @@ class FollowupContext:
     clock: ServiceClock
     on_commit: Callable[[], None] | None = None
     """Wakes the outbox relay of this process after a commit."""
+    keys: ClientKeyStore | None = None
+    """Seals the personal values of followup's own events (an RM's note) with the client's
+    data key before they are stored or published (decision 7)."""
 
     def committed(self) -> None:
         if self.on_commit is not None:
@@ -48,6 +53,18 @@ def normalised(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` checked against the catalogue's payload model and in its JSON form (what the
     Kafka copy carries, so applying either gives the same read models)."""
     return parse_payload(event_type, data).model_dump(mode="json", exclude_none=True)
+
+
+async def _sealed(
+    ctx: FollowupContext, event_type: str, client_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    paths = tuple(p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p) is not None)
+    if not paths:
+        return data
+    if ctx.keys is None:
+        raise RuntimeError(f"{event_type} carries personal data but no key store is configured")
+    key = await ctx.keys.key_for(client_id)
+    return seal_paths(data, paths, key, client_id=client_id)
 
 
 async def record_and_apply(
@@ -82,7 +99,7 @@ async def record_and_apply(
             stream_id=stream,
             stream_version=versions.get(stream, 0) + 1,
             causation_id=str(task.source_event_id),
-            data=normalised(event_type, data),
+            data=await _sealed(ctx, event_type, task.client_id, normalised(event_type, data)),
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
         await uow.commit()

@@ -1,4 +1,5 @@
--- Clients' data keys (ARCHITECTURE.md decision 7), each wrapped by the master key with
+-- Clients' data keys (ARCHITECTURE.md decision 7), in their own database shared by the
+-- services that seal personal data (intake, followup), each wrapped by the master key with
 -- AES-256-GCM (branchline_shared.crypto). Destroying a key (crypto-shredding, D-04) sets
 -- wrapped_key to NULL: every sealed personal value of that client becomes unreadable.
 CREATE TABLE pii_client_keys (
