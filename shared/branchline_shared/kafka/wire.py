@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
 
 Headers = list[tuple[str, bytes]]
 
@@ -26,6 +27,16 @@ def event_headers(event: RecordedEvent, global_position: int) -> Headers:
 
 class PoisonEvent(ValueError):
     """A message that can never be processed: it goes to the dead-letter topic with the reason."""
+
+
+def decode_current_event(value: bytes | None) -> RecordedEvent:
+    """Decode and bring to the current schema version of its type (readers that interpret
+    events; the audit ledger records them as published, with :func:`decode_event`)."""
+    event = decode_event(value)
+    try:
+        return upcast(event)
+    except (MissingUpcaster, NewerSchemaVersion) as exc:
+        raise PoisonEvent(f"cannot read {event.type} v{event.schema_version}: {exc}") from exc
 
 
 def decode_event(value: bytes | None) -> RecordedEvent:

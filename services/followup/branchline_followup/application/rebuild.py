@@ -26,7 +26,7 @@ from branchline_followup.application.projector import Projection, project
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import is_transient
-from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.kafka.wire import PoisonEvent, decode_current_event
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 
 Progress = Callable[[int], None]
@@ -146,7 +146,7 @@ async def _apply_all(
 ) -> None:
     for message in messages:
         try:
-            event = decode_event(message.value)
+            event = decode_current_event(message.value)
         except PoisonEvent:
             counts.skipped += 1  # the live worker dead-lettered it
             continue

@@ -17,7 +17,7 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.topics import Topics
-from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.kafka.wire import PoisonEvent, decode_current_event
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
 
@@ -78,7 +78,7 @@ async def handle_message(
     raw: RawMessage, pool: PgPool, dead_letters: DeadLetters, projection: Projection
 ) -> None:
     try:
-        event = decode_event(raw.value)
+        event = decode_current_event(raw.value)
     except PoisonEvent as exc:
         await dead_letters.send(raw, str(exc))
         return
