@@ -35,27 +35,19 @@ from branchline_shared.kafka.topics import (
     declare_topics,
     ensure_topics,
 )
-from branchline_shared.postgres.migrations import load_migrations, migrate
-from branchline_shared.postgres.pool import PgPool, ensure_database, is_reachable, open_pool
+from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "followup"
 
 
 async def prepare_database(settings: BranchlineSettings) -> None:
-    await ensure_database(settings.followup_database_url)
     # Migrations run with search_path = public: the read-model schema holds only read models.
-    pool = await open_pool(
-        with_search_path(settings.followup_database_url, "public"), min_size=1, max_size=1
+    await migrate_database(
+        with_search_path(settings.followup_database_url, "public"),
+        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_followup.migrations")],
     )
-    try:
-        async with pool.acquire() as conn:
-            await migrate(
-                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
-            )
-            await migrate(conn, SERVICE, load_migrations("branchline_followup.migrations"))
-    finally:
-        await pool.close()
 
 
 async def open_read_model_pool(settings: BranchlineSettings) -> PgPool:

@@ -22,8 +22,8 @@ from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
-from branchline_shared.postgres.migrations import load_migrations, migrate
-from branchline_shared.postgres.pool import ensure_database, is_reachable, open_pool
+from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+from branchline_shared.postgres.pool import is_reachable, open_pool
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "intake"
@@ -31,16 +31,10 @@ SERVICE = "intake"
 
 async def prepare_database(settings: BranchlineSettings) -> None:
     """Create the database if needed and apply migrations (idempotent, safe to race)."""
-    await ensure_database(settings.intake_database_url)
-    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(
-                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
-            )
-            await migrate(conn, SERVICE, load_migrations("branchline_intake.migrations"))
-    finally:
-        await pool.close()
+    await migrate_database(
+        settings.intake_database_url,
+        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_intake.migrations")],
+    )
 
 
 def create_app(settings: BranchlineSettings | None = None) -> FastAPI:

@@ -5,19 +5,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from branchline_shared.crypto.sealing import DataKey, MasterKey, new_data_key
-from branchline_shared.postgres.migrations import load_migrations, migrate
-from branchline_shared.postgres.pool import PgPool, ensure_database, open_pool
+from branchline_shared.postgres.migrations import migrate_database
+from branchline_shared.postgres.pool import PgPool, open_pool
 
 
 async def prepare_key_database(url: str) -> None:
     """Create and migrate the key database (idempotent, safe to race)."""
-    await ensure_database(url)
-    pool = await open_pool(url, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn, "keys", load_migrations("branchline_shared.crypto.migrations"))
-    finally:
-        await pool.close()
+    await migrate_database(url, [("keys", "branchline_shared.crypto.migrations")])
 
 
 async def open_key_store(url: str, master: MasterKey) -> tuple[PostgresClientKeyStore, PgPool]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from branchline_shared.postgres.pool import PgConnection
+import asyncpg
+
+from branchline_shared.postgres.pool import PgConnection, ensure_database
 
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x6272616E63686C  # "branchl"
@@ -90,3 +93,19 @@ async def migrate(conn: PgConnection, service: str, migrations: list[Migration])
         return count
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+EVENT_STORE_MIGRATIONS = ("eventstore", "branchline_shared.eventstore.migrations")
+"""The migration series of the shared event store (intake's and followup's databases)."""
+
+
+async def migrate_database(dsn: str, series: Sequence[tuple[str, str]]) -> None:
+    """Create the database of ``dsn`` if needed and apply each ``(name, package)`` migration
+    series in order (idempotent, safe when several processes start at once)."""
+    await ensure_database(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name, package in series:
+            await migrate(conn, name, load_migrations(package))
+    finally:
+        await conn.close()

@@ -7,6 +7,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from branchline_shared.events.vocabulary import ComplaintSeverity, FollowupKind
+from branchline_shared.events.vocabulary import LifecycleStage as LifecycleStage
+
+# One vocabulary for the whole product: the catalogue's value sets, named as this domain reads.
+TaskKind = FollowupKind
+"""What a follow-up task is for; each kind names the rule that makes it due."""
+Severity = ComplaintSeverity
+"""D-07 complaint severity. Major = important or urgent."""
+
 
 class RuleId(StrEnum):
     """The DOMAIN.md rule that made a task due (API.md: the task's ``rule``)."""
@@ -17,35 +26,6 @@ class RuleId(StrEnum):
     COMPLAINT = "D-07"
     REVISIT = "D-08"
     LIFECYCLE = "D-09"
-
-
-class TaskKind(StrEnum):
-    SATISFACTION_SURVEY = "satisfaction_survey"
-    """D-01b: survey the client after a closed visit."""
-    APPOINTMENT_PREPARATION = "appointment_preparation"
-    """D-02: the assigned staff prepares before the booked slot."""
-    CONSULTATION_RESPONSE = "consultation_response"
-    """D-06: first answer to a consultation (30 s online)."""
-    CONSULTATION_PROMISE = "consultation_promise"
-    """D-06: the answer promised for a question that could not be answered at once."""
-    COMPLAINT_RESPONSE = "complaint_response"
-    """D-07: respond to (acknowledge) a complaint (24 h)."""
-    COMPLAINT_HANDLING = "complaint_handling"
-    """D-07: handle a major complaint (48 h, default profile)."""
-    COMPLAINT_DECISION = "complaint_decision"
-    """D-07, cn_regulator: decide on the complaint (15 days, complex 30)."""
-    COMPLAINT_SUMMARY_RESOLUTION = "complaint_summary_resolution"
-    """D-07, uk_fca_disp: resolve by close of the third business day (DISP 1.5)."""
-    COMPLAINT_FINAL_RESPONSE = "complaint_final_response"
-    """D-07, uk_fca_disp: final response within eight weeks (DISP 1.6)."""
-    COMPLAINT_FOLLOW_UP = "complaint_follow_up"
-    """D-07: follow up with the client after the resolution (7 days)."""
-    REVISIT = "revisit"
-    """D-08: periodic revisit at the lifecycle stage's cadence."""
-    WIN_BACK = "win_back"
-    """D-08: the one win-back contact for a churned client."""
-    PRODUCT_REVIEW = "product_review"
-    """D-08: periodic performance review after a product purchase (90 days)."""
 
 
 RULE_OF_KIND: dict[TaskKind, RuleId] = {
@@ -92,28 +72,6 @@ class SlaState(StrEnum):
     DUE_SOON = "due_soon"
     OVERDUE = "overdue"
     DONE = "done"
-
-
-class LifecycleStage(StrEnum):
-    """D-09 lifecycle stage."""
-
-    PROSPECT = "prospect"
-    NEW = "new"
-    MATURE = "mature"
-    HIGH_NET_WORTH = "high_net_worth"
-    CHURNED = "churned"
-
-
-class Severity(StrEnum):
-    """D-07 complaint severity. Major = important or urgent."""
-
-    GENERAL = "general"
-    IMPORTANT = "important"
-    URGENT = "urgent"
-
-    @property
-    def is_major(self) -> bool:
-        return self is not Severity.GENERAL
 
 
 class ProfileName(StrEnum):
