@@ -150,3 +150,19 @@ async def test_roles_are_provisioned_idempotently_by_many_databases_at_once(
     for s in many:
         async with audit_context(quick_settings(s)) as audit:
             assert await audit.ledger.append([event(1, event_id=uuid.uuid4())], now=T0) == 1
+
+
+async def test_starting_again_takes_no_lock_that_running_processes_could_deadlock_with(
+    filled: BranchlineSettings,
+) -> None:
+    """Every audit process prepares its database at start; once provisioned, that must not
+    take the exclusive locks of ALTER ... OWNER while another process uses the ledger."""
+    busy = await asyncpg.connect(filled.audit_database_url)
+    try:
+        reading = busy.transaction()
+        await reading.start()
+        await busy.execute("LOCK TABLE audit_ledger IN ACCESS SHARE MODE")
+        await asyncio.wait_for(prepare_database(filled), timeout=10)
+        await reading.rollback()
+    finally:
+        await busy.close()

@@ -53,6 +53,30 @@ async def _create_role(conn: PgConnection, role: str) -> None:
     )
 
 
+async def _already_provisioned(conn: PgConnection, settings: BranchlineSettings) -> bool:
+    """Every audit table and the prune function owned by the owner role, the writer able to
+    insert and the pruner to execute: nothing to (re)apply."""
+    return bool(
+        await conn.fetchval(
+            """
+            SELECT count(*) = cardinality($1::text[])
+                   AND (SELECT pg_get_userbyid(proowner) = $2 FROM pg_proc
+                        WHERE proname = 'audit_prune_entries')
+                   AND bool_and(has_table_privilege($3, tablename, 'INSERT'))
+                   AND bool_and(NOT has_table_privilege($3, tablename, 'UPDATE'))
+                   AND has_function_privilege($4, $5, 'EXECUTE')
+            FROM pg_tables
+            WHERE schemaname = 'public' AND tablename = ANY($1::text[]) AND tableowner = $2
+            """,
+            list(TABLES),
+            settings.audit_db_owner_role,
+            settings.audit_db_writer_role,
+            settings.audit_db_pruner_role,
+            PRUNE_FUNCTION,
+        )
+    )
+
+
 async def provision_roles(conn: PgConnection, settings: BranchlineSettings) -> None:
     """Create the roles if missing and (re)apply ownership and grants; idempotent."""
     owner = _ident(settings.audit_db_owner_role)
@@ -66,6 +90,10 @@ async def provision_roles(conn: PgConnection, settings: BranchlineSettings) -> N
         await _create_role(conn, role)
     await conn.execute("SELECT pg_advisory_lock($1)", _PROVISION_LOCK)
     try:
+        if await _already_provisioned(conn, settings):
+            # ALTER ... OWNER takes exclusive locks: never again on tables a running API or
+            # consumer of another process is using (they would deadlock with it).
+            return
         async with conn.transaction():
             tables = ", ".join(TABLES)
             for table in TABLES:
