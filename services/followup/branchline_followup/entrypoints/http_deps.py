@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
+from branchline_followup.adapters.read_models import TASK_COLUMNS
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain import FollowupTask, SlaState, sla_state
 from branchline_shared.events.envelope import Actor
@@ -70,26 +71,7 @@ class TaskView(BaseModel):
 
 def task_view(row: dict[str, Any], now: datetime, due_soon_window: timedelta) -> TaskView:
     task = FollowupTask.model_validate(
-        {
-            k: row[k]
-            for k in (
-                "id",
-                "kind",
-                "rule",
-                "client_id",
-                "branch_id",
-                "assignee",
-                "subject",
-                "opened_at",
-                "due_at",
-                "deadline_profile",
-                "source_event_id",
-                "status",
-                "closed_at",
-                "close_reason",
-                "escalated_to",
-            )
-        }
+        {k: row[k] for k in TASK_COLUMNS if k != "closed_by_event_id"}
     )
     return TaskView(
         id=task.id,
