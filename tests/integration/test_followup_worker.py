@@ -147,3 +147,43 @@ async def test_restarted_worker_loses_nothing_and_applies_nothing_twice(
     async with Worker(settings):
         await eventually(lambda: db.fetchval("SELECT count(*) = 30 FROM fu_clients"))
     assert await db.fetchval("SELECT count(*) FROM fu_applied_events") == 30
+
+
+@pytest.mark.chaos
+async def test_the_worker_waits_out_a_database_outage_and_loses_nothing(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """PostgreSQL unreachable mid-stream: the agent retries the event it holds (offsets are not
+    committed past it); once the database is back every event is applied once."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from prometheus_client import REGISTRY
+
+    from tests.support.proxy import cuttable
+
+    def retries() -> float:
+        value = REGISTRY.get_sample_value(
+            "branchline_consumer_retries_total", {"consumer": CONSUMER}
+        )
+        return value or 0.0
+
+    target = urlsplit(settings.followup_database_url)
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        netloc = f"{target.username}@127.0.0.1:{proxy.port}"
+        cut_off = settings.model_copy(
+            update={"followup_database_url": urlunsplit(target._replace(netloc=netloc))}
+        )
+        async with Worker(cut_off):
+            await send(settings, *[registered(f"C-o{i}") for i in range(5)])
+            await eventually(lambda: db.fetchval("SELECT count(*) = 5 FROM fu_clients"))
+            before = retries()
+            await proxy.cut()
+            await send(settings, *[registered(f"C-o{i}") for i in range(5, 10)])
+
+            async def retried() -> bool:
+                return retries() > before
+
+            await eventually(retried)
+            await proxy.restore()
+            await eventually(lambda: db.fetchval("SELECT count(*) = 10 FROM fu_clients"))
+    assert await db.fetchval("SELECT count(*) FROM fu_applied_events") == 10

@@ -148,3 +148,61 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_with_the_reason(
     assert b"not a Branchline event envelope" in headers["dlq_reason"]
     assert headers["dlq_consumer"] == b"audit-consumer"
     assert await ledger_ids(audit) == [good[0]["event_id"]]
+
+
+@pytest.mark.chaos
+async def test_the_consumer_waits_out_a_database_outage_and_loses_nothing(
+    settings: BranchlineSettings,
+) -> None:
+    """PostgreSQL unreachable mid-stream: the consumer retries without committing offsets;
+    once the database is back every event is in the ledger once and the chain verifies."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support.proxy import cuttable
+
+    target = urlsplit(settings.audit_database_url)
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        via_proxy = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
+        s = quick_settings(settings.model_copy(update={"audit_database_url": via_proxy}))
+        await ensure_topics(s.kafka_bootstrap, declare_topics(s).all())
+        topic = declare_topics(s).intake_events.name
+        async with audit_context(s) as audit, consumer_running(s, audit):
+            first, second = envelopes(10), envelopes(10, start=10)
+            await send(s, topic, first)
+            await eventually(lambda: _ledger_has(audit, 10), within=30)
+            retries_before = _retries("audit-consumer")
+            await proxy.cut()
+            await send(s, topic, second)
+            await eventually(lambda: _more(_retries("audit-consumer"), retries_before), within=20)
+            assert len(await _ids_when_back(proxy, audit)) <= 10  # nothing written meanwhile
+            await eventually(lambda: _ledger_has(audit, 20), within=60)
+            ids = await ledger_ids(audit)
+            verdict = await verify_ledger(
+                audit.ledger,
+                audit.checkpoints,
+                verifier=audit.signer.verifier(),
+                origin=audit.origin,
+            )
+    assert sorted(ids) == sorted(e["event_id"] for e in first + second)
+    assert verdict.ok
+
+
+def _retries(consumer: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("branchline_consumer_retries_total", {"consumer": consumer})
+    return value or 0.0
+
+
+async def _more(value: float, than: float) -> bool:
+    return value > than
+
+
+async def _ids_when_back(proxy: Any, audit: AuditContext) -> list[str]:
+    """Restore the database and read the ledger at once, before the consumer catches up."""
+    await proxy.restore()
+    return await ledger_ids(audit)
+
+
+async def _ledger_has(audit: AuditContext, count: int) -> bool:
+    return len(await ledger_ids(audit)) >= count
