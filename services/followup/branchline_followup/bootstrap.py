@@ -211,6 +211,7 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
+            clock=ServiceClock(admin, SystemClock(), dev_mode=settings.dev_mode).now,
         )
     finally:
         await admin.close()

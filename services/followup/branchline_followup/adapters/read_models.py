@@ -79,6 +79,12 @@ class ClientFacts:
     last_business_at: datetime | None = None
     assets_under_management: Decimal = Decimal(0)
     account_closed_at: datetime | None = None
+    stage_as_of: datetime | None = None
+    """The instant ``lifecycle_stage`` holds for (``None``: as of ``last_event_at``)."""
+    stage_changes_at: datetime | None = None
+    """The next instant the stage changes by time alone: the client's durable stage timer."""
+    last_business_event_id: uuid.UUID | None = None
+    """The event of ``last_business_at`` (the cause of a stage change by time)."""
 
     def lifecycle(self) -> LifecycleFacts:
         """The facts D-09's stage depends on."""
@@ -107,6 +113,9 @@ FACT_COLUMNS = (
     "last_business_at",
     "assets_under_management",
     "account_closed_at",
+    "stage_as_of",
+    "stage_changes_at",
+    "last_business_event_id",
 )
 
 
@@ -128,6 +137,24 @@ async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
         f"ON CONFLICT (client_id) DO UPDATE SET {updates}, updated_at = now()",
         facts.client_id,
         *values,
+    )
+
+
+async def claim_due_stage_changes(conn: PgConnection, now: datetime, limit: int) -> list[str]:
+    """Clients whose stage changes by time at or before ``now``, locked until the caller's
+    transaction ends; clients another runner holds are skipped (decision 8)."""
+    rows = await conn.fetch(
+        "SELECT client_id FROM fu_clients WHERE stage_changes_at <= $1 "
+        "ORDER BY stage_changes_at, client_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [r["client_id"] for r in rows]
+
+
+async def count_due_stage_changes(conn: PgConnection, now: datetime) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM fu_clients WHERE stage_changes_at <= $1", now)
     )
 
 

@@ -39,12 +39,17 @@ from branchline_followup.domain import (
     decide,
     lifecycle_stage,
     mark_escalated,
+    next_stage_change_at,
     on_stage_changed,
     timer_id_for,
     timers_for,
 )
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection, PgPool
+
+STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
+"""UUID v5 namespace of the cause of a stage change by time of a client without a recorded
+business event (fixed forever)."""
 
 FOLLOWUP_REASSIGNED = "followup.reassigned"
 FOLLOWUP_COMPLETED = "followup.completed"
@@ -101,16 +106,25 @@ async def project(conn: PgConnection, event: RecordedEvent, projection: Projecti
     policy = projection.policy
     at = event.occurred_at
     facts = await read_models.fetch_client(conn, event.client_id)
+    if facts is not None:
+        # Stage changes by time that were due by this event's instant happen first, as the
+        # timer runner would have made them: the result does not depend on whether it ran
+        # before this event arrived (rebuild == incremental).
+        await apply_stage_changes(conn, facts, event.occurred_at, policy)
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     facts = _updated_facts(facts, event)
     stage = previous_stage
     if facts is not None:
-        # The stage as of the latest event of the client, not of this one: followup's own
-        # events carry past instants (a deadline) and may be applied after later ones, so
-        # the stage must not depend on the order (rebuild == incremental).
-        at = facts.last_event_at
-        stage = lifecycle_stage(facts.lifecycle(), at, policy)
+        # The stage as of the latest event of the client (or the latest stage change by time,
+        # if later), not of this one: followup's own events carry past instants (a deadline)
+        # and may be applied after later ones, so the stage must not depend on the order
+        # (rebuild == incremental).
+        at = _later(facts.stage_as_of, facts.last_event_at)
+        lifecycle = facts.lifecycle()
+        stage = lifecycle_stage(lifecycle, at, policy)
         facts.lifecycle_stage = stage.value
+        facts.stage_as_of = at
+        facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
         await read_models.save_client(conn, facts)
     client = ClientContext(
         client_id=event.client_id,
@@ -137,13 +151,76 @@ async def project(conn: PgConnection, event: RecordedEvent, projection: Projecti
             ),
         )
     tasks = await _apply_followup_event(conn, event, tasks)
+    await _save_changed_tasks(conn, before, tasks, policy)
+    await _record_quality_facts(conn, event, facts.rm_id if facts else None)
+    return True
 
+
+async def _save_changed_tasks(
+    conn: PgConnection,
+    before: dict[uuid.UUID, FollowupTask],
+    tasks: dict[uuid.UUID, FollowupTask],
+    policy: FollowupPolicy,
+) -> None:
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
     await read_models.save_tasks(conn, changed)
     for task in changed:
         await read_models.sync_timers(conn, task, timers_for(task, policy))
-    await _record_quality_facts(conn, event, facts.rm_id if facts else None)
-    return True
+
+
+def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
+    """The event a stage change by time follows from: the client's last business event (so a
+    re-run, another runner or a rebuild creates the same task ids)."""
+    if facts.last_business_event_id is not None:
+        return facts.last_business_event_id
+    return uuid.uuid5(STAGE_CHANGE_NAMESPACE, f"{facts.client_id}/{at.isoformat()}")
+
+
+async def apply_stage_changes(
+    conn: PgConnection, facts: ClientFacts, until: datetime, policy: FollowupPolicy
+) -> int:
+    """Make the client's stage changes by time alone (D-09) that are due at or before
+    ``until``, in order, each with the tasks it brings (D-08, :func:`on_stage_changed`), and
+    store the client with its next stage change; returns how many were due. The caller holds
+    the client's lock, within its transaction. ``facts`` is updated in place."""
+    due = 0
+    while facts.stage_changes_at is not None and facts.stage_changes_at <= until:
+        at = facts.stage_changes_at
+        previous = LifecycleStage(facts.lifecycle_stage)
+        lifecycle = facts.lifecycle()
+        stage = lifecycle_stage(lifecycle, at, policy)
+        facts.lifecycle_stage = stage.value
+        facts.stage_as_of = at
+        facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
+        due += 1
+        if stage is previous:
+            continue
+        client = ClientContext(
+            client_id=facts.client_id, rm_id=facts.rm_id, stage=stage, branch_id=facts.branch_id
+        )
+        before = {t.id: t for t in await read_models.open_tasks_of(conn, facts.client_id)}
+        commands = on_stage_changed(
+            client,
+            previous,
+            at=at,
+            cause_event_id=_stage_change_cause(facts, at),
+            open_tasks=list(before.values()),
+            policy=policy,
+        )
+        await _save_changed_tasks(conn, before, apply_commands(before, commands), policy)
+    if due:
+        await read_models.save_client(conn, facts)
+    return due
+
+
+async def apply_client_stage_changes(
+    conn: PgConnection, client_id: str, until: datetime, policy: FollowupPolicy
+) -> int:
+    """:func:`apply_stage_changes` for the stored client ``client_id`` (0 if unknown)."""
+    facts = await read_models.fetch_client(conn, client_id)
+    if facts is None:
+        return 0
+    return await apply_stage_changes(conn, facts, until, policy)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:
@@ -186,7 +263,9 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     if event.type in BUSINESS_EVENT_TYPES:
         if facts.first_business_at is None or at < facts.first_business_at:
             facts.first_business_at = at
-        facts.last_business_at = _later(facts.last_business_at, at)
+        if facts.last_business_at is None or at > facts.last_business_at:
+            facts.last_business_at = at
+            facts.last_business_event_id = event.event_id
     if event.type == "product.sold":
         facts.assets_under_management += _amount(data.get("amount"))
     return facts

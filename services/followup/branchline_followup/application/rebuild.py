@@ -7,22 +7,29 @@
    Meanwhile the live worker, timer runner and API go on with the live schema.
 3. The swap, one transaction: take the swap lock exclusively (live writers finish their
    current transaction and wait), catch up to the topics' *current* end offsets and with the
-   followup events not yet on Kafka (the outbox), then rename the live schema away and the new
-   one into its place. Writers resume on the new tables; whatever they apply again is already
-   applied by id. The API kept serving the old tables until that commit.
+   followup events not yet on Kafka (the outbox), make the clients' stage changes by time that
+   are due by the service's clock (what the live timer runner did or is about to do), then
+   rename the live schema away and the new one into its place. Writers resume on the new
+   tables; whatever they apply again is already applied by id. The API kept serving the old
+   tables until that commit.
 4. The retired schema is dropped (or kept, for comparison).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from branchline_followup.adapters import schemas
+from branchline_followup.adapters.read_models import claim_due_stage_changes
 from branchline_followup.adapters.topic_replay import ReplayedMessage
-from branchline_followup.application.projector import Projection, project
+from branchline_followup.application.projector import (
+    Projection,
+    apply_client_stage_changes,
+    project,
+)
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import is_transient
@@ -71,6 +78,7 @@ async def rebuild_read_models(
     on_progress: Progress | None = None,
     batch_size: int = 500,
     keep_retired: bool = False,
+    clock: Callable[[], Awaitable[datetime]] | None = None,
 ) -> RebuildResult:
     """Rebuild into a new schema and swap it in; see the module's docstring."""
     async with admin_pool.acquire() as conn:
@@ -113,6 +121,8 @@ async def rebuild_read_models(
                 await _apply_all(conn, tail, projection, counts, on_progress)
                 for event in await _store_events_not_on_kafka(conn, started_at):
                     await _apply_one(conn, event, projection, counts)
+                if clock is not None:
+                    await _apply_due_stage_changes(conn, await clock(), projection)
                 await schemas.swap_in(conn, rebuilt=target, retired=retired)
                 await conn.execute(
                     "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 "
@@ -166,6 +176,16 @@ async def _apply_one(
         if is_transient(exc):
             raise
         counts.skipped += 1  # what the live worker dead-lettered
+
+
+async def _apply_due_stage_changes(
+    conn: PgConnection, now: datetime, projection: Projection, batch_size: int = 500
+) -> None:
+    """The stage changes by time due at ``now``, as the live timer runner makes them."""
+    while claimed := await claim_due_stage_changes(conn, now, batch_size):
+        for client_id in claimed:
+            await schemas.lock_client(conn, client_id, projection.client_lock_class)
+            await apply_client_stage_changes(conn, client_id, now, projection.policy)
 
 
 async def _store_events_not_on_kafka(conn: PgConnection, since: Any) -> list[RecordedEvent]:

@@ -6,6 +6,13 @@ fires in the transaction that appends its event (``followup.overdue`` / ``follow
 to the event store with the outbox row and marks the timer fired: exactly once. The event id
 is derived from the task, the timer and the deadline, so even a timer armed again (after a
 rebuild) never records a second event.
+
+Clients have a durable timer too: the next instant their lifecycle stage changes by time alone
+(D-09: new → mature, churned after a year without business), ``fu_clients.stage_changes_at``.
+A runner claims due clients the same way and, under the client's lock, stores the stage as of
+that instant with the tasks the change brings (D-08: one win-back contact for a churned client),
+then the client's next stage change: the row is no longer due once committed, and the tasks'
+ids derive from the client's last business event, so nothing is created twice.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from datetime import datetime
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.read_models import DueTimer
 from branchline_followup.adapters.schemas import hold_swap_lock_shared, try_lock_client
+from branchline_followup.application.projector import apply_client_stage_changes
 from branchline_followup.application.recording import (
     TIMER_ACTOR,
     FollowupContext,
@@ -34,13 +42,17 @@ class TimerRound:
     """Timers that fired for nothing (task closed or moved meanwhile)."""
     busy: int
     """Timers left for the next round: their client was locked by another writer."""
+    stage_changes: int = 0
+    """Clients whose stage change by time was due and is made."""
 
 
 async def run_due_timers(
     ctx: FollowupContext, now: datetime, *, batch_size: int = 200
 ) -> TimerRound:
-    """Fire every timer due at ``now`` that no other runner holds; returns what happened."""
-    fired = consumed = busy = 0
+    """Make the stage changes and fire the timers due at ``now`` that no other runner holds
+    (stage changes first: the tasks they create may be due already); returns what happened."""
+    stage_changes, busy = await run_due_stage_changes(ctx, now, batch_size=batch_size)
+    fired = consumed = 0
     while True:
         async with ctx.pool.acquire() as conn, conn.transaction():
             await hold_swap_lock_shared(conn)
@@ -60,7 +72,32 @@ async def run_due_timers(
         if fired or consumed:
             ctx.committed()
         if len(claimed) < batch_size or round_busy == len(claimed):
-            return TimerRound(fired=fired, consumed=consumed, busy=busy)
+            return TimerRound(
+                fired=fired, consumed=consumed, busy=busy, stage_changes=stage_changes
+            )
+
+
+async def run_due_stage_changes(
+    ctx: FollowupContext, now: datetime, *, batch_size: int = 200
+) -> tuple[int, int]:
+    """Make every client stage change due at ``now`` that no other runner or writer holds;
+    returns (clients changed, clients left busy for the next round)."""
+    changed = busy = 0
+    policy = ctx.projection.policy
+    while True:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await hold_swap_lock_shared(conn)
+            claimed = await read_models.claim_due_stage_changes(conn, now, batch_size)
+            round_busy = 0
+            for client_id in claimed:
+                if not await try_lock_client(conn, client_id, ctx.projection.client_lock_class):
+                    round_busy += 1
+                    continue
+                if await apply_client_stage_changes(conn, client_id, now, policy):
+                    changed += 1
+        busy += round_busy
+        if len(claimed) < batch_size or round_busy == len(claimed):
+            return changed, busy
 
 
 async def _fire(conn: PgConnection, ctx: FollowupContext, timer: DueTimer, now: datetime) -> bool:
@@ -97,7 +134,9 @@ async def fire_all_due(
     while True:
         fired += (await run_due_timers(ctx, now, batch_size=batch_size)).fired
         async with ctx.pool.acquire() as conn:
-            left = await read_models.count_due_timers(conn, now)
+            left = await read_models.count_due_timers(
+                conn, now
+            ) + await read_models.count_due_stage_changes(conn, now)
         if not left or loop.time() > deadline:
             return fired
         await asyncio.sleep(0.05)

@@ -1,5 +1,6 @@
-"""The timer runner: a background task of the worker process that fires due timers with the
-service's clock. Safe with any number of replicas (timers are claimed with SKIP LOCKED)."""
+"""The timer runner: a background task of the worker process that fires due timers (and makes
+the clients' due stage changes by time) with the service's clock. Safe with any number of
+replicas (timers and clients are claimed with SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ async def run_timer_loop(ctx: FollowupContext, *, interval_s: float, batch_size:
         try:
             now = await ctx.clock.now()
             result = await run_due_timers(ctx, now, batch_size=batch_size)
-            if result.fired:
-                log.info("timers fired", extra={"fired": result.fired, "busy": result.busy})
+            if result.fired or result.stage_changes:
+                log.info(
+                    "timers fired",
+                    extra={
+                        "fired": result.fired,
+                        "stage_changes": result.stage_changes,
+                        "busy": result.busy,
+                    },
+                )
             backoff = interval_s
         except asyncio.CancelledError:
             raise
