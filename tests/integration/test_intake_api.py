@@ -247,3 +247,36 @@ async def test_unknown_stream_is_404_problem(intake: httpx.AsyncClient) -> None:
     response = await intake.get("/v1/streams/client-nobody/events")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.chaos
+async def test_database_unreachable_is_503_and_nothing_half_written(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support.proxy import cuttable
+
+    target = urlsplit(settings.intake_database_url)
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        netloc = f"{target.username}@127.0.0.1:{proxy.port}"
+        via_proxy = settings.model_copy(
+            update={"intake_database_url": urlunsplit(target._replace(netloc=netloc))}
+        )
+        async with (
+            serve(create_app(via_proxy)) as url,
+            httpx.AsyncClient(
+                base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM), timeout=30
+            ) as client,
+        ):
+            event = registration(event_id=str(uuid.uuid4()))
+            await proxy.cut()
+            refused = await client.post("/v1/events", json=event)
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "2"
+            assert (await client.get("/readyz")).status_code == 503
+            await proxy.restore()
+            accepted = await client.post("/v1/events", json=event)
+            assert accepted.status_code == 202, accepted.text
+    assert await stored_count(settings) == 1

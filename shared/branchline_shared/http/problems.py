@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -123,6 +124,22 @@ def install_problem_handlers(app: FastAPI) -> None:
                 str(exc.detail),
                 kind=f"http-{exc.status_code}",
                 headers=dict(exc.headers) if exc.headers else None,
+            )
+        )
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("a dependency is unreachable", extra={"error": repr(exc)})
+        return problem_response(
+            Problem(
+                503,
+                "Service unavailable",
+                "the database is unreachable; nothing was stored, send the request again",
+                kind="unavailable",
+                headers={"Retry-After": "2"},
             )
         )
 
