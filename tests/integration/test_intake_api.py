@@ -15,7 +15,7 @@ from branchline_intake.bootstrap import create_app
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
-from tests.support.stack import serve
+from tests.support.stack import eventually, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -279,4 +279,18 @@ async def test_database_unreachable_is_503_and_nothing_half_written(
             await proxy.restore()
             accepted = await client.post("/v1/events", json=event)
             assert accepted.status_code == 202, accepted.text
+
+            async def published() -> bool:
+                conn = await asyncpg.connect(settings.intake_database_url)
+                try:
+                    return bool(
+                        await conn.fetchval(
+                            "SELECT bool_and(published_at IS NOT NULL) FROM es_outbox"
+                        )
+                    )
+                finally:
+                    await conn.close()
+
+            # the relay lost its lock with its connection, took it again, and published
+            await eventually(published, within=30)
     assert await stored_count(settings) == 1

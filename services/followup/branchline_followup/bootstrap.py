@@ -106,7 +106,8 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
     finally:
         if relay_task is not None:
             relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Whatever the relay died of, the producer and the pools are still closed.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await relay_task
         await producer.stop()
         await pool.close()

@@ -90,7 +90,8 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         finally:
             if relay_task is not None:
                 relay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Whatever the relay died of, the producer and the pools are still closed.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await relay_task
             await producer.stop()
             await pool.close()

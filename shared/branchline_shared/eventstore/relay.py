@@ -10,6 +10,7 @@ per-key order holds with several replicas running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import encode_event, event_headers
 from branchline_shared.postgres.pool import PgConnection
 
@@ -53,13 +55,25 @@ class OutboxRelay:
         self._on_recover = on_recover
 
     async def run(self) -> None:
-        """Run until cancelled: hold the relay lock, then publish whenever woken or polled."""
-        async with self._pool.acquire() as lock_conn:
-            await self._acquire_lock(lock_conn)
+        """Run until cancelled: hold the relay lock, then publish whenever woken or polled.
+
+        The advisory lock lives as long as its connection: when a database outage takes the
+        connection, the lock is gone too, so the relay stops publishing and takes it again."""
+        while True:
             try:
-                await self._loop()
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+                async with self._pool.acquire() as lock_conn:
+                    await self._acquire_lock(lock_conn)
+                    try:
+                        await self._loop(lock_conn)
+                    finally:
+                        with contextlib.suppress(Exception):  # a lost connection freed it
+                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                FAILURES.labels(self._store).inc()
+                log.warning("outbox relay lost the database; retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(1.0)
 
     def wake(self) -> None:
         """Publish now: something was committed (called by the store in this process)."""
@@ -70,17 +84,21 @@ class OutboxRelay:
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
             await asyncio.sleep(self._poll_interval_s * 4)
 
-    async def _loop(self) -> None:
+    async def _loop(self, lock_conn: PgConnection) -> None:
         backoff = 0.1
         failing = False
         while True:
+            if lock_conn.is_closed():
+                raise ConnectionError("the relay lock's connection is gone")
             try:
                 if failing and self._on_recover is not None:
                     await self._on_recover()
                 published = await self.publish_once()
                 backoff = 0.1
                 failing = False
-            except (KafkaError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 FAILURES.labels(self._store).inc()
                 failing = True
                 log.warning("outbox publish failed; will retry", extra={"error": repr(exc)})
