@@ -1,4 +1,4 @@
-"""The audit ledger consumer, run in-process as its component runs it."""
+"""The audit ledger consumer, wired exactly as its component runs it (``run_consumer``)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,27 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.application.recording import record_events
-from branchline_audit.bootstrap import CONSUMER as AUDIT_CONSUMER
-from branchline_audit.bootstrap import prepare_database as prepare_audit
+from branchline_audit.bootstrap import audit_context, build_consumer, prepare_database
 from branchline_shared.clock import SystemClock
-from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
-from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 
 
 @contextlib.asynccontextmanager
 async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[PostgresLedger]:
-    await prepare_audit(settings)
-    topics = declare_topics(settings)
-    pool = await open_pool(settings.audit_database_url)
+    await prepare_database(settings)
+    await ensure_topics(settings.kafka_bootstrap, declare_topics(settings).all())
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
     producer = make_producer(settings, client_id="test-audit-dlq")
     await producer.start()
-    ledger = PostgresLedger(pool)
-    consumer = BatchConsumer(
-        settings=settings,
-        topics=topics.event_topics(),
-        group_id=settings.topic(AUDIT_CONSUMER),
-        name=AUDIT_CONSUMER,
-        handle=lambda events: record_events(ledger, SystemClock(), events),
-        dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, AUDIT_CONSUMER),
-        on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
-    )
-    task = asyncio.create_task(consumer.run())
+    clock = SystemClock()
+    audit = audit_context(settings, pool, clock)
+    task = asyncio.create_task(build_consumer(settings, audit.ledger, producer, clock).run())
     try:
-        yield ledger
+        yield audit.ledger
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

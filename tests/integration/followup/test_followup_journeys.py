@@ -4,7 +4,6 @@ events that reach Kafka, refusals that change nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,38 +23,14 @@ from tests.integration.followup.harness import (
     ApiClients,
     History,
     followup_api,
-    followup_db,
     now_utc,
     produce_events,
-    running_worker,
     snapshot,
 )
 from tests.support.kafka import read_all
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
-    return make_settings(
-        infra,
-        tmp_path,
-        followup_supervisors={"rm-7": "sup-1", "rm-8": "sup-1"},
-        followup_timer_poll_interval_s=0.2,
-    )
-
-
-@pytest.fixture
-async def db(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
-    async with followup_db(settings) as conn:
-        yield conn
-
-
-@pytest.fixture
-async def stack(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[ApiClients]:
-    async with running_worker(settings), followup_api(settings, tokens) as api:
-        yield api
 
 
 async def followup_events(settings: BranchlineSettings, expect: int) -> list[Any]:

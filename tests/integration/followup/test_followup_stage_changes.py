@@ -6,7 +6,6 @@ whichever runner gets there, and a rebuild ends with the same read models."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,9 @@ from branchline_followup.application.timers import run_due_timers
 from branchline_followup.bootstrap import followup_runtime, rebuild
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
-from tests.conftest import TokenFactory
 from tests.integration.followup.harness import (
     ApiClients,
     History,
-    followup_api,
     followup_db,
     now_utc,
     produce_events,
@@ -68,28 +65,6 @@ async def win_backs(db: asyncpg.Connection[Any], client_id: str | None = None) -
             client_id,
         )
     )
-
-
-@pytest.fixture
-def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
-    return make_settings(
-        infra,
-        tmp_path,
-        followup_supervisors={"rm-7": "sup-1"},
-        followup_timer_poll_interval_s=0.2,
-    )
-
-
-@pytest.fixture
-async def db(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
-    async with followup_db(settings) as conn:
-        yield conn
-
-
-@pytest.fixture
-async def stack(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[ApiClients]:
-    async with running_worker(settings), followup_api(settings, tokens) as api:
-        yield api
 
 
 async def test_d09_a_dormant_client_churns_with_the_clock_and_gets_one_win_back(

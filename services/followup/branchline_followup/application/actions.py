@@ -61,6 +61,31 @@ async def _locked_open_task(
     return task
 
 
+async def _record_action(
+    conn: PgConnection,
+    ctx: FollowupContext,
+    task: FollowupTask,
+    event_type: str,
+    now: datetime,
+    actor: Actor,
+    data: dict[str, Any],
+) -> FollowupTask:
+    """Record an RM's or supervisor's action on ``task`` as an event; the task as it now is."""
+    await record_and_apply(
+        conn,
+        ctx,
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        task=task,
+        occurred_at=now,
+        actor=actor,
+        data=data,
+    )
+    changed = await read_models.fetch_task(conn, task.id)
+    assert changed is not None  # locked and open a moment ago, in this transaction
+    return changed
+
+
 async def complete_task(
     ctx: FollowupContext,
     task_id: uuid.UUID,
@@ -90,20 +115,9 @@ async def complete_task(
             data["next_contact_at"] = next_contact_at
         if scores is not None:
             data["scores"] = scores
-        await record_and_apply(
-            conn,
-            ctx,
-            event_id=uuid.uuid4(),
-            event_type=FOLLOWUP_COMPLETED,
-            task=task,
-            occurred_at=now,
-            actor=actor,
-            data=data,
-        )
-        done = await read_models.fetch_task(conn, task_id)
+        changed = await _record_action(conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data)
     ctx.committed()
-    assert done is not None
-    return done
+    return changed
 
 
 async def reassign_task(
@@ -127,17 +141,6 @@ async def reassign_task(
         }
         if reason is not None:
             data["reason"] = reason
-        await record_and_apply(
-            conn,
-            ctx,
-            event_id=uuid.uuid4(),
-            event_type=FOLLOWUP_REASSIGNED,
-            task=task,
-            occurred_at=now,
-            actor=actor,
-            data=data,
-        )
-        moved = await read_models.fetch_task(conn, task_id)
+        changed = await _record_action(conn, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data)
     ctx.committed()
-    assert moved is not None
-    return moved
+    return changed
