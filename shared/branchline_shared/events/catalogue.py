@@ -40,18 +40,28 @@ from pydantic import (
 from branchline_shared.events.bounded import CleanText, CleanToken, Instant
 from branchline_shared.events.envelope import Actor, Channel, Identifier
 from branchline_shared.events.vocabulary import (
+    AccountClosureReason,
+    AccountReopeningReason,
     ClientType,
     CompensationKind,
+    ComplaintProblem,
     ComplaintSeverity,
     ConsentPurpose,
+    CorrectiveActionKind,
     DocumentType,
+    FeedbackKind,
     FollowupKind,
     IdentityMethod,
+    LegalHoldReason,
+    LegalHoldReleaseReason,
     LifecycleStage,
     PersonalField,
+    ProductCategory,
     ProductRisk,
+    RenegotiationReason,
     RiskLevel,
     RiskTolerance,
+    RootCause,
     SatisfactionDimension,
     SurveyChannel,
     VisitCategory,
@@ -63,12 +73,18 @@ __all__ = [
     "PAYLOAD_MODELS",
     "PERSONAL_FIELDS",
     "SYSTEM_EVENT_TYPES",
+    "AccountClosureReason",
+    "AccountReopeningReason",
     "AppointmentAttended",
     "AppointmentBooked",
     "AppointmentCancelled",
     "AppointmentConfirmed",
     "AppointmentEvent",
     "AppointmentNoShow",
+    "AuditLegalHoldLifted",
+    "AuditLegalHoldPlaced",
+    "ClientAccountClosed",
+    "ClientAccountReopened",
     "ClientConsentGranted",
     "ClientConsentWithdrawn",
     "ClientDataAccessRequested",
@@ -84,8 +100,12 @@ __all__ = [
     "ComplaintAcknowledged",
     "ComplaintClosed",
     "ComplaintConfirmedByClient",
+    "ComplaintCorrectiveActionCompleted",
+    "ComplaintCorrectiveActionPlanned",
     "ComplaintEvent",
+    "ComplaintProblem",
     "ComplaintProgressReported",
+    "ComplaintPromiseRenegotiated",
     "ComplaintReceived",
     "ComplaintResolved",
     "ComplaintSeverity",
@@ -93,9 +113,14 @@ __all__ = [
     "ConsultationAnswered",
     "ConsultationEvent",
     "ConsultationOpened",
+    "ConsultationPromiseRenegotiated",
+    "CorrectiveActionKind",
     "DocumentType",
     "EventPayload",
     "EventType",
+    "FeedbackKind",
+    "FeedbackReceived",
+    "FeedbackResponded",
     "FeedbackSurveyAnswered",
     "FollowupCompleted",
     "FollowupEscalated",
@@ -106,10 +131,13 @@ __all__ = [
     "FollowupTaskEvent",
     "IdentityMethod",
     "Label",
+    "LegalHoldReason",
+    "LegalHoldReleaseReason",
     "LifecycleStage",
     "Note",
     "PayloadPart",
     "PersonalField",
+    "ProductCategory",
     "ProductEvent",
     "ProductRecommended",
     "ProductRisk",
@@ -117,8 +145,10 @@ __all__ = [
     "ProductSold",
     "ProductTermsConfirmed",
     "RefusedEvent",
+    "RenegotiationReason",
     "RiskLevel",
     "RiskTolerance",
+    "RootCause",
     "RuleId",
     "RuleViolationRefused",
     "SatisfactionDimension",
@@ -184,6 +214,8 @@ class EventType(StrEnum):
     CLIENT_ERASURE_REQUESTED = "client.erasure_requested"
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+    CLIENT_ACCOUNT_CLOSED = "client.account_closed"
+    CLIENT_ACCOUNT_REOPENED = "client.account_reopened"
     APPOINTMENT_BOOKED = "appointment.booked"
     APPOINTMENT_CONFIRMED = "appointment.confirmed"
     APPOINTMENT_CANCELLED = "appointment.cancelled"
@@ -198,6 +230,7 @@ class EventType(StrEnum):
     VISIT_CLOSED = "visit.closed"
     CONSULTATION_OPENED = "consultation.opened"
     CONSULTATION_ANSWERED = "consultation.answered"
+    CONSULTATION_PROMISE_RENEGOTIATED = "consultation.promise_renegotiated"
     PRODUCT_RECOMMENDED = "product.recommended"
     PRODUCT_RISK_DISCLOSED = "product.risk_disclosed"
     PRODUCT_TERMS_CONFIRMED = "product.terms_confirmed"
@@ -208,7 +241,14 @@ class EventType(StrEnum):
     COMPLAINT_RESOLVED = "complaint.resolved"
     COMPLAINT_CONFIRMED_BY_CLIENT = "complaint.confirmed_by_client"
     COMPLAINT_CLOSED = "complaint.closed"
+    COMPLAINT_PROMISE_RENEGOTIATED = "complaint.promise_renegotiated"
+    COMPLAINT_CORRECTIVE_ACTION_PLANNED = "complaint.corrective_action_planned"
+    COMPLAINT_CORRECTIVE_ACTION_COMPLETED = "complaint.corrective_action_completed"
     FEEDBACK_SURVEY_ANSWERED = "feedback.survey_answered"
+    FEEDBACK_RECEIVED = "feedback.received"
+    FEEDBACK_RESPONDED = "feedback.responded"
+    AUDIT_LEGAL_HOLD_PLACED = "audit.legal_hold_placed"
+    AUDIT_LEGAL_HOLD_LIFTED = "audit.legal_hold_lifted"
     RULE_VIOLATION_REFUSED = "rule.violation_refused"
     FOLLOWUP_TASK_CREATED = "followup.task_created"
     FOLLOWUP_COMPLETED = "followup.completed"
@@ -364,6 +404,27 @@ class ClientPersonalDataAccessed(EventPayload):
     """The ``client.data_access_requested`` this answered, if any."""
 
 
+class ClientAccountClosed(EventPayload):
+    """client.account_closed (D-09, D-11): the relationship ends; the client's lifecycle moves
+    to churned and the retention clock of the client's records starts at this event's
+    ``occurred_at``."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    reason: AccountClosureReason
+    note: Note | None = None
+
+
+class ClientAccountReopened(EventPayload):
+    """client.account_reopened (D-09, D-11): a closed relationship starts again; the retention
+    clock stops until the next closure."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    reason: AccountReopeningReason
+    note: Note | None = None
+
+
 # --- appointments (D-02) ------------------------------------------------------------------------
 
 
@@ -509,6 +570,30 @@ class ConsultationAnswered(ConsultationEvent):
         return self
 
 
+def _client_told(client_told: bool) -> None:
+    if not client_told:
+        raise ValueError("client_told must be true: a promise is renegotiated with the client")
+
+
+class ConsultationPromiseRenegotiated(ConsultationEvent):
+    """consultation.promise_renegotiated (D-17): the promised answer cannot be given by its
+    deadline; before the deadline passes the client is told, with a reason and an alternative,
+    and a new deadline ``promised_by`` is agreed."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
+
+    promised_by: AwareDatetime
+    reason: RenegotiationReason
+    alternative: Note
+    client_told: StrictBool
+    told_via: Channel | None = None
+
+    @model_validator(mode="after")
+    def _told(self) -> ConsultationPromiseRenegotiated:
+        _client_told(self.client_told)
+        return self
+
+
 # --- products (D-05) ---------------------------------------------------------------------------
 
 
@@ -565,6 +650,11 @@ class ComplaintReceived(ComplaintEvent):
     topic: Identifier | None = None
     complex: StrictBool = False
     visit_id: Identifier | None = None
+    problem: ComplaintProblem | None = None
+    """D-17: what the complaint is about (regulatory statistics by problem code)."""
+    product_id: Identifier | None = None
+    product_category: ProductCategory | None = None
+    """D-17: the product complained about (regulatory statistics by product code)."""
 
 
 class ComplaintAcknowledged(ComplaintEvent):
@@ -582,6 +672,8 @@ class ComplaintProgressReported(ComplaintEvent):
 
     note: Note
     complex: StrictBool = False
+    next_update_by: AwareDatetime | None = None
+    """D-17: the client was promised the next update by then (a promise tracked to kept)."""
 
 
 class Compensation(PayloadPart):
@@ -599,6 +691,8 @@ class ComplaintResolved(ComplaintEvent):
 
     resolution: Text
     compensation: Compensation | None = None
+    root_cause: RootCause | None = None
+    """D-17: the root cause found (complaint analysis by root cause)."""
 
 
 class ComplaintConfirmedByClient(ComplaintEvent):
@@ -615,6 +709,48 @@ class ComplaintClosed(ComplaintEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
 
+    note: Note | None = None
+
+
+class ComplaintPromiseRenegotiated(ComplaintEvent):
+    """complaint.promise_renegotiated (D-17): the promised progress update cannot be given by
+    its deadline; before it passes the client is told, with a reason and an alternative, and a
+    new deadline ``promised_by`` is agreed."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
+
+    promised_by: AwareDatetime
+    reason: RenegotiationReason
+    alternative: Note
+    client_told: StrictBool
+    told_via: Channel | None = None
+
+    @model_validator(mode="after")
+    def _told(self) -> ComplaintPromiseRenegotiated:
+        _client_told(self.client_told)
+        return self
+
+
+class ComplaintCorrectiveActionPlanned(ComplaintEvent):
+    """complaint.corrective_action_planned (D-17): a corrective action against the complaint's
+    root cause, with an owner and a deadline; tracked to done as a task of the owner."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("description",)
+
+    action_id: Identifier
+    root_cause: RootCause
+    action_kind: CorrectiveActionKind
+    owner_id: Identifier
+    due_at: AwareDatetime
+    description: Note | None = None
+
+
+class ComplaintCorrectiveActionCompleted(ComplaintEvent):
+    """complaint.corrective_action_completed (D-17): the corrective action is done."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    action_id: Identifier
     note: Note | None = None
 
 
@@ -640,6 +776,30 @@ class FeedbackSurveyAnswered(EventPayload):
     scores: SatisfactionScores
     channel: SurveyChannel | None = None
     comment: Text | None = None
+
+
+class FeedbackReceived(EventPayload):
+    """feedback.received (D-07): feedback other than a survey or a complaint; it is responded
+    to within 24 hours."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("comment",)
+
+    kind: FeedbackKind
+    comment: Text
+    channel: SurveyChannel | None = None
+
+
+class FeedbackResponded(EventPayload):
+    """feedback.responded (D-07, D-17): the institution answered a piece of feedback
+    (``responds_to_event_id``: the ``feedback.survey_answered`` or ``feedback.received``);
+    optionally classified by root cause."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    responds_to_event_id: uuid.UUID
+    channel: Channel
+    root_cause: RootCause | None = None
+    note: Note | None = None
 
 
 # --- emitted by the system ---------------------------------------------------------------------
@@ -723,6 +883,23 @@ class FollowupEscalated(FollowupTaskEvent):
     reason: Label | None = None
 
 
+class AuditLegalHoldPlaced(EventPayload):
+    """audit.legal_hold_placed (D-11; recorded by the audit service for an auditor or admin,
+    who is the envelope's actor): none of the client's records is pruned while the hold
+    stands."""
+
+    hold_id: Identifier
+    reason: LegalHoldReason
+    case_reference: Identifier | None = None
+
+
+class AuditLegalHoldLifted(EventPayload):
+    """audit.legal_hold_lifted (D-11): the hold ``hold_id`` no longer stands."""
+
+    hold_id: Identifier
+    reason: LegalHoldReleaseReason
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 _MODELS: dict[EventType, type[EventPayload]] = {
@@ -735,6 +912,8 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
+    EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
     EventType.APPOINTMENT_BOOKED: AppointmentBooked,
     EventType.APPOINTMENT_CONFIRMED: AppointmentConfirmed,
     EventType.APPOINTMENT_CANCELLED: AppointmentCancelled,
@@ -749,6 +928,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.VISIT_CLOSED: VisitClosed,
     EventType.CONSULTATION_OPENED: ConsultationOpened,
     EventType.CONSULTATION_ANSWERED: ConsultationAnswered,
+    EventType.CONSULTATION_PROMISE_RENEGOTIATED: ConsultationPromiseRenegotiated,
     EventType.PRODUCT_RECOMMENDED: ProductRecommended,
     EventType.PRODUCT_RISK_DISCLOSED: ProductRiskDisclosed,
     EventType.PRODUCT_TERMS_CONFIRMED: ProductTermsConfirmed,
@@ -759,13 +939,20 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.COMPLAINT_RESOLVED: ComplaintResolved,
     EventType.COMPLAINT_CONFIRMED_BY_CLIENT: ComplaintConfirmedByClient,
     EventType.COMPLAINT_CLOSED: ComplaintClosed,
+    EventType.COMPLAINT_PROMISE_RENEGOTIATED: ComplaintPromiseRenegotiated,
+    EventType.COMPLAINT_CORRECTIVE_ACTION_PLANNED: ComplaintCorrectiveActionPlanned,
+    EventType.COMPLAINT_CORRECTIVE_ACTION_COMPLETED: ComplaintCorrectiveActionCompleted,
     EventType.FEEDBACK_SURVEY_ANSWERED: FeedbackSurveyAnswered,
+    EventType.FEEDBACK_RECEIVED: FeedbackReceived,
+    EventType.FEEDBACK_RESPONDED: FeedbackResponded,
     EventType.RULE_VIOLATION_REFUSED: RuleViolationRefused,
     EventType.FOLLOWUP_TASK_CREATED: FollowupTaskCreated,
     EventType.FOLLOWUP_COMPLETED: FollowupCompleted,
     EventType.FOLLOWUP_REASSIGNED: FollowupReassigned,
     EventType.FOLLOWUP_OVERDUE: FollowupOverdue,
     EventType.FOLLOWUP_ESCALATED: FollowupEscalated,
+    EventType.AUDIT_LEGAL_HOLD_PLACED: AuditLegalHoldPlaced,
+    EventType.AUDIT_LEGAL_HOLD_LIFTED: AuditLegalHoldLifted,
 }
 
 PAYLOAD_MODELS: dict[str, type[EventPayload]] = {
@@ -787,6 +974,8 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
         EventType.FOLLOWUP_REASSIGNED,
         EventType.FOLLOWUP_OVERDUE,
         EventType.FOLLOWUP_ESCALATED,
+        EventType.AUDIT_LEGAL_HOLD_PLACED,
+        EventType.AUDIT_LEGAL_HOLD_LIFTED,
     )
 )
 """Types the services emit themselves; a branch system may not submit them to intake."""
