@@ -582,7 +582,7 @@ class ConsultationPromiseRenegotiated(ConsultationEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
 
-    promised_by: AwareDatetime
+    promised_by: Instant
     reason: RenegotiationReason
     alternative: Note
     client_told: StrictBool
@@ -672,7 +672,7 @@ class ComplaintProgressReported(ComplaintEvent):
 
     note: Note
     complex: StrictBool = False
-    next_update_by: AwareDatetime | None = None
+    next_update_by: Instant | None = None
     """D-17: the client was promised the next update by then (a promise tracked to kept)."""
 
 
@@ -719,7 +719,7 @@ class ComplaintPromiseRenegotiated(ComplaintEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
 
-    promised_by: AwareDatetime
+    promised_by: Instant
     reason: RenegotiationReason
     alternative: Note
     client_told: StrictBool
@@ -741,7 +741,7 @@ class ComplaintCorrectiveActionPlanned(ComplaintEvent):
     root_cause: RootCause
     action_kind: CorrectiveActionKind
     owner_id: Identifier
-    due_at: AwareDatetime
+    due_at: Instant
     description: Note | None = None
 
 
