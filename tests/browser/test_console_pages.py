@@ -19,6 +19,7 @@ from tests.browser.console_support import (
     login,
     send,
     shot,
+    survey_answered,
     wait_until,
 )
 from tests.support.dev_stack import DevStack
@@ -46,9 +47,17 @@ def scenario(dev_stack: DevStack) -> Scenario:
     JSON API, its completion in the trail."""
     client_with_closed_visit(dev_stack, CLIENT, RM)
     client_with_closed_visit(dev_stack, OTHER_CLIENT, OTHER_RM)
+    branch = dev_stack.token("branch_system", "queue-01")
+    for event in (
+        client_event(CLIENT, "client.consent_granted", {"purposes": ["service", "marketing"]}, 8),
+        client_event(CLIENT, "client.consent_withdrawn", {"purposes": ["marketing"]}, 7),
+        client_event(CLIENT, "client.risk_assessed", {"level": "C3"}, 6),
+    ):
+        accepted = send(dev_stack, branch, event)
+        assert accepted.status_code == 202, accepted.text
     refused = send(
         dev_stack,
-        dev_stack.token("branch_system", "queue-01"),
+        branch,
         client_event(CLIENT, "product.recommended", {"product_id": "P-1", "product_risk": "R5"}, 5),
     )
     assert refused.status_code in (409, 422), refused.text
@@ -61,16 +70,22 @@ def scenario(dev_stack: DevStack) -> Scenario:
         return items if len(items) >= 2 else []
 
     survey, other = sorted(wait_until(tasks), key=lambda t: t["kind"] != "satisfaction_survey")
-    scores = dict.fromkeys(
-        ("attitude", "professionalism", "response_speed", "risk_management", "convenience"), 75
-    )
     done = httpx.post(
         f"{followups}/{survey['id']}/complete",
-        json={"outcome": "contacted", "scores": scores},
+        json={"outcome": "contacted"},
         headers=rm,
         timeout=10,
     )
     assert done.status_code == 200, done.text
+    survey_answered(dev_stack, CLIENT, 75)
+
+    def satisfaction() -> bool:
+        view = httpx.get(
+            f"{dev_stack.url('followup')}/v1/clients/{CLIENT}", headers=rm, timeout=10
+        ).json()
+        return bool(view.get("satisfaction_history"))
+
+    wait_until(satisfaction)
     auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'auditor-pages')}"}
 
     def completion() -> int | None:
@@ -136,6 +151,14 @@ def test_every_page_in_both_languages(
     visit(rm, f"{followup}/console/?status=done", screenshots, "rm-done", lang)
     visit(rm, f"{followup}/console/clients/{CLIENT}", screenshots, "rm-client", lang)
     expect(rm.locator("svg.chart")).to_be_visible()
+    expect(rm.locator("#consents tbody tr")).to_have_count(2)
+    expect(rm.locator("#consents tr[data-purpose=marketing]")).to_have_attribute(
+        "data-granted", "false"
+    )
+    expect(rm.locator("#assessment .sla-on_track")).to_have_count(1)
+    timeline = rm.locator("#timeline li")
+    expect(timeline.filter(has_text="client.risk_assessed")).to_have_count(1)
+    expect(timeline.filter(has_text="followup.completed")).to_have_count(1)
     visit(rm, f"{followup}/console/team", screenshots, "rm-forbidden", lang)
 
     supervisor = signed_in(browser, contexts, followup, "supervisor", "supervisor", lang)
@@ -217,7 +240,6 @@ def test_roles_sessions_and_csrf(
         f"{audit}/console/entries/{scenario.completed_position}?purpose=curious",
         f"{audit}/console/reads?purpose=curious",
         f"{audit}/console/refusals?purpose=curious",
-        f"{followup}/console/clients/{OTHER_CLIENT}",
         f"{followup}/console/team",
         f"{followup}/console/quality",
     ):
@@ -225,6 +247,10 @@ def test_roles_sessions_and_csrf(
         assert answer is not None, url
         assert answer.status == 403, url
         expect(rm.locator("h1")).to_have_text("Not allowed")
+    other = rm.goto(f"{followup}/console/clients/{OTHER_CLIENT}")
+    assert other is not None
+    assert other.status in (403, 404)  # out of scope: forbidden, or as if absent
+    expect(rm.locator("main")).not_to_contain_text(OTHER_RM)
     assert rm.goto(f"{followup}/console/clients/{CLIENT}").status == 200  # type: ignore[union-attr]
 
     # A form post without the CSRF token, or with another one, changes nothing.

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
     LIVE_CLIENT_LOCK_CLASS,
@@ -115,6 +116,7 @@ async def project(
     if not await read_models.mark_applied(conn, event, position):
         return False
     await lock_client(conn, event.client_id, projection.client_lock_class)
+    await apply_for_console(conn, event)
     policy = projection.policy
     at = event.occurred_at
     facts = await read_models.fetch_client(conn, event.client_id)
