@@ -22,6 +22,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Histogram
+
 from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.submit import IntakeContext, refusal_stream_id, submit_events
 from branchline_shared.events.envelope import SubmittedEvent, client_stream_id
@@ -36,6 +38,12 @@ from branchline_shared.eventstore.ports import (
 )
 
 log = logging.getLogger(__name__)
+
+GROUP_EVENTS = Histogram(
+    "branchline_intake_group_commit_events",
+    "Events written per group commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 
 Submit = Callable[..., Awaitable[list[Outcome]]]
 
@@ -119,6 +127,7 @@ class GroupCommitter:
 
     async def _write(self, group: list[_Waiting]) -> None:
         assert self._store is not None
+        GROUP_EVENTS.observe(sum(len(waiting.items) for waiting in group))
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
         try:
             async with self._store.shared_transaction() as shared:
