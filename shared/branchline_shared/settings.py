@@ -275,3 +275,15 @@ class BranchlineSettings(BaseSettings):
     followup_timer_batch_size: int = Field(
         default=200, ge=1, le=10_000, description="Timers claimed per transaction."
     )
+
+    # --- web console (docs/console.md) ---
+    console_followup_url: str | None = Field(
+        default=None,
+        description="Public address of the followup console (RM and supervisor pages); "
+        "default: http://<bind_host>:<followup_port>/console.",
+    )
+    console_audit_url: str | None = Field(
+        default=None,
+        description="Public address of the audit console (auditor pages, refusals); "
+        "default: http://<bind_host>:<audit_port>/console.",
+    )

@@ -22,6 +22,7 @@ from branchline_audit.application.context import AuditContext
 from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
+from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.auth import TokenCodec
@@ -114,6 +115,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(router)
+    install_audit_console(app, settings)
     return app
 
 
