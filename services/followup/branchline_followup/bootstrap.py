@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.reconciling import read_models_applied
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
@@ -21,6 +22,7 @@ from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
@@ -38,6 +40,8 @@ from branchline_shared.kafka.topics import (
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.reconcile.running import ConsumerSource
+from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "followup"
@@ -145,6 +149,22 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
+def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -> SelfRepair | None:
+    """The worker's own reconciliation with the event stores (None: switched off)."""
+    if not settings.reconcile_self_repair:
+        return None
+    return SelfRepair(
+        settings,
+        ConsumerSource(
+            CONSUMER,
+            runtime.topics.followup_worker_dlq.name,
+            lambda: read_models_applied(runtime.pool),
+        ),
+        interval_s=settings.reconcile_self_check_interval_s,
+        grace_s=settings.reconcile_grace_s,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
     """The worker's parts, started: the Faust agent projecting the event topics, the timer
@@ -165,9 +185,22 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             ),
             name="followup-timer-runner",
         )
+        repair = worker_self_repair(settings, runtime)
         try:
             await app.start()
-            yield runtime
+            rewinding = asyncio.create_task(
+                rewind_when_log_lost(
+                    app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
+                ),
+                name="followup-worker-rewind",
+            )
+            try:
+                async with self_repairing(repair):
+                    yield runtime
+            finally:
+                rewinding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rewinding
         finally:
             timers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
