@@ -165,6 +165,7 @@ class FollowupKind(StrEnum):
     REVISIT = "revisit"  # D-08
     WIN_BACK = "win_back"  # D-08
     PRODUCT_REVIEW = "product_review"  # D-08
+    DATA_ACCESS_REQUEST = "data_access_request"  # D-04 (answer a client's access request)
 
 
 class LifecycleStage(StrEnum):

@@ -22,6 +22,7 @@ class RuleId(StrEnum):
 
     SATISFACTION_SURVEY = "D-01b"
     APPOINTMENT = "D-02"
+    PERSONAL_DATA = "D-04"
     CONSULTATION = "D-06"
     COMPLAINT = "D-07"
     REVISIT = "D-08"
@@ -42,6 +43,7 @@ RULE_OF_KIND: dict[TaskKind, RuleId] = {
     TaskKind.REVISIT: RuleId.REVISIT,
     TaskKind.WIN_BACK: RuleId.REVISIT,
     TaskKind.PRODUCT_REVIEW: RuleId.REVISIT,
+    TaskKind.DATA_ACCESS_REQUEST: RuleId.PERSONAL_DATA,
 }
 """Every kind belongs to exactly one rule."""
 
