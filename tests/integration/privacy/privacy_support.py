@@ -3,6 +3,7 @@ PostgreSQL and broker, and a client journey that plants distinctive personal val
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,10 +11,16 @@ from typing import Any
 
 import httpx
 
+from branchline_audit.adapters.database import open_role_pool
+from branchline_audit.adapters.database import prepare_database as prepare_audit_database
+from branchline_audit.bootstrap import audit_context, build_consumer
+from branchline_audit.bootstrap import create_app as create_audit_app
 from branchline_followup.bootstrap import create_app as create_followup_app
 from branchline_followup.bootstrap import running_worker
 from branchline_intake.bootstrap import create_app as create_intake_app
+from branchline_shared.clock import SystemClock
 from branchline_shared.http.auth import Role
+from branchline_shared.kafka.producer import make_producer
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.stack import eventually, serve
@@ -114,3 +121,34 @@ async def privacy_stack(
         httpx.AsyncClient(base_url=followup_url, headers=admin, timeout=20) as followup,
     ):
         yield PrivacyStack(intake, followup, tokens)
+
+
+@contextlib.asynccontextmanager
+async def audit_running(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The audit consumer (as production wires it) and the audit API, as an auditor."""
+    await prepare_audit_database(settings)
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+    producer = make_producer(settings, client_id="privacy-test-audit-dlq")
+    await producer.start()
+    clock = SystemClock()
+    consumer = build_consumer(
+        settings, audit_context(settings, pool, clock).ledger, producer, clock
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.started.wait(), timeout=30)
+        async with (
+            serve(create_audit_app(settings)) as url,
+            httpx.AsyncClient(
+                base_url=url, headers=tokens.headers(Role.AUDITOR, sub="auditor-1"), timeout=30
+            ) as client,
+        ):
+            yield client
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+        await pool.close()

@@ -142,4 +142,4 @@ async def test_the_access_deadline_follows_the_branch_profile(
 
         (task,) = await eventually(access_task)
         assert task["profile"] == "uk_fca_disp"
-        assert task["due_at"].startswith("2026-12-23T10:00:00")
+        assert str(task["due_at"]).startswith("2026-12-23T10:00:00")

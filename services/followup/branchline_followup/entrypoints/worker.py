@@ -18,6 +18,7 @@ from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
 
@@ -85,4 +86,4 @@ async def handle_message(
     try:
         await retry_transient(lambda: apply_event(pool, event, projection), consumer=CONSUMER)
     except Exception as exc:
-        await dead_letters.send(raw, f"projection failed: {exc!r}")
+        await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
