@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_shared.http.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from branchline_shared.http.strict_input import StrictInput
 from branchline_shared.logging_setup import correlation_id_var
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -31,7 +32,9 @@ LATENCY = Histogram(
 
 
 class BodySizeLimit:
-    """Refuses bodies above ``max_bytes`` with 413 before the route reads them."""
+    """Refuses bodies above ``max_bytes`` with 413 before the route reads them: a declared
+    ``Content-Length`` at once, a chunked body as soon as it grows past the limit (whatever
+    the route would have answered to the cut-off body is dropped)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -46,19 +49,31 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         seen = 0
+        too_large = False
+        started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # the route's answer to a cut-off body: replaced by the 413
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
+            pass
+        if too_large and not started:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -112,6 +127,7 @@ def create_service_app(
         response.headers["x-correlation-id"] = cid
         return response
 
+    app.add_middleware(StrictInput)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app
 

@@ -27,6 +27,7 @@ class RuleId(StrEnum):
     COMPLAINT = "D-07"
     REVISIT = "D-08"
     LIFECYCLE = "D-09"
+    IMPROVEMENT = "D-17"
 
 
 RULE_OF_KIND: dict[TaskKind, RuleId] = {
@@ -44,6 +45,9 @@ RULE_OF_KIND: dict[TaskKind, RuleId] = {
     TaskKind.WIN_BACK: RuleId.REVISIT,
     TaskKind.PRODUCT_REVIEW: RuleId.REVISIT,
     TaskKind.DATA_ACCESS_REQUEST: RuleId.PERSONAL_DATA,
+    TaskKind.FEEDBACK_RESPONSE: RuleId.COMPLAINT,
+    TaskKind.COMPLAINT_PROGRESS_PROMISE: RuleId.IMPROVEMENT,
+    TaskKind.CORRECTIVE_ACTION: RuleId.IMPROVEMENT,
 }
 """Every kind belongs to exactly one rule."""
 
