@@ -34,6 +34,7 @@ class BenchStack:
     settings: BranchlineSettings
     admin_url: str  # the embedded server's `postgres` database
     token: str  # a branch system's bearer token
+    env: dict[str, str]  # what the components were started with
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -64,7 +65,7 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
             settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
         ).issue("bench-branch", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=6), now=utcnow())
         as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
-        yield BenchStack(as_run, stack.postgres.url("postgres"), token)
+        yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env())
     finally:
         await asyncio.to_thread(stack.stop)
         for key, value in saved.items():

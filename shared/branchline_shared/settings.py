@@ -62,6 +62,19 @@ class BranchlineSettings(BaseSettings):
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    reconcile_self_check_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each consumer reconciles itself with the event stores and "
+        "re-queues what it misses (0: only when it finds the broker's log reset; never: "
+        "reconcile_self_repair = false).",
+    )
+    reconcile_self_repair: bool = True
+    reconcile_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="An event published this recently is in flight, not missing.",
+    )
 
     # HTTP
     bind_host: str = "127.0.0.1"
@@ -281,4 +294,16 @@ class BranchlineSettings(BaseSettings):
     )
     followup_timer_batch_size: int = Field(
         default=200, ge=1, le=10_000, description="Timers claimed per transaction."
+    )
+
+    # --- web console (docs/console.md) ---
+    console_followup_url: str | None = Field(
+        default=None,
+        description="Public address of the followup console (RM and supervisor pages); "
+        "default: http://<bind_host>:<followup_port>/console.",
+    )
+    console_audit_url: str | None = Field(
+        default=None,
+        description="Public address of the audit console (auditor pages, refusals); "
+        "default: http://<bind_host>:<audit_port>/console.",
     )

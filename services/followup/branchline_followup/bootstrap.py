@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.reconciling import read_models_applied
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
@@ -18,10 +19,12 @@ from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import retention_rule_from_settings
+from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
@@ -38,6 +41,8 @@ from branchline_shared.kafka.topics import (
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.reconcile.running import ConsumerSource
+from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "followup"
@@ -139,7 +144,24 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(api_router(dev_mode=settings.dev_mode))
+    install_followup_console(app, settings)
     return app
+
+
+def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -> SelfRepair | None:
+    """The worker's own reconciliation with the event stores (None: switched off)."""
+    if not settings.reconcile_self_repair:
+        return None
+    return SelfRepair(
+        settings,
+        ConsumerSource(
+            CONSUMER,
+            runtime.topics.followup_worker_dlq.name,
+            lambda: read_models_applied(runtime.pool),
+        ),
+        interval_s=settings.reconcile_self_check_interval_s,
+        grace_s=settings.reconcile_grace_s,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -170,9 +192,22 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             ),
             name="followup-erasure-job",
         )
+        repair = worker_self_repair(settings, runtime)
         try:
             await app.start()
-            yield runtime
+            rewinding = asyncio.create_task(
+                rewind_when_log_lost(
+                    app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
+                ),
+                name="followup-worker-rewind",
+            )
+            try:
+                async with self_repairing(repair):
+                    yield runtime
+            finally:
+                rewinding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rewinding
         finally:
             for task in (timers, shredding):
                 task.cancel()
