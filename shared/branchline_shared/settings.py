@@ -70,6 +70,12 @@ class BranchlineSettings(BaseSettings):
         "reconcile_self_repair = false).",
     )
     reconcile_self_repair: bool = True
+    dead_letter_gauge_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a consumer reads its dead-letter topic for the pending count "
+        "and the oldest pending age on /metrics.",
+    )
     reconcile_grace_s: float = Field(
         default=10.0,
         ge=0,
