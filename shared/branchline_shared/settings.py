@@ -153,6 +153,25 @@ class BranchlineSettings(BaseSettings):
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
     )
 
+    # --- intake: throughput (docs/performance.md) ---
+    intake_group_commit_writers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Group commit of POST /v1/events: groups written at once per process "
+        "(0: every request is its own transaction).",
+    )
+    intake_group_commit_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="Most events in one group commit."
+    )
+    intake_group_commit_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a group waits for more requests before it is written (0: it is "
+        "written at once, and whoever arrives meanwhile joins the next group).",
+    )
+
     def resolved_master_key(self) -> bytes:
         """The 32-byte master key: from settings, or (development) from the data folder."""
         import base64
