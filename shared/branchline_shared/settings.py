@@ -70,6 +70,12 @@ class BranchlineSettings(BaseSettings):
         "reconcile_self_repair = false).",
     )
     reconcile_self_repair: bool = True
+    dead_letter_gauge_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a consumer reads its dead-letter topic for the pending count "
+        "and the oldest pending age on /metrics.",
+    )
     reconcile_grace_s: float = Field(
         default=10.0,
         ge=0,
@@ -155,6 +161,25 @@ class BranchlineSettings(BaseSettings):
     )
     intake_high_net_worth_threshold: int = Field(
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
+    )
+
+    # --- intake: throughput (docs/performance.md) ---
+    intake_group_commit_writers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Group commit of POST /v1/events: groups written at once per process "
+        "(0: every request is its own transaction).",
+    )
+    intake_group_commit_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="Most events in one group commit."
+    )
+    intake_group_commit_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a group waits for more requests before it is written (0: it is "
+        "written at once, and whoever arrives meanwhile joins the next group).",
     )
 
     def resolved_master_key(self) -> bytes:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from branchline_followup.adapters.reconciling import read_models_applied
+from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
@@ -32,6 +32,7 @@ from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
+from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import (
     Topics,
@@ -195,19 +196,32 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
         repair = worker_self_repair(settings, runtime)
         try:
             await app.start()
-            rewinding = asyncio.create_task(
-                rewind_when_log_lost(
-                    app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
+            background = [
+                asyncio.create_task(
+                    rewind_when_log_lost(
+                        app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
+                    ),
+                    name="followup-worker-rewind",
                 ),
-                name="followup-worker-rewind",
-            )
+                asyncio.create_task(
+                    watch_dead_letters(
+                        settings.kafka_bootstrap,
+                        CONSUMER,
+                        runtime.topics.followup_worker_dlq.name,
+                        lambda ids: read_models_have(runtime.pool, ids),
+                        interval_s=settings.dead_letter_gauge_interval_s,
+                    ),
+                    name="followup-worker-dead-letter-gauges",
+                ),
+            ]
             try:
                 async with self_repairing(repair):
                     yield runtime
             finally:
-                rewinding.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await rewinding
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             for task in (timers, shredding):
                 task.cancel()
