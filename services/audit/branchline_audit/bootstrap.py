@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied
+from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
 from branchline_audit.adapters.signing_key import load_or_create_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
@@ -29,6 +29,7 @@ from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
+from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import is_reachable
@@ -174,6 +175,16 @@ async def run_consumer(settings: BranchlineSettings) -> None:
         "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
     }
     task = asyncio.create_task(consumer.run(), name=CONSUMER)
+    gauges = asyncio.create_task(
+        watch_dead_letters(
+            settings.kafka_bootstrap,
+            CONSUMER,
+            topics.audit_consumer_dlq.name,
+            lambda ids: ledger_has(pool, ids),
+            interval_s=settings.dead_letter_gauge_interval_s,
+        ),
+        name=f"{CONSUMER}-dead-letter-gauges",
+    )
     try:
         async with (
             checkpointing(audit),
@@ -186,8 +197,9 @@ async def run_consumer(settings: BranchlineSettings) -> None:
             if task in done:
                 task.result()  # a crashed consumer ends the process loudly
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, gauges):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await producer.stop()
         await pool.close()
