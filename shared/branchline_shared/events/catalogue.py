@@ -9,7 +9,8 @@ Conventions of every payload model:
 * frozen, unknown fields refused (:class:`EventPayload`);
 * ids are :data:`~branchline_shared.events.envelope.Identifier` (≤ 128 printable characters);
   free text is bounded (:data:`Label` 200, :data:`Note` 2,000, :data:`Text` 4,000 characters);
-* every time is an ``AwareDatetime`` (a time without an offset is refused);
+* every time is an :data:`~branchline_shared.events.bounded.Instant` (an RFC 3339 string with
+  an offset, inside the window the stores represent exactly);
 * booleans and scores are strict (``"yes"`` or ``1`` is not ``true``; ``"80"`` is not ``80``);
 * value sets are closed ``StrEnum`` s (:mod:`.vocabulary`);
 * ``PERSONAL_PATHS`` names the payload keys that hold personal data (:data:`PERSONAL_FIELDS`,
@@ -27,7 +28,6 @@ from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from branchline_shared.events.bounded import CleanText, CleanToken, Instant
 from branchline_shared.events.envelope import Actor, Channel, Identifier
 from branchline_shared.events.vocabulary import (
     AccountClosureReason,
@@ -172,17 +173,25 @@ __all__ = [
 
 # --- bounded scalar types ---------------------------------------------------------------------
 
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+]
 """A short required text: a reason, a counter, a missing item, a purpose."""
-Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Note = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), CleanText
+]
 """A note written by staff."""
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), CleanText
+]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
 PersonalValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), CleanText
 ]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-TermValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+TermValue = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
+]
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
 """A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
 Score = Annotated[int, Field(ge=0, le=100, strict=True)]
@@ -323,7 +332,7 @@ class ClientConsentGranted(EventPayload):
     """client.consent_granted (D-04): consent for the stated purposes, until ``expires_at``."""
 
     purposes: Annotated[tuple[ConsentPurpose, ...], Field(min_length=1)]
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
     @field_validator("purposes")
     @classmethod
@@ -367,7 +376,7 @@ class ClientRiskAssessed(EventPayload):
     default validity (12 months), so the stored event states its own validity."""
 
     level: RiskTolerance
-    valid_until: AwareDatetime | None = None
+    valid_until: Instant | None = None
 
 
 class ClientErasureRequested(EventPayload):
@@ -422,8 +431,8 @@ class ClientAccountReopened(EventPayload):
 class AppointmentBooked(AppointmentEvent):
     """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
 
-    slot_start: AwareDatetime
-    slot_end: AwareDatetime | None = None
+    slot_start: Instant
+    slot_end: Instant | None = None
     purpose: Label
     staff_id: Identifier
 
@@ -500,8 +509,8 @@ class VisitBusinessHandled(VisitEvent):
     """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
 
     counter: Label
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
 
     @model_validator(mode="after")
     def _ended_after_start(self) -> VisitBusinessHandled:
@@ -551,7 +560,7 @@ class ConsultationAnswered(ConsultationEvent):
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("answer",)
 
     answer: Text | None = None
-    promised_by: AwareDatetime | None = None
+    promised_by: Instant | None = None
     follow_up_channel: Channel | None = None
 
     @model_validator(mode="after")
@@ -573,7 +582,7 @@ class ConsultationPromiseRenegotiated(ConsultationEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
 
-    promised_by: AwareDatetime
+    promised_by: Instant
     reason: RenegotiationReason
     alternative: Note
     client_told: StrictBool
@@ -652,7 +661,7 @@ class ComplaintAcknowledged(ComplaintEvent):
     """complaint.acknowledged (D-07): apology made, owner assigned."""
 
     owner_id: Identifier
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
 
 
 class ComplaintProgressReported(ComplaintEvent):
@@ -663,7 +672,7 @@ class ComplaintProgressReported(ComplaintEvent):
 
     note: Note
     complex: StrictBool = False
-    next_update_by: AwareDatetime | None = None
+    next_update_by: Instant | None = None
     """D-17: the client was promised the next update by then (a promise tracked to kept)."""
 
 
@@ -710,7 +719,7 @@ class ComplaintPromiseRenegotiated(ComplaintEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
 
-    promised_by: AwareDatetime
+    promised_by: Instant
     reason: RenegotiationReason
     alternative: Note
     client_told: StrictBool
@@ -732,7 +741,7 @@ class ComplaintCorrectiveActionPlanned(ComplaintEvent):
     root_cause: RootCause
     action_kind: CorrectiveActionKind
     owner_id: Identifier
-    due_at: AwareDatetime
+    due_at: Instant
     description: Note | None = None
 
 
@@ -801,8 +810,8 @@ class RefusedEvent(PayloadPart):
     for want of consent must not be stored)."""
 
     event_id: uuid.UUID | None = None
-    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
-    occurred_at: AwareDatetime
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
+    occurred_at: Instant
     client_id: Identifier
     branch_id: Identifier | None = None
     channel: Channel | None = None
@@ -817,7 +826,7 @@ class RuleViolationRefused(EventPayload):
     rule: RuleId
     title: Label
     detail: Text
-    field: Annotated[str, StringConstraints(max_length=200)] | None = None
+    field: Annotated[str, StringConstraints(max_length=200), CleanText] | None = None
     refused_event: RefusedEvent
     submitted_by: Actor
 
@@ -830,13 +839,13 @@ class FollowupTaskCreated(FollowupTaskEvent):
 
     kind: FollowupKind
     assignee: Identifier
-    due_at: AwareDatetime
+    due_at: Instant
     rule: RuleId
     source_event_id: uuid.UUID | None = None
     subject_id: Identifier | None = None
     """The visit, appointment, consultation, complaint or product the task is about."""
     profile: Identifier | None = None
-    escalate_at: AwareDatetime | None = None
+    escalate_at: Instant | None = None
     note: Note | None = None
 
 
@@ -849,7 +858,7 @@ class FollowupCompleted(FollowupTaskEvent):
     outcome: Label
     kind: FollowupKind | None = None
     note: Note | None = None
-    next_contact_at: AwareDatetime | None = None
+    next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
 
 
@@ -864,7 +873,7 @@ class FollowupReassigned(FollowupTaskEvent):
 class FollowupOverdue(FollowupTaskEvent):
     """followup.overdue: the deadline passed without completion."""
 
-    due_at: AwareDatetime
+    due_at: Instant
 
 
 class FollowupEscalated(FollowupTaskEvent):
