@@ -93,7 +93,7 @@ async def test_d07_d17_new_clocks_run_on_the_test_clock(
             {
                 "complaint_id": complaint,
                 "note": "x",
-                "next_update_by": str(now + timedelta(hours=2)),
+                "next_update_by": (now + timedelta(hours=2)).isoformat(),
             },
         )
     h.add(
