@@ -15,8 +15,7 @@ from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_shared.clock import SystemClock
-from branchline_shared.crypto.keystore import open_key_store
-from branchline_shared.crypto.sealing import MasterKey
+from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
@@ -55,7 +54,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         await producer.start()
         relay_task: asyncio.Task[None] | None = None
         master = settings.resolved_master_key()
-        keys, key_pool = await open_key_store(settings.keys_database_url, MasterKey(master))
+        keys, key_pool = await open_configured_key_store(settings)
         try:
             app.state.token_codec = TokenCodec(
                 settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience

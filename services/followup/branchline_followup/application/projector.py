@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
     LIVE_CLIENT_LOCK_CLASS,
@@ -165,6 +166,7 @@ async def project(
     tasks = await _apply_followup_event(conn, event, tasks)
     await _save_changed_tasks(conn, before, tasks, policy)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
+    await apply_personal_data(conn, event)
     return True
 
 
