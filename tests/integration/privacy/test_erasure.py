@@ -273,6 +273,33 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         assert too_late.json()["rule"] == "D-04"
         answers.append(too_late.text)
 
+        # Followup: a note about a shredded client cannot be sealed any more (409 D-04, nothing
+        # recorded); about a restricted one it is sealed like every note.
+        async def first_open_task(client_id: str) -> dict[str, Any]:
+            r = await stack.followup.get(
+                "/v1/followups", params={"client_id": client_id, "status": "open"}
+            )
+            task: dict[str, Any] = r.json()["items"][0]
+            return task
+
+        task = await first_open_task(GONE)
+        with_note = await stack.followup.post(
+            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+        )
+        assert with_note.status_code == 409, with_note.text
+        assert with_note.json()["rule"] == "D-04"
+        answers.append(with_note.text)
+        done = await stack.followup.post(
+            f"/v1/followups/{task['id']}/complete", json={"outcome": "called"}
+        )
+        assert done.status_code == 200, done.text
+        task = await first_open_task(KEEP)
+        noted = await stack.followup.post(
+            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+        )
+        assert noted.status_code == 200, noted.text
+        answers.append(noted.text)
+
         # The destruction is a recorded event that reaches the audit trail; the chain verifies.
         async def shredded_in_trail() -> list[dict[str, Any]] | None:
             r = await audit.get("/v1/audit/entries", params={"client_id": GONE, "limit": 100})
