@@ -130,6 +130,23 @@ class BranchlineSettings(BaseSettings):
     intake_high_net_worth_threshold: int = Field(
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
     )
+    intake_identity_gate_methods: list[str] = Field(
+        default_factory=lambda: ["networked_id_check"],
+        min_length=1,
+        description="D-03: identity verification methods that open the gate for account "
+        "opening, sales and contracts (networked_id_check, in_person, video), JSON.",
+    )
+    intake_screening_required: bool = Field(
+        default=True, description="D-03: an account opening or sale needs a clear screening."
+    )
+    intake_clock_skew_seconds: float = Field(
+        default=300, ge=0, description="D-05b: how far occurred_at may lie after receipt."
+    )
+    intake_late_entry_window_hours: float = Field(
+        default=24,
+        gt=0,
+        description="D-05b: how far before receipt occurred_at may lie without late_entry.",
+    )
 
     def resolved_master_key(self) -> bytes:
         """The 32-byte master key: from settings, or (development) from the data folder."""

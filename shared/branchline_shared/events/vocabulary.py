@@ -94,6 +94,44 @@ class ProductRisk(_Ranked):
     R5 = "R5"
 
 
+class ProductCategory(StrEnum):
+    """D-13 / D-14: the category of a product on the shelf; staff qualify per category."""
+
+    FUND = "fund"
+    WEALTH_MANAGEMENT = "wealth_management"
+    INSURANCE = "insurance"
+    DEPOSIT = "deposit"
+    LOAN = "loan"
+    BOND = "bond"
+    OTHER = "other"
+
+
+class ProductStatus(StrEnum):
+    """D-13: a product's status on the shelf (derived from its events, never submitted)."""
+
+    ON_SALE = "on_sale"
+    SUSPENDED = "suspended"
+    WITHDRAWN = "withdrawn"
+
+
+class ScreeningResult(StrEnum):
+    """D-03: the result of an AML / sanctions screening; ``hit`` and ``pending`` block account
+    opening and sales until a later ``clear``."""
+
+    CLEAR = "clear"
+    HIT = "hit"
+    PENDING = "pending"
+
+
+class DisclosureItem(StrEnum):
+    """D-05: the items an itemised risk disclosure covers (all four are required)."""
+
+    RISKS = "risks"
+    RETURNS = "returns"
+    FEES = "fees"
+    HOLDING_PERIOD = "holding_period"
+
+
 class VisitCategory(StrEnum):
     """D-01 step 2: the confirmed need of a visit."""
 
@@ -165,6 +203,9 @@ class FollowupKind(StrEnum):
     REVISIT = "revisit"  # D-08
     WIN_BACK = "win_back"  # D-08
     PRODUCT_REVIEW = "product_review"  # D-08
+    SUITABILITY_REVIEW = "suitability_review"  # D-15 (holdings that no longer fit)
+    KYC_REFRESH = "kyc_refresh"  # D-03 (periodic due-diligence refresh)
+    GIFT_ESCALATION = "gift_escalation"  # D-16 (an accepted gift, to the supervisor)
 
 
 class LifecycleStage(StrEnum):

@@ -44,6 +44,9 @@ class InMemoryUnitOfWork:
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}
 
+    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
+        return None  # one writer at a time already (the store's lock)
+
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self._state.by_id[i] for i in event_ids if i in self._state.by_id}
 
@@ -77,7 +80,7 @@ class InMemoryUnitOfWork:
             self._state.events.append(stored)
             self._state.by_id[event.event_id] = stored
             self._state.outbox.append(
-                OutboxRow(len(self._state.outbox) + 1, event.event_id, topic, event.client_id)
+                OutboxRow(len(self._state.outbox) + 1, event.event_id, topic, event.subject_id)
             )
             positions.append(position)
         self._state.versions = versions

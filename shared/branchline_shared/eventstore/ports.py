@@ -65,6 +65,11 @@ class UnitOfWork(Protocol):
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Lock the streams against other writers until commit; returns their versions."""
 
+    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
+        """Hold the streams against writers (not against other readers) until commit: what a
+        decision reads from another stream (a product's shelf entry) cannot change under it.
+        Taken after :meth:`lock_streams`; streams that do not exist are skipped."""
+
     async def find_existing(
         self, event_ids: Sequence[uuid.UUID]
     ) -> dict[uuid.UUID, StoredEvent]: ...

@@ -64,6 +64,15 @@ class PostgresUnitOfWork:
         )
         return {r["stream_id"]: r["version"] for r in rows}
 
+    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
+        ordered = sorted(set(stream_ids))
+        if ordered:
+            await self._conn.execute(
+                "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[]) "
+                "ORDER BY stream_id FOR SHARE",
+                ordered,
+            )
+
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         if not event_ids:
             return {}
@@ -122,7 +131,7 @@ class PostgresUnitOfWork:
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
             [e.event_id for e in events],
             [s.topic for s in self._staged],
-            [e.client_id for e in events],
+            [e.subject_id for e in events],
         )
         last_versions: dict[str, int] = {}
         for e in events:

@@ -13,10 +13,18 @@ D02: Final = "D-02"
 D03: Final = "D-03"
 D04: Final = "D-04"
 D05: Final = "D-05"
+D05B: Final = "D-05b"
+"""No backdating: ``occurred_at`` within the clock skew and the late-entry window."""
 D06: Final = "D-06"
 D07: Final = "D-07"
 D09: Final = "D-09"
 """Client register: events of an unregistered client, a second registration."""
+D13: Final = "D-13"
+"""Product shelf: only approved products on sale, at the institution's rating."""
+D14: Final = "D-14"
+"""Qualified staff: a valid qualification for the product's category."""
+D16: Final = "D-16"
+"""Conflicts of interest: a declared interest disclosed to the client."""
 
 
 @dataclass(frozen=True, slots=True)
