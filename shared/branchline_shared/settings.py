@@ -73,6 +73,9 @@ class BranchlineSettings(BaseSettings):
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_header_bytes: int = Field(default=32_768, ge=4096, le=1_048_576)
+    """Request line plus headers of one request; more is refused with 431 before it is read
+    whole (docs/input-validation.md)."""
 
     # Auth: HS256 JWT. On the embedded stack the secret is generated into data_dir.
     jwt_secret: SecretStr | None = None

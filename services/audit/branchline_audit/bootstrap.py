@@ -127,7 +127,7 @@ def build_consumer(
         topics=topics.event_topics(),
         group_id=settings.topic(CONSUMER),
         name=CONSUMER,
-        handle=lambda events: record_events(ledger, clock, events),
+        handle=lambda events, positions: record_events(ledger, clock, events, positions),
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
     )

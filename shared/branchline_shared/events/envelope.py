@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,16 +21,28 @@ from pydantic import (
     model_validator,
 )
 
+from branchline_shared.events.bounded import (
+    MAX_SAFE_INTEGER,
+    CleanText,
+    CleanToken,
+    Instant,
+    OpaqueToken,
+)
+
 Identifier = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
     ),
+    CleanToken,
 ]
-"""Ids of clients, branches, staff, visits, ...: printable, no spaces, bounded (keys)."""
+"""Ids of clients, branches, staff, visits, ...: printable ASCII, no spaces, bounded (keys)."""
 
-ShortText = Annotated[str, StringConstraints(max_length=200)]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64), CleanToken]
+"""A short code (a role, an event type): no controls, format characters or spaces."""
+
+ShortText = Annotated[str, StringConstraints(max_length=200), CleanText]
+LongText = Annotated[str, StringConstraints(max_length=4000), CleanText]
 
 
 class Channel(StrEnum):
@@ -48,7 +59,7 @@ class Actor(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Identifier
-    role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    role: Code
 
 
 class Subject(StrEnum):
@@ -70,7 +81,9 @@ class LateEntry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+    ]
 
 
 class _OneSubject(BaseModel):
@@ -104,17 +117,17 @@ class SubmittedEvent(_OneSubject):
     """An event as a branch system sends it to intake (API.md, "Submitted event")."""
 
     event_id: uuid.UUID | None = None
-    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
-    occurred_at: AwareDatetime
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
+    occurred_at: Instant
     client_id: Identifier | None = None
     product_id: Identifier | None = None
     staff_id: Identifier | None = None
     branch_id: Identifier | None = None
     channel: Channel | None = None
     actor: Actor
-    correlation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    causation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    expected_version: Annotated[int, Field(ge=0)] | None = None
+    correlation_id: OpaqueToken | None = None
+    causation_id: OpaqueToken | None = None
+    expected_version: Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER, strict=True)] | None = None
     late_entry: LateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -126,10 +139,10 @@ class RecordedEvent(_OneSubject):
     received it (D-05b: both are kept; a late entry carries its reason)."""
 
     event_id: uuid.UUID
-    type: str
+    type: Annotated[str, CleanToken]
     schema_version: int = 1
-    occurred_at: AwareDatetime
-    recorded_at: AwareDatetime
+    occurred_at: Instant
+    recorded_at: Instant
     source: str
     actor: Actor
     client_id: str | None = None
@@ -139,8 +152,8 @@ class RecordedEvent(_OneSubject):
     channel: Channel | None = None
     stream_id: str
     stream_version: int
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    correlation_id: Annotated[str, CleanToken] | None = None
+    causation_id: Annotated[str, CleanToken] | None = None
     late_entry: LateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 

@@ -57,6 +57,15 @@ API_TYPES = {
     "client.screened",
     "client.beneficial_owner_recorded",
     "client.late_entry_approved",
+    # the service loop (D-07, D-09, D-11, D-17)
+    "client.account_closed",
+    "client.account_reopened",
+    "consultation.promise_renegotiated",
+    "complaint.promise_renegotiated",
+    "complaint.corrective_action_planned",
+    "complaint.corrective_action_completed",
+    "feedback.received",
+    "feedback.responded",
 }
 GOVERNANCE_TYPES = {
     # subjects other than a client (D-13, D-14, D-16)
@@ -79,6 +88,8 @@ SYSTEM_TYPES = {
     "followup.reassigned",
     "followup.overdue",
     "followup.escalated",
+    "audit.legal_hold_placed",
+    "audit.legal_hold_lifted",
 }
 NAIVE = "2026-11-22T09:00:00"
 

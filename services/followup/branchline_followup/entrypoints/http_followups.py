@@ -11,7 +11,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
@@ -30,6 +30,7 @@ from branchline_followup.entrypoints.http_deps import (
     sees_everything,
     task_view,
 )
+from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -54,7 +55,7 @@ class CompleteRequest(BaseModel):
 
     outcome: Label
     note: Note | None = None
-    next_contact_at: AwareDatetime | None = None
+    next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
 
 
@@ -112,7 +113,7 @@ async def list_followups(
     status: Annotated[str | None, Query(description=f"One of {STATUS_VALUES}")] = None,
     kind: Annotated[str | None, Query(description="A task kind")] = None,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
-    due_before: Annotated[AwareDatetime | None, Query()] = None,
+    due_before: Annotated[Instant | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TaskPage:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
+from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
@@ -162,10 +163,10 @@ async def post_batch(
     summary="A stream's events in order",
 )
 async def get_stream(
-    stream_id: str,
+    stream_id: Annotated[str, Path(min_length=1, max_length=200)],
     ctx: ContextDep,
     _: Reader,
-    from_version: Annotated[int, Query(ge=1)] = 1,
+    from_version: Annotated[int, Query(ge=1, le=MAX_STREAM_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> StreamEvents:
     stored = await ctx.store.read_stream(stream_id, from_version=from_version, limit=limit)
