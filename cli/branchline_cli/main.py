@@ -9,6 +9,7 @@ import typer
 
 from branchline_cli.audit_commands import audit_app
 from branchline_cli.components import Component, run_component
+from branchline_cli.dlq_commands import dlq_app
 from branchline_cli.followup_commands import rebuild_app
 from branchline_cli.reconcile_commands import reconcile_command
 from branchline_cli.schema_commands import schemas_app
@@ -22,6 +23,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rebuild_app, name="rebuild")
 app.command("reconcile")(reconcile_command)
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.command()

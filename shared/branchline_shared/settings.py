@@ -62,6 +62,25 @@ class BranchlineSettings(BaseSettings):
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    reconcile_self_check_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each consumer reconciles itself with the event stores and "
+        "re-queues what it misses (0: only when it finds the broker's log reset; never: "
+        "reconcile_self_repair = false).",
+    )
+    reconcile_self_repair: bool = True
+    dead_letter_gauge_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a consumer reads its dead-letter topic for the pending count "
+        "and the oldest pending age on /metrics.",
+    )
+    reconcile_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="An event published this recently is in flight, not missing.",
+    )
 
     # HTTP
     bind_host: str = "127.0.0.1"
@@ -149,6 +168,25 @@ class BranchlineSettings(BaseSettings):
         default=24,
         gt=0,
         description="D-05b: how far before receipt occurred_at may lie without late_entry.",
+    )
+
+    # --- intake: throughput (docs/performance.md) ---
+    intake_group_commit_writers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Group commit of POST /v1/events: groups written at once per process "
+        "(0: every request is its own transaction).",
+    )
+    intake_group_commit_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="Most events in one group commit."
+    )
+    intake_group_commit_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a group waits for more requests before it is written (0: it is "
+        "written at once, and whoever arrives meanwhile joins the next group).",
     )
 
     def resolved_master_key(self) -> bytes:
@@ -278,4 +316,16 @@ class BranchlineSettings(BaseSettings):
     )
     followup_timer_batch_size: int = Field(
         default=200, ge=1, le=10_000, description="Timers claimed per transaction."
+    )
+
+    # --- web console (docs/console.md) ---
+    console_followup_url: str | None = Field(
+        default=None,
+        description="Public address of the followup console (RM and supervisor pages); "
+        "default: http://<bind_host>:<followup_port>/console.",
+    )
+    console_audit_url: str | None = Field(
+        default=None,
+        description="Public address of the audit console (auditor pages, refusals); "
+        "default: http://<bind_host>:<audit_port>/console.",
     )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.submit import IntakeContext
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
@@ -84,10 +85,18 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 "keys": lambda: is_reachable(key_pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
+            app.state.group_commit = GroupCommitter(
+                app.state.intake,
+                writers=settings.intake_group_commit_writers,
+                max_events=settings.intake_group_commit_max_events,
+                window_s=settings.intake_group_commit_window_ms / 1000,
+            )
             if settings.relay_enabled:
                 relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
             yield
         finally:
+            if hasattr(app.state, "group_commit"):
+                await app.state.group_commit.aclose()
             if relay_task is not None:
                 relay_task.cancel()
                 # Whatever the relay died of, the producer and the pools are still closed.

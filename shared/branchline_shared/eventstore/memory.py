@@ -41,11 +41,11 @@ class InMemoryUnitOfWork:
         self._state = state
         self._staged: list[tuple[RecordedEvent, str, bytes | None]] = []
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        # one writer at a time already (the store's lock): ``shared`` needs nothing more
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}
-
-    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
-        return None  # one writer at a time already (the store's lock)
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self._state.by_id[i] for i in event_ids if i in self._state.by_id}

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -62,13 +62,13 @@ class ConcurrencyError(EventStoreError):
 
 
 class UnitOfWork(Protocol):
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        """Lock the streams against other writers until commit; returns their versions."""
-
-    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
-        """Hold the streams against writers (not against other readers) until commit: what a
-        decision reads from another stream (a product's shelf entry) cannot change under it.
-        Taken after :meth:`lock_streams`; streams that do not exist are skipped."""
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Lock the streams against other writers until commit; returns their versions.
+        ``shared``: streams only read by the decision (a product's shelf entry), held against
+        writers but not against other readers, so what was read cannot change under it
+        (streams that do not exist are skipped). One global order over both: no deadlock."""
 
     async def find_existing(
         self, event_ids: Sequence[uuid.UUID]
@@ -94,3 +94,25 @@ class EventStore(Protocol):
         """The ordered log of every event, gap-safe: nothing that commits later can appear
         before ``after`` once it has been read past."""
         ...
+
+
+class SharedTransaction(Protocol):
+    """One transaction lent to several units of work in turn (group commit)."""
+
+    async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        """Lock every stream the group will touch, once, in one global order."""
+
+    def isolated(self) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes roll back alone if it raises (one caller's part)."""
+        ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work inside the shared transaction: it fails (and rolls back) alone."""
+        ...
+
+
+@runtime_checkable
+class GroupCommitStore(EventStore, Protocol):
+    """A store whose writers can share one transaction and one commit."""
+
+    def shared_transaction(self) -> AbstractAsyncContextManager[SharedTransaction]: ...

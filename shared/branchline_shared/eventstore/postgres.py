@@ -43,35 +43,54 @@ class _Staged:
     submission_hash: bytes | None
 
 
+_LOCK_SQL = {
+    "UPDATE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    "ORDER BY stream_id FOR UPDATE",
+    "SHARE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    "ORDER BY stream_id FOR SHARE",
+}
+
+
+def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
+    """``written`` (UPDATE) and ``read`` (SHARE) merged in stream order, as runs of one mode."""
+    merged = sorted([(s, "UPDATE") for s in written] + [(s, "SHARE") for s in read])
+    runs: list[tuple[str, list[str]]] = []
+    for stream_id, mode in merged:
+        if runs and runs[-1][0] == mode:
+            runs[-1][1].append(stream_id)
+        else:
+            runs.append((mode, [stream_id]))
+    return runs
+
+
 class PostgresUnitOfWork:
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self._staged: list[_Staged] = []
         self.committed = 0
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        ordered = sorted(set(stream_ids))  # one lock order for every writer: no deadlocks
-        if not ordered:
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        written = set(stream_ids)
+        ordered = sorted(written)  # one lock order for every writer: no deadlocks
+        read = sorted(set(shared) - written)
+        if not ordered and not read:
             return {}
-        await self._conn.execute(
-            "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-            ordered,
-        )
-        rows = await self._conn.fetch(
-            "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
-            "ORDER BY stream_id FOR UPDATE",
-            ordered,
-        )
-        return {r["stream_id"]: r["version"] for r in rows}
-
-    async def lock_streams_shared(self, stream_ids: Sequence[str]) -> None:
-        ordered = sorted(set(stream_ids))
         if ordered:
             await self._conn.execute(
-                "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[]) "
-                "ORDER BY stream_id FOR SHARE",
+                "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
+                "ON CONFLICT DO NOTHING",
                 ordered,
             )
+        versions: dict[str, int] = {}
+        # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
+        # of one mode per statement): two transactions never wait on each other in a cycle.
+        for mode, run in _runs(ordered, read):
+            rows = await self._conn.fetch(_LOCK_SQL[mode], run)
+            if mode == "UPDATE":
+                versions.update({r["stream_id"]: r["version"] for r in rows})
+        return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         if not event_ids:
@@ -149,6 +168,41 @@ class PostgresUnitOfWork:
         return [by_id[e.event_id] for e in events]
 
 
+class SharedTransaction:
+    """One database transaction lent to several units of work in turn (group commit).
+
+    Each unit of work runs in its own savepoint, so one that fails (a unique violation, a
+    bug) rolls back alone and the others go on; all that succeeded become durable together,
+    with one commit and one WAL flush."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+        self.committed = 0
+
+    async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        """Lock every stream the group will touch (``shared``: only read, e.g. the product
+        shelf), once, in the one global order: the units of work that follow lock them again
+        without waiting, and two groups (in two processes) can never deadlock on each
+        other's streams."""
+        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids, shared=shared)
+
+    @asynccontextmanager
+    async def isolated(self) -> AsyncIterator[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+        async with self._conn.transaction():
+            yield
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                uow = PostgresUnitOfWork(self._conn)
+                yield uow
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError(str(exc)) from exc
+        self.committed += uow.committed
+
+
 class PostgresEventStore:
     def __init__(
         self, pool: asyncpg.Pool[Any], *, on_commit: Callable[[], None] | None = None
@@ -169,6 +223,16 @@ class PostgresEventStore:
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
         if uow.committed and self._on_commit is not None:
+            self._on_commit()
+
+    @asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
+        """One transaction that several units of work use in turn (group commit); the
+        relay is woken once, after the one commit."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            shared = SharedTransaction(conn)
+            yield shared
+        if shared.committed and self._on_commit is not None:
             self._on_commit()
 
     async def read_stream(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
 
 
 class Violation(Protocol):
@@ -35,6 +35,6 @@ class Decider(Protocol):
         """``history``: the stream of the candidate's subject; ``related``: the histories of
         the streams :meth:`references` named (read in the same transaction)."""
 
-    def references(self, candidate: RecordedEvent) -> Sequence[str]:
+    def references(self, candidate: RecordedEvent | SubmittedEvent) -> Sequence[str]:
         """The other streams whose history deciding ``candidate`` needs (the product shelf,
         the acting staff's records), read-locked so the decision is consistent."""

@@ -233,18 +233,17 @@ async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int,
     async with ctx.store.unit_of_work() as uow:
         client_streams = sorted({c.event.stream_id for c in candidates})
         refusal_streams = sorted({refusal_stream_id(c.event) for c in candidates})
-        versions = await uow.lock_streams(client_streams + refusal_streams)
-        existing = await uow.find_existing(
-            [c.event.event_id for c in candidates]
-            + [refusal_event_id(c.event.event_id) for c in candidates]
-        )
-        # The product shelf and staff records a candidate's rules read (D-13, D-14, D-16):
-        # read-locked after the written streams (one lock order: no deadlock), so the
+        # The product shelf and staff records a candidate's rules read (D-13, D-14, D-16)
+        # are read-locked with the written streams (one lock order: no deadlock), so a
         # decision and a concurrent suspension or revocation are ordered.
         referenced = sorted(
             {s for c in candidates for s in ctx.decider.references(c.event)} - set(client_streams)
         )
-        await uow.lock_streams_shared(referenced)
+        versions = await uow.lock_streams(client_streams + refusal_streams, shared=referenced)
+        existing = await uow.find_existing(
+            [c.event.event_id for c in candidates]
+            + [refusal_event_id(c.event.event_id) for c in candidates]
+        )
         histories = await uow.load_streams(client_streams + referenced)
         staged: list[tuple[int, RecordedEvent]] = []
         decided: dict[int, Outcome] = {}

@@ -29,6 +29,7 @@ from branchline_intake.domain.policy import DEFAULT_POLICY, IntakePolicy
 from branchline_intake.domain.related import (
     NOTHING_RELATED,
     Related,
+    referenced_stream_ids,
     referenced_streams,
     related_from,
 )
@@ -36,7 +37,7 @@ from branchline_intake.domain.shelf import rebuild_shelf_product
 from branchline_intake.domain.staff import rebuild_staff_member
 from branchline_intake.domain.state import ClientState, rebuild_from_recorded
 from branchline_intake.domain.violations import RuleViolation
-from branchline_shared.events.envelope import RecordedEvent, Subject
+from branchline_shared.events.envelope import RecordedEvent, Subject, SubmittedEvent
 
 _NO_HISTORIES: Mapping[str, Sequence[RecordedEvent]] = {}
 
@@ -59,12 +60,12 @@ def decide_recorded(
     )
 
 
-def references(candidate: RecordedEvent) -> tuple[str, ...]:
+def references(candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
     """The streams besides its own whose history deciding ``candidate`` reads: a product
     event's shelf entry and its actor's staff records (D-13, D-14, D-16)."""
     if candidate.subject is not Subject.CLIENT:
         return ()
-    return referenced_streams(DomainEvent.from_recorded(candidate))
+    return referenced_stream_ids(candidate.type, candidate.data, candidate.actor.id)
 
 
 def decide_subject_recorded(
@@ -134,7 +135,7 @@ class RecordedDecider:
             return decide_subject_recorded(history, candidate, self.policy)
         return decide_on_state(self.state_of(history), candidate, self.policy, related)
 
-    def references(self, candidate: RecordedEvent) -> tuple[str, ...]:
+    def references(self, candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
         """See :func:`references`."""
         return references(candidate)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.shelf import ShelfProduct, rebuild_shelf_product
 from branchline_intake.domain.staff import StaffMember, rebuild_staff_member
-from branchline_shared.events.catalogue import ProductEvent
+from branchline_shared.events.catalogue import PAYLOAD_MODELS, ProductEvent
 from branchline_shared.events.envelope import product_stream_id, staff_stream_id
 
 
@@ -32,12 +33,21 @@ NOTHING_RELATED = Related()
 def referenced_streams(event: DomainEvent) -> tuple[str, ...]:
     """The streams a client event's rules read: the product's shelf entry and the acting
     staff's records (for product events)."""
-    payload = event.payload
-    if not isinstance(payload, ProductEvent):
+    return referenced_stream_ids(event.type, event.data(), event.actor_id)
+
+
+def referenced_stream_ids(
+    event_type: str, data: Mapping[str, Any], actor_id: str | None
+) -> tuple[str, ...]:
+    """:func:`referenced_streams` of an event not parsed yet (what a writer must lock before
+    it decides); nothing for a type that reads no other stream or an unusable product id."""
+    model = PAYLOAD_MODELS.get(event_type)
+    product_id = data.get("product_id")
+    if model is None or not issubclass(model, ProductEvent) or not isinstance(product_id, str):
         return ()
-    streams = [product_stream_id(payload.product_id)]
-    if event.actor_id is not None:
-        streams.append(staff_stream_id(event.actor_id))
+    streams = [product_stream_id(product_id.strip())]
+    if actor_id is not None:
+        streams.append(staff_stream_id(actor_id))
     return tuple(streams)
 
 

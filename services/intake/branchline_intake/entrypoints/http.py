@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
@@ -21,6 +22,7 @@ from branchline_shared.http.problems import (
     field_errors,
     validation_problem,
 )
+from branchline_shared.http.responses import FastJSONResponse
 
 MAX_BATCH = 1000
 
@@ -39,6 +41,14 @@ async def get_context(request: Request) -> IntakeContext:
 
 
 ContextDep = Annotated[IntakeContext, Depends(get_context)]
+
+
+async def get_group_commit(request: Request) -> GroupCommitter:
+    group: GroupCommitter = request.app.state.group_commit
+    return group
+
+
+GroupDep = Annotated[GroupCommitter, Depends(get_group_commit)]
 
 
 class AcceptedEvent(BaseModel):
@@ -103,16 +113,16 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
         422: {"description": "invalid event"},
     },
 )
-async def post_event(event: SubmittedEvent, ctx: ContextDep, caller: Writer) -> JSONResponse:
+async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
     forbidden = type_forbidden(event.type, caller)
     if forbidden is not None:
         raise forbidden
-    (outcome,) = await submit_events(ctx, [event], submitted_by=_actor(caller))
+    (outcome,) = await group.submit([event], submitted_by=_actor(caller))
     if isinstance(outcome, Refused):
-        return JSONResponse(
+        return FastJSONResponse(
             _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
         )
-    return JSONResponse(outcome.body(), status_code=202)
+    return FastJSONResponse(outcome.body(), status_code=202)
 
 
 @router.post(
