@@ -104,6 +104,16 @@ class BranchlineSettings(BaseSettings):
     # Personal data (decision 7): the master key wrapping every client's data key, base64 of
     # 32 bytes. On the embedded stack it is generated into the data folder on first run.
     master_key: SecretStr | None = None
+    master_keys_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Master keys being rotated away from (JSON list of base64), still accepted "
+        "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
+    )
+    privacy_shred_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the followup worker shreds clients whose erasure is due (D-04).",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> BranchlineSettings:
@@ -299,6 +309,12 @@ class BranchlineSettings(BaseSettings):
     followup_due_soon_hours: float = Field(
         default=4.0, ge=0, description="sla_state is due_soon this long before due_at."
     )
+    followup_feedback_low_score: int = Field(
+        default=60,
+        ge=0,
+        le=101,
+        description="D-07: a survey with any dimension below this score needs a response.",
+    )
     followup_durations_s: dict[str, float] = Field(
         default_factory=dict,
         description="Overrides of the rules' deadlines in seconds, JSON, by FollowupPolicy "
@@ -310,6 +326,16 @@ class BranchlineSettings(BaseSettings):
         default_factory=dict,
         description="D-08 revisit cadence in days by lifecycle stage, JSON (e.g. "
         '{"high_net_worth": 30, "mature": 90}); null: no periodic revisit.',
+    )
+    followup_access_request_days: float = Field(
+        default=15, gt=0, description="D-04: an access request is answered within this."
+    )
+    followup_access_request_days_by_profile: dict[str, float] = Field(
+        default_factory=dict,
+        description="D-04 access-request deadline in days per jurisdiction profile, JSON.",
+    )
+    followup_privacy_officer: str = Field(
+        default="privacy-officer", description="Assignee of access-request tasks (D-04)."
     )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."

@@ -18,14 +18,15 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.shredding import retention_rule_from_settings
 from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
+from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
 from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.clock import SystemClock
-from branchline_shared.crypto.keystore import open_key_store
-from branchline_shared.crypto.sealing import MasterKey
+from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
@@ -85,9 +86,7 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
     pool = await open_read_model_pool(settings)
     producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
     relay_task: asyncio.Task[None] | None = None
-    keys, key_pool = await open_key_store(
-        settings.keys_database_url, MasterKey(settings.resolved_master_key())
-    )
+    keys, key_pool = await open_configured_key_store(settings)
     try:
         await producer.start()
         relay = OutboxRelay(
@@ -186,6 +185,14 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             ),
             name="followup-timer-runner",
         )
+        shredding = asyncio.create_task(
+            run_shred_loop(
+                runtime.context,
+                retention_rule_from_settings(settings),
+                interval_s=settings.privacy_shred_interval_s,
+            ),
+            name="followup-erasure-job",
+        )
         repair = worker_self_repair(settings, runtime)
         try:
             await app.start()
@@ -216,9 +223,10 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         finally:
-            timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timers
+            for task in (timers, shredding):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.stop()
 
 

@@ -38,6 +38,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from branchline_shared.events.bounded import CleanText, CleanToken, Instant
 from branchline_shared.events.envelope import Actor, Channel, Identifier, Subject
@@ -102,6 +103,7 @@ __all__ = [
     "ClientLateEntryApproved",
     "ClientPersonalDataAccessed",
     "ClientPersonalDataRecorded",
+    "ClientPersonalDataShredded",
     "ClientRegistered",
     "ClientRiskAssessed",
     "ClientScreened",
@@ -174,6 +176,7 @@ __all__ = [
     "SatisfactionDimension",
     "SatisfactionScores",
     "ScreeningResult",
+    "ShredBasis",
     "StaffEvent",
     "StaffGiftRecorded",
     "StaffInterestDeclared",
@@ -221,6 +224,8 @@ TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TermValue = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
 ]
+SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
+"""Where a personal value sits: ``<event type>/<payload key>``."""
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
 """A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
 Score = Annotated[int, Field(ge=0, le=100, strict=True)]
@@ -246,6 +251,7 @@ class EventType(StrEnum):
     CLIENT_SCREENED = "client.screened"
     CLIENT_BENEFICIAL_OWNER_RECORDED = "client.beneficial_owner_recorded"
     CLIENT_LATE_ENTRY_APPROVED = "client.late_entry_approved"
+    CLIENT_PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
     CLIENT_ACCOUNT_CLOSED = "client.account_closed"
     CLIENT_ACCOUNT_REOPENED = "client.account_reopened"
     APPOINTMENT_BOOKED = "appointment.booked"
@@ -503,10 +509,38 @@ class ClientPersonalDataAccessed(EventPayload):
     """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
     clear, to whom (the envelope's actor), which fields and why."""
 
-    fields: Annotated[tuple[PersonalField, ...], Field(min_length=1)]
+    fields: tuple[PersonalField, ...] = ()
+    """The structured personal fields shown (none: the client had none recorded)."""
     purpose: Label
     request_event_id: uuid.UUID | None = None
     """The ``client.data_access_requested`` this answered, if any."""
+    texts: Annotated[tuple[SourcePath, ...], Field(max_length=200)] = ()
+    """The personal free texts shown, as ``<event type>/<payload key>`` (which kinds of
+    record, never their content)."""
+
+
+class ShredBasis(StrEnum):
+    """Why a client's personal data was destroyed when it was (D-04, D-11)."""
+
+    RETENTION_ENDED = "retention_ended"
+    """The retention period counted from the end of the relationship has run."""
+    NO_RETENTION = "no_retention"
+    """No retention applies to the client's records (e.g. no relationship ever began)."""
+
+
+class ClientPersonalDataShredded(EventPayload):
+    """client.personal_data_shredded (D-04, D-11; system-emitted): the client's data key was
+    destroyed (crypto-shredding). Every sealed personal value of the client, in every store,
+    topic, export and backup made afterwards, is unreadable from now on; hashes over the
+    ciphertext keep the audit trail verifiable."""
+
+    basis: ShredBasis
+    erasure_event_id: uuid.UUID
+    """The ``client.erasure_requested`` this carried out."""
+    key_id: Identifier | None = None
+    """The destroyed data key's id (none: the client never had personal data sealed)."""
+    relationship_ended_at: Instant | None = None
+    retention_until: Instant | None = None
 
 
 class ClientAccountClosed(EventPayload):
@@ -747,6 +781,18 @@ class ProductTerms(PayloadPart):
     fees: TermValue | None = None
     repayment: TermValue | None = None
     other: Annotated[dict[TermKey, TermValue], Field(max_length=50)] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_terms_only(cls, value: Any) -> Any:
+        # Refused without naming the key: the caller's text may be personal (D-04).
+        if isinstance(value, dict) and set(value) - set(cls.model_fields):
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "unknown term: name it rate, expected_return, period, fees or repayment, "
+                "or put it under other",
+            )
+        return value
 
 
 class ProductTermsConfirmed(ProductEvent):
@@ -1170,6 +1216,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.CLIENT_PERSONAL_DATA_SHREDDED: ClientPersonalDataShredded,
     EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
     EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
     EventType.APPOINTMENT_BOOKED: AppointmentBooked,
@@ -1240,6 +1287,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
     for event_type in (
         EventType.RULE_VIOLATION_REFUSED,
         EventType.CLIENT_PERSONAL_DATA_ACCESSED,
+        EventType.CLIENT_PERSONAL_DATA_SHREDDED,
         EventType.FOLLOWUP_TASK_CREATED,
         EventType.FOLLOWUP_COMPLETED,
         EventType.FOLLOWUP_REASSIGNED,

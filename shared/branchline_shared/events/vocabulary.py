@@ -194,6 +194,7 @@ class FollowupKind(StrEnum):
     SUITABILITY_REVIEW = "suitability_review"  # D-15 (holdings that no longer fit)
     KYC_REFRESH = "kyc_refresh"  # D-03 (periodic due-diligence refresh)
     GIFT_ESCALATION = "gift_escalation"  # D-16 (an accepted gift, to the supervisor)
+    DATA_ACCESS_REQUEST = "data_access_request"  # D-04 (answer a client's access request)
     FEEDBACK_RESPONSE = "feedback_response"  # D-07 (every feedback answered within 24 h)
     COMPLAINT_PROGRESS_PROMISE = "complaint_progress_promise"  # D-17 (the promised update)
     CORRECTIVE_ACTION = "corrective_action"  # D-17 (tracked to done)

@@ -83,6 +83,7 @@ GOVERNANCE_TYPES = {
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
+    "client.personal_data_shredded",
     "followup.task_created",
     "followup.completed",
     "followup.reassigned",
@@ -475,7 +476,7 @@ def test_personal_fields_are_a_bounded_closed_set(
 @pytest.mark.parametrize(
     ("terms", "loc"),
     [
-        ({"colour": "blue"}, ("terms", "colour")),
+        ({"colour": "blue"}, ("terms",)),
         ({"other": {"Rate": "3%"}}, ("terms", "other", "Rate", "[key]")),
         ({"rate": 3.1}, ("terms", "rate")),
         ({"rate": "x" * 1001}, ("terms", "rate")),

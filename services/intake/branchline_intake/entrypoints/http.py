@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.privacy import readable
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
@@ -182,7 +183,8 @@ async def get_stream(
     stored = await ctx.store.read_stream(stream_id, from_version=from_version, limit=limit)
     if not stored and from_version == 1:
         raise Problem(404, "Not found", f"no stream {stream_id!r}", kind="stream-not-found")
-    return StreamEvents(stream_id=stream_id, events=[s.event for s in stored])
+    events = await readable(ctx.keys, [s.event for s in stored])  # D-04 restriction
+    return StreamEvents(stream_id=stream_id, events=events)
 
 
 __all__ = ["PROBLEM_BASE", "router"]
