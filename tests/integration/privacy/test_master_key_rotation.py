@@ -40,6 +40,7 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
             sealed[client] = seal(
                 "Zhuang Qiaolian", key, client_id=client, path="fields", sub_key="name"
             )
+        hash_key = await before.service_secret("submission-hash", initial=b"h" * 32)
         # A key from before master-key ids existed (NULL): still found and re-wrapped.
         await pool.execute(
             "UPDATE pii_client_keys SET master_key_id = NULL WHERE client_id = 'C-0'"
@@ -52,12 +53,12 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
         # During the change: the new key is current, the old one still configured.
         during = PostgresClientKeyStore(pool, new, [old])
         report = await during.rotate(batch_size=2)  # several batches
-        assert report.rewrapped == 6
+        assert report.rewrapped == 7  # six clients and intake's submission-hash key
         assert report.destroyed == 1
         assert report.master_key_id == new.key_id
         again = await during.rotate()
         assert again.rewrapped == 0
-        assert again.already_current == 6
+        assert again.already_current == 7
 
         rows = await pool.fetch("SELECT client_id, wrapped_key, master_key_id FROM pii_client_keys")
         for row in rows:
@@ -77,6 +78,8 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
             ) == ("Zhuang Qiaolian")
         with pytest.raises(KeyDestroyed):
             await after.existing_key("C-6")
+        # A service secret keeps its value across the rotation (re-sent events stay duplicates).
+        assert await after.service_secret("submission-hash", initial=b"n" * 32) == hash_key
         # The old key alone opens nothing any more.
         with pytest.raises(SealingError):
             await PostgresClientKeyStore(pool, old).existing_key("C-1")
