@@ -3,6 +3,7 @@ accepted meanwhile, nothing sealed touched, destroyed keys stay destroyed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -124,3 +125,39 @@ def test_previous_master_keys_come_from_the_settings(settings: BranchlineSetting
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_the_privacy_commands_run_against_the_configured_databases(
+    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from branchline_cli.main import app
+
+    old, new = os.urandom(32), os.urandom(32)
+    for name, value in {
+        "BRANCHLINE_DATA_DIR": str(settings.data_dir),
+        "BRANCHLINE_KEYS_DATABASE_URL": settings.keys_database_url,
+        "BRANCHLINE_FOLLOWUP_DATABASE_URL": settings.followup_database_url,
+        "BRANCHLINE_MASTER_KEY": base64.b64encode(old).decode(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+
+    async def one_key() -> None:
+        await prepare_key_database(settings.keys_database_url)
+        pool = await open_pool(settings.keys_database_url)
+        try:
+            await PostgresClientKeyStore(pool, MasterKey(old)).key_for("C-1")
+        finally:
+            await pool.close()
+
+    asyncio.run(one_key())
+    monkeypatch.setenv("BRANCHLINE_MASTER_KEY", base64.b64encode(new).decode())
+    monkeypatch.setenv("BRANCHLINE_MASTER_KEYS_PREVIOUS", f'["{base64.b64encode(old).decode()}"]')
+    rotated = runner.invoke(app, ["privacy", "rotate-master-key"])
+    assert rotated.exit_code == 0, rotated.output
+    assert f"master key {MasterKey(new).key_id}: 1 data keys re-wrapped" in rotated.output
+    pending = runner.invoke(app, ["privacy", "shred-due", "--dry-run"])
+    assert pending.exit_code == 0, pending.output
+    assert "0 shredded, 0 pending" in pending.output
