@@ -253,7 +253,9 @@ class BranchlineSettings(BaseSettings):
         default_factory=dict, description="Branch id -> retention profile, where it differs."
     )
     audit_legal_hold_clients: list[str] = Field(
-        default_factory=list, description="Clients under legal hold: never pruned (D-11)."
+        default_factory=list,
+        description="Migration aid only: `branchline audit holds import-settings` records a "
+        "legal hold for each listed client; retention reads only recorded holds (D-11).",
     )
     audit_stored_form_roles: list[str] = Field(
         default_factory=list,
