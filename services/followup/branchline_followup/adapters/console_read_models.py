@@ -29,13 +29,14 @@ def _purposes(data: dict[str, Any]) -> list[str]:
     return [p for p in purposes if isinstance(p, str)] if isinstance(purposes, list) else []
 
 
-async def apply_for_console(conn: PgConnection, event: RecordedEvent) -> None:
-    """Within the projector's transaction, after the event was marked applied."""
+async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id: str) -> None:
+    """Within the projector's transaction, after the event was marked applied; ``client_id``
+    is the event's (events of other subjects have no client page)."""
     await conn.execute(
         "INSERT INTO fu_client_timeline "
         "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        event.client_id,
+        client_id,
         event.occurred_at,
         event.event_id,
         event.type,
@@ -53,7 +54,7 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent) -> None:
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, purpose) DO UPDATE "
                 "SET granted = $3, changed_at = $4, expires_at = $5 "
                 "WHERE c.changed_at <= $4",
-                event.client_id,
+                client_id,
                 purpose,
                 granted,
                 event.occurred_at,
@@ -66,7 +67,7 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent) -> None:
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id) DO UPDATE "
             "SET level = $2, assessed_at = $3, valid_until = $4, event_id = $5 "
             "WHERE a.assessed_at <= $3",
-            event.client_id,
+            client_id,
             event.data["level"],
             event.occurred_at,
             _instant(event.data.get("valid_until")),
