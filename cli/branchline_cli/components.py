@@ -19,6 +19,9 @@ class Component(StrEnum):
     FOLLOWUP_WORKER = "followup-worker"
     AUDIT_API = "audit-api"
     AUDIT_CONSUMER = "audit-consumer"
+    INTAKE_RELAY = "intake-relay"
+    """A standalone outbox relay of intake's store (intake's API runs one too; one of them is
+    active at a time, whichever holds the store's relay lock). Not started by ``dev``."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
         from branchline_audit.bootstrap import run_consumer
 
         asyncio.run(run_consumer(settings))
+    elif component is Component.INTAKE_RELAY:
+        from branchline_intake.bootstrap import run_relay
+
+        asyncio.run(run_relay(settings))
 
 
 def _serve(app: object, port: int, settings: BranchlineSettings) -> None:

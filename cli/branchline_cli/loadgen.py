@@ -159,6 +159,8 @@ class LoadGenerator:
         self._client_count = 0
         self.result = LoadResult()
         self.stopping = asyncio.Event()
+        self.batches_in_flight = 0
+        """Batches sent and not answered yet (a fault script may strike mid-batch)."""
 
     def _next_client(self) -> tuple[str, random.Random]:
         """The next client's id and its own random source: client k of a seed always has the
@@ -229,10 +231,13 @@ class LoadGenerator:
         backoff = 0.2
         while True:
             self.result.requests += 1
+            self.batches_in_flight += batch
             try:
                 response = await http.post(path, json=payload)
             except httpx.HTTPError:
                 response = None
+            finally:
+                self.batches_in_flight -= batch
             if response is not None and response.status_code not in RETRYABLE:
                 break
             if time.monotonic() > give_up:

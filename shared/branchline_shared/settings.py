@@ -89,6 +89,7 @@ class BranchlineSettings(BaseSettings):
     audit_port: int = 8003
     followup_worker_port: int = 8004
     audit_consumer_port: int = 8005
+    intake_relay_port: int = 8006
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
