@@ -235,7 +235,8 @@ class DevStack:
         return 0
 
     def supervisor(self) -> Supervisor:
-        supervisor = Supervisor(console.print)
+        # markup off: the messages quote log lines, whose brackets are not rich markup
+        supervisor = Supervisor(lambda message: console.print(message, markup=False))
         supervisor.watch(
             "PostgreSQL",
             self.postgres.is_running,

@@ -12,10 +12,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -89,12 +90,40 @@ class Process:
             self.log = None
 
 
+class ThreadedProxy:
+    """The cuttable TCP proxy on an event loop of its own thread: the database traffic of
+    the processes under test never waits for the test's own loop."""
+
+    def __init__(self, target_port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._proxy = CuttableProxy("127.0.0.1", target_port)
+        self.port = self._proxy.port
+
+    async def _call(self, coro: Any) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def start(self) -> None:
+        await self._call(self._proxy.start())
+
+    async def cut(self) -> None:
+        await self._call(self._proxy.cut())
+
+    async def restore(self) -> None:
+        await self._call(self._proxy.restore())
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
 @dataclass
 class ChaosStack:
     root: Path
     postgres: EmbeddedPostgres
     broker: TansuBroker
-    proxy: CuttableProxy
+    proxy: ThreadedProxy
     settings: BranchlineSettings
     env: dict[str, str]
     processes: dict[str, Process]
@@ -131,9 +160,17 @@ class ChaosStack:
         await asyncio.to_thread(self.postgres.stop, "fast")
         await asyncio.to_thread(self.postgres.start)
 
-    def stop_processes(self, *components: str) -> None:
+    async def stop_processes(self, *components: str) -> None:
         for name in components or tuple(self.processes):
-            self.processes[name].stop()
+            await asyncio.to_thread(self.processes[name].stop)
+
+    async def kill(self, component: str, *, within_s: float = 20) -> None:
+        """SIGKILL ``component`` once it runs (the supervisor may still be restarting it)."""
+        process = self.processes[component]
+        deadline = asyncio.get_running_loop().time() + within_s
+        while not process.alive() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        process.kill()
 
 
 def _env(settings: BranchlineSettings, values: dict[str, object]) -> dict[str, str]:
@@ -149,7 +186,7 @@ async def chaos_stack(**overrides: object) -> AsyncIterator[ChaosStack]:
     await asyncio.to_thread(postgres.start)
     broker = TansuBroker(free_port(), root / "logs" / "tansu.log")
     broker.start()
-    proxy = CuttableProxy("127.0.0.1", postgres.port)
+    proxy = ThreadedProxy(postgres.port)
     await proxy.start()
     tag = unique("c")
     values: dict[str, object] = {
@@ -205,8 +242,9 @@ async def chaos_stack(**overrides: object) -> AsyncIterator[ChaosStack]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         for process in processes.values():
-            process.stop()
+            await asyncio.to_thread(process.stop)
         await proxy.cut()
+        proxy.close()
         broker.stop()
         await asyncio.to_thread(postgres.stop, "immediate")
         if not os.environ.get("BRANCHLINE_CHAOS_KEEP"):

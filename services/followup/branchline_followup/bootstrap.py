@@ -111,10 +111,9 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         yield FollowupRuntime(settings, topics, pool, producer, context)
     finally:
         if relay_task is not None:
-            relay_task.cancel()
-            # Whatever the relay died of, the producer and the pools are still closed.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await relay_task
+            # Publish what is committed before stopping (bounded); whatever the relay died
+            # of, the producer and the pools are still closed.
+            await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
         await producer.stop()
         await pool.close()
         await key_pool.close()

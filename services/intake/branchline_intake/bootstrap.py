@@ -98,10 +98,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             if hasattr(app.state, "group_commit"):
                 await app.state.group_commit.aclose()
             if relay_task is not None:
-                relay_task.cancel()
-                # Whatever the relay died of, the producer and the pools are still closed.
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await relay_task
+                # Publish what is committed before stopping (bounded); whatever the relay
+                # died of, the producer and the pools are still closed.
+                await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
             await producer.stop()
             await pool.close()
             await key_pool.close()
@@ -152,8 +151,6 @@ async def run_relay(settings: BranchlineSettings) -> None:
             if task in done:
                 task.result()
     finally:
-        task.cancel()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await task
+        await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)
         await producer.stop()
         await pool.close()
