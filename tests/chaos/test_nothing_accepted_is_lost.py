@@ -226,6 +226,9 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
             seed=SEED,
             retry_for_s=120,
             client_prefix="CH",
+            admin_token=codec.issue(
+                "chaos-admin", [Role.ADMIN], ttl=timedelta(hours=2), now=datetime.now(UTC)
+            ),
         )
         load_task = asyncio.create_task(load.run())
         await run_faults(stack, load, rng, faults_log)
