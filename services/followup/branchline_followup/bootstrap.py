@@ -56,7 +56,11 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
-        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_followup.migrations")],
+        [
+            EVENT_STORE_MIGRATIONS,
+            (SERVICE, "branchline_followup.migrations"),
+            ("followup-console", "branchline_followup.console_migrations"),
+        ],
     )
 
 
