@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from branchline_shared.events.bounded import CleanText, CleanToken, Instant
+from branchline_shared.events.bounded import STORED, CleanText, CleanToken, Instant, Sealable
 from branchline_shared.events.envelope import Actor, Channel, Identifier
 from branchline_shared.events.vocabulary import (
     AccountClosureReason,
@@ -51,6 +51,7 @@ from branchline_shared.events.vocabulary import (
     DocumentType,
     FeedbackKind,
     FollowupKind,
+    FollowupOutcome,
     IdentityMethod,
     LegalHoldReason,
     LegalHoldReleaseReason,
@@ -125,6 +126,7 @@ __all__ = [
     "FollowupCompleted",
     "FollowupEscalated",
     "FollowupKind",
+    "FollowupOutcome",
     "FollowupOverdue",
     "FollowupReassigned",
     "FollowupTaskCreated",
@@ -174,23 +176,38 @@ __all__ = [
 # --- bounded scalar types ---------------------------------------------------------------------
 
 Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    CleanText,
+    Sealable,
 ]
 """A short required text: a reason, a counter, a missing item, a purpose."""
 Note = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    CleanText,
+    Sealable,
 ]
 """A note written by staff."""
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    CleanText,
+    Sealable,
 ]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
 PersonalValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    CleanText,
+    Sealable,
 ]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TermValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000),
+    CleanText,
+    Sealable,
 ]
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
 """A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
@@ -274,7 +291,13 @@ class EventPayload(BaseModel):
     SCHEMA_VERSION: ClassVar[int] = 1
     """Version of this payload's schema; a breaking change adds a version and an upcaster."""
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ()
-    """Payload keys holding personal data (the whole value under each key)."""
+    """Payload keys holding personal data (the whole value under each key; ``a.b`` the key
+    ``b`` of the object under ``a``): sealed with the client's key before anything is stored,
+    masked for readers, shredded with the key."""
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Free text that Branchline writes itself, never taken from a caller (only on types of
+    :data:`SYSTEM_EVENT_TYPES`). Every other free text is personal; everything else is a closed
+    code, a bounded identifier, a number or a time (docs/input-validation.md)."""
 
 
 class AppointmentEvent(EventPayload):
@@ -365,6 +388,8 @@ class ClientPersonalDataRecorded(EventPayload):
 class ClientIdentityVerified(EventPayload):
     """client.identity_verified (D-03)."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("verification_ref",)
+
     method: IdentityMethod
     document_type: DocumentType
     verification_ref: Identifier | None = None
@@ -397,6 +422,8 @@ class ClientDataAccessRequested(EventPayload):
 class ClientPersonalDataAccessed(EventPayload):
     """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
     clear, to whom (the envelope's actor), which fields and why."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
 
     fields: Annotated[tuple[PersonalField, ...], Field(min_length=1)]
     purpose: Label
@@ -431,6 +458,8 @@ class ClientAccountReopened(EventPayload):
 class AppointmentBooked(AppointmentEvent):
     """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
+
     slot_start: Instant
     slot_end: Instant | None = None
     purpose: Label
@@ -450,6 +479,8 @@ class AppointmentConfirmed(AppointmentEvent):
 class AppointmentCancelled(AppointmentEvent):
     """appointment.cancelled (D-02)."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     reason: Label | None = None
 
 
@@ -467,6 +498,8 @@ class AppointmentNoShow(AppointmentEvent):
 class VisitArrived(VisitEvent):
     """visit.arrived (D-01 step 1); the channel and branch are in the envelope."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("ticket",)
+
     ticket: Label | None = None
     appointment_id: Identifier | None = None
 
@@ -483,7 +516,7 @@ class VisitNeedsConfirmed(VisitEvent):
 class VisitGuidanceGiven(VisitEvent):
     """visit.guidance_given (D-01 step 3): process and required materials explained."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("materials", "note")
 
     materials: tuple[Label, ...] = ()
     note: Note | None = None
@@ -492,6 +525,8 @@ class VisitGuidanceGiven(VisitEvent):
 class VisitDocumentsChecked(VisitEvent):
     """visit.documents_checked (D-01 step 4): incomplete lists what is missing (the client must
     be told what to bring); complete lists nothing."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("missing",)
 
     complete: StrictBool
     missing: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
@@ -507,6 +542,8 @@ class VisitDocumentsChecked(VisitEvent):
 
 class VisitBusinessHandled(VisitEvent):
     """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("counter",)
 
     counter: Label
     started_at: Instant
@@ -530,6 +567,8 @@ class VisitNextStepsExplained(VisitEvent):
 class VisitClosed(VisitEvent):
     """visit.closed (D-01 step 7): an early end states its reason. A satisfaction survey is
     due afterwards (D-01b)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     outcome: VisitOutcome
     reason: Label | None = None
@@ -600,6 +639,8 @@ class ConsultationPromiseRenegotiated(ConsultationEvent):
 class ProductRecommended(ProductEvent):
     """product.recommended (D-05): refused without a valid assessment or above tolerance."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("product_name",)
+
     product_risk: ProductRisk
     product_name: Label | None = None
 
@@ -615,6 +656,8 @@ class ProductRiskDisclosed(ProductEvent):
 
 class ProductTermsConfirmed(ProductEvent):
     """product.terms_confirmed (D-05): the terms exactly as shown to the client."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("terms",)
 
     terms: Annotated[dict[TermKey, TermValue], Field(min_length=1, max_length=50)]
 
@@ -687,7 +730,7 @@ class Compensation(PayloadPart):
 class ComplaintResolved(ComplaintEvent):
     """complaint.resolved (D-07)."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution", "compensation.description")
 
     resolution: Text
     compensation: Compensation | None = None
@@ -823,6 +866,8 @@ class RuleViolationRefused(EventPayload):
     """rule.violation_refused (ARCHITECTURE.md decision 5): a rule refused a submission; the
     refusal itself is recorded (e.g. a recommendation above tolerance, D-05)."""
 
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("title", "detail", "field")
+
     rule: RuleId
     title: Label
     detail: Text
@@ -850,12 +895,15 @@ class FollowupTaskCreated(FollowupTaskEvent):
 
 
 class FollowupCompleted(FollowupTaskEvent):
-    """followup.completed: the outcome (as the RM states it), and for a revisit the next date
-    (D-08); for a survey task the scores (D-10). ``kind``: the completed task's kind."""
+    """followup.completed: the outcome (a closed code; the RM's own words go into the sealed
+    ``note``), and for a revisit the next date (D-08); for a survey task the scores (D-10).
+    ``kind``: the completed task's kind. v2: ``outcome`` became a code (v1 free text is read
+    as ``other``)."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
 
-    outcome: Label
+    outcome: FollowupOutcome
     kind: FollowupKind | None = None
     note: Note | None = None
     next_contact_at: Instant | None = None
@@ -864,6 +912,8 @@ class FollowupCompleted(FollowupTaskEvent):
 
 class FollowupReassigned(FollowupTaskEvent):
     """followup.reassigned (by a supervisor)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     from_assignee: Identifier
     to_assignee: Identifier
@@ -878,6 +928,8 @@ class FollowupOverdue(FollowupTaskEvent):
 
 class FollowupEscalated(FollowupTaskEvent):
     """followup.escalated: an overdue task escalated to the RM's supervisor (D-08)."""
+
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     supervisor_id: Identifier
     reason: Label | None = None
@@ -1020,6 +1072,12 @@ def event_type_of(payload: EventPayload) -> str:
         raise UnknownEventType(type(payload).__name__) from None
 
 
-def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
-    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType."""
-    return payload_model(event_type).model_validate(data)
+def parse_payload(
+    event_type: str, data: Mapping[str, Any], *, stored: bool = False
+) -> EventPayload:
+    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType.
+
+    ``stored``: ``data`` was read from Branchline's own store or topic, so its personal values
+    are sealed and stand for the clear ones. Without it (submitted data) a sealed-looking value
+    is refused like any text holding the reserved prefix."""
+    return payload_model(event_type).model_validate(data, context={STORED: stored})

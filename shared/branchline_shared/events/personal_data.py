@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from branchline_shared.crypto.sealing import map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS
 
 REDACTED = "[redacted]"
@@ -33,11 +34,7 @@ def redact_personal(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     paths = personal_paths(event_type)
     if paths is None:
         return {}
-    redacted = dict(data)
-    for path in paths:
-        if redacted.get(path) is not None:
-            redacted[path] = _mask(redacted[path])
-    return redacted
+    return map_personal(data, paths, lambda value, _path: _mask(value))
 
 
 def _mask(value: object) -> object:

@@ -38,7 +38,7 @@ def decide_on_state(
     state: ClientState, candidate: RecordedEvent, policy: IntakePolicy = DEFAULT_POLICY
 ) -> RecordedEvent | RuleViolation:
     """Decide ``candidate`` after a client state; the envelope to append, or the violation."""
-    proposed = DomainEvent.from_recorded(candidate)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)
     decision = decide(state, proposed, policy)
     if isinstance(decision, Refused):
         return decision.violation
