@@ -168,7 +168,7 @@ async def test_the_rm_completes_a_task_and_the_event_reaches_kafka(
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "done"
     assert done.json()["sla_state"] == "done"
-    assert done.json()["outcome"] == "surveyed"
+    assert done.json()["outcome"] == "contacted"
 
     [event] = await followup_events(settings, expect=1)
     assert event.type == "followup.completed"
