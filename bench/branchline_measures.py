@@ -94,3 +94,21 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
     finally:
         await producer.stop()
         await pool.close()
+
+
+async def mean_group_size(port: int) -> float | None:
+    """Events per group commit so far, from the intake's /metrics (one process's view)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
+    finally:
+        writer.close()
+    values = {}
+    for line in text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f"branchline_intake_group_commit_events_{name} "):
+                values[name] = float(line.split()[1])
+    if not values.get("count"):
+        return None
+    return values["sum"] / values["count"]

@@ -68,6 +68,8 @@ MEASURES = [
     ("bl_single", "Branchline POST /v1/events, 64 connections", "ev/s"),
     ("bl_single_p50", "  its p50 latency", "ms"),
     ("bl_single_p99", "  its p99 latency", "ms"),
+    ("bl_single_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    ("bl_single_group", "  events per group commit (mean, one process)", "events"),
     ("bl_batch", "Branchline POST /v1/events:batch of 1,000", "ev/s"),
     ("bl_relay", "Branchline outbox relay to Kafka", "ev/s"),
 ]
@@ -125,9 +127,16 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
     )
 
     async def singles() -> float:
+        cpu_before = stack.cpu_seconds("intake-api")
         latencies = await branchline_measures.single_posts(port, stack.token, p.singles)
         figures["bl_single_p50"] = latencies.p50_ms
         figures["bl_single_p99"] = latencies.p99_ms
+        # CPU per event barely depends on how busy the machine is: the steadiest figure here.
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_single_cpu_ms"] = 1000 * used / p.singles
+        group = await branchline_measures.mean_group_size(port)
+        if group is not None:
+            figures["bl_single_group"] = group
         return latencies.per_s
 
     await measure("bl_single", singles)
@@ -171,6 +180,12 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
     return measures
 
 
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ev/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
 def render(result: dict[str, Any]) -> Table:
     env = result["machine"]
     table = Table(
@@ -180,12 +195,11 @@ def render(result: dict[str, Any]) -> Table:
     for column in ("measure", "median", "min - max", "ratios (median of per-run)"):
         table.add_column(column)
     for entry in result["measures"].values():
-        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
         table.add_row(
             f"{entry['title']} ({entry['unit']})",
-            fmt.format(entry["median"]),
-            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])}",
+            _fmt(entry["median"], entry["unit"]),
+            f"{_fmt(entry['min'], entry['unit'])} - {_fmt(entry['max'], entry['unit'])}",
             ratios,
         )
     return table
@@ -208,11 +222,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---|",
     ]
     for entry in result["measures"].values():
-        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
+        unit = entry["unit"]
         lines.append(
-            f"| {entry['title'].strip()} ({entry['unit']}) | {fmt.format(entry['median'])} | "
-            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])} | {ratios} |"
+            f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
+            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} |"
         )
     return "\n".join(lines) + "\n"
 

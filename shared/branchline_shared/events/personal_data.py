@@ -31,15 +31,20 @@ def redact_personal(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     sent, not which), any other value is replaced whole. For a type the catalogue does not
     know, nothing can be called safe, so nothing is kept.
     """
+    return mask_personal(event_type, data, REDACTED)
+
+
+def mask_personal(event_type: str, data: Mapping[str, Any], marker: str) -> dict[str, Any]:
+    """:func:`redact_personal` with another marker (``[restricted]``, ``[shredded]``: D-04)."""
     paths = personal_paths(event_type)
     if paths is None:
         return {}
-    return map_personal(data, paths, lambda value, _path: _mask(value))
+    return map_personal(data, paths, lambda value, _path: _mask(value, marker))
 
 
-def _mask(value: object) -> object:
+def _mask(value: object, marker: str) -> object:
     if isinstance(value, Mapping):
         return {
-            key: REDACTED for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
+            key: marker for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
         }
-    return REDACTED
+    return marker

@@ -140,6 +140,40 @@ class PostgresUnitOfWork:
         return [by_id[e.event_id] for e in events]
 
 
+class SharedTransaction:
+    """One database transaction lent to several units of work in turn (group commit).
+
+    Each unit of work runs in its own savepoint, so one that fails (a unique violation, a
+    bug) rolls back alone and the others go on; all that succeeded become durable together,
+    with one commit and one WAL flush."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+        self.committed = 0
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
+        """Lock every stream the group will touch, once, in the one global order: the units
+        of work that follow lock them again without waiting, and two groups (in two
+        processes) can never deadlock on each other's streams."""
+        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids)
+
+    @asynccontextmanager
+    async def isolated(self) -> AsyncIterator[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+        async with self._conn.transaction():
+            yield
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                uow = PostgresUnitOfWork(self._conn)
+                yield uow
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError(str(exc)) from exc
+        self.committed += uow.committed
+
+
 class PostgresEventStore:
     def __init__(
         self, pool: asyncpg.Pool[Any], *, on_commit: Callable[[], None] | None = None
@@ -160,6 +194,16 @@ class PostgresEventStore:
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
         if uow.committed and self._on_commit is not None:
+            self._on_commit()
+
+    @asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
+        """One transaction that several units of work use in turn (group commit); the
+        relay is woken once, after the one commit."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            shared = SharedTransaction(conn)
+            yield shared
+        if shared.committed and self._on_commit is not None:
             self._on_commit()
 
     async def read_stream(

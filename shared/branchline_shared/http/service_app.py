@@ -31,6 +31,52 @@ LATENCY = Histogram(
 )
 
 
+class CorrelateAndMeasure:
+    """Correlation id (``x-correlation-id``, taken from the request or made) in the logging
+    context and on the answer; latency and count per route in the metrics.
+
+    Pure ASGI, not ``BaseHTTPMiddleware``: that one runs the route in a second task and
+    streams the answer through a memory channel, which cost more CPU per request than the
+    route itself on a small machine."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = _header(scope, b"x-correlation-id") or str(uuid.uuid4())
+        cid_header = (b"x-correlation-id", cid.encode("latin-1"))
+        status = 500  # what the server answers when the app raises before answering
+
+        async def send_correlated(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), cid_header]}
+            await send(message)
+
+        token = correlation_id_var.set(cid)
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_correlated)
+        finally:
+            correlation_id_var.reset(token)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            LATENCY.labels(self.service, method, path).observe(time.perf_counter() - started)
+            REQUESTS.labels(self.service, method, path, str(status)).inc()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
 class BodySizeLimit:
     """Refuses bodies above ``max_bytes`` with 413 before the route reads them: a declared
     ``Content-Length`` at once, a chunked body as soon as it grows past the limit (whatever
@@ -109,24 +155,7 @@ def create_service_app(
     install_problem_handlers(app)
     app.include_router(health_router())
 
-    @app.middleware("http")
-    async def correlate_and_measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        cid = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        token = correlation_id_var.set(cid)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            correlation_id_var.reset(token)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(service, request.method, path).observe(time.perf_counter() - started)
-        REQUESTS.labels(service, request.method, path, str(response.status_code)).inc()
-        response.headers["x-correlation-id"] = cid
-        return response
-
+    app.add_middleware(CorrelateAndMeasure, service=service)
     app.add_middleware(StrictInput)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app

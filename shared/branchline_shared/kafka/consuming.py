@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -20,7 +21,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.kafka.wire import (
+    PoisonEvent,
+    SourcePosition,
+    decode_event,
+    source_position,
+)
 from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,11 @@ log = logging.getLogger(__name__)
 CONSUMED = Counter("branchline_consumer_events_total", "Events handled", ["consumer"])
 DEAD_LETTERED = Counter(
     "branchline_consumer_dead_letters_total", "Events dead-lettered", ["consumer"]
+)
+LOG_LOST = Counter(
+    "branchline_consumer_log_lost_total",
+    "Times the broker's log was found shorter than the consumer's position (rewound)",
+    ["consumer"],
 )
 RETRIES = Counter("branchline_consumer_retries_total", "Transient failures retried", ["consumer"])
 
@@ -44,6 +55,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     KafkaError,
 )
+
+
+TP = TypeVar("TP", bound=Hashable)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -112,7 +126,10 @@ async def retry_transient(
             backoff = min(backoff * 2, max_backoff_s)
 
 
-BatchHandler = Callable[[list[RecordedEvent]], Awaitable[object]]
+Positions = dict[uuid.UUID, SourcePosition]
+"""Where each delivered event sits in the store that wrote it (from the relay's headers)."""
+
+BatchHandler = Callable[[list[RecordedEvent], Positions], Awaitable[object]]
 
 
 class BatchConsumer:
@@ -134,6 +151,7 @@ class BatchConsumer:
         dead_letters: DeadLetters,
         max_records: int = 500,
         on_broker_lost: Callable[[], Awaitable[None]] | None = None,
+        on_log_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
@@ -145,6 +163,9 @@ class BatchConsumer:
         # Called when the broker seems to have lost our topics (tansu's memory store after a
         # restart): typically re-creates them, so commits can succeed again.
         self._on_broker_lost = on_broker_lost
+        # Called after rewinding because the broker's log became shorter than our position:
+        # what it lost before we read it is only in the event stores (reconcile repairs it).
+        self._on_log_lost = on_log_lost
         self.started = asyncio.Event()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -194,6 +215,7 @@ class BatchConsumer:
 
     async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         events: list[tuple[RawMessage, RecordedEvent]] = []
+        positions: Positions = {}
         for record in records:
             raw = RawMessage(
                 record.topic,
@@ -204,46 +226,67 @@ class BatchConsumer:
                 list(record.headers or ()),
             )
             try:
-                events.append((raw, decode_event(record.value)))
+                event = decode_event(record.value)
             except PoisonEvent as exc:
                 await self._dead_letters.send(raw, str(exc))
+                continue
+            events.append((raw, event))
+            position = source_position(raw.headers)
+            if position is not None:
+                positions[event.event_id] = position
         if not events:
             return
         try:
-            await retry_transient(lambda: self._handle([e for _, e in events]), consumer=self._name)
+            await retry_transient(
+                lambda: self._handle([e for _, e in events], positions), consumer=self._name
+            )
         except Exception:
             # Narrow down: handle one by one, dead-letter only what fails.
             for raw, event in events:
                 try:
-                    await self._handle_one(event)
+                    await self._handle_one(event, positions)
                 except Exception as exc:
                     await self._dead_letters.send(raw, f"handler failed: {exc!r}")
         CONSUMED.labels(self._name).inc(len(events))
 
-    async def _handle_one(self, event: RecordedEvent) -> None:
+    async def _handle_one(self, event: RecordedEvent, positions: Positions) -> None:
         async def handle() -> object:
-            return await self._handle([event])
+            return await self._handle([event], positions)
 
         await retry_transient(handle, consumer=self._name)
 
     async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
         """After a broker lost its log (tansu's memory store restarted), our position can be
         past the new end; the broker does not say OFFSET_OUT_OF_RANGE, so we check."""
-        assignment = list(consumer.assignment())
-        if not assignment:
-            return
+        positions: dict[TopicPartition, int] = {}
         try:
-            ends = await consumer.end_offsets(assignment)
-        except KafkaError:
+            for tp in consumer.assignment():
+                positions[tp] = await consumer.position(tp)
+        except KafkaError:  # assignment changing under a rebalance: look again next time
             return
-        lost: list[TopicPartition] = []
-        for tp in assignment:
-            position = await consumer.position(tp)
-            if position > ends.get(tp, position):
-                lost.append(tp)
-        if lost:
-            log.warning(
-                "broker log shorter than our position; rewinding",
-                extra={"partitions": [str(tp) for tp in lost]},
-            )
-            await consumer.seek_to_beginning(*lost)
+        highwaters = {tp: consumer.highwater(tp) for tp in positions}
+        lost = partitions_past_log_end(positions, highwaters)
+        if not lost:
+            return
+        LOG_LOST.labels(self._name).inc()
+        log.warning(
+            "broker log shorter than our position; rewinding and reconciling",
+            extra={"consumer": self._name, "partitions": [str(tp) for tp in lost]},
+        )
+        await consumer.seek_to_beginning(*lost)
+        if self._on_log_lost is not None:
+            await self._on_log_lost()
+
+
+def partitions_past_log_end(
+    positions: Mapping[TP, int], highwaters: Mapping[TP, int | None]
+) -> list[TP]:
+    """Partitions whose position lies beyond the log end a fetch last reported (the high
+    watermark: exact, unlike some brokers' ListOffsets(latest), which tansu answers with the
+    base offset of the last batch)."""
+    lost: list[TP] = []
+    for tp, position in positions.items():
+        highwater = highwaters.get(tp)
+        if highwater is not None and position > highwater:
+            lost.append(tp)
+    return lost

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
+from branchline_shared.logging_setup import describe_error
 
 Headers = list[tuple[str, bytes]]
 
@@ -23,6 +26,27 @@ def event_headers(event: RecordedEvent, global_position: int) -> Headers:
         ("source", event.source.encode()),
         ("global_position", str(global_position).encode()),
     ]
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a published event sits in the event store that wrote it: the store (the
+    envelope's ``source``) and its global position there."""
+
+    source: str
+    global_position: int
+
+
+def source_position(headers: Sequence[tuple[str, bytes]]) -> SourcePosition | None:
+    """The store position a relay put in a message's headers (None: not relayed by us)."""
+    found = dict(headers)
+    source, position = found.get("source"), found.get("global_position")
+    if source is None or position is None:
+        return None
+    try:
+        return SourcePosition(source.decode(), int(position))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 class PoisonEvent(ValueError):
@@ -45,4 +69,5 @@ def decode_event(value: bytes | None) -> RecordedEvent:
     try:
         return RecordedEvent.model_validate_json(value)
     except ValueError as exc:
-        raise PoisonEvent(f"not a Branchline event envelope: {exc}") from exc
+        # The reason travels in a dead-letter header and in logs: never the values (D-04).
+        raise PoisonEvent(f"not a Branchline event envelope: {describe_error(exc)}") from exc

@@ -66,6 +66,7 @@ API_TYPES = {
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
+    "client.personal_data_shredded",
     "followup.task_created",
     "followup.completed",
     "followup.reassigned",

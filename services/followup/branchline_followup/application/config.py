@@ -69,6 +69,14 @@ def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
             escalate_after=None if escalate is None else timedelta(hours=escalate),
             due_soon_window=timedelta(hours=settings.followup_due_soon_hours),
             revisit_cadence=MappingProxyType(cadence),
+            access_request_within=timedelta(days=settings.followup_access_request_days),
+            access_request_within_by_profile=MappingProxyType(
+                {
+                    profile: timedelta(days=days)
+                    for profile, days in settings.followup_access_request_days_by_profile.items()
+                }
+            ),
+            privacy_officer=settings.followup_privacy_officer,
             # D-09 numbers are the institution's, shared with intake's classification.
             new_client_period=timedelta(days=settings.intake_new_client_days),
             churn_after_inactivity=timedelta(days=settings.intake_churn_after_days),

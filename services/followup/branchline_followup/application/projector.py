@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
     LIVE_CLIENT_LOCK_CLASS,
@@ -45,6 +46,7 @@ from branchline_followup.domain import (
     timers_for,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
@@ -91,16 +93,27 @@ class Projection:
     client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
 
 
-async def apply_event(pool: PgPool, event: RecordedEvent, projection: Projection) -> bool:
+async def apply_event(
+    pool: PgPool,
+    event: RecordedEvent,
+    projection: Projection,
+    position: SourcePosition | None = None,
+) -> bool:
     """Apply ``event`` in its own transaction; False when it had already been applied."""
     async with pool.acquire() as conn, conn.transaction():
         await hold_swap_lock_shared(conn)
-        return await project(conn, event, projection)
+        return await project(conn, event, projection, position)
 
 
-async def project(conn: PgConnection, event: RecordedEvent, projection: Projection) -> bool:
-    """Apply ``event`` within the caller's transaction; False when it had been applied."""
-    if not await read_models.mark_applied(conn, event):
+async def project(
+    conn: PgConnection,
+    event: RecordedEvent,
+    projection: Projection,
+    position: SourcePosition | None = None,
+) -> bool:
+    """Apply ``event`` within the caller's transaction; False when it had been applied.
+    ``position`` (where its store put it) is recorded for reconciliation."""
+    if not await read_models.mark_applied(conn, event, position):
         return False
     await lock_client(conn, event.client_id, projection.client_lock_class)
     policy = projection.policy
@@ -153,6 +166,7 @@ async def project(conn: PgConnection, event: RecordedEvent, projection: Projecti
     tasks = await _apply_followup_event(conn, event, tasks)
     await _save_changed_tasks(conn, before, tasks, policy)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
+    await apply_personal_data(conn, event)
     return True
 
 

@@ -19,6 +19,7 @@ from branchline_shared.crypto.sealing import seal_paths
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 SOURCE = "followup"
@@ -58,7 +59,9 @@ def normalised(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 async def _sealed(
     ctx: FollowupContext, event_type: str, client_id: str, data: dict[str, Any]
 ) -> dict[str, Any]:
-    paths = tuple(p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p) is not None)
+    paths = tuple(
+        p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p.split(".", 1)[0]) is not None
+    )
     if not paths:
         return data
     if ctx.keys is None:
@@ -83,6 +86,7 @@ async def record_and_apply(
     existing = await uow.find_existing([event_id])
     if event_id in existing:
         event = existing[event_id].event
+        global_position = existing[event_id].position.global_position
     else:
         stream = task_stream_id(task.id)
         versions = await uow.lock_streams([stream])
@@ -102,6 +106,7 @@ async def record_and_apply(
             data=await _sealed(ctx, event_type, task.client_id, normalised(event_type, data)),
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
-        await uow.commit()
-    await project(conn, event, ctx.projection)
+        (stored,) = await uow.commit()
+        global_position = stored.global_position
+    await project(conn, event, ctx.projection, SourcePosition(SOURCE, global_position))
     return event

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.privacy import register_restrictions
 from branchline_intake.domain import RuleViolation, refusal_payload
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
@@ -144,6 +145,9 @@ async def submit_events(
                     raise
         for index, outcome in decided.items():
             outcomes[index] = outcome
+        await register_restrictions(
+            ctx.keys, [c.event for c in candidates], [decided[c.index] for c in candidates]
+        )
     return [o for o in outcomes if o is not None]
 
 

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.privacy import readable
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
@@ -20,6 +22,7 @@ from branchline_shared.http.problems import (
     field_errors,
     validation_problem,
 )
+from branchline_shared.http.responses import FastJSONResponse
 
 MAX_BATCH = 1000
 
@@ -38,6 +41,14 @@ async def get_context(request: Request) -> IntakeContext:
 
 
 ContextDep = Annotated[IntakeContext, Depends(get_context)]
+
+
+async def get_group_commit(request: Request) -> GroupCommitter:
+    group: GroupCommitter = request.app.state.group_commit
+    return group
+
+
+GroupDep = Annotated[GroupCommitter, Depends(get_group_commit)]
 
 
 class AcceptedEvent(BaseModel):
@@ -102,13 +113,13 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
         422: {"description": "invalid event"},
     },
 )
-async def post_event(event: SubmittedEvent, ctx: ContextDep, caller: Writer) -> JSONResponse:
-    (outcome,) = await submit_events(ctx, [event], submitted_by=_actor(caller))
+async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
+    (outcome,) = await group.submit([event], submitted_by=_actor(caller))
     if isinstance(outcome, Refused):
-        return JSONResponse(
+        return FastJSONResponse(
             _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
         )
-    return JSONResponse(outcome.body(), status_code=202)
+    return FastJSONResponse(outcome.body(), status_code=202)
 
 
 @router.post(
@@ -162,7 +173,8 @@ async def get_stream(
     stored = await ctx.store.read_stream(stream_id, from_version=from_version, limit=limit)
     if not stored and from_version == 1:
         raise Problem(404, "Not found", f"no stream {stream_id!r}", kind="stream-not-found")
-    return StreamEvents(stream_id=stream_id, events=[s.event for s in stored])
+    events = await readable(ctx.keys, [s.event for s in stored])  # D-04 restriction
+    return StreamEvents(stream_id=stream_id, events=events)
 
 
 __all__ = ["PROBLEM_BASE", "router"]
