@@ -173,6 +173,7 @@ class ChainVerifier:
     """
 
     __slots__ = (
+        "_also",
         "_bad_count",
         "_bad_position",
         "_bad_positions",
@@ -208,6 +209,8 @@ class ChainVerifier:
         self._reason: str | None = None
         self._tree: CompactRange | None = CompactRange() if start_position == 1 else None
         self._keep_going = keep_going
+        self._also: bytes | None = None
+        """After a bad entry: its recomputed hash, an accepted link too (see :meth:`_resync`)."""
         self._bad_positions: list[int] = []
         self._bad_count = 0
 
@@ -230,6 +233,7 @@ class ChainVerifier:
             self._resync(entry)
             return False
         self._prev = entry.hash
+        self._also = None
         if self._tree is not None:
             self._tree.append(leaf_hash(entry.hash))
         self._count += 1
@@ -247,11 +251,19 @@ class ChainVerifier:
             self._bad_positions.append(position)
 
     def _resync(self, entry: ChainEntry) -> None:
-        """Go on after a bad entry from what is stored: its hash is the next link (a well-formed
-        one), its position the last seen."""
+        """Go on after a bad entry: the next entry may link to its stored hash (its content was
+        altered) or to the hash its content gives (its hash column was altered); either way
+        only the bad entry is reported, and every later one is checked in full."""
         if isinstance(entry.position, int) and entry.position >= self._expected:
             self._expected = entry.position
         stored = entry.hash if len(entry.hash) == HASH_SIZE else bytes(HASH_SIZE)
+        try:
+            self._also = chain_hash(
+                entry.prev_hash if len(entry.prev_hash) == HASH_SIZE else self._prev,
+                entry_canonical_bytes(entry.position, entry.event, entry.appended_at),
+            )
+        except (CanonicalisationError, ValueError, TypeError):
+            self._also = None
         self._prev = stored
         if self._tree is not None:
             self._tree.append(leaf_hash(stored))
@@ -265,7 +277,7 @@ class ChainVerifier:
                 f"expected position {self._expected}, found {entry.position!r} "
                 "(an entry is missing, duplicated or out of order)"
             )
-        if entry.prev_hash != self._prev:
+        if entry.prev_hash != self._prev and (self._also is None or entry.prev_hash != self._also):
             return f"prev_hash does not equal the hash of position {self._expected - 1}"
         if entry.pruned:
             if len(entry.hash) != HASH_SIZE:
@@ -273,7 +285,8 @@ class ChainVerifier:
             return None
         try:
             recomputed = chain_hash(
-                self._prev, entry_canonical_bytes(entry.position, entry.event, entry.appended_at)
+                entry.prev_hash,  # equal to the hash before (or, after a bad one, its content's)
+                entry_canonical_bytes(entry.position, entry.event, entry.appended_at),
             )
         except CanonicalisationError as error:
             return f"entry has no canonical bytes: {error}"

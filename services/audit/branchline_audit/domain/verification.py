@@ -146,15 +146,19 @@ class LedgerAuditor:
         ):
             checkpoint = self._checkpoints[self._next_checkpoint]
             root = self._chain.verdict().tree_root
-            if root != checkpoint.root_hash.hex():
+            explained = any(  # a bad entry found in this range changes the root already
+                self._last_good_size < p <= checkpoint.tree_size
+                for p in self._chain.verdict().bad_positions
+            )
+            if root != checkpoint.root_hash.hex() and not explained:
                 self._chain.mark_bad(
                     self._last_good_size + 1,
                     f"the root of checkpoint {checkpoint.tree_size} does not match the entries: "
                     f"history between positions {self._last_good_size + 1} and "
                     f"{checkpoint.tree_size} was rewritten",
                 )
-                if self._bad_checkpoint is None:
-                    self._bad_checkpoint = checkpoint.tree_size
+            if root != checkpoint.root_hash.hex() and self._bad_checkpoint is None:
+                self._bad_checkpoint = checkpoint.tree_size
             self._last_good_size = position
             self._next_checkpoint += 1
             self._checked += 1
