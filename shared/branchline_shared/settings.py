@@ -292,6 +292,12 @@ class BranchlineSettings(BaseSettings):
     followup_due_soon_hours: float = Field(
         default=4.0, ge=0, description="sla_state is due_soon this long before due_at."
     )
+    followup_feedback_low_score: int = Field(
+        default=60,
+        ge=0,
+        le=101,
+        description="D-07: a survey with any dimension below this score needs a response.",
+    )
     followup_durations_s: dict[str, float] = Field(
         default_factory=dict,
         description="Overrides of the rules' deadlines in seconds, JSON, by FollowupPolicy "

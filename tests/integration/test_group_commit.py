@@ -206,7 +206,8 @@ async def test_a_failed_commit_fails_the_whole_group_and_stores_nothing(
     app: FastAPI, settings: BranchlineSettings
 ) -> None:
     ctx: IntakeContext = app.state.intake
-    store = _CommitFails(ctx.store._pool)  # type: ignore[attr-defined]
+    inner = getattr(ctx.store, "_store", ctx.store)  # under the history-tail wrapper
+    store = _CommitFails(inner._pool)
     committer = GroupCommitter(IntakeContext(**{**ctx.__dict__, "store": store}), writers=1)
     results = await asyncio.wait_for(
         asyncio.gather(

@@ -10,12 +10,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from branchline_intake.application.group_commit import GroupCommitter
+from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.submit import IntakeContext
+from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
+from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import TokenCodec
@@ -69,12 +72,16 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     settings.kafka_bootstrap, topics.all(), attempts=1
                 ),
             )
+            decider = build_decider(settings)
+            store: EventStore = PostgresEventStore(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            )
+            if isinstance(decider, RecordedDecider):
+                store = TailLoadingStore(store, decider)
             app.state.intake = IntakeContext(
-                store=PostgresEventStore(
-                    pool, on_commit=relay.wake if settings.relay_enabled else None
-                ),
+                store=store,
                 clock=SystemClock(),
-                decider=build_decider(settings),
+                decider=decider,
                 topic=topics.intake_events.name,
                 keys=keys,
                 hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +89,26 @@ class PostgresUnitOfWork:
         for r in rows:
             histories[r["stream_id"]].append(_recorded(r))
         return histories
+
+    async def load_stream_tails(
+        self, from_versions: Mapping[str, int]
+    ) -> dict[str, list[RecordedEvent]]:
+        """Each stream's events from a version on (inclusive): O(new events), not O(history)."""
+        tails: dict[str, list[RecordedEvent]] = {s: [] for s in from_versions}
+        if not from_versions:
+            return tails
+        rows = await self._conn.fetch(
+            "SELECT f.stream_id, e.envelope "
+            "FROM unnest($1::text[], $2::int[]) AS f(stream_id, version) "
+            "CROSS JOIN LATERAL (SELECT envelope, stream_version FROM es_events "
+            "  WHERE stream_id = f.stream_id AND stream_version >= f.version) AS e "
+            "ORDER BY f.stream_id, e.stream_version",
+            list(from_versions),
+            list(from_versions.values()),
+        )
+        for r in rows:
+            tails[r["stream_id"]].append(_recorded(r))
+        return tails
 
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
         self._staged.append(_Staged(event, topic, submission_hash))

@@ -24,6 +24,7 @@ from branchline_followup.adapters.schemas import (
     hold_swap_lock_shared,
     lock_client,
 )
+from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
     FOLLOWUP_ESCALATED,
@@ -282,6 +283,10 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
             facts.last_business_event_id = event.event_id
     if event.type == "product.sold":
         facts.assets_under_management += _amount(data.get("amount"))
+    elif event.type == "client.account_closed":  # D-09: the relationship ends
+        facts.account_closed_at = at
+    elif event.type == "client.account_reopened":
+        facts.account_closed_at = None
     return facts
 
 
@@ -388,6 +393,7 @@ async def _record_quality_facts(
             await read_models.record_complaint_step(conn, event, "closed", closed_at=at)
         case _:
             pass
+    await record_service_loop_facts(conn, event, rm_id)
 
 
 def _scores(raw: Any) -> dict[str, float]:

@@ -120,6 +120,10 @@ class FollowupPolicy:
     online_channels: frozenset[str] = frozenset({"online", "app"})
     # D-07
     complaint_follow_up_after: timedelta = timedelta(days=7)
+    feedback_response_within: timedelta = timedelta(hours=24)
+    """Every piece of feedback is responded to within 24 hours (not only complaints)."""
+    feedback_low_score: int = 60
+    """A survey with any dimension below this score needs a response (D-07)."""
     personal_data_topic: str = "personal_data"
     profiles: Mapping[str, ComplaintClocks] = field(default_factory=_shipped_profiles)
     default_profile: str = ProfileName.DEFAULT.value

@@ -9,6 +9,7 @@ from branchline_followup.entrypoints import (
     http_dev_clock,
     http_followups,
     http_personal_data,
+    http_statistics,
 )
 
 
@@ -17,6 +18,7 @@ def api_router(*, dev_mode: bool) -> APIRouter:
     router.include_router(http_followups.router)
     router.include_router(http_personal_data.router)
     router.include_router(http_clients.router)
+    router.include_router(http_statistics.router)
     if dev_mode:
         router.include_router(http_dev_clock.router)
     return router
