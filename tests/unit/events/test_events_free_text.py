@@ -29,6 +29,7 @@ from branchline_shared.events.catalogue import (
     SYSTEM_EVENT_TYPES,
     parse_payload,
 )
+from branchline_shared.events.envelope import Subject
 from branchline_shared.events.examples import example_data
 
 pytestmark = pytest.mark.unit
@@ -103,6 +104,8 @@ def _where_every_string_ends_up() -> dict[str, dict[str, str]]:
                 row[path] = "sealed"
             elif kind == FREE and _covered(path, model.SYSTEM_TEXT_PATHS):
                 row[path] = "system text"
+            elif kind == FREE and _covered(path, model.INSTITUTION_TEXT_PATHS):
+                row[path] = "institution text"
             elif event_type == "rule.violation_refused" and path.startswith("refused_event.data"):
                 # the refused submission's data, validated by its own type's model first (so
                 # its keys are that model's field names) with its personal paths redacted
@@ -130,6 +133,14 @@ def test_system_text_only_on_types_branchline_emits_itself() -> None:
             assert event_type in SYSTEM_EVENT_TYPES, event_type
 
 
+def test_institution_text_only_on_events_without_a_client() -> None:
+    """Product-shelf and staff events have no client key to seal with (their texts are about
+    the institution); a client event's free text is always sealed."""
+    for event_type, model in PAYLOAD_MODELS.items():
+        if model.INSTITUTION_TEXT_PATHS:
+            assert model.SUBJECT is not Subject.CLIENT, event_type
+
+
 @pytest.mark.parametrize(
     ("event_type", "path"),
     [
@@ -139,7 +150,8 @@ def test_system_text_only_on_types_branchline_emits_itself() -> None:
         ("visit.documents_checked", "missing.[]"),
         ("visit.guidance_given", "materials.[]"),
         ("client.identity_verified", "verification_ref"),
-        ("product.terms_confirmed", "terms.*"),
+        ("product.terms_confirmed", "terms.rate"),
+        ("product.terms_confirmed", "terms.other.*"),
         ("complaint.resolved", "compensation.description"),
         ("followup.reassigned", "reason"),
         ("followup.completed", "note"),
