@@ -109,6 +109,12 @@ class BranchlineSettings(BaseSettings):
         description="Master keys being rotated away from (JSON list of base64), still accepted "
         "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
     )
+    privacy_legal_holds_url: str | None = Field(
+        default=None,
+        description="The audit API's standing legal holds (GET /v1/audit/legal-holds), asked "
+        "before any personal data is destroyed (D-11); default: the audit API on loopback at "
+        "audit_port. Unreachable: nothing is destroyed that round.",
+    )
     privacy_shred_interval_s: float = Field(
         default=3600.0,
         gt=0,

@@ -268,6 +268,17 @@ class PostgresEventStore:
         )
         return [StoredEvent(_position(r), _recorded(r), r["submission_hash"]) for r in rows]
 
+    async def stream_ids(self, prefix: str, *, limit: int = 1000) -> list[str]:
+        """The ids of the streams that start with ``prefix`` and hold events, in order (e.g.
+        every ``product-`` stream: the product shelf)."""
+        rows = await self._pool.fetch(
+            "SELECT stream_id FROM es_streams WHERE version > 0 AND stream_id LIKE $1 || '%' "
+            "ORDER BY stream_id LIMIT $2",
+            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+            limit,
+        )
+        return [r["stream_id"] for r in rows]
+
     async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
         # Only transactions below the snapshot's xmin are read: every one of them has ended,
         # so no row can still appear behind what we return (the projection-gap bug).

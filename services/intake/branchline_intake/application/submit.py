@@ -82,11 +82,12 @@ def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
 
 
 def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
-    """Where the refusals of a subject's events are recorded (a client's keep the name they
-    always had; a product's or a member of staff's are prefixed by the kind of subject)."""
+    """Where the refusals of a subject's events are recorded: a client's keep the name they
+    always had; a product's or a member of staff's are ``refusals/<its stream>`` (``/`` is
+    not allowed in an id, so no client's or product's own stream can take that name)."""
     if event.subject is Subject.CLIENT:
         return f"refusals-{event.subject_id}"
-    return f"{event.subject.value}-refusals-{event.subject_id}"
+    return f"refusals/{subject_stream_id(event.subject, event.subject_id)}"
 
 
 def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
