@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import uvicorn
+from fastapi import FastAPI
 
 from branchline_shared.http.bounded_headers import bounded_http_protocol
+from branchline_shared.http.graceful import serve_draining
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -19,6 +21,9 @@ class Component(StrEnum):
     FOLLOWUP_WORKER = "followup-worker"
     AUDIT_API = "audit-api"
     AUDIT_CONSUMER = "audit-consumer"
+    INTAKE_RELAY = "intake-relay"
+    """A standalone outbox relay of intake's store (intake's API runs one too; one of them is
+    active at a time, whichever holds the store's relay lock). Not started by ``dev``."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,15 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
         from branchline_audit.bootstrap import run_consumer
 
         asyncio.run(run_consumer(settings))
+    elif component is Component.INTAKE_RELAY:
+        from branchline_intake.bootstrap import run_relay
+
+        asyncio.run(run_relay(settings))
 
 
-def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
+def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
+    config = uvicorn.Config(
+        app,
         host=settings.bind_host,
         port=port,
         log_config=None,
@@ -77,3 +86,4 @@ def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
         timeout_graceful_shutdown=10,
         http=bounded_http_protocol(settings.max_header_bytes),
     )
+    serve_draining(app, config, drain_s=settings.shutdown_drain_s)
