@@ -78,7 +78,15 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
         token = TokenCodec(
             settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
         ).issue("bench-branch", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=6), now=utcnow())
-        as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
+        as_run = settings.model_copy(
+            update={
+                "kafka_bootstrap": stack.broker.bootstrap,
+                **{
+                    f"{db}_database_url": stack.postgres.url(f"branchline_{db}")
+                    for db in ("intake", "followup", "audit", "keys")
+                },
+            }
+        )
         pids: dict[str, list[int]] = {}
         for child in stack.children:
             if child.process is not None:
