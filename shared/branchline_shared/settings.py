@@ -57,6 +57,13 @@ class BranchlineSettings(BaseSettings):
     )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="How long a consumer's empty fetch waits at the broker (latency of an "
+        "idle pipeline; see docs/performance.md).",
+    )
 
     # Outbox relay
     relay_enabled: bool = True
