@@ -38,8 +38,12 @@ class BenchStack:
     pids: dict[str, list[int]]  # component -> its processes
 
     def cpu_seconds(self, component: str) -> float:
-        """User + system CPU time used so far by a component's processes (Linux)."""
-        return sum(process_cpu_seconds(pid) for pid in self.pids.get(component, []))
+        """User + system CPU time used so far by a component's processes and their children
+        (several intake processes are children of the one the stack started; Linux)."""
+        pids = list(self.pids.get(component, []))
+        for pid in list(pids):
+            pids.extend(child_pids(pid))
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -52,6 +56,13 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import uvicorn
 
+from branchline_cli.processes import resolved_processes, serve_forked
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
@@ -48,6 +49,16 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
     if component is Component.INTAKE_API:
         from branchline_intake.bootstrap import create_app as intake_app
 
+        processes = resolved_processes(settings.intake_processes)
+        if processes > 1:
+            raise SystemExit(
+                serve_forked(
+                    lambda: _config(intake_app(settings), settings.intake_port, settings),
+                    settings.bind_host,
+                    settings.intake_port,
+                    processes,
+                )
+            )
         _serve(intake_app(settings), settings.intake_port, settings)
     elif component is Component.FOLLOWUP_API:
         from branchline_followup.bootstrap import create_app as followup_app
@@ -67,8 +78,8 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
         asyncio.run(run_consumer(settings))
 
 
-def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
-    uvicorn.run(
+def _config(app: object, port: int, settings: BranchlineSettings) -> uvicorn.Config:
+    return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.bind_host,
         port=port,
@@ -77,3 +88,10 @@ def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
         timeout_graceful_shutdown=10,
         http=bounded_http_protocol(settings.max_header_bytes),
     )
+
+
+def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
+    server = uvicorn.Server(_config(app, port, settings))
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: the app did not start (lifespan failed)

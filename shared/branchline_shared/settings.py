@@ -171,6 +171,13 @@ class BranchlineSettings(BaseSettings):
     )
 
     # --- intake: throughput (docs/performance.md) ---
+    intake_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake API processes sharing its port (0: one per core); one of them "
+        "runs the outbox relay at a time.",
+    )
     intake_group_commit_writers: int = Field(
         default=2,
         ge=0,

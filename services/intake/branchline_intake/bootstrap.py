@@ -74,7 +74,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             )
             decider = build_decider(settings)
             store: EventStore = PostgresEventStore(
-                pool, on_commit=relay.wake if settings.relay_enabled else None
+                pool, on_commit=relay.committed if settings.relay_enabled else None
             )
             if isinstance(decider, RecordedDecider):
                 store = TailLoadingStore(store, decider)

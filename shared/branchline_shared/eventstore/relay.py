@@ -51,6 +51,10 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        self._holding = False  # this process holds the relay lock
+        self._channel = f"branchline_outbox_{store_name}"
+        self._notify_again = False
+        self._notifier: asyncio.Task[None] | None = None
         # Called before retrying after a failure, e.g. to re-create topics that a broker lost.
         self._on_recover = on_recover
 
@@ -63,10 +67,14 @@ class OutboxRelay:
             try:
                 async with self._pool.acquire() as lock_conn:
                     await self._acquire_lock(lock_conn)
+                    self._holding = True
+                    await lock_conn.add_listener(self._channel, self._notified)
                     try:
                         await self._loop(lock_conn)
                     finally:
+                        self._holding = False
                         with contextlib.suppress(Exception):  # a lost connection freed it
+                            await lock_conn.remove_listener(self._channel, self._notified)
                             await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
             except Exception as exc:
                 if not is_transient(exc):
@@ -78,6 +86,31 @@ class OutboxRelay:
     def wake(self) -> None:
         """Publish now: something was committed (called by the store in this process)."""
         self._wake.set()
+
+    def committed(self) -> None:
+        """Called after each commit of this process's store: wakes the relay that holds the
+        lock, here directly, in another process (several intake processes) by a NOTIFY sent
+        after the commit, never inside the writing transaction (a notifying transaction's
+        commit takes a global lock). At most one NOTIFY is in flight per process; polling
+        remains the fallback."""
+        if self._holding:
+            self.wake()
+            return
+        self._notify_again = True
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._notify(), name="outbox-relay-notify")
+
+    async def _notify(self) -> None:
+        while self._notify_again:
+            self._notify_again = False
+            try:
+                await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
+            except Exception as exc:  # the poll picks the rows up anyway
+                log.debug("relay wake-up not sent", extra={"error": repr(exc)})
+                return
+
+    def _notified(self, *_: object) -> None:
+        self.wake()
 
     async def _acquire_lock(self, conn: PgConnection) -> None:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
@@ -93,6 +126,9 @@ class OutboxRelay:
             try:
                 if failing and self._on_recover is not None:
                     await self._on_recover()
+                # Cleared before reading, not after: a commit that wakes us while we publish
+                # is published by the next round at once instead of waiting for the poll.
+                self._wake.clear()
                 published = await self.publish_once()
                 backoff = 0.1
                 failing = False
@@ -106,7 +142,6 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published < self._batch_size:
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
                 except TimeoutError:
