@@ -140,7 +140,7 @@ async def drain(
     followup_dsn: str, audit_dsn: str, quiet_s: float = 2.0, within_s: float = 600
 ) -> dict:
     """Wait until the followup worker and the audit consumer have caught up (their applied
-    counts stop growing); returns the rate at which each applied events meanwhile."""
+    counts stop growing); returns how long each took (seconds; 0 when it was not behind)."""
     queries = {
         "followup": (followup_dsn, "SELECT count(*) FROM fu_applied_events"),
         "audit": (audit_dsn, "SELECT count(*) FROM audit_ledger"),
@@ -160,7 +160,7 @@ async def drain(
             if all(now - t >= quiet_s for t in changed.values()):
                 break
         return {
-            name: (last[name] - first[name]) / max(1e-3, changed[name] - started)
+            name: (changed[name] - started) if last[name] != first[name] else 0.0
             for name in queries
         }
     finally:
