@@ -153,20 +153,11 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         return latencies.per_s
 
     await measure("bl_single", singles)
-    await measure(
-        "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
-    )
-    for key, history in (("bl_post_h10", 10), ("bl_post_hlong", p.long_history)):
-        await measure(
-            key,
-            lambda history=history: branchline_measures.post_cost_with_history(
-                port, stack.token, history, posts=50
-            ),
-        )
 
     async def steady() -> float:
-        # Start from consumers that have caught up with everything written so far: the
-        # latency of a steady load, not of the backlog the throughput measures left.
+        # Right after the single-POST peak (the batches and the long history come later):
+        # start from consumers that caught up with it, to measure a steady load, not the
+        # backlog of the throughput measures.
         rates = await latency.drain(
             stack.settings.followup_database_url, stack.settings.audit_database_url
         )
@@ -188,6 +179,17 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         return result.offered_per_s
 
     await measure("e2e_offered", steady)
+    await measure(
+        "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
+    )
+    for key, history in (("bl_post_h10", 10), ("bl_post_hlong", p.long_history)):
+        await measure(
+            key,
+            lambda history=history: branchline_measures.post_cost_with_history(
+                port, stack.token, history, posts=50
+            ),
+        )
+
     relay_db = stack.database_url("bench_relay")
     await measure(
         "bl_relay",
