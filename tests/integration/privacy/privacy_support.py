@@ -116,16 +116,26 @@ class PrivacyStack:
         await eventually(probe)
 
 
+def branch_system_headers(tokens: TokenFactory) -> dict[str, str]:
+    """The branch system of BR-001, which relays its tellers' events (with its ``branch_id``
+    claim where tokens carry one)."""
+    try:
+        return tokens.headers(Role.BRANCH_SYSTEM, sub="branch-BR-001", branch="BR-001")  # type: ignore[call-arg,unused-ignore]
+    except TypeError:  # tokens without a branch claim
+        return tokens.headers(Role.BRANCH_SYSTEM, sub="branch-BR-001")
+
+
 @contextlib.asynccontextmanager
 async def privacy_stack(
     settings: BranchlineSettings, tokens: TokenFactory
 ) -> AsyncIterator[PrivacyStack]:
     admin = tokens.headers(Role.ADMIN, sub="dpo-1")
+    branch = branch_system_headers(tokens)
     async with (
         serve(create_intake_app(settings)) as intake_url,
         running_worker(settings),
         serve(create_followup_app(settings)) as followup_url,
-        httpx.AsyncClient(base_url=intake_url, headers=admin, timeout=20) as intake,
+        httpx.AsyncClient(base_url=intake_url, headers=branch, timeout=20) as intake,
         httpx.AsyncClient(base_url=followup_url, headers=admin, timeout=20) as followup,
     ):
         yield PrivacyStack(intake, followup, tokens)
