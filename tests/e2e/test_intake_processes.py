@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -37,7 +38,7 @@ def _running(pid: int) -> bool:
 def _event(i: int) -> dict[str, object]:
     return {
         "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
+        "occurred_at": datetime.now(UTC).isoformat(),
         "client_id": f"C-P{i}",
         "branch_id": "BR-001",
         "channel": "walk_in",
