@@ -3,7 +3,8 @@
 The parent binds the port once, forks ``processes`` children that each build their own app
 (own pools, own group commit, own relay task: the relay's advisory lock keeps exactly one of
 them publishing) and serve the shared socket; the kernel spreads connections between them.
-The parent forwards SIGTERM/SIGINT to the children and waits for them; if one child dies, the
+The parent forwards SIGTERM/SIGINT to the children (each drains and stops gracefully) and
+waits for them; if one child dies, the
 others are stopped and the parent exits non-zero, so whoever supervises the component (the
 dev stack, a container runtime) sees it fail and restarts it whole.
 """
@@ -29,7 +30,7 @@ def resolved_processes(configured: int) -> int:
 
 
 def serve_forked(
-    make_config: Callable[[], uvicorn.Config], host: str, port: int, processes: int
+    make_server: Callable[[], uvicorn.Server], host: str, port: int, processes: int
 ) -> int:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,7 +44,7 @@ def serve_forked(
             code = 1
             try:
                 _die_with_parent()
-                server = uvicorn.Server(make_config())
+                server = make_server()  # each child its own app, pools and relay task
                 server.run(sockets=[listener])
                 code = 0 if server.started else 3
             finally:

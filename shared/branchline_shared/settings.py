@@ -96,6 +96,20 @@ class BranchlineSettings(BaseSettings):
     audit_port: int = 8003
     followup_worker_port: int = 8004
     audit_consumer_port: int = 8005
+    intake_relay_port: int = 8006
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="On SIGTERM, seconds /readyz answers 503 while requests are still served "
+        "(so load balancers stop sending) before in-flight requests are finished and the "
+        "service stops.",
+    )
+    shutdown_flush_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long the outbox relay may take to publish what is "
+        "committed before it stops (what is left is published by the next relay).",
+    )
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
