@@ -57,6 +57,13 @@ class BranchlineSettings(BaseSettings):
     )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="How long a consumer's empty fetch waits at the broker (latency of an "
+        "idle pipeline; see docs/performance.md).",
+    )
 
     # Outbox relay
     relay_enabled: bool = True
@@ -201,6 +208,13 @@ class BranchlineSettings(BaseSettings):
     )
 
     # --- intake: throughput (docs/performance.md) ---
+    intake_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake API processes sharing its port (0: one per core); one of them "
+        "runs the outbox relay at a time.",
+    )
     intake_group_commit_writers: int = Field(
         default=2,
         ge=0,

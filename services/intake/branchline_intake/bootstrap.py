@@ -75,9 +75,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 ),
             )
             decider = build_decider(settings)
-            store: EventStore = PostgresEventStore(
-                pool, on_commit=relay.wake if settings.relay_enabled else None
-            )
+            store: EventStore = PostgresEventStore(pool, on_commit=relay.committed)
             app.state.stream_lister = store  # the product shelf's list (GET /v1/products)
             if isinstance(decider, RecordedDecider):
                 store = TailLoadingStore(store, decider)
