@@ -40,7 +40,8 @@ from branchline_intake.bootstrap import create_app  # noqa: E402
 from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E402
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
-from branchline_shared.http.auth import Role, TokenCodec, utcnow  # noqa: E402
+from branchline_shared.http.auth import Role, utcnow  # noqa: E402
+from branchline_shared.http.token_keys import token_codec  # noqa: E402
 from branchline_shared.settings import BranchlineSettings  # noqa: E402
 
 console = Console()
@@ -212,11 +213,12 @@ async def main() -> None:
             relay_enabled=False,
             log_level="WARNING",
         )
-        token = TokenCodec(settings.resolved_jwt_secret(), "branchline", "branchline").issue(
+        token = token_codec(settings, "intake").issue(
             "bench",
             [Role.BRANCH_SYSTEM],
             ttl=__import__("datetime").timedelta(hours=1),
             now=utcnow(),
+            branch_id="BR-1",
         )
         headers = {"Authorization": f"Bearer {token}"}
         results: dict[str, Any] = {}

@@ -56,6 +56,7 @@ def make_settings(infra: Infra, data_dir: Path, **overrides: Any) -> BranchlineS
         "jwt_secret": "test-secret-" + "x" * 40,
         "relay_poll_interval_s": 0.1,
         "db_pool_max": 5,
+        "dev_mode": True,  # the suite stands in for the embedded dev stack
     }
     values.update(overrides)
     return BranchlineSettings.model_validate(values)

@@ -23,8 +23,8 @@ from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.http import router
 from branchline_shared.clock import Clock, SystemClock
-from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.producer import make_producer
@@ -91,9 +91,7 @@ def create_app(
         try:
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-            )
+            app.state.token_codec = token_codec(settings, "audit")
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),

@@ -20,12 +20,13 @@ from branchline_followup.application.recording import FollowupContext
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
 from branchline_shared.kafka.producer import make_producer
@@ -122,8 +123,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         async with followup_runtime(settings) as runtime:
             app.state.pool = runtime.pool
             app.state.followup = runtime.context
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
+            app.state.token_codec = token_codec(settings, "followup")
+            app.state.staff = StaffDirectory(
+                settings.followup_supervisors, settings.followup_default_supervisor
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(runtime.pool),

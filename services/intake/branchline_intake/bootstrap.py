@@ -13,13 +13,14 @@ from branchline_intake.application.submit import IntakeContext
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
@@ -56,9 +57,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         master = settings.resolved_master_key()
         keys, key_pool = await open_key_store(settings.keys_database_url, MasterKey(master))
         try:
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-            )
+            app.state.token_codec = token_codec(settings, "intake")
             relay = OutboxRelay(
                 pool=pool,
                 producer=producer,
@@ -78,6 +77,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 topic=topics.intake_events.name,
                 keys=keys,
                 hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
+                staff=StaffDirectory(
+                    settings.followup_supervisors, settings.followup_default_supervisor
+                ),
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),

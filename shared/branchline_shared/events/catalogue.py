@@ -71,6 +71,7 @@ __all__ = [
     "ClientConsentGranted",
     "ClientConsentWithdrawn",
     "ClientDataAccessRequested",
+    "ClientDataRead",
     "ClientErasureRequested",
     "ClientIdentityVerified",
     "ClientPersonalDataAccessed",
@@ -175,6 +176,7 @@ class EventType(StrEnum):
     CLIENT_ERASURE_REQUESTED = "client.erasure_requested"
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+    CLIENT_DATA_READ = "client.data_read"
     APPOINTMENT_BOOKED = "appointment.booked"
     APPOINTMENT_CONFIRMED = "appointment.confirmed"
     APPOINTMENT_CANCELLED = "appointment.cancelled"
@@ -353,6 +355,16 @@ class ClientPersonalDataAccessed(EventPayload):
     purpose: Label
     request_event_id: uuid.UUID | None = None
     """The ``client.data_access_requested`` this answered, if any."""
+
+
+class ClientDataRead(EventPayload):
+    """client.data_read (D-11; system-emitted): a client's data was read outside the audit
+    API; who read it is the envelope's ``submitted_by`` (and ``actor``), what the route, why
+    the stated purpose."""
+
+    service: Label
+    route: Label
+    purpose: Label | None = None
 
 
 # --- appointments (D-02) ------------------------------------------------------------------------
@@ -726,6 +738,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.CLIENT_DATA_READ: ClientDataRead,
     EventType.APPOINTMENT_BOOKED: AppointmentBooked,
     EventType.APPOINTMENT_CONFIRMED: AppointmentConfirmed,
     EventType.APPOINTMENT_CANCELLED: AppointmentCancelled,
@@ -773,6 +786,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
     for event_type in (
         EventType.RULE_VIOLATION_REFUSED,
         EventType.CLIENT_PERSONAL_DATA_ACCESSED,
+        EventType.CLIENT_DATA_READ,
         EventType.FOLLOWUP_TASK_CREATED,
         EventType.FOLLOWUP_COMPLETED,
         EventType.FOLLOWUP_REASSIGNED,

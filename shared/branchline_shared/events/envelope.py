@@ -43,6 +43,19 @@ class Actor(BaseModel):
     role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+class Submitter(BaseModel):
+    """Who really sent an event: the authenticated token's subject, roles and branch
+    (decision 11), recorded next to the ``actor`` the caller declared."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sub: Identifier
+    roles: Annotated[
+        tuple[Annotated[str, StringConstraints(max_length=32)], ...], Field(max_length=8)
+    ]
+    branch_id: Identifier | None = None
+
+
 class SubmittedEvent(BaseModel):
     """An event as a branch system sends it to intake (API.md, "Submitted event")."""
 
@@ -81,6 +94,11 @@ class RecordedEvent(BaseModel):
     correlation_id: str | None = None
     causation_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: Submitter | None = None
+    """The authenticated sender of an accepted event; None for events a service emits on its
+    own (timers) and for events recorded before it was introduced."""
+    synthetic: bool = False
+    """True for events caused by the dev-mode test clock: not facts of the real world."""
 
     @field_validator("occurred_at", "recorded_at")
     @classmethod

@@ -61,6 +61,11 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "fields": ["name", "id_number", "phone", "address"],
         "purpose": "D-04 access request of the client",
     },
+    "client.data_read": {
+        "service": "followup",
+        "route": "GET /v1/clients/{client_id}",
+        "purpose": "preparing the client's revisit",
+    },
     "appointment.booked": {
         "appointment_id": "A-1001",
         "slot_start": "2026-11-22T09:00:00+08:00",
@@ -298,6 +303,7 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("rule.violation_refused", "2026-11-22T09:12:00+08:00", actor=("intake", "system")),
     _step("client.data_access_requested", "2026-12-03T09:00:00+08:00"),
     _step("client.personal_data_accessed", "2026-12-03T09:30:00+08:00", actor=("admin-1", "admin")),
+    _step("client.data_read", "2026-12-03T09:40:00+08:00", actor=("rm-7", "rm")),
     _step("client.consent_withdrawn", "2026-12-04T09:00:00+08:00"),
     _step("client.erasure_requested", "2026-12-05T09:00:00+08:00"),
 )

@@ -57,6 +57,7 @@ API_TYPES = {
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
+    "client.data_read",
     "followup.task_created",
     "followup.completed",
     "followup.reassigned",

@@ -23,7 +23,12 @@ from branchline_audit.application.verifying import verify_ledger
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
 
-Auditor = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN, Role.SUPERVISOR)]
+Auditor = Annotated[Principal, require_roles(Role.AUDITOR)]
+"""The trail's content (entries, proofs, exports) is for auditors only: not for supervisors,
+whose own actions it records (separation of duties), nor for admins, who run the system."""
+Verifier = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN)]
+"""The trail's integrity (verify, checkpoints, the public key) holds no client data: an admin
+checks it after an incident or a restore without reading any entry."""
 Purpose = Annotated[
     str | None,
     Query(max_length=500, description="Why the trail is read; recorded with the read (D-11)."),
@@ -35,7 +40,7 @@ def get_audit(request: Request) -> AuditContext:
     return audit
 
 
-def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+def _reader(principal: Principal, purpose: str | None) -> Reader:
     return Reader(
         subject=principal.subject,
         roles=frozenset(r.value for r in principal.roles),
@@ -43,8 +48,17 @@ def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
     )
 
 
+def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+    return _reader(principal, purpose)
+
+
+def get_verifier(principal: Verifier, purpose: Purpose = None) -> Reader:
+    return _reader(principal, purpose)
+
+
 AuditDep = Annotated[AuditContext, Depends(get_audit)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
+VerifierDep = Annotated[Reader, Depends(get_verifier)]
 
 
 def get_filters(
@@ -186,7 +200,7 @@ async def entry_proof(
 @router.get(
     "/checkpoints/latest", response_model=CheckpointBody, summary="The latest signed checkpoint"
 )
-async def latest_checkpoint(audit: AuditDep, reader: ReaderDep) -> CheckpointBody:
+async def latest_checkpoint(audit: AuditDep, reader: VerifierDep) -> CheckpointBody:
     await record_read(audit, reader, "GET /v1/audit/checkpoints/latest", {})
     checkpoint = await latest_covering(audit, 0)
     return CheckpointBody(
@@ -203,7 +217,7 @@ async def latest_checkpoint(audit: AuditDep, reader: ReaderDep) -> CheckpointBod
 )
 async def checkpoint_consistency(
     audit: AuditDep,
-    reader: ReaderDep,
+    reader: VerifierDep,
     first: Annotated[int, Path(ge=0)],
     second: Annotated[int, Path(ge=0)],
 ) -> ConsistencyBody:
@@ -225,7 +239,7 @@ async def checkpoint_consistency(
     response_model=PublicKey,
     summary="The log's verifier key (C2SP signed-note form)",
 )
-async def public_key(audit: AuditDep, reader: ReaderDep) -> PublicKey:
+async def public_key(audit: AuditDep, reader: VerifierDep) -> PublicKey:
     await record_read(audit, reader, "GET /v1/audit/public-key", {})
     return PublicKey(verifier_key=audit.signer.verifier_key_string())
 
@@ -235,7 +249,7 @@ async def public_key(audit: AuditDep, reader: ReaderDep) -> PublicKey:
     response_model=Verification,
     summary="Recompute the hash chain and check every signed checkpoint",
 )
-async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
+async def verify(audit: AuditDep, reader: VerifierDep) -> Verification:
     await record_read(audit, reader, "GET /v1/audit/verify", {})
     verdict = await verify_ledger(
         audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin

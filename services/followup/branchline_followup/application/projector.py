@@ -91,6 +91,10 @@ class Projection:
     client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
 
 
+NOT_PROJECTED = frozenset({"client.data_read"})
+"""Records about the client, not facts of the client: a read changes nothing of the views."""
+
+
 async def apply_event(pool: PgPool, event: RecordedEvent, projection: Projection) -> bool:
     """Apply ``event`` in its own transaction; False when it had already been applied."""
     async with pool.acquire() as conn, conn.transaction():
@@ -102,6 +106,8 @@ async def project(conn: PgConnection, event: RecordedEvent, projection: Projecti
     """Apply ``event`` within the caller's transaction; False when it had been applied."""
     if not await read_models.mark_applied(conn, event):
         return False
+    if event.type in NOT_PROJECTED:
+        return True
     await lock_client(conn, event.client_id, projection.client_lock_class)
     policy = projection.policy
     at = event.occurred_at

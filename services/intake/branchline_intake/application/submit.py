@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.domain import RuleViolation, refusal_payload
+from branchline_shared.access.scope import StaffDirectory, sees_client
+from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
@@ -34,6 +36,7 @@ from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
     SubmittedEvent,
+    Submitter,
     client_stream_id,
 )
 from branchline_shared.eventstore.ports import (
@@ -59,6 +62,8 @@ class IntakeContext:
     topic: str
     keys: ClientKeyStore
     hash_key: bytes
+    staff: StaffDirectory = field(default_factory=StaffDirectory)
+    """Who supervises whom: a supervisor writes for their team's clients only."""
 
 
 @dataclass
@@ -88,10 +93,14 @@ def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
 
 
 async def submit_events(
-    ctx: IntakeContext, items: Sequence[SubmittedEvent], *, submitted_by: Actor
+    ctx: IntakeContext,
+    items: Sequence[SubmittedEvent],
+    *,
+    submitted_by: Actor,
+    submitter: Submitter | None = None,
 ) -> list[Outcome]:
-    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``);
-    one outcome per item, in order."""
+    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``,
+    recorded on every accepted event as ``submitter``); one outcome per item, in order."""
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[_Candidate] = []
     now = ctx.clock.now()
@@ -112,6 +121,8 @@ async def submit_events(
                     }
                 ],
             )
+        if not isinstance(checked, Refused) and submitter is not None:
+            checked = _speaking_checked(submitter, item) or checked
         if isinstance(checked, Refused):
             outcomes[index] = checked
             continue
@@ -126,7 +137,7 @@ async def submit_events(
             _Candidate(
                 index,
                 item,
-                _envelope(item, data, now),
+                _envelope(item, data, now, submitter),
                 submission_hash(item, ctx.hash_key),
                 submitted_by,
             )
@@ -144,6 +155,54 @@ async def submit_events(
         for index, outcome in decided.items():
             outcomes[index] = outcome
     return [o for o in outcomes if o is not None]
+
+
+def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | None:
+    refused = speaking_refusal(
+        submitter, actor=item.actor, client_id=item.client_id, branch_id=item.branch_id
+    )
+    if refused is None:
+        return None
+    return Refused(
+        403,
+        "Not allowed to speak for this actor",
+        refused.detail,
+        kind="actor-not-allowed",
+        errors=[{"field": refused.field, "message": refused.detail, "type": "forbidden"}],
+    )
+
+
+def _out_of_scope(
+    ctx: IntakeContext,
+    submitter: Submitter | None,
+    history: Sequence[RecordedEvent],
+    event: RecordedEvent,
+) -> Refused | None:
+    """An RM writes only for their own clients, a supervisor for their team's (a branch system
+    is bound to its branch by the speaking rules). Answered as "no such client" (404), so
+    another RM's client's existence does not leak."""
+    if submitter is None or {"admin", "branch_system"} & set(submitter.roles):
+        return None
+    rm_id = client_rm(history) or _registering_rm(event)
+    if sees_client(submitter, ctx.staff, rm_id=rm_id):
+        return None
+    return Refused(
+        404, "Not found", f"no client {event.client_id!r} of yours", kind="client-not-found"
+    )
+
+
+def client_rm(history: Sequence[RecordedEvent]) -> str | None:
+    """The client's RM as its history states it (``client.registered``)."""
+    for event in history:
+        if event.type == "client.registered":
+            rm = event.data.get("rm_id")
+            return rm if isinstance(rm, str) else None
+    return None
+
+
+def _registering_rm(event: RecordedEvent) -> str | None:
+    rm = event.data.get("rm_id") if event.type == "client.registered" else None
+    return rm if isinstance(rm, str) else None
 
 
 def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
@@ -182,7 +241,9 @@ async def _seal_personal_data(
     return seal_paths(data, tuple(paths), keys[item.client_id], client_id=item.client_id)
 
 
-def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> RecordedEvent:
+def _envelope(
+    item: SubmittedEvent, data: dict[str, Any], now: object, submitter: Submitter | None
+) -> RecordedEvent:
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
@@ -199,6 +260,7 @@ def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> Record
         correlation_id=item.correlation_id,
         causation_id=item.causation_id,
         data=data,
+        submitted_by=submitter,
     )
 
 
@@ -291,6 +353,9 @@ def _decide_one(
                 }
             ],
         )
+    out_of_scope = _out_of_scope(ctx, cand.event.submitted_by, histories[stream_id], cand.event)
+    if out_of_scope is not None:
+        return out_of_scope
     decision = ctx.decider(histories[stream_id], cand.event)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
