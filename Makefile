@@ -7,13 +7,13 @@ BIN    := $(VENV)/bin
 TOOLS  := $(VENV)/tools
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck imports compose-check schemas-check pytest bench clean
+.PHONY: dev test lint typecheck imports compose-check schemas-check pytest bench clean browser-deps translations
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -52,11 +52,37 @@ schemas-check: $(STAMP)
 	  npx --yes $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml; \
 	else echo "Node.js not found: AsyncAPI validation by @asyncapi/cli skipped (pytest still checks the document)"; fi
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser-deps
 	$(BIN)/pytest
 
+# The console's browser tests drive Debian's chromium through Playwright's executable_path
+# (Playwright's own browser downloads are never used); installed here when missing, with the
+# CJK fonts its Chinese screenshots need.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and fonts-noto-cjk for the console's browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-noto-cjk >/dev/null; \
+	fi
+
+# The console's strings: extracted from its templates and code, merged into the Chinese
+# catalogue (then translate the new entries; a unit test fails on any left empty).
+CONSOLE_LOCALE := shared/branchline_shared/console/locale
+CONSOLE_SOURCES := shared/branchline_shared/console \
+  services/followup/branchline_followup/entrypoints/console \
+  services/audit/branchline_audit/entrypoints/console
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F shared/branchline_shared/console/babel.cfg -k N_ --no-location \
+	  --sort-output -o $(VENV)/console-messages.pot $(CONSOLE_SOURCES)
+	$(BIN)/pybabel update -i $(VENV)/console-messages.pot -d $(CONSOLE_LOCALE) -l zh \
+	  --no-fuzzy-matching --ignore-obsolete -w 100
+
+# The benchmark: its own embedded stack, baselines and the peer library in the same run
+# (docs/performance.md). BENCH_ARGS="--profile smoke" runs the short profile `make test` runs.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,300 +1,252 @@
-"""Branchline benchmarks: one command (`make bench`), ratios against baselines measured in
-the same run on the same machine, so a noisy 2-core box still gives comparable numbers.
+"""Branchline's benchmark: one command (`make bench`), its own embedded stack, and every
+Branchline figure as a ratio to baselines measured in the same run on the same machine (a
+shared 2-core box is noisy; ratios taken side by side are what mean something).
 
-- intake, single events: POST /v1/events from concurrent clients (throughput, p50/p99),
-  against the baseline of the same rows inserted with raw asyncpg (one INSERT per event);
-- intake, batches: POST /v1/events:batch of 1,000, against raw asyncpg COPY of the same rows;
-- outbox relay: events published to Kafka per second, against raw aiokafka produce of the
-  same messages (acks=all).
+    python -m bench.run [--profile smoke|standard] [--repeat N] [--out FILE]
 
-Starts its own embedded PostgreSQL and tansu broker; prints a table and writes
-bench/results.json.
+Baselines: raw asyncpg COPY (1,000 per transaction), raw asyncpg one event per transaction
+from 64 tasks, raw aiokafka produce, and the peer library `eventsourcing` (PostgreSQL, psycopg)
+one event per save from 8 threads (database functions off and on) and 500 events per save.
+Each measure is repeated; the table shows the median and the min-max, and each ratio is
+taken within one repetition (then summarised), so both sides saw the same machine load.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
-from aiokafka import AIOKafkaProducer
-from rich.console import Console
-from rich.table import Table
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from tests.support.stack import serve  # noqa: E402
+import asyncpg  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
-from branchline_intake.bootstrap import create_app  # noqa: E402
-from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
-from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
-from branchline_shared.http.auth import Role, utcnow  # noqa: E402
-from branchline_shared.http.token_keys import token_codec  # noqa: E402
-from branchline_shared.settings import BranchlineSettings  # noqa: E402
+from bench import baselines, branchline_measures, peer  # noqa: E402
+from bench.environment import machine  # noqa: E402
+from bench.stack import BenchStack, running_stack  # noqa: E402
 
-console = Console()
-
-
-def event(i: int, run: str) -> dict[str, Any]:
-    return {
-        "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
-        "client_id": f"C-{run}-{i}",
-        "branch_id": "BR-1",
-        "channel": "walk_in",
-        "actor": {"id": "s-1", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-1"},
-    }
+console = Console(highlight=False, width=150)
 
 
-class RawHttpClient:
-    """A minimal HTTP/1.1 keep-alive client: the load generator must cost far less than the
-    server it measures (httpx spends milliseconds of CPU per request on a 2-core box)."""
-
-    def __init__(self, host: str, port: int, token: str) -> None:
-        self.host, self.port, self.token = host, port, token
-
-    async def __aenter__(self) -> RawHttpClient:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-    async def post(self, path: str, body: bytes) -> int:
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}"
-            f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await self.reader.readexactly(length)
-        return status
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    repeat: int
+    singles: int  # POST /v1/events, 64 connections
+    batch_events: int  # POST /v1/events:batch, 1,000 per batch
+    raw_events: int  # raw COPY, raw one-per-transaction, raw produce, relay
+    peer_events: int  # eventsourcing one per save
+    peer_batch_events: int  # eventsourcing 500 per save
 
 
-async def bench_single_posts(port: int, token: str, n: int, concurrency: int) -> dict[str, float]:
-    latencies: list[float] = []
-    run = uuid.uuid4().hex[:6]
-    bodies = [json.dumps(event(i, run)).encode() for i in range(n)]
-    per_worker = [bodies[w::concurrency] for w in range(concurrency)]
+PROFILES = {
+    # What `make test` runs: every measure once, small, to prove the benchmark still runs.
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000),
+    "standard": Profile("standard", 3, 6400, 10_000, 10_000, 3000, 10_000),
+}
 
-    async def worker(mine: list[bytes]) -> None:
-        async with RawHttpClient("127.0.0.1", port, token) as client:
-            for body in mine:
-                started = time.perf_counter()
-                status = await client.post("/v1/events", body)
-                latencies.append(time.perf_counter() - started)
-                assert status == 202, status
+# (key, title, unit); the order of the table.
+MEASURES = [
+    ("raw_copy", "raw asyncpg COPY, 1,000 per transaction", "ev/s"),
+    ("raw_tx64", "raw asyncpg, one event per transaction, 64 tasks", "ev/s"),
+    ("peer_8t", "eventsourcing, one per save, 8 threads", "ev/s"),
+    ("peer_8t_fn", "eventsourcing, same, database functions on", "ev/s"),
+    ("peer_500", "eventsourcing, 500 per save", "ev/s"),
+    ("raw_produce", "raw aiokafka produce, acks=all", "ev/s"),
+    ("bl_single", "Branchline POST /v1/events, 64 connections", "ev/s"),
+    ("bl_single_p50", "  its p50 latency", "ms"),
+    ("bl_single_p99", "  its p99 latency", "ms"),
+    ("bl_batch", "Branchline POST /v1/events:batch of 1,000", "ev/s"),
+    ("bl_relay", "Branchline outbox relay to Kafka", "ev/s"),
+]
 
-    started = time.perf_counter()
-    await asyncio.gather(*[worker(m) for m in per_worker])
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "per_s": n / elapsed,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-    }
-
-
-async def bench_raw_inserts(dsn: str, n: int, concurrency: int) -> float:
-    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
-    assert pool is not None
-    await pool.execute(
-        "CREATE TABLE IF NOT EXISTS raw_events (id uuid PRIMARY KEY, "
-        "stream text, version int, body jsonb)"
-    )
-    body = json.dumps(event(0, "raw"))
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-
-    async def worker() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            await pool.execute(
-                "INSERT INTO raw_events VALUES ($1, $2, 1, $3::jsonb)", uuid.uuid4(), f"s-{i}", body
-            )
-
-    started = time.perf_counter()
-    await asyncio.gather(*[worker() for _ in range(concurrency)])
-    elapsed = time.perf_counter() - started
-    await pool.close()
-    return n / elapsed
+# Branchline figure -> the baselines it is compared with (ratios within one repetition).
+RATIOS = {
+    "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
+    "bl_batch": ["raw_copy", "peer_500"],
+    "bl_relay": ["raw_produce"],
+    "raw_tx64": ["raw_copy"],
+    "peer_8t": ["raw_copy"],
+    "peer_8t_fn": ["raw_copy"],
+    "peer_500": ["raw_copy"],
+}
 
 
-async def bench_batches(url: str, headers: dict[str, str], batches: int) -> float:
-    run = uuid.uuid4().hex[:6]
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
-        started = time.perf_counter()
-        for b in range(batches):
-            items = [event(b * 1000 + i, run) for i in range(1000)]
-            response = await client.post("/v1/events:batch", json={"events": items})
-            assert response.status_code == 200
-        return batches * 1000 / (time.perf_counter() - started)
-
-
-async def bench_raw_copy(dsn: str, batches: int) -> float:
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS raw_copy (id uuid, stream text, version int, body text)"
-    )
-    body = json.dumps(event(0, "raw"))
-    started = time.perf_counter()
-    for b in range(batches):
-        await conn.copy_records_to_table(
-            "raw_copy", records=[(uuid.uuid4(), f"s-{b}-{i}", 1, body) for i in range(1000)]
-        )
-    rate = batches * 1000 / (time.perf_counter() - started)
-    await conn.close()
-    return rate
-
-
-async def wait_relay_drained(dsn: str, within: float = 300) -> float:
-    conn = await asyncpg.connect(dsn)
-    started = time.perf_counter()
+async def create_database(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
     try:
-        while await conn.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL"):
-            if time.perf_counter() - started > within:
-                raise TimeoutError("relay did not drain")
-            await asyncio.sleep(0.05)
-        return float(await conn.fetchval("SELECT count(*) FROM es_outbox"))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-async def bench_raw_produce(bootstrap: str, n: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    await producer.start()
-    body = json.dumps(event(0, "raw")).encode()
-    started = time.perf_counter()
-    futures = [
-        await producer.send("bench.raw", value=body, key=f"C-{i}".encode()) for i in range(n)
-    ]
-    await asyncio.gather(*futures)
-    rate = n / (time.perf_counter() - started)
-    await producer.stop()
-    return rate
+async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, float]:
+    port = stack.settings.intake_port
+    figures: dict[str, float] = {}
 
-
-async def main() -> None:
-    singles, concurrency, batches = 3000, 32, 5
-    base = Path(tempfile.mkdtemp(prefix="branchline-bench-"))
-    prepare_runtime_dir(base)
-    pg = EmbeddedPostgres(base / "pg", free_port())
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    pg.start()
-    broker.start()
-    try:
-        settings = BranchlineSettings(
-            data_dir=base,
-            intake_database_url=pg.url("bench_intake"),
-            kafka_bootstrap=broker.bootstrap,
-            jwt_secret="bench-" + "x" * 40,
-            db_pool_max=20,
-            relay_enabled=False,
-            log_level="WARNING",
-        )
-        token = token_codec(settings, "intake").issue(
-            "bench",
-            [Role.BRANCH_SYSTEM],
-            ttl=__import__("datetime").timedelta(hours=1),
-            now=utcnow(),
-            branch_id="BR-1",
-        )
-        headers = {"Authorization": f"Bearer {token}"}
-        results: dict[str, Any] = {}
-        port = free_port()
-        server = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
-            [sys.executable, "-m", "branchline_cli.main", "run", "intake-api"],
-            env={**os.environ, **env_of(settings), "BRANCHLINE_INTAKE_PORT": str(port)},
-        )
-        try:
-            if not wait_for_port(port, timeout_s=60):
-                raise RuntimeError("intake did not start")
-            await asyncio.sleep(1.0)
-            console.print(f"single events: {singles} POSTs, {concurrency} concurrent ...")
-            results["single"] = await bench_single_posts(port, token, singles, concurrency)
-            results["raw_insert_per_s"] = await bench_raw_inserts(
-                pg.url("bench_intake"), singles, concurrency
-            )
-            console.print(f"batches: {batches} x 1,000 ...")
-            results["batch_per_s"] = await bench_batches(
-                f"http://127.0.0.1:{port}", headers, batches
-            )
-            results["raw_copy_per_s"] = await bench_raw_copy(pg.url("bench_intake"), batches)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        relay_settings = settings.model_copy(update={"relay_enabled": True})
+    async def measure(key: str, run: Callable[[], Awaitable[float]]) -> None:
+        console.print(f"  [{r + 1}/{p.repeat}] {key} ...", end="")
         started = time.perf_counter()
-        async with serve(create_app(relay_settings)):
-            published = await wait_relay_drained(pg.url("bench_intake"))
-        results["relay_per_s"] = published / (time.perf_counter() - started)
-        results["raw_produce_per_s"] = await bench_raw_produce(broker.bootstrap, int(published))
-        report(results)
-        (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
-    finally:
-        broker.stop()
-        pg.stop(mode="immediate")
+        figures[key] = await run()
+        console.print(f" {figures[key]:,.0f} ({time.perf_counter() - started:.1f}s)")
+
+    raw_db = await create_database(stack.admin_url, f"bench_raw_{r}")
+    await measure("raw_copy", lambda: baselines.raw_copy(raw_db, p.raw_events))
+    await measure("raw_tx64", lambda: baselines.raw_one_per_transaction(raw_db, p.singles))
+    for key, functions in (("peer_8t", False), ("peer_8t_fn", True)):
+        db = await create_database(stack.admin_url, f"bench_{key}_{r}")
+        await measure(
+            key,
+            lambda db=db, functions=functions: asyncio.to_thread(
+                peer.one_per_save, db, p.peer_events, db_functions=functions
+            ),
+        )
+    batch_db = await create_database(stack.admin_url, f"bench_peer_500_{r}")
+    await measure(
+        "peer_500", lambda: asyncio.to_thread(peer.batched_save, batch_db, p.peer_batch_events)
+    )
+    await measure(
+        "raw_produce",
+        lambda: baselines.raw_produce(stack.settings.kafka_bootstrap, "bench.raw", p.raw_events),
+    )
+
+    async def singles() -> float:
+        latencies = await branchline_measures.single_posts(port, stack.token, p.singles)
+        figures["bl_single_p50"] = latencies.p50_ms
+        figures["bl_single_p99"] = latencies.p99_ms
+        return latencies.per_s
+
+    await measure("bl_single", singles)
+    await measure(
+        "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
+    )
+    relay_db = stack.database_url("bench_relay")
+    await measure(
+        "bl_relay",
+        lambda: branchline_measures.relay(stack.settings, relay_db, "bench.relay", p.raw_events),
+    )
+    return figures
 
 
-def env_of(settings: BranchlineSettings) -> dict[str, str]:
-    return {
-        "BRANCHLINE_DATA_DIR": str(settings.data_dir),
-        "BRANCHLINE_INTAKE_DATABASE_URL": settings.intake_database_url,
-        "BRANCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "BRANCHLINE_JWT_SECRET": settings.resolved_jwt_secret(),
-        "BRANCHLINE_RELAY_ENABLED": "false",
-        "BRANCHLINE_LOG_LEVEL": "WARNING",
-        "BRANCHLINE_DB_POOL_MAX": str(settings.db_pool_max),
-    }
+def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+    measures: dict[str, Any] = {}
+    for key, title, unit in MEASURES:
+        values = [run[key] for run in runs if key in run]
+        if not values:
+            continue
+        entry: dict[str, Any] = {
+            "title": title,
+            "unit": unit,
+            "runs": values,
+            "min": min(values),
+            "median": statistics.median(values),
+            "max": max(values),
+        }
+        ratios = {}
+        for base in RATIOS.get(key, []):
+            per_run = [run[key] / run[base] for run in runs if run.get(base)]
+            if per_run:
+                ratios[base] = {
+                    "runs": per_run,
+                    "min": min(per_run),
+                    "median": statistics.median(per_run),
+                    "max": max(per_run),
+                }
+        entry["ratios"] = ratios
+        measures[key] = entry
+    return measures
 
 
-def report(r: dict[str, Any]) -> None:
-    table = Table(title="Branchline benchmarks (same machine, same run)")
-    for column in ("measure", "Branchline", "baseline", "ratio"):
+def render(result: dict[str, Any]) -> Table:
+    env = result["machine"]
+    table = Table(
+        title=f"Branchline benchmark ({result['profile']}, {result['repeat']} runs; "
+        f"{env['cores']} cores {env['cpu']}; load {env['load_average_at_start'][0]:.1f})"
+    )
+    for column in ("measure", "median", "min - max", "ratios (median of per-run)"):
         table.add_column(column)
-    s = r["single"]
-    table.add_row(
-        "single POST /v1/events per s",
-        f"{s['per_s']:.0f}",
-        f"{r['raw_insert_per_s']:.0f} (raw asyncpg INSERT)",
-        f"{s['per_s'] / r['raw_insert_per_s']:.2f}",
-    )
-    table.add_row("single POST p50 / p99 ms", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f}", "", "")
-    table.add_row(
-        "batch events per s",
-        f"{r['batch_per_s']:.0f}",
-        f"{r['raw_copy_per_s']:.0f} (raw asyncpg COPY)",
-        f"{r['batch_per_s'] / r['raw_copy_per_s']:.2f}",
-    )
-    table.add_row(
-        "relay published per s",
-        f"{r['relay_per_s']:.0f}",
-        f"{r['raw_produce_per_s']:.0f} (raw aiokafka produce)",
-        f"{r['relay_per_s'] / r['raw_produce_per_s']:.2f}",
-    )
-    console.print(table)
+    for entry in result["measures"].values():
+        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
+        ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
+        table.add_row(
+            f"{entry['title']} ({entry['unit']})",
+            fmt.format(entry["median"]),
+            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])}",
+            ratios,
+        )
+    return table
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The table for docs/performance.md and the README, with the machine it ran on."""
+    env = result["machine"]
+    versions = env["versions"]
+    lines = [
+        f"`make bench` profile {result['profile']}, {result['repeat']} runs, "
+        f"{env['started_at']}, commit {env['commit']}: {env['cores']} cores ({env['cpu']}), "
+        f"{env['memory_gib']} GiB, load average {env['load_average_at_start'][0]:.1f} at "
+        f"start and {env['load_average_at_end'][0]:.1f} at end; Python {env['python']}, "
+        f"PostgreSQL {versions.get('postgresql')}, eventsourcing {versions.get('eventsourcing')}, "
+        f"psycopg {versions.get('psycopg')}, asyncpg {versions.get('asyncpg')}, "
+        f"aiokafka {versions.get('aiokafka')}.",
+        "",
+        "| measure | median | min - max | ratios (median of per-run ratios) |",
+        "|---|---:|---:|---|",
+    ]
+    for entry in result["measures"].values():
+        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
+        ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
+        lines.append(
+            f"| {entry['title'].strip()} ({entry['unit']}) | {fmt.format(entry['median'])} | "
+            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])} | {ratios} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="standard")
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    if args.repeat:
+        profile = Profile(**{**profile.__dict__, "repeat": args.repeat})
+    result: dict[str, Any] = {
+        "profile": profile.name,
+        "repeat": profile.repeat,
+        "sizes": profile.__dict__,
+        "machine": machine(ROOT),
+    }
+    async with running_stack() as stack:
+        conn = await asyncpg.connect(stack.admin_url)
+        result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
+        await conn.close()
+        runs = [await one_repetition(stack, profile, r) for r in range(profile.repeat)]
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    result["measures"] = summarise(runs)
+    console.print(render(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    markdown = args.out.with_suffix(".md")
+    markdown.write_text(render_markdown(result))
+    console.print(f"results: {args.out} and {markdown}")
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

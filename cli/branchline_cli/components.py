@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import uvicorn
 
+from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -74,4 +75,5 @@ def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=bounded_http_protocol(settings.max_header_bytes),
     )

@@ -7,6 +7,7 @@ import typer
 from branchline_cli.audit_commands import audit_app
 from branchline_cli.components import Component, run_component
 from branchline_cli.followup_commands import rebuild_app
+from branchline_cli.reconcile_commands import reconcile_command
 from branchline_cli.schema_commands import schemas_app
 from branchline_cli.token_command import token
 from branchline_shared.settings import BranchlineSettings
@@ -18,6 +19,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rebuild_app, name="rebuild")
 app.command()(token)
+app.command("reconcile")(reconcile_command)
 
 
 @app.command()

@@ -75,6 +75,9 @@ class BranchlineSettings(BaseSettings):
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_header_bytes: int = Field(default=32_768, ge=4096, le=1_048_576)
+    """Request line plus headers of one request; more is refused with 431 before it is read
+    whole (docs/input-validation.md)."""
 
     # Auth: JWT (docs/access-control.md). HS256 by default, with the secret generated into
     # data_dir on the embedded stack; EdDSA or RS256 for production (public keys only on the
@@ -298,4 +301,16 @@ class BranchlineSettings(BaseSettings):
     )
     followup_timer_batch_size: int = Field(
         default=200, ge=1, le=10_000, description="Timers claimed per transaction."
+    )
+
+    # --- web console (docs/console.md) ---
+    console_followup_url: str | None = Field(
+        default=None,
+        description="Public address of the followup console (RM and supervisor pages); "
+        "default: http://<bind_host>:<followup_port>/console.",
+    )
+    console_audit_url: str | None = Field(
+        default=None,
+        description="Public address of the audit console (auditor pages, refusals); "
+        "default: http://<bind_host>:<audit_port>/console.",
     )

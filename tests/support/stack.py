@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from branchline_shared.embedded.ports import free_port
+from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.settings import BranchlineSettings
 
 T = TypeVar("T")
@@ -73,7 +74,13 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Run ``app`` on a free loopback port (real HTTP, lifespan included); yields its URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=bounded_http_protocol(BranchlineSettings.model_fields["max_header_bytes"].default),
     )
     server = _TestServer(config)
     task = asyncio.create_task(server.serve())

@@ -21,6 +21,7 @@ from branchline_audit.application.context import AuditContext
 from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
+from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.service_app import create_service_app
@@ -109,6 +110,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(router)
+    install_audit_console(app, settings)
     return app
 
 
@@ -125,7 +127,7 @@ def build_consumer(
         topics=topics.event_topics(),
         group_id=settings.topic(CONSUMER),
         name=CONSUMER,
-        handle=lambda events: record_events(ledger, clock, events),
+        handle=lambda events, positions: record_events(ledger, clock, events, positions),
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
     )

@@ -17,6 +17,7 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
+from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
@@ -142,6 +143,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(api_router(dev_mode=settings.dev_mode))
+    install_followup_console(app, settings)
     return app
 
 

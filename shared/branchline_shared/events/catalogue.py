@@ -9,7 +9,8 @@ Conventions of every payload model:
 * frozen, unknown fields refused (:class:`EventPayload`);
 * ids are :data:`~branchline_shared.events.envelope.Identifier` (≤ 128 printable characters);
   free text is bounded (:data:`Label` 200, :data:`Note` 2,000, :data:`Text` 4,000 characters);
-* every time is an ``AwareDatetime`` (a time without an offset is refused);
+* every time is an :data:`~branchline_shared.events.bounded.Instant` (an RFC 3339 string with
+  an offset, inside the window the stores represent exactly);
 * booleans and scores are strict (``"yes"`` or ``1`` is not ``true``; ``"80"`` is not ``80``);
 * value sets are closed ``StrEnum`` s (:mod:`.vocabulary`);
 * ``PERSONAL_PATHS`` names the payload keys that hold personal data (:data:`PERSONAL_FIELDS`,
@@ -27,7 +28,6 @@ from types import MappingProxyType
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,20 +37,31 @@ from pydantic import (
     model_validator,
 )
 
+from branchline_shared.events.bounded import CleanText, CleanToken, Instant
 from branchline_shared.events.envelope import Actor, Channel, Identifier
 from branchline_shared.events.vocabulary import (
+    AccountClosureReason,
+    AccountReopeningReason,
     ClientType,
     CompensationKind,
+    ComplaintProblem,
     ComplaintSeverity,
     ConsentPurpose,
+    CorrectiveActionKind,
     DocumentType,
+    FeedbackKind,
     FollowupKind,
     IdentityMethod,
+    LegalHoldReason,
+    LegalHoldReleaseReason,
     LifecycleStage,
     PersonalField,
+    ProductCategory,
     ProductRisk,
+    RenegotiationReason,
     RiskLevel,
     RiskTolerance,
+    RootCause,
     SatisfactionDimension,
     SurveyChannel,
     VisitCategory,
@@ -62,12 +73,18 @@ __all__ = [
     "PAYLOAD_MODELS",
     "PERSONAL_FIELDS",
     "SYSTEM_EVENT_TYPES",
+    "AccountClosureReason",
+    "AccountReopeningReason",
     "AppointmentAttended",
     "AppointmentBooked",
     "AppointmentCancelled",
     "AppointmentConfirmed",
     "AppointmentEvent",
     "AppointmentNoShow",
+    "AuditLegalHoldLifted",
+    "AuditLegalHoldPlaced",
+    "ClientAccountClosed",
+    "ClientAccountReopened",
     "ClientConsentGranted",
     "ClientConsentWithdrawn",
     "ClientDataAccessRequested",
@@ -84,8 +101,12 @@ __all__ = [
     "ComplaintAcknowledged",
     "ComplaintClosed",
     "ComplaintConfirmedByClient",
+    "ComplaintCorrectiveActionCompleted",
+    "ComplaintCorrectiveActionPlanned",
     "ComplaintEvent",
+    "ComplaintProblem",
     "ComplaintProgressReported",
+    "ComplaintPromiseRenegotiated",
     "ComplaintReceived",
     "ComplaintResolved",
     "ComplaintSeverity",
@@ -93,9 +114,14 @@ __all__ = [
     "ConsultationAnswered",
     "ConsultationEvent",
     "ConsultationOpened",
+    "ConsultationPromiseRenegotiated",
+    "CorrectiveActionKind",
     "DocumentType",
     "EventPayload",
     "EventType",
+    "FeedbackKind",
+    "FeedbackReceived",
+    "FeedbackResponded",
     "FeedbackSurveyAnswered",
     "FollowupCompleted",
     "FollowupEscalated",
@@ -106,10 +132,13 @@ __all__ = [
     "FollowupTaskEvent",
     "IdentityMethod",
     "Label",
+    "LegalHoldReason",
+    "LegalHoldReleaseReason",
     "LifecycleStage",
     "Note",
     "PayloadPart",
     "PersonalField",
+    "ProductCategory",
     "ProductEvent",
     "ProductRecommended",
     "ProductRisk",
@@ -117,8 +146,10 @@ __all__ = [
     "ProductSold",
     "ProductTermsConfirmed",
     "RefusedEvent",
+    "RenegotiationReason",
     "RiskLevel",
     "RiskTolerance",
+    "RootCause",
     "RuleId",
     "RuleViolationRefused",
     "SatisfactionDimension",
@@ -143,17 +174,25 @@ __all__ = [
 
 # --- bounded scalar types ---------------------------------------------------------------------
 
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+]
 """A short required text: a reason, a counter, a missing item, a purpose."""
-Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Note = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), CleanText
+]
 """A note written by staff."""
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), CleanText
+]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
 PersonalValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), CleanText
 ]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-TermValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+TermValue = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
+]
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
 """A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
 Score = Annotated[int, Field(ge=0, le=100, strict=True)]
@@ -177,6 +216,8 @@ class EventType(StrEnum):
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
     CLIENT_DATA_READ = "client.data_read"
+    CLIENT_ACCOUNT_CLOSED = "client.account_closed"
+    CLIENT_ACCOUNT_REOPENED = "client.account_reopened"
     APPOINTMENT_BOOKED = "appointment.booked"
     APPOINTMENT_CONFIRMED = "appointment.confirmed"
     APPOINTMENT_CANCELLED = "appointment.cancelled"
@@ -191,6 +232,7 @@ class EventType(StrEnum):
     VISIT_CLOSED = "visit.closed"
     CONSULTATION_OPENED = "consultation.opened"
     CONSULTATION_ANSWERED = "consultation.answered"
+    CONSULTATION_PROMISE_RENEGOTIATED = "consultation.promise_renegotiated"
     PRODUCT_RECOMMENDED = "product.recommended"
     PRODUCT_RISK_DISCLOSED = "product.risk_disclosed"
     PRODUCT_TERMS_CONFIRMED = "product.terms_confirmed"
@@ -201,7 +243,14 @@ class EventType(StrEnum):
     COMPLAINT_RESOLVED = "complaint.resolved"
     COMPLAINT_CONFIRMED_BY_CLIENT = "complaint.confirmed_by_client"
     COMPLAINT_CLOSED = "complaint.closed"
+    COMPLAINT_PROMISE_RENEGOTIATED = "complaint.promise_renegotiated"
+    COMPLAINT_CORRECTIVE_ACTION_PLANNED = "complaint.corrective_action_planned"
+    COMPLAINT_CORRECTIVE_ACTION_COMPLETED = "complaint.corrective_action_completed"
     FEEDBACK_SURVEY_ANSWERED = "feedback.survey_answered"
+    FEEDBACK_RECEIVED = "feedback.received"
+    FEEDBACK_RESPONDED = "feedback.responded"
+    AUDIT_LEGAL_HOLD_PLACED = "audit.legal_hold_placed"
+    AUDIT_LEGAL_HOLD_LIFTED = "audit.legal_hold_lifted"
     RULE_VIOLATION_REFUSED = "rule.violation_refused"
     FOLLOWUP_TASK_CREATED = "followup.task_created"
     FOLLOWUP_COMPLETED = "followup.completed"
@@ -285,7 +334,7 @@ class ClientConsentGranted(EventPayload):
     """client.consent_granted (D-04): consent for the stated purposes, until ``expires_at``."""
 
     purposes: Annotated[tuple[ConsentPurpose, ...], Field(min_length=1)]
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
 
     @field_validator("purposes")
     @classmethod
@@ -329,7 +378,7 @@ class ClientRiskAssessed(EventPayload):
     default validity (12 months), so the stored event states its own validity."""
 
     level: RiskTolerance
-    valid_until: AwareDatetime | None = None
+    valid_until: Instant | None = None
 
 
 class ClientErasureRequested(EventPayload):
@@ -367,14 +416,35 @@ class ClientDataRead(EventPayload):
     purpose: Label | None = None
 
 
+class ClientAccountClosed(EventPayload):
+    """client.account_closed (D-09, D-11): the relationship ends; the client's lifecycle moves
+    to churned and the retention clock of the client's records starts at this event's
+    ``occurred_at``."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    reason: AccountClosureReason
+    note: Note | None = None
+
+
+class ClientAccountReopened(EventPayload):
+    """client.account_reopened (D-09, D-11): a closed relationship starts again; the retention
+    clock stops until the next closure."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    reason: AccountReopeningReason
+    note: Note | None = None
+
+
 # --- appointments (D-02) ------------------------------------------------------------------------
 
 
 class AppointmentBooked(AppointmentEvent):
     """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
 
-    slot_start: AwareDatetime
-    slot_end: AwareDatetime | None = None
+    slot_start: Instant
+    slot_end: Instant | None = None
     purpose: Label
     staff_id: Identifier
 
@@ -451,8 +521,8 @@ class VisitBusinessHandled(VisitEvent):
     """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
 
     counter: Label
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
 
     @model_validator(mode="after")
     def _ended_after_start(self) -> VisitBusinessHandled:
@@ -502,13 +572,37 @@ class ConsultationAnswered(ConsultationEvent):
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("answer",)
 
     answer: Text | None = None
-    promised_by: AwareDatetime | None = None
+    promised_by: Instant | None = None
     follow_up_channel: Channel | None = None
 
     @model_validator(mode="after")
     def _answer_or_promise(self) -> ConsultationAnswered:
         if self.answer is None and self.promised_by is None:
             raise ValueError("either answer or promised_by is required")
+        return self
+
+
+def _client_told(client_told: bool) -> None:
+    if not client_told:
+        raise ValueError("client_told must be true: a promise is renegotiated with the client")
+
+
+class ConsultationPromiseRenegotiated(ConsultationEvent):
+    """consultation.promise_renegotiated (D-17): the promised answer cannot be given by its
+    deadline; before the deadline passes the client is told, with a reason and an alternative,
+    and a new deadline ``promised_by`` is agreed."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
+
+    promised_by: Instant
+    reason: RenegotiationReason
+    alternative: Note
+    client_told: StrictBool
+    told_via: Channel | None = None
+
+    @model_validator(mode="after")
+    def _told(self) -> ConsultationPromiseRenegotiated:
+        _client_told(self.client_told)
         return self
 
 
@@ -568,13 +662,18 @@ class ComplaintReceived(ComplaintEvent):
     topic: Identifier | None = None
     complex: StrictBool = False
     visit_id: Identifier | None = None
+    problem: ComplaintProblem | None = None
+    """D-17: what the complaint is about (regulatory statistics by problem code)."""
+    product_id: Identifier | None = None
+    product_category: ProductCategory | None = None
+    """D-17: the product complained about (regulatory statistics by product code)."""
 
 
 class ComplaintAcknowledged(ComplaintEvent):
     """complaint.acknowledged (D-07): apology made, owner assigned."""
 
     owner_id: Identifier
-    due_at: AwareDatetime | None = None
+    due_at: Instant | None = None
 
 
 class ComplaintProgressReported(ComplaintEvent):
@@ -585,6 +684,8 @@ class ComplaintProgressReported(ComplaintEvent):
 
     note: Note
     complex: StrictBool = False
+    next_update_by: Instant | None = None
+    """D-17: the client was promised the next update by then (a promise tracked to kept)."""
 
 
 class Compensation(PayloadPart):
@@ -602,6 +703,8 @@ class ComplaintResolved(ComplaintEvent):
 
     resolution: Text
     compensation: Compensation | None = None
+    root_cause: RootCause | None = None
+    """D-17: the root cause found (complaint analysis by root cause)."""
 
 
 class ComplaintConfirmedByClient(ComplaintEvent):
@@ -618,6 +721,48 @@ class ComplaintClosed(ComplaintEvent):
 
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
 
+    note: Note | None = None
+
+
+class ComplaintPromiseRenegotiated(ComplaintEvent):
+    """complaint.promise_renegotiated (D-17): the promised progress update cannot be given by
+    its deadline; before it passes the client is told, with a reason and an alternative, and a
+    new deadline ``promised_by`` is agreed."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("alternative",)
+
+    promised_by: Instant
+    reason: RenegotiationReason
+    alternative: Note
+    client_told: StrictBool
+    told_via: Channel | None = None
+
+    @model_validator(mode="after")
+    def _told(self) -> ComplaintPromiseRenegotiated:
+        _client_told(self.client_told)
+        return self
+
+
+class ComplaintCorrectiveActionPlanned(ComplaintEvent):
+    """complaint.corrective_action_planned (D-17): a corrective action against the complaint's
+    root cause, with an owner and a deadline; tracked to done as a task of the owner."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("description",)
+
+    action_id: Identifier
+    root_cause: RootCause
+    action_kind: CorrectiveActionKind
+    owner_id: Identifier
+    due_at: Instant
+    description: Note | None = None
+
+
+class ComplaintCorrectiveActionCompleted(ComplaintEvent):
+    """complaint.corrective_action_completed (D-17): the corrective action is done."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    action_id: Identifier
     note: Note | None = None
 
 
@@ -645,6 +790,30 @@ class FeedbackSurveyAnswered(EventPayload):
     comment: Text | None = None
 
 
+class FeedbackReceived(EventPayload):
+    """feedback.received (D-07): feedback other than a survey or a complaint; it is responded
+    to within 24 hours."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("comment",)
+
+    kind: FeedbackKind
+    comment: Text
+    channel: SurveyChannel | None = None
+
+
+class FeedbackResponded(EventPayload):
+    """feedback.responded (D-07, D-17): the institution answered a piece of feedback
+    (``responds_to_event_id``: the ``feedback.survey_answered`` or ``feedback.received``);
+    optionally classified by root cause."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+
+    responds_to_event_id: uuid.UUID
+    channel: Channel
+    root_cause: RootCause | None = None
+    note: Note | None = None
+
+
 # --- emitted by the system ---------------------------------------------------------------------
 
 
@@ -653,8 +822,8 @@ class RefusedEvent(PayloadPart):
     for want of consent must not be stored)."""
 
     event_id: uuid.UUID | None = None
-    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
-    occurred_at: AwareDatetime
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
+    occurred_at: Instant
     client_id: Identifier
     branch_id: Identifier | None = None
     channel: Channel | None = None
@@ -669,7 +838,7 @@ class RuleViolationRefused(EventPayload):
     rule: RuleId
     title: Label
     detail: Text
-    field: Annotated[str, StringConstraints(max_length=200)] | None = None
+    field: Annotated[str, StringConstraints(max_length=200), CleanText] | None = None
     refused_event: RefusedEvent
     submitted_by: Actor
 
@@ -682,13 +851,13 @@ class FollowupTaskCreated(FollowupTaskEvent):
 
     kind: FollowupKind
     assignee: Identifier
-    due_at: AwareDatetime
+    due_at: Instant
     rule: RuleId
     source_event_id: uuid.UUID | None = None
     subject_id: Identifier | None = None
     """The visit, appointment, consultation, complaint or product the task is about."""
     profile: Identifier | None = None
-    escalate_at: AwareDatetime | None = None
+    escalate_at: Instant | None = None
     note: Note | None = None
 
 
@@ -701,7 +870,7 @@ class FollowupCompleted(FollowupTaskEvent):
     outcome: Label
     kind: FollowupKind | None = None
     note: Note | None = None
-    next_contact_at: AwareDatetime | None = None
+    next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
 
 
@@ -716,7 +885,7 @@ class FollowupReassigned(FollowupTaskEvent):
 class FollowupOverdue(FollowupTaskEvent):
     """followup.overdue: the deadline passed without completion."""
 
-    due_at: AwareDatetime
+    due_at: Instant
 
 
 class FollowupEscalated(FollowupTaskEvent):
@@ -724,6 +893,23 @@ class FollowupEscalated(FollowupTaskEvent):
 
     supervisor_id: Identifier
     reason: Label | None = None
+
+
+class AuditLegalHoldPlaced(EventPayload):
+    """audit.legal_hold_placed (D-11; recorded by the audit service for an auditor or admin,
+    who is the envelope's actor): none of the client's records is pruned while the hold
+    stands."""
+
+    hold_id: Identifier
+    reason: LegalHoldReason
+    case_reference: Identifier | None = None
+
+
+class AuditLegalHoldLifted(EventPayload):
+    """audit.legal_hold_lifted (D-11): the hold ``hold_id`` no longer stands."""
+
+    hold_id: Identifier
+    reason: LegalHoldReleaseReason
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -739,6 +925,8 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
     EventType.CLIENT_DATA_READ: ClientDataRead,
+    EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
+    EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
     EventType.APPOINTMENT_BOOKED: AppointmentBooked,
     EventType.APPOINTMENT_CONFIRMED: AppointmentConfirmed,
     EventType.APPOINTMENT_CANCELLED: AppointmentCancelled,
@@ -753,6 +941,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.VISIT_CLOSED: VisitClosed,
     EventType.CONSULTATION_OPENED: ConsultationOpened,
     EventType.CONSULTATION_ANSWERED: ConsultationAnswered,
+    EventType.CONSULTATION_PROMISE_RENEGOTIATED: ConsultationPromiseRenegotiated,
     EventType.PRODUCT_RECOMMENDED: ProductRecommended,
     EventType.PRODUCT_RISK_DISCLOSED: ProductRiskDisclosed,
     EventType.PRODUCT_TERMS_CONFIRMED: ProductTermsConfirmed,
@@ -763,13 +952,20 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.COMPLAINT_RESOLVED: ComplaintResolved,
     EventType.COMPLAINT_CONFIRMED_BY_CLIENT: ComplaintConfirmedByClient,
     EventType.COMPLAINT_CLOSED: ComplaintClosed,
+    EventType.COMPLAINT_PROMISE_RENEGOTIATED: ComplaintPromiseRenegotiated,
+    EventType.COMPLAINT_CORRECTIVE_ACTION_PLANNED: ComplaintCorrectiveActionPlanned,
+    EventType.COMPLAINT_CORRECTIVE_ACTION_COMPLETED: ComplaintCorrectiveActionCompleted,
     EventType.FEEDBACK_SURVEY_ANSWERED: FeedbackSurveyAnswered,
+    EventType.FEEDBACK_RECEIVED: FeedbackReceived,
+    EventType.FEEDBACK_RESPONDED: FeedbackResponded,
     EventType.RULE_VIOLATION_REFUSED: RuleViolationRefused,
     EventType.FOLLOWUP_TASK_CREATED: FollowupTaskCreated,
     EventType.FOLLOWUP_COMPLETED: FollowupCompleted,
     EventType.FOLLOWUP_REASSIGNED: FollowupReassigned,
     EventType.FOLLOWUP_OVERDUE: FollowupOverdue,
     EventType.FOLLOWUP_ESCALATED: FollowupEscalated,
+    EventType.AUDIT_LEGAL_HOLD_PLACED: AuditLegalHoldPlaced,
+    EventType.AUDIT_LEGAL_HOLD_LIFTED: AuditLegalHoldLifted,
 }
 
 PAYLOAD_MODELS: dict[str, type[EventPayload]] = {
@@ -792,6 +988,8 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
         EventType.FOLLOWUP_REASSIGNED,
         EventType.FOLLOWUP_OVERDUE,
         EventType.FOLLOWUP_ESCALATED,
+        EventType.AUDIT_LEGAL_HOLD_PLACED,
+        EventType.AUDIT_LEGAL_HOLD_LIFTED,
     )
 )
 """Types the services emit themselves; a branch system may not submit them to intake."""

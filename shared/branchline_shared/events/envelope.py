@@ -12,18 +12,30 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from branchline_shared.events.bounded import (
+    MAX_SAFE_INTEGER,
+    CleanText,
+    CleanToken,
+    Instant,
+    OpaqueToken,
+)
 
 Identifier = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
     ),
+    CleanToken,
 ]
-"""Ids of clients, branches, staff, visits, ...: printable, no spaces, bounded (keys)."""
+"""Ids of clients, branches, staff, visits, ...: printable ASCII, no spaces, bounded (keys)."""
 
-ShortText = Annotated[str, StringConstraints(max_length=200)]
-LongText = Annotated[str, StringConstraints(max_length=4000)]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=64), CleanToken]
+"""A short code (a role, an event type): no controls, format characters or spaces."""
+
+ShortText = Annotated[str, StringConstraints(max_length=200), CleanText]
+LongText = Annotated[str, StringConstraints(max_length=4000), CleanText]
 
 
 class Channel(StrEnum):
@@ -40,7 +52,7 @@ class Actor(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Identifier
-    role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    role: Code
 
 
 class Submitter(BaseModel):
@@ -62,15 +74,15 @@ class SubmittedEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: uuid.UUID | None = None
-    type: Annotated[str, StringConstraints(min_length=3, max_length=64)]
-    occurred_at: AwareDatetime
+    type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
+    occurred_at: Instant
     client_id: Identifier
     branch_id: Identifier | None = None
     channel: Channel | None = None
     actor: Actor
-    correlation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    causation_id: Annotated[str, StringConstraints(max_length=128)] | None = None
-    expected_version: Annotated[int, Field(ge=0)] | None = None
+    correlation_id: OpaqueToken | None = None
+    causation_id: OpaqueToken | None = None
+    expected_version: Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER, strict=True)] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -80,10 +92,10 @@ class RecordedEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: uuid.UUID
-    type: str
+    type: Annotated[str, CleanToken]
     schema_version: int = 1
-    occurred_at: AwareDatetime
-    recorded_at: AwareDatetime
+    occurred_at: Instant
+    recorded_at: Instant
     source: str
     actor: Actor
     client_id: str
@@ -91,8 +103,8 @@ class RecordedEvent(BaseModel):
     channel: Channel | None = None
     stream_id: str
     stream_version: int
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    correlation_id: Annotated[str, CleanToken] | None = None
+    causation_id: Annotated[str, CleanToken] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     submitted_by: Submitter | None = None
     """The authenticated sender of an accepted event; None for events a service emits on its

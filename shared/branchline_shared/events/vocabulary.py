@@ -165,6 +165,9 @@ class FollowupKind(StrEnum):
     REVISIT = "revisit"  # D-08
     WIN_BACK = "win_back"  # D-08
     PRODUCT_REVIEW = "product_review"  # D-08
+    FEEDBACK_RESPONSE = "feedback_response"  # D-07 (every feedback answered within 24 h)
+    COMPLAINT_PROGRESS_PROMISE = "complaint_progress_promise"  # D-17 (the promised update)
+    CORRECTIVE_ACTION = "corrective_action"  # D-17 (tracked to done)
 
 
 class LifecycleStage(StrEnum):
@@ -194,3 +197,121 @@ class SatisfactionDimension(StrEnum):
     RESPONSE_SPEED = "response_speed"
     RISK_MANAGEMENT = "risk_management"
     CONVENIENCE = "convenience"
+
+
+# --- the service loop (D-07, D-09, D-11, D-17) ---------------------------------------------------
+
+
+class AccountClosureReason(StrEnum):
+    """D-09: why the relationship ended (``client.account_closed``)."""
+
+    CLIENT_REQUEST = "client_request"
+    RELOCATION = "relocation"
+    DISSATISFACTION = "dissatisfaction"
+    DORMANT = "dormant"
+    DECEASED = "deceased"
+    INSTITUTION_DECISION = "institution_decision"
+    REGULATORY = "regulatory"
+    OTHER = "other"
+
+
+class AccountReopeningReason(StrEnum):
+    """D-09: why a closed relationship started again (``client.account_reopened``)."""
+
+    CLIENT_REQUEST = "client_request"
+    CLOSED_IN_ERROR = "closed_in_error"
+    OTHER = "other"
+
+
+class RootCause(StrEnum):
+    """D-17: the root cause a complaint or a piece of feedback is classified by."""
+
+    PRODUCT = "product"
+    PROCESS = "process"
+    STAFF = "staff"
+    SYSTEM = "system"
+    THIRD_PARTY = "third_party"
+    OTHER = "other"
+
+
+class ComplaintProblem(StrEnum):
+    """D-17: what a complaint is about, in the product's own words; each jurisdiction profile
+    maps it to its regulator's problem code (e.g. FINRA Rule 4530 problem codes)."""
+
+    SERVICE_QUALITY = "service_quality"
+    WAITING_TIME = "waiting_time"
+    FEES_CHARGES = "fees_charges"
+    MISREPRESENTATION = "misrepresentation"
+    UNSUITABLE_ADVICE = "unsuitable_advice"
+    UNAUTHORIZED_TRANSACTION = "unauthorized_transaction"
+    ACCOUNT_ADMINISTRATION = "account_administration"
+    TRANSFER_OF_FUNDS = "transfer_of_funds"
+    PERSONAL_DATA = "personal_data"
+    PRODUCT_PERFORMANCE = "product_performance"
+    SYSTEM_FAILURE = "system_failure"
+    OTHER = "other"
+
+
+class ProductCategory(StrEnum):
+    """D-13: a product's category (each jurisdiction profile maps it to its regulator's product
+    code, e.g. FINRA Rule 4530 product codes)."""
+
+    FUND = "fund"
+    WEALTH_MANAGEMENT = "wealth_management"
+    INSURANCE = "insurance"
+    DEPOSIT = "deposit"
+    LOAN = "loan"
+    BOND = "bond"
+    OTHER = "other"
+
+
+class CorrectiveActionKind(StrEnum):
+    """D-17: what a corrective action changes."""
+
+    TRAINING = "training"
+    PROCESS_CHANGE = "process_change"
+    SYSTEM_FIX = "system_fix"
+    PRODUCT_CHANGE = "product_change"
+    STAFF_ACTION = "staff_action"
+    THIRD_PARTY_ESCALATION = "third_party_escalation"
+    OTHER = "other"
+
+
+class RenegotiationReason(StrEnum):
+    """D-17: why a promise to a client cannot be kept by its deadline."""
+
+    AWAITING_THIRD_PARTY = "awaiting_third_party"
+    FURTHER_INVESTIGATION = "further_investigation"
+    CLIENT_REQUEST = "client_request"
+    STAFF_UNAVAILABLE = "staff_unavailable"
+    SYSTEM_OUTAGE = "system_outage"
+    OTHER = "other"
+
+
+class FeedbackKind(StrEnum):
+    """D-07: feedback other than a survey or a complaint (``feedback.received``)."""
+
+    SUGGESTION = "suggestion"
+    PRAISE = "praise"
+    CONCERN = "concern"
+    REQUEST = "request"
+    OTHER = "other"
+
+
+class LegalHoldReason(StrEnum):
+    """D-11: why a client's records are put under legal hold (never pruned while held)."""
+
+    LITIGATION = "litigation"
+    REGULATORY_INVESTIGATION = "regulatory_investigation"
+    LAW_ENFORCEMENT_REQUEST = "law_enforcement_request"
+    INTERNAL_INVESTIGATION = "internal_investigation"
+    OTHER = "other"
+
+
+class LegalHoldReleaseReason(StrEnum):
+    """D-11: why a legal hold was lifted."""
+
+    MATTER_CLOSED = "matter_closed"
+    AUTHORITY_RELEASED = "authority_released"
+    PLACED_IN_ERROR = "placed_in_error"
+    OTHER = "other"

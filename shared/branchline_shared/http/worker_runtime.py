@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Generator, Mapping
 import uvicorn
 from fastapi import FastAPI
 
+from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 
 
@@ -44,6 +45,7 @@ async def serving_health(
         log_config=None,
         access_log=False,
         lifespan="off",
+        http=bounded_http_protocol(32_768),
     )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name=f"{service}-health")

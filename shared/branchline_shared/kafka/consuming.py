@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.kafka.wire import PoisonEvent, decode_event
+from branchline_shared.kafka.wire import (
+    PoisonEvent,
+    SourcePosition,
+    decode_event,
+    source_position,
+)
 from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +118,10 @@ async def retry_transient(
             backoff = min(backoff * 2, max_backoff_s)
 
 
-BatchHandler = Callable[[list[RecordedEvent]], Awaitable[object]]
+Positions = dict[uuid.UUID, SourcePosition]
+"""Where each delivered event sits in the store that wrote it (from the relay's headers)."""
+
+BatchHandler = Callable[[list[RecordedEvent], Positions], Awaitable[object]]
 
 
 class BatchConsumer:
@@ -194,6 +203,7 @@ class BatchConsumer:
 
     async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         events: list[tuple[RawMessage, RecordedEvent]] = []
+        positions: Positions = {}
         for record in records:
             raw = RawMessage(
                 record.topic,
@@ -204,25 +214,32 @@ class BatchConsumer:
                 list(record.headers or ()),
             )
             try:
-                events.append((raw, decode_event(record.value)))
+                event = decode_event(record.value)
             except PoisonEvent as exc:
                 await self._dead_letters.send(raw, str(exc))
+                continue
+            events.append((raw, event))
+            position = source_position(raw.headers)
+            if position is not None:
+                positions[event.event_id] = position
         if not events:
             return
         try:
-            await retry_transient(lambda: self._handle([e for _, e in events]), consumer=self._name)
+            await retry_transient(
+                lambda: self._handle([e for _, e in events], positions), consumer=self._name
+            )
         except Exception:
             # Narrow down: handle one by one, dead-letter only what fails.
             for raw, event in events:
                 try:
-                    await self._handle_one(event)
+                    await self._handle_one(event, positions)
                 except Exception as exc:
                     await self._dead_letters.send(raw, f"handler failed: {exc!r}")
         CONSUMED.labels(self._name).inc(len(events))
 
-    async def _handle_one(self, event: RecordedEvent) -> None:
+    async def _handle_one(self, event: RecordedEvent, positions: Positions) -> None:
         async def handle() -> object:
-            return await self._handle([event])
+            return await self._handle([event], positions)
 
         await retry_transient(handle, consumer=self._name)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +25,27 @@ def event_headers(event: RecordedEvent, global_position: int) -> Headers:
         ("source", event.source.encode()),
         ("global_position", str(global_position).encode()),
     ]
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a published event sits in the event store that wrote it: the store (the
+    envelope's ``source``) and its global position there."""
+
+    source: str
+    global_position: int
+
+
+def source_position(headers: Sequence[tuple[str, bytes]]) -> SourcePosition | None:
+    """The store position a relay put in a message's headers (None: not relayed by us)."""
+    found = dict(headers)
+    source, position = found.get("source"), found.get("global_position")
+    if source is None or position is None:
+        return None
+    try:
+        return SourcePosition(source.decode(), int(position))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 class PoisonEvent(ValueError):

@@ -23,7 +23,7 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.stack import serve
 
-VOLATILE_COLUMNS = frozenset({"applied_at", "updated_at"})
+VOLATILE_COLUMNS = frozenset({"applied_at", "updated_at", "applied_seq"})
 
 
 def now_utc() -> datetime:

@@ -53,6 +53,15 @@ API_TYPES = {
     "complaint.confirmed_by_client",
     "complaint.closed",
     "feedback.survey_answered",
+    # the service loop (D-07, D-09, D-11, D-17)
+    "client.account_closed",
+    "client.account_reopened",
+    "consultation.promise_renegotiated",
+    "complaint.promise_renegotiated",
+    "complaint.corrective_action_planned",
+    "complaint.corrective_action_completed",
+    "feedback.received",
+    "feedback.responded",
 }
 SYSTEM_TYPES = {
     "rule.violation_refused",
@@ -63,6 +72,8 @@ SYSTEM_TYPES = {
     "followup.reassigned",
     "followup.overdue",
     "followup.escalated",
+    "audit.legal_hold_placed",
+    "audit.legal_hold_lifted",
 }
 NAIVE = "2026-11-22T09:00:00"
 

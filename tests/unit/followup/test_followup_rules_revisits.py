@@ -84,7 +84,9 @@ def test_d08_next_contact_at_on_another_task_replaces_the_open_revisit() -> None
     book.feed(registered())
     book.feed(an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"}))
     survey = book.one(TaskKind.SATISFACTION_SURVEY)
-    book.feed(completed(survey, MONDAY_9 + timedelta(days=1), next_contact_at="2026-12-01T09:00Z"))
+    book.feed(
+        completed(survey, MONDAY_9 + timedelta(days=1), next_contact_at="2026-12-01T09:00:00Z")
+    )
     old, new = book.of_kind(TaskKind.REVISIT)
     assert old.status is TaskStatus.CANCELLED
     assert new.is_open

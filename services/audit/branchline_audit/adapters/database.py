@@ -29,7 +29,13 @@ from branchline_shared.postgres.pool import PgConnection, ensure_database
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "audit"
-TABLES = ("audit_ledger", "audit_merkle_nodes", "audit_checkpoints", "audit_restricted_clients")
+TABLES = (
+    "audit_ledger",
+    "audit_merkle_nodes",
+    "audit_checkpoints",
+    "audit_restricted_clients",
+    "audit_source_positions",
+)
 PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PROVISION_LOCK = 0x61756469745F726F  # "audit_ro"

@@ -10,7 +10,8 @@ the same transaction (:mod:`branchline_audit.domain.subtrees`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from branchline_audit.domain.subtrees import (
     required,
 )
 from branchline_audit.domain.verification import StoredEntry
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
@@ -137,17 +139,29 @@ class PostgresLedger:
 
     # ---------------------------------------------------------------- appending
 
-    async def append(self, events: Sequence[dict[str, Any]], *, now: datetime) -> int:
+    async def append(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        now: datetime,
+        positions: Mapping[uuid.UUID, SourcePosition] | None = None,
+    ) -> int:
         """Append events (envelope dicts) not yet in the ledger; returns how many were new.
 
         Duplicates (by event id, within the batch or already stored) are skipped: Kafka may
-        deliver an event more than once, the ledger holds it once.
+        deliver an event more than once, the ledger holds it once. ``positions`` (by event id:
+        where the event's store put it) are recorded with the new entries, for reconcile.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            return len(await self.append_locked(conn, events, now=now))
+            return len(await self.append_locked(conn, events, now=now, positions=positions))
 
     async def append_locked(
-        self, conn: PgConnection, events: Sequence[dict[str, Any]], *, now: datetime
+        self,
+        conn: PgConnection,
+        events: Sequence[dict[str, Any]],
+        *,
+        now: datetime,
+        positions: Mapping[uuid.UUID, SourcePosition] | None = None,
     ) -> list[int]:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
@@ -206,7 +220,27 @@ class PostgresLedger:
         )
         await self._cache_subtrees(conn, position)
         await self._record_restrictions(conn, new_events, now)
+        await self._record_source_positions(conn, rows, positions or {})
         return [r[0] for r in rows]
+
+    async def _record_source_positions(
+        self,
+        conn: PgConnection,
+        rows: Sequence[tuple[Any, ...]],
+        positions: Mapping[uuid.UUID, SourcePosition],
+    ) -> None:
+        placed = [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions]
+        if not placed:
+            return
+        await conn.execute(
+            "INSERT INTO audit_source_positions (source, global_position, event_id, position) "
+            "SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::bigint[]) "
+            "ON CONFLICT DO NOTHING",
+            [p.source for _, _, p in placed],
+            [p.global_position for _, _, p in placed],
+            [event_id for _, event_id, _ in placed],
+            [ledger_position for ledger_position, _, _ in placed],
+        )
 
     async def _cache_subtrees(self, conn: PgConnection, size: int) -> None:
         """Store every cached-level subtree now complete (also back-fills missing ones)."""

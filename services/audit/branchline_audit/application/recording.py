@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,13 +11,20 @@ from branchline_audit.application.context import AuditContext, Reader
 from branchline_audit.domain.records import read_event
 from branchline_shared.clock import Clock
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
 
 
 async def record_events(
-    ledger: PostgresLedger, clock: Clock, events: Sequence[RecordedEvent]
+    ledger: PostgresLedger,
+    clock: Clock,
+    events: Sequence[RecordedEvent],
+    positions: Mapping[uuid.UUID, SourcePosition] | None = None,
 ) -> int:
-    """Append ``events`` in the order received; duplicates are skipped by event id."""
-    return await ledger.append([e.model_dump(mode="json") for e in events], now=clock.now())
+    """Append ``events`` in the order received; duplicates are skipped by event id. Where
+    each came from in its store (``positions``) is recorded with it, for reconcile."""
+    return await ledger.append(
+        [e.model_dump(mode="json") for e in events], now=clock.now(), positions=positions
+    )
 
 
 async def record_read(

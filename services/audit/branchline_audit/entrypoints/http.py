@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import latest_covering
@@ -20,6 +20,7 @@ from branchline_audit.application.proofs import ProofRefused, consistency, inclu
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
+from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
 
@@ -70,9 +71,9 @@ def get_filters(
         Query(max_length=64, description="An event type, or a family such as `followup.*`."),
     ] = None,
     from_: Annotated[
-        AwareDatetime | None, Query(alias="from", description="occurred_at from (inclusive)")
+        Instant | None, Query(alias="from", description="occurred_at from (inclusive)")
     ] = None,
-    to: Annotated[AwareDatetime | None, Query(description="occurred_at to (exclusive)")] = None,
+    to: Annotated[Instant | None, Query(description="occurred_at to (exclusive)")] = None,
 ) -> LedgerFilters:
     if from_ is not None and to is not None and from_ > to:
         raise validation_problem(
@@ -178,7 +179,7 @@ async def list_entries(
     summary="Inclusion proof of an entry against the latest signed checkpoint (RFC 9162)",
 )
 async def entry_proof(
-    audit: AuditDep, reader: ReaderDep, position: Annotated[int, Path(ge=1, le=2**53 - 1)]
+    audit: AuditDep, reader: ReaderDep, position: Annotated[int, Path(ge=1, le=MAX_SAFE_INTEGER)]
 ) -> InclusionProofBody:
     await record_read(
         audit, reader, "GET /v1/audit/entries/{position}/proof", {"position": position}
@@ -218,8 +219,8 @@ async def latest_checkpoint(audit: AuditDep, reader: VerifierDep) -> CheckpointB
 async def checkpoint_consistency(
     audit: AuditDep,
     reader: VerifierDep,
-    first: Annotated[int, Path(ge=0)],
-    second: Annotated[int, Path(ge=0)],
+    first: Annotated[int, Path(ge=0, le=MAX_SAFE_INTEGER)],
+    second: Annotated[int, Path(ge=0, le=MAX_SAFE_INTEGER)],
 ) -> ConsistencyBody:
     await record_read(
         audit,

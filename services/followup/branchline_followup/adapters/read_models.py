@@ -15,6 +15,7 @@ from typing import Any
 
 from branchline_followup.domain import DurableTimer, FollowupTask, LifecycleFacts
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
 TASK_COLUMNS = (
@@ -38,13 +39,18 @@ TASK_COLUMNS = (
 _TASK_SELECT = ", ".join(TASK_COLUMNS)
 
 
-async def mark_applied(conn: PgConnection, event: RecordedEvent) -> bool:
-    """Record that ``event`` is applied; False when it already was (a redelivery)."""
+async def mark_applied(
+    conn: PgConnection, event: RecordedEvent, position: SourcePosition | None = None
+) -> bool:
+    """Record that ``event`` is applied, with its place in the store that wrote it (what
+    reconcile compares); False when it already was (a redelivery)."""
     inserted = await conn.fetchval(
-        "INSERT INTO fu_applied_events (event_id, type) VALUES ($1, $2) "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING true",
+        "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING RETURNING true",
         event.event_id,
         event.type,
+        position.source if position else event.source,
+        position.global_position if position else None,
     )
     return bool(inserted)
 

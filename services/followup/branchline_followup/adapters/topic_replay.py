@@ -25,6 +25,7 @@ class ReplayedMessage:
     offset: int
     timestamp: int
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class ReplayStalled(RuntimeError):
@@ -130,7 +131,12 @@ class TopicReplay:
             tp = min(heads)[-1]
             record = self._buffers[tp].popleft()
             yield ReplayedMessage(
-                record.topic, record.partition, record.offset, record.timestamp, record.value
+                record.topic,
+                record.partition,
+                record.offset,
+                record.timestamp,
+                record.value,
+                tuple(record.headers or ()),
             )
             if not self._buffers[tp]:
                 await self._fill([tp])

@@ -45,6 +45,7 @@ from branchline_followup.domain import (
     timers_for,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
@@ -95,16 +96,27 @@ NOT_PROJECTED = frozenset({"client.data_read"})
 """Records about the client, not facts of the client: a read changes nothing of the views."""
 
 
-async def apply_event(pool: PgPool, event: RecordedEvent, projection: Projection) -> bool:
+async def apply_event(
+    pool: PgPool,
+    event: RecordedEvent,
+    projection: Projection,
+    position: SourcePosition | None = None,
+) -> bool:
     """Apply ``event`` in its own transaction; False when it had already been applied."""
     async with pool.acquire() as conn, conn.transaction():
         await hold_swap_lock_shared(conn)
-        return await project(conn, event, projection)
+        return await project(conn, event, projection, position)
 
 
-async def project(conn: PgConnection, event: RecordedEvent, projection: Projection) -> bool:
-    """Apply ``event`` within the caller's transaction; False when it had been applied."""
-    if not await read_models.mark_applied(conn, event):
+async def project(
+    conn: PgConnection,
+    event: RecordedEvent,
+    projection: Projection,
+    position: SourcePosition | None = None,
+) -> bool:
+    """Apply ``event`` within the caller's transaction; False when it had been applied.
+    ``position`` (where its store put it) is recorded for reconciliation."""
+    if not await read_models.mark_applied(conn, event, position):
         return False
     if event.type in NOT_PROJECTED:
         return True

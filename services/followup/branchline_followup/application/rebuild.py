@@ -30,10 +30,16 @@ from branchline_followup.application.projector import (
     apply_client_stage_changes,
     project,
 )
+from branchline_followup.application.recording import SOURCE as STORE_SOURCE
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import is_transient
-from branchline_shared.kafka.wire import PoisonEvent, decode_current_event
+from branchline_shared.kafka.wire import (
+    PoisonEvent,
+    SourcePosition,
+    decode_current_event,
+    source_position,
+)
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 
 Progress = Callable[[int], None]
@@ -119,8 +125,8 @@ async def rebuild_read_models(
                     on_total(total + caught_up)
                 tail = [m async for m in source.messages()]
                 await _apply_all(conn, tail, projection, counts, on_progress)
-                for event in await _store_events_not_on_kafka(conn, started_at):
-                    await _apply_one(conn, event, projection, counts)
+                for event, position in await _store_events_not_on_kafka(conn, started_at):
+                    await _apply_one(conn, event, projection, counts, position)
                 if clock is not None:
                     await _apply_due_stage_changes(conn, await clock(), projection)
                 await schemas.swap_in(conn, rebuilt=target, retired=retired)
@@ -160,17 +166,21 @@ async def _apply_all(
         except PoisonEvent:
             counts.skipped += 1  # the live worker dead-lettered it
             continue
-        await _apply_one(conn, event, projection, counts)
+        await _apply_one(conn, event, projection, counts, source_position(message.headers))
     if on_progress is not None and messages:
         on_progress(len(messages))
 
 
 async def _apply_one(
-    conn: PgConnection, event: RecordedEvent, projection: Projection, counts: _Counts
+    conn: PgConnection,
+    event: RecordedEvent,
+    projection: Projection,
+    counts: _Counts,
+    position: SourcePosition | None,
 ) -> None:
     try:
         async with conn.transaction():  # a savepoint: a failing event leaves no trace
-            await project(conn, event, projection)
+            await project(conn, event, projection, position)
         counts.applied += 1
     except Exception as exc:
         if is_transient(exc):
@@ -188,12 +198,14 @@ async def _apply_due_stage_changes(
             await apply_client_stage_changes(conn, client_id, now, projection.policy)
 
 
-async def _store_events_not_on_kafka(conn: PgConnection, since: Any) -> list[RecordedEvent]:
+async def _store_events_not_on_kafka(
+    conn: PgConnection, since: Any
+) -> list[tuple[RecordedEvent, SourcePosition]]:
     """followup's own events that may not have reached Kafka yet: unpublished outbox rows, and
     the recent ones (a relay may have sent them after the end offsets were captured)."""
     rows = await conn.fetch(
         """
-        SELECT e.envelope FROM es_events e
+        SELECT e.global_position, e.envelope FROM es_events e
         WHERE e.recorded_at >= $1
            OR EXISTS (SELECT 1 FROM es_outbox o
                       WHERE o.event_id = e.event_id AND o.published_at IS NULL)
@@ -201,4 +213,10 @@ async def _store_events_not_on_kafka(conn: PgConnection, since: Any) -> list[Rec
         """,
         since - RECENT_STORE_EVENTS,
     )
-    return [RecordedEvent.model_validate(r["envelope"]) for r in rows]
+    return [
+        (
+            RecordedEvent.model_validate(r["envelope"]),
+            SourcePosition(STORE_SOURCE, r["global_position"]),
+        )
+        for r in rows
+    ]

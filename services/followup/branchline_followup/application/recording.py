@@ -19,6 +19,7 @@ from branchline_shared.crypto.sealing import seal_paths
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 SOURCE = "followup"
@@ -87,6 +88,7 @@ async def record_and_apply(
     existing = await uow.find_existing([event_id])
     if event_id in existing:
         event = existing[event_id].event
+        global_position = existing[event_id].position.global_position
     else:
         stream = task_stream_id(task.id)
         versions = await uow.lock_streams([stream])
@@ -109,6 +111,7 @@ async def record_and_apply(
             synthetic=occurred_at > recorded_at,
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
-        await uow.commit()
-    await project(conn, event, ctx.projection)
+        (stored,) = await uow.commit()
+        global_position = stored.global_position
+    await project(conn, event, ctx.projection, SourcePosition(SOURCE, global_position))
     return event

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
@@ -38,6 +38,7 @@ from branchline_followup.domain.vocabulary import (
     Severity,
     TaskKind,
 )
+from branchline_shared.events.bounded import Instant
 from branchline_shared.events.envelope import RecordedEvent
 
 CLIENT_SUBJECT = "client"
@@ -46,7 +47,7 @@ FOLLOWUP_COMPLETED = "followup.completed"
 complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
 and optionally ``kind`` (the completed task's kind)."""
 
-_AWARE = TypeAdapter(AwareDatetime)
+_AWARE = TypeAdapter(Instant)
 
 
 class InvalidEventData(ValueError):

@@ -26,6 +26,7 @@ class RuleId(StrEnum):
     COMPLAINT = "D-07"
     REVISIT = "D-08"
     LIFECYCLE = "D-09"
+    IMPROVEMENT = "D-17"
 
 
 RULE_OF_KIND: dict[TaskKind, RuleId] = {
@@ -42,6 +43,9 @@ RULE_OF_KIND: dict[TaskKind, RuleId] = {
     TaskKind.REVISIT: RuleId.REVISIT,
     TaskKind.WIN_BACK: RuleId.REVISIT,
     TaskKind.PRODUCT_REVIEW: RuleId.REVISIT,
+    TaskKind.FEEDBACK_RESPONSE: RuleId.COMPLAINT,
+    TaskKind.COMPLAINT_PROGRESS_PROMISE: RuleId.IMPROVEMENT,
+    TaskKind.CORRECTIVE_ACTION: RuleId.IMPROVEMENT,
 }
 """Every kind belongs to exactly one rule."""
 

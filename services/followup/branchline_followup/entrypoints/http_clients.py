@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.queries import QualitySelection, quality, stage_at
@@ -23,6 +23,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_view,
 )
 from branchline_shared.access.scope import rm_scope_subject
+from branchline_shared.events.bounded import Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
 
@@ -140,8 +141,8 @@ async def get_quality(
     staff: StaffDep,
     branch_id: Annotated[str | None, Query(max_length=128)] = None,
     rm_id: Annotated[str | None, Query(max_length=128)] = None,
-    period_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    period_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    period_from: Annotated[Instant | None, Query(alias="from")] = None,
+    period_to: Annotated[Instant | None, Query(alias="to")] = None,
 ) -> QualityView:
     """SLA compliance per rule, waiting and handling times, satisfaction per D-10 dimension,
     complaints by severity, revisit completion, retention and churn, for tasks due, visits,

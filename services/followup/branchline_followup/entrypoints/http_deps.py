@@ -41,6 +41,39 @@ async def get_staff(request: Request) -> StaffDirectory:
 StaffDep = Annotated[StaffDirectory, Depends(get_staff)]
 
 
+OVERSEERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+
+def oversees(principal: Principal) -> bool:
+    """Supervisors (their team) and admins (everyone) act on others' tasks; an RM on their own."""
+    return principal.has_any(OVERSEERS)
+
+
+def staff_of(request: Request) -> StaffDirectory:
+    staff: StaffDirectory = request.app.state.staff
+    return staff
+
+
+def task_scope_filter(
+    principal: Principal, staff: StaffDirectory
+) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """The assignees ``principal`` may see: (only these, or none of these), for
+    ``queries.TaskFilter(assignee_in=..., assignee_not_in=...)``."""
+    if principal.has(Role.ADMIN):
+        return None, None
+    if principal.has(Role.SUPERVISOR):
+        members, outside = staff.team_filter(principal.subject)
+        return (members, None) if members else (None, outside)
+    own = rm_scope_subject(submitter_of(principal), staff)
+    return frozenset({own} if own else ()), None
+
+
+def may_grade(principal: Principal, assignee: str) -> bool:
+    """Satisfaction scores feed the assignee's measures (D-10, D-12): whoever the task is
+    assigned to cannot record them; a supervisor or admin who called the client may."""
+    return principal.subject != assignee and oversees(principal)
+
+
 def submitter_of(principal: Principal) -> Submitter:
     return Submitter.model_validate(principal.submitter())
 

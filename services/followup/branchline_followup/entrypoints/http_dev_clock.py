@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from branchline_followup.application.clock import ClockWouldGoBackwards
 from branchline_followup.application.timers import fire_all_due
 from branchline_followup.entrypoints.http_deps import ContextDep
+from branchline_shared.events.bounded import Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
 
@@ -35,7 +36,7 @@ class ClockChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     advance_seconds: Annotated[float, Field(ge=0, le=10 * 365 * 24 * 3600)] | None = None
-    set: AwareDatetime | None = None
+    set: Instant | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ClockChange:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
@@ -29,11 +29,13 @@ from branchline_followup.entrypoints.http_deps import (
     StaffDep,
     TaskView,
     actor_of,
+    may_grade,
     submitter_of,
     task_in_scope,
+    task_scope_filter,
     task_view,
 )
-from branchline_shared.access.scope import rm_scope_subject
+from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -58,7 +60,7 @@ class CompleteRequest(BaseModel):
 
     outcome: Label
     note: Note | None = None
-    next_contact_at: AwareDatetime | None = None
+    next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
 
 
@@ -127,7 +129,7 @@ async def list_followups(
     status: Annotated[str | None, Query(description=f"One of {STATUS_VALUES}")] = None,
     kind: Annotated[str | None, Query(description="A task kind")] = None,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
-    due_before: Annotated[AwareDatetime | None, Query()] = None,
+    due_before: Annotated[Instant | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TaskPage:
@@ -139,7 +141,7 @@ async def list_followups(
         raise _invalid("status", f"must be one of {STATUS_VALUES}")
     if kind is not None and kind not in {k.value for k in TaskKind}:
         raise _invalid("kind", f"must be one of {sorted(k.value for k in TaskKind)}")
-    scope = _task_scope(principal, staff)
+    only, never = task_scope_filter(principal, staff)
     after = decode_cursor(cursor) if cursor else None
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
@@ -151,7 +153,8 @@ async def list_followups(
             kind=kind,
             client_id=client_id,
             due_before=due_before,
-            **scope,
+            assignee_in=only,
+            assignee_not_in=never,
         ),
         after=after,
         limit=limit + 1,
@@ -163,17 +166,6 @@ async def list_followups(
     if len(rows) > limit:
         next_cursor = encode_cursor(page[-1]["due_at"], page[-1]["id"])
     return TaskPage(items=[task_view(r, now, window) for r in page], next_cursor=next_cursor)
-
-
-def _task_scope(principal: Principal, staff: StaffDep) -> dict[str, frozenset[str]]:
-    """The assignees ``principal`` may see, as a filter of the task query."""
-    if principal.has(Role.ADMIN):
-        return {}
-    if principal.has(Role.SUPERVISOR):
-        members, outside = staff.team_filter(principal.subject)
-        return {"assignee_in": members} if members else {"assignee_not_in": outside}
-    own = rm_scope_subject(submitter_of(principal), staff)
-    return {"assignee_in": frozenset({own} if own else ())}
 
 
 @router.post("/{task_id}/complete", response_model=TaskView, summary="Record the outcome of a task")
@@ -190,7 +182,7 @@ async def complete(
             task_id,
             actor=actor_of(principal),
             may_act=lambda assignee: task_in_scope(principal, staff, assignee),
-            may_grade=lambda assignee: _may_grade(principal, staff, assignee),
+            may_grade=lambda assignee: may_grade(principal, assignee),
             outcome=body.outcome,
             note=body.note,
             next_contact_at=body.next_contact_at,
@@ -223,14 +215,6 @@ async def reassign(
     except TaskRefused as exc:
         raise _refusal(exc) from None
     return await _view(ctx, task_id)
-
-
-def _may_grade(principal: Principal, staff: StaffDep, assignee: str) -> bool:
-    """Satisfaction scores feed the assignee's measures (D-10, D-12): whoever the task is
-    assigned to cannot record them; a supervisor or admin calling the client may."""
-    if principal.subject == assignee:
-        return False
-    return principal.has_any(frozenset({Role.SUPERVISOR, Role.ADMIN}))
 
 
 async def _view(ctx: ContextDep, task_id: uuid.UUID) -> TaskView:

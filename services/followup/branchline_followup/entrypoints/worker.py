@@ -17,7 +17,7 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.topics import Topics
-from branchline_shared.kafka.wire import PoisonEvent, decode_current_event
+from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
 
@@ -83,6 +83,9 @@ async def handle_message(
         await dead_letters.send(raw, str(exc))
         return
     try:
-        await retry_transient(lambda: apply_event(pool, event, projection), consumer=CONSUMER)
+        position = source_position(raw.headers)
+        await retry_transient(
+            lambda: apply_event(pool, event, projection, position), consumer=CONSUMER
+        )
     except Exception as exc:
         await dead_letters.send(raw, f"projection failed: {exc!r}")

@@ -5,8 +5,8 @@
   (onboarding = the later of the two); ``churned`` once ``policy.churn_after`` passed without
   business; ``high_net_worth`` when the assets under management reach
   ``policy.high_net_worth_threshold``; ``new`` for ``policy.new_client_period`` after
-  onboarding; ``mature`` afterwards. Account closure does not churn a client yet: the catalogue
-  has no account-closure event. The assets under management are approximated by the sum of
+  onboarding; ``mature`` afterwards; ``churned`` from an account closure until a reopening.
+  The assets under management are approximated by the sum of
   sales (see :class:`~.state.BusinessActivity`);
 - risk level: ``policy.risk_levels`` of the tolerance of the assessment valid at that time
   (default C1 low, C2 and C3 medium, C4 high, C5 very_high); none without a valid assessment.
@@ -68,6 +68,9 @@ def lifecycle_stage(
     state: ClientState, at: datetime, policy: IntakePolicy = DEFAULT_POLICY
 ) -> LifecycleStage:
     """D-09: prospect → new → mature → high_net_worth; any → churned."""
+    closed_at = state.client.account_closed_at
+    if closed_at is not None and closed_at <= at:
+        return LifecycleStage.CHURNED
     onboarded = onboarded_at(state)
     if onboarded is None or at < onboarded:
         return LifecycleStage.PROSPECT

@@ -18,6 +18,8 @@ from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.policy import IntakePolicy
 from branchline_intake.domain.violations import D03, D04, D05, D09, refuse
 from branchline_shared.events.catalogue import (
+    ClientAccountClosed,
+    ClientAccountReopened,
     ClientConsentGranted,
     ClientConsentWithdrawn,
     ClientErasureRequested,
@@ -86,6 +88,8 @@ class Client:
     assessments: tuple[Assessment, ...] = ()
     erasure_requested_at: datetime | None = None
     recorded_fields: frozenset[PersonalField] = frozenset()
+    account_closed_at: datetime | None = None
+    """D-09: when the relationship ended (None while it lasts, or after a reopening)."""
 
     @property
     def registered(self) -> bool:
@@ -146,6 +150,10 @@ class Client:
                 if self.erasure_requested_at is not None:
                     return self
                 return replace(self, erasure_requested_at=event.occurred_at)
+            case ClientAccountClosed():
+                return replace(self, account_closed_at=event.occurred_at)
+            case ClientAccountReopened():
+                return replace(self, account_closed_at=None)
             case _:
                 return self
 
@@ -212,6 +220,16 @@ def check_client_event(client: Client, event: DomainEvent, policy: IntakePolicy)
             check_not_erased(client, "personal data cannot be shown")
         case ClientRiskAssessed():
             return complete_risk_assessment(payload, event.occurred_at, policy)
+        case ClientAccountClosed():
+            if client.account_closed_at is not None:
+                raise refuse(
+                    D09,
+                    "Account already closed",
+                    f"the relationship ended at {client.account_closed_at.isoformat()}",
+                )
+        case ClientAccountReopened():
+            if client.account_closed_at is None:
+                raise refuse(D09, "Account not closed", "only a closed relationship is reopened")
         case _:
             pass
     return payload

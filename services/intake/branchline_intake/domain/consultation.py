@@ -12,11 +12,12 @@ from datetime import datetime
 from enum import StrEnum
 
 from branchline_intake.domain.events import DomainEvent
-from branchline_intake.domain.violations import D06, refuse
+from branchline_intake.domain.violations import D06, D17, refuse
 from branchline_shared.events.catalogue import (
     ConsultationAnswered,
     ConsultationEvent,
     ConsultationOpened,
+    ConsultationPromiseRenegotiated,
 )
 from branchline_shared.events.envelope import Channel
 
@@ -40,6 +41,8 @@ class Consultation:
 
     def apply(self, event: DomainEvent) -> Consultation:
         payload = event.payload
+        if isinstance(payload, ConsultationPromiseRenegotiated):
+            return replace(self, promised_by=payload.promised_by)
         if not isinstance(payload, ConsultationAnswered):
             return self
         if payload.answer is not None:
@@ -97,6 +100,37 @@ def check_consultation_event(consultations: Mapping[str, Consultation], event: D
         )
     if isinstance(payload, ConsultationAnswered):
         check_promise(payload, event.occurred_at)
+    elif isinstance(payload, ConsultationPromiseRenegotiated):
+        check_renegotiation(current, payload, event.occurred_at)
+
+
+def check_renegotiation(
+    consultation: Consultation, payload: ConsultationPromiseRenegotiated, at: datetime
+) -> None:
+    """D-17: a promised answer is renegotiated before its deadline, to a later one."""
+    promised = consultation.promised_by
+    where = f"consultation {consultation.consultation_id!r}"
+    if consultation.status is not ConsultationStatus.PROMISED or promised is None:
+        raise refuse(
+            D17,
+            "No open promise",
+            f"{where} has no promised answer to renegotiate",
+            field="data.consultation_id",
+        )
+    if at >= promised:
+        raise refuse(
+            D17,
+            "Promise already missed",
+            f"{where}: the answer promised by {promised.isoformat()} was due before "
+            f"{at.isoformat()}; a promise is renegotiated before its deadline",
+        )
+    if payload.promised_by <= at:
+        raise refuse(
+            D17,
+            "New deadline in the past",
+            f"promised_by {payload.promised_by.isoformat()} is not after {at.isoformat()}",
+            field="data.promised_by",
+        )
 
 
 def check_promise(payload: ConsultationAnswered, at: datetime) -> None:

@@ -16,7 +16,10 @@ D05: Final = "D-05"
 D06: Final = "D-06"
 D07: Final = "D-07"
 D09: Final = "D-09"
-"""Client register: events of an unregistered client, a second registration."""
+"""Client register: events of an unregistered client, a second registration; account closure
+and reopening in order."""
+D17: Final = "D-17"
+"""Promises kept (renegotiated before their deadline) and corrective actions tracked to done."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from branchline_intake.application.reading import (
     stream_in_scope,
 )
 from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
@@ -178,7 +179,7 @@ async def get_stream(
     stream_id: Annotated[str, Path(min_length=1, max_length=200)],
     ctx: ContextDep,
     caller: Reader,
-    from_version: Annotated[int, Query(ge=1, le=2**53)] = 1,
+    from_version: Annotated[int, Query(ge=1, le=MAX_STREAM_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     purpose: Purpose = None,
 ) -> StreamEvents:

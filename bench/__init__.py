@@ -1,0 +1,1 @@
+"""Branchline's benchmark (`make bench`): ratios against baselines measured in the same run."""

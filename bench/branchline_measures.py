@@ -1,0 +1,96 @@
+"""Branchline's own figures: the intake API over HTTP (the whole stack running) and the
+outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+from bench.loadgen import Latencies, RawHttpClient, closed_loop
+from bench.workload import event_body
+from branchline_shared.events.catalogue import CATALOGUE_VERSION
+from branchline_shared.events.envelope import Actor, RecordedEvent, client_stream_id
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.topics import TopicSpec, ensure_topics
+from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+from branchline_shared.postgres.pool import open_pool
+from branchline_shared.settings import BranchlineSettings
+
+
+async def single_posts(port: int, token: str, events: int, connections: int = 64) -> Latencies:
+    run = uuid.uuid4().hex[:8]
+    bodies = [orjson.dumps(event_body(i, run)) for i in range(events)]
+    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+
+
+async def batches(port: int, token: str, events: int, per_batch: int = 1000) -> float:
+    run = uuid.uuid4().hex[:8]
+    count = max(1, events // per_batch)
+    bodies = [
+        orjson.dumps({"events": [event_body(b * per_batch + i, run) for i in range(per_batch)]})
+        for b in range(count)
+    ]
+    async with RawHttpClient("127.0.0.1", port, token) as http:
+        started = time.perf_counter()
+        for body in bodies:
+            status, answer = await http.post("/v1/events:batch", body)
+            if status != 200 or b'"status":409' in answer or b'"status":422' in answer:
+                raise AssertionError(f"batch answered {status}: {answer[:300]!r}")
+        return count * per_batch / (time.perf_counter() - started)
+
+
+def _recorded(i: int, run: str, now: datetime) -> RecordedEvent:
+    body = event_body(i, run)
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type=body["type"],
+        schema_version=CATALOGUE_VERSION[body["type"]],
+        occurred_at=datetime.fromisoformat(body["occurred_at"]),
+        recorded_at=now,
+        source="intake",
+        actor=Actor.model_validate(body["actor"]),
+        client_id=body["client_id"],
+        branch_id=body["branch_id"],
+        channel=body["channel"],
+        stream_id=client_stream_id(body["client_id"]),
+        stream_version=1,
+        data=body["data"],
+    )
+
+
+async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int) -> float:
+    """The relay's own rate: ``events`` committed first (not timed), then published by the
+    real :class:`OutboxRelay` until its backlog is empty."""
+    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4, 1)])
+    pool = await open_pool(dsn, min_size=1, max_size=4)
+    producer = make_producer(settings, client_id="bench-relay")
+    await producer.start()
+    try:
+        store = PostgresEventStore(pool)
+        run, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+        for first in range(0, events, 1000):
+            async with store.unit_of_work() as uow:
+                for i in range(first, min(events, first + 1000)):
+                    uow.stage(_recorded(i, run, now), topic=topic, submission_hash=None)
+                await uow.commit()
+        outbox = OutboxRelay(
+            pool=pool, producer=producer, store_name="bench", batch_size=settings.relay_batch_size
+        )
+        published = 0
+        started = time.perf_counter()
+        while published < events:
+            done = await asyncio.wait_for(outbox.publish_once(), timeout=60)
+            if not done:
+                raise AssertionError(f"relay published {published} of {events}")
+            published += done
+        return published / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await pool.close()

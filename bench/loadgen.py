@@ -1,0 +1,99 @@
+"""Load generators that cost far less than the server they measure.
+
+httpx spends milliseconds of CPU per request; on a 2-core machine that would measure the
+client. A minimal HTTP/1.1 keep-alive client over asyncio streams costs tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class RawHttpClient:
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+        self._head = (
+            f"Host: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        ).encode()
+
+    async def __aenter__(self) -> RawHttpClient:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            b"POST "
+            + path.encode()
+            + b" HTTP/1.1\r\n"
+            + self._head
+            + b"Content-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line.split(b":")[1])
+        return status, await self.reader.readexactly(length)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    count: int
+    elapsed_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def per_s(self) -> float:
+        return self.count / self.elapsed_s
+
+    @classmethod
+    def of(cls, samples: list[float], elapsed_s: float) -> Latencies:
+        ordered = sorted(samples)
+        return cls(
+            len(ordered),
+            elapsed_s,
+            1000 * statistics.median(ordered),
+            1000 * percentile(ordered, 0.90),
+            1000 * percentile(ordered, 0.99),
+            1000 * ordered[-1],
+        )
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def closed_loop(
+    port: int, token: str, path: str, bodies: list[bytes], connections: int, expect: int
+) -> Latencies:
+    """``connections`` clients, each sending its next request when the last is answered."""
+    latencies: list[float] = []
+    shares = [bodies[c::connections] for c in range(connections)]
+
+    async def client(mine: list[bytes]) -> None:
+        async with RawHttpClient("127.0.0.1", port, token) as http:
+            for body in mine:
+                started = time.perf_counter()
+                status, answer = await http.post(path, body)
+                latencies.append(time.perf_counter() - started)
+                if status != expect:
+                    raise AssertionError(f"{path} answered {status}: {answer[:300]!r}")
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client(s) for s in shares)), timeout=600)
+    return Latencies.of(latencies, time.perf_counter() - started)

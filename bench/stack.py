@@ -1,0 +1,81 @@
+"""The benchmark's own stack: exactly what `branchline dev` runs (embedded PostgreSQL, the
+tansu broker, every component as its own process), on free ports in a temporary folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from branchline_shared.embedded.ports import free_port
+from branchline_shared.embedded.postgres import prepare_runtime_dir
+from branchline_shared.http.auth import Role, utcnow
+from branchline_shared.http.token_keys import token_codec
+from branchline_shared.settings import BranchlineSettings
+
+PORT_SETTINGS = (
+    "INTAKE_PORT",
+    "FOLLOWUP_PORT",
+    "AUDIT_PORT",
+    "FOLLOWUP_WORKER_PORT",
+    "AUDIT_CONSUMER_PORT",
+    "BROKER_PORT",
+    "POSTGRES_PORT",
+)
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    settings: BranchlineSettings
+    admin_url: str  # the embedded server's `postgres` database
+    token: str  # a branch system's bearer token
+    env: dict[str, str]  # what the components were started with
+
+    def database_url(self, name: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextlib.asynccontextmanager
+async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchStack]:
+    base = Path(tempfile.mkdtemp(prefix="branchline-bench-"))
+    prepare_runtime_dir(base)
+    # The components are child processes that read their settings from the environment.
+    env = {f"BRANCHLINE_{name}": str(free_port()) for name in PORT_SETTINGS}
+    env |= {
+        "BRANCHLINE_DATA_DIR": str(base / "data"),
+        "BRANCHLINE_LOG_LEVEL": "WARNING",
+        "BRANCHLINE_DB_POOL_MAX": "20",
+        **(extra_env or {}),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from branchline_cli.devstack import DevStack
+
+    settings = BranchlineSettings()
+    stack = DevStack(settings)
+    try:
+        # DevStack is synchronous (it runs its own event loops): keep it off ours.
+        await asyncio.to_thread(stack.start)
+        token = token_codec(settings, "intake").issue(
+            "bench-branch",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=6),
+            now=utcnow(),
+            branch_id="BR-1",  # the workload's branch (bench/workload.py)
+        )
+        as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
+        yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env())
+    finally:
+        await asyncio.to_thread(stack.stop)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""``branchline reconcile [--repair]``: every event store compared with the audit ledger and the
+followup read models; missing, extra and out-of-order events per consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from branchline_shared.reconcile.compare import ConsumerReport
+from branchline_shared.reconcile.running import (
+    ConsumerSource,
+    Reconciliation,
+    reconcile,
+    store_sources,
+)
+from branchline_shared.settings import BranchlineSettings
+
+console = Console(highlight=False)
+
+
+@contextlib.asynccontextmanager
+async def consumer_sources(settings: BranchlineSettings) -> AsyncIterator[list[ConsumerSource]]:
+    """The product's consumers, each with how to read what it applied."""
+    from branchline_audit.adapters.database import open_role_pool
+    from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied
+    from branchline_audit.bootstrap import CONSUMER as AUDIT_CONSUMER
+    from branchline_followup.adapters.reconciling import read_models_applied
+    from branchline_followup.bootstrap import open_read_model_pool
+    from branchline_followup.entrypoints.worker import CONSUMER as FOLLOWUP_CONSUMER
+    from branchline_shared.kafka.topics import declare_topics
+
+    topics = declare_topics(settings)
+    audit_pool = await open_role_pool(
+        settings, settings.audit_db_writer_role, min_size=1, max_size=2
+    )
+    followup_pool = await open_read_model_pool(settings)
+    try:
+        yield [
+            ConsumerSource(
+                AUDIT_CONSUMER,
+                topics.audit_consumer_dlq.name,
+                lambda: ledger_applied(audit_pool),
+                OWN_SOURCES,
+            ),
+            ConsumerSource(
+                FOLLOWUP_CONSUMER,
+                topics.followup_worker_dlq.name,
+                lambda: read_models_applied(followup_pool),
+            ),
+        ]
+    finally:
+        await audit_pool.close()
+        await followup_pool.close()
+
+
+async def reconcile_stack(
+    settings: BranchlineSettings,
+    *,
+    repair: bool = False,
+    grace_s: float = 10.0,
+    wait_s: float = 0.0,
+) -> tuple[Reconciliation, Reconciliation | None]:
+    """Reconcile (and repair); with ``wait_s``, then wait for every re-published event to be
+    applied by the consumers that missed it and reconcile again (the second result)."""
+    async with consumer_sources(settings) as consumers:
+        stores = store_sources(settings)
+        first = await reconcile(
+            stores, consumers, bootstrap=settings.kafka_bootstrap, repair=repair, grace_s=grace_s
+        )
+        if not (repair and first.requeued and wait_s > 0):
+            return first, None
+        wanted = {r.consumer: {e.event_id for e in r.missing} for r in first.reports}
+        by_name = {c.name: c for c in consumers}
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if await _all_applied(by_name, wanted):
+                break
+            await asyncio.sleep(0.5)
+        second = await reconcile(
+            stores, consumers, bootstrap=settings.kafka_bootstrap, grace_s=grace_s
+        )
+        return first, second
+
+
+async def _all_applied(
+    consumers: dict[str, ConsumerSource], wanted: dict[str, set[uuid.UUID]]
+) -> bool:
+    for name, ids in wanted.items():
+        if ids and not ids <= {a.event_id for a in await consumers[name].applied()}:
+            return False
+    return True
+
+
+def describe(report: ConsumerReport) -> list[str]:
+    lines = [f"[bold]{report.consumer}[/]: {report.applied} events applied"]
+    for p in report.progress:
+        upto = (
+            f"{p.contiguous_to.tx_id}:{p.contiguous_to.global_position}"
+            if p.contiguous_to
+            else "nothing"
+        )
+        lines.append(
+            f"  {p.source:<9} {p.applied}/{p.events} applied; every event up to log position "
+            f"{upto}; last global position recorded {p.last_global_position}"
+        )
+    lines.append(
+        f"  missing {len(report.missing)}, dead-lettered {len(report.dead_lettered)}, "
+        f"extra {len(report.extra)}, out of order {len(report.out_of_order)}, "
+        f"in flight {report.in_flight}"
+    )
+    for label, ids in (
+        (
+            "missing",
+            [f"{e.source}:{e.log_position.global_position} {e.event_id}" for e in report.missing],
+        ),
+        (
+            "dead-lettered",
+            [
+                f"{e.source}:{e.log_position.global_position} {e.event_id}"
+                for e in report.dead_lettered
+            ],
+        ),
+        ("extra", [str(i) for i in report.extra]),
+        ("out of order", [str(i) for i in report.out_of_order]),
+    ):
+        for item in ids[:20]:
+            lines.append(f"    {label}: {item}")
+        if len(ids) > 20:
+            lines.append(f"    {label}: ... and {len(ids) - 20} more")
+    return lines
+
+
+def reconcile_command(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Re-publish exactly what a consumer misses.")
+    ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", min=0, help="Seconds an event published this recently counts as in flight."
+        ),
+    ] = 10.0,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", min=0, help="After --repair, wait up to this many seconds and check again."
+        ),
+    ] = 0.0,
+) -> None:
+    """Compare every event store with the audit ledger and the followup read models."""
+    first, second = asyncio.run(
+        reconcile_stack(BranchlineSettings(), repair=repair, grace_s=grace, wait_s=wait)
+    )
+    for report in first.reports:
+        for line in describe(report):
+            console.print(line)
+    for source, count in first.requeued.items():
+        console.print(f"repair: {count} events of the {source} store queued for publication again")
+    final = second or first
+    if second is not None:
+        console.print(f"after the repair: {second.differences} differences")
+        for report in second.reports:
+            if report.differences:
+                for line in describe(report):
+                    console.print(line)
+    elif not first.requeued:
+        console.print(f"{first.differences} differences")
+    else:
+        console.print(f"{first.differences} differences (repair queued; run again to check)")
+    raise typer.Exit(0 if final.differences == 0 else 1)

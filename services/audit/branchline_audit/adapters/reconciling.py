@@ -1,0 +1,27 @@
+"""What the audit ledger applied, as reconcile compares it with the event stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from branchline_audit.domain.records import AUDIT_SOURCE
+from branchline_shared.reconcile.compare import AppliedEvent
+
+
+async def ledger_applied(pool: asyncpg.Pool[Any]) -> list[AppliedEvent]:
+    """Every ledger entry: its event id, ledger position (the order applied) and, where the
+    consumer recorded it, the store and global position it came from."""
+    rows = await pool.fetch(
+        "SELECT l.event_id, l.position, coalesce(p.source, l.event->>'source') AS source, "
+        "p.global_position FROM audit_ledger l "
+        "LEFT JOIN audit_source_positions p USING (event_id) ORDER BY l.position"
+    )
+    return [
+        AppliedEvent(r["event_id"], r["position"], r["source"], r["global_position"]) for r in rows
+    ]
+
+
+OWN_SOURCES = frozenset({AUDIT_SOURCE})
+"""Entries the ledger writes itself (``audit.read``, ``audit.pruned``): no store has them."""

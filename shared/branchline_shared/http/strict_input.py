@@ -1,0 +1,241 @@
+"""Strict input before any route sees it (docs/input-validation.md), as pure ASGI middleware.
+
+What a pydantic model cannot see, because the JSON parser has already lost it or because it
+holds for every field of every service alike:
+
+* duplicate keys in a JSON object (a parser keeps the last, a human reader of the body sees
+  the first: the stored event would not be the one that was read) → 422 naming the key;
+* ``NaN``, ``Infinity`` and numbers that overflow a float → 422; nesting deeper than
+  :data:`MAX_DEPTH` → 422 (instead of a recursion error);
+* NUL, other control characters and lone surrogates in any string of the body, key or value
+  (tab, line feed and carriage return excepted) → 422 naming the field;
+* the reserved prefix of sealed personal values (``bl:pii:v1:``) in any string of the body →
+  422: a sealed value is produced by Branchline alone, never taken from a caller, or personal
+  data could be smuggled in clear past the sealing (and never shredded);
+* control, format (bidi, zero-width) or separator characters in the path or a query
+  parameter (they are ids, codes and times; ``%00`` would reach PostgreSQL) → 422.
+
+A body that is not JSON at all is left to the route (400 "Malformed JSON").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
+from branchline_shared.events.bounded import bad_text_character, bad_token_character
+from branchline_shared.http.problems import PROBLEM_JSON, validation_problem
+
+__all__ = ["MAX_DEPTH", "StrictInput", "body_errors", "parse_strict_json"]
+
+MAX_DEPTH = 32
+"""Deepest nesting of objects and arrays a body may have (events nest three levels)."""
+
+
+class _Refused(ValueError):
+    def __init__(self, field: str, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.error = {"field": field, "message": message, "type": kind}
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Refused(key, f"duplicate key {key!r} in a JSON object", "duplicate_key")
+        seen[key] = value
+    return seen
+
+
+def _constant(name: str) -> Any:
+    raise _Refused("body", f"{name} is not a JSON number", "not_a_number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused("body", f"the number {text[:40]} is out of range", "number_out_of_range")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Refused("body", f"the number {text[:40]}... is out of range", "number_out_of_range")
+    return int(text)
+
+
+_MAX_INT_DIGITS = 40
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """The parsed document; ``ValueError`` for malformed JSON (left to the route);
+    :class:`_Refused` for a duplicate key or a non-finite or huge number."""
+    try:
+        return json.loads(
+            body,
+            object_pairs_hook=_pairs,
+            parse_constant=_constant,
+            parse_float=_float,
+            parse_int=_int,
+        )
+    except RecursionError:
+        raise _Refused("body", f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
+
+
+def body_errors(document: Any) -> list[dict[str, Any]]:
+    """Every string of ``document`` (keys and values) checked; errors name the field path.
+    Iterative, so a deep document cannot exhaust the stack."""
+    errors: list[dict[str, Any]] = []
+    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while stack and len(errors) < 20:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            errors.append(_error(path, f"nested deeper than {MAX_DEPTH} levels", "too_deep"))
+            break
+        if isinstance(node, dict):
+            for key, value in node.items():
+                child = (*path, key)
+                _check_string(key, child, errors, what="key")
+                stack.append((value, child))
+        elif isinstance(node, list):
+            stack.extend((value, (*path, str(i))) for i, value in enumerate(node))
+        elif isinstance(node, str):
+            _check_string(node, path, errors, what="value")
+    return errors
+
+
+def _error(path: tuple[str, ...], message: str, kind: str) -> dict[str, Any]:
+    return {"field": ".".join(path) or "body", "message": message, "type": kind}
+
+
+def _check_string(
+    text: str, path: tuple[str, ...], errors: list[dict[str, Any]], what: str
+) -> None:
+    bad = bad_text_character(text)
+    if bad is not None:
+        errors.append(
+            _error(path, f"control character U+{ord(bad):04X} in a {what}", "control_character")
+        )
+    elif SEALED_PREFIX in text:
+        errors.append(
+            _error(
+                path,
+                f"{SEALED_PREFIX!r} is reserved for values Branchline sealed itself",
+                "reserved_prefix",
+            )
+        )
+
+
+def _query_errors(scope: Scope) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+    try:
+        path = unquote(raw_path.decode("ascii"), errors="strict")
+    except UnicodeError:
+        return [_error(("path",), "the path is not valid UTF-8", "invalid_encoding")]
+    bad = bad_token_character(path.replace(" ", "x"))
+    if bad is not None:
+        errors.append(
+            _error(("path",), f"character U+{ord(bad):04X} in the path", "control_character")
+        )
+    query = scope.get("query_string", b"")
+    if query:
+        try:
+            pairs = parse_qsl(
+                query.decode("ascii"), keep_blank_values=True, errors="strict", max_num_fields=100
+            )
+        except (UnicodeError, ValueError) as exc:
+            return [*errors, _error(("query",), f"unreadable query string: {exc}", "invalid")]
+        for name, value in pairs:
+            for text in (name, value):
+                bad = bad_token_character(text.replace(" ", "x"))
+                if bad is not None:
+                    errors.append(
+                        _error(
+                            ("query", name[:64]),
+                            f"character U+{ord(bad):04X} is not allowed in a parameter",
+                            "control_character",
+                        )
+                    )
+                    break
+    return errors
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = b""
+    for name, value in scope.get("headers") or []:
+        if name == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+    return content_type in (b"", b"application/json") or content_type.endswith(b"+json")
+
+
+class StrictInput:
+    """Refuses what no route may receive (see the module docstring) with a 422 problem+json."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        errors = _query_errors(scope)
+        if errors:
+            await _refuse(errors, send)
+            return
+        if scope.get("method") not in ("POST", "PUT", "PATCH") or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body.strip():
+            try:
+                document = parse_strict_json(body)
+            except _Refused as refused:
+                await _refuse([refused.error], send)
+                return
+            except ValueError:
+                document = None  # not JSON: the route answers 400 with the parser's position
+            else:
+                errors = body_errors(document)
+                if errors:
+                    await _refuse(errors, send)
+                    return
+        await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+
+
+def _replay(messages: list[Message], then: Receive) -> Receive:
+    """The buffered ``messages`` once, then the connection's own ``receive`` (which reports
+    the client's disconnect when it happens)."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await then()
+
+    return replayed
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def _refuse(errors: list[dict[str, Any]], send: Send) -> None:
+    problem = validation_problem(errors)
+    response = JSONResponse(problem.body(), status_code=422, media_type=PROBLEM_JSON)
+    await response({"type": "http"}, _disconnected, send)

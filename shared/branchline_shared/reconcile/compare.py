@@ -1,0 +1,154 @@
+"""Comparing an event store's log with what a consumer applied (pure, no I/O).
+
+An event counts for a consumer once its writing transaction has ended (the store's log reader
+only returns those, gap-safe) and its outbox row was published more than a grace period ago:
+younger ones are *in flight*, not missing. Differences, per consumer:
+
+- *missing*: in a store, published, not applied, not in the consumer's dead-letter topic;
+- *dead-lettered*: in a store, not applied, in the consumer's dead-letter topic (a replay
+  after a fix applies it: ``branchline dlq replay``);
+- *extra*: applied, but in no store (nobody accepted it);
+- *out of order*: applied after a later version of its own stream (a client's events are
+  keyed by client id, so this only happens when something was re-published late).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from branchline_shared.eventstore.ports import LogPosition
+
+
+@dataclass(frozen=True)
+class StoreEvent:
+    """One event of a store's log, as reconcile needs it."""
+
+    source: str
+    event_id: uuid.UUID
+    log_position: LogPosition
+    stream_id: str
+    stream_version: int
+    client_id: str
+    topic: str
+    in_flight: bool
+
+
+@dataclass(frozen=True)
+class AppliedEvent:
+    """One event a consumer applied: ``seq`` is the order it applied them in (ledger
+    position, read-model apply sequence); source and position when the relay named them."""
+
+    event_id: uuid.UUID
+    seq: int | None = None
+    source: str | None = None
+    global_position: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceProgress:
+    """How far a consumer got in one store's log."""
+
+    source: str
+    events: int
+    applied: int
+    contiguous_to: LogPosition | None
+    """The last log position up to which every event of the store is applied (gap-safe)."""
+    last_global_position: int | None
+    """The highest global position of this store the consumer recorded applying."""
+
+
+@dataclass
+class ConsumerReport:
+    consumer: str
+    applied: int = 0
+    in_flight: int = 0
+    missing: list[StoreEvent] = field(default_factory=list)
+    dead_lettered: list[StoreEvent] = field(default_factory=list)
+    extra: list[uuid.UUID] = field(default_factory=list)
+    out_of_order: list[uuid.UUID] = field(default_factory=list)
+    progress: list[SourceProgress] = field(default_factory=list)
+
+    @property
+    def differences(self) -> int:
+        return (
+            len(self.missing) + len(self.dead_lettered) + len(self.extra) + len(self.out_of_order)
+        )
+
+
+def compare(
+    consumer: str,
+    stores: Mapping[str, Sequence[StoreEvent]],
+    applied: Iterable[AppliedEvent],
+    *,
+    dead_lettered: frozenset[uuid.UUID] = frozenset(),
+    own_sources: frozenset[str] = frozenset(),
+) -> ConsumerReport:
+    """``stores``: each store's events in log order. ``own_sources``: events a consumer
+    creates itself (the ledger's ``audit.*`` entries) are neither extra nor compared."""
+    report = ConsumerReport(consumer)
+    by_id: dict[uuid.UUID, AppliedEvent] = {}
+    for entry in applied:
+        if entry.source in own_sources:
+            continue
+        by_id[entry.event_id] = entry
+    report.applied = len(by_id)
+    known: dict[uuid.UUID, StoreEvent] = {}
+    for source, events in stores.items():
+        contiguous: LogPosition | None = None
+        gap = False
+        applied_here = 0
+        for event in events:
+            known[event.event_id] = event
+            if event.event_id in by_id:
+                applied_here += 1
+                if not gap:
+                    contiguous = event.log_position
+                continue
+            gap = True
+            if event.in_flight:
+                report.in_flight += 1
+            elif event.event_id in dead_lettered:
+                report.dead_lettered.append(event)
+            else:
+                report.missing.append(event)
+        positions = [
+            a.global_position
+            for a in by_id.values()
+            if a.source == source and a.global_position is not None
+        ]
+        report.progress.append(
+            SourceProgress(
+                source=source,
+                events=len(events),
+                applied=applied_here,
+                contiguous_to=contiguous,
+                last_global_position=max(positions) if positions else None,
+            )
+        )
+    report.extra = sorted(
+        (event_id for event_id in by_id if event_id not in known), key=lambda i: i.hex
+    )
+    report.out_of_order = _out_of_order(by_id, known)
+    return report
+
+
+def _out_of_order(
+    applied: Mapping[uuid.UUID, AppliedEvent], known: Mapping[uuid.UUID, StoreEvent]
+) -> list[uuid.UUID]:
+    """Events applied after a later version of their stream had been applied."""
+    streams: dict[str, list[tuple[int, int, uuid.UUID]]] = {}
+    for event_id, entry in applied.items():
+        event = known.get(event_id)
+        if event is None or entry.seq is None:
+            continue
+        streams.setdefault(event.stream_id, []).append((entry.seq, event.stream_version, event_id))
+    late: list[uuid.UUID] = []
+    for entries in streams.values():
+        highest = 0
+        for _, version, event_id in sorted(entries):
+            if version < highest:
+                late.append(event_id)
+            highest = max(highest, version)
+    return sorted(late, key=lambda i: i.hex)

@@ -1,0 +1,147 @@
+"""``branchline reconcile``: compare every event store with every consumer; optionally repair.
+
+The stores are the source of truth (intake's, and followup's own store of RM actions and
+timer events). A repair queues each event some consumer misses in its store's outbox once;
+the relay publishes it, and consumers that had it already drop it by event id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+from prometheus_client import Counter, Gauge
+
+from branchline_shared.kafka.topic_reading import read_topic
+from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.reconcile.compare import (
+    AppliedEvent,
+    ConsumerReport,
+    StoreEvent,
+    compare,
+)
+from branchline_shared.reconcile.stores import read_store_log, requeue
+from branchline_shared.settings import BranchlineSettings
+
+log = logging.getLogger(__name__)
+
+REPAIRED = Counter(
+    "branchline_reconcile_republished_total",
+    "Events queued for publication again by a reconcile repair",
+    ["store"],
+)
+DIFFERENCES = Gauge(
+    "branchline_reconcile_differences",
+    "Differences found by the last reconcile of a consumer",
+    ["consumer"],
+)
+
+
+@dataclass(frozen=True)
+class StoreSource:
+    source: str
+    """The store's name, as its events' envelope ``source`` says."""
+    dsn: str
+
+
+@dataclass(frozen=True)
+class ConsumerSource:
+    name: str
+    dead_letter_topic: str
+    applied: Callable[[], Awaitable[list[AppliedEvent]]]
+    own_sources: frozenset[str] = frozenset()
+
+
+@dataclass
+class Reconciliation:
+    reports: list[ConsumerReport]
+    requeued: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def differences(self) -> int:
+        return sum(r.differences for r in self.reports)
+
+    @property
+    def missing(self) -> int:
+        return sum(len(r.missing) for r in self.reports)
+
+
+def store_sources(settings: BranchlineSettings) -> list[StoreSource]:
+    """Every event store of the product."""
+    return [
+        StoreSource("intake", settings.intake_database_url),
+        StoreSource("followup", settings.followup_database_url),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _connected(dsn: str) -> AsyncIterator[PgConnection]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def dead_lettered_ids(
+    bootstrap: str, topic: str, *, within_s: float = 30.0
+) -> set[uuid.UUID]:
+    """The event ids in a dead-letter topic (header ``event_id``, else the envelope's)."""
+    found: set[uuid.UUID] = set()
+    for record in await read_topic(bootstrap, [topic], within_s=within_s):
+        raw = dict(record.headers or ()).get("event_id")
+        if raw is None and record.value:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                value = orjson.loads(record.value)
+                raw = str(value.get("event_id", "")).encode() if isinstance(value, dict) else None
+        if raw:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                found.add(uuid.UUID(raw.decode()))
+    return found
+
+
+async def reconcile(
+    stores: Sequence[StoreSource],
+    consumers: Sequence[ConsumerSource],
+    *,
+    bootstrap: str,
+    repair: bool = False,
+    grace_s: float = 10.0,
+) -> Reconciliation:
+    """Compare; with ``repair``, queue every missing event in its store's outbox once."""
+    logs: dict[str, list[StoreEvent]] = {}
+    for store in stores:
+        async with _connected(store.dsn) as conn:
+            logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
+    reports: list[ConsumerReport] = []
+    for consumer in consumers:
+        dead = await dead_lettered_ids(bootstrap, consumer.dead_letter_topic)
+        report = compare(
+            consumer.name,
+            logs,
+            await consumer.applied(),
+            dead_lettered=frozenset(dead),
+            own_sources=consumer.own_sources,
+        )
+        DIFFERENCES.labels(consumer.name).set(report.differences)
+        reports.append(report)
+    result = Reconciliation(reports)
+    if repair:
+        for store in stores:
+            missing = [e for r in reports for e in r.missing if e.source == store.source]
+            if not missing:
+                continue
+            async with _connected(store.dsn) as conn:
+                count = await requeue(conn, missing)
+            result.requeued[store.source] = count
+            REPAIRED.labels(store.source).inc(count)
+            log.warning(
+                "reconcile re-queued missing events for publication",
+                extra={"store": store.source, "events": count},
+            )
+    return result

@@ -1,0 +1,71 @@
+"""The event stores' side of reconciliation: their logs as reconcile compares them, and the
+repair, which queues missing events in the store's outbox again (the relay publishes them;
+consumers drop what they had already applied, by event id)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+
+from branchline_shared.eventstore.ports import LogPosition
+from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.reconcile.compare import StoreEvent
+
+
+async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> list[StoreEvent]:
+    """Every event of the store whose transaction has ended (below the snapshot's xmin, the
+    log reader's gap-safe rule), in log order, with whether it is still in flight: its
+    outbox row not yet published, or published less than ``grace_s`` ago."""
+    rows = await conn.fetch(
+        """
+        WITH outbox AS (
+            SELECT event_id, min(topic) AS topic, bool_or(published_at IS NULL) AS unpublished,
+                   max(published_at) AS published_at
+            FROM es_outbox GROUP BY event_id
+        )
+        SELECT e.tx_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id,
+               e.stream_version, e.client_id, o.topic,
+               (o.unpublished OR o.published_at > now() - make_interval(secs => $1))
+                   AS in_flight
+        FROM es_events e JOIN outbox o USING (event_id)
+        WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY e.tx_id, e.global_position
+        """,
+        grace_s,
+    )
+    return [
+        StoreEvent(
+            source=source,
+            event_id=r["event_id"],
+            log_position=LogPosition(r["tx"], r["global_position"]),
+            stream_id=r["stream_id"],
+            stream_version=r["stream_version"],
+            client_id=r["client_id"],
+            topic=r["topic"],
+            in_flight=bool(r["in_flight"]),
+        )
+        for r in rows
+    ]
+
+
+async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
+    """Queue ``events`` for publication again (new outbox rows, in log order); returns how
+    many. Idempotent downstream: every consumer skips an event id it has applied."""
+    ordered: Sequence[StoreEvent] = sorted(
+        {e.event_id: e for e in events}.values(),
+        key=lambda e: (e.log_position.tx_id, e.log_position.global_position),
+    )
+    if not ordered:
+        return 0
+    await conn.execute(
+        "INSERT INTO es_outbox (event_id, topic, message_key) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
+        [e.event_id for e in ordered],
+        [e.topic for e in ordered],
+        [e.client_id for e in ordered],
+    )
+    return len(ordered)
+
+
+def event_ids(events: Iterable[StoreEvent]) -> set[uuid.UUID]:
+    return {e.event_id for e in events}

@@ -1,0 +1,97 @@
+"""Helpers of the console's browser tests: events sent to intake, login through the page,
+bounded waits, screenshots and the axe-core check."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page
+
+from tests.support.dev_stack import DevStack
+
+SERIOUS = {"serious", "critical"}
+_axe = Axe()
+
+
+def occurred(minutes_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
+
+
+def send(stack: DevStack, token: str, event: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{stack.url('intake')}/v1/events",
+        json=event,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=15,
+    )
+
+
+def client_event(
+    client_id: str, type_: str, data: dict[str, Any], minutes_ago: float, branch: str = "BR-001"
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": type_,
+        "occurred_at": occurred(minutes_ago),
+        "client_id": client_id,
+        "branch_id": branch,
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": data,
+    }
+
+
+def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> None:
+    """A registered client whose visit closed: a D-01b survey task is due for the RM."""
+    token = stack.token("branch_system", "queue-01", "BR-001")
+    visit = f"V-{client_id}"
+    for event in (
+        client_event(
+            client_id, "client.registered", {"client_type": "individual", "rm_id": rm_id}, 30
+        ),
+        client_event(client_id, "visit.arrived", {"visit_id": visit}, 20),
+        client_event(client_id, "visit.closed", {"visit_id": visit, "outcome": "normal"}, 10),
+    ):
+        answer = send(stack, token, event)
+        assert answer.status_code == 202, answer.text
+
+
+def wait_until(probe: Callable[[], Any], within: float = 45.0, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s")
+        time.sleep(every)
+
+
+def login(page: Page, base: str, role: str, subject: str) -> None:
+    """The dev stack's login: a token issued for a chosen role."""
+    page.goto(f"{base}/console/login")
+    page.select_option("#role", role)
+    page.fill("#subject", subject)
+    page.locator("form:has(#role) button[type=submit]").click()
+    page.wait_for_load_state()
+    assert "/console/login" not in page.url, page.content()
+
+
+def check_accessible(page: Page, name: str) -> None:
+    """axe-core (the copy pinned in axe-playwright-python) finds no serious violation."""
+    results = _axe.run(page)
+    serious = [v for v in results.response["violations"] if v.get("impact") in SERIOUS]
+    assert not serious, f"{name}: " + "; ".join(
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:3]}" for v in serious
+    )
+
+
+def shot(page: Page, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

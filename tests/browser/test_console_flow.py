@@ -1,0 +1,134 @@
+"""The console end to end in headless Chromium: an RM completes a task that an event posted
+to intake created; the supervisor's board changes; the auditor finds the completion in the
+trail and verifies its inclusion proof and the checkpoint signature in the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.console_support import (
+    check_accessible,
+    client_with_closed_visit,
+    login,
+    shot,
+    wait_until,
+)
+from tests.support.dev_stack import DevStack
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+RM = "rm-console-1"
+CLIENT = "C-CONSOLE-1"
+
+
+def board_counts(page: Page, rm: str) -> dict[str, int] | None:
+    row = page.locator(f'#team-board tr[data-rm="{rm}"]')
+    if row.count() == 0:
+        return None
+    return {
+        measure: int(row.locator(f'td[data-measure="{measure}"]').inner_text().strip())
+        for measure in ("open", "overdue", "escalated", "done")
+    }
+
+
+def test_rm_completes_supervisor_sees_auditor_verifies(
+    dev_stack: DevStack, browser: Browser, screenshots: Path
+) -> None:
+    followup, audit = dev_stack.url("followup"), dev_stack.url("audit")
+    client_with_closed_visit(dev_stack, CLIENT, RM)
+
+    supervisor = browser.new_context(locale="en-GB").new_page()
+    login(supervisor, followup, "supervisor", "supervisor")
+    assert supervisor.url.endswith("/console/team")
+
+    def board_with_rm() -> dict[str, int] | None:
+        supervisor.reload()
+        return board_counts(supervisor, RM)
+
+    before = wait_until(board_with_rm)
+
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, followup, "rm", RM)
+    survey = rm.locator("#work-list tbody tr", has_text="Satisfaction survey").filter(
+        has_text=CLIENT
+    )
+
+    def survey_listed() -> bool:
+        rm.reload()
+        return survey.count() == 1
+
+    wait_until(survey_listed)
+    expect(survey.locator(".rule")).to_have_text("D-01b")
+    expect(survey.locator(".sla")).to_have_text("On track")
+    task_id = survey.get_attribute("data-task-id")
+    check_accessible(rm, "my day")
+
+    # Complete it: the list updates in place (htmx), the page is not reloaded.
+    rm.evaluate("window.__sameDocument = true")
+    survey.locator("summary", has_text="Complete").click()
+    survey.locator("select[name=outcome]").select_option("contacted")
+    survey.locator("textarea[name=note]").fill("Called back, happy with the service")
+    for dimension, score in (
+        ("attitude", "90"),
+        ("professionalism", "80"),
+        ("response_speed", "70"),
+        ("risk_management", "85"),
+        ("convenience", "95"),
+    ):
+        survey.locator(f"input[name={dimension}]").fill(score)
+    survey.locator("button[type=submit]", has_text="Record and complete").click()
+    expect(rm.locator("#work-list .notice")).to_have_text("Task completed.")
+    expect(rm.locator(f"#task-{task_id}")).to_have_count(0)
+    assert rm.evaluate("window.__sameDocument") is True
+    shot(rm, screenshots, "flow-rm-after-completion")
+
+    # The client page shows the satisfaction given, as a chart.
+    rm.goto(f"{followup}/console/clients/{CLIENT}")
+    expect(rm.locator("h1")).to_have_text(f"Client {CLIENT}")
+    expect(rm.locator("svg.chart")).to_be_visible()
+
+    # The supervisor's board changes: one open task fewer, one done.
+    def board_changed() -> dict[str, int] | None:
+        counts = board_with_rm()
+        if counts and counts["done"] == before["done"] + 1:
+            return counts
+        return None
+
+    after = wait_until(board_changed)
+    assert after["open"] == before["open"] - 1
+    shot(supervisor, screenshots, "flow-supervisor-board-after")
+
+    # The auditor finds the completion in the trail and verifies its proof in the page.
+    auditor = browser.new_context(locale="en-GB").new_page()
+    login(auditor, audit, "auditor", "auditor-1")
+    assert auditor.url.endswith("/console/trail")
+    completed = auditor.locator('#trail tr[data-type="followup.completed"]')
+
+    def in_trail() -> bool:
+        auditor.goto(
+            f"{audit}/console/trail?purpose=console+test&client_id={CLIENT}&type=followup.completed"
+        )
+        return completed.count() == 1
+
+    wait_until(in_trail)
+    check_accessible(auditor, "trail")
+    completed.locator("a").click()
+    expect(auditor.locator("h1")).to_contain_text("Entry #")
+    auditor.click("#verify-button")
+    expect(auditor.locator("#verifier")).to_have_attribute("data-verified", "true")
+    steps = auditor.locator("#verify-steps li")
+    expect(steps).to_have_count(5)
+    for index in range(5):
+        expect(steps.nth(index)).to_have_attribute("data-ok", "true")
+    expect(auditor.locator("#verify-result")).to_have_text(
+        "Verified in this browser: the entry is in the signed log."
+    )
+    check_accessible(auditor, "entry")
+    shot(auditor, screenshots, "flow-auditor-verified")
+
+    # The read was recorded with its purpose (D-11): "who read what" shows it.
+    auditor.goto(f"{audit}/console/reads?purpose=console+test&actor_id=auditor-1")
+    expect(auditor.locator("#reads tbody tr").first).to_contain_text("console test")

@@ -1,0 +1,46 @@
+"""The benchmark's smoke profile: `make bench` must keep running (a benchmark that nothing runs
+rots). It fails when the benchmark cannot run or loses a measure, never because a figure is
+low: speed goals live in the benchmark's report, not in tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.run import MEASURES, RATIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_the_benchmark_runs_every_measure_and_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--profile", "smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    machine = result["machine"]
+    assert machine["cores"]
+    assert machine["cpu"]
+    assert machine["load_average_at_end"]
+    for package in ("branchline", "eventsourcing", "psycopg", "asyncpg", "postgresql"):
+        assert machine["versions"][package], package
+    measures = result["measures"]
+    for key, _title, _unit in MEASURES:
+        entry = measures[key]
+        assert len(entry["runs"]) == result["repeat"] == 1
+        assert entry["min"] > 0, key
+        assert set(entry["ratios"]) == set(RATIOS.get(key, [])), key
+    assert "| Branchline POST /v1/events, 64 connections (ev/s) |" in (
+        out.with_suffix(".md").read_text()
+    )

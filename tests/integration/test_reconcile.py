@@ -1,0 +1,202 @@
+"""``branchline reconcile [--repair]`` on the real stack: intake with its relay, the followup
+worker and the audit consumer on a real PostgreSQL and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from branchline_cli.main import app as cli
+from branchline_cli.reconcile_commands import reconcile_stack
+from branchline_followup.bootstrap import running_worker
+from branchline_intake.bootstrap import create_app
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.http.auth import Role
+from branchline_shared.kafka.topics import declare_topics
+from branchline_shared.postgres.pool import open_pool
+from branchline_shared.reconcile.running import Reconciliation
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.support.consumers import audit_consumer
+from tests.support.kafka import produce
+from tests.support.stack import eventually, serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def registration(client_id: str) -> dict[str, object]:
+    return {
+        "type": "client.registered",
+        "occurred_at": "2026-11-22T09:00:00+08:00",
+        "client_id": client_id,
+        "branch_id": "BR-001",
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": {"client_type": "individual", "rm_id": "rm-7"},
+    }
+
+
+def recorded(client_id: str, version: int = 1) -> RecordedEvent:
+    at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type="client.registered",
+        occurred_at=at,
+        recorded_at=at,
+        source="intake",
+        actor=Actor(id="staff-17", role="teller"),
+        client_id=client_id,
+        branch_id="BR-001",
+        stream_id=f"client-{client_id}",
+        stream_version=version,
+        data={"client_type": "individual", "rm_id": "rm-7"},
+    )
+
+
+@contextlib.asynccontextmanager
+async def whole_stack(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        serve(create_app(settings)) as url,
+        running_worker(settings),
+        audit_consumer(settings),
+        httpx.AsyncClient(
+            base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM), timeout=10
+        ) as client,
+    ):
+        yield client
+
+
+async def settled(settings: BranchlineSettings) -> Reconciliation:
+    """Reconcile once nothing is in flight any more (bounded)."""
+
+    async def probe() -> Reconciliation | None:
+        result, _ = await reconcile_stack(settings, grace_s=0)
+        busy = sum(r.in_flight for r in result.reports)
+        return result if busy == 0 and result.missing == 0 else None
+
+    return await eventually(probe, within=40, interval=0.5)
+
+
+async def lost_by_the_broker(settings: BranchlineSettings, event: RecordedEvent) -> None:
+    """An event accepted and marked published whose message the broker then lost."""
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            uow = PostgresUnitOfWork(conn)
+            await uow.lock_streams([event.stream_id])
+            uow.stage(
+                event, topic=declare_topics(settings).intake_events.name, submission_hash=None
+            )
+            await uow.commit()
+            await conn.execute(
+                "UPDATE es_outbox SET published_at = now() - interval '1 hour' WHERE event_id = $1",
+                event.event_id,
+            )
+    finally:
+        await pool.close()
+
+
+async def outbox_rows(settings: BranchlineSettings) -> int:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM es_outbox"))
+    finally:
+        await conn.close()
+
+
+def cli_env(settings: BranchlineSettings) -> dict[str, str]:
+    return {
+        "BRANCHLINE_INTAKE_DATABASE_URL": settings.intake_database_url,
+        "BRANCHLINE_FOLLOWUP_DATABASE_URL": settings.followup_database_url,
+        "BRANCHLINE_AUDIT_DATABASE_URL": settings.audit_database_url,
+        "BRANCHLINE_KEYS_DATABASE_URL": settings.keys_database_url,
+        "BRANCHLINE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BRANCHLINE_TOPIC_NAMESPACE": settings.topic_namespace,
+        "BRANCHLINE_DATA_DIR": str(settings.data_dir),
+    }
+
+
+async def run_cli(settings: BranchlineSettings, *args: str) -> tuple[int, str]:
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["reconcile", *args], env=cli_env(settings)
+    )
+    return result.exit_code, result.output
+
+
+async def test_healthy_stack_has_no_differences_and_reconcile_changes_nothing(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    async with whole_stack(settings, tokens) as intake:
+        for n in range(6):
+            response = await intake.post("/v1/events", json=registration(f"C-{n}"))
+            assert response.status_code == 202, response.text
+        result = await settled(settings)
+        assert result.differences == 0
+        audit, followup = result.reports
+        assert audit.applied == followup.applied == 6
+        progress = {p.source: p for p in audit.progress}
+        assert progress["intake"].last_global_position == 6
+        assert progress["intake"].contiguous_to is not None
+        rows = await outbox_rows(settings)
+        code, output = await run_cli(settings, "--repair", "--grace", "0")
+        assert code == 0, output
+        assert "0 differences" in output
+        assert await outbox_rows(settings) == rows
+
+
+async def test_what_the_broker_lost_is_found_and_republished_once(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    async with whole_stack(settings, tokens) as intake:
+        assert (await intake.post("/v1/events", json=registration("C-1"))).status_code == 202
+        await settled(settings)
+        lost = recorded("C-lost")
+        await lost_by_the_broker(settings, lost)
+
+        code, output = await run_cli(settings, "--grace", "0")
+        assert code == 1
+        assert output.count("missing: intake:") == 2, output  # the ledger and the read models
+
+        first, second = await reconcile_stack(settings, repair=True, grace_s=0, wait_s=30)
+        assert [len(r.missing) for r in first.reports] == [1, 1]
+        assert first.missing == 2
+        assert first.requeued == {"intake": 1}
+        assert second is not None
+        assert second.differences == 0
+        # a second repair finds nothing to do: exactly what was missing was re-published
+        again, _ = await reconcile_stack(settings, repair=True, grace_s=0)
+        assert again.requeued == {}
+
+
+async def test_an_event_no_store_accepted_is_extra(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    async with whole_stack(settings, tokens) as intake:
+        assert (await intake.post("/v1/events", json=registration("C-1"))).status_code == 202
+        forged = recorded("C-forged")
+        await produce(
+            settings.kafka_bootstrap,
+            declare_topics(settings).intake_events.name,
+            [(b"C-forged", forged.model_dump_json().encode())],
+        )
+
+        async def both_applied_it() -> Reconciliation | None:
+            result, _ = await reconcile_stack(settings, grace_s=0)
+            return result if all(r.extra == [forged.event_id] for r in result.reports) else None
+
+        result = await eventually(both_applied_it, within=30, interval=0.5)
+        assert result.differences == 2
+        code, output = await run_cli(settings, "--grace", "0")
+        assert code == 1
+        assert f"extra: {forged.event_id}" in output

@@ -1,0 +1,107 @@
+"""Reconcile's comparison of a store's log with what a consumer applied (pure)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from branchline_shared.eventstore.ports import LogPosition
+from branchline_shared.reconcile.compare import AppliedEvent, StoreEvent, compare
+
+pytestmark = pytest.mark.unit
+
+
+def stored(
+    n: int, *, stream: str = "client-C-1", version: int | None = None, **kw: object
+) -> StoreEvent:
+    values: dict[str, object] = {
+        "source": "intake",
+        "event_id": uuid.UUID(int=n),
+        "log_position": LogPosition(100 + n, n),
+        "stream_id": stream,
+        "stream_version": version if version is not None else n,
+        "client_id": "C-1",
+        "topic": "t",
+        "in_flight": False,
+    }
+    values.update(kw)
+    return StoreEvent(**values)  # type: ignore[arg-type]
+
+
+def applied(n: int, seq: int | None = None) -> AppliedEvent:
+    return AppliedEvent(uuid.UUID(int=n), seq if seq is not None else n, "intake", n)
+
+
+def test_everything_applied_in_order_is_no_difference() -> None:
+    report = compare(
+        "c", {"intake": [stored(1), stored(2), stored(3)]}, [applied(1), applied(2), applied(3)]
+    )
+    assert report.differences == 0
+    (progress,) = report.progress
+    assert progress.contiguous_to == LogPosition(103, 3)
+    assert progress.last_global_position == 3
+    assert (progress.events, progress.applied) == (3, 3)
+
+
+def test_missing_dead_lettered_and_in_flight_are_told_apart() -> None:
+    events = [stored(1), stored(2), stored(3), stored(4, in_flight=True)]
+    report = compare(
+        "c",
+        {"intake": events},
+        [applied(1)],
+        dead_lettered=frozenset({uuid.UUID(int=3)}),
+    )
+    assert [e.event_id.int for e in report.missing] == [2]
+    assert [e.event_id.int for e in report.dead_lettered] == [3]
+    assert report.in_flight == 1
+    assert report.differences == 2
+    assert report.progress[0].contiguous_to == LogPosition(101, 1)
+
+
+def test_the_contiguous_prefix_stops_at_the_first_gap_in_log_order() -> None:
+    # Log order is (transaction, position): position 5 committed in an earlier transaction.
+    events = [
+        stored(5, log_position=LogPosition(50, 5), version=1),
+        stored(1, version=2),
+        stored(2, version=3),
+    ]
+    report = compare("c", {"intake": events}, [applied(5, seq=1), applied(2, seq=2)])
+    assert report.progress[0].contiguous_to == LogPosition(50, 5)
+    assert [e.event_id.int for e in report.missing] == [1]
+
+
+def test_applied_events_no_store_has_are_extra_except_the_consumers_own() -> None:
+    own = AppliedEvent(uuid.UUID(int=99), 5, "audit", None)
+    forged = AppliedEvent(uuid.UUID(int=77), 6, "intake", None)
+    report = compare(
+        "c", {"intake": [stored(1)]}, [applied(1), own, forged], own_sources=frozenset({"audit"})
+    )
+    assert report.extra == [uuid.UUID(int=77)]
+    assert report.applied == 2
+
+
+def test_an_event_applied_after_a_later_version_of_its_stream_is_out_of_order() -> None:
+    events = [stored(1), stored(2), stored(3), stored(4, stream="client-C-2", version=1)]
+    # version 2 re-published late: applied after version 3; another stream is not affected
+    report = compare(
+        "c", {"intake": events}, [applied(1, 1), applied(3, 2), applied(4, 3), applied(2, 4)]
+    )
+    assert report.out_of_order == [uuid.UUID(int=2)]
+    assert report.missing == []
+
+
+def test_several_stores_are_compared_separately() -> None:
+    followup = stored(
+        7, source="followup", log_position=LogPosition(1, 1), stream="followup-task-x", version=1
+    )
+    report = compare(
+        "c",
+        {"intake": [stored(1)], "followup": [followup]},
+        [applied(1), AppliedEvent(uuid.UUID(int=7), 2, "followup", 1)],
+    )
+    assert report.differences == 0
+    assert [(p.source, p.last_global_position) for p in report.progress] == [
+        ("intake", 1),
+        ("followup", 1),
+    ]
