@@ -75,6 +75,26 @@ class BranchlineSettings(BaseSettings):
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+
+    # HTTP hardening (docs/access-control.md, "Abuse limits")
+    rate_limit_enabled: bool = Field(
+        default=True, description="Per-token and per-address rate limits (off for benchmarks)."
+    )
+    rate_limit_token_per_s: float = Field(default=100.0, gt=0)
+    rate_limit_token_burst: int = Field(default=400, ge=1)
+    rate_limit_address_per_s: float = Field(default=300.0, gt=0)
+    rate_limit_address_burst: int = Field(default=1000, ge=1)
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request not answered (headers) by then is a 503."
+    )
+    max_query_params: int = Field(default=30, ge=1)
+    max_query_bytes: int = Field(default=2048, ge=64)
+    access_log_enabled: bool = Field(
+        default=True, description="One JSON line per request (who, route, status, latency)."
+    )
+    audit_max_concurrent_exports: int = Field(
+        default=2, ge=1, description="More concurrent audit exports are refused (429)."
+    )
     max_header_bytes: int = Field(default=32_768, ge=4096, le=1_048_576)
     """Request line plus headers of one request; more is refused with 431 before it is read
     whole (docs/input-validation.md)."""

@@ -22,8 +22,9 @@ from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
-from branchline_audit.entrypoints.http import router
+from branchline_audit.entrypoints.http import ExportSlots, router
 from branchline_shared.clock import Clock, SystemClock
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
@@ -92,6 +93,7 @@ def create_app(
         try:
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
+            app.state.export_slots = ExportSlots(settings.audit_max_concurrent_exports)
             app.state.token_codec = token_codec(settings, "audit")
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
@@ -109,6 +111,7 @@ def create_app(
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     install_audit_console(app, settings)
     return app

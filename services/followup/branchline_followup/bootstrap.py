@@ -26,6 +26,7 @@ from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
@@ -142,6 +143,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(api_router(dev_mode=settings.dev_mode))
     install_followup_console(app, settings)
     return app

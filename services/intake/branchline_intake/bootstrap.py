@@ -19,6 +19,7 @@ from branchline_shared.crypto.keystore import open_key_store
 from branchline_shared.crypto.sealing import MasterKey
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.producer import make_producer
@@ -107,6 +108,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     app.include_router(schemas_router)
     return app

@@ -6,6 +6,7 @@ endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answere
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -138,6 +139,30 @@ class PublicKey(BaseModel):
 def _refused(error: ProofRefused) -> Problem:
     titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
     return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
+
+
+class ExportSlots:
+    """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def take(self) -> bool:
+        if self.running >= self.limit:
+            return False
+        self.running += 1
+        return True
+
+    def give_back(self) -> None:
+        self.running -= 1
+
+    async def held_while(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in lines:
+                yield line
+        finally:
+            self.give_back()
 
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -273,18 +298,34 @@ async def verify(audit: AuditDep, reader: VerifierDep) -> Verification:
     response_class=StreamingResponse,
 )
 async def export(
+    request: Request,
     audit: AuditDep,
     reader: ReaderDep,
     filters: FiltersDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
-    await record_read(
-        audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
-    )
+    """At most ``audit_max_concurrent_exports`` run at once (a full export keeps a database
+    connection and the CPU busy): one more is 429 with ``Retry-After``, recorded nowhere."""
+    slots: ExportSlots = request.app.state.export_slots
+    if not slots.take():
+        raise Problem(
+            429,
+            "Too many exports",
+            f"{slots.limit} exports are running; retry when one has finished",
+            kind="too-many-exports",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        await record_read(
+            audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
+        )
+    except BaseException:
+        slots.give_back()
+        raise
     media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
     stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        export_lines(audit, filters, format, reader),
+        slots.held_while(export_lines(audit, filters, format, reader)),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
     )
