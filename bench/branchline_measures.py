@@ -4,6 +4,7 @@ outbox relay."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 import orjson
 
 from bench.loadgen import Latencies, RawHttpClient, closed_loop
-from bench.workload import event_body
+from bench.workload import consent_body, event_body
 from branchline_shared.events.catalogue import CATALOGUE_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, client_stream_id
 from branchline_shared.eventstore.postgres import PostgresEventStore
@@ -94,3 +95,50 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
     finally:
         await producer.stop()
         await pool.close()
+
+
+async def mean_group_size(port: int) -> float | None:
+    """Events per group commit so far, from the intake's /metrics (one process's view)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
+    finally:
+        writer.close()
+    values = {}
+    for line in text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f"branchline_intake_group_commit_events_{name} "):
+                values[name] = float(line.split()[1])
+    if not values.get("count"):
+        return None
+    return values["sum"] / values["count"]
+
+
+async def post_cost_with_history(port: int, token: str, history: int, posts: int) -> float:
+    """Median latency (ms) of one POST /v1/events, one at a time, for a client that already
+    has ``history`` events: the write must not re-read them (O(1) in history)."""
+    client_id = f"C-H{history}-{uuid.uuid4().hex[:6]}"
+    async with RawHttpClient("127.0.0.1", port, token) as http:
+        status, answer = await http.post(
+            "/v1/events", orjson.dumps(event_body(0, "h") | {"client_id": client_id})
+        )
+        if status != 202:
+            raise AssertionError(f"registration answered {status}: {answer[:300]!r}")
+        remaining = history - 1
+        while remaining > 0:
+            size = min(1000, remaining)
+            body = orjson.dumps({"events": [consent_body(client_id) for _ in range(size)]})
+            status, answer = await http.post("/v1/events:batch", body)
+            if status != 200 or b'"status":4' in answer:
+                raise AssertionError(f"filling answered {status}: {answer[:300]!r}")
+            remaining -= size
+        latencies = []
+        for _ in range(posts):
+            body = orjson.dumps(consent_body(client_id))
+            started = time.perf_counter()
+            status, answer = await http.post("/v1/events", body)
+            latencies.append(time.perf_counter() - started)
+            if status != 202:
+                raise AssertionError(f"POST answered {status}: {answer[:300]!r}")
+    return 1000 * statistics.median(latencies)

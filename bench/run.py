@@ -49,12 +49,13 @@ class Profile:
     raw_events: int  # raw COPY, raw one-per-transaction, raw produce, relay
     peer_events: int  # eventsourcing one per save
     peer_batch_events: int  # eventsourcing 500 per save
+    long_history: int  # a client with this many events vs one with 10
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000),
-    "standard": Profile("standard", 3, 6400, 10_000, 10_000, 3000, 10_000),
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000),
+    "standard": Profile("standard", 3, 3200, 10_000, 10_000, 2000, 10_000, 10_000),
 }
 
 # (key, title, unit); the order of the table.
@@ -68,7 +69,11 @@ MEASURES = [
     ("bl_single", "Branchline POST /v1/events, 64 connections", "ev/s"),
     ("bl_single_p50", "  its p50 latency", "ms"),
     ("bl_single_p99", "  its p99 latency", "ms"),
+    ("bl_single_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    ("bl_single_group", "  events per group commit (mean, one process)", "events"),
     ("bl_batch", "Branchline POST /v1/events:batch of 1,000", "ev/s"),
+    ("bl_post_h10", "Branchline one POST, client with 10 events (median)", "ms"),
+    ("bl_post_hlong", "Branchline one POST, client with {long_history:,} events (median)", "ms"),
     ("bl_relay", "Branchline outbox relay to Kafka", "ev/s"),
 ]
 
@@ -77,6 +82,7 @@ RATIOS = {
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
+    "bl_post_hlong": ["bl_post_h10"],
     "raw_tx64": ["raw_copy"],
     "peer_8t": ["raw_copy"],
     "peer_8t_fn": ["raw_copy"],
@@ -102,7 +108,7 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         console.print(f"  [{r + 1}/{p.repeat}] {key} ...", end="")
         started = time.perf_counter()
         figures[key] = await run()
-        console.print(f" {figures[key]:,.0f} ({time.perf_counter() - started:.1f}s)")
+        console.print(f" {figures[key]:,.1f} ({time.perf_counter() - started:.1f}s)")
 
     raw_db = await create_database(stack.admin_url, f"bench_raw_{r}")
     await measure("raw_copy", lambda: baselines.raw_copy(raw_db, p.raw_events))
@@ -125,15 +131,29 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
     )
 
     async def singles() -> float:
+        cpu_before = stack.cpu_seconds("intake-api")
         latencies = await branchline_measures.single_posts(port, stack.token, p.singles)
         figures["bl_single_p50"] = latencies.p50_ms
         figures["bl_single_p99"] = latencies.p99_ms
+        # CPU per event barely depends on how busy the machine is: the steadiest figure here.
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_single_cpu_ms"] = 1000 * used / p.singles
+        group = await branchline_measures.mean_group_size(port)
+        if group is not None:
+            figures["bl_single_group"] = group
         return latencies.per_s
 
     await measure("bl_single", singles)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
+    for key, history in (("bl_post_h10", 10), ("bl_post_hlong", p.long_history)):
+        await measure(
+            key,
+            lambda history=history: branchline_measures.post_cost_with_history(
+                port, stack.token, history, posts=50
+            ),
+        )
     relay_db = stack.database_url("bench_relay")
     await measure(
         "bl_relay",
@@ -142,14 +162,14 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
     return figures
 
 
-def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, float]], sizes: dict[str, Any]) -> dict[str, Any]:
     measures: dict[str, Any] = {}
     for key, title, unit in MEASURES:
         values = [run[key] for run in runs if key in run]
         if not values:
             continue
         entry: dict[str, Any] = {
-            "title": title,
+            "title": title.format(**sizes),
             "unit": unit,
             "runs": values,
             "min": min(values),
@@ -171,6 +191,12 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
     return measures
 
 
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ev/s":
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+
+
 def render(result: dict[str, Any]) -> Table:
     env = result["machine"]
     table = Table(
@@ -180,12 +206,11 @@ def render(result: dict[str, Any]) -> Table:
     for column in ("measure", "median", "min - max", "ratios (median of per-run)"):
         table.add_column(column)
     for entry in result["measures"].values():
-        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
         table.add_row(
             f"{entry['title']} ({entry['unit']})",
-            fmt.format(entry["median"]),
-            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])}",
+            _fmt(entry["median"], entry["unit"]),
+            f"{_fmt(entry['min'], entry['unit'])} - {_fmt(entry['max'], entry['unit'])}",
             ratios,
         )
     return table
@@ -208,11 +233,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         "|---|---:|---:|---|",
     ]
     for entry in result["measures"].values():
-        fmt = "{:,.1f}" if entry["unit"] == "ms" else "{:,.0f}"
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
+        unit = entry["unit"]
         lines.append(
-            f"| {entry['title'].strip()} ({entry['unit']}) | {fmt.format(entry['median'])} | "
-            f"{fmt.format(entry['min'])} - {fmt.format(entry['max'])} | {ratios} |"
+            f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
+            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -238,7 +263,7 @@ async def main(argv: list[str] | None = None) -> int:
         await conn.close()
         runs = [await one_repetition(stack, profile, r) for r in range(profile.repeat)]
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    result["measures"] = summarise(runs)
+    result["measures"] = summarise(runs, result["sizes"])
     console.print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -36,9 +36,23 @@ class BenchStack:
     admin_url: str  # the embedded server's `postgres` database
     token: str  # a branch system's bearer token
     env: dict[str, str]  # what the components were started with
+    pids: dict[str, list[int]]  # component -> its processes
+
+    def cpu_seconds(self, component: str) -> float:
+        """User + system CPU time used so far by a component's processes (Linux)."""
+        return sum(process_cpu_seconds(pid) for pid in self.pids.get(component, []))
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """From /proc/PID/stat (utime + stime, in clock ticks): 0 where that is not readable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.asynccontextmanager
@@ -73,7 +87,11 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
             branch_id="BR-1",  # the workload's branch (bench/workload.py)
         )
         as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
-        yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env())
+        pids: dict[str, list[int]] = {}
+        for child in stack.children:
+            if child.process is not None:
+                pids.setdefault(child.info.component.value, []).append(child.process.pid)
+        yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env(), pids)
     finally:
         await asyncio.to_thread(stack.stop)
         for key, value in saved.items():

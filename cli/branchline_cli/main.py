@@ -6,7 +6,10 @@ import typer
 
 from branchline_cli.audit_commands import audit_app
 from branchline_cli.components import Component, run_component
+from branchline_cli.dlq_commands import dlq_app
 from branchline_cli.followup_commands import rebuild_app
+from branchline_cli.loadgen import loadgen_command
+from branchline_cli.privacy_commands import privacy_app
 from branchline_cli.reconcile_commands import reconcile_command
 from branchline_cli.schema_commands import schemas_app
 from branchline_cli.token_command import token
@@ -19,7 +22,10 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rebuild_app, name="rebuild")
 app.command()(token)
+app.add_typer(privacy_app, name="privacy")
 app.command("reconcile")(reconcile_command)
+app.add_typer(dlq_app, name="dlq")
+app.command("loadgen")(loadgen_command)
 
 
 @app.command()

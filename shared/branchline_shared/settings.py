@@ -64,6 +64,25 @@ class BranchlineSettings(BaseSettings):
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    reconcile_self_check_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each consumer reconciles itself with the event stores and "
+        "re-queues what it misses (0: only when it finds the broker's log reset; never: "
+        "reconcile_self_repair = false).",
+    )
+    reconcile_self_repair: bool = True
+    dead_letter_gauge_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a consumer reads its dead-letter topic for the pending count "
+        "and the oldest pending age on /metrics.",
+    )
+    reconcile_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="An event published this recently is in flight, not missing.",
+    )
 
     # HTTP
     bind_host: str = "127.0.0.1"
@@ -134,6 +153,16 @@ class BranchlineSettings(BaseSettings):
     # Personal data (decision 7): the master key wrapping every client's data key, base64 of
     # 32 bytes. On the embedded stack it is generated into the data folder on first run.
     master_key: SecretStr | None = None
+    master_keys_previous: list[SecretStr] = Field(
+        default_factory=list,
+        description="Master keys being rotated away from (JSON list of base64), still accepted "
+        "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
+    )
+    privacy_shred_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the followup worker shreds clients whose erasure is due (D-04).",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> BranchlineSettings:
@@ -192,6 +221,25 @@ class BranchlineSettings(BaseSettings):
     )
     intake_high_net_worth_threshold: int = Field(
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
+    )
+
+    # --- intake: throughput (docs/performance.md) ---
+    intake_group_commit_writers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Group commit of POST /v1/events: groups written at once per process "
+        "(0: every request is its own transaction).",
+    )
+    intake_group_commit_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="Most events in one group commit."
+    )
+    intake_group_commit_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a group waits for more requests before it is written (0: it is "
+        "written at once, and whoever arrives meanwhile joins the next group).",
     )
 
     def resolved_master_key(self) -> bytes:
@@ -304,6 +352,12 @@ class BranchlineSettings(BaseSettings):
     followup_due_soon_hours: float = Field(
         default=4.0, ge=0, description="sla_state is due_soon this long before due_at."
     )
+    followup_feedback_low_score: int = Field(
+        default=60,
+        ge=0,
+        le=101,
+        description="D-07: a survey with any dimension below this score needs a response.",
+    )
     followup_durations_s: dict[str, float] = Field(
         default_factory=dict,
         description="Overrides of the rules' deadlines in seconds, JSON, by FollowupPolicy "
@@ -315,6 +369,16 @@ class BranchlineSettings(BaseSettings):
         default_factory=dict,
         description="D-08 revisit cadence in days by lifecycle stage, JSON (e.g. "
         '{"high_net_worth": 30, "mature": 90}); null: no periodic revisit.',
+    )
+    followup_access_request_days: float = Field(
+        default=15, gt=0, description="D-04: an access request is answered within this."
+    )
+    followup_access_request_days_by_profile: dict[str, float] = Field(
+        default_factory=dict,
+        description="D-04 access-request deadline in days per jurisdiction profile, JSON.",
+    )
+    followup_privacy_officer: str = Field(
+        default="privacy-officer", description="Assignee of access-request tasks (D-04)."
     )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."

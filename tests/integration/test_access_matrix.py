@@ -51,6 +51,8 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "POST /v1/followups/{task_id}/reassign": ("no", "no", "team", "no", "yes"),
     "GET /v1/clients/{client_id}": ("branch", "own", "team", "no", "yes"),
     "GET /v1/quality": ("no", "own", "team", "no", "yes"),
+    "GET /v1/statistics/complaints": ("no", "no", "yes", "yes", "yes"),
+    "GET /v1/clients/{client_id}/personal-data": ("no", "no", "no", "no", "yes"),
     "GET /v1/dev/clock": ("no", "no", "no", "no", "yes"),
     "POST /v1/dev/clock": ("no", "no", "no", "no", "yes"),
     "GET /v1/audit/entries": ("no", "no", "no", "yes", "no"),
@@ -324,6 +326,15 @@ PROBES: dict[str, Probe] = {
         "followup", lambda inside: f"/v1/clients/{IN + '-6' if inside else OUT}"
     ),
     "GET /v1/quality": _quality_probe,
+    "GET /v1/statistics/complaints": _get(
+        "followup", lambda _: "/v1/statistics/complaints?profile=default"
+    ),
+    "GET /v1/clients/{client_id}/personal-data": _get(
+        "followup",
+        lambda inside: (
+            f"/v1/clients/{IN + '-6' if inside else OUT}/personal-data?purpose=access%20request"
+        ),
+    ),
     "GET /v1/dev/clock": _get("followup", lambda _: "/v1/dev/clock"),
     "POST /v1/dev/clock": _clock_post,
     "GET /v1/audit/entries": _get("audit", lambda _: "/v1/audit/entries"),

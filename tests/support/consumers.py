@@ -8,10 +8,16 @@ from collections.abc import AsyncIterator
 
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.bootstrap import audit_context, build_consumer, prepare_database
+from branchline_audit.bootstrap import (
+    audit_context,
+    build_consumer,
+    prepare_database,
+    self_repair,
+)
 from branchline_shared.clock import SystemClock
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.reconcile.self_repair import self_repairing
 from branchline_shared.settings import BranchlineSettings
 
 
@@ -24,9 +30,13 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
     await producer.start()
     clock = SystemClock()
     audit = audit_context(settings, pool, clock)
-    task = asyncio.create_task(build_consumer(settings, audit.ledger, producer, clock).run())
+    repair = self_repair(settings, pool)
+    task = asyncio.create_task(
+        build_consumer(settings, audit.ledger, producer, clock, repair).run()
+    )
     try:
-        yield audit.ledger
+        async with self_repairing(repair):
+            yield audit.ledger
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
 from branchline_audit.adapters.signing_key import load_or_create_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
@@ -29,15 +30,18 @@ from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
+from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import is_reachable
+from branchline_shared.reconcile.running import ConsumerSource
+from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "audit"
 CONSUMER = "audit-consumer"
 
-__all__ = ["build_consumer", "create_app", "prepare_database", "run_consumer"]
+__all__ = ["build_consumer", "create_app", "prepare_database", "run_consumer", "self_repair"]
 
 
 def audit_context(
@@ -117,13 +121,30 @@ def create_app(
     return app
 
 
+def self_repair(settings: BranchlineSettings, pool: asyncpg.Pool[Any]) -> SelfRepair | None:
+    """The consumer's own reconciliation with the event stores (None: switched off)."""
+    if not settings.reconcile_self_repair:
+        return None
+    topics = declare_topics(settings)
+    return SelfRepair(
+        settings,
+        ConsumerSource(
+            CONSUMER, topics.audit_consumer_dlq.name, lambda: ledger_applied(pool), OWN_SOURCES
+        ),
+        interval_s=settings.reconcile_self_check_interval_s,
+        grace_s=settings.reconcile_grace_s,
+    )
+
+
 def build_consumer(
     settings: BranchlineSettings,
     ledger: PostgresLedger,
     producer: AIOKafkaProducer,
     clock: Clock,
+    repair: SelfRepair | None = None,
 ) -> BatchConsumer:
-    """The ledger consumer: every event topic into the ledger, poison to the DLQ."""
+    """The ledger consumer: every event topic into the ledger, poison to the DLQ; a broker
+    that lost its log makes it rewind and ``repair`` re-queue what it missed."""
     topics = declare_topics(settings)
     return BatchConsumer(
         settings=settings,
@@ -133,6 +154,7 @@ def build_consumer(
         handle=lambda events, positions: record_events(ledger, clock, events, positions),
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+        on_log_lost=repair.log_lost if repair is not None else None,
     )
 
 
@@ -147,15 +169,27 @@ async def run_consumer(settings: BranchlineSettings) -> None:
     await producer.start()
     clock = SystemClock()
     audit = audit_context(settings, pool, clock)
-    consumer = build_consumer(settings, audit.ledger, producer, clock)
+    repair = self_repair(settings, pool)
+    consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
     checks = {
         "postgres": lambda: is_reachable(pool),
         "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
     }
     task = asyncio.create_task(consumer.run(), name=CONSUMER)
+    gauges = asyncio.create_task(
+        watch_dead_letters(
+            settings.kafka_bootstrap,
+            CONSUMER,
+            topics.audit_consumer_dlq.name,
+            lambda ids: ledger_has(pool, ids),
+            interval_s=settings.dead_letter_gauge_interval_s,
+        ),
+        name=f"{CONSUMER}-dead-letter-gauges",
+    )
     try:
         async with (
             checkpointing(audit),
+            self_repairing(repair),
             serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks),
         ):
             done, _ = await asyncio.wait(
@@ -164,8 +198,9 @@ async def run_consumer(settings: BranchlineSettings) -> None:
             if task in done:
                 task.result()  # a crashed consumer ends the process loudly
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, gauges):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await producer.stop()
         await pool.close()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
@@ -17,20 +18,23 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.shredding import retention_rule_from_settings
 from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
+from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
-from branchline_shared.crypto.keystore import open_key_store
-from branchline_shared.crypto.sealing import MasterKey
+from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
+from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import (
     Topics,
@@ -40,6 +44,8 @@ from branchline_shared.kafka.topics import (
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.reconcile.running import ConsumerSource
+from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import BranchlineSettings
 
 SERVICE = "followup"
@@ -82,9 +88,7 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
     pool = await open_read_model_pool(settings)
     producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
     relay_task: asyncio.Task[None] | None = None
-    keys, key_pool = await open_key_store(
-        settings.keys_database_url, MasterKey(settings.resolved_master_key())
-    )
+    keys, key_pool = await open_configured_key_store(settings)
     try:
         await producer.start()
         relay = OutboxRelay(
@@ -149,6 +153,22 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
+def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -> SelfRepair | None:
+    """The worker's own reconciliation with the event stores (None: switched off)."""
+    if not settings.reconcile_self_repair:
+        return None
+    return SelfRepair(
+        settings,
+        ConsumerSource(
+            CONSUMER,
+            runtime.topics.followup_worker_dlq.name,
+            lambda: read_models_applied(runtime.pool),
+        ),
+        interval_s=settings.reconcile_self_check_interval_s,
+        grace_s=settings.reconcile_grace_s,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
     """The worker's parts, started: the Faust agent projecting the event topics, the timer
@@ -169,13 +189,48 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             ),
             name="followup-timer-runner",
         )
+        shredding = asyncio.create_task(
+            run_shred_loop(
+                runtime.context,
+                retention_rule_from_settings(settings),
+                interval_s=settings.privacy_shred_interval_s,
+            ),
+            name="followup-erasure-job",
+        )
+        repair = worker_self_repair(settings, runtime)
         try:
             await app.start()
-            yield runtime
+            background = [
+                asyncio.create_task(
+                    rewind_when_log_lost(
+                        app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
+                    ),
+                    name="followup-worker-rewind",
+                ),
+                asyncio.create_task(
+                    watch_dead_letters(
+                        settings.kafka_bootstrap,
+                        CONSUMER,
+                        runtime.topics.followup_worker_dlq.name,
+                        lambda ids: read_models_have(runtime.pool, ids),
+                        interval_s=settings.dead_letter_gauge_interval_s,
+                    ),
+                    name="followup-worker-dead-letter-gauges",
+                ),
+            ]
+            try:
+                async with self_repairing(repair):
+                    yield runtime
+            finally:
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
-            timers.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timers
+            for task in (timers, shredding):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.stop()
 
 

@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from branchline_intake.application.group_commit import GroupCommitter
+from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.submit import IntakeContext
+from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
-from branchline_shared.crypto.keystore import open_key_store
-from branchline_shared.crypto.sealing import MasterKey
+from branchline_shared.crypto.keystore import open_configured_key_store
+from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
@@ -56,7 +59,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         await producer.start()
         relay_task: asyncio.Task[None] | None = None
         master = settings.resolved_master_key()
-        keys, key_pool = await open_key_store(settings.keys_database_url, MasterKey(master))
+        keys, key_pool = await open_configured_key_store(settings)
         try:
             app.state.token_codec = token_codec(settings, "intake")
             relay = OutboxRelay(
@@ -69,12 +72,16 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     settings.kafka_bootstrap, topics.all(), attempts=1
                 ),
             )
+            decider = build_decider(settings)
+            store: EventStore = PostgresEventStore(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            )
+            if isinstance(decider, RecordedDecider):
+                store = TailLoadingStore(store, decider)
             app.state.intake = IntakeContext(
-                store=PostgresEventStore(
-                    pool, on_commit=relay.wake if settings.relay_enabled else None
-                ),
+                store=store,
                 clock=SystemClock(),
-                decider=build_decider(settings),
+                decider=decider,
                 topic=topics.intake_events.name,
                 keys=keys,
                 hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
@@ -87,10 +94,18 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 "keys": lambda: is_reachable(key_pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
+            app.state.group_commit = GroupCommitter(
+                app.state.intake,
+                writers=settings.intake_group_commit_writers,
+                max_events=settings.intake_group_commit_max_events,
+                window_s=settings.intake_group_commit_window_ms / 1000,
+            )
             if settings.relay_enabled:
                 relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
             yield
         finally:
+            if hasattr(app.state, "group_commit"):
+                await app.state.group_commit.aclose()
             if relay_task is not None:
                 relay_task.cancel()
                 # Whatever the relay died of, the producer and the pools are still closed.

@@ -16,6 +16,7 @@ key leaves every hash verifiable while the data becomes unreadable (crypto-shred
 from __future__ import annotations
 
 import base64
+import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -131,15 +132,19 @@ def unseal_paths(
 
 
 class MasterKey:
-    """Wraps and unwraps data keys (AES-256-GCM, the client id as associated data)."""
+    """Wraps and unwraps data keys (AES-256-GCM, the client id as associated data).
+
+    ``key_id`` names the key without revealing it (a keyed digest of the secret), so a wrapped
+    data key can say which master key wrapped it while two are configured during a rotation."""
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != KEY_BYTES:
             raise ValueError("the master key is 32 bytes (AES-256)")
         self._aead = AESGCM(secret)
+        self.key_id = hmac.new(secret, b"branchline master key id v1", "sha256").hexdigest()[:16]
 
     def __repr__(self) -> str:
-        return "MasterKey(<hidden>)"
+        return f"MasterKey(key_id={self.key_id!r}, secret=<hidden>)"
 
     def wrap(self, key: DataKey, client_id: str) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

@@ -93,6 +93,7 @@ __all__ = [
     "ClientIdentityVerified",
     "ClientPersonalDataAccessed",
     "ClientPersonalDataRecorded",
+    "ClientPersonalDataShredded",
     "ClientRegistered",
     "ClientRiskAssessed",
     "ClientType",
@@ -154,6 +155,7 @@ __all__ = [
     "RuleViolationRefused",
     "SatisfactionDimension",
     "SatisfactionScores",
+    "ShredBasis",
     "SurveyChannel",
     "Text",
     "UnknownEventType",
@@ -193,6 +195,8 @@ TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TermValue = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
 ]
+SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
+"""Where a personal value sits: ``<event type>/<payload key>``."""
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
 """A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
 Score = Annotated[int, Field(ge=0, le=100, strict=True)]
@@ -216,6 +220,7 @@ class EventType(StrEnum):
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
     CLIENT_DATA_READ = "client.data_read"
+    CLIENT_PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
     CLIENT_ACCOUNT_CLOSED = "client.account_closed"
     CLIENT_ACCOUNT_REOPENED = "client.account_reopened"
     APPOINTMENT_BOOKED = "appointment.booked"
@@ -400,10 +405,38 @@ class ClientPersonalDataAccessed(EventPayload):
     """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
     clear, to whom (the envelope's actor), which fields and why."""
 
-    fields: Annotated[tuple[PersonalField, ...], Field(min_length=1)]
+    fields: tuple[PersonalField, ...] = ()
+    """The structured personal fields shown (none: the client had none recorded)."""
     purpose: Label
     request_event_id: uuid.UUID | None = None
     """The ``client.data_access_requested`` this answered, if any."""
+    texts: Annotated[tuple[SourcePath, ...], Field(max_length=200)] = ()
+    """The personal free texts shown, as ``<event type>/<payload key>`` (which kinds of
+    record, never their content)."""
+
+
+class ShredBasis(StrEnum):
+    """Why a client's personal data was destroyed when it was (D-04, D-11)."""
+
+    RETENTION_ENDED = "retention_ended"
+    """The retention period counted from the end of the relationship has run."""
+    NO_RETENTION = "no_retention"
+    """No retention applies to the client's records (e.g. no relationship ever began)."""
+
+
+class ClientPersonalDataShredded(EventPayload):
+    """client.personal_data_shredded (D-04, D-11; system-emitted): the client's data key was
+    destroyed (crypto-shredding). Every sealed personal value of the client, in every store,
+    topic, export and backup made afterwards, is unreadable from now on; hashes over the
+    ciphertext keep the audit trail verifiable."""
+
+    basis: ShredBasis
+    erasure_event_id: uuid.UUID
+    """The ``client.erasure_requested`` this carried out."""
+    key_id: Identifier | None = None
+    """The destroyed data key's id (none: the client never had personal data sealed)."""
+    relationship_ended_at: Instant | None = None
+    retention_until: Instant | None = None
 
 
 class ClientDataRead(EventPayload):
@@ -925,6 +958,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
     EventType.CLIENT_DATA_READ: ClientDataRead,
+    EventType.CLIENT_PERSONAL_DATA_SHREDDED: ClientPersonalDataShredded,
     EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
     EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
     EventType.APPOINTMENT_BOOKED: AppointmentBooked,
@@ -983,6 +1017,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
         EventType.RULE_VIOLATION_REFUSED,
         EventType.CLIENT_PERSONAL_DATA_ACCESSED,
         EventType.CLIENT_DATA_READ,
+        EventType.CLIENT_PERSONAL_DATA_SHREDDED,
         EventType.FOLLOWUP_TASK_CREATED,
         EventType.FOLLOWUP_COMPLETED,
         EventType.FOLLOWUP_REASSIGNED,

@@ -66,6 +66,13 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "route": "GET /v1/clients/{client_id}",
         "purpose": "preparing the client's revisit",
     },
+    "client.personal_data_shredded": {
+        "basis": "retention_ended",
+        "erasure_event_id": "0193f0c2-7a1b-7c3d-8e4f-5a6b7c8d9e0f",
+        "key_id": "k1a2b3c4",
+        "relationship_ended_at": "2016-12-05T09:00:00+08:00",
+        "retention_until": "2026-12-05T09:00:00+08:00",
+    },
     "appointment.booked": {
         "appointment_id": "A-1001",
         "slot_start": "2026-11-22T09:00:00+08:00",
@@ -378,6 +385,7 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("audit.legal_hold_lifted", "2026-12-03T13:00:00+08:00", actor=("auditor-1", "auditor")),
     _step("client.consent_withdrawn", "2026-12-04T09:00:00+08:00"),
     _step("client.erasure_requested", "2026-12-05T09:00:00+08:00"),
+    _step("client.personal_data_shredded", "2026-12-05T10:00:00+08:00", actor=_SYSTEM),
 )
 """One client's history in an order intake accepts, covering every event type."""
 

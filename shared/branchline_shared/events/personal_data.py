@@ -30,19 +30,24 @@ def redact_personal(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     sent, not which), any other value is replaced whole. For a type the catalogue does not
     know, nothing can be called safe, so nothing is kept.
     """
+    return mask_personal(event_type, data, REDACTED)
+
+
+def mask_personal(event_type: str, data: Mapping[str, Any], marker: str) -> dict[str, Any]:
+    """:func:`redact_personal` with another marker (``[restricted]``, ``[shredded]``: D-04)."""
     paths = personal_paths(event_type)
     if paths is None:
         return {}
-    redacted = dict(data)
+    masked = dict(data)
     for path in paths:
-        if redacted.get(path) is not None:
-            redacted[path] = _mask(redacted[path])
-    return redacted
+        if masked.get(path) is not None:
+            masked[path] = _mask(masked[path], marker)
+    return masked
 
 
-def _mask(value: object) -> object:
+def _mask(value: object, marker: str) -> object:
     if isinstance(value, Mapping):
         return {
-            key: REDACTED for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
+            key: marker for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
         }
-    return REDACTED
+    return marker

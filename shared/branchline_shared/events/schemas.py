@@ -200,7 +200,9 @@ class TopicsLike(Protocol):
     def audit_consumer_dlq(self) -> TopicLike: ...
 
 
-_FOLLOWUP_TOPIC_TYPES = frozenset({"client.personal_data_accessed"})
+_FOLLOWUP_TOPIC_TYPES = frozenset(
+    {"client.personal_data_accessed", "client.personal_data_shredded"}
+)
 _KAFKA_BINDING = "0.5.0"
 _ID_PATTERN = r"^[A-Za-z0-9._:@\-]+$"
 

@@ -165,6 +165,7 @@ class FollowupKind(StrEnum):
     REVISIT = "revisit"  # D-08
     WIN_BACK = "win_back"  # D-08
     PRODUCT_REVIEW = "product_review"  # D-08
+    DATA_ACCESS_REQUEST = "data_access_request"  # D-04 (answer a client's access request)
     FEEDBACK_RESPONSE = "feedback_response"  # D-07 (every feedback answered within 24 h)
     COMPLAINT_PROGRESS_PROMISE = "complaint_progress_promise"  # D-17 (the promised update)
     CORRECTIVE_ACTION = "corrective_action"  # D-17 (tracked to done)

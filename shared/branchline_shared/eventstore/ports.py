@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -89,3 +89,25 @@ class EventStore(Protocol):
         """The ordered log of every event, gap-safe: nothing that commits later can appear
         before ``after`` once it has been read past."""
         ...
+
+
+class SharedTransaction(Protocol):
+    """One transaction lent to several units of work in turn (group commit)."""
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
+        """Lock every stream the group will touch, once, in one global order."""
+
+    def isolated(self) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes roll back alone if it raises (one caller's part)."""
+        ...
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A unit of work inside the shared transaction: it fails (and rolls back) alone."""
+        ...
+
+
+@runtime_checkable
+class GroupCommitStore(EventStore, Protocol):
+    """A store whose writers can share one transaction and one commit."""
+
+    def shared_transaction(self) -> AbstractAsyncContextManager[SharedTransaction]: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +90,26 @@ class PostgresUnitOfWork:
             histories[r["stream_id"]].append(_recorded(r))
         return histories
 
+    async def load_stream_tails(
+        self, from_versions: Mapping[str, int]
+    ) -> dict[str, list[RecordedEvent]]:
+        """Each stream's events from a version on (inclusive): O(new events), not O(history)."""
+        tails: dict[str, list[RecordedEvent]] = {s: [] for s in from_versions}
+        if not from_versions:
+            return tails
+        rows = await self._conn.fetch(
+            "SELECT f.stream_id, e.envelope "
+            "FROM unnest($1::text[], $2::int[]) AS f(stream_id, version) "
+            "CROSS JOIN LATERAL (SELECT envelope, stream_version FROM es_events "
+            "  WHERE stream_id = f.stream_id AND stream_version >= f.version) AS e "
+            "ORDER BY f.stream_id, e.stream_version",
+            list(from_versions),
+            list(from_versions.values()),
+        )
+        for r in rows:
+            tails[r["stream_id"]].append(_recorded(r))
+        return tails
+
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
         self._staged.append(_Staged(event, topic, submission_hash))
 
@@ -140,6 +160,40 @@ class PostgresUnitOfWork:
         return [by_id[e.event_id] for e in events]
 
 
+class SharedTransaction:
+    """One database transaction lent to several units of work in turn (group commit).
+
+    Each unit of work runs in its own savepoint, so one that fails (a unique violation, a
+    bug) rolls back alone and the others go on; all that succeeded become durable together,
+    with one commit and one WAL flush."""
+
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+        self.committed = 0
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
+        """Lock every stream the group will touch, once, in the one global order: the units
+        of work that follow lock them again without waiting, and two groups (in two
+        processes) can never deadlock on each other's streams."""
+        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids)
+
+    @asynccontextmanager
+    async def isolated(self) -> AsyncIterator[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+        async with self._conn.transaction():
+            yield
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                uow = PostgresUnitOfWork(self._conn)
+                yield uow
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrencyError(str(exc)) from exc
+        self.committed += uow.committed
+
+
 class PostgresEventStore:
     def __init__(
         self, pool: asyncpg.Pool[Any], *, on_commit: Callable[[], None] | None = None
@@ -160,6 +214,16 @@ class PostgresEventStore:
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
         if uow.committed and self._on_commit is not None:
+            self._on_commit()
+
+    @asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
+        """One transaction that several units of work use in turn (group commit); the
+        relay is woken once, after the one commit."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            shared = SharedTransaction(conn)
+            yield shared
+        if shared.committed and self._on_commit is not None:
             self._on_commit()
 
     async def read_stream(

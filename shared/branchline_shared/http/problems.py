@@ -5,6 +5,8 @@ request, ``rule``; validation errors list the offending fields."""
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -69,18 +71,38 @@ def problem_response(problem: Problem) -> JSONResponse:
 
 
 def field_errors(errors: Any) -> list[dict[str, Any]]:
-    """pydantic errors as ``[{field, message, type}]`` with dotted field paths."""
+    """pydantic errors as ``[{field, message, type}]`` with dotted field paths.
+
+    Never echoes what the caller sent (D-04: a refused value may be personal data): pydantic's
+    ``input`` is dropped, a refused object key (the caller's text) is named ``<key>``, and a
+    message quoting the input is replaced by one that does not."""
     out: list[dict[str, Any]] = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        loc = [p for p in err.get("loc", ()) if p not in ("body",)]
+        parts = [
+            "<key>" if i + 1 < len(loc) and loc[i + 1] == "[key]" else str(p)
+            for i, p in enumerate(loc)
+            if p != "[key]"
+        ]
         out.append(
             {
-                "field": ".".join(loc) or "body",
-                "message": err.get("msg", ""),
+                "field": ".".join(parts) or "body",
+                "message": _message_without_input(err),
                 "type": err.get("type", ""),
             }
         )
     return out
+
+
+_QUOTED = re.compile(r"`[^`]*`")
+
+
+def _message_without_input(err: Mapping[str, Any]) -> str:
+    message = _QUOTED.sub("`…`", str(err.get("msg", "")))  # e.g. "found `W` at 0" (uuid)
+    sent = err.get("input")
+    if isinstance(sent, str) and len(sent) >= 3 and sent in message:
+        return f"invalid value ({err.get('type', 'value_error')})"
+    return message
 
 
 def validation_problem(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:

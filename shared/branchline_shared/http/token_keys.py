@@ -23,7 +23,7 @@ ROLE_SERVICES: dict[Role, tuple[str, ...]] = {
     Role.BRANCH_SYSTEM: ("intake",),
     Role.RM: ("intake", "followup"),
     Role.SUPERVISOR: ("intake", "followup"),
-    Role.AUDITOR: ("audit",),
+    Role.AUDITOR: ("audit", "followup"),  # followup: the complaint statistics
     Role.ADMIN: SERVICES,
 }
 """The services a role works with: the default audiences of a token issued for it."""

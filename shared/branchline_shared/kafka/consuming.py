@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -35,6 +35,11 @@ CONSUMED = Counter("branchline_consumer_events_total", "Events handled", ["consu
 DEAD_LETTERED = Counter(
     "branchline_consumer_dead_letters_total", "Events dead-lettered", ["consumer"]
 )
+LOG_LOST = Counter(
+    "branchline_consumer_log_lost_total",
+    "Times the broker's log was found shorter than the consumer's position (rewound)",
+    ["consumer"],
+)
 RETRIES = Counter("branchline_consumer_retries_total", "Transient failures retried", ["consumer"])
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,6 +55,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
     KafkaError,
 )
+
+
+TP = TypeVar("TP", bound=Hashable)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -143,6 +151,7 @@ class BatchConsumer:
         dead_letters: DeadLetters,
         max_records: int = 500,
         on_broker_lost: Callable[[], Awaitable[None]] | None = None,
+        on_log_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
@@ -154,6 +163,9 @@ class BatchConsumer:
         # Called when the broker seems to have lost our topics (tansu's memory store after a
         # restart): typically re-creates them, so commits can succeed again.
         self._on_broker_lost = on_broker_lost
+        # Called after rewinding because the broker's log became shorter than our position:
+        # what it lost before we read it is only in the event stores (reconcile repairs it).
+        self._on_log_lost = on_log_lost
         self.started = asyncio.Event()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -246,21 +258,35 @@ class BatchConsumer:
     async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
         """After a broker lost its log (tansu's memory store restarted), our position can be
         past the new end; the broker does not say OFFSET_OUT_OF_RANGE, so we check."""
-        assignment = list(consumer.assignment())
-        if not assignment:
-            return
+        positions: dict[TopicPartition, int] = {}
         try:
-            ends = await consumer.end_offsets(assignment)
-        except KafkaError:
+            for tp in consumer.assignment():
+                positions[tp] = await consumer.position(tp)
+        except KafkaError:  # assignment changing under a rebalance: look again next time
             return
-        lost: list[TopicPartition] = []
-        for tp in assignment:
-            position = await consumer.position(tp)
-            if position > ends.get(tp, position):
-                lost.append(tp)
-        if lost:
-            log.warning(
-                "broker log shorter than our position; rewinding",
-                extra={"partitions": [str(tp) for tp in lost]},
-            )
-            await consumer.seek_to_beginning(*lost)
+        highwaters = {tp: consumer.highwater(tp) for tp in positions}
+        lost = partitions_past_log_end(positions, highwaters)
+        if not lost:
+            return
+        LOG_LOST.labels(self._name).inc()
+        log.warning(
+            "broker log shorter than our position; rewinding and reconciling",
+            extra={"consumer": self._name, "partitions": [str(tp) for tp in lost]},
+        )
+        await consumer.seek_to_beginning(*lost)
+        if self._on_log_lost is not None:
+            await self._on_log_lost()
+
+
+def partitions_past_log_end(
+    positions: Mapping[TP, int], highwaters: Mapping[TP, int | None]
+) -> list[TP]:
+    """Partitions whose position lies beyond the log end a fetch last reported (the high
+    watermark: exact, unlike some brokers' ListOffsets(latest), which tansu answers with the
+    base offset of the last batch)."""
+    lost: list[TP] = []
+    for tp, position in positions.items():
+        highwater = highwaters.get(tp)
+        if highwater is not None and position > highwater:
+            lost.append(tp)
+    return lost

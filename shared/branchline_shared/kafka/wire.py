@@ -10,6 +10,7 @@ import orjson
 
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
+from branchline_shared.logging_setup import describe_error
 
 Headers = list[tuple[str, bytes]]
 
@@ -68,4 +69,5 @@ def decode_event(value: bytes | None) -> RecordedEvent:
     try:
         return RecordedEvent.model_validate_json(value)
     except ValueError as exc:
-        raise PoisonEvent(f"not a Branchline event envelope: {exc}") from exc
+        # The reason travels in a dead-letter header and in logs: never the values (D-04).
+        raise PoisonEvent(f"not a Branchline event envelope: {describe_error(exc)}") from exc

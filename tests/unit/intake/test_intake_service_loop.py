@@ -76,7 +76,7 @@ def action_done(action_id: str = "CA-1") -> c.EventPayload:
     return c.ComplaintCorrectiveActionCompleted(complaint_id="K-1", action_id=action_id)
 
 
-# --- D-09 account closure -------------------------------------------------------------------------
+# --- D-09 account closure ---
 
 
 def test_d09_closure_churns_the_client_until_reopened() -> None:
@@ -112,7 +112,7 @@ def test_d17_renegotiation_without_telling_the_client_is_not_a_valid_payload() -
         )
 
 
-# --- D-17 complaint progress promises -------------------------------------------------------------
+# --- D-17 complaint progress promises ---
 
 
 def _complaint_with_promise(deadline: datetime) -> Story:
@@ -160,7 +160,7 @@ def test_d17_promised_update_must_lie_in_the_future() -> None:
     refused(story.when(promised_update(minutes(1)), at=minutes(5)), "D-17")
 
 
-# --- D-17 consultation promises -------------------------------------------------------------------
+# --- D-17 consultation promises ---
 
 
 def test_d17_consultation_promise_renegotiated_in_time_moves_the_deadline() -> None:
@@ -178,7 +178,7 @@ def test_d17_unanswered_consultation_without_promise_cannot_be_renegotiated() ->
     refused(story.when(renegotiated_consultation(days(2))), "D-17")
 
 
-# --- D-17 corrective actions ----------------------------------------------------------------------
+# --- D-17 corrective actions ---
 
 
 def test_d17_corrective_action_planned_and_completed_once_even_after_closure() -> None:

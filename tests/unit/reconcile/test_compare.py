@@ -105,3 +105,12 @@ def test_several_stores_are_compared_separately() -> None:
         ("intake", 1),
         ("followup", 1),
     ]
+
+
+def test_a_position_past_the_log_end_a_fetch_reported_means_the_log_was_lost() -> None:
+    from branchline_shared.kafka.consuming import partitions_past_log_end
+
+    positions = {"a": 5, "b": 3, "c": 7, "d": 2}
+    highwaters: dict[str, int | None] = {"a": 0, "b": 3, "c": None, "d": 9}
+    # b is at its end, c not fetched yet, d behind: only a lies past the end
+    assert partitions_past_log_end(positions, highwaters) == ["a"]

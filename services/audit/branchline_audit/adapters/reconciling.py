@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -21,6 +23,14 @@ async def ledger_applied(pool: asyncpg.Pool[Any]) -> list[AppliedEvent]:
     return [
         AppliedEvent(r["event_id"], r["position"], r["source"], r["global_position"]) for r in rows
     ]
+
+
+async def ledger_has(pool: asyncpg.Pool[Any], event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``event_ids`` the ledger holds."""
+    rows = await pool.fetch(
+        "SELECT event_id FROM audit_ledger WHERE event_id = ANY($1::uuid[])", list(event_ids)
+    )
+    return {r["event_id"] for r in rows}
 
 
 OWN_SOURCES = frozenset({AUDIT_SOURCE})

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
+from branchline_followup.adapters.read_models import applied_ids
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.reconcile.compare import AppliedEvent
 
@@ -17,3 +21,9 @@ async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
         AppliedEvent(r["event_id"], r["applied_seq"], r["source"], r["global_position"])
         for r in rows
     ]
+
+
+async def read_models_have(pool: PgPool, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``event_ids`` the live read models applied."""
+    async with pool.acquire() as conn:
+        return await applied_ids(conn, event_ids)

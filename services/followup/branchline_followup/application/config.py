@@ -19,6 +19,7 @@ DURATION_FIELDS = frozenset(
         "online_consultation_response",
         "offline_consultation_response",
         "complaint_follow_up_after",
+        "feedback_response_within",
         "new_client_first_revisit",
         "win_back_within",
         "product_review_every",
@@ -67,8 +68,17 @@ def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
             supervisors=MappingProxyType(dict(settings.followup_supervisors)),
             default_supervisor_id=settings.followup_default_supervisor,
             escalate_after=None if escalate is None else timedelta(hours=escalate),
+            feedback_low_score=settings.followup_feedback_low_score,
             due_soon_window=timedelta(hours=settings.followup_due_soon_hours),
             revisit_cadence=MappingProxyType(cadence),
+            access_request_within=timedelta(days=settings.followup_access_request_days),
+            access_request_within_by_profile=MappingProxyType(
+                {
+                    profile: timedelta(days=days)
+                    for profile, days in settings.followup_access_request_days_by_profile.items()
+                }
+            ),
+            privacy_officer=settings.followup_privacy_officer,
             # D-09 numbers are the institution's, shared with intake's classification.
             new_client_period=timedelta(days=settings.intake_new_client_days),
             churn_after_inactivity=timedelta(days=settings.intake_churn_after_days),

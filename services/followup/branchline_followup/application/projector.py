@@ -17,12 +17,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
     LIVE_CLIENT_LOCK_CLASS,
     hold_swap_lock_shared,
     lock_client,
 )
+from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
     FOLLOWUP_ESCALATED,
@@ -171,6 +173,7 @@ async def project(
     tasks = await _apply_followup_event(conn, event, tasks)
     await _save_changed_tasks(conn, before, tasks, policy)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
+    await apply_personal_data(conn, event)
     return True
 
 
@@ -286,6 +289,10 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
             facts.last_business_event_id = event.event_id
     if event.type == "product.sold":
         facts.assets_under_management += _amount(data.get("amount"))
+    elif event.type == "client.account_closed":  # D-09: the relationship ends
+        facts.account_closed_at = at
+    elif event.type == "client.account_reopened":
+        facts.account_closed_at = None
     return facts
 
 
@@ -392,6 +399,7 @@ async def _record_quality_facts(
             await read_models.record_complaint_step(conn, event, "closed", closed_at=at)
         case _:
             pass
+    await record_service_loop_facts(conn, event, rm_id)
 
 
 def _scores(raw: Any) -> dict[str, float]:

@@ -97,6 +97,10 @@ def _empty_mapping() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
+def _empty_durations() -> Mapping[str, timedelta]:
+    return MappingProxyType({})
+
+
 def _empty_holidays() -> Mapping[str, frozenset[date]]:
     return MappingProxyType({})
 
@@ -116,6 +120,10 @@ class FollowupPolicy:
     online_channels: frozenset[str] = frozenset({"online", "app"})
     # D-07
     complaint_follow_up_after: timedelta = timedelta(days=7)
+    feedback_response_within: timedelta = timedelta(hours=24)
+    """Every piece of feedback is responded to within 24 hours (not only complaints)."""
+    feedback_low_score: int = 60
+    """A survey with any dimension below this score needs a response (D-07)."""
     personal_data_topic: str = "personal_data"
     profiles: Mapping[str, ComplaintClocks] = field(default_factory=_shipped_profiles)
     default_profile: str = ProfileName.DEFAULT.value
@@ -143,6 +151,13 @@ class FollowupPolicy:
     """Assignee of a task when the client has no known RM (a supervisor reassigns it)."""
     # API sla_state
     due_soon_window: timedelta = timedelta(hours=4)
+    # D-04 access requests: answered within 15 days unless the branch's profile says otherwise
+    access_request_within: timedelta = timedelta(days=15)
+    access_request_within_by_profile: Mapping[str, timedelta] = field(
+        default_factory=_empty_durations
+    )
+    privacy_officer: str = "privacy-officer"
+    """Who answers access requests (an admin with the data-protection officer's duty)."""
     # D-09
     new_client_period: timedelta = timedelta(days=90)
     high_net_worth_aum: Decimal = Decimal(6_000_000)
@@ -159,6 +174,16 @@ class FollowupPolicy:
             raise ValueError(f"revisit_cadence lacks stages: {sorted(missing)}")
         if self.escalate_after is not None and self.escalate_after < timedelta(0):
             raise ValueError("escalate_after must not be negative")
+        unknown_access = set(self.access_request_within_by_profile) - set(self.profiles)
+        if unknown_access:
+            raise ValueError(
+                f"access_request_within_by_profile names unknown profiles: {sorted(unknown_access)}"
+            )
+        if any(
+            d <= timedelta(0)
+            for d in (self.access_request_within, *self.access_request_within_by_profile.values())
+        ):
+            raise ValueError("access request deadlines must be positive")
         if self.due_soon_window < timedelta(0):
             raise ValueError("due_soon_window must not be negative")
         # Build every calendar once so a bad zone name fails at start-up, not at 3 a.m.
@@ -195,6 +220,10 @@ class FollowupPolicy:
         if supervisor == staff_id:
             return self.default_supervisor_id
         return supervisor
+
+    def access_request_within_for(self, profile: str) -> timedelta:
+        """D-04: how long a client's access request may take under a jurisdiction profile."""
+        return self.access_request_within_by_profile.get(profile, self.access_request_within)
 
     def cadence_for(self, stage: LifecycleStage) -> timedelta | None:
         return self.revisit_cadence[stage]

@@ -19,6 +19,8 @@ from pydantic import TypeAdapter, ValidationError
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
 from branchline_followup.domain.policy import FollowupPolicy
+from branchline_followup.domain.rules_privacy import DataAccessRequestRule
+from branchline_followup.domain.service_loop import SERVICE_LOOP_RULES
 from branchline_followup.domain.tasks import (
     CancelTask,
     ClientContext,
@@ -627,6 +629,8 @@ RULES: tuple[FollowupRule, ...] = (
     ComplaintRule(),
     RevisitRule(),
     ProductReviewRule(),
+    *SERVICE_LOOP_RULES,
+    DataAccessRequestRule(),
 )
 """Every rule, in the order their commands are applied (a completion before its follow-ons)."""
 

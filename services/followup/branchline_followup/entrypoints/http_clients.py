@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from branchline_followup.adapters import queries
 from branchline_followup.application.queries import QualitySelection, quality, stage_at
 from branchline_followup.application.reading import record_client_read
+from branchline_followup.application.service_loop import client_service_loop, improvement
 from branchline_followup.domain import LifecycleStage, QualityReport
+from branchline_followup.domain.improvement import Behaviour, ImprovementReport
 from branchline_followup.entrypoints.http_deps import (
     ContextDep,
     StaffDep,
@@ -82,6 +84,12 @@ class ClientView(BaseModel):
     open_complaints: list[ComplaintView]
     open_tasks: list[TaskView]
     satisfaction_history: list[SurveyView]
+    account_status: str
+    """D-09: ``open``, or ``closed`` after ``client.account_closed`` (until a reopening)."""
+    account_closed_at: datetime | None
+    account_closure_reason: str | None
+    behaviour: Behaviour
+    """D-09 behaviour class: frequency (high/low) and style (conservative/aggressive)."""
 
 
 class QualityView(BaseModel):
@@ -91,6 +99,9 @@ class QualityView(BaseModel):
     period_to: datetime
     as_of: datetime
     measures: QualityReport
+    improvement: ImprovementReport
+    """D-17: complaint analysis by root cause, product and branch; corrective-action
+    completion; promises kept, renegotiated and missed."""
 
 
 @router.get("/clients/{client_id}", response_model=ClientView, summary="A client at a glance")
@@ -117,6 +128,9 @@ async def get_client(
     now = await ctx.clock.now()
     policy = ctx.projection.policy
     facts = record.facts
+    loop = await client_service_loop(
+        ctx.pool, client_id, account_closed_at=facts.account_closed_at, now=now
+    )
     return ClientView(
         client_id=facts.client_id,
         client_type=facts.client_type,
@@ -131,6 +145,10 @@ async def get_client(
         open_complaints=[ComplaintView.model_validate(c) for c in record.open_complaints],
         open_tasks=[task_view(t, now, policy.due_soon_window) for t in record.open_tasks],
         satisfaction_history=[SurveyView.model_validate(s) for s in record.surveys],
+        account_status=loop.account_status,
+        account_closed_at=facts.account_closed_at if loop.account_status == "closed" else None,
+        account_closure_reason=loop.account_closure_reason,
+        behaviour=loop.behaviour,
     )
 
 
@@ -178,6 +196,9 @@ async def get_quality(
         )
     selection = QualitySelection(branch_id=branch_id, rm_id=rm_id, start=start, end=end)
     report = await quality(ctx.pool, selection, now=now, policy=ctx.projection.policy)
+    loop = await improvement(
+        ctx.pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end, now=now
+    )
     return QualityView(
         branch_id=branch_id,
         rm_id=rm_id,
@@ -185,4 +206,5 @@ async def get_quality(
         period_to=end,
         as_of=min(now, end),
         measures=report,
+        improvement=loop,
     )

@@ -35,6 +35,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_scope_filter,
     task_view,
 )
+from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
 from branchline_shared.events.envelope import Identifier
@@ -191,6 +192,16 @@ async def complete(
         )
     except TaskRefused as exc:
         raise _refusal(exc) from None
+    except KeyDestroyed:
+        raise Problem(
+            409,
+            "Personal data destroyed",
+            "the client's personal data was destroyed (D-04): a note about them can no longer "
+            "be recorded; complete the task without one",
+            kind="personal-data-shredded",
+            rule="D-04",
+            errors=[{"field": "note", "message": "client erased", "type": "rule"}],
+        ) from None
     return await _view(ctx, task_id)
 
 

@@ -18,6 +18,7 @@ from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
 
@@ -88,4 +89,4 @@ async def handle_message(
             lambda: apply_event(pool, event, projection, position), consumer=CONSUMER
         )
     except Exception as exc:
-        await dead_letters.send(raw, f"projection failed: {exc!r}")
+        await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")

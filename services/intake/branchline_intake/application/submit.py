@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.privacy import register_restrictions
 from branchline_intake.domain import RuleViolation, refusal_payload
 from branchline_shared.access.scope import StaffDirectory, sees_client
 from branchline_shared.access.speaking import speaking_refusal
@@ -142,6 +143,9 @@ async def submit_events(
                 submitted_by,
             )
         )
+    for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
+        outcomes[index] = outside
+    candidates = [c for c in candidates if outcomes[c.index] is None]
     if candidates:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
@@ -154,6 +158,9 @@ async def submit_events(
                     raise
         for index, outcome in decided.items():
             outcomes[index] = outcome
+        await register_restrictions(
+            ctx.keys, [c.event for c in candidates], [decided[c.index] for c in candidates]
+        )
     return [o for o in outcomes if o is not None]
 
 
@@ -172,23 +179,30 @@ def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | N
     )
 
 
-def _out_of_scope(
-    ctx: IntakeContext,
-    submitter: Submitter | None,
-    history: Sequence[RecordedEvent],
-    event: RecordedEvent,
-) -> Refused | None:
+async def _outside_scope(
+    ctx: IntakeContext, submitter: Submitter | None, candidates: list[_Candidate]
+) -> dict[int, Refused]:
     """An RM writes only for their own clients, a supervisor for their team's (a branch system
-    is bound to its branch by the speaking rules). Answered as "no such client" (404), so
-    another RM's client's existence does not leak."""
+    is bound to its branch by the speaking rules, an admin is not scoped). Out of scope is
+    answered as "no such client" (404), so another RM's client's existence does not leak.
+    A client's RM is the one its registration names: the first event of its stream, which
+    never changes once written (or a registration earlier in this same call)."""
     if submitter is None or {"admin", "branch_system"} & set(submitter.roles):
-        return None
-    rm_id = client_rm(history) or _registering_rm(event)
-    if sees_client(submitter, ctx.staff, rm_id=rm_id):
-        return None
-    return Refused(
-        404, "Not found", f"no client {event.client_id!r} of yours", kind="client-not-found"
-    )
+        return {}
+    owners: dict[str, str | None] = {}
+    refused: dict[int, Refused] = {}
+    for cand in candidates:
+        client = cand.event.client_id
+        if client not in owners:
+            first = await ctx.store.read_stream(client_stream_id(client), from_version=1, limit=1)
+            owners[client] = client_rm([s.event for s in first])
+        if owners[client] is None and cand.event.type == "client.registered":
+            owners[client] = _registering_rm(cand.event)
+        if not sees_client(submitter, ctx.staff, rm_id=owners[client]):
+            refused[cand.index] = Refused(
+                404, "Not found", f"no client {client!r} of yours", kind="client-not-found"
+            )
+    return refused
 
 
 def client_rm(history: Sequence[RecordedEvent]) -> str | None:
@@ -353,9 +367,6 @@ def _decide_one(
                 }
             ],
         )
-    out_of_scope = _out_of_scope(ctx, cand.event.submitted_by, histories[stream_id], cand.event)
-    if out_of_scope is not None:
-        return out_of_scope
     decision = ctx.decider(histories[stream_id], cand.event)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once

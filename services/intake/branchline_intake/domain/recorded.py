@@ -9,6 +9,8 @@ as-of proof, an assessment's validity), or a :class:`~.violations.RuleViolation`
 ``n`` events of one client applies each event once instead of rebuilding ``n`` times. It
 relies on streams being append-only: a history that extends the remembered one (same length
 prefix, same last event id) is folded on from the remembered state; any other is rebuilt.
+A :class:`HistoryTail` carries only the events after a remembered state, so a writer that
+reads just those decides in O(1) of the client's history.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def decide_on_state(
     return candidate.model_copy(update={"data": decision.event.data()})
 
 
+class HistoryTail(list[RecordedEvent]):
+    """The end of a stream's history, from the last event a remembered state covers.
+
+    Reading a client's whole history for every write costs O(events); a writer that holds
+    the state after event ``base_count`` only needs the events from there on. The first
+    event of the tail is that last covered event (its id proves the state still fits the
+    stream); the rest are folded on."""
+
+    def __init__(self, base: tuple[int, uuid.UUID, ClientState], tail: list[RecordedEvent]):
+        super().__init__(tail)
+        self.base_count, self.base_last_id, self.base_state = base
+
+
 class RecordedDecider:
     """A ``Decider`` for the write path that remembers the state of recent streams."""
 
@@ -67,11 +82,22 @@ class RecordedDecider:
         if not history:
             return ClientState()
         stream_id = history[-1].stream_id
-        state, start = self._remembered(stream_id, history)
+        if isinstance(history, HistoryTail):
+            if not history or history[0].event_id != history.base_last_id:
+                raise ValueError(f"the tail of {stream_id} does not start at its remembered state")
+            state, start = history.base_state, 1
+            count = history.base_count - 1 + len(history)
+        else:
+            state, start = self._remembered(stream_id, history)
+            count = len(history)
         for recorded in history[start:]:
             state = state.apply(DomainEvent.from_recorded(recorded))
-        self._remember(stream_id, len(history), history[-1].event_id, state)
+        self._remember(stream_id, count, history[-1].event_id, state)
         return state
+
+    def remembered(self, stream_id: str) -> tuple[int, uuid.UUID, ClientState] | None:
+        """(events covered, last event id, state) remembered for a stream, if any."""
+        return self._states.get(stream_id)
 
     def _remembered(
         self, stream_id: str, history: Sequence[RecordedEvent]

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.privacy import readable
 from branchline_intake.application.reading import (
     client_of_stream,
     record_client_read,
@@ -25,6 +27,7 @@ from branchline_shared.http.problems import (
     field_errors,
     validation_problem,
 )
+from branchline_shared.http.responses import FastJSONResponse
 
 MAX_BATCH = 1000
 STREAM_ROUTE = "GET /v1/streams/{stream_id}/events"
@@ -50,6 +53,14 @@ async def get_context(request: Request) -> IntakeContext:
 
 
 ContextDep = Annotated[IntakeContext, Depends(get_context)]
+
+
+async def get_group_commit(request: Request) -> GroupCommitter:
+    group: GroupCommitter = request.app.state.group_commit
+    return group
+
+
+GroupDep = Annotated[GroupCommitter, Depends(get_group_commit)]
 
 
 class AcceptedEvent(BaseModel):
@@ -119,15 +130,15 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
         422: {"description": "invalid event"},
     },
 )
-async def post_event(event: SubmittedEvent, ctx: ContextDep, caller: Writer) -> JSONResponse:
-    (outcome,) = await submit_events(
-        ctx, [event], submitted_by=_actor(caller), submitter=_submitter(caller)
+async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
+    (outcome,) = await group.submit(
+        [event], submitted_by=_actor(caller), submitter=_submitter(caller)
     )
     if isinstance(outcome, Refused):
-        return JSONResponse(
+        return FastJSONResponse(
             _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
         )
-    return JSONResponse(outcome.body(), status_code=202)
+    return FastJSONResponse(outcome.body(), status_code=202)
 
 
 @router.post(
@@ -199,6 +210,7 @@ async def get_stream(
         events = [e for e in events if e.branch_id == who.branch_id]
     if not events and from_version == 1:
         raise not_found
+    events = await readable(ctx.keys, events)  # D-04 restriction
     if client_id is not None:
         await record_client_read(ctx, who, client_id=client_id, route=STREAM_ROUTE, purpose=purpose)
     return StreamEvents(stream_id=stream_id, events=events)

@@ -1,0 +1,73 @@
+"""``branchline privacy ...``: carry out due erasures (D-04, D-11), rotate the master key.
+
+See docs/privacy.md for the key hierarchy and the rotation procedure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from branchline_shared.settings import BranchlineSettings
+
+privacy_app = typer.Typer(
+    help="Data-subject rights: erasure that destroys (shred-due), master-key rotation.",
+    no_args_is_help=True,
+)
+console = Console()
+
+
+@privacy_app.command("shred-due")
+def shred_due_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what is pending and when; destroy nothing.")
+    ] = False,
+) -> None:
+    """Destroy the data keys of clients whose erasure is due (retention run out, or none
+    applies) and record client.personal_data_shredded for each."""
+    from branchline_followup.erasure_operations import shred_due_once
+
+    statuses = asyncio.run(shred_due_once(BranchlineSettings(), dry_run=dry_run))
+    table = Table("client", "erasure requested", "basis", "due", "status")
+    for s in statuses:
+        plan = s.plan
+        status = "shredded" if s.shredded else ("pending" if plan else "held (no date yet)")
+        table.add_row(
+            s.client_id,
+            s.erasure_requested_at.isoformat(),
+            plan.basis.value if plan else "-",
+            plan.due_at.isoformat() if plan else "-",
+            status,
+        )
+    console.print(table)
+    shredded = sum(1 for s in statuses if s.shredded)
+    console.print(f"{shredded} shredded, {len(statuses) - shredded} pending")
+
+
+@privacy_app.command("rotate-master-key")
+def rotate_master_key_command(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="Keys per transaction.")
+    ] = 500,
+) -> None:
+    """Re-wrap every client data key with the current master key (BRANCHLINE_MASTER_KEY),
+    unwrapping with the previous ones (BRANCHLINE_MASTER_KEYS_PREVIOUS). No event and no
+    sealed value changes."""
+    from branchline_shared.crypto.keystore import open_configured_key_store
+
+    async def rotate() -> None:
+        keys, pool = await open_configured_key_store(BranchlineSettings())
+        try:
+            report = await keys.rotate(batch_size=batch_size)
+        finally:
+            await pool.close()
+        console.print(
+            f"master key {report.master_key_id}: {report.rewrapped} data keys re-wrapped, "
+            f"{report.already_current} already current, {report.destroyed} destroyed"
+        )
+
+    asyncio.run(rotate())

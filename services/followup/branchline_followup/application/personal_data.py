@@ -1,0 +1,217 @@
+"""D-04 access requests: the client's personal data in clear, with where each value came from.
+
+Answering is itself a recorded fact (``client.personal_data_accessed``, through followup's
+event store and outbox, so the audit trail holds it) and closes the access-request task the
+request made due. After an erasure request the data is restricted (shown to nobody); after
+shredding it no longer exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from branchline_followup.adapters import personal_data as store
+from branchline_followup.adapters import read_models
+from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.projector import project
+from branchline_followup.application.recording import SOURCE, FollowupContext, normalised
+from branchline_followup.domain.vocabulary import TaskKind
+from branchline_shared.crypto.keystore import KeyDestroyed
+from branchline_shared.crypto.sealing import DataKey, SealingError, unseal
+from branchline_shared.events.catalogue import CATALOGUE_VERSION
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.vocabulary import PersonalField
+from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.postgres.pool import PgConnection
+
+PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+STRUCTURED_PATH = "fields"
+"""The payload key of ``client.personal_data_recorded`` whose sub-keys are PersonalFields."""
+
+
+class PersonalDataRefused(Exception):
+    """Base of the refusals of an access request."""
+
+    def __init__(self, client_id: str, detail: str) -> None:
+        super().__init__(detail)
+        self.client_id = client_id
+        self.detail = detail
+
+
+class ClientUnknown(PersonalDataRefused):
+    def __init__(self, client_id: str) -> None:
+        super().__init__(client_id, f"no client {client_id!r} in the read model")
+
+
+class PersonalDataRestricted(PersonalDataRefused):
+    def __init__(self, client_id: str, since: datetime) -> None:
+        super().__init__(
+            client_id,
+            f"the client asked for erasure at {since.isoformat()}: their personal data is "
+            "restricted and shown to nobody until it is destroyed (D-04)",
+        )
+
+
+class PersonalDataShredded(PersonalDataRefused):
+    def __init__(self, client_id: str) -> None:
+        super().__init__(
+            client_id,
+            "the client's personal data was destroyed (crypto-shredded, D-04): nothing is left "
+            "to show",
+        )
+
+
+@dataclass(frozen=True)
+class ShownValue:
+    value: str
+    source: store.SealedValue
+
+    @property
+    def personal_field(self) -> str | None:
+        if self.source.path == STRUCTURED_PATH and self.source.sub_key:
+            return self.source.sub_key
+        return None
+
+
+@dataclass(frozen=True)
+class PersonalDataCopy:
+    client_id: str
+    purpose: str
+    generated_at: datetime
+    access_event_id: uuid.UUID
+    request_event_id: uuid.UUID | None
+    values: list[ShownValue]
+
+    def current_fields(self) -> dict[str, ShownValue]:
+        """The latest value of each structured personal field."""
+        latest: dict[str, ShownValue] = {}
+        for shown in self.values:  # in time order: later ones win
+            if shown.personal_field is not None:
+                latest[shown.personal_field] = shown
+        return latest
+
+
+def privacy_stream_id(client_id: str) -> str:
+    """Followup's stream of a client's personal-data facts (accesses, shredding)."""
+    return f"privacy-{client_id}"
+
+
+async def record_privacy_event(
+    conn: PgConnection,
+    ctx: FollowupContext,
+    *,
+    event_type: str,
+    client_id: str,
+    branch_id: str | None,
+    occurred_at: datetime,
+    actor: Actor,
+    data: dict[str, Any],
+    event_id: uuid.UUID | None = None,
+) -> RecordedEvent:
+    """Append a personal-data fact to the client's privacy stream (with its outbox row) and
+    apply it, in the caller's transaction; an id already stored is not appended again."""
+    event_id = event_id or uuid.uuid4()
+    uow = PostgresUnitOfWork(conn)
+    existing = await uow.find_existing([event_id])
+    if event_id in existing:
+        event = existing[event_id].event
+    else:
+        stream = privacy_stream_id(client_id)
+        versions = await uow.lock_streams([stream])
+        event = RecordedEvent(
+            event_id=event_id,
+            type=event_type,
+            schema_version=CATALOGUE_VERSION[event_type],
+            occurred_at=occurred_at,
+            recorded_at=ctx.clock.system_now(),
+            source=SOURCE,
+            actor=actor,
+            client_id=client_id,
+            branch_id=branch_id,
+            stream_id=stream,
+            stream_version=versions.get(stream, 0) + 1,
+            data=normalised(event_type, data),
+        )
+        uow.stage(event, topic=ctx.topic, submission_hash=None)
+        await uow.commit()
+    await project(conn, event, ctx.projection)
+    return event
+
+
+def _opened(values: list[store.SealedValue], key: DataKey, client_id: str) -> list[ShownValue]:
+    shown: list[ShownValue] = []
+    for value in values:
+        try:
+            clear = unseal(
+                value.sealed, key, client_id=client_id, path=value.path, sub_key=value.sub_key
+            )
+        except SealingError:
+            # Sealed under a key the client no longer has: unreadable, so not shown (and never
+            # echoed: the error names no value).
+            continue
+        shown.append(ShownValue(clear, value))
+    return shown
+
+
+async def answer_access_request(
+    ctx: FollowupContext, client_id: str, *, purpose: str, actor: Actor
+) -> PersonalDataCopy:
+    """The client's personal data in clear (D-04), recorded as accessed; closes the oldest open
+    access-request task of the client."""
+    if ctx.keys is None:
+        raise RuntimeError("answering an access request needs the key store")
+    now = await ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await hold_swap_lock_shared(conn)
+        facts = await read_models.fetch_client(conn, client_id)
+        if facts is None:
+            raise ClientUnknown(client_id)
+        await lock_client(conn, client_id, ctx.projection.client_lock_class)
+        state = await store.privacy_state(conn, client_id)
+        if state is not None and state.shredded:
+            raise PersonalDataShredded(client_id)
+        if state is not None and state.erasure_requested_at is not None:
+            raise PersonalDataRestricted(client_id, state.erasure_requested_at)
+        try:
+            key = await ctx.keys.existing_key(client_id)
+        except KeyDestroyed:
+            raise PersonalDataShredded(client_id) from None
+        sealed = await store.personal_values(conn, client_id)
+        shown = _opened(sealed, key, client_id) if key is not None else []
+        requests = [
+            t
+            for t in await read_models.open_tasks_of(conn, client_id)
+            if t.kind is TaskKind.DATA_ACCESS_REQUEST
+        ]
+        request_id = requests[0].source_event_id if requests else None
+        fields = sorted(
+            {PersonalField(s.personal_field) for s in shown if s.personal_field is not None}
+        )
+        texts = sorted(
+            {f"{s.source.event_type}/{s.source.path}" for s in shown if s.personal_field is None}
+        )
+        data: dict[str, Any] = {"fields": fields, "purpose": purpose, "texts": texts}
+        if request_id is not None:
+            data["request_event_id"] = request_id
+        event = await record_privacy_event(
+            conn,
+            ctx,
+            event_type=PERSONAL_DATA_ACCESSED,
+            client_id=client_id,
+            branch_id=facts.branch_id,
+            occurred_at=now,
+            actor=actor,
+            data=data,
+        )
+    ctx.committed()
+    return PersonalDataCopy(
+        client_id=client_id,
+        purpose=purpose,
+        generated_at=now,
+        access_event_id=event.event_id,
+        request_event_id=request_id,
+        values=shown,
+    )

@@ -1,0 +1,150 @@
+"""Read use cases of the service loop: the improvement measures of ``GET /v1/quality`` (D-17),
+the regulatory complaint statistics (D-17) and a client's behaviour class and account status
+(D-09), computed by the pure domain from the read models' records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from branchline_followup.adapters import service_loop_queries as q
+from branchline_followup.domain import FollowupPolicy, SlaRecord, TaskStatus
+from branchline_followup.domain.improvement import (
+    AnalysedComplaint,
+    Behaviour,
+    BusinessRecord,
+    CorrectiveActionRecord,
+    ImprovementReport,
+    behaviour_class,
+    complaint_analysis,
+    corrective_action_completion,
+    promises_kept,
+)
+from branchline_followup.domain.statistics import (
+    StatisticsComplaint,
+    StatisticsReport,
+    complaint_statistics,
+)
+from branchline_shared.postgres.pool import PgPool
+
+
+class UnknownProfile(ValueError):
+    def __init__(self, profile: str, known: list[str]) -> None:
+        super().__init__(f"unknown jurisdiction profile {profile!r}; known: {known}")
+        self.profile = profile
+        self.known = known
+
+
+async def improvement(
+    pool: PgPool,
+    *,
+    branch_id: str | None,
+    rm_id: str | None,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> ImprovementReport:
+    records = await q.improvement_records(
+        pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end
+    )
+    as_of = min(now, end)
+    return ImprovementReport(
+        complaint_analysis=complaint_analysis(
+            AnalysedComplaint(
+                branch_id=c["branch_id"],
+                root_cause=c["root_cause"],
+                product=c["product_id"] or c["product_category"],
+            )
+            for c in records.complaints
+        ),
+        corrective_actions=corrective_action_completion(
+            (
+                CorrectiveActionRecord(a["root_cause"], a["due_at"], a["completed_at"])
+                for a in records.actions
+            ),
+            as_of,
+        ),
+        promises=promises_kept(
+            (
+                SlaRecord(
+                    rule=t["rule"],
+                    kind=t["kind"],
+                    due_at=t["due_at"],
+                    status=TaskStatus(t["status"]),
+                    closed_at=t["closed_at"],
+                )
+                for t in records.promise_tasks
+            ),
+            records.renegotiations,
+            as_of,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class StatisticsSelection:
+    profile: str
+    start: datetime
+    end: datetime
+
+
+async def statistics(
+    pool: PgPool, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
+) -> StatisticsReport:
+    """D-17 statistics of the complaints received at the branches of ``selection.profile``."""
+    if selection.profile not in policy.profiles:
+        raise UnknownProfile(selection.profile, sorted(policy.profiles))
+    rows = await q.statistics_records(
+        pool, branch_ids=None, start=selection.start, end=selection.end
+    )
+    complaints = [
+        StatisticsComplaint(
+            branch_id=r["branch_id"],
+            received_at=r["received_at"],
+            problem=r["problem"],
+            product_category=r["product_category"],
+            complex_case=r["complex_case"],
+            resolved_at=r["resolved_at"],
+        )
+        for r in rows
+        if policy.profile_for(r["branch_id"]) == selection.profile
+    ]
+    return complaint_statistics(
+        complaints,
+        profile=selection.profile,
+        clocks=policy.clocks_of(selection.profile),
+        calendar_for=policy.calendar_for,
+        period_from=selection.start,
+        period_to=selection.end,
+        as_of=min(now, selection.end),
+    )
+
+
+@dataclass(frozen=True)
+class ClientServiceLoop:
+    account_status: str
+    account_closure_reason: str | None
+    behaviour: Behaviour
+
+
+async def client_service_loop(
+    pool: PgPool, client_id: str, *, account_closed_at: datetime | None, now: datetime
+) -> ClientServiceLoop:
+    record = await q.client_service_loop(pool, client_id)
+    closed = account_closed_at is not None and account_closed_at <= now
+    return ClientServiceLoop(
+        account_status="closed" if closed else "open",
+        account_closure_reason=record["account_closure_reason"] if closed else None,
+        behaviour=behaviour_class(
+            (
+                BusinessRecord(
+                    occurred_at=b["occurred_at"],
+                    product_risk=b["product_risk"],
+                    amount=None if b["amount"] is None else Decimal(b["amount"]),
+                )
+                for b in record["business"]
+            ),
+            now,
+        ),
+    )

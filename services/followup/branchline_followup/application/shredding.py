@@ -1,0 +1,166 @@
+"""Carrying out erasure (D-04, D-11): destroy the data key of every client whose erasure is
+due, and record it (``client.personal_data_shredded``, through followup's outbox, so the audit
+trail shows every entry of the client as shredded while its hashes still verify).
+
+Run by the worker on a schedule and by ``branchline privacy shred-due``; safe to run twice at
+once (the client's lock) and to re-run after a crash (the event id is derived from the
+client, the key destruction is idempotent).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from branchline_followup.adapters import read_models
+from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.personal_data import record_privacy_event
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.domain.erasure import (
+    ErasureCase,
+    RetentionRule,
+    ShredPlan,
+    relationship_ended_at,
+    shred_plan,
+)
+from branchline_shared.crypto.keystore import ClientKeyStore
+from branchline_shared.events.envelope import Actor
+from branchline_shared.settings import BranchlineSettings
+
+PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
+SHREDDER = Actor(id="privacy-shredder", role="system")
+SHRED_NAMESPACE = uuid.UUID("b6f4c0de-5a7e-5d1c-9e2b-8f3a4d6c1e70")
+"""UUID v5 namespace of the shredding event of a client (fixed forever: one per client)."""
+
+
+def retention_rule_from_settings(settings: BranchlineSettings) -> RetentionRule:
+    """The institution's D-11 retention (the same settings the audit trail prunes by)."""
+    return RetentionRule(
+        years_by_profile=dict(settings.audit_retention_years),
+        default_profile=settings.audit_retention_profile,
+        branch_profiles=dict(settings.audit_branch_retention_profiles),
+        legal_holds=frozenset(settings.audit_legal_hold_clients),
+    )
+
+
+@dataclass(frozen=True)
+class ErasureStatus:
+    """One client with an erasure request not yet carried out, and what is planned."""
+
+    client_id: str
+    erasure_requested_at: datetime
+    plan: ShredPlan | None
+    shredded: bool = False
+    key_id: str | None = None
+    event_id: uuid.UUID | None = None
+
+
+def shred_event_id(client_id: str) -> uuid.UUID:
+    return uuid.uuid5(SHRED_NAMESPACE, client_id)
+
+
+async def _pending_cases(ctx: FollowupContext, now: datetime) -> list[ErasureCase]:
+    policy = ctx.projection.policy
+    rows = await ctx.pool.fetch(
+        "SELECT p.client_id, p.erasure_requested_at, p.erasure_event_id, c.branch_id, "
+        "c.first_business_at, c.last_business_at, c.account_closed_at "
+        "FROM fu_privacy p LEFT JOIN fu_clients c USING (client_id) "
+        "WHERE p.erasure_requested_at IS NOT NULL AND p.shredded_at IS NULL "
+        "ORDER BY p.erasure_requested_at, p.client_id"
+    )
+    return [
+        ErasureCase(
+            client_id=r["client_id"],
+            branch_id=r["branch_id"],
+            erasure_event_id=r["erasure_event_id"],
+            erasure_requested_at=r["erasure_requested_at"],
+            had_business=r["first_business_at"] is not None,
+            relationship_ended_at=relationship_ended_at(
+                account_closed_at=r["account_closed_at"],
+                first_business_at=r["first_business_at"],
+                last_business_at=r["last_business_at"],
+                churn_after_inactivity=policy.churn_after_inactivity,
+                now=now,
+            ),
+        )
+        for r in rows
+    ]
+
+
+async def shred_due(
+    ctx: FollowupContext,
+    keys: ClientKeyStore,
+    rule: RetentionRule,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> list[ErasureStatus]:
+    """Every pending erasure with its plan; those due by ``now`` carried out (unless
+    ``dry_run``). Also registers every pending client as restricted in the key store (repairs
+    a restriction intake could not register)."""
+    now = now or await ctx.clock.now()
+    statuses: list[ErasureStatus] = []
+    for case in await _pending_cases(ctx, now):
+        plan = shred_plan(case, rule)
+        if not dry_run:
+            await keys.restrict(
+                case.client_id,
+                at=case.erasure_requested_at,
+                source_event_id=case.erasure_event_id,
+            )
+        if plan is None or plan.due_at > now or dry_run:
+            statuses.append(ErasureStatus(case.client_id, case.erasure_requested_at, plan))
+            continue
+        key_id, event_id = await _shred(ctx, keys, case, plan, now)
+        statuses.append(
+            ErasureStatus(
+                case.client_id,
+                case.erasure_requested_at,
+                plan,
+                shredded=True,
+                key_id=key_id,
+                event_id=event_id,
+            )
+        )
+    return statuses
+
+
+async def _shred(
+    ctx: FollowupContext,
+    keys: ClientKeyStore,
+    case: ErasureCase,
+    plan: ShredPlan,
+    now: datetime,
+) -> tuple[str | None, uuid.UUID]:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await hold_swap_lock_shared(conn)
+        await lock_client(conn, case.client_id, ctx.projection.client_lock_class)
+        # The key goes first, inside the transaction that records it: should the commit fail,
+        # the next run finds the client pending, destroys again (idempotent) and records it.
+        key_id = await keys.destroy(case.client_id)
+        facts = await read_models.fetch_client(conn, case.client_id)
+        data: dict[str, Any] = {
+            "basis": plan.basis.value,
+            "erasure_event_id": str(case.erasure_event_id),
+        }
+        if key_id is not None:
+            data["key_id"] = key_id
+        if case.relationship_ended_at is not None:
+            data["relationship_ended_at"] = case.relationship_ended_at
+        if plan.retention_until is not None:
+            data["retention_until"] = plan.retention_until
+        event = await record_privacy_event(
+            conn,
+            ctx,
+            event_type=PERSONAL_DATA_SHREDDED,
+            client_id=case.client_id,
+            branch_id=facts.branch_id if facts else case.branch_id,
+            occurred_at=now,
+            actor=SHREDDER,
+            data=data,
+            event_id=shred_event_id(case.client_id),
+        )
+    ctx.committed()
+    return key_id, event.event_id

@@ -1,0 +1,97 @@
+"""The D-04 follow-up rule: a client's access request is answered within its deadline.
+
+``client.data_access_requested`` makes a ``data_access_request`` task due for the privacy
+officer, ``access_request_within`` (15 days by default, or the branch's jurisdiction profile's
+own figure) after the request. ``client.personal_data_accessed`` naming the request
+(``request_event_id``) completes it: the answer itself is the recorded fact that closes the loop.
+``client.erasure_requested`` cancels it: restricted data is shown to nobody.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import ClassVar
+
+from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.policy import FollowupPolicy
+from branchline_followup.domain.tasks import (
+    CancelTask,
+    ClientContext,
+    CompleteTask,
+    CreateTask,
+    FollowupTask,
+    TaskCommand,
+    new_task,
+)
+from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_shared.events.envelope import RecordedEvent
+
+DATA_ACCESS_REQUESTED = "client.data_access_requested"
+ERASURE_REQUESTED = "client.erasure_requested"
+PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+
+
+def access_request_subject(request_event_id: uuid.UUID) -> str:
+    """The subject of the task answering one access request: the request itself."""
+    return f"access-request:{request_event_id}"
+
+
+class DataAccessRequestRule:
+    """D-04 access requests (module docstring)."""
+
+    rule: ClassVar[RuleId] = RuleId.PERSONAL_DATA
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {DATA_ACCESS_REQUESTED, PERSONAL_DATA_ACCESSED, ERASURE_REQUESTED}
+    )
+
+    def decide(
+        self,
+        event: RecordedEvent,
+        client: ClientContext,
+        open_tasks: Sequence[FollowupTask],
+        policy: FollowupPolicy,
+    ) -> list[TaskCommand]:
+        at = require_aware(event.occurred_at)
+        if event.type == DATA_ACCESS_REQUESTED:
+            profile = policy.profile_for(client.branch_id)
+            return [
+                CreateTask(
+                    task=new_task(
+                        kind=TaskKind.DATA_ACCESS_REQUEST,
+                        source_event_id=event.event_id,
+                        client_id=event.client_id,
+                        branch_id=client.branch_id,
+                        assignee=policy.privacy_officer,
+                        subject=access_request_subject(event.event_id),
+                        opened_at=at,
+                        due_at=at + policy.access_request_within_for(profile),
+                        deadline_profile=profile,
+                    )
+                )
+            ]
+        if event.type == ERASURE_REQUESTED:
+            # From the erasure request on, the data is shown to nobody (restricted), so an
+            # open access request can no longer be answered with it.
+            return [
+                CancelTask(
+                    task_id=t.id,
+                    at=at,
+                    cause_event_id=event.event_id,
+                    reason="erasure requested: personal data restricted (D-04)",
+                )
+                for t in open_tasks
+                if t.is_open and t.kind is TaskKind.DATA_ACCESS_REQUEST
+            ]
+        raw = event.data.get("request_event_id")
+        if not isinstance(raw, str):
+            return []  # an access outside a request (e.g. an investigation) closes nothing
+        try:
+            subject = access_request_subject(uuid.UUID(raw))
+        except ValueError:
+            return []
+        return [
+            CompleteTask(task_id=t.id, at=at, cause_event_id=event.event_id, reason="answered")
+            for t in open_tasks
+            if t.is_open and t.kind is TaskKind.DATA_ACCESS_REQUEST and t.subject == subject
+        ]

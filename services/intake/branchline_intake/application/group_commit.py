@@ -1,0 +1,200 @@
+"""Group commit: concurrent submissions share one transaction and one WAL flush.
+
+One event per transaction caps a writer at the rate the database can flush its log, and
+spends most of each request on round trips (begin, lock, read, insert, commit). Here a
+request that arrives while a group is being written waits for the next group ("whoever
+waits, joins"; an optional short window gathers more under light load), and a group is one
+transaction: its streams are locked once, in one global order, then each caller's items are
+decided and staged by :func:`submit_events` in a savepoint of its own, and the whole group is
+committed at once. Every request is answered only after the commit that made its events
+durable, with its own outcomes: a refused item is an outcome, never an abort; a caller whose
+unit of work fails (a bug, a lost race) fails alone; a failed commit fails the whole group,
+and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Histogram
+
+from branchline_intake.application.outcomes import Outcome
+from branchline_intake.application.submit import IntakeContext, refusal_stream_id, submit_events
+from branchline_shared.events.envelope import SubmittedEvent, client_stream_id
+from branchline_shared.eventstore.ports import (
+    EventStore,
+    GroupCommitStore,
+    LogPosition,
+    LogRecord,
+    SharedTransaction,
+    StoredEvent,
+    UnitOfWork,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP_EVENTS = Histogram(
+    "branchline_intake_group_commit_events",
+    "Events written per group commit",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+Submit = Callable[..., Awaitable[list[Outcome]]]
+
+
+@dataclass
+class _Waiting:
+    items: Sequence[SubmittedEvent]
+    caller: dict[str, Any]  # submit_events' keyword arguments: who sent the items
+    answer: asyncio.Future[list[Outcome]]
+
+
+class GroupCommitter:
+    """Submits like :func:`submit_events`, sharing transactions between concurrent calls.
+
+    ``max_events`` bounds a group; ``window_s`` (0 by default) holds a group open that long
+    before it is written; ``writers`` groups are written at once (one computes while another
+    waits for the database)."""
+
+    def __init__(
+        self,
+        ctx: IntakeContext,
+        *,
+        max_events: int = 500,
+        window_s: float = 0.0,
+        writers: int = 2,
+        submit: Submit = submit_events,
+    ) -> None:
+        self._ctx = ctx
+        self._max_events = max_events
+        self._window_s = window_s
+        self._writers = writers
+        self._submit = submit
+        self._queue: list[_Waiting] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0  # writers running; changed only where no await can interleave
+        store = ctx.store
+        self._store: GroupCommitStore | None = (
+            store if isinstance(store, GroupCommitStore) and writers > 0 else None
+        )
+
+    async def submit(self, items: Sequence[SubmittedEvent], **caller: Any) -> list[Outcome]:
+        if self._store is None:  # a store without shared transactions: one call each
+            return await self._submit(self._ctx, items, **caller)
+        answer: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(items, caller, answer))
+        if self._active < self._writers:
+            self._active += 1
+            task = asyncio.create_task(self._write_groups(), name="intake-group-commit")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # The group is written whether or not this request is still waiting for its answer
+        # (a client that hangs up does not cancel the others' transaction).
+        return await asyncio.shield(answer)
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Let the groups being written finish (shutdown), bounded."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def _write_groups(self) -> None:
+        try:
+            while self._queue:
+                if self._window_s > 0:
+                    await asyncio.sleep(self._window_s)
+                group = self._take_group()
+                if group:
+                    await self._write(group)
+        finally:
+            # In the same step as the empty-queue check: a request queued after it starts a
+            # new writer instead of waiting for this one.
+            self._active -= 1
+
+    def _take_group(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        count = 0
+        while self._queue and (not group or count + len(self._queue[0].items) <= self._max_events):
+            waiting = self._queue.pop(0)
+            group.append(waiting)
+            count += len(waiting.items)
+        return group
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        assert self._store is not None
+        GROUP_EVENTS.observe(sum(len(waiting.items) for waiting in group))
+        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+        try:
+            async with self._store.shared_transaction() as shared:
+                await shared.lock_streams(_streams_of(group))
+                ctx = dataclasses.replace(self._ctx, store=_SharedStore(shared, self._store))
+                for caller, members in _by_caller(group):
+                    items = [item for waiting in members for item in waiting.items]
+                    try:
+                        async with shared.isolated():
+                            outcomes = await self._submit(ctx, items, **caller)
+                    except Exception as exc:  # this caller's savepoint rolled back alone
+                        results.extend((waiting, exc) for waiting in members)
+                        continue
+                    for waiting in members:
+                        results.append((waiting, outcomes[: len(waiting.items)]))
+                        outcomes = outcomes[len(waiting.items) :]
+        except Exception as exc:  # the commit failed: nothing of this group is stored
+            log.warning("group commit failed", extra={"error": repr(exc), "size": len(group)})
+            for waiting in group:
+                _answer(waiting, exc)
+            return
+        for waiting, result in results:
+            _answer(waiting, result)
+
+
+def _answer(waiting: _Waiting, result: list[Outcome] | BaseException) -> None:
+    if waiting.answer.done():
+        return
+    if isinstance(result, BaseException):
+        waiting.answer.set_exception(result)
+    else:
+        waiting.answer.set_result(result)
+
+
+def _streams_of(group: list[_Waiting]) -> list[str]:
+    clients = {item.client_id for waiting in group for item in waiting.items}
+    return sorted({client_stream_id(c) for c in clients} | {refusal_stream_id(c) for c in clients})
+
+
+def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waiting]]]:
+    """Requests of the same caller are decided in one call, in arrival order."""
+    callers: list[tuple[dict[str, Any], list[_Waiting]]] = []
+    for waiting in group:
+        for caller, members in callers:
+            if caller == waiting.caller:
+                members.append(waiting)
+                break
+        else:
+            callers.append((waiting.caller, [waiting]))
+    return callers
+
+
+class _SharedStore:
+    """The event store as one group's callers see it: their units of work run inside the
+    group's transaction; reads go to the store itself."""
+
+    def __init__(self, shared: SharedTransaction, store: EventStore) -> None:
+        self._shared = shared
+        self._store = store
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        return self._shared.unit_of_work()
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._store.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        return await self._store.read_log(after, limit=limit)

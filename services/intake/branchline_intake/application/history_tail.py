@@ -1,0 +1,113 @@
+"""Decide without re-reading history: a write reads only what its remembered state lacks.
+
+The decider remembers the state of recent streams (``RecordedDecider``). Reading a client's
+whole history for each write would still cost O(events) in the database and in parsing;
+this store wrapper asks the decider what it remembers (events covered, last event id) and
+loads only the events from that last one on, as a :class:`HistoryTail`. The tail's first
+event proves the remembered state still fits the stream (streams are append-only, and the
+stream is locked before it is read); a stream the decider does not remember, or whose
+remembered event is not where it should be, is read whole, as before. Another intake
+process may have appended meanwhile: those events are in the tail and are folded on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from branchline_intake.domain import RecordedDecider
+from branchline_intake.domain.recorded import HistoryTail
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.eventstore.ports import (
+    EventStore,
+    LogPosition,
+    LogRecord,
+    SharedTransaction,
+    StoredEvent,
+    StoredPosition,
+    UnitOfWork,
+)
+
+
+class _TailLoadingUnitOfWork:
+    def __init__(self, inner: UnitOfWork, decider: RecordedDecider) -> None:
+        self._inner = inner
+        self._decider = decider
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return await self._inner.lock_streams(stream_ids)
+
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        return await self._inner.find_existing(event_ids)
+
+    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        load_tails = getattr(self._inner, "load_stream_tails", None)
+        known = {s: k for s in stream_ids if (k := self._decider.remembered(s)) is not None}
+        if load_tails is None or not known:
+            return await self._inner.load_streams(stream_ids)
+        tails: dict[str, list[RecordedEvent]] = await load_tails(
+            {s: count for s, (count, _, _) in known.items()}
+        )
+        histories: dict[str, list[RecordedEvent]] = {}
+        whole = [s for s in stream_ids if s not in known]
+        for stream_id, base in known.items():
+            tail = tails.get(stream_id, [])
+            if tail and tail[0].event_id == base[1]:
+                histories[stream_id] = HistoryTail(base, tail)
+            else:  # the store does not hold what was remembered: read it whole
+                whole.append(stream_id)
+        if whole:
+            histories.update(await self._inner.load_streams(whole))
+        return histories
+
+    def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
+        self._inner.stage(event, topic=topic, submission_hash=submission_hash)
+
+    async def commit(self) -> list[StoredPosition]:
+        return await self._inner.commit()
+
+
+class _TailLoadingShared:
+    def __init__(self, inner: SharedTransaction, decider: RecordedDecider) -> None:
+        self._inner = inner
+        self._decider = decider
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
+        await self._inner.lock_streams(stream_ids)
+
+    def isolated(self) -> AbstractAsyncContextManager[None]:
+        return self._inner.isolated()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        async with self._inner.unit_of_work() as uow:
+            yield _TailLoadingUnitOfWork(uow, self._decider)
+
+
+class TailLoadingStore:
+    """An event store whose writers read only the history their decider lacks."""
+
+    def __init__(self, store: EventStore, decider: RecordedDecider) -> None:
+        self._store = store
+        self._decider = decider
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        async with self._store.unit_of_work() as uow:
+            yield _TailLoadingUnitOfWork(uow, self._decider)
+
+    @asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
+        shared_transaction: Any = self._store.shared_transaction  # type: ignore[attr-defined]
+        async with shared_transaction() as shared:
+            yield _TailLoadingShared(shared, self._decider)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._store.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        return await self._store.read_log(after, limit=limit)

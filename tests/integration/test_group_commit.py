@@ -1,0 +1,224 @@
+"""Group commit of intake (docs/performance.md): concurrent submissions share one
+transaction, each is answered after its own commit with its own outcome, a refusal or a
+failing caller never takes the others down, and a failed commit stores nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+
+from branchline_intake.application.group_commit import GroupCommitter
+from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_intake.bootstrap import create_app
+from branchline_shared.events.envelope import Actor, SubmittedEvent
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.settings import BranchlineSettings
+from tests.support.stack import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+BRANCH = Actor(id="branch-7", role="branch_system")
+
+
+def registration(client_id: str, event_id: uuid.UUID | None = None) -> SubmittedEvent:
+    return SubmittedEvent.model_validate(
+        {
+            "event_id": str(event_id) if event_id else None,
+            "type": "client.registered",
+            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "client_id": client_id,
+            "branch_id": "BR-001",
+            "channel": "walk_in",
+            "actor": {"id": "staff-17", "role": "teller"},
+            "data": {"client_type": "individual", "rm_id": "rm-7"},
+        }
+    )
+
+
+@pytest.fixture
+async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with serve(application):
+        yield application
+
+
+async def transactions_of(settings: BranchlineSettings, client_ids: list[str]) -> int:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(DISTINCT tx_id) FROM es_events WHERE client_id = ANY($1::text[])",
+                client_ids,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def stored_ids(settings: BranchlineSettings) -> set[uuid.UUID]:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        return {r["event_id"] for r in await conn.fetch("SELECT event_id FROM es_events")}
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_requests_share_transactions_and_each_gets_its_own_place(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    committer: GroupCommitter = app.state.group_commit
+    clients = [f"C-G{i}" for i in range(60)]
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(committer.submit([registration(c)], submitted_by=BRANCH) for c in clients)
+        ),
+        timeout=60,
+    )
+    positions = []
+    for client_id, (outcome,) in zip(clients, answers, strict=True):
+        assert isinstance(outcome, Accepted), outcome
+        assert outcome.position.stream_id == f"client-{client_id}"
+        assert outcome.position.stream_version == 1
+        positions.append(outcome.position.global_position)
+    assert len(set(positions)) == len(clients)
+    # Sixty requests, far fewer commits: they were grouped.
+    assert await transactions_of(settings, clients) < len(clients) // 2
+
+
+async def test_an_answer_comes_after_its_commit(app: FastAPI) -> None:
+    committer: GroupCommitter = app.state.group_commit
+    ctx: IntakeContext = app.state.intake
+
+    async def submit_then_read(client_id: str) -> None:
+        (outcome,) = await committer.submit([registration(client_id)], submitted_by=BRANCH)
+        assert isinstance(outcome, Accepted)
+        # Read on another connection the moment the answer arrives: it is durable already.
+        stored = await ctx.store.read_stream(f"client-{client_id}")
+        assert [s.position.event_id for s in stored] == [outcome.position.event_id]
+
+    await asyncio.wait_for(
+        asyncio.gather(*(submit_then_read(f"C-R{i}") for i in range(20))), timeout=60
+    )
+
+
+async def test_a_refused_item_never_aborts_the_others_in_its_group(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    committer: GroupCommitter = app.state.group_commit
+    requests = [registration(f"C-F{i}") for i in range(10)]
+    twice = registration("C-F3")  # registered again in the same group: D-09 refuses it
+    stale = registration("C-F99").model_copy(update={"expected_version": 4})
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                committer.submit([item], submitted_by=BRANCH)
+                for item in [*requests[:5], twice, stale, *requests[5:]]
+            )
+        ),
+        timeout=60,
+    )
+    outcomes = [a[0] for a in answers]
+    refused_twice, refused_stale = outcomes[5], outcomes[6]
+    assert isinstance(refused_twice, Refused)
+    assert refused_twice.rule == "D-09"
+    assert isinstance(refused_stale, Refused)
+    assert refused_stale.kind == "version-conflict"
+    accepted = [o for o in outcomes if isinstance(o, Accepted)]
+    assert len(accepted) == 10
+    stored = await stored_ids(settings)
+    assert {o.position.event_id for o in accepted} <= stored
+    assert twice.event_id is None or twice.event_id not in stored
+
+
+async def test_the_same_event_id_sent_twice_at_once_is_stored_once(app: FastAPI) -> None:
+    committer: GroupCommitter = app.state.group_commit
+    event_id = uuid.uuid4()
+    first, second = await asyncio.wait_for(
+        asyncio.gather(
+            committer.submit([registration("C-D1", event_id)], submitted_by=BRANCH),
+            committer.submit(
+                [registration("C-D1", event_id)], submitted_by=Actor(id="other", role="rm")
+            ),
+        ),
+        timeout=30,
+    )
+    assert isinstance(first[0], Accepted)
+    assert isinstance(second[0], Accepted)
+    assert first[0].position == second[0].position
+    assert [first[0].duplicate, second[0].duplicate].count(True) == 1
+
+
+async def test_a_failing_caller_fails_alone(app: FastAPI, settings: BranchlineSettings) -> None:
+    ctx: IntakeContext = app.state.intake
+    broken = Actor(id="broken", role="branch_system")
+
+    async def submit(
+        ctx: IntakeContext, items: list[SubmittedEvent], **caller: Any
+    ) -> list[Outcome]:
+        outcomes = await submit_events(ctx, items, **caller)  # writes in its savepoint ...
+        if caller["submitted_by"] == broken:
+            raise RuntimeError("a bug in this caller's path")  # ... which is rolled back
+        return outcomes
+
+    committer = GroupCommitter(ctx, submit=submit, writers=1)
+    doomed = registration("C-B0")
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            committer.submit([registration("C-B1")], submitted_by=BRANCH),
+            committer.submit([doomed], submitted_by=broken),
+            committer.submit([registration("C-B2")], submitted_by=BRANCH),
+            return_exceptions=True,
+        ),
+        timeout=30,
+    )
+    assert isinstance(results[1], RuntimeError)
+    ok = [r[0] for r in (results[0], results[2]) if isinstance(r, list)]
+    assert all(isinstance(o, Accepted) for o in ok)
+    assert len(ok) == 2
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        stored = {r["client_id"] for r in await conn.fetch("SELECT client_id FROM es_events")}
+    finally:
+        await conn.close()
+    assert {"C-B1", "C-B2"} <= stored
+    assert "C-B0" not in stored
+
+
+class _CommitFails(PostgresEventStore):
+    """The commit of every group fails (as when the database goes away at that moment)."""
+
+    @contextlib.asynccontextmanager
+    async def shared_transaction(self) -> AsyncIterator[Any]:
+        async with super().shared_transaction() as shared:
+            yield shared
+            raise ConnectionResetError("lost the database at commit")
+
+
+async def test_a_failed_commit_fails_the_whole_group_and_stores_nothing(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    ctx: IntakeContext = app.state.intake
+    inner = getattr(ctx.store, "_store", ctx.store)  # under the history-tail wrapper
+    store = _CommitFails(inner._pool)
+    committer = GroupCommitter(IntakeContext(**{**ctx.__dict__, "store": store}), writers=1)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(committer.submit([registration(f"C-X{i}")], submitted_by=BRANCH) for i in range(5)),
+            return_exceptions=True,
+        ),
+        timeout=30,
+    )
+    assert all(isinstance(r, ConnectionResetError) for r in results), results
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        assert not await conn.fetchval("SELECT count(*) FROM es_events WHERE client_id LIKE 'C-X%'")
+    finally:
+        await conn.close()
