@@ -9,8 +9,6 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from branchline_shared.settings import BranchlineSettings
 
@@ -18,7 +16,6 @@ privacy_app = typer.Typer(
     help="Data-subject rights: erasure that destroys (shred-due), master-key rotation.",
     no_args_is_help=True,
 )
-console = Console()
 
 
 @privacy_app.command("shred-due")
@@ -32,20 +29,16 @@ def shred_due_command(
     from branchline_followup.erasure_operations import shred_due_once
 
     statuses = asyncio.run(shred_due_once(BranchlineSettings(), dry_run=dry_run))
-    table = Table("client", "erasure requested", "basis", "due", "status")
     for s in statuses:
         plan = s.plan
         status = "shredded" if s.shredded else ("pending" if plan else "held (no date yet)")
-        table.add_row(
-            s.client_id,
-            s.erasure_requested_at.isoformat(),
-            plan.basis.value if plan else "-",
-            plan.due_at.isoformat() if plan else "-",
-            status,
+        typer.echo(
+            f"{s.client_id}\terasure requested {s.erasure_requested_at.isoformat()}"
+            f"\tbasis {plan.basis.value if plan else '-'}"
+            f"\tdue {plan.due_at.isoformat() if plan else '-'}\t{status}"
         )
-    console.print(table)
     shredded = sum(1 for s in statuses if s.shredded)
-    console.print(f"{shredded} shredded, {len(statuses) - shredded} pending")
+    typer.echo(f"{shredded} shredded, {len(statuses) - shredded} pending")
 
 
 @privacy_app.command("rotate-master-key")
@@ -65,7 +58,7 @@ def rotate_master_key_command(
             report = await keys.rotate(batch_size=batch_size)
         finally:
             await pool.close()
-        console.print(
+        typer.echo(
             f"master key {report.master_key_id}: {report.rewrapped} data keys re-wrapped, "
             f"{report.already_current} already current, {report.destroyed} destroyed"
         )

@@ -4,6 +4,8 @@ or worker), like every followup event (decision 1)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
@@ -20,7 +22,10 @@ from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.settings import BranchlineSettings
 
 
-async def shred_due_once(settings: BranchlineSettings, *, dry_run: bool) -> list[ErasureStatus]:
+async def shred_due_once(
+    settings: BranchlineSettings, *, dry_run: bool, now: datetime | None = None
+) -> list[ErasureStatus]:
+    """The erasure job once, as of ``now`` (default: the service's clock)."""
     await prepare_database(settings)
     pool = await open_read_model_pool(settings)
     keys, key_pool = await open_configured_key_store(settings)
@@ -32,7 +37,9 @@ async def shred_due_once(settings: BranchlineSettings, *, dry_run: bool) -> list
             clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
             keys=keys,
         )
-        return await shred_due(ctx, keys, retention_rule_from_settings(settings), dry_run=dry_run)
+        return await shred_due(
+            ctx, keys, retention_rule_from_settings(settings), now=now, dry_run=dry_run
+        )
     finally:
         await pool.close()
         await key_pool.close()

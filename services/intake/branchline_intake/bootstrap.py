@@ -84,7 +84,12 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 decider=decider,
                 topic=topics.intake_events.name,
                 keys=keys,
-                hash_key=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
+                # Its first value is the one it always had; stored wrapped, it survives a
+                # master-key rotation (a re-sent event stays a duplicate, not a conflict).
+                hash_key=await keys.service_secret(
+                    "submission-hash",
+                    initial=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
+                ),
                 staff=StaffDirectory(
                     settings.followup_supervisors, settings.followup_default_supervisor
                 ),

@@ -28,6 +28,8 @@ from branchline_shared.postgres.pool import PgPool, open_pool
 if TYPE_CHECKING:
     from branchline_shared.settings import BranchlineSettings
 
+SERVICE_KEY_PREFIX = "/service/"
+"""Row ids of services' own secrets in the key table (a client id never holds a "/")."""
 DESTROYED_WITHOUT_KEY = "-"
 """``key_id`` of a client shredded before any key was made: no key may ever be made for them."""
 
@@ -168,6 +170,26 @@ class PostgresClientKeyStore:
             except SealingError:
                 continue
         raise SealingError(f"the data key of {client_id} unwraps with no configured master key")
+
+    async def service_secret(self, name: str, *, initial: bytes) -> bytes:
+        """A service's own 32-byte secret (e.g. the key of intake's submission hashes), stored
+        wrapped like a data key so a master-key rotation re-wraps it and its value survives
+        the rotation. ``initial`` is its value the first time it is asked for."""
+        row_id = f"{SERVICE_KEY_PREFIX}{name}"  # "/" is never in a client id
+        stored = await self.existing_key(row_id)
+        if stored is None:
+            await self._pool.execute(
+                "INSERT INTO pii_client_keys (client_id, key_id, wrapped_key, master_key_id) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id) DO NOTHING",
+                row_id,
+                name,
+                self._master.wrap(DataKey(name, initial), row_id),
+                self._master.key_id,
+            )
+            stored = await self.existing_key(row_id)
+        if stored is None:
+            raise SealingError(f"service secret {name} is missing")
+        return stored.secret
 
     async def destroy(self, client_id: str) -> str | None:
         """Destroy the client's data key for good (crypto-shredding, D-04); returns the

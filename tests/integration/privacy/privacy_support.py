@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -33,6 +34,13 @@ PLANTED_FIELDS = {
 }
 PLANTED_SUMMARY = "Qiaolian-cardiology-appointment was shared with a stranger"
 PLANTED_VALUES = (*PLANTED_FIELDS.values(), PLANTED_SUMMARY)
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+"""The tests' events happen within the last two hours (no late entries, D-05b)."""
+
+
+def at(minutes: float) -> str:
+    """``minutes`` after :data:`START`, as an RFC 3339 string."""
+    return (START + timedelta(minutes=minutes)).isoformat()
 
 
 def submission(client_id: str, event_type: str, at: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -54,25 +62,25 @@ def planted_journey(client_id: str) -> list[dict[str, Any]]:
         submission(
             client_id,
             "client.registered",
-            "2026-11-22T09:00:00+08:00",
+            at(0),
             {"client_type": "individual", "rm_id": "rm-7"},
         ),
         submission(
             client_id,
             "client.consent_granted",
-            "2026-11-22T09:01:00+08:00",
+            at(1),
             {"purposes": ["service"]},
         ),
         submission(
             client_id,
             "client.personal_data_recorded",
-            "2026-11-22T09:02:00+08:00",
+            at(2),
             {"fields": PLANTED_FIELDS, "purpose": "service"},
         ),
         submission(
             client_id,
             "complaint.received",
-            "2026-11-22T09:03:00+08:00",
+            at(3),
             {"complaint_id": "CP-1", "severity": "general", "summary": PLANTED_SUMMARY},
         ),
     ]

@@ -9,6 +9,8 @@ import asyncpg
 import orjson
 import pytest
 
+from branchline_shared.crypto.sealing import is_sealed
+from branchline_shared.events.catalogue import PERSONAL_FIELDS
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.settings import BranchlineSettings
@@ -16,6 +18,7 @@ from tests.conftest import TokenFactory
 from tests.integration.privacy.privacy_support import (
     PLANTED_FIELDS,
     PLANTED_SUMMARY,
+    at,
     planted_journey,
     privacy_stack,
     submission,
@@ -37,7 +40,7 @@ async def test_access_request_answered_in_clear_recorded_and_its_task_closed(
             submission(
                 client,
                 "client.data_access_requested",
-                "2026-11-23T10:00:00+08:00",
+                at(10),
                 {"channel": "online"},
             )
         )
@@ -49,7 +52,7 @@ async def test_access_request_answered_in_clear_recorded_and_its_task_closed(
         assert task["rule"] == "D-04"
         assert task["assignee"] == "privacy-officer"
         assert task["source_event_id"] == request["event_id"]
-        requested_at = datetime.fromisoformat("2026-11-23T10:00:00+08:00")
+        requested_at = datetime.fromisoformat(at(10))
         assert datetime.fromisoformat(str(task["due_at"])) == requested_at + timedelta(days=15)
 
         url = f"/v1/clients/{client}/personal-data"
@@ -102,7 +105,11 @@ async def test_access_request_answered_in_clear_recorded_and_its_task_closed(
         assert accessed["event_id"] == body["access_event_id"]
         assert accessed["actor"] == {"id": "dpo-1", "role": "admin"}
         assert accessed["data"]["request_event_id"] == request["event_id"]
-        assert accessed["data"]["purpose"] == "D-04 access request"
+        purpose = accessed["data"]["purpose"]
+        if "purpose" in PERSONAL_FIELDS["client.personal_data_accessed"]:
+            assert is_sealed(purpose)
+        else:
+            assert purpose == "D-04 access request"
         assert sorted(accessed["data"]["fields"]) == sorted(PLANTED_FIELDS)
         assert accessed["data"]["texts"] == ["complaint.received/summary"]
         for value in (*PLANTED_FIELDS.values(), PLANTED_SUMMARY):
@@ -132,7 +139,7 @@ async def test_the_access_deadline_follows_the_branch_profile(
             submission(
                 client,
                 "client.data_access_requested",
-                "2026-11-23T10:00:00+00:00",
+                at(10),
                 {"channel": "phone"},
             )
         )
@@ -141,5 +148,6 @@ async def test_the_access_deadline_follows_the_branch_profile(
             return await stack.tasks(client, "data_access_request") or None
 
         (task,) = await eventually(access_task)
+        requested = datetime.fromisoformat(at(10))
         assert task["profile"] == "uk_fca_disp"
-        assert str(task["due_at"]).startswith("2026-12-23T10:00:00")
+        assert datetime.fromisoformat(str(task["due_at"])) == requested + timedelta(days=30)

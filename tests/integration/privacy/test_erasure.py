@@ -10,6 +10,7 @@ searched for them."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,8 +19,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from branchline_followup.erasure_operations import shred_due_once
 from branchline_shared.crypto.keystore import KeyDestroyed, PostgresClientKeyStore
 from branchline_shared.crypto.sealing import MasterKey, is_sealed
+from branchline_shared.events.catalogue import ShredBasis
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.logging_setup import JsonLineFormatter
 from branchline_shared.postgres.pool import open_pool
@@ -29,6 +32,7 @@ from tests.integration.privacy.privacy_support import (
     PLANTED_FIELDS,
     PLANTED_VALUES,
     PrivacyStack,
+    at,
     audit_running,
     planted_journey,
     privacy_stack,
@@ -39,6 +43,7 @@ from tests.support.stack import Infra, eventually
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 KEEP = "C-KEEP-1"  # did business, relationship lasts: restricted, not yet destroyed
+CLOSED = "C-CLOSED-1"  # did business, account closed: destroyed when retention has run
 GONE = "C-GONE-1"  # never did business: no retention applies, destroyed at once
 LATER_TEXT = "Qiaolian-later-note-about-her-divorce"
 PROBLEM_PLANT = "Zhuang Qiaolian Problem"
@@ -46,24 +51,23 @@ ALL_PLANTED = (*PLANTED_VALUES, LATER_TEXT, PROBLEM_PLANT)
 
 
 def business(client_id: str) -> list[dict[str, Any]]:
-    at = "2026-11-22T10:0{}:00+08:00"
     return [
-        submission(client_id, "visit.arrived", at.format(0), {"visit_id": "V-1"}),
+        submission(client_id, "visit.arrived", at(10), {"visit_id": "V-1"}),
         submission(
             client_id,
             "visit.needs_confirmed",
-            at.format(1),
+            at(11),
             {"visit_id": "V-1", "category": "payment"},
         ),
         submission(
             client_id,
             "visit.business_handled",
-            at.format(2),
+            at(12),
             {
                 "visit_id": "V-1",
                 "counter": "counter-3",
-                "started_at": at.format(1),
-                "ended_at": at.format(2),
+                "started_at": at(11),
+                "ended_at": at(12),
             },
         ),
     ]
@@ -73,7 +77,7 @@ def erasure(client_id: str) -> dict[str, Any]:
     return submission(
         client_id,
         "client.erasure_requested",
-        "2026-11-24T09:00:00+08:00",
+        at(20),
         {"reason": "client asked by letter"},
     )
 
@@ -84,13 +88,13 @@ async def planted_refusals(stack: PrivacyStack) -> list[str]:
         submission(
             KEEP,
             "client.personal_data_recorded",
-            "2026-11-22T09:05:00+08:00",
+            at(5),
             {"fields": {PROBLEM_PLANT: "x"}, "purpose": "service"},
         ),
         submission(
             KEEP,
             "client.registered",
-            "2026-11-22T09:05:00+08:00",
+            at(5),
             {"client_type": PROBLEM_PLANT, "rm_id": "rm-7"},
         ),
         {
@@ -100,7 +104,7 @@ async def planted_refusals(stack: PrivacyStack) -> list[str]:
         submission(
             KEEP,
             "product.terms_confirmed",
-            "2026-11-22T09:05:00+08:00",
+            at(5),
             {"product_id": "P-1", "terms": {PROBLEM_PLANT: "3%"}},
         ),
     ]
@@ -186,10 +190,19 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
     )
     answers: list[str] = []
     async with privacy_stack(quick, tokens) as stack, audit_running(quick, tokens) as audit:
-        for event in planted_journey(KEEP) + business(KEEP) + planted_journey(GONE):
+        for event in (
+            planted_journey(KEEP)
+            + business(KEEP)
+            + planted_journey(GONE)
+            + planted_journey(CLOSED)
+            + business(CLOSED)
+        ):
             await stack.send(event)
+        await stack.send(
+            submission(CLOSED, "client.account_closed", at(15), {"reason": "client_request"})
+        )
         answers.extend(await planted_refusals(stack))
-        for client in (KEEP, GONE):
+        for client in (KEEP, GONE, CLOSED):
             await stack.send(erasure(client))
 
         # Restricted at once: intake serves none of KEEP's personal values, not even sealed.
@@ -208,7 +221,7 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         later = submission(
             KEEP,
             "complaint.received",
-            "2026-11-25T09:00:00+08:00",
+            at(30),
             {"complaint_id": "CP-2", "severity": "general", "summary": LATER_TEXT},
         )
         await stack.send(later)
@@ -218,7 +231,7 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
             json=submission(
                 KEEP,
                 "client.personal_data_recorded",
-                "2026-11-25T09:01:00+08:00",
+                at(31),
                 {"fields": {"phone": "+86 100"}, "purpose": "service"},
             ),
         )
@@ -265,7 +278,7 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
             json=submission(
                 GONE,
                 "complaint.received",
-                "2026-11-25T09:00:00+08:00",
+                at(30),
                 {"complaint_id": "CP-3", "severity": "general", "summary": LATER_TEXT},
             ),
         )
@@ -325,11 +338,32 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         for path in (f"/v1/clients/{KEEP}", f"/v1/clients/{GONE}", "/v1/followups"):
             answers.append((await stack.followup.get(path)).text)
 
+        # CLOSED: retention (10 years) runs from the account's closure, not from the request:
+        # pending now, destroyed once it has run.
+        statuses = {s.client_id: s for s in await shred_due_once(quick, dry_run=True)}
+        plan = statuses[CLOSED].plan
+        assert plan is not None
+        assert plan.basis is ShredBasis.RETENTION_ENDED
+        closed_at = datetime.fromisoformat(at(15))
+        assert plan.retention_until == closed_at.replace(year=closed_at.year + 10)
+        assert statuses[KEEP].plan is None  # the relationship lasts: no date yet
+        run_out = plan.due_at + timedelta(seconds=1)
+        carried_out = await shred_due_once(quick, dry_run=False, now=run_out)
+        assert {s.client_id for s in carried_out if s.shredded} == {CLOSED}
+
+        async def closed_gone() -> bool:
+            r = await stack.followup.get(
+                f"/v1/clients/{CLOSED}/personal-data", params={"purpose": "check"}
+            )
+            return r.status_code == 410
+
+        await eventually(closed_gone)
+
         # The shredding job keeps KEEP restricted (retention applies, the relationship lasts).
-        statuses = (
-            await stack.followup.get(f"/v1/clients/{KEEP}/personal-data", params={"purpose": "x"})
-        ).status_code
-        assert statuses == 409
+        still = await stack.followup.get(
+            f"/v1/clients/{KEEP}/personal-data", params={"purpose": "x"}
+        )
+        assert still.status_code == 409
 
     # Raw storage: no planted value in clear anywhere, in any database.
     for url in (

@@ -3,6 +3,7 @@ accepted meanwhile, nothing sealed touched, destroyed keys stay destroyed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -40,6 +41,7 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
             sealed[client] = seal(
                 "Zhuang Qiaolian", key, client_id=client, path="fields", sub_key="name"
             )
+        hash_key = await before.service_secret("submission-hash", initial=b"h" * 32)
         # A key from before master-key ids existed (NULL): still found and re-wrapped.
         await pool.execute(
             "UPDATE pii_client_keys SET master_key_id = NULL WHERE client_id = 'C-0'"
@@ -52,12 +54,12 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
         # During the change: the new key is current, the old one still configured.
         during = PostgresClientKeyStore(pool, new, [old])
         report = await during.rotate(batch_size=2)  # several batches
-        assert report.rewrapped == 6
+        assert report.rewrapped == 7  # six clients and intake's submission-hash key
         assert report.destroyed == 1
         assert report.master_key_id == new.key_id
         again = await during.rotate()
         assert again.rewrapped == 0
-        assert again.already_current == 6
+        assert again.already_current == 7
 
         rows = await pool.fetch("SELECT client_id, wrapped_key, master_key_id FROM pii_client_keys")
         for row in rows:
@@ -77,6 +79,8 @@ async def test_rotation_rewraps_every_key_without_touching_a_sealed_value(
             ) == ("Zhuang Qiaolian")
         with pytest.raises(KeyDestroyed):
             await after.existing_key("C-6")
+        # A service secret keeps its value across the rotation (re-sent events stay duplicates).
+        assert await after.service_secret("submission-hash", initial=b"n" * 32) == hash_key
         # The old key alone opens nothing any more.
         with pytest.raises(SealingError):
             await PostgresClientKeyStore(pool, old).existing_key("C-1")
@@ -121,3 +125,39 @@ def test_previous_master_keys_come_from_the_settings(settings: BranchlineSetting
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_the_privacy_commands_run_against_the_configured_databases(
+    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from branchline_cli.main import app
+
+    old, new = os.urandom(32), os.urandom(32)
+    for name, value in {
+        "BRANCHLINE_DATA_DIR": str(settings.data_dir),
+        "BRANCHLINE_KEYS_DATABASE_URL": settings.keys_database_url,
+        "BRANCHLINE_FOLLOWUP_DATABASE_URL": settings.followup_database_url,
+        "BRANCHLINE_MASTER_KEY": base64.b64encode(old).decode(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+
+    async def one_key() -> None:
+        await prepare_key_database(settings.keys_database_url)
+        pool = await open_pool(settings.keys_database_url)
+        try:
+            await PostgresClientKeyStore(pool, MasterKey(old)).key_for("C-1")
+        finally:
+            await pool.close()
+
+    asyncio.run(one_key())
+    monkeypatch.setenv("BRANCHLINE_MASTER_KEY", base64.b64encode(new).decode())
+    monkeypatch.setenv("BRANCHLINE_MASTER_KEYS_PREVIOUS", f'["{base64.b64encode(old).decode()}"]')
+    rotated = runner.invoke(app, ["privacy", "rotate-master-key"])
+    assert rotated.exit_code == 0, rotated.output
+    assert f"master key {MasterKey(new).key_id}: 1 data keys re-wrapped" in rotated.output
+    pending = runner.invoke(app, ["privacy", "shred-due", "--dry-run"])
+    assert pending.exit_code == 0, pending.output
+    assert "0 shredded, 0 pending" in pending.output

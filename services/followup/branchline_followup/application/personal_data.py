@@ -18,6 +18,7 @@ from branchline_followup.adapters import read_models
 from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.projector import project
 from branchline_followup.application.recording import SOURCE, FollowupContext, normalised
+from branchline_followup.application.recording import _sealed as sealed_payload
 from branchline_followup.domain.vocabulary import TaskKind
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, SealingError, unseal
@@ -133,7 +134,9 @@ async def record_privacy_event(
             branch_id=branch_id,
             stream_id=stream,
             stream_version=versions.get(stream, 0) + 1,
-            data=normalised(event_type, data),
+            # Personal values of the fact itself (e.g. a stated purpose naming the client) are
+            # sealed like every other (decision 7).
+            data=await sealed_payload(ctx, event_type, client_id, normalised(event_type, data)),
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
         await uow.commit()
