@@ -121,11 +121,13 @@ async def privacy_stack(
     settings: BranchlineSettings, tokens: TokenFactory
 ) -> AsyncIterator[PrivacyStack]:
     admin = tokens.headers(Role.ADMIN, sub="dpo-1")
+    # the branch's system sends the client's events (an admin token speaks only as itself)
+    branch = tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01", branch="BR-001")
     async with (
         serve(create_intake_app(settings)) as intake_url,
         running_worker(settings),
         serve(create_followup_app(settings)) as followup_url,
-        httpx.AsyncClient(base_url=intake_url, headers=admin, timeout=20) as intake,
+        httpx.AsyncClient(base_url=intake_url, headers=branch, timeout=20) as intake,
         httpx.AsyncClient(base_url=followup_url, headers=admin, timeout=20) as followup,
     ):
         yield PrivacyStack(intake, followup, tokens)

@@ -165,14 +165,15 @@ async def get_quality(
     """SLA compliance per rule, waiting and handling times, satisfaction per D-10 dimension,
     complaints by severity, revisit completion, retention and churn, for tasks due, visits,
     surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their own
-    measures, a supervisor those of one RM of their team (``rm_id`` required), an admin any."""
+    measures; a supervisor one RM's of their team, or the aggregates (no ``rm_id``: a branch's or
+the institution's, which name no client); an admin any."""
     if not principal.has(Role.ADMIN):
         if principal.has(Role.SUPERVISOR):
-            if rm_id is None or not staff.in_team(principal.subject, rm_id):
+            if rm_id is not None and not staff.in_team(principal.subject, rm_id):
                 raise Problem(
                     403,
                     "Forbidden",
-                    "a supervisor sees the measures of one RM of their team: give its rm_id",
+                    "a supervisor sees one RM's measures only for an RM of their team",
                     kind="not-your-measures",
                     errors=[{"field": "rm_id", "message": "an RM of your team", "type": "scope"}],
                 )
