@@ -28,6 +28,7 @@ from branchline_audit.domain.export import ExportVerdict, file_lines, verify_exp
 from branchline_audit.domain.note import NoteError, Verifier
 from branchline_audit.domain.retention import RetentionError
 from branchline_audit.domain.verification import LedgerVerdict
+from branchline_cli.hold_commands import holds_app
 from branchline_shared.clock import SystemClock
 from branchline_shared.settings import BranchlineSettings
 
@@ -35,6 +36,7 @@ audit_app = typer.Typer(
     help="The audit trail: verify it, verify an export offline, prune by retention (D-11).",
     no_args_is_help=True,
 )
+audit_app.add_typer(holds_app, name="holds")
 console = Console(stderr=True)
 
 
@@ -155,7 +157,9 @@ def prune(
 ) -> None:
     """Drop the payloads of entries past their retention period (D-11), keeping every hash.
 
-    Clients under legal hold are never pruned; the prune is itself recorded in the ledger.
+    A client's records count from the end of the relationship (account closure) recorded in
+    the ledger; clients under a recorded legal hold are never pruned; the prune is itself
+    recorded in the ledger.
     """
     settings = BranchlineSettings()
     who = actor or f"cli:{getpass.getuser()}"

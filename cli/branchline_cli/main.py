@@ -12,6 +12,7 @@ from branchline_cli.loadgen import loadgen_command
 from branchline_cli.privacy_commands import privacy_app
 from branchline_cli.reconcile_commands import reconcile_command
 from branchline_cli.schema_commands import schemas_app
+from branchline_cli.statistics_commands import statistics_app
 from branchline_cli.token_command import token
 from branchline_shared.settings import BranchlineSettings
 
@@ -26,6 +27,7 @@ app.add_typer(privacy_app, name="privacy")
 app.command("reconcile")(reconcile_command)
 app.add_typer(dlq_app, name="dlq")
 app.command("loadgen")(loadgen_command)
+app.add_typer(statistics_app, name="statistics")
 
 
 @app.command()

@@ -158,6 +158,12 @@ class BranchlineSettings(BaseSettings):
         description="Master keys being rotated away from (JSON list of base64), still accepted "
         "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
     )
+    privacy_legal_holds_url: str | None = Field(
+        default=None,
+        description="The audit API's standing legal holds (GET /v1/audit/legal-holds), asked "
+        "before any personal data is destroyed (D-11); default: the audit API on loopback at "
+        "audit_port. Unreachable: nothing is destroyed that round.",
+    )
     privacy_shred_interval_s: float = Field(
         default=3600.0,
         gt=0,
@@ -221,6 +227,23 @@ class BranchlineSettings(BaseSettings):
     )
     intake_high_net_worth_threshold: int = Field(
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
+    )
+    intake_identity_gate_methods: list[str] = Field(
+        default_factory=lambda: ["networked_id_check"],
+        min_length=1,
+        description="D-03: identity verification methods that open the gate for account "
+        "opening, sales and contracts (networked_id_check, in_person, video), JSON.",
+    )
+    intake_screening_required: bool = Field(
+        default=True, description="D-03: an account opening or sale needs a clear screening."
+    )
+    intake_clock_skew_seconds: float = Field(
+        default=300, ge=0, description="D-05b: how far occurred_at may lie after receipt."
+    )
+    intake_late_entry_window_hours: float = Field(
+        default=24,
+        gt=0,
+        description="D-05b: how far before receipt occurred_at may lie without late_entry.",
     )
 
     # --- intake: throughput (docs/performance.md) ---
@@ -296,7 +319,9 @@ class BranchlineSettings(BaseSettings):
         default_factory=dict, description="Branch id -> retention profile, where it differs."
     )
     audit_legal_hold_clients: list[str] = Field(
-        default_factory=list, description="Clients under legal hold: never pruned (D-11)."
+        default_factory=list,
+        description="Migration aid only: `branchline audit holds import-settings` records a "
+        "legal hold for each listed client; retention reads only recorded holds (D-11).",
     )
     audit_stored_form_roles: list[str] = Field(
         default_factory=list,

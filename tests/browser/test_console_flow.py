@@ -14,6 +14,7 @@ from tests.browser.console_support import (
     client_with_closed_visit,
     login,
     shot,
+    survey_answered,
     wait_until,
 )
 from tests.support.dev_stack import DevStack
@@ -71,16 +72,25 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     survey.locator("summary", has_text="Complete").click()
     survey.locator("select[name=outcome]").select_option("contacted")
     survey.locator("textarea[name=note]").fill("Called back, happy with the service")
-    # No scores: an RM may not grade themselves (D-10, docs/access-control.md).
+    # The RM records no scores on their own task: no one grades themselves (D-10).
+    expect(survey.locator("input[name=attitude]")).to_have_count(0)
     survey.locator("button[type=submit]", has_text="Record and complete").click()
     expect(rm.locator("#work-list .notice")).to_have_text("Task completed.")
     expect(rm.locator(f"#task-{task_id}")).to_have_count(0)
     assert rm.evaluate("window.__sameDocument") is True
     shot(rm, screenshots, "flow-rm-after-completion")
 
-    # The client page opens for the client's own RM.
+    # The client page shows the satisfaction the client gave, as a chart.
+    survey_answered(dev_stack, CLIENT, 88)
     rm.goto(f"{followup}/console/clients/{CLIENT}")
     expect(rm.locator("h1")).to_have_text(f"Client {CLIENT}")
+
+    def chart_shown() -> bool:
+        rm.reload()
+        return rm.locator("svg.chart").count() == 1
+
+    wait_until(chart_shown)
+    expect(rm.locator("#timeline li").filter(has_text="followup.completed")).to_have_count(1)
 
     # The supervisor's board changes: one open task fewer, one done.
     def board_changed() -> dict[str, int] | None:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -152,7 +153,8 @@ def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: Dev
     auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
     event = {
         "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
+        # D-05b: the dev stack bounds occurred_at by the time of receipt
+        "occurred_at": datetime.now(UTC).isoformat(),
         "client_id": "C-E2E-1",
         "branch_id": "BR-001",
         "channel": "walk_in",

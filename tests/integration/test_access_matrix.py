@@ -46,6 +46,9 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "GET /v1/schemas": ("yes", "yes", "yes", "yes", "yes"),
     "GET /v1/schemas/envelope": ("yes", "yes", "yes", "yes", "yes"),
     "GET /v1/schemas/{event_type}/v{version}": ("yes", "yes", "yes", "yes", "yes"),
+    "GET /v1/products": ("yes", "yes", "yes", "no", "yes"),
+    "GET /v1/products/{product_id}": ("yes", "yes", "yes", "no", "yes"),
+    "GET /v1/staff/{staff_id}": ("yes", "yes", "yes", "no", "yes"),
     "GET /v1/followups": ("no", "own", "team", "no", "yes"),
     "POST /v1/followups/{task_id}/complete": ("no", "own", "team", "no", "yes"),
     "POST /v1/followups/{task_id}/reassign": ("no", "no", "team", "no", "yes"),
@@ -62,6 +65,9 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "GET /v1/audit/checkpoints/latest": ("no", "no", "no", "yes", "yes"),
     "GET /v1/audit/checkpoints/{first}/consistency/{second}": ("no", "no", "no", "yes", "yes"),
     "GET /v1/audit/public-key": ("no", "no", "no", "yes", "yes"),
+    "GET /v1/audit/legal-holds": ("no", "no", "no", "yes", "yes"),
+    "POST /v1/audit/legal-holds": ("no", "no", "no", "yes", "yes"),
+    "POST /v1/audit/legal-holds/{hold_id}/lift": ("no", "no", "no", "yes", "yes"),
 }
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 
@@ -211,6 +217,37 @@ async def _seed(stack: Stack) -> None:
         )
         assert answer.status_code == 202, answer.text
 
+    for subject, event_type, data in (
+        (
+            {"product_id": "P-M1"},
+            "product.approved",
+            {
+                "name": "Matrix Fund",
+                "category": "fund",
+                "risk": "R3",
+                "eligible_client_types": ["individual"],
+            },
+        ),
+        (
+            {"staff_id": "rm-7"},
+            "staff.qualified",
+            {
+                "category": "fund",
+                "certificate_id": "C-1",
+                "valid_until": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
+            },
+        ),
+    ):
+        governance = {
+            "type": event_type,
+            "occurred_at": _now(),
+            **subject,
+            "actor": {"id": SUBJECTS["admin"], "role": "admin"},
+            "data": data,
+        }
+        answer = await stack.call("admin", "POST", f"{stack.intake}/v1/events", json=governance)
+        assert answer.status_code == 202, answer.text
+
     async def tasks_ready() -> dict[str, str] | None:
         page = await stack.call("admin", "GET", f"{stack.followup}/v1/followups?limit=100")
         found = {t["client_id"]: t["id"] for t in page.json()["items"] if t["status"] == "open"}
@@ -306,6 +343,32 @@ async def _consistency(stack: Stack, role: str, inside: bool) -> httpx.Response:
     )
 
 
+def _hold(client: str) -> dict[str, str]:
+    return {"client_id": client, "hold_id": f"H-{uuid.uuid4().hex[:8]}", "reason": "litigation"}
+
+
+async def _place_hold(stack: Stack, role: str, inside: bool) -> httpx.Response:
+    return await stack.call(
+        role, "POST", f"{stack.audit}/v1/audit/legal-holds", json=_hold(f"{IN}-6")
+    )
+
+
+async def _lift_hold(stack: Stack, role: str, inside: bool) -> httpx.Response:
+    hold = _hold(f"{IN}-5")
+    placed = (
+        await stack.http.post(  # by an auditor, not through stack.call: only the lift is probed
+            f"{stack.audit}/v1/audit/legal-holds", json=hold, headers=stack.headers("auditor")
+        )
+    )
+    assert placed.status_code == 201, placed.text
+    return await stack.call(
+        role,
+        "POST",
+        f"{stack.audit}/v1/audit/legal-holds/{hold['hold_id']}/lift",
+        json={"reason": "matter_closed"},
+    )
+
+
 PROBES: dict[str, Probe] = {
     "POST /v1/events": _events,
     "POST /v1/events:batch": _batch,
@@ -326,6 +389,12 @@ PROBES: dict[str, Probe] = {
         "followup", lambda inside: f"/v1/clients/{IN + '-6' if inside else OUT}"
     ),
     "GET /v1/quality": _quality_probe,
+    "GET /v1/products": _get("intake", lambda _: "/v1/products"),
+    "GET /v1/products/{product_id}": _get("intake", lambda _: "/v1/products/P-M1"),
+    "GET /v1/staff/{staff_id}": _get("intake", lambda _: "/v1/staff/rm-7"),
+    "GET /v1/audit/legal-holds": _get("audit", lambda _: "/v1/audit/legal-holds"),
+    "POST /v1/audit/legal-holds": _place_hold,
+    "POST /v1/audit/legal-holds/{hold_id}/lift": _lift_hold,
     "GET /v1/statistics/complaints": _get(
         "followup", lambda _: "/v1/statistics/complaints?profile=default"
     ),

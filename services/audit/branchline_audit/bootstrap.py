@@ -24,6 +24,7 @@ from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import ExportSlots, router
+from branchline_audit.entrypoints.http_holds import router as holds_router
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
@@ -65,7 +66,6 @@ def retention_policy(settings: BranchlineSettings) -> RetentionPolicy:
         years_by_profile=settings.audit_retention_years,
         default_profile=settings.audit_retention_profile,
         branch_profiles=settings.audit_branch_retention_profiles,
-        legal_holds=frozenset(settings.audit_legal_hold_clients),
     )
 
 
@@ -117,6 +117,7 @@ def create_app(
     )
     install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
+    app.include_router(holds_router)
     install_audit_console(app, settings)
     return app
 

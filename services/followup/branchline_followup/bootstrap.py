@@ -18,7 +18,10 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
-from branchline_followup.application.shredding import retention_rule_from_settings
+from branchline_followup.application.shredding import (
+    legal_holds_from_settings,
+    retention_rule_from_settings,
+)
 from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
@@ -55,7 +58,11 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
-        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_followup.migrations")],
+        [
+            EVENT_STORE_MIGRATIONS,
+            (SERVICE, "branchline_followup.migrations"),
+            ("followup-console", "branchline_followup.console_migrations"),
+        ],
     )
 
 
@@ -193,6 +200,7 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             run_shred_loop(
                 runtime.context,
                 retention_rule_from_settings(settings),
+                legal_holds_from_settings(settings),
                 interval_s=settings.privacy_shred_interval_s,
             ),
             name="followup-erasure-job",

@@ -16,6 +16,7 @@ from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
+from branchline_intake.entrypoints.shelf_http import shelf_router
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
@@ -76,6 +77,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             store: EventStore = PostgresEventStore(
                 pool, on_commit=relay.wake if settings.relay_enabled else None
             )
+            app.state.stream_lister = store  # the product shelf's list (GET /v1/products)
             if isinstance(decider, RecordedDecider):
                 store = TailLoadingStore(store, decider)
             app.state.intake = IntakeContext(
@@ -131,4 +133,5 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     app.include_router(schemas_router)
+    app.include_router(shelf_router)
     return app

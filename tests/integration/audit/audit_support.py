@@ -70,6 +70,16 @@ def event(
     }
 
 
+def lifecycle_event(
+    n: int, event_type: str, *, client_id: str, at: datetime, branch_id: str = "BR-001"
+) -> dict[str, Any]:
+    """``client.account_closed`` / ``client.account_reopened`` that occurred at ``at``."""
+    data = {"reason": "relocation" if event_type.endswith("closed") else "client_request"}
+    envelope = event(n, event_type=event_type, client_id=client_id, branch_id=branch_id, data=data)
+    moment = at.isoformat().replace("+00:00", "Z")
+    return {**envelope, "occurred_at": moment, "recorded_at": moment}
+
+
 def random_events(count: int, rng: random.Random, start: int = 0) -> list[dict[str, Any]]:
     return [
         event(

@@ -21,6 +21,7 @@ from tests.integration.audit.audit_support import (
     audit_context,
     behind_the_ledgers_back,
     event,
+    lifecycle_event,
     quick_settings,
 )
 
@@ -43,8 +44,15 @@ def cli_settings(
 async def _build(settings: BranchlineSettings) -> None:
     async with audit_context(settings) as audit:
         old = T0 - timedelta(days=365 * 11)
+        closed = "client.account_closed"
         await audit.ledger.append(
-            [event(1, client_id="C-1"), event(2, client_id="C-HELD")], now=old
+            [
+                event(1, client_id="C-1"),
+                lifecycle_event(40, closed, client_id="C-1", at=old),
+                event(2, client_id="C-HELD"),
+                lifecycle_event(41, closed, client_id="C-HELD", at=old),
+            ],
+            now=old,
         )
         await audit.ledger.append([event(n, client_id="C-2") for n in range(3, 40)], now=T0)
         await checkpoint_now(audit)
@@ -95,7 +103,7 @@ def test_verify_export_offline_and_a_changed_byte_names_its_line(
     for given in (key, str(key_file)):
         result = runner.invoke(app, ["audit", "verify-export", str(export), "--public-key", given])
         assert result.exit_code == 0, result.output
-        assert "OK: 39 entries (complete export)" in result.stdout
+        assert "OK: 41 entries (complete export)" in result.stdout
 
     lines = export.read_bytes().split(b"\n")
     target = 7  # a line of the file, 1-based
@@ -112,6 +120,12 @@ def test_prune_refuses_a_held_client_and_prunes_the_rest(
     cli_settings: BranchlineSettings,
 ) -> None:
     asyncio.run(_build(cli_settings))
+    # the former settings list becomes recorded holds (the migration aid), then rules alone
+    imported = runner.invoke(app, ["audit", "holds", "import-settings", "--actor", "ops-1"])
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout) == {"recorded": ["C-HELD"]}
+    again = runner.invoke(app, ["audit", "holds", "import-settings"])
+    assert json.loads(again.stdout) == {"recorded": []}
     refused = runner.invoke(app, ["audit", "prune", "--client", "C-HELD"])
     assert refused.exit_code == 2
     assert "D-11" in refused.stderr
@@ -120,8 +134,22 @@ def test_prune_refuses_a_held_client_and_prunes_the_rest(
     result = runner.invoke(app, ["audit", "prune", "--actor", "ops-1"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["pruned"] == 1
-    assert report["positions"] == [[1, 1]]
+    assert report["pruned"] == 2  # C-1's records: its relationship ended 11 years ago
+    assert report["positions"] == [[1, 2]]
     assert report["held_clients_skipped"] == ["C-HELD"]
+
+    listed = json.loads(runner.invoke(app, ["audit", "holds", "list"]).stdout)
+    assert [(h["hold_id"], h["placed_by"]) for h in listed] == [("settings-C-HELD", "ops-1")]
+    lifted = runner.invoke(
+        app, ["audit", "holds", "lift", "settings-C-HELD", "--reason", "matter_closed"]
+    )
+    assert lifted.exit_code == 0, lifted.output
+    twice = runner.invoke(
+        app, ["audit", "holds", "lift", "settings-C-HELD", "--reason", "matter_closed"]
+    )
+    assert twice.exit_code == 2
+    assert "D-11" in twice.stderr
+    result = runner.invoke(app, ["audit", "prune", "--actor", "ops-1"])
+    assert json.loads(result.stdout)["positions"] == [[3, 4]]
     verified = runner.invoke(app, ["audit", "verify", "--no-progress"])
     assert verified.exit_code == 0, verified.output

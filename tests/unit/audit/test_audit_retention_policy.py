@@ -15,7 +15,6 @@ NOW = datetime(2036, 3, 1, tzinfo=UTC)
 POLICY = RetentionPolicy(
     years_by_profile={"default": 10, "eu_mifid_ii": 5, "us_sec_17a4": 6},
     branch_profiles={"BR-EU": "eu_mifid_ii"},
-    legal_holds=frozenset({"C-HELD"}),
 )
 
 
@@ -28,10 +27,20 @@ def test_default_is_ten_years_and_branches_follow_their_profile() -> None:
     assert POLICY.expired(appended_at=just_kept, branch_id="BR-EU", now=NOW)
 
 
-def test_leap_days_and_holds() -> None:
+def test_leap_days() -> None:
     assert years_before(datetime(2028, 2, 29, tzinfo=UTC), 10) == datetime(2018, 2, 28, tzinfo=UTC)
-    assert POLICY.is_held("C-HELD")
-    assert not POLICY.is_held(None)
+
+
+def test_d11_a_client_record_counts_from_the_end_of_the_relationship() -> None:
+    # registered long ago and still a client: never expired
+    assert not POLICY.client_record_expired(relationship_end=None, branch_id="BR-X", now=NOW)
+    ended = datetime(2026, 2, 28, tzinfo=UTC)  # 10 years and a day before NOW
+    assert POLICY.client_record_expired(relationship_end=ended, branch_id="BR-X", now=NOW)
+    recent = datetime(2031, 3, 1, tzinfo=UTC)  # 5 years ago: past MiFID II only
+    assert not POLICY.client_record_expired(relationship_end=recent, branch_id="BR-X", now=NOW)
+    assert POLICY.client_record_expired(
+        relationship_end=datetime(2031, 2, 28, tzinfo=UTC), branch_id="BR-EU", now=NOW
+    )
 
 
 def test_an_unknown_profile_is_refused() -> None:

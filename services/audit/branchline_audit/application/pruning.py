@@ -1,8 +1,10 @@
 """Retention (D-11): drop the payloads of entries past their profile's retention period.
 
 Only ``branchline audit prune`` calls this, through the pruner role. Hashes, positions and
-checkpoints stay, so the ledger keeps verifying; clients under legal hold are never pruned; the
-prune appends an ``audit.pruned`` entry naming the positions, in the same transaction.
+checkpoints stay, so the ledger keeps verifying; a client's records count from the end of the
+relationship recorded in the ledger (an active client is never pruned); clients under a
+standing legal hold (recorded in the ledger) are never pruned; the prune appends an
+``audit.pruned`` entry naming the positions, in the same transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.domain.records import (
     AUDIT_PRUNED,
     position_ranges,
@@ -19,7 +22,18 @@ from branchline_audit.domain.records import (
     pruned_marker,
     rfc3339,
 )
-from branchline_audit.domain.retention import RetentionError, RetentionPolicy
+from branchline_audit.domain.relationships import (
+    HOLD_TYPES,
+    RELATIONSHIP_TYPES,
+    held_clients,
+    relationship_ends,
+    standing_holds,
+)
+from branchline_audit.domain.retention import (
+    ClientRetentionState,
+    RetentionError,
+    RetentionPolicy,
+)
 from branchline_shared.clock import Clock
 
 PAGE_SIZE = 5000
@@ -42,7 +56,8 @@ async def prune_expired(
     client_id: str | None = None,
     dry_run: bool = False,
 ) -> PruneOutcome:
-    if client_id is not None and retention.is_held(client_id):
+    state = await retention_state(ledger, client_id)
+    if client_id is not None and state.is_held(client_id):
         raise RetentionError(
             f"client {client_id} is under legal hold: its records may not be pruned (D-11)"
         )
@@ -62,9 +77,18 @@ async def prune_expired(
             if client_id is not None and columns.client_id != client_id:
                 continue
             appended_at = datetime.fromisoformat(stored.entry.appended_at)
-            if not retention.expired(appended_at=appended_at, branch_id=columns.branch_id, now=now):
+            if columns.client_id is None:
+                if not retention.expired(
+                    appended_at=appended_at, branch_id=columns.branch_id, now=now
+                ):
+                    continue
+            elif not retention.client_record_expired(
+                relationship_end=state.relationship_ends.get(columns.client_id),
+                branch_id=columns.branch_id,
+                now=now,
+            ):
                 continue
-            if retention.is_held(columns.client_id):
+            if state.is_held(columns.client_id):
                 assert columns.client_id is not None
                 outcome.held_clients_skipped.add(columns.client_id)
                 continue
@@ -87,3 +111,15 @@ async def prune_expired(
     )
     outcome.pruned = await ledger.prune(markers, now=now, record=record)
     return outcome
+
+
+async def retention_state(
+    ledger: PostgresLedger, client_id: str | None = None
+) -> ClientRetentionState:
+    """Relationship ends and standing holds, as the ledger records them (D-09, D-11)."""
+    relationships = await ledger_facts(ledger.pool, RELATIONSHIP_TYPES, client_id)
+    holds = await ledger_facts(ledger.pool, HOLD_TYPES, client_id)
+    return ClientRetentionState(
+        relationship_ends=relationship_ends(relationships),
+        held=held_clients(standing_holds(holds)),
+    )

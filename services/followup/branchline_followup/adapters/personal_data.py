@@ -93,7 +93,7 @@ async def apply_personal_data(conn: PgConnection, event: RecordedEvent) -> None:
     values = sealed_values_of(event)
     if not values:
         return
-    state = await privacy_state(conn, event.client_id)
+    state = await privacy_state(conn, event.subject_id)
     if state is None or not state.shredded:  # a late copy after shredding keeps nothing
         await conn.executemany(
             "INSERT INTO fu_personal_values "

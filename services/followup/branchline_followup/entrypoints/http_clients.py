@@ -164,9 +164,9 @@ async def get_quality(
 ) -> QualityView:
     """SLA compliance per rule, waiting and handling times, satisfaction per D-10 dimension,
     complaints by severity, revisit completion, retention and churn, for tasks due, visits,
-    surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their own
-    measures; a supervisor one RM's of their team, or the aggregates (no ``rm_id``: a branch's or
-the institution's, which name no client); an admin any."""
+    surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their
+    own measures; a supervisor one RM's of their team, or the aggregates (no ``rm_id``: a
+    branch's or the institution's, which name no client); an admin any."""
     if not principal.has(Role.ADMIN):
         if principal.has(Role.SUPERVISOR):
             if rm_id is not None and not staff.in_team(principal.subject, rm_id):

@@ -28,6 +28,7 @@ from branchline_shared.crypto.sealing import DataKey, seal_paths
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     PERSONAL_FIELDS,
+    SUBJECT_OF,
     SYSTEM_EVENT_TYPES,
     EventPayload,
     UnknownEventType,
@@ -36,9 +37,11 @@ from branchline_shared.events.catalogue import (
 from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
+    Subject,
     SubmittedEvent,
     Submitter,
     client_stream_id,
+    subject_stream_id,
 )
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
@@ -84,8 +87,13 @@ def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256").digest()
 
 
-def refusal_stream_id(client_id: str) -> str:
-    return f"refusals-{client_id}"
+def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
+    """Where the refusals of a subject's events are recorded: a client's keep the name they
+    always had; a product's or a member of staff's are ``refusals/<its stream>`` (``/`` is
+    not allowed in an id, so no client's or product's own stream can take that name)."""
+    if event.subject is Subject.CLIENT:
+        return f"refusals-{event.subject_id}"
+    return f"refusals/{subject_stream_id(event.subject, event.subject_id)}"
 
 
 def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
@@ -193,6 +201,8 @@ async def _outside_scope(
     refused: dict[int, Refused] = {}
     for cand in candidates:
         client = cand.event.client_id
+        if client is None:
+            continue  # product and staff events: their types are the governance roles' alone
         if client not in owners:
             first = await ctx.store.read_stream(client_stream_id(client), from_version=1, limit=1)
             owners[client] = client_rm([s.event for s in first])
@@ -220,6 +230,21 @@ def _registering_rm(event: RecordedEvent) -> str | None:
 
 
 def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
+    expected = SUBJECT_OF.get(item.type)
+    if expected is not None and item.subject is not expected:
+        return Refused(
+            422,
+            "Wrong subject",
+            f"{item.type!r} is about a {expected.value}: name it in {expected.field}",
+            kind="validation",
+            errors=[
+                {
+                    "field": expected.field,
+                    "message": f"{item.type} names its subject in {expected.field}",
+                    "type": "missing",
+                }
+            ],
+        )
     try:
         return parse_payload(item.type, item.data)
     except UnknownEventType:
@@ -250,9 +275,12 @@ async def _seal_personal_data(
     paths = [p for p in PERSONAL_FIELDS.get(item.type, ()) if data.get(p) is not None]
     if not paths:
         return data
-    if item.client_id not in keys:
-        keys[item.client_id] = await ctx.keys.key_for(item.client_id)
-    return seal_paths(data, tuple(paths), keys[item.client_id], client_id=item.client_id)
+    client_id = item.client_id
+    if client_id is None:  # the catalogue declares personal paths on client events only
+        raise ValueError(f"{item.type} has personal fields but no client to seal them for")
+    if client_id not in keys:
+        keys[client_id] = await ctx.keys.key_for(client_id)
+    return seal_paths(data, tuple(paths), keys[client_id], client_id=client_id)
 
 
 def _envelope(
@@ -267,12 +295,15 @@ def _envelope(
         source=SOURCE,
         actor=item.actor,
         client_id=item.client_id,
+        product_id=item.product_id,
+        staff_id=item.staff_id,
         branch_id=item.branch_id,
         channel=item.channel,
-        stream_id=client_stream_id(item.client_id),
+        stream_id=subject_stream_id(item.subject, item.subject_id),
         stream_version=0,  # assigned under the stream lock
         correlation_id=item.correlation_id,
         causation_id=item.causation_id,
+        late_entry=item.late_entry,
         data=data,
         submitted_by=submitter,
     )
@@ -281,13 +312,19 @@ def _envelope(
 async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int, Outcome]:
     async with ctx.store.unit_of_work() as uow:
         client_streams = sorted({c.event.stream_id for c in candidates})
-        refusal_streams = sorted({refusal_stream_id(c.event.client_id) for c in candidates})
-        versions = await uow.lock_streams(client_streams + refusal_streams)
+        refusal_streams = sorted({refusal_stream_id(c.event) for c in candidates})
+        # The product shelf and staff records a candidate's rules read (D-13, D-14, D-16)
+        # are read-locked with the written streams (one lock order: no deadlock), so a
+        # decision and a concurrent suspension or revocation are ordered.
+        referenced = sorted(
+            {s for c in candidates for s in ctx.decider.references(c.event)} - set(client_streams)
+        )
+        versions = await uow.lock_streams(client_streams + refusal_streams, shared=referenced)
         existing = await uow.find_existing(
             [c.event.event_id for c in candidates]
             + [refusal_event_id(c.event.event_id) for c in candidates]
         )
-        histories = await uow.load_streams(client_streams)
+        histories = await uow.load_streams(client_streams + referenced)
         staged: list[tuple[int, RecordedEvent]] = []
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
@@ -367,7 +404,7 @@ def _decide_one(
                 }
             ],
         )
-    decision = ctx.decider(histories[stream_id], cand.event)
+    decision = ctx.decider(histories[stream_id], cand.event, histories)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
             _stage_refusal(ctx, uow, cand, decision, versions)
@@ -398,7 +435,7 @@ def _stage_refusal(
 ) -> None:
     """The refusal itself is a fact auditors must see (DOMAIN.md D-05: "the refusal is itself
     recorded"): stored on the client's refusal stream and published like any event."""
-    stream_id = refusal_stream_id(cand.event.client_id)
+    stream_id = refusal_stream_id(cand.event)
     version = versions.get(stream_id, 0) + 1
     versions[stream_id] = version
     refused = cand.event

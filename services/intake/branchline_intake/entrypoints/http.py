@@ -17,6 +17,7 @@ from branchline_intake.application.reading import (
     stream_in_scope,
 )
 from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -131,6 +132,9 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
     },
 )
 async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
+    forbidden = type_forbidden(event.type, caller)
+    if forbidden is not None:
+        raise forbidden
     (outcome,) = await group.submit(
         [event], submitted_by=_actor(caller), submitter=_submitter(caller)
     )
@@ -165,11 +169,17 @@ async def post_batch(
     slots: list[int | dict[str, Any]] = []
     for raw in batch.events:
         try:
-            parsed.append(SubmittedEvent.model_validate(raw))
-            slots.append(len(parsed) - 1)
+            item = SubmittedEvent.model_validate(raw)
         except ValidationError as exc:
             errors = field_errors(exc.errors())
             slots.append(validation_problem(errors).body())
+            continue
+        forbidden = type_forbidden(item.type, caller)
+        if forbidden is not None:
+            slots.append(forbidden.body())
+            continue
+        parsed.append(item)
+        slots.append(len(parsed) - 1)
     outcomes = (
         await submit_events(ctx, parsed, submitted_by=_actor(caller), submitter=_submitter(caller))
         if parsed

@@ -1,0 +1,133 @@
+"""``branchline audit holds ...``: legal holds placed and lifted as recorded decisions (D-11).
+
+Each command records an entry in the audit ledger (acting as the audit writer role) with who
+(``--actor``, default the OS user) and why (a closed reason code, a case reference).
+``import-settings`` is the migration aid for the former configuration list
+``BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS``: it records a hold for each listed client that has
+none; retention itself only ever reads the recorded holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from branchline_audit.adapters.database import open_role_pool
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.application.holds import HoldActor, lift_hold, list_holds, place_hold
+from branchline_audit.bootstrap import prepare_database
+from branchline_audit.domain.relationships import HoldRefused, LegalHold
+from branchline_shared.clock import SystemClock
+from branchline_shared.events.vocabulary import LegalHoldReason, LegalHoldReleaseReason
+from branchline_shared.settings import BranchlineSettings
+
+holds_app = typer.Typer(
+    help="Legal holds on a client's records, placed and lifted as ledger entries (D-11).",
+    no_args_is_help=True,
+)
+T = TypeVar("T")
+
+
+def _actor(actor: str | None) -> HoldActor:
+    return HoldActor(actor or f"cli:{getpass.getuser()}", "auditor")
+
+
+async def _with_ledger(work: Callable[[PostgresLedger], Awaitable[T]]) -> T:
+    settings = BranchlineSettings()
+    await prepare_database(settings)
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+    try:
+        return await work(PostgresLedger(pool))
+    finally:
+        await pool.close()
+
+
+def _hold(hold: LegalHold) -> dict[str, Any]:
+    return {**hold.__dict__, "placed_at": hold.placed_at.isoformat()}
+
+
+def _run(work: Callable[[PostgresLedger], Awaitable[Any]]) -> Any:
+    try:
+        return asyncio.run(_with_ledger(work))
+    except HoldRefused as error:
+        typer.echo(f"refused ({error.rule}): {error.detail}", err=True)
+        raise typer.Exit(2) from None
+
+
+@holds_app.command()
+def place(
+    client: Annotated[str, typer.Option(help="The client whose records are held.")],
+    hold_id: Annotated[str, typer.Option(help="The hold's id (e.g. the matter number).")],
+    reason: Annotated[LegalHoldReason, typer.Option(help="Why the records are held.")],
+    case_reference: Annotated[str | None, typer.Option(help="The case or matter.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who places it (default: OS user).")] = None,
+) -> None:
+    """Place a legal hold: none of the client's records is pruned while it stands."""
+    hold, position = _run(
+        lambda ledger: place_hold(
+            ledger,
+            SystemClock(),
+            actor=_actor(actor),
+            client_id=client,
+            hold_id=hold_id,
+            reason=reason.value,
+            case_reference=case_reference,
+        )
+    )
+    typer.echo(json.dumps({"placed": _hold(hold), "position": position}, indent=2))
+
+
+@holds_app.command()
+def lift(
+    hold_id: Annotated[str, typer.Argument(help="The standing hold to lift.")],
+    reason: Annotated[LegalHoldReleaseReason, typer.Option(help="Why it is lifted.")],
+    actor: Annotated[str | None, typer.Option(help="Who lifts it (default: OS user).")] = None,
+) -> None:
+    """Lift a standing legal hold (recorded; the client's records follow retention again)."""
+    hold, position = _run(
+        lambda ledger: lift_hold(
+            ledger, SystemClock(), actor=_actor(actor), hold_id=hold_id, reason=reason.value
+        )
+    )
+    typer.echo(json.dumps({"lifted": _hold(hold), "position": position}, indent=2))
+
+
+@holds_app.command("list")
+def list_command(
+    client: Annotated[str | None, typer.Option(help="Only this client's holds.")] = None,
+) -> None:
+    """The standing holds, as recorded in the ledger."""
+    holds = _run(lambda ledger: list_holds(ledger, client))
+    typer.echo(json.dumps([_hold(h) for h in holds], indent=2))
+
+
+@holds_app.command("import-settings")
+def import_settings(
+    actor: Annotated[str | None, typer.Option(help="Who records them (default: OS user).")] = None,
+) -> None:
+    """Migration aid: record a hold for each client of BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS that
+    has no standing hold (hold id ``settings-<client>``, reason ``other``)."""
+    settings = BranchlineSettings()
+
+    async def work(ledger: PostgresLedger) -> list[str]:
+        held = {h.client_id for h in await list_holds(ledger)}
+        recorded = []
+        for client in sorted(set(settings.audit_legal_hold_clients) - held):
+            await place_hold(
+                ledger,
+                SystemClock(),
+                actor=_actor(actor),
+                client_id=client,
+                hold_id=f"settings-{client}",
+                reason=LegalHoldReason.OTHER.value,
+                case_reference="settings-migration",
+            )
+            recorded.append(client)
+        return recorded
+
+    typer.echo(json.dumps({"recorded": _run(work)}, indent=2))

@@ -1,0 +1,164 @@
+"""What the audit trail knows of each client's relationship and legal holds (D-09, D-11).
+
+Both are read from the ledger's own entries, never from configuration:
+
+- the relationship ends with a ``client.account_closed`` entry and starts again with a
+  ``client.account_reopened`` one; the end is the later of the closure's ``occurred_at`` and
+  its ``appended_at`` (a backdated closure never makes records prunable earlier);
+- a legal hold stands from its ``audit.legal_hold_placed`` entry until the
+  ``audit.legal_hold_lifted`` entry with the same ``hold_id``. Who placed or lifted it is the
+  entry's actor, why is its closed ``reason`` code (and ``case_reference``).
+
+Pure: the facts come in position order; the entries that record holds are built here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from branchline_audit.domain.records import audit_event
+from branchline_shared.events.catalogue import EventType
+
+ACCOUNT_CLOSED = EventType.CLIENT_ACCOUNT_CLOSED.value
+ACCOUNT_REOPENED = EventType.CLIENT_ACCOUNT_REOPENED.value
+HOLD_PLACED = EventType.AUDIT_LEGAL_HOLD_PLACED.value
+HOLD_LIFTED = EventType.AUDIT_LEGAL_HOLD_LIFTED.value
+RELATIONSHIP_TYPES = (ACCOUNT_CLOSED, ACCOUNT_REOPENED)
+HOLD_TYPES = (HOLD_PLACED, HOLD_LIFTED)
+
+
+@dataclass(frozen=True)
+class LedgerFact:
+    """One ledger entry of a relationship or hold type (its payload may be pruned: ``data``
+    is then empty)."""
+
+    position: int
+    event_type: str
+    client_id: str
+    occurred_at: datetime | None
+    appended_at: datetime
+    actor_id: str | None = None
+    data: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    hold_id: str
+    client_id: str
+    reason: str
+    case_reference: str | None
+    placed_by: str | None
+    placed_at: datetime
+    position: int
+
+
+def relationship_ends(facts: Iterable[LedgerFact]) -> dict[str, datetime]:
+    """Client → when their relationship ended, for clients whose latest relationship entry is
+    a closure (a client absent from the result is still a client: never prunable)."""
+    ends: dict[str, datetime] = {}
+    for fact in sorted(facts, key=lambda f: f.position):
+        if fact.event_type == ACCOUNT_CLOSED:
+            moment = fact.appended_at
+            if fact.occurred_at is not None and fact.occurred_at > moment:
+                moment = fact.occurred_at
+            ends[fact.client_id] = moment
+        elif fact.event_type == ACCOUNT_REOPENED:
+            ends.pop(fact.client_id, None)
+    return ends
+
+
+def standing_holds(facts: Iterable[LedgerFact]) -> dict[str, LegalHold]:
+    """Hold id → the legal holds placed and not lifted."""
+    holds: dict[str, LegalHold] = {}
+    for fact in sorted(facts, key=lambda f: f.position):
+        data = fact.data or {}
+        hold_id = data.get("hold_id")
+        if not isinstance(hold_id, str):
+            continue
+        if fact.event_type == HOLD_PLACED:
+            holds.setdefault(
+                hold_id,
+                LegalHold(
+                    hold_id=hold_id,
+                    client_id=fact.client_id,
+                    reason=str(data.get("reason", "other")),
+                    case_reference=data.get("case_reference"),
+                    placed_by=fact.actor_id,
+                    placed_at=fact.appended_at,
+                    position=fact.position,
+                ),
+            )
+        elif fact.event_type == HOLD_LIFTED:
+            holds.pop(hold_id, None)
+    return holds
+
+
+def held_clients(holds: Mapping[str, LegalHold]) -> frozenset[str]:
+    return frozenset(h.client_id for h in holds.values())
+
+
+class HoldRefused(ValueError):
+    """A hold that cannot be placed or lifted (rule D-11)."""
+
+    rule = "D-11"
+
+    def __init__(self, detail: str, *, status: int = 409) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+def hold_placed_event(
+    *,
+    now: datetime,
+    actor_id: str,
+    actor_role: str,
+    client_id: str,
+    hold_id: str,
+    reason: str,
+    case_reference: str | None,
+    holds: Mapping[str, LegalHold],
+) -> dict[str, Any]:
+    """The ``audit.legal_hold_placed`` entry; refused when ``hold_id`` already stands."""
+    if hold_id in holds:
+        raise HoldRefused(f"legal hold {hold_id} already stands for {holds[hold_id].client_id}")
+    data: dict[str, Any] = {"hold_id": hold_id, "reason": reason}
+    if case_reference is not None:
+        data["case_reference"] = case_reference
+    return audit_event(
+        event_type=HOLD_PLACED,
+        now=now,
+        actor_id=actor_id,
+        actor_role=actor_role,
+        client_id=client_id,
+        data=data,
+        event_id=uuid.uuid4(),
+    )
+
+
+def hold_lifted_event(
+    *,
+    now: datetime,
+    actor_id: str,
+    actor_role: str,
+    hold_id: str,
+    reason: str,
+    holds: Mapping[str, LegalHold],
+) -> dict[str, Any]:
+    """The ``audit.legal_hold_lifted`` entry; refused unless ``hold_id`` stands."""
+    hold = holds.get(hold_id)
+    if hold is None:
+        raise HoldRefused(f"no standing legal hold {hold_id}", status=404)
+    return audit_event(
+        event_type=HOLD_LIFTED,
+        now=now,
+        actor_id=actor_id,
+        actor_role=actor_role,
+        client_id=hold.client_id,
+        data={"hold_id": hold_id, "reason": reason},
+        event_id=uuid.uuid4(),
+    )
