@@ -152,9 +152,11 @@ async def my_day(
     kind: Annotated[str | None, Query(max_length=64)] = None,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
     assignee: Annotated[str | None, Query(max_length=128)] = None,
+    done: Annotated[str | None, Query(max_length=1)] = None,
 ) -> Response:
+    notice = site_of(request).gettext(request)(N_("Task completed.")) if done else None
     return await render_day(
-        request, ctx, principal, work_filters(status, kind, client_id, assignee)
+        request, ctx, principal, work_filters(status, kind, client_id, assignee), notice=notice
     )
 
 
