@@ -167,7 +167,7 @@ async def test_a_task_is_completed_and_the_event_reaches_kafka(
     # The RM may not grade themselves (D-10): the scores feed their own measures.
     graded = await rm.post(
         f"/v1/followups/{task_id}/complete",
-        json={"outcome": "surveyed", "note": "by phone", "scores": scores},
+        json={"outcome": "contacted", "note": "by phone", "scores": scores},
     )
     assert graded.status_code == 403, graded.text
     assert graded.json()["rule"] == "D-10"
