@@ -12,6 +12,7 @@ from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.privacy import readable
 from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -114,6 +115,9 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
     },
 )
 async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
+    forbidden = type_forbidden(event.type, caller)
+    if forbidden is not None:
+        raise forbidden
     (outcome,) = await group.submit([event], submitted_by=_actor(caller))
     if isinstance(outcome, Refused):
         return FastJSONResponse(
@@ -146,11 +150,17 @@ async def post_batch(
     slots: list[int | dict[str, Any]] = []
     for raw in batch.events:
         try:
-            parsed.append(SubmittedEvent.model_validate(raw))
-            slots.append(len(parsed) - 1)
+            item = SubmittedEvent.model_validate(raw)
         except ValidationError as exc:
             errors = field_errors(exc.errors())
             slots.append(validation_problem(errors).body())
+            continue
+        forbidden = type_forbidden(item.type, caller)
+        if forbidden is not None:
+            slots.append(forbidden.body())
+            continue
+        parsed.append(item)
+        slots.append(len(parsed) - 1)
     outcomes = await submit_events(ctx, parsed, submitted_by=_actor(caller)) if parsed else []
     results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
     for index, result in enumerate(results):
