@@ -10,7 +10,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.console_support import (
-    check_accessible,
     client_with_closed_visit,
     login,
     shot,
@@ -22,6 +21,7 @@ from tests.support.dev_stack import DevStack
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 RM = "rm-console-1"
+COLLEAGUE = "rm-console-2"
 CLIENT = "C-CONSOLE-1"
 
 
@@ -65,7 +65,6 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     expect(survey.locator(".rule")).to_have_text("D-01b")
     expect(survey.locator(".sla")).to_have_text("On track")
     task_id = survey.get_attribute("data-task-id")
-    check_accessible(rm, "my day")
 
     # Complete it: the list updates in place (htmx), the page is not reloaded.
     rm.evaluate("window.__sameDocument = true")
@@ -103,6 +102,26 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     assert after["open"] == before["open"] - 1
     shot(supervisor, screenshots, "flow-supervisor-board-after")
 
+    # The supervisor gives the RM's remaining task to a colleague, in place.
+    supervisor.goto(f"{followup}/console/?assignee={RM}")
+    revisit = supervisor.locator("#work-list tbody tr", has_text=CLIENT).first
+    revisit_id = revisit.get_attribute("data-task-id")
+    revisit.locator("summary", has_text="Reassign").click()
+    revisit.locator("input[name=assignee]").fill(COLLEAGUE)
+    revisit.locator("button[type=submit]", has_text="Reassign").click()
+    expect(supervisor.locator("#work-list .notice")).to_have_text(f"Task given to {COLLEAGUE}.")
+    expect(supervisor.locator(f"#task-{revisit_id}")).to_have_count(0)
+    supervisor.goto(f"{followup}/console/?assignee={COLLEAGUE}")
+    expect(supervisor.locator(f"#task-{revisit_id}")).to_have_count(1)
+
+    # The D-12 measures download as CSV.
+    csv = supervisor.context.request.get(f"{followup}/console/quality.csv?rm_id={RM}")
+    assert csv.status == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text().splitlines()
+    assert lines[0] == "branch_id,rm_id,from,to,measure,key,value"
+    assert any(",sla_compliance," in line or ",satisfaction," in line for line in lines[1:])
+
     # The auditor finds the completion in the trail and verifies its proof in the page.
     auditor = browser.new_context(locale="en-GB").new_page()
     login(auditor, audit, "auditor", "auditor-1")
@@ -116,7 +135,6 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
         return completed.count() == 1
 
     wait_until(in_trail)
-    check_accessible(auditor, "trail")
     completed.locator("a").click()
     expect(auditor.locator("h1")).to_contain_text("Entry #")
     auditor.click("#verify-button")
@@ -128,8 +146,14 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     expect(auditor.locator("#verify-result")).to_have_text(
         "Verified in this browser: the entry is in the signed log."
     )
-    check_accessible(auditor, "entry")
     shot(auditor, screenshots, "flow-auditor-verified")
+
+    # The export downloads with its signed manifest; the read is recorded like every other.
+    export = auditor.context.request.get(
+        f"{audit}/console/export?purpose=console+test&client_id={CLIENT}&format=jsonl"
+    )
+    assert export.status == 200
+    assert any(CLIENT in line for line in export.text().splitlines())
 
     # The read was recorded with its purpose (D-11): "who read what" shows it.
     auditor.goto(f"{audit}/console/reads?purpose=console+test&actor_id=auditor-1")

@@ -281,3 +281,33 @@ def test_roles_sessions_and_csrf(
     supervisor = signed_in(browser, contexts, followup, "supervisor", "supervisor", "en")
     assert supervisor.goto(f"{audit}/console/refusals?purpose=x").status == 200  # type: ignore[union-attr]
     assert supervisor.goto(f"{audit}/console/trail?purpose=x").status == 403  # type: ignore[union-attr]
+
+
+def test_an_rm_completes_a_task_with_the_keyboard_alone(
+    scenario: Scenario, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    page = signed_in(browser, contexts, scenario.stack.url("followup"), "rm", RM, "en")
+    row = page.locator(f"#task-{scenario.open_task}")
+    page.keyboard.press("Tab")
+    expect(page.locator("a.skip")).to_be_focused()
+    summary = row.locator("summary", has_text="Complete")
+    for _ in range(40):  # Tab through the page until the task's "Complete" has the focus
+        page.keyboard.press("Tab")
+        if summary.evaluate("node => node === document.activeElement"):
+            break
+    expect(summary).to_be_focused()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(row.locator("select[name=outcome]")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Tab")
+    page.keyboard.type("Reached on the phone")
+    submit = row.locator("button[type=submit]", has_text="Record and complete")
+    for _ in range(20):  # note, next contact, then the button
+        if submit.evaluate("node => node === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    expect(submit).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#work-list .notice")).to_have_text("Task completed.")
+    expect(page.locator(f"#task-{scenario.open_task}")).to_have_count(0)

@@ -208,6 +208,7 @@ class FollowupOutcome(StrEnum):
     COMPLETED = "completed"
     CONTACTED = "contacted"
     NOT_REACHED = "not_reached"
+    RESOLVED = "resolved"
     DECLINED = "declined"
     RESCHEDULED = "rescheduled"
     REFERRED = "referred"
