@@ -37,7 +37,9 @@ from branchline_cli.loadgen import LoadGenerator, LoadResult
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import rebuild
 from branchline_shared.clock import SystemClock
-from branchline_shared.http.auth import Role, TokenCodec
+from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
+from branchline_shared.http.auth import Role
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.dead_letter_log import read_dead_letters
 from branchline_shared.kafka.topics import declare_topics
 from tests.chaos.harness import ChaosStack, chaos_stack
@@ -211,11 +213,13 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
     faults_log: list[str] = []
     async with chaos_stack() as stack:
         settings = stack.settings
-        codec = TokenCodec(
-            settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-        )
+        codec = token_codec(settings, "intake")
         token = codec.issue(
-            "chaos-loadgen", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=2), now=datetime.now(UTC)
+            "chaos-loadgen",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=2),
+            now=datetime.now(UTC),
+            branch_id="BR-001",  # the journeys' branch
         )
         load = LoadGenerator(
             stack.url("intake-api"),
@@ -226,8 +230,9 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
             seed=SEED,
             retry_for_s=120,
             client_prefix="CH",
+            # the governance steps name the examples' admin as their actor
             admin_token=codec.issue(
-                "chaos-admin", [Role.ADMIN], ttl=timedelta(hours=2), now=datetime.now(UTC)
+                EXAMPLE_ADMIN_ID, [Role.ADMIN], ttl=timedelta(hours=2), now=datetime.now(UTC)
             ),
         )
         load_task = asyncio.create_task(load.run())
