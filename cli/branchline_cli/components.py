@@ -9,8 +9,9 @@ from enum import StrEnum
 import uvicorn
 from fastapi import FastAPI
 
+from branchline_cli.processes import resolved_processes, serve_forked
 from branchline_shared.http.bounded_headers import bounded_http_protocol
-from branchline_shared.http.graceful import serve_draining
+from branchline_shared.http.graceful import DrainingServer, serve_draining
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -53,6 +54,16 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
     if component is Component.INTAKE_API:
         from branchline_intake.bootstrap import create_app as intake_app
 
+        processes = resolved_processes(settings.intake_processes)
+        if processes > 1:
+            raise SystemExit(
+                serve_forked(
+                    lambda: _draining_server(intake_app(settings), settings.intake_port, settings),
+                    settings.bind_host,
+                    settings.intake_port,
+                    processes,
+                )
+            )
         _serve(intake_app(settings), settings.intake_port, settings)
     elif component is Component.FOLLOWUP_API:
         from branchline_followup.bootstrap import create_app as followup_app
@@ -76,8 +87,8 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
         asyncio.run(run_relay(settings))
 
 
-def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
-    config = uvicorn.Config(
+def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.bind_host,
         port=port,
@@ -86,4 +97,13 @@ def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
         timeout_graceful_shutdown=10,
         http=bounded_http_protocol(settings.max_header_bytes),
     )
-    serve_draining(app, config, drain_s=settings.shutdown_drain_s)
+
+
+def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
+    serve_draining(app, _config(app, port, settings), drain_s=settings.shutdown_drain_s)
+
+
+def _draining_server(app: FastAPI, port: int, settings: BranchlineSettings) -> DrainingServer:
+    return DrainingServer(
+        _config(app, port, settings), app_state=app.state, drain_s=settings.shutdown_drain_s
+    )

@@ -185,6 +185,7 @@ class BatchConsumer:
             heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
             max_poll_interval_ms=300_000,
             metadata_max_age_ms=5_000,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
 
     async def run(self) -> None:
