@@ -107,3 +107,12 @@ async def test_d15_a_rerating_makes_a_review_due_for_every_affected_holder(
     (review,) = await eventually(lambda: _some_reviews(supervisor, "C-T5"), within=60)
     assert review["source_event_id"] == str(lower.event_id)
     assert review["subject"] == "suitability:P-FUND-1"
+
+    # the RM warns the client and records the outcome
+    rm = stack.as_(Role.RM, "rm-7")
+    done = await rm.post(
+        f"/v1/followups/{review['id']}/complete",
+        json={"outcome": "client warned; keeps the holding", "client_warned": True},
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["sla_state"] == "done"
