@@ -38,8 +38,12 @@ class BenchStack:
     pids: dict[str, list[int]]  # component -> its processes
 
     def cpu_seconds(self, component: str) -> float:
-        """User + system CPU time used so far by a component's processes (Linux)."""
-        return sum(process_cpu_seconds(pid) for pid in self.pids.get(component, []))
+        """User + system CPU time used so far by a component's processes and their children
+        (several intake processes are children of the one the stack started; Linux)."""
+        pids = list(self.pids.get(component, []))
+        for pid in list(pids):
+            pids.extend(child_pids(pid))
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -52,6 +56,13 @@ def process_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 @contextlib.asynccontextmanager
@@ -78,7 +89,15 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
         token = TokenCodec(
             settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
         ).issue("bench-branch", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=6), now=utcnow())
-        as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
+        as_run = settings.model_copy(
+            update={
+                "kafka_bootstrap": stack.broker.bootstrap,
+                **{
+                    f"{db}_database_url": stack.postgres.url(f"branchline_{db}")
+                    for db in ("intake", "followup", "audit", "keys")
+                },
+            }
+        )
         pids: dict[str, list[int]] = {}
         for child in stack.children:
             if child.process is not None:

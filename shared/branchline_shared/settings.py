@@ -57,6 +57,13 @@ class BranchlineSettings(BaseSettings):
     )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="How long a consumer's empty fetch waits at the broker (latency of an "
+        "idle pipeline; see docs/performance.md).",
+    )
 
     # Outbox relay
     relay_enabled: bool = True
@@ -89,6 +96,20 @@ class BranchlineSettings(BaseSettings):
     audit_port: int = 8003
     followup_worker_port: int = 8004
     audit_consumer_port: int = 8005
+    intake_relay_port: int = 8006
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="On SIGTERM, seconds /readyz answers 503 while requests are still served "
+        "(so load balancers stop sending) before in-flight requests are finished and the "
+        "service stops.",
+    )
+    shutdown_flush_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long the outbox relay may take to publish what is "
+        "committed before it stops (what is left is published by the next relay).",
+    )
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
@@ -108,6 +129,12 @@ class BranchlineSettings(BaseSettings):
         default_factory=list,
         description="Master keys being rotated away from (JSON list of base64), still accepted "
         "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
+    )
+    privacy_legal_holds_url: str | None = Field(
+        default=None,
+        description="The audit API's standing legal holds (GET /v1/audit/legal-holds), asked "
+        "before any personal data is destroyed (D-11); default: the audit API on loopback at "
+        "audit_port. Unreachable: nothing is destroyed that round.",
     )
     privacy_shred_interval_s: float = Field(
         default=3600.0,
@@ -181,6 +208,13 @@ class BranchlineSettings(BaseSettings):
     )
 
     # --- intake: throughput (docs/performance.md) ---
+    intake_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake API processes sharing its port (0: one per core); one of them "
+        "runs the outbox relay at a time.",
+    )
     intake_group_commit_writers: int = Field(
         default=2,
         ge=0,

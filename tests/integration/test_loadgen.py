@@ -19,9 +19,10 @@ async def test_journeys_are_accepted_and_every_202_is_in_the_store(
     settings: BranchlineSettings, tokens: TokenFactory
 ) -> None:
     token = tokens.headers(Role.BRANCH_SYSTEM, sub="loadgen")["Authorization"].split()[1]
+    admin = tokens.headers(Role.ADMIN, sub="loadgen-admin")["Authorization"].split()[1]
     async with serve(create_app(settings)) as url:
         generator = LoadGenerator(
-            url, token, rate=40, duration_s=4, clients=3, seed=7, batch_share=0.3
+            url, token, rate=40, duration_s=4, clients=3, seed=7, batch_share=0.3, admin_token=admin
         )
         result = await generator.run()
     print(result.summary())
@@ -32,7 +33,8 @@ async def test_journeys_are_accepted_and_every_202_is_in_the_store(
     conn = await asyncpg.connect(settings.intake_database_url)
     try:
         rows = await conn.fetch(
-            "SELECT event_id, type FROM es_events WHERE type <> 'rule.violation_refused'"
+            "SELECT event_id, type FROM es_events "
+            "WHERE type <> 'rule.violation_refused' AND stream_id LIKE 'client-%'"
         )
     finally:
         await conn.close()

@@ -197,6 +197,10 @@ async def run_consumer(settings: BranchlineSettings) -> None:
             )
             if task in done:
                 task.result()  # a crashed consumer ends the process loudly
+            # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
+            consumer.request_stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=10)
     finally:
         for running in (task, gauges):
             running.cancel()

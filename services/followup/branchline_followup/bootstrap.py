@@ -12,13 +12,17 @@ from fastapi import FastAPI
 
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
-from branchline_followup.application.shredding import retention_rule_from_settings
+from branchline_followup.application.shredding import (
+    legal_holds_from_settings,
+    retention_rule_from_settings,
+)
 from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
@@ -53,7 +57,11 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
-        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_followup.migrations")],
+        [
+            EVENT_STORE_MIGRATIONS,
+            (SERVICE, "branchline_followup.migrations"),
+            ("followup-console", "branchline_followup.console_migrations"),
+        ],
     )
 
 
@@ -110,10 +118,9 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         yield FollowupRuntime(settings, topics, pool, producer, context)
     finally:
         if relay_task is not None:
-            relay_task.cancel()
-            # Whatever the relay died of, the producer and the pools are still closed.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await relay_task
+            # Publish what is committed before stopping (bounded); whatever the relay died
+            # of, the producer and the pools are still closed.
+            await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
         await producer.stop()
         await pool.close()
         await key_pool.close()
@@ -189,6 +196,7 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             run_shred_loop(
                 runtime.context,
                 retention_rule_from_settings(settings),
+                legal_holds_from_settings(settings),
                 interval_s=settings.privacy_shred_interval_s,
             ),
             name="followup-erasure-job",
@@ -251,6 +259,7 @@ async def rebuild(
     on_progress: Callable[[int], None] | None = None,
     keep_retired: bool = False,
     batch_size: int = 500,
+    from_stores: bool = False,
 ) -> RebuildResult:
     """``branchline rebuild followup``: the read models rebuilt from the event topics into a
     new schema and swapped in (blue/green) while the API keeps serving the old one."""
@@ -263,7 +272,18 @@ async def rebuild(
         return await rebuild_read_models(
             admin_pool=admin,
             database_url=settings.followup_database_url,
-            source=TopicReplay(settings.kafka_bootstrap, topics.event_topics()),
+            source=(
+                StoreReplay(
+                    [
+                        StoreLog("intake", settings.intake_database_url),
+                        StoreLog(
+                            SERVICE, with_search_path(settings.followup_database_url, "public")
+                        ),
+                    ]
+                )
+                if from_stores
+                else TopicReplay(settings.kafka_bootstrap, topics.event_topics())
+            ),
             policy=policy_from_settings(settings),
             on_total=on_total,
             on_progress=on_progress,

@@ -40,7 +40,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from branchline_shared.events.bounded import CleanText, CleanToken, Instant
+from branchline_shared.events.bounded import STORED, CleanText, CleanToken, Instant, Sealable
 from branchline_shared.events.envelope import Actor, Channel, Identifier, Subject
 from branchline_shared.events.vocabulary import (
     AccountClosureReason,
@@ -55,6 +55,7 @@ from branchline_shared.events.vocabulary import (
     DocumentType,
     FeedbackKind,
     FollowupKind,
+    FollowupOutcome,
     IdentityMethod,
     LegalHoldReason,
     LegalHoldReleaseReason,
@@ -139,6 +140,7 @@ __all__ = [
     "FollowupCompleted",
     "FollowupEscalated",
     "FollowupKind",
+    "FollowupOutcome",
     "FollowupOverdue",
     "FollowupReassigned",
     "FollowupTaskCreated",
@@ -206,23 +208,38 @@ __all__ = [
 # --- bounded scalar types ---------------------------------------------------------------------
 
 Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    CleanText,
+    Sealable,
 ]
 """A short required text: a reason, a counter, a missing item, a purpose."""
 Note = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    CleanText,
+    Sealable,
 ]
 """A note written by staff."""
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    CleanText,
+    Sealable,
 ]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
 PersonalValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    CleanText,
+    Sealable,
 ]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TermValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000),
+    CleanText,
+    Sealable,
 ]
 SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
 """Where a personal value sits: ``<event type>/<payload key>``."""
@@ -322,7 +339,17 @@ class EventPayload(BaseModel):
     SCHEMA_VERSION: ClassVar[int] = 1
     """Version of this payload's schema; a breaking change adds a version and an upcaster."""
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ()
-    """Payload keys holding personal data (the whole value under each key)."""
+    """Payload keys holding personal data (the whole value under each key; ``a.b`` the key
+    ``b`` of the object under ``a``): sealed with the client's key before anything is stored,
+    masked for readers, shredded with the key."""
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Free text that Branchline writes itself, never taken from a caller (only on types of
+    :data:`SYSTEM_EVENT_TYPES`). Every other free text is personal; everything else is a closed
+    code, a bounded identifier, a number or a time (docs/input-validation.md)."""
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Free text of an event whose subject is a product or a member of staff, not a client:
+    there is no client key to seal it with, so it stays in clear and must describe the
+    institution's products and staff, never a client (docs/input-validation.md)."""
     SUBJECT: ClassVar[Subject] = Subject.CLIENT
     """Which envelope field names the event's subject (and so its stream)."""
 
@@ -445,6 +472,8 @@ class ClientIdentityVerified(EventPayload):
     document expires (``document_expires_at``: an RFC 3339 time, or a date meaning the start
     of that day in UTC)."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("verification_ref",)
+
     method: IdentityMethod
     document_type: DocumentType
     verification_ref: Identifier | None = None
@@ -463,6 +492,8 @@ class ClientRiskAssessed(EventPayload):
 class ClientScreened(EventPayload):
     """client.screened (D-03): an AML / sanctions screening result; a client whose latest
     result is ``hit`` or ``pending`` can neither open an account nor buy."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("lists",)
 
     result: ScreeningResult
     lists: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
@@ -486,6 +517,8 @@ class ClientLateEntryApproved(EventPayload):
     """client.late_entry_approved (D-05b): a supervisor approves the late entry (补录) of a
     sale, recommendation or contract, named by the ``event_id`` it will be recorded under."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     event_id: uuid.UUID
     reason: Label
 
@@ -508,6 +541,8 @@ class ClientDataAccessRequested(EventPayload):
 class ClientPersonalDataAccessed(EventPayload):
     """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
     clear, to whom (the envelope's actor), which fields and why."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
 
     fields: tuple[PersonalField, ...] = ()
     """The structured personal fields shown (none: the client had none recorded)."""
@@ -570,6 +605,8 @@ class ClientAccountReopened(EventPayload):
 class AppointmentBooked(AppointmentEvent):
     """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
+
     slot_start: Instant
     slot_end: Instant | None = None
     purpose: Label
@@ -589,6 +626,8 @@ class AppointmentConfirmed(AppointmentEvent):
 class AppointmentCancelled(AppointmentEvent):
     """appointment.cancelled (D-02)."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     reason: Label | None = None
 
 
@@ -606,6 +645,8 @@ class AppointmentNoShow(AppointmentEvent):
 class VisitArrived(VisitEvent):
     """visit.arrived (D-01 step 1); the channel and branch are in the envelope."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("ticket",)
+
     ticket: Label | None = None
     appointment_id: Identifier | None = None
 
@@ -622,7 +663,7 @@ class VisitNeedsConfirmed(VisitEvent):
 class VisitGuidanceGiven(VisitEvent):
     """visit.guidance_given (D-01 step 3): process and required materials explained."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("materials", "note")
 
     materials: tuple[Label, ...] = ()
     note: Note | None = None
@@ -631,6 +672,8 @@ class VisitGuidanceGiven(VisitEvent):
 class VisitDocumentsChecked(VisitEvent):
     """visit.documents_checked (D-01 step 4): incomplete lists what is missing (the client must
     be told what to bring); complete lists nothing."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("missing",)
 
     complete: StrictBool
     missing: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
@@ -646,6 +689,8 @@ class VisitDocumentsChecked(VisitEvent):
 
 class VisitBusinessHandled(VisitEvent):
     """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("counter",)
 
     counter: Label
     started_at: Instant
@@ -669,6 +714,8 @@ class VisitNextStepsExplained(VisitEvent):
 class VisitClosed(VisitEvent):
     """visit.closed (D-01 step 7): an early end states its reason. A satisfaction survey is
     due afterwards (D-01b)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     outcome: VisitOutcome
     reason: Label | None = None
@@ -742,6 +789,8 @@ class ProductRecommended(ProductEvent):
     without a valid assessment or above tolerance. The risk is the shelf's rating in force;
     a stated ``product_risk`` must agree with it."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("product_name",)
+
     product_risk: ProductRisk | None = None
     product_name: Label | None = None
     interest_disclosed: StrictBool | None = None
@@ -754,6 +803,8 @@ class ProductRiskDisclosed(ProductEvent):
     names what was disclosed (risks, returns, fees, holding_period: all four are required
     for a sale), ``holding_period`` the suitable holding period told to the client, and
     ``acknowledged`` the client's acknowledgement of each item."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("holding_period",)
 
     SCHEMA_VERSION: ClassVar[int] = 2
 
@@ -800,6 +851,14 @@ class ProductTermsConfirmed(ProductEvent):
     confirmed before signing (签署合同前再次确认)."""
 
     SCHEMA_VERSION: ClassVar[int] = 2
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = (
+        "terms.rate",
+        "terms.expected_return",
+        "terms.period",
+        "terms.fees",
+        "terms.repayment",
+        "terms.other",
+    )  # the values as shown to the client (free text); which terms were shown stays readable
 
     terms: ProductTerms
 
@@ -845,6 +904,8 @@ class ProductApproved(ProductGovernanceEvent):
     """product.approved (D-13): the institution puts a product on its shelf, on sale, with its
     own risk rating in force from ``occurred_at``."""
 
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("name",)
+
     name: Label
     category: ProductCategory
     risk: ProductRisk
@@ -861,6 +922,8 @@ class ProductApproved(ProductGovernanceEvent):
 class ProductRerated(ProductGovernanceEvent):
     """product.rerated (D-13, D-15): a new rating in force from ``effective_at``."""
 
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     risk: ProductRisk
     effective_at: Instant
     reason: Label
@@ -870,11 +933,15 @@ class ProductRerated(ProductGovernanceEvent):
 class ProductSuspended(ProductGovernanceEvent):
     """product.suspended (D-13): no recommendation or sale until resumed by a new approval."""
 
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     reason: Label
 
 
 class ProductWithdrawn(ProductGovernanceEvent):
     """product.withdrawn (D-13): off the shelf for good."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     reason: Label
 
@@ -903,12 +970,16 @@ class StaffQualificationRenewed(StaffEvent):
 class StaffQualificationRevoked(StaffEvent):
     """staff.qualification_revoked (D-14): no longer valid from ``occurred_at``."""
 
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     category: ProductCategory
     reason: Label
 
 
 class StaffTrainingRecorded(StaffEvent):
     """staff.training_recorded (D-14): training hours (reference: 40 a year)."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("topic",)
 
     hours: Annotated[Decimal, Field(gt=0, le=1000, max_digits=7, decimal_places=2)]
     topic: Label
@@ -919,6 +990,8 @@ class StaffInterestDeclared(StaffEvent):
     """staff.interest_declared (D-16): a material interest in a product; recommending it then
     needs the interest disclosed to the client."""
 
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("nature",)
+
     product_id: Identifier
     nature: Label
 
@@ -926,6 +999,8 @@ class StaffInterestDeclared(StaffEvent):
 class StaffGiftRecorded(StaffEvent):
     """staff.gift_recorded (D-16): a gift or benefit offered by a client. Accepting one above
     the policy's value (default 0) breaks the policy: it is recorded and escalated."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("description",)
 
     client_id: Identifier
     value: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=4)]
@@ -985,7 +1060,7 @@ class Compensation(PayloadPart):
 class ComplaintResolved(ComplaintEvent):
     """complaint.resolved (D-07)."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution", "compensation.description")
 
     resolution: Text
     compensation: Compensation | None = None
@@ -1123,6 +1198,8 @@ class RuleViolationRefused(EventPayload):
     """rule.violation_refused (ARCHITECTURE.md decision 5): a rule refused a submission; the
     refusal itself is recorded (e.g. a recommendation above tolerance, D-05)."""
 
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("title", "detail", "field")
+
     rule: RuleId
     title: Label
     detail: Text
@@ -1152,12 +1229,15 @@ class FollowupTaskCreated(FollowupTaskEvent):
 
 
 class FollowupCompleted(FollowupTaskEvent):
-    """followup.completed: the outcome (as the RM states it), and for a revisit the next date
-    (D-08); for a survey task the scores (D-10). ``kind``: the completed task's kind."""
+    """followup.completed: the outcome (a closed code; the RM's own words go into the sealed
+    ``note``), and for a revisit the next date (D-08); for a survey task the scores (D-10).
+    ``kind``: the completed task's kind. v2: ``outcome`` became a code (v1 free text is read
+    as ``other``)."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
 
-    outcome: Label
+    outcome: FollowupOutcome
     kind: FollowupKind | None = None
     note: Note | None = None
     next_contact_at: Instant | None = None
@@ -1168,6 +1248,8 @@ class FollowupCompleted(FollowupTaskEvent):
 
 class FollowupReassigned(FollowupTaskEvent):
     """followup.reassigned (by a supervisor)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     from_assignee: Identifier
     to_assignee: Identifier
@@ -1182,6 +1264,8 @@ class FollowupOverdue(FollowupTaskEvent):
 
 class FollowupEscalated(FollowupTaskEvent):
     """followup.escalated: an overdue task escalated to the RM's supervisor (D-08)."""
+
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     supervisor_id: Identifier
     reason: Label | None = None
@@ -1352,6 +1436,12 @@ def event_type_of(payload: EventPayload) -> str:
         raise UnknownEventType(type(payload).__name__) from None
 
 
-def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
-    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType."""
-    return payload_model(event_type).model_validate(data)
+def parse_payload(
+    event_type: str, data: Mapping[str, Any], *, stored: bool = False
+) -> EventPayload:
+    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType.
+
+    ``stored``: ``data`` was read from Branchline's own store or topic, so its personal values
+    are sealed and stand for the clear ones. Without it (submitted data) a sealed-looking value
+    is refused like any text holding the reserved prefix."""
+    return payload_model(event_type).model_validate(data, context={STORED: stored})

@@ -27,6 +27,7 @@ from branchline_shared.events.bounded import (
     CleanToken,
     Instant,
     OpaqueToken,
+    Sealable,
 )
 
 Identifier = Annotated[
@@ -35,6 +36,7 @@ Identifier = Annotated[
         strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
     ),
     CleanToken,
+    Sealable,
 ]
 """Ids of clients, branches, staff, visits, ...: printable ASCII, no spaces, bounded (keys)."""
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from branchline_shared.events.catalogue import CATALOGUE_VERSION
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.vocabulary import FollowupOutcome
 
 __all__ = [
     "UPCASTERS",
@@ -119,6 +120,15 @@ class UpcasterRegistry:
 
 UPCASTERS = UpcasterRegistry()
 """The product's upcasters."""
+
+
+@UPCASTERS.register("followup.completed", from_version=1)
+def _followup_completed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 ``outcome`` was free text (it could carry personal details in clear, issue #9);
+    v2 is a closed code: a v1 text that is not a code reads as ``other``."""
+    outcome = data.get("outcome")
+    codes = {o.value for o in FollowupOutcome}
+    return {**data, "outcome": outcome if outcome in codes else FollowupOutcome.OTHER.value}
 
 
 @UPCASTERS.register("product.risk_disclosed", from_version=1)

@@ -200,6 +200,21 @@ class FollowupKind(StrEnum):
     CORRECTIVE_ACTION = "corrective_action"  # D-17 (tracked to done)
 
 
+class FollowupOutcome(StrEnum):
+    """How a follow-up task ended, as the RM records it: a closed code, so no free text (and no
+    personal detail written into it) reaches the stores in clear; the RM's words go into the
+    sealed ``note``."""
+
+    COMPLETED = "completed"
+    CONTACTED = "contacted"
+    NOT_REACHED = "not_reached"
+    RESOLVED = "resolved"
+    DECLINED = "declined"
+    RESCHEDULED = "rescheduled"
+    REFERRED = "referred"
+    OTHER = "other"
+
+
 class LifecycleStage(StrEnum):
     """D-09 lifecycle stage (derived from a client's history, never submitted)."""
 

@@ -163,12 +163,12 @@ async def test_the_rm_completes_a_task_and_the_event_reaches_kafka(
     }
     done = await rm.post(
         f"/v1/followups/{task_id}/complete",
-        json={"outcome": "surveyed", "note": "by phone", "scores": scores},
+        json={"outcome": "contacted", "note": "by phone", "scores": scores},
     )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "done"
     assert done.json()["sla_state"] == "done"
-    assert done.json()["outcome"] == "surveyed"
+    assert done.json()["outcome"] == "contacted"
 
     [event] = await followup_events(settings, expect=1)
     assert event.type == "followup.completed"
@@ -240,12 +240,12 @@ async def test_refusals_are_problems_and_change_nothing(
 
     unknown = "00000000-0000-4000-8000-000000000000"
     await refused(
-        await rm7.post(f"/v1/followups/{unknown}/complete", json={"outcome": "x"}),
+        await rm7.post(f"/v1/followups/{unknown}/complete", json={"outcome": "other"}),
         404,
         "task-not-found",
     )
     await refused(
-        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "x"}),
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "other"}),
         403,
         "not-your-task",
     )
@@ -281,11 +281,11 @@ async def test_refusals_are_problems_and_change_nothing(
     assert moved.status_code == 200, moved.text
     assert moved.json()["assignee"] == "rm-8"
     assert (
-        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "ok"})
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"})
     ).status_code == 200
     after = await snapshot(db)
     await refused(
-        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "again"}),
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"}),
         409,
         "task-closed",
     )

@@ -9,6 +9,7 @@ searched for them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 KEEP = "C-KEEP-1"  # did business, relationship lasts: restricted, not yet destroyed
 CLOSED = "C-CLOSED-1"  # did business, account closed: destroyed when retention has run
+HELD = "C-HELD-1"  # never did business, but under legal hold: never destroyed while it stands
 GONE = "C-GONE-1"  # never did business: no retention applies, destroyed at once
 LATER_TEXT = "Qiaolian-later-note-about-her-divorce"
 PROBLEM_PLANT = "Zhuang Qiaolian Problem"
@@ -189,20 +191,31 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         update={"privacy_shred_interval_s": 0.3, "audit_checkpoint_interval_s": 0.5}
     )
     answers: list[str] = []
-    async with privacy_stack(quick, tokens) as stack, audit_running(quick, tokens) as audit:
+    async with contextlib.AsyncExitStack() as running:
+        audit = await running.enter_async_context(audit_running(quick, tokens))
+        quick = quick.model_copy(
+            update={"privacy_legal_holds_url": f"{audit.base_url}/v1/audit/legal-holds"}
+        )
+        stack = await running.enter_async_context(privacy_stack(quick, tokens))
         for event in (
             planted_journey(KEEP)
             + business(KEEP)
             + planted_journey(GONE)
             + planted_journey(CLOSED)
             + business(CLOSED)
+            + planted_journey(HELD)
         ):
             await stack.send(event)
+        hold = await audit.post(
+            "/v1/audit/legal-holds",
+            json={"client_id": HELD, "hold_id": "LH-1", "reason": "litigation"},
+        )
+        assert hold.status_code in (200, 201), hold.text
         await stack.send(
             submission(CLOSED, "client.account_closed", at(15), {"reason": "client_request"})
         )
         answers.extend(await planted_refusals(stack))
-        for client in (KEEP, GONE, CLOSED):
+        for client in (KEEP, GONE, CLOSED, HELD):
             await stack.send(erasure(client))
 
         # Restricted at once: intake serves none of KEEP's personal values, not even sealed.
@@ -347,6 +360,8 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         closed_at = datetime.fromisoformat(at(15))
         assert plan.retention_until == closed_at.replace(year=closed_at.year + 10)
         assert statuses[KEEP].plan is None  # the relationship lasts: no date yet
+        assert statuses[HELD].held  # D-11: a standing hold beats erasure
+        assert statuses[HELD].plan is None
         run_out = plan.due_at + timedelta(seconds=1)
         carried_out = await shred_due_once(quick, dry_run=False, now=run_out)
         assert {s.client_id for s in carried_out if s.shredded} == {CLOSED}
@@ -364,6 +379,10 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
             f"/v1/clients/{KEEP}/personal-data", params={"purpose": "x"}
         )
         assert still.status_code == 409
+        held = await stack.followup.get(
+            f"/v1/clients/{HELD}/personal-data", params={"purpose": "x"}
+        )
+        assert held.status_code == 409  # restricted, not destroyed
 
     # Raw storage: no planted value in clear anywhere, in any database.
     for url in (

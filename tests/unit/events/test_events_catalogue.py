@@ -179,9 +179,16 @@ def test_registry_keys_are_plain_strings() -> None:
     assert all(type(t) is str for t in c.PAYLOAD_MODELS)
 
 
-def test_every_type_is_version_1_but_the_itemised_disclosure_and_named_terms() -> None:
-    breaking = {"product.risk_disclosed": 2, "product.terms_confirmed": 2}  # D-05
-    assert dict(c.CATALOGUE_VERSION) == {**dict.fromkeys(c.PAYLOAD_MODELS, 1), **breaking}
+def test_every_type_is_version_1_but_those_with_an_upcaster() -> None:
+    from branchline_shared.events.upcasting import UPCASTERS
+
+    bumped = {t: v for t, v in c.CATALOGUE_VERSION.items() if v != 1}
+    assert bumped == {
+        "product.risk_disclosed": 2,  # D-05: itemised disclosure
+        "product.terms_confirmed": 2,  # D-05: named terms
+        "followup.completed": 2,  # issue #9: the outcome became a closed code
+    }
+    assert all((t, v) in UPCASTERS for t, last in bumped.items() for v in range(1, last))
 
 
 def test_identity_document_expiry_is_a_time_or_a_date() -> None:
@@ -215,7 +222,8 @@ def test_every_model_is_frozen_and_forbids_extra_fields() -> None:
 def test_personal_fields_name_real_fields_of_every_type() -> None:
     assert set(c.PERSONAL_FIELDS) == set(c.PAYLOAD_MODELS)
     for event_type, paths in c.PERSONAL_FIELDS.items():
-        assert set(paths) <= set(c.PAYLOAD_MODELS[event_type].model_fields), event_type
+        heads = {p.split(".", 1)[0] for p in paths}  # "a.b": the key b inside the object a
+        assert heads <= set(c.PAYLOAD_MODELS[event_type].model_fields), event_type
     assert c.PERSONAL_FIELDS["client.personal_data_recorded"] == ("fields",)
 
 

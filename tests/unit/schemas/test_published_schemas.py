@@ -48,7 +48,8 @@ def generated() -> dict[str, str]:
     return generated_files(read_committed(REPO_SCHEMAS))
 
 
-def schema_at(files: dict[str, str], event_type: str, version: int = 1) -> dict[str, Any]:
+def schema_at(files: dict[str, str], event_type: str, version: int | None = None) -> dict[str, Any]:
+    version = version or CATALOGUE_VERSION[event_type]
     parsed: dict[str, Any] = json.loads(files[event_schema_path(event_type, version)])
     return parsed
 

@@ -94,6 +94,9 @@ class Verification(BaseModel):
     reason: str | None = None
     checkpoints_checked: int = 0
     bad_checkpoint: int | None = None
+    bad_positions: list[int] = []
+    """Every bad position (the first 1,000): verification goes on past a bad entry."""
+    bad_count: int = 0
 
 
 class InclusionProofBody(BaseModel):
@@ -249,6 +252,8 @@ async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
         reason=verdict.reason,
         checkpoints_checked=verdict.checkpoints_checked,
         bad_checkpoint=verdict.bad_checkpoint,
+        bad_positions=list(verdict.bad_positions),
+        bad_count=verdict.bad_count,
     )
 
 

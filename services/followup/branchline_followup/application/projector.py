@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
@@ -130,6 +131,7 @@ async def project(
         return True
     client_id = event.client_id
     await lock_client(conn, client_id, projection.client_lock_class)
+    await apply_for_console(conn, event, client_id)
     policy = projection.policy
     at = event.occurred_at
     facts = await read_models.fetch_client(conn, client_id)

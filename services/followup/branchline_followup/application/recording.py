@@ -59,7 +59,9 @@ def normalised(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 async def _sealed(
     ctx: FollowupContext, event_type: str, client_id: str, data: dict[str, Any]
 ) -> dict[str, Any]:
-    paths = tuple(p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p) is not None)
+    paths = tuple(
+        p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p.split(".", 1)[0]) is not None
+    )
     if not paths:
         return data
     if ctx.keys is None:

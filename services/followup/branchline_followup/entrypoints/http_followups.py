@@ -32,7 +32,7 @@ from branchline_followup.entrypoints.http_deps import (
 )
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.events.bounded import Instant
-from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
+from branchline_shared.events.catalogue import FollowupOutcome, Label, Note, SatisfactionScores
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
@@ -54,7 +54,7 @@ class TaskPage(BaseModel):
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outcome: Label
+    outcome: FollowupOutcome
     note: Note | None = None
     next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None

@@ -123,8 +123,9 @@ async def submit_events(
         if isinstance(checked, Refused):
             outcomes[index] = checked
             continue
+        data = checked.model_dump(mode="json", exclude_none=True)
         try:
-            data = await _seal_personal_data(ctx, item, checked, keys)
+            await _fetch_key(ctx, item.type, item.client_id, data, keys)
         except KeyDestroyed as erased:
             outcomes[index] = Refused(
                 409, "Client erased", str(erased), kind="rule-violation", rule="D-04"
@@ -142,7 +143,7 @@ async def submit_events(
     if candidates:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
-                decided = await _record(ctx, candidates)
+                decided = await _record(ctx, candidates, keys)
                 break
             except ConcurrencyError:
                 # A concurrent writer took the same event id (on another stream): read again,
@@ -194,21 +195,38 @@ def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
         )
 
 
-async def _seal_personal_data(
-    ctx: IntakeContext, item: SubmittedEvent, payload: EventPayload, keys: dict[str, DataKey]
-) -> dict[str, Any]:
-    """Personal values are sealed before anything is stored or published (decision 7): the
-    event store, the topics and the audit trail only ever hold ciphertext."""
-    data = payload.model_dump(mode="json", exclude_none=True)
-    paths = [p for p in PERSONAL_FIELDS.get(item.type, ()) if data.get(p) is not None]
-    if not paths:
-        return data
-    client_id = item.client_id
-    if client_id is None:  # the catalogue declares personal paths on client events only
-        raise ValueError(f"{item.type} has personal fields but no client to seal them for")
-    if client_id not in keys:
+def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p.split(".", 1)[0]) is not None
+    )
+
+
+async def _fetch_key(
+    ctx: IntakeContext,
+    event_type: str,
+    client_id: str | None,
+    data: dict[str, Any],
+    keys: dict[str, DataKey],
+) -> None:
+    """The client's data key, fetched before the unit of work when the event will need it
+    (raises KeyDestroyed for an erased client)."""
+    if client_id is not None and _personal_paths(event_type, data) and client_id not in keys:
         keys[client_id] = await ctx.keys.key_for(client_id)
-    return seal_paths(data, tuple(paths), keys[client_id], client_id=client_id)
+
+
+def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
+    """The accepted event with its personal values sealed, as it is stored and published
+    (decision 7): the rules decided on the clear, typed payload, so every limit means what it
+    says for the clear text (issue #9 finding 4); the event store, the topics and the audit
+    trail only ever hold ciphertext."""
+    paths = _personal_paths(event.type, event.data)
+    if not paths:
+        return event
+    client_id = event.client_id
+    if client_id is None:  # the catalogue declares personal paths on client events only
+        raise ValueError(f"{event.type} has personal fields but no client to seal them for")
+    data = seal_paths(event.data, paths, keys[client_id], client_id=client_id)
+    return event.model_copy(update={"data": data})
 
 
 def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> RecordedEvent:
@@ -234,7 +252,9 @@ def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> Record
     )
 
 
-async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int, Outcome]:
+async def _record(
+    ctx: IntakeContext, candidates: list[_Candidate], keys: dict[str, DataKey]
+) -> dict[int, Outcome]:
     async with ctx.store.unit_of_work() as uow:
         client_streams = sorted({c.event.stream_id for c in candidates})
         refusal_streams = sorted({refusal_stream_id(c.event) for c in candidates})
@@ -264,7 +284,7 @@ async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int,
             if event_id in first_in_batch:
                 continue  # answered after commit, as a duplicate of the first
             first_in_batch[event_id] = cand
-            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing)
+            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing, keys)
             if outcome is not None:
                 decided[cand.index] = outcome
         positions = await uow.commit()
@@ -310,6 +330,7 @@ def _decide_one(
     histories: dict[str, list[RecordedEvent]],
     staged: list[tuple[int, RecordedEvent]],
     existing: dict[uuid.UUID, StoredEvent],
+    keys: dict[str, DataKey],
 ) -> Outcome | None:
     stream_id = cand.event.stream_id
     current = versions.get(stream_id, 0)
@@ -343,7 +364,7 @@ def _decide_one(
             if decision.field
             else None,
         )
-    event = decision.model_copy(update={"stream_version": current + 1})
+    event = _sealed(decision.model_copy(update={"stream_version": current + 1}), keys)
     versions[stream_id] = current + 1
     histories[stream_id].append(event)
     uow.stage(event, topic=ctx.topic, submission_hash=cand.submission_hash)

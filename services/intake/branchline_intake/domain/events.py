@@ -64,13 +64,15 @@ class DomainEvent:
         )
 
     @classmethod
-    def from_recorded(cls, recorded: RecordedEvent) -> DomainEvent:
-        """A stored event (its payload parsed by the catalogue)."""
+    def from_recorded(cls, recorded: RecordedEvent, *, stored: bool = True) -> DomainEvent:
+        """A recorded event (its payload parsed by the catalogue). ``stored``: read back from
+        the event store, its personal values sealed; ``False`` for a candidate, whose payload
+        is still clear (decided first, sealed once accepted)."""
         return cls(
             event_id=recorded.event_id,
             type=recorded.type,
             occurred_at=recorded.occurred_at,
-            payload=parse_payload(recorded.type, recorded.data),
+            payload=parse_payload(recorded.type, recorded.data, stored=stored),
             branch_id=recorded.branch_id,
             actor_id=recorded.actor.id,
             received_at=recorded.recorded_at,

@@ -54,7 +54,7 @@ def decide_recorded(
     ``related``: the histories of the streams it refers to (:func:`references`)."""
     if candidate.subject is not Subject.CLIENT:
         return decide_subject_recorded(history, candidate, policy)
-    proposed = DomainEvent.from_recorded(candidate)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)
     return _answer(
         candidate,
         proposed,
@@ -74,7 +74,7 @@ def decide_subject_recorded(
     history: Sequence[RecordedEvent], candidate: RecordedEvent, policy: IntakePolicy
 ) -> RecordedEvent | RuleViolation:
     """Decide an event of the product shelf or of a member of staff after its history."""
-    proposed = DomainEvent.from_recorded(candidate)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)
     past = [DomainEvent.from_recorded(e) for e in history]
     if candidate.subject is Subject.PRODUCT:
         product = rebuild_shelf_product(candidate.subject_id, past)
@@ -90,7 +90,7 @@ def decide_on_state(
     related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
 ) -> RecordedEvent | RuleViolation:
     """Decide ``candidate`` after a client state; the envelope to append, or the violation."""
-    proposed = DomainEvent.from_recorded(candidate)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)  # clear: decided, then sealed
     return _answer(
         candidate, proposed, decide(state, proposed, policy, _related(proposed, related))
     )

@@ -4,6 +4,7 @@ the client page. They call the same use cases and queries as the JSON routes."""
 from __future__ import annotations
 
 import uuid
+from calendar import monthrange
 from datetime import datetime
 from statistics import fmean
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from branchline_followup.adapters import queries
+from branchline_followup.adapters.console_read_models import Assessment, client_page_records
 from branchline_followup.application.actions import TaskRefused, complete_task
 from branchline_followup.application.queries import stage_at
 from branchline_followup.application.recording import FollowupContext
@@ -136,9 +138,11 @@ async def my_day(
     kind: Annotated[str | None, Query(max_length=64)] = None,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
     assignee: Annotated[str | None, Query(max_length=128)] = None,
+    done: Annotated[str | None, Query(max_length=1)] = None,
 ) -> Response:
+    notice = site_of(request).gettext(request)(N_("Task completed.")) if done else None
     return await render_day(
-        request, ctx, principal, work_filters(status, kind, client_id, assignee)
+        request, ctx, principal, work_filters(status, kind, client_id, assignee), notice=notice
     )
 
 
@@ -251,7 +255,7 @@ async def client_page(
         (dimension, fmean(float(s[dimension]) for s in surveys) if surveys else None)
         for dimension in DIMENSIONS
     ]
-    timeline = await _timeline(ctx, client_id)
+    page = await client_page_records(ctx.pool, record.facts.client_id)
     gettext = site.gettext(request)
     return site.render(
         request,
@@ -263,14 +267,29 @@ async def client_page(
             "complaints": record.open_complaints,
             "surveys": surveys,
             "satisfaction_labelled": [(gettext(DIMENSIONS[d]), v) for d, v in satisfaction],
-            "timeline": timeline,
-            "consents": [],
-            "assessment": None,
+            "timeline": page.timeline,
+            "consents": page.consents,
+            "assessment": _assessment(page.assessment, now, request),
         },
     )
 
 
-async def _timeline(ctx: FollowupContext, client_id: str) -> list[dict[str, Any]]:
-    """The client's recorded events, newest first (what the read models kept of them)."""
-    del ctx, client_id
-    return []
+def _assessment(found: Assessment | None, now: datetime, request: Request) -> dict[str, Any] | None:
+    """D-05: the latest assessment's validity: as stated, else the institution's default."""
+    if found is None:
+        return None
+    months: int = request.app.state.console_assessment_validity_months
+    valid_until = found.valid_until or add_months(found.assessed_at, months)
+    return {
+        "level": found.level,
+        "assessed_at": found.assessed_at,
+        "valid_until": valid_until,
+        "expired": valid_until <= now,
+    }
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day ``months`` later (the month's last day where it is shorter)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, monthrange(year, month)[1]))

@@ -167,11 +167,16 @@ async def quality_page(
     )
 
 
+def spreadsheet_safe(text: str) -> str:
+    """A typed-in value that a spreadsheet would run as a formula is written as text."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def quality_rows(selection: QualitySelection, report: QualityReport) -> list[list[str]]:
     """The D-12 measures as (measure, key, value) rows: one table, easy to load anywhere."""
     scope = [
-        selection.branch_id or "",
-        selection.rm_id or "",
+        spreadsheet_safe(selection.branch_id or ""),
+        spreadsheet_safe(selection.rm_id or ""),
         selection.start.astimezone(UTC).isoformat(),
         selection.end.astimezone(UTC).isoformat(),
     ]
