@@ -112,7 +112,7 @@ async def test_d15_a_rerating_makes_a_review_due_for_every_affected_holder(
     rm = stack.as_(Role.RM, "rm-7")
     done = await rm.post(
         f"/v1/followups/{review['id']}/complete",
-        json={"outcome": "client warned; keeps the holding", "client_warned": True},
+        json={"outcome": "contacted", "note": "warned; keeps the holding", "client_warned": True},
     )
     assert done.status_code == 200, done.text
     assert done.json()["sla_state"] == "done"
