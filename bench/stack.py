@@ -15,7 +15,8 @@ from pathlib import Path
 
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.postgres import prepare_runtime_dir
-from branchline_shared.http.auth import Role, TokenCodec, utcnow
+from branchline_shared.http.auth import Role, utcnow
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
 PORT_SETTINGS = (
@@ -75,6 +76,9 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
         "BRANCHLINE_DATA_DIR": str(base / "data"),
         "BRANCHLINE_LOG_LEVEL": "WARNING",
         "BRANCHLINE_DB_POOL_MAX": "20",
+        # The benchmark measures throughput: the abuse limits would measure themselves.
+        "BRANCHLINE_RATE_LIMIT_ENABLED": "false",
+        "BRANCHLINE_ACCESS_LOG_ENABLED": "false",
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -86,9 +90,13 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)
-        token = TokenCodec(
-            settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-        ).issue("bench-branch", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=6), now=utcnow())
+        token = token_codec(settings, "intake").issue(
+            "bench-branch",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=6),
+            now=utcnow(),
+            branch_id="BR-1",  # the workload's branch (bench/workload.py)
+        )
         as_run = settings.model_copy(
             update={
                 "kafka_bootstrap": stack.broker.bootstrap,

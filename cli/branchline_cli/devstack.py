@@ -31,6 +31,7 @@ from branchline_cli.supervision import Supervisor
 from branchline_shared.embedded.ports import port_is_free
 from branchline_shared.embedded.postgres import EmbeddedPostgres
 from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.http.token_keys import token_keys
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.settings import BranchlineSettings
 
@@ -138,6 +139,9 @@ class DevStack:
                 "BRANCHLINE_LOG_LEVEL": self.settings.log_level,
             }
         )
+        # The embedded stack is the one place dev-only features (the test clock) are on by
+        # default; BRANCHLINE_DEV_MODE=false in the environment still turns them off.
+        env.setdefault("BRANCHLINE_DEV_MODE", "true")
         return env
 
     def child_settings(self, env: dict[str, str]) -> BranchlineSettings:
@@ -165,7 +169,7 @@ class DevStack:
             f"  [green]✓[/] Kafka broker    {self.broker.bootstrap} (tansu, in memory)"
             f"  ({time.monotonic() - step:.1f}s)"
         )
-        self.settings.resolved_jwt_secret()  # generated once, before the children read it
+        token_keys(self.settings)  # generated once, before the children read them
         env = self.child_env()
         asyncio.run(prepare_databases(self.child_settings(env)))
         console.print(f"  [green]✓[/] databases       migrated  ({time.monotonic() - step:.1f}s)")

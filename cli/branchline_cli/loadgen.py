@@ -338,14 +338,23 @@ def loadgen_command(
     ] = 0.2,
 ) -> None:
     """Send realistic client journeys to intake at a steady rate; count what was answered 202."""
-    from branchline_shared.http.auth import Role, TokenCodec
+    from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
+    from branchline_shared.http.auth import Role
+    from branchline_shared.http.token_keys import token_codec
     from branchline_shared.settings import BranchlineSettings
 
     settings = BranchlineSettings()
-    codec = TokenCodec(settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience)
-    ttl = timedelta(seconds=duration + 3600)
-    token = codec.issue("loadgen", [Role.BRANCH_SYSTEM], ttl=ttl, now=datetime.now(UTC))
-    admin = codec.issue("loadgen-admin", [Role.ADMIN], ttl=ttl, now=datetime.now(UTC))
+    codec = token_codec(settings, "intake")
+    ttl = min(timedelta(seconds=duration + 3600), codec.max_lifetime)
+    token = codec.issue(
+        "loadgen",
+        [Role.BRANCH_SYSTEM],
+        ttl=ttl,
+        now=datetime.now(UTC),
+        branch_id="BR-001",  # the journeys' branch (LoadGenerator's default)
+    )
+    # the governance steps name the examples' admin as their actor: an admin speaks as itself
+    admin = codec.issue(EXAMPLE_ADMIN_ID, [Role.ADMIN], ttl=ttl, now=datetime.now(UTC))
     generator = LoadGenerator(
         url or f"http://127.0.0.1:{settings.intake_port}",
         token,

@@ -31,9 +31,20 @@ class DevStack:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def token(self, role: str, sub: str) -> str:
+    def token(self, role: str, sub: str, branch: str | None = None) -> str:
+        extra = ["--branch", branch] if branch else []
         result = subprocess.run(
-            [sys.executable, "-m", "branchline_cli.main", "token", "--role", role, "--sub", sub],
+            [
+                sys.executable,
+                "-m",
+                "branchline_cli.main",
+                "token",
+                "--role",
+                role,
+                "--sub",
+                sub,
+                *extra,
+            ],
             env=self.env,
             capture_output=True,
             text=True,
@@ -137,7 +148,7 @@ def wait_for(probe: object, within: float = 30.0) -> object:
 
 
 def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: DevStack) -> None:
-    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01')}"}
+    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01', 'BR-001')}"}
     rm = {"Authorization": f"Bearer {dev_stack.token('rm', 'rm-7')}"}
     auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
     event = {

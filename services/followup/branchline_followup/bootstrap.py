@@ -29,11 +29,13 @@ from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
 from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
@@ -134,8 +136,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         async with followup_runtime(settings) as runtime:
             app.state.pool = runtime.pool
             app.state.followup = runtime.context
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
+            app.state.token_codec = token_codec(settings, "followup")
+            app.state.staff = StaffDirectory(
+                settings.followup_supervisors, settings.followup_default_supervisor
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(runtime.pool),
@@ -151,6 +154,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(api_router(dev_mode=settings.dev_mode))
     install_followup_console(app, settings)
     return app

@@ -17,13 +17,15 @@ from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_intake.entrypoints.shelf_http import shelf_router
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
@@ -61,9 +63,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         master = settings.resolved_master_key()
         keys, key_pool = await open_configured_key_store(settings)
         try:
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-            )
+            app.state.token_codec = token_codec(settings, "intake")
             relay = OutboxRelay(
                 pool=pool,
                 producer=producer,
@@ -90,6 +90,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 hash_key=await keys.service_secret(
                     "submission-hash",
                     initial=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
+                ),
+                staff=StaffDirectory(
+                    settings.followup_supervisors, settings.followup_default_supervisor
                 ),
             )
             app.state.readiness_checks = {
@@ -125,6 +128,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     app.include_router(schemas_router)
     app.include_router(shelf_router)

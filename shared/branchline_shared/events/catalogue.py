@@ -99,6 +99,7 @@ __all__ = [
     "ClientConsentGranted",
     "ClientConsentWithdrawn",
     "ClientDataAccessRequested",
+    "ClientDataRead",
     "ClientErasureRequested",
     "ClientIdentityVerified",
     "ClientLateEntryApproved",
@@ -265,6 +266,7 @@ class EventType(StrEnum):
     CLIENT_ERASURE_REQUESTED = "client.erasure_requested"
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+    CLIENT_DATA_READ = "client.data_read"
     CLIENT_SCREENED = "client.screened"
     CLIENT_BENEFICIAL_OWNER_RECORDED = "client.beneficial_owner_recorded"
     CLIENT_LATE_ENTRY_APPROVED = "client.late_entry_approved"
@@ -576,6 +578,16 @@ class ClientPersonalDataShredded(EventPayload):
     """The destroyed data key's id (none: the client never had personal data sealed)."""
     relationship_ended_at: Instant | None = None
     retention_until: Instant | None = None
+
+
+class ClientDataRead(EventPayload):
+    """client.data_read (D-11; system-emitted): a client's data was read outside the audit
+    API; who read it is the envelope's ``submitted_by`` (and ``actor``), what the route, why
+    the stated purpose."""
+
+    service: Label
+    route: Label
+    purpose: Label | None = None
 
 
 class ClientAccountClosed(EventPayload):
@@ -1300,6 +1312,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.CLIENT_DATA_READ: ClientDataRead,
     EventType.CLIENT_PERSONAL_DATA_SHREDDED: ClientPersonalDataShredded,
     EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
     EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
@@ -1371,6 +1384,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
     for event_type in (
         EventType.RULE_VIOLATION_REFUSED,
         EventType.CLIENT_PERSONAL_DATA_ACCESSED,
+        EventType.CLIENT_DATA_READ,
         EventType.CLIENT_PERSONAL_DATA_SHREDDED,
         EventType.FOLLOWUP_TASK_CREATED,
         EventType.FOLLOWUP_COMPLETED,

@@ -115,6 +115,19 @@ class _OneSubject(BaseModel):
         return value
 
 
+class Submitter(BaseModel):
+    """Who really sent an event: the authenticated token's subject, roles and branch
+    (decision 11), recorded next to the ``actor`` the caller declared."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sub: Identifier
+    roles: Annotated[
+        tuple[Annotated[str, StringConstraints(max_length=32)], ...], Field(max_length=8)
+    ]
+    branch_id: Identifier | None = None
+
+
 class SubmittedEvent(_OneSubject):
     """An event as a branch system sends it to intake (API.md, "Submitted event")."""
 
@@ -158,6 +171,11 @@ class RecordedEvent(_OneSubject):
     causation_id: Annotated[str, CleanToken] | None = None
     late_entry: LateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: Submitter | None = None
+    """The authenticated sender of an accepted event; None for events a service emits on its
+    own (timers) and for events recorded before it was introduced."""
+    synthetic: bool = False
+    """True for events caused by the dev-mode test clock: not facts of the real world."""
 
     @field_validator("occurred_at", "recorded_at")
     @classmethod

@@ -78,6 +78,11 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "fields": ["name", "id_number", "phone", "address"],
         "purpose": "D-04 access request of the client",
     },
+    "client.data_read": {
+        "service": "followup",
+        "route": "GET /v1/clients/{client_id}",
+        "purpose": "preparing the client's revisit",
+    },
     "client.personal_data_shredded": {
         "basis": "retention_ended",
         "erasure_event_id": "0193f0c2-7a1b-7c3d-8e4f-5a6b7c8d9e0f",
@@ -474,6 +479,7 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     ),
     _step("client.data_access_requested", "2026-12-03T09:00:00+08:00"),
     _step("client.personal_data_accessed", "2026-12-03T09:30:00+08:00", actor=("admin-1", "admin")),
+    _step("client.data_read", "2026-12-03T09:40:00+08:00", actor=("rm-7", "rm")),
     _step("client.account_closed", "2026-12-03T10:00:00+08:00", actor=_RM),
     _step("client.account_reopened", "2026-12-03T11:00:00+08:00", actor=_RM),
     _step("audit.legal_hold_placed", "2026-12-03T12:00:00+08:00", actor=("auditor-1", "auditor")),

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchline_shared.http.docs_assets import install_docs
 from branchline_shared.http.graceful import is_draining
 from branchline_shared.http.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from branchline_shared.http.strict_input import StrictInput
@@ -150,7 +151,15 @@ def create_service_app(
     max_body_bytes: int,
     description: str = "",
 ) -> FastAPI:
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,  # served from packaged assets, not a CDN (install_docs)
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.service = service
     app.state.readiness_checks = {}
     install_problem_handlers(app)

@@ -172,7 +172,7 @@ async def test_d07_d17_new_clocks_run_on_the_test_clock(
     rm = stack.as_(Role.RM, "rm-7")
     done = await rm.post(
         f"/v1/followups/{responses[str(survey.event_id)]['id']}/complete",
-        json={"outcome": "called the client", "note": "apologised for the wait"},
+        json={"outcome": "contacted", "note": "apologised for the wait"},
     )
     assert done.status_code == 200, done.text
     assert done.json()["sla_state"] == "done"
@@ -254,7 +254,8 @@ async def test_d09_closure_ends_the_relationship_and_d17_statistics_match_a_hand
                 "/v1/statistics/complaints", params={"profile": "us_broker", **period}
             )
         ).json()
-        return report if report.get("total_received") == 4 else None
+        resolved = sum(r["resolved"] for r in report.get("rows", []))
+        return report if report.get("total_received") == 4 and resolved == 1 else None
 
     report = await eventually(us_report)
     assert report["format"] == "finra_4530_quarterly"
@@ -274,7 +275,7 @@ async def test_d09_closure_ends_the_relationship_and_d17_statistics_match_a_hand
             params={"profile": "cn_regulator", "format": "csv", **period},
         )
         rows = list(csv.DictReader(io.StringIO(response.text)))
-        return rows if rows and rows[0]["received"] == "3" else None
+        return rows if rows and rows[0]["resolved"] == "3" else None
 
     (row,) = await eventually(cn_csv)
     assert (row["problem_code"], row["product_code"]) == ("service_quality", "deposit")

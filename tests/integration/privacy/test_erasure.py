@@ -228,7 +228,7 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         )
         assert by_type["complaint.received"]["summary"] == "[restricted]"
         assert by_type["client.erasure_requested"]["reason"] == "[restricted]"
-        assert by_type["visit.business_handled"]["counter"] == "counter-3"  # not personal
+        assert by_type["visit.business_handled"]["visit_id"] == "V-1"  # not personal
 
         # Later personal free text: stored sealed (never clear) and restricted at once.
         later = submission(
@@ -310,18 +310,20 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
 
         task = await first_open_task(GONE)
         with_note = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+            f"/v1/followups/{task['id']}/complete",
+            json={"outcome": "contacted", "note": LATER_TEXT},
         )
         assert with_note.status_code == 409, with_note.text
         assert with_note.json()["rule"] == "D-04"
         answers.append(with_note.text)
         done = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called"}
+            f"/v1/followups/{task['id']}/complete", json={"outcome": "contacted"}
         )
         assert done.status_code == 200, done.text
         task = await first_open_task(KEEP)
         noted = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+            f"/v1/followups/{task['id']}/complete",
+            json={"outcome": "contacted", "note": LATER_TEXT},
         )
         assert noted.status_code == 200, noted.text
         answers.append(noted.text)

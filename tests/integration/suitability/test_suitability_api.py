@@ -52,7 +52,11 @@ class Callers:
 def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
     # the standard's bounds (the suite widens them for its dated stories)
     return make_settings(
-        infra, tmp_path, intake_late_entry_window_hours=24, intake_clock_skew_seconds=300
+        infra,
+        tmp_path,
+        intake_late_entry_window_hours=24,
+        intake_clock_skew_seconds=300,
+        followup_supervisors={RM: "sup-1"},  # sup-1 approves for its team's clients only
     )
 
 
@@ -61,7 +65,9 @@ async def callers(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIt
     async with (
         serve(create_app(settings)) as url,
         httpx.AsyncClient(
-            base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01"), timeout=30
+            base_url=url,
+            headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01", branch="BR-1"),
+            timeout=30,
         ) as branch,
         httpx.AsyncClient(
             base_url=url, headers=tokens.headers(Role.ADMIN, sub="admin-1"), timeout=30
@@ -87,7 +93,13 @@ def governance(
 
 
 def client_event(
-    event_type: str, client: str, data: dict[str, Any], at: str, actor: str = RM, **extra: Any
+    event_type: str,
+    client: str,
+    data: dict[str, Any],
+    at: str,
+    actor: str = RM,
+    role: str = "rm",
+    **extra: Any,
 ) -> dict[str, Any]:
     return {
         "type": event_type,
@@ -95,7 +107,7 @@ def client_event(
         "client_id": client,
         "branch_id": "BR-1",
         "channel": "walk_in",
-        "actor": {"id": actor, "role": "rm"},
+        "actor": {"id": actor, "role": role},
         "data": data,
         **extra,
     }
@@ -371,6 +383,7 @@ async def test_a_late_sale_with_a_supervisors_approval_is_accepted_with_both_tim
                     {"event_id": body["event_id"], "reason": "checked against the signed paper"},
                     ago(minutes=2),
                     actor="sup-1",
+                    role="supervisor",  # a supervisor's token speaks as the supervisor
                 ),
             )
         await c.post(c.branch, body)
@@ -383,6 +396,7 @@ async def test_a_late_sale_with_a_supervisors_approval_is_accepted_with_both_tim
             {"event_id": sale_id, "reason": "contract on paper, signed 470 days ago"},
             ago(minutes=1),
             actor="sup-1",
+            role="supervisor",
         ),
     )
     sold = await c.post(

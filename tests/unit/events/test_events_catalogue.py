@@ -83,6 +83,7 @@ GOVERNANCE_TYPES = {
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
+    "client.data_read",
     "client.personal_data_shredded",
     "followup.task_created",
     "followup.completed",

@@ -96,6 +96,10 @@ class Projection:
     client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
 
 
+NOT_PROJECTED = frozenset({"client.data_read"})
+"""Records about the client, not facts of the client: a read changes nothing of the views."""
+
+
 async def apply_event(
     pool: PgPool,
     event: RecordedEvent,
@@ -118,6 +122,8 @@ async def project(
     ``position`` (where its store put it) is recorded for reconciliation."""
     if not await read_models.mark_applied(conn, event, position):
         return False
+    if event.type in NOT_PROJECTED:
+        return True
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
         # re-rating may make reviews due for the product's holders (D-15).

@@ -28,7 +28,7 @@ from branchline_followup.domain.erasure import (
 )
 from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.events.envelope import Actor
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
 PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
@@ -147,8 +147,7 @@ def legal_holds_from_settings(settings: BranchlineSettings) -> LegalHolds:
     url = settings.privacy_legal_holds_url or (
         f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"
     )
-    codec = TokenCodec(settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience)
-    return AuditApiLegalHolds(url, codec)
+    return AuditApiLegalHolds(url, token_codec(settings, "audit"))
 
 
 async def _shred(

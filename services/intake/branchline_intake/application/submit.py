@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,6 +20,8 @@ from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.privacy import register_restrictions
 from branchline_intake.domain import RuleViolation, refusal_payload
+from branchline_shared.access.scope import StaffDirectory, sees_client
+from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
@@ -37,6 +39,8 @@ from branchline_shared.events.envelope import (
     RecordedEvent,
     Subject,
     SubmittedEvent,
+    Submitter,
+    client_stream_id,
     subject_stream_id,
 )
 from branchline_shared.eventstore.ports import (
@@ -62,6 +66,8 @@ class IntakeContext:
     topic: str
     keys: ClientKeyStore
     hash_key: bytes
+    staff: StaffDirectory = field(default_factory=StaffDirectory)
+    """Who supervises whom: a supervisor writes for their team's clients only."""
 
 
 @dataclass
@@ -96,10 +102,14 @@ def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
 
 
 async def submit_events(
-    ctx: IntakeContext, items: Sequence[SubmittedEvent], *, submitted_by: Actor
+    ctx: IntakeContext,
+    items: Sequence[SubmittedEvent],
+    *,
+    submitted_by: Actor,
+    submitter: Submitter | None = None,
 ) -> list[Outcome]:
-    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``);
-    one outcome per item, in order."""
+    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``,
+    recorded on every accepted event as ``submitter``); one outcome per item, in order."""
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[_Candidate] = []
     now = ctx.clock.now()
@@ -120,6 +130,8 @@ async def submit_events(
                     }
                 ],
             )
+        if not isinstance(checked, Refused) and submitter is not None:
+            checked = _speaking_checked(submitter, item) or checked
         if isinstance(checked, Refused):
             outcomes[index] = checked
             continue
@@ -135,11 +147,14 @@ async def submit_events(
             _Candidate(
                 index,
                 item,
-                _envelope(item, data, now),
+                _envelope(item, data, now, submitter),
                 submission_hash(item, ctx.hash_key),
                 submitted_by,
             )
         )
+    for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
+        outcomes[index] = outside
+    candidates = [c for c in candidates if outcomes[c.index] is None]
     if candidates:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
@@ -156,6 +171,63 @@ async def submit_events(
             ctx.keys, [c.event for c in candidates], [decided[c.index] for c in candidates]
         )
     return [o for o in outcomes if o is not None]
+
+
+def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | None:
+    refused = speaking_refusal(
+        submitter, actor=item.actor, client_id=item.client_id, branch_id=item.branch_id
+    )
+    if refused is None:
+        return None
+    return Refused(
+        403,
+        "Not allowed to speak for this actor",
+        refused.detail,
+        kind="actor-not-allowed",
+        errors=[{"field": refused.field, "message": refused.detail, "type": "forbidden"}],
+    )
+
+
+async def _outside_scope(
+    ctx: IntakeContext, submitter: Submitter | None, candidates: list[_Candidate]
+) -> dict[int, Refused]:
+    """An RM writes only for their own clients, a supervisor for their team's (a branch system
+    is bound to its branch by the speaking rules, an admin is not scoped). Out of scope is
+    answered as "no such client" (404), so another RM's client's existence does not leak.
+    A client's RM is the one its registration names: the first event of its stream, which
+    never changes once written (or a registration earlier in this same call)."""
+    if submitter is None or {"admin", "branch_system"} & set(submitter.roles):
+        return {}
+    owners: dict[str, str | None] = {}
+    refused: dict[int, Refused] = {}
+    for cand in candidates:
+        client = cand.event.client_id
+        if client is None:
+            continue  # product and staff events: their types are the governance roles' alone
+        if client not in owners:
+            first = await ctx.store.read_stream(client_stream_id(client), from_version=1, limit=1)
+            owners[client] = client_rm([s.event for s in first])
+        if owners[client] is None and cand.event.type == "client.registered":
+            owners[client] = _registering_rm(cand.event)
+        if not sees_client(submitter, ctx.staff, rm_id=owners[client]):
+            refused[cand.index] = Refused(
+                404, "Not found", f"no client {client!r} of yours", kind="client-not-found"
+            )
+    return refused
+
+
+def client_rm(history: Sequence[RecordedEvent]) -> str | None:
+    """The client's RM as its history states it (``client.registered``)."""
+    for event in history:
+        if event.type == "client.registered":
+            rm = event.data.get("rm_id")
+            return rm if isinstance(rm, str) else None
+    return None
+
+
+def _registering_rm(event: RecordedEvent) -> str | None:
+    rm = event.data.get("rm_id") if event.type == "client.registered" else None
+    return rm if isinstance(rm, str) else None
 
 
 def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
@@ -229,7 +301,9 @@ def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
     return event.model_copy(update={"data": data})
 
 
-def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> RecordedEvent:
+def _envelope(
+    item: SubmittedEvent, data: dict[str, Any], now: object, submitter: Submitter | None
+) -> RecordedEvent:
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
@@ -249,6 +323,7 @@ def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> Record
         causation_id=item.causation_id,
         late_entry=item.late_entry,
         data=data,
+        submitted_by=submitter,
     )
 
 

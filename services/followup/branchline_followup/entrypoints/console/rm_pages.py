@@ -17,6 +17,7 @@ from branchline_followup.adapters import queries
 from branchline_followup.adapters.console_read_models import Assessment, client_page_records
 from branchline_followup.application.actions import TaskRefused, complete_task
 from branchline_followup.application.queries import stage_at
+from branchline_followup.application.reading import record_client_read
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain import TaskKind
 from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS, OUTCOMES, REASONS
@@ -24,12 +25,18 @@ from branchline_followup.entrypoints.http_deps import (
     ContextDep,
     TaskView,
     actor_of,
-    sees_everything,
+    client_in_scope,
+    may_grade,
+    oversees,
+    staff_of,
+    submitter_of,
+    task_in_scope,
+    task_scope_filter,
     task_view,
 )
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
-    ConsoleForbidden,
     CsrfChecked,
     console_roles,
     locale_of,
@@ -42,6 +49,7 @@ Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN
 
 STATUS_CHOICES = ("open", "overdue", "due_soon", "on_track", "done")
 PAGE_SIZE = 100
+CLIENT_PAGE = "GET /console/clients/{client_id}"
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -49,24 +57,29 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 async def _work_list(
     ctx: FollowupContext,
     principal: Principal,
+    staff: StaffDirectory,
     *,
     assignee: str | None,
     status: str,
     kind: str | None,
     client_id: str | None,
 ) -> tuple[list[TaskView], str]:
-    """The tasks shown, ordered by deadline; an RM's own only (the JSON API's rule)."""
-    if not sees_everything(principal) or not assignee:
-        assignee = principal.subject if not sees_everything(principal) else assignee or None
+    """The tasks shown, ordered by deadline, within the caller's scope (the JSON API's rule:
+    an RM's own, a supervisor's team's, everyone's for an admin)."""
+    if not oversees(principal):
+        assignee = principal.subject
+    only, never = task_scope_filter(principal, staff)
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
     rows = await queries.list_tasks(
         ctx.pool,
         where=queries.TaskFilter(
-            assignee=assignee,
+            assignee=assignee or None,
             status=status if status in STATUS_CHOICES else "open",
             kind=kind if kind in {k.value for k in TaskKind} else None,
             client_id=client_id or None,
+            assignee_in=only,
+            assignee_not_in=never,
         ),
         after=None,
         limit=PAGE_SIZE,
@@ -100,6 +113,7 @@ async def render_day(
     tasks, shown_assignee = await _work_list(
         ctx,
         principal,
+        staff_of(request),
         assignee=filters["assignee"],
         status=filters["status"],
         kind=filters["kind"],
@@ -116,7 +130,7 @@ async def render_day(
             "tasks": tasks,
             "filters": filters,
             "shown_assignee": shown_assignee,
-            "oversees": sees_everything(principal),
+            "oversees": oversees(principal),
             "status_choices": STATUS_CHOICES,
             "kinds": sorted(k.value for k in TaskKind),
             "outcomes": list(OUTCOMES),
@@ -211,7 +225,9 @@ async def complete(
             ctx,
             task_id,
             actor=actor_of(principal),
-            may_complete_others=sees_everything(principal),
+            may_act=lambda assignee: task_in_scope(principal, staff_of(request), assignee),
+            may_grade=lambda assignee: may_grade(principal, assignee),
+            submitted_by=submitter_of(principal),
             outcome=outcome,
             note=note.strip() or None,
             next_contact_at=_next_contact(next_contact_at, zone),
@@ -246,8 +262,18 @@ async def client_page(
     record = await queries.client_record(ctx.pool, client_id[:128])
     if record is None:
         return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
-    if not sees_everything(principal) and record.facts.rm_id != principal.subject:
-        raise ConsoleForbidden("an RM opens only the clients they manage")
+    if not client_in_scope(
+        principal, staff_of(request), rm_id=record.facts.rm_id, branch_id=record.facts.branch_id
+    ):
+        # out of scope looks like absent (the JSON API's rule): existence does not leak
+        return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
+    await record_client_read(
+        ctx,
+        submitter_of(principal),
+        client_id=record.facts.client_id,
+        route=CLIENT_PAGE,
+        purpose=None,
+    )
     now = await ctx.clock.now()
     policy = ctx.projection.policy
     surveys = record.surveys

@@ -18,7 +18,13 @@ from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
 from branchline_followup.entrypoints.console.rm_pages import render_day, work_filters
 from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS
-from branchline_followup.entrypoints.http_deps import ContextDep, actor_of
+from branchline_followup.entrypoints.http_deps import (
+    ContextDep,
+    actor_of,
+    staff_of,
+    submitter_of,
+    task_in_scope,
+)
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import CsrfChecked, console_roles, locale_of, site_of
 from branchline_shared.http.auth import Principal, Role
@@ -83,6 +89,11 @@ async def reassign(
             actor=actor_of(principal),
             assignee=assignee,
             reason=reason.strip() or None,
+            may_act=lambda current: (
+                task_in_scope(principal, staff_of(request), current)
+                and task_in_scope(principal, staff_of(request), assignee)
+            ),
+            submitted_by=submitter_of(principal),
         )
         notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": assignee}
     except TaskRefused as refused:
