@@ -257,10 +257,20 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
         audit_dsn = stack.postgres.url(settings.audit_database_url.rsplit("/", 1)[1])
         intake_ids = await fetch_ids(intake_dsn, "SELECT event_id FROM es_events")
         followup_ids = await fetch_ids(followup_dsn, "SELECT event_id FROM public.es_events")
-        ledger_ids = await fetch_ids(audit_dsn, "SELECT event_id FROM audit_ledger")
-        applied_ids = await fetch_ids(
-            followup_dsn, "SELECT event_id FROM fu_read.fu_applied_events"
-        )
+        # the worker's timer runner may record a followup event at any moment (a deadline
+        # passes): the counts are of the events stored by now, each given a bounded time to
+        # reach the ledger and the read models like any other
+        stored_now = set(intake_ids) | set(followup_ids)
+        deadline = time.monotonic() + 30
+        while True:
+            ledger_ids = await fetch_ids(audit_dsn, "SELECT event_id FROM audit_ledger")
+            applied_ids = await fetch_ids(
+                followup_dsn, "SELECT event_id FROM fu_read.fu_applied_events"
+            )
+            arrived = stored_now <= set(ledger_ids) and stored_now <= set(applied_ids)
+            if arrived or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
         unpublished = await fetch_ids(
             intake_dsn, "SELECT event_id FROM es_outbox WHERE published_at IS NULL"
         )
