@@ -93,7 +93,9 @@ async def run_due_stage_changes(
                 if not await try_lock_client(conn, client_id, ctx.projection.client_lock_class):
                     round_busy += 1
                     continue
-                if await apply_client_stage_changes(conn, client_id, now, policy):
+                if await apply_client_stage_changes(
+                    conn, client_id, now, policy, topic=ctx.projection.task_creations_topic
+                ):
                     changed += 1
         busy += round_busy
         if len(claimed) < batch_size or round_busy == len(claimed):

@@ -6,7 +6,7 @@ Same shape as :mod:`.rules` (a class per rule with its event types and a pure ``
 :data:`SERVICE_LOOP_RULES` is appended to :data:`.rules.RULES`.
 
 Task subjects: ``feedback:<event id of the feedback>``, ``complaint:<id>`` (a progress promise
-shares its complaint's subject), ``corrective_action:<complaint id>/<action id>``.
+shares its complaint's subject), ``corrective_action:<complaint id>:<action id>``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def feedback_subject(event_id: uuid.UUID) -> str:
 
 
 def corrective_action_subject(complaint_id: str, action_id: str) -> str:
-    return f"corrective_action:{complaint_id}/{action_id}"
+    return f"corrective_action:{complaint_id}:{action_id}"
 
 
 def _at(event: RecordedEvent) -> datetime:
