@@ -79,6 +79,7 @@ async def main() -> int:
             **stack.env,
             "BRANCHLINE_INTAKE_PORT": str(port),
             "BRANCHLINE_RELAY_ENABLED": "false",
+            "BRANCHLINE_INTAKE_PROCESSES": "1",  # one process, the one sampled
         }
         # py-spy launches the intake (attaching to a running interpreter of a pyenv build
         # fails): both share a new process group that one SIGINT stops.

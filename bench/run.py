@@ -33,7 +33,7 @@ import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import baselines, branchline_measures, peer  # noqa: E402
+from bench import baselines, branchline_measures, latency, peer  # noqa: E402
 from bench.environment import machine  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
@@ -50,12 +50,13 @@ class Profile:
     peer_events: int  # eventsourcing one per save
     peer_batch_events: int  # eventsourcing 500 per save
     long_history: int  # a client with this many events vs one with 10
+    latency_s: float  # how long the steady open-loop load runs
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000),
-    "standard": Profile("standard", 3, 3200, 10_000, 10_000, 2000, 10_000, 10_000),
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0),
+    "standard": Profile("standard", 3, 3200, 10_000, 10_000, 2000, 10_000, 10_000, 20.0),
 }
 
 # (key, title, unit); the order of the table.
@@ -75,6 +76,14 @@ MEASURES = [
     ("bl_post_h10", "Branchline one POST, client with 10 events (median)", "ms"),
     ("bl_post_hlong", "Branchline one POST, client with {long_history:,} events (median)", "ms"),
     ("bl_relay", "Branchline outbox relay to Kafka", "ev/s"),
+    ("drain_followup", "followup worker: catching up after the throughput measures", "s"),
+    ("drain_audit", "audit consumer: catching up after the throughput measures", "s"),
+    ("e2e_offered", "steady open-loop load: half the measured single-POST peak", "ev/s"),
+    ("e2e_http_p99", "  its POST p99 (from the scheduled send)", "ms"),
+    ("e2e_followup_p50", "  accepted -> followup read model, p50", "ms"),
+    ("e2e_followup_p99", "  accepted -> followup read model, p99", "ms"),
+    ("e2e_audit_p50", "  accepted -> audit trail, p50", "ms"),
+    ("e2e_audit_p99", "  accepted -> audit trail, p99", "ms"),
 ]
 
 # Branchline figure -> the baselines it is compared with (ratios within one repetition).
@@ -144,6 +153,32 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         return latencies.per_s
 
     await measure("bl_single", singles)
+
+    async def steady() -> float:
+        # Right after the single-POST peak (the batches and the long history come later):
+        # start from consumers that caught up with it, to measure a steady load, not the
+        # backlog of the throughput measures.
+        rates = await latency.drain(
+            stack.settings.followup_database_url, stack.settings.audit_database_url
+        )
+        figures["drain_followup"] = rates["followup"]
+        figures["drain_audit"] = rates["audit"]
+        result = await latency.end_to_end(
+            port,
+            stack.token,
+            rate=max(5.0, figures["bl_single"] / 2),
+            duration_s=p.latency_s,
+            followup_dsn=stack.settings.followup_database_url,
+            audit_dsn=stack.settings.audit_database_url,
+        )
+        figures["e2e_http_p99"] = result.http_p99_ms
+        figures["e2e_followup_p50"] = result.followup_p50_ms
+        figures["e2e_followup_p99"] = result.followup_p99_ms
+        figures["e2e_audit_p50"] = result.audit_p50_ms
+        figures["e2e_audit_p99"] = result.audit_p99_ms
+        return result.offered_per_s
+
+    await measure("e2e_offered", steady)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -154,6 +189,7 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
                 port, stack.token, history, posts=50
             ),
         )
+
     relay_db = stack.database_url("bench_relay")
     await measure(
         "bl_relay",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.postgres import prepare_runtime_dir
-from branchline_shared.http.auth import Role, TokenCodec, utcnow
+from branchline_shared.http.auth import Role, utcnow
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
 PORT_SETTINGS = (
@@ -38,8 +39,12 @@ class BenchStack:
     pids: dict[str, list[int]]  # component -> its processes
 
     def cpu_seconds(self, component: str) -> float:
-        """User + system CPU time used so far by a component's processes (Linux)."""
-        return sum(process_cpu_seconds(pid) for pid in self.pids.get(component, []))
+        """User + system CPU time used so far by a component's processes and their children
+        (several intake processes are children of the one the stack started; Linux)."""
+        pids = list(self.pids.get(component, []))
+        for pid in list(pids):
+            pids.extend(child_pids(pid))
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -54,6 +59,13 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 @contextlib.asynccontextmanager
 async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchStack]:
     base = Path(tempfile.mkdtemp(prefix="branchline-bench-"))
@@ -64,6 +76,9 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
         "BRANCHLINE_DATA_DIR": str(base / "data"),
         "BRANCHLINE_LOG_LEVEL": "WARNING",
         "BRANCHLINE_DB_POOL_MAX": "20",
+        # The benchmark measures throughput: the abuse limits would measure themselves.
+        "BRANCHLINE_RATE_LIMIT_ENABLED": "false",
+        "BRANCHLINE_ACCESS_LOG_ENABLED": "false",
         **(extra_env or {}),
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -75,10 +90,22 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)
-        token = TokenCodec(
-            settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-        ).issue("bench-branch", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=6), now=utcnow())
-        as_run = settings.model_copy(update={"kafka_bootstrap": stack.broker.bootstrap})
+        token = token_codec(settings, "intake").issue(
+            "bench-branch",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=6),
+            now=utcnow(),
+            branch_id="BR-1",  # the workload's branch (bench/workload.py)
+        )
+        as_run = settings.model_copy(
+            update={
+                "kafka_bootstrap": stack.broker.bootstrap,
+                **{
+                    f"{db}_database_url": stack.postgres.url(f"branchline_{db}")
+                    for db in ("intake", "followup", "audit", "keys")
+                },
+            }
+        )
         pids: dict[str, list[int]] = {}
         for child in stack.children:
             if child.process is not None:

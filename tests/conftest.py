@@ -11,13 +11,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir
 from branchline_shared.embedded.tansu import TansuBroker
-from branchline_shared.http.auth import Role, TokenCodec, utcnow
+from branchline_shared.http.auth import Role, utcnow
+from branchline_shared.http.token_keys import SERVICES, service_audience, token_codec
 from branchline_shared.settings import BranchlineSettings
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
 
@@ -73,14 +75,33 @@ def tokens(settings: BranchlineSettings) -> TokenFactory:
     return TokenFactory(settings)
 
 
+TEST_BRANCH = "BR-001"
+"""The branch of a branch-system token unless a test names another (the examples' branch)."""
+
+
 class TokenFactory:
+    """Tokens of the suite's deployment, for every service (``aud`` names all three). A
+    branch-system token speaks for :data:`TEST_BRANCH` unless ``branch`` says otherwise."""
+
     def __init__(self, settings: BranchlineSettings) -> None:
-        self.codec = TokenCodec(
-            settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
+        self.settings = settings
+        self.codec = token_codec(settings, "intake")
+        self.audiences = [service_audience(settings, s) for s in SERVICES]
+
+    def token(
+        self,
+        *roles: Role,
+        sub: str = "tester",
+        branch: str | None = None,
+        ttl: timedelta = timedelta(hours=1),
+    ) -> str:
+        if branch is None and Role.BRANCH_SYSTEM in roles:
+            branch = TEST_BRANCH
+        return self.codec.issue(
+            sub, list(roles), ttl=ttl, now=utcnow(), branch_id=branch, audiences=self.audiences
         )
 
-    def headers(self, *roles: Role, sub: str = "tester") -> dict[str, str]:
-        from datetime import timedelta
-
-        token = self.codec.issue(sub, list(roles), ttl=timedelta(hours=1), now=utcnow())
-        return {"Authorization": f"Bearer {token}"}
+    def headers(
+        self, *roles: Role, sub: str = "tester", branch: str | None = None
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(*roles, sub=sub, branch=branch)}"}

@@ -84,6 +84,8 @@ def verify(
                 "entries": verdict.entries,
                 "head": verdict.head,
                 "first_bad_position": verdict.first_bad_position,
+                "bad_positions": list(verdict.bad_positions),
+                "bad_count": verdict.bad_count,
                 "reason": verdict.reason,
                 "checkpoints_checked": verdict.checkpoints_checked,
             },

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import uvicorn
+from fastapi import FastAPI
 
+from branchline_cli.processes import resolved_processes, serve_forked
 from branchline_shared.http.bounded_headers import bounded_http_protocol
+from branchline_shared.http.graceful import DrainingServer, serve_draining
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -19,6 +22,9 @@ class Component(StrEnum):
     FOLLOWUP_WORKER = "followup-worker"
     AUDIT_API = "audit-api"
     AUDIT_CONSUMER = "audit-consumer"
+    INTAKE_RELAY = "intake-relay"
+    """A standalone outbox relay of intake's store (intake's API runs one too; one of them is
+    active at a time, whichever holds the store's relay lock). Not started by ``dev``."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,16 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
     if component is Component.INTAKE_API:
         from branchline_intake.bootstrap import create_app as intake_app
 
+        processes = resolved_processes(settings.intake_processes)
+        if processes > 1:
+            raise SystemExit(
+                serve_forked(
+                    lambda: _draining_server(intake_app(settings), settings.intake_port, settings),
+                    settings.bind_host,
+                    settings.intake_port,
+                    processes,
+                )
+            )
         _serve(intake_app(settings), settings.intake_port, settings)
     elif component is Component.FOLLOWUP_API:
         from branchline_followup.bootstrap import create_app as followup_app
@@ -65,15 +81,29 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
         from branchline_audit.bootstrap import run_consumer
 
         asyncio.run(run_consumer(settings))
+    elif component is Component.INTAKE_RELAY:
+        from branchline_intake.bootstrap import run_relay
+
+        asyncio.run(run_relay(settings))
 
 
-def _serve(app: object, port: int, settings: BranchlineSettings) -> None:
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
+def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
         host=settings.bind_host,
         port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         http=bounded_http_protocol(settings.max_header_bytes),
+    )
+
+
+def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
+    serve_draining(app, _config(app, port, settings), drain_s=settings.shutdown_drain_s)
+
+
+def _draining_server(app: FastAPI, port: int, settings: BranchlineSettings) -> DrainingServer:
+    return DrainingServer(
+        _config(app, port, settings), app_state=app.state, drain_s=settings.shutdown_drain_s
     )

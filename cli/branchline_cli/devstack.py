@@ -2,7 +2,11 @@
 
 Starts an embedded PostgreSQL and the tansu broker, prepares databases and topics, then runs
 every component as a child process (the same ``branchline run`` commands production uses),
-shows each becoming ready, and on Ctrl-C stops them in order: services first (they finish their
+shows each becoming ready, and keeps them running: a component, the broker or PostgreSQL that
+dies is started again after a pause that grows with repeated crashes, and the terminal says so
+(:mod:`branchline_cli.supervision`). A restarted broker has lost its log: topics are re-created,
+the outbox relays publish what was not yet published, and the consumers reconcile with the
+event stores for the rest. On Ctrl-C it stops them in order: services first (they finish their
 work), then the broker, then PostgreSQL (a fast shutdown: nothing half-written).
 """
 
@@ -23,9 +27,11 @@ import httpx
 from rich.console import Console
 
 from branchline_cli.components import COMPONENTS, ComponentInfo, port_of
+from branchline_cli.supervision import Supervisor
 from branchline_shared.embedded.ports import port_is_free
 from branchline_shared.embedded.postgres import EmbeddedPostgres
 from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.http.token_keys import token_keys
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.settings import BranchlineSettings
 
@@ -65,6 +71,16 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def exit_status(self) -> str:
+        code = self.process.poll() if self.process is not None else None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return f"{how}; last lines of {self.log_path}:\n{self.log_tail(5)}"
+
+    def restart(self, env: dict[str, str]) -> None:
+        if self.log is not None:
+            self.log.close()
+        self.start(env)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -123,6 +139,9 @@ class DevStack:
                 "BRANCHLINE_LOG_LEVEL": self.settings.log_level,
             }
         )
+        # The embedded stack is the one place dev-only features (the test clock) are on by
+        # default; BRANCHLINE_DEV_MODE=false in the environment still turns them off.
+        env.setdefault("BRANCHLINE_DEV_MODE", "true")
         return env
 
     def child_settings(self, env: dict[str, str]) -> BranchlineSettings:
@@ -150,7 +169,7 @@ class DevStack:
             f"  [green]✓[/] Kafka broker    {self.broker.bootstrap} (tansu, in memory)"
             f"  ({time.monotonic() - step:.1f}s)"
         )
-        self.settings.resolved_jwt_secret()  # generated once, before the children read it
+        token_keys(self.settings)  # generated once, before the children read them
         env = self.child_env()
         asyncio.run(prepare_databases(self.child_settings(env)))
         console.print(f"  [green]✓[/] databases       migrated  ({time.monotonic() - step:.1f}s)")
@@ -203,7 +222,9 @@ class DevStack:
 
     # -- run and stop -----------------------------------------------------------------
     def supervise(self) -> int:
-        """Wait until Ctrl-C/SIGTERM (exit 0) or a component dies (exit 1)."""
+        """Keep everything running until Ctrl-C/SIGTERM (exit 0): a component that dies is
+        started again, and so is the broker (its log is gone: topics are re-created, the
+        relays publish what was not yet published and the consumers reconcile the rest)."""
         stop = {"requested": False}
 
         def request_stop(*_: object) -> None:
@@ -211,22 +232,41 @@ class DevStack:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+        supervisor = self.supervisor()
         while not stop["requested"]:
-            if not self.broker.is_running():
-                console.print(
-                    "[red]✗ the Kafka broker stopped unexpectedly[/]; its in-memory log "
-                    f"is gone (see {self.logs / 'tansu.log'})"
-                )
-                return 1
-            for child in self.children:
-                if not child.alive():
-                    console.print(
-                        f"[red]✗ {child.info.title} stopped unexpectedly[/]; "
-                        f"last lines of {child.log_path}:\n{child.log_tail()}"
-                    )
-                    return 1
+            supervisor.tick()
             time.sleep(0.2)
         return 0
+
+    def supervisor(self) -> Supervisor:
+        # markup off: the messages quote log lines, whose brackets are not rich markup
+        supervisor = Supervisor(lambda message: console.print(message, markup=False))
+        supervisor.watch(
+            "PostgreSQL",
+            self.postgres.is_running,
+            self.postgres.start,
+            lambda: f"see {self.postgres.log_file}",
+        )
+        supervisor.watch(
+            "Kafka broker",
+            self.broker.is_running,
+            self._restart_broker,
+            lambda: f"its in-memory log is gone; see {self.logs / 'tansu.log'}",
+        )
+        env = self.child_env()
+        for child in self.children:
+            supervisor.watch(
+                child.info.title,
+                child.alive,
+                lambda child=child: child.restart(env),  # type: ignore[misc]
+                child.exit_status,
+            )
+        return supervisor
+
+    def _restart_broker(self) -> None:
+        self.broker.stop()  # closes the old log file handle
+        self.broker.start()
+        asyncio.run(ensure_topics(self.broker.bootstrap, declare_topics(self.settings).all()))
 
     def stop(self) -> None:
         console.print("Stopping: services, then the broker, then PostgreSQL ...")

@@ -35,7 +35,12 @@ BatchOption = Annotated[
 
 
 def rebuild_followup_read_models(
-    settings: BranchlineSettings, *, keep_previous: bool, batch_size: int, console: Console
+    settings: BranchlineSettings,
+    *,
+    keep_previous: bool,
+    batch_size: int,
+    console: Console,
+    from_stores: bool = False,
 ) -> None:
     from branchline_followup.bootstrap import rebuild
 
@@ -56,6 +61,7 @@ def rebuild_followup_read_models(
                 on_progress=lambda n: progress.advance(task, n),
                 keep_retired=keep_previous,
                 batch_size=batch_size,
+                from_stores=from_stores,
             )
         )
     console.print(
@@ -65,16 +71,37 @@ def rebuild_followup_read_models(
     )
 
 
+FromStoresOption = Annotated[
+    bool,
+    typer.Option(
+        "--from-stores",
+        help="Read the event stores instead of the topics (a broker that lost its log).",
+    ),
+]
+
+
 @rebuild_app.command("followup")
-def rebuild_followup(keep_previous: KeepOption = False, batch_size: BatchOption = 500) -> None:
-    """Rebuild the followup read models from the event topics (blue/green: the API keeps
-    serving the old ones until the new ones are swapped in)."""
+def rebuild_followup(
+    keep_previous: KeepOption = False,
+    batch_size: BatchOption = 500,
+    from_stores: FromStoresOption = False,
+) -> None:
+    """Rebuild the followup read models from the event topics, or the event stores
+    (blue/green: the API keeps serving the old ones until the new ones are swapped in)."""
     rebuild_followup_read_models(
-        BranchlineSettings(), keep_previous=keep_previous, batch_size=batch_size, console=Console()
+        BranchlineSettings(),
+        keep_previous=keep_previous,
+        batch_size=batch_size,
+        console=Console(),
+        from_stores=from_stores,
     )
 
 
 @followup_app.command("rebuild")
-def followup_rebuild(keep_previous: KeepOption = False, batch_size: BatchOption = 500) -> None:
+def followup_rebuild(
+    keep_previous: KeepOption = False,
+    batch_size: BatchOption = 500,
+    from_stores: FromStoresOption = False,
+) -> None:
     """Same as ``branchline rebuild followup``."""
-    rebuild_followup(keep_previous=keep_previous, batch_size=batch_size)
+    rebuild_followup(keep_previous=keep_previous, batch_size=batch_size, from_stores=from_stores)

@@ -31,16 +31,25 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from branchline_shared.events.catalogue import SYSTEM_EVENT_TYPES
-from branchline_shared.events.examples import EXAMPLE_JOURNEY, JourneyStep
+from branchline_shared.events.catalogue import SUPERVISOR_EVENT_TYPES, SYSTEM_EVENT_TYPES
+from branchline_shared.events.examples import EXAMPLE_JOURNEY, EXAMPLE_SHELF, JourneyStep
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def branch_steps() -> list[JourneyStep]:
-    """The journey's steps a branch system sends (not those Branchline records itself)."""
-    return [s for s in EXAMPLE_JOURNEY if s.type not in SYSTEM_EVENT_TYPES]
+    """The journey's steps a branch system sends (not those Branchline records itself, nor
+    a supervisor's approvals)."""
+    excluded = SYSTEM_EVENT_TYPES | SUPERVISOR_EVENT_TYPES
+    return [s for s in EXAMPLE_JOURNEY if s.type not in excluded]
+
+
+def shelf_steps() -> list[JourneyStep]:
+    """The product shelf and staff records the journeys rely on (D-13, D-14: the product
+    approved, the RM qualified), those before the journey starts; sent once, by an admin."""
+    first = min(datetime.fromisoformat(s.occurred_at) for s in EXAMPLE_JOURNEY)
+    return [s for s in EXAMPLE_SHELF if datetime.fromisoformat(s.occurred_at) < first]
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class LoadGenerator:
         retry_for_s: float = 60.0,
         branch_id: str = "BR-001",
         client_prefix: str = "LG",
+        admin_token: str | None = None,
     ) -> None:
         self._base_url = base_url
         self._token = token
@@ -156,9 +166,12 @@ class LoadGenerator:
         self._branch_id = branch_id
         self._prefix = client_prefix
         self._steps = branch_steps()
+        self._admin_token = admin_token
         self._client_count = 0
         self.result = LoadResult()
         self.stopping = asyncio.Event()
+        self.batches_in_flight = 0
+        """Batches sent and not answered yet (a fault script may strike mid-batch)."""
 
     def _next_client(self) -> tuple[str, random.Random]:
         """The next client's id and its own random source: client k of a seed always has the
@@ -193,11 +206,34 @@ class LoadGenerator:
             timeout=httpx.Timeout(10.0, connect=3.0),
             limits=httpx.Limits(max_connections=self._clients),
         ) as http:
+            if self._admin_token is not None:
+                await self._set_up_shelf(http)
             await asyncio.gather(
                 *(self._client_loop(http, pacer, deadline) for _ in range(self._clients))
             )
         self.result.elapsed_s = time.monotonic() - started
         return self.result
+
+    async def _set_up_shelf(self, http: httpx.AsyncClient) -> None:
+        """Approve the journey's product and qualify its RM (already done by an earlier run:
+        refused, and counted as ``shelf`` refusals, which is fine)."""
+        steps = shelf_steps()
+        times = _TimeMap(
+            [*steps, *self._steps], datetime.now(UTC) - timedelta(seconds=5), self._span
+        )
+        for step in steps:
+            body = {
+                "type": step.type,
+                "occurred_at": times.moment(step.occurred_at),
+                step.subject_field: step.subject_id,
+                "actor": {"id": step.actor_id, "role": step.actor_role},
+                "data": times.data(copy.deepcopy(dict(step.data))),
+            }
+            response = await http.post(
+                "/v1/events", json=body, headers={"Authorization": f"Bearer {self._admin_token}"}
+            )
+            if response.status_code != 202:
+                self._refused(response.status_code, f"shelf {_problem_kind(response)}", 1)
 
     async def _client_loop(self, http: httpx.AsyncClient, pacer: _Pacer, deadline: float) -> None:
         while time.monotonic() < deadline and not self.stopping.is_set():
@@ -229,10 +265,13 @@ class LoadGenerator:
         backoff = 0.2
         while True:
             self.result.requests += 1
+            self.batches_in_flight += batch
             try:
                 response = await http.post(path, json=payload)
             except httpx.HTTPError:
                 response = None
+            finally:
+                self.batches_in_flight -= batch
             if response is not None and response.status_code not in RETRYABLE:
                 break
             if time.monotonic() > give_up:
@@ -299,17 +338,23 @@ def loadgen_command(
     ] = 0.2,
 ) -> None:
     """Send realistic client journeys to intake at a steady rate; count what was answered 202."""
-    from branchline_shared.http.auth import Role, TokenCodec
+    from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
+    from branchline_shared.http.auth import Role
+    from branchline_shared.http.token_keys import token_codec
     from branchline_shared.settings import BranchlineSettings
 
     settings = BranchlineSettings()
-    codec = TokenCodec(settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience)
+    codec = token_codec(settings, "intake")
+    ttl = min(timedelta(seconds=duration + 3600), codec.max_lifetime)
     token = codec.issue(
         "loadgen",
         [Role.BRANCH_SYSTEM],
-        ttl=timedelta(seconds=duration + 3600),
+        ttl=ttl,
         now=datetime.now(UTC),
+        branch_id="BR-001",  # the journeys' branch (LoadGenerator's default)
     )
+    # the governance steps name the examples' admin as their actor: an admin speaks as itself
+    admin = codec.issue(EXAMPLE_ADMIN_ID, [Role.ADMIN], ttl=ttl, now=datetime.now(UTC))
     generator = LoadGenerator(
         url or f"http://127.0.0.1:{settings.intake_port}",
         token,
@@ -318,6 +363,7 @@ def loadgen_command(
         clients=clients,
         seed=seed,
         batch_share=batch_share,
+        admin_token=admin,
     )
     result = asyncio.run(generator.run())
     typer.echo(result.summary())

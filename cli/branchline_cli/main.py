@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
-
 import typer
 
 from branchline_cli.audit_commands import audit_app
@@ -16,7 +13,7 @@ from branchline_cli.privacy_commands import privacy_app
 from branchline_cli.reconcile_commands import reconcile_command
 from branchline_cli.schema_commands import schemas_app
 from branchline_cli.statistics_commands import statistics_app
-from branchline_shared.http.auth import Role, TokenCodec
+from branchline_cli.token_command import token
 from branchline_shared.settings import BranchlineSettings
 
 app = typer.Typer(
@@ -25,6 +22,7 @@ app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(rebuild_app, name="rebuild")
+app.command()(token)
 app.add_typer(privacy_app, name="privacy")
 app.command("reconcile")(reconcile_command)
 app.add_typer(dlq_app, name="dlq")
@@ -44,18 +42,6 @@ def dev() -> None:
 def run(component: Component) -> None:
     """Run one component in the foreground (what `dev` and the containers run)."""
     run_component(component, BranchlineSettings())
-
-
-@app.command()
-def token(
-    role: Annotated[list[Role], typer.Option(help="A role; repeat for several.")],
-    sub: Annotated[str, typer.Option(help="The subject: a staff or system id.")],
-    ttl_hours: Annotated[float, typer.Option(help="Lifetime in hours.")] = 12.0,
-) -> None:
-    """Print a signed JWT for the given role(s) (dev: secret from the data folder)."""
-    settings = BranchlineSettings()
-    codec = TokenCodec(settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience)
-    typer.echo(codec.issue(sub, list(role), ttl=timedelta(hours=ttl_hours), now=datetime.now(UTC)))
 
 
 if __name__ == "__main__":

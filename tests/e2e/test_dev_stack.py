@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,9 +31,20 @@ class DevStack:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def token(self, role: str, sub: str) -> str:
+    def token(self, role: str, sub: str, branch: str | None = None) -> str:
+        extra = ["--branch", branch] if branch else []
         result = subprocess.run(
-            [sys.executable, "-m", "branchline_cli.main", "token", "--role", role, "--sub", sub],
+            [
+                sys.executable,
+                "-m",
+                "branchline_cli.main",
+                "token",
+                "--role",
+                role,
+                "--sub",
+                sub,
+                *extra,
+            ],
             env=self.env,
             capture_output=True,
             text=True,
@@ -136,12 +148,13 @@ def wait_for(probe: object, within: float = 30.0) -> object:
 
 
 def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: DevStack) -> None:
-    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01')}"}
+    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01', 'BR-001')}"}
     rm = {"Authorization": f"Bearer {dev_stack.token('rm', 'rm-7')}"}
     auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
     event = {
         "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
+        # D-05b: the dev stack bounds occurred_at by the time of receipt
+        "occurred_at": datetime.now(UTC).isoformat(),
         "client_id": "C-E2E-1",
         "branch_id": "BR-001",
         "channel": "walk_in",
@@ -177,6 +190,71 @@ def test_tour_register_a_client_then_see_it_in_followup_and_audit(dev_stack: Dev
         assert verify.json()["ok"] is True
         for name in ("intake", "followup", "audit", "followup_worker", "audit_consumer"):
             assert http.get(f"{dev_stack.url(name)}/readyz").status_code == 200, name
+
+
+def _child_running(root: int, needle: str) -> int | None:
+    """The pid of a process under ``root`` whose command line contains ``needle``."""
+    for pid in _pids_of_tree(root) - {root}:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline and _running(pid):
+            return pid
+    return None
+
+
+def test_a_killed_component_and_a_killed_broker_are_started_again(dev_stack: DevStack) -> None:
+    root = dev_stack.process.pid
+    consumer = _child_running(root, "run audit-consumer")
+    broker = _child_running(root, "tansu")
+    assert consumer is not None
+    assert broker is not None
+    os.kill(consumer, signal.SIGKILL)
+    os.kill(broker, signal.SIGKILL)
+    output = dev_stack.output
+
+    wait_for(lambda: "↻ audit consumer restarted" in output.read_text(), within=60)
+    wait_for(lambda: "↻ Kafka broker restarted" in output.read_text(), within=60)
+    text = output.read_text()
+    assert "✗ audit consumer stopped unexpectedly (killed by signal 9" in text
+    assert "✗ Kafka broker stopped unexpectedly" in text
+    assert _child_running(root, "run audit-consumer") not in (None, consumer)
+
+    # the restarted broker has an empty log: an event accepted now still reaches the trail
+    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01')}"}
+    auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
+    event = {
+        "type": "client.registered",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "client_id": "C-E2E-AFTER",
+        "branch_id": "BR-001",
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": {"client_type": "individual", "rm_id": "rm-7"},
+    }
+    with httpx.Client(timeout=10) as http:
+
+        def accepted() -> httpx.Response | None:
+            try:
+                r = http.post(f"{dev_stack.url('intake')}/v1/events", json=event, headers=branch)
+            except httpx.HTTPError:
+                return None
+            return r if r.status_code == 202 else None
+
+        event_id = wait_for(accepted, within=60).json()["event_id"]  # type: ignore[attr-defined]
+
+        def in_audit() -> bool:
+            r = http.get(
+                f"{dev_stack.url('audit')}/v1/audit/entries",
+                params={"client_id": "C-E2E-AFTER"},
+                headers=auditor,
+            )
+            return r.status_code == 200 and any(
+                e["event"]["event_id"] == event_id for e in r.json()["entries"]
+            )
+
+        wait_for(in_audit, within=90)
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_process(dev_stack: DevStack) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,7 @@ from tests.support.stack import serve
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 BRANCH = Actor(id="branch-7", role="branch_system")
+_NOW = datetime.now(UTC).isoformat()
 
 
 def registration(client_id: str, event_id: uuid.UUID | None = None) -> SubmittedEvent:
@@ -33,7 +35,7 @@ def registration(client_id: str, event_id: uuid.UUID | None = None) -> Submitted
         {
             "event_id": str(event_id) if event_id else None,
             "type": "client.registered",
-            "occurred_at": "2026-11-22T09:00:00+08:00",
+            "occurred_at": _NOW,  # recent (D-05b), and the same for a resent event
             "client_id": client_id,
             "branch_id": "BR-001",
             "channel": "walk_in",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,13 +26,15 @@ from tests.support.stack import serve
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 BRANCH = Actor(id="branch-7", role="branch_system")
+_START = datetime.now(UTC) - timedelta(minutes=5)
 
 
 def submitted(event_type: str, client_id: str, minute: int = 0) -> SubmittedEvent:
     return SubmittedEvent.model_validate(
         {
             "type": event_type,
-            "occurred_at": f"2026-11-22T09:{minute:02d}:00+08:00",
+            # Recent, in order: intake refuses unflagged late entries (D-05b).
+            "occurred_at": (_START + timedelta(seconds=minute)).isoformat(),
             "client_id": client_id,
             "branch_id": "BR-001",
             "channel": "walk_in",
@@ -103,7 +106,7 @@ async def test_a_remembered_client_is_decided_on_the_events_after_its_state(
         submitted("client.consent_granted", "C-T1", minute=i + 1) for i in range(40)
     ]
     outcomes = await submit_events(mine, history, submitted_by=BRANCH)
-    assert all(isinstance(o, Accepted) for o in outcomes)
+    assert all(isinstance(o, Accepted) for o in outcomes), outcomes
     assert reads.whole == ["client-C-T1"]  # the first write knew nothing: read it whole
     reads.whole.clear()
 

@@ -201,7 +201,13 @@ async def test_missing_token_is_401(
 async def test_expired_token_is_401(
     intake: httpx.AsyncClient, settings: BranchlineSettings, tokens: TokenFactory
 ) -> None:
-    expired = tokens.codec.issue("x", [Role.BRANCH_SYSTEM], ttl=timedelta(seconds=-5), now=utcnow())
+    expired = tokens.codec.issue(
+        "x",
+        [Role.BRANCH_SYSTEM],
+        ttl=timedelta(hours=1),
+        now=utcnow() - timedelta(hours=2),
+        audiences=tokens.audiences,
+    )
     response = await intake.post(
         "/v1/events", json=registration(), headers={"Authorization": f"Bearer {expired}"}
     )
@@ -213,9 +219,9 @@ async def test_expired_token_is_401(
 async def test_token_signed_with_another_secret_is_401(intake: httpx.AsyncClient) -> None:
     from branchline_shared.http.auth import TokenCodec
 
-    forged = TokenCodec("another-secret-" + "y" * 40, "branchline", "branchline").issue(
-        "x", [Role.ADMIN], ttl=timedelta(hours=1), now=utcnow()
-    )
+    forged = TokenCodec.hs256(
+        "another-secret-" + "y" * 40, issuer="branchline", audience="branchline:intake"
+    ).issue("x", [Role.ADMIN], ttl=timedelta(hours=1), now=utcnow())
     response = await intake.post(
         "/v1/events", json=registration(), headers={"Authorization": f"Bearer {forged}"}
     )

@@ -12,8 +12,18 @@ import httpx
 import pytest
 
 from branchline_intake.bootstrap import create_app
-from branchline_shared.events.catalogue import PAYLOAD_MODELS, SYSTEM_EVENT_TYPES
-from branchline_shared.events.examples import EXAMPLE_JOURNEY, example_data, submission
+from branchline_shared.events.catalogue import (
+    GOVERNANCE_EVENT_TYPES,
+    PAYLOAD_MODELS,
+    SUPERVISOR_EVENT_TYPES,
+    SYSTEM_EVENT_TYPES,
+)
+from branchline_shared.events.examples import (
+    EXAMPLE_JOURNEY,
+    EXAMPLE_SHELF,
+    example_data,
+    submission,
+)
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
@@ -22,8 +32,11 @@ from tests.support.stack import eventually, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-BRANCH_STEPS = [s for s in EXAMPLE_JOURNEY if s.type not in SYSTEM_EVENT_TYPES]
-BRANCH_TYPES = sorted(set(PAYLOAD_MODELS) - SYSTEM_EVENT_TYPES)
+NOT_BRANCH = SYSTEM_EVENT_TYPES | SUPERVISOR_EVENT_TYPES
+BRANCH_STEPS = [s for s in EXAMPLE_JOURNEY if s.type not in NOT_BRANCH]
+BRANCH_TYPES = sorted(set(PAYLOAD_MODELS) - NOT_BRANCH - GOVERNANCE_EVENT_TYPES)
+SHELF_STEPS = [s for s in EXAMPLE_SHELF if s.occurred_at < "2026-11-20"]
+"""The example product approved and the RM qualified before the journeys (D-13, D-14)."""
 
 
 @pytest.fixture
@@ -33,11 +46,20 @@ async def intake(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIte
         httpx.AsyncClient(
             base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01"), timeout=30
         ) as client,
+        httpx.AsyncClient(
+            base_url=url, headers=tokens.headers(Role.ADMIN, sub="admin-1"), timeout=30
+        ) as admin,
     ):
+        for step in SHELF_STEPS:
+            response = await admin.post("/v1/events", json=submission(step))
+            assert response.status_code == 202, response.text
         yield client
 
 
-async def count_events(settings: BranchlineSettings, where: str = "true") -> int:
+async def count_events(
+    settings: BranchlineSettings, where: str = "stream_id LIKE 'client-%'"
+) -> int:
+    """The events of clients' streams (the shelf the fixture set up is not counted)."""
     conn = await asyncpg.connect(settings.intake_database_url)
     try:
         return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}"))
@@ -73,7 +95,7 @@ async def test_d05_sale_above_tolerance_is_refused_and_the_refusal_reaches_the_a
             "type": event_type,
             "occurred_at": at,
             "client_id": "C-D05",
-            "branch_id": "BR-1",
+            "branch_id": "BR-001",
             "channel": "walk_in",
             "actor": {"id": "rm-42", "role": "rm"},
             "data": data,
@@ -91,12 +113,13 @@ async def test_d05_sale_above_tolerance_is_refused_and_the_refusal_reaches_the_a
             "2026-11-20T09:01:00+08:00",
         ),
         step("client.risk_assessed", {"level": "C2"}, "2026-11-20T09:02:00+08:00"),
+        # the product is R3 on the shelf: above a C2 client's tolerance
     ]:
         assert (await intake.post("/v1/events", json=body)).status_code == 202
     refused_id = str(uuid.uuid4())
     above = step(
         "product.recommended",
-        {"product_id": "P-X", "product_risk": "R5"},
+        {"product_id": "P-FUND-007", "product_risk": "R3"},
         "2026-11-20T09:03:00+08:00",
     )
     above["event_id"] = refused_id
@@ -130,7 +153,7 @@ async def test_a_batch_of_1000_with_10_bad_items_stores_990_and_answers_each_in_
             "type": "client.registered",
             "occurred_at": "2026-11-22T09:00:00+08:00",
             "client_id": f"C-B{i}",
-            "branch_id": "BR-1",
+            "branch_id": "BR-001",
             "channel": "walk_in",
             "actor": {"id": "s-1", "role": "teller"},
             "data": {"client_type": "individual", "rm_id": "rm-1"},

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -36,7 +36,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 def registration(client_id: str) -> dict[str, object]:
     return {
         "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
+        # now: intake refuses backdated events (D-05b)
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
         "client_id": client_id,
         "branch_id": "BR-001",
         "channel": "walk_in",

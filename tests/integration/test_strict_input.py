@@ -70,7 +70,9 @@ async def apis(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         serve(followup_app(s)) as followup_url,
         serve(audit_app(s)) as audit_url,
         httpx.AsyncClient(
-            base_url=intake_url, headers=tokens.headers(Role.ADMIN), timeout=30
+            base_url=intake_url,
+            headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01"),
+            timeout=30,
         ) as intake,
         httpx.AsyncClient(
             base_url=followup_url, headers=tokens.headers(Role.SUPERVISOR, sub="sup-1"), timeout=30

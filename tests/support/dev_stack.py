@@ -34,9 +34,20 @@ class DevStack:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def token(self, role: str, sub: str) -> str:
+    def token(self, role: str, sub: str, branch: str | None = None) -> str:
+        extra = ["--branch", branch] if branch else []
         result = subprocess.run(
-            [sys.executable, "-m", "branchline_cli.main", "token", "--role", role, "--sub", sub],
+            [
+                sys.executable,
+                "-m",
+                "branchline_cli.main",
+                "token",
+                "--role",
+                role,
+                "--sub",
+                sub,
+                *extra,
+            ],
             env=self.env,
             capture_output=True,
             text=True,

@@ -57,6 +57,13 @@ def make_settings(infra: Infra, data_dir: Path, **overrides: Any) -> BranchlineS
         "jwt_secret": "test-secret-" + "x" * 40,
         "relay_poll_interval_s": 0.1,
         "db_pool_max": 5,
+        "dev_mode": True,  # the suite stands in for the embedded dev stack
+        # The suite's stories are dated (November 2026, some days ahead): D-05b bounds
+        # occurred_at by the time of receipt, so tests that are not about D-05b widen the
+        # bounds; the D-05b tests set the defaults back.
+        # (wide enough for the representable window, 1900..2199, that strict input tests)
+        "intake_late_entry_window_hours": 24 * 366 * 200,
+        "intake_clock_skew_seconds": 86_400 * 366 * 200,
     }
     values.update(overrides)
     return BranchlineSettings.model_validate(values)

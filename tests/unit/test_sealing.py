@@ -68,8 +68,34 @@ def test_paths_keep_field_names_and_seal_values() -> None:
     assert sealed["purpose"] == "service"
     assert set(sealed["fields"]) == {"name", "phone"}
     assert all(is_sealed(v) for v in sealed["fields"].values())
-    assert seal_paths(sealed, ("fields",), KEY, client_id="C-1") == sealed  # not sealed twice
     assert unseal_paths(sealed, ("fields",), KEY, client_id="C-1") == data
+
+
+def test_a_value_that_looks_sealed_is_never_taken_as_sealed() -> None:
+    """Issue #9 finding 2: only Branchline seals; a caller's "sealed" value is refused."""
+    sealed = seal_paths({"note": "clear"}, ("note",), KEY, client_id="C-1")
+    with pytest.raises(SealingError, match="reserved prefix"):
+        seal_paths(sealed, ("note",), KEY, client_id="C-1")
+    with pytest.raises(SealingError):
+        seal_paths({"note": " x " + sealed["note"]}, ("note",), KEY, client_id="C-1")
+
+
+def test_lists_and_nested_paths_are_sealed_item_by_item() -> None:
+    data = {
+        "missing": ["passport", "payslip"],
+        "compensation": {"kind": "money", "value": "10", "description": "for the delay"},
+    }
+    paths = ("missing", "compensation.description")
+    sealed = seal_paths(data, paths, KEY, client_id="C-1")
+    assert all(is_sealed(v) for v in sealed["missing"])
+    assert sealed["compensation"]["kind"] == "money"
+    assert sealed["compensation"]["value"] == "10"
+    assert is_sealed(sealed["compensation"]["description"])
+    assert unseal_paths(sealed, paths, KEY, client_id="C-1") == data
+    # a sealed item cannot be moved to another place of the list and still open
+    swapped = {**sealed, "missing": sealed["missing"][::-1]}
+    with pytest.raises(SealingError):
+        unseal_paths(swapped, paths, KEY, client_id="C-1")
 
 
 def test_the_master_key_wraps_data_keys_bound_to_their_client() -> None:

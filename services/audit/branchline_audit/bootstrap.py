@@ -23,11 +23,12 @@ from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
-from branchline_audit.entrypoints.http import router
+from branchline_audit.entrypoints.http import ExportSlots, router
 from branchline_audit.entrypoints.http_holds import router as holds_router
 from branchline_shared.clock import Clock, SystemClock
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
@@ -96,9 +97,8 @@ def create_app(
         try:
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-            )
+            app.state.export_slots = ExportSlots(settings.audit_max_concurrent_exports)
+            app.state.token_codec = token_codec(settings, "audit")
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
@@ -115,6 +115,7 @@ def create_app(
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     app.include_router(holds_router)
     install_audit_console(app, settings)
@@ -197,6 +198,10 @@ async def run_consumer(settings: BranchlineSettings) -> None:
             )
             if task in done:
                 task.result()  # a crashed consumer ends the process loudly
+            # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
+            consumer.request_stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=10)
     finally:
         for running in (task, gauges):
             running.cancel()

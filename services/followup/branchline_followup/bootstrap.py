@@ -12,24 +12,30 @@ from fastapi import FastAPI
 
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
-from branchline_followup.application.shredding import retention_rule_from_settings
+from branchline_followup.application.shredding import (
+    legal_holds_from_settings,
+    retention_rule_from_settings,
+)
 from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
 from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
@@ -53,7 +59,11 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
-        [EVENT_STORE_MIGRATIONS, (SERVICE, "branchline_followup.migrations")],
+        [
+            EVENT_STORE_MIGRATIONS,
+            (SERVICE, "branchline_followup.migrations"),
+            ("followup-console", "branchline_followup.console_migrations"),
+        ],
     )
 
 
@@ -110,10 +120,9 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         yield FollowupRuntime(settings, topics, pool, producer, context)
     finally:
         if relay_task is not None:
-            relay_task.cancel()
-            # Whatever the relay died of, the producer and the pools are still closed.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await relay_task
+            # Publish what is committed before stopping (bounded); whatever the relay died
+            # of, the producer and the pools are still closed.
+            await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
         await producer.stop()
         await pool.close()
         await key_pool.close()
@@ -127,8 +136,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         async with followup_runtime(settings) as runtime:
             app.state.pool = runtime.pool
             app.state.followup = runtime.context
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
+            app.state.token_codec = token_codec(settings, "followup")
+            app.state.staff = StaffDirectory(
+                settings.followup_supervisors, settings.followup_default_supervisor
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(runtime.pool),
@@ -144,6 +154,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(api_router(dev_mode=settings.dev_mode))
     install_followup_console(app, settings)
     return app
@@ -189,6 +200,7 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             run_shred_loop(
                 runtime.context,
                 retention_rule_from_settings(settings),
+                legal_holds_from_settings(settings),
                 interval_s=settings.privacy_shred_interval_s,
             ),
             name="followup-erasure-job",
@@ -251,6 +263,7 @@ async def rebuild(
     on_progress: Callable[[int], None] | None = None,
     keep_retired: bool = False,
     batch_size: int = 500,
+    from_stores: bool = False,
 ) -> RebuildResult:
     """``branchline rebuild followup``: the read models rebuilt from the event topics into a
     new schema and swapped in (blue/green) while the API keeps serving the old one."""
@@ -263,7 +276,18 @@ async def rebuild(
         return await rebuild_read_models(
             admin_pool=admin,
             database_url=settings.followup_database_url,
-            source=TopicReplay(settings.kafka_bootstrap, topics.event_topics()),
+            source=(
+                StoreReplay(
+                    [
+                        StoreLog("intake", settings.intake_database_url),
+                        StoreLog(
+                            SERVICE, with_search_path(settings.followup_database_url, "public")
+                        ),
+                    ]
+                )
+                if from_stores
+                else TopicReplay(settings.kafka_bootstrap, topics.event_topics())
+            ),
             policy=policy_from_settings(settings),
             on_total=on_total,
             on_progress=on_progress,

@@ -12,6 +12,7 @@ from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
     ErasureStatus,
+    legal_holds_from_settings,
     retention_rule_from_settings,
     shred_due,
 )
@@ -38,7 +39,12 @@ async def shred_due_once(
             keys=keys,
         )
         return await shred_due(
-            ctx, keys, retention_rule_from_settings(settings), now=now, dry_run=dry_run
+            ctx,
+            keys,
+            retention_rule_from_settings(settings),
+            legal_holds_from_settings(settings),
+            now=now,
+            dry_run=dry_run,
         )
     finally:
         await pool.close()

@@ -16,13 +16,17 @@ from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain_seam import build_decider
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
+from branchline_intake.entrypoints.shelf_http import shelf_router
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.http.auth import TokenCodec
+from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.token_keys import token_codec
+from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
@@ -59,9 +63,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         master = settings.resolved_master_key()
         keys, key_pool = await open_configured_key_store(settings)
         try:
-            app.state.token_codec = TokenCodec(
-                settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-            )
+            app.state.token_codec = token_codec(settings, "intake")
             relay = OutboxRelay(
                 pool=pool,
                 producer=producer,
@@ -73,9 +75,8 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 ),
             )
             decider = build_decider(settings)
-            store: EventStore = PostgresEventStore(
-                pool, on_commit=relay.wake if settings.relay_enabled else None
-            )
+            store: EventStore = PostgresEventStore(pool, on_commit=relay.committed)
+            app.state.stream_lister = store  # the product shelf's list (GET /v1/products)
             if isinstance(decider, RecordedDecider):
                 store = TailLoadingStore(store, decider)
             app.state.intake = IntakeContext(
@@ -89,6 +90,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                 hash_key=await keys.service_secret(
                     "submission-hash",
                     initial=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
+                ),
+                staff=StaffDirectory(
+                    settings.followup_supervisors, settings.followup_default_supervisor
                 ),
             )
             app.state.readiness_checks = {
@@ -109,10 +113,9 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             if hasattr(app.state, "group_commit"):
                 await app.state.group_commit.aclose()
             if relay_task is not None:
-                relay_task.cancel()
-                # Whatever the relay died of, the producer and the pools are still closed.
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await relay_task
+                # Publish what is committed before stopping (bounded); whatever the relay
+                # died of, the producer and the pools are still closed.
+                await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
             await producer.stop()
             await pool.close()
             await key_pool.close()
@@ -125,6 +128,46 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    install_hardening(app, settings, service=SERVICE)
     app.include_router(router)
     app.include_router(schemas_router)
+    app.include_router(shelf_router)
     return app
+
+
+async def run_relay(settings: BranchlineSettings) -> None:
+    """A standalone outbox relay of intake's store, until SIGINT/SIGTERM: a second relay next
+    to the API's (the store's relay lock keeps one active; the other takes over when it dies).
+    """
+    stop = stop_on_signals()
+    topics = declare_topics(settings)
+    await ensure_topics(settings.kafka_bootstrap, topics.all())
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
+    producer = make_producer(settings, client_id="branchline-intake-relay")
+    await producer.start()
+    relay = OutboxRelay(
+        pool=pool,
+        producer=producer,
+        store_name=SERVICE,
+        batch_size=settings.relay_batch_size,
+        poll_interval_s=settings.relay_poll_interval_s,
+        on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+    )
+    task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+    checks = {
+        "postgres": lambda: is_reachable(pool),
+        "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+    }
+    try:
+        async with serving_health(
+            "intake-relay", settings.bind_host, settings.intake_relay_port, checks
+        ):
+            done, _ = await asyncio.wait(
+                [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            if task in done:
+                task.result()
+    finally:
+        await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)
+        await producer.stop()
+        await pool.close()

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from branchline_intake.application.deciding import Decider
 from branchline_intake.domain import IntakePolicy, RecordedDecider
+from branchline_shared.events.vocabulary import IdentityMethod
 from branchline_shared.settings import BranchlineSettings
 
 
@@ -17,6 +18,12 @@ def intake_policy(settings: BranchlineSettings) -> IntakePolicy:
         new_client_period=timedelta(days=settings.intake_new_client_days),
         churn_after=timedelta(days=settings.intake_churn_after_days),
         high_net_worth_threshold=Decimal(settings.intake_high_net_worth_threshold),
+        identity_gate_methods=frozenset(
+            IdentityMethod(m) for m in settings.intake_identity_gate_methods
+        ),
+        screening_required=settings.intake_screening_required,
+        clock_skew=timedelta(seconds=settings.intake_clock_skew_seconds),
+        late_entry_window=timedelta(hours=settings.intake_late_entry_window_hours),
     )
 
 

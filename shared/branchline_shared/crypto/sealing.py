@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -95,40 +95,71 @@ def unseal(sealed: str, key: DataKey, *, client_id: str, path: str, sub_key: str
     return clear.decode()
 
 
+Leaf = Callable[[Any, str], Any]
+"""``(value under a personal path, the path) -> replacement``."""
+
+
+def map_personal(data: Mapping[str, Any], paths: tuple[str, ...], leaf: Leaf) -> dict[str, Any]:
+    """A copy of ``data`` with the value under each personal path replaced by ``leaf(value,
+    path)``. A path is a key of ``data`` or, dotted, a key inside an object (``a.b``: the key
+    ``b`` of the object under ``a``); absent and null values are left alone."""
+    out = dict(data)
+    for path in paths:
+        _replace(out, path.split("."), path, leaf)
+    return out
+
+
+def _replace(container: dict[str, Any], keys: list[str], path: str, leaf: Leaf) -> None:
+    head, rest = keys[0], keys[1:]
+    value = container.get(head)
+    if value is None:
+        return
+    if rest:
+        if isinstance(value, Mapping):
+            inner = dict(value)
+            _replace(inner, rest, path, leaf)
+            container[head] = inner
+        return
+    container[head] = leaf(value, path)
+
+
+def _each_string(value: Any, path: str, one: Callable[[str, str, str], str]) -> Any:
+    """``one(text, path, sub_key)`` on a string, on each string value of an object (sub key:
+    its key, which stays readable) or each string item of a list (sub key: its index)."""
+    if isinstance(value, str):
+        return one(value, path, "")
+    if isinstance(value, Mapping):
+        return {k: one(v, path, k) if isinstance(v, str) else v for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [one(v, path, str(i)) if isinstance(v, str) else v for i, v in enumerate(value)]
+    return value
+
+
 def seal_paths(
     data: Mapping[str, Any], paths: tuple[str, ...], key: DataKey, *, client_id: str
 ) -> dict[str, Any]:
     """A copy of ``data`` whose personal values (under ``paths``) are sealed. Under an object
-    the keys stay readable (which fields were recorded) and each string value is sealed."""
-    sealed = dict(data)
-    for path in paths:
-        value = sealed.get(path)
-        if isinstance(value, str) and not is_sealed(value):
-            sealed[path] = seal(value, key, client_id=client_id, path=path)
-        elif isinstance(value, Mapping):
-            sealed[path] = {
-                k: seal(v, key, client_id=client_id, path=path, sub_key=k)
-                if isinstance(v, str) and not is_sealed(v)
-                else v
-                for k, v in value.items()
-            }
-    return sealed
+    the keys stay readable (which fields were recorded) and each string value is sealed; in a
+    list each string item is. A value that already looks sealed is refused: only Branchline
+    seals, so a caller's "sealed" value would be personal data in clear, never shredded."""
+
+    def one(text: str, path: str, sub_key: str) -> str:
+        if PREFIX in text:
+            raise SealingError(f"{path}: a value to seal holds the reserved prefix {PREFIX!r}")
+        return seal(text, key, client_id=client_id, path=path, sub_key=sub_key)
+
+    return map_personal(data, paths, lambda value, path: _each_string(value, path, one))
 
 
 def unseal_paths(
     data: Mapping[str, Any], paths: tuple[str, ...], key: DataKey, *, client_id: str
 ) -> dict[str, Any]:
-    clear = dict(data)
-    for path in paths:
-        value = clear.get(path)
-        if is_sealed(value):
-            clear[path] = unseal(value, key, client_id=client_id, path=path)
-        elif isinstance(value, Mapping):
-            clear[path] = {
-                k: unseal(v, key, client_id=client_id, path=path, sub_key=k) if is_sealed(v) else v
-                for k, v in value.items()
-            }
-    return clear
+    def one(text: str, path: str, sub_key: str) -> str:
+        if not is_sealed(text):
+            return text
+        return unseal(text, key, client_id=client_id, path=path, sub_key=sub_key)
+
+    return map_personal(data, paths, lambda value, path: _each_string(value, path, one))
 
 
 class MasterKey:

@@ -26,18 +26,31 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import PydanticCustomError
+
+from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 
 __all__ = [
     "EARLIEST",
     "LATEST",
     "MAX_OFFSET",
     "MAX_SAFE_INTEGER",
+    "MAX_SEALED_LENGTH",
     "MAX_STREAM_VERSION",
     "OPAQUE_ID_PATTERN",
+    "STORED",
     "Instant",
     "OpaqueToken",
+    "Sealable",
     "bad_text_character",
     "bad_token_character",
     "check_instant",
@@ -133,11 +146,23 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X}"
 
 
+def _refuse_reserved(text: str) -> None:
+    if SEALED_PREFIX in text:
+        raise PydanticCustomError(
+            "reserved_prefix",
+            f"{SEALED_PREFIX!r} is reserved for values Branchline sealed itself",
+        )
+
+
 def clean_text(text: str) -> str:
-    """AfterValidator of free text: NUL, controls and lone surrogates are refused."""
+    """AfterValidator of free text: NUL, controls, lone surrogates and the reserved prefix of
+    sealed values are refused."""
     bad = bad_text_character(text)
     if bad is not None:
-        raise ValueError(f"control character {_describe(bad)} is not allowed in text")
+        raise PydanticCustomError(
+            "control_character", f"control character {_describe(bad)} is not allowed in text"
+        )
+    _refuse_reserved(text)
     return text
 
 
@@ -146,8 +171,37 @@ def clean_token(text: str) -> str:
     refused (a bidi override or a zero-width space would make two ids look the same)."""
     bad = bad_token_character(text)
     if bad is not None:
-        raise ValueError(f"character {_describe(bad)} is not allowed in an identifier")
+        raise PydanticCustomError(
+            "control_character", f"character {_describe(bad)} is not allowed in an identifier"
+        )
+    _refuse_reserved(text)
     return text
+
+
+STORED = "stored"
+"""Validation context key: the data comes from Branchline's own stores or topics, where the
+personal values are sealed (``parse_payload(..., stored=True)``)."""
+MAX_SEALED_LENGTH = 65_536
+
+
+def _sealable(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """A sealed value stands for the clear one in stored data: the limits of the clear text do
+    not apply to its ciphertext (issue #9 finding 4). In submitted data it is refused."""
+    if isinstance(value, str) and SEALED_PREFIX in value:
+        if not (isinstance(info.context, dict) and info.context.get(STORED)):
+            _refuse_reserved(value)
+        if (
+            not value.startswith(SEALED_PREFIX)
+            or len(value) > MAX_SEALED_LENGTH
+            or bad_token_character(value) is not None
+        ):
+            raise PydanticCustomError("sealed_value", "not a well-formed sealed value")
+        return value
+    return handler(value)
+
+
+Sealable = WrapValidator(_sealable)
+"""On every type a personal path may hold: read back sealed, submitted clear."""
 
 
 OpaqueToken = Annotated[

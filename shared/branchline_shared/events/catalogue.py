@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -36,9 +38,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from branchline_shared.events.bounded import CleanText, CleanToken, Instant
-from branchline_shared.events.envelope import Actor, Channel, Identifier
+from branchline_shared.events.bounded import STORED, CleanText, CleanToken, Instant, Sealable
+from branchline_shared.events.envelope import Actor, Channel, Identifier, Subject
 from branchline_shared.events.vocabulary import (
     AccountClosureReason,
     AccountReopeningReason,
@@ -48,9 +51,11 @@ from branchline_shared.events.vocabulary import (
     ComplaintSeverity,
     ConsentPurpose,
     CorrectiveActionKind,
+    DisclosureItem,
     DocumentType,
     FeedbackKind,
     FollowupKind,
+    FollowupOutcome,
     IdentityMethod,
     LegalHoldReason,
     LegalHoldReleaseReason,
@@ -58,11 +63,13 @@ from branchline_shared.events.vocabulary import (
     PersonalField,
     ProductCategory,
     ProductRisk,
+    ProductStatus,
     RenegotiationReason,
     RiskLevel,
     RiskTolerance,
     RootCause,
     SatisfactionDimension,
+    ScreeningResult,
     SurveyChannel,
     VisitCategory,
     VisitOutcome,
@@ -70,8 +77,11 @@ from branchline_shared.events.vocabulary import (
 
 __all__ = [
     "CATALOGUE_VERSION",
+    "GOVERNANCE_EVENT_TYPES",
     "PAYLOAD_MODELS",
     "PERSONAL_FIELDS",
+    "SUBJECT_OF",
+    "SUPERVISOR_EVENT_TYPES",
     "SYSTEM_EVENT_TYPES",
     "AccountClosureReason",
     "AccountReopeningReason",
@@ -85,16 +95,20 @@ __all__ = [
     "AuditLegalHoldPlaced",
     "ClientAccountClosed",
     "ClientAccountReopened",
+    "ClientBeneficialOwnerRecorded",
     "ClientConsentGranted",
     "ClientConsentWithdrawn",
     "ClientDataAccessRequested",
+    "ClientDataRead",
     "ClientErasureRequested",
     "ClientIdentityVerified",
+    "ClientLateEntryApproved",
     "ClientPersonalDataAccessed",
     "ClientPersonalDataRecorded",
     "ClientPersonalDataShredded",
     "ClientRegistered",
     "ClientRiskAssessed",
+    "ClientScreened",
     "ClientType",
     "Compensation",
     "CompensationKind",
@@ -116,6 +130,7 @@ __all__ = [
     "ConsultationOpened",
     "ConsultationPromiseRenegotiated",
     "CorrectiveActionKind",
+    "DisclosureItem",
     "DocumentType",
     "EventPayload",
     "EventType",
@@ -126,6 +141,7 @@ __all__ = [
     "FollowupCompleted",
     "FollowupEscalated",
     "FollowupKind",
+    "FollowupOutcome",
     "FollowupOverdue",
     "FollowupReassigned",
     "FollowupTaskCreated",
@@ -138,13 +154,21 @@ __all__ = [
     "Note",
     "PayloadPart",
     "PersonalField",
+    "ProductApproved",
     "ProductCategory",
     "ProductEvent",
+    "ProductGovernanceEvent",
     "ProductRecommended",
+    "ProductRerated",
     "ProductRisk",
     "ProductRiskDisclosed",
+    "ProductRiskFactors",
     "ProductSold",
+    "ProductStatus",
+    "ProductSuspended",
+    "ProductTerms",
     "ProductTermsConfirmed",
+    "ProductWithdrawn",
     "RefusedEvent",
     "RenegotiationReason",
     "RiskLevel",
@@ -154,7 +178,16 @@ __all__ = [
     "RuleViolationRefused",
     "SatisfactionDimension",
     "SatisfactionScores",
+    "ScreeningResult",
     "ShredBasis",
+    "StaffEvent",
+    "StaffGiftRecorded",
+    "StaffInterestDeclared",
+    "StaffQualificationRenewed",
+    "StaffQualificationRevoked",
+    "StaffQualified",
+    "StaffTrainingRecorded",
+    "Subject",
     "SurveyChannel",
     "Text",
     "UnknownEventType",
@@ -176,23 +209,38 @@ __all__ = [
 # --- bounded scalar types ---------------------------------------------------------------------
 
 Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    CleanText,
+    Sealable,
 ]
 """A short required text: a reason, a counter, a missing item, a purpose."""
 Note = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
+    CleanText,
+    Sealable,
 ]
 """A note written by staff."""
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
+    CleanText,
+    Sealable,
 ]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
 PersonalValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    CleanText,
+    Sealable,
 ]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 TermValue = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), CleanText
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000),
+    CleanText,
+    Sealable,
 ]
 SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
 """Where a personal value sits: ``<event type>/<payload key>``."""
@@ -218,6 +266,10 @@ class EventType(StrEnum):
     CLIENT_ERASURE_REQUESTED = "client.erasure_requested"
     CLIENT_DATA_ACCESS_REQUESTED = "client.data_access_requested"
     CLIENT_PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+    CLIENT_DATA_READ = "client.data_read"
+    CLIENT_SCREENED = "client.screened"
+    CLIENT_BENEFICIAL_OWNER_RECORDED = "client.beneficial_owner_recorded"
+    CLIENT_LATE_ENTRY_APPROVED = "client.late_entry_approved"
     CLIENT_PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
     CLIENT_ACCOUNT_CLOSED = "client.account_closed"
     CLIENT_ACCOUNT_REOPENED = "client.account_reopened"
@@ -240,6 +292,16 @@ class EventType(StrEnum):
     PRODUCT_RISK_DISCLOSED = "product.risk_disclosed"
     PRODUCT_TERMS_CONFIRMED = "product.terms_confirmed"
     PRODUCT_SOLD = "product.sold"
+    PRODUCT_APPROVED = "product.approved"
+    PRODUCT_RERATED = "product.rerated"
+    PRODUCT_SUSPENDED = "product.suspended"
+    PRODUCT_WITHDRAWN = "product.withdrawn"
+    STAFF_QUALIFIED = "staff.qualified"
+    STAFF_QUALIFICATION_RENEWED = "staff.qualification_renewed"
+    STAFF_QUALIFICATION_REVOKED = "staff.qualification_revoked"
+    STAFF_TRAINING_RECORDED = "staff.training_recorded"
+    STAFF_INTEREST_DECLARED = "staff.interest_declared"
+    STAFF_GIFT_RECORDED = "staff.gift_recorded"
     COMPLAINT_RECEIVED = "complaint.received"
     COMPLAINT_ACKNOWLEDGED = "complaint.acknowledged"
     COMPLAINT_PROGRESS_REPORTED = "complaint.progress_reported"
@@ -279,7 +341,19 @@ class EventPayload(BaseModel):
     SCHEMA_VERSION: ClassVar[int] = 1
     """Version of this payload's schema; a breaking change adds a version and an upcaster."""
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ()
-    """Payload keys holding personal data (the whole value under each key)."""
+    """Payload keys holding personal data (the whole value under each key; ``a.b`` the key
+    ``b`` of the object under ``a``): sealed with the client's key before anything is stored,
+    masked for readers, shredded with the key."""
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Free text that Branchline writes itself, never taken from a caller (only on types of
+    :data:`SYSTEM_EVENT_TYPES`). Every other free text is personal; everything else is a closed
+    code, a bounded identifier, a number or a time (docs/input-validation.md)."""
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
+    """Free text of an event whose subject is a product or a member of staff, not a client:
+    there is no client key to seal it with, so it stays in clear and must describe the
+    institution's products and staff, never a client (docs/input-validation.md)."""
+    SUBJECT: ClassVar[Subject] = Subject.CLIENT
+    """Which envelope field names the event's subject (and so its stream)."""
 
 
 class AppointmentEvent(EventPayload):
@@ -304,6 +378,20 @@ class ProductEvent(EventPayload):
     """An event about one product offered to the client (D-05)."""
 
     product_id: Identifier
+
+
+class ProductGovernanceEvent(EventPayload):
+    """An event of the product shelf (D-13): the envelope's ``product_id`` names the product;
+    sent by an admin (product governance), never by a branch system."""
+
+    SUBJECT: ClassVar[Subject] = Subject.PRODUCT
+
+
+class StaffEvent(EventPayload):
+    """An event of one member of staff (D-14, D-16): the envelope's ``staff_id`` names them;
+    sent by an admin, never by a branch system."""
+
+    SUBJECT: ClassVar[Subject] = Subject.STAFF
 
 
 class ComplaintEvent(EventPayload):
@@ -367,13 +455,32 @@ class ClientPersonalDataRecorded(EventPayload):
     purpose: ConsentPurpose = ConsentPurpose.SERVICE
 
 
+def _date_as_start_of_day(value: Any) -> Any:
+    """An RFC 3339 full-date (``2030-05-01``) means the first instant of that day in UTC."""
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        return datetime.combine(date.fromisoformat(value), time.min, tzinfo=UTC)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time.min, tzinfo=UTC)
+    return value
+
+
+DateOrTime = Annotated[Instant, BeforeValidator(_date_as_start_of_day)]
+"""An aware time, or an RFC 3339 date read as the start of that day in UTC."""
+
+
 class ClientIdentityVerified(EventPayload):
-    """client.identity_verified (D-03)."""
+    """client.identity_verified (D-03). Only the configured methods open the gate (default
+    ``networked_id_check``); the others are recorded. A verification stops counting when its
+    document expires (``document_expires_at``: an RFC 3339 time, or a date meaning the start
+    of that day in UTC)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("verification_ref",)
 
     method: IdentityMethod
     document_type: DocumentType
     verification_ref: Identifier | None = None
     """Reference of the check in the networked verification system, if any."""
+    document_expires_at: DateOrTime | None = None
 
 
 class ClientRiskAssessed(EventPayload):
@@ -382,6 +489,40 @@ class ClientRiskAssessed(EventPayload):
 
     level: RiskTolerance
     valid_until: Instant | None = None
+
+
+class ClientScreened(EventPayload):
+    """client.screened (D-03): an AML / sanctions screening result; a client whose latest
+    result is ``hit`` or ``pending`` can neither open an account nor buy."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("lists",)
+
+    result: ScreeningResult
+    lists: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
+    """The lists screened against (e.g. a national sanctions list, UN, OFAC)."""
+    screening_ref: Identifier | None = None
+
+
+class ClientBeneficialOwnerRecorded(EventPayload):
+    """client.beneficial_owner_recorded (D-03): a beneficial owner of a corporate (or
+    institutional) client. ``owner_ref`` is the institution's reference of the owner;
+    the owner's own personal values (``owner_fields``) are sealed like every personal value."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("owner_fields",)
+
+    owner_ref: Identifier
+    share_percent: Annotated[Decimal, Field(gt=0, le=100, max_digits=7, decimal_places=4)]
+    owner_fields: Annotated[dict[PersonalField, PersonalValue], Field(min_length=1)] | None = None
+
+
+class ClientLateEntryApproved(EventPayload):
+    """client.late_entry_approved (D-05b): a supervisor approves the late entry (补录) of a
+    sale, recommendation or contract, named by the ``event_id`` it will be recorded under."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    event_id: uuid.UUID
+    reason: Label
 
 
 class ClientErasureRequested(EventPayload):
@@ -402,6 +543,8 @@ class ClientDataAccessRequested(EventPayload):
 class ClientPersonalDataAccessed(EventPayload):
     """client.personal_data_accessed (D-04, D-11; system-emitted): personal data was shown in
     clear, to whom (the envelope's actor), which fields and why."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
 
     fields: tuple[PersonalField, ...] = ()
     """The structured personal fields shown (none: the client had none recorded)."""
@@ -437,6 +580,16 @@ class ClientPersonalDataShredded(EventPayload):
     retention_until: Instant | None = None
 
 
+class ClientDataRead(EventPayload):
+    """client.data_read (D-11; system-emitted): a client's data was read outside the audit
+    API; who read it is the envelope's ``submitted_by`` (and ``actor``), what the route, why
+    the stated purpose."""
+
+    service: Label
+    route: Label
+    purpose: Label | None = None
+
+
 class ClientAccountClosed(EventPayload):
     """client.account_closed (D-09, D-11): the relationship ends; the client's lifecycle moves
     to churned and the retention clock of the client's records starts at this event's
@@ -464,6 +617,8 @@ class ClientAccountReopened(EventPayload):
 class AppointmentBooked(AppointmentEvent):
     """appointment.booked (D-02): the assigned staff prepares before ``slot_start``."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
+
     slot_start: Instant
     slot_end: Instant | None = None
     purpose: Label
@@ -483,6 +638,8 @@ class AppointmentConfirmed(AppointmentEvent):
 class AppointmentCancelled(AppointmentEvent):
     """appointment.cancelled (D-02)."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
     reason: Label | None = None
 
 
@@ -500,6 +657,8 @@ class AppointmentNoShow(AppointmentEvent):
 class VisitArrived(VisitEvent):
     """visit.arrived (D-01 step 1); the channel and branch are in the envelope."""
 
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("ticket",)
+
     ticket: Label | None = None
     appointment_id: Identifier | None = None
 
@@ -516,7 +675,7 @@ class VisitNeedsConfirmed(VisitEvent):
 class VisitGuidanceGiven(VisitEvent):
     """visit.guidance_given (D-01 step 3): process and required materials explained."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("materials", "note")
 
     materials: tuple[Label, ...] = ()
     note: Note | None = None
@@ -525,6 +684,8 @@ class VisitGuidanceGiven(VisitEvent):
 class VisitDocumentsChecked(VisitEvent):
     """visit.documents_checked (D-01 step 4): incomplete lists what is missing (the client must
     be told what to bring); complete lists nothing."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("missing",)
 
     complete: StrictBool
     missing: Annotated[tuple[Label, ...], Field(max_length=50)] = ()
@@ -540,6 +701,8 @@ class VisitDocumentsChecked(VisitEvent):
 
 class VisitBusinessHandled(VisitEvent):
     """visit.business_handled (D-01 step 5): waiting and handling time are measured (D-12)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("counter",)
 
     counter: Label
     started_at: Instant
@@ -563,6 +726,8 @@ class VisitNextStepsExplained(VisitEvent):
 class VisitClosed(VisitEvent):
     """visit.closed (D-01 step 7): an early end states its reason. A satisfaction survey is
     due afterwards (D-01b)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     outcome: VisitOutcome
     reason: Label | None = None
@@ -631,25 +796,83 @@ class ConsultationPromiseRenegotiated(ConsultationEvent):
 
 
 class ProductRecommended(ProductEvent):
-    """product.recommended (D-05): refused without a valid assessment or above tolerance."""
+    """product.recommended (D-05, D-13, D-14, D-16): refused for a product not on sale, by
+    staff not qualified for its category or with an interest not disclosed to the client,
+    without a valid assessment or above tolerance. The risk is the shelf's rating in force;
+    a stated ``product_risk`` must agree with it."""
 
-    product_risk: ProductRisk
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("product_name",)
+
+    product_risk: ProductRisk | None = None
     product_name: Label | None = None
+    interest_disclosed: StrictBool | None = None
+    """D-16: the recommending staff told the client of their declared interest in the
+    product (required true when they declared one)."""
 
 
 class ProductRiskDisclosed(ProductEvent):
-    """product.risk_disclosed (D-05): risks, returns and fees disclosed; ``acknowledged`` by
-    the client."""
+    """product.risk_disclosed (D-05), schema version 2: an itemised disclosure. ``items``
+    names what was disclosed (risks, returns, fees, holding_period: all four are required
+    for a sale), ``holding_period`` the suitable holding period told to the client, and
+    ``acknowledged`` the client's acknowledgement of each item."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("holding_period",)
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     acknowledged: StrictBool
+    items: Annotated[tuple[DisclosureItem, ...], Field(max_length=len(DisclosureItem))]
+    holding_period: Label | None = None
     product_risk: ProductRisk | None = None
     """The risk level stated in the disclosure, if it was stated."""
 
+    @field_validator("items")
+    @classmethod
+    def _items_unique(cls, value: tuple[DisclosureItem, ...]) -> tuple[DisclosureItem, ...]:
+        _unique(value, "items")
+        return value
+
+
+class ProductTerms(PayloadPart):
+    """D-05: the terms as shown to the client (strings, as shown). A sale needs ``period``,
+    ``fees`` and ``rate`` or ``expected_return`` (and ``repayment`` for a loan); anything
+    else shown goes under ``other``."""
+
+    rate: TermValue | None = None
+    expected_return: TermValue | None = None
+    period: TermValue | None = None
+    fees: TermValue | None = None
+    repayment: TermValue | None = None
+    other: Annotated[dict[TermKey, TermValue], Field(max_length=50)] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_terms_only(cls, value: Any) -> Any:
+        # Refused without naming the key: the caller's text may be personal (D-04).
+        if isinstance(value, dict) and set(value) - set(cls.model_fields):
+            raise PydanticCustomError(
+                "extra_forbidden",
+                "unknown term: name it rate, expected_return, period, fees or repayment, "
+                "or put it under other",
+            )
+        return value
+
 
 class ProductTermsConfirmed(ProductEvent):
-    """product.terms_confirmed (D-05): the terms exactly as shown to the client."""
+    """product.terms_confirmed (D-05), schema version 2: the named terms the client
+    confirmed before signing (签署合同前再次确认)."""
 
-    terms: Annotated[dict[TermKey, TermValue], Field(min_length=1, max_length=50)]
+    SCHEMA_VERSION: ClassVar[int] = 2
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = (
+        "terms.rate",
+        "terms.expected_return",
+        "terms.period",
+        "terms.fees",
+        "terms.repayment",
+        "terms.other",
+    )  # the values as shown to the client (free text); which terms were shown stays readable
+
+    terms: ProductTerms
 
 
 class ProductSold(ProductEvent):
@@ -666,6 +889,135 @@ class ProductSold(ProductEvent):
     relied_on_assessment_event_id: uuid.UUID | None = None
     relied_on_disclosure_event_id: uuid.UUID | None = None
     relied_on_terms_event_id: uuid.UUID | None = None
+    relied_on_rating_event_id: uuid.UUID | None = None
+    """D-13: the shelf event whose rating was in force at the sale."""
+    relied_on_qualification_event_id: uuid.UUID | None = None
+    """D-14: the qualification of the selling staff in force at the sale."""
+    relied_on_screening_event_id: uuid.UUID | None = None
+    """D-03: the clear screening result in force at the sale."""
+    relied_on_late_entry_approval_event_id: uuid.UUID | None = None
+    """D-05b: the supervisor's approval of a late entry."""
+    received_at: Instant | None = None
+    """D-05b: when intake received the sale (its ``occurred_at`` is when it happened)."""
+
+
+# --- the product shelf (D-13) -------------------------------------------------------------------
+
+
+class ProductRiskFactors(PayloadPart):
+    """D-13: the factors behind a product's rating."""
+
+    market: ProductRisk | None = None
+    credit: ProductRisk | None = None
+    liquidity: ProductRisk | None = None
+
+
+class ProductApproved(ProductGovernanceEvent):
+    """product.approved (D-13): the institution puts a product on its shelf, on sale, with its
+    own risk rating in force from ``occurred_at``."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: Label
+    category: ProductCategory
+    risk: ProductRisk
+    risk_factors: ProductRiskFactors | None = None
+    eligible_client_types: Annotated[tuple[ClientType, ...], Field(min_length=1)]
+
+    @field_validator("eligible_client_types")
+    @classmethod
+    def _types_unique(cls, value: tuple[ClientType, ...]) -> tuple[ClientType, ...]:
+        _unique(value, "eligible_client_types")
+        return value
+
+
+class ProductRerated(ProductGovernanceEvent):
+    """product.rerated (D-13, D-15): a new rating in force from ``effective_at``."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    risk: ProductRisk
+    effective_at: Instant
+    reason: Label
+    risk_factors: ProductRiskFactors | None = None
+
+
+class ProductSuspended(ProductGovernanceEvent):
+    """product.suspended (D-13): no recommendation or sale until resumed by a new approval."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: Label
+
+
+class ProductWithdrawn(ProductGovernanceEvent):
+    """product.withdrawn (D-13): off the shelf for good."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: Label
+
+
+# --- staff (D-14, D-16) -------------------------------------------------------------------------
+
+
+class StaffQualified(StaffEvent):
+    """staff.qualified (D-14): a qualification for one product category, valid from
+    ``occurred_at`` (or ``valid_from``) until ``valid_until``."""
+
+    category: ProductCategory
+    certificate_id: Identifier
+    valid_until: Instant
+    valid_from: Instant | None = None
+
+
+class StaffQualificationRenewed(StaffEvent):
+    """staff.qualification_renewed (D-14): the qualification of ``category`` extended."""
+
+    category: ProductCategory
+    valid_until: Instant
+    certificate_id: Identifier | None = None
+
+
+class StaffQualificationRevoked(StaffEvent):
+    """staff.qualification_revoked (D-14): no longer valid from ``occurred_at``."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    category: ProductCategory
+    reason: Label
+
+
+class StaffTrainingRecorded(StaffEvent):
+    """staff.training_recorded (D-14): training hours (reference: 40 a year)."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("topic",)
+
+    hours: Annotated[Decimal, Field(gt=0, le=1000, max_digits=7, decimal_places=2)]
+    topic: Label
+    completed_at: Instant
+
+
+class StaffInterestDeclared(StaffEvent):
+    """staff.interest_declared (D-16): a material interest in a product; recommending it then
+    needs the interest disclosed to the client."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("nature",)
+
+    product_id: Identifier
+    nature: Label
+
+
+class StaffGiftRecorded(StaffEvent):
+    """staff.gift_recorded (D-16): a gift or benefit offered by a client. Accepting one above
+    the policy's value (default 0) breaks the policy: it is recorded and escalated."""
+
+    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("description",)
+
+    client_id: Identifier
+    value: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=4)]
+    accepted: StrictBool
+    description: Label
 
 
 # --- complaints (D-07) -------------------------------------------------------------------------
@@ -720,7 +1072,7 @@ class Compensation(PayloadPart):
 class ComplaintResolved(ComplaintEvent):
     """complaint.resolved (D-07)."""
 
-    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("resolution", "compensation.description")
 
     resolution: Text
     compensation: Compensation | None = None
@@ -845,7 +1197,9 @@ class RefusedEvent(PayloadPart):
     event_id: uuid.UUID | None = None
     type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
     occurred_at: Instant
-    client_id: Identifier
+    client_id: Identifier | None = None
+    product_id: Identifier | None = None
+    staff_id: Identifier | None = None
     branch_id: Identifier | None = None
     channel: Channel | None = None
     actor: Actor
@@ -855,6 +1209,8 @@ class RefusedEvent(PayloadPart):
 class RuleViolationRefused(EventPayload):
     """rule.violation_refused (ARCHITECTURE.md decision 5): a rule refused a submission; the
     refusal itself is recorded (e.g. a recommendation above tolerance, D-05)."""
+
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("title", "detail", "field")
 
     rule: RuleId
     title: Label
@@ -880,23 +1236,32 @@ class FollowupTaskCreated(FollowupTaskEvent):
     profile: Identifier | None = None
     escalate_at: Instant | None = None
     note: Note | None = None
+    holdings: Annotated[tuple[Identifier, ...], Field(max_length=200)] = ()
+    """D-15: the products held that no longer fit (a suitability review)."""
 
 
 class FollowupCompleted(FollowupTaskEvent):
-    """followup.completed: the outcome (as the RM states it), and for a revisit the next date
-    (D-08); for a survey task the scores (D-10). ``kind``: the completed task's kind."""
+    """followup.completed: the outcome (a closed code; the RM's own words go into the sealed
+    ``note``), and for a revisit the next date (D-08); for a survey task the scores (D-10).
+    ``kind``: the completed task's kind. v2: ``outcome`` became a code (v1 free text is read
+    as ``other``)."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("note",)
 
-    outcome: Label
+    outcome: FollowupOutcome
     kind: FollowupKind | None = None
     note: Note | None = None
     next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
+    client_warned: StrictBool | None = None
+    """D-15: the client was warned (风险提示) that a holding no longer fits."""
 
 
 class FollowupReassigned(FollowupTaskEvent):
     """followup.reassigned (by a supervisor)."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     from_assignee: Identifier
     to_assignee: Identifier
@@ -911,6 +1276,8 @@ class FollowupOverdue(FollowupTaskEvent):
 
 class FollowupEscalated(FollowupTaskEvent):
     """followup.escalated: an overdue task escalated to the RM's supervisor (D-08)."""
+
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     supervisor_id: Identifier
     reason: Label | None = None
@@ -945,6 +1312,7 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.CLIENT_ERASURE_REQUESTED: ClientErasureRequested,
     EventType.CLIENT_DATA_ACCESS_REQUESTED: ClientDataAccessRequested,
     EventType.CLIENT_PERSONAL_DATA_ACCESSED: ClientPersonalDataAccessed,
+    EventType.CLIENT_DATA_READ: ClientDataRead,
     EventType.CLIENT_PERSONAL_DATA_SHREDDED: ClientPersonalDataShredded,
     EventType.CLIENT_ACCOUNT_CLOSED: ClientAccountClosed,
     EventType.CLIENT_ACCOUNT_REOPENED: ClientAccountReopened,
@@ -967,6 +1335,19 @@ _MODELS: dict[EventType, type[EventPayload]] = {
     EventType.PRODUCT_RISK_DISCLOSED: ProductRiskDisclosed,
     EventType.PRODUCT_TERMS_CONFIRMED: ProductTermsConfirmed,
     EventType.PRODUCT_SOLD: ProductSold,
+    EventType.CLIENT_SCREENED: ClientScreened,
+    EventType.CLIENT_BENEFICIAL_OWNER_RECORDED: ClientBeneficialOwnerRecorded,
+    EventType.CLIENT_LATE_ENTRY_APPROVED: ClientLateEntryApproved,
+    EventType.PRODUCT_APPROVED: ProductApproved,
+    EventType.PRODUCT_RERATED: ProductRerated,
+    EventType.PRODUCT_SUSPENDED: ProductSuspended,
+    EventType.PRODUCT_WITHDRAWN: ProductWithdrawn,
+    EventType.STAFF_QUALIFIED: StaffQualified,
+    EventType.STAFF_QUALIFICATION_RENEWED: StaffQualificationRenewed,
+    EventType.STAFF_QUALIFICATION_REVOKED: StaffQualificationRevoked,
+    EventType.STAFF_TRAINING_RECORDED: StaffTrainingRecorded,
+    EventType.STAFF_INTEREST_DECLARED: StaffInterestDeclared,
+    EventType.STAFF_GIFT_RECORDED: StaffGiftRecorded,
     EventType.COMPLAINT_RECEIVED: ComplaintReceived,
     EventType.COMPLAINT_ACKNOWLEDGED: ComplaintAcknowledged,
     EventType.COMPLAINT_PROGRESS_REPORTED: ComplaintProgressReported,
@@ -1003,6 +1384,7 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
     for event_type in (
         EventType.RULE_VIOLATION_REFUSED,
         EventType.CLIENT_PERSONAL_DATA_ACCESSED,
+        EventType.CLIENT_DATA_READ,
         EventType.CLIENT_PERSONAL_DATA_SHREDDED,
         EventType.FOLLOWUP_TASK_CREATED,
         EventType.FOLLOWUP_COMPLETED,
@@ -1014,6 +1396,19 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
     )
 )
 """Types the services emit themselves; a branch system may not submit them to intake."""
+
+SUBJECT_OF: Mapping[str, Subject] = MappingProxyType(
+    {event_type: model.SUBJECT for event_type, model in PAYLOAD_MODELS.items()}
+)
+"""Event type → the envelope field naming its subject (client_id, product_id, staff_id)."""
+
+GOVERNANCE_EVENT_TYPES: frozenset[str] = frozenset(
+    event_type for event_type, subject in SUBJECT_OF.items() if subject is not Subject.CLIENT
+)
+"""Product-shelf and staff events (D-13, D-14, D-16): accepted from an admin only."""
+
+SUPERVISOR_EVENT_TYPES: frozenset[str] = frozenset({EventType.CLIENT_LATE_ENTRY_APPROVED.value})
+"""Types only a supervisor may send (D-05b: the approval of a late entry)."""
 
 CATALOGUE_VERSION: Mapping[str, int] = MappingProxyType(
     {event_type: model.SCHEMA_VERSION for event_type, model in PAYLOAD_MODELS.items()}
@@ -1055,6 +1450,12 @@ def event_type_of(payload: EventPayload) -> str:
         raise UnknownEventType(type(payload).__name__) from None
 
 
-def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
-    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType."""
-    return payload_model(event_type).model_validate(data)
+def parse_payload(
+    event_type: str, data: Mapping[str, Any], *, stored: bool = False
+) -> EventPayload:
+    """Validate ``data`` for ``event_type``; raises pydantic.ValidationError or UnknownEventType.
+
+    ``stored``: ``data`` was read from Branchline's own store or topic, so its personal values
+    are sealed and stand for the clear ones. Without it (submitted data) a sealed-looking value
+    is refused like any text holding the reserved prefix."""
+    return payload_model(event_type).model_validate(data, context={STORED: stored})

@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from branchline_shared.events.bounded import (
     MAX_SAFE_INTEGER,
@@ -20,6 +27,7 @@ from branchline_shared.events.bounded import (
     CleanToken,
     Instant,
     OpaqueToken,
+    Sealable,
 )
 
 Identifier = Annotated[
@@ -28,6 +36,7 @@ Identifier = Annotated[
         strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
     ),
     CleanToken,
+    Sealable,
 ]
 """Ids of clients, branches, staff, visits, ...: printable ASCII, no spaces, bounded (keys)."""
 
@@ -55,28 +64,94 @@ class Actor(BaseModel):
     role: Code
 
 
-class SubmittedEvent(BaseModel):
-    """An event as a branch system sends it to intake (API.md, "Submitted event")."""
+class Subject(StrEnum):
+    """What an event is about (D-13, D-14, D-16): exactly one of the envelope's ``client_id``,
+    ``product_id`` or ``staff_id`` names it, and each subject has its own stream."""
+
+    CLIENT = "client"
+    PRODUCT = "product"
+    STAFF = "staff"
+
+    @property
+    def field(self) -> str:
+        """The envelope field naming a subject of this kind."""
+        return f"{self.value}_id"
+
+
+class LateEntry(BaseModel):
+    """D-05b: an event recorded later than the late-entry window (补录), with the reason."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+    ]
+
+
+class _OneSubject(BaseModel):
+    """An envelope with subject fields ``client_id``, ``product_id`` and ``staff_id`` (declared
+    by each envelope): exactly one of them is set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _exactly_one_subject(self) -> _OneSubject:
+        named = [s for s in Subject if getattr(self, s.field) is not None]
+        if len(named) != 1:
+            raise ValueError(
+                "exactly one subject is required: client_id, product_id or staff_id"
+                + (f" (got {', '.join(s.field for s in named)})" if named else "")
+            )
+        return self
+
+    @property
+    def subject(self) -> Subject:
+        return next(s for s in Subject if getattr(self, s.field) is not None)
+
+    @property
+    def subject_id(self) -> str:
+        """The id of the subject (the Kafka key: one subject's events stay in order)."""
+        value: str = getattr(self, self.subject.field)
+        return value
+
+
+class Submitter(BaseModel):
+    """Who really sent an event: the authenticated token's subject, roles and branch
+    (decision 11), recorded next to the ``actor`` the caller declared."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sub: Identifier
+    roles: Annotated[
+        tuple[Annotated[str, StringConstraints(max_length=32)], ...], Field(max_length=8)
+    ]
+    branch_id: Identifier | None = None
+
+
+class SubmittedEvent(_OneSubject):
+    """An event as a branch system sends it to intake (API.md, "Submitted event")."""
 
     event_id: uuid.UUID | None = None
     type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
     occurred_at: Instant
-    client_id: Identifier
+    client_id: Identifier | None = None
+    product_id: Identifier | None = None
+    staff_id: Identifier | None = None
     branch_id: Identifier | None = None
     channel: Channel | None = None
     actor: Actor
     correlation_id: OpaqueToken | None = None
     causation_id: OpaqueToken | None = None
     expected_version: Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER, strict=True)] | None = None
+    late_entry: LateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class RecordedEvent(BaseModel):
-    """An event as stored in an event store and published on Kafka (JSON on the wire)."""
+class RecordedEvent(_OneSubject):
+    """An event as stored in an event store and published on Kafka (JSON on the wire).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ``occurred_at`` is when it happened (rules decide as of it), ``recorded_at`` when intake
+    received it (D-05b: both are kept; a late entry carries its reason)."""
 
     event_id: uuid.UUID
     type: Annotated[str, CleanToken]
@@ -85,14 +160,22 @@ class RecordedEvent(BaseModel):
     recorded_at: Instant
     source: str
     actor: Actor
-    client_id: str
+    client_id: str | None = None
+    product_id: str | None = None
+    staff_id: str | None = None
     branch_id: str | None = None
     channel: Channel | None = None
     stream_id: str
     stream_version: int
     correlation_id: Annotated[str, CleanToken] | None = None
     causation_id: Annotated[str, CleanToken] | None = None
+    late_entry: LateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    submitted_by: Submitter | None = None
+    """The authenticated sender of an accepted event; None for events a service emits on its
+    own (timers) and for events recorded before it was introduced."""
+    synthetic: bool = False
+    """True for events caused by the dev-mode test clock: not facts of the real world."""
 
     @field_validator("occurred_at", "recorded_at")
     @classmethod
@@ -104,6 +187,25 @@ def client_stream_id(client_id: str) -> str:
     """All of one client's events form one stream, so every rule over a client is checked
     against a consistent history and Kafka's key (the client id) keeps them in order."""
     return f"client-{client_id}"
+
+
+def product_stream_id(product_id: str) -> str:
+    """A product's shelf history (D-13): approval, re-ratings, suspension, withdrawal."""
+    return f"product-{product_id}"
+
+
+def staff_stream_id(staff_id: str) -> str:
+    """A member of staff's qualifications, training, interests and gifts (D-14, D-16)."""
+    return f"staff-{staff_id}"
+
+
+def subject_stream_id(subject: Subject, subject_id: str) -> str:
+    """The stream of one subject's events."""
+    if subject is Subject.PRODUCT:
+        return product_stream_id(subject_id)
+    if subject is Subject.STAFF:
+        return staff_stream_id(subject_id)
+    return client_stream_id(subject_id)
 
 
 def utc(moment: datetime) -> datetime:

@@ -20,6 +20,8 @@ EXAMPLE_BRANCH_ID = "BR-001"
 EXAMPLE_RM_ID = "rm-42"
 EXAMPLE_STAFF_ID = "staff-17"
 EXAMPLE_SUPERVISOR_ID = "sup-3"
+EXAMPLE_PRODUCT_ID = "P-FUND-007"
+EXAMPLE_ADMIN_ID = "admin-1"
 _TASK_ID = "5d2f1c3a-8e4b-4b7a-9c1d-2e3f4a5b6c7d"
 
 _REFUSED_RECOMMENDATION: dict[str, Any] = {
@@ -53,6 +55,21 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "method": "networked_id_check",
         "document_type": "resident_id",
         "verification_ref": "NCIIC-7731",
+        "document_expires_at": "2036-05-01T00:00:00+08:00",
+    },
+    "client.screened": {
+        "result": "clear",
+        "lists": ["PBOC AML list", "UN consolidated sanctions list"],
+        "screening_ref": "SCR-2026-11-0042",
+    },
+    "client.beneficial_owner_recorded": {
+        "owner_ref": "BO-77",
+        "share_percent": "35",
+        "owner_fields": {"name": "Li Lei", "nationality": "CN"},
+    },
+    "client.late_entry_approved": {
+        "event_id": "0193f0c2-7a1e-7c3b-9d2e-5f8a1b2c3d99",
+        "reason": "network outage at the branch; paper record checked by the supervisor",
     },
     "client.risk_assessed": {"level": "C3", "valid_until": "2027-11-20T09:10:00+08:00"},
     "client.erasure_requested": {"reason": "relationship ended, client asks for erasure"},
@@ -60,6 +77,11 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
     "client.personal_data_accessed": {
         "fields": ["name", "id_number", "phone", "address"],
         "purpose": "D-04 access request of the client",
+    },
+    "client.data_read": {
+        "service": "followup",
+        "route": "GET /v1/clients/{client_id}",
+        "purpose": "preparing the client's revisit",
     },
     "client.personal_data_shredded": {
         "basis": "retention_ended",
@@ -118,12 +140,14 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
     "product.risk_disclosed": {
         "product_id": "P-FUND-007",
         "acknowledged": True,
+        "items": ["risks", "returns", "fees", "holding_period"],
+        "holding_period": "3 years or more",
         "product_risk": "R3",
     },
     "product.terms_confirmed": {
         "product_id": "P-FUND-007",
         "terms": {
-            "rate": "variable, not guaranteed",
+            "expected_return": "variable, not guaranteed; 4-6% a year in the last 5 years",
             "period": "3 years recommended holding",
             "fees": "1.2% subscription, 0.8% yearly management",
             "repayment": "redeemable on any business day, T+2",
@@ -134,6 +158,46 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "amount": "250000.00",
         "currency": "CNY",
         "contract_id": "CT-2026-11-0042",
+    },
+    "product.approved": {
+        "name": "Balanced Growth Fund",
+        "category": "fund",
+        "risk": "R3",
+        "risk_factors": {"market": "R3", "credit": "R2", "liquidity": "R2"},
+        "eligible_client_types": ["individual", "corporate"],
+    },
+    "product.rerated": {
+        "risk": "R4",
+        "effective_at": "2026-12-10T00:00:00+08:00",
+        "reason": "equity share raised above 60% by the fund manager",
+    },
+    "product.suspended": {"reason": "fund manager under regulatory review"},
+    "product.withdrawn": {"reason": "fund liquidated"},
+    "staff.qualified": {
+        "category": "fund",
+        "certificate_id": "AMAC-2021-88123",
+        "valid_until": "2027-06-30T23:59:59+08:00",
+    },
+    "staff.qualification_renewed": {
+        "category": "fund",
+        "valid_until": "2029-06-30T23:59:59+08:00",
+        "certificate_id": "AMAC-2021-88123",
+    },
+    "staff.qualification_revoked": {"category": "fund", "reason": "certificate suspended"},
+    "staff.training_recorded": {
+        "hours": "6.5",
+        "topic": "suitability and risk disclosure",
+        "completed_at": "2026-11-18T17:00:00+08:00",
+    },
+    "staff.interest_declared": {
+        "product_id": "P-BOND-003",
+        "nature": "spouse employed by the issuer",
+    },
+    "staff.gift_recorded": {
+        "client_id": "C-10001",
+        "value": "0",
+        "accepted": False,
+        "description": "box of mooncakes offered at mid-autumn, declined",
     },
     "complaint.received": {
         "complaint_id": "K-5001",
@@ -267,7 +331,8 @@ def example_data(event_type: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class JourneyStep:
-    """One submission of :data:`EXAMPLE_JOURNEY`."""
+    """One submission of :data:`EXAMPLE_JOURNEY` (or of :data:`EXAMPLE_SHELF`, whose steps
+    name a product or a member of staff as their subject)."""
 
     type: str
     occurred_at: str
@@ -275,6 +340,9 @@ class JourneyStep:
     actor_id: str = EXAMPLE_STAFF_ID
     actor_role: str = "teller"
     channel: str = "walk_in"
+    subject_field: str = "client_id"
+    subject_id: str | None = None
+    """The subject of a shelf or staff step (a client step takes the journey's client)."""
 
 
 def _step(
@@ -288,6 +356,37 @@ def _step(
     return JourneyStep(event_type, occurred_at, chosen, actor_id=actor[0], actor_role=actor[1])
 
 
+def _governance(event_type: str, occurred_at: str, subject: tuple[str, str]) -> JourneyStep:
+    return JourneyStep(
+        event_type,
+        occurred_at,
+        _PAYLOADS[event_type],
+        actor_id=EXAMPLE_ADMIN_ID,
+        actor_role="admin",
+        subject_field=subject[0],
+        subject_id=subject[1],
+    )
+
+
+_PRODUCT = ("product_id", EXAMPLE_PRODUCT_ID)
+_RM_AS_STAFF = ("staff_id", EXAMPLE_RM_ID)
+
+EXAMPLE_SHELF: tuple[JourneyStep, ...] = (
+    _governance("product.approved", "2026-11-01T09:00:00+08:00", _PRODUCT),
+    _governance("staff.qualified", "2026-11-01T09:05:00+08:00", _RM_AS_STAFF),
+    _governance("staff.training_recorded", "2026-11-18T18:00:00+08:00", _RM_AS_STAFF),
+    _governance("staff.interest_declared", "2026-11-19T09:00:00+08:00", _RM_AS_STAFF),
+    _governance("staff.gift_recorded", "2026-11-23T12:00:00+08:00", _RM_AS_STAFF),
+    _governance("staff.qualification_renewed", "2026-11-30T09:00:00+08:00", _RM_AS_STAFF),
+    _governance("product.rerated", "2026-12-01T09:00:00+08:00", _PRODUCT),
+    _governance("product.suspended", "2026-12-02T10:00:00+08:00", _PRODUCT),
+    _governance("product.withdrawn", "2026-12-02T11:00:00+08:00", _PRODUCT),
+    _governance("staff.qualification_revoked", "2026-12-02T12:00:00+08:00", _RM_AS_STAFF),
+)
+"""The product shelf and staff records the journey relies on (D-13, D-14, D-16), in an
+order intake accepts: the product approved and the RM qualified for funds before the
+journey's recommendation and sale; later re-rated, suspended and withdrawn."""
+
 _RM = (EXAMPLE_RM_ID, "rm")
 _SYSTEM = ("followup-service", "system")
 
@@ -296,6 +395,8 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("client.consent_granted", "2026-11-20T09:01:00+08:00", actor=_RM),
     _step("client.personal_data_recorded", "2026-11-20T09:02:00+08:00", actor=_RM),
     _step("client.identity_verified", "2026-11-20T09:05:00+08:00", actor=_RM),
+    _step("client.screened", "2026-11-20T09:06:00+08:00", actor=_RM),
+    _step("client.beneficial_owner_recorded", "2026-11-20T09:07:00+08:00", actor=_RM),
     _step("client.risk_assessed", "2026-11-20T09:10:00+08:00", actor=_RM),
     _step("appointment.booked", "2026-11-21T15:00:00+08:00", actor=_RM),
     _step("appointment.confirmed", "2026-11-21T18:00:00+08:00", actor=_RM),
@@ -371,8 +472,14 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("followup.escalated", "2026-11-26T10:00:00+08:00", actor=_SYSTEM),
     _step("followup.completed", "2026-11-26T11:00:00+08:00", actor=("rm-7", "rm")),
     _step("rule.violation_refused", "2026-11-22T09:12:00+08:00", actor=("intake", "system")),
+    _step(
+        "client.late_entry_approved",
+        "2026-11-29T09:00:00+08:00",
+        actor=(EXAMPLE_SUPERVISOR_ID, "supervisor"),
+    ),
     _step("client.data_access_requested", "2026-12-03T09:00:00+08:00"),
     _step("client.personal_data_accessed", "2026-12-03T09:30:00+08:00", actor=("admin-1", "admin")),
+    _step("client.data_read", "2026-12-03T09:40:00+08:00", actor=("rm-7", "rm")),
     _step("client.account_closed", "2026-12-03T10:00:00+08:00", actor=_RM),
     _step("client.account_reopened", "2026-12-03T11:00:00+08:00", actor=_RM),
     _step("audit.legal_hold_placed", "2026-12-03T12:00:00+08:00", actor=("auditor-1", "auditor")),
@@ -385,7 +492,16 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
 
 
 def submission(step: JourneyStep, *, client_id: str = EXAMPLE_CLIENT_ID) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/events`` for ``step`` (no event id: the server assigns one)."""
+    """The JSON body of ``POST /v1/events`` for ``step`` (no event id: the server assigns one).
+    A shelf or staff step names its own subject instead of the client."""
+    if step.subject_id is not None:
+        return {
+            "type": step.type,
+            "occurred_at": step.occurred_at,
+            step.subject_field: step.subject_id,
+            "actor": {"id": step.actor_id, "role": step.actor_role},
+            "data": copy.deepcopy(dict(step.data)),
+        }
     return {
         "type": step.type,
         "occurred_at": step.occurred_at,

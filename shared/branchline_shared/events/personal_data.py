@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from branchline_shared.crypto.sealing import map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS
 
 REDACTED = "[redacted]"
@@ -38,11 +39,7 @@ def mask_personal(event_type: str, data: Mapping[str, Any], marker: str) -> dict
     paths = personal_paths(event_type)
     if paths is None:
         return {}
-    masked = dict(data)
-    for path in paths:
-        if masked.get(path) is not None:
-            masked[path] = _mask(masked[path], marker)
-    return masked
+    return map_personal(data, paths, lambda value, _path: _mask(value, marker))
 
 
 def _mask(value: object, marker: str) -> object:

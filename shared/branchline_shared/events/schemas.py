@@ -277,10 +277,34 @@ def _wire_data_schema(event_type: str, defs: dict[str, Any]) -> dict[str, Any]:
     data = _hoist(event_schema(event_type), defs)
     properties = dict(data.get("properties", {}))
     for path in PERSONAL_FIELDS[event_type]:
-        if path in properties:
-            properties[path] = _sealed(properties[path])
+        head, _, inner = path.partition(".")
+        if head not in properties:
+            continue
+        if inner:
+            properties[head] = _sealed_inside(properties[head], inner, defs)
+        else:
+            properties[head] = _sealed(properties[head])
     data["properties"] = properties
     return data
+
+
+def _sealed_inside(schema: Mapping[str, Any], key: str, defs: Mapping[str, Any]) -> dict[str, Any]:
+    """An object's schema (possibly nullable, possibly a reference) with its property ``key``
+    sealed: the referenced definition is copied inline, the shared one stays clear."""
+
+    def one(branch: Mapping[str, Any]) -> dict[str, Any]:
+        ref = branch.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            branch = defs[ref.removeprefix("#/components/schemas/")]
+        if branch.get("type") != "object" or key not in branch.get("properties", {}):
+            return dict(branch)
+        copied = copy.deepcopy(dict(branch))
+        copied["properties"][key] = _sealed(copied["properties"][key])
+        return copied
+
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [one(b) for b in schema["anyOf"]]}
+    return one(schema)
 
 
 def _message_id(event_type: str) -> str:

@@ -94,6 +94,32 @@ class ProductRisk(_Ranked):
     R5 = "R5"
 
 
+class ProductStatus(StrEnum):
+    """D-13: a product's status on the shelf (derived from its events, never submitted)."""
+
+    ON_SALE = "on_sale"
+    SUSPENDED = "suspended"
+    WITHDRAWN = "withdrawn"
+
+
+class ScreeningResult(StrEnum):
+    """D-03: the result of an AML / sanctions screening; ``hit`` and ``pending`` block account
+    opening and sales until a later ``clear``."""
+
+    CLEAR = "clear"
+    HIT = "hit"
+    PENDING = "pending"
+
+
+class DisclosureItem(StrEnum):
+    """D-05: the items an itemised risk disclosure covers (all four are required)."""
+
+    RISKS = "risks"
+    RETURNS = "returns"
+    FEES = "fees"
+    HOLDING_PERIOD = "holding_period"
+
+
 class VisitCategory(StrEnum):
     """D-01 step 2: the confirmed need of a visit."""
 
@@ -165,10 +191,28 @@ class FollowupKind(StrEnum):
     REVISIT = "revisit"  # D-08
     WIN_BACK = "win_back"  # D-08
     PRODUCT_REVIEW = "product_review"  # D-08
+    SUITABILITY_REVIEW = "suitability_review"  # D-15 (holdings that no longer fit)
+    KYC_REFRESH = "kyc_refresh"  # D-03 (periodic due-diligence refresh)
+    GIFT_ESCALATION = "gift_escalation"  # D-16 (an accepted gift, to the supervisor)
     DATA_ACCESS_REQUEST = "data_access_request"  # D-04 (answer a client's access request)
     FEEDBACK_RESPONSE = "feedback_response"  # D-07 (every feedback answered within 24 h)
     COMPLAINT_PROGRESS_PROMISE = "complaint_progress_promise"  # D-17 (the promised update)
     CORRECTIVE_ACTION = "corrective_action"  # D-17 (tracked to done)
+
+
+class FollowupOutcome(StrEnum):
+    """How a follow-up task ended, as the RM records it: a closed code, so no free text (and no
+    personal detail written into it) reaches the stores in clear; the RM's words go into the
+    sealed ``note``."""
+
+    COMPLETED = "completed"
+    CONTACTED = "contacted"
+    NOT_REACHED = "not_reached"
+    RESOLVED = "resolved"
+    DECLINED = "declined"
+    RESCHEDULED = "rescheduled"
+    REFERRED = "referred"
+    OTHER = "other"
 
 
 class LifecycleStage(StrEnum):
@@ -255,7 +299,7 @@ class ComplaintProblem(StrEnum):
 
 class ProductCategory(StrEnum):
     """D-13: a product's category (each jurisdiction profile maps it to its regulator's product
-    code, e.g. FINRA Rule 4530 product codes)."""
+    code, e.g. FINRA Rule 4530 product codes); staff qualify per category (D-14)."""
 
     FUND = "fund"
     WEALTH_MANAGEMENT = "wealth_management"

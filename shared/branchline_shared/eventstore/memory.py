@@ -41,7 +41,10 @@ class InMemoryUnitOfWork:
         self._state = state
         self._staged: list[tuple[RecordedEvent, str, bytes | None]] = []
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        # one writer at a time already (the store's lock): ``shared`` needs nothing more
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
@@ -77,7 +80,7 @@ class InMemoryUnitOfWork:
             self._state.events.append(stored)
             self._state.by_id[event.event_id] = stored
             self._state.outbox.append(
-                OutboxRow(len(self._state.outbox) + 1, event.event_id, topic, event.client_id)
+                OutboxRow(len(self._state.outbox) + 1, event.event_id, topic, event.subject_id)
             )
             positions.append(position)
         self._state.versions = versions

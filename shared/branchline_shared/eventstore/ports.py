@@ -62,8 +62,13 @@ class ConcurrencyError(EventStoreError):
 
 
 class UnitOfWork(Protocol):
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        """Lock the streams against other writers until commit; returns their versions."""
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Lock the streams against other writers until commit; returns their versions.
+        ``shared``: streams only read by the decision (a product's shelf entry), held against
+        writers but not against other readers, so what was read cannot change under it
+        (streams that do not exist are skipped). One global order over both: no deadlock."""
 
     async def find_existing(
         self, event_ids: Sequence[uuid.UUID]
@@ -94,7 +99,7 @@ class EventStore(Protocol):
 class SharedTransaction(Protocol):
     """One transaction lent to several units of work in turn (group commit)."""
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
+    async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
         """Lock every stream the group will touch, once, in one global order."""
 
     def isolated(self) -> AbstractAsyncContextManager[None]:

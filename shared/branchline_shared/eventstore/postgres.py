@@ -43,26 +43,54 @@ class _Staged:
     submission_hash: bytes | None
 
 
+_LOCK_SQL = {
+    "UPDATE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    "ORDER BY stream_id FOR UPDATE",
+    "SHARE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    "ORDER BY stream_id FOR SHARE",
+}
+
+
+def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
+    """``written`` (UPDATE) and ``read`` (SHARE) merged in stream order, as runs of one mode."""
+    merged = sorted([(s, "UPDATE") for s in written] + [(s, "SHARE") for s in read])
+    runs: list[tuple[str, list[str]]] = []
+    for stream_id, mode in merged:
+        if runs and runs[-1][0] == mode:
+            runs[-1][1].append(stream_id)
+        else:
+            runs.append((mode, [stream_id]))
+    return runs
+
+
 class PostgresUnitOfWork:
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self._staged: list[_Staged] = []
         self.committed = 0
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        ordered = sorted(set(stream_ids))  # one lock order for every writer: no deadlocks
-        if not ordered:
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        written = set(stream_ids)
+        ordered = sorted(written)  # one lock order for every writer: no deadlocks
+        read = sorted(set(shared) - written)
+        if not ordered and not read:
             return {}
-        await self._conn.execute(
-            "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-            ordered,
-        )
-        rows = await self._conn.fetch(
-            "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
-            "ORDER BY stream_id FOR UPDATE",
-            ordered,
-        )
-        return {r["stream_id"]: r["version"] for r in rows}
+        if ordered:
+            await self._conn.execute(
+                "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
+                "ON CONFLICT DO NOTHING",
+                ordered,
+            )
+        versions: dict[str, int] = {}
+        # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
+        # of one mode per statement): two transactions never wait on each other in a cycle.
+        for mode, run in _runs(ordered, read):
+            rows = await self._conn.fetch(_LOCK_SQL[mode], run)
+            if mode == "UPDATE":
+                versions.update({r["stream_id"]: r["version"] for r in rows})
+        return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         if not event_ids:
@@ -142,7 +170,7 @@ class PostgresUnitOfWork:
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
             [e.event_id for e in events],
             [s.topic for s in self._staged],
-            [e.client_id for e in events],
+            [e.subject_id for e in events],
         )
         last_versions: dict[str, int] = {}
         for e in events:
@@ -171,11 +199,12 @@ class SharedTransaction:
         self._conn = conn
         self.committed = 0
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
-        """Lock every stream the group will touch, once, in the one global order: the units
-        of work that follow lock them again without waiting, and two groups (in two
-        processes) can never deadlock on each other's streams."""
-        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids)
+    async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        """Lock every stream the group will touch (``shared``: only read, e.g. the product
+        shelf), once, in the one global order: the units of work that follow lock them again
+        without waiting, and two groups (in two processes) can never deadlock on each
+        other's streams."""
+        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids, shared=shared)
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[None]:
@@ -238,6 +267,17 @@ class PostgresEventStore:
             limit,
         )
         return [StoredEvent(_position(r), _recorded(r), r["submission_hash"]) for r in rows]
+
+    async def stream_ids(self, prefix: str, *, limit: int = 1000) -> list[str]:
+        """The ids of the streams that start with ``prefix`` and hold events, in order (e.g.
+        every ``product-`` stream: the product shelf)."""
+        rows = await self._pool.fetch(
+            "SELECT stream_id FROM es_streams WHERE version > 0 AND stream_id LIKE $1 || '%' "
+            "ORDER BY stream_id LIMIT $2",
+            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+            limit,
+        )
+        return [r["stream_id"] for r in rows]
 
     async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
         # Only transactions below the snapshot's xmin are read: every one of them has ended,

@@ -51,6 +51,11 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
+        self._draining = False
+        self._holding = False  # this process holds the relay lock
+        self._channel = f"branchline_outbox_{store_name}"
+        self._notify_again = False
+        self._notifier: asyncio.Task[None] | None = None
         # Called before retrying after a failure, e.g. to re-create topics that a broker lost.
         self._on_recover = on_recover
 
@@ -59,14 +64,20 @@ class OutboxRelay:
 
         The advisory lock lives as long as its connection: when a database outage takes the
         connection, the lock is gone too, so the relay stops publishing and takes it again."""
-        while True:
+        while not self._draining:
             try:
                 async with self._pool.acquire() as lock_conn:
-                    await self._acquire_lock(lock_conn)
+                    if not await self._acquire_lock(lock_conn):
+                        return  # draining, and another relay is the active one
+                    self._holding = True
+                    await lock_conn.add_listener(self._channel, self._notified)
                     try:
                         await self._loop(lock_conn)
+                        return  # drained
                     finally:
+                        self._holding = False
                         with contextlib.suppress(Exception):  # a lost connection freed it
+                            await lock_conn.remove_listener(self._channel, self._notified)
                             await lock_conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK_KEY)
             except Exception as exc:
                 if not is_transient(exc):
@@ -79,10 +90,54 @@ class OutboxRelay:
         """Publish now: something was committed (called by the store in this process)."""
         self._wake.set()
 
-    async def _acquire_lock(self, conn: PgConnection) -> None:
+    def committed(self) -> None:
+        """Called after each commit of this process's store: wakes the relay that holds the
+        lock, here directly, in another process (several intake processes, a standalone
+        relay) by a NOTIFY sent after the commit, never inside the writing transaction (a
+        notifying transaction's commit takes a global lock). At most one NOTIFY is in flight
+        per process; polling remains the fallback."""
+        if self._holding:
+            self.wake()
+            return
+        self._notify_again = True
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._notify(), name="outbox-relay-notify")
+
+    async def _notify(self) -> None:
+        while self._notify_again:
+            self._notify_again = False
+            try:
+                await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
+            except Exception as exc:  # the poll picks the rows up anyway
+                log.debug("relay wake-up not sent", extra={"error": repr(exc)})
+                return
+
+    def _notified(self, *_: object) -> None:
+        self.wake()
+
+    def request_drain(self) -> None:
+        """Stop after publishing what is committed (a graceful shutdown): :meth:`run` returns
+        once the outbox is empty, or at once if another process holds the relay lock."""
+        self._draining = True
+        self._wake.set()
+
+    async def drain(self, task: asyncio.Task[None], *, timeout_s: float) -> None:
+        """Ask ``task`` (running :meth:`run`) to drain and wait for it, bounded; then cancel
+        it whatever it was doing (what is left is published by the next relay)."""
+        self.request_drain()
+        with contextlib.suppress(TimeoutError, Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
+        task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
+
+    async def _acquire_lock(self, conn: PgConnection) -> bool:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):  # noqa: ASYNC110
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+            if self._draining:
+                return False
             await asyncio.sleep(self._poll_interval_s * 4)
+        return True
 
     async def _loop(self, lock_conn: PgConnection) -> None:
         backoff = 0.1
@@ -93,6 +148,9 @@ class OutboxRelay:
             try:
                 if failing and self._on_recover is not None:
                     await self._on_recover()
+                # Cleared before reading, not after: a commit that wakes us while we publish
+                # is published by the next round at once instead of waiting for the poll.
+                self._wake.clear()
                 published = await self.publish_once()
                 backoff = 0.1
                 failing = False
@@ -106,7 +164,8 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if published < self._batch_size:
-                self._wake.clear()
+                if self._draining and published == 0:
+                    return
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
                 except TimeoutError:

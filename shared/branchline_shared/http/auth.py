@@ -1,12 +1,18 @@
-"""Bearer JWT authentication (HS256) and role checks.
+"""Bearer JWT authentication and role checks (docs/access-control.md).
 
-Roles: branch_system, rm, supervisor, auditor, admin (API.md). Tokens carry ``sub`` and
-``roles``; ``exp`` is required.
+Roles: branch_system, rm, supervisor, auditor, admin. A token must carry ``sub`` (a bounded
+staff or system id), ``roles``, ``iss``, ``aud`` (this service's audience among them), ``iat``
+and ``exp``, a ``kid`` header naming one of the configured verification keys, and a lifetime
+no longer than the configured maximum; a branch system's token names its ``branch_id``.
+Every failure is a 401 problem+json: which check failed is said, the token never echoed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -25,66 +31,216 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+ALGORITHMS = ("HS256", "EdDSA", "RS256")
+"""Signature algorithms a deployment may choose (one at a time); ``none`` never."""
+
+SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9._:@\-]{1,128}")
+"""A subject is a staff or system id: printable, no whitespace or controls, bounded."""
+MAX_TOKEN_CHARS = 8192
+"""Longer than any token Branchline issues: a bigger header is refused before decoding."""
+CLOCK_LEEWAY = timedelta(seconds=30)
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling, as the token says (and nothing the body says)."""
+
     subject: str
     roles: frozenset[Role]
+    branch_id: str | None = None
+    token_fingerprint: str = ""
+    """SHA-256 of the token (hex, truncated): rate limits count per token without keeping it."""
 
     def has_any(self, roles: frozenset[Role]) -> bool:
         return bool(self.roles & roles)
 
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+    def submitter(self) -> dict[str, Any]:
+        """The ``submitted_by`` of events this principal sends (decision 11)."""
+        value: dict[str, Any] = {"sub": self.subject, "roles": sorted(r.value for r in self.roles)}
+        if self.branch_id is not None:
+            value["branch_id"] = self.branch_id
+        return value
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """The keys of one deployment: one signing key (where tokens are issued) and every key
+    a token may still be verified with, by ``kid`` (rotation: add the new key, sign with it,
+    drop the old one once its tokens have expired)."""
+
+    algorithm: str
+    verification: Mapping[str, Any]
+    """kid -> HMAC secret (HS256) or public key (EdDSA, RS256)."""
+    signing_kid: str | None = None
+    signing_key: Any = None
+    """HMAC secret or private key; None where this process only verifies."""
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unsupported token algorithm {self.algorithm!r}")
+        if not self.verification:
+            raise ValueError("at least one token verification key is needed")
+
 
 @dataclass(frozen=True)
 class TokenCodec:
-    secret: str
+    keys: TokenKeys
     issuer: str
     audience: str
+    """What this service accepts: a token must name it in ``aud``."""
+    max_lifetime: timedelta = timedelta(hours=12)
+    leeway: timedelta = field(default=CLOCK_LEEWAY)
 
-    def issue(self, subject: str, roles: list[Role], *, ttl: timedelta, now: datetime) -> str:
-        claims = {
+    @classmethod
+    def hs256(
+        cls,
+        secret: str,
+        *,
+        issuer: str,
+        audience: str,
+        kid: str = "k1",
+        max_lifetime: timedelta = timedelta(hours=12),
+    ) -> TokenCodec:
+        return cls(TokenKeys("HS256", {kid: secret}, kid, secret), issuer, audience, max_lifetime)
+
+    def issue(
+        self,
+        subject: str,
+        roles: Sequence[Role],
+        *,
+        ttl: timedelta,
+        now: datetime,
+        branch_id: str | None = None,
+        audiences: Sequence[str] | None = None,
+    ) -> str:
+        if self.keys.signing_key is None or self.keys.signing_kid is None:
+            raise ValueError("this process has no token signing key")
+        if ttl <= timedelta(0) or ttl > self.max_lifetime:
+            raise ValueError(f"a token lives more than 0 and at most {self.max_lifetime}")
+        if not SUBJECT_PATTERN.fullmatch(subject):
+            raise ValueError("the subject must be 1-128 characters of [A-Za-z0-9._:@-]")
+        if not roles:
+            raise ValueError("a token needs at least one role")
+        claims: dict[str, Any] = {
             "sub": subject,
-            "roles": [r.value for r in roles],
+            "roles": sorted({Role(r).value for r in roles}),
             "iss": self.issuer,
-            "aud": self.audience,
+            "aud": list(audiences) if audiences else [self.audience],
             "iat": int(now.timestamp()),
             "exp": int((now + ttl).timestamp()),
         }
-        return jwt.encode(claims, self.secret, algorithm="HS256")
+        if branch_id is not None:
+            if not SUBJECT_PATTERN.fullmatch(branch_id):
+                raise ValueError("the branch id must be 1-128 characters of [A-Za-z0-9._:@-]")
+            claims["branch_id"] = branch_id
+        return jwt.encode(
+            claims,
+            self.keys.signing_key,
+            algorithm=self.keys.algorithm,
+            headers={"kid": self.keys.signing_kid},
+        )
 
     def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise unauthorized(f"the token is longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise unauthorized("the token is not a JWT") from None
+        alg = header.get("alg")
+        if alg != self.keys.algorithm:
+            raise unauthorized(f"the token's algorithm must be {self.keys.algorithm}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in self.keys.verification:
+            raise unauthorized("the token's key id (kid) is missing or unknown")
         try:
             claims = jwt.decode(
                 token,
-                self.secret,
-                algorithms=["HS256"],
+                self.keys.verification[kid],
+                algorithms=[self.keys.algorithm],
                 issuer=self.issuer,
                 audience=self.audience,
-                options={"require": ["exp", "sub", "iss", "aud"]},
+                leeway=self.leeway,
+                options={
+                    "require": ["exp", "iat", "sub", "iss", "aud"],
+                    "verify_iat": True,
+                    "verify_nbf": True,
+                },
             )
         except jwt.ExpiredSignatureError:
-            raise _unauthorized("the token has expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise _unauthorized(f"invalid token: {exc}") from None
+            raise unauthorized("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise unauthorized("the token is not valid yet") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(f"the token lacks the claim {exc.claim!r}") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(f"the token is not meant for {self.audience!r} (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized("the token's issuer (iss) is not trusted") from None
+        except jwt.InvalidSignatureError:
+            raise unauthorized("the token's signature does not verify") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise unauthorized("the token is malformed") from None
+        return self._principal(token, claims)
+
+    def _principal(self, token: str, claims: Mapping[str, Any]) -> Principal:
+        iat, exp = claims["iat"], claims["exp"]
+        if not _is_number(iat) or not _is_number(exp):
+            raise unauthorized("iat and exp must be numbers")
+        if exp - iat > self.max_lifetime.total_seconds():
+            raise unauthorized(
+                f"the token lives longer than the maximum of {self.max_lifetime} (exp - iat)"
+            )
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not SUBJECT_PATTERN.fullmatch(subject):
+            raise unauthorized("sub must be 1-128 characters of [A-Za-z0-9._:@-]")
+        raw_roles = claims.get("roles")
+        if not isinstance(raw_roles, list) or not raw_roles:
+            raise unauthorized("the token names no role (roles)")
         try:
-            roles = frozenset(Role(r) for r in claims.get("roles", []))
+            roles = frozenset(Role(r) for r in raw_roles)
         except ValueError:
-            raise _unauthorized("the token names an unknown role") from None
-        return Principal(subject=str(claims["sub"]), roles=roles)
+            raise unauthorized("the token names an unknown role") from None
+        branch_id = claims.get("branch_id")
+        if branch_id is not None and (
+            not isinstance(branch_id, str) or not SUBJECT_PATTERN.fullmatch(branch_id)
+        ):
+            raise unauthorized("branch_id must be 1-128 characters of [A-Za-z0-9._:@-]")
+        fingerprint = hashlib.sha256(token.encode()).hexdigest()[:32]
+        return Principal(subject, roles, branch_id, fingerprint)
 
 
-def _unauthorized(detail: str) -> Problem:
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def unauthorized(detail: str) -> Problem:
     return Problem(
         401, "Unauthorized", detail, kind="unauthorized", headers={"WWW-Authenticate": "Bearer"}
     )
 
 
+def bearer_token(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or a 401."""
+    if len(header) > MAX_TOKEN_CHARS + 16:
+        raise unauthorized("the Authorization header is too long")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    return token
+
+
 async def current_principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("missing bearer token (Authorization: Bearer <JWT>)")
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    token = bearer_token(request.headers.get("authorization", ""))
     codec: TokenCodec = request.app.state.token_codec
-    principal = codec.verify(token.strip())
+    principal = codec.verify(token)
     request.state.principal = principal
     return principal
 
@@ -92,17 +248,16 @@ async def current_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+def forbidden(detail: str, *, kind: str = "forbidden") -> Problem:
+    return Problem(403, "Forbidden", detail, kind=kind)
+
+
 def require_roles(*roles: Role) -> Any:
     wanted = frozenset(roles)
 
     async def check(principal: PrincipalDep) -> Principal:
         if not principal.has_any(wanted):
-            raise Problem(
-                403,
-                "Forbidden",
-                f"this needs one of the roles {sorted(r.value for r in wanted)}",
-                kind="forbidden",
-            )
+            raise forbidden(f"this needs one of the roles {sorted(r.value for r in wanted)}")
         return principal
 
     return Depends(check)

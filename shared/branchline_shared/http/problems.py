@@ -70,6 +70,16 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
+def printable_field(name: str, limit: int = 200) -> str:
+    """A field path as a problem may show it: a key sent with control characters or a lone
+    surrogate is escaped (it could not even be encoded as UTF-8), and long ones are cut."""
+    shown = "".join(
+        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}"
+        for c in name
+    )
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 def field_errors(errors: Any) -> list[dict[str, Any]]:
     """pydantic errors as ``[{field, message, type}]`` with dotted field paths.
 
@@ -86,8 +96,8 @@ def field_errors(errors: Any) -> list[dict[str, Any]]:
         ]
         out.append(
             {
-                "field": ".".join(parts) or "body",
-                "message": _message_without_input(err),
+                "field": printable_field(".".join(parts)) or "body",
+                "message": printable_field(_message_without_input(err), 500),
                 "type": err.get("type", ""),
             }
         )

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchline_shared.http.docs_assets import install_docs
+from branchline_shared.http.graceful import is_draining
 from branchline_shared.http.problems import PROBLEM_JSON, Problem, install_problem_handlers
 from branchline_shared.http.strict_input import StrictInput
 from branchline_shared.logging_setup import correlation_id_var
@@ -149,7 +151,15 @@ def create_service_app(
     max_body_bytes: int,
     description: str = "",
 ) -> FastAPI:
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,  # served from packaged assets, not a CDN (install_docs)
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.service = service
     app.state.readiness_checks = {}
     install_problem_handlers(app)
@@ -170,6 +180,8 @@ def health_router() -> APIRouter:
 
     @router.get("/readyz", summary="Dependencies (PostgreSQL, the broker) are reachable")
     async def readyz(request: Request) -> JSONResponse:
+        if is_draining(request.app.state):  # stopping: no new work for this instance
+            return JSONResponse({"status": "draining", "checks": {}}, status_code=503)
         checks: dict[str, ReadinessCheck] = request.app.state.readiness_checks
         results: dict[str, bool] = {}
         for name, check in checks.items():

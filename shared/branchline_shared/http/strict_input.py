@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import bad_text_character, bad_token_character
-from branchline_shared.http.problems import PROBLEM_JSON, validation_problem
+from branchline_shared.http.problems import PROBLEM_JSON, printable_field, validation_problem
 
 __all__ = ["MAX_DEPTH", "StrictInput", "body_errors", "parse_strict_json"]
 
@@ -48,7 +48,8 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise _Refused(key, f"duplicate key {key!r} in a JSON object", "duplicate_key")
+            shown = printable_field(key)
+            raise _Refused(shown, f"duplicate key {shown!r} in a JSON object", "duplicate_key")
         seen[key] = value
     return seen
 
@@ -111,7 +112,7 @@ def body_errors(document: Any) -> list[dict[str, Any]]:
 
 
 def _error(path: tuple[str, ...], message: str, kind: str) -> dict[str, Any]:
-    return {"field": ".".join(path) or "body", "message": message, "type": kind}
+    return {"field": printable_field(".".join(path)) or "body", "message": message, "type": kind}
 
 
 def _check_string(
@@ -158,7 +159,7 @@ def _query_errors(scope: Scope) -> list[dict[str, Any]]:
                 if bad is not None:
                     errors.append(
                         _error(
-                            ("query", name[:64]),
+                            ("query", printable_field(name, 64)),
                             f"character U+{ord(bad):04X} is not allowed in a parameter",
                             "control_character",
                         )

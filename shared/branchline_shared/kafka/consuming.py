@@ -167,6 +167,11 @@ class BatchConsumer:
         # what it lost before we read it is only in the event stores (reconcile repairs it).
         self._on_log_lost = on_log_lost
         self.started = asyncio.Event()
+        self._stopping = False
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit its offsets, then return from :meth:`run`."""
+        self._stopping = True
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -180,6 +185,7 @@ class BatchConsumer:
             heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
             max_poll_interval_ms=300_000,
             metadata_max_age_ms=5_000,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
 
     async def run(self) -> None:
@@ -188,7 +194,7 @@ class BatchConsumer:
         self.started.set()
         try:
             checked = asyncio.get_running_loop().time()
-            while True:
+            while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 for tp, records in batches.items():
                     await self._process(records)

@@ -87,6 +87,7 @@ class SelfRepair:
                 log.warning(
                     "self-check failed; trying again later",
                     extra={"consumer": self._consumer.name, "error": repr(exc)},
+                    exc_info=True,
                 )
 
 

@@ -74,7 +74,7 @@ async def test_rebuild_equals_incremental_on_more_than_10000_events(
                     f"/v1/followups/{task['id']}/reassign", json={"assignee": "rm-0"}
                 )
             else:
-                body: dict[str, Any] = {"outcome": "surveyed"}
+                body: dict[str, Any] = {"outcome": "contacted"}
                 if i % 3 == 0:
                     body["next_contact_at"] = (now_utc() + timedelta(days=20)).isoformat()
                 r = await supervisor.post(f"/v1/followups/{task['id']}/complete", json=body)

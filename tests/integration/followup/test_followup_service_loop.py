@@ -174,7 +174,7 @@ async def test_d07_d17_new_clocks_run_on_the_test_clock(
     rm = stack.as_(Role.RM, "rm-7")
     done = await rm.post(
         f"/v1/followups/{responses[str(survey.event_id)]['id']}/complete",
-        json={"outcome": "called the client", "note": "apologised for the wait"},
+        json={"outcome": "contacted", "note": "apologised for the wait"},
     )
     assert done.status_code == 200, done.text
     assert done.json()["sla_state"] == "done"

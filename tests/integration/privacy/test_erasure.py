@@ -9,6 +9,7 @@ searched for them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 KEEP = "C-KEEP-1"  # did business, relationship lasts: restricted, not yet destroyed
 CLOSED = "C-CLOSED-1"  # did business, account closed: destroyed when retention has run
+HELD = "C-HELD-1"  # never did business, but under legal hold: never destroyed while it stands
 GONE = "C-GONE-1"  # never did business: no retention applies, destroyed at once
 LATER_TEXT = "Qiaolian-later-note-about-her-divorce"
 PROBLEM_PLANT = "Zhuang Qiaolian Problem"
@@ -189,20 +191,31 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         update={"privacy_shred_interval_s": 0.3, "audit_checkpoint_interval_s": 0.5}
     )
     answers: list[str] = []
-    async with privacy_stack(quick, tokens) as stack, audit_running(quick, tokens) as audit:
+    async with contextlib.AsyncExitStack() as running:
+        audit = await running.enter_async_context(audit_running(quick, tokens))
+        quick = quick.model_copy(
+            update={"privacy_legal_holds_url": f"{audit.base_url}/v1/audit/legal-holds"}
+        )
+        stack = await running.enter_async_context(privacy_stack(quick, tokens))
         for event in (
             planted_journey(KEEP)
             + business(KEEP)
             + planted_journey(GONE)
             + planted_journey(CLOSED)
             + business(CLOSED)
+            + planted_journey(HELD)
         ):
             await stack.send(event)
+        hold = await audit.post(
+            "/v1/audit/legal-holds",
+            json={"client_id": HELD, "hold_id": "LH-1", "reason": "litigation"},
+        )
+        assert hold.status_code in (200, 201), hold.text
         await stack.send(
             submission(CLOSED, "client.account_closed", at(15), {"reason": "client_request"})
         )
         answers.extend(await planted_refusals(stack))
-        for client in (KEEP, GONE, CLOSED):
+        for client in (KEEP, GONE, CLOSED, HELD):
             await stack.send(erasure(client))
 
         # Restricted at once: intake serves none of KEEP's personal values, not even sealed.
@@ -215,7 +228,7 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         )
         assert by_type["complaint.received"]["summary"] == "[restricted]"
         assert by_type["client.erasure_requested"]["reason"] == "[restricted]"
-        assert by_type["visit.business_handled"]["counter"] == "counter-3"  # not personal
+        assert by_type["visit.business_handled"]["visit_id"] == "V-1"  # not personal
 
         # Later personal free text: stored sealed (never clear) and restricted at once.
         later = submission(
@@ -297,18 +310,20 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
 
         task = await first_open_task(GONE)
         with_note = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+            f"/v1/followups/{task['id']}/complete",
+            json={"outcome": "contacted", "note": LATER_TEXT},
         )
         assert with_note.status_code == 409, with_note.text
         assert with_note.json()["rule"] == "D-04"
         answers.append(with_note.text)
         done = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called"}
+            f"/v1/followups/{task['id']}/complete", json={"outcome": "contacted"}
         )
         assert done.status_code == 200, done.text
         task = await first_open_task(KEEP)
         noted = await stack.followup.post(
-            f"/v1/followups/{task['id']}/complete", json={"outcome": "called", "note": LATER_TEXT}
+            f"/v1/followups/{task['id']}/complete",
+            json={"outcome": "contacted", "note": LATER_TEXT},
         )
         assert noted.status_code == 200, noted.text
         answers.append(noted.text)
@@ -347,6 +362,8 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
         closed_at = datetime.fromisoformat(at(15))
         assert plan.retention_until == closed_at.replace(year=closed_at.year + 10)
         assert statuses[KEEP].plan is None  # the relationship lasts: no date yet
+        assert statuses[HELD].held  # D-11: a standing hold beats erasure
+        assert statuses[HELD].plan is None
         run_out = plan.due_at + timedelta(seconds=1)
         carried_out = await shred_due_once(quick, dry_run=False, now=run_out)
         assert {s.client_id for s in carried_out if s.shredded} == {CLOSED}
@@ -364,6 +381,10 @@ async def test_erasure_restricts_at_once_then_shredding_destroys_everywhere(
             f"/v1/clients/{KEEP}/personal-data", params={"purpose": "x"}
         )
         assert still.status_code == 409
+        held = await stack.followup.get(
+            f"/v1/clients/{HELD}/personal-data", params={"purpose": "x"}
+        )
+        assert held.status_code == 409  # restricted, not destroyed
 
     # Raw storage: no planted value in clear anywhere, in any database.
     for url in (

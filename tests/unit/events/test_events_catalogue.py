@@ -53,6 +53,10 @@ API_TYPES = {
     "complaint.confirmed_by_client",
     "complaint.closed",
     "feedback.survey_answered",
+    # API.md "Additions" (D-03, D-05b)
+    "client.screened",
+    "client.beneficial_owner_recorded",
+    "client.late_entry_approved",
     # the service loop (D-07, D-09, D-11, D-17)
     "client.account_closed",
     "client.account_reopened",
@@ -63,9 +67,23 @@ API_TYPES = {
     "feedback.received",
     "feedback.responded",
 }
+GOVERNANCE_TYPES = {
+    # subjects other than a client (D-13, D-14, D-16)
+    "product.approved",
+    "product.rerated",
+    "product.suspended",
+    "product.withdrawn",
+    "staff.qualified",
+    "staff.qualification_renewed",
+    "staff.qualification_revoked",
+    "staff.training_recorded",
+    "staff.interest_declared",
+    "staff.gift_recorded",
+}
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
+    "client.data_read",
     "client.personal_data_shredded",
     "followup.task_created",
     "followup.completed",
@@ -143,17 +161,45 @@ TEXTS = _cases(lambda v: v.get("type") == "string" and "maxLength" in v)
 
 
 def test_registry_holds_exactly_the_api_and_system_types() -> None:
-    assert set(c.PAYLOAD_MODELS) == API_TYPES | SYSTEM_TYPES
+    assert set(c.PAYLOAD_MODELS) == API_TYPES | GOVERNANCE_TYPES | SYSTEM_TYPES
     assert c.SYSTEM_EVENT_TYPES == SYSTEM_TYPES
+    assert c.GOVERNANCE_EVENT_TYPES == GOVERNANCE_TYPES
     assert {t.value for t in c.EventType} == set(c.PAYLOAD_MODELS)
+
+
+def test_each_type_names_its_subject_and_only_client_events_hold_personal_data() -> None:
+    for event_type, subject in c.SUBJECT_OF.items():
+        expected = event_type.split(".")[0] if event_type in GOVERNANCE_TYPES else "client"
+        assert subject.value == expected, event_type
+        if subject is not c.Subject.CLIENT:
+            # personal values are sealed with the client's key: no client, no personal data
+            assert c.PERSONAL_FIELDS[event_type] == (), event_type
 
 
 def test_registry_keys_are_plain_strings() -> None:
     assert all(type(t) is str for t in c.PAYLOAD_MODELS)
 
 
-def test_every_type_is_version_1() -> None:
-    assert dict(c.CATALOGUE_VERSION) == dict.fromkeys(c.PAYLOAD_MODELS, 1)
+def test_every_type_is_version_1_but_those_with_an_upcaster() -> None:
+    from branchline_shared.events.upcasting import UPCASTERS
+
+    bumped = {t: v for t, v in c.CATALOGUE_VERSION.items() if v != 1}
+    assert bumped == {
+        "product.risk_disclosed": 2,  # D-05: itemised disclosure
+        "product.terms_confirmed": 2,  # D-05: named terms
+        "followup.completed": 2,  # issue #9: the outcome became a closed code
+    }
+    assert all((t, v) in UPCASTERS for t, last in bumped.items() for v in range(1, last))
+
+
+def test_identity_document_expiry_is_a_time_or_a_date() -> None:
+    as_date = c.parse_payload(
+        "client.identity_verified",
+        {**example_data("client.identity_verified"), "document_expires_at": "2030-05-01"},
+    )
+    assert isinstance(as_date, c.ClientIdentityVerified)
+    assert as_date.document_expires_at is not None
+    assert as_date.document_expires_at.isoformat() == "2030-05-01T00:00:00+00:00"
 
 
 def test_event_type_of_is_the_inverse_of_payload_model() -> None:
@@ -177,7 +223,8 @@ def test_every_model_is_frozen_and_forbids_extra_fields() -> None:
 def test_personal_fields_name_real_fields_of_every_type() -> None:
     assert set(c.PERSONAL_FIELDS) == set(c.PAYLOAD_MODELS)
     for event_type, paths in c.PERSONAL_FIELDS.items():
-        assert set(paths) <= set(c.PAYLOAD_MODELS[event_type].model_fields), event_type
+        heads = {p.split(".", 1)[0] for p in paths}  # "a.b": the key b inside the object a
+        assert heads <= set(c.PAYLOAD_MODELS[event_type].model_fields), event_type
     assert c.PERSONAL_FIELDS["client.personal_data_recorded"] == ("fields",)
 
 
@@ -438,14 +485,14 @@ def test_personal_fields_are_a_bounded_closed_set(
 @pytest.mark.parametrize(
     ("terms", "loc"),
     [
-        ({}, ("terms",)),
-        ({"Rate": "3%"}, ("terms", "Rate", "[key]")),
+        ({"colour": "blue"}, ("terms",)),
+        ({"other": {"Rate": "3%"}}, ("terms", "other", "Rate", "[key]")),
         ({"rate": 3.1}, ("terms", "rate")),
         ({"rate": "x" * 1001}, ("terms", "rate")),
     ],
-    ids=["empty", "bad_key", "not_a_string", "oversize"],
+    ids=["unknown_term", "bad_key", "not_a_string", "oversize"],
 )
-def test_terms_are_a_dict_of_strings(terms: dict[str, Any], loc: tuple[str, ...]) -> None:
+def test_terms_are_named_strings(terms: dict[str, Any], loc: tuple[str, ...]) -> None:
     error = _refused("product.terms_confirmed", {"product_id": "P-1", "terms": terms})
 
     assert _locs(error) == [loc]
@@ -480,9 +527,9 @@ def test_json_schema_of_every_type_can_be_generated() -> None:
 
 def test_models_do_not_share_mutable_examples() -> None:
     first = example_data("product.terms_confirmed")
-    first["terms"]["rate"] = "changed"
+    first["terms"]["period"] = "changed"
 
-    assert EXAMPLE_PAYLOADS["product.terms_confirmed"]["terms"]["rate"] != "changed"
+    assert EXAMPLE_PAYLOADS["product.terms_confirmed"]["terms"]["period"] != "changed"
     assert copy.deepcopy(dict(EXAMPLE_PAYLOADS["client.registered"])) == example_data(
         "client.registered"
     )

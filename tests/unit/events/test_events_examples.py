@@ -10,6 +10,7 @@ from branchline_shared.events.examples import (
     EXAMPLE_CLIENT_ID,
     EXAMPLE_JOURNEY,
     EXAMPLE_PAYLOADS,
+    EXAMPLE_SHELF,
     example_data,
     submission,
 )
@@ -33,8 +34,17 @@ def test_unknown_example_is_a_key_error() -> None:
         example_data("visit.teleported")
 
 
-def test_journey_covers_every_type() -> None:
-    assert {step.type for step in EXAMPLE_JOURNEY} == set(PAYLOAD_MODELS)
+def test_journey_and_shelf_cover_every_type() -> None:
+    steps = (*EXAMPLE_SHELF, *EXAMPLE_JOURNEY)
+    assert {step.type for step in steps} == set(PAYLOAD_MODELS)
+
+
+@pytest.mark.parametrize("step", EXAMPLE_SHELF, ids=lambda s: s.type)
+def test_every_shelf_step_names_its_own_subject(step: object) -> None:
+    submitted = SubmittedEvent.model_validate(submission(step))  # type: ignore[arg-type]
+
+    assert submitted.client_id is None
+    assert submitted.subject_id in ("P-FUND-007", "rm-42", "staff-17")
 
 
 @pytest.mark.parametrize("step", EXAMPLE_JOURNEY, ids=lambda s: s.type)

@@ -30,7 +30,7 @@ def registered(at: datetime = MONDAY_9) -> RecordedEvent:
 
 def completed(task: FollowupTask, at: datetime, **data: object) -> RecordedEvent:
     return an_event(
-        "followup.completed", {"task_id": str(task.id), "outcome": "reached"} | data, at=at
+        "followup.completed", {"task_id": str(task.id), "outcome": "contacted"} | data, at=at
     )
 
 

@@ -3,6 +3,12 @@
 ``Story().given(...)`` runs each past event through ``decide`` (so a given history is one the
 rules accept) and applies it; ``when(...)`` decides on a candidate without applying it.
 Event ids are deterministic (1, 2, 3, ...); times advance one minute per event unless given.
+
+The product shelf and the staff records (D-13, D-14) live on other streams: a story keeps
+them in ``shelf`` and ``staff``. By default (``auto_shelf``) a product a story names for the
+first time is put on the shelf at the risk the event states (R3 if none), so stories about
+D-05 need not set up the shelf; the acting staff (``actor``, default the RM) is qualified for
+every category. Stories about D-13/D-14 set ``auto_shelf=False`` and build their own.
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from branchline_intake.domain import (
     RuleViolation,
     decide,
 )
+from branchline_intake.domain.related import Related
+from branchline_intake.domain.shelf import ShelfProduct
+from branchline_intake.domain.staff import StaffMember
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 BRANCH = "BR-001"
+RM = "rm-42"
+SHELVED_AT = T0 - timedelta(days=30)
 
 
 def minutes(n: float) -> datetime:
@@ -45,6 +56,12 @@ class Story:
     state: ClientState = field(default_factory=ClientState)
     history: list[DomainEvent] = field(default_factory=list)
     now: datetime = T0
+    actor: str = RM
+    auto_shelf: bool = True
+    shelf: dict[str, ShelfProduct] = field(default_factory=dict)
+    staff: dict[str, StaffMember] = field(default_factory=dict)
+    subject_events: dict[str, list[DomainEvent]] = field(default_factory=dict)
+    """The shelf's and the staff's events by stream (``product-P-1``, ``staff-rm-42``)."""
     _next_id: int = 1
 
     def event(
@@ -55,9 +72,51 @@ class Story:
             at = self.now
         else:
             self.now = max(self.now, at)
+        return DomainEvent.of(
+            payload, at, event_id=self.next_id(), branch_id=branch_id, actor_id=self.actor
+        )
+
+    def next_id(self) -> uuid.UUID:
         event_id = uuid.UUID(int=self._next_id)
         self._next_id += 1
-        return DomainEvent.of(payload, at, event_id=event_id, branch_id=branch_id)
+        return event_id
+
+    def shelve(
+        self, *payloads: c.EventPayload, product_id: str, at: datetime = SHELVED_AT
+    ) -> Story:
+        """Apply product-shelf events (approved, re-rated, ...) to the story's shelf."""
+        product = self.shelf.get(product_id) or ShelfProduct(product_id)
+        for payload in payloads:
+            event = DomainEvent.of(payload, at, event_id=self.next_id())
+            product = product.apply(event)
+            self.subject_events.setdefault(f"product-{product_id}", []).append(event)
+        self.shelf[product_id] = product
+        return self
+
+    def record_staff(
+        self, *payloads: c.EventPayload, staff_id: str = RM, at: datetime = SHELVED_AT
+    ) -> Story:
+        """Apply staff events (qualified, interest declared, ...) to the story's records."""
+        member = self.staff.get(staff_id) or StaffMember(staff_id)
+        for payload in payloads:
+            event = DomainEvent.of(payload, at, event_id=self.next_id())
+            member = member.apply(event)
+            self.subject_events.setdefault(f"staff-{staff_id}", []).append(event)
+        self.staff[staff_id] = member
+        return self
+
+    def related(self, event: DomainEvent) -> Related:
+        payload = event.payload
+        if self.auto_shelf and isinstance(payload, c.ProductEvent):
+            if payload.product_id not in self.shelf:
+                stated = getattr(payload, "product_risk", None) or c.ProductRisk.R3
+                self.shelve(approved(stated), product_id=payload.product_id)
+            if self.actor not in self.staff:
+                self.record_staff(*(qualified(category) for category in c.ProductCategory))
+        return Related(products=dict(self.shelf), staff=dict(self.staff))
+
+    def decide(self, event: DomainEvent) -> Decision:
+        return decide(self.state, event, self.policy, self.related(event))
 
     def given(self, *payloads: c.EventPayload, at: datetime | None = None) -> Story:
         for payload in payloads:
@@ -65,7 +124,7 @@ class Story:
         return self
 
     def given_event(self, event: DomainEvent) -> DomainEvent:
-        decision = decide(self.state, event, self.policy)
+        decision = self.decide(event)
         assert isinstance(decision, Accepted), f"given {event.type} was refused: {decision}"
         self.state = self.state.apply(decision.event)
         self.history.append(decision.event)
@@ -80,11 +139,11 @@ class Story:
         at: datetime | None = None,
         branch_id: str | None = BRANCH,
     ) -> Decision:
-        return decide(self.state, self.event(payload, at, branch_id), self.policy)
+        return self.decide(self.event(payload, at, branch_id))
 
     def onboarded(self, level: c.RiskTolerance = c.RiskTolerance.C3) -> Story:
-        """Registered, identity verified, assessed."""
-        return self.given(registered(), verified(), assessed(level))
+        """Registered, identity verified, screened clear, assessed."""
+        return self.given(registered(), verified(), screened(), assessed(level))
 
     def ready_to_sell(
         self, product_id: str = "P-1", risk: c.ProductRisk = c.ProductRisk.R3
@@ -105,13 +164,38 @@ def as_recorded(event: DomainEvent, version: int, client_id: str = "C-1") -> Rec
         occurred_at=event.occurred_at,
         recorded_at=event.occurred_at,
         source="intake",
-        actor=Actor(id="staff-1", role="teller"),
+        actor=Actor(id=event.actor_id or "staff-1", role="teller"),
         client_id=client_id,
         branch_id=event.branch_id,
         stream_id=f"client-{client_id}",
         stream_version=version,
         data=event.data(),
     )
+
+
+def as_subject_stream(stream_id: str, events: list[DomainEvent]) -> list[RecordedEvent]:
+    """A product's or a member of staff's events as the event store holds them."""
+    kind, _, subject_id = stream_id.partition("-")
+    return [
+        RecordedEvent(
+            event_id=e.event_id,
+            type=e.type,
+            occurred_at=e.occurred_at,
+            recorded_at=e.occurred_at,
+            source="intake",
+            actor=Actor(id="admin-1", role="admin"),
+            **{f"{kind}_id": subject_id},
+            stream_id=stream_id,
+            stream_version=i + 1,
+            data=e.data(),
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+def related_streams(story: Story) -> dict[str, list[RecordedEvent]]:
+    """The story's shelf and staff streams, as stored (for the write path's decider)."""
+    return {s: as_subject_stream(s, events) for s, events in story.subject_events.items()}
 
 
 def as_stream(events: list[DomainEvent], client_id: str = "C-1") -> list[RecordedEvent]:
@@ -158,9 +242,48 @@ def personal_data(
     )
 
 
-def verified() -> c.ClientIdentityVerified:
+def verified(
+    method: c.IdentityMethod = c.IdentityMethod.NETWORKED_ID_CHECK,
+    expires_at: datetime | None = None,
+) -> c.ClientIdentityVerified:
     return c.ClientIdentityVerified(
-        method=c.IdentityMethod.NETWORKED_ID_CHECK, document_type=c.DocumentType.RESIDENT_ID
+        method=method, document_type=c.DocumentType.RESIDENT_ID, document_expires_at=expires_at
+    )
+
+
+def screened(result: c.ScreeningResult = c.ScreeningResult.CLEAR) -> c.ClientScreened:
+    return c.ClientScreened(result=result)
+
+
+def owner(share: str = "40") -> c.ClientBeneficialOwnerRecorded:
+    return c.ClientBeneficialOwnerRecorded(owner_ref="BO-1", share_percent=Decimal(share))
+
+
+def late_approval(event_id: uuid.UUID) -> c.ClientLateEntryApproved:
+    return c.ClientLateEntryApproved(event_id=event_id, reason="paper record checked")
+
+
+def approved(
+    risk: c.ProductRisk = c.ProductRisk.R3,
+    category: c.ProductCategory = c.ProductCategory.FUND,
+    eligible: tuple[c.ClientType, ...] = tuple(c.ClientType),
+) -> c.ProductApproved:
+    return c.ProductApproved(
+        name="a product", category=category, risk=risk, eligible_client_types=eligible
+    )
+
+
+def rerated(risk: c.ProductRisk, effective_at: datetime) -> c.ProductRerated:
+    return c.ProductRerated(risk=risk, effective_at=effective_at, reason="re-rated")
+
+
+def qualified(
+    category: c.ProductCategory = c.ProductCategory.FUND, until: datetime | None = None
+) -> c.StaffQualified:
+    return c.StaffQualified(
+        category=category,
+        certificate_id="CERT-1",
+        valid_until=until or T0 + timedelta(days=5 * 365),
     )
 
 
@@ -259,16 +382,29 @@ def recommended(
     return c.ProductRecommended(product_id=product_id, product_risk=risk)
 
 
+ALL_ITEMS = tuple(c.DisclosureItem)
+
+
 def disclosed(
-    product_id: str = "P-1", *, acknowledged: bool = True, risk: c.ProductRisk | None = None
+    product_id: str = "P-1",
+    *,
+    acknowledged: bool = True,
+    risk: c.ProductRisk | None = None,
+    items: tuple[c.DisclosureItem, ...] = ALL_ITEMS,
+    holding_period: str | None = "1 year",
 ) -> c.ProductRiskDisclosed:
     return c.ProductRiskDisclosed(
-        product_id=product_id, acknowledged=acknowledged, product_risk=risk
+        product_id=product_id,
+        acknowledged=acknowledged,
+        product_risk=risk,
+        items=items,
+        holding_period=holding_period,
     )
 
 
-def terms(product_id: str = "P-1") -> c.ProductTermsConfirmed:
-    return c.ProductTermsConfirmed(product_id=product_id, terms={"rate": "3.1%", "period": "1y"})
+def terms(product_id: str = "P-1", **named: str) -> c.ProductTermsConfirmed:
+    chosen = named or {"rate": "3.1%", "period": "1y", "fees": "none"}
+    return c.ProductTermsConfirmed(product_id=product_id, terms=c.ProductTerms(**chosen))
 
 
 def sold(

@@ -15,6 +15,7 @@ from intake_story import (
     handled,
     needs,
     registered,
+    screened,
     sold,
     verified,
 )
@@ -38,7 +39,7 @@ def _with_business(story: Story, at_day: float) -> Story:
 
 
 def _onboarded_on_day_1() -> Story:
-    story = Story().given(registered(ClientType.CORPORATE), verified())
+    story = Story().given(registered(ClientType.CORPORATE), verified(), screened())
     return _with_business(story, 1)
 
 
@@ -76,7 +77,7 @@ def test_d09_new_business_revives_a_churned_client() -> None:
 
 
 def test_d09_sales_reaching_the_threshold_make_high_net_worth() -> None:
-    story = Story().given(registered(), verified(), assessed(RiskTolerance.C3))
+    story = Story().given(registered(), verified(), screened(), assessed(RiskTolerance.C3))
     story.ready_to_sell().given(sold(amount="5999999"))
     assert lifecycle_stage(story.state, story.now) is LifecycleStage.NEW
     story.ready_to_sell().given(sold(amount="1"))

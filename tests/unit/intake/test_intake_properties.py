@@ -8,6 +8,7 @@ accepted log as an auditor would, event by event, without the domain's state cla
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections import defaultdict
@@ -19,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from intake_story import (
+    RM,
     T0,
     acknowledged,
     answered,
+    approved,
     arrived,
     as_recorded,
     as_stream,
@@ -46,10 +49,12 @@ from intake_story import (
     opened,
     personal_data,
     progress,
+    qualified,
     received,
     recommended,
     registered,
     resolved,
+    screened,
     sold,
     survey,
     terms,
@@ -68,8 +73,11 @@ from branchline_intake.domain import (
     rebuild,
     rebuild_from_recorded,
 )
+from branchline_intake.domain.related import Related
+from branchline_intake.domain.shelf import rebuild_shelf_product
+from branchline_intake.domain.staff import rebuild_staff_member
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.envelope import Actor, RecordedEvent
 
 pytestmark = pytest.mark.unit
 
@@ -82,6 +90,47 @@ CONSULTATIONS = ("Q-1", "Q-2")
 BUNDLES = ("onboard", "personal", "sell", "visit", "complaint", "consultation", "appointment")
 FAR_FUTURE = T0 + timedelta(days=5000)
 RULE_ID = re.compile(r"^D-\d{2}[a-z]?$")
+SHELF_RISK = {"P-1": c.ProductRisk.R2, "P-2": c.ProductRisk.R4}
+"""The institution's rating of each product (D-13): the only risk a sale can carry."""
+
+
+def _shelf_events() -> dict[str, list[DomainEvent]]:
+    at = T0 - timedelta(days=30)
+    streams: dict[str, list[DomainEvent]] = {}
+    for n, (product, risk) in enumerate(SHELF_RISK.items(), start=1):
+        event = DomainEvent.of(approved(risk), at, event_id=uuid.UUID(int=10_000 + n))
+        streams[f"product-{product}"] = [event]
+    streams[f"staff-{RM}"] = [
+        DomainEvent.of(qualified(category), at, event_id=uuid.UUID(int=20_000 + n))
+        for n, category in enumerate(c.ProductCategory)
+    ]
+    return streams
+
+
+SHELF_EVENTS = _shelf_events()
+RELATED = Related(
+    products={p: rebuild_shelf_product(p, SHELF_EVENTS[f"product-{p}"]) for p in SHELF_RISK},
+    staff={RM: rebuild_staff_member(RM, SHELF_EVENTS[f"staff-{RM}"])},
+)
+RELATED_HISTORIES = {
+    stream: [
+        RecordedEvent(
+            event_id=e.event_id,
+            type=e.type,
+            occurred_at=e.occurred_at,
+            recorded_at=e.occurred_at,
+            source="intake",
+            actor=Actor(id="admin-1", role="admin"),
+            product_id=stream.removeprefix("product-") if stream.startswith("product-") else None,
+            staff_id=stream.removeprefix("staff-") if stream.startswith("staff-") else None,
+            stream_id=stream,
+            stream_version=i + 1,
+            data=e.data(),
+        )
+        for i, e in enumerate(events)
+    ]
+    for stream, events in SHELF_EVENTS.items()
+}
 
 # --- strategies ---------------------------------------------------------------------------------
 
@@ -179,13 +228,16 @@ def bundles(draw: st.DrawFn) -> list[c.EventPayload]:
 def runs(draw: st.DrawFn) -> list[c.EventPayload]:
     kind = draw(st.sampled_from(BUNDLES))
     if kind == "onboard":
-        return [verified(), assessed(draw(levels))]
+        return [verified(), screened(), assessed(draw(levels))]
     if kind == "personal":
         purpose = draw(st.sampled_from(c.ConsentPurpose))
         return [consent(purpose), personal_data(purpose)]
     if kind == "sell":
         level = draw(levels)
-        product, risk = draw(product_ids), draw(suitable_risks(level))
+        product = draw(product_ids)
+        risk = SHELF_RISK[product]
+        if draw(st.integers(0, 4)):  # mostly suitable, sometimes above the tolerance
+            level = c.RiskTolerance(f"C{max(level.rank, risk.rank)}")
         return [
             assessed(level),
             recommended(product, risk),
@@ -238,7 +290,9 @@ def submissions(draw: st.DrawFn) -> list[DomainEvent]:
     if draw(st.integers(0, 9)) > 0:
         chunks.append([registered()])
         if draw(st.booleans()):
-            chunks.append([verified(), assessed(draw(levels)), consent(c.ConsentPurpose.SERVICE)])
+            chunks.append(
+                [verified(), screened(), assessed(draw(levels)), consent(c.ConsentPurpose.SERVICE)]
+            )
     for _ in range(draw(st.integers(0, 16))):
         chunks.append(draw(bundles()) if draw(st.booleans()) else [draw(single)])
     events: list[DomainEvent] = []
@@ -249,7 +303,9 @@ def submissions(draw: st.DrawFn) -> list[DomainEvent]:
             now += timedelta(minutes=draw(gaps_within))
             branch = draw(st.sampled_from(BRANCHES))
             event_id = uuid.UUID(int=len(events) + 1)
-            events.append(DomainEvent.of(payload, now, event_id=event_id, branch_id=branch))
+            events.append(
+                DomainEvent.of(payload, now, event_id=event_id, branch_id=branch, actor_id=RM)
+            )
     return events
 
 
@@ -428,6 +484,7 @@ class LogOracle:
     def _sale(self, ev: DomainEvent, p: c.ProductSold) -> None:
         t = ev.occurred_at
         assert p.product_risk is not None, "D-05: sale without a risk level"
+        assert p.product_risk is SHELF_RISK[p.product_id], "D-13: not the shelf's rating"
         assert p.product_risk.rank >= self.product_risk.get(p.product_id, 0), "D-05: understated"
         identity = self.seen[p.relied_on_identity_event_id]  # type: ignore[index]
         assert isinstance(identity.payload, c.ClientIdentityVerified)
@@ -460,7 +517,7 @@ def _run(
 ) -> tuple[ClientState, list[DomainEvent]]:
     state, log = ClientState(), []
     for candidate in candidates:
-        decision = decide(state, candidate, policy)
+        decision = decide(state, candidate, policy, RELATED)
         if isinstance(decision, Accepted):
             state = state.apply(decision.event)
             log.append(decision.event)
@@ -513,7 +570,9 @@ def test_deciding_again_on_the_same_state_gives_the_same_answer(
     state, _ = _run(candidates[:-1], DEFAULT_POLICY)
 
     for candidate in candidates[-1:]:
-        assert decide(state, candidate) == decide(state, candidate)
+        assert decide(state, candidate, related=RELATED) == decide(
+            state, candidate, related=RELATED
+        )
 
 
 def _through_the_wire(log: list[DomainEvent]) -> list[RecordedEvent]:
@@ -533,8 +592,10 @@ def test_write_path_decider_agrees_with_decide(
     state = ClientState()
     for candidate in candidates:
         envelope = as_recorded(candidate, 0)
-        expected = decide(state, candidate, policy)
-        answer = decider(history, envelope)
+        # the write path knows when it received the event (as_recorded: when it occurred)
+        received = dataclasses.replace(candidate, received_at=envelope.recorded_at)
+        expected = decide(state, received, policy, RELATED)
+        answer = decider(history, envelope, RELATED_HISTORIES)
         if isinstance(expected, Accepted):
             assert isinstance(answer, RecordedEvent)
             assert answer.data == expected.event.data()
@@ -546,15 +607,15 @@ def test_write_path_decider_agrees_with_decide(
 
 def test_bundled_sale_reaches_acceptance() -> None:
     """The generators can reach the deepest path: a deterministic check of one such story."""
-    candidates = [registered(), verified(), assessed(c.RiskTolerance.C5)]
+    candidates = [registered(), verified(), screened(), assessed(c.RiskTolerance.C5)]
     candidates += [
-        recommended("P-1", c.ProductRisk.R5),
+        recommended("P-1", SHELF_RISK["P-1"]),
         disclosed("P-1"),
         terms("P-1"),
         sold("P-1"),
     ]
     events = [
-        DomainEvent.of(p, T0 + timedelta(minutes=i), event_id=uuid.UUID(int=i + 1))
+        DomainEvent.of(p, T0 + timedelta(minutes=i), event_id=uuid.UUID(int=i + 1), actor_id=RM)
         for i, p in enumerate(candidates)
     ]
 

@@ -12,6 +12,7 @@ from intake_story import (
     personal_data,
     recommended,
     registered,
+    related_streams,
     sold,
 )
 
@@ -29,9 +30,11 @@ pytestmark = pytest.mark.unit
 
 def test_accepted_candidate_comes_back_unchanged() -> None:
     story = Story().given(registered(), assessed(RiskTolerance.C3))
-    candidate = as_recorded(story.event(recommended(risk=ProductRisk.R1)), 0)
+    event = story.event(recommended(risk=ProductRisk.R1))
+    story.related(event)  # the product on the shelf, the RM qualified
+    candidate = as_recorded(event, 0)
 
-    answer = decide_recorded(as_stream(story.history), candidate)
+    answer = decide_recorded(as_stream(story.history), candidate, related=related_streams(story))
 
     assert answer is candidate
 
@@ -40,11 +43,12 @@ def test_d05_sale_comes_back_with_its_proof_in_the_data() -> None:
     story = Story().onboarded().ready_to_sell()
     candidate = as_recorded(story.event(sold()), 0)
 
-    answer = decide_recorded(as_stream(story.history), candidate)
+    answer = decide_recorded(as_stream(story.history), candidate, related=related_streams(story))
 
     assert isinstance(answer, RecordedEvent)
     assert answer.event_id == candidate.event_id
-    assert answer.data["relied_on_assessment_event_id"] == str(story.history[2].event_id)
+    assert answer.data["relied_on_assessment_event_id"] == str(story.history[3].event_id)
+    assert answer.data["received_at"] == candidate.recorded_at.isoformat().replace("+00:00", "Z")
     assert answer.data["relied_on_terms_event_id"] == str(story.history[-1].event_id)
     assert answer.data["product_risk"] == "R3"
     assert "relied_on_assessment_event_id" not in candidate.data

@@ -17,6 +17,7 @@ from intake_story import (
     personal_data,
     refused,
     registered,
+    screened,
     sold,
     verified,
 )
@@ -63,7 +64,9 @@ def test_apply_never_refuses_an_event_the_rules_would_refuse() -> None:
 
 
 def test_rebuild_replays_the_history_to_the_same_state() -> None:
-    story = Story().given(registered(), verified(), consent(), personal_data(), arrived())
+    story = Story().given(
+        registered(), verified(), screened(), consent(), personal_data(), arrived()
+    )
 
     assert rebuild(story.history) == story.state
 

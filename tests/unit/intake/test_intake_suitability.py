@@ -15,13 +15,20 @@ from intake_story import (
     recommended,
     refused,
     registered,
+    rerated,
+    screened,
     sold,
     terms,
     verified,
 )
 
 from branchline_intake.domain import IntakePolicy, add_months
-from branchline_shared.events.catalogue import ProductRisk, ProductSold, RiskTolerance
+from branchline_shared.events.catalogue import (
+    ProductCategory,
+    ProductRisk,
+    ProductSold,
+    RiskTolerance,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +63,7 @@ def test_d05_recommendation_above_tolerance_is_refused(risk: ProductRisk) -> Non
 
 
 def test_d05_recommendation_without_assessment_is_refused() -> None:
-    story = Story().given(registered(), verified())
+    story = Story().given(registered(), verified(), screened())
 
     violation = refused(story.when(recommended()), "D-05")
 
@@ -64,7 +71,7 @@ def test_d05_recommendation_without_assessment_is_refused() -> None:
 
 
 def test_d05_recommendation_after_default_validity_is_refused() -> None:
-    story = Story().given(registered(), verified())
+    story = Story().given(registered(), verified(), screened())
     story.given(assessed(C3), at=days(0))
     expiry = add_months(days(0), 12)
 
@@ -116,9 +123,12 @@ def test_d05_later_conservative_reassessment_refuses_what_was_allowed() -> None:
 
 def test_d05_sale_after_assessment_disclosure_and_terms_is_accepted_with_proof() -> None:
     story = Story().onboarded(C3)
-    identity, assessment = story.history[1], story.history[2]
+    identity, screening, assessment = story.history[1], story.history[2], story.history[3]
     story.ready_to_sell("P-1", R3)
     disclosure, confirmation = story.history[-2], story.history[-1]
+    rating = story.shelf["P-1"].ratings[0]
+    qualification = story.staff["rm-42"].qualification_at(ProductCategory.FUND, story.now)
+    assert qualification is not None
 
     event = accepted(story.when(sold("P-1")))
 
@@ -126,9 +136,12 @@ def test_d05_sale_after_assessment_disclosure_and_terms_is_accepted_with_proof()
         "P-1",
         risk=R3,
         relied_on_identity_event_id=identity.event_id,
+        relied_on_screening_event_id=screening.event_id,
         relied_on_assessment_event_id=assessment.event_id,
         relied_on_disclosure_event_id=disclosure.event_id,
         relied_on_terms_event_id=confirmation.event_id,
+        relied_on_rating_event_id=rating.event_id,
+        relied_on_qualification_event_id=qualification.event_id,
     )
 
 
@@ -139,11 +152,11 @@ def test_d05_proof_sent_by_the_caller_is_replaced() -> None:
     event = accepted(story.when(sold(relied_on_assessment_event_id=forged)))
 
     assert isinstance(event.payload, ProductSold)
-    assert event.payload.relied_on_assessment_event_id == story.history[2].event_id
+    assert event.payload.relied_on_assessment_event_id == story.history[3].event_id
 
 
 def test_d05_proof_names_the_assessment_valid_at_the_sale_time() -> None:
-    story = Story().given(registered(), verified())
+    story = Story().given(registered(), verified(), screened())
     story.given(assessed(C3), at=days(1))
     first = story.last()
     story.ready_to_sell()
@@ -164,7 +177,7 @@ def test_d03_sale_before_identity_verified_is_refused() -> None:
 
 
 def test_d05_sale_without_assessment_is_refused() -> None:
-    story = Story().given(registered(), verified(), disclosed(risk=R3), terms())
+    story = Story().given(registered(), verified(), screened(), disclosed(risk=R3), terms())
 
     violation = refused(story.when(sold()), "D-05")
 
@@ -172,7 +185,7 @@ def test_d05_sale_without_assessment_is_refused() -> None:
 
 
 def test_d05_sale_with_expired_assessment_is_refused() -> None:
-    story = Story().given(registered(), verified())
+    story = Story().given(registered(), verified(), screened())
     story.given(assessed(C3, valid_until=days(30)), at=days(0))
     story.ready_to_sell()
 
@@ -189,20 +202,22 @@ def test_d05_sale_above_tolerance_is_refused() -> None:
     assert violation.title == "Product risk above the client's tolerance"
 
 
-def test_d05_sale_stating_a_lower_risk_than_recommended_is_refused() -> None:
+def test_d13_sale_stating_a_risk_other_than_the_shelf_is_refused() -> None:
     story = Story().onboarded(C3).ready_to_sell("P-1", R3)
 
-    violation = refused(story.when(sold(risk=ProductRisk.R2)), "D-05")
+    violation = refused(story.when(sold(risk=ProductRisk.R2)), "D-13")
 
-    assert violation.title == "Product risk understated"
+    assert violation.title == "Product risk disagrees with the shelf"
+    assert violation.field == "data.product_risk"
 
 
-def test_d05_sale_of_product_with_unknown_risk_is_refused() -> None:
-    story = Story().onboarded(C3).given(disclosed(), terms())
+def test_d13_sale_of_a_product_not_on_the_shelf_is_refused() -> None:
+    story = Story(auto_shelf=False).onboarded(C3)
 
-    violation = refused(story.when(sold()), "D-05")
+    violation = refused(story.when(sold()), "D-13")
 
-    assert violation.title == "Product risk unknown"
+    assert violation.title == "Product not on the shelf"
+    assert violation.field == "data.product_id"
 
 
 def test_d05_sale_stating_its_risk_without_recommendation_is_accepted() -> None:
@@ -235,7 +250,8 @@ def test_d05_sale_after_acknowledgement_is_taken_back_is_refused() -> None:
 
 def test_d05_sale_whose_disclosure_understated_the_risk_is_refused() -> None:
     story = Story().onboarded(RiskTolerance.C4)
-    story.given(disclosed(risk=R3), terms(), recommended(risk=R4))
+    story.given(disclosed(risk=R3), terms())
+    story.shelve(rerated(R4, effective_at=story.now), product_id="P-1", at=story.now)
 
     violation = refused(story.when(sold()), "D-05")
 

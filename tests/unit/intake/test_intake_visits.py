@@ -15,6 +15,7 @@ from intake_story import (
     next_steps,
     refused,
     registered,
+    screened,
     survey,
     verified,
 )
@@ -34,7 +35,7 @@ NO_DOCUMENTS = [c for c in VisitCategory if c not in CONTRACTS]
 
 
 def test_d01_full_journey_in_order_is_accepted() -> None:
-    story = Story().given(registered(), verified())
+    story = Story().given(registered(), verified(), screened())
 
     story.given(
         arrived(),
@@ -126,7 +127,7 @@ def test_d01a_business_before_needs_confirmed_is_refused() -> None:
 
 @pytest.mark.parametrize("category", CONTRACTS)
 def test_d01a_business_before_documents_checked_is_refused(category: VisitCategory) -> None:
-    story = Story().given(registered(), verified(), arrived(), needs(category))
+    story = Story().given(registered(), verified(), screened(), arrived(), needs(category))
 
     violation = refused(story.when(handled()), "D-01a")
 
@@ -135,21 +136,25 @@ def test_d01a_business_before_documents_checked_is_refused(category: VisitCatego
 
 @pytest.mark.parametrize("category", CONTRACTS)
 def test_d01a_business_after_incomplete_documents_is_refused(category: VisitCategory) -> None:
-    story = Story().given(registered(), verified(), arrived(), needs(category))
+    story = Story().given(registered(), verified(), screened(), arrived(), needs(category))
     story.given(documents(complete=False))
 
     refused(story.when(handled()), "D-01a")
 
 
 def test_d01a_business_after_documents_completed_on_second_check_is_accepted() -> None:
-    story = Story().given(registered(), verified(), arrived(), needs(VisitCategory.LOAN))
+    story = Story().given(
+        registered(), verified(), screened(), arrived(), needs(VisitCategory.LOAN)
+    )
     story.given(documents(complete=False), documents(complete=True))
 
     accepted(story.when(handled()))
 
 
 def test_d01a_changed_need_voids_the_documents_check() -> None:
-    story = Story().given(registered(), verified(), arrived(), needs(VisitCategory.ACCOUNT))
+    story = Story().given(
+        registered(), verified(), screened(), arrived(), needs(VisitCategory.ACCOUNT)
+    )
     story.given(documents(complete=True), needs(VisitCategory.LOAN))
 
     refused(story.when(handled()), "D-01a")
@@ -178,7 +183,7 @@ def test_d03_contract_business_before_identity_verified_is_refused(
 def test_d03_identity_verified_later_than_the_business_is_refused() -> None:
     story = Story().given(registered(), arrived(), needs(VisitCategory.ACCOUNT), documents())
     business = story.event(handled())
-    story.given(verified())  # recorded first, but it happened after the business
+    story.given(verified(), screened())  # recorded first, but it happened after the business
 
     violation = refused(story.when(handled(), at=business.occurred_at), "D-03")
 

@@ -24,8 +24,7 @@ async def verify_ledger(
     read = 0
     async for stored in ledger.scan_stored():
         read += 1
-        if not auditor.feed(stored):
-            break
+        auditor.feed(stored)  # goes on past a bad entry: every bad position is reported
         if progress is not None and read % 2000 == 0:
             progress(read)
     if progress is not None:

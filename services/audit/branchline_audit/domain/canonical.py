@@ -157,6 +157,13 @@ class ChainVerdict:
     first_bad_position: int | None
     reason: str | None
     tree_root: str | None
+    bad_positions: tuple[int, ...] = ()
+    """With ``keep_going``: every bad position (the first :data:`MAX_LISTED_BAD` of them)."""
+    bad_count: int = 0
+
+
+MAX_LISTED_BAD = 1000
+"""How many bad positions a verdict lists (all are counted)."""
 
 
 class ChainVerifier:
@@ -165,10 +172,31 @@ class ChainVerifier:
     synchronous iterator (:func:`verify_chain`) or page by page from an async reader.
     """
 
-    __slots__ = ("_bad_position", "_count", "_expected", "_prev", "_reason", "_tree")
+    __slots__ = (
+        "_also",
+        "_bad_count",
+        "_bad_position",
+        "_bad_positions",
+        "_count",
+        "_expected",
+        "_keep_going",
+        "_prev",
+        "_reason",
+        "_tree",
+    )
 
-    def __init__(self, *, start_position: int = 1, prev_hash: bytes = GENESIS_PREV_HASH) -> None:
-        """``start_position``/``prev_hash`` let a verifier resume from a trusted point."""
+    def __init__(
+        self,
+        *,
+        start_position: int = 1,
+        prev_hash: bytes = GENESIS_PREV_HASH,
+        keep_going: bool = False,
+    ) -> None:
+        """``start_position``/``prev_hash`` let a verifier resume from a trusted point.
+
+        ``keep_going``: a bad entry does not end verification; the chain goes on from the
+        entry's stored hash, so every later entry is still checked against its own content
+        and link, and a later rewrite is found too (one bad row must not hide the others)."""
         _check_position(start_position)
         if len(prev_hash) != HASH_SIZE:
             raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
@@ -180,26 +208,67 @@ class ChainVerifier:
         self._bad_position: int | None = None
         self._reason: str | None = None
         self._tree: CompactRange | None = CompactRange() if start_position == 1 else None
+        self._keep_going = keep_going
+        self._also: bytes | None = None
+        """After a bad entry: its recomputed hash, an accepted link too (see :meth:`_resync`)."""
+        self._bad_positions: list[int] = []
+        self._bad_count = 0
 
     @property
     def failed(self) -> bool:
-        """True once a bad entry was seen; later entries are then ignored."""
-        return self._bad_position is not None
+        """True once a bad entry was seen; later entries are then ignored unless
+        ``keep_going``."""
+        return self._bad_position is not None and not self._keep_going
 
     def feed(self, entry: ChainEntry) -> bool:
-        """Check the next entry; False (and the verdict fixed) at the first bad one."""
+        """Check the next entry; False at a bad one (then, without ``keep_going``, the verdict
+        is fixed)."""
         if self.failed:
             return False
         problem = self._problem_with(entry)
         if problem is not None:
-            self._bad_position, self._reason = self._expected, problem
+            self.mark_bad(self._expected, problem)
+            if not self._keep_going:
+                return False
+            self._resync(entry)
             return False
         self._prev = entry.hash
+        self._also = None
         if self._tree is not None:
             self._tree.append(leaf_hash(entry.hash))
         self._count += 1
         self._expected += 1
         return True
+
+    def mark_bad(self, position: int, reason: str) -> None:
+        """Record ``position`` as bad (also for problems found outside the chain)."""
+        if self._bad_position is None:
+            self._bad_position, self._reason = position, reason
+        if position in self._bad_positions[-1:]:
+            return
+        self._bad_count += 1
+        if len(self._bad_positions) < MAX_LISTED_BAD:
+            self._bad_positions.append(position)
+
+    def _resync(self, entry: ChainEntry) -> None:
+        """Go on after a bad entry: the next entry may link to its stored hash (its content was
+        altered) or to the hash its content gives (its hash column was altered); either way
+        only the bad entry is reported, and every later one is checked in full."""
+        if isinstance(entry.position, int) and entry.position >= self._expected:
+            self._expected = entry.position
+        stored = entry.hash if len(entry.hash) == HASH_SIZE else bytes(HASH_SIZE)
+        try:
+            self._also = chain_hash(
+                entry.prev_hash if len(entry.prev_hash) == HASH_SIZE else self._prev,
+                entry_canonical_bytes(entry.position, entry.event, entry.appended_at),
+            )
+        except (CanonicalisationError, ValueError, TypeError):
+            self._also = None
+        self._prev = stored
+        if self._tree is not None:
+            self._tree.append(leaf_hash(stored))
+        self._count += 1
+        self._expected += 1
 
     def _problem_with(self, entry: ChainEntry) -> str | None:
         """Why ``entry`` cannot be the next entry of this chain, or None if it can."""
@@ -208,7 +277,7 @@ class ChainVerifier:
                 f"expected position {self._expected}, found {entry.position!r} "
                 "(an entry is missing, duplicated or out of order)"
             )
-        if entry.prev_hash != self._prev:
+        if entry.prev_hash != self._prev and (self._also is None or entry.prev_hash != self._also):
             return f"prev_hash does not equal the hash of position {self._expected - 1}"
         if entry.pruned:
             if len(entry.hash) != HASH_SIZE:
@@ -216,7 +285,8 @@ class ChainVerifier:
             return None
         try:
             recomputed = chain_hash(
-                self._prev, entry_canonical_bytes(entry.position, entry.event, entry.appended_at)
+                entry.prev_hash,  # equal to the hash before (or, after a bad one, its content's)
+                entry_canonical_bytes(entry.position, entry.event, entry.appended_at),
             )
         except CanonicalisationError as error:
             return f"entry has no canonical bytes: {error}"
@@ -227,12 +297,14 @@ class ChainVerifier:
     def verdict(self) -> ChainVerdict:
         """The result so far (final once the input is exhausted)."""
         return ChainVerdict(
-            ok=not self.failed,
+            ok=self._bad_position is None,
             entries=self._count,
             head=self._prev.hex(),
             first_bad_position=self._bad_position,
             reason=self._reason,
             tree_root=None if self._tree is None else self._tree.root().hex(),
+            bad_positions=tuple(self._bad_positions),
+            bad_count=self._bad_count,
         )
 
 

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from branchline_audit.domain.records import AUDIT_TYPE_PREFIX, is_pruned_marker
+from branchline_shared.crypto.sealing import map_personal
 from branchline_shared.events.personal_data import personal_paths
 
 
@@ -60,11 +61,7 @@ def _masked_data(event_type: str, data: Mapping[str, Any], marker: str) -> dict[
     paths = personal_paths(event_type)
     if paths is None:  # a type the catalogue lacks: nothing can be called safe
         return {key: marker for key in data}
-    masked = dict(data)
-    for path in paths:
-        if masked.get(path) is not None:
-            masked[path] = _mask(masked[path], marker)
-    return masked
+    return map_personal(data, paths, lambda value, _path: _mask(value, marker))
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,15 @@ class LedgerVerdict:
     reason: str | None
     checkpoints_checked: int
     bad_checkpoint: int | None
+    bad_positions: tuple[int, ...] = ()
+    """Every bad position found (the first 1,000, ascending): verification goes on past a bad
+    entry, so one poisoned row never hides a later rewrite."""
+    bad_count: int = 0
 
 
 class LedgerAuditor:
-    """Feed every stored entry in position order, then ask for :meth:`verdict`."""
+    """Feed every stored entry in position order, then ask for :meth:`verdict`. A bad entry
+    is recorded and verification goes on (the chain from the entry's stored hash)."""
 
     def __init__(
         self,
@@ -68,12 +73,13 @@ class LedgerAuditor:
         verifier: Verifier | None,
         origin: str,
     ) -> None:
-        self._chain = ChainVerifier()
+        self._chain = ChainVerifier(keep_going=True)
         self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
         self._next_checkpoint = 0
         self._last_good_size = 0
         self._checked = 0
         self._bad: tuple[int, str] | None = None
+        """A problem found after the entries (removed at the end, unnamed prunes)."""
         self._bad_checkpoint: int | None = None
         self._pruned: list[int] = []
         self._covered: list[tuple[int, int]] = []
@@ -105,26 +111,19 @@ class LedgerAuditor:
             self._next_checkpoint += 1
             self._checked += 1
 
-    @property
-    def failed(self) -> bool:
-        return self._bad is not None or self._chain.failed
-
     def feed(self, stored: StoredEntry) -> bool:
-        if self.failed:
-            return False
+        """Check the next entry; False if it is bad (verification goes on with the next)."""
         entry = stored.entry
         problem = self._column_problem(stored)
         if problem is not None:
-            self._bad = (entry.position, problem)
-            return False
-        if not self._chain.feed(entry):
-            return False
+            self._chain.mark_bad(entry.position, problem)
+        good = self._chain.feed(entry) and problem is None
         if entry.pruned:
             self._pruned.append(entry.position)
-        else:
+        elif good:
             self._covered.extend(pruned_ranges_of(entry.event))
         self._check_checkpoint_at(entry.position)
-        return not self.failed
+        return good
 
     def _column_problem(self, stored: StoredEntry) -> str | None:
         event = stored.entry.event
@@ -147,15 +146,19 @@ class LedgerAuditor:
         ):
             checkpoint = self._checkpoints[self._next_checkpoint]
             root = self._chain.verdict().tree_root
-            if root != checkpoint.root_hash.hex():
-                self._bad = (
+            explained = any(  # a bad entry found in this range changes the root already
+                self._last_good_size < p <= checkpoint.tree_size
+                for p in self._chain.verdict().bad_positions
+            )
+            if root != checkpoint.root_hash.hex() and not explained:
+                self._chain.mark_bad(
                     self._last_good_size + 1,
                     f"the root of checkpoint {checkpoint.tree_size} does not match the entries: "
                     f"history between positions {self._last_good_size + 1} and "
                     f"{checkpoint.tree_size} was rewritten",
                 )
+            if root != checkpoint.root_hash.hex() and self._bad_checkpoint is None:
                 self._bad_checkpoint = checkpoint.tree_size
-                return
             self._last_good_size = position
             self._next_checkpoint += 1
             self._checked += 1
@@ -165,6 +168,10 @@ class LedgerAuditor:
         bad = self._bad
         if bad is None and chain.first_bad_position is not None:
             bad = (chain.first_bad_position, chain.reason or "chain broken")
+        positions = sorted(set(chain.bad_positions))
+        count = chain.bad_count
+        if positions and bad is not None and positions[0] < bad[0]:
+            bad = (positions[0], bad[1])
         if bad is None and self._next_checkpoint < len(self._checkpoints):
             size = self._checkpoints[self._next_checkpoint].tree_size
             bad = (
@@ -173,7 +180,13 @@ class LedgerAuditor:
                 f"{chain.entries}: entries were removed from the end",
             )
             self._bad_checkpoint = size
+        if bad is not None and bad[0] not in positions:
+            positions = sorted([*positions, bad[0]])
+            count += 1
         uncovered = self._first_uncovered_prune()
+        if uncovered is not None and uncovered not in positions:
+            positions = sorted([*positions, uncovered])
+            count += 1
         if uncovered is not None and (bad is None or uncovered < bad[0]):
             bad = (uncovered, "entry is pruned but no audit.pruned entry names it")
         if bad is None and self._signature_problem is not None:
@@ -185,6 +198,8 @@ class LedgerAuditor:
                 reason=self._signature_problem,
                 checkpoints_checked=self._checked,
                 bad_checkpoint=self._bad_checkpoint,
+                bad_positions=(),
+                bad_count=0,
             )
         return LedgerVerdict(
             ok=bad is None,
@@ -194,6 +209,8 @@ class LedgerAuditor:
             reason=None if bad is None else bad[1],
             checkpoints_checked=self._checked,
             bad_checkpoint=self._bad_checkpoint,
+            bad_positions=tuple(positions[:1000]),
+            bad_count=count,
         )
 
     def _first_uncovered_prune(self) -> int | None:

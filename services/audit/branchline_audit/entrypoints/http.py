@@ -6,6 +6,7 @@ endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answere
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -24,7 +25,12 @@ from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
 
-Auditor = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN, Role.SUPERVISOR)]
+Auditor = Annotated[Principal, require_roles(Role.AUDITOR)]
+"""The trail's content (entries, proofs, exports) is for auditors only: not for supervisors,
+whose own actions it records (separation of duties), nor for admins, who run the system."""
+Verifier = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN)]
+"""The trail's integrity (verify, checkpoints, the public key) holds no client data: an admin
+checks it after an incident or a restore without reading any entry."""
 Purpose = Annotated[
     str | None,
     Query(max_length=500, description="Why the trail is read; recorded with the read (D-11)."),
@@ -36,7 +42,7 @@ def get_audit(request: Request) -> AuditContext:
     return audit
 
 
-def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+def _reader(principal: Principal, purpose: str | None) -> Reader:
     return Reader(
         subject=principal.subject,
         roles=frozenset(r.value for r in principal.roles),
@@ -44,8 +50,17 @@ def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
     )
 
 
+def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+    return _reader(principal, purpose)
+
+
+def get_verifier(principal: Verifier, purpose: Purpose = None) -> Reader:
+    return _reader(principal, purpose)
+
+
 AuditDep = Annotated[AuditContext, Depends(get_audit)]
 ReaderDep = Annotated[Reader, Depends(get_reader)]
+VerifierDep = Annotated[Reader, Depends(get_verifier)]
 
 
 def get_filters(
@@ -94,6 +109,9 @@ class Verification(BaseModel):
     reason: str | None = None
     checkpoints_checked: int = 0
     bad_checkpoint: int | None = None
+    bad_positions: list[int] = []
+    """Every bad position (the first 1,000): verification goes on past a bad entry."""
+    bad_count: int = 0
 
 
 class InclusionProofBody(BaseModel):
@@ -124,6 +142,30 @@ class PublicKey(BaseModel):
 def _refused(error: ProofRefused) -> Problem:
     titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
     return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
+
+
+class ExportSlots:
+    """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def take(self) -> bool:
+        if self.running >= self.limit:
+            return False
+        self.running += 1
+        return True
+
+    def give_back(self) -> None:
+        self.running -= 1
+
+    async def held_while(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in lines:
+                yield line
+        finally:
+            self.give_back()
 
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -187,7 +229,7 @@ async def entry_proof(
 @router.get(
     "/checkpoints/latest", response_model=CheckpointBody, summary="The latest signed checkpoint"
 )
-async def latest_checkpoint(audit: AuditDep, reader: ReaderDep) -> CheckpointBody:
+async def latest_checkpoint(audit: AuditDep, reader: VerifierDep) -> CheckpointBody:
     await record_read(audit, reader, "GET /v1/audit/checkpoints/latest", {})
     checkpoint = await latest_covering(audit, 0)
     return CheckpointBody(
@@ -204,7 +246,7 @@ async def latest_checkpoint(audit: AuditDep, reader: ReaderDep) -> CheckpointBod
 )
 async def checkpoint_consistency(
     audit: AuditDep,
-    reader: ReaderDep,
+    reader: VerifierDep,
     first: Annotated[int, Path(ge=0, le=MAX_SAFE_INTEGER)],
     second: Annotated[int, Path(ge=0, le=MAX_SAFE_INTEGER)],
 ) -> ConsistencyBody:
@@ -226,7 +268,7 @@ async def checkpoint_consistency(
     response_model=PublicKey,
     summary="The log's verifier key (C2SP signed-note form)",
 )
-async def public_key(audit: AuditDep, reader: ReaderDep) -> PublicKey:
+async def public_key(audit: AuditDep, reader: VerifierDep) -> PublicKey:
     await record_read(audit, reader, "GET /v1/audit/public-key", {})
     return PublicKey(verifier_key=audit.signer.verifier_key_string())
 
@@ -236,7 +278,7 @@ async def public_key(audit: AuditDep, reader: ReaderDep) -> PublicKey:
     response_model=Verification,
     summary="Recompute the hash chain and check every signed checkpoint",
 )
-async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
+async def verify(audit: AuditDep, reader: VerifierDep) -> Verification:
     await record_read(audit, reader, "GET /v1/audit/verify", {})
     verdict = await verify_ledger(
         audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
@@ -249,6 +291,8 @@ async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
         reason=verdict.reason,
         checkpoints_checked=verdict.checkpoints_checked,
         bad_checkpoint=verdict.bad_checkpoint,
+        bad_positions=list(verdict.bad_positions),
+        bad_count=verdict.bad_count,
     )
 
 
@@ -259,18 +303,34 @@ async def verify(audit: AuditDep, reader: ReaderDep) -> Verification:
     response_class=StreamingResponse,
 )
 async def export(
+    request: Request,
     audit: AuditDep,
     reader: ReaderDep,
     filters: FiltersDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
-    await record_read(
-        audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
-    )
+    """At most ``audit_max_concurrent_exports`` run at once (a full export keeps a database
+    connection and the CPU busy): one more is 429 with ``Retry-After``, recorded nowhere."""
+    slots: ExportSlots = request.app.state.export_slots
+    if not slots.take():
+        raise Problem(
+            429,
+            "Too many exports",
+            f"{slots.limit} exports are running; retry when one has finished",
+            kind="too-many-exports",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        await record_read(
+            audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
+        )
+    except BaseException:
+        slots.give_back()
+        raise
     media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
     stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        export_lines(audit, filters, format, reader),
+        slots.held_while(export_lines(audit, filters, format, reader)),
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
     )

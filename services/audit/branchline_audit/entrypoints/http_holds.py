@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from branchline_audit.application.holds import HoldActor, lift_hold, list_holds, place_hold
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.relationships import HoldRefused, LegalHold
-from branchline_audit.entrypoints.http import AuditDep, ReaderDep
+from branchline_audit.entrypoints.http import AuditDep, VerifierDep
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.events.vocabulary import LegalHoldReason, LegalHoldReleaseReason
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -76,7 +76,7 @@ def _refused(error: HoldRefused) -> Problem:
     summary="Place a legal hold on a client's records (D-11)",
 )
 async def post_hold(
-    body: PlaceHold, audit: AuditDep, reader: ReaderDep, principal: HoldKeeper
+    body: PlaceHold, audit: AuditDep, reader: VerifierDep, principal: HoldKeeper
 ) -> HoldChange:
     await record_read(audit, reader, "POST /v1/audit/legal-holds", {"client_id": body.client_id})
     try:
@@ -103,7 +103,7 @@ async def post_lift(
     hold_id: Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$")],
     body: LiftHold,
     audit: AuditDep,
-    reader: ReaderDep,
+    reader: VerifierDep,
     principal: HoldKeeper,
 ) -> HoldChange:
     await record_read(
@@ -125,7 +125,7 @@ async def post_lift(
 @router.get("/legal-holds", response_model=HoldList, summary="Standing legal holds (D-11)")
 async def get_holds(
     audit: AuditDep,
-    reader: ReaderDep,
+    reader: VerifierDep,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> HoldList:
     await record_read(audit, reader, "GET /v1/audit/legal-holds", {"client_id": client_id})

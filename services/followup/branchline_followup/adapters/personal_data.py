@@ -7,10 +7,12 @@ clear value exists only in the memory of an access request being answered.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from branchline_shared.crypto.sealing import is_sealed
+from branchline_shared.crypto.sealing import is_sealed, map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection
@@ -51,9 +53,16 @@ class PrivacyState:
 def sealed_values_of(event: RecordedEvent) -> list[SealedValue]:
     """The sealed personal values an event carries (clear ones are never picked up)."""
     found: list[SealedValue] = []
-    for path in PERSONAL_FIELDS.get(event.type, ()):
-        value = event.data.get(path)
-        pairs = value.items() if isinstance(value, dict) else [("", value)]
+
+    def collect(value: Any, path: str) -> Any:
+        # the sub key is what sealing bound the value to: an object's key, a list's index
+        pairs: Iterable[tuple[Any, Any]] = (
+            value.items()
+            if isinstance(value, dict)
+            else enumerate(value)
+            if isinstance(value, list)
+            else [("", value)]
+        )
         for sub_key, item in pairs:
             if is_sealed(item):
                 found.append(
@@ -61,6 +70,9 @@ def sealed_values_of(event: RecordedEvent) -> list[SealedValue]:
                         event.event_id, event.type, path, str(sub_key), item, event.occurred_at
                     )
                 )
+        return value
+
+    map_personal(event.data, PERSONAL_FIELDS.get(event.type, ()), collect)
     return found
 
 
@@ -93,7 +105,7 @@ async def apply_personal_data(conn: PgConnection, event: RecordedEvent) -> None:
     values = sealed_values_of(event)
     if not values:
         return
-    state = await privacy_state(conn, event.client_id)
+    state = await privacy_state(conn, event.subject_id)
     if state is None or not state.shredded:  # a late copy after shredding keeps nothing
         await conn.executemany(
             "INSERT INTO fu_personal_values "

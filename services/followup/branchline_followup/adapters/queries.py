@@ -30,6 +30,10 @@ class TaskFilter:
     kind: str | None = None
     client_id: str | None = None
     due_before: datetime | None = None
+    assignee_in: frozenset[str] | None = None
+    """Scope: only tasks of these assignees (a supervisor's team)."""
+    assignee_not_in: frozenset[str] | None = None
+    """Scope: no task of these assignees (the default supervisor's team is everyone else)."""
 
 
 async def list_tasks(
@@ -51,6 +55,10 @@ async def list_tasks(
 
     if where.assignee is not None:
         clauses.append(f"assignee = {param(where.assignee)}")
+    if where.assignee_in is not None:
+        clauses.append(f"assignee = ANY({param(sorted(where.assignee_in))}::text[])")
+    if where.assignee_not_in:
+        clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
     if where.kind is not None:
         clauses.append(f"kind = {param(where.kind)}")
     if where.client_id is not None:

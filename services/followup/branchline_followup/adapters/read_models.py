@@ -339,6 +339,35 @@ async def consume_timer(conn: PgConnection, timer_id: uuid.UUID, at: datetime) -
     )
 
 
+async def dead_letter_timer(
+    conn: PgConnection, timer_id: uuid.UUID, at: datetime, reason: str
+) -> None:
+    """A timer that cannot fire: never claimed again, with why (poison stays local)."""
+    await conn.execute(
+        "UPDATE fu_timers SET fired_at = $2, dead_reason = $3 WHERE id = $1",
+        timer_id,
+        at,
+        reason[:1000],
+    )
+
+
+async def dead_letter_stage_change(conn: PgConnection, client_id: str, reason: str) -> None:
+    """A client's stage change by time that cannot be made: its timer cleared, with why."""
+    await conn.execute(
+        "UPDATE fu_clients SET stage_changes_at = NULL, stage_change_dead_reason = $2 "
+        "WHERE client_id = $1",
+        client_id,
+        reason[:1000],
+    )
+
+
+async def dead_timers(conn: PgConnection) -> list[tuple[uuid.UUID, str]]:
+    rows = await conn.fetch(
+        "SELECT id, dead_reason FROM fu_timers WHERE dead_reason IS NOT NULL ORDER BY id"
+    )
+    return [(r["id"], r["dead_reason"]) for r in rows]
+
+
 # --- facts of the quality measures (D-12) ------------------------------------------------------
 
 

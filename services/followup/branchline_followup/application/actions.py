@@ -8,6 +8,7 @@ refused action changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_cli
 from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
 from branchline_followup.application.recording import FollowupContext, record_and_apply
 from branchline_followup.domain import FollowupTask
-from branchline_shared.events.envelope import Actor
+from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.postgres.pool import PgConnection
 
 
@@ -42,11 +43,25 @@ class TaskClosed(TaskRefused):
 
 class NotYourTask(TaskRefused):
     def __init__(self, task: FollowupTask, who: str) -> None:
-        super().__init__(task.id, f"task {task.id} is assigned to {task.assignee}, not to {who}")
+        super().__init__(task.id, f"task {task.id} is outside the scope of {who}")
+
+
+class SelfGrading(TaskRefused):
+    def __init__(self, task: FollowupTask, who: str) -> None:
+        super().__init__(
+            task.id,
+            f"{who} may not record satisfaction scores on task {task.id}: they feed the "
+            "measures of its assignee; scores come from the client (a survey) or an "
+            "independent supervisor (D-10)",
+        )
 
 
 async def _locked_open_task(
-    conn: PgConnection, ctx: FollowupContext, task_id: uuid.UUID
+    conn: PgConnection,
+    ctx: FollowupContext,
+    task_id: uuid.UUID,
+    may_act: Callable[[str], bool],
+    who: str,
 ) -> FollowupTask:
     await hold_swap_lock_shared(conn)
     task = await read_models.fetch_task(conn, task_id)
@@ -56,6 +71,8 @@ async def _locked_open_task(
     task = await read_models.fetch_task(conn, task_id)  # as of the lock
     if task is None:
         raise TaskNotFound(task_id)
+    if not may_act(task.assignee):  # before anything about the task is told
+        raise NotYourTask(task, who)
     if not task.is_open:
         raise TaskClosed(task)
     return task
@@ -69,6 +86,7 @@ async def _record_action(
     now: datetime,
     actor: Actor,
     data: dict[str, Any],
+    submitted_by: Submitter | None,
 ) -> FollowupTask:
     """Record an RM's or supervisor's action on ``task`` as an event; the task as it now is."""
     await record_and_apply(
@@ -80,6 +98,7 @@ async def _record_action(
         occurred_at=now,
         actor=actor,
         data=data,
+        submitted_by=submitted_by,
     )
     changed = await read_models.fetch_task(conn, task.id)
     assert changed is not None  # locked and open a moment ago, in this transaction
@@ -91,19 +110,21 @@ async def complete_task(
     task_id: uuid.UUID,
     *,
     actor: Actor,
-    may_complete_others: bool,
+    may_act: Callable[[str], bool],
+    may_grade: Callable[[str], bool] = lambda _assignee: True,
     outcome: str,
+    submitted_by: Submitter | None = None,
     note: str | None = None,
     next_contact_at: datetime | None = None,
     scores: dict[str, float] | None = None,
 ) -> FollowupTask:
-    """Complete an open task (``followup.completed``). An RM completes only their own tasks;
-    supervisors and admins any."""
+    """Complete an open task (``followup.completed``) if ``may_act`` on its assignee (the
+    caller's scope); ``scores`` only if ``may_grade`` (no one grades themselves, D-10)."""
     now = await ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id)
-        if not may_complete_others and task.assignee != actor.id:
-            raise NotYourTask(task, actor.id)
+        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
+        if scores is not None and not may_grade(task.assignee):
+            raise SelfGrading(task, actor.id)
         data: dict[str, Any] = {
             "task_id": str(task.id),
             "outcome": outcome,
@@ -115,7 +136,9 @@ async def complete_task(
             data["next_contact_at"] = next_contact_at
         if scores is not None:
             data["scores"] = scores
-        changed = await _record_action(conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data)
+        changed = await _record_action(
+            conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+        )
     ctx.committed()
     return changed
 
@@ -127,11 +150,13 @@ async def reassign_task(
     actor: Actor,
     assignee: str,
     reason: str | None = None,
+    may_act: Callable[[str], bool] = lambda _assignee: True,
+    submitted_by: Submitter | None = None,
 ) -> FollowupTask:
     """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
     now = await ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id)
+        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
         if task.assignee == assignee:
             return task
         data: dict[str, Any] = {
@@ -141,6 +166,8 @@ async def reassign_task(
         }
         if reason is not None:
             data["reason"] = reason
-        changed = await _record_action(conn, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data)
+        changed = await _record_action(
+            conn, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
+        )
     ctx.committed()
     return changed

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
@@ -98,6 +99,10 @@ class Projection:
     only replayed, never recorded (a rebuild)."""
 
 
+NOT_PROJECTED = frozenset({"client.data_read"})
+"""Records about the client, not facts of the client: a read changes nothing of the views."""
+
+
 async def apply_event(
     pool: PgPool,
     event: RecordedEvent,
@@ -124,10 +129,17 @@ async def project(
         # The record of a creation the rules made (and replay from it): applied where it was
         # recorded, so its Kafka copy (and a rebuild) changes nothing else.
         return True
-    await lock_client(conn, event.client_id, projection.client_lock_class)
+    if event.type in NOT_PROJECTED:
+        return True
+    if event.client_id is None:
+        # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own.
+        return True
+    client_id = event.client_id
+    await lock_client(conn, client_id, projection.client_lock_class)
+    await apply_for_console(conn, event, client_id)
     policy = projection.policy
     at = event.occurred_at
-    facts = await read_models.fetch_client(conn, event.client_id)
+    facts = await read_models.fetch_client(conn, client_id)
     if facts is not None:
         # Stage changes by time that were due by this event's instant happen first, as the
         # timer runner would have made them: the result does not depend on whether it ran
@@ -151,13 +163,13 @@ async def project(
         facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
         await read_models.save_client(conn, facts)
     client = ClientContext(
-        client_id=event.client_id,
+        client_id=client_id,
         rm_id=facts.rm_id if facts else None,
         stage=stage,
         branch_id=facts.branch_id if facts and facts.branch_id else event.branch_id,
     )
 
-    before = {t.id: t for t in await read_models.open_tasks_of(conn, event.client_id)}
+    before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
     tasks = dict(before)
     if event.type in HANDLED_EVENT_TYPES:
         tasks = apply_commands(tasks, decide(event, client, list(tasks.values()), policy))
@@ -278,7 +290,7 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     if event.type == "client.registered":
         if facts is None:
             facts = ClientFacts(
-                client_id=event.client_id,
+                client_id=event.subject_id,
                 client_type=str(data["client_type"]),
                 rm_id=str(data["rm_id"]),
                 branch_id=event.branch_id,
@@ -356,7 +368,7 @@ async def _apply_followup_event(
             conn,
             timer_id=timer_id_for(task_id, kind),
             task_id=task_id,
-            client_id=event.client_id,
+            client_id=event.subject_id,
             kind=kind.value,
             fire_at=fire_at,
             event_id=event.event_id,

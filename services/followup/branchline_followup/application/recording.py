@@ -17,7 +17,7 @@ from branchline_followup.domain import FollowupTask
 from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.crypto.sealing import seal_paths
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -59,7 +59,9 @@ def normalised(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
 async def _sealed(
     ctx: FollowupContext, event_type: str, client_id: str, data: dict[str, Any]
 ) -> dict[str, Any]:
-    paths = tuple(p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p) is not None)
+    paths = tuple(
+        p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p.split(".", 1)[0]) is not None
+    )
     if not paths:
         return data
     if ctx.keys is None:
@@ -78,8 +80,12 @@ async def record_and_apply(
     occurred_at: datetime,
     actor: Actor,
     data: dict[str, Any],
+    submitted_by: Submitter | None = None,
 ) -> RecordedEvent:
-    """Append the event (once: an id already stored is not appended again) and apply it."""
+    """Append the event (once: an id already stored is not appended again) and apply it.
+    ``submitted_by``: the authenticated caller of an RM's or supervisor's action (None for the
+    timers). An event dated after the real time was caused by the dev-mode test clock and is
+    marked ``synthetic``."""
     uow = PostgresUnitOfWork(conn)
     existing = await uow.find_existing([event_id])
     if event_id in existing:
@@ -88,12 +94,13 @@ async def record_and_apply(
     else:
         stream = task_stream_id(task.id)
         versions = await uow.lock_streams([stream])
+        recorded_at = ctx.clock.system_now()
         event = RecordedEvent(
             event_id=event_id,
             type=event_type,
             schema_version=CATALOGUE_VERSION.get(event_type, 1),
             occurred_at=occurred_at,
-            recorded_at=ctx.clock.system_now(),
+            recorded_at=recorded_at,
             source=SOURCE,
             actor=actor,
             client_id=task.client_id,
@@ -102,6 +109,8 @@ async def record_and_apply(
             stream_version=versions.get(stream, 0) + 1,
             causation_id=str(task.source_event_id),
             data=await _sealed(ctx, event_type, task.client_id, normalised(event_type, data)),
+            submitted_by=submitted_by,
+            synthetic=occurred_at > recorded_at,
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
         (stored,) = await uow.commit()

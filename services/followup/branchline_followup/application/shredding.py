@@ -10,11 +10,12 @@ client, the key destruction is idempotent).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.legal_holds import AuditApiLegalHolds, LegalHolds
 from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.personal_data import record_privacy_event
 from branchline_followup.application.recording import FollowupContext
@@ -27,6 +28,7 @@ from branchline_followup.domain.erasure import (
 )
 from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.events.envelope import Actor
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
 PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
@@ -53,6 +55,8 @@ class ErasureStatus:
     erasure_requested_at: datetime
     plan: ShredPlan | None
     shredded: bool = False
+    held: bool = False
+    """Under a standing legal hold (D-11): not destroyed while it stands."""
     key_id: str | None = None
     event_id: uuid.UUID | None = None
 
@@ -93,17 +97,26 @@ async def shred_due(
     ctx: FollowupContext,
     keys: ClientKeyStore,
     rule: RetentionRule,
+    holds: LegalHolds,
     *,
     now: datetime | None = None,
     dry_run: bool = False,
 ) -> list[ErasureStatus]:
     """Every pending erasure with its plan; those due by ``now`` carried out (unless
-    ``dry_run``). Also registers every pending client as restricted in the key store (repairs
-    a restriction intake could not register)."""
+    ``dry_run``) once the standing legal holds are known (:class:`LegalHoldsUnknown`: nothing
+    is destroyed). Also registers every pending client as restricted in the key store
+    (repairs a restriction intake could not register)."""
     now = now or await ctx.clock.now()
+    cases = await _pending_cases(ctx, now)
+    plans = {c.client_id: shred_plan(c, rule) for c in cases}
+    due = [c.client_id for c in cases if (p := plans[c.client_id]) and p.due_at <= now]
+    held = await holds.held(due) if due else set()
     statuses: list[ErasureStatus] = []
-    for case in await _pending_cases(ctx, now):
-        plan = shred_plan(case, rule)
+    for case in cases:
+        if case.client_id in held:
+            case = replace(case, legal_hold=True)
+            plans[case.client_id] = shred_plan(case, rule)
+        plan = plans[case.client_id]
         if not dry_run:
             await keys.restrict(
                 case.client_id,
@@ -111,7 +124,9 @@ async def shred_due(
                 source_event_id=case.erasure_event_id,
             )
         if plan is None or plan.due_at > now or dry_run:
-            statuses.append(ErasureStatus(case.client_id, case.erasure_requested_at, plan))
+            statuses.append(
+                ErasureStatus(case.client_id, case.erasure_requested_at, plan, held=case.legal_hold)
+            )
             continue
         key_id, event_id = await _shred(ctx, keys, case, plan, now)
         statuses.append(
@@ -125,6 +140,14 @@ async def shred_due(
             )
         )
     return statuses
+
+
+def legal_holds_from_settings(settings: BranchlineSettings) -> LegalHolds:
+    """The audit API's register of standing holds (D-11)."""
+    url = settings.privacy_legal_holds_url or (
+        f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"
+    )
+    return AuditApiLegalHolds(url, token_codec(settings, "audit"))
 
 
 async def _shred(

@@ -18,6 +18,7 @@ ids derive from the client's last business event, so nothing is created twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,7 +32,10 @@ from branchline_followup.application.recording import (
     record_and_apply,
 )
 from branchline_followup.domain import TimerKind, on_timer_fired
+from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.postgres.pool import PgConnection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class TimerRound:
     """Timers left for the next round: their client was locked by another writer."""
     stage_changes: int = 0
     """Clients whose stage change by time was due and is made."""
+    dead: int = 0
+    """Timers (and stage changes) that could not fire: dead-lettered with their reason."""
 
 
 async def run_due_timers(
@@ -51,7 +57,7 @@ async def run_due_timers(
 ) -> TimerRound:
     """Make the stage changes and fire the timers due at ``now`` that no other runner holds
     (stage changes first: the tasks they create may be due already); returns what happened."""
-    stage_changes, busy = await run_due_stage_changes(ctx, now, batch_size=batch_size)
+    stage_changes, busy, dead = await run_due_stage_changes(ctx, now, batch_size=batch_size)
     fired = consumed = 0
     while True:
         async with ctx.pool.acquire() as conn, conn.transaction():
@@ -64,7 +70,16 @@ async def run_due_timers(
                 ):
                     round_busy += 1
                     continue
-                if await _fire(conn, ctx, timer, now):
+                try:
+                    async with conn.transaction():  # a savepoint: a timer fails alone
+                        done = await _fire(conn, ctx, timer, now)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    await _dead_letter(conn, timer, now, exc)
+                    dead += 1
+                    continue
+                if done:
                     fired += 1
                 else:
                     consumed += 1
@@ -73,16 +88,16 @@ async def run_due_timers(
             ctx.committed()
         if len(claimed) < batch_size or round_busy == len(claimed):
             return TimerRound(
-                fired=fired, consumed=consumed, busy=busy, stage_changes=stage_changes
+                fired=fired, consumed=consumed, busy=busy, stage_changes=stage_changes, dead=dead
             )
 
 
 async def run_due_stage_changes(
     ctx: FollowupContext, now: datetime, *, batch_size: int = 200
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Make every client stage change due at ``now`` that no other runner or writer holds;
-    returns (clients changed, clients left busy for the next round)."""
-    changed = busy = 0
+    returns (clients changed, clients left busy for the next round, dead-lettered)."""
+    changed = busy = dead = 0
     policy = ctx.projection.policy
     while True:
         async with ctx.pool.acquire() as conn, conn.transaction():
@@ -93,13 +108,42 @@ async def run_due_stage_changes(
                 if not await try_lock_client(conn, client_id, ctx.projection.client_lock_class):
                     round_busy += 1
                     continue
-                if await apply_client_stage_changes(
-                    conn, client_id, now, policy, topic=ctx.projection.task_creations_topic
-                ):
+                try:
+                    async with conn.transaction():  # a savepoint: a client fails alone
+                        made = await apply_client_stage_changes(
+                            conn, client_id, now, policy, topic=ctx.projection.task_creations_topic
+                        )
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.warning(
+                        "stage change dead-lettered",
+                        extra={"client_id": client_id, "error": _reason(exc)},
+                    )
+                    await read_models.dead_letter_stage_change(conn, client_id, _reason(exc))
+                    dead += 1
+                    continue
+                if made:
                     changed += 1
         busy += round_busy
         if len(claimed) < batch_size or round_busy == len(claimed):
-            return changed, busy
+            return changed, busy, dead
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+async def _dead_letter(
+    conn: PgConnection, timer: DueTimer, now: datetime, exc: BaseException
+) -> None:
+    """Poison stays local: a timer that cannot fire is set aside with its reason (and logged)
+    instead of failing the round, so every other client's deadlines still pass."""
+    log.warning(
+        "timer dead-lettered",
+        extra={"timer_id": str(timer.id), "task_id": str(timer.task_id), "error": _reason(exc)},
+    )
+    await read_models.dead_letter_timer(conn, timer.id, now, _reason(exc))
 
 
 async def _fire(conn: PgConnection, ctx: FollowupContext, timer: DueTimer, now: datetime) -> bool:

@@ -60,7 +60,7 @@ class DataAccessRequestRule:
                     task=new_task(
                         kind=TaskKind.DATA_ACCESS_REQUEST,
                         source_event_id=event.event_id,
-                        client_id=event.client_id,
+                        client_id=event.subject_id,
                         branch_id=client.branch_id,
                         assignee=policy.privacy_officer,
                         subject=access_request_subject(event.event_id),

@@ -96,7 +96,7 @@ def _create(
         task=new_task(
             kind=kind,
             source_event_id=event.event_id,
-            client_id=event.client_id,
+            client_id=event.subject_id,
             branch_id=event.branch_id,
             assignee=assignee,
             subject=subject,

@@ -12,15 +12,19 @@ from pydantic import BaseModel
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.queries import QualitySelection, quality, stage_at
+from branchline_followup.application.reading import record_client_read
 from branchline_followup.application.service_loop import client_service_loop, improvement
 from branchline_followup.domain import LifecycleStage, QualityReport
 from branchline_followup.domain.improvement import Behaviour, ImprovementReport
 from branchline_followup.entrypoints.http_deps import (
     ContextDep,
+    StaffDep,
     TaskView,
-    sees_everything,
+    client_in_scope,
+    submitter_of,
     task_view,
 )
+from branchline_shared.access.scope import rm_scope_subject
 from branchline_shared.events.bounded import Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
@@ -28,6 +32,11 @@ from branchline_shared.http.problems import Problem
 Staff = Annotated[
     Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN, Role.BRANCH_SYSTEM)
 ]
+Purpose = Annotated[
+    str | None,
+    Query(max_length=200, description="Why the client is read; recorded with the read (D-11)."),
+]
+CLIENT_ROUTE = "GET /v1/clients/{client_id}"
 Worker = Annotated[Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
 
 DEFAULT_QUALITY_PERIOD = timedelta(days=30)
@@ -97,13 +106,25 @@ class QualityView(BaseModel):
 
 @router.get("/clients/{client_id}", response_model=ClientView, summary="A client at a glance")
 async def get_client(
-    client_id: Annotated[str, Path(min_length=1, max_length=128)], ctx: ContextDep, _: Staff
+    client_id: Annotated[str, Path(min_length=1, max_length=128)],
+    ctx: ContextDep,
+    principal: Staff,
+    staff: StaffDep,
+    purpose: Purpose = None,
 ) -> ClientView:
+    """In scope: an RM's own clients, a supervisor's team's, a branch system's clients of its
+    branch, every client for an admin; others are 404 like absent ones (existence does not
+    leak). The read is recorded (who, which client, why: D-11)."""
     record = await queries.client_record(ctx.pool, client_id)
-    if record is None:
+    if record is None or not client_in_scope(
+        principal, staff, rm_id=record.facts.rm_id, branch_id=record.facts.branch_id
+    ):
         raise Problem(
             404, "Not found", f"no client {client_id!r} in the read model", kind="client-not-found"
         )
+    await record_client_read(
+        ctx, submitter_of(principal), client_id=client_id, route=CLIENT_ROUTE, purpose=purpose
+    )
     now = await ctx.clock.now()
     policy = ctx.projection.policy
     facts = record.facts
@@ -135,6 +156,7 @@ async def get_client(
 async def get_quality(
     ctx: ContextDep,
     principal: Worker,
+    staff: StaffDep,
     branch_id: Annotated[str | None, Query(max_length=128)] = None,
     rm_id: Annotated[str | None, Query(max_length=128)] = None,
     period_from: Annotated[Instant | None, Query(alias="from")] = None,
@@ -142,14 +164,26 @@ async def get_quality(
 ) -> QualityView:
     """SLA compliance per rule, waiting and handling times, satisfaction per D-10 dimension,
     complaints by severity, revisit completion, retention and churn, for tasks due, visits,
-    surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their own
-    measures."""
-    if not sees_everything(principal):
-        if rm_id is not None and rm_id != principal.subject:
-            raise Problem(
-                403, "Forbidden", "an RM sees only their own measures", kind="not-your-measures"
-            )
-        rm_id = principal.subject
+    surveys and complaints in ``[from, to)`` (default: the last 30 days). An RM sees their
+    own measures; a supervisor one RM's of their team, or the aggregates (no ``rm_id``: a
+    branch's or the institution's, which name no client); an admin any."""
+    if not principal.has(Role.ADMIN):
+        if principal.has(Role.SUPERVISOR):
+            if rm_id is not None and not staff.in_team(principal.subject, rm_id):
+                raise Problem(
+                    403,
+                    "Forbidden",
+                    "a supervisor sees one RM's measures only for an RM of their team",
+                    kind="not-your-measures",
+                    errors=[{"field": "rm_id", "message": "an RM of your team", "type": "scope"}],
+                )
+        else:
+            own = rm_scope_subject(submitter_of(principal), staff)
+            if own is None or (rm_id is not None and rm_id != own):
+                raise Problem(
+                    403, "Forbidden", "an RM sees only their own measures", kind="not-your-measures"
+                )
+            rm_id = own
     now = await ctx.clock.now()
     end = period_to or now
     start = period_from or end - DEFAULT_QUALITY_PERIOD

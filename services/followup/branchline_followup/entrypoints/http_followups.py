@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
     NotYourTask,
+    SelfGrading,
     TaskClosed,
     TaskNotFound,
     TaskRefused,
@@ -25,14 +26,18 @@ from branchline_followup.application.actions import (
 from branchline_followup.domain import TaskKind
 from branchline_followup.entrypoints.http_deps import (
     ContextDep,
+    StaffDep,
     TaskView,
     actor_of,
-    sees_everything,
+    may_grade,
+    submitter_of,
+    task_in_scope,
+    task_scope_filter,
     task_view,
 )
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.events.bounded import Instant
-from branchline_shared.events.catalogue import Label, Note, SatisfactionScores
+from branchline_shared.events.catalogue import FollowupOutcome, Label, Note, SatisfactionScores
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
@@ -54,7 +59,7 @@ class TaskPage(BaseModel):
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outcome: Label
+    outcome: FollowupOutcome
     note: Note | None = None
     next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
@@ -102,7 +107,17 @@ def _refusal(exc: TaskRefused) -> Problem:
             409, "Task closed", exc.detail, kind="task-closed", extra={"task_status": exc.status}
         )
     if isinstance(exc, NotYourTask):
-        return Problem(403, "Forbidden", exc.detail, kind="not-your-task")
+        # Out of scope answers as absent, so another team's task's existence does not leak.
+        return Problem(404, "Not found", f"no follow-up task {exc.task_id}", kind="task-not-found")
+    if isinstance(exc, SelfGrading):
+        return Problem(
+            403,
+            "Forbidden",
+            exc.detail,
+            kind="self-grading",
+            rule="D-10",
+            errors=[{"field": "scores", "message": exc.detail, "type": "forbidden"}],
+        )
     return Problem(409, "Refused", exc.detail, kind="task-refused")
 
 
@@ -110,6 +125,7 @@ def _refusal(exc: TaskRefused) -> Problem:
 async def list_followups(
     ctx: ContextDep,
     principal: Worker,
+    staff: StaffDep,
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[str | None, Query(description=f"One of {STATUS_VALUES}")] = None,
     kind: Annotated[str | None, Query(description="A task kind")] = None,
@@ -118,19 +134,15 @@ async def list_followups(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> TaskPage:
-    """An RM sees their own tasks (``assignee`` defaults to them; another RM's are refused);
-    supervisors and admins see everyone's. ``status`` is a task status (open, done,
-    cancelled) or an open task's SLA state (overdue, due_soon, on_track)."""
+    """An RM sees their own tasks, a supervisor their team's (their RMs' and their own), an
+    admin everyone's; ``assignee`` narrows within that scope (outside it the page is empty).
+    ``status`` is a task status (open, done, cancelled) or an open task's SLA state (overdue,
+    due_soon, on_track)."""
     if status is not None and status not in STATUS_VALUES:
         raise _invalid("status", f"must be one of {STATUS_VALUES}")
     if kind is not None and kind not in {k.value for k in TaskKind}:
         raise _invalid("kind", f"must be one of {sorted(k.value for k in TaskKind)}")
-    if not sees_everything(principal):
-        if assignee is not None and assignee != principal.subject:
-            raise Problem(
-                403, "Forbidden", "an RM sees only their own follow-ups", kind="not-your-tasks"
-            )
-        assignee = principal.subject
+    only, never = task_scope_filter(principal, staff)
     after = decode_cursor(cursor) if cursor else None
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
@@ -142,6 +154,8 @@ async def list_followups(
             kind=kind,
             client_id=client_id,
             due_before=due_before,
+            assignee_in=only,
+            assignee_not_in=never,
         ),
         after=after,
         limit=limit + 1,
@@ -157,20 +171,24 @@ async def list_followups(
 
 @router.post("/{task_id}/complete", response_model=TaskView, summary="Record the outcome of a task")
 async def complete(
-    task_id: TaskId, body: CompleteRequest, ctx: ContextDep, principal: Worker
+    task_id: TaskId, body: CompleteRequest, ctx: ContextDep, principal: Worker, staff: StaffDep
 ) -> TaskView:
     """Appends ``followup.completed`` (audited); the task is done. An RM completes only their
-    own tasks (403); a closed task is refused (409); nothing changes on a refusal."""
+    own tasks, a supervisor their team's (others: 404); a closed task is refused (409).
+    ``scores`` (D-10) are the client's: refused from an RM completing their own task (403,
+    they would grade themselves). Nothing changes on a refusal."""
     try:
         await complete_task(
             ctx,
             task_id,
             actor=actor_of(principal),
-            may_complete_others=sees_everything(principal),
+            may_act=lambda assignee: task_in_scope(principal, staff, assignee),
+            may_grade=lambda assignee: may_grade(principal, assignee),
             outcome=body.outcome,
             note=body.note,
             next_contact_at=body.next_contact_at,
             scores=body.scores.model_dump() if body.scores else None,
+            submitted_by=submitter_of(principal),
         )
     except TaskRefused as exc:
         raise _refusal(exc) from None
@@ -189,12 +207,21 @@ async def complete(
 
 @router.post("/{task_id}/reassign", response_model=TaskView, summary="Give a task to someone else")
 async def reassign(
-    task_id: TaskId, body: ReassignRequest, ctx: ContextDep, principal: Overseer
+    task_id: TaskId, body: ReassignRequest, ctx: ContextDep, principal: Overseer, staff: StaffDep
 ) -> TaskView:
-    """Supervisors and admins only; appends ``followup.reassigned`` (audited)."""
+    """Supervisors (within their team, to a member of it) and admins; appends
+    ``followup.reassigned`` (audited). A task outside the team is 404."""
+    if not task_in_scope(principal, staff, body.assignee):
+        raise _invalid("assignee", "not a member of your team")
     try:
         await reassign_task(
-            ctx, task_id, actor=actor_of(principal), assignee=body.assignee, reason=body.reason
+            ctx,
+            task_id,
+            actor=actor_of(principal),
+            assignee=body.assignee,
+            reason=body.reason,
+            may_act=lambda assignee: task_in_scope(principal, staff, assignee),
+            submitted_by=submitter_of(principal),
         )
     except TaskRefused as exc:
         raise _refusal(exc) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from branchline_followup.adapters.legal_holds import LegalHolds
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import shred_due
 from branchline_followup.domain.erasure import RetentionRule
@@ -14,7 +15,9 @@ from branchline_shared.kafka.consuming import is_transient
 log = logging.getLogger(__name__)
 
 
-async def run_shred_loop(ctx: FollowupContext, rule: RetentionRule, *, interval_s: float) -> None:
+async def run_shred_loop(
+    ctx: FollowupContext, rule: RetentionRule, holds: LegalHolds, *, interval_s: float
+) -> None:
     """Run until cancelled; a failed round is logged (by its type, never its values) and
     retried sooner."""
     if ctx.keys is None:
@@ -22,7 +25,7 @@ async def run_shred_loop(ctx: FollowupContext, rule: RetentionRule, *, interval_
     while True:
         delay = interval_s
         try:
-            done = [s for s in await shred_due(ctx, ctx.keys, rule) if s.shredded]
+            done = [s for s in await shred_due(ctx, ctx.keys, rule, holds) if s.shredded]
             if done:
                 log.info("personal data shredded", extra={"clients": len(done)})
         except asyncio.CancelledError:

@@ -16,6 +16,7 @@ import faust
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
+from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 from branchline_shared.logging_setup import describe_error
@@ -35,6 +36,7 @@ def create_faust_app(
 ) -> faust.App:
     if projection is None:
         projection = Projection(policy_from_settings(settings))
+    install_faust_fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(
         settings.topic(CONSUMER),
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -8,10 +8,10 @@ rules are needed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
 
 
 class Violation(Protocol):
@@ -27,5 +27,14 @@ class Violation(Protocol):
 
 class Decider(Protocol):
     def __call__(
-        self, history: Sequence[RecordedEvent], candidate: RecordedEvent
-    ) -> RecordedEvent | Violation: ...
+        self,
+        history: Sequence[RecordedEvent],
+        candidate: RecordedEvent,
+        related: Mapping[str, Sequence[RecordedEvent]] = ...,
+    ) -> RecordedEvent | Violation:
+        """``history``: the stream of the candidate's subject; ``related``: the histories of
+        the streams :meth:`references` named (read in the same transaction)."""
+
+    def references(self, candidate: RecordedEvent | SubmittedEvent) -> Sequence[str]:
+        """The other streams whose history deciding ``candidate`` needs (the product shelf,
+        the acting staff's records), read-locked so the decision is consistent."""

@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 
 from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.submit import IntakeContext, refusal_stream_id, submit_events
-from branchline_shared.events.envelope import SubmittedEvent, client_stream_id
+from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
     EventStore,
     GroupCommitStore,
@@ -131,7 +131,7 @@ class GroupCommitter:
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
         try:
             async with self._store.shared_transaction() as shared:
-                await shared.lock_streams(_streams_of(group))
+                await shared.lock_streams(_streams_of(group), shared=_read_by(group, self._ctx))
                 ctx = dataclasses.replace(self._ctx, store=_SharedStore(shared, self._store))
                 for caller, members in _by_caller(group):
                     items = [item for waiting in members for item in waiting.items]
@@ -163,8 +163,18 @@ def _answer(waiting: _Waiting, result: list[Outcome] | BaseException) -> None:
 
 
 def _streams_of(group: list[_Waiting]) -> list[str]:
-    clients = {item.client_id for waiting in group for item in waiting.items}
-    return sorted({client_stream_id(c) for c in clients} | {refusal_stream_id(c) for c in clients})
+    """The streams the group writes: each item's subject stream and its refusal stream."""
+    items = [item for waiting in group for item in waiting.items]
+    return sorted(
+        {subject_stream_id(i.subject, i.subject_id) for i in items}
+        | {refusal_stream_id(i) for i in items}
+    )
+
+
+def _read_by(group: list[_Waiting], ctx: IntakeContext) -> list[str]:
+    """The streams the group's decisions read besides their own (the product shelf, staff
+    records: D-13, D-14, D-16), locked with the written ones in the one global order."""
+    return sorted({s for w in group for item in w.items for s in ctx.decider.references(item)})
 
 
 def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waiting]]]:

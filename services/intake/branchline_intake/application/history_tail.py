@@ -36,8 +36,10 @@ class _TailLoadingUnitOfWork:
         self._inner = inner
         self._decider = decider
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        return await self._inner.lock_streams(stream_ids)
+    async def lock_streams(
+        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+    ) -> dict[str, int]:
+        return await self._inner.lock_streams(stream_ids, shared=shared)
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._inner.find_existing(event_ids)
@@ -74,8 +76,8 @@ class _TailLoadingShared:
         self._inner = inner
         self._decider = decider
 
-    async def lock_streams(self, stream_ids: Sequence[str]) -> None:
-        await self._inner.lock_streams(stream_ids)
+    async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        await self._inner.lock_streams(stream_ids, shared=shared)
 
     def isolated(self) -> AbstractAsyncContextManager[None]:
         return self._inner.isolated()

@@ -28,16 +28,20 @@ async def register_restrictions(
     for event, outcome in zip(events, outcomes, strict=True):
         if event.type == ERASURE_REQUESTED and isinstance(outcome, Accepted):
             await keys.restrict(
-                event.client_id, at=event.occurred_at, source_event_id=outcome.position.event_id
+                event.subject_id, at=event.occurred_at, source_event_id=outcome.position.event_id
             )
 
 
 async def readable(keys: ClientKeyStore, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
     """``events`` as a reader may see them: the personal values of restricted or shredded
     clients replaced by a marker."""
-    states = await keys.states(sorted({e.client_id for e in events}))
+    # only a client's events carry personal values (a product's or staff's carry none)
+    states = await keys.states(sorted({e.client_id for e in events if e.client_id is not None}))
     shown: list[RecordedEvent] = []
     for event in events:
+        if event.client_id is None:
+            shown.append(event)
+            continue
         marker = MARKERS.get(states.get(event.client_id, PrivacyState.ACTIVE))
         if marker is None:
             shown.append(event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,12 +20,15 @@ from branchline_intake.application.deciding import Decider, Violation
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.privacy import register_restrictions
 from branchline_intake.domain import RuleViolation, refusal_payload
+from branchline_shared.access.scope import StaffDirectory, sees_client
+from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     PERSONAL_FIELDS,
+    SUBJECT_OF,
     SYSTEM_EVENT_TYPES,
     EventPayload,
     UnknownEventType,
@@ -34,8 +37,11 @@ from branchline_shared.events.catalogue import (
 from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
+    Subject,
     SubmittedEvent,
+    Submitter,
     client_stream_id,
+    subject_stream_id,
 )
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
@@ -60,6 +66,8 @@ class IntakeContext:
     topic: str
     keys: ClientKeyStore
     hash_key: bytes
+    staff: StaffDirectory = field(default_factory=StaffDirectory)
+    """Who supervises whom: a supervisor writes for their team's clients only."""
 
 
 @dataclass
@@ -79,8 +87,13 @@ def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256").digest()
 
 
-def refusal_stream_id(client_id: str) -> str:
-    return f"refusals-{client_id}"
+def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
+    """Where the refusals of a subject's events are recorded: a client's keep the name they
+    always had; a product's or a member of staff's are ``refusals/<its stream>`` (``/`` is
+    not allowed in an id, so no client's or product's own stream can take that name)."""
+    if event.subject is Subject.CLIENT:
+        return f"refusals-{event.subject_id}"
+    return f"refusals/{subject_stream_id(event.subject, event.subject_id)}"
 
 
 def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
@@ -89,10 +102,14 @@ def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
 
 
 async def submit_events(
-    ctx: IntakeContext, items: Sequence[SubmittedEvent], *, submitted_by: Actor
+    ctx: IntakeContext,
+    items: Sequence[SubmittedEvent],
+    *,
+    submitted_by: Actor,
+    submitter: Submitter | None = None,
 ) -> list[Outcome]:
-    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``);
-    one outcome per item, in order."""
+    """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``,
+    recorded on every accepted event as ``submitter``); one outcome per item, in order."""
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[_Candidate] = []
     now = ctx.clock.now()
@@ -113,11 +130,14 @@ async def submit_events(
                     }
                 ],
             )
+        if not isinstance(checked, Refused) and submitter is not None:
+            checked = _speaking_checked(submitter, item) or checked
         if isinstance(checked, Refused):
             outcomes[index] = checked
             continue
+        data = checked.model_dump(mode="json", exclude_none=True)
         try:
-            data = await _seal_personal_data(ctx, item, checked, keys)
+            await _fetch_key(ctx, item.type, item.client_id, data, keys)
         except KeyDestroyed as erased:
             outcomes[index] = Refused(
                 409, "Client erased", str(erased), kind="rule-violation", rule="D-04"
@@ -127,15 +147,18 @@ async def submit_events(
             _Candidate(
                 index,
                 item,
-                _envelope(item, data, now),
+                _envelope(item, data, now, submitter),
                 submission_hash(item, ctx.hash_key),
                 submitted_by,
             )
         )
+    for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
+        outcomes[index] = outside
+    candidates = [c for c in candidates if outcomes[c.index] is None]
     if candidates:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
-                decided = await _record(ctx, candidates)
+                decided = await _record(ctx, candidates, keys)
                 break
             except ConcurrencyError:
                 # A concurrent writer took the same event id (on another stream): read again,
@@ -150,7 +173,79 @@ async def submit_events(
     return [o for o in outcomes if o is not None]
 
 
+def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | None:
+    refused = speaking_refusal(
+        submitter, actor=item.actor, client_id=item.client_id, branch_id=item.branch_id
+    )
+    if refused is None:
+        return None
+    return Refused(
+        403,
+        "Not allowed to speak for this actor",
+        refused.detail,
+        kind="actor-not-allowed",
+        errors=[{"field": refused.field, "message": refused.detail, "type": "forbidden"}],
+    )
+
+
+async def _outside_scope(
+    ctx: IntakeContext, submitter: Submitter | None, candidates: list[_Candidate]
+) -> dict[int, Refused]:
+    """An RM writes only for their own clients, a supervisor for their team's (a branch system
+    is bound to its branch by the speaking rules, an admin is not scoped). Out of scope is
+    answered as "no such client" (404), so another RM's client's existence does not leak.
+    A client's RM is the one its registration names: the first event of its stream, which
+    never changes once written (or a registration earlier in this same call)."""
+    if submitter is None or {"admin", "branch_system"} & set(submitter.roles):
+        return {}
+    owners: dict[str, str | None] = {}
+    refused: dict[int, Refused] = {}
+    for cand in candidates:
+        client = cand.event.client_id
+        if client is None:
+            continue  # product and staff events: their types are the governance roles' alone
+        if client not in owners:
+            first = await ctx.store.read_stream(client_stream_id(client), from_version=1, limit=1)
+            owners[client] = client_rm([s.event for s in first])
+        if owners[client] is None and cand.event.type == "client.registered":
+            owners[client] = _registering_rm(cand.event)
+        if not sees_client(submitter, ctx.staff, rm_id=owners[client]):
+            refused[cand.index] = Refused(
+                404, "Not found", f"no client {client!r} of yours", kind="client-not-found"
+            )
+    return refused
+
+
+def client_rm(history: Sequence[RecordedEvent]) -> str | None:
+    """The client's RM as its history states it (``client.registered``)."""
+    for event in history:
+        if event.type == "client.registered":
+            rm = event.data.get("rm_id")
+            return rm if isinstance(rm, str) else None
+    return None
+
+
+def _registering_rm(event: RecordedEvent) -> str | None:
+    rm = event.data.get("rm_id") if event.type == "client.registered" else None
+    return rm if isinstance(rm, str) else None
+
+
 def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
+    expected = SUBJECT_OF.get(item.type)
+    if expected is not None and item.subject is not expected:
+        return Refused(
+            422,
+            "Wrong subject",
+            f"{item.type!r} is about a {expected.value}: name it in {expected.field}",
+            kind="validation",
+            errors=[
+                {
+                    "field": expected.field,
+                    "message": f"{item.type} names its subject in {expected.field}",
+                    "type": "missing",
+                }
+            ],
+        )
     try:
         return parse_payload(item.type, item.data)
     except UnknownEventType:
@@ -172,21 +267,43 @@ def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
         )
 
 
-async def _seal_personal_data(
-    ctx: IntakeContext, item: SubmittedEvent, payload: EventPayload, keys: dict[str, DataKey]
-) -> dict[str, Any]:
-    """Personal values are sealed before anything is stored or published (decision 7): the
-    event store, the topics and the audit trail only ever hold ciphertext."""
-    data = payload.model_dump(mode="json", exclude_none=True)
-    paths = [p for p in PERSONAL_FIELDS.get(item.type, ()) if data.get(p) is not None]
+def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        p for p in PERSONAL_FIELDS.get(event_type, ()) if data.get(p.split(".", 1)[0]) is not None
+    )
+
+
+async def _fetch_key(
+    ctx: IntakeContext,
+    event_type: str,
+    client_id: str | None,
+    data: dict[str, Any],
+    keys: dict[str, DataKey],
+) -> None:
+    """The client's data key, fetched before the unit of work when the event will need it
+    (raises KeyDestroyed for an erased client)."""
+    if client_id is not None and _personal_paths(event_type, data) and client_id not in keys:
+        keys[client_id] = await ctx.keys.key_for(client_id)
+
+
+def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
+    """The accepted event with its personal values sealed, as it is stored and published
+    (decision 7): the rules decided on the clear, typed payload, so every limit means what it
+    says for the clear text (issue #9 finding 4); the event store, the topics and the audit
+    trail only ever hold ciphertext."""
+    paths = _personal_paths(event.type, event.data)
     if not paths:
-        return data
-    if item.client_id not in keys:
-        keys[item.client_id] = await ctx.keys.key_for(item.client_id)
-    return seal_paths(data, tuple(paths), keys[item.client_id], client_id=item.client_id)
+        return event
+    client_id = event.client_id
+    if client_id is None:  # the catalogue declares personal paths on client events only
+        raise ValueError(f"{event.type} has personal fields but no client to seal them for")
+    data = seal_paths(event.data, paths, keys[client_id], client_id=client_id)
+    return event.model_copy(update={"data": data})
 
 
-def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> RecordedEvent:
+def _envelope(
+    item: SubmittedEvent, data: dict[str, Any], now: object, submitter: Submitter | None
+) -> RecordedEvent:
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
@@ -196,26 +313,38 @@ def _envelope(item: SubmittedEvent, data: dict[str, Any], now: object) -> Record
         source=SOURCE,
         actor=item.actor,
         client_id=item.client_id,
+        product_id=item.product_id,
+        staff_id=item.staff_id,
         branch_id=item.branch_id,
         channel=item.channel,
-        stream_id=client_stream_id(item.client_id),
+        stream_id=subject_stream_id(item.subject, item.subject_id),
         stream_version=0,  # assigned under the stream lock
         correlation_id=item.correlation_id,
         causation_id=item.causation_id,
+        late_entry=item.late_entry,
         data=data,
+        submitted_by=submitter,
     )
 
 
-async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int, Outcome]:
+async def _record(
+    ctx: IntakeContext, candidates: list[_Candidate], keys: dict[str, DataKey]
+) -> dict[int, Outcome]:
     async with ctx.store.unit_of_work() as uow:
         client_streams = sorted({c.event.stream_id for c in candidates})
-        refusal_streams = sorted({refusal_stream_id(c.event.client_id) for c in candidates})
-        versions = await uow.lock_streams(client_streams + refusal_streams)
+        refusal_streams = sorted({refusal_stream_id(c.event) for c in candidates})
+        # The product shelf and staff records a candidate's rules read (D-13, D-14, D-16)
+        # are read-locked with the written streams (one lock order: no deadlock), so a
+        # decision and a concurrent suspension or revocation are ordered.
+        referenced = sorted(
+            {s for c in candidates for s in ctx.decider.references(c.event)} - set(client_streams)
+        )
+        versions = await uow.lock_streams(client_streams + refusal_streams, shared=referenced)
         existing = await uow.find_existing(
             [c.event.event_id for c in candidates]
             + [refusal_event_id(c.event.event_id) for c in candidates]
         )
-        histories = await uow.load_streams(client_streams)
+        histories = await uow.load_streams(client_streams + referenced)
         staged: list[tuple[int, RecordedEvent]] = []
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
@@ -230,7 +359,7 @@ async def _record(ctx: IntakeContext, candidates: list[_Candidate]) -> dict[int,
             if event_id in first_in_batch:
                 continue  # answered after commit, as a duplicate of the first
             first_in_batch[event_id] = cand
-            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing)
+            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing, keys)
             if outcome is not None:
                 decided[cand.index] = outcome
         positions = await uow.commit()
@@ -276,6 +405,7 @@ def _decide_one(
     histories: dict[str, list[RecordedEvent]],
     staged: list[tuple[int, RecordedEvent]],
     existing: dict[uuid.UUID, StoredEvent],
+    keys: dict[str, DataKey],
 ) -> Outcome | None:
     stream_id = cand.event.stream_id
     current = versions.get(stream_id, 0)
@@ -295,7 +425,7 @@ def _decide_one(
                 }
             ],
         )
-    decision = ctx.decider(histories[stream_id], cand.event)
+    decision = ctx.decider(histories[stream_id], cand.event, histories)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
             _stage_refusal(ctx, uow, cand, decision, versions)
@@ -309,7 +439,7 @@ def _decide_one(
             if decision.field
             else None,
         )
-    event = decision.model_copy(update={"stream_version": current + 1})
+    event = _sealed(decision.model_copy(update={"stream_version": current + 1}), keys)
     versions[stream_id] = current + 1
     histories[stream_id].append(event)
     uow.stage(event, topic=ctx.topic, submission_hash=cand.submission_hash)
@@ -326,7 +456,7 @@ def _stage_refusal(
 ) -> None:
     """The refusal itself is a fact auditors must see (DOMAIN.md D-05: "the refusal is itself
     recorded"): stored on the client's refusal stream and published like any event."""
-    stream_id = refusal_stream_id(cand.event.client_id)
+    stream_id = refusal_stream_id(cand.event)
     version = versions.get(stream_id, 0) + 1
     versions[stream_id] = version
     refused = cand.event

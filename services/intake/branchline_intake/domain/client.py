@@ -14,20 +14,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from branchline_intake.domain.due_diligence import (
+    BeneficialOwner,
+    IdentityCheck,
+    LateEntryApproval,
+    Screening,
+    check_beneficial_owners,
+    check_identity_gate,
+    check_screening,
+)
 from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.policy import IntakePolicy
-from branchline_intake.domain.violations import D03, D04, D05, D09, refuse
+from branchline_intake.domain.violations import D04, D05, D09, refuse
 from branchline_shared.events.catalogue import (
     ClientAccountClosed,
     ClientAccountReopened,
+    ClientBeneficialOwnerRecorded,
     ClientConsentGranted,
     ClientConsentWithdrawn,
     ClientErasureRequested,
     ClientIdentityVerified,
+    ClientLateEntryApproved,
     ClientPersonalDataAccessed,
     ClientPersonalDataRecorded,
     ClientRegistered,
     ClientRiskAssessed,
+    ClientScreened,
     ClientType,
     ConsentPurpose,
     EventPayload,
@@ -88,6 +100,12 @@ class Client:
     assessments: tuple[Assessment, ...] = ()
     erasure_requested_at: datetime | None = None
     recorded_fields: frozenset[PersonalField] = frozenset()
+    identity_checks: tuple[IdentityCheck, ...] = ()
+    """D-03: every verification, with its method and document expiry."""
+    screenings: tuple[Screening, ...] = ()
+    beneficial_owners: tuple[BeneficialOwner, ...] = ()
+    late_entry_approvals: Mapping[uuid.UUID, LateEntryApproval] = field(default_factory=dict)
+    """D-05b: approvals by the event id they approve."""
     account_closed_at: datetime | None = None
     """D-09: when the relationship ended (None while it lasts, or after a reopening)."""
 
@@ -140,7 +158,23 @@ class Client:
             case ClientPersonalDataRecorded():
                 return replace(self, recorded_fields=self.recorded_fields | set(payload.fields))
             case ClientIdentityVerified():
-                return self._verified(event)
+                check = IdentityCheck(
+                    event.event_id, payload.method, event.occurred_at, payload.document_expires_at
+                )
+                verified = self._verified(event)
+                return replace(verified, identity_checks=(*self.identity_checks, check))
+            case ClientScreened():
+                screening = Screening(event.event_id, payload.result, event.occurred_at)
+                return replace(self, screenings=(*self.screenings, screening))
+            case ClientBeneficialOwnerRecorded():
+                owner = BeneficialOwner(
+                    event.event_id, payload.owner_ref, payload.share_percent, event.occurred_at
+                )
+                return replace(self, beneficial_owners=(*self.beneficial_owners, owner))
+            case ClientLateEntryApproved():
+                approval = LateEntryApproval(event.event_id, payload.event_id, event.occurred_at)
+                approvals = {**self.late_entry_approvals, payload.event_id: approval}
+                return replace(self, late_entry_approvals=approvals)
             case ClientRiskAssessed():
                 assessment = Assessment(
                     event.event_id, payload.level, event.occurred_at, payload.valid_until
@@ -298,16 +332,24 @@ def complete_risk_assessment(
     return payload
 
 
-def check_identity_verified(client: Client, at: datetime, what: str) -> uuid.UUID:
-    """D-03: identity verified before an account opening, a sale or a contract. Returns the
-    verification's event id (the proof)."""
-    if client.identity_event_id is None or not client.identity_verified_by(at):
-        raise refuse(
-            D03,
-            "Identity not verified",
-            f"{what} needs the client's identity verified first (client.identity_verified)",
-        )
-    return client.identity_event_id
+@dataclass(frozen=True, slots=True)
+class DueDiligence:
+    """What an account opening, sale or contract relied on (D-03, the as-of proof)."""
+
+    identity_event_id: uuid.UUID
+    screening_event_id: uuid.UUID | None
+
+
+def check_due_diligence(
+    client: Client, at: datetime, policy: IntakePolicy, what: str
+) -> DueDiligence:
+    """D-03 before an account opening, a sale or a contract: identity verified by a method
+    that counts with a valid document, screening clear, beneficial owners of a corporate
+    client recorded."""
+    identity = check_identity_gate(client.identity_checks, at, policy, what)
+    screening = check_screening(client.screenings, at, policy, what)
+    check_beneficial_owners(client.client_type, client.beneficial_owners, at, what)
+    return DueDiligence(identity, screening)
 
 
 def check_assessment_valid(client: Client, at: datetime, policy: IntakePolicy) -> Assessment:

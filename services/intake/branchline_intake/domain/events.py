@@ -24,6 +24,13 @@ class DomainEvent:
     occurred_at: datetime
     payload: EventPayload
     branch_id: str | None = None
+    actor_id: str | None = None
+    """Who acted (D-14, D-16: the staff recommending or selling)."""
+    received_at: datetime | None = None
+    """When intake received it (D-05b); ``None`` where no receipt is involved (e.g. tests of
+    the rules alone), and then the no-backdating bounds are not checked."""
+    late_entry_reason: str | None = None
+    """D-05b: the reason of a late entry (补录), when flagged as one."""
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -40,6 +47,9 @@ class DomainEvent:
         *,
         event_id: uuid.UUID,
         branch_id: str | None = None,
+        actor_id: str | None = None,
+        received_at: datetime | None = None,
+        late_entry_reason: str | None = None,
     ) -> DomainEvent:
         """An event whose type is the one its payload model is registered under."""
         return cls(
@@ -48,17 +58,25 @@ class DomainEvent:
             occurred_at=occurred_at,
             payload=payload,
             branch_id=branch_id,
+            actor_id=actor_id,
+            received_at=received_at,
+            late_entry_reason=late_entry_reason,
         )
 
     @classmethod
-    def from_recorded(cls, recorded: RecordedEvent) -> DomainEvent:
-        """A stored event (its payload parsed by the catalogue)."""
+    def from_recorded(cls, recorded: RecordedEvent, *, stored: bool = True) -> DomainEvent:
+        """A recorded event (its payload parsed by the catalogue). ``stored``: read back from
+        the event store, its personal values sealed; ``False`` for a candidate, whose payload
+        is still clear (decided first, sealed once accepted)."""
         return cls(
             event_id=recorded.event_id,
             type=recorded.type,
             occurred_at=recorded.occurred_at,
-            payload=parse_payload(recorded.type, recorded.data),
+            payload=parse_payload(recorded.type, recorded.data, stored=stored),
             branch_id=recorded.branch_id,
+            actor_id=recorded.actor.id,
+            received_at=recorded.recorded_at,
+            late_entry_reason=recorded.late_entry.reason if recorded.late_entry else None,
         )
 
     @classmethod
@@ -75,6 +93,8 @@ class DomainEvent:
             occurred_at=submitted.occurred_at,
             payload=parse_payload(submitted.type, submitted.data),
             branch_id=submitted.branch_id,
+            actor_id=submitted.actor.id,
+            late_entry_reason=submitted.late_entry.reason if submitted.late_entry else None,
         )
 
     def data(self) -> dict[str, Any]:

@@ -13,7 +13,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
-from branchline_shared.events.vocabulary import RiskLevel, RiskTolerance, VisitCategory
+from branchline_shared.events.vocabulary import (
+    IdentityMethod,
+    RiskLevel,
+    RiskTolerance,
+    VisitCategory,
+)
 
 _CONTRACT_CATEGORIES = frozenset(
     {
@@ -54,6 +59,16 @@ class IntakePolicy:
     """D-09: ``high_net_worth`` when the assets under management reach this amount."""
     risk_levels: Mapping[RiskTolerance, RiskLevel] = field(default_factory=lambda: _RISK_LEVELS)
     """D-09: the risk level of each C1..C5 tolerance (C2 and C3 both ``medium``)."""
+    identity_gate_methods: frozenset[IdentityMethod] = frozenset(
+        {IdentityMethod.NETWORKED_ID_CHECK}
+    )
+    """D-03: the verification methods that open the gate (others are recorded only)."""
+    screening_required: bool = True
+    """D-03: an account opening or sale needs a screening result, and it must be clear."""
+    clock_skew: timedelta = timedelta(minutes=5)
+    """D-05b: how far ``occurred_at`` may lie after the time of receipt."""
+    late_entry_window: timedelta = timedelta(hours=24)
+    """D-05b: how far before its receipt an event may lie without being a flagged late entry."""
 
     def __post_init__(self) -> None:
         if self.assessment_validity_months < 1:
@@ -62,6 +77,10 @@ class IntakePolicy:
             raise ValueError("risk_levels must map every tolerance C1..C5")
         if self.high_net_worth_threshold <= 0:
             raise ValueError("high_net_worth_threshold must be positive")
+        if not self.identity_gate_methods:
+            raise ValueError("identity_gate_methods must name at least one method")
+        if self.clock_skew < timedelta(0) or self.late_entry_window <= timedelta(0):
+            raise ValueError("clock_skew must not be negative, late_entry_window positive")
 
     def assessment_valid_until(self, assessed_at: datetime) -> datetime:
         """D-05: the default end of validity of an assessment made at ``assessed_at``."""

@@ -1,13 +1,24 @@
-"""The product-sale sub-aggregate, one per ``product_id`` offered to the client (D-05, D-03).
+"""The product-sale sub-aggregate, one per ``product_id`` offered to the client (D-03, D-05,
+D-13, D-14, D-16).
 
-A recommendation needs a risk assessment valid at its time and ``R <= C``. A sale needs, at its
-time: a verified identity (D-03), a valid assessment and ``R <= C``, an acknowledged risk
-disclosure and a terms confirmation of that product (D-05). Each sale consumes the disclosure
-and confirmation it relied on: the next sale of the same product (a top-up) needs fresh ones,
-because the client confirms their will again before every contract (签署合同前再次确认).
+Every check is made as of the event's time (``occurred_at``):
 
-The as-of proof: intake writes into the sale the event ids of the identity verification, the
-assessment, the disclosure and the confirmation it relied on, and the product risk it checked.
+* the product is on the institution's shelf and on sale, for this type of client, and any
+  risk level the branch states is the shelf's rating in force (D-13);
+* the recommending or selling staff holds a valid qualification for the product's category
+  (D-14), and a recommendation by staff who declared an interest in the product discloses it
+  (D-16);
+* a valid risk assessment and ``R <= C`` with the rating in force (D-05);
+* the disclosure is itemised (risks, returns, fees, holding period) and the terms name period,
+  fees and rate or expected return (and repayment for a loan) (D-05);
+* a sale also needs due diligence (D-03: identity by a counting method with a valid document,
+  a clear screening, beneficial owners of a corporate client), an acknowledged itemised
+  disclosure and a terms confirmation since the previous sale of the product: the client
+  confirms their will again before every contract (签署合同前再次确认).
+
+The as-of proof: intake writes into the sale the event ids of everything it relied on (identity,
+screening, assessment, disclosure, terms, the shelf's rating, the seller's qualification, a late
+entry's approval) and the time it received the sale.
 """
 
 from __future__ import annotations
@@ -22,18 +33,35 @@ from branchline_intake.domain.client import (
     Assessment,
     Client,
     check_assessment_valid,
-    check_identity_verified,
+    check_due_diligence,
 )
+from branchline_intake.domain.due_diligence import LateEntryApproval
 from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.policy import IntakePolicy
+from branchline_intake.domain.related import Related
+from branchline_intake.domain.shelf import (
+    Rating,
+    ShelfProduct,
+    check_eligible,
+    check_on_shelf,
+    check_stated_risk,
+)
+from branchline_intake.domain.staff import (
+    QualificationPeriod,
+    check_interest_disclosed,
+    check_qualified,
+)
 from branchline_intake.domain.violations import D05, refuse
 from branchline_shared.events.catalogue import (
+    DisclosureItem,
     EventPayload,
+    ProductCategory,
     ProductEvent,
     ProductRecommended,
     ProductRisk,
     ProductRiskDisclosed,
     ProductSold,
+    ProductTerms,
     ProductTermsConfirmed,
 )
 
@@ -46,6 +74,8 @@ class Disclosure:
     at: datetime
     acknowledged: bool
     product_risk: ProductRisk | None
+    items: frozenset[DisclosureItem] = frozenset(DisclosureItem)
+    holding_period: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +84,7 @@ class TermsConfirmation:
 
     event_id: uuid.UUID
     at: datetime
+    terms: ProductTerms | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +107,7 @@ class ProductSale:
 
     product_id: str
     product_risk: ProductRisk | None = None
-    """The highest risk level any event stated for the product (the conservative reading)."""
+    """The highest risk level any event of this client stated for the product."""
     disclosures: tuple[Disclosure, ...] = ()
     """Disclosures since the last sale (a sale consumes them)."""
     confirmations: tuple[TermsConfirmation, ...] = ()
@@ -90,7 +121,12 @@ class ProductSale:
                 return replace(self, product_risk=_higher(self.product_risk, payload.product_risk))
             case ProductRiskDisclosed():
                 disclosure = Disclosure(
-                    event.event_id, event.occurred_at, payload.acknowledged, payload.product_risk
+                    event.event_id,
+                    event.occurred_at,
+                    payload.acknowledged,
+                    payload.product_risk,
+                    frozenset(payload.items),
+                    payload.holding_period,
                 )
                 return replace(
                     self,
@@ -98,7 +134,7 @@ class ProductSale:
                     disclosures=(*self.disclosures, disclosure),
                 )
             case ProductTermsConfirmed():
-                confirmation = TermsConfirmation(event.event_id, event.occurred_at)
+                confirmation = TermsConfirmation(event.event_id, event.occurred_at, payload.terms)
                 return replace(self, confirmations=(*self.confirmations, confirmation))
             case ProductSold():
                 return self._sold(event, payload)
@@ -162,23 +198,68 @@ def check_product_event(
     client: Client,
     event: DomainEvent,
     policy: IntakePolicy,
+    related: Related,
+    approval: LateEntryApproval | None = None,
 ) -> EventPayload:
-    """D-05 (and D-03 for sales); returns the payload to record (a sale gains its proof)."""
+    """D-03, D-05, D-13, D-14, D-16; returns the payload to record (with the shelf's rating
+    filled in; a sale with its as-of proof)."""
     payload = event.payload
+    assert isinstance(payload, ProductEvent)
+    at = event.occurred_at
+    shelf = related.products.get(payload.product_id)
+    rating = check_on_shelf(shelf, payload.product_id, at)
+    assert shelf is not None
     if isinstance(payload, ProductRecommended):
-        check_recommendation(client, payload, event.occurred_at, policy)
-    elif isinstance(payload, ProductSold):
+        check_stated_risk(payload.product_id, payload.product_risk, rating, "recommendation")
+        return check_recommendation(client, event, payload, shelf, rating, policy, related)
+    if isinstance(payload, ProductRiskDisclosed):
+        check_stated_risk(payload.product_id, payload.product_risk, rating, "disclosure")
+        check_itemised(payload.product_id, payload.items, payload.holding_period)
+        return payload
+    if isinstance(payload, ProductTermsConfirmed):
+        check_terms_named(payload.product_id, payload.terms, shelf.category)
+        return payload
+    if isinstance(payload, ProductSold):
+        check_stated_risk(payload.product_id, payload.product_risk, rating, "sale")
         product = products.get(payload.product_id) or ProductSale(payload.product_id)
-        return check_sale(product, client, payload, event.occurred_at, policy)
+        return check_sale(product, client, event, payload, shelf, rating, policy, related, approval)
     return payload
 
 
+def _actor(event: DomainEvent) -> str:
+    return event.actor_id or "unknown"
+
+
+def _check_seller(
+    event: DomainEvent, shelf: ShelfProduct, related: Related, what: str
+) -> QualificationPeriod:
+    actor = _actor(event)
+    assert shelf.category is not None
+    return check_qualified(related.staff.get(actor), actor, shelf.category, event.occurred_at, what)
+
+
 def check_recommendation(
-    client: Client, payload: ProductRecommended, at: datetime, policy: IntakePolicy
-) -> None:
-    """D-05: recommend only with a valid assessment and ``R <= C``."""
+    client: Client,
+    event: DomainEvent,
+    payload: ProductRecommended,
+    shelf: ShelfProduct,
+    rating: Rating,
+    policy: IntakePolicy,
+    related: Related,
+) -> ProductRecommended:
+    """D-13 eligibility, D-14 qualified, D-16 interest disclosed, D-05 ``R <= C``."""
+    at = event.occurred_at
+    check_eligible(shelf, client.client_type)
+    _check_seller(event, shelf, related, "a recommendation")
+    actor = _actor(event)
+    check_interest_disclosed(
+        related.staff.get(actor), actor, payload.product_id, payload.interest_disclosed, at
+    )
     assessment = check_assessment_valid(client, at, policy)
-    check_within_tolerance(payload.product_id, payload.product_risk, assessment)
+    check_within_tolerance(payload.product_id, rating.risk, assessment)
+    if payload.product_risk is rating.risk:
+        return payload
+    return payload.model_copy(update={"product_risk": rating.risk})
 
 
 def check_within_tolerance(product_id: str, risk: ProductRisk, assessment: Assessment) -> None:
@@ -193,58 +274,93 @@ def check_within_tolerance(product_id: str, risk: ProductRisk, assessment: Asses
         )
 
 
+def check_itemised(
+    product_id: str,
+    items: frozenset[DisclosureItem] | tuple[DisclosureItem, ...],
+    period: str | None,
+) -> None:
+    """D-05: a disclosure covers risks, returns, fees and the holding period (stated)."""
+    missing = [i.value for i in DisclosureItem if i not in items]
+    if missing:
+        raise refuse(
+            D05,
+            "Disclosure incomplete",
+            f"product {product_id!r}: the disclosure misses {', '.join(missing)}",
+            field="data.items",
+        )
+    if period is None:
+        raise refuse(
+            D05,
+            "Holding period not stated",
+            f"product {product_id!r}: the suitable holding period told to the client is missing",
+            field="data.holding_period",
+        )
+
+
+def missing_terms(terms: ProductTerms, category: ProductCategory | None) -> list[str]:
+    """D-05: the named terms a confirmation lacks."""
+    missing = [name for name in ("period", "fees") if getattr(terms, name) is None]
+    if terms.rate is None and terms.expected_return is None:
+        missing.append("rate or expected_return")
+    if category is ProductCategory.LOAN and terms.repayment is None:
+        missing.append("repayment")
+    return missing
+
+
+def check_terms_named(
+    product_id: str, terms: ProductTerms | None, category: ProductCategory | None
+) -> None:
+    """D-05: the confirmed terms name period, fees, rate or expected return (and repayment
+    for a loan)."""
+    missing = missing_terms(terms or ProductTerms(), category)
+    if missing:
+        raise refuse(
+            D05,
+            "Terms incomplete",
+            f"product {product_id!r}: the confirmed terms miss {', '.join(missing)}",
+            field="data.terms",
+        )
+
+
 def check_sale(
     product: ProductSale,
     client: Client,
+    event: DomainEvent,
     payload: ProductSold,
-    at: datetime,
+    shelf: ShelfProduct,
+    rating: Rating,
     policy: IntakePolicy,
+    related: Related,
+    approval: LateEntryApproval | None = None,
 ) -> ProductSold:
-    """D-03, D-05 for a sale; returns the sale with its as-of proof filled in."""
-    identity_id = check_identity_verified(client, at, "a product sale")
+    """D-03, D-05, D-13, D-14 for a sale; returns the sale with its as-of proof filled in."""
+    at = event.occurred_at
+    diligence = check_due_diligence(client, at, policy, "a product sale")
+    check_eligible(shelf, client.client_type)
+    qualification = _check_seller(event, shelf, related, "a sale")
     assessment = check_assessment_valid(client, at, policy)
-    risk = sale_risk(product, payload)
-    check_within_tolerance(product.product_id, risk, assessment)
-    disclosure = check_disclosed(product, risk, at)
-    confirmation = check_terms_confirmed(product, at)
+    check_within_tolerance(product.product_id, rating.risk, assessment)
+    disclosure = check_disclosed(product, rating.risk, at)
+    confirmation = check_terms_confirmed(product, at, shelf.category)
     return payload.model_copy(
         update={
-            "product_risk": risk,
-            "relied_on_identity_event_id": identity_id,
+            "product_risk": rating.risk,
+            "relied_on_identity_event_id": diligence.identity_event_id,
+            "relied_on_screening_event_id": diligence.screening_event_id,
             "relied_on_assessment_event_id": assessment.event_id,
             "relied_on_disclosure_event_id": disclosure.event_id,
             "relied_on_terms_event_id": confirmation.event_id,
+            "relied_on_rating_event_id": rating.event_id,
+            "relied_on_qualification_event_id": qualification.event_id,
+            "relied_on_late_entry_approval_event_id": approval.event_id if approval else None,
+            "received_at": event.received_at,
         }
     )
 
 
-def sale_risk(product: ProductSale, payload: ProductSold) -> ProductRisk:
-    """D-05: the product's risk level for a sale: the one the sale states, which may not be
-    lower than a level recommended or disclosed before; else the known one."""
-    known, stated = product.product_risk, payload.product_risk
-    if stated is not None and known is not None and stated.rank < known.rank:
-        raise refuse(
-            D05,
-            "Product risk understated",
-            f"the sale states {stated.value}, product {product.product_id!r} was recommended "
-            f"or disclosed as {known.value}",
-            field="data.product_risk",
-        )
-    risk = _higher(known, stated)
-    if risk is None:
-        raise refuse(
-            D05,
-            "Product risk unknown",
-            f"product {product.product_id!r} has no risk level: state product_risk, or "
-            "recommend or disclose the product with it",
-            field="data.product_risk",
-        )
-    return risk
-
-
 def check_disclosed(product: ProductSale, risk: ProductRisk, at: datetime) -> Disclosure:
-    """D-05: an acknowledged disclosure of the product, at its true risk level, before the
-    sale (and after any previous sale of it)."""
+    """D-05: an acknowledged, itemised disclosure of the product, at its true risk level,
+    before the sale (and after any previous sale of it)."""
     disclosure = product.disclosure_at(at)
     where = f"product {product.product_id!r}"
     if disclosure is None:
@@ -255,6 +371,7 @@ def check_disclosed(product: ProductSale, risk: ProductRisk, at: datetime) -> Di
             "Risk disclosure not acknowledged",
             f"{where}: the client did not acknowledge disclosure {disclosure.event_id}",
         )
+    check_itemised(product.product_id, disclosure.items, disclosure.holding_period)
     stated = disclosure.product_risk
     if stated is not None and stated.rank < risk.rank:
         raise refuse(
@@ -266,8 +383,11 @@ def check_disclosed(product: ProductSale, risk: ProductRisk, at: datetime) -> Di
     return disclosure
 
 
-def check_terms_confirmed(product: ProductSale, at: datetime) -> TermsConfirmation:
-    """D-05: the client confirmed the terms before the sale (and after any previous sale)."""
+def check_terms_confirmed(
+    product: ProductSale, at: datetime, category: ProductCategory | None = None
+) -> TermsConfirmation:
+    """D-05: the client confirmed the named terms before the sale (and after any previous
+    sale)."""
     confirmation = product.confirmation_at(at)
     if confirmation is None:
         raise refuse(
@@ -275,4 +395,5 @@ def check_terms_confirmed(product: ProductSale, at: datetime) -> TermsConfirmati
             "Terms not confirmed",
             f"product {product.product_id!r}: product.terms_confirmed comes first",
         )
+    check_terms_named(product.product_id, confirmation.terms, category)
     return confirmation

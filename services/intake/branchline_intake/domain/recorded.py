@@ -17,31 +17,99 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from branchline_intake.domain.decision import Refused, decide
+from branchline_intake.domain.decision import (
+    Decision,
+    Refused,
+    decide,
+    decide_shelf_event,
+    decide_staff_event,
+)
 from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.policy import DEFAULT_POLICY, IntakePolicy
+from branchline_intake.domain.related import (
+    NOTHING_RELATED,
+    Related,
+    referenced_stream_ids,
+    referenced_streams,
+    related_from,
+)
+from branchline_intake.domain.shelf import rebuild_shelf_product
+from branchline_intake.domain.staff import rebuild_staff_member
 from branchline_intake.domain.state import ClientState, rebuild_from_recorded
 from branchline_intake.domain.violations import RuleViolation
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent, Subject, SubmittedEvent
+
+_NO_HISTORIES: Mapping[str, Sequence[RecordedEvent]] = {}
 
 
 def decide_recorded(
     history: Sequence[RecordedEvent],
     candidate: RecordedEvent,
     policy: IntakePolicy = DEFAULT_POLICY,
+    related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
 ) -> RecordedEvent | RuleViolation:
-    """Decide ``candidate`` after the client's stored ``history`` (rebuilt each call)."""
-    return decide_on_state(rebuild_from_recorded(history), candidate, policy)
+    """Decide ``candidate`` after its subject's stored ``history`` (rebuilt each call);
+    ``related``: the histories of the streams it refers to (:func:`references`)."""
+    if candidate.subject is not Subject.CLIENT:
+        return decide_subject_recorded(history, candidate, policy)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)
+    return _answer(
+        candidate,
+        proposed,
+        decide(rebuild_from_recorded(history), proposed, policy, _related(proposed, related)),
+    )
+
+
+def references(candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
+    """The streams besides its own whose history deciding ``candidate`` reads: a product
+    event's shelf entry and its actor's staff records (D-13, D-14, D-16)."""
+    if candidate.subject is not Subject.CLIENT:
+        return ()
+    return referenced_stream_ids(candidate.type, candidate.data, candidate.actor.id)
+
+
+def decide_subject_recorded(
+    history: Sequence[RecordedEvent], candidate: RecordedEvent, policy: IntakePolicy
+) -> RecordedEvent | RuleViolation:
+    """Decide an event of the product shelf or of a member of staff after its history."""
+    proposed = DomainEvent.from_recorded(candidate, stored=False)
+    past = [DomainEvent.from_recorded(e) for e in history]
+    if candidate.subject is Subject.PRODUCT:
+        product = rebuild_shelf_product(candidate.subject_id, past)
+        return _answer(candidate, proposed, decide_shelf_event(product, proposed, policy))
+    member = rebuild_staff_member(candidate.subject_id, past)
+    return _answer(candidate, proposed, decide_staff_event(member, proposed, policy))
 
 
 def decide_on_state(
-    state: ClientState, candidate: RecordedEvent, policy: IntakePolicy = DEFAULT_POLICY
+    state: ClientState,
+    candidate: RecordedEvent,
+    policy: IntakePolicy = DEFAULT_POLICY,
+    related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
 ) -> RecordedEvent | RuleViolation:
     """Decide ``candidate`` after a client state; the envelope to append, or the violation."""
-    proposed = DomainEvent.from_recorded(candidate)
-    decision = decide(state, proposed, policy)
+    proposed = DomainEvent.from_recorded(candidate, stored=False)  # clear: decided, then sealed
+    return _answer(
+        candidate, proposed, decide(state, proposed, policy, _related(proposed, related))
+    )
+
+
+def _related(proposed: DomainEvent, histories: Mapping[str, Sequence[RecordedEvent]]) -> Related:
+    wanted = referenced_streams(proposed)
+    if not wanted:
+        return NOTHING_RELATED
+    folded = {
+        stream: [DomainEvent.from_recorded(e) for e in histories.get(stream, ())]
+        for stream in wanted
+    }
+    return related_from(proposed, folded)
+
+
+def _answer(
+    candidate: RecordedEvent, proposed: DomainEvent, decision: Decision
+) -> RecordedEvent | RuleViolation:
     if isinstance(decision, Refused):
         return decision.violation
     if decision.event is proposed:
@@ -73,9 +141,18 @@ class RecordedDecider:
         self._states: OrderedDict[str, tuple[int, uuid.UUID, ClientState]] = OrderedDict()
 
     def __call__(
-        self, history: Sequence[RecordedEvent], candidate: RecordedEvent
+        self,
+        history: Sequence[RecordedEvent],
+        candidate: RecordedEvent,
+        related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
     ) -> RecordedEvent | RuleViolation:
-        return decide_on_state(self.state_of(history), candidate, self.policy)
+        if candidate.subject is not Subject.CLIENT:
+            return decide_subject_recorded(history, candidate, self.policy)
+        return decide_on_state(self.state_of(history), candidate, self.policy, related)
+
+    def references(self, candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
+        """See :func:`references`."""
+        return references(candidate)
 
     def state_of(self, history: Sequence[RecordedEvent]) -> ClientState:
         """The state after ``history``, folding on from the remembered state when it can."""

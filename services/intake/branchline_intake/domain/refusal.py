@@ -29,6 +29,8 @@ def refusal_payload(
         type=submitted.type,
         occurred_at=submitted.occurred_at,
         client_id=submitted.client_id,
+        product_id=submitted.product_id,
+        staff_id=submitted.staff_id,
         branch_id=submitted.branch_id,
         channel=submitted.channel,
         actor=submitted.actor,

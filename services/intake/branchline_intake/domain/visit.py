@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from branchline_intake.domain.client import Client, check_identity_verified
+from branchline_intake.domain.client import Client, check_due_diligence
 from branchline_intake.domain.events import DomainEvent
 from branchline_intake.domain.policy import IntakePolicy
 from branchline_intake.domain.violations import D01, D01A, refuse
@@ -175,9 +175,10 @@ def check_business_order(visit: Visit, policy: IntakePolicy) -> None:
 def check_business_identity(
     visit: Visit, client: Client, at: datetime, policy: IntakePolicy
 ) -> None:
-    """D-03: account opening and contracts (the policy's categories) need a verified identity."""
+    """D-03: account opening and contracts (the policy's categories) need due diligence: a
+    verified identity, a clear screening, beneficial owners of a corporate client."""
     if visit.category in policy.identity_required_categories:
-        check_identity_verified(client, at, f"{visit.category.value} business")
+        check_due_diligence(client, at, policy, f"{visit.category.value} business")
 
 
 def check_survey(visits: Mapping[str, Visit], payload: FeedbackSurveyAnswered) -> None:

@@ -11,9 +11,15 @@ from pydantic import BaseModel, Field, ValidationError
 from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.privacy import readable
+from branchline_intake.application.reading import (
+    client_of_stream,
+    record_client_read,
+    stream_in_scope,
+)
 from branchline_intake.application.submit import IntakeContext, submit_events
+from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
-from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
+from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
     PROBLEM_BASE,
@@ -25,13 +31,20 @@ from branchline_shared.http.problems import (
 from branchline_shared.http.responses import FastJSONResponse
 
 MAX_BATCH = 1000
+STREAM_ROUTE = "GET /v1/streams/{stream_id}/events"
+_UNSCOPED = frozenset({Role.ADMIN})
 
 Writer = Annotated[
     Principal, require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN)
 ]
 Reader = Annotated[
-    Principal,
-    require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN, Role.AUDITOR),
+    Principal, require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN)
+]
+
+
+Purpose = Annotated[
+    str | None,
+    Query(max_length=200, description="Why the data is read; recorded with the read (D-11)."),
 ]
 
 
@@ -85,6 +98,11 @@ def _actor(principal: Principal) -> Actor:
     return Actor(id=principal.subject, role=role)
 
 
+def _submitter(principal: Principal) -> Submitter:
+    """The token's subject, roles and branch: recorded on every accepted event."""
+    return Submitter.model_validate(principal.submitter())
+
+
 def _problem_body(refused: Refused) -> dict[str, Any]:
     return Problem(
         refused.status,
@@ -114,7 +132,12 @@ def _item_body(outcome: Outcome) -> dict[str, Any]:
     },
 )
 async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> JSONResponse:
-    (outcome,) = await group.submit([event], submitted_by=_actor(caller))
+    forbidden = type_forbidden(event.type, caller)
+    if forbidden is not None:
+        raise forbidden
+    (outcome,) = await group.submit(
+        [event], submitted_by=_actor(caller), submitter=_submitter(caller)
+    )
     if isinstance(outcome, Refused):
         return FastJSONResponse(
             _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
@@ -146,12 +169,22 @@ async def post_batch(
     slots: list[int | dict[str, Any]] = []
     for raw in batch.events:
         try:
-            parsed.append(SubmittedEvent.model_validate(raw))
-            slots.append(len(parsed) - 1)
+            item = SubmittedEvent.model_validate(raw)
         except ValidationError as exc:
             errors = field_errors(exc.errors())
             slots.append(validation_problem(errors).body())
-    outcomes = await submit_events(ctx, parsed, submitted_by=_actor(caller)) if parsed else []
+            continue
+        forbidden = type_forbidden(item.type, caller)
+        if forbidden is not None:
+            slots.append(forbidden.body())
+            continue
+        parsed.append(item)
+        slots.append(len(parsed) - 1)
+    outcomes = (
+        await submit_events(ctx, parsed, submitted_by=_actor(caller), submitter=_submitter(caller))
+        if parsed
+        else []
+    )
     results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
     for index, result in enumerate(results):
         result["index"] = index
@@ -166,14 +199,30 @@ async def post_batch(
 async def get_stream(
     stream_id: Annotated[str, Path(min_length=1, max_length=200)],
     ctx: ContextDep,
-    _: Reader,
+    caller: Reader,
     from_version: Annotated[int, Query(ge=1, le=MAX_STREAM_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    purpose: Purpose = None,
 ) -> StreamEvents:
+    """A client's stream (``client-<id>``, ``refusals-<id>``) in scope: an RM's own clients, a
+    supervisor's team's, a branch system's events of its branch; others are 404 (existence does
+    not leak). The read is recorded (who, which stream, why)."""
+    not_found = Problem(404, "Not found", f"no stream {stream_id!r}", kind="stream-not-found")
+    who = _submitter(caller)
+    client_id = client_of_stream(stream_id)
+    if client_id is None and not caller.has(Role.ADMIN):
+        raise not_found
+    if client_id is not None and not await stream_in_scope(ctx, who, client_id):
+        raise not_found
     stored = await ctx.store.read_stream(stream_id, from_version=from_version, limit=limit)
-    if not stored and from_version == 1:
-        raise Problem(404, "Not found", f"no stream {stream_id!r}", kind="stream-not-found")
-    events = await readable(ctx.keys, [s.event for s in stored])  # D-04 restriction
+    events = [s.event for s in stored]
+    if who.branch_id is not None and not caller.has_any(_UNSCOPED):
+        events = [e for e in events if e.branch_id == who.branch_id]
+    if not events and from_version == 1:
+        raise not_found
+    events = await readable(ctx.keys, events)  # D-04 restriction
+    if client_id is not None:
+        await record_client_read(ctx, who, client_id=client_id, route=STREAM_ROUTE, purpose=purpose)
     return StreamEvents(stream_id=stream_id, events=events)
 
 

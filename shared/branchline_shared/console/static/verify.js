@@ -142,7 +142,9 @@
   document.addEventListener("DOMContentLoaded", () => {
     const panel = document.getElementById("verifier");
     if (!panel) return;
-    panel.querySelector("#verify-button").addEventListener("click", () => {
+    const button = panel.querySelector("#verify-button");
+    button.disabled = false; // enabled once this script can answer the click
+    button.addEventListener("click", () => {
       verify(panel).catch((error) => {
         panel.querySelector("#verify-result").textContent = panel.dataset.lBad + " " + error;
         panel.dataset.verified = "false";

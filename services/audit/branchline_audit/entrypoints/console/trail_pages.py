@@ -18,11 +18,15 @@ from branchline_audit.application.proofs import ProofRefused, inclusion
 from branchline_audit.application.querying import EntryView, views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.records import AUDIT_READ
+from branchline_audit.entrypoints.http import ExportSlots
 from branchline_shared.console.web import console_roles, locale_of, site_of
 from branchline_shared.http.auth import Principal, Role
+from branchline_shared.http.problems import Problem
 
-Auditor = Annotated[Principal, console_roles(Role.AUDITOR, Role.ADMIN)]
-RefusalReader = Annotated[Principal, console_roles(Role.AUDITOR, Role.SUPERVISOR, Role.ADMIN)]
+# The trail's content is for auditors only, as in the JSON API (docs/access-control.md,
+# "Separation of duties"): supervisors are among those it records, admins run the system.
+Auditor = Annotated[Principal, console_roles(Role.AUDITOR)]
+RefusalReader = Auditor
 Text = Annotated[str | None, Query(max_length=128)]
 Purpose = Annotated[str | None, Query(max_length=500)]
 Day = Annotated[str | None, Query(max_length=10)]
@@ -282,11 +286,26 @@ async def export(
     zone = site.formatter(locale_of(request)).zone()
     filters = q.filters(zone)
     reader = _reader(principal, q.purpose)
-    await record_read(audit, reader, "console GET /export", {**filters.as_dict(), "format": format})
+    slots: ExportSlots = request.app.state.export_slots
+    if not slots.take():
+        raise Problem(
+            429,
+            "Too many exports",
+            f"{slots.limit} exports are running; retry when one has finished",
+            kind="too-many-exports",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        await record_read(
+            audit, reader, "console GET /export", {**filters.as_dict(), "format": format}
+        )
+    except BaseException:
+        slots.give_back()
+        raise
     media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
     stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
-        export_lines(audit, filters, format, reader),
+        slots.held_while(export_lines(audit, filters, format, reader)),
         media_type=media,
         headers={
             "Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"',

@@ -46,6 +46,7 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
             return f"{audit}/trail"
         return "/console/"
 
+    app.state.console_assessment_validity_months = settings.intake_assessment_validity_months
     router = APIRouter()
     router.include_router(rm_router)
     router.include_router(supervisor_router)

@@ -4,6 +4,7 @@ the client page. They call the same use cases and queries as the JSON routes."""
 from __future__ import annotations
 
 import uuid
+from calendar import monthrange
 from datetime import datetime
 from statistics import fmean
 from typing import Annotated, Any
@@ -13,8 +14,10 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from branchline_followup.adapters import queries
+from branchline_followup.adapters.console_read_models import Assessment, client_page_records
 from branchline_followup.application.actions import TaskRefused, complete_task
 from branchline_followup.application.queries import stage_at
+from branchline_followup.application.reading import record_client_read
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain import TaskKind
 from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS, OUTCOMES, REASONS
@@ -22,12 +25,18 @@ from branchline_followup.entrypoints.http_deps import (
     ContextDep,
     TaskView,
     actor_of,
-    sees_everything,
+    client_in_scope,
+    may_grade,
+    oversees,
+    staff_of,
+    submitter_of,
+    task_in_scope,
+    task_scope_filter,
     task_view,
 )
+from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
-    ConsoleForbidden,
     CsrfChecked,
     console_roles,
     locale_of,
@@ -40,6 +49,7 @@ Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN
 
 STATUS_CHOICES = ("open", "overdue", "due_soon", "on_track", "done")
 PAGE_SIZE = 100
+CLIENT_PAGE = "GET /console/clients/{client_id}"
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -47,24 +57,29 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 async def _work_list(
     ctx: FollowupContext,
     principal: Principal,
+    staff: StaffDirectory,
     *,
     assignee: str | None,
     status: str,
     kind: str | None,
     client_id: str | None,
 ) -> tuple[list[TaskView], str]:
-    """The tasks shown, ordered by deadline; an RM's own only (the JSON API's rule)."""
-    if not sees_everything(principal) or not assignee:
-        assignee = principal.subject if not sees_everything(principal) else assignee or None
+    """The tasks shown, ordered by deadline, within the caller's scope (the JSON API's rule:
+    an RM's own, a supervisor's team's, everyone's for an admin)."""
+    if not oversees(principal):
+        assignee = principal.subject
+    only, never = task_scope_filter(principal, staff)
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
     rows = await queries.list_tasks(
         ctx.pool,
         where=queries.TaskFilter(
-            assignee=assignee,
+            assignee=assignee or None,
             status=status if status in STATUS_CHOICES else "open",
             kind=kind if kind in {k.value for k in TaskKind} else None,
             client_id=client_id or None,
+            assignee_in=only,
+            assignee_not_in=never,
         ),
         after=None,
         limit=PAGE_SIZE,
@@ -98,6 +113,7 @@ async def render_day(
     tasks, shown_assignee = await _work_list(
         ctx,
         principal,
+        staff_of(request),
         assignee=filters["assignee"],
         status=filters["status"],
         kind=filters["kind"],
@@ -114,7 +130,7 @@ async def render_day(
             "tasks": tasks,
             "filters": filters,
             "shown_assignee": shown_assignee,
-            "oversees": sees_everything(principal),
+            "oversees": oversees(principal),
             "status_choices": STATUS_CHOICES,
             "kinds": sorted(k.value for k in TaskKind),
             "outcomes": list(OUTCOMES),
@@ -136,9 +152,11 @@ async def my_day(
     kind: Annotated[str | None, Query(max_length=64)] = None,
     client_id: Annotated[str | None, Query(max_length=128)] = None,
     assignee: Annotated[str | None, Query(max_length=128)] = None,
+    done: Annotated[str | None, Query(max_length=1)] = None,
 ) -> Response:
+    notice = site_of(request).gettext(request)(N_("Task completed.")) if done else None
     return await render_day(
-        request, ctx, principal, work_filters(status, kind, client_id, assignee)
+        request, ctx, principal, work_filters(status, kind, client_id, assignee), notice=notice
     )
 
 
@@ -207,7 +225,9 @@ async def complete(
             ctx,
             task_id,
             actor=actor_of(principal),
-            may_complete_others=sees_everything(principal),
+            may_act=lambda assignee: task_in_scope(principal, staff_of(request), assignee),
+            may_grade=lambda assignee: may_grade(principal, assignee),
+            submitted_by=submitter_of(principal),
             outcome=outcome,
             note=note.strip() or None,
             next_contact_at=_next_contact(next_contact_at, zone),
@@ -242,8 +262,18 @@ async def client_page(
     record = await queries.client_record(ctx.pool, client_id[:128])
     if record is None:
         return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
-    if not sees_everything(principal) and record.facts.rm_id != principal.subject:
-        raise ConsoleForbidden("an RM opens only the clients they manage")
+    if not client_in_scope(
+        principal, staff_of(request), rm_id=record.facts.rm_id, branch_id=record.facts.branch_id
+    ):
+        # out of scope looks like absent (the JSON API's rule): existence does not leak
+        return site.render(request, "client_missing.html", {"client_id": client_id}, status=404)
+    await record_client_read(
+        ctx,
+        submitter_of(principal),
+        client_id=record.facts.client_id,
+        route=CLIENT_PAGE,
+        purpose=None,
+    )
     now = await ctx.clock.now()
     policy = ctx.projection.policy
     surveys = record.surveys
@@ -251,7 +281,7 @@ async def client_page(
         (dimension, fmean(float(s[dimension]) for s in surveys) if surveys else None)
         for dimension in DIMENSIONS
     ]
-    timeline = await _timeline(ctx, client_id)
+    page = await client_page_records(ctx.pool, record.facts.client_id)
     gettext = site.gettext(request)
     return site.render(
         request,
@@ -263,14 +293,29 @@ async def client_page(
             "complaints": record.open_complaints,
             "surveys": surveys,
             "satisfaction_labelled": [(gettext(DIMENSIONS[d]), v) for d, v in satisfaction],
-            "timeline": timeline,
-            "consents": [],
-            "assessment": None,
+            "timeline": page.timeline,
+            "consents": page.consents,
+            "assessment": _assessment(page.assessment, now, request),
         },
     )
 
 
-async def _timeline(ctx: FollowupContext, client_id: str) -> list[dict[str, Any]]:
-    """The client's recorded events, newest first (what the read models kept of them)."""
-    del ctx, client_id
-    return []
+def _assessment(found: Assessment | None, now: datetime, request: Request) -> dict[str, Any] | None:
+    """D-05: the latest assessment's validity: as stated, else the institution's default."""
+    if found is None:
+        return None
+    months: int = request.app.state.console_assessment_validity_months
+    valid_until = found.valid_until or add_months(found.assessed_at, months)
+    return {
+        "level": found.level,
+        "assessed_at": found.assessed_at,
+        "valid_until": valid_until,
+        "expired": valid_until <= now,
+    }
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day ``months`` later (the month's last day where it is shorter)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, monthrange(year, month)[1]))

@@ -18,7 +18,13 @@ from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
 from branchline_followup.entrypoints.console.rm_pages import render_day, work_filters
 from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS
-from branchline_followup.entrypoints.http_deps import ContextDep, actor_of
+from branchline_followup.entrypoints.http_deps import (
+    ContextDep,
+    actor_of,
+    staff_of,
+    submitter_of,
+    task_in_scope,
+)
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import CsrfChecked, console_roles, locale_of, site_of
 from branchline_shared.http.auth import Principal, Role
@@ -83,6 +89,11 @@ async def reassign(
             actor=actor_of(principal),
             assignee=assignee,
             reason=reason.strip() or None,
+            may_act=lambda current: (
+                task_in_scope(principal, staff_of(request), current)
+                and task_in_scope(principal, staff_of(request), assignee)
+            ),
+            submitted_by=submitter_of(principal),
         )
         notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": assignee}
     except TaskRefused as refused:
@@ -167,11 +178,16 @@ async def quality_page(
     )
 
 
+def spreadsheet_safe(text: str) -> str:
+    """A typed-in value that a spreadsheet would run as a formula is written as text."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def quality_rows(selection: QualitySelection, report: QualityReport) -> list[list[str]]:
     """The D-12 measures as (measure, key, value) rows: one table, easy to load anywhere."""
     scope = [
-        selection.branch_id or "",
-        selection.rm_id or "",
+        spreadsheet_safe(selection.branch_id or ""),
+        spreadsheet_safe(selection.rm_id or ""),
         selection.start.astimezone(UTC).isoformat(),
         selection.end.astimezone(UTC).isoformat(),
     ]

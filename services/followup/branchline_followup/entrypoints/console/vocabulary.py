@@ -19,6 +19,13 @@ TASK_KINDS = {
     "revisit": N_("Revisit"),
     "win_back": N_("Win-back contact"),
     "product_review": N_("Product review"),
+    "suitability_review": N_("Suitability review"),
+    "kyc_refresh": N_("Due diligence refresh"),
+    "gift_escalation": N_("Gift escalation"),
+    "data_access_request": N_("Personal data access request"),
+    "feedback_response": N_("Feedback response"),
+    "complaint_progress_promise": N_("Promised complaint update"),
+    "corrective_action": N_("Corrective action"),
 }
 
 REASONS = {
@@ -35,6 +42,13 @@ REASONS = {
     "revisit": N_("Periodic revisit by lifecycle stage."),
     "win_back": N_("One win-back contact for a churned client."),
     "product_review": N_("Periodic review after a product purchase."),
+    "suitability_review": N_("A holding no longer fits the client's risk tolerance."),
+    "kyc_refresh": N_("Due diligence is refreshed periodically."),
+    "gift_escalation": N_("An accepted gift goes to the supervisor."),
+    "data_access_request": N_("The client asked for a copy of their personal data."),
+    "feedback_response": N_("Every piece of feedback is answered within 24 hours."),
+    "complaint_progress_promise": N_("The client was promised an update by this time."),
+    "corrective_action": N_("A corrective action is tracked to done."),
 }
 
 STAGES = {

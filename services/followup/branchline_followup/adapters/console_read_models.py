@@ -1,0 +1,115 @@
+"""The read models of the console's client page: timeline, consents in force, the latest
+risk assessment. Written by the projector in the transaction that applies each event (so a
+redelivery changes nothing and a rebuild makes them again); read by the console."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.postgres.pool import PgConnection, PgPool
+
+TIMELINE_LIMIT = 200
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _purposes(data: dict[str, Any]) -> list[str]:
+    purposes = data.get("purposes")
+    return [p for p in purposes if isinstance(p, str)] if isinstance(purposes, list) else []
+
+
+async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id: str) -> None:
+    """Within the projector's transaction, after the event was marked applied; ``client_id``
+    is the event's (events of other subjects have no client page)."""
+    await conn.execute(
+        "INSERT INTO fu_client_timeline "
+        "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        client_id,
+        event.occurred_at,
+        event.event_id,
+        event.type,
+        event.branch_id,
+        event.actor.id,
+        event.actor.role,
+    )
+    if event.type in ("client.consent_granted", "client.consent_withdrawn"):
+        granted = event.type == "client.consent_granted"
+        expires = _instant(event.data.get("expires_at")) if granted else None
+        for purpose in _purposes(event.data):
+            await conn.execute(
+                "INSERT INTO fu_client_consents AS c "
+                "(client_id, purpose, granted, changed_at, expires_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, purpose) DO UPDATE "
+                "SET granted = $3, changed_at = $4, expires_at = $5 "
+                "WHERE c.changed_at <= $4",
+                client_id,
+                purpose,
+                granted,
+                event.occurred_at,
+                expires,
+            )
+    elif event.type == "client.risk_assessed" and isinstance(event.data.get("level"), str):
+        await conn.execute(
+            "INSERT INTO fu_client_assessments AS a "
+            "(client_id, level, assessed_at, valid_until, event_id) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id) DO UPDATE "
+            "SET level = $2, assessed_at = $3, valid_until = $4, event_id = $5 "
+            "WHERE a.assessed_at <= $3",
+            client_id,
+            event.data["level"],
+            event.occurred_at,
+            _instant(event.data.get("valid_until")),
+            event.event_id,
+        )
+
+
+@dataclass(frozen=True)
+class Assessment:
+    level: str
+    assessed_at: datetime
+    valid_until: datetime | None
+
+
+@dataclass(frozen=True)
+class ClientPageRecords:
+    timeline: list[dict[str, Any]]
+    consents: list[dict[str, Any]]
+    assessment: Assessment | None
+
+
+async def client_page_records(pool: PgPool, client_id: str) -> ClientPageRecords:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        timeline = await conn.fetch(
+            "SELECT occurred_at, event_id, type, branch_id, actor_id, actor_role "
+            "FROM fu_client_timeline WHERE client_id = $1 "
+            "ORDER BY occurred_at DESC, event_id DESC LIMIT $2",
+            client_id,
+            TIMELINE_LIMIT,
+        )
+        consents = await conn.fetch(
+            "SELECT purpose, granted, changed_at, expires_at FROM fu_client_consents "
+            "WHERE client_id = $1 ORDER BY purpose",
+            client_id,
+        )
+        assessment = await conn.fetchrow(
+            "SELECT level, assessed_at, valid_until FROM fu_client_assessments "
+            "WHERE client_id = $1",
+            client_id,
+        )
+    return ClientPageRecords(
+        timeline=[dict(r) for r in timeline],
+        consents=[dict(r) for r in consents],
+        assessment=Assessment(**dict(assessment)) if assessment else None,
+    )
