@@ -71,6 +71,8 @@ def _decision(task: FollowupTask) -> tuple[uuid.UUID, datetime]:
 def task_from_record(creation: RecordedEvent) -> FollowupTask:
     """The task a recorded creation states (when today's rules would not create it)."""
     data = creation.data
+    if creation.client_id is None:  # every task is a client's: recorded with its client
+        raise ValueError(f"followup.task_created {creation.event_id} names no client")
     return new_task(
         kind=TaskKind(str(data["kind"])),
         source_event_id=uuid.UUID(str(data["source_event_id"])),
