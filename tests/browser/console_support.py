@@ -65,7 +65,7 @@ def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> Non
 
 def survey_answered(stack: DevStack, client_id: str, score: int) -> None:
     """The client answers the satisfaction survey of their visit (D-10)."""
-    token = stack.token("branch_system", "queue-01")
+    token = stack.token("branch_system", "queue-01", "BR-001")
     scores = dict.fromkeys(
         ("attitude", "professionalism", "response_speed", "risk_management", "convenience"), score
     )

@@ -47,7 +47,7 @@ def scenario(dev_stack: DevStack) -> Scenario:
     JSON API, its completion in the trail."""
     client_with_closed_visit(dev_stack, CLIENT, RM)
     client_with_closed_visit(dev_stack, OTHER_CLIENT, OTHER_RM)
-    branch = dev_stack.token("branch_system", "queue-01")
+    branch = dev_stack.token("branch_system", "queue-01", "BR-001")
     for event in (
         client_event(CLIENT, "client.consent_granted", {"purposes": ["service", "marketing"]}, 8),
         client_event(CLIENT, "client.consent_withdrawn", {"purposes": ["marketing"]}, 7),
@@ -167,6 +167,7 @@ def test_every_page_in_both_languages(
     supervisor.locator(f"#task-{scenario.open_task} summary").nth(1).click()
     shot(supervisor, screenshots, f"{lang}-supervisor-reassign-form")
     visit(supervisor, f"{followup}/console/quality", screenshots, "supervisor-quality", lang)
+    login(supervisor, audit, "supervisor", "supervisor")
     visit(
         supervisor,
         f"{audit}/console/refusals?purpose={purpose}",
@@ -229,17 +230,25 @@ def test_roles_sessions_and_csrf(
     assert "/console/login?next=" in page.url
 
     rm = signed_in(browser, contexts, followup, "rm", RM, "en")
-    session = next(c for c in rm.context.cookies() if c["name"] == "bl_session")
+    session = next(c for c in rm.context.cookies() if c["name"] == "bl_session_followup")
     assert session["httpOnly"] is True
     assert session["sameSite"] == "Strict"
     assert session["secure"] is False  # plain http on loopback; Secure over TLS
 
     # An RM opens neither the auditor's pages nor another RM's client nor the team board.
+    # The audit console has sessions of its own (its tokens are for its audience): the RM's
+    # followup session opens nothing there, and an RM's token is no auditor's.
     for url in (
         f"{audit}/console/trail?purpose=curious",
         f"{audit}/console/entries/{scenario.completed_position}?purpose=curious",
         f"{audit}/console/reads?purpose=curious",
         f"{audit}/console/refusals?purpose=curious",
+    ):
+        answer = rm.goto(url)
+        assert answer is not None, url
+        assert answer.status == 403 or "/console/login" in rm.url, url
+        expect(rm.locator("#trail, #reads, #refusals, #verifier")).to_have_count(0)
+    for url in (
         f"{followup}/console/team",
         f"{followup}/console/quality",
     ):
@@ -275,11 +284,11 @@ def test_roles_sessions_and_csrf(
         f"{followup}/console/login", form={"role": "admin", "subject": "intruder"}
     )
     assert login_post.status == 403
-    assert not [c for c in stranger.cookies() if c["name"] == "bl_session"]
+    assert not [c for c in stranger.cookies() if c["name"].startswith("bl_session")]
 
-    # A supervisor opens the refusals but not the auditor's trail.
-    supervisor = signed_in(browser, contexts, followup, "supervisor", "supervisor", "en")
-    assert supervisor.goto(f"{audit}/console/refusals?purpose=x").status == 200  # type: ignore[union-attr]
+    # The audit console is the auditors' alone (separation of duties in the access matrix).
+    supervisor = signed_in(browser, contexts, audit, "supervisor", "supervisor", "en")
+    assert supervisor.goto(f"{audit}/console/refusals?purpose=x").status == 403  # type: ignore[union-attr]
     assert supervisor.goto(f"{audit}/console/trail?purpose=x").status == 403  # type: ignore[union-attr]
 
 

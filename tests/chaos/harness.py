@@ -113,9 +113,18 @@ class ThreadedProxy:
     async def restore(self) -> None:
         await self._call(self._proxy.restore())
 
+    @staticmethod
+    async def _cancel_pipes() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._cancel_pipes(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
 
 
 @dataclass

@@ -37,7 +37,9 @@ from branchline_cli.loadgen import LoadGenerator, LoadResult
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import rebuild
 from branchline_shared.clock import SystemClock
-from branchline_shared.http.auth import Role, TokenCodec
+from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
+from branchline_shared.http.auth import Role
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.dead_letter_log import read_dead_letters
 from branchline_shared.kafka.topics import declare_topics
 from tests.chaos.harness import ChaosStack, chaos_stack
@@ -211,11 +213,13 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
     faults_log: list[str] = []
     async with chaos_stack() as stack:
         settings = stack.settings
-        codec = TokenCodec(
-            settings.resolved_jwt_secret(), settings.jwt_issuer, settings.jwt_audience
-        )
+        codec = token_codec(settings, "intake")
         token = codec.issue(
-            "chaos-loadgen", [Role.BRANCH_SYSTEM], ttl=timedelta(hours=2), now=datetime.now(UTC)
+            "chaos-loadgen",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=2),
+            now=datetime.now(UTC),
+            branch_id="BR-001",  # the journeys' branch
         )
         load = LoadGenerator(
             stack.url("intake-api"),
@@ -226,8 +230,9 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
             seed=SEED,
             retry_for_s=120,
             client_prefix="CH",
+            # the governance steps name the examples' admin as their actor
             admin_token=codec.issue(
-                "chaos-admin", [Role.ADMIN], ttl=timedelta(hours=2), now=datetime.now(UTC)
+                EXAMPLE_ADMIN_ID, [Role.ADMIN], ttl=timedelta(hours=2), now=datetime.now(UTC)
             ),
         )
         load_task = asyncio.create_task(load.run())
@@ -257,10 +262,20 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
         audit_dsn = stack.postgres.url(settings.audit_database_url.rsplit("/", 1)[1])
         intake_ids = await fetch_ids(intake_dsn, "SELECT event_id FROM es_events")
         followup_ids = await fetch_ids(followup_dsn, "SELECT event_id FROM public.es_events")
-        ledger_ids = await fetch_ids(audit_dsn, "SELECT event_id FROM audit_ledger")
-        applied_ids = await fetch_ids(
-            followup_dsn, "SELECT event_id FROM fu_read.fu_applied_events"
-        )
+        # the worker's timer runner may record a followup event at any moment (a deadline
+        # passes): the counts are of the events stored by now, each given a bounded time to
+        # reach the ledger and the read models like any other
+        stored_now = set(intake_ids) | set(followup_ids)
+        deadline = time.monotonic() + 30
+        while True:
+            ledger_ids = await fetch_ids(audit_dsn, "SELECT event_id FROM audit_ledger")
+            applied_ids = await fetch_ids(
+                followup_dsn, "SELECT event_id FROM fu_read.fu_applied_events"
+            )
+            arrived = stored_now <= set(ledger_ids) and stored_now <= set(applied_ids)
+            if arrived or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
         unpublished = await fetch_ids(
             intake_dsn, "SELECT event_id FROM es_outbox WHERE published_at IS NULL"
         )

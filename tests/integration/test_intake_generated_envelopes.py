@@ -149,7 +149,11 @@ async def test_generated_envelopes_are_4xx_or_202_and_every_202_verifies_in_the_
     accepted: set[str] = set()
     async with (
         serve(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=tokens.headers(Role.ADMIN), timeout=30) as intake,
+        httpx.AsyncClient(
+            base_url=url,
+            headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01", branch="BR-001"),
+            timeout=30,
+        ) as intake,
         audit_consumer(settings) as ledger,
     ):
         for n, body in enumerate(bodies):

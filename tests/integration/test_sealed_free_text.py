@@ -34,7 +34,11 @@ def step(client_id: str, event_type: str, data: dict[str, Any], minute: int) -> 
 async def intake(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Any]:
     async with (
         serve(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=tokens.headers(Role.ADMIN), timeout=30) as c,
+        httpx.AsyncClient(
+            base_url=url,
+            headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01", branch="BR-001"),
+            timeout=30,
+        ) as c,
     ):
         yield c
 

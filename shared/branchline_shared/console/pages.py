@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from branchline_shared.console.i18n import LOCALE_COOKIE, LOCALES
 from branchline_shared.console.web import (
     PREFIX,
-    SESSION_COOKIE,
     ConsoleConfig,
     ConsoleForbidden,
     ConsoleSite,
@@ -25,6 +24,7 @@ from branchline_shared.console.web import (
     clear_cookie,
     login_url,
     rotate_csrf,
+    session_cookie,
     set_cookie,
     shared_dir,
     site_of,
@@ -99,14 +99,14 @@ def common_router() -> APIRouter:
         request.state.console_principal = principal
         rotate_csrf(request)
         response = site.redirect(request, safe_next(next) or site.config.home(principal))
-        set_cookie(request, response, SESSION_COOKIE, token.strip())
+        set_cookie(request, response, session_cookie(request), token.strip())
         return response
 
     @router.post("/logout", dependencies=[CsrfChecked])
     async def logout(request: Request) -> Response:
         rotate_csrf(request)
         response = site_of(request).redirect(request, f"{PREFIX}/login")
-        clear_cookie(request, response, SESSION_COOKIE)
+        clear_cookie(request, response, session_cookie(request))
         return response
 
     @router.post("/locale", dependencies=[CsrfChecked])

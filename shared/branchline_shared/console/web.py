@@ -35,6 +35,8 @@ from branchline_shared.http.auth import Principal, Role, TokenCodec
 from branchline_shared.http.problems import Problem
 
 SESSION_COOKIE = "bl_session"
+"""Prefix of the session cookie; one per service (``bl_session_followup``, ...): each service's
+tokens are for its own audience, and cookies of one host are shared across its ports."""
 CSRF_COOKIE = "bl_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -236,8 +238,12 @@ def login_url(request: Request) -> str:
     return f"{PREFIX}/login?next={quote(_relative_url(request), safe='')}"
 
 
+def session_cookie(request: Request) -> str:
+    return f"{SESSION_COOKIE}_{site_of(request).config.service}"
+
+
 async def signed_in(request: Request) -> Principal:
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie(request))
     if not token:
         raise NotSignedIn()
     codec: TokenCodec = request.app.state.token_codec

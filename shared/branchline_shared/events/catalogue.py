@@ -585,6 +585,9 @@ class ClientDataRead(EventPayload):
     API; who read it is the envelope's ``submitted_by`` (and ``actor``), what the route, why
     the stated purpose."""
 
+    SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("service", "route")
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)  # the reader's own words
+
     service: Label
     route: Label
     purpose: Label | None = None

@@ -122,7 +122,7 @@ async def produce_events(settings: BranchlineSettings, events: list[RecordedEven
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value=wire(e), key=e.client_id.encode()) for e in events
+            await producer.send(topic, value=wire(e), key=e.subject_id.encode()) for e in events
         ]
         await asyncio.gather(*futures)
     finally:

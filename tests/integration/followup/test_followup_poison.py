@@ -76,7 +76,12 @@ async def test_a_poisoned_date_on_the_topic_stays_with_its_client(
     """The event of finding 1 (dated 0001-01-01, as an older intake accepted it) reaches the
     topic: it is dead-lettered, and that client's and everyone else's later events, the lists
     and the quality measures keep working."""
-    settings = make_settings(infra, tmp_path, followup_timer_poll_interval_s=0.2)
+    settings = make_settings(
+        infra,
+        tmp_path,
+        followup_timer_poll_interval_s=0.2,
+        followup_supervisors={"rm-7": "sup-1"},
+    )
     tokens = TokenFactory(settings)
     at = now_utc() - timedelta(hours=1)
     history = History()

@@ -117,9 +117,12 @@ async def complete_task(
     note: str | None = None,
     next_contact_at: datetime | None = None,
     scores: dict[str, float] | None = None,
+    client_warned: bool | None = None,
 ) -> FollowupTask:
     """Complete an open task (``followup.completed``) if ``may_act`` on its assignee (the
-    caller's scope); ``scores`` only if ``may_grade`` (no one grades themselves, D-10)."""
+    caller's scope); ``scores`` only if ``may_grade`` (no one grades themselves, D-10).
+    ``client_warned``: a D-15 review records whether the client was warned that a holding
+    no longer fits (风险提示)."""
     now = await ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
         task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
@@ -136,6 +139,8 @@ async def complete_task(
             data["next_contact_at"] = next_contact_at
         if scores is not None:
             data["scores"] = scores
+        if client_warned is not None:
+            data["client_warned"] = client_warned
         changed = await _record_action(
             conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
         )

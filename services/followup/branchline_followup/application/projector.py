@@ -26,6 +26,7 @@ from branchline_followup.adapters.schemas import (
     lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.application import suitability
 from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
@@ -132,7 +133,17 @@ async def project(
     if event.type in NOT_PROJECTED:
         return True
     if event.client_id is None:
-        # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own.
+        # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
+        # re-rating may make reviews due for the product's holders (D-15).
+        await suitability.on_product_event(
+            conn,
+            event,
+            projection.policy,
+            projection.client_lock_class,
+            lambda c, before, after: _save_changed_tasks(
+                c, before, after, projection.policy, projection.task_creations_topic
+            ),
+        )
         return True
     client_id = event.client_id
     await lock_client(conn, client_id, projection.client_lock_class)
@@ -148,6 +159,7 @@ async def project(
             conn, facts, event.occurred_at, policy, topic=projection.task_creations_topic
         )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
+    previous_tolerance = facts.risk_tolerance if facts else None
     facts = _updated_facts(facts, event)
     stage = previous_stage
     if facts is not None:
@@ -187,6 +199,10 @@ async def project(
             ),
         )
     tasks = await _apply_followup_event(conn, event, tasks)
+    if facts is not None:
+        tasks = await suitability.on_client_event(
+            conn, event, client, previous_tolerance, tasks, policy
+        )
     await _save_changed_tasks(conn, before, tasks, policy, projection.task_creations_topic)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
     await apply_personal_data(conn, event)

@@ -141,6 +141,10 @@ class FollowupPolicy:
     )
     win_back_within: timedelta = timedelta(days=14)
     product_review_every: timedelta = timedelta(days=90)
+    # D-15
+    suitability_review_business_days: int = 5
+    """A holding that no longer fits is reviewed by close of business this many business
+    days after the reassessment or re-rating."""
     product_review_recurring: bool = True
     escalate_after: timedelta | None = timedelta(hours=24)
     """``None`` switches escalation off."""

@@ -22,11 +22,14 @@ class RuleId(StrEnum):
 
     SATISFACTION_SURVEY = "D-01b"
     APPOINTMENT = "D-02"
+    DUE_DILIGENCE = "D-03"
     PERSONAL_DATA = "D-04"
     CONSULTATION = "D-06"
     COMPLAINT = "D-07"
     REVISIT = "D-08"
     LIFECYCLE = "D-09"
+    ONGOING_SUITABILITY = "D-15"
+    CONFLICTS = "D-16"
     IMPROVEMENT = "D-17"
 
 
@@ -48,6 +51,9 @@ RULE_OF_KIND: dict[TaskKind, RuleId] = {
     TaskKind.FEEDBACK_RESPONSE: RuleId.COMPLAINT,
     TaskKind.COMPLAINT_PROGRESS_PROMISE: RuleId.IMPROVEMENT,
     TaskKind.CORRECTIVE_ACTION: RuleId.IMPROVEMENT,
+    TaskKind.SUITABILITY_REVIEW: RuleId.ONGOING_SUITABILITY,
+    TaskKind.KYC_REFRESH: RuleId.DUE_DILIGENCE,
+    TaskKind.GIFT_ESCALATION: RuleId.CONFLICTS,
 }
 """Every kind belongs to exactly one rule."""
 

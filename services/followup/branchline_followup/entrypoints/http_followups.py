@@ -11,7 +11,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
@@ -63,6 +63,10 @@ class CompleteRequest(BaseModel):
     note: Note | None = None
     next_contact_at: Instant | None = None
     scores: SatisfactionScores | None = None
+    client_warned: StrictBool | None = Field(
+        default=None,
+        description="D-15: the client was warned (风险提示) that a holding no longer fits.",
+    )
 
 
 class ReassignRequest(BaseModel):
@@ -188,6 +192,7 @@ async def complete(
             note=body.note,
             next_contact_at=body.next_contact_at,
             scores=body.scores.model_dump() if body.scores else None,
+            client_warned=body.client_warned,
             submitted_by=submitter_of(principal),
         )
     except TaskRefused as exc:

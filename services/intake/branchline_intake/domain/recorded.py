@@ -162,8 +162,16 @@ class RecordedDecider:
         if isinstance(history, HistoryTail):
             if not history or history[0].event_id != history.base_last_id:
                 raise ValueError(f"the tail of {stream_id} does not start at its remembered state")
+            offset = history.base_count - 1  # where the tail starts in the whole history
             state, start = history.base_state, 1
-            count = history.base_count - 1 + len(history)
+            # Within one batch the tail grows by the events just decided: fold on from the
+            # latest state remembered inside it, not from the tail's base each time.
+            known = self._states.get(stream_id)
+            if known is not None:
+                at = known[0] - 1 - offset
+                if start <= at < len(history) and history[at].event_id == known[1]:
+                    state, start = known[2], at + 1
+            count = offset + len(history)
         else:
             state, start = self._remembered(stream_id, history)
             count = len(history)

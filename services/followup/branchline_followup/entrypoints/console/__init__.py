@@ -36,7 +36,6 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
         if principal.has_any(frozenset({Role.SUPERVISOR, Role.ADMIN})):
             links.append(NavLink("/console/team", N_("Team board")))
             links.append(NavLink("/console/quality", N_("Quality")))
-            links.append(NavLink(f"{audit}/refusals", N_("Refusals"), external=True))
         return links
 
     def home(principal: Principal) -> str:

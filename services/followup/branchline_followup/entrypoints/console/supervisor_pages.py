@@ -159,7 +159,10 @@ async def quality_page(
     gettext = site.gettext(request)
     satisfaction = [(gettext(DIMENSIONS[d]), getattr(report.satisfaction, d)) for d in DIMENSIONS]
     compliance = [(c.rule, None if c.rate is None else c.rate * 100) for c in report.sla_compliance]
-    last_day = selection.end - timedelta(days=1)
+    zone = site.formatter(locale_of(request)).zone(branch_id)
+    # The form shows days in the branch's zone; "to" is inclusive, the period's end is not.
+    first_day = selection.start.astimezone(zone).date()
+    last_day = (selection.end - timedelta(microseconds=1)).astimezone(zone).date()
     return site.render(
         request,
         "quality.html",
@@ -171,8 +174,8 @@ async def quality_page(
             "form": {
                 "branch_id": branch_id or "",
                 "rm_id": rm_id or "",
-                "from": selection.start.date().isoformat(),
-                "to": last_day.date().isoformat(),
+                "from": first_day.isoformat(),
+                "to": last_day.isoformat(),
             },
         },
     )

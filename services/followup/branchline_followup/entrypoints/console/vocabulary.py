@@ -78,7 +78,12 @@ OUTCOMES = {
     "not_reached": N_("Could not reach the client"),
     "resolved": N_("Resolved"),
     "declined": N_("Client declined"),
+    "rescheduled": N_("Rescheduled with the client"),
+    "referred": N_("Referred to a colleague"),
+    "completed": N_("Done, nothing else to record"),
+    "other": N_("Other (see the note)"),
 }
+"""The closed outcome codes of ``followup.completed`` the RM chooses from."""
 
 DIMENSIONS = {
     "attitude": N_("Service attitude"),
