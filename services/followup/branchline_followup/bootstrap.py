@@ -109,7 +109,7 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         )
         context = FollowupContext(
             pool=pool,
-            projection=Projection(policy),
+            projection=Projection(policy, task_creations_topic=topics.followup_events.name),
             topic=topics.followup_events.name,
             clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
             on_commit=relay.wake if settings.relay_enabled else None,

@@ -46,7 +46,13 @@ async def test_rebuild_equals_incremental_on_more_than_10000_events(
         await produce_events(settings, history.events)
         total = len(history.events)
         await eventually(
-            lambda: db.fetchval("SELECT count(*) >= $1 FROM fu_applied_events", total), within=90
+            # followup's own recorded task creations (D-07) are applied too: not counted here
+            lambda: db.fetchval(
+                "SELECT count(*) >= $1 FROM fu_applied_events "
+                "WHERE type <> 'followup.task_created'",
+                total,
+            ),
+            within=90,
         )
         incremental_s = asyncio.get_running_loop().time() - started
         # Online consultations never answered went overdue (30 s): the worker's timer runner

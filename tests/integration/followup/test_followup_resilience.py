@@ -41,7 +41,14 @@ def fast_settings(infra: Infra, tmp_path: Path, **overrides: Any) -> BranchlineS
 
 
 async def applied(db: asyncpg.Connection[Any], count: int) -> bool:
-    return bool(await db.fetchval("SELECT count(*) >= $1 FROM fu_applied_events", count))
+    """At least ``count`` events applied besides followup's own recorded task creations (D-07:
+    one per task, marked applied where recorded, so they would end the wait too early)."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) >= $1 FROM fu_applied_events WHERE type <> 'followup.task_created'",
+            count,
+        )
+    )
 
 
 async def settled(db: asyncpg.Connection[Any]) -> bool:
@@ -152,16 +159,26 @@ async def test_a_worker_killed_mid_stream_loses_nothing_duplicates_nothing_fires
         assert overdue == await db.fetchval(
             "SELECT count(*) FROM fu_timers WHERE kind = 'overdue' AND fired_event_id IS NOT NULL"
         )
-        records = await read_all(
-            settings.kafka_bootstrap, declare_topics(settings).followup_events.name, expect=overdue
+        # D-07: every task creation is recorded once too, and published once.
+        creations = await db.fetchval(
+            "SELECT count(*) FROM es_events WHERE type = 'followup.task_created'"
         )
-        assert len({decode_event(r.value).event_id for r in records}) == overdue
+        assert creations == await db.fetchval("SELECT count(*) FROM fu_tasks")
+        records = await read_all(
+            settings.kafka_bootstrap,
+            declare_topics(settings).followup_events.name,
+            expect=overdue + creations,
+        )
+        published = {e.event_id: e.type for e in (decode_event(r.value) for r in records)}
+        kinds = list(published.values())
+        assert kinds.count("followup.overdue") == overdue
+        assert kinds.count("followup.task_created") == creations
 
         # Nothing lost, nothing duplicated: equal to a clean single pass over the same log.
         result = await rebuild(settings, keep_retired=True)
         assert result.retired is not None
         assert await snapshot(db, "fu_read") == live
-        assert len(live["fu_applied_events"]) == total + overdue
+        assert len(live["fu_applied_events"]) == total + overdue + creations
 
 
 async def test_racing_timer_runners_fire_each_timer_exactly_once(

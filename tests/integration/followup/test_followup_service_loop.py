@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from branchline_followup.bootstrap import rebuild
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import ApiClients, History, now_utc, produce_events
@@ -288,3 +290,54 @@ async def test_d09_closure_ends_the_relationship_and_d17_statistics_match_a_hand
     assert (
         await rm.get("/v1/statistics/complaints", params={"profile": "us_broker"})
     ).status_code == 403
+
+
+async def test_d07_a_rebuild_after_a_profile_change_keeps_every_deadline(
+    settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
+) -> None:
+    now = now_utc()
+    h = History(branch_id="BR-PC")
+    h.registered("C-P1", now - timedelta(hours=3))
+    h.visit("C-P1", "V-P1", now - timedelta(hours=2))
+    h.add(
+        "complaint.received",
+        "C-P1",
+        now - timedelta(hours=1),
+        {"complaint_id": "K-P1", "severity": "urgent", "summary": "x"},
+    )
+    await produce_events(settings, h.events)
+    columns = "id, kind, assignee, due_at, deadline_profile, status"
+
+    async def stored() -> list[Any] | None:
+        rows = await db.fetch(
+            f"SELECT {columns} FROM fu_read.fu_tasks WHERE client_id = 'C-P1' ORDER BY id"
+        )
+        return rows if len(rows) == 4 else None  # revisit, survey, response, handling
+
+    before = [tuple(r) for r in await eventually(stored)]
+    recorded = await db.fetch(
+        "SELECT envelope FROM es_events WHERE type = 'followup.task_created' AND client_id = 'C-P1'"
+    )
+    assert len(recorded) == 4  # every creation is an event carrying its deadline and profile
+
+    # The branch moves to another jurisdiction profile and the deadlines change; the rebuild
+    # replays the recorded creations instead of recomputing them.
+    changed = settings.model_copy(
+        update={
+            "followup_branch_profiles": {
+                **settings.followup_branch_profiles,
+                "BR-PC": "cn_regulator",
+            },
+            "followup_durations_s": {"survey_within": 3600.0, "new_client_first_revisit": 7200.0},
+        }
+    )
+    result = await rebuild(changed)
+    assert result.skipped == 0
+    after = [
+        tuple(r)
+        for r in await db.fetch(
+            f"SELECT {columns} FROM fu_read.fu_tasks WHERE client_id = 'C-P1' ORDER BY id"
+        )
+    ]
+    assert after == before
+    assert {r[4] for r in after} == {"default"}

@@ -54,7 +54,14 @@ def dormant_client(history: History, client_id: str, now: datetime) -> Any:
 
 
 async def applied(db: asyncpg.Connection[Any], count: int) -> bool:
-    return bool(await db.fetchval("SELECT count(*) >= $1 FROM fu_applied_events", count))
+    """At least ``count`` events applied besides followup's own recorded task creations (D-07:
+    one per task, marked applied where recorded, so they would end the wait too early)."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) >= $1 FROM fu_applied_events WHERE type <> 'followup.task_created'",
+            count,
+        )
+    )
 
 
 async def win_backs(db: asyncpg.Connection[Any], client_id: str | None = None) -> list[Any]:

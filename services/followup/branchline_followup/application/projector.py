@@ -27,6 +27,7 @@ from branchline_followup.adapters.schemas import (
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application import suitability
+from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
     FOLLOWUP_ESCALATED,
@@ -94,6 +95,9 @@ class Projection:
 
     policy: FollowupPolicy
     client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
+    task_creations_topic: str | None = None
+    """Where recorded task creations are published (live processes); ``None``: creations are
+    only replayed, never recorded (a rebuild)."""
 
 
 NOT_PROJECTED = frozenset({"client.data_read"})
@@ -122,6 +126,10 @@ async def project(
     ``position`` (where its store put it) is recorded for reconciliation."""
     if not await read_models.mark_applied(conn, event, position):
         return False
+    if event.type == TASK_CREATED:
+        # The record of a creation the rules made (and replay from it): applied where it was
+        # recorded, so its Kafka copy (and a rebuild) changes nothing else.
+        return True
     if event.type in NOT_PROJECTED:
         return True
     if event.client_id is None:
@@ -132,7 +140,9 @@ async def project(
             event,
             projection.policy,
             projection.client_lock_class,
-            lambda c, before, after: _save_changed_tasks(c, before, after, projection.policy),
+            lambda c, before, after: _save_changed_tasks(
+                c, before, after, projection.policy, projection.task_creations_topic
+            ),
         )
         return True
     client_id = event.client_id
@@ -145,7 +155,9 @@ async def project(
         # Stage changes by time that were due by this event's instant happen first, as the
         # timer runner would have made them: the result does not depend on whether it ran
         # before this event arrived (rebuild == incremental).
-        await apply_stage_changes(conn, facts, event.occurred_at, policy)
+        await apply_stage_changes(
+            conn, facts, event.occurred_at, policy, topic=projection.task_creations_topic
+        )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     previous_tolerance = facts.risk_tolerance if facts else None
     facts = _updated_facts(facts, event)
@@ -191,7 +203,7 @@ async def project(
         tasks = await suitability.on_client_event(
             conn, event, client, previous_tolerance, tasks, policy
         )
-    await _save_changed_tasks(conn, before, tasks, policy)
+    await _save_changed_tasks(conn, before, tasks, policy, projection.task_creations_topic)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
     await apply_personal_data(conn, event)
     return True
@@ -202,7 +214,16 @@ async def _save_changed_tasks(
     before: dict[uuid.UUID, FollowupTask],
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
+    topic: str | None = None,
 ) -> None:
+    created = {
+        task_id: t
+        for task_id, t in tasks.items()
+        if task_id not in before and await read_models.fetch_task(conn, task_id) is None
+    }
+    # D-07: a deadline once set is never recomputed: replay the recorded creations
+    settled, dropped = await settle_created_tasks(conn, created, topic=topic)
+    tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
     await read_models.save_tasks(conn, changed)
     for task in changed:
@@ -218,7 +239,12 @@ def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
 
 
 async def apply_stage_changes(
-    conn: PgConnection, facts: ClientFacts, until: datetime, policy: FollowupPolicy
+    conn: PgConnection,
+    facts: ClientFacts,
+    until: datetime,
+    policy: FollowupPolicy,
+    *,
+    topic: str | None = None,
 ) -> int:
     """Make the client's stage changes by time alone (D-09) that are due at or before
     ``until``, in order, each with the tasks it brings (D-08, :func:`on_stage_changed`), and
@@ -248,20 +274,25 @@ async def apply_stage_changes(
             open_tasks=list(before.values()),
             policy=policy,
         )
-        await _save_changed_tasks(conn, before, apply_commands(before, commands), policy)
+        await _save_changed_tasks(conn, before, apply_commands(before, commands), policy, topic)
     if due:
         await read_models.save_client(conn, facts)
     return due
 
 
 async def apply_client_stage_changes(
-    conn: PgConnection, client_id: str, until: datetime, policy: FollowupPolicy
+    conn: PgConnection,
+    client_id: str,
+    until: datetime,
+    policy: FollowupPolicy,
+    *,
+    topic: str | None = None,
 ) -> int:
     """:func:`apply_stage_changes` for the stored client ``client_id`` (0 if unknown)."""
     facts = await read_models.fetch_client(conn, client_id)
     if facts is None:
         return 0
-    return await apply_stage_changes(conn, facts, until, policy)
+    return await apply_stage_changes(conn, facts, until, policy, topic=topic)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:

@@ -110,7 +110,9 @@ async def run_due_stage_changes(
                     continue
                 try:
                     async with conn.transaction():  # a savepoint: a client fails alone
-                        made = await apply_client_stage_changes(conn, client_id, now, policy)
+                        made = await apply_client_stage_changes(
+                            conn, client_id, now, policy, topic=ctx.projection.task_creations_topic
+                        )
                 except Exception as exc:
                     if is_transient(exc):
                         raise

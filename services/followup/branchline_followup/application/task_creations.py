@@ -1,0 +1,180 @@
+"""Deadlines are recorded once and never recomputed (D-07; ARCHITECTURE decision 12).
+
+When the rules create a task, its creation is recorded as a ``followup.task_created`` event
+(followup's event store and outbox, so it reaches the audit trail) carrying the deadline, the
+assignee and the jurisdiction profile in force. Whenever the same task is created again (a
+rebuild of the read models, a redelivered event after a reset), the recorded creation is
+replayed: the rules' recomputation with today's settings is replaced by the recorded deadline,
+assignee and profile. A profile change therefore never rewrites a stored deadline.
+
+The recorded event's id is derived from the task id, so it is found by key and recorded at
+most once, whichever process (worker, API, timer runner) creates the task first. A rebuild
+only replays (it records nothing): a task created before creations were recorded is the one
+case still recomputed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from branchline_followup.adapters import read_models
+from branchline_followup.domain import FollowupTask, TaskKind
+from branchline_followup.domain.tasks import new_task, task_id_for
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType, parse_payload
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.pool import PgConnection
+
+TASK_CREATED = EventType.FOLLOWUP_TASK_CREATED.value
+TASK_CREATED_NAMESPACE = uuid.UUID("0f3b8e52-6a41-5d7c-9e28-b1c4d7a9e305")
+"""UUID v5 namespace of the ``followup.task_created`` event ids (fixed forever)."""
+RULES_ACTOR = Actor(id="followup-rules", role="system")
+SOURCE = "followup"
+
+
+def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(TASK_CREATED_NAMESPACE, str(task_id))
+
+
+def _stream(task_id: uuid.UUID) -> str:
+    return f"followup-task-{task_id}"
+
+
+async def recorded_creations(
+    conn: PgConnection, source_event_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, RecordedEvent]:
+    """Task id → recorded ``followup.task_created``, for every task of any kind that the
+    events ``source_event_ids`` made due (looked up by key: task ids derive from the source
+    event and the kind)."""
+    by_event = {
+        task_created_event_id(task_id_for(source, kind)): task_id_for(source, kind)
+        for source in set(source_event_ids)
+        for kind in TaskKind
+    }
+    if not by_event:
+        return {}
+    rows = await conn.fetch(
+        "SELECT event_id, envelope FROM es_events WHERE event_id = ANY($1::uuid[])",
+        list(by_event),
+    )
+    return {by_event[r["event_id"]]: RecordedEvent.model_validate(r["envelope"]) for r in rows}
+
+
+def _decision(task: FollowupTask) -> tuple[uuid.UUID, datetime]:
+    """Tasks created by one decision share their source event and their opening instant."""
+    return task.source_event_id, task.opened_at
+
+
+def task_from_record(creation: RecordedEvent) -> FollowupTask:
+    """The task a recorded creation states (when today's rules would not create it)."""
+    data = creation.data
+    if creation.client_id is None:  # every task is a client's: recorded with its client
+        raise ValueError(f"followup.task_created {creation.event_id} names no client")
+    return new_task(
+        kind=TaskKind(str(data["kind"])),
+        source_event_id=uuid.UUID(str(data["source_event_id"])),
+        client_id=creation.client_id,
+        branch_id=creation.branch_id,
+        assignee=str(data["assignee"]),
+        subject=str(data.get("subject_id") or "client"),
+        opened_at=creation.occurred_at,
+        due_at=datetime.fromisoformat(str(data["due_at"])),
+        deadline_profile=str(data.get("profile") or "default"),
+    )
+
+
+def replayed(task: FollowupTask, creation: RecordedEvent) -> FollowupTask:
+    """``task`` with the deadline, assignee and profile its recorded creation states."""
+    data = creation.data
+    return task.model_copy(
+        update={
+            "due_at": datetime.fromisoformat(str(data["due_at"])),
+            "assignee": str(data["assignee"]),
+            "deadline_profile": str(data.get("profile") or task.deadline_profile),
+        }
+    )
+
+
+def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
+    data = parse_payload(
+        TASK_CREATED,
+        {
+            "task_id": str(task.id),
+            "kind": task.kind.value,
+            "assignee": task.assignee,
+            "due_at": task.due_at.isoformat(),
+            "rule": task.rule.value,
+            "source_event_id": str(task.source_event_id),
+            "subject_id": task.subject,
+            "profile": task.deadline_profile,
+        },
+    ).model_dump(mode="json", exclude_none=True)
+    return RecordedEvent(
+        event_id=task_created_event_id(task.id),
+        type=TASK_CREATED,
+        schema_version=CATALOGUE_VERSION[TASK_CREATED],
+        occurred_at=task.opened_at,
+        recorded_at=now,
+        source=SOURCE,
+        actor=RULES_ACTOR,
+        client_id=task.client_id,
+        branch_id=task.branch_id,
+        stream_id=_stream(task.id),
+        stream_version=stream_version,
+        causation_id=str(task.source_event_id),
+        data=data,
+    )
+
+
+async def settle_created_tasks(
+    conn: PgConnection,
+    created: Mapping[uuid.UUID, FollowupTask],
+    *,
+    topic: str | None,
+) -> tuple[dict[uuid.UUID, FollowupTask], set[uuid.UUID]]:
+    """The newly created tasks as they must be stored, and the ids to drop.
+
+    Where the decision that creates them (source event, instant) was recorded, the recorded
+    creations are replayed exactly: recorded tasks keep their deadline, assignee and profile,
+    a task today's rules add is dropped, a recorded task they no longer make is restored. An
+    unrecorded decision is recorded now (when ``topic`` is given: live processes) and its
+    events marked applied (their Kafka copies then change nothing)."""
+    if not created:
+        return {}, set()
+    recorded = await recorded_creations(conn, {t.source_event_id for t in created.values()})
+    decided = {_decision(task_from_record(e)) for e in recorded.values()}
+    settled: dict[uuid.UUID, FollowupTask] = {}
+    dropped: set[uuid.UUID] = set()
+    for task_id, task in created.items():
+        if task_id in recorded:
+            settled[task_id] = replayed(task, recorded[task_id])
+        elif _decision(task) in decided:
+            dropped.add(task_id)
+        else:
+            settled[task_id] = task
+    decisions = {_decision(t) for t in created.values()}
+    for task_id, creation in recorded.items():
+        task = task_from_record(creation)
+        restore = task_id not in created and _decision(task) in decisions
+        if restore and await read_models.fetch_task(conn, task_id) is None:
+            settled[task_id] = task
+    fresh = [t for task_id, t in settled.items() if task_id not in recorded]
+    if topic is None or not fresh:
+        return settled, dropped
+    uow = PostgresUnitOfWork(conn)
+    versions = await uow.lock_streams([_stream(t.id) for t in fresh])
+    now = datetime.now(UTC)
+    events = [
+        creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
+    ]
+    for event in events:
+        uow.stage(event, topic=topic, submission_hash=None)
+    stored = await uow.commit()
+    for event, position in zip(events, stored, strict=True):
+        await read_models.mark_applied(
+            conn, event, SourcePosition(SOURCE, position.global_position)
+        )
+    return settled, dropped
