@@ -167,6 +167,19 @@ def test_every_page_in_both_languages(
     supervisor.locator(f"#task-{scenario.open_task} summary").nth(1).click()
     shot(supervisor, screenshots, f"{lang}-supervisor-reassign-form")
     visit(supervisor, f"{followup}/console/quality", screenshots, "supervisor-quality", lang)
+    # Issue #15: the supervisor's own refusals page (not the audit service's, issue #10).
+    visit(supervisor, f"{followup}/console/refusals", screenshots, "supervisor-own-refusals", lang)
+    mine = f"#refusals tbody tr[data-client={CLIENT}]"
+    refused = supervisor.locator(mine)
+    expect(refused).to_have_count(1)
+    expect(refused.locator("code")).to_have_text("product.recommended")
+    rule = refused.get_attribute("data-rule")
+    assert rule is not None, "a refusal names its rule"
+    assert rule.startswith("D-"), rule
+    supervisor.goto(f"{followup}/console/refusals?rule={rule}&branch_id=BR-001")
+    expect(supervisor.locator(mine)).to_have_count(1)
+    supervisor.goto(f"{followup}/console/refusals?rule={rule}&branch_id=BR-999")
+    expect(supervisor.locator(mine)).to_have_count(0)
     login(supervisor, audit, "supervisor", "supervisor")
     visit(
         supervisor,
@@ -251,6 +264,7 @@ def test_roles_sessions_and_csrf(
     for url in (
         f"{followup}/console/team",
         f"{followup}/console/quality",
+        f"{followup}/console/refusals",
     ):
         answer = rm.goto(url)
         assert answer is not None, url

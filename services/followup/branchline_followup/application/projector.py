@@ -18,6 +18,7 @@ from typing import Any
 
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.console_read_models import apply_for_console
+from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import apply_personal_data
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.schemas import (
@@ -132,6 +133,7 @@ async def project(
         return True
     if event.type in NOT_PROJECTED:
         return True
+    await record_refusal(conn, event)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
         # re-rating may make reviews due for the product's holders (D-15).

@@ -1,5 +1,5 @@
 """The followup service's web console: the RM's day and client pages, the supervisor's team
-board, reassignment and quality dashboard (``docs/console.md``)."""
+board, reassignment, quality dashboard and refusals (``docs/console.md``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
         if principal.has_any(frozenset({Role.SUPERVISOR, Role.ADMIN})):
             links.append(NavLink("/console/team", N_("Team board")))
             links.append(NavLink("/console/quality", N_("Quality")))
+            links.append(NavLink("/console/refusals", N_("Refusals")))
         return links
 
     def home(principal: Principal) -> str:

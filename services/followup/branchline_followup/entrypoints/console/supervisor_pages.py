@@ -1,10 +1,12 @@
 """The supervisor's pages: the team board (open, due soon, overdue and escalated work per
-RM), reassignment, and the D-12 quality dashboard with its CSV download."""
+RM), reassignment, the D-12 quality dashboard with its CSV download, and the refusals of
+their team's clients."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from branchline_followup.adapters.console_queries import BoardRow, team_board
+from branchline_followup.adapters.console_refusals import RefusalSelection, refusals
 from branchline_followup.application.actions import TaskRefused, reassign_task
 from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
@@ -24,11 +27,13 @@ from branchline_followup.entrypoints.http_deps import (
     staff_of,
     submitter_of,
     task_in_scope,
+    task_scope_filter,
 )
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import CsrfChecked, console_roles, locale_of, site_of
 from branchline_shared.http.auth import Principal, Role
 
+RULE_ID = r"^D-[0-9]{2}[a-z]?$"
 Overseer = Annotated[Principal, console_roles(Role.SUPERVISOR, Role.ADMIN)]
 
 BOARD_DONE_WINDOW = timedelta(days=1)
@@ -242,5 +247,40 @@ async def quality_csv(
         headers={
             "Content-Disposition": f'attachment; filename="quality-{stamp}.csv"',
             "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/refusals")
+async def refusals_page(
+    request: Request,
+    ctx: ContextDep,
+    principal: Overseer,
+    rule: Annotated[str | None, Query(max_length=8)] = None,
+    branch_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    """Submissions a rule refused, about the clients of the caller's team (their RMs' clients;
+    an admin: all, also those about no client followup knows), newest first. Supervisors do
+    not use the audit service (separation of duties, docs/access-control.md)."""
+    only, never = task_scope_filter(principal, staff_of(request))
+    rule = rule if rule and re.fullmatch(RULE_ID, rule) else None
+    branch = branch_id if branch_id and re.fullmatch(IDENTIFIER, branch_id) else None
+    page = await refusals(
+        ctx.pool,
+        RefusalSelection(
+            rule=rule,
+            branch_id=branch,
+            rm_in=only,
+            rm_not_in=never,
+            any_client=principal.has(Role.ADMIN),
+        ),
+    )
+    return site_of(request).render(
+        request,
+        "refusals.html",
+        {
+            "rows": page.rows,
+            "rules": page.rules,
+            "form": {"rule": rule or "", "branch_id": branch or ""},
         },
     )

@@ -1,0 +1,85 @@
+"""The read model of the supervisor's refusals page: the ``rule.violation_refused`` events of
+intake's topic (the rule, when, where, by whom), without personal values. Written by the
+projector in the transaction that applies each event (a redelivery changes nothing, a rebuild
+makes it again); read by the console, scoped to the caller's team by the client's RM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from branchline_shared.events.catalogue import RuleViolationRefused, parse_payload
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.postgres.pool import PgConnection, PgPool
+
+REFUSED = "rule.violation_refused"
+PAGE_LIMIT = 200
+
+
+async def record_refusal(conn: PgConnection, event: RecordedEvent) -> None:
+    """Within the projector's transaction, after the event was marked applied. The rule's
+    ``detail`` is not kept: it may quote what was sent; the title is the rule's own text."""
+    if event.type != REFUSED:
+        return
+    payload = parse_payload(event.type, event.data, stored=True)
+    assert isinstance(payload, RuleViolationRefused)
+    refused = payload.refused_event
+    await conn.execute(
+        "INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, branch_id, "
+        "client_id, refused_type, actor_id, actor_role, submitter) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+        event.event_id,
+        str(payload.rule),
+        str(payload.title),
+        refused.occurred_at,
+        event.recorded_at,
+        refused.branch_id,
+        refused.client_id,
+        refused.type,
+        refused.actor.id,
+        refused.actor.role,
+        payload.submitted_by.id,
+    )
+
+
+@dataclass(frozen=True)
+class RefusalSelection:
+    rule: str | None = None
+    branch_id: str | None = None
+    rm_in: frozenset[str] | None = None
+    """Only refusals about clients of these RMs (None: no such bound)."""
+    rm_not_in: frozenset[str] | None = None
+    """None of the clients of these RMs (a default supervisor's team is everyone else)."""
+    any_client: bool = False
+    """Also refusals about no client or a client followup does not know (admins)."""
+
+
+@dataclass(frozen=True)
+class RefusalPage:
+    rows: list[dict[str, Any]]
+    rules: list[str]
+    """Every rule that refused something (the filter's choices; rule ids are not personal)."""
+
+
+async def refusals(pool: PgPool, selection: RefusalSelection) -> RefusalPage:
+    """Newest first (by the refused event's instant), at most ``PAGE_LIMIT``."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        rows = await conn.fetch(
+            "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "
+            "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
+            "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
+            "WHERE ($1::text IS NULL OR r.rule = $1) "
+            "AND ($2::text IS NULL OR r.branch_id = $2) "
+            "AND ($3::text[] IS NULL OR c.rm_id = ANY($3::text[])) "
+            "AND ($4::text[] IS NULL OR NOT (c.rm_id = ANY($4::text[]))) "
+            "AND ($5::boolean OR c.rm_id IS NOT NULL) "
+            "ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT $6",
+            selection.rule,
+            selection.branch_id,
+            None if selection.rm_in is None else sorted(selection.rm_in),
+            None if selection.rm_not_in is None else sorted(selection.rm_not_in),
+            selection.any_client,
+            PAGE_LIMIT,
+        )
+        rules = await conn.fetch("SELECT DISTINCT rule FROM fu_refusals ORDER BY rule")
+    return RefusalPage(rows=[dict(r) for r in rows], rules=[r["rule"] for r in rules])
