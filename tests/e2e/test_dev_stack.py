@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -222,9 +223,10 @@ def test_a_killed_component_and_a_killed_broker_are_started_again(dev_stack: Dev
     assert _child_running(root, "run audit-consumer") not in (None, consumer)
 
     # the restarted broker has an empty log: an event accepted now still reaches the trail
-    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01')}"}
+    branch = {"Authorization": f"Bearer {dev_stack.token('branch_system', 'queue-01', 'BR-001')}"}
     auditor = {"Authorization": f"Bearer {dev_stack.token('auditor', 'aud-1')}"}
     event = {
+        "event_id": str(uuid.uuid4()),  # retried until accepted: the same event, not a second one
         "type": "client.registered",
         "occurred_at": datetime.now(UTC).isoformat(),
         "client_id": "C-E2E-AFTER",
