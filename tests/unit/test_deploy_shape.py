@@ -35,7 +35,9 @@ def test_three_kraft_brokers_with_replication_3_and_min_isr_2(compose: dict[str,
 def test_every_component_runs_from_the_one_image_in_production_mode(
     compose: dict[str, Any],
 ) -> None:
-    components = {"intake-api", "followup-api", "followup-worker", "audit-api", "audit-consumer"}
+    from branchline_cli.components import Component
+
+    components = {component.value for component in Component}
     found = {}
     for service in compose["services"].values():
         command = service.get("command") or []
