@@ -1,4 +1,4 @@
-"""Time as a dependency (decision 8): UTC, aware, and replaceable in tests."""
+"""Time as a dependency (ADR-0008): UTC, aware, and replaceable in tests."""
 
 from __future__ import annotations
 

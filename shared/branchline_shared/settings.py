@@ -1,4 +1,4 @@
-"""One settings object for every Branchline process (ARCHITECTURE.md decision 9).
+"""One settings object for every Branchline process (ADR-0009).
 
 Read from environment variables prefixed ``BRANCHLINE_`` (and an optional ``.env``); the same
 code runs on the embedded stack and in production. Built once, in a process's composition
@@ -38,7 +38,7 @@ class BranchlineSettings(BaseSettings):
     audit_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_audit"
     keys_database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:54329/branchline_keys",
-        description="The clients' wrapped data keys (decision 7), shared by intake and followup.",
+        description="The clients' wrapped data keys (ADR-0007), shared by intake and followup.",
     )
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -171,7 +171,7 @@ class BranchlineSettings(BaseSettings):
         default=12.0, gt=0, le=24 * 31, description="Tokens living longer (exp - iat) are refused."
     )
 
-    # Personal data (decision 7): the master key wrapping every client's data key, base64 of
+    # Personal data (ADR-0007): the master key wrapping every client's data key, base64 of
     # 32 bytes. On the embedded stack it is generated into the data folder on first run.
     master_key: SecretStr | None = None
     master_keys_previous: list[SecretStr] = Field(
@@ -236,7 +236,7 @@ class BranchlineSettings(BaseSettings):
         path.chmod(0o600)
         return value
 
-    # --- intake: the numbers of the standard's rules (DOMAIN.md defaults) ---
+    # --- intake: the numbers of the standard's rules (docs/rules.md defaults) ---
     intake_assessment_validity_months: int = Field(
         default=12, ge=1, description="D-05: validity of a risk assessment without valid_until."
     )

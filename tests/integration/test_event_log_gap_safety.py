@@ -1,4 +1,4 @@
-"""Decision 1: a reader that follows the global position never skips an event whose
+"""ADR-0001: a reader that follows the global position never skips an event whose
 transaction took a lower position but committed later (the projection-gap bug)."""
 
 from __future__ import annotations

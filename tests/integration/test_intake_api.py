@@ -66,7 +66,7 @@ async def test_accepts_an_event_and_answers_its_place(intake: httpx.AsyncClient)
     assert stream.status_code == 200
     (event,) = stream.json()["events"]
     assert event["event_id"] == body["event_id"]
-    assert event["occurred_at"] == "2026-11-22T01:00:00Z"  # stored in UTC (decision 8)
+    assert event["occurred_at"] == "2026-11-22T01:00:00Z"  # stored in UTC (ADR-0008)
     assert event["source"] == "intake"
 
 

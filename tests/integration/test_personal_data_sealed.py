@@ -1,4 +1,4 @@
-"""Decision 7: personal values are stored and published only as AES-256-GCM ciphertext under
+"""ADR-0007: personal values are stored and published only as AES-256-GCM ciphertext under
 the client's data key, from the first event that carries them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sealed-value format of personal data (decision 7)."""
+"""The sealed-value format of personal data (ADR-0007)."""
 
 from __future__ import annotations
 

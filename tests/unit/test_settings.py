@@ -1,4 +1,4 @@
-"""Settings: defaults of DOMAIN.md, production refuses placeholders, secrets generated once."""
+"""Settings: defaults of docs/rules.md, production refuses placeholders, secrets generated once."""
 
 from __future__ import annotations
 

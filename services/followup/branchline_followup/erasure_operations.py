@@ -1,6 +1,6 @@
 """Composition for ``branchline privacy shred-due``: the erasure job run once, outside the
 worker. Its events wait in followup's outbox for the relay of a running followup process (API
-or worker), like every followup event (decision 1)."""
+or worker), like every followup event (ADR-0001)."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
         service=SERVICE,
         title="Branchline intake",
         description="Client-interaction events from branch systems, checked against the "
-        "standard (DOMAIN.md) and appended to the event store with a transactional outbox.",
+        "standard (docs/rules.md) and appended to the event store with a transactional outbox.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )

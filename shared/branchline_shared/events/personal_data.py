@@ -1,4 +1,4 @@
-"""Personal data in payloads (D-04, ARCHITECTURE.md decision 7): find and withhold it.
+"""Personal data in payloads (D-04, ADR-0007: find and withhold it.
 
 Which payload keys hold personal data is declared once, per model, in
 :data:`~branchline_shared.events.catalogue.PERSONAL_FIELDS`. This module offers the pure

@@ -1,4 +1,4 @@
-"""Published event schemas (ARCHITECTURE.md decision 4): generation and compatibility, pure.
+"""Published event schemas (ADR-0004): generation and compatibility, pure.
 
 What is generated from the models (and committed under ``schemas/`` in the repository):
 

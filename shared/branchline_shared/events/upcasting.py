@@ -1,4 +1,4 @@
-"""Upcasters: read events written under an older payload schema version (decision 4).
+"""Upcasters: read events written under an older payload schema version (ADR-0004).
 
 A breaking change to a payload model bumps its ``SCHEMA_VERSION`` from N to N+1 and registers
 an upcaster ``(type, N)``: a pure function from the ``data`` of version N to the ``data`` of

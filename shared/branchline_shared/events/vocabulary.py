@@ -1,8 +1,8 @@
-"""Closed value sets of the event catalogue (DOMAIN.md), one ``StrEnum`` each.
+"""Closed value sets of the event catalogue (docs/rules.md), one ``StrEnum`` each.
 
 A value outside a set is refused at the boundary, so every consumer can rely on it (the quality
 measures of D-12 count by these values). Adding a member is a compatible change; renaming or
-removing one is a breaking change and needs a new schema version (ARCHITECTURE.md decision 4).
+removing one is a breaking change and needs a new schema version (ADR-0004).
 """
 
 from __future__ import annotations

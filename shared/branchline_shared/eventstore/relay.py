@@ -3,7 +3,7 @@ row published only after the broker acknowledged it (acks=all).
 
 Never "commit, then produce": the event and its outbox row are one transaction; this relay
 produces afterwards and may publish a row twice after a crash (at least once), which the
-consumers absorb (decision 3). A PostgreSQL advisory lock keeps one relay active per store, so
+consumers absorb (ADR-0003). A PostgreSQL advisory lock keeps one relay active per store, so
 per-key order holds with several replicas running.
 """
 

@@ -58,7 +58,7 @@ class Principal:
         return role in self.roles
 
     def submitter(self) -> dict[str, Any]:
-        """The ``submitted_by`` of events this principal sends (decision 11)."""
+        """The ``submitted_by`` of events this principal sends (ADR-0011)."""
         value: dict[str, Any] = {"sub": self.subject, "roles": sorted(r.value for r in self.roles)}
         if self.branch_id is not None:
             value["branch_id"] = self.branch_id

@@ -1,5 +1,5 @@
 """RFC 9457 problem details: every error of every service is ``application/problem+json``
-with ``type``, ``title``, ``status``, ``detail`` and, where a rule of DOMAIN.md refused the
+with ``type``, ``title``, ``status``, ``detail`` and, where a rule of docs/rules.md refused the
 request, ``rule``; validation errors list the offending fields."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 after the work is durable.
 
 Kafka delivers at least once; consumers make that effectively once by recording applied event
-ids in their own transaction (decision 3), so this loop may redeliver after a crash.
+ids in their own transaction (ADR-0003), so this loop may redeliver after a crash.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Producers: acks=all; the idempotent producer only where the broker supports it (decision 3)."""
+"""Producers: acks=all; the idempotent producer only where the broker supports it (ADR-0003)."""
 
 from __future__ import annotations
 

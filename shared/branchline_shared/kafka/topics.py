@@ -1,4 +1,4 @@
-"""Topics are declared here, in code, and created idempotently at start (decision 2).
+"""Topics are declared here, in code, and created idempotently at start (ADR-0002).
 
 Key = client id everywhere, so one client's events stay in order on one partition.
 """

@@ -1,4 +1,4 @@
-"""Insert-only at the database level (decision 6): grants and the trigger, not the code."""
+"""Insert-only at the database level (ADR-0006): grants and the trigger, not the code."""
 
 from __future__ import annotations
 

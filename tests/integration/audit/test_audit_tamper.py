@@ -1,5 +1,5 @@
 """Tamper detection: any change made behind the ledger's back (a superuser with the trigger
-off) is detected and located (ARCHITECTURE.md decision 6, issue 6 "Tamper")."""
+off) is detected and located (ADR-0006, issue 6 "Tamper")."""
 
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ async def test_a_task_is_completed_and_the_event_reaches_kafka(
     assert event.data["task_id"] == task_id
     assert event.data["kind"] == "satisfaction_survey"
     assert event.data["scores"] == scores
-    # The RM's note is personal (decision 7): sealed with the client's key, never in clear.
+    # The RM's note is personal (ADR-0007): sealed with the client's key, never in clear.
     assert is_sealed(event.data["note"])
     assert b"by phone" not in event.model_dump_json().encode()
     key = await keys_of(settings).existing_key("C-J3")

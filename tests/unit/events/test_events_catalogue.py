@@ -1,4 +1,4 @@
-"""The catalogue: one payload model per type of API.md; every example valid; every kind of bad
+"""The catalogue: one payload model per type of docs/api.md; every example valid; every kind of bad
 input refused with the offending field named.
 
 The generic cases are derived from each model's JSON Schema (the wire contract): every required
@@ -53,7 +53,7 @@ API_TYPES = {
     "complaint.confirmed_by_client",
     "complaint.closed",
     "feedback.survey_answered",
-    # API.md "Additions" (D-03, D-05b)
+    # docs/api.md "Additions" (D-03, D-05b)
     "client.screened",
     "client.beneficial_owner_recorded",
     "client.late_entry_approved",

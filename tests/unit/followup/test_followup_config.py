@@ -1,4 +1,4 @@
-"""The FollowupPolicy built from settings: DOMAIN.md defaults, every number overridable."""
+"""The FollowupPolicy built from settings: docs/rules.md defaults, every number overridable."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Durable timers (decision 8): overdue at due, escalation to the supervisor (D-08) 24 h later."""
+"""Durable timers (ADR-0008): overdue at due, escalation to the supervisor (D-08) 24 h later."""
 
 from __future__ import annotations
 

@@ -231,7 +231,7 @@ def test_messages_carry_key_headers_and_the_types_data_schema(asyncapi: dict[str
 
 
 def test_personal_values_are_sealed_strings_on_the_topics(asyncapi: dict[str, Any]) -> None:
-    """On Kafka a personal value is ciphertext (decision 7), and the document says so."""
+    """On Kafka a personal value is ciphertext (ADR-0007), and the document says so."""
     schemas = asyncapi["components"]["schemas"]
     sealed = {"$ref": "#/components/schemas/SealedValue"}
     recorded = schemas["client.personal_data_recorded.v1.data"]["properties"]["fields"]

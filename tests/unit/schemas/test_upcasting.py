@@ -1,4 +1,4 @@
-"""Upcasters bring events of older payload versions to the current one (decision 4); shown with
+"""Upcasters bring events of older payload versions to the current one (ADR-0004); shown with
 a test-only example: ``product.sold`` v1 → v2 (``amount`` split into value and currency) →
 v3 (``channel`` renamed ``sales_channel``)."""
 

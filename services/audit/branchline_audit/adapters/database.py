@@ -1,6 +1,6 @@
 """The audit database: schema, roles and grants, and pools that act as the least-privileged role.
 
-Role design (ARCHITECTURE.md decision 6, names are settings):
+Role design (ADR-0006, names are settings):
 
 - ``branchline_audit_owner`` (NOLOGIN) owns the ledger tables and the retention function. No
   process uses it; even so, the trigger refuses UPDATE, DELETE and TRUNCATE by it.

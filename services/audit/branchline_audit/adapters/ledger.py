@@ -52,7 +52,7 @@ _COLUMNS = (
 
 @dataclass(frozen=True)
 class LedgerFilters:
-    """The filters of ``GET /v1/audit/entries`` (API.md); ``type`` may name a family
+    """The filters of ``GET /v1/audit/entries`` (docs/api.md); ``type`` may name a family
     (``followup.*``). ``from``/``to`` bound ``occurred_at`` (from inclusive, to exclusive)."""
 
     client_id: str | None = None

@@ -1,4 +1,4 @@
-"""Inclusion and consistency proofs, in the RFC 9162 form API.md fixes.
+"""Inclusion and consistency proofs, in the RFC 9162 form docs/api.md fixes.
 
 An entry newer than the latest checkpoint gets a fresh checkpoint at once (so a proof is
 always answered, never "retry later"). Every proof is checked against the signed root before

@@ -1,4 +1,4 @@
-"""Canonical bytes and the SHA-256 hash chain of the audit ledger (ARCHITECTURE.md decision 6).
+"""Canonical bytes and the SHA-256 hash chain of the audit ledger (ADR-0006).
 
 Why a precise definition: a regulator's auditor must recompute every hash from an export with
 nothing but this text, in any language. The definition, version 1:
@@ -12,7 +12,7 @@ UTF-8, of this JSON object and nothing else::
 - ``position``: the entry's ledger position, 1, 2, 3, ... without gaps (JSON number; at most
   2**53 - 1, the integer range JCS allows).
 - ``event``: the recorded event exactly as the ledger stores it, as a JSON object (the envelope
-  of API.md with ``data``; personal fields in their encrypted form, so that crypto-shredding a
+  of docs/api.md with ``data``; personal fields in their encrypted form, so that crypto-shredding a
   client leaves every hash verifiable). It is the JSON *value* that counts: key order and
   whitespace of any stored text do not matter, JCS fixes them.
 - ``appended_at``: when the ledger appended the entry, as an RFC 3339 UTC string with exactly
@@ -121,7 +121,7 @@ def entry_hash(
 
 
 def entry_leaf_hash(entry_hash_value: bytes) -> bytes:
-    """Merkle leaf hash of an entry: ``SHA-256(0x00 || hash)`` (API.md, transparency proofs)."""
+    """Merkle leaf hash of an entry: ``SHA-256(0x00 || hash)`` (docs/api.md, proofs)."""
     if len(entry_hash_value) != HASH_SIZE:
         raise ValueError(f"an entry hash is {HASH_SIZE} bytes, got {len(entry_hash_value)}")
     return leaf_hash(entry_hash_value)

@@ -1,4 +1,4 @@
-"""The export format of the audit trail and its offline verification (decision 6).
+"""The export format of the audit trail and its offline verification (ADR-0006).
 
 An export is checked on another machine with nothing but this module's rules and the log's
 verifier key (``GET /v1/audit/public-key``). Format ``branchline.audit.export.v1``:

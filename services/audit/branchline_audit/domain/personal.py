@@ -1,8 +1,8 @@
-"""What an audit reader may see of the personal fields of an entry (D-04, D-11, decision 7).
+"""What an audit reader may see of the personal fields of an entry (D-04, D-11, ADR-0007).
 
 Decision: nobody reads personal data in clear through the audit trail. The ledger keeps each
 event as it was recorded (personal fields in their encrypted form once the encryption layer of
-decision 7 writes them so; hashes are over that stored form). The views:
+ADR-0007 writes them so; hashes are over that stored form). The views:
 
 - ``full``: the event as stored; its hash can be recomputed from it. Given for events with no
   personal value, for the ledger's own ``audit.*`` entries, and, for roles listed in the setting

@@ -30,7 +30,7 @@ AUDIT_TYPE_PREFIX = "audit."
 ERASURE_REQUESTED = "client.erasure_requested"
 """D-04: the client's personal data is restricted at once."""
 PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
-"""The seam for crypto-shredding (decision 7): once such an event is recorded the client's
+"""The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
 personal fields are gone from every audit view. The issue that destroys keys emits it."""
 
 REDACTION_KEY = "redaction"

@@ -1,4 +1,4 @@
-"""The audit API for auditors and compliance officers (API.md, "Audit API").
+"""The audit API for auditors and compliance officers (docs/api.md, "Audit API").
 
 Every request here is itself recorded in the ledger as an ``audit.read`` entry (who, which
 endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answered.

@@ -148,7 +148,7 @@ async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
 
 async def claim_due_stage_changes(conn: PgConnection, now: datetime, limit: int) -> list[str]:
     """Clients whose stage changes by time at or before ``now``, locked until the caller's
-    transaction ends; clients another runner holds are skipped (decision 8)."""
+    transaction ends; clients another runner holds are skipped (ADR-0008)."""
     rows = await conn.fetch(
         "SELECT client_id FROM fu_clients WHERE stage_changes_at <= $1 "
         "ORDER BY stage_changes_at, client_id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -313,7 +313,7 @@ class DueTimer:
 
 async def claim_due_timers(conn: PgConnection, now: datetime, limit: int) -> list[DueTimer]:
     """Due, unfired timers, locked until the caller's transaction ends; timers another runner
-    holds are skipped (decision 8)."""
+    holds are skipped (ADR-0008)."""
     rows = await conn.fetch(
         "SELECT id, task_id, client_id, kind, fire_at FROM fu_timers "
         "WHERE fired_at IS NULL AND fire_at <= $1 ORDER BY fire_at, id LIMIT $2 "

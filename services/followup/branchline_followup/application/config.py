@@ -1,4 +1,4 @@
-"""The :class:`FollowupPolicy` of a deployment, built from its settings (DOMAIN.md defaults
+"""The :class:`FollowupPolicy` of a deployment, built from its settings (docs/rules.md defaults
 unless overridden)."""
 
 from __future__ import annotations

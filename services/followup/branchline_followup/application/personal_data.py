@@ -135,7 +135,7 @@ async def record_privacy_event(
             stream_id=stream,
             stream_version=versions.get(stream, 0) + 1,
             # Personal values of the fact itself (e.g. a stated purpose naming the client) are
-            # sealed like every other (decision 7).
+            # sealed like every other (ADR-0007).
             data=await sealed_payload(ctx, event_type, client_id, normalised(event_type, data)),
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)

@@ -1,7 +1,7 @@
 """Applies one event to the read models, effectively once.
 
 The applied event id and every read-model change it causes are one transaction: a redelivered
-event finds its id recorded and changes nothing (decision 3). :func:`project` runs inside the
+event finds its id recorded and changes nothing (ADR-0003). :func:`project` runs inside the
 caller's transaction, so the same code serves the worker (events from Kafka), the API and
 the timer runner (``followup.*`` events applied where they are recorded, in the transaction
 that appends them to the event store; their Kafka copy then finds its id applied) and the

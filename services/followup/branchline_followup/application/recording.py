@@ -1,5 +1,5 @@
 """Recording the followup service's own events (``followup.*``): appended to its event store
-with the outbox row (the shared PostgreSQL event store, decision 1) and applied to the read
+with the outbox row (the shared PostgreSQL event store, ADR-0001) and applied to the read
 models, all in the caller's transaction. Their Kafka copy, relayed later, finds its id applied.
 """
 
@@ -38,7 +38,7 @@ class FollowupContext:
     """Wakes the outbox relay of this process after a commit."""
     keys: ClientKeyStore | None = None
     """Seals the personal values of followup's own events (an RM's note) with the client's
-    data key before they are stored or published (decision 7)."""
+    data key before they are stored or published (ADR-0007)."""
 
     def committed(self) -> None:
         if self.on_commit is not None:

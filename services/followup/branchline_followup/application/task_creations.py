@@ -1,4 +1,4 @@
-"""Deadlines are recorded once and never recomputed (D-07; ARCHITECTURE decision 12).
+"""Deadlines are recorded once and never recomputed (D-07; ADR-0012.
 
 When the rules create a task, its creation is recorded as a ``followup.task_created`` event
 (followup's event store and outbox, so it reaches the audit trail) carrying the deadline, the

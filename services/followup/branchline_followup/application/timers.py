@@ -1,4 +1,4 @@
-"""The timer runner's work: fire the durable timers that are due (decision 8).
+"""The timer runner's work: fire the durable timers that are due (ADR-0008).
 
 Timers are claimed with ``FOR UPDATE SKIP LOCKED``, so any number of runners (worker replicas,
 the API answering a test-clock change) share the work without waiting on each other. A timer

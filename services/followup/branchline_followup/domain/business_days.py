@@ -2,7 +2,7 @@
 
 Deadlines such as "close of business on the third business day after receipt" (FCA DISP 1.5)
 are defined on the branch's local calendar, so the arithmetic runs on local dates and the
-result is converted to UTC (ARCHITECTURE.md decision 8). The zone's rules (summer time) come
+result is converted to UTC (ADR-0008). The zone's rules (summer time) come
 from :mod:`zoneinfo`; the holidays are configuration.
 """
 
@@ -19,14 +19,14 @@ _SATURDAY_SUNDAY = frozenset({5, 6})
 
 
 def require_aware(moment: datetime, name: str = "moment") -> datetime:
-    """Reject naive datetimes (decision 8); return the moment in UTC."""
+    """Reject naive datetimes (ADR-0008); return the moment in UTC."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} is naive: every time must carry an offset")
     return moment.astimezone(UTC)
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(require_aware)]
-"""A pydantic field type: an aware datetime, normalised to UTC (decision 8)."""
+"""A pydantic field type: an aware datetime, normalised to UTC (ADR-0008)."""
 
 
 @dataclass(frozen=True)

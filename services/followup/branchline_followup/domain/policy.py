@@ -1,4 +1,4 @@
-"""Every number of the follow-up rules, with the DOMAIN.md defaults (all configurable).
+"""Every number of the follow-up rules, with the docs/rules.md defaults (all configurable).
 
 The application builds one :class:`FollowupPolicy` from its settings and passes it to the pure
 functions of this package; nothing here reads the environment or the clock.
@@ -107,7 +107,7 @@ def _empty_holidays() -> Mapping[str, frozenset[date]]:
 
 @dataclass(frozen=True)
 class FollowupPolicy:
-    """Configuration of the follow-up rules; defaults are DOMAIN.md's."""
+    """Configuration of the follow-up rules; defaults are docs/rules.md's."""
 
     # D-01b
     survey_within: timedelta = timedelta(days=3)

@@ -26,7 +26,7 @@ from branchline_followup.domain.vocabulary import (
 )
 
 RETENTION_REFERENCE = 0.75
-"""Industry reference retention (DOMAIN.md D-12)."""
+"""Industry reference retention (docs/rules.md D-12)."""
 
 
 class _Measure(BaseModel):

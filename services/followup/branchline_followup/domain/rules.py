@@ -2,9 +2,9 @@
 
 Every rule is a small class with the event types it reacts to and a pure ``decide``; the
 :func:`decide` function runs them all for one event. Inputs are the recorded event (its
-``data`` read by the API.md catalogue's field names), the client's current read state, the
+``data`` read by the docs/api.md catalogue's field names), the client's current read state, the
 client's open tasks (as they were *before* this event) and the :class:`FollowupPolicy`.
-Deadlines run from the event's ``occurred_at`` (ARCHITECTURE.md decision 8).
+Deadlines run from the event's ``occurred_at`` (ADR-0008).
 """
 
 from __future__ import annotations

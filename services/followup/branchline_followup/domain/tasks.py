@@ -50,7 +50,7 @@ class ClientContext(_Frozen):
 
 
 class FollowupTask(_Frozen):
-    """A follow-up task (API.md "Followup API")."""
+    """A follow-up task (docs/api.md "Followup API")."""
 
     id: uuid.UUID
     kind: TaskKind
@@ -114,7 +114,7 @@ def new_task(
 
 
 def sla_state(task: FollowupTask, now: datetime, due_soon_window: timedelta) -> SlaState:
-    """API.md ``sla_state``.
+    """docs/api.md ``sla_state``.
 
     - ``done``: the task is closed (done, or cancelled: no clock runs any more);
     - ``overdue``: open and ``now >= due_at`` (the deadline instant has been reached);

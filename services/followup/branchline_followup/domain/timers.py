@@ -1,4 +1,4 @@
-"""Durable timers of a task and what happens when one fires (ARCHITECTURE.md decision 8).
+"""Durable timers of a task and what happens when one fires (ADR-0008).
 
 The application stores the timers :func:`timers_for` returns (PostgreSQL, claimed with
 ``FOR UPDATE SKIP LOCKED``), and when one is due calls :func:`on_timer_fired` with the task as

@@ -1,6 +1,6 @@
 """The words of the follow-up domain: rules, task kinds and states, lifecycle stages.
 
-Plain string enums, so every value serialises as the string API.md shows.
+Plain string enums, so every value serialises as the string docs/api.md shows.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ Severity = ComplaintSeverity
 
 
 class RuleId(StrEnum):
-    """The DOMAIN.md rule that made a task due (API.md: the task's ``rule``)."""
+    """The docs/rules.md rule that made a task due (docs/api.md: the task's ``rule``)."""
 
     SATISFACTION_SURVEY = "D-01b"
     APPOINTMENT = "D-02"
@@ -78,7 +78,7 @@ class TaskStatus(StrEnum):
 
 
 class SlaState(StrEnum):
-    """API.md ``sla_state``."""
+    """docs/api.md ``sla_state``."""
 
     ON_TRACK = "on_track"
     DUE_SOON = "due_soon"

@@ -102,7 +102,7 @@ def actor_of(principal: Principal) -> Actor:
 
 
 class TaskView(BaseModel):
-    """A follow-up task (API.md): every task says which rule made it due and why."""
+    """A follow-up task (docs/api.md): every task says which rule made it due and why."""
 
     id: uuid.UUID
     kind: str

@@ -1,7 +1,7 @@
 """D-04 restriction at intake: from the erasure request on, the client's personal values are
 served to nobody, and once their key is destroyed nothing of them is left to serve.
 
-Every personal value intake stores is already sealed (decision 7); restriction adds that even
+Every personal value intake stores is already sealed (ADR-0007); restriction adds that even
 the ciphertext is withheld from readers (it would open again for anyone holding the master
 key until the shredding), and that the register every service consults says so.
 """

@@ -288,7 +288,7 @@ async def _fetch_key(
 
 def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
     """The accepted event with its personal values sealed, as it is stored and published
-    (decision 7): the rules decided on the clear, typed payload, so every limit means what it
+    (ADR-0007): the rules decided on the clear, typed payload, so every limit means what it
     says for the clear text (issue #9 finding 4); the event store, the topics and the audit
     trail only ever hold ciphertext."""
     paths = _personal_paths(event.type, event.data)
@@ -454,7 +454,7 @@ def _stage_refusal(
     violation: Violation,
     versions: dict[str, int],
 ) -> None:
-    """The refusal itself is a fact auditors must see (DOMAIN.md D-05: "the refusal is itself
+    """The refusal itself is a fact auditors must see (docs/rules.md D-05: "the refusal is itself
     recorded"): stored on the client's refusal stream and published like any event."""
     stream_id = refusal_stream_id(cand.event)
     version = versions.get(stream_id, 0) + 1

@@ -1,4 +1,4 @@
-"""``decide``: may this event be appended to the client's stream? (ARCHITECTURE.md decision 5)
+"""``decide``: may this event be appended to the client's stream? (ADR-0005)
 
 Pure: the state (rebuilt from the stream), the candidate event and the policy in; an
 :class:`Accepted` (with the event to append, possibly completed by the domain) or a

@@ -1,7 +1,7 @@
-"""The numbers of the standard, in one frozen object (DOMAIN.md "default" values).
+"""The numbers of the standard, in one frozen object (docs/rules.md "default" values).
 
 Nothing in the domain hard-codes a threshold: every rule takes an :class:`IntakePolicy`, and
-the application builds one from settings. :data:`DEFAULT_POLICY` holds DOMAIN.md's defaults.
+the application builds one from settings. :data:`DEFAULT_POLICY` holds docs/rules.md's defaults.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class IntakePolicy:
 
 
 DEFAULT_POLICY = IntakePolicy()
-"""DOMAIN.md's defaults."""
+"""docs/rules.md's defaults."""
 
 
 def add_months(moment: datetime, months: int) -> datetime:

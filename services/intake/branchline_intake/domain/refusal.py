@@ -1,4 +1,4 @@
-"""Recording a refusal (ARCHITECTURE.md decision 5): the ``rule.violation_refused`` payload.
+"""Recording a refusal (ADR-0005): the ``rule.violation_refused`` payload.
 
 The refused submission is kept as sent, except its personal values, which are redacted (D-04:
 data refused for want of consent must not be stored, not even in the record of the refusal).

@@ -1,4 +1,4 @@
-"""Refusals by a rule of the standard: each carries the rule id of DOMAIN.md."""
+"""Refusals by a rule of the standard: each carries the rule id of docs/rules.md."""
 
 from __future__ import annotations
 
