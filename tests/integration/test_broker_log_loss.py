@@ -63,7 +63,13 @@ def repaired_count() -> float:
 async def all_applied(settings: BranchlineSettings, expected: int) -> Reconciliation:
     async def probe() -> Reconciliation | None:
         result, _ = await reconcile_stack(settings, grace_s=0)
-        done = result.differences == 0 and all(r.applied == expected for r in result.reports)
+        # counted per source: followup also records its own events (task creations), which
+        # both consumers apply on top of intake's
+        from_intake = [
+            p.applied for r in result.reports for p in r.progress if p.source == "intake"
+        ]
+        done = result.differences == 0 and len(from_intake) == len(result.reports)
+        done = done and all(applied == expected for applied in from_intake)
         return result if done else None
 
     return await eventually(probe, within=60, interval=1.0)
