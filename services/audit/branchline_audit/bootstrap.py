@@ -35,6 +35,7 @@ from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import is_reachable
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import BranchlineSettings
@@ -156,6 +157,7 @@ def build_consumer(
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
+        jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
     )
 
 
@@ -191,14 +193,18 @@ async def run_consumer(settings: BranchlineSettings) -> None:
         async with (
             checkpointing(audit),
             self_repairing(repair),
-            serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks),
+            serving_health(
+                CONSUMER, settings.bind_host, settings.audit_consumer_port, checks
+            ) as health,
         ):
             done, _ = await asyncio.wait(
                 [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
             if task in done:
                 task.result()  # a crashed consumer ends the process loudly
-            # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
+            # SIGTERM: unready first (still consuming), then the batch in hand is finished
+            # and its offsets committed (bounded) while readiness still says draining
+            await health.drain(settings.shutdown_drain_s)
             consumer.request_stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=10)

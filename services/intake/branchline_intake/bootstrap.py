@@ -161,12 +161,15 @@ async def run_relay(settings: BranchlineSettings) -> None:
     try:
         async with serving_health(
             "intake-relay", settings.bind_host, settings.intake_relay_port, checks
-        ):
+        ) as health:
             done, _ = await asyncio.wait(
                 [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
             if task in done:
                 task.result()
+            # unready first (still relaying), then publish what is committed and stop
+            await health.drain(settings.shutdown_drain_s)
+            await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)
     finally:
         await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)
         await producer.stop()

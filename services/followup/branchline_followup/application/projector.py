@@ -10,13 +10,16 @@ rebuild (the same events replayed into a fresh schema).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from branchline_followup.adapters import read_models
+from prometheus_client import Counter
+
+from branchline_followup.adapters import client_log, read_models
 from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import apply_personal_data
@@ -53,6 +56,13 @@ from branchline_followup.domain import (
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
+
+log = logging.getLogger(__name__)
+
+REPROJECTED = Counter(
+    "branchline_followup_clients_reprojected_total",
+    "Clients whose read models were made again in source order (an event arrived late)",
+)
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
 """UUID v5 namespace of the cause of a stage change by time of a client without a recorded
@@ -134,21 +144,70 @@ async def project(
     if event.type in NOT_PROJECTED:
         return True
     await record_refusal(conn, event)
-    if event.client_id is None:
-        # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
-        # re-rating may make reviews due for the product's holders (D-15).
-        await suitability.on_product_event(
-            conn,
-            event,
-            projection.policy,
-            projection.client_lock_class,
-            lambda c, before, after: _save_changed_tasks(
-                c, before, after, projection.policy, projection.task_creations_topic
-            ),
-        )
+    if event.client_id is not None:
+        await lock_client(conn, event.client_id, projection.client_lock_class)
+        if await client_log.append(conn, event.client_id, event, position):
+            # Older than an event of the client already applied (re-published late, or
+            # recorded before a timer's event): the client's read models are made again from
+            # its events in source order, as a rebuild makes them (rebuild == incremental).
+            await reproject_client(conn, event.client_id, projection)
+        else:
+            await _project_effects(conn, event, projection)
         return True
+    # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
+    # re-rating may change the product's holders (D-15): it joins their logs.
+    for holder in await _project_product_event(conn, event, projection):
+        if await client_log.append(conn, holder, event, position):
+            await reproject_client(conn, holder, projection)
+    return True
+
+
+async def reproject_client(conn: PgConnection, client_id: str, projection: Projection) -> int:
+    """Forget every read-model row of ``client_id`` and apply its logged events again, in
+    source order; returns how many. The caller holds the client's lock."""
+    await client_log.forget_read_models_of(conn, client_id)
+    events = await client_log.events_of(conn, client_id)
+    for logged in events:
+        if logged.client_id is None:
+            await _project_product_event(conn, logged, projection, only_client=client_id)
+        else:  # refusals are kept (order-independent): only the rest is made again
+            await _project_effects(conn, logged, projection)
+    REPROJECTED.inc()
+    log.warning(
+        "event older than the client's last applied one; client re-projected in source order",
+        extra={"client_id": client_id, "events": len(events)},
+    )
+    return len(events)
+
+
+async def _project_product_event(
+    conn: PgConnection,
+    event: RecordedEvent,
+    projection: Projection,
+    *,
+    only_client: str | None = None,
+) -> list[str]:
+    """A product event's changes for the product's holders (``only_client``: for that
+    client alone, its re-projection); returns the holders it changed."""
+    return await suitability.on_product_event(
+        conn,
+        event,
+        projection.policy,
+        projection.client_lock_class,
+        lambda c, before, after: _save_changed_tasks(
+            c, before, after, projection.policy, projection.task_creations_topic
+        ),
+        only_client=only_client,
+    )
+
+
+async def _project_effects(
+    conn: PgConnection, event: RecordedEvent, projection: Projection
+) -> None:
+    """What a client's ``event`` changes in the read models (already recorded as applied);
+    the caller holds the client's lock."""
     client_id = event.client_id
-    await lock_client(conn, client_id, projection.client_lock_class)
+    assert client_id is not None  # product events: _project_product_event
     await apply_for_console(conn, event, client_id)
     policy = projection.policy
     at = event.occurred_at
@@ -208,7 +267,6 @@ async def project(
     await _save_changed_tasks(conn, before, tasks, policy, projection.task_creations_topic)
     await _record_quality_facts(conn, event, facts.rm_id if facts else None)
     await apply_personal_data(conn, event)
-    return True
 
 
 async def _save_changed_tasks(

@@ -84,20 +84,26 @@ async def on_product_event(
     policy: FollowupPolicy,
     client_lock_class: int,
     save: SaveTasks,
-) -> None:
-    """A re-rating changes every holder's holding; each holder whose tolerance it now
-    exceeds gets a review naming every holding that no longer fits."""
+    *,
+    only_client: str | None = None,
+) -> list[str]:
+    """A re-rating changes every holder's holding (``only_client``: that holder's alone, when
+    it is re-projected); each holder whose tolerance it now exceeds gets a review naming every
+    holding that no longer fits. Returns the holders whose holding changed."""
     if event.type != RERATED or event.product_id is None:
-        return
+        return []
     payload = parse_payload(event.type, event.data)
     assert isinstance(payload, ProductRerated)
     rows = await conn.fetch(
-        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
+        "UPDATE fu_holdings SET product_risk = $2 "
+        "WHERE product_id = $1 AND ($3::text IS NULL OR client_id = $3) RETURNING client_id",
         event.product_id,
         payload.risk.value,
+        only_client,
     )
     at = max(event.occurred_at, payload.effective_at)
-    for client_id in sorted({r["client_id"] for r in rows}):
+    holders = sorted({r["client_id"] for r in rows})
+    for client_id in holders:
         await lock_client(conn, client_id, client_lock_class)
         facts = await read_models.fetch_client(conn, client_id)
         if facts is None or facts.risk_tolerance is None:
@@ -122,3 +128,4 @@ async def on_product_event(
             policy=policy,
         )
         await save(conn, before, apply_commands(before, commands))
+    return holders

@@ -21,6 +21,7 @@ from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def create_faust_app(
     pool: PgPool,
     dead_letters: DeadLetters,
     projection: Projection | None = None,
+    jumps: PositionJumps | None = None,
 ) -> faust.App:
     if projection is None:
         projection = Projection(policy_from_settings(settings))
@@ -72,21 +74,27 @@ def create_faust_app(
                 message.value,
                 list(message.headers or ()),
             )
-            await handle_message(raw, pool, dead_letters, projected)
+            await handle_message(raw, pool, dead_letters, projected, jumps)
 
     return app
 
 
 async def handle_message(
-    raw: RawMessage, pool: PgPool, dead_letters: DeadLetters, projection: Projection
+    raw: RawMessage,
+    pool: PgPool,
+    dead_letters: DeadLetters,
+    projection: Projection,
+    jumps: PositionJumps | None = None,
 ) -> None:
     try:
         event = decode_current_event(raw.value)
     except PoisonEvent as exc:
         await dead_letters.send(raw, str(exc))
         return
+    position = source_position(raw.headers)
+    if jumps is not None:
+        jumps.seen(event, position)
     try:
-        position = source_position(raw.headers)
         await retry_transient(
             lambda: apply_event(pool, event, projection, position), consumer=CONSUMER
         )
