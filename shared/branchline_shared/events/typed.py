@@ -48,7 +48,7 @@ class TypedEvent(Generic[P]):
 
 
 def decode(event: RecordedEvent) -> TypedEvent[EventPayload]:
-    """``event`` upcast and its payload parsed by the catalogue; raises :class:`UnreadablePayload`."""
+    """``event`` upcast and its payload parsed by the catalogue (raises UnreadablePayload)."""
     try:
         current = upcast(event)
     except (MissingUpcaster, NewerSchemaVersion) as exc:
@@ -74,9 +74,7 @@ def payload_as(event: RecordedEvent, model: type[P]) -> P:
     asking for the wrong model for the type is a bug, reported the same way)."""
     payload = payload_of(event)
     if not isinstance(payload, model):
-        raise UnreadablePayload(
-            event, "", f"is a {type(payload).__name__}, not a {model.__name__}"
-        )
+        raise UnreadablePayload(event, "", f"is a {type(payload).__name__}, not a {model.__name__}")
     return payload
 
 
