@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from branchline_shared.http.strict_input import ParsedBodyRoute, StrictInput
