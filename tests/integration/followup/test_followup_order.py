@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from branchline_followup.adapters.pg_schemas import with_search_path
+from branchline_followup.adapters.store_replay import merged
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
@@ -79,7 +80,7 @@ def positioned(events: Sequence[RecordedEvent]) -> list[Positioned]:
 
 class SourceOrder:
     """A rebuild's event source: intake's events and followup's own store merged as
-    ``StoreReplay`` merges the stores (recorded time in ms, store, log position)."""
+    ``StoreReplay`` merges the stores (each store's log order, by recorded time)."""
 
     def __init__(self, intake: Sequence[Positioned], followup_dsn: str) -> None:
         self._intake = intake
@@ -87,25 +88,34 @@ class SourceOrder:
         self._messages: list[ReplayedMessage] = []
 
     async def start(self) -> int:
-        keyed: list[tuple[tuple[int, int, int, int], ReplayedMessage]] = []
-        for event, position in self._intake:
-            ms = round(event.recorded_at.timestamp() * 1000)
-            key = (ms, 0, position.global_position, position.global_position)
-            keyed.append((key, _message("intake", position.global_position, event)))
+        intake = [
+            (
+                round(e.recorded_at.timestamp() * 1000),
+                _message("intake", p.global_position, e),
+            )
+            for e, p in sorted(self._intake, key=lambda ep: ep[1].global_position)
+        ]
         conn = await asyncpg.connect(self._dsn)
         try:
             rows = await conn.fetch(
-                "SELECT tx_id::text::bigint AS tx, global_position, "
+                "SELECT global_position, "
                 "(extract(epoch FROM recorded_at) * 1000)::bigint AS ms, envelope::text AS env "
-                "FROM es_events"
+                "FROM es_events ORDER BY tx_id, global_position"
             )
         finally:
             await conn.close()
-        for r in rows:
-            event = RecordedEvent.model_validate(orjson.loads(r["env"]))
-            key = (r["ms"], 1, r["tx"], r["global_position"])
-            keyed.append((key, _message("followup", r["global_position"], event)))
-        self._messages = [m for _, m in sorted(keyed, key=lambda k: k[0])]
+        followup = [
+            (
+                r["ms"],
+                _message(
+                    "followup",
+                    r["global_position"],
+                    RecordedEvent.model_validate(orjson.loads(r["env"])),
+                ),
+            )
+            for r in rows
+        ]
+        self._messages = merged([intake, followup])
         return len(self._messages)
 
     async def messages(self) -> AsyncIterator[ReplayedMessage]:

@@ -1,12 +1,15 @@
 """SQL of ``fu_client_log``: the events that changed a client's read models, in source order.
 
-Source order is the order a rebuild from the stores applies events in (``StoreReplay``): the
-time the event was recorded in its store (in milliseconds, rounded as that reader rounds it),
-then the store (intake before followup), then the global position in that store.
+Source order is the order a rebuild from the stores applies events in (``StoreReplay``): each
+store's events in their log order (global position), the stores merged by the time each
+event was recorded (in milliseconds, rounded as that reader rounds it; intake first on a tie).
+An event is late when the client has a logged event of the same store at a later global
+position (a re-publish after later events of the client were applied).
 """
 
 from __future__ import annotations
 
+from branchline_followup.adapters.store_replay import merged
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
@@ -19,9 +22,9 @@ OTHER_SOURCE_RANK = len(SOURCE_RANK)
 async def append(
     conn: PgConnection, client_id: str, event: RecordedEvent, position: SourcePosition | None
 ) -> bool:
-    """Log ``event`` for ``client_id``; True when it is older (in source order) than an event
-    already logged for the client, which then has to be re-projected. The caller holds the
-    client's lock."""
+    """Log ``event`` for ``client_id``; True when it is older than an event of the same store
+    already logged for the client (by global position), which then has to be re-projected.
+    The caller holds the client's lock. An event without its store position is never late."""
     source = position.source if position else event.source
     older = await conn.fetchval(
         """
@@ -35,9 +38,8 @@ async def append(
         )
         SELECT EXISTS (
             SELECT 1 FROM fu_client_log l, new
-            WHERE l.client_id = $2
-              AND (l.recorded_ms, l.source_rank, l.global_position)
-                  > (new.recorded_ms, new.source_rank, new.global_position)
+            WHERE l.client_id = $2 AND l.source_rank = new.source_rank
+              AND new.global_position > 0 AND l.global_position > new.global_position
         )
         """,
         event.event_id,
@@ -54,11 +56,16 @@ async def append(
 async def events_of(conn: PgConnection, client_id: str) -> list[RecordedEvent]:
     """The client's logged events, in source order (the pools decode ``jsonb``)."""
     rows = await conn.fetch(
-        "SELECT envelope FROM fu_client_log WHERE client_id = $1 "
-        "ORDER BY recorded_ms, source_rank, global_position, event_id",
+        "SELECT source_rank, recorded_ms, envelope FROM fu_client_log WHERE client_id = $1 "
+        "ORDER BY source_rank, global_position, recorded_ms, event_id",
         client_id,
     )
-    return [RecordedEvent.model_validate(r["envelope"]) for r in rows]
+    logs: list[list[tuple[int, RecordedEvent]]] = [[] for _ in range(OTHER_SOURCE_RANK + 1)]
+    for r in rows:
+        logs[r["source_rank"]].append(
+            (r["recorded_ms"], RecordedEvent.model_validate(r["envelope"]))
+        )
+    return merged(logs)
 
 
 KEPT_TABLES = ("fu_client_log", "fu_refusals")

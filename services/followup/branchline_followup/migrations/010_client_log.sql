@@ -1,9 +1,9 @@
 -- Order-safe projection (issue 13, docs/followup.md "Order"): every event that changed a
 -- client's read models (a product re-rating: for each holder it changed), with its place in
--- source order (recorded time in ms, store, global position: how a rebuild from the stores
--- orders them). An event that arrives older than the client's last one (re-published after
--- a broker lost it, or recorded before a timer event the worker applied first) makes the
--- projector re-project that client from this log.
+-- its store's log (global position) and when it was recorded there: source order is each
+-- store's log order, the stores merged by recorded time, as a rebuild from the stores applies
+-- them. An event that arrives before a later one of its store (re-published after a broker
+-- lost it) makes the projector re-project that client from this log.
 CREATE TABLE fu_read.fu_client_log (
     event_id        uuid   NOT NULL,
     client_id       text   NOT NULL,
@@ -15,4 +15,4 @@ CREATE TABLE fu_read.fu_client_log (
     PRIMARY KEY (client_id, event_id)
 );
 CREATE INDEX fu_client_log_order
-    ON fu_read.fu_client_log (client_id, recorded_ms, source_rank, global_position);
+    ON fu_read.fu_client_log (client_id, source_rank, global_position);
