@@ -17,20 +17,28 @@ from typing import Any, ClassVar, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.due_diligence import KycRefreshRule
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
+from branchline_followup.domain.opening import (
+    CLIENT_SUBJECT,
+    cancel,
+    complete,
+    open_for_event,
+    open_of,
+    open_task,
+    owner,
+)
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.rules_privacy import DataAccessRequestRule
 from branchline_followup.domain.service_loop import SERVICE_LOOP_RULES
 from branchline_followup.domain.tasks import (
     CancelTask,
     ClientContext,
-    CompleteTask,
     CreateTask,
     FollowupTask,
     ReassignTask,
     RescheduleTask,
     TaskCommand,
-    new_task,
 )
 from branchline_followup.domain.vocabulary import (
     COMPLAINT_RESOLUTION_KINDS,
@@ -43,7 +51,6 @@ from branchline_followup.domain.vocabulary import (
 from branchline_shared.events.bounded import Instant
 from branchline_shared.events.envelope import RecordedEvent
 
-CLIENT_SUBJECT = "client"
 FOLLOWUP_COMPLETED = "followup.completed"
 """Emitted by the followup service when an RM completes a task (``POST /v1/followups/{id}/
 complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
@@ -111,64 +118,6 @@ def _occurred(event: RecordedEvent) -> datetime:
     return require_aware(event.occurred_at)
 
 
-def _owner(client: ClientContext, policy: FollowupPolicy) -> str:
-    return client.rm_id or policy.unassigned
-
-
-def _open(
-    tasks: Iterable[FollowupTask], kinds: Iterable[TaskKind], subject: str | None = None
-) -> list[FollowupTask]:
-    wanted = frozenset(kinds)
-    return [
-        t
-        for t in tasks
-        if t.is_open and t.kind in wanted and (subject is None or t.subject == subject)
-    ]
-
-
-def _create(
-    event: RecordedEvent,
-    policy: FollowupPolicy,
-    *,
-    kind: TaskKind,
-    subject: str,
-    assignee: str,
-    due_at: datetime,
-    profile: str | None = None,
-) -> CreateTask:
-    return CreateTask(
-        task=new_task(
-            kind=kind,
-            source_event_id=event.event_id,
-            client_id=event.subject_id,
-            branch_id=event.branch_id,
-            assignee=assignee,
-            subject=subject,
-            opened_at=_occurred(event),
-            due_at=due_at,
-            deadline_profile=profile or policy.profile_for(event.branch_id),
-        )
-    )
-
-
-def _complete(
-    tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str
-) -> list[TaskCommand]:
-    return [
-        CompleteTask(
-            task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason
-        )
-        for t in tasks
-    ]
-
-
-def _cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) -> list[TaskCommand]:
-    return [
-        CancelTask(task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason)
-        for t in tasks
-    ]
-
-
 class FollowupRule(Protocol):
     rule: ClassVar[RuleId]
     event_types: ClassVar[frozenset[str]]
@@ -200,19 +149,19 @@ class SatisfactionSurveyRule:
         if event.type == "visit.closed":
             visit_id = _text(event, "visit_id", self.rule)
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.SATISFACTION_SURVEY,
                     subject=f"visit:{visit_id}",
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + policy.survey_within,
                 )
             ]
         answered_visit = _optional_text(event, "visit_id", self.rule)
         subject = None if answered_visit is None else f"visit:{answered_visit}"
-        return _complete(
-            _open(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
+        return complete(
+            open_of(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
         )
 
 
@@ -245,7 +194,7 @@ class AppointmentPreparationRule:
         if event.type == "appointment.booked":
             slot_start = _time(event, "slot_start", self.rule)
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.APPOINTMENT_PREPARATION,
@@ -254,10 +203,10 @@ class AppointmentPreparationRule:
                     due_at=slot_start - policy.appointment_preparation_lead,
                 )
             ]
-        preparations = _open(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
+        preparations = open_of(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
         if event.type == "appointment.attended":
-            return _complete(preparations, event, "appointment attended")
-        return _cancel(preparations, event, event.type.removeprefix("appointment."))
+            return complete(preparations, event, "appointment attended")
+        return cancel(preparations, event, event.type.removeprefix("appointment."))
 
 
 class ConsultationRule:
@@ -297,27 +246,27 @@ class ConsultationRule:
                 else policy.offline_consultation_response
             )
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.CONSULTATION_RESPONSE,
                     subject=subject,
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + within,
                 )
             ]
         promised_by = _optional_time(event, "promised_by", self.rule)
-        pending = _open(
+        pending = open_of(
             open_tasks,
             {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
             subject,
         )
         if promised_by is None:
-            return _complete(pending, event, "answered")
-        commands = _complete(pending, event, "answer promised")
-        assignee = pending[0].assignee if pending else _owner(client, policy)
+            return complete(pending, event, "answered")
+        commands = complete(pending, event, "answer promised")
+        assignee = pending[0].assignee if pending else owner(client, policy)
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.CONSULTATION_PROMISE,
@@ -374,13 +323,13 @@ class ComplaintRule:
             case "complaint.received":
                 return self._received(event, client, policy, subject)
             case "complaint.acknowledged":
-                owner = _text(event, "owner_id", self.rule)
-                responses = _open(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
-                commands = _complete(responses, event, "acknowledged")
+                owner_id = _text(event, "owner_id", self.rule)
+                responses = open_of(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
+                commands = complete(responses, event, "acknowledged")
                 commands.extend(
-                    ReassignTask(task_id=t.id, assignee=owner, cause_event_id=event.event_id)
+                    ReassignTask(task_id=t.id, assignee=owner_id, cause_event_id=event.event_id)
                     for t in complaint_tasks
-                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner
+                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner_id
                 )
                 return commands
             case "complaint.progress_reported":
@@ -388,27 +337,27 @@ class ComplaintRule:
                     return []
                 return self._extend_for_complexity(event, complaint_tasks, policy)
             case "complaint.resolved":
-                clocks = _open(
+                clocks = open_of(
                     complaint_tasks, COMPLAINT_RESOLUTION_KINDS | {TaskKind.COMPLAINT_RESPONSE}
                 )
-                commands = _complete(clocks, event, "resolved")
+                commands = complete(clocks, event, "resolved")
                 holder = _holder(complaint_tasks)
                 commands.append(
-                    _create(
+                    open_for_event(
                         event,
                         policy,
                         kind=TaskKind.COMPLAINT_FOLLOW_UP,
                         subject=subject,
-                        assignee=holder or _owner(client, policy),
+                        assignee=holder or owner(client, policy),
                         due_at=_occurred(event) + policy.complaint_follow_up_after,
                     )
                 )
                 return commands
             case "complaint.confirmed_by_client":
-                follow_ups = _open(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
-                return _complete(follow_ups, event, "confirmed by client")
+                follow_ups = open_of(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
+                return complete(follow_ups, event, "confirmed by client")
             case _:  # complaint.closed
-                return _complete(complaint_tasks, event, "complaint closed")
+                return complete(complaint_tasks, event, "complaint closed")
 
     def _received(
         self, event: RecordedEvent, client: ClientContext, policy: FollowupPolicy, subject: str
@@ -420,7 +369,7 @@ class ComplaintRule:
             raise InvalidEventData(
                 self.rule, event, "severity", f"must be one of {[s.value for s in Severity]}"
             ) from None
-        assignee = _owner(client, policy)
+        assignee = owner(client, policy)
         if event.data.get("topic") == policy.personal_data_topic:
             assignee = (
                 policy.supervisor_of(client.rm_id) if client.rm_id else policy.default_supervisor_id
@@ -434,7 +383,7 @@ class ComplaintRule:
             calendar=policy.calendar_for(event.branch_id),
         )
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=deadline.kind,
@@ -450,7 +399,7 @@ class ComplaintRule:
         self, event: RecordedEvent, complaint_tasks: list[FollowupTask], policy: FollowupPolicy
     ) -> list[TaskCommand]:
         commands: list[TaskCommand] = []
-        for task in _open(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
+        for task in open_of(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
             due_at = decision_deadline(
                 task.opened_at,
                 complex_case=True,
@@ -495,7 +444,7 @@ class TaskCompletionRule:
         if task is None:
             return []
         outcome = _optional_text(event, "outcome", self.rule) or "completed"
-        return _complete([task], event, outcome)
+        return complete([task], event, outcome)
 
 
 def _completed_task(
@@ -546,7 +495,7 @@ class RevisitRule:
     ) -> list[TaskCommand]:
         if event.type == "client.registered":
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.REVISIT,
@@ -567,17 +516,17 @@ class RevisitRule:
         completed = _completed_task(event, open_tasks)
         superseded = [
             t
-            for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+            for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
             if completed is None or t.id != completed.id
         ]
-        commands = _cancel(superseded, event, "replaced by a new contact plan")
+        commands = cancel(superseded, event, "replaced by a new contact plan")
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.REVISIT,
                 subject=CLIENT_SUBJECT,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=due_at,
             )
         )
@@ -610,12 +559,12 @@ class ProductReviewRule:
                 return []
             subject = completed.subject
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.PRODUCT_REVIEW,
                 subject=subject,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=_occurred(event) + policy.product_review_every,
             )
         ]
@@ -631,6 +580,7 @@ RULES: tuple[FollowupRule, ...] = (
     ProductReviewRule(),
     *SERVICE_LOOP_RULES,
     DataAccessRequestRule(),
+    KycRefreshRule(),
 )
 """Every rule, in the order their commands are applied (a completion before its follow-ons)."""
 
@@ -690,23 +640,21 @@ def on_stage_changed(
         return ()
     contacts = [
         t
-        for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+        for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
         if t.client_id == client.client_id and t.source_event_id != cause_event_id
     ]
 
     def create(kind: TaskKind, due_at: datetime) -> CreateTask:
-        return CreateTask(
-            task=new_task(
-                kind=kind,
-                source_event_id=cause_event_id,
-                client_id=client.client_id,
-                branch_id=client.branch_id,
-                assignee=_owner(client, policy),
-                subject=CLIENT_SUBJECT,
-                opened_at=at,
-                due_at=due_at,
-                deadline_profile=policy.profile_for(client.branch_id),
-            )
+        return open_task(
+            policy,
+            kind=kind,
+            cause_event_id=cause_event_id,
+            client_id=client.client_id,
+            branch_id=client.branch_id,
+            assignee=owner(client, policy),
+            subject=CLIENT_SUBJECT,
+            opened_at=at,
+            due_at=due_at,
         )
 
     def close(tasks: Iterable[FollowupTask], reason: str) -> list[TaskCommand]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
     NotYourTask,
+    RuleRefused,
     SelfGrading,
     TaskClosed,
     TaskNotFound,
@@ -121,6 +122,15 @@ def _refusal(exc: TaskRefused) -> Problem:
             kind="self-grading",
             rule="D-10",
             errors=[{"field": "scores", "message": exc.detail, "type": "forbidden"}],
+        )
+    if isinstance(exc, RuleRefused):
+        return Problem(
+            409,
+            "Refused",
+            exc.detail,
+            kind="rule-violation",
+            rule=exc.rule,
+            errors=[{"field": f, "message": exc.detail, "type": "rule"} for f in exc.fields],
         )
     return Problem(409, "Refused", exc.detail, kind="task-refused")
 
