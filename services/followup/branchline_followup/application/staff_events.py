@@ -9,10 +9,10 @@ decisions are :mod:`branchline_followup.domain.conflicts` and
 from __future__ import annotations
 
 from branchline_followup.adapters import read_models
-from branchline_followup.adapters.schemas import lock_client
+from branchline_followup.adapters.pg_schemas import lock_client
 from branchline_followup.application.suitability import SaveTasks
 from branchline_followup.domain import ClientContext, FollowupPolicy, apply_commands
-from branchline_followup.domain.conflicts import escalates, gift_client, gift_escalation
+from branchline_followup.domain.conflicts import escalates, gift_escalation, gift_of
 from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded, parse_payload
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import LifecycleStage
@@ -49,9 +49,10 @@ async def on_staff_event(
             payload.completed_at,
         )
         return
-    client_id = gift_client(event)
-    if client_id is None or not escalates(event, policy):
+    gift = gift_of(event)
+    if gift is None or not escalates(gift, policy):
         return
+    client_id = gift.client_id
     await lock_client(conn, client_id, client_lock_class)
     facts = await read_models.fetch_client(conn, client_id)
     client = ClientContext(

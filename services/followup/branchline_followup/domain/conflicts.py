@@ -13,41 +13,35 @@ Pure: the event and the client in, the task command out.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 from branchline_followup.domain.opening import open_task
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import ClientContext, CreateTask
-from branchline_followup.domain.vocabulary import TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
+from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
 GIFT_RECORDED = "staff.gift_recorded"
 
 
-def gift_client(event: RecordedEvent) -> str | None:
-    """The client a recorded gift came from (``None``: not a gift event)."""
+def gift_of(event: RecordedEvent) -> c.StaffGiftRecorded | None:
+    """The recorded gift (``None``: not a gift event)."""
     if event.type != GIFT_RECORDED:
         return None
-    client_id = event.data.get("client_id")
-    return client_id if isinstance(client_id, str) and client_id else None
+    return read_payload(event, c.StaffGiftRecorded, TaskRule.CONFLICTS)
 
 
-def escalates(event: RecordedEvent, policy: FollowupPolicy) -> bool:
+def escalates(gift: c.StaffGiftRecorded, policy: FollowupPolicy) -> bool:
     """D-16: an accepted gift above the threshold."""
-    if event.data.get("accepted") is not True:
-        return False
-    try:
-        value = Decimal(str(event.data.get("value")))
-    except InvalidOperation:
-        return False
-    return value > policy.gift_accept_threshold
+    return gift.accepted and gift.value > policy.gift_accept_threshold
 
 
 def gift_escalation(
     event: RecordedEvent, client: ClientContext, policy: FollowupPolicy
 ) -> list[CreateTask]:
     """The escalation the gift ``event`` makes due (none when it does not escalate)."""
-    if gift_client(event) != client.client_id or not escalates(event, policy):
+    gift = gift_of(event)
+    if gift is None or gift.client_id != client.client_id or not escalates(gift, policy):
         return []
     staff_id = event.staff_id or event.actor.id
     return [

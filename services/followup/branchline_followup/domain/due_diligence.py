@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.opening import complete, open_for_event, open_of, owner
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     ClientContext,
@@ -27,7 +28,8 @@ from branchline_followup.domain.tasks import (
     RescheduleTask,
     TaskCommand,
 )
-from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
+from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
 IDENTITY_VERIFIED = "client.identity_verified"
@@ -61,7 +63,7 @@ def refresh_due(verified_at: datetime, risk_level: str | None, policy: FollowupP
 class KycRefreshRule:
     """D-03 KYC refresh (module docstring)."""
 
-    rule: ClassVar[RuleId] = RuleId.DUE_DILIGENCE
+    rule: ClassVar[TaskRule] = TaskRule.DUE_DILIGENCE
     event_types: ClassVar[frozenset[str]] = frozenset({IDENTITY_VERIFIED, RISK_ASSESSED})
 
     def decide(
@@ -73,7 +75,8 @@ class KycRefreshRule:
     ) -> list[TaskCommand]:
         refreshes = open_of(open_tasks, {TaskKind.KYC_REFRESH})
         if event.type == RISK_ASSESSED:
-            level = RISK_LEVEL_OF_TOLERANCE.get(str(event.data.get("level")))
+            assessed = read_payload(event, c.ClientRiskAssessed, self.rule)
+            level = RISK_LEVEL_OF_TOLERANCE.get(assessed.level.value)
             return [
                 RescheduleTask(
                     task_id=t.id,
@@ -84,7 +87,8 @@ class KycRefreshRule:
                 for t in refreshes
                 if refresh_due(t.opened_at, level, policy) != t.due_at
             ]
-        if event.data.get("method") not in policy.kyc_verification_methods:
+        verified = read_payload(event, c.ClientIdentityVerified, self.rule)
+        if verified.method.value not in policy.kyc_verification_methods:
             return []  # recorded, but not due diligence that counts (D-03)
         commands = complete(refreshes, event, "due diligence refreshed")
         commands.append(

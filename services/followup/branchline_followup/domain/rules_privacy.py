@@ -15,14 +15,17 @@ from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import ClientContext, FollowupTask, TaskCommand
-from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 
-DATA_ACCESS_REQUESTED = "client.data_access_requested"
-ERASURE_REQUESTED = "client.erasure_requested"
-PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+DATA_ACCESS_REQUESTED = EventType.CLIENT_DATA_ACCESS_REQUESTED.value
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
 
 
 def access_request_subject(request_event_id: uuid.UUID) -> str:
@@ -33,7 +36,7 @@ def access_request_subject(request_event_id: uuid.UUID) -> str:
 class DataAccessRequestRule:
     """D-04 access requests (module docstring)."""
 
-    rule: ClassVar[RuleId] = RuleId.PERSONAL_DATA
+    rule: ClassVar[TaskRule] = TaskRule.PERSONAL_DATA
     event_types: ClassVar[frozenset[str]] = frozenset(
         {DATA_ACCESS_REQUESTED, PERSONAL_DATA_ACCESSED, ERASURE_REQUESTED}
     )
@@ -47,7 +50,6 @@ class DataAccessRequestRule:
     ) -> list[TaskCommand]:
         if event.type == DATA_ACCESS_REQUESTED:
             profile = policy.profile_for(client.branch_id)
-            at = require_aware(event.occurred_at)
             return [
                 open_for_event(
                     event,
@@ -55,7 +57,8 @@ class DataAccessRequestRule:
                     kind=TaskKind.DATA_ACCESS_REQUEST,
                     subject=access_request_subject(event.event_id),
                     assignee=policy.privacy_officer,
-                    due_at=at + policy.access_request_within_for(profile),
+                    due_at=require_aware(event.occurred_at)
+                    + policy.access_request_within_for(profile),
                     branch_id=client.branch_id,
                     profile=profile,
                 )
@@ -68,13 +71,10 @@ class DataAccessRequestRule:
                 event,
                 "erasure requested: personal data restricted (D-04)",
             )
-        raw = event.data.get("request_event_id")
-        if not isinstance(raw, str):
+        accessed = read_payload(event, c.ClientPersonalDataAccessed, self.rule)
+        if accessed.request_event_id is None:
             return []  # an access outside a request (e.g. an investigation) closes nothing
-        try:
-            subject = access_request_subject(uuid.UUID(raw))
-        except ValueError:
-            return []
+        subject = access_request_subject(accessed.request_event_id)
         return complete(
             open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}, subject), event, "answered"
         )

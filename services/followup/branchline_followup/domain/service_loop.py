@@ -14,10 +14,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of, owner
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     ClientContext,
@@ -25,7 +26,7 @@ from branchline_followup.domain.tasks import (
     RescheduleTask,
     TaskCommand,
 )
-from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -52,21 +53,6 @@ ENDED_WITH_THE_RELATIONSHIP: frozenset[TaskKind] = frozenset(
 relationship whose due diligence is refreshed, D-03)."""
 
 
-_SEALED = "sealed"
-
-
-def typed_payload(event: RecordedEvent) -> Any:
-    """The event's typed payload (the catalogue's model, so a malformed field fails here).
-    Personal values arrive sealed (longer than the clear text's bound) and no rule reads them:
-    each present one is replaced by a placeholder, which keeps only the fact that it is there."""
-    model = c.payload_model(event.type)
-    data = {
-        key: _SEALED if key in model.PERSONAL_PATHS and value is not None else value
-        for key, value in event.data.items()
-    }
-    return model.model_validate(data)
-
-
 def feedback_subject(event_id: uuid.UUID) -> str:
     return f"feedback:{event_id}"
 
@@ -79,16 +65,12 @@ def _at(event: RecordedEvent) -> datetime:
     return require_aware(event.occurred_at)
 
 
-def needs_response(survey: dict[str, Any], low_score: int) -> bool:
-    """D-07: a survey (its ``data``) needs a response when it carries a comment or any
-    dimension scored below ``low_score``. Read field by field: the comment arrives sealed, and
-    a survey without scores (an older writer) is judged by its comment alone."""
-    if survey.get("comment") is not None:
+def needs_response(survey: c.FeedbackSurveyAnswered, low_score: int) -> bool:
+    """D-07: a survey needs a response when it carries a comment (sealed: only its presence
+    counts) or any dimension scored below ``low_score``."""
+    if survey.comment is not None:
         return True
-    scores = survey.get("scores")
-    if not isinstance(scores, dict):
-        return False
-    return any(isinstance(score, int | float) and score < low_score for score in scores.values())
+    return any(score < low_score for score in survey.scores.model_dump().values())
 
 
 class FeedbackResponseRule:
@@ -101,7 +83,7 @@ class FeedbackResponseRule:
       through the API (``followup.completed`` records the response: outcome and sealed note).
     """
 
-    rule: ClassVar[RuleId] = RuleId.COMPLAINT
+    rule: ClassVar[TaskRule] = TaskRule.COMPLAINT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {FEEDBACK_SURVEY_ANSWERED, FEEDBACK_RECEIVED, FEEDBACK_RESPONDED}
     )
@@ -114,10 +96,11 @@ class FeedbackResponseRule:
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
         if event.type == FEEDBACK_SURVEY_ANSWERED:
-            if not needs_response(event.data, policy.feedback_low_score):
+            survey = read_payload(event, c.FeedbackSurveyAnswered, self.rule)
+            if not needs_response(survey, policy.feedback_low_score):
                 return []
         elif event.type == FEEDBACK_RESPONDED:
-            payload = typed_payload(event)
+            payload = read_payload(event, c.FeedbackResponded, self.rule)
             subject = feedback_subject(payload.responds_to_event_id)
             return complete(
                 open_of(open_tasks, {TaskKind.FEEDBACK_RESPONSE}, subject), event, "responded"
@@ -165,7 +148,7 @@ class PromiseRule:
     as missed in the D-12 measures.
     """
 
-    rule: ClassVar[RuleId] = RuleId.IMPROVEMENT
+    rule: ClassVar[TaskRule] = TaskRule.IMPROVEMENT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {PROGRESS_REPORTED, COMPLAINT_RESOLVED, COMPLAINT_RENEGOTIATED, CONSULTATION_RENEGOTIATED}
     )
@@ -177,11 +160,13 @@ class PromiseRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = typed_payload(event)
+        payload = read_payload(event, c.EventPayload, self.rule)
         if isinstance(payload, c.ConsultationPromiseRenegotiated):
             subject = f"consultation:{payload.consultation_id}"
             promises = open_of(open_tasks, {TaskKind.CONSULTATION_PROMISE}, subject)
             return _renegotiate(promises, event, payload.promised_by)
+        if not isinstance(payload, c.ComplaintEvent):
+            return []
         subject = f"complaint:{payload.complaint_id}"
         promises = open_of(open_tasks, {TaskKind.COMPLAINT_PROGRESS_PROMISE}, subject)
         if isinstance(payload, c.ComplaintPromiseRenegotiated):
@@ -207,7 +192,7 @@ class CorrectiveActionRule:
     ``complaint.corrective_action_completed`` is recorded (or the owner completes the task). It
     outlives the complaint: closing the complaint leaves it open."""
 
-    rule: ClassVar[RuleId] = RuleId.IMPROVEMENT
+    rule: ClassVar[TaskRule] = TaskRule.IMPROVEMENT
     event_types: ClassVar[frozenset[str]] = frozenset({ACTION_PLANNED, ACTION_COMPLETED})
 
     def decide(
@@ -217,7 +202,11 @@ class CorrectiveActionRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = typed_payload(event)
+        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        if not isinstance(
+            payload, c.ComplaintCorrectiveActionPlanned | c.ComplaintCorrectiveActionCompleted
+        ):
+            return []
         subject = corrective_action_subject(payload.complaint_id, payload.action_id)
         if isinstance(payload, c.ComplaintCorrectiveActionCompleted):
             return complete(
@@ -240,7 +229,7 @@ class AccountClosureRule:
     products are cancelled; the lifecycle moves to churned (the revisit plan then becomes one
     win-back contact, D-08). Feedback, complaint and corrective-action tasks keep running."""
 
-    rule: ClassVar[RuleId] = RuleId.LIFECYCLE
+    rule: ClassVar[TaskRule] = TaskRule.LIFECYCLE
     event_types: ClassVar[frozenset[str]] = frozenset({ACCOUNT_CLOSED})
 
     def decide(
