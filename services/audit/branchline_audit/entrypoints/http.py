@@ -21,6 +21,7 @@ from branchline_audit.application.proofs import ProofRefused, consistency, inclu
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
@@ -139,11 +140,6 @@ class PublicKey(BaseModel):
     verifier_key: str
 
 
-def _refused(error: ProofRefused) -> Problem:
-    titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
-    return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
-
-
 class ExportSlots:
     """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
 
@@ -215,7 +211,7 @@ async def entry_proof(
     try:
         proof = await inclusion(audit, position)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return InclusionProofBody(
         position=position,
         leaf_index=position - 1,
@@ -259,7 +255,7 @@ async def checkpoint_consistency(
     try:
         proof = await consistency(audit, first, second)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return ConsistencyBody(first=first, second=second, consistency_path=[p.hex() for p in proof])
 
 
