@@ -68,21 +68,26 @@ class SelfGrading(TaskRefused):
 class RuleRefused(TaskRefused):
     """A rule refused the action; the refusal was recorded (``rule.violation_refused``)."""
 
-    def __init__(self, task: FollowupTask, rule: str, fields: list[str], detail: str) -> None:
+    rule: str = ""
+
+    def __init__(self, task: FollowupTask, fields: list[str], detail: str) -> None:
         super().__init__(task.id, detail)
-        self.rule = rule
         self.fields = fields
 
 
-def review_incomplete(task: FollowupTask, missing: list[str]) -> RuleRefused:
-    return RuleRefused(
-        task,
-        "D-15",
-        missing,
-        f"suitability review {task.id} cannot be completed without {', '.join(missing)}: the "
-        "client is warned (风险提示) that the holdings no longer fit before the outcome is "
-        "recorded (send client_warned: true once warned)",
-    )
+class ClientNotWarned(RuleRefused):
+    """D-15: a suitability review completed before the client was warned."""
+
+    rule = "D-15"
+
+    def __init__(self, task: FollowupTask, missing: list[str]) -> None:
+        super().__init__(
+            task,
+            missing,
+            f"suitability review {task.id} cannot be completed without {', '.join(missing)}: "
+            "the client is warned (风险提示) that the holdings no longer fit before the outcome "
+            "is recorded (send client_warned: true once warned)",
+        )
 
 
 async def _record_refusal(
@@ -216,7 +221,7 @@ async def complete_task(
         missing = completion_missing(task, client_warned)
         if missing:
             # the refusal is recorded and committed; the task stays open
-            refusal = review_incomplete(task, missing)
+            refusal = ClientNotWarned(task, missing)
             await _record_refusal(
                 conn,
                 ctx,
