@@ -65,25 +65,16 @@ class SelfGrading(TaskRefused):
         )
 
 
-class RuleRefused(TaskRefused):
-    """A rule refused the action; the refusal was recorded (``rule.violation_refused``)."""
-
-    rule: str = ""
-
-    def __init__(self, task: FollowupTask, fields: list[str], detail: str) -> None:
-        super().__init__(task.id, detail)
-        self.fields = fields
-
-
-class ClientNotWarned(RuleRefused):
-    """D-15: a suitability review completed before the client was warned."""
+class ClientNotWarned(TaskRefused):
+    """D-15: a suitability review completed before the client was warned; the refusal is
+    recorded (``rule.violation_refused``)."""
 
     rule = "D-15"
 
     def __init__(self, task: FollowupTask, missing: list[str]) -> None:
+        self.fields = missing
         super().__init__(
-            task,
-            missing,
+            task.id,
             f"suitability review {task.id} cannot be completed without {', '.join(missing)}: "
             "the client is warned (风险提示) that the holdings no longer fit before the outcome "
             "is recorded (send client_warned: true once warned)",
@@ -94,7 +85,7 @@ async def _record_refusal(
     conn: PgConnection,
     ctx: FollowupContext,
     task: FollowupTask,
-    refusal: RuleRefused,
+    refusal: ClientNotWarned,
     *,
     refused_type: str,
     refused_data: dict[str, Any],
@@ -200,7 +191,7 @@ async def complete_task(
     ``client_warned``: a D-15 review records whether the client was warned that a holding
     no longer fits (风险提示)."""
     now = await ctx.clock.now()
-    refusal: RuleRefused | None = None
+    refusal: ClientNotWarned | None = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
         if scores is not None and not may_grade(task.assignee):
