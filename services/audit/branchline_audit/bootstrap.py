@@ -16,7 +16,7 @@ from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
-from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.recording import record_events
@@ -37,7 +37,7 @@ from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, 
 from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 SERVICE = "audit"
 CONSUMER = "audit-consumer"
@@ -46,14 +46,14 @@ __all__ = ["build_consumer", "create_app", "prepare_database", "run_consumer", "
 
 
 def audit_context(
-    settings: BranchlineSettings,
+    settings: AuditSettings,
     pool: asyncpg.Pool[Any],
     clock: Clock,
 ) -> AuditContext:
     return AuditContext(
         ledger=PostgresLedger(pool),
         checkpoints=PostgresCheckpoints(pool),
-        signer=load_or_create_signer(settings),
+        signer=load_signer(settings),
         clock=clock,
         policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
         checkpoint_every=settings.audit_checkpoint_every_entries,
@@ -61,11 +61,11 @@ def audit_context(
     )
 
 
-def retention_policy(settings: BranchlineSettings) -> RetentionPolicy:
+def retention_policy(settings: AuditSettings) -> RetentionPolicy:
     return RetentionPolicy(
-        years_by_profile=settings.audit_retention_years,
-        default_profile=settings.audit_retention_profile,
-        branch_profiles=settings.audit_branch_retention_profiles,
+        years_by_profile=settings.retention_years,
+        default_profile=settings.retention_profile,
+        branch_profiles=settings.retention_branch_profiles,
     )
 
 
@@ -80,10 +80,8 @@ async def checkpointing(audit: AuditContext) -> AsyncIterator[None]:
             await task
 
 
-def create_app(
-    settings: BranchlineSettings | None = None, *, clock: Clock | None = None
-) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or AuditSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,7 +120,7 @@ def create_app(
     return app
 
 
-def self_repair(settings: BranchlineSettings, pool: asyncpg.Pool[Any]) -> SelfRepair | None:
+def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair | None:
     """The consumer's own reconciliation with the event stores (None: switched off)."""
     if not settings.reconcile_self_repair:
         return None
@@ -138,7 +136,7 @@ def self_repair(settings: BranchlineSettings, pool: asyncpg.Pool[Any]) -> SelfRe
 
 
 def build_consumer(
-    settings: BranchlineSettings,
+    settings: AuditSettings,
     ledger: PostgresLedger,
     producer: AIOKafkaProducer,
     clock: Clock,
@@ -159,7 +157,7 @@ def build_consumer(
     )
 
 
-async def run_consumer(settings: BranchlineSettings) -> None:
+async def run_consumer(settings: AuditSettings) -> None:
     """The audit consumer process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
     await prepare_database(settings)

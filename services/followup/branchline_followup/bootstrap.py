@@ -50,12 +50,12 @@ from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrat
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 SERVICE = "followup"
 
 
-async def prepare_database(settings: BranchlineSettings) -> None:
+async def prepare_database(settings: FollowupSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
@@ -67,7 +67,7 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     )
 
 
-async def open_read_model_pool(settings: BranchlineSettings) -> PgPool:
+async def open_read_model_pool(settings: FollowupSettings) -> PgPool:
     return await open_pool(
         with_search_path(settings.followup_database_url, LIVE_SCHEMA),
         min_size=settings.db_pool_min,
@@ -80,7 +80,7 @@ class FollowupRuntime:
     """What both followup processes run: the pool, the use cases' context, the outbox relay
     of followup's event store (one active per database, whichever process holds its lock)."""
 
-    settings: BranchlineSettings
+    settings: FollowupSettings
     topics: Topics
     pool: PgPool
     producer: AIOKafkaProducer
@@ -88,7 +88,7 @@ class FollowupRuntime:
 
 
 @contextlib.asynccontextmanager
-async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
+async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
     await prepare_database(settings)
     topics = declare_topics(settings)
     await ensure_topics(settings.kafka_bootstrap, topics.all())
@@ -128,8 +128,8 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         await key_pool.close()
 
 
-def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: FollowupSettings | None = None) -> FastAPI:
+    settings = settings or FollowupSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,7 +138,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             app.state.followup = runtime.context
             app.state.token_codec = token_codec(settings, "followup")
             app.state.staff = StaffDirectory(
-                settings.followup_supervisors, settings.followup_default_supervisor
+                settings.staff_supervisors, settings.staff_default_supervisor
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(runtime.pool),
@@ -160,7 +160,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
-def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -> SelfRepair | None:
+def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> SelfRepair | None:
     """The worker's own reconciliation with the event stores (None: switched off)."""
     if not settings.reconcile_self_repair:
         return None
@@ -177,7 +177,7 @@ def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
+async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
     """The worker's parts, started: the Faust agent projecting the event topics, the timer
     runner and the outbox relay. Stopped (in order) when the block ends."""
     async with followup_runtime(settings) as runtime:
@@ -242,7 +242,7 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             await app.stop()
 
 
-async def run_worker(settings: BranchlineSettings) -> None:
+async def run_worker(settings: FollowupSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
     async with running_worker(settings) as runtime:
@@ -257,7 +257,7 @@ async def run_worker(settings: BranchlineSettings) -> None:
 
 
 async def rebuild(
-    settings: BranchlineSettings,
+    settings: FollowupSettings,
     *,
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,

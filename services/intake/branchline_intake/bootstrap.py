@@ -31,12 +31,12 @@ from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import is_reachable, open_pool
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import IntakeSettings
 
 SERVICE = "intake"
 
 
-async def prepare_database(settings: BranchlineSettings) -> None:
+async def prepare_database(settings: IntakeSettings) -> None:
     """Create the database if needed and apply migrations (idempotent, safe to race)."""
     await migrate_database(
         settings.intake_database_url,
@@ -44,8 +44,8 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     )
 
 
-def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: IntakeSettings | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,9 +91,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     "submission-hash",
                     initial=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
                 ),
-                staff=StaffDirectory(
-                    settings.followup_supervisors, settings.followup_default_supervisor
-                ),
+                staff=StaffDirectory(settings.staff_supervisors, settings.staff_default_supervisor),
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
@@ -135,7 +133,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
-async def run_relay(settings: BranchlineSettings) -> None:
+async def run_relay(settings: IntakeSettings) -> None:
     """A standalone outbox relay of intake's store, until SIGINT/SIGTERM: a second relay next
     to the API's (the store's relay lock keeps one active; the other takes over when it dies).
     """

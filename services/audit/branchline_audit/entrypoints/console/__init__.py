@@ -14,18 +14,18 @@ from branchline_shared.console.i18n import N_
 from branchline_shared.console.pages import install_console
 from branchline_shared.console.web import ConsoleConfig, NavLink
 from branchline_shared.http.auth import Principal, Role
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def followup_console_url(settings: BranchlineSettings) -> str:
+def followup_console_url(settings: AuditSettings) -> str:
     if settings.console_followup_url:
         return settings.console_followup_url.rstrip("/")
     return f"http://{settings.bind_host}:{settings.followup_port}/console"
 
 
-def install_audit_console(app: FastAPI, settings: BranchlineSettings) -> None:
+def install_audit_console(app: FastAPI, settings: AuditSettings) -> None:
     followup = followup_console_url(settings)
 
     def nav(principal: Principal) -> list[NavLink]:
@@ -55,8 +55,8 @@ def install_audit_console(app: FastAPI, settings: BranchlineSettings) -> None:
             template_dirs=[TEMPLATES],
             nav=nav,
             home=home,
-            default_zone=settings.followup_default_timezone,
-            branch_zones=dict(settings.followup_branch_timezones),
+            default_zone=settings.calendar_default_timezone,
+            branch_zones=dict(settings.calendar_branch_timezones),
             dev_mode=settings.dev_mode,
             dev_roles=(Role.AUDITOR, Role.SUPERVISOR, Role.RM, Role.ADMIN),
             vocabulary=VOCABULARY,

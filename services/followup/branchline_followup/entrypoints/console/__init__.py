@@ -14,19 +14,19 @@ from branchline_shared.console.i18n import N_
 from branchline_shared.console.pages import install_console
 from branchline_shared.console.web import ConsoleConfig, NavLink
 from branchline_shared.http.auth import Principal, Role
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def audit_console_url(settings: BranchlineSettings) -> str:
+def audit_console_url(settings: FollowupSettings) -> str:
     """Where the auditor's pages are (another service, on its own port)."""
     if settings.console_audit_url:
         return settings.console_audit_url.rstrip("/")
     return f"http://{settings.bind_host}:{settings.audit_port}/console"
 
 
-def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None:
+def install_followup_console(app: FastAPI, settings: FollowupSettings) -> None:
     audit = audit_console_url(settings)
 
     def nav(principal: Principal) -> list[NavLink]:
@@ -46,7 +46,7 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
             return f"{audit}/trail"
         return "/console/"
 
-    app.state.console_assessment_validity_months = settings.intake_assessment_validity_months
+    app.state.console_assessment_validity_months = settings.assessment_validity_months
     router = APIRouter()
     router.include_router(rm_router)
     router.include_router(supervisor_router)
@@ -57,8 +57,8 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
             template_dirs=[TEMPLATES],
             nav=nav,
             home=home,
-            default_zone=settings.followup_default_timezone,
-            branch_zones=dict(settings.followup_branch_timezones),
+            default_zone=settings.calendar_default_timezone,
+            branch_zones=dict(settings.calendar_branch_timezones),
             dev_mode=settings.dev_mode,
             dev_roles=(Role.RM, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN),
             vocabulary=VOCABULARY,
