@@ -19,11 +19,12 @@ from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, l
 from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
+from branchline_audit.application.exporting import ExportSlots
 from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
-from branchline_audit.entrypoints.http import ExportSlots, router
+from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
 from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
-from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.application.clock import ServiceClock

@@ -6,7 +6,6 @@ endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answere
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -15,8 +14,13 @@ from pydantic import BaseModel
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import latest_covering
-from branchline_audit.application.context import AuditContext, Reader
-from branchline_audit.application.exporting import export_lines
+from branchline_audit.application.context import AuditContext, TrailReader
+from branchline_audit.application.exporting import (
+    ExportsBusy,
+    ExportSlots,
+    StartedExport,
+    start_export,
+)
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
@@ -42,25 +46,25 @@ def get_audit(request: Request) -> AuditContext:
     return audit
 
 
-def _reader(principal: Principal, purpose: str | None) -> Reader:
-    return Reader(
+def _reader(principal: Principal, purpose: str | None) -> TrailReader:
+    return TrailReader(
         subject=principal.subject,
         roles=frozenset(r.value for r in principal.roles),
         purpose=purpose,
     )
 
 
-def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+def get_reader(principal: Auditor, purpose: Purpose = None) -> TrailReader:
     return _reader(principal, purpose)
 
 
-def get_verifier(principal: Verifier, purpose: Purpose = None) -> Reader:
+def get_verifier(principal: Verifier, purpose: Purpose = None) -> TrailReader:
     return _reader(principal, purpose)
 
 
 AuditDep = Annotated[AuditContext, Depends(get_audit)]
-ReaderDep = Annotated[Reader, Depends(get_reader)]
-VerifierDep = Annotated[Reader, Depends(get_verifier)]
+ReaderDep = Annotated[TrailReader, Depends(get_reader)]
+VerifierDep = Annotated[TrailReader, Depends(get_verifier)]
 
 
 def get_filters(
@@ -142,30 +146,6 @@ class PublicKey(BaseModel):
 def _refused(error: ProofRefused) -> Problem:
     titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
     return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
-
-
-class ExportSlots:
-    """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-
-    def take(self) -> bool:
-        if self.running >= self.limit:
-            return False
-        self.running += 1
-        return True
-
-    def give_back(self) -> None:
-        self.running -= 1
-
-    async def held_while(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
-        try:
-            async for line in lines:
-                yield line
-        finally:
-            self.give_back()
 
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -311,26 +291,40 @@ async def export(
 ) -> StreamingResponse:
     """At most ``audit_max_concurrent_exports`` run at once (a full export keeps a database
     connection and the CPU busy): one more is 429 with ``Retry-After``, recorded nowhere."""
+    return export_response(
+        await started_export(request, audit, reader, filters, format, route="GET /v1/audit/export")
+    )
+
+
+async def started_export(
+    request: Request,
+    audit: AuditContext,
+    reader: TrailReader,
+    filters: LedgerFilters,
+    content: Literal["jsonl", "csv"],
+    *,
+    route: str,
+) -> StartedExport:
+    """:func:`start_export` with the app's slots; all slots taken is 429 (API and console)."""
     slots: ExportSlots = request.app.state.export_slots
-    if not slots.take():
+    try:
+        return await start_export(audit, slots, reader, filters, content, route=route)
+    except ExportsBusy as busy:
         raise Problem(
             429,
             "Too many exports",
-            f"{slots.limit} exports are running; retry when one has finished",
+            str(busy),
             kind="too-many-exports",
             headers={"Retry-After": "5"},
-        )
-    try:
-        await record_read(
-            audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
-        )
-    except BaseException:
-        slots.give_back()
-        raise
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
-    stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
+        ) from None
+
+
+def export_response(started: StartedExport) -> StreamingResponse:
     return StreamingResponse(
-        slots.held_while(export_lines(audit, filters, format, reader)),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
+        started.lines,
+        media_type=started.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{started.filename}"',
+            "Cache-Control": "no-store",
+        },
     )

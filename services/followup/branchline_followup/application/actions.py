@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from branchline_followup.adapters import read_models
-from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
 from branchline_followup.application.recording import FollowupContext, record_and_apply
 from branchline_followup.domain import FollowupTask

@@ -15,7 +15,7 @@ from typing import Any
 
 from branchline_followup.adapters import personal_data as store
 from branchline_followup.adapters import read_models
-from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.projector import project
 from branchline_followup.application.recording import SOURCE, FollowupContext, normalised
 from branchline_followup.application.recording import _sealed as sealed_payload

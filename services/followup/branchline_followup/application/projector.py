@@ -20,12 +20,12 @@ from branchline_followup.adapters import read_models
 from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import apply_personal_data
-from branchline_followup.adapters.read_models import ClientFacts
-from branchline_followup.adapters.schemas import (
+from branchline_followup.adapters.pg_schemas import (
     LIVE_CLIENT_LOCK_CLASS,
     hold_swap_lock_shared,
     lock_client,
 )
+from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application import suitability
 from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from branchline_followup.adapters import schemas
+from branchline_followup.adapters import pg_schemas
 from branchline_followup.adapters.read_models import claim_due_stage_changes
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.application.projector import (
@@ -91,17 +91,19 @@ async def rebuild_read_models(
         number = await conn.fetchval(
             "INSERT INTO fu_rebuilds (schema_name) VALUES ('') RETURNING id"
         )
-        target = f"{schemas.REBUILD_PREFIX}{number}"
-        retired = f"{schemas.RETIRED_PREFIX}{number}"
+        target = f"{pg_schemas.REBUILD_PREFIX}{number}"
+        retired = f"{pg_schemas.RETIRED_PREFIX}{number}"
         started_at = await conn.fetchval(
             "UPDATE fu_rebuilds SET schema_name = $2 WHERE id = $1 RETURNING started_at",
             number,
             target,
         )
-        await schemas.clone_schema(conn, target)
-    projection = Projection(policy, client_lock_class=schemas.REBUILD_CLIENT_LOCK_CLASS)
+        await pg_schemas.clone_schema(conn, target)
+    projection = Projection(policy, client_lock_class=pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
     counts = _Counts()
-    pool = await open_pool(schemas.with_search_path(database_url, target), min_size=1, max_size=1)
+    pool = await open_pool(
+        pg_schemas.with_search_path(database_url, target), min_size=1, max_size=1
+    )
     try:
         total = await source.start()
         if on_total is not None:
@@ -119,7 +121,7 @@ async def rebuild_read_models(
                     await _apply_all(conn, batch, projection, counts, on_progress)
 
             async with conn.transaction():
-                await schemas.hold_swap_lock_exclusive(conn)
+                await pg_schemas.hold_swap_lock_exclusive(conn)
                 caught_up = await source.extend_to_current_end()
                 if on_total is not None and caught_up:
                     on_total(total + caught_up)
@@ -129,7 +131,7 @@ async def rebuild_read_models(
                     await _apply_one(conn, event, projection, counts, position)
                 if clock is not None:
                     await _apply_due_stage_changes(conn, await clock(), projection)
-                await schemas.swap_in(conn, rebuilt=target, retired=retired)
+                await pg_schemas.swap_in(conn, rebuilt=target, retired=retired)
                 await conn.execute(
                     "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 "
                     "WHERE id = $1",
@@ -142,7 +144,7 @@ async def rebuild_read_models(
         await pool.close()
     if not keep_retired:
         async with admin_pool.acquire() as conn:
-            await schemas.drop_schema(conn, retired)
+            await pg_schemas.drop_schema(conn, retired)
     return RebuildResult(
         schema=target,
         total=total + caught_up,
@@ -194,7 +196,7 @@ async def _apply_due_stage_changes(
     """The stage changes by time due at ``now``, as the live timer runner makes them."""
     while claimed := await claim_due_stage_changes(conn, now, batch_size):
         for client_id in claimed:
-            await schemas.lock_client(conn, client_id, projection.client_lock_class)
+            await pg_schemas.lock_client(conn, client_id, projection.client_lock_class)
             await apply_client_stage_changes(conn, client_id, now, projection.policy)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.legal_holds import AuditApiLegalHolds, LegalHolds
-from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.personal_data import record_privacy_event
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain.erasure import (

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from branchline_followup.adapters import read_models
-from branchline_followup.adapters.schemas import lock_client
+from branchline_followup.adapters.pg_schemas import lock_client
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
 from branchline_followup.domain.suitability import (
     Holding,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, try_lock_client
 from branchline_followup.adapters.read_models import DueTimer
-from branchline_followup.adapters.schemas import hold_swap_lock_shared, try_lock_client
 from branchline_followup.application.projector import apply_client_stage_changes
 from branchline_followup.application.recording import (
     TIMER_ACTOR,

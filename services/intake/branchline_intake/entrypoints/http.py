@@ -29,6 +29,7 @@ from branchline_shared.http.problems import (
     validation_problem,
 )
 from branchline_shared.http.responses import FastJSONResponse
+from branchline_shared.http.strict_input import ParsedBodyRoute
 
 MAX_BATCH = 1000
 STREAM_ROUTE = "GET /v1/streams/{stream_id}/events"
@@ -89,7 +90,8 @@ class StreamEvents(BaseModel):
     events: list[RecordedEvent]
 
 
-router = APIRouter(prefix="/v1", tags=["intake"])
+# The body each route validates is the document the strict input check parsed (#12).
+router = APIRouter(prefix="/v1", tags=["intake"], route_class=ParsedBodyRoute)
 
 
 def _actor(principal: Principal) -> Actor:
