@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from branchline_cli.dev_secrets import DevSecretsError, provision_dev_secrets
+from branchline_followup.application.config import policy_from_settings
 from branchline_intake.domain_seam import intake_policy
 from branchline_shared.settings import (
     FORMER_NAMES,
@@ -26,11 +27,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_rule_numbers_come_from_settings() -> None:
-    policy = intake_policy(
-        BranchlineSettings(assessment_validity_months=6, lifecycle_churn_after_days=200)
-    )
-    assert policy.assessment_validity_months == 6
-    assert policy.churn_after == timedelta(days=200)
+    settings = BranchlineSettings(assessment_validity_months=6, lifecycle_churn_after_days=200)
+    assert intake_policy(settings).assessment_validity_months == 6
+    # D-09's numbers reach the one place that derives the stage: followup's policy.
+    assert policy_from_settings(settings).churn_after_inactivity == timedelta(days=200)
     assert intake_policy(BranchlineSettings()).assessment_validity_months == 12  # D-05 default
 
 
@@ -98,7 +98,7 @@ def test_each_service_reads_only_its_own_settings() -> None:
     assert not {f for f in intake | audit if f.startswith("followup_")}
     assert not {f for f in followup | audit if f.startswith("intake_")}
     assert not {f for f in intake | followup if f.startswith("audit_")}
-    assert "lifecycle_new_client_days" in intake & followup  # D-09: one number, two readers
+    assert "assessment_validity_months" in intake & followup  # D-05: one number, two readers
     assert "retention_years" in audit & followup  # D-11
     assert set(BranchlineSettings.model_fields) >= common | intake | followup | audit
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 from branchline_intake.application.deciding import Decider
 from branchline_intake.domain import IntakePolicy, RecordedDecider
@@ -15,9 +14,6 @@ def intake_policy(settings: IntakeSettings) -> IntakePolicy:
     """The numbers of the rules, from settings (defaults: docs/rules.md)."""
     return IntakePolicy(
         assessment_validity_months=settings.assessment_validity_months,
-        new_client_period=timedelta(days=settings.lifecycle_new_client_days),
-        churn_after=timedelta(days=settings.lifecycle_churn_after_days),
-        high_net_worth_threshold=Decimal(settings.lifecycle_high_net_worth_threshold),
         identity_gate_methods=frozenset(
             IdentityMethod(m) for m in settings.intake_identity_gate_methods
         ),

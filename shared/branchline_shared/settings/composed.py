@@ -9,9 +9,7 @@ from branchline_shared.settings.followup import FollowupSettings
 from branchline_shared.settings.intake import IntakeSettings
 
 
-# The pydantic mypy plugin gives each class its own typed model_construct; the union of three
-# services' classes cannot reconcile them (the fields themselves agree: one section, one field).
-class BranchlineSettings(IntakeSettings, FollowupSettings, AuditSettings):  # type: ignore[misc]
+class BranchlineSettings(IntakeSettings, FollowupSettings, AuditSettings):
     """The union of the services' settings, plus the embedded stack's own ports.
 
     A service reads only its own class (:class:`IntakeSettings`, ...); this one is passed to

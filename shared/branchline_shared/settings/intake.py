@@ -7,15 +7,12 @@ from pydantic import Field
 from branchline_shared.events.vocabulary import IdentityMethod
 from branchline_shared.settings.sections import (
     AssessmentSettings,
-    ClientLifecycleSettings,
     PersonalDataSettings,
     StaffSettings,
 )
 
 
-class IntakeSettings(
-    PersonalDataSettings, ClientLifecycleSettings, AssessmentSettings, StaffSettings
-):
+class IntakeSettings(PersonalDataSettings, AssessmentSettings, StaffSettings):
     """What the intake API and its outbox relay read."""
 
     # --- intake: the numbers of the standard's rules (docs/rules.md defaults) ---

@@ -58,7 +58,7 @@ class PersonalDataSettings(CommonSettings):
 
 
 class ClientLifecycleSettings(CommonSettings):
-    """D-09: when a client is new, churned or high net worth (intake and followup)."""
+    """D-09: when a client is new, churned or high net worth (followup derives the stage)."""
 
     lifecycle_new_client_days: int = Field(
         default=90,

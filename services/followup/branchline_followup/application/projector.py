@@ -50,6 +50,7 @@ from branchline_followup.domain import (
     timer_id_for,
     timers_for,
 )
+from branchline_shared.domain.classification import risk_level
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -60,15 +61,6 @@ business event (fixed forever)."""
 
 FOLLOWUP_REASSIGNED = "followup.reassigned"
 FOLLOWUP_COMPLETED = "followup.completed"
-
-RISK_LEVEL_OF_TOLERANCE = {
-    "C1": "low",
-    "C2": "medium",
-    "C3": "medium",
-    "C4": "high",
-    "C5": "very_high",
-}
-"""D-09 risk level from the C1..C5 assessment (the same default table as intake's)."""
 
 CONTACT_EVENT_TYPES = frozenset(
     {
@@ -333,7 +325,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     elif event.type == "client.risk_assessed":
         level = str(data.get("level", ""))
         facts.risk_tolerance = level or None
-        facts.risk_level = RISK_LEVEL_OF_TOLERANCE.get(level)
+        risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
+        facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
         if facts.first_business_at is None or at < facts.first_business_at:
             facts.first_business_at = at
