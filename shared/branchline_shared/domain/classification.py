@@ -21,9 +21,12 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Protocol
 
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.vocabulary import LifecycleStage, RiskLevel, RiskTolerance
 
-BUSINESS_EVENT_TYPES: frozenset[str] = frozenset({"visit.business_handled", "product.sold"})
+BUSINESS_EVENT_TYPES: frozenset[str] = frozenset(
+    {EventType.VISIT_BUSINESS_HANDLED, EventType.PRODUCT_SOLD}
+)
 """Events that count as business for D-09 (first business, last business)."""
 
 RISK_LEVELS: Mapping[RiskTolerance, RiskLevel] = MappingProxyType(
