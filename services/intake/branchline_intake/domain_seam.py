@@ -14,9 +14,7 @@ def intake_policy(settings: IntakeSettings) -> IntakePolicy:
     """The numbers of the rules, from settings (defaults: docs/rules.md)."""
     return IntakePolicy(
         assessment_validity_months=settings.assessment_validity_months,
-        identity_gate_methods=frozenset(
-            IdentityMethod(m) for m in settings.intake_identity_gate_methods
-        ),
+        identity_gate_methods=frozenset(IdentityMethod(m) for m in settings.identity_gate_methods),
         screening_required=settings.intake_screening_required,
         clock_skew=timedelta(seconds=settings.intake_clock_skew_seconds),
         late_entry_window=timedelta(hours=settings.intake_late_entry_window_hours),

@@ -14,6 +14,7 @@ from branchline_shared.settings.renamed import FORMER_NAMES
 from branchline_shared.settings.sections import (
     CalendarSettings,
     ClientLifecycleSettings,
+    IdentityGateSettings,
     PersonalDataSettings,
     RetentionSettings,
     StaffSettings,
@@ -29,6 +30,7 @@ __all__ = [
     "CommonSettings",
     "FollowupDeadline",
     "FollowupSettings",
+    "IdentityGateSettings",
     "IntakeSettings",
     "MissingSecretError",
     "PersonalDataSettings",

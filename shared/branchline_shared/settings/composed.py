@@ -9,7 +9,11 @@ from branchline_shared.settings.followup import FollowupSettings
 from branchline_shared.settings.intake import IntakeSettings
 
 
-class BranchlineSettings(IntakeSettings, FollowupSettings, AuditSettings):
+# The pydantic mypy plugin gives each class a typed model_construct of its own and may find the
+# union of the services' classes inconsistent (its fields agree: one section, one field).
+class BranchlineSettings(  # type: ignore[misc,unused-ignore]
+    IntakeSettings, FollowupSettings, AuditSettings
+):
     """The union of the services' settings, plus the embedded stack's own ports.
 
     A service reads only its own class (:class:`IntakeSettings`, ...); this one is passed to

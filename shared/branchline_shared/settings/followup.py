@@ -6,15 +6,17 @@ read, at start, not when a rule first needs it.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from branchline_shared.events.vocabulary import JurisdictionProfile, LifecycleStage
+from branchline_shared.events.vocabulary import JurisdictionProfile, LifecycleStage, RiskLevel
 from branchline_shared.settings.sections import (
     AssessmentSettings,
     CalendarSettings,
     ClientLifecycleSettings,
+    IdentityGateSettings,
     PersonalDataSettings,
     RetentionSettings,
     StaffSettings,
@@ -41,6 +43,7 @@ class FollowupSettings(
     PersonalDataSettings,
     ClientLifecycleSettings,
     AssessmentSettings,
+    IdentityGateSettings,
     StaffSettings,
     CalendarSettings,
     RetentionSettings,
@@ -88,6 +91,17 @@ class FollowupSettings(
     )
     followup_privacy_officer: str = Field(
         default="privacy-officer", description="Assignee of access-request tasks (D-04)."
+    )
+    followup_kyc_refresh_months: dict[RiskLevel, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="D-03: months between due diligence and its refresh by risk level, JSON "
+        '(default {"low": 36, "medium": 36, "high": 12, "very_high": 12}).',
+    )
+    followup_gift_threshold: Decimal = Field(
+        default=Decimal(0), ge=0, description="D-16: accepted gifts above this value escalate."
+    )
+    followup_training_hours_per_year: Decimal = Field(
+        default=Decimal(40), ge=0, description="D-14: training reference (D-12 shortfalls)."
     )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from branchline_shared.events.vocabulary import IdentityMethod
 from branchline_shared.settings.sections import (
     AssessmentSettings,
+    IdentityGateSettings,
     PersonalDataSettings,
     StaffSettings,
 )
 
 
-class IntakeSettings(PersonalDataSettings, AssessmentSettings, StaffSettings):
+class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSettings, StaffSettings):
     """What the intake API and its outbox relay read."""
 
     # --- intake: the numbers of the standard's rules (docs/rules.md defaults) ---
-    intake_identity_gate_methods: list[IdentityMethod] = Field(
-        default_factory=lambda: [IdentityMethod.NETWORKED_ID_CHECK],
-        min_length=1,
-        description="D-03: identity verification methods that open the gate for account "
-        "opening, sales and contracts (networked_id_check, in_person, video), JSON.",
-    )
     intake_screening_required: bool = Field(
         default=True, description="D-03: an account opening or sale needs a clear screening."
     )

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from branchline_shared.events.vocabulary import IdentityMethod
 from branchline_shared.settings.common import CommonSettings, read_secret_file
 from branchline_shared.settings.renamed import renamed
 
@@ -90,6 +91,19 @@ class AssessmentSettings(CommonSettings):
         ge=1,
         validation_alias=renamed("assessment_validity_months", "intake_assessment_validity_months"),
         description="D-05: validity of a risk assessment without valid_until.",
+    )
+
+
+class IdentityGateSettings(CommonSettings):
+    """D-03: the identity checks that count (intake's gate, followup's KYC refresh)."""
+
+    identity_gate_methods: list[IdentityMethod] = Field(
+        default_factory=lambda: [IdentityMethod.NETWORKED_ID_CHECK],
+        min_length=1,
+        validation_alias=renamed("identity_gate_methods", "intake_identity_gate_methods"),
+        description="D-03: identity verification methods that open the gate for account "
+        "opening, sales and contracts, and count as due diligence for the KYC refresh "
+        "(networked_id_check, in_person, video), JSON.",
     )
 
 

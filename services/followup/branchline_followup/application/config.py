@@ -30,6 +30,8 @@ def policy_from_settings(settings: FollowupSettings) -> FollowupPolicy:
     cadence = dict(defaults.revisit_cadence)
     for stage, days in settings.followup_revisit_cadence_days.items():
         cadence[stage] = None if days is None else timedelta(days=days)
+    kyc_refresh = dict(defaults.kyc_refresh_months)
+    kyc_refresh.update({str(level): m for level, m in settings.followup_kyc_refresh_months.items()})
     escalate = settings.followup_escalate_after_hours
     try:
         return dataclasses.replace(
@@ -59,7 +61,12 @@ def policy_from_settings(settings: FollowupSettings) -> FollowupPolicy:
                 }
             ),
             privacy_officer=settings.followup_privacy_officer,
-            # D-09 numbers are the institution's, the same intake classifies by.
+            kyc_refresh_months=MappingProxyType(kyc_refresh),
+            # D-03: what counts as due diligence is intake's identity gate
+            kyc_verification_methods=frozenset(str(m) for m in settings.identity_gate_methods),
+            gift_accept_threshold=settings.followup_gift_threshold,
+            training_hours_per_year=settings.followup_training_hours_per_year,
+            # D-09 numbers are the institution's (branchline_shared.domain.classification).
             new_client_period=timedelta(days=settings.lifecycle_new_client_days),
             churn_after_inactivity=timedelta(days=settings.lifecycle_churn_after_days),
             high_net_worth_aum=Decimal(settings.lifecycle_high_net_worth_threshold),
