@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -432,6 +433,17 @@ class BranchlineSettings(BaseSettings):
     )
     followup_privacy_officer: str = Field(
         default="privacy-officer", description="Assignee of access-request tasks (D-04)."
+    )
+    followup_kyc_refresh_months: dict[str, int] = Field(
+        default_factory=dict,
+        description="D-03: months between due diligence and its refresh by risk level, JSON "
+        '(default {"low": 36, "medium": 36, "high": 12, "very_high": 12}).',
+    )
+    followup_gift_threshold: Decimal = Field(
+        default=Decimal(0), ge=0, description="D-16: accepted gifts above this value escalate."
+    )
+    followup_training_hours_per_year: Decimal = Field(
+        default=Decimal(40), ge=0, description="D-14: training reference (D-12 shortfalls)."
     )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."

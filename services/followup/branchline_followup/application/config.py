@@ -52,6 +52,13 @@ def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
                 f"followup_revisit_cadence_days names unknown stage {stage_name!r}"
             ) from None
         cadence[stage] = None if days is None else timedelta(days=days)
+    kyc_refresh = dict(defaults.kyc_refresh_months)
+    unknown_levels = set(settings.followup_kyc_refresh_months) - set(kyc_refresh)
+    if unknown_levels:
+        raise PolicySettingsError(
+            f"followup_kyc_refresh_months names unknown risk levels {sorted(unknown_levels)}"
+        )
+    kyc_refresh.update(settings.followup_kyc_refresh_months)
     escalate = settings.followup_escalate_after_hours
     try:
         return dataclasses.replace(
@@ -79,6 +86,11 @@ def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
                 }
             ),
             privacy_officer=settings.followup_privacy_officer,
+            kyc_refresh_months=MappingProxyType(kyc_refresh),
+            # D-03: what counts as due diligence is intake's identity gate
+            kyc_verification_methods=frozenset(settings.intake_identity_gate_methods),
+            gift_accept_threshold=settings.followup_gift_threshold,
+            training_hours_per_year=settings.followup_training_hours_per_year,
             # D-09 numbers are the institution's, shared with intake's classification.
             new_client_period=timedelta(days=settings.intake_new_client_days),
             churn_after_inactivity=timedelta(days=settings.intake_churn_after_days),
