@@ -51,7 +51,7 @@ from branchline_followup.domain import (
     timer_id_for,
     timers_for,
 )
-from branchline_followup.domain.due_diligence import RISK_LEVEL_OF_TOLERANCE
+from branchline_shared.domain.classification import risk_level
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -331,7 +331,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     elif event.type == "client.risk_assessed":
         level = str(data.get("level", ""))
         facts.risk_tolerance = level or None
-        facts.risk_level = RISK_LEVEL_OF_TOLERANCE.get(level)
+        risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
+        facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
         if facts.first_business_at is None or at < facts.first_business_at:
             facts.first_business_at = at
