@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
@@ -109,10 +111,14 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         )
         context = FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            ),
             projection=Projection(policy, task_creations_topic=topics.followup_events.name),
             topic=topics.followup_events.name,
-            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
-            on_commit=relay.wake if settings.relay_enabled else None,
+            clock=ServiceClock(
+                PostgresClockOffsets(pool), SystemClock(), dev_mode=settings.dev_mode
+            ),
             keys=keys,
         )
         if settings.relay_enabled:
@@ -187,6 +193,7 @@ async def running_worker(settings: BranchlineSettings) -> AsyncIterator[Followup
             runtime.pool,
             DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
             runtime.context.projection,
+            runtime.context.units,
         )
         timers = asyncio.create_task(
             run_timer_loop(
@@ -293,7 +300,9 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
-            clock=ServiceClock(admin, SystemClock(), dev_mode=settings.dev_mode).now,
+            clock=ServiceClock(
+                PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
+            ).now,
         )
     finally:
         await admin.close()

@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from branchline_followup.adapters import schemas
-from branchline_followup.adapters.read_models import claim_due_stage_changes
 from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import (
     Projection,
     apply_client_stage_changes,
@@ -99,7 +100,7 @@ async def rebuild_read_models(
             target,
         )
         await schemas.clone_schema(conn, target)
-    projection = Projection(policy, client_lock_class=schemas.REBUILD_CLIENT_LOCK_CLASS)
+    projection = Projection(policy)
     counts = _Counts()
     pool = await open_pool(schemas.with_search_path(database_url, target), min_size=1, max_size=1)
     try:
@@ -107,16 +108,18 @@ async def rebuild_read_models(
         if on_total is not None:
             on_total(total)
         async with pool.acquire() as conn:
+            # One unit of work over the rebuild's connection, the transactions opened here.
+            uow = PostgresFollowupUnitOfWork(conn, schemas.REBUILD_CLIENT_LOCK_CLASS)
             batch: list[ReplayedMessage] = []
             async for message in source.messages():
                 batch.append(message)
                 if len(batch) >= batch_size:
                     async with conn.transaction():
-                        await _apply_all(conn, batch, projection, counts, on_progress)
+                        await _apply_all(uow, batch, projection, counts, on_progress)
                     batch = []
             if batch:
                 async with conn.transaction():
-                    await _apply_all(conn, batch, projection, counts, on_progress)
+                    await _apply_all(uow, batch, projection, counts, on_progress)
 
             async with conn.transaction():
                 await schemas.hold_swap_lock_exclusive(conn)
@@ -124,11 +127,11 @@ async def rebuild_read_models(
                 if on_total is not None and caught_up:
                     on_total(total + caught_up)
                 tail = [m async for m in source.messages()]
-                await _apply_all(conn, tail, projection, counts, on_progress)
+                await _apply_all(uow, tail, projection, counts, on_progress)
                 for event, position in await _store_events_not_on_kafka(conn, started_at):
-                    await _apply_one(conn, event, projection, counts, position)
+                    await _apply_one(uow, event, projection, counts, position)
                 if clock is not None:
-                    await _apply_due_stage_changes(conn, await clock(), projection)
+                    await _apply_due_stage_changes(uow, await clock(), projection)
                 await schemas.swap_in(conn, rebuilt=target, retired=retired)
                 await conn.execute(
                     "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 "
@@ -154,7 +157,7 @@ async def rebuild_read_models(
 
 
 async def _apply_all(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     messages: list[ReplayedMessage],
     projection: Projection,
     counts: _Counts,
@@ -166,21 +169,21 @@ async def _apply_all(
         except PoisonEvent:
             counts.skipped += 1  # the live worker dead-lettered it
             continue
-        await _apply_one(conn, event, projection, counts, source_position(message.headers))
+        await _apply_one(uow, event, projection, counts, source_position(message.headers))
     if on_progress is not None and messages:
         on_progress(len(messages))
 
 
 async def _apply_one(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     projection: Projection,
     counts: _Counts,
     position: SourcePosition | None,
 ) -> None:
     try:
-        async with conn.transaction():  # a savepoint: a failing event leaves no trace
-            await project(conn, event, projection, position)
+        async with uow.savepoint():  # a failing event leaves no trace
+            await project(uow, event, projection, position)
         counts.applied += 1
     except Exception as exc:
         if is_transient(exc):
@@ -189,13 +192,13 @@ async def _apply_one(
 
 
 async def _apply_due_stage_changes(
-    conn: PgConnection, now: datetime, projection: Projection, batch_size: int = 500
+    uow: FollowupUnitOfWork, now: datetime, projection: Projection, batch_size: int = 500
 ) -> None:
     """The stage changes by time due at ``now``, as the live timer runner makes them."""
-    while claimed := await claim_due_stage_changes(conn, now, batch_size):
+    while claimed := await uow.clients.claim_due_stage_changes(now, batch_size):
         for client_id in claimed:
-            await schemas.lock_client(conn, client_id, projection.client_lock_class)
-            await apply_client_stage_changes(conn, client_id, now, projection.policy)
+            await uow.lock_client(client_id)
+            await apply_client_stage_changes(uow, client_id, now, projection.policy)
 
 
 async def _store_events_not_on_kafka(

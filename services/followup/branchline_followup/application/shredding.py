@@ -14,9 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters import read_models
 from branchline_followup.adapters.legal_holds import AuditApiLegalHolds, LegalHolds
-from branchline_followup.adapters.schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.personal_data import record_privacy_event
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain.erasure import (
@@ -157,13 +155,12 @@ async def _shred(
     plan: ShredPlan,
     now: datetime,
 ) -> tuple[str | None, uuid.UUID]:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await hold_swap_lock_shared(conn)
-        await lock_client(conn, case.client_id, ctx.projection.client_lock_class)
+    async with ctx.units.begin() as uow:
+        await uow.lock_client(case.client_id)
         # The key goes first, inside the transaction that records it: should the commit fail,
         # the next run finds the client pending, destroys again (idempotent) and records it.
         key_id = await keys.destroy(case.client_id)
-        facts = await read_models.fetch_client(conn, case.client_id)
+        facts = await uow.clients.get(case.client_id)
         data: dict[str, Any] = {
             "basis": plan.basis.value,
             "erasure_event_id": str(case.erasure_event_id),
@@ -175,7 +172,7 @@ async def _shred(
         if plan.retention_until is not None:
             data["retention_until"] = plan.retention_until
         event = await record_privacy_event(
-            conn,
+            uow,
             ctx,
             event_type=PERSONAL_DATA_SHREDDED,
             client_id=case.client_id,
@@ -185,5 +182,4 @@ async def _shred(
             data=data,
             event_id=shred_event_id(case.client_id),
         )
-    ctx.committed()
     return key_id, event.event_id

@@ -10,22 +10,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.schemas import lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
 from branchline_followup.domain.suitability import (
-    Holding,
     not_fitting,
     suitability_review,
     tolerance_lowered,
 )
 from branchline_shared.events.catalogue import EventType, ProductRerated, parse_payload
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.vocabulary import LifecycleStage, ProductRisk, RiskTolerance
-from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
 SaveTasks = Callable[
-    [PgConnection, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]], Awaitable[None]
+    [FollowupUnitOfWork, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]],
+    Awaitable[None],
 ]
 
 SOLD = EventType.PRODUCT_SOLD.value
@@ -33,15 +31,8 @@ ASSESSED = EventType.CLIENT_RISK_ASSESSED.value
 RERATED = EventType.PRODUCT_RERATED.value
 
 
-async def holdings_of(conn: PgConnection, client_id: str) -> list[Holding]:
-    rows = await conn.fetch(
-        "SELECT product_id, product_risk FROM fu_holdings WHERE client_id = $1", client_id
-    )
-    return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
-
-
 async def on_client_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     client: ClientContext,
     previous_tolerance: str | None,
@@ -52,20 +43,14 @@ async def on_client_event(
     makes a review due for the holdings above the new tolerance."""
     data = event.data
     if event.type == SOLD and data.get("product_risk"):
-        await conn.execute(
-            "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
-            "product_risk = EXCLUDED.product_risk",
-            client.client_id,
-            str(data["product_id"]),
-            str(data["product_risk"]),
-            event.occurred_at,
+        await uow.holdings.hold(
+            client.client_id, str(data["product_id"]), str(data["product_risk"]), event.occurred_at
         )
     elif event.type == ASSESSED:
         after = RiskTolerance(str(data["level"]))
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
-            product_ids = not_fitting(await holdings_of(conn, client.client_id), after)
+            product_ids = not_fitting(await uow.holdings.of_client(client.client_id), after)
             commands = suitability_review(
                 client,
                 cause_event_id=event.event_id,
@@ -79,10 +64,9 @@ async def on_client_event(
 
 
 async def on_product_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     policy: FollowupPolicy,
-    client_lock_class: int,
     save: SaveTasks,
 ) -> None:
     """A re-rating changes every holder's holding; each holder whose tolerance it now
@@ -91,19 +75,15 @@ async def on_product_event(
         return
     payload = parse_payload(event.type, event.data)
     assert isinstance(payload, ProductRerated)
-    rows = await conn.fetch(
-        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
-        event.product_id,
-        payload.risk.value,
-    )
+    holders = await uow.holdings.rerate(event.product_id, payload.risk.value)
     at = max(event.occurred_at, payload.effective_at)
-    for client_id in sorted({r["client_id"] for r in rows}):
-        await lock_client(conn, client_id, client_lock_class)
-        facts = await read_models.fetch_client(conn, client_id)
+    for client_id in holders:  # in one order: no two writers deadlock
+        await uow.lock_client(client_id)
+        facts = await uow.clients.get(client_id)
         if facts is None or facts.risk_tolerance is None:
             continue
         tolerance = RiskTolerance(facts.risk_tolerance)
-        product_ids = not_fitting(await holdings_of(conn, client_id), tolerance)
+        product_ids = not_fitting(await uow.holdings.of_client(client_id), tolerance)
         if event.product_id not in product_ids:
             continue  # the re-rated product still fits this holder
         client = ClientContext(
@@ -112,7 +92,7 @@ async def on_product_event(
             stage=LifecycleStage(facts.lifecycle_stage),
             branch_id=facts.branch_id,
         )
-        before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
+        before = {t.id: t for t in await uow.tasks.open_of(client_id)}
         commands = suitability_review(
             client,
             cause_event_id=event.event_id,
@@ -121,4 +101,4 @@ async def on_product_event(
             open_tasks=before.values(),
             policy=policy,
         )
-        await save(conn, before, apply_commands(before, commands))
+        await save(uow, before, apply_commands(before, commands))

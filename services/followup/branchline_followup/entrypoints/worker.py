@@ -13,7 +13,9 @@ from typing import Any
 
 import faust
 
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.config import policy_from_settings
+from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
 from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
@@ -33,9 +35,13 @@ def create_faust_app(
     pool: PgPool,
     dead_letters: DeadLetters,
     projection: Projection | None = None,
+    units: UnitsOfWork | None = None,
 ) -> faust.App:
+    """``units``: where the projection writes (default: units on ``pool`` that wake no
+    relay; the running worker passes its runtime's, which wake its relay)."""
     if projection is None:
         projection = Projection(policy_from_settings(settings))
+    writes: UnitsOfWork = units if units is not None else PostgresUnitsOfWork(pool)
     install_faust_fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(
         settings.topic(CONSUMER),
@@ -72,13 +78,13 @@ def create_faust_app(
                 message.value,
                 list(message.headers or ()),
             )
-            await handle_message(raw, pool, dead_letters, projected)
+            await handle_message(raw, writes, dead_letters, projected)
 
     return app
 
 
 async def handle_message(
-    raw: RawMessage, pool: PgPool, dead_letters: DeadLetters, projection: Projection
+    raw: RawMessage, units: UnitsOfWork, dead_letters: DeadLetters, projection: Projection
 ) -> None:
     try:
         event = decode_current_event(raw.value)
@@ -88,7 +94,7 @@ async def handle_message(
     try:
         position = source_position(raw.headers)
         await retry_transient(
-            lambda: apply_event(pool, event, projection, position), consumer=CONSUMER
+            lambda: apply_event(units, event, projection, position), consumer=CONSUMER
         )
     except Exception as exc:
         await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
