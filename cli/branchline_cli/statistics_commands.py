@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.service_loop import (
     StatisticsSelection,

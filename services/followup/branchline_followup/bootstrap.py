@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
-from branchline_followup.adapters.schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import checkpoint_now
-from branchline_audit.application.context import Reader
+from branchline_audit.application.context import TrailReader
 from branchline_audit.application.exporting import export_lines
 from branchline_cli.main import app
 from branchline_shared.settings import BranchlineSettings
@@ -65,7 +65,7 @@ async def _export(settings: BranchlineSettings, path: Path, content: str) -> Non
                 audit,
                 LedgerFilters(),
                 content,
-                Reader("auditor-1", frozenset({"auditor"})),  # type: ignore[arg-type]
+                TrailReader("auditor-1", frozenset({"auditor"})),  # type: ignore[arg-type]
             ):
                 handle.write(chunk)
 

@@ -16,8 +16,8 @@ from branchline_followup.domain import (
     FollowupPolicy,
     InvalidEventData,
     ProfileName,
-    RuleId,
     TaskKind,
+    TaskRule,
     TaskStatus,
     decide,
     statistics_quarter,
@@ -48,7 +48,7 @@ def due_by_kind(
     client: ClientContext | None = None,
 ) -> dict[TaskKind, datetime]:
     tasks = created(decide(event or received(), client or a_client(), [], policy))
-    assert all(t.rule is RuleId.COMPLAINT for t in tasks)
+    assert all(t.rule is TaskRule.COMPLAINT for t in tasks)
     return {t.kind: t.due_at for t in tasks}
 
 

@@ -10,8 +10,8 @@ from followup_factories import MONDAY_9, TaskBook, a_client, an_event, created, 
 from branchline_followup.domain import (
     FollowupPolicy,
     InvalidEventData,
-    RuleId,
     TaskKind,
+    TaskRule,
     TaskStatus,
     decide,
 )
@@ -40,7 +40,7 @@ def answered(at: datetime, promised_by: str | None = None) -> RecordedEvent:
 def test_d06_online_consultation_is_due_in_30_seconds(channel: str) -> None:
     task = only_created(decide(opened(channel), a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.CONSULTATION_RESPONSE
-    assert task.rule is RuleId.CONSULTATION
+    assert task.rule is TaskRule.CONSULTATION
     assert task.due_at == MONDAY_9 + timedelta(seconds=30)
     assert task.subject == "consultation:Q-1"
 
@@ -91,7 +91,7 @@ def test_d06_promised_answer_is_tracked_until_answered() -> None:
     promise = book.one(TaskKind.CONSULTATION_PROMISE)
     assert promise.is_open
     assert promise.due_at == datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-    assert promise.rule is RuleId.CONSULTATION
+    assert promise.rule is TaskRule.CONSULTATION
     answered_at = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     book.feed(answered(answered_at))
     promise = book.one(TaskKind.CONSULTATION_PROMISE)
@@ -127,4 +127,4 @@ def test_d06_promised_by_without_offset_is_invalid_data() -> None:
     event = answered(MONDAY_9, promised_by="2026-11-24T09:00:00")
     with pytest.raises(InvalidEventData, match="promised_by") as caught:
         decide(event, a_client(), [], FollowupPolicy())
-    assert caught.value.rule is RuleId.CONSULTATION
+    assert caught.value.rule is TaskRule.CONSULTATION

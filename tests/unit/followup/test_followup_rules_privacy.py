@@ -9,7 +9,7 @@ from types import MappingProxyType
 import pytest
 from followup_factories import MONDAY_9, TaskBook, an_event
 
-from branchline_followup.domain import FollowupPolicy, RuleId, TaskKind, TaskStatus
+from branchline_followup.domain import FollowupPolicy, TaskKind, TaskRule, TaskStatus
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +19,7 @@ def test_d04_access_request_is_due_in_15_days_for_the_privacy_officer() -> None:
     request = an_event("client.data_access_requested", {"channel": "online"})
     book.feed(request)
     task = book.one(TaskKind.DATA_ACCESS_REQUEST)
-    assert task.rule is RuleId.PERSONAL_DATA
+    assert task.rule is TaskRule.PERSONAL_DATA
     assert task.assignee == "privacy-officer"
     assert task.due_at == MONDAY_9 + timedelta(days=15)
     assert task.source_event_id == request.event_id

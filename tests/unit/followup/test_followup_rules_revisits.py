@@ -12,8 +12,8 @@ from branchline_followup.domain import (
     FollowupPolicy,
     FollowupTask,
     LifecycleStage,
-    RuleId,
     TaskKind,
+    TaskRule,
     TaskStatus,
     apply_commands,
     decide,
@@ -37,7 +37,7 @@ def completed(task: FollowupTask, at: datetime, **data: object) -> RecordedEvent
 def test_d08_registration_plans_the_first_revisit_14_days_later_for_the_rm() -> None:
     task = only_created(decide(registered(), a_client(rm_id=None), [], FollowupPolicy()))
     assert task.kind is TaskKind.REVISIT
-    assert task.rule is RuleId.REVISIT
+    assert task.rule is TaskRule.REVISIT
     assert task.due_at == MONDAY_9 + timedelta(days=14)
     assert task.assignee == "rm-9"  # from the event: the read model may not know it yet
     assert task.subject == "client"
@@ -137,7 +137,7 @@ def test_d08_product_sale_makes_a_review_due_in_90_days_and_reviews_recur() -> N
     review = book.one(TaskKind.PRODUCT_REVIEW)
     assert review.due_at == MONDAY_9 + timedelta(days=90)
     assert review.subject == "product:P-1"
-    assert review.rule is RuleId.REVISIT
+    assert review.rule is TaskRule.REVISIT
     done_at = MONDAY_9 + timedelta(days=88)
     book.feed(completed(review, done_at))
     first, second = book.of_kind(TaskKind.PRODUCT_REVIEW)
@@ -178,7 +178,7 @@ def test_d08_becoming_churned_cancels_revisits_and_plans_one_win_back() -> None:
     win_back = by_kind[TaskKind.WIN_BACK]
     assert win_back.due_at == at + timedelta(days=14)
     assert win_back.source_event_id == cause
-    assert win_back.rule is RuleId.REVISIT
+    assert win_back.rule is TaskRule.REVISIT
     # the same change computed again (re-run) yields the same task
     again = on_stage_changed(
         a_client(stage=LifecycleStage.CHURNED),

@@ -10,8 +10,8 @@ from followup_factories import MONDAY_9, RM_ID, TaskBook, a_client, an_event, on
 from branchline_followup.domain import (
     FollowupPolicy,
     InvalidEventData,
-    RuleId,
     TaskKind,
+    TaskRule,
     TaskStatus,
     decide,
 )
@@ -31,7 +31,7 @@ def test_d01b_visit_closed_makes_a_survey_due_in_3_days(outcome: str) -> None:
     event = closed_visit(outcome=outcome)
     task = only_created(decide(event, a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.SATISFACTION_SURVEY
-    assert task.rule is RuleId.SATISFACTION_SURVEY
+    assert task.rule is TaskRule.SATISFACTION_SURVEY
     assert task.due_at == MONDAY_9 + timedelta(days=3)
     assert task.opened_at == MONDAY_9
     assert task.assignee == RM_ID
@@ -96,7 +96,7 @@ def test_d01b_visit_closed_without_visit_id_is_invalid_data() -> None:
     event = an_event("visit.closed", {"outcome": "normal"})
     with pytest.raises(InvalidEventData, match="visit_id") as caught:
         decide(event, a_client(), [], FollowupPolicy())
-    assert caught.value.rule is RuleId.SATISFACTION_SURVEY
+    assert caught.value.rule is TaskRule.SATISFACTION_SURVEY
     assert caught.value.field == "visit_id"
 
 
@@ -117,7 +117,7 @@ def booked(
 def test_d02_booking_makes_preparation_due_one_hour_before_the_slot_for_the_staff() -> None:
     task = only_created(decide(booked(), a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.APPOINTMENT_PREPARATION
-    assert task.rule is RuleId.APPOINTMENT
+    assert task.rule is TaskRule.APPOINTMENT
     assert task.due_at == datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # 14:00+08 - 1 h
     assert task.assignee == "staff-42"
     assert task.subject == "appointment:A-1"
@@ -162,4 +162,4 @@ def test_d02_confirmation_changes_nothing() -> None:
 def test_d02_slot_start_must_be_a_time_with_an_offset(slot_start: str | None) -> None:
     with pytest.raises(InvalidEventData, match="slot_start") as caught:
         decide(booked(slot_start=slot_start), a_client(), [], FollowupPolicy())
-    assert caught.value.rule is RuleId.APPOINTMENT
+    assert caught.value.rule is TaskRule.APPOINTMENT

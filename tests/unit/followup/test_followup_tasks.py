@@ -16,9 +16,9 @@ from branchline_followup.domain import (
     FollowupTask,
     ReassignTask,
     RescheduleTask,
-    RuleId,
     SlaState,
     TaskKind,
+    TaskRule,
     TaskStatus,
     apply_command,
     apply_commands,
@@ -80,7 +80,7 @@ def test_task_times_are_normalised_to_utc() -> None:
     task = a_task(due_at=datetime(2026, 11, 24, 17, 0, tzinfo=shanghai))
     assert task.due_at == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     assert task.due_at.tzinfo is UTC
-    assert task.rule is RuleId.SATISFACTION_SURVEY
+    assert task.rule is TaskRule.SATISFACTION_SURVEY
 
 
 def test_task_refuses_naive_times() -> None:

@@ -12,7 +12,7 @@ from branchline_shared.clock import Clock
 
 
 @dataclass(frozen=True)
-class Reader:
+class TrailReader:
     """Who reads the trail and why (D-11: recorded with every read)."""
 
     subject: str

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import checkpoint_now
-from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.querying import views_of
 from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.merkle import inclusion_proof
@@ -24,7 +24,7 @@ async def export_lines(
     audit: AuditContext,
     filters: LedgerFilters,
     content: ExportContent,
-    reader: Reader,
+    reader: TrailReader,
 ) -> AsyncIterator[str]:
     checkpoint = await checkpoint_now(audit)
     size = checkpoint.tree_size

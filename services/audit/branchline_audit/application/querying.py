@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.domain.personal import ClientDataState, View
 from branchline_audit.domain.verification import StoredEntry
 
@@ -19,7 +19,7 @@ class EntryView:
 
 
 async def views_of(
-    audit: AuditContext, entries: Sequence[StoredEntry], reader: Reader
+    audit: AuditContext, entries: Sequence[StoredEntry], reader: TrailReader
 ) -> list[EntryView]:
     states = await audit.ledger.client_states(
         e.columns.client_id for e in entries if e.columns.client_id is not None

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.domain.records import read_event
 from branchline_shared.clock import Clock
 from branchline_shared.events.envelope import RecordedEvent
@@ -28,7 +28,7 @@ async def record_events(
 
 
 async def record_read(
-    audit: AuditContext, reader: Reader, endpoint: str, filters: Mapping[str, Any]
+    audit: AuditContext, reader: TrailReader, endpoint: str, filters: Mapping[str, Any]
 ) -> None:
     """D-11: reading the trail is itself recorded (who, what, when, why) before the answer."""
     now = audit.clock.now()

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import latest_covering
-from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.exporting import export_lines
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
@@ -42,25 +42,25 @@ def get_audit(request: Request) -> AuditContext:
     return audit
 
 
-def _reader(principal: Principal, purpose: str | None) -> Reader:
-    return Reader(
+def _reader(principal: Principal, purpose: str | None) -> TrailReader:
+    return TrailReader(
         subject=principal.subject,
         roles=frozenset(r.value for r in principal.roles),
         purpose=purpose,
     )
 
 
-def get_reader(principal: Auditor, purpose: Purpose = None) -> Reader:
+def get_reader(principal: Auditor, purpose: Purpose = None) -> TrailReader:
     return _reader(principal, purpose)
 
 
-def get_verifier(principal: Verifier, purpose: Purpose = None) -> Reader:
+def get_verifier(principal: Verifier, purpose: Purpose = None) -> TrailReader:
     return _reader(principal, purpose)
 
 
 AuditDep = Annotated[AuditContext, Depends(get_audit)]
-ReaderDep = Annotated[Reader, Depends(get_reader)]
-VerifierDep = Annotated[Reader, Depends(get_verifier)]
+ReaderDep = Annotated[TrailReader, Depends(get_reader)]
+VerifierDep = Annotated[TrailReader, Depends(get_verifier)]
 
 
 def get_filters(

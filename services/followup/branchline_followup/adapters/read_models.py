@@ -1,7 +1,7 @@
 """SQL of the followup read models, write side (asyncpg). No HTTP or Kafka concerns here.
 
 Tables are named without a schema: the connection's search_path chooses the live read models
-or a rebuild's copy (see :mod:`.schemas`).
+or a rebuild's copy (see :mod:`.pg_schemas`).
 """
 
 from __future__ import annotations

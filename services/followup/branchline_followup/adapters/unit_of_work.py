@@ -23,7 +23,7 @@ from branchline_followup.adapters.personal_data import (
     personal_values,
     privacy_state,
 )
-from branchline_followup.adapters.schemas import (
+from branchline_followup.adapters.pg_schemas import (
     LIVE_CLIENT_LOCK_CLASS,
     hold_swap_lock_shared,
     lock_client,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from branchline_followup.adapters import schemas
+from branchline_followup.adapters import pg_schemas
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork
@@ -92,24 +92,26 @@ async def rebuild_read_models(
         number = await conn.fetchval(
             "INSERT INTO fu_rebuilds (schema_name) VALUES ('') RETURNING id"
         )
-        target = f"{schemas.REBUILD_PREFIX}{number}"
-        retired = f"{schemas.RETIRED_PREFIX}{number}"
+        target = f"{pg_schemas.REBUILD_PREFIX}{number}"
+        retired = f"{pg_schemas.RETIRED_PREFIX}{number}"
         started_at = await conn.fetchval(
             "UPDATE fu_rebuilds SET schema_name = $2 WHERE id = $1 RETURNING started_at",
             number,
             target,
         )
-        await schemas.clone_schema(conn, target)
+        await pg_schemas.clone_schema(conn, target)
     projection = Projection(policy)
     counts = _Counts()
-    pool = await open_pool(schemas.with_search_path(database_url, target), min_size=1, max_size=1)
+    pool = await open_pool(
+        pg_schemas.with_search_path(database_url, target), min_size=1, max_size=1
+    )
     try:
         total = await source.start()
         if on_total is not None:
             on_total(total)
         async with pool.acquire() as conn:
             # One unit of work over the rebuild's connection, the transactions opened here.
-            uow = PostgresFollowupUnitOfWork(conn, schemas.REBUILD_CLIENT_LOCK_CLASS)
+            uow = PostgresFollowupUnitOfWork(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
             batch: list[ReplayedMessage] = []
             async for message in source.messages():
                 batch.append(message)
@@ -122,7 +124,7 @@ async def rebuild_read_models(
                     await _apply_all(uow, batch, projection, counts, on_progress)
 
             async with conn.transaction():
-                await schemas.hold_swap_lock_exclusive(conn)
+                await pg_schemas.hold_swap_lock_exclusive(conn)
                 caught_up = await source.extend_to_current_end()
                 if on_total is not None and caught_up:
                     on_total(total + caught_up)
@@ -132,7 +134,7 @@ async def rebuild_read_models(
                     await _apply_one(uow, event, projection, counts, position)
                 if clock is not None:
                     await _apply_due_stage_changes(uow, await clock(), projection)
-                await schemas.swap_in(conn, rebuilt=target, retired=retired)
+                await pg_schemas.swap_in(conn, rebuilt=target, retired=retired)
                 await conn.execute(
                     "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 "
                     "WHERE id = $1",
@@ -145,7 +147,7 @@ async def rebuild_read_models(
         await pool.close()
     if not keep_retired:
         async with admin_pool.acquire() as conn:
-            await schemas.drop_schema(conn, retired)
+            await pg_schemas.drop_schema(conn, retired)
     return RebuildResult(
         schema=target,
         total=total + caught_up,

@@ -75,10 +75,10 @@ from branchline_followup.domain.timers import (
 from branchline_followup.domain.vocabulary import (
     LifecycleStage,
     ProfileName,
-    RuleId,
     Severity,
     SlaState,
     TaskKind,
+    TaskRule,
     TaskStatus,
     TimerKind,
 )
@@ -114,7 +114,6 @@ __all__ = [
     "Retention",
     "RevisitCompletion",
     "RuleCompliance",
-    "RuleId",
     "SatisfactionByDimension",
     "Severity",
     "SlaRecord",
@@ -123,6 +122,7 @@ __all__ = [
     "SurveyScores",
     "TaskCommand",
     "TaskKind",
+    "TaskRule",
     "TaskStatus",
     "TimerKind",
     "UtcDatetime",

@@ -36,9 +36,9 @@ from branchline_followup.domain.vocabulary import (
     COMPLAINT_RESOLUTION_KINDS,
     CONTACT_PLAN_KINDS,
     LifecycleStage,
-    RuleId,
     Severity,
     TaskKind,
+    TaskRule,
 )
 from branchline_shared.events.bounded import Instant
 from branchline_shared.events.envelope import RecordedEvent
@@ -55,7 +55,7 @@ _AWARE = TypeAdapter(Instant)
 class InvalidEventData(ValueError):
     """An event's ``data`` lacks a field a rule needs, or holds an unreadable value."""
 
-    def __init__(self, rule: RuleId, event: RecordedEvent, field: str, problem: str) -> None:
+    def __init__(self, rule: TaskRule, event: RecordedEvent, field: str, problem: str) -> None:
         super().__init__(f"{rule.value}: {event.type} {event.event_id}: data.{field} {problem}")
         self.rule = rule
         self.event_type = event.type
@@ -66,7 +66,7 @@ class InvalidEventData(ValueError):
 # Reading ``data`` by the catalogue's field names.
 
 
-def _text(event: RecordedEvent, name: str, rule: RuleId) -> str:
+def _text(event: RecordedEvent, name: str, rule: TaskRule) -> str:
     value = event.data.get(name)
     if value is None:
         raise InvalidEventData(rule, event, name, "is missing")
@@ -75,13 +75,13 @@ def _text(event: RecordedEvent, name: str, rule: RuleId) -> str:
     return value
 
 
-def _optional_text(event: RecordedEvent, name: str, rule: RuleId) -> str | None:
+def _optional_text(event: RecordedEvent, name: str, rule: TaskRule) -> str | None:
     if event.data.get(name) is None:
         return None
     return _text(event, name, rule)
 
 
-def _optional_time(event: RecordedEvent, name: str, rule: RuleId) -> datetime | None:
+def _optional_time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime | None:
     value: Any = event.data.get(name)
     if value is None:
         return None
@@ -91,14 +91,14 @@ def _optional_time(event: RecordedEvent, name: str, rule: RuleId) -> datetime | 
         raise InvalidEventData(rule, event, name, "must be a time with an offset") from None
 
 
-def _time(event: RecordedEvent, name: str, rule: RuleId) -> datetime:
+def _time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime:
     moment = _optional_time(event, name, rule)
     if moment is None:
         raise InvalidEventData(rule, event, name, "is missing")
     return moment
 
 
-def _flag(event: RecordedEvent, name: str, rule: RuleId) -> bool:
+def _flag(event: RecordedEvent, name: str, rule: TaskRule) -> bool:
     value = event.data.get(name)
     if value is None:
         return False
@@ -170,7 +170,7 @@ def _cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) ->
 
 
 class FollowupRule(Protocol):
-    rule: ClassVar[RuleId]
+    rule: ClassVar[TaskRule]
     event_types: ClassVar[frozenset[str]]
 
     def decide(
@@ -187,7 +187,7 @@ class SatisfactionSurveyRule:
     whatever its outcome; ``feedback.survey_answered`` for that ``visit_id`` satisfies it, and a
     survey without ``visit_id`` satisfies every open survey of the client."""
 
-    rule: ClassVar[RuleId] = RuleId.SATISFACTION_SURVEY
+    rule: ClassVar[TaskRule] = TaskRule.SATISFACTION_SURVEY
     event_types: ClassVar[frozenset[str]] = frozenset({"visit.closed", "feedback.survey_answered"})
 
     def decide(
@@ -223,7 +223,7 @@ class AppointmentPreparationRule:
     ``appointment.cancelled`` and ``appointment.no_show`` cancel it; ``appointment.confirmed``
     changes nothing (a confirmation is not a preparation)."""
 
-    rule: ClassVar[RuleId] = RuleId.APPOINTMENT
+    rule: ClassVar[TaskRule] = TaskRule.APPOINTMENT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
             "appointment.booked",
@@ -273,7 +273,7 @@ class ConsultationRule:
     at the time of the new one: late if the old deadline had already passed.
     """
 
-    rule: ClassVar[RuleId] = RuleId.CONSULTATION
+    rule: ClassVar[TaskRule] = TaskRule.CONSULTATION
     event_types: ClassVar[frozenset[str]] = frozenset(
         {"consultation.opened", "consultation.answered"}
     )
@@ -348,7 +348,7 @@ class ComplaintRule:
     - ``complaint.closed``: completes every open task of the complaint.
     """
 
-    rule: ClassVar[RuleId] = RuleId.COMPLAINT
+    rule: ClassVar[TaskRule] = TaskRule.COMPLAINT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
             "complaint.received",
@@ -481,7 +481,7 @@ def _holder(complaint_tasks: Sequence[FollowupTask]) -> str | None:
 class TaskCompletionRule:
     """``followup.completed`` (an RM completed a task through the API) completes that task."""
 
-    rule: ClassVar[RuleId] = RuleId.REVISIT
+    rule: ClassVar[TaskRule] = TaskRule.REVISIT
     event_types: ClassVar[frozenset[str]] = frozenset({FOLLOWUP_COMPLETED})
 
     def decide(
@@ -501,11 +501,11 @@ class TaskCompletionRule:
 def _completed_task(
     event: RecordedEvent, open_tasks: Sequence[FollowupTask]
 ) -> FollowupTask | None:
-    raw = _text(event, "task_id", RuleId.REVISIT)
+    raw = _text(event, "task_id", TaskRule.REVISIT)
     try:
         task_id = uuid.UUID(raw)
     except ValueError:
-        raise InvalidEventData(RuleId.REVISIT, event, "task_id", "must be a UUID") from None
+        raise InvalidEventData(TaskRule.REVISIT, event, "task_id", "must be a UUID") from None
     return next((t for t in open_tasks if t.id == task_id and t.is_open), None)
 
 
@@ -534,7 +534,7 @@ class RevisitRule:
     A new plan cancels any other open revisit or win-back of the client (one plan at a time).
     """
 
-    rule: ClassVar[RuleId] = RuleId.REVISIT
+    rule: ClassVar[TaskRule] = TaskRule.REVISIT
     event_types: ClassVar[frozenset[str]] = frozenset({"client.registered", FOLLOWUP_COMPLETED})
 
     def decide(
@@ -588,7 +588,7 @@ class ProductReviewRule:
     """D-08: a product sale makes a performance review due ``product_review_every`` (90 days)
     later; completing a review makes the next one due (while ``product_review_recurring``)."""
 
-    rule: ClassVar[RuleId] = RuleId.REVISIT
+    rule: ClassVar[TaskRule] = TaskRule.REVISIT
     event_types: ClassVar[frozenset[str]] = frozenset({"product.sold", FOLLOWUP_COMPLETED})
 
     def decide(

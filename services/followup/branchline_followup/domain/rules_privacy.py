@@ -24,7 +24,7 @@ from branchline_followup.domain.tasks import (
     TaskCommand,
     new_task,
 )
-from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events.envelope import RecordedEvent
 
 DATA_ACCESS_REQUESTED = "client.data_access_requested"
@@ -40,7 +40,7 @@ def access_request_subject(request_event_id: uuid.UUID) -> str:
 class DataAccessRequestRule:
     """D-04 access requests (module docstring)."""
 
-    rule: ClassVar[RuleId] = RuleId.PERSONAL_DATA
+    rule: ClassVar[TaskRule] = TaskRule.PERSONAL_DATA
     event_types: ClassVar[frozenset[str]] = frozenset(
         {DATA_ACCESS_REQUESTED, PERSONAL_DATA_ACCESSED, ERASURE_REQUESTED}
     )

@@ -28,7 +28,7 @@ from branchline_followup.domain.tasks import (
     TaskCommand,
     new_task,
 )
-from branchline_followup.domain.vocabulary import RuleId, TaskKind
+from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -149,7 +149,7 @@ class FeedbackResponseRule:
       through the API (``followup.completed`` records the response: outcome and sealed note).
     """
 
-    rule: ClassVar[RuleId] = RuleId.COMPLAINT
+    rule: ClassVar[TaskRule] = TaskRule.COMPLAINT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {FEEDBACK_SURVEY_ANSWERED, FEEDBACK_RECEIVED, FEEDBACK_RESPONDED}
     )
@@ -213,7 +213,7 @@ class PromiseRule:
     as missed in the D-12 measures.
     """
 
-    rule: ClassVar[RuleId] = RuleId.IMPROVEMENT
+    rule: ClassVar[TaskRule] = TaskRule.IMPROVEMENT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {PROGRESS_REPORTED, COMPLAINT_RESOLVED, COMPLAINT_RENEGOTIATED, CONSULTATION_RENEGOTIATED}
     )
@@ -255,7 +255,7 @@ class CorrectiveActionRule:
     ``complaint.corrective_action_completed`` is recorded (or the owner completes the task). It
     outlives the complaint: closing the complaint leaves it open."""
 
-    rule: ClassVar[RuleId] = RuleId.IMPROVEMENT
+    rule: ClassVar[TaskRule] = TaskRule.IMPROVEMENT
     event_types: ClassVar[frozenset[str]] = frozenset({ACTION_PLANNED, ACTION_COMPLETED})
 
     def decide(
@@ -288,7 +288,7 @@ class AccountClosureRule:
     products are cancelled; the lifecycle moves to churned (the revisit plan then becomes one
     win-back contact, D-08). Feedback, complaint and corrective-action tasks keep running."""
 
-    rule: ClassVar[RuleId] = RuleId.LIFECYCLE
+    rule: ClassVar[TaskRule] = TaskRule.LIFECYCLE
     event_types: ClassVar[frozenset[str]] = frozenset({ACCOUNT_CLOSED})
 
     def decide(

@@ -19,9 +19,9 @@ from branchline_followup.domain.business_days import UtcDatetime, require_aware
 from branchline_followup.domain.vocabulary import (
     RULE_OF_KIND,
     LifecycleStage,
-    RuleId,
     SlaState,
     TaskKind,
+    TaskRule,
     TaskStatus,
 )
 
@@ -54,7 +54,7 @@ class FollowupTask(_Frozen):
 
     id: uuid.UUID
     kind: TaskKind
-    rule: RuleId
+    rule: TaskRule
     client_id: str
     branch_id: str | None = None
     assignee: str

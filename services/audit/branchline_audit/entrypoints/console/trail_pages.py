@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from branchline_audit.adapters.ledger import LedgerFilters
-from branchline_audit.application.context import AuditContext, Reader
+from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.exporting import export_lines
 from branchline_audit.application.proofs import ProofRefused, inclusion
 from branchline_audit.application.querying import EntryView, views_of
@@ -45,8 +45,8 @@ def get_audit(request: Request) -> AuditContext:
 AuditDep = Annotated[AuditContext, Depends(get_audit)]
 
 
-def _reader(principal: Principal, purpose: str | None) -> Reader:
-    return Reader(
+def _reader(principal: Principal, purpose: str | None) -> TrailReader:
+    return TrailReader(
         subject=principal.subject,
         roles=frozenset(r.value for r in principal.roles),
         purpose=purpose,
