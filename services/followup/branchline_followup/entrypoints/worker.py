@@ -4,6 +4,11 @@ Faust brings the consumer group, partition assignment and ordered per-partition 
 topics are keyed by client id, so one client's events arrive in order); state that must
 survive lives in PostgreSQL (the projector records applied ids there), so Faust's own store
 stays ``memory://``.
+
+The agent takes what the consumer has fetched in batches (#12): up to ``BATCH_MAX`` events,
+or what arrived within ``BATCH_WITHIN_S`` when fewer came, applied in one transaction
+(:func:`~branchline_followup.application.batches.apply_batch`); offsets are committed after
+it. Busy, a batch amortises the commit; idle, an event waits at most ``BATCH_WITHIN_S``.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from typing import Any
 import faust
 
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
-from branchline_followup.application.projector import Projection, apply_event
-from branchline_shared.kafka.consuming import DeadLetters, RawMessage, retry_transient
+from branchline_followup.application.projector import Projection
+from branchline_shared.kafka.consuming import DeadLetters, RawMessage
 from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
@@ -27,6 +33,10 @@ from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
+BATCH_MAX = 200
+"""Events applied in one transaction at most (a bounded transaction and lock set)."""
+BATCH_WITHIN_S = 0.01
+"""How long a partial batch waits for more before it is applied (the latency it may add)."""
 
 
 def create_faust_app(
@@ -68,33 +78,48 @@ def create_faust_app(
 
     @app.agent(source, name="project-events")
     async def project(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            raw = RawMessage(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                list(message.headers or ()),
-            )
-            await handle_message(raw, writes, dead_letters, projected)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            raws = [
+                RawMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    list(e.message.headers or ()),
+                )
+                for e in events
+            ]
+            await handle_batch(raws, writes, dead_letters, projected)
 
     return app
+
+
+async def handle_batch(
+    raws: list[RawMessage], units: UnitsOfWork, dead_letters: DeadLetters, projection: Projection
+) -> None:
+    """Decode (poison → dead letter), apply the rest as one batch, dead-letter each event that
+    fails on its own with the reason."""
+    batch: list[tuple[RawMessage, Delivered]] = []
+    for raw in raws:
+        try:
+            event = decode_current_event(raw.value)
+        except PoisonEvent as exc:
+            await dead_letters.send(raw, str(exc))
+            continue
+        try:
+            position = source_position(raw.headers)
+        except Exception as exc:
+            await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
+            continue
+        batch.append((raw, Delivered(event, position)))
+    outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)
+    for index, error in outcome.failed:
+        await dead_letters.send(batch[index][0], f"projection failed: {describe_error(error)}")
 
 
 async def handle_message(
     raw: RawMessage, units: UnitsOfWork, dead_letters: DeadLetters, projection: Projection
 ) -> None:
-    try:
-        event = decode_current_event(raw.value)
-    except PoisonEvent as exc:
-        await dead_letters.send(raw, str(exc))
-        return
-    try:
-        position = source_position(raw.headers)
-        await retry_transient(
-            lambda: apply_event(units, event, projection, position), consumer=CONSUMER
-        )
-    except Exception as exc:
-        await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
+    """One message as a batch of one."""
+    await handle_batch([raw], units, dead_letters, projection)
