@@ -11,7 +11,9 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
@@ -22,7 +24,6 @@ from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
-    legal_holds_from_settings,
     retention_rule_from_settings,
 )
 from branchline_followup.entrypoints.console import install_followup_console
@@ -281,8 +282,7 @@ async def rebuild(
     )
     try:
         return await rebuild_read_models(
-            admin_pool=admin,
-            database_url=settings.followup_database_url,
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=(
                 StoreReplay(
                     [

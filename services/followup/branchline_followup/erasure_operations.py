@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
@@ -14,7 +15,6 @@ from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
     ErasureStatus,
-    legal_holds_from_settings,
     retention_rule_from_settings,
     shred_due,
 )

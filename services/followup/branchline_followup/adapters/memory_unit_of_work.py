@@ -286,6 +286,14 @@ class _Privacy(_Part):
     async def state(self, client_id: str) -> PrivacyState | None:
         return self.s.privacy.get(client_id)
 
+    async def pending_erasures(self) -> list[PrivacyState]:
+        pending = [
+            p
+            for p in self.s.privacy.values()
+            if p.erasure_requested_at is not None and p.shredded_at is None
+        ]
+        return sorted(pending, key=lambda p: (p.erasure_requested_at, p.client_id))
+
     async def values(self, client_id: str) -> list[SealedValue]:
         return sorted(
             self.s.personal_values.get(client_id, []),

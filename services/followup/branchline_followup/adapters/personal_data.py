@@ -105,6 +105,15 @@ async def privacy_state(conn: PgConnection, client_id: str) -> PrivacyState | No
     return None if row is None else PrivacyState(**dict(row))
 
 
+async def pending_erasures(conn: PgConnection) -> list[PrivacyState]:
+    rows = await conn.fetch(
+        "SELECT client_id, erasure_requested_at, erasure_event_id, shredded_at, shred_event_id "
+        "FROM fu_privacy WHERE erasure_requested_at IS NOT NULL AND shredded_at IS NULL "
+        "ORDER BY erasure_requested_at, client_id"
+    )
+    return [PrivacyState(**dict(r)) for r in rows]
+
+
 async def personal_values(conn: PgConnection, client_id: str) -> list[SealedValue]:
     rows = await conn.fetch(
         "SELECT event_id, event_type, path, sub_key, sealed, occurred_at "

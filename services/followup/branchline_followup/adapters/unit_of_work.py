@@ -20,6 +20,7 @@ from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
     apply_personal_data,
+    pending_erasures,
     personal_values,
     privacy_state,
 )
@@ -214,6 +215,9 @@ class _Privacy:
 
     async def values(self, client_id: str) -> list[SealedValue]:
         return await personal_values(self._conn, client_id)
+
+    async def pending_erasures(self) -> list[PrivacyState]:
+        return await pending_erasures(self._conn)
 
 
 class _Events:

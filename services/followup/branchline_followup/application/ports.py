@@ -165,6 +165,10 @@ class PrivacyRepository(Protocol):
 
     async def values(self, client_id: str) -> list[SealedValue]: ...
 
+    async def pending_erasures(self) -> list[PrivacyState]:
+        """Clients who asked for erasure and are not shredded yet, oldest request first."""
+        ...
+
 
 class FollowupEvents(Protocol):
     """followup's own event store (ADR-0001): its events and their outbox rows."""
@@ -227,3 +231,65 @@ class UnitsOfWork(Protocol):
     """Where units of work come from (one per transaction)."""
 
     def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]: ...
+
+
+class QualityRows(Protocol):
+    """The rows the D-12 measures are computed from (one branch / RM / period)."""
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def visits(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def surveys(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def complaints(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def clients(self) -> list[ClientFacts]: ...
+
+
+class ImprovementRows(Protocol):
+    """The rows of the D-17 improvement measures."""
+
+    @property
+    def complaints(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def actions(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def promise_tasks(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def renegotiations(self) -> int: ...
+
+
+class PageReads(Protocol):
+    """What the read use cases (measures, statistics, a client's service loop) read, each in
+    one consistent snapshot, outside any unit of work."""
+
+    async def quality_records(
+        self, *, branch_id: str | None, rm_id: str | None, start: datetime, end: datetime
+    ) -> QualityRows: ...
+
+    async def improvement_records(
+        self, *, branch_id: str | None, rm_id: str | None, start: datetime, end: datetime
+    ) -> ImprovementRows: ...
+
+    async def statistics_records(
+        self, *, branch_ids: list[str] | None, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]: ...
+
+    async def client_service_loop(self, client_id: str) -> dict[str, Any]: ...
+
+
+class LegalHolds(Protocol):
+    """The standing legal holds (D-11) the erasure job asks about before destroying anything."""
+
+    async def held(self, client_ids: Sequence[str]) -> set[str]:
+        """Which of ``client_ids`` are under a standing legal hold."""
+        ...

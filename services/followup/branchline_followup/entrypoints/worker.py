@@ -5,10 +5,9 @@ topics are keyed by client id, so one client's events arrive in order); state th
 survive lives in PostgreSQL (the projector records applied ids there), so Faust's own store
 stays ``memory://``.
 
-The agent takes what the consumer has fetched in batches (#12): up to ``BATCH_MAX`` events,
-or what arrived within ``BATCH_WITHIN_S`` when fewer came, applied in one transaction
-(:func:`~branchline_followup.application.batches.apply_batch`); offsets are committed after
-it. Busy, a batch amortises the commit; idle, an event waits at most ``BATCH_WITHIN_S``.
+Each event is applied as a batch of one (:func:`~branchline_followup.application.batches.
+apply_batch`, which applies a fetched batch in one transaction; handing it Faust's fetched
+batches is open work of #12: Faust's ``take_events`` stalled the 10,000-event rebuild test).
 """
 
 from __future__ import annotations
@@ -33,10 +32,6 @@ from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
-BATCH_MAX = 200
-"""Events applied in one transaction at most (a bounded transaction and lock set)."""
-BATCH_WITHIN_S = 0.01
-"""How long a partial batch waits for more before it is applied (the latency it may add)."""
 
 
 def create_faust_app(
@@ -78,19 +73,17 @@ def create_faust_app(
 
     @app.agent(source, name="project-events")
     async def project(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            raws = [
-                RawMessage(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                    list(e.message.headers or ()),
-                )
-                for e in events
-            ]
-            await handle_batch(raws, writes, dead_letters, projected)
+        async for event in stream.events():
+            message = event.message
+            raw = RawMessage(
+                message.topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                list(message.headers or ()),
+            )
+            await handle_batch([raw], writes, dead_letters, projected)
 
     return app
 
