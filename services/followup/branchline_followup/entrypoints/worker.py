@@ -5,9 +5,11 @@ topics are keyed by client id, so one client's events arrive in order); state th
 survive lives in PostgreSQL (the projector records applied ids there), so Faust's own store
 stays ``memory://``.
 
-Each event is applied as a batch of one (:func:`~branchline_followup.application.batches.
-apply_batch`, which applies a fetched batch in one transaction; handing it Faust's fetched
-batches is open work of #12: Faust's ``take_events`` stalled the 10,000-event rebuild test).
+The agent applies what the consumer has fetched in batches (#12): events already waiting
+behind the one in hand join its batch (up to ``BATCH_MAX``), and the batch is applied in one
+transaction (:func:`~branchline_followup.application.batches.apply_batch`); its events are
+acknowledged (their offsets committed) only after that commit. Busy, a batch amortises the
+commit; idle, an event is applied at once, waiting for nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from branchline_shared.settings import BranchlineSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
+BATCH_MAX = 200
+"""Events applied in one transaction at most (a bounded transaction and lock set)."""
 
 
 def create_faust_app(
@@ -73,17 +77,28 @@ def create_faust_app(
 
     @app.agent(source, name="project-events")
     async def project(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            raw = RawMessage(
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
-                list(message.headers or ()),
-            )
-            await handle_batch([raw], writes, dead_letters, projected)
+        manual = stream.noack()  # acked only once the batch's transaction committed
+        queue = getattr(manual.channel, "queue", None)
+        pending: list[Any] = []
+        async for event in manual.events():
+            pending.append(event)
+            if len(pending) < BATCH_MAX and queue is not None and not queue.empty():
+                continue  # more is fetched already: it joins this batch
+            raws = [
+                RawMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    list(e.message.headers or ()),
+                )
+                for e in pending
+            ]
+            await handle_batch(raws, writes, dead_letters, projected)
+            for done in pending:
+                await manual.ack(done)
+            pending = []
 
     return app
 
