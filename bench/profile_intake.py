@@ -1,9 +1,9 @@
 """Where one intake process spends its CPU on `POST /v1/events` (docs/performance.md).
 
 Starts the benchmark's stack and a second intake process (relay off), samples that process
-with py-spy (CPU samples only: waiting on the database is not counted) while it answers
-single events from 64 connections, and prints the share of CPU samples per function,
-inclusive and self.
+with pyinstrument (wall-clock samples; the event loop's idle wait, where the process waits on
+the database or the network, is left out) while it answers single events from 64
+connections, and prints the share of the busy samples per function, inclusive and self.
 
     python -m bench.profile_intake [--events 3000] [--out bench/profile.txt]
 """
@@ -15,11 +15,13 @@ import asyncio
 import collections
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from pyinstrument.frame_info import parse_frame_info
+from pyinstrument.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -31,17 +33,38 @@ from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E
 
 # Samples of starting and stopping (imports, migrations, lifespan) are not the request path.
 _NOT_SERVING = ("_find_and_load", "lifespan", "startup (", "shutdown (")
+# Leaves where the process waits (the event loop polling its sockets; uvloop's own run loop
+# is C, so its wait shows as the time of the frame that entered it): not CPU.
+_IDLE_LEAVES = ("select (", "run_forever (", "run_until_complete (", "run (", "[await]")
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>.+?)(?::\d+)?\)$")
 
 
+def collapsed_stacks(session_file: Path) -> str:
+    """A pyinstrument session as collapsed stacks (``func (file);... weight``), weights in
+    tenths of a millisecond."""
+    lines = []
+    for stack, seconds in Session.load(session_file).frame_records:
+        frames = []
+        for info in stack:
+            identifier, _ = parse_frame_info(info)
+            func, file, *_ = [*identifier.split("\x00"), "", ""]
+            frames.append(f"{func} ({file})" if file else func)
+        weight = round(seconds * 10_000)
+        if weight:
+            lines.append(f"{';'.join(frames)} {weight}")
+    return "\n".join(lines)
+
+
 def summarise(collapsed: str, top: int = 30) -> str:
-    """py-spy's raw (collapsed) stacks -> share of samples per function."""
+    """Collapsed stacks -> share of busy samples per function."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit() or any(s in stack for s in _NOT_SERVING):
+            continue
+        if stack.rpartition(";")[2].startswith(_IDLE_LEAVES):
             continue
         count = int(count_text)
         total += count
@@ -59,7 +82,11 @@ def summarise(collapsed: str, top: int = 30) -> str:
             inclusive[name] += count
         if frames:
             own[frames[-1]] += count
-    lines = [f"CPU samples: {total}", "", "inclusive share (function and what it calls):"]
+    lines = [
+        f"busy samples (0.1 ms units): {total}",
+        "",
+        "inclusive share (function and what it calls):",
+    ]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines += ["", "self share (the function's own code):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
@@ -71,8 +98,7 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profile.txt")
     args = parser.parse_args()
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    raw = args.out.with_suffix(".collapsed")
+    raw = args.out.with_suffix(".pyisession")
     async with running_stack() as stack:
         port = free_port()
         env = {
@@ -80,22 +106,21 @@ async def main() -> int:
             "BRANCHLINE_INTAKE_PORT": str(port),
             "BRANCHLINE_RELAY_ENABLED": "false",
             "BRANCHLINE_INTAKE_PROCESSES": "1",  # one process, the one sampled
+            "BRANCHLINE_SHUTDOWN_DRAIN_S": "0",
         }
-        # py-spy launches the intake (attaching to a running interpreter of a pyenv build
-        # fails): both share a new process group that one SIGINT stops.
+        # pyinstrument runs the intake in its own process group; one SIGINT stops it, and it
+        # writes its session when the server has shut down.
         sampled = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
             [
-                py_spy,
-                "record",
-                "-f",
-                "raw",
+                sys.executable,
+                "-m",
+                "pyinstrument",
                 "-r",
-                "250",
+                "session",
                 "-o",
                 str(raw),
-                "--nonblocking",
-                "--",
-                sys.executable,
+                "-i",
+                "0.002",
                 "-m",
                 "branchline_cli.main",
                 "run",
@@ -116,7 +141,7 @@ async def main() -> int:
         finally:
             os.killpg(sampled.pid, signal.SIGINT)
             await asyncio.to_thread(sampled.wait, 60)
-    args.out.write_text(summarise(raw.read_text()))
+    args.out.write_text(summarise(collapsed_stacks(raw)))
     print(f"profile: {args.out} (stacks: {raw})")
     return 0
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from branchline_audit.entrypoints.http import ExportSlots
+from branchline_audit.application.exporting import ExportSlots
 from branchline_shared.http.rate_limit import RateLimit, TokenBuckets
 from branchline_shared.http.request_limits import RequestLimits
 from branchline_shared.http.security_headers import SecurityHeaders

@@ -16,23 +16,42 @@ holds for every field of every service alike:
   parameter (they are ids, codes and times; ``%00`` would reach PostgreSQL) → 422.
 
 A body that is not JSON at all is left to the route (400 "Malformed JSON").
+
+The body is parsed once (#12): the document this check parsed is left in the ASGI scope
+(:data:`PARSED_BODY`), and routes of :class:`ParsedBodyRoute` take it from there instead of
+parsing the bytes again; their models are validated from that document exactly as FastAPI
+validates a parsed body (the same models, the same errors).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import bad_text_character, bad_token_character
-from branchline_shared.http.problems import PROBLEM_JSON, printable_field, validation_problem
+from branchline_shared.field_issues import printable_field
+from branchline_shared.http.problems import PROBLEM_JSON, validation_problem
 
-__all__ = ["MAX_DEPTH", "StrictInput", "body_errors", "parse_strict_json"]
+__all__ = [
+    "MAX_DEPTH",
+    "PARSED_BODY",
+    "ParsedBodyRoute",
+    "StrictInput",
+    "body_errors",
+    "parse_strict_json",
+]
+
+PARSED_BODY = "branchline.parsed_body"
+"""Scope key of the request body as :class:`StrictInput` parsed and checked it."""
 
 MAX_DEPTH = 32
 """Deepest nesting of objects and arrays a body may have (events nest three levels)."""
@@ -45,13 +64,16 @@ class _Refused(ValueError):
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
+    document = dict(pairs)
+    if len(document) == len(pairs):  # the usual case, found without a Python loop
+        return document
+    seen: set[str] = set()
+    for key, _ in pairs:
         if key in seen:
             shown = printable_field(key)
             raise _Refused(shown, f"duplicate key {shown!r} in a JSON object", "duplicate_key")
-        seen[key] = value
-    return seen
+        seen.add(key)
+    return document
 
 
 def _constant(name: str) -> Any:
@@ -216,7 +238,30 @@ class StrictInput:
                 if errors:
                     await _refuse(errors, send)
                     return
+                scope[PARSED_BODY] = document
         await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+
+
+class _ParsedBodyRequest(Request):
+    """A request whose JSON is the document :class:`StrictInput` already parsed, if any."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json") and PARSED_BODY in self.scope:
+            self._json = self.scope[PARSED_BODY]
+        return await super().json()
+
+
+class ParsedBodyRoute(APIRoute):
+    """A route that validates its body model from the document :class:`StrictInput` parsed
+    (the bytes are parsed once per request, not twice); without it, as any route."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parsed_once(request: Request) -> Response:
+            return await handler(_ParsedBodyRequest(request.scope, request.receive))
+
+        return parsed_once
 
 
 def _replay(messages: list[Message], then: Receive) -> Receive:

@@ -27,7 +27,7 @@ from branchline_shared.kafka.wire import (
     decode_event,
     source_position,
 )
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,19 @@ BatchHandler = Callable[[list[RecordedEvent], Positions], Awaitable[object]]
 class BatchConsumer:
     """An aiokafka group consumer that hands batches of decoded events to ``handle``.
 
-    Per batch: decode (poison → dead letter), handle with retries on transient faults, then
-    commit the offsets. A handler failure that is not transient is narrowed to the one event
-    that causes it, which is dead-lettered; the rest are handled.
+    Per fetch (every partition it returned, up to ``max_records``): decode (poison → dead
+    letter), hand every event to ``handle`` at once (the audit ledger writes them in one
+    transaction, #12), with retries on transient faults, then commit the offsets of every
+    partition. A handler failure that is not transient is narrowed down by halving the batch
+    (each half handled, and so written, on its own) until the one event that causes it is
+    alone: that one is dead-lettered with the reason, every other is handled. Handlers skip
+    what they already applied (by event id), so a half handled twice is applied once.
     """
 
     def __init__(
         self,
         *,
-        settings: BranchlineSettings,
+        settings: CommonSettings,
         topics: Sequence[str],
         group_id: str,
         name: str,
@@ -196,9 +200,11 @@ class BatchConsumer:
             checked = asyncio.get_running_loop().time()
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
-                for tp, records in batches.items():
-                    await self._process(records)
-                    await self._commit(consumer, tp, records[-1].offset + 1)
+                if batches:
+                    await self._process([r for records in batches.values() for r in records])
+                    await self._commit(
+                        consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    )
                 now = asyncio.get_running_loop().time()
                 if now - checked > 5:
                     checked = now
@@ -206,12 +212,14 @@ class BatchConsumer:
         finally:
             await consumer.stop()
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]
+    ) -> None:
         # aiokafka retries a commit to an unknown topic forever; bound it, and let the broker
         # get its topics back before the next try.
         async def commit() -> None:
             try:
-                await asyncio.wait_for(consumer.commit({tp: offset}), timeout=5)
+                await asyncio.wait_for(consumer.commit(dict(offsets)), timeout=5)
             except TimeoutError:
                 if self._on_broker_lost is not None:
                     await self._on_broker_lost()
@@ -240,24 +248,29 @@ class BatchConsumer:
             position = source_position(raw.headers)
             if position is not None:
                 positions[event.event_id] = position
-        if not events:
-            return
-        try:
-            await retry_transient(
-                lambda: self._handle([e for _, e in events], positions), consumer=self._name
-            )
-        except Exception:
-            # Narrow down: handle one by one, dead-letter only what fails.
-            for raw, event in events:
-                try:
-                    await self._handle_one(event, positions)
-                except Exception as exc:
-                    await self._dead_letters.send(raw, f"handler failed: {exc!r}")
-        CONSUMED.labels(self._name).inc(len(events))
+        if events:
+            await self._handle_narrowing(events, positions)
+            CONSUMED.labels(self._name).inc(len(events))
 
-    async def _handle_one(self, event: RecordedEvent, positions: Positions) -> None:
+    async def _handle_narrowing(
+        self, events: Sequence[tuple[RawMessage, RecordedEvent]], positions: Positions
+    ) -> None:
+        """Handle ``events`` at once; if that fails for good, each half on its own, down to
+        the one event that fails, which goes to the dead-letter topic with the reason (a
+        poison event costs about 2·log2(batch) extra transactions, and fails only itself)."""
+        try:
+            await self._handle_retrying([e for _, e in events], positions)
+        except Exception as exc:
+            if len(events) == 1:
+                await self._dead_letters.send(events[0][0], f"handler failed: {exc!r}")
+                return
+            half = len(events) // 2
+            await self._handle_narrowing(events[:half], positions)
+            await self._handle_narrowing(events[half:], positions)
+
+    async def _handle_retrying(self, events: list[RecordedEvent], positions: Positions) -> None:
         async def handle() -> object:
-            return await self._handle([event], positions)
+            return await self._handle(events, positions)
 
         await retry_transient(handle, consumer=self._name)
 

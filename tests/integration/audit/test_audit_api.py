@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -293,3 +294,55 @@ async def test_the_api_process_signs_checkpoints_in_the_background(
         await append_in_batches(audit.ledger, random_events(7, random.Random(4)), now=T0)
         latest = await eventually(audit.checkpoints.latest, within=10)
         assert latest.tree_size == 7
+
+
+async def test_the_api_and_the_console_start_an_export_alike(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """One ``start_export`` serves ``GET /v1/audit/export`` and the console's export (review
+    D6): they share the slots (all taken: 429 with Retry-After for both, nothing recorded),
+    each records its read under its own route, and both stream the same kind of download."""
+    s = quick_settings(settings)
+    app = create_app(s)
+    session = {"Cookie": f"bl_session_audit={tokens.token(Role.AUDITOR, sub='auditor-1')}"}
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        audit_context(s) as audit,
+    ):
+        api = Api(client, audit, s, tokens)
+        await _fill(api)
+
+        async def both() -> list[httpx.Response]:
+            return [
+                await api.get("/v1/audit/export", client_id="C-2", purpose="review"),
+                await client.get(
+                    "/console/export",
+                    params={"purpose": "review", "client_id": "C-2"},
+                    headers=session,
+                ),
+            ]
+
+        slots = app.state.export_slots
+        while slots.take():
+            pass
+        for busy in await both():
+            assert busy.status_code == 429, busy.text
+            assert busy.headers["retry-after"] == "5"
+        assert await api.reads() == []
+        for _ in range(slots.limit):
+            slots.give_back()
+        answers = await both()
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "application/x-ndjson"
+            assert answer.headers["cache-control"] == "no-store"
+            assert answer.headers["content-disposition"].startswith('attachment; filename="audit-')
+            manifest = json.loads(answer.text.splitlines()[-1])
+            assert manifest["manifest"]["purpose"] == "review"
+        reads = await api.reads()
+        assert [r["data"]["endpoint"] for r in reads] == [
+            "GET /v1/audit/export",
+            "console GET /export",
+        ]
+        assert slots.take()  # both streams ended and gave their slots back

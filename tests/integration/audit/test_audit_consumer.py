@@ -150,6 +150,80 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_with_the_reason(
     assert await ledger_ids(audit) == [good[0]["event_id"]]
 
 
+async def _appended_together(audit: AuditContext) -> dict[Any, set[str]]:
+    """Event ids by ``appended_at``: one ledger append (one transaction) stamps one time."""
+    together: dict[Any, set[str]] = {}
+    async for stored in audit.ledger.scan_stored():
+        together.setdefault(stored.entry.appended_at, set()).add(
+            str(stored.entry.event["event_id"])
+        )
+    return together
+
+
+async def test_a_fetched_batch_of_several_partitions_and_topics_is_written_in_one_transaction(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    """#12: what one fetch returned (every partition of both topics) is one ledger append;
+    duplicates inside the batch and redelivered later are stored once."""
+    settings, audit = ready
+    topics = declare_topics(settings)
+    intake = envelopes(60, start=1000)
+    followups = [
+        RecordedEvent.model_validate(
+            event(n, client_id=f"C-{n % 8}", event_type="followup.task_created")
+        ).model_dump(mode="json")
+        for n in range(40)
+    ]
+    # Everything is on the broker before the consumer starts: its first fetch holds it all.
+    await send(settings, topics.intake_events.name, [*intake, *intake[:10]])
+    await send(settings, topics.followup_events.name, followups)
+    async with consumer_running(settings, audit):
+        await eventually(lambda: _size_is(audit, 100), within=40)
+    await send(settings, topics.intake_events.name, intake[:5])  # redelivered after a commit
+    async with consumer_running(settings, audit):
+        await asyncio.sleep(1.0)  # a redelivery in flight would land now
+    ids = await ledger_ids(audit)
+    assert sorted(ids) == sorted(e["event_id"] for e in intake + followups)
+    groups = await _appended_together(audit)
+    followup_ids = {e["event_id"] for e in followups}
+    intake_ids = {e["event_id"] for e in intake}
+    # one append held events of both topics (so of several partitions): the per-partition
+    # transactions of before could not
+    assert any(group & followup_ids and group & intake_ids for group in groups.values())
+    assert len(groups) < len(ids)
+
+
+async def test_a_poison_event_in_a_batch_fails_only_itself(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    """An event that decodes but that the ledger cannot store (a NUL character, which
+    PostgreSQL's jsonb refuses) in the middle of a batch: the batch is narrowed down, the
+    poison goes to the dead-letter topic with the reason, every other event is recorded once,
+    and the chain verifies."""
+    settings, audit = ready
+    topics = declare_topics(settings)
+    good = envelopes(40, start=2000)
+    poison = RecordedEvent.model_validate(
+        event(7, client_id="C-3", data={"note": "a\u0000b"})
+    ).model_dump(mode="json")
+    await send(settings, topics.intake_events.name, [*good[:25], poison, *good[25:]])
+    async with consumer_running(settings, audit):
+        await eventually(lambda: _size_is(audit, 40), within=40)
+        dead = await read_all(settings.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=1)
+        await asyncio.sleep(0.5)  # a second dead letter or entry in flight would land now
+    assert sorted(await ledger_ids(audit)) == sorted(e["event_id"] for e in good)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert poison["event_id"].encode() in (dead[0].value or b"")
+    assert b"handler failed" in headers["dlq_reason"]
+    assert headers["dlq_consumer"] == b"audit-consumer"
+    verdict = await verify_ledger(
+        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+    )
+    assert verdict.ok
+    assert verdict.entries == 40
+
+
 @pytest.mark.chaos
 async def test_the_consumer_waits_out_a_database_outage_and_loses_nothing(
     settings: BranchlineSettings,

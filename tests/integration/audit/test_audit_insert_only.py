@@ -107,6 +107,34 @@ async def test_the_owner_cannot_forge_the_prune_flag(filled: BranchlineSettings)
                 )
 
 
+@pytest.mark.parametrize("role", ["writer", "owner"])
+async def test_stored_canonical_bytes_cannot_be_changed(
+    filled: BranchlineSettings, role: str
+) -> None:
+    """Issue 9: the canonical bytes column is as insert-only as the rest of the row; not even
+    a forged prune (flag set by hand) may keep or rewrite them."""
+    name = filled.audit_db_writer_role if role == "writer" else filled.audit_db_owner_role
+    expected = "permission denied" if role == "writer" else "insert-only"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=expected):
+        await _as_role(
+            filled, name, "UPDATE audit_ledger SET canonical = canonical || '\\x00'::bytea"
+        )
+    async with superuser(filled) as conn:
+        row = await conn.fetchrow("SELECT event, canonical FROM audit_ledger WHERE position = 3")
+        assert row is not None
+        assert row["canonical"] is not None
+        marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {filled.audit_db_owner_role}")
+            await conn.execute("SELECT set_config('branchline.audit_prune', 'on', true)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
+                await conn.execute(
+                    "UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now() "
+                    "WHERE position = 3",
+                    marker,
+                )
+
+
 async def test_the_writer_may_not_call_the_retention_function(
     filled: BranchlineSettings,
 ) -> None:

@@ -45,8 +45,8 @@ def _settings(settings: BranchlineSettings) -> BranchlineSettings:
     # the former configuration list is ignored by retention: only recorded holds count
     return quick_settings(
         settings,
-        audit_branch_retention_profiles={"BR-EU": "eu_mifid_ii"},
-        audit_legal_hold_clients=["C-1"],
+        retention_branch_profiles={"BR-EU": "eu_mifid_ii"},
+        retention_legal_hold_clients=["C-1"],
     )
 
 
@@ -112,6 +112,8 @@ async def test_prune_drops_expired_payloads_keeps_hashes_and_is_recorded(
         entries = [e async for e in audit.ledger.scan_stored()]
         pruned = [e.entry.position for e in entries if is_pruned_marker(e.entry.event)]
         assert pruned == [1, 3, 4, 6, 8, 9]
+        # the stored canonical bytes carry the payload: a prune drops them too (issue 9)
+        assert all((e.entry.canonical is None) == e.entry.pruned for e in entries)
         for e in entries[:13]:
             assert e.entry.hash == hashes[e.entry.position]  # hashes never change
         marker = entries[0].entry.event

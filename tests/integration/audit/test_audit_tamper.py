@@ -15,7 +15,11 @@ import pytest
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
-from branchline_audit.domain.canonical import entry_hash, format_appended_at
+from branchline_audit.domain.canonical import (
+    chain_hash,
+    entry_canonical_bytes,
+    format_appended_at,
+)
 from branchline_audit.domain.verification import LedgerVerdict
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
@@ -104,9 +108,9 @@ def _by_column(column: str) -> Tamper:
         if column == "event":
             new: Any = json.dumps(_alter_json_string(json.loads(value), rng))
             return "UPDATE audit_ledger SET event = $1::jsonb WHERE position = $2", [new]
-        if column in ("prev_hash", "hash"):
+        if column in ("prev_hash", "hash", "canonical"):
             raw = bytearray(value)
-            raw[rng.randrange(32)] ^= 1 << rng.randrange(8)
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
             new = bytes(raw)
         elif column in ("occurred_at", "appended_at"):
             new = value + timedelta(microseconds=1)
@@ -139,6 +143,7 @@ COLUMNS = (
     "prev_hash",
     "hash",
     "pruned_at",
+    "canonical",
 )
 
 
@@ -235,7 +240,8 @@ async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
 async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints(
     fresh_ledger: Built,
 ) -> None:
-    """The attacker recomputes the chain after a change: the chain holds, the signed
+    """The attacker recomputes the chain (and the stored canonical bytes) after a change: the
+    chain holds, the signed
     checkpoint does not, and the rewrite is located between two checkpoints."""
     settings, audit = fresh_ledger
     position = 700
@@ -251,16 +257,18 @@ async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints
             event = json.loads(row["event"])
             if row["position"] == position:
                 event["data"] = {"note": "nothing happened here"}
-            digest = entry_hash(
-                prev, row["position"], event, format_appended_at(row["appended_at"])
+            canonical = entry_canonical_bytes(
+                row["position"], event, format_appended_at(row["appended_at"])
             )
+            digest = chain_hash(prev, canonical)
             await conn.execute(
-                "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, hash = $3 "
-                "WHERE position = $4",
+                "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, hash = $3, "
+                "canonical = $5 WHERE position = $4",
                 json.dumps(event),
                 prev,
                 digest,
                 row["position"],
+                canonical,
             )
             prev = digest
     verdict = await _verify(audit)
@@ -290,3 +298,86 @@ async def test_entries_removed_at_the_end_are_found_by_the_last_checkpoint(
     verdict = await _verify(audit)
     assert verdict.first_bad_position == 991
     assert "removed from the end" in (verdict.reason or "")
+
+
+async def test_stored_canonical_bytes_are_what_the_chain_hashed(fresh_ledger: Built) -> None:
+    """Issue 9: every new entry stores the bytes its hash was computed from."""
+    settings, _ = fresh_ledger
+    async with superuser(settings) as conn:
+        rows = await conn.fetch(
+            "SELECT position, event, appended_at, prev_hash, hash, canonical FROM audit_ledger "
+            "ORDER BY position"
+        )
+    assert len(rows) == SIZE
+    for row in rows:
+        canonical = bytes(row["canonical"])
+        assert chain_hash(bytes(row["prev_hash"]), canonical) == bytes(row["hash"])
+        assert canonical == entry_canonical_bytes(
+            row["position"], json.loads(row["event"]), format_appended_at(row["appended_at"])
+        )
+
+
+async def test_rewritten_stored_bytes_are_each_located_and_verify_goes_on(
+    fresh_ledger: Built,
+) -> None:
+    """A rewrite of stored canonical bytes is found wherever it is (one byte changed; the
+    bytes of another entry; a byte appended), and verify goes past each bad entry and lists
+    every bad position, not only the first."""
+    settings, audit = fresh_ledger
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_ledger SET canonical = overlay(canonical placing '\\x00'::bytea "
+        "from 40 for 1) WHERE position = $1",
+        30,
+    )
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_ledger SET canonical = (SELECT canonical FROM audit_ledger "
+        "WHERE position = 121) WHERE position = $1",
+        120,
+    )
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_ledger SET canonical = canonical || ' '::bytea WHERE position = $1",
+        900,
+    )
+    verdict = await _verify(audit)
+    assert not verdict.ok
+    assert verdict.first_bad_position == 30
+    assert verdict.bad_positions == (30, 120, 900), verdict.bad_positions
+    assert verdict.bad_count == 3
+
+
+async def test_a_rewritten_event_is_found_even_when_its_stored_bytes_are_intact(
+    fresh_ledger: Built,
+) -> None:
+    """What the API shows is the event column: a change to it is found by decoding the
+    stored bytes (the chain alone, which hashes the bytes, would not see it)."""
+    settings, audit = fresh_ledger
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_ledger SET event = jsonb_set(event, '{data}', '{\"note\": \"x\"}') "
+        "WHERE position = $1",
+        333,
+    )
+    verdict = await _verify(audit)
+    assert verdict.bad_positions == (333,), verdict.reason
+    assert "canonical bytes" in (verdict.reason or "")
+
+
+async def test_entries_written_before_the_bytes_were_stored_verify_as_before(
+    fresh_ledger: Built,
+) -> None:
+    """Backward compatible: rows without stored bytes (written before migration 004) are
+    verified from their content, and a change to their content is still found."""
+    settings, audit = fresh_ledger
+    await behind_the_ledgers_back(
+        settings, "UPDATE audit_ledger SET canonical = NULL WHERE position <= 600"
+    )
+    assert (await _verify(audit)).ok
+    row = await _row(settings, 250)
+    sql, args = _by_column("event")(row, random.Random(3))
+    await behind_the_ledgers_back(settings, sql, *args, 250)
+    verdict = await _verify(audit)
+    assert verdict.first_bad_position == 250, verdict.reason
+    assert verdict.bad_positions == (250,)

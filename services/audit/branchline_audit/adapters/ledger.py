@@ -21,7 +21,8 @@ import asyncpg
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
     ChainEntry,
-    entry_hash,
+    chain_hash,
+    entry_canonical_bytes,
     format_appended_at,
 )
 from branchline_audit.domain.merkle import RangeHasher
@@ -46,7 +47,7 @@ from branchline_shared.postgres.pool import PgConnection
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 _COLUMNS = (
     "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
-    "appended_at, prev_hash, hash, pruned_at"
+    "appended_at, prev_hash, hash, pruned_at, canonical"
 )
 
 
@@ -108,6 +109,7 @@ class LedgerFilters:
 def _stored(row: asyncpg.Record) -> StoredEntry:
     pruned_at = row["pruned_at"]
     event = row["event"]
+    canonical = row["canonical"]
     return StoredEntry(
         entry=ChainEntry(
             position=row["position"],
@@ -116,6 +118,7 @@ def _stored(row: asyncpg.Record) -> StoredEntry:
             prev_hash=bytes(row["prev_hash"]),
             hash=bytes(row["hash"]),
             pruned=pruned_at is not None or is_pruned_marker(event),
+            canonical=None if canonical is None else bytes(canonical),
         ),
         columns=IndexColumns(
             event_id=row["event_id"],
@@ -186,7 +189,9 @@ class PostgresLedger:
                 continue
             stored.add(index.event_id)
             position += 1
-            digest = entry_hash(prev, position, event, appended_at)
+            # The very bytes hashed are stored: verification re-hashes them (issue 9).
+            canonical = entry_canonical_bytes(position, event, appended_at)
+            digest = chain_hash(prev, canonical)
             rows.append(
                 (
                     position,
@@ -200,6 +205,7 @@ class PostgresLedger:
                     now,
                     prev,
                     digest,
+                    canonical,
                 )
             )
             new_events.append(event)
@@ -210,11 +216,11 @@ class PostgresLedger:
             """
             INSERT INTO audit_ledger (position, event_id, event, event_type, client_id,
                                       actor_id, branch_id, occurred_at, appended_at,
-                                      prev_hash, hash)
+                                      prev_hash, hash, canonical)
             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::text[],
                                  $5::text[], $6::text[], $7::text[],
                                  $8::timestamptz[], $9::timestamptz[], $10::bytea[],
-                                 $11::bytea[])
+                                 $11::bytea[], $12::bytea[])
             """,
             *[list(c) for c in zip(*rows, strict=True)],
         )

@@ -7,17 +7,92 @@ and sent as they are formatted, so memory stays flat whatever the export's size.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.querying import views_of
+from branchline_audit.application.recording import record_read
 from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import RecordingHasher
 
 PAGE_SIZE = 500
+MEDIA_TYPES: dict[ExportContent, str] = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+}
+
+
+class ExportSlots:
+    """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+
+    def take(self) -> bool:
+        if self.running >= self.limit:
+            return False
+        self.running += 1
+        return True
+
+    def give_back(self) -> None:
+        self.running -= 1
+
+    async def held_while(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in lines:
+                yield line
+        finally:
+            self.give_back()
+
+
+class ExportsBusy(Exception):
+    """Every export slot is taken (the caller answers 429 with ``Retry-After``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} exports are running; retry when one has finished")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class StartedExport:
+    """An export whose read is recorded and whose slot is held until ``lines`` ends."""
+
+    lines: AsyncIterator[str]
+    media_type: str
+    filename: str
+
+
+async def start_export(
+    audit: AuditContext,
+    slots: ExportSlots,
+    reader: TrailReader,
+    filters: LedgerFilters,
+    content: ExportContent,
+    *,
+    route: str,
+) -> StartedExport:
+    """Start an export for the API and the console alike: take a slot (:class:`ExportsBusy`
+    if none is free; a refused export is recorded nowhere), record the read in the ledger
+    before any entry is sent (D-11), and hand back the stream that gives the slot back when
+    it ends or is abandoned."""
+    if not slots.take():
+        raise ExportsBusy(slots.limit)
+    try:
+        await record_read(audit, reader, route, {**filters.as_dict(), "format": content})
+    except BaseException:
+        slots.give_back()
+        raise
+    stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
+    return StartedExport(
+        lines=slots.held_while(export_lines(audit, filters, content, reader)),
+        media_type=MEDIA_TYPES[content],
+        filename=f"audit-{stamp}.{content}",
+    )
 
 
 async def export_lines(

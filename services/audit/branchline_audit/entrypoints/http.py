@@ -6,7 +6,6 @@ endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answere
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -16,11 +15,17 @@ from pydantic import BaseModel
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import latest_covering
 from branchline_audit.application.context import AuditContext, TrailReader
-from branchline_audit.application.exporting import export_lines
+from branchline_audit.application.exporting import (
+    ExportsBusy,
+    ExportSlots,
+    StartedExport,
+    start_export,
+)
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
@@ -139,35 +144,6 @@ class PublicKey(BaseModel):
     verifier_key: str
 
 
-def _refused(error: ProofRefused) -> Problem:
-    titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
-    return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
-
-
-class ExportSlots:
-    """A cap on concurrent exports; a slot is held until the stream ends or is abandoned."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-
-    def take(self) -> bool:
-        if self.running >= self.limit:
-            return False
-        self.running += 1
-        return True
-
-    def give_back(self) -> None:
-        self.running -= 1
-
-    async def held_while(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
-        try:
-            async for line in lines:
-                yield line
-        finally:
-            self.give_back()
-
-
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
@@ -215,7 +191,7 @@ async def entry_proof(
     try:
         proof = await inclusion(audit, position)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return InclusionProofBody(
         position=position,
         leaf_index=position - 1,
@@ -259,7 +235,7 @@ async def checkpoint_consistency(
     try:
         proof = await consistency(audit, first, second)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return ConsistencyBody(first=first, second=second, consistency_path=[p.hex() for p in proof])
 
 
@@ -311,26 +287,40 @@ async def export(
 ) -> StreamingResponse:
     """At most ``audit_max_concurrent_exports`` run at once (a full export keeps a database
     connection and the CPU busy): one more is 429 with ``Retry-After``, recorded nowhere."""
+    return export_response(
+        await started_export(request, audit, reader, filters, format, route="GET /v1/audit/export")
+    )
+
+
+async def started_export(
+    request: Request,
+    audit: AuditContext,
+    reader: TrailReader,
+    filters: LedgerFilters,
+    content: Literal["jsonl", "csv"],
+    *,
+    route: str,
+) -> StartedExport:
+    """:func:`start_export` with the app's slots; all slots taken is 429 (API and console)."""
     slots: ExportSlots = request.app.state.export_slots
-    if not slots.take():
+    try:
+        return await start_export(audit, slots, reader, filters, content, route=route)
+    except ExportsBusy as busy:
         raise Problem(
             429,
             "Too many exports",
-            f"{slots.limit} exports are running; retry when one has finished",
+            str(busy),
             kind="too-many-exports",
             headers={"Retry-After": "5"},
-        )
-    try:
-        await record_read(
-            audit, reader, "GET /v1/audit/export", {**filters.as_dict(), "format": format}
-        )
-    except BaseException:
-        slots.give_back()
-        raise
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
-    stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
+        ) from None
+
+
+def export_response(started: StartedExport) -> StreamingResponse:
     return StreamingResponse(
-        slots.held_while(export_lines(audit, filters, format, reader)),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
+        started.lines,
+        media_type=started.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{started.filename}"',
+            "Cache-Control": "no-store",
+        },
     )

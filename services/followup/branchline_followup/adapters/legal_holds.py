@@ -12,7 +12,7 @@ import httpx
 from branchline_followup.application.ports import LegalHolds as LegalHolds
 from branchline_shared.http.auth import Role, TokenCodec
 from branchline_shared.http.token_keys import token_codec
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 READER = "privacy-shredder"
 PURPOSE = "erasure due: legal holds checked before destroying personal data (D-04, D-11)"
@@ -63,7 +63,7 @@ class AuditApiLegalHolds:
         return standing & set(client_ids)
 
 
-def legal_holds_from_settings(settings: BranchlineSettings) -> LegalHolds:
+def legal_holds_from_settings(settings: FollowupSettings) -> LegalHolds:
     """The audit API's register of standing holds (D-11)."""
     url = settings.privacy_legal_holds_url or (
         f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from branchline_followup.adapters.personal_data import (
@@ -24,7 +25,7 @@ from branchline_followup.adapters.personal_data import (
 )
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
-from branchline_followup.domain.suitability import Holding
+from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -56,6 +57,9 @@ class MemoryState:
     overdue: dict[uuid.UUID, datetime] = field(default_factory=dict)
     timers: dict[uuid.UUID, TimerRow] = field(default_factory=dict)
     holdings: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
+    ratings: dict[str, dict[uuid.UUID, Rating]] = field(default_factory=dict)
+    staff: dict[str, str | None] = field(default_factory=dict)
+    training: dict[uuid.UUID, tuple[str, Decimal, datetime]] = field(default_factory=dict)
     activity: list[tuple[str, uuid.UUID, dict[str, Any]]] = field(default_factory=list)
     """(what, event id, values) of every page record, in the order written."""
     privacy: dict[str, PrivacyState] = field(default_factory=dict)
@@ -205,7 +209,10 @@ class _Holdings(_Part):
         self, client_id: str, product_id: str, product_risk: str, since: datetime
     ) -> None:
         held = self.s.holdings.get((client_id, product_id))
-        self.s.holdings[(client_id, product_id)] = (product_risk, held[1] if held else since)
+        self.s.holdings[(client_id, product_id)] = (
+            product_risk,
+            min(held[1], since) if held else since,
+        )
 
     async def of_client(self, client_id: str) -> list[Holding]:
         return [
@@ -214,12 +221,17 @@ class _Holdings(_Part):
             if holder == client_id
         ]
 
-    async def rerate(self, product_id: str, product_risk: str) -> list[str]:
-        holders = sorted(c for c, p in self.s.holdings if p == product_id)
-        for client_id in holders:
-            since = self.s.holdings[(client_id, product_id)][1]
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        holders = sorted((c, s) for (c, p), (_, s) in self.s.holdings.items() if p == product_id)
+        for client_id, since in holders:
             self.s.holdings[(client_id, product_id)] = (product_risk, since)
         return holders
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        self.s.ratings.setdefault(product_id, {}).setdefault(rating.event_id, rating)
+
+    async def ratings_of(self, product_id: str) -> list[Rating]:
+        return list(self.s.ratings.get(product_id, {}).values())
 
 
 class _Activity(_Part):
@@ -257,6 +269,14 @@ class _Activity(_Part):
 
     async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
         self._add("service_loop", event, rm_id=rm_id, type=event.type)
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        self.s.staff[staff_id] = branch_id or self.s.staff.get(staff_id)
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        self.s.training.setdefault(event.event_id, (staff_id, hours, completed_at))
 
 
 class _Privacy(_Part):

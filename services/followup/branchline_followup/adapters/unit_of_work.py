@@ -11,6 +11,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -33,7 +34,7 @@ from branchline_followup.adapters.pg_schemas import (
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
-from branchline_followup.domain.suitability import Holding
+from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -143,7 +144,8 @@ class _Holdings:
         await self._conn.execute(
             "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
-            "product_risk = EXCLUDED.product_risk",
+            "product_risk = EXCLUDED.product_risk, "
+            "since = LEAST(fu_holdings.since, EXCLUDED.since)",
             client_id,
             product_id,
             product_risk,
@@ -158,13 +160,31 @@ class _Holdings:
         )
         return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
 
-    async def rerate(self, product_id: str, product_risk: str) -> list[str]:
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
         rows = await self._conn.fetch(
-            "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
+            "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 "
+            "RETURNING client_id, since",
             product_id,
             product_risk,
         )
-        return sorted({r["client_id"] for r in rows})
+        return sorted((r["client_id"], r["since"]) for r in rows)
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_product_ratings (product_id, event_id, risk, effective_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            product_id,
+            rating.event_id,
+            rating.risk.value,
+            rating.effective_at,
+        )
+
+    async def ratings_of(self, product_id: str) -> list[Rating]:
+        rows = await self._conn.fetch(
+            "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
+            product_id,
+        )
+        return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
 
 
 class _Activity:
@@ -201,6 +221,26 @@ class _Activity:
 
     async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
         await record_service_loop_facts(self._conn, event, rm_id)
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_staff (staff_id, branch_id) VALUES ($1, $2) ON CONFLICT (staff_id) "
+            "DO UPDATE SET branch_id = COALESCE(EXCLUDED.branch_id, fu_staff.branch_id)",
+            staff_id,
+            branch_id,
+        )
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            event.event_id,
+            staff_id,
+            hours,
+            completed_at,
+        )
 
 
 class _Privacy:

@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
-from branchline_followup.domain.suitability import Holding
+from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
@@ -114,13 +115,21 @@ class HoldingRepository(Protocol):
 
     async def hold(
         self, client_id: str, product_id: str, product_risk: str, since: datetime
-    ) -> None: ...
+    ) -> None:
+        """Hold the product at ``product_risk``; held since the earliest sale."""
+        ...
 
     async def of_client(self, client_id: str) -> list[Holding]: ...
 
-    async def rerate(self, product_id: str, product_risk: str) -> list[str]:
-        """Every holding of the product at its new rating; the holders' ids."""
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        """Every holding of the product at its new rating; (holder, held since) of each."""
         ...
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        """A rating of the shelf (approval or re-rating) joins the product's ratings."""
+        ...
+
+    async def ratings_of(self, product_id: str) -> list[Rating]: ...
 
 
 class ActivityRepository(Protocol):
@@ -152,6 +161,16 @@ class ActivityRepository(Protocol):
     ) -> None: ...
 
     async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None: ...
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        """A member of staff and their branch (D-14, D-16)."""
+        ...
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        """Training hours of a member of staff (D-14), once per event."""
+        ...
 
 
 class PrivacyRepository(Protocol):
@@ -250,6 +269,14 @@ class QualityRows(Protocol):
 
     @property
     def clients(self) -> list[ClientFacts]: ...
+
+    @property
+    def staff(self) -> list[str]:
+        """D-14: the staff of the selection."""
+        ...
+
+    @property
+    def training(self) -> list[dict[str, Any]]: ...
 
 
 class ImprovementRows(Protocol):

@@ -11,12 +11,13 @@ rebuild (the same events replayed into a fresh schema).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from branchline_followup.application import suitability
+from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
 from branchline_followup.domain import (
@@ -41,6 +42,7 @@ from branchline_followup.domain import (
     timers_for,
 )
 from branchline_followup.domain.records import ClientFacts
+from branchline_shared.domain.classification import risk_level
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 
@@ -50,15 +52,6 @@ business event (fixed forever)."""
 
 FOLLOWUP_REASSIGNED = "followup.reassigned"
 FOLLOWUP_COMPLETED = "followup.completed"
-
-RISK_LEVEL_OF_TOLERANCE = {
-    "C1": "low",
-    "C2": "medium",
-    "C3": "medium",
-    "C4": "high",
-    "C5": "very_high",
-}
-"""D-09 risk level from the C1..C5 assessment (the same default table as intake's)."""
 
 CONTACT_EVENT_TYPES = frozenset(
     {
@@ -124,15 +117,19 @@ async def project(
     await uow.activity.record_refusal(event)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
-        # re-rating may make reviews due for the product's holders (D-15).
-        await suitability.on_product_event(
-            uow,
-            event,
-            projection.policy,
-            lambda u, before, after: _save_changed_tasks(
+        # rating may make reviews due for the product's holders (D-15), an accepted gift an
+        # escalation for the giver's record (D-16).
+        def save(
+            u: FollowupUnitOfWork,
+            before: dict[uuid.UUID, FollowupTask],
+            after: dict[uuid.UUID, FollowupTask],
+        ) -> Awaitable[None]:
+            return _save_changed_tasks(
                 u, before, after, projection.policy, projection.task_creations_topic
-            ),
-        )
+            )
+
+        await suitability.on_product_event(uow, event, projection.policy, save)
+        await staff_events.on_staff_event(uow, event, projection.policy, save)
         return True
     client_id = event.client_id
     await uow.lock_client(client_id)
@@ -168,6 +165,7 @@ async def project(
         rm_id=facts.rm_id if facts else None,
         stage=stage,
         branch_id=facts.branch_id if facts and facts.branch_id else event.branch_id,
+        risk_level=facts.risk_level if facts else None,
     )
 
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}
@@ -320,7 +318,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     elif event.type == "client.risk_assessed":
         level = str(data.get("level", ""))
         facts.risk_tolerance = level or None
-        facts.risk_level = RISK_LEVEL_OF_TOLERANCE.get(level)
+        risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
+        facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
         if facts.first_business_at is None or at < facts.first_business_at:
             facts.first_business_at = at

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from branchline_followup.domain.lifecycle import LifecycleFacts
+from branchline_shared.domain.classification import LifecycleFacts
 
 
 @dataclass

@@ -12,161 +12,54 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
-
-from pydantic import TypeAdapter, ValidationError
+from typing import ClassVar, Protocol
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.due_diligence import KycRefreshRule
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
+from branchline_followup.domain.opening import (
+    CLIENT_SUBJECT,
+    cancel,
+    complete,
+    open_for_event,
+    open_of,
+    open_task,
+    owner,
+)
+from branchline_followup.domain.payloads import InvalidEventData, read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.rules_privacy import DataAccessRequestRule
 from branchline_followup.domain.service_loop import SERVICE_LOOP_RULES
 from branchline_followup.domain.tasks import (
     CancelTask,
     ClientContext,
-    CompleteTask,
     CreateTask,
     FollowupTask,
     ReassignTask,
     RescheduleTask,
     TaskCommand,
-    new_task,
 )
 from branchline_followup.domain.vocabulary import (
     COMPLAINT_RESOLUTION_KINDS,
     CONTACT_PLAN_KINDS,
     LifecycleStage,
-    Severity,
     TaskKind,
     TaskRule,
 )
-from branchline_shared.events.bounded import Instant
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 
-CLIENT_SUBJECT = "client"
-FOLLOWUP_COMPLETED = "followup.completed"
+__all__ = ["HANDLED_EVENT_TYPES", "RULES", "InvalidEventData", "decide", "on_stage_changed"]
+
+FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
 """Emitted by the followup service when an RM completes a task (``POST /v1/followups/{id}/
 complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
 and optionally ``kind`` (the completed task's kind)."""
 
-_AWARE = TypeAdapter(Instant)
-
-
-class InvalidEventData(ValueError):
-    """An event's ``data`` lacks a field a rule needs, or holds an unreadable value."""
-
-    def __init__(self, rule: TaskRule, event: RecordedEvent, field: str, problem: str) -> None:
-        super().__init__(f"{rule.value}: {event.type} {event.event_id}: data.{field} {problem}")
-        self.rule = rule
-        self.event_type = event.type
-        self.event_id = event.event_id
-        self.field = field
-
-
-# Reading ``data`` by the catalogue's field names.
-
-
-def _text(event: RecordedEvent, name: str, rule: TaskRule) -> str:
-    value = event.data.get(name)
-    if value is None:
-        raise InvalidEventData(rule, event, name, "is missing")
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEventData(rule, event, name, "must be a non-empty string")
-    return value
-
-
-def _optional_text(event: RecordedEvent, name: str, rule: TaskRule) -> str | None:
-    if event.data.get(name) is None:
-        return None
-    return _text(event, name, rule)
-
-
-def _optional_time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime | None:
-    value: Any = event.data.get(name)
-    if value is None:
-        return None
-    try:
-        return require_aware(_AWARE.validate_python(value))
-    except (ValidationError, ValueError):
-        raise InvalidEventData(rule, event, name, "must be a time with an offset") from None
-
-
-def _time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime:
-    moment = _optional_time(event, name, rule)
-    if moment is None:
-        raise InvalidEventData(rule, event, name, "is missing")
-    return moment
-
-
-def _flag(event: RecordedEvent, name: str, rule: TaskRule) -> bool:
-    value = event.data.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidEventData(rule, event, name, "must be true or false")
-    return value
-
 
 def _occurred(event: RecordedEvent) -> datetime:
     return require_aware(event.occurred_at)
-
-
-def _owner(client: ClientContext, policy: FollowupPolicy) -> str:
-    return client.rm_id or policy.unassigned
-
-
-def _open(
-    tasks: Iterable[FollowupTask], kinds: Iterable[TaskKind], subject: str | None = None
-) -> list[FollowupTask]:
-    wanted = frozenset(kinds)
-    return [
-        t
-        for t in tasks
-        if t.is_open and t.kind in wanted and (subject is None or t.subject == subject)
-    ]
-
-
-def _create(
-    event: RecordedEvent,
-    policy: FollowupPolicy,
-    *,
-    kind: TaskKind,
-    subject: str,
-    assignee: str,
-    due_at: datetime,
-    profile: str | None = None,
-) -> CreateTask:
-    return CreateTask(
-        task=new_task(
-            kind=kind,
-            source_event_id=event.event_id,
-            client_id=event.subject_id,
-            branch_id=event.branch_id,
-            assignee=assignee,
-            subject=subject,
-            opened_at=_occurred(event),
-            due_at=due_at,
-            deadline_profile=profile or policy.profile_for(event.branch_id),
-        )
-    )
-
-
-def _complete(
-    tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str
-) -> list[TaskCommand]:
-    return [
-        CompleteTask(
-            task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason
-        )
-        for t in tasks
-    ]
-
-
-def _cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) -> list[TaskCommand]:
-    return [
-        CancelTask(task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason)
-        for t in tasks
-    ]
 
 
 class FollowupRule(Protocol):
@@ -188,7 +81,9 @@ class SatisfactionSurveyRule:
     survey without ``visit_id`` satisfies every open survey of the client."""
 
     rule: ClassVar[TaskRule] = TaskRule.SATISFACTION_SURVEY
-    event_types: ClassVar[frozenset[str]] = frozenset({"visit.closed", "feedback.survey_answered"})
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {EventType.VISIT_CLOSED, EventType.FEEDBACK_SURVEY_ANSWERED}
+    )
 
     def decide(
         self,
@@ -197,22 +92,22 @@ class SatisfactionSurveyRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "visit.closed":
-            visit_id = _text(event, "visit_id", self.rule)
+        if event.type == EventType.VISIT_CLOSED:
+            visit_id = read_payload(event, c.VisitClosed, self.rule).visit_id
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.SATISFACTION_SURVEY,
                     subject=f"visit:{visit_id}",
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + policy.survey_within,
                 )
             ]
-        answered_visit = _optional_text(event, "visit_id", self.rule)
+        answered_visit = read_payload(event, c.FeedbackSurveyAnswered, self.rule).visit_id
         subject = None if answered_visit is None else f"visit:{answered_visit}"
-        return _complete(
-            _open(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
+        return complete(
+            open_of(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
         )
 
 
@@ -226,10 +121,10 @@ class AppointmentPreparationRule:
     rule: ClassVar[TaskRule] = TaskRule.APPOINTMENT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
-            "appointment.booked",
-            "appointment.attended",
-            "appointment.cancelled",
-            "appointment.no_show",
+            EventType.APPOINTMENT_BOOKED,
+            EventType.APPOINTMENT_ATTENDED,
+            EventType.APPOINTMENT_CANCELLED,
+            EventType.APPOINTMENT_NO_SHOW,
         }
     )
 
@@ -240,24 +135,23 @@ class AppointmentPreparationRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        appointment_id = _text(event, "appointment_id", self.rule)
-        subject = f"appointment:{appointment_id}"
-        if event.type == "appointment.booked":
-            slot_start = _time(event, "slot_start", self.rule)
+        payload = read_payload(event, c.AppointmentEvent, self.rule)
+        subject = f"appointment:{payload.appointment_id}"
+        if isinstance(payload, c.AppointmentBooked):
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.APPOINTMENT_PREPARATION,
                     subject=subject,
-                    assignee=_text(event, "staff_id", self.rule),
-                    due_at=slot_start - policy.appointment_preparation_lead,
+                    assignee=payload.staff_id,
+                    due_at=payload.slot_start - policy.appointment_preparation_lead,
                 )
             ]
-        preparations = _open(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
-        if event.type == "appointment.attended":
-            return _complete(preparations, event, "appointment attended")
-        return _cancel(preparations, event, event.type.removeprefix("appointment."))
+        preparations = open_of(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
+        if isinstance(payload, c.AppointmentAttended):
+            return complete(preparations, event, "appointment attended")
+        return cancel(preparations, event, event.type.removeprefix("appointment."))
 
 
 class ConsultationRule:
@@ -275,7 +169,7 @@ class ConsultationRule:
 
     rule: ClassVar[TaskRule] = TaskRule.CONSULTATION
     event_types: ClassVar[frozenset[str]] = frozenset(
-        {"consultation.opened", "consultation.answered"}
+        {EventType.CONSULTATION_OPENED, EventType.CONSULTATION_ANSWERED}
     )
 
     def decide(
@@ -285,39 +179,37 @@ class ConsultationRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        consultation_id = _text(event, "consultation_id", self.rule)
-        subject = f"consultation:{consultation_id}"
-        if event.type == "consultation.opened":
-            channel = _optional_text(event, "channel", self.rule)
-            if channel is None and event.channel is not None:
-                channel = event.channel.value
+        payload = read_payload(event, c.ConsultationEvent, self.rule)
+        subject = f"consultation:{payload.consultation_id}"
+        if isinstance(payload, c.ConsultationOpened):
+            channel = payload.channel.value
             within = (
                 policy.online_consultation_response
                 if channel in policy.online_channels
                 else policy.offline_consultation_response
             )
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.CONSULTATION_RESPONSE,
                     subject=subject,
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + within,
                 )
             ]
-        promised_by = _optional_time(event, "promised_by", self.rule)
-        pending = _open(
+        promised_by = read_payload(event, c.ConsultationAnswered, self.rule).promised_by
+        pending = open_of(
             open_tasks,
             {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
             subject,
         )
         if promised_by is None:
-            return _complete(pending, event, "answered")
-        commands = _complete(pending, event, "answer promised")
-        assignee = pending[0].assignee if pending else _owner(client, policy)
+            return complete(pending, event, "answered")
+        commands = complete(pending, event, "answer promised")
+        assignee = pending[0].assignee if pending else owner(client, policy)
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.CONSULTATION_PROMISE,
@@ -351,12 +243,12 @@ class ComplaintRule:
     rule: ClassVar[TaskRule] = TaskRule.COMPLAINT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
-            "complaint.received",
-            "complaint.acknowledged",
-            "complaint.progress_reported",
-            "complaint.resolved",
-            "complaint.confirmed_by_client",
-            "complaint.closed",
+            EventType.COMPLAINT_RECEIVED,
+            EventType.COMPLAINT_ACKNOWLEDGED,
+            EventType.COMPLAINT_PROGRESS_REPORTED,
+            EventType.COMPLAINT_RESOLVED,
+            EventType.COMPLAINT_CONFIRMED_BY_CLIENT,
+            EventType.COMPLAINT_CLOSED,
         }
     )
 
@@ -367,61 +259,59 @@ class ComplaintRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        complaint_id = _text(event, "complaint_id", self.rule)
-        subject = f"complaint:{complaint_id}"
+        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        subject = f"complaint:{payload.complaint_id}"
         complaint_tasks = [t for t in open_tasks if t.is_open and t.subject == subject]
-        match event.type:
-            case "complaint.received":
-                return self._received(event, client, policy, subject)
-            case "complaint.acknowledged":
-                owner = _text(event, "owner_id", self.rule)
-                responses = _open(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
-                commands = _complete(responses, event, "acknowledged")
+        match payload:
+            case c.ComplaintReceived():
+                return self._received(event, payload, client, policy, subject)
+            case c.ComplaintAcknowledged(owner_id=new_owner):
+                responses = open_of(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
+                commands = complete(responses, event, "acknowledged")
                 commands.extend(
-                    ReassignTask(task_id=t.id, assignee=owner, cause_event_id=event.event_id)
+                    ReassignTask(task_id=t.id, assignee=new_owner, cause_event_id=event.event_id)
                     for t in complaint_tasks
-                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner
+                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != new_owner
                 )
                 return commands
-            case "complaint.progress_reported":
-                if not _flag(event, "complex", self.rule):
+            case c.ComplaintProgressReported(complex=complex_case):
+                if not complex_case:
                     return []
                 return self._extend_for_complexity(event, complaint_tasks, policy)
-            case "complaint.resolved":
-                clocks = _open(
+            case c.ComplaintResolved():
+                clocks = open_of(
                     complaint_tasks, COMPLAINT_RESOLUTION_KINDS | {TaskKind.COMPLAINT_RESPONSE}
                 )
-                commands = _complete(clocks, event, "resolved")
+                commands = complete(clocks, event, "resolved")
                 holder = _holder(complaint_tasks)
                 commands.append(
-                    _create(
+                    open_for_event(
                         event,
                         policy,
                         kind=TaskKind.COMPLAINT_FOLLOW_UP,
                         subject=subject,
-                        assignee=holder or _owner(client, policy),
+                        assignee=holder or owner(client, policy),
                         due_at=_occurred(event) + policy.complaint_follow_up_after,
                     )
                 )
                 return commands
-            case "complaint.confirmed_by_client":
-                follow_ups = _open(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
-                return _complete(follow_ups, event, "confirmed by client")
+            case c.ComplaintConfirmedByClient():
+                follow_ups = open_of(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
+                return complete(follow_ups, event, "confirmed by client")
             case _:  # complaint.closed
-                return _complete(complaint_tasks, event, "complaint closed")
+                return complete(complaint_tasks, event, "complaint closed")
 
     def _received(
-        self, event: RecordedEvent, client: ClientContext, policy: FollowupPolicy, subject: str
+        self,
+        event: RecordedEvent,
+        payload: c.ComplaintReceived,
+        client: ClientContext,
+        policy: FollowupPolicy,
+        subject: str,
     ) -> list[TaskCommand]:
-        raw_severity = _text(event, "severity", self.rule)
-        try:
-            severity = Severity(raw_severity)
-        except ValueError:
-            raise InvalidEventData(
-                self.rule, event, "severity", f"must be one of {[s.value for s in Severity]}"
-            ) from None
-        assignee = _owner(client, policy)
-        if event.data.get("topic") == policy.personal_data_topic:
+        severity = payload.severity
+        assignee = owner(client, policy)
+        if payload.topic == policy.personal_data_topic:
             assignee = (
                 policy.supervisor_of(client.rm_id) if client.rm_id else policy.default_supervisor_id
             )
@@ -429,12 +319,12 @@ class ComplaintRule:
         deadlines = complaint_deadlines(
             _occurred(event),
             severity,
-            complex_case=_flag(event, "complex", self.rule),
+            complex_case=payload.complex,
             clocks=policy.clocks_of(profile),
             calendar=policy.calendar_for(event.branch_id),
         )
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=deadline.kind,
@@ -450,7 +340,7 @@ class ComplaintRule:
         self, event: RecordedEvent, complaint_tasks: list[FollowupTask], policy: FollowupPolicy
     ) -> list[TaskCommand]:
         commands: list[TaskCommand] = []
-        for task in _open(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
+        for task in open_of(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
             due_at = decision_deadline(
                 task.opened_at,
                 complex_case=True,
@@ -494,14 +384,14 @@ class TaskCompletionRule:
         task = _completed_task(event, open_tasks)
         if task is None:
             return []
-        outcome = _optional_text(event, "outcome", self.rule) or "completed"
-        return _complete([task], event, outcome)
+        outcome = read_payload(event, c.FollowupCompleted, self.rule).outcome
+        return complete([task], event, outcome.value)
 
 
 def _completed_task(
     event: RecordedEvent, open_tasks: Sequence[FollowupTask]
 ) -> FollowupTask | None:
-    raw = _text(event, "task_id", TaskRule.REVISIT)
+    raw = read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).task_id
     try:
         task_id = uuid.UUID(raw)
     except ValueError:
@@ -513,11 +403,7 @@ def _completed_kind(event: RecordedEvent, open_tasks: Sequence[FollowupTask]) ->
     task = _completed_task(event, open_tasks)
     if task is not None:
         return task.kind
-    raw = event.data.get("kind")
-    try:
-        return TaskKind(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
+    return read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).kind
 
 
 class RevisitRule:
@@ -535,7 +421,9 @@ class RevisitRule:
     """
 
     rule: ClassVar[TaskRule] = TaskRule.REVISIT
-    event_types: ClassVar[frozenset[str]] = frozenset({"client.registered", FOLLOWUP_COMPLETED})
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {EventType.CLIENT_REGISTERED, FOLLOWUP_COMPLETED}
+    )
 
     def decide(
         self,
@@ -544,18 +432,19 @@ class RevisitRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "client.registered":
+        if event.type == EventType.CLIENT_REGISTERED:
+            registered = read_payload(event, c.ClientRegistered, self.rule)
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.REVISIT,
                     subject=CLIENT_SUBJECT,
-                    assignee=_text(event, "rm_id", self.rule),
+                    assignee=registered.rm_id,
                     due_at=_occurred(event) + policy.new_client_first_revisit,
                 )
             ]
-        next_contact_at = _optional_time(event, "next_contact_at", self.rule)
+        next_contact_at = read_payload(event, c.FollowupCompleted, self.rule).next_contact_at
         due_at = next_contact_at
         if due_at is None:
             if _completed_kind(event, open_tasks) not in CONTACT_PLAN_KINDS:
@@ -567,17 +456,17 @@ class RevisitRule:
         completed = _completed_task(event, open_tasks)
         superseded = [
             t
-            for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+            for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
             if completed is None or t.id != completed.id
         ]
-        commands = _cancel(superseded, event, "replaced by a new contact plan")
+        commands = cancel(superseded, event, "replaced by a new contact plan")
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.REVISIT,
                 subject=CLIENT_SUBJECT,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=due_at,
             )
         )
@@ -589,7 +478,7 @@ class ProductReviewRule:
     later; completing a review makes the next one due (while ``product_review_recurring``)."""
 
     rule: ClassVar[TaskRule] = TaskRule.REVISIT
-    event_types: ClassVar[frozenset[str]] = frozenset({"product.sold", FOLLOWUP_COMPLETED})
+    event_types: ClassVar[frozenset[str]] = frozenset({EventType.PRODUCT_SOLD, FOLLOWUP_COMPLETED})
 
     def decide(
         self,
@@ -598,8 +487,8 @@ class ProductReviewRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "product.sold":
-            subject = f"product:{_text(event, 'product_id', self.rule)}"
+        if event.type == EventType.PRODUCT_SOLD:
+            subject = f"product:{read_payload(event, c.ProductSold, self.rule).product_id}"
         else:
             completed = _completed_task(event, open_tasks)
             if (
@@ -610,12 +499,12 @@ class ProductReviewRule:
                 return []
             subject = completed.subject
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.PRODUCT_REVIEW,
                 subject=subject,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=_occurred(event) + policy.product_review_every,
             )
         ]
@@ -631,6 +520,7 @@ RULES: tuple[FollowupRule, ...] = (
     ProductReviewRule(),
     *SERVICE_LOOP_RULES,
     DataAccessRequestRule(),
+    KycRefreshRule(),
 )
 """Every rule, in the order their commands are applied (a completion before its follow-ons)."""
 
@@ -690,23 +580,21 @@ def on_stage_changed(
         return ()
     contacts = [
         t
-        for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+        for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
         if t.client_id == client.client_id and t.source_event_id != cause_event_id
     ]
 
     def create(kind: TaskKind, due_at: datetime) -> CreateTask:
-        return CreateTask(
-            task=new_task(
-                kind=kind,
-                source_event_id=cause_event_id,
-                client_id=client.client_id,
-                branch_id=client.branch_id,
-                assignee=_owner(client, policy),
-                subject=CLIENT_SUBJECT,
-                opened_at=at,
-                due_at=due_at,
-                deadline_profile=policy.profile_for(client.branch_id),
-            )
+        return open_task(
+            policy,
+            kind=kind,
+            cause_event_id=cause_event_id,
+            client_id=client.client_id,
+            branch_id=client.branch_id,
+            assignee=owner(client, policy),
+            subject=CLIENT_SUBJECT,
+            opened_at=at,
+            due_at=due_at,
         )
 
     def close(tasks: Iterable[FollowupTask], reason: str) -> list[TaskCommand]:

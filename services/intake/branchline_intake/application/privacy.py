@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 from branchline_intake.application.outcomes import Accepted, Outcome
 from branchline_shared.crypto.keystore import ClientKeyStore, PrivacyState
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.personal_data import mask_personal
+from branchline_shared.events.personal_data import RESTRICTED, SHREDDED, mask_personal
 
-ERASURE_REQUESTED = "client.erasure_requested"
-MARKERS = {PrivacyState.RESTRICTED: "[restricted]", PrivacyState.SHREDDED: "[shredded]"}
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+MARKERS = {PrivacyState.RESTRICTED: RESTRICTED, PrivacyState.SHREDDED: SHREDDED}
 
 
 async def register_restrictions(

@@ -9,19 +9,18 @@ from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.context import AuditContext, TrailReader
-from branchline_audit.application.exporting import export_lines
 from branchline_audit.application.proofs import ProofRefused, inclusion
 from branchline_audit.application.querying import EntryView, views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.records import AUDIT_READ
-from branchline_audit.entrypoints.http import ExportSlots
+from branchline_audit.entrypoints.http import export_response, started_export
 from branchline_shared.console.web import console_roles, locale_of, site_of
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.http.auth import Principal, Role
-from branchline_shared.http.problems import Problem
 
 # The trail's content is for auditors only, as in the JSON API (docs/access-control.md,
 # "Separation of duties"): supervisors are among those it records, admins run the system.
@@ -31,7 +30,7 @@ Text = Annotated[str | None, Query(max_length=128)]
 Purpose = Annotated[str | None, Query(max_length=500)]
 Day = Annotated[str | None, Query(max_length=10)]
 
-RULE_VIOLATION_REFUSED = "rule.violation_refused"
+RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_SIZE = 50
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -286,29 +285,7 @@ async def export(
     zone = site.formatter(locale_of(request)).zone()
     filters = q.filters(zone)
     reader = _reader(principal, q.purpose)
-    slots: ExportSlots = request.app.state.export_slots
-    if not slots.take():
-        raise Problem(
-            429,
-            "Too many exports",
-            f"{slots.limit} exports are running; retry when one has finished",
-            kind="too-many-exports",
-            headers={"Retry-After": "5"},
-        )
-    try:
-        await record_read(
-            audit, reader, "console GET /export", {**filters.as_dict(), "format": format}
-        )
-    except BaseException:
-        slots.give_back()
-        raise
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
-    stamp = audit.clock.now().strftime("%Y%m%dT%H%M%SZ")
-    return StreamingResponse(
-        slots.held_while(export_lines(audit, filters, format, reader)),
-        media_type=media,
-        headers={
-            "Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"',
-            "Cache-Control": "no-store",
-        },
+    started = await started_export(
+        request, audit, reader, filters, format, route="console GET /export"
     )
+    return export_response(started)
