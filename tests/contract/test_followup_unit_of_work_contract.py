@@ -15,7 +15,7 @@ from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWor
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts
-from branchline_followup.domain.suitability import Holding
+from branchline_followup.domain.suitability import Holding, Rating
 from branchline_followup.domain.tasks import new_task
 from branchline_followup.domain.timers import timer_id_for
 from branchline_shared.events.envelope import Actor, RecordedEvent
@@ -242,18 +242,34 @@ class FollowupUnitOfWorkContract:
             assert cleared is not None
             assert cleared.stage_changes_at is None
 
-    async def test_holdings_follow_a_rerating(self, units: UnitsOfWork) -> None:
+    async def test_holdings_follow_a_rerating_and_keep_the_earliest_sale(
+        self, units: UnitsOfWork
+    ) -> None:
+        later = T0 + timedelta(days=2)
         async with units.begin() as uow:
-            await uow.holdings.hold("c-14", "P-2", "R2", T0)
+            await uow.holdings.hold("c-14", "P-2", "R2", later)
+            await uow.holdings.hold("c-14", "P-2", "R2", T0)  # an earlier sale, applied late
             await uow.holdings.hold("c-14", "P-1", "R1", T0)
-            await uow.holdings.hold("c-15", "P-2", "R2", T0)
-            assert await uow.holdings.rerate("P-2", "R4") == ["c-14", "c-15"]
+            await uow.holdings.hold("c-15", "P-2", "R2", later)
+            assert await uow.holdings.rerate("P-2", "R4") == [("c-14", T0), ("c-15", later)]
             assert await uow.holdings.rerate("P-none", "R4") == []
         async with units.begin() as uow:
             assert sorted(await uow.holdings.of_client("c-14"), key=lambda h: h.product_id) == [
                 Holding("P-1", ProductRisk("R1")),
                 Holding("P-2", ProductRisk("R4")),
             ]
+
+    async def test_a_products_ratings_are_kept_once_each(self, units: UnitsOfWork) -> None:
+        first = Rating(uuid.uuid4(), ProductRisk("R2"), T0)
+        second = Rating(uuid.uuid4(), ProductRisk("R5"), T0 + timedelta(days=1))
+        async with units.begin() as uow:
+            await uow.holdings.record_rating("P-9", first)
+            await uow.holdings.record_rating("P-9", second)
+            await uow.holdings.record_rating("P-9", first)  # a redelivery
+        async with units.begin() as uow:
+            ratings = await uow.holdings.ratings_of("P-9")
+            assert sorted(ratings, key=lambda r: r.effective_at) == [first, second]
+            assert await uow.holdings.ratings_of("P-other") == []
 
     async def test_appended_events_are_found_and_wake_the_relay_after_commit(
         self, units: UnitsOfWork, wakes: Wakes
