@@ -68,6 +68,7 @@ class ClientNotWarned(TaskRefused):
     recorded (``rule.violation_refused``)."""
 
     rule = "D-15"
+    title = "Client not warned"
 
     def __init__(self, task: FollowupTask, missing: list[str]) -> None:
         self.fields = missing
@@ -95,7 +96,7 @@ async def _record_refusal(
     trail; the refused submission without its personal values (D-04)."""
     payload = RuleViolationRefused(
         rule=refusal.rule,
-        title=f"{refusal.rule}: {refused_type} refused",
+        title=refusal.title,
         detail=refusal.detail,
         field=", ".join(refusal.fields),
         refused_event=RefusedEvent(
