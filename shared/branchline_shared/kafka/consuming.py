@@ -28,7 +28,7 @@ from branchline_shared.kafka.wire import (
     source_position,
 )
 from branchline_shared.reconcile.jumps import PositionJumps
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class BatchConsumer:
     def __init__(
         self,
         *,
-        settings: BranchlineSettings,
+        settings: CommonSettings,
         topics: Sequence[str],
         group_id: str,
         name: str,

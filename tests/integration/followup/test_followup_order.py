@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ import asyncpg
 import orjson
 import pytest
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
 from branchline_followup.adapters.pg_schemas import with_search_path
-from branchline_followup.adapters.store_replay import merged
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection, apply_event
@@ -40,7 +42,14 @@ from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
+REPROJECTION_OPEN = pytest.mark.xfail(
+    strict=True,
+    reason="open work of #13: re-projecting a client in source order when an event of its "
+    "store arrives after later ones (docs/followup.md, 'Order'); reproduces the difference",
+)
+
 Positioned = tuple[RecordedEvent, SourcePosition]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -63,11 +72,12 @@ async def _context(settings: BranchlineSettings) -> AsyncIterator[FollowupContex
     try:
         yield FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(pool),
             projection=Projection(
                 policy_from_settings(settings), task_creations_topic="followup-events"
             ),
             topic="followup-events",
-            clock=ServiceClock(pool, SystemClock(), dev_mode=False),
+            clock=ServiceClock(PostgresClockOffsets(pool), SystemClock(), dev_mode=False),
         )
     finally:
         await pool.close()
@@ -80,7 +90,7 @@ def positioned(events: Sequence[RecordedEvent]) -> list[Positioned]:
 
 class SourceOrder:
     """A rebuild's event source: intake's events and followup's own store merged as
-    ``StoreReplay`` merges the stores (each store's log order, by recorded time)."""
+    ``StoreReplay`` merges the stores (recorded time in ms, store, log position)."""
 
     def __init__(self, intake: Sequence[Positioned], followup_dsn: str) -> None:
         self._intake = intake
@@ -88,34 +98,30 @@ class SourceOrder:
         self._messages: list[ReplayedMessage] = []
 
     async def start(self) -> int:
-        intake = [
-            (
-                round(e.recorded_at.timestamp() * 1000),
-                _message("intake", p.global_position, e),
+        keyed: list[tuple[tuple[int, int, int, int], ReplayedMessage]] = []
+        for event, position in self._intake:
+            micros = (event.recorded_at - EPOCH) // timedelta(microseconds=1)
+            key = (
+                (micros + 500) // 1000,
+                0,
+                position.global_position,
+                position.global_position,
             )
-            for e, p in sorted(self._intake, key=lambda ep: ep[1].global_position)
-        ]
+            keyed.append((key, _message("intake", position.global_position, event)))
         conn = await asyncpg.connect(self._dsn)
         try:
             rows = await conn.fetch(
-                "SELECT global_position, "
+                "SELECT tx_id::text::bigint AS tx, global_position, "
                 "(extract(epoch FROM recorded_at) * 1000)::bigint AS ms, envelope::text AS env "
-                "FROM es_events ORDER BY tx_id, global_position"
+                "FROM es_events"
             )
         finally:
             await conn.close()
-        followup = [
-            (
-                r["ms"],
-                _message(
-                    "followup",
-                    r["global_position"],
-                    RecordedEvent.model_validate(orjson.loads(r["env"])),
-                ),
-            )
-            for r in rows
-        ]
-        self._messages = merged([intake, followup])
+        for r in rows:
+            event = RecordedEvent.model_validate(orjson.loads(r["env"]))
+            key = (r["ms"], 1, r["tx"], r["global_position"])
+            keyed.append((key, _message("followup", r["global_position"], event)))
+        self._messages = [m for _, m in sorted(keyed, key=lambda k: k[0])]
         return len(self._messages)
 
     async def messages(self) -> AsyncIterator[ReplayedMessage]:
@@ -143,7 +149,7 @@ def _message(source: str, position: int, event: RecordedEvent) -> ReplayedMessag
 
 async def apply_all(ctx: FollowupContext, events: Sequence[Positioned]) -> None:
     for event, position in events:
-        await apply_event(ctx.pool, event, ctx.projection, position)
+        await apply_event(ctx.units, event, ctx.projection, position)
 
 
 async def differences_from_rebuild(
@@ -155,8 +161,7 @@ async def differences_from_rebuild(
     admin: PgPool = await open_pool(public, min_size=1, max_size=2)
     try:
         result = await rebuild_read_models(
-            admin_pool=admin,
-            database_url=settings.followup_database_url,
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=SourceOrder(intake, public),
             policy=policy_from_settings(settings),
             keep_retired=True,
@@ -193,6 +198,7 @@ async def test_in_order_history_equals_rebuild(
     assert await differences_from_rebuild(settings, events) == {}
 
 
+@REPROJECTION_OPEN
 @pytest.mark.parametrize("seed", [3, 4])
 async def test_an_event_republished_after_later_ones_changes_nothing(
     settings: BranchlineSettings, context: FollowupContext, seed: int
@@ -210,6 +216,7 @@ async def test_an_event_republished_after_later_ones_changes_nothing(
     assert await differences_from_rebuild(settings, events) == {}
 
 
+@REPROJECTION_OPEN
 async def test_a_client_history_in_any_order_equals_rebuild(
     settings: BranchlineSettings, context: FollowupContext
 ) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from branchline_followup.adapters import queries
-from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.application.ports import PageReads
 from branchline_followup.domain import (
     ClientPeriodRecord,
     ComplaintRecord,
@@ -22,7 +21,8 @@ from branchline_followup.domain import (
     lifecycle_stage,
     quality_report,
 )
-from branchline_shared.postgres.pool import PgPool
+from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
+from branchline_followup.domain.records import ClientFacts
 
 
 def stage_at(facts: ClientFacts, moment: datetime, policy: FollowupPolicy) -> LifecycleStage:
@@ -41,10 +41,9 @@ class QualitySelection:
 
 
 async def quality(
-    pool: PgPool, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
 ) -> QualityReport:
-    records = await queries.quality_records(
-        pool,
+    records = await reads.quality_records(
         branch_id=selection.branch_id,
         rm_id=selection.rm_id,
         start=selection.start,
@@ -79,4 +78,14 @@ async def quality(
             for c in records.clients
         ],
         as_of=as_of,
+        training=training_shortfalls(
+            records.staff,
+            [
+                TrainingRecord(t["staff_id"], t["hours"], t["completed_at"])
+                for t in records.training
+            ],
+            start=selection.start,
+            end=selection.end,
+            hours_per_year=policy.training_hours_per_year,
+        ),
     )
