@@ -199,11 +199,11 @@ async def test_in_order_history_equals_rebuild(
 
 
 @REPROJECTION_OPEN
-@pytest.mark.parametrize("seed", [3, 4])
 async def test_an_event_republished_after_later_ones_changes_nothing(
-    settings: BranchlineSettings, context: FollowupContext, seed: int
+    settings: BranchlineSettings, context: FollowupContext
 ) -> None:
     """What the broker lost arrives after the client's later events (a reconcile repair)."""
+    seed = 3  # a history where it makes a difference
     events = history(8, seed=seed)
     rng = random.Random(seed)
     by_client: dict[str, list[int]] = {}
