@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from branchline_followup.adapters import queries
 from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.adapters.row_guard import decode_rows
 from branchline_followup.domain import (
     ClientPeriodRecord,
     ComplaintRecord,
@@ -51,32 +53,42 @@ async def quality(
         end=selection.end,
     )
     as_of = min(now, selection.end)
+
+    def client(c: ClientFacts) -> ClientPeriodRecord:
+        return ClientPeriodRecord(
+            client_id=c.client_id,
+            stage_at_start=stage_at(c, selection.start, policy),
+            stage_at_end=stage_at(c, as_of, policy),
+        )
+
+    # Row by row: one client's bad row is skipped and counted, never a failure for everyone
+    # (issue 9; adapters.row_guard).
     return quality_report(
-        tasks=[
-            SlaRecord(
-                rule=t["rule"],
-                kind=t["kind"],
-                due_at=t["due_at"],
-                status=TaskStatus(t["status"]),
-                closed_at=t["closed_at"],
-            )
-            for t in records.tasks
-        ],
-        visits=[
-            VisitTiming(v["arrived_at"], v["started_at"], v["ended_at"]) for v in records.visits
-        ],
-        surveys=[SurveyScores(**s) for s in records.surveys],
-        complaints=[
-            ComplaintRecord(f"{c['client_id']}/{c['complaint_id']}", Severity(c["severity"]))
-            for c in records.complaints
-        ],
-        clients=[
-            ClientPeriodRecord(
-                client_id=c.client_id,
-                stage_at_start=stage_at(c, selection.start, policy),
-                stage_at_end=stage_at(c, as_of, policy),
-            )
-            for c in records.clients
-        ],
+        tasks=decode_rows(records.tasks, sla_record, query="quality.tasks"),
+        visits=decode_rows(
+            records.visits,
+            lambda v: VisitTiming(v["arrived_at"], v["started_at"], v["ended_at"]),
+            query="quality.visits",
+        ),
+        surveys=decode_rows(records.surveys, lambda s: SurveyScores(**s), query="quality.surveys"),
+        complaints=decode_rows(
+            records.complaints,
+            lambda c: ComplaintRecord(
+                f"{c['client_id']}/{c['complaint_id']}", Severity(c["severity"])
+            ),
+            query="quality.complaints",
+        ),
+        clients=decode_rows(records.clients, client, query="quality.clients"),
         as_of=as_of,
+    )
+
+
+def sla_record(t: dict[str, Any]) -> SlaRecord:
+    """A task row as the SLA measures count it (an unknown status does not decode)."""
+    return SlaRecord(
+        rule=t["rule"],
+        kind=t["kind"],
+        due_at=t["due_at"],
+        status=TaskStatus(t["status"]),
+        closed_at=t["closed_at"],
     )
