@@ -24,7 +24,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from branchline_shared.events.catalogue import CATALOGUE_VERSION
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import FollowupOutcome
 
@@ -122,7 +122,7 @@ UPCASTERS = UpcasterRegistry()
 """The product's upcasters."""
 
 
-@UPCASTERS.register("followup.completed", from_version=1)
+@UPCASTERS.register(EventType.FOLLOWUP_COMPLETED, from_version=1)
 def _followup_completed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 ``outcome`` was free text (it could carry personal details in clear, issue #9);
     v2 is a closed code: a v1 text that is not a code reads as ``other``."""
@@ -131,7 +131,7 @@ def _followup_completed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "outcome": outcome if outcome in codes else FollowupOutcome.OTHER.value}
 
 
-@UPCASTERS.register("product.risk_disclosed", from_version=1)
+@UPCASTERS.register(EventType.PRODUCT_RISK_DISCLOSED, from_version=1)
 def _risk_disclosed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 recorded one acknowledged flag; v2 itemises the disclosure (D-05). A v1 disclosure
     itemised nothing, so it reads as disclosing no item: it shows what was recorded and
@@ -142,7 +142,7 @@ def _risk_disclosed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 _NAMED_TERMS = ("rate", "expected_return", "period", "fees", "repayment")
 
 
-@UPCASTERS.register("product.terms_confirmed", from_version=1)
+@UPCASTERS.register(EventType.PRODUCT_TERMS_CONFIRMED, from_version=1)
 def _terms_confirmed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """v1 terms were any keys; v2 names the terms D-05 requires and keeps the rest, as shown
     to the client, under ``other``."""

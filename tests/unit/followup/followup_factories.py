@@ -30,6 +30,16 @@ BRANCH_ID = "BR-001"
 RM_ID = "rm-7"
 
 
+SCORES = {
+    "attitude": 90,
+    "professionalism": 90,
+    "response_speed": 90,
+    "risk_management": 90,
+    "convenience": 90,
+}
+"""A complete D-10 score sheet (the catalogue requires all five dimensions)."""
+
+
 def an_event(
     event_type: str,
     data: dict[str, Any] | None = None,

@@ -185,13 +185,19 @@ def test_d12_quality_report_is_json_ready() -> None:
 
 
 def test_d12_sla_record_of_a_task() -> None:
-    from followup_factories import TaskBook, an_event
+    from followup_factories import SCORES, TaskBook, an_event
 
     from branchline_followup.domain import TaskKind
 
     book = TaskBook()
     book.feed(an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"}, at=T))
-    book.feed(an_event("feedback.survey_answered", {"visit_id": "V-1"}, at=T + timedelta(days=1)))
+    book.feed(
+        an_event(
+            "feedback.survey_answered",
+            {"visit_id": "V-1", "scores": SCORES},
+            at=T + timedelta(days=1),
+        )
+    )
     row = SlaRecord.of(book.one(TaskKind.SATISFACTION_SURVEY))
     assert (row.rule, row.kind, row.status) == ("D-01b", "satisfaction_survey", TaskStatus.DONE)
     assert sla_compliance([row], AS_OF)[0].rate == 1.0

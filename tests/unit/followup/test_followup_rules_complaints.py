@@ -315,7 +315,8 @@ def test_d07_policy_refuses_unknown_profiles_and_zones() -> None:
         FollowupPolicy(branch_timezones=MappingProxyType({BRANCH: "Nowhere/City"}))
 
 
-def test_d07_complex_null_means_not_complex() -> None:
-    policy = profile_policy(ProfileName.CN_REGULATOR)
-    dues = due_by_kind(policy, received(complex=None))
-    assert dues[TaskKind.COMPLAINT_DECISION] == datetime(2026, 12, 9, 0, 0, tzinfo=UTC)
+def test_d07_complex_null_is_invalid_data() -> None:
+    # the catalogue's ``complex`` is a strict boolean (default false): a stored event never
+    # holds null, so one that does is refused, not read as "not complex" (issue #9)
+    with pytest.raises(InvalidEventData, match="complex"):
+        decide(received(complex=None), a_client(), [], FollowupPolicy())

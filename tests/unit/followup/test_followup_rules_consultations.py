@@ -57,10 +57,12 @@ def test_d06_offline_delay_is_configurable() -> None:
     assert task.due_at == MONDAY_9 + timedelta(hours=1)
 
 
-def test_d06_envelope_channel_is_used_when_data_has_none() -> None:
+def test_d06_a_consultation_without_its_channel_is_invalid_data() -> None:
+    # the catalogue requires ``data.channel``: the envelope's is not a fallback (issue #9)
     event = opened(None, envelope_channel=Channel.APP)
-    task = only_created(decide(event, a_client(), [], FollowupPolicy()))
-    assert task.due_at == MONDAY_9 + timedelta(seconds=30)
+    with pytest.raises(InvalidEventData, match="channel") as caught:
+        decide(event, a_client(), [], FollowupPolicy())
+    assert caught.value.rule is TaskRule.CONSULTATION
 
 
 def test_d06_answer_completes_the_response() -> None:

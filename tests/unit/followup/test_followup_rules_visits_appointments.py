@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from followup_factories import MONDAY_9, RM_ID, TaskBook, a_client, an_event, only_created
+from followup_factories import (
+    MONDAY_9,
+    RM_ID,
+    SCORES,
+    TaskBook,
+    a_client,
+    an_event,
+    only_created,
+)
 
 from branchline_followup.domain import (
     FollowupPolicy,
@@ -23,7 +31,10 @@ pytestmark = pytest.mark.unit
 def closed_visit(
     visit_id: str = "V-1", outcome: str = "normal", at: datetime = MONDAY_9
 ) -> RecordedEvent:
-    return an_event("visit.closed", {"visit_id": visit_id, "outcome": outcome}, at=at)
+    data = {"visit_id": visit_id, "outcome": outcome}
+    if outcome != "normal":  # the catalogue: an early end states its reason
+        data["reason"] = "client left"
+    return an_event("visit.closed", data, at=at)
 
 
 @pytest.mark.parametrize("outcome", ["normal", "left_early", "referred"])
@@ -61,7 +72,7 @@ def test_d01b_survey_answered_for_the_visit_completes_only_that_survey() -> None
     book.feed(
         an_event(
             "feedback.survey_answered",
-            {"visit_id": "V-1", "scores": {"attitude": 90}},
+            {"visit_id": "V-1", "scores": SCORES},
             at=answered_at,
         )
     )
@@ -77,7 +88,9 @@ def test_d01b_survey_without_visit_id_completes_every_open_survey_of_the_client(
     book = TaskBook()
     book.feed(closed_visit("V-1"))
     book.feed(closed_visit("V-2"))
-    book.feed(an_event("feedback.survey_answered", {"scores": {}}, at=MONDAY_9 + timedelta(days=4)))
+    book.feed(
+        an_event("feedback.survey_answered", {"scores": SCORES}, at=MONDAY_9 + timedelta(days=4))
+    )
     surveys = book.of_kind(TaskKind.SATISFACTION_SURVEY)
     assert [t.status for t in surveys] == [TaskStatus.DONE, TaskStatus.DONE]
     assert not any(t.met_deadline() for t in surveys)  # answered after the 3 days
@@ -86,7 +99,9 @@ def test_d01b_survey_without_visit_id_completes_every_open_survey_of_the_client(
 def test_d01b_survey_of_another_client_is_not_touched() -> None:
     book = TaskBook()
     book.feed(closed_visit("V-1"))
-    other = an_event("feedback.survey_answered", {"visit_id": "V-1"}, client_id="C-other")
+    other = an_event(
+        "feedback.survey_answered", {"visit_id": "V-1", "scores": SCORES}, client_id="C-other"
+    )
     assert (
         decide(other, a_client(client_id="C-other"), list(book.tasks.values()), book.policy) == ()
     )

@@ -11,6 +11,7 @@ from followup_factories import MONDAY_9, RM_ID, TaskBook, an_event
 
 from branchline_followup.domain import FollowupPolicy, TaskKind, TaskStatus
 from branchline_followup.domain.service_loop import feedback_subject
+from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +68,7 @@ def test_d07_a_commented_survey_needs_a_response_even_with_good_scores() -> None
     book = TaskBook()
 
     # the comment arrives sealed: the rule only needs to know that there is one
-    book.feed(an_event("feedback.survey_answered", survey(comment="blx:v1:" + "x" * 5000)))
+    book.feed(an_event("feedback.survey_answered", survey(comment=SEALED_PREFIX + "x" * 5000)))
 
     assert len(book.of_kind(TaskKind.FEEDBACK_RESPONSE)) == 1
 
@@ -193,7 +194,12 @@ def test_d17_a_resolution_keeps_the_promise() -> None:
 
 def test_d17_a_consultation_promise_is_renegotiated_in_time() -> None:
     book = TaskBook()
-    book.feed(an_event("consultation.opened", {"consultation_id": "Q-1", "channel": "online"}))
+    book.feed(
+        an_event(
+            "consultation.opened",
+            {"consultation_id": "Q-1", "channel": "online", "question": "fees?"},
+        )
+    )
     book.feed(
         an_event(
             "consultation.answered",

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from branchline_shared.events.catalogue import EventType
+
 AUDIT_SOURCE = "audit"
 AUDIT_STREAM = "audit-ledger"
 AUDIT_READ = "audit.read"
 AUDIT_PRUNED = "audit.pruned"
 AUDIT_TYPE_PREFIX = "audit."
 
-ERASURE_REQUESTED = "client.erasure_requested"
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
 """D-04: the client's personal data is restricted at once."""
-PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
+PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
 """The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
 personal fields are gone from every audit view. The issue that destroys keys emits it."""
 

@@ -20,8 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from branchline_audit.domain.records import audit_event
-from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.catalogue import (
+    AuditLegalHoldLifted,
+    AuditLegalHoldPlaced,
+    EventType,
+    LegalHoldReason,
+    LegalHoldReleaseReason,
+    UnknownEventType,
+    parse_payload,
+)
 
 ACCOUNT_CLOSED = EventType.CLIENT_ACCOUNT_CLOSED.value
 ACCOUNT_REOPENED = EventType.CLIENT_ACCOUNT_REOPENED.value
@@ -75,26 +85,35 @@ def standing_holds(facts: Iterable[LedgerFact]) -> dict[str, LegalHold]:
     """Hold id → the legal holds placed and not lifted."""
     holds: dict[str, LegalHold] = {}
     for fact in sorted(facts, key=lambda f: f.position):
-        data = fact.data or {}
-        hold_id = data.get("hold_id")
-        if not isinstance(hold_id, str):
-            continue
-        if fact.event_type == HOLD_PLACED:
+        payload = _hold_payload(fact)
+        if isinstance(payload, AuditLegalHoldPlaced):
             holds.setdefault(
-                hold_id,
+                payload.hold_id,
                 LegalHold(
-                    hold_id=hold_id,
+                    hold_id=payload.hold_id,
                     client_id=fact.client_id,
-                    reason=str(data.get("reason", "other")),
-                    case_reference=data.get("case_reference"),
+                    reason=payload.reason.value,
+                    case_reference=payload.case_reference,
                     placed_by=fact.actor_id,
                     placed_at=fact.appended_at,
                     position=fact.position,
                 ),
             )
-        elif fact.event_type == HOLD_LIFTED:
-            holds.pop(hold_id, None)
+        elif isinstance(payload, AuditLegalHoldLifted):
+            holds.pop(payload.hold_id, None)
     return holds
+
+
+def _hold_payload(fact: LedgerFact) -> AuditLegalHoldPlaced | AuditLegalHoldLifted | None:
+    """The typed payload of a hold entry; ``None`` for a pruned or unreadable one (it names
+    no hold, so it neither places nor lifts one)."""
+    if not fact.data or fact.event_type not in HOLD_TYPES:
+        return None
+    try:
+        payload = parse_payload(fact.event_type, fact.data, stored=True)
+    except (ValidationError, UnknownEventType):
+        return None
+    return payload if isinstance(payload, AuditLegalHoldPlaced | AuditLegalHoldLifted) else None
 
 
 def held_clients(holds: Mapping[str, LegalHold]) -> frozenset[str]:
@@ -126,9 +145,10 @@ def hold_placed_event(
     """The ``audit.legal_hold_placed`` entry; refused when ``hold_id`` already stands."""
     if hold_id in holds:
         raise HoldRefused(f"legal hold {hold_id} already stands for {holds[hold_id].client_id}")
-    data: dict[str, Any] = {"hold_id": hold_id, "reason": reason}
-    if case_reference is not None:
-        data["case_reference"] = case_reference
+    placed = AuditLegalHoldPlaced(
+        hold_id=hold_id, reason=LegalHoldReason(reason), case_reference=case_reference
+    )
+    data = placed.model_dump(mode="json", exclude_none=True)
     return audit_event(
         event_type=HOLD_PLACED,
         now=now,
@@ -159,6 +179,8 @@ def hold_lifted_event(
         actor_id=actor_id,
         actor_role=actor_role,
         client_id=hold.client_id,
-        data={"hold_id": hold_id, "reason": reason},
+        data=AuditLegalHoldLifted(
+            hold_id=hold_id, reason=LegalHoldReleaseReason(reason)
+        ).model_dump(mode="json", exclude_none=True),
         event_id=uuid.uuid4(),
     )

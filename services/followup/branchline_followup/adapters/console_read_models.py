@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from branchline_followup.adapters.row_guard import decode_row, readable, select_list
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
@@ -45,8 +46,8 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
         event.actor.id,
         event.actor.role,
     )
-    if event.type in ("client.consent_granted", "client.consent_withdrawn"):
-        granted = event.type == "client.consent_granted"
+    if event.type in (EventType.CLIENT_CONSENT_GRANTED, EventType.CLIENT_CONSENT_WITHDRAWN):
+        granted = event.type == EventType.CLIENT_CONSENT_GRANTED
         expires = _instant(event.data.get("expires_at")) if granted else None
         for purpose in _purposes(event.data):
             await conn.execute(
@@ -61,7 +62,7 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
                 event.occurred_at,
                 expires,
             )
-    elif event.type == "client.risk_assessed" and isinstance(event.data.get("level"), str):
+    elif event.type == EventType.CLIENT_RISK_ASSESSED and isinstance(event.data.get("level"), str):
         await conn.execute(
             "INSERT INTO fu_client_assessments AS a "
             "(client_id, level, assessed_at, valid_until, event_id) "

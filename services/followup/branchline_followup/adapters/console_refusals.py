@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from branchline_shared.events.catalogue import RuleViolationRefused, parse_payload
+from branchline_shared.events.catalogue import EventType, RuleViolationRefused, parse_payload
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
-REFUSED = "rule.violation_refused"
+REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_LIMIT = 200
 
 

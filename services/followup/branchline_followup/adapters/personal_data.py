@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from branchline_shared.crypto.sealing import is_sealed, map_personal
-from branchline_shared.events.catalogue import PERSONAL_FIELDS
+from branchline_shared.events.catalogue import PERSONAL_FIELDS, EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection
 
-ERASURE_REQUESTED = "client.erasure_requested"
-PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from branchline_followup.application.recording import _sealed as sealed_payload
 from branchline_followup.domain.vocabulary import TaskKind
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, SealingError, unseal
-from branchline_shared.events.catalogue import CATALOGUE_VERSION
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.vocabulary import PersonalField
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.postgres.pool import PgConnection
 
-PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
 STRUCTURED_PATH = "fields"
 """The payload key of ``client.personal_data_recorded`` whose sub-keys are PersonalFields."""
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import uuid
 
 from branchline_followup.application.recording import SOURCE, FollowupContext
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead, EventType
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 
-READ_EVENT_TYPE = "client.data_read"
+READ_EVENT_TYPE = EventType.CLIENT_DATA_READ.value
 
 
 def reads_stream_id(client_id: str) -> str:

@@ -27,11 +27,12 @@ from branchline_followup.domain.erasure import (
     shred_plan,
 )
 from branchline_shared.crypto.keystore import ClientKeyStore
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import Actor
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
-PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
+PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
 SHREDDER = Actor(id="privacy-shredder", role="system")
 SHRED_NAMESPACE = uuid.UUID("b6f4c0de-5a7e-5d1c-9e2b-8f3a4d6c1e70")
 """UUID v5 namespace of the shredding event of a client (fixed forever: one per client)."""

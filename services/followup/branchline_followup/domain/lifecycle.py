@@ -14,8 +14,11 @@ from decimal import Decimal
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.vocabulary import LifecycleStage
+from branchline_shared.events.catalogue import EventType
 
-BUSINESS_EVENT_TYPES: frozenset[str] = frozenset({"visit.business_handled", "product.sold"})
+BUSINESS_EVENT_TYPES: frozenset[str] = frozenset(
+    {EventType.VISIT_BUSINESS_HANDLED, EventType.PRODUCT_SOLD}
+)
 """Events that count as business for D-09 (first business, last business)."""
 
 

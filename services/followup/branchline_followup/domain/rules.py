@@ -12,12 +12,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
-
-from pydantic import TypeAdapter, ValidationError
+from typing import ClassVar, Protocol
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
+from branchline_followup.domain.payloads import InvalidEventData, read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.rules_privacy import DataAccessRequestRule
 from branchline_followup.domain.service_loop import SERVICE_LOOP_RULES
@@ -36,75 +35,20 @@ from branchline_followup.domain.vocabulary import (
     COMPLAINT_RESOLUTION_KINDS,
     CONTACT_PLAN_KINDS,
     LifecycleStage,
-    Severity,
     TaskKind,
     TaskRule,
 )
-from branchline_shared.events.bounded import Instant
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 
+__all__ = ["HANDLED_EVENT_TYPES", "RULES", "InvalidEventData", "decide", "on_stage_changed"]
+
 CLIENT_SUBJECT = "client"
-FOLLOWUP_COMPLETED = "followup.completed"
+FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
 """Emitted by the followup service when an RM completes a task (``POST /v1/followups/{id}/
 complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
 and optionally ``kind`` (the completed task's kind)."""
-
-_AWARE = TypeAdapter(Instant)
-
-
-class InvalidEventData(ValueError):
-    """An event's ``data`` lacks a field a rule needs, or holds an unreadable value."""
-
-    def __init__(self, rule: TaskRule, event: RecordedEvent, field: str, problem: str) -> None:
-        super().__init__(f"{rule.value}: {event.type} {event.event_id}: data.{field} {problem}")
-        self.rule = rule
-        self.event_type = event.type
-        self.event_id = event.event_id
-        self.field = field
-
-
-# Reading ``data`` by the catalogue's field names.
-
-
-def _text(event: RecordedEvent, name: str, rule: TaskRule) -> str:
-    value = event.data.get(name)
-    if value is None:
-        raise InvalidEventData(rule, event, name, "is missing")
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEventData(rule, event, name, "must be a non-empty string")
-    return value
-
-
-def _optional_text(event: RecordedEvent, name: str, rule: TaskRule) -> str | None:
-    if event.data.get(name) is None:
-        return None
-    return _text(event, name, rule)
-
-
-def _optional_time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime | None:
-    value: Any = event.data.get(name)
-    if value is None:
-        return None
-    try:
-        return require_aware(_AWARE.validate_python(value))
-    except (ValidationError, ValueError):
-        raise InvalidEventData(rule, event, name, "must be a time with an offset") from None
-
-
-def _time(event: RecordedEvent, name: str, rule: TaskRule) -> datetime:
-    moment = _optional_time(event, name, rule)
-    if moment is None:
-        raise InvalidEventData(rule, event, name, "is missing")
-    return moment
-
-
-def _flag(event: RecordedEvent, name: str, rule: TaskRule) -> bool:
-    value = event.data.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidEventData(rule, event, name, "must be true or false")
-    return value
 
 
 def _occurred(event: RecordedEvent) -> datetime:
@@ -188,7 +132,9 @@ class SatisfactionSurveyRule:
     survey without ``visit_id`` satisfies every open survey of the client."""
 
     rule: ClassVar[TaskRule] = TaskRule.SATISFACTION_SURVEY
-    event_types: ClassVar[frozenset[str]] = frozenset({"visit.closed", "feedback.survey_answered"})
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {EventType.VISIT_CLOSED, EventType.FEEDBACK_SURVEY_ANSWERED}
+    )
 
     def decide(
         self,
@@ -197,8 +143,8 @@ class SatisfactionSurveyRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "visit.closed":
-            visit_id = _text(event, "visit_id", self.rule)
+        if event.type == EventType.VISIT_CLOSED:
+            visit_id = read_payload(event, c.VisitClosed, self.rule).visit_id
             return [
                 _create(
                     event,
@@ -209,7 +155,7 @@ class SatisfactionSurveyRule:
                     due_at=_occurred(event) + policy.survey_within,
                 )
             ]
-        answered_visit = _optional_text(event, "visit_id", self.rule)
+        answered_visit = read_payload(event, c.FeedbackSurveyAnswered, self.rule).visit_id
         subject = None if answered_visit is None else f"visit:{answered_visit}"
         return _complete(
             _open(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
@@ -226,10 +172,10 @@ class AppointmentPreparationRule:
     rule: ClassVar[TaskRule] = TaskRule.APPOINTMENT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
-            "appointment.booked",
-            "appointment.attended",
-            "appointment.cancelled",
-            "appointment.no_show",
+            EventType.APPOINTMENT_BOOKED,
+            EventType.APPOINTMENT_ATTENDED,
+            EventType.APPOINTMENT_CANCELLED,
+            EventType.APPOINTMENT_NO_SHOW,
         }
     )
 
@@ -240,22 +186,21 @@ class AppointmentPreparationRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        appointment_id = _text(event, "appointment_id", self.rule)
-        subject = f"appointment:{appointment_id}"
-        if event.type == "appointment.booked":
-            slot_start = _time(event, "slot_start", self.rule)
+        payload = read_payload(event, c.AppointmentEvent, self.rule)
+        subject = f"appointment:{payload.appointment_id}"
+        if isinstance(payload, c.AppointmentBooked):
             return [
                 _create(
                     event,
                     policy,
                     kind=TaskKind.APPOINTMENT_PREPARATION,
                     subject=subject,
-                    assignee=_text(event, "staff_id", self.rule),
-                    due_at=slot_start - policy.appointment_preparation_lead,
+                    assignee=payload.staff_id,
+                    due_at=payload.slot_start - policy.appointment_preparation_lead,
                 )
             ]
         preparations = _open(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
-        if event.type == "appointment.attended":
+        if isinstance(payload, c.AppointmentAttended):
             return _complete(preparations, event, "appointment attended")
         return _cancel(preparations, event, event.type.removeprefix("appointment."))
 
@@ -275,7 +220,7 @@ class ConsultationRule:
 
     rule: ClassVar[TaskRule] = TaskRule.CONSULTATION
     event_types: ClassVar[frozenset[str]] = frozenset(
-        {"consultation.opened", "consultation.answered"}
+        {EventType.CONSULTATION_OPENED, EventType.CONSULTATION_ANSWERED}
     )
 
     def decide(
@@ -285,12 +230,10 @@ class ConsultationRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        consultation_id = _text(event, "consultation_id", self.rule)
-        subject = f"consultation:{consultation_id}"
-        if event.type == "consultation.opened":
-            channel = _optional_text(event, "channel", self.rule)
-            if channel is None and event.channel is not None:
-                channel = event.channel.value
+        payload = read_payload(event, c.ConsultationEvent, self.rule)
+        subject = f"consultation:{payload.consultation_id}"
+        if isinstance(payload, c.ConsultationOpened):
+            channel = payload.channel.value
             within = (
                 policy.online_consultation_response
                 if channel in policy.online_channels
@@ -306,7 +249,7 @@ class ConsultationRule:
                     due_at=_occurred(event) + within,
                 )
             ]
-        promised_by = _optional_time(event, "promised_by", self.rule)
+        promised_by = read_payload(event, c.ConsultationAnswered, self.rule).promised_by
         pending = _open(
             open_tasks,
             {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
@@ -351,12 +294,12 @@ class ComplaintRule:
     rule: ClassVar[TaskRule] = TaskRule.COMPLAINT
     event_types: ClassVar[frozenset[str]] = frozenset(
         {
-            "complaint.received",
-            "complaint.acknowledged",
-            "complaint.progress_reported",
-            "complaint.resolved",
-            "complaint.confirmed_by_client",
-            "complaint.closed",
+            EventType.COMPLAINT_RECEIVED,
+            EventType.COMPLAINT_ACKNOWLEDGED,
+            EventType.COMPLAINT_PROGRESS_REPORTED,
+            EventType.COMPLAINT_RESOLVED,
+            EventType.COMPLAINT_CONFIRMED_BY_CLIENT,
+            EventType.COMPLAINT_CLOSED,
         }
     )
 
@@ -367,14 +310,13 @@ class ComplaintRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        complaint_id = _text(event, "complaint_id", self.rule)
-        subject = f"complaint:{complaint_id}"
+        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        subject = f"complaint:{payload.complaint_id}"
         complaint_tasks = [t for t in open_tasks if t.is_open and t.subject == subject]
-        match event.type:
-            case "complaint.received":
-                return self._received(event, client, policy, subject)
-            case "complaint.acknowledged":
-                owner = _text(event, "owner_id", self.rule)
+        match payload:
+            case c.ComplaintReceived():
+                return self._received(event, payload, client, policy, subject)
+            case c.ComplaintAcknowledged(owner_id=owner):
                 responses = _open(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
                 commands = _complete(responses, event, "acknowledged")
                 commands.extend(
@@ -383,11 +325,11 @@ class ComplaintRule:
                     if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner
                 )
                 return commands
-            case "complaint.progress_reported":
-                if not _flag(event, "complex", self.rule):
+            case c.ComplaintProgressReported(complex=complex_case):
+                if not complex_case:
                     return []
                 return self._extend_for_complexity(event, complaint_tasks, policy)
-            case "complaint.resolved":
+            case c.ComplaintResolved():
                 clocks = _open(
                     complaint_tasks, COMPLAINT_RESOLUTION_KINDS | {TaskKind.COMPLAINT_RESPONSE}
                 )
@@ -404,24 +346,23 @@ class ComplaintRule:
                     )
                 )
                 return commands
-            case "complaint.confirmed_by_client":
+            case c.ComplaintConfirmedByClient():
                 follow_ups = _open(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
                 return _complete(follow_ups, event, "confirmed by client")
             case _:  # complaint.closed
                 return _complete(complaint_tasks, event, "complaint closed")
 
     def _received(
-        self, event: RecordedEvent, client: ClientContext, policy: FollowupPolicy, subject: str
+        self,
+        event: RecordedEvent,
+        payload: c.ComplaintReceived,
+        client: ClientContext,
+        policy: FollowupPolicy,
+        subject: str,
     ) -> list[TaskCommand]:
-        raw_severity = _text(event, "severity", self.rule)
-        try:
-            severity = Severity(raw_severity)
-        except ValueError:
-            raise InvalidEventData(
-                self.rule, event, "severity", f"must be one of {[s.value for s in Severity]}"
-            ) from None
+        severity = payload.severity
         assignee = _owner(client, policy)
-        if event.data.get("topic") == policy.personal_data_topic:
+        if payload.topic == policy.personal_data_topic:
             assignee = (
                 policy.supervisor_of(client.rm_id) if client.rm_id else policy.default_supervisor_id
             )
@@ -429,7 +370,7 @@ class ComplaintRule:
         deadlines = complaint_deadlines(
             _occurred(event),
             severity,
-            complex_case=_flag(event, "complex", self.rule),
+            complex_case=payload.complex,
             clocks=policy.clocks_of(profile),
             calendar=policy.calendar_for(event.branch_id),
         )
@@ -494,14 +435,14 @@ class TaskCompletionRule:
         task = _completed_task(event, open_tasks)
         if task is None:
             return []
-        outcome = _optional_text(event, "outcome", self.rule) or "completed"
-        return _complete([task], event, outcome)
+        outcome = read_payload(event, c.FollowupCompleted, self.rule).outcome
+        return _complete([task], event, outcome.value)
 
 
 def _completed_task(
     event: RecordedEvent, open_tasks: Sequence[FollowupTask]
 ) -> FollowupTask | None:
-    raw = _text(event, "task_id", TaskRule.REVISIT)
+    raw = read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).task_id
     try:
         task_id = uuid.UUID(raw)
     except ValueError:
@@ -513,11 +454,7 @@ def _completed_kind(event: RecordedEvent, open_tasks: Sequence[FollowupTask]) ->
     task = _completed_task(event, open_tasks)
     if task is not None:
         return task.kind
-    raw = event.data.get("kind")
-    try:
-        return TaskKind(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
+    return read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).kind
 
 
 class RevisitRule:
@@ -535,7 +472,9 @@ class RevisitRule:
     """
 
     rule: ClassVar[TaskRule] = TaskRule.REVISIT
-    event_types: ClassVar[frozenset[str]] = frozenset({"client.registered", FOLLOWUP_COMPLETED})
+    event_types: ClassVar[frozenset[str]] = frozenset(
+        {EventType.CLIENT_REGISTERED, FOLLOWUP_COMPLETED}
+    )
 
     def decide(
         self,
@@ -544,18 +483,19 @@ class RevisitRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "client.registered":
+        if event.type == EventType.CLIENT_REGISTERED:
+            registered = read_payload(event, c.ClientRegistered, self.rule)
             return [
                 _create(
                     event,
                     policy,
                     kind=TaskKind.REVISIT,
                     subject=CLIENT_SUBJECT,
-                    assignee=_text(event, "rm_id", self.rule),
+                    assignee=registered.rm_id,
                     due_at=_occurred(event) + policy.new_client_first_revisit,
                 )
             ]
-        next_contact_at = _optional_time(event, "next_contact_at", self.rule)
+        next_contact_at = read_payload(event, c.FollowupCompleted, self.rule).next_contact_at
         due_at = next_contact_at
         if due_at is None:
             if _completed_kind(event, open_tasks) not in CONTACT_PLAN_KINDS:
@@ -589,7 +529,7 @@ class ProductReviewRule:
     later; completing a review makes the next one due (while ``product_review_recurring``)."""
 
     rule: ClassVar[TaskRule] = TaskRule.REVISIT
-    event_types: ClassVar[frozenset[str]] = frozenset({"product.sold", FOLLOWUP_COMPLETED})
+    event_types: ClassVar[frozenset[str]] = frozenset({EventType.PRODUCT_SOLD, FOLLOWUP_COMPLETED})
 
     def decide(
         self,
@@ -598,8 +538,8 @@ class ProductReviewRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        if event.type == "product.sold":
-            subject = f"product:{_text(event, 'product_id', self.rule)}"
+        if event.type == EventType.PRODUCT_SOLD:
+            subject = f"product:{read_payload(event, c.ProductSold, self.rule).product_id}"
         else:
             completed = _completed_task(event, open_tasks)
             if (

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     CancelTask,
@@ -25,11 +26,13 @@ from branchline_followup.domain.tasks import (
     new_task,
 )
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 
-DATA_ACCESS_REQUESTED = "client.data_access_requested"
-ERASURE_REQUESTED = "client.erasure_requested"
-PERSONAL_DATA_ACCESSED = "client.personal_data_accessed"
+DATA_ACCESS_REQUESTED = EventType.CLIENT_DATA_ACCESS_REQUESTED.value
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
 
 
 def access_request_subject(request_event_id: uuid.UUID) -> str:
@@ -83,13 +86,10 @@ class DataAccessRequestRule:
                 for t in open_tasks
                 if t.is_open and t.kind is TaskKind.DATA_ACCESS_REQUEST
             ]
-        raw = event.data.get("request_event_id")
-        if not isinstance(raw, str):
+        accessed = read_payload(event, c.ClientPersonalDataAccessed, self.rule)
+        if accessed.request_event_id is None:
             return []  # an access outside a request (e.g. an investigation) closes nothing
-        try:
-            subject = access_request_subject(uuid.UUID(raw))
-        except ValueError:
-            return []
+        subject = access_request_subject(accessed.request_event_id)
         return [
             CompleteTask(task_id=t.id, at=at, cause_event_id=event.event_id, reason="answered")
             for t in open_tasks

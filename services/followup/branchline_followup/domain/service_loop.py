@@ -14,9 +14,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     CancelTask,
@@ -50,21 +51,6 @@ PROMISE_KINDS: frozenset[TaskKind] = frozenset(
 
 ENDED_WITH_THE_RELATIONSHIP: frozenset[TaskKind] = frozenset({TaskKind.PRODUCT_REVIEW})
 """Tasks that have no object once the account is closed (no holdings left to review)."""
-
-
-_SEALED = "sealed"
-
-
-def _payload(event: RecordedEvent) -> Any:
-    """The event's typed payload (the catalogue's model, so a malformed field fails here).
-    Personal values arrive sealed (longer than the clear text's bound) and no rule reads them:
-    each present one is replaced by a placeholder, which keeps only the fact that it is there."""
-    model = c.payload_model(event.type)
-    data = {
-        key: _SEALED if key in model.PERSONAL_PATHS and value is not None else value
-        for key, value in event.data.items()
-    }
-    return model.model_validate(data)
 
 
 def feedback_subject(event_id: uuid.UUID) -> str:
@@ -127,16 +113,12 @@ def _complete(
     ]
 
 
-def needs_response(survey: dict[str, Any], low_score: int) -> bool:
-    """D-07: a survey (its ``data``) needs a response when it carries a comment or any
-    dimension scored below ``low_score``. Read field by field: the comment arrives sealed, and
-    a survey without scores (an older writer) is judged by its comment alone."""
-    if survey.get("comment") is not None:
+def needs_response(survey: c.FeedbackSurveyAnswered, low_score: int) -> bool:
+    """D-07: a survey needs a response when it carries a comment (sealed: only its presence
+    counts) or any dimension scored below ``low_score``."""
+    if survey.comment is not None:
         return True
-    scores = survey.get("scores")
-    if not isinstance(scores, dict):
-        return False
-    return any(isinstance(score, int | float) and score < low_score for score in scores.values())
+    return any(score < low_score for score in survey.scores.model_dump().values())
 
 
 class FeedbackResponseRule:
@@ -162,10 +144,11 @@ class FeedbackResponseRule:
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
         if event.type == FEEDBACK_SURVEY_ANSWERED:
-            if not needs_response(event.data, policy.feedback_low_score):
+            survey = read_payload(event, c.FeedbackSurveyAnswered, self.rule)
+            if not needs_response(survey, policy.feedback_low_score):
                 return []
         elif event.type == FEEDBACK_RESPONDED:
-            payload = _payload(event)
+            payload = read_payload(event, c.FeedbackResponded, self.rule)
             subject = feedback_subject(payload.responds_to_event_id)
             return _complete(
                 _open(open_tasks, {TaskKind.FEEDBACK_RESPONSE}, subject), event, "responded"
@@ -225,11 +208,13 @@ class PromiseRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = _payload(event)
+        payload = read_payload(event, c.EventPayload, self.rule)
         if isinstance(payload, c.ConsultationPromiseRenegotiated):
             subject = f"consultation:{payload.consultation_id}"
             promises = _open(open_tasks, {TaskKind.CONSULTATION_PROMISE}, subject)
             return _renegotiate(promises, event, payload.promised_by)
+        if not isinstance(payload, c.ComplaintEvent):
+            return []
         subject = f"complaint:{payload.complaint_id}"
         promises = _open(open_tasks, {TaskKind.COMPLAINT_PROGRESS_PROMISE}, subject)
         if isinstance(payload, c.ComplaintPromiseRenegotiated):
@@ -265,7 +250,11 @@ class CorrectiveActionRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = _payload(event)
+        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        if not isinstance(
+            payload, c.ComplaintCorrectiveActionPlanned | c.ComplaintCorrectiveActionCompleted
+        ):
+            return []
         subject = corrective_action_subject(payload.complaint_id, payload.action_id)
         if isinstance(payload, c.ComplaintCorrectiveActionCompleted):
             return _complete(

@@ -19,13 +19,14 @@ from branchline_followup.domain.business_days import UtcDatetime, require_aware
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import FollowupTask
 from branchline_followup.domain.vocabulary import TimerKind
+from branchline_shared.events.catalogue import EventType
 
 TIMER_NAMESPACE = uuid.UUID("0f6f7a52-93c4-5e0f-8d4c-6a3d1b2e9f70")
 FOLLOWUP_EVENT_NAMESPACE = uuid.UUID("5b1e3c7d-2a40-5c8e-b6f1-9e07d4a2c583")
 
-FollowupTimerEventType = Literal["followup.overdue", "followup.escalated"]
-FOLLOWUP_OVERDUE: Final = "followup.overdue"
-FOLLOWUP_ESCALATED: Final = "followup.escalated"
+FollowupTimerEventType = Literal[EventType.FOLLOWUP_OVERDUE, EventType.FOLLOWUP_ESCALATED]
+FOLLOWUP_OVERDUE: Final = EventType.FOLLOWUP_OVERDUE
+FOLLOWUP_ESCALATED: Final = EventType.FOLLOWUP_ESCALATED
 
 
 class _Frozen(BaseModel):

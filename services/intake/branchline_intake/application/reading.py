@@ -7,11 +7,11 @@ import uuid
 
 from branchline_intake.application.submit import IntakeContext, client_rm
 from branchline_shared.access.scope import sees_client
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead
+from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead, EventType
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter, client_stream_id
 
 SOURCE = "intake"
-READ_EVENT_TYPE = "client.data_read"
+READ_EVENT_TYPE = EventType.CLIENT_DATA_READ.value
 _STREAM_PREFIXES = ("client-", "refusals-")
 
 

@@ -31,6 +31,7 @@ from branchline_shared.events.catalogue import (
     SUBJECT_OF,
     SYSTEM_EVENT_TYPES,
     EventPayload,
+    EventType,
     UnknownEventType,
     parse_payload,
 )
@@ -53,7 +54,7 @@ from branchline_shared.eventstore.ports import (
 from branchline_shared.http.problems import field_errors
 
 SOURCE = "intake"
-REFUSAL_TYPE = "rule.violation_refused"
+REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
 
@@ -207,7 +208,7 @@ async def _outside_scope(
         if client not in owners:
             first = await ctx.store.read_stream(client_stream_id(client), from_version=1, limit=1)
             owners[client] = client_rm([s.event for s in first])
-        if owners[client] is None and cand.event.type == "client.registered":
+        if owners[client] is None and cand.event.type == EventType.CLIENT_REGISTERED:
             owners[client] = _registering_rm(cand.event)
         if not sees_client(submitter, ctx.staff, rm_id=owners[client]):
             refused[cand.index] = Refused(
@@ -219,14 +220,14 @@ async def _outside_scope(
 def client_rm(history: Sequence[RecordedEvent]) -> str | None:
     """The client's RM as its history states it (``client.registered``)."""
     for event in history:
-        if event.type == "client.registered":
+        if event.type == EventType.CLIENT_REGISTERED:
             rm = event.data.get("rm_id")
             return rm if isinstance(rm, str) else None
     return None
 
 
 def _registering_rm(event: RecordedEvent) -> str | None:
-    rm = event.data.get("rm_id") if event.type == "client.registered" else None
+    rm = event.data.get("rm_id") if event.type == EventType.CLIENT_REGISTERED else None
     return rm if isinstance(rm, str) else None
 
 

@@ -19,6 +19,7 @@ from branchline_audit.application.recording import record_read
 from branchline_audit.domain.records import AUDIT_READ
 from branchline_audit.entrypoints.http import export_response, started_export
 from branchline_shared.console.web import console_roles, locale_of, site_of
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.http.auth import Principal, Role
 
 # The trail's content is for auditors only, as in the JSON API (docs/access-control.md,
@@ -29,7 +30,7 @@ Text = Annotated[str | None, Query(max_length=128)]
 Purpose = Annotated[str | None, Query(max_length=500)]
 Day = Annotated[str | None, Query(max_length=10)]
 
-RULE_VIOLATION_REFUSED = "rule.violation_refused"
+RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_SIZE = 50
 
 router = APIRouter(prefix="/console", include_in_schema=False)
