@@ -89,7 +89,7 @@ async def on_product_event(
     exceeds gets a review naming every holding that no longer fits."""
     if event.type != RERATED or event.product_id is None:
         return
-    payload = parse_payload(event.type, event.data)
+    payload = parse_payload(event.type, event.data, stored=True)  # its reason is sealed
     assert isinstance(payload, ProductRerated)
     rows = await conn.fetch(
         "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
