@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
@@ -37,13 +37,13 @@ from branchline_cli.loadgen import LoadGenerator, LoadResult
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import rebuild
 from branchline_shared.clock import SystemClock
-from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
 from branchline_shared.http.auth import Role
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.dead_letter_log import read_dead_letters
 from branchline_shared.kafka.topics import declare_topics
 from tests.chaos.harness import ChaosStack, chaos_stack
 from tests.integration.followup.harness import snapshot
+from tests.support.examples import EXAMPLE_ADMIN_ID
 
 DEFAULT_SEED = 20261203
 
@@ -165,7 +165,7 @@ async def verify_audit(stack: ChaosStack) -> tuple[bool, int, str | None]:
     settings = stack.settings
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        signer = load_or_create_signer(settings)
+        signer = load_signer(settings)
         audit = AuditContext(
             ledger=PostgresLedger(pool),
             checkpoints=PostgresCheckpoints(pool),

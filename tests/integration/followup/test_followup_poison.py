@@ -80,7 +80,7 @@ async def test_a_poisoned_date_on_the_topic_stays_with_its_client(
         infra,
         tmp_path,
         followup_timer_poll_interval_s=0.2,
-        followup_supervisors={"rm-7": "sup-1"},
+        staff_supervisors={"rm-7": "sup-1"},
     )
     tokens = TokenFactory(settings)
     at = now_utc() - timedelta(hours=1)
@@ -125,10 +125,10 @@ async def test_a_poisoned_date_on_the_topic_stays_with_its_client(
 
 
 def _skipped(metrics: str) -> dict[str, float]:
-    """``branchline_followup_unreadable_rows_total`` by query, from a /metrics page."""
+    """``branchline_unreadable_rows_total`` by query, from a /metrics page."""
     counts: dict[str, float] = {}
     for line in metrics.splitlines():
-        if line.startswith("branchline_followup_unreadable_rows_total{"):
+        if line.startswith("branchline_unreadable_rows_total{"):
             labels, value = line.rsplit(" ", 1)
             counts[labels.split('query="', 1)[1].split('"', 1)[0]] = float(value)
     return counts

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union
 import pytest
 from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.functional_validators import AfterValidator
+from tests.support.examples import example_data
 
 from branchline_shared.crypto.sealing import DataKey, is_sealed, map_personal, seal_paths
 from branchline_shared.events.bounded import clean_token
@@ -37,7 +38,6 @@ from branchline_shared.events.envelope import (
     SubmittedEvent,
     SubmittedLateEntry,
 )
-from branchline_shared.events.examples import example_data
 from branchline_shared.events.sealing_keys import (
     INSTITUTION_KEY_ID,
     STAFF_KEY_PREFIX,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters.row_guard import decode_row, readable, select_list
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.row_guard import decode_row, readable, select_list
 
 TIMELINE_LIMIT = 200
 

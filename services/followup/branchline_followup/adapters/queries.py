@@ -1,7 +1,7 @@
 """SQL of the followup read models, read side: the work list, the client 360, the records of
 the quality measures. Keyword-only arguments, no HTTP concerns. Every row is read through
-:mod:`.row_guard`: one client's bad stored row is skipped (logged, counted), never a failure of
-the whole answer (issue 9)."""
+:mod:`branchline_shared.postgres.row_guard`: one client's bad stored row is skipped (logged,
+counted), never a failure of the whole answer (issue 9)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS, ClientFacts
-from branchline_followup.adapters.row_guard import (
+from branchline_followup.domain import FollowupTask, SurveyScores
+from branchline_followup.domain.quality import DIMENSIONS
+from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.row_guard import (
     decode_row,
     decode_rows,
     readable,
     select_list,
 )
-from branchline_followup.domain import FollowupTask, SurveyScores
-from branchline_followup.domain.quality import DIMENSIONS
-from branchline_shared.postgres.pool import PgConnection, PgPool
 
 _TASK_VIEW = [
     "id",
@@ -43,7 +43,7 @@ _TASK_VIEW = [
 TASK_VIEW_COLUMNS = select_list(
     _TASK_VIEW, instants={"opened_at", "due_at", "closed_at", "overdue_at"}
 )
-"""The task view's columns, instants guarded (:func:`.row_guard.select_list`)."""
+"""The task view's columns, instants guarded (``row_guard.select_list``)."""
 _KEY = "fu_tasks.due_at::text AS key_due_at"
 """The keyset's due_at as stored, as text: a page goes on past a row whose due_at Python cannot
 hold."""
@@ -251,6 +251,10 @@ class QualityRecords:
     surveys: list[dict[str, Any]]
     complaints: list[dict[str, Any]]
     clients: list[ClientFacts]
+    staff: list[str]
+    """D-14: the staff of the selection (the RM; else the RMs of its clients and the staff
+    whose events named its branch, or every member of staff followup heard of)."""
+    training: list[dict[str, Any]]
 
 
 async def quality_records(
@@ -305,7 +309,23 @@ async def quality_records(
             f"WHERE true{where} ORDER BY client_id",
             *params,
         )
+        staff = {rm_id} if rm_id is not None else {str(r["rm_id"]) for r in client_rows}
+        if rm_id is None:
+            staff_rows = await conn.fetch(
+                "SELECT staff_id FROM fu_staff WHERE $1::text IS NULL OR branch_id = $1",
+                branch_id,
+            )
+            staff |= {str(r["staff_id"]) for r in staff_rows}
+        training = await conn.fetch(
+            "SELECT staff_id, hours, completed_at FROM fu_staff_training "
+            "WHERE staff_id = ANY($1::text[]) AND completed_at >= $2 AND completed_at < $3",
+            sorted(staff),
+            start,
+            end,
+        )
     return QualityRecords(
+        staff=sorted(staff),
+        training=[dict(r) for r in training],
         tasks=readable(tasks, query="quality.tasks"),
         visits=readable(visits, query="quality.visits"),
         surveys=[dict(r) for r in surveys],

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters.row_guard import readable, select_list
 from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.row_guard import readable, select_list
 
 # Instants read through the row guard (issue 9: one bad row never fails the whole answer).
 _ACTION_SELECT = select_list(

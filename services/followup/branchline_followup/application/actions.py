@@ -12,13 +12,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
-from branchline_followup.application.recording import FollowupContext, record_and_apply
+from branchline_followup.application.recording import (
+    FollowupContext,
+    normalised,
+    record_and_apply,
+)
 from branchline_followup.domain import FollowupTask
+from branchline_followup.domain.suitability import completion_missing
+from branchline_shared.events.catalogue import RefusedEvent, RuleViolationRefused
 from branchline_shared.events.envelope import Actor, Submitter
-from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.events.personal_data import redact_personal
+
+RULE_VIOLATION_REFUSED = "rule.violation_refused"
 
 
 class TaskRefused(Exception):
@@ -56,19 +63,76 @@ class SelfGrading(TaskRefused):
         )
 
 
-async def _locked_open_task(
-    conn: PgConnection,
+class ClientNotWarned(TaskRefused):
+    """D-15: a suitability review completed before the client was warned; the refusal is
+    recorded (``rule.violation_refused``)."""
+
+    rule = "D-15"
+    title = "Client not warned"
+
+    def __init__(self, task: FollowupTask, missing: list[str]) -> None:
+        self.fields = missing
+        super().__init__(
+            task.id,
+            f"suitability review {task.id} cannot be completed without {', '.join(missing)}: "
+            "the client is warned (风险提示) that the holdings no longer fit before the outcome "
+            "is recorded (send client_warned: true once warned)",
+        )
+
+
+async def _record_refusal(
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
+    task: FollowupTask,
+    refusal: ClientNotWarned,
+    *,
+    refused_type: str,
+    refused_data: dict[str, Any],
+    now: datetime,
+    actor: Actor,
+    submitted_by: Submitter | None,
+) -> None:
+    """Record the refusal like every other (ADR-0005): on the task's stream, to the audit
+    trail; the refused submission without its personal values (D-04)."""
+    payload = RuleViolationRefused(
+        rule=refusal.rule,
+        title=refusal.title,
+        detail=refusal.detail,
+        field=", ".join(refusal.fields),
+        refused_event=RefusedEvent(
+            type=refused_type,
+            occurred_at=now,
+            client_id=task.client_id,
+            branch_id=task.branch_id,
+            actor=actor,
+            data=redact_personal(refused_type, refused_data),
+        ),
+        submitted_by=actor,
+    )
+    await record_and_apply(
+        uow,
+        ctx,
+        event_id=uuid.uuid4(),
+        event_type=RULE_VIOLATION_REFUSED,
+        task=task,
+        occurred_at=now,
+        actor=actor,
+        data=payload.model_dump(mode="json", exclude_none=True),
+        submitted_by=submitted_by,
+    )
+
+
+async def _locked_open_task(
+    uow: FollowupUnitOfWork,
     task_id: uuid.UUID,
     may_act: Callable[[str], bool],
     who: str,
 ) -> FollowupTask:
-    await hold_swap_lock_shared(conn)
-    task = await read_models.fetch_task(conn, task_id)
+    task = await uow.tasks.get(task_id)
     if task is None:
         raise TaskNotFound(task_id)
-    await lock_client(conn, task.client_id, ctx.projection.client_lock_class)
-    task = await read_models.fetch_task(conn, task_id)  # as of the lock
+    await uow.lock_client(task.client_id)
+    task = await uow.tasks.get(task_id)  # as of the lock
     if task is None:
         raise TaskNotFound(task_id)
     if not may_act(task.assignee):  # before anything about the task is told
@@ -79,7 +143,7 @@ async def _locked_open_task(
 
 
 async def _record_action(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     task: FollowupTask,
     event_type: str,
@@ -90,7 +154,7 @@ async def _record_action(
 ) -> FollowupTask:
     """Record an RM's or supervisor's action on ``task`` as an event; the task as it now is."""
     await record_and_apply(
-        conn,
+        uow,
         ctx,
         event_id=uuid.uuid4(),
         event_type=event_type,
@@ -100,8 +164,8 @@ async def _record_action(
         data=data,
         submitted_by=submitted_by,
     )
-    changed = await read_models.fetch_task(conn, task.id)
-    assert changed is not None  # locked and open a moment ago, in this transaction
+    changed = await uow.tasks.get(task.id)
+    assert changed is not None  # locked and open a moment ago, in this unit of work
     return changed
 
 
@@ -124,8 +188,9 @@ async def complete_task(
     ``client_warned``: a D-15 review records whether the client was warned that a holding
     no longer fits (风险提示)."""
     now = await ctx.clock.now()
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
+    refusal: ClientNotWarned | None = None
+    async with ctx.units.begin() as uow:
+        task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if scores is not None and not may_grade(task.assignee):
             raise SelfGrading(task, actor.id)
         data: dict[str, Any] = {
@@ -141,10 +206,27 @@ async def complete_task(
             data["scores"] = scores
         if client_warned is not None:
             data["client_warned"] = client_warned
-        changed = await _record_action(
-            conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
-        )
-    ctx.committed()
+        missing = completion_missing(task, client_warned)
+        if missing:
+            # the refusal is recorded and committed; the task stays open
+            refusal = ClientNotWarned(task, missing)
+            await _record_refusal(
+                uow,
+                ctx,
+                task,
+                refusal,
+                refused_type=FOLLOWUP_COMPLETED,
+                refused_data=normalised(FOLLOWUP_COMPLETED, data),
+                now=now,
+                actor=actor,
+                submitted_by=submitted_by,
+            )
+        else:
+            changed = await _record_action(
+                uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+            )
+    if refusal is not None:
+        raise refusal
     return changed
 
 
@@ -160,8 +242,8 @@ async def reassign_task(
 ) -> FollowupTask:
     """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
     now = await ctx.clock.now()
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
+    async with ctx.units.begin() as uow:
+        task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if task.assignee == assignee:
             return task
         data: dict[str, Any] = {
@@ -172,7 +254,6 @@ async def reassign_task(
         if reason is not None:
             data["reason"] = reason
         changed = await _record_action(
-            conn, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
+            uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
         )
-    ctx.committed()
     return changed

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters import queries
-from branchline_followup.adapters.read_models import ClientFacts
-from branchline_followup.adapters.row_guard import decode_rows
+from branchline_followup.application.ports import PageReads
 from branchline_followup.domain import (
     ClientPeriodRecord,
     ComplaintRecord,
@@ -24,7 +22,9 @@ from branchline_followup.domain import (
     lifecycle_stage,
     quality_report,
 )
-from branchline_shared.postgres.pool import PgPool
+from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
+from branchline_followup.domain.records import ClientFacts
+from branchline_shared.postgres.row_guard import decode_rows
 
 
 def stage_at(facts: ClientFacts, moment: datetime, policy: FollowupPolicy) -> LifecycleStage:
@@ -43,10 +43,9 @@ class QualitySelection:
 
 
 async def quality(
-    pool: PgPool, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
 ) -> QualityReport:
-    records = await queries.quality_records(
-        pool,
+    records = await reads.quality_records(
         branch_id=selection.branch_id,
         rm_id=selection.rm_id,
         start=selection.start,
@@ -62,7 +61,7 @@ async def quality(
         )
 
     # Row by row: one client's bad row is skipped and counted, never a failure for everyone
-    # (issue 9; adapters.row_guard).
+    # (issue 9; branchline_shared.postgres.row_guard).
     return quality_report(
         tasks=decode_rows(records.tasks, sla_record, query="quality.tasks"),
         visits=decode_rows(
@@ -80,6 +79,16 @@ async def quality(
         ),
         clients=decode_rows(records.clients, client, query="quality.clients"),
         as_of=as_of,
+        training=training_shortfalls(
+            records.staff,
+            [
+                TrainingRecord(t["staff_id"], t["hours"], t["completed_at"])
+                for t in records.training
+            ],
+            start=selection.start,
+            end=selection.end,
+            hours_per_year=policy.training_hours_per_year,
+        ),
     )
 
 

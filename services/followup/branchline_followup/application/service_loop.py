@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from branchline_followup.adapters import service_loop_queries as q
-from branchline_followup.adapters.row_guard import decode_rows
+from branchline_followup.application.ports import PageReads
 from branchline_followup.application.queries import sla_record
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.improvement import (
@@ -28,7 +27,7 @@ from branchline_followup.domain.statistics import (
     StatisticsReport,
     complaint_statistics,
 )
-from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.row_guard import decode_rows
 
 
 class UnknownProfile(ValueError):
@@ -39,7 +38,7 @@ class UnknownProfile(ValueError):
 
 
 async def improvement(
-    pool: PgPool,
+    reads: PageReads,
     *,
     branch_id: str | None,
     rm_id: str | None,
@@ -47,12 +46,12 @@ async def improvement(
     end: datetime,
     now: datetime,
 ) -> ImprovementReport:
-    records = await q.improvement_records(
-        pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end
+    records = await reads.improvement_records(
+        branch_id=branch_id, rm_id=rm_id, start=start, end=end
     )
     as_of = min(now, end)
     return ImprovementReport(
-        # Row by row: a bad row is skipped and counted (issue 9; adapters.row_guard).
+        # Row by row: a bad row is skipped and counted (issue 9; postgres.row_guard).
         complaint_analysis=complaint_analysis(
             decode_rows(
                 records.complaints,
@@ -88,14 +87,12 @@ class StatisticsSelection:
 
 
 async def statistics(
-    pool: PgPool, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
 ) -> StatisticsReport:
     """D-17 statistics of the complaints received at the branches of ``selection.profile``."""
     if selection.profile not in policy.profiles:
         raise UnknownProfile(selection.profile, sorted(policy.profiles))
-    rows = await q.statistics_records(
-        pool, branch_ids=None, start=selection.start, end=selection.end
-    )
+    rows = await reads.statistics_records(branch_ids=None, start=selection.start, end=selection.end)
     complaints = [
         StatisticsComplaint(
             branch_id=r["branch_id"],
@@ -127,9 +124,9 @@ class ClientServiceLoop:
 
 
 async def client_service_loop(
-    pool: PgPool, client_id: str, *, account_closed_at: datetime | None, now: datetime
+    reads: PageReads, client_id: str, *, account_closed_at: datetime | None, now: datetime
 ) -> ClientServiceLoop:
-    record = await q.client_service_loop(pool, client_id)
+    record = await reads.client_service_loop(client_id)
     closed = account_closed_at is not None and account_closed_at <= now
     return ClientServiceLoop(
         account_status="closed" if closed else "open",

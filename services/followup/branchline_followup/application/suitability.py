@@ -10,62 +10,75 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
 from branchline_followup.domain.suitability import (
-    Holding,
+    Rating,
+    latest_rating,
     not_fitting,
+    review_on_rating,
+    reviews_after_sale,
     suitability_review,
     tolerance_lowered,
 )
-from branchline_shared.events.catalogue import EventType, ProductRerated, parse_payload
+from branchline_shared.events.catalogue import (
+    EventType,
+    ProductApproved,
+    ProductRerated,
+    parse_payload,
+)
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.vocabulary import LifecycleStage, ProductRisk, RiskTolerance
-from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
 SaveTasks = Callable[
-    [PgConnection, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]], Awaitable[None]
+    [FollowupUnitOfWork, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]],
+    Awaitable[None],
 ]
 
 SOLD = EventType.PRODUCT_SOLD.value
 ASSESSED = EventType.CLIENT_RISK_ASSESSED.value
+APPROVED = EventType.PRODUCT_APPROVED.value
 RERATED = EventType.PRODUCT_RERATED.value
 
 
-async def holdings_of(conn: PgConnection, client_id: str) -> list[Holding]:
-    rows = await conn.fetch(
-        "SELECT product_id, product_risk FROM fu_holdings WHERE client_id = $1", client_id
-    )
-    return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
-
-
 async def on_client_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     client: ClientContext,
     previous_tolerance: str | None,
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
 ) -> dict[uuid.UUID, FollowupTask]:
-    """A sale adds a holding (at the rating intake checked it with); a lower reassessment
-    makes a review due for the holdings above the new tolerance."""
+    """A sale adds a holding, at the shelf's latest rating (the sale's own ``product_risk``
+    for a product followup has no rating of), and makes due the reviews of ratings that took
+    effect after it but reached followup first; a lower reassessment makes a review due for
+    the holdings above the new tolerance."""
     data = event.data
-    if event.type == SOLD and data.get("product_risk"):
-        await conn.execute(
-            "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
-            "product_risk = EXCLUDED.product_risk",
-            client.client_id,
-            str(data["product_id"]),
-            str(data["product_risk"]),
-            event.occurred_at,
+    if event.type == SOLD:
+        product_id = str(data["product_id"])
+        ratings = await uow.holdings.ratings_of(product_id)
+        latest = latest_rating(ratings)
+        risk = latest.risk.value if latest else data.get("product_risk")
+        if not risk:
+            return tasks
+        await uow.holdings.hold(client.client_id, product_id, str(risk), event.occurred_at)
+        commands = reviews_after_sale(
+            client,
+            product_id=product_id,
+            sold_at=event.occurred_at,
+            ratings=ratings,
+            holdings=await uow.holdings.of_client(client.client_id),
+            # a sale leaves the tolerance as it was
+            tolerance=RiskTolerance(previous_tolerance) if previous_tolerance else None,
+            open_tasks=tasks.values(),
+            policy=policy,
         )
-    elif event.type == ASSESSED:
+        return apply_commands(tasks, commands)
+    if event.type == ASSESSED:
         after = RiskTolerance(str(data["level"]))
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
-            product_ids = not_fitting(await holdings_of(conn, client.client_id), after)
+            product_ids = not_fitting(await uow.holdings.of_client(client.client_id), after)
             commands = suitability_review(
                 client,
                 cause_event_id=event.event_id,
@@ -78,47 +91,55 @@ async def on_client_event(
     return tasks
 
 
+def _rating(event: RecordedEvent) -> Rating | None:
+    """The rating a shelf event states (``None``: not a rating)."""
+    if event.type not in (APPROVED, RERATED):
+        return None
+    payload = parse_payload(event.type, event.data, stored=True)  # its texts are sealed
+    if isinstance(payload, ProductRerated):
+        effective_at = max(event.occurred_at, payload.effective_at)
+        return Rating(event.event_id, payload.risk, effective_at)
+    assert isinstance(payload, ProductApproved)
+    return Rating(event.event_id, payload.risk, event.occurred_at)
+
+
 async def on_product_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     policy: FollowupPolicy,
-    client_lock_class: int,
     save: SaveTasks,
 ) -> None:
-    """A re-rating changes every holder's holding; each holder whose tolerance it now
-    exceeds gets a review naming every holding that no longer fits."""
-    if event.type != RERATED or event.product_id is None:
+    """A rating (approval or re-rating) joins the product's ratings; every holding of the
+    product moves to the latest rating; each holder who bought before it took effect and
+    whose tolerance it exceeds gets a review naming every holding that no longer fits."""
+    rating = _rating(event)
+    if rating is None or event.product_id is None:
         return
-    payload = parse_payload(event.type, event.data, stored=True)  # its reason is sealed
-    assert isinstance(payload, ProductRerated)
-    rows = await conn.fetch(
-        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
-        event.product_id,
-        payload.risk.value,
-    )
-    at = max(event.occurred_at, payload.effective_at)
-    for client_id in sorted({r["client_id"] for r in rows}):
-        await lock_client(conn, client_id, client_lock_class)
-        facts = await read_models.fetch_client(conn, client_id)
+    await uow.holdings.record_rating(event.product_id, rating)
+    latest = latest_rating(await uow.holdings.ratings_of(event.product_id))
+    assert latest is not None  # this one at least
+    holders = await uow.holdings.rerate(event.product_id, latest.risk.value)
+    held_before = {client_id for client_id, since in holders if since < rating.effective_at}
+    for client_id in sorted(held_before):  # in one order: no two writers deadlock
+        await uow.lock_client(client_id)
+        facts = await uow.clients.get(client_id)
         if facts is None or facts.risk_tolerance is None:
             continue
-        tolerance = RiskTolerance(facts.risk_tolerance)
-        product_ids = not_fitting(await holdings_of(conn, client_id), tolerance)
-        if event.product_id not in product_ids:
-            continue  # the re-rated product still fits this holder
         client = ClientContext(
             client_id=client_id,
             rm_id=facts.rm_id,
             stage=LifecycleStage(facts.lifecycle_stage),
             branch_id=facts.branch_id,
+            risk_level=facts.risk_level,
         )
-        before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
-        commands = suitability_review(
+        before = {t.id: t for t in await uow.tasks.open_of(client_id)}
+        commands = review_on_rating(
             client,
-            cause_event_id=event.event_id,
-            at=at,
-            product_ids=product_ids,
+            product_id=event.product_id,
+            rating=rating,
+            holdings=await uow.holdings.of_client(client_id),
+            tolerance=RiskTolerance(facts.risk_tolerance),
             open_tasks=before.values(),
             policy=policy,
         )
-        await save(conn, before, apply_commands(before, commands))
+        await save(uow, before, apply_commands(before, commands))

@@ -19,14 +19,13 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from branchline_followup.adapters import read_models
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
-from branchline_followup.domain.tasks import new_task, task_id_for
+from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
+from branchline_followup.domain.tasks import task_id_for
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent
-from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import PgConnection
 
 TASK_CREATED = EventType.FOLLOWUP_TASK_CREATED.value
 TASK_CREATED_NAMESPACE = uuid.UUID("0f3b8e52-6a41-5d7c-9e28-b1c4d7a9e305")
@@ -44,74 +43,47 @@ def _stream(task_id: uuid.UUID) -> str:
 
 
 async def recorded_creations(
-    conn: PgConnection, source_event_ids: Iterable[uuid.UUID]
+    uow: FollowupUnitOfWork,
+    source_event_ids: Iterable[uuid.UUID],
+    task_ids: Iterable[uuid.UUID] = (),
 ) -> dict[uuid.UUID, RecordedEvent]:
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
-    events ``source_event_ids`` made due (looked up by key: task ids derive from the source
-    event and the kind)."""
+    events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
+    derive from the source event and the kind, a D-15 review's also from its client)."""
     by_event = {
         task_created_event_id(task_id_for(source, kind)): task_id_for(source, kind)
         for source in set(source_event_ids)
         for kind in TaskKind
     }
+    by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
-    rows = await conn.fetch(
-        "SELECT event_id, envelope FROM es_events WHERE event_id = ANY($1::uuid[])",
-        list(by_event),
-    )
-    return {by_event[r["event_id"]]: RecordedEvent.model_validate(r["envelope"]) for r in rows}
+    found = await uow.events.find(list(by_event))
+    return {by_event[event_id]: stored.event for event_id, stored in found.items()}
 
 
-def _decision(task: FollowupTask) -> tuple[uuid.UUID, datetime]:
-    """Tasks created by one decision share their source event and their opening instant."""
-    return task.source_event_id, task.opened_at
+def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
+    """Tasks created by one decision share their source event, their client and their
+    opening instant (one re-rating decides for each holder apart, D-15)."""
+    return task.source_event_id, task.client_id, task.opened_at
 
 
 def task_from_record(creation: RecordedEvent) -> FollowupTask:
     """The task a recorded creation states (when today's rules would not create it)."""
-    data = creation.data
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
-    return new_task(
-        kind=TaskKind(str(data["kind"])),
-        source_event_id=uuid.UUID(str(data["source_event_id"])),
+    return task_from_creation(
+        creation.data,
         client_id=creation.client_id,
         branch_id=creation.branch_id,
-        assignee=str(data["assignee"]),
-        subject=str(data.get("subject_id") or "client"),
         opened_at=creation.occurred_at,
-        due_at=datetime.fromisoformat(str(data["due_at"])),
-        deadline_profile=str(data.get("profile") or "default"),
-    )
-
-
-def replayed(task: FollowupTask, creation: RecordedEvent) -> FollowupTask:
-    """``task`` with the deadline, assignee and profile its recorded creation states."""
-    data = creation.data
-    return task.model_copy(
-        update={
-            "due_at": datetime.fromisoformat(str(data["due_at"])),
-            "assignee": str(data["assignee"]),
-            "deadline_profile": str(data.get("profile") or task.deadline_profile),
-        }
     )
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
-    data = parse_payload(
-        TASK_CREATED,
-        {
-            "task_id": str(task.id),
-            "kind": task.kind.value,
-            "assignee": task.assignee,
-            "due_at": task.due_at.isoformat(),
-            "rule": task.rule.value,
-            "source_event_id": str(task.source_event_id),
-            "subject_id": task.subject,
-            "profile": task.deadline_profile,
-        },
-    ).model_dump(mode="json", exclude_none=True)
+    data = parse_payload(TASK_CREATED, creation_record(task)).model_dump(
+        mode="json", exclude_none=True
+    )
     return RecordedEvent(
         event_id=task_created_event_id(task.id),
         type=TASK_CREATED,
@@ -130,7 +102,7 @@ def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) ->
 
 
 async def settle_created_tasks(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     created: Mapping[uuid.UUID, FollowupTask],
     *,
     topic: str | None,
@@ -144,13 +116,13 @@ async def settle_created_tasks(
     events marked applied (their Kafka copies then change nothing)."""
     if not created:
         return {}, set()
-    recorded = await recorded_creations(conn, {t.source_event_id for t in created.values()})
+    recorded = await recorded_creations(uow, {t.source_event_id for t in created.values()}, created)
     decided = {_decision(task_from_record(e)) for e in recorded.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
         if task_id in recorded:
-            settled[task_id] = replayed(task, recorded[task_id])
+            settled[task_id] = replayed(task, recorded[task_id].data)
         elif _decision(task) in decided:
             dropped.add(task_id)
         else:
@@ -159,22 +131,17 @@ async def settle_created_tasks(
     for task_id, creation in recorded.items():
         task = task_from_record(creation)
         restore = task_id not in created and _decision(task) in decisions
-        if restore and await read_models.fetch_task(conn, task_id) is None:
+        if restore and await uow.tasks.get(task_id) is None:
             settled[task_id] = task
     fresh = [t for task_id, t in settled.items() if task_id not in recorded]
     if topic is None or not fresh:
         return settled, dropped
-    uow = PostgresUnitOfWork(conn)
-    versions = await uow.lock_streams([_stream(t.id) for t in fresh])
+    versions = await uow.events.lock_streams([_stream(t.id) for t in fresh])
     now = datetime.now(UTC)
     events = [
         creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
     ]
-    for event in events:
-        uow.stage(event, topic=topic, submission_hash=None)
-    stored = await uow.commit()
+    stored = await uow.events.append(events, topic=topic)
     for event, position in zip(events, stored, strict=True):
-        await read_models.mark_applied(
-            conn, event, SourcePosition(SOURCE, position.global_position)
-        )
+        await uow.mark_applied(event, SourcePosition(SOURCE, position.global_position))
     return settled, dropped

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.service_loop import (
     StatisticsSelection,
     UnknownProfile,
@@ -16,6 +17,7 @@ from branchline_followup.application.service_loop import (
 from branchline_followup.domain.jurisdictions import statistics_quarter
 from branchline_followup.domain.statistics import StatisticsReport, report_csv
 from branchline_followup.entrypoints.http_deps import ContextDep
+from branchline_followup.entrypoints.problems import problem_of
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
 
@@ -67,13 +69,13 @@ async def get_complaint_statistics(
         raise _invalid("from", "must be before to")
     try:
         report = await statistics(
-            ctx.pool,
+            PostgresPageReads(ctx.pool),
             StatisticsSelection(profile=profile, start=period_from, end=period_to),
             now=now,
             policy=policy,
         )
     except UnknownProfile as exc:
-        raise _invalid("profile", f"unknown profile; known: {', '.join(exc.known)}") from None
+        raise problem_of(exc) from None
     if format == "csv":
         return PlainTextResponse(report_csv(report), media_type="text/csv")
     return report

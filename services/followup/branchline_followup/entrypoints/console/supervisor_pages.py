@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from branchline_followup.adapters.console_queries import BoardRow, team_board
 from branchline_followup.adapters.console_refusals import RefusalSelection, refusals
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.actions import TaskRefused, reassign_task
 from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
@@ -145,7 +146,9 @@ async def _report(
     selection = QualitySelection(
         branch_id=branch_id or None, rm_id=rm_id or None, start=begin, end=stop
     )
-    report = await quality(ctx.pool, selection, now=now, policy=ctx.projection.policy)
+    report = await quality(
+        PostgresPageReads(ctx.pool), selection, now=now, policy=ctx.projection.policy
+    )
     return selection, report, now
 
 
@@ -222,6 +225,11 @@ def quality_rows(selection: QualitySelection, report: QualityReport) -> list[lis
         add("revisit_completion", key, value)
     for key, value in report.retention.model_dump().items():
         add("retention", key, value)
+    if report.training is not None:
+        add("training", "required_hours", report.training.required_hours)
+        add("training", "short", report.training.short)
+        for s in report.training.shortfalls:
+            add("training", f"{spreadsheet_safe(s.staff_id)}.missing", s.missing)
     return rows
 
 

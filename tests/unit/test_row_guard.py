@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from branchline_followup.adapters.row_guard import (
+from branchline_followup.domain import FollowupTask
+from branchline_shared.postgres.row_guard import (
     UNREADABLE,
     UNREADABLE_ROWS,
     decode_rows,
     readable,
     select_list,
 )
-from branchline_followup.domain import FollowupTask
 
 pytestmark = pytest.mark.unit
 

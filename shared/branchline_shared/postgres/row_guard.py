@@ -1,5 +1,5 @@
-"""Poison stays local on the read side (issue 9): one client's bad stored row never makes the
-work list, a client 360 or the quality measures fail for everybody.
+"""Poison stays local on the read side (issue 9): one client's bad stored row never makes a
+whole answer fail (followup's work list, client 360 and quality measures read through it).
 
 A row can be bad in two ways, and each is caught where it would break:
 
@@ -11,7 +11,7 @@ A row can be bad in two ways, and each is caught where it would break:
   sealed value): :func:`decode_rows` decodes row by row and skips the row that fails.
 
 A skipped row is logged (the query's name and the kind of problem: never a value of the row,
-which may be personal) and counted in ``branchline_followup_unreadable_rows_total{query}``,
+which may be personal) and counted in ``branchline_unreadable_rows_total{query}``,
 so an operator finds it and repairs or replays it; every other row is answered as usual.
 """
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UNREADABLE_ROWS = Counter(
-    "branchline_followup_unreadable_rows_total",
+    "branchline_unreadable_rows_total",
     "Stored rows a read skipped because they cannot be decoded (issue 9: poison stays local)",
     ["query"],
 )
