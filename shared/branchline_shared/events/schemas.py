@@ -38,6 +38,7 @@ from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     PAYLOAD_MODELS,
     PERSONAL_FIELDS,
+    EventType,
 )
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -201,7 +202,7 @@ class TopicsLike(Protocol):
 
 
 _FOLLOWUP_TOPIC_TYPES = frozenset(
-    {"client.personal_data_accessed", "client.personal_data_shredded"}
+    {EventType.CLIENT_PERSONAL_DATA_ACCESSED.value, EventType.CLIENT_PERSONAL_DATA_SHREDDED.value}
 )
 _KAFKA_BINDING = "0.5.0"
 _ID_PATTERN = r"^[A-Za-z0-9._:@\-]+$"
