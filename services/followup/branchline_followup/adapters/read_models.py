@@ -14,7 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 from branchline_followup.domain import DurableTimer, FollowupTask, LifecycleFacts
+from branchline_shared.events.catalogue import ComplaintEvent, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -391,7 +393,7 @@ async def record_visit(
         f"rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id)"
         + (f", {assignments}" if assignments else ""),
         event.client_id,
-        str(event.data["visit_id"]),
+        payload_as(event, VisitEvent).visit_id,
         event.branch_id,
         rm_id,
         *values,
@@ -443,7 +445,7 @@ async def record_complaint_received(
            SET severity = EXCLUDED.severity, topic = EXCLUDED.topic
         """,
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         event.branch_id,
         rm_id,
         severity,
@@ -470,7 +472,7 @@ async def record_complaint_step(
         f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values
         "WHERE client_id = $1 AND complaint_id = $2",
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         status,
         *[columns[n] for n in names],
     )

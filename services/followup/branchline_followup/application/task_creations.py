@@ -22,8 +22,14 @@ from datetime import UTC, datetime
 from branchline_followup.adapters import read_models
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.tasks import new_task, task_id_for
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType, parse_payload
+from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
+    EventType,
+    FollowupTaskCreated,
+    parse_payload,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
@@ -70,30 +76,32 @@ def _decision(task: FollowupTask) -> tuple[uuid.UUID, datetime]:
 
 def task_from_record(creation: RecordedEvent) -> FollowupTask:
     """The task a recorded creation states (when today's rules would not create it)."""
-    data = creation.data
+    created = payload_as(creation, FollowupTaskCreated)
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
+    if created.source_event_id is None:  # the rules always record the event they followed
+        raise ValueError(f"followup.task_created {creation.event_id} names no source event")
     return new_task(
-        kind=TaskKind(str(data["kind"])),
-        source_event_id=uuid.UUID(str(data["source_event_id"])),
+        kind=TaskKind(created.kind),
+        source_event_id=created.source_event_id,
         client_id=creation.client_id,
         branch_id=creation.branch_id,
-        assignee=str(data["assignee"]),
-        subject=str(data.get("subject_id") or "client"),
+        assignee=created.assignee,
+        subject=created.subject_id or "client",
         opened_at=creation.occurred_at,
-        due_at=datetime.fromisoformat(str(data["due_at"])),
-        deadline_profile=str(data.get("profile") or "default"),
+        due_at=created.due_at,
+        deadline_profile=created.profile or "default",
     )
 
 
 def replayed(task: FollowupTask, creation: RecordedEvent) -> FollowupTask:
     """``task`` with the deadline, assignee and profile its recorded creation states."""
-    data = creation.data
+    created = payload_as(creation, FollowupTaskCreated)
     return task.model_copy(
         update={
-            "due_at": datetime.fromisoformat(str(data["due_at"])),
-            "assignee": str(data["assignee"]),
-            "deadline_profile": str(data.get("profile") or task.deadline_profile),
+            "due_at": created.due_at,
+            "assignee": created.assignee,
+            "deadline_profile": created.profile or task.deadline_profile,
         }
     )
 
