@@ -31,8 +31,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from branchline_cli.example_journey import EXAMPLE_JOURNEY, EXAMPLE_SHELF, JourneyStep
 from branchline_shared.events.catalogue import SUPERVISOR_EVENT_TYPES, SYSTEM_EVENT_TYPES
-from branchline_shared.events.examples import EXAMPLE_JOURNEY, EXAMPLE_SHELF, JourneyStep
 
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -338,7 +338,7 @@ def loadgen_command(
     ] = 0.2,
 ) -> None:
     """Send realistic client journeys to intake at a steady rate; count what was answered 202."""
-    from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
+    from branchline_cli.example_journey import EXAMPLE_ADMIN_ID
     from branchline_shared.http.auth import Role
     from branchline_shared.http.token_keys import token_codec
     from branchline_shared.settings import BranchlineSettings

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from branchline_shared.events.schemas import SchemaProblem, check_schema_files, schema_files
+from branchline_cli.schema_tooling.check import SchemaProblem, check_schema_files
+from branchline_cli.schema_tooling.files import schema_files
 from branchline_shared.events.upcasting import UPCASTERS
 from branchline_shared.kafka.topics import Topics, declare_topics
 from branchline_shared.settings import BranchlineSettings

@@ -37,13 +37,13 @@ from branchline_cli.loadgen import LoadGenerator, LoadResult
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import rebuild
 from branchline_shared.clock import SystemClock
-from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
 from branchline_shared.http.auth import Role
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.dead_letter_log import read_dead_letters
 from branchline_shared.kafka.topics import declare_topics
 from tests.chaos.harness import ChaosStack, chaos_stack
 from tests.integration.followup.harness import snapshot
+from tests.support.examples import EXAMPLE_ADMIN_ID
 
 DEFAULT_SEED = 20261203
 

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from branchline_intake.application.group_commit import GroupCommitter
-from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.bootstrap import create_app
 from branchline_shared.events.envelope import Actor, SubmittedEvent
@@ -132,7 +132,7 @@ async def test_a_refused_item_never_aborts_the_others_in_its_group(
     assert isinstance(refused_twice, Refused)
     assert refused_twice.rule == "D-09"
     assert isinstance(refused_stale, Refused)
-    assert refused_stale.kind == "version-conflict"
+    assert refused_stale.reason is Refusal.VERSION_CONFLICT
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     assert len(accepted) == 10
     stored = await stored_ids(settings)

@@ -18,9 +18,9 @@ from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.bootstrap import create_app
 from branchline_intake.domain import RecordedDecider
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
-from branchline_shared.events.examples import example_data
 from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresUnitOfWork
 from branchline_shared.settings import BranchlineSettings
+from tests.support.examples import example_data
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

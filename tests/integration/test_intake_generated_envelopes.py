@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from branchline_audit.domain.verification import LedgerAuditor
 from branchline_intake.bootstrap import create_app
-from branchline_shared.events.examples import EXAMPLE_PAYLOADS
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
+from tests.support.examples import EXAMPLE_PAYLOADS
 from tests.support.stack import eventually, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -18,16 +18,16 @@ from branchline_shared.events.catalogue import (
     SUPERVISOR_EVENT_TYPES,
     SYSTEM_EVENT_TYPES,
 )
-from branchline_shared.events.examples import (
+from branchline_shared.http.auth import Role
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.support.consumers import audit_consumer
+from tests.support.examples import (
     EXAMPLE_JOURNEY,
     EXAMPLE_SHELF,
     example_data,
     submission,
 )
-from branchline_shared.http.auth import Role
-from branchline_shared.settings import BranchlineSettings
-from tests.conftest import TokenFactory
-from tests.support.consumers import audit_consumer
 from tests.support.stack import eventually, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -7,10 +7,10 @@ import pytest
 
 from branchline_cli.loadgen import LoadGenerator, branch_steps
 from branchline_intake.bootstrap import create_app
-from branchline_shared.events.examples import EXAMPLE_ADMIN_ID
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
+from tests.support.examples import EXAMPLE_ADMIN_ID
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

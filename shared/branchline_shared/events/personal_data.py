@@ -15,6 +15,10 @@ from branchline_shared.events.catalogue import PERSONAL_FIELDS
 
 REDACTED = "[redacted]"
 """What a withheld personal value is replaced with."""
+RESTRICTED = "[restricted]"
+"""What replaces the personal values of a client who asked for erasure (D-04)."""
+SHREDDED = "[shredded]"
+"""What replaces the personal values of a client whose key is destroyed (D-04)."""
 
 _MAX_KEY_LENGTH = 64
 
@@ -34,16 +38,28 @@ def redact_personal(event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return mask_personal(event_type, data, REDACTED)
 
 
-def mask_personal(event_type: str, data: Mapping[str, Any], marker: str) -> dict[str, Any]:
-    """:func:`redact_personal` with another marker (``[restricted]``, ``[shredded]``: D-04)."""
+def mask_personal(
+    event_type: str,
+    data: Mapping[str, Any],
+    marker: str,
+    *,
+    unknown_type_keeps_keys: bool = False,
+) -> dict[str, Any]:
+    """:func:`redact_personal` with another marker (:data:`RESTRICTED`, :data:`SHREDDED`:
+    D-04). The one masking of personal values: intake's reads and audit's views use it.
+
+    For a type the catalogue lacks no value can be called safe: every value is withheld, and
+    with ``unknown_type_keeps_keys`` (the audit trail, where the entry stays visible) its
+    top-level keys are shown with the marker, otherwise nothing is kept."""
     paths = personal_paths(event_type)
     if paths is None:
-        return {}
+        return {key: marker for key in data} if unknown_type_keeps_keys else {}
     return map_personal(data, paths, lambda value, _path: _mask(value, marker))
 
 
 def _mask(value: object, marker: str) -> object:
     if isinstance(value, Mapping):
+        # Keys of an object of personal fields say *that* a phone was given, not which.
         return {
             key: marker for key in value if isinstance(key, str) and len(key) <= _MAX_KEY_LENGTH
         }

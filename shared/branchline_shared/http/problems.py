@@ -5,8 +5,6 @@ request, ``rule``; validation errors list the offending fields."""
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -14,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from branchline_shared.field_issues import field_issues
 
 log = logging.getLogger(__name__)
 
@@ -70,49 +70,9 @@ def problem_response(problem: Problem) -> JSONResponse:
     )
 
 
-def printable_field(name: str, limit: int = 200) -> str:
-    """A field path as a problem may show it: a key sent with control characters or a lone
-    surrogate is escaped (it could not even be encoded as UTF-8), and long ones are cut."""
-    shown = "".join(
-        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else f"\\u{ord(c):04x}"
-        for c in name
-    )
-    return shown if len(shown) <= limit else shown[:limit] + "..."
-
-
 def field_errors(errors: Any) -> list[dict[str, Any]]:
-    """pydantic errors as ``[{field, message, type}]`` with dotted field paths.
-
-    Never echoes what the caller sent (D-04: a refused value may be personal data): pydantic's
-    ``input`` is dropped, a refused object key (the caller's text) is named ``<key>``, and a
-    message quoting the input is replaced by one that does not."""
-    out: list[dict[str, Any]] = []
-    for err in errors:
-        loc = [p for p in err.get("loc", ()) if p not in ("body",)]
-        parts = [
-            "<key>" if i + 1 < len(loc) and loc[i + 1] == "[key]" else str(p)
-            for i, p in enumerate(loc)
-            if p != "[key]"
-        ]
-        out.append(
-            {
-                "field": printable_field(".".join(parts)) or "body",
-                "message": printable_field(_message_without_input(err), 500),
-                "type": err.get("type", ""),
-            }
-        )
-    return out
-
-
-_QUOTED = re.compile(r"`[^`]*`")
-
-
-def _message_without_input(err: Mapping[str, Any]) -> str:
-    message = _QUOTED.sub("`…`", str(err.get("msg", "")))  # e.g. "found `W` at 0" (uuid)
-    sent = err.get("input")
-    if isinstance(sent, str) and len(sent) >= 3 and sent in message:
-        return f"invalid value ({err.get('type', 'value_error')})"
-    return message
+    """pydantic errors as ``[{field, message, type}]`` (see :func:`field_issues`)."""
+    return [issue.as_dict() for issue in field_issues(errors)]
 
 
 def validation_problem(errors: list[dict[str, Any]], detail: str | None = None) -> Problem:

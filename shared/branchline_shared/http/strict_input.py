@@ -38,7 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import bad_text_character, bad_token_character
-from branchline_shared.http.problems import PROBLEM_JSON, printable_field, validation_problem
+from branchline_shared.field_issues import printable_field
+from branchline_shared.http.problems import PROBLEM_JSON, validation_problem
 
 __all__ = [
     "MAX_DEPTH",

@@ -11,7 +11,12 @@ import pytest
 
 from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
 from branchline_audit.application.context import AuditContext
-from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
+from branchline_audit.application.proofs import (
+    ProofRefusal,
+    ProofRefused,
+    consistency,
+    inclusion,
+)
 from branchline_audit.domain.merkle import (
     leaf_hash,
     root,
@@ -129,13 +134,13 @@ async def test_refusals(settings: BranchlineSettings) -> None:
         await checkpoint_now(audit)
         with pytest.raises(ProofRefused) as unknown:
             await inclusion(audit, 21)
-        assert unknown.value.status == 404
+        assert unknown.value.reason is ProofRefusal.UNKNOWN_POSITION
         with pytest.raises(ProofRefused) as backwards:
             await consistency(audit, 20, 10)
-        assert backwards.value.status == 422
+        assert backwards.value.reason is ProofRefusal.SIZES_OUT_OF_ORDER
         with pytest.raises(ProofRefused) as missing:
             await consistency(audit, 10, 20)
-        assert missing.value.status == 404
+        assert missing.value.reason is ProofRefusal.UNKNOWN_CHECKPOINT
         assert await consistency(audit, 0, 20) == []
 
 

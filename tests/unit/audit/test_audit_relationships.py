@@ -11,6 +11,7 @@ from branchline_audit.domain.relationships import (
     ACCOUNT_REOPENED,
     HOLD_LIFTED,
     HOLD_PLACED,
+    HoldRefusal,
     HoldRefused,
     LedgerFact,
     held_clients,
@@ -91,7 +92,7 @@ def test_hold_entries_name_who_and_why_and_refuse_nonsense() -> None:
             case_reference=None,
             holds=holds,
         )
-    assert twice.value.status == 409
+    assert twice.value.reason is HoldRefusal.ALREADY_STANDS
     lifted = hold_lifted_event(
         now=T, actor_id="a", actor_role="admin", hold_id="H-1", reason="matter_closed", holds=holds
     )
@@ -100,4 +101,4 @@ def test_hold_entries_name_who_and_why_and_refuse_nonsense() -> None:
         hold_lifted_event(
             now=T, actor_id="a", actor_role="admin", hold_id="H-9", reason="other", holds=holds
         )
-    assert unknown.value.status == 404
+    assert unknown.value.reason is HoldRefusal.NOT_STANDING

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from tests.support.examples import EXAMPLE_PAYLOADS, example_data
 
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.examples import EXAMPLE_PAYLOADS, example_data
 
 pytestmark = pytest.mark.unit
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from branchline_shared.events.catalogue import PAYLOAD_MODELS, parse_payload
-from branchline_shared.events.envelope import SubmittedEvent
-from branchline_shared.events.examples import (
+from tests.support.examples import (
     EXAMPLE_CLIENT_ID,
     EXAMPLE_JOURNEY,
     EXAMPLE_PAYLOADS,
@@ -14,6 +11,9 @@ from branchline_shared.events.examples import (
     example_data,
     submission,
 )
+
+from branchline_shared.events.catalogue import PAYLOAD_MODELS, parse_payload
+from branchline_shared.events.envelope import SubmittedEvent
 
 pytestmark = pytest.mark.unit
 

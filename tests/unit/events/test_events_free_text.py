@@ -20,6 +20,7 @@ from typing import Annotated, Any, Union
 import pytest
 from pydantic import AwareDatetime, BaseModel, StringConstraints
 from pydantic.functional_validators import AfterValidator
+from tests.support.examples import example_data
 
 from branchline_shared.crypto.sealing import DataKey, is_sealed, map_personal, seal_paths
 from branchline_shared.events.bounded import clean_token
@@ -30,7 +31,6 @@ from branchline_shared.events.catalogue import (
     parse_payload,
 )
 from branchline_shared.events.envelope import Subject
-from branchline_shared.events.examples import example_data
 
 pytestmark = pytest.mark.unit
 

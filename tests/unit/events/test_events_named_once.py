@@ -30,8 +30,8 @@ SCANNED = ("services", "cli", "shared/branchline_shared")
 NAMING_PLACES = {
     # the one place each type string is written
     Path("shared/branchline_shared/events/catalogue/event_types.py"),
-    # example payloads, keyed by type as the published documents show them
-    Path("shared/branchline_shared/events/examples.py"),
+    # the example journey, keyed by type as the published documents show them
+    Path("cli/branchline_cli/example_journey.py"),
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.support.examples import example_data
 
 from branchline_shared.events.catalogue import PERSONAL_FIELDS
-from branchline_shared.events.examples import example_data
 from branchline_shared.events.personal_data import REDACTED, personal_paths, redact_personal
 
 pytestmark = pytest.mark.unit

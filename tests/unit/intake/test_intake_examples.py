@@ -6,13 +6,13 @@ import uuid
 from datetime import datetime
 
 import pytest
+from tests.support.examples import EXAMPLE_JOURNEY, EXAMPLE_SHELF, JourneyStep
 
 from branchline_intake.domain import Accepted, ClientState, DomainEvent, decide, rebuild
 from branchline_intake.domain.related import Related
 from branchline_intake.domain.shelf import rebuild_shelf_product
 from branchline_intake.domain.staff import rebuild_staff_member
 from branchline_shared.events.catalogue import ProductSold, parse_payload
-from branchline_shared.events.examples import EXAMPLE_JOURNEY, EXAMPLE_SHELF, JourneyStep
 
 
 def _event(number: int, step: JourneyStep) -> DomainEvent:

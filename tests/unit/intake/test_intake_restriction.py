@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from branchline_intake.application.outcomes import Accepted, Refused
+from branchline_intake.application.outcomes import Accepted, Refusal, Refused
 from branchline_intake.application.privacy import readable, register_restrictions
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore, PrivacyState
 from branchline_shared.events.envelope import Actor, RecordedEvent
@@ -48,7 +48,7 @@ async def test_only_an_accepted_erasure_request_restricts() -> None:
     await register_restrictions(
         keys,
         [erased, refused, other],
-        [accepted(erased), Refused(409, "t", "d", kind="rule-violation"), accepted(other)],
+        [accepted(erased), Refused(Refusal.RULE_VIOLATION, "d", rule="D-04"), accepted(other)],
     )
     assert await keys.states(["C-1", "C-2", "C-3"]) == {
         "C-1": PrivacyState.RESTRICTED,

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from tests.support.examples import EXAMPLE_PAYLOADS
 from typer.testing import CliRunner
 
 from branchline_cli.main import app
@@ -23,19 +24,12 @@ from branchline_cli.schema_commands import (
     read_committed,
     schema_problems,
 )
+from branchline_cli.schema_tooling.asyncapi import asyncapi_document, event_types_of_topic
+from branchline_cli.schema_tooling.check import check_schema_files
+from branchline_cli.schema_tooling.files import ASYNCAPI_PATH, INDEX_PATH, dump_json
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PAYLOAD_MODELS, PERSONAL_FIELDS
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.examples import EXAMPLE_PAYLOADS
-from branchline_shared.events.schemas import (
-    ASYNCAPI_PATH,
-    ENVELOPE_PATH,
-    INDEX_PATH,
-    asyncapi_document,
-    check_schema_files,
-    dump_json,
-    event_schema_path,
-    event_types_of_topic,
-)
+from branchline_shared.events.json_schema import ENVELOPE_PATH, event_schema_path
 from branchline_shared.events.upcasting import UPCASTERS
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from branchline_shared.events.schemas import compare_schemas, event_schema, resolve_refs
+from branchline_cli.schema_tooling.compatibility import compare_schemas, resolve_refs
+from branchline_shared.events.json_schema import event_schema
 
 pytestmark = pytest.mark.unit
 

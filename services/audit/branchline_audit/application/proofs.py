@@ -8,6 +8,7 @@ it is served: a damaged subtree cache shows up as an error here, not at the audi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from branchline_audit.application.checkpointing import latest_covering
 from branchline_audit.application.context import AuditContext
@@ -23,13 +24,23 @@ from branchline_audit.domain.subtrees import MissingTreeData, RecordingHasher
 from branchline_audit.domain.verification import StoredCheckpoint
 
 
-class ProofRefused(Exception):
-    """A proof that cannot be given: ``status`` and ``kind`` say why (problem+json)."""
+class ProofRefusal(StrEnum):
+    """Why a proof cannot be given."""
 
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    UNKNOWN_POSITION = "unknown-position"
+    UNKNOWN_CHECKPOINT = "unknown-checkpoint"
+    SIZES_OUT_OF_ORDER = "sizes-out-of-order"
+    """A consistency proof from a larger tree to a smaller one."""
+    LEDGER_INTEGRITY = "ledger-integrity"
+    """The stored tree does not lead to the signed root: the ledger was altered."""
+
+
+class ProofRefused(Exception):
+    """A proof that cannot be given: ``reason`` says why, ``detail`` in words."""
+
+    def __init__(self, reason: ProofRefusal, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
-        self.kind = kind
+        self.reason = reason
         self.detail = detail
 
 
@@ -46,7 +57,7 @@ async def inclusion(audit: AuditContext, position: int) -> InclusionProof:
     if stored is None:
         size = await audit.ledger.size()
         raise ProofRefused(
-            404, "unknown-position", f"no ledger entry at position {position} (size {size})"
+            ProofRefusal.UNKNOWN_POSITION, f"no ledger entry at position {position} (size {size})"
         )
     checkpoint = await latest_covering(audit, position)
     index, size = position - 1, checkpoint.tree_size
@@ -55,12 +66,11 @@ async def inclusion(audit: AuditContext, position: int) -> InclusionProof:
     try:
         path = inclusion_proof(index, size, await audit.ledger.range_hasher(recorder.ranges))
     except MissingTreeData as error:
-        raise ProofRefused(500, "ledger-integrity", str(error)) from None
+        raise ProofRefused(ProofRefusal.LEDGER_INTEGRITY, str(error)) from None
     leaf = leaf_hash(stored.entry.hash)
     if not verify_inclusion(index, size, leaf, path, checkpoint.root_hash):
         raise ProofRefused(
-            500,
-            "ledger-integrity",
+            ProofRefusal.LEDGER_INTEGRITY,
             f"the proof for position {position} does not lead to the signed root: the ledger "
             "was altered; run GET /v1/audit/verify",
         )
@@ -70,8 +80,7 @@ async def inclusion(audit: AuditContext, position: int) -> InclusionProof:
 async def consistency(audit: AuditContext, first: int, second: int) -> list[bytes]:
     if first > second:
         raise ProofRefused(
-            422,
-            "validation",
+            ProofRefusal.SIZES_OUT_OF_ORDER,
             f"the first tree size ({first}) must not exceed the second ({second})",
         )
     old = await _checkpoint(audit, first)
@@ -81,11 +90,10 @@ async def consistency(audit: AuditContext, first: int, second: int) -> list[byte
     try:
         proof = consistency_proof(first, second, await audit.ledger.range_hasher(recorder.ranges))
     except MissingTreeData as error:
-        raise ProofRefused(500, "ledger-integrity", str(error)) from None
+        raise ProofRefused(ProofRefusal.LEDGER_INTEGRITY, str(error)) from None
     if not verify_consistency(first, second, old.root_hash, new.root_hash, proof):
         raise ProofRefused(
-            500,
-            "ledger-integrity",
+            ProofRefusal.LEDGER_INTEGRITY,
             f"checkpoints {first} and {second} are not consistent with the stored tree: the "
             "ledger was altered; run GET /v1/audit/verify",
         )
@@ -97,5 +105,7 @@ async def _checkpoint(audit: AuditContext, size: int) -> StoredCheckpoint:
         return StoredCheckpoint(tree_size=0, root_hash=EMPTY_ROOT, note="")
     checkpoint = await audit.checkpoints.at(size)
     if checkpoint is None:
-        raise ProofRefused(404, "unknown-checkpoint", f"no signed checkpoint of tree size {size}")
+        raise ProofRefused(
+            ProofRefusal.UNKNOWN_CHECKPOINT, f"no signed checkpoint of tree size {size}"
+        )
     return checkpoint

@@ -13,7 +13,8 @@ ADR-0007 writes them so; hashes are over that stored form). The views:
 - ``pruned``: the payload was dropped by retention; the envelope is all that is left.
 
 Which payload keys are personal is declared once, in the event catalogue
-(:func:`branchline_shared.events.personal_data.personal_paths`).
+(:func:`branchline_shared.events.personal_data.personal_paths`), and masked by the one
+:func:`~branchline_shared.events.personal_data.mask_personal`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from enum import StrEnum
 from typing import Any
 
 from branchline_audit.domain.records import AUDIT_TYPE_PREFIX, is_pruned_marker
-from branchline_shared.crypto.sealing import map_personal
-from branchline_shared.events.personal_data import personal_paths
+from branchline_shared.events.personal_data import (
+    REDACTED,
+    RESTRICTED,
+    SHREDDED,
+    mask_personal,
+)
 
 
 class View(StrEnum):
@@ -42,26 +47,7 @@ class ClientDataState(StrEnum):
     SHREDDED = "shredded"
 
 
-MARKERS = {
-    View.MASKED: "[redacted]",
-    View.RESTRICTED: "[restricted]",
-    View.SHREDDED: "[shredded]",
-}
-_MAX_KEY_LENGTH = 64
-
-
-def _mask(value: object, marker: str) -> object:
-    if isinstance(value, Mapping):
-        # Keys of an object of personal fields say *that* a phone was given, not which.
-        return {k: marker for k in value if isinstance(k, str) and len(k) <= _MAX_KEY_LENGTH}
-    return marker
-
-
-def _masked_data(event_type: str, data: Mapping[str, Any], marker: str) -> dict[str, Any]:
-    paths = personal_paths(event_type)
-    if paths is None:  # a type the catalogue lacks: nothing can be called safe
-        return {key: marker for key in data}
-    return map_personal(data, paths, lambda value, _path: _mask(value, marker))
+MARKERS = {View.MASKED: REDACTED, View.RESTRICTED: RESTRICTED, View.SHREDDED: SHREDDED}
 
 
 @dataclass(frozen=True)
@@ -93,7 +79,7 @@ class PersonalDataPolicy:
         data = event.get("data")
         if not isinstance(data, Mapping):
             return dict(event), View.FULL
-        masked = _masked_data(event_type, data, MARKERS[wanted])
+        masked = mask_personal(event_type, data, MARKERS[wanted], unknown_type_keeps_keys=True)
         if masked == data:
             return dict(event), View.FULL  # nothing personal in it: show it verifiable
         return {**event, "data": masked}, wanted

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
@@ -120,15 +121,22 @@ def held_clients(holds: Mapping[str, LegalHold]) -> frozenset[str]:
     return frozenset(h.client_id for h in holds.values())
 
 
+class HoldRefusal(StrEnum):
+    """Why a hold cannot be placed or lifted."""
+
+    ALREADY_STANDS = "already-stands"
+    NOT_STANDING = "not-standing"
+
+
 class HoldRefused(ValueError):
     """A hold that cannot be placed or lifted (rule D-11)."""
 
     rule = "D-11"
 
-    def __init__(self, detail: str, *, status: int = 409) -> None:
+    def __init__(self, detail: str, *, reason: HoldRefusal) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.status = status
+        self.reason = reason
 
 
 def hold_placed_event(
@@ -144,7 +152,10 @@ def hold_placed_event(
 ) -> dict[str, Any]:
     """The ``audit.legal_hold_placed`` entry; refused when ``hold_id`` already stands."""
     if hold_id in holds:
-        raise HoldRefused(f"legal hold {hold_id} already stands for {holds[hold_id].client_id}")
+        raise HoldRefused(
+            f"legal hold {hold_id} already stands for {holds[hold_id].client_id}",
+            reason=HoldRefusal.ALREADY_STANDS,
+        )
     placed = AuditLegalHoldPlaced(
         hold_id=hold_id, reason=LegalHoldReason(reason), case_reference=case_reference
     )
@@ -172,7 +183,7 @@ def hold_lifted_event(
     """The ``audit.legal_hold_lifted`` entry; refused unless ``hold_id`` stands."""
     hold = holds.get(hold_id)
     if hold is None:
-        raise HoldRefused(f"no standing legal hold {hold_id}", status=404)
+        raise HoldRefused(f"no standing legal hold {hold_id}", reason=HoldRefusal.NOT_STANDING)
     return audit_event(
         event_type=HOLD_LIFTED,
         now=now,

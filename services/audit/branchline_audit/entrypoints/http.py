@@ -25,6 +25,7 @@ from branchline_audit.application.proofs import ProofRefused, consistency, inclu
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
@@ -143,11 +144,6 @@ class PublicKey(BaseModel):
     verifier_key: str
 
 
-def _refused(error: ProofRefused) -> Problem:
-    titles = {404: "Not found", 422: "Invalid request", 500: "Ledger integrity failure"}
-    return Problem(error.status, titles.get(error.status, "Refused"), error.detail, kind=error.kind)
-
-
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
@@ -195,7 +191,7 @@ async def entry_proof(
     try:
         proof = await inclusion(audit, position)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return InclusionProofBody(
         position=position,
         leaf_index=position - 1,
@@ -239,7 +235,7 @@ async def checkpoint_consistency(
     try:
         proof = await consistency(audit, first, second)
     except ProofRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return ConsistencyBody(first=first, second=second, consistency_path=[p.hex() for p in proof])
 
 

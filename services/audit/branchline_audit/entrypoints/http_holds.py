@@ -14,10 +14,10 @@ from branchline_audit.application.holds import HoldActor, lift_hold, list_holds,
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.relationships import HoldRefused, LegalHold
 from branchline_audit.entrypoints.http import AuditDep, VerifierDep
+from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.envelope import Identifier
 from branchline_shared.events.vocabulary import LegalHoldReason, LegalHoldReleaseReason
 from branchline_shared.http.auth import Principal, Role, require_roles
-from branchline_shared.http.problems import Problem
 
 HoldKeeper = Annotated[Principal, require_roles(Role.AUDITOR, Role.ADMIN)]
 
@@ -64,11 +64,6 @@ def _view(hold: LegalHold) -> HoldView:
     return HoldView(**hold.__dict__)
 
 
-def _refused(error: HoldRefused) -> Problem:
-    title = "Not found" if error.status == 404 else "Conflict"
-    return Problem(error.status, title, error.detail, kind="legal-hold", rule=error.rule)
-
-
 @router.post(
     "/legal-holds",
     response_model=HoldChange,
@@ -90,7 +85,7 @@ async def post_hold(
             case_reference=body.case_reference,
         )
     except HoldRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return HoldChange(hold=_view(hold), position=position)
 
 
@@ -118,7 +113,7 @@ async def post_lift(
             reason=body.reason.value,
         )
     except HoldRefused as error:
-        raise _refused(error) from None
+        raise problem_of(error) from None
     return HoldChange(hold=_view(hold), position=position)
 
 

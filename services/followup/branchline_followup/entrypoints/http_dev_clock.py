@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from branchline_followup.application.clock import ClockWouldGoBackwards
 from branchline_followup.application.timers import fire_all_due
 from branchline_followup.entrypoints.http_deps import ContextDep
+from branchline_followup.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
-from branchline_shared.http.problems import Problem
 
 Admin = Annotated[Principal, require_roles(Role.ADMIN)]
 
@@ -58,13 +58,6 @@ async def move_clock(body: ClockChange, ctx: ContextDep, _: Admin) -> ClockMoved
         else:
             now = await ctx.clock.advance(timedelta(seconds=body.advance_seconds or 0))
     except ClockWouldGoBackwards as exc:
-        raise Problem(
-            422,
-            "Clock would go backwards",
-            str(exc),
-            kind="clock-backwards",
-            errors=[{"field": "set", "message": str(exc), "type": "value_error"}],
-            extra={"now": exc.now.isoformat()},
-        ) from None
+        raise problem_of(exc) from None
     fired = await fire_all_due(ctx, now)
     return ClockMoved(now=now, timers_fired=fired)

@@ -15,10 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from branchline_followup.adapters import queries
 from branchline_followup.application.actions import (
-    NotYourTask,
-    SelfGrading,
-    TaskClosed,
-    TaskNotFound,
     TaskRefused,
     complete_task,
     reassign_task,
@@ -35,6 +31,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_scope_filter,
     task_view,
 )
+from branchline_followup.entrypoints.problems import problem_of
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue import FollowupOutcome, Label, Note, SatisfactionScores
@@ -101,28 +98,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return moment, uuid.UUID(task_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise _invalid("cursor", "not a cursor this API returned") from None
-
-
-def _refusal(exc: TaskRefused) -> Problem:
-    if isinstance(exc, TaskNotFound):
-        return Problem(404, "Not found", exc.detail, kind="task-not-found")
-    if isinstance(exc, TaskClosed):
-        return Problem(
-            409, "Task closed", exc.detail, kind="task-closed", extra={"task_status": exc.status}
-        )
-    if isinstance(exc, NotYourTask):
-        # Out of scope answers as absent, so another team's task's existence does not leak.
-        return Problem(404, "Not found", f"no follow-up task {exc.task_id}", kind="task-not-found")
-    if isinstance(exc, SelfGrading):
-        return Problem(
-            403,
-            "Forbidden",
-            exc.detail,
-            kind="self-grading",
-            rule="D-10",
-            errors=[{"field": "scores", "message": exc.detail, "type": "forbidden"}],
-        )
-    return Problem(409, "Refused", exc.detail, kind="task-refused")
 
 
 @router.get("", response_model=TaskPage, summary="Follow-up tasks, ordered by deadline")
@@ -195,18 +170,8 @@ async def complete(
             client_warned=body.client_warned,
             submitted_by=submitter_of(principal),
         )
-    except TaskRefused as exc:
-        raise _refusal(exc) from None
-    except KeyDestroyed:
-        raise Problem(
-            409,
-            "Personal data destroyed",
-            "the client's personal data was destroyed (D-04): a note about them can no longer "
-            "be recorded; complete the task without one",
-            kind="personal-data-shredded",
-            rule="D-04",
-            errors=[{"field": "note", "message": "client erased", "type": "rule"}],
-        ) from None
+    except (TaskRefused, KeyDestroyed) as exc:
+        raise problem_of(exc) from None
     return await _view(ctx, task_id)
 
 
@@ -229,7 +194,7 @@ async def reassign(
             submitted_by=submitter_of(principal),
         )
     except TaskRefused as exc:
-        raise _refusal(exc) from None
+        raise problem_of(exc) from None
     return await _view(ctx, task_id)
 
 

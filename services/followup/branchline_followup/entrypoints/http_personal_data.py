@@ -11,16 +11,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from branchline_followup.application.personal_data import (
-    ClientUnknown,
     PersonalDataCopy,
-    PersonalDataRestricted,
-    PersonalDataShredded,
+    PersonalDataRefused,
     ShownValue,
     answer_access_request,
 )
 from branchline_followup.entrypoints.http_deps import ContextDep, actor_of
+from branchline_followup.entrypoints.problems import problem_of
 from branchline_shared.http.auth import Principal, Role, require_roles
-from branchline_shared.http.problems import Problem, validation_problem
+from branchline_shared.http.problems import validation_problem
 
 Admin = Annotated[Principal, require_roles(Role.ADMIN)]
 
@@ -115,24 +114,8 @@ async def get_personal_data(
         copy = await answer_access_request(
             ctx, client_id, purpose=purpose.strip(), actor=actor_of(principal)
         )
-    except ClientUnknown as refused:
-        raise Problem(404, "Not found", refused.detail, kind="client-not-found") from None
-    except PersonalDataRestricted as refused:
-        raise Problem(
-            409,
-            "Personal data restricted",
-            refused.detail,
-            kind="personal-data-restricted",
-            rule="D-04",
-        ) from None
-    except PersonalDataShredded as refused:
-        raise Problem(
-            410,
-            "Personal data destroyed",
-            refused.detail,
-            kind="personal-data-shredded",
-            rule="D-04",
-        ) from None
+    except PersonalDataRefused as refused:
+        raise problem_of(refused) from None
     return JSONResponse(
         _view(copy).model_dump(mode="json"),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},

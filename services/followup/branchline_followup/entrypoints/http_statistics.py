@@ -16,6 +16,7 @@ from branchline_followup.application.service_loop import (
 from branchline_followup.domain.jurisdictions import statistics_quarter
 from branchline_followup.domain.statistics import StatisticsReport, report_csv
 from branchline_followup.entrypoints.http_deps import ContextDep
+from branchline_followup.entrypoints.problems import problem_of
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem
 
@@ -73,7 +74,7 @@ async def get_complaint_statistics(
             policy=policy,
         )
     except UnknownProfile as exc:
-        raise _invalid("profile", f"unknown profile; known: {', '.join(exc.known)}") from None
+        raise problem_of(exc) from None
     if format == "csv":
         return PlainTextResponse(report_csv(report), media_type="text/csv")
     return report

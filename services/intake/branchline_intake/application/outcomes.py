@@ -1,11 +1,17 @@
-"""What intake answers for each submitted event."""
+"""What intake answers for each submitted event, in the domain's words.
+
+A refusal says *why* (:class:`Refusal`), never how HTTP shows it: the entrypoints map each
+reason to a status and a title through one table (``entrypoints/problems.py``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from branchline_shared.eventstore.ports import StoredPosition
+from branchline_shared.field_issues import FieldIssue
 
 
 @dataclass(frozen=True)
@@ -22,17 +28,43 @@ class Accepted:
         }
 
 
+class Refusal(StrEnum):
+    """Why an event was not accepted."""
+
+    INVALID = "validation"
+    """The payload does not fit its type's model."""
+    WRONG_SUBJECT = "wrong-subject"
+    """The envelope names another subject than the type is about."""
+    UNKNOWN_EVENT_TYPE = "unknown-event-type"
+    SYSTEM_EVENT_TYPE = "system-event-type"
+    """A type only Branchline itself emits."""
+    ACTOR_NOT_ALLOWED = "actor-not-allowed"
+    """The caller may not speak for the event's actor."""
+    CLIENT_NOT_FOUND = "client-not-found"
+    """No such client, or not the caller's (existence does not leak)."""
+    CLIENT_ERASED = "client-erased"
+    """The client's key is destroyed (D-04)."""
+    IDEMPOTENCY_CONFLICT = "idempotency-conflict"
+    """The event id was used for a different event."""
+    VERSION_CONFLICT = "version-conflict"
+    """The stream is not at the expected version."""
+    RULE_VIOLATION = "rule-violation"
+    """A rule of docs/rules.md refused the event (``rule``, ``rule_title``)."""
+
+
 @dataclass(frozen=True)
 class Refused:
-    """A problem+json answer for one event (RFC 9457), ``rule`` when the standard refused it."""
+    """One event not accepted: why, in words for the sender, and which fields."""
 
-    status: int
-    title: str
+    reason: Refusal
     detail: str
-    kind: str
     rule: str | None = None
-    errors: list[dict[str, Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The rule id (D-NN) when a rule of docs/rules.md refused the event."""
+    rule_title: str | None = None
+    """The refusing rule's own short title."""
+    issues: tuple[FieldIssue, ...] | None = None
+    current_version: int | None = None
+    """For a version conflict: the version the stream is at."""
 
 
 Outcome = Accepted | Refused

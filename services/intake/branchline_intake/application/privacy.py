@@ -14,10 +14,10 @@ from branchline_intake.application.outcomes import Accepted, Outcome
 from branchline_shared.crypto.keystore import ClientKeyStore, PrivacyState
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.personal_data import mask_personal
+from branchline_shared.events.personal_data import RESTRICTED, SHREDDED, mask_personal
 
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
-MARKERS = {PrivacyState.RESTRICTED: "[restricted]", PrivacyState.SHREDDED: "[shredded]"}
+MARKERS = {PrivacyState.RESTRICTED: RESTRICTED, PrivacyState.SHREDDED: SHREDDED}
 
 
 async def register_restrictions(

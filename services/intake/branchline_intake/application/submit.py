@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
-from branchline_intake.application.outcomes import Accepted, Outcome, Refused
+from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
 from branchline_intake.application.privacy import register_restrictions
 from branchline_intake.domain import RuleViolation, refusal_payload
 from branchline_shared.access.scope import StaffDirectory, sees_client
@@ -51,7 +51,7 @@ from branchline_shared.eventstore.ports import (
     StoredPosition,
     UnitOfWork,
 )
-from branchline_shared.http.problems import field_errors
+from branchline_shared.field_issues import FieldIssue, field_issues
 
 SOURCE = "intake"
 REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
@@ -119,17 +119,9 @@ async def submit_events(
         checked = _validate_payload(item)
         if not isinstance(checked, Refused) and item.type in SYSTEM_EVENT_TYPES:
             checked = Refused(
-                422,
-                "Not a branch event",
+                Refusal.SYSTEM_EVENT_TYPE,
                 f"{item.type!r} is emitted by Branchline itself",
-                kind="system-event-type",
-                errors=[
-                    {
-                        "field": "type",
-                        "message": "emitted by Branchline itself",
-                        "type": "forbidden",
-                    }
-                ],
+                issues=(FieldIssue("type", "emitted by Branchline itself", "forbidden"),),
             )
         if not isinstance(checked, Refused) and submitter is not None:
             checked = _speaking_checked(submitter, item) or checked
@@ -140,9 +132,7 @@ async def submit_events(
         try:
             await _fetch_key(ctx, item.type, item.client_id, data, keys)
         except KeyDestroyed as erased:
-            outcomes[index] = Refused(
-                409, "Client erased", str(erased), kind="rule-violation", rule="D-04"
-            )
+            outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
             continue
         candidates.append(
             _Candidate(
@@ -181,11 +171,9 @@ def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | N
     if refused is None:
         return None
     return Refused(
-        403,
-        "Not allowed to speak for this actor",
+        Refusal.ACTOR_NOT_ALLOWED,
         refused.detail,
-        kind="actor-not-allowed",
-        errors=[{"field": refused.field, "message": refused.detail, "type": "forbidden"}],
+        issues=(FieldIssue(refused.field, refused.detail, "forbidden"),),
     )
 
 
@@ -212,7 +200,7 @@ async def _outside_scope(
             owners[client] = _registering_rm(cand.event)
         if not sees_client(submitter, ctx.staff, rm_id=owners[client]):
             refused[cand.index] = Refused(
-                404, "Not found", f"no client {client!r} of yours", kind="client-not-found"
+                Refusal.CLIENT_NOT_FOUND, f"no client {client!r} of yours"
             )
     return refused
 
@@ -235,36 +223,28 @@ def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
     expected = SUBJECT_OF.get(item.type)
     if expected is not None and item.subject is not expected:
         return Refused(
-            422,
-            "Wrong subject",
+            Refusal.WRONG_SUBJECT,
             f"{item.type!r} is about a {expected.value}: name it in {expected.field}",
-            kind="validation",
-            errors=[
-                {
-                    "field": expected.field,
-                    "message": f"{item.type} names its subject in {expected.field}",
-                    "type": "missing",
-                }
-            ],
+            issues=(
+                FieldIssue(
+                    expected.field, f"{item.type} names its subject in {expected.field}", "missing"
+                ),
+            ),
         )
     try:
         return parse_payload(item.type, item.data)
     except UnknownEventType:
         return Refused(
-            422,
-            "Unknown event type",
+            Refusal.UNKNOWN_EVENT_TYPE,
             f"{item.type!r} is not in the catalogue",
-            kind="unknown-event-type",
-            errors=[{"field": "type", "message": "unknown event type", "type": "unknown"}],
+            issues=(FieldIssue("type", "unknown event type", "unknown"),),
         )
     except ValidationError as exc:
-        errors = field_errors([{**e, "loc": ("data", *e["loc"])} for e in exc.errors()])
+        issues = field_issues([{**e, "loc": ("data", *e["loc"])} for e in exc.errors()])
         return Refused(
-            422,
-            "Invalid request",
-            "invalid fields: " + ", ".join(e["field"] for e in errors),
-            kind="validation",
-            errors=errors,
+            Refusal.INVALID,
+            "invalid fields: " + ", ".join(i.field for i in issues),
+            issues=tuple(issues),
         )
 
 
@@ -383,17 +363,9 @@ async def _record(
 def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: bytes) -> Outcome:
     if stored is not None and stored != sent:
         return Refused(
-            409,
-            "Idempotency key reused",
+            Refusal.IDEMPOTENCY_CONFLICT,
             f"event_id {position.event_id} was already used for a different event",
-            kind="idempotency-conflict",
-            errors=[
-                {
-                    "field": "event_id",
-                    "message": "already used for another event",
-                    "type": "conflict",
-                }
-            ],
+            issues=(FieldIssue("event_id", "already used for another event", "conflict"),),
         )
     return Accepted(position, duplicate=True)
 
@@ -413,30 +385,21 @@ def _decide_one(
     expected = cand.submitted.expected_version
     if expected is not None and expected != current:
         return Refused(
-            409,
-            "Stream version mismatch",
+            Refusal.VERSION_CONFLICT,
             f"expected version {expected} of {stream_id}, but it is at {current}",
-            kind="version-conflict",
-            extra={"current_version": current},
-            errors=[
-                {
-                    "field": "expected_version",
-                    "message": f"stream is at {current}",
-                    "type": "conflict",
-                }
-            ],
+            issues=(FieldIssue("expected_version", f"stream is at {current}", "conflict"),),
+            current_version=current,
         )
     decision = ctx.decider(histories[stream_id], cand.event, histories)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
             _stage_refusal(ctx, uow, cand, decision, versions)
         return Refused(
-            409,
-            decision.title,
+            Refusal.RULE_VIOLATION,
             decision.detail,
-            kind="rule-violation",
             rule=decision.rule,
-            errors=[{"field": decision.field, "message": decision.detail, "type": "rule"}]
+            rule_title=decision.title,
+            issues=(FieldIssue(decision.field, decision.detail, "rule"),)
             if decision.field
             else None,
         )

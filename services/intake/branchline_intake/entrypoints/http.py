@@ -18,6 +18,7 @@ from branchline_intake.application.reading import (
 )
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
+from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
@@ -105,22 +106,10 @@ def _submitter(principal: Principal) -> Submitter:
     return Submitter.model_validate(principal.submitter())
 
 
-def _problem_body(refused: Refused) -> dict[str, Any]:
-    return Problem(
-        refused.status,
-        refused.title,
-        refused.detail,
-        kind=refused.kind,
-        rule=refused.rule,
-        errors=refused.errors,
-        extra=refused.extra,
-    ).body()
-
-
 def _item_body(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Accepted):
         return {"status": 202, **outcome.body()}
-    return _problem_body(outcome)
+    return problem_of(outcome).body()
 
 
 @router.post(
@@ -141,9 +130,8 @@ async def post_event(event: SubmittedEvent, group: GroupDep, caller: Writer) -> 
         [event], submitted_by=_actor(caller), submitter=_submitter(caller)
     )
     if isinstance(outcome, Refused):
-        return FastJSONResponse(
-            _problem_body(outcome), status_code=outcome.status, media_type=PROBLEM_JSON
-        )
+        problem = problem_of(outcome)
+        return FastJSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
     return FastJSONResponse(outcome.body(), status_code=202)
 
 

@@ -1,7 +1,9 @@
 """The published event schemas over HTTP: ``GET /v1/schemas`` and one schema per type+version.
 
-Served from the models (the current version of every type): the same documents as the
-committed ``schemas/`` folder, which a test keeps equal to them.
+Served from the models (the current version of every type,
+:mod:`branchline_shared.events.json_schema`): the same documents as the committed ``schemas/``
+folder, which a test keeps equal to them. Writing and checking that folder is CLI tooling
+(:mod:`branchline_cli.schema_tooling`), not part of any service.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from branchline_shared.events.schemas import (
+from branchline_shared.events.json_schema import (
     ENVELOPE_PATH,
     SCHEMA_BASE,
     envelope_schema,

@@ -11,50 +11,59 @@ from fastapi import FastAPI
 from branchline_audit.entrypoints.console.trail_pages import router
 from branchline_audit.entrypoints.console.vocabulary import VOCABULARY
 from branchline_shared.console.i18n import N_
+from branchline_shared.console.navigation import (
+    Landing,
+    MenuLink,
+    landing,
+    menu,
+    other_console_url,
+)
 from branchline_shared.console.pages import install_console
-from branchline_shared.console.web import ConsoleConfig, NavLink
-from branchline_shared.http.auth import Principal, Role
+from branchline_shared.console.web import ConsoleConfig
+from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
+AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMIN})
 
 
 def followup_console_url(settings: BranchlineSettings) -> str:
-    if settings.console_followup_url:
-        return settings.console_followup_url.rstrip("/")
-    return f"http://{settings.bind_host}:{settings.followup_port}/console"
+    return other_console_url(
+        settings.console_followup_url, host=settings.bind_host, port=settings.followup_port
+    )
+
+
+def audit_menu(followup: str) -> list[MenuLink]:
+    """The audit console's links; ``followup`` is where the followup console is."""
+    return [
+        MenuLink("/console/trail", N_("Trail"), AUDIT_READERS),
+        MenuLink("/console/reads", N_("Who read what"), AUDIT_READERS),
+        MenuLink("/console/refusals", N_("Refusals"), AUDIT_READERS | {Role.SUPERVISOR}),
+        MenuLink(
+            f"{followup}/",
+            N_("Follow-up work"),
+            frozenset({Role.RM, Role.SUPERVISOR}),
+            external=True,
+        ),
+    ]
+
+
+AUDIT_LANDINGS = [
+    Landing("/console/trail", AUDIT_READERS),
+    Landing("/console/refusals", frozenset({Role.SUPERVISOR})),
+]
+"""Anyone else (an RM) lands on the followup console."""
 
 
 def install_audit_console(app: FastAPI, settings: BranchlineSettings) -> None:
     followup = followup_console_url(settings)
-
-    def nav(principal: Principal) -> list[NavLink]:
-        links = []
-        if principal.has_any(frozenset({Role.AUDITOR, Role.ADMIN})):
-            links += [
-                NavLink("/console/trail", N_("Trail")),
-                NavLink("/console/reads", N_("Who read what")),
-            ]
-        if principal.has_any(frozenset({Role.AUDITOR, Role.SUPERVISOR, Role.ADMIN})):
-            links.append(NavLink("/console/refusals", N_("Refusals")))
-        if principal.has_any(frozenset({Role.RM, Role.SUPERVISOR})):
-            links.append(NavLink(f"{followup}/", N_("Follow-up work"), external=True))
-        return links
-
-    def home(principal: Principal) -> str:
-        if principal.has_any(frozenset({Role.AUDITOR, Role.ADMIN})):
-            return "/console/trail"
-        if Role.SUPERVISOR in principal.roles:
-            return "/console/refusals"
-        return f"{followup}/"
-
     install_console(
         app,
         ConsoleConfig(
             service="audit",
             template_dirs=[TEMPLATES],
-            nav=nav,
-            home=home,
+            nav=menu(audit_menu(followup)),
+            home=landing(AUDIT_LANDINGS, otherwise=f"{followup}/"),
             default_zone=settings.followup_default_timezone,
             branch_zones=dict(settings.followup_branch_timezones),
             dev_mode=settings.dev_mode,

@@ -11,41 +11,48 @@ from branchline_followup.entrypoints.console.rm_pages import router as rm_router
 from branchline_followup.entrypoints.console.supervisor_pages import router as supervisor_router
 from branchline_followup.entrypoints.console.vocabulary import VOCABULARY
 from branchline_shared.console.i18n import N_
+from branchline_shared.console.navigation import (
+    Landing,
+    MenuLink,
+    landing,
+    menu,
+    other_console_url,
+)
 from branchline_shared.console.pages import install_console
-from branchline_shared.console.web import ConsoleConfig, NavLink
-from branchline_shared.http.auth import Principal, Role
+from branchline_shared.console.web import ConsoleConfig
+from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+SUPERVISORS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+
+FOLLOWUP_MENU = [
+    MenuLink("/console/", N_("My day"), frozenset({Role.RM}) | SUPERVISORS),
+    MenuLink("/console/team", N_("Team board"), SUPERVISORS),
+    MenuLink("/console/quality", N_("Quality"), SUPERVISORS),
+    MenuLink("/console/refusals", N_("Refusals"), SUPERVISORS),
+]
+
+
 def audit_console_url(settings: BranchlineSettings) -> str:
     """Where the auditor's pages are (another service, on its own port)."""
-    if settings.console_audit_url:
-        return settings.console_audit_url.rstrip("/")
-    return f"http://{settings.bind_host}:{settings.audit_port}/console"
+    return other_console_url(
+        settings.console_audit_url, host=settings.bind_host, port=settings.audit_port
+    )
+
+
+def followup_landings(audit: str) -> list[Landing]:
+    """A supervisor lands on the team board, an auditor who is no RM on the audit trail."""
+    return [
+        Landing("/console/team", SUPERVISORS),
+        Landing(f"{audit}/trail", frozenset({Role.AUDITOR}), unless=frozenset({Role.RM})),
+    ]
 
 
 def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None:
     audit = audit_console_url(settings)
-
-    def nav(principal: Principal) -> list[NavLink]:
-        links = []
-        if principal.has_any(frozenset({Role.RM, Role.SUPERVISOR, Role.ADMIN})):
-            links.append(NavLink("/console/", N_("My day")))
-        if principal.has_any(frozenset({Role.SUPERVISOR, Role.ADMIN})):
-            links.append(NavLink("/console/team", N_("Team board")))
-            links.append(NavLink("/console/quality", N_("Quality")))
-            links.append(NavLink("/console/refusals", N_("Refusals")))
-        return links
-
-    def home(principal: Principal) -> str:
-        if principal.has_any(frozenset({Role.SUPERVISOR, Role.ADMIN})):
-            return "/console/team"
-        if Role.AUDITOR in principal.roles and Role.RM not in principal.roles:
-            return f"{audit}/trail"
-        return "/console/"
-
     app.state.console_assessment_validity_months = settings.intake_assessment_validity_months
     router = APIRouter()
     router.include_router(rm_router)
@@ -55,8 +62,8 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
         ConsoleConfig(
             service="followup",
             template_dirs=[TEMPLATES],
-            nav=nav,
-            home=home,
+            nav=menu(FOLLOWUP_MENU),
+            home=landing(followup_landings(audit), otherwise="/console/"),
             default_zone=settings.followup_default_timezone,
             branch_zones=dict(settings.followup_branch_timezones),
             dev_mode=settings.dev_mode,

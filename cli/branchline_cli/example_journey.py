@@ -1,15 +1,16 @@
 """Valid example payloads for every event type, and one client's journey through all of them.
 
-For integration tests and documentation. ``EXAMPLE_PAYLOADS[type]`` is a JSON-compatible
-``data`` dict that its payload model accepts. ``EXAMPLE_JOURNEY`` is an ordered list of
-submissions for one client (:data:`EXAMPLE_CLIENT_ID`) that intake's rules accept in this
-order, covering every type at least once; :func:`submission` turns a step into the body of
-``POST /v1/events``. Use :func:`example_data` for a private, mutable copy.
+The load generator (``branchline loadgen``, :mod:`.loadgen`) walks :data:`EXAMPLE_JOURNEY` for
+each simulated client after the shelf (:data:`EXAMPLE_SHELF`); tests use the same data
+(``tests/support/examples.py``). It is tooling data, not part of any service: the journey
+covers every event type, so every payload below is needed by the load generator.
+``EXAMPLE_PAYLOADS[type]`` is a JSON-compatible ``data`` dict that its payload model accepts;
+``EXAMPLE_JOURNEY`` is an ordered list of submissions for one client
+(:data:`EXAMPLE_CLIENT_ID`) that intake's rules accept in this order.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -324,11 +325,6 @@ EXAMPLE_PAYLOADS: Mapping[str, Mapping[str, Any]] = MappingProxyType(_PAYLOADS)
 """Event type → a valid ``data`` dict (read-only view; copy with :func:`example_data`)."""
 
 
-def example_data(event_type: str) -> dict[str, Any]:
-    """A private deep copy of the example ``data`` of ``event_type`` (KeyError if unknown)."""
-    return copy.deepcopy(_PAYLOADS[event_type])
-
-
 @dataclass(frozen=True, slots=True)
 class JourneyStep:
     """One submission of :data:`EXAMPLE_JOURNEY` (or of :data:`EXAMPLE_SHELF`, whose steps
@@ -489,25 +485,3 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("client.personal_data_shredded", "2026-12-05T10:00:00+08:00", actor=_SYSTEM),
 )
 """One client's history in an order intake accepts, covering every event type."""
-
-
-def submission(step: JourneyStep, *, client_id: str = EXAMPLE_CLIENT_ID) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/events`` for ``step`` (no event id: the server assigns one).
-    A shelf or staff step names its own subject instead of the client."""
-    if step.subject_id is not None:
-        return {
-            "type": step.type,
-            "occurred_at": step.occurred_at,
-            step.subject_field: step.subject_id,
-            "actor": {"id": step.actor_id, "role": step.actor_role},
-            "data": copy.deepcopy(dict(step.data)),
-        }
-    return {
-        "type": step.type,
-        "occurred_at": step.occurred_at,
-        "client_id": client_id,
-        "branch_id": EXAMPLE_BRANCH_ID,
-        "channel": step.channel,
-        "actor": {"id": step.actor_id, "role": step.actor_role},
-        "data": copy.deepcopy(dict(step.data)),
-    }
