@@ -19,8 +19,14 @@ from branchline_followup.domain.suitability import (
     suitability_review,
     tolerance_lowered,
 )
-from branchline_shared.events.catalogue import EventType, ProductRerated, parse_payload
+from branchline_shared.events.catalogue import (
+    ClientRiskAssessed,
+    EventType,
+    ProductRerated,
+    ProductSold,
+)
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.events.vocabulary import LifecycleStage, ProductRisk, RiskTolerance
 from branchline_shared.postgres.pool import PgConnection
 
@@ -50,19 +56,21 @@ async def on_client_event(
 ) -> dict[uuid.UUID, FollowupTask]:
     """A sale adds a holding (at the rating intake checked it with); a lower reassessment
     makes a review due for the holdings above the new tolerance."""
-    data = event.data
-    if event.type == SOLD and data.get("product_risk"):
+    if event.type == SOLD:
+        sold = payload_as(event, ProductSold)
+        if sold.product_risk is None:
+            return tasks
         await conn.execute(
             "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
             "product_risk = EXCLUDED.product_risk",
             client.client_id,
-            str(data["product_id"]),
-            str(data["product_risk"]),
+            sold.product_id,
+            sold.product_risk.value,
             event.occurred_at,
         )
     elif event.type == ASSESSED:
-        after = RiskTolerance(str(data["level"]))
+        after = payload_as(event, ClientRiskAssessed).level
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
             product_ids = not_fitting(await holdings_of(conn, client.client_id), after)
@@ -89,8 +97,7 @@ async def on_product_event(
     exceeds gets a review naming every holding that no longer fits."""
     if event.type != RERATED or event.product_id is None:
         return
-    payload = parse_payload(event.type, event.data)
-    assert isinstance(payload, ProductRerated)
+    payload = payload_as(event, ProductRerated)
     rows = await conn.fetch(
         "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
         event.product_id,
