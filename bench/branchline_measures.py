@@ -46,7 +46,7 @@ async def batches(port: int, token: str, events: int, per_batch: int = 1000) -> 
         return count * per_batch / (time.perf_counter() - started)
 
 
-def _recorded(i: int, run: str, now: datetime) -> RecordedEvent:
+def recorded(i: int, run: str, now: datetime) -> RecordedEvent:
     body = event_body(i, run)
     return RecordedEvent(
         event_id=uuid.uuid4(),
@@ -79,7 +79,7 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
         for first in range(0, events, 1000):
             async with store.unit_of_work() as uow:
                 for i in range(first, min(events, first + 1000)):
-                    uow.stage(_recorded(i, run, now), topic=topic, submission_hash=None)
+                    uow.stage(recorded(i, run, now), topic=topic, submission_hash=None)
                 await uow.commit()
         outbox = OutboxRelay(
             pool=pool, producer=producer, store_name="bench", batch_size=settings.relay_batch_size

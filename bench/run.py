@@ -2,13 +2,16 @@
 Branchline figure as a ratio to baselines measured in the same run on the same machine (a
 shared 2-core box is noisy; ratios taken side by side are what mean something).
 
-    python -m bench.run [--profile smoke|standard] [--repeat N] [--out FILE]
+    python -m bench.run [--profile smoke|standard|full] [--repeat N] [--out FILE]
 
 Baselines: raw asyncpg COPY (1,000 per transaction), raw asyncpg one event per transaction
 from 64 tasks, raw aiokafka produce, and the peer library `eventsourcing` (PostgreSQL, psycopg)
 one event per save from 8 threads (database functions off and on) and 500 events per save.
 Each measure is repeated; the table shows the median and the min-max, and each ratio is
 taken within one repetition (then summarised), so both sides saw the same machine load.
+Then, once, on a second stack started empty: how cost and memory grow as the stack holds
+more events (bench/scale.py; the `full` profile goes to 1,000,000 events). Each figure with
+a target shows it beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import baselines, branchline_measures, latency, peer  # noqa: E402
+from bench import baselines, branchline_measures, latency, peer, scale  # noqa: E402
 from bench.environment import machine  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
@@ -51,12 +54,43 @@ class Profile:
     peer_batch_events: int  # eventsourcing 500 per save
     long_history: int  # a client with this many events vs one with 10
     latency_s: float  # how long the steady open-loop load runs
+    ledger_events: int  # appended to a ledger of its own, then verified
+    growth_steps: tuple[int, ...]  # events the stack holds when its cost and memory are read
+    growth_sample: int  # single POSTs (and batch events) measured at each step
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0),
-    "standard": Profile("standard", 3, 3200, 10_000, 10_000, 2000, 10_000, 10_000, 20.0),
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160),
+    "standard": Profile(
+        "standard",
+        3,
+        3200,
+        10_000,
+        10_000,
+        2000,
+        10_000,
+        10_000,
+        20.0,
+        10_000,
+        (10_000, 100_000),
+        1280,
+    ),
+    # Everything of `standard`, and the stack filled to 1,000,000 events (about an hour).
+    "full": Profile(
+        "full",
+        3,
+        3200,
+        10_000,
+        10_000,
+        2000,
+        10_000,
+        10_000,
+        20.0,
+        100_000,
+        (10_000, 100_000, 1_000_000),
+        1280,
+    ),
 }
 
 # (key, title, unit); the order of the table.
@@ -84,6 +118,14 @@ MEASURES = [
     ("e2e_followup_p99", "  accepted -> followup read model, p99", "ms"),
     ("e2e_audit_p50", "  accepted -> audit trail, p50", "ms"),
     ("e2e_audit_p99", "  accepted -> audit trail, p99", "ms"),
+    (
+        "ledger_append",
+        "audit ledger append, 500 per transaction ({ledger_events:,} events)",
+        "ev/s",
+    ),
+    ("ledger_verify", "audit ledger verify (the same ledger)", "ev/s"),
+    ("rebuild", "branchline rebuild followup (from the topics, at the first growth step)", "ev/s"),
+    ("rebuild_events", "  events it replayed", "events"),
 ]
 
 # Branchline figure -> the baselines it is compared with (ratios within one repetition).
@@ -92,11 +134,37 @@ RATIOS = {
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
     "bl_post_hlong": ["bl_post_h10"],
+    "ledger_append": ["raw_copy"],
+    "ledger_verify": ["raw_copy"],
+    "rebuild": ["raw_copy"],
     "raw_tx64": ["raw_copy"],
     "peer_8t": ["raw_copy"],
     "peer_8t_fn": ["raw_copy"],
     "peer_500": ["raw_copy"],
 }
+
+
+# What issue #12 asks of each figure, shown beside it (the targets are ratios in one run).
+TARGETS = {
+    "bl_single": ">= 1.0x raw_tx64, >= 2x peer_8t_fn",
+    "bl_single_p99": "<= 50 ms",
+    "bl_batch": ">= 0.35x raw_copy, >= 1.2x peer_500",
+    "e2e_followup_p99": "<= 300 ms",
+    "e2e_audit_p99": "<= 300 ms",
+    "bl_post_hlong": "1.0x +- 0.2 bl_post_h10",
+    "ledger_append": ">= 0.5x raw_copy",
+    "ledger_verify": ">= 5x raw_copy",
+    "rebuild": ">= 0.5x raw_copy",
+}
+RSS_TARGET = "<= 300 MB, flat"
+
+
+def target_of(key: str) -> str:
+    if key.startswith("rss_"):
+        return RSS_TARGET
+    if key.startswith(("grow_batch_", "grow_single_cpu_ms_")):
+        return "flat (1.0x the first step)"
+    return TARGETS.get(key, "")
 
 
 async def create_database(admin_url: str, name: str) -> str:
@@ -195,12 +263,48 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         "bl_relay",
         lambda: branchline_measures.relay(stack.settings, relay_db, "bench.relay", p.raw_events),
     )
+
+    async def ledger() -> float:
+        rates = await scale.ledger_rates(
+            stack.settings, stack.database_url(f"bench_ledger_{r}"), p.ledger_events
+        )
+        figures["ledger_verify"] = rates.verify_per_s
+        return rates.append_per_s
+
+    await measure("ledger_append", ledger)
     return figures
 
 
-def summarise(runs: list[dict[str, float]], sizes: dict[str, Any]) -> dict[str, Any]:
+async def growth(stack: BenchStack, p: Profile) -> dict[str, float]:
+    """Once, on a stack of its own: filled step by step (bench/scale.py)."""
+    figures: dict[str, float] = {}
+    for step, events in enumerate(p.growth_steps):
+        console.print(f"  growth: filling to {events:,} events ...", end="")
+        started = time.perf_counter()
+        figures |= await scale.growth_step(stack, events, p.growth_sample)
+        console.print(f" ({time.perf_counter() - started:.1f}s)")
+        if step == 0:
+            # The rebuild replays every event of the topics: measured at the first step (its
+            # rate, not its duration, is the figure).
+            console.print("  rebuild ...", end="")
+            rate, replayed = await scale.rebuild_rate(stack.settings)
+            figures["rebuild"], figures["rebuild_events"] = rate, replayed
+            console.print(f" {rate:,.1f} ev/s over {replayed:,} events")
+    return figures
+
+
+def all_measures(p: Profile) -> list[tuple[str, str, str]]:
+    return [*MEASURES, *scale.growth_measures(p.growth_steps)]
+
+
+def all_ratios(p: Profile) -> dict[str, list[str]]:
+    return {**RATIOS, **scale.growth_ratios(p.growth_steps)}
+
+
+def summarise(runs: list[dict[str, float]], p: Profile) -> dict[str, Any]:
     measures: dict[str, Any] = {}
-    for key, title, unit in MEASURES:
+    sizes = p.__dict__
+    for key, title, unit in all_measures(p):
         values = [run[key] for run in runs if key in run]
         if not values:
             continue
@@ -211,9 +315,10 @@ def summarise(runs: list[dict[str, float]], sizes: dict[str, Any]) -> dict[str, 
             "min": min(values),
             "median": statistics.median(values),
             "max": max(values),
+            "target": target_of(key),
         }
         ratios = {}
-        for base in RATIOS.get(key, []):
+        for base in all_ratios(p).get(key, []):
             per_run = [run[key] / run[base] for run in runs if run.get(base)]
             if per_run:
                 ratios[base] = {
@@ -239,7 +344,7 @@ def render(result: dict[str, Any]) -> Table:
         title=f"Branchline benchmark ({result['profile']}, {result['repeat']} runs; "
         f"{env['cores']} cores {env['cpu']}; load {env['load_average_at_start'][0]:.1f})"
     )
-    for column in ("measure", "median", "min - max", "ratios (median of per-run)"):
+    for column in ("measure", "median", "min - max", "ratios (median of per-run)", "target"):
         table.add_column(column)
     for entry in result["measures"].values():
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
@@ -248,6 +353,7 @@ def render(result: dict[str, Any]) -> Table:
             _fmt(entry["median"], entry["unit"]),
             f"{_fmt(entry['min'], entry['unit'])} - {_fmt(entry['max'], entry['unit'])}",
             ratios,
+            entry.get("target", ""),
         )
     return table
 
@@ -265,15 +371,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"psycopg {versions.get('psycopg')}, asyncpg {versions.get('asyncpg')}, "
         f"aiokafka {versions.get('aiokafka')}.",
         "",
-        "| measure | median | min - max | ratios (median of per-run ratios) |",
-        "|---|---:|---:|---|",
+        "| measure | median | min - max | ratios (median of per-run ratios) | target |",
+        "|---|---:|---:|---|---|",
     ]
     for entry in result["measures"].values():
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
         unit = entry["unit"]
+        target = entry.get("target", "").replace(">=", "≥").replace("<=", "≤")
         lines.append(
             f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
-            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} |"
+            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -298,8 +405,14 @@ async def main(argv: list[str] | None = None) -> int:
         result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
         await conn.close()
         runs = [await one_repetition(stack, profile, r) for r in range(profile.repeat)]
+    # Growth on a stack of its own, from empty, so each step holds exactly its events and the
+    # backlog the fill leaves (the followup worker) cannot disturb the measures above.
+    async with running_stack() as stack:
+        grown = await growth(stack, profile)
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    result["measures"] = summarise(runs, result["sizes"])
+    # The growth figures are measured once: they join the first repetition's figures.
+    runs[0] |= grown
+    result["measures"] = summarise(runs, profile)
     console.print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

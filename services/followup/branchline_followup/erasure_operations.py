@@ -20,11 +20,11 @@ from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.kafka.topics import declare_topics
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 
 async def shred_due_once(
-    settings: BranchlineSettings, *, dry_run: bool, now: datetime | None = None
+    settings: FollowupSettings, *, dry_run: bool, now: datetime | None = None
 ) -> list[ErasureStatus]:
     """The erasure job once, as of ``now`` (default: the service's clock)."""
     await prepare_database(settings)

@@ -80,7 +80,7 @@ async def test_a_poisoned_date_on_the_topic_stays_with_its_client(
         infra,
         tmp_path,
         followup_timer_poll_interval_s=0.2,
-        followup_supervisors={"rm-7": "sup-1"},
+        staff_supervisors={"rm-7": "sup-1"},
     )
     tokens = TokenFactory(settings)
     at = now_utc() - timedelta(hours=1)

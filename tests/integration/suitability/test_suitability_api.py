@@ -56,7 +56,7 @@ def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
         tmp_path,
         intake_late_entry_window_hours=24,
         intake_clock_skew_seconds=300,
-        followup_supervisors={RM: "sup-1"},  # sup-1 approves for its team's clients only
+        staff_supervisors={RM: "sup-1"},  # sup-1 approves for its team's clients only
     )
 
 

@@ -389,3 +389,56 @@ def test_the_chain_hashes_stored_bytes_and_checks_they_match_the_columns() -> No
     # rows without stored bytes (written before they were stored) verify from their content
     plain = make_chain(6)
     assert verify_chain([*plain[:3], *_with_bytes(plain)[3:]]).ok
+
+
+# The fast path (orjson, sorted keys) must give exactly the bytes of the reference JCS
+# implementation for every document it takes, and leave every other one to it (#12).
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+)
+_json_keys = st.text(max_size=6) | st.sampled_from(["a", "B", "_", "é", "\ue000", "\U0001f600"])
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_json_keys, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(event=st.dictionaries(_json_keys, _json_values, max_size=6))
+def test_canonical_bytes_are_those_of_the_reference_jcs_implementation(
+    event: dict[str, Any],
+) -> None:
+    import rfc8785
+
+    document = {
+        "appended_at": "2024-05-01T09:30:00.000000Z",
+        "event": event,
+        "format": "branchline.audit.entry.v1",
+        "position": 7,
+    }
+    try:
+        expected = rfc8785.dumps(document)
+    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError):
+        with pytest.raises(CanonicalisationError):
+            entry_canonical_bytes(7, event, "2024-05-01T09:30:00.000000Z")
+        return
+    assert entry_canonical_bytes(7, event, "2024-05-01T09:30:00.000000Z") == expected
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x22, 0x5C, 0x7F, 0x80, 0x2028, 0xFFFF])
+def test_every_escaped_character_is_written_as_jcs_writes_it(code: int) -> None:
+    import rfc8785
+
+    event = {"note": f"a{chr(code)}b", "n": 2**53 - 1}
+    document = {
+        "appended_at": "2024-05-01T09:30:00.000000Z",
+        "event": event,
+        "format": "branchline.audit.entry.v1",
+        "position": 1,
+    }
+    assert entry_canonical_bytes(1, event, "2024-05-01T09:30:00.000000Z") == rfc8785.dumps(document)

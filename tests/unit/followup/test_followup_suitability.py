@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from branchline_followup.domain import ClientContext, FollowupPolicy, TaskKind
+from branchline_followup.domain.opening import creation_record, open_task, task_from_creation
 from branchline_followup.domain.suitability import (
     Holding,
+    Rating,
+    completion_missing,
     holdings_of,
+    latest_rating,
     not_fitting,
+    rating_in_force,
+    review_on_rating,
+    reviews_after_sale,
     suitability_review,
     tolerance_lowered,
 )
@@ -97,3 +104,120 @@ def test_d15_nothing_to_review_and_a_redelivered_cause_make_no_task() -> None:
         open_tasks=[first.task],
         policy=policy,
     )
+
+
+# --- ratings in either arrival order (D-13, D-15) ---
+
+SOLD_AT = MONDAY_9
+RERATING = Rating(uuid.UUID(int=11), ProductRisk.R4, MONDAY_9 + timedelta(days=1))
+APPROVAL = Rating(uuid.UUID(int=10), ProductRisk.R2, MONDAY_9 - timedelta(days=30))
+
+
+def test_d13_the_latest_rating_and_the_one_in_force() -> None:
+    ratings = [RERATING, APPROVAL]
+
+    assert latest_rating(ratings) == RERATING
+    assert rating_in_force(ratings, SOLD_AT) == APPROVAL
+    assert rating_in_force(ratings, APPROVAL.effective_at - timedelta(seconds=1)) is None
+
+
+@pytest.mark.parametrize("tolerance", list(RiskTolerance))
+def test_d15_a_sale_arriving_after_its_rerating_makes_the_same_review(
+    tolerance: RiskTolerance,
+) -> None:
+    policy = FollowupPolicy()
+    held_elsewhere = [Holding("P-OTHER", ProductRisk.R5)]
+    # the re-rating first: the sale finds it in the ratings
+    sale_last = reviews_after_sale(
+        CLIENT,
+        product_id="P-1",
+        sold_at=SOLD_AT,
+        ratings=[APPROVAL, RERATING],
+        holdings=[*held_elsewhere, Holding("P-1", ProductRisk.R4)],
+        tolerance=tolerance,
+        open_tasks=[],
+        policy=policy,
+    )
+    # the sale first: the re-rating finds the holding
+    rating_last = review_on_rating(
+        CLIENT,
+        product_id="P-1",
+        rating=RERATING,
+        holdings=[*held_elsewhere, Holding("P-1", ProductRisk.R2)],
+        tolerance=tolerance,
+        open_tasks=[],
+        policy=policy,
+    )
+
+    assert sale_last == rating_last
+    assert bool(sale_last) is (ProductRisk.R4.rank > tolerance.rank)
+    for command in sale_last:
+        assert command.task.source_event_id == RERATING.event_id
+        assert "P-1" in holdings_of(command.task.subject)
+
+
+def test_d15_a_rating_before_the_sale_makes_no_review() -> None:
+    assert not reviews_after_sale(
+        CLIENT,
+        product_id="P-1",
+        sold_at=RERATING.effective_at + timedelta(hours=1),
+        ratings=[APPROVAL, RERATING],
+        holdings=[Holding("P-1", ProductRisk.R4)],
+        tolerance=RiskTolerance.C1,
+        open_tasks=[],
+        policy=FollowupPolicy(),
+    )
+
+
+# --- completing a review (D-15) ---
+
+
+@pytest.mark.parametrize(
+    ("warned", "missing"), [(None, ["client_warned"]), (False, ["client_warned"]), (True, [])]
+)
+def test_d15_a_review_is_completed_only_with_the_client_warned(
+    warned: bool | None, missing: list[str]
+) -> None:
+    (command,) = suitability_review(
+        CLIENT,
+        cause_event_id=CAUSE,
+        at=MONDAY_9,
+        product_ids=["P-1"],
+        open_tasks=[],
+        policy=FollowupPolicy(),
+    )
+
+    assert completion_missing(command.task, warned) == missing
+
+
+def test_d15_other_tasks_need_no_warning() -> None:
+    revisit = open_task(
+        FollowupPolicy(),
+        kind=TaskKind.REVISIT,
+        cause_event_id=CAUSE,
+        client_id="C-1",
+        branch_id=None,
+        assignee="rm-7",
+        subject="client",
+        opened_at=MONDAY_9,
+        due_at=MONDAY_9 + timedelta(days=1),
+    ).task
+
+    assert completion_missing(revisit, None) == []
+
+
+def test_d15_a_reviews_recorded_creation_names_its_holdings_and_reads_back_exactly() -> None:
+    (command,) = suitability_review(
+        CLIENT,
+        cause_event_id=CAUSE,
+        at=MONDAY_9,
+        product_ids=["P-1", "P-2"],
+        open_tasks=[],
+        policy=FollowupPolicy(),
+    )
+    record = creation_record(command.task)
+
+    read_back = task_from_creation(record, client_id="C-1", branch_id="BR-001", opened_at=MONDAY_9)
+
+    assert record.holdings == ("P-1", "P-2")
+    assert read_back == command.task  # its own id (per client), not one derived from the cause

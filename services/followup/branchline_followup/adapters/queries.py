@@ -135,6 +135,10 @@ class QualityRecords:
     surveys: list[dict[str, Any]]
     complaints: list[dict[str, Any]]
     clients: list[ClientFacts]
+    staff: list[str]
+    """D-14: the staff of the selection (the RM; else the RMs of its clients and the staff
+    whose events named its branch, or every member of staff followup heard of)."""
+    training: list[dict[str, Any]]
 
 
 async def quality_records(
@@ -189,7 +193,23 @@ async def quality_records(
             f"WHERE true{where} ORDER BY client_id",
             *params,
         )
+        staff = {rm_id} if rm_id is not None else {str(r["rm_id"]) for r in client_rows}
+        if rm_id is None:
+            staff_rows = await conn.fetch(
+                "SELECT staff_id FROM fu_staff WHERE $1::text IS NULL OR branch_id = $1",
+                branch_id,
+            )
+            staff |= {str(r["staff_id"]) for r in staff_rows}
+        training = await conn.fetch(
+            "SELECT staff_id, hours, completed_at FROM fu_staff_training "
+            "WHERE staff_id = ANY($1::text[]) AND completed_at >= $2 AND completed_at < $3",
+            sorted(staff),
+            start,
+            end,
+        )
     return QualityRecords(
+        staff=sorted(staff),
+        training=[dict(r) for r in training],
         tasks=[dict(r) for r in tasks],
         visits=[dict(r) for r in visits],
         surveys=[dict(r) for r in surveys],

@@ -15,10 +15,19 @@ from typing import Any
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
-from branchline_followup.application.recording import FollowupContext, record_and_apply
+from branchline_followup.application.recording import (
+    FollowupContext,
+    normalised,
+    record_and_apply,
+)
 from branchline_followup.domain import FollowupTask
+from branchline_followup.domain.suitability import completion_missing
+from branchline_shared.events.catalogue import RefusedEvent, RuleViolationRefused
 from branchline_shared.events.envelope import Actor, Submitter
+from branchline_shared.events.personal_data import redact_personal
 from branchline_shared.postgres.pool import PgConnection
+
+RULE_VIOLATION_REFUSED = "rule.violation_refused"
 
 
 class TaskRefused(Exception):
@@ -54,6 +63,64 @@ class SelfGrading(TaskRefused):
             "measures of its assignee; scores come from the client (a survey) or an "
             "independent supervisor (D-10)",
         )
+
+
+class ClientNotWarned(TaskRefused):
+    """D-15: a suitability review completed before the client was warned; the refusal is
+    recorded (``rule.violation_refused``)."""
+
+    rule = "D-15"
+
+    def __init__(self, task: FollowupTask, missing: list[str]) -> None:
+        self.fields = missing
+        super().__init__(
+            task.id,
+            f"suitability review {task.id} cannot be completed without {', '.join(missing)}: "
+            "the client is warned (风险提示) that the holdings no longer fit before the outcome "
+            "is recorded (send client_warned: true once warned)",
+        )
+
+
+async def _record_refusal(
+    conn: PgConnection,
+    ctx: FollowupContext,
+    task: FollowupTask,
+    refusal: ClientNotWarned,
+    *,
+    refused_type: str,
+    refused_data: dict[str, Any],
+    now: datetime,
+    actor: Actor,
+    submitted_by: Submitter | None,
+) -> None:
+    """Record the refusal like every other (ADR-0005): on the task's stream, to the audit
+    trail; the refused submission without its personal values (D-04)."""
+    payload = RuleViolationRefused(
+        rule=refusal.rule,
+        title=f"{refusal.rule}: {refused_type} refused",
+        detail=refusal.detail,
+        field=", ".join(refusal.fields),
+        refused_event=RefusedEvent(
+            type=refused_type,
+            occurred_at=now,
+            client_id=task.client_id,
+            branch_id=task.branch_id,
+            actor=actor,
+            data=redact_personal(refused_type, refused_data),
+        ),
+        submitted_by=actor,
+    )
+    await record_and_apply(
+        conn,
+        ctx,
+        event_id=uuid.uuid4(),
+        event_type=RULE_VIOLATION_REFUSED,
+        task=task,
+        occurred_at=now,
+        actor=actor,
+        data=payload.model_dump(mode="json", exclude_none=True),
+        submitted_by=submitted_by,
+    )
 
 
 async def _locked_open_task(
@@ -124,6 +191,7 @@ async def complete_task(
     ``client_warned``: a D-15 review records whether the client was warned that a holding
     no longer fits (风险提示)."""
     now = await ctx.clock.now()
+    refusal: ClientNotWarned | None = None
     async with ctx.pool.acquire() as conn, conn.transaction():
         task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
         if scores is not None and not may_grade(task.assignee):
@@ -141,10 +209,28 @@ async def complete_task(
             data["scores"] = scores
         if client_warned is not None:
             data["client_warned"] = client_warned
-        changed = await _record_action(
-            conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
-        )
+        missing = completion_missing(task, client_warned)
+        if missing:
+            # the refusal is recorded and committed; the task stays open
+            refusal = ClientNotWarned(task, missing)
+            await _record_refusal(
+                conn,
+                ctx,
+                task,
+                refusal,
+                refused_type=FOLLOWUP_COMPLETED,
+                refused_data=normalised(FOLLOWUP_COMPLETED, data),
+                now=now,
+                actor=actor,
+                submitted_by=submitted_by,
+            )
+        else:
+            changed = await _record_action(
+                conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+            )
     ctx.committed()
+    if refusal is not None:
+        raise refusal
     return changed
 
 

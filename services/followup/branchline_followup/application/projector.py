@@ -11,6 +11,7 @@ rebuild (the same events replayed into a fresh schema).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from branchline_followup.adapters.pg_schemas import (
 )
 from branchline_followup.adapters.read_models import ClientFacts
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
-from branchline_followup.application import suitability
+from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
@@ -48,6 +49,7 @@ from branchline_followup.domain import (
     timer_id_for,
     timers_for,
 )
+from branchline_shared.domain.classification import risk_level
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -61,15 +63,6 @@ business event (fixed forever)."""
 
 FOLLOWUP_REASSIGNED = EventType.FOLLOWUP_REASSIGNED.value
 FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
-
-RISK_LEVEL_OF_TOLERANCE = {
-    "C1": "low",
-    "C2": "medium",
-    "C3": "medium",
-    "C4": "high",
-    "C5": "very_high",
-}
-"""D-09 risk level from the C1..C5 assessment (the same default table as intake's)."""
 
 CONTACT_EVENT_TYPES = frozenset(
     {
@@ -137,16 +130,20 @@ async def project(
     await record_refusal(conn, event)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
-        # re-rating may make reviews due for the product's holders (D-15).
-        await suitability.on_product_event(
-            conn,
-            event,
-            projection.policy,
-            projection.client_lock_class,
-            lambda c, before, after: _save_changed_tasks(
+        # rating may make reviews due for the product's holders (D-15), an accepted gift an
+        # escalation for the giver's record (D-16).
+        def save(
+            c: PgConnection,
+            before: dict[uuid.UUID, FollowupTask],
+            after: dict[uuid.UUID, FollowupTask],
+        ) -> Awaitable[None]:
+            return _save_changed_tasks(
                 c, before, after, projection.policy, projection.task_creations_topic
-            ),
-        )
+            )
+
+        lock_class = projection.client_lock_class
+        await suitability.on_product_event(conn, event, projection.policy, lock_class, save)
+        await staff_events.on_staff_event(conn, event, projection.policy, lock_class, save)
         return True
     client_id = event.client_id
     await lock_client(conn, client_id, projection.client_lock_class)
@@ -182,6 +179,7 @@ async def project(
         rm_id=facts.rm_id if facts else None,
         stage=stage,
         branch_id=facts.branch_id if facts and facts.branch_id else event.branch_id,
+        risk_level=facts.risk_level if facts else None,
     )
 
     before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
@@ -334,7 +332,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     elif event.type == EventType.CLIENT_RISK_ASSESSED:
         level = payload_as(event, c.ClientRiskAssessed).level.value
         facts.risk_tolerance = level
-        facts.risk_level = RISK_LEVEL_OF_TOLERANCE.get(level)
+        risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
+        facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
         if facts.first_business_at is None or at < facts.first_business_at:
             facts.first_business_at = at

@@ -22,6 +22,7 @@ from branchline_followup.domain import (
     lifecycle_stage,
     quality_report,
 )
+from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
 from branchline_shared.postgres.pool import PgPool
 
 
@@ -79,4 +80,14 @@ async def quality(
             for c in records.clients
         ],
         as_of=as_of,
+        training=training_shortfalls(
+            records.staff,
+            [
+                TrainingRecord(t["staff_id"], t["hours"], t["completed_at"])
+                for t in records.training
+            ],
+            start=selection.start,
+            end=selection.end,
+            hours_per_year=policy.training_hours_per_year,
+        ),
     )

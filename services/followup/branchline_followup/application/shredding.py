@@ -30,7 +30,7 @@ from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import Actor
 from branchline_shared.http.token_keys import token_codec
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
 SHREDDER = Actor(id="privacy-shredder", role="system")
@@ -38,13 +38,13 @@ SHRED_NAMESPACE = uuid.UUID("b6f4c0de-5a7e-5d1c-9e2b-8f3a4d6c1e70")
 """UUID v5 namespace of the shredding event of a client (fixed forever: one per client)."""
 
 
-def retention_rule_from_settings(settings: BranchlineSettings) -> RetentionRule:
+def retention_rule_from_settings(settings: FollowupSettings) -> RetentionRule:
     """The institution's D-11 retention (the same settings the audit trail prunes by)."""
     return RetentionRule(
-        years_by_profile=dict(settings.audit_retention_years),
-        default_profile=settings.audit_retention_profile,
-        branch_profiles=dict(settings.audit_branch_retention_profiles),
-        legal_holds=frozenset(settings.audit_legal_hold_clients),
+        years_by_profile=dict(settings.retention_years),
+        default_profile=settings.retention_profile,
+        branch_profiles=dict(settings.retention_branch_profiles),
+        legal_holds=frozenset(settings.retention_legal_hold_clients),
     )
 
 
@@ -143,7 +143,7 @@ async def shred_due(
     return statuses
 
 
-def legal_holds_from_settings(settings: BranchlineSettings) -> LegalHolds:
+def legal_holds_from_settings(settings: FollowupSettings) -> LegalHolds:
     """The audit API's register of standing holds (D-11)."""
     url = settings.privacy_legal_holds_url or (
         f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"

@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.pg_schemas import lock_client
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
 from branchline_followup.domain.suitability import (
     Holding,
+    Rating,
+    latest_rating,
     not_fitting,
+    review_on_rating,
+    reviews_after_sale,
     suitability_review,
     tolerance_lowered,
 )
 from branchline_shared.events.catalogue import (
     ClientRiskAssessed,
     EventType,
+    ProductApproved,
     ProductRerated,
     ProductSold,
 )
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import payload_as, payload_of
 from branchline_shared.events.vocabulary import LifecycleStage, ProductRisk, RiskTolerance
 from branchline_shared.postgres.pool import PgConnection
 
@@ -36,6 +42,7 @@ SaveTasks = Callable[
 
 SOLD = EventType.PRODUCT_SOLD.value
 ASSESSED = EventType.CLIENT_RISK_ASSESSED.value
+APPROVED = EventType.PRODUCT_APPROVED.value
 RERATED = EventType.PRODUCT_RERATED.value
 
 
@@ -46,6 +53,28 @@ async def holdings_of(conn: PgConnection, client_id: str) -> list[Holding]:
     return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
 
 
+async def ratings_of(conn: PgConnection, product_id: str) -> list[Rating]:
+    rows = await conn.fetch(
+        "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
+        product_id,
+    )
+    return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
+
+
+async def _hold(
+    conn: PgConnection, client_id: str, product_id: str, risk: str, since: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
+        "product_risk = EXCLUDED.product_risk, since = LEAST(fu_holdings.since, EXCLUDED.since)",
+        client_id,
+        product_id,
+        risk,
+        since,
+    )
+
+
 async def on_client_event(
     conn: PgConnection,
     event: RecordedEvent,
@@ -54,22 +83,32 @@ async def on_client_event(
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
 ) -> dict[uuid.UUID, FollowupTask]:
-    """A sale adds a holding (at the rating intake checked it with); a lower reassessment
-    makes a review due for the holdings above the new tolerance."""
+    """A sale adds a holding, at the shelf's latest rating (the sale's own ``product_risk``
+    for a product followup has no rating of), and makes due the reviews of ratings that took
+    effect after it but reached followup first; a lower reassessment makes a review due for
+    the holdings above the new tolerance."""
     if event.type == SOLD:
         sold = payload_as(event, ProductSold)
-        if sold.product_risk is None:
+        product_id = sold.product_id
+        ratings = await ratings_of(conn, product_id)
+        latest = latest_rating(ratings)
+        risk = latest.risk if latest else sold.product_risk
+        if risk is None:
             return tasks
-        await conn.execute(
-            "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
-            "product_risk = EXCLUDED.product_risk",
-            client.client_id,
-            sold.product_id,
-            sold.product_risk.value,
-            event.occurred_at,
+        await _hold(conn, client.client_id, product_id, risk.value, event.occurred_at)
+        commands = reviews_after_sale(
+            client,
+            product_id=product_id,
+            sold_at=event.occurred_at,
+            ratings=ratings,
+            holdings=await holdings_of(conn, client.client_id),
+            # a sale leaves the tolerance as it was
+            tolerance=RiskTolerance(previous_tolerance) if previous_tolerance else None,
+            open_tasks=tasks.values(),
+            policy=policy,
         )
-    elif event.type == ASSESSED:
+        return apply_commands(tasks, commands)
+    if event.type == ASSESSED:
         after = payload_as(event, ClientRiskAssessed).level
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
@@ -86,6 +125,18 @@ async def on_client_event(
     return tasks
 
 
+def _rating(event: RecordedEvent) -> Rating | None:
+    """The rating a shelf event states (``None``: not a rating)."""
+    if event.type not in (APPROVED, RERATED):
+        return None
+    payload = payload_of(event)
+    if isinstance(payload, ProductRerated):
+        effective_at = max(event.occurred_at, payload.effective_at)
+        return Rating(event.event_id, payload.risk, effective_at)
+    assert isinstance(payload, ProductApproved)
+    return Rating(event.event_id, payload.risk, event.occurred_at)
+
+
 async def on_product_event(
     conn: PgConnection,
     event: RecordedEvent,
@@ -93,38 +144,47 @@ async def on_product_event(
     client_lock_class: int,
     save: SaveTasks,
 ) -> None:
-    """A re-rating changes every holder's holding; each holder whose tolerance it now
-    exceeds gets a review naming every holding that no longer fits."""
-    if event.type != RERATED or event.product_id is None:
+    """A rating (approval or re-rating) joins the product's ratings; every holding of the
+    product moves to the latest rating; each holder who bought before it took effect and
+    whose tolerance it exceeds gets a review naming every holding that no longer fits."""
+    rating = _rating(event)
+    if rating is None or event.product_id is None:
         return
-    payload = payload_as(event, ProductRerated)
-    rows = await conn.fetch(
-        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id",
+    await conn.execute(
+        "INSERT INTO fu_product_ratings (product_id, event_id, risk, effective_at) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         event.product_id,
-        payload.risk.value,
+        rating.event_id,
+        rating.risk.value,
+        rating.effective_at,
     )
-    at = max(event.occurred_at, payload.effective_at)
-    for client_id in sorted({r["client_id"] for r in rows}):
+    latest = latest_rating(await ratings_of(conn, event.product_id))
+    assert latest is not None  # this one at least
+    rows = await conn.fetch(
+        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id, since",
+        event.product_id,
+        latest.risk.value,
+    )
+    held_before = {r["client_id"] for r in rows if r["since"] < rating.effective_at}
+    for client_id in sorted(held_before):
         await lock_client(conn, client_id, client_lock_class)
         facts = await read_models.fetch_client(conn, client_id)
         if facts is None or facts.risk_tolerance is None:
             continue
-        tolerance = RiskTolerance(facts.risk_tolerance)
-        product_ids = not_fitting(await holdings_of(conn, client_id), tolerance)
-        if event.product_id not in product_ids:
-            continue  # the re-rated product still fits this holder
         client = ClientContext(
             client_id=client_id,
             rm_id=facts.rm_id,
             stage=LifecycleStage(facts.lifecycle_stage),
             branch_id=facts.branch_id,
+            risk_level=facts.risk_level,
         )
         before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
-        commands = suitability_review(
+        commands = review_on_rating(
             client,
-            cause_event_id=event.event_id,
-            at=at,
-            product_ids=product_ids,
+            product_id=event.product_id,
+            rating=rating,
+            holdings=await holdings_of(conn, client_id),
+            tolerance=RiskTolerance(facts.risk_tolerance),
             open_tasks=before.values(),
             policy=policy,
         )

@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 
 from branchline_followup.adapters import read_models
 from branchline_followup.domain import FollowupTask, TaskKind
-from branchline_followup.domain.tasks import new_task, task_id_for
+from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
+from branchline_followup.domain.tasks import task_id_for
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     EventType,
     FollowupTaskCreated,
-    parse_payload,
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import payload_as
@@ -50,16 +50,17 @@ def _stream(task_id: uuid.UUID) -> str:
 
 
 async def recorded_creations(
-    conn: PgConnection, source_event_ids: Iterable[uuid.UUID]
+    conn: PgConnection, source_event_ids: Iterable[uuid.UUID], task_ids: Iterable[uuid.UUID] = ()
 ) -> dict[uuid.UUID, RecordedEvent]:
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
-    events ``source_event_ids`` made due (looked up by key: task ids derive from the source
-    event and the kind)."""
+    events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
+    derive from the source event and the kind, a D-15 review's also from its client)."""
     by_event = {
         task_created_event_id(task_id_for(source, kind)): task_id_for(source, kind)
         for source in set(source_event_ids)
         for kind in TaskKind
     }
+    by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
     rows = await conn.fetch(
@@ -69,57 +70,26 @@ async def recorded_creations(
     return {by_event[r["event_id"]]: RecordedEvent.model_validate(r["envelope"]) for r in rows}
 
 
-def _decision(task: FollowupTask) -> tuple[uuid.UUID, datetime]:
-    """Tasks created by one decision share their source event and their opening instant."""
-    return task.source_event_id, task.opened_at
+def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
+    """Tasks created by one decision share their source event, their client and their
+    opening instant (one re-rating decides for each holder apart, D-15)."""
+    return task.source_event_id, task.client_id, task.opened_at
 
 
 def task_from_record(creation: RecordedEvent) -> FollowupTask:
     """The task a recorded creation states (when today's rules would not create it)."""
-    created = payload_as(creation, FollowupTaskCreated)
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
-    if created.source_event_id is None:  # the rules always record the event they followed
-        raise ValueError(f"followup.task_created {creation.event_id} names no source event")
-    return new_task(
-        kind=TaskKind(created.kind),
-        source_event_id=created.source_event_id,
+    return task_from_creation(
+        payload_as(creation, FollowupTaskCreated),
         client_id=creation.client_id,
         branch_id=creation.branch_id,
-        assignee=created.assignee,
-        subject=created.subject_id or "client",
         opened_at=creation.occurred_at,
-        due_at=created.due_at,
-        deadline_profile=created.profile or "default",
-    )
-
-
-def replayed(task: FollowupTask, creation: RecordedEvent) -> FollowupTask:
-    """``task`` with the deadline, assignee and profile its recorded creation states."""
-    created = payload_as(creation, FollowupTaskCreated)
-    return task.model_copy(
-        update={
-            "due_at": created.due_at,
-            "assignee": created.assignee,
-            "deadline_profile": created.profile or task.deadline_profile,
-        }
     )
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
-    data = parse_payload(
-        TASK_CREATED,
-        {
-            "task_id": str(task.id),
-            "kind": task.kind.value,
-            "assignee": task.assignee,
-            "due_at": task.due_at.isoformat(),
-            "rule": task.rule.value,
-            "source_event_id": str(task.source_event_id),
-            "subject_id": task.subject,
-            "profile": task.deadline_profile,
-        },
-    ).model_dump(mode="json", exclude_none=True)
+    data = creation_record(task).model_dump(mode="json", exclude_none=True)
     return RecordedEvent(
         event_id=task_created_event_id(task.id),
         type=TASK_CREATED,
@@ -152,13 +122,15 @@ async def settle_created_tasks(
     events marked applied (their Kafka copies then change nothing)."""
     if not created:
         return {}, set()
-    recorded = await recorded_creations(conn, {t.source_event_id for t in created.values()})
+    recorded = await recorded_creations(
+        conn, {t.source_event_id for t in created.values()}, created
+    )
     decided = {_decision(task_from_record(e)) for e in recorded.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
         if task_id in recorded:
-            settled[task_id] = replayed(task, recorded[task_id])
+            settled[task_id] = replayed(task, payload_as(recorded[task_id], FollowupTaskCreated))
         elif _decision(task) in decided:
             dropped.add(task_id)
         else:

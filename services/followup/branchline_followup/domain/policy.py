@@ -93,6 +93,11 @@ def _default_cadence() -> Mapping[LifecycleStage, timedelta | None]:
     )
 
 
+def _default_kyc_refresh() -> Mapping[str, int]:
+    # D-03: 12 months for high risk (and very high), 36 months otherwise
+    return MappingProxyType({"low": 36, "medium": 36, "high": 12, "very_high": 12})
+
+
 def _empty_mapping() -> Mapping[str, str]:
     return MappingProxyType({})
 
@@ -141,6 +146,20 @@ class FollowupPolicy:
     )
     win_back_within: timedelta = timedelta(days=14)
     product_review_every: timedelta = timedelta(days=90)
+    # D-03
+    kyc_refresh_months: Mapping[str, int] = field(default_factory=_default_kyc_refresh)
+    """Months from an identity verification to the KYC refresh due, by D-09 risk level."""
+    kyc_refresh_months_otherwise: int = 36
+    """Months for a client without a risk level (not assessed yet)."""
+    kyc_verification_methods: frozenset[str] = frozenset({"networked_id_check"})
+    """The verifications that count as due diligence done (intake's gate methods)."""
+    # D-16
+    gift_accept_threshold: Decimal = Decimal(0)
+    """An accepted gift worth more than this is escalated to the staff member's supervisor."""
+    gift_escalation_within: timedelta = timedelta(hours=24)
+    """When the supervisor's decision on an accepted gift is due."""
+    # D-14 (training shortfalls in the D-12 measures)
+    training_hours_per_year: Decimal = Decimal(40)
     # D-15
     suitability_review_business_days: int = 5
     """A holding that no longer fits is reviewed by close of business this many business
@@ -188,6 +207,12 @@ class FollowupPolicy:
             for d in (self.access_request_within, *self.access_request_within_by_profile.values())
         ):
             raise ValueError("access request deadlines must be positive")
+        if any(
+            m <= 0 for m in (self.kyc_refresh_months_otherwise, *self.kyc_refresh_months.values())
+        ):
+            raise ValueError("kyc refresh periods must be positive")
+        if self.gift_escalation_within <= timedelta(0):
+            raise ValueError("gift_escalation_within must be positive")
         if self.due_soon_window < timedelta(0):
             raise ValueError("due_soon_window must not be negative")
         # Build every calendar once so a bad zone name fails at start-up, not at 3 a.m.
@@ -231,3 +256,9 @@ class FollowupPolicy:
 
     def cadence_for(self, stage: LifecycleStage) -> timedelta | None:
         return self.revisit_cadence[stage]
+
+    def kyc_refresh_months_for(self, risk_level: str | None) -> int:
+        """D-03: months between due diligence and its refresh at ``risk_level`` (D-09)."""
+        if risk_level is None:
+            return self.kyc_refresh_months_otherwise
+        return self.kyc_refresh_months.get(risk_level, self.kyc_refresh_months_otherwise)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from statistics import fmean
 
 from pydantic import BaseModel, ConfigDict
@@ -315,6 +316,69 @@ def retention(
     )
 
 
+# Training (D-14): staff below the required hours of the period
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """Hours of training a member of staff completed (``staff.training_recorded``)."""
+
+    staff_id: str
+    hours: Decimal
+    completed_at: datetime
+
+
+class StaffTraining(_Measure):
+    staff_id: str
+    hours: float
+    """Hours completed in the period."""
+    missing: float
+    """Hours short of the period's requirement."""
+
+
+class TrainingShortfalls(_Measure):
+    reference_hours_per_year: float
+    required_hours: float
+    """The yearly reference pro rata over the period (a quarter: a quarter of it)."""
+    staff: int
+    """Staff the selection covers."""
+    short: int
+    shortfalls: tuple[StaffTraining, ...]
+    """Each member of staff below the required hours, by id."""
+
+
+def training_shortfalls(
+    staff_ids: Iterable[str],
+    records: Iterable[TrainingRecord],
+    *,
+    start: datetime,
+    end: datetime,
+    hours_per_year: Decimal,
+) -> TrainingShortfalls:
+    """D-14: the staff whose training completed in ``[start, end)`` is below the yearly
+    reference pro rata over the period (365-day years)."""
+    start, end = require_aware(start, "start"), require_aware(end, "end")
+    days = Decimal(max((end - start).total_seconds(), 0.0)) / Decimal(86_400)
+    required = (hours_per_year * days / Decimal(365)).quantize(Decimal("0.01"))
+    done: dict[str, Decimal] = dict.fromkeys(staff_ids, Decimal(0))
+    for record in records:
+        at = require_aware(record.completed_at, "completed_at")
+        if record.staff_id in done and start <= at < end:
+            done[record.staff_id] += record.hours
+    short = tuple(
+        StaffTraining(staff_id=staff_id, hours=float(hours), missing=float(required - hours))
+        for staff_id, hours in sorted(done.items())
+        if hours < required
+    )
+    return TrainingShortfalls(
+        reference_hours_per_year=float(hours_per_year),
+        required_hours=float(required),
+        staff=len(done),
+        short=len(short),
+        shortfalls=short,
+    )
+
+
 class QualityReport(_Measure):
     """Every D-12 measure for one selection (branch / RM / period)."""
 
@@ -325,6 +389,8 @@ class QualityReport(_Measure):
     complaints: ComplaintsBySeverity
     revisit_completion: RevisitCompletion
     retention: Retention
+    training: TrainingShortfalls | None = None
+    """D-14: staff below the training reference (``None``: not computed for this selection)."""
 
 
 def quality_report(
@@ -336,6 +402,7 @@ def quality_report(
     clients: Iterable[ClientPeriodRecord],
     as_of: datetime,
     retention_reference: float = RETENTION_REFERENCE,
+    training: TrainingShortfalls | None = None,
 ) -> QualityReport:
     task_rows = list(tasks)
     visit_rows = list(visits)
@@ -347,4 +414,5 @@ def quality_report(
         complaints=complaints_by_severity(complaints),
         revisit_completion=revisit_completion(task_rows, as_of),
         retention=retention(clients, retention_reference),
+        training=training,
     )

@@ -15,7 +15,17 @@ from datetime import datetime
 from typing import ClassVar, Protocol
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.due_diligence import KycRefreshRule
 from branchline_followup.domain.jurisdictions import complaint_deadlines, decision_deadline
+from branchline_followup.domain.opening import (
+    CLIENT_SUBJECT,
+    cancel,
+    complete,
+    open_for_event,
+    open_of,
+    open_task,
+    owner,
+)
 from branchline_followup.domain.payloads import InvalidEventData, read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.rules_privacy import DataAccessRequestRule
@@ -23,13 +33,11 @@ from branchline_followup.domain.service_loop import SERVICE_LOOP_RULES
 from branchline_followup.domain.tasks import (
     CancelTask,
     ClientContext,
-    CompleteTask,
     CreateTask,
     FollowupTask,
     ReassignTask,
     RescheduleTask,
     TaskCommand,
-    new_task,
 )
 from branchline_followup.domain.vocabulary import (
     COMPLAINT_RESOLUTION_KINDS,
@@ -44,7 +52,6 @@ from branchline_shared.events.envelope import RecordedEvent
 
 __all__ = ["HANDLED_EVENT_TYPES", "RULES", "InvalidEventData", "decide", "on_stage_changed"]
 
-CLIENT_SUBJECT = "client"
 FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
 """Emitted by the followup service when an RM completes a task (``POST /v1/followups/{id}/
 complete``); ``data``: ``task_id``, ``outcome``, ``note?``, ``next_contact_at?``, ``scores?``,
@@ -53,64 +60,6 @@ and optionally ``kind`` (the completed task's kind)."""
 
 def _occurred(event: RecordedEvent) -> datetime:
     return require_aware(event.occurred_at)
-
-
-def _owner(client: ClientContext, policy: FollowupPolicy) -> str:
-    return client.rm_id or policy.unassigned
-
-
-def _open(
-    tasks: Iterable[FollowupTask], kinds: Iterable[TaskKind], subject: str | None = None
-) -> list[FollowupTask]:
-    wanted = frozenset(kinds)
-    return [
-        t
-        for t in tasks
-        if t.is_open and t.kind in wanted and (subject is None or t.subject == subject)
-    ]
-
-
-def _create(
-    event: RecordedEvent,
-    policy: FollowupPolicy,
-    *,
-    kind: TaskKind,
-    subject: str,
-    assignee: str,
-    due_at: datetime,
-    profile: str | None = None,
-) -> CreateTask:
-    return CreateTask(
-        task=new_task(
-            kind=kind,
-            source_event_id=event.event_id,
-            client_id=event.subject_id,
-            branch_id=event.branch_id,
-            assignee=assignee,
-            subject=subject,
-            opened_at=_occurred(event),
-            due_at=due_at,
-            deadline_profile=profile or policy.profile_for(event.branch_id),
-        )
-    )
-
-
-def _complete(
-    tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str
-) -> list[TaskCommand]:
-    return [
-        CompleteTask(
-            task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason
-        )
-        for t in tasks
-    ]
-
-
-def _cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) -> list[TaskCommand]:
-    return [
-        CancelTask(task_id=t.id, at=_occurred(event), cause_event_id=event.event_id, reason=reason)
-        for t in tasks
-    ]
 
 
 class FollowupRule(Protocol):
@@ -146,19 +95,19 @@ class SatisfactionSurveyRule:
         if event.type == EventType.VISIT_CLOSED:
             visit_id = read_payload(event, c.VisitClosed, self.rule).visit_id
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.SATISFACTION_SURVEY,
                     subject=f"visit:{visit_id}",
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + policy.survey_within,
                 )
             ]
         answered_visit = read_payload(event, c.FeedbackSurveyAnswered, self.rule).visit_id
         subject = None if answered_visit is None else f"visit:{answered_visit}"
-        return _complete(
-            _open(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
+        return complete(
+            open_of(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
         )
 
 
@@ -190,7 +139,7 @@ class AppointmentPreparationRule:
         subject = f"appointment:{payload.appointment_id}"
         if isinstance(payload, c.AppointmentBooked):
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.APPOINTMENT_PREPARATION,
@@ -199,10 +148,10 @@ class AppointmentPreparationRule:
                     due_at=payload.slot_start - policy.appointment_preparation_lead,
                 )
             ]
-        preparations = _open(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
+        preparations = open_of(open_tasks, {TaskKind.APPOINTMENT_PREPARATION}, subject)
         if isinstance(payload, c.AppointmentAttended):
-            return _complete(preparations, event, "appointment attended")
-        return _cancel(preparations, event, event.type.removeprefix("appointment."))
+            return complete(preparations, event, "appointment attended")
+        return cancel(preparations, event, event.type.removeprefix("appointment."))
 
 
 class ConsultationRule:
@@ -240,27 +189,27 @@ class ConsultationRule:
                 else policy.offline_consultation_response
             )
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.CONSULTATION_RESPONSE,
                     subject=subject,
-                    assignee=_owner(client, policy),
+                    assignee=owner(client, policy),
                     due_at=_occurred(event) + within,
                 )
             ]
         promised_by = read_payload(event, c.ConsultationAnswered, self.rule).promised_by
-        pending = _open(
+        pending = open_of(
             open_tasks,
             {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
             subject,
         )
         if promised_by is None:
-            return _complete(pending, event, "answered")
-        commands = _complete(pending, event, "answer promised")
-        assignee = pending[0].assignee if pending else _owner(client, policy)
+            return complete(pending, event, "answered")
+        commands = complete(pending, event, "answer promised")
+        assignee = pending[0].assignee if pending else owner(client, policy)
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.CONSULTATION_PROMISE,
@@ -316,13 +265,13 @@ class ComplaintRule:
         match payload:
             case c.ComplaintReceived():
                 return self._received(event, payload, client, policy, subject)
-            case c.ComplaintAcknowledged(owner_id=owner):
-                responses = _open(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
-                commands = _complete(responses, event, "acknowledged")
+            case c.ComplaintAcknowledged(owner_id=new_owner):
+                responses = open_of(complaint_tasks, {TaskKind.COMPLAINT_RESPONSE})
+                commands = complete(responses, event, "acknowledged")
                 commands.extend(
-                    ReassignTask(task_id=t.id, assignee=owner, cause_event_id=event.event_id)
+                    ReassignTask(task_id=t.id, assignee=new_owner, cause_event_id=event.event_id)
                     for t in complaint_tasks
-                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != owner
+                    if t.kind is not TaskKind.COMPLAINT_RESPONSE and t.assignee != new_owner
                 )
                 return commands
             case c.ComplaintProgressReported(complex=complex_case):
@@ -330,27 +279,27 @@ class ComplaintRule:
                     return []
                 return self._extend_for_complexity(event, complaint_tasks, policy)
             case c.ComplaintResolved():
-                clocks = _open(
+                clocks = open_of(
                     complaint_tasks, COMPLAINT_RESOLUTION_KINDS | {TaskKind.COMPLAINT_RESPONSE}
                 )
-                commands = _complete(clocks, event, "resolved")
+                commands = complete(clocks, event, "resolved")
                 holder = _holder(complaint_tasks)
                 commands.append(
-                    _create(
+                    open_for_event(
                         event,
                         policy,
                         kind=TaskKind.COMPLAINT_FOLLOW_UP,
                         subject=subject,
-                        assignee=holder or _owner(client, policy),
+                        assignee=holder or owner(client, policy),
                         due_at=_occurred(event) + policy.complaint_follow_up_after,
                     )
                 )
                 return commands
             case c.ComplaintConfirmedByClient():
-                follow_ups = _open(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
-                return _complete(follow_ups, event, "confirmed by client")
+                follow_ups = open_of(complaint_tasks, {TaskKind.COMPLAINT_FOLLOW_UP})
+                return complete(follow_ups, event, "confirmed by client")
             case _:  # complaint.closed
-                return _complete(complaint_tasks, event, "complaint closed")
+                return complete(complaint_tasks, event, "complaint closed")
 
     def _received(
         self,
@@ -361,7 +310,7 @@ class ComplaintRule:
         subject: str,
     ) -> list[TaskCommand]:
         severity = payload.severity
-        assignee = _owner(client, policy)
+        assignee = owner(client, policy)
         if payload.topic == policy.personal_data_topic:
             assignee = (
                 policy.supervisor_of(client.rm_id) if client.rm_id else policy.default_supervisor_id
@@ -375,7 +324,7 @@ class ComplaintRule:
             calendar=policy.calendar_for(event.branch_id),
         )
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=deadline.kind,
@@ -391,7 +340,7 @@ class ComplaintRule:
         self, event: RecordedEvent, complaint_tasks: list[FollowupTask], policy: FollowupPolicy
     ) -> list[TaskCommand]:
         commands: list[TaskCommand] = []
-        for task in _open(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
+        for task in open_of(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
             due_at = decision_deadline(
                 task.opened_at,
                 complex_case=True,
@@ -436,7 +385,7 @@ class TaskCompletionRule:
         if task is None:
             return []
         outcome = read_payload(event, c.FollowupCompleted, self.rule).outcome
-        return _complete([task], event, outcome.value)
+        return complete([task], event, outcome.value)
 
 
 def _completed_task(
@@ -486,7 +435,7 @@ class RevisitRule:
         if event.type == EventType.CLIENT_REGISTERED:
             registered = read_payload(event, c.ClientRegistered, self.rule)
             return [
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.REVISIT,
@@ -507,17 +456,17 @@ class RevisitRule:
         completed = _completed_task(event, open_tasks)
         superseded = [
             t
-            for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+            for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
             if completed is None or t.id != completed.id
         ]
-        commands = _cancel(superseded, event, "replaced by a new contact plan")
+        commands = cancel(superseded, event, "replaced by a new contact plan")
         commands.append(
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.REVISIT,
                 subject=CLIENT_SUBJECT,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=due_at,
             )
         )
@@ -550,12 +499,12 @@ class ProductReviewRule:
                 return []
             subject = completed.subject
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.PRODUCT_REVIEW,
                 subject=subject,
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=_occurred(event) + policy.product_review_every,
             )
         ]
@@ -571,6 +520,7 @@ RULES: tuple[FollowupRule, ...] = (
     ProductReviewRule(),
     *SERVICE_LOOP_RULES,
     DataAccessRequestRule(),
+    KycRefreshRule(),
 )
 """Every rule, in the order their commands are applied (a completion before its follow-ons)."""
 
@@ -630,23 +580,21 @@ def on_stage_changed(
         return ()
     contacts = [
         t
-        for t in _open(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
+        for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
         if t.client_id == client.client_id and t.source_event_id != cause_event_id
     ]
 
     def create(kind: TaskKind, due_at: datetime) -> CreateTask:
-        return CreateTask(
-            task=new_task(
-                kind=kind,
-                source_event_id=cause_event_id,
-                client_id=client.client_id,
-                branch_id=client.branch_id,
-                assignee=_owner(client, policy),
-                subject=CLIENT_SUBJECT,
-                opened_at=at,
-                due_at=due_at,
-                deadline_profile=policy.profile_for(client.branch_id),
-            )
+        return open_task(
+            policy,
+            kind=kind,
+            cause_event_id=cause_event_id,
+            client_id=client.client_id,
+            branch_id=client.branch_id,
+            assignee=owner(client, policy),
+            subject=CLIENT_SUBJECT,
+            opened_at=at,
+            due_at=due_at,
         )
 
     def close(tasks: Iterable[FollowupTask], reason: str) -> list[TaskCommand]:

@@ -14,17 +14,10 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of
 from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
-from branchline_followup.domain.tasks import (
-    CancelTask,
-    ClientContext,
-    CompleteTask,
-    CreateTask,
-    FollowupTask,
-    TaskCommand,
-    new_task,
-)
+from branchline_followup.domain.tasks import ClientContext, FollowupTask, TaskCommand
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
@@ -55,43 +48,33 @@ class DataAccessRequestRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        at = require_aware(event.occurred_at)
         if event.type == DATA_ACCESS_REQUESTED:
             profile = policy.profile_for(client.branch_id)
             return [
-                CreateTask(
-                    task=new_task(
-                        kind=TaskKind.DATA_ACCESS_REQUEST,
-                        source_event_id=event.event_id,
-                        client_id=event.subject_id,
-                        branch_id=client.branch_id,
-                        assignee=policy.privacy_officer,
-                        subject=access_request_subject(event.event_id),
-                        opened_at=at,
-                        due_at=at + policy.access_request_within_for(profile),
-                        deadline_profile=profile,
-                    )
+                open_for_event(
+                    event,
+                    policy,
+                    kind=TaskKind.DATA_ACCESS_REQUEST,
+                    subject=access_request_subject(event.event_id),
+                    assignee=policy.privacy_officer,
+                    due_at=require_aware(event.occurred_at)
+                    + policy.access_request_within_for(profile),
+                    branch_id=client.branch_id,
+                    profile=profile,
                 )
             ]
         if event.type == ERASURE_REQUESTED:
             # From the erasure request on, the data is shown to nobody (restricted), so an
             # open access request can no longer be answered with it.
-            return [
-                CancelTask(
-                    task_id=t.id,
-                    at=at,
-                    cause_event_id=event.event_id,
-                    reason="erasure requested: personal data restricted (D-04)",
-                )
-                for t in open_tasks
-                if t.is_open and t.kind is TaskKind.DATA_ACCESS_REQUEST
-            ]
+            return cancel(
+                open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}),
+                event,
+                "erasure requested: personal data restricted (D-04)",
+            )
         accessed = read_payload(event, c.ClientPersonalDataAccessed, self.rule)
         if accessed.request_event_id is None:
             return []  # an access outside a request (e.g. an investigation) closes nothing
         subject = access_request_subject(accessed.request_event_id)
-        return [
-            CompleteTask(task_id=t.id, at=at, cause_event_id=event.event_id, reason="answered")
-            for t in open_tasks
-            if t.is_open and t.kind is TaskKind.DATA_ACCESS_REQUEST and t.subject == subject
-        ]
+        return complete(
+            open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}, subject), event, "answered"
+        )

@@ -12,22 +12,19 @@ shares its complaint's subject), ``corrective_action:<complaint id>:<action id>`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
+from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of, owner
 from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
-    CancelTask,
     ClientContext,
-    CompleteTask,
-    CreateTask,
     FollowupTask,
     RescheduleTask,
     TaskCommand,
-    new_task,
 )
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
@@ -49,8 +46,11 @@ PROMISE_KINDS: frozenset[TaskKind] = frozenset(
 )
 """Tasks that hold a deadline promised to the client (D-17: kept, renegotiated or missed)."""
 
-ENDED_WITH_THE_RELATIONSHIP: frozenset[TaskKind] = frozenset({TaskKind.PRODUCT_REVIEW})
-"""Tasks that have no object once the account is closed (no holdings left to review)."""
+ENDED_WITH_THE_RELATIONSHIP: frozenset[TaskKind] = frozenset(
+    {TaskKind.PRODUCT_REVIEW, TaskKind.KYC_REFRESH}
+)
+"""Tasks that have no object once the account is closed (no holdings left to review, no
+relationship whose due diligence is refreshed, D-03)."""
 
 
 def feedback_subject(event_id: uuid.UUID) -> str:
@@ -63,54 +63,6 @@ def corrective_action_subject(complaint_id: str, action_id: str) -> str:
 
 def _at(event: RecordedEvent) -> datetime:
     return require_aware(event.occurred_at)
-
-
-def _owner(client: ClientContext, policy: FollowupPolicy) -> str:
-    return client.rm_id or policy.unassigned
-
-
-def _create(
-    event: RecordedEvent,
-    policy: FollowupPolicy,
-    *,
-    kind: TaskKind,
-    subject: str,
-    assignee: str,
-    due_at: datetime,
-) -> CreateTask:
-    return CreateTask(
-        task=new_task(
-            kind=kind,
-            source_event_id=event.event_id,
-            client_id=event.subject_id,
-            branch_id=event.branch_id,
-            assignee=assignee,
-            subject=subject,
-            opened_at=_at(event),
-            due_at=require_aware(due_at, "due_at"),
-            deadline_profile=policy.profile_for(event.branch_id),
-        )
-    )
-
-
-def _open(
-    tasks: Iterable[FollowupTask], kinds: Iterable[TaskKind], subject: str | None = None
-) -> list[FollowupTask]:
-    wanted = frozenset(kinds)
-    return [
-        t
-        for t in tasks
-        if t.is_open and t.kind in wanted and (subject is None or t.subject == subject)
-    ]
-
-
-def _complete(
-    tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str
-) -> list[TaskCommand]:
-    return [
-        CompleteTask(task_id=t.id, at=_at(event), cause_event_id=event.event_id, reason=reason)
-        for t in tasks
-    ]
 
 
 def needs_response(survey: c.FeedbackSurveyAnswered, low_score: int) -> bool:
@@ -150,16 +102,16 @@ class FeedbackResponseRule:
         elif event.type == FEEDBACK_RESPONDED:
             payload = read_payload(event, c.FeedbackResponded, self.rule)
             subject = feedback_subject(payload.responds_to_event_id)
-            return _complete(
-                _open(open_tasks, {TaskKind.FEEDBACK_RESPONSE}, subject), event, "responded"
+            return complete(
+                open_of(open_tasks, {TaskKind.FEEDBACK_RESPONSE}, subject), event, "responded"
             )
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.FEEDBACK_RESPONSE,
                 subject=feedback_subject(event.event_id),
-                assignee=_owner(client, policy),
+                assignee=owner(client, policy),
                 due_at=_at(event) + policy.feedback_response_within,
             )
         ]
@@ -211,19 +163,19 @@ class PromiseRule:
         payload = read_payload(event, c.EventPayload, self.rule)
         if isinstance(payload, c.ConsultationPromiseRenegotiated):
             subject = f"consultation:{payload.consultation_id}"
-            promises = _open(open_tasks, {TaskKind.CONSULTATION_PROMISE}, subject)
+            promises = open_of(open_tasks, {TaskKind.CONSULTATION_PROMISE}, subject)
             return _renegotiate(promises, event, payload.promised_by)
         if not isinstance(payload, c.ComplaintEvent):
             return []
         subject = f"complaint:{payload.complaint_id}"
-        promises = _open(open_tasks, {TaskKind.COMPLAINT_PROGRESS_PROMISE}, subject)
+        promises = open_of(open_tasks, {TaskKind.COMPLAINT_PROGRESS_PROMISE}, subject)
         if isinstance(payload, c.ComplaintPromiseRenegotiated):
             return _renegotiate(promises, event, payload.promised_by)
-        commands = _complete(promises, event, "client updated")
+        commands = complete(promises, event, "client updated")
         if isinstance(payload, c.ComplaintProgressReported) and payload.next_update_by:
-            holder = promises[0].assignee if promises else _owner(client, policy)
+            holder = promises[0].assignee if promises else owner(client, policy)
             commands.append(
-                _create(
+                open_for_event(
                     event,
                     policy,
                     kind=TaskKind.COMPLAINT_PROGRESS_PROMISE,
@@ -257,11 +209,11 @@ class CorrectiveActionRule:
             return []
         subject = corrective_action_subject(payload.complaint_id, payload.action_id)
         if isinstance(payload, c.ComplaintCorrectiveActionCompleted):
-            return _complete(
-                _open(open_tasks, {TaskKind.CORRECTIVE_ACTION}, subject), event, "action done"
+            return complete(
+                open_of(open_tasks, {TaskKind.CORRECTIVE_ACTION}, subject), event, "action done"
             )
         return [
-            _create(
+            open_for_event(
                 event,
                 policy,
                 kind=TaskKind.CORRECTIVE_ACTION,
@@ -287,12 +239,7 @@ class AccountClosureRule:
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        return [
-            CancelTask(
-                task_id=t.id, at=_at(event), cause_event_id=event.event_id, reason="account closed"
-            )
-            for t in _open(open_tasks, ENDED_WITH_THE_RELATIONSHIP)
-        ]
+        return cancel(open_of(open_tasks, ENDED_WITH_THE_RELATIONSHIP), event, "account closed")
 
 
 SERVICE_LOOP_RULES = (

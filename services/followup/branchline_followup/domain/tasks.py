@@ -47,6 +47,8 @@ class ClientContext(_Frozen):
     branch_id: str | None = None
     """The client's home branch: its calendar and profile apply to tasks that no branch event
     caused (lifecycle changes)."""
+    risk_level: str | None = None
+    """D-09 risk level (low, medium, high, very_high) from the latest assessment, if any."""
 
 
 class FollowupTask(_Frozen):

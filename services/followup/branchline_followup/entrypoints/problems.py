@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from branchline_followup.application.actions import (
+    ClientNotWarned,
     NotYourTask,
     SelfGrading,
     TaskClosed,
@@ -78,6 +79,13 @@ PROBLEMS: dict[type[Exception], Shape] = {
         "self-grading",
         rule="D-10",
         errors=lambda r: [{"field": "scores", "message": r.detail, "type": "forbidden"}],
+    ),
+    ClientNotWarned: Shape(
+        409,
+        "Refused",
+        "rule-violation",
+        rule=ClientNotWarned.rule,
+        errors=lambda r: [{"field": f, "message": r.detail, "type": "rule"} for f in r.fields],
     ),
     TaskRefused: Shape(409, "Refused", "task-refused"),
     # A note about a client whose key is destroyed (a task's completion) cannot be sealed.

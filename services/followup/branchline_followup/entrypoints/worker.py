@@ -21,14 +21,14 @@ from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
 
 
 def create_faust_app(
-    settings: BranchlineSettings,
+    settings: FollowupSettings,
     topics: Topics,
     pool: PgPool,
     dead_letters: DeadLetters,

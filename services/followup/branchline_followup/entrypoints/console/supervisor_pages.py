@@ -222,6 +222,11 @@ def quality_rows(selection: QualitySelection, report: QualityReport) -> list[lis
         add("revisit_completion", key, value)
     for key, value in report.retention.model_dump().items():
         add("retention", key, value)
+    if report.training is not None:
+        add("training", "required_hours", report.training.required_hours)
+        add("training", "short", report.training.short)
+        for s in report.training.shortfalls:
+            add("training", f"{spreadsheet_safe(s.staff_id)}.missing", s.missing)
     return rows
 
 
