@@ -16,11 +16,11 @@ from branchline_followup.application import shredding as followup_shredding
 from branchline_followup.application import task_creations
 from branchline_followup.application.personal_data import PERSONAL_DATA_ACCESSED
 from branchline_followup.domain import FOLLOWUP_ESCALATED, FOLLOWUP_OVERDUE, HANDLED_EVENT_TYPES
-from branchline_followup.domain.lifecycle import BUSINESS_EVENT_TYPES
 from branchline_followup.domain.rules import FOLLOWUP_COMPLETED
 from branchline_intake.application import reading as intake_reading
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.submit import REFUSAL_TYPE
+from branchline_shared.domain.classification import BUSINESS_EVENT_TYPES
 from branchline_shared.events.catalogue import PAYLOAD_MODELS, EventType
 
 pytestmark = pytest.mark.unit

@@ -148,7 +148,8 @@ def holdings_named(task: FollowupTask) -> tuple[str, ...]:
 def creation_record(task: FollowupTask) -> FollowupTaskCreated:
     """The ``followup.task_created`` payload of ``task``: what a replay restores exactly
     (deadline, assignee, profile), what the task is about, and for a D-15 review the
-    holdings it names."""
+    holdings it names (its subject is made of them: a list is no identifier)."""
+    review = task.kind is TaskKind.SUITABILITY_REVIEW
     return FollowupTaskCreated(
         task_id=str(task.id),
         kind=task.kind,
@@ -156,7 +157,7 @@ def creation_record(task: FollowupTask) -> FollowupTaskCreated:
         due_at=task.due_at,
         rule=task.rule.value,
         source_event_id=task.source_event_id,
-        subject_id=task.subject,
+        subject_id=None if review else task.subject,
         profile=task.deadline_profile,
         holdings=holdings_named(task),
     )
@@ -174,12 +175,18 @@ def task_from_creation(
         client_id=client_id,
         branch_id=branch_id,
         assignee=created.assignee,
-        subject=created.subject_id or CLIENT_SUBJECT,
+        subject=_subject_of(created),
         opened_at=opened_at,
         due_at=created.due_at,
         deadline_profile=created.profile or "default",
     )
     return task.model_copy(update={"id": uuid.UUID(created.task_id)})
+
+
+def _subject_of(created: FollowupTaskCreated) -> str:
+    if created.kind is TaskKind.SUITABILITY_REVIEW:
+        return SUITABILITY_SUBJECT_PREFIX + ",".join(created.holdings)
+    return created.subject_id or CLIENT_SUBJECT
 
 
 def replayed(task: FollowupTask, created: FollowupTaskCreated) -> FollowupTask:
