@@ -10,17 +10,20 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
-    legal_holds_from_settings,
     retention_rule_from_settings,
 )
 from branchline_followup.entrypoints.console import install_followup_console
@@ -114,10 +117,14 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         )
         context = FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            ),
             projection=Projection(policy, task_creations_topic=topics.followup_events.name),
             topic=topics.followup_events.name,
-            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
-            on_commit=relay.wake if settings.relay_enabled else None,
+            clock=ServiceClock(
+                PostgresClockOffsets(pool), SystemClock(), dev_mode=settings.dev_mode
+            ),
             keys=keys,
         )
         if settings.relay_enabled:
@@ -191,6 +198,7 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
             runtime.pool,
             DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
             runtime.context.projection,
+            runtime.context.units,
         )
         await started.enter_async_context(
             running_task(
@@ -272,8 +280,7 @@ async def rebuild(
     )
     try:
         return await rebuild_read_models(
-            admin_pool=admin,
-            database_url=settings.followup_database_url,
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=(
                 StoreReplay(
                     [
@@ -291,7 +298,9 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
-            clock=ServiceClock(admin, SystemClock(), dev_mode=settings.dev_mode).now,
+            clock=ServiceClock(
+                PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
+            ).now,
         )
     finally:
         await admin.close()

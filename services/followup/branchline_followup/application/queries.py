@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from branchline_followup.adapters import queries
-from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.application.ports import PageReads
 from branchline_followup.domain import (
     ClientPeriodRecord,
     ComplaintRecord,
@@ -23,7 +22,7 @@ from branchline_followup.domain import (
     quality_report,
 )
 from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
-from branchline_shared.postgres.pool import PgPool
+from branchline_followup.domain.records import ClientFacts
 
 
 def stage_at(facts: ClientFacts, moment: datetime, policy: FollowupPolicy) -> LifecycleStage:
@@ -42,10 +41,9 @@ class QualitySelection:
 
 
 async def quality(
-    pool: PgPool, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
 ) -> QualityReport:
-    records = await queries.quality_records(
-        pool,
+    records = await reads.quality_records(
         branch_id=selection.branch_id,
         rm_id=selection.rm_id,
         start=selection.start,

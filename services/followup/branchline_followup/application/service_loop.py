@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from branchline_followup.adapters import service_loop_queries as q
+from branchline_followup.application.ports import PageReads
 from branchline_followup.domain import FollowupPolicy, SlaRecord, TaskStatus
 from branchline_followup.domain.improvement import (
     AnalysedComplaint,
@@ -26,7 +26,6 @@ from branchline_followup.domain.statistics import (
     StatisticsReport,
     complaint_statistics,
 )
-from branchline_shared.postgres.pool import PgPool
 
 
 class UnknownProfile(ValueError):
@@ -37,7 +36,7 @@ class UnknownProfile(ValueError):
 
 
 async def improvement(
-    pool: PgPool,
+    reads: PageReads,
     *,
     branch_id: str | None,
     rm_id: str | None,
@@ -45,8 +44,8 @@ async def improvement(
     end: datetime,
     now: datetime,
 ) -> ImprovementReport:
-    records = await q.improvement_records(
-        pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end
+    records = await reads.improvement_records(
+        branch_id=branch_id, rm_id=rm_id, start=start, end=end
     )
     as_of = min(now, end)
     return ImprovementReport(
@@ -90,14 +89,12 @@ class StatisticsSelection:
 
 
 async def statistics(
-    pool: PgPool, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
 ) -> StatisticsReport:
     """D-17 statistics of the complaints received at the branches of ``selection.profile``."""
     if selection.profile not in policy.profiles:
         raise UnknownProfile(selection.profile, sorted(policy.profiles))
-    rows = await q.statistics_records(
-        pool, branch_ids=None, start=selection.start, end=selection.end
-    )
+    rows = await reads.statistics_records(branch_ids=None, start=selection.start, end=selection.end)
     complaints = [
         StatisticsComplaint(
             branch_id=r["branch_id"],
@@ -129,9 +126,9 @@ class ClientServiceLoop:
 
 
 async def client_service_loop(
-    pool: PgPool, client_id: str, *, account_closed_at: datetime | None, now: datetime
+    reads: PageReads, client_id: str, *, account_closed_at: datetime | None, now: datetime
 ) -> ClientServiceLoop:
-    record = await q.client_service_loop(pool, client_id)
+    record = await reads.client_service_loop(client_id)
     closed = account_closed_at is not None and account_closed_at <= now
     return ClientServiceLoop(
         account_status="closed" if closed else "open",
