@@ -17,6 +17,7 @@ from branchline_shared.events.catalogue import (
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import payload_of
 from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.row_guard import decode_row, readable, select_list
 
 TIMELINE_LIMIT = 200
 
@@ -96,25 +97,40 @@ class ClientPageRecords:
 
 async def client_page_records(pool: PgPool, client_id: str) -> ClientPageRecords:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        # Instants through the row guard: a bad row is left out (issue 9).
         timeline = await conn.fetch(
-            "SELECT occurred_at, event_id, type, branch_id, actor_id, actor_role "
+            f"SELECT {_TIMELINE_SELECT} "  # noqa: S608 - fixed identifiers, bound values
             "FROM fu_client_timeline WHERE client_id = $1 "
-            "ORDER BY occurred_at DESC, event_id DESC LIMIT $2",
+            "ORDER BY fu_client_timeline.occurred_at DESC, event_id DESC LIMIT $2",
             client_id,
             TIMELINE_LIMIT,
         )
         consents = await conn.fetch(
-            "SELECT purpose, granted, changed_at, expires_at FROM fu_client_consents "
+            f"SELECT {_CONSENT_SELECT} FROM fu_client_consents "  # noqa: S608 - fixed identifiers, bound values
             "WHERE client_id = $1 ORDER BY purpose",
             client_id,
         )
         assessment = await conn.fetchrow(
-            "SELECT level, assessed_at, valid_until FROM fu_client_assessments "
+            f"SELECT {_ASSESSMENT_SELECT} FROM fu_client_assessments "  # noqa: S608 - fixed identifiers, bound values
             "WHERE client_id = $1",
             client_id,
         )
     return ClientPageRecords(
-        timeline=[dict(r) for r in timeline],
-        consents=[dict(r) for r in consents],
-        assessment=Assessment(**dict(assessment)) if assessment else None,
+        timeline=readable(timeline, query="console.timeline"),
+        consents=readable(consents, query="console.consents"),
+        assessment=None
+        if assessment is None
+        else decode_row(assessment, lambda a: Assessment(**a), query="console.assessment"),
     )
+
+
+_TIMELINE_SELECT = select_list(
+    ["occurred_at", "event_id", "type", "branch_id", "actor_id", "actor_role"],
+    instants={"occurred_at"},
+)
+_CONSENT_SELECT = select_list(
+    ["purpose", "granted", "changed_at", "expires_at"], instants={"changed_at", "expires_at"}
+)
+_ASSESSMENT_SELECT = select_list(
+    ["level", "assessed_at", "valid_until"], instants={"assessed_at", "valid_until"}
+)

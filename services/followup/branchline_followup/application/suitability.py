@@ -97,7 +97,7 @@ def _rating(event: RecordedEvent) -> Rating | None:
     """The rating a shelf event states (``None``: not a rating)."""
     if event.type not in (APPROVED, RERATED):
         return None
-    payload = payload_of(event)
+    payload = payload_of(event)  # upcast, stored: its texts are sealed
     if isinstance(payload, ProductRerated):
         effective_at = max(event.occurred_at, payload.effective_at)
         return Rating(event.event_id, payload.risk, effective_at)
