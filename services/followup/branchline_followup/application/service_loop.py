@@ -9,7 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 
 from branchline_followup.application.ports import PageReads
-from branchline_followup.domain import FollowupPolicy, SlaRecord, TaskStatus
+from branchline_followup.application.queries import sla_record
+from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.improvement import (
     AnalysedComplaint,
     Behaviour,
@@ -26,6 +27,7 @@ from branchline_followup.domain.statistics import (
     StatisticsReport,
     complaint_statistics,
 )
+from branchline_shared.postgres.row_guard import decode_rows
 
 
 class UnknownProfile(ValueError):
@@ -49,32 +51,28 @@ async def improvement(
     )
     as_of = min(now, end)
     return ImprovementReport(
+        # Row by row: a bad row is skipped and counted (issue 9; postgres.row_guard).
         complaint_analysis=complaint_analysis(
-            AnalysedComplaint(
-                branch_id=c["branch_id"],
-                root_cause=c["root_cause"],
-                product=c["product_id"] or c["product_category"],
+            decode_rows(
+                records.complaints,
+                lambda c: AnalysedComplaint(
+                    branch_id=c["branch_id"],
+                    root_cause=c["root_cause"],
+                    product=c["product_id"] or c["product_category"],
+                ),
+                query="improvement.complaints",
             )
-            for c in records.complaints
         ),
         corrective_actions=corrective_action_completion(
-            (
-                CorrectiveActionRecord(a["root_cause"], a["due_at"], a["completed_at"])
-                for a in records.actions
+            decode_rows(
+                records.actions,
+                lambda a: CorrectiveActionRecord(a["root_cause"], a["due_at"], a["completed_at"]),
+                query="improvement.actions",
             ),
             as_of,
         ),
         promises=promises_kept(
-            (
-                SlaRecord(
-                    rule=t["rule"],
-                    kind=t["kind"],
-                    due_at=t["due_at"],
-                    status=TaskStatus(t["status"]),
-                    closed_at=t["closed_at"],
-                )
-                for t in records.promise_tasks
-            ),
+            decode_rows(records.promise_tasks, sla_record, query="improvement.promises"),
             records.renegotiations,
             as_of,
         ),
@@ -134,13 +132,14 @@ async def client_service_loop(
         account_status="closed" if closed else "open",
         account_closure_reason=record["account_closure_reason"] if closed else None,
         behaviour=behaviour_class(
-            (
-                BusinessRecord(
+            decode_rows(
+                record["business"],
+                lambda b: BusinessRecord(
                     occurred_at=b["occurred_at"],
                     product_risk=b["product_risk"],
                     amount=None if b["amount"] is None else Decimal(b["amount"]),
-                )
-                for b in record["business"]
+                ),
+                query="client360.business",
             ),
             now,
         ),
