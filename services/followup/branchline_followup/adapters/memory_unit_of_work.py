@@ -26,7 +26,9 @@ from branchline_followup.adapters.personal_data import (
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
+from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
@@ -242,8 +244,8 @@ class _Activity(_Part):
         self._add("console", event, client_id=client_id, type=event.type)
 
     async def record_refusal(self, event: RecordedEvent) -> None:
-        if event.type == "rule.violation_refused":
-            self._add("refusal", event, rule=event.data.get("rule"))
+        if event.type == EventType.RULE_VIOLATION_REFUSED:
+            self._add("refusal", event, rule=payload_as(event, RuleViolationRefused).rule)
 
     async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
         self._add("visit", event, rm_id=rm_id, **columns)

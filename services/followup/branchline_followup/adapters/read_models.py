@@ -16,7 +16,9 @@ from branchline_followup.domain import DurableTimer, FollowupTask
 # ClientFacts and DueTimer live in the domain (ADR-0013); still named here for the queries.
 from branchline_followup.domain.records import ClientFacts as ClientFacts
 from branchline_followup.domain.records import DueTimer as DueTimer
+from branchline_shared.events.catalogue import ComplaintEvent, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -345,7 +347,7 @@ async def record_visit(
         f"rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id)"
         + (f", {assignments}" if assignments else ""),
         event.client_id,
-        str(event.data["visit_id"]),
+        payload_as(event, VisitEvent).visit_id,
         event.branch_id,
         rm_id,
         *values,
@@ -397,7 +399,7 @@ async def record_complaint_received(
            SET severity = EXCLUDED.severity, topic = EXCLUDED.topic
         """,
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         event.branch_id,
         rm_id,
         severity,
@@ -424,7 +426,7 @@ async def record_complaint_step(
         f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values
         "WHERE client_id = $1 AND complaint_id = $2",
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         status,
         *[columns[n] for n in names],
     )

@@ -21,11 +21,11 @@ from branchline_followup.application.recording import (
 )
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.suitability import completion_missing
-from branchline_shared.events.catalogue import RefusedEvent, RuleViolationRefused
+from branchline_shared.events.catalogue import EventType, RefusedEvent, RuleViolationRefused
 from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.events.personal_data import redact_personal
 
-RULE_VIOLATION_REFUSED = "rule.violation_refused"
+RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 
 
 class TaskRefused(Exception):

@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
@@ -43,29 +41,32 @@ from branchline_followup.domain import (
 )
 from branchline_followup.domain.records import ClientFacts
 from branchline_shared.domain.classification import risk_level
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
 """UUID v5 namespace of the cause of a stage change by time of a client without a recorded
 business event (fixed forever)."""
 
-FOLLOWUP_REASSIGNED = "followup.reassigned"
-FOLLOWUP_COMPLETED = "followup.completed"
+FOLLOWUP_REASSIGNED = EventType.FOLLOWUP_REASSIGNED.value
+FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
 
 CONTACT_EVENT_TYPES = frozenset(
     {
-        "visit.arrived",
-        "visit.closed",
-        "appointment.attended",
-        "consultation.opened",
-        "consultation.answered",
-        "complaint.received",
-        "complaint.acknowledged",
-        "complaint.progress_reported",
-        "complaint.resolved",
-        "complaint.confirmed_by_client",
-        "feedback.survey_answered",
+        EventType.VISIT_ARRIVED,
+        EventType.VISIT_CLOSED,
+        EventType.APPOINTMENT_ATTENDED,
+        EventType.CONSULTATION_OPENED,
+        EventType.CONSULTATION_ANSWERED,
+        EventType.COMPLAINT_RECEIVED,
+        EventType.COMPLAINT_ACKNOWLEDGED,
+        EventType.COMPLAINT_PROGRESS_REPORTED,
+        EventType.COMPLAINT_RESOLVED,
+        EventType.COMPLAINT_CONFIRMED_BY_CLIENT,
+        EventType.FEEDBACK_SURVEY_ANSWERED,
         FOLLOWUP_COMPLETED,
     }
 )
@@ -83,7 +84,7 @@ class Projection:
     only replayed, never recorded (a rebuild)."""
 
 
-NOT_PROJECTED = frozenset({"client.data_read"})
+NOT_PROJECTED = frozenset({EventType.CLIENT_DATA_READ})
 """Records about the client, not facts of the client: a read changes nothing of the views."""
 
 
@@ -289,13 +290,13 @@ def _later(current: datetime | None, candidate: datetime) -> datetime:
 def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFacts | None:
     """The client's facts after ``event`` (``None``: a client followup does not know yet)."""
     at = event.occurred_at
-    data = event.data
-    if event.type == "client.registered":
+    if event.type == EventType.CLIENT_REGISTERED:
+        registered = payload_as(event, c.ClientRegistered)
         if facts is None:
             facts = ClientFacts(
                 client_id=event.subject_id,
-                client_type=str(data["client_type"]),
-                rm_id=str(data["rm_id"]),
+                client_type=registered.client_type.value,
+                rm_id=registered.rm_id,
                 branch_id=event.branch_id,
                 lifecycle_stage=LifecycleStage.PROSPECT.value,
                 registered_at=at,
@@ -304,8 +305,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
         else:
             facts = replace(
                 facts,
-                client_type=str(data["client_type"]),
-                rm_id=str(data["rm_id"]),
+                client_type=registered.client_type.value,
+                rm_id=registered.rm_id,
                 branch_id=event.branch_id or facts.branch_id,
             )
     if facts is None:
@@ -313,11 +314,11 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     facts.last_event_at = _later(facts.last_event_at, at)
     if event.type in CONTACT_EVENT_TYPES:
         facts.last_contact_at = _later(facts.last_contact_at, at)
-    if event.type == "client.identity_verified" and facts.identity_verified_at is None:
+    if event.type == EventType.CLIENT_IDENTITY_VERIFIED and facts.identity_verified_at is None:
         facts.identity_verified_at = at
-    elif event.type == "client.risk_assessed":
-        level = str(data.get("level", ""))
-        facts.risk_tolerance = level or None
+    elif event.type == EventType.CLIENT_RISK_ASSESSED:
+        level = payload_as(event, c.ClientRiskAssessed).level.value
+        facts.risk_tolerance = level
         risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
         facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
@@ -326,25 +327,18 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
         if facts.last_business_at is None or at > facts.last_business_at:
             facts.last_business_at = at
             facts.last_business_event_id = event.event_id
-    if event.type == "product.sold":
-        facts.assets_under_management += _amount(data.get("amount"))
-    elif event.type == "client.account_closed":  # D-09: the relationship ends
+    if event.type == EventType.PRODUCT_SOLD:
+        facts.assets_under_management += payload_as(event, c.ProductSold).amount
+    elif event.type == EventType.CLIENT_ACCOUNT_CLOSED:  # D-09: the relationship ends
         facts.account_closed_at = at
-    elif event.type == "client.account_reopened":
+    elif event.type == EventType.CLIENT_ACCOUNT_REOPENED:
         facts.account_closed_at = None
     return facts
 
 
-def _amount(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value)) if value is not None else Decimal(0)
-    except InvalidOperation:
-        return Decimal(0)
-
-
 def _task_id(event: RecordedEvent) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(event.data.get("task_id")))
+        return uuid.UUID(payload_as(event, c.FollowupTaskEvent).task_id)
     except ValueError:
         return None
 
@@ -361,7 +355,7 @@ async def _apply_followup_event(
     if event.type == FOLLOWUP_REASSIGNED:
         command: TaskCommand = ReassignTask(
             task_id=task_id,
-            assignee=str(event.data["to_assignee"]),
+            assignee=payload_as(event, c.FollowupReassigned).to_assignee,
             cause_event_id=event.event_id,
         )
         return apply_commands(tasks, [command])
@@ -379,63 +373,75 @@ async def _apply_followup_event(
         if kind is TimerKind.OVERDUE:
             await uow.tasks.set_overdue(task_id, event.occurred_at)
             return tasks
-        supervisor = str(event.data["supervisor_id"])
+        supervisor = payload_as(event, c.FollowupEscalated).supervisor_id
         task = tasks.get(task_id)
         if task is not None and task.is_open:
             if task.escalated_to is None:
                 tasks = {**tasks, task_id: mark_escalated(task, supervisor)}
         else:  # closed before this event was applied (a rebuild's order): same end state
             await uow.tasks.set_escalated(task_id, supervisor)
-    elif event.type == FOLLOWUP_COMPLETED and event.data.get("outcome"):
-        await uow.tasks.set_outcome(task_id, str(event.data["outcome"]))
+    elif event.type == FOLLOWUP_COMPLETED:
+        await uow.tasks.set_outcome(task_id, payload_as(event, c.FollowupCompleted).outcome.value)
     return tasks
 
 
 async def _record_quality_facts(
     uow: FollowupUnitOfWork, event: RecordedEvent, rm_id: str | None
 ) -> None:
-    data = event.data
     at = event.occurred_at
     match event.type:
-        case "visit.arrived":
+        case EventType.VISIT_ARRIVED:
             await uow.activity.record_visit(event, rm_id, arrived_at=at)
-        case "visit.needs_confirmed":
-            await uow.activity.record_visit(event, rm_id, category=data.get("category"))
-        case "visit.business_handled":
+        case EventType.VISIT_NEEDS_CONFIRMED:
+            await uow.activity.record_visit(
+                event, rm_id, category=payload_as(event, c.VisitNeedsConfirmed).category.value
+            )
+        case EventType.VISIT_BUSINESS_HANDLED:
+            handled = payload_as(event, c.VisitBusinessHandled)
             await uow.activity.record_visit(
                 event,
                 rm_id,
-                started_at=datetime.fromisoformat(str(data["started_at"])),
-                ended_at=datetime.fromisoformat(str(data["ended_at"])),
+                started_at=handled.started_at,
+                ended_at=handled.ended_at,
             )
-        case "visit.closed":
-            await uow.activity.record_visit(event, rm_id, closed_at=at, outcome=data.get("outcome"))
-        case "feedback.survey_answered":
-            await uow.activity.record_survey(
-                event, rm_id, data.get("visit_id"), _scores(data["scores"])
+        case EventType.VISIT_CLOSED:
+            await uow.activity.record_visit(
+                event, rm_id, closed_at=at, outcome=payload_as(event, c.VisitClosed).outcome.value
             )
-        case "followup.completed" if isinstance(data.get("scores"), dict):
-            await uow.activity.record_survey(event, rm_id, None, _scores(data["scores"]))
-        case "complaint.received":
+        case EventType.FEEDBACK_SURVEY_ANSWERED:
+            survey = payload_as(event, c.FeedbackSurveyAnswered)
+            await uow.activity.record_survey(event, rm_id, survey.visit_id, _scores(survey.scores))
+        case EventType.FOLLOWUP_COMPLETED if (
+            scores := payload_as(event, c.FollowupCompleted).scores
+        ) is not None:
+            await uow.activity.record_survey(event, rm_id, None, _scores(scores))
+        case EventType.COMPLAINT_RECEIVED:
+            received = payload_as(event, c.ComplaintReceived)
             await uow.activity.record_complaint_received(
-                event, rm_id, str(data["severity"]), data.get("topic")
+                event, rm_id, received.severity.value, received.topic
             )
-        case "complaint.acknowledged":
+        case EventType.COMPLAINT_ACKNOWLEDGED:
             await uow.activity.record_complaint_step(
-                event, "acknowledged", owner_id=data.get("owner_id"), acknowledged_at=at
+                event,
+                "acknowledged",
+                owner_id=payload_as(event, c.ComplaintAcknowledged).owner_id,
+                acknowledged_at=at,
             )
-        case "complaint.resolved":
+        case EventType.COMPLAINT_RESOLVED:
             await uow.activity.record_complaint_step(event, "resolved", resolved_at=at)
-        case "complaint.confirmed_by_client":
+        case EventType.COMPLAINT_CONFIRMED_BY_CLIENT:
             await uow.activity.record_complaint_step(
-                event, "confirmed", confirmed_at=at, satisfied=data.get("satisfied")
+                event,
+                "confirmed",
+                confirmed_at=at,
+                satisfied=payload_as(event, c.ComplaintConfirmedByClient).satisfied,
             )
-        case "complaint.closed":
+        case EventType.COMPLAINT_CLOSED:
             await uow.activity.record_complaint_step(event, "closed", closed_at=at)
         case _:
             pass
     await uow.activity.record_service_loop_facts(event, rm_id)
 
 
-def _scores(raw: Any) -> dict[str, float]:
-    return {name: float(raw[name]) for name in raw}
+def _scores(scores: c.SatisfactionScores) -> dict[str, float]:
+    return {name: float(score) for name, score in scores.model_dump().items()}

@@ -22,12 +22,14 @@ from branchline_followup.domain.suitability import (
     tolerance_lowered,
 )
 from branchline_shared.events.catalogue import (
+    ClientRiskAssessed,
     EventType,
     ProductApproved,
     ProductRerated,
-    parse_payload,
+    ProductSold,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as, payload_of
 from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
 SaveTasks = Callable[
@@ -53,15 +55,15 @@ async def on_client_event(
     for a product followup has no rating of), and makes due the reviews of ratings that took
     effect after it but reached followup first; a lower reassessment makes a review due for
     the holdings above the new tolerance."""
-    data = event.data
     if event.type == SOLD:
-        product_id = str(data["product_id"])
+        sold = payload_as(event, ProductSold)
+        product_id = sold.product_id
         ratings = await uow.holdings.ratings_of(product_id)
         latest = latest_rating(ratings)
-        risk = latest.risk.value if latest else data.get("product_risk")
-        if not risk:
+        risk = latest.risk if latest else sold.product_risk
+        if risk is None:
             return tasks
-        await uow.holdings.hold(client.client_id, product_id, str(risk), event.occurred_at)
+        await uow.holdings.hold(client.client_id, product_id, risk.value, event.occurred_at)
         commands = reviews_after_sale(
             client,
             product_id=product_id,
@@ -75,7 +77,7 @@ async def on_client_event(
         )
         return apply_commands(tasks, commands)
     if event.type == ASSESSED:
-        after = RiskTolerance(str(data["level"]))
+        after = payload_as(event, ClientRiskAssessed).level
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
             product_ids = not_fitting(await uow.holdings.of_client(client.client_id), after)
@@ -95,7 +97,7 @@ def _rating(event: RecordedEvent) -> Rating | None:
     """The rating a shelf event states (``None``: not a rating)."""
     if event.type not in (APPROVED, RERATED):
         return None
-    payload = parse_payload(event.type, event.data, stored=True)  # its texts are sealed
+    payload = payload_of(event)  # upcast, stored: its texts are sealed
     if isinstance(payload, ProductRerated):
         effective_at = max(event.occurred_at, payload.effective_at)
         return Rating(event.event_id, payload.risk, effective_at)

@@ -23,8 +23,13 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
 from branchline_followup.domain.tasks import task_id_for
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType, parse_payload
+from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
+    EventType,
+    FollowupTaskCreated,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
 
 TASK_CREATED = EventType.FOLLOWUP_TASK_CREATED.value
@@ -73,7 +78,7 @@ def task_from_record(creation: RecordedEvent) -> FollowupTask:
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
     return task_from_creation(
-        creation.data,
+        payload_as(creation, FollowupTaskCreated),
         client_id=creation.client_id,
         branch_id=creation.branch_id,
         opened_at=creation.occurred_at,
@@ -81,9 +86,7 @@ def task_from_record(creation: RecordedEvent) -> FollowupTask:
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
-    data = parse_payload(TASK_CREATED, creation_record(task)).model_dump(
-        mode="json", exclude_none=True
-    )
+    data = creation_record(task).model_dump(mode="json", exclude_none=True)
     return RecordedEvent(
         event_id=task_created_event_id(task.id),
         type=TASK_CREATED,
@@ -122,7 +125,7 @@ async def settle_created_tasks(
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
         if task_id in recorded:
-            settled[task_id] = replayed(task, recorded[task_id].data)
+            settled[task_id] = replayed(task, payload_as(recorded[task_id], FollowupTaskCreated))
         elif _decision(task) in decided:
             dropped.add(task_id)
         else:
