@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_or_create_signer, signing_key_path
+from branchline_audit.adapters.signing_key import load_signer, signing_key_path
 from branchline_audit.application.pruning import PruneOutcome, prune_expired
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.bootstrap import prepare_database, retention_policy
@@ -43,7 +43,7 @@ console = Console(stderr=True)
 def _verifier(settings: BranchlineSettings) -> Verifier | None:
     if not signing_key_path(settings).exists() and settings.audit_signing_key_file is None:
         return None
-    return load_or_create_signer(settings).verifier()
+    return load_signer(settings).verifier()
 
 
 async def _verify(settings: BranchlineSettings, show_progress: bool) -> LedgerVerdict:
@@ -188,7 +188,7 @@ def prune(
 def public_key() -> None:
     """Print the log's verifier key (what verify-export --public-key takes)."""
     settings = BranchlineSettings()
-    typer.echo(load_or_create_signer(settings).verifier_key_string())
+    typer.echo(load_signer(settings).verifier_key_string())
 
 
 @audit_app.command()

@@ -27,11 +27,11 @@ import httpx
 from rich.console import Console
 
 from branchline_cli.components import COMPONENTS, ComponentInfo, port_of
+from branchline_cli.dev_secrets import provision_dev_secrets
 from branchline_cli.supervision import Supervisor
 from branchline_shared.embedded.ports import port_is_free
 from branchline_shared.embedded.postgres import EmbeddedPostgres
 from branchline_shared.embedded.tansu import TansuBroker
-from branchline_shared.http.token_keys import token_keys
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.settings import BranchlineSettings
 
@@ -169,7 +169,7 @@ class DevStack:
             f"  [green]✓[/] Kafka broker    {self.broker.bootstrap} (tansu, in memory)"
             f"  ({time.monotonic() - step:.1f}s)"
         )
-        token_keys(self.settings)  # generated once, before the children read them
+        provision_dev_secrets(self.settings)  # once, before the children read them
         env = self.child_env()
         asyncio.run(prepare_databases(self.child_settings(env)))
         console.print(f"  [green]✓[/] databases       migrated  ({time.monotonic() - step:.1f}s)")

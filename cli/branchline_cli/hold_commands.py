@@ -3,7 +3,7 @@
 Each command records an entry in the audit ledger (acting as the audit writer role) with who
 (``--actor``, default the OS user) and why (a closed reason code, a case reference).
 ``import-settings`` is the migration aid for the former configuration list
-``BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS``: it records a hold for each listed client that has
+``BRANCHLINE_RETENTION_LEGAL_HOLD_CLIENTS``: it records a hold for each listed client that has
 none; retention itself only ever reads the recorded holds.
 """
 
@@ -110,14 +110,14 @@ def list_command(
 def import_settings(
     actor: Annotated[str | None, typer.Option(help="Who records them (default: OS user).")] = None,
 ) -> None:
-    """Migration aid: record a hold for each client of BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS that
+    """Migration aid: record a hold for each client of BRANCHLINE_RETENTION_LEGAL_HOLD_CLIENTS that
     has no standing hold (hold id ``settings-<client>``, reason ``other``)."""
     settings = BranchlineSettings()
 
     async def work(ledger: PostgresLedger) -> list[str]:
         held = {h.client_id for h in await list_holds(ledger)}
         recorded = []
-        for client in sorted(set(settings.audit_legal_hold_clients) - held):
+        for client in sorted(set(settings.retention_legal_hold_clients) - held):
             await place_hold(
                 ledger,
                 SystemClock(),

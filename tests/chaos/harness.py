@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import httpx
 
+from branchline_cli.dev_secrets import provision_dev_secrets
 from branchline_cli.devstack import prepare_databases
 from branchline_cli.supervision import Supervisor
 from branchline_shared.embedded.ports import free_port
@@ -217,11 +218,7 @@ async def chaos_stack(**overrides: object) -> AsyncIterator[ChaosStack]:
         **overrides,
     }
     settings = BranchlineSettings.model_validate(values)
-    settings.resolved_master_key()  # created once, before the processes read them
-    settings.resolved_jwt_secret()
-    from branchline_audit.adapters.signing_key import load_or_create_signer
-
-    load_or_create_signer(settings)
+    provision_dev_secrets(settings)  # created once, before the processes read them
     await ensure_topics(broker.bootstrap, declare_topics(settings).all())
     await prepare_databases(settings)
     env = _env(settings, values)

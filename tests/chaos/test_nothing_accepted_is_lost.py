@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
@@ -165,7 +165,7 @@ async def verify_audit(stack: ChaosStack) -> tuple[bool, int, str | None]:
     settings = stack.settings
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        signer = load_or_create_signer(settings)
+        signer = load_signer(settings)
         audit = AuditContext(
             ledger=PostgresLedger(pool),
             checkpoints=PostgresCheckpoints(pool),

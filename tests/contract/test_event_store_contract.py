@@ -11,7 +11,7 @@ import pytest
 
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.eventstore.memory import InMemoryEventStore
-from branchline_shared.eventstore.ports import ConcurrencyError, EventStore, LogPosition
+from branchline_shared.eventstore.ports import ConcurrencyError, EventStore, LogPosition, Outbox
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database, open_pool
@@ -127,6 +127,27 @@ class EventStoreContract:
             seen.extend(r.event.client_id for r in page)
             after = page[-1].log_position
         assert seen == [f"l{i}" for i in range(5)]
+
+    async def test_the_outbox_holds_what_is_committed_until_it_is_marked_published(
+        self, store: EventStore
+    ) -> None:
+        outbox: Outbox = store.outbox_port()  # type: ignore[attr-defined]
+        assert await outbox.pending(10) == []
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-o1", "client-o2"])
+            uow.stage(event("client-o1", 1), topic=TOPIC, submission_hash=None)
+            uow.stage(event("client-o2", 1), topic=TOPIC, submission_hash=None)
+            positions = await uow.commit()
+        pending = await outbox.pending(10)
+        assert [p.message_key for p in pending] == ["o1", "o2"]
+        assert [p.global_position for p in pending] == [p.global_position for p in positions]
+        assert pending[0].envelope["stream_id"] == "client-o1"
+        assert {p.topic for p in pending} == {TOPIC}
+        assert await outbox.backlog() == 2
+        assert [p.message_key for p in await outbox.pending(1)] == ["o1"]  # oldest first
+        await outbox.mark_published([pending[0].outbox_id])
+        assert [p.message_key for p in await outbox.pending(10)] == ["o2"]
+        assert await outbox.backlog() == 1
 
 
 class TestInMemoryEventStore(EventStoreContract):

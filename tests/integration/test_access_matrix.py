@@ -438,7 +438,7 @@ def matrix_settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
     return make_settings(
         infra,
         tmp_path,
-        followup_supervisors=TEAM,
+        staff_supervisors=TEAM,
         audit_checkpoint_every_entries=1,
         followup_timer_poll_interval_s=0.2,
     )

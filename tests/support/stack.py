@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import uvicorn
 from fastapi import FastAPI
 
+from branchline_cli.dev_secrets import provision_dev_secrets
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.settings import BranchlineSettings
@@ -66,7 +67,10 @@ def make_settings(infra: Infra, data_dir: Path, **overrides: Any) -> BranchlineS
         "intake_clock_skew_seconds": 86_400 * 366 * 200,
     }
     values.update(overrides)
-    return BranchlineSettings.model_validate(values)
+    settings = BranchlineSettings.model_validate(values)
+    if settings.environment == "development":
+        provision_dev_secrets(settings)  # the embedded stack's job; the suite stands in for it
+    return settings
 
 
 class _TestServer(uvicorn.Server):

@@ -1,4 +1,5 @@
-"""Settings: defaults of docs/rules.md, production refuses placeholders, secrets generated once."""
+"""Settings: defaults of docs/rules.md, production refuses placeholders, reading writes nothing
+(the dev stack generates the development secrets), one class per service, former names read."""
 
 from __future__ import annotations
 
@@ -9,18 +10,27 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from branchline_cli.dev_secrets import DevSecretsError, provision_dev_secrets
+from branchline_followup.application.config import policy_from_settings
 from branchline_intake.domain_seam import intake_policy
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import (
+    FORMER_NAMES,
+    AuditSettings,
+    BranchlineSettings,
+    CommonSettings,
+    FollowupSettings,
+    IntakeSettings,
+    MissingSecretError,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_rule_numbers_come_from_settings() -> None:
-    policy = intake_policy(
-        BranchlineSettings(intake_assessment_validity_months=6, intake_churn_after_days=200)
-    )
-    assert policy.assessment_validity_months == 6
-    assert policy.churn_after == timedelta(days=200)
+    settings = BranchlineSettings(assessment_validity_months=6, lifecycle_churn_after_days=200)
+    assert intake_policy(settings).assessment_validity_months == 6
+    # D-09's numbers reach the one place that derives the stage: followup's policy.
+    assert policy_from_settings(settings).churn_after_inactivity == timedelta(days=200)
     assert intake_policy(BranchlineSettings()).assessment_validity_months == 12  # D-05 default
 
 
@@ -38,12 +48,36 @@ def test_production_refuses_dev_mode_and_a_missing_master_key() -> None:
         BranchlineSettings(environment="production", dev_mode=False, jwt_secret=good)
 
 
-def test_development_secrets_are_generated_once_into_the_data_folder(tmp_path: Path) -> None:
+def test_reading_settings_writes_nothing(tmp_path: Path) -> None:
     settings = BranchlineSettings(data_dir=tmp_path)
-    assert settings.resolved_jwt_secret() == settings.resolved_jwt_secret()
-    assert settings.resolved_master_key() == settings.resolved_master_key()
-    assert len(settings.resolved_master_key()) == 32
-    assert (tmp_path / "secrets" / "master-key").stat().st_mode & 0o077 == 0
+    with pytest.raises(MissingSecretError, match="branchline dev"):
+        settings.resolved_jwt_secret()
+    with pytest.raises(MissingSecretError, match="BRANCHLINE_MASTER_KEY"):
+        settings.resolved_master_key()
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_dev_stack_generates_the_development_secrets_once(tmp_path: Path) -> None:
+    settings = BranchlineSettings(data_dir=tmp_path)
+    created = provision_dev_secrets(settings)
+    assert {p.name for p in created} == {"jwt-secret", "master-key", "audit-signing-key"}
+    secret, master = settings.resolved_jwt_secret(), settings.resolved_master_key()
+    assert provision_dev_secrets(settings) == []  # once: a second start keeps the keys
+    assert (settings.resolved_jwt_secret(), settings.resolved_master_key()) == (secret, master)
+    assert len(master) == 32
+    for path in created:
+        assert path.stat().st_mode & 0o077 == 0
+
+
+def test_the_dev_stack_generates_no_production_secret(tmp_path: Path) -> None:
+    settings = BranchlineSettings(
+        data_dir=tmp_path,
+        environment="production",
+        jwt_secret="s" * 40,
+        master_key=base64.b64encode(b"k" * 32).decode(),
+    )
+    with pytest.raises(DevSecretsError):
+        provision_dev_secrets(settings)
 
 
 def test_a_master_key_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
@@ -52,3 +86,41 @@ def test_a_master_key_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="32 bytes"):
         settings.resolved_master_key()
+
+
+def test_each_service_reads_only_its_own_settings() -> None:
+    # Beyond the common part (where every service is: its database, its port), a service's
+    # class holds its own knobs and the sections named for what they configure.
+    common = set(CommonSettings.model_fields)
+    intake, followup, audit = (
+        set(cls.model_fields) - common for cls in (IntakeSettings, FollowupSettings, AuditSettings)
+    )
+    assert not {f for f in intake | audit if f.startswith("followup_")}
+    assert not {f for f in followup | audit if f.startswith("intake_")}
+    assert not {f for f in intake | followup if f.startswith("audit_")}
+    assert "assessment_validity_months" in intake & followup  # D-05: one number, two readers
+    assert "retention_years" in audit & followup  # D-11
+    assert set(BranchlineSettings.model_fields) >= common | intake | followup | audit
+
+
+def test_former_names_still_configure_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRANCHLINE_INTAKE_NEW_CLIENT_DAYS", "30")
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_SUPERVISORS", '{"rm-1": "sup-1"}')
+    monkeypatch.setenv("BRANCHLINE_AUDIT_RETENTION_YEARS", '{"default": 7}')
+    settings = BranchlineSettings()
+    assert settings.lifecycle_new_client_days == 30
+    assert settings.staff_supervisors == {"rm-1": "sup-1"}
+    assert settings.retention_years == {"default": 7}
+    # A keyword wins over the environment, under the former name as under the current one.
+    assert BranchlineSettings(intake_new_client_days=40).lifecycle_new_client_days == 40
+    assert BranchlineSettings(lifecycle_new_client_days=50).lifecycle_new_client_days == 50
+    monkeypatch.setenv("BRANCHLINE_LIFECYCLE_NEW_CLIENT_DAYS", "60")
+    assert BranchlineSettings().lifecycle_new_client_days == 60  # the current name first
+    assert set(FORMER_NAMES.values()) <= set(BranchlineSettings.model_fields)
+
+
+def test_a_retention_profile_without_a_period_is_refused() -> None:
+    with pytest.raises(ValidationError, match="eu_mifid_ii"):
+        AuditSettings(
+            retention_years={"default": 10}, retention_branch_profiles={"B": "eu_mifid_ii"}
+        )

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from branchline_cli.dev_secrets import provision_dev_secrets
 from branchline_shared.http.auth import Role, TokenCodec, TokenKeys, bearer_token, utcnow
 from branchline_shared.http.problems import Problem
 from branchline_shared.http.token_keys import audiences_for, token_codec
@@ -180,6 +181,7 @@ def test_asymmetric_keys_verify_with_the_public_key_only(algorithm: str) -> None
 
 def test_settings_build_asymmetric_codecs_and_rotation(tmp_path: Path) -> None:
     settings = BranchlineSettings(data_dir=tmp_path, jwt_algorithm="EdDSA", jwt_key_id="e1")
+    provision_dev_secrets(settings)
     c = token_codec(settings, "followup")
     token = c.issue(
         "rm-7",

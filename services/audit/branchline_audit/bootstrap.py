@@ -16,7 +16,7 @@ from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
-from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.exporting import ExportSlots
@@ -26,6 +26,7 @@ from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
+from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
@@ -38,7 +39,7 @@ from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, 
 from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 SERVICE = "audit"
 CONSUMER = "audit-consumer"
@@ -47,14 +48,14 @@ __all__ = ["build_consumer", "create_app", "prepare_database", "run_consumer", "
 
 
 def audit_context(
-    settings: BranchlineSettings,
+    settings: AuditSettings,
     pool: asyncpg.Pool[Any],
     clock: Clock,
 ) -> AuditContext:
     return AuditContext(
         ledger=PostgresLedger(pool),
         checkpoints=PostgresCheckpoints(pool),
-        signer=load_or_create_signer(settings),
+        signer=load_signer(settings),
         clock=clock,
         policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
         checkpoint_every=settings.audit_checkpoint_every_entries,
@@ -62,11 +63,11 @@ def audit_context(
     )
 
 
-def retention_policy(settings: BranchlineSettings) -> RetentionPolicy:
+def retention_policy(settings: AuditSettings) -> RetentionPolicy:
     return RetentionPolicy(
-        years_by_profile=settings.audit_retention_years,
-        default_profile=settings.audit_retention_profile,
-        branch_profiles=settings.audit_branch_retention_profiles,
+        years_by_profile=settings.retention_years,
+        default_profile=settings.retention_profile,
+        branch_profiles=settings.retention_branch_profiles,
     )
 
 
@@ -81,21 +82,22 @@ async def checkpointing(audit: AuditContext) -> AsyncIterator[None]:
             await task
 
 
-def create_app(
-    settings: BranchlineSettings | None = None, *, clock: Clock | None = None
-) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or AuditSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await prepare_database(settings)
-        pool = await open_role_pool(
-            settings,
-            settings.audit_db_writer_role,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-        )
-        try:
+        # Whatever is opened is registered at once: a start that fails half-way (a missing
+        # signing key) releases what it had opened.
+        async with contextlib.AsyncExitStack() as opened:
+            await prepare_database(settings)
+            pool = await open_role_pool(
+                settings,
+                settings.audit_db_writer_role,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            )
+            opened.push_async_callback(pool.close)
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
             app.state.export_slots = ExportSlots(settings.audit_max_concurrent_exports)
@@ -104,10 +106,8 @@ def create_app(
                 "postgres": lambda: is_reachable(pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
-            async with checkpointing(audit):
-                yield
-        finally:
-            await pool.close()
+            await opened.enter_async_context(checkpointing(audit))
+            yield
 
     app = create_service_app(
         service=SERVICE,
@@ -123,7 +123,7 @@ def create_app(
     return app
 
 
-def self_repair(settings: BranchlineSettings, pool: asyncpg.Pool[Any]) -> SelfRepair | None:
+def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair | None:
     """The consumer's own reconciliation with the event stores (None: switched off)."""
     if not settings.reconcile_self_repair:
         return None
@@ -139,7 +139,7 @@ def self_repair(settings: BranchlineSettings, pool: asyncpg.Pool[Any]) -> SelfRe
 
 
 def build_consumer(
-    settings: BranchlineSettings,
+    settings: AuditSettings,
     ledger: PostgresLedger,
     producer: AIOKafkaProducer,
     clock: Clock,
@@ -160,53 +160,52 @@ def build_consumer(
     )
 
 
-async def run_consumer(settings: BranchlineSettings) -> None:
+async def run_consumer(settings: AuditSettings) -> None:
     """The audit consumer process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
-    await prepare_database(settings)
-    topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
-    producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
-    await producer.start()
-    clock = SystemClock()
-    audit = audit_context(settings, pool, clock)
-    repair = self_repair(settings, pool)
-    consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
-    checks = {
-        "postgres": lambda: is_reachable(pool),
-        "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-    }
-    task = asyncio.create_task(consumer.run(), name=CONSUMER)
-    gauges = asyncio.create_task(
-        watch_dead_letters(
-            settings.kafka_bootstrap,
-            CONSUMER,
-            topics.audit_consumer_dlq.name,
-            lambda ids: ledger_has(pool, ids),
-            interval_s=settings.dead_letter_gauge_interval_s,
-        ),
-        name=f"{CONSUMER}-dead-letter-gauges",
-    )
-    try:
-        async with (
-            checkpointing(audit),
-            self_repairing(repair),
-            serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks),
-        ):
-            done, _ = await asyncio.wait(
-                [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+    # Whatever is opened or started is registered at once and released in reverse, also when
+    # the start fails half-way (a broker unreachable, a missing signing key).
+    async with contextlib.AsyncExitStack() as opened:
+        await prepare_database(settings)
+        topics = declare_topics(settings)
+        await ensure_topics(settings.kafka_bootstrap, topics.all())
+        pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
+        opened.push_async_callback(pool.close)
+        producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
+        opened.push_async_callback(producer.stop)  # also releases a start that failed
+        await producer.start()
+        clock = SystemClock()
+        audit = audit_context(settings, pool, clock)
+        repair = self_repair(settings, pool)
+        consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
+        checks = {
+            "postgres": lambda: is_reachable(pool),
+            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+        }
+        task = await opened.enter_async_context(running_task(consumer.run(), name=CONSUMER))
+        await opened.enter_async_context(
+            running_task(
+                watch_dead_letters(
+                    settings.kafka_bootstrap,
+                    CONSUMER,
+                    topics.audit_consumer_dlq.name,
+                    lambda ids: ledger_has(pool, ids),
+                    interval_s=settings.dead_letter_gauge_interval_s,
+                ),
+                name=f"{CONSUMER}-dead-letter-gauges",
             )
-            if task in done:
-                task.result()  # a crashed consumer ends the process loudly
-            # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
-            consumer.request_stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=10)
-    finally:
-        for running in (task, gauges):
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-        await producer.stop()
-        await pool.close()
+        )
+        await opened.enter_async_context(checkpointing(audit))
+        await opened.enter_async_context(self_repairing(repair))
+        await opened.enter_async_context(
+            serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks)
+        )
+        done, _ = await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()  # a crashed consumer ends the process loudly
+        # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
+        consumer.request_stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=10)

@@ -10,17 +10,20 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
-    legal_holds_from_settings,
     retention_rule_from_settings,
 )
 from branchline_followup.entrypoints.console import install_followup_console
@@ -30,6 +33,7 @@ from branchline_followup.entrypoints.timer_runner import run_timer_loop
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
 from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.access.scope import StaffDirectory
+from branchline_shared.background import running_task
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
@@ -50,12 +54,12 @@ from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrat
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 SERVICE = "followup"
 
 
-async def prepare_database(settings: BranchlineSettings) -> None:
+async def prepare_database(settings: FollowupSettings) -> None:
     # Migrations run with search_path = public: the read-model schema holds only read models.
     await migrate_database(
         with_search_path(settings.followup_database_url, "public"),
@@ -67,7 +71,7 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     )
 
 
-async def open_read_model_pool(settings: BranchlineSettings) -> PgPool:
+async def open_read_model_pool(settings: FollowupSettings) -> PgPool:
     return await open_pool(
         with_search_path(settings.followup_database_url, LIVE_SCHEMA),
         min_size=settings.db_pool_min,
@@ -80,7 +84,7 @@ class FollowupRuntime:
     """What both followup processes run: the pool, the use cases' context, the outbox relay
     of followup's event store (one active per database, whichever process holds its lock)."""
 
-    settings: BranchlineSettings
+    settings: FollowupSettings
     topics: Topics
     pool: PgPool
     producer: AIOKafkaProducer
@@ -88,16 +92,20 @@ class FollowupRuntime:
 
 
 @contextlib.asynccontextmanager
-async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
-    await prepare_database(settings)
-    topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    policy = policy_from_settings(settings)
-    pool = await open_read_model_pool(settings)
-    producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
-    relay_task: asyncio.Task[None] | None = None
-    keys, key_pool = await open_configured_key_store(settings)
-    try:
+async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
+    # Whatever is opened is registered at once: a start that fails half-way (a broker or key
+    # database unreachable, a missing key) releases what it had opened, in reverse.
+    async with contextlib.AsyncExitStack() as opened:
+        await prepare_database(settings)
+        topics = declare_topics(settings)
+        await ensure_topics(settings.kafka_bootstrap, topics.all())
+        policy = policy_from_settings(settings)
+        pool = await open_read_model_pool(settings)
+        opened.push_async_callback(pool.close)
+        keys, key_pool = await open_configured_key_store(settings)
+        opened.push_async_callback(key_pool.close)
+        producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
+        opened.push_async_callback(producer.stop)  # also releases a start that failed
         await producer.start()
         relay = OutboxRelay(
             pool=pool,
@@ -109,27 +117,28 @@ async def followup_runtime(settings: BranchlineSettings) -> AsyncIterator[Follow
         )
         context = FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            ),
             projection=Projection(policy, task_creations_topic=topics.followup_events.name),
             topic=topics.followup_events.name,
-            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
-            on_commit=relay.wake if settings.relay_enabled else None,
+            clock=ServiceClock(
+                PostgresClockOffsets(pool), SystemClock(), dev_mode=settings.dev_mode
+            ),
             keys=keys,
         )
         if settings.relay_enabled:
             relay_task = asyncio.create_task(relay.run(), name="followup-outbox-relay")
-        yield FollowupRuntime(settings, topics, pool, producer, context)
-    finally:
-        if relay_task is not None:
             # Publish what is committed before stopping (bounded); whatever the relay died
             # of, the producer and the pools are still closed.
-            await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
-        await producer.stop()
-        await pool.close()
-        await key_pool.close()
+            opened.push_async_callback(
+                relay.drain, relay_task, timeout_s=settings.shutdown_flush_timeout_s
+            )
+        yield FollowupRuntime(settings, topics, pool, producer, context)
 
 
-def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: FollowupSettings | None = None) -> FastAPI:
+    settings = settings or FollowupSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,7 +147,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
             app.state.followup = runtime.context
             app.state.token_codec = token_codec(settings, "followup")
             app.state.staff = StaffDirectory(
-                settings.followup_supervisors, settings.followup_default_supervisor
+                settings.staff_supervisors, settings.staff_default_supervisor
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(runtime.pool),
@@ -160,7 +169,7 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
-def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -> SelfRepair | None:
+def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> SelfRepair | None:
     """The worker's own reconciliation with the event stores (None: switched off)."""
     if not settings.reconcile_self_repair:
         return None
@@ -177,72 +186,69 @@ def worker_self_repair(settings: BranchlineSettings, runtime: FollowupRuntime) -
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: BranchlineSettings) -> AsyncIterator[FollowupRuntime]:
+async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
     """The worker's parts, started: the Faust agent projecting the event topics, the timer
-    runner and the outbox relay. Stopped (in order) when the block ends."""
-    async with followup_runtime(settings) as runtime:
+    runner and the outbox relay. Stopped in reverse order when the block ends, and so is
+    whatever had started when a start fails half-way."""
+    async with contextlib.AsyncExitStack() as started:
+        runtime = await started.enter_async_context(followup_runtime(settings))
         app = create_faust_app(
             settings,
             runtime.topics,
             runtime.pool,
             DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
             runtime.context.projection,
+            runtime.context.units,
         )
-        timers = asyncio.create_task(
-            run_timer_loop(
-                runtime.context,
-                interval_s=settings.followup_timer_poll_interval_s,
-                batch_size=settings.followup_timer_batch_size,
-            ),
-            name="followup-timer-runner",
+        await started.enter_async_context(
+            running_task(
+                run_timer_loop(
+                    runtime.context,
+                    interval_s=settings.followup_timer_poll_interval_s,
+                    batch_size=settings.followup_timer_batch_size,
+                ),
+                name="followup-timer-runner",
+            )
         )
-        shredding = asyncio.create_task(
-            run_shred_loop(
-                runtime.context,
-                retention_rule_from_settings(settings),
-                legal_holds_from_settings(settings),
-                interval_s=settings.privacy_shred_interval_s,
-            ),
-            name="followup-erasure-job",
+        await started.enter_async_context(
+            running_task(
+                run_shred_loop(
+                    runtime.context,
+                    retention_rule_from_settings(settings),
+                    legal_holds_from_settings(settings),
+                    interval_s=settings.privacy_shred_interval_s,
+                ),
+                name="followup-erasure-job",
+            )
         )
         repair = worker_self_repair(settings, runtime)
-        try:
-            await app.start()
-            background = [
-                asyncio.create_task(
-                    rewind_when_log_lost(
-                        app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
-                    ),
-                    name="followup-worker-rewind",
+        started.push_async_callback(app.stop)  # also stops an agent whose start failed
+        await app.start()
+        await started.enter_async_context(
+            running_task(
+                rewind_when_log_lost(
+                    app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
                 ),
-                asyncio.create_task(
-                    watch_dead_letters(
-                        settings.kafka_bootstrap,
-                        CONSUMER,
-                        runtime.topics.followup_worker_dlq.name,
-                        lambda ids: read_models_have(runtime.pool, ids),
-                        interval_s=settings.dead_letter_gauge_interval_s,
-                    ),
-                    name="followup-worker-dead-letter-gauges",
+                name="followup-worker-rewind",
+            )
+        )
+        await started.enter_async_context(
+            running_task(
+                watch_dead_letters(
+                    settings.kafka_bootstrap,
+                    CONSUMER,
+                    runtime.topics.followup_worker_dlq.name,
+                    lambda ids: read_models_have(runtime.pool, ids),
+                    interval_s=settings.dead_letter_gauge_interval_s,
                 ),
-            ]
-            try:
-                async with self_repairing(repair):
-                    yield runtime
-            finally:
-                for task in background:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        finally:
-            for task in (timers, shredding):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await app.stop()
+                name="followup-worker-dead-letter-gauges",
+            )
+        )
+        await started.enter_async_context(self_repairing(repair))
+        yield runtime
 
 
-async def run_worker(settings: BranchlineSettings) -> None:
+async def run_worker(settings: FollowupSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
     async with running_worker(settings) as runtime:
@@ -257,7 +263,7 @@ async def run_worker(settings: BranchlineSettings) -> None:
 
 
 async def rebuild(
-    settings: BranchlineSettings,
+    settings: FollowupSettings,
     *,
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -274,8 +280,7 @@ async def rebuild(
     )
     try:
         return await rebuild_read_models(
-            admin_pool=admin,
-            database_url=settings.followup_database_url,
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=(
                 StoreReplay(
                     [
@@ -293,7 +298,9 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
-            clock=ServiceClock(admin, SystemClock(), dev_mode=settings.dev_mode).now,
+            clock=ServiceClock(
+                PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
+            ).now,
         )
     finally:
         await admin.close()

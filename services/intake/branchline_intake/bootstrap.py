@@ -7,6 +7,7 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator
 
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from branchline_intake.application.group_commit import GroupCommitter
@@ -28,15 +29,20 @@ from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
+from branchline_shared.kafka.topics import (
+    Topics,
+    broker_is_reachable,
+    declare_topics,
+    ensure_topics,
+)
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
-from branchline_shared.postgres.pool import is_reachable, open_pool
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.settings import IntakeSettings
 
 SERVICE = "intake"
 
 
-async def prepare_database(settings: BranchlineSettings) -> None:
+async def prepare_database(settings: IntakeSettings) -> None:
     """Create the database if needed and apply migrations (idempotent, safe to race)."""
     await migrate_database(
         settings.intake_database_url,
@@ -44,36 +50,29 @@ async def prepare_database(settings: BranchlineSettings) -> None:
     )
 
 
-def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
-    settings = settings or BranchlineSettings()
+def create_app(settings: IntakeSettings | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await prepare_database(settings)
-        topics = declare_topics(settings)
-        await ensure_topics(settings.kafka_bootstrap, topics.all())
-        pool = await open_pool(
-            settings.intake_database_url,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-        )
-        producer = make_producer(settings, client_id="branchline-intake-relay")
-        await producer.start()
-        relay_task: asyncio.Task[None] | None = None
-        master = settings.resolved_master_key()
-        keys, key_pool = await open_configured_key_store(settings)
-        try:
-            app.state.token_codec = token_codec(settings, "intake")
-            relay = OutboxRelay(
-                pool=pool,
-                producer=producer,
-                store_name=SERVICE,
-                batch_size=settings.relay_batch_size,
-                poll_interval_s=settings.relay_poll_interval_s,
-                on_recover=lambda: ensure_topics(
-                    settings.kafka_bootstrap, topics.all(), attempts=1
-                ),
+        # Whatever is opened is registered at once: a start that fails half-way (a broker or
+        # key database unreachable, a missing key) releases what it had opened, in reverse.
+        async with contextlib.AsyncExitStack() as opened:
+            await prepare_database(settings)
+            topics = declare_topics(settings)
+            await ensure_topics(settings.kafka_bootstrap, topics.all())
+            pool = await open_pool(
+                settings.intake_database_url,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
             )
+            opened.push_async_callback(pool.close)
+            producer = await started_producer(opened, settings)
+            keys, key_pool = await open_configured_key_store(settings)
+            opened.push_async_callback(key_pool.close)
+            master = settings.resolved_master_key()
+            app.state.token_codec = token_codec(settings, "intake")
+            relay = outbox_relay(settings, pool, producer, topics)
             decider = build_decider(settings)
             store: EventStore = PostgresEventStore(pool, on_commit=relay.committed)
             app.state.stream_lister = store  # the product shelf's list (GET /v1/products)
@@ -91,34 +90,29 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
                     "submission-hash",
                     initial=hmac.new(master, b"branchline submission hash v1", "sha256").digest(),
                 ),
-                staff=StaffDirectory(
-                    settings.followup_supervisors, settings.followup_default_supervisor
-                ),
+                staff=StaffDirectory(settings.staff_supervisors, settings.staff_default_supervisor),
             )
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),
                 "keys": lambda: is_reachable(key_pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
             }
-            app.state.group_commit = GroupCommitter(
+            if settings.relay_enabled:
+                relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+                # Publish what is committed before stopping (bounded); whatever the relay
+                # died of, the producer and the pools are still closed.
+                opened.push_async_callback(
+                    relay.drain, relay_task, timeout_s=settings.shutdown_flush_timeout_s
+                )
+            group_commit = GroupCommitter(
                 app.state.intake,
                 writers=settings.intake_group_commit_writers,
                 max_events=settings.intake_group_commit_max_events,
                 window_s=settings.intake_group_commit_window_ms / 1000,
             )
-            if settings.relay_enabled:
-                relay_task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+            app.state.group_commit = group_commit
+            opened.push_async_callback(group_commit.aclose)
             yield
-        finally:
-            if hasattr(app.state, "group_commit"):
-                await app.state.group_commit.aclose()
-            if relay_task is not None:
-                # Publish what is committed before stopping (bounded); whatever the relay
-                # died of, the producer and the pools are still closed.
-                await relay.drain(relay_task, timeout_s=settings.shutdown_flush_timeout_s)
-            await producer.stop()
-            await pool.close()
-            await key_pool.close()
 
     app = create_service_app(
         service=SERVICE,
@@ -135,17 +129,21 @@ def create_app(settings: BranchlineSettings | None = None) -> FastAPI:
     return app
 
 
-async def run_relay(settings: BranchlineSettings) -> None:
-    """A standalone outbox relay of intake's store, until SIGINT/SIGTERM: a second relay next
-    to the API's (the store's relay lock keeps one active; the other takes over when it dies).
-    """
-    stop = stop_on_signals()
-    topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
+async def started_producer(
+    opened: contextlib.AsyncExitStack, settings: IntakeSettings
+) -> AIOKafkaProducer:
+    """The relay's producer, started, and stopped when ``opened`` closes (also when its start
+    failed half-way: stop releases whatever start had opened)."""
     producer = make_producer(settings, client_id="branchline-intake-relay")
+    opened.push_async_callback(producer.stop)
     await producer.start()
-    relay = OutboxRelay(
+    return producer
+
+
+def outbox_relay(
+    settings: IntakeSettings, pool: PgPool, producer: AIOKafkaProducer, topics: Topics
+) -> OutboxRelay:
+    return OutboxRelay(
         pool=pool,
         producer=producer,
         store_name=SERVICE,
@@ -153,21 +151,31 @@ async def run_relay(settings: BranchlineSettings) -> None:
         poll_interval_s=settings.relay_poll_interval_s,
         on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
     )
-    task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
-    checks = {
-        "postgres": lambda: is_reachable(pool),
-        "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-    }
-    try:
-        async with serving_health(
-            "intake-relay", settings.bind_host, settings.intake_relay_port, checks
-        ):
-            done, _ = await asyncio.wait(
-                [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
-            if task in done:
-                task.result()
-    finally:
-        await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)
-        await producer.stop()
-        await pool.close()
+
+
+async def run_relay(settings: IntakeSettings) -> None:
+    """A standalone outbox relay of intake's store, until SIGINT/SIGTERM: a second relay next
+    to the API's (the store's relay lock keeps one active; the other takes over when it dies).
+    """
+    stop = stop_on_signals()
+    async with contextlib.AsyncExitStack() as opened:
+        topics = declare_topics(settings)
+        await ensure_topics(settings.kafka_bootstrap, topics.all())
+        pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
+        opened.push_async_callback(pool.close)
+        producer = await started_producer(opened, settings)
+        relay = outbox_relay(settings, pool, producer, topics)
+        task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+        opened.push_async_callback(relay.drain, task, timeout_s=settings.shutdown_flush_timeout_s)
+        checks = {
+            "postgres": lambda: is_reachable(pool),
+            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+        }
+        await opened.enter_async_context(
+            serving_health("intake-relay", settings.bind_host, settings.intake_relay_port, checks)
+        )
+        done, _ = await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()

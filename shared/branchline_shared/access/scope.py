@@ -1,7 +1,7 @@
 """Who sees which client (D-11 need to know; docs/access-control.md, "Scope").
 
 An RM sees their own clients (the client's RM is them); a supervisor their team's (the RMs
-whose supervisor they are, from ``followup_supervisors`` / ``followup_default_supervisor``);
+whose supervisor they are, from ``staff_supervisors`` / ``staff_default_supervisor``);
 a branch system the clients and events of its own branch; auditors and admins are not scoped
 here (auditors read through the audit API, admins operate). Out of scope answers 404, so a
 client's existence does not leak.

@@ -26,7 +26,7 @@ from branchline_shared.postgres.migrations import migrate_database
 from branchline_shared.postgres.pool import PgPool, open_pool
 
 if TYPE_CHECKING:
-    from branchline_shared.settings import BranchlineSettings
+    from branchline_shared.settings import PersonalDataSettings
 
 SERVICE_KEY_PREFIX = "/service/"
 """Row ids of services' own secrets in the key table (a client id never holds a "/")."""
@@ -49,7 +49,7 @@ async def prepare_key_database(url: str) -> None:
     await migrate_database(url, [("keys", "branchline_shared.crypto.migrations")])
 
 
-def master_keys(settings: BranchlineSettings) -> tuple[MasterKey, tuple[MasterKey, ...]]:
+def master_keys(settings: PersonalDataSettings) -> tuple[MasterKey, tuple[MasterKey, ...]]:
     """The current master key and those being rotated away from."""
     import base64
 
@@ -70,7 +70,7 @@ async def open_key_store(
 
 
 async def open_configured_key_store(
-    settings: BranchlineSettings,
+    settings: PersonalDataSettings,
 ) -> tuple[PostgresClientKeyStore, PgPool]:
     """:func:`open_key_store` with the master keys the settings configure."""
     master, previous = master_keys(settings)

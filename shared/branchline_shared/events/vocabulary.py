@@ -215,6 +215,15 @@ class FollowupOutcome(StrEnum):
     OTHER = "other"
 
 
+class JurisdictionProfile(StrEnum):
+    """The jurisdiction profiles of the complaint clocks shipped with the product (D-07)."""
+
+    DEFAULT = "default"
+    CN_REGULATOR = "cn_regulator"
+    UK_FCA_DISP = "uk_fca_disp"
+    US_BROKER = "us_broker"
+
+
 class LifecycleStage(StrEnum):
     """D-09 lifecycle stage (derived from a client's history, never submitted)."""
 

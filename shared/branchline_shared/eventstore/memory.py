@@ -14,6 +14,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
     LogRecord,
+    PendingPublication,
     StoredEvent,
     StoredPosition,
 )
@@ -97,6 +98,10 @@ class InMemoryEventStore:
     def outbox(self) -> list[OutboxRow]:
         return self._state.outbox
 
+    def outbox_port(self) -> InMemoryOutbox:
+        """The outbox as a relay reads it (:class:`~branchline_shared.eventstore.ports.Outbox`)."""
+        return InMemoryOutbox(self._state)
+
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[InMemoryUnitOfWork]:
         async with self._lock:
@@ -123,3 +128,32 @@ class InMemoryEventStore:
             if s.position.global_position > after.global_position
         ]
         return records[:limit]
+
+
+class InMemoryOutbox:
+    """:class:`~branchline_shared.eventstore.ports.Outbox` of the in-memory store."""
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+
+    async def pending(self, limit: int) -> list[PendingPublication]:
+        rows = [r for r in self._state.outbox if not r.published][:limit]
+        return [
+            PendingPublication(
+                r.id,
+                r.topic,
+                r.message_key,
+                self._state.by_id[r.event_id].position.global_position,
+                self._state.by_id[r.event_id].event.model_dump(mode="json"),
+            )
+            for r in rows
+        ]
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        marked = set(outbox_ids)
+        for row in self._state.outbox:
+            if row.id in marked:
+                row.published = True
+
+    async def backlog(self) -> int:
+        return sum(1 for r in self._state.outbox if not r.published)

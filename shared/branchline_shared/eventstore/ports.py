@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from branchline_shared.events.envelope import RecordedEvent
 
@@ -51,6 +51,33 @@ class LogRecord:
     log_position: LogPosition
     position: StoredPosition
     event: RecordedEvent
+
+
+@dataclass(frozen=True)
+class PendingPublication:
+    """An outbox row not yet published, with the event it carries (as stored: the wire
+    carries the stored envelope unchanged)."""
+
+    outbox_id: int
+    topic: str
+    message_key: str
+    global_position: int
+    envelope: dict[str, Any]
+
+
+class Outbox(Protocol):
+    """The store's transactional outbox, as its relay reads it (ADR-0001): the rows committed
+    with their events, in outbox order, until marked published."""
+
+    async def pending(self, limit: int) -> list[PendingPublication]:
+        """Rows not yet published, oldest first (per key: commit order, the streams' locks)."""
+        ...
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+
+    async def backlog(self) -> int:
+        """How many rows are not yet published."""
+        ...
 
 
 class EventStoreError(Exception):

@@ -16,6 +16,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
     LogRecord,
+    PendingPublication,
     StoredEvent,
     StoredPosition,
 )
@@ -245,6 +246,10 @@ class PostgresEventStore:
         if uow.committed and self._on_commit is not None:
             self._on_commit()
 
+    def outbox_port(self) -> PostgresOutbox:
+        """The outbox as a relay reads it (:class:`~branchline_shared.eventstore.ports.Outbox`)."""
+        return PostgresOutbox(self._pool)
+
     @asynccontextmanager
     async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
         """One transaction that several units of work use in turn (group commit); the
@@ -300,3 +305,35 @@ class PostgresEventStore:
             LogRecord(LogPosition(r["tx"], r["global_position"]), _position(r), _recorded(r))
             for r in rows
         ]
+
+
+class PostgresOutbox:
+    """:class:`~branchline_shared.eventstore.ports.Outbox` of a PostgreSQL event store."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+
+    async def pending(self, limit: int) -> list[PendingPublication]:
+        rows = await self._pool.fetch(
+            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
+            "FROM es_outbox o JOIN es_events e USING (event_id) "
+            "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
+            limit,
+        )
+        return [
+            PendingPublication(
+                r["id"], r["topic"], r["message_key"], r["global_position"], r["envelope"]
+            )
+            for r in rows
+        ]
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        await self._pool.execute(
+            "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            list(outbox_ids),
+        )
+
+    async def backlog(self) -> int:
+        return int(
+            await self._pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")
+        )

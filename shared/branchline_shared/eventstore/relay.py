@@ -4,7 +4,9 @@ row published only after the broker acknowledged it (acks=all).
 Never "commit, then produce": the event and its outbox row are one transaction; this relay
 produces afterwards and may publish a row twice after a crash (at least once), which the
 consumers absorb (ADR-0003). A PostgreSQL advisory lock keeps one relay active per store, so
-per-key order holds with several replicas running.
+per-key order holds with several replicas running. The rows are read and marked through the
+store's :class:`~branchline_shared.eventstore.ports.Outbox` port; the lock and the wake-up
+(NOTIFY) are the relay's own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.eventstore.ports import Outbox
+from branchline_shared.eventstore.postgres import PostgresOutbox
 from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import encode_event, event_headers
 from branchline_shared.postgres.pool import PgConnection
@@ -44,8 +48,10 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
         on_recover: Callable[[], Awaitable[None]] | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._pool = pool
+        self._outbox: Outbox = outbox or PostgresOutbox(pool)
         self._producer = producer
         self._store = store_name
         self._batch_size = batch_size
@@ -173,36 +179,27 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """Publish one batch of unpublished rows in outbox order; returns how many."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
-                "FROM es_outbox o JOIN es_events e USING (event_id) "
-                "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
-                self._batch_size,
-            )
-            if not rows:
-                BACKLOG.labels(self._store).set(0)
-                return 0
-            futures = []
-            for row in rows:
-                event = RecordedEvent.model_validate(row["envelope"])
-                futures.append(
-                    await self._producer.send(
-                        row["topic"],
-                        value=encode_event(row["envelope"]),
-                        key=row["message_key"].encode(),
-                        headers=event_headers(event, row["global_position"]),
-                    )
+        pending = await self._outbox.pending(self._batch_size)
+        if not pending:
+            BACKLOG.labels(self._store).set(0)
+            return 0
+        futures = []
+        for row in pending:
+            event = RecordedEvent.model_validate(row.envelope)
+            futures.append(
+                await self._producer.send(
+                    row.topic,
+                    value=encode_event(row.envelope),
+                    key=row.message_key.encode(),
+                    headers=event_headers(event, row.global_position),
                 )
-            # Every send acknowledged by the broker (acks=all) before any row is marked.
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-            await self._check_topics_exist({r["topic"] for r in rows})
-            await conn.execute(
-                "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
             )
-            PUBLISHED.labels(self._store).inc(len(rows))
-            return len(rows)
+        # Every send acknowledged by the broker (acks=all) before any row is marked.
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        await self._check_topics_exist({row.topic for row in pending})
+        await self._outbox.mark_published([row.outbox_id for row in pending])
+        PUBLISHED.labels(self._store).inc(len(pending))
+        return len(pending)
 
     async def _check_topics_exist(self, topics: set[str]) -> None:
         """A broker that restarted empty (tansu's memory store) acknowledges sends made with
@@ -215,6 +212,4 @@ class OutboxRelay:
             raise KafkaError(f"broker does not list topics {sorted(missing)}; it lost its log")
 
     async def backlog(self) -> int:
-        return int(
-            await self._pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")
-        )
+        return await self._outbox.backlog()

@@ -11,10 +11,10 @@ from branchline_shared.http.access_log import AccessLog
 from branchline_shared.http.rate_limit import RateLimit
 from branchline_shared.http.request_limits import RequestLimits
 from branchline_shared.http.security_headers import SecurityHeaders
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 
-def install_hardening(app: FastAPI, settings: BranchlineSettings, *, service: str) -> None:
+def install_hardening(app: FastAPI, settings: CommonSettings, *, service: str) -> None:
     app.add_middleware(
         RequestLimits,
         max_query_bytes=settings.max_query_bytes,

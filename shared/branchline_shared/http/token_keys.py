@@ -8,14 +8,13 @@ the private key lives where tokens are issued (an identity provider, or ``branch
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from branchline_shared.http.auth import Role, TokenCodec, TokenKeys
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings, MissingSecretError
 
 SERVICES = ("intake", "followup", "audit")
 
@@ -29,19 +28,19 @@ ROLE_SERVICES: dict[Role, tuple[str, ...]] = {
 """The services a role works with: the default audiences of a token issued for it."""
 
 
-def service_audience(settings: BranchlineSettings, service: str) -> str:
+def service_audience(settings: CommonSettings, service: str) -> str:
     """Each service accepts only tokens naming it, so a token captured at one service (a
     console behind a proxy, a log line) cannot be replayed at another it was not issued for."""
     return f"{settings.jwt_audience}:{service}"
 
 
-def audiences_for(settings: BranchlineSettings, roles: list[Role]) -> list[str]:
+def audiences_for(settings: CommonSettings, roles: list[Role]) -> list[str]:
     services = sorted({s for r in roles for s in ROLE_SERVICES[r]})
     return [service_audience(settings, s) for s in services]
 
 
-def token_keys(settings: BranchlineSettings) -> TokenKeys:
-    """The deployment's keys (development: the signing key is created on first use)."""
+def token_keys(settings: CommonSettings) -> TokenKeys:
+    """The deployment's keys (development: those the dev stack generated into the data folder)."""
     kid = settings.jwt_key_id
     extra = {k: v.get_secret_value() for k, v in settings.jwt_verification_keys.items()}
     if settings.jwt_algorithm == "HS256":
@@ -61,7 +60,7 @@ def token_keys(settings: BranchlineSettings) -> TokenKeys:
     )
 
 
-def token_codec(settings: BranchlineSettings, service: str) -> TokenCodec:
+def token_codec(settings: CommonSettings, service: str) -> TokenCodec:
     """What ``service`` verifies tokens with (and, where the signing key is here, issues)."""
     return TokenCodec(
         token_keys(settings),
@@ -71,32 +70,36 @@ def token_codec(settings: BranchlineSettings, service: str) -> TokenCodec:
     )
 
 
-def _private_key(settings: BranchlineSettings) -> Any:
-    path = settings.jwt_private_key_file
-    if path is None:
-        path = settings.data_dir / "secrets" / f"jwt-signing-key-{settings.jwt_algorithm}.pem"
-        if not path.exists():
-            if settings.environment == "production":
-                return None
-            _generate(path, settings.jwt_algorithm)
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+def _private_key(settings: CommonSettings) -> Any:
+    """The EdDSA/RS256 signing key, where tokens are issued here; ``None`` where only
+    verification keys are configured (production services)."""
+    path = settings.jwt_private_key_path
+    if not path.exists():
+        if settings.environment == "production" and settings.jwt_private_key_file is None:
+            return None
+        raise MissingSecretError(
+            f"the token signing key {path} does not exist: set "
+            "BRANCHLINE_JWT_PRIVATE_KEY_FILE, or start the embedded stack (`branchline dev`), "
+            "which generates the development secrets"
+        )
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     wanted = ed25519.Ed25519PrivateKey if settings.jwt_algorithm == "EdDSA" else rsa.RSAPrivateKey
     if not isinstance(key, wanted):
         raise ValueError(f"the token signing key is not a {settings.jwt_algorithm} key")
     return key
 
 
-def _generate(path: Path, algorithm: str) -> None:
+def signing_key_pem(algorithm: str) -> bytes:
+    """A new private signing key for ``algorithm`` (EdDSA or RS256), PEM (the dev stack's)."""
     key: Any = (
         ed25519.Ed25519PrivateKey.generate()
         if algorithm == "EdDSA"
         else rsa.generate_private_key(public_exponent=65537, key_size=3072)
     )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_bytes(pem)
-    path.chmod(0o600)

@@ -27,7 +27,7 @@ from branchline_shared.kafka.wire import (
     decode_event,
     source_position,
 )
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class BatchConsumer:
     def __init__(
         self,
         *,
-        settings: BranchlineSettings,
+        settings: CommonSettings,
         topics: Sequence[str],
         group_id: str,
         name: str,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 
-def make_producer(settings: BranchlineSettings, *, client_id: str) -> AIOKafkaProducer:
+def make_producer(settings: CommonSettings, *, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Topics:
         return [self.intake_events.name, self.followup_events.name]
 
 
-def declare_topics(settings: BranchlineSettings) -> Topics:
+def declare_topics(settings: CommonSettings) -> Topics:
     def spec(name: str, *, retention_ms: int) -> TopicSpec:
         return TopicSpec(
             name=settings.topic(name),

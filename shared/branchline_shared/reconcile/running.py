@@ -26,7 +26,7 @@ from branchline_shared.reconcile.compare import (
     compare,
 )
 from branchline_shared.reconcile.stores import read_store_log, requeue
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Reconciliation:
         return sum(len(r.missing) for r in self.reports)
 
 
-def store_sources(settings: BranchlineSettings) -> list[StoreSource]:
+def store_sources(settings: CommonSettings) -> list[StoreSource]:
     """Every event store of the product."""
     return [
         StoreSource("intake", settings.intake_database_url),

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from prometheus_client import Counter
 
 from branchline_shared.reconcile.running import ConsumerSource, reconcile, store_sources
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ SELF_CHECKS = Counter(
 class SelfRepair:
     def __init__(
         self,
-        settings: BranchlineSettings,
+        settings: CommonSettings,
         consumer: ConsumerSource,
         *,
         interval_s: float,

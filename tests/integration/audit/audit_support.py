@@ -15,7 +15,7 @@ import asyncpg
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_or_create_signer
+from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_shared.clock import FixedClock
@@ -110,7 +110,7 @@ async def audit_context(
         yield AuditContext(
             ledger=PostgresLedger(pool),
             checkpoints=PostgresCheckpoints(pool),
-            signer=load_or_create_signer(settings),
+            signer=load_signer(settings),
             clock=clock or FixedClock(T0),
             policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
             checkpoint_every=settings.audit_checkpoint_every_entries,

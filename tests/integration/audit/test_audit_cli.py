@@ -34,7 +34,7 @@ runner = CliRunner()
 def cli_settings(
     settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> BranchlineSettings:
-    s = quick_settings(settings, audit_legal_hold_clients=["C-HELD"])
+    s = quick_settings(settings, retention_legal_hold_clients=["C-HELD"])
     monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
     monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
     monkeypatch.setenv("BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS", '["C-HELD"]')

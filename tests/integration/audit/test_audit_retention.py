@@ -45,8 +45,8 @@ def _settings(settings: BranchlineSettings) -> BranchlineSettings:
     # the former configuration list is ignored by retention: only recorded holds count
     return quick_settings(
         settings,
-        audit_branch_retention_profiles={"BR-EU": "eu_mifid_ii"},
-        audit_legal_hold_clients=["C-1"],
+        retention_branch_profiles={"BR-EU": "eu_mifid_ii"},
+        retention_legal_hold_clients=["C-1"],
     )
 
 

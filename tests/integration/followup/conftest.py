@@ -20,7 +20,7 @@ def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
     return make_settings(
         infra,
         tmp_path,
-        followup_supervisors={"rm-7": "sup-1", "rm-8": "sup-1"},
+        staff_supervisors={"rm-7": "sup-1", "rm-8": "sup-1"},
         followup_timer_poll_interval_s=0.2,
     )
 

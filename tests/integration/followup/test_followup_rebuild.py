@@ -37,7 +37,7 @@ async def test_rebuild_equals_incremental_on_more_than_10000_events(
         followup_timer_poll_interval_s=0.2,
         db_pool_max=8,
         # sup-1 supervises every RM of the generated history (supervisors see their team only)
-        followup_default_supervisor="sup-1",
+        staff_default_supervisor="sup-1",
     )
     tokens = TokenFactory(settings)
     history = generate_history(700, end=now_utc() - timedelta(minutes=2), span=timedelta(hours=10))

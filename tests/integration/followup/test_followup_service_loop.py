@@ -36,7 +36,7 @@ def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
     return make_settings(
         infra,
         tmp_path,
-        followup_supervisors={"rm-7": "sup-1"},
+        staff_supervisors={"rm-7": "sup-1"},
         followup_timer_poll_interval_s=0.2,
         followup_branch_profiles={"BR-US": "us_broker", "BR-CN": "cn_regulator"},
     )

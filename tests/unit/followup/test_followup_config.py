@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 
 import pytest
+from pydantic import ValidationError
 
-from branchline_followup.application.config import PolicySettingsError, policy_from_settings
+from branchline_followup.application.config import DURATION_FIELDS, policy_from_settings
 from branchline_followup.domain import FollowupPolicy, LifecycleStage
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import BranchlineSettings, FollowupSettings
 
 pytestmark = pytest.mark.unit
 
@@ -32,10 +34,10 @@ def test_settings_override_profiles_supervisors_deadlines_and_calendars() -> Non
     policy = policy_from_settings(
         settings(
             followup_branch_profiles={"BR-LDN": "uk_fca_disp"},
-            followup_branch_timezones={"BR-LDN": "Europe/London"},
-            followup_branch_holidays={"BR-LDN": ["2026-12-25"]},
-            followup_supervisors={"rm-7": "sup-1"},
-            followup_default_supervisor="duty",
+            calendar_branch_timezones={"BR-LDN": "Europe/London"},
+            calendar_branch_holidays={"BR-LDN": ["2026-12-25"]},
+            staff_supervisors={"rm-7": "sup-1"},
+            staff_default_supervisor="duty",
             followup_escalate_after_hours=None,
             followup_due_soon_hours=1,
             followup_durations_s={"survey_within": 86400},
@@ -60,9 +62,22 @@ def test_settings_override_profiles_supervisors_deadlines_and_calendars() -> Non
         ({"followup_durations_s": {"survey_in": 1}}, "survey_in"),
         ({"followup_revisit_cadence_days": {"vip": 1}}, "vip"),
         ({"followup_branch_profiles": {"BR-1": "mars"}}, "mars"),
-        ({"followup_default_timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"followup_access_request_days_by_profile": {"mars": 3}}, "mars"),
+        ({"calendar_default_timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"calendar_branch_timezones": {"BR-1": "Mars/Olympus"}}, "Mars/Olympus"),
     ],
 )
-def test_unknown_names_are_refused_at_start(values: dict[str, object], named: str) -> None:
-    with pytest.raises(PolicySettingsError, match=named):
-        policy_from_settings(settings(**values))
+def test_unknown_names_are_refused_when_the_settings_are_read(
+    values: dict[str, object], named: str
+) -> None:
+    # Typed maps: refused at start, by the settings, before any rule needs them (#16).
+    with pytest.raises(ValidationError, match=named):
+        FollowupSettings.model_validate({"jwt_secret": "x" * 40, **values})
+
+
+def test_the_overridable_deadlines_are_durations_of_the_policy() -> None:
+    durations = {
+        f.name for f in dataclasses.fields(FollowupPolicy) if f.type in ("timedelta", timedelta)
+    }
+    assert durations >= DURATION_FIELDS, DURATION_FIELDS - durations
+    assert "survey_within" in DURATION_FIELDS

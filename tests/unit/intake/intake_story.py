@@ -33,6 +33,7 @@ from branchline_intake.domain import (
 from branchline_intake.domain.related import Related
 from branchline_intake.domain.shelf import ShelfProduct
 from branchline_intake.domain.staff import StaffMember
+from branchline_shared.domain.classification import LifecycleFacts
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
 
@@ -442,3 +443,17 @@ def confirmed_by_client(
 
 def complaint_closed(complaint_id: str = "K-1") -> c.ComplaintClosed:
     return c.ComplaintClosed(complaint_id=complaint_id)
+
+
+def lifecycle_facts(state: ClientState) -> LifecycleFacts:
+    """The D-09 facts of intake's client state, for the one lifecycle rule
+    (``branchline_shared.domain.classification``)."""
+    assert state.client.registered_at is not None
+    return LifecycleFacts(
+        registered_at=state.client.registered_at,
+        identity_verified_at=state.client.identity_verified_at,
+        first_business_at=state.activity.first_business_at,
+        last_business_at=state.activity.last_business_at,
+        assets_under_management=state.activity.assets_under_management,
+        account_closed_at=state.client.account_closed_at,
+    )

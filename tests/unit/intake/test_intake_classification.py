@@ -1,8 +1,9 @@
-"""D-09 classification derived from the state: type, lifecycle stage, risk level."""
+"""D-09 classification of intake's client state: the facts intake's events give (business,
+identity, sales, closure) through the one rule, ``branchline_shared.domain.classification``."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from intake_story import (
     closed,
     days,
     handled,
+    lifecycle_facts,
     needs,
     registered,
     screened,
@@ -20,7 +22,9 @@ from intake_story import (
     verified,
 )
 
-from branchline_intake.domain import IntakePolicy, classify, lifecycle_stage, risk_level
+from branchline_intake.domain import DEFAULT_POLICY, ClientState
+from branchline_shared.domain.classification import LifecyclePolicy, LifecycleThresholds, risk_level
+from branchline_shared.domain.classification import lifecycle_stage as stage_of
 from branchline_shared.events.catalogue import (
     ClientType,
     LifecycleStage,
@@ -30,6 +34,23 @@ from branchline_shared.events.catalogue import (
 )
 
 pytestmark = pytest.mark.unit
+
+
+DEFAULT_THRESHOLDS = LifecyclePolicy()
+
+
+def lifecycle_stage(
+    state: ClientState, at: datetime, policy: LifecycleThresholds = DEFAULT_THRESHOLDS
+) -> LifecycleStage:
+    return stage_of(lifecycle_facts(state), at, policy)
+
+
+def assessed_risk_level(state: ClientState, at: datetime) -> RiskLevel | None:
+    """D-09 risk level of the assessment valid at ``at`` (D-05 validity)."""
+    assessment = state.client.assessment_at(at)
+    if assessment is None or not assessment.valid_at(at, DEFAULT_POLICY):
+        return None
+    return risk_level(assessment.level)
 
 
 def _with_business(story: Story, at_day: float) -> Story:
@@ -87,7 +108,7 @@ def test_d09_sales_reaching_the_threshold_make_high_net_worth() -> None:
 
 
 def test_d09_thresholds_come_from_the_policy() -> None:
-    policy = IntakePolicy(new_client_period=timedelta(days=10))
+    policy = LifecyclePolicy(new_client_period=timedelta(days=10))
     state = _onboarded_on_day_1().state
 
     assert lifecycle_stage(state, days(12), policy) is LifecycleStage.MATURE
@@ -108,22 +129,19 @@ def test_d09_risk_level_from_the_valid_assessment(
 ) -> None:
     story = Story().given(registered(), assessed(tolerance))
 
-    assert risk_level(story.state, story.now) is level
+    assert assessed_risk_level(story.state, story.now) is level
 
 
 def test_d09_no_risk_level_without_a_valid_assessment() -> None:
     story = Story().given(registered(), assessed(RiskTolerance.C3, valid_until=days(5)))
 
-    assert risk_level(story.state, days(6)) is None
+    assert assessed_risk_level(story.state, days(6)) is None
 
 
-def test_d09_classify_collects_everything() -> None:
+def test_d09_the_registered_type_and_rm_are_the_classification_s_own() -> None:
     story = _onboarded_on_day_1().given(assessed(RiskTolerance.C4))
 
-    result = classify(story.state, days(2))
-
-    assert result.client_type is ClientType.CORPORATE
-    assert result.rm_id == "rm-42"
-    assert result.lifecycle_stage is LifecycleStage.NEW
-    assert result.risk_tolerance is RiskTolerance.C4
-    assert result.risk_level is RiskLevel.HIGH
+    assert story.state.client.client_type is ClientType.CORPORATE
+    assert story.state.client.rm_id == "rm-42"
+    assert lifecycle_stage(story.state, days(2)) is LifecycleStage.NEW
+    assert assessed_risk_level(story.state, days(2)) is RiskLevel.HIGH

@@ -14,6 +14,7 @@ from intake_story import (
     complaint_closed,
     confirmed_by_client,
     days,
+    lifecycle_facts,
     minutes,
     opened,
     received,
@@ -23,7 +24,7 @@ from intake_story import (
     verified,
 )
 
-from branchline_intake.domain import classify
+from branchline_shared.domain.classification import LifecyclePolicy, lifecycle_stage
 from branchline_shared.events import catalogue as c
 
 pytestmark = pytest.mark.unit
@@ -84,9 +85,14 @@ def test_d09_closure_churns_the_client_until_reopened() -> None:
     accepted(story.when(closed()))
     story.given(closed(), at=days(1))
 
-    assert classify(story.state, days(2)).lifecycle_stage is c.LifecycleStage.CHURNED
+    policy = LifecyclePolicy()
+    assert lifecycle_stage(lifecycle_facts(story.state), days(2), policy) is (
+        c.LifecycleStage.CHURNED
+    )
     story.given(reopened(), at=days(3))
-    assert classify(story.state, days(4)).lifecycle_stage is not c.LifecycleStage.CHURNED
+    assert lifecycle_stage(lifecycle_facts(story.state), days(4), policy) is not (
+        c.LifecycleStage.CHURNED
+    )
 
 
 def test_d09_a_closed_account_is_not_closed_again() -> None:

@@ -141,8 +141,6 @@ def test_add_months_clamps_to_the_end_of_the_month(
 def test_policy_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="assessment_validity_months"):
         IntakePolicy(assessment_validity_months=0)
-    with pytest.raises(ValueError, match="risk_levels"):
-        IntakePolicy(risk_levels={})
 
 
 def test_d04_refusal_record_withholds_the_refused_personal_data() -> None:

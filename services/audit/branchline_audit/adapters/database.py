@@ -26,7 +26,7 @@ import orjson
 
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import PgConnection, ensure_database
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 SERVICE = "audit"
 TABLES = (
@@ -59,7 +59,7 @@ async def _create_role(conn: PgConnection, role: str) -> None:
     )
 
 
-async def _already_provisioned(conn: PgConnection, settings: BranchlineSettings) -> bool:
+async def _already_provisioned(conn: PgConnection, settings: AuditSettings) -> bool:
     """Every audit table and the prune function owned by the owner role, the writer able to
     insert and the pruner to execute: nothing to (re)apply."""
     return bool(
@@ -83,7 +83,7 @@ async def _already_provisioned(conn: PgConnection, settings: BranchlineSettings)
     )
 
 
-async def provision_roles(conn: PgConnection, settings: BranchlineSettings) -> None:
+async def provision_roles(conn: PgConnection, settings: AuditSettings) -> None:
     """Create the roles if missing and (re)apply ownership and grants; idempotent."""
     owner = _ident(settings.audit_db_owner_role)
     writer = _ident(settings.audit_db_writer_role)
@@ -115,7 +115,7 @@ async def provision_roles(conn: PgConnection, settings: BranchlineSettings) -> N
         await conn.execute("SELECT pg_advisory_unlock($1)", _PROVISION_LOCK)
 
 
-async def prepare_database(settings: BranchlineSettings) -> None:
+async def prepare_database(settings: AuditSettings) -> None:
     """Create the database, apply the migrations, provision roles and grants."""
     await ensure_database(settings.audit_database_url)
     conn = await asyncpg.connect(settings.audit_database_url)
@@ -143,7 +143,7 @@ def _role_init(role: str) -> Any:
 
 
 async def open_role_pool(
-    settings: BranchlineSettings, role: str, *, min_size: int = 1, max_size: int = 10
+    settings: AuditSettings, role: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool[Any]:
     """A pool whose every connection acts as ``role`` (the writer or the pruner)."""
     pool = await asyncpg.create_pool(

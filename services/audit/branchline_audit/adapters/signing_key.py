@@ -1,8 +1,10 @@
-"""The log's Ed25519 signing key: read from a file, generated there on first run (dev only).
+"""The log's Ed25519 signing key, read from a file.
 
 The file holds the key in Go's signer-key form (``PRIVATE+KEY+<name>+<id>+<base64>``, the form
 ``golang.org/x/mod/sumdb/note`` tools read). Production must provide the file (a mounted secret);
-generating a fresh key there would silently give the log a new identity, so it is refused.
+on the embedded stack the dev stack creates it (:func:`create_signing_key`) before the audit
+processes start. Loading never creates a key: a fresh key would silently give the log a new
+identity.
 """
 
 from __future__ import annotations
@@ -13,26 +15,25 @@ import secrets
 from pathlib import Path
 
 from branchline_audit.domain.note import Signer
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 
 class SigningKeyError(RuntimeError):
     pass
 
 
-def signing_key_path(settings: BranchlineSettings) -> Path:
-    return settings.audit_signing_key_file or settings.data_dir / "secrets" / "audit-signing-key"
+def signing_key_path(settings: AuditSettings) -> Path:
+    return settings.audit_signing_key_path
 
 
-def load_or_create_signer(settings: BranchlineSettings) -> Signer:
+def load_signer(settings: AuditSettings) -> Signer:
     path = signing_key_path(settings)
     if not path.exists():
-        if settings.environment == "production":
-            raise SigningKeyError(
-                f"the audit signing key {path} does not exist; production needs "
-                "BRANCHLINE_AUDIT_SIGNING_KEY_FILE to name the log's key"
-            )
-        _create(path, Signer.generate(settings.audit_log_origin))
+        raise SigningKeyError(
+            f"the audit signing key {path} does not exist: set "
+            "BRANCHLINE_AUDIT_SIGNING_KEY_FILE to name the log's key (`branchline audit "
+            "keygen` creates one), or start the embedded stack (`branchline dev`)"
+        )
     signer = Signer.from_signer_key(path.read_text(encoding="ascii").strip())
     if signer.name != settings.audit_log_origin:
         raise SigningKeyError(
@@ -42,10 +43,21 @@ def load_or_create_signer(settings: BranchlineSettings) -> Signer:
     return signer
 
 
-def _create(path: Path, signer: Signer) -> None:
+def create_signing_key(settings: AuditSettings) -> bool:
+    """Create the log's key where the settings look for it, unless it exists (dev stack).
+
+    Returns whether it was created.
+    """
+    path = signing_key_path(settings)
+    if path.exists():
+        return False
+    return _create(path, Signer.generate(settings.audit_log_origin))
+
+
+def _create(path: Path, signer: Signer) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Write a private temporary file, then link it into place: link fails if the key exists,
-    # so when the API and the consumer start together one key wins and both read it.
+    # so when two processes create it at once one key wins and both read it.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -55,5 +67,7 @@ def _create(path: Path, signer: Signer) -> None:
     try:
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
+            return True
+        return False
     finally:
         temporary.unlink(missing_ok=True)

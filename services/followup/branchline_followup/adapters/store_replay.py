@@ -1,11 +1,13 @@
 """Reading the event stores themselves, for a rebuild of the read models that does not need
 the broker's log (which a broker that restarted empty no longer has).
 
-Each store's log is read in its gap-safe order (only transactions that have ended), and the
-stores are merged by the time each event was recorded, then by store and log order: a
-``followup.*`` event is recorded after the intake events it followed from were applied, so
-causes are replayed before their consequences, as the live worker applied them. The messages
-look like the relay's (same value, ``source`` and ``global_position`` headers).
+Each store's log is read through the event store's gap-safe reader
+(:meth:`~branchline_shared.eventstore.postgres.PostgresEventStore.read_log`: only transactions
+that have ended), and the stores are merged by the time each event was recorded, then by store
+and log order: a ``followup.*`` event is recorded after the intake events it followed from were
+applied, so causes are replayed before their consequences, as the live worker applied them.
+The messages look like the relay's (the event's envelope as value, in its current version;
+``source`` and ``global_position`` headers).
 """
 
 from __future__ import annotations
@@ -13,11 +15,25 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import orjson
 
 from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_shared.eventstore.ports import LogPosition, LogRecord
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.postgres.pool import open_pool
+
+PAGE = 5000
+"""Events read from a store's log per query."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, rounded half away from zero (as PostgreSQL casts)."""
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return (micros + 500) // 1000
 
 
 @dataclass(frozen=True)
@@ -32,7 +48,7 @@ class StoreReplay:
     def __init__(self, stores: Sequence[StoreLog]) -> None:
         self._stores = list(stores)
         self._rank = {s.source: i for i, s in enumerate(self._stores)}
-        self._after: dict[str, tuple[int, int]] = {s.source: (0, 0) for s in self._stores}
+        self._after = {s.source: LogPosition.start() for s in self._stores}
         self._pending: list[tuple[int, int, int, int, ReplayedMessage]] = []
 
     async def start(self) -> int:
@@ -44,48 +60,39 @@ class StoreReplay:
     async def _load(self) -> int:
         added = 0
         for store in self._stores:
-            conn = await asyncpg.connect(store.dsn)
+            pool = await open_pool(store.dsn, min_size=1, max_size=1)
             try:
-                rows = await conn.fetch(
-                    """
-                    SELECT tx_id::text::bigint AS tx, global_position,
-                           (extract(epoch FROM recorded_at) * 1000)::bigint AS recorded_ms,
-                           envelope::text AS envelope
-                    FROM es_events
-                    WHERE (tx_id, global_position) > ($1::text::xid8, $2)
-                      AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-                    ORDER BY tx_id, global_position
-                    """,
-                    str(self._after[store.source][0]),
-                    self._after[store.source][1],
-                )
+                log = PostgresEventStore(pool)
+                while True:
+                    page = await log.read_log(self._after[store.source], limit=PAGE)
+                    for record in page:
+                        self._push(store.source, record)
+                        self._after[store.source] = record.log_position
+                    added += len(page)
+                    if len(page) < PAGE:
+                        break
             finally:
-                await conn.close()
-            for row in rows:
-                message = ReplayedMessage(
-                    topic=store.source,
-                    partition=0,
-                    offset=row["global_position"],
-                    timestamp=row["recorded_ms"],
-                    value=orjson.dumps(orjson.loads(row["envelope"])),
-                    headers=(
-                        ("source", store.source.encode()),
-                        ("global_position", str(row["global_position"]).encode()),
-                    ),
-                )
-                heapq.heappush(
-                    self._pending,
-                    (
-                        row["recorded_ms"],
-                        self._rank[store.source],
-                        row["tx"],
-                        row["global_position"],
-                        message,
-                    ),
-                )
-                self._after[store.source] = (row["tx"], row["global_position"])
-                added += 1
+                await pool.close()
         return added
+
+    def _push(self, source: str, record: LogRecord) -> None:
+        recorded_ms = _epoch_ms(record.event.recorded_at)
+        position = record.position.global_position
+        message = ReplayedMessage(
+            topic=source,
+            partition=0,
+            offset=position,
+            timestamp=recorded_ms,
+            value=orjson.dumps(record.event.model_dump(mode="json")),
+            headers=(
+                ("source", source.encode()),
+                ("global_position", str(position).encode()),
+            ),
+        )
+        heapq.heappush(
+            self._pending,
+            (recorded_ms, self._rank[source], record.log_position.tx_id, position, message),
+        )
 
     async def messages(self) -> AsyncIterator[ReplayedMessage]:
         while self._pending:

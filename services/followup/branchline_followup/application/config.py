@@ -7,24 +7,12 @@ import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, get_args
 
-from branchline_followup.domain import FollowupPolicy, LifecycleStage
-from branchline_shared.settings import BranchlineSettings
+from branchline_followup.domain import FollowupPolicy
+from branchline_shared.settings import FollowupDeadline, FollowupSettings
 
-DURATION_FIELDS = frozenset(
-    {
-        "survey_within",
-        "appointment_preparation_lead",
-        "online_consultation_response",
-        "offline_consultation_response",
-        "complaint_follow_up_after",
-        "feedback_response_within",
-        "new_client_first_revisit",
-        "win_back_within",
-        "product_review_every",
-    }
-)
+DURATION_FIELDS = frozenset(get_args(FollowupDeadline))
 """The FollowupPolicy deadlines that ``followup_durations_s`` may override."""
 
 
@@ -32,48 +20,35 @@ class PolicySettingsError(ValueError):
     """The followup settings name an unknown rule, stage or profile."""
 
 
-def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
-    unknown = set(settings.followup_durations_s) - DURATION_FIELDS
-    if unknown:
-        raise PolicySettingsError(
-            f"followup_durations_s names unknown deadlines {sorted(unknown)}; "
-            f"known: {sorted(DURATION_FIELDS)}"
-        )
+def policy_from_settings(settings: FollowupSettings) -> FollowupPolicy:
+    # The settings' types already refused unknown deadlines, stages, profiles and zones (at
+    # start); what is left here is the policy's own consistency check.
     values: dict[str, Any] = {
         name: timedelta(seconds=seconds) for name, seconds in settings.followup_durations_s.items()
     }
     defaults = FollowupPolicy()
     cadence = dict(defaults.revisit_cadence)
-    for stage_name, days in settings.followup_revisit_cadence_days.items():
-        try:
-            stage = LifecycleStage(stage_name)
-        except ValueError:
-            raise PolicySettingsError(
-                f"followup_revisit_cadence_days names unknown stage {stage_name!r}"
-            ) from None
+    for stage, days in settings.followup_revisit_cadence_days.items():
         cadence[stage] = None if days is None else timedelta(days=days)
     kyc_refresh = dict(defaults.kyc_refresh_months)
-    unknown_levels = set(settings.followup_kyc_refresh_months) - set(kyc_refresh)
-    if unknown_levels:
-        raise PolicySettingsError(
-            f"followup_kyc_refresh_months names unknown risk levels {sorted(unknown_levels)}"
-        )
-    kyc_refresh.update(settings.followup_kyc_refresh_months)
+    kyc_refresh.update({str(level): m for level, m in settings.followup_kyc_refresh_months.items()})
     escalate = settings.followup_escalate_after_hours
     try:
         return dataclasses.replace(
             defaults,
             **values,
-            default_profile=settings.followup_default_profile,
-            branch_profiles=MappingProxyType(dict(settings.followup_branch_profiles)),
-            default_timezone=settings.followup_default_timezone,
-            branch_timezones=MappingProxyType(dict(settings.followup_branch_timezones)),
-            default_holidays=frozenset(settings.followup_holidays),
-            branch_holidays=MappingProxyType(
-                {b: frozenset(days) for b, days in settings.followup_branch_holidays.items()}
+            default_profile=str(settings.followup_default_profile),
+            branch_profiles=MappingProxyType(
+                {b: str(p) for b, p in settings.followup_branch_profiles.items()}
             ),
-            supervisors=MappingProxyType(dict(settings.followup_supervisors)),
-            default_supervisor_id=settings.followup_default_supervisor,
+            default_timezone=settings.calendar_default_timezone,
+            branch_timezones=MappingProxyType(dict(settings.calendar_branch_timezones)),
+            default_holidays=frozenset(settings.calendar_holidays),
+            branch_holidays=MappingProxyType(
+                {b: frozenset(days) for b, days in settings.calendar_branch_holidays.items()}
+            ),
+            supervisors=MappingProxyType(dict(settings.staff_supervisors)),
+            default_supervisor_id=settings.staff_default_supervisor,
             escalate_after=None if escalate is None else timedelta(hours=escalate),
             feedback_low_score=settings.followup_feedback_low_score,
             due_soon_window=timedelta(hours=settings.followup_due_soon_hours),
@@ -81,20 +56,20 @@ def policy_from_settings(settings: BranchlineSettings) -> FollowupPolicy:
             access_request_within=timedelta(days=settings.followup_access_request_days),
             access_request_within_by_profile=MappingProxyType(
                 {
-                    profile: timedelta(days=days)
+                    str(profile): timedelta(days=days)
                     for profile, days in settings.followup_access_request_days_by_profile.items()
                 }
             ),
             privacy_officer=settings.followup_privacy_officer,
             kyc_refresh_months=MappingProxyType(kyc_refresh),
             # D-03: what counts as due diligence is intake's identity gate
-            kyc_verification_methods=frozenset(settings.intake_identity_gate_methods),
+            kyc_verification_methods=frozenset(str(m) for m in settings.identity_gate_methods),
             gift_accept_threshold=settings.followup_gift_threshold,
             training_hours_per_year=settings.followup_training_hours_per_year,
-            # D-09 numbers are the institution's, shared with intake's classification.
-            new_client_period=timedelta(days=settings.intake_new_client_days),
-            churn_after_inactivity=timedelta(days=settings.intake_churn_after_days),
-            high_net_worth_aum=Decimal(settings.intake_high_net_worth_threshold),
+            # D-09 numbers are the institution's (branchline_shared.domain.classification).
+            new_client_period=timedelta(days=settings.lifecycle_new_client_days),
+            churn_after_inactivity=timedelta(days=settings.lifecycle_churn_after_days),
+            high_net_worth_aum=Decimal(settings.lifecycle_high_net_worth_threshold),
         )
-    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError (unknown zone)
+    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError
         raise PolicySettingsError(f"followup settings: {exc}") from exc

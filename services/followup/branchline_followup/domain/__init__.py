@@ -1,6 +1,7 @@
 """The pure domain of the followup service: follow-up tasks, the rules that make them due
-(D-01b, D-02, D-06, D-07, D-08), jurisdiction profiles, lifecycle stages (D-09), quality
-measures (D-12) and timer semantics. No I/O and no clock: ``now`` is always passed in."""
+(D-01b, D-02, D-06, D-07, D-08), jurisdiction profiles, lifecycle stages (D-09, whose one home
+is ``branchline_shared.domain.classification``), quality measures (D-12) and timer semantics.
+No I/O and no clock: ``now`` is always passed in."""
 
 from __future__ import annotations
 
@@ -11,12 +12,6 @@ from branchline_followup.domain.jurisdictions import (
     complaint_deadlines,
     decision_deadline,
     statistics_quarter,
-)
-from branchline_followup.domain.lifecycle import (
-    BUSINESS_EVENT_TYPES,
-    LifecycleFacts,
-    lifecycle_stage,
-    next_stage_change_at,
 )
 from branchline_followup.domain.policy import ComplaintClocks, FollowupPolicy
 from branchline_followup.domain.quality import (
@@ -81,6 +76,12 @@ from branchline_followup.domain.vocabulary import (
     TaskRule,
     TaskStatus,
     TimerKind,
+)
+from branchline_shared.domain.classification import (
+    BUSINESS_EVENT_TYPES,
+    LifecycleFacts,
+    lifecycle_stage,
+    next_stage_change_at,
 )
 
 __all__ = [

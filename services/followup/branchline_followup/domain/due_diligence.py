@@ -29,21 +29,13 @@ from branchline_followup.domain.tasks import (
     TaskCommand,
 )
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
+from branchline_shared.domain.classification import risk_level
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
-IDENTITY_VERIFIED = "client.identity_verified"
-RISK_ASSESSED = "client.risk_assessed"
+IDENTITY_VERIFIED = c.EventType.CLIENT_IDENTITY_VERIFIED.value
+RISK_ASSESSED = c.EventType.CLIENT_RISK_ASSESSED.value
 KYC_SUBJECT = "due_diligence"
-
-RISK_LEVEL_OF_TOLERANCE: dict[str, str] = {
-    "C1": "low",
-    "C2": "medium",
-    "C3": "medium",
-    "C4": "high",
-    "C5": "very_high",
-}
-"""D-09 risk level from the C1..C5 assessment (the same default table as intake's)."""
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -76,7 +68,8 @@ class KycRefreshRule:
         refreshes = open_of(open_tasks, {TaskKind.KYC_REFRESH})
         if event.type == RISK_ASSESSED:
             assessed = read_payload(event, c.ClientRiskAssessed, self.rule)
-            level = RISK_LEVEL_OF_TOLERANCE.get(assessed.level.value)
+            risk = risk_level(assessed.level)  # D-09, the one table
+            level = None if risk is None else risk.value
             return [
                 RescheduleTask(
                     task_id=t.id,

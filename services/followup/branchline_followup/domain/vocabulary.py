@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from branchline_shared.events.vocabulary import ComplaintSeverity, FollowupKind
+from branchline_shared.events.vocabulary import ComplaintSeverity, FollowupKind, JurisdictionProfile
 from branchline_shared.events.vocabulary import LifecycleStage as LifecycleStage
 
 # One vocabulary for the whole product: the catalogue's value sets, named as this domain reads.
@@ -15,6 +15,9 @@ TaskKind = FollowupKind
 """What a follow-up task is for; each kind names the rule that makes it due."""
 Severity = ComplaintSeverity
 """D-07 complaint severity. Major = important or urgent."""
+ProfileName = JurisdictionProfile
+"""The jurisdiction profiles shipped with the product (D-07). An institution may add its own
+under any other name in :attr:`FollowupPolicy.profiles`."""
 
 
 class TaskRule(StrEnum):
@@ -84,16 +87,6 @@ class SlaState(StrEnum):
     DUE_SOON = "due_soon"
     OVERDUE = "overdue"
     DONE = "done"
-
-
-class ProfileName(StrEnum):
-    """The jurisdiction profiles shipped with the product (D-07). An institution may add its own
-    under any other name in :attr:`FollowupPolicy.profiles`."""
-
-    DEFAULT = "default"
-    CN_REGULATOR = "cn_regulator"
-    UK_FCA_DISP = "uk_fca_disp"
-    US_BROKER = "us_broker"
 
 
 class TimerKind(StrEnum):

@@ -82,7 +82,7 @@ PROBLEMS: dict[type[Exception], Shape] = {
     ),
     ClientNotWarned: Shape(
         409,
-        "Refused",
+        ClientNotWarned.title,
         "rule-violation",
         rule=ClientNotWarned.rule,
         errors=lambda r: [{"field": f, "message": r.detail, "type": "rule"} for f in r.fields],

@@ -23,13 +23,6 @@ No I/O, no clock: every time comes from the events.
 from __future__ import annotations
 
 from branchline_intake.domain.appointment import Appointment, AppointmentStatus
-from branchline_intake.domain.classification import (
-    ClientClassification,
-    classify,
-    lifecycle_stage,
-    risk_level,
-    risk_tolerance,
-)
 from branchline_intake.domain.client import Assessment, Client, ConsentGrant
 from branchline_intake.domain.complaint import Complaint, ComplaintStatus
 from branchline_intake.domain.consultation import Consultation, ConsultationStatus
@@ -56,7 +49,6 @@ __all__ = [
     "Assessment",
     "BusinessActivity",
     "Client",
-    "ClientClassification",
     "ClientState",
     "Complaint",
     "ComplaintStatus",
@@ -76,14 +68,10 @@ __all__ = [
     "TermsConfirmation",
     "Visit",
     "add_months",
-    "classify",
     "decide",
     "decide_on_state",
     "decide_recorded",
-    "lifecycle_stage",
     "rebuild",
     "rebuild_from_recorded",
     "refusal_payload",
-    "risk_level",
-    "risk_tolerance",
 ]

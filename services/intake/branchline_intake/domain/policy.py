@@ -7,16 +7,11 @@ the application builds one from settings. :data:`DEFAULT_POLICY` holds docs/rule
 from __future__ import annotations
 
 import calendar
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
-from types import MappingProxyType
 
 from branchline_shared.events.vocabulary import (
     IdentityMethod,
-    RiskLevel,
-    RiskTolerance,
     VisitCategory,
 )
 
@@ -29,20 +24,11 @@ _CONTRACT_CATEGORIES = frozenset(
     }
 )
 
-_RISK_LEVELS: Mapping[RiskTolerance, RiskLevel] = MappingProxyType(
-    {
-        RiskTolerance.C1: RiskLevel.LOW,
-        RiskTolerance.C2: RiskLevel.MEDIUM,
-        RiskTolerance.C3: RiskLevel.MEDIUM,
-        RiskTolerance.C4: RiskLevel.HIGH,
-        RiskTolerance.C5: RiskLevel.VERY_HIGH,
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class IntakePolicy:
-    """Configurable numbers of the rules intake enforces and the classification it derives."""
+    """Configurable numbers of the rules intake enforces (D-09's classification is derived
+    elsewhere: ``branchline_shared.domain.classification``)."""
 
     assessment_validity_months: int = 12
     """D-05: a risk assessment without ``valid_until`` is valid this many calendar months."""
@@ -51,14 +37,6 @@ class IntakePolicy:
     identity_required_categories: frozenset[VisitCategory] = _CONTRACT_CATEGORIES
     """D-03: needs whose business waits for ``client.identity_verified`` (account opening and
     contracts: loans, wealth products, insurance). Set to ``{ACCOUNT}`` for the narrow reading."""
-    new_client_period: timedelta = timedelta(days=90)
-    """D-09: a client is ``new`` this long after onboarding (identity verified + first business)."""
-    churn_after: timedelta = timedelta(days=365)
-    """D-09: ``churned`` after this long without business."""
-    high_net_worth_threshold: Decimal = Decimal(6_000_000)
-    """D-09: ``high_net_worth`` when the assets under management reach this amount."""
-    risk_levels: Mapping[RiskTolerance, RiskLevel] = field(default_factory=lambda: _RISK_LEVELS)
-    """D-09: the risk level of each C1..C5 tolerance (C2 and C3 both ``medium``)."""
     identity_gate_methods: frozenset[IdentityMethod] = frozenset(
         {IdentityMethod.NETWORKED_ID_CHECK}
     )
@@ -73,10 +51,6 @@ class IntakePolicy:
     def __post_init__(self) -> None:
         if self.assessment_validity_months < 1:
             raise ValueError("assessment_validity_months must be at least 1")
-        if set(self.risk_levels) != set(RiskTolerance):
-            raise ValueError("risk_levels must map every tolerance C1..C5")
-        if self.high_net_worth_threshold <= 0:
-            raise ValueError("high_net_worth_threshold must be positive")
         if not self.identity_gate_methods:
             raise ValueError("identity_gate_methods must name at least one method")
         if self.clock_skew < timedelta(0) or self.late_entry_window <= timedelta(0):

@@ -21,13 +21,13 @@ from branchline_shared.console.navigation import (
 from branchline_shared.console.pages import install_console
 from branchline_shared.console.web import ConsoleConfig
 from branchline_shared.http.auth import Role
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import AuditSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 AUDIT_READERS = frozenset({Role.AUDITOR, Role.ADMIN})
 
 
-def followup_console_url(settings: BranchlineSettings) -> str:
+def followup_console_url(settings: AuditSettings) -> str:
     return other_console_url(
         settings.console_followup_url, host=settings.bind_host, port=settings.followup_port
     )
@@ -55,7 +55,7 @@ AUDIT_LANDINGS = [
 """Anyone else (an RM) lands on the followup console."""
 
 
-def install_audit_console(app: FastAPI, settings: BranchlineSettings) -> None:
+def install_audit_console(app: FastAPI, settings: AuditSettings) -> None:
     followup = followup_console_url(settings)
     install_console(
         app,
@@ -64,8 +64,8 @@ def install_audit_console(app: FastAPI, settings: BranchlineSettings) -> None:
             template_dirs=[TEMPLATES],
             nav=menu(audit_menu(followup)),
             home=landing(AUDIT_LANDINGS, otherwise=f"{followup}/"),
-            default_zone=settings.followup_default_timezone,
-            branch_zones=dict(settings.followup_branch_timezones),
+            default_zone=settings.calendar_default_timezone,
+            branch_zones=dict(settings.calendar_branch_timezones),
             dev_mode=settings.dev_mode,
             dev_roles=(Role.AUDITOR, Role.SUPERVISOR, Role.RM, Role.ADMIN),
             vocabulary=VOCABULARY,

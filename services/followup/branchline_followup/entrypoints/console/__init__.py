@@ -21,7 +21,7 @@ from branchline_shared.console.navigation import (
 from branchline_shared.console.pages import install_console
 from branchline_shared.console.web import ConsoleConfig
 from branchline_shared.http.auth import Role
-from branchline_shared.settings import BranchlineSettings
+from branchline_shared.settings import FollowupSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -36,7 +36,7 @@ FOLLOWUP_MENU = [
 ]
 
 
-def audit_console_url(settings: BranchlineSettings) -> str:
+def audit_console_url(settings: FollowupSettings) -> str:
     """Where the auditor's pages are (another service, on its own port)."""
     return other_console_url(
         settings.console_audit_url, host=settings.bind_host, port=settings.audit_port
@@ -51,9 +51,9 @@ def followup_landings(audit: str) -> list[Landing]:
     ]
 
 
-def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None:
+def install_followup_console(app: FastAPI, settings: FollowupSettings) -> None:
     audit = audit_console_url(settings)
-    app.state.console_assessment_validity_months = settings.intake_assessment_validity_months
+    app.state.console_assessment_validity_months = settings.assessment_validity_months
     router = APIRouter()
     router.include_router(rm_router)
     router.include_router(supervisor_router)
@@ -64,8 +64,8 @@ def install_followup_console(app: FastAPI, settings: BranchlineSettings) -> None
             template_dirs=[TEMPLATES],
             nav=menu(FOLLOWUP_MENU),
             home=landing(followup_landings(audit), otherwise="/console/"),
-            default_zone=settings.followup_default_timezone,
-            branch_zones=dict(settings.followup_branch_timezones),
+            default_zone=settings.calendar_default_timezone,
+            branch_zones=dict(settings.calendar_branch_timezones),
             dev_mode=settings.dev_mode,
             dev_roles=(Role.RM, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN),
             vocabulary=VOCABULARY,

@@ -1,4 +1,5 @@
-"""D-09 lifecycle stage from the read model's facts."""
+"""D-09, the one home of the rule (``branchline_shared.domain.classification``): lifecycle stage
+from a client's facts, the moment it next changes, the risk level of an assessment."""
 
 from __future__ import annotations
 
@@ -9,18 +10,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from branchline_followup.domain import (
-    FollowupPolicy,
+from branchline_followup.domain import FollowupPolicy
+from branchline_shared.domain.classification import (
+    RISK_LEVELS,
     LifecycleFacts,
-    LifecycleStage,
+    LifecyclePolicy,
     lifecycle_stage,
     next_stage_change_at,
+    risk_level,
 )
+from branchline_shared.events.vocabulary import LifecycleStage, RiskLevel, RiskTolerance
 
 pytestmark = pytest.mark.unit
 
 REGISTERED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-POLICY = FollowupPolicy()
+POLICY = LifecyclePolicy()
 
 
 def onboarded(
@@ -72,7 +76,7 @@ def test_d09_facts_after_now_do_not_count_yet() -> None:
 def test_d09_high_net_worth_from_the_aum_threshold() -> None:
     assert stage_at(onboarded(aum=Decimal("5999999.99")), 200) is LifecycleStage.MATURE
     assert stage_at(onboarded(aum=Decimal(6_000_000)), 10) is LifecycleStage.HIGH_NET_WORTH
-    lower = FollowupPolicy(high_net_worth_aum=Decimal(1_000_000))
+    lower = LifecyclePolicy(high_net_worth_aum=Decimal(1_000_000))
     facts = onboarded(aum=Decimal(1_000_000))
     assert lifecycle_stage(facts, REGISTERED + timedelta(days=10), lower) is (
         LifecycleStage.HIGH_NET_WORTH
@@ -120,3 +124,41 @@ def test_d09_the_stage_changes_only_at_the_predicted_instant(
         assert change > now
         assert lifecycle_stage(facts, change - timedelta(microseconds=1), POLICY) is stage
         assert lifecycle_stage(facts, change, POLICY) is not stage
+
+
+def test_d09_followup_s_policy_carries_the_thresholds() -> None:
+    # followup passes its FollowupPolicy (built from the lifecycle_* settings) as thresholds.
+    followup = FollowupPolicy(new_client_period=timedelta(days=10))
+    facts = onboarded(days_of_business=100)
+    assert lifecycle_stage(facts, REGISTERED + timedelta(days=12), followup) is (
+        LifecycleStage.MATURE
+    )
+    assert stage_at(facts, 12) is LifecycleStage.NEW
+
+
+def test_d09_thresholds_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="periods"):
+        LifecyclePolicy(new_client_period=timedelta(0))
+    with pytest.raises(ValueError, match="high_net_worth_aum"):
+        LifecyclePolicy(high_net_worth_aum=Decimal(0))
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "level"),
+    [
+        (RiskTolerance.C1, RiskLevel.LOW),
+        (RiskTolerance.C2, RiskLevel.MEDIUM),
+        (RiskTolerance.C3, RiskLevel.MEDIUM),
+        (RiskTolerance.C4, RiskLevel.HIGH),
+        (RiskTolerance.C5, RiskLevel.VERY_HIGH),
+    ],
+)
+def test_d09_risk_level_of_each_tolerance(tolerance: RiskTolerance, level: RiskLevel) -> None:
+    assert risk_level(tolerance) is level
+    assert risk_level(tolerance.value) is level  # as the read model stores it
+
+
+def test_d09_no_risk_level_without_a_tolerance() -> None:
+    assert set(RISK_LEVELS) == set(RiskTolerance)
+    assert risk_level(None) is None
+    assert risk_level("C9") is None

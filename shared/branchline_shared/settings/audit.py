@@ -1,0 +1,58 @@
+"""The audit service's settings: the signed log, its checkpoints and its database roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from branchline_shared.settings.sections import CalendarSettings, RetentionSettings
+
+
+class AuditSettings(CalendarSettings, RetentionSettings):
+    """What the audit API and the audit consumer read."""
+
+    audit_max_concurrent_exports: int = Field(
+        default=2, ge=1, description="More concurrent audit exports are refused (429)."
+    )
+    audit_log_origin: str = Field(
+        default="branchline.dev/audit",
+        pattern=r"^[^\s+]+$",
+        description="Origin line of the audit checkpoints and name of the signing key "
+        "(C2SP tlog-checkpoint / signed note; no spaces, no '+').",
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="The checkpoint signing key (Go signer-key form, PRIVATE+KEY+...). Default: "
+        "<data_dir>/secrets/audit-signing-key, which the dev stack generates.",
+    )
+    audit_checkpoint_every_entries: int = Field(
+        default=1000, ge=1, description="Sign a checkpoint once this many entries are unsigned."
+    )
+    audit_checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="...or once the oldest unsigned entry is this old."
+    )
+    audit_stored_form_roles: list[str] = Field(
+        default_factory=list,
+        description="Roles that see personal fields in their stored (encrypted) form in the "
+        "audit API; everyone else sees them masked (D-04, D-11).",
+    )
+    audit_db_owner_role: str = Field(
+        default="branchline_audit_owner", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_writer_role: str = Field(
+        default="branchline_audit_writer", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_pruner_role: str = Field(
+        default="branchline_audit_pruner", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    audit_db_provision: bool = Field(
+        default=True,
+        description="Create the audit roles and grants at start (needs a superuser or "
+        "CREATEROLE connection); production operators may provision them instead.",
+    )
+
+    @property
+    def audit_signing_key_path(self) -> Path:
+        """The configured signing key file, or the dev stack's."""
+        return self.audit_signing_key_file or self.secrets_dir / "audit-signing-key"

@@ -1,0 +1,122 @@
+"""The followup service's settings: its deadlines, profiles and timers (D-04, D-07, D-08).
+
+The maps are typed, so an unknown deadline, stage or profile is refused when the settings are
+read, at start, not when a rule first needs it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from branchline_shared.events.vocabulary import JurisdictionProfile, LifecycleStage, RiskLevel
+from branchline_shared.settings.sections import (
+    AssessmentSettings,
+    CalendarSettings,
+    ClientLifecycleSettings,
+    IdentityGateSettings,
+    PersonalDataSettings,
+    RetentionSettings,
+    StaffSettings,
+)
+
+FollowupDeadline = Literal[
+    "survey_within",
+    "appointment_preparation_lead",
+    "online_consultation_response",
+    "offline_consultation_response",
+    "complaint_follow_up_after",
+    "feedback_response_within",
+    "new_client_first_revisit",
+    "win_back_within",
+    "product_review_every",
+]
+"""The FollowupPolicy deadlines that ``followup_durations_s`` may override."""
+
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class FollowupSettings(
+    PersonalDataSettings,
+    ClientLifecycleSettings,
+    AssessmentSettings,
+    IdentityGateSettings,
+    StaffSettings,
+    CalendarSettings,
+    RetentionSettings,
+):
+    """What the followup API, its worker (projector, timers, shredder) and relay read."""
+
+    followup_default_profile: JurisdictionProfile = Field(
+        default=JurisdictionProfile.DEFAULT,
+        description="D-07 jurisdiction profile of branches not in followup_branch_profiles "
+        "(default, cn_regulator, uk_fca_disp, us_broker).",
+    )
+    followup_branch_profiles: dict[str, JurisdictionProfile] = Field(
+        default_factory=dict, description="Branch id -> jurisdiction profile (D-07), JSON."
+    )
+    followup_escalate_after_hours: float | None = Field(
+        default=24.0, ge=0, description="D-08: escalate this long after due; null: never."
+    )
+    followup_due_soon_hours: float = Field(
+        default=4.0, ge=0, description="sla_state is due_soon this long before due_at."
+    )
+    followup_feedback_low_score: int = Field(
+        default=60,
+        ge=0,
+        le=101,
+        description="D-07: a survey with any dimension below this score needs a response.",
+    )
+    followup_durations_s: dict[FollowupDeadline, NonNegative] = Field(
+        default_factory=dict,
+        description="Overrides of the rules' deadlines in seconds, JSON, by FollowupPolicy "
+        "name: survey_within, appointment_preparation_lead, online_consultation_response, "
+        "offline_consultation_response, complaint_follow_up_after, feedback_response_within, "
+        "new_client_first_revisit, win_back_within, product_review_every.",
+    )
+    followup_revisit_cadence_days: dict[LifecycleStage, Positive | None] = Field(
+        default_factory=dict,
+        description="D-08 revisit cadence in days by lifecycle stage, JSON (e.g. "
+        '{"high_net_worth": 30, "mature": 90}); null: no periodic revisit.',
+    )
+    followup_access_request_days: float = Field(
+        default=15, gt=0, description="D-04: an access request is answered within this."
+    )
+    followup_access_request_days_by_profile: dict[JurisdictionProfile, Positive] = Field(
+        default_factory=dict,
+        description="D-04 access-request deadline in days per jurisdiction profile, JSON.",
+    )
+    followup_privacy_officer: str = Field(
+        default="privacy-officer", description="Assignee of access-request tasks (D-04)."
+    )
+    followup_kyc_refresh_months: dict[RiskLevel, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="D-03: months between due diligence and its refresh by risk level, JSON "
+        '(default {"low": 36, "medium": 36, "high": 12, "very_high": 12}).',
+    )
+    followup_gift_threshold: Decimal = Field(
+        default=Decimal(0), ge=0, description="D-16: accepted gifts above this value escalate."
+    )
+    followup_training_hours_per_year: Decimal = Field(
+        default=Decimal(40), ge=0, description="D-14: training reference (D-12 shortfalls)."
+    )
+    followup_timer_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the timer runner looks for due timers."
+    )
+    followup_timer_batch_size: int = Field(
+        default=200, ge=1, le=10_000, description="Timers claimed per transaction."
+    )
+    privacy_legal_holds_url: str | None = Field(
+        default=None,
+        description="The audit API's standing legal holds (GET /v1/audit/legal-holds), asked "
+        "before any personal data is destroyed (D-11); default: the audit API on loopback at "
+        "audit_port. Unreachable: nothing is destroyed that round.",
+    )
+    privacy_shred_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the followup worker shreds clients whose erasure is due (D-04).",
+    )

@@ -1,0 +1,55 @@
+"""The intake service's settings: the numbers of the standard's rules and throughput."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from branchline_shared.settings.sections import (
+    AssessmentSettings,
+    IdentityGateSettings,
+    PersonalDataSettings,
+    StaffSettings,
+)
+
+
+class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSettings, StaffSettings):
+    """What the intake API and its outbox relay read."""
+
+    # --- intake: the numbers of the standard's rules (docs/rules.md defaults) ---
+    intake_screening_required: bool = Field(
+        default=True, description="D-03: an account opening or sale needs a clear screening."
+    )
+    intake_clock_skew_seconds: float = Field(
+        default=300, ge=0, description="D-05b: how far occurred_at may lie after receipt."
+    )
+    intake_late_entry_window_hours: float = Field(
+        default=24,
+        gt=0,
+        description="D-05b: how far before receipt occurred_at may lie without late_entry.",
+    )
+
+    # --- intake: throughput (docs/performance.md) ---
+    intake_processes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Intake API processes sharing its port (0: one per core); one of them "
+        "runs the outbox relay at a time.",
+    )
+    intake_group_commit_writers: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Group commit of POST /v1/events: groups written at once per process "
+        "(0: every request is its own transaction).",
+    )
+    intake_group_commit_max_events: int = Field(
+        default=500, ge=1, le=10_000, description="Most events in one group commit."
+    )
+    intake_group_commit_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="How long a group waits for more requests before it is written (0: it is "
+        "written at once, and whoever arrives meanwhile joins the next group).",
+    )
