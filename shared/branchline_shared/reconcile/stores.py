@@ -57,12 +57,16 @@ async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
     )
     if not ordered:
         return 0
+    # The key of the event's first outbox row (its subject: a product's or a staff member's
+    # events have no client), so the copy lands on the partition of the original.
     await conn.execute(
         "INSERT INTO es_outbox (event_id, topic, message_key) "
-        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
+        "SELECT u.event_id, u.topic, (SELECT o.message_key FROM es_outbox o "
+        "                             WHERE o.event_id = u.event_id ORDER BY o.id LIMIT 1) "
+        "FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(event_id, topic, n) "
+        "ORDER BY u.n",
         [e.event_id for e in ordered],
         [e.topic for e in ordered],
-        [e.client_id for e in ordered],
     )
     return len(ordered)
 
