@@ -13,6 +13,7 @@ from followup_factories import MONDAY_9, RM_ID, an_event
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.application.actions import NotYourTask, complete_task
+from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import FixedOffset, ServiceClock
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_followup.application.recording import FollowupContext
@@ -231,3 +232,32 @@ async def test_a_timer_that_cannot_fire_is_dead_lettered_alone(
         )
         == second.id
     )
+
+
+async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_alone(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    visit = closed_visit()
+    first = await apply_batch(
+        units,
+        [Delivered(registered()), Delivered(visit), Delivered(visit)],
+        projection,
+        consumer="test",
+    )
+    assert (first.applied, first.already_applied, first.failed, first.one_by_one) == (
+        2,
+        1,
+        [],
+        False,
+    )
+    assert wakes.count == 1  # one unit for the whole batch
+    poison = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    other = registered("C-20002")
+    second = await apply_batch(
+        units, [Delivered(poison), Delivered(other)], projection, consumer="test"
+    )
+    assert second.one_by_one
+    assert [index for index, _ in second.failed] == [0]  # the poison, with why
+    assert second.applied == 1
+    assert poison.event_id not in units.state.applied
+    assert other.event_id in units.state.applied
