@@ -26,6 +26,8 @@ class EndToEnd:
     offered_per_s: float
     answered: int
     http_p99_ms: float
+    followup_missing: int  # accepted events the read model still lacked when the wait ended
+    audit_missing: int
     followup_p50_ms: float
     followup_p99_ms: float
     audit_p50_ms: float
@@ -89,11 +91,14 @@ async def _arrivals(
         await conn.close()
 
 
-def _lags(answered: dict[uuid.UUID, float], arrived: dict[uuid.UUID, float]) -> list[float]:
-    missing = len(answered) - len(arrived)
-    if missing:
-        raise AssertionError(f"{missing} accepted events never arrived")
-    return sorted(max(0.0, arrived[e] - t) for e, t in answered.items())
+def _lags(
+    answered: dict[uuid.UUID, float], arrived: dict[uuid.UUID, float], gave_up: float
+) -> tuple[list[float], int]:
+    """Each accepted event's lag, and how many had not arrived when the wait gave up (their
+    lag counts as the time until then: a lower bound, so a slow consumer shows as a high
+    percentile instead of stopping the benchmark)."""
+    lags = sorted(max(0.0, arrived.get(e, gave_up) - t) for e, t in answered.items())
+    return lags, len(answered) - len(arrived)
 
 
 async def end_to_end(
@@ -106,29 +111,27 @@ async def end_to_end(
 ) -> EndToEnd:
     answered, http = await _send_open_loop(port, token, rate, duration_s)
     ids = list(answered)
-    followup = _lags(
-        answered,
-        await _arrivals(
-            followup_dsn,
-            "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)",
-            ids,
-            within_s=120,
-        ),
+    followup_arrived = await _arrivals(
+        followup_dsn,
+        "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)",
+        ids,
+        within_s=300,
     )
-    audit = _lags(
-        answered,
-        await _arrivals(
-            audit_dsn,
-            "SELECT event_id, appended_at FROM audit_ledger WHERE event_id = ANY($1)",
-            ids,
-            within_s=120,
-        ),
+    followup, followup_missing = _lags(answered, followup_arrived, time.time())
+    audit_arrived = await _arrivals(
+        audit_dsn,
+        "SELECT event_id, appended_at FROM audit_ledger WHERE event_id = ANY($1)",
+        ids,
+        within_s=300,
     )
+    audit, audit_missing = _lags(answered, audit_arrived, time.time())
     http.sort()
     return EndToEnd(
         offered_per_s=rate,
         answered=len(answered),
         http_p99_ms=1000 * percentile(http, 0.99),
+        followup_missing=followup_missing,
+        audit_missing=audit_missing,
         followup_p50_ms=1000 * percentile(followup, 0.50),
         followup_p99_ms=1000 * percentile(followup, 0.99),
         audit_p50_ms=1000 * percentile(audit, 0.50),
@@ -137,7 +140,7 @@ async def end_to_end(
 
 
 async def drain(
-    followup_dsn: str, audit_dsn: str, quiet_s: float = 2.0, within_s: float = 600
+    followup_dsn: str, audit_dsn: str, quiet_s: float = 5.0, within_s: float = 600
 ) -> dict:
     """Wait until the followup worker and the audit consumer have caught up (their applied
     counts stop growing); returns how long each took (seconds; 0 when it was not behind)."""

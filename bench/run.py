@@ -177,7 +177,9 @@ async def create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, float]:
+async def one_repetition(
+    stack: BenchStack, p: Profile, r: int, warnings: list[str]
+) -> dict[str, float]:
     port = stack.settings.intake_port
     figures: dict[str, float] = {}
 
@@ -244,6 +246,16 @@ async def one_repetition(stack: BenchStack, p: Profile, r: int) -> dict[str, flo
         figures["e2e_followup_p99"] = result.followup_p99_ms
         figures["e2e_audit_p50"] = result.audit_p50_ms
         figures["e2e_audit_p99"] = result.audit_p99_ms
+        for consumer, missing in (
+            ("followup", result.followup_missing),
+            ("audit", result.audit_missing),
+        ):
+            if missing:
+                warnings.append(
+                    f"repetition {r + 1}: {missing} of {result.answered} events of the steady "
+                    f"load had not reached the {consumer} consumer after 300 s: its "
+                    "percentiles are lower bounds"
+                )
         return result.offered_per_s
 
     await measure("e2e_offered", steady)
@@ -382,6 +394,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
             f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} |"
         )
+    lines += ["", *[f"Warning: {w}" for w in result.get("warnings", [])]]
     return "\n".join(lines) + "\n"
 
 
@@ -399,12 +412,16 @@ async def main(argv: list[str] | None = None) -> int:
         "repeat": profile.repeat,
         "sizes": profile.__dict__,
         "machine": machine(ROOT),
+        "warnings": [],
     }
     async with running_stack() as stack:
         conn = await asyncpg.connect(stack.admin_url)
         result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
         await conn.close()
-        runs = [await one_repetition(stack, profile, r) for r in range(profile.repeat)]
+        runs = [
+            await one_repetition(stack, profile, r, result["warnings"])
+            for r in range(profile.repeat)
+        ]
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
     async with running_stack() as stack:
@@ -418,6 +435,8 @@ async def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     markdown = args.out.with_suffix(".md")
     markdown.write_text(render_markdown(result))
+    for warning in result["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"results: {args.out} and {markdown}")
     return 0
 

@@ -74,6 +74,7 @@ async def dead_letter_consumers(
     from branchline_audit.application.replaying import replay_into_ledger
     from branchline_audit.bootstrap import CONSUMER as AUDIT_CONSUMER
     from branchline_followup.adapters.reconciling import read_models_have
+    from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
     from branchline_followup.application.config import policy_from_settings
     from branchline_followup.application.projector import Projection
     from branchline_followup.application.replaying import replay_into_read_models
@@ -103,7 +104,9 @@ async def dead_letter_consumers(
                 FOLLOWUP_CONSUMER,
                 topics.followup_worker_dlq.name,
                 lambda ids: read_models_have(followup_pool, ids),
-                lambda letter: replay_into_read_models(followup_pool, projection, letter),
+                lambda letter: replay_into_read_models(
+                    PostgresUnitsOfWork(followup_pool), projection, letter
+                ),
             ),
         }
     finally:

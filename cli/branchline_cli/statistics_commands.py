@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.service_loop import (
@@ -40,7 +41,10 @@ async def _report(settings: BranchlineSettings, selection: StatisticsSelection) 
     )
     try:
         return await statistics(
-            pool, selection, now=datetime.now(UTC), policy=policy_from_settings(settings)
+            PostgresPageReads(pool),
+            selection,
+            now=datetime.now(UTC),
+            policy=policy_from_settings(settings),
         )
     finally:
         await pool.close()

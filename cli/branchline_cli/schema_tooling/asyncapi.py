@@ -17,6 +17,7 @@ from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     PAYLOAD_MODELS,
     PERSONAL_FIELDS,
+    EventType,
 )
 from branchline_shared.events.json_schema import envelope_schema, event_schema, event_schema_id
 
@@ -42,7 +43,7 @@ class TopicsLike(Protocol):
 
 
 _FOLLOWUP_TOPIC_TYPES = frozenset(
-    {"client.personal_data_accessed", "client.personal_data_shredded"}
+    {EventType.CLIENT_PERSONAL_DATA_ACCESSED.value, EventType.CLIENT_PERSONAL_DATA_SHREDDED.value}
 )
 _KAFKA_BINDING = "0.5.0"
 _ID_PATTERN = r"^[A-Za-z0-9._:@\-]+$"

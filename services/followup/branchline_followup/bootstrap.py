@@ -10,17 +10,20 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
-    legal_holds_from_settings,
     retention_rule_from_settings,
 )
 from branchline_followup.entrypoints.console import install_followup_console
@@ -35,7 +38,7 @@ from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
-from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
@@ -49,6 +52,7 @@ from branchline_shared.kafka.topics import (
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import FollowupSettings
@@ -114,10 +118,14 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         )
         context = FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(
+                pool, on_commit=relay.wake if settings.relay_enabled else None
+            ),
             projection=Projection(policy, task_creations_topic=topics.followup_events.name),
             topic=topics.followup_events.name,
-            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
-            on_commit=relay.wake if settings.relay_enabled else None,
+            clock=ServiceClock(
+                PostgresClockOffsets(pool), SystemClock(), dev_mode=settings.dev_mode
+            ),
             keys=keys,
         )
         if settings.relay_enabled:
@@ -185,12 +193,15 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
     whatever had started when a start fails half-way."""
     async with contextlib.AsyncExitStack() as started:
         runtime = await started.enter_async_context(followup_runtime(settings))
+        repair = worker_self_repair(settings, runtime)
         app = create_faust_app(
             settings,
             runtime.topics,
             runtime.pool,
             DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
             runtime.context.projection,
+            runtime.context.units,
+            PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
         )
         await started.enter_async_context(
             running_task(
@@ -213,7 +224,6 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
                 name="followup-erasure-job",
             )
         )
-        repair = worker_self_repair(settings, runtime)
         started.push_async_callback(app.stop)  # also stops an agent whose start failed
         await app.start()
         await started.enter_async_context(
@@ -243,15 +253,19 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
 async def run_worker(settings: FollowupSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
-    async with running_worker(settings) as runtime:
-        checks = {
-            "postgres": lambda: is_reachable(runtime.pool),
-            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-        }
-        async with serving_health(
+    checks: dict[str, ReadinessCheck] = {}
+    async with (
+        serving_health(
             f"{SERVICE}-worker", settings.bind_host, settings.followup_worker_port, checks
-        ):
-            await stop.wait()
+        ) as health,
+        running_worker(settings) as runtime,
+    ):
+        checks["postgres"] = lambda: is_reachable(runtime.pool)
+        checks["kafka"] = lambda: broker_is_reachable(settings.kafka_bootstrap)
+        await stop.wait()
+        # Unready first, still working; then the worker stops while the endpoint still says
+        # so: Faust commits what it acknowledged, the relay publishes what is committed.
+        await health.drain(settings.shutdown_drain_s)
 
 
 async def rebuild(
@@ -272,8 +286,7 @@ async def rebuild(
     )
     try:
         return await rebuild_read_models(
-            admin_pool=admin,
-            database_url=settings.followup_database_url,
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=(
                 StoreReplay(
                     [
@@ -291,7 +304,9 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
-            clock=ServiceClock(admin, SystemClock(), dev_mode=settings.dev_mode).now,
+            clock=ServiceClock(
+                PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
+            ).now,
         )
     finally:
         await admin.close()

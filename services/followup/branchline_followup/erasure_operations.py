@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.legal_holds import legal_holds_from_settings
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
     ErasureStatus,
-    legal_holds_from_settings,
     retention_rule_from_settings,
     shred_due,
 )
@@ -33,9 +35,12 @@ async def shred_due_once(
     try:
         ctx = FollowupContext(
             pool=pool,
+            units=PostgresUnitsOfWork(pool),
             projection=Projection(policy_from_settings(settings)),
             topic=declare_topics(settings).followup_events.name,
-            clock=ServiceClock(pool, SystemClock(), dev_mode=settings.dev_mode),
+            clock=ServiceClock(
+                PostgresClockOffsets(pool), SystemClock(), dev_mode=settings.dev_mode
+            ),
             keys=keys,
         )
         return await shred_due(

@@ -17,17 +17,22 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 
+from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import (
     MAX_SAFE_INTEGER,
+    MAX_SEALED_LENGTH,
     CleanText,
     CleanToken,
     Instant,
     OpaqueToken,
     Sealable,
+    bad_token_character,
 )
 
 Identifier = Annotated[
@@ -78,14 +83,40 @@ class Subject(StrEnum):
         return f"{self.value}_id"
 
 
+LateEntryReason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
+]
+
+
+def _clear_or_sealed(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Only Branchline builds a RecordedEvent (intake, from a validated submission, with the
+    # reason sealed; or read back from its own stores), so a well-formed sealed value is taken
+    # as it is; a submission's reason is checked by SubmittedLateEntry.
+    if (
+        isinstance(value, str)
+        and value.startswith(SEALED_PREFIX)
+        and len(value) <= MAX_SEALED_LENGTH
+        and bad_token_character(value) is None
+    ):
+        return value
+    return handler(value)
+
+
 class LateEntry(BaseModel):
-    """D-05b: an event recorded later than the late-entry window (补录), with the reason."""
+    """D-05b: an event recorded later than the late-entry window (补录), with the reason. The
+    reason is free text: stored and published sealed with the subject's key (issue #9,
+    ``branchline_shared.events.sealing_keys``); recorded before that, it may be clear."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reason: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), CleanText
-    ]
+    reason: Annotated[LateEntryReason, WrapValidator(_clear_or_sealed)]
+
+
+class SubmittedLateEntry(LateEntry):
+    """The late entry as a branch system submits it: the clear reason (the reserved prefix of
+    sealed values is refused, like in any submitted text)."""
+
+    reason: LateEntryReason
 
 
 class _OneSubject(BaseModel):
@@ -143,7 +174,7 @@ class SubmittedEvent(_OneSubject):
     correlation_id: OpaqueToken | None = None
     causation_id: OpaqueToken | None = None
     expected_version: Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER, strict=True)] | None = None
-    late_entry: LateEntry | None = None
+    late_entry: SubmittedLateEntry | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -122,3 +122,135 @@ async def test_a_poisoned_date_on_the_topic_stays_with_its_client(
         for client in ("C-DATED", "C-FINE"):
             assert (await supervisor.get(f"/v1/clients/{client}")).status_code == 200
         assert (await supervisor.get("/v1/quality")).status_code == 200
+
+
+def _skipped(metrics: str) -> dict[str, float]:
+    """``branchline_unreadable_rows_total`` by query, from a /metrics page."""
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("branchline_unreadable_rows_total{"):
+            labels, value = line.rsplit(" ", 1)
+            counts[labels.split('query="', 1)[1].split('"', 1)[0]] = float(value)
+    return counts
+
+
+async def test_bad_stored_rows_are_skipped_and_everybody_else_is_answered(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """Rows planted behind the service's back (instants Python cannot hold, an unknown rule,
+    a score out of range, a client whose own row is bad): the work list (every page), the
+    client 360 and the quality measures answer 200 for everybody else, over HTTP on the real
+    stack; each bad row is left out and counted in the metric."""
+    settings = make_settings(
+        infra,
+        tmp_path,
+        followup_timer_poll_interval_s=3600,
+        followup_supervisors={"rm-7": "sup-1"},
+    )
+    tokens = TokenFactory(settings)
+    at = now_utc() - timedelta(hours=3)
+    history = History()
+    clients = ["C-OK-1", "C-INF", "C-Y10K", "C-CODE", "C-OK-2", "C-FACTS"]
+    for n, client in enumerate(clients):
+        history.registered(client, at)
+        history.add(
+            "consultation.opened",
+            client,
+            at + timedelta(minutes=n),
+            {"consultation_id": f"Q-{n}", "channel": "online", "question": "q"},
+            channel=None,
+        )
+        history.visit(client, f"V-{n}", at + timedelta(minutes=10 + n))
+    async with (
+        followup_db(settings) as db,
+        running_worker(settings),
+        followup_api(settings, tokens) as api,
+    ):
+        await produce_events(settings, history.events)
+        ids = [e.event_id for e in history.events]
+        await eventually(
+            lambda: db.fetchval(
+                "SELECT count(*) = $2 FROM fu_applied_events WHERE event_id = ANY($1::uuid[])",
+                ids,
+                len(ids),
+            ),
+            within=60,
+        )
+        supervisor = api.as_(Role.SUPERVISOR, "sup-1")
+        before = await supervisor.get("/v1/followups", params={"limit": 500})
+        assert before.status_code == 200, before.text
+        every_task = {t["id"]: t["client_id"] for t in before.json()["items"]}
+        assert set(every_task.values()) == set(clients)
+        quality_params = {
+            "from": (at - timedelta(days=1)).isoformat(),
+            "to": (now_utc() + timedelta(days=60)).isoformat(),
+        }
+        quality_before = await supervisor.get("/v1/quality", params=quality_params)
+        assert quality_before.status_code == 200, quality_before.text
+        counted_before = _skipped((await supervisor.get("/metrics")).text)
+
+        # planted directly in PostgreSQL, as a buggy release or a hand repair could leave them
+        await db.execute("UPDATE fu_tasks SET due_at = 'infinity' WHERE client_id = 'C-INF'")
+        await db.execute(
+            "UPDATE fu_tasks SET opened_at = '10000-01-01 00:00:00+00' WHERE client_id = 'C-Y10K'"
+        )
+        await db.execute(
+            "UPDATE fu_visits SET ended_at = '10000-01-01 00:00:00+00' WHERE client_id = 'C-Y10K'"
+        )
+        await db.execute(
+            "UPDATE fu_tasks SET rule = 'D-99', status = 'bogus' WHERE client_id = 'C-CODE'"
+        )
+        await db.execute(
+            "INSERT INTO fu_surveys (event_id, client_id, branch_id, rm_id, answered_at, "
+            "attitude, professionalism, response_speed, risk_management, convenience) "
+            "VALUES (gen_random_uuid(), 'C-CODE', 'BR-001', 'rm-7', now() - interval '1 hour', "
+            "1000, 90, 90, 90, 90)"
+        )
+        await db.execute(
+            "UPDATE fu_clients SET registered_at = '-infinity' WHERE client_id = 'C-FACTS'"
+        )
+        bad_clients = {"C-INF", "C-Y10K", "C-CODE"}
+
+        listed = await supervisor.get("/v1/followups", params={"limit": 500})
+        assert listed.status_code == 200, listed.text
+        shown = {t["id"]: t["client_id"] for t in listed.json()["items"]}
+        assert shown == {i: c for i, c in every_task.items() if c not in bad_clients}
+        # page by page (one task a page): the pages go on past every bad row
+        paged: dict[str, str] = {}
+        cursor: str | None = None
+        for _ in range(len(every_task) + 2):
+            params: dict[str, str | int] = {"limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            page = await supervisor.get("/v1/followups", params=params)
+            assert page.status_code == 200, page.text
+            paged.update({t["id"]: t["client_id"] for t in page.json()["items"]})
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert paged == shown
+
+        for client in ("C-OK-1", "C-OK-2", *bad_clients):
+            view = await supervisor.get(f"/v1/clients/{client}")
+            assert view.status_code == 200, (client, view.text)
+            tasks = view.json()["open_tasks"]
+            assert (tasks == []) == (client in bad_clients), (client, tasks)
+        assert (await supervisor.get("/v1/clients/C-CODE")).json()["satisfaction_history"] == []
+        own_row_bad = await supervisor.get("/v1/clients/C-FACTS")
+        assert own_row_bad.status_code == 404, own_row_bad.text
+
+        quality = await supervisor.get("/v1/quality", params=quality_params)
+        assert quality.status_code == 200, quality.text
+        assert quality.json()["measures"] != quality_before.json()["measures"]
+
+        counted = _skipped((await supervisor.get("/metrics")).text)
+        for query in (
+            "followups.list",
+            "client360.tasks",
+            "client360.surveys",
+            "client360.client",
+            "quality.tasks",
+            "quality.visits",
+            "quality.clients",
+        ):
+            assert counted.get(query, 0) > counted_before.get(query, 0), (query, counted)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from branchline_intake.bootstrap import create_app
+from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
@@ -415,7 +416,9 @@ async def test_a_late_sale_with_a_supervisors_approval_is_accepted_with_both_tim
 
     events = (await c.branch.get("/v1/streams/client-C-APPROVED/events")).json()["events"]
     sale = next(e for e in events if e["event_id"] == sold["event_id"])
-    assert sale["late_entry"]["reason"].startswith("paper records")
+    # the reason is free text: stored and served sealed like every personal value (issue #9)
+    assert sale["late_entry"]["reason"].startswith(SEALED_PREFIX)
+    assert "paper records" not in sale["late_entry"]["reason"]
     assert sale["data"]["relied_on_late_entry_approval_event_id"] == approval["event_id"]
     occurred = datetime.fromisoformat(sale["occurred_at"])
     received = datetime.fromisoformat(sale["data"]["received_at"])

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from tests.support.examples import EXAMPLE_PAYLOADS, example_data
 
 from branchline_shared.events import catalogue as c
+from branchline_shared.events.sealing_keys import sealing_key_id
 
 pytestmark = pytest.mark.unit
 
@@ -167,13 +168,18 @@ def test_registry_holds_exactly_the_api_and_system_types() -> None:
     assert {t.value for t in c.EventType} == set(c.PAYLOAD_MODELS)
 
 
-def test_each_type_names_its_subject_and_only_client_events_hold_personal_data() -> None:
+def test_each_type_names_its_subject_and_seals_with_that_subjects_key() -> None:
+    """Issue #9: free text of an event not about a client is sealed too, with the key of its
+    subject (a member of staff's own, the institution's for the shelf), never a client's."""
     for event_type, subject in c.SUBJECT_OF.items():
         expected = event_type.split(".")[0] if event_type in GOVERNANCE_TYPES else "client"
         assert subject.value == expected, event_type
-        if subject is not c.Subject.CLIENT:
-            # personal values are sealed with the client's key: no client, no personal data
-            assert c.PERSONAL_FIELDS[event_type] == (), event_type
+        key_id = sealing_key_id(event_type, client_id="C-1", staff_id="S-1")
+        if subject is c.Subject.CLIENT:
+            assert key_id == "C-1", event_type
+        else:
+            assert key_id is not None, event_type
+            assert key_id.startswith("#"), event_type  # never a client id (no "#" in ids)
 
 
 def test_registry_keys_are_plain_strings() -> None:

@@ -3,8 +3,10 @@
 The test walks every field of every payload model (introspecting the pydantic models, nested
 parts included) and classifies each string: a closed code (enum), a bounded identifier or code
 (pattern or token validator), a time, an id, a number, free text declared personal (sealed,
-masked, shredded with the client's key) or free text Branchline writes itself. Free text of any
-other kind fails the test: a new field has to be declared one way or the other."""
+masked, shredded with the subject's key: a client's, a member of staff's, the institution's)
+or free text Branchline writes itself. Free text of any other kind fails the test: a new field
+has to be declared one way or the other. The envelope's own strings are walked too (its
+late-entry reason is sealed)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,18 @@ from branchline_shared.events.catalogue import (
     SYSTEM_EVENT_TYPES,
     parse_payload,
 )
-from branchline_shared.events.envelope import Subject
+from branchline_shared.events.envelope import (
+    LateEntry,
+    Subject,
+    SubmittedEvent,
+    SubmittedLateEntry,
+)
+from branchline_shared.events.sealing_keys import (
+    INSTITUTION_KEY_ID,
+    STAFF_KEY_PREFIX,
+    sealed_late_entry,
+    sealing_key_id,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -104,8 +117,6 @@ def _where_every_string_ends_up() -> dict[str, dict[str, str]]:
                 row[path] = "sealed"
             elif kind == FREE and _covered(path, model.SYSTEM_TEXT_PATHS):
                 row[path] = "system text"
-            elif kind == FREE and _covered(path, model.INSTITUTION_TEXT_PATHS):
-                row[path] = "institution text"
             elif event_type == "rule.violation_refused" and path.startswith("refused_event.data"):
                 # the refused submission's data, validated by its own type's model first (so
                 # its keys are that model's field names) with its personal paths redacted
@@ -133,12 +144,72 @@ def test_system_text_only_on_types_branchline_emits_itself() -> None:
             assert event_type in SYSTEM_EVENT_TYPES, event_type
 
 
-def test_institution_text_only_on_events_without_a_client() -> None:
-    """Product-shelf and staff events have no client key to seal with (their texts are about
-    the institution); a client event's free text is always sealed."""
-    for event_type, model in PAYLOAD_MODELS.items():
-        if model.INSTITUTION_TEXT_PATHS:
-            assert model.SUBJECT is not Subject.CLIENT, event_type
+@pytest.mark.parametrize(
+    ("event_type", "path", "subject"),
+    [
+        ("staff.qualification_revoked", "reason", Subject.STAFF),
+        ("staff.training_recorded", "topic", Subject.STAFF),
+        ("staff.interest_declared", "nature", Subject.STAFF),
+        ("staff.gift_recorded", "description", Subject.STAFF),
+        ("product.approved", "name", Subject.PRODUCT),
+        ("product.rerated", "reason", Subject.PRODUCT),
+        ("product.suspended", "reason", Subject.PRODUCT),
+        ("product.withdrawn", "reason", Subject.PRODUCT),
+        ("product.recommended", "product_name", Subject.CLIENT),
+        ("product.risk_disclosed", "holding_period", Subject.CLIENT),
+    ],
+)
+def test_free_texts_of_staff_and_product_events_are_sealed_with_their_subjects_key(
+    event_type: str, path: str, subject: Subject
+) -> None:
+    """No free text stays in clear because its event is not about a client: a member of
+    staff's texts are sealed with their own key, the shelf's with the institution's
+    (docs/privacy.md "Which key")."""
+    assert _where_every_string_ends_up()[event_type][path] == "sealed"
+    assert PAYLOAD_MODELS[event_type].SUBJECT is subject
+    key_id = sealing_key_id(event_type, client_id="C-1", staff_id="S-1")
+    expected = {
+        Subject.CLIENT: "C-1",
+        Subject.STAFF: STAFF_KEY_PREFIX + "S-1",
+        Subject.PRODUCT: INSTITUTION_KEY_ID,
+    }[subject]
+    assert key_id == expected
+
+
+def _envelope_strings() -> dict[str, str]:
+    """Where every string of the submitted envelope ends up (``data`` is the catalogue's)."""
+    row: dict[str, str] = {}
+    for path, kind in _model_leaves(SubmittedEvent):
+        if path == "data" or path.startswith("data."):
+            continue
+        row[path] = "sealed" if path in ENVELOPE_SEALED else kind
+    return row
+
+
+ENVELOPE_SEALED = ("late_entry.reason",)
+"""Envelope free text intake seals with the subject's key (``_sealed`` in intake's submit)."""
+
+
+def test_every_string_of_the_envelope_is_a_code_a_token_or_sealed() -> None:
+    row = _envelope_strings()
+    assert row["late_entry.reason"] == "sealed"
+    assert row["correlation_id"] == TOKEN
+    assert row["causation_id"] == TOKEN
+    in_clear = [path for path, place in row.items() if place in (FREE, "any")]
+    assert in_clear == [], "envelope free text in clear: " + ", ".join(in_clear)
+
+
+def test_a_late_entry_reason_is_read_back_sealed_but_refused_sealed_in_a_submission() -> None:
+    late = LateEntry(reason="forgot to enter it, system down " + "x" * 160)
+    sealed = sealed_late_entry(late, KEY, "C-1")
+    assert is_sealed(sealed.reason)
+    assert "forgot" not in sealed.reason
+    assert len(sealed.reason) > 200  # beyond the clear limit: still read back
+    assert LateEntry.model_validate(sealed.model_dump()).reason == sealed.reason
+    short = sealed_late_entry(LateEntry(reason="late"), KEY, "C-1").reason
+    assert len(short) <= 200
+    with pytest.raises(ValueError, match="reserved"):
+        SubmittedLateEntry.model_validate({"reason": short})
 
 
 @pytest.mark.parametrize(

@@ -219,5 +219,5 @@ def test_d15_a_reviews_recorded_creation_names_its_holdings_and_reads_back_exact
 
     read_back = task_from_creation(record, client_id="C-1", branch_id="BR-001", opened_at=MONDAY_9)
 
-    assert record["holdings"] == ["P-1", "P-2"]
+    assert record.holdings == ("P-1", "P-2")
     assert read_back == command.task  # its own id (per client), not one derived from the cause

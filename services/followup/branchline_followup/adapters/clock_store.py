@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -22,3 +23,19 @@ async def write_offset(conn: PgConnection, offset: timedelta) -> None:
     await conn.execute(
         'UPDATE fu_clock SET "offset" = $1, updated_at = now() WHERE singleton', offset
     )
+
+
+class PostgresClockOffsets:
+    """The test clock's offset in ``fu_clock`` (application/clock.py's ``ClockOffsets``)."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self._pool = pool
+
+    async def read(self) -> timedelta:
+        return await read_offset(self._pool)
+
+    async def change(self, to: Callable[[timedelta], timedelta]) -> timedelta:
+        async with self._pool.acquire() as conn, conn.transaction():
+            offset = to(await lock_offset(conn))
+            await write_offset(conn, offset)
+        return offset

@@ -8,26 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.catalogue import (
+    ClientConsentGranted,
+    ClientConsentWithdrawn,
+    ClientRiskAssessed,
+    EventType,
+)
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_of
 from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.row_guard import decode_row, readable, select_list
 
 TIMELINE_LIMIT = 200
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
-def _purposes(data: dict[str, Any]) -> list[str]:
-    purposes = data.get("purposes")
-    return [p for p in purposes if isinstance(p, str)] if isinstance(purposes, list) else []
 
 
 async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id: str) -> None:
@@ -45,10 +37,13 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
         event.actor.id,
         event.actor.role,
     )
-    if event.type in (EventType.CLIENT_CONSENT_GRANTED, EventType.CLIENT_CONSENT_WITHDRAWN):
-        granted = event.type == EventType.CLIENT_CONSENT_GRANTED
-        expires = _instant(event.data.get("expires_at")) if granted else None
-        for purpose in _purposes(event.data):
+    if event.type not in _READ_HERE:
+        return
+    payload = payload_of(event)
+    if isinstance(payload, ClientConsentGranted | ClientConsentWithdrawn):
+        granted = isinstance(payload, ClientConsentGranted)
+        expires = payload.expires_at if isinstance(payload, ClientConsentGranted) else None
+        for purpose in payload.purposes:
             await conn.execute(
                 "INSERT INTO fu_client_consents AS c "
                 "(client_id, purpose, granted, changed_at, expires_at) "
@@ -56,12 +51,12 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
                 "SET granted = $3, changed_at = $4, expires_at = $5 "
                 "WHERE c.changed_at <= $4",
                 client_id,
-                purpose,
+                purpose.value,
                 granted,
                 event.occurred_at,
                 expires,
             )
-    elif event.type == EventType.CLIENT_RISK_ASSESSED and isinstance(event.data.get("level"), str):
+    elif isinstance(payload, ClientRiskAssessed):
         await conn.execute(
             "INSERT INTO fu_client_assessments AS a "
             "(client_id, level, assessed_at, valid_until, event_id) "
@@ -69,11 +64,21 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
             "SET level = $2, assessed_at = $3, valid_until = $4, event_id = $5 "
             "WHERE a.assessed_at <= $3",
             client_id,
-            event.data["level"],
+            payload.level.value,
             event.occurred_at,
-            _instant(event.data.get("valid_until")),
+            payload.valid_until,
             event.event_id,
         )
+
+
+_READ_HERE = frozenset(
+    {
+        EventType.CLIENT_CONSENT_GRANTED,
+        EventType.CLIENT_CONSENT_WITHDRAWN,
+        EventType.CLIENT_RISK_ASSESSED,
+    }
+)
+"""The types whose payload this page reads (every type goes into the timeline)."""
 
 
 @dataclass(frozen=True)
@@ -92,25 +97,40 @@ class ClientPageRecords:
 
 async def client_page_records(pool: PgPool, client_id: str) -> ClientPageRecords:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        # Instants through the row guard: a bad row is left out (issue 9).
         timeline = await conn.fetch(
-            "SELECT occurred_at, event_id, type, branch_id, actor_id, actor_role "
+            f"SELECT {_TIMELINE_SELECT} "  # noqa: S608 - fixed identifiers, bound values
             "FROM fu_client_timeline WHERE client_id = $1 "
-            "ORDER BY occurred_at DESC, event_id DESC LIMIT $2",
+            "ORDER BY fu_client_timeline.occurred_at DESC, event_id DESC LIMIT $2",
             client_id,
             TIMELINE_LIMIT,
         )
         consents = await conn.fetch(
-            "SELECT purpose, granted, changed_at, expires_at FROM fu_client_consents "
+            f"SELECT {_CONSENT_SELECT} FROM fu_client_consents "  # noqa: S608 - fixed identifiers, bound values
             "WHERE client_id = $1 ORDER BY purpose",
             client_id,
         )
         assessment = await conn.fetchrow(
-            "SELECT level, assessed_at, valid_until FROM fu_client_assessments "
+            f"SELECT {_ASSESSMENT_SELECT} FROM fu_client_assessments "  # noqa: S608 - fixed identifiers, bound values
             "WHERE client_id = $1",
             client_id,
         )
     return ClientPageRecords(
-        timeline=[dict(r) for r in timeline],
-        consents=[dict(r) for r in consents],
-        assessment=Assessment(**dict(assessment)) if assessment else None,
+        timeline=readable(timeline, query="console.timeline"),
+        consents=readable(consents, query="console.consents"),
+        assessment=None
+        if assessment is None
+        else decode_row(assessment, lambda a: Assessment(**a), query="console.assessment"),
     )
+
+
+_TIMELINE_SELECT = select_list(
+    ["occurred_at", "event_id", "type", "branch_id", "actor_id", "actor_role"],
+    instants={"occurred_at"},
+)
+_CONSENT_SELECT = select_list(
+    ["purpose", "granted", "changed_at", "expires_at"], instants={"changed_at", "expires_at"}
+)
+_ASSESSMENT_SELECT = select_list(
+    ["level", "assessed_at", "valid_until"], instants={"assessed_at", "valid_until"}
+)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import httpx
 
+from branchline_followup.application.ports import LegalHolds as LegalHolds
 from branchline_shared.http.auth import Role, TokenCodec
+from branchline_shared.http.token_keys import token_codec
+from branchline_shared.settings import FollowupSettings
 
 READER = "privacy-shredder"
 PURPOSE = "erasure due: legal holds checked before destroying personal data (D-04, D-11)"
@@ -18,12 +20,6 @@ PURPOSE = "erasure due: legal holds checked before destroying personal data (D-0
 
 class LegalHoldsUnknown(Exception):
     """The hold register could not be read: nothing may be destroyed this round."""
-
-
-class LegalHolds(Protocol):
-    async def held(self, client_ids: Sequence[str]) -> set[str]:
-        """Which of ``client_ids`` are under a standing legal hold."""
-        ...
 
 
 class NoRecordedHolds:
@@ -65,3 +61,11 @@ class AuditApiLegalHolds:
         except (ValueError, KeyError, TypeError):
             raise LegalHoldsUnknown("legal holds unreadable: unexpected answer") from None
         return standing & set(client_ids)
+
+
+def legal_holds_from_settings(settings: FollowupSettings) -> LegalHolds:
+    """The audit API's register of standing holds (D-11)."""
+    url = settings.privacy_legal_holds_url or (
+        f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"
+    )
+    return AuditApiLegalHolds(url, token_codec(settings, "audit"))

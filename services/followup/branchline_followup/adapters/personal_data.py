@@ -6,12 +6,11 @@ clear value exists only in the memory of an access request being answered.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from branchline_followup.domain.records import PrivacyState as PrivacyState
+from branchline_followup.domain.records import SealedValue as SealedValue
 from branchline_shared.crypto.sealing import is_sealed, map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS, EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -19,35 +18,6 @@ from branchline_shared.postgres.pool import PgConnection
 
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
-
-
-@dataclass(frozen=True)
-class SealedValue:
-    """One sealed personal value and where it came from."""
-
-    event_id: uuid.UUID
-    event_type: str
-    path: str
-    sub_key: str
-    sealed: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class PrivacyState:
-    client_id: str
-    erasure_requested_at: datetime | None
-    erasure_event_id: uuid.UUID | None
-    shredded_at: datetime | None
-    shred_event_id: uuid.UUID | None
-
-    @property
-    def restricted(self) -> bool:
-        return self.erasure_requested_at is not None
-
-    @property
-    def shredded(self) -> bool:
-        return self.shredded_at is not None
 
 
 def sealed_values_of(event: RecordedEvent) -> list[SealedValue]:
@@ -133,6 +103,15 @@ async def privacy_state(conn: PgConnection, client_id: str) -> PrivacyState | No
         client_id,
     )
     return None if row is None else PrivacyState(**dict(row))
+
+
+async def pending_erasures(conn: PgConnection) -> list[PrivacyState]:
+    rows = await conn.fetch(
+        "SELECT client_id, erasure_requested_at, erasure_event_id, shredded_at, shred_event_id "
+        "FROM fu_privacy WHERE erasure_requested_at IS NOT NULL AND shredded_at IS NULL "
+        "ORDER BY erasure_requested_at, client_id"
+    )
+    return [PrivacyState(**dict(r)) for r in rows]
 
 
 async def personal_values(conn: PgConnection, client_id: str) -> list[SealedValue]:

@@ -1,5 +1,7 @@
 """SQL of the followup read models, read side: the work list, the client 360, the records of
-the quality measures. Keyword-only arguments, no HTTP concerns."""
+the quality measures. Keyword-only arguments, no HTTP concerns. Every row is read through
+:mod:`branchline_shared.postgres.row_guard`: one client's bad stored row is skipped (logged,
+counted), never a failure of the whole answer (issue 9)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,86 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from branchline_followup.adapters.read_models import FACT_COLUMNS, ClientFacts, fetch_client
-from branchline_shared.postgres.pool import PgPool
-
-TASK_VIEW_COLUMNS = (
-    "id, kind, rule, client_id, branch_id, assignee, subject, opened_at, due_at, "
-    "deadline_profile, source_event_id, status, closed_at, close_reason, escalated_to, "
-    "overdue_at, outcome"
+from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS, ClientFacts
+from branchline_followup.domain import FollowupTask, SurveyScores
+from branchline_followup.domain.quality import DIMENSIONS
+from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.row_guard import (
+    decode_row,
+    decode_rows,
+    readable,
+    select_list,
 )
+
+_TASK_VIEW = [
+    "id",
+    "kind",
+    "rule",
+    "client_id",
+    "branch_id",
+    "assignee",
+    "subject",
+    "opened_at",
+    "due_at",
+    "deadline_profile",
+    "source_event_id",
+    "status",
+    "closed_at",
+    "close_reason",
+    "escalated_to",
+    "overdue_at",
+    "outcome",
+]
+TASK_VIEW_COLUMNS = select_list(
+    _TASK_VIEW, instants={"opened_at", "due_at", "closed_at", "overdue_at"}
+)
+"""The task view's columns, instants guarded (``row_guard.select_list``)."""
+_KEY = "fu_tasks.due_at::text AS key_due_at"
+"""The keyset's due_at as stored, as text: a page goes on past a row whose due_at Python cannot
+hold."""
+FACT_INSTANTS = frozenset(
+    {
+        "registered_at",
+        "last_event_at",
+        "last_contact_at",
+        "identity_verified_at",
+        "first_business_at",
+        "last_business_at",
+        "account_closed_at",
+        "stage_as_of",
+        "stage_changes_at",
+    }
+)
+_FACT_SELECT = select_list(["client_id", *FACT_COLUMNS], instants=FACT_INSTANTS)
+
+
+def task_row(values: dict[str, Any]) -> dict[str, Any]:
+    """A task row that decodes as a task (known kind, rule and status; aware instants), as
+    the dict the views are made from; raises if it does not."""
+    FollowupTask.model_validate({k: values[k] for k in TASK_COLUMNS if k != "closed_by_event_id"})
+    values.pop("key_due_at", None)
+    return values
+
+
+def client_facts(values: dict[str, Any]) -> ClientFacts:
+    return ClientFacts(**values)
+
+
+def _complaint_row(values: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(values["received_at"], datetime):
+        raise TypeError("received_at")
+    for code in ("complaint_id", "severity", "status"):
+        if not isinstance(values[code], str):
+            raise TypeError(code)
+    return values
+
+
+def _survey_row(values: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(values["answered_at"], datetime):
+        raise TypeError("answered_at")
+    SurveyScores(**{d: float(values[d]) for d in DIMENSIONS})  # each score 0..100 (D-10)
+    return values
+
 
 SLA_FILTERS = frozenset({"overdue", "due_soon", "on_track"})
 STATUS_FILTERS = frozenset({"open", "done", "cancelled"})
@@ -76,18 +150,39 @@ async def list_tasks(
             clauses.append(f"due_at > {param(now)} AND due_at <= {param(soon)}")
         else:
             clauses.append(f"due_at > {param(soon)}")
-    if after is not None:
-        clauses.append(f"(due_at, id) > ({param(after[0])}, {param(after[1])})")
-    sql = f"SELECT {TASK_VIEW_COLUMNS} FROM fu_tasks"  # noqa: S608 - fixed identifiers, bound values
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += f" ORDER BY due_at, id LIMIT {param(limit)}"
-    return [dict(r) for r in await pool.fetch(sql, *params)]
+    where_sql = " AND ".join(clauses) or "true"
+    rows: list[dict[str, Any]] = []
+    keyset = None if after is None else (after[0].isoformat(), after[1])
+    while len(rows) < limit:
+        wanted = limit - len(rows)
+        page_params = list(params)
+        sql = f"SELECT {TASK_VIEW_COLUMNS}, {_KEY} FROM fu_tasks WHERE {where_sql}"  # noqa: S608 - fixed identifiers, bound values
+        if keyset is not None:
+            page_params += [keyset[0], keyset[1]]
+            n = len(page_params)
+            sql += f" AND (fu_tasks.due_at, fu_tasks.id) > (${n - 1}::text::timestamptz, ${n})"
+        page_params.append(wanted)
+        sql += f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
+        raw = await pool.fetch(sql, *page_params)
+        rows += decode_rows(raw, task_row, query="followups.list")
+        if len(raw) < wanted:
+            break
+        keyset = (raw[-1]["key_due_at"], raw[-1]["id"])
+    return rows
 
 
 async def fetch_task_view(pool: PgPool, task_id: uuid.UUID) -> dict[str, Any] | None:
+    """The task, or None if there is none or its row cannot be decoded (skipped, counted)."""
     row = await pool.fetchrow(f"SELECT {TASK_VIEW_COLUMNS} FROM fu_tasks WHERE id = $1", task_id)  # noqa: S608 - fixed identifiers, bound values
-    return None if row is None else dict(row)
+    return None if row is None else decode_row(row, task_row, query="followups.task")
+
+
+async def _client_facts(conn: PgConnection, client_id: str, *, query: str) -> ClientFacts | None:
+    row = await conn.fetchrow(
+        f"SELECT {_FACT_SELECT} FROM fu_clients WHERE client_id = $1",  # noqa: S608 - fixed identifiers, bound values
+        client_id,
+    )
+    return None if row is None else decode_row(row, client_facts, query=query)
 
 
 @dataclass(frozen=True)
@@ -99,33 +194,54 @@ class ClientRecord:
 
 
 async def client_record(pool: PgPool, client_id: str) -> ClientRecord | None:
+    """The client 360's records; None when the client is unknown, or when its own row cannot be
+    decoded (skipped and counted like any bad row). A bad task, complaint or survey row is
+    left out of the view; the rest is shown."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        facts = await fetch_client(conn, client_id)
+        facts = await _client_facts(conn, client_id, query="client360.client")
         if facts is None:
             return None
         tasks = await conn.fetch(
             f"SELECT {TASK_VIEW_COLUMNS} FROM fu_tasks WHERE client_id = $1 AND status = 'open' "  # noqa: S608 - fixed identifiers, bound values
-            "ORDER BY due_at, id",
+            "ORDER BY fu_tasks.due_at, fu_tasks.id",
             client_id,
         )
         complaints = await conn.fetch(
-            "SELECT complaint_id, severity, topic, status, owner_id, received_at, "
-            "acknowledged_at, resolved_at FROM fu_complaints "
-            "WHERE client_id = $1 AND status <> 'closed' ORDER BY received_at, complaint_id",
+            "SELECT "  # noqa: S608 - fixed identifiers
+            + select_list(
+                [
+                    "complaint_id",
+                    "severity",
+                    "topic",
+                    "status",
+                    "owner_id",
+                    "received_at",
+                    "acknowledged_at",
+                    "resolved_at",
+                ],
+                instants={"received_at", "acknowledged_at", "resolved_at"},
+            )
+            + " FROM fu_complaints WHERE client_id = $1 AND status <> 'closed' "
+            "ORDER BY fu_complaints.received_at, complaint_id",
             client_id,
         )
         surveys = await conn.fetch(
-            "SELECT event_id, visit_id, answered_at, attitude, professionalism, response_speed, "
-            "risk_management, convenience FROM fu_surveys WHERE client_id = $1 "
-            "ORDER BY answered_at, event_id",
+            "SELECT "  # noqa: S608 - fixed identifiers
+            + select_list(
+                ["event_id", "visit_id", "answered_at", *DIMENSIONS], instants={"answered_at"}
+            )
+            + " FROM fu_surveys WHERE client_id = $1 ORDER BY fu_surveys.answered_at, event_id",
             client_id,
         )
     return ClientRecord(
         facts=facts,
-        open_tasks=[dict(r) for r in tasks],
-        open_complaints=[dict(r) for r in complaints],
-        surveys=[dict(r) for r in surveys],
+        open_tasks=decode_rows(tasks, task_row, query="client360.tasks"),
+        open_complaints=decode_rows(complaints, _complaint_row, query="client360.complaints"),
+        surveys=decode_rows(surveys, _survey_row, query="client360.surveys"),
     )
+
+
+_VISIT_INSTANTS = ("arrived_at", "started_at", "ended_at")
 
 
 @dataclass(frozen=True)
@@ -166,13 +282,13 @@ async def quality_records(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         where, params = scoped("assignee", [start, end])
         tasks = await conn.fetch(
-            "SELECT rule, kind, due_at, status, closed_at FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
-            f"WHERE due_at >= $1 AND due_at < $2{where}",
+            f"SELECT {select_list(['rule', 'kind', 'due_at', 'status', 'closed_at'], instants={'due_at', 'closed_at'})} "  # noqa: S608, E501 - fixed identifiers, bound values
+            f"FROM fu_tasks WHERE due_at >= $1 AND due_at < $2{where}",
             *params,
         )
         where, params = scoped("rm_id", [start, end])
         visits = await conn.fetch(
-            "SELECT arrived_at, started_at, ended_at FROM fu_visits "  # noqa: S608 - fixed identifiers, bound values
+            f"SELECT {select_list(_VISIT_INSTANTS, instants=_VISIT_INSTANTS)} FROM fu_visits "  # noqa: S608 - fixed identifiers, bound values
             f"WHERE COALESCE(arrived_at, started_at) >= $1 "
             f"AND COALESCE(arrived_at, started_at) < $2{where}",
             *params,
@@ -189,7 +305,7 @@ async def quality_records(
         )
         where, params = scoped("rm_id", [])
         client_rows = await conn.fetch(
-            f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients "  # noqa: S608 - fixed identifiers, bound values
+            f"SELECT {_FACT_SELECT} FROM fu_clients "  # noqa: S608 - fixed identifiers, bound values
             f"WHERE true{where} ORDER BY client_id",
             *params,
         )
@@ -210,9 +326,9 @@ async def quality_records(
     return QualityRecords(
         staff=sorted(staff),
         training=[dict(r) for r in training],
-        tasks=[dict(r) for r in tasks],
-        visits=[dict(r) for r in visits],
+        tasks=readable(tasks, query="quality.tasks"),
+        visits=readable(visits, query="quality.visits"),
         surveys=[dict(r) for r in surveys],
         complaints=[dict(r) for r in complaints],
-        clients=[ClientFacts(**dict(r)) for r in client_rows],
+        clients=decode_rows(client_rows, client_facts, query="quality.clients"),
     )

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from branchline_followup.domain import DurableTimer, FollowupTask, LifecycleFacts
+from branchline_followup.domain import DurableTimer, FollowupTask
+
+# ClientFacts and DueTimer live in the domain (ADR-0013); still named here for the queries.
+from branchline_followup.domain.records import ClientFacts as ClientFacts
+from branchline_followup.domain.records import DueTimer as DueTimer
+from branchline_shared.events.catalogue import ComplaintEvent, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -64,45 +68,6 @@ async def applied_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set
 
 
 # --- clients -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ClientFacts:
-    """One row of ``fu_clients`` (the D-09 facts and what the 360 view shows)."""
-
-    client_id: str
-    client_type: str
-    rm_id: str
-    branch_id: str | None
-    lifecycle_stage: str
-    registered_at: datetime
-    last_event_at: datetime
-    last_contact_at: datetime | None = None
-    risk_tolerance: str | None = None
-    risk_level: str | None = None
-    identity_verified_at: datetime | None = None
-    first_business_at: datetime | None = None
-    last_business_at: datetime | None = None
-    assets_under_management: Decimal = Decimal(0)
-    account_closed_at: datetime | None = None
-    stage_as_of: datetime | None = None
-    """The instant ``lifecycle_stage`` holds for (``None``: as of ``last_event_at``)."""
-    stage_changes_at: datetime | None = None
-    """The next instant the stage changes by time alone: the client's durable stage timer."""
-    last_business_event_id: uuid.UUID | None = None
-    """The event of ``last_business_at`` (the cause of a stage change by time)."""
-
-    def lifecycle(self) -> LifecycleFacts:
-        """The facts D-09's stage depends on."""
-        return LifecycleFacts(
-            registered_at=self.registered_at,
-            identity_verified_at=self.identity_verified_at,
-            first_business_at=self.first_business_at,
-            last_business_at=self.last_business_at,
-            assets_under_management=self.assets_under_management,
-            account_closed_at=self.account_closed_at,
-        )
-
 
 FACT_COLUMNS = (
     "client_type",
@@ -265,14 +230,16 @@ async def record_timer_fired(
     event_id: uuid.UUID,
 ) -> None:
     """The timer fired at its instant and recorded ``event_id``; the row is created if the
-    task closed (and dropped its unfired timers) before the event was applied."""
+    task closed (and dropped its unfired timers) before the event was applied. The event of
+    a deadline the task has moved from leaves the timer of the new deadline armed."""
     await conn.execute(
         """
         INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at, fired_at, fired_event_id)
         VALUES ($1, $2, $3, $4, $5, $5, $6)
         ON CONFLICT (id) DO UPDATE SET fired_at = EXCLUDED.fired_at,
                                        fired_event_id = EXCLUDED.fired_event_id
-        WHERE fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL
+        WHERE (fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL)
+          AND fu_timers.fire_at = EXCLUDED.fire_at
         """,
         timer_id,
         task_id,
@@ -300,15 +267,6 @@ async def mark_timer_fired(
         at,
         event_id,
     )
-
-
-@dataclass(frozen=True)
-class DueTimer:
-    id: uuid.UUID
-    task_id: uuid.UUID
-    client_id: str
-    kind: str
-    fire_at: datetime
 
 
 async def claim_due_timers(conn: PgConnection, now: datetime, limit: int) -> list[DueTimer]:
@@ -391,7 +349,7 @@ async def record_visit(
         f"rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id)"
         + (f", {assignments}" if assignments else ""),
         event.client_id,
-        str(event.data["visit_id"]),
+        payload_as(event, VisitEvent).visit_id,
         event.branch_id,
         rm_id,
         *values,
@@ -443,7 +401,7 @@ async def record_complaint_received(
            SET severity = EXCLUDED.severity, topic = EXCLUDED.topic
         """,
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         event.branch_id,
         rm_id,
         severity,
@@ -470,7 +428,7 @@ async def record_complaint_step(
         f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values
         "WHERE client_id = $1 AND complaint_id = $2",
         event.client_id,
-        str(event.data["complaint_id"]),
+        payload_as(event, ComplaintEvent).complaint_id,
         status,
         *[columns[n] for n in names],
     )

@@ -4,18 +4,17 @@ the projector in the transaction that applies the event, so a rebuild reproduces
 
 from __future__ import annotations
 
-from typing import Any
+from enum import StrEnum
 
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_of
+from branchline_shared.events.vocabulary import RootCause
 from branchline_shared.postgres.pool import PgConnection
 
-_T = c.EventType
 
-
-def _text(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return None if value is None else str(value)
+def _code(value: StrEnum | None) -> str | None:
+    return None if value is None else value.value
 
 
 async def record_service_loop_facts(
@@ -23,73 +22,74 @@ async def record_service_loop_facts(
 ) -> None:
     """The facts ``event`` adds to the service-loop tables (nothing for other types). Only
     closed codes and ids are stored: the sealed free texts stay in the events."""
-    data = event.data
+    if event.type not in _RECORDED:
+        return
     at = event.occurred_at
-    match event.type:
-        case _T.COMPLAINT_RECEIVED:
+    match payload_of(event):
+        case c.ComplaintReceived() as p:
             await conn.execute(
                 "UPDATE fu_complaints SET problem = $3, product_id = $4, product_category = $5, "
                 "complex_case = $6 WHERE client_id = $1 AND complaint_id = $2",
                 event.client_id,
-                str(data["complaint_id"]),
-                _text(data, "problem"),
-                _text(data, "product_id"),
-                _text(data, "product_category"),
-                data.get("complex") is True,
+                p.complaint_id,
+                _code(p.problem),
+                p.product_id,
+                _code(p.product_category),
+                p.complex,
             )
-        case _T.COMPLAINT_PROGRESS_REPORTED if data.get("complex") is True:
+        case c.ComplaintProgressReported(complex=True) as p:
             await conn.execute(
                 "UPDATE fu_complaints SET complex_case = true "
                 "WHERE client_id = $1 AND complaint_id = $2",
                 event.client_id,
-                str(data["complaint_id"]),
+                p.complaint_id,
             )
-        case _T.COMPLAINT_RESOLVED if data.get("root_cause") is not None:
+        case c.ComplaintResolved(root_cause=RootCause() as root_cause) as p:
             await conn.execute(
                 "UPDATE fu_complaints SET root_cause = $3 "
                 "WHERE client_id = $1 AND complaint_id = $2",
                 event.client_id,
-                str(data["complaint_id"]),
-                str(data["root_cause"]),
+                p.complaint_id,
+                root_cause.value,
             )
-        case _T.COMPLAINT_CORRECTIVE_ACTION_PLANNED:
+        case c.ComplaintCorrectiveActionPlanned() as p:
             await conn.execute(
                 """
                 INSERT INTO fu_corrective_actions (client_id, complaint_id, action_id, branch_id,
                     root_cause, action_kind, owner_id, planned_at, due_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::timestamptz)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                 ON CONFLICT DO NOTHING
                 """,
                 event.client_id,
-                str(data["complaint_id"]),
-                str(data["action_id"]),
+                p.complaint_id,
+                p.action_id,
                 event.branch_id,
-                str(data["root_cause"]),
-                str(data["action_kind"]),
-                str(data["owner_id"]),
+                p.root_cause.value,
+                p.action_kind.value,
+                p.owner_id,
                 at,
-                str(data["due_at"]),
+                p.due_at,
             )
-        case _T.COMPLAINT_CORRECTIVE_ACTION_COMPLETED:
+        case c.ComplaintCorrectiveActionCompleted() as p:
             await conn.execute(
                 "UPDATE fu_corrective_actions SET completed_at = COALESCE(completed_at, $4) "
                 "WHERE client_id = $1 AND complaint_id = $2 AND action_id = $3",
                 event.client_id,
-                str(data["complaint_id"]),
-                str(data["action_id"]),
+                p.complaint_id,
+                p.action_id,
                 at,
             )
-        case _T.COMPLAINT_PROMISE_RENEGOTIATED | _T.CONSULTATION_PROMISE_RENEGOTIATED:
+        case c.ComplaintPromiseRenegotiated() | c.ConsultationPromiseRenegotiated() as p:
             subject = (
-                f"complaint:{data['complaint_id']}"
-                if "complaint_id" in data
-                else f"consultation:{data['consultation_id']}"
+                f"complaint:{p.complaint_id}"
+                if isinstance(p, c.ComplaintPromiseRenegotiated)
+                else f"consultation:{p.consultation_id}"
             )
             await conn.execute(
                 """
                 INSERT INTO fu_renegotiations (event_id, client_id, branch_id, rm_id, subject,
                     reason, renegotiated_at, promised_by)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 ON CONFLICT DO NOTHING
                 """,
                 event.event_id,
@@ -97,25 +97,26 @@ async def record_service_loop_facts(
                 event.branch_id,
                 rm_id,
                 subject,
-                str(data["reason"]),
+                p.reason.value,
                 at,
-                str(data["promised_by"]),
+                p.promised_by,
             )
-        case _T.VISIT_BUSINESS_HANDLED | _T.PRODUCT_SOLD:
+        case c.VisitBusinessHandled() | c.ProductSold() as p:
+            sold = p if isinstance(p, c.ProductSold) else None
             await conn.execute(
                 """
                 INSERT INTO fu_business_events (event_id, client_id, occurred_at, product_risk,
                     amount)
-                VALUES ($1, $2, $3, $4, $5::text::numeric) ON CONFLICT DO NOTHING
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
                 """,
                 event.event_id,
                 event.client_id,
                 at,
-                _text(data, "product_risk"),
-                _text(data, "amount"),
+                _code(sold.product_risk) if sold else None,
+                sold.amount if sold else None,
             )
-        case _T.CLIENT_ACCOUNT_CLOSED | _T.CLIENT_ACCOUNT_REOPENED:
-            reason = str(data["reason"]) if event.type == _T.CLIENT_ACCOUNT_CLOSED else None
+        case c.ClientAccountClosed() | c.ClientAccountReopened() as p:
+            reason = p.reason.value if isinstance(p, c.ClientAccountClosed) else None
             await conn.execute(
                 "UPDATE fu_clients SET account_closure_reason = $2 WHERE client_id = $1",
                 event.client_id,
@@ -123,3 +124,22 @@ async def record_service_loop_facts(
             )
         case _:
             pass
+
+
+_T = c.EventType
+_RECORDED = frozenset(
+    {
+        _T.COMPLAINT_RECEIVED,
+        _T.COMPLAINT_PROGRESS_REPORTED,
+        _T.COMPLAINT_RESOLVED,
+        _T.COMPLAINT_CORRECTIVE_ACTION_PLANNED,
+        _T.COMPLAINT_CORRECTIVE_ACTION_COMPLETED,
+        _T.COMPLAINT_PROMISE_RENEGOTIATED,
+        _T.CONSULTATION_PROMISE_RENEGOTIATED,
+        _T.VISIT_BUSINESS_HANDLED,
+        _T.PRODUCT_SOLD,
+        _T.CLIENT_ACCOUNT_CLOSED,
+        _T.CLIENT_ACCOUNT_REOPENED,
+    }
+)
+"""The types this module records facts of (only these are decoded here)."""

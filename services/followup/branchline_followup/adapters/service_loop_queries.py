@@ -9,6 +9,16 @@ from datetime import datetime
 from typing import Any
 
 from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.row_guard import readable, select_list
+
+# Instants read through the row guard (issue 9: one bad row never fails the whole answer).
+_ACTION_SELECT = select_list(
+    ["root_cause", "due_at", "completed_at"], instants={"due_at", "completed_at"}
+)
+_TASK_SELECT = select_list(
+    ["rule", "kind", "due_at", "status", "closed_at"], instants={"due_at", "closed_at"}
+)
+_BUSINESS_SELECT = select_list(["occurred_at", "product_risk", "amount"], instants={"occurred_at"})
 
 
 @dataclass(frozen=True)
@@ -52,14 +62,14 @@ async def improvement_records(
         params = [start, end]
         where = _scope(branch_id, rm_id, "owner_id", params)
         actions = await conn.fetch(
-            "SELECT root_cause, due_at, completed_at FROM fu_corrective_actions "  # noqa: S608 - fixed identifiers, bound values
+            f"SELECT {_ACTION_SELECT} FROM fu_corrective_actions "  # noqa: S608 - fixed identifiers, bound values
             f"WHERE planned_at >= $1 AND planned_at < $2{where}",
             *params,
         )
         params = [start, end]
         where = _scope(branch_id, rm_id, "assignee", params)
         tasks = await conn.fetch(
-            "SELECT rule, kind, due_at, status, closed_at FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
+            f"SELECT {_TASK_SELECT} FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
             "WHERE kind IN ('consultation_promise', 'complaint_progress_promise') "
             f"AND due_at >= $1 AND due_at < $2{where}",
             *params,
@@ -73,8 +83,8 @@ async def improvement_records(
         )
     return ImprovementRecords(
         complaints=[dict(r) for r in complaints],
-        actions=[dict(r) for r in actions],
-        promise_tasks=[dict(r) for r in tasks],
+        actions=readable(actions, query="improvement.actions"),
+        promise_tasks=readable(tasks, query="improvement.promises"),
         renegotiations=int(renegotiations),
     )
 
@@ -101,8 +111,11 @@ async def client_service_loop(pool: PgPool, client_id: str) -> dict[str, Any]:
             "SELECT account_closure_reason FROM fu_clients WHERE client_id = $1", client_id
         )
         business = await conn.fetch(
-            "SELECT occurred_at, product_risk, amount FROM fu_business_events "
-            "WHERE client_id = $1 ORDER BY occurred_at",
+            f"SELECT {_BUSINESS_SELECT} FROM fu_business_events "  # noqa: S608 - fixed identifiers, bound values
+            "WHERE client_id = $1 ORDER BY fu_business_events.occurred_at",
             client_id,
         )
-    return {"account_closure_reason": reason, "business": [dict(r) for r in business]}
+    return {
+        "account_closure_reason": reason,
+        "business": readable(business, query="client360.business"),
+    }

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import FOLLOWUP_COMPLETED, FOLLOWUP_REASSIGNED
 from branchline_followup.application.recording import (
     FollowupContext,
@@ -22,12 +21,16 @@ from branchline_followup.application.recording import (
 )
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.suitability import completion_missing
-from branchline_shared.events.catalogue import RefusedEvent, RuleViolationRefused
+from branchline_shared.events.catalogue import (
+    EventType,
+    FollowupReassigned,
+    RefusedEvent,
+    RuleViolationRefused,
+)
 from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.events.personal_data import redact_personal
-from branchline_shared.postgres.pool import PgConnection
 
-RULE_VIOLATION_REFUSED = "rule.violation_refused"
+RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 
 
 class TaskRefused(Exception):
@@ -83,7 +86,7 @@ class ClientNotWarned(TaskRefused):
 
 
 async def _record_refusal(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     task: FollowupTask,
     refusal: ClientNotWarned,
@@ -112,7 +115,7 @@ async def _record_refusal(
         submitted_by=actor,
     )
     await record_and_apply(
-        conn,
+        uow,
         ctx,
         event_id=uuid.uuid4(),
         event_type=RULE_VIOLATION_REFUSED,
@@ -125,18 +128,16 @@ async def _record_refusal(
 
 
 async def _locked_open_task(
-    conn: PgConnection,
-    ctx: FollowupContext,
+    uow: FollowupUnitOfWork,
     task_id: uuid.UUID,
     may_act: Callable[[str], bool],
     who: str,
 ) -> FollowupTask:
-    await hold_swap_lock_shared(conn)
-    task = await read_models.fetch_task(conn, task_id)
+    task = await uow.tasks.get(task_id)
     if task is None:
         raise TaskNotFound(task_id)
-    await lock_client(conn, task.client_id, ctx.projection.client_lock_class)
-    task = await read_models.fetch_task(conn, task_id)  # as of the lock
+    await uow.lock_client(task.client_id)
+    task = await uow.tasks.get(task_id)  # as of the lock
     if task is None:
         raise TaskNotFound(task_id)
     if not may_act(task.assignee):  # before anything about the task is told
@@ -147,7 +148,7 @@ async def _locked_open_task(
 
 
 async def _record_action(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     task: FollowupTask,
     event_type: str,
@@ -158,7 +159,7 @@ async def _record_action(
 ) -> FollowupTask:
     """Record an RM's or supervisor's action on ``task`` as an event; the task as it now is."""
     await record_and_apply(
-        conn,
+        uow,
         ctx,
         event_id=uuid.uuid4(),
         event_type=event_type,
@@ -168,8 +169,8 @@ async def _record_action(
         data=data,
         submitted_by=submitted_by,
     )
-    changed = await read_models.fetch_task(conn, task.id)
-    assert changed is not None  # locked and open a moment ago, in this transaction
+    changed = await uow.tasks.get(task.id)
+    assert changed is not None  # locked and open a moment ago, in this unit of work
     return changed
 
 
@@ -193,8 +194,8 @@ async def complete_task(
     no longer fits (风险提示)."""
     now = await ctx.clock.now()
     refusal: ClientNotWarned | None = None
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
+    async with ctx.units.begin() as uow:
+        task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if scores is not None and not may_grade(task.assignee):
             raise SelfGrading(task, actor.id)
         data: dict[str, Any] = {
@@ -215,7 +216,7 @@ async def complete_task(
             # the refusal is recorded and committed; the task stays open
             refusal = ClientNotWarned(task, missing)
             await _record_refusal(
-                conn,
+                uow,
                 ctx,
                 task,
                 refusal,
@@ -227,9 +228,8 @@ async def complete_task(
             )
         else:
             changed = await _record_action(
-                conn, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+                uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
             )
-    ctx.committed()
     if refusal is not None:
         raise refusal
     return changed
@@ -247,19 +247,14 @@ async def reassign_task(
 ) -> FollowupTask:
     """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
     now = await ctx.clock.now()
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        task = await _locked_open_task(conn, ctx, task_id, may_act, actor.id)
+    async with ctx.units.begin() as uow:
+        task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if task.assignee == assignee:
             return task
-        data: dict[str, Any] = {
-            "task_id": str(task.id),
-            "from_assignee": task.assignee,
-            "to_assignee": assignee,
-        }
-        if reason is not None:
-            data["reason"] = reason
+        data = FollowupReassigned(
+            task_id=str(task.id), from_assignee=task.assignee, to_assignee=assignee, reason=reason
+        ).model_dump(mode="json", exclude_none=True)
         changed = await _record_action(
-            conn, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
+            uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
         )
-    ctx.committed()
     return changed

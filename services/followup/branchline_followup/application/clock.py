@@ -4,11 +4,31 @@ whose timer runner reads it agree on the time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from branchline_followup.adapters import clock_store
 from branchline_shared.clock import Clock
-from branchline_shared.postgres.pool import PgPool
+
+
+class ClockOffsets(Protocol):
+    """Where the test clock's offset is kept, shared by every process of the service."""
+
+    async def read(self) -> timedelta: ...
+
+    async def change(self, to: Callable[[timedelta], timedelta]) -> timedelta:
+        """Store ``to(current)`` (one change at a time); ``to`` may refuse by raising."""
+        ...
+
+
+class FixedOffset:
+    """No test clock (outside dev mode, and in unit tests): the offset stays zero."""
+
+    async def read(self) -> timedelta:
+        return timedelta(0)
+
+    async def change(self, to: Callable[[timedelta], timedelta]) -> timedelta:
+        return to(timedelta(0))
 
 
 class ClockWouldGoBackwards(ValueError):
@@ -23,8 +43,8 @@ class ClockWouldGoBackwards(ValueError):
 
 
 class ServiceClock:
-    def __init__(self, pool: PgPool, system: Clock, *, dev_mode: bool) -> None:
-        self._pool = pool
+    def __init__(self, offsets: ClockOffsets, system: Clock, *, dev_mode: bool) -> None:
+        self._offsets = offsets
         self._system = system
         self.dev_mode = dev_mode
 
@@ -35,22 +55,21 @@ class ServiceClock:
     async def now(self) -> datetime:
         if not self.dev_mode:
             return self._system.now()
-        return self._system.now() + await clock_store.read_offset(self._pool)
+        return self._system.now() + await self._offsets.read()
 
     async def advance(self, by: timedelta) -> datetime:
         if by < timedelta(0):
             now = await self.now()
             raise ClockWouldGoBackwards(now, now + by)
-        async with self._pool.acquire() as conn, conn.transaction():
-            offset = await clock_store.lock_offset(conn) + by
-            await clock_store.write_offset(conn, offset)
+        offset = await self._offsets.change(lambda current: current + by)
         return self._system.now() + offset
 
     async def set(self, target: datetime) -> datetime:
-        async with self._pool.acquire() as conn, conn.transaction():
-            offset = await clock_store.lock_offset(conn)
+        def to_target(offset: timedelta) -> timedelta:
             system = self._system.now()
             if target < system + offset:
                 raise ClockWouldGoBackwards(system + offset, target)
-            await clock_store.write_offset(conn, target - system)
+            return target - system
+
+        await self._offsets.change(to_target)
         return target

@@ -13,20 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters import personal_data as store
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import project
 from branchline_followup.application.recording import SOURCE, FollowupContext, normalised
 from branchline_followup.application.recording import _sealed as sealed_payload
+from branchline_followup.domain.records import SealedValue
 from branchline_followup.domain.vocabulary import TaskKind
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, SealingError, unseal
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType
+from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
+    ClientPersonalDataAccessed,
+    EventType,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.vocabulary import PersonalField
-from branchline_shared.eventstore.postgres import PostgresUnitOfWork
-from branchline_shared.postgres.pool import PgConnection
 
 PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
 STRUCTURED_PATH = "fields"
@@ -68,7 +69,7 @@ class PersonalDataShredded(PersonalDataRefused):
 @dataclass(frozen=True)
 class ShownValue:
     value: str
-    source: store.SealedValue
+    source: SealedValue
 
     @property
     def personal_field(self) -> str | None:
@@ -101,7 +102,7 @@ def privacy_stream_id(client_id: str) -> str:
 
 
 async def record_privacy_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     *,
     event_type: str,
@@ -113,15 +114,14 @@ async def record_privacy_event(
     event_id: uuid.UUID | None = None,
 ) -> RecordedEvent:
     """Append a personal-data fact to the client's privacy stream (with its outbox row) and
-    apply it, in the caller's transaction; an id already stored is not appended again."""
+    apply it, in the caller's unit of work; an id already stored is not appended again."""
     event_id = event_id or uuid.uuid4()
-    uow = PostgresUnitOfWork(conn)
-    existing = await uow.find_existing([event_id])
+    existing = await uow.events.find([event_id])
     if event_id in existing:
         event = existing[event_id].event
     else:
         stream = privacy_stream_id(client_id)
-        versions = await uow.lock_streams([stream])
+        versions = await uow.events.lock_streams([stream])
         event = RecordedEvent(
             event_id=event_id,
             type=event_type,
@@ -138,13 +138,12 @@ async def record_privacy_event(
             # sealed like every other (ADR-0007).
             data=await sealed_payload(ctx, event_type, client_id, normalised(event_type, data)),
         )
-        uow.stage(event, topic=ctx.topic, submission_hash=None)
-        await uow.commit()
-    await project(conn, event, ctx.projection)
+        await uow.events.append([event], topic=ctx.topic)
+    await project(uow, event, ctx.projection)
     return event
 
 
-def _opened(values: list[store.SealedValue], key: DataKey, client_id: str) -> list[ShownValue]:
+def _opened(values: list[SealedValue], key: DataKey, client_id: str) -> list[ShownValue]:
     shown: list[ShownValue] = []
     for value in values:
         try:
@@ -167,13 +166,12 @@ async def answer_access_request(
     if ctx.keys is None:
         raise RuntimeError("answering an access request needs the key store")
     now = await ctx.clock.now()
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await hold_swap_lock_shared(conn)
-        facts = await read_models.fetch_client(conn, client_id)
+    async with ctx.units.begin() as uow:
+        facts = await uow.clients.get(client_id)
         if facts is None:
             raise ClientUnknown(client_id)
-        await lock_client(conn, client_id, ctx.projection.client_lock_class)
-        state = await store.privacy_state(conn, client_id)
+        await uow.lock_client(client_id)
+        state = await uow.privacy.state(client_id)
         if state is not None and state.shredded:
             raise PersonalDataShredded(client_id)
         if state is not None and state.erasure_requested_at is not None:
@@ -182,12 +180,10 @@ async def answer_access_request(
             key = await ctx.keys.existing_key(client_id)
         except KeyDestroyed:
             raise PersonalDataShredded(client_id) from None
-        sealed = await store.personal_values(conn, client_id)
+        sealed = await uow.privacy.values(client_id)
         shown = _opened(sealed, key, client_id) if key is not None else []
         requests = [
-            t
-            for t in await read_models.open_tasks_of(conn, client_id)
-            if t.kind is TaskKind.DATA_ACCESS_REQUEST
+            t for t in await uow.tasks.open_of(client_id) if t.kind is TaskKind.DATA_ACCESS_REQUEST
         ]
         request_id = requests[0].source_event_id if requests else None
         fields = sorted(
@@ -196,11 +192,14 @@ async def answer_access_request(
         texts = sorted(
             {f"{s.source.event_type}/{s.source.path}" for s in shown if s.personal_field is None}
         )
-        data: dict[str, Any] = {"fields": fields, "purpose": purpose, "texts": texts}
-        if request_id is not None:
-            data["request_event_id"] = request_id
+        data = ClientPersonalDataAccessed(
+            fields=tuple(fields),
+            purpose=purpose,
+            texts=tuple(texts),
+            request_event_id=request_id,
+        ).model_dump(mode="json", exclude_none=True)
         event = await record_privacy_event(
-            conn,
+            uow,
             ctx,
             event_type=PERSONAL_DATA_ACCESSED,
             client_id=client_id,
@@ -209,7 +208,6 @@ async def answer_access_request(
             actor=actor,
             data=data,
         )
-    ctx.committed()
     return PersonalDataCopy(
         client_id=client_id,
         purpose=purpose,

@@ -14,21 +14,9 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.console_read_models import apply_for_console
-from branchline_followup.adapters.console_refusals import record_refusal
-from branchline_followup.adapters.personal_data import apply_personal_data
-from branchline_followup.adapters.pg_schemas import (
-    LIVE_CLIENT_LOCK_CLASS,
-    hold_swap_lock_shared,
-    lock_client,
-)
-from branchline_followup.adapters.read_models import ClientFacts
-from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application import staff_events, suitability
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
@@ -51,31 +39,34 @@ from branchline_followup.domain import (
     timer_id_for,
     timers_for,
 )
+from branchline_followup.domain.records import ClientFacts
 from branchline_shared.domain.classification import risk_level
+from branchline_shared.events import catalogue as c
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import PgConnection, PgPool
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
 """UUID v5 namespace of the cause of a stage change by time of a client without a recorded
 business event (fixed forever)."""
 
-FOLLOWUP_REASSIGNED = "followup.reassigned"
-FOLLOWUP_COMPLETED = "followup.completed"
+FOLLOWUP_REASSIGNED = EventType.FOLLOWUP_REASSIGNED.value
+FOLLOWUP_COMPLETED = EventType.FOLLOWUP_COMPLETED.value
 
 CONTACT_EVENT_TYPES = frozenset(
     {
-        "visit.arrived",
-        "visit.closed",
-        "appointment.attended",
-        "consultation.opened",
-        "consultation.answered",
-        "complaint.received",
-        "complaint.acknowledged",
-        "complaint.progress_reported",
-        "complaint.resolved",
-        "complaint.confirmed_by_client",
-        "feedback.survey_answered",
+        EventType.VISIT_ARRIVED,
+        EventType.VISIT_CLOSED,
+        EventType.APPOINTMENT_ATTENDED,
+        EventType.CONSULTATION_OPENED,
+        EventType.CONSULTATION_ANSWERED,
+        EventType.COMPLAINT_RECEIVED,
+        EventType.COMPLAINT_ACKNOWLEDGED,
+        EventType.COMPLAINT_PROGRESS_REPORTED,
+        EventType.COMPLAINT_RESOLVED,
+        EventType.COMPLAINT_CONFIRMED_BY_CLIENT,
+        EventType.FEEDBACK_SURVEY_ANSWERED,
         FOLLOWUP_COMPLETED,
     }
 )
@@ -84,41 +75,39 @@ CONTACT_EVENT_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class Projection:
-    """What :func:`project` needs besides the event: the rules' numbers, and which client
-    lock class guards the schema being written (live or a rebuild's)."""
+    """What :func:`project` needs besides the event and the unit of work it writes in (which
+    knows the schema being written: live or a rebuild's)."""
 
     policy: FollowupPolicy
-    client_lock_class: int = LIVE_CLIENT_LOCK_CLASS
     task_creations_topic: str | None = None
     """Where recorded task creations are published (live processes); ``None``: creations are
     only replayed, never recorded (a rebuild)."""
 
 
-NOT_PROJECTED = frozenset({"client.data_read"})
+NOT_PROJECTED = frozenset({EventType.CLIENT_DATA_READ})
 """Records about the client, not facts of the client: a read changes nothing of the views."""
 
 
 async def apply_event(
-    pool: PgPool,
+    units: UnitsOfWork,
     event: RecordedEvent,
     projection: Projection,
     position: SourcePosition | None = None,
 ) -> bool:
-    """Apply ``event`` in its own transaction; False when it had already been applied."""
-    async with pool.acquire() as conn, conn.transaction():
-        await hold_swap_lock_shared(conn)
-        return await project(conn, event, projection, position)
+    """Apply ``event`` in its own unit of work; False when it had already been applied."""
+    async with units.begin() as uow:
+        return await project(uow, event, projection, position)
 
 
 async def project(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     projection: Projection,
     position: SourcePosition | None = None,
 ) -> bool:
-    """Apply ``event`` within the caller's transaction; False when it had been applied.
+    """Apply ``event`` within the caller's unit of work; False when it had been applied.
     ``position`` (where its store put it) is recorded for reconciliation."""
-    if not await read_models.mark_applied(conn, event, position):
+    if not await uow.mark_applied(event, position):
         return False
     if event.type == TASK_CREATED:
         # The record of a creation the rules made (and replay from it): applied where it was
@@ -126,36 +115,35 @@ async def project(
         return True
     if event.type in NOT_PROJECTED:
         return True
-    await record_refusal(conn, event)
+    await uow.activity.record_refusal(event)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
         # rating may make reviews due for the product's holders (D-15), an accepted gift an
         # escalation for the giver's record (D-16).
         def save(
-            c: PgConnection,
+            u: FollowupUnitOfWork,
             before: dict[uuid.UUID, FollowupTask],
             after: dict[uuid.UUID, FollowupTask],
         ) -> Awaitable[None]:
             return _save_changed_tasks(
-                c, before, after, projection.policy, projection.task_creations_topic
+                u, before, after, projection.policy, projection.task_creations_topic
             )
 
-        lock_class = projection.client_lock_class
-        await suitability.on_product_event(conn, event, projection.policy, lock_class, save)
-        await staff_events.on_staff_event(conn, event, projection.policy, lock_class, save)
+        await suitability.on_product_event(uow, event, projection.policy, save)
+        await staff_events.on_staff_event(uow, event, projection.policy, save)
         return True
     client_id = event.client_id
-    await lock_client(conn, client_id, projection.client_lock_class)
-    await apply_for_console(conn, event, client_id)
+    await uow.lock_client(client_id)
+    await uow.activity.record_console(event, client_id)
     policy = projection.policy
     at = event.occurred_at
-    facts = await read_models.fetch_client(conn, client_id)
+    facts = await uow.clients.get(client_id)
     if facts is not None:
         # Stage changes by time that were due by this event's instant happen first, as the
         # timer runner would have made them: the result does not depend on whether it ran
         # before this event arrived (rebuild == incremental).
         await apply_stage_changes(
-            conn, facts, event.occurred_at, policy, topic=projection.task_creations_topic
+            uow, facts, event.occurred_at, policy, topic=projection.task_creations_topic
         )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     previous_tolerance = facts.risk_tolerance if facts else None
@@ -172,7 +160,7 @@ async def project(
         facts.lifecycle_stage = stage.value
         facts.stage_as_of = at
         facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
-        await read_models.save_client(conn, facts)
+        await uow.clients.save(facts)
     client = ClientContext(
         client_id=client_id,
         rm_id=facts.rm_id if facts else None,
@@ -181,7 +169,7 @@ async def project(
         risk_level=facts.risk_level if facts else None,
     )
 
-    before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
+    before = {t.id: t for t in await uow.tasks.open_of(client_id)}
     tasks = dict(before)
     if event.type in HANDLED_EVENT_TYPES:
         tasks = apply_commands(tasks, decide(event, client, list(tasks.values()), policy))
@@ -198,19 +186,19 @@ async def project(
                 policy=policy,
             ),
         )
-    tasks = await _apply_followup_event(conn, event, tasks)
+    tasks = await _apply_followup_event(uow, event, tasks)
     if facts is not None:
         tasks = await suitability.on_client_event(
-            conn, event, client, previous_tolerance, tasks, policy
+            uow, event, client, previous_tolerance, tasks, policy
         )
-    await _save_changed_tasks(conn, before, tasks, policy, projection.task_creations_topic)
-    await _record_quality_facts(conn, event, facts.rm_id if facts else None)
-    await apply_personal_data(conn, event)
+    await _save_changed_tasks(uow, before, tasks, policy, projection.task_creations_topic)
+    await _record_quality_facts(uow, event, facts.rm_id if facts else None)
+    await uow.privacy.apply(event)
     return True
 
 
 async def _save_changed_tasks(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     before: dict[uuid.UUID, FollowupTask],
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
@@ -219,15 +207,15 @@ async def _save_changed_tasks(
     created = {
         task_id: t
         for task_id, t in tasks.items()
-        if task_id not in before and await read_models.fetch_task(conn, task_id) is None
+        if task_id not in before and await uow.tasks.get(task_id) is None
     }
     # D-07: a deadline once set is never recomputed: replay the recorded creations
-    settled, dropped = await settle_created_tasks(conn, created, topic=topic)
+    settled, dropped = await settle_created_tasks(uow, created, topic=topic)
     tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
-    await read_models.save_tasks(conn, changed)
+    await uow.tasks.save(changed)
     for task in changed:
-        await read_models.sync_timers(conn, task, timers_for(task, policy))
+        await uow.timers.sync(task, timers_for(task, policy))
 
 
 def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
@@ -239,7 +227,7 @@ def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
 
 
 async def apply_stage_changes(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     facts: ClientFacts,
     until: datetime,
     policy: FollowupPolicy,
@@ -249,7 +237,7 @@ async def apply_stage_changes(
     """Make the client's stage changes by time alone (D-09) that are due at or before
     ``until``, in order, each with the tasks it brings (D-08, :func:`on_stage_changed`), and
     store the client with its next stage change; returns how many were due. The caller holds
-    the client's lock, within its transaction. ``facts`` is updated in place."""
+    the client's lock, within its unit of work. ``facts`` is updated in place."""
     due = 0
     while facts.stage_changes_at is not None and facts.stage_changes_at <= until:
         at = facts.stage_changes_at
@@ -265,7 +253,7 @@ async def apply_stage_changes(
         client = ClientContext(
             client_id=facts.client_id, rm_id=facts.rm_id, stage=stage, branch_id=facts.branch_id
         )
-        before = {t.id: t for t in await read_models.open_tasks_of(conn, facts.client_id)}
+        before = {t.id: t for t in await uow.tasks.open_of(facts.client_id)}
         commands = on_stage_changed(
             client,
             previous,
@@ -274,14 +262,14 @@ async def apply_stage_changes(
             open_tasks=list(before.values()),
             policy=policy,
         )
-        await _save_changed_tasks(conn, before, apply_commands(before, commands), policy, topic)
+        await _save_changed_tasks(uow, before, apply_commands(before, commands), policy, topic)
     if due:
-        await read_models.save_client(conn, facts)
+        await uow.clients.save(facts)
     return due
 
 
 async def apply_client_stage_changes(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     client_id: str,
     until: datetime,
     policy: FollowupPolicy,
@@ -289,10 +277,10 @@ async def apply_client_stage_changes(
     topic: str | None = None,
 ) -> int:
     """:func:`apply_stage_changes` for the stored client ``client_id`` (0 if unknown)."""
-    facts = await read_models.fetch_client(conn, client_id)
+    facts = await uow.clients.get(client_id)
     if facts is None:
         return 0
-    return await apply_stage_changes(conn, facts, until, policy, topic=topic)
+    return await apply_stage_changes(uow, facts, until, policy, topic=topic)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:
@@ -302,13 +290,13 @@ def _later(current: datetime | None, candidate: datetime) -> datetime:
 def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFacts | None:
     """The client's facts after ``event`` (``None``: a client followup does not know yet)."""
     at = event.occurred_at
-    data = event.data
-    if event.type == "client.registered":
+    if event.type == EventType.CLIENT_REGISTERED:
+        registered = payload_as(event, c.ClientRegistered)
         if facts is None:
             facts = ClientFacts(
                 client_id=event.subject_id,
-                client_type=str(data["client_type"]),
-                rm_id=str(data["rm_id"]),
+                client_type=registered.client_type.value,
+                rm_id=registered.rm_id,
                 branch_id=event.branch_id,
                 lifecycle_stage=LifecycleStage.PROSPECT.value,
                 registered_at=at,
@@ -317,8 +305,8 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
         else:
             facts = replace(
                 facts,
-                client_type=str(data["client_type"]),
-                rm_id=str(data["rm_id"]),
+                client_type=registered.client_type.value,
+                rm_id=registered.rm_id,
                 branch_id=event.branch_id or facts.branch_id,
             )
     if facts is None:
@@ -326,11 +314,11 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     facts.last_event_at = _later(facts.last_event_at, at)
     if event.type in CONTACT_EVENT_TYPES:
         facts.last_contact_at = _later(facts.last_contact_at, at)
-    if event.type == "client.identity_verified" and facts.identity_verified_at is None:
+    if event.type == EventType.CLIENT_IDENTITY_VERIFIED and facts.identity_verified_at is None:
         facts.identity_verified_at = at
-    elif event.type == "client.risk_assessed":
-        level = str(data.get("level", ""))
-        facts.risk_tolerance = level or None
+    elif event.type == EventType.CLIENT_RISK_ASSESSED:
+        level = payload_as(event, c.ClientRiskAssessed).level.value
+        facts.risk_tolerance = level
         risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
         facts.risk_level = None if risk is None else risk.value
     if event.type in BUSINESS_EVENT_TYPES:
@@ -339,31 +327,24 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
         if facts.last_business_at is None or at > facts.last_business_at:
             facts.last_business_at = at
             facts.last_business_event_id = event.event_id
-    if event.type == "product.sold":
-        facts.assets_under_management += _amount(data.get("amount"))
-    elif event.type == "client.account_closed":  # D-09: the relationship ends
+    if event.type == EventType.PRODUCT_SOLD:
+        facts.assets_under_management += payload_as(event, c.ProductSold).amount
+    elif event.type == EventType.CLIENT_ACCOUNT_CLOSED:  # D-09: the relationship ends
         facts.account_closed_at = at
-    elif event.type == "client.account_reopened":
+    elif event.type == EventType.CLIENT_ACCOUNT_REOPENED:
         facts.account_closed_at = None
     return facts
 
 
-def _amount(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value)) if value is not None else Decimal(0)
-    except InvalidOperation:
-        return Decimal(0)
-
-
 def _task_id(event: RecordedEvent) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(event.data.get("task_id")))
+        return uuid.UUID(payload_as(event, c.FollowupTaskEvent).task_id)
     except ValueError:
         return None
 
 
 async def _apply_followup_event(
-    conn: PgConnection, event: RecordedEvent, tasks: dict[uuid.UUID, FollowupTask]
+    uow: FollowupUnitOfWork, event: RecordedEvent, tasks: dict[uuid.UUID, FollowupTask]
 ) -> dict[uuid.UUID, FollowupTask]:
     """What the followup service's own events do that the rules do not decide."""
     if not event.type.startswith("followup."):
@@ -374,15 +355,14 @@ async def _apply_followup_event(
     if event.type == FOLLOWUP_REASSIGNED:
         command: TaskCommand = ReassignTask(
             task_id=task_id,
-            assignee=str(event.data["to_assignee"]),
+            assignee=payload_as(event, c.FollowupReassigned).to_assignee,
             cause_event_id=event.event_id,
         )
         return apply_commands(tasks, [command])
     if event.type in (FOLLOWUP_OVERDUE, FOLLOWUP_ESCALATED):
         kind = TimerKind.OVERDUE if event.type == FOLLOWUP_OVERDUE else TimerKind.ESCALATE
         fire_at = event.occurred_at
-        await read_models.record_timer_fired(
-            conn,
+        await uow.timers.record_fired(
             timer_id=timer_id_for(task_id, kind),
             task_id=task_id,
             client_id=event.subject_id,
@@ -391,68 +371,77 @@ async def _apply_followup_event(
             event_id=event.event_id,
         )
         if kind is TimerKind.OVERDUE:
-            await read_models.set_task_overdue(conn, task_id, event.occurred_at)
+            await uow.tasks.set_overdue(task_id, event.occurred_at)
             return tasks
-        supervisor = str(event.data["supervisor_id"])
+        supervisor = payload_as(event, c.FollowupEscalated).supervisor_id
         task = tasks.get(task_id)
         if task is not None and task.is_open:
             if task.escalated_to is None:
                 tasks = {**tasks, task_id: mark_escalated(task, supervisor)}
         else:  # closed before this event was applied (a rebuild's order): same end state
-            await read_models.set_task_escalated(conn, task_id, supervisor)
-    elif event.type == FOLLOWUP_COMPLETED and event.data.get("outcome"):
-        await read_models.set_task_outcome(conn, task_id, str(event.data["outcome"]))
+            await uow.tasks.set_escalated(task_id, supervisor)
+    elif event.type == FOLLOWUP_COMPLETED:
+        await uow.tasks.set_outcome(task_id, payload_as(event, c.FollowupCompleted).outcome.value)
     return tasks
 
 
 async def _record_quality_facts(
-    conn: PgConnection, event: RecordedEvent, rm_id: str | None
+    uow: FollowupUnitOfWork, event: RecordedEvent, rm_id: str | None
 ) -> None:
-    data = event.data
     at = event.occurred_at
     match event.type:
-        case "visit.arrived":
-            await read_models.record_visit(conn, event, rm_id, arrived_at=at)
-        case "visit.needs_confirmed":
-            await read_models.record_visit(conn, event, rm_id, category=data.get("category"))
-        case "visit.business_handled":
-            await read_models.record_visit(
-                conn,
+        case EventType.VISIT_ARRIVED:
+            await uow.activity.record_visit(event, rm_id, arrived_at=at)
+        case EventType.VISIT_NEEDS_CONFIRMED:
+            await uow.activity.record_visit(
+                event, rm_id, category=payload_as(event, c.VisitNeedsConfirmed).category.value
+            )
+        case EventType.VISIT_BUSINESS_HANDLED:
+            handled = payload_as(event, c.VisitBusinessHandled)
+            await uow.activity.record_visit(
                 event,
                 rm_id,
-                started_at=datetime.fromisoformat(str(data["started_at"])),
-                ended_at=datetime.fromisoformat(str(data["ended_at"])),
+                started_at=handled.started_at,
+                ended_at=handled.ended_at,
             )
-        case "visit.closed":
-            await read_models.record_visit(
-                conn, event, rm_id, closed_at=at, outcome=data.get("outcome")
+        case EventType.VISIT_CLOSED:
+            await uow.activity.record_visit(
+                event, rm_id, closed_at=at, outcome=payload_as(event, c.VisitClosed).outcome.value
             )
-        case "feedback.survey_answered":
-            await read_models.record_survey(
-                conn, event, rm_id, data.get("visit_id"), _scores(data["scores"])
+        case EventType.FEEDBACK_SURVEY_ANSWERED:
+            survey = payload_as(event, c.FeedbackSurveyAnswered)
+            await uow.activity.record_survey(event, rm_id, survey.visit_id, _scores(survey.scores))
+        case EventType.FOLLOWUP_COMPLETED if (
+            scores := payload_as(event, c.FollowupCompleted).scores
+        ) is not None:
+            await uow.activity.record_survey(event, rm_id, None, _scores(scores))
+        case EventType.COMPLAINT_RECEIVED:
+            received = payload_as(event, c.ComplaintReceived)
+            await uow.activity.record_complaint_received(
+                event, rm_id, received.severity.value, received.topic
             )
-        case "followup.completed" if isinstance(data.get("scores"), dict):
-            await read_models.record_survey(conn, event, rm_id, None, _scores(data["scores"]))
-        case "complaint.received":
-            await read_models.record_complaint_received(
-                conn, event, rm_id, str(data["severity"]), data.get("topic")
+        case EventType.COMPLAINT_ACKNOWLEDGED:
+            await uow.activity.record_complaint_step(
+                event,
+                "acknowledged",
+                owner_id=payload_as(event, c.ComplaintAcknowledged).owner_id,
+                acknowledged_at=at,
             )
-        case "complaint.acknowledged":
-            await read_models.record_complaint_step(
-                conn, event, "acknowledged", owner_id=data.get("owner_id"), acknowledged_at=at
+        case EventType.COMPLAINT_RESOLVED:
+            await uow.activity.record_complaint_step(event, "resolved", resolved_at=at)
+        case EventType.COMPLAINT_CONFIRMED_BY_CLIENT:
+            await uow.activity.record_complaint_step(
+                event,
+                "confirmed",
+                confirmed_at=at,
+                satisfied=payload_as(event, c.ComplaintConfirmedByClient).satisfied,
             )
-        case "complaint.resolved":
-            await read_models.record_complaint_step(conn, event, "resolved", resolved_at=at)
-        case "complaint.confirmed_by_client":
-            await read_models.record_complaint_step(
-                conn, event, "confirmed", confirmed_at=at, satisfied=data.get("satisfied")
-            )
-        case "complaint.closed":
-            await read_models.record_complaint_step(conn, event, "closed", closed_at=at)
+        case EventType.COMPLAINT_CLOSED:
+            await uow.activity.record_complaint_step(event, "closed", closed_at=at)
         case _:
             pass
-    await record_service_loop_facts(conn, event, rm_id)
+    await uow.activity.record_service_loop_facts(event, rm_id)
 
 
-def _scores(raw: Any) -> dict[str, float]:
-    return {name: float(raw[name]) for name in raw}
+def _scores(scores: c.SatisfactionScores) -> dict[str, float]:
+    return {name: float(score) for name, score in scores.model_dump().items()}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from branchline_followup.adapters import queries
-from branchline_followup.adapters.read_models import ClientFacts
+from branchline_followup.application.ports import PageReads
 from branchline_followup.domain import (
     ClientPeriodRecord,
     ComplaintRecord,
@@ -23,7 +23,8 @@ from branchline_followup.domain import (
     quality_report,
 )
 from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
-from branchline_shared.postgres.pool import PgPool
+from branchline_followup.domain.records import ClientFacts
+from branchline_shared.postgres.row_guard import decode_rows
 
 
 def stage_at(facts: ClientFacts, moment: datetime, policy: FollowupPolicy) -> LifecycleStage:
@@ -42,43 +43,41 @@ class QualitySelection:
 
 
 async def quality(
-    pool: PgPool, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: QualitySelection, *, now: datetime, policy: FollowupPolicy
 ) -> QualityReport:
-    records = await queries.quality_records(
-        pool,
+    records = await reads.quality_records(
         branch_id=selection.branch_id,
         rm_id=selection.rm_id,
         start=selection.start,
         end=selection.end,
     )
     as_of = min(now, selection.end)
+
+    def client(c: ClientFacts) -> ClientPeriodRecord:
+        return ClientPeriodRecord(
+            client_id=c.client_id,
+            stage_at_start=stage_at(c, selection.start, policy),
+            stage_at_end=stage_at(c, as_of, policy),
+        )
+
+    # Row by row: one client's bad row is skipped and counted, never a failure for everyone
+    # (issue 9; branchline_shared.postgres.row_guard).
     return quality_report(
-        tasks=[
-            SlaRecord(
-                rule=t["rule"],
-                kind=t["kind"],
-                due_at=t["due_at"],
-                status=TaskStatus(t["status"]),
-                closed_at=t["closed_at"],
-            )
-            for t in records.tasks
-        ],
-        visits=[
-            VisitTiming(v["arrived_at"], v["started_at"], v["ended_at"]) for v in records.visits
-        ],
-        surveys=[SurveyScores(**s) for s in records.surveys],
-        complaints=[
-            ComplaintRecord(f"{c['client_id']}/{c['complaint_id']}", Severity(c["severity"]))
-            for c in records.complaints
-        ],
-        clients=[
-            ClientPeriodRecord(
-                client_id=c.client_id,
-                stage_at_start=stage_at(c, selection.start, policy),
-                stage_at_end=stage_at(c, as_of, policy),
-            )
-            for c in records.clients
-        ],
+        tasks=decode_rows(records.tasks, sla_record, query="quality.tasks"),
+        visits=decode_rows(
+            records.visits,
+            lambda v: VisitTiming(v["arrived_at"], v["started_at"], v["ended_at"]),
+            query="quality.visits",
+        ),
+        surveys=decode_rows(records.surveys, lambda s: SurveyScores(**s), query="quality.surveys"),
+        complaints=decode_rows(
+            records.complaints,
+            lambda c: ComplaintRecord(
+                f"{c['client_id']}/{c['complaint_id']}", Severity(c["severity"])
+            ),
+            query="quality.complaints",
+        ),
+        clients=decode_rows(records.clients, client, query="quality.clients"),
         as_of=as_of,
         training=training_shortfalls(
             records.staff,
@@ -90,4 +89,15 @@ async def quality(
             end=selection.end,
             hours_per_year=policy.training_hours_per_year,
         ),
+    )
+
+
+def sla_record(t: dict[str, Any]) -> SlaRecord:
+    """A task row as the SLA measures count it (an unknown status does not decode)."""
+    return SlaRecord(
+        rule=t["rule"],
+        kind=t["kind"],
+        due_at=t["due_at"],
+        status=TaskStatus(t["status"]),
+        closed_at=t["closed_at"],
     )

@@ -9,7 +9,6 @@ import uuid
 from branchline_followup.application.recording import SOURCE, FollowupContext
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead, EventType
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
-from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 
 READ_EVENT_TYPE = EventType.CLIENT_DATA_READ.value
 
@@ -24,27 +23,21 @@ async def record_client_read(
     now = ctx.clock.system_now()
     stream = reads_stream_id(client_id)
     payload = ClientDataRead(service=SOURCE, route=route, purpose=purpose or None)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        uow = PostgresUnitOfWork(conn)
-        versions = await uow.lock_streams([stream])
-        uow.stage(
-            RecordedEvent(
-                event_id=uuid.uuid4(),
-                type=READ_EVENT_TYPE,
-                schema_version=CATALOGUE_VERSION[READ_EVENT_TYPE],
-                occurred_at=now,
-                recorded_at=now,
-                source=SOURCE,
-                actor=Actor(id=who.sub, role=who.roles[0] if who.roles else "unknown"),
-                client_id=client_id,
-                branch_id=who.branch_id,
-                stream_id=stream,
-                stream_version=versions.get(stream, 0) + 1,
-                data=payload.model_dump(mode="json", exclude_none=True),
-                submitted_by=who,
-            ),
-            topic=ctx.topic,
-            submission_hash=None,
+    async with ctx.units.begin() as uow:
+        versions = await uow.events.lock_streams([stream])
+        event = RecordedEvent(
+            event_id=uuid.uuid4(),
+            type=READ_EVENT_TYPE,
+            schema_version=CATALOGUE_VERSION[READ_EVENT_TYPE],
+            occurred_at=now,
+            recorded_at=now,
+            source=SOURCE,
+            actor=Actor(id=who.sub, role=who.roles[0] if who.roles else "unknown"),
+            client_id=client_id,
+            branch_id=who.branch_id,
+            stream_id=stream,
+            stream_version=versions.get(stream, 0) + 1,
+            data=payload.model_dump(mode="json", exclude_none=True),
+            submitted_by=who,
         )
-        await uow.commit()
-    ctx.committed()
+        await uow.events.append([event], topic=ctx.topic)

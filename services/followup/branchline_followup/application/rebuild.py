@@ -17,20 +17,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
-from branchline_followup.adapters import pg_schemas
-from branchline_followup.adapters.read_models import claim_due_stage_changes
-from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import (
     Projection,
     apply_client_stage_changes,
     project,
 )
-from branchline_followup.application.recording import SOURCE as STORE_SOURCE
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import is_transient
@@ -40,22 +38,63 @@ from branchline_shared.kafka.wire import (
     decode_current_event,
     source_position,
 )
-from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 
 Progress = Callable[[int], None]
 """Called with how many more events were handled."""
 
-RECENT_STORE_EVENTS = timedelta(minutes=10)
+
+class Replayed(Protocol):
+    """One message of the log being replayed."""
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class EventSource(Protocol):
     async def start(self) -> int: ...
 
-    def messages(self) -> AsyncIterator[ReplayedMessage]: ...
+    def messages(self) -> AsyncIterator[Replayed]: ...
 
     async def extend_to_current_end(self) -> int: ...
 
     async def stop(self) -> None: ...
+
+
+class RebuildTarget(Protocol):
+    """The fresh copy of the read models a rebuild fills and swaps in (ADR-0013)."""
+
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def retired(self) -> str: ...
+
+    async def open(self) -> None:
+        """Create the empty copy (the live tables' structure) and record the rebuild."""
+        ...
+
+    def batch(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
+        """One transaction writing the copy."""
+        ...
+
+    def swap(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
+        """The swap's transaction: live writers finish theirs and wait until it ends."""
+        ...
+
+    async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
+        """followup's own events that may not be on Kafka yet (within the swap)."""
+        ...
+
+    async def swap_in(self, *, applied: int, skipped: int) -> None:
+        """Within the swap: the copy becomes the live read models, the old ones retired."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def drop_retired(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,8 +115,7 @@ class _Counts:
 
 async def rebuild_read_models(
     *,
-    admin_pool: PgPool,
-    database_url: str,
+    target: RebuildTarget,
     source: EventSource,
     policy: FollowupPolicy,
     on_total: Callable[[int], None] | None = None,
@@ -87,77 +125,53 @@ async def rebuild_read_models(
     clock: Callable[[], Awaitable[datetime]] | None = None,
 ) -> RebuildResult:
     """Rebuild into a new schema and swap it in; see the module's docstring."""
-    async with admin_pool.acquire() as conn:
-        number = await conn.fetchval(
-            "INSERT INTO fu_rebuilds (schema_name) VALUES ('') RETURNING id"
-        )
-        target = f"{pg_schemas.REBUILD_PREFIX}{number}"
-        retired = f"{pg_schemas.RETIRED_PREFIX}{number}"
-        started_at = await conn.fetchval(
-            "UPDATE fu_rebuilds SET schema_name = $2 WHERE id = $1 RETURNING started_at",
-            number,
-            target,
-        )
-        await pg_schemas.clone_schema(conn, target)
-    projection = Projection(policy, client_lock_class=pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
+    await target.open()
+    projection = Projection(policy)
     counts = _Counts()
-    pool = await open_pool(
-        pg_schemas.with_search_path(database_url, target), min_size=1, max_size=1
-    )
     try:
         total = await source.start()
         if on_total is not None:
             on_total(total)
-        async with pool.acquire() as conn:
-            batch: list[ReplayedMessage] = []
-            async for message in source.messages():
-                batch.append(message)
-                if len(batch) >= batch_size:
-                    async with conn.transaction():
-                        await _apply_all(conn, batch, projection, counts, on_progress)
-                    batch = []
-            if batch:
-                async with conn.transaction():
-                    await _apply_all(conn, batch, projection, counts, on_progress)
+        batch: list[Replayed] = []
+        async for message in source.messages():
+            batch.append(message)
+            if len(batch) >= batch_size:
+                async with target.batch() as uow:
+                    await _apply_all(uow, batch, projection, counts, on_progress)
+                batch = []
+        if batch:
+            async with target.batch() as uow:
+                await _apply_all(uow, batch, projection, counts, on_progress)
 
-            async with conn.transaction():
-                await pg_schemas.hold_swap_lock_exclusive(conn)
-                caught_up = await source.extend_to_current_end()
-                if on_total is not None and caught_up:
-                    on_total(total + caught_up)
-                tail = [m async for m in source.messages()]
-                await _apply_all(conn, tail, projection, counts, on_progress)
-                for event, position in await _store_events_not_on_kafka(conn, started_at):
-                    await _apply_one(conn, event, projection, counts, position)
-                if clock is not None:
-                    await _apply_due_stage_changes(conn, await clock(), projection)
-                await pg_schemas.swap_in(conn, rebuilt=target, retired=retired)
-                await conn.execute(
-                    "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 "
-                    "WHERE id = $1",
-                    number,
-                    counts.applied,
-                    counts.skipped,
-                )
+        async with target.swap() as uow:
+            caught_up = await source.extend_to_current_end()
+            if on_total is not None and caught_up:
+                on_total(total + caught_up)
+            tail = [m async for m in source.messages()]
+            await _apply_all(uow, tail, projection, counts, on_progress)
+            for event, position in await target.store_events_not_on_kafka():
+                await _apply_one(uow, event, projection, counts, position)
+            if clock is not None:
+                await _apply_due_stage_changes(uow, await clock(), projection)
+            await target.swap_in(applied=counts.applied, skipped=counts.skipped)
     finally:
         await source.stop()
-        await pool.close()
+        await target.close()
     if not keep_retired:
-        async with admin_pool.acquire() as conn:
-            await pg_schemas.drop_schema(conn, retired)
+        await target.drop_retired()
     return RebuildResult(
-        schema=target,
+        schema=target.schema,
         total=total + caught_up,
         applied=counts.applied,
         skipped=counts.skipped,
         caught_up=caught_up,
-        retired=retired if keep_retired else None,
+        retired=target.retired if keep_retired else None,
     )
 
 
 async def _apply_all(
-    conn: PgConnection,
-    messages: list[ReplayedMessage],
+    uow: FollowupUnitOfWork,
+    messages: list[Replayed],
     projection: Projection,
     counts: _Counts,
     on_progress: Progress | None,
@@ -168,21 +182,21 @@ async def _apply_all(
         except PoisonEvent:
             counts.skipped += 1  # the live worker dead-lettered it
             continue
-        await _apply_one(conn, event, projection, counts, source_position(message.headers))
+        await _apply_one(uow, event, projection, counts, source_position(message.headers))
     if on_progress is not None and messages:
         on_progress(len(messages))
 
 
 async def _apply_one(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     projection: Projection,
     counts: _Counts,
     position: SourcePosition | None,
 ) -> None:
     try:
-        async with conn.transaction():  # a savepoint: a failing event leaves no trace
-            await project(conn, event, projection, position)
+        async with uow.savepoint():  # a failing event leaves no trace
+            await project(uow, event, projection, position)
         counts.applied += 1
     except Exception as exc:
         if is_transient(exc):
@@ -191,34 +205,10 @@ async def _apply_one(
 
 
 async def _apply_due_stage_changes(
-    conn: PgConnection, now: datetime, projection: Projection, batch_size: int = 500
+    uow: FollowupUnitOfWork, now: datetime, projection: Projection, batch_size: int = 500
 ) -> None:
     """The stage changes by time due at ``now``, as the live timer runner makes them."""
-    while claimed := await claim_due_stage_changes(conn, now, batch_size):
+    while claimed := await uow.clients.claim_due_stage_changes(now, batch_size):
         for client_id in claimed:
-            await pg_schemas.lock_client(conn, client_id, projection.client_lock_class)
-            await apply_client_stage_changes(conn, client_id, now, projection.policy)
-
-
-async def _store_events_not_on_kafka(
-    conn: PgConnection, since: Any
-) -> list[tuple[RecordedEvent, SourcePosition]]:
-    """followup's own events that may not have reached Kafka yet: unpublished outbox rows, and
-    the recent ones (a relay may have sent them after the end offsets were captured)."""
-    rows = await conn.fetch(
-        """
-        SELECT e.global_position, e.envelope FROM es_events e
-        WHERE e.recorded_at >= $1
-           OR EXISTS (SELECT 1 FROM es_outbox o
-                      WHERE o.event_id = e.event_id AND o.published_at IS NULL)
-        ORDER BY e.tx_id, e.global_position
-        """,
-        since - RECENT_STORE_EVENTS,
-    )
-    return [
-        (
-            RecordedEvent.model_validate(r["envelope"]),
-            SourcePosition(STORE_SOURCE, r["global_position"]),
-        )
-        for r in rows
-    ]
+            await uow.lock_client(client_id)
+            await apply_client_stage_changes(uow, client_id, now, projection.policy)

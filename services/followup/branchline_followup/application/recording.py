@@ -6,21 +6,20 @@ models, all in the caller's transaction. Their Kafka copy, relayed later, finds 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from branchline_followup.application.clock import ServiceClock
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.projector import Projection, project
 from branchline_followup.domain import FollowupTask
 from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.crypto.sealing import seal_paths
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
-from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.pool import PgPool
 
 SOURCE = "followup"
 TIMER_ACTOR = Actor(id="followup-timer", role="system")
@@ -31,18 +30,16 @@ class FollowupContext:
     """The dependencies of followup's use cases."""
 
     pool: PgPool
+    """Reads outside a unit of work (the page queries)."""
+    units: UnitsOfWork
+    """Every write: one unit of work per transaction (ADR-0013); it wakes the outbox relay
+    of this process after a commit that appended events."""
     projection: Projection
     topic: str
     clock: ServiceClock
-    on_commit: Callable[[], None] | None = None
-    """Wakes the outbox relay of this process after a commit."""
     keys: ClientKeyStore | None = None
     """Seals the personal values of followup's own events (an RM's note) with the client's
     data key before they are stored or published (ADR-0007)."""
-
-    def committed(self) -> None:
-        if self.on_commit is not None:
-            self.on_commit()
 
 
 def task_stream_id(task_id: uuid.UUID) -> str:
@@ -71,7 +68,7 @@ async def _sealed(
 
 
 async def record_and_apply(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     *,
     event_id: uuid.UUID,
@@ -86,14 +83,13 @@ async def record_and_apply(
     ``submitted_by``: the authenticated caller of an RM's or supervisor's action (None for the
     timers). An event dated after the real time was caused by the dev-mode test clock and is
     marked ``synthetic``."""
-    uow = PostgresUnitOfWork(conn)
-    existing = await uow.find_existing([event_id])
+    existing = await uow.events.find([event_id])
     if event_id in existing:
         event = existing[event_id].event
         global_position = existing[event_id].position.global_position
     else:
         stream = task_stream_id(task.id)
-        versions = await uow.lock_streams([stream])
+        versions = await uow.events.lock_streams([stream])
         recorded_at = ctx.clock.system_now()
         event = RecordedEvent(
             event_id=event_id,
@@ -112,8 +108,7 @@ async def record_and_apply(
             submitted_by=submitted_by,
             synthetic=occurred_at > recorded_at,
         )
-        uow.stage(event, topic=ctx.topic, submission_hash=None)
-        (stored,) = await uow.commit()
+        (stored,) = await uow.events.append([event], topic=ctx.topic)
         global_position = stored.global_position
-    await project(conn, event, ctx.projection, SourcePosition(SOURCE, global_position))
+    await project(uow, event, ctx.projection, SourcePosition(SOURCE, global_position))
     return event

@@ -3,14 +3,14 @@ applied once at most (the applied event id is recorded in the same transaction).
 
 from __future__ import annotations
 
+from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_shared.kafka.dead_letter_log import DeadLetter, ReplayOutcome
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
-from branchline_shared.postgres.pool import PgPool
 
 
 async def replay_into_read_models(
-    pool: PgPool, projection: Projection, letter: DeadLetter
+    units: UnitsOfWork, projection: Projection, letter: DeadLetter
 ) -> ReplayOutcome:
     try:
         event = decode_current_event(letter.value)
@@ -18,7 +18,7 @@ async def replay_into_read_models(
         return ReplayOutcome(letter, "failed", str(exc))
     try:
         applied = await apply_event(
-            pool, event, projection, source_position(letter.original_headers())
+            units, event, projection, source_position(letter.original_headers())
         )
     except Exception as exc:
         return ReplayOutcome(letter, "failed", f"projection failed: {exc!r}")

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from branchline_followup.adapters import service_loop_queries as q
-from branchline_followup.domain import FollowupPolicy, SlaRecord, TaskStatus
+from branchline_followup.application.ports import PageReads
+from branchline_followup.application.queries import sla_record
+from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.improvement import (
     AnalysedComplaint,
     Behaviour,
@@ -26,7 +27,7 @@ from branchline_followup.domain.statistics import (
     StatisticsReport,
     complaint_statistics,
 )
-from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.row_guard import decode_rows
 
 
 class UnknownProfile(ValueError):
@@ -37,7 +38,7 @@ class UnknownProfile(ValueError):
 
 
 async def improvement(
-    pool: PgPool,
+    reads: PageReads,
     *,
     branch_id: str | None,
     rm_id: str | None,
@@ -45,37 +46,33 @@ async def improvement(
     end: datetime,
     now: datetime,
 ) -> ImprovementReport:
-    records = await q.improvement_records(
-        pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end
+    records = await reads.improvement_records(
+        branch_id=branch_id, rm_id=rm_id, start=start, end=end
     )
     as_of = min(now, end)
     return ImprovementReport(
+        # Row by row: a bad row is skipped and counted (issue 9; postgres.row_guard).
         complaint_analysis=complaint_analysis(
-            AnalysedComplaint(
-                branch_id=c["branch_id"],
-                root_cause=c["root_cause"],
-                product=c["product_id"] or c["product_category"],
+            decode_rows(
+                records.complaints,
+                lambda c: AnalysedComplaint(
+                    branch_id=c["branch_id"],
+                    root_cause=c["root_cause"],
+                    product=c["product_id"] or c["product_category"],
+                ),
+                query="improvement.complaints",
             )
-            for c in records.complaints
         ),
         corrective_actions=corrective_action_completion(
-            (
-                CorrectiveActionRecord(a["root_cause"], a["due_at"], a["completed_at"])
-                for a in records.actions
+            decode_rows(
+                records.actions,
+                lambda a: CorrectiveActionRecord(a["root_cause"], a["due_at"], a["completed_at"]),
+                query="improvement.actions",
             ),
             as_of,
         ),
         promises=promises_kept(
-            (
-                SlaRecord(
-                    rule=t["rule"],
-                    kind=t["kind"],
-                    due_at=t["due_at"],
-                    status=TaskStatus(t["status"]),
-                    closed_at=t["closed_at"],
-                )
-                for t in records.promise_tasks
-            ),
+            decode_rows(records.promise_tasks, sla_record, query="improvement.promises"),
             records.renegotiations,
             as_of,
         ),
@@ -90,14 +87,12 @@ class StatisticsSelection:
 
 
 async def statistics(
-    pool: PgPool, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
+    reads: PageReads, selection: StatisticsSelection, *, now: datetime, policy: FollowupPolicy
 ) -> StatisticsReport:
     """D-17 statistics of the complaints received at the branches of ``selection.profile``."""
     if selection.profile not in policy.profiles:
         raise UnknownProfile(selection.profile, sorted(policy.profiles))
-    rows = await q.statistics_records(
-        pool, branch_ids=None, start=selection.start, end=selection.end
-    )
+    rows = await reads.statistics_records(branch_ids=None, start=selection.start, end=selection.end)
     complaints = [
         StatisticsComplaint(
             branch_id=r["branch_id"],
@@ -129,21 +124,22 @@ class ClientServiceLoop:
 
 
 async def client_service_loop(
-    pool: PgPool, client_id: str, *, account_closed_at: datetime | None, now: datetime
+    reads: PageReads, client_id: str, *, account_closed_at: datetime | None, now: datetime
 ) -> ClientServiceLoop:
-    record = await q.client_service_loop(pool, client_id)
+    record = await reads.client_service_loop(client_id)
     closed = account_closed_at is not None and account_closed_at <= now
     return ClientServiceLoop(
         account_status="closed" if closed else "open",
         account_closure_reason=record["account_closure_reason"] if closed else None,
         behaviour=behaviour_class(
-            (
-                BusinessRecord(
+            decode_rows(
+                record["business"],
+                lambda b: BusinessRecord(
                     occurred_at=b["occurred_at"],
                     product_risk=b["product_risk"],
                     amount=None if b["amount"] is None else Decimal(b["amount"]),
-                )
-                for b in record["business"]
+                ),
+                query="client360.business",
             ),
             now,
         ),

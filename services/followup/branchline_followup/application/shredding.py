@@ -12,12 +12,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.legal_holds import AuditApiLegalHolds, LegalHolds
-from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, lock_client
 from branchline_followup.application.personal_data import record_privacy_event
+from branchline_followup.application.ports import LegalHolds
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.domain.erasure import (
     ErasureCase,
@@ -27,9 +24,8 @@ from branchline_followup.domain.erasure import (
     shred_plan,
 )
 from branchline_shared.crypto.keystore import ClientKeyStore
-from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.catalogue import ClientPersonalDataShredded, EventType
 from branchline_shared.events.envelope import Actor
-from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import FollowupSettings
 
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
@@ -68,30 +64,30 @@ def shred_event_id(client_id: str) -> uuid.UUID:
 
 async def _pending_cases(ctx: FollowupContext, now: datetime) -> list[ErasureCase]:
     policy = ctx.projection.policy
-    rows = await ctx.pool.fetch(
-        "SELECT p.client_id, p.erasure_requested_at, p.erasure_event_id, c.branch_id, "
-        "c.first_business_at, c.last_business_at, c.account_closed_at "
-        "FROM fu_privacy p LEFT JOIN fu_clients c USING (client_id) "
-        "WHERE p.erasure_requested_at IS NOT NULL AND p.shredded_at IS NULL "
-        "ORDER BY p.erasure_requested_at, p.client_id"
-    )
-    return [
-        ErasureCase(
-            client_id=r["client_id"],
-            branch_id=r["branch_id"],
-            erasure_event_id=r["erasure_event_id"],
-            erasure_requested_at=r["erasure_requested_at"],
-            had_business=r["first_business_at"] is not None,
-            relationship_ended_at=relationship_ended_at(
-                account_closed_at=r["account_closed_at"],
-                first_business_at=r["first_business_at"],
-                last_business_at=r["last_business_at"],
-                churn_after_inactivity=policy.churn_after_inactivity,
-                now=now,
-            ),
-        )
-        for r in rows
-    ]
+    cases: list[ErasureCase] = []
+    async with ctx.units.begin() as uow:
+        for pending in await uow.privacy.pending_erasures():
+            # pending: an erasure was asked (both are written together)
+            assert pending.erasure_requested_at is not None
+            assert pending.erasure_event_id is not None
+            facts = await uow.clients.get(pending.client_id)
+            cases.append(
+                ErasureCase(
+                    client_id=pending.client_id,
+                    branch_id=facts.branch_id if facts else None,
+                    erasure_event_id=pending.erasure_event_id,
+                    erasure_requested_at=pending.erasure_requested_at,
+                    had_business=facts is not None and facts.first_business_at is not None,
+                    relationship_ended_at=relationship_ended_at(
+                        account_closed_at=facts.account_closed_at if facts else None,
+                        first_business_at=facts.first_business_at if facts else None,
+                        last_business_at=facts.last_business_at if facts else None,
+                        churn_after_inactivity=policy.churn_after_inactivity,
+                        now=now,
+                    ),
+                )
+            )
+    return cases
 
 
 async def shred_due(
@@ -143,14 +139,6 @@ async def shred_due(
     return statuses
 
 
-def legal_holds_from_settings(settings: FollowupSettings) -> LegalHolds:
-    """The audit API's register of standing holds (D-11)."""
-    url = settings.privacy_legal_holds_url or (
-        f"http://127.0.0.1:{settings.audit_port}/v1/audit/legal-holds"
-    )
-    return AuditApiLegalHolds(url, token_codec(settings, "audit"))
-
-
 async def _shred(
     ctx: FollowupContext,
     keys: ClientKeyStore,
@@ -158,25 +146,21 @@ async def _shred(
     plan: ShredPlan,
     now: datetime,
 ) -> tuple[str | None, uuid.UUID]:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await hold_swap_lock_shared(conn)
-        await lock_client(conn, case.client_id, ctx.projection.client_lock_class)
+    async with ctx.units.begin() as uow:
+        await uow.lock_client(case.client_id)
         # The key goes first, inside the transaction that records it: should the commit fail,
         # the next run finds the client pending, destroys again (idempotent) and records it.
         key_id = await keys.destroy(case.client_id)
-        facts = await read_models.fetch_client(conn, case.client_id)
-        data: dict[str, Any] = {
-            "basis": plan.basis.value,
-            "erasure_event_id": str(case.erasure_event_id),
-        }
-        if key_id is not None:
-            data["key_id"] = key_id
-        if case.relationship_ended_at is not None:
-            data["relationship_ended_at"] = case.relationship_ended_at
-        if plan.retention_until is not None:
-            data["retention_until"] = plan.retention_until
+        facts = await uow.clients.get(case.client_id)
+        data = ClientPersonalDataShredded(
+            basis=plan.basis,
+            erasure_event_id=case.erasure_event_id,
+            key_id=key_id,
+            relationship_ended_at=case.relationship_ended_at,
+            retention_until=plan.retention_until,
+        ).model_dump(mode="json", exclude_none=True)
         event = await record_privacy_event(
-            conn,
+            uow,
             ctx,
             event_type=PERSONAL_DATA_SHREDDED,
             client_id=case.client_id,
@@ -186,5 +170,4 @@ async def _shred(
             data=data,
             event_id=shred_event_id(case.client_id),
         )
-    ctx.committed()
     return key_id, event.event_id

@@ -8,53 +8,40 @@ decisions are :mod:`branchline_followup.domain.conflicts` and
 
 from __future__ import annotations
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.suitability import SaveTasks
 from branchline_followup.domain import ClientContext, FollowupPolicy, apply_commands
 from branchline_followup.domain.conflicts import escalates, gift_escalation, gift_of
 from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded, parse_payload
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import LifecycleStage
-from branchline_shared.postgres.pool import PgConnection
 
 TRAINING_RECORDED = EventType.STAFF_TRAINING_RECORDED.value
 
 
 async def on_staff_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     policy: FollowupPolicy,
-    client_lock_class: int,
     save: SaveTasks,
 ) -> None:
     """Record the member of staff (and their training hours); escalate an accepted gift."""
     if event.staff_id is None:
         return
-    await conn.execute(
-        "INSERT INTO fu_staff (staff_id, branch_id) VALUES ($1, $2) ON CONFLICT (staff_id) "
-        "DO UPDATE SET branch_id = COALESCE(EXCLUDED.branch_id, fu_staff.branch_id)",
-        event.staff_id,
-        event.branch_id,
-    )
+    await uow.activity.record_staff(event.staff_id, event.branch_id)
     if event.type == TRAINING_RECORDED:
         payload = parse_payload(event.type, event.data)
         assert isinstance(payload, StaffTrainingRecorded)
-        await conn.execute(
-            "INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            event.event_id,
-            event.staff_id,
-            payload.hours,
-            payload.completed_at,
+        await uow.activity.record_training(
+            event, event.staff_id, payload.hours, payload.completed_at
         )
         return
     gift = gift_of(event)
     if gift is None or not escalates(gift, policy):
         return
     client_id = gift.client_id
-    await lock_client(conn, client_id, client_lock_class)
-    facts = await read_models.fetch_client(conn, client_id)
+    await uow.lock_client(client_id)
+    facts = await uow.clients.get(client_id)
     client = ClientContext(
         client_id=client_id,
         rm_id=facts.rm_id if facts else None,
@@ -62,5 +49,5 @@ async def on_staff_event(
         branch_id=facts.branch_id if facts else event.branch_id,
         risk_level=facts.risk_level if facts else None,
     )
-    before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
-    await save(conn, before, apply_commands(before, gift_escalation(event, client, policy)))
+    before = {t.id: t for t in await uow.tasks.open_of(client_id)}
+    await save(uow, before, apply_commands(before, gift_escalation(event, client, policy)))

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import lock_client
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
 from branchline_followup.domain.suitability import (
-    Holding,
     Rating,
     latest_rating,
     not_fitting,
@@ -25,17 +22,19 @@ from branchline_followup.domain.suitability import (
     tolerance_lowered,
 )
 from branchline_shared.events.catalogue import (
+    ClientRiskAssessed,
     EventType,
     ProductApproved,
     ProductRerated,
-    parse_payload,
+    ProductSold,
 )
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.vocabulary import LifecycleStage, ProductRisk, RiskTolerance
-from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.events.typed import payload_as, payload_of
+from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
 SaveTasks = Callable[
-    [PgConnection, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]], Awaitable[None]
+    [FollowupUnitOfWork, dict[uuid.UUID, FollowupTask], dict[uuid.UUID, FollowupTask]],
+    Awaitable[None],
 ]
 
 SOLD = EventType.PRODUCT_SOLD.value
@@ -44,37 +43,8 @@ APPROVED = EventType.PRODUCT_APPROVED.value
 RERATED = EventType.PRODUCT_RERATED.value
 
 
-async def holdings_of(conn: PgConnection, client_id: str) -> list[Holding]:
-    rows = await conn.fetch(
-        "SELECT product_id, product_risk FROM fu_holdings WHERE client_id = $1", client_id
-    )
-    return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
-
-
-async def ratings_of(conn: PgConnection, product_id: str) -> list[Rating]:
-    rows = await conn.fetch(
-        "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
-        product_id,
-    )
-    return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
-
-
-async def _hold(
-    conn: PgConnection, client_id: str, product_id: str, risk: str, since: datetime
-) -> None:
-    await conn.execute(
-        "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
-        "product_risk = EXCLUDED.product_risk, since = LEAST(fu_holdings.since, EXCLUDED.since)",
-        client_id,
-        product_id,
-        risk,
-        since,
-    )
-
-
 async def on_client_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     client: ClientContext,
     previous_tolerance: str | None,
@@ -85,21 +55,21 @@ async def on_client_event(
     for a product followup has no rating of), and makes due the reviews of ratings that took
     effect after it but reached followup first; a lower reassessment makes a review due for
     the holdings above the new tolerance."""
-    data = event.data
     if event.type == SOLD:
-        product_id = str(data["product_id"])
-        ratings = await ratings_of(conn, product_id)
+        sold = payload_as(event, ProductSold)
+        product_id = sold.product_id
+        ratings = await uow.holdings.ratings_of(product_id)
         latest = latest_rating(ratings)
-        risk = latest.risk.value if latest else data.get("product_risk")
-        if not risk:
+        risk = latest.risk if latest else sold.product_risk
+        if risk is None:
             return tasks
-        await _hold(conn, client.client_id, product_id, str(risk), event.occurred_at)
+        await uow.holdings.hold(client.client_id, product_id, risk.value, event.occurred_at)
         commands = reviews_after_sale(
             client,
             product_id=product_id,
             sold_at=event.occurred_at,
             ratings=ratings,
-            holdings=await holdings_of(conn, client.client_id),
+            holdings=await uow.holdings.of_client(client.client_id),
             # a sale leaves the tolerance as it was
             tolerance=RiskTolerance(previous_tolerance) if previous_tolerance else None,
             open_tasks=tasks.values(),
@@ -107,10 +77,10 @@ async def on_client_event(
         )
         return apply_commands(tasks, commands)
     if event.type == ASSESSED:
-        after = RiskTolerance(str(data["level"]))
+        after = payload_as(event, ClientRiskAssessed).level
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
-            product_ids = not_fitting(await holdings_of(conn, client.client_id), after)
+            product_ids = not_fitting(await uow.holdings.of_client(client.client_id), after)
             commands = suitability_review(
                 client,
                 cause_event_id=event.event_id,
@@ -127,7 +97,7 @@ def _rating(event: RecordedEvent) -> Rating | None:
     """The rating a shelf event states (``None``: not a rating)."""
     if event.type not in (APPROVED, RERATED):
         return None
-    payload = parse_payload(event.type, event.data)
+    payload = payload_of(event)  # upcast, stored: its texts are sealed
     if isinstance(payload, ProductRerated):
         effective_at = max(event.occurred_at, payload.effective_at)
         return Rating(event.event_id, payload.risk, effective_at)
@@ -136,10 +106,9 @@ def _rating(event: RecordedEvent) -> Rating | None:
 
 
 async def on_product_event(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     event: RecordedEvent,
     policy: FollowupPolicy,
-    client_lock_class: int,
     save: SaveTasks,
 ) -> None:
     """A rating (approval or re-rating) joins the product's ratings; every holding of the
@@ -148,25 +117,14 @@ async def on_product_event(
     rating = _rating(event)
     if rating is None or event.product_id is None:
         return
-    await conn.execute(
-        "INSERT INTO fu_product_ratings (product_id, event_id, risk, effective_at) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        event.product_id,
-        rating.event_id,
-        rating.risk.value,
-        rating.effective_at,
-    )
-    latest = latest_rating(await ratings_of(conn, event.product_id))
+    await uow.holdings.record_rating(event.product_id, rating)
+    latest = latest_rating(await uow.holdings.ratings_of(event.product_id))
     assert latest is not None  # this one at least
-    rows = await conn.fetch(
-        "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 RETURNING client_id, since",
-        event.product_id,
-        latest.risk.value,
-    )
-    held_before = {r["client_id"] for r in rows if r["since"] < rating.effective_at}
-    for client_id in sorted(held_before):
-        await lock_client(conn, client_id, client_lock_class)
-        facts = await read_models.fetch_client(conn, client_id)
+    holders = await uow.holdings.rerate(event.product_id, latest.risk.value)
+    held_before = {client_id for client_id, since in holders if since < rating.effective_at}
+    for client_id in sorted(held_before):  # in one order: no two writers deadlock
+        await uow.lock_client(client_id)
+        facts = await uow.clients.get(client_id)
         if facts is None or facts.risk_tolerance is None:
             continue
         client = ClientContext(
@@ -176,14 +134,14 @@ async def on_product_event(
             branch_id=facts.branch_id,
             risk_level=facts.risk_level,
         )
-        before = {t.id: t for t in await read_models.open_tasks_of(conn, client_id)}
+        before = {t.id: t for t in await uow.tasks.open_of(client_id)}
         commands = review_on_rating(
             client,
             product_id=event.product_id,
             rating=rating,
-            holdings=await holdings_of(conn, client_id),
+            holdings=await uow.holdings.of_client(client_id),
             tolerance=RiskTolerance(facts.risk_tolerance),
             open_tasks=before.values(),
             policy=policy,
         )
-        await save(conn, before, apply_commands(before, commands))
+        await save(uow, before, apply_commands(before, commands))

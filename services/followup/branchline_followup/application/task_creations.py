@@ -19,15 +19,18 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from branchline_followup.adapters import read_models
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
 from branchline_followup.domain.tasks import task_id_for
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType, parse_payload
+from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
+    EventType,
+    FollowupTaskCreated,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent
-from branchline_shared.eventstore.postgres import PostgresUnitOfWork
+from branchline_shared.events.typed import payload_as
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import PgConnection
 
 TASK_CREATED = EventType.FOLLOWUP_TASK_CREATED.value
 TASK_CREATED_NAMESPACE = uuid.UUID("0f3b8e52-6a41-5d7c-9e28-b1c4d7a9e305")
@@ -45,7 +48,9 @@ def _stream(task_id: uuid.UUID) -> str:
 
 
 async def recorded_creations(
-    conn: PgConnection, source_event_ids: Iterable[uuid.UUID], task_ids: Iterable[uuid.UUID] = ()
+    uow: FollowupUnitOfWork,
+    source_event_ids: Iterable[uuid.UUID],
+    task_ids: Iterable[uuid.UUID] = (),
 ) -> dict[uuid.UUID, RecordedEvent]:
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
     events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
@@ -58,11 +63,8 @@ async def recorded_creations(
     by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
-    rows = await conn.fetch(
-        "SELECT event_id, envelope FROM es_events WHERE event_id = ANY($1::uuid[])",
-        list(by_event),
-    )
-    return {by_event[r["event_id"]]: RecordedEvent.model_validate(r["envelope"]) for r in rows}
+    found = await uow.events.find(list(by_event))
+    return {by_event[event_id]: stored.event for event_id, stored in found.items()}
 
 
 def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
@@ -76,7 +78,7 @@ def task_from_record(creation: RecordedEvent) -> FollowupTask:
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
     return task_from_creation(
-        creation.data,
+        payload_as(creation, FollowupTaskCreated),
         client_id=creation.client_id,
         branch_id=creation.branch_id,
         opened_at=creation.occurred_at,
@@ -84,9 +86,7 @@ def task_from_record(creation: RecordedEvent) -> FollowupTask:
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
-    data = parse_payload(TASK_CREATED, creation_record(task)).model_dump(
-        mode="json", exclude_none=True
-    )
+    data = creation_record(task).model_dump(mode="json", exclude_none=True)
     return RecordedEvent(
         event_id=task_created_event_id(task.id),
         type=TASK_CREATED,
@@ -105,7 +105,7 @@ def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) ->
 
 
 async def settle_created_tasks(
-    conn: PgConnection,
+    uow: FollowupUnitOfWork,
     created: Mapping[uuid.UUID, FollowupTask],
     *,
     topic: str | None,
@@ -119,15 +119,13 @@ async def settle_created_tasks(
     events marked applied (their Kafka copies then change nothing)."""
     if not created:
         return {}, set()
-    recorded = await recorded_creations(
-        conn, {t.source_event_id for t in created.values()}, created
-    )
+    recorded = await recorded_creations(uow, {t.source_event_id for t in created.values()}, created)
     decided = {_decision(task_from_record(e)) for e in recorded.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
         if task_id in recorded:
-            settled[task_id] = replayed(task, recorded[task_id].data)
+            settled[task_id] = replayed(task, payload_as(recorded[task_id], FollowupTaskCreated))
         elif _decision(task) in decided:
             dropped.add(task_id)
         else:
@@ -136,22 +134,17 @@ async def settle_created_tasks(
     for task_id, creation in recorded.items():
         task = task_from_record(creation)
         restore = task_id not in created and _decision(task) in decisions
-        if restore and await read_models.fetch_task(conn, task_id) is None:
+        if restore and await uow.tasks.get(task_id) is None:
             settled[task_id] = task
     fresh = [t for task_id, t in settled.items() if task_id not in recorded]
     if topic is None or not fresh:
         return settled, dropped
-    uow = PostgresUnitOfWork(conn)
-    versions = await uow.lock_streams([_stream(t.id) for t in fresh])
+    versions = await uow.events.lock_streams([_stream(t.id) for t in fresh])
     now = datetime.now(UTC)
     events = [
         creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
     ]
-    for event in events:
-        uow.stage(event, topic=topic, submission_hash=None)
-    stored = await uow.commit()
+    stored = await uow.events.append(events, topic=topic)
     for event, position in zip(events, stored, strict=True):
-        await read_models.mark_applied(
-            conn, event, SourcePosition(SOURCE, position.global_position)
-        )
+        await uow.mark_applied(event, SourcePosition(SOURCE, position.global_position))
     return settled, dropped

@@ -22,9 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from branchline_followup.adapters import read_models
-from branchline_followup.adapters.pg_schemas import hold_swap_lock_shared, try_lock_client
-from branchline_followup.adapters.read_models import DueTimer
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import apply_client_stage_changes
 from branchline_followup.application.recording import (
     TIMER_ACTOR,
@@ -32,8 +30,8 @@ from branchline_followup.application.recording import (
     record_and_apply,
 )
 from branchline_followup.domain import TimerKind, on_timer_fired
+from branchline_followup.domain.records import DueTimer
 from branchline_shared.kafka.consuming import is_transient
-from branchline_shared.postgres.pool import PgConnection
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +58,20 @@ async def run_due_timers(
     stage_changes, busy, dead = await run_due_stage_changes(ctx, now, batch_size=batch_size)
     fired = consumed = 0
     while True:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await hold_swap_lock_shared(conn)
-            claimed = await read_models.claim_due_timers(conn, now, batch_size)
+        async with ctx.units.begin() as uow:
+            claimed = await uow.timers.claim_due(now, batch_size)
             round_busy = 0
             for timer in claimed:
-                if not await try_lock_client(
-                    conn, timer.client_id, ctx.projection.client_lock_class
-                ):
+                if not await uow.try_lock_client(timer.client_id):
                     round_busy += 1
                     continue
                 try:
-                    async with conn.transaction():  # a savepoint: a timer fails alone
-                        done = await _fire(conn, ctx, timer, now)
+                    async with uow.savepoint():  # a timer fails alone
+                        done = await _fire(uow, ctx, timer, now)
                 except Exception as exc:
                     if is_transient(exc):
                         raise
-                    await _dead_letter(conn, timer, now, exc)
+                    await _dead_letter(uow, timer, now, exc)
                     dead += 1
                     continue
                 if done:
@@ -84,8 +79,6 @@ async def run_due_timers(
                 else:
                     consumed += 1
         busy += round_busy
-        if fired or consumed:
-            ctx.committed()
         if len(claimed) < batch_size or round_busy == len(claimed):
             return TimerRound(
                 fired=fired, consumed=consumed, busy=busy, stage_changes=stage_changes, dead=dead
@@ -100,18 +93,17 @@ async def run_due_stage_changes(
     changed = busy = dead = 0
     policy = ctx.projection.policy
     while True:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await hold_swap_lock_shared(conn)
-            claimed = await read_models.claim_due_stage_changes(conn, now, batch_size)
+        async with ctx.units.begin() as uow:
+            claimed = await uow.clients.claim_due_stage_changes(now, batch_size)
             round_busy = 0
             for client_id in claimed:
-                if not await try_lock_client(conn, client_id, ctx.projection.client_lock_class):
+                if not await uow.try_lock_client(client_id):
                     round_busy += 1
                     continue
                 try:
-                    async with conn.transaction():  # a savepoint: a client fails alone
+                    async with uow.savepoint():  # a client fails alone
                         made = await apply_client_stage_changes(
-                            conn, client_id, now, policy, topic=ctx.projection.task_creations_topic
+                            uow, client_id, now, policy, topic=ctx.projection.task_creations_topic
                         )
                 except Exception as exc:
                     if is_transient(exc):
@@ -120,7 +112,7 @@ async def run_due_stage_changes(
                         "stage change dead-lettered",
                         extra={"client_id": client_id, "error": _reason(exc)},
                     )
-                    await read_models.dead_letter_stage_change(conn, client_id, _reason(exc))
+                    await uow.clients.dead_letter_stage_change(client_id, _reason(exc))
                     dead += 1
                     continue
                 if made:
@@ -135,7 +127,7 @@ def _reason(exc: BaseException) -> str:
 
 
 async def _dead_letter(
-    conn: PgConnection, timer: DueTimer, now: datetime, exc: BaseException
+    uow: FollowupUnitOfWork, timer: DueTimer, now: datetime, exc: BaseException
 ) -> None:
     """Poison stays local: a timer that cannot fire is set aside with its reason (and logged)
     instead of failing the round, so every other client's deadlines still pass."""
@@ -143,18 +135,20 @@ async def _dead_letter(
         "timer dead-lettered",
         extra={"timer_id": str(timer.id), "task_id": str(timer.task_id), "error": _reason(exc)},
     )
-    await read_models.dead_letter_timer(conn, timer.id, now, _reason(exc))
+    await uow.timers.dead_letter(timer.id, now, _reason(exc))
 
 
-async def _fire(conn: PgConnection, ctx: FollowupContext, timer: DueTimer, now: datetime) -> bool:
-    task = await read_models.fetch_task(conn, timer.task_id)
+async def _fire(
+    uow: FollowupUnitOfWork, ctx: FollowupContext, timer: DueTimer, now: datetime
+) -> bool:
+    task = await uow.tasks.get(timer.task_id)
     kind = TimerKind(timer.kind)
     event = None if task is None else on_timer_fired(task, kind, now, ctx.projection.policy)
     if task is None or event is None:
-        await read_models.consume_timer(conn, timer.id, timer.fire_at)
+        await uow.timers.consume(timer.id, timer.fire_at)
         return False
     await record_and_apply(
-        conn,
+        uow,
         ctx,
         event_id=event.event_id,
         event_type=event.type,
@@ -165,7 +159,7 @@ async def _fire(conn: PgConnection, ctx: FollowupContext, timer: DueTimer, now: 
     )
     # Normally applying the event marked it; a timer whose event was recorded before (and is
     # applied already) is marked here.
-    await read_models.mark_timer_fired(conn, task.id, kind.value, event.occurred_at, event.event_id)
+    await uow.timers.mark_fired(task.id, kind.value, event.occurred_at, event.event_id)
     return True
 
 
@@ -179,10 +173,8 @@ async def fire_all_due(
     fired = 0
     while True:
         fired += (await run_due_timers(ctx, now, batch_size=batch_size)).fired
-        async with ctx.pool.acquire() as conn:
-            left = await read_models.count_due_timers(
-                conn, now
-            ) + await read_models.count_due_stage_changes(conn, now)
+        async with ctx.units.begin() as uow:
+            left = await uow.timers.count_due(now) + await uow.clients.count_due_stage_changes(now)
         if not left or loop.time() > deadline:
             return fired
         await asyncio.sleep(0.05)

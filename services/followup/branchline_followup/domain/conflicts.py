@@ -21,7 +21,7 @@ from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
-GIFT_RECORDED = "staff.gift_recorded"
+GIFT_RECORDED = c.EventType.STAFF_GIFT_RECORDED.value
 
 
 def gift_of(event: RecordedEvent) -> c.StaffGiftRecorded | None:

@@ -33,8 +33,8 @@ from branchline_shared.domain.classification import risk_level
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
 
-IDENTITY_VERIFIED = "client.identity_verified"
-RISK_ASSESSED = "client.risk_assessed"
+IDENTITY_VERIFIED = c.EventType.CLIENT_IDENTITY_VERIFIED.value
+RISK_ASSESSED = c.EventType.CLIENT_RISK_ASSESSED.value
 KYC_SUBJECT = "due_diligence"
 
 

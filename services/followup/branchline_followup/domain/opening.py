@@ -12,7 +12,7 @@ is made, and its creation recorded, the same way whatever rule made it due.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from branchline_followup.domain.tasks import (
     new_task,
 )
 from branchline_followup.domain.vocabulary import TaskKind
+from branchline_shared.events.catalogue import FollowupTaskCreated
 from branchline_shared.events.envelope import RecordedEvent
 
 CLIENT_SUBJECT = "client"
@@ -144,53 +145,57 @@ def holdings_named(task: FollowupTask) -> tuple[str, ...]:
     return tuple(p for p in listed.split(",") if p)
 
 
-def creation_record(task: FollowupTask) -> dict[str, Any]:
+def creation_record(task: FollowupTask) -> FollowupTaskCreated:
     """The ``followup.task_created`` payload of ``task``: what a replay restores exactly
     (deadline, assignee, profile), what the task is about, and for a D-15 review the
-    holdings it names."""
-    record: dict[str, Any] = {
-        "task_id": str(task.id),
-        "kind": task.kind.value,
-        "assignee": task.assignee,
-        "due_at": task.due_at.isoformat(),
-        "rule": task.rule.value,
-        "source_event_id": str(task.source_event_id),
-        "subject_id": task.subject,
-        "profile": task.deadline_profile,
-    }
-    holdings = holdings_named(task)
-    if holdings:
-        record["holdings"] = list(holdings)
-    return record
+    holdings it names (its subject is made of them: a list is no identifier)."""
+    review = task.kind is TaskKind.SUITABILITY_REVIEW
+    return FollowupTaskCreated(
+        task_id=str(task.id),
+        kind=task.kind,
+        assignee=task.assignee,
+        due_at=task.due_at,
+        rule=task.rule.value,
+        source_event_id=task.source_event_id,
+        subject_id=None if review else task.subject,
+        profile=task.deadline_profile,
+        holdings=holdings_named(task),
+    )
 
 
 def task_from_creation(
-    data: Mapping[str, Any], *, client_id: str, branch_id: str | None, opened_at: datetime
+    created: FollowupTaskCreated, *, client_id: str, branch_id: str | None, opened_at: datetime
 ) -> FollowupTask:
     """The task a recorded creation states (its own id: a D-15 review's is per client)."""
+    if created.source_event_id is None:  # the rules always record the event they followed
+        raise ValueError(f"followup.task_created of task {created.task_id} names no source")
     task = new_task(
-        kind=TaskKind(str(data["kind"])),
-        source_event_id=uuid.UUID(str(data["source_event_id"])),
+        kind=created.kind,
+        source_event_id=created.source_event_id,
         client_id=client_id,
         branch_id=branch_id,
-        assignee=str(data["assignee"]),
-        subject=str(data.get("subject_id") or CLIENT_SUBJECT),
+        assignee=created.assignee,
+        subject=_subject_of(created),
         opened_at=opened_at,
-        due_at=datetime.fromisoformat(str(data["due_at"])),
-        deadline_profile=str(data.get("profile") or "default"),
+        due_at=created.due_at,
+        deadline_profile=created.profile or "default",
     )
-    if data.get("task_id"):
-        task = task.model_copy(update={"id": uuid.UUID(str(data["task_id"]))})
-    return task
+    return task.model_copy(update={"id": uuid.UUID(created.task_id)})
 
 
-def replayed(task: FollowupTask, data: Mapping[str, Any]) -> FollowupTask:
+def _subject_of(created: FollowupTaskCreated) -> str:
+    if created.kind is TaskKind.SUITABILITY_REVIEW:
+        return SUITABILITY_SUBJECT_PREFIX + ",".join(created.holdings)
+    return created.subject_id or CLIENT_SUBJECT
+
+
+def replayed(task: FollowupTask, created: FollowupTaskCreated) -> FollowupTask:
     """``task`` (as today's rules make it) with the deadline, assignee and profile its
     recorded creation states: a deadline once set is never recomputed (D-07)."""
     return task.model_copy(
         update={
-            "due_at": datetime.fromisoformat(str(data["due_at"])),
-            "assignee": str(data["assignee"]),
-            "deadline_profile": str(data.get("profile") or task.deadline_profile),
+            "due_at": created.due_at,
+            "assignee": created.assignee,
+            "deadline_profile": created.profile or task.deadline_profile,
         }
     )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from branchline_followup.adapters import queries
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.queries import QualitySelection, quality, stage_at
 from branchline_followup.application.reading import record_client_read
 from branchline_followup.application.service_loop import client_service_loop, improvement
@@ -129,7 +130,7 @@ async def get_client(
     policy = ctx.projection.policy
     facts = record.facts
     loop = await client_service_loop(
-        ctx.pool, client_id, account_closed_at=facts.account_closed_at, now=now
+        PostgresPageReads(ctx.pool), client_id, account_closed_at=facts.account_closed_at, now=now
     )
     return ClientView(
         client_id=facts.client_id,
@@ -196,10 +197,9 @@ async def get_quality(
             errors=[{"field": "from", "message": "must be before to", "type": "value_error"}],
         )
     selection = QualitySelection(branch_id=branch_id, rm_id=rm_id, start=start, end=end)
-    report = await quality(ctx.pool, selection, now=now, policy=ctx.projection.policy)
-    loop = await improvement(
-        ctx.pool, branch_id=branch_id, rm_id=rm_id, start=start, end=end, now=now
-    )
+    reads = PostgresPageReads(ctx.pool)
+    report = await quality(reads, selection, now=now, policy=ctx.projection.policy)
+    loop = await improvement(reads, branch_id=branch_id, rm_id=rm_id, start=start, end=end, now=now)
     return QualityView(
         branch_id=branch_id,
         rm_id=rm_id,

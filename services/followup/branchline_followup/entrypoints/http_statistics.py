@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.service_loop import (
     StatisticsSelection,
     UnknownProfile,
@@ -68,7 +69,7 @@ async def get_complaint_statistics(
         raise _invalid("from", "must be before to")
     try:
         report = await statistics(
-            ctx.pool,
+            PostgresPageReads(ctx.pool),
             StatisticsSelection(profile=profile, start=period_from, end=period_to),
             now=now,
             policy=policy,

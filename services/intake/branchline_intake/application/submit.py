@@ -44,6 +44,11 @@ from branchline_shared.events.envelope import (
     client_stream_id,
     subject_stream_id,
 )
+from branchline_shared.events.sealing_keys import (
+    sealed_late_entry,
+    sealing_key_id,
+    sealing_key_of,
+)
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     EventStore,
@@ -130,7 +135,7 @@ async def submit_events(
             continue
         data = checked.model_dump(mode="json", exclude_none=True)
         try:
-            await _fetch_key(ctx, item.type, item.client_id, data, keys)
+            await _fetch_key(ctx, item, data, keys)
         except KeyDestroyed as erased:
             outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
             continue
@@ -256,30 +261,38 @@ def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
 
 async def _fetch_key(
     ctx: IntakeContext,
-    event_type: str,
-    client_id: str | None,
+    item: SubmittedEvent,
     data: dict[str, Any],
     keys: dict[str, DataKey],
 ) -> None:
-    """The client's data key, fetched before the unit of work when the event will need it
-    (raises KeyDestroyed for an erased client)."""
-    if client_id is not None and _personal_paths(event_type, data) and client_id not in keys:
-        keys[client_id] = await ctx.keys.key_for(client_id)
+    """The data key of the event's subject (the client's, a member of staff's or the
+    institution's: ``sealing_keys``), fetched before the unit of work when the event will need
+    it (raises KeyDestroyed for an erased client)."""
+    key_id = sealing_key_id(item.type, client_id=item.client_id, staff_id=item.staff_id)
+    needed = _personal_paths(item.type, data) or item.late_entry is not None
+    if key_id is not None and needed and key_id not in keys:
+        keys[key_id] = await ctx.keys.key_for(key_id)
 
 
 def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
     """The accepted event with its personal values sealed, as it is stored and published
     (ADR-0007): the rules decided on the clear, typed payload, so every limit means what it
     says for the clear text (issue #9 finding 4); the event store, the topics and the audit
-    trail only ever hold ciphertext."""
+    trail only ever hold ciphertext. The envelope's late-entry reason is free text too: sealed
+    with the same key (issue #9)."""
     paths = _personal_paths(event.type, event.data)
-    if not paths:
+    if not paths and event.late_entry is None:
         return event
-    client_id = event.client_id
-    if client_id is None:  # the catalogue declares personal paths on client events only
-        raise ValueError(f"{event.type} has personal fields but no client to seal them for")
-    data = seal_paths(event.data, paths, keys[client_id], client_id=client_id)
-    return event.model_copy(update={"data": data})
+    key_id = sealing_key_of(event)
+    if key_id is None:  # every subject kind has a key; an event without its subject has none
+        raise ValueError(f"{event.type} has personal fields but no subject to seal them for")
+    key = keys[key_id]
+    update: dict[str, Any] = {}
+    if paths:
+        update["data"] = seal_paths(event.data, paths, key, client_id=key_id)
+    if event.late_entry is not None:
+        update["late_entry"] = sealed_late_entry(event.late_entry, key, key_id)
+    return event.model_copy(update=update)
 
 
 def _envelope(

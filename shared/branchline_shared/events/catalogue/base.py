@@ -27,17 +27,15 @@ class EventPayload(BaseModel):
     SCHEMA_VERSION: ClassVar[int] = 1
     """Version of this payload's schema; a breaking change adds a version and an upcaster."""
     PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ()
-    """Payload keys holding personal data (the whole value under each key; ``a.b`` the key
-    ``b`` of the object under ``a``): sealed with the client's key before anything is stored,
-    masked for readers, shredded with the key."""
+    """Payload keys holding personal data or other free text (the whole value under each key;
+    ``a.b`` the key ``b`` of the object under ``a``): sealed with the subject's key before
+    anything is stored (a client's; a member of staff's own; the institution's for the product
+    shelf: ``branchline_shared.events.sealing_keys``), masked for readers, shredded with the
+    key."""
     SYSTEM_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
     """Free text that Branchline writes itself, never taken from a caller (only on types of
-    :data:`SYSTEM_EVENT_TYPES`). Every other free text is personal; everything else is a closed
+    :data:`SYSTEM_EVENT_TYPES`). Every other free text is sealed; everything else is a closed
     code, a bounded identifier, a number or a time (docs/input-validation.md)."""
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ()
-    """Free text of an event whose subject is a product or a member of staff, not a client:
-    there is no client key to seal it with, so it stays in clear and must describe the
-    institution's products and staff, never a client (docs/input-validation.md)."""
     SUBJECT: ClassVar[Subject] = Subject.CLIENT
     """Which envelope field names the event's subject (and so its stream)."""
 

@@ -36,7 +36,7 @@ class ProductApproved(ProductGovernanceEvent):
     """product.approved (D-13): the institution puts a product on its shelf, on sale, with its
     own risk rating in force from ``occurred_at``."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("name",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("name",)
 
     name: Label
     category: ProductCategory
@@ -50,7 +50,7 @@ class ProductApproved(ProductGovernanceEvent):
 class ProductRerated(ProductGovernanceEvent):
     """product.rerated (D-13, D-15): a new rating in force from ``effective_at``."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     risk: ProductRisk
     effective_at: Instant
@@ -61,7 +61,7 @@ class ProductRerated(ProductGovernanceEvent):
 class ProductSuspended(ProductGovernanceEvent):
     """product.suspended (D-13): no recommendation or sale until resumed by a new approval."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     reason: Label
 
@@ -69,6 +69,6 @@ class ProductSuspended(ProductGovernanceEvent):
 class ProductWithdrawn(ProductGovernanceEvent):
     """product.withdrawn (D-13): off the shelf for good."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     reason: Label

@@ -44,7 +44,7 @@ class StaffQualificationRenewed(StaffEvent):
 class StaffQualificationRevoked(StaffEvent):
     """staff.qualification_revoked (D-14): no longer valid from ``occurred_at``."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
 
     category: ProductCategory
     reason: Label
@@ -53,7 +53,7 @@ class StaffQualificationRevoked(StaffEvent):
 class StaffTrainingRecorded(StaffEvent):
     """staff.training_recorded (D-14): training hours (reference: 40 a year)."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("topic",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("topic",)
 
     hours: Annotated[Decimal, Field(gt=0, le=1000, max_digits=7, decimal_places=2)]
     topic: Label
@@ -64,7 +64,7 @@ class StaffInterestDeclared(StaffEvent):
     """staff.interest_declared (D-16): a material interest in a product; recommending it then
     needs the interest disclosed to the client."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("nature",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("nature",)
 
     product_id: Identifier
     nature: Label
@@ -74,7 +74,7 @@ class StaffGiftRecorded(StaffEvent):
     """staff.gift_recorded (D-16): a gift or benefit offered by a client. Accepting one above
     the policy's value (default 0) breaks the policy: it is recorded and escalated."""
 
-    INSTITUTION_TEXT_PATHS: ClassVar[tuple[str, ...]] = ("description",)
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("description",)
 
     client_id: Identifier
     value: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=4)]

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from branchline_followup.adapters.console_queries import BoardRow, team_board
 from branchline_followup.adapters.console_refusals import RefusalSelection, refusals
+from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.actions import TaskRefused, reassign_task
 from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
@@ -145,7 +146,9 @@ async def _report(
     selection = QualitySelection(
         branch_id=branch_id or None, rm_id=rm_id or None, start=begin, end=stop
     )
-    report = await quality(ctx.pool, selection, now=now, policy=ctx.projection.policy)
+    report = await quality(
+        PostgresPageReads(ctx.pool), selection, now=now, policy=ctx.projection.policy
+    )
     return selection, report, now
 
 

@@ -1,0 +1,410 @@
+"""An in-memory implementation of followup's unit of work (ADR-0013), for fast tests of the
+use cases: the same contract as the PostgreSQL one (``tests/contract``), no database.
+
+Units run one at a time (a lock around each), which is stronger than the client locks the
+port promises; a unit that raises restores the state it began with, a savepoint that raises
+the state at its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from branchline_followup.adapters.personal_data import (
+    ERASURE_REQUESTED,
+    PERSONAL_DATA_SHREDDED,
+    sealed_values_of,
+)
+from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
+from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.suitability import Holding, Rating
+from branchline_shared.events.catalogue import EventType, RuleViolationRefused
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
+from branchline_shared.events.vocabulary import ProductRisk
+from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
+from branchline_shared.kafka.wire import SourcePosition
+
+
+@dataclass
+class TimerRow:
+    id: uuid.UUID
+    task_id: uuid.UUID
+    client_id: str
+    kind: str
+    fire_at: datetime
+    fired_at: datetime | None = None
+    fired_event_id: uuid.UUID | None = None
+    dead_reason: str | None = None
+
+
+@dataclass
+class MemoryState:
+    """Everything a unit can change (tests may read it)."""
+
+    applied: dict[uuid.UUID, tuple[str, int | None]] = field(default_factory=dict)
+    """Applied event id → (store, global position) (what reconcile compares)."""
+    clients: dict[str, ClientFacts] = field(default_factory=dict)
+    stage_change_dead: dict[str, str] = field(default_factory=dict)
+    tasks: dict[uuid.UUID, FollowupTask] = field(default_factory=dict)
+    outcomes: dict[uuid.UUID, str] = field(default_factory=dict)
+    overdue: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    timers: dict[uuid.UUID, TimerRow] = field(default_factory=dict)
+    holdings: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
+    ratings: dict[str, dict[uuid.UUID, Rating]] = field(default_factory=dict)
+    staff: dict[str, str | None] = field(default_factory=dict)
+    training: dict[uuid.UUID, tuple[str, Decimal, datetime]] = field(default_factory=dict)
+    activity: list[tuple[str, uuid.UUID, dict[str, Any]]] = field(default_factory=list)
+    """(what, event id, values) of every page record, in the order written."""
+    privacy: dict[str, PrivacyState] = field(default_factory=dict)
+    personal_values: dict[str, list[SealedValue]] = field(default_factory=dict)
+    events: dict[uuid.UUID, StoredEvent] = field(default_factory=dict)
+    stream_versions: dict[str, int] = field(default_factory=dict)
+    outbox: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+
+
+class _Part:
+    def __init__(self, state: Callable[[], MemoryState]) -> None:
+        self._state = state
+
+    @property
+    def s(self) -> MemoryState:
+        return self._state()
+
+
+class _Clients(_Part):
+    async def get(self, client_id: str) -> ClientFacts | None:
+        facts = self.s.clients.get(client_id)
+        return None if facts is None else replace(facts)
+
+    async def save(self, facts: ClientFacts) -> None:
+        self.s.clients[facts.client_id] = replace(facts)
+
+    def _due(self, now: datetime) -> list[ClientFacts]:
+        due = [
+            c
+            for c in self.s.clients.values()
+            if c.stage_changes_at is not None and c.stage_changes_at <= now
+        ]
+        return sorted(due, key=lambda c: (c.stage_changes_at, c.client_id))
+
+    async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
+        return [c.client_id for c in self._due(now)[:limit]]
+
+    async def count_due_stage_changes(self, now: datetime) -> int:
+        return len(self._due(now))
+
+    async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        if (facts := self.s.clients.get(client_id)) is not None:
+            facts.stage_changes_at = None
+            self.s.stage_change_dead[client_id] = reason[:1000]
+
+
+class _Tasks(_Part):
+    async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
+        return self.s.tasks.get(task_id)
+
+    async def open_of(self, client_id: str) -> list[FollowupTask]:
+        found = [
+            t
+            for t in self.s.tasks.values()
+            if t.client_id == client_id and t.status is TaskStatus.OPEN
+        ]
+        return sorted(found, key=lambda t: (t.opened_at, t.id))
+
+    async def save(self, tasks: Sequence[FollowupTask]) -> None:
+        for task in tasks:
+            self.s.tasks[task.id] = task
+
+    async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
+        if task_id in self.s.tasks:
+            self.s.outcomes[task_id] = outcome
+
+    async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        if task_id in self.s.tasks:
+            self.s.overdue.setdefault(task_id, at)
+
+    async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        task = self.s.tasks.get(task_id)
+        if task is not None and task.escalated_to is None:
+            self.s.tasks[task_id] = task.model_copy(update={"escalated_to": to})
+
+
+class _Timers(_Part):
+    async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
+        keep = {t.id for t in wanted}
+        for timer_id, old in list(self.s.timers.items()):
+            if old.task_id == task.id and old.fired_at is None and timer_id not in keep:
+                del self.s.timers[timer_id]
+        for timer in wanted:
+            row = self.s.timers.get(timer.id)
+            if row is None:
+                self.s.timers[timer.id] = TimerRow(
+                    timer.id, timer.task_id, task.client_id, timer.kind.value, timer.fire_at
+                )
+            elif row.fire_at != timer.fire_at:  # moved: armed again
+                row.fire_at, row.fired_at, row.fired_event_id = timer.fire_at, None, None
+
+    async def record_fired(
+        self,
+        *,
+        timer_id: uuid.UUID,
+        task_id: uuid.UUID,
+        client_id: str,
+        kind: str,
+        fire_at: datetime,
+        event_id: uuid.UUID,
+    ) -> None:
+        row = self.s.timers.get(timer_id)
+        if row is None:
+            self.s.timers[timer_id] = TimerRow(
+                timer_id, task_id, client_id, kind, fire_at, fire_at, event_id
+            )
+        elif row.fired_at is None or row.fired_event_id is None:
+            row.fired_at, row.fired_event_id = fire_at, event_id
+
+    async def mark_fired(
+        self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+    ) -> None:
+        for row in self.s.timers.values():
+            if row.task_id == task_id and row.kind == kind and row.fired_at is None:
+                row.fired_at, row.fired_event_id = at, event_id
+
+    def _due(self, now: datetime) -> list[TimerRow]:
+        due = [r for r in self.s.timers.values() if r.fired_at is None and r.fire_at <= now]
+        return sorted(due, key=lambda r: (r.fire_at, r.id))
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        return [DueTimer(r.id, r.task_id, r.client_id, r.kind, r.fire_at) for r in self._due(now)][
+            :limit
+        ]
+
+    async def count_due(self, now: datetime) -> int:
+        return len(self._due(now))
+
+    async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        row = self.s.timers.get(timer_id)
+        if row is not None and row.fired_at is None:
+            row.fired_at = at
+
+    async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        row = self.s.timers.get(timer_id)
+        if row is not None:
+            row.fired_at, row.dead_reason = at, reason[:1000]
+
+    async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        return sorted(
+            (r.id, r.dead_reason) for r in self.s.timers.values() if r.dead_reason is not None
+        )
+
+
+class _Holdings(_Part):
+    async def hold(
+        self, client_id: str, product_id: str, product_risk: str, since: datetime
+    ) -> None:
+        held = self.s.holdings.get((client_id, product_id))
+        self.s.holdings[(client_id, product_id)] = (
+            product_risk,
+            min(held[1], since) if held else since,
+        )
+
+    async def of_client(self, client_id: str) -> list[Holding]:
+        return [
+            Holding(product_id, ProductRisk(risk))
+            for (holder, product_id), (risk, _) in sorted(self.s.holdings.items())
+            if holder == client_id
+        ]
+
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        holders = sorted((c, s) for (c, p), (_, s) in self.s.holdings.items() if p == product_id)
+        for client_id, since in holders:
+            self.s.holdings[(client_id, product_id)] = (product_risk, since)
+        return holders
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        self.s.ratings.setdefault(product_id, {}).setdefault(rating.event_id, rating)
+
+    async def ratings_of(self, product_id: str) -> list[Rating]:
+        return list(self.s.ratings.get(product_id, {}).values())
+
+
+class _Activity(_Part):
+    def _add(self, what: str, event: RecordedEvent, **values: Any) -> None:
+        self.s.activity.append((what, event.event_id, values))
+
+    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
+        self._add("console", event, client_id=client_id, type=event.type)
+
+    async def record_refusal(self, event: RecordedEvent) -> None:
+        if event.type == EventType.RULE_VIOLATION_REFUSED:
+            self._add("refusal", event, rule=payload_as(event, RuleViolationRefused).rule)
+
+    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+        self._add("visit", event, rm_id=rm_id, **columns)
+
+    async def record_survey(
+        self,
+        event: RecordedEvent,
+        rm_id: str | None,
+        visit_id: str | None,
+        scores: dict[str, float],
+    ) -> None:
+        self._add("survey", event, rm_id=rm_id, visit_id=visit_id, scores=scores)
+
+    async def record_complaint_received(
+        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+    ) -> None:
+        self._add("complaint", event, rm_id=rm_id, severity=severity, topic=topic)
+
+    async def record_complaint_step(
+        self, event: RecordedEvent, status: str, **columns: Any
+    ) -> None:
+        self._add("complaint_step", event, status=status, **columns)
+
+    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
+        self._add("service_loop", event, rm_id=rm_id, type=event.type)
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        self.s.staff[staff_id] = branch_id or self.s.staff.get(staff_id)
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        self.s.training.setdefault(event.event_id, (staff_id, hours, completed_at))
+
+
+class _Privacy(_Part):
+    async def apply(self, event: RecordedEvent) -> None:
+        client_id = event.client_id or event.subject_id
+        state = self.s.privacy.get(client_id) or PrivacyState(client_id, None, None, None, None)
+        if event.type == PERSONAL_DATA_SHREDDED:
+            if state.shredded_at is None:
+                state = replace(state, shredded_at=event.occurred_at, shred_event_id=event.event_id)
+            self.s.privacy[client_id] = state
+            self.s.personal_values.pop(client_id, None)  # not even ciphertext stays
+            return
+        if event.type == ERASURE_REQUESTED:
+            if state.erasure_requested_at is None:
+                state = replace(
+                    state,
+                    erasure_requested_at=event.occurred_at,
+                    erasure_event_id=event.event_id,
+                )
+            self.s.privacy[client_id] = state
+        values = sealed_values_of(event)
+        if not values or state.shredded:
+            return
+        kept = self.s.personal_values.setdefault(client_id, [])
+        kept.extend(v for v in values if v not in kept)
+
+    async def state(self, client_id: str) -> PrivacyState | None:
+        return self.s.privacy.get(client_id)
+
+    async def pending_erasures(self) -> list[PrivacyState]:
+        pending = [
+            p
+            for p in self.s.privacy.values()
+            if p.erasure_requested_at is not None and p.shredded_at is None
+        ]
+        return sorted(pending, key=lambda p: (p.erasure_requested_at, p.client_id))
+
+    async def values(self, client_id: str) -> list[SealedValue]:
+        return sorted(
+            self.s.personal_values.get(client_id, []),
+            key=lambda v: (v.occurred_at, v.event_id, v.path, v.sub_key),
+        )
+
+
+class _Events(_Part):
+    appended = 0
+
+    async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        return {i: self.s.events[i] for i in event_ids if i in self.s.events}
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return {s: self.s.stream_versions.get(s, 0) for s in stream_ids}
+
+    async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
+        stored: list[StoredPosition] = []
+        for event in events:
+            version = self.s.stream_versions.get(event.stream_id, 0)
+            if event.event_id in self.s.events or event.stream_version != version + 1:
+                raise ConcurrencyError(f"{event.event_id} at {event.stream_id}/{version + 1}")
+            position = StoredPosition(
+                event.event_id, event.stream_id, event.stream_version, len(self.s.events) + 1
+            )
+            self.s.events[event.event_id] = StoredEvent(position, event, None)
+            self.s.stream_versions[event.stream_id] = event.stream_version
+            self.s.outbox.append((event.event_id, topic))
+            stored.append(position)
+        self.appended += len(stored)
+        return stored
+
+
+class MemoryFollowupUnitOfWork:
+    def __init__(self, units: MemoryUnitsOfWork) -> None:
+        self._units = units
+        self.clients = _Clients(units.current)
+        self.tasks = _Tasks(units.current)
+        self.timers = _Timers(units.current)
+        self.holdings = _Holdings(units.current)
+        self.activity = _Activity(units.current)
+        self.privacy = _Privacy(units.current)
+        self.events = _Events(units.current)
+
+    async def lock_client(self, client_id: str) -> None:
+        """Units run one at a time: every client is this unit's already."""
+
+    async def try_lock_client(self, client_id: str) -> bool:
+        return True
+
+    async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        applied = self._units.state.applied
+        if event.event_id in applied:
+            return False
+        applied[event.event_id] = (
+            (position.source, position.global_position) if position else (event.source, None)
+        )
+        return True
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        saved = copy.deepcopy(self._units.state)
+        try:
+            yield
+        except BaseException:
+            self._units.state = saved
+            raise
+
+
+class MemoryUnitsOfWork:
+    """The store of the in-memory units; ``state`` is what they committed."""
+
+    def __init__(self, *, on_commit: Callable[[], None] | None = None) -> None:
+        self.state = MemoryState()
+        self._on_commit = on_commit
+        self._one_at_a_time = asyncio.Lock()
+
+    def current(self) -> MemoryState:
+        return self.state
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[MemoryFollowupUnitOfWork]:
+        async with self._one_at_a_time:
+            saved = copy.deepcopy(self.state)
+            unit = MemoryFollowupUnitOfWork(self)
+            try:
+                yield unit
+            except BaseException:
+                self.state = saved
+                raise
+        if unit.events.appended and self._on_commit is not None:
+            self._on_commit()

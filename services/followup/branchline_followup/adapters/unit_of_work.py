@@ -1,0 +1,339 @@
+"""The PostgreSQL implementation of followup's unit of work (ADR-0013).
+
+A unit is one transaction on one connection whose ``search_path`` chooses the schema written
+(the live read models or a rebuild's copy, see :mod:`.schemas`). The repositories are thin
+wrappers over the SQL of :mod:`.read_models` and its neighbours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from branchline_followup.adapters import read_models
+from branchline_followup.adapters.console_read_models import apply_for_console
+from branchline_followup.adapters.console_refusals import record_refusal
+from branchline_followup.adapters.personal_data import (
+    apply_personal_data,
+    pending_erasures,
+    personal_values,
+    privacy_state,
+)
+from branchline_followup.adapters.pg_schemas import (
+    LIVE_CLIENT_LOCK_CLASS,
+    hold_swap_lock_shared,
+    lock_client,
+    try_lock_client,
+)
+from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.suitability import Holding, Rating
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.vocabulary import ProductRisk
+from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
+from branchline_shared.eventstore.postgres import PostgresUnitOfWork as PostgresEventWrites
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.pool import PgConnection, PgPool
+
+
+class _Clients:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def get(self, client_id: str) -> ClientFacts | None:
+        return await read_models.fetch_client(self._conn, client_id)
+
+    async def save(self, facts: ClientFacts) -> None:
+        await read_models.save_client(self._conn, facts)
+
+    async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
+        return await read_models.claim_due_stage_changes(self._conn, now, limit)
+
+    async def count_due_stage_changes(self, now: datetime) -> int:
+        return await read_models.count_due_stage_changes(self._conn, now)
+
+    async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        await read_models.dead_letter_stage_change(self._conn, client_id, reason)
+
+
+class _Tasks:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
+        return await read_models.fetch_task(self._conn, task_id)
+
+    async def open_of(self, client_id: str) -> list[FollowupTask]:
+        return await read_models.open_tasks_of(self._conn, client_id)
+
+    async def save(self, tasks: Sequence[FollowupTask]) -> None:
+        await read_models.save_tasks(self._conn, tasks)
+
+    async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
+        await read_models.set_task_outcome(self._conn, task_id, outcome)
+
+    async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        await read_models.set_task_overdue(self._conn, task_id, at)
+
+    async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        await read_models.set_task_escalated(self._conn, task_id, to)
+
+
+class _Timers:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
+        await read_models.sync_timers(self._conn, task, wanted)
+
+    async def record_fired(
+        self,
+        *,
+        timer_id: uuid.UUID,
+        task_id: uuid.UUID,
+        client_id: str,
+        kind: str,
+        fire_at: datetime,
+        event_id: uuid.UUID,
+    ) -> None:
+        await read_models.record_timer_fired(
+            self._conn,
+            timer_id=timer_id,
+            task_id=task_id,
+            client_id=client_id,
+            kind=kind,
+            fire_at=fire_at,
+            event_id=event_id,
+        )
+
+    async def mark_fired(
+        self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+    ) -> None:
+        await read_models.mark_timer_fired(self._conn, task_id, kind, at, event_id)
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        return await read_models.claim_due_timers(self._conn, now, limit)
+
+    async def count_due(self, now: datetime) -> int:
+        return await read_models.count_due_timers(self._conn, now)
+
+    async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        await read_models.consume_timer(self._conn, timer_id, at)
+
+    async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        await read_models.dead_letter_timer(self._conn, timer_id, at, reason)
+
+    async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        return await read_models.dead_timers(self._conn)
+
+
+class _Holdings:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def hold(
+        self, client_id: str, product_id: str, product_risk: str, since: datetime
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
+            "product_risk = EXCLUDED.product_risk, "
+            "since = LEAST(fu_holdings.since, EXCLUDED.since)",
+            client_id,
+            product_id,
+            product_risk,
+            since,
+        )
+
+    async def of_client(self, client_id: str) -> list[Holding]:
+        rows = await self._conn.fetch(
+            "SELECT product_id, product_risk FROM fu_holdings WHERE client_id = $1 "
+            "ORDER BY product_id",
+            client_id,
+        )
+        return [Holding(r["product_id"], ProductRisk(r["product_risk"])) for r in rows]
+
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        rows = await self._conn.fetch(
+            "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 "
+            "RETURNING client_id, since",
+            product_id,
+            product_risk,
+        )
+        return sorted((r["client_id"], r["since"]) for r in rows)
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_product_ratings (product_id, event_id, risk, effective_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            product_id,
+            rating.event_id,
+            rating.risk.value,
+            rating.effective_at,
+        )
+
+    async def ratings_of(self, product_id: str) -> list[Rating]:
+        rows = await self._conn.fetch(
+            "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
+            product_id,
+        )
+        return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
+
+
+class _Activity:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
+        await apply_for_console(self._conn, event, client_id)
+
+    async def record_refusal(self, event: RecordedEvent) -> None:
+        await record_refusal(self._conn, event)
+
+    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+        await read_models.record_visit(self._conn, event, rm_id, **columns)
+
+    async def record_survey(
+        self,
+        event: RecordedEvent,
+        rm_id: str | None,
+        visit_id: str | None,
+        scores: dict[str, float],
+    ) -> None:
+        await read_models.record_survey(self._conn, event, rm_id, visit_id, scores)
+
+    async def record_complaint_received(
+        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+    ) -> None:
+        await read_models.record_complaint_received(self._conn, event, rm_id, severity, topic)
+
+    async def record_complaint_step(
+        self, event: RecordedEvent, status: str, **columns: Any
+    ) -> None:
+        await read_models.record_complaint_step(self._conn, event, status, **columns)
+
+    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
+        await record_service_loop_facts(self._conn, event, rm_id)
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_staff (staff_id, branch_id) VALUES ($1, $2) ON CONFLICT (staff_id) "
+            "DO UPDATE SET branch_id = COALESCE(EXCLUDED.branch_id, fu_staff.branch_id)",
+            staff_id,
+            branch_id,
+        )
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            event.event_id,
+            staff_id,
+            hours,
+            completed_at,
+        )
+
+
+class _Privacy:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def apply(self, event: RecordedEvent) -> None:
+        await apply_personal_data(self._conn, event)
+
+    async def state(self, client_id: str) -> PrivacyState | None:
+        return await privacy_state(self._conn, client_id)
+
+    async def values(self, client_id: str) -> list[SealedValue]:
+        return await personal_values(self._conn, client_id)
+
+    async def pending_erasures(self) -> list[PrivacyState]:
+        return await pending_erasures(self._conn)
+
+
+class _Events:
+    def __init__(self, conn: PgConnection) -> None:
+        self._writes = PostgresEventWrites(conn)
+        self.appended = 0
+
+    async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        return await self._writes.find_existing(event_ids)
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return await self._writes.lock_streams(stream_ids)
+
+    async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
+        for event in events:
+            self._writes.stage(event, topic=topic, submission_hash=None)
+        try:
+            stored = await self._writes.commit()  # writes in the unit's transaction
+        except asyncpg.UniqueViolationError as exc:  # an id or a stream version taken
+            raise ConcurrencyError(str(exc)) from exc
+        self.appended += len(stored)
+        return stored
+
+
+class PostgresFollowupUnitOfWork:
+    """A unit of work over ``conn`` within a transaction the caller opened (the rebuild's
+    batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes."""
+
+    def __init__(self, conn: PgConnection, client_lock_class: int = LIVE_CLIENT_LOCK_CLASS) -> None:
+        self._conn = conn
+        self._lock_class = client_lock_class
+        self.clients = _Clients(conn)
+        self.tasks = _Tasks(conn)
+        self.timers = _Timers(conn)
+        self.holdings = _Holdings(conn)
+        self.activity = _Activity(conn)
+        self.privacy = _Privacy(conn)
+        self.events = _Events(conn)
+
+    async def lock_client(self, client_id: str) -> None:
+        await lock_client(self._conn, client_id, self._lock_class)
+
+    async def try_lock_client(self, client_id: str) -> bool:
+        return await try_lock_client(self._conn, client_id, self._lock_class)
+
+    async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        return await read_models.mark_applied(self._conn, event, position)
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._conn.transaction():  # nested: a savepoint
+            yield
+
+
+class PostgresUnitsOfWork:
+    """Units of work on the live read models: one pooled connection and transaction each,
+    the swap lock held shared from the start; ``on_commit`` wakes the outbox relay of this
+    process after a commit that appended events."""
+
+    def __init__(
+        self,
+        pool: PgPool,
+        *,
+        client_lock_class: int = LIVE_CLIENT_LOCK_CLASS,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._lock_class = client_lock_class
+        self._on_commit = on_commit
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await hold_swap_lock_shared(conn)
+                unit = PostgresFollowupUnitOfWork(conn, self._lock_class)
+                yield unit
+            if unit.events.appended and self._on_commit is not None:
+                self._on_commit()

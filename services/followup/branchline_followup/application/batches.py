@@ -1,0 +1,91 @@
+"""Applying a fetched batch of events in one unit of work (#12: one transaction, one commit
+for the batch instead of one per event), still effectively once (ADR-0003).
+
+Each event is applied as :func:`~.projector.project` applies it, its id recorded as applied
+in the same transaction, so an event delivered twice (even twice in one batch) changes the
+read models once. A failure that is not transient rolls the whole batch back and falls back to
+one unit of work per event: only the event that fails again is reported (the worker
+dead-letters it with the reason); the others are applied. A transient failure (connection
+lost, deadlock) retries, first the batch, then each event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
+from branchline_followup.application.projector import Projection, apply_event, project
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.consuming import retry_transient
+from branchline_shared.kafka.wire import SourcePosition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One event of a fetched batch and where its store put it (None: unknown)."""
+
+    event: RecordedEvent
+    position: SourcePosition | None = None
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    """Events that changed the read models."""
+    already_applied: int = 0
+    """Redeliveries (and repeats within the batch) that changed nothing."""
+    failed: list[tuple[int, Exception]] = field(default_factory=list)
+    """(index in the batch, why) of every event that could not be applied on its own."""
+    one_by_one: bool = False
+    """The batch fell back to one unit of work per event (something in it failed)."""
+
+
+async def _apply_all(
+    uow: FollowupUnitOfWork, batch: Sequence[Delivered], projection: Projection
+) -> BatchOutcome:
+    outcome = BatchOutcome()
+    for delivered in batch:
+        if await project(uow, delivered.event, projection, delivered.position):
+            outcome.applied += 1
+        else:
+            outcome.already_applied += 1
+    return outcome
+
+
+async def apply_batch(
+    units: UnitsOfWork, batch: Sequence[Delivered], projection: Projection, *, consumer: str
+) -> BatchOutcome:
+    """Apply ``batch`` in order in one unit of work; see the module's docstring."""
+    if not batch:
+        return BatchOutcome()
+
+    async def all_at_once() -> BatchOutcome:
+        async with units.begin() as uow:
+            return await _apply_all(uow, batch, projection)
+
+    try:
+        outcome: BatchOutcome = await retry_transient(all_at_once, consumer=consumer)
+    except Exception as exc:
+        log.info("batch failed; applying its events one by one", extra={"error": repr(exc)})
+    else:
+        return outcome
+    outcome = BatchOutcome(one_by_one=True)
+    for index, delivered in enumerate(batch):
+
+        async def one(d: Delivered = delivered) -> bool:
+            return await apply_event(units, d.event, projection, d.position)
+
+        try:
+            applied = await retry_transient(one, consumer=consumer)
+        except Exception as exc:  # reported: the worker dead-letters it with the reason
+            outcome.failed.append((index, exc))
+            continue
+        if applied:
+            outcome.applied += 1
+        else:
+            outcome.already_applied += 1
+    return outcome

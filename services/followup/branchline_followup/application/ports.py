@@ -1,0 +1,322 @@
+"""The ports of followup's use cases: a unit of work and the read-model repositories behind it
+(ADR-0013, docs/followup.md "Unit of work").
+
+A use case opens one :class:`FollowupUnitOfWork` per transaction (``async with
+units.begin() as uow``) and never sees a connection: the unit holds the swap lock shared from
+its start (a rebuild's swap waits for it), takes a client's lock when asked, records applied
+event ids, appends followup's own events (with their outbox rows) and wakes the outbox relay
+after a commit that appended any. Leaving the block commits; an exception rolls everything
+back. One implementation runs on PostgreSQL (``adapters/unit_of_work.py``), one in memory
+(``adapters/memory_unit_of_work.py``) for fast tests; both pass ``tests/contract``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.suitability import Holding, Rating
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.eventstore.ports import StoredEvent, StoredPosition
+from branchline_shared.kafka.wire import SourcePosition
+
+
+class ClientRepository(Protocol):
+    """The clients followup knows (their D-09 facts) and their durable stage timers."""
+
+    async def get(self, client_id: str) -> ClientFacts | None: ...
+
+    async def save(self, facts: ClientFacts) -> None: ...
+
+    async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
+        """Clients whose stage changes by time at or before ``now``, held by this unit until
+        it ends; clients another unit holds are skipped (ADR-0008)."""
+        ...
+
+    async def count_due_stage_changes(self, now: datetime) -> int: ...
+
+    async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        """The client's stage timer cleared, with why (poison stays local)."""
+        ...
+
+
+class TaskRepository(Protocol):
+    async def get(self, task_id: uuid.UUID) -> FollowupTask | None: ...
+
+    async def open_of(self, client_id: str) -> list[FollowupTask]:
+        """The client's open tasks, oldest first."""
+        ...
+
+    async def save(self, tasks: Sequence[FollowupTask]) -> None: ...
+
+    async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None: ...
+
+    async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        """First overdue instant only (a later one does not move it)."""
+        ...
+
+    async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        """First escalation only."""
+        ...
+
+
+class TimerRepository(Protocol):
+    """Durable timers of tasks (ADR-0008)."""
+
+    async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
+        """Make the task's unfired timers exactly ``wanted``; a timer whose instant moved is
+        armed again; a fired timer keeps its record."""
+        ...
+
+    async def record_fired(
+        self,
+        *,
+        timer_id: uuid.UUID,
+        task_id: uuid.UUID,
+        client_id: str,
+        kind: str,
+        fire_at: datetime,
+        event_id: uuid.UUID,
+    ) -> None:
+        """The timer fired at its instant and recorded ``event_id`` (created if missing)."""
+        ...
+
+    async def mark_fired(
+        self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+    ) -> None: ...
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        """Due unfired timers, held by this unit until it ends; others' are skipped."""
+        ...
+
+    async def count_due(self, now: datetime) -> int: ...
+
+    async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        """A timer that fired for nothing (its task closed or moved meanwhile)."""
+        ...
+
+    async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        """A timer that cannot fire: never claimed again, with why."""
+        ...
+
+    async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        """Dead-lettered timers and their reasons, by id."""
+        ...
+
+
+class HoldingRepository(Protocol):
+    """The products each client holds, at their current rating (D-15)."""
+
+    async def hold(
+        self, client_id: str, product_id: str, product_risk: str, since: datetime
+    ) -> None:
+        """Hold the product at ``product_risk``; held since the earliest sale."""
+        ...
+
+    async def of_client(self, client_id: str) -> list[Holding]: ...
+
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        """Every holding of the product at its new rating; (holder, held since) of each."""
+        ...
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        """A rating of the shelf (approval or re-rating) joins the product's ratings."""
+        ...
+
+    async def ratings_of(self, product_id: str) -> list[Rating]: ...
+
+
+class ActivityRepository(Protocol):
+    """What events add to the pages (console timeline, refusals, quality and service-loop
+    facts): written by the projection, read by queries, never read back to decide."""
+
+    async def record_console(self, event: RecordedEvent, client_id: str) -> None: ...
+
+    async def record_refusal(self, event: RecordedEvent) -> None: ...
+
+    async def record_visit(
+        self, event: RecordedEvent, rm_id: str | None, **columns: Any
+    ) -> None: ...
+
+    async def record_survey(
+        self,
+        event: RecordedEvent,
+        rm_id: str | None,
+        visit_id: str | None,
+        scores: dict[str, float],
+    ) -> None: ...
+
+    async def record_complaint_received(
+        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+    ) -> None: ...
+
+    async def record_complaint_step(
+        self, event: RecordedEvent, status: str, **columns: Any
+    ) -> None: ...
+
+    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None: ...
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        """A member of staff and their branch (D-14, D-16)."""
+        ...
+
+    async def record_training(
+        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        """Training hours of a member of staff (D-14), once per event."""
+        ...
+
+
+class PrivacyRepository(Protocol):
+    """The personal-data read models (D-04): sealed values only."""
+
+    async def apply(self, event: RecordedEvent) -> None:
+        """The personal-data read models after ``event``."""
+        ...
+
+    async def state(self, client_id: str) -> PrivacyState | None: ...
+
+    async def values(self, client_id: str) -> list[SealedValue]: ...
+
+    async def pending_erasures(self) -> list[PrivacyState]:
+        """Clients who asked for erasure and are not shredded yet, oldest request first."""
+        ...
+
+
+class FollowupEvents(Protocol):
+    """followup's own event store (ADR-0001): its events and their outbox rows."""
+
+    async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]: ...
+
+    async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Lock the streams against other writers until the unit ends; their versions."""
+        ...
+
+    async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
+        """Store the events with their outbox rows (to ``topic``); positions in order. The
+        relay is woken once the unit commits."""
+        ...
+
+
+class FollowupUnitOfWork(Protocol):
+    """One transaction of followup, holding the swap lock shared from its start."""
+
+    @property
+    def clients(self) -> ClientRepository: ...
+
+    @property
+    def tasks(self) -> TaskRepository: ...
+
+    @property
+    def timers(self) -> TimerRepository: ...
+
+    @property
+    def holdings(self) -> HoldingRepository: ...
+
+    @property
+    def activity(self) -> ActivityRepository: ...
+
+    @property
+    def privacy(self) -> PrivacyRepository: ...
+
+    @property
+    def events(self) -> FollowupEvents: ...
+
+    async def lock_client(self, client_id: str) -> None:
+        """Serialise every change of this client's tasks until the unit ends (waits)."""
+        ...
+
+    async def try_lock_client(self, client_id: str) -> bool:
+        """:meth:`lock_client` without waiting: False when another unit holds it."""
+        ...
+
+    async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        """Record ``event`` as applied (with where its store put it, for reconciliation);
+        False when it already was (a redelivery: apply nothing)."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A scope whose changes roll back alone when it raises (one event, one timer)."""
+        ...
+
+
+class UnitsOfWork(Protocol):
+    """Where units of work come from (one per transaction)."""
+
+    def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]: ...
+
+
+class QualityRows(Protocol):
+    """The rows the D-12 measures are computed from (one branch / RM / period)."""
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def visits(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def surveys(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def complaints(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def clients(self) -> list[ClientFacts]: ...
+
+    @property
+    def staff(self) -> list[str]:
+        """D-14: the staff of the selection."""
+        ...
+
+    @property
+    def training(self) -> list[dict[str, Any]]: ...
+
+
+class ImprovementRows(Protocol):
+    """The rows of the D-17 improvement measures."""
+
+    @property
+    def complaints(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def actions(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def promise_tasks(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def renegotiations(self) -> int: ...
+
+
+class PageReads(Protocol):
+    """What the read use cases (measures, statistics, a client's service loop) read, each in
+    one consistent snapshot, outside any unit of work."""
+
+    async def quality_records(
+        self, *, branch_id: str | None, rm_id: str | None, start: datetime, end: datetime
+    ) -> QualityRows: ...
+
+    async def improvement_records(
+        self, *, branch_id: str | None, rm_id: str | None, start: datetime, end: datetime
+    ) -> ImprovementRows: ...
+
+    async def statistics_records(
+        self, *, branch_ids: list[str] | None, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]: ...
+
+    async def client_service_loop(self, client_id: str) -> dict[str, Any]: ...
+
+
+class LegalHolds(Protocol):
+    """The standing legal holds (D-11) the erasure job asks about before destroying anything."""
+
+    async def held(self, client_ids: Sequence[str]) -> set[str]:
+        """Which of ``client_ids`` are under a standing legal hold."""
+        ...

@@ -1,0 +1,90 @@
+"""Rows of the read models that the use cases read back to decide: a client's D-09 facts, a
+due durable timer, a sealed personal value and a client's privacy state. Plain values, so the
+application's ports (``application/ports.py``) can name them without naming a database."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from branchline_shared.domain.classification import LifecycleFacts
+
+
+@dataclass
+class ClientFacts:
+    """One client as followup keeps it (the D-09 facts and what the 360 view shows)."""
+
+    client_id: str
+    client_type: str
+    rm_id: str
+    branch_id: str | None
+    lifecycle_stage: str
+    registered_at: datetime
+    last_event_at: datetime
+    last_contact_at: datetime | None = None
+    risk_tolerance: str | None = None
+    risk_level: str | None = None
+    identity_verified_at: datetime | None = None
+    first_business_at: datetime | None = None
+    last_business_at: datetime | None = None
+    assets_under_management: Decimal = Decimal(0)
+    account_closed_at: datetime | None = None
+    stage_as_of: datetime | None = None
+    """The instant ``lifecycle_stage`` holds for (``None``: as of ``last_event_at``)."""
+    stage_changes_at: datetime | None = None
+    """The next instant the stage changes by time alone: the client's durable stage timer."""
+    last_business_event_id: uuid.UUID | None = None
+    """The event of ``last_business_at`` (the cause of a stage change by time)."""
+
+    def lifecycle(self) -> LifecycleFacts:
+        """The facts D-09's stage depends on."""
+        return LifecycleFacts(
+            registered_at=self.registered_at,
+            identity_verified_at=self.identity_verified_at,
+            first_business_at=self.first_business_at,
+            last_business_at=self.last_business_at,
+            assets_under_management=self.assets_under_management,
+            account_closed_at=self.account_closed_at,
+        )
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    """A durable timer whose instant has come, claimed by one runner (ADR-0008)."""
+
+    id: uuid.UUID
+    task_id: uuid.UUID
+    client_id: str
+    kind: str
+    fire_at: datetime
+
+
+@dataclass(frozen=True)
+class SealedValue:
+    """One sealed personal value and where it came from (D-04)."""
+
+    event_id: uuid.UUID
+    event_type: str
+    path: str
+    sub_key: str
+    sealed: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class PrivacyState:
+    client_id: str
+    erasure_requested_at: datetime | None
+    erasure_event_id: uuid.UUID | None
+    shredded_at: datetime | None
+    shred_event_id: uuid.UUID | None
+
+    @property
+    def restricted(self) -> bool:
+        return self.erasure_requested_at is not None
+
+    @property
+    def shredded(self) -> bool:
+        return self.shredded_at is not None

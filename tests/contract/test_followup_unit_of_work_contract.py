@@ -1,0 +1,355 @@
+"""One contract, two implementations of followup's unit of work (ADR-0013): the in-memory one
+(used by the use cases' fast tests) and the PostgreSQL one must pass the same assertions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
+from branchline_followup.domain.records import ClientFacts
+from branchline_followup.domain.suitability import Holding, Rating
+from branchline_followup.domain.tasks import new_task
+from branchline_followup.domain.timers import timer_id_for
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.vocabulary import ProductRisk
+from branchline_shared.eventstore.ports import ConcurrencyError
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.settings import BranchlineSettings
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+TOPIC = "contract.followup"
+
+
+class Wakes:
+    """Counts the relay wake-ups a unit of work sends."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def a_client(client_id: str, **changes: object) -> ClientFacts:
+    facts = ClientFacts(
+        client_id=client_id,
+        client_type="individual",
+        rm_id="rm-1",
+        branch_id="BR-001",
+        lifecycle_stage="prospect",
+        registered_at=T0,
+        last_event_at=T0,
+    )
+    for name, value in changes.items():
+        setattr(facts, name, value)
+    return facts
+
+
+def a_task(
+    client_id: str, *, opened_at: datetime = T0, kind: TaskKind = TaskKind.REVISIT
+) -> FollowupTask:
+    return new_task(
+        kind=kind,
+        source_event_id=uuid.uuid4(),
+        client_id=client_id,
+        branch_id="BR-001",
+        assignee="rm-1",
+        subject="client",
+        opened_at=opened_at,
+        due_at=opened_at + timedelta(days=3),
+        deadline_profile="default",
+    )
+
+
+def a_timer(task: FollowupTask, kind: TimerKind, fire_at: datetime) -> DurableTimer:
+    return DurableTimer(id=timer_id_for(task.id, kind), task_id=task.id, kind=kind, fire_at=fire_at)
+
+
+def an_event(client_id: str, *, stream: str | None = None, version: int = 1) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type="client.registered",
+        occurred_at=T0,
+        recorded_at=T0,
+        source="followup",
+        actor=Actor(id="s-1", role="teller"),
+        client_id=client_id,
+        stream_id=stream or f"followup-task-{uuid.uuid4()}",
+        stream_version=version,
+        data={"client_type": "individual", "rm_id": "rm-1"},
+    )
+
+
+class Rolledback(Exception):
+    pass
+
+
+class FollowupUnitOfWorkContract:
+    """Subclasses provide ``units`` (waking ``wakes``); every test holds for both."""
+
+    async def test_a_commit_is_seen_by_the_next_unit(self, units: UnitsOfWork) -> None:
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-1", risk_tolerance="C3"))
+        async with units.begin() as uow:
+            facts = await uow.clients.get("c-1")
+            assert facts is not None
+            assert facts.risk_tolerance == "C3"
+            assert await uow.clients.get("c-unknown") is None
+
+    async def test_an_exception_rolls_back_every_part(
+        self, units: UnitsOfWork, wakes: Wakes
+    ) -> None:
+        event = an_event("c-2")
+
+        async def write_everything_then_fail() -> None:
+            async with units.begin() as uow:
+                await uow.clients.save(a_client("c-2"))
+                await uow.tasks.save([a_task("c-2")])
+                assert await uow.mark_applied(event, None)
+                await uow.events.append([event], topic=TOPIC)
+                raise Rolledback
+
+        with pytest.raises(Rolledback):
+            await write_everything_then_fail()
+        async with units.begin() as uow:
+            assert await uow.clients.get("c-2") is None
+            assert await uow.tasks.open_of("c-2") == []
+            assert await uow.events.find([event.event_id]) == {}
+            assert await uow.mark_applied(event, None)  # not applied before
+        assert wakes.count == 0
+
+    async def test_an_event_is_applied_once(self, units: UnitsOfWork) -> None:
+        event = an_event("c-3")
+        async with units.begin() as uow:
+            assert await uow.mark_applied(event, SourcePosition("intake", 7))
+            assert not await uow.mark_applied(event, SourcePosition("intake", 7))
+        async with units.begin() as uow:
+            assert not await uow.mark_applied(event, None)
+
+    async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
+        async def fail_within(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.clients.save(a_client("c-5"))
+                await uow.clients.save(a_client("c-4", rm_id="rm-other"))
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-4"))
+            with pytest.raises(Rolledback):
+                await fail_within(uow)
+            async with uow.savepoint():
+                await uow.clients.save(a_client("c-6"))
+        async with units.begin() as uow:
+            kept = await uow.clients.get("c-4")
+            assert kept is not None
+            assert kept.rm_id == "rm-1"
+            assert await uow.clients.get("c-5") is None
+            assert await uow.clients.get("c-6") is not None
+
+    async def test_open_tasks_oldest_first_and_first_escalation_kept(
+        self, units: UnitsOfWork
+    ) -> None:
+        later = a_task("c-7", opened_at=T0 + timedelta(hours=1))
+        earlier = a_task("c-7", kind=TaskKind.SATISFACTION_SURVEY)
+        closed = a_task("c-7", kind=TaskKind.CONSULTATION_RESPONSE).model_copy(
+            update={"status": TaskStatus.DONE, "closed_at": T0}
+        )
+        async with units.begin() as uow:
+            await uow.tasks.save([later, earlier, closed, a_task("c-other")])
+            await uow.tasks.set_escalated(earlier.id, "sup-1")
+            await uow.tasks.set_escalated(earlier.id, "sup-2")
+        async with units.begin() as uow:
+            assert [t.id for t in await uow.tasks.open_of("c-7")] == [earlier.id, later.id]
+            escalated = await uow.tasks.get(earlier.id)
+            assert escalated is not None
+            assert escalated.escalated_to == "sup-1"
+            assert await uow.tasks.get(closed.id) == closed
+
+    async def test_timers_are_synced_claimed_and_dead_lettered(self, units: UnitsOfWork) -> None:
+        task = a_task("c-8")
+        soon = a_timer(task, TimerKind.OVERDUE, T0)
+        later = a_timer(task, TimerKind.ESCALATE, T0 + timedelta(1))
+        async with units.begin() as uow:
+            await uow.tasks.save([task])
+            await uow.timers.sync(task, [soon, later])
+        async with units.begin() as uow:
+            claimed = await uow.timers.claim_due(T0, 10)
+            assert [(t.id, t.client_id, t.kind) for t in claimed] == [(soon.id, "c-8", "overdue")]
+            assert await uow.timers.count_due(T0 + timedelta(2)) == 2
+            await uow.timers.consume(soon.id, T0)
+            await uow.timers.dead_letter(later.id, T0, "poison: " + "x" * 2000)
+        async with units.begin() as uow:
+            assert await uow.timers.count_due(T0 + timedelta(2)) == 0
+            (dead,) = await uow.timers.dead()
+            assert dead[0] == later.id
+            assert dead[1].startswith("poison")
+            assert len(dead[1]) == 1000
+
+    async def test_a_moved_timer_is_armed_again_and_a_dropped_one_goes(
+        self, units: UnitsOfWork
+    ) -> None:
+        task = a_task("c-9")
+        timer = a_timer(task, TimerKind.OVERDUE, T0)
+        event_id = uuid.uuid4()
+        async with units.begin() as uow:
+            await uow.timers.sync(task, [timer])
+            await uow.timers.mark_fired(task.id, "overdue", T0, event_id)
+            assert await uow.timers.count_due(T0) == 0
+            moved = a_timer(task, TimerKind.OVERDUE, T0 + timedelta(hours=1))
+            await uow.timers.sync(task, [moved])
+            assert [t.fire_at for t in await uow.timers.claim_due(T0 + timedelta(2), 5)] == [
+                moved.fire_at
+            ]
+            await uow.timers.sync(task, [])
+            assert await uow.timers.count_due(T0 + timedelta(2)) == 0
+
+    async def test_a_fired_timer_is_recorded_even_without_its_row(self, units: UnitsOfWork) -> None:
+        task = a_task("c-10")
+        timer = a_timer(task, TimerKind.ESCALATE, T0)
+        async with units.begin() as uow:
+            await uow.timers.record_fired(
+                timer_id=timer.id,
+                task_id=task.id,
+                client_id="c-10",
+                kind="escalate",
+                fire_at=T0,
+                event_id=uuid.uuid4(),
+            )
+            await uow.timers.sync(task, [timer])  # the same instant: stays fired
+            assert await uow.timers.count_due(T0 + timedelta(1)) == 0
+
+    async def test_due_stage_changes_in_order_and_dead_lettered(self, units: UnitsOfWork) -> None:
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-12", stage_changes_at=T0 + timedelta(hours=2)))
+            await uow.clients.save(a_client("c-11", stage_changes_at=T0 + timedelta(hours=1)))
+            await uow.clients.save(a_client("c-13", stage_changes_at=T0 + timedelta(days=9)))
+        async with units.begin() as uow:
+            due = T0 + timedelta(days=1)
+            assert await uow.clients.claim_due_stage_changes(due, 10) == ["c-11", "c-12"]
+            assert await uow.clients.count_due_stage_changes(due) == 2
+            await uow.clients.dead_letter_stage_change("c-11", "poison")
+        async with units.begin() as uow:
+            assert await uow.clients.claim_due_stage_changes(T0 + timedelta(days=1), 10) == ["c-12"]
+            cleared = await uow.clients.get("c-11")
+            assert cleared is not None
+            assert cleared.stage_changes_at is None
+
+    async def test_holdings_follow_a_rerating_and_keep_the_earliest_sale(
+        self, units: UnitsOfWork
+    ) -> None:
+        later = T0 + timedelta(days=2)
+        async with units.begin() as uow:
+            await uow.holdings.hold("c-14", "P-2", "R2", later)
+            await uow.holdings.hold("c-14", "P-2", "R2", T0)  # an earlier sale, applied late
+            await uow.holdings.hold("c-14", "P-1", "R1", T0)
+            await uow.holdings.hold("c-15", "P-2", "R2", later)
+            assert await uow.holdings.rerate("P-2", "R4") == [("c-14", T0), ("c-15", later)]
+            assert await uow.holdings.rerate("P-none", "R4") == []
+        async with units.begin() as uow:
+            assert sorted(await uow.holdings.of_client("c-14"), key=lambda h: h.product_id) == [
+                Holding("P-1", ProductRisk("R1")),
+                Holding("P-2", ProductRisk("R4")),
+            ]
+
+    async def test_a_products_ratings_are_kept_once_each(self, units: UnitsOfWork) -> None:
+        first = Rating(uuid.uuid4(), ProductRisk("R2"), T0)
+        second = Rating(uuid.uuid4(), ProductRisk("R5"), T0 + timedelta(days=1))
+        async with units.begin() as uow:
+            await uow.holdings.record_rating("P-9", first)
+            await uow.holdings.record_rating("P-9", second)
+            await uow.holdings.record_rating("P-9", first)  # a redelivery
+        async with units.begin() as uow:
+            ratings = await uow.holdings.ratings_of("P-9")
+            assert sorted(ratings, key=lambda r: r.effective_at) == [first, second]
+            assert await uow.holdings.ratings_of("P-other") == []
+
+    async def test_appended_events_are_found_and_wake_the_relay_after_commit(
+        self, units: UnitsOfWork, wakes: Wakes
+    ) -> None:
+        stream = f"followup-task-{uuid.uuid4()}"
+        first, second = an_event("c-16", stream=stream), an_event("c-16", stream=stream, version=2)
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([stream]) == {stream: 0}
+            positions = await uow.events.append([first, second], topic=TOPIC)
+            assert [p.stream_version for p in positions] == [1, 2]
+            assert positions[0].global_position < positions[1].global_position
+            assert wakes.count == 0  # not before the commit
+        assert wakes.count == 1
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([stream]) == {stream: 2}
+            found = await uow.events.find([first.event_id, uuid.uuid4()])
+            assert list(found) == [first.event_id]
+            assert found[first.event_id].event.event_id == first.event_id
+        assert wakes.count == 1  # a unit that appended nothing wakes no one
+
+    async def test_a_taken_stream_version_is_a_concurrency_error(self, units: UnitsOfWork) -> None:
+        stream = f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            await uow.events.lock_streams([stream])
+            await uow.events.append([an_event("c-17", stream=stream)], topic=TOPIC)
+
+        async def append_at_version_one() -> None:
+            async with units.begin() as uow:
+                await uow.events.lock_streams([stream])
+                await uow.events.append([an_event("c-17", stream=stream)], topic=TOPIC)
+
+        with pytest.raises(ConcurrencyError):
+            await append_at_version_one()
+
+    async def test_privacy_state_follows_erasure_and_shredding(self, units: UnitsOfWork) -> None:
+        requested = an_event("c-18").model_copy(
+            update={"type": "client.erasure_requested", "data": {}}
+        )
+        shredded = an_event("c-18").model_copy(
+            update={
+                "type": "client.personal_data_shredded",
+                "occurred_at": T0 + timedelta(days=30),
+                "data": {},
+            }
+        )
+        async with units.begin() as uow:
+            assert await uow.privacy.state("c-18") is None
+            await uow.privacy.apply(requested)
+            state = await uow.privacy.state("c-18")
+            assert state is not None
+            assert state.restricted
+            assert not state.shredded
+            await uow.privacy.apply(shredded)
+        async with units.begin() as uow:
+            state = await uow.privacy.state("c-18")
+            assert state is not None
+            assert state.shredded
+            assert state.erasure_event_id == requested.event_id
+            assert await uow.privacy.values("c-18") == []
+
+
+class TestMemoryFollowupUnitOfWork(FollowupUnitOfWorkContract):
+    @pytest.fixture
+    def wakes(self) -> Wakes:
+        return Wakes()
+
+    @pytest.fixture
+    def units(self, wakes: Wakes) -> UnitsOfWork:
+        return MemoryUnitsOfWork(on_commit=wakes)
+
+
+@pytest.mark.integration
+class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
+    @pytest.fixture
+    def wakes(self) -> Wakes:
+        return Wakes()
+
+    @pytest.fixture
+    async def units(self, settings: BranchlineSettings, wakes: Wakes) -> AsyncIterator[UnitsOfWork]:
+        await prepare_database(settings)
+        pool = await open_read_model_pool(settings)
+        yield PostgresUnitsOfWork(pool, on_commit=wakes)
+        await pool.close()

@@ -1,0 +1,166 @@
+"""The worker applies a fetched batch in one transaction, still effectively once (#12,
+ADR-0003, ADR-0013): each event's id recorded as applied, a repeat within the batch changes
+nothing, a poison event in the batch fails alone and is dead-lettered with its reason."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application.batches import Delivered, apply_batch
+from branchline_followup.application.projector import Projection
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_followup.domain import FollowupPolicy
+from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.kafka.consuming import RawMessage
+from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
+from branchline_shared.settings import BranchlineSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+PROJECTION = Projection(FollowupPolicy())
+
+
+def an_event(event_type: str, client_id: str, data: dict[str, Any], version: int) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type=event_type,
+        occurred_at=AT + timedelta(minutes=version),
+        recorded_at=AT + timedelta(minutes=version),
+        source="intake",
+        actor=Actor(id="staff-17", role="teller"),
+        client_id=client_id,
+        branch_id="BR-001",
+        stream_id=f"client-{client_id}",
+        stream_version=version,
+        data=data,
+    )
+
+
+def registered(client_id: str) -> RecordedEvent:
+    return an_event(
+        "client.registered", client_id, {"client_type": "individual", "rm_id": "rm-7"}, 1
+    )
+
+
+def closed_visit(client_id: str, data: dict[str, Any] | None = None) -> RecordedEvent:
+    return an_event("visit.closed", client_id, data or {"visit_id": "V-1", "outcome": "normal"}, 2)
+
+
+def delivered(events: list[RecordedEvent]) -> list[Delivered]:
+    return [Delivered(e, SourcePosition("intake", n)) for n, e in enumerate(events, start=1)]
+
+
+class DeadLetterBox:
+    """Stands in for the dead-letter topic: what was sent, with why."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[RawMessage, str]] = []
+
+    async def send(self, raw: RawMessage, reason: str) -> None:
+        self.sent.append((raw, reason))
+
+
+@pytest.fixture
+async def units(settings: BranchlineSettings) -> AsyncIterator[PostgresUnitsOfWork]:
+    await prepare_database(settings)
+    pool = await open_read_model_pool(settings)
+    yield PostgresUnitsOfWork(pool)
+    await pool.close()
+
+
+async def writing_transactions(db: asyncpg.Connection[Any], events: list[RecordedEvent]) -> int:
+    """How many transactions recorded these events as applied (xmin: the writer's id)."""
+    return int(
+        await db.fetchval(
+            "SELECT count(DISTINCT xmin::text) FROM fu_read.fu_applied_events "
+            "WHERE event_id = ANY($1::uuid[])",
+            [e.event_id for e in events],
+        )
+    )
+
+
+async def test_a_batch_is_applied_in_one_transaction(
+    units: PostgresUnitsOfWork, db: asyncpg.Connection[Any]
+) -> None:
+    events = [registered("C-1"), registered("C-2"), closed_visit("C-1"), closed_visit("C-2")]
+    outcome = await apply_batch(units, delivered(events), PROJECTION, consumer=CONSUMER)
+    assert (outcome.applied, outcome.already_applied, outcome.failed) == (4, 0, [])
+    assert not outcome.one_by_one
+    assert await writing_transactions(db, events) == 1
+    surveys = await db.fetch(
+        "SELECT client_id FROM fu_read.fu_tasks WHERE kind = 'satisfaction_survey' "
+        "ORDER BY client_id"
+    )
+    assert [r["client_id"] for r in surveys] == ["C-1", "C-2"]
+    positions = await db.fetch(
+        "SELECT source, global_position FROM fu_read.fu_applied_events "
+        "WHERE event_id = ANY($1::uuid[]) ORDER BY global_position",
+        [e.event_id for e in events],
+    )
+    assert [(r["source"], r["global_position"]) for r in positions] == [
+        ("intake", n) for n in range(1, 5)
+    ]
+
+
+async def test_a_repeat_within_a_batch_and_a_redelivered_batch_change_nothing(
+    units: PostgresUnitsOfWork, db: asyncpg.Connection[Any]
+) -> None:
+    visit = closed_visit("C-3")
+    batch = delivered([registered("C-3"), visit, visit])
+    first = await apply_batch(units, batch, PROJECTION, consumer=CONSUMER)
+    assert (first.applied, first.already_applied) == (2, 1)
+    tables = "fu_tasks", "fu_timers", "fu_visits", "fu_client_timeline", "fu_applied_events"
+
+    async def counts() -> list[int]:
+        return [int(await db.fetchval(f"SELECT count(*) FROM fu_read.{t}")) for t in tables]
+
+    before = await counts()
+    again = await apply_batch(units, batch, PROJECTION, consumer=CONSUMER)
+    assert (again.applied, again.already_applied, again.failed) == (0, 3, [])
+    assert await counts() == before
+    surveys = await db.fetchval(
+        "SELECT count(*) FROM fu_read.fu_tasks WHERE kind = 'satisfaction_survey'"
+    )
+    assert surveys == 1
+
+
+async def test_a_poison_event_fails_alone_and_is_dead_lettered_with_its_reason(
+    units: PostgresUnitsOfWork, db: asyncpg.Connection[Any]
+) -> None:
+    poison = closed_visit("C-4", {"outcome": "normal"})  # no visit id: the rules refuse it
+    events = [registered("C-4"), poison, registered("C-5"), closed_visit("C-5")]
+    raws = [
+        RawMessage(
+            "intake.events",
+            0,
+            offset,
+            e.subject_id.encode(),
+            encode_event(e.model_dump(mode="json")),
+            event_headers(e, offset + 1),
+        )
+        for offset, e in enumerate(events)
+    ]
+    raws.append(RawMessage("intake.events", 0, 4, b"C-6", b"{not json", []))
+    dead = DeadLetterBox()
+    await handle_batch(raws, units, dead, PROJECTION)  # type: ignore[arg-type]
+    assert [raw.offset for raw, _ in dead.sent] == [4, 1]  # undecodable first, then the poison
+    assert dead.sent[1][1].startswith("projection failed: ")
+    assert "visit_id" in dead.sent[1][1]
+    applied = await db.fetch(
+        "SELECT event_id FROM fu_read.fu_applied_events WHERE event_id = ANY($1::uuid[])",
+        [e.event_id for e in events],
+    )
+    assert {r["event_id"] for r in applied} == {e.event_id for e in events if e is not poison}
+    survey_of = await db.fetch(
+        "SELECT client_id FROM fu_read.fu_tasks WHERE kind = 'satisfaction_survey'"
+    )
+    assert [r["client_id"] for r in survey_of] == ["C-5"]

@@ -1,0 +1,263 @@
+"""followup's use cases on the in-memory unit of work (ADR-0013): the projection, an RM's
+action and a timer firing, run without PostgreSQL or Kafka. The PostgreSQL side of the same
+port is held to the same contract by tests/contract."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from followup_factories import MONDAY_9, RM_ID, an_event
+
+from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
+from branchline_followup.application.actions import NotYourTask, complete_task
+from branchline_followup.application.batches import Delivered, apply_batch
+from branchline_followup.application.clock import FixedOffset, ServiceClock
+from branchline_followup.application.projector import Projection, apply_event
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.timers import run_due_timers
+from branchline_followup.domain import FollowupPolicy, FollowupTask, TaskKind, TaskStatus
+from branchline_shared.clock import FixedClock
+from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+TOPIC = "followup.events"
+
+
+class Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def wakes() -> Wakes:
+    return Wakes()
+
+
+@pytest.fixture
+def units(wakes: Wakes) -> MemoryUnitsOfWork:
+    return MemoryUnitsOfWork(on_commit=wakes)
+
+
+@pytest.fixture
+def projection() -> Projection:
+    return Projection(FollowupPolicy(), task_creations_topic=TOPIC)
+
+
+def context(units: MemoryUnitsOfWork, projection: Projection, clock: FixedClock) -> FollowupContext:
+    return FollowupContext(
+        pool=None,  # type: ignore[arg-type]  # the use cases under test write through ``units``
+        units=units,
+        projection=projection,
+        topic=TOPIC,
+        clock=ServiceClock(FixedOffset(), clock, dev_mode=False),
+    )
+
+
+def registered(client_id: str = "C-10001") -> RecordedEvent:
+    return an_event(
+        "client.registered",
+        {"client_type": "individual", "rm_id": RM_ID},
+        at=MONDAY_9 - timedelta(days=1),
+        client_id=client_id,
+    )
+
+
+def closed_visit(visit_id: str = "V-1") -> RecordedEvent:
+    return an_event("visit.closed", {"visit_id": visit_id, "outcome": "normal"})
+
+
+async def the_survey(units: MemoryUnitsOfWork) -> FollowupTask:
+    surveys = [t for t in units.state.tasks.values() if t.kind is TaskKind.SATISFACTION_SURVEY]
+    assert len(surveys) == 1, surveys
+    return surveys[0]
+
+
+async def project_visit(units: MemoryUnitsOfWork, projection: Projection) -> FollowupTask:
+    for event in (registered(), closed_visit()):
+        assert await apply_event(units, event, projection, SourcePosition("intake", 1))
+    return await the_survey(units)
+
+
+async def test_projecting_a_visit_makes_its_survey_due_with_timers_and_a_recorded_creation(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    survey = await project_visit(units, projection)
+    assert survey.status is TaskStatus.OPEN
+    assert survey.assignee == RM_ID
+    assert survey.due_at == MONDAY_9 + FollowupPolicy().survey_within  # D-01b
+    timers = [r for r in units.state.timers.values() if r.task_id == survey.id]
+    assert {r.kind for r in timers} == {"overdue", "escalate"}
+    # D-07: the creation is recorded in followup's store (and outbox), applied where recorded
+    creations = {
+        uuid.UUID(s.event.data["task_id"]): s.event
+        for s in units.state.events.values()
+        if s.event.type == "followup.task_created"
+    }
+    assert set(creations) == set(units.state.tasks)  # every task made due is recorded
+    creation = creations[survey.id]
+    assert (creation.event_id, TOPIC) in units.state.outbox
+    assert creation.event_id in units.state.applied
+    assert wakes.count == 2  # each unit that appended woke the relay (registration, visit)
+    facts = units.state.clients["C-10001"]
+    assert facts.last_contact_at == MONDAY_9
+
+
+async def test_a_redelivered_event_changes_nothing(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    visit = closed_visit()
+    await apply_event(units, registered(), projection)
+    assert await apply_event(units, visit, projection)
+    before = (dict(units.state.tasks), dict(units.state.events), list(units.state.activity))
+    assert not await apply_event(units, visit, projection)
+    assert (dict(units.state.tasks), dict(units.state.events), list(units.state.activity)) == before
+
+
+async def test_a_failing_event_leaves_no_trace(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    await apply_event(units, registered(), projection)
+    broken = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    before = (dict(units.state.applied), dict(units.state.tasks), list(units.state.activity))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the rules raise, it rolls back
+        await apply_event(units, broken, projection)
+    assert (dict(units.state.applied), dict(units.state.tasks), list(units.state.activity)) == (
+        before
+    )
+
+
+async def test_an_rm_completes_their_task_as_a_recorded_event(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    survey = await project_visit(units, projection)
+    ctx = context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2)))
+    done = await complete_task(
+        ctx,
+        survey.id,
+        actor=Actor(id=RM_ID, role="rm"),
+        may_act=lambda assignee: assignee == RM_ID,
+        outcome="contacted",
+    )
+    assert done.status is TaskStatus.DONE
+    assert done.closed_at == MONDAY_9 + timedelta(hours=2)
+    completed = [
+        s.event for s in units.state.events.values() if s.event.type == "followup.completed"
+    ]
+    assert len(completed) == 1
+    assert completed[0].data["task_id"] == str(survey.id)
+    assert completed[0].data["outcome"] == "contacted"
+    assert completed[0].event_id in units.state.applied
+    assert units.state.outcomes[survey.id] == "contacted"
+    assert wakes.count == 3  # the creations (two units), then the completion
+
+
+async def test_an_action_outside_the_callers_scope_changes_nothing(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    survey = await project_visit(units, projection)
+    ctx = context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2)))
+    events_before = dict(units.state.events)
+    with pytest.raises(NotYourTask):
+        await complete_task(
+            ctx,
+            survey.id,
+            actor=Actor(id="rm-other", role="rm"),
+            may_act=lambda assignee: assignee == "rm-other",
+            outcome="contacted",
+        )
+    assert units.state.events == events_before
+    assert units.state.tasks[survey.id].status is TaskStatus.OPEN
+
+
+async def test_a_due_timer_fires_once_and_marks_the_task_overdue(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    survey = await project_visit(units, projection)
+    after_due = survey.due_at + timedelta(seconds=1)
+    ctx = context(units, projection, FixedClock(after_due))
+    first = await run_due_timers(ctx, after_due)
+    again = await run_due_timers(ctx, after_due)
+    assert (first.fired, first.dead) == (1, 0)
+    assert (again.fired, again.consumed) == (0, 0)
+    overdue = [s.event for s in units.state.events.values() if s.event.type == "followup.overdue"]
+    assert [e.data["task_id"] for e in overdue] == [str(survey.id)]
+    assert overdue[0].occurred_at == survey.due_at  # the deadline instant, not the run's
+    assert units.state.overdue[survey.id] == survey.due_at
+    fired = [r for r in units.state.timers.values() if r.task_id == survey.id and r.fired_at]
+    assert [r.fired_event_id for r in fired] == [overdue[0].event_id]
+
+
+async def test_a_timer_that_cannot_fire_is_dead_lettered_alone(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await project_visit(units, projection)
+    await apply_event(units, closed_visit("V-2"), projection)
+    (second,) = [
+        t
+        for t in units.state.tasks.values()
+        if t.kind is TaskKind.SATISFACTION_SURVEY and t.id != first.id
+    ]
+    after_due = first.due_at + timedelta(seconds=1)  # both surveys' overdue timers, nothing else
+    assert second.due_at == first.due_at
+    from branchline_followup.application import timers as timer_module
+
+    real = timer_module.on_timer_fired
+
+    def poison_first(task: FollowupTask, *args: Any) -> Any:
+        if task.id == first.id:
+            raise ValueError("poison")
+        return real(task, *args)
+
+    monkeypatch.setattr(timer_module, "on_timer_fired", poison_first)
+    result = await run_due_timers(context(units, projection, FixedClock(after_due)), after_due)
+    assert result.dead == 1
+    assert result.fired == 1
+    dead = [r for r in units.state.timers.values() if r.dead_reason]
+    assert [(r.task_id, r.dead_reason) for r in dead] == [(first.id, "ValueError: poison")]
+    assert (
+        uuid.UUID(
+            next(
+                s.event.data["task_id"]
+                for s in units.state.events.values()
+                if s.event.type == "followup.overdue"
+            )
+        )
+        == second.id
+    )
+
+
+async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_alone(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    visit = closed_visit()
+    first = await apply_batch(
+        units,
+        [Delivered(registered()), Delivered(visit), Delivered(visit)],
+        projection,
+        consumer="test",
+    )
+    assert (first.applied, first.already_applied, first.failed, first.one_by_one) == (
+        2,
+        1,
+        [],
+        False,
+    )
+    assert wakes.count == 1  # one unit for the whole batch
+    poison = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    other = registered("C-20002")
+    second = await apply_batch(
+        units, [Delivered(poison), Delivered(other)], projection, consumer="test"
+    )
+    assert second.one_by_one
+    assert [index for index, _ in second.failed] == [0]  # the poison, with why
+    assert second.applied == 1
+    assert poison.event_id not in units.state.applied
+    assert other.event_id in units.state.applied
