@@ -13,9 +13,11 @@ from branchline_shared.reconcile.compare import StoreEvent
 
 
 async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> list[StoreEvent]:
-    """Every event of the store whose transaction has ended (below the snapshot's xmin, the
-    log reader's gap-safe rule), in log order, with whether it is still in flight: its
-    outbox row not yet published, or published less than ``grace_s`` ago."""
+    """Every committed event of the store, in log order, with whether it is still in
+    flight: its outbox row not yet published, or published less than ``grace_s`` ago, or
+    its transaction not yet below the snapshot's xmin (the log reader's gap-safe rule: an
+    older transaction may still commit before it). Such an event may already be applied,
+    so it is known (never counted extra) but not yet owed (never counted missing)."""
     rows = await conn.fetch(
         """
         WITH outbox AS (
@@ -25,10 +27,9 @@ async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> 
         )
         SELECT e.tx_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id,
                e.stream_version, e.client_id, o.topic,
-               (o.unpublished OR o.published_at > now() - make_interval(secs => $1))
-                   AS in_flight
+               (o.unpublished OR o.published_at > now() - make_interval(secs => $1)
+                OR e.tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS in_flight
         FROM es_events e JOIN outbox o USING (event_id)
-        WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY e.tx_id, e.global_position
         """,
         grace_s,
