@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir
 from branchline_shared.embedded.tansu import TansuBroker
@@ -24,6 +25,11 @@ from branchline_shared.settings import BranchlineSettings
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
 
 prepare_runtime_dir(runtime_dir())
+
+# Speed is measured in bench/, never asserted by a test: on a loaded CI machine hypothesis's
+# per-example deadline and its "too slow" health check fail correct code.
+settings.register_profile("branchline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("branchline")
 
 
 @pytest.fixture(scope="session")

@@ -5,54 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from branchline_shared.embedded.ports import free_port
+from tests.support.dev_stack import DevStack, running_dev_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@dataclass
-class DevStack:
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    ports: dict[str, int]
-    output: Path
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def token(self, role: str, sub: str, branch: str | None = None) -> str:
-        extra = ["--branch", branch] if branch else []
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "branchline_cli.main",
-                "token",
-                "--role",
-                role,
-                "--sub",
-                sub,
-                *extra,
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        return result.stdout.strip()
 
 
 def _pids_of_tree(root: int) -> set[int]:
@@ -86,55 +50,9 @@ def _running(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    data = tmp_path_factory.mktemp("dev") / ".branchline"
-    ports = {
-        name: free_port()
-        for name in (
-            "intake",
-            "followup",
-            "audit",
-            "followup_worker",
-            "audit_consumer",
-            "broker",
-            "postgres",
-        )
-    }
-    env = dict(os.environ)
-    env.update(
-        {
-            "BRANCHLINE_DATA_DIR": str(data),
-            "BRANCHLINE_INTAKE_PORT": str(ports["intake"]),
-            "BRANCHLINE_FOLLOWUP_PORT": str(ports["followup"]),
-            "BRANCHLINE_AUDIT_PORT": str(ports["audit"]),
-            "BRANCHLINE_FOLLOWUP_WORKER_PORT": str(ports["followup_worker"]),
-            "BRANCHLINE_AUDIT_CONSUMER_PORT": str(ports["audit_consumer"]),
-            "BRANCHLINE_BROKER_PORT": str(ports["broker"]),
-            "BRANCHLINE_POSTGRES_PORT": str(ports["postgres"]),
-        }
-    )
-    env.pop("BRANCHLINE_JWT_SECRET", None)
-    output = data.parent / "dev.out"
-    with output.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "branchline_cli.main", "dev"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    stack = DevStack(process, env, ports, output)
-    deadline = time.monotonic() + 120
-    while "Branchline is up." not in output.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"branchline dev did not come up:\n{output.read_text()}")
-        time.sleep(0.3)
-    try:
+    # the last test stops it with Ctrl-C itself; otherwise the helper does on the way out
+    with running_dev_stack(tmp_path_factory.mktemp("dev") / ".branchline") as stack:
         yield stack
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def wait_for(probe: object, within: float = 30.0) -> object:

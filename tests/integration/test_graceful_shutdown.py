@@ -1,5 +1,7 @@
 """SIGTERM to a running intake process: readiness turns unready first, every request in
-flight is answered, the relay publishes what was committed, the process exits 0."""
+flight is answered, the relay publishes what was committed, the process exits 0. SIGTERM to a
+worker (the followup worker, the audit consumer): its health endpoint turns unready first,
+then it drains and commits its offsets, and exits 0."""
 
 from __future__ import annotations
 
@@ -13,14 +15,16 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
 
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.http.auth import Role
-from branchline_shared.kafka.topics import declare_topics
+from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.kafka.wire import event_headers
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
-from tests.integration.test_reconcile import registration
+from tests.integration.test_reconcile import recorded, registration
 from tests.support.kafka import read_all
 from tests.support.stack import Infra, eventually, make_settings
 
@@ -102,3 +106,150 @@ async def test_sigterm_drains_requests_and_the_relay_then_exits_cleanly(
         settings.kafka_bootstrap, declare_topics(settings).intake_events.name, expect=31
     )
     assert len(records) == 31
+
+
+WORKERS = {
+    # component: (its port setting, its consumer group, what it applied: a count query)
+    "followup-worker": (
+        "followup_worker_port",
+        "followup-worker",
+        "followup_database_url",
+        "SELECT count(*) FROM fu_read.fu_applied_events WHERE source = 'intake'",
+    ),
+    "audit-consumer": (
+        "audit_consumer_port",
+        "audit-consumer",
+        "audit_database_url",
+        "SELECT count(*) FROM audit_source_positions WHERE source = 'intake'",
+    ),
+}
+
+
+def worker_env(settings: BranchlineSettings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHLINE_")}
+    for name in (
+        "data_dir",
+        "intake_database_url",
+        "followup_database_url",
+        "audit_database_url",
+        "keys_database_url",
+        "kafka_bootstrap",
+        "topic_namespace",
+        "jwt_secret",
+        "followup_worker_port",
+        "audit_consumer_port",
+        "shutdown_drain_s",
+        "reconcile_self_repair",
+    ):
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"BRANCHLINE_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+async def publish_registrations(settings: BranchlineSettings, count: int) -> None:
+    """What intake's relay publishes: envelopes with their store coordinates."""
+    topic = declare_topics(settings).intake_events.name
+    await ensure_topics(settings.kafka_bootstrap, declare_topics(settings).all())
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(1, count + 1):
+            event = recorded(f"C-{n}")
+            await producer.send_and_wait(
+                topic,
+                value=event.model_dump_json().encode(),
+                key=str(event.client_id).encode(),
+                headers=event_headers(event, n),
+            )
+    finally:
+        await producer.stop()
+
+
+async def committed_and_end(settings: BranchlineSettings, group: str) -> tuple[int, int]:
+    """The group's committed offsets and the topic's end offsets, summed over partitions."""
+    topic = declare_topics(settings).intake_events.name
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.topics()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        ends = await consumer.end_offsets(partitions)
+        committed = [await consumer.committed(tp) or 0 for tp in partitions]
+        return sum(committed), sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("component", sorted(WORKERS))
+async def test_sigterm_makes_a_worker_unready_first_then_it_drains_commits_and_exits(
+    infra: Infra, tmp_path: Path, component: str
+) -> None:
+    port_setting, group, database, applied_sql = WORKERS[component]
+    settings = make_settings(
+        infra,
+        tmp_path,
+        followup_worker_port=free_port(),
+        audit_consumer_port=free_port(),
+        shutdown_drain_s=2.0,
+        reconcile_self_repair=False,
+    )
+    settings.resolved_master_key()
+    await publish_registrations(settings, 5)
+    log = (tmp_path / f"{component}.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220 - a short start, then only signals
+        [sys.executable, "-m", "branchline_cli.main", "run", component],
+        env=worker_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{getattr(settings, port_setting)}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+
+            async def readiness() -> tuple[int, str] | None:
+                try:
+                    answer = await client.get("/readyz")
+                except httpx.HTTPError:
+                    return None
+                return answer.status_code, str(answer.json().get("status"))
+
+            async def ready() -> bool:
+                return await readiness() == (200, "ready")
+
+            await eventually(ready, within=90, interval=0.3)
+
+            async def applied_all() -> bool:
+                conn = await asyncpg.connect(getattr(settings, database))
+                try:
+                    return int(await conn.fetchval(applied_sql)) >= 5
+                finally:
+                    await conn.close()
+
+            await eventually(applied_all, within=60, interval=0.3)
+            process.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                return await readiness() == (503, "draining")
+
+            # unready at once, while the process still runs (for shutdown_drain_s)
+            await eventually(draining, within=2, interval=0.05)
+            assert process.poll() is None
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+    committed, end = await committed_and_end(settings, settings.topic(group))
+    assert end >= 5
+    assert committed == end, (tmp_path / f"{component}.log").read_text(errors="replace")[-2000:]

@@ -8,10 +8,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from branchline_cli.main import app as cli
@@ -28,7 +30,7 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
 from tests.support.kafka import produce
-from tests.support.stack import eventually, serve
+from tests.support.stack import Infra, eventually, make_settings, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -205,3 +207,78 @@ async def test_an_event_no_store_accepted_is_extra(
         code, output = await run_cli(settings, "--grace", "0")
         assert code == 1
         assert f"extra: {forged.event_id}" in output
+
+
+async def stored_for_the_relay(settings: BranchlineSettings, event: RecordedEvent) -> None:
+    """An event accepted by intake's store; its relay publishes it."""
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            uow = PostgresUnitOfWork(conn)
+            await uow.lock_streams([event.stream_id])
+            uow.stage(
+                event, topic=declare_topics(settings).intake_events.name, submission_hash=None
+            )
+            await uow.commit()
+    finally:
+        await pool.close()
+
+
+def jumps_seen(consumer: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "branchline_consumer_position_jumps_total", {"consumer": consumer}
+    )
+    return value or 0.0
+
+
+async def test_a_position_jump_is_repaired_at_once_without_waiting_for_the_self_check(
+    infra: Infra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 2 of a client's stream is lost by the broker; version 3 arrives: both consumers
+    see the jump at once (metric, log line) and re-queue version 2, long before their periodic
+    self-check (an hour here) would have."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    tokens = TokenFactory(settings)
+    before = {c: jumps_seen(c) for c in ("audit-consumer", "followup-worker")}
+    async with whole_stack(settings, tokens) as intake:
+        assert (await intake.post("/v1/events", json=registration("C-J"))).status_code == 202
+        await settled(settings)
+        lost = recorded("C-J", version=2)
+        await lost_by_the_broker(settings, lost)
+        await stored_for_the_relay(settings, recorded("C-J", version=3))
+
+        async def repaired() -> Reconciliation | None:
+            result, _ = await reconcile_stack(settings, grace_s=0)
+            # v2 is applied after v3: reported out of order (the worker re-projected the
+            # client in source order); nothing is missing, extra, dead-lettered or in flight
+            unsettled = sum(
+                len(r.missing) + len(r.extra) + len(r.dead_lettered) + r.in_flight
+                for r in result.reports
+            )
+            last.append(result)
+            return result if unsettled == 0 else None
+
+        last: list[Reconciliation] = []
+        try:
+            await eventually(repaired, within=40, interval=0.5)
+        except AssertionError:
+            raise AssertionError(last[-1].reports if last else None) from None
+        # the consumers re-queued it themselves (each its own repair): a second outbox row
+        conn = await asyncpg.connect(settings.intake_database_url)
+        try:
+            rows = await conn.fetchval(
+                "SELECT count(*) FROM es_outbox WHERE event_id = $1", lost.event_id
+            )
+        finally:
+            await conn.close()
+        assert rows >= 2
+    assert {c: jumps_seen(c) - n for c, n in before.items()} == {
+        "audit-consumer": 1,
+        "followup-worker": 1,
+    }
+    assert any("position jump" in r.getMessage() for r in caplog.records)
+    assert any(
+        "re-queued them for publication" in r.getMessage()
+        and getattr(r, "trigger", None) == "position_jump"
+        for r in caplog.records
+    )

@@ -17,6 +17,7 @@ from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.test_intake_api import registration
+from tests.support.examples import example_data
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -177,3 +178,76 @@ async def test_free_texts_are_stored_sealed_and_ids_are_opaque_tokens(
     response = await intake.post("/v1/events", json=spaced)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "correlation_id"
+
+
+async def _all_stored(settings: BranchlineSettings) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch("SELECT envelope::text AS e FROM es_events ORDER BY 1")
+    finally:
+        await conn.close()
+    return [orjson.loads(r["e"]) for r in rows]
+
+
+async def test_staff_and_shelf_texts_and_a_late_entry_reason_are_stored_sealed(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """Issue #9: free text is sealed whatever the event is about: a member of staff's texts
+    with their own key, the product shelf's with the institution's (docs/privacy.md "Which
+    key"), and the envelope's late-entry reason with the event's key."""
+    async with (
+        serve(create_app(settings)) as url,
+        httpx.AsyncClient(
+            base_url=url, headers=tokens.headers(Role.ADMIN, sub="admin-1"), timeout=30
+        ) as admin,
+        httpx.AsyncClient(
+            base_url=url,
+            headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01", branch="BR-001"),
+            timeout=30,
+        ) as branch,
+    ):
+        actor = {"id": "admin-1", "role": "admin"}
+        at = "2026-11-22T09:00:00+08:00"
+        governance = [
+            {
+                "type": "staff.training_recorded",
+                "occurred_at": at,
+                "staff_id": "staff-9",
+                "actor": actor,
+                "data": example_data("staff.training_recorded") | {"topic": PLANTED},
+            },
+            {
+                "type": "staff.interest_declared",
+                "occurred_at": at,
+                "staff_id": "staff-9",
+                "actor": actor,
+                "data": example_data("staff.interest_declared") | {"nature": PLANTED},
+            },
+            {
+                "type": "product.approved",
+                "occurred_at": at,
+                "product_id": "P-sealed",
+                "actor": actor,
+                "data": example_data("product.approved") | {"name": PLANTED},
+            },
+        ]
+        for event in governance:
+            response = await admin.post("/v1/events", json=event)
+            assert response.status_code == 202, (event["type"], response.text)
+        late = registration("C-late-sealed", late_entry={"reason": PLANTED})
+        response = await branch.post("/v1/events", json=late)
+        assert response.status_code == 202, response.text
+        sealed_reason = registration(
+            "C-late-smuggle", late_entry={"reason": PREFIX + "k1:AAAA:BBBB"}
+        )
+        refused = await branch.post("/v1/events", json=sealed_reason)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "late_entry.reason"
+    stored = await _all_stored(settings)
+    assert PLANTED not in orjson.dumps(stored).decode()
+    by_type = {e["type"]: e for e in stored}
+    assert is_sealed(by_type["staff.training_recorded"]["data"]["topic"])
+    assert is_sealed(by_type["staff.interest_declared"]["data"]["nature"])
+    assert is_sealed(by_type["product.approved"]["data"]["name"])
+    late_stored = next(e for e in stored if e.get("client_id") == "C-late-sealed")
+    assert is_sealed(late_stored["late_entry"]["reason"])

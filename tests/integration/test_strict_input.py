@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 
 from branchline_audit.bootstrap import create_app as audit_app
@@ -325,3 +326,55 @@ async def test_a_chunked_body_over_the_limit_is_413(apis: Apis) -> None:
     assert response.status_code == 413, response.text
     assert response.json()["type"].endswith("payload-too-large")
     assert await apis.stored() == before
+
+
+# --- finding 5: a token whose subject is empty, spaced or too long ------------------------------
+
+
+@pytest.mark.parametrize("sub", ["", "rm 7", "x" * 129])
+async def test_a_token_with_a_bad_subject_is_401_on_intake_and_followup(
+    apis: Apis, sub: str
+) -> None:
+    """Such a token used to make every intake POST and followup action answer 500. It is
+    signed with the deployment's own key (the codec refuses to issue it, a forger would not)."""
+    tokens = TokenFactory(apis.settings)
+    keys = tokens.codec.keys
+
+    def forged(role: Role) -> dict[str, str]:
+        claims = jwt.decode(
+            tokens.token(role), options={"verify_signature": False}, algorithms=[keys.algorithm]
+        )
+        token = jwt.encode(
+            {**claims, "sub": sub},
+            keys.signing_key,
+            algorithm=keys.algorithm,
+            headers={"kid": keys.signing_kid},
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    before = await apis.stored()
+    calls = [
+        (apis.intake, Role.BRANCH_SYSTEM, "/v1/events", _event(client_id="C-bad-sub")),
+        (
+            apis.followup,
+            Role.RM,
+            "/v1/followups/00000000-0000-4000-8000-000000000001/complete",
+            {"outcome": "contacted"},
+        ),
+    ]
+    for client, role, path, body in calls:
+        response = await client.post(path, json=body, headers=forged(role))
+        assert response.status_code == 401, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert await apis.stored() == before
+
+
+async def test_a_completion_note_that_looks_sealed_is_refused(apis: Apis) -> None:
+    """Finding 2: the RM's completion note starting with the reserved prefix was stored as
+    sent (in clear, never shredded); it is refused before anything is looked up."""
+    response = await apis.followup.post(
+        "/v1/followups/00000000-0000-4000-8000-000000000002/complete",
+        json={"outcome": "contacted", "note": "bl:pii:v1:k1:AAAA:BBBB"},
+    )
+    body = _refused(response, 422, "note")
+    assert body["errors"][0]["type"] == "reserved_prefix"

@@ -37,6 +37,7 @@ from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import is_reachable
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import AuditSettings
@@ -157,6 +158,7 @@ def build_consumer(
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
+        jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
     )
 
 
@@ -197,7 +199,7 @@ async def run_consumer(settings: AuditSettings) -> None:
         )
         await opened.enter_async_context(checkpointing(audit))
         await opened.enter_async_context(self_repairing(repair))
-        await opened.enter_async_context(
+        health = await opened.enter_async_context(
             serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks)
         )
         done, _ = await asyncio.wait(
@@ -205,7 +207,9 @@ async def run_consumer(settings: AuditSettings) -> None:
         )
         if task in done:
             task.result()  # a crashed consumer ends the process loudly
-        # SIGTERM: the batch in hand is finished and its offsets committed (bounded)
+        # SIGTERM: unready first (still consuming), then the batch in hand is finished and
+        # its offsets committed (bounded) while readiness still says draining
+        await health.drain(settings.shutdown_drain_s)
         consumer.request_stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), timeout=10)

@@ -38,7 +38,7 @@ from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
-from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import DeadLetters
@@ -52,6 +52,7 @@ from branchline_shared.kafka.topics import (
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
 from branchline_shared.settings import FollowupSettings
@@ -192,6 +193,7 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
     whatever had started when a start fails half-way."""
     async with contextlib.AsyncExitStack() as started:
         runtime = await started.enter_async_context(followup_runtime(settings))
+        repair = worker_self_repair(settings, runtime)
         app = create_faust_app(
             settings,
             runtime.topics,
@@ -199,6 +201,7 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
             DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
             runtime.context.projection,
             runtime.context.units,
+            PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
         )
         await started.enter_async_context(
             running_task(
@@ -221,7 +224,6 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
                 name="followup-erasure-job",
             )
         )
-        repair = worker_self_repair(settings, runtime)
         started.push_async_callback(app.stop)  # also stops an agent whose start failed
         await app.start()
         await started.enter_async_context(
@@ -251,15 +253,19 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
 async def run_worker(settings: FollowupSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM."""
     stop = stop_on_signals()
-    async with running_worker(settings) as runtime:
-        checks = {
-            "postgres": lambda: is_reachable(runtime.pool),
-            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-        }
-        async with serving_health(
+    checks: dict[str, ReadinessCheck] = {}
+    async with (
+        serving_health(
             f"{SERVICE}-worker", settings.bind_host, settings.followup_worker_port, checks
-        ):
-            await stop.wait()
+        ) as health,
+        running_worker(settings) as runtime,
+    ):
+        checks["postgres"] = lambda: is_reachable(runtime.pool)
+        checks["kafka"] = lambda: broker_is_reachable(settings.kafka_bootstrap)
+        await stop.wait()
+        # Unready first, still working; then the worker stops while the endpoint still says
+        # so: Faust commits what it acknowledged, the relay publishes what is committed.
+        await health.drain(settings.shutdown_drain_s)
 
 
 async def rebuild(

@@ -171,7 +171,7 @@ async def run_relay(settings: IntakeSettings) -> None:
             "postgres": lambda: is_reachable(pool),
             "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
         }
-        await opened.enter_async_context(
+        health = await opened.enter_async_context(
             serving_health("intake-relay", settings.bind_host, settings.intake_relay_port, checks)
         )
         done, _ = await asyncio.wait(
@@ -179,3 +179,7 @@ async def run_relay(settings: IntakeSettings) -> None:
         )
         if task in done:
             task.result()
+        # unready first (still relaying), then publish what is committed and stop, while
+        # readiness still says draining
+        await health.drain(settings.shutdown_drain_s)
+        await relay.drain(task, timeout_s=settings.shutdown_flush_timeout_s)

@@ -34,12 +34,30 @@ def health_app(service: str, checks: Mapping[str, ReadinessCheck]) -> FastAPI:
     return app
 
 
+class HealthServer:
+    """The worker's health endpoint, as its process stops."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    async def drain(self, seconds: float) -> None:
+        """``/readyz`` answers 503 ``draining`` from now on (the worker keeps working); wait
+        ``seconds`` so a probe sees it before the worker drains and commits (as the APIs do,
+        ``docs/reliability.md``)."""
+        self._app.state.draining = True
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+
 @contextlib.asynccontextmanager
 async def serving_health(
     service: str, host: str, port: int, checks: Mapping[str, ReadinessCheck]
-) -> AsyncIterator[None]:
+) -> AsyncIterator[HealthServer]:
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` for the block. ``checks`` may be filled
+    later (readiness is 503 while it is empty: the worker is still starting)."""
+    app = health_app(service, checks)
     config = uvicorn.Config(
-        health_app(service, checks),
+        app,
         host=host,
         port=port,
         log_config=None,
@@ -50,7 +68,7 @@ async def serving_health(
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name=f"{service}-health")
     try:
-        yield
+        yield HealthServer(app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)

@@ -27,6 +27,7 @@ from branchline_shared.kafka.wire import (
     decode_event,
     source_position,
 )
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class BatchConsumer:
         max_records: int = 500,
         on_broker_lost: Callable[[], Awaitable[None]] | None = None,
         on_log_lost: Callable[[], Awaitable[None]] | None = None,
+        jumps: PositionJumps | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
@@ -170,6 +172,8 @@ class BatchConsumer:
         # Called after rewinding because the broker's log became shorter than our position:
         # what it lost before we read it is only in the event stores (reconcile repairs it).
         self._on_log_lost = on_log_lost
+        # Sees a gap the moment an event skips versions of its stream.
+        self._jumps = jumps
         self.started = asyncio.Event()
         self._stopping = False
 
@@ -248,6 +252,8 @@ class BatchConsumer:
             position = source_position(raw.headers)
             if position is not None:
                 positions[event.event_id] = position
+            if self._jumps is not None:
+                self._jumps.seen(event, position)
         if events:
             await self._handle_narrowing(events, positions)
             CONSUMED.labels(self._name).inc(len(events))

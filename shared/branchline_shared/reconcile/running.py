@@ -113,7 +113,14 @@ async def reconcile(
     repair: bool = False,
     grace_s: float = 10.0,
 ) -> Reconciliation:
-    """Compare; with ``repair``, queue every missing event in its store's outbox once."""
+    """Compare; with ``repair``, queue every missing event in its store's outbox once.
+
+    What the consumers applied is read before the stores: an event committed and applied
+    while reconcile reads would otherwise be in a consumer's record but not in the store
+    read earlier, and count as extra. Read in this order it is at worst a recent event not
+    yet applied, which the grace period excuses.
+    """
+    applied = {consumer.name: await consumer.applied() for consumer in consumers}
     logs: dict[str, list[StoreEvent]] = {}
     for store in stores:
         async with _connected(store.dsn) as conn:
@@ -131,7 +138,7 @@ async def reconcile(
         report = compare(
             consumer.name,
             logs,
-            await consumer.applied(),
+            applied[consumer.name],
             dead_lettered=frozenset(dead),
             own_sources=consumer.own_sources,
         )

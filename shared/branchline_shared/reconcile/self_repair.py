@@ -1,6 +1,7 @@
 """A consumer that repairs itself: it reconciles its own applications with the event stores
-when it finds the broker's log reset (its position beyond the log end) and every so often (a
-gap nobody saw: the broker lost messages it had acknowledged before anyone read them), and
+when it finds the broker's log reset (its position beyond the log end), at once when an event
+skips versions of its stream (a position jump, :mod:`.jumps`), and every so often (a gap
+nobody saw: the broker lost messages it had acknowledged before anyone read them), and
 re-queues exactly what it misses, as ``branchline reconcile --repair`` does for everyone.
 
 It needs to read the event stores (the settings' database URLs). When they are out of reach,
@@ -33,6 +34,10 @@ SELF_CHECKS = Counter(
 )
 
 
+AT_ONCE = frozenset({"log_reset", "position_jump"})
+"""Triggers whose missing events are not in flight: checked without a grace period."""
+
+
 class SelfRepair:
     def __init__(
         self,
@@ -53,6 +58,14 @@ class SelfRepair:
         """The broker's log was reset under us: check now, counting every published event
         not applied as missing (what the broker lost is not coming)."""
         self._trigger = "log_reset"
+        self._triggered.set()
+
+    def position_jumped(self) -> None:
+        """An event skipped versions of its stream (:mod:`.jumps`): check now, counting every
+        published event not applied as missing (what was skipped was published before the
+        event that skipped it, so it is not in flight)."""
+        if self._trigger != "log_reset":
+            self._trigger = "position_jump"
         self._triggered.set()
 
     async def check(self, *, trigger: str = "periodic", grace_s: float | None = None) -> int:
@@ -82,7 +95,7 @@ class SelfRepair:
             trigger, self._trigger = self._trigger, "periodic"
             self._triggered.clear()
             try:
-                await self.check(trigger=trigger, grace_s=0 if trigger == "log_reset" else None)
+                await self.check(trigger=trigger, grace_s=0 if trigger in AT_ONCE else None)
             except Exception as exc:  # never stops the consumer: the operator can reconcile
                 log.warning(
                     "self-check failed; trying again later",

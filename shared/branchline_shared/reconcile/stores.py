@@ -13,9 +13,11 @@ from branchline_shared.reconcile.compare import StoreEvent
 
 
 async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> list[StoreEvent]:
-    """Every event of the store whose transaction has ended (below the snapshot's xmin, the
-    log reader's gap-safe rule), in log order, with whether it is still in flight: its
-    outbox row not yet published, or published less than ``grace_s`` ago."""
+    """Every committed event of the store, in log order, with whether it is still in
+    flight: its outbox row not yet published, or published less than ``grace_s`` ago, or
+    its transaction not yet below the snapshot's xmin (the log reader's gap-safe rule: an
+    older transaction may still commit before it). Such an event may already be applied,
+    so it is known (never counted extra) but not yet owed (never counted missing)."""
     rows = await conn.fetch(
         """
         WITH outbox AS (
@@ -25,10 +27,9 @@ async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> 
         )
         SELECT e.tx_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id,
                e.stream_version, e.client_id, o.topic,
-               (o.unpublished OR o.published_at > now() - make_interval(secs => $1))
-                   AS in_flight
+               (o.unpublished OR o.published_at > now() - make_interval(secs => $1)
+                OR e.tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS in_flight
         FROM es_events e JOIN outbox o USING (event_id)
-        WHERE e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
         ORDER BY e.tx_id, e.global_position
         """,
         grace_s,
@@ -57,12 +58,16 @@ async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
     )
     if not ordered:
         return 0
+    # The key of the event's first outbox row (its subject: a product's or a staff member's
+    # events have no client), so the copy lands on the partition of the original.
     await conn.execute(
         "INSERT INTO es_outbox (event_id, topic, message_key) "
-        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
+        "SELECT u.event_id, u.topic, (SELECT o.message_key FROM es_outbox o "
+        "                             WHERE o.event_id = u.event_id ORDER BY o.id LIMIT 1) "
+        "FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(event_id, topic, n) "
+        "ORDER BY u.n",
         [e.event_id for e in ordered],
         [e.topic for e in ordered],
-        [e.client_id for e in ordered],
     )
     return len(ordered)
 

@@ -140,6 +140,8 @@ def test_the_privacy_commands_run_against_the_configured_databases(
         "BRANCHLINE_KEYS_DATABASE_URL": settings.keys_database_url,
         "BRANCHLINE_FOLLOWUP_DATABASE_URL": settings.followup_database_url,
         "BRANCHLINE_MASTER_KEY": base64.b64encode(old).decode(),
+        # The legal-holds client signs its token with it; settings never generate it (#16).
+        "BRANCHLINE_JWT_SECRET": settings.resolved_jwt_secret(),
     }.items():
         monkeypatch.setenv(name, value)
     runner = CliRunner()

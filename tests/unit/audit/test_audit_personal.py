@@ -42,6 +42,20 @@ def test_personal_values_are_masked_for_every_role_by_default() -> None:
     assert shown["data"]["fields"] == {"name": "[redacted]", "phone": "[redacted]"}
 
 
+def test_a_late_entry_reason_is_masked_like_personal_values() -> None:
+    """Issue #9: the envelope's late-entry reason is free text (sealed in the store)."""
+    late = {**event(3, event_type="visit.arrived", data={"visit_id": "V-1"})}
+    late["late_entry"] = {"reason": "bl:pii:v1:k1:AAAA:BBBB"}
+    shown, view = PersonalDataPolicy().view(late, client_state=ACTIVE, reader_roles={"admin"})
+    assert view is View.MASKED
+    assert shown["late_entry"] == {"reason": "[redacted]"}
+    assert shown["data"] == {"visit_id": "V-1"}
+    full, view = PersonalDataPolicy(frozenset({"admin"})).view(
+        late, client_state=ACTIVE, reader_roles={"admin"}
+    )
+    assert (full, view) == (late, View.FULL)
+
+
 def test_events_without_personal_values_are_shown_whole_and_verifiable() -> None:
     original = event(2, event_type="visit.arrived", data={"visit_id": "V-1"})
     shown, view = PersonalDataPolicy().view(original, client_state=ACTIVE, reader_roles=set())

@@ -80,6 +80,18 @@ class PersonalDataPolicy:
         if not isinstance(data, Mapping):
             return dict(event), View.FULL
         masked = mask_personal(event_type, data, MARKERS[wanted], unknown_type_keeps_keys=True)
-        if masked == data:
+        late = _masked_late_entry(event.get("late_entry"), MARKERS[wanted])
+        if masked == data and late is None:
             return dict(event), View.FULL  # nothing personal in it: show it verifiable
-        return {**event, "data": masked}, wanted
+        shown = {**event, "data": masked}
+        if late is not None:
+            shown["late_entry"] = late
+        return shown, wanted
+
+
+def _masked_late_entry(late_entry: object, marker: str) -> dict[str, Any] | None:
+    """The envelope's late entry with its reason (free text, issue #9) masked; None if the
+    event has no reason to mask."""
+    if isinstance(late_entry, Mapping) and isinstance(late_entry.get("reason"), str):
+        return {**late_entry, "reason": marker}
+    return None

@@ -230,14 +230,16 @@ async def record_timer_fired(
     event_id: uuid.UUID,
 ) -> None:
     """The timer fired at its instant and recorded ``event_id``; the row is created if the
-    task closed (and dropped its unfired timers) before the event was applied."""
+    task closed (and dropped its unfired timers) before the event was applied. The event of
+    a deadline the task has moved from leaves the timer of the new deadline armed."""
     await conn.execute(
         """
         INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at, fired_at, fired_event_id)
         VALUES ($1, $2, $3, $4, $5, $5, $6)
         ON CONFLICT (id) DO UPDATE SET fired_at = EXCLUDED.fired_at,
                                        fired_event_id = EXCLUDED.fired_event_id
-        WHERE fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL
+        WHERE (fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL)
+          AND fu_timers.fire_at = EXCLUDED.fire_at
         """,
         timer_id,
         task_id,

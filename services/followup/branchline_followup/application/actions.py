@@ -21,7 +21,12 @@ from branchline_followup.application.recording import (
 )
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.suitability import completion_missing
-from branchline_shared.events.catalogue import EventType, RefusedEvent, RuleViolationRefused
+from branchline_shared.events.catalogue import (
+    EventType,
+    FollowupReassigned,
+    RefusedEvent,
+    RuleViolationRefused,
+)
 from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.events.personal_data import redact_personal
 
@@ -246,13 +251,9 @@ async def reassign_task(
         task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if task.assignee == assignee:
             return task
-        data: dict[str, Any] = {
-            "task_id": str(task.id),
-            "from_assignee": task.assignee,
-            "to_assignee": assignee,
-        }
-        if reason is not None:
-            data["reason"] = reason
+        data = FollowupReassigned(
+            task_id=str(task.id), from_assignee=task.assignee, to_assignee=assignee, reason=reason
+        ).model_dump(mode="json", exclude_none=True)
         changed = await _record_action(
             uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
         )

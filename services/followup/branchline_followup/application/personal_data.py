@@ -21,7 +21,11 @@ from branchline_followup.domain.records import SealedValue
 from branchline_followup.domain.vocabulary import TaskKind
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, SealingError, unseal
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType
+from branchline_shared.events.catalogue import (
+    CATALOGUE_VERSION,
+    ClientPersonalDataAccessed,
+    EventType,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.vocabulary import PersonalField
 
@@ -188,9 +192,12 @@ async def answer_access_request(
         texts = sorted(
             {f"{s.source.event_type}/{s.source.path}" for s in shown if s.personal_field is None}
         )
-        data: dict[str, Any] = {"fields": fields, "purpose": purpose, "texts": texts}
-        if request_id is not None:
-            data["request_event_id"] = request_id
+        data = ClientPersonalDataAccessed(
+            fields=tuple(fields),
+            purpose=purpose,
+            texts=tuple(texts),
+            request_event_id=request_id,
+        ).model_dump(mode="json", exclude_none=True)
         event = await record_privacy_event(
             uow,
             ctx,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from branchline_followup.application.personal_data import record_privacy_event
 from branchline_followup.application.ports import LegalHolds
@@ -25,7 +24,7 @@ from branchline_followup.domain.erasure import (
     shred_plan,
 )
 from branchline_shared.crypto.keystore import ClientKeyStore
-from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.catalogue import ClientPersonalDataShredded, EventType
 from branchline_shared.events.envelope import Actor
 from branchline_shared.settings import FollowupSettings
 
@@ -153,16 +152,13 @@ async def _shred(
         # the next run finds the client pending, destroys again (idempotent) and records it.
         key_id = await keys.destroy(case.client_id)
         facts = await uow.clients.get(case.client_id)
-        data: dict[str, Any] = {
-            "basis": plan.basis.value,
-            "erasure_event_id": str(case.erasure_event_id),
-        }
-        if key_id is not None:
-            data["key_id"] = key_id
-        if case.relationship_ended_at is not None:
-            data["relationship_ended_at"] = case.relationship_ended_at
-        if plan.retention_until is not None:
-            data["retention_until"] = plan.retention_until
+        data = ClientPersonalDataShredded(
+            basis=plan.basis,
+            erasure_event_id=case.erasure_event_id,
+            key_id=key_id,
+            relationship_ended_at=case.relationship_ended_at,
+            retention_until=plan.retention_until,
+        ).model_dump(mode="json", exclude_none=True)
         event = await record_privacy_event(
             uow,
             ctx,

@@ -30,6 +30,7 @@ from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
+from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_faust_app(
     dead_letters: DeadLetters,
     projection: Projection | None = None,
     units: UnitsOfWork | None = None,
+    jumps: PositionJumps | None = None,
 ) -> faust.App:
     """``units``: where the projection writes (default: units on ``pool`` that wake no
     relay; the running worker passes its runtime's, which wake its relay)."""
@@ -95,7 +97,7 @@ def create_faust_app(
                 )
                 for e in pending
             ]
-            await handle_batch(raws, writes, dead_letters, projected)
+            await handle_batch(raws, writes, dead_letters, projected, jumps)
             for done in pending:
                 await manual.ack(done)
             pending = []
@@ -104,7 +106,11 @@ def create_faust_app(
 
 
 async def handle_batch(
-    raws: list[RawMessage], units: UnitsOfWork, dead_letters: DeadLetters, projection: Projection
+    raws: list[RawMessage],
+    units: UnitsOfWork,
+    dead_letters: DeadLetters,
+    projection: Projection,
+    jumps: PositionJumps | None = None,
 ) -> None:
     """Decode (poison → dead letter), apply the rest as one batch, dead-letter each event that
     fails on its own with the reason."""
@@ -120,6 +126,8 @@ async def handle_batch(
         except Exception as exc:
             await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
             continue
+        if jumps is not None:
+            jumps.seen(event, position)
         batch.append((raw, Delivered(event, position)))
     outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)
     for index, error in outcome.failed:
