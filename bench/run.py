@@ -287,7 +287,12 @@ async def one_repetition(
     return figures
 
 
-async def growth(stack: BenchStack, p: Profile) -> dict[str, float]:
+REBUILD_LIMIT_S = 900
+"""A rebuild that has not finished by then is stopped and reported (it once stalled at its
+swap while the live worker was far behind): the growth steps after it still run."""
+
+
+async def growth(stack: BenchStack, p: Profile, warnings: list[str]) -> dict[str, float]:
     """Once, on a stack of its own: filled step by step (bench/scale.py)."""
     figures: dict[str, float] = {}
     for step, events in enumerate(p.growth_steps):
@@ -299,7 +304,14 @@ async def growth(stack: BenchStack, p: Profile) -> dict[str, float]:
             # The rebuild replays every event of the topics: measured at the first step (its
             # rate, not its duration, is the figure).
             console.print("  rebuild ...", end="")
-            rate, replayed = await scale.rebuild_rate(stack.settings)
+            try:
+                rate, replayed = await asyncio.wait_for(
+                    scale.rebuild_rate(stack.settings), timeout=REBUILD_LIMIT_S
+                )
+            except TimeoutError:
+                warnings.append(f"the rebuild had not finished after {REBUILD_LIMIT_S} s")
+                console.print(" did not finish")
+                continue
             figures["rebuild"], figures["rebuild_events"] = rate, replayed
             console.print(f" {rate:,.1f} ev/s over {replayed:,} events")
     return figures
@@ -425,7 +437,7 @@ async def main(argv: list[str] | None = None) -> int:
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
     async with running_stack() as stack:
-        grown = await growth(stack, profile)
+        grown = await growth(stack, profile, result["warnings"])
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     # The growth figures are measured once: they join the first repetition's figures.
     runs[0] |= grown
