@@ -20,6 +20,7 @@ from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.exporting import ExportSlots
+from branchline_audit.application.ports import AuditLedger
 from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
@@ -141,7 +142,7 @@ def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair 
 
 def build_consumer(
     settings: AuditSettings,
-    ledger: PostgresLedger,
+    ledger: AuditLedger,
     producer: AIOKafkaProducer,
     clock: Clock,
     repair: SelfRepair | None = None,

@@ -8,13 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from branchline_audit.application.ports import NoteSigner
 from branchline_audit.domain.merkle import EMPTY_ROOT
 from branchline_audit.domain.verification import StoredCheckpoint
 
 CHECKPOINT_LOCK_KEY = 0x636B7074  # "ckpt"
-
-NoteSigner = Callable[[int, bytes], str]
-"""``sign(tree_size, root) -> signed checkpoint note``."""
 
 
 def _checkpoint(row: asyncpg.Record) -> StoredCheckpoint:

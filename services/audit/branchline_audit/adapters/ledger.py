@@ -11,13 +11,13 @@ the same transaction (:mod:`branchline_audit.domain.subtrees`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
     ChainEntry,
@@ -25,6 +25,7 @@ from branchline_audit.domain.canonical import (
     entry_canonical_bytes,
     format_appended_at,
 )
+from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.records import (
@@ -33,6 +34,7 @@ from branchline_audit.domain.records import (
     is_pruned_marker,
     restriction_of,
 )
+from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.subtrees import (
     STRIDE,
     SubtreeSource,
@@ -44,6 +46,8 @@ from branchline_audit.domain.verification import StoredEntry
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
+__all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger"]
+
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 _COLUMNS = (
     "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
@@ -51,59 +55,35 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class LedgerFilters:
-    """The filters of ``GET /v1/audit/entries`` (docs/api.md); ``type`` may name a family
-    (``followup.*``). ``from``/``to`` bound ``occurred_at`` (from inclusive, to exclusive)."""
+def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
+    """The SQL condition (and its bound values, numbered from ``first_param``) of ``filters``."""
+    clauses: list[str] = []
+    params: list[Any] = []
 
-    client_id: str | None = None
-    actor_id: str | None = None
-    branch_id: str | None = None
-    type: str | None = None
-    occurred_from: datetime | None = None
-    occurred_to: datetime | None = None
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${first_param + len(params) - 1}"
 
-    def is_empty(self) -> bool:
-        return all(v is None for v in self.as_dict().values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "client_id": self.client_id,
-            "actor_id": self.actor_id,
-            "branch_id": self.branch_id,
-            "type": self.type,
-            "from": self.occurred_from.isoformat() if self.occurred_from else None,
-            "to": self.occurred_to.isoformat() if self.occurred_to else None,
-        }
-
-    def where(self, first_param: int) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${first_param + len(params) - 1}"
-
-        for column, value in (
-            ("client_id", self.client_id),
-            ("actor_id", self.actor_id),
-            ("branch_id", self.branch_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = {param(value)}")
-        if self.type is not None:
-            if self.type.endswith(".*"):
-                family = self.type[:-1]
-                for special in ("\\", "%", "_"):
-                    family = family.replace(special, "\\" + special)
-                clauses.append(f"event_type LIKE {param(family + '%')}")
-            else:
-                clauses.append(f"event_type = {param(self.type)}")
-        if self.occurred_from is not None:
-            clauses.append(f"occurred_at >= {param(self.occurred_from)}")
-        if self.occurred_to is not None:
-            clauses.append(f"occurred_at < {param(self.occurred_to)}")
-        return (" AND ".join(clauses) or "true"), params
+    for column, value in (
+        ("client_id", filters.client_id),
+        ("actor_id", filters.actor_id),
+        ("branch_id", filters.branch_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {param(value)}")
+    if filters.type is not None:
+        if filters.type.endswith(".*"):
+            family = filters.type[:-1]
+            for special in ("\\", "%", "_"):
+                family = family.replace(special, "\\" + special)
+            clauses.append(f"event_type LIKE {param(family + '%')}")
+        else:
+            clauses.append(f"event_type = {param(filters.type)}")
+    if filters.occurred_from is not None:
+        clauses.append(f"occurred_at >= {param(filters.occurred_from)}")
+    if filters.occurred_to is not None:
+        clauses.append(f"occurred_at < {param(filters.occurred_to)}")
+    return (" AND ".join(clauses) or "true"), params
 
 
 def _stored(row: asyncpg.Record) -> StoredEntry:
@@ -229,6 +209,22 @@ class PostgresLedger:
         await self._record_source_positions(conn, rows, positions or {})
         return [r[0] for r in rows]
 
+    async def append_decided(
+        self,
+        event_types: Sequence[str],
+        decide: Callable[[list[LedgerFact]], dict[str, Any]],
+        *,
+        now: datetime,
+    ) -> int:
+        """Under the ledger lock: read the facts of ``event_types``, let ``decide`` build the
+        event from them (it raises to refuse, and nothing is appended), append it; its
+        position. Nobody appends between the read and the append."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+            event = decide(await ledger_facts(conn, event_types))
+            (position,) = await self.append_locked(conn, [event], now=now)
+        return position
+
     async def _record_source_positions(
         self,
         conn: PgConnection,
@@ -309,7 +305,7 @@ class PostgresLedger:
     async def entries(
         self, filters: LedgerFilters, *, after_position: int, limit: int, up_to: int | None = None
     ) -> list[StoredEntry]:
-        where, params = filters.where(4)
+        where, params = _where(filters, 4)
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
             f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2",
@@ -364,6 +360,12 @@ class PostgresLedger:
             if states.get(row["client_id"]) is not ClientDataState.SHREDDED:
                 states[row["client_id"]] = state
         return states
+
+    async def facts(
+        self, event_types: Sequence[str], client_id: str | None = None
+    ) -> list[LedgerFact]:
+        """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
+        return await ledger_facts(self._pool, event_types, client_id)
 
     # ---------------------------------------------------------------- the Merkle tree
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from branchline_audit.adapters.checkpoints import PostgresCheckpoints
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.application.ports import AuditCheckpoints, AuditLedger
 from branchline_audit.domain.note import Signer
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_shared.clock import Clock
@@ -22,8 +21,8 @@ class TrailReader:
 
 @dataclass(frozen=True)
 class AuditContext:
-    ledger: PostgresLedger
-    checkpoints: PostgresCheckpoints
+    ledger: AuditLedger
+    checkpoints: AuditCheckpoints
     signer: Signer
     clock: Clock
     policy: PersonalDataPolicy = field(default_factory=PersonalDataPolicy)

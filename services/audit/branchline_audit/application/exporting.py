@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.export import ExportContent, ExportWriter
+from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import RecordingHasher

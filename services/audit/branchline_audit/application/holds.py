@@ -1,16 +1,18 @@
 """Legal holds placed and lifted by recorded decisions (D-11): each is an entry of the ledger
 (``audit.legal_hold_placed`` / ``audit.legal_hold_lifted``) with who (the actor) and why (a
 closed reason code, a case reference), never a configuration list. Checked and appended under
-the ledger's lock, so two auditors cannot both place the same hold or lift one twice."""
+the ledger's lock (``AuditLedger.append_decided``), so two auditors cannot both place the
+same hold or lift one twice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from branchline_audit.adapters.ledger import LEDGER_LOCK_KEY, PostgresLedger
-from branchline_audit.adapters.relationships import ledger_facts
+from branchline_audit.application.ports import AuditLedger
 from branchline_audit.domain.relationships import (
     HOLD_TYPES,
+    LedgerFact,
     LegalHold,
     hold_lifted_event,
     hold_placed_event,
@@ -26,7 +28,7 @@ class HoldActor:
 
 
 async def place_hold(
-    ledger: PostgresLedger,
+    ledger: AuditLedger,
     clock: Clock,
     *,
     actor: HoldActor,
@@ -37,10 +39,9 @@ async def place_hold(
 ) -> tuple[LegalHold, int]:
     """Record a hold; the hold and its ledger position. Raises HoldRefused."""
     now = clock.now()
-    async with ledger.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-        holds = standing_holds(await ledger_facts(conn, HOLD_TYPES))
-        event = hold_placed_event(
+
+    def decide(facts: list[LedgerFact]) -> dict[str, Any]:
+        return hold_placed_event(
             now=now,
             actor_id=actor.id,
             actor_role=actor.role,
@@ -48,9 +49,10 @@ async def place_hold(
             hold_id=hold_id,
             reason=reason,
             case_reference=case_reference,
-            holds=holds,
+            holds=standing_holds(facts),
         )
-        (position,) = await ledger.append_locked(conn, [event], now=now)
+
+    position = await ledger.append_decided(HOLD_TYPES, decide, now=now)
     return (
         LegalHold(
             hold_id=hold_id,
@@ -66,14 +68,15 @@ async def place_hold(
 
 
 async def lift_hold(
-    ledger: PostgresLedger, clock: Clock, *, actor: HoldActor, hold_id: str, reason: str
+    ledger: AuditLedger, clock: Clock, *, actor: HoldActor, hold_id: str, reason: str
 ) -> tuple[LegalHold, int]:
     """Record the lifting of a standing hold; the hold as it stood and the new position."""
     now = clock.now()
-    async with ledger.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-        holds = standing_holds(await ledger_facts(conn, HOLD_TYPES))
-        event = hold_lifted_event(
+    holds: dict[str, LegalHold] = {}
+
+    def decide(facts: list[LedgerFact]) -> dict[str, Any]:
+        holds.update(standing_holds(facts))
+        return hold_lifted_event(
             now=now,
             actor_id=actor.id,
             actor_role=actor.role,
@@ -81,11 +84,12 @@ async def lift_hold(
             reason=reason,
             holds=holds,
         )
-        (position,) = await ledger.append_locked(conn, [event], now=now)
+
+    position = await ledger.append_decided(HOLD_TYPES, decide, now=now)
     return holds[hold_id], position
 
 
-async def list_holds(ledger: PostgresLedger, client_id: str | None = None) -> list[LegalHold]:
+async def list_holds(ledger: AuditLedger, client_id: str | None = None) -> list[LegalHold]:
     """The standing holds (of ``client_id``), oldest first."""
-    holds = standing_holds(await ledger_facts(ledger.pool, HOLD_TYPES, client_id))
+    holds = standing_holds(await ledger.facts(HOLD_TYPES, client_id))
     return sorted(holds.values(), key=lambda h: h.position)

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.relationships import ledger_facts
+from branchline_audit.application.ports import AuditLedger
 from branchline_audit.domain.records import (
     AUDIT_PRUNED,
     position_ranges,
@@ -48,7 +47,7 @@ class PruneOutcome:
 
 
 async def prune_expired(
-    ledger: PostgresLedger,
+    ledger: AuditLedger,
     retention: RetentionPolicy,
     clock: Clock,
     *,
@@ -114,11 +113,11 @@ async def prune_expired(
 
 
 async def retention_state(
-    ledger: PostgresLedger, client_id: str | None = None
+    ledger: AuditLedger, client_id: str | None = None
 ) -> ClientRetentionState:
     """Relationship ends and standing holds, as the ledger records them (D-09, D-11)."""
-    relationships = await ledger_facts(ledger.pool, RELATIONSHIP_TYPES, client_id)
-    holds = await ledger_facts(ledger.pool, HOLD_TYPES, client_id)
+    relationships = await ledger.facts(RELATIONSHIP_TYPES, client_id)
+    holds = await ledger.facts(HOLD_TYPES, client_id)
     return ClientRetentionState(
         relationship_ends=relationship_ends(relationships),
         held=held_clients(standing_holds(holds)),

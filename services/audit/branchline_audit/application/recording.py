@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.application.context import AuditContext, TrailReader
+from branchline_audit.application.ports import AuditLedger
 from branchline_audit.domain.records import read_event
 from branchline_shared.clock import Clock
 from branchline_shared.events.envelope import RecordedEvent
@@ -15,7 +15,7 @@ from branchline_shared.kafka.wire import SourcePosition
 
 
 async def record_events(
-    ledger: PostgresLedger,
+    ledger: AuditLedger,
     clock: Clock,
     events: Sequence[RecordedEvent],
     positions: Mapping[uuid.UUID, SourcePosition] | None = None,

@@ -3,7 +3,7 @@ skips an event id it holds)."""
 
 from __future__ import annotations
 
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.application.ports import AuditLedger
 from branchline_audit.application.recording import record_events
 from branchline_shared.clock import Clock
 from branchline_shared.kafka.dead_letter_log import DeadLetter, ReplayOutcome
@@ -11,7 +11,7 @@ from branchline_shared.kafka.wire import PoisonEvent, decode_event, source_posit
 
 
 async def replay_into_ledger(
-    ledger: PostgresLedger, clock: Clock, letter: DeadLetter
+    ledger: AuditLedger, clock: Clock, letter: DeadLetter
 ) -> ReplayOutcome:
     try:
         event = decode_event(letter.value)

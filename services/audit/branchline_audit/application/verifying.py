@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from branchline_audit.adapters.checkpoints import PostgresCheckpoints
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.application.ports import AuditCheckpoints, AuditLedger
 from branchline_audit.domain.note import Verifier
 from branchline_audit.domain.verification import LedgerAuditor, LedgerVerdict
 
 
 async def verify_ledger(
-    ledger: PostgresLedger,
-    checkpoints: PostgresCheckpoints,
+    ledger: AuditLedger,
+    checkpoints: AuditCheckpoints,
     *,
     verifier: Verifier | None,
     origin: str,

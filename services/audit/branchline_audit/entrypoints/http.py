@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import latest_covering
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.exporting import (
@@ -25,6 +24,7 @@ from branchline_audit.application.proofs import ProofRefused, consistency, inclu
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles

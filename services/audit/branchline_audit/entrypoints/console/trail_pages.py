@@ -11,11 +11,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.proofs import ProofRefused, inclusion
 from branchline_audit.application.querying import EntryView, views_of
 from branchline_audit.application.recording import record_read
+from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.records import AUDIT_READ
 from branchline_audit.entrypoints.http import export_response, started_export
 from branchline_shared.console.web import console_roles, locale_of, site_of

@@ -1,0 +1,119 @@
+"""The ports of audit's use cases: the ledger and its checkpoints, exactly as the use cases
+call them (docs/audit.md, "Ledger behind ports"; the style of ADR-0013).
+
+Use cases type against these protocols and never import an adapter; the composition root
+(``bootstrap.py``) builds the PostgreSQL implementations (``adapters/ledger.py``,
+``adapters/checkpoints.py``) and hands them in through :class:`AuditContext`. The ledger's
+lock is the adapter's business: a use case that must decide and append with nobody in between
+(a legal hold) calls :meth:`AuditLedger.append_decided`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from branchline_audit.domain.filters import LedgerFilters
+from branchline_audit.domain.merkle import RangeHasher
+from branchline_audit.domain.personal import ClientDataState
+from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.verification import StoredCheckpoint, StoredEntry
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.pool import PgConnection
+
+NoteSigner = Callable[[int, bytes], str]
+"""``sign(tree_size, root) -> signed checkpoint note``."""
+
+
+class AuditLedger(Protocol):
+    """The insert-only, hash-chained ledger (D-11): appends, reads, Merkle ranges, prunes."""
+
+    async def append(
+        self,
+        events: Sequence[dict[str, Any]],
+        *,
+        now: datetime,
+        positions: Mapping[uuid.UUID, SourcePosition] | None = None,
+    ) -> int:
+        """Append events not yet in the ledger (by event id); how many were new."""
+        ...
+
+    async def append_decided(
+        self,
+        event_types: Sequence[str],
+        decide: Callable[[list[LedgerFact]], dict[str, Any]],
+        *,
+        now: datetime,
+    ) -> int:
+        """Under the ledger's lock: ``decide`` builds the event from the facts of
+        ``event_types`` (raising to refuse), the event is appended; its position."""
+        ...
+
+    async def entries(
+        self, filters: LedgerFilters, *, after_position: int, limit: int, up_to: int | None = None
+    ) -> list[StoredEntry]: ...
+
+    async def entry(self, position: int) -> StoredEntry | None: ...
+
+    def scan_stored(
+        self, *, page_size: int = 2000, after_position: int = 0
+    ) -> AsyncIterator[StoredEntry]:
+        """Every entry with its stored columns, in ledger order (constant memory)."""
+        ...
+
+    async def size(self) -> int: ...
+
+    async def client_states(self, client_ids: Iterable[str]) -> dict[str, ClientDataState]:
+        """What may be shown of each client (D-04)."""
+        ...
+
+    async def facts(
+        self, event_types: Sequence[str], client_id: str | None = None
+    ) -> list[LedgerFact]:
+        """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
+        ...
+
+    async def range_hasher(
+        self, ranges: Iterable[tuple[int, int]], *, conn: PgConnection | None = None
+    ) -> RangeHasher:
+        """A hasher answering ``ranges``; ``conn`` is the one :meth:`AuditCheckpoints.create`
+        hands its ``range_root`` (same transaction), else None."""
+        ...
+
+    async def expired_candidates(
+        self, *, before: datetime, after_position: int, limit: int
+    ) -> list[StoredEntry]: ...
+
+    async def prune(
+        self, markers: dict[int, dict[str, Any]], *, now: datetime, record: dict[str, Any]
+    ) -> int:
+        """Replace the events at ``markers``' positions by their markers and append
+        ``record``, in one transaction; how many were pruned."""
+        ...
+
+
+class AuditCheckpoints(Protocol):
+    """Signed checkpoints of the ledger (insert-only like it)."""
+
+    async def latest(self) -> StoredCheckpoint | None: ...
+
+    async def at(self, tree_size: int) -> StoredCheckpoint | None: ...
+
+    async def all(self) -> list[StoredCheckpoint]: ...
+
+    async def unsigned_since(self) -> tuple[int, int, datetime | None]:
+        """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``."""
+        ...
+
+    async def create(
+        self,
+        sign: NoteSigner,
+        range_root: Callable[[Any, int], Any],
+        *,
+        now: datetime,
+    ) -> StoredCheckpoint:
+        """Sign and store a checkpoint at the ledger's current size (or return the one
+        there); ``range_root(conn, size)`` is awaited for the root over ``size`` leaves."""
+        ...
