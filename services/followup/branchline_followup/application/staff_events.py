@@ -12,8 +12,9 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.suitability import SaveTasks
 from branchline_followup.domain import ClientContext, FollowupPolicy, apply_commands
 from branchline_followup.domain.conflicts import escalates, gift_escalation, gift_of
-from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded, parse_payload
+from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import payload_as
 from branchline_shared.events.vocabulary import LifecycleStage
 
 TRAINING_RECORDED = EventType.STAFF_TRAINING_RECORDED.value
@@ -30,8 +31,8 @@ async def on_staff_event(
         return
     await uow.activity.record_staff(event.staff_id, event.branch_id)
     if event.type == TRAINING_RECORDED:
-        payload = parse_payload(event.type, event.data)
-        assert isinstance(payload, StaffTrainingRecorded)
+        # As stored: the training topic is free text, sealed with the member of staff's key.
+        payload = payload_as(event, StaffTrainingRecorded)
         await uow.activity.record_training(
             event, event.staff_id, payload.hours, payload.completed_at
         )
