@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -96,9 +95,7 @@ async def test_sigterm_makes_the_relay_unready_then_it_flushes_the_outbox_once_a
     )
 
     async def backlog() -> int:
-        return int(
-            await pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")
-        )
+        return int(await pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL"))
 
     try:
         async with httpx.AsyncClient(
