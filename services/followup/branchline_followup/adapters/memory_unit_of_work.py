@@ -375,6 +375,11 @@ class MemoryFollowupUnitOfWork:
         )
         return True
 
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        return {e.event_id for e, position in events if await self.mark_applied(e, position)}
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         saved = copy.deepcopy(self._units.state)

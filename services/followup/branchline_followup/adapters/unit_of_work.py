@@ -296,20 +296,42 @@ class PostgresFollowupUnitOfWork:
         self.activity = _Activity(conn)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
+        self._locked: set[str] = set()
+        """Clients whose lock this transaction holds: a transaction-level advisory lock is
+        held until the end, so a batch takes each client's once, not once per event (#12)."""
 
     async def lock_client(self, client_id: str) -> None:
+        if client_id in self._locked:
+            return
         await lock_client(self._conn, client_id, self._lock_class)
+        self._locked.add(client_id)
 
     async def try_lock_client(self, client_id: str) -> bool:
-        return await try_lock_client(self._conn, client_id, self._lock_class)
+        if client_id in self._locked:
+            return True
+        locked = await try_lock_client(self._conn, client_id, self._lock_class)
+        if locked:
+            self._locked.add(client_id)
+        return locked
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await read_models.mark_applied(self._conn, event, position)
 
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        return await read_models.mark_all_applied(self._conn, events)
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        async with self._conn.transaction():  # nested: a savepoint
-            yield
+        held = set(self._locked)
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                yield
+        except BaseException:
+            # Rolling back to the savepoint releases the locks taken since it was set.
+            self._locked = held
+            raise
 
 
 class PostgresUnitsOfWork:

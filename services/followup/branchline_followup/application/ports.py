@@ -241,6 +241,13 @@ class FollowupUnitOfWork(Protocol):
         False when it already was (a redelivery: apply nothing)."""
         ...
 
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        """:meth:`mark_applied` for each, in one statement (#12); the ids it recorded now
+        (an id listed twice is recorded once; the others had been applied)."""
+        ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A scope whose changes roll back alone when it raises (one event, one timer)."""
         ...

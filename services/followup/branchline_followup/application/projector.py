@@ -17,7 +17,11 @@ from datetime import datetime
 
 from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
-from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
+from branchline_followup.application.task_creations import (
+    TASK_CREATED,
+    PendingCreations,
+    settle_created_tasks,
+)
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
     FOLLOWUP_ESCALATED,
@@ -104,10 +108,16 @@ async def project(
     event: RecordedEvent,
     projection: Projection,
     position: SourcePosition | None = None,
+    *,
+    marked: bool = False,
+    creations: PendingCreations | None = None,
 ) -> bool:
     """Apply ``event`` within the caller's unit of work; False when it had been applied.
-    ``position`` (where its store put it) is recorded for reconciliation."""
-    if not await uow.mark_applied(event, position):
+    ``position`` (where its store put it) is recorded for reconciliation. A batch (#12)
+    passes ``marked`` when it recorded the event as applied itself (one statement for the
+    batch: this call then applies it) and ``creations`` to record the task creations it
+    decides when the unit ends (:class:`~.task_creations.PendingCreations`)."""
+    if not marked and not await uow.mark_applied(event, position):
         return False
     if event.type == TASK_CREATED:
         # The record of a creation the rules made (and replay from it): applied where it was
@@ -126,7 +136,7 @@ async def project(
             after: dict[uuid.UUID, FollowupTask],
         ) -> Awaitable[None]:
             return _save_changed_tasks(
-                u, before, after, projection.policy, projection.task_creations_topic
+                u, before, after, projection.policy, projection.task_creations_topic, creations
             )
 
         await suitability.on_product_event(uow, event, projection.policy, save)
@@ -143,7 +153,12 @@ async def project(
         # timer runner would have made them: the result does not depend on whether it ran
         # before this event arrived (rebuild == incremental).
         await apply_stage_changes(
-            uow, facts, event.occurred_at, policy, topic=projection.task_creations_topic
+            uow,
+            facts,
+            event.occurred_at,
+            policy,
+            topic=projection.task_creations_topic,
+            creations=creations,
         )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     previous_tolerance = facts.risk_tolerance if facts else None
@@ -191,7 +206,9 @@ async def project(
         tasks = await suitability.on_client_event(
             uow, event, client, previous_tolerance, tasks, policy
         )
-    await _save_changed_tasks(uow, before, tasks, policy, projection.task_creations_topic)
+    await _save_changed_tasks(
+        uow, before, tasks, policy, projection.task_creations_topic, creations
+    )
     await _record_quality_facts(uow, event, facts.rm_id if facts else None)
     await uow.privacy.apply(event)
     return True
@@ -203,6 +220,7 @@ async def _save_changed_tasks(
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> None:
     created = {
         task_id: t
@@ -210,7 +228,7 @@ async def _save_changed_tasks(
         if task_id not in before and await uow.tasks.get(task_id) is None
     }
     # D-07: a deadline once set is never recomputed: replay the recorded creations
-    settled, dropped = await settle_created_tasks(uow, created, topic=topic)
+    settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
     tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
     await uow.tasks.save(changed)
@@ -233,6 +251,7 @@ async def apply_stage_changes(
     policy: FollowupPolicy,
     *,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> int:
     """Make the client's stage changes by time alone (D-09) that are due at or before
     ``until``, in order, each with the tasks it brings (D-08, :func:`on_stage_changed`), and
@@ -262,7 +281,9 @@ async def apply_stage_changes(
             open_tasks=list(before.values()),
             policy=policy,
         )
-        await _save_changed_tasks(uow, before, apply_commands(before, commands), policy, topic)
+        await _save_changed_tasks(
+            uow, before, apply_commands(before, commands), policy, topic, creations
+        )
     if due:
         await uow.clients.save(facts)
     return due
