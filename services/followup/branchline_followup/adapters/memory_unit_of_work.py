@@ -139,6 +139,12 @@ class _Tasks(_Part):
 
 
 class _Timers(_Part):
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        for task, wanted in changes:
+            await self.sync(task, wanted)
+
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
         keep = {t.id for t in wanted}
         for timer_id, old in list(self.s.timers.items()):

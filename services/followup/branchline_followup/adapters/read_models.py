@@ -224,21 +224,23 @@ async def set_task_overdue(conn: PgConnection, task_id: uuid.UUID, at: datetime)
 
 
 async def sync_timers(
-    conn: PgConnection, task: FollowupTask, wanted: Sequence[DurableTimer]
+    conn: PgConnection, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
 ) -> None:
-    """Make the task's unfired timers exactly ``wanted``. A timer whose instant moved (the
-    task was rescheduled) is armed again; a fired timer keeps its record."""
-    await conn.execute(
-        "DELETE FROM fu_timers WHERE task_id = $1 AND fired_at IS NULL "
-        "AND NOT (id = ANY($2::uuid[]))",
-        task.id,
-        [t.id for t in wanted],
-    )
-    if not wanted:
+    """Make each task's unfired timers exactly its ``wanted``. A timer whose instant moved
+    (the task was rescheduled) is armed again; a fired timer keeps its record. One statement
+    for all the tasks (#12): the DELETE and the upsert touch different rows (a timer id
+    belongs to one task), so running them together is running them in turn."""
+    if not changes:
         return
-    await conn.executemany(
+    wanted = [(t, task.client_id) for task, timers in changes for t in timers]
+    await conn.execute(
         """
-        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) VALUES ($1, $2, $3, $4, $5)
+        WITH dropped AS (
+            DELETE FROM fu_timers WHERE task_id = ANY($6::uuid[]) AND fired_at IS NULL
+                AND NOT (id = ANY($1::uuid[]))
+        )
+        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
         ON CONFLICT (id) DO UPDATE SET
             fire_at = EXCLUDED.fire_at,
             fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
@@ -246,7 +248,12 @@ async def sync_timers(
             fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
                                   THEN fu_timers.fired_event_id END
         """,
-        [(t.id, t.task_id, task.client_id, t.kind.value, t.fire_at) for t in wanted],
+        [t.id for t, _ in wanted],
+        [t.task_id for t, _ in wanted],
+        [client_id for _, client_id in wanted],
+        [t.kind.value for t, _ in wanted],
+        [t.fire_at for t, _ in wanted],
+        [task.id for task, _ in changes],
     )
 
 

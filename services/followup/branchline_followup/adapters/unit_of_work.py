@@ -91,7 +91,12 @@ class _Timers:
         self._conn = conn
 
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
-        await read_models.sync_timers(self._conn, task, wanted)
+        await read_models.sync_timers(self._conn, [(task, wanted)])
+
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        await read_models.sync_timers(self._conn, changes)
 
     async def record_fired(
         self,

@@ -74,6 +74,12 @@ class TimerRepository(Protocol):
         armed again; a fired timer keeps its record."""
         ...
 
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        """:meth:`sync` for each task, in one statement (#12)."""
+        ...
+
     async def record_fired(
         self,
         *,

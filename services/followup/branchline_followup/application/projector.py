@@ -232,8 +232,7 @@ async def _save_changed_tasks(
     tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
     await uow.tasks.save(changed)
-    for task in changed:
-        await uow.timers.sync(task, timers_for(task, policy))
+    await uow.timers.sync_all([(task, timers_for(task, policy)) for task in changed])
 
 
 def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
