@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
@@ -397,3 +398,22 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await uow.lock_client("c-31")
             async with units.begin() as other:
                 assert not await other.try_lock_client("c-31")
+
+    async def test_the_timeline_collected_by_a_unit_is_written_with_it_but_a_failed_savepoints(
+        self, units: UnitsOfWork, settings: BranchlineSettings
+    ) -> None:
+        """#12: a unit writes its console timeline rows together before it commits; those of
+        a savepoint that rolled back are dropped with it."""
+        kept, dropped = an_event("c-40"), an_event("c-40")
+
+        async def record_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.activity.record_console(dropped, "c-40")
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.activity.record_console(kept, "c-40")
+            with pytest.raises(Rolledback):
+                await record_then_fail(uow)
+        records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
+        assert [r["event_id"] for r in records.timeline] == [kept.event_id]

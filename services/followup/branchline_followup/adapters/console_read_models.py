@@ -4,6 +4,8 @@ redelivery changes nothing and a rebuild makes them again); read by the console.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,13 +24,20 @@ from branchline_shared.postgres.row_guard import decode_row, readable, select_li
 TIMELINE_LIMIT = 200
 
 
-async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id: str) -> None:
+TimelineRow = tuple[str, datetime, uuid.UUID, str, str | None, str, str]
+
+
+async def apply_for_console(
+    conn: PgConnection,
+    event: RecordedEvent,
+    client_id: str,
+    timeline: list[TimelineRow] | None = None,
+) -> None:
     """Within the projector's transaction, after the event was marked applied; ``client_id``
-    is the event's (events of other subjects have no client page)."""
-    await conn.execute(
-        "INSERT INTO fu_client_timeline "
-        "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    is the event's (events of other subjects have no client page). ``timeline``: where the
+    unit collects its timeline rows, written together by :func:`write_timeline` before it
+    commits (#12: nothing reads the timeline while applying; None: written at once)."""
+    row: TimelineRow = (
         client_id,
         event.occurred_at,
         event.event_id,
@@ -37,6 +46,10 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
         event.actor.id,
         event.actor.role,
     )
+    if timeline is not None:
+        timeline.append(row)
+    else:
+        await write_timeline(conn, [row])
     if event.type not in _READ_HERE:
         return
     payload = payload_of(event)
@@ -69,6 +82,19 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
             payload.valid_until,
             event.event_id,
         )
+
+
+async def write_timeline(conn: PgConnection, rows: Sequence[TimelineRow]) -> None:
+    """The timeline rows in one statement (a row already there is kept: a redelivery)."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO fu_client_timeline "
+        "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
+        "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::text[], "
+        "$5::text[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING",
+        *(list(column) for column in zip(*rows, strict=True)),
+    )
 
 
 _READ_HERE = frozenset(

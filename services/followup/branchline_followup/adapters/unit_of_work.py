@@ -17,7 +17,11 @@ from typing import Any
 import asyncpg
 
 from branchline_followup.adapters import read_models
-from branchline_followup.adapters.console_read_models import apply_for_console
+from branchline_followup.adapters.console_read_models import (
+    TimelineRow,
+    apply_for_console,
+    write_timeline,
+)
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
     apply_personal_data,
@@ -193,11 +197,18 @@ class _Holdings:
 
 
 class _Activity:
-    def __init__(self, conn: PgConnection) -> None:
+    def __init__(self, conn: PgConnection, *, collect_timeline: bool = False) -> None:
         self._conn = conn
+        self.timeline: list[TimelineRow] | None = [] if collect_timeline else None
+        """The unit's console timeline rows, written together before it commits (#12)."""
 
     async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        await apply_for_console(self._conn, event, client_id)
+        await apply_for_console(self._conn, event, client_id, self.timeline)
+
+    async def write_collected(self) -> None:
+        if self.timeline:
+            await write_timeline(self._conn, self.timeline)
+            self.timeline.clear()
 
     async def record_refusal(self, event: RecordedEvent) -> None:
         await record_refusal(self._conn, event)
@@ -289,16 +300,24 @@ class _Events:
 
 class PostgresFollowupUnitOfWork:
     """A unit of work over ``conn`` within a transaction the caller opened (the rebuild's
-    batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes."""
+    batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes.
+    ``collect_timeline``: the console timeline rows are written together by
+    :meth:`write_collected`, which the opener calls before it commits."""
 
-    def __init__(self, conn: PgConnection, client_lock_class: int = LIVE_CLIENT_LOCK_CLASS) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        client_lock_class: int = LIVE_CLIENT_LOCK_CLASS,
+        *,
+        collect_timeline: bool = False,
+    ) -> None:
         self._conn = conn
         self._lock_class = client_lock_class
         self.clients = _Clients(conn)
         self.tasks = _Tasks(conn)
         self.timers = _Timers(conn)
         self.holdings = _Holdings(conn)
-        self.activity = _Activity(conn)
+        self.activity = _Activity(conn, collect_timeline=collect_timeline)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
         self._locked: set[str] = set()
@@ -327,15 +346,24 @@ class PostgresFollowupUnitOfWork:
     ) -> set[uuid.UUID]:
         return await read_models.mark_all_applied(self._conn, events)
 
+    async def write_collected(self) -> None:
+        """Write what the unit collected to write together (before it commits)."""
+        await self.activity.write_collected()
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
+        timeline = self.activity.timeline
+        collected = len(timeline) if timeline is not None else 0
         try:
             async with self._conn.transaction():  # nested: a savepoint
                 yield
         except BaseException:
-            # Rolling back to the savepoint releases the locks taken since it was set.
+            # Rolling back to the savepoint releases the locks taken since it was set, and
+            # what was collected since is dropped with the rest of its changes.
             self._locked = held
+            if timeline is not None:
+                del timeline[collected:]
             raise
 
 
@@ -360,7 +388,8 @@ class PostgresUnitsOfWork:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await hold_swap_lock_shared(conn)
-                unit = PostgresFollowupUnitOfWork(conn, self._lock_class)
+                unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect_timeline=True)
                 yield unit
+                await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
