@@ -38,6 +38,11 @@ class SwapLockBusy(RuntimeError):
     untouched; the rebuilt schema stays (``fu_rebuild_<n>``) until dropped or rebuilt."""
 
 
+class SwapAbandoned(RuntimeError):
+    """The swap's transaction sat idle holding the swap lock too long and PostgreSQL ended it
+    (``idle_in_transaction_session_timeout``): nothing was swapped."""
+
+
 class _BulkWrites:
     """What a rebuild writes row by row but nothing reads back while it runs (#12): the
     applied-event record and the console timeline, kept here and written once per
@@ -134,12 +139,14 @@ class PostgresRebuildTarget:
         swap_lock_timeout_s: float = 2.0,
         swap_lock_attempts: int = 30,
         swap_retry_pause_s: float = 1.0,
+        swap_idle_timeout_s: float = 60.0,
     ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
         self._swap_lock_timeout_ms = max(1, int(swap_lock_timeout_s * 1000))
         self._swap_lock_attempts = swap_lock_attempts
         self._swap_retry_pause_s = swap_retry_pause_s
+        self._swap_idle_timeout_ms = max(1, int(swap_idle_timeout_s * 1000))
         self.swap_lock_waits = 0
         self._bulk = _BulkWrites()
         self._number = 0
@@ -221,12 +228,27 @@ class PostgresRebuildTarget:
                 raise
             mark = self._bulk.mark()
             try:
-                # the swap's own statements wait as long as they need (the lock is held)
-                await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                # the swap's own statements wait as long as they need (the lock is held); but
+                # a swap that sits idle holding the lock (waiting on the broker for its tail:
+                # the benchmark's stall, every live writer queued behind it) is ended by
+                # PostgreSQL after swap_idle_timeout_s, which frees the lock (#12)
+                await conn.execute(
+                    "SET LOCAL lock_timeout TO DEFAULT; SET LOCAL "
+                    f"idle_in_transaction_session_timeout = {self._swap_idle_timeout_ms}"
+                )
                 yield _RebuildUnitOfWork(conn, self._bulk)
-            except BaseException:
+            except BaseException as exc:
                 self._bulk.rollback_to(mark)
-                await transaction.rollback()
+                try:
+                    await transaction.rollback()
+                except asyncpg.InterfaceError:  # the connection is gone, and the lock with it
+                    raise SwapAbandoned(
+                        "the swap's connection was lost, the swap lock with it (PostgreSQL "
+                        "ends a swap that sits idle holding the lock longer than "
+                        f"{self._swap_idle_timeout_ms} ms, e.g. waiting for its tail from "
+                        "the broker). Nothing was swapped: the live read models are "
+                        "unchanged; run the rebuild again"
+                    ) from exc
                 raise
             await transaction.commit()
             return
