@@ -21,7 +21,11 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.read_models import APPLIED_INSERT, applied_row
-from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork, _Activity
+from branchline_followup.adapters.unit_of_work import (
+    PostgresFollowupUnitOfWork,
+    _Activity,
+    _Journal,
+)
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
@@ -52,7 +56,9 @@ class _BulkWrites:
     Only the rebuild writes its schema, so the ids it applied are all known here: an event
     seen again (a relay that published twice) is found in :attr:`applied`, as the database's
     ``ON CONFLICT`` would have found it. A savepoint or transaction that rolls back takes
-    back what it added (:meth:`mark` / :meth:`rollback_to`)."""
+    back what it added (:meth:`mark` / :meth:`rollback_to`); a client's re-projection, which
+    deletes the client's timeline rows before applying its events again (ADR-0014), deletes
+    the ones kept here too (:meth:`clear_client`)."""
 
     def __init__(self) -> None:
         self.applied: set[uuid.UUID] = set()
@@ -69,15 +75,19 @@ class _BulkWrites:
     def timeline(self, event: RecordedEvent, client_id: str) -> None:
         self._timeline_rows.append(timeline_row(event, client_id))
 
-    def mark(self) -> tuple[int, int]:
-        return len(self._applied_rows), len(self._timeline_rows)
+    def mark(self) -> tuple[int, list[tuple[Any, ...]]]:
+        # the timeline as a copy: a re-projection removes rows from its middle
+        return len(self._applied_rows), list(self._timeline_rows)
 
-    def rollback_to(self, mark: tuple[int, int]) -> None:
+    def rollback_to(self, mark: tuple[int, list[tuple[Any, ...]]]) -> None:
         applied, timeline = mark
         for row in self._applied_rows[applied:]:
             self.applied.discard(row[0])
         del self._applied_rows[applied:]
-        del self._timeline_rows[timeline:]
+        self._timeline_rows = list(timeline)
+
+    def clear_client(self, client_id: str) -> None:
+        self._timeline_rows = [row for row in self._timeline_rows if row[0] != client_id]
 
     async def flush(self, conn: PgConnection) -> None:
         """Within the transaction that applied them, before it commits."""
@@ -99,6 +109,16 @@ class _RebuildActivity(_Activity):
         await apply_for_console(self._conn, event, client_id, timeline=False)
 
 
+class _RebuildJournal(_Journal):
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def clear_read_models(self, client_id: str) -> None:
+        self._bulk.clear_client(client_id)  # as the DELETE below does in the table
+        await super().clear_read_models(client_id)
+
+
 class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     """A unit writing the rebuild's schema. Only the rebuild's one connection writes it (the
     live writers write ``fu_read``), so a client lock serialises against nobody: it is not
@@ -109,6 +129,7 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         super().__init__(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
         self._bulk = bulk
         self.activity = _RebuildActivity(conn, bulk)
+        self.journal = _RebuildJournal(conn, bulk)
 
     async def lock_client(self, client_id: str) -> None:
         return None
