@@ -7,18 +7,21 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 from branchline_shared.http import auth
 from branchline_shared.http.auth import Role, TokenCodec, TokenKeys, VerifiedTokens, utcnow
-from branchline_shared.http.problems import Problem
+from branchline_shared.http.problems import Problem, install_problem_handlers
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
 SECRET = "s" * 48
 AUD = "branchline:intake"
@@ -248,3 +251,62 @@ def test_without_a_cache_every_token_is_verified_in_full(
     codec.verify(value)
     codec.verify(value)
     assert decode.calls == 2
+
+
+class Visit(BaseModel):
+    minutes: int
+
+
+def app_with_a_writer_route(codec: TokenCodec) -> FastAPI:
+    """A route guarded like intake's writes: ``require_roles`` and a body model."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.state.token_codec = codec
+
+    @app.post("/visits")
+    async def post_visit(
+        visit: Visit, caller: Annotated[auth.Principal, auth.require_roles(Role.RM)]
+    ) -> dict[str, Any]:
+        return {"sub": caller.subject, "minutes": visit.minutes}
+
+    return app
+
+
+async def test_http_order_is_401_then_403_then_422_and_the_token_is_verified_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # require_roles reads the principal itself instead of through a nested dependency (#12):
+    # the token is still judged before the body.
+    clock = Clock()
+    codec = cached_codec(clock)
+    decode = CountingDecode(monkeypatch)
+    auditor = jwt.encode(
+        {
+            "sub": "aud-1",
+            "roles": ["auditor"],
+            "iss": "branchline",
+            "aud": [AUD],
+            "iat": int(clock.now),
+            "exp": int(clock.now) + 600,
+        },
+        SECRET,
+        algorithm="HS256",
+        headers={"kid": "k1"},
+    )
+    rm = token(clock)
+    transport = httpx.ASGITransport(app=app_with_a_writer_route(codec))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+        async def post(body: Any, bearer: str | None) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            return await client.post("/visits", json=body, headers=headers)
+
+        assert (await post({"minutes": "many"}, None)).status_code == 401
+        assert (await post({"minutes": "many"}, token(clock, key="x" * 48))).status_code == 401
+        assert (await post({"minutes": "many"}, auditor)).status_code == 403
+        assert (await post({"minutes": "many"}, rm)).status_code == 422
+        answer = await post({"minutes": 5}, rm)
+        assert answer.status_code == 200
+        assert answer.json() == {"sub": "rm-7", "minutes": 5}
+    # the forged token twice over, the auditor's and the RM's once each
+    assert decode.calls == 3
