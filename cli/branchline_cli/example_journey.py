@@ -347,21 +347,27 @@ def _step(
     data: Mapping[str, Any] | None = None,
     *,
     actor: tuple[str, str] = (EXAMPLE_STAFF_ID, "teller"),
+    subject: tuple[str, str | None] = ("client_id", None),
+    **changes: Any,
 ) -> JourneyStep:
+    """A step sending ``data``, else the type's example payload with ``changes`` (a second
+    appointment, consultation); ``subject``: the field and id of a shelf or staff step."""
     chosen = _PAYLOADS[event_type] if data is None else data
-    return JourneyStep(event_type, occurred_at, chosen, actor_id=actor[0], actor_role=actor[1])
-
-
-def _governance(event_type: str, occurred_at: str, subject: tuple[str, str]) -> JourneyStep:
+    if changes:
+        chosen = {**chosen, **changes}
     return JourneyStep(
         event_type,
         occurred_at,
-        _PAYLOADS[event_type],
-        actor_id=EXAMPLE_ADMIN_ID,
-        actor_role="admin",
+        chosen,
+        actor_id=actor[0],
+        actor_role=actor[1],
         subject_field=subject[0],
         subject_id=subject[1],
     )
+
+
+def _governance(event_type: str, occurred_at: str, subject: tuple[str, str]) -> JourneyStep:
+    return _step(event_type, occurred_at, actor=(EXAMPLE_ADMIN_ID, "admin"), subject=subject)
 
 
 _PRODUCT = ("product_id", EXAMPLE_PRODUCT_ID)
@@ -403,11 +409,7 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step("visit.documents_checked", "2026-11-22T09:08:00+08:00"),
     _step("consultation.opened", "2026-11-22T09:09:00+08:00"),
     _step("consultation.answered", "2026-11-22T09:09:20+08:00"),
-    _step(
-        "consultation.opened",
-        "2026-11-22T09:09:30+08:00",
-        {**_PAYLOADS["consultation.opened"], "consultation_id": "Q-3002"},
-    ),
+    _step("consultation.opened", "2026-11-22T09:09:30+08:00", consultation_id="Q-3002"),
     _step(
         "consultation.answered",
         "2026-11-22T09:09:40+08:00",
@@ -436,25 +438,19 @@ EXAMPLE_JOURNEY: tuple[JourneyStep, ...] = (
     _step(
         "appointment.booked",
         "2026-11-26T09:00:00+08:00",
-        {
-            **_PAYLOADS["appointment.booked"],
-            "appointment_id": "A-1002",
-            "slot_start": "2026-12-01T10:00:00+08:00",
-            "slot_end": None,
-        },
         actor=_RM,
+        appointment_id="A-1002",
+        slot_start="2026-12-01T10:00:00+08:00",
+        slot_end=None,
     ),
     _step("appointment.cancelled", "2026-11-27T09:00:00+08:00", actor=_RM),
     _step(
         "appointment.booked",
         "2026-11-27T09:30:00+08:00",
-        {
-            **_PAYLOADS["appointment.booked"],
-            "appointment_id": "A-1003",
-            "slot_start": "2026-12-02T10:00:00+08:00",
-            "slot_end": None,
-        },
         actor=_RM,
+        appointment_id="A-1003",
+        slot_start="2026-12-02T10:00:00+08:00",
+        slot_end=None,
     ),
     _step("appointment.confirmed", "2026-11-28T09:00:00+08:00", {"appointment_id": "A-1003"}),
     _step("appointment.no_show", "2026-12-02T11:00:00+08:00"),

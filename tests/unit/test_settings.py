@@ -124,3 +124,18 @@ def test_a_retention_profile_without_a_period_is_refused() -> None:
         AuditSettings(
             retention_years={"default": 10}, retention_branch_profiles={"B": "eu_mifid_ii"}
         )
+
+
+def test_the_consumers_batch_sizes_are_bounded_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # #12: events per transaction of the followup worker and the audit consumer; the defaults
+    # are the former constants (200, 500).
+    assert FollowupSettings().followup_worker_batch_size == 200
+    assert AuditSettings().audit_consumer_batch_size == 500
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_WORKER_BATCH_SIZE", "50")
+    monkeypatch.setenv("BRANCHLINE_AUDIT_CONSUMER_BATCH_SIZE", "2000")
+    settings = BranchlineSettings()
+    assert (settings.followup_worker_batch_size, settings.audit_consumer_batch_size) == (50, 2000)
+    for name in ("followup_worker_batch_size", "audit_consumer_batch_size"):
+        for refused in (0, 10_001):
+            with pytest.raises(ValidationError, match=name):
+                BranchlineSettings.model_validate({name: refused})

@@ -157,6 +157,7 @@ def build_consumer(
         name=CONSUMER,
         handle=lambda events, positions: record_events(ledger, clock, events, positions),
         dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
+        max_records=settings.audit_consumer_batch_size,
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
         jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),

@@ -169,9 +169,14 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if published < self._batch_size:
-                if self._draining and published == 0:
+            if self._draining:
+                # Draining (SIGTERM): publish round after round until the outbox is empty,
+                # never wait for the next poll: its wake-up was consumed by the round that
+                # just published, and a long poll outlasted the flush timeout (#13).
+                if published == 0:
                     return
+                continue
+            if published < self._batch_size:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
                 except TimeoutError:

@@ -15,6 +15,13 @@ class AuditSettings(CalendarSettings, RetentionSettings):
     audit_max_concurrent_exports: int = Field(
         default=2, ge=1, description="More concurrent audit exports are refused (429)."
     )
+    audit_consumer_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Events the audit consumer fetches and writes to the ledger in one "
+        "transaction at most (#12).",
+    )
     audit_log_origin: str = Field(
         default="branchline.dev/audit",
         pattern=r"^[^\s+]+$",

@@ -103,6 +103,14 @@ class FollowupSettings(
     followup_training_hours_per_year: Decimal = Field(
         default=Decimal(40), ge=0, description="D-14: training reference (D-12 shortfalls)."
     )
+    followup_worker_batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Events the followup worker applies in one transaction at most (those "
+        "already fetched behind the one in hand join it, #12): a bounded transaction and lock "
+        "set.",
+    )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."
     )

@@ -64,16 +64,25 @@ async def _row_counts(settings: BranchlineSettings) -> dict[str, int]:
         return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
 
 
+async def _refused_and_unchanged(
+    settings: BranchlineSettings, role: str, table: str, change: str, *, refusal: str
+) -> None:
+    """``change`` to ``table`` as ``role`` is refused with ``refusal`` and no row changes."""
+    before = await _row_counts(settings)
+    sql = change.format(table=table, column=FIRST_COLUMN[table])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=refusal):
+        await _as_role(settings, role, sql)
+    assert await _row_counts(settings) == before
+
+
 @pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("change", CHANGES)
 async def test_the_service_role_may_not_change_history(
     filled: BranchlineSettings, table: str, change: str
 ) -> None:
-    before = await _row_counts(filled)
-    sql = change.format(table=table, column=FIRST_COLUMN[table])
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
-        await _as_role(filled, filled.audit_db_writer_role, sql)
-    assert await _row_counts(filled) == before
+    await _refused_and_unchanged(
+        filled, filled.audit_db_writer_role, table, change, refusal="permission denied"
+    )
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -81,11 +90,9 @@ async def test_the_service_role_may_not_change_history(
 async def test_even_the_owner_is_refused_by_the_trigger(
     filled: BranchlineSettings, table: str, change: str
 ) -> None:
-    before = await _row_counts(filled)
-    sql = change.format(table=table, column=FIRST_COLUMN[table])
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
-        await _as_role(filled, filled.audit_db_owner_role, sql)
-    assert await _row_counts(filled) == before
+    await _refused_and_unchanged(
+        filled, filled.audit_db_owner_role, table, change, refusal="insert-only"
+    )
 
 
 async def test_the_owner_cannot_forge_the_prune_flag(filled: BranchlineSettings) -> None:

@@ -11,15 +11,14 @@ import pytest
 
 from branchline_audit.domain import records as audit_records
 from branchline_audit.domain import relationships as audit_relationships
-from branchline_followup.application import reading as followup_reading
 from branchline_followup.application import shredding as followup_shredding
 from branchline_followup.application import task_creations
 from branchline_followup.application.personal_data import PERSONAL_DATA_ACCESSED
 from branchline_followup.domain import FOLLOWUP_ESCALATED, FOLLOWUP_OVERDUE, HANDLED_EVENT_TYPES
 from branchline_followup.domain.rules import FOLLOWUP_COMPLETED
-from branchline_intake.application import reading as intake_reading
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.submit import REFUSAL_TYPE
+from branchline_shared.access import reads
 from branchline_shared.domain.classification import BUSINESS_EVENT_TYPES
 from branchline_shared.events.catalogue import PAYLOAD_MODELS, EventType
 
@@ -79,8 +78,7 @@ EMITTED = {
     "followup.escalated": FOLLOWUP_ESCALATED,
     "followup: client.personal_data_accessed": PERSONAL_DATA_ACCESSED,
     "followup: client.personal_data_shredded": followup_shredding.PERSONAL_DATA_SHREDDED,
-    "followup: client.data_read": followup_reading.READ_EVENT_TYPE,
-    "intake: client.data_read": intake_reading.READ_EVENT_TYPE,
+    "followup, intake: client.data_read": reads.READ_EVENT_TYPE,
     "intake: rule.violation_refused": REFUSAL_TYPE,
     "intake: client.erasure_requested": ERASURE_REQUESTED,
     "audit: legal hold placed": audit_relationships.HOLD_PLACED,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from followup_factories import MONDAY_9, TaskBook, a_client, an_event, created, only_created
@@ -26,6 +27,7 @@ from branchline_followup.domain import (
     sla_state,
     task_id_for,
 )
+from branchline_followup.domain.opening import earlier, later, reschedule
 from branchline_followup.domain.tasks import new_task
 
 pytestmark = pytest.mark.unit
@@ -202,3 +204,30 @@ def test_commands_serialise_to_json() -> None:
     assert dumped["task"]["rule"] == "D-01b"
     assert dumped["task"]["due_at"] == "2026-11-26T09:00:00Z"
     assert CreateTask.model_validate_json(command.model_dump_json()) == command
+
+
+def test_reschedule_moves_only_where_the_deadline_changes_and_in_the_direction_allowed() -> None:
+    """The one re-timing shape (D-09 risk level and stage, D-07 complex case, D-17 promise):
+    an unchanged or absent deadline is no move; ``earlier``/``later`` refuse the other way."""
+    cause = uuid.UUID(int=9)
+    due = MONDAY_9 + timedelta(days=10)
+    tasks = [a_task(due), a_task(due, id=uuid.UUID(int=2))]
+    sooner, same = due - timedelta(days=1), due
+    moves = {tasks[0].id: sooner, tasks[1].id: same}
+
+    def retime(**how: Any) -> list[RescheduleTask]:
+        commands = reschedule(
+            tasks, lambda t: moves[t.id], cause_event_id=cause, reason="why", **how
+        )
+        assert all(isinstance(c, RescheduleTask) for c in commands)
+        return [c for c in commands if isinstance(c, RescheduleTask)]
+
+    assert retime() == [
+        RescheduleTask(task_id=tasks[0].id, due_at=sooner, cause_event_id=cause, reason="why")
+    ]
+    assert [c.task_id for c in retime(moves=earlier)] == [tasks[0].id]
+    assert retime(moves=later) == []
+    moves[tasks[0].id] = due + timedelta(seconds=1)
+    assert [c.due_at for c in retime(moves=later)] == [due + timedelta(seconds=1)]
+    assert retime(moves=earlier) == []
+    assert reschedule(tasks, lambda _: None, cause_event_id=cause, reason="why") == []

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS, ClientFacts
-from branchline_followup.domain import FollowupTask, SurveyScores
+from branchline_followup.adapters.read_models import (
+    FACT_COLUMNS,
+    TASK_COLUMNS,
+    ClientFacts,
+    facts_from_row,
+    task_from_row,
+)
+from branchline_followup.domain import SurveyScores
 from branchline_followup.domain.quality import DIMENSIONS
 from branchline_shared.postgres.pool import PgConnection, PgPool
 from branchline_shared.postgres.row_guard import (
@@ -21,25 +27,9 @@ from branchline_shared.postgres.row_guard import (
     select_list,
 )
 
-_TASK_VIEW = [
-    "id",
-    "kind",
-    "rule",
-    "client_id",
-    "branch_id",
-    "assignee",
-    "subject",
-    "opened_at",
-    "due_at",
-    "deadline_profile",
-    "source_event_id",
-    "status",
-    "closed_at",
-    "close_reason",
-    "escalated_to",
-    "overdue_at",
-    "outcome",
-]
+_TASK_FIELDS = tuple(c for c in TASK_COLUMNS if c != "closed_by_event_id")
+"""A task's columns as the views show them (which event closed a task is not shown)."""
+_TASK_VIEW = [*_TASK_FIELDS, "overdue_at", "outcome"]
 TASK_VIEW_COLUMNS = select_list(
     _TASK_VIEW, instants={"opened_at", "due_at", "closed_at", "overdue_at"}
 )
@@ -66,13 +56,9 @@ _FACT_SELECT = select_list(["client_id", *FACT_COLUMNS], instants=FACT_INSTANTS)
 def task_row(values: dict[str, Any]) -> dict[str, Any]:
     """A task row that decodes as a task (known kind, rule and status; aware instants), as
     the dict the views are made from; raises if it does not."""
-    FollowupTask.model_validate({k: values[k] for k in TASK_COLUMNS if k != "closed_by_event_id"})
+    task_from_row(values, _TASK_FIELDS)
     values.pop("key_due_at", None)
     return values
-
-
-def client_facts(values: dict[str, Any]) -> ClientFacts:
-    return ClientFacts(**values)
 
 
 def _complaint_row(values: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +168,7 @@ async def _client_facts(conn: PgConnection, client_id: str, *, query: str) -> Cl
         f"SELECT {_FACT_SELECT} FROM fu_clients WHERE client_id = $1",  # noqa: S608 - fixed identifiers, bound values
         client_id,
     )
-    return None if row is None else decode_row(row, client_facts, query=query)
+    return None if row is None else decode_row(row, facts_from_row, query=query)
 
 
 @dataclass(frozen=True)
@@ -330,5 +316,5 @@ async def quality_records(
         visits=readable(visits, query="quality.visits"),
         surveys=[dict(r) for r in surveys],
         complaints=[dict(r) for r in complaints],
-        clients=decode_rows(client_rows, client_facts, query="quality.clients"),
+        clients=decode_rows(client_rows, facts_from_row, query="quality.clients"),
     )

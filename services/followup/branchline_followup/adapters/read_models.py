@@ -7,7 +7,7 @@ or a rebuild's copy (see :mod:`.pg_schemas`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -95,7 +95,13 @@ async def fetch_client(conn: PgConnection, client_id: str) -> ClientFacts | None
         f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients WHERE client_id = $1",  # noqa: S608 - fixed identifiers, bound values
         client_id,
     )
-    return None if row is None else ClientFacts(**dict(row))
+    return None if row is None else facts_from_row(row)
+
+
+def facts_from_row(row: Any) -> ClientFacts:
+    """The facts a ``fu_clients`` row holds (``client_id`` and :data:`FACT_COLUMNS`): the one
+    decoder of the write side and of the views (:mod:`.queries`)."""
+    return ClientFacts(**dict(row))
 
 
 async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
@@ -132,8 +138,10 @@ async def count_due_stage_changes(conn: PgConnection, now: datetime) -> int:
 # --- tasks and timers --------------------------------------------------------------------------
 
 
-def task_from_row(row: Any) -> FollowupTask:
-    return FollowupTask.model_validate({c: row[c] for c in TASK_COLUMNS})
+def task_from_row(row: Any, columns: Iterable[str] = TASK_COLUMNS) -> FollowupTask:
+    """The task a ``fu_tasks`` row holds: the one decoder of the write side and of the views
+    (:mod:`.queries`), which select fewer ``columns``; raises if the row is not a task."""
+    return FollowupTask.model_validate({c: row[c] for c in columns})
 
 
 async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask]:

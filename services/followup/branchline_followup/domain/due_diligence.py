@@ -19,13 +19,18 @@ from datetime import datetime
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
-from branchline_followup.domain.opening import complete, open_for_event, open_of, owner
+from branchline_followup.domain.opening import (
+    complete,
+    open_for_event,
+    open_of,
+    owner,
+    reschedule,
+)
 from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     ClientContext,
     FollowupTask,
-    RescheduleTask,
     TaskCommand,
 )
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
@@ -70,16 +75,12 @@ class KycRefreshRule:
             assessed = read_payload(event, c.ClientRiskAssessed, self.rule)
             risk = risk_level(assessed.level)  # D-09, the one table
             level = None if risk is None else risk.value
-            return [
-                RescheduleTask(
-                    task_id=t.id,
-                    due_at=refresh_due(t.opened_at, level, policy),
-                    cause_event_id=event.event_id,
-                    reason=f"risk level {level}",
-                )
-                for t in refreshes
-                if refresh_due(t.opened_at, level, policy) != t.due_at
-            ]
+            return reschedule(
+                refreshes,
+                lambda t: refresh_due(t.opened_at, level, policy),
+                cause_event_id=event.event_id,
+                reason=f"risk level {level}",
+            )
         verified = read_payload(event, c.ClientIdentityVerified, self.rule)
         if verified.method.value not in policy.kyc_verification_methods:
             return []  # recorded, but not due diligence that counts (D-03)

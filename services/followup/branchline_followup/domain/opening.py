@@ -12,7 +12,7 @@ is made, and its creation recorded, the same way whatever rule made it due.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from branchline_followup.domain.tasks import (
     CompleteTask,
     CreateTask,
     FollowupTask,
+    RescheduleTask,
     TaskCommand,
     new_task,
 )
@@ -132,6 +133,47 @@ def cancel(tasks: Iterable[FollowupTask], event: RecordedEvent, reason: str) -> 
     return [
         CancelTask(task_id=t.id, at=at, cause_event_id=event.event_id, reason=reason) for t in tasks
     ]
+
+
+def _changed(task: FollowupTask, due_at: datetime) -> bool:
+    return due_at != task.due_at
+
+
+def earlier(task: FollowupTask, due_at: datetime) -> bool:
+    """A move that only ever brings a deadline forward."""
+    return due_at < task.due_at
+
+
+def later(task: FollowupTask, due_at: datetime) -> bool:
+    """A move that only ever gives more time."""
+    return due_at > task.due_at
+
+
+def reschedule(
+    tasks: Iterable[FollowupTask],
+    due_at: Callable[[FollowupTask], datetime | None],
+    *,
+    cause_event_id: uuid.UUID,
+    reason: str,
+    moves: Callable[[FollowupTask, datetime], bool] = _changed,
+) -> list[TaskCommand]:
+    """Re-time ``tasks``: each moves to ``due_at(task)`` where ``moves(task, new)`` says so
+    (by default wherever the deadline changes; ``None`` leaves the task as it is).
+
+    The one shape of a deadline that follows from a classification or a fact that changed
+    after the task was opened: a D-09 risk level (:mod:`.due_diligence`) or lifecycle stage
+    (:func:`.rules.on_stage_changed`), a complaint found complex (D-07), a promise renegotiated
+    (D-17)."""
+    commands: list[TaskCommand] = []
+    for task in tasks:
+        new = due_at(task)
+        if new is not None and moves(task, new):
+            commands.append(
+                RescheduleTask(
+                    task_id=task.id, due_at=new, cause_event_id=cause_event_id, reason=reason
+                )
+            )
+    return commands
 
 
 # What a creation records (followup.task_created), and reading it back.

@@ -21,10 +21,13 @@ from branchline_followup.domain.opening import (
     CLIENT_SUBJECT,
     cancel,
     complete,
+    earlier,
+    later,
     open_for_event,
     open_of,
     open_task,
     owner,
+    reschedule,
 )
 from branchline_followup.domain.payloads import InvalidEventData, read_payload
 from branchline_followup.domain.policy import FollowupPolicy
@@ -36,7 +39,6 @@ from branchline_followup.domain.tasks import (
     CreateTask,
     FollowupTask,
     ReassignTask,
-    RescheduleTask,
     TaskCommand,
 )
 from branchline_followup.domain.vocabulary import (
@@ -339,24 +341,18 @@ class ComplaintRule:
     def _extend_for_complexity(
         self, event: RecordedEvent, complaint_tasks: list[FollowupTask], policy: FollowupPolicy
     ) -> list[TaskCommand]:
-        commands: list[TaskCommand] = []
-        for task in open_of(complaint_tasks, {TaskKind.COMPLAINT_DECISION}):
-            due_at = decision_deadline(
+        return reschedule(
+            open_of(complaint_tasks, {TaskKind.COMPLAINT_DECISION}),
+            lambda task: decision_deadline(
                 task.opened_at,
                 complex_case=True,
                 clocks=policy.clocks_of(task.deadline_profile),
                 calendar=policy.calendar_for(task.branch_id),
-            )
-            if due_at is not None and due_at > task.due_at:
-                commands.append(
-                    RescheduleTask(
-                        task_id=task.id,
-                        due_at=due_at,
-                        cause_event_id=event.event_id,
-                        reason="complex case",
-                    )
-                )
-        return commands
+            ),
+            cause_event_id=event.event_id,
+            reason="complex case",
+            moves=later,
+        )
 
 
 def _holder(complaint_tasks: Sequence[FollowupTask]) -> str | None:
@@ -616,12 +612,11 @@ def on_stage_changed(
     if cadence is None:
         return ()
     return tuple(
-        RescheduleTask(
-            task_id=t.id,
-            due_at=at + cadence,
+        reschedule(
+            (t for t in contacts if t.kind is TaskKind.REVISIT),
+            lambda _: at + cadence,
             cause_event_id=cause_event_id,
             reason=f"stage {current.value}",
+            moves=earlier,
         )
-        for t in contacts
-        if t.kind is TaskKind.REVISIT and t.due_at > at + cadence
     )

@@ -17,13 +17,19 @@ from datetime import datetime
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
-from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of, owner
+from branchline_followup.domain.opening import (
+    cancel,
+    complete,
+    open_for_event,
+    open_of,
+    owner,
+    reschedule,
+)
 from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import (
     ClientContext,
     FollowupTask,
-    RescheduleTask,
     TaskCommand,
 )
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
@@ -124,16 +130,13 @@ def _renegotiate(
     renegotiated after it passed stays missed (intake refuses that; a replay of an old stream
     must still not turn a miss into a kept promise)."""
     at = _at(event)
-    return [
-        RescheduleTask(
-            task_id=t.id,
-            due_at=require_aware(promised_by, "promised_by"),
-            cause_event_id=event.event_id,
-            reason="renegotiated with the client",
-        )
-        for t in promises
-        if at < t.due_at
-    ]
+    return reschedule(
+        promises,
+        lambda _: require_aware(promised_by, "promised_by"),
+        cause_event_id=event.event_id,
+        reason="renegotiated with the client",
+        moves=lambda t, _: at < t.due_at,
+    )
 
 
 class PromiseRule:

@@ -6,9 +6,10 @@ survive lives in PostgreSQL (the projector records applied ids there), so Faust'
 stays ``memory://``.
 
 The agent applies what the consumer has fetched in batches (#12): events already waiting
-behind the one in hand join its batch (up to ``BATCH_MAX``), and the batch is applied in one
-transaction (:func:`~branchline_followup.application.batches.apply_batch`); its events are
-acknowledged (their offsets committed) only after that commit. Busy, a batch amortises the
+behind the one in hand join its batch (up to the ``followup_worker_batch_size`` setting), and
+the batch is applied in one transaction
+(:func:`~branchline_followup.application.batches.apply_batch`); its events are acknowledged
+(their offsets committed) only after that commit. Busy, a batch amortises the
 commit; idle, an event is applied at once, waiting for nothing.
 """
 
@@ -35,8 +36,6 @@ from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
-BATCH_MAX = 200
-"""Events applied in one transaction at most (a bounded transaction and lock set)."""
 
 
 def create_faust_app(
@@ -69,6 +68,7 @@ def create_faust_app(
         consumer_auto_offset_reset="earliest",
     )
     projected = projection
+    batch_max = settings.followup_worker_batch_size  # a bounded transaction and lock set
     source = app.topic(
         *topics.event_topics(),
         key_type=bytes,
@@ -84,7 +84,7 @@ def create_faust_app(
         pending: list[Any] = []
         async for event in manual.events():
             pending.append(event)
-            if len(pending) < BATCH_MAX and queue is not None and not queue.empty():
+            if len(pending) < batch_max and queue is not None and not queue.empty():
                 continue  # more is fetched already: it joins this batch
             raws = [
                 RawMessage(

@@ -3,15 +3,12 @@ record of every read (D-11: who looked at what, when and why), like the audit AP
 
 from __future__ import annotations
 
-import uuid
-
 from branchline_intake.application.submit import IntakeContext, client_rm
+from branchline_shared.access.reads import client_read
 from branchline_shared.access.scope import sees_client
-from branchline_shared.events.catalogue import CATALOGUE_VERSION, ClientDataRead, EventType
-from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter, client_stream_id
+from branchline_shared.events.envelope import Submitter, client_stream_id
 
 SOURCE = "intake"
-READ_EVENT_TYPE = EventType.CLIENT_DATA_READ.value
 _STREAM_PREFIXES = ("client-", "refusals-")
 
 
@@ -41,26 +38,20 @@ async def record_client_read(
     ctx: IntakeContext, who: Submitter, *, client_id: str, route: str, purpose: str | None
 ) -> None:
     """A ``client.data_read`` on the client's reads stream, published like every event, so the
-    audit trail shows the read."""
+    audit trail shows the read (:func:`branchline_shared.access.reads.client_read`)."""
     now = ctx.clock.now()
     stream = reads_stream_id(client_id)
-    payload = ClientDataRead(service=SOURCE, route=route, purpose=purpose or None)
     async with ctx.store.unit_of_work() as uow:
         versions = await uow.lock_streams([stream])
-        event = RecordedEvent(
-            event_id=uuid.uuid4(),
-            type=READ_EVENT_TYPE,
-            schema_version=CATALOGUE_VERSION[READ_EVENT_TYPE],
-            occurred_at=now,
-            recorded_at=now,
+        event = client_read(
+            who,
             source=SOURCE,
-            actor=Actor(id=who.sub, role=who.roles[0] if who.roles else "unknown"),
             client_id=client_id,
-            branch_id=who.branch_id,
             stream_id=stream,
             stream_version=versions.get(stream, 0) + 1,
-            data=payload.model_dump(mode="json", exclude_none=True),
-            submitted_by=who,
+            route=route,
+            purpose=purpose,
+            at=now,
         )
         uow.stage(event, topic=ctx.topic, submission_hash=None)
         await uow.commit()

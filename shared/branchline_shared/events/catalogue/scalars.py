@@ -14,40 +14,23 @@ from pydantic import (
 
 from branchline_shared.events.bounded import CleanText, Instant, Sealable
 
-Label = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    CleanText,
-    Sealable,
-]
+
+def _text(max_length: int) -> StringConstraints:
+    """A required free text: stripped, one to ``max_length`` characters."""
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+
+
+# Every free text is clean (bounded.clean_text) and sealable (it may hold personal data, D-04);
+# they differ only in their bound.
+Label = Annotated[str, _text(200), CleanText, Sealable]
 """A short required text: a reason, a counter, a missing item, a purpose."""
-Note = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000),
-    CleanText,
-    Sealable,
-]
+Note = Annotated[str, _text(2000), CleanText, Sealable]
 """A note written by staff."""
-Text = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=4000),
-    CleanText,
-    Sealable,
-]
+Text = Annotated[str, _text(4000), CleanText, Sealable]
 """A longer text: a question, an answer, a complaint summary, a resolution."""
-PersonalValue = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    CleanText,
-    Sealable,
-]
+PersonalValue = Annotated[str, _text(500), CleanText, Sealable]
 TermKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-TermValue = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=1000),
-    CleanText,
-    Sealable,
-]
+TermValue = Annotated[str, _text(1000), CleanText, Sealable]
 SourcePath = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+/[a-z_]+$")]
 """Where a personal value sits: ``<event type>/<payload key>``."""
 RuleId = Annotated[str, StringConstraints(pattern=r"^D-[0-9]{2}[a-z]?$")]
