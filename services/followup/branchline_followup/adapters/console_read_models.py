@@ -22,13 +22,16 @@ from branchline_shared.postgres.row_guard import decode_row, readable, select_li
 TIMELINE_LIMIT = 200
 
 
-async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id: str) -> None:
-    """Within the projector's transaction, after the event was marked applied; ``client_id``
-    is the event's (events of other subjects have no client page)."""
-    await conn.execute(
-        "INSERT INTO fu_client_timeline "
-        "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+TIMELINE_INSERT = (
+    "INSERT INTO fu_client_timeline "
+    "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+)
+
+
+def timeline_row(event: RecordedEvent, client_id: str) -> tuple[Any, ...]:
+    """The arguments of :data:`TIMELINE_INSERT` for ``event``."""
+    return (
         client_id,
         event.occurred_at,
         event.event_id,
@@ -37,6 +40,16 @@ async def apply_for_console(conn: PgConnection, event: RecordedEvent, client_id:
         event.actor.id,
         event.actor.role,
     )
+
+
+async def apply_for_console(
+    conn: PgConnection, event: RecordedEvent, client_id: str, *, timeline: bool = True
+) -> None:
+    """Within the projector's transaction, after the event was marked applied; ``client_id``
+    is the event's (events of other subjects have no client page). ``timeline=False``: the
+    caller writes the timeline row itself (a rebuild, in bulk per batch)."""
+    if timeline:
+        await conn.execute(TIMELINE_INSERT, *timeline_row(event, client_id))
     if event.type not in _READ_HERE:
         return
     payload = payload_of(event)

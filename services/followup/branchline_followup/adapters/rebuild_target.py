@@ -4,24 +4,144 @@ a fresh schema ``fu_rebuild_<n>`` with empty copies of the live tables, one conn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
 
 from branchline_followup.adapters import pg_schemas
-from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork
+from branchline_followup.adapters.console_read_models import (
+    TIMELINE_INSERT,
+    apply_for_console,
+    timeline_row,
+)
+from branchline_followup.adapters.read_models import APPLIED_INSERT, applied_row
+from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork, _Activity
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
+
+log = logging.getLogger(__name__)
 
 STORE_SOURCE = "followup"
 RECENT_STORE_EVENTS = timedelta(minutes=10)
 
 
+class SwapLockBusy(RuntimeError):
+    """The swap lock could not be taken within the bounded attempts: live writers held it
+    (a long transaction, or one stuck). Nothing was swapped: the live read models are
+    untouched; the rebuilt schema stays (``fu_rebuild_<n>``) until dropped or rebuilt."""
+
+
+class _BulkWrites:
+    """What a rebuild writes row by row but nothing reads back while it runs (#12): the
+    applied-event record and the console timeline, kept here and written once per
+    transaction (``executemany``, in the order the events were applied) instead of one round
+    trip per event each.
+
+    Only the rebuild writes its schema, so the ids it applied are all known here: an event
+    seen again (a relay that published twice) is found in :attr:`applied`, as the database's
+    ``ON CONFLICT`` would have found it. A savepoint or transaction that rolls back takes
+    back what it added (:meth:`mark` / :meth:`rollback_to`)."""
+
+    def __init__(self) -> None:
+        self.applied: set[uuid.UUID] = set()
+        self._applied_rows: list[tuple[Any, ...]] = []
+        self._timeline_rows: list[tuple[Any, ...]] = []
+
+    def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        if event.event_id in self.applied:
+            return False
+        self.applied.add(event.event_id)
+        self._applied_rows.append(applied_row(event, position))
+        return True
+
+    def timeline(self, event: RecordedEvent, client_id: str) -> None:
+        self._timeline_rows.append(timeline_row(event, client_id))
+
+    def mark(self) -> tuple[int, int]:
+        return len(self._applied_rows), len(self._timeline_rows)
+
+    def rollback_to(self, mark: tuple[int, int]) -> None:
+        applied, timeline = mark
+        for row in self._applied_rows[applied:]:
+            self.applied.discard(row[0])
+        del self._applied_rows[applied:]
+        del self._timeline_rows[timeline:]
+
+    async def flush(self, conn: PgConnection) -> None:
+        """Within the transaction that applied them, before it commits."""
+        if self._applied_rows:
+            await conn.executemany(APPLIED_INSERT, self._applied_rows)
+        if self._timeline_rows:
+            await conn.executemany(TIMELINE_INSERT, self._timeline_rows)
+        self._applied_rows.clear()
+        self._timeline_rows.clear()
+
+
+class _RebuildActivity(_Activity):
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
+        self._bulk.timeline(event, client_id)
+        await apply_for_console(self._conn, event, client_id, timeline=False)
+
+
+class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
+    """A unit writing the rebuild's schema. Only the rebuild's one connection writes it (the
+    live writers write ``fu_read``), so a client lock serialises against nobody: it is not
+    taken (one round trip per event less, #12); the applied record and the timeline are
+    written in bulk (:class:`_BulkWrites`)."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
+        self._bulk = bulk
+        self.activity = _RebuildActivity(conn, bulk)
+
+    async def lock_client(self, client_id: str) -> None:
+        return None
+
+    async def try_lock_client(self, client_id: str) -> bool:
+        return True
+
+    async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        return self._bulk.mark_applied(event, position)
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        mark = self._bulk.mark()
+        try:
+            async with super().savepoint():
+                yield
+        except BaseException:
+            self._bulk.rollback_to(mark)
+            raise
+
+
 class PostgresRebuildTarget:
-    def __init__(self, admin_pool: PgPool, database_url: str) -> None:
+    def __init__(
+        self,
+        admin_pool: PgPool,
+        database_url: str,
+        *,
+        swap_lock_timeout_s: float = 2.0,
+        swap_lock_attempts: int = 30,
+        swap_retry_pause_s: float = 1.0,
+    ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
+        self._swap_lock_timeout_ms = max(1, int(swap_lock_timeout_s * 1000))
+        self._swap_lock_attempts = swap_lock_attempts
+        self._swap_retry_pause_s = swap_retry_pause_s
+        self.swap_lock_waits = 0
+        self._bulk = _BulkWrites()
         self._number = 0
         self.schema = ""
         self.retired = ""
@@ -58,15 +178,64 @@ class PostgresRebuildTarget:
     @contextlib.asynccontextmanager
     async def batch(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
         conn = self._connection()
-        async with conn.transaction():
-            yield PostgresFollowupUnitOfWork(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
+        mark = self._bulk.mark()
+        try:
+            async with conn.transaction():
+                yield _RebuildUnitOfWork(conn, self._bulk)
+                await self._bulk.flush(conn)
+        except BaseException:
+            self._bulk.rollback_to(mark)
+            raise
 
     @contextlib.asynccontextmanager
     async def swap(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
+        """The swap lock, exclusively, waited for ``swap_lock_timeout_s`` at a time (#12): an
+        unbounded wait queues every live writer behind it (PostgreSQL grants a shared request
+        after the exclusive one waiting before it), so one long live transaction stalled the
+        whole service with the rebuild. A timed-out attempt rolls back (nothing was done
+        yet), lets the writers through for ``swap_retry_pause_s`` and tries again; after
+        ``swap_lock_attempts`` it gives up with :class:`SwapLockBusy`."""
         conn = self._connection()
-        async with conn.transaction():
-            await pg_schemas.hold_swap_lock_exclusive(conn)
-            yield PostgresFollowupUnitOfWork(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
+        for attempt in range(1, self._swap_lock_attempts + 1):
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                # SET LOCAL takes no bind parameter; the value is an int we computed
+                await conn.execute(f"SET LOCAL lock_timeout = {self._swap_lock_timeout_ms}")
+                await pg_schemas.hold_swap_lock_exclusive(conn)
+            except asyncpg.LockNotAvailableError:
+                await transaction.rollback()
+                self.swap_lock_waits += 1
+                log.warning(
+                    "rebuild swap: live writers held the swap lock; retrying",
+                    extra={
+                        "attempt": attempt,
+                        "attempts": self._swap_lock_attempts,
+                        "lock_timeout_ms": self._swap_lock_timeout_ms,
+                    },
+                )
+                await asyncio.sleep(self._swap_retry_pause_s)
+                continue
+            except BaseException:
+                await transaction.rollback()
+                raise
+            mark = self._bulk.mark()
+            try:
+                # the swap's own statements wait as long as they need (the lock is held)
+                await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                yield _RebuildUnitOfWork(conn, self._bulk)
+            except BaseException:
+                self._bulk.rollback_to(mark)
+                await transaction.rollback()
+                raise
+            await transaction.commit()
+            return
+        raise SwapLockBusy(
+            f"the swap lock was not free within {self._swap_lock_attempts} attempts of "
+            f"{self._swap_lock_timeout_ms} ms: a live transaction holds it (see "
+            "pg_locks / pg_stat_activity); the live read models are unchanged, "
+            f"the rebuilt schema {self.schema} is left to drop or retry"
+        )
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
         """followup's own events that may not have reached Kafka yet: unpublished outbox rows,
@@ -92,6 +261,7 @@ class PostgresRebuildTarget:
 
     async def swap_in(self, *, applied: int, skipped: int) -> None:
         conn = self._connection()
+        await self._bulk.flush(conn)  # before the rename: the search path names the schema
         await pg_schemas.swap_in(conn, rebuilt=self.schema, retired=self.retired)
         await conn.execute(
             "UPDATE fu_rebuilds SET finished_at = now(), events = $2, skipped = $3 WHERE id = $1",

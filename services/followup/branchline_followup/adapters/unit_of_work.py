@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from branchline_followup.adapters import read_models
+from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.console_read_models import apply_for_console
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
@@ -32,6 +32,7 @@ from branchline_followup.adapters.pg_schemas import (
     try_lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
@@ -260,6 +261,20 @@ class _Privacy:
         return await pending_erasures(self._conn)
 
 
+class _Journal:
+    def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
+
+    async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        return await client_journal.keep(self._conn, event, position)
+
+    async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        return await client_journal.of_client(self._conn, client_id)
+
+    async def clear_read_models(self, client_id: str) -> None:
+        await client_journal.clear_read_models(self._conn, client_id)
+
+
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
         self._writes = PostgresEventWrites(conn)
@@ -296,6 +311,7 @@ class PostgresFollowupUnitOfWork:
         self.activity = _Activity(conn)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
+        self.journal = _Journal(conn)
 
     async def lock_client(self, client_id: str) -> None:
         await lock_client(self._conn, client_id, self._lock_class)
