@@ -66,7 +66,12 @@ def rebuild_followup_read_models(
         )
     console.print(
         f"swapped in: {result.applied} events applied, {result.skipped} skipped "
-        f"(dead-lettered when live), {result.caught_up} caught up at the swap"
+        f"(dead-lettered when live), {result.caught_up} caught up before and at the swap"
+        + (
+            f"; the swap lock was busy {result.swap_lock_waits} time(s) before it was taken"
+            if result.swap_lock_waits
+            else ""
+        )
         + (f"; previous read models kept as {result.retired}" if result.retired else "")
     )
 

@@ -16,6 +16,7 @@ from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWor
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts
+from branchline_followup.domain.source_order import recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_followup.domain.tasks import new_task
 from branchline_followup.domain.timers import timer_id_for
@@ -350,6 +351,59 @@ class FollowupUnitOfWorkContract:
             assert state.shredded
             assert state.erasure_event_id == requested.event_id
             assert await uow.privacy.values("c-18") == []
+
+    async def test_the_journal_finds_an_event_that_arrives_after_a_later_one_of_its_store(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#13: the one check of the in-order path (ADR-0014)."""
+
+        def at(client_id: str, seconds: int) -> RecordedEvent:
+            return an_event(client_id).model_copy(
+                update={"recorded_at": T0 + timedelta(seconds=seconds)}
+            )
+
+        first, second, third = at("c-40", 1), at("c-40", 2), at("c-40", 3)
+        other_client = at("c-41", 0)
+        async with units.begin() as uow:
+            assert not await uow.journal.keep(first, SourcePosition("intake", 10))
+            assert not await uow.journal.keep(third, SourcePosition("intake", 30))
+            # another client, another store, no position: nothing to compare with
+            assert not await uow.journal.keep(other_client, SourcePosition("intake", 1))
+            assert not await uow.journal.keep(at("c-40", 0), SourcePosition("followup", 5))
+            assert not await uow.journal.keep(at("c-40", 0), None)
+        async with units.begin() as uow:
+            assert await uow.journal.keep(second, SourcePosition("intake", 20))
+            assert not await uow.journal.keep(second, SourcePosition("intake", 20))  # kept once
+            kept = {j.place.event_id: j for j in await uow.journal.of_client("c-40")}
+        assert len(kept) == 5
+        assert kept[second.event_id].event == second  # the envelope as applied
+        place = kept[second.event_id].place
+        assert (place.source, place.global_position) == ("intake", 20)
+        assert place.recorded_ms == recorded_ms(second.recorded_at)
+
+    async def test_clearing_a_client_keeps_what_events_without_a_client_caused(
+        self, units: UnitsOfWork
+    ) -> None:
+        own, foreign = a_task("c-42"), a_task("c-42", kind=TaskKind.SUITABILITY_REVIEW)
+        mine = an_event("c-42").model_copy(update={"event_id": own.source_event_id})
+        async with units.begin() as uow:
+            await uow.journal.keep(mine, SourcePosition("intake", 1))
+            await uow.clients.save(a_client("c-42"))
+            await uow.clients.save(a_client("c-43"))
+            await uow.tasks.save([own, foreign, a_task("c-43")])
+            for task in (own, foreign):
+                await uow.timers.sync(task, [a_timer(task, TimerKind.OVERDUE, task.due_at)])
+            await uow.holdings.hold("c-42", "P-1", "R3", T0)
+            await uow.journal.clear_read_models("c-42")
+        async with units.begin() as uow:
+            assert await uow.clients.get("c-42") is None
+            assert await uow.clients.get("c-43") is not None
+            assert [t.id for t in await uow.tasks.open_of("c-42")] == [foreign.id]
+            assert len(await uow.tasks.open_of("c-43")) == 1
+            assert await uow.holdings.of_client("c-42") == []
+            due = await uow.timers.claim_due(T0 + timedelta(days=30), 10)
+            assert [t.task_id for t in due if t.client_id == "c-42"] == [foreign.id]
+            assert len(await uow.journal.of_client("c-42")) == 1  # the journal stays
 
 
 class TestMemoryFollowupUnitOfWork(FollowupUnitOfWorkContract):

@@ -3,7 +3,6 @@ events dead-lettered, restarts survived."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +12,13 @@ import pytest
 
 from branchline_followup.bootstrap import prepare_database
 from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import DeadLetters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
+from tests.support.events import recorded_event
 from tests.support.kafka import produce, read_all
 from tests.support.stack import eventually
 
@@ -26,19 +26,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 def registered(client_id: str, rm_id: str = "rm-7") -> RecordedEvent:
-    now = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type="client.registered",
-        occurred_at=now,
-        recorded_at=now,
-        source="intake",
-        actor=Actor(id="staff-17", role="teller"),
+    return recorded_event(
+        "client.registered",
+        {"client_type": "corporate", "rm_id": rm_id},
+        at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
         client_id=client_id,
         branch_id="BR-001",
-        stream_id=f"client-{client_id}",
-        stream_version=1,
-        data={"client_type": "corporate", "rm_id": rm_id},
     )
 
 

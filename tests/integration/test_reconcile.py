@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from branchline_cli.main import app as cli
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import running_worker
 from branchline_intake.bootstrap import create_app
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.topics import declare_topics
@@ -29,6 +28,7 @@ from branchline_shared.reconcile.running import Reconciliation
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
+from tests.support.events import recorded_event
 from tests.support.kafka import produce
 from tests.support.stack import Infra, eventually, make_settings, serve
 
@@ -49,19 +49,13 @@ def registration(client_id: str) -> dict[str, object]:
 
 
 def recorded(client_id: str, version: int = 1) -> RecordedEvent:
-    at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type="client.registered",
-        occurred_at=at,
-        recorded_at=at,
-        source="intake",
-        actor=Actor(id="staff-17", role="teller"),
+    return recorded_event(
+        "client.registered",
+        {"client_type": "individual", "rm_id": "rm-7"},
+        at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
         client_id=client_id,
         branch_id="BR-001",
-        stream_id=f"client-{client_id}",
-        stream_version=version,
-        data={"client_type": "individual", "rm_id": "rm-7"},
+        version=version,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from branchline_shared.access.reads import READ_EVENT_TYPE, client_read
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, EventType
-from branchline_shared.events.envelope import Submitter
+from branchline_shared.events.envelope import RecordedEvent, Submitter
 
 pytestmark = pytest.mark.unit
 
@@ -45,22 +45,8 @@ def test_a_read_records_who_what_and_why() -> None:
 
 
 def test_an_empty_purpose_is_none_and_a_roleless_reader_is_unknown() -> None:
-    event = client_read(
-        Submitter(sub="svc", roles=[], branch_id=None),
-        source="intake",
-        client_id="C-2",
-        stream_id="reads-C-2",
-        stream_version=1,
-        route="GET /v1/streams/{stream_id}/events",
-        purpose="",
-        at=AT,
-    )
-
-    assert event.data == {"service": "intake", "route": "GET /v1/streams/{stream_id}/events"}
-    assert event.actor.role == "unknown"
-    assert (
-        event.event_id
-        != client_read(
+    def read() -> RecordedEvent:
+        return client_read(
             Submitter(sub="svc", roles=[], branch_id=None),
             source="intake",
             client_id="C-2",
@@ -69,5 +55,10 @@ def test_an_empty_purpose_is_none_and_a_roleless_reader_is_unknown() -> None:
             route="GET /v1/streams/{stream_id}/events",
             purpose="",
             at=AT,
-        ).event_id
-    )
+        )
+
+    event = read()
+
+    assert event.data == {"service": "intake", "route": "GET /v1/streams/{stream_id}/events"}
+    assert event.actor.role == "unknown"
+    assert event.event_id != read().event_id  # each read is its own record

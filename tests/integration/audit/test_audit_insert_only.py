@@ -64,16 +64,25 @@ async def _row_counts(settings: BranchlineSettings) -> dict[str, int]:
         return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
 
 
+async def _refused_and_unchanged(
+    settings: BranchlineSettings, role: str, table: str, change: str, *, refusal: str
+) -> None:
+    """``change`` to ``table`` as ``role`` is refused with ``refusal`` and no row changes."""
+    before = await _row_counts(settings)
+    sql = change.format(table=table, column=FIRST_COLUMN[table])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=refusal):
+        await _as_role(settings, role, sql)
+    assert await _row_counts(settings) == before
+
+
 @pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("change", CHANGES)
 async def test_the_service_role_may_not_change_history(
     filled: BranchlineSettings, table: str, change: str
 ) -> None:
-    before = await _row_counts(filled)
-    sql = change.format(table=table, column=FIRST_COLUMN[table])
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
-        await _as_role(filled, filled.audit_db_writer_role, sql)
-    assert await _row_counts(filled) == before
+    await _refused_and_unchanged(
+        filled, filled.audit_db_writer_role, table, change, refusal="permission denied"
+    )
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -81,28 +90,32 @@ async def test_the_service_role_may_not_change_history(
 async def test_even_the_owner_is_refused_by_the_trigger(
     filled: BranchlineSettings, table: str, change: str
 ) -> None:
-    before = await _row_counts(filled)
-    sql = change.format(table=table, column=FIRST_COLUMN[table])
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
-        await _as_role(filled, filled.audit_db_owner_role, sql)
-    assert await _row_counts(filled) == before
+    await _refused_and_unchanged(
+        filled, filled.audit_db_owner_role, table, change, refusal="insert-only"
+    )
 
 
 async def test_the_owner_cannot_forge_the_prune_flag(filled: BranchlineSettings) -> None:
     """Setting the retention flag by hand is not the retention function; and even inside it
     only a payload drop that keeps every hash passes the trigger."""
-    async with superuser(filled) as conn:
+    # rewriting a hash is never a prune
+    await _forged_prune_refused(filled, also_set=", hash = sha256(hash)")
+
+
+async def _forged_prune_refused(settings: BranchlineSettings, *, also_set: str = "") -> None:
+    """As the owner, with the retention flag set by hand, entry 3's payload replaced by its
+    prune marker (and ``also_set``) is refused by the trigger."""
+    async with superuser(settings) as conn:
         row = await conn.fetchrow("SELECT event FROM audit_ledger WHERE position = 3")
         assert row is not None
         marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
         async with conn.transaction():
-            await conn.execute(f"SET LOCAL ROLE {filled.audit_db_owner_role}")
+            await conn.execute(f"SET LOCAL ROLE {settings.audit_db_owner_role}")
             await conn.execute("SELECT set_config('branchline.audit_prune', 'on', true)")
-            # rewriting a hash is never a prune
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
                 await conn.execute(
-                    "UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now(), "
-                    "hash = sha256(hash) WHERE position = 3",
+                    f"UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now(){also_set} "
+                    "WHERE position = 3",
                     marker,
                 )
 
@@ -120,19 +133,10 @@ async def test_stored_canonical_bytes_cannot_be_changed(
             filled, name, "UPDATE audit_ledger SET canonical = canonical || '\\x00'::bytea"
         )
     async with superuser(filled) as conn:
-        row = await conn.fetchrow("SELECT event, canonical FROM audit_ledger WHERE position = 3")
-        assert row is not None
-        assert row["canonical"] is not None
-        marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL ROLE {filled.audit_db_owner_role}")
-            await conn.execute("SELECT set_config('branchline.audit_prune', 'on', true)")
-            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="insert-only"):
-                await conn.execute(
-                    "UPDATE audit_ledger SET event = $1::jsonb, pruned_at = now() "
-                    "WHERE position = 3",
-                    marker,
-                )
+        canonical = await conn.fetchval("SELECT canonical FROM audit_ledger WHERE position = 3")
+        assert canonical is not None
+    # a prune that keeps the canonical bytes is no prune
+    await _forged_prune_refused(filled)
 
 
 async def test_the_writer_may_not_call_the_retention_function(

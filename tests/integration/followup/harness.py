@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,11 +15,12 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from branchline_followup.bootstrap import create_app, prepare_database, running_worker
-from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
+from branchline_shared.events.envelope import Channel, RecordedEvent
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
+from tests.support.events import recorded_event
 from tests.support.stack import serve
 
 VOLATILE_COLUMNS = frozenset({"applied_at", "updated_at", "applied_seq"})
@@ -50,19 +50,14 @@ class History:
     ) -> RecordedEvent:
         version = self.versions.get(client_id, 0) + 1
         self.versions[client_id] = version
-        event = RecordedEvent(
-            event_id=uuid.uuid4(),
-            type=event_type,
-            occurred_at=at,
-            recorded_at=at,
-            source="intake",
-            actor=Actor(id="staff-17", role="teller"),
+        event = recorded_event(
+            event_type,
+            data,
+            at=at,
             client_id=client_id,
+            version=version,
             branch_id=branch_id or self.branch_id,
             channel=channel,
-            stream_id=f"client-{client_id}",
-            stream_version=version,
-            data=data,
         )
         self.events.append(event)
         return event

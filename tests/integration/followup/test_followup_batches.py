@@ -23,7 +23,12 @@ from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
 from branchline_shared.settings import BranchlineSettings
-from tests.integration.followup.harness import VOLATILE_COLUMNS, generate_history, snapshot
+from tests.integration.followup.harness import (
+    VOLATILE_COLUMNS,
+    followup_db,
+    generate_history,
+    snapshot,
+)
 from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -190,10 +195,10 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
     try:
         for d in batch:
             await apply_event(PostgresUnitsOfWork(pool), d.event, recording, d.position)
-        async with pool.acquire() as other:
-            expected = await comparable(other)  # type: ignore[arg-type]
     finally:
         await pool.close()
+    async with followup_db(alone) as other:  # read as ``db`` reads (no codecs)
+        expected = await comparable(other)
     got = await comparable(db)
     assert got["fu_tasks"], "the history makes tasks due"
     assert got["es_events"], "and records their creations"

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
 from branchline_followup.adapters.pg_schemas import with_search_path
@@ -41,12 +42,6 @@ from tests.integration.followup.harness import History, generate_history, now_ut
 from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-REPROJECTION_OPEN = pytest.mark.xfail(
-    strict=True,
-    reason="open work of #13: re-projecting a client in source order when an event of its "
-    "store arrives after later ones (docs/followup.md, 'Order'); reproduces the difference",
-)
 
 Positioned = tuple[RecordedEvent, SourcePosition]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -198,7 +193,6 @@ async def test_in_order_history_equals_rebuild(
     assert await differences_from_rebuild(settings, events) == {}
 
 
-@REPROJECTION_OPEN
 async def test_an_event_republished_after_later_ones_changes_nothing(
     settings: BranchlineSettings, context: FollowupContext
 ) -> None:
@@ -216,7 +210,6 @@ async def test_an_event_republished_after_later_ones_changes_nothing(
     assert await differences_from_rebuild(settings, events) == {}
 
 
-@REPROJECTION_OPEN
 async def test_a_client_history_in_any_order_equals_rebuild(
     settings: BranchlineSettings, context: FollowupContext
 ) -> None:
@@ -284,6 +277,33 @@ async def test_timers_that_fire_while_the_worker_lags_change_nothing(
             lag_until = events[end][0].recorded_at + timedelta(days=2)
             fired += (await run_due_timers(context, lag_until)).fired
     assert fired > 0
+    assert await differences_from_rebuild(settings, events) == {}
+
+
+async def test_a_fired_timer_stays_fired_when_its_client_is_projected_again(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """The consultation's clock ran out and fired (``followup.overdue`` recorded) while the
+    answer was lost by the broker; re-published after the client's later visit, the answer
+    makes the client be projected again in source order (ADR-0014): the fired timer stays
+    fired (its recorded event is applied again), and nothing is recorded twice."""
+    start = now_utc() - timedelta(hours=2)
+    h = consultation(start, promise_in=timedelta(days=2))
+    h.add("visit.arrived", "C-1", start + timedelta(minutes=30), {"visit_id": "V-1"})
+    events = positioned(h.events)
+    registered, opened, answered, visited = events
+    await apply_all(context, [registered, opened, visited])
+    assert (await run_due_timers(context, start + timedelta(minutes=5))).fired == 1
+    before = REGISTRY.get_sample_value("branchline_followup_reprojections_total") or 0.0
+    await apply_all(context, [answered])  # late: the client is projected again
+    assert REGISTRY.get_sample_value("branchline_followup_reprojections_total") == before + 1
+    fired = await context.pool.fetch(
+        "SELECT t.kind FROM fu_timers t JOIN fu_tasks k ON k.id = t.task_id "
+        "WHERE t.fired_at IS NOT NULL AND t.fired_event_id IS NOT NULL"
+    )
+    assert [r["kind"] for r in fired] == ["overdue"]
+    overdue = "SELECT count(*) FROM es_events WHERE type = 'followup.overdue'"
+    assert await context.pool.fetchval(overdue) == 1
     assert await differences_from_rebuild(settings, events) == {}
 
 

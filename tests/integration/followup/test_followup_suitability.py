@@ -5,16 +5,16 @@ reassessment makes one for the holdings above the new tolerance."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import ApiClients, History, now_utc, produce_events
+from tests.support.events import ADMIN, recorded_event
 from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -31,17 +31,13 @@ RERATED_TO = 4
 
 
 def rerated(product_id: str, risk: str, at: Any) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type="product.rerated",
-        occurred_at=at,
-        recorded_at=at,
-        source="intake",
-        actor=Actor(id="admin-1", role="admin"),
+    return recorded_event(
+        "product.rerated",
+        {"risk": risk, "effective_at": at.isoformat(), "reason": "equity share raised"},
+        at=at,
         product_id=product_id,
-        stream_id=f"product-{product_id}",
-        stream_version=2,
-        data={"risk": risk, "effective_at": at.isoformat(), "reason": "equity share raised"},
+        version=2,
+        actor=ADMIN,
     )
 
 
@@ -138,22 +134,17 @@ async def test_d15_a_rerating_makes_a_review_due_for_every_affected_holder(
 
 
 def approved(product_id: str, risk: str, at: Any) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type="product.approved",
-        occurred_at=at,
-        recorded_at=at,
-        source="intake",
-        actor=Actor(id="admin-1", role="admin"),
-        product_id=product_id,
-        stream_id=f"product-{product_id}",
-        stream_version=1,
-        data={
+    return recorded_event(
+        "product.approved",
+        {
             "name": "Income Fund",
             "category": "fund",
             "risk": risk,
             "eligible_client_types": ["individual"],
         },
+        at=at,
+        product_id=product_id,
+        actor=ADMIN,
     )
 
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tests.support.events import recorded_event
 
 from branchline_intake.application.outcomes import Accepted, Refusal, Refused
 from branchline_intake.application.privacy import readable, register_restrictions
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore, PrivacyState
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import StoredPosition
 
 pytestmark = pytest.mark.unit
@@ -21,19 +22,7 @@ AT = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
 
 def event(client_id: str, event_type: str, data: dict[str, Any]) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type=event_type,
-        occurred_at=AT,
-        recorded_at=AT,
-        source="intake",
-        actor=Actor(id="staff-17", role="teller"),
-        client_id=client_id,
-        branch_id="BR-001",
-        stream_id=f"client-{client_id}",
-        stream_version=1,
-        data=data,
-    )
+    return recorded_event(event_type, data, at=AT, client_id=client_id, branch_id="BR-001")
 
 
 def accepted(e: RecordedEvent) -> Accepted:

@@ -4,8 +4,6 @@ redelivery changes nothing and a rebuild makes them again); read by the console.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,20 +22,16 @@ from branchline_shared.postgres.row_guard import decode_row, readable, select_li
 TIMELINE_LIMIT = 200
 
 
-TimelineRow = tuple[str, datetime, uuid.UUID, str, str | None, str, str]
+TIMELINE_INSERT = (
+    "INSERT INTO fu_client_timeline "
+    "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+)
 
 
-async def apply_for_console(
-    conn: PgConnection,
-    event: RecordedEvent,
-    client_id: str,
-    timeline: list[TimelineRow] | None = None,
-) -> None:
-    """Within the projector's transaction, after the event was marked applied; ``client_id``
-    is the event's (events of other subjects have no client page). ``timeline``: where the
-    unit collects its timeline rows, written together by :func:`write_timeline` before it
-    commits (#12: nothing reads the timeline while applying; None: written at once)."""
-    row: TimelineRow = (
+def timeline_row(event: RecordedEvent, client_id: str) -> tuple[Any, ...]:
+    """The arguments of :data:`TIMELINE_INSERT` for ``event``."""
+    return (
         client_id,
         event.occurred_at,
         event.event_id,
@@ -46,10 +40,16 @@ async def apply_for_console(
         event.actor.id,
         event.actor.role,
     )
-    if timeline is not None:
-        timeline.append(row)
-    else:
-        await write_timeline(conn, [row])
+
+
+async def apply_for_console(
+    conn: PgConnection, event: RecordedEvent, client_id: str, *, timeline: bool = True
+) -> None:
+    """Within the projector's transaction, after the event was marked applied; ``client_id``
+    is the event's (events of other subjects have no client page). ``timeline=False``: the
+    caller writes the timeline row itself (a rebuild, in bulk per batch)."""
+    if timeline:
+        await conn.execute(TIMELINE_INSERT, *timeline_row(event, client_id))
     if event.type not in _READ_HERE:
         return
     payload = payload_of(event)
@@ -82,19 +82,6 @@ async def apply_for_console(
             payload.valid_until,
             event.event_id,
         )
-
-
-async def write_timeline(conn: PgConnection, rows: Sequence[TimelineRow]) -> None:
-    """The timeline rows in one statement (a row already there is kept: a redelivery)."""
-    if not rows:
-        return
-    await conn.execute(
-        "INSERT INTO fu_client_timeline "
-        "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
-        "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::uuid[], $4::text[], "
-        "$5::text[], $6::text[], $7::text[]) ON CONFLICT DO NOTHING",
-        *(list(column) for column in zip(*rows, strict=True)),
-    )
 
 
 _READ_HERE = frozenset(

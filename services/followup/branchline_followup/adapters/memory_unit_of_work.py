@@ -23,8 +23,10 @@ from branchline_followup.adapters.personal_data import (
     PERSONAL_DATA_SHREDDED,
     sealed_values_of,
 )
+from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
@@ -69,6 +71,8 @@ class MemoryState:
     events: dict[uuid.UUID, StoredEvent] = field(default_factory=dict)
     stream_versions: dict[str, int] = field(default_factory=dict)
     outbox: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    journal: dict[uuid.UUID, JournaledEvent] = field(default_factory=dict)
+    """The clients' applied events with their places (#13, ADR-0014)."""
 
 
 class _Part:
@@ -329,6 +333,48 @@ class _Privacy(_Part):
         )
 
 
+class _Journal(_Part):
+    async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        client_id = event.client_id
+        if client_id is None or event.event_id in self.s.journal:
+            return False
+        place = SourcePlace(
+            event.event_id,
+            position.source if position else event.source,
+            recorded_ms(event.recorded_at),
+            position.global_position if position else None,
+        )
+        kept = [j.place for j in self.s.journal.values() if j.event.client_id == client_id]
+        self.s.journal[event.event_id] = JournaledEvent(event, place)
+        return arrives_late(place, kept)
+
+    async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        return [j for j in self.s.journal.values() if j.event.client_id == client_id]
+
+    async def clear_read_models(self, client_id: str) -> None:
+        s = self.s
+        own = {j.place.event_id for j in await self.of_client(client_id)}
+        removed = {
+            task_id
+            for task_id, task in s.tasks.items()
+            if task.client_id == client_id and task.source_event_id in own
+        }
+        kept = {t for t, task in s.tasks.items() if task.client_id == client_id} - removed
+        for task_id in removed:
+            del s.tasks[task_id]
+            s.outcomes.pop(task_id, None)
+            s.overdue.pop(task_id, None)
+        s.timers = {
+            i: r for i, r in s.timers.items() if r.client_id != client_id or r.task_id in kept
+        }
+        s.clients.pop(client_id, None)
+        s.stage_change_dead.pop(client_id, None)
+        s.holdings = {k: v for k, v in s.holdings.items() if k[0] != client_id}
+        s.activity = [a for a in s.activity if a[0] == "refusal" or a[1] not in own]
+        s.privacy.pop(client_id, None)
+        s.personal_values.pop(client_id, None)
+
+
 class _Events(_Part):
     appended = 0
 
@@ -365,6 +411,7 @@ class MemoryFollowupUnitOfWork:
         self.activity = _Activity(units.current)
         self.privacy = _Privacy(units.current)
         self.events = _Events(units.current)
+        self.journal = _Journal(units.current)
 
     async def lock_client(self, client_id: str) -> None:
         """Units run one at a time: every client is this unit's already."""

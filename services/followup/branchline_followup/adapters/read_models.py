@@ -43,18 +43,29 @@ TASK_COLUMNS = (
 _TASK_SELECT = ", ".join(TASK_COLUMNS)
 
 
+APPLIED_INSERT = (
+    "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
+    "VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+def applied_row(event: RecordedEvent, position: SourcePosition | None) -> tuple[Any, ...]:
+    """The arguments of :data:`APPLIED_INSERT` for ``event``."""
+    return (
+        event.event_id,
+        event.type,
+        position.source if position else event.source,
+        position.global_position if position else None,
+    )
+
+
 async def mark_applied(
     conn: PgConnection, event: RecordedEvent, position: SourcePosition | None = None
 ) -> bool:
     """Record that ``event`` is applied, with its place in the store that wrote it (what
     reconcile compares); False when it already was (a redelivery)."""
     inserted = await conn.fetchval(
-        "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING RETURNING true",
-        event.event_id,
-        event.type,
-        position.source if position else event.source,
-        position.global_position if position else None,
+        APPLIED_INSERT + " RETURNING true", *applied_row(event, position)
     )
     return bool(inserted)
 

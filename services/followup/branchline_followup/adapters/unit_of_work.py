@@ -16,11 +16,11 @@ from typing import Any
 
 import asyncpg
 
-from branchline_followup.adapters import read_models
+from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.console_read_models import (
-    TimelineRow,
+    TIMELINE_INSERT,
     apply_for_console,
-    write_timeline,
+    timeline_row,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
@@ -36,6 +36,7 @@ from branchline_followup.adapters.pg_schemas import (
     try_lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
@@ -199,16 +200,26 @@ class _Holdings:
 class _Activity:
     def __init__(self, conn: PgConnection, *, collect_timeline: bool = False) -> None:
         self._conn = conn
-        self.timeline: list[TimelineRow] | None = [] if collect_timeline else None
-        """The unit's console timeline rows, written together before it commits (#12)."""
+        self.timeline: list[tuple[Any, ...]] | None = [] if collect_timeline else None
+        """The unit's console timeline rows, written together before it commits (#12:
+        nothing reads the timeline while events are applied); None: each written at once."""
 
     async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        await apply_for_console(self._conn, event, client_id, self.timeline)
+        if self.timeline is None:
+            await apply_for_console(self._conn, event, client_id)
+            return
+        self.timeline.append(timeline_row(event, client_id))
+        await apply_for_console(self._conn, event, client_id, timeline=False)
 
     async def write_collected(self) -> None:
         if self.timeline:
-            await write_timeline(self._conn, self.timeline)
+            await self._conn.executemany(TIMELINE_INSERT, self.timeline)
             self.timeline.clear()
+
+    def forget_client(self, client_id: str) -> None:
+        """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
+        if self.timeline:
+            self.timeline[:] = [row for row in self.timeline if row[0] != client_id]
 
     async def record_refusal(self, event: RecordedEvent) -> None:
         await record_refusal(self._conn, event)
@@ -276,6 +287,23 @@ class _Privacy:
         return await pending_erasures(self._conn)
 
 
+class _Journal:
+    def __init__(self, conn: PgConnection, activity: _Activity | None = None) -> None:
+        self._conn = conn
+        self._activity = activity
+
+    async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        return await client_journal.keep(self._conn, event, position)
+
+    async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        return await client_journal.of_client(self._conn, client_id)
+
+    async def clear_read_models(self, client_id: str) -> None:
+        if self._activity is not None:
+            self._activity.forget_client(client_id)  # its timeline rows not written yet
+        await client_journal.clear_read_models(self._conn, client_id)
+
+
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
         self._writes = PostgresEventWrites(conn)
@@ -320,6 +348,7 @@ class PostgresFollowupUnitOfWork:
         self.activity = _Activity(conn, collect_timeline=collect_timeline)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
+        self.journal = _Journal(conn, self.activity)
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
@@ -354,16 +383,17 @@ class PostgresFollowupUnitOfWork:
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
         timeline = self.activity.timeline
-        collected = len(timeline) if timeline is not None else 0
+        collected = list(timeline) if timeline is not None else None  # a copy: a
+        # re-projection removes rows from its middle
         try:
             async with self._conn.transaction():  # nested: a savepoint
                 yield
         except BaseException:
             # Rolling back to the savepoint releases the locks taken since it was set, and
-            # what was collected since is dropped with the rest of its changes.
+            # the timeline collected is the one it had, as the table's rows are.
             self._locked = held
-            if timeline is not None:
-                del timeline[collected:]
+            if timeline is not None and collected is not None:
+                timeline[:] = collected
             raise
 
 

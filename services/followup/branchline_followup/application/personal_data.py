@@ -28,6 +28,7 @@ from branchline_shared.events.catalogue import (
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.vocabulary import PersonalField
+from branchline_shared.kafka.wire import SourcePosition
 
 PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
 STRUCTURED_PATH = "fields"
@@ -119,6 +120,7 @@ async def record_privacy_event(
     existing = await uow.events.find([event_id])
     if event_id in existing:
         event = existing[event_id].event
+        global_position = existing[event_id].position.global_position
     else:
         stream = privacy_stream_id(client_id)
         versions = await uow.events.lock_streams([stream])
@@ -138,8 +140,11 @@ async def record_privacy_event(
             # sealed like every other (ADR-0007).
             data=await sealed_payload(ctx, event_type, client_id, normalised(event_type, data)),
         )
-        await uow.events.append([event], topic=ctx.topic)
-    await project(uow, event, ctx.projection)
+        (stored,) = await uow.events.append([event], topic=ctx.topic)
+        global_position = stored.global_position
+    # With its place in followup's store, as a rebuild applies it (reconcile, and the source
+    # order a client is projected again in, #13).
+    await project(uow, event, ctx.projection, SourcePosition(SOURCE, global_position))
     return event
 
 

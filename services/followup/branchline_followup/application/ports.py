@@ -15,12 +15,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.source_order import SourcePlace
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import StoredEvent, StoredPosition
@@ -195,6 +197,39 @@ class PrivacyRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class JournaledEvent:
+    """An applied event of a client as the journal keeps it (envelope as applied: sealed)."""
+
+    event: RecordedEvent
+    place: SourcePlace
+
+
+class ClientJournal(Protocol):
+    """Every applied event of each client, with its place in its store (#13, ADR-0014): what
+    re-projecting a client in source order replays."""
+
+    async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        """Keep the client's event (its envelope as applied, its store, position and recorded
+        millisecond); True when an event of the same client and store kept before comes later
+        in source order (this one arrives late: the client must be projected again). One
+        indexed check: the in-order path stays O(1)."""
+        ...
+
+    async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        """Every kept event of the client, in no particular order."""
+        ...
+
+    async def clear_read_models(self, client_id: str) -> None:
+        """Remove what the client's own events wrote in every read model (the client, its
+        tasks and their timers, timeline, consents, assessment, quality and service-loop facts,
+        holdings, personal-data rows), keeping the applied marks, this journal, what has no
+        client (shelf ratings, staff, training, refusals) and the tasks an event without a
+        client caused (a D-15 re-rating's review, a D-16 gift's escalation) with their timers:
+        replaying the client's events would not make those again."""
+        ...
+
+
 class FollowupEvents(Protocol):
     """followup's own event store (ADR-0001): its events and their outbox rows."""
 
@@ -233,6 +268,9 @@ class FollowupUnitOfWork(Protocol):
 
     @property
     def events(self) -> FollowupEvents: ...
+
+    @property
+    def journal(self) -> ClientJournal: ...
 
     async def lock_client(self, client_id: str) -> None:
         """Serialise every change of this client's tasks until the unit ends (waits)."""

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
+from branchline_followup.application.reprojection import reproject_client
 from branchline_followup.application.task_creations import (
     TASK_CREATED,
     PendingCreations,
@@ -125,6 +126,51 @@ async def project(
         return True
     if event.type in NOT_PROJECTED:
         return True
+    if event.client_id is not None:
+        await uow.lock_client(event.client_id)
+        # #13: kept in the client's journal; one that arrives after a later event of its
+        # store makes the client be projected again in source order (ADR-0014).
+        if await uow.journal.keep(event, position):
+            await _reproject(uow, event.client_id, projection, creations)
+            return True
+    await _project_kept(uow, event, projection, creations)
+    return True
+
+
+async def _reproject(
+    uow: FollowupUnitOfWork,
+    client_id: str,
+    projection: Projection,
+    creations: PendingCreations | None = None,
+) -> None:
+    previous = await uow.clients.get(client_id)
+
+    def apply(u: FollowupUnitOfWork, e: RecordedEvent) -> Awaitable[None]:
+        # the creations its batch has not recorded yet are found as recorded (#12)
+        return _project_kept(u, e, projection, creations)
+
+    await reproject_client(uow, client_id, apply)
+    if previous is not None and previous.stage_as_of is not None:
+        # Stage changes by time are no events: those the timer runner had made (up to where
+        # the stage was) are made again, with their recorded task creations (D-07, D-09).
+        await apply_client_stage_changes(
+            uow,
+            client_id,
+            previous.stage_as_of,
+            projection.policy,
+            topic=projection.task_creations_topic,
+            creations=creations,
+        )
+
+
+async def _project_kept(
+    uow: FollowupUnitOfWork,
+    event: RecordedEvent,
+    projection: Projection,
+    creations: PendingCreations | None = None,
+) -> None:
+    """What ``event`` changes in the read models (marked applied and kept already; a client's
+    lock held)."""
     await uow.activity.record_refusal(event)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
@@ -141,9 +187,8 @@ async def project(
 
         await suitability.on_product_event(uow, event, projection.policy, save)
         await staff_events.on_staff_event(uow, event, projection.policy, save)
-        return True
+        return
     client_id = event.client_id
-    await uow.lock_client(client_id)
     await uow.activity.record_console(event, client_id)
     policy = projection.policy
     at = event.occurred_at
@@ -211,7 +256,6 @@ async def project(
     )
     await _record_quality_facts(uow, event, facts.rm_id if facts else None)
     await uow.privacy.apply(event)
-    return True
 
 
 async def _save_changed_tasks(
@@ -295,12 +339,13 @@ async def apply_client_stage_changes(
     policy: FollowupPolicy,
     *,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> int:
     """:func:`apply_stage_changes` for the stored client ``client_id`` (0 if unknown)."""
     facts = await uow.clients.get(client_id)
     if facts is None:
         return 0
-    return await apply_stage_changes(uow, facts, until, policy, topic=topic)
+    return await apply_stage_changes(uow, facts, until, policy, topic=topic, creations=creations)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:

@@ -3,10 +3,16 @@
 1. A fresh schema ``fu_rebuild_<n>`` gets empty copies of the live tables.
 2. Every event of the topics, from the beginning up to the end offsets captured at the start,
    is applied to it by the same :func:`project` the worker runs, in batches (one transaction
-   per batch, a savepoint per event: an event the worker dead-lettered is skipped here too).
-   Meanwhile the live worker, timer runner and API go on with the live schema.
-3. The swap, one transaction: take the swap lock exclusively (live writers finish their
-   current transaction and wait), catch up to the topics' *current* end offsets and with the
+   per batch; an event the worker dead-lettered is skipped here too: a batch that fails is
+   applied again with a savepoint per event, as the worker falls back to one event at a time).
+   Meanwhile the live worker, timer runner and API go on with the live schema. Then, still
+   without the swap lock, it catches up to the topics' current ends, round after round, until
+   what is left is less than a batch: the swap then holds the lock for a short tail only (#12:
+   under load the whole tail accumulated during the rebuild was applied under the lock, every
+   live writer waiting meanwhile).
+3. The swap, one transaction: take the swap lock exclusively, waiting a bounded time and
+   retrying (live writers finish their current transaction and wait; a wait that would not
+   end is reported, not endured), catch up to the topics' *current* end offsets and with the
    followup events not yet on Kafka (the outbox), make the clients' stage changes by time that
    are due by the service's clock (what the live timer runner did or is about to do), then
    rename the live schema away and the new one into its place. Writers resume on the new
@@ -81,7 +87,13 @@ class RebuildTarget(Protocol):
         ...
 
     def swap(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
-        """The swap's transaction: live writers finish theirs and wait until it ends."""
+        """The swap's transaction: live writers finish theirs and wait until it ends. The
+        lock is waited for a bounded time, retried a bounded number of times."""
+        ...
+
+    @property
+    def swap_lock_waits(self) -> int:
+        """Attempts at the swap lock that timed out (reported with the result)."""
         ...
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
@@ -105,6 +117,13 @@ class RebuildResult:
     skipped: int
     caught_up: int
     retired: str | None
+    swap_lock_waits: int = 0
+    """Attempts at the swap lock that timed out before one succeeded (live writers held it)."""
+
+
+CATCH_UP_ROUNDS = 5
+"""Catch-up rounds before the swap at most (a source that grows faster than the rebuild
+applies is swapped anyway, with what is left applied under the lock)."""
 
 
 @dataclass
@@ -132,20 +151,21 @@ async def rebuild_read_models(
         total = await source.start()
         if on_total is not None:
             on_total(total)
-        batch: list[Replayed] = []
-        async for message in source.messages():
-            batch.append(message)
-            if len(batch) >= batch_size:
-                async with target.batch() as uow:
-                    await _apply_all(uow, batch, projection, counts, on_progress)
-                batch = []
-        if batch:
-            async with target.batch() as uow:
-                await _apply_all(uow, batch, projection, counts, on_progress)
+        await _apply_source(target, source, projection, counts, on_progress, batch_size)
+        caught_up = 0
+        for _ in range(CATCH_UP_ROUNDS):  # without the swap lock: live writers go on
+            more = await source.extend_to_current_end()
+            caught_up += more
+            if on_total is not None and more:
+                on_total(total + caught_up)
+            await _apply_source(target, source, projection, counts, on_progress, batch_size)
+            if more < batch_size:
+                break
 
         async with target.swap() as uow:
-            caught_up = await source.extend_to_current_end()
-            if on_total is not None and caught_up:
+            more = await source.extend_to_current_end()
+            caught_up += more
+            if on_total is not None and more:
                 on_total(total + caught_up)
             tail = [m async for m in source.messages()]
             await _apply_all(uow, tail, projection, counts, on_progress)
@@ -166,7 +186,64 @@ async def rebuild_read_models(
         skipped=counts.skipped,
         caught_up=caught_up,
         retired=target.retired if keep_retired else None,
+        swap_lock_waits=target.swap_lock_waits,
     )
+
+
+async def _apply_source(
+    target: RebuildTarget,
+    source: EventSource,
+    projection: Projection,
+    counts: _Counts,
+    on_progress: Progress | None,
+    batch_size: int,
+) -> None:
+    """Everything ``source`` yields up to its current end, ``batch_size`` events per
+    transaction."""
+    batch: list[Replayed] = []
+    async for message in source.messages():
+        batch.append(message)
+        if len(batch) >= batch_size:
+            await _apply_batch(target, batch, projection, counts, on_progress)
+            batch = []
+    if batch:
+        await _apply_batch(target, batch, projection, counts, on_progress)
+
+
+async def _apply_batch(
+    target: RebuildTarget,
+    messages: list[Replayed],
+    projection: Projection,
+    counts: _Counts,
+    on_progress: Progress | None,
+) -> None:
+    """One transaction, no savepoint per event (two round trips each, #12): almost every
+    batch applies whole. One that fails for good (an event the live worker dead-lettered) is
+    rolled back and applied again with a savepoint per event, which skips just that event: the
+    same result as applying every event in its own savepoint."""
+    decoded: list[tuple[RecordedEvent, SourcePosition | None]] = []
+    poison = 0
+    for message in messages:
+        try:
+            event = decode_current_event(message.value)
+        except PoisonEvent:
+            poison += 1  # the live worker dead-lettered it
+            continue
+        decoded.append((event, source_position(message.headers)))
+    try:
+        async with target.batch() as uow:
+            for event, position in decoded:
+                await project(uow, event, projection, position)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        async with target.batch() as uow:
+            await _apply_all(uow, messages, projection, counts, on_progress)
+        return
+    counts.applied += len(decoded)
+    counts.skipped += poison
+    if on_progress is not None and messages:
+        on_progress(len(messages))
 
 
 async def _apply_all(

@@ -1,0 +1,92 @@
+"""The client journal on PostgreSQL (``fu_client_events``, migration 010; #13, ADR-0014): every
+applied event of a client with its place in its store, and the removal of what a client's own
+events wrote before it is projected again in source order."""
+
+from __future__ import annotations
+
+from branchline_followup.application.ports import JournaledEvent
+from branchline_followup.domain.source_order import SourcePlace, recorded_ms
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.pool import PgConnection
+
+CLEAR_CLIENT = (
+    # Tasks an event without a client caused (a re-rating's review, a gift's escalation) stay
+    # with their timers: replaying the client's own events would not make them again.
+    """DELETE FROM fu_timers WHERE client_id = $1 AND task_id NOT IN (
+           SELECT id FROM fu_tasks WHERE client_id = $1 AND source_event_id NOT IN (
+               SELECT event_id FROM fu_client_events WHERE client_id = $1))""",
+    """DELETE FROM fu_tasks WHERE client_id = $1 AND source_event_id IN (
+           SELECT event_id FROM fu_client_events WHERE client_id = $1)""",
+    "DELETE FROM fu_clients WHERE client_id = $1",
+    "DELETE FROM fu_client_timeline WHERE client_id = $1",
+    "DELETE FROM fu_client_consents WHERE client_id = $1",
+    "DELETE FROM fu_client_assessments WHERE client_id = $1",
+    "DELETE FROM fu_visits WHERE client_id = $1",
+    "DELETE FROM fu_surveys WHERE client_id = $1",
+    "DELETE FROM fu_complaints WHERE client_id = $1",
+    "DELETE FROM fu_corrective_actions WHERE client_id = $1",
+    "DELETE FROM fu_renegotiations WHERE client_id = $1",
+    "DELETE FROM fu_business_events WHERE client_id = $1",
+    "DELETE FROM fu_holdings WHERE client_id = $1",
+    "DELETE FROM fu_personal_values WHERE client_id = $1",
+    "DELETE FROM fu_privacy WHERE client_id = $1",
+)
+"""What a client's own events wrote, in every read model keyed by the client. Not cleared:
+fu_applied_events and fu_client_events (the events stay applied and kept), fu_refusals (one row
+per refusal event, written whatever the order), fu_product_ratings, fu_staff and
+fu_staff_training (events without a client). A new read-model table keyed by a client belongs
+here (``tests/integration/followup/test_followup_order.py`` compares every table)."""
+
+# The in-order check and the keeping in one statement (one round trip, one index probe): the
+# sub-select sees the rows before this insert. Without a position (NULL) nothing compares
+# greater: an event whose place is unknown is never found late.
+_KEEP = """
+WITH later AS (
+    SELECT EXISTS (
+        SELECT 1 FROM fu_client_events
+        WHERE client_id = $2 AND source = $3 AND global_position IS NOT NULL
+          AND (recorded_ms, global_position) > ($5, $4)
+    ) AS late
+)
+INSERT INTO fu_client_events (event_id, client_id, source, global_position, recorded_ms, envelope)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING (SELECT late FROM later)
+"""
+
+
+async def keep(conn: PgConnection, event: RecordedEvent, position: SourcePosition | None) -> bool:
+    client_id = event.client_id
+    if client_id is None:
+        return False
+    late = await conn.fetchval(
+        _KEEP,
+        event.event_id,
+        client_id,
+        position.source if position else event.source,
+        position.global_position if position else None,
+        recorded_ms(event.recorded_at),
+        event.model_dump(mode="json"),
+    )
+    return bool(late)
+
+
+async def of_client(conn: PgConnection, client_id: str) -> list[JournaledEvent]:
+    rows = await conn.fetch(
+        "SELECT event_id, source, global_position, recorded_ms, envelope "
+        "FROM fu_client_events WHERE client_id = $1",
+        client_id,
+    )
+    return [
+        JournaledEvent(
+            RecordedEvent.model_validate(r["envelope"]),
+            SourcePlace(r["event_id"], r["source"], r["recorded_ms"], r["global_position"]),
+        )
+        for r in rows
+    ]
+
+
+async def clear_read_models(conn: PgConnection, client_id: str) -> None:
+    for statement in CLEAR_CLIENT:
+        await conn.execute(statement, client_id)
