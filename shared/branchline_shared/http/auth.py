@@ -5,13 +5,21 @@ staff or system id), ``roles``, ``iss``, ``aud`` (this service's audience among 
 and ``exp``, a ``kid`` header naming one of the configured verification keys, and a lifetime
 no longer than the configured maximum; a branch system's token names its ``branch_id``.
 Every failure is a 401 problem+json: which check failed is said, the token never echoed.
+
+A token verified once is remembered (``VerifiedTokens``, #12): verifying the signature and
+claims was a fifth of intake's busy time per request, and a caller sends the same token for
+hours. Only what passed every check is remembered, never past the token's ``exp`` and never
+longer than a bounded time after it was verified.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -85,6 +93,57 @@ class TokenKeys:
             raise ValueError("at least one token verification key is needed")
 
 
+class VerifiedTokens:
+    """The principals of tokens that passed every check, by the SHA-256 of the token (#12).
+
+    Bounded in count (least recently used dropped first) and in time: an entry is used only
+    while ``now`` is before the token's ``exp`` (no leeway: the full check, with its 30 s of
+    leeway, decides past that) and less than ``max_age`` after it was verified. The cache
+    belongs to one ``TokenCodec``, whose keys are read when the process starts: a removed key
+    stops verifying at the restart, which also empties the cache. ``max_age`` bounds how old
+    a remembered verdict can be, and so how long a removed key's token would still be taken
+    should keys ever change within a running process (docs/access-control.md).
+    A token that fails any check never gets here: only ``TokenCodec.verify`` adds, after
+    the checks. The token itself is not kept, only its digest and the principal.
+    """
+
+    def __init__(self, max_entries: int, max_age: timedelta) -> None:
+        if max_entries < 1 or max_age <= timedelta(0):
+            raise ValueError("a token cache holds at least one entry for a positive time")
+        self.max_entries = max_entries
+        self.max_age_s = max_age.total_seconds()
+        self._entries: OrderedDict[bytes, tuple[Principal, float, float]] = OrderedDict()
+        # Console pages verify in worker threads; an OrderedDict is not safe to reorder
+        # from two threads at once.
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes, now: float) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            principal, verified_at, until = entry
+            # A clock that went back would otherwise stretch the max_age bound.
+            if not verified_at <= now < until:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return principal
+
+    def put(self, digest: bytes, principal: Principal, *, exp: float, now: float) -> None:
+        until = min(exp, now + self.max_age_s)
+        if until <= now:
+            return  # accepted within the leeway past exp: checked in full every time
+        with self._lock:
+            self._entries[digest] = (principal, now, until)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class TokenCodec:
     keys: TokenKeys
@@ -93,6 +152,10 @@ class TokenCodec:
     """What this service accepts: a token must name it in ``aud``."""
     max_lifetime: timedelta = timedelta(hours=12)
     leeway: timedelta = field(default=CLOCK_LEEWAY)
+    verified: VerifiedTokens | None = field(default=None, compare=False, repr=False)
+    """Tokens already verified (#12); None: every token is checked in full every time."""
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
+    """Seconds since the epoch: the time of the cache and of the codec's own expiry check."""
 
     @classmethod
     def hs256(
@@ -146,6 +209,25 @@ class TokenCodec:
     def verify(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_CHARS:
             raise unauthorized(f"the token is longer than {MAX_TOKEN_CHARS} characters")
+        # The exact token, digested: the cache key and the principal's fingerprint.
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = self.clock()
+        if self.verified is not None:
+            known = self.verified.get(digest, now)
+            if known is not None:
+                return known
+        claims = self._checked_claims(token)
+        principal = self._principal(digest, claims)
+        # PyJWT checked the times against its own clock; the expiry is checked again against
+        # this codec's, the one the cache uses, so both always agree on what has expired.
+        if claims["exp"] <= now - self.leeway.total_seconds():
+            raise unauthorized("the token has expired")
+        if self.verified is not None:
+            self.verified.put(digest, principal, exp=claims["exp"], now=now)
+        return principal
+
+    def _checked_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose header, signature, issuer, audience and times pass."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -184,9 +266,9 @@ class TokenCodec:
             raise unauthorized("the token's signature does not verify") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise unauthorized("the token is malformed") from None
-        return self._principal(token, claims)
+        return claims
 
-    def _principal(self, token: str, claims: Mapping[str, Any]) -> Principal:
+    def _principal(self, digest: bytes, claims: Mapping[str, Any]) -> Principal:
         iat, exp = claims["iat"], claims["exp"]
         if not _is_number(iat) or not _is_number(exp):
             raise unauthorized("iat and exp must be numbers")
@@ -209,8 +291,7 @@ class TokenCodec:
             not isinstance(branch_id, str) or not SUBJECT_PATTERN.fullmatch(branch_id)
         ):
             raise unauthorized("branch_id must be 1-128 characters of [A-Za-z0-9._:@-]")
-        fingerprint = hashlib.sha256(token.encode()).hexdigest()[:32]
-        return Principal(subject, roles, branch_id, fingerprint)
+        return Principal(subject, roles, branch_id, digest.hex()[:32])
 
 
 def _is_number(value: object) -> bool:
@@ -255,7 +336,12 @@ def forbidden(detail: str, *, kind: str = "forbidden") -> Problem:
 def require_roles(*roles: Role) -> Any:
     wanted = frozenset(roles)
 
-    async def check(principal: PrincipalDep) -> Principal:
+    # The principal is read here rather than declared as a dependency of this one (#12):
+    # each level of FastAPI dependencies costs its own resolution per request (cache keys,
+    # scope checks, four parameter passes), about as much as the check itself. Same order:
+    # no or a bad token is 401 before any 403.
+    async def check(request: Request) -> Principal:
+        principal = await current_principal(request)
         if not principal.has_any(wanted):
             raise forbidden(f"this needs one of the roles {sorted(r.value for r in wanted)}")
         return principal

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from branchline_shared.http.auth import Role, TokenCodec, TokenKeys
+from branchline_shared.http.auth import Role, TokenCodec, TokenKeys, VerifiedTokens
 from branchline_shared.settings import CommonSettings, MissingSecretError
 
 SERVICES = ("intake", "followup", "audit")
@@ -62,11 +62,15 @@ def token_keys(settings: CommonSettings) -> TokenKeys:
 
 def token_codec(settings: CommonSettings, service: str) -> TokenCodec:
     """What ``service`` verifies tokens with (and, where the signing key is here, issues)."""
+    size, seconds = settings.jwt_verified_cache_size, settings.jwt_verified_cache_seconds
     return TokenCodec(
         token_keys(settings),
         settings.jwt_issuer,
         service_audience(settings, service),
         timedelta(hours=settings.jwt_max_lifetime_hours),
+        verified=(
+            VerifiedTokens(size, timedelta(seconds=seconds)) if size > 0 and seconds > 0 else None
+        ),
     )
 
 

@@ -21,7 +21,11 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.read_models import APPLIED_INSERT, applied_row
-from branchline_followup.adapters.unit_of_work import PostgresFollowupUnitOfWork, _Activity
+from branchline_followup.adapters.unit_of_work import (
+    PostgresFollowupUnitOfWork,
+    _Activity,
+    _Journal,
+)
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
@@ -38,6 +42,11 @@ class SwapLockBusy(RuntimeError):
     untouched; the rebuilt schema stays (``fu_rebuild_<n>``) until dropped or rebuilt."""
 
 
+class SwapAbandoned(RuntimeError):
+    """The swap's transaction sat idle holding the swap lock too long and PostgreSQL ended it
+    (``idle_in_transaction_session_timeout``): nothing was swapped."""
+
+
 class _BulkWrites:
     """What a rebuild writes row by row but nothing reads back while it runs (#12): the
     applied-event record and the console timeline, kept here and written once per
@@ -47,7 +56,9 @@ class _BulkWrites:
     Only the rebuild writes its schema, so the ids it applied are all known here: an event
     seen again (a relay that published twice) is found in :attr:`applied`, as the database's
     ``ON CONFLICT`` would have found it. A savepoint or transaction that rolls back takes
-    back what it added (:meth:`mark` / :meth:`rollback_to`)."""
+    back what it added (:meth:`mark` / :meth:`rollback_to`); a client's re-projection, which
+    deletes the client's timeline rows before applying its events again (ADR-0014), deletes
+    the ones kept here too (:meth:`clear_client`)."""
 
     def __init__(self) -> None:
         self.applied: set[uuid.UUID] = set()
@@ -64,15 +75,19 @@ class _BulkWrites:
     def timeline(self, event: RecordedEvent, client_id: str) -> None:
         self._timeline_rows.append(timeline_row(event, client_id))
 
-    def mark(self) -> tuple[int, int]:
-        return len(self._applied_rows), len(self._timeline_rows)
+    def mark(self) -> tuple[int, list[tuple[Any, ...]]]:
+        # the timeline as a copy: a re-projection removes rows from its middle
+        return len(self._applied_rows), list(self._timeline_rows)
 
-    def rollback_to(self, mark: tuple[int, int]) -> None:
+    def rollback_to(self, mark: tuple[int, list[tuple[Any, ...]]]) -> None:
         applied, timeline = mark
         for row in self._applied_rows[applied:]:
             self.applied.discard(row[0])
         del self._applied_rows[applied:]
-        del self._timeline_rows[timeline:]
+        self._timeline_rows = list(timeline)
+
+    def clear_client(self, client_id: str) -> None:
+        self._timeline_rows = [row for row in self._timeline_rows if row[0] != client_id]
 
     async def flush(self, conn: PgConnection) -> None:
         """Within the transaction that applied them, before it commits."""
@@ -94,6 +109,16 @@ class _RebuildActivity(_Activity):
         await apply_for_console(self._conn, event, client_id, timeline=False)
 
 
+class _RebuildJournal(_Journal):
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def clear_read_models(self, client_id: str) -> None:
+        self._bulk.clear_client(client_id)  # as the DELETE below does in the table
+        await super().clear_read_models(client_id)
+
+
 class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     """A unit writing the rebuild's schema. Only the rebuild's one connection writes it (the
     live writers write ``fu_read``), so a client lock serialises against nobody: it is not
@@ -104,6 +129,7 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         super().__init__(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
         self._bulk = bulk
         self.activity = _RebuildActivity(conn, bulk)
+        self.journal = _RebuildJournal(conn, bulk)
 
     async def lock_client(self, client_id: str) -> None:
         return None
@@ -134,12 +160,14 @@ class PostgresRebuildTarget:
         swap_lock_timeout_s: float = 2.0,
         swap_lock_attempts: int = 30,
         swap_retry_pause_s: float = 1.0,
+        swap_idle_timeout_s: float = 60.0,
     ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
         self._swap_lock_timeout_ms = max(1, int(swap_lock_timeout_s * 1000))
         self._swap_lock_attempts = swap_lock_attempts
         self._swap_retry_pause_s = swap_retry_pause_s
+        self._swap_idle_timeout_ms = max(1, int(swap_idle_timeout_s * 1000))
         self.swap_lock_waits = 0
         self._bulk = _BulkWrites()
         self._number = 0
@@ -221,12 +249,27 @@ class PostgresRebuildTarget:
                 raise
             mark = self._bulk.mark()
             try:
-                # the swap's own statements wait as long as they need (the lock is held)
-                await conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                # the swap's own statements wait as long as they need (the lock is held); but
+                # a swap that sits idle holding the lock (waiting on the broker for its tail:
+                # the benchmark's stall, every live writer queued behind it) is ended by
+                # PostgreSQL after swap_idle_timeout_s, which frees the lock (#12)
+                await conn.execute(
+                    "SET LOCAL lock_timeout TO DEFAULT; SET LOCAL "
+                    f"idle_in_transaction_session_timeout = {self._swap_idle_timeout_ms}"
+                )
                 yield _RebuildUnitOfWork(conn, self._bulk)
-            except BaseException:
+            except BaseException as exc:
                 self._bulk.rollback_to(mark)
-                await transaction.rollback()
+                try:
+                    await transaction.rollback()
+                except asyncpg.InterfaceError:  # the connection is gone, and the lock with it
+                    raise SwapAbandoned(
+                        "the swap's connection was lost, the swap lock with it (PostgreSQL "
+                        "ends a swap that sits idle holding the lock longer than "
+                        f"{self._swap_idle_timeout_ms} ms, e.g. waiting for its tail from "
+                        "the broker). Nothing was swapped: the live read models are "
+                        "unchanged; run the rebuild again"
+                    ) from exc
                 raise
             await transaction.commit()
             return

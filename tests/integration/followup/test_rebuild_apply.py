@@ -1,0 +1,235 @@
+"""The rebuild's apply path and swap (#12), against PostgreSQL without a broker: a batch
+applies in one transaction and, when one event fails, again with a savepoint per event (the
+failing event leaves no trace, not in the bulk-written applied record nor the timeline); an
+event delivered twice is applied once; the swap waits for the swap lock a bounded time,
+retries, and reports a lock that stays busy instead of stalling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_followup.adapters import pg_schemas
+from branchline_followup.adapters.rebuild_target import (
+    PostgresRebuildTarget,
+    SwapAbandoned,
+    SwapLockBusy,
+)
+from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.application import rebuild as rebuild_module
+from branchline_followup.application.config import policy_from_settings
+from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.postgres.pool import open_pool
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.followup.harness import History, followup_db, now_utc, wire
+from tests.support.stack import Infra, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+class MemorySource:
+    """The log being replayed, from memory: what the topics would deliver, in order."""
+
+    def __init__(self, events: Sequence[RecordedEvent]) -> None:
+        self._values = [wire(e) for e in events]
+        self._read = False
+
+    async def start(self) -> int:
+        return len(self._values)
+
+    async def messages(self) -> AsyncIterator[ReplayedMessage]:
+        if self._read:
+            return
+        self._read = True
+        for offset, value in enumerate(self._values):
+            yield ReplayedMessage("intake", 0, offset, 0, value, ())
+
+    async def extend_to_current_end(self) -> int:
+        return 0
+
+    async def stop(self) -> None:
+        return None
+
+
+def history() -> History:
+    h = History()
+    at = now_utc() - timedelta(hours=3)
+    for n in range(4):
+        h.registered(f"C-{n}", at + timedelta(minutes=n), rm_id="rm-1")
+        h.visit(f"C-{n}", f"V-{n}", at + timedelta(minutes=10 + n))
+    return h
+
+
+async def run_rebuild(
+    settings: BranchlineSettings, events: Sequence[RecordedEvent], **target: Any
+) -> RebuildResult:
+    admin = await open_pool(
+        pg_schemas.with_search_path(settings.followup_database_url, "public"),
+        min_size=1,
+        max_size=2,
+    )
+    try:
+        return await rebuild_read_models(
+            target=PostgresRebuildTarget(admin, settings.followup_database_url, **target),
+            source=MemorySource(events),
+            policy=policy_from_settings(settings),
+            batch_size=5,
+            keep_retired=True,
+        )
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def live_writer(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A live transaction holding the swap lock shared, as every live writer does."""
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        async with conn.transaction():
+            await pg_schemas.hold_swap_lock_shared(conn)
+            yield conn
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_event_leaves_no_trace_and_a_repeated_one_is_applied_once(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    h = history()
+    failing = h.events[5]  # in the second batch of five
+    real_project = rebuild_module.project
+
+    async def project(uow: Any, event: RecordedEvent, *args: Any) -> bool:
+        applied = await real_project(uow, event, *args)  # its writes are made, then undone
+        if event.event_id == failing.event_id:
+            raise ValueError("a projection failure (what the live worker dead-letters)")
+        return applied
+
+    monkeypatch.setattr(rebuild_module, "project", project)
+    events = [*h.events, h.events[0], h.events[6]]  # two published twice by a relay
+    async with followup_db(settings) as db:
+        result = await run_rebuild(settings, events)
+        assert (result.applied, result.skipped) == (len(events) - 1, 1)
+        applied = await db.fetch("SELECT event_id FROM fu_read.fu_applied_events")
+        assert sorted(r["event_id"] for r in applied) == sorted(
+            e.event_id for e in h.events if e is not failing
+        )
+        timeline = await db.fetch("SELECT event_id FROM fu_read.fu_client_timeline")
+        assert failing.event_id not in {r["event_id"] for r in timeline}
+        assert len(timeline) == len(h.events) - 1
+
+
+async def test_the_swap_retries_a_busy_lock_then_swaps_in(infra: Infra, tmp_path: Path) -> None:
+    settings = make_settings(infra, tmp_path)
+    h = history()
+    async with followup_db(settings) as db:
+        async with live_writer(settings):
+            rebuilding = asyncio.create_task(
+                run_rebuild(
+                    settings,
+                    h.events,
+                    swap_lock_timeout_s=0.2,
+                    swap_lock_attempts=50,
+                    swap_retry_pause_s=0.1,
+                )
+            )
+            await asyncio.sleep(1.5)  # the live transaction outlasts a few attempts
+            assert not rebuilding.done()
+        result = await asyncio.wait_for(rebuilding, timeout=30)
+        assert result.swap_lock_waits >= 2
+        assert result.retired is not None
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == len(h.events)
+
+
+async def test_a_swap_lock_that_stays_busy_is_reported_and_nothing_is_swapped(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    async with followup_db(settings) as db:
+        async with live_writer(settings) as writer:
+            await writer.execute("INSERT INTO fu_read.fu_staff (staff_id) VALUES ('live-1')")
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(SwapLockBusy, match="3 attempts"):
+                await run_rebuild(
+                    settings,
+                    history().events,
+                    swap_lock_timeout_s=0.2,
+                    swap_lock_attempts=3,
+                    swap_retry_pause_s=0.1,
+                )
+            assert asyncio.get_running_loop().time() - started < 20
+            # the live writer was never in the way of itself: it goes on and commits
+            await writer.execute("INSERT INTO fu_read.fu_staff (staff_id) VALUES ('live-2')")
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_staff") == 2
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
+        assert (
+            await db.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fu_retired_%'")
+            == 0
+        )
+
+
+class SlowTail(MemorySource):
+    """A broker that answers the swap's catch-up late (the benchmark's stall)."""
+
+    def __init__(self, events: Sequence[RecordedEvent], delay_s: float) -> None:
+        super().__init__(events)
+        self._delay_s = delay_s
+        self._calls = 0
+
+    async def extend_to_current_end(self) -> int:
+        self._calls += 1
+        if self._calls > 1:  # the first is the catch-up before the swap, without the lock
+            await asyncio.sleep(self._delay_s)
+        return 0
+
+
+async def test_a_swap_idle_while_holding_the_lock_is_ended_and_frees_the_live_writers(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    async with followup_db(settings) as db:
+        admin = await open_pool(
+            pg_schemas.with_search_path(settings.followup_database_url, "public"),
+            min_size=1,
+            max_size=2,
+        )
+        try:
+            rebuilding = asyncio.create_task(
+                rebuild_read_models(
+                    target=PostgresRebuildTarget(
+                        admin, settings.followup_database_url, swap_idle_timeout_s=0.5
+                    ),
+                    source=SlowTail(history().events, delay_s=4.0),
+                    policy=policy_from_settings(settings),
+                    batch_size=5,
+                )
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not await db.fetchval(
+                "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' "
+                "AND mode = 'ExclusiveLock' AND granted"
+            ):
+                if rebuilding.done():
+                    rebuilding.result()  # its error, if it failed before the swap
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            swapping = loop.time()
+            async with live_writer(settings):  # waits for the swap lock
+                freed = loop.time() - swapping
+            with pytest.raises(SwapAbandoned, match="idle"):
+                await asyncio.wait_for(rebuilding, timeout=30)
+        finally:
+            await admin.close()
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
+    # PostgreSQL ended the idle swap after 0.5 s, not once the broker answered (4 s)
+    assert freed < 3.0
