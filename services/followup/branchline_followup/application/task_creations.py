@@ -55,11 +55,11 @@ async def recorded_creations(
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
     events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
     derive from the source event and the kind, a D-15 review's also from its client)."""
-    by_event = {
-        task_created_event_id(task_id_for(source, kind)): task_id_for(source, kind)
-        for source in set(source_event_ids)
-        for kind in TaskKind
-    }
+    candidates = (
+        task_id_for(source, kind) for source in set(source_event_ids) for kind in TaskKind
+    )
+    # each candidate id derived once, not twice (UUIDv5s were ≈ 8 % of a rebuild's time, #12)
+    by_event = {task_created_event_id(task_id): task_id for task_id in candidates}
     by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
