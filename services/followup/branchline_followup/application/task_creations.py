@@ -84,15 +84,6 @@ class PendingCreations:
         return len(events)
 
 
-def _creation_ids(source: uuid.UUID) -> dict[uuid.UUID, uuid.UUID]:
-    """Creation event id → task id, for every kind of task ``source`` could have made due."""
-    ids = {}
-    for kind in TaskKind:
-        task_id = task_id_for(source, kind)
-        ids[task_created_event_id(task_id)] = task_id
-    return ids
-
-
 async def recorded_creations(
     uow: FollowupUnitOfWork,
     source_event_ids: Iterable[uuid.UUID],
@@ -103,9 +94,11 @@ async def recorded_creations(
     events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
     derive from the source event and the kind, a D-15 review's also from its client);
     ``pending``: creations of this unit recorded at its end, which count as recorded."""
-    by_event: dict[uuid.UUID, uuid.UUID] = {}
-    for source in set(source_event_ids):
-        by_event |= _creation_ids(source)
+    candidates = (
+        task_id_for(source, kind) for source in set(source_event_ids) for kind in TaskKind
+    )
+    # each candidate id derived once, not twice (UUIDv5s were ≈ 8 % of a rebuild's time, #12)
+    by_event = {task_created_event_id(task_id): task_id for task_id in candidates}
     by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
