@@ -188,16 +188,36 @@ class TestPostgresEventStore(EventStoreContract):
             await uow.lock_streams(["client-g0"])
             uow.stage(taken, topic=TOPIC, submission_hash=None)
             await uow.commit()
-        kept = event("client-g2", 1)
+        kept, first = event("client-g2", 1), event("client-g1", 1)
+        late = event("client-g9", 1)  # stored by another writer while the group runs
         async with store.shared_transaction() as shared:
             await shared.lock_streams(["client-g1", "client-g2"])
+            ids = [taken.event_id, kept.event_id, first.event_id, late.event_id]
+            await shared.find_existing(ids)
             async with shared.isolated():  # caller 1 writes
-                assert await _append(shared, event("client-g1", 1)) == {"client-g1": 0}
+                assert await _append(shared, first) == {"client-g1": 0}
+            async with store.unit_of_work() as uow:  # another writer, another stream
+                await uow.lock_streams(["client-g9"])
+                uow.stage(late, topic=TOPIC, submission_hash=None)
+                await uow.commit()
+            async with shared.isolated():  # caller 2: the group's answer about it is stale
+                async with shared.unit_of_work() as uow:
+                    assert late.event_id not in await uow.find_existing([late.event_id])
+                with pytest.raises(ConcurrencyError):  # its write loses the race
+                    await _append(shared, late.model_copy(update={"stream_id": "client-g4"}))
+                async with shared.unit_of_work() as uow:  # and the retry reads the database
+                    assert late.event_id in await uow.find_existing([late.event_id])
             with pytest.raises(RuntimeError, match="after the write"):
                 await _lost_race_retry_then_bug(shared, taken.event_id, kept)
-            async with shared.isolated():  # caller 3
-                # Caller 1's version stands, caller 2's was rolled back with it; a stream the
-                # group does not hold is locked on the spot.
+            async with shared.isolated():  # caller 4
+                # Caller 1's version and id stand, caller 3's were rolled back with it; a
+                # stream the group does not hold is locked on the spot.
+                async with shared.unit_of_work() as uow:
+                    assert set(await uow.find_existing(ids)) == {
+                        taken.event_id,
+                        first.event_id,
+                        late.event_id,
+                    }
                 versions = await _append(
                     shared, event("client-g2", 1), event("client-g1", 2), event("client-g3", 1)
                 )
@@ -214,7 +234,7 @@ class TestPostgresEventStore(EventStoreContract):
             }
         pending = await store.outbox_port().pending(100)
         assert str(kept.event_id) not in {p.envelope["event_id"] for p in pending}
-        assert len(pending) == 5  # client-g0's and the four events of the group
+        assert len(pending) == 6  # client-g0's, the four events of the group, client-g9's
 
 
 async def _append(shared: SharedTransaction, *events: RecordedEvent) -> dict[str, int]:

@@ -134,6 +134,14 @@ class PostgresUnitOfWork:
         return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        if self._group is not None:  # the group's answers, and the database for the rest
+            found, unknown = self._group.known(event_ids)
+            if unknown:
+                found.update(await self._query_existing(unknown))
+            return found
+        return await self._query_existing(event_ids)
+
+    async def _query_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         if not event_ids:
             return {}
         rows = await self._conn.fetch(
@@ -210,18 +218,27 @@ class PostgresUnitOfWork:
             list(last_versions.values()),
         )
         if self._group is not None:
-            self._group.wrote(last_versions)
+            self._group.wrote(
+                last_versions,
+                [
+                    StoredEvent(_position(r), e, st.submission_hash)
+                    for r, e, st in zip(rows, events, self._staged, strict=True)
+                ],
+            )
         by_id = {r["event_id"]: _position(r) for r in rows}
         self.committed += len(self._staged)
         self._staged.clear()
         return [by_id[e.event_id] for e in events]
 
 
+_ABSENT: Any = object()
+
+
 @dataclass
 class _Caller:
     """One caller's part of a group (``SharedTransaction.isolated``)."""
 
-    versions: dict[str, int]  # the held streams' versions when it began
+    undo: list[tuple[dict[Any, Any], Any, Any]]  # what it changed in the group's knowledge
     clean: bool = True  # nothing written since its savepoint was taken
 
 
@@ -232,12 +249,15 @@ class SharedTransaction:
     a bug) rolls back alone and the others go on; all that succeeded become durable together,
     with one commit and one WAL flush.
 
-    Round trips are what a request costs within a group (#12), so: the group's locks are
-    taken once and their versions remembered (a unit of work asks the database only for
-    streams the group does not hold); a caller's savepoint is released by the statement that
-    takes the next caller's (one round trip per caller instead of two; the commit releases
-    the last); and a caller's first unit of work uses the caller's savepoint instead of one of
-    its own, since rolling back to it undoes exactly that unit."""
+    Round trips are what a request costs within a group (#12), so the group remembers what it
+    learnt and what its callers wrote, and its units of work ask the database only for the
+    rest: the group's locks are taken once and their versions kept (only this transaction
+    can change a stream it holds); the event ids of the whole group are looked up once,
+    after its locks (:meth:`find_existing`); a caller's savepoint is released by the
+    statement that takes the next caller's (the commit releases the last); and a caller's
+    first unit of work uses the caller's savepoint instead of one of its own, since rolling
+    back to it undoes exactly that unit. What a rolled-back caller or unit changed in that
+    knowledge is undone with it."""
 
     _SAVEPOINT = "branchline_caller"
 
@@ -246,6 +266,10 @@ class SharedTransaction:
         self.committed = 0
         self.held_versions: dict[str, int] = {}  # locked for update by the group
         self.held_shared: set[str] = set()  # read-locked by the group
+        # Event ids looked up for the group: the stored event, or None where there was none.
+        self.checked: dict[uuid.UUID, StoredEvent | None] = {}
+        self.written: dict[uuid.UUID, StoredEvent] = {}  # by this transaction's callers
+        self._journals: list[list[tuple[dict[Any, Any], Any, Any]]] = []
         self._caller: _Caller | None = None
         self._savepoint_open = False
 
@@ -257,71 +281,129 @@ class SharedTransaction:
         self.held_versions.update(await uow.lock_streams(stream_ids, shared=shared))
         self.held_shared.update(uow.share_locked)
 
-    def wrote(self, versions: Mapping[str, int]) -> None:
-        """A unit of work wrote these streams' new versions (kept for the held ones)."""
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """Look up the group's event ids in one statement (after its locks: an id on a stream
+        the group holds cannot appear later); its units of work take the answers from here.
+        An id stored meanwhile on a stream the group does not hold (another process reusing
+        it) makes the write fail as a lost race, and the retry reads the database again."""
+        unknown = [i for i in dict.fromkeys(event_ids) if i not in self.checked]
+        found = await PostgresUnitOfWork(self._conn).find_existing(unknown)
+        self.checked.update({i: found.get(i) for i in unknown})
+
+    def known(
+        self, event_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[uuid.UUID, StoredEvent], list[uuid.UUID]]:
+        """What the group knows of ``event_ids`` (stored ones) and the ids it does not know."""
+        found: dict[uuid.UUID, StoredEvent] = {}
+        unknown: list[uuid.UUID] = []
+        for event_id in event_ids:
+            stored = self.written.get(event_id)
+            if stored is None:
+                stored = self.checked.get(event_id, _ABSENT)
+            if stored is _ABSENT:
+                unknown.append(event_id)
+            elif stored is not None:
+                found[event_id] = stored
+        return found, unknown
+
+    def wrote(self, versions: Mapping[str, int], events: Sequence[StoredEvent]) -> None:
+        """A unit of work wrote ``events``, leaving its streams at ``versions``."""
         for stream_id, version in versions.items():
             if stream_id in self.held_versions:
-                self.held_versions[stream_id] = version
+                self._set(self.held_versions, stream_id, version)
+        for stored in events:
+            self._set(self.written, stored.position.event_id, stored)
 
-    def _restore(self, versions: dict[str, int]) -> None:
-        self.held_versions.clear()
-        self.held_versions.update(versions)
+    def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._journals:
+            self._journals[-1].append((mapping, key, mapping.get(key, _ABSENT)))
+        mapping[key] = value
+
+    def _begin(self) -> list[tuple[dict[Any, Any], Any, Any]]:
+        journal: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._journals.append(journal)
+        return journal
+
+    def _end(self, journal: list[tuple[dict[Any, Any], Any, Any]], *, kept: bool) -> None:
+        """Close the innermost journal: kept, the outer one inherits it; else it is undone."""
+        popped = self._journals.pop()
+        assert popped is journal
+        if kept:
+            if self._journals:
+                self._journals[-1].extend(journal)
+            return
+        for mapping, key, old in reversed(journal):
+            if old is _ABSENT:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+
+    def _lost_race(self) -> None:
+        # Another writer stored an id the group took for new: every id is read again.
+        self.checked.clear()
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[None]:
         """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+        journal = self._begin()
         if self._caller is not None:  # nested: a savepoint of its own, as any nesting
-            versions = dict(self.held_versions)
             try:
                 async with self._conn.transaction():
                     yield
             except BaseException:
-                self._restore(versions)
+                self._end(journal, kept=False)
                 raise
+            self._end(journal, kept=True)
             return
         name = self._SAVEPOINT
-        await self._conn.execute(
-            f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}"
-            if self._savepoint_open
-            else f"SAVEPOINT {name}"
-        )
-        self._savepoint_open = True
-        caller = self._caller = _Caller(dict(self.held_versions))
+        taken = False
         try:
-            yield
+            await self._conn.execute(
+                f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}"
+                if self._savepoint_open
+                else f"SAVEPOINT {name}"
+            )
+            self._savepoint_open = taken = True
+            self._caller = _Caller(journal)
+            try:
+                yield
+            finally:
+                self._caller = None
         except BaseException:
-            await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._restore(caller.versions)
+            # Only to this caller's own savepoint: if taking it failed, the name may still be
+            # the previous caller's, whose work must stand (the transaction is then aborted
+            # and the group's commit fails as a whole).
+            if taken:
+                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._end(journal, kept=False)
             raise
-        finally:
-            self._caller = None
+        self._end(journal, kept=True)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
         caller = self._caller
         uow = PostgresUnitOfWork(self._conn, group=self)
-        if caller is not None and caller.clean:
-            # Nothing written since the caller's savepoint: rolling back to it undoes this
-            # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
-            try:
-                yield uow
-            except BaseException as exc:
-                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
-                self._restore(caller.versions)
-                if isinstance(exc, asyncpg.UniqueViolationError):
-                    raise ConcurrencyError(str(exc)) from exc
-                raise
-            caller.clean = False
-        else:
-            versions = dict(self.held_versions)
-            try:
+        journal = self._begin()
+        try:
+            if caller is not None and caller.clean:
+                # Nothing written since the caller's savepoint: rolling back to it undoes this
+                # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
+                try:
+                    yield uow
+                except BaseException:
+                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
+                    raise
+                caller.clean = False
+            else:
                 async with self._conn.transaction():  # nested: a savepoint
                     yield uow
-            except BaseException as exc:
-                self._restore(versions)
-                if isinstance(exc, asyncpg.UniqueViolationError):
-                    raise ConcurrencyError(str(exc)) from exc
-                raise
+        except BaseException as exc:
+            self._end(journal, kept=False)
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                self._lost_race()
+                raise ConcurrencyError(str(exc)) from exc
+            raise
+        self._end(journal, kept=True)
         self.committed += uow.committed
 
 
