@@ -42,6 +42,7 @@ def rebuild_followup_read_models(
     console: Console,
     from_stores: bool = False,
 ) -> None:
+    from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
     from branchline_followup.bootstrap import rebuild
 
     with Progress(
@@ -54,16 +55,21 @@ def rebuild_followup_read_models(
         transient=False,
     ) as progress:
         task = progress.add_task("events", total=None)
-        result = asyncio.run(
-            rebuild(
-                settings,
-                on_total=lambda total: progress.update(task, total=total),
-                on_progress=lambda n: progress.advance(task, n),
-                keep_retired=keep_previous,
-                batch_size=batch_size,
-                from_stores=from_stores,
+        try:
+            result = asyncio.run(
+                rebuild(
+                    settings,
+                    on_total=lambda total: progress.update(task, total=total),
+                    on_progress=lambda n: progress.advance(task, n),
+                    keep_retired=keep_previous,
+                    batch_size=batch_size,
+                    from_stores=from_stores,
+                )
             )
-        )
+        except (SwapLockBusy, SwapAbandoned) as exc:
+            # the swap's bounded waits (#12): said plainly, not as a traceback
+            console.print(f"[bold red]not swapped:[/bold red] {exc}")
+            raise typer.Exit(code=1) from exc
     console.print(
         f"swapped in: {result.applied} events applied, {result.skipped} skipped "
         f"(dead-lettered when live), {result.caught_up} caught up before and at the swap"

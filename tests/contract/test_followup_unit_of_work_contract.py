@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
@@ -134,6 +135,26 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(event, SourcePosition("intake", 7))
         async with units.begin() as uow:
             assert not await uow.mark_applied(event, None)
+
+    async def test_a_batch_is_marked_applied_in_one_call_each_event_once(
+        self, units: UnitsOfWork
+    ) -> None:
+        before, fresh, other = an_event("c-7"), an_event("c-7"), an_event("c-8")
+        async with units.begin() as uow:
+            assert await uow.mark_applied(before, None)
+            marked = await uow.mark_applied_all(
+                [
+                    (before, None),
+                    (fresh, SourcePosition("intake", 8)),
+                    (fresh, SourcePosition("intake", 8)),  # a repeat within the batch
+                    (other, None),
+                ]
+            )
+            assert marked == {fresh.event_id, other.event_id}
+            assert await uow.mark_applied_all([]) == set()
+        async with units.begin() as uow:
+            assert not await uow.mark_applied(fresh, None)
+            assert await uow.mark_applied_all([(other, None)]) == set()
 
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:
@@ -407,3 +428,46 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         pool = await open_read_model_pool(settings)
         yield PostgresUnitsOfWork(pool, on_commit=wakes)
         await pool.close()
+
+    async def test_a_client_is_locked_once_per_unit_and_again_after_a_savepoint_failed(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: a unit takes a client's lock once (a batch, not each event); a savepoint that
+        rolls back releases the locks taken in it, so the next lock_client takes it again."""
+
+        async def lock_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.lock_client("c-31")
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.lock_client("c-30")
+            await uow.lock_client("c-30")  # held already
+            assert await uow.try_lock_client("c-30")
+            with pytest.raises(Rolledback):
+                await lock_then_fail(uow)
+            async with units.begin() as other:
+                assert not await other.try_lock_client("c-30")
+                assert await other.try_lock_client("c-31")  # released with the savepoint
+            await uow.lock_client("c-31")
+            async with units.begin() as other:
+                assert not await other.try_lock_client("c-31")
+
+    async def test_the_timeline_collected_by_a_unit_is_written_with_it_but_a_failed_savepoints(
+        self, units: UnitsOfWork, settings: BranchlineSettings
+    ) -> None:
+        """#12: a unit writes its console timeline rows together before it commits; those of
+        a savepoint that rolled back are dropped with it."""
+        kept, dropped = an_event("c-40"), an_event("c-40")
+
+        async def record_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.activity.record_console(dropped, "c-40")
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.activity.record_console(kept, "c-40")
+            with pytest.raises(Rolledback):
+                await record_then_fail(uow)
+        records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
+        assert [r["event_id"] for r in records.timeline] == [kept.event_id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,7 @@ import pytest
 
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.batches import Delivered, apply_batch
-from branchline_followup.application.projector import Projection
+from branchline_followup.application.projector import Projection, apply_event
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
@@ -22,6 +23,13 @@ from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
 from branchline_shared.settings import BranchlineSettings
+from tests.integration.followup.harness import (
+    VOLATILE_COLUMNS,
+    followup_db,
+    generate_history,
+    snapshot,
+)
+from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -164,3 +172,65 @@ async def test_a_poison_event_fails_alone_and_is_dead_lettered_with_its_reason(
         "SELECT client_id FROM fu_read.fu_tasks WHERE kind = 'satisfaction_survey'"
     )
     assert [r["client_id"] for r in survey_of] == ["C-5"]
+
+
+async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
+    infra: Infra, tmp_path: Path, units: PostgresUnitsOfWork, db: asyncpg.Connection[Any]
+) -> None:
+    """#12: the batch records its events as applied in one statement and the task creations
+    they decide together at its end; the read models, followup's event store and the applied
+    record are the same as when each event is applied in its own transaction (rebuild ==
+    incremental relies on it)."""
+    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    history = generate_history(12, end=AT, span=timedelta(days=400), seed=12)
+    events = sorted(history.events, key=lambda e: e.recorded_at)
+    batch = delivered(events)
+    for start in range(0, len(batch), 40):
+        outcome = await apply_batch(units, batch[start : start + 40], recording, consumer=CONSUMER)
+        assert not outcome.one_by_one
+        assert not outcome.failed
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in batch:
+            await apply_event(PostgresUnitsOfWork(pool), d.event, recording, d.position)
+    finally:
+        await pool.close()
+    async with followup_db(alone) as other:  # read as ``db`` reads (no codecs)
+        expected = await comparable(other)
+    got = await comparable(db)
+    assert got["fu_tasks"], "the history makes tasks due"
+    assert got["es_events"], "and records their creations"
+    assert got == expected
+
+
+async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """The read models and followup's events, without what differs by when a creation was
+    stored (its global position, recorded_at): each applied creation must carry its store's
+    position."""
+    tables = await snapshot(db)
+    unplaced = await db.fetchval(
+        "SELECT count(*) FROM fu_read.fu_applied_events a "
+        "LEFT JOIN public.es_events e USING (event_id) "
+        "WHERE a.source = 'followup' AND a.global_position IS DISTINCT FROM e.global_position"
+    )
+    assert unplaced == 0
+    columns = [
+        r["column_name"]
+        for r in await db.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'fu_read' "
+            "AND table_name = 'fu_applied_events' ORDER BY ordinal_position"
+        )
+        if r["column_name"] not in VOLATILE_COLUMNS
+    ]
+    at = columns.index("global_position")
+    tables["fu_applied_events"] = sorted(
+        (row[:at] + row[at + 1 :] for row in tables["fu_applied_events"]), key=repr
+    )
+    rows = await db.fetch(
+        "SELECT e.event_id, e.stream_id, e.stream_version, e.type, e.client_id, e.occurred_at, "
+        "o.topic FROM public.es_events e JOIN public.es_outbox o USING (event_id)"
+    )
+    tables["es_events"] = sorted((tuple(r) for r in rows), key=repr)
+    return tables

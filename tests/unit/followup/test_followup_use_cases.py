@@ -15,8 +15,13 @@ from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.application.actions import NotYourTask, complete_task
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import FixedOffset, ServiceClock
-from branchline_followup.application.projector import Projection, apply_event
+from branchline_followup.application.projector import Projection, apply_event, project
 from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.task_creations import (
+    PendingCreations,
+    recorded_creations,
+    task_created_event_id,
+)
 from branchline_followup.application.timers import run_due_timers
 from branchline_followup.domain import FollowupPolicy, FollowupTask, TaskKind, TaskStatus
 from branchline_shared.clock import FixedClock
@@ -261,3 +266,32 @@ async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_a
     assert second.applied == 1
     assert poison.event_id not in units.state.applied
     assert other.event_id in units.state.applied
+
+
+async def test_creations_pending_in_a_unit_count_as_recorded_until_recorded_at_its_end(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    """#12: a batch records the creations its events decide at its end, together; until then
+    a later event of the batch finds them as if each had been recorded at once."""
+    visit = closed_visit()
+    pending = PendingCreations()
+    async with units.begin() as uow:
+        for event in (registered(), visit):
+            assert await project(uow, event, projection, creations=pending)
+        survey = await the_survey(units)
+        assert not units.state.events  # nothing appended yet
+        assert task_created_event_id(survey.id) in pending.events
+        found = await recorded_creations(uow, [visit.event_id], pending=pending)
+        assert set(found) == {survey.id}
+        assert await recorded_creations(uow, [visit.event_id]) == {}
+        recorded = await pending.record(uow, TOPIC)
+        assert recorded == len(units.state.tasks)
+        assert not pending.events
+        assert set(await recorded_creations(uow, [visit.event_id])) == {survey.id}
+    creation = units.state.events[task_created_event_id(survey.id)]
+    assert creation.event.stream_version == 1
+    assert (creation.event.event_id, TOPIC) in units.state.outbox
+    assert units.state.applied[creation.event.event_id] == (
+        "followup",
+        creation.position.global_position,
+    )

@@ -143,6 +143,12 @@ class _Tasks(_Part):
 
 
 class _Timers(_Part):
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        for task, wanted in changes:
+            await self.sync(task, wanted)
+
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
         keep = {t.id for t in wanted}
         for timer_id, old in list(self.s.timers.items()):
@@ -421,6 +427,11 @@ class MemoryFollowupUnitOfWork:
             (position.source, position.global_position) if position else (event.source, None)
         )
         return True
+
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        return {e.event_id for e, position in events if await self.mark_applied(e, position)}
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

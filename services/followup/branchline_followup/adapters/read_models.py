@@ -70,6 +70,29 @@ async def mark_applied(
     return bool(inserted)
 
 
+async def mark_all_applied(
+    conn: PgConnection, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+) -> set[uuid.UUID]:
+    """:func:`mark_applied` for a batch in one statement (#12: one round trip, not one per
+    event); the ids recorded now. A repeated id is recorded once (ON CONFLICT DO NOTHING
+    skips a row that conflicts with one the same statement inserted)."""
+    if not events:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
+        # In the batch's order: applied_seq is the order reconcile checks per stream.
+        "SELECT event_id, type, source, global_position "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY "
+        "AS e(event_id, type, source, global_position, n) ORDER BY n "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        [e.event_id for e, _ in events],
+        [e.type for e, _ in events],
+        [p.source if p else e.source for e, p in events],
+        [p.global_position if p else None for _, p in events],
+    )
+    return {r["event_id"] for r in rows}
+
+
 async def applied_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     rows = await conn.fetch(
         "SELECT event_id FROM fu_applied_events WHERE event_id = ANY($1::uuid[])",
@@ -212,21 +235,23 @@ async def set_task_overdue(conn: PgConnection, task_id: uuid.UUID, at: datetime)
 
 
 async def sync_timers(
-    conn: PgConnection, task: FollowupTask, wanted: Sequence[DurableTimer]
+    conn: PgConnection, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
 ) -> None:
-    """Make the task's unfired timers exactly ``wanted``. A timer whose instant moved (the
-    task was rescheduled) is armed again; a fired timer keeps its record."""
-    await conn.execute(
-        "DELETE FROM fu_timers WHERE task_id = $1 AND fired_at IS NULL "
-        "AND NOT (id = ANY($2::uuid[]))",
-        task.id,
-        [t.id for t in wanted],
-    )
-    if not wanted:
+    """Make each task's unfired timers exactly its ``wanted``. A timer whose instant moved
+    (the task was rescheduled) is armed again; a fired timer keeps its record. One statement
+    for all the tasks (#12): the DELETE and the upsert touch different rows (a timer id
+    belongs to one task), so running them together is running them in turn."""
+    if not changes:
         return
-    await conn.executemany(
+    wanted = [(t, task.client_id) for task, timers in changes for t in timers]
+    await conn.execute(
         """
-        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) VALUES ($1, $2, $3, $4, $5)
+        WITH dropped AS (
+            DELETE FROM fu_timers WHERE task_id = ANY($6::uuid[]) AND fired_at IS NULL
+                AND NOT (id = ANY($1::uuid[]))
+        )
+        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
         ON CONFLICT (id) DO UPDATE SET
             fire_at = EXCLUDED.fire_at,
             fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
@@ -234,7 +259,12 @@ async def sync_timers(
             fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
                                   THEN fu_timers.fired_event_id END
         """,
-        [(t.id, t.task_id, task.client_id, t.kind.value, t.fire_at) for t in wanted],
+        [t.id for t, _ in wanted],
+        [t.task_id for t, _ in wanted],
+        [client_id for _, client_id in wanted],
+        [t.kind.value for t, _ in wanted],
+        [t.fire_at for t, _ in wanted],
+        [task.id for task, _ in changes],
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,6 +139,11 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return self._bulk.mark_applied(event, position)
+
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        return {e.event_id for e, position in events if self._bulk.mark_applied(e, position)}
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

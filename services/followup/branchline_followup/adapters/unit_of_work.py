@@ -17,7 +17,11 @@ from typing import Any
 import asyncpg
 
 from branchline_followup.adapters import client_journal, read_models
-from branchline_followup.adapters.console_read_models import apply_for_console
+from branchline_followup.adapters.console_read_models import (
+    TIMELINE_INSERT,
+    apply_for_console,
+    timeline_row,
+)
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
     apply_personal_data,
@@ -92,7 +96,12 @@ class _Timers:
         self._conn = conn
 
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
-        await read_models.sync_timers(self._conn, task, wanted)
+        await read_models.sync_timers(self._conn, [(task, wanted)])
+
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        await read_models.sync_timers(self._conn, changes)
 
     async def record_fired(
         self,
@@ -189,11 +198,28 @@ class _Holdings:
 
 
 class _Activity:
-    def __init__(self, conn: PgConnection) -> None:
+    def __init__(self, conn: PgConnection, *, collect_timeline: bool = False) -> None:
         self._conn = conn
+        self.timeline: list[tuple[Any, ...]] | None = [] if collect_timeline else None
+        """The unit's console timeline rows, written together before it commits (#12:
+        nothing reads the timeline while events are applied); None: each written at once."""
 
     async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        await apply_for_console(self._conn, event, client_id)
+        if self.timeline is None:
+            await apply_for_console(self._conn, event, client_id)
+            return
+        self.timeline.append(timeline_row(event, client_id))
+        await apply_for_console(self._conn, event, client_id, timeline=False)
+
+    async def write_collected(self) -> None:
+        if self.timeline:
+            await self._conn.executemany(TIMELINE_INSERT, self.timeline)
+            self.timeline.clear()
+
+    def forget_client(self, client_id: str) -> None:
+        """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
+        if self.timeline:
+            self.timeline[:] = [row for row in self.timeline if row[0] != client_id]
 
     async def record_refusal(self, event: RecordedEvent) -> None:
         await record_refusal(self._conn, event)
@@ -262,8 +288,9 @@ class _Privacy:
 
 
 class _Journal:
-    def __init__(self, conn: PgConnection) -> None:
+    def __init__(self, conn: PgConnection, activity: _Activity | None = None) -> None:
         self._conn = conn
+        self._activity = activity
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await client_journal.keep(self._conn, event, position)
@@ -272,6 +299,8 @@ class _Journal:
         return await client_journal.of_client(self._conn, client_id)
 
     async def clear_read_models(self, client_id: str) -> None:
+        if self._activity is not None:
+            self._activity.forget_client(client_id)  # its timeline rows not written yet
         await client_journal.clear_read_models(self._conn, client_id)
 
 
@@ -299,33 +328,73 @@ class _Events:
 
 class PostgresFollowupUnitOfWork:
     """A unit of work over ``conn`` within a transaction the caller opened (the rebuild's
-    batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes."""
+    batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes.
+    ``collect_timeline``: the console timeline rows are written together by
+    :meth:`write_collected`, which the opener calls before it commits."""
 
-    def __init__(self, conn: PgConnection, client_lock_class: int = LIVE_CLIENT_LOCK_CLASS) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        client_lock_class: int = LIVE_CLIENT_LOCK_CLASS,
+        *,
+        collect_timeline: bool = False,
+    ) -> None:
         self._conn = conn
         self._lock_class = client_lock_class
         self.clients = _Clients(conn)
         self.tasks = _Tasks(conn)
         self.timers = _Timers(conn)
         self.holdings = _Holdings(conn)
-        self.activity = _Activity(conn)
+        self.activity = _Activity(conn, collect_timeline=collect_timeline)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
-        self.journal = _Journal(conn)
+        self.journal = _Journal(conn, self.activity)
+        self._locked: set[str] = set()
+        """Clients whose lock this transaction holds: a transaction-level advisory lock is
+        held until the end, so a batch takes each client's once, not once per event (#12)."""
 
     async def lock_client(self, client_id: str) -> None:
+        if client_id in self._locked:
+            return
         await lock_client(self._conn, client_id, self._lock_class)
+        self._locked.add(client_id)
 
     async def try_lock_client(self, client_id: str) -> bool:
-        return await try_lock_client(self._conn, client_id, self._lock_class)
+        if client_id in self._locked:
+            return True
+        locked = await try_lock_client(self._conn, client_id, self._lock_class)
+        if locked:
+            self._locked.add(client_id)
+        return locked
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await read_models.mark_applied(self._conn, event, position)
 
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        return await read_models.mark_all_applied(self._conn, events)
+
+    async def write_collected(self) -> None:
+        """Write what the unit collected to write together (before it commits)."""
+        await self.activity.write_collected()
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        async with self._conn.transaction():  # nested: a savepoint
-            yield
+        held = set(self._locked)
+        timeline = self.activity.timeline
+        collected = list(timeline) if timeline is not None else None  # a copy: a
+        # re-projection removes rows from its middle
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                yield
+        except BaseException:
+            # Rolling back to the savepoint releases the locks taken since it was set, and
+            # the timeline collected is the one it had, as the table's rows are.
+            self._locked = held
+            if timeline is not None and collected is not None:
+                timeline[:] = collected
+            raise
 
 
 class PostgresUnitsOfWork:
@@ -349,7 +418,8 @@ class PostgresUnitsOfWork:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await hold_swap_lock_shared(conn)
-                unit = PostgresFollowupUnitOfWork(conn, self._lock_class)
+                unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect_timeline=True)
                 yield unit
+                await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()

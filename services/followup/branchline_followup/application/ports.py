@@ -76,6 +76,12 @@ class TimerRepository(Protocol):
         armed again; a fired timer keeps its record."""
         ...
 
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        """:meth:`sync` for each task, in one statement (#12)."""
+        ...
+
     async def record_fired(
         self,
         *,
@@ -277,6 +283,13 @@ class FollowupUnitOfWork(Protocol):
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         """Record ``event`` as applied (with where its store put it, for reconciliation);
         False when it already was (a redelivery: apply nothing)."""
+        ...
+
+    async def mark_applied_all(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> set[uuid.UUID]:
+        """:meth:`mark_applied` for each, in one statement (#12); the ids it recorded now
+        (an id listed twice is recorded once; the others had been applied)."""
         ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:

@@ -18,7 +18,11 @@ from datetime import datetime
 from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.reprojection import reproject_client
-from branchline_followup.application.task_creations import TASK_CREATED, settle_created_tasks
+from branchline_followup.application.task_creations import (
+    TASK_CREATED,
+    PendingCreations,
+    settle_created_tasks,
+)
 from branchline_followup.domain import (
     BUSINESS_EVENT_TYPES,
     FOLLOWUP_ESCALATED,
@@ -105,10 +109,16 @@ async def project(
     event: RecordedEvent,
     projection: Projection,
     position: SourcePosition | None = None,
+    *,
+    marked: bool = False,
+    creations: PendingCreations | None = None,
 ) -> bool:
     """Apply ``event`` within the caller's unit of work; False when it had been applied.
-    ``position`` (where its store put it) is recorded for reconciliation."""
-    if not await uow.mark_applied(event, position):
+    ``position`` (where its store put it) is recorded for reconciliation. A batch (#12)
+    passes ``marked`` when it recorded the event as applied itself (one statement for the
+    batch: this call then applies it) and ``creations`` to record the task creations it
+    decides when the unit ends (:class:`~.task_creations.PendingCreations`)."""
+    if not marked and not await uow.mark_applied(event, position):
         return False
     if event.type == TASK_CREATED:
         # The record of a creation the rules made (and replay from it): applied where it was
@@ -121,17 +131,23 @@ async def project(
         # #13: kept in the client's journal; one that arrives after a later event of its
         # store makes the client be projected again in source order (ADR-0014).
         if await uow.journal.keep(event, position):
-            await _reproject(uow, event.client_id, projection)
+            await _reproject(uow, event.client_id, projection, creations)
             return True
-    await _project_kept(uow, event, projection)
+    await _project_kept(uow, event, projection, creations)
     return True
 
 
-async def _reproject(uow: FollowupUnitOfWork, client_id: str, projection: Projection) -> None:
+async def _reproject(
+    uow: FollowupUnitOfWork,
+    client_id: str,
+    projection: Projection,
+    creations: PendingCreations | None = None,
+) -> None:
     previous = await uow.clients.get(client_id)
 
     def apply(u: FollowupUnitOfWork, e: RecordedEvent) -> Awaitable[None]:
-        return _project_kept(u, e, projection)
+        # the creations its batch has not recorded yet are found as recorded (#12)
+        return _project_kept(u, e, projection, creations)
 
     await reproject_client(uow, client_id, apply)
     if previous is not None and previous.stage_as_of is not None:
@@ -143,11 +159,15 @@ async def _reproject(uow: FollowupUnitOfWork, client_id: str, projection: Projec
             previous.stage_as_of,
             projection.policy,
             topic=projection.task_creations_topic,
+            creations=creations,
         )
 
 
 async def _project_kept(
-    uow: FollowupUnitOfWork, event: RecordedEvent, projection: Projection
+    uow: FollowupUnitOfWork,
+    event: RecordedEvent,
+    projection: Projection,
+    creations: PendingCreations | None = None,
 ) -> None:
     """What ``event`` changes in the read models (marked applied and kept already; a client's
     lock held)."""
@@ -162,7 +182,7 @@ async def _project_kept(
             after: dict[uuid.UUID, FollowupTask],
         ) -> Awaitable[None]:
             return _save_changed_tasks(
-                u, before, after, projection.policy, projection.task_creations_topic
+                u, before, after, projection.policy, projection.task_creations_topic, creations
             )
 
         await suitability.on_product_event(uow, event, projection.policy, save)
@@ -178,7 +198,12 @@ async def _project_kept(
         # timer runner would have made them: the result does not depend on whether it ran
         # before this event arrived (rebuild == incremental).
         await apply_stage_changes(
-            uow, facts, event.occurred_at, policy, topic=projection.task_creations_topic
+            uow,
+            facts,
+            event.occurred_at,
+            policy,
+            topic=projection.task_creations_topic,
+            creations=creations,
         )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     previous_tolerance = facts.risk_tolerance if facts else None
@@ -226,7 +251,9 @@ async def _project_kept(
         tasks = await suitability.on_client_event(
             uow, event, client, previous_tolerance, tasks, policy
         )
-    await _save_changed_tasks(uow, before, tasks, policy, projection.task_creations_topic)
+    await _save_changed_tasks(
+        uow, before, tasks, policy, projection.task_creations_topic, creations
+    )
     await _record_quality_facts(uow, event, facts.rm_id if facts else None)
     await uow.privacy.apply(event)
 
@@ -237,6 +264,7 @@ async def _save_changed_tasks(
     tasks: dict[uuid.UUID, FollowupTask],
     policy: FollowupPolicy,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> None:
     created = {
         task_id: t
@@ -244,12 +272,11 @@ async def _save_changed_tasks(
         if task_id not in before and await uow.tasks.get(task_id) is None
     }
     # D-07: a deadline once set is never recomputed: replay the recorded creations
-    settled, dropped = await settle_created_tasks(uow, created, topic=topic)
+    settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
     tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
     await uow.tasks.save(changed)
-    for task in changed:
-        await uow.timers.sync(task, timers_for(task, policy))
+    await uow.timers.sync_all([(task, timers_for(task, policy)) for task in changed])
 
 
 def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
@@ -267,6 +294,7 @@ async def apply_stage_changes(
     policy: FollowupPolicy,
     *,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> int:
     """Make the client's stage changes by time alone (D-09) that are due at or before
     ``until``, in order, each with the tasks it brings (D-08, :func:`on_stage_changed`), and
@@ -296,7 +324,9 @@ async def apply_stage_changes(
             open_tasks=list(before.values()),
             policy=policy,
         )
-        await _save_changed_tasks(uow, before, apply_commands(before, commands), policy, topic)
+        await _save_changed_tasks(
+            uow, before, apply_commands(before, commands), policy, topic, creations
+        )
     if due:
         await uow.clients.save(facts)
     return due
@@ -309,12 +339,13 @@ async def apply_client_stage_changes(
     policy: FollowupPolicy,
     *,
     topic: str | None = None,
+    creations: PendingCreations | None = None,
 ) -> int:
     """:func:`apply_stage_changes` for the stored client ``client_id`` (0 if unknown)."""
     facts = await uow.clients.get(client_id)
     if facts is None:
         return 0
-    return await apply_stage_changes(uow, facts, until, policy, topic=topic)
+    return await apply_stage_changes(uow, facts, until, policy, topic=topic, creations=creations)
 
 
 def _later(current: datetime | None, candidate: datetime) -> datetime:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from branchline_followup.application.ports import FollowupUnitOfWork
@@ -47,24 +48,67 @@ def _stream(task_id: uuid.UUID) -> str:
     return f"followup-task-{task_id}"
 
 
+@dataclass
+class PendingCreations:
+    """Creations decided within one unit of work and recorded together at its end (#12): the
+    worker's batch locks their streams, appends them and marks them applied in a handful of
+    statements instead of six round trips per creating event. Until then they count as
+    recorded for the later events of the same unit (:func:`recorded_creations` sees them),
+    so the outcome is the one of recording each at once. The unit's client locks are held
+    throughout, and a task's stream is only written under its client's lock, as before."""
+
+    events: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
+    """Event id → the creation, with a provisional stream version (set when recorded)."""
+
+    def add(self, events: Iterable[RecordedEvent]) -> None:
+        self.events |= {e.event_id: e for e in events}
+
+    async def record(self, uow: FollowupUnitOfWork, topic: str) -> int:
+        """Record what is pending in ``uow`` (before it commits); how many were recorded."""
+        if not self.events:
+            return 0
+        pending = list(self.events.values())
+        self.events = {}
+        versions = await uow.events.lock_streams([e.stream_id for e in pending])
+        events = [
+            e.model_copy(update={"stream_version": versions.get(e.stream_id, 0) + 1})
+            for e in pending
+        ]
+        stored = await uow.events.append(events, topic=topic)
+        await uow.mark_applied_all(
+            [
+                (event, SourcePosition(SOURCE, position.global_position))
+                for event, position in zip(events, stored, strict=True)
+            ]
+        )
+        return len(events)
+
+
 async def recorded_creations(
     uow: FollowupUnitOfWork,
     source_event_ids: Iterable[uuid.UUID],
     task_ids: Iterable[uuid.UUID] = (),
+    pending: PendingCreations | None = None,
 ) -> dict[uuid.UUID, RecordedEvent]:
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
     events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
-    derive from the source event and the kind, a D-15 review's also from its client)."""
-    by_event = {
-        task_created_event_id(task_id_for(source, kind)): task_id_for(source, kind)
-        for source in set(source_event_ids)
-        for kind in TaskKind
-    }
+    derive from the source event and the kind, a D-15 review's also from its client);
+    ``pending``: creations of this unit recorded at its end, which count as recorded."""
+    candidates = (
+        task_id_for(source, kind) for source in set(source_event_ids) for kind in TaskKind
+    )
+    # each candidate id derived once, not twice (UUIDv5s were ≈ 8 % of a rebuild's time, #12)
+    by_event = {task_created_event_id(task_id): task_id for task_id in candidates}
     by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
-    found = await uow.events.find(list(by_event))
-    return {by_event[event_id]: stored.event for event_id, stored in found.items()}
+    found = {
+        event_id: stored.event
+        for event_id, stored in (await uow.events.find(list(by_event))).items()
+    }
+    if pending is not None:
+        found |= {i: pending.events[i] for i in by_event.keys() & pending.events.keys()}
+    return {by_event[event_id]: event for event_id, event in found.items()}
 
 
 def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
@@ -109,6 +153,7 @@ async def settle_created_tasks(
     created: Mapping[uuid.UUID, FollowupTask],
     *,
     topic: str | None,
+    pending: PendingCreations | None = None,
 ) -> tuple[dict[uuid.UUID, FollowupTask], set[uuid.UUID]]:
     """The newly created tasks as they must be stored, and the ids to drop.
 
@@ -116,10 +161,13 @@ async def settle_created_tasks(
     creations are replayed exactly: recorded tasks keep their deadline, assignee and profile,
     a task today's rules add is dropped, a recorded task they no longer make is restored. An
     unrecorded decision is recorded now (when ``topic`` is given: live processes) and its
-    events marked applied (their Kafka copies then change nothing)."""
+    events marked applied (their Kafka copies then change nothing); with ``pending``, they are
+    recorded when the unit ends (:class:`PendingCreations`)."""
     if not created:
         return {}, set()
-    recorded = await recorded_creations(uow, {t.source_event_id for t in created.values()}, created)
+    recorded = await recorded_creations(
+        uow, {t.source_event_id for t in created.values()}, created, pending
+    )
     decided = {_decision(task_from_record(e)) for e in recorded.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
@@ -139,12 +187,20 @@ async def settle_created_tasks(
     fresh = [t for task_id, t in settled.items() if task_id not in recorded]
     if topic is None or not fresh:
         return settled, dropped
+    if pending is not None:
+        now = datetime.now(UTC)
+        pending.add(creation_event(t, stream_version=1, now=now) for t in fresh)
+        return settled, dropped
     versions = await uow.events.lock_streams([_stream(t.id) for t in fresh])
     now = datetime.now(UTC)
     events = [
         creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
     ]
     stored = await uow.events.append(events, topic=topic)
-    for event, position in zip(events, stored, strict=True):
-        await uow.mark_applied(event, SourcePosition(SOURCE, position.global_position))
+    await uow.mark_applied_all(
+        [
+            (event, SourcePosition(SOURCE, position.global_position))
+            for event, position in zip(events, stored, strict=True)
+        ]
+    )
     return settled, dropped

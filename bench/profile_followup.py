@@ -1,0 +1,177 @@
+"""How fast the followup worker applies events, and where its time goes (#12).
+
+Starts an embedded PostgreSQL only (no broker: the Kafka edge is a message list), generates a
+history and applies it through the worker's own path (:func:`handle_batch`: decoding, the
+batch's one transaction, the projection) in batches of ``--batch``, and prints events per
+second, the SQL statements per event (each one round trip to PostgreSQL) and the worker's
+Python CPU per event. ``--profile FILE`` samples the run with pyinstrument (FILE: the call
+tree, FILE.summary: shares per function, as :mod:`bench.profile_intake` prints them).
+
+    python -m bench.profile_followup [--clients 600] [--workload history|registrations]
+                                     [--batch 200] [--profile /tmp/followup.txt] [--sql]
+
+Workloads: ``history`` is tests/integration/followup/harness.py's generate_history (about 14
+events per client: registration, KYC, reception journeys, consultations, sales, complaints,
+surveys), interleaved by time; ``registrations`` is what the benchmark writes (a new client
+registered, then a consent of each: one task created per registration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
+from branchline_followup.application.config import policy_from_settings  # noqa: E402
+from branchline_followup.application.projector import Projection  # noqa: E402
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
+from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
+from branchline_shared.embedded.ports import free_port  # noqa: E402
+from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
+from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
+from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
+from branchline_shared.kafka.wire import event_headers  # noqa: E402
+
+STATEMENTS: collections.Counter[str] = collections.Counter()
+
+
+def count_statements() -> None:
+    """Count what the connections send (each call one round trip to PostgreSQL)."""
+    import asyncpg
+
+    for name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
+        original = getattr(asyncpg.Connection, name)
+
+        def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            if args:
+                STATEMENTS[" ".join(str(args[0]).split())[:90]] += 1
+            return __original(self, *args, **kwargs)
+
+        setattr(asyncpg.Connection, name, counted)
+
+
+def workload(kind: str, clients: int) -> list[RecordedEvent]:
+    from tests.integration.followup.harness import History, generate_history
+
+    end = datetime(2026, 11, 20, tzinfo=UTC)
+    if kind == "history":
+        history = generate_history(clients, end=end, span=timedelta(days=30))
+    else:
+        history = History()
+        for n in range(clients):
+            history.registered(f"C-{n}", end - timedelta(seconds=clients - n))
+        for n in range(clients):
+            history.add("client.consent_granted", f"C-{n}", end, {"purposes": ["service"]})
+    return sorted(history.events, key=lambda e: e.recorded_at)
+
+
+class CountedDeadLetters:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, raw: RawMessage, reason: str) -> None:
+        self.sent += 1
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    from tests.support.stack import Infra, make_settings
+
+    prepare_runtime_dir(base)
+    server = EmbeddedPostgres(base / "pg", free_port())
+    server.start()
+    try:
+        # The broker address is never used: messages are handed to handle_batch directly.
+        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+        await prepare_database(settings)
+        pool = await open_read_model_pool(settings)
+        units = PostgresUnitsOfWork(pool)
+        # As the running worker: task creations recorded in followup's store and outbox.
+        projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
+        raws = [
+            RawMessage(
+                "intake.events",
+                0,
+                n,
+                e.subject_id.encode(),
+                e.model_dump_json().encode(),
+                event_headers(e, n + 1),
+            )
+            for n, e in enumerate(workload(args.workload, args.clients))
+        ]
+        dead = CountedDeadLetters()
+        warm, rest = raws[: args.batch], raws[args.batch :]
+        await handle_batch(warm, units, dead, projection)  # imports, prepared statements
+        profiler = None
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.001, async_mode="enabled")
+            profiler.start()
+        STATEMENTS.clear()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for i in range(0, len(rest), args.batch):
+            await handle_batch(rest[i : i + args.batch], units, dead, projection)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        statements = sum(STATEMENTS.values())
+        if profiler is not None:
+            profiler.stop()
+            write_profile(profiler, Path(args.profile))
+        tasks = await pool.fetchval("SELECT count(*) FROM fu_tasks")
+        await pool.close()
+    finally:
+        server.stop(mode="immediate")
+    n = len(rest)
+    print(
+        f"{args.workload}: {n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
+        f"{statements / n:.2f} statements/event, {1000 * cpu / n:.2f} ms Python CPU/event "
+        f"({100 * cpu / wall:.0f}% of the wall time); {tasks} tasks, {dead.sent} dead-lettered; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
+    if args.sql:
+        for sql, count in STATEMENTS.most_common(25):
+            print(f"  {count / n:6.2f}/event  {sql}")
+
+
+def write_profile(profiler: Any, out: Path) -> None:
+    from bench.profile_intake import collapsed_stacks, summarise
+
+    out.write_text(profiler.output_text(unicode=False, color=False))
+    session = out.with_suffix(".pyisession")
+    profiler.last_session.save(session)
+    out.with_suffix(".summary.txt").write_text(summarise(collapsed_stacks(session), top=40))
+    print(f"profile: {out} (shares: {out.with_suffix('.summary.txt')})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=600)
+    parser.add_argument("--workload", choices=("history", "registrations"), default="history")
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--profile", help="write a pyinstrument profile here")
+    parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    args = parser.parse_args()
+    count_statements()
+    base = Path(tempfile.mkdtemp(prefix="bench-followup-"))
+    try:
+        asyncio.run(measure(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

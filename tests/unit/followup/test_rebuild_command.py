@@ -1,0 +1,36 @@
+"""``branchline rebuild followup`` says plainly why nothing was swapped when the swap's bounded
+waits ran out (#12), and exits 1."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import typer
+from rich.console import Console
+
+import branchline_followup.bootstrap as bootstrap
+from branchline_cli.followup_commands import rebuild_followup_read_models
+from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
+from branchline_shared.settings import BranchlineSettings
+
+
+@pytest.mark.parametrize("error", [SwapLockBusy("the swap lock was busy"), SwapAbandoned("idle")])
+def test_a_swap_that_gave_up_is_reported_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    async def rebuild(*_: Any, **__: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    out = io.StringIO()
+    with pytest.raises(typer.Exit) as exited:
+        rebuild_followup_read_models(
+            BranchlineSettings(),
+            keep_previous=False,
+            batch_size=500,
+            console=Console(file=out, width=200),
+        )
+    assert exited.value.exit_code == 1
+    assert f"not swapped: {error}" in out.getvalue()
