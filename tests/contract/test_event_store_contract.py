@@ -11,7 +11,13 @@ import pytest
 
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.eventstore.memory import InMemoryEventStore
-from branchline_shared.eventstore.ports import ConcurrencyError, EventStore, LogPosition, Outbox
+from branchline_shared.eventstore.ports import (
+    ConcurrencyError,
+    EventStore,
+    LogPosition,
+    Outbox,
+    SharedTransaction,
+)
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database, open_pool
@@ -169,3 +175,85 @@ class TestPostgresEventStore(EventStoreContract):
             )
         yield PostgresEventStore(pool)
         await pool.close()
+
+    async def test_a_group_keeps_each_callers_writes_its_own(self, store: EventStore) -> None:
+        """Group commit (#12): the units of work of a shared transaction take the group's
+        locks and versions instead of asking again, and share the caller's savepoint; a
+        caller whose write fails retries from a clean state, a caller that fails after its
+        write is rolled back alone, and the versions the next caller sees are the stored
+        ones."""
+        assert isinstance(store, PostgresEventStore)
+        taken = event("client-g0", 1)
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-g0"])
+            uow.stage(taken, topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        kept, first = event("client-g2", 1), event("client-g1", 1)
+        late = event("client-g9", 1)  # stored by another writer while the group runs
+        async with store.shared_transaction() as shared:
+            await shared.lock_streams(["client-g1", "client-g2"])
+            ids = [taken.event_id, kept.event_id, first.event_id, late.event_id]
+            await shared.find_existing(ids)
+            async with shared.isolated():  # caller 1 writes
+                assert await _append(shared, first) == {"client-g1": 0}
+            async with store.unit_of_work() as uow:  # another writer, another stream
+                await uow.lock_streams(["client-g9"])
+                uow.stage(late, topic=TOPIC, submission_hash=None)
+                await uow.commit()
+            async with shared.isolated():  # caller 2: the group's answer about it is stale
+                async with shared.unit_of_work() as uow:
+                    assert late.event_id not in await uow.find_existing([late.event_id])
+                with pytest.raises(ConcurrencyError):  # its write loses the race
+                    await _append(shared, late.model_copy(update={"stream_id": "client-g4"}))
+                async with shared.unit_of_work() as uow:  # and the retry reads the database
+                    assert late.event_id in await uow.find_existing([late.event_id])
+            with pytest.raises(RuntimeError, match="after the write"):
+                await _lost_race_retry_then_bug(shared, taken.event_id, kept)
+            async with shared.isolated():  # caller 4
+                # Caller 1's version and id stand, caller 3's were rolled back with it; a
+                # stream the group does not hold is locked on the spot.
+                async with shared.unit_of_work() as uow:
+                    assert set(await uow.find_existing(ids)) == {
+                        taken.event_id,
+                        first.event_id,
+                        late.event_id,
+                    }
+                versions = await _append(
+                    shared, event("client-g2", 1), event("client-g1", 2), event("client-g3", 1)
+                )
+                assert versions == {"client-g1": 1, "client-g2": 0, "client-g3": 0}
+        assert [s.event.stream_version for s in await store.read_stream("client-g1")] == [1, 2]
+        second = await store.read_stream("client-g2")
+        assert len(second) == 1
+        assert second[0].event.event_id != kept.event_id
+        async with store.unit_of_work() as uow:
+            assert await uow.lock_streams(["client-g1", "client-g2", "client-g3"]) == {
+                "client-g1": 2,
+                "client-g2": 1,
+                "client-g3": 1,
+            }
+        pending = await store.outbox_port().pending(100)
+        assert str(kept.event_id) not in {p.envelope["event_id"] for p in pending}
+        assert len(pending) == 6  # client-g0's, the four events of the group, client-g9's
+
+
+async def _append(shared: SharedTransaction, *events: RecordedEvent) -> dict[str, int]:
+    """One unit of work in a shared transaction; the versions its lock answered."""
+    async with shared.unit_of_work() as uow:
+        versions = await uow.lock_streams(sorted({e.stream_id for e in events}))
+        for e in events:
+            uow.stage(e, topic=TOPIC, submission_hash=None)
+        await uow.commit()
+    return versions
+
+
+async def _lost_race_retry_then_bug(
+    shared: SharedTransaction, taken: uuid.UUID, kept: RecordedEvent
+) -> None:
+    """A caller whose first write loses a race for an event id, whose retry writes, and
+    which then fails."""
+    async with shared.isolated():
+        with pytest.raises(ConcurrencyError):
+            await _append(shared, event("client-g2", 1, event_id=taken))
+        assert await _append(shared, kept) == {"client-g2": 0}
+        raise RuntimeError("a bug after the write")

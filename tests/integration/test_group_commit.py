@@ -16,11 +16,13 @@ import pytest
 from fastapi import FastAPI
 
 from branchline_intake.application.group_commit import GroupCommitter
+from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.bootstrap import create_app
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.support.stack import serve
 
@@ -224,3 +226,70 @@ async def test_a_failed_commit_fails_the_whole_group_and_stores_nothing(
         assert not await conn.fetchval("SELECT count(*) FROM es_events WHERE client_id LIKE 'C-X%'")
     finally:
         await conn.close()
+
+
+class _CountingPool:
+    """The store's pool, counting the statements sent on the connections it lends."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+        self.statements: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self._pool.acquire() as conn:
+            conn.add_query_logger(self._log)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(self._log)
+
+    def _log(self, record: Any) -> None:
+        self.statements.append(record.query)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+async def test_a_caller_costs_few_round_trips_within_a_group(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """#12: within a group, a caller's part is its savepoint (which also releases the previous
+    caller's), the history tail and one statement for its events, outbox rows and stream
+    versions; the stream locks and the event ids are looked up once for the group. Measured
+    as the statements of a group of one caller and of a group of eight distinct callers."""
+    ctx: IntakeContext = app.state.intake
+    # A pool of its own with one connection, warmed below: no other statement is counted.
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    counting = _CountingPool(pool)
+    store = TailLoadingStore(PostgresEventStore(counting), ctx.decider)  # type: ignore[arg-type]
+    # One writer that waits a moment before it takes a group: every request below is in it.
+    committer = GroupCommitter(
+        IntakeContext(**{**ctx.__dict__, "store": store}), writers=1, window_s=0.2
+    )
+
+    async def group(clients: list[str]) -> int:
+        counting.statements.clear()
+        answers = await asyncio.gather(
+            *(
+                committer.submit(
+                    [registration(c, uuid.uuid4())],
+                    submitted_by=Actor(id=f"branch-{c}", role="branch_system"),
+                )
+                for c in clients
+            )
+        )
+        assert all(isinstance(a[0], Accepted) for a in answers), answers
+        assert sum(q.startswith("BEGIN") for q in counting.statements) == 1  # one group
+        return len(counting.statements)
+
+    try:
+        await asyncio.wait_for(group(["C-S-warm"]), timeout=30)  # asyncpg's type introspection
+        one = await asyncio.wait_for(group(["C-S0"]), timeout=30)
+        eight = await asyncio.wait_for(group([f"C-S{i}" for i in range(1, 9)]), timeout=30)
+    finally:
+        await pool.close()
+    # The group: begin, the locks (two statements), the event ids, commit. Each caller:
+    # three (before #12: eleven, and fifteen for a group of one).
+    assert one <= 8, counting.statements
+    assert (eight - one) / 7 <= 3, counting.statements

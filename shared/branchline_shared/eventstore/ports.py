@@ -129,6 +129,10 @@ class SharedTransaction(Protocol):
     async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
         """Lock every stream the group will touch, once, in one global order."""
 
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """Look up the group's event ids at once (after its locks); its units of work's
+        ``find_existing`` answers from what was found and what the group wrote since."""
+
     def isolated(self) -> AbstractAsyncContextManager[None]:
         """A scope whose writes roll back alone if it raises (one caller's part)."""
         ...

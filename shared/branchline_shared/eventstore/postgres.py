@@ -52,6 +52,25 @@ _LOCK_SQL = {
 }
 
 
+_WRITE_SQL = """
+WITH written AS (
+    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
+                           occurred_at, recorded_at, submission_hash, envelope)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::jsonb[])
+    RETURNING event_id, stream_id, stream_version, global_position
+), outbox AS (
+    INSERT INTO es_outbox (event_id, topic, message_key)
+    SELECT * FROM unnest($1::uuid[], $10::text[], $11::text[])
+), versions AS (
+    UPDATE es_streams s SET version = v.version
+    FROM unnest($12::text[], $13::int[]) AS v(stream_id, version)
+    WHERE s.stream_id = v.stream_id
+)
+SELECT event_id, stream_id, stream_version, global_position FROM written
+"""
+
+
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
     """``written`` (UPDATE) and ``read`` (SHARE) merged in stream order, as runs of one mode."""
     merged = sorted([(s, "UPDATE") for s in written] + [(s, "SHARE") for s in read])
@@ -65,14 +84,33 @@ def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
 
 
 class PostgresUnitOfWork:
-    def __init__(self, conn: PgConnection) -> None:
+    def __init__(self, conn: PgConnection, group: SharedTransaction | None = None) -> None:
         self._conn = conn
+        self._group = group  # the group commit whose transaction (and locks) this one shares
         self._staged: list[_Staged] = []
         self.committed = 0
+        self.share_locked: set[str] = set()  # streams this unit read-locked (they exist)
 
     async def lock_streams(
         self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
     ) -> dict[str, int]:
+        group = self._group
+        if group is None:
+            return await self._lock(stream_ids, shared)
+        # Inside a group commit the group already holds its streams' locks, taken once in the
+        # one global order, and knows their versions (only this transaction can change them
+        # while it holds them): a unit of work locks only what the group does not hold, and
+        # usually costs no round trip at all (#12). A stream the group holds read-locked only
+        # and this unit writes is locked for update here, as before.
+        held = group.held_versions
+        written = set(stream_ids)
+        missing = sorted(written - held.keys())
+        missing_read = sorted(set(shared) - written - held.keys() - group.held_shared)
+        versions = await self._lock(missing, missing_read) if missing or missing_read else {}
+        versions.update({s: held[s] for s in written & held.keys()})
+        return versions
+
+    async def _lock(self, stream_ids: Sequence[str], shared: Sequence[str]) -> dict[str, int]:
         written = set(stream_ids)
         ordered = sorted(written)  # one lock order for every writer: no deadlocks
         read = sorted(set(shared) - written)
@@ -91,9 +129,19 @@ class PostgresUnitOfWork:
             rows = await self._conn.fetch(_LOCK_SQL[mode], run)
             if mode == "UPDATE":
                 versions.update({r["stream_id"]: r["version"] for r in rows})
+            else:
+                self.share_locked.update(r["stream_id"] for r in rows)
         return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        if self._group is not None:  # the group's answers, and the database for the rest
+            found, unknown = self._group.known(event_ids)
+            if unknown:
+                found.update(await self._query_existing(unknown))
+            return found
+        return await self._query_existing(event_ids)
+
+    async def _query_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         if not event_ids:
             return {}
         rows = await self._conn.fetch(
@@ -146,16 +194,15 @@ class PostgresUnitOfWork:
         if not self._staged:
             return []
         events = [s.event for s in self._staged]
-        # One round trip for all events, one for the outbox: a batch of 1,000 costs about
-        # what one event costs.
+        last_versions: dict[str, int] = {}
+        for e in events:
+            last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
+        # One statement, one round trip, for the events, their outbox rows and the streams'
+        # versions (#12): a statement is atomic, so this writes all of it or none, like the
+        # three statements it replaces. The outbox rows reference events inserted by the same
+        # statement; the foreign key is checked at its end, where they are visible.
         rows = await self._conn.fetch(
-            """
-            INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
-                                   occurred_at, recorded_at, submission_hash, envelope)
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
-                                 $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::jsonb[])
-            RETURNING event_id, stream_id, stream_version, global_position
-            """,
+            _WRITE_SQL,
             [e.event_id for e in events],
             [e.stream_id for e in events],
             [e.stream_version for e in events],
@@ -165,62 +212,198 @@ class PostgresUnitOfWork:
             [e.recorded_at for e in events],
             [s.submission_hash for s in self._staged],
             [e.model_dump(mode="json") for e in events],
-        )
-        await self._conn.execute(
-            "INSERT INTO es_outbox (event_id, topic, message_key) "
-            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])",
-            [e.event_id for e in events],
             [s.topic for s in self._staged],
             [e.subject_id for e in events],
-        )
-        last_versions: dict[str, int] = {}
-        for e in events:
-            last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
-        await self._conn.execute(
-            "UPDATE es_streams s SET version = v.version "
-            "FROM unnest($1::text[], $2::int[]) AS v(stream_id, version) "
-            "WHERE s.stream_id = v.stream_id",
             list(last_versions),
             list(last_versions.values()),
         )
+        if self._group is not None:
+            self._group.wrote(
+                last_versions,
+                [
+                    StoredEvent(_position(r), e, st.submission_hash)
+                    for r, e, st in zip(rows, events, self._staged, strict=True)
+                ],
+            )
         by_id = {r["event_id"]: _position(r) for r in rows}
         self.committed += len(self._staged)
         self._staged.clear()
         return [by_id[e.event_id] for e in events]
 
 
+_ABSENT: Any = object()
+
+
+@dataclass
+class _Caller:
+    """One caller's part of a group (``SharedTransaction.isolated``)."""
+
+    undo: list[tuple[dict[Any, Any], Any, Any]]  # what it changed in the group's knowledge
+    clean: bool = True  # nothing written since its savepoint was taken
+
+
 class SharedTransaction:
     """One database transaction lent to several units of work in turn (group commit).
 
-    Each unit of work runs in its own savepoint, so one that fails (a unique violation, a
-    bug) rolls back alone and the others go on; all that succeeded become durable together,
-    with one commit and one WAL flush."""
+    Each caller's part runs in a savepoint of its own, so one that fails (a unique violation,
+    a bug) rolls back alone and the others go on; all that succeeded become durable together,
+    with one commit and one WAL flush.
+
+    Round trips are what a request costs within a group (#12), so the group remembers what it
+    learnt and what its callers wrote, and its units of work ask the database only for the
+    rest: the group's locks are taken once and their versions kept (only this transaction
+    can change a stream it holds); the event ids of the whole group are looked up once,
+    after its locks (:meth:`find_existing`); a caller's savepoint is released by the
+    statement that takes the next caller's (the commit releases the last); and a caller's
+    first unit of work uses the caller's savepoint instead of one of its own, since rolling
+    back to it undoes exactly that unit. What a rolled-back caller or unit changed in that
+    knowledge is undone with it."""
+
+    _SAVEPOINT = "branchline_caller"
 
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
         self.committed = 0
+        self.held_versions: dict[str, int] = {}  # locked for update by the group
+        self.held_shared: set[str] = set()  # read-locked by the group
+        # Event ids looked up for the group: the stored event, or None where there was none.
+        self.checked: dict[uuid.UUID, StoredEvent | None] = {}
+        self.written: dict[uuid.UUID, StoredEvent] = {}  # by this transaction's callers
+        self._journals: list[list[tuple[dict[Any, Any], Any, Any]]] = []
+        self._caller: _Caller | None = None
+        self._savepoint_open = False
 
     async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
         """Lock every stream the group will touch (``shared``: only read, e.g. the product
-        shelf), once, in the one global order: the units of work that follow lock them again
-        without waiting, and two groups (in two processes) can never deadlock on each
-        other's streams."""
-        await PostgresUnitOfWork(self._conn).lock_streams(stream_ids, shared=shared)
+        shelf), once, in the one global order: the units of work that follow find them held,
+        and two groups (in two processes) can never deadlock on each other's streams."""
+        uow = PostgresUnitOfWork(self._conn)
+        self.held_versions.update(await uow.lock_streams(stream_ids, shared=shared))
+        self.held_shared.update(uow.share_locked)
+
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
+        """Look up the group's event ids in one statement (after its locks: an id on a stream
+        the group holds cannot appear later); its units of work take the answers from here.
+        An id stored meanwhile on a stream the group does not hold (another process reusing
+        it) makes the write fail as a lost race, and the retry reads the database again."""
+        unknown = [i for i in dict.fromkeys(event_ids) if i not in self.checked]
+        found = await PostgresUnitOfWork(self._conn).find_existing(unknown)
+        self.checked.update({i: found.get(i) for i in unknown})
+
+    def known(
+        self, event_ids: Sequence[uuid.UUID]
+    ) -> tuple[dict[uuid.UUID, StoredEvent], list[uuid.UUID]]:
+        """What the group knows of ``event_ids`` (stored ones) and the ids it does not know."""
+        found: dict[uuid.UUID, StoredEvent] = {}
+        unknown: list[uuid.UUID] = []
+        for event_id in event_ids:
+            stored = self.written.get(event_id)
+            if stored is None:
+                stored = self.checked.get(event_id, _ABSENT)
+            if stored is _ABSENT:
+                unknown.append(event_id)
+            elif stored is not None:
+                found[event_id] = stored
+        return found, unknown
+
+    def wrote(self, versions: Mapping[str, int], events: Sequence[StoredEvent]) -> None:
+        """A unit of work wrote ``events``, leaving its streams at ``versions``."""
+        for stream_id, version in versions.items():
+            if stream_id in self.held_versions:
+                self._set(self.held_versions, stream_id, version)
+        for stored in events:
+            self._set(self.written, stored.position.event_id, stored)
+
+    def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._journals:
+            self._journals[-1].append((mapping, key, mapping.get(key, _ABSENT)))
+        mapping[key] = value
+
+    def _begin(self) -> list[tuple[dict[Any, Any], Any, Any]]:
+        journal: list[tuple[dict[Any, Any], Any, Any]] = []
+        self._journals.append(journal)
+        return journal
+
+    def _end(self, journal: list[tuple[dict[Any, Any], Any, Any]], *, kept: bool) -> None:
+        """Close the innermost journal: kept, the outer one inherits it; else it is undone."""
+        popped = self._journals.pop()
+        assert popped is journal
+        if kept:
+            if self._journals:
+                self._journals[-1].extend(journal)
+            return
+        for mapping, key, old in reversed(journal):
+            if old is _ABSENT:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+
+    def _lost_race(self) -> None:
+        # Another writer stored an id the group took for new: every id is read again.
+        self.checked.clear()
 
     @asynccontextmanager
     async def isolated(self) -> AsyncIterator[None]:
         """A savepoint around one caller's work: if it raises, its writes roll back alone."""
-        async with self._conn.transaction():
-            yield
+        journal = self._begin()
+        if self._caller is not None:  # nested: a savepoint of its own, as any nesting
+            try:
+                async with self._conn.transaction():
+                    yield
+            except BaseException:
+                self._end(journal, kept=False)
+                raise
+            self._end(journal, kept=True)
+            return
+        name = self._SAVEPOINT
+        taken = False
+        try:
+            await self._conn.execute(
+                f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}"
+                if self._savepoint_open
+                else f"SAVEPOINT {name}"
+            )
+            self._savepoint_open = taken = True
+            self._caller = _Caller(journal)
+            try:
+                yield
+            finally:
+                self._caller = None
+        except BaseException:
+            # Only to this caller's own savepoint: if taking it failed, the name may still be
+            # the previous caller's, whose work must stand (the transaction is then aborted
+            # and the group's commit fails as a whole).
+            if taken:
+                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self._end(journal, kept=False)
+            raise
+        self._end(journal, kept=True)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
+        caller = self._caller
+        uow = PostgresUnitOfWork(self._conn, group=self)
+        journal = self._begin()
         try:
-            async with self._conn.transaction():  # nested: a savepoint
-                uow = PostgresUnitOfWork(self._conn)
-                yield uow
-        except asyncpg.UniqueViolationError as exc:
-            raise ConcurrencyError(str(exc)) from exc
+            if caller is not None and caller.clean:
+                # Nothing written since the caller's savepoint: rolling back to it undoes this
+                # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
+                try:
+                    yield uow
+                except BaseException:
+                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
+                    raise
+                caller.clean = False
+            else:
+                async with self._conn.transaction():  # nested: a savepoint
+                    yield uow
+        except BaseException as exc:
+            self._end(journal, kept=False)
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                self._lost_race()
+                raise ConcurrencyError(str(exc)) from exc
+            raise
+        self._end(journal, kept=True)
         self.committed += uow.committed
 
 

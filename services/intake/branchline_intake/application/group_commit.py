@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -25,7 +26,12 @@ from typing import Any
 from prometheus_client import Histogram
 
 from branchline_intake.application.outcomes import Outcome
-from branchline_intake.application.submit import IntakeContext, refusal_stream_id, submit_events
+from branchline_intake.application.submit import (
+    IntakeContext,
+    refusal_event_id,
+    refusal_stream_id,
+    submit_events,
+)
 from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
     EventStore,
@@ -132,6 +138,9 @@ class GroupCommitter:
         try:
             async with self._store.shared_transaction() as shared:
                 await shared.lock_streams(_streams_of(group), shared=_read_by(group, self._ctx))
+                # Every event id the callers send (and their refusals' ids), looked up once
+                # for the group instead of once per caller (#12).
+                await shared.find_existing(_ids_of(group))
                 ctx = dataclasses.replace(self._ctx, store=_SharedStore(shared, self._store))
                 for caller, members in _by_caller(group):
                     items = [item for waiting in members for item in waiting.items]
@@ -169,6 +178,13 @@ def _streams_of(group: list[_Waiting]) -> list[str]:
         {subject_stream_id(i.subject, i.subject_id) for i in items}
         | {refusal_stream_id(i) for i in items}
     )
+
+
+def _ids_of(group: list[_Waiting]) -> list[uuid.UUID]:
+    """The ids the group's decisions look up: each item's own (an item without one gets a
+    new random id, which nothing can hold yet) and the id its refusal would have (D-05)."""
+    ids = [item.event_id for waiting in group for item in waiting.items if item.event_id]
+    return ids + [refusal_event_id(i) for i in ids]
 
 
 def _read_by(group: list[_Waiting], ctx: IntakeContext) -> list[str]:

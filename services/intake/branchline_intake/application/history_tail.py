@@ -79,6 +79,9 @@ class _TailLoadingShared:
     async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
         await self._inner.lock_streams(stream_ids, shared=shared)
 
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
+        await self._inner.find_existing(event_ids)
+
     def isolated(self) -> AbstractAsyncContextManager[None]:
         return self._inner.isolated()
 
