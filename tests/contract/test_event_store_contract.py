@@ -236,6 +236,23 @@ class TestPostgresEventStore(EventStoreContract):
         assert str(kept.event_id) not in {p.envelope["event_id"] for p in pending}
         assert len(pending) == 6  # client-g0's, the four events of the group, client-g9's
 
+    async def test_a_nested_scope_in_a_group_rolls_back_alone(self, store: EventStore) -> None:
+        assert isinstance(store, PostgresEventStore)
+        outer, inner = event("client-n1", 1), event("client-n2", 1)
+        async with store.shared_transaction() as shared:
+            await shared.lock_streams(["client-n1", "client-n2"])
+            async with shared.isolated():
+                with pytest.raises(RuntimeError, match="nested"):
+                    await _write_then_fail(shared, inner)
+                assert await _append(shared, outer) == {"client-n1": 0}
+            async with shared.isolated(), shared.unit_of_work() as uow:
+                assert await uow.lock_streams(["client-n1", "client-n2"]) == {
+                    "client-n1": 1,
+                    "client-n2": 0,
+                }
+        assert [s.event.event_id for s in await store.read_stream("client-n1")] == [outer.event_id]
+        assert await store.read_stream("client-n2") == []
+
 
 async def _append(shared: SharedTransaction, *events: RecordedEvent) -> dict[str, int]:
     """One unit of work in a shared transaction; the versions its lock answered."""
@@ -257,3 +274,9 @@ async def _lost_race_retry_then_bug(
             await _append(shared, event("client-g2", 1, event_id=taken))
         assert await _append(shared, kept) == {"client-g2": 0}
         raise RuntimeError("a bug after the write")
+
+
+async def _write_then_fail(shared: SharedTransaction, written: RecordedEvent) -> None:
+    async with shared.isolated():
+        await _append(shared, written)
+        raise RuntimeError("the nested scope fails")

@@ -346,13 +346,19 @@ class SharedTransaction:
     async def isolated(self) -> AsyncIterator[None]:
         """A savepoint around one caller's work: if it raises, its writes roll back alone."""
         journal = self._begin()
-        if self._caller is not None:  # nested: a savepoint of its own, as any nesting
+        outer = self._caller
+        if outer is not None:  # nested: a savepoint of its own, as any nesting
+            # Its units of work take savepoints of their own too: rolling back to the outer
+            # caller's would also undo this scope's savepoint.
+            self._caller = _Caller(journal, clean=False)
             try:
                 async with self._conn.transaction():
                     yield
             except BaseException:
                 self._end(journal, kept=False)
                 raise
+            finally:
+                self._caller = outer
             self._end(journal, kept=True)
             return
         name = self._SAVEPOINT
@@ -373,9 +379,11 @@ class SharedTransaction:
             # Only to this caller's own savepoint: if taking it failed, the name may still be
             # the previous caller's, whose work must stand (the transaction is then aborted
             # and the group's commit fails as a whole).
-            if taken:
-                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self._end(journal, kept=False)
+            try:
+                if taken:
+                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            finally:
+                self._end(journal, kept=False)
             raise
         self._end(journal, kept=True)
 
