@@ -471,3 +471,36 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 await record_then_fail(uow)
         records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
         assert [r["event_id"] for r in records.timeline] == [kept.event_id]
+
+    async def test_a_locked_clients_facts_are_read_once_and_stay_what_the_row_holds(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: facts of a client whose lock the unit holds are kept once read or written;
+        what a caller changes in its copy is not kept, a failed savepoint restores them, a
+        re-projection's clearing forgets them."""
+
+        async def save_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.clients.save(a_client("c-50", rm_id="rm-savepoint"))
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-50"))
+        async with units.begin() as uow:
+            await uow.lock_client("c-50")
+            facts = await uow.clients.get("c-50")
+            assert facts is not None
+            facts.rm_id = "rm-changed-not-saved"
+            again = await uow.clients.get("c-50")
+            assert again is not None
+            assert again.rm_id == "rm-1"
+            await uow.clients.save(a_client("c-50", rm_id="rm-2"))
+            with pytest.raises(Rolledback):
+                await save_then_fail(uow)
+            kept = await uow.clients.get("c-50")
+            assert kept is not None
+            assert kept.rm_id == "rm-2"
+            await uow.journal.clear_read_models("c-50")
+            assert await uow.clients.get("c-50") is None
+        async with units.begin() as uow:
+            assert await uow.clients.get("c-50") is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -49,14 +50,34 @@ from branchline_shared.postgres.pool import PgConnection, PgPool
 
 
 class _Clients:
-    def __init__(self, conn: PgConnection) -> None:
+    """The clients' facts; those of a client whose lock the unit holds are kept once read or
+    written (#12: a batch reads a client's row once, not once per event): nobody else writes
+    the row while the lock is held, so the copy stays what the row holds until the unit ends
+    (a savepoint that fails restores the copies with the locks)."""
+
+    def __init__(self, conn: PgConnection, locked: set[str] | None = None) -> None:
         self._conn = conn
+        self._locked = locked if locked is not None else set()
+        self.kept: dict[str, ClientFacts | None] = {}
 
     async def get(self, client_id: str) -> ClientFacts | None:
-        return await read_models.fetch_client(self._conn, client_id)
+        if client_id in self.kept:
+            facts = self.kept[client_id]
+            return None if facts is None else replace(facts)  # the caller may change it
+        facts = await read_models.fetch_client(self._conn, client_id)
+        if client_id in self._locked:
+            self.kept[client_id] = None if facts is None else replace(facts)
+        return facts
 
     async def save(self, facts: ClientFacts) -> None:
         await read_models.save_client(self._conn, facts)
+        if facts.client_id in self._locked:
+            self.kept[facts.client_id] = replace(facts)
+        else:
+            self.kept.pop(facts.client_id, None)
+
+    def forget(self, client_id: str) -> None:
+        self.kept.pop(client_id, None)
 
     async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
         return await read_models.claim_due_stage_changes(self._conn, now, limit)
@@ -65,6 +86,7 @@ class _Clients:
         return await read_models.count_due_stage_changes(self._conn, now)
 
     async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        self.forget(client_id)
         await read_models.dead_letter_stage_change(self._conn, client_id, reason)
 
 
@@ -288,9 +310,15 @@ class _Privacy:
 
 
 class _Journal:
-    def __init__(self, conn: PgConnection, activity: _Activity | None = None) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        activity: _Activity | None = None,
+        clients: _Clients | None = None,
+    ) -> None:
         self._conn = conn
         self._activity = activity
+        self._clients = clients
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await client_journal.keep(self._conn, event, position)
@@ -301,6 +329,8 @@ class _Journal:
     async def clear_read_models(self, client_id: str) -> None:
         if self._activity is not None:
             self._activity.forget_client(client_id)  # its timeline rows not written yet
+        if self._clients is not None:
+            self._clients.forget(client_id)  # its row is deleted below
         await client_journal.clear_read_models(self._conn, client_id)
 
 
@@ -341,17 +371,17 @@ class PostgresFollowupUnitOfWork:
     ) -> None:
         self._conn = conn
         self._lock_class = client_lock_class
-        self.clients = _Clients(conn)
+        self._locked: set[str] = set()
+        """Clients whose lock this transaction holds: a transaction-level advisory lock is
+        held until the end, so a batch takes each client's once, not once per event (#12)."""
+        self.clients = _Clients(conn, self._locked)
         self.tasks = _Tasks(conn)
         self.timers = _Timers(conn)
         self.holdings = _Holdings(conn)
         self.activity = _Activity(conn, collect_timeline=collect_timeline)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
-        self.journal = _Journal(conn, self.activity)
-        self._locked: set[str] = set()
-        """Clients whose lock this transaction holds: a transaction-level advisory lock is
-        held until the end, so a batch takes each client's once, not once per event (#12)."""
+        self.journal = _Journal(conn, self.activity, self.clients)
 
     async def lock_client(self, client_id: str) -> None:
         if client_id in self._locked:
@@ -382,6 +412,7 @@ class PostgresFollowupUnitOfWork:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
+        kept = dict(self.clients.kept)
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
@@ -391,7 +422,9 @@ class PostgresFollowupUnitOfWork:
         except BaseException:
             # Rolling back to the savepoint releases the locks taken since it was set, and
             # the timeline collected is the one it had, as the table's rows are.
-            self._locked = held
+            self._locked.clear()
+            self._locked.update(held)
+            self.clients.kept = kept
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             raise
