@@ -26,14 +26,15 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.test_reconcile import recorded, registration
 from tests.support.kafka import read_all
+from tests.support.processes import process_env
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def process_env(settings: BranchlineSettings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHLINE_")}
-    for name in (
+def intake_env(settings: BranchlineSettings) -> dict[str, str]:
+    return process_env(
+        settings,
         "data_dir",
         "intake_database_url",
         "keys_database_url",
@@ -42,12 +43,7 @@ def process_env(settings: BranchlineSettings) -> dict[str, str]:
         "jwt_secret",
         "intake_port",
         "shutdown_drain_s",
-    ):
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"BRANCHLINE_{name.upper()}"] = str(value)
-    return env
+    )
 
 
 async def test_sigterm_drains_requests_and_the_relay_then_exits_cleanly(
@@ -59,7 +55,7 @@ async def test_sigterm_drains_requests_and_the_relay_then_exits_cleanly(
     log = (tmp_path / "intake.log").open("wb")
     process = subprocess.Popen(  # noqa: ASYNC220 - a short start, then only signals
         [sys.executable, "-m", "branchline_cli.main", "run", "intake-api"],
-        env=process_env(settings),
+        env=intake_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from branchline_intake.bootstrap import prepare_database
 from branchline_shared.embedded.ports import free_port
@@ -25,6 +23,7 @@ from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.test_reconcile import recorded
 from tests.support.kafka import read_all
+from tests.support.processes import process_env
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -37,8 +36,8 @@ EXIT_WITHIN_S = 25.0
 
 
 def relay_env(settings: BranchlineSettings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRANCHLINE_")}
-    for name in (
+    return process_env(
+        settings,
         "data_dir",
         "intake_database_url",
         "kafka_bootstrap",
@@ -48,12 +47,7 @@ def relay_env(settings: BranchlineSettings) -> dict[str, str]:
         "relay_poll_interval_s",
         "shutdown_drain_s",
         "shutdown_flush_timeout_s",
-    ):
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[f"BRANCHLINE_{name.upper()}"] = str(value)
-    return env
+    )
 
 
 async def commit(store: PostgresEventStore, client_ids: list[str], topic: str) -> list[str]:

@@ -15,25 +15,17 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.domain.source_order import recorded_ms as epoch_ms
 from branchline_shared.eventstore.ports import LogPosition, LogRecord
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 
 PAGE = 5000
 """Events read from a store's log per query."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch, rounded half away from zero (as PostgreSQL casts)."""
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
-    return (micros + 500) // 1000
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class StoreReplay:
         return added
 
     def _push(self, source: str, record: LogRecord) -> None:
-        recorded_ms = _epoch_ms(record.event.recorded_at)
+        recorded_ms = epoch_ms(record.event.recorded_at)
         position = record.position.global_position
         message = ReplayedMessage(
             topic=source,
