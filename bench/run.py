@@ -343,7 +343,8 @@ def summarise(runs: list[dict[str, float]], p: Profile) -> dict[str, Any]:
         }
         ratios = {}
         for base in all_ratios(p).get(key, []):
-            per_run = [run[key] / run[base] for run in runs if run.get(base)]
+            # a figure measured once (growth, rebuild) is in the first repetition only
+            per_run = [run[key] / run[base] for run in runs if key in run and run.get(base)]
             if per_run:
                 ratios[base] = {
                     "runs": per_run,
