@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -115,30 +116,52 @@ async def mean_group_size(port: int) -> float | None:
     return values["sum"] / values["count"]
 
 
-async def post_cost_with_history(port: int, token: str, history: int, posts: int) -> float:
-    """Median latency (ms) of one POST /v1/events, one at a time, for a client that already
-    has ``history`` events: the write must not re-read them (O(1) in history)."""
-    client_id = f"C-H{history}-{uuid.uuid4().hex[:6]}"
+async def post_costs_with_history(
+    port: int,
+    token: str,
+    histories: dict[str, int],
+    posts: int,
+    settle: Callable[[], Awaitable[object]],
+) -> dict[str, float]:
+    """Median latency (ms) of one POST /v1/events, one at a time, for clients that already have
+    so many events (key -> history): the write must not re-read them (O(1) in history).
+
+    Every client is filled first, then ``settle`` waits for the consumers to catch up with the
+    fill, then the clients' POSTs alternate: each client's figure is taken under the same
+    conditions (measured one after the other, the second would pay for the backlog the first
+    one's fill left to the consumers on the same two cores)."""
+    clients: dict[str, str] = {}
+    latencies: dict[str, list[float]] = {key: [] for key in histories}
     async with RawHttpClient("127.0.0.1", port, token) as http:
-        status, answer = await http.post(
-            "/v1/events", orjson.dumps(event_body(0, "h") | {"client_id": client_id})
-        )
-        if status != 202:
-            raise AssertionError(f"registration answered {status}: {answer[:300]!r}")
-        remaining = history - 1
-        while remaining > 0:
-            size = min(1000, remaining)
-            body = orjson.dumps({"events": [consent_body(client_id) for _ in range(size)]})
-            status, answer = await http.post("/v1/events:batch", body)
-            if status != 200 or b'"status":4' in answer:
-                raise AssertionError(f"filling answered {status}: {answer[:300]!r}")
-            remaining -= size
-        latencies = []
+        for key, history in histories.items():
+            clients[key] = await _client_with_history(http, history)
+    await settle()
+    # a new connection: the server closes an idle keep-alive one while the consumers settle
+    async with RawHttpClient("127.0.0.1", port, token) as http:
         for _ in range(posts):
-            body = orjson.dumps(consent_body(client_id))
-            started = time.perf_counter()
-            status, answer = await http.post("/v1/events", body)
-            latencies.append(time.perf_counter() - started)
-            if status != 202:
-                raise AssertionError(f"POST answered {status}: {answer[:300]!r}")
-    return 1000 * statistics.median(latencies)
+            for key, client_id in clients.items():
+                body = orjson.dumps(consent_body(client_id))
+                started = time.perf_counter()
+                status, answer = await http.post("/v1/events", body)
+                latencies[key].append(time.perf_counter() - started)
+                if status != 202:
+                    raise AssertionError(f"POST answered {status}: {answer[:300]!r}")
+    return {key: 1000 * statistics.median(values) for key, values in latencies.items()}
+
+
+async def _client_with_history(http: RawHttpClient, history: int) -> str:
+    client_id = f"C-H{history}-{uuid.uuid4().hex[:6]}"
+    status, answer = await http.post(
+        "/v1/events", orjson.dumps(event_body(0, "h") | {"client_id": client_id})
+    )
+    if status != 202:
+        raise AssertionError(f"registration answered {status}: {answer[:300]!r}")
+    remaining = history - 1
+    while remaining > 0:
+        size = min(1000, remaining)
+        body = orjson.dumps({"events": [consent_body(client_id) for _ in range(size)]})
+        status, answer = await http.post("/v1/events:batch", body)
+        if status != 200 or b'"status":4' in answer:
+            raise AssertionError(f"filling answered {status}: {answer[:300]!r}")
+        remaining -= size
+    return client_id
