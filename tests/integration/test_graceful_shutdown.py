@@ -26,7 +26,7 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.test_reconcile import recorded, registration
 from tests.support.kafka import read_all
-from tests.support.processes import process_env
+from tests.support.processes import process_env, readiness
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -212,15 +212,8 @@ async def test_sigterm_makes_a_worker_unready_first_then_it_drains_commits_and_e
     try:
         async with httpx.AsyncClient(base_url=url, timeout=5) as client:
 
-            async def readiness() -> tuple[int, str] | None:
-                try:
-                    answer = await client.get("/readyz")
-                except httpx.HTTPError:
-                    return None
-                return answer.status_code, str(answer.json().get("status"))
-
             async def ready() -> bool:
-                return await readiness() == (200, "ready")
+                return await readiness(client) == (200, "ready")
 
             await eventually(ready, within=90, interval=0.3)
 
@@ -235,7 +228,7 @@ async def test_sigterm_makes_a_worker_unready_first_then_it_drains_commits_and_e
             process.send_signal(signal.SIGTERM)
 
             async def draining() -> bool:
-                return await readiness() == (503, "draining")
+                return await readiness(client) == (503, "draining")
 
             # unready at once, while the process still runs (for shutdown_drain_s)
             await eventually(draining, within=2, interval=0.05)

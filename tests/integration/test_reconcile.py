@@ -90,18 +90,23 @@ async def lost_by_the_broker(settings: BranchlineSettings, event: RecordedEvent)
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            uow = PostgresUnitOfWork(conn)
-            await uow.lock_streams([event.stream_id])
-            uow.stage(
-                event, topic=declare_topics(settings).intake_events.name, submission_hash=None
-            )
-            await uow.commit()
+            await _stage(settings, conn, event)
             await conn.execute(
                 "UPDATE es_outbox SET published_at = now() - interval '1 hour' WHERE event_id = $1",
                 event.event_id,
             )
     finally:
         await pool.close()
+
+
+async def _stage(
+    settings: BranchlineSettings, conn: asyncpg.Connection, event: RecordedEvent
+) -> None:
+    """Store ``event`` in intake's store and outbox, as intake's unit of work does."""
+    uow = PostgresUnitOfWork(conn)
+    await uow.lock_streams([event.stream_id])
+    uow.stage(event, topic=declare_topics(settings).intake_events.name, submission_hash=None)
+    await uow.commit()
 
 
 async def outbox_rows(settings: BranchlineSettings) -> int:
@@ -218,12 +223,7 @@ async def stored_for_the_relay(settings: BranchlineSettings, event: RecordedEven
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            uow = PostgresUnitOfWork(conn)
-            await uow.lock_streams([event.stream_id])
-            uow.stage(
-                event, topic=declare_topics(settings).intake_events.name, submission_hash=None
-            )
-            await uow.commit()
+            await _stage(settings, conn, event)
     finally:
         await pool.close()
 

@@ -23,7 +23,7 @@ from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.test_reconcile import recorded
 from tests.support.kafka import read_all
-from tests.support.processes import process_env
+from tests.support.processes import process_env, readiness
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -96,15 +96,8 @@ async def test_sigterm_makes_the_relay_unready_then_it_flushes_the_outbox_once_a
             base_url=f"http://127.0.0.1:{settings.intake_relay_port}", timeout=5
         ) as client:
 
-            async def readiness() -> tuple[int, str] | None:
-                try:
-                    answer = await client.get("/readyz")
-                except httpx.HTTPError:
-                    return None
-                return answer.status_code, str(answer.json().get("status"))
-
             async def ready() -> bool:
-                return await readiness() == (200, "ready")
+                return await readiness(client) == (200, "ready")
 
             async def nothing_pending() -> bool:
                 return await backlog() == 0
@@ -117,7 +110,7 @@ async def test_sigterm_makes_the_relay_unready_then_it_flushes_the_outbox_once_a
             signalled = time.monotonic()
 
             async def draining() -> bool:
-                return await readiness() == (503, "draining")
+                return await readiness(client) == (503, "draining")
 
             await eventually(draining, within=2, interval=0.05)
             # unready first: the process runs, the rows wait for the drain to publish them

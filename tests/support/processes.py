@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import httpx
 from pydantic import SecretStr
 
 from branchline_shared.settings import BranchlineSettings
@@ -20,3 +21,13 @@ def process_env(settings: BranchlineSettings, *names: str) -> dict[str, str]:
             value = value.get_secret_value()
         env[f"BRANCHLINE_{name.upper()}"] = str(value)
     return env
+
+
+async def readiness(client: httpx.AsyncClient) -> tuple[int, str] | None:
+    """A process's ``/readyz`` answer as (status code, status), or None while it cannot answer
+    (starting, or gone)."""
+    try:
+        answer = await client.get("/readyz")
+    except httpx.HTTPError:
+        return None
+    return answer.status_code, str(answer.json().get("status"))
