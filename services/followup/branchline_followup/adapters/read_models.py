@@ -237,14 +237,19 @@ async def fetch_task(conn: PgConnection, task_id: uuid.UUID) -> FollowupTask | N
     return None if row is None else task_from_row(row)
 
 
+_SAVE_TASK = (
+    f"INSERT INTO fu_tasks ({_TASK_SELECT}) "  # noqa: S608 - fixed identifiers, bound values
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(TASK_COLUMNS) + 1))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    f"{', '.join(f'{c} = EXCLUDED.{c}' for c in TASK_COLUMNS if c != 'id')}"
+)
+
+
 async def save_tasks(conn: PgConnection, tasks: Sequence[FollowupTask]) -> None:
     if not tasks:
         return
-    mutable = [c for c in TASK_COLUMNS if c != "id"]
     await conn.executemany(
-        f"INSERT INTO fu_tasks ({_TASK_SELECT}) "  # noqa: S608 - fixed identifiers, bound values
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(TASK_COLUMNS) + 1))}) "
-        f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in mutable)}",
+        _SAVE_TASK,
         [
             [
                 t.id,
@@ -279,31 +284,28 @@ async def set_task_overdue(conn: PgConnection, task_id: uuid.UUID, at: datetime)
     )
 
 
-async def sync_timers(
-    conn: PgConnection, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
-) -> None:
-    """Make each task's unfired timers exactly its ``wanted``. A timer whose instant moved
-    (the task was rescheduled) is armed again; a fired timer keeps its record. One statement
-    for all the tasks (#12): the DELETE and the upsert touch different rows (a timer id
-    belongs to one task), so running them together is running them in turn."""
-    if not changes:
-        return
+SYNC_TIMERS = """
+WITH dropped AS (
+    DELETE FROM fu_timers WHERE task_id = ANY($6::uuid[]) AND fired_at IS NULL
+        AND NOT (id = ANY($1::uuid[]))
+)
+INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET
+    fire_at = EXCLUDED.fire_at,
+    fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
+                    THEN fu_timers.fired_at END,
+    fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
+                          THEN fu_timers.fired_event_id END
+"""
+"""Each task's unfired timers made exactly its wanted ones (:func:`sync_timers_args`)."""
+
+
+def sync_timers_args(
+    changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]],
+) -> tuple[Any, ...]:
     wanted = [(t, task.client_id) for task, timers in changes for t in timers]
-    await conn.execute(
-        """
-        WITH dropped AS (
-            DELETE FROM fu_timers WHERE task_id = ANY($6::uuid[]) AND fired_at IS NULL
-                AND NOT (id = ANY($1::uuid[]))
-        )
-        INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at)
-        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[])
-        ON CONFLICT (id) DO UPDATE SET
-            fire_at = EXCLUDED.fire_at,
-            fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
-                            THEN fu_timers.fired_at END,
-            fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at
-                                  THEN fu_timers.fired_event_id END
-        """,
+    return (
         [t.id for t, _ in wanted],
         [t.task_id for t, _ in wanted],
         [client_id for _, client_id in wanted],
@@ -311,6 +313,17 @@ async def sync_timers(
         [t.fire_at for t, _ in wanted],
         [task.id for task, _ in changes],
     )
+
+
+async def sync_timers(
+    conn: PgConnection, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+) -> None:
+    """Make each task's unfired timers exactly its ``wanted``. A timer whose instant moved
+    (the task was rescheduled) is armed again; a fired timer keeps its record. One statement
+    for all the tasks (#12): the DELETE and the upsert touch different rows (a timer id
+    belongs to one task), so running them together is running them in turn."""
+    if changes:
+        await conn.execute(SYNC_TIMERS, *sync_timers_args(changes))
 
 
 async def record_timer_fired(

@@ -123,20 +123,34 @@ class _Tasks:
     follow what the unit saves), as the tasks read ahead by :meth:`load` are (#12): nobody
     else writes a locked client's tasks."""
 
-    def __init__(self, conn: PgConnection, locked: set[str] | None = None) -> None:
+    def __init__(
+        self, conn: PgConnection, locked: set[str] | None = None, *, collect: bool = False
+    ) -> None:
         self._conn = conn
         self._locked = locked if locked is not None else set()
+        self._collect = collect
         self.open_kept: dict[str, dict[uuid.UUID, FollowupTask]] = {}
         self.known: dict[uuid.UUID, FollowupTask | None] = {}
+        self.unwritten: dict[uuid.UUID, FollowupTask] = {}
+        """``collect``: tasks of locked clients saved, written together by
+        :meth:`write_unwritten` (an upsert of the whole row: the last save is the row)."""
+
+    async def write_unwritten(self) -> None:
+        if self.unwritten:
+            tasks, self.unwritten = list(self.unwritten.values()), {}
+            await read_models.save_tasks(self._conn, tasks)
 
     async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
         if task_id in self.known:
             return self.known[task_id]
+        if task_id in self.unwritten:
+            return self.unwritten[task_id]
         return await read_models.fetch_task(self._conn, task_id)
 
     async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
         wanted = [t for t in task_ids if t not in self.known]
         if wanted:
+            await self.write_unwritten()
             found = await read_models.fetch_tasks(self._conn, wanted)
             for task_id in wanted:
                 self.known[task_id] = found.get(task_id)
@@ -144,6 +158,7 @@ class _Tasks:
     async def load_open(self, client_ids: Sequence[str]) -> None:
         wanted = [c for c in client_ids if c not in self.open_kept and c in self._locked]
         if wanted:
+            await self.write_unwritten()
             found = await read_models.open_tasks_of_clients(self._conn, wanted)
             for client_id, tasks in found.items():
                 self.open_kept[client_id] = {t.id: t for t in tasks}
@@ -152,15 +167,27 @@ class _Tasks:
         kept = self.open_kept.get(client_id)
         if kept is not None:
             return sorted(kept.values(), key=lambda t: (t.opened_at, t.id))  # as the SELECT
+        await self.write_unwritten()
         tasks = await read_models.open_tasks_of(self._conn, client_id)
         if client_id in self._locked:
             self.open_kept[client_id] = {t.id: t for t in tasks}
         return tasks
 
     async def save(self, tasks: Sequence[FollowupTask]) -> None:
+        if self._collect and all(self.holds(t) for t in tasks):
+            for task in tasks:
+                self.unwritten.pop(task.id, None)  # written in the order last saved
+                self.unwritten[task.id] = task
+                self._saved(task)
+            return
+        await self.write_unwritten()
         await read_models.save_tasks(self._conn, tasks)
         for task in tasks:
             self._saved(task)
+
+    def holds(self, task: FollowupTask) -> bool:
+        """Whether the unit holds the task's client (only it writes the task meanwhile)."""
+        return task.client_id in self._locked
 
     def _saved(self, task: FollowupTask) -> None:
         if task.id in self.known:
@@ -173,12 +200,15 @@ class _Tasks:
                 kept.pop(task.id, None)
 
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
+        await self.write_unwritten()  # the UPDATE needs the row
         await read_models.set_task_outcome(self._conn, task_id, outcome)
 
     async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        await self.write_unwritten()  # the UPDATE needs the row
         await read_models.set_task_overdue(self._conn, task_id, at)
 
     async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        await self.write_unwritten()  # the UPDATE needs the row
         await read_models.set_task_escalated(self._conn, task_id, to)
         # as the UPDATE: the first escalation only, in what is kept too
         known = self.known.get(task_id)
@@ -194,25 +224,48 @@ class _Tasks:
         self.open_kept.pop(client_id, None)
         self.known = {i: t for i, t in self.known.items() if t is None or t.client_id != client_id}
 
-    def snapshot(self) -> tuple[dict[str, dict[uuid.UUID, FollowupTask]], dict[uuid.UUID, Any]]:
-        return {c: dict(k) for c, k in self.open_kept.items()}, dict(self.known)
+    def snapshot(self) -> tuple[Any, ...]:
+        kept = {c: dict(k) for c, k in self.open_kept.items()}
+        return kept, dict(self.known), dict(self.unwritten)
 
-    def restore(
-        self, saved: tuple[dict[str, dict[uuid.UUID, FollowupTask]], dict[uuid.UUID, Any]]
-    ) -> None:
-        self.open_kept, self.known = saved
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        kept, known, unwritten = saved
+        self.open_kept, self.known, self.unwritten = kept, known, unwritten
 
 
 class _Timers:
-    def __init__(self, conn: PgConnection) -> None:
+    """Durable timers. ``collect``: the syncs of tasks of locked clients are written together
+    by :meth:`write_unwritten`, in the order made (one round trip); anything else the unit
+    asks of the timers writes them (and the tasks collected) first."""
+
+    def __init__(
+        self, conn: PgConnection, tasks: _Tasks | None = None, *, collect: bool = False
+    ) -> None:
         self._conn = conn
+        self._tasks = tasks
+        self._collect = collect
+        self.unwritten: list[tuple[Any, ...]] = []
+
+    async def write_unwritten(self) -> None:
+        if self._tasks is not None:
+            await self._tasks.write_unwritten()
+        if self.unwritten:
+            rows, self.unwritten = self.unwritten, []
+            await self._conn.executemany(read_models.SYNC_TIMERS, rows)
 
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
-        await read_models.sync_timers(self._conn, [(task, wanted)])
+        await self.sync_all([(task, wanted)])
 
     async def sync_all(
         self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
     ) -> None:
+        if not changes:
+            return
+        tasks = self._tasks
+        if self._collect and tasks is not None and all(tasks.holds(t) for t, _ in changes):
+            self.unwritten.append(read_models.sync_timers_args(changes))
+            return
+        await self.write_unwritten()
         await read_models.sync_timers(self._conn, changes)
 
     async def record_fired(
@@ -225,6 +278,7 @@ class _Timers:
         fire_at: datetime,
         event_id: uuid.UUID,
     ) -> None:
+        await self.write_unwritten()
         await read_models.record_timer_fired(
             self._conn,
             timer_id=timer_id,
@@ -238,21 +292,27 @@ class _Timers:
     async def mark_fired(
         self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
     ) -> None:
+        await self.write_unwritten()
         await read_models.mark_timer_fired(self._conn, task_id, kind, at, event_id)
 
     async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        await self.write_unwritten()
         return await read_models.claim_due_timers(self._conn, now, limit)
 
     async def count_due(self, now: datetime) -> int:
+        await self.write_unwritten()
         return await read_models.count_due_timers(self._conn, now)
 
     async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        await self.write_unwritten()
         await read_models.consume_timer(self._conn, timer_id, at)
 
     async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        await self.write_unwritten()
         await read_models.dead_letter_timer(self._conn, timer_id, at, reason)
 
     async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        await self.write_unwritten()
         return await read_models.dead_timers(self._conn)
 
 
@@ -426,6 +486,7 @@ class _Journal:
         activity: _Activity | None = None,
         clients: _Clients | None = None,
         tasks: _Tasks | None = None,
+        timers: _Timers | None = None,
         *,
         collect: bool = False,
     ) -> None:
@@ -433,6 +494,7 @@ class _Journal:
         self._activity = activity
         self._clients = clients
         self._tasks = tasks
+        self._timers = timers
         self._collect = collect
         self.latest: dict[tuple[str, str], client_journal.Place | None] = {}
         """(client, store) read ahead → the latest positioned place kept (None: none)."""
@@ -471,6 +533,8 @@ class _Journal:
 
     async def clear_read_models(self, client_id: str) -> None:
         await self.write_unwritten()  # the DELETEs below select by the client's kept events
+        if self._timers is not None:
+            await self._timers.write_unwritten()  # and delete tasks and timers written
         if self._activity is not None:
             self._activity.forget_client(client_id)  # its timeline rows not written yet
         if self._clients is not None:
@@ -505,9 +569,9 @@ class _Events:
 class PostgresFollowupUnitOfWork:
     """A unit of work over ``conn`` within a transaction the caller opened (the rebuild's
     batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes.
-    ``collect``: the console timeline rows, and the facts and journal rows of the clients
-    held, are written together by :meth:`write_collected`, which the opener calls before it
-    commits (#12)."""
+    ``collect``: the console timeline rows, and the facts, journal rows, tasks and timers of
+    the clients held, are written together by :meth:`write_collected`, which the opener
+    calls before it commits (#12)."""
 
     def __init__(
         self,
@@ -522,13 +586,15 @@ class PostgresFollowupUnitOfWork:
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
         self.clients = _Clients(conn, self._locked, collect=collect)
-        self.tasks = _Tasks(conn, self._locked)
-        self.timers = _Timers(conn)
+        self.tasks = _Tasks(conn, self._locked, collect=collect)
+        self.timers = _Timers(conn, self.tasks, collect=collect)
         self.holdings = _Holdings(conn)
         self.activity = _Activity(conn, collect_timeline=collect, clients=self.clients)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
-        self.journal = _Journal(conn, self.activity, self.clients, self.tasks, collect=collect)
+        self.journal = _Journal(
+            conn, self.activity, self.clients, self.tasks, self.timers, collect=collect
+        )
 
     async def lock_client(self, client_id: str) -> None:
         if client_id in self._locked:
@@ -570,6 +636,7 @@ class PostgresFollowupUnitOfWork:
         """Write what the unit collected to write together (before it commits)."""
         await self.clients.write_unwritten()
         await self.journal.write_unwritten()
+        await self.timers.write_unwritten()  # the tasks first
         await self.activity.write_collected()
 
     @contextlib.asynccontextmanager
@@ -578,6 +645,7 @@ class PostgresFollowupUnitOfWork:
         kept = dict(self.clients.kept)
         unwritten = set(self.clients.unwritten)
         tasks = self.tasks.snapshot()
+        timer_syncs = list(self.timers.unwritten)
         latest = dict(self.journal.latest)
         journal_rows = list(self.journal.unwritten)
         timeline = self.activity.timeline
@@ -595,6 +663,7 @@ class PostgresFollowupUnitOfWork:
             self.clients.kept = kept
             self.clients.unwritten = unwritten
             self.tasks.restore(tasks)
+            self.timers.unwritten = timer_syncs
             self.journal.latest = latest
             self.journal.unwritten = journal_rows
             if timeline is not None and collected is not None:
