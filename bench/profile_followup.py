@@ -150,11 +150,15 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
 
 def server_cpu_seconds(pgdata: Path) -> float:
-    """CPU used so far by the PostgreSQL server (postmaster, backends, background workers)."""
+    """CPU used so far by the PostgreSQL server: the postmaster, its live backends and
+    background workers, and those that have exited (a pool replaces a connection after
+    50,000 queries), which the postmaster's cutime/cstime count once it reaped them."""
     from bench.stack import child_pids, process_cpu_seconds
 
     postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
-    return sum(process_cpu_seconds(p) for p in [postmaster, *child_pids(postmaster)])
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return reaped + sum(process_cpu_seconds(p) for p in [postmaster, *child_pids(postmaster)])
 
 
 def write_profile(profiler: Any, out: Path) -> None:

@@ -1,0 +1,173 @@
+"""The followup worker alone, through Kafka: its lag at a steady offered load, and how fast it
+drains a backlog (#12).
+
+Starts an embedded PostgreSQL and the tansu broker, the followup worker as it runs (Faust
+agent, batches, timer runner, relay) in this process, and publishes what the benchmark's
+steady load writes (one ``client.registered`` of a new client per event) straight to the
+intake topic, with the headers intake's relay sets: at ``--rate`` events per second for
+``--seconds`` (open loop), then a backlog of ``--backlog`` events published at once. For the
+steady part it prints the lag from each publish to the worker's commit
+(``fu_applied_events.applied_at``), p50 and p99; for the backlog, events per second. Intake,
+its relay and the audit consumer are not running: what the worker needs of the two cores is
+measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQL's).
+
+    python -m bench.followup_steady [--rate 250] [--seconds 20] [--backlog 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaProducer  # noqa: E402
+
+from bench.profile_followup import server_cpu_seconds  # noqa: E402
+from branchline_followup.bootstrap import prepare_database, running_worker  # noqa: E402
+from branchline_shared.embedded.ports import free_port  # noqa: E402
+from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
+from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
+from branchline_shared.events.envelope import Actor, RecordedEvent  # noqa: E402
+from branchline_shared.kafka.topics import declare_topics  # noqa: E402
+from branchline_shared.kafka.wire import event_headers  # noqa: E402
+
+
+def registration(n: int, run: str) -> RecordedEvent:
+    now = datetime.now(UTC)
+    client = f"C-{run}-{n}"
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type="client.registered",
+        occurred_at=now,
+        recorded_at=now,
+        source="intake",
+        actor=Actor(id="s-1", role="teller"),
+        client_id=client,
+        branch_id="BR-1",
+        stream_id=f"client-{client}",
+        stream_version=1,
+        data={"client_type": "individual", "rm_id": "rm-1"},
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def applied(conn: Any, ids: list[uuid.UUID], within_s: float) -> dict[uuid.UUID, float]:
+    deadline = time.monotonic() + within_s
+    while True:
+        rows = await conn.fetch(
+            "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)", ids
+        )
+        if len(rows) >= len(ids) or time.monotonic() > deadline:
+            return {r[0]: r[1].timestamp() for r in rows}
+        await asyncio.sleep(0.1)
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    import asyncpg
+    from tests.support.stack import Infra, make_settings
+
+    prepare_runtime_dir(base)
+    server = EmbeddedPostgres(base / "pg", free_port())
+    server.start()
+    broker = TansuBroker(free_port(), base / "tansu.log")
+    broker.start()
+    try:
+        settings = make_settings(Infra(server.url("postgres"), broker.bootstrap), base / "data")
+        await prepare_database(settings)
+        topic = declare_topics(settings).intake_events.name
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        position = 0
+        run = uuid.uuid4().hex[:6]
+
+        async def publish(event: RecordedEvent) -> None:
+            nonlocal position
+            position += 1
+            await producer.send(
+                topic,
+                value=event.model_dump_json().encode(),
+                key=event.subject_id.encode(),
+                headers=event_headers(event, position),
+            )
+
+        conn = await asyncpg.connect(settings.followup_database_url)
+        try:
+            async with running_worker(settings):
+                await publish(registration(0, run))  # warm-up: the agent is assigned
+                await applied(conn, [], 0)
+                await asyncio.sleep(3)
+                sent: dict[uuid.UUID, float] = {}
+                total = int(args.rate * args.seconds)
+                cpu0, server0 = time.process_time(), server_cpu_seconds(server.pgdata)
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                for n in range(1, total + 1):
+                    await asyncio.sleep(max(0.0, start + n / args.rate - loop.time()))
+                    event = registration(n, run)
+                    sent[event.event_id] = time.time()
+                    await publish(event)
+                done = await applied(conn, list(sent), 120)
+                cpu = time.process_time() - cpu0
+                server_cpu = server_cpu_seconds(server.pgdata) - server0
+                lags = [done.get(e, time.time()) - t for e, t in sent.items()]
+                print(
+                    f"steady {args.rate:.0f} ev/s for {args.seconds:.0f} s: lag p50 "
+                    f"{1000 * percentile(lags, 0.5):.0f} ms, "
+                    f"p99 {1000 * percentile(lags, 0.99):.0f} ms, "
+                    f"{len(sent) - len(done)} not applied; CPU per event: this process "
+                    f"{1000 * cpu / total:.2f} ms, PostgreSQL {1000 * server_cpu / total:.2f} ms; "
+                    f"load average {os.getloadavg()[0]:.2f}"
+                )
+                if args.backlog:
+                    backlog = [registration(total + n, run) for n in range(1, args.backlog + 1)]
+                    began = time.monotonic()
+                    for event in backlog:
+                        await publish(event)
+                    await producer.flush()
+                    await applied(conn, [e.event_id for e in backlog], 300)
+                    took = time.monotonic() - began
+                    print(
+                        f"backlog of {args.backlog} published at once: applied in {took:.1f} s "
+                        f"({args.backlog / took:.0f} ev/s, publishing included); "
+                        f"load average {os.getloadavg()[0]:.2f}"
+                    )
+        finally:
+            await conn.close()
+            await producer.stop()
+    finally:
+        broker.stop()
+        server.stop(mode="immediate")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=250)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--backlog", type=int, default=3000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-followup-steady-"))
+    try:
+        asyncio.run(measure(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
