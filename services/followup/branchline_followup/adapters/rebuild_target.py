@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -28,10 +28,11 @@ from branchline_followup.adapters.unit_of_work import (
     _Clients,
     _Journal,
     _Tasks,
+    _Timers,
 )
 from branchline_followup.application.ports import JournaledEvent
-from branchline_followup.domain import FollowupTask
-from branchline_followup.domain.records import ClientFacts
+from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_followup.domain.source_order import recorded_ms
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -77,9 +78,28 @@ _CLOSURE_TYPES = frozenset(
 """Events whose service-loop facts update the client's row in place
 (:func:`~.service_loop_facts.record_service_loop_facts`: ``account_closure_reason``)."""
 
+
+class _Recorder:
+    """Takes what :mod:`.read_models` would send to write tasks and timers, to send it later
+    (:meth:`_BulkWrites.write_tasks`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.calls.append((sql, args))
+        return ""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.calls.extend((sql, tuple(row)) for row in rows)
+
+
 REMEMBERED_CLIENTS = 200_000
 """Beyond this many clients a rebuild stops remembering every client (bounded memory): what it
 remembers is dropped after a batch is written, and a client it does not remember is read."""
+
+
+_Mark = tuple[int, list[tuple[Any, ...]], int, int, int, int, int]
 
 
 class _BulkWrites:
@@ -94,8 +114,10 @@ class _BulkWrites:
     - Every client's facts, read from here (a client not here does not exist) and written
       once per transaction for the clients that changed (:meth:`flush`), before anything
       reads the table (the swap's due stage changes) or changes the row in place.
-    - Every client's open tasks, read from here; the task rows themselves are written at
-      once, as before (:class:`_RebuildTasks` keeps both in step).
+    - Every client's open tasks, read from here; the task rows and their timers are written
+      once per transaction too, in the order they were saved (:class:`_RebuildTasks`,
+      :class:`_RebuildTimers`), and before any other statement reads or changes those tables
+      (:meth:`write_tasks`).
     - The client journal's in-order check (ADR-0014) from the latest place kept per client
       and store, its rows written once per transaction, and before anything reads them (a
       re-projection).
@@ -124,6 +146,9 @@ class _BulkWrites:
         """The latest place (recorded ms, global position) kept per client and store."""
         self._journal_rows: list[tuple[Any, ...]] = []
         self._journal_written = 0
+        self._writes = _Recorder()
+        """Task and timer statements not sent yet (:meth:`write_tasks`)."""
+        self._writes_sent = 0
         self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
 
     def _set(self, store: dict[Any, Any], key: Any, value: Any) -> None:
@@ -171,7 +196,7 @@ class _BulkWrites:
             self._set(self.latest, (client_id, source), (ms, place))
         return late
 
-    def mark(self) -> tuple[int, list[tuple[Any, ...]], int, int, int]:
+    def mark(self) -> _Mark:
         # the timeline as a copy: a re-projection removes rows from its middle
         return (
             len(self._applied_rows),
@@ -179,10 +204,12 @@ class _BulkWrites:
             len(self._undo),
             len(self._journal_rows),
             self._journal_written,
+            len(self._writes.calls),
+            self._writes_sent,
         )
 
-    def rollback_to(self, mark: tuple[int, list[tuple[Any, ...]], int, int, int]) -> None:
-        applied, timeline, undo, journal, journal_written = mark
+    def rollback_to(self, mark: _Mark) -> None:
+        applied, timeline, undo, journal, journal_written, writes, writes_sent = mark
         for row in self._applied_rows[applied:]:
             self.applied.discard(row[0])
         del self._applied_rows[applied:]
@@ -195,6 +222,8 @@ class _BulkWrites:
                 store[key] = previous
         del self._journal_rows[journal:]
         self._journal_written = journal_written  # what was written since is rolled back too
+        del self._writes.calls[writes:]
+        self._writes_sent = writes_sent
 
     def clear_client(self, client_id: str) -> None:
         """What a re-projection's DELETEs remove (the tasks: :class:`_RebuildJournal`)."""
@@ -206,6 +235,23 @@ class _BulkWrites:
         if len(self._journal_rows) > self._journal_written:
             await conn.executemany(_JOURNAL_INSERT, self._journal_rows[self._journal_written :])
             self._journal_written = len(self._journal_rows)
+
+    @property
+    def task_writes(self) -> PgConnection:
+        """Where task and timer writes go to be sent by :meth:`write_tasks`."""
+        return cast(PgConnection, self._writes)
+
+    async def write_tasks(self, conn: PgConnection) -> None:
+        """The task and timer statements not sent yet, before a statement reads or changes
+        those tables: one ``executemany`` per statement text, each in the order they were
+        made. Task rows and timer rows are apart (no statement of one reads the other), so
+        only the order within each text matters."""
+        by_text: dict[str, list[tuple[Any, ...]]] = {}
+        for sql, args in self._writes.calls[self._writes_sent :]:
+            by_text.setdefault(sql, []).append(args)
+        self._writes_sent = len(self._writes.calls)
+        for sql, rows in by_text.items():
+            await conn.executemany(sql, rows)
 
     async def write_facts(self, conn: PgConnection, client_ids: Iterable[str]) -> None:
         """The facts of ``client_ids`` as remembered (before a statement reads or changes the
@@ -226,6 +272,7 @@ class _BulkWrites:
             await conn.executemany(TIMELINE_INSERT, self._timeline_rows)
         await self.write_journal(conn)
         await self.write_facts(conn, self.changed)
+        await self.write_tasks(conn)
         self._applied_rows.clear()
         self._timeline_rows.clear()
 
@@ -235,6 +282,8 @@ class _BulkWrites:
         self._undo.clear()
         self._journal_rows.clear()
         self._journal_written = 0
+        self._writes.calls.clear()
+        self._writes_sent = 0
         if len(self.facts) > REMEMBERED_CLIENTS:
             self.facts.clear()
             self.open.clear()
@@ -281,8 +330,8 @@ class _RebuildClients(_Clients):
 
 
 class _RebuildTasks(_Tasks):
-    """The clients' open tasks from :class:`_BulkWrites`; the rows written at once as before
-    (nothing else in the rebuild's schema writes them but the in-place updates below)."""
+    """The clients' open tasks from :class:`_BulkWrites`; task rows written with the others
+    at the end of the transaction, sent first whenever a statement reads or changes them."""
 
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
         super().__init__(conn)
@@ -294,6 +343,7 @@ class _RebuildTasks(_Tasks):
             return None  # never written by the rebuild
         if client_id is not None and (task := self._bulk.open.get(client_id, {}).get(task_id)):
             return task
+        await self._bulk.write_tasks(self._conn)
         return await super().get(task_id)
 
     async def open_of(self, client_id: str) -> list[FollowupTask]:
@@ -306,12 +356,13 @@ class _RebuildTasks(_Tasks):
         return sorted(bulk.open[client_id].values(), key=lambda t: (t.opened_at, t.id))
 
     async def reread(self, client_id: str) -> None:
+        await self._bulk.write_tasks(self._conn)
         tasks = await read_models.open_tasks_of(self._conn, client_id)
         self._bulk.set_open(client_id, {t.id: t for t in tasks})
 
     async def save(self, tasks: Sequence[FollowupTask]) -> None:
-        await super().save(tasks)
         bulk = self._bulk
+        await read_models.save_tasks(bulk.task_writes, tasks)
         by_client: dict[str, dict[uuid.UUID, FollowupTask]] = {}
         for task in tasks:
             bulk.task_clients[task.id] = task.client_id
@@ -326,11 +377,83 @@ class _RebuildTasks(_Tasks):
         for client_id, open_tasks in by_client.items():
             bulk.set_open(client_id, open_tasks)
 
+    async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().set_outcome(task_id, outcome)
+
+    async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().set_overdue(task_id, at)
+
     async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        await self._bulk.write_tasks(self._conn)
         await super().set_escalated(task_id, to)
         client_id = self._bulk.task_clients.get(task_id)
         if client_id is not None and task_id in self._bulk.open.get(client_id, {}):
             await self.reread(client_id)  # an open task's escalation is one of its columns
+
+
+class _RebuildTimers(_Timers):
+    """Timer syncs written with the tasks at the end of the transaction; every other timer
+    statement sends what is pending first."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
+        await read_models.sync_timers(self._bulk.task_writes, [(task, wanted)])
+
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        await read_models.sync_timers(self._bulk.task_writes, changes)
+
+    async def record_fired(
+        self,
+        *,
+        timer_id: uuid.UUID,
+        task_id: uuid.UUID,
+        client_id: str,
+        kind: str,
+        fire_at: datetime,
+        event_id: uuid.UUID,
+    ) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().record_fired(
+            timer_id=timer_id,
+            task_id=task_id,
+            client_id=client_id,
+            kind=kind,
+            fire_at=fire_at,
+            event_id=event_id,
+        )
+
+    async def mark_fired(
+        self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+    ) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().mark_fired(task_id, kind, at, event_id)
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        await self._bulk.write_tasks(self._conn)
+        return await super().claim_due(now, limit)
+
+    async def count_due(self, now: datetime) -> int:
+        await self._bulk.write_tasks(self._conn)
+        return await super().count_due(now)
+
+    async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().consume(timer_id, at)
+
+    async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().dead_letter(timer_id, at, reason)
+
+    async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        await self._bulk.write_tasks(self._conn)
+        return await super().dead()
 
 
 class _RebuildActivity(_Activity):
@@ -364,6 +487,7 @@ class _RebuildJournal(_Journal):
 
     async def clear_read_models(self, client_id: str) -> None:
         await self._bulk.write_journal(self._conn)  # the DELETEs select from the journal
+        await self._bulk.write_tasks(self._conn)  # and delete tasks and timers
         self._bulk.clear_client(client_id)  # as the DELETEs below do in the tables
         await super().clear_read_models(client_id)
         await self._tasks.reread(client_id)  # a task a clientless event caused stays
@@ -381,6 +505,7 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         self._bulk = bulk
         self.clients = _RebuildClients(conn, bulk)
         self.tasks = _RebuildTasks(conn, bulk)
+        self.timers = _RebuildTimers(conn, bulk)
         self.activity = _RebuildActivity(conn, bulk)
         self.journal = _RebuildJournal(conn, bulk, self.tasks)
 
@@ -404,6 +529,8 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         try:
             async with self._conn.transaction():  # nested: a savepoint
                 yield
+                # what fails fails within the savepoint: the event is skipped alone
+                await self._bulk.write_tasks(self._conn)
         except BaseException:
             self._bulk.rollback_to(mark)
             raise
