@@ -11,6 +11,7 @@ import hmac
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -296,14 +297,14 @@ def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
 
 
 def _envelope(
-    item: SubmittedEvent, data: dict[str, Any], now: object, submitter: Submitter | None
+    item: SubmittedEvent, data: dict[str, Any], now: datetime, submitter: Submitter | None
 ) -> RecordedEvent:
     return RecordedEvent(
         event_id=item.event_id or uuid.uuid4(),
         type=item.type,
         schema_version=CATALOGUE_VERSION[item.type],
         occurred_at=item.occurred_at,
-        recorded_at=now,  # type: ignore[arg-type]
+        recorded_at=now,
         source=SOURCE,
         actor=item.actor,
         client_id=item.client_id,
@@ -334,10 +335,12 @@ async def _record(
             {s for c in candidates for s in ctx.decider.references(c.event)} - set(client_streams)
         )
         versions = await uow.lock_streams(client_streams + refusal_streams, shared=referenced)
-        existing = await uow.find_existing(
-            [c.event.event_id for c in candidates]
-            + [refusal_event_id(c.event.event_id) for c in candidates]
-        )
+        # Only the ids the callers sent can be stored already: an item sent without one got a
+        # new random id (UUIDv4) here, which nothing can hold, nor its refusal's id derived
+        # from it. Looking those up cost a UUIDv5 each and, in a group commit, a statement
+        # per caller (#12).
+        sent = [c.event.event_id for c in candidates if c.submitted.event_id is not None]
+        existing = await uow.find_existing(sent + [refusal_event_id(i) for i in sent])
         histories = await uow.load_streams(client_streams + referenced)
         staged: list[tuple[int, RecordedEvent]] = []
         decided: dict[int, Outcome] = {}
