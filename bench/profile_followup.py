@@ -121,11 +121,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
         STATEMENTS.clear()
+        server_started = server_cpu_seconds(server.pgdata)
         started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(0, len(rest), args.batch):
             await handle_batch(rest[i : i + args.batch], units, dead, projection)
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu = server_cpu_seconds(server.pgdata) - server_started
         statements = sum(STATEMENTS.values())
         if profiler is not None:
             profiler.stop()
@@ -138,12 +140,21 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     print(
         f"{args.workload}: {n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
         f"{statements / n:.2f} statements/event, {1000 * cpu / n:.2f} ms Python CPU/event "
-        f"({100 * cpu / wall:.0f}% of the wall time); {tasks} tasks, {dead.sent} dead-lettered; "
+        f"({100 * cpu / wall:.0f}% of the wall time), {1000 * server_cpu / n:.2f} ms PostgreSQL "
+        f"CPU/event; {tasks} tasks, {dead.sent} dead-lettered; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
+
+
+def server_cpu_seconds(pgdata: Path) -> float:
+    """CPU used so far by the PostgreSQL server (postmaster, backends, background workers)."""
+    from bench.stack import child_pids, process_cpu_seconds
+
+    postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    return sum(process_cpu_seconds(p) for p in [postmaster, *child_pids(postmaster)])
 
 
 def write_profile(profiler: Any, out: Path) -> None:

@@ -405,6 +405,65 @@ class FollowupUnitOfWorkContract:
             assert [t.task_id for t in due if t.client_id == "c-42"] == [foreign.id]
             assert len(await uow.journal.of_client("c-42")) == 1  # the journal stays
 
+    async def test_clients_held_ahead_read_and_write_what_they_would_when_asked(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: a batch holds its clients and reads ahead (facts, open tasks, the journal's
+        latest places, tasks by id); what the unit then reads, finds late and saves is what
+        it would be without, is committed with the unit, and a failed savepoint drops its
+        part."""
+
+        def at(client_id: str, seconds: int) -> RecordedEvent:
+            return an_event(client_id).model_copy(
+                update={"recorded_at": T0 + timedelta(seconds=seconds)}
+            )
+
+        task, fresh = a_task("c-60"), a_task("c-60", kind=TaskKind.SATISFACTION_SURVEY)
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-60"))
+            await uow.tasks.save([task])
+            assert not await uow.journal.keep(at("c-60", 3), SourcePosition("intake", 30))
+        late, later, unplaced = at("c-60", 2), at("c-60", 4), at("c-61", 1)
+
+        async def change_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.clients.save(a_client("c-60", rm_id="rm-savepoint"))
+                await uow.tasks.save([task.model_copy(update={"status": TaskStatus.DONE})])
+                raise Rolledback
+
+        async with units.begin() as uow:
+            await uow.hold_clients_of(
+                [
+                    (later, SourcePosition("intake", 40)),
+                    (late, SourcePosition("intake", 20)),
+                    (unplaced, None),
+                ]
+            )
+            assert [t.id for t in await uow.tasks.open_of("c-60")] == [task.id]
+            assert await uow.clients.get("c-61") is None
+            assert not await uow.journal.keep(later, SourcePosition("intake", 40))
+            assert await uow.journal.keep(late, SourcePosition("intake", 20))  # behind both
+            assert not await uow.journal.keep(unplaced, None)
+            await uow.tasks.load([task.id, fresh.id])
+            assert await uow.tasks.get(task.id) == task
+            assert await uow.tasks.get(fresh.id) is None
+            await uow.tasks.save([fresh])
+            assert await uow.tasks.get(fresh.id) == fresh
+            await uow.clients.save(a_client("c-61", rm_id="rm-9"))
+            with pytest.raises(Rolledback):
+                await change_then_fail(uow)
+            facts = await uow.clients.get("c-60")
+            assert facts is not None
+            assert facts.rm_id == "rm-1"
+            assert [t.id for t in await uow.tasks.open_of("c-60")] == sorted([task.id, fresh.id])
+        async with units.begin() as uow:
+            facts = await uow.clients.get("c-61")
+            assert facts is not None
+            assert facts.rm_id == "rm-9"
+            assert len(await uow.journal.of_client("c-60")) == 3
+            assert len(await uow.journal.of_client("c-61")) == 1
+            assert [t.id for t in await uow.tasks.open_of("c-60")] == sorted([task.id, fresh.id])
+
 
 class TestMemoryFollowupUnitOfWork(FollowupUnitOfWorkContract):
     @pytest.fixture

@@ -205,6 +205,48 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
     assert got == expected
 
 
+async def test_a_batch_writes_its_clients_rows_as_events_applied_alone_write_them(
+    infra: Infra, tmp_path: Path, units: PostgresUnitsOfWork, db: asyncpg.Connection[Any]
+) -> None:
+    """#12: a batch writes its clients' facts and journal rows at its end; what reads or
+    changes them on the way (an account closure's reason, a client's events arriving out of
+    order within the batch, one without a position) finds them as applied one by one."""
+    closure = an_event("client.account_closed", "C-7", {"reason": "relocation"}, 3)
+    early, later = (
+        closed_visit("C-8"),
+        an_event("visit.arrived", "C-8", {"visit_id": "V-2", "ticket": "A018"}, 3),
+    )
+    batch = [
+        Delivered(registered("C-7"), SourcePosition("intake", 1)),
+        Delivered(closed_visit("C-7"), SourcePosition("intake", 2)),
+        Delivered(closure, SourcePosition("intake", 3)),
+        Delivered(registered("C-8"), SourcePosition("intake", 4)),
+        Delivered(later, SourcePosition("intake", 6)),
+        Delivered(early, SourcePosition("intake", 5)),  # late: after a later one of C-8
+        Delivered(registered("C-9"), None),  # no position: never found late
+    ]
+    outcome = await apply_batch(units, batch, PROJECTION, consumer=CONSUMER)
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (7, [], False)
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in batch:
+            await apply_event(PostgresUnitsOfWork(pool), d.event, PROJECTION, d.position)
+    finally:
+        await pool.close()
+    async with followup_db(alone) as other:
+        expected = await comparable(other)
+    got = await comparable(db)
+    assert got == expected
+    reason = await db.fetchval(
+        "SELECT account_closure_reason FROM fu_read.fu_clients WHERE client_id = 'C-7'"
+    )
+    assert reason == "relocation"
+    kept = await db.fetchval("SELECT count(*) FROM fu_read.fu_client_events")
+    assert kept == len(batch)
+
+
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
     """The read models and followup's events, without what differs by when a creation was
     stored (its global position, recorded_at): each applied creation must carry its store's

@@ -26,6 +26,7 @@ from branchline_followup.adapters.pg_schemas import with_search_path
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection, apply_event
@@ -219,6 +220,24 @@ async def test_a_client_history_in_any_order_equals_rebuild(
     arrival = list(events)
     rng.shuffle(arrival)
     await apply_all(context, arrival)
+    assert await differences_from_rebuild(settings, events) == {}
+
+
+async def test_a_client_history_in_any_order_applied_in_batches_equals_rebuild(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """#12: the worker applies batches, keeping a batch's clients' facts, open tasks and
+    journal places in the unit and writing them at its end; an event late within its batch
+    or behind an earlier batch still makes its client be projected again in source order."""
+    events = history(8, seed=7)
+    rng = random.Random(7)
+    arrival = list(events)
+    rng.shuffle(arrival)
+    for start in range(0, len(arrival), 25):
+        chunk = [Delivered(e, p) for e, p in arrival[start : start + 25]]
+        outcome = await apply_batch(context.units, chunk, context.projection, consumer="test")
+        assert not outcome.one_by_one
+        assert not outcome.failed
     assert await differences_from_rebuild(settings, events) == {}
 
 

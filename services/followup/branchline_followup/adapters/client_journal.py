@@ -4,6 +4,9 @@ events wrote before it is projected again in source order."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain.source_order import SourcePlace, recorded_ms
 from branchline_shared.events.envelope import RecordedEvent
@@ -39,11 +42,12 @@ fu_staff_training (events without a client). A new read-model table keyed by a c
 here (``tests/integration/followup/test_followup_order.py`` compares every table)."""
 
 # The in-order check and the keeping in one statement (one round trip, one index probe): the
-# sub-select sees the rows before this insert. Without a position (NULL) nothing compares
-# greater: an event whose place is unknown is never found late.
+# sub-select sees the rows before this insert. Without a position (NULL) the event is never
+# found late (a row comparison with a NULL is true when the milliseconds differ, hence the
+# explicit test), as ``domain.source_order.arrives_late`` says.
 _KEEP = """
 WITH later AS (
-    SELECT EXISTS (
+    SELECT $4::bigint IS NOT NULL AND EXISTS (
         SELECT 1 FROM fu_client_events
         WHERE client_id = $2 AND source = $3 AND global_position IS NOT NULL
           AND (recorded_ms, global_position) > ($5, $4)
@@ -55,21 +59,56 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING (SELECT late FROM later)
 """
 
+KEEP_ROW = (
+    "INSERT INTO fu_client_events "
+    "(event_id, client_id, source, global_position, recorded_ms, envelope) "
+    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING"
+)
+"""A kept event written without the check (:func:`journal_row`; the caller checked)."""
 
-async def keep(conn: PgConnection, event: RecordedEvent, position: SourcePosition | None) -> bool:
-    client_id = event.client_id
-    if client_id is None:
-        return False
-    late = await conn.fetchval(
-        _KEEP,
+Place = tuple[int, int]
+"""(recorded millisecond, global position): a kept event's place within its client and store."""
+
+
+def journal_row(event: RecordedEvent, position: SourcePosition | None) -> tuple[Any, ...]:
+    """The arguments of :data:`KEEP_ROW` (and of the check) for ``event`` of a client."""
+    return (
         event.event_id,
-        client_id,
+        event.client_id,
         position.source if position else event.source,
         position.global_position if position else None,
         recorded_ms(event.recorded_at),
         event.model_dump(mode="json"),
     )
+
+
+async def keep(conn: PgConnection, event: RecordedEvent, position: SourcePosition | None) -> bool:
+    if event.client_id is None:
+        return False
+    late = await conn.fetchval(_KEEP, *journal_row(event, position))
     return bool(late)
+
+
+async def latest_places(
+    conn: PgConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Place]:
+    """The latest positioned place kept of each (client, store), in one statement (#12: one
+    index probe each, whatever the client's history); pairs with none are left out."""
+    rows = await conn.fetch(
+        """
+        SELECT k.client_id, k.source, m.recorded_ms, m.global_position
+        FROM unnest($1::text[], $2::text[]) AS k(client_id, source)
+        CROSS JOIN LATERAL (
+            SELECT recorded_ms, global_position FROM fu_client_events e
+            WHERE e.client_id = k.client_id AND e.source = k.source
+              AND e.global_position IS NOT NULL
+            ORDER BY recorded_ms DESC, global_position DESC LIMIT 1
+        ) m
+        """,
+        [c for c, _ in pairs],
+        [s for _, s in pairs],
+    )
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
 async def of_client(conn: PgConnection, client_id: str) -> list[JournaledEvent]:

@@ -128,6 +128,9 @@ class _Tasks(_Part):
         for task in tasks:
             self.s.tasks[task.id] = task
 
+    async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """Everything is in memory already."""
+
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
         if task_id in self.s.tasks:
             self.s.outcomes[task_id] = outcome
@@ -418,6 +421,11 @@ class MemoryFollowupUnitOfWork:
 
     async def try_lock_client(self, client_id: str) -> bool:
         return True
+
+    async def hold_clients_of(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        """Every client is this unit's already, and nothing needs reading ahead."""
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         applied = self._units.state.applied

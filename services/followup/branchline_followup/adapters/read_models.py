@@ -132,23 +132,42 @@ async def fetch_client(conn: PgConnection, client_id: str) -> ClientFacts | None
     return None if row is None else facts_from_row(row)
 
 
+async def fetch_clients(conn: PgConnection, client_ids: Sequence[str]) -> dict[str, ClientFacts]:
+    """:func:`fetch_client` for many clients in one statement (#12); absent ones left out."""
+    rows = await conn.fetch(
+        f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients "  # noqa: S608 - fixed identifiers, bound values
+        "WHERE client_id = ANY($1::text[])",
+        list(client_ids),
+    )
+    return {r["client_id"]: facts_from_row(r) for r in rows}
+
+
 def facts_from_row(row: Any) -> ClientFacts:
     """The facts a ``fu_clients`` row holds (``client_id`` and :data:`FACT_COLUMNS`): the one
     decoder of the write side and of the views (:mod:`.queries`)."""
     return ClientFacts(**dict(row))
 
 
+_SAVE_CLIENT = (
+    f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
+    f"VALUES ($1, {', '.join(f'${i}' for i in range(2, len(FACT_COLUMNS) + 2))}) "
+    f"ON CONFLICT (client_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()"
+)
+
+
+def _client_row(facts: ClientFacts) -> list[Any]:
+    return [facts.client_id, *(getattr(facts, c) for c in FACT_COLUMNS)]
+
+
 async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
-    values = [getattr(facts, c) for c in FACT_COLUMNS]
-    placeholders = ", ".join(f"${i}" for i in range(2, len(FACT_COLUMNS) + 2))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in FACT_COLUMNS)
-    await conn.execute(
-        f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
-        f"VALUES ($1, {placeholders}) "
-        f"ON CONFLICT (client_id) DO UPDATE SET {updates}, updated_at = now()",
-        facts.client_id,
-        *values,
-    )
+    await conn.execute(_SAVE_CLIENT, *_client_row(facts))
+
+
+async def save_clients(conn: PgConnection, facts: Sequence[ClientFacts]) -> None:
+    """:func:`save_client` for each, in one round trip (#12)."""
+    if facts:
+        await conn.executemany(_SAVE_CLIENT, [_client_row(f) for f in facts])
 
 
 async def claim_due_stage_changes(conn: PgConnection, now: datetime, limit: int) -> list[str]:
@@ -185,6 +204,32 @@ async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask
         client_id,
     )
     return [task_from_row(r) for r in rows]
+
+
+async def open_tasks_of_clients(
+    conn: PgConnection, client_ids: Sequence[str]
+) -> dict[str, list[FollowupTask]]:
+    """:func:`open_tasks_of` for many clients in one statement (#12); each client listed."""
+    rows = await conn.fetch(
+        f"SELECT {_TASK_SELECT} FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
+        "WHERE client_id = ANY($1::text[]) AND status = 'open' ORDER BY opened_at, id",
+        list(client_ids),
+    )
+    found: dict[str, list[FollowupTask]] = {c: [] for c in client_ids}
+    for r in rows:
+        found[r["client_id"]].append(task_from_row(r))
+    return found
+
+
+async def fetch_tasks(
+    conn: PgConnection, task_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, FollowupTask]:
+    """:func:`fetch_task` for many tasks in one statement (#12); absent ones left out."""
+    rows = await conn.fetch(
+        f"SELECT {_TASK_SELECT} FROM fu_tasks WHERE id = ANY($1::uuid[])",  # noqa: S608 - fixed identifiers, bound values
+        list(task_ids),
+    )
+    return {r["id"]: task_from_row(r) for r in rows}
 
 
 async def fetch_task(conn: PgConnection, task_id: uuid.UUID) -> FollowupTask | None:

@@ -34,6 +34,7 @@ from branchline_followup.adapters.pg_schemas import (
     LIVE_CLIENT_LOCK_CLASS,
     hold_swap_lock_shared,
     lock_client,
+    lock_clients,
     try_lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
@@ -41,6 +42,7 @@ from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -53,12 +55,18 @@ class _Clients:
     """The clients' facts; those of a client whose lock the unit holds are kept once read or
     written (#12: a batch reads a client's row once, not once per event): nobody else writes
     the row while the lock is held, so the copy stays what the row holds until the unit ends
-    (a savepoint that fails restores the copies with the locks)."""
+    (a savepoint that fails restores the copies with the locks). ``collect``: the kept facts
+    saved are written together by :meth:`write_unwritten` (before the unit commits, and
+    before anything in it reads or changes the rows otherwise)."""
 
-    def __init__(self, conn: PgConnection, locked: set[str] | None = None) -> None:
+    def __init__(
+        self, conn: PgConnection, locked: set[str] | None = None, *, collect: bool = False
+    ) -> None:
         self._conn = conn
         self._locked = locked if locked is not None else set()
+        self._collect = collect
         self.kept: dict[str, ClientFacts | None] = {}
+        self.unwritten: set[str] = set()
 
     async def get(self, client_id: str) -> ClientFacts | None:
         if client_id in self.kept:
@@ -69,15 +77,34 @@ class _Clients:
             self.kept[client_id] = None if facts is None else replace(facts)
         return facts
 
+    async def load(self, client_ids: Sequence[str]) -> None:
+        """Keep the facts of these locked clients, read in one statement."""
+        wanted = [c for c in client_ids if c not in self.kept and c in self._locked]
+        if wanted:
+            found = await read_models.fetch_clients(self._conn, wanted)
+            for client_id in wanted:
+                self.kept[client_id] = found.get(client_id)
+
     async def save(self, facts: ClientFacts) -> None:
-        await read_models.save_client(self._conn, facts)
         if facts.client_id in self._locked:
             self.kept[facts.client_id] = replace(facts)
+            if self._collect:
+                self.unwritten.add(facts.client_id)
+                return
         else:
             self.kept.pop(facts.client_id, None)
+        await read_models.save_client(self._conn, facts)
+
+    async def write_unwritten(self) -> None:
+        if self.unwritten:
+            rows = [self.kept[c] for c in sorted(self.unwritten)]
+            self.unwritten.clear()
+            await read_models.save_clients(self._conn, [f for f in rows if f is not None])
 
     def forget(self, client_id: str) -> None:
+        """The client's row is deleted (or changed) by the caller: nothing kept to write."""
         self.kept.pop(client_id, None)
+        self.unwritten.discard(client_id)
 
     async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
         return await read_models.claim_due_stage_changes(self._conn, now, limit)
@@ -86,22 +113,64 @@ class _Clients:
         return await read_models.count_due_stage_changes(self._conn, now)
 
     async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        await self.write_unwritten()
         self.forget(client_id)
         await read_models.dead_letter_stage_change(self._conn, client_id, reason)
 
 
 class _Tasks:
-    def __init__(self, conn: PgConnection) -> None:
+    """Tasks; the open tasks of a client whose lock the unit holds are kept once read (and
+    follow what the unit saves), as the tasks read ahead by :meth:`load` are (#12): nobody
+    else writes a locked client's tasks."""
+
+    def __init__(self, conn: PgConnection, locked: set[str] | None = None) -> None:
         self._conn = conn
+        self._locked = locked if locked is not None else set()
+        self.open_kept: dict[str, dict[uuid.UUID, FollowupTask]] = {}
+        self.known: dict[uuid.UUID, FollowupTask | None] = {}
 
     async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
+        if task_id in self.known:
+            return self.known[task_id]
         return await read_models.fetch_task(self._conn, task_id)
 
+    async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
+        wanted = [t for t in task_ids if t not in self.known]
+        if wanted:
+            found = await read_models.fetch_tasks(self._conn, wanted)
+            for task_id in wanted:
+                self.known[task_id] = found.get(task_id)
+
+    async def load_open(self, client_ids: Sequence[str]) -> None:
+        wanted = [c for c in client_ids if c not in self.open_kept and c in self._locked]
+        if wanted:
+            found = await read_models.open_tasks_of_clients(self._conn, wanted)
+            for client_id, tasks in found.items():
+                self.open_kept[client_id] = {t.id: t for t in tasks}
+
     async def open_of(self, client_id: str) -> list[FollowupTask]:
-        return await read_models.open_tasks_of(self._conn, client_id)
+        kept = self.open_kept.get(client_id)
+        if kept is not None:
+            return sorted(kept.values(), key=lambda t: (t.opened_at, t.id))  # as the SELECT
+        tasks = await read_models.open_tasks_of(self._conn, client_id)
+        if client_id in self._locked:
+            self.open_kept[client_id] = {t.id: t for t in tasks}
+        return tasks
 
     async def save(self, tasks: Sequence[FollowupTask]) -> None:
         await read_models.save_tasks(self._conn, tasks)
+        for task in tasks:
+            self._saved(task)
+
+    def _saved(self, task: FollowupTask) -> None:
+        if task.id in self.known:
+            self.known[task.id] = task
+        kept = self.open_kept.get(task.client_id)
+        if kept is not None:
+            if task.is_open:
+                kept[task.id] = task
+            else:
+                kept.pop(task.id, None)
 
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
         await read_models.set_task_outcome(self._conn, task_id, outcome)
@@ -111,6 +180,27 @@ class _Tasks:
 
     async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
         await read_models.set_task_escalated(self._conn, task_id, to)
+        # as the UPDATE: the first escalation only, in what is kept too
+        known = self.known.get(task_id)
+        if known is not None and known.escalated_to is None:
+            self.known[task_id] = known.model_copy(update={"escalated_to": to})
+        for kept in self.open_kept.values():
+            task = kept.get(task_id)
+            if task is not None and task.escalated_to is None:
+                kept[task_id] = task.model_copy(update={"escalated_to": to})
+
+    def forget_client(self, client_id: str) -> None:
+        """The client's tasks are deleted by the caller: read them again when asked."""
+        self.open_kept.pop(client_id, None)
+        self.known = {i: t for i, t in self.known.items() if t is None or t.client_id != client_id}
+
+    def snapshot(self) -> tuple[dict[str, dict[uuid.UUID, FollowupTask]], dict[uuid.UUID, Any]]:
+        return {c: dict(k) for c, k in self.open_kept.items()}, dict(self.known)
+
+    def restore(
+        self, saved: tuple[dict[str, dict[uuid.UUID, FollowupTask]], dict[uuid.UUID, Any]]
+    ) -> None:
+        self.open_kept, self.known = saved
 
 
 class _Timers:
@@ -219,9 +309,22 @@ class _Holdings:
         return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
 
 
+_CHANGES_CLIENT_ROW = frozenset(
+    {EventType.CLIENT_ACCOUNT_CLOSED.value, EventType.CLIENT_ACCOUNT_REOPENED.value}
+)
+"""Events whose service-loop facts are written into ``fu_clients`` (its closure reason)."""
+
+
 class _Activity:
-    def __init__(self, conn: PgConnection, *, collect_timeline: bool = False) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        *,
+        collect_timeline: bool = False,
+        clients: _Clients | None = None,
+    ) -> None:
         self._conn = conn
+        self._clients = clients
         self.timeline: list[tuple[Any, ...]] | None = [] if collect_timeline else None
         """The unit's console timeline rows, written together before it commits (#12:
         nothing reads the timeline while events are applied); None: each written at once."""
@@ -269,6 +372,8 @@ class _Activity:
         await read_models.record_complaint_step(self._conn, event, status, **columns)
 
     async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
+        if self._clients is not None and event.type in _CHANGES_CLIENT_ROW:
+            await self._clients.write_unwritten()  # its UPDATE needs the row written
         await record_service_loop_facts(self._conn, event, rm_id)
 
     async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
@@ -310,27 +415,68 @@ class _Privacy:
 
 
 class _Journal:
+    """The client journal. With ``collect``, the stores' latest places of the clients read
+    ahead (:meth:`load`) are kept, so keeping one of their events is checked here and its row
+    written with the others by :meth:`write_unwritten` (#12: one statement per batch, not per
+    event); the client's lock makes the check the one the statement would make."""
+
     def __init__(
         self,
         conn: PgConnection,
         activity: _Activity | None = None,
         clients: _Clients | None = None,
+        tasks: _Tasks | None = None,
+        *,
+        collect: bool = False,
     ) -> None:
         self._conn = conn
         self._activity = activity
         self._clients = clients
+        self._tasks = tasks
+        self._collect = collect
+        self.latest: dict[tuple[str, str], client_journal.Place | None] = {}
+        """(client, store) read ahead → the latest positioned place kept (None: none)."""
+        self.unwritten: list[tuple[Any, ...]] = []
+
+    async def load(self, pairs: Sequence[tuple[str, str]]) -> None:
+        wanted = [p for p in dict.fromkeys(pairs) if p not in self.latest]
+        if self._collect and wanted:
+            found = await client_journal.latest_places(self._conn, wanted)
+            for pair in wanted:
+                self.latest[pair] = found.get(pair)
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
-        return await client_journal.keep(self._conn, event, position)
+        row = client_journal.journal_row(event, position)
+        _, client_id, source, global_position, recorded_ms, _ = row
+        if client_id is None or (client_id, source) not in self.latest:
+            return await client_journal.keep(self._conn, event, position)
+        self.unwritten.append(row)
+        if global_position is None:
+            return False  # its place unknown: never found late (arrives_late)
+        place = (recorded_ms, global_position)
+        latest = self.latest[(client_id, source)]
+        if latest is None or place > latest:
+            self.latest[(client_id, source)] = place
+            return False
+        return latest > place
+
+    async def write_unwritten(self) -> None:
+        if self.unwritten:
+            rows, self.unwritten = self.unwritten, []
+            await self._conn.executemany(client_journal.KEEP_ROW, rows)
 
     async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        await self.write_unwritten()
         return await client_journal.of_client(self._conn, client_id)
 
     async def clear_read_models(self, client_id: str) -> None:
+        await self.write_unwritten()  # the DELETEs below select by the client's kept events
         if self._activity is not None:
             self._activity.forget_client(client_id)  # its timeline rows not written yet
         if self._clients is not None:
             self._clients.forget(client_id)  # its row is deleted below
+        if self._tasks is not None:
+            self._tasks.forget_client(client_id)  # its own events' tasks are deleted below
         await client_journal.clear_read_models(self._conn, client_id)
 
 
@@ -359,29 +505,30 @@ class _Events:
 class PostgresFollowupUnitOfWork:
     """A unit of work over ``conn`` within a transaction the caller opened (the rebuild's
     batches); :class:`PostgresUnitsOfWork` opens one per unit for the live processes.
-    ``collect_timeline``: the console timeline rows are written together by
-    :meth:`write_collected`, which the opener calls before it commits."""
+    ``collect``: the console timeline rows, and the facts and journal rows of the clients
+    held, are written together by :meth:`write_collected`, which the opener calls before it
+    commits (#12)."""
 
     def __init__(
         self,
         conn: PgConnection,
         client_lock_class: int = LIVE_CLIENT_LOCK_CLASS,
         *,
-        collect_timeline: bool = False,
+        collect: bool = False,
     ) -> None:
         self._conn = conn
         self._lock_class = client_lock_class
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
-        self.clients = _Clients(conn, self._locked)
-        self.tasks = _Tasks(conn)
+        self.clients = _Clients(conn, self._locked, collect=collect)
+        self.tasks = _Tasks(conn, self._locked)
         self.timers = _Timers(conn)
         self.holdings = _Holdings(conn)
-        self.activity = _Activity(conn, collect_timeline=collect_timeline)
+        self.activity = _Activity(conn, collect_timeline=collect, clients=self.clients)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
-        self.journal = _Journal(conn, self.activity, self.clients)
+        self.journal = _Journal(conn, self.activity, self.clients, self.tasks, collect=collect)
 
     async def lock_client(self, client_id: str) -> None:
         if client_id in self._locked:
@@ -397,6 +544,20 @@ class PostgresFollowupUnitOfWork:
             self._locked.add(client_id)
         return locked
 
+    async def hold_clients_of(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        pairs = [(e.client_id, p.source if p else e.source) for e, p in events if e.client_id]
+        clients = sorted({c for c, _ in pairs} - self._locked)
+        if clients:
+            # in one order (by id), so two units holding several clients cannot deadlock
+            await lock_clients(self._conn, clients, self._lock_class)
+            self._locked.update(clients)
+        held = sorted({c for c, _ in pairs})
+        await self.clients.load(held)
+        await self.tasks.load_open(held)
+        await self.journal.load(pairs)
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await read_models.mark_applied(self._conn, event, position)
 
@@ -407,12 +568,18 @@ class PostgresFollowupUnitOfWork:
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits)."""
+        await self.clients.write_unwritten()
+        await self.journal.write_unwritten()
         await self.activity.write_collected()
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
         kept = dict(self.clients.kept)
+        unwritten = set(self.clients.unwritten)
+        tasks = self.tasks.snapshot()
+        latest = dict(self.journal.latest)
+        journal_rows = list(self.journal.unwritten)
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
@@ -421,10 +588,15 @@ class PostgresFollowupUnitOfWork:
                 yield
         except BaseException:
             # Rolling back to the savepoint releases the locks taken since it was set, and
-            # the timeline collected is the one it had, as the table's rows are.
+            # what the unit kept or collected is what it had, as the tables' rows are (rows
+            # collected before it and written within it are rolled back: written again later).
             self._locked.clear()
             self._locked.update(held)
             self.clients.kept = kept
+            self.clients.unwritten = unwritten
+            self.tasks.restore(tasks)
+            self.journal.latest = latest
+            self.journal.unwritten = journal_rows
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             raise
@@ -451,7 +623,7 @@ class PostgresUnitsOfWork:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 await hold_swap_lock_shared(conn)
-                unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect_timeline=True)
+                unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
-from branchline_followup.application.projector import Projection, apply_event, project
+from branchline_followup.application.projector import (
+    Projection,
+    apply_event,
+    locks_client,
+    may_open_tasks,
+    project,
+)
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import retry_transient
@@ -53,13 +59,21 @@ async def _apply_all(
     # events decide are recorded together at its end (#12: round trips per batch, not per
     # event); the effect is the one of applying each event in turn with its own.
     fresh = await uow.mark_applied_all([(d.event, d.position) for d in batch])
-    creations = PendingCreations()
+    todo: list[Delivered] = []
     for delivered in batch:
         event_id = delivered.event.event_id
         if event_id not in fresh:
             outcome.already_applied += 1
             continue
         fresh.discard(event_id)  # a repeat later in the batch changes nothing
+        todo.append(delivered)
+    # The batch's clients are locked and what applying their events reads of them is read
+    # ahead, in a few statements for the whole batch (#12); the rest is read when asked.
+    held = [(d.event, d.position) for d in todo if locks_client(d.event)]
+    await uow.hold_clients_of(held)
+    creations = PendingCreations()
+    await creations.look_up_ahead(uow, [e.event_id for e, _ in held if may_open_tasks(e)])
+    for delivered in todo:
         await project(
             uow, delivered.event, projection, delivered.position, marked=True, creations=creations
         )

@@ -57,6 +57,11 @@ class TaskRepository(Protocol):
 
     async def save(self, tasks: Sequence[FollowupTask]) -> None: ...
 
+    async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
+        """Read these tasks ahead, in one go (#12): a later :meth:`get` of one of them asks
+        nothing more. Only for tasks of clients the unit holds (nobody else writes them)."""
+        ...
+
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None: ...
 
     async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
@@ -278,6 +283,15 @@ class FollowupUnitOfWork(Protocol):
 
     async def try_lock_client(self, client_id: str) -> bool:
         """:meth:`lock_client` without waiting: False when another unit holds it."""
+        ...
+
+    async def hold_clients_of(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        """:meth:`lock_client` for the clients of ``events`` at once, in a fixed order, and
+        read ahead what applying the events reads of them (#12: a batch's round trips per
+        batch, not per event): their facts, open tasks and the journal's latest place of each
+        store. Only an optimisation: what is not read ahead is read when asked."""
         ...
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:

@@ -93,6 +93,21 @@ NOT_PROJECTED = frozenset({EventType.CLIENT_DATA_READ})
 """Records about the client, not facts of the client: a read changes nothing of the views."""
 
 
+def locks_client(event: RecordedEvent) -> bool:
+    """Whether :func:`project` takes the lock of the event's client (and reads its facts)."""
+    return (
+        event.client_id is not None
+        and event.type != TASK_CREATED
+        and event.type not in NOT_PROJECTED
+    )
+
+
+def may_open_tasks(event: RecordedEvent) -> bool:
+    """Whether the rules decide on the event (tasks it may make due carry its id; a stage
+    change by an event of another type does too, found when asked)."""
+    return event.type in HANDLED_EVENT_TYPES
+
+
 async def apply_event(
     units: UnitsOfWork,
     event: RecordedEvent,

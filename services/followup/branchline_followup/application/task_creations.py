@@ -59,9 +59,32 @@ class PendingCreations:
 
     events: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
     """Event id → the creation, with a provisional stream version (set when recorded)."""
+    looked_up: set[uuid.UUID] = field(default_factory=set)
+    """Creation event ids looked up ahead in followup's store (:meth:`look_up_ahead`)."""
+    found: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
+    """Those of :attr:`looked_up` that were recorded."""
 
     def add(self, events: Iterable[RecordedEvent]) -> None:
         self.events |= {e.event_id: e for e in events}
+
+    async def look_up_ahead(
+        self, uow: FollowupUnitOfWork, source_event_ids: Iterable[uuid.UUID]
+    ) -> None:
+        """Look up, in one statement each, the recorded creations and the stored tasks of
+        every task of any kind that the events ``source_event_ids`` could make due (#12: per
+        batch, not per creating event). Only for events of clients the unit holds: their
+        tasks and creations are written under the client's lock, so what was found stays
+        true until the unit ends but for what the unit itself adds (:attr:`events`)."""
+        candidates = [
+            task_id_for(source, kind) for source in set(source_event_ids) for kind in TaskKind
+        ]
+        if not candidates:
+            return
+        await uow.tasks.load(candidates)
+        ids = [task_created_event_id(task_id) for task_id in candidates]
+        stored = await uow.events.find(ids)
+        self.looked_up.update(ids)
+        self.found |= {event_id: s.event for event_id, s in stored.items()}
 
     async def record(self, uow: FollowupUnitOfWork, topic: str) -> int:
         """Record what is pending in ``uow`` (before it commits); how many were recorded."""
@@ -102,10 +125,15 @@ async def recorded_creations(
     by_event |= {task_created_event_id(task_id): task_id for task_id in task_ids}
     if not by_event:
         return {}
-    found = {
-        event_id: stored.event
-        for event_id, stored in (await uow.events.find(list(by_event))).items()
-    }
+    ask = list(by_event)
+    found: dict[uuid.UUID, RecordedEvent] = {}
+    if pending is not None and pending.looked_up:
+        found = {i: pending.found[i] for i in ask if i in pending.found}
+        ask = [i for i in ask if i not in pending.looked_up]
+    if ask:
+        found |= {
+            event_id: stored.event for event_id, stored in (await uow.events.find(ask)).items()
+        }
     if pending is not None:
         found |= {i: pending.events[i] for i in by_event.keys() & pending.events.keys()}
     return {by_event[event_id]: event for event_id, event in found.items()}
