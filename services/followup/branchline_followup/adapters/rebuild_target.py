@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from branchline_followup.adapters import pg_schemas, read_models
+from branchline_followup.adapters import client_journal, pg_schemas, read_models
 from branchline_followup.adapters.console_read_models import (
     TIMELINE_INSERT,
     apply_for_console,
@@ -33,7 +33,6 @@ from branchline_followup.adapters.unit_of_work import (
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
-from branchline_followup.domain.source_order import recorded_ms
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
@@ -65,12 +64,6 @@ _CLIENTS_UPSERT = (
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()"
 )
 """:func:`read_models.save_client`'s statement, for many clients at once."""
-
-_JOURNAL_INSERT = (
-    "INSERT INTO fu_client_events "
-    "(event_id, client_id, source, global_position, recorded_ms, envelope) "
-    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING"
-)
 
 _CLOSURE_TYPES = frozenset(
     {EventType.CLIENT_ACCOUNT_CLOSED.value, EventType.CLIENT_ACCOUNT_REOPENED.value}
@@ -177,24 +170,19 @@ class _BulkWrites:
 
     def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         """:func:`client_journal.keep` from memory: the row is written with the others."""
-        client_id = event.client_id
-        if client_id is None:
+        if event.client_id is None:
             return False
-        source = position.source if position else event.source
-        place = position.global_position if position else None
-        ms = recorded_ms(event.recorded_at)
-        self._journal_rows.append(
-            (event.event_id, client_id, source, place, ms, event.model_dump(mode="json"))
-        )
+        row = client_journal.journal_row(event, position)
+        self._journal_rows.append(row)
+        _, client_id, source, global_position, ms, _ = row
+        if global_position is None:
+            return False  # its place unknown: never found late (arrives_late)
+        place = (ms, global_position)
         latest = self.latest.get((client_id, source))
-        # as the statement compares rows: a place without a position is never found late,
-        # nor later than another; (ms, NULL) is only behind a row of a later millisecond
-        if place is None:
-            return latest is not None and latest[0] > ms
-        late = latest is not None and latest > (ms, place)
-        if not late:
-            self._set(self.latest, (client_id, source), (ms, place))
-        return late
+        if latest is not None and latest > place:
+            return True
+        self._set(self.latest, (client_id, source), place)
+        return False
 
     def mark(self) -> _Mark:
         # the timeline as a copy: a re-projection removes rows from its middle
@@ -233,7 +221,9 @@ class _BulkWrites:
     async def write_journal(self, conn: PgConnection) -> None:
         """The journal rows not written yet (before a statement reads the journal)."""
         if len(self._journal_rows) > self._journal_written:
-            await conn.executemany(_JOURNAL_INSERT, self._journal_rows[self._journal_written :])
+            await conn.executemany(
+                client_journal.KEEP_ROW, self._journal_rows[self._journal_written :]
+            )
             self._journal_written = len(self._journal_rows)
 
     @property
@@ -345,6 +335,9 @@ class _RebuildTasks(_Tasks):
             return task
         await self._bulk.write_tasks(self._conn)
         return await super().get(task_id)
+
+    async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
+        return None  # :meth:`get` answers from memory, or reads what it does not know
 
     async def open_of(self, client_id: str) -> list[FollowupTask]:
         bulk = self._bulk
@@ -476,7 +469,7 @@ class _RebuildJournal(_Journal):
     def __init__(self, conn: PgConnection, bulk: _BulkWrites, tasks: _RebuildTasks) -> None:
         super().__init__(conn)
         self._bulk = bulk
-        self._tasks = tasks
+        self._open_tasks = tasks
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return self._bulk.keep(event, position)
@@ -490,7 +483,7 @@ class _RebuildJournal(_Journal):
         await self._bulk.write_tasks(self._conn)  # and delete tasks and timers
         self._bulk.clear_client(client_id)  # as the DELETEs below do in the tables
         await super().clear_read_models(client_id)
-        await self._tasks.reread(client_id)  # a task a clientless event caused stays
+        await self._open_tasks.reread(client_id)  # a task a clientless event caused stays
 
 
 class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
@@ -514,6 +507,11 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
 
     async def try_lock_client(self, client_id: str) -> bool:
         return True
+
+    async def hold_clients_of(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        return None  # nothing to lock, and what it would read ahead is in memory
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return self._bulk.mark_applied(event, position)
