@@ -100,7 +100,8 @@ class RebuildTarget(Protocol):
         ...
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
-        """followup's own events that may not be on Kafka yet (within the swap)."""
+        """followup's own events that may not be on Kafka yet and the rebuild has not applied
+        (within the swap)."""
         ...
 
     async def swap_in(self, *, applied: int, skipped: int) -> None:
