@@ -7,7 +7,7 @@ what was appended; prints events per second of each and their ratios, the statem
 per event and the CPU of this process per event.
 
     python -m bench.profile_ledger [--events 10000] [--rounds 3] [--checkpoints 0]
-                                   [--profile-append FILE] [--profile-verify FILE]
+                                   [--profile-append FILE] [--profile-verify FILE] [--sql]
 
 ``--checkpoints N`` signs a checkpoint after every N appended events (the benchmark signs
 none), so verification checks signatures and roots too. ``--profile-*`` samples that part
@@ -100,6 +100,9 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
                 await checkpoint_now(audit)
         append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
         append_statements = sum(STATEMENTS.values())
+        if args.sql and r == 0:
+            for sql, count in STATEMENTS.most_common(12):
+                print(f"  append: {count / (args.events / BATCH):5.2f} per transaction  {sql}")
         if profiler is not None:
             profiler.stop()
             write_profile(profiler, Path(args.profile_append))
@@ -150,6 +153,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkpoints", type=int, default=0, help="sign one every N events")
+    parser.add_argument("--sql", action="store_true", help="statements per append, by text")
     parser.add_argument("--profile-append", help="pyinstrument profile of the first append")
     parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
     args = parser.parse_args()
