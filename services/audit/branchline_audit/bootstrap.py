@@ -133,7 +133,11 @@ def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair 
     return SelfRepair(
         settings,
         ConsumerSource(
-            CONSUMER, topics.audit_consumer_dlq.name, lambda: ledger_applied(pool), OWN_SOURCES
+            CONSUMER,
+            topics.audit_consumer_dlq.name,
+            lambda: ledger_applied(pool),
+            OWN_SOURCES,
+            has=lambda ids: ledger_has(pool, ids),
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

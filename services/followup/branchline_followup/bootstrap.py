@@ -180,6 +180,7 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             CONSUMER,
             runtime.topics.followup_worker_dlq.name,
             lambda: read_models_applied(runtime.pool),
+            has=lambda ids: read_models_have(runtime.pool, ids),
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

@@ -56,8 +56,12 @@ _WRITE_SQL = """
 WITH written AS (
     INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
                            occurred_at, recorded_at, submission_hash, envelope)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::jsonb[])
+    SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
+           submission_hash, envelope::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::text[])
+         AS v(event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
+              submission_hash, envelope)
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
@@ -211,7 +215,10 @@ class PostgresUnitOfWork:
             [e.occurred_at for e in events],
             [e.recorded_at for e in events],
             [s.submission_hash for s in self._staged],
-            [e.model_dump(mode="json") for e in events],
+            # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
+            # call each, instead of dumped to Python objects that the connection's jsonb codec
+            # then encodes one by one in Python (#12).
+            [e.model_dump_json() for e in events],
             [s.topic for s in self._staged],
             [e.subject_id for e in events],
             list(last_versions),

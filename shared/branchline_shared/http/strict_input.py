@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -48,6 +49,7 @@ __all__ = [
     "StrictInput",
     "body_errors",
     "parse_strict_json",
+    "plainly_clean",
 ]
 
 PARSED_BODY = "branchline.parsed_body"
@@ -109,6 +111,37 @@ def parse_strict_json(body: bytes) -> Any:
         )
     except RecursionError:
         raise _Refused("body", f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
+
+
+# A byte that could make a decoded string hold a refused character: C0 controls but tab, line
+# feed and carriage return (raw ones are refused by the parser inside strings anyway), DEL,
+# every non-ASCII byte and the backslash, which starts every escape (``\u0000``, ``\b``).
+_NOT_PLAIN = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\xff\\]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_INNERMOST = re.compile(rb"\{\}|\[\]")
+_SEALED_PREFIX = SEALED_PREFIX.encode()
+
+
+def plainly_clean(body: bytes) -> bool:
+    """True when the parsed ``body`` certainly has no :func:`body_errors`, judged from its
+    bytes in a few passes of compiled regular expressions instead of a Python walk over every
+    string (#12: the walk was about a tenth of a batch's CPU). Holds for a body that parsed
+    as JSON, is printable ASCII without a backslash (so every character of every decoded
+    string is a byte of the body as it is: no control character, no surrogate, and the
+    reserved prefix only where the bytes hold it) and nests at most :data:`MAX_DEPTH` levels;
+    anything else is left to :func:`body_errors`, which decides (and names the field)."""
+    if _NOT_PLAIN.search(body) is not None or _SEALED_PREFIX in body:
+        return False
+    # Without escapes every quote opens or closes a string: split at the quotes, the even
+    # parts are what lies outside strings; of that, a valid document's brackets are left,
+    # properly nested. Each pass removes the innermost pairs, so the passes needed are the
+    # deepest nesting.
+    brackets = b"".join(body.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets
 
 
 def body_errors(document: Any) -> list[dict[str, Any]]:
@@ -234,7 +267,7 @@ class StrictInput:
             except ValueError:
                 document = None  # not JSON: the route answers 400 with the parser's position
             else:
-                errors = body_errors(document)
+                errors = [] if plainly_clean(body) else body_errors(document)
                 if errors:
                     await _refuse(errors, send)
                     return

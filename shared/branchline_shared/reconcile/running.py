@@ -55,6 +55,9 @@ class ConsumerSource:
     dead_letter_topic: str
     applied: Callable[[], Awaitable[list[AppliedEvent]]]
     own_sources: frozenset[str] = frozenset()
+    has: Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]] | None = None
+    """Which of the given event ids the consumer applied: what its self-check asks, a page
+    at a time, instead of reading everything it applied (:mod:`.self_repair`, #12)."""
 
 
 @dataclass
@@ -80,7 +83,7 @@ def store_sources(settings: CommonSettings) -> list[StoreSource]:
 
 
 @contextlib.asynccontextmanager
-async def _connected(dsn: str) -> AsyncIterator[PgConnection]:
+async def store_connection(dsn: str) -> AsyncIterator[PgConnection]:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         yield conn
@@ -123,7 +126,7 @@ async def reconcile(
     applied = {consumer.name: await consumer.applied() for consumer in consumers}
     logs: dict[str, list[StoreEvent]] = {}
     for store in stores:
-        async with _connected(store.dsn) as conn:
+        async with store_connection(store.dsn) as conn:
             logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
     reports: list[ConsumerReport] = []
     for consumer in consumers:
@@ -150,7 +153,7 @@ async def reconcile(
             missing = [e for r in reports for e in r.missing if e.source == store.source]
             if not missing:
                 continue
-            async with _connected(store.dsn) as conn:
+            async with store_connection(store.dsn) as conn:
                 count = await requeue(conn, missing)
             result.requeued[store.source] = count
             REPAIRED.labels(store.source).inc(count)

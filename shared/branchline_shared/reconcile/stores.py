@@ -74,3 +74,58 @@ async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
 
 def event_ids(events: Iterable[StoreEvent]) -> set[uuid.UUID]:
     return {e.event_id for e in events}
+
+
+async def read_store_page(
+    conn: PgConnection, source: str, *, after: LogPosition, limit: int
+) -> list[StoreEvent]:
+    """Up to ``limit`` events of the store after ``after``, in log order, without their outbox
+    state: ``in_flight`` here only says that the writing transaction is not yet below the
+    snapshot's xmin (an older one may still commit before it). :func:`outbox_states` adds
+    the outbox's part for the events that need it."""
+    rows = await conn.fetch(
+        """
+        SELECT tx_id::text::bigint AS tx, global_position, event_id, stream_id,
+               stream_version, client_id,
+               tx_id >= pg_snapshot_xmin(pg_current_snapshot()) AS in_flight
+        FROM es_events
+        WHERE (tx_id, global_position) > ($1::text::xid8, $2)
+        ORDER BY tx_id, global_position
+        LIMIT $3
+        """,
+        str(after.tx_id),
+        after.global_position,
+        limit,
+    )
+    return [
+        StoreEvent(
+            source=source,
+            event_id=r["event_id"],
+            log_position=LogPosition(r["tx"], r["global_position"]),
+            stream_id=r["stream_id"],
+            stream_version=r["stream_version"],
+            client_id=r["client_id"],
+            topic="",
+            in_flight=bool(r["in_flight"]),
+        )
+        for r in rows
+    ]
+
+
+async def outbox_states(
+    conn: PgConnection, event_ids: Sequence[uuid.UUID], *, grace_s: float
+) -> dict[uuid.UUID, tuple[str, bool]]:
+    """Of each of ``event_ids`` with an outbox row: its topic, and whether it is in flight
+    (a row not yet published, or published less than ``grace_s`` ago), as
+    :func:`read_store_log` judges it."""
+    rows = await conn.fetch(
+        """
+        SELECT event_id, min(topic) AS topic,
+               bool_or(published_at IS NULL)
+               OR max(published_at) > now() - make_interval(secs => $2) AS in_flight
+        FROM es_outbox WHERE event_id = ANY($1::uuid[]) GROUP BY event_id
+        """,
+        list(event_ids),
+        grace_s,
+    )
+    return {r["event_id"]: (r["topic"], bool(r["in_flight"])) for r in rows}

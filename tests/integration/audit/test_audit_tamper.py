@@ -16,11 +16,12 @@ from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.domain.canonical import (
+    canonical_event,
     chain_hash,
     entry_canonical_bytes,
     format_appended_at,
 )
-from branchline_audit.domain.verification import LedgerVerdict
+from branchline_audit.domain.verification import LedgerVerdict, stored_entry
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
@@ -381,3 +382,34 @@ async def test_entries_written_before_the_bytes_were_stored_verify_as_before(
     verdict = await _verify(audit)
     assert verdict.first_bad_position == 250, verdict.reason
     assert verdict.bad_positions == (250,)
+
+
+async def test_rows_are_read_in_pages_in_ledger_order_and_match_the_stored_entries(
+    ledger_1000: Built,
+) -> None:
+    """#12: verification reads pages (the next one asked for while one is checked); every
+    row once, in order, as the entry reader sees it; a reader that stops early leaves no
+    page being read."""
+    _, audit = ledger_1000
+    stored = [e async for e in audit.ledger.scan_stored()]
+    pages = [page async for page in audit.ledger.scan_rows(page_size=300)]
+    assert [len(p) for p in pages] == [300, 300, 300, 100]
+    rows = [row for page in pages for row in page]
+    assert [stored_entry(r) for r in rows] == stored
+    async for _page in audit.ledger.scan_rows(page_size=100):
+        break  # the prefetched page is cancelled; the pool is not left short
+    assert await audit.ledger.size() == SIZE
+
+
+async def test_the_event_column_holds_the_event_as_hashed(ledger_1000: Built) -> None:
+    """#12: the append hands PostgreSQL the event's JSON from its canonical bytes; read
+    back, the column is that event."""
+    settings, _ = ledger_1000
+    async with superuser(settings) as conn:
+        rows = await conn.fetch(
+            "SELECT position, event, appended_at, canonical FROM audit_ledger ORDER BY position"
+        )
+    for row in rows:
+        event = json.loads(row["event"])
+        at = format_appended_at(row["appended_at"])
+        assert canonical_event(bytes(row["canonical"]), row["position"], at) == event

@@ -26,20 +26,37 @@ from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.application import rebuild as rebuild_module
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
+from branchline_followup.application.reprojection import REPROJECTIONS
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import event_headers
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
-from tests.integration.followup.harness import History, followup_db, now_utc, wire
+from tests.integration.followup.harness import (
+    History,
+    followup_db,
+    generate_history,
+    now_utc,
+    snapshot,
+    wire,
+)
 from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 class MemorySource:
-    """The log being replayed, from memory: what the topics would deliver, in order."""
+    """The log being replayed, from memory: what the topics would deliver, in order; with
+    ``store``, each message carries its event's place there, as a relay sends it."""
 
-    def __init__(self, events: Sequence[RecordedEvent]) -> None:
+    def __init__(
+        self, events: Sequence[RecordedEvent], *, store: Sequence[RecordedEvent] = ()
+    ) -> None:
         self._values = [wire(e) for e in events]
+        # each event's place in its store (``store``: its events by recorded time)
+        place = {
+            e.event_id: n + 1 for n, e in enumerate(sorted(store, key=lambda e: e.recorded_at))
+        }
+        self._headers = [event_headers(e, place[e.event_id]) if store else [] for e in events]
         self._read = False
 
     async def start(self) -> int:
@@ -49,8 +66,8 @@ class MemorySource:
         if self._read:
             return
         self._read = True
-        for offset, value in enumerate(self._values):
-            yield ReplayedMessage("intake", 0, offset, 0, value, ())
+        for offset, (value, headers) in enumerate(zip(self._values, self._headers, strict=True)):
+            yield ReplayedMessage("intake", 0, offset, 0, value, headers)
 
     async def extend_to_current_end(self) -> int:
         return 0
@@ -69,7 +86,11 @@ def history() -> History:
 
 
 async def run_rebuild(
-    settings: BranchlineSettings, events: Sequence[RecordedEvent], **target: Any
+    settings: BranchlineSettings,
+    events: Sequence[RecordedEvent],
+    *,
+    store: Sequence[RecordedEvent] = (),
+    **target: Any,
 ) -> RebuildResult:
     admin = await open_pool(
         pg_schemas.with_search_path(settings.followup_database_url, "public"),
@@ -79,7 +100,7 @@ async def run_rebuild(
     try:
         return await rebuild_read_models(
             target=PostgresRebuildTarget(admin, settings.followup_database_url, **target),
-            source=MemorySource(events),
+            source=MemorySource(events, store=store),
             policy=policy_from_settings(settings),
             batch_size=5,
             keep_retired=True,
@@ -126,6 +147,66 @@ async def test_a_failing_event_leaves_no_trace_and_a_repeated_one_is_applied_onc
         timeline = await db.fetch("SELECT event_id FROM fu_read.fu_client_timeline")
         assert failing.event_id not in {r["event_id"] for r in timeline}
         assert len(timeline) == len(h.events) - 1
+
+
+def generated() -> list[RecordedEvent]:
+    history = generate_history(12, end=now_utc() - timedelta(hours=1), span=timedelta(days=30))
+    return sorted(history.events, key=lambda e: e.recorded_at)
+
+
+async def test_what_the_rebuild_remembers_is_undone_with_a_failing_event(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild keeps facts, open tasks and the journal's places in memory across its
+    batches (#12): an event that fails after changing them leaves the same read models as a
+    history without it."""
+    settings = make_settings(infra, tmp_path)
+    events = generated()
+    # one that changes a client's facts and closes a task: a visit's close
+    failing = next(e for e in events[len(events) // 2 :] if e.type == "visit.closed")
+    without = [e for e in events if e is not failing]
+    real_project = rebuild_module.project
+
+    async def project(uow: Any, event: RecordedEvent, *args: Any) -> bool:
+        applied = await real_project(uow, event, *args)
+        if event.event_id == failing.event_id:
+            raise ValueError("a projection failure (what the live worker dead-letters)")
+        return applied
+
+    async with followup_db(settings) as db:
+        await run_rebuild(settings, without, store=events)
+        expected = await snapshot(db)
+        await run_rebuild(settings, events, store=events)
+        whole = await snapshot(db)
+        monkeypatch.setattr(rebuild_module, "project", project)
+        result = await run_rebuild(settings, events, store=events)
+        assert result.skipped == 1
+        assert await snapshot(db) == expected
+    assert {k: v for k, v in whole.items() if k != "fu_applied_events"} != {
+        k: v for k, v in expected.items() if k != "fu_applied_events"
+    }, "the failing event changes more than its applied record"
+
+
+async def test_a_late_event_in_the_replayed_log_is_projected_as_in_order(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """A log that delivers a client's event after later ones (a reconcile repair) makes the
+    rebuild project the client again (ADR-0014) from the journal it keeps in memory and
+    writes in bulk (#12): the result is the in-order rebuild's."""
+    settings = make_settings(infra, tmp_path)
+    events = generated()
+    client = events[0].client_id
+    own = [e for e in events if e.client_id == client]
+    late = own[0]  # the client's registration, delivered after all its other events
+    shuffled = [e for e in events if e is not late] + [late]
+    async with followup_db(settings) as db:
+        await run_rebuild(settings, events, store=events)
+        in_order = await snapshot(db)
+        before = REPROJECTIONS._value.get()
+        await run_rebuild(settings, shuffled, store=events)
+        assert REPROJECTIONS._value.get() == before + 1
+        assert await snapshot(db) == in_order
+    assert len(own) > 5
 
 
 async def test_the_swap_retries_a_busy_lock_then_swaps_in(infra: Infra, tmp_path: Path) -> None:

@@ -127,15 +127,39 @@ async def prepare_database(settings: AuditSettings) -> None:
         await conn.close()
 
 
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    """jsonb's binary form: a version byte, then JSON text. ``bytes`` are taken as JSON text
+    already encoded (orjson refuses to encode bytes, so nothing meant them otherwise): the
+    ledger hands each event's JSON as it stands in the entry's canonical bytes instead of
+    encoding the event a second time (#12). PostgreSQL parses and checks it as any jsonb."""
+    return _JSONB_VERSION + (value if type(value) is bytes else orjson.dumps(value))
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != _JSONB_VERSION:
+        raise ValueError(f"jsonb binary format version {data[:1]!r} is not 1")
+    return orjson.loads(memoryview(data)[1:])
+
+
 def _role_init(role: str) -> Any:
     async def init(conn: PgConnection) -> None:
-        for type_name in ("json", "jsonb"):
-            await conn.set_type_codec(
-                type_name,
-                encoder=lambda value: orjson.dumps(value).decode(),
-                decoder=orjson.loads,
-                schema="pg_catalog",
-            )
+        await conn.set_type_codec(
+            "json",
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+        # Binary, so that the ledger can append with COPY (binary only in asyncpg).
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            schema="pg_catalog",
+            format="binary",
+        )
         # RESET ALL (run when a connection returns to the pool) leaves the role alone.
         await conn.execute(f"SET ROLE {_ident(role)}")
 

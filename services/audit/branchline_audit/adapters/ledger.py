@@ -10,6 +10,7 @@ the same transaction (:mod:`branchline_audit.domain.subtrees`).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -23,15 +24,14 @@ from branchline_audit.domain.canonical import (
     ChainEntry,
     chain_hash,
     entry_canonical_bytes,
+    event_json,
     format_appended_at,
 )
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.records import (
-    IndexColumns,
     index_columns,
-    is_pruned_marker,
     restriction_of,
 )
 from branchline_audit.domain.relationships import LedgerFact
@@ -42,7 +42,7 @@ from branchline_audit.domain.subtrees import (
     new_nodes,
     required,
 )
-from branchline_audit.domain.verification import StoredEntry
+from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, stored_entry
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -52,6 +52,26 @@ LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 _COLUMNS = (
     "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
     "appended_at, prev_hash, hash, pruned_at, canonical"
+)
+
+
+_APPENDED = (
+    "position",
+    "event_id",
+    "event",
+    "event_type",
+    "client_id",
+    "actor_id",
+    "branch_id",
+    "occurred_at",
+    "appended_at",
+    "prev_hash",
+    "hash",
+    "canonical",
+)
+_ROWS_AFTER = (
+    f"SELECT {', '.join(ROW_FIELDS)} FROM audit_ledger "  # noqa: S608 - fixed columns
+    "WHERE position > $1 ORDER BY position LIMIT $2"
 )
 
 
@@ -87,29 +107,7 @@ def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
 
 
 def _stored(row: asyncpg.Record) -> StoredEntry:
-    pruned_at = row["pruned_at"]
-    event = row["event"]
-    canonical = row["canonical"]
-    return StoredEntry(
-        entry=ChainEntry(
-            position=row["position"],
-            event=event,
-            appended_at=format_appended_at(row["appended_at"]),
-            prev_hash=bytes(row["prev_hash"]),
-            hash=bytes(row["hash"]),
-            pruned=pruned_at is not None or is_pruned_marker(event),
-            canonical=None if canonical is None else bytes(canonical),
-        ),
-        columns=IndexColumns(
-            event_id=row["event_id"],
-            event_type=row["event_type"],
-            client_id=row["client_id"],
-            actor_id=row["actor_id"],
-            branch_id=row["branch_id"],
-            occurred_at=row["occurred_at"],
-        ),
-        pruned_at=pruned_at,
-    )
+    return stored_entry([row[name] for name in ROW_FIELDS])
 
 
 class PostgresLedger:
@@ -176,7 +174,9 @@ class PostgresLedger:
                 (
                     position,
                     index.event_id,
-                    event,
+                    # The event column gets the event's JSON as hashed (the jsonb codec takes
+                    # bytes as JSON text): no second encoding.
+                    event_json(canonical, position, appended_at),
                     index.event_type,
                     index.client_id,
                     index.actor_id,
@@ -192,18 +192,9 @@ class PostgresLedger:
             prev = digest
         if not rows:
             return []
-        await conn.execute(
-            """
-            INSERT INTO audit_ledger (position, event_id, event, event_type, client_id,
-                                      actor_id, branch_id, occurred_at, appended_at,
-                                      prev_hash, hash, canonical)
-            SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::jsonb[], $4::text[],
-                                 $5::text[], $6::text[], $7::text[],
-                                 $8::timestamptz[], $9::timestamptz[], $10::bytea[],
-                                 $11::bytea[], $12::bytea[])
-            """,
-            *[list(c) for c in zip(*rows, strict=True)],
-        )
+        # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
+        # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
+        await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
         await self._cache_subtrees(conn, position)
         await self._record_restrictions(conn, new_events, now)
         await self._record_source_positions(conn, rows, positions or {})
@@ -341,6 +332,28 @@ class PostgresLedger:
             if len(page) < page_size:
                 return
             after = page[-1].entry.position
+
+    async def scan_rows(self, *, page_size: int = 5000) -> AsyncIterator[Sequence[Any]]:
+        """Every stored row (:data:`ROW_FIELDS` order) in ledger order, a page at a time.
+        The next page is asked for as soon as one arrives, on a second connection, so the
+        database reads it while the caller checks the one it has (the verifier's Python and
+        PostgreSQL then work on the two cores at once)."""
+
+        async def page_after(position: int) -> list[asyncpg.Record]:
+            return await self._pool.fetch(_ROWS_AFTER, position, page_size)
+
+        pending: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(page_after(0))
+        try:
+            while pending is not None:
+                page = await pending
+                pending = None
+                if len(page) == page_size:
+                    pending = asyncio.ensure_future(page_after(page[-1][0]))
+                yield page
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     async def size(self) -> int:
         return int(await self._pool.fetchval("SELECT coalesce(max(position), 0) FROM audit_ledger"))

@@ -63,6 +63,11 @@ class AuditLedger(Protocol):
         """Every entry with its stored columns, in ledger order (constant memory)."""
         ...
 
+    def scan_rows(self, *, page_size: int = 5000) -> AsyncIterator[Sequence[Any]]:
+        """Every stored row (``ROW_FIELDS`` of :mod:`~branchline_audit.domain.verification`)
+        in ledger order, a page at a time (constant memory)."""
+        ...
+
     async def size(self) -> int: ...
 
     async def client_states(self, client_ids: Iterable[str]) -> dict[str, ClientDataState]:

@@ -21,11 +21,12 @@ async def verify_ledger(
     """``progress(n)`` is called after every page with the entries read so far."""
     auditor = LedgerAuditor(await checkpoints.all(), verifier=verifier, origin=origin)
     read = 0
-    async for stored in ledger.scan_stored():
-        read += 1
-        auditor.feed(stored)  # goes on past a bad entry: every bad position is reported
-        if progress is not None and read % 2000 == 0:
+    async for page in ledger.scan_rows():
+        for row in page:
+            auditor.feed_row(row)  # goes on past a bad entry: every bad position is reported
+        read += len(page)
+        if progress is not None:
             progress(read)
-    if progress is not None:
+    if progress is not None and read == 0:
         progress(read)
     return auditor.verdict()

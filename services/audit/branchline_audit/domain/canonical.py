@@ -99,11 +99,15 @@ def entry_canonical_bytes(position: int, event: Mapping[str, Any], appended_at: 
     """The bytes the chain hashes for one entry (definition in the module docstring)."""
     _check_position(position)
     _check_appended_at(appended_at)
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise CanonicalisationError(f"event must be a JSON object, got {type(event).__name__}")
+    plain = dict(event)
+    encoded = _jcs_event_bytes(plain)
+    if encoded is not None:
+        return _entry_head(appended_at) + encoded + _entry_tail(position)
     document: dict[str, Any] = {
         "appended_at": appended_at,
-        "event": dict(event),
+        "event": plain,
         "format": ENTRY_FORMAT,
         "position": position,
     }
@@ -121,6 +125,100 @@ def entry_canonical_bytes(position: int, event: Mapping[str, Any], appended_at: 
 
 _JCS_MAX_INT = 2**53 - 1
 _JCS_MAX_DEPTH = 64
+
+# With JCS the document's members come in this order and only the event varies in form, so
+# an entry's canonical bytes are head + the event's JCS bytes + tail (the module docstring).
+_HEAD_START = b'{"appended_at":"'
+_HEAD_END = b'","event":'
+_TAIL_START = b',"format":"' + ENTRY_FORMAT.encode() + b'","position":'
+_ORJSON_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_ORJSON_NATIVE_ONLY = (
+    _ORJSON_SORTED
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _entry_head(appended_at: str) -> bytes:
+    return _HEAD_START + appended_at.encode() + _HEAD_END
+
+
+def _entry_tail(position: int) -> bytes:
+    return _TAIL_START + str(position).encode() + b"}"
+
+
+def _surely_jcs(encoded: bytes, value: dict[str, Any]) -> bool:
+    """Whether ``encoded``, orjson's sorted output of ``value``, is provably the JCS text of
+    ``value``, by cheaper checks than :func:`_orjson_is_jcs`' walk: every key ASCII (all bytes
+    are), nesting below the JCS depth limit (fewer opening brackets in all than the limit),
+    only plain JSON values and no float (:func:`_plain_json`). Integers beyond 2**53 were
+    refused by ``OPT_STRICT_INTEGER`` already. False means "not proven", not "not JCS": the
+    caller then takes the exact path."""
+    return (
+        encoded.isascii()
+        and encoded.count(b"{") + encoded.count(b"[") < _JCS_MAX_DEPTH
+        and _plain_json(value)
+    )
+
+
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain_json(node: Any) -> bool:
+    """``node`` (an object or an array) holds only objects, arrays, strings, integers,
+    booleans and null, of exactly those types (no float, no subclass, nothing orjson would
+    quietly convert, such as a UUID or a tuple)."""
+    for value in node.values() if type(node) is dict else node:
+        kind = type(value)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if (kind is not dict and kind is not list) or not _plain_json(value):
+            return False
+    return True
+
+
+def _jcs_event_bytes(event: dict[str, Any]) -> bytes | None:
+    """The JCS bytes of ``event`` by orjson when provably identical to the reference
+    encoding (None: not proven, take the exact path). Non-JSON Python values (times,
+    dataclasses, subclasses) make orjson refuse, the rest :func:`_surely_jcs` refuses."""
+    try:
+        encoded = orjson.dumps(event, option=_ORJSON_NATIVE_ONLY)
+    except orjson.JSONEncodeError:
+        return None
+    return encoded if _surely_jcs(encoded, event) else None
+
+
+def event_json(canonical: bytes, position: int, appended_at: str) -> bytes:
+    """The event's JCS text within the canonical bytes of the entry at ``position`` appended at
+    ``appended_at`` (what lies between the fixed head and tail; valid JSON)."""
+    return canonical[len(_entry_head(appended_at)) : -len(_entry_tail(position))]
+
+
+def canonical_event(canonical: bytes, position: int, appended_at: str) -> dict[str, Any] | None:
+    """The event that stored bytes encode, when they are provably the canonical bytes of an
+    entry at ``position`` appended at ``appended_at`` (a fast path of :func:`stored_bytes_problem`:
+    byte comparisons and one parse instead of a decode and a re-encode through the
+    reference encoder). None means "not proven": :func:`stored_bytes_problem` decides, and
+    says why.
+
+    Sound because, when it returns an event, ``canonical`` equals head + ``e`` + tail where
+    ``e`` is orjson's sorted encoding of what ``e`` parses to, proven JCS: so ``canonical``
+    is ``entry_canonical_bytes(position, event, appended_at)``, which
+    :func:`decode_canonical_bytes` accepts, and decodes to the same three values."""
+    if not 1 <= position <= MAX_POSITION or not _APPENDED_AT.fullmatch(appended_at):
+        return None
+    head, tail = _entry_head(appended_at), _entry_tail(position)
+    if not (canonical.startswith(head) and canonical.endswith(tail)):
+        return None
+    body = canonical[len(head) : len(canonical) - len(tail)]
+    try:
+        event = orjson.loads(body)
+        if type(event) is not dict or orjson.dumps(event, option=_ORJSON_SORTED) != body:
+            return None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return event if _surely_jcs(body, event) else None
 
 
 def _orjson_is_jcs(document: Any) -> bool:
@@ -247,7 +345,7 @@ class ChainVerdict:
     the first bad one. ``head`` is the hex hash of the last entry that verified (the starting
     ``prev_hash`` if none did). ``tree_root`` is the hex RFC 6962 root over those ``entries``
     leaves, to compare with a signed checkpoint of that size; ``None`` when verification started
-    after position 1.
+    after position 1 or went past the verifier's ``tree_leaves``.
     """
 
     ok: bool
@@ -282,6 +380,7 @@ class ChainVerifier:
         "_prev",
         "_reason",
         "_tree",
+        "_tree_leaves",
     )
 
     def __init__(
@@ -290,12 +389,16 @@ class ChainVerifier:
         start_position: int = 1,
         prev_hash: bytes = GENESIS_PREV_HASH,
         keep_going: bool = False,
+        tree_leaves: int | None = None,
     ) -> None:
         """``start_position``/``prev_hash`` let a verifier resume from a trusted point.
 
         ``keep_going``: a bad entry does not end verification; the chain goes on from the
         entry's stored hash, so every later entry is still checked against its own content
-        and link, and a later rewrite is found too (one bad row must not hide the others)."""
+        and link, and a later rewrite is found too (one bad row must not hide the others).
+
+        ``tree_leaves``: the Merkle root is needed only up to this many entries (the largest
+        signed checkpoint); past it no tree is kept and the verdict has no ``tree_root``."""
         _check_position(start_position)
         if len(prev_hash) != HASH_SIZE:
             raise ValueError(f"prev_hash must be {HASH_SIZE} bytes, got {len(prev_hash)}")
@@ -307,6 +410,7 @@ class ChainVerifier:
         self._bad_position: int | None = None
         self._reason: str | None = None
         self._tree: CompactRange | None = CompactRange() if start_position == 1 else None
+        self._tree_leaves = tree_leaves
         self._keep_going = keep_going
         self._also: bytes | None = None
         """After a bad entry: its recomputed hash, an accepted link too (see :meth:`_resync`)."""
@@ -331,13 +435,38 @@ class ChainVerifier:
                 return False
             self._resync(entry)
             return False
-        self._prev = entry.hash
+        self._advance(entry.hash)
+        return True
+
+    def accept(self, position: int, prev_hash: bytes, hash_: bytes, canonical: bytes) -> bool:
+        """The fast path of :meth:`feed` for an entry with stored bytes whose other checks
+        (the bytes encode its position, time and event: :func:`canonical_event`) the caller
+        has made: True and the entry is taken when its position and link are the next and
+        ``SHA-256(prev_hash || canonical)`` is its hash; False and nothing changes otherwise
+        (the caller then feeds the whole entry, which says what is wrong)."""
+        if self.failed or position != self._expected:
+            return False
+        if prev_hash != self._prev and (self._also is None or prev_hash != self._also):
+            return False
+        if hashlib.sha256(prev_hash + canonical).digest() != hash_:
+            return False
+        self._advance(hash_)
+        return True
+
+    def _advance(self, hash_: bytes) -> None:
+        self._prev = hash_
         self._also = None
-        if self._tree is not None:
-            self._tree.append(leaf_hash(entry.hash))
+        self._grow_tree(hash_)
         self._count += 1
         self._expected += 1
-        return True
+
+    def _grow_tree(self, hash_: bytes) -> None:
+        if self._tree is None:
+            return
+        if self._tree_leaves is not None and self._tree.size >= self._tree_leaves:
+            self._tree = None  # no checkpoint beyond: the root is never asked for again
+            return
+        self._tree.append(leaf_hash(hash_))
 
     def mark_bad(self, position: int, reason: str) -> None:
         """Record ``position`` as bad (also for problems found outside the chain)."""
@@ -364,8 +493,7 @@ class ChainVerifier:
         except (CanonicalisationError, ValueError, TypeError):
             self._also = None
         self._prev = stored
-        if self._tree is not None:
-            self._tree.append(leaf_hash(stored))
+        self._grow_tree(stored)
         self._count += 1
         self._expected += 1
 

@@ -83,7 +83,9 @@ def index_columns(event: Mapping[str, Any]) -> IndexColumns:
         event_id=event_id,
         event_type=event_type,
         client_id=_text(event.get("client_id")),
-        actor_id=_text(actor.get("id")) if isinstance(actor, Mapping) else None,
+        actor_id=_text(actor.get("id"))
+        if type(actor) is dict or isinstance(actor, Mapping)
+        else None,
         branch_id=_text(event.get("branch_id")),
         occurred_at=occurred_at,
     )

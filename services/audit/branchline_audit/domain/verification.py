@@ -19,8 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
-from branchline_audit.domain.canonical import ChainEntry, ChainVerifier
+from branchline_audit.domain.canonical import (
+    ChainEntry,
+    ChainVerifier,
+    canonical_event,
+    format_appended_at,
+)
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
 from branchline_audit.domain.records import (
     IndexColumns,
@@ -36,6 +42,99 @@ class StoredEntry:
     entry: ChainEntry
     columns: IndexColumns
     pruned_at: datetime | None
+
+
+ROW_FIELDS = (
+    "position",
+    "prev_hash",
+    "hash",
+    "canonical",
+    "event",
+    "appended_at",
+    "pruned_at",
+    "event_id",
+    "event_type",
+    "client_id",
+    "actor_id",
+    "branch_id",
+    "occurred_at",
+)
+"""A stored row as :meth:`LedgerAuditor.feed_row` takes it: the ledger table's columns in
+this order (``event`` decoded from its JSON, ``appended_at`` and ``pruned_at`` as times)."""
+
+
+def stored_entry(row: Sequence[Any]) -> StoredEntry:
+    """The entry of a stored row (:data:`ROW_FIELDS` order) as the chain and the column checks
+    see it."""
+    (
+        position,
+        prev_hash,
+        hash_,
+        canonical,
+        event,
+        appended_at,
+        pruned_at,
+        event_id,
+        event_type,
+        client_id,
+        actor_id,
+        branch_id,
+        occurred_at,
+    ) = row
+    return StoredEntry(
+        entry=ChainEntry(
+            position=position,
+            event=event,
+            appended_at=format_appended_at(appended_at),
+            prev_hash=bytes(prev_hash),
+            hash=bytes(hash_),
+            pruned=pruned_at is not None or is_pruned_marker(event),
+            canonical=None if canonical is None else bytes(canonical),
+        ),
+        columns=IndexColumns(
+            event_id=event_id,
+            event_type=event_type,
+            client_id=client_id,
+            actor_id=actor_id,
+            branch_id=branch_id,
+            occurred_at=occurred_at,
+        ),
+        pruned_at=pruned_at,
+    )
+
+
+def _columns_agree(event: dict[str, Any], row: Sequence[Any]) -> bool:
+    """True when every index column of ``row`` provably equals what :func:`index_columns`
+    derives from ``event`` (which is then no error either); False means "not proven" and the
+    full check says what differs. Comparing the event id's text with the column's avoids
+    parsing it (a matching canonical text parses to the same UUID)."""
+    event_id = event.get("event_id")
+    event_type = event.get("type")
+    if (
+        type(event_id) is not str
+        or event_id != str(row[7])
+        or type(event_type) is not str
+        or not event_type
+        or event_type != row[8]
+        or _text(event.get("client_id")) != row[9]
+        or _text(event.get("branch_id")) != row[11]
+    ):
+        return False
+    actor = event.get("actor")
+    if (_text(actor.get("id")) if isinstance(actor, dict) else None) != row[10]:
+        return False
+    occurred = event.get("occurred_at")
+    if not isinstance(occurred, str):
+        return row[12] is None
+    try:
+        occurred_at = datetime.fromisoformat(occurred)
+    except ValueError:
+        return False
+    return occurred_at.tzinfo is not None and occurred_at == row[12]
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +172,13 @@ class LedgerAuditor:
         verifier: Verifier | None,
         origin: str,
     ) -> None:
-        self._chain = ChainVerifier(keep_going=True)
         self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
+        self._chain = ChainVerifier(
+            keep_going=True,
+            tree_leaves=self._checkpoints[-1].tree_size if self._checkpoints else 0,
+        )
+        self._appended_at: tuple[datetime, str] | None = None
+        """The last append time seen and its text (an append writes many entries at one)."""
         self._next_checkpoint = 0
         self._last_good_size = 0
         self._checked = 0
@@ -124,6 +228,32 @@ class LedgerAuditor:
             self._covered.extend(pruned_ranges_of(entry.event))
         self._check_checkpoint_at(entry.position)
         return good
+
+    def feed_row(self, row: Sequence[Any]) -> bool:
+        """:meth:`feed` for a stored row (:data:`ROW_FIELDS`), by the fast path when it
+        proves the entry good: its stored bytes are the canonical bytes of its position, time
+        and event (:func:`canonical_event`), that event equals the ``event`` column, the index
+        columns agree with it, it is not pruned, and its hash and link hold
+        (:meth:`ChainVerifier.accept`). Every check of :meth:`feed` is made, in cheaper form;
+        whatever is not proven so goes through :meth:`feed`, which finds and reports it."""
+        canonical, event, appended_at, pruned_at = row[3], row[4], row[5], row[6]
+        if canonical is not None and pruned_at is None and type(event) is dict:
+            seen = self._appended_at
+            if seen is None or seen[0] != appended_at:
+                seen = self._appended_at = (appended_at, format_appended_at(appended_at))
+            position = row[0]
+            decoded = canonical_event(canonical, position, seen[1])
+            if (
+                decoded is not None
+                and decoded == event
+                and not is_pruned_marker(event)
+                and _columns_agree(event, row)
+                and self._chain.accept(position, row[1], row[2], canonical)
+            ):
+                self._covered.extend(pruned_ranges_of(event))
+                self._check_checkpoint_at(position)
+                return True
+        return self.feed(stored_entry(row))
 
     def _column_problem(self, stored: StoredEntry) -> str | None:
         event = stored.entry.event

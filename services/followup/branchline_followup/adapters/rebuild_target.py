@@ -8,24 +8,32 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
-from branchline_followup.adapters import pg_schemas
+from branchline_followup.adapters import client_journal, pg_schemas, read_models
 from branchline_followup.adapters.console_read_models import (
     TIMELINE_INSERT,
     apply_for_console,
     timeline_row,
 )
-from branchline_followup.adapters.read_models import APPLIED_INSERT, applied_row
+from branchline_followup.adapters.read_models import APPLIED_INSERT, FACT_COLUMNS, applied_row
 from branchline_followup.adapters.unit_of_work import (
     PostgresFollowupUnitOfWork,
     _Activity,
+    _Clients,
     _Journal,
+    _Tasks,
+    _Timers,
 )
+from branchline_followup.application.ports import JournaledEvent
+from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain.records import ClientFacts, DueTimer
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
@@ -47,23 +55,98 @@ class SwapAbandoned(RuntimeError):
     (``idle_in_transaction_session_timeout``): nothing was swapped."""
 
 
-class _BulkWrites:
-    """What a rebuild writes row by row but nothing reads back while it runs (#12): the
-    applied-event record and the console timeline, kept here and written once per
-    transaction (``executemany``, in the order the events were applied) instead of one round
-    trip per event each.
+_ABSENT: Any = object()
 
-    Only the rebuild writes its schema, so the ids it applied are all known here: an event
-    seen again (a relay that published twice) is found in :attr:`applied`, as the database's
-    ``ON CONFLICT`` would have found it. A savepoint or transaction that rolls back takes
-    back what it added (:meth:`mark` / :meth:`rollback_to`); a client's re-projection, which
-    deletes the client's timeline rows before applying its events again (ADR-0014), deletes
-    the ones kept here too (:meth:`clear_client`)."""
+_CLIENTS_UPSERT = (
+    f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
+    f"VALUES ($1, {', '.join(f'${i}' for i in range(2, len(FACT_COLUMNS) + 2))}) "
+    f"ON CONFLICT (client_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()"
+)
+""":func:`read_models.save_client`'s statement, for many clients at once."""
+
+_CLOSURE_TYPES = frozenset(
+    {EventType.CLIENT_ACCOUNT_CLOSED.value, EventType.CLIENT_ACCOUNT_REOPENED.value}
+)
+"""Events whose service-loop facts update the client's row in place
+(:func:`~.service_loop_facts.record_service_loop_facts`: ``account_closure_reason``)."""
+
+
+class _Recorder:
+    """Takes what :mod:`.read_models` would send to write tasks and timers, to send it later
+    (:meth:`_BulkWrites.write_tasks`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        self.calls.append((sql, args))
+        return ""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.calls.extend((sql, tuple(row)) for row in rows)
+
+
+REMEMBERED_CLIENTS = 200_000
+"""Beyond this many clients a rebuild stops remembering every client (bounded memory): what it
+remembers is dropped after a batch is written, and a client it does not remember is read."""
+
+
+_Mark = tuple[int, list[tuple[Any, ...]], int, int, int, int, int]
+
+
+class _BulkWrites:
+    """What a rebuild keeps in memory instead of reading or writing it row by row (#12).
+
+    Only the rebuild writes its schema, and it starts empty: what the rebuild wrote is all
+    there is, so it can answer from memory and write at the end of each transaction.
+
+    - The applied-event record and the console timeline, written once per transaction
+      (``executemany``, in the order the events were applied); an event seen again (a relay
+      that published twice) is found in :attr:`applied`, as ``ON CONFLICT`` would have.
+    - Every client's facts, read from here (a client not here does not exist) and written
+      once per transaction for the clients that changed (:meth:`flush`), before anything
+      reads the table (the swap's due stage changes) or changes the row in place.
+    - Every client's open tasks, read from here; the task rows and their timers are written
+      once per transaction too, in the order they were saved (:class:`_RebuildTasks`,
+      :class:`_RebuildTimers`), and before any other statement reads or changes those tables
+      (:meth:`write_tasks`).
+    - The client journal's in-order check (ADR-0014) from the latest place kept per client
+      and store, its rows written once per transaction, and before anything reads them (a
+      re-projection).
+
+    A savepoint or transaction that rolls back takes back what it changed here: an undo log
+    (:meth:`mark` / :meth:`rollback_to`); rows written inside it (a flush before a read) are
+    written again. A client's re-projection (ADR-0014), which deletes what the client's events
+    wrote before applying them again, forgets the same here (:meth:`clear_client`). Past
+    :data:`REMEMBERED_CLIENTS` clients, facts and open tasks are forgotten after a transaction
+    and read again when needed (:attr:`complete` false)."""
 
     def __init__(self) -> None:
         self.applied: set[uuid.UUID] = set()
         self._applied_rows: list[tuple[Any, ...]] = []
         self._timeline_rows: list[tuple[Any, ...]] = []
+        self.facts: dict[str, ClientFacts | None] = {}
+        self.changed: set[str] = set()
+        """Clients whose facts were saved since the last transaction committed (extra ones,
+        after a rollback, are written again with the values the row already holds)."""
+        self.open: dict[str, dict[uuid.UUID, FollowupTask]] = {}
+        self.task_clients: dict[uuid.UUID, str] = {}
+        """Every task the rebuild wrote (some since deleted by a re-projection): its client."""
+        self.complete = True
+        """Every client's facts and open tasks are here (a client absent has none)."""
+        self.latest: dict[tuple[str, str], tuple[int, int]] = {}
+        """The latest place (recorded ms, global position) kept per client and store."""
+        self._journal_rows: list[tuple[Any, ...]] = []
+        self._journal_written = 0
+        self._writes = _Recorder()
+        """Task and timer statements not sent yet (:meth:`write_tasks`)."""
+        self._writes_sent = 0
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def _set(self, store: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((store, key, store.get(key, _ABSENT)))
+        store[key] = value
 
     def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         if event.event_id in self.applied:
@@ -75,19 +158,101 @@ class _BulkWrites:
     def timeline(self, event: RecordedEvent, client_id: str) -> None:
         self._timeline_rows.append(timeline_row(event, client_id))
 
-    def mark(self) -> tuple[int, list[tuple[Any, ...]]]:
-        # the timeline as a copy: a re-projection removes rows from its middle
-        return len(self._applied_rows), list(self._timeline_rows)
+    def save_facts(self, facts: ClientFacts) -> None:
+        self._set(self.facts, facts.client_id, replace(facts))
+        self.changed.add(facts.client_id)
 
-    def rollback_to(self, mark: tuple[int, list[tuple[Any, ...]]]) -> None:
-        applied, timeline = mark
+    def remember_facts(self, client_id: str, facts: ClientFacts | None) -> None:
+        self._set(self.facts, client_id, facts)
+
+    def set_open(self, client_id: str, tasks: dict[uuid.UUID, FollowupTask]) -> None:
+        self._set(self.open, client_id, tasks)
+
+    def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        """:func:`client_journal.keep` from memory: the row is written with the others."""
+        if event.client_id is None:
+            return False
+        row = client_journal.journal_row(event, position)
+        self._journal_rows.append(row)
+        _, client_id, source, global_position, ms, _ = row
+        if global_position is None:
+            return False  # its place unknown: never found late (arrives_late)
+        place = (ms, global_position)
+        latest = self.latest.get((client_id, source))
+        if latest is not None and latest > place:
+            return True
+        self._set(self.latest, (client_id, source), place)
+        return False
+
+    def mark(self) -> _Mark:
+        # the timeline as a copy: a re-projection removes rows from its middle
+        return (
+            len(self._applied_rows),
+            list(self._timeline_rows),
+            len(self._undo),
+            len(self._journal_rows),
+            self._journal_written,
+            len(self._writes.calls),
+            self._writes_sent,
+        )
+
+    def rollback_to(self, mark: _Mark) -> None:
+        applied, timeline, undo, journal, journal_written, writes, writes_sent = mark
         for row in self._applied_rows[applied:]:
             self.applied.discard(row[0])
         del self._applied_rows[applied:]
         self._timeline_rows = list(timeline)
+        while len(self._undo) > undo:
+            store, key, previous = self._undo.pop()
+            if previous is _ABSENT:
+                store.pop(key, None)
+            else:
+                store[key] = previous
+        del self._journal_rows[journal:]
+        self._journal_written = journal_written  # what was written since is rolled back too
+        del self._writes.calls[writes:]
+        self._writes_sent = writes_sent
 
     def clear_client(self, client_id: str) -> None:
+        """What a re-projection's DELETEs remove (the tasks: :class:`_RebuildJournal`)."""
         self._timeline_rows = [row for row in self._timeline_rows if row[0] != client_id]
+        self.remember_facts(client_id, None)
+
+    async def write_journal(self, conn: PgConnection) -> None:
+        """The journal rows not written yet (before a statement reads the journal)."""
+        if len(self._journal_rows) > self._journal_written:
+            await conn.executemany(
+                client_journal.KEEP_ROW, self._journal_rows[self._journal_written :]
+            )
+            self._journal_written = len(self._journal_rows)
+
+    @property
+    def task_writes(self) -> PgConnection:
+        """Where task and timer writes go to be sent by :meth:`write_tasks`."""
+        return cast(PgConnection, self._writes)
+
+    async def write_tasks(self, conn: PgConnection) -> None:
+        """The task and timer statements not sent yet, before a statement reads or changes
+        those tables: one ``executemany`` per statement text, each in the order they were
+        made. Task rows and timer rows are apart (no statement of one reads the other), so
+        only the order within each text matters."""
+        by_text: dict[str, list[tuple[Any, ...]]] = {}
+        for sql, args in self._writes.calls[self._writes_sent :]:
+            by_text.setdefault(sql, []).append(args)
+        self._writes_sent = len(self._writes.calls)
+        for sql, rows in by_text.items():
+            await conn.executemany(sql, rows)
+
+    async def write_facts(self, conn: PgConnection, client_ids: Iterable[str]) -> None:
+        """The facts of ``client_ids`` as remembered (before a statement reads or changes the
+        rows); they stay to be written at the end too (a savepoint may roll this back)."""
+        rows = [
+            (facts.client_id, *(getattr(facts, c) for c in FACT_COLUMNS))
+            for client_id in sorted(client_ids)
+            if (facts := self.facts.get(client_id)) is not None
+        ]
+        if rows:
+            await conn.executemany(_CLIENTS_UPSERT, rows)
 
     async def flush(self, conn: PgConnection) -> None:
         """Within the transaction that applied them, before it commits."""
@@ -95,8 +260,193 @@ class _BulkWrites:
             await conn.executemany(APPLIED_INSERT, self._applied_rows)
         if self._timeline_rows:
             await conn.executemany(TIMELINE_INSERT, self._timeline_rows)
+        await self.write_journal(conn)
+        await self.write_facts(conn, self.changed)
+        await self.write_tasks(conn)
         self._applied_rows.clear()
         self._timeline_rows.clear()
+
+    def committed(self) -> None:
+        """The transaction that wrote :meth:`flush`'s rows committed."""
+        self.changed.clear()
+        self._undo.clear()
+        self._journal_rows.clear()
+        self._journal_written = 0
+        self._writes.calls.clear()
+        self._writes_sent = 0
+        if len(self.facts) > REMEMBERED_CLIENTS:
+            self.facts.clear()
+            self.open.clear()
+            self.complete = False
+
+
+class _RebuildClients(_Clients):
+    """The clients' facts from :class:`_BulkWrites` (copies handed out and kept: the caller
+    may change what it holds)."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def get(self, client_id: str) -> ClientFacts | None:
+        bulk = self._bulk
+        if client_id in bulk.facts:
+            facts = bulk.facts[client_id]
+        elif bulk.complete:
+            return None
+        else:
+            facts = await read_models.fetch_client(self._conn, client_id)
+            bulk.remember_facts(client_id, facts)
+        return None if facts is None else replace(facts)
+
+    async def save(self, facts: ClientFacts) -> None:
+        self._bulk.save_facts(facts)
+
+    def forget(self, client_id: str) -> None:
+        return None  # what is remembered is what the table holds (or will, at the flush)
+
+    async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
+        await self._bulk.write_facts(self._conn, self._bulk.changed)
+        return await super().claim_due_stage_changes(now, limit)
+
+    async def count_due_stage_changes(self, now: datetime) -> int:
+        await self._bulk.write_facts(self._conn, self._bulk.changed)
+        return await super().count_due_stage_changes(now)
+
+    async def dead_letter_stage_change(self, client_id: str, reason: str) -> None:
+        await self._bulk.write_facts(self._conn, [client_id])
+        await read_models.dead_letter_stage_change(self._conn, client_id, reason)
+        self._bulk.remember_facts(client_id, await read_models.fetch_client(self._conn, client_id))
+
+
+class _RebuildTasks(_Tasks):
+    """The clients' open tasks from :class:`_BulkWrites`; task rows written with the others
+    at the end of the transaction, sent first whenever a statement reads or changes them."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
+        client_id = self._bulk.task_clients.get(task_id)
+        if client_id is None and self._bulk.complete:
+            return None  # never written by the rebuild
+        if client_id is not None and (task := self._bulk.open.get(client_id, {}).get(task_id)):
+            return task
+        await self._bulk.write_tasks(self._conn)
+        return await super().get(task_id)
+
+    async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
+        return None  # :meth:`get` answers from memory, or reads what it does not know
+
+    async def open_of(self, client_id: str) -> list[FollowupTask]:
+        bulk = self._bulk
+        if client_id not in bulk.open:
+            if bulk.complete:
+                return []
+            await self.reread(client_id)
+        # the table's order (ORDER BY opened_at, id)
+        return sorted(bulk.open[client_id].values(), key=lambda t: (t.opened_at, t.id))
+
+    async def reread(self, client_id: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        tasks = await read_models.open_tasks_of(self._conn, client_id)
+        self._bulk.set_open(client_id, {t.id: t for t in tasks})
+
+    async def save(self, tasks: Sequence[FollowupTask]) -> None:
+        bulk = self._bulk
+        await read_models.save_tasks(bulk.task_writes, tasks)
+        by_client: dict[str, dict[uuid.UUID, FollowupTask]] = {}
+        for task in tasks:
+            bulk.task_clients[task.id] = task.client_id
+            if task.client_id not in by_client:
+                if task.client_id not in bulk.open and not bulk.complete:
+                    await self.reread(task.client_id)
+                by_client[task.client_id] = dict(bulk.open.get(task.client_id, {}))
+            if task.is_open:
+                by_client[task.client_id][task.id] = task
+            else:
+                by_client[task.client_id].pop(task.id, None)
+        for client_id, open_tasks in by_client.items():
+            bulk.set_open(client_id, open_tasks)
+
+    async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().set_outcome(task_id, outcome)
+
+    async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().set_overdue(task_id, at)
+
+    async def set_escalated(self, task_id: uuid.UUID, to: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().set_escalated(task_id, to)
+        client_id = self._bulk.task_clients.get(task_id)
+        if client_id is not None and task_id in self._bulk.open.get(client_id, {}):
+            await self.reread(client_id)  # an open task's escalation is one of its columns
+
+
+class _RebuildTimers(_Timers):
+    """Timer syncs written with the tasks at the end of the transaction; every other timer
+    statement sends what is pending first."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
+        await read_models.sync_timers(self._bulk.task_writes, [(task, wanted)])
+
+    async def sync_all(
+        self, changes: Sequence[tuple[FollowupTask, Sequence[DurableTimer]]]
+    ) -> None:
+        await read_models.sync_timers(self._bulk.task_writes, changes)
+
+    async def record_fired(
+        self,
+        *,
+        timer_id: uuid.UUID,
+        task_id: uuid.UUID,
+        client_id: str,
+        kind: str,
+        fire_at: datetime,
+        event_id: uuid.UUID,
+    ) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().record_fired(
+            timer_id=timer_id,
+            task_id=task_id,
+            client_id=client_id,
+            kind=kind,
+            fire_at=fire_at,
+            event_id=event_id,
+        )
+
+    async def mark_fired(
+        self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None
+    ) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().mark_fired(task_id, kind, at, event_id)
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueTimer]:
+        await self._bulk.write_tasks(self._conn)
+        return await super().claim_due(now, limit)
+
+    async def count_due(self, now: datetime) -> int:
+        await self._bulk.write_tasks(self._conn)
+        return await super().count_due(now)
+
+    async def consume(self, timer_id: uuid.UUID, at: datetime) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().consume(timer_id, at)
+
+    async def dead_letter(self, timer_id: uuid.UUID, at: datetime, reason: str) -> None:
+        await self._bulk.write_tasks(self._conn)
+        await super().dead_letter(timer_id, at, reason)
+
+    async def dead(self) -> list[tuple[uuid.UUID, str]]:
+        await self._bulk.write_tasks(self._conn)
+        return await super().dead()
 
 
 class _RebuildActivity(_Activity):
@@ -108,34 +458,60 @@ class _RebuildActivity(_Activity):
         self._bulk.timeline(event, client_id)
         await apply_for_console(self._conn, event, client_id, timeline=False)
 
+    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
+        if event.type in _CLOSURE_TYPES and event.client_id is not None:
+            # it updates the client's row in place: the row must hold what is remembered
+            await self._bulk.write_facts(self._conn, [event.client_id])
+        await super().record_service_loop_facts(event, rm_id)
+
 
 class _RebuildJournal(_Journal):
-    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites, tasks: _RebuildTasks) -> None:
         super().__init__(conn)
         self._bulk = bulk
+        self._open_tasks = tasks
+
+    async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        return self._bulk.keep(event, position)
+
+    async def of_client(self, client_id: str) -> list[JournaledEvent]:
+        await self._bulk.write_journal(self._conn)
+        return await super().of_client(client_id)
 
     async def clear_read_models(self, client_id: str) -> None:
-        self._bulk.clear_client(client_id)  # as the DELETE below does in the table
+        await self._bulk.write_journal(self._conn)  # the DELETEs select from the journal
+        await self._bulk.write_tasks(self._conn)  # and delete tasks and timers
+        self._bulk.clear_client(client_id)  # as the DELETEs below do in the tables
         await super().clear_read_models(client_id)
+        await self._open_tasks.reread(client_id)  # a task a clientless event caused stays
 
 
 class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     """A unit writing the rebuild's schema. Only the rebuild's one connection writes it (the
     live writers write ``fu_read``), so a client lock serialises against nobody: it is not
-    taken (one round trip per event less, #12); the applied record and the timeline are
-    written in bulk (:class:`_BulkWrites`)."""
+    taken (one round trip per event less, #12); facts, open tasks, the journal's check, the
+    applied record and the timeline are kept in memory and written in bulk
+    (:class:`_BulkWrites`)."""
 
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
         super().__init__(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
         self._bulk = bulk
+        self.clients = _RebuildClients(conn, bulk)
+        self.tasks = _RebuildTasks(conn, bulk)
+        self.timers = _RebuildTimers(conn, bulk)
         self.activity = _RebuildActivity(conn, bulk)
-        self.journal = _RebuildJournal(conn, bulk)
+        self.journal = _RebuildJournal(conn, bulk, self.tasks)
 
     async def lock_client(self, client_id: str) -> None:
         return None
 
     async def try_lock_client(self, client_id: str) -> bool:
         return True
+
+    async def hold_clients_of(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        return None  # nothing to lock, and what it would read ahead is in memory
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return self._bulk.mark_applied(event, position)
@@ -149,8 +525,10 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     async def savepoint(self) -> AsyncIterator[None]:
         mark = self._bulk.mark()
         try:
-            async with super().savepoint():
+            async with self._conn.transaction():  # nested: a savepoint
                 yield
+                # what fails fails within the savepoint: the event is skipped alone
+                await self._bulk.write_tasks(self._conn)
         except BaseException:
             self._bulk.rollback_to(mark)
             raise
@@ -219,6 +597,7 @@ class PostgresRebuildTarget:
         except BaseException:
             self._bulk.rollback_to(mark)
             raise
+        self._bulk.committed()
 
     @contextlib.asynccontextmanager
     async def swap(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
@@ -277,6 +656,7 @@ class PostgresRebuildTarget:
                     ) from exc
                 raise
             await transaction.commit()
+            self._bulk.committed()
             return
         raise SwapLockBusy(
             f"the swap lock was not free within {self._swap_lock_attempts} attempts of "
@@ -286,8 +666,9 @@ class PostgresRebuildTarget:
         )
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
-        """followup's own events that may not have reached Kafka yet: unpublished outbox rows,
-        and the recent ones (a relay may have sent them after the end offsets were captured)."""
+        """followup's own events that may not have reached Kafka yet and this rebuild has not
+        applied: unpublished outbox rows, and the recent ones (a relay may have sent them after
+        the end offsets were captured)."""
         assert self._started_at is not None
         rows = await self._connection().fetch(
             """
@@ -299,13 +680,17 @@ class PostgresRebuildTarget:
             """,
             self._started_at - RECENT_STORE_EVENTS,
         )
-        return [
+        # those this rebuild applied already (its catch-up read them from the topics) are left
+        # out: each would cost the swap a savepoint, under the lock, to change nothing (#12;
+        # right after a burst, every task creation of the last minutes is recent)
+        events = [
             (
                 RecordedEvent.model_validate(r["envelope"]),
                 SourcePosition(STORE_SOURCE, r["global_position"]),
             )
             for r in rows
         ]
+        return [(e, p) for e, p in events if e.event_id not in self._bulk.applied]
 
     async def swap_in(self, *, applied: int, skipped: int) -> None:
         conn = self._connection()

@@ -33,8 +33,11 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import (
     Projection,
     apply_client_stage_changes,
+    locks_client,
+    may_open_tasks,
     project,
 )
+from branchline_followup.application.task_creations import PendingCreations
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import is_transient
@@ -97,7 +100,8 @@ class RebuildTarget(Protocol):
         ...
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
-        """followup's own events that may not be on Kafka yet (within the swap)."""
+        """followup's own events that may not be on Kafka yet and the rebuild has not applied
+        (within the swap)."""
         ...
 
     async def swap_in(self, *, applied: int, skipped: int) -> None:
@@ -232,8 +236,14 @@ async def _apply_batch(
         decoded.append((event, source_position(message.headers)))
     try:
         async with target.batch() as uow:
+            # the recorded creations its deciding events may replay, looked up in one
+            # statement for the batch (#12), not one per creating event
+            creations = PendingCreations()
+            await creations.look_up_ahead(
+                uow, [e.event_id for e, _ in decoded if locks_client(e) and may_open_tasks(e)]
+            )
             for event, position in decoded:
-                await project(uow, event, projection, position)
+                await project(uow, event, projection, position, creations=creations)
     except Exception as exc:
         if is_transient(exc):
             raise

@@ -15,6 +15,7 @@ case still recomputed.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ RULES_ACTOR = Actor(id="followup-rules", role="system")
 SOURCE = "followup"
 
 
+@functools.lru_cache(maxsize=1 << 15)  # asked twice per candidate, as task_id_for (#12)
 def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(TASK_CREATED_NAMESPACE, str(task_id))
 

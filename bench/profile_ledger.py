@@ -1,0 +1,170 @@
+"""How fast the audit ledger appends and verifies, and where its time goes (#12).
+
+Starts an embedded PostgreSQL only, then per round, in a database of its own: raw asyncpg
+COPY of the same event bodies (the benchmark's baseline), the ledger's append as the benchmark
+measures it (``PostgresLedger.append``, 500 events per transaction) and ``verify_ledger`` over
+what was appended; prints events per second of each and their ratios, the statements sent
+per event and the CPU of this process per event.
+
+    python -m bench.profile_ledger [--events 10000] [--rounds 3] [--checkpoints 0]
+                                   [--profile-append FILE] [--profile-verify FILE] [--sql]
+
+``--checkpoints N`` signs a checkpoint after every N appended events (the benchmark signs
+none), so verification checks signatures and roots too. ``--profile-*`` samples that part
+with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import baselines, branchline_measures  # noqa: E402
+from bench.profile_followup import write_profile  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
+from branchline_audit.application.verifying import verify_ledger  # noqa: E402
+from branchline_audit.bootstrap import audit_context  # noqa: E402
+from branchline_shared.clock import SystemClock  # noqa: E402
+from branchline_shared.embedded.ports import free_port  # noqa: E402
+from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
+
+BATCH = 500  # the audit consumer's max_records per fetch, as bench/scale.py
+STATEMENTS: collections.Counter[str] = collections.Counter()
+
+
+def count_statements() -> None:
+    """Count what the connections send (each call one round trip to PostgreSQL)."""
+    import asyncpg
+
+    names = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "copy_records_to_table")
+    for name in names:
+        original = getattr(asyncpg.Connection, name, None)
+        if original is None:
+            continue
+
+        def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            STATEMENTS[" ".join(str(args[0] if args else "").split())[:80]] += 1
+            return __original(self, *args, **kwargs)
+
+        setattr(asyncpg.Connection, name, counted)
+
+
+def profiler_or_none(path: str | None) -> Any:
+    if not path:
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="enabled")
+    profiler.start()
+    return profiler
+
+
+async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int) -> str:
+    from tests.support.stack import Infra
+
+    infra = Infra(server.url("postgres"), "127.0.0.1:9")
+    own = settings.model_copy(
+        update={"audit_database_url": infra.database_url(f"ledger_{uuid.uuid4().hex[:8]}")}
+    )
+    await prepare_database(own)
+    copy_rate = await baselines.raw_copy(own.audit_database_url, args.events)
+    pool = await open_role_pool(own, own.audit_db_writer_role, min_size=1, max_size=2)
+    try:
+        audit = audit_context(own, pool, SystemClock())
+        run = uuid.uuid4().hex[:8]
+        envelopes = [
+            branchline_measures.recorded(i, run, datetime.now(UTC)).model_dump(mode="json")
+            for i in range(args.events)
+        ]
+        STATEMENTS.clear()
+        profiler = profiler_or_none(args.profile_append if r == 0 else None)
+        started, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, args.events, BATCH):
+            await audit.ledger.append(envelopes[first : first + BATCH], now=datetime.now(UTC))
+            if args.checkpoints and (first + BATCH) % args.checkpoints == 0:
+                await checkpoint_now(audit)
+        append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
+        append_statements = sum(STATEMENTS.values())
+        if args.sql and r == 0:
+            for sql, count in STATEMENTS.most_common(12):
+                print(f"  append: {count / (args.events / BATCH):5.2f} per transaction  {sql}")
+        if profiler is not None:
+            profiler.stop()
+            write_profile(profiler, Path(args.profile_append))
+        STATEMENTS.clear()
+        profiler = profiler_or_none(args.profile_verify if r == 0 else None)
+        started, cpu = time.perf_counter(), time.process_time()
+        verdict = await verify_ledger(
+            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        )
+        verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
+        verify_statements = sum(STATEMENTS.values())
+        if profiler is not None:
+            profiler.stop()
+            write_profile(profiler, Path(args.profile_verify))
+        if not verdict.ok or verdict.entries != args.events:
+            raise AssertionError(f"the ledger did not verify: {verdict}")
+    finally:
+        await pool.close()
+    n = args.events
+    append_rate, verify_rate = n / append_s, n / verify_s
+    return (
+        f"round {r + 1}: raw COPY {copy_rate:,.0f} ev/s | append {append_rate:,.0f} ev/s "
+        f"({append_rate / copy_rate:.3f} x COPY, {1e6 * append_cpu / n:.1f} us CPU/ev, "
+        f"{append_statements / n:.3f} stmt/ev) | verify {verify_rate:,.0f} ev/s "
+        f"({verify_rate / copy_rate:.3f} x COPY, {1e6 * verify_cpu / n:.1f} us CPU/ev, "
+        f"{verify_statements / n:.4f} stmt/ev, {verdict.checkpoints_checked} checkpoints) | "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    from tests.support.stack import Infra, make_settings
+
+    prepare_runtime_dir(base)
+    server = EmbeddedPostgres(base / "pg", free_port())
+    server.start()
+    try:
+        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+        print(f"{args.events:,} events, load average {os.getloadavg()[0]:.2f} at start")
+        for r in range(args.rounds):
+            print(await one_round(args, settings, server, r), flush=True)
+    finally:
+        server.stop(mode="immediate")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--checkpoints", type=int, default=0, help="sign one every N events")
+    parser.add_argument("--sql", action="store_true", help="statements per append, by text")
+    parser.add_argument("--profile-append", help="pyinstrument profile of the first append")
+    parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
+    args = parser.parse_args()
+    count_statements()
+    base = Path(tempfile.mkdtemp(prefix="bench-ledger-", dir=os.environ.get("BENCH_TMP")))
+    try:
+        asyncio.run(measure(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

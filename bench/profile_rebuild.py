@@ -1,0 +1,220 @@
+"""How fast ``branchline rebuild followup`` applies events, and where its time goes (#12).
+
+Starts an embedded PostgreSQL only (no broker: the replayed log is a message list), generates
+a history, applies it first through the live worker's path (:func:`handle_batch`, so that
+followup's store holds the recorded task creations a real rebuild finds and replays), then
+rebuilds the read models from the same events plus those recorded creations, with the
+function the command runs (:func:`rebuild_read_models`: a fresh schema, its batches, the
+swap), and COPYs the same envelopes into a table of the same shape as the raw baseline
+(1,000 rows per transaction). Prints events per second of both and their ratio, the SQL
+statements per event (each one round trip, counted in the client: independent of load) and
+the rebuilding process's CPU per event. ``--profile FILE`` samples the rebuild with
+pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
+
+    python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
+                                    [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.profile_followup import (  # noqa: E402
+    STATEMENTS,
+    CountedDeadLetters,
+    count_statements,
+    workload,
+    write_profile,
+)
+from branchline_followup.adapters import pg_schemas  # noqa: E402
+from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
+from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
+from branchline_followup.application.config import policy_from_settings  # noqa: E402
+from branchline_followup.application.projector import Projection  # noqa: E402
+from branchline_followup.application.rebuild import rebuild_read_models  # noqa: E402
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
+from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
+from branchline_shared.embedded.ports import free_port  # noqa: E402
+from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
+from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
+from branchline_shared.kafka.wire import event_headers  # noqa: E402
+from branchline_shared.postgres.pool import open_pool  # noqa: E402
+
+
+class MemorySource:
+    """The replayed log, from memory."""
+
+    def __init__(self, messages: Sequence[ReplayedMessage]) -> None:
+        self._messages = list(messages)
+        self._read = False
+
+    async def start(self) -> int:
+        return len(self._messages)
+
+    async def messages(self) -> AsyncIterator[ReplayedMessage]:
+        if self._read:
+            return
+        self._read = True
+        for message in self._messages:
+            yield message
+
+    async def extend_to_current_end(self) -> int:
+        return 0
+
+    async def stop(self) -> None:
+        return None
+
+
+async def raw_copy(dsn: str, values: Sequence[bytes], per_transaction: int = 1000) -> float:
+    """COPY of the same envelopes into a table of the raw baseline's shape (bench/baselines)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "DROP TABLE IF EXISTS raw_copy; CREATE TABLE raw_copy (id uuid PRIMARY KEY, "
+            "stream text, version int, body jsonb)"
+        )
+        rows = [(uuid.uuid4(), f"s-{i}", 1, v.decode()) for i, v in enumerate(values)]
+        async with conn.transaction():  # warm-up, untimed
+            await conn.copy_records_to_table("raw_copy", records=rows[:per_transaction])
+        await conn.execute("TRUNCATE raw_copy")
+        started = time.perf_counter()
+        for i in range(0, len(rows), per_transaction):
+            async with conn.transaction():
+                await conn.copy_records_to_table("raw_copy", records=rows[i : i + per_transaction])
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    from tests.support.stack import Infra, make_settings
+
+    prepare_runtime_dir(base)
+    server = EmbeddedPostgres(base / "pg", free_port())
+    server.start()
+    try:
+        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+        await prepare_database(settings)
+        policy = policy_from_settings(settings)
+        events = workload(args.workload, args.clients)
+        raws = [
+            RawMessage(
+                "intake.events",
+                0,
+                n,
+                e.subject_id.encode(),
+                e.model_dump_json().encode(),
+                event_headers(e, n + 1),
+            )
+            for n, e in enumerate(events)
+        ]
+        # The live worker first: followup's store then holds the recorded task creations.
+        pool = await open_read_model_pool(settings)
+        units = PostgresUnitsOfWork(pool)
+        live = Projection(policy, task_creations_topic="followup.events")
+        dead = CountedDeadLetters()
+        for i in range(0, len(raws), 200):
+            await handle_batch(raws[i : i + 200], units, dead, live)
+        created = await pool.fetch(
+            "SELECT global_position, envelope::text AS envelope FROM es_events "
+            "ORDER BY global_position"
+        )
+        live_tasks = await pool.fetchval("SELECT count(*) FROM fu_tasks")
+        await pool.close()
+        replayed = [
+            ReplayedMessage("intake.events", 0, r.offset, 0, r.value, r.headers) for r in raws
+        ] + [
+            ReplayedMessage(
+                "followup.events",
+                0,
+                n,
+                0,
+                r["envelope"].encode(),
+                (("source", b"followup"), ("global_position", str(r["global_position"]).encode())),
+            )
+            for n, r in enumerate(created)
+        ]
+        values = [m.value for m in replayed if m.value is not None]
+        copy_rate = await raw_copy(settings.followup_database_url, values)
+
+        admin = await open_pool(
+            pg_schemas.with_search_path(settings.followup_database_url, "public"),
+            min_size=1,
+            max_size=2,
+        )
+        profiler = None
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.001, async_mode="enabled")
+            profiler.start()
+        STATEMENTS.clear()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        result = await rebuild_read_models(
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
+            source=MemorySource(replayed),
+            policy=policy,
+            batch_size=args.batch,
+            keep_retired=True,
+        )
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        statements = sum(STATEMENTS.values())
+        if profiler is not None:
+            profiler.stop()
+            write_profile(profiler, Path(args.profile))
+        rebuilt_tasks = await admin.fetchval("SELECT count(*) FROM fu_read.fu_tasks")
+        await admin.close()
+    finally:
+        server.stop(mode="immediate")
+    n = len(replayed)
+    rate = n / wall
+    print(
+        f"{args.workload}, {args.clients} clients: {n} events ({len(created)} recorded "
+        f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
+        f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
+        f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
+        f"wall time); tasks live {live_tasks} rebuilt {rebuilt_tasks}; applied "
+        f"{result.applied} skipped {result.skipped}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
+    if args.sql:
+        for sql, count in STATEMENTS.most_common(25):
+            print(f"  {count / n:6.2f}/event  {sql}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--workload", choices=("history", "registrations"), default="history")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--profile", help="write a pyinstrument profile here")
+    parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    args = parser.parse_args()
+    count_statements()
+    base = Path(tempfile.mkdtemp(prefix="bench-rebuild-"))
+    try:
+        asyncio.run(measure(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

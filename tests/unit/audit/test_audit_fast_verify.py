@@ -1,0 +1,267 @@
+"""The fast paths of ledger append and verify (#12) decide exactly as the full checks do.
+
+Appending encodes an event with orjson only when that is provably its JCS encoding; verifying
+takes a stored row by byte comparisons only when that proves it good. Whatever they cannot
+prove goes the full way, so every tampered column is still found, with the same verdict.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from branchline_audit.domain.canonical import (
+    GENESIS_PREV_HASH,
+    CanonicalisationError,
+    _jcs_event_bytes,
+    canonical_event,
+    chain_hash,
+    entry_canonical_bytes,
+    event_json,
+    format_appended_at,
+)
+from branchline_audit.domain.records import pruned_marker
+from branchline_audit.domain.verification import (
+    ROW_FIELDS,
+    LedgerAuditor,
+    LedgerVerdict,
+    stored_entry,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+AT = format_appended_at(T0)
+
+
+def envelope(n: int, **data: Any) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.UUID(int=n + 1)),
+        "type": "client.registered",
+        "occurred_at": "2024-05-01T09:00:00.25+02:00",
+        "client_id": f"C-{n}",
+        "branch_id": "BR-1",
+        "actor": {"id": "s-1", "role": "teller"},
+        "stream_version": n,
+        "synthetic": False,
+        "late_entry": None,
+        "data": {"note": f"visit {n}: 10:30.5", "tags": ["a", "b"], **data},
+    }
+
+
+def rows(count: int, **data: Any) -> list[list[Any]]:
+    """Stored rows (ROW_FIELDS order) of a good ledger, as the database hands them back."""
+    out: list[list[Any]] = []
+    prev = GENESIS_PREV_HASH
+    for position in range(1, count + 1):
+        event = envelope(position, **data)
+        canonical = entry_canonical_bytes(position, event, AT)
+        digest = chain_hash(prev, canonical)
+        out.append(
+            [
+                position,
+                prev,
+                digest,
+                canonical,
+                event,
+                T0,
+                None,
+                uuid.UUID(event["event_id"]),
+                event["type"],
+                event["client_id"],
+                event["actor"]["id"],
+                event["branch_id"],
+                datetime.fromisoformat(event["occurred_at"]),
+            ]
+        )
+        prev = digest
+    return out
+
+
+def verdicts(table: list[list[Any]]) -> tuple[LedgerVerdict, LedgerVerdict]:
+    """The verdict by the fast path (feed_row) and by the full checks alone (feed)."""
+    fast = LedgerAuditor([], verifier=None, origin="")
+    full = LedgerAuditor([], verifier=None, origin="")
+    for row in table:
+        fast.feed_row(row)
+        full.feed(stored_entry(row))
+    return fast.verdict(), full.verdict()
+
+
+def test_a_good_ledger_verifies_by_the_fast_path() -> None:
+    fast, full = verdicts(rows(20))
+    assert fast == full
+    assert fast.ok
+    assert fast.entries == 20
+
+
+def _flip(value: bytes) -> bytes:
+    return value[:-3] + bytes([value[-3] ^ 1]) + value[-2:]
+
+
+TAMPERS: dict[str, Callable[[list[Any]], None]] = {
+    "position": lambda r: r.__setitem__(0, r[0] + 1000),
+    "prev_hash": lambda r: r.__setitem__(1, _flip(r[1])),
+    "hash": lambda r: r.__setitem__(2, _flip(r[2])),
+    "canonical byte": lambda r: r.__setitem__(3, r[3].replace(b"visit", b"visiT")),
+    "canonical whitespace": lambda r: r.__setitem__(3, r[3].replace(b'"type":', b'"type": ')),
+    "event value": lambda r: r[4]["data"].__setitem__("note", "altered"),
+    "event member added": lambda r: r[4].__setitem__("extra", 1),
+    "appended_at": lambda r: r.__setitem__(5, r[5] + timedelta(microseconds=1)),
+    "pruned_at": lambda r: r.__setitem__(6, T0),
+    "event_id": lambda r: r.__setitem__(7, uuid.UUID(int=999_999)),
+    "event_type": lambda r: r.__setitem__(8, "client.erased"),
+    "client_id": lambda r: r.__setitem__(9, "C-other"),
+    "client_id null": lambda r: r.__setitem__(9, None),
+    "actor_id": lambda r: r.__setitem__(10, "s-2"),
+    "branch_id": lambda r: r.__setitem__(11, "BR-2"),
+    "occurred_at": lambda r: r.__setitem__(12, r[12] + timedelta(microseconds=1)),
+    "event pruned behind the ledger's back": lambda r: r.__setitem__(
+        4, pruned_marker(r[4], pruned_at=T0)
+    ),
+}
+
+
+@pytest.mark.parametrize("column", sorted(TAMPERS))
+@pytest.mark.parametrize("position", [1, 5, 12])
+def test_a_tampered_column_is_found_and_reported_as_the_full_check_reports_it(
+    column: str, position: int
+) -> None:
+    table = rows(12)
+    TAMPERS[column](table[position - 1])
+    fast, full = verdicts(table)
+    assert not fast.ok, column
+    assert fast.first_bad_position == position, (column, fast.reason)
+    assert fast == full, column
+
+
+def test_every_bad_position_is_reported_by_the_fast_path_too() -> None:
+    table = rows(30)
+    for position, column in ((3, "event_id"), (11, "canonical byte"), (29, "hash")):
+        TAMPERS[column](table[position - 1])
+    fast, full = verdicts(table)
+    assert fast == full
+    assert fast.bad_positions == (3, 11, 29)
+
+
+def test_rows_without_stored_bytes_are_verified_from_their_content_as_before() -> None:
+    table = rows(6)
+    for row in table[:3]:
+        row[3] = None  # written before the bytes were stored (migration 004)
+    table[1][4]["data"]["note"] = "altered"
+    fast, full = verdicts(table)
+    assert fast == full
+    assert fast.bad_positions == (2,)
+
+
+def test_the_fast_path_covers_row_fields_in_their_order() -> None:
+    assert ROW_FIELDS[:4] == ("position", "prev_hash", "hash", "canonical")
+    assert len(ROW_FIELDS) == len(rows(1)[0])
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1.5,
+        1.0,
+        1e21,
+        math.nan,
+        2**53,
+        -(2**53),
+        (1, 2),
+        uuid.UUID(int=5),
+        Colour.RED,
+        Level.HIGH,
+        Name("x"),
+        datetime(2024, 1, 1, tzinfo=UTC),
+        {"nested": [{"deep": 0.5}]},
+        {"é": 1},
+        "é",
+    ],
+    ids=repr,
+)
+def test_what_orjson_might_encode_otherwise_takes_the_reference_path(value: Any) -> None:
+    event = {"type": "x", "value": value}
+    assert _jcs_event_bytes(event) is None
+    document = {"appended_at": AT, "event": event, "format": "branchline.audit.entry.v1"}
+    try:
+        expected = rfc8785.dumps({**document, "position": 1})
+    except (rfc8785.CanonicalizationError, UnicodeError, RecursionError, TypeError, ValueError):
+        with pytest.raises(CanonicalisationError):
+            entry_canonical_bytes(1, event, AT)
+        return
+    assert entry_canonical_bytes(1, event, AT) == expected
+
+
+def test_deep_nesting_takes_the_reference_path() -> None:
+    event: dict[str, Any] = {"type": "x"}
+    node = event
+    for _ in range(70):
+        node["n"] = {}
+        node = node["n"]
+    assert _jcs_event_bytes(event) is None
+
+
+def test_stored_bytes_are_taken_only_when_they_are_exactly_the_entrys() -> None:
+    event = envelope(3)
+    canonical = entry_canonical_bytes(3, event, AT)
+    assert canonical_event(canonical, 3, AT) == event
+    assert event_json(canonical, 3, AT) == rfc8785.dumps(event)
+    assert canonical_event(canonical, 4, AT) is None
+    assert canonical_event(canonical, 3, format_appended_at(T0 + timedelta(seconds=1))) is None
+    for bad in (
+        canonical.replace(b'"type":', b'"type": '),
+        canonical.replace(b'"stream_version":3', b'"stream_version":3.0'),
+        canonical.replace(b'{"actor":', b'{"actor":{},"actor":'),
+        canonical.replace(b'"branch_id"', b'"\\u0062ranch_id"'),
+    ):
+        assert canonical_event(bad, 3, AT) is None
+    # Canonical bytes of another event are taken as such: the event column then differs.
+    other = canonical_event(canonical.replace(b'"late_entry":null,', b""), 3, AT)
+    assert other is not None
+    assert other != event
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=5), _values, max_size=5))
+def test_the_fast_row_path_agrees_with_the_full_checks_on_any_event(
+    data: dict[str, Any],
+) -> None:
+    try:
+        table = rows(3, extra=data)
+    except CanonicalisationError:
+        return
+    fast, full = verdicts(table)
+    assert fast == full
