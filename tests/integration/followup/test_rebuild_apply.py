@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from branchline_followup.adapters import pg_schemas
+from branchline_followup.adapters import pg_schemas, rebuild_target
 from branchline_followup.adapters.rebuild_target import (
     PostgresRebuildTarget,
     SwapAbandoned,
@@ -207,6 +207,34 @@ async def test_a_late_event_in_the_replayed_log_is_projected_as_in_order(
         assert REPROJECTIONS._value.get() == before + 1
         assert await snapshot(db) == in_order
     assert len(own) > 5
+
+
+async def test_past_its_bound_the_rebuild_reads_what_it_no_longer_remembers(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``REMEMBERED_CLIENTS`` the rebuild forgets facts and open tasks after each batch
+    and reads them back when asked (bounded memory): the same read models, a late event's
+    re-projection included."""
+    settings = make_settings(infra, tmp_path)
+    events = generated()
+    late = next(e for e in events if e.client_id == events[0].client_id)
+    shuffled = [e for e in events if e is not late] + [late]
+    async with followup_db(settings) as db:
+        await run_rebuild(settings, events, store=events)
+        remembered = await snapshot(db)
+        monkeypatch.setattr(rebuild_target, "REMEMBERED_CLIENTS", 2)
+        reads = 0
+        real_fetch = rebuild_target.read_models.fetch_client
+
+        async def fetch_client(conn: Any, client_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            return await real_fetch(conn, client_id)
+
+        monkeypatch.setattr(rebuild_target.read_models, "fetch_client", fetch_client)
+        await run_rebuild(settings, shuffled, store=events)
+        assert await snapshot(db) == remembered
+    assert reads > 0
 
 
 async def test_the_swap_retries_a_busy_lock_then_swaps_in(infra: Infra, tmp_path: Path) -> None:
