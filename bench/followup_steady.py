@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ if str(ROOT) not in sys.path:
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench.profile_followup import server_cpu_seconds  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.bootstrap import prepare_database, running_worker  # noqa: E402
 from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
@@ -161,12 +160,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--backlog", type=int, default=3000)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench-followup-steady-"))
-    try:
-        asyncio.run(measure(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure, args, "bench-followup-steady-")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,9 @@ registered, then a consent of each: one task created per registration).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
-import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,16 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
 from branchline_followup.application.config import policy_from_settings  # noqa: E402
 from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
-from branchline_shared.kafka.wire import event_headers  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
 
@@ -87,30 +82,13 @@ class CountedDeadLetters:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.stack import Infra, make_settings
-
-    prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
-    server.start()
-    try:
-        # The broker address is never used: messages are handed to handle_batch directly.
-        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+    async with embedded_postgres(base) as (server, settings):
         await prepare_database(settings)
         pool = await open_read_model_pool(settings)
         units = PostgresUnitsOfWork(pool)
         # As the running worker: task creations recorded in followup's store and outbox.
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
-        raws = [
-            RawMessage(
-                "intake.events",
-                0,
-                n,
-                e.subject_id.encode(),
-                e.model_dump_json().encode(),
-                event_headers(e, n + 1),
-            )
-            for n, e in enumerate(workload(args.workload, args.clients))
-        ]
+        raws = raw_messages(workload(args.workload, args.clients))
         dead = CountedDeadLetters()
         warm, rest = raws[: args.batch], raws[args.batch :]
         await handle_batch(warm, units, dead, projection)  # imports, prepared statements
@@ -134,8 +112,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             write_profile(profiler, Path(args.profile))
         tasks = await pool.fetchval("SELECT count(*) FROM fu_tasks")
         await pool.close()
-    finally:
-        server.stop(mode="immediate")
     n = len(rest)
     print(
         f"{args.workload}: {n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
@@ -180,12 +156,7 @@ def main() -> int:
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
     args = parser.parse_args()
     count_statements()
-    base = Path(tempfile.mkdtemp(prefix="bench-followup-"))
-    try:
-        asyncio.run(measure(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure, args, "bench-followup-")
 
 
 if __name__ == "__main__":

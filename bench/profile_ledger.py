@@ -17,12 +17,9 @@ with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -35,13 +32,12 @@ if str(ROOT) not in sys.path:
 
 from bench import baselines, branchline_measures  # noqa: E402
 from bench.profile_followup import write_profile  # noqa: E402
+from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
 from branchline_audit.application.verifying import verify_ledger  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_shared.clock import SystemClock  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
 
 BATCH = 500  # the audit consumer's max_records per fetch, as bench/scale.py
 STATEMENTS: collections.Counter[str] = collections.Counter()
@@ -134,18 +130,10 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.stack import Infra, make_settings
-
-    prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
-    server.start()
-    try:
-        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+    async with embedded_postgres(base) as (server, settings):
         print(f"{args.events:,} events, load average {os.getloadavg()[0]:.2f} at start")
         for r in range(args.rounds):
             print(await one_round(args, settings, server, r), flush=True)
-    finally:
-        server.stop(mode="immediate")
 
 
 def main() -> int:
@@ -158,12 +146,7 @@ def main() -> int:
     parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
     args = parser.parse_args()
     count_statements()
-    base = Path(tempfile.mkdtemp(prefix="bench-ledger-", dir=os.environ.get("BENCH_TMP")))
-    try:
-        asyncio.run(measure(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure, args, "bench-ledger-")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,10 @@ no cost during the run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import gc
 import os
-import shutil
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
@@ -49,8 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import recorded  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
+from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
 from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
@@ -190,8 +186,6 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: i
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.stack import Infra, make_settings
-
     from branchline_shared.reconcile import running
 
     async def no_dead_letters(*_: Any, **__: Any) -> set[uuid.UUID]:
@@ -200,12 +194,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     running.dead_lettered_ids = no_dead_letters  # type: ignore[assignment]  # no broker here
 
     steps = sorted(int(s) for s in args.steps.split(","))
-    prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
-    server.start()
-    try:
-        # The broker address is never used: messages are handed to the handlers directly.
-        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+    # The broker address is never used: messages are handed to the handlers directly.
+    async with embedded_postgres(base) as (_, settings):
         await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
         await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
         intake = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
@@ -265,8 +255,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 previous = snapshot
         await pool.close()
         await intake.close()
-    finally:
-        server.stop(mode="immediate")
 
 
 def main() -> int:
@@ -280,12 +268,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    try:
-        asyncio.run(measure(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure, args, "bench-memory-")
 
 
 if __name__ == "__main__":

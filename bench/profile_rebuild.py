@@ -18,11 +18,8 @@ pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +36,7 @@ from bench.profile_followup import (  # noqa: E402
     workload,
     write_profile,
 )
+from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
@@ -48,10 +46,6 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.application.rebuild import rebuild_read_models  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
-from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
-from branchline_shared.kafka.wire import event_headers  # noqa: E402
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 
@@ -103,27 +97,11 @@ async def raw_copy(dsn: str, values: Sequence[bytes], per_transaction: int = 100
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.stack import Infra, make_settings
-
-    prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
-    server.start()
-    try:
-        settings = make_settings(Infra(server.url("postgres"), "127.0.0.1:9"), base / "data")
+    async with embedded_postgres(base) as (_, settings):
         await prepare_database(settings)
         policy = policy_from_settings(settings)
         events = workload(args.workload, args.clients)
-        raws = [
-            RawMessage(
-                "intake.events",
-                0,
-                n,
-                e.subject_id.encode(),
-                e.model_dump_json().encode(),
-                event_headers(e, n + 1),
-            )
-            for n, e in enumerate(events)
-        ]
+        raws = raw_messages(events)
         # The live worker first: followup's store then holds the recorded task creations.
         pool = await open_read_model_pool(settings)
         units = PostgresUnitsOfWork(pool)
@@ -181,8 +159,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             write_profile(profiler, Path(args.profile))
         rebuilt_tasks = await admin.fetchval("SELECT count(*) FROM fu_read.fu_tasks")
         await admin.close()
-    finally:
-        server.stop(mode="immediate")
     n = len(replayed)
     rate = n / wall
     print(
@@ -208,12 +184,7 @@ def main() -> int:
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
     args = parser.parse_args()
     count_statements()
-    base = Path(tempfile.mkdtemp(prefix="bench-rebuild-"))
-    try:
-        asyncio.run(measure(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure, args, "bench-rebuild-")
 
 
 if __name__ == "__main__":
