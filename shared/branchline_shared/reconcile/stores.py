@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.postgres.pool import PgConnection
@@ -34,19 +35,20 @@ async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> 
         """,
         grace_s,
     )
-    return [
-        StoreEvent(
-            source=source,
-            event_id=r["event_id"],
-            log_position=LogPosition(r["tx"], r["global_position"]),
-            stream_id=r["stream_id"],
-            stream_version=r["stream_version"],
-            client_id=r["client_id"],
-            topic=r["topic"],
-            in_flight=bool(r["in_flight"]),
-        )
-        for r in rows
-    ]
+    return [_store_event(source, r, r["topic"]) for r in rows]
+
+
+def _store_event(source: str, row: Any, topic: str) -> StoreEvent:
+    return StoreEvent(
+        source=source,
+        event_id=row["event_id"],
+        log_position=LogPosition(row["tx"], row["global_position"]),
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        client_id=row["client_id"],
+        topic=topic,
+        in_flight=bool(row["in_flight"]),
+    )
 
 
 async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
@@ -97,19 +99,7 @@ async def read_store_page(
         after.global_position,
         limit,
     )
-    return [
-        StoreEvent(
-            source=source,
-            event_id=r["event_id"],
-            log_position=LogPosition(r["tx"], r["global_position"]),
-            stream_id=r["stream_id"],
-            stream_version=r["stream_version"],
-            client_id=r["client_id"],
-            topic="",
-            in_flight=bool(r["in_flight"]),
-        )
-        for r in rows
-    ]
+    return [_store_event(source, r, "") for r in rows]
 
 
 async def outbox_states(
