@@ -46,6 +46,7 @@ from branchline_followup.domain import (
 )
 from branchline_followup.domain.records import ClientFacts
 from branchline_shared.domain.classification import risk_level
+from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -299,7 +300,7 @@ def _stage_change_cause(facts: ClientFacts, at: datetime) -> uuid.UUID:
     re-run, another runner or a rebuild creates the same task ids)."""
     if facts.last_business_event_id is not None:
         return facts.last_business_event_id
-    return uuid.uuid5(STAGE_CHANGE_NAMESPACE, f"{facts.client_id}/{at.isoformat()}")
+    return name_uuid(STAGE_CHANGE_NAMESPACE, f"{facts.client_id}/{at.isoformat()}")
 
 
 async def apply_stage_changes(

@@ -25,6 +25,7 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
 from branchline_followup.domain.tasks import task_id_for
+from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     EventType,
@@ -43,7 +44,7 @@ SOURCE = "followup"
 
 @functools.lru_cache(maxsize=1 << 15)  # asked twice per candidate, as task_id_for (#12)
 def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(TASK_CREATED_NAMESPACE, str(task_id))
+    return name_uuid(TASK_CREATED_NAMESPACE, str(task_id))
 
 
 def _stream(task_id: uuid.UUID) -> str:

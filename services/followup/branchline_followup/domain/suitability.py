@@ -20,6 +20,7 @@ from branchline_followup.domain.opening import SUITABILITY_SUBJECT_PREFIX, open_
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import ClientContext, CreateTask, FollowupTask
 from branchline_followup.domain.vocabulary import TaskKind
+from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.vocabulary import ProductRisk, RiskTolerance
 
 SUBJECT_PREFIX = SUITABILITY_SUBJECT_PREFIX
@@ -140,7 +141,7 @@ def suitability_review(
         due_at=policy.calendar_for(client.branch_id).close_of_business_days_after(
             at, policy.suitability_review_business_days
         ),
-        task_id=uuid.uuid5(REVIEW_NAMESPACE, f"{cause_event_id}/{client.client_id}"),
+        task_id=name_uuid(REVIEW_NAMESPACE, f"{cause_event_id}/{client.client_id}"),
     )
     if any(t.id == command.task.id for t in open_tasks):
         return []

@@ -25,6 +25,7 @@ from branchline_followup.domain.vocabulary import (
     TaskRule,
     TaskStatus,
 )
+from branchline_shared.domain.ids import name_uuid
 
 TASK_NAMESPACE = uuid.UUID("7d0c51a8-4a1e-5f0b-9a53-3f4f2b0e8c11")
 """UUID v5 namespace of follow-up task ids (fixed forever: changing it changes every id)."""
@@ -36,7 +37,7 @@ def task_id_for(source_event_id: uuid.UUID, kind: TaskKind) -> uuid.UUID:
     for the latest ids asked (#12: a batch derives every kind's id of each deciding event when
     it looks up recorded creations, and again when one of them creates a task; UUIDv5s were
     a fifth of a rebuild's CPU)."""
-    return uuid.uuid5(TASK_NAMESPACE, f"{source_event_id}/{kind.value}")
+    return name_uuid(TASK_NAMESPACE, f"{source_event_id}/{kind.value}")
 
 
 class _Frozen(BaseModel):

@@ -19,6 +19,7 @@ from branchline_followup.domain.business_days import UtcDatetime, require_aware
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import FollowupTask
 from branchline_followup.domain.vocabulary import TimerKind
+from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.catalogue import EventType
 
 TIMER_NAMESPACE = uuid.UUID("0f6f7a52-93c4-5e0f-8d4c-6a3d1b2e9f70")
@@ -61,7 +62,7 @@ class FollowupTimerEvent(_Frozen):
 
 def timer_id_for(task_id: uuid.UUID, kind: TimerKind) -> uuid.UUID:
     """The id of the task's timer of ``kind`` (stable: re-planning replaces the timer)."""
-    return uuid.uuid5(TIMER_NAMESPACE, f"{task_id}/{kind.value}")
+    return name_uuid(TIMER_NAMESPACE, f"{task_id}/{kind.value}")
 
 
 def _fire_at(task: FollowupTask, kind: TimerKind, policy: FollowupPolicy) -> datetime | None:
@@ -117,7 +118,7 @@ def on_timer_fired(
         event_type = FOLLOWUP_ESCALATED
         data = {"task_id": str(task.id), "supervisor_id": policy.supervisor_of(task.assignee)}
     return FollowupTimerEvent(
-        event_id=uuid.uuid5(
+        event_id=name_uuid(
             FOLLOWUP_EVENT_NAMESPACE, f"{task.id}/{timer_kind.value}/{fire_at.isoformat()}"
         ),
         type=event_type,

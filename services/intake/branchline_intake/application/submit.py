@@ -26,6 +26,7 @@ from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
+from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.bounded import check_instant
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
@@ -107,7 +108,7 @@ def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
 
 def refusal_event_id(refused_event_id: uuid.UUID) -> uuid.UUID:
     """Deterministic, so the same refused event sent again is recorded as refused once."""
-    return uuid.uuid5(_REFUSAL_NAMESPACE, str(refused_event_id))
+    return name_uuid(_REFUSAL_NAMESPACE, str(refused_event_id))
 
 
 async def submit_events(
