@@ -33,7 +33,11 @@ from tests.integration.followup.harness import (
 from tests.support.kafka import read_all
 from tests.support.stack import Infra, eventually, make_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(150)]
+# The hang guard must exceed the tests' own progress budgets, which are what assert progress
+# (the kill test alone allows 60 + 90 + 30 s of `eventually`, two 20 s stops and a rebuild):
+# at 150 s a slow but progressing run on a loaded 2-core machine was cut off mid-test, and the
+# worker it left running disturbed every later test of the session.
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(300)]
 
 
 def fast_settings(infra: Infra, tmp_path: Path, **overrides: Any) -> BranchlineSettings:
