@@ -3,6 +3,7 @@ signals and exit codes are the ones production sees)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
@@ -20,6 +21,19 @@ def process_env(settings: BranchlineSettings, *names: str) -> dict[str, str]:
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         env[f"BRANCHLINE_{name.upper()}"] = str(value)
+    return env
+
+
+def settings_env(settings: BranchlineSettings) -> dict[str, str]:
+    """``process_env`` with every setting the test chose (maps and lists as JSON)."""
+    env = process_env(settings)
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"BRANCHLINE_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, dict | list) else str(value)
+        )
     return env
 
 

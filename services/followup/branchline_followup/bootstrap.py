@@ -30,7 +30,7 @@ from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
-from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app, stop_worker_app
 from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.background import running_task
@@ -225,7 +225,8 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
                 name="followup-erasure-job",
             )
         )
-        started.push_async_callback(app.stop)  # also stops an agent whose start failed
+        # also an agent whose start failed
+        started.push_async_callback(stop_worker_app, app, settings.followup_worker_stop_timeout_s)
         await app.start()
         await started.enter_async_context(
             running_task(

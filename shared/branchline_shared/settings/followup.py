@@ -111,6 +111,14 @@ class FollowupSettings(
         "already fetched behind the one in hand join it, #12): a bounded transaction and lock "
         "set.",
     )
+    followup_worker_stop_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long the followup worker's consumer may take to stop (commit what is "
+        "applied, leave its group) before its thread is ended; what it had not committed is "
+        "redelivered and recognised (D-07).",
+    )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."
     )

@@ -4,7 +4,6 @@ beside a second replica, timer runners racing for the same timers."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from tests.integration.followup.harness import (
     snapshot,
 )
 from tests.support.kafka import read_all
+from tests.support.processes import settings_env
 from tests.support.stack import Infra, eventually, make_settings
 
 # The hang guard must exceed the tests' own progress budgets, which are what assert progress
@@ -114,16 +114,7 @@ async def test_redelivered_events_leave_identical_read_models(infra: Infra, tmp_
 
 def worker_process(settings: BranchlineSettings, port: int) -> subprocess.Popen[bytes]:
     """``branchline run followup-worker`` with ``settings``, as the dev stack starts it."""
-    env = dict(os.environ)
-    for name in settings.model_fields_set:
-        value = getattr(settings, name)
-        if name == "jwt_secret" and value is not None:
-            value = value.get_secret_value()
-        if isinstance(value, dict | list):
-            import json
-
-            value = json.dumps(value)
-        env[f"BRANCHLINE_{name.upper()}"] = str(value)
+    env = settings_env(settings)
     env["BRANCHLINE_FOLLOWUP_WORKER_PORT"] = str(port)
     env["BRANCHLINE_BIND_HOST"] = "127.0.0.1"
     with open(settings.data_dir / f"worker-{port}.log", "wb") as log:

@@ -15,10 +15,15 @@ commit; idle, an event is applied at once, waiting for nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import threading
 from typing import Any
 
 import faust
+import mode
 
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.batches import Delivered, apply_batch
@@ -66,6 +71,13 @@ def create_faust_app(
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
+        # A rebalance or a stop must never wait for the agent to ack what it holds: Faust
+        # clears the stream buffers first, so the agent can be left holding a part-gathered
+        # batch while Faust waits for its acks; that wait has no bound and froze a worker
+        # for good mid-rebalance and at stop. Not waiting is safe here: offsets are committed
+        # only for acked events, acked only after their transaction committed, and a
+        # redelivered event is recognised by its recorded id (D-07, effectively once).
+        stream_wait_empty=False,
     )
     projected = projection
     batch_max = settings.followup_worker_batch_size  # a bounded transaction and lock set
@@ -139,3 +151,72 @@ async def handle_message(
 ) -> None:
     """One message as a batch of one."""
     await handle_batch([raw], units, dead_letters, projection)
+
+
+async def stop_worker_app(app: faust.App, timeout_s: float) -> None:
+    """Stop ``app``, bounded by ``timeout_s``; past it, end its consumer thread's loop (what
+    was not committed is redelivered and recognised by its recorded id, D-07). The thread is
+    not a daemon: a stop that never returned would keep a SIGTERMed worker process alive for
+    good, and in-process (tests, tools) the thread would go on polling the broker."""
+    # Two ways a stop hangs: awaiting (Faust waits for acks, commits) or blocked (mode joins
+    # the consumer thread with a plain, unbounded Event.wait on this loop's thread), where no
+    # coroutine timeout can fire; a watchdog thread covers the second.
+    ended = threading.Event()
+
+    def end_hung_consumer() -> None:
+        if ended.is_set():
+            return
+        ended.set()
+        log.error("the followup worker's Faust app did not stop in time; ending its consumer")
+        if not end_consumer_thread(app):
+            log.critical("the followup worker's consumer thread still runs after its stop")
+
+    watchdog = threading.Timer(timeout_s + 5.0, end_hung_consumer)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        await asyncio.wait_for(app.stop(), timeout_s)
+    except TimeoutError:
+        end_hung_consumer()
+    finally:
+        watchdog.cancel()
+    if ended.is_set():
+        await cancel_faust_tasks()
+
+
+async def cancel_faust_tasks(rounds: int = 5, wait_s: float = 2.0) -> None:
+    """Cancel the tasks Faust's services left on this loop after a stop that did not finish.
+    Some of them swallow a first cancellation (mode's task runner), which would hang the
+    cancellation of every task at a process's exit; so they are cancelled until they end."""
+    packages = tuple(os.path.dirname(module.__file__ or "") + os.sep for module in (faust, mode))
+    for _ in range(rounds):
+        left = [
+            task
+            for task in asyncio.all_tasks()
+            if task is not asyncio.current_task()
+            and getattr(getattr(task.get_coro(), "cr_code", None), "co_filename", "").startswith(
+                packages
+            )
+        ]
+        if not left:
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=wait_s)
+    log.critical("tasks of the followup worker's Faust app survive their cancellation")
+
+
+def end_consumer_thread(app: faust.App, join_s: float = 5.0) -> bool:
+    """Stop the event loop of ``app``'s consumer thread and wait for the thread to end; True if
+    no such thread is left running. Reaches into Faust's delegate consumer (``_thread``, the
+    mode ``ServiceThread`` that owns ``thread_loop``), which has no public handle for it."""
+    service = getattr(getattr(app, "_consumer", None), "_thread", None)
+    loop = getattr(service, "thread_loop", None)
+    thread = getattr(service, "_thread", None)
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        with contextlib.suppress(RuntimeError):  # already closed: the thread has ended
+            loop.call_soon_threadsafe(loop.stop)
+    if isinstance(thread, threading.Thread):
+        thread.join(join_s)
+        return not thread.is_alive()
+    return True
