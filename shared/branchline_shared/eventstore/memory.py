@@ -48,6 +48,10 @@ class InMemoryUnitOfWork:
         # one writer at a time already (the store's lock): ``shared`` needs nothing more
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}
 
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        # the store's lock already excludes every other writer: never busy
+        return await self.lock_streams(stream_ids)
+
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self._state.by_id[i] for i in event_ids if i in self._state.by_id}
 
