@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import StoreEvent
+from branchline_shared.reconcile.progress import Copy
 
 
 async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> list[StoreEvent]:
@@ -102,20 +104,45 @@ async def read_store_page(
     return [_store_event(source, r, "") for r in rows]
 
 
+@dataclass(frozen=True)
+class OutboxState:
+    """An event's outbox rows, as a self-check needs them."""
+
+    topic: str
+    in_flight: bool
+    """A row not yet published, or one published less than the grace period ago."""
+    copies: tuple[Copy, ...]
+    """Each row, with where the broker put it if that was recorded (migration 004)."""
+
+
 async def outbox_states(
     conn: PgConnection, event_ids: Sequence[uuid.UUID], *, grace_s: float
-) -> dict[uuid.UUID, tuple[str, bool]]:
-    """Of each of ``event_ids`` with an outbox row: its topic, and whether it is in flight
-    (a row not yet published, or published less than ``grace_s`` ago), as
-    :func:`read_store_log` judges it."""
+) -> dict[uuid.UUID, OutboxState]:
+    """Of each of ``event_ids`` with an outbox row: its topic, whether it is in flight (as
+    :func:`read_store_log` judges it) and its rows' broker positions."""
     rows = await conn.fetch(
         """
         SELECT event_id, min(topic) AS topic,
                bool_or(published_at IS NULL)
-               OR max(published_at) > now() - make_interval(secs => $2) AS in_flight
+               OR max(published_at) > now() - make_interval(secs => $2) AS in_flight,
+               array_agg(topic ORDER BY id) AS topics,
+               array_agg(published_partition ORDER BY id) AS partitions,
+               array_agg(published_offset ORDER BY id) AS offsets
         FROM es_outbox WHERE event_id = ANY($1::uuid[]) GROUP BY event_id
         """,
         list(event_ids),
         grace_s,
     )
-    return {r["event_id"]: (r["topic"], bool(r["in_flight"])) for r in rows}
+    return {
+        r["event_id"]: OutboxState(
+            r["topic"],
+            bool(r["in_flight"]),
+            tuple(
+                Copy(topic, partition, offset)
+                for topic, partition, offset in zip(
+                    r["topics"], r["partitions"], r["offsets"], strict=True
+                )
+            ),
+        )
+        for r in rows
+    }

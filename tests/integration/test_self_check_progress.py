@@ -1,0 +1,232 @@
+"""A consumer's self-check re-queues what the consumer skipped, not what it has not reached
+yet (#12).
+
+The check used to count every event published more than the grace period ago and not
+applied as owed, so a consumer lagging further behind had every event it had not read yet
+re-queued at each check (2,811 events after a 60,000-event fill). Now the relay records
+where the broker put each event, and the check compares that with the consumer group's
+committed offsets: an event ahead of them is left alone, one they passed is re-queued."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+from branchline_shared.postgres.pool import open_pool
+from branchline_shared.reconcile import self_repair
+from branchline_shared.reconcile.running import ConsumerSource
+from branchline_shared.reconcile.self_repair import SelfRepair
+from branchline_shared.settings import BranchlineSettings
+from tests.support.events import recorded_event
+from tests.support.stack import Infra, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+EVENTS = 24
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.applied: set[uuid.UUID] = set()
+
+    async def has(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        return self.applied & set(event_ids)
+
+    async def everything(self) -> list[Any]:
+        raise AssertionError("the self-check must not read everything the consumer applied")
+
+
+@pytest.fixture
+def no_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def none(*_: object, **__: object) -> set[uuid.UUID]:
+        return set()
+
+    monkeypatch.setattr(self_repair, "dead_lettered_ids", none)
+
+
+async def published(settings: BranchlineSettings) -> dict[uuid.UUID, tuple[int, int]]:
+    """``EVENTS`` events stored in intake's store and published by the real relay, each
+    published an hour ago (far beyond any grace period); where the broker put each."""
+    topics = declare_topics(settings)
+    await ensure_topics(settings.kafka_bootstrap, topics.all())
+    await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
+    await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
+    producer = make_producer(settings, client_id="test-relay")
+    await producer.start()
+    at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    try:
+        async with PostgresEventStore(pool).unit_of_work() as uow:
+            for n in range(EVENTS):
+                event = recorded_event(
+                    "client.registered",
+                    {"client_type": "individual", "rm_id": "rm-7"},
+                    at=at,
+                    client_id=f"C-{n}",
+                    branch_id="BR-001",
+                )
+                uow.stage(event, topic=topics.intake_events.name, submission_hash=None)
+            await uow.commit()
+        relay = OutboxRelay(pool=pool, producer=producer, store_name="intake")
+        while await relay.publish_once():
+            pass
+        await pool.execute("UPDATE es_outbox SET published_at = now() - interval '1 hour'")
+        rows = await pool.fetch(
+            "SELECT event_id, published_partition, published_offset FROM es_outbox"
+        )
+    finally:
+        await producer.stop()
+        await pool.close()
+    return {r["event_id"]: (r["published_partition"], r["published_offset"]) for r in rows}
+
+
+async def commit(settings: BranchlineSettings, group: str, offsets: dict[int, int]) -> None:
+    """The group's committed offsets on intake's topic, as a consumer that read up to them
+    would have left them (assigned, not joined: nothing else is in the group)."""
+    topic = declare_topics(settings).intake_events.name
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in offsets])
+        await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+async def outbox_rows(settings: BranchlineSettings) -> dict[uuid.UUID, int]:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch("SELECT event_id, count(*) AS n FROM es_outbox GROUP BY event_id")
+    finally:
+        await conn.close()
+    return {r["event_id"]: r["n"] for r in rows}
+
+
+def checker(settings: BranchlineSettings, consumer: Consumer, group: str | None) -> SelfRepair:
+    topics = declare_topics(settings)
+    return SelfRepair(
+        settings,
+        ConsumerSource(
+            "test-consumer",
+            topics.audit_consumer_dlq.name,
+            consumer.everything,
+            has=consumer.has,
+            group_id=group,
+            topics=tuple(topics.event_topics()),
+        ),
+        interval_s=60,
+        grace_s=10,
+    )
+
+
+async def test_a_lagging_consumer_gets_only_what_it_skipped_re_queued(
+    infra: Infra, tmp_path: Path, no_dead_letters: None
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    positions = await published(settings)
+    assert all(p is not None and o is not None for p, o in positions.values())
+    # The consumer read each partition half-way (committed: the next offset it reads) and
+    # applied what it read, except one event it skipped; the rest it has not reached.
+    ends: dict[int, int] = {}
+    for partition, offset in positions.values():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    committed = {p: end // 2 for p, end in ends.items()}
+    passed = {e for e, (p, o) in positions.items() if o < committed[p]}
+    ahead = set(positions) - passed
+    skipped = min(passed, key=lambda e: positions[e])
+    # Both kinds are there: the test can tell them apart.
+    assert ahead
+    assert len(passed) > 1
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    await commit(settings, group, committed)
+    consumer = Consumer()
+    consumer.applied = passed - {skipped}
+
+    check = checker(settings, consumer, group)
+    repaired = await check.check()
+
+    assert repaired == 1
+    assert check.not_reached == len(ahead)
+    rows = await outbox_rows(settings)
+    assert rows[skipped] == 2
+    assert {e for e, n in rows.items() if n > 1} == {skipped}
+
+    # The consumer reads on to the end, applying everything: nothing is owed any more.
+    consumer.applied = set(positions)
+    await commit(settings, group, ends)
+    assert await checker(settings, consumer, group).check() == 0
+
+
+async def test_without_the_group_the_grace_period_judges_as_before(
+    infra: Infra, tmp_path: Path, no_dead_letters: None
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    positions = await published(settings)
+    consumer = Consumer()  # applied nothing, and its group never committed anything
+
+    assert await checker(settings, consumer, f"group-{uuid.uuid4().hex[:8]}").check() == 0
+    assert await checker(settings, consumer, None).check() == len(positions)
+
+
+async def test_an_unreachable_broker_falls_back_to_the_grace_period_and_says_so_once(
+    postgres_admin_url: str,
+    tmp_path: Path,
+    no_dead_letters: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(Infra(postgres_admin_url, "127.0.0.1:9"), tmp_path)
+    await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
+    await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+    try:
+        async with PostgresEventStore(pool).unit_of_work() as uow:
+            uow.stage(
+                recorded_event(
+                    "client.registered",
+                    {"client_type": "individual", "rm_id": "rm-7"},
+                    at=at,
+                    client_id="C-1",
+                    branch_id="BR-001",
+                ),
+                topic="intake.events",
+                submission_hash=None,
+            )
+            await uow.commit()
+        # Published an hour ago, at a recorded position the broker cannot be asked about.
+        await pool.execute(
+            "UPDATE es_outbox SET published_at = now() - interval '1 hour', "
+            "published_partition = 0, published_offset = 0"
+        )
+    finally:
+        await pool.close()
+    check = checker(settings, Consumer(), "some-group")
+
+    with caplog.at_level(logging.WARNING, logger=self_repair.__name__):
+        assert await check.check() == 1
+        # The copy it re-queued published long ago too, still not applied: owed again by
+        # the grace rule, the broker still away; no new warning.
+        conn = await asyncpg.connect(settings.intake_database_url)
+        try:
+            await conn.execute("UPDATE es_outbox SET published_at = now() - interval '1 hour'")
+        finally:
+            await conn.close()
+        assert await check.check() == 1
+
+    said = [r for r in caplog.records if "offsets not readable" in r.getMessage()]
+    assert len(said) == 1
