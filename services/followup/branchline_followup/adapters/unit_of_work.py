@@ -20,8 +20,11 @@ import asyncpg
 from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.console_read_models import (
     TIMELINE_INSERT,
+    ConsoleRow,
     apply_for_console,
+    console_rows,
     timeline_row,
+    write_console_rows,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
@@ -411,23 +414,32 @@ class _Activity:
         self.timeline: list[tuple[Any, ...]] | None = [] if collect_timeline else None
         """The unit's console timeline rows, written together before it commits (#12:
         nothing reads the timeline while events are applied); None: each written at once."""
+        self.console: list[ConsoleRow] = []
+        """With :attr:`timeline`, the client pages' consent and assessment upserts, written
+        together too (#12: one statement per consent purpose was most of what a benchmark
+        registration's consent sent; nothing reads them while events are applied)."""
 
     async def record_console(self, event: RecordedEvent, client_id: str) -> None:
         if self.timeline is None:
             await apply_for_console(self._conn, event, client_id)
             return
         self.timeline.append(timeline_row(event, client_id))
-        await apply_for_console(self._conn, event, client_id, timeline=False)
+        self.console += console_rows(event, client_id)
 
     async def write_collected(self) -> None:
         if self.timeline:
             await self._conn.executemany(TIMELINE_INSERT, self.timeline)
             self.timeline.clear()
+        if self.console:
+            await write_console_rows(self._conn, self.console)
+            self.console.clear()
 
     def forget_client(self, client_id: str) -> None:
         """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
         if self.timeline:
             self.timeline[:] = [row for row in self.timeline if row[0] != client_id]
+        if self.console:
+            self.console[:] = [row for row in self.console if row[1][0] != client_id]
 
     async def record_refusal(self, event: RecordedEvent) -> None:
         await record_refusal(self._conn, event)
@@ -686,6 +698,7 @@ class PostgresFollowupUnitOfWork:
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
+        console = list(self.activity.console)
         try:
             async with self._conn.transaction():  # nested: a savepoint
                 yield
@@ -703,6 +716,7 @@ class PostgresFollowupUnitOfWork:
             self.journal.unwritten = journal_rows
             if timeline is not None and collected is not None:
                 timeline[:] = collected
+            self.activity.console[:] = console
             raise
 
 
