@@ -181,6 +181,20 @@ async def test_without_the_group_the_grace_period_judges_as_before(
 
     assert await checker(settings, consumer, f"group-{uuid.uuid4().hex[:8]}").check() == 0
     assert await checker(settings, consumer, None).check() == len(positions)
+    # Each copy with its original's key (its partition), queued in log order.
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        copies = await conn.fetch(
+            "SELECT c.message_key AS copy, o.message_key AS original, e.global_position "
+            "FROM es_outbox c JOIN es_outbox o ON o.event_id = c.event_id AND o.id < c.id "
+            "JOIN es_events e ON e.event_id = c.event_id ORDER BY c.id"
+        )
+    finally:
+        await conn.close()
+    assert len(copies) == len(positions)
+    assert all(r["copy"] == r["original"] for r in copies)
+    order = [r["global_position"] for r in copies]
+    assert order == sorted(order)
 
 
 async def test_an_unreachable_broker_falls_back_to_the_grace_period_and_says_so_once(
