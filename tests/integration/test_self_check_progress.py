@@ -14,12 +14,18 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from branchline_audit.adapters.database import open_role_pool
+from branchline_audit.adapters.reconciling import ledger_has
+from branchline_audit.bootstrap import self_repair as audit_self_repair
+from branchline_followup.bootstrap import worker_self_repair
+from branchline_followup.entrypoints.worker import create_faust_app
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.kafka.producer import make_producer
@@ -30,8 +36,9 @@ from branchline_shared.reconcile import self_repair
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair
 from branchline_shared.settings import BranchlineSettings
+from tests.support.consumers import audit_consumer
 from tests.support.events import recorded_event
-from tests.support.stack import Infra, make_settings
+from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -57,9 +64,12 @@ def no_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(self_repair, "dead_lettered_ids", none)
 
 
-async def published(settings: BranchlineSettings) -> dict[uuid.UUID, tuple[int, int]]:
-    """``EVENTS`` events stored in intake's store and published by the real relay, each
-    published an hour ago (far beyond any grace period); where the broker put each."""
+async def published(
+    settings: BranchlineSettings, count: int = EVENTS, *, first: int = 0
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """``count`` events stored in intake's store (clients ``C-{first}``...) and published by
+    the real relay, every row of the store dated published an hour ago (far beyond any grace
+    period); where the broker put each of the store's rows (earlier calls' too)."""
     topics = declare_topics(settings)
     await ensure_topics(settings.kafka_bootstrap, topics.all())
     await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
@@ -70,7 +80,7 @@ async def published(settings: BranchlineSettings) -> dict[uuid.UUID, tuple[int, 
     at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
     try:
         async with PostgresEventStore(pool).unit_of_work() as uow:
-            for n in range(EVENTS):
+            for n in range(first, first + count):
                 event = recorded_event(
                     "client.registered",
                     {"client_type": "individual", "rm_id": "rm-7"},
@@ -244,3 +254,74 @@ async def test_an_unreachable_broker_falls_back_to_the_grace_period_and_says_so_
 
     said = [r for r in caplog.records if "offsets not readable" in r.getMessage()]
     assert len(said) == 1
+
+
+async def test_the_audit_consumer_checks_itself_by_its_own_group(
+    infra: Infra, tmp_path: Path, no_dead_letters: None
+) -> None:
+    """The audit consumer's self-check, wired as it runs, asks the broker about the group
+    the consumer commits in: after the consumer read a first batch and stopped, a second
+    batch is not reached (not re-queued), and an event whose recorded position it passed
+    without applying it is re-queued."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600)
+    read = await published(settings, 6)
+    async with audit_consumer(settings):
+        pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+        try:
+            await eventually(lambda: _has_all(pool, read), within=60)
+        finally:
+            await pool.close()
+    behind = set(await published(settings, 6, first=100)) - set(read)
+    # An event stored and dated published at the position of one the consumer read: as if
+    # the broker had lost it there (the consumer passed that offset; it never got the event).
+    store = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    try:
+        lost = recorded_event(
+            "client.registered",
+            {"client_type": "individual", "rm_id": "rm-7"},
+            at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+            client_id="C-lost",
+            branch_id="BR-001",
+        )
+        async with PostgresEventStore(store).unit_of_work() as uow:
+            uow.stage(lost, topic=declare_topics(settings).intake_events.name, submission_hash=None)
+            await uow.commit()
+        partition, offset = min(read.values())
+        await store.execute(
+            "UPDATE es_outbox SET published_at = now() - interval '1 hour', "
+            "published_partition = $2, published_offset = $3 WHERE event_id = $1",
+            lost.event_id,
+            partition,
+            offset,
+        )
+    finally:
+        await store.close()
+
+    pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+    try:
+        repair = audit_self_repair(settings, pool)
+        assert repair is not None
+        assert await repair.check() == 1
+    finally:
+        await pool.close()
+    assert repair.not_reached == len(behind)
+    rows = await outbox_rows(settings)
+    assert {e for e, n in rows.items() if n > 1} == {lost.event_id}
+
+
+async def test_the_followup_worker_checks_itself_by_the_faust_apps_group(
+    settings: BranchlineSettings,
+) -> None:
+    """Faust's consumer group is the app's id: the worker's self-check asks about that group
+    and the topics the app reads (a check of the wiring only; the audit test above runs it)."""
+    topics = declare_topics(settings)
+    app = create_faust_app(settings, topics, None, None)  # type: ignore[arg-type]
+    repair = worker_self_repair(settings, SimpleNamespace(pool=None, topics=topics))  # type: ignore[arg-type]
+    assert repair is not None
+    assert repair.consumer.group_id == app.conf.id
+    (agent,) = app.agents.values()
+    assert set(repair.consumer.topics) == set(agent.channel.topics)
+
+
+async def _has_all(pool: Any, events: dict[uuid.UUID, tuple[int, int]]) -> bool:
+    return await ledger_has(pool, list(events)) == set(events)

@@ -146,6 +146,11 @@ class SelfRepair:
         self.not_reached = 0
         """Events the last check left to the consumer (ahead of its committed offsets)."""
 
+    @property
+    def consumer(self) -> ConsumerSource:
+        """The consumer this checks (its group and topics, as its bootstrap wired them)."""
+        return self._consumer
+
     async def log_lost(self) -> None:
         """The broker's log was reset under us: check now, counting every published event
         not applied as missing (what the broker lost is not coming)."""
