@@ -27,6 +27,7 @@ class OutboxRow:
     topic: str
     message_key: str
     published: bool = False
+    position: tuple[int, int] | None = None  # the broker's (partition, offset)
 
 
 @dataclass
@@ -153,11 +154,18 @@ class InMemoryOutbox:
             for r in rows
         ]
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
-        marked = set(outbox_ids)
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        marked: dict[int, tuple[int, int] | None] = (
+            dict(zip(outbox_ids, positions, strict=True))
+            if positions is not None
+            else dict.fromkeys(outbox_ids)
+        )
         for row in self._state.outbox:
             if row.id in marked:
                 row.published = True
+                row.position = marked[row.id]
 
     async def backlog(self) -> int:
         return sum(1 for r in self._state.outbox if not r.published)

@@ -73,7 +73,13 @@ class Outbox(Protocol):
         """Rows not yet published, oldest first (per key: commit order, the streams' locks)."""
         ...
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        """Mark rows published; ``positions``, if given, the broker's (partition, offset) of
+        each, in the same order (what a consumer's self-check compares with the consumer
+        group's committed offsets, :mod:`branchline_shared.reconcile.progress`)."""
+        ...
 
     async def backlog(self) -> int:
         """How many rows are not yet published."""

@@ -553,10 +553,23 @@ class PostgresOutbox:
             for r in rows
         ]
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        if positions is None:
+            await self._pool.execute(
+                "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                list(outbox_ids),
+            )
+            return
         await self._pool.execute(
-            "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            "UPDATE es_outbox o SET published_at = now(), published_partition = u.part, "
+            "published_offset = u.off "
+            "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, part, off) "
+            "WHERE o.id = u.id",
             list(outbox_ids),
+            [p for p, _ in positions],
+            [o for _, o in positions],
         )
 
     async def backlog(self) -> int:
