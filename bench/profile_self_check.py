@@ -139,7 +139,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             async def everything() -> list[Any]:
                 raise AssertionError("not asked by a self-check")
 
-            self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[assignment]
+            self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
             for label, group_id in (("by consumer progress", group), ("by grace period", None)):
                 check = SelfRepair(
                     settings,
