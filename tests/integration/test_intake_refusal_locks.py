@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.history_tail import TailLoadingStore
@@ -232,6 +233,8 @@ async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_dea
     writer never waits for the refusal stream: it rolls back and runs again in the global
     order, behind the old writer, which goes through."""
     proc = await process(app, settings, old_order=False, pool_size=1)
+    label = {"path": "batch" if path == "batch" else "group"}
+    reruns = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label) or 0
     run = uuid.uuid4().hex[:6]
     client = f"C-{run}"
     old = await asyncpg.connect(settings.intake_database_url)
@@ -274,6 +277,9 @@ async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_dea
         await proc.pool.close()
     assert isinstance(refused, Refused)
     assert refused.rule == "D-09"
+    # run again once, in the old order (visible to operators during a rolling upgrade)
+    after = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label)
+    assert after == reruns + 1
     assert await stream_versions(settings, f"refusals-{client}") == {f"refusals-{client}": [1]}
 
 

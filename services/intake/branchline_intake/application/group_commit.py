@@ -27,6 +27,7 @@ from prometheus_client import Histogram
 
 from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.submit import (
+    REFUSAL_LOCK_RERUNS,
     IntakeContext,
     refusal_event_id,
     refusal_stream_id,
@@ -142,6 +143,7 @@ class GroupCommitter:
                 # one was rolled back whole (nothing was answered). Run again with every
                 # refusal stream of the group locked up front, in the one global order, as
                 # before #12 (docs/intake.md, "Lock order"); that run cannot raise it.
+                REFUSAL_LOCK_RERUNS.labels(path="group").inc()
                 results = await self._transaction(group, refusal_locks_first=True)
         except Exception as exc:  # the commit failed: nothing of this group is stored
             log.warning("group commit failed", extra={"error": repr(exc), "size": len(group)})

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
@@ -68,6 +69,13 @@ SOURCE = "intake"
 REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
+
+REFUSAL_LOCK_RERUNS = Counter(
+    "branchline_intake_refusal_lock_reruns",
+    "Transactions run again, refusal streams locked up front, because one could not be locked "
+    "at once (a subject's first refusal, or a writer in the old order: docs/intake.md)",
+    ["path"],
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,7 @@ async def submit_events(
                 # once. In a group, the group's whole transaction is run again instead.
                 if ctx.in_group or ctx.refusal_locks_first:
                     raise
+                REFUSAL_LOCK_RERUNS.labels(path="batch").inc()
                 ctx = dataclasses.replace(ctx, refusal_locks_first=True)
                 continue
             except ConcurrencyError:
