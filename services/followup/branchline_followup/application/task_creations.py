@@ -7,8 +7,10 @@ rebuild of the read models, a redelivered event after a reset), the recorded cre
 replayed: the rules' recomputation with today's settings is replaced by the recorded deadline,
 assignee and profile. A profile change therefore never rewrites a stored deadline.
 
-The recorded event's id is derived from the task id, so it is found by key and recorded at
-most once, whichever process (worker, API, timer runner) creates the task first. A rebuild
+The recorded event's id is derived from the task id, so it is recorded at most once, whichever
+process (worker, API, timer runner) creates the task first; it names the task's source event
+as its cause, by which the creations of a decision are looked up (one key per deciding event,
+indexed: migration 011, #12). A rebuild
 only replays (it records nothing): a task created before creations were recorded is the one
 case still recomputed.
 """
