@@ -283,6 +283,71 @@ async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_dea
     assert await stream_versions(settings, f"refusals-{client}") == {f"refusals-{client}": [1]}
 
 
+@pytest.mark.parametrize("path", ["batch", "group commit"])
+async def test_an_old_order_writer_holding_a_staff_refusal_stream_is_not_deadlocked(
+    app: FastAPI, settings: BranchlineSettings, path: str
+) -> None:
+    """A member of staff's refusal stream sorts before the member's own stream, so a writer in
+    the old order locks it first, then waits for the member's stream, which this writer holds
+    while it records a refusal: the refusal stream is locked, not missing. This writer does not
+    wait for it (NOWAIT): it rolls back and runs again in the global order, behind the old
+    writer, which goes through."""
+    proc = await process(app, settings, old_order=False, pool_size=1)
+    label = {"path": "batch" if path == "batch" else "group"}
+    run = uuid.uuid4().hex[:6]
+    member = f"S-{run}"
+    streams = [f"refusals/staff-{member}", f"staff-{member}"]  # the old order: sorted
+    old = await asyncpg.connect(settings.intake_database_url)
+    watcher = await asyncpg.connect(settings.intake_database_url)
+    try:
+        # the member's first refusal creates the refusal stream (and runs again once)
+        (first,) = await submit_events(
+            proc.ctx, [training(member, future=True)], submitted_by=BRANCH
+        )
+        assert isinstance(first, Refused)
+        reruns = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label)
+        async with proc.pool.acquire() as conn:
+            pid = conn.get_server_pid()
+        async with old.transaction():
+            await old.execute(
+                "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
+                "ON CONFLICT DO NOTHING",
+                streams,
+            )
+            await old.fetch(  # the old order's first lock: the refusal stream
+                "SELECT stream_id FROM es_streams WHERE stream_id = $1 FOR UPDATE", streams[0]
+            )
+            dated_ahead = training(member, future=True)  # D-05b: a refusal to record
+            if path == "batch":
+                task = asyncio.create_task(
+                    submit_events(proc.ctx, [dated_ahead], submitted_by=BRANCH)
+                )
+            else:
+                task = asyncio.create_task(
+                    proc.committer.submit([dated_ahead], submitted_by=BRANCH)
+                )
+            await asyncio.wait_for(waits_for_a_lock(watcher, pid), 30)
+            # Its next lock, the member's stream: free, since this writer did not keep it
+            # while waiting for the refusal stream (else each would wait for the other).
+            await asyncio.wait_for(
+                old.fetch(
+                    "SELECT stream_id FROM es_streams WHERE stream_id = $1 FOR UPDATE",
+                    streams[1],
+                ),
+                30,
+            )
+        (refused,) = await asyncio.wait_for(task, 30)
+    finally:
+        await old.close()
+        await watcher.close()
+        await proc.pool.close()
+    assert isinstance(refused, Refused)
+    assert refused.rule == "D-05b"
+    after = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label)
+    assert after == (reruns or 0) + 1
+    assert await stream_versions(settings, streams[0]) == {streams[0]: [1, 2]}
+
+
 async def test_concurrent_batches_of_old_and_new_order_writers_with_refusals(
     app: FastAPI, settings: BranchlineSettings
 ) -> None:
