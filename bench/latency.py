@@ -141,7 +141,7 @@ async def end_to_end(
 
 async def drain(
     followup_dsn: str, audit_dsn: str, quiet_s: float = 5.0, within_s: float = 600
-) -> dict:
+) -> dict[str, float]:
     """Wait until the followup worker and the audit consumer have caught up (their applied
     counts stop growing); returns how long each took (seconds; 0 when it was not behind)."""
     queries = {

@@ -38,7 +38,7 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
-from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
+from branchline_shared.kafka.consuming import DeadLetters, RawMessage  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
 
@@ -73,8 +73,10 @@ def workload(kind: str, clients: int) -> list[RecordedEvent]:
     return sorted(history.events, key=lambda e: e.recorded_at)
 
 
-class CountedDeadLetters:
-    def __init__(self) -> None:
+class CountedDeadLetters(DeadLetters):
+    """Counts what would be dead-lettered instead of publishing it (no broker here)."""
+
+    def __init__(self) -> None:  # no producer: ``send`` below is all that is called
         self.sent = 0
 
     async def send(self, raw: RawMessage, reason: str) -> None:

@@ -103,7 +103,7 @@ async def audit_handler(settings: Any) -> tuple[Handler, Any, int, Callable[[], 
     consumer._dead_letters = CountedDeadLetters()  # type: ignore[assignment]
 
     async def handle(raws: list[RawMessage]) -> None:
-        await consumer._process([Record(r) for r in raws])  # type: ignore[misc]
+        await consumer._process([Record(r) for r in raws])
 
     async def check() -> None:
         assert repair is not None
@@ -191,7 +191,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     async def no_dead_letters(*_: Any, **__: Any) -> set[uuid.UUID]:
         return set()
 
-    running.dead_lettered_ids = no_dead_letters  # type: ignore[assignment]  # no broker here
+    running.dead_lettered_ids = no_dead_letters  # no broker here
 
     steps = sorted(int(s) for s in args.steps.split(","))
     # The broker address is never used: messages are handed to the handlers directly.

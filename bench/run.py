@@ -194,12 +194,13 @@ async def one_repetition(
     await measure("raw_tx64", lambda: baselines.raw_one_per_transaction(raw_db, p.singles))
     for key, functions in (("peer_8t", False), ("peer_8t_fn", True)):
         db = await create_database(stack.admin_url, f"bench_{key}_{r}")
-        await measure(
-            key,
-            lambda db=db, functions=functions: asyncio.to_thread(
+
+        async def peer_saves(db: str = db, functions: bool = functions) -> float:
+            return await asyncio.to_thread(
                 peer.one_per_save, db, p.peer_events, db_functions=functions
-            ),
-        )
+            )
+
+        await measure(key, peer_saves)
     batch_db = await create_database(stack.admin_url, f"bench_peer_500_{r}")
     await measure(
         "peer_500", lambda: asyncio.to_thread(peer.batched_save, batch_db, p.peer_batch_events)

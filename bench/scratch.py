@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ UNUSED_BROKER = "127.0.0.1:9"
 
 
 def run_in_scratch(
-    measure: Callable[[argparse.Namespace, Path], Awaitable[None]],
+    measure: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, None]],
     args: argparse.Namespace,
     prefix: str,
 ) -> int:

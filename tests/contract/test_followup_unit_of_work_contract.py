@@ -531,6 +531,41 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
         assert [r["event_id"] for r in records.timeline] == [kept.event_id]
 
+    async def test_the_consents_collected_by_a_unit_are_written_in_order_but_a_failed_savepoints(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: a unit writes its client pages' consent rows together before it commits, in
+        the order its events made them; those of a savepoint that rolled back are dropped."""
+
+        def consent(kind: str, minutes: int, *purposes: str) -> RecordedEvent:
+            return an_event("c-41").model_copy(
+                update={
+                    "type": f"client.consent_{kind}",
+                    "occurred_at": T0 + timedelta(minutes=minutes),
+                    "data": {"purposes": list(purposes)},
+                }
+            )
+
+        async def record_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.activity.record_console(consent("granted", 3, "profiling"), "c-41")
+                raise Rolledback
+
+        async with units.begin() as uow:
+            for event in (
+                consent("granted", 1, "marketing", "service"),
+                consent("withdrawn", 2, "marketing", "service"),
+                consent("granted", 2, "service"),  # the same instant: the later one wins
+            ):
+                await uow.activity.record_console(event, "c-41")
+            with pytest.raises(Rolledback):
+                await record_then_fail(uow)
+        records = await client_page_records(units._pool, "c-41")  # type: ignore[attr-defined]
+        assert [(r["purpose"], r["granted"]) for r in records.consents] == [
+            ("marketing", False),
+            ("service", True),
+        ]
+
     async def test_a_locked_clients_facts_are_read_once_and_stay_what_the_row_holds(
         self, units: UnitsOfWork
     ) -> None:

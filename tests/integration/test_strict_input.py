@@ -282,6 +282,15 @@ async def test_non_finite_and_huge_numbers_are_422(apis: Apis) -> None:
     assert (await _post_raw(apis.intake, "/v1/events", body)).status_code == 422
     body = json.dumps({**_event(), "expected_version": 2**63})
     _refused(await _post_raw(apis.intake, "/v1/events", body), 422, "expected_version")
+    # Beyond ±(2**53 - 1), integer or not, a number is refused where it enters: the audit
+    # ledger could not record it verifiably (docs/audit.md), not even in a refusal's record.
+    before = await apis.stored()
+    for number in ("9007199254740992", "1e16", "9.5e15"):
+        body = json.dumps(_event())[:-2] + ', "extra": ' + number + "}}"
+        refused = _refused(await _post_raw(apis.intake, "/v1/events", body), 422, "data.extra")
+        assert refused["errors"][0]["type"] == "number_out_of_range"
+        assert number not in json.dumps(refused)
+    assert await apis.stored() == before
 
 
 async def test_deep_nesting_is_422_not_a_crash(apis: Apis) -> None:

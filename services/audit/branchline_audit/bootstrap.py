@@ -138,6 +138,9 @@ def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair 
             lambda: ledger_applied(pool),
             OWN_SOURCES,
             has=lambda ids: ledger_has(pool, ids),
+            # build_consumer's group and topics: the check asks the broker how far it read.
+            group_id=settings.topic(CONSUMER),
+            topics=tuple(topics.event_topics()),
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

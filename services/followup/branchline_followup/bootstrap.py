@@ -181,6 +181,10 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             runtime.topics.followup_worker_dlq.name,
             lambda: read_models_applied(runtime.pool),
             has=lambda ids: read_models_have(runtime.pool, ids),
+            # The Faust app's id is its consumer group (create_faust_app), reading the event
+            # topics: the check asks the broker how far it read.
+            group_id=settings.topic(CONSUMER),
+            topics=tuple(runtime.topics.event_topics()),
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

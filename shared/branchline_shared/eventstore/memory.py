@@ -27,6 +27,7 @@ class OutboxRow:
     topic: str
     message_key: str
     published: bool = False
+    position: tuple[int, int] | None = None  # the broker's (partition, offset)
 
 
 @dataclass
@@ -47,6 +48,10 @@ class InMemoryUnitOfWork:
     ) -> dict[str, int]:
         # one writer at a time already (the store's lock): ``shared`` needs nothing more
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}
+
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        # the store's lock already excludes every other writer: never busy
+        return await self.lock_streams(stream_ids)
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self._state.by_id[i] for i in event_ids if i in self._state.by_id}
@@ -149,11 +154,18 @@ class InMemoryOutbox:
             for r in rows
         ]
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
-        marked = set(outbox_ids)
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        marked: dict[int, tuple[int, int] | None] = (
+            dict(zip(outbox_ids, positions, strict=True))
+            if positions is not None
+            else dict.fromkeys(outbox_ids)
+        )
         for row in self._state.outbox:
             if row.id in marked:
                 row.published = True
+                row.position = marked[row.id]
 
     async def backlog(self) -> int:
         return sum(1 for r in self._state.outbox if not r.published)

@@ -73,7 +73,13 @@ class Outbox(Protocol):
         """Rows not yet published, oldest first (per key: commit order, the streams' locks)."""
         ...
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        """Mark rows published; ``positions``, if given, the broker's (partition, offset) of
+        each, in the same order (what a consumer's self-check compares with the consumer
+        group's committed offsets, :mod:`branchline_shared.reconcile.progress`)."""
+        ...
 
     async def backlog(self) -> int:
         """How many rows are not yet published."""
@@ -88,6 +94,12 @@ class ConcurrencyError(EventStoreError):
     """Two writers raced for one stream version or event id; the unit of work was rolled back."""
 
 
+class StreamsBusy(EventStoreError):
+    """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
+    transaction holds it, or it does not exist yet). Nothing waited; the transaction is
+    unusable and must be run again with those streams locked up front, in the global order."""
+
+
 class UnitOfWork(Protocol):
     async def lock_streams(
         self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
@@ -96,6 +108,13 @@ class UnitOfWork(Protocol):
         ``shared``: streams only read by the decision (a product's shelf entry), held against
         writers but not against other readers, so what was read cannot change under it
         (streams that do not exist are skipped). One global order over both: no deadlock."""
+
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Lock streams *without waiting*, after others were locked (out of the global order):
+        returns their versions, or raises :class:`StreamsBusy` if one is locked by another
+        transaction or does not exist yet (it is never created here). Because it never waits,
+        it adds no edge to any wait-for cycle; meant for streams that only writers already
+        holding another lock write (a subject's refusal stream: docs/intake.md)."""
 
     async def find_existing(
         self, event_ids: Sequence[uuid.UUID]

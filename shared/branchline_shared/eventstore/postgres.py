@@ -19,6 +19,7 @@ from branchline_shared.eventstore.ports import (
     PendingPublication,
     StoredEvent,
     StoredPosition,
+    StreamsBusy,
 )
 from branchline_shared.postgres.pool import PgConnection
 
@@ -50,6 +51,11 @@ _LOCK_SQL = {
     "SHARE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
     "ORDER BY stream_id FOR SHARE",
 }
+# Never waits (NOWAIT): a lock taken out of the global order must not be waited for.
+_TRY_LOCK_SQL = (
+    "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    "ORDER BY stream_id FOR UPDATE NOWAIT"
+)
 
 
 _WRITE_SQL = """
@@ -135,6 +141,28 @@ class PostgresUnitOfWork:
                 versions.update({r["stream_id"]: r["version"] for r in rows})
             else:
                 self.share_locked.update(r["stream_id"] for r in rows)
+        return versions
+
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Lock ``stream_ids`` now or raise :class:`StreamsBusy`, never waiting and never
+        creating a stream: taken after other locks, out of the global order, so waiting here
+        could close a cycle with a writer that takes them in the order (docs/intake.md)."""
+        wanted = sorted(set(stream_ids))
+        versions: dict[str, int] = {}
+        if self._group is not None:  # those the group holds already cost nothing
+            held = self._group.held_versions
+            versions = {s: held[s] for s in wanted if s in held}
+            wanted = [s for s in wanted if s not in held]
+        if not wanted:
+            return versions
+        try:
+            rows = await self._conn.fetch(_TRY_LOCK_SQL, wanted)
+        except asyncpg.LockNotAvailableError as exc:
+            raise StreamsBusy(f"locked by another transaction: {wanted}") from exc
+        if len(rows) != len(wanted):
+            found = {r["stream_id"] for r in rows}
+            raise StreamsBusy(f"not created yet: {sorted(set(wanted) - found)}")
+        versions.update({r["stream_id"]: r["version"] for r in rows})
         return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
@@ -525,10 +553,23 @@ class PostgresOutbox:
             for r in rows
         ]
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+    async def mark_published(
+        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]] | None = None
+    ) -> None:
+        if positions is None:
+            await self._pool.execute(
+                "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                list(outbox_ids),
+            )
+            return
         await self._pool.execute(
-            "UPDATE es_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            "UPDATE es_outbox o SET published_at = now(), published_partition = u.part, "
+            "published_offset = u.off "
+            "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, part, off) "
+            "WHERE o.id = u.id",
             list(outbox_ids),
+            [p for p, _ in positions],
+            [o for _, o in positions],
         )
 
     async def backlog(self) -> int:

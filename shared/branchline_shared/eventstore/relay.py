@@ -200,9 +200,14 @@ class OutboxRelay:
                 )
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        acknowledged = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
         await self._check_topics_exist({row.topic for row in pending})
-        await self._outbox.mark_published([row.outbox_id for row in pending])
+        # With where the broker put each row: a consumer's self-check tells by it an event the
+        # consumer has not reached yet from one it missed (#12, reconcile.progress).
+        await self._outbox.mark_published(
+            [row.outbox_id for row in pending],
+            [(metadata.partition, metadata.offset) for metadata in acknowledged],
+        )
         PUBLISHED.labels(self._store).inc(len(pending))
         return len(pending)
 

@@ -5,8 +5,11 @@ holds for every field of every service alike:
 
 * duplicate keys in a JSON object (a parser keeps the last, a human reader of the body sees
   the first: the stored event would not be the one that was read) → 422 naming the key;
-* ``NaN``, ``Infinity`` and numbers that overflow a float → 422; nesting deeper than
-  :data:`MAX_DEPTH` → 422 (instead of a recursion error);
+* ``NaN``, ``Infinity`` and numbers beyond ±(2**53 - 1), integer or not → 422 (I-JSON,
+  RFC 7493: the range every JSON reader holds exactly; the audit ledger can record nothing
+  else verifiably, docs/audit.md, so no accepted event, nor the record of a refused one, is
+  ever refused by it); nesting deeper than :data:`MAX_DEPTH` → 422 (instead of a recursion
+  error);
 * NUL, other control characters and lone surrogates in any string of the body, key or value
   (tab, line feed and carriage return excepted) → 422 naming the field;
 * the reserved prefix of sealed personal values (``bl:pii:v1:``) in any string of the body →
@@ -26,7 +29,6 @@ validates a parsed body (the same models, the same errors).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -38,7 +40,11 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
-from branchline_shared.events.bounded import bad_text_character, bad_token_character
+from branchline_shared.events.bounded import (
+    MAX_SAFE_INTEGER,
+    bad_text_character,
+    bad_token_character,
+)
 from branchline_shared.field_issues import printable_field
 from branchline_shared.http.problems import PROBLEM_JSON, validation_problem
 
@@ -82,25 +88,50 @@ def _constant(name: str) -> Any:
     raise _Refused("body", f"{name} is not a JSON number", "not_a_number")
 
 
+class _OutOfRange(ValueError):
+    """A number beyond ±(2**53 - 1): :func:`parse_strict_json` names its field."""
+
+
+def _out_of_range_field(body: bytes) -> str:
+    """The path of the first number of ``body`` beyond ±(2**53 - 1) (only on a refusal: the
+    hooks that found it do not know where they are). ``body`` if it cannot be told."""
+    try:
+        document = json.loads(body, parse_constant=float)
+    except (ValueError, RecursionError):  # an integer too long to convert, too deep
+        return "body"
+    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, (*path, k)) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, str(i))) for i, v in reversed(list(enumerate(node))))
+        elif (
+            isinstance(node, int | float)
+            and not isinstance(node, bool)
+            and not -MAX_SAFE_INTEGER <= node <= MAX_SAFE_INTEGER
+        ):
+            return printable_field(".".join(path)) or "body"
+    return "body"
+
+
 def _float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise _Refused("body", f"the number {text[:40]} is out of range", "number_out_of_range")
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:  # also NaN and the infinities
+        raise _OutOfRange
     return value
 
 
 def _int(text: str) -> int:
-    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise _Refused("body", f"the number {text[:40]}... is out of range", "number_out_of_range")
+    # 2**53 - 1 has 16 digits: shorter texts are in range without converting anything.
+    if len(text) > 15 and (len(text.lstrip("-")) > 16 or abs(int(text)) > MAX_SAFE_INTEGER):
+        raise _OutOfRange
     return int(text)
-
-
-_MAX_INT_DIGITS = 40
 
 
 def parse_strict_json(body: bytes) -> Any:
     """The parsed document; ``ValueError`` for malformed JSON (left to the route);
-    :class:`_Refused` for a duplicate key or a non-finite or huge number."""
+    :class:`_Refused` for a duplicate key or a number beyond ±(2**53 - 1)."""
     try:
         return json.loads(
             body,
@@ -111,6 +142,15 @@ def parse_strict_json(body: bytes) -> Any:
         )
     except RecursionError:
         raise _Refused("body", f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
+    except _OutOfRange:
+        # Without the number: it may be personal data (D-04), and the caller has it.
+        raise _Refused(
+            _out_of_range_field(body),
+            f"a number out of range: JSON numbers must lie within ±{MAX_SAFE_INTEGER} "
+            "(2^53 - 1), the range every JSON reader and the audit ledger hold exactly; "
+            "send larger amounts as strings",
+            "number_out_of_range",
+        ) from None
 
 
 # A byte that could make a decoded string hold a refused character: C0 controls but tab, line

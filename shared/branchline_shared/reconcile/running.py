@@ -58,6 +58,11 @@ class ConsumerSource:
     has: Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]] | None = None
     """Which of the given event ids the consumer applied: what its self-check asks, a page
     at a time, instead of reading everything it applied (:mod:`.self_repair`, #12)."""
+    group_id: str | None = None
+    """The consumer's group on the broker, and ``topics`` what it reads: its self-check
+    judges by the group's committed offsets whether it has reached an event yet
+    (:mod:`.progress`, #12). None: by the grace period alone."""
+    topics: tuple[str, ...] = ()
 
 
 @dataclass

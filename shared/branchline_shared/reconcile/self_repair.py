@@ -18,6 +18,13 @@ log was reset, starts from the beginning again (the applied record could have ch
 its back: a rebuild swapping in new read models). What it does not report, unlike
 ``branchline reconcile``: events applied that no store has (extra) and events applied out of
 order; the repair never needed them.
+
+Owed, not merely behind (#12): a periodic check judges an event the consumer has not applied
+by the consumer group's committed offsets on the broker (:mod:`.progress`): one still ahead of
+them is not re-queued, however long ago it was published; one they passed is, at once. Where
+the broker cannot tell (positions not recorded, the broker unreachable: logged once), the
+grace period decides as before. The checks triggered by a log reset or a position jump do not
+ask the broker: what they look for is lost, not on its way.
 """
 
 from __future__ import annotations
@@ -29,9 +36,18 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from prometheus_client import Counter
+from aiokafka import TopicPartition
+from prometheus_client import Counter, Gauge
 
 from branchline_shared.eventstore.ports import LogPosition
+from branchline_shared.kafka.group_offsets import GroupOffsets
+from branchline_shared.reconcile.progress import (
+    Copy,
+    PartitionProgress,
+    Partitions,
+    Verdict,
+    judge,
+)
 from branchline_shared.reconcile.running import (
     DIFFERENCES,
     REPAIRED,
@@ -41,7 +57,12 @@ from branchline_shared.reconcile.running import (
     store_connection,
     store_sources,
 )
-from branchline_shared.reconcile.stores import outbox_states, read_store_page, requeue
+from branchline_shared.reconcile.stores import (
+    OutboxState,
+    outbox_states,
+    read_store_page,
+    requeue,
+)
 from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +77,42 @@ SELF_CHECKS = Counter(
     "Reconciliations a consumer ran on itself",
     ["consumer", "trigger"],
 )
+
+NOT_REACHED = Gauge(
+    "branchline_consumer_self_check_not_reached",
+    "Events the consumer's last check found not applied and still ahead of its group's "
+    "committed offsets (not re-queued: the consumer will get them)",
+    ["consumer"],
+)
+
+
+class GroupProgress:
+    """One check's view of the consumer group on the broker: its committed offsets, read at
+    the start of the check, before the consumer is asked what it applied (:mod:`.progress`),
+    and the partitions' bounds, read per page after the page's outbox rows (so they include
+    every copy the page found published)."""
+
+    def __init__(self, group: GroupOffsets, committed: dict[TopicPartition, int]) -> None:
+        self._group = group
+        self._committed = committed
+
+    @classmethod
+    async def read(cls, group: GroupOffsets) -> GroupProgress:
+        return cls(group, await group.committed(await group.partitions()))
+
+    async def partitions(self, copies: list[Copy]) -> Partitions:
+        wanted = sorted(
+            {
+                TopicPartition(c.topic, c.partition)
+                for c in copies
+                if c.partition is not None and c.offset is not None
+            }
+        )
+        bounds = await self._group.bounds(wanted)
+        return {
+            (tp.topic, tp.partition): PartitionProgress(self._committed.get(tp), start, end)
+            for tp, (start, end) in bounds.items()
+        }
 
 
 AT_ONCE = frozenset({"log_reset", "position_jump"})
@@ -85,6 +142,14 @@ class SelfRepair:
         self._settled: dict[str, LogPosition] = {}  # per store: every event up to it applied
         self._triggered = asyncio.Event()
         self._trigger = "periodic"
+        self._broker_failing = False  # logged once per outage
+        self.not_reached = 0
+        """Events the last check left to the consumer (ahead of its committed offsets)."""
+
+    @property
+    def consumer(self) -> ConsumerSource:
+        """The consumer this checks (its group and topics, as its bootstrap wired them)."""
+        return self._consumer
 
     async def log_lost(self) -> None:
         """The broker's log was reset under us: check now, counting every published event
@@ -119,17 +184,22 @@ class SelfRepair:
             )
             dead = frozenset()
         repaired = differences = 0
-        for store in store_sources(self._settings):
-            start = (
-                LogPosition.start()
-                if full
-                else self._settled.get(store.source, LogPosition.start())
-            )
-            found, requeued, settled = await self._check_store(store, start, grace, dead)
-            self._settled[store.source] = settled
-            differences += found
-            repaired += requeued
+        self.not_reached = 0
+        async with self._group_progress(trigger) as progress:
+            for store in store_sources(self._settings):
+                start = (
+                    LogPosition.start()
+                    if full
+                    else self._settled.get(store.source, LogPosition.start())
+                )
+                found, requeued, settled = await self._check_store(
+                    store, start, grace, dead, progress
+                )
+                self._settled[store.source] = settled
+                differences += found
+                repaired += requeued
         DIFFERENCES.labels(self._consumer.name).set(differences)
+        NOT_REACHED.labels(self._consumer.name).set(self.not_reached)
         if repaired:
             GAPS_REPAIRED.labels(self._consumer.name, trigger).inc(repaired)
             log.warning(
@@ -138,8 +208,69 @@ class SelfRepair:
             )
         return repaired
 
+    @contextlib.asynccontextmanager
+    async def _group_progress(self, trigger: str) -> AsyncIterator[list[GroupProgress]]:
+        """The consumer group's progress for a periodic check (a list of one; emptied when
+        the broker stops answering during the check); none for a check triggered by a loss
+        (what it looks for is not on its way), a consumer without a group, or a broker out
+        of reach: then the grace period judges, as before."""
+        consumer = self._consumer
+        if trigger in AT_ONCE or consumer.group_id is None or not consumer.topics:
+            yield []
+            return
+        opened = contextlib.AsyncExitStack()
+        try:
+            group = await opened.enter_async_context(
+                GroupOffsets(self._settings.kafka_bootstrap, consumer.group_id, consumer.topics)
+            )
+            progress = [await GroupProgress.read(group)]
+        except Exception as exc:  # the check goes on by the grace period
+            await opened.aclose()
+            self._broker_failed(exc)
+            yield []
+            return
+        self._broker_answered()
+        async with opened:
+            yield progress
+
+    def _broker_failed(self, exc: BaseException) -> None:
+        if not self._broker_failing:
+            log.warning(
+                "consumer group's offsets not readable; the self-check judges by the grace "
+                "period until they are",
+                extra={"consumer": self._consumer.name, "error": repr(exc)},
+            )
+        self._broker_failing = True
+
+    def _broker_answered(self) -> None:
+        if self._broker_failing:
+            log.info(
+                "consumer group's offsets readable again",
+                extra={"consumer": self._consumer.name},
+            )
+        self._broker_failing = False
+
+    async def _partitions(
+        self, progress: list[GroupProgress], states: dict[uuid.UUID, OutboxState]
+    ) -> Partitions | None:
+        """The partitions of the page's published copies, or None (the grace period judges)."""
+        if not progress:
+            return None
+        copies = [copy for state in states.values() for copy in state.copies]
+        try:
+            return await progress[0].partitions(copies)
+        except Exception as exc:  # the broker went away during the check: the rest by grace
+            self._broker_failed(exc)
+            progress.clear()
+            return None
+
     async def _check_store(
-        self, store: StoreSource, start: LogPosition, grace_s: float, dead: frozenset[uuid.UUID]
+        self,
+        store: StoreSource,
+        start: LogPosition,
+        grace_s: float,
+        dead: frozenset[uuid.UUID],
+        progress: list[GroupProgress],
     ) -> tuple[int, int, LogPosition]:
         """One store's log from ``start``, a page at a time: (events owed and not applied,
         of which re-queued, the position up to which every event is applied and settled)."""
@@ -155,6 +286,7 @@ class SelfRepair:
                 applied = await self._consumer.has([e.event_id for e in page])
                 waiting = [e.event_id for e in page if e.event_id not in applied]
                 states = await outbox_states(conn, waiting, grace_s=grace_s) if waiting else {}
+                partitions = await self._partitions(progress, states) if states else None
                 missing = []
                 for event in page:
                     if event.event_id in applied and not event.in_flight:
@@ -164,12 +296,22 @@ class SelfRepair:
                     contiguous = False
                     state = states.get(event.event_id)
                     # Applied, or never queued for publication (no outbox row: not owed), or
-                    # in flight: nothing to do yet.
-                    if event.event_id in applied or state is None or event.in_flight or state[1]:
+                    # its transaction not yet settled: nothing to do yet.
+                    if event.event_id in applied or state is None or event.in_flight:
+                        continue
+                    verdict = (
+                        judge(state.copies, partitions)
+                        if partitions is not None
+                        else Verdict.UNKNOWN
+                    )
+                    if verdict is Verdict.NOT_REACHED:  # the consumer gets it by reading on
+                        self.not_reached += 1
+                        continue
+                    if verdict is Verdict.UNKNOWN and state.in_flight:  # the grace rule
                         continue
                     found += 1
                     if event.event_id not in dead:  # a dead letter waits for its replay
-                        missing.append(dataclasses.replace(event, topic=state[0]))
+                        missing.append(dataclasses.replace(event, topic=state.topic))
                 if missing:
                     count = await requeue(conn, missing)
                     requeued += count

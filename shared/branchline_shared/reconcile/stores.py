@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import StoreEvent
+from branchline_shared.reconcile.progress import Copy
 
 
 async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> list[StoreEvent]:
@@ -61,13 +63,20 @@ async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
     if not ordered:
         return 0
     # The key of the event's first outbox row (its subject: a product's or a staff member's
-    # events have no client), so the copy lands on the partition of the original.
+    # events have no client), so the copy lands on the partition of the original. Looked up
+    # for all events at once, not per event with "ORDER BY id LIMIT 1": without statistics
+    # on the outbox (a fill autovacuum has not analysed yet, exactly when a lagging consumer
+    # has the most re-queued) PostgreSQL ran that along the primary key for each event, 10 s
+    # for 946 events in a 20,000-row outbox, 70 s for 2,827 in 60,000 (#12,
+    # bench/profile_self_check.py).
     await conn.execute(
+        "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY "
+        "           AS u(event_id, topic, n)), "
+        "first AS (SELECT DISTINCT ON (o.event_id) o.event_id, o.message_key FROM es_outbox o "
+        "          WHERE o.event_id = ANY($1::uuid[]) ORDER BY o.event_id, o.id) "
         "INSERT INTO es_outbox (event_id, topic, message_key) "
-        "SELECT u.event_id, u.topic, (SELECT o.message_key FROM es_outbox o "
-        "                             WHERE o.event_id = u.event_id ORDER BY o.id LIMIT 1) "
-        "FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(event_id, topic, n) "
-        "ORDER BY u.n",
+        "SELECT u.event_id, u.topic, first.message_key "
+        "FROM u LEFT JOIN first USING (event_id) ORDER BY u.n",
         [e.event_id for e in ordered],
         [e.topic for e in ordered],
     )
@@ -102,20 +111,45 @@ async def read_store_page(
     return [_store_event(source, r, "") for r in rows]
 
 
+@dataclass(frozen=True)
+class OutboxState:
+    """An event's outbox rows, as a self-check needs them."""
+
+    topic: str
+    in_flight: bool
+    """A row not yet published, or one published less than the grace period ago."""
+    copies: tuple[Copy, ...]
+    """Each row, with where the broker put it if that was recorded (migration 004)."""
+
+
 async def outbox_states(
     conn: PgConnection, event_ids: Sequence[uuid.UUID], *, grace_s: float
-) -> dict[uuid.UUID, tuple[str, bool]]:
-    """Of each of ``event_ids`` with an outbox row: its topic, and whether it is in flight
-    (a row not yet published, or published less than ``grace_s`` ago), as
-    :func:`read_store_log` judges it."""
+) -> dict[uuid.UUID, OutboxState]:
+    """Of each of ``event_ids`` with an outbox row: its topic, whether it is in flight (as
+    :func:`read_store_log` judges it) and its rows' broker positions."""
     rows = await conn.fetch(
         """
         SELECT event_id, min(topic) AS topic,
                bool_or(published_at IS NULL)
-               OR max(published_at) > now() - make_interval(secs => $2) AS in_flight
+               OR max(published_at) > now() - make_interval(secs => $2) AS in_flight,
+               array_agg(topic ORDER BY id) AS topics,
+               array_agg(published_partition ORDER BY id) AS partitions,
+               array_agg(published_offset ORDER BY id) AS offsets
         FROM es_outbox WHERE event_id = ANY($1::uuid[]) GROUP BY event_id
         """,
         list(event_ids),
         grace_s,
     )
-    return {r["event_id"]: (r["topic"], bool(r["in_flight"])) for r in rows}
+    return {
+        r["event_id"]: OutboxState(
+            r["topic"],
+            bool(r["in_flight"]),
+            tuple(
+                Copy(topic, partition, offset)
+                for topic, partition, offset in zip(
+                    r["topics"], r["partitions"], r["offsets"], strict=True
+                )
+            ),
+        )
+        for r in rows
+    }

@@ -224,6 +224,60 @@ async def test_a_poison_event_in_a_batch_fails_only_itself(
     assert verdict.entries == 40
 
 
+async def test_an_event_with_a_number_the_ledger_cannot_verify_is_dead_lettered(
+    ready: tuple[BranchlineSettings, AuditContext],
+) -> None:
+    """A float JCS writes as an integer beyond 2**53 (``1e16``) or that jsonb rewrites
+    (``1e300``) was appended and never verified again. Now the event is refused before
+    anything is appended and dead-lettered with the reason (where, not the value: D-04),
+    every other event is recorded, numbers within ±(2**53 - 1) included, and the chain
+    verifies through the real jsonb column."""
+    settings, audit = ready
+    topics = declare_topics(settings)
+    good = envelopes(30, start=3000)
+    edge = RecordedEvent.model_validate(
+        event(8, client_id="C-4", data={"a": 2.0**53 - 1, "b": 0.1, "c": 1e-7, "d": -2.5})
+    ).model_dump(mode="json")
+    poisons = [
+        RecordedEvent.model_validate(event(n, client_id="C-5", data=data)).model_dump(mode="json")
+        for n, data in ((9, {"amount": 1e16}), (10, {"rates": [0.5, {"x": 1e300}]}))
+    ]
+    await send(
+        settings,
+        topics.intake_events.name,
+        [*good[:10], poisons[0], *good[10:20], edge, poisons[1], *good[20:]],
+    )
+    async with consumer_running(settings, audit):
+        await eventually(lambda: _size_is(audit, 31), within=40)
+        dead = await read_all(settings.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=2)
+        await asyncio.sleep(0.5)  # a third dead letter or entry in flight would land now
+    assert sorted(await ledger_ids(audit)) == sorted(e["event_id"] for e in [*good, edge])
+    assert len(dead) == 2
+    reasons: dict[str, str] = {}
+    for message in dead:
+        headers = dict(message.headers)
+        assert headers["dlq_consumer"] == b"audit-consumer"
+        for poison in poisons:
+            if poison["event_id"].encode() in (message.value or b""):
+                reasons[poison["event_id"]] = headers["dlq_reason"].decode()
+    assert set(reasons) == {p["event_id"] for p in poisons}
+    assert "the number at data.amount is outside ±(2**53 - 1)" in reasons[poisons[0]["event_id"]]
+    assert "the number at data.rates.1.x is outside" in reasons[poisons[1]["event_id"]]
+    assert not any("1e" in r or "10000000000000000" in r for r in reasons.values())
+    verdict = await verify_ledger(
+        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+    )
+    assert verdict.ok, verdict.reason
+    assert verdict.entries == 31
+    data = [
+        e.entry.event["data"]
+        async for e in audit.ledger.scan_stored()
+        if e.entry.event["event_id"] == edge["event_id"]
+    ]
+    assert data == [{"a": 2**53 - 1, "b": 0.1, "c": 1e-7, "d": -2.5}]
+    assert type(data[0]["a"]) is int  # 9007199254740991.0 as JCS writes it: the same number
+
+
 @pytest.mark.chaos
 async def test_the_consumer_waits_out_a_database_outage_and_loses_nothing(
     settings: BranchlineSettings,

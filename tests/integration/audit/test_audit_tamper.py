@@ -16,8 +16,8 @@ from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.domain.canonical import (
-    canonical_event,
     chain_hash,
+    encodes_event,
     entry_canonical_bytes,
     format_appended_at,
 )
@@ -191,6 +191,40 @@ async def test_one_altered_byte_in_any_column_is_located(
         assert not verdict.ok, (column, position)
         assert verdict.first_bad_position == position, (column, position, verdict.reason)
     assert (await _verify(audit)).ok  # every change was undone: the ledger verifies again
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        # 17 -> 17.0: jsonb keeps the scale; Python says 17 == 17.0
+        "jsonb_set(event, '{stream_version}', "
+        "to_jsonb((event->>'stream_version')::numeric(20, 1)))",
+        "jsonb_set(event, '{schema_version}', 'true')",  # 1 -> true: Python says 1 == True
+    ],
+    ids=["int to float", "int to bool"],
+)
+async def test_a_number_rewritten_as_another_json_type_is_located(
+    ledger_1000: Built, rewrite: str
+) -> None:
+    """The event column rewritten to a value Python compares equal but that is another JSON
+    text (the hashed bytes hold ``17`` and ``1``) is found, by the fast path and the full
+    check alike."""
+    settings, audit = ledger_1000
+    for position in (1, 321, SIZE):
+        row = await _row(settings, position)
+        await behind_the_ledgers_back(
+            settings,
+            f"UPDATE audit_ledger SET event = {rewrite} WHERE position = $1",
+            position,
+        )
+        try:
+            verdict = await _verify(audit)
+        finally:
+            await _restore(settings, row, "event")
+        assert not verdict.ok, position
+        assert verdict.bad_positions == (position,), verdict.reason
+        assert "another JSON type" in (verdict.reason or "")
+    assert (await _verify(audit)).ok
 
 
 async def test_a_deleted_entry_is_found_anywhere(fresh_ledger: Built) -> None:
@@ -412,4 +446,4 @@ async def test_the_event_column_holds_the_event_as_hashed(ledger_1000: Built) ->
     for row in rows:
         event = json.loads(row["event"])
         at = format_appended_at(row["appended_at"])
-        assert canonical_event(bytes(row["canonical"]), row["position"], at) == event
+        assert encodes_event(bytes(row["canonical"]), row["position"], at, event)

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,9 @@ from branchline_audit.domain.canonical import (
     entry_canonical_bytes,
     entry_hash,
     entry_leaf_hash,
+    event_json,
     format_appended_at,
+    same_json,
     verify_chain,
 )
 
@@ -339,10 +342,14 @@ def test_verification_runs_in_constant_memory() -> None:
 
 
 def _with_bytes(entries: list[ChainEntry]) -> list[ChainEntry]:
-    return [
-        replace(e, canonical=entry_canonical_bytes(e.position, e.event, e.appended_at))
-        for e in entries
-    ]
+    """``entries`` as the ledger stores them: with their canonical bytes, and the event
+    column holding the event's JSON from those bytes (``amount: 3.0`` is written ``3``)."""
+    stored: list[ChainEntry] = []
+    for e in entries:
+        canonical = entry_canonical_bytes(e.position, e.event, e.appended_at)
+        column = orjson.loads(event_json(canonical, e.position, e.appended_at))
+        stored.append(replace(e, event=column, canonical=canonical))
+    return stored
 
 
 def test_stored_canonical_bytes_decode_to_what_they_encode() -> None:
@@ -424,10 +431,136 @@ def test_canonical_bytes_are_those_of_the_reference_jcs_implementation(
     try:
         expected = rfc8785.dumps(document)
     except (rfc8785.CanonicalizationError, UnicodeError, RecursionError):
+        expected = None
+    if expected is None or _beyond_safe(event):  # numbers: refused, docs/audit.md
         with pytest.raises(CanonicalisationError):
             entry_canonical_bytes(7, event, "2024-05-01T09:30:00.000000Z")
         return
     assert entry_canonical_bytes(7, event, "2024-05-01T09:30:00.000000Z") == expected
+
+
+def _beyond_safe(value: Any) -> bool:
+    """Whether ``value`` holds a number (not a boolean) beyond ±(2**53 - 1), independently
+    of the code under test."""
+    if isinstance(value, dict):
+        return any(_beyond_safe(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_beyond_safe(v) for v in value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not abs(value) <= 2**53 - 1
+
+
+# --- numbers: nothing appended that cannot be verified, nothing silently altered -----------
+
+AT = "2024-05-01T09:30:00.000000Z"
+_any_number = (
+    st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=2.0**52, max_value=2.0**56).flatmap(lambda f: st.sampled_from([f, -f]))
+    | st.sampled_from([1e16, 1e21, 1e300, 2.0**53, 2.0**53 - 1, 1.0, -0.0, 5e-324, 1e-7])
+)
+_numeric_values = st.recursive(
+    _any_number | st.booleans() | st.none() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+def _stored_entry(position: int, event: dict[str, Any], prev: bytes) -> ChainEntry:
+    """An entry as the ledger stores it: its canonical bytes, and the event column holding
+    the event's JSON from those bytes (what the append hands PostgreSQL), parsed back."""
+    canonical = entry_canonical_bytes(position, event, AT)
+    column = orjson.loads(event_json(canonical, position, AT))
+    return ChainEntry(position, column, AT, prev, chain_hash(prev, canonical), canonical=canonical)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=4), _numeric_values, max_size=4))
+def test_an_event_is_refused_at_append_or_verifies_for_good(data: dict[str, Any]) -> None:
+    """Fault (a): ``1e16`` was appended (JCS writes ``10000000000000000``) and never verified
+    again. Whatever numbers an event holds, it is either refused before anything is appended
+    (exactly when one lies beyond ±(2**53 - 1)) or its entry verifies, stored bytes and
+    column alike; and what it verifies as is the event's own numbers (only ``1.0`` written
+    as JCS writes it, ``1``)."""
+    event = {"type": "x.y", "data": data}
+    if _beyond_safe(event):
+        with pytest.raises(CanonicalisationError, match="outside"):
+            entry_canonical_bytes(1, event, AT)
+        return
+    entries = [_stored_entry(1, make_event(1), GENESIS_PREV_HASH)]
+    entries.append(_stored_entry(2, event, entries[0].hash))
+    assert verify_chain(entries).ok
+    _, decoded, _ = decode_canonical_bytes(entries[1].canonical or b"")
+    assert decoded == event  # the same numbers (Python: 1 == 1.0), only written canonically
+    assert same_json(decoded, entries[1].event)
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (1e16, "data.amount"),
+        (-1e16, "data.amount"),
+        (2.0**53, "data.amount"),
+        (1e21, "data.amount"),
+        (1e300, "data.amount"),
+        ([0.5, {"x": 1e300}], "data.amount.1.x"),
+        (2**53, "data.amount"),
+        (-(2**63), "data.amount"),
+    ],
+    ids=repr,
+)
+def test_a_number_beyond_the_safe_range_is_refused_naming_where_not_what(
+    value: Any, where: str
+) -> None:
+    event = {"type": "product.sold", "data": {"note": "n", "amount": value}}
+    with pytest.raises(CanonicalisationError) as refused:
+        entry_canonical_bytes(1, event, AT)
+    reason = str(refused.value)
+    assert f"the number at {where} is outside ±(2**53 - 1)" in reason
+    for shown in ("1e", "10000000000000000", "9007199254740992", "9223372036854775808"):
+        assert shown not in reason  # D-04: the value may be personal; the reason is logged
+
+
+def test_the_largest_safe_numbers_are_appended_and_verify() -> None:
+    event = {"type": "x.y", "data": {"a": 2.0**53 - 1, "b": -(2**53 - 1), "c": 1.0, "d": 0.1}}
+    entry = _stored_entry(1, event, GENESIS_PREV_HASH)
+    assert entry.canonical is not None
+    assert b'"a":9007199254740991,"b":-9007199254740991,"c":1,"d":0.1' in entry.canonical
+    assert verify_chain([entry]).ok
+
+
+def test_same_json_is_equality_with_exact_types() -> None:
+    assert same_json({"a": [1, "x", None, True, 0.5]}, {"a": [1, "x", None, True, 0.5]})
+    for left, right in (
+        (1, 1.0),
+        (1, True),
+        (0, False),
+        ({"a": [0]}, {"a": [False]}),
+        ({"a": 1}, {"a": 1, "b": 2}),
+        ([1], [1, 1]),
+        ([1], (1,)),
+        ({"a": {"b": 2}}, {"a": {"b": 2.0}}),
+    ):
+        assert left == right or left != right  # whatever Python says
+        assert not same_json(left, right), (left, right)
+        assert not same_json(right, left), (right, left)
+
+
+def test_a_column_differing_only_in_a_json_type_is_found() -> None:
+    """Fault (b), the full check: the column holds ``1.0`` or ``true`` where the hashed bytes
+    hold ``1``."""
+    event = {"type": "x.y", "data": {"n": 1, "m": [0]}}
+    entry = _stored_entry(1, event, GENESIS_PREV_HASH)
+    for column in (
+        {"type": "x.y", "data": {"n": 1.0, "m": [0]}},
+        {"type": "x.y", "data": {"n": True, "m": [0]}},
+        {"type": "x.y", "data": {"n": 1, "m": [False]}},
+    ):
+        verdict = verify_chain([replace(entry, event=column)])
+        assert not verdict.ok
+        assert verdict.first_bad_position == 1
+        assert "another JSON type" in (verdict.reason or "")
 
 
 @pytest.mark.parametrize("code", [*range(0x20), 0x22, 0x5C, 0x7F, 0x80, 0x2028, 0xFFFF])

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from intake_story import (
     RM,
     T0,
+    Story,
     acknowledged,
     answered,
     approved,
@@ -603,6 +605,50 @@ def test_write_path_decider_agrees_with_decide(
             history.append(answer.model_copy(update={"stream_version": len(history) + 1}))
         else:
             assert answer == expected.violation
+
+
+@SETTINGS
+@given(candidates=submissions(), policy=policies)
+def test_a_handed_payload_decides_as_the_payload_parsed_again(
+    candidates: list[DomainEvent], policy: IntakePolicy
+) -> None:
+    """#12: the write path hands the decider the payload the catalogue validated at the edge
+    instead of letting it parse ``data`` (that payload's dump) a second time. The payload is
+    what parsing the dump gives, and every answer (envelope or violation) is the same."""
+    parsing = RecordedDecider(policy, max_streams=2)
+    handed = RecordedDecider(policy, max_streams=2)
+    history: list[RecordedEvent] = []
+    for candidate in candidates:
+        envelope = as_recorded(candidate, 0)
+        validated = c.parse_payload(envelope.type, envelope.data)  # as submit does at the edge
+        dumped = validated.model_dump(mode="json", exclude_none=True)
+        assert c.parse_payload(envelope.type, dumped) == validated
+        expected = parsing(history, envelope, RELATED_HISTORIES)
+        answer = handed(history, envelope, RELATED_HISTORIES, payload=validated)
+        assert answer == expected
+        if isinstance(answer, RecordedEvent):
+            history.append(answer.model_copy(update={"stream_version": len(history) + 1}))
+
+
+def test_a_handed_payload_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate's payload, handed on, is not validated a second time (an empty history:
+    nothing else to parse)."""
+    from branchline_intake.domain import events as domain_events
+
+    envelope = as_recorded(Story().given(registered()).history[0], 0)
+    validated = c.parse_payload(envelope.type, envelope.data)
+    calls: list[str] = []
+    real = domain_events.parse_payload
+
+    def counting(event_type: str, data: Any, *, stored: bool = False) -> c.EventPayload:
+        calls.append(event_type)
+        return real(event_type, data, stored=stored)
+
+    monkeypatch.setattr(domain_events, "parse_payload", counting)
+    assert isinstance(RecordedDecider()([], envelope, payload=validated), RecordedEvent)
+    assert calls == []
+    assert isinstance(RecordedDecider()([], envelope), RecordedEvent)
+    assert calls == [envelope.type]  # without it, the data is parsed again
 
 
 def test_bundled_sale_reaches_acceptance() -> None:

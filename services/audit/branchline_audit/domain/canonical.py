@@ -14,7 +14,8 @@ UTF-8, of this JSON object and nothing else::
 - ``event``: the recorded event exactly as the ledger stores it, as a JSON object (the envelope
   of docs/api.md with ``data``; personal fields in their encrypted form, so that crypto-shredding a
   client leaves every hash verifiable). It is the JSON *value* that counts: key order and
-  whitespace of any stored text do not matter, JCS fixes them.
+  whitespace of any stored text do not matter, JCS fixes them. Every number in it, integer or
+  not, lies within ±(2**53 - 1) (see **Numbers**).
 - ``appended_at``: when the ledger appended the entry, as an RFC 3339 UTC string with exactly
   six fractional digits and a ``Z``, e.g. ``"2024-05-01T09:30:00.000000Z"``
   (:func:`format_appended_at`).
@@ -34,6 +35,23 @@ input is the 32 raw bytes of ``hash(i + 1)`` (see :mod:`.merkle`).
 decode to the entry's position, append time and event (:func:`stored_bytes_problem`): a check
 never depends on the event surviving a round trip through jsonb and the typed columns. Entries
 written before have no stored bytes and are verified from their content as before.
+
+**Numbers.** JCS writes a number as ECMAScript does: ``1.0`` as ``1``, ``1e16`` as
+``10000000000000000``, ``1e300`` as ``1e+300``. An event holding a number beyond ±(2**53 - 1)
+therefore has canonical bytes that do not decode to a canonicalisable event (``1e16`` reads
+back as an integer JCS refuses) or that a reader holding numbers as doubles or PostgreSQL's
+``jsonb`` (``1e+300`` becomes 301 digits) does not give back as written. Such an entry could
+never be verified, so :func:`entry_canonical_bytes` refuses the event
+(:class:`CanonicalisationError`, naming where the number is, never its value: D-04) and the
+ledger appends nothing; the audit consumer dead-letters it with that reason. Nothing is
+rounded, rewritten or quoted: the ledger holds an event as recorded, or not at all. Within the
+range an integral float such as ``1.0`` is stored as JCS writes it, ``1``: the same JSON
+number (RFC 8785 treats numbers as IEEE 754 doubles), and what the event column and every
+export hold.
+
+**Types are exact.** Verification compares the event the stored bytes decode to with the
+event column as JSON values of the same type (:func:`same_json`): Python's ``1 == 1.0 ==
+True`` would let a column rewritten from ``1`` to ``1.0`` or ``true`` pass.
 
 **Pruned entries** (retention, D-11). ``branchline audit prune`` replaces the event of an entry
 past its retention period by a marker (:mod:`.records`) and keeps ``position``, ``appended_at``,
@@ -57,6 +75,7 @@ import orjson
 import rfc8785
 
 from branchline_audit.domain.merkle import HASH_SIZE, CompactRange, leaf_hash
+from branchline_shared.field_issues import printable_field
 
 ENTRY_FORMAT = "branchline.audit.entry.v1"
 GENESIS_PREV_HASH = bytes(HASH_SIZE)
@@ -116,6 +135,9 @@ def entry_canonical_bytes(position: int, event: Mapping[str, Any], appended_at: 
             return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:
             pass  # (a lone surrogate) the reference implementation says why, below
+    problem = _number_problem(plain)
+    if problem is not None:
+        raise CanonicalisationError(f"event is not canonicalisable JSON: {problem}")
     try:
         canonical: bytes = rfc8785.dumps(document)
     except (rfc8785.CanonicalizationError, UnicodeError, RecursionError) as error:
@@ -195,30 +217,62 @@ def event_json(canonical: bytes, position: int, appended_at: str) -> bytes:
     return canonical[len(_entry_head(appended_at)) : -len(_entry_tail(position))]
 
 
-def canonical_event(canonical: bytes, position: int, appended_at: str) -> dict[str, Any] | None:
-    """The event that stored bytes encode, when they are provably the canonical bytes of an
-    entry at ``position`` appended at ``appended_at`` (a fast path of :func:`stored_bytes_problem`:
-    byte comparisons and one parse instead of a decode and a re-encode through the
-    reference encoder). None means "not proven": :func:`stored_bytes_problem` decides, and
-    says why.
+def encodes_event(canonical: bytes, position: int, appended_at: str, event: dict[str, Any]) -> bool:
+    """Whether stored bytes are provably the canonical bytes of ``event`` (the event column, as
+    parsed) at ``position`` appended at ``appended_at``: a fast path of
+    :func:`stored_bytes_problem`, by byte comparisons and one orjson encoding of the column
+    instead of a decode and a re-encode through the reference encoder. False means "not
+    proven": :func:`stored_bytes_problem` decides, and says why.
 
-    Sound because, when it returns an event, ``canonical`` equals head + ``e`` + tail where
-    ``e`` is orjson's sorted encoding of what ``e`` parses to, proven JCS: so ``canonical``
-    is ``entry_canonical_bytes(position, event, appended_at)``, which
-    :func:`decode_canonical_bytes` accepts, and decodes to the same three values."""
+    Sound because, when it says True, ``canonical`` is head + ``e`` + tail where ``e`` is
+    orjson's sorted encoding of ``event``, proven its JCS text (:func:`_surely_jcs`: only
+    strings, integers within ±(2**53 - 1), booleans, null, objects and arrays, of exactly those
+    types, so no float), so ``canonical`` is ``entry_canonical_bytes(position, event,
+    appended_at)``; :func:`decode_canonical_bytes` accepts it and decodes it to the same
+    position, time and an event :func:`same_json` to ``event`` (such values read back from
+    their JSON text as the very types they were written from). Comparing the column's own
+    encoding with the bytes is type-exact where ``==`` on parsed values is not: ``1.0`` and
+    ``true`` are not encoded as ``1``."""
     if not 1 <= position <= MAX_POSITION or not _APPENDED_AT.fullmatch(appended_at):
-        return None
+        return False
     head, tail = _entry_head(appended_at), _entry_tail(position)
     if not (canonical.startswith(head) and canonical.endswith(tail)):
-        return None
+        return False
     body = canonical[len(head) : len(canonical) - len(tail)]
     try:
-        event = orjson.loads(body)
-        if type(event) is not dict or orjson.dumps(event, option=_ORJSON_SORTED) != body:
-            return None
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return None
-    return event if _surely_jcs(body, event) else None
+        if orjson.dumps(event, option=_ORJSON_NATIVE_ONLY) != body:
+            return False
+    except orjson.JSONEncodeError:
+        return False
+    return _surely_jcs(body, event)
+
+
+def _number_problem(event: dict[str, Any]) -> str | None:
+    """Where ``event`` holds a number its entry could not be verified with (the module
+    docstring, **Numbers**), or None. Says where, never the value (it may be personal, D-04,
+    and the reason travels in a dead-letter header). Only events that are not plain JSON
+    without floats come here: orjson took the others."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(event, ())]
+    while stack:
+        node, path = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            stack.extend((value, (*path, str(key))) for key, value in node.items())
+        elif kind is list:
+            stack.extend((value, (*path, str(i))) for i, value in enumerate(node))
+        elif (
+            kind is not bool
+            and isinstance(node, int | float)
+            # ``not <=`` also refuses NaN and the infinities, which JSON has no text for.
+            and not -_JCS_MAX_INT <= node <= _JCS_MAX_INT
+        ):
+            where = printable_field(".".join(path), 120) or "the event"
+            return (
+                f"the number at {where} is outside ±(2**53 - 1), the range in which RFC 8785 "
+                "writes numbers so that they read back as written: an entry holding it could "
+                "never be verified"
+            )
+    return None
 
 
 def _orjson_is_jcs(document: Any) -> bool:
@@ -294,9 +348,40 @@ def stored_bytes_problem(entry: ChainEntry) -> str | None:
         return "canonical bytes encode another position"
     if appended_at != entry.appended_at:
         return "column appended_at does not match the entry's canonical bytes"
-    if event != dict(entry.event):
+    column = dict(entry.event)
+    if not same_json(event, column):
+        if event == column:  # equal only to Python: 1 == 1.0 == True
+            return (
+                "column event does not match the entry's canonical bytes "
+                "(a value of another JSON type, such as 1.0 or true for 1)"
+            )
         return "column event does not match the entry's canonical bytes"
     return None
+
+
+def same_json(left: Any, right: Any) -> bool:
+    """``left`` and ``right`` are the same JSON value with the same Python types throughout:
+    what ``==`` is not, since ``1 == 1.0 == True`` and ``0 == False``. Two numbers of
+    different types are different texts in the event column and in an export, so a column
+    rewritten from ``1`` to ``1.0`` or ``true`` must not pass as unchanged (iterative: a deep
+    column cannot exhaust the stack)."""
+    stack: list[tuple[Any, Any]] = [(left, right)]
+    while stack:
+        a, b = stack.pop()
+        kind = type(a)
+        if kind is not type(b):
+            return False
+        if kind is dict:
+            if a.keys() != b.keys():
+                return False
+            stack.extend((value, b[key]) for key, value in a.items())
+        elif kind is list:
+            if len(a) != len(b):
+                return False
+            stack.extend(zip(a, b, strict=True))
+        elif a != b:
+            return False
+    return True
 
 
 def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
@@ -440,7 +525,7 @@ class ChainVerifier:
 
     def accept(self, position: int, prev_hash: bytes, hash_: bytes, canonical: bytes) -> bool:
         """The fast path of :meth:`feed` for an entry with stored bytes whose other checks
-        (the bytes encode its position, time and event: :func:`canonical_event`) the caller
+        (the bytes encode its position, time and event: :func:`encodes_event`) the caller
         has made: True and the entry is taken when its position and link are the next and
         ``SHA-256(prev_hash || canonical)`` is its hash; False and nothing changes otherwise
         (the caller then feeds the whole entry, which says what is wrong)."""

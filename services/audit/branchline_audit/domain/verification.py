@@ -24,7 +24,7 @@ from typing import Any
 from branchline_audit.domain.canonical import (
     ChainEntry,
     ChainVerifier,
-    canonical_event,
+    encodes_event,
     format_appended_at,
 )
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
@@ -232,20 +232,19 @@ class LedgerAuditor:
     def feed_row(self, row: Sequence[Any]) -> bool:
         """:meth:`feed` for a stored row (:data:`ROW_FIELDS`), by the fast path when it
         proves the entry good: its stored bytes are the canonical bytes of its position, time
-        and event (:func:`canonical_event`), that event equals the ``event`` column, the index
-        columns agree with it, it is not pruned, and its hash and link hold
-        (:meth:`ChainVerifier.accept`). Every check of :meth:`feed` is made, in cheaper form;
-        whatever is not proven so goes through :meth:`feed`, which finds and reports it."""
+        and ``event`` column, type for type (:func:`encodes_event`: a column holding ``1.0``
+        or ``true`` where the bytes hold ``1`` is not taken), the index columns agree with
+        it, it is not pruned, and its hash and link hold (:meth:`ChainVerifier.accept`). Every
+        check of :meth:`feed` is made, in cheaper form; whatever is not proven so goes through
+        :meth:`feed`, which finds and reports it."""
         canonical, event, appended_at, pruned_at = row[3], row[4], row[5], row[6]
         if canonical is not None and pruned_at is None and type(event) is dict:
             seen = self._appended_at
             if seen is None or seen[0] != appended_at:
                 seen = self._appended_at = (appended_at, format_appended_at(appended_at))
             position = row[0]
-            decoded = canonical_event(canonical, position, seen[1])
             if (
-                decoded is not None
-                and decoded == event
+                encodes_event(canonical, position, seen[1], event)
                 and not is_pruned_marker(event)
                 and _columns_agree(event, row)
                 and self._chain.accept(position, row[1], row[2], canonical)

@@ -42,6 +42,69 @@ def timeline_row(event: RecordedEvent, client_id: str) -> tuple[Any, ...]:
     )
 
 
+CONSENT_UPSERT = (
+    "INSERT INTO fu_client_consents AS c "
+    "(client_id, purpose, granted, changed_at, expires_at) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, purpose) DO UPDATE "
+    "SET granted = $3, changed_at = $4, expires_at = $5 "
+    "WHERE c.changed_at <= $4"
+)
+ASSESSMENT_UPSERT = (
+    "INSERT INTO fu_client_assessments AS a "
+    "(client_id, level, assessed_at, valid_until, event_id) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id) DO UPDATE "
+    "SET level = $2, assessed_at = $3, valid_until = $4, event_id = $5 "
+    "WHERE a.assessed_at <= $3"
+)
+
+ConsoleRow = tuple[str, tuple[Any, ...]]
+"""A statement of the client page's consents or assessment and its arguments (the client's id
+first)."""
+
+
+def console_rows(event: RecordedEvent, client_id: str) -> list[ConsoleRow]:
+    """What ``event`` writes of the client page besides its timeline row, in order: a consent
+    row per purpose, or the latest assessment (each upsert keeps the later instant)."""
+    if event.type not in _READ_HERE:
+        return []
+    payload = payload_of(event)
+    if isinstance(payload, ClientConsentGranted | ClientConsentWithdrawn):
+        granted = isinstance(payload, ClientConsentGranted)
+        expires = payload.expires_at if isinstance(payload, ClientConsentGranted) else None
+        return [
+            (
+                CONSENT_UPSERT,
+                (client_id, purpose.value, granted, event.occurred_at, expires),
+            )
+            for purpose in payload.purposes
+        ]
+    if isinstance(payload, ClientRiskAssessed):
+        return [
+            (
+                ASSESSMENT_UPSERT,
+                (
+                    client_id,
+                    payload.level.value,
+                    event.occurred_at,
+                    payload.valid_until,
+                    event.event_id,
+                ),
+            )
+        ]
+    return []
+
+
+async def write_console_rows(conn: PgConnection, rows: list[ConsoleRow]) -> None:
+    """``rows`` with one ``executemany`` per statement (#12), each statement's rows in the
+    order made: the consents and the assessment are different tables, so only the order
+    within one statement can matter (two changes of one row)."""
+    by_statement: dict[str, list[tuple[Any, ...]]] = {}
+    for sql, args in rows:
+        by_statement.setdefault(sql, []).append(args)
+    for sql, many in by_statement.items():
+        await conn.executemany(sql, many)
+
+
 async def apply_for_console(
     conn: PgConnection, event: RecordedEvent, client_id: str, *, timeline: bool = True
 ) -> None:
@@ -50,38 +113,8 @@ async def apply_for_console(
     caller writes the timeline row itself (a rebuild, in bulk per batch)."""
     if timeline:
         await conn.execute(TIMELINE_INSERT, *timeline_row(event, client_id))
-    if event.type not in _READ_HERE:
-        return
-    payload = payload_of(event)
-    if isinstance(payload, ClientConsentGranted | ClientConsentWithdrawn):
-        granted = isinstance(payload, ClientConsentGranted)
-        expires = payload.expires_at if isinstance(payload, ClientConsentGranted) else None
-        for purpose in payload.purposes:
-            await conn.execute(
-                "INSERT INTO fu_client_consents AS c "
-                "(client_id, purpose, granted, changed_at, expires_at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, purpose) DO UPDATE "
-                "SET granted = $3, changed_at = $4, expires_at = $5 "
-                "WHERE c.changed_at <= $4",
-                client_id,
-                purpose.value,
-                granted,
-                event.occurred_at,
-                expires,
-            )
-    elif isinstance(payload, ClientRiskAssessed):
-        await conn.execute(
-            "INSERT INTO fu_client_assessments AS a "
-            "(client_id, level, assessed_at, valid_until, event_id) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id) DO UPDATE "
-            "SET level = $2, assessed_at = $3, valid_until = $4, event_id = $5 "
-            "WHERE a.assessed_at <= $3",
-            client_id,
-            payload.level.value,
-            event.occurred_at,
-            payload.valid_until,
-            event.event_id,
-        )
+    for sql, args in console_rows(event, client_id):
+        await conn.execute(sql, *args)
 
 
 _READ_HERE = frozenset(

@@ -131,6 +131,12 @@ class _Tasks(_Part):
     async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
         """Everything is in memory already."""
 
+    async def load_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> None:
+        """Everything is in memory already."""
+
+    async def get_caused(self, task_id: uuid.UUID, caused_by: uuid.UUID) -> FollowupTask | None:
+        return self.s.tasks.get(task_id)
+
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None:
         if task_id in self.s.tasks:
             self.s.outcomes[task_id] = outcome
@@ -383,6 +389,15 @@ class _Events(_Part):
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self.s.events[i] for i in event_ids if i in self.s.events}
+
+    async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        causes = {str(s) for s in source_event_ids}
+        return [
+            stored.event
+            for stored in self.s.events.values()
+            if stored.event.type == EventType.FOLLOWUP_TASK_CREATED.value
+            and stored.event.causation_id in causes
+        ]
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return {s: self.s.stream_versions.get(s, 0) for s in stream_ids}

@@ -232,6 +232,18 @@ async def fetch_tasks(
     return {r["id"]: task_from_row(r) for r in rows}
 
 
+async def fetch_tasks_caused_by(
+    conn: PgConnection, source_event_ids: Sequence[uuid.UUID]
+) -> list[FollowupTask]:
+    """Every stored task that the events ``source_event_ids`` made due, in one statement
+    (#12: by index ``fu_tasks_by_source``, one key per deciding event)."""
+    rows = await conn.fetch(
+        f"SELECT {_TASK_SELECT} FROM fu_tasks WHERE source_event_id = ANY($1::uuid[])",  # noqa: S608 - fixed identifiers, bound values
+        list(source_event_ids),
+    )
+    return [task_from_row(r) for r in rows]
+
+
 async def fetch_task(conn: PgConnection, task_id: uuid.UUID) -> FollowupTask | None:
     row = await conn.fetchrow(f"SELECT {_TASK_SELECT} FROM fu_tasks WHERE id = $1", task_id)  # noqa: S608 - fixed identifiers, bound values
     return None if row is None else task_from_row(row)

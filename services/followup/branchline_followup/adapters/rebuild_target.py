@@ -339,6 +339,12 @@ class _RebuildTasks(_Tasks):
     async def load(self, task_ids: Sequence[uuid.UUID]) -> None:
         return None  # :meth:`get` answers from memory, or reads what it does not know
 
+    async def load_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> None:
+        return None  # as :meth:`load`
+
+    async def get_caused(self, task_id: uuid.UUID, caused_by: uuid.UUID) -> FollowupTask | None:
+        return await self.get(task_id)
+
     async def open_of(self, client_id: str) -> list[FollowupTask]:
         bulk = self._bulk
         if client_id not in bulk.open:

@@ -20,8 +20,11 @@ import asyncpg
 from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.console_read_models import (
     TIMELINE_INSERT,
+    ConsoleRow,
     apply_for_console,
+    console_rows,
     timeline_row,
+    write_console_rows,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
@@ -44,6 +47,7 @@ from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacySta
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork as PostgresEventWrites
@@ -131,6 +135,9 @@ class _Tasks:
         self._collect = collect
         self.open_kept: dict[str, dict[uuid.UUID, FollowupTask]] = {}
         self.known: dict[uuid.UUID, FollowupTask | None] = {}
+        self.caused_known: set[uuid.UUID] = set()
+        """Source events whose every stored task is in :attr:`known` (read ahead by
+        :meth:`load_caused_by`; the unit's own saves of their tasks follow)."""
         self.unwritten: dict[uuid.UUID, FollowupTask] = {}
         """``collect``: tasks of locked clients saved, written together by
         :meth:`write_unwritten` (an upsert of the whole row: the last save is the row)."""
@@ -154,6 +161,23 @@ class _Tasks:
             found = await read_models.fetch_tasks(self._conn, wanted)
             for task_id in wanted:
                 self.known[task_id] = found.get(task_id)
+
+    async def load_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> None:
+        wanted = [s for s in dict.fromkeys(source_event_ids) if s not in self.caused_known]
+        if wanted:
+            await self.write_unwritten()
+            for task in await read_models.fetch_tasks_caused_by(self._conn, wanted):
+                self.known[task.id] = task
+            self.caused_known.update(wanted)
+
+    async def get_caused(self, task_id: uuid.UUID, caused_by: uuid.UUID) -> FollowupTask | None:
+        if task_id in self.known:
+            return self.known[task_id]
+        if task_id in self.unwritten:
+            return self.unwritten[task_id]
+        if caused_by in self.caused_known:
+            return None  # every task it caused was read ahead, or saved since (_saved)
+        return await read_models.fetch_task(self._conn, task_id)
 
     async def load_open(self, client_ids: Sequence[str]) -> None:
         wanted = [c for c in client_ids if c not in self.open_kept and c in self._locked]
@@ -190,7 +214,7 @@ class _Tasks:
         return task.client_id in self._locked
 
     def _saved(self, task: FollowupTask) -> None:
-        if task.id in self.known:
+        if task.id in self.known or task.source_event_id in self.caused_known:
             self.known[task.id] = task
         kept = self.open_kept.get(task.client_id)
         if kept is not None:
@@ -223,14 +247,16 @@ class _Tasks:
         """The client's tasks are deleted by the caller: read them again when asked."""
         self.open_kept.pop(client_id, None)
         self.known = {i: t for i, t in self.known.items() if t is None or t.client_id != client_id}
+        self.caused_known.clear()  # a source's tasks may be the client's: asked again
 
     def snapshot(self) -> tuple[Any, ...]:
         kept = {c: dict(k) for c, k in self.open_kept.items()}
-        return kept, dict(self.known), dict(self.unwritten)
+        return kept, dict(self.known), dict(self.unwritten), set(self.caused_known)
 
     def restore(self, saved: tuple[Any, ...]) -> None:
-        kept, known, unwritten = saved
+        kept, known, unwritten, caused_known = saved
         self.open_kept, self.known, self.unwritten = kept, known, unwritten
+        self.caused_known = caused_known
 
 
 class _Timers:
@@ -388,23 +414,32 @@ class _Activity:
         self.timeline: list[tuple[Any, ...]] | None = [] if collect_timeline else None
         """The unit's console timeline rows, written together before it commits (#12:
         nothing reads the timeline while events are applied); None: each written at once."""
+        self.console: list[ConsoleRow] = []
+        """With :attr:`timeline`, the client pages' consent and assessment upserts, written
+        together too (#12: one statement per consent purpose was most of what a benchmark
+        registration's consent sent; nothing reads them while events are applied)."""
 
     async def record_console(self, event: RecordedEvent, client_id: str) -> None:
         if self.timeline is None:
             await apply_for_console(self._conn, event, client_id)
             return
         self.timeline.append(timeline_row(event, client_id))
-        await apply_for_console(self._conn, event, client_id, timeline=False)
+        self.console += console_rows(event, client_id)
 
     async def write_collected(self) -> None:
         if self.timeline:
             await self._conn.executemany(TIMELINE_INSERT, self.timeline)
             self.timeline.clear()
+        if self.console:
+            await write_console_rows(self._conn, self.console)
+            self.console.clear()
 
     def forget_client(self, client_id: str) -> None:
         """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
         if self.timeline:
             self.timeline[:] = [row for row in self.timeline if row[0] != client_id]
+        if self.console:
+            self.console[:] = [row for row in self.console if row[1][0] != client_id]
 
     async def record_refusal(self, event: RecordedEvent) -> None:
         await record_refusal(self._conn, event)
@@ -546,11 +581,23 @@ class _Journal:
 
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
+        self._conn = conn
         self._writes = PostgresEventWrites(conn)
         self.appended = 0
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._writes.find_existing(event_ids)
+
+    async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        if not source_event_ids:
+            return []
+        # the type as a literal: the planner then uses the partial index (migration 011)
+        rows = await self._conn.fetch(
+            "SELECT envelope FROM es_events WHERE type = 'followup.task_created' "
+            "AND envelope ->> 'causation_id' = ANY($1::text[])",
+            [str(s) for s in dict.fromkeys(source_event_ids)],
+        )
+        return [upcast(RecordedEvent.model_validate(r["envelope"])) for r in rows]
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return await self._writes.lock_streams(stream_ids)
@@ -651,6 +698,7 @@ class PostgresFollowupUnitOfWork:
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
+        console = list(self.activity.console)
         try:
             async with self._conn.transaction():  # nested: a savepoint
                 yield
@@ -668,6 +716,7 @@ class PostgresFollowupUnitOfWork:
             self.journal.unwritten = journal_rows
             if timeline is not None and collected is not None:
                 timeline[:] = collected
+            self.activity.console[:] = console
             raise
 
 

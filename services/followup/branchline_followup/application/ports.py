@@ -62,6 +62,17 @@ class TaskRepository(Protocol):
         nothing more. Only for tasks of clients the unit holds (nobody else writes them)."""
         ...
 
+    async def load_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> None:
+        """Read ahead, in one go, every stored task that these events made due (#12: one key
+        per deciding event, not every kind's candidate id): a later :meth:`get_caused` of a
+        task one of them caused asks nothing more. Only for events of clients the unit holds
+        (their tasks are written under the client's lock)."""
+        ...
+
+    async def get_caused(self, task_id: uuid.UUID, caused_by: uuid.UUID) -> FollowupTask | None:
+        """:meth:`get` of a task the event ``caused_by`` made due (its source event)."""
+        ...
+
     async def set_outcome(self, task_id: uuid.UUID, outcome: str) -> None: ...
 
     async def set_overdue(self, task_id: uuid.UUID, at: datetime) -> None:
@@ -239,6 +250,11 @@ class FollowupEvents(Protocol):
     """followup's own event store (ADR-0001): its events and their outbox rows."""
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]: ...
+
+    async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        """The recorded ``followup.task_created`` events (D-07) whose cause is one of these
+        events (the created task's source event), in one indexed look-up (#12)."""
+        ...
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Lock the streams against other writers until the unit ends; their versions."""

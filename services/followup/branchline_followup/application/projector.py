@@ -285,7 +285,7 @@ async def _save_changed_tasks(
     created = {
         task_id: t
         for task_id, t in tasks.items()
-        if task_id not in before and await uow.tasks.get(task_id) is None
+        if task_id not in before and await uow.tasks.get_caused(task_id, t.source_event_id) is None
     }
     # D-07: a deadline once set is never recomputed: replay the recorded creations
     settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)

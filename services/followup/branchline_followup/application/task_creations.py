@@ -7,8 +7,10 @@ rebuild of the read models, a redelivered event after a reset), the recorded cre
 replayed: the rules' recomputation with today's settings is replaced by the recorded deadline,
 assignee and profile. A profile change therefore never rewrites a stored deadline.
 
-The recorded event's id is derived from the task id, so it is found by key and recorded at
-most once, whichever process (worker, API, timer runner) creates the task first. A rebuild
+The recorded event's id is derived from the task id, so it is recorded at most once, whichever
+process (worker, API, timer runner) creates the task first; it names the task's source event
+as its cause, by which the creations of a decision are looked up (one key per deciding event,
+indexed: migration 011, #12). A rebuild
 only replays (it records nothing): a task created before creations were recorded is the one
 case still recomputed.
 """
@@ -42,7 +44,7 @@ RULES_ACTOR = Actor(id="followup-rules", role="system")
 SOURCE = "followup"
 
 
-@functools.lru_cache(maxsize=1 << 15)  # asked twice per candidate, as task_id_for (#12)
+@functools.lru_cache(maxsize=1 << 15)  # a task made again (a re-projection) asks again
 def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
     return name_uuid(TASK_CREATED_NAMESPACE, str(task_id))
 
@@ -62,41 +64,43 @@ class PendingCreations:
 
     events: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
     """Event id → the creation, with a provisional stream version (set when recorded)."""
+    caused: dict[uuid.UUID, dict[uuid.UUID, RecordedEvent]] = field(default_factory=dict)
+    """:attr:`events` by source event id → task id."""
     looked_up: set[uuid.UUID] = field(default_factory=set)
-    """Creation event ids looked up ahead in followup's store (:meth:`look_up_ahead`)."""
-    found: dict[uuid.UUID, RecordedEvent] = field(default_factory=dict)
-    """Those of :attr:`looked_up` that were recorded."""
-    candidates: dict[uuid.UUID, dict[uuid.UUID, uuid.UUID]] = field(default_factory=dict)
-    """Source event id → its candidate tasks' creation event ids → task ids, derived once
-    (UUIDv5s were a fifth of a batch's Python when derived per lookup, #12)."""
+    """Source event ids whose recorded creations were looked up ahead (:meth:`look_up_ahead`)."""
+    found: dict[uuid.UUID, dict[uuid.UUID, RecordedEvent]] = field(default_factory=dict)
+    """Source event id (of :attr:`looked_up`) → task id → its recorded creation."""
 
     def add(self, events: Iterable[RecordedEvent]) -> None:
-        self.events |= {e.event_id: e for e in events}
+        for event in events:
+            self.events[event.event_id] = event
+            source, task_id = _decided_by(event)
+            self.caused.setdefault(source, {})[task_id] = event
 
     async def look_up_ahead(
         self, uow: FollowupUnitOfWork, source_event_ids: Iterable[uuid.UUID]
     ) -> None:
-        """Look up, in one statement each, the recorded creations and the stored tasks of
-        every task of any kind that the events ``source_event_ids`` could make due (#12: per
-        batch, not per creating event). Only for events of clients the unit holds: their
-        tasks and creations are written under the client's lock, so what was found stays
-        true until the unit ends but for what the unit itself adds (:attr:`events`)."""
-        for source in set(source_event_ids) - self.candidates.keys():
-            self.candidates[source] = _candidates(source)
-        ids = [i for c in self.candidates.values() for i in c if i not in self.looked_up]
-        if not ids:
+        """Look up, in one statement each, the recorded creations and the stored tasks that
+        the events ``source_event_ids`` made due, by those events' ids (#12: per batch, not per
+        creating event; one key per event, not every task kind's candidate id). Only for events
+        of clients the unit holds: their tasks and creations are written under the client's
+        lock, so what was found stays true until the unit ends but for what the unit itself
+        adds (:attr:`events`, and :meth:`record` keeps what it recorded)."""
+        wanted = [s for s in dict.fromkeys(source_event_ids) if s not in self.looked_up]
+        if not wanted:
             return
-        await uow.tasks.load([t for c in self.candidates.values() for t in c.values()])
-        stored = await uow.events.find(ids)
-        self.looked_up.update(ids)
-        self.found |= {event_id: s.event for event_id, s in stored.items()}
+        await uow.tasks.load_caused_by(wanted)
+        for creation in await uow.events.task_creations_of(wanted):
+            source, task_id = _decided_by(creation)
+            self.found.setdefault(source, {})[task_id] = creation
+        self.looked_up.update(wanted)
 
     async def record(self, uow: FollowupUnitOfWork, topic: str) -> int:
         """Record what is pending in ``uow`` (before it commits); how many were recorded."""
         if not self.events:
             return 0
         pending = list(self.events.values())
-        self.events = {}
+        self.events, self.caused = {}, {}
         versions = await uow.events.lock_streams([e.stream_id for e in pending])
         events = [
             e.model_copy(update={"stream_version": versions.get(e.stream_id, 0) + 1})
@@ -109,6 +113,10 @@ class PendingCreations:
                 for event, position in zip(events, stored, strict=True)
             ]
         )
+        for event in events:  # what was looked up ahead stays what the store holds
+            source, task_id = _decided_by(event)
+            if source in self.looked_up:
+                self.found.setdefault(source, {})[task_id] = event
         return len(events)
 
 
@@ -119,36 +127,51 @@ async def recorded_creations(
     pending: PendingCreations | None = None,
 ) -> dict[uuid.UUID, RecordedEvent]:
     """Task id → recorded ``followup.task_created``, for every task of any kind that the
-    events ``source_event_ids`` made due, and for ``task_ids`` (looked up by key: task ids
-    derive from the source event and the kind, a D-15 review's also from its client);
-    ``pending``: creations of this unit recorded at its end, which count as recorded."""
-    # each candidate id derived once, not twice (UUIDv5s were ≈ 8 % of a rebuild's time, #12)
-    known = pending.candidates if pending is not None else {}
-    by_event: dict[uuid.UUID, uuid.UUID] = {}
-    for source in set(source_event_ids):
-        by_event |= known[source] if source in known else _candidates(source)
-    derived = set(by_event.values())
-    by_event |= {task_created_event_id(t): t for t in task_ids if t not in derived}
-    if not by_event:
+    events ``source_event_ids`` made due, and for ``task_ids``: tasks they made due whose id
+    is not derived from the event and the kind alone (a D-15 review's is from its client
+    too). Looked up by the source events (a creation's cause, #12), not by every candidate
+    id; ``pending``: creations of this unit recorded at its end, which count as recorded."""
+    sources = set(source_event_ids)
+    if not sources:
         return {}
-    ask = list(by_event)
-    found: dict[uuid.UUID, RecordedEvent] = {}
-    if pending is not None and pending.looked_up:
-        found = {i: pending.found[i] for i in ask if i in pending.found}
-        ask = [i for i in ask if i not in pending.looked_up]
-    if ask:
-        found |= {
-            event_id: stored.event for event_id, stored in (await uow.events.find(ask)).items()
-        }
+    caused: list[dict[uuid.UUID, RecordedEvent]] = []
+    ask = sources
     if pending is not None:
-        found |= {i: pending.events[i] for i in by_event.keys() & pending.events.keys()}
-    return {by_event[event_id]: event for event_id, event in found.items()}
+        ask = sources - pending.looked_up
+        caused += [pending.found[s] for s in sources - ask if s in pending.found]
+    if ask:
+        from_store: dict[uuid.UUID, dict[uuid.UUID, RecordedEvent]] = {}
+        for creation in await uow.events.task_creations_of(list(ask)):
+            source, task_id = _decided_by(creation)
+            from_store.setdefault(source, {})[task_id] = creation
+        caused += from_store.values()
+    if pending is not None:  # after the store's: a pending creation is the newer
+        caused += [pending.caused[s] for s in sources & pending.caused.keys()]
+    named = set(task_ids)
+    found: dict[uuid.UUID, RecordedEvent] = {}
+    for creations in caused:
+        for task_id, creation in creations.items():
+            if task_id in named or _made_by_kind(task_id, creation):
+                found[task_id] = creation
+    return found
 
 
-def _candidates(source_event_id: uuid.UUID) -> dict[uuid.UUID, uuid.UUID]:
-    """Creation event id → task id of every task of any kind ``source_event_id`` could make."""
-    tasks = (task_id_for(source_event_id, kind) for kind in TaskKind)
-    return {task_created_event_id(task_id): task_id for task_id in tasks}
+def _decided_by(creation: RecordedEvent) -> tuple[uuid.UUID, uuid.UUID]:
+    """(source event id, task id) of a ``followup.task_created`` (its cause: the source)."""
+    if creation.causation_id is None:  # creation_event always names it
+        raise ValueError(f"followup.task_created {creation.event_id} names no cause")
+    return uuid.UUID(creation.causation_id), uuid.UUID(str(creation.data["task_id"]))
+
+
+def _made_by_kind(task_id: uuid.UUID, creation: RecordedEvent) -> bool:
+    """Whether ``task_id`` is its kind's task of the creation's source event
+    (:func:`task_id_for`): what the lookup by every kind's candidate id found, as before."""
+    try:
+        kind = TaskKind(creation.data["kind"])
+    except (KeyError, ValueError):
+        return False
+    source, _ = _decided_by(creation)
+    return task_id_for(source, kind) == task_id
 
 
 def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
@@ -222,7 +245,7 @@ async def settle_created_tasks(
     for task_id, creation in recorded.items():
         task = task_from_record(creation)
         restore = task_id not in created and _decision(task) in decisions
-        if restore and await uow.tasks.get(task_id) is None:
+        if restore and await uow.tasks.get_caused(task_id, task.source_event_id) is None:
             settled[task_id] = task
     fresh = [t for task_id, t in settled.items() if task_id not in recorded]
     if topic is None or not fresh:

@@ -33,10 +33,8 @@ TASK_NAMESPACE = uuid.UUID("7d0c51a8-4a1e-5f0b-9a53-3f4f2b0e8c11")
 
 @functools.lru_cache(maxsize=1 << 15)
 def task_id_for(source_event_id: uuid.UUID, kind: TaskKind) -> uuid.UUID:
-    """The id of the task of ``kind`` that the event ``source_event_id`` made due. Remembered
-    for the latest ids asked (#12: a batch derives every kind's id of each deciding event when
-    it looks up recorded creations, and again when one of them creates a task; UUIDv5s were
-    a fifth of a rebuild's CPU)."""
+    """The id of the task of ``kind`` that the event ``source_event_id`` made due (recorded
+    creations are looked up by the source event, not by every kind's id, #12)."""
     return name_uuid(TASK_NAMESPACE, f"{source_event_id}/{kind.value}")
 
 

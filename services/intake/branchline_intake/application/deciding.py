@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from branchline_shared.events.catalogue import EventPayload
 from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
 
 
@@ -31,9 +32,13 @@ class Decider(Protocol):
         history: Sequence[RecordedEvent],
         candidate: RecordedEvent,
         related: Mapping[str, Sequence[RecordedEvent]] = ...,
+        *,
+        payload: EventPayload | None = ...,
     ) -> RecordedEvent | Violation:
         """``history``: the stream of the candidate's subject; ``related``: the histories of
-        the streams :meth:`references` named (read in the same transaction)."""
+        the streams :meth:`references` named (read in the same transaction); ``payload``: the
+        candidate's payload as the catalogue validated it (``candidate.data`` is its dump),
+        so the decider need not parse it again (#12)."""
 
     def references(self, candidate: RecordedEvent | SubmittedEvent) -> Sequence[str]:
         """The other streams whose history deciding ``candidate`` needs (the product shelf,

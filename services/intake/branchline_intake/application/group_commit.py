@@ -27,6 +27,7 @@ from prometheus_client import Histogram
 
 from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.submit import (
+    REFUSAL_LOCK_RERUNS,
     IntakeContext,
     refusal_event_id,
     refusal_stream_id,
@@ -40,6 +41,7 @@ from branchline_shared.eventstore.ports import (
     LogRecord,
     SharedTransaction,
     StoredEvent,
+    StreamsBusy,
     UnitOfWork,
 )
 
@@ -132,27 +134,17 @@ class GroupCommitter:
         return group
 
     async def _write(self, group: list[_Waiting]) -> None:
-        assert self._store is not None
         GROUP_EVENTS.observe(sum(len(waiting.items) for waiting in group))
-        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
         try:
-            async with self._store.shared_transaction() as shared:
-                await shared.lock_streams(_streams_of(group), shared=_read_by(group, self._ctx))
-                # Every event id the callers send (and their refusals' ids), looked up once
-                # for the group instead of once per caller (#12).
-                await shared.find_existing(_ids_of(group))
-                ctx = dataclasses.replace(self._ctx, store=_SharedStore(shared, self._store))
-                for caller, members in _by_caller(group):
-                    items = [item for waiting in members for item in waiting.items]
-                    try:
-                        async with shared.isolated():
-                            outcomes = await self._submit(ctx, items, **caller)
-                    except Exception as exc:  # this caller's savepoint rolled back alone
-                        results.extend((waiting, exc) for waiting in members)
-                        continue
-                    for waiting in members:
-                        results.append((waiting, outcomes[: len(waiting.items)]))
-                        outcomes = outcomes[len(waiting.items) :]
+            try:
+                results = await self._transaction(group, refusal_locks_first=False)
+            except StreamsBusy:
+                # A refusal stream was held by another transaction or did not exist yet: this
+                # one was rolled back whole (nothing was answered). Run again with every
+                # refusal stream of the group locked up front, in the one global order, as
+                # before #12 (docs/intake.md, "Lock order"); that run cannot raise it.
+                REFUSAL_LOCK_RERUNS.labels(path="group").inc()
+                results = await self._transaction(group, refusal_locks_first=True)
         except Exception as exc:  # the commit failed: nothing of this group is stored
             log.warning("group commit failed", extra={"error": repr(exc), "size": len(group)})
             for waiting in group:
@@ -160,6 +152,39 @@ class GroupCommitter:
             return
         for waiting, result in results:
             _answer(waiting, result)
+
+    async def _transaction(
+        self, group: list[_Waiting], *, refusal_locks_first: bool
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        assert self._store is not None
+        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+        async with self._store.shared_transaction() as shared:
+            await shared.lock_streams(
+                _streams_of(group, refusal_locks_first), shared=_read_by(group, self._ctx)
+            )
+            # Every event id the callers send (and their refusals' ids), looked up once
+            # for the group instead of once per caller (#12).
+            await shared.find_existing(_ids_of(group))
+            ctx = dataclasses.replace(
+                self._ctx,
+                store=_SharedStore(shared, self._store),
+                in_group=True,
+                refusal_locks_first=refusal_locks_first,
+            )
+            for caller, members in _by_caller(group):
+                items = [item for waiting in members for item in waiting.items]
+                try:
+                    async with shared.isolated():
+                        outcomes = await self._submit(ctx, items, **caller)
+                except StreamsBusy:
+                    raise  # the whole group runs again: see _write
+                except Exception as exc:  # this caller's savepoint rolled back alone
+                    results.extend((waiting, exc) for waiting in members)
+                    continue
+                for waiting in members:
+                    results.append((waiting, outcomes[: len(waiting.items)]))
+                    outcomes = outcomes[len(waiting.items) :]
+        return results
 
 
 def _answer(waiting: _Waiting, result: list[Outcome] | BaseException) -> None:
@@ -171,13 +196,15 @@ def _answer(waiting: _Waiting, result: list[Outcome] | BaseException) -> None:
         waiting.answer.set_result(result)
 
 
-def _streams_of(group: list[_Waiting]) -> list[str]:
-    """The streams the group writes: each item's subject stream and its refusal stream."""
+def _streams_of(group: list[_Waiting], refusal_locks_first: bool) -> list[str]:
+    """The streams the group locks first: each item's subject stream, and with
+    ``refusal_locks_first`` its refusal stream (else a refusal stream is locked only if a
+    refusal is written to it: docs/intake.md, "Lock order")."""
     items = [item for waiting in group for item in waiting.items]
-    return sorted(
-        {subject_stream_id(i.subject, i.subject_id) for i in items}
-        | {refusal_stream_id(i) for i in items}
-    )
+    streams = {subject_stream_id(i.subject, i.subject_id) for i in items}
+    if refusal_locks_first:
+        streams |= {refusal_stream_id(i) for i in items}
+    return sorted(streams)
 
 
 def _ids_of(group: list[_Waiting]) -> list[uuid.UUID]:

@@ -41,6 +41,9 @@ class _TailLoadingUnitOfWork:
     ) -> dict[str, int]:
         return await self._inner.lock_streams(stream_ids, shared=shared)
 
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        return await self._inner.try_lock_streams(stream_ids)
+
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._inner.find_existing(event_ids)
 

@@ -7,6 +7,7 @@ commit). Per-item refusals never abort the others.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import uuid
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from branchline_intake.application.deciding import Decider, Violation
@@ -58,6 +60,7 @@ from branchline_shared.eventstore.ports import (
     EventStore,
     StoredEvent,
     StoredPosition,
+    StreamsBusy,
     UnitOfWork,
 )
 from branchline_shared.field_issues import FieldIssue, field_issues
@@ -66,6 +69,13 @@ SOURCE = "intake"
 REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
+
+REFUSAL_LOCK_RERUNS = Counter(
+    "branchline_intake_refusal_lock_reruns",
+    "Transactions run again, refusal streams locked up front, because one could not be locked "
+    "at once (a subject's first refusal, or a writer in the old order: docs/intake.md)",
+    ["path"],
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,14 @@ class IntakeContext:
     hash_key: bytes
     staff: StaffDirectory = field(default_factory=StaffDirectory)
     """Who supervises whom: a supervisor writes for their team's clients only."""
+    refusal_locks_first: bool = False
+    """Lock every candidate's refusal stream up front with its subject's, in the one global
+    order (the order before #12), instead of only the refusal streams written, after the
+    decisions (docs/intake.md, "Lock order"). Set for the one run again after
+    :class:`StreamsBusy`."""
+    in_group: bool = False
+    """The unit of work is a group commit's: on :class:`StreamsBusy` the group runs its whole
+    transaction again (a caller alone cannot: the group holds its other locks)."""
 
 
 @dataclass
@@ -87,6 +105,7 @@ class _Candidate:
     event: RecordedEvent
     submission_hash: bytes
     submitted_by: Actor
+    payload: EventPayload  # as the catalogue validated it: the decider does not parse it again
 
 
 def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
@@ -150,21 +169,34 @@ async def submit_events(
                 _envelope(item, data, now, submitter),
                 submission_hash(item, ctx.hash_key),
                 submitted_by,
+                checked,
             )
         )
     for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
         outcomes[index] = outside
     candidates = [c for c in candidates if outcomes[c.index] is None]
     if candidates:
-        for attempt in range(1, _MAX_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 decided = await _record(ctx, candidates, keys)
                 break
+            except StreamsBusy:
+                # A refusal stream could not be locked at once (docs/intake.md, "Lock order"):
+                # everything was rolled back; run again with the refusal streams locked up
+                # front, in the one global order. That run never raises it, so this happens
+                # once. In a group, the group's whole transaction is run again instead.
+                if ctx.in_group or ctx.refusal_locks_first:
+                    raise
+                REFUSAL_LOCK_RERUNS.labels(path="batch").inc()
+                ctx = dataclasses.replace(ctx, refusal_locks_first=True)
+                continue
             except ConcurrencyError:
                 # A concurrent writer took the same event id (on another stream): read again,
                 # and the retry answers it as the duplicate it is.
                 if attempt == _MAX_ATTEMPTS:
                     raise
+                attempt += 1
         for index, outcome in decided.items():
             outcomes[index] = outcome
         await register_restrictions(
@@ -352,7 +384,15 @@ async def _record(
 ) -> dict[int, Outcome]:
     async with ctx.store.unit_of_work() as uow:
         client_streams = sorted({c.event.stream_id for c in candidates})
-        refusal_streams = sorted({refusal_stream_id(c.event) for c in candidates})
+        # A refusal stream is locked only when a refusal is written to it, after the decisions
+        # (#12: most batches refuse nothing, and locking (and creating) a refusal stream per
+        # subject was half of the stream rows and locks); docs/intake.md, "Lock order", says
+        # why that cannot deadlock. Run again after StreamsBusy, all are locked up front.
+        refusal_streams = (
+            sorted({refusal_stream_id(c.event) for c in candidates})
+            if ctx.refusal_locks_first
+            else []
+        )
         # The product shelf and staff records a candidate's rules read (D-13, D-14, D-16)
         # are read-locked with the written streams (one lock order: no deadlock), so a
         # decision and a concurrent suspension or revocation are ordered.
@@ -367,7 +407,7 @@ async def _record(
         sent = [c.event.event_id for c in candidates if c.submitted.event_id is not None]
         existing = await uow.find_existing(sent + [refusal_event_id(i) for i in sent])
         histories = await uow.load_streams(client_streams + referenced)
-        staged: list[tuple[int, RecordedEvent]] = []
+        writes: list[tuple[_Candidate, RecordedEvent | Violation]] = []  # in decision order
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
         for cand in candidates:
@@ -381,9 +421,24 @@ async def _record(
             if event_id in first_in_batch:
                 continue  # answered after commit, as a duplicate of the first
             first_in_batch[event_id] = cand
-            outcome = _decide_one(ctx, uow, cand, versions, histories, staged, existing, keys)
+            outcome = _decide_one(ctx, cand, versions, histories, writes, existing, keys)
             if outcome is not None:
                 decided[cand.index] = outcome
+        refusals = {
+            refusal_stream_id(cand.event)
+            for cand, written in writes
+            if not isinstance(written, RecordedEvent)
+        }
+        if unlocked := sorted(refusals - versions.keys()):
+            # Out of the global order, hence without waiting: StreamsBusy if one is held.
+            versions.update(await uow.try_lock_streams(unlocked))
+        staged: list[tuple[int, RecordedEvent]] = []
+        for cand, written in writes:  # staged in decision order, as before
+            if isinstance(written, RecordedEvent):
+                uow.stage(written, topic=ctx.topic, submission_hash=cand.submission_hash)
+                staged.append((cand.index, written))
+            else:
+                _stage_refusal(ctx, uow, cand, written, versions)
         positions = await uow.commit()
     by_event = {p.event_id: p for p in positions}
     for index, event in staged:
@@ -413,14 +468,15 @@ def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: byte
 
 def _decide_one(
     ctx: IntakeContext,
-    uow: UnitOfWork,
     cand: _Candidate,
     versions: dict[str, int],
     histories: dict[str, list[RecordedEvent]],
-    staged: list[tuple[int, RecordedEvent]],
+    writes: list[tuple[_Candidate, RecordedEvent | Violation]],
     existing: dict[uuid.UUID, StoredEvent],
     keys: dict[str, DataKey],
 ) -> Outcome | None:
+    """Decide one candidate: its answer if refused (its refusal, to be recorded, goes to
+    ``writes``), or None once its accepted event is in ``writes`` and in its history."""
     stream_id = cand.event.stream_id
     current = versions.get(stream_id, 0)
     expected = cand.submitted.expected_version
@@ -431,10 +487,10 @@ def _decide_one(
             issues=(FieldIssue("expected_version", f"stream is at {current}", "conflict"),),
             current_version=current,
         )
-    decision = ctx.decider(histories[stream_id], cand.event, histories)
+    decision = ctx.decider(histories[stream_id], cand.event, histories, payload=cand.payload)
     if not isinstance(decision, RecordedEvent):
         if refusal_event_id(cand.event.event_id) not in existing:  # a retry is refused once
-            _stage_refusal(ctx, uow, cand, decision, versions)
+            writes.append((cand, decision))
         return Refused(
             Refusal.RULE_VIOLATION,
             decision.detail,
@@ -447,8 +503,7 @@ def _decide_one(
     event = _sealed(decision.model_copy(update={"stream_version": current + 1}), keys)
     versions[stream_id] = current + 1
     histories[stream_id].append(event)
-    uow.stage(event, topic=ctx.topic, submission_hash=cand.submission_hash)
-    staged.append((cand.index, event))
+    writes.append((cand, event))
     return None
 
 

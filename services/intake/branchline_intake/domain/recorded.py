@@ -39,6 +39,7 @@ from branchline_intake.domain.shelf import rebuild_shelf_product
 from branchline_intake.domain.staff import rebuild_staff_member
 from branchline_intake.domain.state import ClientState, rebuild_from_recorded
 from branchline_intake.domain.violations import RuleViolation
+from branchline_shared.events.catalogue import EventPayload
 from branchline_shared.events.envelope import RecordedEvent, Subject, SubmittedEvent
 
 _NO_HISTORIES: Mapping[str, Sequence[RecordedEvent]] = {}
@@ -71,10 +72,13 @@ def references(candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
 
 
 def decide_subject_recorded(
-    history: Sequence[RecordedEvent], candidate: RecordedEvent, policy: IntakePolicy
+    history: Sequence[RecordedEvent],
+    candidate: RecordedEvent,
+    policy: IntakePolicy,
+    payload: EventPayload | None = None,
 ) -> RecordedEvent | RuleViolation:
     """Decide an event of the product shelf or of a member of staff after its history."""
-    proposed = DomainEvent.from_recorded(candidate, stored=False)
+    proposed = DomainEvent.from_recorded(candidate, stored=False, payload=payload)
     past = [DomainEvent.from_recorded(e) for e in history]
     if candidate.subject is Subject.PRODUCT:
         product = rebuild_shelf_product(candidate.subject_id, past)
@@ -88,9 +92,12 @@ def decide_on_state(
     candidate: RecordedEvent,
     policy: IntakePolicy = DEFAULT_POLICY,
     related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
+    payload: EventPayload | None = None,
 ) -> RecordedEvent | RuleViolation:
-    """Decide ``candidate`` after a client state; the envelope to append, or the violation."""
-    proposed = DomainEvent.from_recorded(candidate, stored=False)  # clear: decided, then sealed
+    """Decide ``candidate`` after a client state; the envelope to append, or the violation.
+    ``payload``: the candidate's payload already validated by the catalogue, if at hand."""
+    # clear: decided, then sealed
+    proposed = DomainEvent.from_recorded(candidate, stored=False, payload=payload)
     return _answer(
         candidate, proposed, decide(state, proposed, policy, _related(proposed, related))
     )
@@ -145,10 +152,14 @@ class RecordedDecider:
         history: Sequence[RecordedEvent],
         candidate: RecordedEvent,
         related: Mapping[str, Sequence[RecordedEvent]] = _NO_HISTORIES,
+        *,
+        payload: EventPayload | None = None,
     ) -> RecordedEvent | RuleViolation:
+        """``payload``: the candidate's payload as the catalogue validated it at the edge
+        (``candidate.data`` is its dump); deciding then does not parse it again (#12)."""
         if candidate.subject is not Subject.CLIENT:
-            return decide_subject_recorded(history, candidate, self.policy)
-        return decide_on_state(self.state_of(history), candidate, self.policy, related)
+            return decide_subject_recorded(history, candidate, self.policy, payload)
+        return decide_on_state(self.state_of(history), candidate, self.policy, related, payload)
 
     def references(self, candidate: RecordedEvent | SubmittedEvent) -> tuple[str, ...]:
         """See :func:`references`."""

@@ -1,0 +1,188 @@
+"""How many events a lagging consumer's periodic self-check re-queues (#12).
+
+Starts an embedded PostgreSQL and tansu, fills intake's event store with ``--events`` events
+(a new client registered per event, the benchmark's growth fill) and publishes them through
+the real outbox relay (which records each row's partition and offset). A consumer group then
+stands for a consumer that lags: its committed offsets are ``--reached`` of the way into each
+partition, and it applied every event before them except ``--skipped`` (events it really
+missed). Every row is dated published an hour ago, far beyond the grace period, as after a
+fill the consumer is still working through. Then one periodic self-check runs each way:
+
+- ``by consumer progress`` (now): the check reads the group's committed offsets;
+- ``by grace period`` (before #12): the same check without the group.
+
+It prints, for each, the events re-queued, those left as not reached, and the check's time.
+The progress check runs first and its re-queued rows are removed before the grace check, so
+both see the same store.
+
+    python -m bench.profile_self_check [--events 60000] [--reached 0.953] [--skipped 5]
+                                       [--analyze]
+
+``--analyze`` analyses the outbox before the checks (as autovacuum does some time after a
+fill): without it, the repair's look-up of each event's key was planned without statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from tests.support.events import recorded_event
+
+    from branchline_shared.embedded.ports import free_port
+    from branchline_shared.embedded.tansu import TansuBroker
+    from branchline_shared.eventstore.postgres import PostgresEventStore
+    from branchline_shared.eventstore.relay import OutboxRelay
+    from branchline_shared.kafka.producer import make_producer
+    from branchline_shared.kafka.topics import declare_topics, ensure_topics
+    from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+    from branchline_shared.postgres.pool import open_pool
+    from branchline_shared.reconcile import self_repair
+    from branchline_shared.reconcile.running import ConsumerSource
+    from branchline_shared.reconcile.self_repair import SelfRepair
+
+    broker = TansuBroker(free_port(), base / "tansu.log")
+    broker.start()
+    try:
+        async with embedded_postgres(base, broker.bootstrap) as (_, settings):
+            topics = declare_topics(settings)
+            await ensure_topics(settings.kafka_bootstrap, topics.all())
+            await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
+            await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
+            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
+            producer = make_producer(settings, client_id="bench-relay")
+            await producer.start()
+            at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+            started = time.perf_counter()
+            try:
+                store = PostgresEventStore(pool)
+                for first in range(0, args.events, 1_000):
+                    async with store.unit_of_work() as uow:
+                        for n in range(first, min(first + 1_000, args.events)):
+                            event = recorded_event(
+                                "client.registered",
+                                {"client_type": "individual", "rm_id": "rm-7"},
+                                at=at,
+                                client_id=f"C-{n}",
+                                branch_id="BR-001",
+                            )
+                            uow.stage(event, topic=topics.intake_events.name, submission_hash=None)
+                        await uow.commit()
+                relay = OutboxRelay(pool=pool, producer=producer, store_name="intake")
+                publishing = time.perf_counter()
+                while await relay.publish_once():
+                    pass
+                print(f"relay published in {time.perf_counter() - publishing:.1f} s", flush=True)
+                await pool.execute("UPDATE es_outbox SET published_at = now() - interval '1 hour'")
+                if args.analyze:  # as autovacuum would after a while
+                    await pool.execute("ANALYZE es_outbox")
+                rows = await pool.fetch(
+                    "SELECT event_id, published_partition, published_offset FROM es_outbox"
+                )
+            finally:
+                await producer.stop()
+            print(
+                f"filled and published {len(rows)} events in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            positions = {
+                r["event_id"]: (r["published_partition"], r["published_offset"]) for r in rows
+            }
+            ends: dict[int, int] = {}
+            for partition, offset in positions.values():
+                ends[partition] = max(ends.get(partition, 0), offset + 1)
+            committed = {p: int(end * args.reached) for p, end in ends.items()}
+            passed = [e for e, (p, o) in positions.items() if o < committed[p]]
+            skipped = set(random.Random(7).sample(passed, args.skipped))
+            applied = set(passed) - skipped
+            group = "bench-lagging-consumer"
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                tps = {p: TopicPartition(topics.intake_events.name, p) for p in committed}
+                consumer.assign(list(tps.values()))
+                await consumer.commit({tps[p]: o for p, o in committed.items()})
+            finally:
+                await consumer.stop()
+            print(
+                f"consumer reached {len(passed)} ({len(passed) / len(positions):.1%}), applied "
+                f"{len(applied)}, skipped {len(skipped)}, "
+                f"not reached {len(positions) - len(passed)}",
+                flush=True,
+            )
+
+            async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+                return applied & set(ids)
+
+            async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
+                return set()
+
+            async def everything() -> list[Any]:
+                raise AssertionError("not asked by a self-check")
+
+            self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+            for label, group_id in (("by consumer progress", group), ("by grace period", None)):
+                check = SelfRepair(
+                    settings,
+                    ConsumerSource(
+                        "bench-consumer",
+                        topics.audit_consumer_dlq.name,
+                        everything,
+                        has=has,
+                        group_id=group_id,
+                        topics=tuple(topics.event_topics()),
+                    ),
+                    interval_s=60,
+                    grace_s=settings.reconcile_grace_s,
+                )
+                started = time.perf_counter()
+                requeued = await check.check()
+                took = time.perf_counter() - started
+                print(
+                    f"{label}: re-queued {requeued} "
+                    f"(of them skipped: {len(skipped)}), not reached {check.not_reached}, "
+                    f"check {took:.2f} s",
+                    flush=True,
+                )
+                await pool.execute("DELETE FROM es_outbox WHERE published_at IS NULL")
+            await pool.close()
+    finally:
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument(
+        "--reached", type=float, default=0.953, help="how far into each partition it read"
+    )
+    parser.add_argument("--skipped", type=int, default=5)
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE the outbox before the checks"
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("BRANCHLINE_LOG_LEVEL", "WARNING")
+    return run_in_scratch(measure, args, "profile-self-check-")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""``POST /v1/events`` answered without FastAPI's per-request machinery (#12,
+``DirectSubmitRoute``): every answer, accepted or refused at any step (token, role, body,
+type, rules), is the one FastAPI's own handler gives, in the same order."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi.dependencies.utils import request_body_to_args
+
+from branchline_intake.bootstrap import create_app
+from branchline_intake.entrypoints import http as intake_http
+from branchline_shared.http.auth import Role
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.support.stack import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def registration(client_id: str, **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "client.registered",
+        "occurred_at": "2026-11-22T09:00:00+08:00",
+        "client_id": client_id,
+        "branch_id": "BR-001",
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": {"client_type": "individual", "rm_id": "rm-7"},
+    }
+    event.update(extra)
+    return event
+
+
+def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, str]]]:
+    """(what, body, headers): every step of the route refusing, and accepting."""
+    branch = tokens.headers(Role.BRANCH_SYSTEM)
+    rm = tokens.headers(Role.RM, sub="rm-7")
+    without = {k: v for k, v in registration(f"C-{run}").items() if k != "actor"}
+    return [
+        ("no token", registration(f"C-{run}"), {}),
+        ("a bad token", registration(f"C-{run}"), {"Authorization": "Bearer not.a.token"}),
+        ("a role that may not write", registration(f"C-{run}"), tokens.headers(Role.AUDITOR)),
+        ("no token, invalid body", {"type": 5}, {}),
+        ("a required field missing", without, branch),
+        ("a wrong type", {**registration(f"C-{run}"), "client_id": 5}, branch),
+        ("an unknown field", registration(f"C-{run}", colour="red"), branch),
+        ("a time without offset", registration(f"C-{run}", occurred_at="2026-11-22T09:00"), branch),
+        ("too long an id", registration("C-" + "9" * 300), branch),
+        ("not an object", [registration(f"C-{run}")], branch),
+        ("a string", "client.registered", branch),
+        ("an invalid payload", registration(f"C-{run}", data={"client_type": "robot"}), branch),
+        ("a type the caller may not send", registration(f"C-{run}", type="staff.qualified"), rm),
+        ("a system event", registration(f"C-{run}", type="rule.violation_refused"), branch),
+        ("an unregistered client (D-09)", registration(f"C-{run}-x", type="visit.closed"), branch),
+        ("accepted", registration(f"C-{run}"), branch),
+        ("registered twice (D-09)", registration(f"C-{run}"), branch),
+    ]
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def comparable(response: httpx.Response, run: str) -> tuple[int, str, Any]:
+    """An answer without what differs between two runs (the run's ids, positions)."""
+    body = response.json()
+    if response.status_code == 202:
+        body = {k: v for k, v in body.items() if k not in {"event_id", "global_position"}}
+    text = _UUID.sub("<id>", str(body).replace(run, "*"))
+    return response.status_code, response.headers.get("content-type", ""), text
+
+
+async def test_every_answer_is_fastapis_own(
+    settings: BranchlineSettings, tokens: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct_calls = 0
+    validate = request_body_to_args
+
+    async def counting(*args: Any) -> Any:
+        nonlocal direct_calls
+        direct_calls += 1
+        return await validate(*args)
+
+    answers: dict[str, list[tuple[str, tuple[int, str, Any]]]] = {}
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        for path in ("direct", "fastapi"):
+            with monkeypatch.context() as patch:
+                if path == "direct":
+                    patch.setattr(f"{intake_http.__name__}.request_body_to_args", counting)
+                else:  # every request the general way: FastAPI's own handler
+                    patch.setattr(intake_http, "_json_content_type", lambda _: False)
+                run = uuid.uuid4().hex[:8]
+                answers[path] = []
+                for what, body, headers in requests(tokens, run):
+                    response = await client.post("/v1/events", json=body, headers=headers)
+                    answers[path].append((what, comparable(response, run)))
+    assert answers["direct"] == answers["fastapi"]
+    statuses = {what: answer[0] for what, answer in answers["direct"]}
+    assert statuses["no token, invalid body"] == 401  # the token before the body
+    assert statuses["a role that may not write"] == 403
+    assert statuses["a wrong type"] == 422
+    assert statuses["accepted"] == 202
+    assert statuses["registered twice (D-09)"] == 409
+    assert direct_calls >= 10  # the bodies that reached validation went the direct way
+
+
+async def test_a_body_of_another_content_type_goes_fastapis_way(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """Only a plain JSON content type (as FastAPI reads it) takes the direct way; without one,
+    FastAPI's rule (strict about the content type) decides, as before."""
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        body = orjson.dumps(registration(f"C-{uuid.uuid4().hex[:8]}"))
+        headers = tokens.headers(Role.BRANCH_SYSTEM)
+        plain = await client.post("/v1/events", content=body, headers=headers)
+        suffixed = await client.post(
+            "/v1/events",
+            content=orjson.dumps(registration(f"C-{uuid.uuid4().hex[:8]}")),
+            headers={**headers, "Content-Type": "application/vnd.branchline+json"},
+        )
+    assert plain.status_code == 422  # no content type: not read as JSON (FastAPI's rule)
+    assert suffixed.status_code == 202, suffixed.text
