@@ -9,17 +9,24 @@ tree, FILE.summary: shares per function, as :mod:`bench.profile_intake` prints t
 
     python -m bench.profile_followup [--clients 600] [--workload history|registrations]
                                      [--batch 200] [--profile /tmp/followup.txt] [--sql]
+                                     [--freeze]
 
 Workloads: ``history`` is tests/integration/followup/harness.py's generate_history (about 14
 events per client: registration, KYC, reception journeys, consultations, sales, complaints,
 surveys), interleaved by time; ``registrations`` is what the benchmark writes (a new client
 registered, then a consent of each: one task created per registration).
+
+``--freeze``: the start-up heap frozen as the worker process freezes it once started
+(:func:`freeze_startup_heap`), here once the pool and the projection are built and before the
+workload is generated: the bench's own messages are not frozen (they would make the collector's
+saving look larger than a worker's).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import sys
 import time
@@ -38,9 +45,32 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
+from branchline_shared.http.startup_heap import freeze_startup_heap  # noqa: E402
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
+
+
+class CollectorTime:
+    """Time spent in the cyclic garbage collector, per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.runs[info["generation"]] += 1
+
+    def describe(self, events: int) -> str:
+        return ", ".join(
+            f"gen {g}: {self.runs[g]} runs, {1000 * self.seconds[g] / events:.3f} ms/event"
+            for g in range(3)
+        )
 
 
 def count_statements() -> None:
@@ -90,6 +120,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         units = PostgresUnitsOfWork(pool)
         # As the running worker: task creations recorded in followup's store and outbox.
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
+        if args.freeze:
+            freeze_startup_heap()
         raws = raw_messages(workload(args.workload, args.clients))
         dead = CountedDeadLetters()
         warm, rest = raws[: args.batch], raws[args.batch :]
@@ -101,6 +133,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
         STATEMENTS.clear()
+        collector = CollectorTime()
+        gc.callbacks.append(collector)
         server_started = server_cpu_seconds(server.pgdata)
         started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(0, len(rest), args.batch):
@@ -108,6 +142,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         server_cpu = server_cpu_seconds(server.pgdata) - server_started
+        gc.callbacks.remove(collector)
         statements = sum(STATEMENTS.values())
         if profiler is not None:
             profiler.stop()
@@ -116,12 +151,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         await pool.close()
     n = len(rest)
     print(
-        f"{args.workload}: {n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
+        f"{args.workload}{' (frozen start-up heap)' if args.freeze else ''}: "
+        f"{n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
         f"{statements / n:.2f} statements/event, {1000 * cpu / n:.2f} ms Python CPU/event "
         f"({100 * cpu / wall:.0f}% of the wall time), {1000 * server_cpu / n:.2f} ms PostgreSQL "
         f"CPU/event; {tasks} tasks, {dead.sent} dead-lettered; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
+    print(f"  collector: {collector.describe(n)}; {gc.get_freeze_count()} objects frozen")
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
@@ -156,6 +193,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    parser.add_argument("--freeze", action="store_true", help="freeze the start-up heap")
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-followup-")

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from branchline_cli.processes import resolved_processes, serve_forked
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.graceful import DrainingServer, serve_draining
+from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -99,11 +100,21 @@ def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Co
     )
 
 
+# An API process freezes its start-up heap once serving (#12, startup_heap.py); a forked
+# intake child after its own start-up (each child builds its own app).
 def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
-    serve_draining(app, _config(app, port, settings), drain_s=settings.shutdown_drain_s)
+    serve_draining(
+        app,
+        _config(app, port, settings),
+        drain_s=settings.shutdown_drain_s,
+        on_started=freeze_startup_heap,
+    )
 
 
 def _draining_server(app: FastAPI, port: int, settings: BranchlineSettings) -> DrainingServer:
     return DrainingServer(
-        _config(app, port, settings), app_state=app.state, drain_s=settings.shutdown_drain_s
+        _config(app, port, settings),
+        app_state=app.state,
+        drain_s=settings.shutdown_drain_s,
+        on_started=freeze_startup_heap,
     )

@@ -26,6 +26,7 @@ from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
@@ -174,6 +175,9 @@ async def run_relay(settings: IntakeSettings) -> None:
         health = await opened.enter_async_context(
             serving_health("intake-relay", settings.bind_host, settings.intake_relay_port, checks)
         )
+        # Started: what is loaded by now lives as long as the process, and the collector
+        # need not walk it again on every gen-2 collection (#12).
+        freeze_startup_heap()
         done, _ = await asyncio.wait(
             [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
         )

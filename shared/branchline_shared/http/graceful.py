@@ -13,6 +13,8 @@ A second signal during the drain stops at once (as uvicorn does on a second Ctrl
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -24,11 +26,26 @@ def is_draining(state: Any) -> bool:
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, app_state: Any, drain_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        app_state: Any,
+        drain_s: float,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._app_state = app_state
         self._drain_s = drain_s
         self._draining = False
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # ``on_started`` runs once the app's lifespan has started and the server listens:
+        # the process entrypoint freezes its start-up heap there (#12, startup_heap.py).
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self._drain_s <= 0:
@@ -48,7 +65,14 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(loop.call_later, self._drain_s, finish)
 
 
-def serve_draining(app: Any, config: uvicorn.Config, *, drain_s: float) -> None:
-    """Run ``app`` (whose ``state`` gets ``draining``) until SIGTERM/SIGINT, then drain."""
-    server = DrainingServer(config, app_state=app.state, drain_s=drain_s)
+def serve_draining(
+    app: Any,
+    config: uvicorn.Config,
+    *,
+    drain_s: float,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Run ``app`` (whose ``state`` gets ``draining``) until SIGTERM/SIGINT, then drain;
+    ``on_started`` is called once it has started."""
+    server = DrainingServer(config, app_state=app.state, drain_s=drain_s, on_started=on_started)
     server.run()
