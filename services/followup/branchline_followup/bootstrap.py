@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import faust
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
@@ -192,6 +193,22 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
     )
 
 
+def worker_app(
+    settings: FollowupSettings, runtime: FollowupRuntime, repair: SelfRepair | None = None
+) -> faust.App:
+    """The Faust app projecting the event topics through the runtime's units (which wake its
+    relay), dead-lettering to the worker's topic, telling ``repair`` of position jumps."""
+    return create_faust_app(
+        settings,
+        runtime.topics,
+        runtime.pool,
+        DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
+        runtime.context.projection,
+        runtime.context.units,
+        PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
     """The worker's parts, started: the Faust agent projecting the event topics, the timer
@@ -200,15 +217,7 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
     async with contextlib.AsyncExitStack() as started:
         runtime = await started.enter_async_context(followup_runtime(settings))
         repair = worker_self_repair(settings, runtime)
-        app = create_faust_app(
-            settings,
-            runtime.topics,
-            runtime.pool,
-            DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
-            runtime.context.projection,
-            runtime.context.units,
-            PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
-        )
+        app = worker_app(settings, runtime, repair)
         await started.enter_async_context(
             running_task(
                 run_timer_loop(

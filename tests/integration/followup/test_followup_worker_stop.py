@@ -14,10 +14,9 @@ from typing import Any
 import faust
 import pytest
 
-from branchline_followup.bootstrap import followup_runtime
+from branchline_followup.bootstrap import followup_runtime, worker_app
 from branchline_followup.entrypoints import worker
-from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app, stop_worker_app
-from branchline_shared.kafka.consuming import DeadLetters
+from branchline_followup.entrypoints.worker import stop_worker_app
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import History, now_utc, produce_events
 from tests.support.processes import settings_env
@@ -35,14 +34,7 @@ def consumer_thread(app: faust.App) -> Any:
 @pytest.fixture
 async def started_app(settings: BranchlineSettings) -> AsyncIterator[faust.App]:
     async with followup_runtime(settings) as runtime:
-        app = create_faust_app(
-            settings,
-            runtime.topics,
-            runtime.pool,
-            DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
-            runtime.context.projection,
-            runtime.context.units,
-        )
+        app = worker_app(settings, runtime)
         await app.start()
         try:
             yield app
