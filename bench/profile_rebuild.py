@@ -13,6 +13,12 @@ pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 
     python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
+                                    [--remember 2000]
+
+``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
+``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
+millions of events takes (what is forgotten read back from the rebuild's schema); the line
+printed ends with how much the rebuild still remembers at its end.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from bench.profile_followup import (  # noqa: E402
     write_profile,
 )
 from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas  # noqa: E402
+from branchline_followup.adapters import pg_schemas, rebuild_target  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
@@ -143,9 +149,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
         STATEMENTS.clear()
+        if args.remember is not None:
+            rebuild_target.REMEMBERED_CLIENTS = args.remember
+            rebuild_target.REMEMBERED_EVENTS = args.remember
+        target = PostgresRebuildTarget(admin, settings.followup_database_url)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await rebuild_read_models(
-            target=PostgresRebuildTarget(admin, settings.followup_database_url),
+            target=target,
             source=MemorySource(replayed),
             policy=policy,
             batch_size=args.batch,
@@ -170,6 +180,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{result.applied} skipped {result.skipped}; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
+    bulk = target._bulk
+    print(
+        f"  remembered at the end: {len(bulk.applied)} applied ids, {len(bulk.facts)} clients' "
+        f"facts, {len(bulk.open)} clients' open tasks, {len(bulk.task_clients)} task clients, "
+        f"{len(bulk.latest)} journal places"
+    )
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
@@ -182,6 +198,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    parser.add_argument("--remember", type=int, help="the rebuild's memory bounds (test scale)")
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-rebuild-")

@@ -237,6 +237,60 @@ async def test_past_its_bound_the_rebuild_reads_what_it_no_longer_remembers(
     assert reads > 0
 
 
+async def test_past_its_bounds_the_rebuild_reads_applied_ids_task_clients_and_places_back(
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``REMEMBERED_EVENTS`` the rebuild forgets the applied event ids, and past
+    ``REMEMBERED_CLIENTS`` the tasks' clients and the journal's latest places too, after each
+    batch (bounded memory on a rebuild of millions of events); what it forgot is read back
+    from its schema, never taken as absent: an event published twice, far apart, is applied
+    once, and an event arriving late is still found late (re-projected)."""
+    settings = make_settings(infra, tmp_path)
+    events = generated()
+    late = next(e for e in events if e.client_id == events[0].client_id)
+    shuffled = [e for e in events if e is not late] + [late]
+    twice = [*shuffled, events[1], events[7]]  # published again by a relay, batches later
+    real_project = rebuild_module.project
+    projected: list[RecordedEvent] = []
+
+    async def project(uow: Any, event: RecordedEvent, *args: Any, **kwargs: Any) -> bool:
+        applied = await real_project(uow, event, *args, **kwargs)
+        if applied:
+            projected.append(event)
+        return applied
+
+    monkeypatch.setattr(rebuild_module, "project", project)
+    async with followup_db(settings) as db:
+        await run_rebuild(settings, twice, store=events)
+        remembered = await snapshot(db)
+        assert len(projected) == len(events)  # the repeated two applied once
+        projected.clear()
+        monkeypatch.setattr(rebuild_target, "REMEMBERED_CLIENTS", 2)
+        monkeypatch.setattr(rebuild_target, "REMEMBERED_EVENTS", 2)
+        lookups = {"applied": 0, "places": 0}
+        real_places = rebuild_target.client_journal.latest_places
+
+        async def latest_places(conn: Any, pairs: Any) -> Any:
+            lookups["places"] += 1
+            return await real_places(conn, pairs)
+
+        real_learn = rebuild_target._BulkWrites.learn_applied
+
+        async def learn_applied(bulk: Any, conn: Any, event_ids: Any) -> None:
+            lookups["applied"] += not bulk.all_applied
+            await real_learn(bulk, conn, event_ids)
+
+        monkeypatch.setattr(rebuild_target.client_journal, "latest_places", latest_places)
+        monkeypatch.setattr(rebuild_target._BulkWrites, "learn_applied", learn_applied)
+        before = REPROJECTIONS._value.get()
+        await run_rebuild(settings, twice, store=events)
+        assert REPROJECTIONS._value.get() == before + 1  # the late event found late
+        assert len(projected) == len(events)
+        assert await snapshot(db) == remembered
+    assert lookups["applied"] > 0
+    assert lookups["places"] > 0
+
+
 async def test_the_swap_retries_a_busy_lock_then_swaps_in(infra: Infra, tmp_path: Path) -> None:
     settings = make_settings(infra, tmp_path)
     h = history()

@@ -88,8 +88,14 @@ class _Recorder:
 
 
 REMEMBERED_CLIENTS = 200_000
-"""Beyond this many clients a rebuild stops remembering every client (bounded memory): what it
-remembers is dropped after a batch is written, and a client it does not remember is read."""
+"""Beyond this many clients (or tasks, or client journal places) a rebuild stops remembering
+every client (bounded memory): what it remembers is dropped after a batch is written, and a
+client it does not remember is read."""
+
+REMEMBERED_EVENTS = 200_000
+"""Beyond this many applied events a rebuild stops remembering every event id (bounded memory
+on a rebuild of millions of events): the ids are dropped after a batch is written, and an event
+not remembered is looked up in the rebuild's ``fu_applied_events``."""
 
 
 _Mark = tuple[int, list[tuple[Any, ...]], int, int, int, int, int]
@@ -120,10 +126,20 @@ class _BulkWrites:
     written again. A client's re-projection (ADR-0014), which deletes what the client's events
     wrote before applying them again, forgets the same here (:meth:`clear_client`). Past
     :data:`REMEMBERED_CLIENTS` clients, facts and open tasks are forgotten after a transaction
-    and read again when needed (:attr:`complete` false)."""
+    and read again when needed (:attr:`complete` false); so are the tasks' clients and the
+    journal's latest places. Past :data:`REMEMBERED_EVENTS` applied events, their ids are
+    forgotten and looked up in the applied record (:attr:`all_applied` false). What is forgotten
+    is always read again from the rebuild's own schema, never taken as absent: everything
+    forgotten was written and committed first (:meth:`committed`)."""
 
     def __init__(self) -> None:
         self.applied: set[uuid.UUID] = set()
+        self.all_applied = True
+        """Every event the rebuild applied is in :attr:`applied` (else: read the record)."""
+        self._absent: set[uuid.UUID] = set()
+        """Looked up in this transaction and not in the applied record (:meth:`learn_applied`)."""
+        self._read: set[tuple[str, str]] = set()
+        """(client, store) pairs whose place was read in this transaction (:meth:`learn_places`)."""
         self._applied_rows: list[tuple[Any, ...]] = []
         self._timeline_rows: list[tuple[Any, ...]] = []
         self.facts: dict[str, ClientFacts | None] = {}
@@ -134,7 +150,8 @@ class _BulkWrites:
         self.task_clients: dict[uuid.UUID, str] = {}
         """Every task the rebuild wrote (some since deleted by a re-projection): its client."""
         self.complete = True
-        """Every client's facts and open tasks are here (a client absent has none)."""
+        """Every client's facts, open tasks and journal places and every task's client are
+        here (a client absent has none, a task absent was never written)."""
         self.latest: dict[tuple[str, str], tuple[int, int]] = {}
         """The latest place (recorded ms, global position) kept per client and store."""
         self._journal_rows: list[tuple[Any, ...]] = []
@@ -147,6 +164,41 @@ class _BulkWrites:
     def _set(self, store: dict[Any, Any], key: Any, value: Any) -> None:
         self._undo.append((store, key, store.get(key, _ABSENT)))
         store[key] = value
+
+    async def learn_applied(self, conn: PgConnection, event_ids: Iterable[uuid.UUID]) -> None:
+        """While applied ids are forgotten (:attr:`all_applied` false): those of ``event_ids``
+        not known either way are looked up in the applied record, in one statement; found,
+        they join :attr:`applied` (committed: no rollback takes them back), not found, they
+        are known absent until the transaction commits (what is not committed yet is always
+        remembered)."""
+        if self.all_applied:
+            return
+        unknown = [
+            i for i in dict.fromkeys(event_ids) if i not in self.applied and i not in self._absent
+        ]
+        if not unknown:
+            return
+        rows = await conn.fetch(
+            "SELECT event_id FROM fu_applied_events WHERE event_id = ANY($1::uuid[])", unknown
+        )
+        found = {r[0] for r in rows}
+        self.applied.update(found)
+        self._absent.update(i for i in unknown if i not in found)
+
+    async def learn_places(self, conn: PgConnection, keys: Iterable[tuple[str, str]]) -> None:
+        """While places are forgotten (:attr:`complete` false): the latest place of each
+        (client, store) not known either way, read from the journal in one statement; the
+        journal holds every row kept before this transaction (one kept in it is
+        remembered)."""
+        if self.complete:
+            return
+        unknown = [k for k in dict.fromkeys(keys) if k not in self.latest and k not in self._read]
+        if not unknown:
+            return
+        self._read.update(unknown)
+        # not through the undo log: a rollback must not forget what the journal holds (the
+        # pair is not read again in this transaction)
+        self.latest.update(await client_journal.latest_places(conn, unknown))
 
     def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         if event.event_id in self.applied:
@@ -168,13 +220,19 @@ class _BulkWrites:
     def set_open(self, client_id: str, tasks: dict[uuid.UUID, FollowupTask]) -> None:
         self._set(self.open, client_id, tasks)
 
-    def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
-        """:func:`client_journal.keep` from memory: the row is written with the others."""
+    async def keep(
+        self, conn: PgConnection, event: RecordedEvent, position: SourcePosition | None
+    ) -> bool:
+        """:func:`client_journal.keep` from memory: the row is written with the others. A
+        place forgotten (:attr:`complete` false) is read from the journal, which holds every
+        row kept before this transaction (a row kept in it is remembered)."""
         if event.client_id is None:
             return False
         row = client_journal.journal_row(event, position)
-        self._journal_rows.append(row)
         _, client_id, source, global_position, ms, _ = row
+        if global_position is not None:
+            await self.learn_places(conn, [(client_id, source)])
+        self._journal_rows.append(row)
         if global_position is None:
             return False  # its place unknown: never found late (arrives_late)
         place = (ms, global_position)
@@ -274,10 +332,18 @@ class _BulkWrites:
         self._journal_written = 0
         self._writes.calls.clear()
         self._writes_sent = 0
-        if len(self.facts) > REMEMBERED_CLIENTS:
+        self._absent.clear()
+        self._read.clear()
+        # All written and committed by now: what is dropped is read back from the schema.
+        if max(len(self.facts), len(self.task_clients), len(self.latest)) > REMEMBERED_CLIENTS:
             self.facts.clear()
             self.open.clear()
+            self.task_clients.clear()
+            self.latest.clear()
             self.complete = False
+        if len(self.applied) > REMEMBERED_EVENTS:
+            self.applied.clear()
+            self.all_applied = False
 
 
 class _RebuildClients(_Clients):
@@ -388,6 +454,10 @@ class _RebuildTasks(_Tasks):
         await self._bulk.write_tasks(self._conn)
         await super().set_escalated(task_id, to)
         client_id = self._bulk.task_clients.get(task_id)
+        if client_id is None and not self._bulk.complete:
+            # forgotten: its client is read from the row (the task may be open in memory)
+            task = await super().get(task_id)
+            client_id = None if task is None else task.client_id
         if client_id is not None and task_id in self._bulk.open.get(client_id, {}):
             await self.reread(client_id)  # an open task's escalation is one of its columns
 
@@ -478,7 +548,7 @@ class _RebuildJournal(_Journal):
         self._open_tasks = tasks
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
-        return self._bulk.keep(event, position)
+        return await self._bulk.keep(self._conn, event, position)
 
     async def of_client(self, client_id: str) -> list[JournaledEvent]:
         await self._bulk.write_journal(self._conn)
@@ -517,14 +587,23 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     async def hold_clients_of(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> None:
-        return None  # nothing to lock, and what it would read ahead is in memory
+        # Nothing to lock. What it would read ahead is in memory, but for what was forgotten
+        # past the bounds: the applied ids and the journal's places, one statement each per
+        # batch rather than one per event (facts and open tasks are read when asked).
+        await self._bulk.learn_applied(self._conn, (e.event_id for e, _ in events))
+        await self._bulk.learn_places(
+            self._conn,
+            ((e.client_id, p.source) for e, p in events if e.client_id is not None and p),
+        )
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        await self._bulk.learn_applied(self._conn, [event.event_id])
         return self._bulk.mark_applied(event, position)
 
     async def mark_applied_all(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> set[uuid.UUID]:
+        await self._bulk.learn_applied(self._conn, (e.event_id for e, _ in events))
         return {e.event_id for e, position in events if self._bulk.mark_applied(e, position)}
 
     @contextlib.asynccontextmanager
@@ -696,6 +775,7 @@ class PostgresRebuildTarget:
             )
             for r in rows
         ]
+        await self._bulk.learn_applied(self._connection(), (e.event_id for e, _ in events))
         return [(e, p) for e, p in events if e.event_id not in self._bulk.applied]
 
     async def swap_in(self, *, applied: int, skipped: int) -> None:

@@ -236,6 +236,9 @@ async def _apply_batch(
         decoded.append((event, source_position(message.headers)))
     try:
         async with target.batch() as uow:
+            # what it reads ahead for the batch: in a long rebuild, what it no longer
+            # remembers (applied ids, journal places) is read once per batch, not per event
+            await uow.hold_clients_of(decoded)
             # the recorded creations its deciding events may replay, looked up in one
             # statement for the batch (#12), not one per creating event
             creations = PendingCreations()
