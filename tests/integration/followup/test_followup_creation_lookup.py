@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -24,34 +24,18 @@ from branchline_followup.application.task_creations import (
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import CONSUMER
-from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.settings import BranchlineSettings
+from tests.integration.followup.test_followup_batches import an_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 TOPIC = "followup.events"
 FIRST = Projection(FollowupPolicy(), task_creations_topic=TOPIC)
 """The policy in force when the creations were recorded (a survey within 3 days)."""
 CHANGED = Projection(FollowupPolicy(survey_within=timedelta(days=10)), task_creations_topic=TOPIC)
 """A later policy: replaying a recorded creation must keep its deadline (D-07)."""
-
-
-def an_event(event_type: str, client_id: str, data: dict[str, Any], version: int) -> RecordedEvent:
-    return RecordedEvent(
-        event_id=uuid.uuid4(),
-        type=event_type,
-        occurred_at=AT + timedelta(minutes=version),
-        recorded_at=AT + timedelta(minutes=version),
-        source="intake",
-        actor=Actor(id="staff-17", role="teller"),
-        client_id=client_id,
-        branch_id="BR-001",
-        stream_id=f"client-{client_id}",
-        stream_version=version,
-        data=data,
-    )
 
 
 def journey(client_id: str) -> tuple[RecordedEvent, RecordedEvent, RecordedEvent]:
