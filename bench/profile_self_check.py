@@ -31,7 +31,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,11 @@ from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from tests.support.events import recorded_event
+    from tests.support.published import published
 
     from branchline_shared.embedded.ports import free_port
     from branchline_shared.embedded.tansu import TansuBroker
-    from branchline_shared.eventstore.postgres import PostgresEventStore
-    from branchline_shared.eventstore.relay import OutboxRelay
-    from branchline_shared.kafka.producer import make_producer
-    from branchline_shared.kafka.topics import declare_topics, ensure_topics
-    from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
+    from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
     from branchline_shared.reconcile.running import ConsumerSource
@@ -63,48 +58,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     try:
         async with embedded_postgres(base, broker.bootstrap) as (_, settings):
             topics = declare_topics(settings)
-            await ensure_topics(settings.kafka_bootstrap, topics.all())
-            await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
-            await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
-            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
-            producer = make_producer(settings, client_id="bench-relay")
-            await producer.start()
-            at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
             started = time.perf_counter()
-            try:
-                store = PostgresEventStore(pool)
-                for first in range(0, args.events, 1_000):
-                    async with store.unit_of_work() as uow:
-                        for n in range(first, min(first + 1_000, args.events)):
-                            event = recorded_event(
-                                "client.registered",
-                                {"client_type": "individual", "rm_id": "rm-7"},
-                                at=at,
-                                client_id=f"C-{n}",
-                                branch_id="BR-001",
-                            )
-                            uow.stage(event, topic=topics.intake_events.name, submission_hash=None)
-                        await uow.commit()
-                relay = OutboxRelay(pool=pool, producer=producer, store_name="intake")
-                publishing = time.perf_counter()
-                while await relay.publish_once():
-                    pass
-                print(f"relay published in {time.perf_counter() - publishing:.1f} s", flush=True)
-                await pool.execute("UPDATE es_outbox SET published_at = now() - interval '1 hour'")
-                if args.analyze:  # as autovacuum would after a while
-                    await pool.execute("ANALYZE es_outbox")
-                rows = await pool.fetch(
-                    "SELECT event_id, published_partition, published_offset FROM es_outbox"
-                )
-            finally:
-                await producer.stop()
+            positions = await published(settings, args.events, analyze=args.analyze)
             print(
-                f"filled and published {len(rows)} events in {time.perf_counter() - started:.1f} s",
+                f"filled and published {len(positions)} events in "
+                f"{time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-            positions = {
-                r["event_id"]: (r["published_partition"], r["published_offset"]) for r in rows
-            }
             ends: dict[int, int] = {}
             for partition, offset in positions.values():
                 ends[partition] = max(ends.get(partition, 0), offset + 1)
@@ -140,6 +100,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 raise AssertionError("not asked by a self-check")
 
             self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
             for label, group_id in (("by consumer progress", group), ("by grace period", None)):
                 check = SelfRepair(
                     settings,

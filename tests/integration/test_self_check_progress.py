@@ -27,9 +27,7 @@ from branchline_audit.bootstrap import self_repair as audit_self_repair
 from branchline_followup.bootstrap import worker_self_repair
 from branchline_followup.entrypoints.worker import create_faust_app
 from branchline_shared.eventstore.postgres import PostgresEventStore
-from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.reconcile import self_repair
@@ -38,6 +36,7 @@ from branchline_shared.reconcile.self_repair import SelfRepair
 from branchline_shared.settings import BranchlineSettings
 from tests.support.consumers import audit_consumer
 from tests.support.events import recorded_event
+from tests.support.published import published
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -62,45 +61,6 @@ def no_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
         return set()
 
     monkeypatch.setattr(self_repair, "dead_lettered_ids", none)
-
-
-async def published(
-    settings: BranchlineSettings, count: int = EVENTS, *, first: int = 0
-) -> dict[uuid.UUID, tuple[int, int]]:
-    """``count`` events stored in intake's store (clients ``C-{first}``...) and published by
-    the real relay, every row of the store dated published an hour ago (far beyond any grace
-    period); where the broker put each of the store's rows (earlier calls' too)."""
-    topics = declare_topics(settings)
-    await ensure_topics(settings.kafka_bootstrap, topics.all())
-    await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
-    await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
-    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
-    producer = make_producer(settings, client_id="test-relay")
-    await producer.start()
-    at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
-    try:
-        async with PostgresEventStore(pool).unit_of_work() as uow:
-            for n in range(first, first + count):
-                event = recorded_event(
-                    "client.registered",
-                    {"client_type": "individual", "rm_id": "rm-7"},
-                    at=at,
-                    client_id=f"C-{n}",
-                    branch_id="BR-001",
-                )
-                uow.stage(event, topic=topics.intake_events.name, submission_hash=None)
-            await uow.commit()
-        relay = OutboxRelay(pool=pool, producer=producer, store_name="intake")
-        while await relay.publish_once():
-            pass
-        await pool.execute("UPDATE es_outbox SET published_at = now() - interval '1 hour'")
-        rows = await pool.fetch(
-            "SELECT event_id, published_partition, published_offset FROM es_outbox"
-        )
-    finally:
-        await producer.stop()
-        await pool.close()
-    return {r["event_id"]: (r["published_partition"], r["published_offset"]) for r in rows}
 
 
 async def commit(settings: BranchlineSettings, group: str, offsets: dict[int, int]) -> None:
@@ -148,7 +108,7 @@ async def test_a_lagging_consumer_gets_only_what_it_skipped_re_queued(
     infra: Infra, tmp_path: Path, no_dead_letters: None
 ) -> None:
     settings = make_settings(infra, tmp_path)
-    positions = await published(settings)
+    positions = await published(settings, EVENTS)
     assert all(p is not None and o is not None for p, o in positions.values())
     # The consumer read each partition half-way (committed: the next offset it reads) and
     # applied what it read, except one event it skipped; the rest it has not reached.
@@ -186,7 +146,7 @@ async def test_without_the_group_the_grace_period_judges_as_before(
     infra: Infra, tmp_path: Path, no_dead_letters: None
 ) -> None:
     settings = make_settings(infra, tmp_path)
-    positions = await published(settings)
+    positions = await published(settings, EVENTS)
     consumer = Consumer()  # applied nothing, and its group never committed anything
 
     assert await checker(settings, consumer, f"group-{uuid.uuid4().hex[:8]}").check() == 0
