@@ -9,6 +9,7 @@ committed offsets: an event ahead of them is left alone, one they passed is re-q
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from branchline_audit.bootstrap import self_repair as audit_self_repair
 from branchline_followup.bootstrap import worker_self_repair
 from branchline_followup.entrypoints.worker import create_faust_app
 from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
@@ -140,6 +142,47 @@ async def test_a_lagging_consumer_gets_only_what_it_skipped_re_queued(
     consumer.applied = set(positions)
     await commit(settings, group, ends)
     assert await checker(settings, consumer, group).check() == 0
+
+
+@pytest.mark.parametrize("cut_in", ["committed", "has"])
+async def test_a_check_cut_short_closes_its_broker_client(
+    infra: Infra,
+    tmp_path: Path,
+    no_dead_letters: None,
+    monkeypatch: pytest.MonkeyPatch,
+    cut_in: str,
+) -> None:
+    # A worker stopping mid-check cancels it: while the group's offsets are read, or while
+    # the consumer is asked what it applied. Either way the client must be stopped; left
+    # open, its broker connections leaked (an unclosed socket, seen in CI).
+    settings = make_settings(infra, tmp_path)
+    await published(settings, EVENTS)
+    inside = asyncio.Event()
+    opened: list[GroupOffsets] = []
+
+    async def stuck(*_: object) -> Any:
+        inside.set()
+        await asyncio.Event().wait()
+
+    real_enter = GroupOffsets.__aenter__
+
+    async def enter(self: GroupOffsets) -> GroupOffsets:
+        opened.append(self)
+        return await real_enter(self)
+
+    monkeypatch.setattr(GroupOffsets, "__aenter__", enter)
+    consumer = Consumer()
+    if cut_in == "committed":
+        monkeypatch.setattr(GroupOffsets, "committed", stuck)
+    else:
+        consumer.has = stuck  # type: ignore[method-assign]
+    running = asyncio.create_task(checker(settings, consumer, "group-cut").check())
+    await asyncio.wait_for(inside.wait(), 30)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert len(opened) == 1
+    assert getattr(opened[0], "_consumer")._closed  # noqa: B009
 
 
 async def test_without_the_group_the_grace_period_judges_as_before(

@@ -106,8 +106,8 @@ class GroupOffsets:
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=1024,  # one batch at most: only the watermark is wanted
         )
-        await asyncio.wait_for(reader.start(), timeout=self._timeout_s)
-        try:
+        try:  # stopped however it ends, a start cut short included: its connections close
+            await asyncio.wait_for(reader.start(), timeout=self._timeout_s)
             reader.assign(list(near))
             for tp, offset in near.items():
                 reader.seek(tp, offset)

@@ -218,19 +218,19 @@ class SelfRepair:
         if trigger in AT_ONCE or consumer.group_id is None or not consumer.topics:
             yield []
             return
-        opened = contextlib.AsyncExitStack()
-        try:
-            group = await opened.enter_async_context(
-                GroupOffsets(self._settings.kafka_bootstrap, consumer.group_id, consumer.topics)
-            )
-            progress = [await GroupProgress.read(group)]
-        except Exception as exc:  # the check goes on by the grace period
-            await opened.aclose()
-            self._broker_failed(exc)
-            yield []
-            return
-        self._broker_answered()
-        async with opened:
+        # The client is closed however the check ends, a cancellation included (a worker
+        # stopping mid-check): a client left open leaks its broker connections.
+        async with contextlib.AsyncExitStack() as opened:
+            try:
+                group = await opened.enter_async_context(
+                    GroupOffsets(self._settings.kafka_bootstrap, consumer.group_id, consumer.topics)
+                )
+                progress = [await GroupProgress.read(group)]
+            except Exception as exc:  # the check goes on by the grace period
+                self._broker_failed(exc)
+                progress = []
+            else:
+                self._broker_answered()
             yield progress
 
     def _broker_failed(self, exc: BaseException) -> None:
