@@ -21,7 +21,7 @@ from branchline_audit.domain.canonical import (
     entry_canonical_bytes,
     format_appended_at,
 )
-from branchline_audit.domain.verification import PROVEN_BY_DATABASE, LedgerVerdict, stored_entry
+from branchline_audit.domain.verification import LedgerVerdict, stored_entry
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
@@ -32,7 +32,6 @@ from tests.integration.audit.audit_support import (
     random_events,
     superuser,
 )
-from tests.support.ledger_proof import database_proves
 from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -448,70 +447,3 @@ async def test_the_event_column_holds_the_event_as_hashed(ledger_1000: Built) ->
         event = json.loads(row["event"])
         at = format_appended_at(row["appended_at"])
         assert encodes_event(bytes(row["canonical"]), row["position"], at, event)
-
-
-DATABASE_PROOF_TAMPERS = {
-    "hash": "UPDATE audit_ledger SET hash = sha256(hash) WHERE position = $1",
-    "canonical": "UPDATE audit_ledger SET canonical = canonical || '\\x20'::bytea "
-    "WHERE position = $1",
-    "event_id": "UPDATE audit_ledger SET event_id = gen_random_uuid() WHERE position = $1",
-    "event_type": "UPDATE audit_ledger SET event_type = event_type || 'x' WHERE position = $1",
-    "event type as a number": "UPDATE audit_ledger SET event = jsonb_set(event, '{type}', "
-    "'1') WHERE position = $1",
-    "client_id": "UPDATE audit_ledger SET client_id = NULL WHERE position = $1",
-    "client_id in the event": "UPDATE audit_ledger SET event = jsonb_set(event, "
-    "'{client_id}', '\"C-other\"') WHERE position = $1",
-    "actor_id": "UPDATE audit_ledger SET actor_id = 'someone else' WHERE position = $1",
-    "actor as an array": "UPDATE audit_ledger SET event = jsonb_set(event, '{actor}', "
-    "jsonb_build_array(event->'actor')) WHERE position = $1",
-    "branch_id": "UPDATE audit_ledger SET branch_id = branch_id || 'x' WHERE position = $1",
-    "a float in the event": "UPDATE audit_ledger SET event = jsonb_set(event, "
-    "'{stream_version}', to_jsonb((event->>'stream_version')::numeric(20, 1))) "
-    "WHERE position = $1",
-    "an integer beyond 2^53 in the event": "UPDATE audit_ledger SET event = jsonb_set(event, "
-    "'{stream_version}', '9007199254740992') WHERE position = $1",
-    "pruned_at": "UPDATE audit_ledger SET pruned_at = now() WHERE position = $1",
-}
-
-
-async def _proofs(audit: AuditContext) -> list[tuple[Any, ...]]:
-    """Each row as the verifier gets it: the database's proof, and the Python model's."""
-    return [
-        (row[0], row[PROVEN_BY_DATABASE], database_proves(row))
-        async for page in audit.ledger.scan_rows(page_size=400)
-        for row in page
-    ]
-
-
-async def test_the_database_proves_what_the_python_model_says_of_good_rows(
-    ledger_1000: Built,
-) -> None:
-    """#12: the scan's SQL (pg_catalog.sha256, the text columns, integers only) proves every
-    row the Python model of it proves, and no other."""
-    _, audit = ledger_1000
-    proofs = await _proofs(audit)
-    assert [p for p, _, _ in proofs] == list(range(1, SIZE + 1))
-    assert all((db is True) == model for _, db, model in proofs)
-    assert sum(model for _, _, model in proofs) > SIZE // 2  # most rows hold integers only
-
-
-@pytest.mark.parametrize("tamper", sorted(DATABASE_PROOF_TAMPERS))
-async def test_a_row_tampered_where_the_database_looks_is_not_proven_by_it(
-    ledger_1000: Built, tamper: str
-) -> None:
-    """#12: each change the database's proof covers makes it withhold the proof for that row
-    (and only that row), as the Python model does; the verdict locates the row."""
-    settings, audit = ledger_1000
-    good = {p for p, _, model in await _proofs(audit) if model}
-    position = next(p for p in (321, 322, 323, 324) if p in good)
-    row = await _row(settings, position)
-    await behind_the_ledgers_back(settings, DATABASE_PROOF_TAMPERS[tamper], position)
-    try:
-        proofs = await _proofs(audit)
-        verdict = await _verify(audit)
-    finally:
-        await _restore(settings, row, "any")
-    assert all((db is True) == model for _, db, model in proofs), tamper
-    assert [p for p, db, _ in proofs if db is not True and p in good] == [position], tamper
-    assert not verdict.ok, tamper
-    assert verdict.first_bad_position == position, (tamper, verdict.reason)

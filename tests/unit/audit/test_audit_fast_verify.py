@@ -20,7 +20,6 @@ import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.ledger_proof import database_proves
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
@@ -34,7 +33,6 @@ from branchline_audit.domain.canonical import (
 )
 from branchline_audit.domain.records import pruned_marker
 from branchline_audit.domain.verification import (
-    PROVEN_BY_DATABASE,
     ROW_FIELDS,
     LedgerAuditor,
     LedgerVerdict,
@@ -309,17 +307,9 @@ def test_the_fast_row_path_agrees_with_the_full_checks_on_any_event(
     assert fast.ok  # whatever is appended verifies (numbers: docs/audit.md)
 
 
-# ---------------------------------------------------------------- rows the database has checked
-
-
-def proven(table: list[list[Any]]) -> list[list[Any]]:
-    """The rows as the ledger's scan hands them over: with the database's verdict on each."""
-    return [[*row, database_proves(row)] for row in table]
-
-
 def _rehashed(table: list[list[Any]], position: int) -> None:
     """Recompute the hash of the entry at ``position`` from its (altered) bytes and every
-    later link and hash: a rewrite the database's hash check cannot see."""
+    later link and hash: a rewrite the hash chain alone cannot see (no checkpoint here)."""
     for index in range(position - 1, len(table)):
         if index > position - 1:
             table[index][1] = table[index - 1][2]
@@ -337,85 +327,21 @@ REHASHED_BYTES: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def test_a_good_ledger_is_taken_on_the_databases_proof() -> None:
-    table = proven(rows(20))
-    assert all(row[PROVEN_BY_DATABASE] is True for row in table)
-    fast, full = verdicts(table)
-    assert fast == full
-    assert fast.ok
-
-
-@pytest.mark.parametrize("column", sorted(TAMPERS))
-@pytest.mark.parametrize("position", [1, 5, 12])
-def test_a_tampered_column_is_found_with_the_databases_proof_too(
-    column: str, position: int
-) -> None:
-    """Every tamper of the Python-only tests, with the database's verdict as the scan hands
-    it over: what the database does not prove (position, link, times, the event column
-    against the bytes, a prune marker) the Python checks still find."""
-    table = rows(12)
-    TAMPERS[column](table[position - 1])
-    fast, full = verdicts(proven(table))
-    assert not fast.ok, column
-    assert fast.first_bad_position == position, (column, fast.reason)
-    assert fast == full, column
-
-
 @pytest.mark.parametrize("change", sorted(REHASHED_BYTES))
 @pytest.mark.parametrize("position", [1, 5, 12])
-def test_rewritten_bytes_with_a_recomputed_hash_are_found_although_the_hash_holds(
+def test_rewritten_bytes_with_every_hash_recomputed_are_found_by_both_paths(
     change: str, position: int
 ) -> None:
-    """Bytes rewritten and every hash from there recomputed: the database proves the hash,
-    the event column still holds the original event, so its encoding is not the bytes; a
-    form JCS never writes (whitespace, a duplicate or escaped key, ``5.0``) is not taken
-    either."""
+    """The stored bytes rewritten and every hash from there recomputed, so that the chain
+    holds: the event column still holds the original event, so its encoding is not the
+    bytes, and a form JCS never writes (whitespace, a duplicate or escaped key, ``5.0``) is
+    not taken either. (With checkpoints the root would differ too; here there are none.)"""
     table = rows(12)
     row = table[position - 1]
     altered = REHASHED_BYTES[change](row[3])
     assert altered != row[3], change
     row[3] = altered
     _rehashed(table, position)
-    checked = proven(table)
-    assert checked[position - 1][PROVEN_BY_DATABASE] is True
-    fast, full = verdicts(checked)
+    fast, full = verdicts(table)
     assert fast == full, change
     assert fast.bad_positions == (position,), (change, fast.reason)
-
-
-def test_an_event_the_database_does_not_prove_goes_the_full_way() -> None:
-    """A float, or an integer beyond the JCS range, in the event column: not proven, so the
-    walk and the full checks decide, as before (a float column where the bytes hold the
-    integer is reported)."""
-    table = rows(5, k=1)
-    table[2][4] = {**table[2][4], "data": {**table[2][4]["data"], "k": 1.0}}
-    checked = proven(table)
-    assert [row[PROVEN_BY_DATABASE] for row in checked] == [True, True, False, True, True]
-    fast, full = verdicts(checked)
-    assert fast == full
-    assert fast.bad_positions == (3,)
-    assert "another JSON type" in (fast.reason or "")
-
-
-def test_the_databases_proof_is_taken_only_when_it_is_true() -> None:
-    """None (SQL NULL) or anything else but True is not a proof: the row is checked in full."""
-    table = rows(4)
-    table[1][4]["data"]["note"] = "altered"
-    for flag in (None, False, 1, "t"):
-        fast, full = verdicts([[*row, flag] for row in table])
-        assert fast == full
-        assert fast.bad_positions == (2,)
-
-
-@settings(max_examples=200, deadline=None)
-@given(data=st.dictionaries(st.text(max_size=5), _values, max_size=5))
-def test_the_databases_proof_and_the_full_checks_agree_on_any_event(
-    data: dict[str, Any],
-) -> None:
-    try:
-        table = rows(3, extra=data)
-    except CanonicalisationError:
-        return
-    fast, full = verdicts(proven(table))
-    assert fast == full
-    assert fast.ok

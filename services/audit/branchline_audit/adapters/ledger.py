@@ -69,45 +69,8 @@ _APPENDED = (
     "hash",
     "canonical",
 )
-
-# What PostgreSQL proves of each row the verifier reads (PROVEN_BY_DATABASE): built-in
-# functions, operators and types named with their schema, so that nothing someone put on a
-# search_path stands in for them. The occurred_at column is left to Python (its text parses
-# by Python's rules), and so is everything about the canonical bytes' form.
-_EQ = "OPERATOR(pg_catalog.=)"
-
-
-def _same(left: str, right: str) -> str:
-    """SQL: ``left IS NOT DISTINCT FROM right`` with the schema's ``=`` (the bare form
-    resolves ``=`` by the search path)."""
-    return f"coalesce({left} {_EQ} {right}, {left} IS NULL AND {right} IS NULL)"
-
-
-def _text_of(*path: str) -> str:
-    """SQL for the text of the event's string member at ``path`` (NULL for any other JSON
-    type or when absent), as ``_text`` in the verifier."""
-    keys = ", ".join(f"'{key}'" for key in path)
-    return (
-        f"(CASE WHEN pg_catalog.jsonb_typeof(pg_catalog.jsonb_extract_path(event, {keys})) "
-        f"{_EQ} 'string' THEN pg_catalog.jsonb_extract_path_text(event, {keys}) END)"
-    )
-
-
-_PROVEN = (
-    "(canonical IS NOT NULL AND pruned_at IS NULL AND event_type IS NOT NULL"
-    f" AND pg_catalog.sha256(pg_catalog.byteacat(prev_hash, canonical)) {_EQ} hash"
-    f" AND {_text_of('event_id')} {_EQ} CAST(event_id AS pg_catalog.text)"
-    f" AND {_text_of('type')} {_EQ} event_type AND event_type OPERATOR(pg_catalog.<>) ''"
-    f" AND {_same(_text_of('client_id'), 'client_id')}"
-    f" AND {_same(_text_of('actor', 'id'), 'actor_id')}"
-    f" AND {_same(_text_of('branch_id'), 'branch_id')}"
-    # Every number an integer literal within ±(2**53 - 1): orjson decodes it to an int.
-    ' AND NOT pg_catalog.jsonb_path_exists(event, \'strict $.** ? (@.type() == "number" && '
-    '(@.string() like_regex "[^0-9-]" || @ > 9007199254740991 || @ < -9007199254740991))'
-    "'))"
-)
 _ROWS_AFTER = (
-    f"SELECT {', '.join(ROW_FIELDS)}, {_PROVEN} AS proven FROM audit_ledger "  # noqa: S608
+    f"SELECT {', '.join(ROW_FIELDS)} FROM audit_ledger "  # noqa: S608 - fixed columns
     "WHERE position > $1 ORDER BY position LIMIT $2"
 )
 
@@ -371,8 +334,7 @@ class PostgresLedger:
             after = page[-1].entry.position
 
     async def scan_rows(self, *, page_size: int = 5000) -> AsyncIterator[Sequence[Any]]:
-        """Every stored row (:data:`ROW_FIELDS` order, then :data:`PROVEN_BY_DATABASE`: what
-        PostgreSQL has checked of it) in ledger order, a page at a time.
+        """Every stored row (:data:`ROW_FIELDS` order) in ledger order, a page at a time.
         The next page is asked for as soon as one arrives, on a second connection, so the
         database reads it while the caller checks the one it has (the verifier's Python and
         PostgreSQL then work on the two cores at once)."""

@@ -247,40 +247,6 @@ def encodes_event(canonical: bytes, position: int, appended_at: str, event: dict
     return _surely_jcs(body, event)
 
 
-def entry_head(appended_at: str) -> bytes | None:
-    """The bytes every entry appended at ``appended_at`` (:func:`format_appended_at`'s text)
-    starts with, or None when no entry may have that time (a year before 1000): an append
-    writes many entries at one time, so a verifier computes this once per time."""
-    if not _APPENDED_AT.fullmatch(appended_at):
-        return None
-    return _entry_head(appended_at)
-
-
-def encodes_integral_event(
-    canonical: bytes, head: bytes, position: int, event: dict[str, Any]
-) -> bool:
-    """:func:`encodes_event` (with ``head``: :func:`entry_head` of the append time) for an
-    ``event`` known to be what ``orjson.loads`` made of JSON text whose every number is an
-    integer literal within ±(2**53 - 1): the caller has that proven (the ledger's scan asks
-    PostgreSQL, docs/audit.md "Verification"). Such a value holds only dicts, lists, strings,
-    integers within the JCS range, booleans and None, of exactly those types, which is what
-    :func:`_plain_json` walks the event to prove; the other checks (head, tail, orjson's
-    encoding equal to the bytes, ASCII, depth) are made as there. The same answer as
-    :func:`encodes_event` for such an event, without the walk."""
-    if not 1 <= position <= MAX_POSITION or not canonical.startswith(head):
-        return False
-    tail = _TAIL_START + str(position).encode() + b"}"
-    if not canonical.endswith(tail):
-        return False
-    body = canonical[len(head) : len(canonical) - len(tail)]
-    try:
-        if orjson.dumps(event, option=_ORJSON_NATIVE_ONLY) != body:
-            return False
-    except orjson.JSONEncodeError:
-        return False
-    return body.isascii() and body.count(b"{") + body.count(b"[") < _JCS_MAX_DEPTH
-
-
 def _number_problem(event: dict[str, Any]) -> str | None:
     """Where ``event`` holds a number its entry could not be verified with (the module
     docstring, **Numbers**), or None. Says where, never the value (it may be personal, D-04,
@@ -568,17 +534,6 @@ class ChainVerifier:
         if prev_hash != self._prev and (self._also is None or prev_hash != self._also):
             return False
         if hashlib.sha256(prev_hash + canonical).digest() != hash_:
-            return False
-        self._advance(hash_)
-        return True
-
-    def accept_hashed(self, position: int, prev_hash: bytes, hash_: bytes) -> bool:
-        """:meth:`accept` for an entry whose ``SHA-256(prev_hash || canonical) == hash`` the
-        caller has had proven already (the ledger's scan: PostgreSQL's built-in ``sha256``,
-        docs/audit.md "Verification"): its position and link are checked here as there."""
-        if self.failed or position != self._expected:
-            return False
-        if prev_hash != self._prev and (self._also is None or prev_hash != self._also):
             return False
         self._advance(hash_)
         return True

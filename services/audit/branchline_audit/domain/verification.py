@@ -25,8 +25,6 @@ from branchline_audit.domain.canonical import (
     ChainEntry,
     ChainVerifier,
     encodes_event,
-    encodes_integral_event,
-    entry_head,
     format_appended_at,
 )
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
@@ -65,19 +63,9 @@ ROW_FIELDS = (
 this order (``event`` decoded from its JSON, ``appended_at`` and ``pruned_at`` as times)."""
 
 
-PROVEN_BY_DATABASE = len(ROW_FIELDS)
-"""Where a row may carry one more field, after :data:`ROW_FIELDS`: True when the database
-that read the row has proven, in the same statement, that the row has stored bytes and is not
-pruned, ``SHA-256(prev_hash || canonical) == hash``, the index columns ``event_id``,
-``event_type`` (not empty), ``client_id``, ``actor_id`` and ``branch_id`` are what
-``_columns_agree`` compares them with, and every number in ``event`` is an integer literal
-within ±(2**53 - 1) (so ``event``, decoded by orjson, holds no float). Anything but True
-(False, None, no such field) means "not proven": the row is checked in Python alone."""
-
-
 def stored_entry(row: Sequence[Any]) -> StoredEntry:
-    """The entry of a stored row (:data:`ROW_FIELDS` order; a field after them, such as
-    :data:`PROVEN_BY_DATABASE`, is not looked at) as the chain and the column checks see it."""
+    """The entry of a stored row (:data:`ROW_FIELDS` order) as the chain and the column checks
+    see it."""
     (
         position,
         prev_hash,
@@ -92,7 +80,7 @@ def stored_entry(row: Sequence[Any]) -> StoredEntry:
         actor_id,
         branch_id,
         occurred_at,
-    ) = row[:PROVEN_BY_DATABASE]
+    ) = row
     return StoredEntry(
         entry=ChainEntry(
             position=position,
@@ -135,20 +123,14 @@ def _columns_agree(event: dict[str, Any], row: Sequence[Any]) -> bool:
     actor = event.get("actor")
     if (_text(actor.get("id")) if isinstance(actor, dict) else None) != row[10]:
         return False
-    return _occurred_agrees(event, row[12])
-
-
-def _occurred_agrees(event: dict[str, Any], column: datetime | None) -> bool:
-    """The ``occurred_at`` part of :func:`_columns_agree` (the one column the database does
-    not compare for :data:`PROVEN_BY_DATABASE`: its text parses by Python's rules here)."""
     occurred = event.get("occurred_at")
     if not isinstance(occurred, str):
-        return column is None
+        return row[12] is None
     try:
         occurred_at = datetime.fromisoformat(occurred)
     except ValueError:
         return False
-    return occurred_at.tzinfo is not None and occurred_at == column
+    return occurred_at.tzinfo is not None and occurred_at == row[12]
 
 
 def _text(value: object) -> str | None:
@@ -195,9 +177,8 @@ class LedgerAuditor:
             keep_going=True,
             tree_leaves=self._checkpoints[-1].tree_size if self._checkpoints else 0,
         )
-        self._appended_at: tuple[datetime, str, bytes | None] | None = None
-        """The last append time seen, its text and the entries' head (:func:`entry_head`): an
-        append writes many entries at one time."""
+        self._appended_at: tuple[datetime, str] | None = None
+        """The last append time seen and its text (an append writes many entries at one)."""
         self._next_checkpoint = 0
         self._last_good_size = 0
         self._checked = 0
@@ -255,35 +236,13 @@ class LedgerAuditor:
         or ``true`` where the bytes hold ``1`` is not taken), the index columns agree with
         it, it is not pruned, and its hash and link hold (:meth:`ChainVerifier.accept`). Every
         check of :meth:`feed` is made, in cheaper form; whatever is not proven so goes through
-        :meth:`feed`, which finds and reports it.
-
-        A row whose :data:`PROVEN_BY_DATABASE` field is True has its hash, its text columns
-        and the absence of floats from its event proven by the database already; for it the
-        rest is checked here (the bytes against the column by one orjson encoding, without
-        the walk that proves the event float-free, the ``occurred_at`` column, not a prune
-        marker, position and link), and again anything not proven goes through :meth:`feed`,
-        which checks it all in Python."""
+        :meth:`feed`, which finds and reports it."""
         canonical, event, appended_at, pruned_at = row[3], row[4], row[5], row[6]
         if canonical is not None and pruned_at is None and type(event) is dict:
             seen = self._appended_at
             if seen is None or seen[0] != appended_at:
-                text = format_appended_at(appended_at)
-                seen = self._appended_at = (appended_at, text, entry_head(text))
+                seen = self._appended_at = (appended_at, format_appended_at(appended_at))
             position = row[0]
-            if len(row) > PROVEN_BY_DATABASE and row[PROVEN_BY_DATABASE] is True:
-                # The database proved the hash, the text columns and that the event holds
-                # integers only (PROVEN_BY_DATABASE); the rest is checked here as below.
-                if (
-                    seen[2] is not None
-                    and encodes_integral_event(canonical, seen[2], position, event)
-                    and not is_pruned_marker(event)
-                    and _occurred_agrees(event, row[12])
-                    and self._chain.accept_hashed(position, row[1], row[2])
-                ):
-                    self._covered.extend(pruned_ranges_of(event))
-                    self._check_checkpoint_at(position)
-                    return True
-                return self.feed(stored_entry(row))
             if (
                 encodes_event(canonical, position, seen[1], event)
                 and not is_pruned_marker(event)
