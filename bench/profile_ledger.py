@@ -4,7 +4,7 @@ Starts an embedded PostgreSQL only, then per round, in a database of its own: ra
 COPY of the same event bodies (the benchmark's baseline), the ledger's append as the benchmark
 measures it (``PostgresLedger.append``, 500 events per transaction) and ``verify_ledger`` over
 what was appended; prints events per second of each and their ratios, the statements sent
-per event and the CPU of this process per event.
+per event, the CPU of this process per event and that of the PostgreSQL server's processes.
 
     python -m bench.profile_ledger [--events 10000] [--rounds 3] [--checkpoints 0]
                                    [--profile-append FILE] [--profile-verify FILE] [--sql]
@@ -60,6 +60,36 @@ def count_statements() -> None:
         setattr(asyncpg.Connection, name, counted)
 
 
+def server_cpu(server: Any) -> dict[int, float]:
+    """CPU seconds so far of the embedded PostgreSQL's processes (the postmaster and every
+    backend and helper below it), by pid, from /proc (Linux): verification now has
+    PostgreSQL do part of the work, so its cost is counted on both sides."""
+    root = int((server.pgdata / "postmaster.pid").read_text().splitlines()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) "
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    ours = {root}
+    for pid in sorted(parents):  # a child has a higher pid than its parent (no wrap-around)
+        if parents[pid] in ours:
+            ours.add(pid)
+    return {pid: used[pid] for pid in ours if pid in used}
+
+
+def server_cpu_since(server: Any, before: dict[int, float]) -> float:
+    """CPU seconds PostgreSQL's processes used since ``before`` (one that ended between
+    is not counted: the pool's connections live through a measured part)."""
+    return sum(now - before.get(pid, 0.0) for pid, now in server_cpu(server).items())
+
+
 def profiler_or_none(path: str | None) -> Any:
     if not path:
         return None
@@ -89,12 +119,13 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
         ]
         STATEMENTS.clear()
         profiler = profiler_or_none(args.profile_append if r == 0 else None)
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
         for first in range(0, args.events, BATCH):
             await audit.ledger.append(envelopes[first : first + BATCH], now=datetime.now(UTC))
             if args.checkpoints and (first + BATCH) % args.checkpoints == 0:
                 await checkpoint_now(audit)
         append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
+        append_pg = server_cpu_since(server, pg)
         append_statements = sum(STATEMENTS.values())
         if args.sql and r == 0:
             for sql, count in STATEMENTS.most_common(12):
@@ -104,11 +135,12 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
             write_profile(profiler, Path(args.profile_append))
         STATEMENTS.clear()
         profiler = profiler_or_none(args.profile_verify if r == 0 else None)
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
         verdict = await verify_ledger(
             audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
         )
         verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
+        verify_pg = server_cpu_since(server, pg)
         verify_statements = sum(STATEMENTS.values())
         if profiler is not None:
             profiler.stop()
@@ -121,9 +153,11 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
     append_rate, verify_rate = n / append_s, n / verify_s
     return (
         f"round {r + 1}: raw COPY {copy_rate:,.0f} ev/s | append {append_rate:,.0f} ev/s "
-        f"({append_rate / copy_rate:.3f} x COPY, {1e6 * append_cpu / n:.1f} us CPU/ev, "
+        f"({append_rate / copy_rate:.3f} x COPY, {1e6 * append_cpu / n:.1f} us CPU/ev "
+        f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
         f"{append_statements / n:.3f} stmt/ev) | verify {verify_rate:,.0f} ev/s "
-        f"({verify_rate / copy_rate:.3f} x COPY, {1e6 * verify_cpu / n:.1f} us CPU/ev, "
+        f"({verify_rate / copy_rate:.3f} x COPY, {1e6 * verify_cpu / n:.1f} us CPU/ev "
+        f"+ {1e6 * verify_pg / n:.1f} us PostgreSQL, "
         f"{verify_statements / n:.4f} stmt/ev, {verdict.checkpoints_checked} checkpoints) | "
         f"load {os.getloadavg()[0]:.2f}"
     )

@@ -144,6 +144,47 @@ async def test_a_lagging_consumer_gets_only_what_it_skipped_re_queued(
     assert await checker(settings, consumer, group).check() == 0
 
 
+async def test_a_jump_triggered_check_re_queues_what_was_skipped_not_what_lags(
+    infra: Infra, tmp_path: Path, no_dead_letters: None
+) -> None:
+    # A position jump used to re-queue every event published and not applied, so a lagging
+    # consumer had everything ahead of it re-published at each jump. Now the jump's check
+    # judges by the group's offsets too; where the broker cannot tell (no position
+    # recorded) it still re-queues at once, without waiting for a grace period.
+    settings = make_settings(infra, tmp_path)
+    positions = await published(settings, EVENTS)
+    ends: dict[int, int] = {}
+    for partition, offset in positions.values():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    committed = {p: end // 2 for p, end in ends.items()}
+    passed = {e for e, (p, o) in positions.items() if o < committed[p]}
+    ahead = set(positions) - passed
+    skipped = min(passed, key=lambda e: positions[e])
+    assert ahead
+    assert len(passed) > 1
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:  # published a moment ago, where the broker cannot be asked about it
+        unplaced = await conn.fetchval(
+            "UPDATE es_outbox SET published_at = now(), published_partition = NULL, "
+            "published_offset = NULL WHERE event_id = ("
+            "SELECT event_id FROM es_outbox ORDER BY id DESC LIMIT 1) RETURNING event_id"
+        )
+    finally:
+        await conn.close()
+    group = f"group-{uuid.uuid4().hex[:8]}"
+    await commit(settings, group, committed)
+    consumer = Consumer()
+    consumer.applied = passed - {skipped, unplaced}
+
+    check = checker(settings, consumer, group)
+    repaired = await check.check(trigger="position_jump", grace_s=0)  # as run() calls it
+
+    assert repaired == 2
+    assert check.not_reached == len(ahead - {unplaced})
+    rows = await outbox_rows(settings)
+    assert {e for e, n in rows.items() if n > 1} == {skipped, unplaced}
+
+
 @pytest.mark.parametrize("cut_in", ["committed", "has"])
 async def test_a_check_cut_short_closes_its_broker_client(
     infra: Infra,

@@ -37,7 +37,7 @@ from branchline_shared.kafka.topics import (
     ensure_topics,
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
-from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.postgres.pool import PgPool, connect_one, is_reachable, open_pool
 from branchline_shared.settings import IntakeSettings
 
 SERVICE = "intake"
@@ -62,10 +62,13 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             await prepare_database(settings)
             topics = declare_topics(settings)
             await ensure_topics(settings.kafka_bootstrap, topics.all())
+            # Nothing on this pool outlives a transaction (the relay's lock has a connection of
+            # its own): a released connection skips the reset query, one round trip per group.
             pool = await open_pool(
                 settings.intake_database_url,
                 min_size=settings.db_pool_min,
                 max_size=settings.db_pool_max,
+                session_state=False,
             )
             opened.push_async_callback(pool.close)
             producer = await started_producer(opened, settings)
@@ -151,6 +154,7 @@ def outbox_relay(
         batch_size=settings.relay_batch_size,
         poll_interval_s=settings.relay_poll_interval_s,
         on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+        lock_connect=lambda: connect_one(settings.intake_database_url),
     )
 
 

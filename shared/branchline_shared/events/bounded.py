@@ -41,6 +41,7 @@ from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 
 __all__ = [
     "EARLIEST",
+    "IDENTIFIER_PATTERN",
     "LATEST",
     "MAX_OFFSET",
     "MAX_SAFE_INTEGER",
@@ -79,6 +80,8 @@ _NAIVE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(
 _TIME_HINT = "an RFC 3339 date-time string with an offset, e.g. 2026-11-22T09:00:00+08:00"
 
 OPAQUE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@\-]+$"
+"""The pattern of the envelope's ``Identifier`` (ids of clients, branches, staff, ...)."""
 
 
 def check_instant(value: datetime) -> datetime:

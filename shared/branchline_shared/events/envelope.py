@@ -25,6 +25,7 @@ from pydantic import (
 
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import (
+    IDENTIFIER_PATTERN,
     MAX_SAFE_INTEGER,
     MAX_SEALED_LENGTH,
     CleanText,
@@ -38,7 +39,7 @@ from branchline_shared.events.bounded import (
 Identifier = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"
+        strip_whitespace=True, min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN
     ),
     CleanToken,
     Sealable,

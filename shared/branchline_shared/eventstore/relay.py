@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -49,8 +49,13 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         on_recover: Callable[[], Awaitable[None]] | None = None,
         outbox: Outbox | None = None,
+        lock_connect: Callable[[], Awaitable[PgConnection]] | None = None,
     ) -> None:
         self._pool = pool
+        # The relay lock's session on a connection of its own instead of one of ``pool``'s:
+        # then no connection that goes back to the pool ever held a session-level lock or a
+        # LISTEN, and the pool may skip asyncpg's full reset on release (#12, open_pool).
+        self._lock_connect = lock_connect
         self._outbox: Outbox = outbox or PostgresOutbox(pool)
         self._producer = producer
         self._store = store_name
@@ -72,7 +77,7 @@ class OutboxRelay:
         connection, the lock is gone too, so the relay stops publishing and takes it again."""
         while not self._draining:
             try:
-                async with self._pool.acquire() as lock_conn:
+                async with self._lock_connection() as lock_conn:
                     if not await self._acquire_lock(lock_conn):
                         return  # draining, and another relay is the active one
                     self._holding = True
@@ -91,6 +96,23 @@ class OutboxRelay:
                 FAILURES.labels(self._store).inc()
                 log.warning("outbox relay lost the database; retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(1.0)
+
+    @contextlib.asynccontextmanager
+    async def _lock_connection(self) -> AsyncIterator[PgConnection]:
+        if self._lock_connect is None:
+            async with self._pool.acquire() as conn:
+                yield conn
+            return
+        own = await self._lock_connect()
+        try:
+            yield own
+        finally:
+            # Closing the session frees the lock and the LISTEN whatever happened above; a
+            # connection the database already dropped is only let go.
+            try:
+                await asyncio.wait_for(own.close(), timeout=5)
+            except Exception:
+                own.terminate()
 
     def wake(self) -> None:
         """Publish now: something was committed (called by the store in this process)."""

@@ -1,34 +1,34 @@
 """The abuse limits of every HTTP service, installed from settings (docs/access-control.md):
-request bounds and timeout, rate limits, the access log and security headers, each a pure
-ASGI middleware in its own module. Called once per app after ``create_service_app``; the
-last added runs first, so security headers reach every answer, 429s and 413s included."""
+rate limits, request bounds and timeout, the access log and security headers. Called once per
+app after ``create_service_app``, before the app starts; they run in the app's one edge
+middleware (``edge.ServiceEdge``), rate limits first, and security headers reach every
+answer, 429s and 413s included."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from branchline_shared.http.access_log import AccessLog
-from branchline_shared.http.rate_limit import RateLimit
-from branchline_shared.http.request_limits import RequestLimits
-from branchline_shared.http.security_headers import SecurityHeaders
+from branchline_shared.http.edge import EdgeOptions, Hardening
+from branchline_shared.http.rate_limit import RateLimiter
 from branchline_shared.settings import CommonSettings
 
 
 def install_hardening(app: FastAPI, settings: CommonSettings, *, service: str) -> None:
-    app.add_middleware(
-        RequestLimits,
+    if app.middleware_stack is not None:  # as add_middleware: read when the stack is built
+        raise RuntimeError("install_hardening after the app started")
+    options: EdgeOptions = app.state.edge
+    options.service = service
+    options.hardening = Hardening(
         max_query_bytes=settings.max_query_bytes,
         max_query_params=settings.max_query_params,
         timeout_s=settings.request_timeout_s,
-    )
-    if settings.rate_limit_enabled:
-        app.add_middleware(
-            RateLimit,
+        rate_limiter=RateLimiter(
             token_per_s=settings.rate_limit_token_per_s,
             token_burst=settings.rate_limit_token_burst,
             address_per_s=settings.rate_limit_address_per_s,
             address_burst=settings.rate_limit_address_burst,
         )
-    if settings.access_log_enabled:
-        app.add_middleware(AccessLog, service=service)
-    app.add_middleware(SecurityHeaders)
+        if settings.rate_limit_enabled
+        else None,
+        access_log=settings.access_log_enabled,
+    )

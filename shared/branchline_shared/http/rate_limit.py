@@ -16,9 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from branchline_shared.http.asgi_answers import send_problem
 from branchline_shared.http.problems import Problem
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -55,10 +54,12 @@ class TokenBuckets:
         return (1 - bucket.tokens) / self.per_s
 
 
-class RateLimit:
+class RateLimiter:
+    """The two kinds of bucket, asked once per request by the services' edge middleware
+    (``edge.ServiceEdge``) before the request goes any further."""
+
     def __init__(
         self,
-        app: ASGIApp,
         *,
         token_per_s: float,
         token_burst: int,
@@ -66,34 +67,29 @@ class RateLimit:
         address_burst: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.app = app
         self.tokens = TokenBuckets(token_per_s, token_burst, clock)
         self.addresses = TokenBuckets(address_per_s, address_burst, clock)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in UNLIMITED_PATHS:
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Problem | None:
+        """The 429 for this request, or None if it may pass (and is counted)."""
+        if scope.get("path") in UNLIMITED_PATHS:
+            return None
         client = scope.get("client")
         address = client[0] if client else "unknown"
         wait = self.addresses.wait_for(address)
         authorization = _authorization(scope)
         if not wait and authorization:
             wait = self.tokens.wait_for(hashlib.sha256(authorization).hexdigest()[:32])
-        if wait:
-            retry = max(1, math.ceil(wait))
-            await send_problem(
-                send,
-                Problem(
-                    429,
-                    "Too many requests",
-                    f"rate limit reached; retry in {retry} s",
-                    kind="rate-limited",
-                    headers={"Retry-After": str(retry)},
-                ),
-            )
-            return
-        await self.app(scope, receive, send)
+        if not wait:
+            return None
+        retry = max(1, math.ceil(wait))
+        return Problem(
+            429,
+            "Too many requests",
+            f"rate limit reached; retry in {retry} s",
+            kind="rate-limited",
+            headers={"Retry-After": str(retry)},
+        )
 
 
 def _authorization(scope: Scope) -> bytes | None:

@@ -1,4 +1,5 @@
-"""Security headers on every answer (docs/access-control.md, "Abuse limits"), pure ASGI.
+"""Security headers on every answer (docs/access-control.md, "Abuse limits"), added by the
+services' edge middleware (``edge.ServiceEdge``).
 
 * ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and
   ``Referrer-Policy: no-referrer`` everywhere;
@@ -10,7 +11,9 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Iterable
+
+Header = tuple[bytes, bytes]
 
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -22,29 +25,23 @@ _ALWAYS = (
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 )
+_CSP = (b"content-security-policy", DOCS_CSP.encode())
+# The three sets a path can get, built once instead of per request.
+_API = (*_ALWAYS, (b"cache-control", b"no-store"))
+_DOCS = (*_API, _CSP)
+_DOCS_ASSETS = (*_ALWAYS, _CSP)
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def security_headers(path: str) -> tuple[Header, ...]:
+    """The headers an answer to ``path`` gets (unless the app set them itself)."""
+    if path == "/docs" or path.startswith("/docs/"):
+        return _DOCS_ASSETS if path.startswith("/docs/assets/") else _DOCS
+    return _API
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        extra = list(_ALWAYS)
-        if not path.startswith("/docs/assets/"):
-            extra.append((b"cache-control", b"no-store"))
-        if path == "/docs" or path.startswith("/docs/"):
-            extra.append((b"content-security-policy", DOCS_CSP.encode()))
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {bytes(k).lower() for k, _ in headers}
-                headers += [(k, v) for k, v in extra if k not in present]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+def with_security_headers(headers: Iterable[Header], extra: tuple[Header, ...]) -> list[Header]:
+    """``headers`` and those of ``extra`` they do not hold already (by name, any case)."""
+    answer = list(headers)
+    present = {bytes(k).lower() for k, _ in answer}
+    answer += [(k, v) for k, v in extra if k not in present]
+    return answer

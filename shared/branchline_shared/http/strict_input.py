@@ -56,6 +56,8 @@ __all__ = [
     "body_errors",
     "parse_strict_json",
     "plainly_clean",
+    "refuse_input",
+    "strict_request",
 ]
 
 PARSED_BODY = "branchline.parsed_body"
@@ -281,38 +283,45 @@ class StrictInput:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        errors = _query_errors(scope)
+        errors, receive = await strict_request(scope, receive)
         if errors:
-            await _refuse(errors, send)
+            await refuse_input(errors, send)
             return
-        if scope.get("method") not in ("POST", "PUT", "PATCH") or not _is_json(scope):
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if body.strip():
-            try:
-                document = parse_strict_json(body)
-            except _Refused as refused:
-                await _refuse([refused.error], send)
-                return
-            except ValueError:
-                document = None  # not JSON: the route answers 400 with the parser's position
-            else:
-                errors = [] if plainly_clean(body) else body_errors(document)
-                if errors:
-                    await _refuse(errors, send)
-                    return
-                scope[PARSED_BODY] = document
-        await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+        await self.app(scope, receive, send)
+
+
+async def strict_request(scope: Scope, receive: Receive) -> tuple[list[dict[str, Any]], Receive]:
+    """The request's strict-input errors (none: it may go on), and the ``receive`` the app is
+    to read the body from (a JSON body was read here, and is replayed). A body found clean
+    is left parsed in the scope (:data:`PARSED_BODY`). Shared by :class:`StrictInput` and
+    the services' one edge middleware (``edge.ServiceEdge``)."""
+    errors = _query_errors(scope)
+    if errors:
+        return errors, receive
+    if scope.get("method") not in ("POST", "PUT", "PATCH") or not _is_json(scope):
+        return [], receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return [], _replay([message], receive)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    if body.strip():
+        try:
+            document = parse_strict_json(body)
+        except _Refused as refused:
+            return [refused.error], receive
+        except ValueError:
+            document = None  # not JSON: the route answers 400 with the parser's position
+        else:
+            errors = [] if plainly_clean(body) else body_errors(document)
+            if errors:
+                return errors, receive
+            scope[PARSED_BODY] = document
+    return [], _replay([{"type": "http.request", "body": body}], receive)
 
 
 class _ParsedBodyRequest(Request):
@@ -354,7 +363,7 @@ async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
 
 
-async def _refuse(errors: list[dict[str, Any]], send: Send) -> None:
+async def refuse_input(errors: list[dict[str, Any]], send: Send) -> None:
     problem = validation_problem(errors)
     response = JSONResponse(problem.body(), status_code=422, media_type=PROBLEM_JSON)
     await response({"type": "http"}, _disconnected, send)

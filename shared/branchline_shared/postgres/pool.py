@@ -28,16 +28,34 @@ async def _init_connection(conn: PgConnection) -> None:
         )
 
 
-async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
+async def _keep_session(conn: PgConnection) -> None:
+    """No reset query on release. asyncpg still rolls back a transaction left open and drops
+    the connection's listener callbacks before calling this."""
+
+
+async def open_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, session_state: bool = True
+) -> asyncpg.Pool[Any]:
+    """``session_state=False`` is a promise that nothing done on the pool's connections
+    outlives a transaction: no session ``SET``, ``LISTEN``, session-level advisory lock,
+    ``WITH HOLD`` cursor or ``PREPARE``. Released connections then skip asyncpg's reset
+    query (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), one round
+    trip per release: per group commit on intake's write path (#12)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         command_timeout=30,
+        reset=None if session_state else _keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def connect_one(dsn: str) -> PgConnection:
+    """A connection of its own, outside every pool (a session-level lock's, a LISTEN's)."""
+    return await asyncpg.connect(dsn, command_timeout=30)
 
 
 async def ensure_database(dsn: str) -> None:

@@ -23,8 +23,11 @@ Owed, not merely behind (#12): a periodic check judges an event the consumer has
 by the consumer group's committed offsets on the broker (:mod:`.progress`): one still ahead of
 them is not re-queued, however long ago it was published; one they passed is, at once. Where
 the broker cannot tell (positions not recorded, the broker unreachable: logged once), the
-grace period decides as before. The checks triggered by a log reset or a position jump do not
-ask the broker: what they look for is lost, not on its way.
+grace period decides as before. A check triggered by a position jump judges by the offsets
+too (what it looks for was skipped, but a lagging consumer's events still ahead of it are not:
+re-queuing them at every jump was pure load), with no grace period where the broker cannot
+tell. Only a check triggered by a log reset does not ask the broker: its offsets describe a
+log that is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -118,6 +122,37 @@ class GroupProgress:
 AT_ONCE = frozenset({"log_reset", "position_jump"})
 """Triggers whose missing events are not in flight: checked without a grace period."""
 
+WITHOUT_BROKER = frozenset({"log_reset"})
+"""Triggers whose check does not ask the broker: after a log reset the group's committed
+offsets point into a log that no longer exists, so they prove nothing either way."""
+
+
+class BrokerState(enum.Enum):
+    NOT_ASKED = "not asked"
+    """A check triggered by a log reset, or a consumer without a group or topics."""
+    ANSWERING = "answering"
+    UNREACHABLE = "unreachable"
+    """It failed to answer at the start of the check or during it: the grace period judges
+    the rest of the check."""
+
+
+@dataclasses.dataclass
+class BrokerView:
+    """What one check knows of its consumer group on the broker: the group's progress while
+    the broker answers, nothing once it stops (the state says which)."""
+
+    state: BrokerState
+    progress: GroupProgress | None = None
+    """Set exactly while ``state`` is ``ANSWERING``."""
+
+    @classmethod
+    def answering(cls, progress: GroupProgress) -> BrokerView:
+        return cls(BrokerState.ANSWERING, progress)
+
+    def lost(self) -> None:
+        """The broker stopped answering: no more questions to it during this check."""
+        self.state, self.progress = BrokerState.UNREACHABLE, None
+
 
 class SelfRepair:
     def __init__(
@@ -158,9 +193,12 @@ class SelfRepair:
         self._triggered.set()
 
     def position_jumped(self) -> None:
-        """An event skipped versions of its stream (:mod:`.jumps`): check now, counting every
-        published event not applied as missing (what was skipped was published before the
-        event that skipped it, so it is not in flight)."""
+        """An event skipped versions of its stream (:mod:`.jumps`): check now. An event the
+        group's committed offsets passed without applying it is owed, one still ahead of them
+        is not (the consumer lags: it gets it by reading on), as in a periodic check; where
+        the broker cannot tell, every published event not applied counts as missing, without
+        a grace period (what was skipped was published before the event that skipped it, so
+        it is not in flight)."""
         if self._trigger != "log_reset":
             self._trigger = "position_jump"
         self._triggered.set()
@@ -185,7 +223,7 @@ class SelfRepair:
             dead = frozenset()
         repaired = differences = 0
         self.not_reached = 0
-        async with self._group_progress(trigger) as progress:
+        async with self._group_progress(trigger) as broker:
             for store in store_sources(self._settings):
                 start = (
                     LogPosition.start()
@@ -193,7 +231,7 @@ class SelfRepair:
                     else self._settled.get(store.source, LogPosition.start())
                 )
                 found, requeued, settled = await self._check_store(
-                    store, start, grace, dead, progress
+                    store, start, grace, dead, broker
                 )
                 self._settled[store.source] = settled
                 differences += found
@@ -209,14 +247,14 @@ class SelfRepair:
         return repaired
 
     @contextlib.asynccontextmanager
-    async def _group_progress(self, trigger: str) -> AsyncIterator[list[GroupProgress]]:
-        """The consumer group's progress for a periodic check (a list of one; emptied when
-        the broker stops answering during the check); none for a check triggered by a loss
-        (what it looks for is not on its way), a consumer without a group, or a broker out
-        of reach: then the grace period judges, as before."""
+    async def _group_progress(self, trigger: str) -> AsyncIterator[BrokerView]:
+        """The consumer group's progress for this check; not asked for a check triggered by
+        a log reset (its offsets describe a lost log) or a consumer without a group, and
+        unreachable when the broker does not answer: then the grace period judges, as
+        before."""
         consumer = self._consumer
-        if trigger in AT_ONCE or consumer.group_id is None or not consumer.topics:
-            yield []
+        if trigger in WITHOUT_BROKER or consumer.group_id is None or not consumer.topics:
+            yield BrokerView(BrokerState.NOT_ASKED)
             return
         # The client is closed however the check ends, a cancellation included (a worker
         # stopping mid-check): a client left open leaks its broker connections.
@@ -225,13 +263,13 @@ class SelfRepair:
                 group = await opened.enter_async_context(
                     GroupOffsets(self._settings.kafka_bootstrap, consumer.group_id, consumer.topics)
                 )
-                progress = [await GroupProgress.read(group)]
+                view = BrokerView.answering(await GroupProgress.read(group))
             except Exception as exc:  # the check goes on by the grace period
                 self._broker_failed(exc)
-                progress = []
+                view = BrokerView(BrokerState.UNREACHABLE)
             else:
                 self._broker_answered()
-            yield progress
+            yield view
 
     def _broker_failed(self, exc: BaseException) -> None:
         if not self._broker_failing:
@@ -251,17 +289,17 @@ class SelfRepair:
         self._broker_failing = False
 
     async def _partitions(
-        self, progress: list[GroupProgress], states: dict[uuid.UUID, OutboxState]
+        self, broker: BrokerView, states: dict[uuid.UUID, OutboxState]
     ) -> Partitions | None:
         """The partitions of the page's published copies, or None (the grace period judges)."""
-        if not progress:
+        if broker.progress is None:
             return None
         copies = [copy for state in states.values() for copy in state.copies]
         try:
-            return await progress[0].partitions(copies)
+            return await broker.progress.partitions(copies)
         except Exception as exc:  # the broker went away during the check: the rest by grace
             self._broker_failed(exc)
-            progress.clear()
+            broker.lost()
             return None
 
     async def _check_store(
@@ -270,7 +308,7 @@ class SelfRepair:
         start: LogPosition,
         grace_s: float,
         dead: frozenset[uuid.UUID],
-        progress: list[GroupProgress],
+        broker: BrokerView,
     ) -> tuple[int, int, LogPosition]:
         """One store's log from ``start``, a page at a time: (events owed and not applied,
         of which re-queued, the position up to which every event is applied and settled)."""
@@ -286,7 +324,7 @@ class SelfRepair:
                 applied = await self._consumer.has([e.event_id for e in page])
                 waiting = [e.event_id for e in page if e.event_id not in applied]
                 states = await outbox_states(conn, waiting, grace_s=grace_s) if waiting else {}
-                partitions = await self._partitions(progress, states) if states else None
+                partitions = await self._partitions(broker, states) if states else None
                 missing = []
                 for event in page:
                     if event.event_id in applied and not event.in_flight:

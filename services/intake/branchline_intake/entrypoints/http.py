@@ -25,6 +25,7 @@ from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
+from branchline_shared.events.checked_documents import checked_document_validator
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
@@ -196,14 +197,30 @@ router.add_api_route(
 )
 
 
+# SubmittedEvent's validation without the Python per-field checks the strict input check has
+# made for the whole body already (#12; branchline_shared.events.checked_documents).
+_CHECKED_SUBMISSION = checked_document_validator(SubmittedEvent)
+
+
+def _submitted(raw: dict[str, Any]) -> SubmittedEvent:
+    """An item of a body the strict input check passed, validated as ``SubmittedEvent``
+    validates it: the same object, or, if refused, the same errors (the model itself names
+    them; the checked validator may refuse more, e.g. a non-ASCII code the model accepts)."""
+    try:
+        item: SubmittedEvent = _CHECKED_SUBMISSION.validate_python(raw)
+    except ValidationError:
+        return SubmittedEvent.model_validate(raw)
+    return item
+
+
 @router.post(
     "/events:batch",
     response_model=BatchResponse,
     summary="Submit up to 1,000 events; answered per item, in order",
 )
 async def post_batch(
-    ctx: ContextDep, caller: Writer, batch: Annotated[BatchRequest, Body()]
-) -> BatchResponse:
+    ctx: ContextDep, caller: Writer, batch: Annotated[BatchRequest, Body()], request: Request
+) -> Response:
     if len(batch.events) > MAX_BATCH:
         raise Problem(
             413,
@@ -218,9 +235,10 @@ async def post_batch(
         )
     parsed: list[SubmittedEvent] = []
     slots: list[int | dict[str, Any]] = []
+    checked = PARSED_BODY in request.scope  # the batch is the document StrictInput passed
     for raw in batch.events:
         try:
-            item = SubmittedEvent.model_validate(raw)
+            item = _submitted(raw) if checked else SubmittedEvent.model_validate(raw)
         except ValidationError as exc:
             errors = field_errors(exc.errors())
             slots.append(validation_problem(errors).body())
@@ -239,7 +257,10 @@ async def post_batch(
     results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
     for index, result in enumerate(results):
         result["index"] = index
-    return BatchResponse(results=results)
+    # Rendered as it is (the answers are plain JSON values built here): FastAPI would dump,
+    # validate and serialise the 1,000 answers again through BatchResponse (#12: about
+    # 2.3 µs per item); the route's response model still describes them.
+    return FastJSONResponse({"results": results})
 
 
 @router.get(

@@ -1,0 +1,94 @@
+"""A model's validation for documents the strict input check passed, without the Python
+per-field checks it has already made (#12).
+
+:class:`~branchline_shared.http.strict_input.StrictInput` refuses a body any of whose strings
+(keys and values) holds a character :func:`~branchline_shared.events.bounded.bad_text_character`
+names or the reserved prefix of sealed values. For such a document three of the per-field
+validators of :mod:`branchline_shared.events.bounded`, each a Python call per field (eight for
+a submitted event), cannot refuse anything:
+
+* ``clean_text``: it refuses exactly those characters and the prefix;
+* ``Sealable`` (``_sealable``) outside stored data: it refuses the prefix, else hands the
+  value to the field's own checks unchanged;
+* ``clean_token``: besides those, it refuses spaces, tab, line feed and carriage return, and
+  non-ASCII control, format and separator characters. It is replaced by a pattern of
+  printable ASCII without the space (``[!-~]``), checked in pydantic-core, or kept where the
+  field has a pattern of its own that is not known to imply it.
+
+:func:`checked_document_validator` builds the model's core schema with those validators left
+out (every other check, Python ones included, stays), so a value it accepts is one the model
+accepts and the object it makes is the one the model makes (same class, fields, fields set).
+It may refuse more (a non-ASCII identifier): the caller then validates with the model itself,
+which accepts or names the error as it always did. Only for documents the strict check passed,
+and never for stored data (``Sealable`` takes a sealed value there).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import SchemaValidator
+
+from branchline_shared.events.bounded import (
+    IDENTIFIER_PATTERN,
+    OPAQUE_ID_PATTERN,
+    _sealable,
+    clean_text,
+    clean_token,
+)
+
+__all__ = ["PRINTABLE_ASCII_ID", "checked_document_validator"]
+
+PRINTABLE_ASCII_ID = r"^[!-~]*$"
+"""Printable ASCII without the space: what ``clean_token`` leaves of ASCII text."""
+
+# Patterns whose every match is printable ASCII without the space (so ``clean_token`` cannot
+# refuse a value they matched, but for the prefix, which the strict check refuses).
+_ASCII_TOKEN_PATTERNS = frozenset({PRINTABLE_ASCII_ID, IDENTIFIER_PATTERN, OPAQUE_ID_PATTERN})
+_WITHOUT_CALL = (clean_text, _sealable)
+
+
+def _function_of(schema: dict[str, Any]) -> Any:
+    if schema.get("type") not in ("function-after", "function-wrap", "function-before"):
+        return None
+    function = schema.get("function")
+    return function.get("function") if isinstance(function, dict) else None
+
+
+def _as_ascii_token(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``schema`` (a ``str`` schema) made to refuse what ``clean_token`` refuses in a checked
+    document, or None if it cannot be (then ``clean_token`` stays)."""
+    if schema.get("type") != "str":
+        return None
+    pattern = schema.get("pattern")
+    if pattern is None:
+        return {**schema, "pattern": PRINTABLE_ASCII_ID}
+    return schema if pattern in _ASCII_TOKEN_PATTERNS else None
+
+
+def _without_checked(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_without_checked(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    function = _function_of(node)
+    if function is not None and any(function is f for f in _WITHOUT_CALL):
+        return _without_checked(node["schema"])
+    if function is clean_token:
+        inner = _without_checked(node["schema"])
+        token = _as_ascii_token(inner)
+        return token if token is not None else {**node, "schema": inner}
+    # Classes, functions and references are taken as they are; only schemas are rebuilt.
+    return {
+        key: value if key in ("cls", "function", "ref", "metadata") else _without_checked(value)
+        for key, value in node.items()
+    }
+
+
+def checked_document_validator(model: type[BaseModel]) -> SchemaValidator:
+    """``model``'s validator for documents the strict input check passed (module docstring):
+    it makes ``model`` instances and refuses whatever ``model`` refuses, and perhaps more."""
+    # The model's own schema carries its configuration (extra fields forbidden, ...). Not the
+    # nested models' prebuilt validators (pydantic-core's default): those keep their checks.
+    return SchemaValidator(_without_checked(model.__pydantic_core_schema__), _use_prebuilt=False)
