@@ -115,3 +115,33 @@ def test_asking_for_the_wrong_model_is_refused() -> None:
     event = recorded("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
     with pytest.raises(UnreadablePayload, match="not a ProductSold"):
         payload_as(event, c.ProductSold)
+
+
+def test_one_event_is_parsed_once_and_a_copy_with_other_data_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A consumer's helpers each ask for the payload of the event being applied (#12): the
+    # same envelope object is parsed once; a copy of it with other data is parsed for itself.
+    from branchline_shared.events import typed
+
+    parsed: list[str] = []
+    real = typed.parse_payload
+
+    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
+        parsed.append(event_type)
+        return real(event_type, data, stored=stored)
+
+    monkeypatch.setattr(typed, "parse_payload", counting)
+    event = recorded("product.sold", {"product_id": "P-1", "amount": "1000.50"})
+    first = payload_as(event, c.ProductSold)
+    assert payload_of(event) is first
+    assert decode(event).payload is first
+    assert len(parsed) == 1
+
+    other = event.model_copy(update={"data": {"product_id": "P-2", "amount": "7"}})
+    assert payload_as(other, c.ProductSold).product_id == "P-2"
+    assert payload_as(event, c.ProductSold).product_id == "P-1"
+    assert len(parsed) == 2
+
+    with pytest.raises(UnreadablePayload):  # a failure is not kept: it raises every time
+        payload_of(recorded("product.sold", {"amount": "x"}))

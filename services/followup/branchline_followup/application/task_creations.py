@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
-from branchline_followup.domain.tasks import task_id_for
+from branchline_followup.domain.tasks import REMEMBERED_IDS, task_id_for
 from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
@@ -44,7 +44,7 @@ RULES_ACTOR = Actor(id="followup-rules", role="system")
 SOURCE = "followup"
 
 
-@functools.lru_cache(maxsize=1 << 15)  # a task made again (a re-projection) asks again
+@functools.lru_cache(maxsize=REMEMBERED_IDS)  # a task made again asks again
 def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
     return name_uuid(TASK_CREATED_NAMESPACE, str(task_id))
 
@@ -231,7 +231,10 @@ async def settle_created_tasks(
     recorded = await recorded_creations(
         uow, {t.source_event_id for t in created.values()}, created, pending
     )
-    decided = {_decision(task_from_record(e)) for e in recorded.values()}
+    # each recorded creation made into its task once (#12: it was made twice, by the two
+    # loops below, a model copy and a payload read each time)
+    stated = {task_id: task_from_record(e) for task_id, e in recorded.items()}
+    decided = {_decision(task) for task in stated.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
@@ -242,8 +245,7 @@ async def settle_created_tasks(
         else:
             settled[task_id] = task
     decisions = {_decision(t) for t in created.values()}
-    for task_id, creation in recorded.items():
-        task = task_from_record(creation)
+    for task_id, task in stated.items():
         restore = task_id not in created and _decision(task) in decisions
         if restore and await uow.tasks.get_caused(task_id, task.source_event_id) is None:
             settled[task_id] = task
