@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from followup_factories import MONDAY_9, TaskBook, a_client, an_event, created, only_created
 
+from branchline_followup.application.task_creations import task_created_event_id
 from branchline_followup.domain import (
     CancelTask,
     CompleteTask,
@@ -28,7 +29,7 @@ from branchline_followup.domain import (
     task_id_for,
 )
 from branchline_followup.domain.opening import earlier, later, reschedule
-from branchline_followup.domain.tasks import new_task
+from branchline_followup.domain.tasks import REMEMBERED_IDS, new_task
 
 pytestmark = pytest.mark.unit
 
@@ -56,6 +57,22 @@ def test_task_id_is_uuid5_of_source_event_and_kind() -> None:
     assert task_id_for(source, TaskKind.REVISIT).version == 5
     assert task_id_for(source, TaskKind.REVISIT) != task_id_for(source, TaskKind.WIN_BACK)
     assert task_id_for(source, TaskKind.REVISIT) != task_id_for(uuid.uuid4(), TaskKind.REVISIT)
+
+
+def test_derived_task_ids_a_process_keeps_are_bounded() -> None:
+    """The worker derives ids for every task it makes, for its whole life: what it remembers
+    of them stays within a few thousand (#12: 32,768 of each held 18.6 MB)."""
+    task_id_for.cache_clear()
+    task_created_event_id.cache_clear()
+    for _ in range(REMEMBERED_IDS + 500):
+        task_created_event_id(task_id_for(uuid.uuid4(), TaskKind.REVISIT))
+    assert REMEMBERED_IDS <= 4096
+    assert task_id_for.cache_info().currsize == REMEMBERED_IDS
+    assert task_created_event_id.cache_info().currsize == REMEMBERED_IDS
+    source = uuid.uuid4()  # still the same id, remembered or derived again
+    first = task_id_for(source, TaskKind.REVISIT)
+    task_id_for.cache_clear()
+    assert task_id_for(source, TaskKind.REVISIT) == first
 
 
 def test_d01b_same_event_twice_gives_the_same_task_id_and_one_task() -> None:

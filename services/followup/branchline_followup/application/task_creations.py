@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_record, replayed, task_from_creation
-from branchline_followup.domain.tasks import task_id_for
+from branchline_followup.domain.tasks import REMEMBERED_IDS, task_id_for
 from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
@@ -44,7 +44,7 @@ RULES_ACTOR = Actor(id="followup-rules", role="system")
 SOURCE = "followup"
 
 
-@functools.lru_cache(maxsize=1 << 15)  # a task made again (a re-projection) asks again
+@functools.lru_cache(maxsize=REMEMBERED_IDS)  # a task made again asks again
 def task_created_event_id(task_id: uuid.UUID) -> uuid.UUID:
     return name_uuid(TASK_CREATED_NAMESPACE, str(task_id))
 

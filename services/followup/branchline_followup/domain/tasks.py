@@ -30,8 +30,15 @@ from branchline_shared.domain.ids import name_uuid
 TASK_NAMESPACE = uuid.UUID("7d0c51a8-4a1e-5f0b-9a53-3f4f2b0e8c11")
 """UUID v5 namespace of follow-up task ids (fixed forever: changing it changes every id)."""
 
+REMEMBERED_IDS = 4096
+"""Derived task ids (and their creation event ids) a process keeps. They are asked again
+within a batch (a task made, then its recorded creation matched), seldom later: since
+creations are looked up by their source event a miss costs one derivation (a few µs), while
+32,768 of each held 18.6 MB for the whole life of the worker (#12, docs/performance.md
+"Memory of the whole processes")."""
 
-@functools.lru_cache(maxsize=1 << 15)
+
+@functools.lru_cache(maxsize=REMEMBERED_IDS)
 def task_id_for(source_event_id: uuid.UUID, kind: TaskKind) -> uuid.UUID:
     """The id of the task of ``kind`` that the event ``source_event_id`` made due (recorded
     creations are looked up by the source event, not by every kind's id, #12)."""
