@@ -12,19 +12,30 @@ its relay and the audit consumer are not running: what the worker needs of the t
 measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQL's).
 
     python -m bench.followup_steady [--rate 250] [--seconds 20] [--backlog 3000]
+                                    [--worker full|ack|off]
+
+``--worker`` splits the process's CPU per event between its parts: ``full`` is the worker as
+it runs; ``ack`` is the same Faust app whose agent acknowledges what it is handed without
+applying it (Faust's and aiokafka's own work per event, with the relay and timer runner idle);
+``off`` runs no worker (the publishing alone). With ``ack`` and ``off`` nothing is applied, so
+no lag is printed: the CPU is taken over the publishing and a settling wait of
+``SETTLE_S`` seconds (idle polling included).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -35,12 +46,16 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from bench.profile_followup import server_cpu_seconds  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.bootstrap import prepare_database, running_worker  # noqa: E402
+from branchline_followup.entrypoints import worker as worker_module  # noqa: E402
 from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 from branchline_shared.events.envelope import Actor, RecordedEvent  # noqa: E402
 from branchline_shared.kafka.topics import declare_topics  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
+from branchline_shared.settings import FollowupSettings  # noqa: E402
+
+SETTLE_S = 3.0
 
 
 def registration(n: int, run: str) -> RecordedEvent:
@@ -77,6 +92,22 @@ async def applied(conn: Any, ids: list[uuid.UUID], within_s: float) -> dict[uuid
         await asyncio.sleep(0.1)
 
 
+async def skip_batch(*_: object, **__: object) -> None:
+    """``--worker ack``: the agent's batch, acknowledged without being applied."""
+
+
+@contextlib.asynccontextmanager
+async def worker_part(part: str, settings: FollowupSettings) -> AsyncIterator[None]:
+    if part == "off":
+        yield
+        return
+    with contextlib.ExitStack() as patched:
+        if part == "ack":
+            patched.enter_context(mock.patch.object(worker_module, "handle_batch", skip_batch))
+        async with running_worker(settings):
+            yield
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
     from tests.support.stack import Infra, make_settings
@@ -107,9 +138,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
         conn = await asyncpg.connect(settings.followup_database_url)
         try:
-            async with running_worker(settings):
+            async with worker_part(args.worker, settings):
                 await publish(registration(0, run))  # warm-up: the agent is assigned
-                await applied(conn, [], 0)
                 await asyncio.sleep(3)
                 sent: dict[uuid.UUID, float] = {}
                 total = int(args.rate * args.seconds)
@@ -121,6 +151,17 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     event = registration(n, run)
                     sent[event.event_id] = time.time()
                     await publish(event)
+                if args.worker != "full":
+                    await producer.flush()
+                    await asyncio.sleep(SETTLE_S)
+                    cpu = time.process_time() - cpu0
+                    print(
+                        f"--worker {args.worker}, {args.rate:.0f} ev/s for {args.seconds:.0f} s: "
+                        f"CPU per event, this process {1000 * cpu / total:.2f} ms "
+                        f"(a settling wait of {SETTLE_S:.0f} s included); "
+                        f"load average {os.getloadavg()[0]:.2f}"
+                    )
+                    return
                 done = await applied(conn, list(sent), 120)
                 cpu = time.process_time() - cpu0
                 server_cpu = server_cpu_seconds(server.pgdata) - server0
@@ -159,6 +200,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=250)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--backlog", type=int, default=3000)
+    parser.add_argument("--worker", choices=("full", "ack", "off"), default="full")
     args = parser.parse_args()
     return run_in_scratch(measure, args, "bench-followup-steady-")
 
