@@ -156,6 +156,24 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(fresh, None)
             assert await uow.mark_applied_all([(other, None)]) == set()
 
+    async def test_the_applied_ids_are_read_outside_a_unit_once_committed(
+        self, units: UnitsOfWork
+    ) -> None:
+        applied, rolled_back, never = an_event("c-9"), an_event("c-9"), an_event("c-10")
+        async with units.begin() as uow:
+            assert await uow.mark_applied(applied, None)
+
+        async def apply_then_fail() -> None:
+            async with units.begin() as uow:
+                assert await uow.mark_applied(rolled_back, None)
+                raise Rolledback
+
+        with pytest.raises(Rolledback):
+            await apply_then_fail()
+        ids = [applied.event_id, rolled_back.event_id, never.event_id]
+        assert await units.applied_already(ids) == {applied.event_id}
+        assert await units.applied_already([]) == set()
+
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:
             async with uow.savepoint():

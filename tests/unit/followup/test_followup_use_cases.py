@@ -4,7 +4,10 @@ port is held to the same contract by tests/contract."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +18,7 @@ from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.application.actions import NotYourTask, complete_task
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import FixedOffset, ServiceClock
+from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import Projection, apply_event, project
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.task_creations import (
@@ -266,6 +270,52 @@ async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_a
     assert second.applied == 1
     assert poison.event_id not in units.state.applied
     assert other.event_id in units.state.applied
+
+
+class CountedUnits:
+    """The in-memory units, counting the units of work begun (the transactions)."""
+
+    def __init__(self, units: MemoryUnitsOfWork) -> None:
+        self.inner = units
+        self.begun = 0
+
+    def begin(self) -> contextlib.AbstractAsyncContextManager[FollowupUnitOfWork]:
+        self.begun += 1
+        return self.inner.begin()
+
+    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        return await self.inner.applied_already(event_ids)
+
+
+async def test_a_batch_of_the_services_own_applied_events_is_acked_without_a_unit(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    """#12: the relay's copies of what the worker recorded come back on the followup topic; a
+    batch of only those, all applied, is recognised by one look-up (D-07), no unit of work. A
+    batch with anything else, or with an own event not applied, still goes through one."""
+    await apply_batch(
+        units, [Delivered(registered()), Delivered(closed_visit())], projection, consumer="test"
+    )
+    copies = [Delivered(s.event) for s in units.state.events.values()]
+    assert copies
+    assert all(d.event.source == "followup" for d in copies)
+    counted = CountedUnits(units)
+    state_before = copy.deepcopy(units.state)
+    outcome = await apply_batch(counted, copies, projection, consumer="test")
+    assert (outcome.applied, outcome.already_applied, outcome.one_by_one) == (0, len(copies), False)
+    assert counted.begun == 0
+    assert units.state == state_before
+
+    fresh = registered("C-20003")
+    mixed = await apply_batch(counted, [*copies, Delivered(fresh)], projection, consumer="test")
+    assert (mixed.applied, mixed.already_applied) == (1, len(copies))
+    assert counted.begun == 1
+
+    own_new = copies[0].event.model_copy(update={"event_id": uuid.uuid4()})
+    again = await apply_batch(counted, [*copies, Delivered(own_new)], projection, consumer="test")
+    assert (again.applied, again.already_applied) == (1, len(copies))
+    assert counted.begun == 2
+    assert own_new.event_id in units.state.applied
 
 
 async def test_creations_pending_in_a_unit_count_as_recorded_until_recorded_at_its_end(
