@@ -12,14 +12,15 @@ its relay and the audit consumer are not running: what the worker needs of the t
 measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQL's).
 
     python -m bench.followup_steady [--rate 250] [--seconds 20] [--backlog 3000]
-                                    [--worker full|ack|off]
+                                    [--worker full|ack|off] [--relay-min-interval-s S]
 
 ``--worker`` splits the process's CPU per event between its parts: ``full`` is the worker as
 it runs; ``ack`` is the same Faust app whose agent acknowledges what it is handed without
 applying it (Faust's and aiokafka's own work per event, with the relay and timer runner idle);
 ``off`` runs no worker (the publishing alone). With ``ack`` and ``off`` nothing is applied, so
 no lag is printed: the CPU is taken over the publishing and a settling wait of
-``SETTLE_S`` seconds (idle polling included).
+``SETTLE_S`` seconds (idle polling included). ``--relay-min-interval-s`` overrides
+``followup_relay_min_interval_s`` (0: the relay's round per commit, as before Round 6).
 """
 
 from __future__ import annotations
@@ -118,7 +119,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     broker = TansuBroker(free_port(), base / "tansu.log")
     broker.start()
     try:
-        settings = make_settings(Infra(server.url("postgres"), broker.bootstrap), base / "data")
+        overrides = (
+            {}
+            if args.relay_min_interval_s is None
+            else {"followup_relay_min_interval_s": args.relay_min_interval_s}
+        )
+        settings = make_settings(
+            Infra(server.url("postgres"), broker.bootstrap), base / "data", **overrides
+        )
         await prepare_database(settings)
         topic = declare_topics(settings).intake_events.name
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
@@ -201,6 +209,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--backlog", type=int, default=3000)
     parser.add_argument("--worker", choices=("full", "ack", "off"), default="full")
+    parser.add_argument("--relay-min-interval-s", type=float, default=None)
     args = parser.parse_args()
     return run_in_scratch(measure, args, "bench-followup-steady-")
 

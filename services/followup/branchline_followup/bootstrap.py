@@ -116,6 +116,7 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
             store_name=SERVICE,
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
+            min_interval_s=settings.followup_relay_min_interval_s,
             on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         )
         context = FollowupContext(

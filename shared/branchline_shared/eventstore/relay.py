@@ -47,6 +47,7 @@ class OutboxRelay:
         store_name: str,
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
+        min_interval_s: float = 0.0,
         on_recover: Callable[[], Awaitable[None]] | None = None,
         outbox: Outbox | None = None,
         lock_connect: Callable[[], Awaitable[PgConnection]] | None = None,
@@ -61,8 +62,14 @@ class OutboxRelay:
         self._store = store_name
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        # Rounds woken by commits start at least this far apart (0: at once, intake's default).
+        # A worker that commits a batch every few milliseconds would otherwise pay a whole
+        # round (outbox read, validation, send and ack, update) per commit; spaced, the
+        # commits of a busy period go out in fewer, bigger rounds (#12).
+        self._min_interval_s = min_interval_s
         self._wake = asyncio.Event()
         self._draining = False
+        self._drain_requested = asyncio.Event()
         self._holding = False  # this process holds the relay lock
         self._channel = f"branchline_outbox_{store_name}"
         self._notify_again = False
@@ -147,6 +154,7 @@ class OutboxRelay:
         """Stop after publishing what is committed (a graceful shutdown): :meth:`run` returns
         once the outbox is empty, or at once if another process holds the relay lock."""
         self._draining = True
+        self._drain_requested.set()
         self._wake.set()
 
     async def drain(self, task: asyncio.Task[None], *, timeout_s: float) -> None:
@@ -170,9 +178,11 @@ class OutboxRelay:
     async def _loop(self, lock_conn: PgConnection) -> None:
         backoff = 0.1
         failing = False
+        loop = asyncio.get_running_loop()
         while True:
             if lock_conn.is_closed():
                 raise ConnectionError("the relay lock's connection is gone")
+            round_started = loop.time()
             try:
                 if failing and self._on_recover is not None:
                     await self._on_recover()
@@ -203,6 +213,16 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
                 except TimeoutError:
                     pass
+                await self._space_rounds(round_started + self._min_interval_s - loop.time())
+
+    async def _space_rounds(self, remaining_s: float) -> None:
+        """Wait out the rest of the minimum interval since the last round started; the
+        wake-ups that arrive meanwhile are one flag, so they make one round. A drain does not
+        wait: what is committed is published at once (#13)."""
+        if remaining_s <= 0 or self._draining:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_requested.wait(), timeout=remaining_s)
 
     async def publish_once(self) -> int:
         """Publish one batch of unpublished rows in outbox order; returns how many."""

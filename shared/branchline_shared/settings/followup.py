@@ -119,6 +119,15 @@ class FollowupSettings(
         "applied, leave its group) before its thread is ended; what it had not committed is "
         "redelivered and recognised (D-07).",
     )
+    followup_relay_min_interval_s: float = Field(
+        default=0.03,
+        ge=0,
+        le=1.0,
+        description="Least time between the starts of two rounds of followup's outbox relay "
+        "woken by the worker's commits (0: a round per commit): a busy worker's commits go "
+        "out in fewer, bigger rounds. Delays followup's published events (not its read "
+        "model) by at most this; a drain does not wait (#12).",
+    )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."
     )
