@@ -109,6 +109,18 @@ async def worker_part(part: str, settings: FollowupSettings) -> AsyncIterator[No
             yield
 
 
+async def commits(conn: Any) -> int:
+    """Transactions committed in the connection's database so far (the statistics other
+    backends flushed: each flushes at most once a second while busy, so the figure lags by
+    about a second of work)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(
+        await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+    )
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
     from tests.support.stack import Infra, make_settings
@@ -151,6 +163,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 await asyncio.sleep(3)
                 sent: dict[uuid.UUID, float] = {}
                 total = int(args.rate * args.seconds)
+                commits0 = await commits(conn)
                 cpu0, server0 = time.process_time(), server_cpu_seconds(server.pgdata)
                 loop = asyncio.get_running_loop()
                 start = loop.time()
@@ -173,13 +186,15 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 done = await applied(conn, list(sent), 120)
                 cpu = time.process_time() - cpu0
                 server_cpu = server_cpu_seconds(server.pgdata) - server0
+                transactions = await commits(conn) - commits0
                 lags = [done.get(e, time.time()) - t for e, t in sent.items()]
                 print(
                     f"steady {args.rate:.0f} ev/s for {args.seconds:.0f} s: lag p50 "
                     f"{1000 * percentile(lags, 0.5):.0f} ms, "
                     f"p99 {1000 * percentile(lags, 0.99):.0f} ms, "
                     f"{len(sent) - len(done)} not applied; CPU per event: this process "
-                    f"{1000 * cpu / total:.2f} ms, PostgreSQL {1000 * server_cpu / total:.2f} ms; "
+                    f"{1000 * cpu / total:.2f} ms, PostgreSQL {1000 * server_cpu / total:.2f} ms, "
+                    f"{transactions / total:.2f} transactions of followup's database; "
                     f"load average {os.getloadavg()[0]:.2f}"
                 )
                 if args.backlog:
