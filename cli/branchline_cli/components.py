@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -10,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from branchline_cli.processes import resolved_processes, serve_forked
+from branchline_shared.allocator_trim import TrimPolicy, trimming_allocator
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.graceful import DrainingServer, serve_draining
 from branchline_shared.http.startup_heap import freeze_startup_heap
@@ -77,15 +79,23 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
     elif component is Component.FOLLOWUP_WORKER:
         from branchline_followup.bootstrap import run_worker
 
-        asyncio.run(run_worker(settings))
+        with _trimming(component, settings):
+            asyncio.run(run_worker(settings))
     elif component is Component.AUDIT_CONSUMER:
         from branchline_audit.bootstrap import run_consumer
 
-        asyncio.run(run_consumer(settings))
+        with _trimming(component, settings):
+            asyncio.run(run_consumer(settings))
     elif component is Component.INTAKE_RELAY:
         from branchline_intake.bootstrap import run_relay
 
         asyncio.run(run_relay(settings))
+
+
+def _trimming(component: Component, settings: BranchlineSettings) -> AbstractContextManager[None]:
+    # The consumers' resident size followed the largest burst they had worked off (glibc
+    # keeps freed memory in its heaps): trimmed at quiet moments (#12, allocator_trim.py).
+    return trimming_allocator(TrimPolicy(settings.malloc_trim_interval_s), component.value)
 
 
 def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Config:
