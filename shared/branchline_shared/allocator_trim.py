@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 TRIMS = Counter("branchline_malloc_trims_total", "Times the C heap's free memory was returned")
 RETURNED = Counter(
     "branchline_malloc_trimmed_bytes_total",
-    "Bytes glibc held free before each trim (an upper bound of what the trims returned)",
+    "Resident bytes the trims gave back (resident size before minus after each trim)",
 )
 
 
@@ -50,7 +50,9 @@ class TrimPolicy:
     interval_s: float = 10.0
     """How often the heap is looked at, and the least time between two trims (0: never)."""
     min_free_bytes: int = 8 * 2**20
-    """Less held free than this: not worth a trim."""
+    """Less held free than this, or the resident size grown less than this since the last
+    trim: not worth a trim (glibc still counts trimmed pages as free: the free bytes alone
+    would call for a trim at every look)."""
     quiet_cpu_share: float = 0.25
     """The process used less than this share of one CPU since the last look: quiet."""
     busy_wait_s: float = 60.0
@@ -61,13 +63,14 @@ class TrimSchedule:
     """When to trim: decided from the time, the process's CPU time and glibc's free bytes at
     each look (pure: the thread below feeds it)."""
 
-    def __init__(self, policy: TrimPolicy, now: float, cpu_s: float) -> None:
+    def __init__(self, policy: TrimPolicy, now: float, cpu_s: float, resident: int) -> None:
         self._policy = policy
         self._looked_at = now
         self._cpu_at = cpu_s
         self._trimmed_at = now  # start-up's own garbage: the first trim waits an interval
+        self._resident_after = resident
 
-    def due(self, now: float, cpu_s: float, free_bytes: int) -> bool:
+    def due(self, now: float, cpu_s: float, free_bytes: int, resident: int) -> bool:
         """Whether to trim now; each call is a look (the next look's quiet is measured from
         it). Call :meth:`trimmed` after a trim."""
         policy = self._policy
@@ -76,14 +79,18 @@ class TrimSchedule:
         self._looked_at, self._cpu_at = now, cpu_s
         if policy.interval_s <= 0 or free_bytes < policy.min_free_bytes:
             return False
+        if resident - self._resident_after < policy.min_free_bytes:
+            return False  # given back already, not grown since
         since_trim = now - self._trimmed_at
         if since_trim < policy.interval_s:
             return False
         quiet = elapsed > 0 and used < policy.quiet_cpu_share * elapsed
         return quiet or since_trim >= policy.busy_wait_s
 
-    def trimmed(self, now: float) -> None:
+    def trimmed(self, now: float, resident: int) -> None:
+        """A trim was done at ``now``; ``resident``: the resident size after it."""
         self._trimmed_at = now
+        self._resident_after = resident
 
 
 _MALLINFO2_FIELDS = (
@@ -106,10 +113,11 @@ class _MallInfo2(ctypes.Structure):
 
 @dataclass(frozen=True)
 class GlibcHeap:
-    """glibc's ``mallinfo2`` (free bytes) and ``malloc_trim``."""
+    """glibc's ``mallinfo2`` (free bytes) and ``malloc_trim``, and the resident size."""
 
     free_bytes: Callable[[], int]
     trim: Callable[[], None]
+    resident: Callable[[], int]
 
 
 def glibc_heap() -> GlibcHeap | None:
@@ -134,7 +142,19 @@ def glibc_heap() -> GlibcHeap | None:
     def trim() -> None:
         malloc_trim(0)
 
-    return GlibcHeap(free_bytes, trim)
+    return GlibcHeap(free_bytes, trim, resident_bytes)
+
+
+def resident_bytes() -> int:
+    """The process's resident anonymous memory (what the heaps hold), 0 if unknown."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def run_trims(
@@ -145,14 +165,15 @@ def run_trims(
     cpu: Callable[[], float] = time.process_time,
 ) -> None:
     """Look every ``interval_s`` until ``stop`` is set; trim when the schedule says so."""
-    schedule = TrimSchedule(policy, clock(), cpu())
+    schedule = TrimSchedule(policy, clock(), cpu(), heap.resident())
     while not stop.wait(policy.interval_s):
-        free = heap.free_bytes()
-        if schedule.due(clock(), cpu(), free):
+        before = heap.resident()
+        if schedule.due(clock(), cpu(), heap.free_bytes(), before):
             heap.trim()
-            schedule.trimmed(clock())
+            after = heap.resident()
+            schedule.trimmed(clock(), after)
             TRIMS.inc()
-            RETURNED.inc(free)
+            RETURNED.inc(max(0, before - after))
 
 
 @contextlib.contextmanager
