@@ -163,7 +163,7 @@ class FollowupUnitOfWorkContract:
     async def test_a_unit_that_appends_an_event_it_does_not_record_as_applied_does_not_commit(
         self, units: UnitsOfWork, wakes: Wakes
     ) -> None:
-        """D-07: the worker skips the Kafka copies of followup's own events (#12), so an event
+        """ADR-0003: the worker skips the Kafka copies of followup's own events (#12), so an event
         appended to followup's store must be recorded as applied in the same unit; a unit that
         forgot it raises instead of committing, and nothing of it stays."""
         stream = f"followup-task-{uuid.uuid4()}"

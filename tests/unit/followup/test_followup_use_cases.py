@@ -305,7 +305,7 @@ async def test_the_workers_own_copies_are_skipped_before_decoding(
     units: MemoryUnitsOfWork, projection: Projection
 ) -> None:
     """#12: the relay's copies of followup's own events come back on the followup topic; each
-    was recorded as applied where it was recorded (D-07), so the worker skips it unread: no
+    was recorded as applied where it was recorded (ADR-0003), so the worker skips it unread: no
     decoding, no look-up, no unit of work for a batch of only those."""
     await apply_batch(
         units, [Delivered(registered()), Delivered(closed_visit())], projection, consumer="test"

@@ -489,7 +489,7 @@ class MemoryUnitsOfWork:
             unit = MemoryFollowupUnitOfWork(self)
             try:
                 yield unit
-                # D-07: nothing else applies followup's own events (the worker skips their
+                # ADR-0003: nothing else applies followup's own events (the worker skips their
                 # copies), so each appended is recorded as applied in its unit
                 state = self.state  # a failed savepoint's appends are gone from it
                 missing = [

@@ -762,7 +762,7 @@ class PostgresUnitsOfWork:
                 await hold_swap_lock_shared(conn)
                 unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
-                unit.check_appended_applied()  # D-07: nothing else applies followup's own
+                unit.check_appended_applied()  # ADR-0003: nothing else applies followup's own
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()

@@ -332,7 +332,7 @@ class UnitsOfWork(Protocol):
 
     def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
         """A unit of work, committed when the block ends. Every event appended to followup's
-        store in it must be recorded as applied in it too (D-07; the worker skips the Kafka
+        store in it must be recorded as applied in it too (ADR-0003; the worker skips the Kafka
         copies of followup's events, ``entrypoints.worker.is_own_copy``): a unit that appended
         one it did not record raises :class:`AppendedNotApplied` instead of committing."""
         ...

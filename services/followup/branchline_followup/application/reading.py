@@ -34,5 +34,5 @@ async def record_client_read(
         )
         (stored,) = await uow.events.append([event], topic=ctx.topic)
         # Applied where recorded, as every followup event (it changes no view): the worker
-        # skips the Kafka copies of followup's own events (#12, D-07).
+        # skips the Kafka copies of followup's own events (#12, ADR-0003).
         await uow.mark_applied(event, SourcePosition(SOURCE, stored.global_position))

@@ -15,7 +15,7 @@ commit; idle, an event is applied at once, waiting for nothing.
 The agent also reads followup's own topic, where its relay publishes what followup's store
 recorded (task creations, staff actions, timers, reads): those copies are acknowledged
 unread, before decoding (:func:`is_own_copy`), because every event followup's store records
-was recorded as applied in the transaction that appended it (D-07; the units of work refuse
+was recorded as applied in the transaction that appended it (ADR-0003; the units of work refuse
 to commit an append that was not, ``PostgresUnitsOfWork.begin``). Reading the topic on keeps
 the group's offsets there moving (the self-check judges the consumer's progress by them).
 """
