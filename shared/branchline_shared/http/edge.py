@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,11 +69,18 @@ class Hardening:
     access_log: bool = False
 
 
+DirectRoute = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+"""A route a service answers itself, below the edge but past the app's own layers (#12): called
+with the request and, last, the app, which it hands any request it does not take."""
+
+
 @dataclass
 class EdgeOptions:
     service: str
     max_body_bytes: int
     hardening: Hardening | None = None
+    direct: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
+    """Direct routes by (method, path): see :func:`service_app.serve_directly`."""
 
 
 class ServiceEdge:
@@ -90,6 +98,7 @@ class ServiceEdge:
         self.timeout_s = hardening.timeout_s if hardening else None
         self.rate_limiter = hardening.rate_limiter if hardening else None
         self.access_log = bool(hardening and hardening.access_log)
+        self.direct = options.direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,7 +173,12 @@ class ServiceEdge:
         token = correlation_id_var.set(cid)
         exchange.app_began = time.perf_counter()
         try:
-            await self.app(exchange.scope, receive, exchange.send_app)
+            scope = exchange.scope
+            direct = self.direct.get((scope["method"], scope["path"])) if self.direct else None
+            if direct is None or scope.get("root_path"):
+                await self.app(scope, receive, exchange.send_app)
+            else:
+                await direct(scope, receive, exchange.send_app, self.app)
         finally:
             correlation_id_var.reset(token)
 
