@@ -8,11 +8,8 @@ one unit of work per event: only the event that fails again is reported (the wor
 dead-letters it with the reason); the others are applied. A transient failure (connection
 lost, deadlock) retries, first the batch, then each event.
 
-A batch made only of this service's own events (its relay's copies of what it recorded, read
-back from the followup topic it also consumes) is first looked up outside any transaction: each
-of them was recorded as applied in the transaction that staged its outbox row, so such a batch
-is nearly always applied already, and is then acknowledged after that one read instead of a
-transaction that finds it so (#12; D-07: the ids still decide).
+The relay's copies of followup's own events never get here: the worker skips them before
+decoding (``entrypoints.worker.is_own_copy``).
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from branchline_followup.application.projector import (
     may_open_tasks,
     project,
 )
-from branchline_followup.application.recording import SOURCE
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import retry_transient
@@ -96,13 +92,6 @@ async def apply_batch(
     """Apply ``batch`` in order in one unit of work; see the module's docstring."""
     if not batch:
         return BatchOutcome()
-    if all(d.event.source == SOURCE for d in batch):
-        # Only for this service's own events: for others (intake's) the look-up would be a
-        # round trip more on the path of nearly every batch, which it would rarely save.
-        ids = [d.event.event_id for d in batch]
-        found = await retry_transient(lambda: units.applied_already(ids), consumer=consumer)
-        if found.issuperset(ids):
-            return BatchOutcome(already_applied=len(batch))
 
     async def all_at_once() -> BatchOutcome:
         async with units.begin() as uow:
