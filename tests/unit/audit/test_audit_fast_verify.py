@@ -193,6 +193,16 @@ def test_rows_without_stored_bytes_are_verified_from_their_content_as_before() -
     assert fast.bad_positions == (2,)
 
 
+def test_a_missing_or_duplicated_position_is_found_by_every_path() -> None:
+    table = rows(8)
+    fast, full = verdicts(table[:3] + table[4:])
+    assert fast == full
+    assert fast.first_bad_position == 4, fast.reason
+    fast, full = verdicts([*table[:4], list(table[3]), *table[4:]])
+    assert fast == full
+    assert fast.first_bad_position == 5, fast.reason
+
+
 def test_an_event_column_read_as_text_that_is_not_json_is_reported_at_its_position() -> None:
     table = rows(6)
     auditor = LedgerAuditor([], verifier=None, origin="")
