@@ -13,6 +13,7 @@ measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQ
 
     python -m bench.followup_steady [--rate 250] [--seconds 20] [--backlog 3000]
                                     [--worker full|ack|off] [--relay-min-interval-s S]
+                                    [--statements] [--profile FILE]
 
 ``--worker`` splits the process's CPU per event between its parts: ``full`` is the worker as
 it runs; ``ack`` is the same Faust app whose agent acknowledges what it is handed without
@@ -21,6 +22,11 @@ applying it (Faust's and aiokafka's own work per event, with the relay and timer
 no lag is printed: the CPU is taken over the publishing and a settling wait of
 ``SETTLE_S`` seconds (idle polling included). ``--relay-min-interval-s`` overrides
 ``followup_relay_min_interval_s`` (0: the relay's round per commit, as before Round 6).
+``--statements`` counts what this process's connections send during the steady part (worker,
+relay, timer runner, pool resets, BEGIN and COMMIT included: each one round trip) and prints
+them per event by text; ``--profile`` writes a cProfile (CPU time) of the steady part (all of the
+process: the publishing too) sorted by cumulative time. At a low ``--rate`` (20) every event
+is a batch of one, so per event is per batch.
 """
 
 from __future__ import annotations
@@ -44,7 +50,11 @@ if str(ROOT) not in sys.path:
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from bench.profile_followup import server_cpu_seconds  # noqa: E402
+from bench.profile_followup import (  # noqa: E402
+    STATEMENTS,
+    count_statements,
+    server_cpu_seconds,
+)
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.bootstrap import prepare_database, running_worker  # noqa: E402
 from branchline_followup.entrypoints import worker as worker_module  # noqa: E402
@@ -91,6 +101,15 @@ async def applied(conn: Any, ids: list[uuid.UUID], within_s: float) -> dict[uuid
         if len(rows) >= len(ids) or time.monotonic() > deadline:
             return {r[0]: r[1].timestamp() for r in rows}
         await asyncio.sleep(0.1)
+
+
+def write_profile(profiler: Any, out: Path) -> None:
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(150)
+    out.write_text(text.getvalue())
 
 
 async def skip_batch(*_: object, **__: object) -> None:
@@ -164,6 +183,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 sent: dict[uuid.UUID, float] = {}
                 total = int(args.rate * args.seconds)
                 commits0 = await commits(conn)
+                STATEMENTS.clear()
+                profiler = None
+                if args.profile:
+                    import cProfile
+
+                    profiler = cProfile.Profile(time.process_time)  # CPU, not waits
+                    profiler.enable()
                 cpu0, server0 = time.process_time(), server_cpu_seconds(server.pgdata)
                 loop = asyncio.get_running_loop()
                 start = loop.time()
@@ -186,6 +212,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 done = await applied(conn, list(sent), 120)
                 cpu = time.process_time() - cpu0
                 server_cpu = server_cpu_seconds(server.pgdata) - server0
+                statements = dict(STATEMENTS)
+                if profiler is not None:
+                    profiler.disable()
+                    write_profile(profiler, Path(args.profile))
                 transactions = await commits(conn) - commits0
                 lags = [done.get(e, time.time()) - t for e, t in sent.items()]
                 print(
@@ -197,6 +227,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     f"{transactions / total:.2f} transactions of followup's database; "
                     f"load average {os.getloadavg()[0]:.2f}"
                 )
+                if args.statements:
+                    # the bench's own polls of fu_applied_events (``applied``) are counted too
+                    print(f"  {sum(statements.values()) / total:.2f} statements per event:")
+                    for sql, count in sorted(statements.items(), key=lambda kv: -kv[1])[:40]:
+                        print(f"  {count / total:6.2f}/event  {sql}")
                 if args.backlog:
                     backlog = [registration(total + n, run) for n in range(1, args.backlog + 1)]
                     began = time.monotonic()
@@ -225,7 +260,11 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=3000)
     parser.add_argument("--worker", choices=("full", "ack", "off"), default="full")
     parser.add_argument("--relay-min-interval-s", type=float, default=None)
+    parser.add_argument("--statements", action="store_true", help="statements per event")
+    parser.add_argument("--profile", help="write a cProfile (CPU time) of the steady part here")
     args = parser.parse_args()
+    if args.statements:
+        count_statements()
     return run_in_scratch(measure, args, "bench-followup-steady-")
 
 

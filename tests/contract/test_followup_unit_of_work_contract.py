@@ -12,7 +12,11 @@ import pytest
 from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
-from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
+from branchline_followup.application.ports import (
+    AppendedNotApplied,
+    FollowupUnitOfWork,
+    UnitsOfWork,
+)
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts
@@ -21,6 +25,7 @@ from branchline_followup.domain.suitability import Holding, Rating
 from branchline_followup.domain.tasks import new_task
 from branchline_followup.domain.timers import timer_id_for
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.kafka.wire import SourcePosition
@@ -156,23 +161,28 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(fresh, None)
             assert await uow.mark_applied_all([(other, None)]) == set()
 
-    async def test_the_applied_ids_are_read_outside_a_unit_once_committed(
-        self, units: UnitsOfWork
+    async def test_a_unit_that_appends_an_event_it_does_not_record_as_applied_does_not_commit(
+        self, units: UnitsOfWork, wakes: Wakes
     ) -> None:
-        applied, rolled_back, never = an_event("c-9"), an_event("c-9"), an_event("c-10")
-        async with units.begin() as uow:
-            assert await uow.mark_applied(applied, None)
+        """ADR-0003: the worker skips the Kafka copies of followup's own events (#12), so an event
+        appended to followup's store must be recorded as applied in the same unit; a unit that
+        forgot it raises instead of committing, and nothing of it stays."""
+        stream = f"followup-task-{uuid.uuid4()}"
+        recorded, forgotten = an_event("c-9", stream=stream), an_event("c-9", stream=stream)
+        forgotten = forgotten.model_copy(update={"stream_version": 2})
 
-        async def apply_then_fail() -> None:
+        async def append_without_recording() -> None:
             async with units.begin() as uow:
-                assert await uow.mark_applied(rolled_back, None)
-                raise Rolledback
+                await uow.events.lock_streams([stream])
+                await uow.events.append([recorded, forgotten], topic=TOPIC)
+                await uow.mark_applied(recorded, None)
 
-        with pytest.raises(Rolledback):
-            await apply_then_fail()
-        ids = [applied.event_id, rolled_back.event_id, never.event_id]
-        assert await units.applied_already(ids) == {applied.event_id}
-        assert await units.applied_already([]) == set()
+        with pytest.raises(AppendedNotApplied):
+            await append_without_recording()
+        async with units.begin() as uow:
+            assert await uow.events.find([recorded.event_id, forgotten.event_id]) == {}
+            assert await uow.events.lock_streams([stream]) == {stream: 0}
+        assert wakes.count == 0
 
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:
@@ -319,6 +329,7 @@ class FollowupUnitOfWorkContract:
         async with units.begin() as uow:
             assert await uow.events.lock_streams([stream]) == {stream: 0}
             positions = await uow.events.append([first, second], topic=TOPIC)
+            await uow.mark_applied_all([(first, None), (second, None)])  # applied where recorded
             assert [p.stream_version for p in positions] == [1, 2]
             assert positions[0].global_position < positions[1].global_position
             assert wakes.count == 0  # not before the commit
@@ -334,7 +345,9 @@ class FollowupUnitOfWorkContract:
         stream = f"followup-task-{uuid.uuid4()}"
         async with units.begin() as uow:
             await uow.events.lock_streams([stream])
-            await uow.events.append([an_event("c-17", stream=stream)], topic=TOPIC)
+            (event,) = [an_event("c-17", stream=stream)]
+            await uow.events.append([event], topic=TOPIC)
+            await uow.mark_applied(event, None)
 
         async def append_at_version_one() -> None:
             async with units.begin() as uow:
@@ -539,11 +552,11 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
 
         async def record_then_fail(uow: FollowupUnitOfWork) -> None:
             async with uow.savepoint():
-                await uow.activity.record_console(dropped, "c-40")
+                await uow.activity.record_console(decode(dropped), "c-40")
                 raise Rolledback
 
         async with units.begin() as uow:
-            await uow.activity.record_console(kept, "c-40")
+            await uow.activity.record_console(decode(kept), "c-40")
             with pytest.raises(Rolledback):
                 await record_then_fail(uow)
         records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
@@ -566,7 +579,9 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
 
         async def record_then_fail(uow: FollowupUnitOfWork) -> None:
             async with uow.savepoint():
-                await uow.activity.record_console(consent("granted", 3, "profiling"), "c-41")
+                await uow.activity.record_console(
+                    decode(consent("granted", 3, "profiling")), "c-41"
+                )
                 raise Rolledback
 
         async with units.begin() as uow:
@@ -575,7 +590,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 consent("withdrawn", 2, "marketing", "service"),
                 consent("granted", 2, "service"),  # the same instant: the later one wins
             ):
-                await uow.activity.record_console(event, "c-41")
+                await uow.activity.record_console(decode(event), "c-41")
             with pytest.raises(Rolledback):
                 await record_then_fail(uow)
         records = await client_page_records(units._pool, "c-41")  # type: ignore[attr-defined]

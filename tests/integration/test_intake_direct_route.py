@@ -1,21 +1,22 @@
-"""``POST /v1/events`` answered without FastAPI's per-request machinery (#12,
-``DirectSubmitRoute``): every answer, accepted or refused at any step (token, role, body,
-type, rules), is the one FastAPI's own handler gives, in the same order."""
+"""``POST /v1/events`` answered by a plain ASGI handler past FastAPI's layers (#12,
+``entrypoints.direct_submit``): every answer, accepted or refused at any step (token, role,
+body, type, rules), is the one FastAPI's own route gives, in the same order: the same status,
+the same headers that matter and the same body."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fastapi.dependencies.utils import request_body_to_args
 
 from branchline_intake.bootstrap import create_app
-from branchline_intake.entrypoints import http as intake_http
-from branchline_shared.http.auth import Role
+from branchline_intake.entrypoints import direct_submit
+from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.stack import serve
@@ -38,8 +39,11 @@ def registration(client_id: str, **extra: Any) -> dict[str, Any]:
 
 
 def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, str]]]:
-    """(what, body, headers): every step of the route refusing, and accepting."""
+    """(what, body, headers): every step of the route refusing, and accepting. A body given
+    as bytes is sent as it is."""
     branch = tokens.headers(Role.BRANCH_SYSTEM)
+    charset = {**branch, "Content-Type": "application/json; charset=utf-8"}
+    resent = str(uuid.uuid5(uuid.NAMESPACE_URL, run))
     rm = tokens.headers(Role.RM, sub="rm-7")
     without = {k: v for k, v in registration(f"C-{run}").items() if k != "actor"}
     return [
@@ -58,55 +62,99 @@ def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, s
         ("a type the caller may not send", registration(f"C-{run}", type="staff.qualified"), rm),
         ("a system event", registration(f"C-{run}", type="rule.violation_refused"), branch),
         ("an unregistered client (D-09)", registration(f"C-{run}-x", type="visit.closed"), branch),
+        ("null", None, branch),
+        ("not JSON", b'{"type": ', {**branch, "Content-Type": "application/json"}),
+        ("a duplicate key", b'{"type": "a", "type": "b"}', {**charset}),
+        ("an expired token", registration(f"C-{run}"), expired(tokens)),
         ("accepted", registration(f"C-{run}"), branch),
         ("registered twice (D-09)", registration(f"C-{run}"), branch),
+        ("accepted, with a charset", registration(f"C-{run}-c"), charset),
+        ("an event with its id", registration(f"C-{run}-e", event_id=resent), branch),
+        ("the same event again", registration(f"C-{run}-e", event_id=resent), branch),
     ]
+
+
+def expired(tokens: TokenFactory) -> dict[str, str]:
+    hour_ago = utcnow() - timedelta(hours=1)
+    token = tokens.codec.issue(
+        "rm-7", [Role.RM], ttl=timedelta(minutes=1), now=hour_ago, audiences=tokens.audiences
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def comparable(response: httpx.Response, run: str) -> tuple[int, str, Any]:
+# The headers an answer must have alike both ways (the date, the server's and the correlation
+# id's value differ from request to request; that it has one is compared).
+HEADERS = (
+    "content-type",
+    "content-length",
+    "www-authenticate",
+    "retry-after",
+    "cache-control",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+)
+
+
+def comparable(response: httpx.Response, run: str) -> tuple[int, Any, str]:
     """An answer without what differs between two runs (the run's ids, positions)."""
     body = response.json()
     if response.status_code == 202:
         body = {k: v for k, v in body.items() if k not in {"event_id", "global_position"}}
-    text = _UUID.sub("<id>", str(body).replace(run, "*"))
-    return response.status_code, response.headers.get("content-type", ""), text
+        text = str(body)
+    else:  # a refusal: byte for byte
+        text = response.text
+    headers = {name: response.headers.get(name) for name in HEADERS}
+    if response.status_code == 202:
+        headers.pop("content-length")  # the position's digits
+    headers["x-correlation-id"] = str("x-correlation-id" in response.headers)
+    return response.status_code, headers, _UUID.sub("<id>", text.replace(run, "*"))
 
 
 async def test_every_answer_is_fastapis_own(
     settings: BranchlineSettings, tokens: TokenFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     direct_calls = 0
-    validate = request_body_to_args
+    answer = direct_submit._answer
 
     async def counting(*args: Any) -> Any:
         nonlocal direct_calls
         direct_calls += 1
-        return await validate(*args)
+        return await answer(*args)
 
-    answers: dict[str, list[tuple[str, tuple[int, str, Any]]]] = {}
+    answers: dict[str, list[tuple[str, tuple[int, Any, str]]]] = {}
     async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
         for path in ("direct", "fastapi"):
             with monkeypatch.context() as patch:
                 if path == "direct":
-                    patch.setattr(f"{intake_http.__name__}.request_body_to_args", counting)
-                else:  # every request the general way: FastAPI's own handler
-                    patch.setattr(intake_http, "_json_content_type", lambda _: False)
+                    patch.setattr(direct_submit, "_answer", counting)
+                else:  # every request the general way: FastAPI's own route
+                    patch.setattr(direct_submit, "_json_content_type", lambda _: False)
                 run = uuid.uuid4().hex[:8]
                 answers[path] = []
                 for what, body, headers in requests(tokens, run):
-                    response = await client.post("/v1/events", json=body, headers=headers)
+                    if isinstance(body, bytes):
+                        sent = {"content": body.replace(b"*", run.encode())}
+                    else:
+                        sent = {"json": body}
+                    response = await client.post("/v1/events", headers=headers, **sent)
                     answers[path].append((what, comparable(response, run)))
-    assert answers["direct"] == answers["fastapi"]
+    for (what, direct), (_, general) in zip(answers["direct"], answers["fastapi"], strict=True):
+        assert direct == general, what
     statuses = {what: answer[0] for what, answer in answers["direct"]}
     assert statuses["no token, invalid body"] == 401  # the token before the body
+    assert statuses["an expired token"] == 401
     assert statuses["a role that may not write"] == 403
     assert statuses["a wrong type"] == 422
+    assert statuses["not JSON"] == 400
     assert statuses["accepted"] == 202
+    assert statuses["accepted, with a charset"] == 202
     assert statuses["registered twice (D-09)"] == 409
-    assert direct_calls >= 10  # the bodies that reached validation went the direct way
+    assert statuses["an event with its id"] == statuses["the same event again"] == 202
+    assert direct_calls >= 15  # the parsed JSON bodies went the direct way
 
 
 async def test_a_body_of_another_content_type_goes_fastapis_way(

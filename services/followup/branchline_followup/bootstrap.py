@@ -53,7 +53,7 @@ from branchline_shared.kafka.topics import (
     ensure_topics,
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
-from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
+from branchline_shared.postgres.pool import PgPool, connect_one, is_reachable, open_pool
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
@@ -75,10 +75,15 @@ async def prepare_database(settings: FollowupSettings) -> None:
 
 
 async def open_read_model_pool(settings: FollowupSettings) -> PgPool:
+    # Nothing done on this pool outlives a transaction (the relay's session-level lock and
+    # LISTEN are on a connection of its own, ``followup_runtime``): a released connection
+    # skips asyncpg's reset query, a round trip after each worker batch, relay read and mark,
+    # timer round and API request (#12, as intake's write pool in Round 6).
     return await open_pool(
         with_search_path(settings.followup_database_url, LIVE_SCHEMA),
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
+        session_state=False,
     )
 
 
@@ -118,6 +123,8 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
             poll_interval_s=settings.relay_poll_interval_s,
             min_interval_s=settings.followup_relay_min_interval_s,
             on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+            # the lock and the LISTEN never on a pool connection (the pool skips the reset)
+            lock_connect=lambda: connect_one(settings.followup_database_url),
         )
         context = FollowupContext(
             pool=pool,

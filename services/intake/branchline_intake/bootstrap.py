@@ -15,6 +15,7 @@ from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.submit import IntakeContext
 from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain_seam import build_decider
+from branchline_intake.entrypoints.direct_submit import install_direct_submit
 from branchline_intake.entrypoints.http import router
 from branchline_intake.entrypoints.schemas_http import schemas_router
 from branchline_intake.entrypoints.shelf_http import shelf_router
@@ -130,6 +131,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(schemas_router)
     app.include_router(shelf_router)
+    install_direct_submit(app)  # POST /v1/events past FastAPI's per-request layers (#12)
     return app
 
 

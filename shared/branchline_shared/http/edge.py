@@ -17,6 +17,10 @@ the busy samples were those layers):
 7. on every answer, the security headers (``security_headers.py``), and for every request a
    line in the access log (``access_log.py``), when configured.
 
+A service may answer a busy route itself (``service_app.serve_directly``): in step 6 the edge
+then calls that handler instead of the app's own layers (exception middleware, routing,
+FastAPI's request handling), handing it the app for any request it does not take.
+
 The answers it gives itself (1 to 5) carry the security headers and are logged, and carry no
 correlation id and are not counted in the request metrics, exactly as when these were
 separate layers (the correlation layer was the innermost). ``create_service_app`` installs it
@@ -29,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -68,14 +73,24 @@ class Hardening:
     access_log: bool = False
 
 
+DirectRoute = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
+"""A route a service answers itself, below the edge but past the app's own layers (#12): called
+with the request and, last, the app, which it hands any request it does not take."""
+
+
 @dataclass
 class EdgeOptions:
     service: str
     max_body_bytes: int
     hardening: Hardening | None = None
+    direct: dict[tuple[str, str], DirectRoute] = field(default_factory=dict)
+    """Direct routes by (method, path): see :func:`service_app.serve_directly`."""
 
 
 class ServiceEdge:
+    """The edge itself: :meth:`__call__` runs a request through the steps below, in the order
+    of the module docstring; what they share about the request is its :class:`_Exchange`."""
+
     def __init__(self, app: ASGIApp, options: EdgeOptions) -> None:
         self.app = app
         self.service = options.service
@@ -87,130 +102,24 @@ class ServiceEdge:
         self.timeout_s = hardening.timeout_s if hardening else None
         self.rate_limiter = hardening.rate_limiter if hardening else None
         self.access_log = bool(hardening and hardening.access_log)
+        self.direct = options.direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
-        extra: tuple[Header, ...] = security_headers(scope["path"]) if self.hardened else ()
-        requested_cid: bytes | None = None
-        declared: bytes | None = None
-        for key, value in scope["headers"]:
-            if key == _CORRELATION:
-                if requested_cid is None:
-                    requested_cid = value
-            elif key == _CONTENT_LENGTH:
-                declared = value
-        status = 500  # what the server answers when the app raises before answering
-        app_status = 500  # the app's, for the metrics (a dropped answer to a cut-off body too)
-        answered = False
-        too_large = False
-        seen = 0
-        cid_header: Header | None = None
-        logged_cid = requested_cid  # the access log's: the answer's, else the request's
-        app_began = 0.0
-        deadline: asyncio.Timeout | None = None
-
-        async def answer(message: Message) -> None:
-            """An answer of this middleware's own."""
-            nonlocal status, answered
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                answered = True
-                if deadline is not None and not deadline.expired():
-                    deadline.reschedule(None)
-                if extra:
-                    message = {
-                        **message,
-                        "headers": with_security_headers(message["headers"], extra),
-                    }
-            await send(message)
-
-        async def app_send(message: Message) -> None:
-            """The app's answer: the one wrapper around ``send`` on the way out."""
-            nonlocal status, app_status, answered, logged_cid
-            if message["type"] == "http.response.start":
-                app_status = message["status"]
-                if too_large:
-                    return  # the route's answer to a cut-off body: replaced by the 413
-                status = app_status
-                answered = True
-                if deadline is not None:
-                    deadline.reschedule(None)  # started in time: it may stream as long as it needs
-                assert cid_header is not None  # set before the app is called
-                logged_cid = cid_header[1]
-                headers = [*message.get("headers", ()), cid_header]
-                if extra:
-                    headers = with_security_headers(headers, extra)
-                message = {**message, "headers": headers}
-            elif too_large:
-                return
-            await send(message)
-
-        async def limited_receive() -> Message:
-            nonlocal seen, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    too_large = True
-                    raise _TooLarge
-            return message
-
+        exchange = _Exchange(self, scope, receive, send)
         try:
-            refused = self._refusal(scope)
+            refused = self._refusal(scope)  # 1, 2
             if refused is not None:
-                await send_problem(answer, refused)
-                return
-            try:
-                async with asyncio.timeout(self.timeout_s) as deadline:
-                    if (
-                        declared is not None
-                        and declared.isdigit()
-                        and int(declared) > self.max_body_bytes
-                    ):
-                        await send_problem(answer, self._too_large())
-                        return
-                    try:
-                        errors, app_receive = await strict_request(scope, limited_receive)
-                        if errors:
-                            await refuse_input(errors, answer)
-                            return
-                        cid = (
-                            requested_cid.decode("latin-1") if requested_cid else str(uuid.uuid4())
-                        )
-                        cid_header = (_CORRELATION, cid.encode("latin-1"))
-                        token = correlation_id_var.set(cid)
-                        app_began = time.perf_counter()
-                        try:
-                            await self.app(scope, app_receive, app_send)
-                        finally:
-                            correlation_id_var.reset(token)
-                    except _TooLarge:
-                        pass
-                    if too_large and not answered:
-                        await send_problem(answer, self._too_large())
-            except TimeoutError:
-                if answered:
-                    raise
-                await send_problem(answer, timeout_problem(self.timeout_s or 0))
+                await send_problem(exchange.send_own, refused)
+            else:
+                await self._within_deadline(exchange)  # 3 to 6
         finally:
-            if cid_header is not None:
-                route = getattr(scope.get("route"), "path", "unmatched")
-                method = scope["method"]
-                LATENCY.labels(self.service, method, route).observe(time.perf_counter() - app_began)
-                REQUESTS.labels(self.service, method, route, str(app_status)).inc()
-            if self.access_log:
-                log_access(
-                    self.service,
-                    scope,
-                    status,
-                    began,
-                    logged_cid.decode("latin-1") if logged_cid else None,
-                )
+            self._record(exchange)  # 6, 7
 
     def _refusal(self, scope: Scope) -> Problem | None:
+        """Steps 1 and 2: the rate limits' 429, then the query string's 414, or None."""
         if not self.hardened:
             return None
         if self.rate_limiter is not None:
@@ -222,6 +131,83 @@ class ServiceEdge:
             query, max_bytes=self.max_query_bytes, max_params=self.max_query_params
         )
 
+    async def _within_deadline(self, exchange: _Exchange) -> None:
+        """Step 3: the rest must start its answer within the request timeout, or the 503.
+        Once an answer started, it may take as long as it needs (the senders lift the
+        deadline); a timeout after that is not this step's to answer."""
+        try:
+            async with asyncio.timeout(self.timeout_s) as exchange.deadline:
+                await self._bounded_body(exchange)
+        except TimeoutError:
+            if exchange.answered:
+                raise
+            await send_problem(exchange.send_own, timeout_problem(self.timeout_s or 0))
+
+    async def _bounded_body(self, exchange: _Exchange) -> None:
+        """Step 4: the 413 for a body over the limit, declared (before anything is read) or
+        found while it is read (:meth:`_Exchange.receive_limited` stops the reading; the
+        app's answer to the cut-off body, if any, is dropped by :meth:`_Exchange.send_app`)."""
+        declared = exchange.declared_length
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await send_problem(exchange.send_own, self._too_large())
+            return
+        try:
+            await self._checked_input(exchange)
+        except _TooLarge:
+            pass
+        if exchange.too_large and not exchange.answered:
+            await send_problem(exchange.send_own, self._too_large())
+
+    async def _checked_input(self, exchange: _Exchange) -> None:
+        """Step 5: the strict input check's 422, else the app, with the body the check read
+        replayed (and, when clean, parsed in the scope)."""
+        errors, app_receive = await strict_request(exchange.scope, exchange.receive_limited)
+        if errors:
+            await refuse_input(errors, exchange.send_own)
+            return
+        await self._correlated_app(exchange, app_receive)
+
+    async def _correlated_app(self, exchange: _Exchange, receive: Receive) -> None:
+        """Step 6, around the app: the correlation id in the logging context (reset after,
+        so it never leaks to the next request) and, by :meth:`_Exchange.send_app`, on the
+        answer; the time the app took starts here."""
+        requested = exchange.requested_cid
+        cid = requested.decode("latin-1") if requested else str(uuid.uuid4())
+        exchange.cid_header = (_CORRELATION, cid.encode("latin-1"))
+        token = correlation_id_var.set(cid)
+        exchange.app_began = time.perf_counter()
+        try:
+            scope = exchange.scope
+            direct = self.direct.get((scope["method"], scope["path"])) if self.direct else None
+            if direct is None or scope.get("root_path"):
+                await self.app(scope, receive, exchange.send_app)
+            else:
+                await direct(scope, receive, exchange.send_app, self.app)
+        finally:
+            correlation_id_var.reset(token)
+
+    def _record(self, exchange: _Exchange) -> None:
+        """Steps 6 and 7, after the answer: the request metrics for a request that reached
+        the app (the app's status, also when its answer was dropped for a cut-off body), and
+        the access-log line for every request (the status the client got)."""
+        scope = exchange.scope
+        if exchange.cid_header is not None:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            LATENCY.labels(self.service, method, route).observe(
+                time.perf_counter() - exchange.app_began
+            )
+            REQUESTS.labels(self.service, method, route, str(exchange.app_status)).inc()
+        if self.access_log:
+            logged = exchange.logged_cid
+            log_access(
+                self.service,
+                scope,
+                exchange.status,
+                exchange.began,
+                logged.decode("latin-1") if logged else None,
+            )
+
     def _too_large(self) -> Problem:
         return Problem(
             413,
@@ -229,6 +215,110 @@ class ServiceEdge:
             f"the body exceeds {self.max_body_bytes} bytes",
             kind="payload-too-large",
         )
+
+
+class _Exchange:
+    """One request on its way through the edge: what the steps learn and share, and the two
+    ways out to the client (the edge's own answers, the app's) and the one way in (the body,
+    counted against the limit). One object per request instead of closures over ``nonlocal``
+    flags; ``__slots__`` keeps it as cheap to make and read."""
+
+    __slots__ = (
+        "answered",
+        "app_began",
+        "app_status",
+        "began",
+        "cid_header",
+        "deadline",
+        "declared_length",
+        "extra",
+        "logged_cid",
+        "max_body_bytes",
+        "receive",
+        "requested_cid",
+        "scope",
+        "seen",
+        "send",
+        "status",
+        "too_large",
+    )
+
+    def __init__(self, edge: ServiceEdge, scope: Scope, receive: Receive, send: Send) -> None:
+        self.began = time.perf_counter()
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.max_body_bytes = edge.max_body_bytes
+        # Step 7's headers, for every answer of this request.
+        self.extra: tuple[Header, ...] = security_headers(scope["path"]) if edge.hardened else ()
+        requested: bytes | None = None
+        declared: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == _CORRELATION:
+                if requested is None:
+                    requested = value  # the first, if sent twice
+            elif key == _CONTENT_LENGTH:
+                declared = value
+        self.requested_cid = requested
+        self.declared_length = declared
+        self.status = 500  # what the server answers when the app raises before answering
+        self.app_status = 500  # the app's, for the metrics (a dropped answer to a cut-off body too)
+        self.answered = False
+        self.too_large = False
+        self.seen = 0
+        self.cid_header: Header | None = None  # set when the app is called (step 6)
+        self.logged_cid = requested  # the access log's: the answer's, else the request's
+        self.app_began = 0.0
+        self.deadline: asyncio.Timeout | None = None
+
+    async def send_own(self, message: Message) -> None:
+        """An answer of the edge's own (steps 1 to 5): the security headers, no correlation
+        id; the deadline is lifted unless it is what this answers."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.answered = True
+            deadline = self.deadline
+            if deadline is not None and not deadline.expired():
+                deadline.reschedule(None)
+            if self.extra:
+                message = {
+                    **message,
+                    "headers": with_security_headers(message["headers"], self.extra),
+                }
+        await self.send(message)
+
+    async def send_app(self, message: Message) -> None:
+        """The app's answer, the one wrapper around ``send`` on the way out: dropped if the
+        body was cut off (step 4 answers instead), else with the correlation id and the
+        security headers; started in time, it may stream as long as it needs."""
+        if message["type"] == "http.response.start":
+            self.app_status = message["status"]
+            if self.too_large:
+                return  # the route's answer to a cut-off body: replaced by the 413
+            self.status = self.app_status
+            self.answered = True
+            if self.deadline is not None:
+                self.deadline.reschedule(None)
+            cid_header = self.cid_header
+            assert cid_header is not None  # set before the app is called
+            self.logged_cid = cid_header[1]
+            headers = [*message.get("headers", ()), cid_header]
+            if self.extra:
+                headers = with_security_headers(headers, self.extra)
+            message = {**message, "headers": headers}
+        elif self.too_large:
+            return
+        await self.send(message)
+
+    async def receive_limited(self) -> Message:
+        """The body as the client sends it, counted: past the limit, the reading stops."""
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.max_body_bytes:
+                self.too_large = True
+                raise _TooLarge
+        return message
 
 
 class _TooLarge(Exception):

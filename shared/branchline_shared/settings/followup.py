@@ -117,7 +117,7 @@ class FollowupSettings(
         le=600,
         description="How long the followup worker's consumer may take to stop (commit what is "
         "applied, leave its group) before its thread is ended; what it had not committed is "
-        "redelivered and recognised (D-07).",
+        "redelivered and recognised (effectively once, ADR-0003).",
     )
     followup_relay_min_interval_s: float = Field(
         default=0.03,

@@ -49,7 +49,7 @@ async def test_a_stop_does_not_wait_for_a_batch_in_hand(
     # Faust clears the stream buffers before it waits for acks, so an agent holding a part-
     # gathered batch would never ack and that wait never end (seen as a worker frozen in a
     # rebalance or a stop). Here the batch in hand never finishes: the stop must not wait for
-    # it (its events are not acked, so they are redelivered, D-07).
+    # it (its events are not acked, so they are redelivered and recognised by id, ADR-0003).
     entered = asyncio.Event()
 
     async def never_finishes(*args: Any, **kwargs: Any) -> None:

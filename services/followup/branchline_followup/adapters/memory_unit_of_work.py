@@ -23,14 +23,14 @@ from branchline_followup.adapters.personal_data import (
     PERSONAL_DATA_SHREDDED,
     sealed_values_of,
 )
-from branchline_followup.application.ports import JournaledEvent
+from branchline_followup.application.ports import AppendedNotApplied, JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
@@ -256,22 +256,22 @@ class _Holdings(_Part):
 
 
 class _Activity(_Part):
-    def _add(self, what: str, event: RecordedEvent, **values: Any) -> None:
-        self.s.activity.append((what, event.event_id, values))
+    def _add(self, what: str, event: Decoded, **values: Any) -> None:
+        self.s.activity.append((what, event.envelope.event_id, values))
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        self._add("console", event, client_id=client_id, type=event.type)
+    async def record_console(self, event: Decoded, client_id: str) -> None:
+        self._add("console", event, client_id=client_id, type=event.envelope.type)
 
-    async def record_refusal(self, event: RecordedEvent) -> None:
-        if event.type == EventType.RULE_VIOLATION_REFUSED:
+    async def record_refusal(self, event: Decoded) -> None:
+        if event.envelope.type == EventType.RULE_VIOLATION_REFUSED:
             self._add("refusal", event, rule=payload_as(event, RuleViolationRefused).rule)
 
-    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
         self._add("visit", event, rm_id=rm_id, **columns)
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
@@ -279,25 +279,23 @@ class _Activity(_Part):
         self._add("survey", event, rm_id=rm_id, visit_id=visit_id, scores=scores)
 
     async def record_complaint_received(
-        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None:
         self._add("complaint", event, rm_id=rm_id, severity=severity, topic=topic)
 
-    async def record_complaint_step(
-        self, event: RecordedEvent, status: str, **columns: Any
-    ) -> None:
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
         self._add("complaint_step", event, status=status, **columns)
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
-        self._add("service_loop", event, rm_id=rm_id, type=event.type)
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        self._add("service_loop", event, rm_id=rm_id, type=event.envelope.type)
 
     async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
         self.s.staff[staff_id] = branch_id or self.s.staff.get(staff_id)
 
     async def record_training(
-        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
     ) -> None:
-        self.s.training.setdefault(event.event_id, (staff_id, hours, completed_at))
+        self.s.training.setdefault(event.envelope.event_id, (staff_id, hours, completed_at))
 
 
 class _Privacy(_Part):
@@ -387,6 +385,10 @@ class _Journal(_Part):
 class _Events(_Part):
     appended = 0
 
+    def __init__(self, state: Callable[[], MemoryState]) -> None:
+        super().__init__(state)
+        self.appended_ids: list[uuid.UUID] = []
+
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self.s.events[i] for i in event_ids if i in self.s.events}
 
@@ -416,6 +418,7 @@ class _Events(_Part):
             self.s.outbox.append((event.event_id, topic))
             stored.append(position)
         self.appended += len(stored)
+        self.appended_ids += [p.event_id for p in stored]
         return stored
 
 
@@ -484,11 +487,18 @@ class MemoryUnitsOfWork:
             unit = MemoryFollowupUnitOfWork(self)
             try:
                 yield unit
+                # ADR-0003: nothing else applies followup's own events (the worker skips their
+                # copies), so each appended is recorded as applied in its unit
+                state = self.state  # a failed savepoint's appends are gone from it
+                missing = [
+                    i
+                    for i in unit.events.appended_ids
+                    if i in state.events and i not in state.applied
+                ]
+                if missing:
+                    raise AppendedNotApplied(f"appended but not recorded as applied: {missing}")
             except BaseException:
                 self.state = saved
                 raise
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        return {event_id for event_id in event_ids if event_id in self.state.applied}

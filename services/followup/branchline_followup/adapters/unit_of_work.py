@@ -41,12 +41,13 @@ from branchline_followup.adapters.pg_schemas import (
     try_lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
-from branchline_followup.application.ports import JournaledEvent
+from branchline_followup.application.ports import AppendedNotApplied, JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -419,11 +420,11 @@ class _Activity:
         together too (#12: one statement per consent purpose was most of what a benchmark
         registration's consent sent; nothing reads them while events are applied)."""
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
+    async def record_console(self, event: Decoded, client_id: str) -> None:
         if self.timeline is None:
             await apply_for_console(self._conn, event, client_id)
             return
-        self.timeline.append(timeline_row(event, client_id))
+        self.timeline.append(timeline_row(event.envelope, client_id))
         self.console += console_rows(event, client_id)
 
     async def write_collected(self) -> None:
@@ -441,15 +442,15 @@ class _Activity:
         if self.console:
             self.console[:] = [row for row in self.console if row[1][0] != client_id]
 
-    async def record_refusal(self, event: RecordedEvent) -> None:
+    async def record_refusal(self, event: Decoded) -> None:
         await record_refusal(self._conn, event)
 
-    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
         await read_models.record_visit(self._conn, event, rm_id, **columns)
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
@@ -457,17 +458,15 @@ class _Activity:
         await read_models.record_survey(self._conn, event, rm_id, visit_id, scores)
 
     async def record_complaint_received(
-        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None:
         await read_models.record_complaint_received(self._conn, event, rm_id, severity, topic)
 
-    async def record_complaint_step(
-        self, event: RecordedEvent, status: str, **columns: Any
-    ) -> None:
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
         await read_models.record_complaint_step(self._conn, event, status, **columns)
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
-        if self._clients is not None and event.type in _CHANGES_CLIENT_ROW:
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        if self._clients is not None and event.envelope.type in _CHANGES_CLIENT_ROW:
             await self._clients.write_unwritten()  # its UPDATE needs the row written
         await record_service_loop_facts(self._conn, event, rm_id)
 
@@ -480,12 +479,12 @@ class _Activity:
         )
 
     async def record_training(
-        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
     ) -> None:
         await self._conn.execute(
             "INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            event.event_id,
+            event.envelope.event_id,
             staff_id,
             hours,
             completed_at,
@@ -584,6 +583,7 @@ class _Events:
         self._conn = conn
         self._writes = PostgresEventWrites(conn)
         self.appended = 0
+        self.appended_ids: list[uuid.UUID] = []
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._writes.find_existing(event_ids)
@@ -610,6 +610,7 @@ class _Events:
         except asyncpg.UniqueViolationError as exc:  # an id or a stream version taken
             raise ConcurrencyError(str(exc)) from exc
         self.appended += len(stored)
+        self.appended_ids += [s.event_id for s in stored]
         return stored
 
 
@@ -632,6 +633,8 @@ class PostgresFollowupUnitOfWork:
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
+        self._marked: set[uuid.UUID] = set()
+        """Ids recorded as applied in this unit (found applied already included)."""
         self.clients = _Clients(conn, self._locked, collect=collect)
         self.tasks = _Tasks(conn, self._locked, collect=collect)
         self.timers = _Timers(conn, self.tasks, collect=collect)
@@ -672,12 +675,22 @@ class PostgresFollowupUnitOfWork:
         await self.journal.load(pairs)
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
+        self._marked.add(event.event_id)
         return await read_models.mark_applied(self._conn, event, position)
 
     async def mark_applied_all(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> set[uuid.UUID]:
+        self._marked.update(e.event_id for e, _ in events)
         return await read_models.mark_all_applied(self._conn, events)
+
+    def check_appended_applied(self) -> None:
+        """Raise :class:`AppendedNotApplied` if an event appended to followup's store in this
+        unit was not recorded as applied in it (the worker skips followup's own Kafka copies,
+        so nothing else would apply it)."""
+        missing = [i for i in self.events.appended_ids if i not in self._marked]
+        if missing:
+            raise AppendedNotApplied(f"appended but not recorded as applied: {missing}")
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits)."""
@@ -689,6 +702,8 @@ class PostgresFollowupUnitOfWork:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
+        marked = set(self._marked)
+        appended = list(self.events.appended_ids)
         kept = dict(self.clients.kept)
         unwritten = set(self.clients.unwritten)
         tasks = self.tasks.snapshot()
@@ -708,6 +723,9 @@ class PostgresFollowupUnitOfWork:
             # collected before it and written within it are rolled back: written again later).
             self._locked.clear()
             self._locked.update(held)
+            self._marked.clear()
+            self._marked.update(marked)
+            self.events.appended_ids[:] = appended
             self.clients.kept = kept
             self.clients.unwritten = unwritten
             self.tasks.restore(tasks)
@@ -743,12 +761,7 @@ class PostgresUnitsOfWork:
                 await hold_swap_lock_shared(conn)
                 unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
+                unit.check_appended_applied()  # ADR-0003: nothing else applies followup's own
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        # Without the swap lock: a rebuild swaps in read models caught up to the broker's
-        # tail, so an id applied in the tables read here is applied in those too.
-        async with self._pool.acquire() as conn:
-            return await read_models.applied_ids(conn, event_ids)

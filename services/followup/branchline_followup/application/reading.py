@@ -8,6 +8,7 @@ from __future__ import annotations
 from branchline_followup.application.recording import SOURCE, FollowupContext
 from branchline_shared.access.reads import client_read
 from branchline_shared.events.envelope import Submitter
+from branchline_shared.kafka.wire import SourcePosition
 
 
 def reads_stream_id(client_id: str) -> str:
@@ -31,4 +32,7 @@ async def record_client_read(
             purpose=purpose,
             at=now,
         )
-        await uow.events.append([event], topic=ctx.topic)
+        (stored,) = await uow.events.append([event], topic=ctx.topic)
+        # Applied where recorded, as every followup event (it changes no view): the worker
+        # skips the Kafka copies of followup's own events (#12, ADR-0003).
+        await uow.mark_applied(event, SourcePosition(SOURCE, stored.global_position))

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from fastapi.dependencies.utils import request_body_to_args
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
@@ -42,9 +39,9 @@ MAX_BATCH = 1000
 STREAM_ROUTE = "GET /v1/streams/{stream_id}/events"
 _UNSCOPED = frozenset({Role.ADMIN})
 
-Writer = Annotated[
-    Principal, require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN)
-]
+WRITER_ROLES = frozenset({Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN})
+"""Who may send events (``POST /v1/events``, its batch; ``direct_submit`` too)."""
+Writer = Annotated[Principal, require_roles(*sorted(WRITER_ROLES))]
 Reader = Annotated[
     Principal, require_roles(Role.BRANCH_SYSTEM, Role.RM, Role.SUPERVISOR, Role.ADMIN)
 ]
@@ -93,58 +90,6 @@ class StreamEvents(BaseModel):
 router = APIRouter(prefix="/v1", tags=["intake"], route_class=ParsedBodyRoute)
 
 
-class DirectSubmitRoute(ParsedBodyRoute):
-    """``POST /v1/events`` without FastAPI's per-request machinery (#12).
-
-    The busiest route declares one dependency (the writer's token and roles) and one body
-    model, yet FastAPI resolved them per request through its general machinery (dependency
-    cache keys, four empty parameter passes, content-type parsing, endpoint context,
-    telemetry hooks): about a tenth of intake's CPU per event in ``bench.profile_intake``.
-    When the strict input check parsed the body (a JSON document, strictly checked), this
-    handler does the same steps itself, in FastAPI's order: the writer's check (401, then
-    403), then the body validated by FastAPI's own ``request_body_to_args`` on the route's
-    own body field (the same model, the same error locations, raised as the same
-    ``RequestValidationError``), then the endpoint. Any other request (no body, not JSON, a
-    body the strict check did not parse) goes through FastAPI's handler as before. The route
-    and its OpenAPI description are FastAPI's, unchanged."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        general = super().get_route_handler()
-        body_fields = self.dependant.body_params
-        embed = self._embed_body_fields
-        # The route's one dependency: the Writer check (401 without a valid token, then 403
-        # without one of the roles), which takes the request alone.
-        dependencies = self.dependant.dependencies
-        check = dependencies[0].call if len(dependencies) == 1 else None
-        if len(body_fields) != 1 or embed or check is None:
-            raise TypeError("a DirectSubmitRoute takes one body model and one dependency")
-
-        async def direct(request: Request) -> Response:
-            if PARSED_BODY not in request.scope or not _json_content_type(request):
-                return await general(request)
-            caller: Principal = await check(request)
-            values, errors = await request_body_to_args(
-                body_fields, request.scope[PARSED_BODY], embed
-            )
-            if errors:
-                raise RequestValidationError(errors, body=request.scope[PARSED_BODY])
-            return await post_event(values[body_fields[0].name], caller, request)
-
-        return direct
-
-
-def _json_content_type(request: Request) -> bool:
-    """A content type FastAPI parses as JSON too (``application/json``, ``application/*+json``:
-    its rule, strict about a missing header), in its plain form; any other goes the general
-    way, where FastAPI decides as it always did."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return content_type == "application/json" or (
-        content_type.startswith("application/")
-        and content_type.endswith("+json")
-        and content_type.count("/") == 1
-    )
-
-
 # A caller's actor and submitter are the same for every request it sends with one token, and
 # both are frozen: made once per principal instead of validated on every request (#12).
 @functools.lru_cache(maxsize=4096)
@@ -173,13 +118,22 @@ async def post_event(event: SubmittedEvent, caller: Writer, request: Request) ->
     forbidden = type_forbidden(event.type, caller)
     if forbidden is not None:
         raise forbidden
+    status, body, media_type = await submit_one(group, event, caller)
+    return FastJSONResponse(body, status_code=status, media_type=media_type)
+
+
+async def submit_one(
+    group: GroupCommitter, event: SubmittedEvent, caller: Principal
+) -> tuple[int, dict[str, Any], str]:
+    """One event through the group commit, as its answer: status, body and media type (the
+    route's, and ``direct_submit``'s)."""
     (outcome,) = await group.submit(
         [event], submitted_by=_actor(caller), submitter=_submitter(caller)
     )
     if isinstance(outcome, Refused):
         problem = problem_of(outcome)
-        return FastJSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
-    return FastJSONResponse(outcome.body(), status_code=202)
+        return problem.status, problem.body(), PROBLEM_JSON
+    return 202, outcome.body(), "application/json"
 
 
 router.add_api_route(
@@ -193,7 +147,8 @@ router.add_api_route(
         409: {"description": "refused by a rule (`rule`) or a version conflict"},
         422: {"description": "invalid event"},
     },
-    route_class_override=DirectSubmitRoute,
+    # The same answers come from direct_submit, which serves this route past FastAPI's
+    # per-request machinery (#12); declared here for OpenAPI and every other request.
 )
 
 
