@@ -93,8 +93,8 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
 
 
 def _trimming(component: Component, settings: BranchlineSettings) -> AbstractContextManager[None]:
-    # The consumers' resident size followed the largest burst they had worked off (glibc
-    # keeps freed memory in its heaps): trimmed at quiet moments (#12, allocator_trim.py).
+    # glibc keeps freed memory in its heaps: if BRANCHLINE_MALLOC_TRIM_INTERVAL_S is set, it
+    # is given back at quiet moments (#12, allocator_trim.py; off by default: no gain measured).
     return trimming_allocator(TrimPolicy(settings.malloc_trim_interval_s), component.value)
 
 
