@@ -131,7 +131,8 @@ async def test_a_failing_event_leaves_no_trace_and_a_repeated_one_is_applied_onc
     real_project = rebuild_module.project
 
     async def project(uow: Any, event: Decoded, *args: Any, **kwargs: Any) -> bool:
-        applied = await real_project(uow, event, *args, **kwargs)  # its writes are made, then undone
+        # its writes are made, then undone
+        applied = await real_project(uow, event, *args, **kwargs)
         if event.envelope.event_id == failing.event_id:
             raise ValueError("a projection failure (what the live worker dead-letters)")
         return applied
