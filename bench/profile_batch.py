@@ -4,17 +4,27 @@ Starts the benchmark's stack with every relay off (nothing is published, so the 
 worker and the audit consumer stay idle), then a second intake process (one process), and
 sends it batches of 1,000 (the benchmark's workload: new clients registered), one after
 another, after one batch to warm up. Prints the batch rate and the CPU the process used per
-event (user + system, from `/proc`). With ``--profile`` the process runs under pyinstrument
-and the share of the busy samples per function is written as in `bench.profile_intake`.
+event (user + system, from `/proc`) and PostgreSQL's processes used per event (its server
+processes alive at the end, so mostly intake's connections). With ``--profile`` the process
+runs under pyinstrument and the share of the busy samples per function is written as in
+`bench.profile_intake`.
+
+With ``--raw-copy`` each round is followed by `bench.baselines.raw_copy` of as many events on
+the same server, and the batch rate is printed as a ratio to it (the #12 target: >= 0.35).
+With ``--statements`` the server logs every statement's duration while the batches run, and
+the time per statement (parse, bind, execute summed, per batch) is printed, largest first.
 
     python -m bench.profile_batch [--batches 10] [--profile] [--out bench/profile_batch.txt]
+    python -m bench.profile_batch --batches 10 --repeat 3 --raw-copy
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,15 +32,17 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.baselines import raw_copy  # noqa: E402
 from bench.loadgen import RawHttpClient  # noqa: E402
 from bench.profile_intake import collapsed_stacks, summarise  # noqa: E402
-from bench.stack import process_cpu_seconds, running_stack  # noqa: E402
+from bench.stack import child_pids, process_cpu_seconds, running_stack  # noqa: E402
 from bench.workload import event_body  # noqa: E402
 from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E402
 
@@ -50,12 +62,66 @@ async def send(http: RawHttpClient, bodies: list[bytes]) -> None:
             raise AssertionError(f"batch answered {status}: {answer[:300]!r}")
 
 
+def server_cpu_seconds(pgdata: Path) -> float:
+    """User + system CPU of the PostgreSQL server's processes alive now (its postmaster's
+    children: the backends of every pool, the writer, the WAL writer, ...)."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    return sum(process_cpu_seconds(pid) for pid in [postmaster, *child_pids(postmaster)])
+
+
+_DURATION = re.compile(r"duration: ([0-9.]+) ms\s+(?:(parse|bind|execute) [^:]*: |statement: )(.*)")
+
+
+def statement_times(log: str, batches: int) -> list[tuple[float, int, str]]:
+    """From a server log written with ``log_min_duration_statement = 0``: per statement (its
+    first 90 characters; a statement that starts on the next line, like a ``WITH`` written
+    over several, is named by that line), the milliseconds per batch (parse + bind + execute
+    summed) and how many times it was executed."""
+    total: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter[str] = collections.Counter()
+    lines = log.splitlines()
+    for at, line in enumerate(lines):
+        found = _DURATION.search(line)
+        if found is None:
+            continue
+        text = found.group(3).strip()
+        if not text and at + 1 < len(lines):
+            text = lines[at + 1].strip()
+        text = " ".join(text.split())[:90]
+        total[text] += float(found.group(1))
+        if found.group(2) in (None, "execute"):
+            calls[text] += 1
+    return sorted(((ms / batches, calls[t], t) for t, ms in total.items()), reverse=True)
+
+
+async def log_statements(admin_url: str, on: bool) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if on:
+            await conn.execute("ALTER SYSTEM SET log_min_duration_statement = 0")
+        else:
+            await conn.execute("ALTER SYSTEM RESET log_min_duration_statement")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def data_directory(admin_url: str) -> Path:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return Path(await conn.fetchval("SHOW data_directory"))
+    finally:
+        await conn.close()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--per-batch", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--raw-copy", action="store_true", help="raw COPY after each round")
+    parser.add_argument("--statements", action="store_true", help="each statement's time")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profile_batch.txt")
     args = parser.parse_args()
     raw = args.out.with_suffix(".pyisession")
@@ -81,23 +147,44 @@ async def main() -> int:
         try:
             if not await asyncio.to_thread(wait_for_port, port, timeout_s=60):
                 raise RuntimeError("intake did not start")
+            pgdata = await data_directory(stack.admin_url)
+            server_log = pgdata.parent / "postgres.log"
             async with RawHttpClient("127.0.0.1", port, stack.token) as http:
                 await send(http, batch_bodies(1, args.per_batch))  # warm up
                 for _ in range(args.repeat):
                     bodies = batch_bodies(args.batches, args.per_batch)
                     events = args.batches * args.per_batch
+                    if args.statements:
+                        await log_statements(stack.admin_url, True)
+                        logged_from = server_log.stat().st_size
                     cpu = process_cpu_seconds(measured.pid)
+                    server = server_cpu_seconds(pgdata)
                     started = time.perf_counter()
                     await send(http, bodies)
                     elapsed = time.perf_counter() - started
                     used = process_cpu_seconds(measured.pid) - cpu
+                    server_used = server_cpu_seconds(pgdata) - server
                     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
                     print(
                         f"{events} events in batches of {args.per_batch}: "
                         f"{events / elapsed:.0f} ev/s, intake CPU "
-                        f"{1000 * used / events:.3f} ms per event; load average {load}",
+                        f"{1000 * used / events:.3f} ms per event, PostgreSQL CPU "
+                        f"{1000 * server_used / events:.3f} ms per event; load average {load}",
                         flush=True,
                     )
+                    if args.statements:
+                        await log_statements(stack.admin_url, False)
+                        with server_log.open(errors="replace") as log:
+                            log.seek(logged_from)
+                            for ms, calls, text in statement_times(log.read(), args.batches)[:12]:
+                                print(f"  {ms:8.1f} ms per batch  {calls:6d} calls  {text}")
+                    if args.raw_copy:
+                        copy_rate = await raw_copy(stack.admin_url, events, args.per_batch)
+                        print(
+                            f"  raw COPY {copy_rate:.0f} ev/s; batch / raw COPY "
+                            f"{events / elapsed / copy_rate:.3f}",
+                            flush=True,
+                        )
         finally:
             os.killpg(measured.pid, signal.SIGINT)
             await asyncio.to_thread(measured.wait, 60)

@@ -196,6 +196,49 @@ async def test_a_failing_caller_fails_alone(app: FastAPI, settings: BranchlineSe
     assert "C-B0" not in stored
 
 
+async def test_a_new_client_written_earlier_in_the_group_is_read_by_the_next_caller(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """A new client's history is known empty only while the group's callers have not written
+    it (#12): a second registration of the same new client by another caller of the same
+    group is refused (D-09), and a caller rolled back leaves it new for the next."""
+    ctx: IntakeContext = app.state.intake
+    broken = Actor(id="broken-2", role="branch_system")
+    other = Actor(id="branch-8", role="branch_system")
+
+    async def submit(
+        ctx: IntakeContext, items: list[SubmittedEvent], **caller: Any
+    ) -> list[Outcome]:
+        outcomes = await submit_events(ctx, items, **caller)
+        if caller["submitted_by"] == broken:
+            raise RuntimeError("rolled back after its write")
+        return outcomes
+
+    committer = GroupCommitter(ctx, submit=submit, writers=1, window_s=0.2)
+    run = uuid.uuid4().hex[:6]
+    twice, undone = f"C-T{run}", f"C-U{run}"
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            committer.submit([registration(twice)], submitted_by=BRANCH),
+            committer.submit([registration(twice)], submitted_by=other),
+            committer.submit([registration(undone)], submitted_by=broken),
+            committer.submit([registration(undone)], submitted_by=other),
+            return_exceptions=True,
+        ),
+        timeout=30,
+    )
+    first, second, failed, after = results
+    assert isinstance(first, list), first
+    assert isinstance(first[0], Accepted), first
+    assert isinstance(second, list), second
+    assert isinstance(second[0], Refused), second
+    assert isinstance(failed, RuntimeError)
+    assert isinstance(after, list), after
+    assert isinstance(after[0], Accepted), after
+    assert after[0].position.stream_version == 1
+    assert await transactions_of(settings, [twice, undone]) == 1  # one group
+
+
 class _CommitFails(PostgresEventStore):
     """The commit of every group fails (as when the database goes away at that moment)."""
 
@@ -256,8 +299,9 @@ async def test_a_caller_costs_few_round_trips_within_a_group(
     app: FastAPI, settings: BranchlineSettings, with_ids: bool
 ) -> None:
     """#12: within a group, a caller's part is its savepoint (which also releases the previous
-    caller's), the history tail and one statement for its events, outbox rows and stream
-    versions; the stream locks and the event ids are looked up once for the group. Measured
+    caller's), the history tail (none for a new client) and one statement for its events,
+    outbox rows and stream versions; the stream locks and the event ids are looked up once
+    for the group. Measured
     as the statements of a group of one caller and of a group of eight distinct callers.
     Items sent without an event id cost no look-up at all (their new ids cannot be stored)."""
     ctx: IntakeContext = app.state.intake
@@ -293,6 +337,8 @@ async def test_a_caller_costs_few_round_trips_within_a_group(
     finally:
         await pool.close()
     # The group: begin, the locks (two statements), the event ids, commit. Each caller:
-    # three (before #12: eleven, and fifteen for a group of one).
-    assert one <= 8, counting.statements
-    assert (eight - one) / 7 <= 3, counting.statements
+    # two, its savepoint and its write (before #12: eleven, and fifteen for a group of one);
+    # a new client's history is not read, the group holds its stream at version 0.
+    assert one <= 7, counting.statements
+    assert (eight - one) / 7 <= 2, counting.statements
+    assert not [q for q in counting.statements if "FROM es_events WHERE stream_id" in q]

@@ -21,3 +21,27 @@ def test_a_figure_measured_once_is_summarised_beside_repeated_ones() -> None:
     assert measures["rebuild"]["ratios"]["raw_copy"]["runs"] == [0.005]
     assert measures["bl_batch"]["ratios"]["raw_copy"]["runs"] == [0.02, 0.03, 0.02]
     assert measures["bl_batch"]["median"] == 1_600.0
+
+
+def test_profile_batch_sums_each_statements_time_per_batch() -> None:
+    from bench.profile_batch import statement_times
+
+    log = "\n".join(
+        [
+            "2026-12-04 08:00:00 UTC [1] LOG:  duration: 0.500 ms  parse <unnamed>: ",
+            "WITH written AS (",
+            "    INSERT INTO es_events",
+            "2026-12-04 08:00:00 UTC [1] LOG:  duration: 1.500 ms  bind <unnamed>: ",
+            "WITH written AS (",
+            "2026-12-04 08:00:00 UTC [1] LOG:  duration: 8.000 ms  execute <unnamed>: ",
+            "WITH written AS (",
+            "2026-12-04 08:00:00 UTC [1] LOG:  duration: 2.000 ms  statement: COMMIT;",
+            "2026-12-04 08:00:00 UTC [1] LOG:  duration: 4.000 ms  execute <unnamed>: SELECT 1",
+            "2026-12-04 08:00:00 UTC [1] LOG:  checkpoint starting: time",
+        ]
+    )
+    assert statement_times(log, batches=2) == [
+        (5.0, 1, "WITH written AS ("),
+        (2.0, 1, "SELECT 1"),
+        (1.0, 1, "COMMIT;"),
+    ]

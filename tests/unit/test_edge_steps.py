@@ -7,15 +7,19 @@ non-HTTP scope and an edge without the abuse limits. Driven as plain ASGI, witho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from starlette.types import Message, Receive, Scope, Send
 
 from branchline_shared.http.edge import EdgeOptions, Hardening, ServiceEdge
+from branchline_shared.http.service_app import create_service_app, serve_directly
 from branchline_shared.http.strict_input import PARSED_BODY
 from branchline_shared.logging_setup import correlation_id_var
 
@@ -203,3 +207,58 @@ async def test_without_the_abuse_limits_no_security_headers_no_log_no_deadline(
     assert b"x-content-type-options" not in headers
     assert b"x-correlation-id" in headers
     assert not [r for r in caplog.records if r.name == "branchline.access"]
+
+
+async def test_a_direct_route_is_called_after_the_steps_with_the_app_to_hand_back_to() -> None:
+    """``serve_directly``'s routes (#12): called for their method and path only, after the
+    strict check and with the correlation id and the metrics, with the app as the way back;
+    every other request (another method, a mounted app's root path) goes to the app."""
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(f"app {scope['method']}")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"app"})
+
+    async def direct(scope: Scope, receive: Receive, send: Send, general: Any) -> None:
+        if scope[PARSED_BODY] == {"back": True}:
+            await general(scope, receive, send)
+            return
+        reached.append(f"direct {correlation_id_var.get()}")
+        scope["route"] = Route("/v1/things")
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b"direct"})
+
+    service = f"edge-{uuid.uuid4().hex[:6]}"
+    edge = ServiceEdge(
+        app,
+        EdgeOptions(service, 1000, direct={("POST", "/v1/things"): direct}),
+    )
+    json_type = [(b"content-type", b"application/json"), (b"x-correlation-id", b"c-5")]
+    answers = [
+        await exchange(edge, request(headers=json_type), [b'{"a":1}']),
+        await exchange(edge, request(headers=json_type), [b'{"back":true}']),
+        await exchange(edge, request("PUT", headers=json_type), [b'{"a":1}']),
+        await exchange(edge, {**request(headers=json_type), "root_path": "/api"}, [b"{}"]),
+        await exchange(edge, request(headers=json_type), [b'{"a":1,"a":1}']),
+    ]
+    assert [status for status, _, _ in answers] == [202, 200, 200, 200, 422]
+    assert answers[0][1][b"x-correlation-id"] == b"c-5"
+    assert reached == ["direct c-5", "app POST", "app PUT", "app POST"]
+    assert counted(service, "/v1/things", "202") == 1
+
+
+def test_direct_routes_are_declared_before_the_app_starts() -> None:
+    @contextlib.asynccontextmanager
+    async def no_lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    async def direct(scope: Scope, receive: Receive, send: Send, general: Any) -> None:
+        await general(scope, receive, send)
+
+    app = create_service_app(service="t", title="t", lifespan=no_lifespan, max_body_bytes=10)
+    serve_directly(app, "POST", "/x", direct)
+    assert app.state.edge.direct == {("POST", "/x"): direct}
+    app.middleware_stack = app.build_middleware_stack()
+    with pytest.raises(RuntimeError):
+        serve_directly(app, "POST", "/y", direct)

@@ -188,12 +188,21 @@ class PostgresUnitOfWork:
 
     async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         histories: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
-        if not stream_ids:
+        wanted = set(stream_ids)
+        if self._group is not None:
+            # A stream the group holds at version 0 has no events: a stream's version is its
+            # last event's, set by the statement that writes the events (the one writer,
+            # _WRITE_SQL), and the group's lock keeps it so; what its callers wrote since is
+            # in ``held_versions`` (undone with a caller rolled back). So a new client's
+            # history, every registration's, costs no round trip (#12).
+            held = self._group.held_versions
+            wanted = {s for s in wanted if held.get(s) != 0}
+        if not wanted:
             return histories
         rows = await self._conn.fetch(
             "SELECT stream_id, envelope FROM es_events WHERE stream_id = ANY($1::text[]) "
             "ORDER BY stream_id, stream_version",
-            list(set(stream_ids)),
+            list(wanted),
         )
         for r in rows:
             histories[r["stream_id"]].append(_recorded(r))

@@ -379,6 +379,24 @@ def _envelope(
     return envelope
 
 
+def at_version(event: RecordedEvent, version: int) -> RecordedEvent:
+    """``event.model_copy(update={"stream_version": version})``, made directly (#12): every
+    accepted event is copied once to take its version, and pydantic's general copy (a
+    ``copy.copy`` per attribute, the update applied field by field) was about 5 % of a
+    batch's busy samples. The same object: the fields as they are (shallow), the version
+    not validated (as ``model_copy`` does not), the fields set with ``stream_version``."""
+    cls = type(event)
+    copied = cls.__new__(cls)
+    object.__setattr__(copied, "__dict__", {**event.__dict__, "stream_version": version})
+    object.__setattr__(
+        copied, "__pydantic_fields_set__", event.__pydantic_fields_set__ | {"stream_version"}
+    )
+    extra, private = event.__pydantic_extra__, event.__pydantic_private__
+    object.__setattr__(copied, "__pydantic_extra__", None if extra is None else dict(extra))
+    object.__setattr__(copied, "__pydantic_private__", None if private is None else dict(private))
+    return copied
+
+
 async def _record(
     ctx: IntakeContext, candidates: list[_Candidate], keys: dict[str, DataKey]
 ) -> dict[int, Outcome]:
@@ -500,7 +518,7 @@ def _decide_one(
             if decision.field
             else None,
         )
-    event = _sealed(decision.model_copy(update={"stream_version": current + 1}), keys)
+    event = _sealed(at_version(decision, current + 1), keys)
     versions[stream_id] = current + 1
     histories[stream_id].append(event)
     writes.append((cand, event))
