@@ -12,12 +12,6 @@ the batch is applied in one transaction
 (their offsets committed) only after that commit. Busy, a batch amortises the
 commit; idle, an event is applied at once, waiting for nothing.
 
-The agent also reads followup's own topic, where its relay publishes what followup's store
-recorded (task creations, staff actions, timers, reads): those copies are acknowledged
-unread, before decoding (:func:`is_own_copy`), because every event followup's store records
-was recorded as applied in the transaction that appended it (ADR-0003; the units of work refuse
-to commit an append that was not, ``PostgresUnitsOfWork.begin``). Reading the topic on keeps
-the group's offsets there moving (the self-check judges the consumer's progress by them).
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection
-from branchline_followup.application.recording import SOURCE
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage
 from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
 from branchline_shared.kafka.topics import Topics
@@ -49,18 +42,6 @@ from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
-_OWN_SOURCE = SOURCE.encode()
-
-
-def is_own_copy(raw: RawMessage) -> bool:
-    """Whether ``raw`` is the relay's copy of an event followup's own store recorded (its
-    ``source`` header, set by the relay): applied where it was recorded, nothing to do (#12:
-    before, each copy was decoded and looked up, a batch of them one round trip, else one
-    more event in a batch's transaction)."""
-    for key, value in raw.headers:
-        if key == "source":
-            return bool(value == _OWN_SOURCE)
-    return False
 
 
 def create_faust_app(
@@ -144,13 +125,10 @@ async def handle_batch(
     projection: Projection,
     jumps: PositionJumps | None = None,
 ) -> None:
-    """Skip followup's own copies (:func:`is_own_copy`), decode the rest (poison → dead
-    letter), apply them as one batch, dead-letter each event that fails on its own with the
-    reason."""
+    """Decode (poison → dead letter), apply the rest as one batch, dead-letter each event that
+    fails on its own with the reason."""
     batch: list[tuple[RawMessage, Delivered]] = []
     for raw in raws:
-        if is_own_copy(raw):
-            continue
         try:
             event = decode_current_event(raw.value)
         except PoisonEvent as exc:
