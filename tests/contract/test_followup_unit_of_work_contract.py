@@ -25,6 +25,7 @@ from branchline_followup.domain.suitability import Holding, Rating
 from branchline_followup.domain.tasks import new_task
 from branchline_followup.domain.timers import timer_id_for
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.kafka.wire import SourcePosition
@@ -551,11 +552,11 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
 
         async def record_then_fail(uow: FollowupUnitOfWork) -> None:
             async with uow.savepoint():
-                await uow.activity.record_console(dropped, "c-40")
+                await uow.activity.record_console(decode(dropped), "c-40")
                 raise Rolledback
 
         async with units.begin() as uow:
-            await uow.activity.record_console(kept, "c-40")
+            await uow.activity.record_console(decode(kept), "c-40")
             with pytest.raises(Rolledback):
                 await record_then_fail(uow)
         records = await client_page_records(units._pool, "c-40")  # type: ignore[attr-defined]
@@ -578,7 +579,9 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
 
         async def record_then_fail(uow: FollowupUnitOfWork) -> None:
             async with uow.savepoint():
-                await uow.activity.record_console(consent("granted", 3, "profiling"), "c-41")
+                await uow.activity.record_console(
+                    decode(consent("granted", 3, "profiling")), "c-41"
+                )
                 raise Rolledback
 
         async with units.begin() as uow:
@@ -587,7 +590,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 consent("withdrawn", 2, "marketing", "service"),
                 consent("granted", 2, "service"),  # the same instant: the later one wins
             ):
-                await uow.activity.record_console(event, "c-41")
+                await uow.activity.record_console(decode(event), "c-41")
             with pytest.raises(Rolledback):
                 await record_then_fail(uow)
         records = await client_page_records(units._pool, "c-41")  # type: ignore[attr-defined]

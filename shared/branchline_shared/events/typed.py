@@ -11,10 +11,8 @@ clear one and stays a sealed string in the model; nothing here unseals.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
@@ -22,9 +20,10 @@ from branchline_shared.events.catalogue import EventPayload, UnknownEventType, p
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
 
-__all__ = ["TypedEvent", "UnreadablePayload", "decode", "payload_as", "payload_of"]
+__all__ = ["Decoded", "TypedEvent", "UnreadablePayload", "decode", "payload_as"]
 
 P = TypeVar("P", bound=EventPayload)
+P_co = TypeVar("P_co", bound=EventPayload, covariant=True)
 
 
 class UnreadablePayload(ValueError):
@@ -41,47 +40,25 @@ class UnreadablePayload(ValueError):
         self.problem = problem
 
 
-@dataclass(frozen=True)
-class TypedEvent(Generic[P]):
+@dataclass(frozen=True, slots=True)
+class TypedEvent(Generic[P_co]):
     """The envelope (at the current schema version) and its typed payload."""
 
     envelope: RecordedEvent
-    payload: P
+    payload: P_co
 
 
-_RECENT = 16
-"""How many decoded events :func:`decode` keeps (the last ones it decoded)."""
-_decoded: OrderedDict[int, tuple[RecordedEvent, dict[str, Any], TypedEvent[EventPayload]]] = (
-    OrderedDict()
-)
-_decoded_lock = threading.Lock()
+Decoded: TypeAlias = TypedEvent[EventPayload]
+"""An event of any type, decoded: what a consumer hands the code that reads its payload."""
 
 
-def decode(event: RecordedEvent) -> TypedEvent[EventPayload]:
+def decode(event: RecordedEvent) -> Decoded:
     """``event`` upcast and its payload parsed by the catalogue (raises UnreadablePayload).
 
-    The same event object is decoded once (#12): a consumer's helpers each ask for the
-    payload of the event being applied (the followup rebuild parsed about 2.2 payloads per
-    event, about a tenth of its Python). The last few results are kept by the event object's
-    identity, holding the object (its id cannot be reused meanwhile) and checked against its
-    ``data`` too (an envelope copied with other data is another object anyway). Envelopes and
-    payloads are frozen, so a result handed out twice cannot be changed by either caller;
-    failures are not kept (they raise again)."""
-    key = id(event)
-    with _decoded_lock:  # callers in worker threads too: the cache stays consistent
-        kept = _decoded.get(key)
-        if kept is not None and kept[0] is event and kept[1] is event.data:
-            _decoded.move_to_end(key)
-            return kept[2]
-    typed = _decode(event)
-    with _decoded_lock:
-        _decoded[key] = (event, event.data, typed)
-        if len(_decoded) > _RECENT:
-            _decoded.popitem(last=False)
-    return typed
-
-
-def _decode(event: RecordedEvent) -> TypedEvent[EventPayload]:
+    A consumer decodes each event once, where it receives it (the followup worker's batch,
+    the rebuild's replay, a re-projection's journal), and hands the result to whatever reads
+    the payload (#12: the followup projection's helpers used to decode the same envelope again,
+    about 2.2 parses per event)."""
     try:
         current = upcast(event)
     except (MissingUpcaster, NewerSchemaVersion) as exc:
@@ -96,18 +73,15 @@ def _decode(event: RecordedEvent) -> TypedEvent[EventPayload]:
     return TypedEvent(current, payload)
 
 
-def payload_of(event: RecordedEvent) -> EventPayload:
-    """The typed payload of ``event`` (upcast first); raises :class:`UnreadablePayload`."""
-    return decode(event).payload
-
-
-def payload_as(event: RecordedEvent, model: type[P]) -> P:
+def payload_as(event: Decoded, model: type[P]) -> P:
     """The payload of ``event`` as ``model``, the catalogue's model of its type; raises
-    :class:`UnreadablePayload` when the payload is unreadable or of another model (a caller
-    asking for the wrong model for the type is a bug, reported the same way)."""
-    payload = payload_of(event)
+    :class:`UnreadablePayload` when it is of another model (a caller asking for the wrong
+    model for the type is a bug, reported the way an unreadable payload is)."""
+    payload = event.payload
     if not isinstance(payload, model):
-        raise UnreadablePayload(event, "", f"is a {type(payload).__name__}, not a {model.__name__}")
+        raise UnreadablePayload(
+            event.envelope, "", f"is a {type(payload).__name__}, not a {model.__name__}"
+        )
     return payload
 
 

@@ -20,6 +20,7 @@ from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
 from branchline_shared.settings import BranchlineSettings
@@ -194,7 +195,7 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
     pool = await open_read_model_pool(alone)
     try:
         for d in batch:
-            await apply_event(PostgresUnitsOfWork(pool), d.event, recording, d.position)
+            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), recording, d.position)
     finally:
         await pool.close()
     async with followup_db(alone) as other:  # read as ``db`` reads (no codecs)
@@ -232,7 +233,7 @@ async def test_a_batch_writes_its_clients_rows_as_events_applied_alone_write_the
     pool = await open_read_model_pool(alone)
     try:
         for d in batch:
-            await apply_event(PostgresUnitsOfWork(pool), d.event, PROJECTION, d.position)
+            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), PROJECTION, d.position)
     finally:
         await pool.close()
     async with followup_db(alone) as other:

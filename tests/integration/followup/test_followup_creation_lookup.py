@@ -25,6 +25,7 @@ from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import CONSUMER
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.test_followup_batches import an_event
@@ -134,8 +135,8 @@ async def test_a_creation_recorded_by_a_concurrent_replica_is_found_not_recorded
     try:
         replica = PostgresUnitsOfWork(other_pool)
         async with replica.begin() as uow:
-            assert await project(uow, registered, FIRST, SourcePosition("intake", 1))
-            assert await project(uow, visit, FIRST, SourcePosition("intake", 3))
+            assert await project(uow, decode(registered), FIRST, SourcePosition("intake", 1))
+            assert await project(uow, decode(visit), FIRST, SourcePosition("intake", 3))
             batch = asyncio.create_task(apply_batch(units, [at(late)], CHANGED, consumer=CONSUMER))
             # the batch waits for the client's lock, which the replica's unit holds
             while not await db.fetchval(

@@ -36,6 +36,7 @@ from branchline_followup.application.timers import run_due_timers
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_shared.clock import SystemClock
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgPool, open_pool
 from branchline_shared.settings import BranchlineSettings
@@ -145,7 +146,7 @@ def _message(source: str, position: int, event: RecordedEvent) -> ReplayedMessag
 
 async def apply_all(ctx: FollowupContext, events: Sequence[Positioned]) -> None:
     for event, position in events:
-        await apply_event(ctx.units, event, ctx.projection, position)
+        await apply_event(ctx.units, decode(event), ctx.projection, position)
 
 
 async def differences_from_rebuild(

@@ -28,6 +28,7 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
 from branchline_followup.application.reprojection import REPROJECTIONS
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 from branchline_shared.kafka.wire import event_headers
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
@@ -129,9 +130,9 @@ async def test_a_failing_event_leaves_no_trace_and_a_repeated_one_is_applied_onc
     failing = h.events[5]  # in the second batch of five
     real_project = rebuild_module.project
 
-    async def project(uow: Any, event: RecordedEvent, *args: Any) -> bool:
+    async def project(uow: Any, event: Decoded, *args: Any) -> bool:
         applied = await real_project(uow, event, *args)  # its writes are made, then undone
-        if event.event_id == failing.event_id:
+        if event.envelope.event_id == failing.event_id:
             raise ValueError("a projection failure (what the live worker dead-letters)")
         return applied
 
@@ -167,9 +168,9 @@ async def test_what_the_rebuild_remembers_is_undone_with_a_failing_event(
     without = [e for e in events if e is not failing]
     real_project = rebuild_module.project
 
-    async def project(uow: Any, event: RecordedEvent, *args: Any) -> bool:
+    async def project(uow: Any, event: Decoded, *args: Any) -> bool:
         applied = await real_project(uow, event, *args)
-        if event.event_id == failing.event_id:
+        if event.envelope.event_id == failing.event_id:
             raise ValueError("a projection failure (what the live worker dead-letters)")
         return applied
 
@@ -253,10 +254,10 @@ async def test_past_its_bounds_the_rebuild_reads_applied_ids_task_clients_and_pl
     real_project = rebuild_module.project
     projected: list[RecordedEvent] = []
 
-    async def project(uow: Any, event: RecordedEvent, *args: Any, **kwargs: Any) -> bool:
+    async def project(uow: Any, event: Decoded, *args: Any, **kwargs: Any) -> bool:
         applied = await real_project(uow, event, *args, **kwargs)
         if applied:
-            projected.append(event)
+            projected.append(event.envelope)
         return applied
 
     monkeypatch.setattr(rebuild_module, "project", project)

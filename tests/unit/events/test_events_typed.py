@@ -1,5 +1,6 @@
-"""Typed events (issue #9): a recorded event is decoded once, upcast first, into the catalogue's
-payload model; a payload that does not fit is refused naming the field, never the value."""
+"""Typed events (issue #9): a recorded event is decoded, upcast first, into the catalogue's
+payload model; a payload that does not fit is refused naming the field, never the value. (A
+consumer decodes each event once where it receives it, #12: the followup batch's test.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import Actor, RecordedEvent
-from branchline_shared.events.typed import UnreadablePayload, decode, payload_as, payload_of
+from branchline_shared.events.typed import UnreadablePayload, decode, payload_as
 
 pytestmark = pytest.mark.unit
 
@@ -38,15 +39,15 @@ def recorded(event_type: str, data: dict[str, Any], *, schema_version: int = 1) 
 
 def test_the_payload_is_the_catalogue_model_of_the_type() -> None:
     event = recorded("product.sold", {"product_id": "P-1", "amount": "1000.50"})
-    payload = payload_as(event, c.ProductSold)
+    payload = payload_as(decode(event), c.ProductSold)
     assert payload.product_id == "P-1"
     assert payload.amount == Decimal("1000.50")
-    assert type(payload_of(event)) is c.ProductSold
+    assert type(decode(event).payload) is c.ProductSold
 
 
 def test_a_family_base_narrows_by_isinstance() -> None:
     event = recorded("complaint.acknowledged", {"complaint_id": "K-1", "owner_id": "rm-2"})
-    payload = payload_as(event, c.ComplaintEvent)
+    payload = payload_as(decode(event), c.ComplaintEvent)
     assert payload.complaint_id == "K-1"
     assert isinstance(payload, c.ComplaintAcknowledged)
     assert payload.owner_id == "rm-2"
@@ -71,7 +72,7 @@ def test_v1_terms_are_read_as_named_terms_and_others() -> None:
         {"product_id": "P-1", "terms": {"rate": "3%", "lock_in": "1 year"}},
         schema_version=1,
     )
-    terms = payload_as(event, c.ProductTermsConfirmed).terms
+    terms = payload_as(decode(event), c.ProductTermsConfirmed).terms
     assert terms.rate == "3%"
     assert terms.other == {"lock_in": "1 year"}
 
@@ -81,13 +82,13 @@ def test_a_sealed_personal_value_stays_sealed_whatever_its_length() -> None:
     event = recorded(
         "consultation.opened", {"consultation_id": "Q-1", "channel": "online", "question": sealed}
     )
-    assert payload_as(event, c.ConsultationOpened).question == sealed
+    assert payload_as(decode(event), c.ConsultationOpened).question == sealed
 
 
 def test_a_missing_field_is_named() -> None:
     event = recorded("visit.closed", {"outcome": "normal"})
     with pytest.raises(UnreadablePayload) as caught:
-        payload_of(event)
+        decode(event)
     assert caught.value.field == "visit_id"
     assert caught.value.event_id == event.event_id
 
@@ -95,53 +96,31 @@ def test_a_missing_field_is_named() -> None:
 def test_the_refusal_never_carries_the_value() -> None:
     event = recorded("complaint.received", {"complaint_id": "K-1", "severity": "secret-x"})
     with pytest.raises(UnreadablePayload) as caught:
-        payload_of(event)
+        decode(event)
     assert caught.value.field == "severity"
     assert "secret-x" not in str(caught.value)
 
 
 def test_an_unknown_type_is_unreadable() -> None:
     with pytest.raises(UnreadablePayload, match="unknown event type"):
-        payload_of(recorded("visit.teleported", {}))
+        decode(recorded("visit.teleported", {}))
 
 
 def test_a_newer_schema_version_is_unreadable() -> None:
     event = recorded("visit.closed", {"visit_id": "V-1", "outcome": "normal"}, schema_version=9)
     with pytest.raises(UnreadablePayload, match="newer"):
-        payload_of(event)
+        decode(event)
 
 
 def test_asking_for_the_wrong_model_is_refused() -> None:
     event = recorded("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
     with pytest.raises(UnreadablePayload, match="not a ProductSold"):
-        payload_as(event, c.ProductSold)
+        payload_as(decode(event), c.ProductSold)
 
 
-def test_one_event_is_parsed_once_and_a_copy_with_other_data_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A consumer's helpers each ask for the payload of the event being applied (#12): the
-    # same envelope object is parsed once; a copy of it with other data is parsed for itself.
-    from branchline_shared.events import typed
-
-    parsed: list[str] = []
-    real = typed.parse_payload
-
-    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
-        parsed.append(event_type)
-        return real(event_type, data, stored=stored)
-
-    monkeypatch.setattr(typed, "parse_payload", counting)
+def test_decoding_is_a_plain_function_each_call_parses() -> None:
+    # #12: no cache behind it (the consumer decodes once and passes the result on)
     event = recorded("product.sold", {"product_id": "P-1", "amount": "1000.50"})
-    first = payload_as(event, c.ProductSold)
-    assert payload_of(event) is first
-    assert decode(event).payload is first
-    assert len(parsed) == 1
-
-    other = event.model_copy(update={"data": {"product_id": "P-2", "amount": "7"}})
-    assert payload_as(other, c.ProductSold).product_id == "P-2"
-    assert payload_as(event, c.ProductSold).product_id == "P-1"
-    assert len(parsed) == 2
-
-    with pytest.raises(UnreadablePayload):  # a failure is not kept: it raises every time
-        payload_of(recorded("product.sold", {"amount": "x"}))
+    first, second = decode(event), decode(event)
+    assert first == second
+    assert first.payload is not second.payload

@@ -21,6 +21,7 @@ from branchline_followup.domain import (
     decide,
 )
 from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
+from branchline_shared.events.typed import decode
 
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 """A controlled clock: Monday 23 November 2026, 09:00 UTC."""
@@ -99,7 +100,7 @@ class TaskBook:
         open_tasks = [
             t for t in self.tasks.values() if t.is_open and t.client_id == event.client_id
         ]
-        commands = decide(event, self.client, open_tasks, self.policy)
+        commands = decide(decode(event), self.client, open_tasks, self.policy)
         self.tasks = apply_commands(self.tasks, commands)
         return commands
 

@@ -15,6 +15,7 @@ from branchline_followup.domain import FollowupPolicy, TaskKind
 from branchline_followup.domain.conflicts import gift_escalation
 from branchline_followup.domain.quality import TrainingRecord, training_shortfalls
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import decode
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +46,7 @@ def gift(value: str, *, accepted: bool, staff_id: str = "rm-7") -> RecordedEvent
 def test_d16_an_accepted_gift_escalates_to_the_supervisor() -> None:
     event = gift("200", accepted=True)
 
-    (command,) = gift_escalation(event, a_client(), POLICY)
+    (command,) = gift_escalation(decode(event), a_client(), POLICY)
 
     task = command.task
     assert task.kind is TaskKind.GIFT_ESCALATION
@@ -73,13 +74,15 @@ def test_d16_only_an_accepted_gift_above_the_threshold_escalates(
 ) -> None:
     policy = replace(POLICY, gift_accept_threshold=Decimal(threshold))
 
-    made = gift_escalation(gift(value, accepted=accepted), a_client(), policy)
+    made = gift_escalation(decode(gift(value, accepted=accepted)), a_client(), policy)
 
     assert bool(made) is escalates
 
 
 def test_d16_a_supervisors_own_gift_goes_to_the_default_supervisor() -> None:
-    (command,) = gift_escalation(gift("50", accepted=True, staff_id="sup-1"), a_client(), POLICY)
+    (command,) = gift_escalation(
+        decode(gift("50", accepted=True, staff_id="sup-1")), a_client(), POLICY
+    )
 
     assert command.task.assignee == POLICY.default_supervisor_id
 

@@ -14,7 +14,6 @@ from branchline_followup.domain import (
     ClientContext,
     ComplaintClocks,
     FollowupPolicy,
-    InvalidEventData,
     ProfileName,
     TaskKind,
     TaskRule,
@@ -23,6 +22,7 @@ from branchline_followup.domain import (
     statistics_quarter,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import UnreadablePayload, decode
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +47,7 @@ def due_by_kind(
     event: RecordedEvent | None = None,
     client: ClientContext | None = None,
 ) -> dict[TaskKind, datetime]:
-    tasks = created(decide(event or received(), client or a_client(), [], policy))
+    tasks = created(decide(decode(event or received()), client or a_client(), [], policy))
     assert all(t.rule is TaskRule.COMPLAINT for t in tasks)
     return {t.kind: t.due_at for t in tasks}
 
@@ -78,7 +78,7 @@ def test_d07_default_major_complaint_is_also_handled_within_48h(severity: str) -
 
 
 def test_d07_tasks_store_their_profile_and_go_to_the_rm() -> None:
-    tasks = created(decide(received("urgent"), a_client(), [], FollowupPolicy()))
+    tasks = created(decide(decode(received("urgent")), a_client(), [], FollowupPolicy()))
     assert {t.deadline_profile for t in tasks} == {"default"}
     assert {t.assignee for t in tasks} == {RM_ID}
     assert {t.subject for t in tasks} == {"complaint:K-1"}
@@ -86,14 +86,16 @@ def test_d07_tasks_store_their_profile_and_go_to_the_rm() -> None:
 
 def test_d07_personal_data_complaint_goes_to_the_rms_supervisor() -> None:
     policy = FollowupPolicy(supervisors=MappingProxyType({RM_ID: "sup-3"}))
-    tasks = created(decide(received("urgent", topic="personal_data"), a_client(), [], policy))
+    tasks = created(
+        decide(decode(received("urgent", topic="personal_data")), a_client(), [], policy)
+    )
     assert {t.assignee for t in tasks} == {"sup-3"}
 
 
 def test_d07_personal_data_complaint_without_rm_goes_to_the_default_supervisor() -> None:
     policy = FollowupPolicy(default_supervisor_id="duty-supervisor")
     event = received(topic="personal_data")
-    tasks = created(decide(event, a_client(rm_id=None), [], policy))
+    tasks = created(decide(decode(event), a_client(rm_id=None), [], policy))
     assert {t.assignee for t in tasks} == {"duty-supervisor"}
 
 
@@ -164,13 +166,15 @@ def test_d07_closing_a_complaint_completes_all_its_open_tasks_only() -> None:
 
 
 def test_d07_unknown_severity_is_invalid_data() -> None:
-    with pytest.raises(InvalidEventData, match="severity"):
-        decide(received("catastrophic"), a_client(), [], FollowupPolicy())
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="severity"):
+        decode(received("catastrophic"))
 
 
 def test_d07_complex_flag_must_be_boolean() -> None:
-    with pytest.raises(InvalidEventData, match="complex"):
-        decide(received(complex="yes"), a_client(), [], FollowupPolicy())
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="complex"):
+        decode(received(complex="yes"))
 
 
 # cn_regulator
@@ -318,5 +322,6 @@ def test_d07_policy_refuses_unknown_profiles_and_zones() -> None:
 def test_d07_complex_null_is_invalid_data() -> None:
     # the catalogue's ``complex`` is a strict boolean (default false): a stored event never
     # holds null, so one that does is refused, not read as "not complex" (issue #9)
-    with pytest.raises(InvalidEventData, match="complex"):
-        decide(received(complex=None), a_client(), [], FollowupPolicy())
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="complex"):
+        decode(received(complex=None))

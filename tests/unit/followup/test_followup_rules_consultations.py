@@ -9,13 +9,13 @@ from followup_factories import MONDAY_9, TaskBook, a_client, an_event, created, 
 
 from branchline_followup.domain import (
     FollowupPolicy,
-    InvalidEventData,
     TaskKind,
     TaskRule,
     TaskStatus,
     decide,
 )
 from branchline_shared.events.envelope import Channel, RecordedEvent
+from branchline_shared.events.typed import UnreadablePayload, decode
 
 pytestmark = pytest.mark.unit
 
@@ -38,7 +38,7 @@ def answered(at: datetime, promised_by: str | None = None) -> RecordedEvent:
 
 @pytest.mark.parametrize("channel", ["online", "app"])
 def test_d06_online_consultation_is_due_in_30_seconds(channel: str) -> None:
-    task = only_created(decide(opened(channel), a_client(), [], FollowupPolicy()))
+    task = only_created(decide(decode(opened(channel)), a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.CONSULTATION_RESPONSE
     assert task.rule is TaskRule.CONSULTATION
     assert task.due_at == MONDAY_9 + timedelta(seconds=30)
@@ -47,22 +47,22 @@ def test_d06_online_consultation_is_due_in_30_seconds(channel: str) -> None:
 
 @pytest.mark.parametrize("channel", ["walk_in", "phone", "appointment"])
 def test_d06_offline_consultation_is_due_as_soon_as_possible_one_day(channel: str) -> None:
-    task = only_created(decide(opened(channel), a_client(), [], FollowupPolicy()))
+    task = only_created(decide(decode(opened(channel)), a_client(), [], FollowupPolicy()))
     assert task.due_at == MONDAY_9 + timedelta(days=1)
 
 
 def test_d06_offline_delay_is_configurable() -> None:
     policy = FollowupPolicy(offline_consultation_response=timedelta(hours=1))
-    task = only_created(decide(opened("phone"), a_client(), [], policy))
+    task = only_created(decide(decode(opened("phone")), a_client(), [], policy))
     assert task.due_at == MONDAY_9 + timedelta(hours=1)
 
 
 def test_d06_a_consultation_without_its_channel_is_invalid_data() -> None:
     # the catalogue requires ``data.channel``: the envelope's is not a fallback (issue #9)
     event = opened(None, envelope_channel=Channel.APP)
-    with pytest.raises(InvalidEventData, match="channel") as caught:
-        decide(event, a_client(), [], FollowupPolicy())
-    assert caught.value.rule is TaskRule.CONSULTATION
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="channel"):
+        decode(event)
 
 
 def test_d06_answer_completes_the_response() -> None:
@@ -127,6 +127,6 @@ def test_d06_redelivered_promise_does_not_complete_itself() -> None:
 
 def test_d06_promised_by_without_offset_is_invalid_data() -> None:
     event = answered(MONDAY_9, promised_by="2026-11-24T09:00:00")
-    with pytest.raises(InvalidEventData, match="promised_by") as caught:
-        decide(event, a_client(), [], FollowupPolicy())
-    assert caught.value.rule is TaskRule.CONSULTATION
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="promised_by"):
+        decode(event)

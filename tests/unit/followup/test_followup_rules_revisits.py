@@ -20,6 +20,7 @@ from branchline_followup.domain import (
     on_stage_changed,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import decode
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +36,7 @@ def completed(task: FollowupTask, at: datetime, **data: object) -> RecordedEvent
 
 
 def test_d08_registration_plans_the_first_revisit_14_days_later_for_the_rm() -> None:
-    task = only_created(decide(registered(), a_client(rm_id=None), [], FollowupPolicy()))
+    task = only_created(decide(decode(registered()), a_client(rm_id=None), [], FollowupPolicy()))
     assert task.kind is TaskKind.REVISIT
     assert task.rule is TaskRule.REVISIT
     assert task.due_at == MONDAY_9 + timedelta(days=14)

@@ -17,13 +17,13 @@ from followup_factories import (
 
 from branchline_followup.domain import (
     FollowupPolicy,
-    InvalidEventData,
     TaskKind,
     TaskRule,
     TaskStatus,
     decide,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import UnreadablePayload, decode
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +40,7 @@ def closed_visit(
 @pytest.mark.parametrize("outcome", ["normal", "left_early", "referred"])
 def test_d01b_visit_closed_makes_a_survey_due_in_3_days(outcome: str) -> None:
     event = closed_visit(outcome=outcome)
-    task = only_created(decide(event, a_client(), [], FollowupPolicy()))
+    task = only_created(decide(decode(event), a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.SATISFACTION_SURVEY
     assert task.rule is TaskRule.SATISFACTION_SURVEY
     assert task.due_at == MONDAY_9 + timedelta(days=3)
@@ -55,12 +55,12 @@ def test_d01b_visit_closed_makes_a_survey_due_in_3_days(outcome: str) -> None:
 
 def test_d01b_survey_window_is_configurable() -> None:
     policy = FollowupPolicy(survey_within=timedelta(days=1))
-    task = only_created(decide(closed_visit(), a_client(), [], policy))
+    task = only_created(decide(decode(closed_visit()), a_client(), [], policy))
     assert task.due_at == MONDAY_9 + timedelta(days=1)
 
 
 def test_d01b_client_without_rm_gets_the_unassigned_queue() -> None:
-    task = only_created(decide(closed_visit(), a_client(rm_id=None), [], FollowupPolicy()))
+    task = only_created(decide(decode(closed_visit()), a_client(rm_id=None), [], FollowupPolicy()))
     assert task.assignee == "unassigned"
 
 
@@ -103,15 +103,16 @@ def test_d01b_survey_of_another_client_is_not_touched() -> None:
         "feedback.survey_answered", {"visit_id": "V-1", "scores": SCORES}, client_id="C-other"
     )
     assert (
-        decide(other, a_client(client_id="C-other"), list(book.tasks.values()), book.policy) == ()
+        decide(decode(other), a_client(client_id="C-other"), list(book.tasks.values()), book.policy)
+        == ()
     )
 
 
 def test_d01b_visit_closed_without_visit_id_is_invalid_data() -> None:
     event = an_event("visit.closed", {"outcome": "normal"})
-    with pytest.raises(InvalidEventData, match="visit_id") as caught:
-        decide(event, a_client(), [], FollowupPolicy())
-    assert caught.value.rule is TaskRule.SATISFACTION_SURVEY
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="visit_id") as caught:
+        decode(event)
     assert caught.value.field == "visit_id"
 
 
@@ -130,7 +131,7 @@ def booked(
 
 
 def test_d02_booking_makes_preparation_due_one_hour_before_the_slot_for_the_staff() -> None:
-    task = only_created(decide(booked(), a_client(), [], FollowupPolicy()))
+    task = only_created(decide(decode(booked()), a_client(), [], FollowupPolicy()))
     assert task.kind is TaskKind.APPOINTMENT_PREPARATION
     assert task.rule is TaskRule.APPOINTMENT
     assert task.due_at == datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # 14:00+08 - 1 h
@@ -140,7 +141,7 @@ def test_d02_booking_makes_preparation_due_one_hour_before_the_slot_for_the_staf
 
 def test_d02_preparation_lead_is_configurable() -> None:
     policy = FollowupPolicy(appointment_preparation_lead=timedelta(hours=24))
-    task = only_created(decide(booked(), a_client(), [], policy))
+    task = only_created(decide(decode(booked()), a_client(), [], policy))
     assert task.due_at == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 
 
@@ -175,6 +176,6 @@ def test_d02_confirmation_changes_nothing() -> None:
 
 @pytest.mark.parametrize("slot_start", ["2026-11-25T14:00:00", "tomorrow", None])
 def test_d02_slot_start_must_be_a_time_with_an_offset(slot_start: str | None) -> None:
-    with pytest.raises(InvalidEventData, match="slot_start") as caught:
-        decide(booked(slot_start=slot_start), a_client(), [], FollowupPolicy())
-    assert caught.value.rule is TaskRule.APPOINTMENT
+    # refused where the event is received, decoded once (#12), before any rule reads it
+    with pytest.raises(UnreadablePayload, match="slot_start"):
+        decode(booked(slot_start=slot_start))

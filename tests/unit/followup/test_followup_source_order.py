@@ -21,6 +21,7 @@ from branchline_followup.domain.source_order import (
     recorded_ms,
 )
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.kafka.wire import SourcePosition
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
@@ -93,7 +94,7 @@ async def applied(order: list[tuple[RecordedEvent, SourcePosition]]) -> MemoryUn
     units = MemoryUnitsOfWork()
     projection = Projection(FollowupPolicy(), task_creations_topic="followup.events")
     for event, position in order:
-        assert await apply_event(units, event, projection, position)
+        assert await apply_event(units, decode(event), projection, position)
     return units
 
 
@@ -106,10 +107,10 @@ async def rebuilt(
     fresh.state.events = dict(live.state.events)
     projection = Projection(FollowupPolicy())
     for event, position in events:
-        await apply_event(fresh, event, projection, position)
+        await apply_event(fresh, decode(event), projection, position)
     for stored in live.state.events.values():
         position = SourcePosition("followup", stored.position.global_position)
-        await apply_event(fresh, stored.event, projection, position)
+        await apply_event(fresh, decode(stored.event), projection, position)
     return fresh
 
 

@@ -30,6 +30,7 @@ from branchline_followup.domain import (
 )
 from branchline_followup.domain.opening import earlier, later, reschedule
 from branchline_followup.domain.tasks import REMEMBERED_IDS, new_task
+from branchline_shared.events.typed import decode
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +90,7 @@ def test_d07_one_event_never_makes_two_tasks_with_one_id() -> None:
     event = an_event(
         "complaint.received", {"complaint_id": "K-1", "severity": "urgent", "summary": "x"}
     )
-    tasks = created(decide(event, a_client(), [], FollowupPolicy()))
+    tasks = created(decide(decode(event), a_client(), [], FollowupPolicy()))
     assert len(tasks) == 2
     assert len({t.id for t in tasks}) == len(tasks)
 
@@ -205,17 +206,17 @@ def test_reassign_and_reschedule() -> None:
 def test_decide_refuses_a_client_context_of_another_client() -> None:
     event = an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
     with pytest.raises(ValueError, match="not the event's client"):
-        decide(event, a_client(client_id="C-other"), [], FollowupPolicy())
+        decide(decode(event), a_client(client_id="C-other"), [], FollowupPolicy())
 
 
 def test_events_no_rule_cares_about_give_no_commands() -> None:
     event = an_event("visit.arrived", {"visit_id": "V-1"})
-    assert decide(event, a_client(), [], FollowupPolicy()) == ()
+    assert decide(decode(event), a_client(), [], FollowupPolicy()) == ()
 
 
 def test_commands_serialise_to_json() -> None:
     event = an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
-    (command,) = decide(event, a_client(), [], FollowupPolicy())
+    (command,) = decide(decode(event), a_client(), [], FollowupPolicy())
     dumped = command.model_dump(mode="json")
     assert dumped["command"] == "create"
     assert dumped["task"]["rule"] == "D-01b"

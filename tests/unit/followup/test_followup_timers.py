@@ -20,6 +20,7 @@ from branchline_followup.domain import (
     on_timer_fired,
     timers_for,
 )
+from branchline_shared.events.typed import decode
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +29,7 @@ POLICY = FollowupPolicy(supervisors=MappingProxyType({RM_ID: "sup-3"}))
 
 def survey_task() -> FollowupTask:
     event = an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
-    return only_created(decide(event, a_client(), [], POLICY))
+    return only_created(decide(decode(event), a_client(), [], POLICY))
 
 
 def test_d08_open_task_has_an_overdue_and_an_escalation_timer() -> None:

@@ -27,10 +27,18 @@ from branchline_followup.application.task_creations import (
     task_created_event_id,
 )
 from branchline_followup.application.timers import run_due_timers
-from branchline_followup.domain import FollowupPolicy, FollowupTask, TaskKind, TaskStatus
+from branchline_followup.domain import (
+    FollowupPolicy,
+    FollowupTask,
+    InvalidEventData,
+    TaskKind,
+    TaskStatus,
+)
 from branchline_followup.entrypoints.worker import handle_batch
 from branchline_shared.clock import FixedClock
+from branchline_shared.events import typed
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
+from branchline_shared.events.typed import UnreadablePayload, decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, event_headers
 
@@ -85,6 +93,12 @@ def closed_visit(visit_id: str = "V-1") -> RecordedEvent:
     return an_event("visit.closed", {"visit_id": visit_id, "outcome": "normal"})
 
 
+def refused_by_the_rules() -> RecordedEvent:
+    """A completion whose payload is readable but whose task id is no UUID: the rules refuse
+    it (InvalidEventData), in the middle of the projection."""
+    return an_event("followup.completed", {"task_id": "not-a-uuid", "outcome": "other"})
+
+
 async def the_survey(units: MemoryUnitsOfWork) -> FollowupTask:
     surveys = [t for t in units.state.tasks.values() if t.kind is TaskKind.SATISFACTION_SURVEY]
     assert len(surveys) == 1, surveys
@@ -93,7 +107,7 @@ async def the_survey(units: MemoryUnitsOfWork) -> FollowupTask:
 
 async def project_visit(units: MemoryUnitsOfWork, projection: Projection) -> FollowupTask:
     for event in (registered(), closed_visit()):
-        assert await apply_event(units, event, projection, SourcePosition("intake", 1))
+        assert await apply_event(units, decode(event), projection, SourcePosition("intake", 1))
     return await the_survey(units)
 
 
@@ -125,21 +139,23 @@ async def test_a_redelivered_event_changes_nothing(
     units: MemoryUnitsOfWork, projection: Projection
 ) -> None:
     visit = closed_visit()
-    await apply_event(units, registered(), projection)
-    assert await apply_event(units, visit, projection)
+    await apply_event(units, decode(registered()), projection)
+    assert await apply_event(units, decode(visit), projection)
     before = (dict(units.state.tasks), dict(units.state.events), list(units.state.activity))
-    assert not await apply_event(units, visit, projection)
+    assert not await apply_event(units, decode(visit), projection)
     assert (dict(units.state.tasks), dict(units.state.events), list(units.state.activity)) == before
 
 
 async def test_a_failing_event_leaves_no_trace(
     units: MemoryUnitsOfWork, projection: Projection
 ) -> None:
-    await apply_event(units, registered(), projection)
-    broken = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    await apply_event(units, decode(registered()), projection)
+    # readable, but the rules refuse it (after the unit marked it applied and wrote its
+    # timeline row): whatever the rules raise, it rolls back
+    broken = refused_by_the_rules()
     before = (dict(units.state.applied), dict(units.state.tasks), list(units.state.activity))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the rules raise, it rolls back
-        await apply_event(units, broken, projection)
+    with pytest.raises(InvalidEventData, match="task_id"):
+        await apply_event(units, decode(broken), projection)
     assert (dict(units.state.applied), dict(units.state.tasks), list(units.state.activity)) == (
         before
     )
@@ -210,7 +226,7 @@ async def test_a_timer_that_cannot_fire_is_dead_lettered_alone(
     units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await project_visit(units, projection)
-    await apply_event(units, closed_visit("V-2"), projection)
+    await apply_event(units, decode(closed_visit("V-2")), projection)
     (second,) = [
         t
         for t in units.state.tasks.values()
@@ -262,7 +278,7 @@ async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_a
         False,
     )
     assert wakes.count == 1  # one unit for the whole batch
-    poison = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    poison = refused_by_the_rules()
     other = registered("C-20002")
     second = await apply_batch(
         units, [Delivered(poison), Delivered(other)], projection, consumer="test"
@@ -272,6 +288,43 @@ async def test_a_batch_is_one_unit_a_repeat_changes_nothing_and_a_poison_fails_a
     assert second.applied == 1
     assert poison.event_id not in units.state.applied
     assert other.event_id in units.state.applied
+    # one whose payload cannot be read fails alone where the batch decodes it, before any
+    # unit: the others are applied together, and the reason names the field (D-04)
+    unreadable = an_event("visit.closed", {"outcome": "normal"})  # no visit id
+    last = registered("C-20003")
+    third = await apply_batch(
+        units, [Delivered(unreadable), Delivered(last)], projection, consumer="test"
+    )
+    assert not third.one_by_one
+    assert [(index, type(why)) for index, why in third.failed] == [(0, UnreadablePayload)]
+    assert "data.visit_id" in str(third.failed[0][1])
+    assert (third.applied, unreadable.event_id in units.state.applied) == (1, False)
+    assert last.event_id in units.state.applied
+
+
+async def test_a_batch_decodes_each_event_once(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # #12: the batch decodes each event where it receives it and hands the typed payload to
+    # every helper (facts, rules, quality rows, suitability, service loop); they used to
+    # decode it again each (a sale was parsed four times, a closed visit three times).
+    parsed: list[str] = []
+    real = typed.parse_payload
+
+    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
+        parsed.append(event_type)
+        return real(event_type, data, stored=stored)
+
+    monkeypatch.setattr(typed, "parse_payload", counting)
+    events = [
+        registered(),
+        closed_visit(),
+        an_event("product.sold", {"product_id": "P-1", "amount": "1000.50"}),
+        an_event("client.risk_assessed", {"level": "C3"}),
+    ]
+    outcome = await apply_batch(units, [Delivered(e) for e in events], projection, consumer="t")
+    assert (outcome.applied, outcome.failed) == (len(events), [])
+    assert sorted(parsed) == sorted(e.type for e in events)
 
 
 class CountedUnits:
@@ -353,7 +406,7 @@ async def test_creations_pending_in_a_unit_count_as_recorded_until_recorded_at_i
     pending = PendingCreations()
     async with units.begin() as uow:
         for event in (registered(), visit):
-            assert await project(uow, event, projection, creations=pending)
+            assert await project(uow, decode(event), projection, creations=pending)
         survey = await the_survey(units)
         assert not units.state.events  # nothing appended yet
         assert task_created_event_id(survey.id) in pending.events

@@ -15,7 +15,7 @@ from branchline_shared.events.catalogue import (
     EventType,
 )
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_of
+from branchline_shared.events.typed import Decoded
 from branchline_shared.postgres.pool import PgConnection, PgPool
 from branchline_shared.postgres.row_guard import decode_row, readable, select_list
 
@@ -62,12 +62,13 @@ ConsoleRow = tuple[str, tuple[Any, ...]]
 first)."""
 
 
-def console_rows(event: RecordedEvent, client_id: str) -> list[ConsoleRow]:
-    """What ``event`` writes of the client page besides its timeline row, in order: a consent
+def console_rows(typed: Decoded, client_id: str) -> list[ConsoleRow]:
+    """What the event writes of the client page besides its timeline row, in order: a consent
     row per purpose, or the latest assessment (each upsert keeps the later instant)."""
+    event = typed.envelope
     if event.type not in _READ_HERE:
         return []
-    payload = payload_of(event)
+    payload = typed.payload
     if isinstance(payload, ClientConsentGranted | ClientConsentWithdrawn):
         granted = isinstance(payload, ClientConsentGranted)
         expires = payload.expires_at if isinstance(payload, ClientConsentGranted) else None
@@ -106,14 +107,14 @@ async def write_console_rows(conn: PgConnection, rows: list[ConsoleRow]) -> None
 
 
 async def apply_for_console(
-    conn: PgConnection, event: RecordedEvent, client_id: str, *, timeline: bool = True
+    conn: PgConnection, typed: Decoded, client_id: str, *, timeline: bool = True
 ) -> None:
     """Within the projector's transaction, after the event was marked applied; ``client_id``
     is the event's (events of other subjects have no client page). ``timeline=False``: the
     caller writes the timeline row itself (a rebuild, in bulk per batch)."""
     if timeline:
-        await conn.execute(TIMELINE_INSERT, *timeline_row(event, client_id))
-    for sql, args in console_rows(event, client_id):
+        await conn.execute(TIMELINE_INSERT, *timeline_row(typed.envelope, client_id))
+    for sql, args in console_rows(typed, client_id):
         await conn.execute(sql, *args)
 
 

@@ -8,21 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from branchline_shared.events.catalogue import EventType, RuleViolationRefused, parse_payload
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.catalogue import EventType, RuleViolationRefused
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_LIMIT = 200
 
 
-async def record_refusal(conn: PgConnection, event: RecordedEvent) -> None:
+async def record_refusal(conn: PgConnection, typed: Decoded) -> None:
     """Within the projector's transaction, after the event was marked applied. The rule's
     ``detail`` is not kept: it may quote what was sent; the title is the rule's own text."""
+    event = typed.envelope
     if event.type != REFUSED:
         return
-    payload = parse_payload(event.type, event.data, stored=True)
-    assert isinstance(payload, RuleViolationRefused)
+    payload = payload_as(typed, RuleViolationRefused)
     refused = payload.refused_event
     await conn.execute(
         "INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, branch_id, "

@@ -30,7 +30,7 @@ from branchline_followup.domain.source_order import SourcePlace, arrives_late, r
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
@@ -256,22 +256,22 @@ class _Holdings(_Part):
 
 
 class _Activity(_Part):
-    def _add(self, what: str, event: RecordedEvent, **values: Any) -> None:
-        self.s.activity.append((what, event.event_id, values))
+    def _add(self, what: str, event: Decoded, **values: Any) -> None:
+        self.s.activity.append((what, event.envelope.event_id, values))
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        self._add("console", event, client_id=client_id, type=event.type)
+    async def record_console(self, event: Decoded, client_id: str) -> None:
+        self._add("console", event, client_id=client_id, type=event.envelope.type)
 
-    async def record_refusal(self, event: RecordedEvent) -> None:
-        if event.type == EventType.RULE_VIOLATION_REFUSED:
+    async def record_refusal(self, event: Decoded) -> None:
+        if event.envelope.type == EventType.RULE_VIOLATION_REFUSED:
             self._add("refusal", event, rule=payload_as(event, RuleViolationRefused).rule)
 
-    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
         self._add("visit", event, rm_id=rm_id, **columns)
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
@@ -279,25 +279,23 @@ class _Activity(_Part):
         self._add("survey", event, rm_id=rm_id, visit_id=visit_id, scores=scores)
 
     async def record_complaint_received(
-        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None:
         self._add("complaint", event, rm_id=rm_id, severity=severity, topic=topic)
 
-    async def record_complaint_step(
-        self, event: RecordedEvent, status: str, **columns: Any
-    ) -> None:
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
         self._add("complaint_step", event, status=status, **columns)
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
-        self._add("service_loop", event, rm_id=rm_id, type=event.type)
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        self._add("service_loop", event, rm_id=rm_id, type=event.envelope.type)
 
     async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
         self.s.staff[staff_id] = branch_id or self.s.staff.get(staff_id)
 
     async def record_training(
-        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
     ) -> None:
-        self.s.training.setdefault(event.event_id, (staff_id, hours, completed_at))
+        self.s.training.setdefault(event.envelope.event_id, (staff_id, hours, completed_at))
 
 
 class _Privacy(_Part):

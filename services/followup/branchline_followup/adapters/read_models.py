@@ -18,7 +18,7 @@ from branchline_followup.domain.records import ClientFacts as ClientFacts
 from branchline_followup.domain.records import DueTimer as DueTimer
 from branchline_shared.events.catalogue import ComplaintEvent, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -450,11 +450,12 @@ async def dead_timers(conn: PgConnection) -> list[tuple[uuid.UUID, str]]:
 
 async def record_visit(
     conn: PgConnection,
-    event: RecordedEvent,
+    typed: Decoded,
     rm_id: str | None,
     **columns: Any,
 ) -> None:
-    """Upsert the visit of ``event`` (``data.visit_id``) with ``columns`` set."""
+    """Upsert the visit of the event (``data.visit_id``) with ``columns`` set."""
+    event = typed.envelope
     names = list(columns)
     values = [columns[n] for n in names]
     assignments = ", ".join(f"{n} = EXCLUDED.{n}" for n in names)
@@ -468,7 +469,7 @@ async def record_visit(
         f"rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id)"
         + (f", {assignments}" if assignments else ""),
         event.client_id,
-        payload_as(event, VisitEvent).visit_id,
+        payload_as(typed, VisitEvent).visit_id,
         event.branch_id,
         rm_id,
         *values,
@@ -477,11 +478,12 @@ async def record_visit(
 
 async def record_survey(
     conn: PgConnection,
-    event: RecordedEvent,
+    typed: Decoded,
     rm_id: str | None,
     visit_id: str | None,
     scores: dict[str, float],
 ) -> None:
+    event = typed.envelope
     await conn.execute(
         """
         INSERT INTO fu_surveys (event_id, client_id, branch_id, rm_id, visit_id, answered_at,
@@ -506,11 +508,12 @@ async def record_survey(
 
 async def record_complaint_received(
     conn: PgConnection,
-    event: RecordedEvent,
+    typed: Decoded,
     rm_id: str | None,
     severity: str,
     topic: str | None,
 ) -> None:
+    event = typed.envelope
     await conn.execute(
         """
         INSERT INTO fu_complaints (client_id, complaint_id, branch_id, rm_id, severity, topic,
@@ -520,7 +523,7 @@ async def record_complaint_received(
            SET severity = EXCLUDED.severity, topic = EXCLUDED.topic
         """,
         event.client_id,
-        payload_as(event, ComplaintEvent).complaint_id,
+        payload_as(typed, ComplaintEvent).complaint_id,
         event.branch_id,
         rm_id,
         severity,
@@ -535,7 +538,7 @@ _COMPLAINT_STEP_COLUMNS = frozenset(
 
 
 async def record_complaint_step(
-    conn: PgConnection, event: RecordedEvent, status: str, **columns: Any
+    conn: PgConnection, typed: Decoded, status: str, **columns: Any
 ) -> None:
     names = list(columns)
     if not set(names) <= _COMPLAINT_STEP_COLUMNS:
@@ -546,8 +549,8 @@ async def record_complaint_step(
     await conn.execute(
         f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values
         "WHERE client_id = $1 AND complaint_id = $2",
-        event.client_id,
-        payload_as(event, ComplaintEvent).complaint_id,
+        typed.envelope.client_id,
+        payload_as(typed, ComplaintEvent).complaint_id,
         status,
         *[columns[n] for n in names],
     )

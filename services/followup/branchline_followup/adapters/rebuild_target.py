@@ -36,7 +36,7 @@ from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_shared.events.catalogue import EventType, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 
@@ -550,30 +550,30 @@ class _RebuildActivity(_Activity):
         super().__init__(conn)
         self._bulk = bulk
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
-        self._bulk.timeline(event, client_id)
+    async def record_console(self, event: Decoded, client_id: str) -> None:
+        self._bulk.timeline(event.envelope, client_id)
         # each upsert keeps the later instant; rows of one statement stay in order
         self._bulk.defer(console_rows(event, client_id))
 
-    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
         self._bulk.defer([(_VISIT_UPSERT, _visit_row(event, rm_id, columns))])
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
     ) -> None:
         await read_models.record_survey(self._bulk.task_writes, event, rm_id, visit_id, scores)
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
-        if event.type in _BUSINESS_TYPES:  # an insert of its own row (event id): deferred
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        if event.envelope.type in _BUSINESS_TYPES:  # an insert of its own row (event id): deferred
             await record_service_loop_facts(self._bulk.task_writes, event, rm_id)
             return
-        if event.type in _CLOSURE_TYPES and event.client_id is not None:
+        if event.envelope.type in _CLOSURE_TYPES and event.envelope.client_id is not None:
             # it updates the client's row in place: the row must hold what is remembered
-            await self._bulk.write_facts(self._conn, [event.client_id])
+            await self._bulk.write_facts(self._conn, [event.envelope.client_id])
         await super().record_service_loop_facts(event, rm_id)
 
 
@@ -597,14 +597,14 @@ visits' order kept): the columns it sets are named in the last parameter, the ot
 what the row holds (a new row: NULL, the columns' default)."""
 
 
-def _visit_row(event: RecordedEvent, rm_id: str | None, columns: dict[str, Any]) -> tuple[Any, ...]:
+def _visit_row(event: Decoded, rm_id: str | None, columns: dict[str, Any]) -> tuple[Any, ...]:
     unknown = columns.keys() - set(_VISIT_COLUMNS)
     if unknown:
         raise ValueError(f"not a visit column: {sorted(unknown)}")
     return (
-        event.client_id,
+        event.envelope.client_id,
         payload_as(event, VisitEvent).visit_id,
-        event.branch_id,
+        event.envelope.branch_id,
         rm_id,
         *(columns.get(c) for c in _VISIT_COLUMNS),
         list(columns),

@@ -7,8 +7,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_of
+from branchline_shared.events.typed import Decoded
 from branchline_shared.events.vocabulary import RootCause
 from branchline_shared.postgres.pool import PgConnection
 
@@ -17,15 +16,14 @@ def _code(value: StrEnum | None) -> str | None:
     return None if value is None else value.value
 
 
-async def record_service_loop_facts(
-    conn: PgConnection, event: RecordedEvent, rm_id: str | None
-) -> None:
-    """The facts ``event`` adds to the service-loop tables (nothing for other types). Only
+async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: str | None) -> None:
+    """The facts the event adds to the service-loop tables (nothing for other types). Only
     closed codes and ids are stored: the sealed free texts stay in the events."""
+    event = typed.envelope
     if event.type not in _RECORDED:
         return
     at = event.occurred_at
-    match payload_of(event):
+    match typed.payload:
         case c.ComplaintReceived() as p:
             await conn.execute(
                 "UPDATE fu_complaints SET problem = $3, product_id = $4, product_category = $5, "
@@ -142,4 +140,4 @@ _RECORDED = frozenset(
         _T.CLIENT_ACCOUNT_REOPENED,
     }
 )
-"""The types this module records facts of (only these are decoded here)."""
+"""The types this module records facts of."""

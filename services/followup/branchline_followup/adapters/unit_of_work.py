@@ -47,6 +47,7 @@ from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacySta
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -419,11 +420,11 @@ class _Activity:
         together too (#12: one statement per consent purpose was most of what a benchmark
         registration's consent sent; nothing reads them while events are applied)."""
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None:
+    async def record_console(self, event: Decoded, client_id: str) -> None:
         if self.timeline is None:
             await apply_for_console(self._conn, event, client_id)
             return
-        self.timeline.append(timeline_row(event, client_id))
+        self.timeline.append(timeline_row(event.envelope, client_id))
         self.console += console_rows(event, client_id)
 
     async def write_collected(self) -> None:
@@ -441,15 +442,15 @@ class _Activity:
         if self.console:
             self.console[:] = [row for row in self.console if row[1][0] != client_id]
 
-    async def record_refusal(self, event: RecordedEvent) -> None:
+    async def record_refusal(self, event: Decoded) -> None:
         await record_refusal(self._conn, event)
 
-    async def record_visit(self, event: RecordedEvent, rm_id: str | None, **columns: Any) -> None:
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
         await read_models.record_visit(self._conn, event, rm_id, **columns)
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
@@ -457,17 +458,15 @@ class _Activity:
         await read_models.record_survey(self._conn, event, rm_id, visit_id, scores)
 
     async def record_complaint_received(
-        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None:
         await read_models.record_complaint_received(self._conn, event, rm_id, severity, topic)
 
-    async def record_complaint_step(
-        self, event: RecordedEvent, status: str, **columns: Any
-    ) -> None:
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
         await read_models.record_complaint_step(self._conn, event, status, **columns)
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None:
-        if self._clients is not None and event.type in _CHANGES_CLIENT_ROW:
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        if self._clients is not None and event.envelope.type in _CHANGES_CLIENT_ROW:
             await self._clients.write_unwritten()  # its UPDATE needs the row written
         await record_service_loop_facts(self._conn, event, rm_id)
 
@@ -480,12 +479,12 @@ class _Activity:
         )
 
     async def record_training(
-        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
     ) -> None:
         await self._conn.execute(
             "INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            event.event_id,
+            event.envelope.event_id,
             staff_id,
             hours,
             completed_at,

@@ -8,6 +8,11 @@ one unit of work per event: only the event that fails again is reported (the wor
 dead-letters it with the reason); the others are applied. A transient failure (connection
 lost, deadlock) retries, first the batch, then each event.
 
+Each event is decoded once, where the batch receives it (#12): the projection's helpers read
+that one typed payload. An event whose payload cannot be read fails alone before any unit of
+work, reported like an event the projection refused (the worker dead-letters it with the
+reason: the field named, never the value, D-04).
+
 The relay's copies of followup's own events never get here: the worker skips them before
 decoding (``entrypoints.worker.is_own_copy``).
 """
@@ -28,6 +33,7 @@ from branchline_followup.application.projector import (
 )
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
 from branchline_shared.kafka.consuming import retry_transient
 from branchline_shared.kafka.wire import SourcePosition
 
@@ -54,31 +60,40 @@ class BatchOutcome:
     """The batch fell back to one unit of work per event (something in it failed)."""
 
 
+@dataclass(frozen=True)
+class _Readable:
+    """An event of the batch decoded (once), its index in the batch and its position."""
+
+    index: int
+    event: Decoded
+    position: SourcePosition | None
+
+
 async def _apply_all(
-    uow: FollowupUnitOfWork, batch: Sequence[Delivered], projection: Projection
+    uow: FollowupUnitOfWork, batch: Sequence[_Readable], projection: Projection
 ) -> BatchOutcome:
     outcome = BatchOutcome()
     # The batch's ids are recorded as applied in one statement, and the task creations its
     # events decide are recorded together at its end (#12: round trips per batch, not per
     # event); the effect is the one of applying each event in turn with its own.
-    fresh = await uow.mark_applied_all([(d.event, d.position) for d in batch])
-    todo: list[Delivered] = []
-    for delivered in batch:
-        event_id = delivered.event.event_id
+    fresh = await uow.mark_applied_all([(r.event.envelope, r.position) for r in batch])
+    todo: list[_Readable] = []
+    for readable in batch:
+        event_id = readable.event.envelope.event_id
         if event_id not in fresh:
             outcome.already_applied += 1
             continue
         fresh.discard(event_id)  # a repeat later in the batch changes nothing
-        todo.append(delivered)
+        todo.append(readable)
     # The batch's clients are locked and what applying their events reads of them is read
     # ahead, in a few statements for the whole batch (#12); the rest is read when asked.
-    held = [(d.event, d.position) for d in todo if locks_client(d.event)]
+    held = [(r.event.envelope, r.position) for r in todo if locks_client(r.event.envelope)]
     await uow.hold_clients_of(held)
     creations = PendingCreations()
     await creations.look_up_ahead(uow, [e.event_id for e, _ in held if may_open_tasks(e)])
-    for delivered in todo:
+    for readable in todo:
         await project(
-            uow, delivered.event, projection, delivered.position, marked=True, creations=creations
+            uow, readable.event, projection, readable.position, marked=True, creations=creations
         )
         outcome.applied += 1
     if projection.task_creations_topic is not None:
@@ -92,30 +107,41 @@ async def apply_batch(
     """Apply ``batch`` in order in one unit of work; see the module's docstring."""
     if not batch:
         return BatchOutcome()
+    unreadable: list[tuple[int, Exception]] = []
+    readable: list[_Readable] = []
+    for index, delivered in enumerate(batch):
+        try:
+            readable.append(_Readable(index, decode(delivered.event), delivered.position))
+        except UnreadablePayload as exc:  # reported: the worker dead-letters it with the reason
+            unreadable.append((index, exc))
+    if not readable:
+        return BatchOutcome(failed=unreadable)
 
     async def all_at_once() -> BatchOutcome:
         async with units.begin() as uow:
-            return await _apply_all(uow, batch, projection)
+            return await _apply_all(uow, readable, projection)
 
     try:
         outcome: BatchOutcome = await retry_transient(all_at_once, consumer=consumer)
     except Exception as exc:
         log.info("batch failed; applying its events one by one", extra={"error": repr(exc)})
     else:
+        outcome.failed = unreadable
         return outcome
-    outcome = BatchOutcome(one_by_one=True)
-    for index, delivered in enumerate(batch):
+    outcome = BatchOutcome(failed=unreadable, one_by_one=True)
+    for r in readable:
 
-        async def one(d: Delivered = delivered) -> bool:
-            return await apply_event(units, d.event, projection, d.position)
+        async def one(each: _Readable = r) -> bool:
+            return await apply_event(units, each.event, projection, each.position)
 
         try:
             applied = await retry_transient(one, consumer=consumer)
         except Exception as exc:  # reported: the worker dead-letters it with the reason
-            outcome.failed.append((index, exc))
+            outcome.failed.append((r.index, exc))
             continue
         if applied:
             outcome.applied += 1
         else:
             outcome.already_applied += 1
+    outcome.failed.sort(key=lambda failure: failure[0])
     return outcome

@@ -27,6 +27,7 @@ from branchline_shared.events.catalogue import (
     EventType,
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.typed import decode
 from branchline_shared.events.vocabulary import PersonalField
 from branchline_shared.kafka.wire import SourcePosition
 
@@ -144,7 +145,8 @@ async def record_privacy_event(
         global_position = stored.global_position
     # With its place in followup's store, as a rebuild applies it (reconcile, and the source
     # order a client is projected again in, #13).
-    await project(uow, event, ctx.projection, SourcePosition(SOURCE, global_position))
+    # decoded here, where this process received it (what it just recorded, or found stored)
+    await project(uow, decode(event), ctx.projection, SourcePosition(SOURCE, global_position))
     return event
 
 

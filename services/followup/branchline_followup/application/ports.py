@@ -25,6 +25,7 @@ from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacySta
 from branchline_followup.domain.source_order import SourcePlace
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 from branchline_shared.eventstore.ports import StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
 
@@ -158,40 +159,37 @@ class HoldingRepository(Protocol):
 
 class ActivityRepository(Protocol):
     """What events add to the pages (console timeline, refusals, quality and service-loop
-    facts): written by the projection, read by queries, never read back to decide."""
+    facts): written by the projection, read by queries, never read back to decide. Each
+    event comes decoded (its payload parsed once, where the consumer received it, #12)."""
 
-    async def record_console(self, event: RecordedEvent, client_id: str) -> None: ...
+    async def record_console(self, event: Decoded, client_id: str) -> None: ...
 
-    async def record_refusal(self, event: RecordedEvent) -> None: ...
+    async def record_refusal(self, event: Decoded) -> None: ...
 
-    async def record_visit(
-        self, event: RecordedEvent, rm_id: str | None, **columns: Any
-    ) -> None: ...
+    async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None: ...
 
     async def record_survey(
         self,
-        event: RecordedEvent,
+        event: Decoded,
         rm_id: str | None,
         visit_id: str | None,
         scores: dict[str, float],
     ) -> None: ...
 
     async def record_complaint_received(
-        self, event: RecordedEvent, rm_id: str | None, severity: str, topic: str | None
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None: ...
 
-    async def record_complaint_step(
-        self, event: RecordedEvent, status: str, **columns: Any
-    ) -> None: ...
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None: ...
 
-    async def record_service_loop_facts(self, event: RecordedEvent, rm_id: str | None) -> None: ...
+    async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None: ...
 
     async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
         """A member of staff and their branch (D-14, D-16)."""
         ...
 
     async def record_training(
-        self, event: RecordedEvent, staff_id: str, hours: Decimal, completed_at: datetime
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
     ) -> None:
         """Training hours of a member of staff (D-14), once per event."""
         ...

@@ -50,7 +50,7 @@ from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, decode, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 
 STAGE_CHANGE_NAMESPACE = uuid.UUID("3c9e2f41-7b0d-5a6e-8f12-4d5b6c7a8e90")
@@ -109,9 +109,15 @@ def may_open_tasks(event: RecordedEvent) -> bool:
     return event.type in HANDLED_EVENT_TYPES
 
 
+Decoded = Decoded
+"""An event as the projection reads it: decoded once where the consumer received it (the
+worker's batch, the rebuild's replay, a re-projection's journal, the event a process just
+recorded), its payload handed to every helper that reads it (#12)."""
+
+
 async def apply_event(
     units: UnitsOfWork,
-    event: RecordedEvent,
+    event: Decoded,
     projection: Projection,
     position: SourcePosition | None = None,
 ) -> bool:
@@ -122,7 +128,7 @@ async def apply_event(
 
 async def project(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    typed: Decoded,
     projection: Projection,
     position: SourcePosition | None = None,
     *,
@@ -134,6 +140,7 @@ async def project(
     passes ``marked`` when it recorded the event as applied itself (one statement for the
     batch: this call then applies it) and ``creations`` to record the task creations it
     decides when the unit ends (:class:`~.task_creations.PendingCreations`)."""
+    event = typed.envelope
     if not marked and not await uow.mark_applied(event, position):
         return False
     if event.type == TASK_CREATED:
@@ -149,7 +156,7 @@ async def project(
         if await uow.journal.keep(event, position):
             await _reproject(uow, event.client_id, projection, creations)
             return True
-    await _project_kept(uow, event, projection, creations)
+    await _project_kept(uow, typed, projection, creations)
     return True
 
 
@@ -162,8 +169,10 @@ async def _reproject(
     previous = await uow.clients.get(client_id)
 
     def apply(u: FollowupUnitOfWork, e: RecordedEvent) -> Awaitable[None]:
-        # the creations its batch has not recorded yet are found as recorded (#12)
-        return _project_kept(u, e, projection, creations)
+        # the creations its batch has not recorded yet are found as recorded (#12); each
+        # journaled event is received again here, so decoded here (an unreadable one fails
+        # its savepoint and is skipped, as a rebuild skips it)
+        return _project_kept(u, decode(e), projection, creations)
 
     await reproject_client(uow, client_id, apply)
     if previous is not None and previous.stage_as_of is not None:
@@ -181,13 +190,14 @@ async def _reproject(
 
 async def _project_kept(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    typed: Decoded,
     projection: Projection,
     creations: PendingCreations | None = None,
 ) -> None:
-    """What ``event`` changes in the read models (marked applied and kept already; a client's
+    """What the event changes in the read models (marked applied and kept already; a client's
     lock held)."""
-    await uow.activity.record_refusal(event)
+    event = typed.envelope
+    await uow.activity.record_refusal(typed)
     if event.client_id is None:
         # Product-shelf and staff events (D-13, D-14, D-16) have no client of their own; a
         # rating may make reviews due for the product's holders (D-15), an accepted gift an
@@ -201,11 +211,11 @@ async def _project_kept(
                 u, before, after, projection.policy, projection.task_creations_topic, creations
             )
 
-        await suitability.on_product_event(uow, event, projection.policy, save)
-        await staff_events.on_staff_event(uow, event, projection.policy, save)
+        await suitability.on_product_event(uow, typed, projection.policy, save)
+        await staff_events.on_staff_event(uow, typed, projection.policy, save)
         return
     client_id = event.client_id
-    await uow.activity.record_console(event, client_id)
+    await uow.activity.record_console(typed, client_id)
     policy = projection.policy
     at = event.occurred_at
     facts = await uow.clients.get(client_id)
@@ -223,7 +233,7 @@ async def _project_kept(
         )
     previous_stage = LifecycleStage(facts.lifecycle_stage) if facts else LifecycleStage.PROSPECT
     previous_tolerance = facts.risk_tolerance if facts else None
-    facts = _updated_facts(facts, event)
+    facts = _updated_facts(facts, typed)
     stage = previous_stage
     if facts is not None:
         # The stage as of the latest event of the client (or the latest stage change by time,
@@ -248,7 +258,7 @@ async def _project_kept(
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}
     tasks = dict(before)
     if event.type in HANDLED_EVENT_TYPES:
-        tasks = apply_commands(tasks, decide(event, client, list(tasks.values()), policy))
+        tasks = apply_commands(tasks, decide(typed, client, list(tasks.values()), policy))
     if stage is not previous_stage:
         open_now = [t for t in tasks.values() if t.is_open]
         tasks = apply_commands(
@@ -262,15 +272,15 @@ async def _project_kept(
                 policy=policy,
             ),
         )
-    tasks = await _apply_followup_event(uow, event, tasks)
+    tasks = await _apply_followup_event(uow, typed, tasks)
     if facts is not None:
         tasks = await suitability.on_client_event(
-            uow, event, client, previous_tolerance, tasks, policy
+            uow, typed, client, previous_tolerance, tasks, policy
         )
     await _save_changed_tasks(
         uow, before, tasks, policy, projection.task_creations_topic, creations
     )
-    await _record_quality_facts(uow, event, facts.rm_id if facts else None)
+    await _record_quality_facts(uow, typed, facts.rm_id if facts else None)
     await uow.privacy.apply(event)
 
 
@@ -368,11 +378,12 @@ def _later(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate > current else current
 
 
-def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFacts | None:
-    """The client's facts after ``event`` (``None``: a client followup does not know yet)."""
+def _updated_facts(facts: ClientFacts | None, typed: Decoded) -> ClientFacts | None:
+    """The client's facts after the event (``None``: a client followup does not know yet)."""
+    event = typed.envelope
     at = event.occurred_at
     if event.type == EventType.CLIENT_REGISTERED:
-        registered = payload_as(event, c.ClientRegistered)
+        registered = payload_as(typed, c.ClientRegistered)
         if facts is None:
             facts = ClientFacts(
                 client_id=event.subject_id,
@@ -398,7 +409,7 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     if event.type == EventType.CLIENT_IDENTITY_VERIFIED and facts.identity_verified_at is None:
         facts.identity_verified_at = at
     elif event.type == EventType.CLIENT_RISK_ASSESSED:
-        level = payload_as(event, c.ClientRiskAssessed).level.value
+        level = payload_as(typed, c.ClientRiskAssessed).level.value
         facts.risk_tolerance = level
         risk = risk_level(level or None)  # D-09, the one table (branchline_shared.domain)
         facts.risk_level = None if risk is None else risk.value
@@ -409,7 +420,7 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
             facts.last_business_at = at
             facts.last_business_event_id = event.event_id
     if event.type == EventType.PRODUCT_SOLD:
-        facts.assets_under_management += payload_as(event, c.ProductSold).amount
+        facts.assets_under_management += payload_as(typed, c.ProductSold).amount
     elif event.type == EventType.CLIENT_ACCOUNT_CLOSED:  # D-09: the relationship ends
         facts.account_closed_at = at
     elif event.type == EventType.CLIENT_ACCOUNT_REOPENED:
@@ -417,26 +428,27 @@ def _updated_facts(facts: ClientFacts | None, event: RecordedEvent) -> ClientFac
     return facts
 
 
-def _task_id(event: RecordedEvent) -> uuid.UUID | None:
+def _task_id(typed: Decoded) -> uuid.UUID | None:
     try:
-        return uuid.UUID(payload_as(event, c.FollowupTaskEvent).task_id)
+        return uuid.UUID(payload_as(typed, c.FollowupTaskEvent).task_id)
     except ValueError:
         return None
 
 
 async def _apply_followup_event(
-    uow: FollowupUnitOfWork, event: RecordedEvent, tasks: dict[uuid.UUID, FollowupTask]
+    uow: FollowupUnitOfWork, typed: Decoded, tasks: dict[uuid.UUID, FollowupTask]
 ) -> dict[uuid.UUID, FollowupTask]:
     """What the followup service's own events do that the rules do not decide."""
+    event = typed.envelope
     if not event.type.startswith("followup."):
         return tasks
-    task_id = _task_id(event)
+    task_id = _task_id(typed)
     if task_id is None:
         return tasks
     if event.type == FOLLOWUP_REASSIGNED:
         command: TaskCommand = ReassignTask(
             task_id=task_id,
-            assignee=payload_as(event, c.FollowupReassigned).to_assignee,
+            assignee=payload_as(typed, c.FollowupReassigned).to_assignee,
             cause_event_id=event.event_id,
         )
         return apply_commands(tasks, [command])
@@ -454,7 +466,7 @@ async def _apply_followup_event(
         if kind is TimerKind.OVERDUE:
             await uow.tasks.set_overdue(task_id, event.occurred_at)
             return tasks
-        supervisor = payload_as(event, c.FollowupEscalated).supervisor_id
+        supervisor = payload_as(typed, c.FollowupEscalated).supervisor_id
         task = tasks.get(task_id)
         if task is not None and task.is_open:
             if task.escalated_to is None:
@@ -462,66 +474,65 @@ async def _apply_followup_event(
         else:  # closed before this event was applied (a rebuild's order): same end state
             await uow.tasks.set_escalated(task_id, supervisor)
     elif event.type == FOLLOWUP_COMPLETED:
-        await uow.tasks.set_outcome(task_id, payload_as(event, c.FollowupCompleted).outcome.value)
+        await uow.tasks.set_outcome(task_id, payload_as(typed, c.FollowupCompleted).outcome.value)
     return tasks
 
 
-async def _record_quality_facts(
-    uow: FollowupUnitOfWork, event: RecordedEvent, rm_id: str | None
-) -> None:
+async def _record_quality_facts(uow: FollowupUnitOfWork, typed: Decoded, rm_id: str | None) -> None:
+    event = typed.envelope
     at = event.occurred_at
     match event.type:
         case EventType.VISIT_ARRIVED:
-            await uow.activity.record_visit(event, rm_id, arrived_at=at)
+            await uow.activity.record_visit(typed, rm_id, arrived_at=at)
         case EventType.VISIT_NEEDS_CONFIRMED:
             await uow.activity.record_visit(
-                event, rm_id, category=payload_as(event, c.VisitNeedsConfirmed).category.value
+                typed, rm_id, category=payload_as(typed, c.VisitNeedsConfirmed).category.value
             )
         case EventType.VISIT_BUSINESS_HANDLED:
-            handled = payload_as(event, c.VisitBusinessHandled)
+            handled = payload_as(typed, c.VisitBusinessHandled)
             await uow.activity.record_visit(
-                event,
+                typed,
                 rm_id,
                 started_at=handled.started_at,
                 ended_at=handled.ended_at,
             )
         case EventType.VISIT_CLOSED:
             await uow.activity.record_visit(
-                event, rm_id, closed_at=at, outcome=payload_as(event, c.VisitClosed).outcome.value
+                typed, rm_id, closed_at=at, outcome=payload_as(typed, c.VisitClosed).outcome.value
             )
         case EventType.FEEDBACK_SURVEY_ANSWERED:
-            survey = payload_as(event, c.FeedbackSurveyAnswered)
-            await uow.activity.record_survey(event, rm_id, survey.visit_id, _scores(survey.scores))
+            survey = payload_as(typed, c.FeedbackSurveyAnswered)
+            await uow.activity.record_survey(typed, rm_id, survey.visit_id, _scores(survey.scores))
         case EventType.FOLLOWUP_COMPLETED if (
-            scores := payload_as(event, c.FollowupCompleted).scores
+            scores := payload_as(typed, c.FollowupCompleted).scores
         ) is not None:
-            await uow.activity.record_survey(event, rm_id, None, _scores(scores))
+            await uow.activity.record_survey(typed, rm_id, None, _scores(scores))
         case EventType.COMPLAINT_RECEIVED:
-            received = payload_as(event, c.ComplaintReceived)
+            received = payload_as(typed, c.ComplaintReceived)
             await uow.activity.record_complaint_received(
-                event, rm_id, received.severity.value, received.topic
+                typed, rm_id, received.severity.value, received.topic
             )
         case EventType.COMPLAINT_ACKNOWLEDGED:
             await uow.activity.record_complaint_step(
-                event,
+                typed,
                 "acknowledged",
-                owner_id=payload_as(event, c.ComplaintAcknowledged).owner_id,
+                owner_id=payload_as(typed, c.ComplaintAcknowledged).owner_id,
                 acknowledged_at=at,
             )
         case EventType.COMPLAINT_RESOLVED:
-            await uow.activity.record_complaint_step(event, "resolved", resolved_at=at)
+            await uow.activity.record_complaint_step(typed, "resolved", resolved_at=at)
         case EventType.COMPLAINT_CONFIRMED_BY_CLIENT:
             await uow.activity.record_complaint_step(
-                event,
+                typed,
                 "confirmed",
                 confirmed_at=at,
-                satisfied=payload_as(event, c.ComplaintConfirmedByClient).satisfied,
+                satisfied=payload_as(typed, c.ComplaintConfirmedByClient).satisfied,
             )
         case EventType.COMPLAINT_CLOSED:
-            await uow.activity.record_complaint_step(event, "closed", closed_at=at)
+            await uow.activity.record_complaint_step(typed, "closed", closed_at=at)
         case _:
             pass
-    await uow.activity.record_service_loop_facts(event, rm_id)
+    await uow.activity.record_service_loop_facts(typed, rm_id)
 
 
 def _scores(scores: c.SatisfactionScores) -> dict[str, float]:

@@ -40,6 +40,7 @@ from branchline_followup.application.projector import (
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
 from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import (
     PoisonEvent,
@@ -174,7 +175,11 @@ async def rebuild_read_models(
             tail = [m async for m in source.messages()]
             await _apply_all(uow, tail, projection, counts, on_progress)
             for event, position in await target.store_events_not_on_kafka():
-                await _apply_one(uow, event, projection, counts, position)
+                typed = _readable(event)
+                if typed is None:
+                    counts.skipped += 1  # unreadable: the live worker refused it too
+                    continue
+                await _apply_one(uow, typed, projection, counts, position)
             if clock is not None:
                 await _apply_due_stage_changes(uow, await clock(), projection)
             await target.swap_in(applied=counts.applied, skipped=counts.skipped)
@@ -225,28 +230,28 @@ async def _apply_batch(
     batch applies whole. One that fails for good (an event the live worker dead-lettered) is
     rolled back and applied again with a savepoint per event, which skips just that event: the
     same result as applying every event in its own savepoint."""
-    decoded: list[tuple[RecordedEvent, SourcePosition | None]] = []
+    decoded: list[tuple[Decoded, SourcePosition | None]] = []
     poison = 0
     for message in messages:
-        try:
-            event = decode_current_event(message.value)
-        except PoisonEvent:
+        typed = _received(message)
+        if typed is None:
             poison += 1  # the live worker dead-lettered it
             continue
-        decoded.append((event, source_position(message.headers)))
+        decoded.append((typed, source_position(message.headers)))
+    envelopes = [(typed.envelope, position) for typed, position in decoded]
     try:
         async with target.batch() as uow:
             # what it reads ahead for the batch: in a long rebuild, what it no longer
             # remembers (applied ids, journal places) is read once per batch, not per event
-            await uow.hold_clients_of(decoded)
+            await uow.hold_clients_of(envelopes)
             # the recorded creations its deciding events may replay, looked up in one
             # statement for the batch (#12), not one per creating event
             creations = PendingCreations()
             await creations.look_up_ahead(
-                uow, [e.event_id for e, _ in decoded if locks_client(e) and may_open_tasks(e)]
+                uow, [e.event_id for e, _ in envelopes if locks_client(e) and may_open_tasks(e)]
             )
-            for event, position in decoded:
-                await project(uow, event, projection, position, creations=creations)
+            for typed, position in decoded:
+                await project(uow, typed, projection, position, creations=creations)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -267,19 +272,35 @@ async def _apply_all(
     on_progress: Progress | None,
 ) -> None:
     for message in messages:
-        try:
-            event = decode_current_event(message.value)
-        except PoisonEvent:
+        typed = _received(message)
+        if typed is None:
             counts.skipped += 1  # the live worker dead-lettered it
             continue
-        await _apply_one(uow, event, projection, counts, source_position(message.headers))
+        await _apply_one(uow, typed, projection, counts, source_position(message.headers))
     if on_progress is not None and messages:
         on_progress(len(messages))
 
 
+def _received(message: Replayed) -> Decoded | None:
+    """The replayed message decoded, once, envelope and payload (#12: the projection's helpers
+    read that one payload); None for what the live worker dead-lettered (not an envelope, a
+    version it cannot read, a payload it cannot read)."""
+    try:
+        return _readable(decode_current_event(message.value))
+    except PoisonEvent:
+        return None
+
+
+def _readable(event: RecordedEvent) -> Decoded | None:
+    try:
+        return decode(event)
+    except UnreadablePayload:
+        return None
+
+
 async def _apply_one(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    event: Decoded,
     projection: Projection,
     counts: _Counts,
     position: SourcePosition | None,

@@ -18,6 +18,7 @@ from branchline_shared.crypto.keystore import ClientKeyStore
 from branchline_shared.crypto.sealing import seal_paths
 from branchline_shared.events.catalogue import CATALOGUE_VERSION, PERSONAL_FIELDS, parse_payload
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
+from branchline_shared.events.typed import decode
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgPool
 
@@ -110,5 +111,6 @@ async def record_and_apply(
         )
         (stored,) = await uow.events.append([event], topic=ctx.topic)
         global_position = stored.global_position
-    await project(uow, event, ctx.projection, SourcePosition(SOURCE, global_position))
+    # decoded here, where this process received it (what it just recorded, or found stored)
+    await project(uow, decode(event), ctx.projection, SourcePosition(SOURCE, global_position))
     return event

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection, apply_event
+from branchline_shared.events.typed import UnreadablePayload, decode
 from branchline_shared.kafka.dead_letter_log import DeadLetter, ReplayOutcome
 from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
 
@@ -17,8 +18,12 @@ async def replay_into_read_models(
     except PoisonEvent as exc:
         return ReplayOutcome(letter, "failed", str(exc))
     try:
+        typed = decode(event)
+    except UnreadablePayload as exc:  # the field named, never the value (D-04)
+        return ReplayOutcome(letter, "failed", f"projection failed: {exc!r}")
+    try:
         applied = await apply_event(
-            units, event, projection, source_position(letter.original_headers())
+            units, typed, projection, source_position(letter.original_headers())
         )
     except Exception as exc:
         return ReplayOutcome(letter, "failed", f"projection failed: {exc!r}")

@@ -13,8 +13,7 @@ from branchline_followup.application.suitability import SaveTasks
 from branchline_followup.domain import ClientContext, FollowupPolicy, apply_commands
 from branchline_followup.domain.conflicts import escalates, gift_escalation, gift_of
 from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded
-from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import LifecycleStage
 
 TRAINING_RECORDED = EventType.STAFF_TRAINING_RECORDED.value
@@ -22,22 +21,23 @@ TRAINING_RECORDED = EventType.STAFF_TRAINING_RECORDED.value
 
 async def on_staff_event(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    typed: Decoded,
     policy: FollowupPolicy,
     save: SaveTasks,
 ) -> None:
     """Record the member of staff (and their training hours); escalate an accepted gift."""
+    event = typed.envelope
     if event.staff_id is None:
         return
     await uow.activity.record_staff(event.staff_id, event.branch_id)
     if event.type == TRAINING_RECORDED:
         # As stored: the training topic is free text, sealed with the member of staff's key.
-        payload = payload_as(event, StaffTrainingRecorded)
+        payload = payload_as(typed, StaffTrainingRecorded)
         await uow.activity.record_training(
-            event, event.staff_id, payload.hours, payload.completed_at
+            typed, event.staff_id, payload.hours, payload.completed_at
         )
         return
-    gift = gift_of(event)
+    gift = gift_of(typed)
     if gift is None or not escalates(gift, policy):
         return
     client_id = gift.client_id
@@ -51,4 +51,4 @@ async def on_staff_event(
         risk_level=facts.risk_level if facts else None,
     )
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}
-    await save(uow, before, apply_commands(before, gift_escalation(event, client, policy)))
+    await save(uow, before, apply_commands(before, gift_escalation(typed, client, policy)))

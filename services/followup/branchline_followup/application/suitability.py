@@ -28,8 +28,7 @@ from branchline_shared.events.catalogue import (
     ProductRerated,
     ProductSold,
 )
-from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import payload_as, payload_of
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
 SaveTasks = Callable[
@@ -45,7 +44,7 @@ RERATED = EventType.PRODUCT_RERATED.value
 
 async def on_client_event(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    typed: Decoded,
     client: ClientContext,
     previous_tolerance: str | None,
     tasks: dict[uuid.UUID, FollowupTask],
@@ -55,8 +54,9 @@ async def on_client_event(
     for a product followup has no rating of), and makes due the reviews of ratings that took
     effect after it but reached followup first; a lower reassessment makes a review due for
     the holdings above the new tolerance."""
+    event = typed.envelope
     if event.type == SOLD:
-        sold = payload_as(event, ProductSold)
+        sold = payload_as(typed, ProductSold)
         product_id = sold.product_id
         ratings = await uow.holdings.ratings_of(product_id)
         latest = latest_rating(ratings)
@@ -77,7 +77,7 @@ async def on_client_event(
         )
         return apply_commands(tasks, commands)
     if event.type == ASSESSED:
-        after = payload_as(event, ClientRiskAssessed).level
+        after = payload_as(typed, ClientRiskAssessed).level
         before = RiskTolerance(previous_tolerance) if previous_tolerance else None
         if tolerance_lowered(before, after):
             product_ids = not_fitting(await uow.holdings.of_client(client.client_id), after)
@@ -93,11 +93,12 @@ async def on_client_event(
     return tasks
 
 
-def _rating(event: RecordedEvent) -> Rating | None:
+def _rating(typed: Decoded) -> Rating | None:
     """The rating a shelf event states (``None``: not a rating)."""
+    event = typed.envelope
     if event.type not in (APPROVED, RERATED):
         return None
-    payload = payload_of(event)  # upcast, stored: its texts are sealed
+    payload = typed.payload  # upcast, stored: its texts are sealed
     if isinstance(payload, ProductRerated):
         effective_at = max(event.occurred_at, payload.effective_at)
         return Rating(event.event_id, payload.risk, effective_at)
@@ -107,14 +108,15 @@ def _rating(event: RecordedEvent) -> Rating | None:
 
 async def on_product_event(
     uow: FollowupUnitOfWork,
-    event: RecordedEvent,
+    typed: Decoded,
     policy: FollowupPolicy,
     save: SaveTasks,
 ) -> None:
     """A rating (approval or re-rating) joins the product's ratings; every holding of the
     product moves to the latest rating; each holder who bought before it took effect and
     whose tolerance it exceeds gets a review naming every holding that no longer fits."""
-    rating = _rating(event)
+    event = typed.envelope
+    rating = _rating(typed)
     if rating is None or event.product_id is None:
         return
     await uow.holdings.record_rating(event.product_id, rating)

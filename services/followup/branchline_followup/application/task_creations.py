@@ -34,7 +34,7 @@ from branchline_shared.events.catalogue import (
     FollowupTaskCreated,
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
-from branchline_shared.events.typed import payload_as
+from branchline_shared.events.typed import decode, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 
 TASK_CREATED = EventType.FOLLOWUP_TASK_CREATED.value
@@ -180,12 +180,18 @@ def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
     return task.source_event_id, task.client_id, task.opened_at
 
 
-def task_from_record(creation: RecordedEvent) -> FollowupTask:
-    """The task a recorded creation states (when today's rules would not create it)."""
+def created_payload(creation: RecordedEvent) -> FollowupTaskCreated:
+    """The payload of a recorded creation (upcast, parsed; raises UnreadablePayload)."""
+    return payload_as(decode(creation), FollowupTaskCreated)
+
+
+def task_from_record(creation: RecordedEvent, created: FollowupTaskCreated) -> FollowupTask:
+    """The task a recorded creation (its envelope and payload) states (when today's rules
+    would not create it)."""
     if creation.client_id is None:  # every task is a client's: recorded with its client
         raise ValueError(f"followup.task_created {creation.event_id} names no client")
     return task_from_creation(
-        payload_as(creation, FollowupTaskCreated),
+        created,
         client_id=creation.client_id,
         branch_id=creation.branch_id,
         opened_at=creation.occurred_at,
@@ -231,15 +237,17 @@ async def settle_created_tasks(
     recorded = await recorded_creations(
         uow, {t.source_event_id for t in created.values()}, created, pending
     )
-    # each recorded creation made into its task once (#12: it was made twice, by the two
-    # loops below, a model copy and a payload read each time)
-    stated = {task_id: task_from_record(e) for task_id, e in recorded.items()}
+    # each recorded creation decoded once, here where the projection receives it, and made
+    # into its task once (#12: it was made twice, by the two loops below, a model copy and a
+    # payload read each time)
+    payloads = {task_id: created_payload(e) for task_id, e in recorded.items()}
+    stated = {task_id: task_from_record(recorded[task_id], p) for task_id, p in payloads.items()}
     decided = {_decision(task) for task in stated.values()}
     settled: dict[uuid.UUID, FollowupTask] = {}
     dropped: set[uuid.UUID] = set()
     for task_id, task in created.items():
         if task_id in recorded:
-            settled[task_id] = replayed(task, payload_as(recorded[task_id], FollowupTaskCreated))
+            settled[task_id] = replayed(task, payloads[task_id])
         elif _decision(task) in decided:
             dropped.add(task_id)
         else:

@@ -19,16 +19,16 @@ from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import ClientContext, CreateTask
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 
 GIFT_RECORDED = c.EventType.STAFF_GIFT_RECORDED.value
 
 
-def gift_of(event: RecordedEvent) -> c.StaffGiftRecorded | None:
+def gift_of(typed: Decoded) -> c.StaffGiftRecorded | None:
     """The recorded gift (``None``: not a gift event)."""
-    if event.type != GIFT_RECORDED:
+    if typed.envelope.type != GIFT_RECORDED:
         return None
-    return read_payload(event, c.StaffGiftRecorded, TaskRule.CONFLICTS)
+    return read_payload(typed, c.StaffGiftRecorded, TaskRule.CONFLICTS)
 
 
 def escalates(gift: c.StaffGiftRecorded, policy: FollowupPolicy) -> bool:
@@ -37,10 +37,11 @@ def escalates(gift: c.StaffGiftRecorded, policy: FollowupPolicy) -> bool:
 
 
 def gift_escalation(
-    event: RecordedEvent, client: ClientContext, policy: FollowupPolicy
+    typed: Decoded, client: ClientContext, policy: FollowupPolicy
 ) -> list[CreateTask]:
-    """The escalation the gift ``event`` makes due (none when it does not escalate)."""
-    gift = gift_of(event)
+    """The escalation the gift event makes due (none when it does not escalate)."""
+    gift = gift_of(typed)
+    event = typed.envelope
     if gift is None or gift.client_id != client.client_id or not escalates(gift, policy):
         return []
     staff_id = event.staff_id or event.actor.id

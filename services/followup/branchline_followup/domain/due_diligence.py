@@ -36,7 +36,7 @@ from branchline_followup.domain.tasks import (
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.domain.classification import risk_level
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 
 IDENTITY_VERIFIED = c.EventType.CLIENT_IDENTITY_VERIFIED.value
 RISK_ASSESSED = c.EventType.CLIENT_RISK_ASSESSED.value
@@ -65,14 +65,15 @@ class KycRefreshRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         refreshes = open_of(open_tasks, {TaskKind.KYC_REFRESH})
         if event.type == RISK_ASSESSED:
-            assessed = read_payload(event, c.ClientRiskAssessed, self.rule)
+            assessed = read_payload(typed, c.ClientRiskAssessed, self.rule)
             risk = risk_level(assessed.level)  # D-09, the one table
             level = None if risk is None else risk.value
             return reschedule(
@@ -81,7 +82,7 @@ class KycRefreshRule:
                 cause_event_id=event.event_id,
                 reason=f"risk level {level}",
             )
-        verified = read_payload(event, c.ClientIdentityVerified, self.rule)
+        verified = read_payload(typed, c.ClientIdentityVerified, self.rule)
         if verified.method.value not in policy.kyc_verification_methods:
             return []  # recorded, but not due diligence that counts (D-03)
         commands = complete(refreshes, event, "due diligence refreshed")

@@ -1,8 +1,9 @@
 """The rules read an event's typed payload, never ``data`` by string key (issue #9).
 
-:func:`read_payload` decodes the event with the catalogue's model of its type (upcast first,
-:mod:`branchline_shared.events.typed`); a payload that does not fit is an
-:class:`InvalidEventData` of the rule that needed it, naming the field and never its value.
+:func:`read_payload` reads the payload of an event decoded once where it was received (the
+catalogue's model of its type, upcast first: :mod:`branchline_shared.events.typed`); a
+payload of another model is an :class:`InvalidEventData` of the rule that needed it, naming
+the problem and never a value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TypeVar
 from branchline_followup.domain.vocabulary import TaskRule
 from branchline_shared.events.catalogue import EventPayload
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.typed import UnreadablePayload, payload_as
+from branchline_shared.events.typed import Decoded, UnreadablePayload, payload_as
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -28,9 +29,9 @@ class InvalidEventData(ValueError):
         self.field = field
 
 
-def read_payload(event: RecordedEvent, model: type[P], rule: TaskRule) -> P:
+def read_payload(event: Decoded, model: type[P], rule: TaskRule) -> P:
     """``event``'s payload as ``model`` (the catalogue's model of its type)."""
     try:
         return payload_as(event, model)
     except UnreadablePayload as exc:
-        raise InvalidEventData(rule, event, exc.field, exc.problem) from None
+        raise InvalidEventData(rule, event.envelope, exc.field, exc.problem) from None

@@ -51,6 +51,7 @@ from branchline_followup.domain.vocabulary import (
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 
 __all__ = ["HANDLED_EVENT_TYPES", "RULES", "InvalidEventData", "decide", "on_stage_changed"]
 
@@ -70,7 +71,7 @@ class FollowupRule(Protocol):
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
@@ -89,13 +90,14 @@ class SatisfactionSurveyRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         if event.type == EventType.VISIT_CLOSED:
-            visit_id = read_payload(event, c.VisitClosed, self.rule).visit_id
+            visit_id = read_payload(typed, c.VisitClosed, self.rule).visit_id
             return [
                 open_for_event(
                     event,
@@ -106,7 +108,7 @@ class SatisfactionSurveyRule:
                     due_at=_occurred(event) + policy.survey_within,
                 )
             ]
-        answered_visit = read_payload(event, c.FeedbackSurveyAnswered, self.rule).visit_id
+        answered_visit = read_payload(typed, c.FeedbackSurveyAnswered, self.rule).visit_id
         subject = None if answered_visit is None else f"visit:{answered_visit}"
         return complete(
             open_of(open_tasks, {TaskKind.SATISFACTION_SURVEY}, subject), event, "survey answered"
@@ -132,12 +134,13 @@ class AppointmentPreparationRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = read_payload(event, c.AppointmentEvent, self.rule)
+        event = typed.envelope
+        payload = read_payload(typed, c.AppointmentEvent, self.rule)
         subject = f"appointment:{payload.appointment_id}"
         if isinstance(payload, c.AppointmentBooked):
             return [
@@ -176,12 +179,13 @@ class ConsultationRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = read_payload(event, c.ConsultationEvent, self.rule)
+        event = typed.envelope
+        payload = read_payload(typed, c.ConsultationEvent, self.rule)
         subject = f"consultation:{payload.consultation_id}"
         if isinstance(payload, c.ConsultationOpened):
             channel = payload.channel.value
@@ -200,7 +204,7 @@ class ConsultationRule:
                     due_at=_occurred(event) + within,
                 )
             ]
-        promised_by = read_payload(event, c.ConsultationAnswered, self.rule).promised_by
+        promised_by = read_payload(typed, c.ConsultationAnswered, self.rule).promised_by
         pending = open_of(
             open_tasks,
             {TaskKind.CONSULTATION_RESPONSE, TaskKind.CONSULTATION_PROMISE},
@@ -256,12 +260,13 @@ class ComplaintRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        event = typed.envelope
+        payload = read_payload(typed, c.ComplaintEvent, self.rule)
         subject = f"complaint:{payload.complaint_id}"
         complaint_tasks = [t for t in open_tasks if t.is_open and t.subject == subject]
         match payload:
@@ -372,34 +377,34 @@ class TaskCompletionRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        task = _completed_task(event, open_tasks)
+        task = _completed_task(typed, open_tasks)
         if task is None:
             return []
-        outcome = read_payload(event, c.FollowupCompleted, self.rule).outcome
-        return complete([task], event, outcome.value)
+        outcome = read_payload(typed, c.FollowupCompleted, self.rule).outcome
+        return complete([task], typed.envelope, outcome.value)
 
 
-def _completed_task(
-    event: RecordedEvent, open_tasks: Sequence[FollowupTask]
-) -> FollowupTask | None:
-    raw = read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).task_id
+def _completed_task(typed: Decoded, open_tasks: Sequence[FollowupTask]) -> FollowupTask | None:
+    raw = read_payload(typed, c.FollowupCompleted, TaskRule.REVISIT).task_id
     try:
         task_id = uuid.UUID(raw)
     except ValueError:
-        raise InvalidEventData(TaskRule.REVISIT, event, "task_id", "must be a UUID") from None
+        raise InvalidEventData(
+            TaskRule.REVISIT, typed.envelope, "task_id", "must be a UUID"
+        ) from None
     return next((t for t in open_tasks if t.id == task_id and t.is_open), None)
 
 
-def _completed_kind(event: RecordedEvent, open_tasks: Sequence[FollowupTask]) -> TaskKind | None:
-    task = _completed_task(event, open_tasks)
+def _completed_kind(typed: Decoded, open_tasks: Sequence[FollowupTask]) -> TaskKind | None:
+    task = _completed_task(typed, open_tasks)
     if task is not None:
         return task.kind
-    return read_payload(event, c.FollowupCompleted, TaskRule.REVISIT).kind
+    return read_payload(typed, c.FollowupCompleted, TaskRule.REVISIT).kind
 
 
 class RevisitRule:
@@ -423,13 +428,14 @@ class RevisitRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         if event.type == EventType.CLIENT_REGISTERED:
-            registered = read_payload(event, c.ClientRegistered, self.rule)
+            registered = read_payload(typed, c.ClientRegistered, self.rule)
             return [
                 open_for_event(
                     event,
@@ -440,16 +446,16 @@ class RevisitRule:
                     due_at=_occurred(event) + policy.new_client_first_revisit,
                 )
             ]
-        next_contact_at = read_payload(event, c.FollowupCompleted, self.rule).next_contact_at
+        next_contact_at = read_payload(typed, c.FollowupCompleted, self.rule).next_contact_at
         due_at = next_contact_at
         if due_at is None:
-            if _completed_kind(event, open_tasks) not in CONTACT_PLAN_KINDS:
+            if _completed_kind(typed, open_tasks) not in CONTACT_PLAN_KINDS:
                 return []
             cadence = policy.cadence_for(client.stage)
             if cadence is None:
                 return []
             due_at = _occurred(event) + cadence
-        completed = _completed_task(event, open_tasks)
+        completed = _completed_task(typed, open_tasks)
         superseded = [
             t
             for t in open_of(open_tasks, CONTACT_PLAN_KINDS, CLIENT_SUBJECT)
@@ -478,15 +484,16 @@ class ProductReviewRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         if event.type == EventType.PRODUCT_SOLD:
-            subject = f"product:{read_payload(event, c.ProductSold, self.rule).product_id}"
+            subject = f"product:{read_payload(typed, c.ProductSold, self.rule).product_id}"
         else:
-            completed = _completed_task(event, open_tasks)
+            completed = _completed_task(typed, open_tasks)
             if (
                 completed is None
                 or completed.kind is not TaskKind.PRODUCT_REVIEW
@@ -524,7 +531,7 @@ HANDLED_EVENT_TYPES: frozenset[str] = frozenset().union(*(r.event_types for r in
 
 
 def decide(
-    event: RecordedEvent,
+    typed: Decoded,
     client: ClientContext,
     open_tasks: Sequence[FollowupTask],
     policy: FollowupPolicy,
@@ -534,6 +541,7 @@ def decide(
     ``open_tasks`` are the client's open tasks before this event. Tasks that this very event
     created are ignored, so a redelivered event yields the same commands and changes nothing.
     """
+    event = typed.envelope
     if client.client_id != event.client_id:
         raise ValueError(f"client context {client.client_id!r} is not the event's client")
     relevant = [
@@ -544,7 +552,7 @@ def decide(
     commands: list[TaskCommand] = []
     for rule in RULES:
         if event.type in rule.event_types:
-            commands.extend(rule.decide(event, client, relevant, policy))
+            commands.extend(rule.decide(typed, client, relevant, policy))
     return tuple(commands)
 
 

@@ -21,7 +21,7 @@ from branchline_followup.domain.tasks import ClientContext, FollowupTask, TaskCo
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
-from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 
 DATA_ACCESS_REQUESTED = EventType.CLIENT_DATA_ACCESS_REQUESTED.value
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
@@ -43,11 +43,12 @@ class DataAccessRequestRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         if event.type == DATA_ACCESS_REQUESTED:
             profile = policy.profile_for(client.branch_id)
             return [
@@ -71,7 +72,7 @@ class DataAccessRequestRule:
                 event,
                 "erasure requested: personal data restricted (D-04)",
             )
-        accessed = read_payload(event, c.ClientPersonalDataAccessed, self.rule)
+        accessed = read_payload(typed, c.ClientPersonalDataAccessed, self.rule)
         if accessed.request_event_id is None:
             return []  # an access outside a request (e.g. an investigation) closes nothing
         subject = access_request_subject(accessed.request_event_id)

@@ -35,6 +35,7 @@ from branchline_followup.domain.tasks import (
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.typed import Decoded
 
 FEEDBACK_SURVEY_ANSWERED = c.EventType.FEEDBACK_SURVEY_ANSWERED.value
 FEEDBACK_RECEIVED = c.EventType.FEEDBACK_RECEIVED.value
@@ -96,17 +97,18 @@ class FeedbackResponseRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
+        event = typed.envelope
         if event.type == FEEDBACK_SURVEY_ANSWERED:
-            survey = read_payload(event, c.FeedbackSurveyAnswered, self.rule)
+            survey = read_payload(typed, c.FeedbackSurveyAnswered, self.rule)
             if not needs_response(survey, policy.feedback_low_score):
                 return []
         elif event.type == FEEDBACK_RESPONDED:
-            payload = read_payload(event, c.FeedbackResponded, self.rule)
+            payload = read_payload(typed, c.FeedbackResponded, self.rule)
             subject = feedback_subject(payload.responds_to_event_id)
             return complete(
                 open_of(open_tasks, {TaskKind.FEEDBACK_RESPONSE}, subject), event, "responded"
@@ -158,12 +160,13 @@ class PromiseRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = read_payload(event, c.EventPayload, self.rule)
+        event = typed.envelope
+        payload = read_payload(typed, c.EventPayload, self.rule)
         if isinstance(payload, c.ConsultationPromiseRenegotiated):
             subject = f"consultation:{payload.consultation_id}"
             promises = open_of(open_tasks, {TaskKind.CONSULTATION_PROMISE}, subject)
@@ -200,12 +203,13 @@ class CorrectiveActionRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        payload = read_payload(event, c.ComplaintEvent, self.rule)
+        event = typed.envelope
+        payload = read_payload(typed, c.ComplaintEvent, self.rule)
         if not isinstance(
             payload, c.ComplaintCorrectiveActionPlanned | c.ComplaintCorrectiveActionCompleted
         ):
@@ -237,12 +241,14 @@ class AccountClosureRule:
 
     def decide(
         self,
-        event: RecordedEvent,
+        typed: Decoded,
         client: ClientContext,
         open_tasks: Sequence[FollowupTask],
         policy: FollowupPolicy,
     ) -> list[TaskCommand]:
-        return cancel(open_of(open_tasks, ENDED_WITH_THE_RELATIONSHIP), event, "account closed")
+        return cancel(
+            open_of(open_tasks, ENDED_WITH_THE_RELATIONSHIP), typed.envelope, "account closed"
+        )
 
 
 SERVICE_LOOP_RULES = (
