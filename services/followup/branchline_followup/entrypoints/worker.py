@@ -77,7 +77,7 @@ def create_faust_app(
         # batch while Faust waits for its acks; that wait has no bound and froze a worker
         # for good mid-rebalance and at stop. Not waiting is safe here: offsets are committed
         # only for acked events, acked only after their transaction committed, and a
-        # redelivered event is recognised by its recorded id (D-07, effectively once).
+        # redelivered event is recognised by its recorded id (effectively once, ADR-0003).
         stream_wait_empty=False,
     )
     projected = projection
@@ -156,7 +156,7 @@ async def handle_message(
 
 async def stop_worker_app(app: faust.App, timeout_s: float) -> None:
     """Stop ``app``, bounded by ``timeout_s``; past it, end its consumer thread's loop (what
-    was not committed is redelivered and recognised by its recorded id, D-07). The thread is
+    was not committed is redelivered and recognised by its recorded id, ADR-0003). The thread is
     not a daemon: a stop that never returned would keep a SIGTERMed worker process alive for
     good, and in-process (tests, tools) the thread would go on polling the broker."""
     # Two ways a stop hangs: awaiting (Faust waits for acks, commits) or blocked (mode joins
