@@ -43,6 +43,7 @@ def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, s
     as bytes is sent as it is."""
     branch = tokens.headers(Role.BRANCH_SYSTEM)
     charset = {**branch, "Content-Type": "application/json; charset=utf-8"}
+    resent = str(uuid.uuid5(uuid.NAMESPACE_URL, run))
     rm = tokens.headers(Role.RM, sub="rm-7")
     without = {k: v for k, v in registration(f"C-{run}").items() if k != "actor"}
     return [
@@ -68,8 +69,8 @@ def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, s
         ("accepted", registration(f"C-{run}"), branch),
         ("registered twice (D-09)", registration(f"C-{run}"), branch),
         ("accepted, with a charset", registration(f"C-{run}-c"), charset),
-        ("the same event again", registration(f"C-{run}-c", event_id=f"E-{run}"), branch),
-        ("the same event, again", registration(f"C-{run}-c", event_id=f"E-{run}"), branch),
+        ("an event with its id", registration(f"C-{run}-e", event_id=resent), branch),
+        ("the same event again", registration(f"C-{run}-e", event_id=resent), branch),
     ]
 
 
@@ -152,6 +153,7 @@ async def test_every_answer_is_fastapis_own(
     assert statuses["accepted"] == 202
     assert statuses["accepted, with a charset"] == 202
     assert statuses["registered twice (D-09)"] == 409
+    assert statuses["an event with its id"] == statuses["the same event again"] == 202
     assert direct_calls >= 15  # the parsed JSON bodies went the direct way
 
 

@@ -17,6 +17,10 @@ the busy samples were those layers):
 7. on every answer, the security headers (``security_headers.py``), and for every request a
    line in the access log (``access_log.py``), when configured.
 
+A service may answer a busy route itself (``service_app.serve_directly``): in step 6 the edge
+then calls that handler instead of the app's own layers (exception middleware, routing,
+FastAPI's request handling), handing it the app for any request it does not take.
+
 The answers it gives itself (1 to 5) carry the security headers and are logged, and carry no
 correlation id and are not counted in the request metrics, exactly as when these were
 separate layers (the correlation layer was the innermost). ``create_service_app`` installs it

@@ -429,6 +429,7 @@ async def test_rows_are_read_in_pages_in_ledger_order_and_match_the_stored_entri
     pages = [page async for page in audit.ledger.scan_rows(page_size=300)]
     assert [len(p) for p in pages] == [300, 300, 300, 100]
     rows = [row for page in pages for row in page]
+    assert {type(r[4]) for r in rows} == {str}  # the event as jsonb's text, decoded once
     assert [stored_entry(r) for r in rows] == stored
     async for _page in audit.ledger.scan_rows(page_size=100):
         break  # the prefetched page is cancelled; the pool is not left short

@@ -8,6 +8,7 @@ prove goes the full way, so every tampered column is still found, with the same 
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import uuid
@@ -91,13 +92,38 @@ def rows(count: int, **data: Any) -> list[list[Any]]:
     return out
 
 
+def jsonb_text(value: Any) -> str:
+    """``value`` as PostgreSQL's ``jsonb`` writes it (``event::text``, how the verifier's scan
+    reads the column): keys by length, then bytes; ``", "`` and ``": "`` between members."""
+    if type(value) is dict:
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return (
+            "{"
+            + ", ".join(
+                f"{json.dumps(k, ensure_ascii=False)}: {jsonb_text(value[k])}" for k in keys
+            )
+            + "}"
+        )
+    if type(value) is list:
+        return "[" + ", ".join(jsonb_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def verdicts(table: list[list[Any]]) -> tuple[LedgerVerdict, LedgerVerdict]:
-    """The verdict by the fast path (feed_row) and by the full checks alone (feed)."""
+    """The verdict by the fast path (feed_row) and by the full checks alone (feed); the fast
+    path is also fed every row with its event as ``jsonb``'s text, as the scan reads it, and
+    must come to the same verdict (#12)."""
     fast = LedgerAuditor([], verifier=None, origin="")
+    text = LedgerAuditor([], verifier=None, origin="")
     full = LedgerAuditor([], verifier=None, origin="")
     for row in table:
         fast.feed_row(row)
+        as_text = list(row)
+        if isinstance(row[4], dict):
+            as_text[4] = jsonb_text(row[4])
+        text.feed_row(as_text)
         full.feed(stored_entry(row))
+    assert text.verdict() == fast.verdict()
     return fast.verdict(), full.verdict()
 
 
@@ -165,6 +191,34 @@ def test_rows_without_stored_bytes_are_verified_from_their_content_as_before() -
     fast, full = verdicts(table)
     assert fast == full
     assert fast.bad_positions == (2,)
+
+
+def test_a_missing_or_duplicated_position_is_found_by_every_path() -> None:
+    table = rows(8)
+    fast, full = verdicts(table[:3] + table[4:])
+    assert fast == full
+    assert fast.first_bad_position == 4, fast.reason
+    fast, full = verdicts([*table[:4], list(table[3]), *table[4:]])
+    assert fast == full
+    assert fast.first_bad_position == 5, fast.reason
+
+
+def test_an_event_column_read_as_text_that_is_not_json_is_reported_at_its_position() -> None:
+    table = rows(6)
+    auditor = LedgerAuditor([], verifier=None, origin="")
+    for row in table:
+        if row[0] == 4:
+            row = [*row[:4], '{"event_id": ', *row[5:]]
+        auditor.feed_row(row)
+    verdict = auditor.verdict()
+    assert verdict.bad_positions == (4,)
+    assert verdict.reason == "column event is not JSON"
+
+
+def test_an_event_read_as_text_is_decoded_as_the_jsonb_codec_decodes_it() -> None:
+    (row,) = rows(1, k=1, m=[0.5, True, None])
+    as_text = [*row[:4], jsonb_text(row[4]), *row[5:]]
+    assert stored_entry(as_text) == stored_entry(row)
 
 
 def test_the_fast_path_covers_row_fields_in_their_order() -> None:

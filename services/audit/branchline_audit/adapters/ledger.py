@@ -69,8 +69,11 @@ _APPENDED = (
     "hash",
     "canonical",
 )
+# The event as its JSON text: asyncpg makes a str in C, the verifier decodes it once with
+# orjson, instead of the jsonb codec's Python call per row (#12, docs/performance.md).
+_SCAN_FIELDS = ", ".join("event::text AS event" if f == "event" else f for f in ROW_FIELDS)
 _ROWS_AFTER = (
-    f"SELECT {', '.join(ROW_FIELDS)} FROM audit_ledger "  # noqa: S608 - fixed columns
+    f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
     "WHERE position > $1 ORDER BY position LIMIT $2"
 )
 

@@ -233,9 +233,28 @@ def encodes_event(canonical: bytes, position: int, appended_at: str, event: dict
     their JSON text as the very types they were written from). Comparing the column's own
     encoding with the bytes is type-exact where ``==`` on parsed values is not: ``1.0`` and
     ``true`` are not encoded as ``1``."""
-    if not 1 <= position <= MAX_POSITION or not _APPENDED_AT.fullmatch(appended_at):
+    if not _APPENDED_AT.fullmatch(appended_at):
         return False
-    head, tail = _entry_head(appended_at), _entry_tail(position)
+    return encodes_event_after(canonical, _entry_head(appended_at), position, event)
+
+
+def entry_head(appended_at: str) -> bytes:
+    """What the canonical bytes of every entry appended at ``appended_at`` begin with (the
+    time checked: :func:`format_appended_at`'s form): a verifier computes it once per append
+    time and hands it to :func:`encodes_event_after` (#12)."""
+    _check_appended_at(appended_at)
+    return _entry_head(appended_at)
+
+
+def encodes_event_after(
+    canonical: bytes, head: bytes, position: int, event: dict[str, Any]
+) -> bool:
+    """:func:`encodes_event` with the head of the entry's append time given
+    (:func:`entry_head`): the same proof, without checking and encoding the time again for
+    every row of an append."""
+    if type(position) is not int or not 1 <= position <= MAX_POSITION:
+        return False
+    tail = b"%s%d}" % (_TAIL_START, position)
     if not (canonical.startswith(head) and canonical.endswith(tail)):
         return False
     body = canonical[len(head) : len(canonical) - len(tail)]

@@ -21,10 +21,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from branchline_audit.domain.canonical import (
     ChainEntry,
     ChainVerifier,
-    encodes_event,
+    encodes_event_after,
+    entry_head,
     format_appended_at,
 )
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
@@ -60,7 +63,23 @@ ROW_FIELDS = (
     "occurred_at",
 )
 """A stored row as :meth:`LedgerAuditor.feed_row` takes it: the ledger table's columns in
-this order (``event`` decoded from its JSON, ``appended_at`` and ``pruned_at`` as times)."""
+this order (``event`` decoded from its JSON or as its JSON text, ``appended_at`` and
+``pruned_at`` as times)."""
+
+
+def _decoded(row: Sequence[Any]) -> Sequence[Any]:
+    """``row`` with its ``event`` decoded when it came as JSON text (the verifier's scan reads
+    it so: asyncpg then makes a ``str`` in C instead of calling a Python codec per row, #12).
+    Text that is not JSON (no jsonb column gives such) decodes to an empty object, which the
+    full checks refuse; :meth:`LedgerAuditor.feed_row` reports it first."""
+    event = row[4]
+    if type(event) is not str:
+        return row
+    try:
+        decoded = orjson.loads(event)
+    except orjson.JSONDecodeError:
+        decoded = {}
+    return (*row[:4], decoded, *row[5:])
 
 
 def stored_entry(row: Sequence[Any]) -> StoredEntry:
@@ -80,7 +99,7 @@ def stored_entry(row: Sequence[Any]) -> StoredEntry:
         actor_id,
         branch_id,
         occurred_at,
-    ) = row
+    ) = _decoded(row)
     return StoredEntry(
         entry=ChainEntry(
             position=position,
@@ -177,8 +196,9 @@ class LedgerAuditor:
             keep_going=True,
             tree_leaves=self._checkpoints[-1].tree_size if self._checkpoints else 0,
         )
-        self._appended_at: tuple[datetime, str] | None = None
-        """The last append time seen and its text (an append writes many entries at one)."""
+        self._appended_at: tuple[datetime, bytes] | None = None
+        """The last append time seen and the head of its entries' canonical bytes (an append
+        writes many entries at one time)."""
         self._next_checkpoint = 0
         self._last_good_size = 0
         self._checked = 0
@@ -236,15 +256,25 @@ class LedgerAuditor:
         or ``true`` where the bytes hold ``1`` is not taken), the index columns agree with
         it, it is not pruned, and its hash and link hold (:meth:`ChainVerifier.accept`). Every
         check of :meth:`feed` is made, in cheaper form; whatever is not proven so goes through
-        :meth:`feed`, which finds and reports it."""
+        :meth:`feed`, which finds and reports it. ``event`` may come as its JSON text
+        (:data:`ROW_FIELDS`): it is decoded here, once."""
         canonical, event, appended_at, pruned_at = row[3], row[4], row[5], row[6]
+        if type(event) is str:
+            try:
+                event = orjson.loads(event)
+            except orjson.JSONDecodeError:
+                self._chain.mark_bad(row[0], "column event is not JSON")
+                return self.feed(stored_entry(row))
         if canonical is not None and pruned_at is None and type(event) is dict:
             seen = self._appended_at
             if seen is None or seen[0] != appended_at:
-                seen = self._appended_at = (appended_at, format_appended_at(appended_at))
+                seen = self._appended_at = (
+                    appended_at,
+                    entry_head(format_appended_at(appended_at)),
+                )
             position = row[0]
             if (
-                encodes_event(canonical, position, seen[1], event)
+                encodes_event_after(canonical, seen[1], position, event)
                 and not is_pruned_marker(event)
                 and _columns_agree(event, row)
                 and self._chain.accept(position, row[1], row[2], canonical)
