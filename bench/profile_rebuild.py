@@ -9,10 +9,14 @@ swap), and COPYs the same envelopes into a table of the same shape as the raw ba
 (1,000 rows per transaction). Prints events per second of both and their ratio, the SQL
 statements per event (each one round trip, counted in the client: independent of load) and
 the rebuilding process's CPU per event. ``--profile FILE`` samples the rebuild with
-pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
+pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function); ``--cprofile FILE``
+counts the rebuild's CPU time per function with cProfile (``time.process_time``: what the
+process itself spent, not the wait for PostgreSQL or the scheduler; FILE: pstats, FILE.txt the
+top functions).
 
     python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
+                                    [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
@@ -30,6 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -148,6 +153,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
             profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
+        cpu_profiler = None
+        if args.cprofile:
+            import cProfile
+
+            cpu_profiler = cProfile.Profile(time.process_time)
+            cpu_profiler.enable()
         STATEMENTS.clear()
         if args.remember is not None:
             rebuild_target.REMEMBERED_CLIENTS = args.remember
@@ -167,6 +178,9 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         if profiler is not None:
             profiler.stop()
             write_profile(profiler, Path(args.profile))
+        if cpu_profiler is not None:
+            cpu_profiler.disable()
+            write_cpu_profile(cpu_profiler, Path(args.cprofile))
         rebuilt_tasks = await admin.fetchval("SELECT count(*) FROM fu_read.fu_tasks")
         await admin.close()
     n = len(replayed)
@@ -191,6 +205,19 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             print(f"  {count / n:6.2f}/event  {sql}")
 
 
+def write_cpu_profile(profiler: Any, path: Path) -> None:
+    import io
+    import pstats
+
+    profiler.dump_stats(str(path))
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("cumulative").print_stats(60)
+    stats.sort_stats("tottime").print_stats(60)
+    Path(f"{path}.txt").write_text(text.getvalue())
+    print(f"CPU profile: {path} (top functions: {path}.txt)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=300)
@@ -198,6 +225,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    parser.add_argument("--cprofile", help="write a cProfile (CPU time) of the rebuild here")
     parser.add_argument("--remember", type=int, help="the rebuild's memory bounds (test scale)")
     args = parser.parse_args()
     count_statements()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,13 @@ from branchline_shared.eventstore.ports import (
     Outbox,
     SharedTransaction,
 )
-from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresUnitOfWork
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database, open_pool
 from tests.support.stack import Infra, unique
 
 TOPIC = "contract.events"
+MANY = 131  # a batch's worth of streams in one unit of work
 
 
 def event(stream: str, version: int, *, event_id: uuid.UUID | None = None) -> RecordedEvent:
@@ -155,6 +157,41 @@ class EventStoreContract:
         assert [p.message_key for p in await outbox.pending(10)] == ["o2"]
         assert await outbox.backlog() == 1
 
+    async def test_a_large_unit_of_work_reads_back_as_written(self, store: EventStore) -> None:
+        """A batch's worth of streams in one unit of work (#12): every answer, row, outbox
+        row in order and version as written; a reused id writes none of them."""
+        streams = [f"client-big{i}" for i in range(MANY)]
+        written = [event(s, 1) for s in streams] + [event(streams[0], 2)]
+        async with store.unit_of_work() as uow:
+            assert set((await uow.lock_streams(streams)).values()) == {0}
+            for i, e in enumerate(written):
+                uow.stage(e, topic=TOPIC, submission_hash=None if i % 2 else bytes([i % 256]))
+            positions = await uow.commit()
+        assert [(p.event_id, p.stream_id, p.stream_version) for p in positions] == [
+            (e.event_id, e.stream_id, e.stream_version) for e in written
+        ]
+        globals_ = [p.global_position for p in positions]
+        assert globals_ == sorted(globals_)
+        assert len(set(globals_)) == len(globals_)
+        first = await store.read_stream(streams[0])
+        assert [s.event for s in first] == [written[0], written[-1]]
+        assert [s.position for s in first] == [positions[0], positions[-1]]
+        assert first[0].submission_hash == bytes([0])
+        assert (await store.read_stream(streams[1]))[0].submission_hash is None
+        async with store.unit_of_work() as uow:
+            versions = await uow.lock_streams(streams)
+        assert versions == {s: 2 if s == streams[0] else 1 for s in streams}
+        pending = await store.outbox_port().pending(len(written) + 10)
+        assert [p.message_key for p in pending] == [e.subject_id for e in written]
+        assert [p.global_position for p in pending] == globals_
+        assert [p.envelope for p in pending] == [e.model_dump(mode="json") for e in written]
+        reused = [event(f"client-again{i}", 1) for i in range(MANY)]
+        reused.append(event("client-again-last", 1, event_id=written[5].event_id))
+        with pytest.raises(ConcurrencyError):
+            await _write_all(store, reused)
+        assert await store.read_stream(reused[0].stream_id) == []
+        assert len(await store.outbox_port().pending(len(written) + 10)) == len(written)
+
 
 class TestInMemoryEventStore(EventStoreContract):
     @pytest.fixture
@@ -253,6 +290,40 @@ class TestPostgresEventStore(EventStoreContract):
         assert [s.event.event_id for s in await store.read_stream("client-n1")] == [outer.event_id]
         assert await store.read_stream("client-n2") == []
 
+    async def test_a_stream_locked_at_version_0_has_no_history_to_read(
+        self, store: EventStore
+    ) -> None:
+        """#12: a unit of work outside a group reads no history for the streams it locked at
+        version 0 (a batch's new clients), and reads the others', as it wrote them too."""
+        assert isinstance(store, PostgresEventStore)
+        old = event("client-h-old", 1)
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams([old.stream_id])
+            uow.stage(old, topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        async with store._pool.acquire() as conn, conn.transaction():
+            spy = _QuerySpy(conn)
+            uow = PostgresUnitOfWork(spy)
+            await uow.lock_streams(["client-h-new", old.stream_id])
+            assert await uow.load_streams(["client-h-new"]) == {"client-h-new": []}
+            assert not any("envelope FROM es_events" in q for q in spy.queries)
+            assert await uow.load_streams(["client-h-new", old.stream_id]) == {
+                "client-h-new": [],
+                old.stream_id: [old],
+            }
+            new = event("client-h-new", 1)
+            uow.stage(new, topic=TOPIC, submission_hash=None)
+            await uow.commit()
+            assert await uow.load_streams(["client-h-new"]) == {"client-h-new": [new]}
+
+
+async def _write_all(store: EventStore, events: list[RecordedEvent]) -> None:
+    async with store.unit_of_work() as uow:
+        await uow.lock_streams([e.stream_id for e in events])
+        for e in events:
+            uow.stage(e, topic=TOPIC, submission_hash=None)
+        await uow.commit()
+
 
 async def _append(shared: SharedTransaction, *events: RecordedEvent) -> dict[str, int]:
     """One unit of work in a shared transaction; the versions its lock answered."""
@@ -280,3 +351,18 @@ async def _write_then_fail(shared: SharedTransaction, written: RecordedEvent) ->
     async with shared.isolated():
         await _append(shared, written)
         raise RuntimeError("the nested scope fails")
+
+
+class _QuerySpy:
+    """A connection that notes the queries it fetches and passes everything on."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.queries: list[str] = []
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.queries.append(query)
+        return await self._conn.fetch(query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)

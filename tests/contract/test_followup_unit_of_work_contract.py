@@ -12,11 +12,7 @@ import pytest
 from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
-from branchline_followup.application.ports import (
-    AppendedNotApplied,
-    FollowupUnitOfWork,
-    UnitsOfWork,
-)
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts
@@ -161,28 +157,23 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(fresh, None)
             assert await uow.mark_applied_all([(other, None)]) == set()
 
-    async def test_a_unit_that_appends_an_event_it_does_not_record_as_applied_does_not_commit(
-        self, units: UnitsOfWork, wakes: Wakes
+    async def test_the_applied_ids_are_read_outside_a_unit_once_committed(
+        self, units: UnitsOfWork
     ) -> None:
-        """ADR-0003: the worker skips the Kafka copies of followup's own events (#12), so an event
-        appended to followup's store must be recorded as applied in the same unit; a unit that
-        forgot it raises instead of committing, and nothing of it stays."""
-        stream = f"followup-task-{uuid.uuid4()}"
-        recorded, forgotten = an_event("c-9", stream=stream), an_event("c-9", stream=stream)
-        forgotten = forgotten.model_copy(update={"stream_version": 2})
-
-        async def append_without_recording() -> None:
-            async with units.begin() as uow:
-                await uow.events.lock_streams([stream])
-                await uow.events.append([recorded, forgotten], topic=TOPIC)
-                await uow.mark_applied(recorded, None)
-
-        with pytest.raises(AppendedNotApplied):
-            await append_without_recording()
+        applied, rolled_back, never = an_event("c-9"), an_event("c-9"), an_event("c-10")
         async with units.begin() as uow:
-            assert await uow.events.find([recorded.event_id, forgotten.event_id]) == {}
-            assert await uow.events.lock_streams([stream]) == {stream: 0}
-        assert wakes.count == 0
+            assert await uow.mark_applied(applied, None)
+
+        async def apply_then_fail() -> None:
+            async with units.begin() as uow:
+                assert await uow.mark_applied(rolled_back, None)
+                raise Rolledback
+
+        with pytest.raises(Rolledback):
+            await apply_then_fail()
+        ids = [applied.event_id, rolled_back.event_id, never.event_id]
+        assert await units.applied_already(ids) == {applied.event_id}
+        assert await units.applied_already([]) == set()
 
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:

@@ -100,13 +100,18 @@ class PostgresUnitOfWork:
         self._staged: list[_Staged] = []
         self.committed = 0
         self.share_locked: set[str] = set()  # streams this unit read-locked (they exist)
+        # Outside a group: the versions of the streams this unit holds locked for update, as
+        # locked and as it wrote them (a group keeps its own: ``held_versions``).
+        self._locked: dict[str, int] = {}
 
     async def lock_streams(
         self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
     ) -> dict[str, int]:
         group = self._group
         if group is None:
-            return await self._lock(stream_ids, shared)
+            versions = await self._lock(stream_ids, shared)
+            self._locked.update(versions)
+            return versions
         # Inside a group commit the group already holds its streams' locks, taken once in the
         # one global order, and knows their versions (only this transaction can change them
         # while it holds them): a unit of work locks only what the group does not hold, and
@@ -163,6 +168,8 @@ class PostgresUnitOfWork:
             found = {r["stream_id"] for r in rows}
             raise StreamsBusy(f"not created yet: {sorted(set(wanted) - found)}")
         versions.update({r["stream_id"]: r["version"] for r in rows})
+        if self._group is None:
+            self._locked.update(versions)
         return versions
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
@@ -189,14 +196,14 @@ class PostgresUnitOfWork:
     async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         histories: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
         wanted = set(stream_ids)
-        if self._group is not None:
-            # A stream the group holds at version 0 has no events: a stream's version is its
-            # last event's, set by the statement that writes the events (the one writer,
-            # _WRITE_SQL), and the group's lock keeps it so; what its callers wrote since is
-            # in ``held_versions`` (undone with a caller rolled back). So a new client's
-            # history, every registration's, costs no round trip (#12).
-            held = self._group.held_versions
-            wanted = {s for s in wanted if held.get(s) != 0}
+        # A stream locked at version 0 has no events: a stream's version is its last event's,
+        # set by the statement that writes the events (the one writer, _WRITE_SQL), and the
+        # lock keeps it so; what was written since is in the versions kept (a group's
+        # ``held_versions``, undone with a caller rolled back; a unit's own ``_locked``). So
+        # a new client's history, every registration's, costs no round trip (#12): in a group,
+        # and for a batch's new clients, whose histories a statement used to look for.
+        held = self._group.held_versions if self._group is not None else self._locked
+        wanted = {s for s in wanted if held.get(s) != 0}
         if not wanted:
             return histories
         rows = await self._conn.fetch(
@@ -270,6 +277,8 @@ class PostgresUnitOfWork:
                 ],
             )
         by_id = {r["event_id"]: _position(r) for r in rows}
+        if self._group is None:
+            self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
         self.committed += len(self._staged)
         self._staged.clear()
         return [by_id[e.event_id] for e in events]

@@ -160,7 +160,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_duplicates_nothing_fires
         assert overdue == await db.fetchval(
             "SELECT count(*) FROM fu_timers WHERE kind = 'overdue' AND fired_event_id IS NOT NULL"
         )
-        # D-07: every task creation is recorded once too, and published once.
+        # ADR-0003: every task creation is recorded once too, and published once.
         creations = await db.fetchval(
             "SELECT count(*) FROM es_events WHERE type = 'followup.task_created'"
         )

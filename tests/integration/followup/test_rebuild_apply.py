@@ -130,8 +130,9 @@ async def test_a_failing_event_leaves_no_trace_and_a_repeated_one_is_applied_onc
     failing = h.events[5]  # in the second batch of five
     real_project = rebuild_module.project
 
-    async def project(uow: Any, event: Decoded, *args: Any) -> bool:
-        applied = await real_project(uow, event, *args)  # its writes are made, then undone
+    async def project(uow: Any, event: Decoded, *args: Any, **kwargs: Any) -> bool:
+        # its writes are made, then undone
+        applied = await real_project(uow, event, *args, **kwargs)
         if event.envelope.event_id == failing.event_id:
             raise ValueError("a projection failure (what the live worker dead-letters)")
         return applied
@@ -168,8 +169,8 @@ async def test_what_the_rebuild_remembers_is_undone_with_a_failing_event(
     without = [e for e in events if e is not failing]
     real_project = rebuild_module.project
 
-    async def project(uow: Any, event: Decoded, *args: Any) -> bool:
-        applied = await real_project(uow, event, *args)
+    async def project(uow: Any, event: Decoded, *args: Any, **kwargs: Any) -> bool:
+        applied = await real_project(uow, event, *args, **kwargs)
         if event.envelope.event_id == failing.event_id:
             raise ValueError("a projection failure (what the live worker dead-letters)")
         return applied

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -34,13 +35,11 @@ from branchline_followup.domain import (
     TaskKind,
     TaskStatus,
 )
-from branchline_followup.entrypoints.worker import handle_batch
 from branchline_shared.clock import FixedClock
 from branchline_shared.events import typed
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.typed import UnreadablePayload, decode
-from branchline_shared.kafka.consuming import RawMessage
-from branchline_shared.kafka.wire import SourcePosition, event_headers
+from branchline_shared.kafka.wire import SourcePosition
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -338,57 +337,47 @@ class CountedUnits:
         self.begun += 1
         return self.inner.begin()
 
-
-class NoDeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[tuple[RawMessage, str]] = []
-
-    async def send(self, raw: RawMessage, reason: str) -> None:
-        self.sent.append((raw, reason))
+    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        return await self.inner.applied_already(event_ids)
 
 
-def as_raw(event: RecordedEvent, topic: str, offset: int, value: bytes | None = None) -> RawMessage:
-    body = event.model_dump_json().encode() if value is None else value
-    return RawMessage(
-        topic, 0, offset, event.subject_id.encode(), body, event_headers(event, offset)
-    )
-
-
-async def test_the_workers_own_copies_are_skipped_before_decoding(
-    units: MemoryUnitsOfWork, projection: Projection
+async def test_a_batch_of_the_services_own_applied_events_is_acked_without_a_unit(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
 ) -> None:
-    """#12: the relay's copies of followup's own events come back on the followup topic; each
-    was recorded as applied where it was recorded (ADR-0003), so the worker skips it unread: no
-    decoding, no look-up, no unit of work for a batch of only those."""
+    """#12: the relay's copies of what the worker recorded come back on the followup topic; a
+    batch of only those, all applied, is recognised by one look-up (D-07), no unit of work. A
+    batch with anything else, or with an own event not applied, still goes through one."""
     await apply_batch(
         units, [Delivered(registered()), Delivered(closed_visit())], projection, consumer="test"
     )
-    own = [s.event for s in units.state.events.values()]
-    assert own
-    assert all(e.source == "followup" and e.event_id in units.state.applied for e in own)
-    copies = [as_raw(e, TOPIC, n) for n, e in enumerate(own)]
-    # by its header alone: even a body that would not decode is skipped, not dead-lettered
-    copies.append(as_raw(own[0], TOPIC, len(copies), value=b"{not json"))
-    counted, dead = CountedUnits(units), NoDeadLetters()
+    copies = [Delivered(s.event) for s in units.state.events.values()]
+    assert copies
+    assert all(d.event.source == "followup" for d in copies)
+    counted = CountedUnits(units)
     state_before = copy.deepcopy(units.state)
-    await handle_batch(copies, counted, dead, projection)  # type: ignore[arg-type]
-    assert (counted.begun, dead.sent) == (0, [])
+    outcome = await apply_batch(counted, copies, projection, consumer="test")
+    assert (outcome.applied, outcome.already_applied, outcome.one_by_one) == (0, len(copies), False)
+    assert counted.begun == 0
     assert units.state == state_before
 
     fresh = registered("C-20003")
-    mixed = [*copies, as_raw(fresh, "intake.events", 0)]
-    await handle_batch(mixed, counted, dead, projection)  # type: ignore[arg-type]
-    assert (counted.begun, dead.sent) == (1, [])
-    assert fresh.event_id in units.state.applied
-    created = units.state.events.keys() - state_before.events.keys()  # its task's creation
-    assert units.state.applied.keys() - state_before.applied.keys() == {fresh.event_id, *created}
+    mixed = await apply_batch(counted, [*copies, Delivered(fresh)], projection, consumer="test")
+    assert (mixed.applied, mixed.already_applied) == (1, len(copies))
+    assert counted.begun == 1
+
+    own_new = copies[0].event.model_copy(update={"event_id": uuid.uuid4()})
+    again = await apply_batch(counted, [*copies, Delivered(own_new)], projection, consumer="test")
+    assert (again.applied, again.already_applied) == (1, len(copies))
+    assert counted.begun == 2
+    assert own_new.event_id in units.state.applied
 
 
 async def test_a_read_of_a_client_is_recorded_as_applied_where_it_is_recorded(
     units: MemoryUnitsOfWork, projection: Projection
 ) -> None:
-    """Every event followup records is applied in its own transaction (the worker skips the
-    copies, #12), a ``client.data_read`` too, though it changes no view."""
+    """Every event followup records is recorded as applied in its own transaction, a
+    ``client.data_read`` too, though it changes no view (#12: its Kafka copy is then acked
+    after one look-up, not applied by a transaction of the worker's)."""
     ctx = context(units, projection, FixedClock(MONDAY_9))
     who = Submitter(sub=RM_ID, roles=["rm"], branch_id="BR-001")
     await record_client_read(ctx, who, client_id="C-10001", route="GET /x", purpose=None)

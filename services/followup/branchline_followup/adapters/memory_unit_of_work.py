@@ -23,7 +23,7 @@ from branchline_followup.adapters.personal_data import (
     PERSONAL_DATA_SHREDDED,
     sealed_values_of,
 )
-from branchline_followup.application.ports import AppendedNotApplied, JournaledEvent
+from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
@@ -385,10 +385,6 @@ class _Journal(_Part):
 class _Events(_Part):
     appended = 0
 
-    def __init__(self, state: Callable[[], MemoryState]) -> None:
-        super().__init__(state)
-        self.appended_ids: list[uuid.UUID] = []
-
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self.s.events[i] for i in event_ids if i in self.s.events}
 
@@ -418,7 +414,6 @@ class _Events(_Part):
             self.s.outbox.append((event.event_id, topic))
             stored.append(position)
         self.appended += len(stored)
-        self.appended_ids += [p.event_id for p in stored]
         return stored
 
 
@@ -487,18 +482,11 @@ class MemoryUnitsOfWork:
             unit = MemoryFollowupUnitOfWork(self)
             try:
                 yield unit
-                # ADR-0003: nothing else applies followup's own events (the worker skips their
-                # copies), so each appended is recorded as applied in its unit
-                state = self.state  # a failed savepoint's appends are gone from it
-                missing = [
-                    i
-                    for i in unit.events.appended_ids
-                    if i in state.events and i not in state.applied
-                ]
-                if missing:
-                    raise AppendedNotApplied(f"appended but not recorded as applied: {missing}")
             except BaseException:
                 self.state = saved
                 raise
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
+
+    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        return {event_id for event_id in event_ids if event_id in self.state.applied}

@@ -41,7 +41,7 @@ from branchline_followup.adapters.pg_schemas import (
     try_lock_client,
 )
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
-from branchline_followup.application.ports import AppendedNotApplied, JournaledEvent
+from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
@@ -583,7 +583,6 @@ class _Events:
         self._conn = conn
         self._writes = PostgresEventWrites(conn)
         self.appended = 0
-        self.appended_ids: list[uuid.UUID] = []
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._writes.find_existing(event_ids)
@@ -610,7 +609,6 @@ class _Events:
         except asyncpg.UniqueViolationError as exc:  # an id or a stream version taken
             raise ConcurrencyError(str(exc)) from exc
         self.appended += len(stored)
-        self.appended_ids += [s.event_id for s in stored]
         return stored
 
 
@@ -633,8 +631,6 @@ class PostgresFollowupUnitOfWork:
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
-        self._marked: set[uuid.UUID] = set()
-        """Ids recorded as applied in this unit (found applied already included)."""
         self.clients = _Clients(conn, self._locked, collect=collect)
         self.tasks = _Tasks(conn, self._locked, collect=collect)
         self.timers = _Timers(conn, self.tasks, collect=collect)
@@ -675,22 +671,12 @@ class PostgresFollowupUnitOfWork:
         await self.journal.load(pairs)
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
-        self._marked.add(event.event_id)
         return await read_models.mark_applied(self._conn, event, position)
 
     async def mark_applied_all(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> set[uuid.UUID]:
-        self._marked.update(e.event_id for e, _ in events)
         return await read_models.mark_all_applied(self._conn, events)
-
-    def check_appended_applied(self) -> None:
-        """Raise :class:`AppendedNotApplied` if an event appended to followup's store in this
-        unit was not recorded as applied in it (the worker skips followup's own Kafka copies,
-        so nothing else would apply it)."""
-        missing = [i for i in self.events.appended_ids if i not in self._marked]
-        if missing:
-            raise AppendedNotApplied(f"appended but not recorded as applied: {missing}")
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits)."""
@@ -702,8 +688,6 @@ class PostgresFollowupUnitOfWork:
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         held = set(self._locked)
-        marked = set(self._marked)
-        appended = list(self.events.appended_ids)
         kept = dict(self.clients.kept)
         unwritten = set(self.clients.unwritten)
         tasks = self.tasks.snapshot()
@@ -723,9 +707,6 @@ class PostgresFollowupUnitOfWork:
             # collected before it and written within it are rolled back: written again later).
             self._locked.clear()
             self._locked.update(held)
-            self._marked.clear()
-            self._marked.update(marked)
-            self.events.appended_ids[:] = appended
             self.clients.kept = kept
             self.clients.unwritten = unwritten
             self.tasks.restore(tasks)
@@ -761,7 +742,12 @@ class PostgresUnitsOfWork:
                 await hold_swap_lock_shared(conn)
                 unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
-                unit.check_appended_applied()  # ADR-0003: nothing else applies followup's own
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
+
+    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        # Without the swap lock: a rebuild swaps in read models caught up to the broker's
+        # tail, so an id applied in the tables read here is applied in those too.
+        async with self._pool.acquire() as conn:
+            return await read_models.applied_ids(conn, event_ids)

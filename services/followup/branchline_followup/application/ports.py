@@ -328,18 +328,12 @@ class FollowupUnitOfWork(Protocol):
 class UnitsOfWork(Protocol):
     """Where units of work come from (one per transaction)."""
 
-    def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
-        """A unit of work, committed when the block ends. Every event appended to followup's
-        store in it must be recorded as applied in it too (ADR-0003; the worker skips the Kafka
-        copies of followup's events, ``entrypoints.worker.is_own_copy``): a unit that appended
-        one it did not record raises :class:`AppendedNotApplied` instead of committing."""
+    def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]: ...
+
+    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of ``event_ids`` the read models recorded as applied, read outside any unit
+        of work (no transaction, no lock): an id found is applied for good (ADR-0003)."""
         ...
-
-
-class AppendedNotApplied(RuntimeError):
-    """A unit of work appended events to followup's store without recording them as applied:
-    nothing would ever apply them (the worker skips followup's own copies). A programming
-    error; the unit is rolled back."""
 
 
 class QualityRows(Protocol):

@@ -103,16 +103,26 @@ def locks_client(event: RecordedEvent) -> bool:
     )
 
 
+def only_marked(event: RecordedEvent) -> bool:
+    """Whether :func:`project` only records ``event`` as applied (its payload never read): a
+    recorded task creation, a record about the client. A consumer that receives many of them
+    (a rebuild replays every creation) may record them with :func:`mark_only`, undecoded."""
+    return event.type == TASK_CREATED or event.type in NOT_PROJECTED
+
+
+async def mark_only(
+    uow: FollowupUnitOfWork, event: RecordedEvent, position: SourcePosition | None = None
+) -> bool:
+    """What :func:`project` does with an event :func:`only_marked` says it only marks."""
+    if not only_marked(event):
+        raise ValueError(f"{event.type} {event.event_id} is projected: decode it first")
+    return await uow.mark_applied(event, position)
+
+
 def may_open_tasks(event: RecordedEvent) -> bool:
     """Whether the rules decide on the event (tasks it may make due carry its id; a stage
     change by an event of another type does too, found when asked)."""
     return event.type in HANDLED_EVENT_TYPES
-
-
-Decoded = Decoded
-"""An event as the projection reads it: decoded once where the consumer received it (the
-worker's batch, the rebuild's replay, a re-projection's journal, the event a process just
-recorded), its payload handed to every helper that reads it (#12)."""
 
 
 async def apply_event(

@@ -34,7 +34,9 @@ from branchline_followup.application.projector import (
     Projection,
     apply_client_stage_changes,
     locks_client,
+    mark_only,
     may_open_tasks,
+    only_marked,
     project,
 )
 from branchline_followup.application.task_creations import PendingCreations
@@ -175,7 +177,7 @@ async def rebuild_read_models(
             tail = [m async for m in source.messages()]
             await _apply_all(uow, tail, projection, counts, on_progress)
             for event, position in await target.store_events_not_on_kafka():
-                typed = _readable(event)
+                typed = event if only_marked(event) else _readable(event)
                 if typed is None:
                     counts.skipped += 1  # unreadable: the live worker refused it too
                     continue
@@ -230,7 +232,7 @@ async def _apply_batch(
     batch applies whole. One that fails for good (an event the live worker dead-lettered) is
     rolled back and applied again with a savepoint per event, which skips just that event: the
     same result as applying every event in its own savepoint."""
-    decoded: list[tuple[Decoded, SourcePosition | None]] = []
+    decoded: list[tuple[Decoded | RecordedEvent, SourcePosition | None]] = []
     poison = 0
     for message in messages:
         typed = _received(message)
@@ -238,7 +240,7 @@ async def _apply_batch(
             poison += 1  # the live worker dead-lettered it
             continue
         decoded.append((typed, source_position(message.headers)))
-    envelopes = [(typed.envelope, position) for typed, position in decoded]
+    envelopes = [(_envelope(typed), position) for typed, position in decoded]
     try:
         async with target.batch() as uow:
             # what it reads ahead for the batch: in a long rebuild, what it no longer
@@ -251,7 +253,7 @@ async def _apply_batch(
                 uow, [e.event_id for e, _ in envelopes if locks_client(e) and may_open_tasks(e)]
             )
             for typed, position in decoded:
-                await project(uow, typed, projection, position, creations=creations)
+                await _project(uow, typed, projection, position, creations)
     except Exception as exc:
         if is_transient(exc):
             raise
@@ -281,14 +283,33 @@ async def _apply_all(
         on_progress(len(messages))
 
 
-def _received(message: Replayed) -> Decoded | None:
+def _received(message: Replayed) -> Decoded | RecordedEvent | None:
     """The replayed message decoded, once, envelope and payload (#12: the projection's helpers
-    read that one payload); None for what the live worker dead-lettered (not an envelope, a
-    version it cannot read, a payload it cannot read)."""
+    read that one payload); only its envelope for an event the projection only marks applied
+    (a rebuild replays every recorded task creation: their payloads are read where they are
+    looked up); None for what the live worker dead-lettered (not an envelope, a version it
+    cannot read, a payload it cannot read)."""
     try:
-        return _readable(decode_current_event(message.value))
+        event = decode_current_event(message.value)
     except PoisonEvent:
         return None
+    return event if only_marked(event) else _readable(event)
+
+
+def _envelope(event: Decoded | RecordedEvent) -> RecordedEvent:
+    return event if isinstance(event, RecordedEvent) else event.envelope
+
+
+async def _project(
+    uow: FollowupUnitOfWork,
+    event: Decoded | RecordedEvent,
+    projection: Projection,
+    position: SourcePosition | None,
+    creations: PendingCreations | None = None,
+) -> bool:
+    if isinstance(event, RecordedEvent):
+        return await mark_only(uow, event, position)
+    return await project(uow, event, projection, position, creations=creations)
 
 
 def _readable(event: RecordedEvent) -> Decoded | None:
@@ -300,14 +321,14 @@ def _readable(event: RecordedEvent) -> Decoded | None:
 
 async def _apply_one(
     uow: FollowupUnitOfWork,
-    event: Decoded,
+    event: Decoded | RecordedEvent,
     projection: Projection,
     counts: _Counts,
     position: SourcePosition | None,
 ) -> None:
     try:
         async with uow.savepoint():  # a failing event leaves no trace
-            await project(uow, event, projection, position)
+            await _project(uow, event, projection, position)
         counts.applied += 1
     except Exception as exc:
         if is_transient(exc):

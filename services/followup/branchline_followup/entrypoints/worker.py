@@ -12,12 +12,6 @@ the batch is applied in one transaction
 (their offsets committed) only after that commit. Busy, a batch amortises the
 commit; idle, an event is applied at once, waiting for nothing.
 
-The agent also reads followup's own topic, where its relay publishes what followup's store
-recorded (task creations, staff actions, timers, reads): those copies are acknowledged
-unread, before decoding (:func:`is_own_copy`), because every event followup's store records
-was recorded as applied in the transaction that appended it (ADR-0003; the units of work refuse
-to commit an append that was not, ``PostgresUnitsOfWork.begin``). Reading the topic on keeps
-the group's offsets there moving (the self-check judges the consumer's progress by them).
 """
 
 from __future__ import annotations
@@ -37,7 +31,6 @@ from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection
-from branchline_followup.application.recording import SOURCE
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage
 from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
 from branchline_shared.kafka.topics import Topics
@@ -49,18 +42,6 @@ from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
-_OWN_SOURCE = SOURCE.encode()
-
-
-def is_own_copy(raw: RawMessage) -> bool:
-    """Whether ``raw`` is the relay's copy of an event followup's own store recorded (its
-    ``source`` header, set by the relay): applied where it was recorded, nothing to do (#12:
-    before, each copy was decoded and looked up, a batch of them one round trip, else one
-    more event in a batch's transaction)."""
-    for key, value in raw.headers:
-        if key == "source":
-            return bool(value == _OWN_SOURCE)
-    return False
 
 
 def create_faust_app(
@@ -96,7 +77,7 @@ def create_faust_app(
         # batch while Faust waits for its acks; that wait has no bound and froze a worker
         # for good mid-rebalance and at stop. Not waiting is safe here: offsets are committed
         # only for acked events, acked only after their transaction committed, and a
-        # redelivered event is recognised by its recorded id (D-07, effectively once).
+        # redelivered event is recognised by its recorded id (effectively once, ADR-0003).
         stream_wait_empty=False,
     )
     projected = projection
@@ -144,13 +125,10 @@ async def handle_batch(
     projection: Projection,
     jumps: PositionJumps | None = None,
 ) -> None:
-    """Skip followup's own copies (:func:`is_own_copy`), decode the rest (poison → dead
-    letter), apply them as one batch, dead-letter each event that fails on its own with the
-    reason."""
+    """Decode (poison → dead letter), apply the rest as one batch, dead-letter each event that
+    fails on its own with the reason."""
     batch: list[tuple[RawMessage, Delivered]] = []
     for raw in raws:
-        if is_own_copy(raw):
-            continue
         try:
             event = decode_current_event(raw.value)
         except PoisonEvent as exc:
@@ -178,7 +156,7 @@ async def handle_message(
 
 async def stop_worker_app(app: faust.App, timeout_s: float) -> None:
     """Stop ``app``, bounded by ``timeout_s``; past it, end its consumer thread's loop (what
-    was not committed is redelivered and recognised by its recorded id, D-07). The thread is
+    was not committed is redelivered and recognised by its recorded id, ADR-0003). The thread is
     not a daemon: a stop that never returned would keep a SIGTERMed worker process alive for
     good, and in-process (tests, tools) the thread would go on polling the broker."""
     # Two ways a stop hangs: awaiting (Faust waits for acks, commits) or blocked (mode joins

@@ -1,0 +1,116 @@
+"""The rebuild's replay decodes what the projection reads, once, and no more (#12)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+from followup_factories import MONDAY_9, RM_ID, an_event
+
+from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
+from branchline_followup.adapters.topic_replay import ReplayedMessage
+from branchline_followup.application.ports import FollowupUnitOfWork
+from branchline_followup.application.rebuild import rebuild_read_models
+from branchline_followup.application.task_creations import creation_event
+from branchline_followup.domain import ClientContext, CreateTask, FollowupPolicy, decide
+from branchline_shared.events import typed
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.wire import SourcePosition
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+
+class Source:
+    def __init__(self, events: list[RecordedEvent]) -> None:
+        self._messages = [
+            ReplayedMessage("t", 0, n, 0, orjson.dumps(e.model_dump(mode="json")))
+            for n, e in enumerate(events)
+        ]
+
+    async def start(self) -> int:
+        return len(self._messages)
+
+    async def messages(self) -> AsyncIterator[ReplayedMessage]:
+        messages, self._messages = self._messages, []
+        for message in messages:
+            yield message
+
+    async def extend_to_current_end(self) -> int:
+        return 0
+
+    async def stop(self) -> None:
+        return None
+
+
+class Target:
+    """The rebuild's target on the in-memory units (one unit per batch, the swap one more)."""
+
+    schema = "memory"
+    retired = "memory-retired"
+    swap_lock_waits = 0
+
+    def __init__(self, units: MemoryUnitsOfWork) -> None:
+        self.units = units
+
+    async def open(self) -> None:
+        return None
+
+    def batch(self) -> contextlib.AbstractAsyncContextManager[FollowupUnitOfWork]:
+        return self.units.begin()
+
+    def swap(self) -> contextlib.AbstractAsyncContextManager[FollowupUnitOfWork]:
+        return self.units.begin()
+
+    async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
+        return []
+
+    async def swap_in(self, *, applied: int, skipped: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def drop_retired(self) -> None:
+        return None
+
+
+async def test_a_replayed_task_creation_is_marked_applied_without_its_payload_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The projection only marks a recorded creation applied (its payload is read where the
+    # creation is looked up, for the event that decided it): the replay decodes its envelope
+    # alone; every other event is decoded once, envelope and payload.
+    parsed: list[str] = []
+    real = typed.parse_payload
+
+    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
+        parsed.append(event_type)
+        return real(event_type, data, stored=stored)
+
+    monkeypatch.setattr(typed, "parse_payload", counting)
+    registered = an_event(
+        "client.registered",
+        {"client_type": "individual", "rm_id": RM_ID},
+        at=MONDAY_9 - timedelta(days=1),
+    )
+    # the creation of the revisit the registration makes due, as the live worker recorded it
+    client = ClientContext(client_id=registered.client_id or "", rm_id=RM_ID)
+    (command,) = decide(typed.decode(registered), client, [], FollowupPolicy())
+    assert isinstance(command, CreateTask)
+    creation = creation_event(command.task, stream_version=1, now=MONDAY_9)
+    parsed.clear()
+    units = MemoryUnitsOfWork()
+    result = await rebuild_read_models(
+        target=Target(units),
+        source=Source([registered, creation]),
+        policy=FollowupPolicy(),
+    )
+    assert (result.applied, result.skipped) == (2, 0)
+    assert parsed == ["client.registered"]
+    assert {registered.event_id, creation.event_id} <= set(units.state.applied)
+    assert uuid.UUID(str(creation.data["task_id"])) in units.state.tasks
