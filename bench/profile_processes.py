@@ -96,8 +96,6 @@ def report(events: int, applied: int, answers: dict[str, dict[str, Any]]) -> Non
         m, p = a["malloc"], a["pymalloc"]
         arenas = p.get("arenas allocated current", 0)
         trimmed = f" after trim {mb(a['rss_after_trim_kb'])}" if "rss_after_trim_kb" in a else ""
-        if "trims" in a:
-            trimmed += f"; trimmed {a['trims']} times"
         print(
             f"{events:>8} {component:<16} RSS {mb(a['rss_kb'])} MB (peak {mb(a['hwm_kb'])})"
             f"{trimmed}; malloc in use {m['uordblks'] / 2**20:.1f} free {m['fordblks'] / 2**20:.1f}"

@@ -136,9 +136,6 @@ def _install(component: str, folder: Path) -> None:
                 found[named] = cached.cache_info()._asdict()
         if found:
             figures["caches"] = found
-        trimming = sys.modules.get("branchline_shared.allocator_trim")
-        if trimming is not None:  # the process's own trims so far (Round 7)
-            figures["trims"] = int(trimming.TRIMS._value.get())
         if held_types:
             figures["held_by"] = _held_by(held_types)
         if tracemalloc.is_tracing():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -11,7 +10,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from branchline_cli.processes import resolved_processes, serve_forked
-from branchline_shared.allocator_trim import TrimPolicy, trimming_allocator
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.graceful import DrainingServer, serve_draining
 from branchline_shared.http.startup_heap import freeze_startup_heap
@@ -79,23 +77,15 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
     elif component is Component.FOLLOWUP_WORKER:
         from branchline_followup.bootstrap import run_worker
 
-        with _trimming(component, settings):
-            asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings))
     elif component is Component.AUDIT_CONSUMER:
         from branchline_audit.bootstrap import run_consumer
 
-        with _trimming(component, settings):
-            asyncio.run(run_consumer(settings))
+        asyncio.run(run_consumer(settings))
     elif component is Component.INTAKE_RELAY:
         from branchline_intake.bootstrap import run_relay
 
         asyncio.run(run_relay(settings))
-
-
-def _trimming(component: Component, settings: BranchlineSettings) -> AbstractContextManager[None]:
-    # glibc keeps freed memory in its heaps: if BRANCHLINE_MALLOC_TRIM_INTERVAL_S is set, it
-    # is given back at quiet moments (#12, allocator_trim.py; off by default: no gain measured).
-    return trimming_allocator(TrimPolicy(settings.malloc_trim_interval_s), component.value)
 
 
 def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Config:

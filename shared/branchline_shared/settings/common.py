@@ -91,16 +91,6 @@ class CommonSettings(BaseSettings):
         "reconcile_self_repair = false).",
     )
     reconcile_self_repair: bool = True
-    malloc_trim_interval_s: float = Field(
-        default=0.0,
-        ge=0,
-        le=3600,
-        description="If above 0, the consumers (followup worker, audit consumer) give glibc's "
-        "free heap memory back to the system at most this often, when they are quiet or have "
-        "been busy for a minute and their resident size regrew 8 MB since the last trim. Off "
-        "by default: no gain measured, their growth is pymalloc's arenas (docs/performance.md, "
-        '"Allocator trim in the consumers").',
-    )
     dead_letter_gauge_interval_s: float = Field(
         default=30.0,
         gt=0,
