@@ -20,6 +20,7 @@ from branchline_followup.domain import (
     apply_commands,
     decide,
 )
+from branchline_shared.events import typed
 from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
 from branchline_shared.events.typed import decode
 
@@ -111,3 +112,17 @@ class TaskBook:
         tasks = self.of_kind(kind)
         assert len(tasks) == 1, tasks
         return tasks[0]
+
+
+def count_payload_parses(monkeypatch: Any) -> list[str]:
+    """The event types the catalogue parses a payload for from now on, in order (#12: the
+    tests that a consumer decodes each event once)."""
+    parsed: list[str] = []
+    real = typed.parse_payload
+
+    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
+        parsed.append(event_type)
+        return real(event_type, data, stored=stored)
+
+    monkeypatch.setattr(typed, "parse_payload", counting)
+    return parsed

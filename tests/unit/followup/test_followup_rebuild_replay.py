@@ -6,11 +6,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import orjson
 import pytest
-from followup_factories import MONDAY_9, RM_ID, an_event
+from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.topic_replay import ReplayedMessage
@@ -85,14 +84,7 @@ async def test_a_replayed_task_creation_is_marked_applied_without_its_payload_pa
     # The projection only marks a recorded creation applied (its payload is read where the
     # creation is looked up, for the event that decided it): the replay decodes its envelope
     # alone; every other event is decoded once, envelope and payload.
-    parsed: list[str] = []
-    real = typed.parse_payload
-
-    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
-        parsed.append(event_type)
-        return real(event_type, data, stored=stored)
-
-    monkeypatch.setattr(typed, "parse_payload", counting)
+    parsed = count_payload_parses(monkeypatch)
     registered = an_event(
         "client.registered",
         {"client_type": "individual", "rm_id": RM_ID},

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from followup_factories import MONDAY_9, RM_ID, an_event
+from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.application.actions import NotYourTask, complete_task
@@ -36,7 +36,6 @@ from branchline_followup.domain import (
     TaskStatus,
 )
 from branchline_shared.clock import FixedClock
-from branchline_shared.events import typed
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.typed import UnreadablePayload, decode
 from branchline_shared.kafka.wire import SourcePosition
@@ -307,14 +306,7 @@ async def test_a_batch_decodes_each_event_once(
     # #12: the batch decodes each event where it receives it and hands the typed payload to
     # every helper (facts, rules, quality rows, suitability, service loop); they used to
     # decode it again each (a sale was parsed four times, a closed visit three times).
-    parsed: list[str] = []
-    real = typed.parse_payload
-
-    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
-        parsed.append(event_type)
-        return real(event_type, data, stored=stored)
-
-    monkeypatch.setattr(typed, "parse_payload", counting)
+    parsed = count_payload_parses(monkeypatch)
     events = [
         registered(),
         closed_visit(),
