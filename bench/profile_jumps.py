@@ -4,8 +4,8 @@ Fills a :class:`PositionJumps` with ``--streams`` streams (its default bound, 10
 many again, so that every one of the second half evicts one of the first: the growth fill's
 pattern (a new client per event). It prints, for the table of ``branchline_shared`` (the
 arrays) and for the one it replaced (``OrderedDictJumps`` below, a copy of the code before
-#12, for the comparison only), what tracemalloc counts as alive once the table is full (bytes
-and blocks, and per stream) and the objects the collector tracks that were added.
+#12, for the comparison only), what tracemalloc counts as alive once the table is full: bytes
+and blocks (allocations), in all and per stream.
 
 Then ``--pairs`` alternated timings (A B A B ...) of ``seen`` per call, each over
 ``--calls`` events on a full table: ``new`` streams (each evicts the least recent one) and
@@ -81,7 +81,6 @@ def memory(name: str, make: Table, streams: int) -> None:
     first = [Event(s, 1) for s in stream_ids("m", 0, streams)]
     second = [Event(s, 1) for s in stream_ids("m", streams, streams)]
     gc.collect()
-    objects = len(gc.get_objects())
     tracemalloc.start()
     empty = tracemalloc.get_traced_memory()[0]
     table = make(streams)
@@ -95,11 +94,10 @@ def memory(name: str, make: Table, streams: int) -> None:
     size = tracemalloc.get_traced_memory()[0] - empty
     tracemalloc.stop()
     blocks = sum(s.count for s in snapshot.statistics("filename"))
-    added = len(gc.get_objects()) - objects
     print(
         f"  {name:22} {size / 1e6:7.2f} MB alive ({made / 1e6:5.2f} MB of it at creation), "
         f"{blocks:>7,} blocks traced, {size / streams:6.1f} B and "
-        f"{blocks / streams:4.2f} blocks per stream, {added:>7,} objects tracked added"
+        f"{blocks / streams:4.2f} blocks per stream"
     )
     del table
 

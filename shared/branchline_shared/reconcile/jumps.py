@@ -18,9 +18,9 @@ the least recently advanced one, in a few arrays allocated once at their bound r
 dict of one key string (and an ordered-dict node) per stream. Those keys were the only
 long-lived small objects replaced all the time, the likeliest to pin the 1 MiB pymalloc arenas
 they were allocated in, which is how the consumers' resident size grew with the bursts they
-worked through while their live data stayed flat (docs/performance.md, Round 7). Here a stream costs no Python
-object while it is remembered: its key's bytes, its version and its links are slots of the
-arrays.
+worked through while their live data stayed flat (docs/performance.md, Round 7). Here a
+stream costs no Python object while it is remembered: its key's bytes, its version and its
+links are slots of the arrays.
 
 Why a collision can never hide a jump: the hash only chooses the bucket a stream's entry is
 chained in; a stream is found only by comparing its whole key, byte for byte, so two streams
@@ -113,8 +113,8 @@ class PositionJumps:
         keys, lengths, chain = self._keys, self._lengths, self._chain
         entry = self._heads[bucket]
         while entry != _NONE:
-            start = entry * KEY_WIDTH
-            if lengths[entry] == width and keys[start : start + width] == key:
+            # The whole key, in place (no slice copied): its length, then its bytes.
+            if lengths[entry] == width and keys.startswith(key, entry * KEY_WIDTH):
                 break
             entry = chain[entry]
         else:
@@ -124,9 +124,19 @@ class PositionJumps:
         if version <= last:
             return False  # a redelivery or a re-publish: older, not a gap
         self._versions[entry] = version
-        if entry != self._newest:
-            self._unlink(entry)
-            self._link_newest(entry)
+        newest = self._newest
+        if entry != newest:  # made the newest (inline, as above); it has a newer one
+            older_links, newer_links = self._older, self._newer
+            older, newer = older_links[entry], newer_links[entry]
+            if older == _NONE:
+                self._oldest = newer
+            else:
+                newer_links[older] = newer
+            older_links[newer] = older
+            older_links[entry] = newest
+            newer_links[entry] = _NONE
+            newer_links[newest] = entry
+            self._newest = entry
         if version == last + 1:
             return False
         POSITION_JUMPS.labels(self._consumer).inc()
