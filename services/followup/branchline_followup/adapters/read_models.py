@@ -132,16 +132,6 @@ async def fetch_client(conn: PgConnection, client_id: str) -> ClientFacts | None
     return None if row is None else facts_from_row(row)
 
 
-async def fetch_clients(conn: PgConnection, client_ids: Sequence[str]) -> dict[str, ClientFacts]:
-    """:func:`fetch_client` for many clients in one statement (#12); absent ones left out."""
-    rows = await conn.fetch(
-        f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients "  # noqa: S608 - fixed identifiers, bound values
-        "WHERE client_id = ANY($1::text[])",
-        list(client_ids),
-    )
-    return {r["client_id"]: facts_from_row(r) for r in rows}
-
-
 def facts_from_row(row: Any) -> ClientFacts:
     """The facts a ``fu_clients`` row holds (``client_id`` and :data:`FACT_COLUMNS`): the one
     decoder of the write side and of the views (:mod:`.queries`)."""
@@ -204,21 +194,6 @@ async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask
         client_id,
     )
     return [task_from_row(r) for r in rows]
-
-
-async def open_tasks_of_clients(
-    conn: PgConnection, client_ids: Sequence[str]
-) -> dict[str, list[FollowupTask]]:
-    """:func:`open_tasks_of` for many clients in one statement (#12); each client listed."""
-    rows = await conn.fetch(
-        f"SELECT {_TASK_SELECT} FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
-        "WHERE client_id = ANY($1::text[]) AND status = 'open' ORDER BY opened_at, id",
-        list(client_ids),
-    )
-    found: dict[str, list[FollowupTask]] = {c: [] for c in client_ids}
-    for r in rows:
-        found[r["client_id"]].append(task_from_row(r))
-    return found
 
 
 async def fetch_tasks(
