@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
@@ -66,3 +67,66 @@ def test_only_the_most_recent_streams_are_remembered() -> None:
     jumps.seen(event("c", 1))  # forgets a
     assert jumps.seen(event("a", 5)) is False  # not judged: seen as new
     assert jumps.seen(event("c", 3)) is True
+
+
+def test_the_least_recently_advanced_stream_is_forgotten_and_the_table_stays_at_its_bound() -> None:
+    jumps = PositionJumps("test", max_streams=3)
+    for stream in ("a", "b", "c"):
+        jumps.seen(event(stream, 1))
+    jumps.seen(event("a", 2))  # a advanced: b is now the least recent
+    jumps.seen(event("b", 1))  # a redelivery does not make b recent
+    jumps.seen(event("d", 1))  # forgets b
+    assert len(jumps) == 3
+    assert jumps.seen(event("b", 5)) is False  # forgotten: seen as new (forgets c)
+    assert jumps.seen(event("a", 4)) is True
+    assert jumps.seen(event("d", 3)) is True
+    assert jumps.seen(event("c", 9)) is False  # forgotten in turn
+    for i in range(100):
+        jumps.seen(event(f"s{i}", 1))
+    assert len(jumps) == 3
+
+
+def test_streams_whose_hashes_collide_are_still_judged_apart() -> None:
+    """Every key in one bucket: only the whole key finds a stream, so a collision can neither
+    lend one stream's version to another (hiding its jump) nor lose one."""
+    triggered: list[int] = []
+    jumps = PositionJumps("test", lambda: triggered.append(1), max_streams=4)
+    jumps._hash = lambda key: 0
+    assert [jumps.seen(event(s, 1)) for s in ("a", "b", "c", "d")] == [False] * 4
+    assert jumps.seen(event("a", 9)) is True  # b, c, d at 1 do not hide it
+    assert jumps.seen(event("b", 2)) is False
+    assert jumps.seen(event("c", 3)) is True
+    jumps.seen(event("e", 1))  # full: forgets d, the least recent, from the chain's middle
+    jumps.seen(event("f", 1))  # forgets a
+    assert jumps.seen(event("b", 4)) is True
+    assert jumps.seen(event("e", 3)) is True
+    assert jumps.seen(event("d", 7)) is False  # forgotten: new again
+    assert triggered == [1, 1, 1, 1]
+
+
+def test_long_stream_ids_sharing_a_prefix_are_judged_apart() -> None:
+    prefix = "client-" + "x" * 100
+    jumps = PositionJumps("test", max_streams=4)
+    jumps._hash = lambda key: 0
+    jumps.seen(event(prefix + "1", 1))
+    jumps.seen(event(prefix + "2", 5))
+    assert jumps.seen(event(prefix + "1", 2)) is False  # 2's version 5 is not lent to 1
+    assert jumps.seen(event(prefix + "1", 4)) is True
+    assert jumps.seen(event(prefix + "2", 6)) is False
+
+
+def test_a_remembered_stream_holds_no_python_object() -> None:
+    """The table's memory is allocated once, at its bound (#12): streams replaced all the time
+    must not leave small objects pinning the allocator's arenas."""
+    jumps = PositionJumps("test", max_streams=1_000)
+    events = [event(f"client-C-{i}", 1) for i in range(3_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for e in events:
+            jumps.seen(e)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(jumps) == 1_000
+    assert grown < 1_000  # bytes, for 3,000 streams seen: an object per stream is >= 50 each
