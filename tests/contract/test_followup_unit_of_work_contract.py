@@ -584,6 +584,41 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             async with units.begin() as other:
                 assert not await other.try_lock_client("c-31")
 
+    async def test_marking_a_batch_locks_the_clients_of_the_flagged_events_recorded_now(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: the records and the clients' locks in one statement: the clients of the
+        flagged events recorded now are locked (and not taken again by hold_clients_of), not
+        those of unflagged events nor of events applied before."""
+        applied_before = an_event("c-82")
+        async with units.begin() as uow:
+            await uow.mark_applied(applied_before, None)
+        flagged, unflagged, also_flagged = an_event("c-80"), an_event("c-81"), an_event("c-83")
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            events = [(flagged, None), (unflagged, None), (applied_before, None)]
+            events += [(also_flagged, None), (flagged, None)]  # a repeat
+            fresh = await uow.mark_applied_all(events, locking=[True, False, True, True, True])
+            assert fresh == {flagged.event_id, unflagged.event_id, also_flagged.event_id}
+            async with units.begin() as other:
+                assert not await other.try_lock_client("c-80")
+                assert not await other.try_lock_client("c-83")
+                assert await other.try_lock_client("c-81")
+                assert await other.try_lock_client("c-82")
+            conn = uow._conn  # type: ignore[attr-defined]
+            conn.add_query_logger(log)
+            try:
+                await uow.hold_clients_of([(flagged, None), (also_flagged, None)])
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+        assert len(sent) == 1, sent  # the read ahead only: the locks are held
+        assert "pg_advisory_xact_lock" not in sent[0]
+
     async def test_held_clients_are_read_ahead_in_one_statement_after_their_locks(
         self, units: UnitsOfWork
     ) -> None:
