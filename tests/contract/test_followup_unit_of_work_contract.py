@@ -619,6 +619,33 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         assert len(sent) == 1, sent  # the read ahead only: the locks are held
         assert "pg_advisory_xact_lock" not in sent[0]
 
+    async def test_a_batch_locking_as_it_marks_waits_for_the_holder_and_reads_its_commit(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12, ADR-0013: the lock taken in the records' statement waits for a unit holding
+        the client, and the read ahead (a later statement) sees what that unit committed."""
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-90", rm_id="rm-before"))
+        event = an_event("c-90")
+        marking_started = asyncio.Event()
+
+        async def batch() -> str | None:
+            async with units.begin() as uow:
+                marking_started.set()
+                await uow.mark_applied_all([(event, None)], locking=[True])
+                await uow.hold_clients_of([(event, None)])
+                facts = await uow.clients.get("c-90")
+                return None if facts is None else facts.rm_id
+
+        async with units.begin() as holder:
+            await holder.lock_client("c-90")
+            await holder.clients.save(a_client("c-90", rm_id="rm-holder"))
+            running = asyncio.create_task(batch())
+            await marking_started.wait()
+            await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
+            assert not running.done()
+        assert await asyncio.wait_for(running, 10) == "rm-holder"
+
     async def test_held_clients_are_read_ahead_in_one_statement_after_their_locks(
         self, units: UnitsOfWork
     ) -> None:
