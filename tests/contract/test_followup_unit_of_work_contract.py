@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from asyncpg.connection import LoggedQuery
 
 from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
@@ -486,6 +488,54 @@ class FollowupUnitOfWorkContract:
             assert len(await uow.journal.of_client("c-61")) == 1
             assert [t.id for t in await uow.tasks.open_of("c-60")] == sorted([task.id, fresh.id])
 
+    async def test_several_clients_held_ahead_each_read_as_when_asked(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: the read ahead of several clients gives each its own facts (or none), its
+        own open tasks in their order (closed ones left out) and the latest place of each of
+        its stores, as reading each when asked does."""
+
+        def at(client_id: str, seconds: int, source: str = "intake") -> RecordedEvent:
+            return an_event(client_id).model_copy(
+                update={"recorded_at": T0 + timedelta(seconds=seconds), "source": source}
+            )
+
+        first, second = a_task("c-72"), a_task("c-72", opened_at=T0 + timedelta(hours=1))
+        other = a_task("c-73", kind=TaskKind.SATISFACTION_SURVEY)
+        done = a_task("c-73").model_copy(update={"status": TaskStatus.DONE})
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-72", rm_id="rm-72"))
+            await uow.clients.save(a_client("c-73", rm_id="rm-73"))
+            await uow.tasks.save([second, other, first, done])
+            for event, position in [
+                (at("c-72", 10), SourcePosition("intake", 100)),
+                (at("c-72", 5, "followup"), SourcePosition("followup", 7)),
+                (at("c-73", 20), SourcePosition("intake", 200)),
+            ]:
+                assert not await uow.journal.keep(event, position)
+        async with units.begin() as uow:
+            await uow.hold_clients_of(
+                [
+                    (at("c-72", 30), SourcePosition("intake", 300)),
+                    (at("c-72", 31, "followup"), SourcePosition("followup", 8)),
+                    (at("c-73", 32), SourcePosition("intake", 301)),
+                    (at("c-74", 33), SourcePosition("intake", 302)),
+                ]
+            )
+            assert [t.id for t in await uow.tasks.open_of("c-72")] == [first.id, second.id]
+            assert [t.id for t in await uow.tasks.open_of("c-73")] == [other.id]
+            assert await uow.tasks.open_of("c-74") == []
+            facts = [await uow.clients.get(c) for c in ("c-72", "c-73", "c-74")]
+            assert [f.rm_id if f else None for f in facts] == ["rm-72", "rm-73", None]
+            # behind the place kept of its own client and store only
+            assert await uow.journal.keep(at("c-72", 9), SourcePosition("intake", 90))
+            mine = SourcePosition("followup", 9)
+            assert not await uow.journal.keep(at("c-72", 6, "followup"), mine)
+            assert await uow.journal.keep(at("c-73", 19), SourcePosition("intake", 190))
+            first_of_store = SourcePosition("followup", 1)
+            assert not await uow.journal.keep(at("c-73", 1, "followup"), first_of_store)
+            assert not await uow.journal.keep(at("c-74", 1), SourcePosition("intake", 1))
+
 
 class TestMemoryFollowupUnitOfWork(FollowupUnitOfWorkContract):
     @pytest.fixture
@@ -533,6 +583,114 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await uow.lock_client("c-31")
             async with units.begin() as other:
                 assert not await other.try_lock_client("c-31")
+
+    async def test_marking_a_batch_locks_the_clients_of_the_flagged_events_recorded_now(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: the records and the clients' locks in one statement: the clients of the
+        flagged events recorded now are locked (and not taken again by hold_clients_of), not
+        those of unflagged events nor of events applied before."""
+        applied_before = an_event("c-82")
+        async with units.begin() as uow:
+            await uow.mark_applied(applied_before, None)
+        flagged, unflagged, also_flagged = an_event("c-80"), an_event("c-81"), an_event("c-83")
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            events = [(flagged, None), (unflagged, None), (applied_before, None)]
+            events += [(also_flagged, None), (flagged, None)]  # a repeat
+            fresh = await uow.mark_applied_all(events, locking=[True, False, True, True, True])
+            assert fresh == {flagged.event_id, unflagged.event_id, also_flagged.event_id}
+            async with units.begin() as other:
+                assert not await other.try_lock_client("c-80")
+                assert not await other.try_lock_client("c-83")
+                assert await other.try_lock_client("c-81")
+                assert await other.try_lock_client("c-82")
+            conn = uow._conn  # type: ignore[attr-defined]
+            conn.add_query_logger(log)
+            try:
+                await uow.hold_clients_of([(flagged, None), (also_flagged, None)])
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+        assert len(sent) == 1, sent  # the read ahead only: the locks are held
+        assert "pg_advisory_xact_lock" not in sent[0]
+
+    async def test_a_batch_locking_as_it_marks_waits_for_the_holder_and_reads_its_commit(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12, ADR-0013: the lock taken in the records' statement waits for a unit holding
+        the client, and the read ahead (a later statement) sees what that unit committed."""
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-90", rm_id="rm-before"))
+        event = an_event("c-90")
+        marking_started = asyncio.Event()
+
+        async def batch() -> str | None:
+            async with units.begin() as uow:
+                marking_started.set()
+                await uow.mark_applied_all([(event, None)], locking=[True])
+                await uow.hold_clients_of([(event, None)])
+                facts = await uow.clients.get("c-90")
+                return None if facts is None else facts.rm_id
+
+        async with units.begin() as holder:
+            await holder.lock_client("c-90")
+            await holder.clients.save(a_client("c-90", rm_id="rm-holder"))
+            running = asyncio.create_task(batch())
+            await marking_started.wait()
+            await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
+            assert not running.done()
+        assert await asyncio.wait_for(running, 10) == "rm-holder"
+
+    async def test_held_clients_are_read_ahead_in_one_statement_after_their_locks(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: holding a batch's clients sends two statements: their locks, then ONE read of
+        their facts, open tasks and the journal's latest places (three before); what the
+        events then read of them sends none. The locks stay a statement of their own: a
+        statement reads the snapshot taken when it starts, before a lock in it would wait."""
+        task = a_task("c-70")
+        seen = an_event("c-70").model_copy(update={"source": "intake"})
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-70"))
+            await uow.tasks.save([task])
+            await uow.journal.keep(seen, SourcePosition("intake", 5))
+
+        def later(client_id: str, position: int) -> tuple[RecordedEvent, SourcePosition]:
+            event = an_event(client_id).model_copy(
+                update={"source": "intake", "recorded_at": T0 + timedelta(seconds=position)}
+            )
+            return event, SourcePosition("intake", position)
+
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            await uow.hold_clients_of([later("c-69", 3)])  # the statements prepared
+            conn.add_query_logger(log)
+            try:
+                await uow.hold_clients_of([later("c-70", 6), later("c-71", 7)])
+                await asyncio.sleep(0)  # the logger is called soon after each statement
+                held = list(sent)
+                assert await uow.clients.get("c-70") is not None
+                assert await uow.clients.get("c-71") is None
+                assert [t.id for t in await uow.tasks.open_of("c-70")] == [task.id]
+                assert await uow.tasks.open_of("c-71") == []
+                assert not await uow.journal.keep(*later("c-70", 6))
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+        assert len(held) == 2, held
+        assert "pg_advisory_xact_lock" in held[0]
+        assert all(table in held[1] for table in ("fu_clients", "fu_tasks", "fu_client_events"))
+        assert sent == held  # nothing read when asked
 
     async def test_the_timeline_collected_by_a_unit_is_written_with_it_but_a_failed_savepoints(
         self, units: UnitsOfWork, settings: BranchlineSettings

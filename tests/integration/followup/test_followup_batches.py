@@ -4,6 +4,7 @@ nothing, a poison event in the batch fails alone and is dead-lettered with its r
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
 
+from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.projector import Projection, apply_event
@@ -23,6 +26,7 @@ from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
+from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import (
     VOLATILE_COLUMNS,
@@ -246,6 +250,55 @@ async def test_a_batch_writes_its_clients_rows_as_events_applied_alone_write_the
     assert reason == "relocation"
     kept = await db.fetchval("SELECT count(*) FROM fu_read.fu_client_events")
     assert kept == len(batch)
+
+
+async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: what a one-event batch sends, statement by statement (each a round trip; at
+    light load every batch is one event, so they are its fixed cost): the read ahead of the
+    client's facts, open tasks and journal place is one statement (three before), right after
+    the applied record, which takes the client's lock (a statement of its own before), so a
+    registration that makes a task due sends at most 16 (19 before): BEGIN, the swap lock,
+    the applied record with the client's lock, the read ahead, the creations looked up (2),
+    the creation recorded (4), the collected writes (5), COMMIT."""
+    await prepare_database(settings)
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=1,
+        max_size=1,  # every statement on the one connection logged
+        session_state=False,
+    )
+    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    sent: list[str] = []
+
+    def log(query: LoggedQuery) -> None:
+        sent.append(" ".join(query.query.split()))
+
+    try:
+        units = PostgresUnitsOfWork(pool)
+        first = delivered([registered("C-20")])
+        warm = await apply_batch(units, first, recording, consumer=CONSUMER)
+        assert warm.applied == 1  # the statements prepared, the types known
+        async with pool.acquire() as conn:
+            conn.add_query_logger(log)
+        one = [Delivered(registered("C-21"), SourcePosition("intake", 9))]
+        outcome = await apply_batch(units, one, recording, consumer=CONSUMER)
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+    finally:
+        await pool.close()
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
+    reads_ahead = [
+        q
+        for q in sent
+        if q.startswith("SELECT")
+        and ("fu_clients" in q or "fu_client_events" in q or "status = 'open'" in q)
+    ]
+    assert len(reads_ahead) == 1, reads_ahead
+    locks = [i for i, q in enumerate(sent) if "pg_advisory_xact_lock(" in q]
+    assert locks == [sent.index(reads_ahead[0]) - 1]  # the client's lock just before
+    assert "INSERT INTO fu_applied_events" in sent[locks[0]]  # with the applied record
+    assert len(sent) <= 16, "\n".join(sent)
 
 
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:

@@ -450,7 +450,10 @@ class MemoryFollowupUnitOfWork:
         return True
 
     async def mark_applied_all(
-        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+        self,
+        events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+        *,
+        locking: Sequence[bool] = (),  # every client is this unit's already
     ) -> set[uuid.UUID]:
         return {e.event_id for e, position in events if await self.mark_applied(e, position)}
 

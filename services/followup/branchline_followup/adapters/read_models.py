@@ -93,6 +93,59 @@ async def mark_all_applied(
     return {r["event_id"] for r in rows}
 
 
+_MARK_ALL_APPLIED_LOCKING = """
+WITH marked AS (
+    INSERT INTO fu_applied_events (event_id, type, source, global_position)
+    SELECT event_id, type, source, global_position
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY
+        AS e(event_id, type, source, global_position, n) ORDER BY n
+    ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+), recorded AS (
+    SELECT coalesce(array_agg(event_id), '{}') AS ids FROM marked
+), locked AS (
+    SELECT pg_advisory_xact_lock($7, hashtext(c.client_id)) AS held
+    FROM recorded r, unnest($6::text[]) WITH ORDINALITY AS c(client_id, n)
+    WHERE EXISTS (
+        SELECT 1 FROM unnest($1::uuid[], $5::text[]) AS l(event_id, client_id)
+        WHERE l.client_id = c.client_id AND l.event_id = ANY(r.ids)
+    )
+    ORDER BY c.n
+)
+SELECT r.ids, (SELECT count(*) FROM locked) AS locks FROM recorded r
+"""
+""":func:`mark_all_applied`, then the locks of the clients ($6, in the caller's order) of
+the events recorded now ($5: each event's client to lock, or NULL). ``recorded`` aggregates
+every record before a lock is taken (a data-modifying CTE's rows are otherwise produced as
+they are read, in no order defined against the other parts), so a unit never waits for a lock
+with a record still to make, as with two statements; the locks are taken one by one in
+``n``'s order (volatile functions are evaluated after the ORDER BY's sort), the order of
+:func:`.pg_schemas.lock_clients`. The reads that need the locks are later statements."""
+
+
+async def mark_all_applied_locking(
+    conn: PgConnection,
+    events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+    lockers: Sequence[str | None],
+    clients: Sequence[str],
+    lock_class: int,
+) -> set[uuid.UUID]:
+    """:func:`mark_all_applied` and the locks of ``clients`` (each once, in this order) whose
+    events (``lockers``: the client to lock per event, or None) were recorded now: one
+    statement (#12)."""
+    row = await conn.fetchrow(
+        _MARK_ALL_APPLIED_LOCKING,
+        [e.event_id for e, _ in events],
+        [e.type for e, _ in events],
+        [p.source if p else e.source for e, p in events],
+        [p.global_position if p else None for _, p in events],
+        list(lockers),
+        list(clients),
+        lock_class,
+    )
+    assert row is not None  # an aggregate's one row
+    return set(row["ids"])
+
+
 async def applied_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     rows = await conn.fetch(
         "SELECT event_id FROM fu_applied_events WHERE event_id = ANY($1::uuid[])",
@@ -130,16 +183,6 @@ async def fetch_client(conn: PgConnection, client_id: str) -> ClientFacts | None
         client_id,
     )
     return None if row is None else facts_from_row(row)
-
-
-async def fetch_clients(conn: PgConnection, client_ids: Sequence[str]) -> dict[str, ClientFacts]:
-    """:func:`fetch_client` for many clients in one statement (#12); absent ones left out."""
-    rows = await conn.fetch(
-        f"SELECT client_id, {', '.join(FACT_COLUMNS)} FROM fu_clients "  # noqa: S608 - fixed identifiers, bound values
-        "WHERE client_id = ANY($1::text[])",
-        list(client_ids),
-    )
-    return {r["client_id"]: facts_from_row(r) for r in rows}
 
 
 def facts_from_row(row: Any) -> ClientFacts:
@@ -204,21 +247,6 @@ async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask
         client_id,
     )
     return [task_from_row(r) for r in rows]
-
-
-async def open_tasks_of_clients(
-    conn: PgConnection, client_ids: Sequence[str]
-) -> dict[str, list[FollowupTask]]:
-    """:func:`open_tasks_of` for many clients in one statement (#12); each client listed."""
-    rows = await conn.fetch(
-        f"SELECT {_TASK_SELECT} FROM fu_tasks "  # noqa: S608 - fixed identifiers, bound values
-        "WHERE client_id = ANY($1::text[]) AND status = 'open' ORDER BY opened_at, id",
-        list(client_ids),
-    )
-    found: dict[str, list[FollowupTask]] = {c: [] for c in client_ids}
-    for r in rows:
-        found[r["client_id"]].append(task_from_row(r))
-    return found
 
 
 async def fetch_tasks(

@@ -676,7 +676,10 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         return self._bulk.mark_applied(event, position)
 
     async def mark_applied_all(
-        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+        self,
+        events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+        *,
+        locking: Sequence[bool] = (),  # nothing to lock (see the class)
     ) -> set[uuid.UUID]:
         await self._bulk.learn_applied(self._conn, (e.event_id for e, _ in events))
         return {e.event_id for e, position in events if self._bulk.mark_applied(e, position)}

@@ -40,6 +40,7 @@ from branchline_followup.adapters.pg_schemas import (
     lock_clients,
     try_lock_client,
 )
+from branchline_followup.adapters.read_ahead import read_ahead
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
@@ -82,13 +83,14 @@ class _Clients:
             self.kept[client_id] = None if facts is None else replace(facts)
         return facts
 
-    async def load(self, client_ids: Sequence[str]) -> None:
-        """Keep the facts of these locked clients, read in one statement."""
-        wanted = [c for c in client_ids if c not in self.kept and c in self._locked]
-        if wanted:
-            found = await read_models.fetch_clients(self._conn, wanted)
-            for client_id in wanted:
-                self.kept[client_id] = found.get(client_id)
+    def unread(self, client_ids: Sequence[str]) -> list[str]:
+        """Those of these clients whose facts are worth reading ahead: locked, not kept."""
+        return [c for c in client_ids if c not in self.kept and c in self._locked]
+
+    def keep_read(self, client_ids: Sequence[str], found: dict[str, ClientFacts]) -> None:
+        """Keep the facts of these locked clients read ahead (absent: no row)."""
+        for client_id in client_ids:
+            self.kept[client_id] = found.get(client_id)
 
     async def save(self, facts: ClientFacts) -> None:
         if facts.client_id in self._locked:
@@ -180,13 +182,15 @@ class _Tasks:
             return None  # every task it caused was read ahead, or saved since (_saved)
         return await read_models.fetch_task(self._conn, task_id)
 
-    async def load_open(self, client_ids: Sequence[str]) -> None:
-        wanted = [c for c in client_ids if c not in self.open_kept and c in self._locked]
-        if wanted:
-            await self.write_unwritten()
-            found = await read_models.open_tasks_of_clients(self._conn, wanted)
-            for client_id, tasks in found.items():
-                self.open_kept[client_id] = {t.id: t for t in tasks}
+    def unread_open(self, client_ids: Sequence[str]) -> list[str]:
+        """Those of these clients whose open tasks are worth reading ahead: locked, not kept
+        (the caller writes :attr:`unwritten` before reading them)."""
+        return [c for c in client_ids if c not in self.open_kept and c in self._locked]
+
+    def keep_open(self, found: dict[str, list[FollowupTask]]) -> None:
+        """Keep the open tasks of locked clients read ahead (every client read listed)."""
+        for client_id, tasks in found.items():
+            self.open_kept[client_id] = {t.id: t for t in tasks}
 
     async def open_of(self, client_id: str) -> list[FollowupTask]:
         kept = self.open_kept.get(client_id)
@@ -534,12 +538,19 @@ class _Journal:
         """(client, store) read ahead → the latest positioned place kept (None: none)."""
         self.unwritten: list[tuple[Any, ...]] = []
 
-    async def load(self, pairs: Sequence[tuple[str, str]]) -> None:
-        wanted = [p for p in dict.fromkeys(pairs) if p not in self.latest]
-        if self._collect and wanted:
-            found = await client_journal.latest_places(self._conn, wanted)
-            for pair in wanted:
-                self.latest[pair] = found.get(pair)
+    def unread(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (client, store) pairs whose latest place is worth reading ahead (``collect``
+        only: without it every event's row is checked and written by its own statement)."""
+        if not self._collect:
+            return []
+        return [p for p in dict.fromkeys(pairs) if p not in self.latest]
+
+    def keep_read(
+        self, pairs: Sequence[tuple[str, str]], found: dict[tuple[str, str], client_journal.Place]
+    ) -> None:
+        """Keep the latest places of these pairs read ahead (absent: none kept yet)."""
+        for pair in pairs:
+            self.latest[pair] = found.get(pair)
 
     async def keep(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         row = client_journal.journal_row(event, position)
@@ -666,17 +677,48 @@ class PostgresFollowupUnitOfWork:
             await lock_clients(self._conn, clients, self._lock_class)
             self._locked.update(clients)
         held = sorted({c for c, _ in pairs})
-        await self.clients.load(held)
-        await self.tasks.load_open(held)
-        await self.journal.load(pairs)
+        # The reads ahead in ONE statement after the locks' own (#12: one round trip, not
+        # three): a statement reads the snapshot taken when it starts, so the locks must be
+        # held before it starts for it to see what a unit they waited for committed.
+        facts_of = self.clients.unread(held)
+        open_tasks_of = self.tasks.unread_open(held)
+        places_of = self.journal.unread(pairs)
+        if open_tasks_of:
+            await self.tasks.write_unwritten()  # the read must find the tasks saved so far
+        found = await read_ahead(self._conn, facts_of, open_tasks_of, places_of)
+        self.clients.keep_read(facts_of, found.facts)
+        self.tasks.keep_open(found.open_tasks)
+        self.journal.keep_read(places_of, found.places)
 
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await read_models.mark_applied(self._conn, event, position)
 
     async def mark_applied_all(
-        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+        self,
+        events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+        *,
+        locking: Sequence[bool] = (),
     ) -> set[uuid.UUID]:
-        return await read_models.mark_all_applied(self._conn, events)
+        lockers = (
+            [
+                e.client_id if flag and e.client_id not in self._locked else None
+                for (e, _), flag in zip(events, locking, strict=True)
+            ]
+            if locking
+            else []
+        )
+        clients = sorted({c for c in lockers if c is not None})
+        if not clients:
+            return await read_models.mark_all_applied(self._conn, events)
+        # The locks in the records' statement (#12: a round trip less per batch), taken after
+        # every record is made and in hold_clients_of's order (ADR-0013): see the SQL.
+        fresh = await read_models.mark_all_applied_locking(
+            self._conn, events, lockers, clients, self._lock_class
+        )
+        self._locked.update(
+            c for (e, _), c in zip(events, lockers, strict=True) if c and e.event_id in fresh
+        )
+        return fresh
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits)."""

@@ -82,7 +82,11 @@ async def _apply_all(
     # The batch's ids are recorded as applied in one statement, and the task creations its
     # events decide are recorded together at its end (#12: round trips per batch, not per
     # event); the effect is the one of applying each event in turn with its own.
-    fresh = await uow.mark_applied_all([(r.event.envelope, r.position) for r in batch])
+    # The clients' locks are taken in the same statement where the unit can (#12).
+    fresh = await uow.mark_applied_all(
+        [(r.event.envelope, r.position) for r in batch],
+        locking=[locks_client(r.event.envelope) for r in batch],
+    )
     todo: list[_Readable] = []
     for readable in batch:
         event_id = readable.event.envelope.event_id

@@ -314,10 +314,16 @@ class FollowupUnitOfWork(Protocol):
         ...
 
     async def mark_applied_all(
-        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+        self,
+        events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+        *,
+        locking: Sequence[bool] = (),
     ) -> set[uuid.UUID]:
         """:meth:`mark_applied` for each, in one statement (#12); the ids it recorded now
-        (an id listed twice is recorded once; the others had been applied)."""
+        (an id listed twice is recorded once; the others had been applied). ``locking``, a
+        flag per event: also :meth:`lock_client` the clients of the flagged events recorded
+        now, after recording them and in :meth:`hold_clients_of`'s order (in the same
+        statement where the unit can: a round trip less per batch)."""
         ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
