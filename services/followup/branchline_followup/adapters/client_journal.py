@@ -89,22 +89,27 @@ async def keep(conn: PgConnection, event: RecordedEvent, position: SourcePositio
     return bool(late)
 
 
+def latest_places_query(clients: str, sources: str) -> str:
+    """The query of :func:`latest_places`, its pairs given as two parallel text arrays (the
+    placeholders ``clients`` and ``sources``); also a branch of the batch's read-ahead."""
+    return f"""
+        SELECT pair.client_id, pair.source, m.recorded_ms, m.global_position
+        FROM unnest({clients}::text[], {sources}::text[]) AS pair(client_id, source)
+        CROSS JOIN LATERAL (
+            SELECT recorded_ms, global_position FROM fu_client_events e
+            WHERE e.client_id = pair.client_id AND e.source = pair.source
+              AND e.global_position IS NOT NULL
+            ORDER BY recorded_ms DESC, global_position DESC LIMIT 1
+        ) m"""  # noqa: S608 - placeholders, not values
+
+
 async def latest_places(
     conn: PgConnection, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Place]:
     """The latest positioned place kept of each (client, store), in one statement (#12: one
     index probe each, whatever the client's history); pairs with none are left out."""
     rows = await conn.fetch(
-        """
-        SELECT k.client_id, k.source, m.recorded_ms, m.global_position
-        FROM unnest($1::text[], $2::text[]) AS k(client_id, source)
-        CROSS JOIN LATERAL (
-            SELECT recorded_ms, global_position FROM fu_client_events e
-            WHERE e.client_id = k.client_id AND e.source = k.source
-              AND e.global_position IS NOT NULL
-            ORDER BY recorded_ms DESC, global_position DESC LIMIT 1
-        ) m
-        """,
+        latest_places_query("$1", "$2"),
         [c for c, _ in pairs],
         [s for _, s in pairs],
     )

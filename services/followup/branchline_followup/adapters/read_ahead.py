@@ -43,14 +43,7 @@ LEFT JOIN LATERAL (
     WHERE k.kind = 2 AND client_id = ANY($2::text[]) AND status = 'open'
 ) t ON true
 LEFT JOIN LATERAL (
-    SELECT w.client_id, w.source, m.recorded_ms, m.global_position
-    FROM unnest($3::text[], $4::text[]) AS w(client_id, source)
-    CROSS JOIN LATERAL (
-        SELECT recorded_ms, global_position FROM fu_client_events e
-        WHERE e.client_id = w.client_id AND e.source = w.source
-          AND e.global_position IS NOT NULL
-        ORDER BY recorded_ms DESC, global_position DESC LIMIT 1
-    ) m
+    {client_journal.latest_places_query("$3", "$4")}
     WHERE k.kind = 3
 ) p ON true
 ORDER BY k.kind, t.opened_at, t.id
