@@ -317,20 +317,15 @@ def bearer_token(header: str) -> str:
 
 
 async def current_principal(request: Request) -> Principal:
-    cached = getattr(request.state, "principal", None)
-    if isinstance(cached, Principal):
-        return cached
-    token = bearer_token(request.headers.get("authorization", ""))
-    codec: TokenCodec = request.app.state.token_codec
-    principal = codec.verify(token)
-    request.state.principal = principal
-    return principal
+    # Starlette keeps request.state in the scope's "state": one cache for both ways in.
+    return scope_principal(request.scope, request.app.state.token_codec)
 
 
 def scope_principal(scope: Scope, codec: TokenCodec) -> Principal:
-    """:func:`current_principal` read from the ASGI scope itself, for a handler that builds no
-    ``Request`` (#12): the first ``Authorization`` header, the same checks and 401s, and the
-    principal left in the request's state for the access log, as there."""
+    """The caller of the request in ``scope`` (401 without a valid bearer token), read from
+    the ASGI scope itself so that a handler that builds no ``Request`` can ask too (#12): the
+    first ``Authorization`` header; the principal is kept in the request's state (the access
+    log reads it there, and a second ask does not verify the token again)."""
     state = scope.setdefault("state", {})
     cached = state.get("principal")
     if isinstance(cached, Principal):
