@@ -93,13 +93,28 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def applied(conn: Any, ids: list[uuid.UUID], within_s: float) -> dict[uuid.UUID, float]:
+    """When each of ``ids`` was applied (those applied within ``within_s``).
+
+    Each poll asks only for the ids not found yet, as one text literal built when that set
+    changes: asking for every id as a ``uuid[]`` every 0.1 s made asyncpg encode each UUID in
+    Python (a behind worker, 6,000 ids: about 0.3 ms of this process's CPU per event), which
+    both inflated the CPU per event printed and took the cores from the worker measured."""
     deadline = time.monotonic() + within_s
+    found: dict[uuid.UUID, float] = {}
+    missing = list(ids)
+    asked = "{" + ",".join(map(str, missing)) + "}"
     while True:
         rows = await conn.fetch(
-            "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)", ids
+            "SELECT event_id, applied_at FROM fu_applied_events "
+            "WHERE event_id = ANY($1::text::uuid[])",
+            asked,
         )
-        if len(rows) >= len(ids) or time.monotonic() > deadline:
-            return {r[0]: r[1].timestamp() for r in rows}
+        if rows:
+            found.update((r[0], r[1].timestamp()) for r in rows)
+            missing = [i for i in missing if i not in found]
+            asked = "{" + ",".join(map(str, missing)) + "}"
+        if not missing or time.monotonic() > deadline:
+            return found
         await asyncio.sleep(0.1)
 
 

@@ -8,9 +8,9 @@ wrappers over the SQL of :mod:`.read_models` and its neighbours.
 from __future__ import annotations
 
 import contextlib
+import copy
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -77,10 +77,12 @@ class _Clients:
     async def get(self, client_id: str) -> ClientFacts | None:
         if client_id in self.kept:
             facts = self.kept[client_id]
-            return None if facts is None else replace(facts)  # the caller may change it
+            # a shallow copy the caller may change (``dataclasses.replace`` re-ran
+            # ``__init__`` field by field, #12; as the rebuild's unit copies)
+            return None if facts is None else copy.copy(facts)
         facts = await read_models.fetch_client(self._conn, client_id)
         if client_id in self._locked:
-            self.kept[client_id] = None if facts is None else replace(facts)
+            self.kept[client_id] = None if facts is None else copy.copy(facts)
         return facts
 
     def unread(self, client_ids: Sequence[str]) -> list[str]:
@@ -94,7 +96,7 @@ class _Clients:
 
     async def save(self, facts: ClientFacts) -> None:
         if facts.client_id in self._locked:
-            self.kept[facts.client_id] = replace(facts)
+            self.kept[facts.client_id] = copy.copy(facts)
             if self._collect:
                 self.unwritten.add(facts.client_id)
                 return

@@ -310,7 +310,8 @@ async def _save_changed_tasks(
     # D-07: a deadline once set is never recomputed: replay the recorded creations
     settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
     tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
-    changed = [t for task_id, t in tasks.items() if before.get(task_id) != t]
+    # the same object is unchanged: only the tasks a command made are compared (#12)
+    changed = [t for task_id, t in tasks.items() if (b := before.get(task_id)) is not t and b != t]
     await uow.tasks.save(changed)
     await uow.timers.sync_all([(task, timers_for(task, policy)) for task in changed])
 

@@ -71,11 +71,12 @@ class PendingCreations:
     found: dict[uuid.UUID, dict[uuid.UUID, RecordedEvent]] = field(default_factory=dict)
     """Source event id (of :attr:`looked_up`) → task id → its recorded creation."""
 
-    def add(self, events: Iterable[RecordedEvent]) -> None:
-        for event in events:
+    def add(self, created: Iterable[tuple[FollowupTask, RecordedEvent]]) -> None:
+        """``created``: each task with its creation (:func:`creation_event`), whose cause and
+        task id are the task's source event and id (#12: not parsed back from the event)."""
+        for task, event in created:
             self.events[event.event_id] = event
-            source, task_id = _decided_by(event)
-            self.caused.setdefault(source, {})[task_id] = event
+            self.caused.setdefault(task.source_event_id, {})[task.id] = event
 
     async def look_up_ahead(
         self, uow: FollowupUnitOfWork, source_event_ids: Iterable[uuid.UUID]
@@ -262,7 +263,7 @@ async def settle_created_tasks(
         return settled, dropped
     if pending is not None:
         now = datetime.now(UTC)
-        pending.add(creation_event(t, stream_version=1, now=now) for t in fresh)
+        pending.add((t, creation_event(t, stream_version=1, now=now)) for t in fresh)
         return settled, dropped
     versions = await uow.events.lock_streams([_stream(t.id) for t in fresh])
     now = datetime.now(UTC)
