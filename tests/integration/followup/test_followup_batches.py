@@ -259,9 +259,11 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     light load every batch is one event, so they are its fixed cost): the read ahead of the
     client's facts, open tasks and journal place is one statement (three before), right after
     the applied record, which takes the client's lock (a statement of its own before), so a
-    registration that makes a task due sends at most 16 (19 before): BEGIN, the swap lock,
-    the applied record with the client's lock, the read ahead, the creations looked up (2),
-    the creation recorded (4), the collected writes (5), COMMIT."""
+    registration that makes a task due sends at most 9 (19, then 16 before): BEGIN, the swap
+    lock, the applied record with the client's lock, the read ahead, the tasks and creations
+    its event caused (2 before), the creation's streams created and locked (2 before) and the
+    creation written (its applied record was a statement of its own), the collected writes
+    with the creation's applied record (5 before), COMMIT."""
     await prepare_database(settings)
     pool = await open_pool(
         with_search_path(settings.followup_database_url, LIVE_SCHEMA),
@@ -298,7 +300,10 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     locks = [i for i, q in enumerate(sent) if "pg_advisory_xact_lock(" in q]
     assert locks == [sent.index(reads_ahead[0]) - 1]  # the client's lock just before
     assert "INSERT INTO fu_applied_events" in sent[locks[0]]  # with the applied record
-    assert len(sent) <= 16, "\n".join(sent)
+    collected = [q for q in sent if q.startswith("WITH w0 AS (INSERT INTO fu_clients ")]
+    assert len(collected) == 1, "\n".join(sent)
+    assert "INSERT INTO fu_applied_events " in collected[0]  # the creation's record
+    assert len(sent) <= 9, "\n".join(sent)
 
 
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
