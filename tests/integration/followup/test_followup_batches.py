@@ -306,6 +306,39 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     assert len(sent) <= 9, "\n".join(sent)
 
 
+async def test_a_batch_runs_its_statements_on_generic_plans(settings: BranchlineSettings) -> None:
+    """#12: a unit runs its prepared statements on their generic plans from the first run.
+    The batch's read ahead was planned again at every run (its custom plan, for one-element
+    arrays, always looked cheaper), and planning it cost more PostgreSQL CPU than running it;
+    the setting is the transaction's own, so the next transaction on the connection plans as
+    configured."""
+    await prepare_database(settings)
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=1,
+        max_size=1,  # pg_prepared_statements is the one connection's
+        session_state=False,
+    )
+    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    try:
+        units = PostgresUnitsOfWork(pool)
+        for n in range(3):
+            one = [Delivered(registered(f"C-3{n}"), SourcePosition("intake", n + 1))]
+            outcome = await apply_batch(units, one, recording, consumer=CONSUMER)
+            assert outcome.applied == 1
+        async with pool.acquire() as conn:
+            plans = await conn.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE '%FROM (VALUES (1), (2), (3)) AS k(kind)%' "
+                "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
+            )
+            mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+    finally:
+        await pool.close()
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)]
+    assert mode == "auto"  # outside a unit: as configured
+
+
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
     """The read models and followup's events, without what differs by when a creation was
     stored (its global position, recorded_at): each applied creation must carry its store's

@@ -884,7 +884,11 @@ class PostgresUnitsOfWork:
     async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
-                await hold_swap_lock_shared(conn)
+                # Generic plans (#12): the batch's read ahead was planned again at every
+                # run (its custom plan estimated cheaper for one-element arrays; planning cost
+                # more PostgreSQL CPU than running it); every other statement of a unit runs
+                # its generic plan after five runs already (pg_prepared_statements).
+                await hold_swap_lock_shared(conn, generic_plans=True)
                 unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
                 await unit.write_collected()
