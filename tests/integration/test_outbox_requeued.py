@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,18 @@ from branchline_followup.adapters.reconciling import read_models_have
 from branchline_followup.bootstrap import running_worker, worker_self_repair
 from branchline_intake.bootstrap import create_app
 from branchline_shared.eventstore.ports import LogPosition
+from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics
-from branchline_shared.postgres.pool import open_pool
+from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, load_migrations, migrate
+from branchline_shared.postgres.pool import ensure_database, open_pool
 from branchline_shared.reconcile.stores import read_store_page, requeue
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.test_intake_api import registration
+from tests.support.events import recorded_event
 from tests.support.published import published
 from tests.support.stack import Infra, eventually, make_settings, serve
 
@@ -153,3 +157,60 @@ async def test_the_self_repair_restores_an_own_event_the_read_models_lost(
             lost,
         )
         assert marks == [False, True]
+
+
+async def test_migration_005_marks_the_rows_re_queued_before_it_that_are_unpublished(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """Rows an older version re-queued and its relay has not published yet go out marked
+    after the upgrade; a first row is never marked, nor a row already published (its copy
+    went out without the header whatever the column says)."""
+    settings = make_settings(infra, tmp_path)
+    dsn = settings.intake_database_url
+    await ensure_database(dsn)
+    _, package = EVENT_STORE_MIGRATIONS
+    series = load_migrations(package)
+    assert [m.version for m in series][4] == 5
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, "eventstore", series[:4])
+        events = [
+            recorded_event(
+                "client.registered",
+                {"client_type": "individual", "rm_id": "rm-7"},
+                at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+                client_id=client,
+                branch_id="BR-001",
+            )
+            for client in ("C-1", "C-2")
+        ]
+        pool = await open_pool(dsn, min_size=1, max_size=1)
+        try:
+            async with PostgresEventStore(pool).unit_of_work() as uow:
+                for event in events:
+                    uow.stage(event, topic="t", submission_hash=None)
+                await uow.commit()
+        finally:
+            await pool.close()
+        # as the older version's requeue left them: C-1's second row published, its third
+        # and C-2's second not yet
+        await conn.execute("UPDATE es_outbox SET published_at = now()")
+        for again, published_at in ((events[0], "now()"), (events[0], "NULL"), (events[1], "NULL")):
+            await conn.execute(
+                "INSERT INTO es_outbox (event_id, topic, message_key, published_at) "
+                f"SELECT event_id, topic, message_key, {published_at} FROM es_outbox "
+                "WHERE event_id = $1 ORDER BY id LIMIT 1",
+                again.event_id,
+            )
+        await migrate(conn, "eventstore", series)
+        rows = await conn.fetch("SELECT event_id, requeued FROM es_outbox ORDER BY id")
+    finally:
+        await conn.close()
+    first, second = (e.event_id for e in events)
+    assert [(r["event_id"], r["requeued"]) for r in rows] == [
+        (first, False),
+        (second, False),
+        (first, False),
+        (first, True),
+        (second, True),
+    ]
