@@ -43,10 +43,6 @@ class _Staged:
     event: RecordedEvent
     topic: str
     submission_hash: bytes | None
-    # The envelope as JSON text, rendered by pydantic when staged (one call each, instead of
-    # Python objects the connection's jsonb codec encodes one by one; cast by the statement):
-    # a batch stages a part while the part before is being written (#12).
-    envelope: str
 
 
 _LOCK_SQL = {
@@ -240,15 +236,12 @@ class PostgresUnitOfWork:
         return tails
 
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
-        self._staged.append(_Staged(event, topic, submission_hash, event.model_dump_json()))
+        self._staged.append(_Staged(event, topic, submission_hash))
 
     async def commit(self) -> list[StoredPosition]:
-        """Write what is staged so far (in the unit's transaction). What is staged while this
-        runs is the next call's: a batch stages its next part meanwhile (#12)."""
-        staged, self._staged = self._staged, []
-        if not staged:
+        if not self._staged:
             return []
-        events = [s.event for s in staged]
+        events = [s.event for s in self._staged]
         last_versions: dict[str, int] = {}
         for e in events:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
@@ -265,9 +258,12 @@ class PostgresUnitOfWork:
             [e.client_id for e in events],
             [e.occurred_at for e in events],
             [e.recorded_at for e in events],
-            [s.submission_hash for s in staged],
-            [s.envelope for s in staged],
-            [s.topic for s in staged],
+            [s.submission_hash for s in self._staged],
+            # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
+            # call each, instead of dumped to Python objects that the connection's jsonb codec
+            # then encodes one by one in Python (#12).
+            [e.model_dump_json() for e in events],
+            [s.topic for s in self._staged],
             [e.subject_id for e in events],
             list(last_versions),
             list(last_versions.values()),
@@ -277,13 +273,14 @@ class PostgresUnitOfWork:
                 last_versions,
                 [
                     StoredEvent(_position(r), e, st.submission_hash)
-                    for r, e, st in zip(rows, events, staged, strict=True)
+                    for r, e, st in zip(rows, events, self._staged, strict=True)
                 ],
             )
         by_id = {r["event_id"]: _position(r) for r in rows}
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
-        self.committed += len(staged)
+        self.committed += len(self._staged)
+        self._staged.clear()
         return [by_id[e.event_id] for e in events]
 
 
