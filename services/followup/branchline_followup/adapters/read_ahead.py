@@ -29,6 +29,7 @@ from branchline_followup.adapters.read_models import (
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.postgres.pool import PgConnection
 
@@ -138,5 +139,6 @@ async def read_caused_by(
             columns = row[_CAUSED_TASKS_AT:_CREATION_AT]
             found.tasks.append(task_from_row(dict(zip(TASK_COLUMNS, columns, strict=True))))
         elif row[0] == 2 and row[_CREATION_AT] is not None:
-            found.creations.append(upcast(RecordedEvent.model_validate(row[_CREATION_AT])))
+            # rows of followup's own event store, validated when they were written (#12)
+            found.creations.append(upcast(stored_envelope(row[_CREATION_AT])))
     return found
