@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
     LogRecord,
+    NotIsolated,
     PendingPublication,
     StoredEvent,
     StoredPosition,
@@ -299,6 +300,7 @@ class _Caller:
 
     undo: list[tuple[dict[Any, Any], Any, Any]]  # what it changed in the group's knowledge
     clean: bool = True  # nothing written since its savepoint was taken
+    alone: bool = False  # the transaction's only caller, without a savepoint
 
 
 class SharedTransaction:
@@ -401,9 +403,29 @@ class SharedTransaction:
         # Another writer stored an id the group took for new: every id is read again.
         self.checked.clear()
 
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone.
+        ``alone`` (the transaction's only caller, the first scope): no savepoint, one round
+        trip less; if it raises, the transaction is to be rolled back whole (#12)."""
+        if alone and self._caller is None and not self._savepoint_open:
+            return self._alone()
+        return self._isolated()
+
     @asynccontextmanager
-    async def isolated(self) -> AsyncIterator[None]:
-        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+    async def _alone(self) -> AsyncIterator[None]:
+        journal = self._begin()
+        self._caller = _Caller(journal, alone=True)
+        try:
+            yield
+        except BaseException:
+            self._end(journal, kept=False)
+            raise
+        finally:
+            self._caller = None
+        self._end(journal, kept=True)
+
+    @asynccontextmanager
+    async def _isolated(self) -> AsyncIterator[None]:
         journal = self._begin()
         outer = self._caller
         if outer is not None:  # nested: a savepoint of its own, as any nesting
@@ -455,10 +477,12 @@ class SharedTransaction:
             if caller is not None and caller.clean:
                 # Nothing written since the caller's savepoint: rolling back to it undoes this
                 # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
+                # A caller alone has none: its transaction is rolled back whole instead.
                 try:
                     yield uow
                 except BaseException:
-                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
+                    if not caller.alone:
+                        await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
                     raise
                 caller.clean = False
             else:
@@ -468,6 +492,9 @@ class SharedTransaction:
             self._end(journal, kept=False)
             if isinstance(exc, asyncpg.UniqueViolationError):
                 self._lost_race()
+                if caller is not None and caller.alone and caller.clean:
+                    # No savepoint to retry from: the group runs again with one.
+                    raise NotIsolated(str(exc)) from exc
                 raise ConcurrencyError(str(exc)) from exc
             raise
         self._end(journal, kept=True)
