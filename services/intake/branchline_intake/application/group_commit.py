@@ -251,16 +251,40 @@ def _read_by(group: list[_Waiting], ctx: IntakeContext) -> list[str]:
 
 
 def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waiting]]]:
-    """Requests of the same caller are decided in one call, in arrival order."""
+    """Requests of the same caller are decided in one call, in arrival order. Callers are
+    found by a hash of their arguments (the token's actor and submitter are frozen models),
+    not by comparing each with every other: a group of many callers cost O(callers²)
+    comparisons of models (#12). One whose arguments cannot be hashed is compared as before."""
     callers: list[tuple[dict[str, Any], list[_Waiting]]] = []
+    by_key: dict[tuple[tuple[str, Any], ...], list[_Waiting]] = {}
     for waiting in group:
-        for caller, members in callers:
-            if caller == waiting.caller:
-                members.append(waiting)
-                break
-        else:
-            callers.append((waiting.caller, [waiting]))
+        key = _caller_key(waiting.caller)
+        members = by_key.get(key) if key is not None else _same_caller(callers, waiting.caller)
+        if members is None:
+            members = []
+            callers.append((waiting.caller, members))
+            if key is not None:
+                by_key[key] = members
+        members.append(waiting)
     return callers
+
+
+def _caller_key(caller: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    key = tuple(sorted(caller.items(), key=lambda item: item[0]))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _same_caller(
+    callers: list[tuple[dict[str, Any], list[_Waiting]]], caller: dict[str, Any]
+) -> list[_Waiting] | None:
+    for known, members in callers:
+        if known == caller:
+            return members
+    return None
 
 
 class _SharedStore:
