@@ -53,5 +53,6 @@ def test_many_callers_are_not_compared_with_each_other() -> None:
     grouped = _by_caller(group)
     assert len(grouped) == 200
     assert all(len(members) == 2 for _, members in grouped)
-    # Comparing each caller with the ones before it took about 200 * 200 comparisons.
-    assert Counted.compared <= 400
+    # Comparing each caller with the ones before it took about 200 * 200 comparisons; now
+    # each request is compared with the one before it and with its caller's key, found by hash.
+    assert Counted.compared <= 3 * len(group)

@@ -258,8 +258,16 @@ def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waitin
     callers: list[tuple[dict[str, Any], list[_Waiting]]] = []
     by_key: dict[tuple[tuple[str, Any], ...], list[_Waiting]] = {}
     for waiting in group:
-        key = _caller_key(waiting.caller)
-        members = by_key.get(key) if key is not None else _same_caller(callers, waiting.caller)
+        if callers and callers[-1][0] == waiting.caller:  # the usual run of one caller
+            callers[-1][1].append(waiting)
+            continue
+        # Equal dicts, equal keys: the names are unique, so sorting never compares values.
+        key: tuple[tuple[str, Any], ...] | None = tuple(sorted(waiting.caller.items()))
+        try:
+            members = by_key.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an argument that cannot be hashed
+            key = None
+            members = _same_caller(callers, waiting.caller)
         if members is None:
             members = []
             callers.append((waiting.caller, members))
@@ -267,15 +275,6 @@ def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waitin
                 by_key[key] = members
         members.append(waiting)
     return callers
-
-
-def _caller_key(caller: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
-    key = tuple(sorted(caller.items(), key=lambda item: item[0]))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
 
 
 def _same_caller(
