@@ -77,6 +77,14 @@ _ROWS_AFTER = (
     "WHERE position > $1 ORDER BY position LIMIT $2"
 )
 
+# Which of an append's events the ledger holds already (event_id set), and its head (position
+# and hash set; no row when the ledger is empty).
+_STORED_AND_HEAD = (
+    "(SELECT event_id, NULL::bigint AS position, NULL::bytea AS hash FROM audit_ledger "
+    "WHERE event_id = ANY($1::uuid[])) "
+    "UNION ALL "
+    "(SELECT NULL::uuid, position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1)"
+)
 # How many nodes each cached level holds: one max() per level, each an index lookup (a
 # GROUP BY over the levels would read every node of them).
 _CACHED_NODES = (
@@ -167,16 +175,11 @@ class PostgresLedger:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
         columns = [index_columns(e) for e in events]
-        stored = {
-            r["event_id"]
-            for r in await conn.fetch(
-                "SELECT event_id FROM audit_ledger WHERE event_id = ANY($1::uuid[])",
-                [c.event_id for c in columns],
-            )
-        }
-        head = await conn.fetchrow(
-            "SELECT position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1"
-        )
+        # After the lock (a statement of its own: a statement's snapshot is taken before it
+        # waits), one statement reads which events are stored and the head (#12).
+        found = await conn.fetch(_STORED_AND_HEAD, [c.event_id for c in columns])
+        stored = {r["event_id"] for r in found if r["event_id"] is not None}
+        head = next((r for r in found if r["position"] is not None), None)
         position = head["position"] if head else 0
         prev = bytes(head["hash"]) if head else GENESIS_PREV_HASH
         appended_at = format_appended_at(now)
