@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -529,26 +530,55 @@ class PostgresEventStore:
         return [r["stream_id"] for r in rows]
 
     async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        rows = await self._log_rows(after, limit, "envelope")
+        return [
+            LogRecord(LogPosition(r["tx"], r["global_position"]), _position(r), _recorded(r))
+            for r in rows
+        ]
+
+    async def read_log_text(self, after: LogPosition, *, limit: int = 1000) -> list[LogText]:
+        """:meth:`read_log` with each envelope as its stored JSON text, not read: for a reader
+        that reads it itself (the followup rebuild, #12: it validated each envelope here, dumped
+        it and validated it again)."""
+        rows = await self._log_rows(after, limit, "recorded_at, envelope::text AS envelope")
+        return [
+            LogText(
+                LogPosition(r["tx"], r["global_position"]),
+                _position(r),
+                r["recorded_at"],
+                r["envelope"],
+            )
+            for r in rows
+        ]
+
+    async def _log_rows(self, after: LogPosition, limit: int, columns: str) -> list[Any]:
         # Only transactions below the snapshot's xmin are read: every one of them has ended,
         # so no row can still appear behind what we return (the projection-gap bug).
-        rows = await self._pool.fetch(
-            """
+        return await self._pool.fetch(
+            f"""
             SELECT tx_id::text::bigint AS tx, event_id, stream_id, stream_version,
-                   global_position, envelope
+                   global_position, {columns}
             FROM es_events
             WHERE (tx_id, global_position) > ($1::text::xid8, $2)
               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
             ORDER BY tx_id, global_position
             LIMIT $3
-            """,
+            """,  # noqa: S608 - columns named here, never a value
             str(after.tx_id),
             after.global_position,
             limit,
         )
-        return [
-            LogRecord(LogPosition(r["tx"], r["global_position"]), _position(r), _recorded(r))
-            for r in rows
-        ]
+
+
+@dataclass(frozen=True)
+class LogText:
+    """An event of the log as stored (:meth:`PostgresEventStore.read_log_text`)."""
+
+    log_position: LogPosition
+    position: StoredPosition
+    recorded_at: datetime
+    envelope: str
+    """The envelope's JSON text, at the schema version it was recorded in."""
 
 
 class PostgresOutbox:
@@ -559,14 +589,19 @@ class PostgresOutbox:
 
     async def pending(self, limit: int) -> list[PendingPublication]:
         rows = await self._pool.fetch(
-            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
+            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope, o.requeued "
             "FROM es_outbox o JOIN es_events e USING (event_id) "
             "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
             limit,
         )
         return [
             PendingPublication(
-                r["id"], r["topic"], r["message_key"], r["global_position"], r["envelope"]
+                r["id"],
+                r["topic"],
+                r["message_key"],
+                r["global_position"],
+                r["envelope"],
+                r["requeued"],
             )
             for r in rows
         ]

@@ -36,6 +36,7 @@ from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_shared.events.catalogue import EventType, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
@@ -849,7 +850,7 @@ class PostgresRebuildTarget:
         await self._bulk.learn_applied(self._connection(), (r["event_id"] for r in rows))
         return [  # only those left are validated (#12: under the swap lock)
             (
-                RecordedEvent.model_validate(r["envelope"]),
+                stored_envelope(r["envelope"]),
                 SourcePosition(STORE_SOURCE, r["global_position"]),
             )
             for r in rows

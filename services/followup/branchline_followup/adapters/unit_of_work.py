@@ -48,6 +48,7 @@ from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacySta
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
@@ -607,7 +608,8 @@ class _Events:
             "AND envelope ->> 'causation_id' = ANY($1::text[])",
             [str(s) for s in dict.fromkeys(source_event_ids)],
         )
-        return [upcast(RecordedEvent.model_validate(r["envelope"])) for r in rows]
+        # rows of followup's own event store, validated when they were written (#12)
+        return [upcast(stored_envelope(r["envelope"])) for r in rows]
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return await self._writes.lock_streams(stream_ids)
@@ -787,9 +789,3 @@ class PostgresUnitsOfWork:
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        # Without the swap lock: a rebuild swaps in read models caught up to the broker's
-        # tail, so an id applied in the tables read here is applied in those too.
-        async with self._pool.acquire() as conn:
-            return await read_models.applied_ids(conn, event_ids)

@@ -181,8 +181,10 @@ def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
 
 
 def created_payload(creation: RecordedEvent) -> FollowupTaskCreated:
-    """The payload of a recorded creation (upcast, parsed; raises UnreadablePayload)."""
-    return payload_as(decode(creation), FollowupTaskCreated)
+    """The payload of a recorded creation (upcast, parsed; raises UnreadablePayload). A
+    recorded creation is read from followup's own event store or was made by this process, so
+    its payload is read without the checks made at intake (#12)."""
+    return payload_as(decode(creation, from_store=True), FollowupTaskCreated)
 
 
 def task_from_record(creation: RecordedEvent, created: FollowupTaskCreated) -> FollowupTask:
