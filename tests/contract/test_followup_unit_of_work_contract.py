@@ -159,7 +159,7 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(fresh, None)
             assert await uow.mark_applied_all([(other, None)]) == set()
 
-    async def test_the_applied_ids_are_read_outside_a_unit_once_committed(
+    async def test_an_applied_record_outlives_its_unit_only_if_committed(
         self, units: UnitsOfWork
     ) -> None:
         applied, rolled_back, never = an_event("c-9"), an_event("c-9"), an_event("c-10")
@@ -173,9 +173,17 @@ class FollowupUnitOfWorkContract:
 
         with pytest.raises(Rolledback):
             await apply_then_fail()
-        ids = [applied.event_id, rolled_back.event_id, never.event_id]
-        assert await units.applied_already(ids) == {applied.event_id}
-        assert await units.applied_already([]) == set()
+
+        async def fresh_then_fail() -> set[uuid.UUID]:
+            async with units.begin() as uow:
+                found = await uow.mark_applied_all(
+                    [(e, None) for e in (applied, rolled_back, never)]
+                )
+                raise Rolledback(found)
+
+        with pytest.raises(Rolledback) as failed:
+            await fresh_then_fail()
+        assert failed.value.args[0] == {rolled_back.event_id, never.event_id}
 
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:

@@ -63,6 +63,9 @@ class PendingPublication:
     message_key: str
     global_position: int
     envelope: dict[str, Any]
+    requeued: bool = False
+    """Queued again after a first publication (a repair, ``reconcile.stores.requeue``): the
+    relay says so in the ``requeued`` header."""
 
 
 class Outbox(Protocol):

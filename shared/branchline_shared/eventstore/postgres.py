@@ -622,14 +622,19 @@ class PostgresOutbox:
 
     async def pending(self, limit: int) -> list[PendingPublication]:
         rows = await self._pool.fetch(
-            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
+            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope, o.requeued "
             "FROM es_outbox o JOIN es_events e USING (event_id) "
             "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
             limit,
         )
         return [
             PendingPublication(
-                r["id"], r["topic"], r["message_key"], r["global_position"], r["envelope"]
+                r["id"],
+                r["topic"],
+                r["message_key"],
+                r["global_position"],
+                r["envelope"],
+                r["requeued"],
             )
             for r in rows
         ]

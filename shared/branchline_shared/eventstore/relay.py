@@ -244,7 +244,9 @@ class OutboxRelay:
                     row.topic,
                     value=encode_event(row.envelope),
                     key=row.message_key.encode(),
-                    headers=event_headers(event, row.global_position),
+                    # A re-queued row says so: a consumer that skips the first copy of
+                    # its own events unread must apply this one (#12, reconcile.stores).
+                    headers=event_headers(event, row.global_position, requeued=row.requeued),
                 )
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.

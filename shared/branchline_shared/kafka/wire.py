@@ -20,13 +20,36 @@ def encode_event(envelope: dict[str, Any]) -> bytes:
     return orjson.dumps(envelope)
 
 
-def event_headers(event: RecordedEvent, global_position: int) -> Headers:
-    return [
+REQUEUED = "requeued"
+"""The header of a copy published again after its first publication (a repair re-queued it,
+eventstore migration 005); its value is ``1``. A first publication has none."""
+
+
+def event_headers(event: RecordedEvent, global_position: int, *, requeued: bool = False) -> Headers:
+    headers = [
         ("event_id", str(event.event_id).encode()),
         ("type", event.type.encode()),
         ("source", event.source.encode()),
         ("global_position", str(global_position).encode()),
     ]
+    if requeued:
+        headers.append((REQUEUED, b"1"))
+    return headers
+
+
+def is_first_publication_from(headers: Sequence[tuple[str, bytes]], source: bytes) -> bool:
+    """Whether a relay published this message as the first copy of an event the store
+    ``source`` recorded: its ``source`` header is ``source`` and it has no ``requeued``
+    header. Read from the headers alone, before (and without) decoding the value (#12)."""
+    own = False
+    for key, value in headers:
+        if key == REQUEUED:
+            return False
+        if key == "source":
+            if value != source:
+                return False
+            own = True
+    return own
 
 
 @dataclass(frozen=True)

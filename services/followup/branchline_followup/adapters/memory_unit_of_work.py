@@ -490,6 +490,3 @@ class MemoryUnitsOfWork:
                 raise
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        return {event_id for event_id in event_ids if event_id in self.state.applied}

@@ -789,9 +789,3 @@ class PostgresUnitsOfWork:
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        # Without the swap lock: a rebuild swaps in read models caught up to the broker's
-        # tail, so an id applied in the tables read here is applied in those too.
-        async with self._pool.acquire() as conn:
-            return await read_models.applied_ids(conn, event_ids)

@@ -336,11 +336,6 @@ class UnitsOfWork(Protocol):
 
     def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]: ...
 
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of ``event_ids`` the read models recorded as applied, read outside any unit
-        of work (no transaction, no lock): an id found is applied for good (ADR-0003)."""
-        ...
-
 
 class QualityRows(Protocol):
     """The rows the D-12 measures are computed from (one branch / RM / period)."""
