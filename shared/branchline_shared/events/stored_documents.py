@@ -86,10 +86,7 @@ def _without_entry_checks(node: Any) -> Any:
         }
     # Classes, functions and references are taken as they are; only schemas are rebuilt.
     return {
-        key: value
-        if key in ("cls", "function", "ref", "metadata")
-        else _without_entry_checks(value)
-        for key, value in node.items()
+        key: value if key in _TAKEN else _without_entry_checks(value) for key, value in node.items()
     }
 
 

@@ -103,6 +103,12 @@ class StreamsBusy(EventStoreError):
     unusable and must be run again with those streams locked up front, in the global order."""
 
 
+class NotIsolated(EventStoreError):
+    """A shared transaction's only caller, run without a savepoint, lost a race its retry
+    would need a savepoint for: the transaction is unusable and must be run again with its
+    caller in a savepoint (#12)."""
+
+
 class UnitOfWork(Protocol):
     async def lock_streams(
         self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
@@ -155,8 +161,10 @@ class SharedTransaction(Protocol):
         """Look up the group's event ids at once (after its locks); its units of work's
         ``find_existing`` answers from what was found and what the group wrote since."""
 
-    def isolated(self) -> AbstractAsyncContextManager[None]:
-        """A scope whose writes roll back alone if it raises (one caller's part)."""
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes roll back alone if it raises (one caller's part). ``alone``:
+        the transaction's only caller, without a savepoint of its own: if it raises, the
+        transaction must be rolled back whole."""
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:

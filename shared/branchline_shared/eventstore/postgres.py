@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
     LogRecord,
+    NotIsolated,
     PendingPublication,
     StoredEvent,
     StoredPosition,
@@ -132,13 +133,19 @@ class PostgresUnitOfWork:
         read = sorted(set(shared) - written)
         if not ordered and not read:
             return {}
+        versions: dict[str, int] = {}
         if ordered:
-            await self._conn.execute(
+            # A stream this statement creates is this transaction's until it commits (another
+            # writer creating it waits on the insert; none can see it to lock it), so it needs
+            # no FOR UPDATE of its own: a new client's write costs one lock statement, not two
+            # (#12). The rows that existed are locked below, in the one global order.
+            created = await self._conn.fetch(
                 "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
-                "ON CONFLICT DO NOTHING",
+                "ON CONFLICT DO NOTHING RETURNING stream_id, version",
                 ordered,
             )
-        versions: dict[str, int] = {}
+            versions.update({r["stream_id"]: r["version"] for r in created})
+            ordered = [s for s in ordered if s not in versions]
         # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
         # of one mode per statement): two transactions never wait on each other in a cycle.
         for mode, run in _runs(ordered, read):
@@ -294,6 +301,7 @@ class _Caller:
 
     undo: list[tuple[dict[Any, Any], Any, Any]]  # what it changed in the group's knowledge
     clean: bool = True  # nothing written since its savepoint was taken
+    alone: bool = False  # the transaction's only caller, without a savepoint
 
 
 class SharedTransaction:
@@ -396,9 +404,29 @@ class SharedTransaction:
         # Another writer stored an id the group took for new: every id is read again.
         self.checked.clear()
 
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone.
+        ``alone`` (the transaction's only caller, the first scope): no savepoint, one round
+        trip less; if it raises, the transaction is to be rolled back whole (#12)."""
+        if alone and self._caller is None and not self._savepoint_open:
+            return self._alone()
+        return self._isolated()
+
     @asynccontextmanager
-    async def isolated(self) -> AsyncIterator[None]:
-        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+    async def _alone(self) -> AsyncIterator[None]:
+        journal = self._begin()
+        self._caller = _Caller(journal, alone=True)
+        try:
+            yield
+        except BaseException:
+            self._end(journal, kept=False)
+            raise
+        finally:
+            self._caller = None
+        self._end(journal, kept=True)
+
+    @asynccontextmanager
+    async def _isolated(self) -> AsyncIterator[None]:
         journal = self._begin()
         outer = self._caller
         if outer is not None:  # nested: a savepoint of its own, as any nesting
@@ -450,10 +478,12 @@ class SharedTransaction:
             if caller is not None and caller.clean:
                 # Nothing written since the caller's savepoint: rolling back to it undoes this
                 # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
+                # A caller alone has none: its transaction is rolled back whole instead.
                 try:
                     yield uow
                 except BaseException:
-                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
+                    if not caller.alone:
+                        await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
                     raise
                 caller.clean = False
             else:
@@ -463,6 +493,9 @@ class SharedTransaction:
             self._end(journal, kept=False)
             if isinstance(exc, asyncpg.UniqueViolationError):
                 self._lost_race()
+                if caller is not None and caller.alone and caller.clean:
+                    # No savepoint to retry from: the group runs again with one.
+                    raise NotIsolated(str(exc)) from exc
                 raise ConcurrencyError(str(exc)) from exc
             raise
         self._end(journal, kept=True)
