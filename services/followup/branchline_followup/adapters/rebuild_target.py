@@ -672,6 +672,10 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
             ((e.client_id, p.source) for e, p in events if e.client_id is not None and p),
         )
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        await self.tasks.load_caused_by(source_event_ids)  # its tasks are in memory (_bulk)
+        return await self.events.task_creations_of(source_event_ids)
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         await self._bulk.learn_applied(self._conn, [event.event_id])
         return self._bulk.mark_applied(event, position)

@@ -326,6 +326,20 @@ class FollowupUnitOfWork(Protocol):
         statement where the unit can: a round trip less per batch)."""
         ...
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        """:meth:`TaskRepository.load_caused_by` and :meth:`FollowupEvents.task_creations_of`
+        of the same events at once (in one statement where the unit can, #12); the recorded
+        creations."""
+        ...
+
+    async def mark_appended_applied(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        """Record as applied events this unit appended to followup's store (ADR-0003: with
+        them, so their Kafka copies change nothing). Their ids were new to the store, so
+        nothing is asked back; the unit may write the records with its last writes (#12)."""
+        ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A scope whose changes roll back alone when it raises (one event, one timer)."""
         ...

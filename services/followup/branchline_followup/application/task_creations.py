@@ -89,8 +89,7 @@ class PendingCreations:
         wanted = [s for s in dict.fromkeys(source_event_ids) if s not in self.looked_up]
         if not wanted:
             return
-        await uow.tasks.load_caused_by(wanted)
-        for creation in await uow.events.task_creations_of(wanted):
+        for creation in await uow.look_up_caused_by(wanted):
             source, task_id = _decided_by(creation)
             self.found.setdefault(source, {})[task_id] = creation
         self.looked_up.update(wanted)
@@ -107,7 +106,7 @@ class PendingCreations:
             for e in pending
         ]
         stored = await uow.events.append(events, topic=topic)
-        await uow.mark_applied_all(
+        await uow.mark_appended_applied(
             [
                 (event, SourcePosition(SOURCE, position.global_position))
                 for event, position in zip(events, stored, strict=True)
@@ -272,7 +271,7 @@ async def settle_created_tasks(
         creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
     ]
     stored = await uow.events.append(events, topic=topic)
-    await uow.mark_applied_all(
+    await uow.mark_appended_applied(
         [
             (event, SourcePosition(SOURCE, position.global_position))
             for event, position in zip(events, stored, strict=True)
