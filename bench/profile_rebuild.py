@@ -17,12 +17,18 @@ top functions).
     python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
-                                    [--remember 2000]
+                                    [--remember 2000] [--from-stores]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
 millions of events takes (what is forgotten read back from the rebuild's schema); the line
 printed ends with how much the rebuild still remembers at its end.
+
+``--from-stores`` replays as ``branchline rebuild followup --from-stores`` does
+(:class:`StoreReplay`): the generated events are first appended to an intake event store of
+their own (untimed), then the rebuild reads both stores (intake's and followup's, with the
+recorded creations) through the event store's log reader; the COPY ratio is against the same
+envelopes.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from bench.profile_followup import (  # noqa: E402
 from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, rebuild_target  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
+from branchline_followup.adapters.store_replay import StoreLog, StoreReplay  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
 from branchline_followup.application.config import policy_from_settings  # noqa: E402
@@ -57,7 +64,10 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.application.rebuild import rebuild_read_models  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
-from branchline_shared.postgres.pool import open_pool  # noqa: E402
+from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
+from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
+from branchline_shared.postgres.migrations import load_migrations, migrate  # noqa: E402
+from branchline_shared.postgres.pool import ensure_database, open_pool  # noqa: E402
 
 
 class MemorySource:
@@ -107,6 +117,29 @@ async def raw_copy(dsn: str, values: Sequence[bytes], per_transaction: int = 100
         await conn.close()
 
 
+async def intake_store(
+    url: str, events: Sequence[RecordedEvent], per_transaction: int = 500
+) -> None:
+    """``events`` appended to a new intake event store at ``url`` (untimed)."""
+    await ensure_database(url)
+    pool = await open_pool(url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(
+                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
+            )
+        store = PostgresEventStore(pool)
+        for i in range(0, len(events), per_transaction):
+            batch = events[i : i + per_transaction]
+            async with store.unit_of_work() as uow:
+                await uow.lock_streams(sorted({e.stream_id for e in batch}))
+                for event in batch:
+                    uow.stage(event, topic="intake.events", submission_hash=None)
+                await uow.commit()
+    finally:
+        await pool.close()
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     async with embedded_postgres(base) as (_, settings):
         await prepare_database(settings)
@@ -141,6 +174,15 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         ]
         values = [m.value for m in replayed if m.value is not None]
         copy_rate = await raw_copy(settings.followup_database_url, values)
+        source: MemorySource | StoreReplay = MemorySource(replayed)
+        if args.from_stores:
+            await intake_store(settings.intake_database_url, events)
+            source = StoreReplay(
+                [
+                    StoreLog("intake", settings.intake_database_url),
+                    StoreLog("followup", settings.followup_database_url),
+                ]
+            )
 
         admin = await open_pool(
             pg_schemas.with_search_path(settings.followup_database_url, "public"),
@@ -167,7 +209,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await rebuild_read_models(
             target=target,
-            source=MemorySource(replayed),
+            source=source,
             policy=policy,
             batch_size=args.batch,
             keep_retired=True,
@@ -186,7 +228,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     n = len(replayed)
     rate = n / wall
     print(
-        f"{args.workload}, {args.clients} clients: {n} events ({len(created)} recorded "
+        f"{args.workload}{' from stores' if args.from_stores else ''}, {args.clients} clients: "
+        f"{n} events ({len(created)} recorded "
         f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
         f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
         f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
@@ -227,6 +270,9 @@ def main() -> int:
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
     parser.add_argument("--cprofile", help="write a cProfile (CPU time) of the rebuild here")
     parser.add_argument("--remember", type=int, help="the rebuild's memory bounds (test scale)")
+    parser.add_argument(
+        "--from-stores", action="store_true", help="replay from the event stores (StoreReplay)"
+    )
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-rebuild-")

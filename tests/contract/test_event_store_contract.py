@@ -3,6 +3,7 @@ tests) and the PostgreSQL one must pass the same assertions."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -315,6 +316,39 @@ class TestPostgresEventStore(EventStoreContract):
             uow.stage(new, topic=TOPIC, submission_hash=None)
             await uow.commit()
             assert await uow.load_streams(["client-h-new"]) == {"client-h-new": [new]}
+
+    async def test_a_stream_the_lock_creates_costs_no_second_statement_and_stays_held(
+        self, store: EventStore
+    ) -> None:
+        """#12: the statement that creates a new stream answers its version, and only the
+        streams that existed are locked FOR UPDATE afterwards; a created stream is still this
+        transaction's alone: another writer locking it waits for the commit and then sees the
+        version written."""
+        assert isinstance(store, PostgresEventStore)
+        old = event("client-k-old", 1)
+        await _write_all(store, [old])
+        async with store._pool.acquire() as conn, conn.transaction():
+            spy = _QuerySpy(conn)
+            versions = await PostgresUnitOfWork(spy).lock_streams(["client-k1", "client-k2"])
+            assert versions == {"client-k1": 0, "client-k2": 0}
+            assert len(spy.queries) == 1, spy.queries
+            spy.queries.clear()
+            versions = await PostgresUnitOfWork(spy).lock_streams(["client-k3", old.stream_id])
+            assert versions == {"client-k3": 0, old.stream_id: 1}
+            assert len(spy.queries) == 2, spy.queries
+            uow = PostgresUnitOfWork(conn)
+            await uow.lock_streams(["client-k1"])
+            uow.stage(event("client-k1", 1), topic=TOPIC, submission_hash=None)
+            await uow.commit()
+            waiting = asyncio.create_task(_lock_elsewhere(store, ["client-k1"]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # the other writer waits for this transaction
+        assert await asyncio.wait_for(waiting, timeout=10) == {"client-k1": 1}
+
+
+async def _lock_elsewhere(store: PostgresEventStore, streams: list[str]) -> dict[str, int]:
+    async with store.unit_of_work() as uow:
+        return await uow.lock_streams(streams)
 
 
 async def _write_all(store: EventStore, events: list[RecordedEvent]) -> None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from asyncpg.connection import LoggedQuery
 
@@ -15,6 +16,7 @@ from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
+from branchline_followup.application.task_creations import creation_event
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts
@@ -159,7 +161,7 @@ class FollowupUnitOfWorkContract:
             assert not await uow.mark_applied(fresh, None)
             assert await uow.mark_applied_all([(other, None)]) == set()
 
-    async def test_the_applied_ids_are_read_outside_a_unit_once_committed(
+    async def test_an_applied_record_outlives_its_unit_only_if_committed(
         self, units: UnitsOfWork
     ) -> None:
         applied, rolled_back, never = an_event("c-9"), an_event("c-9"), an_event("c-10")
@@ -173,9 +175,17 @@ class FollowupUnitOfWorkContract:
 
         with pytest.raises(Rolledback):
             await apply_then_fail()
-        ids = [applied.event_id, rolled_back.event_id, never.event_id]
-        assert await units.applied_already(ids) == {applied.event_id}
-        assert await units.applied_already([]) == set()
+
+        async def fresh_then_fail() -> set[uuid.UUID]:
+            async with units.begin() as uow:
+                found = await uow.mark_applied_all(
+                    [(e, None) for e in (applied, rolled_back, never)]
+                )
+                raise Rolledback(found)
+
+        with pytest.raises(Rolledback) as failed:
+            await fresh_then_fail()
+        assert failed.value.args[0] == {rolled_back.event_id, never.event_id}
 
     async def test_a_savepoint_rolls_back_alone(self, units: UnitsOfWork) -> None:
         async def fail_within(uow: FollowupUnitOfWork) -> None:
@@ -196,6 +206,57 @@ class FollowupUnitOfWorkContract:
             assert kept.rm_id == "rm-1"
             assert await uow.clients.get("c-5") is None
             assert await uow.clients.get("c-6") is not None
+
+    async def test_events_appended_and_marked_applied_are_applied_with_the_unit_only(
+        self, units: UnitsOfWork
+    ) -> None:
+        """ADR-0003: an event the unit appends and marks applied (a task's creation) is
+        applied once the unit commits, and not when the unit or its savepoint rolls back
+        (#12: the PostgreSQL unit writes the record with its collected writes)."""
+        kept, in_savepoint, in_failed = an_event("c-90"), an_event("c-90"), an_event("c-90")
+
+        async def append_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.events.append([in_savepoint], topic=TOPIC)
+                await uow.mark_appended_applied([(in_savepoint, None)])
+                raise Rolledback
+
+        async with units.begin() as uow:
+            (stored,) = await uow.events.append([kept], topic=TOPIC)
+            await uow.mark_appended_applied(
+                [(kept, SourcePosition("followup", stored.global_position))]
+            )
+            with pytest.raises(Rolledback):
+                await append_then_fail(uow)
+
+        async def fail_unit() -> None:
+            async with units.begin() as uow:
+                await uow.events.append([in_failed], topic=TOPIC)
+                await uow.mark_appended_applied([(in_failed, None)])
+                raise Rolledback
+
+        with pytest.raises(Rolledback):
+            await fail_unit()
+        async with units.begin() as uow:
+            fresh = await uow.mark_applied_all([(e, None) for e in (kept, in_savepoint, in_failed)])
+            assert fresh == {in_savepoint.event_id, in_failed.event_id}  # kept was applied
+
+    async def test_the_tasks_and_creations_events_caused_are_looked_up_at_once(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: a batch looks up the stored tasks and the recorded creations that its events
+        caused in one call; a task found is then known without asking."""
+        task = a_task("c-91")
+        creation = creation_event(task, stream_version=1, now=T0)
+        async with units.begin() as uow:
+            await uow.tasks.save([task])
+            await uow.events.append([creation], topic=TOPIC)
+        async with units.begin() as uow:
+            found = await uow.look_up_caused_by([task.source_event_id, uuid.uuid4()])
+            assert [c.event_id for c in found] == [creation.event_id]
+            assert await uow.look_up_caused_by([]) == []
+            assert await uow.tasks.get_caused(task.id, task.source_event_id) == task
+            assert await uow.tasks.get_caused(uuid.uuid4(), task.source_event_id) is None
 
     async def test_open_tasks_oldest_first_and_first_escalation_kept(
         self, units: UnitsOfWork
@@ -645,6 +706,103 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
             assert not running.done()
         assert await asyncio.wait_for(running, 10) == "rm-holder"
+
+    async def test_a_units_collected_writes_are_one_statement(
+        self, units: UnitsOfWork, settings: BranchlineSettings
+    ) -> None:
+        """#12: what a unit collected (a held client's facts, journal row, task and timers,
+        its timeline row, the applied record of an event it appended) is written by ONE
+        statement before it commits (five and one before); timers of a task synced twice
+        are written in turn, as made (one statement cannot change a row twice)."""
+        twice, once = a_task("c-92"), a_task("c-92")
+        first = a_timer(twice, TimerKind.OVERDUE, T0)
+        second = a_timer(twice, TimerKind.ESCALATE, T0 + timedelta(1))
+        other = a_timer(once, TimerKind.OVERDUE, T0 + timedelta(2))
+        held, appended = an_event("c-92"), an_event("c-92")
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(" ".join(query.query.split()))
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            await uow.hold_clients_of([(held, SourcePosition("intake", 4))])
+            await uow.clients.save(a_client("c-92"))
+            await uow.journal.keep(held, SourcePosition("intake", 4))
+            await uow.tasks.save([twice, once])
+            await uow.timers.sync(twice, [first])
+            await uow.timers.sync(once, [other])
+            await uow.activity.record_console(decode(held), "c-92")
+            (stored,) = await uow.events.append([appended], topic=TOPIC)
+            await uow.mark_appended_applied(
+                [(appended, SourcePosition("followup", stored.global_position))]
+            )
+            conn.add_query_logger(log)
+            try:
+                await uow.write_collected()  # type: ignore[attr-defined]  # as before COMMIT
+                await asyncio.sleep(0)  # the logger is called soon after each statement
+            finally:
+                conn.remove_query_logger(log)
+        writes = [q for q in sent if "INSERT INTO" in q]  # not asyncpg's type look-ups
+        assert len(writes) == 1, writes
+        for table in (
+            "fu_clients",
+            "fu_client_events",
+            "fu_tasks",
+            "fu_timers",
+            "fu_client_timeline",
+            "fu_applied_events",
+        ):
+            assert f"INSERT INTO {table} " in writes[0]
+        async with units.begin() as uow:
+            assert await uow.clients.get("c-92") is not None
+            assert {t.id for t in await uow.tasks.open_of("c-92")} == {twice.id, once.id}
+            assert not await uow.mark_applied(appended, None)  # applied with the unit
+            assert await uow.journal.keep(
+                an_event("c-92").model_copy(update={"source": "intake", "recorded_at": T0}),
+                SourcePosition("intake", 3),
+            )  # the held event's row was written: an earlier one arrives late
+            claimed = await uow.timers.claim_due(T0 + timedelta(3), 10)
+            assert [t.id for t in claimed] == [first.id, other.id]
+            await uow.hold_clients_of([(an_event("c-92"), None)])
+            await uow.timers.sync(twice, [first])
+            await uow.timers.sync(twice, [second])  # the same task again: in turn
+        async with units.begin() as uow:
+            claimed = await uow.timers.claim_due(T0 + timedelta(3), 10)
+            assert [t.id for t in claimed] == [second.id, other.id]
+        records = await client_page_records(units._pool, "c-92")  # type: ignore[attr-defined]
+        assert [r["event_id"] for r in records.timeline] == [held.event_id]
+
+    async def test_streams_are_created_and_locked_in_one_statement(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: locking a unit's streams creates the missing ones and locks them all in one
+        statement (two before), with each one's version; another writer cannot take them."""
+        existing, new = f"followup-task-{uuid.uuid4()}", f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([existing]) == {existing: 0}
+            await uow.events.append([an_event("c-93", stream=existing)], topic=TOPIC)
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            conn.add_query_logger(log)
+            try:
+                versions = await uow.events.lock_streams([new, existing, new])
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+            assert versions == {existing: 1, new: 0}
+            assert len(sent) == 1, sent
+            async with units._pool.acquire() as other:  # type: ignore[attr-defined]
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await other.fetch(
+                        "SELECT 1 FROM es_streams WHERE stream_id = $1 FOR UPDATE NOWAIT",
+                        existing,
+                    )  # (the new one is not visible to others before the unit commits)
 
     async def test_held_clients_are_read_ahead_in_one_statement_after_their_locks(
         self, units: UnitsOfWork

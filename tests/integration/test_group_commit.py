@@ -333,12 +333,104 @@ async def test_a_caller_costs_few_round_trips_within_a_group(
         run = uuid.uuid4().hex[:6]
         await asyncio.wait_for(group([f"C-W{run}"]), timeout=30)  # asyncpg's type introspection
         one = await asyncio.wait_for(group([f"C-S{run}"]), timeout=30)
+        alone = list(counting.statements)
         eight = await asyncio.wait_for(group([f"C-S{run}-{i}" for i in range(8)]), timeout=30)
     finally:
         await pool.close()
-    # The group: begin, the locks (two statements), the event ids, commit. Each caller:
-    # two, its savepoint and its write (before #12: eleven, and fifteen for a group of one);
-    # a new client's history is not read, the group holds its stream at version 0.
-    assert one <= 7, counting.statements
-    assert (eight - one) / 7 <= 2, counting.statements
+    # The group: begin, the locks (one statement: the streams are new, created by it), the
+    # event ids (when sent), commit. Each caller: two, its savepoint and its write (before
+    # #12: eleven, and fifteen for a group of one); a new client's history is not read, the
+    # group holds its stream at version 0. A group's only caller takes no savepoint.
+    assert one <= (5 if with_ids else 4), alone
+    assert not [q for q in alone if "SAVEPOINT" in q], alone
+    assert (eight - one - 1) / 7 <= 2, counting.statements
     assert not [q for q in counting.statements if "FROM es_events WHERE stream_id" in q]
+
+
+async def test_a_lost_race_is_answered_alike_with_or_without_a_savepoint(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """#12: a group's only caller runs without a savepoint; when its write loses a race for
+    an event id (another writer stored it, for another client, after the group looked), the
+    group is rolled back and runs again with the savepoint, and the caller gets the answer a
+    caller among others gets (whose savepoint lets it retry at once); nothing stored twice."""
+    alone, calls_alone = await _lost_race(app, settings, others=0)
+    among, calls_among = await _lost_race(app, settings, others=1)
+    assert isinstance(alone, Refused), alone
+    assert (alone.reason, alone.rule) == (among.reason, among.rule)  # type: ignore[union-attr]
+    assert calls_alone == 2  # run again, with the savepoint
+    assert calls_among == 1
+
+
+async def _lost_race(
+    app: FastAPI, settings: BranchlineSettings, *, others: int
+) -> tuple[Outcome, int]:
+    ctx: IntakeContext = app.state.intake
+    taken = uuid.uuid4()
+    run = uuid.uuid4().hex[:6]
+    calls: list[str] = []
+
+    async def submit(
+        ctx_in_group: IntakeContext, items: list[SubmittedEvent], **caller: Any
+    ) -> list[Outcome]:
+        if caller["submitted_by"] == BRANCH and not calls:
+            # The same event id, stored by another writer after the group's look-up.
+            (stored,) = await submit_events(
+                ctx, [registration(f"C-M{run}", taken)], submitted_by=BRANCH
+            )
+            assert isinstance(stored, Accepted)
+        calls.append(caller["submitted_by"].id)
+        return await submit_events(ctx_in_group, items, **caller)
+
+    committer = GroupCommitter(ctx, submit=submit, writers=1, window_s=0.2)
+    other = Actor(id="branch-9", role="branch_system")
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            committer.submit([registration(f"C-L{run}", taken)], submitted_by=BRANCH),
+            *(
+                committer.submit([registration(f"C-O{run}-{i}")], submitted_by=other)
+                for i in range(others)
+            ),
+        ),
+        timeout=30,
+    )
+    assert all(isinstance(r[0], Accepted) and not r[0].duplicate for r in results[1:])
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM es_events WHERE event_id = $1", taken) == 1
+    finally:
+        await conn.close()
+    return results[0][0], calls.count(BRANCH.id)
+
+
+async def test_a_failing_caller_alone_is_answered_with_its_error_and_stores_nothing(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """#12: without a savepoint, a group's only caller that fails after its write takes the
+    whole transaction back; run again with the savepoint it fails the same way, and is
+    answered with its error, as a failing caller among others is."""
+    ctx: IntakeContext = app.state.intake
+    calls = 0
+
+    async def submit(
+        ctx: IntakeContext, items: list[SubmittedEvent], **caller: Any
+    ) -> list[Outcome]:
+        nonlocal calls
+        calls += 1
+        await submit_events(ctx, items, **caller)
+        raise RuntimeError("a bug after the write")
+
+    committer = GroupCommitter(ctx, submit=submit, writers=1)
+    run = uuid.uuid4().hex[:6]
+    with pytest.raises(RuntimeError, match="after the write"):
+        await asyncio.wait_for(
+            committer.submit([registration(f"C-E{run}")], submitted_by=BRANCH), timeout=30
+        )
+    assert calls == 2
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM es_events WHERE client_id = $1", f"C-E{run}"
+        )
+    finally:
+        await conn.close()

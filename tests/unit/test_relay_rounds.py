@@ -168,3 +168,51 @@ async def test_close_commits_go_out_in_one_round_and_a_drain_does_not_wait() -> 
     await asyncio.wait_for(asyncio.shield(task), timeout=10)  # well before the interval ends
     assert outbox.rounds == [1, 5, 0]
     assert await outbox.backlog() == 0
+
+
+class NotifyingPool:
+    """The write pool as a relay not holding the lock uses it: records each NOTIFY."""
+
+    def __init__(self) -> None:
+        self.notified = 0
+
+    async def execute(self, query: str, *_: object) -> str:
+        assert "pg_notify" in query
+        self.notified += 1
+        return "SELECT 1"
+
+
+def notifier(min_interval_s: float) -> tuple[OutboxRelay, NotifyingPool]:
+    pool = NotifyingPool()
+    relay = OutboxRelay(
+        pool=cast("asyncpg.Pool[Any]", pool),
+        producer=cast("AIOKafkaProducer", FakeProducer()),
+        store_name="test",
+        poll_interval_s=LONG_S,
+        min_interval_s=min_interval_s,
+        lock_connect=lock_connect,
+    )
+    return relay, pool
+
+
+async def test_a_process_without_the_lock_sends_one_wake_up_per_interval() -> None:
+    """#12: commits in a process that does not hold the relay lock wake the holder by
+    NOTIFY; those of one interval share one, and none is lost: the last commit's goes out
+    when the interval ends."""
+    relay, pool = notifier(min_interval_s=0.2)
+    for _ in range(5):
+        relay.committed()
+        await let_run()  # time enough for a NOTIFY each, were they not spaced
+    assert pool.notified == 1
+    await asyncio.sleep(0.3)
+    assert pool.notified == 2  # the commits after the first, together
+    await asyncio.sleep(0.3)
+    assert pool.notified == 2  # nothing committed since
+
+
+async def test_without_an_interval_each_commit_after_a_sent_wake_up_sends_one() -> None:
+    relay, pool = notifier(min_interval_s=0.0)
+    for _ in range(5):
+        relay.committed()
+        await let_run()
+    assert pool.notified == 5

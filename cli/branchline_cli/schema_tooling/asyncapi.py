@@ -257,10 +257,17 @@ def asyncapi_document(topics: TopicsLike) -> dict[str, Any]:
             "description": "Position in the writing service's event store (decimal).",
         },
     }
+    required = list(event_headers)
+    event_headers["requeued"] = {
+        "type": "string",
+        "const": "1",
+        "description": "Present on a copy published again after its first publication (a "
+        "repair re-queued it for a consumer that missed it); absent on a first publication.",
+    }
     schemas["EventHeaders"] = {
         "type": "object",
         "properties": event_headers,
-        "required": list(event_headers),
+        "required": required,
     }
     dlq_headers: dict[str, Any] = {
         "dlq_reason": {"type": "string", "maxLength": 2000, "description": "Why it failed."},

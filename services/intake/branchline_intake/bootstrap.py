@@ -155,6 +155,7 @@ def outbox_relay(
         store_name=SERVICE,
         batch_size=settings.relay_batch_size,
         poll_interval_s=settings.relay_poll_interval_s,
+        min_interval_s=settings.intake_relay_min_interval_s,
         on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         lock_connect=lambda: connect_one(settings.intake_database_url),
     )

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from branchline_shared.events.catalogue import EventPayload, UnknownEventType, parse_payload
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_payload
 from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
 
 __all__ = ["Decoded", "TypedEvent", "UnreadablePayload", "decode", "payload_as"]
@@ -52,8 +53,12 @@ Decoded: TypeAlias = TypedEvent[EventPayload]
 """An event of any type, decoded: what a consumer hands the code that reads its payload."""
 
 
-def decode(event: RecordedEvent) -> Decoded:
+def decode(event: RecordedEvent, *, from_store: bool = False) -> Decoded:
     """``event`` upcast and its payload parsed by the catalogue (raises UnreadablePayload).
+
+    ``from_store``: ``event`` was read from one of Branchline's own event stores (not from a
+    topic or a request): its payload is read without the checks made where it entered
+    (:mod:`~branchline_shared.events.stored_documents`), unless an upcaster changed it.
 
     A consumer decodes each event once, where it receives it (the followup worker's batch,
     the rebuild's replay, a re-projection's journal), and hands the result to whatever reads
@@ -64,7 +69,10 @@ def decode(event: RecordedEvent) -> Decoded:
     except (MissingUpcaster, NewerSchemaVersion) as exc:
         raise UnreadablePayload(event, "", str(exc)) from exc
     try:
-        payload = parse_payload(current.type, current.data, stored=True)
+        if from_store and current is event:
+            payload = stored_payload(current.type, current.data)
+        else:
+            payload = parse_payload(current.type, current.data, stored=True)
     except UnknownEventType as exc:
         raise UnreadablePayload(event, "", str(exc)) from exc
     except ValidationError as exc:

@@ -63,6 +63,9 @@ class PendingPublication:
     message_key: str
     global_position: int
     envelope: dict[str, Any]
+    requeued: bool = False
+    """Queued again after a first publication (a repair, ``reconcile.stores.requeue``): the
+    relay says so in the ``requeued`` header."""
 
 
 class Outbox(Protocol):
@@ -98,6 +101,12 @@ class StreamsBusy(EventStoreError):
     """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
     transaction holds it, or it does not exist yet). Nothing waited; the transaction is
     unusable and must be run again with those streams locked up front, in the global order."""
+
+
+class NotIsolated(EventStoreError):
+    """A shared transaction's only caller, run without a savepoint, lost a race its retry
+    would need a savepoint for: the transaction is unusable and must be run again with its
+    caller in a savepoint (#12)."""
 
 
 class UnitOfWork(Protocol):
@@ -152,8 +161,10 @@ class SharedTransaction(Protocol):
         """Look up the group's event ids at once (after its locks); its units of work's
         ``find_existing`` answers from what was found and what the group wrote since."""
 
-    def isolated(self) -> AbstractAsyncContextManager[None]:
-        """A scope whose writes roll back alone if it raises (one caller's part)."""
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        """A scope whose writes roll back alone if it raises (one caller's part). ``alone``:
+        the transaction's only caller, without a savepoint of its own: if it raises, the
+        transaction must be rolled back whole."""
         ...
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:

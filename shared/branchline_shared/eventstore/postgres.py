@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     LogPosition,
     LogRecord,
+    NotIsolated,
     PendingPublication,
     StoredEvent,
     StoredPosition,
@@ -131,13 +133,19 @@ class PostgresUnitOfWork:
         read = sorted(set(shared) - written)
         if not ordered and not read:
             return {}
+        versions: dict[str, int] = {}
         if ordered:
-            await self._conn.execute(
+            # A stream this statement creates is this transaction's until it commits (another
+            # writer creating it waits on the insert; none can see it to lock it), so it needs
+            # no FOR UPDATE of its own: a new client's write costs one lock statement, not two
+            # (#12). The rows that existed are locked below, in the one global order.
+            created = await self._conn.fetch(
                 "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
-                "ON CONFLICT DO NOTHING",
+                "ON CONFLICT DO NOTHING RETURNING stream_id, version",
                 ordered,
             )
-        versions: dict[str, int] = {}
+            versions.update({r["stream_id"]: r["version"] for r in created})
+            ordered = [s for s in ordered if s not in versions]
         # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
         # of one mode per statement): two transactions never wait on each other in a cycle.
         for mode, run in _runs(ordered, read):
@@ -293,6 +301,7 @@ class _Caller:
 
     undo: list[tuple[dict[Any, Any], Any, Any]]  # what it changed in the group's knowledge
     clean: bool = True  # nothing written since its savepoint was taken
+    alone: bool = False  # the transaction's only caller, without a savepoint
 
 
 class SharedTransaction:
@@ -395,9 +404,29 @@ class SharedTransaction:
         # Another writer stored an id the group took for new: every id is read again.
         self.checked.clear()
 
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        """A savepoint around one caller's work: if it raises, its writes roll back alone.
+        ``alone`` (the transaction's only caller, the first scope): no savepoint, one round
+        trip less; if it raises, the transaction is to be rolled back whole (#12)."""
+        if alone and self._caller is None and not self._savepoint_open:
+            return self._alone()
+        return self._isolated()
+
     @asynccontextmanager
-    async def isolated(self) -> AsyncIterator[None]:
-        """A savepoint around one caller's work: if it raises, its writes roll back alone."""
+    async def _alone(self) -> AsyncIterator[None]:
+        journal = self._begin()
+        self._caller = _Caller(journal, alone=True)
+        try:
+            yield
+        except BaseException:
+            self._end(journal, kept=False)
+            raise
+        finally:
+            self._caller = None
+        self._end(journal, kept=True)
+
+    @asynccontextmanager
+    async def _isolated(self) -> AsyncIterator[None]:
         journal = self._begin()
         outer = self._caller
         if outer is not None:  # nested: a savepoint of its own, as any nesting
@@ -449,10 +478,12 @@ class SharedTransaction:
             if caller is not None and caller.clean:
                 # Nothing written since the caller's savepoint: rolling back to it undoes this
                 # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
+                # A caller alone has none: its transaction is rolled back whole instead.
                 try:
                     yield uow
                 except BaseException:
-                    await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
+                    if not caller.alone:
+                        await self._conn.execute(f"ROLLBACK TO SAVEPOINT {self._SAVEPOINT}")
                     raise
                 caller.clean = False
             else:
@@ -462,6 +493,9 @@ class SharedTransaction:
             self._end(journal, kept=False)
             if isinstance(exc, asyncpg.UniqueViolationError):
                 self._lost_race()
+                if caller is not None and caller.alone and caller.clean:
+                    # No savepoint to retry from: the group runs again with one.
+                    raise NotIsolated(str(exc)) from exc
                 raise ConcurrencyError(str(exc)) from exc
             raise
         self._end(journal, kept=True)
@@ -529,26 +563,55 @@ class PostgresEventStore:
         return [r["stream_id"] for r in rows]
 
     async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        rows = await self._log_rows(after, limit, "envelope")
+        return [
+            LogRecord(LogPosition(r["tx"], r["global_position"]), _position(r), _recorded(r))
+            for r in rows
+        ]
+
+    async def read_log_text(self, after: LogPosition, *, limit: int = 1000) -> list[LogText]:
+        """:meth:`read_log` with each envelope as its stored JSON text, not read: for a reader
+        that reads it itself (the followup rebuild, #12: it validated each envelope here, dumped
+        it and validated it again)."""
+        rows = await self._log_rows(after, limit, "recorded_at, envelope::text AS envelope")
+        return [
+            LogText(
+                LogPosition(r["tx"], r["global_position"]),
+                _position(r),
+                r["recorded_at"],
+                r["envelope"],
+            )
+            for r in rows
+        ]
+
+    async def _log_rows(self, after: LogPosition, limit: int, columns: str) -> list[Any]:
         # Only transactions below the snapshot's xmin are read: every one of them has ended,
         # so no row can still appear behind what we return (the projection-gap bug).
-        rows = await self._pool.fetch(
-            """
+        return await self._pool.fetch(
+            f"""
             SELECT tx_id::text::bigint AS tx, event_id, stream_id, stream_version,
-                   global_position, envelope
+                   global_position, {columns}
             FROM es_events
             WHERE (tx_id, global_position) > ($1::text::xid8, $2)
               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
             ORDER BY tx_id, global_position
             LIMIT $3
-            """,
+            """,  # noqa: S608 - columns named here, never a value
             str(after.tx_id),
             after.global_position,
             limit,
         )
-        return [
-            LogRecord(LogPosition(r["tx"], r["global_position"]), _position(r), _recorded(r))
-            for r in rows
-        ]
+
+
+@dataclass(frozen=True)
+class LogText:
+    """An event of the log as stored (:meth:`PostgresEventStore.read_log_text`)."""
+
+    log_position: LogPosition
+    position: StoredPosition
+    recorded_at: datetime
+    envelope: str
+    """The envelope's JSON text, at the schema version it was recorded in."""
 
 
 class PostgresOutbox:
@@ -559,14 +622,19 @@ class PostgresOutbox:
 
     async def pending(self, limit: int) -> list[PendingPublication]:
         rows = await self._pool.fetch(
-            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope "
+            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope, o.requeued "
             "FROM es_outbox o JOIN es_events e USING (event_id) "
             "WHERE o.published_at IS NULL ORDER BY o.id LIMIT $1",
             limit,
         )
         return [
             PendingPublication(
-                r["id"], r["topic"], r["message_key"], r["global_position"], r["envelope"]
+                r["id"],
+                r["topic"],
+                r["message_key"],
+                r["global_position"],
+                r["envelope"],
+                r["requeued"],
             )
             for r in rows
         ]

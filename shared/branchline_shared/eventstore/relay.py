@@ -130,7 +130,8 @@ class OutboxRelay:
         lock, here directly, in another process (several intake processes, a standalone
         relay) by a NOTIFY sent after the commit, never inside the writing transaction (a
         notifying transaction's commit takes a global lock). At most one NOTIFY is in flight
-        per process; polling remains the fallback."""
+        per process, and they are sent at least the rounds' minimum interval apart (the
+        relay would not start a round sooner anyway); polling remains the fallback."""
         if self._holding:
             self.wake()
             return
@@ -146,6 +147,11 @@ class OutboxRelay:
             except Exception as exc:  # the poll picks the rows up anyway
                 log.debug("relay wake-up not sent", extra={"error": repr(exc)})
                 return
+            # The commits of the next interval share one NOTIFY: under load a group commits
+            # every few milliseconds, and a NOTIFY per group cost a pool connection and a
+            # round trip each (#12).
+            if self._min_interval_s > 0 and not self._draining:
+                await asyncio.sleep(self._min_interval_s)
 
     def _notified(self, *_: object) -> None:
         self.wake()
@@ -238,7 +244,9 @@ class OutboxRelay:
                     row.topic,
                     value=encode_event(row.envelope),
                     key=row.message_key.encode(),
-                    headers=event_headers(event, row.global_position),
+                    # A re-queued row says so: a consumer that skips the first copy of
+                    # its own events unread must apply this one (#12, reconcile.stores).
+                    headers=event_headers(event, row.global_position, requeued=row.requeued),
                 )
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.

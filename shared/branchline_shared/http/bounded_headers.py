@@ -12,11 +12,13 @@ reads then sees the 431 instead of a connection reset.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from branchline_shared.http.joined_writes import JoinedWrites
 from branchline_shared.http.problems import PROBLEM_JSON, Problem
 
 __all__ = ["bounded_http_protocol"]
@@ -51,7 +53,12 @@ class _BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
+        before = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:  # a new request; its app not run yet
+            # Its answer's head and body in one write (#12, joined_writes).
+            cycle.transport = cast("asyncio.Transport", JoinedWrites(self.transport, cycle))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -80,5 +87,6 @@ class _BoundedHeadProtocol(HttpToolsProtocol):
 
 
 def bounded_http_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
-    """The uvicorn ``http=`` protocol class refusing heads over ``max_head_bytes``."""
+    """The uvicorn ``http=`` protocol class refusing heads over ``max_head_bytes`` (and
+    writing an answer of known length in one write: ``joined_writes``)."""
     return type("BoundedHeadProtocol", (_BoundedHeadProtocol,), {"max_head_bytes": max_head_bytes})

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope_json
 from branchline_shared.events.upcasting import MissingUpcaster, NewerSchemaVersion, upcast
 from branchline_shared.logging_setup import describe_error
 
@@ -19,13 +20,36 @@ def encode_event(envelope: dict[str, Any]) -> bytes:
     return orjson.dumps(envelope)
 
 
-def event_headers(event: RecordedEvent, global_position: int) -> Headers:
-    return [
+REQUEUED = "requeued"
+"""The header of a copy published again after its first publication (a repair re-queued it,
+eventstore migration 005); its value is ``1``. A first publication has none."""
+
+
+def event_headers(event: RecordedEvent, global_position: int, *, requeued: bool = False) -> Headers:
+    headers = [
         ("event_id", str(event.event_id).encode()),
         ("type", event.type.encode()),
         ("source", event.source.encode()),
         ("global_position", str(global_position).encode()),
     ]
+    if requeued:
+        headers.append((REQUEUED, b"1"))
+    return headers
+
+
+def is_first_publication_from(headers: Sequence[tuple[str, bytes]], source: bytes) -> bool:
+    """Whether a relay published this message as the first copy of an event the store
+    ``source`` recorded: its ``source`` header is ``source`` and it has no ``requeued``
+    header. Read from the headers alone, before (and without) decoding the value (#12)."""
+    own = False
+    for key, value in headers:
+        if key == REQUEUED:
+            return False
+        if key == "source":
+            if value != source:
+                return False
+            own = True
+    return own
 
 
 @dataclass(frozen=True)
@@ -53,20 +77,26 @@ class PoisonEvent(ValueError):
     """A message that can never be processed: it goes to the dead-letter topic with the reason."""
 
 
-def decode_current_event(value: bytes | None) -> RecordedEvent:
+def decode_current_event(value: bytes | None, *, from_store: bool = False) -> RecordedEvent:
     """Decode and bring to the current schema version of its type (readers that interpret
-    events; the audit ledger records them as published, with :func:`decode_event`)."""
-    event = decode_event(value)
+    events; the audit ledger records them as published, with :func:`decode_event`).
+    ``from_store``: see :func:`decode_event`."""
+    event = decode_event(value, from_store=from_store)
     try:
         return upcast(event)
     except (MissingUpcaster, NewerSchemaVersion) as exc:
         raise PoisonEvent(f"cannot read {event.type} v{event.schema_version}: {exc}") from exc
 
 
-def decode_event(value: bytes | None) -> RecordedEvent:
+def decode_event(value: bytes | None, *, from_store: bool = False) -> RecordedEvent:
+    """``from_store``: ``value`` was read from one of Branchline's own event stores, never
+    from a topic: it is read without the checks made where it entered (#12,
+    :mod:`~branchline_shared.events.stored_documents`)."""
     if value is None:
         raise PoisonEvent("empty message value")
     try:
+        if from_store:
+            return stored_envelope_json(value)
         return RecordedEvent.model_validate_json(value)
     except ValueError as exc:
         # The reason travels in a dead-letter header and in logs: never the values (D-04).

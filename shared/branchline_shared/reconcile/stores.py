@@ -55,7 +55,12 @@ def _store_event(source: str, row: Any, topic: str) -> StoreEvent:
 
 async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
     """Queue ``events`` for publication again (new outbox rows, in log order); returns how
-    many. Idempotent downstream: every consumer skips an event id it has applied."""
+    many. Idempotent downstream: every consumer skips an event id it has applied.
+
+    The rows are marked ``requeued`` (eventstore migration 005), so the relay publishes them
+    with the ``requeued`` header: a consumer that skips the first publication of its own
+    events unread (the followup worker, #12) applies a re-queued one, which is why it was
+    re-queued."""
     ordered: Sequence[StoreEvent] = sorted(
         {e.event_id: e for e in events}.values(),
         key=lambda e: (e.log_position.tx_id, e.log_position.global_position),
@@ -74,8 +79,8 @@ async def requeue(conn: PgConnection, events: Iterable[StoreEvent]) -> int:
         "           AS u(event_id, topic, n)), "
         "first AS (SELECT DISTINCT ON (o.event_id) o.event_id, o.message_key FROM es_outbox o "
         "          WHERE o.event_id = ANY($1::uuid[]) ORDER BY o.event_id, o.id) "
-        "INSERT INTO es_outbox (event_id, topic, message_key) "
-        "SELECT u.event_id, u.topic, first.message_key "
+        "INSERT INTO es_outbox (event_id, topic, message_key, requeued) "
+        "SELECT u.event_id, u.topic, first.message_key, true "
         "FROM u LEFT JOIN first USING (event_id) ORDER BY u.n",
         [e.event_id for e in ordered],
         [e.topic for e in ordered],

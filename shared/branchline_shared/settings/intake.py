@@ -53,3 +53,13 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
         description="How long a group waits for more requests before it is written (0: it is "
         "written at once, and whoever arrives meanwhile joins the next group).",
     )
+    intake_relay_min_interval_s: float = Field(
+        default=0.02,
+        ge=0,
+        le=1.0,
+        description="Least time between the starts of two rounds of intake's outbox relay "
+        "woken by commits, and between two wake-ups (NOTIFY) an intake process not holding "
+        "the relay lock sends (0: a round and a NOTIFY per group commit): under load the "
+        "commits go out in fewer, bigger rounds. Delays intake's published events by at most "
+        "this; a drain does not wait (#12).",
+    )

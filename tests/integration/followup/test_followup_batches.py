@@ -259,9 +259,11 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     light load every batch is one event, so they are its fixed cost): the read ahead of the
     client's facts, open tasks and journal place is one statement (three before), right after
     the applied record, which takes the client's lock (a statement of its own before), so a
-    registration that makes a task due sends at most 16 (19 before): BEGIN, the swap lock,
-    the applied record with the client's lock, the read ahead, the creations looked up (2),
-    the creation recorded (4), the collected writes (5), COMMIT."""
+    registration that makes a task due sends at most 9 (19, then 16 before): BEGIN, the swap
+    lock, the applied record with the client's lock, the read ahead, the tasks and creations
+    its event caused (2 before), the creation's streams created and locked (2 before) and the
+    creation written (its applied record was a statement of its own), the collected writes
+    with the creation's applied record (5 before), COMMIT."""
     await prepare_database(settings)
     pool = await open_pool(
         with_search_path(settings.followup_database_url, LIVE_SCHEMA),
@@ -298,7 +300,43 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     locks = [i for i, q in enumerate(sent) if "pg_advisory_xact_lock(" in q]
     assert locks == [sent.index(reads_ahead[0]) - 1]  # the client's lock just before
     assert "INSERT INTO fu_applied_events" in sent[locks[0]]  # with the applied record
-    assert len(sent) <= 16, "\n".join(sent)
+    collected = [q for q in sent if q.startswith("WITH w0 AS (INSERT INTO fu_clients ")]
+    assert len(collected) == 1, "\n".join(sent)
+    assert "INSERT INTO fu_applied_events " in collected[0]  # the creation's record
+    assert len(sent) <= 9, "\n".join(sent)
+
+
+async def test_a_batch_runs_its_statements_on_generic_plans(settings: BranchlineSettings) -> None:
+    """#12: a unit runs its prepared statements on their generic plans from the first run.
+    The batch's read ahead was planned again at every run (its custom plan, for one-element
+    arrays, always looked cheaper), and planning it cost more PostgreSQL CPU than running it;
+    the setting is the transaction's own, so the next transaction on the connection plans as
+    configured."""
+    await prepare_database(settings)
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=1,
+        max_size=1,  # pg_prepared_statements is the one connection's
+        session_state=False,
+    )
+    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    try:
+        units = PostgresUnitsOfWork(pool)
+        for n in range(3):
+            one = [Delivered(registered(f"C-3{n}"), SourcePosition("intake", n + 1))]
+            outcome = await apply_batch(units, one, recording, consumer=CONSUMER)
+            assert outcome.applied == 1
+        async with pool.acquire() as conn:
+            plans = await conn.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement LIKE '%FROM (VALUES (1), (2), (3)) AS k(kind)%' "
+                "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
+            )
+            mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+    finally:
+        await pool.close()
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)]
+    assert mode == "auto"  # outside a unit: as configured
 
 
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:

@@ -110,6 +110,22 @@ async def run_rebuild(
         await admin.close()
 
 
+async def _swap_attempts_seen(db: asyncpg.Connection[Any], attempts: int) -> None:
+    """Returns once ``attempts`` of the rebuild's requests for the exclusive swap lock have
+    timed out: each shows as an ungranted advisory lock until its lock timeout."""
+    seen, waiting = 0, False
+    while seen < attempts:
+        now = bool(
+            await db.fetchval(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
+            )
+        )
+        seen += waiting and not now
+        waiting = now
+        await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def live_writer(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Connection[Any]]:
     """A live transaction holding the swap lock shared, as every live writer does."""
@@ -307,7 +323,9 @@ async def test_the_swap_retries_a_busy_lock_then_swaps_in(infra: Infra, tmp_path
                     swap_retry_pause_s=0.1,
                 )
             )
-            await asyncio.sleep(1.5)  # the live transaction outlasts a few attempts
+            # the live transaction outlasts two attempts, however long the replay before the
+            # swap takes on a loaded machine (a fixed sleep of 1.5 s saw one attempt there)
+            await asyncio.wait_for(_swap_attempts_seen(db, 2), timeout=60)
             assert not rebuilding.done()
         result = await asyncio.wait_for(rebuilding, timeout=30)
         assert result.swap_lock_waits >= 2

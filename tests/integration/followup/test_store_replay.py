@@ -70,7 +70,8 @@ async def test_both_stores_merged_by_recorded_time_each_event_once(infra: Infra)
     await append(
         intake, [registered("a", START, "intake"), registered("c", START + 2 * minute, "intake")]
     )
-    await append(followup, [registered("b", START + minute, "followup")])
+    registered_b = registered("b", START + minute, "followup")
+    await append(followup, [registered_b])
     replay = StoreReplay([StoreLog("intake", intake), StoreLog("followup", followup)])
 
     assert await replay.start() == 3
@@ -79,6 +80,10 @@ async def test_both_stores_merged_by_recorded_time_each_event_once(infra: Infra)
     assert [m.topic for m in messages] == ["intake", "followup", "intake"]
     assert messages[0].timestamp == int(START.timestamp() * 1000)
     assert dict(messages[1].headers)["source"] == b"followup"
+    # the stored text handed on as it is, marked as read from a store (#12: read once, by the
+    # rebuild, without the entry checks), reading as the event appended
+    assert all(m.from_store for m in messages)
+    assert decode_event(messages[1].value, from_store=True) == registered_b
 
     await append(followup, [registered("d", START + 3 * minute, "followup")])
     assert await replay.extend_to_current_end() == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from branchline_audit.domain.merkle import (
@@ -19,9 +19,11 @@ from branchline_audit.domain.subtrees import (
     MissingTreeData,
     RecordingHasher,
     SubtreeSource,
+    build_subtrees,
     cached_levels,
     new_nodes,
     required,
+    subtree_work,
 )
 
 pytestmark = pytest.mark.unit
@@ -90,3 +92,54 @@ def test_missing_data_is_named() -> None:
 def test_unaligned_ranges_are_refused() -> None:
     with pytest.raises(ValueError, match="aligned"):
         SubtreeSource({}, {}).perfect(3, 7)
+
+
+def _held(nodes: dict[tuple[int, int], bytes]) -> dict[int, int]:
+    """How many nodes each level holds, as the ledger reads it (max index + 1)."""
+    have: dict[int, int] = {}
+    for level, index in nodes:
+        have[level] = max(have.get(level, 0), index + 1)
+    return have
+
+
+def _cache_after(size: int, hashes: list[bytes], nodes: dict[tuple[int, int], bytes]) -> None:
+    """One append's caching, as the ledger does it: reads exactly what the work names (a
+    node it needs and did not name is missing, and raises), adds what it builds."""
+    work = subtree_work(size, _held(nodes))
+    entry_hashes = {i: hashes[i] for i in range(*work.leaves)}
+    asked = {(lvl, i): nodes[(lvl, i)] for lvl, low, high in work.nodes for i in range(low, high)}
+    for level, index, value in build_subtrees(work, entry_hashes, asked):
+        assert (level, index) not in nodes
+        nodes[(level, index)] = value
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.integers(1, 3000), min_size=1, max_size=8))
+def test_caching_append_by_append_reads_what_it_names_and_builds_the_whole_cache(
+    steps: list[int],
+) -> None:
+    """#12: the subtrees an append caches, from one read of the stored inputs it names, are
+    the cache a build from all leaves gives, whatever the sizes of the appends."""
+    hashes = entry_hashes(sum(steps))
+    nodes: dict[tuple[int, int], bytes] = {}
+    size = 0
+    for step in steps:
+        size += step
+        _cache_after(size, hashes, nodes)
+    assert nodes == cache_for(hashes)
+
+
+def test_missing_levels_and_nodes_are_back_filled() -> None:
+    hashes = entry_hashes(9000)
+    full = cache_for(hashes)
+    nodes = {k: v for k, v in full.items() if k[0] == STRIDE or (k[0] == 2 * STRIDE and k[1] < 7)}
+    _cache_after(len(hashes), hashes, nodes)
+    assert nodes == full
+
+
+def test_stored_inputs_that_are_not_there_are_named() -> None:
+    work = subtree_work(512, {STRIDE: 32})
+    assert work.build == ((2 * STRIDE, 0, 2),)
+    assert work.nodes == ((STRIDE, 0, 32),)
+    with pytest.raises(MissingTreeData):
+        build_subtrees(work, {}, {})

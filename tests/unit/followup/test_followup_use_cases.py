@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -35,10 +34,17 @@ from branchline_followup.domain import (
     TaskKind,
     TaskStatus,
 )
+from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.typed import UnreadablePayload, decode
-from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.kafka.consuming import RawMessage
+from branchline_shared.kafka.wire import (
+    SourcePosition,
+    decode_current_event,
+    encode_event,
+    event_headers,
+)
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -329,39 +335,82 @@ class CountedUnits:
         self.begun += 1
         return self.inner.begin()
 
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        return await self.inner.applied_already(event_ids)
+
+class NoDeadLetters:
+    async def send(self, raw: RawMessage, reason: str) -> None:
+        raise AssertionError(f"dead-lettered: {reason}")
 
 
-async def test_a_batch_of_the_services_own_applied_events_is_acked_without_a_unit(
-    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+def relayed(event: RecordedEvent, position: int, *, requeued: bool = False) -> RawMessage:
+    """``event`` as its store's relay publishes it (a re-queued row with its header)."""
+    headers = event_headers(event, position, requeued=requeued)
+    return RawMessage("t", 0, position, b"k", encode_event(event.model_dump(mode="json")), headers)
+
+
+async def test_the_first_copy_of_an_own_event_is_skipped_unread_a_requeued_one_is_applied(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """#12: the relay's copies of what the worker recorded come back on the followup topic; a
-    batch of only those, all applied, is recognised by one look-up (D-07), no unit of work. A
-    batch with anything else, or with an own event not applied, still goes through one."""
+    """#12: the relay's first copy of what followup recorded is acked unread (recorded as
+    applied where recorded, ADR-0003): no decoding, no unit of work. A copy a repair
+    re-queued (``requeued`` header) is decoded and applied like any event, its id deciding."""
     await apply_batch(
         units, [Delivered(registered()), Delivered(closed_visit())], projection, consumer="test"
     )
-    copies = [Delivered(s.event) for s in units.state.events.values()]
-    assert copies
-    assert all(d.event.source == "followup" for d in copies)
+    own = [s.event for s in units.state.events.values()]
+    assert own
+    assert all(e.source == "followup" and e.event_id in units.state.applied for e in own)
+    creation = own[0]
+    # followup's own event the read models miss (swapped in by a rebuild from a broker that
+    # had lost it): what the self-repair re-queues
+    lost = creation.model_copy(update={"event_id": uuid.uuid4()})
+    decoded: list[bytes | None] = []
+
+    def counting(value: bytes | None) -> RecordedEvent:
+        decoded.append(value)
+        return decode_current_event(value)
+
+    monkeypatch.setattr(worker, "decode_current_event", counting)
     counted = CountedUnits(units)
     state_before = copy.deepcopy(units.state)
-    outcome = await apply_batch(counted, copies, projection, consumer="test")
-    assert (outcome.applied, outcome.already_applied, outcome.one_by_one) == (0, len(copies), False)
-    assert counted.begun == 0
+    copies = [relayed(e, n) for n, e in enumerate([*own, lost], start=1)]
+    await worker.handle_batch(copies, counted, NoDeadLetters(), projection)  # type: ignore[arg-type]
+    assert (decoded, counted.begun) == ([], 0)
     assert units.state == state_before
+    assert lost.event_id not in units.state.applied
 
+    await worker.handle_batch(
+        [relayed(lost, 99, requeued=True)],
+        counted,
+        NoDeadLetters(),  # type: ignore[arg-type]
+        projection,
+    )
+    assert (len(decoded), counted.begun) == (1, 1)
+    assert lost.event_id in units.state.applied
+    # another store's event with the same headers but its own source is never skipped
     fresh = registered("C-20003")
-    mixed = await apply_batch(counted, [*copies, Delivered(fresh)], projection, consumer="test")
-    assert (mixed.applied, mixed.already_applied) == (1, len(copies))
-    assert counted.begun == 1
+    await worker.handle_batch([relayed(fresh, 100)], counted, NoDeadLetters(), projection)  # type: ignore[arg-type]
+    assert fresh.event_id in units.state.applied
 
-    own_new = copies[0].event.model_copy(update={"event_id": uuid.uuid4()})
-    again = await apply_batch(counted, [*copies, Delivered(own_new)], projection, consumer="test")
-    assert (again.applied, again.already_applied) == (1, len(copies))
-    assert counted.begun == 2
-    assert own_new.event_id in units.state.applied
+
+async def test_a_requeued_copy_already_applied_changes_nothing(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    """A re-queued own copy the read models have (re-queued for another consumer) goes
+    through one unit of work and is found applied by its id (ADR-0003)."""
+    await apply_batch(
+        units, [Delivered(registered()), Delivered(closed_visit())], projection, consumer="test"
+    )
+    creation = next(s.event for s in units.state.events.values())
+    counted = CountedUnits(units)
+    state_before = copy.deepcopy(units.state)
+    await worker.handle_batch(
+        [relayed(creation, 1, requeued=True)],
+        counted,
+        NoDeadLetters(),  # type: ignore[arg-type]
+        projection,
+    )
+    assert counted.begun == 1
+    assert units.state == state_before
 
 
 async def test_a_read_of_a_client_is_recorded_as_applied_where_it_is_recorded(

@@ -36,11 +36,11 @@ from branchline_audit.domain.records import (
 )
 from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.subtrees import (
-    STRIDE,
     SubtreeSource,
+    build_subtrees,
     cached_levels,
-    new_nodes,
     required,
+    subtree_work,
 )
 from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, stored_entry
 from branchline_shared.kafka.wire import SourcePosition
@@ -75,6 +75,31 @@ _SCAN_FIELDS = ", ".join("event::text AS event" if f == "event" else f for f in 
 _ROWS_AFTER = (
     f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
     "WHERE position > $1 ORDER BY position LIMIT $2"
+)
+
+# Which of an append's events the ledger holds already (event_id set), and its head (position
+# and hash set; no row when the ledger is empty).
+_STORED_AND_HEAD = (
+    "(SELECT event_id, NULL::bigint AS position, NULL::bytea AS hash FROM audit_ledger "
+    "WHERE event_id = ANY($1::uuid[])) "
+    "UNION ALL "
+    "(SELECT NULL::uuid, position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1)"
+)
+# How many nodes each cached level holds: one max() per level, each an index lookup (a
+# GROUP BY over the levels would read every node of them).
+_CACHED_NODES = (
+    "SELECT l.level, (SELECT max(n.node_index) + 1 FROM audit_merkle_nodes n "
+    "WHERE n.level = l.level) AS have FROM unnest($1::smallint[]) AS l(level)"
+)
+# The stored inputs of new cached nodes: entry hashes by leaf index (level 0 here; leaf i is
+# position i + 1) and nodes of the given levels and index ranges.
+_SUBTREE_INPUTS = (
+    "SELECT 0::smallint AS level, position - 1 AS idx, hash FROM audit_ledger "
+    "WHERE position > $1 AND position <= $2 "
+    "UNION ALL "
+    "SELECT n.level, n.node_index, n.hash FROM audit_merkle_nodes n "
+    "JOIN unnest($3::smallint[], $4::bigint[], $5::bigint[]) AS r(level, low, high) "
+    "ON n.level = r.level AND n.node_index >= r.low AND n.node_index < r.high"
 )
 
 
@@ -150,16 +175,11 @@ class PostgresLedger:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
         columns = [index_columns(e) for e in events]
-        stored = {
-            r["event_id"]
-            for r in await conn.fetch(
-                "SELECT event_id FROM audit_ledger WHERE event_id = ANY($1::uuid[])",
-                [c.event_id for c in columns],
-            )
-        }
-        head = await conn.fetchrow(
-            "SELECT position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1"
-        )
+        # After the lock (a statement of its own: a statement's snapshot is taken before it
+        # waits), one statement reads which events are stored and the head (#12).
+        found = await conn.fetch(_STORED_AND_HEAD, [c.event_id for c in columns])
+        stored = {r["event_id"] for r in found if r["event_id"] is not None}
+        head = next((r for r in found if r["position"] is not None), None)
         position = head["position"] if head else 0
         prev = bytes(head["hash"]) if head else GENESIS_PREV_HASH
         appended_at = format_appended_at(now)
@@ -239,45 +259,38 @@ class PostgresLedger:
         )
 
     async def _cache_subtrees(self, conn: PgConnection, size: int) -> None:
-        """Store every cached-level subtree now complete (also back-fills missing ones)."""
-        fan_out = 1 << STRIDE
-        for level in cached_levels(size):
-            width = 1 << level
-            complete = size // width
-            have = int(
-                await conn.fetchval(
-                    "SELECT coalesce(max(node_index) + 1, 0) FROM audit_merkle_nodes "
-                    "WHERE level = $1",
-                    level,
-                )
-            )
-            if have >= complete:
-                continue
-            if level == STRIDE:
-                children = await conn.fetch(
-                    "SELECT hash FROM audit_ledger WHERE position > $1 AND position <= $2 "
-                    "ORDER BY position",
-                    have * width,
-                    complete * width,
-                )
-            else:
-                children = await conn.fetch(
-                    "SELECT hash FROM audit_merkle_nodes WHERE level = $1 "
-                    "AND node_index >= $2 AND node_index < $3 ORDER BY node_index",
-                    level - STRIDE,
-                    have * fan_out,
-                    complete * fan_out,
-                )
-            nodes = new_nodes(
-                level, have, [bytes(r["hash"]) for r in children], from_leaves=level == STRIDE
-            )
-            await conn.execute(
-                "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
-                "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                [n[0] for n in nodes],
-                [n[1] for n in nodes],
-                [n[2] for n in nodes],
-            )
+        """Store every cached-level subtree now complete (also back-fills missing ones): what
+        each level holds, then the stored children the new nodes need (one statement), then
+        the new nodes (one statement), instead of three statements per level (#12)."""
+        levels = cached_levels(size)
+        if not levels:
+            return
+        have = {
+            r["level"]: int(r["have"])
+            for r in await conn.fetch(_CACHED_NODES, levels)
+            if r["have"] is not None
+        }
+        work = subtree_work(size, have)
+        if not work.build:
+            return
+        inputs = await conn.fetch(
+            _SUBTREE_INPUTS,
+            work.leaves[0],
+            work.leaves[1],
+            [n[0] for n in work.nodes],
+            [n[1] for n in work.nodes],
+            [n[2] for n in work.nodes],
+        )
+        entry_hashes = {r["idx"]: bytes(r["hash"]) for r in inputs if r["level"] == 0}
+        stored = {(r["level"], r["idx"]): bytes(r["hash"]) for r in inputs if r["level"] != 0}
+        nodes = build_subtrees(work, entry_hashes, stored)
+        await conn.execute(
+            "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
+            "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+            [n[0] for n in nodes],
+            [n[1] for n in nodes],
+            [n[2] for n in nodes],
+        )
 
     async def _record_restrictions(
         self, conn: PgConnection, events: Iterable[dict[str, Any]], now: datetime

@@ -134,3 +134,62 @@ def new_nodes(
         inputs = [leaf_hash(h) for h in group] if from_leaves else list(group)
         rows.append((level, first_index + offset // fan_out, perfect_root(inputs)))
     return rows
+
+
+@dataclass(frozen=True)
+class SubtreeWork:
+    """What caching every complete subtree of a tree of some size takes, given how many nodes
+    each cached level holds: the nodes to build (``(level, first index, end index)``, lowest
+    level first) and the stored data they need besides what is built on the way: entry hashes
+    by leaf index ``[leaves[0], leaves[1])`` and nodes ``(level, first, end)``. An append
+    then reads all of it in one statement and writes all new nodes in one (#12), instead of
+    three statements per level."""
+
+    build: tuple[tuple[int, int, int], ...]
+    leaves: tuple[int, int]
+    nodes: tuple[tuple[int, int, int], ...]
+
+
+def subtree_work(size: int, have: Mapping[int, int]) -> SubtreeWork:
+    """:class:`SubtreeWork` for a tree of ``size`` leaves whose cache holds nodes
+    ``[0, have[level])`` of each cached level (a level missing from ``have`` holds none)."""
+    build: list[tuple[int, int, int]] = []
+    leaves = (0, 0)
+    nodes: list[tuple[int, int, int]] = []
+    for level in cached_levels(size):
+        first, end = have.get(level, 0), size >> level
+        if first >= end:
+            continue
+        build.append((level, first, end))
+        low, high = first << STRIDE, end << STRIDE
+        if level == STRIDE:
+            leaves = (low, high)
+            continue
+        # Children below what the level beneath holds are stored; the rest are built first.
+        stored_end = min(high, have.get(level - STRIDE, 0))
+        if low < stored_end:
+            nodes.append((level - STRIDE, low, stored_end))
+    return SubtreeWork(tuple(build), leaves, tuple(nodes))
+
+
+def build_subtrees(
+    work: SubtreeWork, entry_hashes: Mapping[int, bytes], stored: Mapping[NodeKey, bytes]
+) -> list[tuple[int, int, bytes]]:
+    """The nodes ``work`` names, level by level, from the entry hashes (by leaf index) and
+    stored nodes it asked for and the nodes built on the way."""
+    built: dict[NodeKey, bytes] = {}
+    rows: list[tuple[int, int, bytes]] = []
+    for level, first, end in work.build:
+        span = range(first << STRIDE, end << STRIDE)
+        try:
+            if level == STRIDE:
+                children = [entry_hashes[i] for i in span]
+            else:
+                keys = [(level - STRIDE, i) for i in span]
+                children = [stored[k] if k in stored else built[k] for k in keys]
+        except KeyError as missing:
+            raise MissingTreeData(f"tree data for {missing} is not stored") from None
+        for node in new_nodes(level, first, children, from_leaves=level == STRIDE):
+            built[(node[0], node[1])] = node[2]
+            rows.append(node)
+    return rows

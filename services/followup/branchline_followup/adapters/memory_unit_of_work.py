@@ -457,6 +457,15 @@ class MemoryFollowupUnitOfWork:
     ) -> set[uuid.UUID]:
         return {e.event_id for e, position in events if await self.mark_applied(e, position)}
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        await self.tasks.load_caused_by(source_event_ids)
+        return await self.events.task_creations_of(source_event_ids)
+
+    async def mark_appended_applied(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        await self.mark_applied_all(events)
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         saved = copy.deepcopy(self._units.state)
@@ -490,6 +499,3 @@ class MemoryUnitsOfWork:
                 raise
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        return {event_id for event_id in event_ids if event_id in self.state.applied}

@@ -47,8 +47,20 @@ def with_search_path(dsn: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def hold_swap_lock_shared(conn: PgConnection) -> None:
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+async def hold_swap_lock_shared(conn: PgConnection, *, generic_plans: bool = False) -> None:
+    """``generic_plans``: the rest of the transaction runs prepared statements on their
+    generic plans (``plan_cache_mode``, local to the transaction: nothing outlives it), in
+    the same round trip."""
+    if generic_plans:
+        await conn.execute(_SWAP_LOCK_GENERIC, SWAP_LOCK_KEY)
+    else:
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+
+
+_SWAP_LOCK_GENERIC = (
+    "SELECT pg_advisory_xact_lock_shared($1), "
+    "set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
 
 
 async def hold_swap_lock_exclusive(conn: PgConnection) -> None:

@@ -6,6 +6,8 @@ latest positioned place of each (client, store) (``fu_client_events``, as
 The three reads are three ``LEFT JOIN LATERAL`` branches of a three-row kind list: each output
 row carries one kind's columns and NULLs in the others' (typed by their tables, which a
 ``UNION ALL`` would need a cast on every NULL).
+:data:`CAUSED_BY` does the same for what a batch's events caused: the stored tasks and the
+recorded task creations (two statements before).
 The clients' locks are NOT taken here: a statement reads from the snapshot taken when it
 starts, so rows committed by a unit the lock waited for would be missed. The caller takes the
 locks in a statement before this one (ADR-0013, ADR-0014).
@@ -13,6 +15,7 @@ locks in a statement before this one (ADR-0013, ADR-0014).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +28,9 @@ from branchline_followup.adapters.read_models import (
 )
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
+from branchline_shared.events.upcasting import upcast
 from branchline_shared.postgres.pool import PgConnection
 
 _FACTS = ("client_id", *FACT_COLUMNS)
@@ -91,4 +97,48 @@ async def read_ahead(
         elif kind == 3 and row[_PLACES_AT] is not None:
             client_id, source, ms, position = row[_PLACES_AT:]
             found.places[(client_id, source)] = (ms, position)
+    return found
+
+
+_CAUSED_TASKS_AT = 1
+_CREATION_AT = 1 + len(TASK_COLUMNS)
+
+CAUSED_BY = f"""
+SELECT k.kind, t.*, c.envelope
+FROM (VALUES (1), (2)) AS k(kind)
+LEFT JOIN LATERAL (
+    SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
+    WHERE k.kind = 1 AND source_event_id = ANY($1::uuid[])
+) t ON true
+LEFT JOIN LATERAL (
+    SELECT envelope FROM es_events
+    WHERE k.kind = 2 AND type = 'followup.task_created'
+        AND envelope ->> 'causation_id' = ANY($2::text[])
+) c ON true
+"""  # noqa: S608 - fixed identifiers, bound values
+"""The stored tasks these events caused (``read_models.fetch_tasks_caused_by``) and their
+recorded creations (the worker unit's ``task_creations_of``: the type as a literal, so the
+planner uses the partial index of migration 011), as two branches as in :data:`READ_AHEAD`."""
+
+
+@dataclass
+class CausedBy:
+    tasks: list[FollowupTask] = field(default_factory=list)
+    creations: list[RecordedEvent] = field(default_factory=list)
+
+
+async def read_caused_by(
+    conn: PgConnection, tasks_of: Sequence[uuid.UUID], creations_of: Sequence[uuid.UUID]
+) -> CausedBy:
+    """The stored tasks that the events ``tasks_of`` caused and the recorded creations whose
+    cause is one of ``creations_of``, in one statement."""
+    found = CausedBy()
+    rows = await conn.fetch(CAUSED_BY, list(tasks_of), [str(s) for s in creations_of])
+    for row in rows:
+        if row[0] == 1 and row[_CAUSED_TASKS_AT] is not None:
+            columns = row[_CAUSED_TASKS_AT:_CREATION_AT]
+            found.tasks.append(task_from_row(dict(zip(TASK_COLUMNS, columns, strict=True))))
+        elif row[0] == 2 and row[_CREATION_AT] is not None:
+            # rows of followup's own event store, validated when they were written (#12)
+            found.creations.append(upcast(stored_envelope(row[_CREATION_AT])))
     return found

@@ -199,18 +199,19 @@ _SAVE_CLIENT = (
 )
 
 
-def _client_row(facts: ClientFacts) -> list[Any]:
+def client_row(facts: ClientFacts) -> list[Any]:
+    """The values of ``client_id`` and :data:`FACT_COLUMNS` for ``facts``."""
     return [facts.client_id, *(getattr(facts, c) for c in FACT_COLUMNS)]
 
 
 async def save_client(conn: PgConnection, facts: ClientFacts) -> None:
-    await conn.execute(_SAVE_CLIENT, *_client_row(facts))
+    await conn.execute(_SAVE_CLIENT, *client_row(facts))
 
 
 async def save_clients(conn: PgConnection, facts: Sequence[ClientFacts]) -> None:
     """:func:`save_client` for each, in one round trip (#12)."""
     if facts:
-        await conn.executemany(_SAVE_CLIENT, [_client_row(f) for f in facts])
+        await conn.executemany(_SAVE_CLIENT, [client_row(f) for f in facts])
 
 
 async def claim_due_stage_changes(conn: PgConnection, now: datetime, limit: int) -> list[str]:
@@ -288,30 +289,29 @@ _SAVE_TASK = (
 async def save_tasks(conn: PgConnection, tasks: Sequence[FollowupTask]) -> None:
     if not tasks:
         return
-    await conn.executemany(
-        _SAVE_TASK,
-        [
-            [
-                t.id,
-                t.kind.value,
-                t.rule.value,
-                t.client_id,
-                t.branch_id,
-                t.assignee,
-                t.subject,
-                t.opened_at,
-                t.due_at,
-                t.deadline_profile,
-                t.source_event_id,
-                t.status.value,
-                t.closed_at,
-                t.closed_by_event_id,
-                t.close_reason,
-                t.escalated_to,
-            ]
-            for t in tasks
-        ],
-    )
+    await conn.executemany(_SAVE_TASK, [task_row(t) for t in tasks])
+
+
+def task_row(t: FollowupTask) -> list[Any]:
+    """The values of :data:`TASK_COLUMNS` for ``t``."""
+    return [
+        t.id,
+        t.kind.value,
+        t.rule.value,
+        t.client_id,
+        t.branch_id,
+        t.assignee,
+        t.subject,
+        t.opened_at,
+        t.due_at,
+        t.deadline_profile,
+        t.source_event_id,
+        t.status.value,
+        t.closed_at,
+        t.closed_by_event_id,
+        t.close_reason,
+        t.escalated_to,
+    ]
 
 
 async def set_task_outcome(conn: PgConnection, task_id: uuid.UUID, outcome: str) -> None:

@@ -36,6 +36,7 @@ from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_shared.events.catalogue import EventType, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
@@ -671,6 +672,10 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
             ((e.client_id, p.source) for e, p in events if e.client_id is not None and p),
         )
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        await self.tasks.load_caused_by(source_event_ids)  # its tasks are in memory (_bulk)
+        return await self.events.task_creations_of(source_event_ids)
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         await self._bulk.learn_applied(self._conn, [event.event_id])
         return self._bulk.mark_applied(event, position)
@@ -849,7 +854,7 @@ class PostgresRebuildTarget:
         await self._bulk.learn_applied(self._connection(), (r["event_id"] for r in rows))
         return [  # only those left are validated (#12: under the swap lock)
             (
-                RecordedEvent.model_validate(r["envelope"]),
+                stored_envelope(r["envelope"]),
                 SourcePosition(STORE_SOURCE, r["global_position"]),
             )
             for r in rows

@@ -6,8 +6,8 @@ Each store's log is read through the event store's gap-safe reader
 that have ended), and the stores are merged by the time each event was recorded, then by store
 and log order: a ``followup.*`` event is recorded after the intake events it followed from were
 applied, so causes are replayed before their consequences, as the live worker applied them.
-The messages look like the relay's (the event's envelope as value, in its current version;
-``source`` and ``global_position`` headers).
+The messages look like the relay's (the event's envelope as value, as stored: the rebuild
+upcasts it; ``source`` and ``global_position`` headers), marked as read from a store.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import heapq
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.domain.source_order import recorded_ms as epoch_ms
-from branchline_shared.eventstore.ports import LogPosition, LogRecord
-from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.ports import LogPosition
+from branchline_shared.eventstore.postgres import LogText, PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 
 PAGE = 5000
@@ -56,7 +54,7 @@ class StoreReplay:
             try:
                 log = PostgresEventStore(pool)
                 while True:
-                    page = await log.read_log(self._after[store.source], limit=PAGE)
+                    page = await log.read_log_text(self._after[store.source], limit=PAGE)
                     for record in page:
                         self._push(store.source, record)
                         self._after[store.source] = record.log_position
@@ -67,19 +65,22 @@ class StoreReplay:
                 await pool.close()
         return added
 
-    def _push(self, source: str, record: LogRecord) -> None:
-        recorded_ms = epoch_ms(record.event.recorded_at)
+    def _push(self, source: str, record: LogText) -> None:
+        recorded_ms = epoch_ms(record.recorded_at)
         position = record.position.global_position
+        # the stored text as it is, read once where it is applied (#12: it was validated
+        # here, dumped and validated again)
         message = ReplayedMessage(
             topic=source,
             partition=0,
             offset=position,
             timestamp=recorded_ms,
-            value=orjson.dumps(record.event.model_dump(mode="json")),
+            value=record.envelope.encode(),
             headers=(
                 ("source", source.encode()),
                 ("global_position", str(position).encode()),
             ),
+            from_store=True,
         )
         heapq.heappush(
             self._pending,

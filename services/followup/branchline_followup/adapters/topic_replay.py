@@ -26,6 +26,9 @@ class ReplayedMessage:
     timestamp: int
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+    from_store: bool = False
+    """The value was read from one of Branchline's own event stores, not from a topic: it is
+    read without the checks made where it entered (``stored_documents``, #12)."""
 
 
 class ReplayStalled(RuntimeError):

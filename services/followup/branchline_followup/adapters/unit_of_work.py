@@ -18,6 +18,16 @@ from typing import Any
 import asyncpg
 
 from branchline_followup.adapters import client_journal, read_models
+from branchline_followup.adapters.collected_writes import (
+    CollectedStatement,
+    add_applied,
+    add_clients,
+    add_journal,
+    add_tasks,
+    add_timeline,
+    add_timers,
+    merged_timer_syncs,
+)
 from branchline_followup.adapters.console_read_models import (
     TIMELINE_INSERT,
     ConsoleRow,
@@ -40,7 +50,7 @@ from branchline_followup.adapters.pg_schemas import (
     lock_clients,
     try_lock_client,
 )
-from branchline_followup.adapters.read_ahead import read_ahead
+from branchline_followup.adapters.read_ahead import read_ahead, read_caused_by
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
@@ -48,6 +58,7 @@ from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacySta
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
@@ -105,10 +116,13 @@ class _Clients:
         await read_models.save_client(self._conn, facts)
 
     async def write_unwritten(self) -> None:
-        if self.unwritten:
-            rows = [self.kept[c] for c in sorted(self.unwritten)]
-            self.unwritten.clear()
-            await read_models.save_clients(self._conn, [f for f in rows if f is not None])
+        await read_models.save_clients(self._conn, self.take_unwritten())
+
+    def take_unwritten(self) -> list[ClientFacts]:
+        """The facts saved and not written yet, by client id; the caller writes them."""
+        rows = [self.kept[c] for c in sorted(self.unwritten)]
+        self.unwritten.clear()
+        return [f for f in rows if f is not None]
 
     def forget(self, client_id: str) -> None:
         """The client's row is deleted (or changed) by the caller: nothing kept to write."""
@@ -148,9 +162,13 @@ class _Tasks:
         :meth:`write_unwritten` (an upsert of the whole row: the last save is the row)."""
 
     async def write_unwritten(self) -> None:
-        if self.unwritten:
-            tasks, self.unwritten = list(self.unwritten.values()), {}
-            await read_models.save_tasks(self._conn, tasks)
+        await read_models.save_tasks(self._conn, self.take_unwritten())
+
+    def take_unwritten(self) -> list[FollowupTask]:
+        """The tasks saved and not written yet, in the order last saved; the caller writes
+        them."""
+        tasks, self.unwritten = list(self.unwritten.values()), {}
+        return tasks
 
     async def get(self, task_id: uuid.UUID) -> FollowupTask | None:
         if task_id in self.known:
@@ -168,12 +186,21 @@ class _Tasks:
                 self.known[task_id] = found.get(task_id)
 
     async def load_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> None:
-        wanted = [s for s in dict.fromkeys(source_event_ids) if s not in self.caused_known]
+        wanted = self.unread_caused(source_event_ids)
         if wanted:
             await self.write_unwritten()
-            for task in await read_models.fetch_tasks_caused_by(self._conn, wanted):
-                self.known[task.id] = task
-            self.caused_known.update(wanted)
+            self.keep_caused(wanted, await read_models.fetch_tasks_caused_by(self._conn, wanted))
+
+    def unread_caused(self, source_event_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of these source events whose tasks are not read ahead yet (the caller
+        writes :attr:`unwritten` before reading them)."""
+        return [s for s in dict.fromkeys(source_event_ids) if s not in self.caused_known]
+
+    def keep_caused(self, wanted: Sequence[uuid.UUID], found: Sequence[FollowupTask]) -> None:
+        """Keep every stored task the events ``wanted`` caused (``found``: all of them)."""
+        for task in found:
+            self.known[task.id] = task
+        self.caused_known.update(wanted)
 
     async def get_caused(self, task_id: uuid.UUID, caused_by: uuid.UUID) -> FollowupTask | None:
         if task_id in self.known:
@@ -285,6 +312,12 @@ class _Timers:
         if self.unwritten:
             rows, self.unwritten = self.unwritten, []
             await self._conn.executemany(read_models.SYNC_TIMERS, rows)
+
+    def take_unwritten(self) -> list[tuple[Any, ...]]:
+        """The syncs collected (:func:`.read_models.sync_timers_args`), in the order made;
+        the caller writes them (and the tasks collected)."""
+        rows, self.unwritten = self.unwritten, []
+        return rows
 
     async def sync(self, task: FollowupTask, wanted: Sequence[DurableTimer]) -> None:
         await self.sync_all([(task, wanted)])
@@ -435,8 +468,18 @@ class _Activity:
 
     async def write_collected(self) -> None:
         if self.timeline:
-            await self._conn.executemany(TIMELINE_INSERT, self.timeline)
-            self.timeline.clear()
+            await self._conn.executemany(TIMELINE_INSERT, self.take_timeline())
+        await self.write_console()
+
+    def take_timeline(self) -> list[tuple[Any, ...]]:
+        """The timeline rows collected (:data:`TIMELINE_INSERT`'s); the caller writes them."""
+        if not self.timeline:
+            return []
+        rows = list(self.timeline)
+        self.timeline.clear()
+        return rows
+
+    async def write_console(self) -> None:
         if self.console:
             await write_console_rows(self._conn, self.console)
             self.console.clear()
@@ -571,8 +614,13 @@ class _Journal:
 
     async def write_unwritten(self) -> None:
         if self.unwritten:
-            rows, self.unwritten = self.unwritten, []
-            await self._conn.executemany(client_journal.KEEP_ROW, rows)
+            await self._conn.executemany(client_journal.KEEP_ROW, self.take_unwritten())
+
+    def take_unwritten(self) -> list[tuple[Any, ...]]:
+        """The rows kept and not written yet (:data:`.client_journal.KEEP_ROW`'s); the
+        caller writes them."""
+        rows, self.unwritten = self.unwritten, []
+        return rows
 
     async def of_client(self, client_id: str) -> list[JournaledEvent]:
         await self.write_unwritten()
@@ -589,6 +637,14 @@ class _Journal:
         if self._tasks is not None:
             self._tasks.forget_client(client_id)  # its own events' tasks are deleted below
         await client_journal.clear_read_models(self._conn, client_id)
+
+
+_CREATE_AND_LOCK_STREAMS = (
+    "INSERT INTO es_streams AS s (stream_id) "
+    "SELECT stream_id FROM unnest($1::text[]) AS u(stream_id) ORDER BY stream_id "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = s.version "
+    "RETURNING s.stream_id, s.version"
+)
 
 
 class _Events:
@@ -609,10 +665,18 @@ class _Events:
             "AND envelope ->> 'causation_id' = ANY($1::text[])",
             [str(s) for s in dict.fromkeys(source_event_ids)],
         )
-        return [upcast(RecordedEvent.model_validate(r["envelope"])) for r in rows]
+        # rows of followup's own event store, validated when they were written (#12)
+        return [upcast(stored_envelope(r["envelope"])) for r in rows]
 
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        return await self._writes.lock_streams(stream_ids)
+        if not stream_ids:
+            return {}
+        # Created where missing and locked in ONE statement (#12: the shared store sends an
+        # INSERT, then a SELECT ... FOR UPDATE): ON CONFLICT DO UPDATE locks an existing row
+        # as FOR UPDATE would against every other writer and reader of it, and returns its
+        # latest version; the rows are taken in the shared store's order (ORDER BY stream_id).
+        rows = await self._conn.fetch(_CREATE_AND_LOCK_STREAMS, sorted(set(stream_ids)))
+        return {r["stream_id"]: r["version"] for r in rows}
 
     async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
         for event in events:
@@ -641,6 +705,10 @@ class PostgresFollowupUnitOfWork:
     ) -> None:
         self._conn = conn
         self._lock_class = client_lock_class
+        self._collect = collect
+        self._applied_unwritten: list[tuple[Any, ...]] = []
+        """``collect``: the applied records of events the unit appended, written with the
+        collected writes (:meth:`mark_appended_applied`)."""
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
@@ -692,6 +760,18 @@ class PostgresFollowupUnitOfWork:
         self.tasks.keep_open(found.open_tasks)
         self.journal.keep_read(places_of, found.places)
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        tasks_of = self.tasks.unread_caused(source_event_ids)
+        creations_of = list(dict.fromkeys(source_event_ids))
+        if not creations_of:
+            return []
+        if tasks_of:
+            await self.tasks.write_unwritten()  # the read must find the tasks saved so far
+        # One statement where two were (#12): the tasks and the creations these events caused.
+        found = await read_caused_by(self._conn, tasks_of, creations_of)
+        self.tasks.keep_caused(tasks_of, found.tasks)
+        return found.creations
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         return await read_models.mark_applied(self._conn, event, position)
 
@@ -722,12 +802,35 @@ class PostgresFollowupUnitOfWork:
         )
         return fresh
 
+    async def mark_appended_applied(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        if not self._collect:
+            await self.mark_applied_all(events)
+            return
+        # With the collected writes (#12: a statement less per creating batch): nothing in
+        # the unit reads these records, and they commit with the events or not at all.
+        self._applied_unwritten += [read_models.applied_row(e, p) for e, p in events]
+
     async def write_collected(self) -> None:
-        """Write what the unit collected to write together (before it commits)."""
-        await self.clients.write_unwritten()
-        await self.journal.write_unwritten()
-        await self.timers.write_unwritten()  # the tasks first
-        await self.activity.write_collected()
+        """Write what the unit collected to write together (before it commits): in one
+        statement (#12, :mod:`.collected_writes`), the console's upserts apart."""
+        statement = CollectedStatement()
+        add_clients(statement, self.clients.take_unwritten())
+        add_journal(statement, self.journal.take_unwritten())
+        add_tasks(statement, self.tasks.take_unwritten())
+        syncs = self.timers.take_unwritten()
+        merged = merged_timer_syncs(syncs) if syncs else None
+        if merged is not None:
+            add_timers(statement, merged)
+        elif syncs:  # a task synced twice: in turn, as made (the tasks need not be written)
+            await self._conn.executemany(read_models.SYNC_TIMERS, syncs)
+        add_timeline(statement, self.activity.take_timeline())
+        add_applied(statement, self._applied_unwritten)
+        self._applied_unwritten = []
+        if statement.sql is not None:
+            await self._conn.execute(statement.sql, *statement.args)
+        await self.activity.write_console()
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -738,6 +841,7 @@ class PostgresFollowupUnitOfWork:
         timer_syncs = list(self.timers.unwritten)
         latest = dict(self.journal.latest)
         journal_rows = list(self.journal.unwritten)
+        applied_rows = list(self._applied_unwritten)
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
@@ -757,6 +861,7 @@ class PostgresFollowupUnitOfWork:
             self.timers.unwritten = timer_syncs
             self.journal.latest = latest
             self.journal.unwritten = journal_rows
+            self._applied_unwritten = applied_rows
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             self.activity.console[:] = console
@@ -783,15 +888,13 @@ class PostgresUnitsOfWork:
     async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
-                await hold_swap_lock_shared(conn)
+                # Generic plans (#12): the batch's read ahead was planned again at every
+                # run (its custom plan estimated cheaper for one-element arrays; planning cost
+                # more PostgreSQL CPU than running it); every other statement of a unit runs
+                # its generic plan after five runs already (pg_prepared_statements).
+                await hold_swap_lock_shared(conn, generic_plans=True)
                 unit = PostgresFollowupUnitOfWork(conn, self._lock_class, collect=True)
                 yield unit
                 await unit.write_collected()
             if unit.events.appended and self._on_commit is not None:
                 self._on_commit()
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        # Without the swap lock: a rebuild swaps in read models caught up to the broker's
-        # tail, so an id applied in the tables read here is applied in those too.
-        async with self._pool.acquire() as conn:
-            return await read_models.applied_ids(conn, event_ids)

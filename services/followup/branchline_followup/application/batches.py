@@ -13,13 +13,9 @@ that one typed payload. An event whose payload cannot be read fails alone before
 work, reported like an event the projection refused (the worker dead-letters it with the
 reason: the field named, never the value, D-04).
 
-A batch made only of this service's own events (its relay's copies of what it recorded, read
-back from the followup topic it also consumes) is first looked up outside any transaction: each
-of them was recorded as applied in the transaction that staged its outbox row, so such a batch
-is nearly always applied already, and is then acknowledged after that one read instead of a
-transaction that finds it so (#12; ADR-0003: the ids still decide). Not skipped unread: a copy
-found not applied is one the self-repair re-queued (read models that lost it, e.g. swapped in
-by a rebuild from a broker that had lost the message), and only this worker applies it.
+The first publications of followup's own events never get here: the worker acknowledges
+them unread (``entrypoints.worker.is_first_own_copy``, #12). A copy of one that a repair
+re-queued does, and is applied like any other event, its id deciding (ADR-0003).
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ from branchline_followup.application.projector import (
     may_open_tasks,
     project,
 )
-from branchline_followup.application.recording import SOURCE
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
@@ -117,13 +112,6 @@ async def apply_batch(
     """Apply ``batch`` in order in one unit of work; see the module's docstring."""
     if not batch:
         return BatchOutcome()
-    if all(d.event.source == SOURCE for d in batch):
-        # Only for this service's own events: for others (intake's) the look-up would be a
-        # round trip more on the path of nearly every batch, which it would rarely save.
-        ids = [d.event.event_id for d in batch]
-        found = await retry_transient(lambda: units.applied_already(ids), consumer=consumer)
-        if found.issuperset(ids):
-            return BatchOutcome(already_applied=len(batch))
     unreadable: list[tuple[int, Exception]] = []
     readable: list[_Readable] = []
     for index, delivered in enumerate(batch):

@@ -326,6 +326,20 @@ class FollowupUnitOfWork(Protocol):
         statement where the unit can: a round trip less per batch)."""
         ...
 
+    async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
+        """:meth:`TaskRepository.load_caused_by` and :meth:`FollowupEvents.task_creations_of`
+        of the same events at once (in one statement where the unit can, #12); the recorded
+        creations."""
+        ...
+
+    async def mark_appended_applied(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
+    ) -> None:
+        """Record as applied events this unit appended to followup's store (ADR-0003: with
+        them, so their Kafka copies change nothing). Their ids were new to the store, so
+        nothing is asked back; the unit may write the records with its last writes (#12)."""
+        ...
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A scope whose changes roll back alone when it raises (one event, one timer)."""
         ...
@@ -335,11 +349,6 @@ class UnitsOfWork(Protocol):
     """Where units of work come from (one per transaction)."""
 
     def begin(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]: ...
-
-    async def applied_already(self, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of ``event_ids`` the read models recorded as applied, read outside any unit
-        of work (no transaction, no lock): an id found is applied for good (ADR-0003)."""
-        ...
 
 
 class QualityRows(Protocol):

@@ -64,6 +64,11 @@ class Replayed(Protocol):
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
+    @property
+    def from_store(self) -> bool:
+        """Read from one of Branchline's own event stores (``--from-stores``), not a topic."""
+        ...
+
 
 class EventSource(Protocol):
     async def start(self) -> int: ...
@@ -177,7 +182,7 @@ async def rebuild_read_models(
             tail = [m async for m in source.messages()]
             await _apply_all(uow, tail, projection, counts, on_progress)
             for event, position in await target.store_events_not_on_kafka():
-                typed = event if only_marked(event) else _readable(event)
+                typed = event if only_marked(event) else _readable(event, from_store=True)
                 if typed is None:
                     counts.skipped += 1  # unreadable: the live worker refused it too
                     continue
@@ -288,12 +293,14 @@ def _received(message: Replayed) -> Decoded | RecordedEvent | None:
     read that one payload); only its envelope for an event the projection only marks applied
     (a rebuild replays every recorded task creation: their payloads are read where they are
     looked up); None for what the live worker dead-lettered (not an envelope, a version it
-    cannot read, a payload it cannot read)."""
+    cannot read, a payload it cannot read). A message read from Branchline's own event store
+    (``--from-stores``) is read without the checks made where it entered, one from a topic with
+    them all (#12)."""
     try:
-        event = decode_current_event(message.value)
+        event = decode_current_event(message.value, from_store=message.from_store)
     except PoisonEvent:
         return None
-    return event if only_marked(event) else _readable(event)
+    return event if only_marked(event) else _readable(event, from_store=message.from_store)
 
 
 def _envelope(event: Decoded | RecordedEvent) -> RecordedEvent:
@@ -312,9 +319,9 @@ async def _project(
     return await project(uow, event, projection, position, creations=creations)
 
 
-def _readable(event: RecordedEvent) -> Decoded | None:
+def _readable(event: RecordedEvent, *, from_store: bool) -> Decoded | None:
     try:
-        return decode(event)
+        return decode(event, from_store=from_store)
     except UnreadablePayload:
         return None
 

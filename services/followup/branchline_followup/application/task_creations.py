@@ -90,8 +90,7 @@ class PendingCreations:
         wanted = [s for s in dict.fromkeys(source_event_ids) if s not in self.looked_up]
         if not wanted:
             return
-        await uow.tasks.load_caused_by(wanted)
-        for creation in await uow.events.task_creations_of(wanted):
+        for creation in await uow.look_up_caused_by(wanted):
             source, task_id = _decided_by(creation)
             self.found.setdefault(source, {})[task_id] = creation
         self.looked_up.update(wanted)
@@ -108,7 +107,7 @@ class PendingCreations:
             for e in pending
         ]
         stored = await uow.events.append(events, topic=topic)
-        await uow.mark_applied_all(
+        await uow.mark_appended_applied(
             [
                 (event, SourcePosition(SOURCE, position.global_position))
                 for event, position in zip(events, stored, strict=True)
@@ -182,8 +181,10 @@ def _decision(task: FollowupTask) -> tuple[uuid.UUID, str, datetime]:
 
 
 def created_payload(creation: RecordedEvent) -> FollowupTaskCreated:
-    """The payload of a recorded creation (upcast, parsed; raises UnreadablePayload)."""
-    return payload_as(decode(creation), FollowupTaskCreated)
+    """The payload of a recorded creation (upcast, parsed; raises UnreadablePayload). A
+    recorded creation is read from followup's own event store or was made by this process, so
+    its payload is read without the checks made at intake (#12)."""
+    return payload_as(decode(creation, from_store=True), FollowupTaskCreated)
 
 
 def task_from_record(creation: RecordedEvent, created: FollowupTaskCreated) -> FollowupTask:
@@ -271,7 +272,7 @@ async def settle_created_tasks(
         creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
     ]
     stored = await uow.events.append(events, topic=topic)
-    await uow.mark_applied_all(
+    await uow.mark_appended_applied(
         [
             (event, SourcePosition(SOURCE, position.global_position))
             for event, position in zip(events, stored, strict=True)

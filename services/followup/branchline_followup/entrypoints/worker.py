@@ -12,6 +12,17 @@ the batch is applied in one transaction
 (their offsets committed) only after that commit. Busy, a batch amortises the
 commit; idle, an event is applied at once, waiting for nothing.
 
+The agent also reads followup's own topic, where its relay publishes what followup's store
+recorded (task creations, staff actions, timers, reads). The first publication of each is
+acknowledged unread, before decoding and without a database round trip
+(:func:`is_first_own_copy`, #12): every event followup's store records is recorded as applied
+in the transaction that appends it (ADR-0003, ADR-0013), so applying that copy would only find
+it applied. A copy a repair re-queued (the relay's ``requeued`` header) is decoded and applied
+like any event, its id deciding (ADR-0003): it was re-queued because the read models miss it
+(e.g. swapped in by a rebuild from a broker that had lost it). The topic is still read to its
+end, so the group's offsets there move on (the self-check judges the worker's progress by
+them). A copy an older relay published without the header is taken for a first publication:
+docs/reliability.md, "The worker's own events".
 """
 
 from __future__ import annotations
@@ -31,10 +42,16 @@ from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection
+from branchline_followup.application.recording import SOURCE
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage
 from branchline_shared.kafka.fetch_latency import install_faust_fetch_wait
 from branchline_shared.kafka.topics import Topics
-from branchline_shared.kafka.wire import PoisonEvent, decode_current_event, source_position
+from branchline_shared.kafka.wire import (
+    PoisonEvent,
+    decode_current_event,
+    is_first_publication_from,
+    source_position,
+)
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.reconcile.jumps import PositionJumps
@@ -42,6 +59,14 @@ from branchline_shared.settings import FollowupSettings
 
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
+_OWN_SOURCE = SOURCE.encode()
+
+
+def is_first_own_copy(raw: RawMessage) -> bool:
+    """Whether ``raw`` is the relay's first publication of an event followup's own store
+    recorded (its headers: source ``followup``, not re-queued): applied where it was recorded,
+    nothing to do (#12: each used to be decoded, and a batch of them looked up)."""
+    return is_first_publication_from(raw.headers, _OWN_SOURCE)
 
 
 def create_faust_app(
@@ -125,10 +150,13 @@ async def handle_batch(
     projection: Projection,
     jumps: PositionJumps | None = None,
 ) -> None:
-    """Decode (poison → dead letter), apply the rest as one batch, dead-letter each event that
-    fails on its own with the reason."""
+    """Skip followup's own first copies (:func:`is_first_own_copy`), decode the rest (poison
+    → dead letter), apply them as one batch, dead-letter each event that fails on its own with
+    the reason."""
     batch: list[tuple[RawMessage, Delivered]] = []
     for raw in raws:
+        if is_first_own_copy(raw):
+            continue
         try:
             event = decode_current_event(raw.value)
         except PoisonEvent as exc:
@@ -139,7 +167,10 @@ async def handle_batch(
         except Exception as exc:
             await dead_letters.send(raw, f"projection failed: {describe_error(exc)}")
             continue
-        if jumps is not None:
+        if jumps is not None and event.source != SOURCE:
+            # followup's own streams are not judged: their first copies are skipped unseen,
+            # so a re-queued one would look like a jump; and a copy the broker lost misses
+            # the read models nothing (recorded as applied where recorded).
             jumps.seen(event, position)
         batch.append((raw, Delivered(event, position)))
     outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)

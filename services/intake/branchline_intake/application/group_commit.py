@@ -136,15 +136,7 @@ class GroupCommitter:
     async def _write(self, group: list[_Waiting]) -> None:
         GROUP_EVENTS.observe(sum(len(waiting.items) for waiting in group))
         try:
-            try:
-                results = await self._transaction(group, refusal_locks_first=False)
-            except StreamsBusy:
-                # A refusal stream was held by another transaction or did not exist yet: this
-                # one was rolled back whole (nothing was answered). Run again with every
-                # refusal stream of the group locked up front, in the one global order, as
-                # before #12 (docs/intake.md, "Lock order"); that run cannot raise it.
-                REFUSAL_LOCK_RERUNS.labels(path="group").inc()
-                results = await self._transaction(group, refusal_locks_first=True)
+            results = await self._runs(group)
         except Exception as exc:  # the commit failed: nothing of this group is stored
             log.warning("group commit failed", extra={"error": repr(exc), "size": len(group)})
             for waiting in group:
@@ -153,8 +145,34 @@ class GroupCommitter:
         for waiting, result in results:
             _answer(waiting, result)
 
+    async def _runs(
+        self, group: list[_Waiting]
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        """The group's transaction, run again (after a rollback, nothing answered yet) when
+        its first run cannot stand."""
+        refusal_locks_first = False
+        alone = True
+        while True:
+            try:
+                return await self._transaction(
+                    group, refusal_locks_first=refusal_locks_first, alone=alone
+                )
+            except StreamsBusy:
+                # A refusal stream was held by another transaction or did not exist yet. Run
+                # again with every refusal stream of the group locked up front, in the one
+                # global order, as before #12 (docs/intake.md, "Lock order"); that run cannot
+                # raise it.
+                if refusal_locks_first:
+                    raise
+                REFUSAL_LOCK_RERUNS.labels(path="group").inc()
+                refusal_locks_first = True
+            except _CallerAlone:
+                # The group's only caller failed without a savepoint: run again with one,
+                # which answers it exactly as a caller among others is answered (#12).
+                alone = False
+
     async def _transaction(
-        self, group: list[_Waiting], *, refusal_locks_first: bool
+        self, group: list[_Waiting], *, refusal_locks_first: bool, alone: bool
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         assert self._store is not None
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
@@ -171,20 +189,32 @@ class GroupCommitter:
                 in_group=True,
                 refusal_locks_first=refusal_locks_first,
             )
-            for caller, members in _by_caller(group):
+            callers = _by_caller(group)
+            # A group of one caller takes no savepoint for it (one round trip less: every
+            # group of the benchmark's single token, #12); if that caller fails, the whole
+            # transaction is rolled back and run again with the savepoint (_runs).
+            sole = alone and len(callers) == 1
+            for caller, members in callers:
                 items = [item for waiting in members for item in waiting.items]
                 try:
-                    async with shared.isolated():
+                    async with shared.isolated(alone=sole):
                         outcomes = await self._submit(ctx, items, **caller)
                 except StreamsBusy:
-                    raise  # the whole group runs again: see _write
-                except Exception as exc:  # this caller's savepoint rolled back alone
+                    raise  # the whole group runs again: see _runs
+                except Exception as exc:
+                    if sole:
+                        raise _CallerAlone from exc  # rolls the transaction back
+                    # this caller's savepoint rolled back alone
                     results.extend((waiting, exc) for waiting in members)
                     continue
                 for waiting in members:
                     results.append((waiting, outcomes[: len(waiting.items)]))
                     outcomes = outcomes[len(waiting.items) :]
         return results
+
+
+class _CallerAlone(Exception):
+    """The only caller of a group run without a savepoint failed: run the group again."""
 
 
 def _answer(waiting: _Waiting, result: list[Outcome] | BaseException) -> None:
@@ -221,16 +251,39 @@ def _read_by(group: list[_Waiting], ctx: IntakeContext) -> list[str]:
 
 
 def _by_caller(group: list[_Waiting]) -> list[tuple[dict[str, Any], list[_Waiting]]]:
-    """Requests of the same caller are decided in one call, in arrival order."""
+    """Requests of the same caller are decided in one call, in arrival order. Callers are
+    found by a hash of their arguments (the token's actor and submitter are frozen models),
+    not by comparing each with every other: a group of many callers cost O(callers²)
+    comparisons of models (#12). One whose arguments cannot be hashed is compared as before."""
     callers: list[tuple[dict[str, Any], list[_Waiting]]] = []
+    by_key: dict[tuple[tuple[str, Any], ...], list[_Waiting]] = {}
     for waiting in group:
-        for caller, members in callers:
-            if caller == waiting.caller:
-                members.append(waiting)
-                break
-        else:
-            callers.append((waiting.caller, [waiting]))
+        if callers and callers[-1][0] == waiting.caller:  # the usual run of one caller
+            callers[-1][1].append(waiting)
+            continue
+        # Equal dicts, equal keys: the names are unique, so sorting never compares values.
+        key: tuple[tuple[str, Any], ...] | None = tuple(sorted(waiting.caller.items()))
+        try:
+            members = by_key.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an argument that cannot be hashed
+            key = None
+            members = _same_caller(callers, waiting.caller)
+        if members is None:
+            members = []
+            callers.append((waiting.caller, members))
+            if key is not None:
+                by_key[key] = members
+        members.append(waiting)
     return callers
+
+
+def _same_caller(
+    callers: list[tuple[dict[str, Any], list[_Waiting]]], caller: dict[str, Any]
+) -> list[_Waiting] | None:
+    for known, members in callers:
+        if known == caller:
+            return members
+    return None
 
 
 class _SharedStore:

@@ -85,8 +85,8 @@ class _TailLoadingShared:
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
         await self._inner.find_existing(event_ids)
 
-    def isolated(self) -> AbstractAsyncContextManager[None]:
-        return self._inner.isolated()
+    def isolated(self, *, alone: bool = False) -> AbstractAsyncContextManager[None]:
+        return self._inner.isolated(alone=alone)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
