@@ -60,6 +60,9 @@ from branchline_shared.settings import FollowupSettings
 log = logging.getLogger(__name__)
 CONSUMER = "followup-worker"
 _OWN_SOURCE = SOURCE.encode()
+# Turns of the loop the agent yields, when its partition holds more records, for the next of
+# them to reach its queue before it applies what it gathered (#12, :func:`more_arrives`).
+GATHER_POLLS = 8
 
 
 def is_first_own_copy(raw: RawMessage) -> bool:
@@ -122,8 +125,10 @@ def create_faust_app(
         pending: list[Any] = []
         async for event in manual.events():
             pending.append(event)
-            if len(pending) < batch_max and queue is not None and not queue.empty():
-                continue  # more is fetched already: it joins this batch
+            if len(pending) < batch_max and queue is not None:
+                behind = records_behind(app, event.message) > 0
+                if await more_arrives(queue, GATHER_POLLS if behind else 0):
+                    continue  # more is fetched already (or on its way): it joins this batch
             raws = [
                 RawMessage(
                     e.message.topic,
@@ -141,6 +146,34 @@ def create_faust_app(
             pending = []
 
     return app
+
+
+def records_behind(app: faust.App, message: Any) -> int:
+    """How many records the broker holds past ``message`` in its partition (by the high
+    watermark the last fetch reported; 0 when unknown)."""
+    try:
+        highwater = app.consumer.highwater(message.tp)
+    except Exception:  # no consumer or partition yet (a rebalance): judge as not behind
+        return 0
+    if highwater is None:
+        return 0
+    offset: int = message.offset
+    return max(0, int(highwater) - offset - 1)
+
+
+async def more_arrives(queue: asyncio.Queue[Any], polls: int) -> bool:
+    """Whether another event waits in the agent's ``queue``, after yielding to the loop up to
+    ``polls`` times for it (#12). Faust hands the agent one message per turn of the fetcher
+    (a task pair and an ``asyncio.wait`` per message), so a worker that is behind found its
+    queue empty after nearly every message and applied batches of 1-3 events, each costing
+    a whole transaction, while the backlog grew in the fetcher's buffer. A few turns of the
+    loop let the fetcher hand over what it already holds; ``polls`` is 0 when the partition
+    has nothing more, so an idle worker still applies an event at once."""
+    for _ in range(polls):
+        if not queue.empty():
+            return True
+        await asyncio.sleep(0)
+    return not queue.empty()
 
 
 async def handle_batch(
