@@ -7,7 +7,9 @@ stays ``memory://``.
 
 The agent applies what the consumer has fetched in batches (#12): events already waiting
 behind the one in hand join its batch (up to the ``followup_worker_batch_size`` setting), and
-the batch is applied in one transaction
+while its partition holds more records than it was handed, the agent yields a few turns of
+the loop for the next to arrive (:func:`more_arrives`); the batch is applied in one
+transaction
 (:func:`~branchline_followup.application.batches.apply_batch`); its events are acknowledged
 (their offsets committed) only after that commit. Busy, a batch amortises the
 commit; idle, an event is applied at once, waiting for nothing.
