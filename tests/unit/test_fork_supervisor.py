@@ -94,3 +94,31 @@ def test_one_failed_process_fails_the_whole_group() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=10)
+
+
+def test_the_processes_still_die_with_the_supervisor() -> None:
+    # Their parent-death signal was set before the exec: it must still fire when the
+    # supervisor (the same process) is killed outright.
+    parent = _start("serve")
+    try:
+        _supervising(parent.pid)
+        children = _children(parent.pid)
+        assert len(children) == 2
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [c for c in children if _alive(c)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except OSError:
+        return False
