@@ -38,7 +38,7 @@ from branchline_shared.events.bounded import (
     clean_token,
 )
 
-__all__ = ["PRINTABLE_ASCII_ID", "checked_document_validator"]
+__all__ = ["PRINTABLE_ASCII_ID", "checked_document_validator", "validator_function"]
 
 PRINTABLE_ASCII_ID = r"^[!-~]*$"
 """Printable ASCII without the space: what ``clean_token`` leaves of ASCII text."""
@@ -49,7 +49,9 @@ _ASCII_TOKEN_PATTERNS = frozenset({PRINTABLE_ASCII_ID, IDENTIFIER_PATTERN, OPAQU
 _WITHOUT_CALL = (clean_text, _sealable)
 
 
-def _function_of(schema: dict[str, Any]) -> Any:
+def validator_function(schema: dict[str, Any]) -> Any:
+    """The Python function of a core schema's validator node (after, wrap, before), or None:
+    how a schema walk finds the checks it replaces."""
     if schema.get("type") not in ("function-after", "function-wrap", "function-before"):
         return None
     function = schema.get("function")
@@ -72,7 +74,7 @@ def _without_checked(node: Any) -> Any:
         return [_without_checked(item) for item in node]
     if not isinstance(node, dict):
         return node
-    function = _function_of(node)
+    function = validator_function(node)
     if function is not None and any(function is f for f in _WITHOUT_CALL):
         return _without_checked(node["schema"])
     if function is clean_token:

@@ -35,6 +35,7 @@ from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import STORED, _instant, _sealable, clean_text, clean_token
 from branchline_shared.events.catalogue import EventPayload, payload_model
+from branchline_shared.events.checked_documents import validator_function
 from branchline_shared.events.envelope import RecordedEvent, _clear_or_sealed
 
 __all__ = ["stored_envelope", "stored_envelope_json", "stored_payload", "stored_validator"]
@@ -57,19 +58,12 @@ def _stored_sealable(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return handler(value)
 
 
-def _function_of(schema: dict[str, Any]) -> Any:
-    if schema.get("type") not in ("function-after", "function-wrap", "function-before"):
-        return None
-    function = schema.get("function")
-    return function.get("function") if isinstance(function, dict) else None
-
-
 def _without_entry_checks(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_entry_checks(item) for item in node]
     if not isinstance(node, dict):
         return node
-    function = _function_of(node)
+    function = validator_function(node)
     if function is not None and any(function is f for f in _LEFT_OUT):
         return _without_entry_checks(node["schema"])
     if function is not None and any(function is f for f in _SEALABLE):

@@ -22,11 +22,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import Outbox
 from branchline_shared.eventstore.postgres import PostgresOutbox
 from branchline_shared.kafka.consuming import is_transient
-from branchline_shared.kafka.wire import encode_event, event_headers
+from branchline_shared.kafka.wire import encode_event, stored_event_headers
 from branchline_shared.postgres.pool import PgConnection
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         # Rounds woken by commits start at least this far apart (0: at once, intake's default).
         # A worker that commits a batch every few milliseconds would otherwise pay a whole
-        # round (outbox read, validation, send and ack, update) per commit; spaced, the
+        # round (outbox read, send and ack, update) per commit; spaced, the
         # commits of a busy period go out in fewer, bigger rounds (#12).
         self._min_interval_s = min_interval_s
         self._wake = asyncio.Event()
@@ -238,7 +237,6 @@ class OutboxRelay:
             return 0
         futures = []
         for row in pending:
-            event = RecordedEvent.model_validate(row.envelope)
             futures.append(
                 await self._producer.send(
                     row.topic,
@@ -246,7 +244,9 @@ class OutboxRelay:
                     key=row.message_key.encode(),
                     # A re-queued row says so: a consumer that skips the first copy of
                     # its own events unread must apply this one (#12, reconcile.stores).
-                    headers=event_headers(event, row.global_position, requeued=row.requeued),
+                    headers=stored_event_headers(
+                        row.envelope, row.global_position, requeued=row.requeued
+                    ),
                 )
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.
