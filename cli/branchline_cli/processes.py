@@ -3,15 +3,15 @@
 The parent binds the port once, forks ``processes`` children that each build their own app
 (own pools, own group commit, own relay task: the relay's advisory lock keeps exactly one of
 them publishing) and serve the shared socket; the kernel spreads connections between them.
-The parent forwards SIGTERM/SIGINT to the children (each drains and stops gracefully) and
-waits for them; if one child dies, the
-others are stopped and the parent exits non-zero, so whoever supervises the component (the
-dev stack, a container runtime) sees it fail and restarts it whole.
+The parent then replaces itself with ``fork_supervisor`` (a few MB instead of the whole
+application it imported, #12), which forwards SIGTERM/SIGINT to the children (each drains and
+stops gracefully) and waits for them; if one child dies, the others are stopped and the parent
+exits non-zero, so whoever supervises the component (the dev stack, a container runtime) sees
+it fail and restarts it whole.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 
 import uvicorn
+
+from branchline_cli.fork_supervisor import become_supervisor
 
 _PR_SET_PDEATHSIG = 1
 
@@ -53,38 +55,7 @@ def serve_forked(
                 os._exit(code)
         children.append(pid)
     listener.close()
-    return _wait(children)
-
-
-def _wait(children: list[int]) -> int:
-    stopping = False
-
-    def forward(signum: int, _: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    alive = set(children)
-    while alive:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in alive:
-            continue
-        alive.discard(pid)
-        exit_code = os.waitstatus_to_exitcode(status)
-        # uvicorn re-raises the stop signal once it has shut down gracefully.
-        clean = exit_code == 0 or (stopping and -exit_code in (signal.SIGTERM, signal.SIGINT))
-        if not clean and code == 0:
-            code = 1
-            forward(signal.SIGTERM, None)  # one failed: stop the others, fail as a whole
-    return code
+    return become_supervisor(children)
 
 
 def _die_with_parent() -> None:

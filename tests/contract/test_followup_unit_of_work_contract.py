@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -733,6 +734,13 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await uow.timers.sync(twice, [first])
             await uow.timers.sync(once, [other])
             await uow.activity.record_console(decode(held), "c-92")
+            for kind, data in (
+                ("consent_granted", {"purposes": ["marketing", "service"]}),
+                ("consent_withdrawn", {"purposes": ["marketing"]}),
+                ("risk_assessed", {"level": "C2"}),
+            ):
+                event = an_event("c-92").model_copy(update={"type": f"client.{kind}", "data": data})
+                await uow.activity.record_console(decode(event), "c-92")
             (stored,) = await uow.events.append([appended], topic=TOPIC)
             await uow.mark_appended_applied(
                 [(appended, SourcePosition("followup", stored.global_position))]
@@ -751,6 +759,8 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             "fu_tasks",
             "fu_timers",
             "fu_client_timeline",
+            "fu_client_consents",
+            "fu_client_assessments",
             "fu_applied_events",
         ):
             assert f"INSERT INTO {table} " in writes[0]
@@ -771,7 +781,14 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             claimed = await uow.timers.claim_due(T0 + timedelta(3), 10)
             assert [t.id for t in claimed] == [second.id, other.id]
         records = await client_page_records(units._pool, "c-92")  # type: ignore[attr-defined]
-        assert [r["event_id"] for r in records.timeline] == [held.event_id]
+        assert len(records.timeline) == 4
+        assert held.event_id in {r["event_id"] for r in records.timeline}
+        assert [(r["purpose"], r["granted"]) for r in records.consents] == [
+            ("marketing", False),
+            ("service", True),
+        ]
+        assert records.assessment is not None
+        assert records.assessment.level == "C2"
 
     async def test_streams_are_created_and_locked_in_one_statement(
         self, units: UnitsOfWork
@@ -905,6 +922,50 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             ("marketing", False),
             ("service", True),
         ]
+
+    async def test_a_units_client_page_rows_end_as_their_upserts_in_turn_would_leave_them(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: a unit's consent and assessment rows, several of one row among them, end as
+        the upserts run in turn would leave them: the later instant wins (the later event on
+        the same instant), and a row already stored with a later instant stays."""
+
+        def client_event(kind: str, minutes: int, data: dict[str, Any]) -> RecordedEvent:
+            return an_event("c-43").model_copy(
+                update={
+                    "type": f"client.{kind}",
+                    "occurred_at": T0 + timedelta(minutes=minutes),
+                    "data": data,
+                }
+            )
+
+        async def record(*events: RecordedEvent) -> None:
+            async with units.begin() as uow:
+                for event in events:
+                    await uow.activity.record_console(decode(event), "c-43")
+
+        await record(
+            client_event("consent_granted", 5, {"purposes": ["marketing"]}),
+            client_event("risk_assessed", 5, {"level": "C2"}),
+        )
+        await record(
+            client_event("risk_assessed", 7, {"level": "C4"}),
+            client_event("risk_assessed", 6, {"level": "C1"}),  # earlier: not kept
+            client_event("risk_assessed", 7, {"level": "C3"}),  # the same instant, later
+            client_event("consent_withdrawn", 4, {"purposes": ["marketing", "service"]}),
+            client_event("consent_granted", 4, {"purposes": ["service"]}),
+        )
+        await record(client_event("risk_assessed", 6, {"level": "C1"}))  # stored +7 stays
+        records = await client_page_records(units._pool, "c-43")  # type: ignore[attr-defined]
+        assert [(r["purpose"], r["granted"]) for r in records.consents] == [
+            ("marketing", True),  # stored at +5, the unit's at +4
+            ("service", True),
+        ]
+        assert records.assessment is not None
+        assert (records.assessment.level, records.assessment.assessed_at) == (
+            "C3",
+            T0 + timedelta(minutes=7),
+        )
 
     async def test_a_locked_clients_facts_are_read_once_and_stay_what_the_row_holds(
         self, units: UnitsOfWork

@@ -368,3 +368,54 @@ async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, .
     )
     tables["es_events"] = sorted((tuple(r) for r in rows), key=repr)
     return tables
+
+
+async def test_a_one_event_consent_batch_writes_its_client_page_with_the_collected_writes(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: a consent's rows of the client page go into the collected writes' statement (an
+    ``executemany`` of their own before), so a one-event consent batch sends at most 6
+    statements (7 before): BEGIN, the swap lock, the applied record with the client's lock,
+    the read ahead, the collected writes, COMMIT."""
+    await prepare_database(settings)
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=1,
+        max_size=1,  # every statement on the one connection logged
+        session_state=False,
+    )
+    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    sent: list[str] = []
+
+    def log(query: LoggedQuery) -> None:
+        sent.append(" ".join(query.query.split()))
+
+    def consent(kind: str, version: int, position: int) -> list[Delivered]:
+        event = an_event(f"client.consent_{kind}", "C-24", {"purposes": ["marketing"]}, version)
+        return [Delivered(event, SourcePosition("intake", position))]
+
+    try:
+        units = PostgresUnitsOfWork(pool)
+        first = [Delivered(registered("C-24"), SourcePosition("intake", 10))]
+        for batch in (first, consent("granted", 2, 11)):  # the statements prepared
+            assert (await apply_batch(units, batch, recording, consumer=CONSUMER)).applied == 1
+        async with pool.acquire() as conn:
+            conn.add_query_logger(log)
+        outcome = await apply_batch(
+            units, consent("withdrawn", 3, 12), recording, consumer=CONSUMER
+        )
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        async with pool.acquire() as conn:
+            conn.remove_query_logger(log)
+            granted = await conn.fetchval(
+                "SELECT granted FROM fu_client_consents WHERE client_id = 'C-24'"
+            )
+    finally:
+        await pool.close()
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
+    assert granted is False
+    collected = [q for q in sent if q.startswith("WITH w0 AS (")]
+    assert len(collected) == 1, "\n".join(sent)
+    assert "INSERT INTO fu_client_consents " in collected[0]
+    assert not [q for q in sent if q.startswith("INSERT INTO fu_client_consents")]
+    assert len(sent) <= 6, "\n".join(sent)

@@ -103,6 +103,15 @@ _SUBTREE_INPUTS = (
 )
 
 
+def family_range(prefix: str) -> tuple[str, str]:
+    """The byte range ``[low, high)`` holding exactly the types that start with ``prefix``, a
+    family's prefix (``followup.``): it ends in ``.``, so ``high`` is it with ``/``, the next
+    byte, in its place, and no type inside the range lacks the prefix."""
+    if not prefix.endswith("."):
+        raise ValueError(f"a family prefix ends with '.': {prefix!r}")
+    return prefix, prefix[:-1] + "/"
+
+
 def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
     """The SQL condition (and its bound values, numbered from ``first_param``) of ``filters``."""
     clauses: list[str] = []
@@ -121,10 +130,10 @@ def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
             clauses.append(f"{column} = {param(value)}")
     if filters.type is not None:
         if filters.type.endswith(".*"):
-            family = filters.type[:-1]
-            for special in ("\\", "%", "_"):
-                family = family.replace(special, "\\" + special)
-            clauses.append(f"event_type LIKE {param(family + '%')}")
+            low, high = family_range(filters.type[:-1])
+            # Byte-order operators, which the text_pattern_ops index (migration 005) serves
+            # in any collation and on a generic plan; LIKE with a bound pattern does not (#12).
+            clauses.append(f"event_type ~>=~ {param(low)} AND event_type ~<~ {param(high)}")
         else:
             clauses.append(f"event_type = {param(filters.type)}")
     if filters.occurred_from is not None:
@@ -132,6 +141,17 @@ def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
     if filters.occurred_to is not None:
         clauses.append(f"occurred_at < {param(filters.occurred_to)}")
     return (" AND ".join(clauses) or "true"), params
+
+
+def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
+    """A trail page's SQL and the bound values of ``filters`` (from ``$4``); ``$1`` is the
+    position read after, ``$2`` the page size, ``$3`` the last position read."""
+    where, params = _where(filters, 4)
+    sql = (
+        f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
+        f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2"
+    )
+    return sql, params
 
 
 def _stored(row: asyncpg.Record) -> StoredEntry:
@@ -312,14 +332,9 @@ class PostgresLedger:
     async def entries(
         self, filters: LedgerFilters, *, after_position: int, limit: int, up_to: int | None = None
     ) -> list[StoredEntry]:
-        where, params = _where(filters, 4)
+        sql, params = entries_statement(filters)
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
-            f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2",
-            after_position,
-            limit,
-            up_to if up_to is not None else 2**62,
-            *params,
+            sql, after_position, limit, up_to if up_to is not None else 2**62, *params
         )
         return [_stored(r) for r in rows]
 

@@ -8,7 +8,9 @@ part writes is never what another reads: running them in one statement (one snap
 what running them in turn wrote. Within a part each row must be a different row (a statement
 cannot change a row twice): the facts and the tasks are one row per client and task (the
 latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and timer syncs go
-into the statement only when each task is synced once (:func:`merged_timer_syncs`).
+into the statement only when each task is synced once (:func:`merged_timer_syncs`), and the
+client page's consents and assessments are reduced to the one a row would end with
+(:func:`latest_console_rows`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from typing import Any
 import orjson
 
 from branchline_followup.adapters import read_models
+from branchline_followup.adapters.console_read_models import (
+    ASSESSMENT_UPSERT,
+    CONSENT_UPSERT,
+    ConsoleRow,
+)
 from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
@@ -109,6 +116,28 @@ _APPLIED = (
 )
 """The applied records of events the unit appended itself (in the order appended, as
 :func:`.read_models.mark_all_applied` records a batch)."""
+_CONSENTS = (
+    "INSERT INTO fu_client_consents AS c "
+    "(client_id, purpose, granted, changed_at, expires_at) "
+    "SELECT * FROM unnest({0}::text[], {1}::text[], {2}::boolean[], {3}::timestamptz[], "
+    "{4}::timestamptz[]) ON CONFLICT (client_id, purpose) DO UPDATE "
+    "SET granted = EXCLUDED.granted, changed_at = EXCLUDED.changed_at, "
+    "expires_at = EXCLUDED.expires_at WHERE c.changed_at <= EXCLUDED.changed_at"
+)
+""":data:`.console_read_models.CONSENT_UPSERT` over arrays (the same later-instant rule)."""
+_ASSESSMENTS = (
+    "INSERT INTO fu_client_assessments AS a "
+    "(client_id, level, assessed_at, valid_until, event_id) "
+    "SELECT * FROM unnest({0}::text[], {1}::text[], {2}::timestamptz[], {3}::timestamptz[], "
+    "{4}::uuid[]) ON CONFLICT (client_id) DO UPDATE "
+    "SET level = EXCLUDED.level, assessed_at = EXCLUDED.assessed_at, "
+    "valid_until = EXCLUDED.valid_until, event_id = EXCLUDED.event_id "
+    "WHERE a.assessed_at <= EXCLUDED.assessed_at"
+)
+""":data:`.console_read_models.ASSESSMENT_UPSERT` over arrays (the same later-instant rule)."""
+
+_CONSOLE_KEYS: dict[str, tuple[int, int]] = {CONSENT_UPSERT: (2, 3), ASSESSMENT_UPSERT: (1, 2)}
+"""Each console upsert's row key (its first ``n`` arguments) and its instant's argument."""
 
 
 class CollectedStatement:
@@ -187,3 +216,27 @@ def add_applied(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) 
     """``rows``: :func:`.read_models.applied_row`'s."""
     if rows:
         statement.add(_APPLIED, _columns(rows, 4))
+
+
+def latest_console_rows(rows: Sequence[ConsoleRow]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each statement's rows reduced to one per row key: the one the upserts run in turn, as
+    made, would leave (#12: a statement cannot change a row twice). An upsert replaces the row
+    when its instant is not earlier, so of a key's rows the last with the latest instant is
+    what the table ends with, if the table's own is not later (which the statement's ``WHERE``
+    still decides)."""
+    latest: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+    for sql, args in rows:
+        width, instant = _CONSOLE_KEYS[sql]
+        kept = latest.setdefault(sql, {})
+        key = args[:width]
+        if key not in kept or args[instant] >= kept[key][instant]:
+            kept[key] = args
+    return {sql: list(kept.values()) for sql, kept in latest.items()}
+
+
+def add_console(statement: CollectedStatement, rows: Sequence[ConsoleRow]) -> None:
+    """The client page's consent and assessment upserts (:func:`.console_read_models.
+    console_rows`'s), as parts of the statement."""
+    for sql, many in latest_console_rows(rows).items():
+        template = _CONSENTS if sql == CONSENT_UPSERT else _ASSESSMENTS
+        statement.add(template, _columns(many, 5))

@@ -95,17 +95,6 @@ def console_rows(typed: Decoded, client_id: str) -> list[ConsoleRow]:
     return []
 
 
-async def write_console_rows(conn: PgConnection, rows: list[ConsoleRow]) -> None:
-    """``rows`` with one ``executemany`` per statement (#12), each statement's rows in the
-    order made: the consents and the assessment are different tables, so only the order
-    within one statement can matter (two changes of one row)."""
-    by_statement: dict[str, list[tuple[Any, ...]]] = {}
-    for sql, args in rows:
-        by_statement.setdefault(sql, []).append(args)
-    for sql, many in by_statement.items():
-        await conn.executemany(sql, many)
-
-
 async def apply_for_console(
     conn: PgConnection, typed: Decoded, client_id: str, *, timeline: bool = True
 ) -> None:

@@ -22,6 +22,7 @@ from branchline_followup.adapters.collected_writes import (
     CollectedStatement,
     add_applied,
     add_clients,
+    add_console,
     add_journal,
     add_tasks,
     add_timeline,
@@ -29,12 +30,10 @@ from branchline_followup.adapters.collected_writes import (
     merged_timer_syncs,
 )
 from branchline_followup.adapters.console_read_models import (
-    TIMELINE_INSERT,
     ConsoleRow,
     apply_for_console,
     console_rows,
     timeline_row,
-    write_console_rows,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.personal_data import (
@@ -466,23 +465,20 @@ class _Activity:
         self.timeline.append(timeline_row(event.envelope, client_id))
         self.console += console_rows(event, client_id)
 
-    async def write_collected(self) -> None:
-        if self.timeline:
-            await self._conn.executemany(TIMELINE_INSERT, self.take_timeline())
-        await self.write_console()
-
     def take_timeline(self) -> list[tuple[Any, ...]]:
-        """The timeline rows collected (:data:`TIMELINE_INSERT`'s); the caller writes them."""
+        """The timeline rows collected (:data:`.console_read_models.TIMELINE_INSERT`'s); the
+        caller writes them."""
         if not self.timeline:
             return []
         rows = list(self.timeline)
         self.timeline.clear()
         return rows
 
-    async def write_console(self) -> None:
-        if self.console:
-            await write_console_rows(self._conn, self.console)
-            self.console.clear()
+    def take_console(self) -> list[ConsoleRow]:
+        """The consent and assessment rows collected; the caller writes them."""
+        rows = list(self.console)
+        self.console.clear()
+        return rows
 
     def forget_client(self, client_id: str) -> None:
         """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
@@ -814,7 +810,7 @@ class PostgresFollowupUnitOfWork:
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits): in one
-        statement (#12, :mod:`.collected_writes`), the console's upserts apart."""
+        statement (#12, :mod:`.collected_writes`)."""
         statement = CollectedStatement()
         add_clients(statement, self.clients.take_unwritten())
         add_journal(statement, self.journal.take_unwritten())
@@ -826,11 +822,11 @@ class PostgresFollowupUnitOfWork:
         elif syncs:  # a task synced twice: in turn, as made (the tasks need not be written)
             await self._conn.executemany(read_models.SYNC_TIMERS, syncs)
         add_timeline(statement, self.activity.take_timeline())
+        add_console(statement, self.activity.take_console())
         add_applied(statement, self._applied_unwritten)
         self._applied_unwritten = []
         if statement.sql is not None:
             await self._conn.execute(statement.sql, *statement.args)
-        await self.activity.write_console()
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
