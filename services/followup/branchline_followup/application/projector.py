@@ -251,11 +251,9 @@ async def _project_kept(
         # and may be applied after later ones, so the stage must not depend on the order
         # (rebuild == incremental).
         at = _later(facts.stage_as_of, facts.last_event_at)
-        lifecycle = facts.lifecycle()
-        stage = lifecycle_stage(lifecycle, at, policy)
+        stage, facts.stage_changes_at = facts.stage_at(at, policy)
         facts.lifecycle_stage = stage.value
         facts.stage_as_of = at
-        facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
         await uow.clients.save(facts)
     client = ClientContext(
         client_id=client_id,

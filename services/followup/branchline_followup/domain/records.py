@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from branchline_shared.domain.classification import LifecycleFacts
+from branchline_shared.domain.classification import (
+    LifecycleFacts,
+    LifecycleThresholds,
+    lifecycle_stage,
+    next_stage_change_at,
+)
+from branchline_shared.events.vocabulary import LifecycleStage
 
 
 @dataclass
@@ -48,6 +54,24 @@ class ClientFacts:
             assets_under_management=self.assets_under_management,
             account_closed_at=self.account_closed_at,
         )
+
+    def stage_at(
+        self, at: datetime, policy: LifecycleThresholds
+    ) -> tuple[LifecycleStage, datetime | None]:
+        """D-09: the stage at ``at`` and the next instant it changes by time alone (``None``:
+        only an event can change it), as :func:`lifecycle_stage` and
+        :func:`next_stage_change_at` give them.
+
+        A client not onboarded (identity verified *and* first business) whose account is not
+        closed is a prospect at every instant, and none of the candidate instants changes that
+        (none is onboarding or closure), whatever the policy: every new client of a batch of
+        registrations, answered without building the facts and trying each instant (#12)."""
+        if self.account_closed_at is None and (
+            self.identity_verified_at is None or self.first_business_at is None
+        ):
+            return LifecycleStage.PROSPECT, None
+        lifecycle = self.lifecycle()
+        return lifecycle_stage(lifecycle, at, policy), next_stage_change_at(lifecycle, at, policy)
 
 
 @dataclass(frozen=True)
