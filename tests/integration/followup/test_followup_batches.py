@@ -5,6 +5,7 @@ nothing, a poison event in the batch fails alone and is dead-lettered with its r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from asyncpg.connection import LoggedQuery
 
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
-from branchline_followup.application.batches import Delivered, apply_batch
+from branchline_followup.application.batches import BatchOutcome, Delivered, apply_batch
 from branchline_followup.application.projector import Projection, apply_event
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
@@ -26,7 +27,7 @@ from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
-from branchline_shared.postgres.pool import open_pool
+from branchline_shared.postgres.pool import PgPool, open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import (
     VOLATILE_COLUMNS,
@@ -80,6 +81,49 @@ class DeadLetterBox:
 
     async def send(self, raw: RawMessage, reason: str) -> None:
         self.sent.append((raw, reason))
+
+
+RECORDING = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+"""A projection that records the task creations it opens (their statements in the batch)."""
+
+
+@contextlib.asynccontextmanager
+async def one_connection(
+    settings: BranchlineSettings,
+) -> AsyncIterator[tuple[PgPool, PostgresUnitsOfWork]]:
+    """Units of work on a pool of one connection: every statement of a batch is sent on it
+    (its query logger sees them; ``pg_prepared_statements`` is its own)."""
+    await prepare_database(settings)
+    pool = await open_pool(
+        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
+        min_size=1,
+        max_size=1,
+        session_state=False,
+    )
+    try:
+        yield pool, PostgresUnitsOfWork(pool)
+    finally:
+        await pool.close()
+
+
+async def statements_sent(
+    pool: PgPool, units: PostgresUnitsOfWork, batch: list[Delivered]
+) -> tuple[BatchOutcome, list[str]]:
+    """``batch`` applied, and each statement it sent (whitespace folded), in order."""
+    sent: list[str] = []
+
+    def log(query: LoggedQuery) -> None:
+        sent.append(" ".join(query.query.split()))
+
+    async with pool.acquire() as conn:
+        conn.add_query_logger(log)
+    try:
+        outcome = await apply_batch(units, batch, RECORDING, consumer=CONSUMER)
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+    finally:
+        async with pool.acquire() as conn:
+            conn.remove_query_logger(log)
+    return outcome, sent
 
 
 @pytest.fixture
@@ -186,12 +230,11 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
     they decide together at its end; the read models, followup's event store and the applied
     record are the same as when each event is applied in its own transaction (rebuild ==
     incremental relies on it)."""
-    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
     history = generate_history(12, end=AT, span=timedelta(days=400), seed=12)
     events = sorted(history.events, key=lambda e: e.recorded_at)
     batch = delivered(events)
     for start in range(0, len(batch), 40):
-        outcome = await apply_batch(units, batch[start : start + 40], recording, consumer=CONSUMER)
+        outcome = await apply_batch(units, batch[start : start + 40], RECORDING, consumer=CONSUMER)
         assert not outcome.one_by_one
         assert not outcome.failed
     alone = make_settings(infra, tmp_path / "alone")
@@ -199,7 +242,7 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
     pool = await open_read_model_pool(alone)
     try:
         for d in batch:
-            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), recording, d.position)
+            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), RECORDING, d.position)
     finally:
         await pool.close()
     async with followup_db(alone) as other:  # read as ``db`` reads (no codecs)
@@ -264,31 +307,12 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     its event caused (2 before), the creation's streams created and locked (2 before) and the
     creation written (its applied record was a statement of its own), the collected writes
     with the creation's applied record (5 before), COMMIT."""
-    await prepare_database(settings)
-    pool = await open_pool(
-        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
-        min_size=1,
-        max_size=1,  # every statement on the one connection logged
-        session_state=False,
-    )
-    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
-    sent: list[str] = []
-
-    def log(query: LoggedQuery) -> None:
-        sent.append(" ".join(query.query.split()))
-
-    try:
-        units = PostgresUnitsOfWork(pool)
+    async with one_connection(settings) as (pool, units):
         first = delivered([registered("C-20")])
-        warm = await apply_batch(units, first, recording, consumer=CONSUMER)
+        warm = await apply_batch(units, first, RECORDING, consumer=CONSUMER)
         assert warm.applied == 1  # the statements prepared, the types known
-        async with pool.acquire() as conn:
-            conn.add_query_logger(log)
         one = [Delivered(registered("C-21"), SourcePosition("intake", 9))]
-        outcome = await apply_batch(units, one, recording, consumer=CONSUMER)
-        await asyncio.sleep(0)  # the logger is called soon after each statement
-    finally:
-        await pool.close()
+        outcome, sent = await statements_sent(pool, units, one)
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
     reads_ahead = [
         q
@@ -312,19 +336,10 @@ async def test_a_batch_runs_its_statements_on_generic_plans(settings: Branchline
     arrays, always looked cheaper), and planning it cost more PostgreSQL CPU than running it;
     the setting is the transaction's own, so the next transaction on the connection plans as
     configured."""
-    await prepare_database(settings)
-    pool = await open_pool(
-        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
-        min_size=1,
-        max_size=1,  # pg_prepared_statements is the one connection's
-        session_state=False,
-    )
-    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
-    try:
-        units = PostgresUnitsOfWork(pool)
+    async with one_connection(settings) as (pool, units):
         for n in range(3):
             one = [Delivered(registered(f"C-3{n}"), SourcePosition("intake", n + 1))]
-            outcome = await apply_batch(units, one, recording, consumer=CONSUMER)
+            outcome = await apply_batch(units, one, RECORDING, consumer=CONSUMER)
             assert outcome.applied == 1
         async with pool.acquire() as conn:
             plans = await conn.fetch(
@@ -333,8 +348,6 @@ async def test_a_batch_runs_its_statements_on_generic_plans(settings: Branchline
                 "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
             )
             mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
-    finally:
-        await pool.close()
     assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)]
     assert mode == "auto"  # outside a unit: as configured
 
@@ -377,41 +390,20 @@ async def test_a_one_event_consent_batch_writes_its_client_page_with_the_collect
     ``executemany`` of their own before), so a one-event consent batch sends at most 6
     statements (7 before): BEGIN, the swap lock, the applied record with the client's lock,
     the read ahead, the collected writes, COMMIT."""
-    await prepare_database(settings)
-    pool = await open_pool(
-        with_search_path(settings.followup_database_url, LIVE_SCHEMA),
-        min_size=1,
-        max_size=1,  # every statement on the one connection logged
-        session_state=False,
-    )
-    recording = Projection(FollowupPolicy(), task_creations_topic="followup.events")
-    sent: list[str] = []
-
-    def log(query: LoggedQuery) -> None:
-        sent.append(" ".join(query.query.split()))
 
     def consent(kind: str, version: int, position: int) -> list[Delivered]:
         event = an_event(f"client.consent_{kind}", "C-24", {"purposes": ["marketing"]}, version)
         return [Delivered(event, SourcePosition("intake", position))]
 
-    try:
-        units = PostgresUnitsOfWork(pool)
+    async with one_connection(settings) as (pool, units):
         first = [Delivered(registered("C-24"), SourcePosition("intake", 10))]
         for batch in (first, consent("granted", 2, 11)):  # the statements prepared
-            assert (await apply_batch(units, batch, recording, consumer=CONSUMER)).applied == 1
+            assert (await apply_batch(units, batch, RECORDING, consumer=CONSUMER)).applied == 1
+        outcome, sent = await statements_sent(pool, units, consent("withdrawn", 3, 12))
         async with pool.acquire() as conn:
-            conn.add_query_logger(log)
-        outcome = await apply_batch(
-            units, consent("withdrawn", 3, 12), recording, consumer=CONSUMER
-        )
-        await asyncio.sleep(0)  # the logger is called soon after each statement
-        async with pool.acquire() as conn:
-            conn.remove_query_logger(log)
             granted = await conn.fetchval(
                 "SELECT granted FROM fu_client_consents WHERE client_id = 'C-24'"
             )
-    finally:
-        await pool.close()
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
     assert granted is False
     collected = [q for q in sent if q.startswith("WITH w0 AS (")]
