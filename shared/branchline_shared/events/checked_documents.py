@@ -25,6 +25,7 @@ and never for stored data (``Sealable`` takes a sealed value there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -38,7 +39,12 @@ from branchline_shared.events.bounded import (
     clean_token,
 )
 
-__all__ = ["PRINTABLE_ASCII_ID", "checked_document_validator", "validator_function"]
+__all__ = [
+    "PRINTABLE_ASCII_ID",
+    "checked_document_validator",
+    "rewrite_schema",
+    "validator_function",
+]
 
 PRINTABLE_ASCII_ID = r"^[!-~]*$"
 """Printable ASCII without the space: what ``clean_token`` leaves of ASCII text."""
@@ -47,6 +53,7 @@ PRINTABLE_ASCII_ID = r"^[!-~]*$"
 # refuse a value they matched, but for the prefix, which the strict check refuses).
 _ASCII_TOKEN_PATTERNS = frozenset({PRINTABLE_ASCII_ID, IDENTIFIER_PATTERN, OPAQUE_ID_PATTERN})
 _WITHOUT_CALL = (clean_text, _sealable)
+_TAKEN = frozenset({"cls", "function", "ref", "metadata"})
 
 
 def validator_function(schema: dict[str, Any]) -> Any:
@@ -69,23 +76,41 @@ def _as_ascii_token(schema: dict[str, Any]) -> dict[str, Any] | None:
     return schema if pattern in _ASCII_TOKEN_PATTERNS else None
 
 
-def _without_checked(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_without_checked(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    function = validator_function(node)
-    if function is not None and any(function is f for f in _WITHOUT_CALL):
-        return _without_checked(node["schema"])
+def rewrite_schema(
+    node: Any, replace: Callable[[dict[str, Any], Any, Callable[[Any], Any]], Any]
+) -> Any:
+    """A core schema rebuilt, each validator node for whose function ``replace(node,
+    function, rewrite)`` answers something replaced by that answer (None: the node is kept,
+    its parts rewritten; ``rewrite`` rewrites a part). Classes, functions, references and
+    metadata are taken as they are; only schemas are rebuilt."""
+
+    def rewrite(part: Any) -> Any:
+        if isinstance(part, list):
+            return [rewrite(item) for item in part]
+        if not isinstance(part, dict):
+            return part
+        function = validator_function(part)
+        if function is not None:
+            replaced = replace(part, function, rewrite)
+            if replaced is not None:
+                return replaced
+        return {key: value if key in _TAKEN else rewrite(value) for key, value in part.items()}
+
+    return rewrite(node)
+
+
+def _checked_replacement(node: dict[str, Any], function: Any, rewrite: Callable[[Any], Any]) -> Any:
+    if any(function is f for f in _WITHOUT_CALL):
+        return rewrite(node["schema"])
     if function is clean_token:
-        inner = _without_checked(node["schema"])
+        inner = rewrite(node["schema"])
         token = _as_ascii_token(inner)
         return token if token is not None else {**node, "schema": inner}
-    # Classes, functions and references are taken as they are; only schemas are rebuilt.
-    return {
-        key: value if key in ("cls", "function", "ref", "metadata") else _without_checked(value)
-        for key, value in node.items()
-    }
+    return None
+
+
+def _without_checked(node: Any) -> Any:
+    return rewrite_schema(node, _checked_replacement)
 
 
 def checked_document_validator(model: type[BaseModel]) -> SchemaValidator:

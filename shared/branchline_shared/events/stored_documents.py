@@ -23,7 +23,7 @@ event stores: never for a topic's message, a request or anything else that cross
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -35,14 +35,13 @@ from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 from branchline_shared.crypto.sealing import PREFIX as SEALED_PREFIX
 from branchline_shared.events.bounded import STORED, _instant, _sealable, clean_text, clean_token
 from branchline_shared.events.catalogue import EventPayload, payload_model
-from branchline_shared.events.checked_documents import validator_function
+from branchline_shared.events.checked_documents import rewrite_schema
 from branchline_shared.events.envelope import RecordedEvent, _clear_or_sealed
 
 __all__ = ["stored_envelope", "stored_envelope_json", "stored_payload", "stored_validator"]
 
 _LEFT_OUT = (clean_text, clean_token)
 _SEALABLE = (_sealable, _clear_or_sealed)
-_TAKEN = frozenset({"cls", "function", "ref", "metadata"})
 
 
 def _stored_instant(value: Any) -> Any:
@@ -58,30 +57,26 @@ def _stored_sealable(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return handler(value)
 
 
-def _without_entry_checks(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_without_entry_checks(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    function = validator_function(node)
-    if function is not None and any(function is f for f in _LEFT_OUT):
-        return _without_entry_checks(node["schema"])
-    if function is not None and any(function is f for f in _SEALABLE):
+def _stored_replacement(node: dict[str, Any], function: Any, rewrite: Callable[[Any], Any]) -> Any:
+    if any(function is f for f in _LEFT_OUT):
+        return rewrite(node["schema"])
+    if any(function is f for f in _SEALABLE):
         return {
             "type": "function-wrap",
             "function": {"type": "no-info", "function": _stored_sealable},
-            "schema": _without_entry_checks(node["schema"]),
+            "schema": rewrite(node["schema"]),
         }
     if function is _instant:
         return {
             **node,
             "function": {"type": "no-info", "function": _stored_instant},
-            "schema": _without_entry_checks(node["schema"]),
+            "schema": rewrite(node["schema"]),
         }
-    # Classes, functions and references are taken as they are; only schemas are rebuilt.
-    return {
-        key: value if key in _TAKEN else _without_entry_checks(value) for key, value in node.items()
-    }
+    return None
+
+
+def _without_entry_checks(node: Any) -> Any:
+    return rewrite_schema(node, _stored_replacement)
 
 
 @cache
