@@ -9,7 +9,7 @@ tree, FILE.summary: shares per function, as :mod:`bench.profile_intake` prints t
 
     python -m bench.profile_followup [--clients 600] [--workload history|registrations]
                                      [--batch 200] [--profile /tmp/followup.txt] [--sql]
-                                     [--freeze]
+                                     [--freeze] [--cprofile /tmp/followup.pstats]
 
 Workloads: ``history`` is tests/integration/followup/harness.py's generate_history (about 14
 events per client: registration, KYC, reception journeys, consultations, sales, complaints,
@@ -20,6 +20,10 @@ registered, then a consent of each: one task created per registration).
 (:func:`freeze_startup_heap`), here once the pool and the projection are built and before the
 workload is generated: the bench's own messages are not frozen (they would make the collector's
 saving look larger than a worker's).
+
+``--cprofile FILE``: the measured batches' CPU time per function (cProfile on
+``time.process_time``, as :mod:`bench.profile_rebuild`'s; FILE: pstats, FILE.txt the top
+functions).
 """
 
 from __future__ import annotations
@@ -132,6 +136,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
             profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
+        cpu_profiler = None
+        if args.cprofile:
+            import cProfile
+
+            cpu_profiler = cProfile.Profile(time.process_time)
+            cpu_profiler.enable()
         STATEMENTS.clear()
         collector = CollectorTime()
         gc.callbacks.append(collector)
@@ -147,6 +157,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         if profiler is not None:
             profiler.stop()
             write_profile(profiler, Path(args.profile))
+        if cpu_profiler is not None:
+            from bench.profile_rebuild import write_cpu_profile
+
+            cpu_profiler.disable()
+            write_cpu_profile(cpu_profiler, Path(args.cprofile))
         tasks = await pool.fetchval("SELECT count(*) FROM fu_tasks")
         await pool.close()
     n = len(rest)
@@ -194,6 +209,7 @@ def main() -> int:
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
     parser.add_argument("--freeze", action="store_true", help="freeze the start-up heap")
+    parser.add_argument("--cprofile", help="write a cProfile (CPU time) of the batches here")
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-followup-")

@@ -2,7 +2,8 @@
 
 A one-event batch sent its collected writes as five statements (the clients' facts, the
 journal rows, the tasks, the timers, the timeline), each a round trip. Here each is a
-data-modifying CTE of one statement over arrays (``unnest``), so a batch sends one. The parts
+data-modifying CTE of one statement over its rows, so a batch sends one; a part's rows are one
+JSON argument (:func:`rows_argument`), not an array per column. The parts
 write different tables, and no table has a trigger or a foreign key to another, so what one
 part writes is never what another reads: running them in one statement (one snapshot) writes
 what running them in turn wrote. Within a part each row must be a different row (a statement
@@ -15,7 +16,9 @@ client page's consents and assessments are reduced to the one a row would end wi
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -68,76 +71,105 @@ _TASK_TYPES = {
     "escalated_to": "text",
 }
 
+
+def _rows(types: Sequence[str]) -> str:
+    """The select list of a part's rows, each a JSON array of :data:`types`' values in order
+    (``r``: one element of the part's argument, :func:`rows_argument`)."""
+    return ", ".join(
+        f"r->>{i}" if t == "text" else f"r->{i}" if t == "jsonb" else f"(r->>{i})::{t}"
+        for i, t in enumerate(types)
+    )
+
+
+_EACH_ROW = "jsonb_array_elements({0}::text::jsonb) AS e(r)"
+"""The rows of a part: its one argument, a JSON array of rows (:func:`rows_argument`)."""
+
 _CLIENTS = (
     f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
-    "SELECT * FROM unnest({0}::text[], "
-    + ", ".join(f"{{{i + 1}}}::{_FACT_TYPES[c]}[]" for i, c in enumerate(FACT_COLUMNS))
-    + ") ON CONFLICT (client_id) DO UPDATE SET "
+    f"SELECT {_rows(['text', *(_FACT_TYPES[c] for c in FACT_COLUMNS)])} FROM {_EACH_ROW} "
+    "ON CONFLICT (client_id) DO UPDATE SET "
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()"
 )
 _JOURNAL = (
-    "INSERT INTO fu_client_events "
+    "INSERT INTO fu_client_events "  # noqa: S608 - fixed identifiers, bound values
     "(event_id, client_id, source, global_position, recorded_ms, envelope) "
-    "SELECT e, c, s, g, r, v::jsonb FROM unnest({0}::uuid[], {1}::text[], {2}::text[], "
-    "{3}::bigint[], {4}::bigint[], {5}::text[]) AS j(e, c, s, g, r, v) "
+    f"SELECT {_rows(['uuid', 'text', 'text', 'bigint', 'bigint', 'jsonb'])} FROM {_EACH_ROW} "
     "ON CONFLICT (event_id) DO NOTHING"
 )
 _TASKS = (
-    f"INSERT INTO fu_tasks ({', '.join(TASK_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608 - fixed identifiers, bound values
-    + ", ".join(f"{{{i}}}::{_TASK_TYPES[c]}[]" for i, c in enumerate(TASK_COLUMNS))
-    + ") ON CONFLICT (id) DO UPDATE SET "
+    f"INSERT INTO fu_tasks ({', '.join(TASK_COLUMNS)}) "  # noqa: S608 - fixed identifiers, bound values
+    f"SELECT {_rows([_TASK_TYPES[c] for c in TASK_COLUMNS])} FROM {_EACH_ROW} "
+    "ON CONFLICT (id) DO UPDATE SET "
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in TASK_COLUMNS if c != 'id')}"
 )
 _TIMERS_DROPPED = (
-    "DELETE FROM fu_timers WHERE task_id = ANY({5}::uuid[]) AND fired_at IS NULL "
-    "AND NOT (id = ANY({0}::uuid[]))"
+    "DELETE FROM fu_timers WHERE task_id = ANY(ARRAY(SELECT jsonb_array_elements_text("
+    "{1}::text::jsonb)::uuid)) AND fired_at IS NULL AND NOT (id = ANY(ARRAY("
+    "SELECT (r->>0)::uuid FROM jsonb_array_elements({0}::text::jsonb) AS e(r))))"
 )
 _TIMERS_WANTED = (
-    "INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) SELECT * FROM "
-    "unnest({0}::uuid[], {1}::uuid[], {2}::text[], {3}::text[], {4}::timestamptz[]) "
+    "INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) "  # noqa: S608 - fixed identifiers, bound values
+    f"SELECT {_rows(['uuid', 'uuid', 'text', 'text', 'timestamptz'])} FROM {_EACH_ROW} "
     "ON CONFLICT (id) DO UPDATE SET fire_at = EXCLUDED.fire_at, "
     "fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at THEN fu_timers.fired_at END, "
     "fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at "
     "THEN fu_timers.fired_event_id END"
 )
-""":data:`.read_models.SYNC_TIMERS` as two parts (its DELETE and its upsert, as there)."""
+""":data:`.read_models.SYNC_TIMERS` as two parts (its DELETE and its upsert, as there): ``{0}``
+the wanted timers' rows, ``{1}`` the synced tasks' ids."""
 _TIMELINE = (
-    "INSERT INTO fu_client_timeline "
+    "INSERT INTO fu_client_timeline "  # noqa: S608 - fixed identifiers, bound values
     "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
-    "SELECT * FROM unnest({0}::text[], {1}::timestamptz[], {2}::uuid[], {3}::text[], "
-    "{4}::text[], {5}::text[], {6}::text[]) ON CONFLICT DO NOTHING"
+    f"SELECT {_rows(['text', 'timestamptz', 'uuid', 'text', 'text', 'text', 'text'])} "
+    f"FROM {_EACH_ROW} ON CONFLICT DO NOTHING"
 )
 _APPLIED = (
-    "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
-    "SELECT event_id, type, source, global_position "
-    "FROM unnest({0}::uuid[], {1}::text[], {2}::text[], {3}::bigint[]) WITH ORDINALITY "
-    "AS e(event_id, type, source, global_position, n) ORDER BY n "
+    "INSERT INTO fu_applied_events (event_id, type, source, global_position) "  # noqa: S608 - fixed identifiers, bound values
+    f"SELECT {_rows(['uuid', 'text', 'text', 'bigint'])} "
+    "FROM jsonb_array_elements({0}::text::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n "
     "ON CONFLICT (event_id) DO NOTHING"
 )
 """The applied records of events the unit appended itself (in the order appended, as
 :func:`.read_models.mark_all_applied` records a batch)."""
 _CONSENTS = (
-    "INSERT INTO fu_client_consents AS c "
+    "INSERT INTO fu_client_consents AS c "  # noqa: S608 - fixed identifiers, bound values
     "(client_id, purpose, granted, changed_at, expires_at) "
-    "SELECT * FROM unnest({0}::text[], {1}::text[], {2}::boolean[], {3}::timestamptz[], "
-    "{4}::timestamptz[]) ON CONFLICT (client_id, purpose) DO UPDATE "
+    f"SELECT {_rows(['text', 'text', 'boolean', 'timestamptz', 'timestamptz'])} "
+    f"FROM {_EACH_ROW} ON CONFLICT (client_id, purpose) DO UPDATE "
     "SET granted = EXCLUDED.granted, changed_at = EXCLUDED.changed_at, "
     "expires_at = EXCLUDED.expires_at WHERE c.changed_at <= EXCLUDED.changed_at"
 )
-""":data:`.console_read_models.CONSENT_UPSERT` over arrays (the same later-instant rule)."""
+""":data:`.console_read_models.CONSENT_UPSERT` over rows (the same later-instant rule)."""
 _ASSESSMENTS = (
-    "INSERT INTO fu_client_assessments AS a "
+    "INSERT INTO fu_client_assessments AS a "  # noqa: S608 - fixed identifiers, bound values
     "(client_id, level, assessed_at, valid_until, event_id) "
-    "SELECT * FROM unnest({0}::text[], {1}::text[], {2}::timestamptz[], {3}::timestamptz[], "
-    "{4}::uuid[]) ON CONFLICT (client_id) DO UPDATE "
+    f"SELECT {_rows(['text', 'text', 'timestamptz', 'timestamptz', 'uuid'])} "
+    f"FROM {_EACH_ROW} ON CONFLICT (client_id) DO UPDATE "
     "SET level = EXCLUDED.level, assessed_at = EXCLUDED.assessed_at, "
     "valid_until = EXCLUDED.valid_until, event_id = EXCLUDED.event_id "
     "WHERE a.assessed_at <= EXCLUDED.assessed_at"
 )
-""":data:`.console_read_models.ASSESSMENT_UPSERT` over arrays (the same later-instant rule)."""
+""":data:`.console_read_models.ASSESSMENT_UPSERT` over rows (the same later-instant rule)."""
 
 _CONSOLE_KEYS: dict[str, tuple[int, int]] = {CONSENT_UPSERT: (2, 3), ASSESSMENT_UPSERT: (1, 2)}
 """Each console upsert's row key (its first ``n`` arguments) and its instant's argument."""
+
+
+def _row_value(value: Any) -> str:
+    """A value orjson has no type for: an amount (``numeric``), as its exact decimal text; an
+    id read back from PostgreSQL (asyncpg's own ``UUID`` class), as its canonical text."""
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a row value")
+
+
+def rows_argument(rows: Sequence[Sequence[Any]]) -> str:
+    """A part's rows as its one argument: a JSON array of rows, each an array of its values in
+    the part's column order (#12: one text encoded by orjson, where arrays of columns made
+    asyncpg check each element of each array in Python). Every value keeps its meaning through
+    the text: ids and instants as PostgreSQL reads them (RFC 3339 with the offset, to the
+    microsecond), amounts as exact decimals, ``None`` as ``null``."""
+    return orjson.dumps(rows, default=_row_value, option=orjson.OPT_NAIVE_UTC).decode()
 
 
 class CollectedStatement:
@@ -148,19 +180,16 @@ class CollectedStatement:
         self._parts: list[str] = []
         self.args: list[Any] = []
 
-    def add(self, template: str, columns: Sequence[Sequence[Any]]) -> None:
-        """A part over ``columns`` (one list per placeholder, ``{i}`` is ``columns[i]``)."""
+    def add(self, templates: Sequence[str], arguments: Sequence[Any]) -> None:
+        """Parts over ``arguments`` (``{i}`` in each template is ``arguments[i]``)."""
         first = len(self.args) + 1
-        placeholders = [f"${first + i}" for i in range(len(columns))]
-        self._parts.append(template.format(*placeholders))
-        self.args += [list(c) for c in columns]
-
-    def add_shared(self, templates: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
-        """Several parts over the same arguments (the timers' DELETE and upsert)."""
-        first = len(self.args) + 1
-        placeholders = [f"${first + i}" for i in range(len(columns))]
+        placeholders = [f"${first + i}" for i in range(len(arguments))]
         self._parts += [t.format(*placeholders) for t in templates]
-        self.args += [list(c) for c in columns]
+        self.args += arguments
+
+    def add_rows(self, template: str, rows: Sequence[Sequence[Any]]) -> None:
+        """A part over ``rows`` (its ``{0}``, :func:`rows_argument`)."""
+        self.add((template,), (rows_argument(rows),))
 
     @property
     def sql(self) -> str | None:
@@ -170,27 +199,21 @@ class CollectedStatement:
         return f"WITH {ctes} SELECT 1"
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    return [[row[i] for row in rows] for i in range(width)]
-
-
 def add_clients(statement: CollectedStatement, facts: Sequence[ClientFacts]) -> None:
     if facts:
-        rows = [read_models.client_row(f) for f in facts]
-        statement.add(_CLIENTS, _columns(rows, len(FACT_COLUMNS) + 1))
+        statement.add_rows(_CLIENTS, [read_models.client_row(f) for f in facts])
 
 
 def add_journal(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:
-    """``rows``: :func:`.client_journal.journal_row`'s (the envelope as a JSON object)."""
+    """``rows``: :func:`.client_journal.journal_row`'s (the envelope as a JSON object, which
+    the part stores as it is)."""
     if rows:
-        encoded = [(*row[:5], orjson.dumps(row[5]).decode()) for row in rows]
-        statement.add(_JOURNAL, _columns(encoded, 6))
+        statement.add_rows(_JOURNAL, rows)
 
 
 def add_tasks(statement: CollectedStatement, tasks: Sequence[FollowupTask]) -> None:
     if tasks:
-        rows = [read_models.task_row(t) for t in tasks]
-        statement.add(_TASKS, _columns(rows, len(TASK_COLUMNS)))
+        statement.add_rows(_TASKS, [read_models.task_row(t) for t in tasks])
 
 
 def merged_timer_syncs(syncs: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
@@ -204,18 +227,22 @@ def merged_timer_syncs(syncs: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | No
 
 
 def add_timers(statement: CollectedStatement, merged: tuple[Any, ...]) -> None:
-    statement.add_shared((_TIMERS_DROPPED, _TIMERS_WANTED), merged)
+    """``merged``: :func:`merged_timer_syncs`'s (the timers' columns, then the tasks' ids)."""
+    wanted = list(zip(*merged[:5], strict=True))
+    statement.add(
+        (_TIMERS_DROPPED, _TIMERS_WANTED), (rows_argument(wanted), rows_argument(merged[5]))
+    )
 
 
 def add_timeline(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:
     if rows:
-        statement.add(_TIMELINE, _columns(rows, 7))
+        statement.add_rows(_TIMELINE, rows)
 
 
 def add_applied(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:
     """``rows``: :func:`.read_models.applied_row`'s."""
     if rows:
-        statement.add(_APPLIED, _columns(rows, 4))
+        statement.add_rows(_APPLIED, rows)
 
 
 def latest_console_rows(rows: Sequence[ConsoleRow]) -> dict[str, list[tuple[Any, ...]]]:
@@ -239,4 +266,4 @@ def add_console(statement: CollectedStatement, rows: Sequence[ConsoleRow]) -> No
     console_rows`'s), as parts of the statement."""
     for sql, many in latest_console_rows(rows).items():
         template = _CONSENTS if sql == CONSENT_UPSERT else _ASSESSMENTS
-        statement.add(template, _columns(many, 5))
+        statement.add_rows(template, many)
