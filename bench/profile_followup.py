@@ -53,6 +53,10 @@ from branchline_shared.http.startup_heap import freeze_startup_heap  # noqa: E40
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
+PARAMETERS: collections.Counter[str] = collections.Counter()
+"""What the counted statements bound: ``bound`` parameters (an ``executemany``'s rows each
+bind theirs), of which ``arrays`` are lists (asyncpg checks each of their ``elements`` in
+Python before encoding it)."""
 
 
 class CollectorTime:
@@ -87,9 +91,20 @@ def count_statements() -> None:
         def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
             if args:
                 STATEMENTS[" ".join(str(args[0]).split())[:90]] += 1
+                rows = args[1] if __original.__name__ == "executemany" else [args[1:]]
+                for row in rows:
+                    _count_parameters(row)
             return __original(self, *args, **kwargs)
 
         setattr(asyncpg.Connection, name, counted)
+
+
+def _count_parameters(row: Any) -> None:
+    for value in row:
+        PARAMETERS["bound"] += 1
+        if isinstance(value, list | tuple):
+            PARAMETERS["arrays"] += 1
+            PARAMETERS["elements"] += len(value)
 
 
 def workload(kind: str, clients: int) -> list[RecordedEvent]:
@@ -143,6 +158,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             cpu_profiler = cProfile.Profile(time.process_time)
             cpu_profiler.enable()
         STATEMENTS.clear()
+        PARAMETERS.clear()
         collector = CollectorTime()
         gc.callbacks.append(collector)
         server_started = server_cpu_seconds(server.pgdata)
@@ -174,6 +190,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
     print(f"  collector: {collector.describe(n)}; {gc.get_freeze_count()} objects frozen")
+    batches = -(-n // args.batch)
+    print(
+        f"  per batch: {statements / batches:.2f} statements, {PARAMETERS['bound'] / batches:.1f} "
+        f"parameters bound, of which {PARAMETERS['arrays'] / batches:.1f} arrays of "
+        f"{PARAMETERS['elements'] / batches:.0f} elements"
+    )
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -789,6 +790,42 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         ]
         assert records.assessment is not None
         assert records.assessment.level == "C2"
+
+    async def test_a_units_collected_writes_keep_every_value_as_saved(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: the collected statement takes each part's rows as one JSON text; read back,
+        amounts keep every digit and their scale, instants their microseconds (any offset),
+        text its quotes, backslashes and non-ASCII letters, ids and ``None`` as they were."""
+        offset = timezone(timedelta(hours=2, minutes=30))
+        facts = a_client(
+            "c-93",
+            rm_id='rm "7" \\ Zoë',
+            branch_id=None,
+            identity_verified_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=offset),
+            first_business_at=datetime(2026, 1, 3, tzinfo=UTC),
+            assets_under_management=Decimal("12345678901234.50"),
+            last_business_event_id=uuid.uuid4(),
+        )
+        task = a_task("c-93").model_copy(
+            update={"subject": 'a "quoted" \\ subject, ü', "assignee": "rm-\u00e9"}
+        )
+        timer = a_timer(task, TimerKind.OVERDUE, datetime(2026, 12, 1, 0, 0, 0, 1, tzinfo=offset))
+        async with units.begin() as uow:
+            await uow.hold_clients_of([(an_event("c-93"), SourcePosition("intake", 1))])
+            await uow.clients.save(facts)
+            await uow.tasks.save([task])
+            await uow.timers.sync(task, [timer])
+        async with units.begin() as uow:
+            read = await uow.clients.get("c-93")
+            assert read == facts
+            assert read is not None
+            assert str(read.assets_under_management) == "12345678901234.50"
+            assert read.identity_verified_at is not None
+            assert read.identity_verified_at.microsecond == 678901
+            assert await uow.tasks.get(task.id) == task
+            (due,) = await uow.timers.claim_due(timer.fire_at, 10)
+            assert (due.id, due.fire_at) == (timer.id, timer.fire_at)
 
     async def test_streams_are_created_and_locked_in_one_statement(
         self, units: UnitsOfWork

@@ -6,6 +6,7 @@ or a rebuild's copy (see :mod:`.pg_schemas`).
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -199,9 +200,12 @@ _SAVE_CLIENT = (
 )
 
 
+_FACT_VALUES = operator.attrgetter(*FACT_COLUMNS)
+
+
 def client_row(facts: ClientFacts) -> list[Any]:
     """The values of ``client_id`` and :data:`FACT_COLUMNS` for ``facts``."""
-    return [facts.client_id, *(getattr(facts, c) for c in FACT_COLUMNS)]
+    return [facts.client_id, *_FACT_VALUES(facts)]
 
 
 async def save_client(conn: PgConnection, facts: ClientFacts) -> None:

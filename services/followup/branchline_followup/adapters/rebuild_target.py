@@ -316,7 +316,7 @@ class _BulkWrites:
         """The facts of ``client_ids`` as remembered (before a statement reads or changes the
         rows); they stay to be written at the end too (a savepoint may roll this back)."""
         rows = [
-            (facts.client_id, *(getattr(facts, c) for c in FACT_COLUMNS))
+            read_models.client_row(facts)
             for client_id in sorted(client_ids)
             if (facts := self.facts.get(client_id)) is not None
         ]

@@ -305,9 +305,10 @@ async def _save_changed_tasks(
         for task_id, t in tasks.items()
         if task_id not in before and await uow.tasks.get_caused(task_id, t.source_event_id) is None
     }
-    # D-07: a deadline once set is never recomputed: replay the recorded creations
-    settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
-    tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
+    if created:  # most events create none (#12: the tasks then stay as they are)
+        # D-07: a deadline once set is never recomputed: replay the recorded creations
+        settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
+        tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     # the same object is unchanged: only the tasks a command made are compared (#12)
     changed = [t for task_id, t in tasks.items() if (b := before.get(task_id)) is not t and b != t]
     await uow.tasks.save(changed)
