@@ -103,9 +103,8 @@ _TASKS = (
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in TASK_COLUMNS if c != 'id')}"
 )
 _TIMERS_DROPPED = (
-    "DELETE FROM fu_timers WHERE task_id = ANY(ARRAY(SELECT jsonb_array_elements_text("
-    "{1}::text::jsonb)::uuid)) AND fired_at IS NULL AND NOT (id = ANY(ARRAY("
-    "SELECT (r->>0)::uuid FROM jsonb_array_elements({0}::text::jsonb) AS e(r))))"
+    "DELETE FROM fu_timers WHERE task_id = ANY({1}::uuid[]) AND fired_at IS NULL AND NOT ("
+    "id = ANY(ARRAY(SELECT (r->>0)::uuid FROM jsonb_array_elements({0}::text::jsonb) AS e(r))))"
 )
 _TIMERS_WANTED = (
     "INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) "  # noqa: S608 - fixed identifiers, bound values
@@ -116,7 +115,8 @@ _TIMERS_WANTED = (
     "THEN fu_timers.fired_event_id END"
 )
 """:data:`.read_models.SYNC_TIMERS` as two parts (its DELETE and its upsert, as there): ``{0}``
-the wanted timers' rows, ``{1}`` the synced tasks' ids."""
+the wanted timers' rows, ``{1}`` the synced tasks' ids (an array, as there: the index on
+``task_id`` is probed with it as before)."""
 _TIMELINE = (
     "INSERT INTO fu_client_timeline "  # noqa: S608 - fixed identifiers, bound values
     "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "
@@ -229,9 +229,7 @@ def merged_timer_syncs(syncs: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | No
 def add_timers(statement: CollectedStatement, merged: tuple[Any, ...]) -> None:
     """``merged``: :func:`merged_timer_syncs`'s (the timers' columns, then the tasks' ids)."""
     wanted = list(zip(*merged[:5], strict=True))
-    statement.add(
-        (_TIMERS_DROPPED, _TIMERS_WANTED), (rows_argument(wanted), rows_argument(merged[5]))
-    )
+    statement.add((_TIMERS_DROPPED, _TIMERS_WANTED), (rows_argument(wanted), list(merged[5])))
 
 
 def add_timeline(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:
