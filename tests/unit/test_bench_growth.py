@@ -53,7 +53,13 @@ async def test_the_write_path_is_read_after_both_consumers_caught_up(patched: An
     steps = patched(Steps(catches_up=True))
     warnings: list[str] = []
     figures = await scale.growth_step(object(), 10_000, 1280, warnings)  # type: ignore[arg-type]
-    assert steps.done[:4] == ["fill 10000", "share", "caught_up followup=True", "write_path 1280"]
+    assert steps.done[:5] == [
+        "fill 10000",
+        "audit",
+        "share",
+        "caught_up followup=True",
+        "write_path 1280",
+    ]
     assert figures["grow_followup_applied_10k"] == 0.7
     assert figures["grow_catchup_10k"] >= 0
     assert (figures["grow_batch_10k"], figures["grow_single_cpu_ms_10k"]) == (5_000.0, 0.5)
