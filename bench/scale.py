@@ -154,7 +154,11 @@ async def audit_caught_up(stack: BenchStack, within_s: float = 300) -> None:
     growing would wait for it)."""
     held = await stored_events(stack.settings.intake_database_url)
     deadline = time.monotonic() + within_s
-    sql = "SELECT count(*) FROM audit_ledger WHERE event->>'source' = 'intake'"
+    # The event's column, or its canonical bytes where it is stored once (migration 006).
+    sql = (
+        "SELECT count(*) FROM audit_ledger WHERE coalesce(event->>'source', "
+        "audit_entry_event(canonical, position)->>'source') = 'intake'"
+    )
     while time.monotonic() < deadline:
         if await _count(stack.settings.audit_database_url, sql) >= held:
             return

@@ -106,7 +106,10 @@ async def _forged_prune_refused(settings: BranchlineSettings, *, also_set: str =
     """As the owner, with the retention flag set by hand, entry 3's payload replaced by its
     prune marker (and ``also_set``) is refused by the trigger."""
     async with superuser(settings) as conn:
-        row = await conn.fetchrow("SELECT event FROM audit_ledger WHERE position = 3")
+        row = await conn.fetchrow(
+            "SELECT coalesce(event, audit_entry_event(canonical, position)) AS event "
+            "FROM audit_ledger WHERE position = 3"
+        )
         assert row is not None
         marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
         async with conn.transaction():
