@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from branchline_audit.adapters.database import SERVICE, prepare_database
+from branchline_audit.adapters.ledger import UnstorableEvent
 from branchline_audit.adapters.reconciling import ledger_applied
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.domain.canonical import (
@@ -185,3 +186,28 @@ async def test_reconcile_reads_the_source_of_entries_storing_their_event_once(
         applied = await ledger_applied(audit.ledger.pool)
     sources: list[Any] = [a.source for a in applied]
     assert sources == ["intake"] * 3
+
+
+async def test_an_event_holding_a_nul_character_is_refused_and_nothing_is_appended(
+    settings: BranchlineSettings,
+) -> None:
+    """jsonb cannot hold U+0000, and SQL readers read the event as jsonb: the ledger refuses
+    such an event itself, as the event column did before migration 006. The text ``\\u0000``
+    (a backslash and five characters) is no NUL and is appended."""
+    s = quick_settings(settings)
+    async with audit_context(s) as audit:
+        with pytest.raises(UnstorableEvent, match="NUL"):
+            await audit.ledger.append([event(1), event(2, data={"note": "a\x00b"})], now=T0)
+        with pytest.raises(UnstorableEvent, match="NUL"):
+            await audit.ledger.append([event(3, data={"k\x00": 1})], now=T0)
+        assert await audit.ledger.size() == 0
+        assert await audit.ledger.append([event(4, data={"note": "\\u0000"})], now=T0) == 1
+        stored = await audit.ledger.entry(1)
+        assert stored is not None
+        assert stored.entry.event["data"] == {"note": "\\u0000"}
+        applied = await ledger_applied(audit.ledger.pool)
+        assert [a.source for a in applied] == ["intake"]
+        verdict = await verify_ledger(
+            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        )
+        assert verdict.ok, verdict.reason
