@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from bench.scale import AUDIT_HELD
 
 from branchline_audit.adapters.database import SERVICE, prepare_database
 from branchline_audit.adapters.ledger import UnstorableEvent
@@ -186,6 +187,8 @@ async def test_reconcile_reads_the_source_of_entries_storing_their_event_once(
         applied = await ledger_applied(audit.ledger.pool)
     sources: list[Any] = [a.source for a in applied]
     assert sources == ["intake"] * 3
+    async with superuser(s) as conn:  # the benchmark's catch-up count reads it alike
+        assert await conn.fetchval(AUDIT_HELD) == 3
 
 
 async def test_an_event_holding_a_nul_character_is_refused_and_nothing_is_appended(
