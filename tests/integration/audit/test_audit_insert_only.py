@@ -171,7 +171,12 @@ async def test_pooled_connections_act_as_the_writer_role_even_after_reuse(
             login = await conn.fetchval(
                 "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", s.audit_db_owner_role
             )
+            # Retention's trigger calls it (migration 006): owned like the tables.
+            event_function_owner = await conn.fetchval(
+                "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'audit_entry_event'"
+            )
         assert owner == s.audit_db_owner_role
+        assert event_function_owner == s.audit_db_owner_role
         assert login is False
 
 
