@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchline_shared.domain.ids import random_uuid
 from branchline_shared.http.access_log import log_access
 from branchline_shared.http.asgi_answers import send_problem
 from branchline_shared.http.problems import Problem
@@ -172,7 +172,7 @@ class ServiceEdge:
         so it never leaks to the next request) and, by :meth:`_Exchange.send_app`, on the
         answer; the time the app took starts here."""
         requested = exchange.requested_cid
-        cid = requested.decode("latin-1") if requested else str(uuid.uuid4())
+        cid = requested.decode("latin-1") if requested else str(random_uuid())
         exchange.cid_header = (_CORRELATION, cid.encode("latin-1"))
         token = correlation_id_var.set(cid)
         exchange.app_began = time.perf_counter()

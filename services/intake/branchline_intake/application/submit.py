@@ -28,7 +28,7 @@ from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
-from branchline_shared.domain.ids import name_uuid
+from branchline_shared.domain.ids import name_uuid, random_uuid
 from branchline_shared.events.bounded import check_instant
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
@@ -351,7 +351,7 @@ def _envelope(
         envelope,
         "__dict__",
         {
-            "event_id": item.event_id or uuid.uuid4(),
+            "event_id": item.event_id or random_uuid(),  # uuid4, read ahead (#12)
             "type": item.type,
             "schema_version": CATALOGUE_VERSION[item.type],
             "occurred_at": utc(item.occurred_at),
