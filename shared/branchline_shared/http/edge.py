@@ -103,6 +103,7 @@ class ServiceEdge:
         self.rate_limiter = hardening.rate_limiter if hardening else None
         self.access_log = bool(hardening and hardening.access_log)
         self.direct = options.direct
+        self._series: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -194,10 +195,9 @@ class ServiceEdge:
         if exchange.cid_header is not None:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            LATENCY.labels(self.service, method, route).observe(
-                time.perf_counter() - exchange.app_began
-            )
-            REQUESTS.labels(self.service, method, route, str(exchange.app_status)).inc()
+            latency, count = self._metrics(method, route, exchange.app_status)
+            latency.observe(time.perf_counter() - exchange.app_began)
+            count.inc()
         if self.access_log:
             logged = exchange.logged_cid
             log_access(
@@ -207,6 +207,20 @@ class ServiceEdge:
                 exchange.began,
                 logged.decode("latin-1") if logged else None,
             )
+
+    def _metrics(self, method: str, route: str, status: int) -> tuple[Histogram, Counter]:
+        """The latency and count series of a route's answers, looked up once per (method,
+        route, status) instead of by ``labels`` (checks, a lock) on every request (#12): the
+        same series, which the metrics never remove."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                LATENCY.labels(self.service, method, route),
+                REQUESTS.labels(self.service, method, route, str(status)),
+            )
+            self._series[key] = series
+        return series
 
     def _too_large(self) -> Problem:
         return Problem(

@@ -113,7 +113,8 @@ def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     the concurrency expectation. Keyed (HMAC-SHA256), because the submission holds personal
     values in clear and a plain hash of a phone number can be reversed by trying them all."""
     content = submitted.model_dump(mode="json", exclude={"event_id", "expected_version"})
-    return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256").digest()
+    # hmac.digest: the same bytes as hmac.new(...).digest(), in one C call (#12).
+    return hmac.digest(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256")
 
 
 def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
