@@ -86,7 +86,7 @@ def _answer(parse: Any, event_type: str, data: dict[str, Any]) -> Any:
     try:
         return parse(event_type, data)
     except ValidationError as exc:
-        return exc.errors(include_url=False)
+        return exc.errors(include_url=False, include_context=False)  # ctx: exception objects
 
 
 @settings(max_examples=600, deadline=None)
