@@ -307,7 +307,7 @@ async def growth(stack: BenchStack, p: Profile, warnings: list[str]) -> dict[str
     for step, events in enumerate(p.growth_steps):
         console.print(f"  growth: filling to {events:,} events ...", end="")
         started = time.perf_counter()
-        figures |= await scale.growth_step(stack, events, p.growth_sample)
+        figures |= await scale.growth_step(stack, events, p.growth_sample, warnings)
         console.print(f" ({time.perf_counter() - started:.1f}s)")
         if step == 0:
             # The rebuild replays every event of the topics: measured at the first step (its
