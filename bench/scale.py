@@ -154,7 +154,14 @@ CATCH_UP_LIMIT_S = 900.0
 """How long a growth step waits for the consumers to hold every event intake stored (the
 followup worker works off the fill's backlog; at 1,000,000 events that can take minutes)."""
 
-AUDIT_HELD = "SELECT count(*) FROM audit_ledger WHERE event->>'source' = 'intake'"
+# An entry's source as reconcile reads it: the store position recorded with it, else the
+# event's column, else its canonical bytes (the event stored once, migration 006): the
+# bytes are parsed only for the few entries without a recorded position.
+AUDIT_HELD = (
+    "SELECT count(*) FROM audit_ledger l LEFT JOIN audit_source_positions p USING (event_id) "
+    "WHERE coalesce(p.source, l.event->>'source', "
+    "audit_entry_event(l.canonical, l.position)->>'source') = 'intake'"
+)
 FOLLOWUP_HELD = "SELECT count(*) FROM fu_applied_events WHERE source = 'intake'"
 
 
