@@ -29,8 +29,8 @@ async def read_topic(
         fetch_max_wait_ms=100,
         request_timeout_ms=10_000,
     )
-    await consumer.start()
-    try:
+    try:  # a start cut short (its reader cancelled, a worker stopping) still closes its client
+        await consumer.start()
         await consumer.topics()
         partitions = [
             TopicPartition(topic, p)
