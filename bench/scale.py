@@ -7,9 +7,11 @@ cost and memory grow with the number of events it holds (docs/performance.md, #1
   signed checkpoints);
 - rebuild: ``branchline rebuild followup`` (the same function the command runs) replaying the
   event topics into new read models, events per second;
-- growth: the stack is filled (``POST /v1/events:batch``) to each step of events; at each step,
-  once the audit consumer has caught up: the batch rate, intake CPU per single POST, the
-  resident memory (RSS) of every component, and how far the followup worker has got.
+- growth: the stack is filled (``POST /v1/events:batch``) to each step of events; at each step:
+  how far the followup worker had got when the fill ended, how long both consumers then took
+  to hold every event, and once they did, the batch rate, intake CPU per single POST and the
+  resident memory (RSS) of every component. ``python -m bench.growth_pairs`` measures the
+  write path with the consumers behind, paused and caught up, alternately.
 """
 
 from __future__ import annotations
@@ -148,46 +150,103 @@ async def _count(dsn: str, sql: str) -> int:
         await conn.close()
 
 
-async def audit_caught_up(stack: BenchStack, within_s: float = 300) -> None:
-    """Wait (bounded) until the audit ledger holds every event intake stored (the followup
-    worker's own events keep arriving while it works off its backlog: a count that stops
-    growing would wait for it)."""
+CATCH_UP_LIMIT_S = 900.0
+"""How long a growth step waits for the consumers to hold every event intake stored (the
+followup worker works off the fill's backlog; at 1,000,000 events that can take minutes)."""
+
+# An entry's source as reconcile reads it: the store position recorded with it, else the
+# event's column, else its canonical bytes (the event stored once, migration 006): the
+# bytes are parsed only for the few entries without a recorded position.
+AUDIT_HELD = (
+    "SELECT count(*) FROM audit_ledger l LEFT JOIN audit_source_positions p USING (event_id) "
+    "WHERE coalesce(p.source, l.event->>'source', "
+    "audit_entry_event(l.canonical, l.position)->>'source') = 'intake'"
+)
+FOLLOWUP_HELD = "SELECT count(*) FROM fu_applied_events WHERE source = 'intake'"
+
+
+async def consumers_hold(sql_by_dsn: list[tuple[str, str]], held: int) -> bool:
+    for dsn, sql in sql_by_dsn:
+        if await _count(dsn, sql) < held:
+            return False
+    return True
+
+
+async def caught_up(
+    stack: BenchStack, *, followup: bool, within_s: float = CATCH_UP_LIMIT_S
+) -> bool:
+    """Wait (bounded) until the audit ledger, and with ``followup`` the followup worker's
+    applied events, hold every event intake stored; whether they did. Only intake's events
+    are counted: the followup worker's own events keep arriving while it works off its
+    backlog, and a count that stops growing would wait for them."""
     held = await stored_events(stack.settings.intake_database_url)
+    queries = [(stack.settings.audit_database_url, AUDIT_HELD)]
+    if followup:
+        queries.append((stack.settings.followup_database_url, FOLLOWUP_HELD))
     deadline = time.monotonic() + within_s
-    sql = "SELECT count(*) FROM audit_ledger WHERE event->>'source' = 'intake'"
-    while time.monotonic() < deadline:
-        if await _count(stack.settings.audit_database_url, sql) >= held:
-            return
+    while True:
+        if await consumers_hold(queries, held):
+            return True
+        if time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(1.0)
 
 
-async def growth_step(stack: BenchStack, events: int, sample: int) -> dict[str, float]:
-    """Fill to ``events``, let the audit consumer catch up, then measure at that size. The
-    followup worker is not waited for (it can be far slower than the fill): how much of the
-    fill it has applied is reported beside its memory."""
+async def audit_caught_up(stack: BenchStack, within_s: float = 300) -> None:
+    """Wait (bounded) until the audit ledger holds every event intake stored."""
+    await caught_up(stack, followup=False, within_s=within_s)
+
+
+async def followup_share(stack: BenchStack) -> float:
+    """The followup worker's applied intake events over intake's stored events."""
+    held = await stored_events(stack.settings.intake_database_url)
+    applied = await _count(stack.settings.followup_database_url, FOLLOWUP_HELD)
+    return applied / max(1, held)
+
+
+async def write_path(stack: BenchStack, sample: int) -> tuple[float, float]:
+    """The batch rate (``max(3000, sample)`` events, 1,000 per batch) and intake's CPU per
+    single POST (``sample`` POSTs, 64 connections), measured now."""
+    port = stack.settings.intake_port
+    rate = await branchline_measures.batches(port, stack.token, max(3000, sample))
+    cpu_before = stack.cpu_seconds("intake-api")
+    await branchline_measures.single_posts(port, stack.token, sample)
+    return rate, 1000 * (stack.cpu_seconds("intake-api") - cpu_before) / sample
+
+
+async def growth_step(
+    stack: BenchStack, events: int, sample: int, warnings: list[str] | None = None
+) -> dict[str, float]:
+    """Fill to ``events``; note how far the followup worker has got once the audit consumer
+    holds the fill; let both consumers catch up (timed from the fill's end, bounded); then
+    measure the write path at that size, and the memory.
+
+    The write path is read with the consumers caught up, alike at every step. Up to Round 8
+    it was read while the followup worker still worked off the fill's backlog on the same two
+    cores, so a step's figure also measured how hard the worker worked at that moment
+    (docs/performance.md, Round 9: the growth step's write path)."""
     label = step_label(events)
     started = time.perf_counter()
     await fill_to(stack, events)
     figures: dict[str, float] = {f"grow_fill_{label}": time.perf_counter() - started}
+    started = time.perf_counter()
+    # Where the worker is once the audit consumer holds the fill: the point Rounds 5-8 read
+    # it at, so the share stays comparable (followup's own events are not counted).
     await audit_caught_up(stack)
-    port = stack.settings.intake_port
-    figures[f"grow_batch_{label}"] = await branchline_measures.batches(
-        port, stack.token, max(1000, sample)
-    )
-    cpu_before = stack.cpu_seconds("intake-api")
-    await branchline_measures.single_posts(port, stack.token, sample)
-    figures[f"grow_single_cpu_ms_{label}"] = (
-        1000 * (stack.cpu_seconds("intake-api") - cpu_before) / sample
+    figures[f"grow_followup_applied_{label}"] = await followup_share(stack)
+    if await caught_up(stack, followup=True):
+        figures[f"grow_catchup_{label}"] = time.perf_counter() - started
+    elif warnings is not None:
+        warnings.append(
+            f"growth at {events:,}: the consumers had not caught up after "
+            f"{CATCH_UP_LIMIT_S:.0f} s; the write path was measured beside their backlog"
+        )
+    figures[f"grow_batch_{label}"], figures[f"grow_single_cpu_ms_{label}"] = await write_path(
+        stack, sample
     )
     await audit_caught_up(stack)
     for component in COMPONENTS:
         figures[f"rss_{component}_{label}"] = rss_mb(stack, component)
-    held = await stored_events(stack.settings.intake_database_url)
-    applied = await _count(
-        stack.settings.followup_database_url, "SELECT count(*) FROM fu_applied_events"
-    )
-    # followup also applies its own events (task creations): the share can pass 1.0
-    figures[f"grow_followup_applied_{label}"] = applied / max(1, held)
     return figures
 
 
@@ -206,8 +265,13 @@ def growth_measures(steps: tuple[int, ...]) -> list[tuple[str, str, str]]:
             (f"grow_fill_{label}", f"at {events:,} events: filling the stack to it", "s"),
             (
                 f"grow_followup_applied_{label}",
-                f"at {events:,} events: followup worker's applied events / intake's events",
+                f"at {events:,} events: followup worker's applied / intake's events",
                 "ratio",
+            ),
+            (
+                f"grow_catchup_{label}",
+                f"at {events:,} events: both consumers holding the fill, after it",
+                "s",
             ),
         ]
         rows += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 from branchline_cli.processes import resolved_processes, serve_forked
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.graceful import DrainingServer, serve_draining
-from branchline_shared.http.startup_heap import freeze_startup_heap
+from branchline_shared.http.startup_heap import freeze_serving_heap, freeze_startup_heap
 from branchline_shared.logging_setup import configure_logging
 from branchline_shared.settings import BranchlineSettings
 
@@ -65,7 +66,7 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
                     processes,
                 )
             )
-        _serve(intake_app(settings), settings.intake_port, settings)
+        _serve(intake_app(settings), settings.intake_port, settings, freeze_serving_heap)
     elif component is Component.FOLLOWUP_API:
         from branchline_followup.bootstrap import create_app as followup_app
 
@@ -101,13 +102,19 @@ def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Co
 
 
 # An API process freezes its start-up heap once serving (#12, startup_heap.py); a forked
-# intake child after its own start-up (each child builds its own app).
-def _serve(app: FastAPI, port: int, settings: BranchlineSettings) -> None:
+# intake child after its own start-up (each child builds its own app). Intake's also collects
+# its young objects less often (freeze_serving_heap).
+def _serve(
+    app: FastAPI,
+    port: int,
+    settings: BranchlineSettings,
+    on_started: Callable[[], None] = freeze_startup_heap,
+) -> None:
     serve_draining(
         app,
         _config(app, port, settings),
         drain_s=settings.shutdown_drain_s,
-        on_started=freeze_startup_heap,
+        on_started=on_started,
     )
 
 
@@ -116,5 +123,5 @@ def _draining_server(app: FastAPI, port: int, settings: BranchlineSettings) -> D
         _config(app, port, settings),
         app_state=app.state,
         drain_s=settings.shutdown_drain_s,
-        on_started=freeze_startup_heap,
+        on_started=freeze_serving_heap,  # only intake's API forks
     )

@@ -262,3 +262,23 @@ def test_direct_routes_are_declared_before_the_app_starts() -> None:
     app.middleware_stack = app.build_middleware_stack()
     with pytest.raises(RuntimeError):
         serve_directly(app, "POST", "/y", direct)
+
+
+async def test_each_answer_is_counted_and_timed_in_its_routes_series_every_time() -> None:
+    """The series are looked up once per route and status (#12): later answers still land
+    in the series of their own status, and every answer is timed."""
+    statuses = [200, 200, 404, 200]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = Route("/v1/things")
+        await send({"type": "http.response.start", "status": statuses.pop(0), "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    service = f"edge-{uuid.uuid4().hex[:6]}"
+    edge = edge_of(app, service)
+    for _ in range(4):
+        await exchange(edge, request(), [b""])
+    assert counted(service, "/v1/things", "200") == 3
+    assert counted(service, "/v1/things", "404") == 1
+    timed = {"service": service, "method": "POST", "route": "/v1/things"}
+    assert REGISTRY.get_sample_value("branchline_http_request_seconds_count", timed) == 4

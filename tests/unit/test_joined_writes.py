@@ -5,6 +5,8 @@ app that fails after its head go out as before."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -116,3 +118,27 @@ async def test_an_app_failing_after_its_head_still_sends_the_head_then_closes() 
     transport = await serve(fails_after_head)
     assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 21\r\n\r\n"]
     assert transport.closed
+
+
+async def test_a_finished_request_is_freed_without_the_cyclic_collector() -> None:
+    """The cycle and its joined writer do not refer to each other in a loop: once the next
+    request replaces it, reference counting alone frees the cycle (its scope, its event),
+    instead of every request leaving garbage for the cyclic collector."""
+    config = Config(app=known_length, lifespan="off", server_header=False, date_header=False)
+    protocol = bounded_http_protocol(32_768)(config, ServerState(), {})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    request = b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}"
+    gc.disable()
+    try:
+        protocol.data_received(request)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        first = weakref.ref(protocol.cycle)
+        protocol.data_received(request)
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert transport.writes == [HEAD_202 + BODY, HEAD_202 + BODY]
+        assert first() is None
+    finally:
+        gc.enable()

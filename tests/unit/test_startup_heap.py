@@ -24,7 +24,11 @@ import branchline_followup.bootstrap as followup_bootstrap
 import branchline_intake.bootstrap as intake_bootstrap
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.http.graceful import DrainingServer
-from branchline_shared.http.startup_heap import freeze_startup_heap
+from branchline_shared.http.startup_heap import (
+    SERVING_YOUNG_THRESHOLD,
+    freeze_serving_heap,
+    freeze_startup_heap,
+)
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -54,6 +58,18 @@ def test_the_helper_freezes_the_heap_after_collecting_the_start_ups_garbage() ->
 
     assert gc.get_freeze_count() > 0
     assert gone() is None  # collected, not frozen for the life of the process
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_a_serving_intake_collects_its_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        freeze_serving_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (SERVING_YOUNG_THRESHOLD, 10, 10)  # the older ones kept
+    finally:
+        gc.set_threshold(*before)
 
 
 # -- the entrypoints' stand-ins ------------------------------------------------------------
@@ -238,7 +254,20 @@ def test_the_api_components_freeze_their_start_up_heap(monkeypatch: pytest.Monke
     app = FastAPI()
 
     components._serve(app, 0, settings)
-    forked = components._draining_server(app, 0, settings)
-
     assert served["on_started"] is freeze_startup_heap
-    assert forked._on_started is freeze_startup_heap
+    components._serve(app, 0, settings, freeze_serving_heap)  # as intake's API
+    assert served["on_started"] is freeze_serving_heap
+    forked = components._draining_server(app, 0, settings)  # an intake child
+    assert forked._on_started is freeze_serving_heap
+
+
+def test_intake_api_serves_with_the_serving_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Any = SimpleNamespace(intake_processes=1, intake_port=0, log_level="INFO")
+    served: list[Any] = []
+    monkeypatch.setattr(components, "configure_logging", lambda *_: None)
+    monkeypatch.setattr(intake_bootstrap, "create_app", lambda _: FastAPI())
+    monkeypatch.setattr(components, "_serve", lambda *args: served.append(args))
+
+    components.run_component(components.Component.INTAKE_API, settings)
+
+    assert served[0][-1] is freeze_serving_heap

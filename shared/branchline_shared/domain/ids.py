@@ -1,4 +1,5 @@
-"""Name-based ids (RFC 9562 version 5, SHA-1), as :func:`uuid.uuid5` derives them.
+"""Name-based ids (RFC 9562 version 5, SHA-1), as :func:`uuid.uuid5` derives them; random
+ids (version 4) drawn many at a time, or one at a time from ids read ahead.
 
 Every id Branchline derives from what it already knows (a task from the event that made it
 due, a task's creation event, a timer, a refusal) is a version 5 UUID: the same inputs give
@@ -8,15 +9,34 @@ event; :func:`uuid.uuid5` spends most of its time in ``UUID(bytes=..., version=.
 (checks and conversions of its general constructor), so this builds the same value from the
 digest's integer directly (#12). The result is equal to :func:`uuid.uuid5`'s for every
 input (``tests/unit/domain/test_ids.py`` checks that on random namespaces and names).
+
+:func:`random_uuids` is :func:`uuid.uuid4` for many ids at once: one ``os.urandom`` call
+(one system call) for all of them instead of one each, and the same bits set (#12: a batch
+of 1,000 events draws 1,000 new event ids).
+
+A single random id asked for on its own (:func:`random_uuid`: each request's correlation id
+at the edge) is :func:`uuid.uuid4`'s too: 122 bits of ``os.urandom``, the rest version and
+variant. ``uuid4`` reads 16 bytes per id, a ``getrandom`` system call each time; here the
+bytes are read for 256 ids at once and each id is built from its integer (#12). The bytes
+are ``os.urandom``'s either way, so the ids are as unguessable as before. A forked child
+drops the ids its parent read ahead (``os.register_at_fork``), or parent and child would
+hand out the same ones; a ``deque`` hands each out once, even between threads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
+from collections import deque
 
 _VERSION_AND_VARIANT_BITS = (0xF000 << 64) | (0xC000 << 48)
 _VERSION_5_RFC_VARIANT = (5 << 76) | (0x8000 << 48)
+_VERSION_4_RFC_VARIANT = (4 << 76) | (0x8000 << 48)
+
+_RANDOM_IDS_PER_READ = 256
+_random: deque[int] = deque()  # random 128-bit values read ahead, each handed out once
+os.register_at_fork(after_in_child=_random.clear)
 
 
 def name_uuid(namespace: uuid.UUID, name: str) -> uuid.UUID:
@@ -24,3 +44,30 @@ def name_uuid(namespace: uuid.UUID, name: str) -> uuid.UUID:
     digest = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()
     value = int.from_bytes(digest[:16], "big")
     return uuid.UUID(int=(value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_5_RFC_VARIANT)
+
+
+def random_uuids(count: int) -> list[uuid.UUID]:
+    """``count`` ids as ``uuid.uuid4()`` makes them (``UUID(bytes=os.urandom(16),
+    version=4)``: 122 random bits from the operating system's generator, the version and the
+    variant set), their random bytes drawn by one ``os.urandom`` call. Drawn when needed, never
+    kept for later: a pool kept in a module would be copied into every forked worker."""
+    entropy = os.urandom(16 * count)
+    return [
+        uuid.UUID(
+            int=(int.from_bytes(entropy[at : at + 16], "big") & ~_VERSION_AND_VARIANT_BITS)
+            | _VERSION_4_RFC_VARIANT
+        )
+        for at in range(0, 16 * count, 16)
+    ]
+
+
+def random_uuid() -> uuid.UUID:
+    """``uuid.uuid4()``: version 4 of 16 bytes of ``os.urandom``, read ahead in bulk (a forked
+    child drops what its parent read ahead: see the module docstring)."""
+    try:
+        value = _random.popleft()
+    except IndexError:
+        block = os.urandom(16 * _RANDOM_IDS_PER_READ)
+        _random.extend(int.from_bytes(block[i : i + 16], "big") for i in range(0, len(block), 16))
+        value = _random.popleft()
+    return uuid.UUID(int=(value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_4_RFC_VARIANT)

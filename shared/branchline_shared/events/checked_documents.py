@@ -21,14 +21,19 @@ accepts and the object it makes is the one the model makes (same class, fields, 
 It may refuse more (a non-ASCII identifier): the caller then validates with the model itself,
 which accepts or names the error as it always did. Only for documents the strict check passed,
 and never for stored data (``Sealable`` takes a sealed value there).
+
+:func:`parse_checked_payload` is :func:`~branchline_shared.events.catalogue.parse_payload` of
+submitted data in such a document (the ``data`` of a batch item), by each type's payload model
+validated the same way: one validator per type, built from the model's own schema when the type
+is first seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
 from branchline_shared.events.bounded import (
@@ -38,10 +43,12 @@ from branchline_shared.events.bounded import (
     clean_text,
     clean_token,
 )
+from branchline_shared.events.catalogue import EventPayload, parse_payload, payload_model
 
 __all__ = [
     "PRINTABLE_ASCII_ID",
     "checked_document_validator",
+    "parse_checked_payload",
     "rewrite_schema",
     "validator_function",
 ]
@@ -119,3 +126,22 @@ def checked_document_validator(model: type[BaseModel]) -> SchemaValidator:
     # The model's own schema carries its configuration (extra fields forbidden, ...). Not the
     # nested models' prebuilt validators (pydantic-core's default): those keep their checks.
     return SchemaValidator(_without_checked(model.__pydantic_core_schema__), _use_prebuilt=False)
+
+
+_CHECKED_PAYLOADS: dict[str, SchemaValidator] = {}
+
+
+def parse_checked_payload(event_type: str, data: Mapping[str, Any]) -> EventPayload:
+    """``parse_payload(event_type, data)`` of submitted (not stored) ``data`` of a document the
+    strict input check passed, validated without the checks it made (module docstring; #12):
+    the same payload, or the same errors, ``UnknownEventType`` included (an item it refuses is
+    parsed by the model itself, which names the errors)."""
+    validator = _CHECKED_PAYLOADS.get(event_type)
+    if validator is None:
+        validator = checked_document_validator(payload_model(event_type))
+        _CHECKED_PAYLOADS[event_type] = validator
+    try:
+        payload: EventPayload = validator.validate_python(data)
+    except ValidationError:
+        return parse_payload(event_type, data)
+    return payload

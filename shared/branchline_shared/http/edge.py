@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from branchline_shared.domain.ids import random_uuid
 from branchline_shared.http.access_log import log_access
 from branchline_shared.http.asgi_answers import send_problem
 from branchline_shared.http.problems import Problem
@@ -103,6 +103,7 @@ class ServiceEdge:
         self.rate_limiter = hardening.rate_limiter if hardening else None
         self.access_log = bool(hardening and hardening.access_log)
         self.direct = options.direct
+        self._series: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,7 +173,7 @@ class ServiceEdge:
         so it never leaks to the next request) and, by :meth:`_Exchange.send_app`, on the
         answer; the time the app took starts here."""
         requested = exchange.requested_cid
-        cid = requested.decode("latin-1") if requested else str(uuid.uuid4())
+        cid = requested.decode("latin-1") if requested else str(random_uuid())
         exchange.cid_header = (_CORRELATION, cid.encode("latin-1"))
         token = correlation_id_var.set(cid)
         exchange.app_began = time.perf_counter()
@@ -194,10 +195,9 @@ class ServiceEdge:
         if exchange.cid_header is not None:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            LATENCY.labels(self.service, method, route).observe(
-                time.perf_counter() - exchange.app_began
-            )
-            REQUESTS.labels(self.service, method, route, str(exchange.app_status)).inc()
+            latency, count = self._metrics(method, route, exchange.app_status)
+            latency.observe(time.perf_counter() - exchange.app_began)
+            count.inc()
         if self.access_log:
             logged = exchange.logged_cid
             log_access(
@@ -207,6 +207,20 @@ class ServiceEdge:
                 exchange.began,
                 logged.decode("latin-1") if logged else None,
             )
+
+    def _metrics(self, method: str, route: str, status: int) -> tuple[Histogram, Counter]:
+        """The latency and count series of a route's answers, looked up once per (method,
+        route, status) instead of by ``labels`` (checks, a lock) on every request (#12): the
+        same series, which the metrics never remove."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = (
+                LATENCY.labels(self.service, method, route),
+                REQUESTS.labels(self.service, method, route, str(status)),
+            )
+            self._series[key] = series
+        return series
 
     def _too_large(self) -> Problem:
         return Problem(

@@ -235,7 +235,8 @@ async def test_verify_reports_the_tampered_position(api: Api) -> None:
     assert (await api.get("/v1/audit/verify")).json()["ok"] is True
     await behind_the_ledgers_back(
         api.settings,
-        "UPDATE audit_ledger SET event = jsonb_set(event, '{data}', '{\"x\": 1}') "
+        "UPDATE audit_ledger SET event = jsonb_set(coalesce(event, "
+        "audit_entry_event(canonical, position)), '{data}', '{\"x\": 1}') "
         "WHERE position = 33",
     )
     body = (await api.get("/v1/audit/verify")).json()

@@ -108,3 +108,18 @@ async def test_the_type_filters_read_the_pattern_index(
     plan = await _plan(settings, mode, LedgerFilters(type=kind))
     assert INDEX in plan
     assert "Seq Scan" not in plan
+
+
+@pytest.mark.parametrize("kind", [*RARE, *DECOYS, "visit.arrived", "audit.rea", "audit.read "])
+async def test_a_type_filter_is_exactly_that_type_in_ledger_order(
+    ledger: tuple[AuditContext, list[dict[str, Any]]], kind: str
+) -> None:
+    """#12: the exact type is asked for as a one-value byte range (for the generic plan):
+    the same rows as equality, no neighbour, no prefix."""
+    audit, events = ledger
+    page = await audit.ledger.entries(
+        LedgerFilters(type=kind), after_position=0, limit=10_000, up_to=len(events)
+    )
+    assert [e.entry.position for e in page] == [
+        p for p, e in enumerate(events, 1) if e["type"] == kind
+    ]

@@ -106,7 +106,10 @@ async def _forged_prune_refused(settings: BranchlineSettings, *, also_set: str =
     """As the owner, with the retention flag set by hand, entry 3's payload replaced by its
     prune marker (and ``also_set``) is refused by the trigger."""
     async with superuser(settings) as conn:
-        row = await conn.fetchrow("SELECT event FROM audit_ledger WHERE position = 3")
+        row = await conn.fetchrow(
+            "SELECT coalesce(event, audit_entry_event(canonical, position)) AS event "
+            "FROM audit_ledger WHERE position = 3"
+        )
         assert row is not None
         marker = json.dumps(pruned_marker(json.loads(row["event"]), pruned_at=T0))
         async with conn.transaction():
@@ -168,7 +171,12 @@ async def test_pooled_connections_act_as_the_writer_role_even_after_reuse(
             login = await conn.fetchval(
                 "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", s.audit_db_owner_role
             )
+            # Retention's trigger calls it (migration 006): owned like the tables.
+            event_function_owner = await conn.fetchval(
+                "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'audit_entry_event'"
+            )
         assert owner == s.audit_db_owner_role
+        assert event_function_owner == s.audit_db_owner_role
         assert login is False
 
 

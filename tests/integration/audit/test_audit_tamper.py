@@ -20,6 +20,7 @@ from branchline_audit.domain.canonical import (
     encodes_event,
     entry_canonical_bytes,
     format_appended_at,
+    stored_event,
 )
 from branchline_audit.domain.verification import LedgerVerdict, stored_entry
 from branchline_shared.settings import BranchlineSettings
@@ -53,6 +54,21 @@ async def _build(settings: BranchlineSettings) -> None:
         await checkpoint_now(audit)
         await append_in_batches(audit.ledger, events[500:], now=T0 + timedelta(seconds=1))
         await checkpoint_now(audit)
+    # Positions 1..500 as entries appended before migration 006 hold them (the event in its
+    # column too); 501..1000 as they are appended now (the event only inside the bytes, #12):
+    # every test below meets both.
+    await behind_the_ledgers_back(settings, FILL_EVENT_COLUMN + " WHERE position <= 500")
+
+
+FILL_EVENT_COLUMN = "UPDATE audit_ledger SET event = audit_entry_event(canonical, position)"
+EVENT = "coalesce(event, audit_entry_event(canonical, position))"
+"""The event as stored: its column, or (since migration 006) inside the canonical bytes."""
+
+
+def _event_of(row: asyncpg.Record) -> Any:
+    if row["event"] is not None:
+        return json.loads(row["event"])
+    return stored_event(bytes(row["canonical"]), row["position"])
 
 
 Built = tuple[BranchlineSettings, AuditContext]
@@ -107,7 +123,9 @@ def _by_column(column: str) -> Tamper:
     def tamper(row: asyncpg.Record, rng: random.Random) -> tuple[str, list[Any]]:
         value = row[column]
         if column == "event":
-            new: Any = json.dumps(_alter_json_string(json.loads(value), rng))
+            # Where the entry stores its event only in its bytes, a column is added that
+            # differs from them.
+            new: Any = json.dumps(_alter_json_string(_event_of(row), rng))
             return "UPDATE audit_ledger SET event = $1::jsonb WHERE position = $2", [new]
         if column in ("prev_hash", "hash", "canonical"):
             raw = bytearray(value)
@@ -197,9 +215,9 @@ async def test_one_altered_byte_in_any_column_is_located(
     "rewrite",
     [
         # 17 -> 17.0: jsonb keeps the scale; Python says 17 == 17.0
-        "jsonb_set(event, '{stream_version}', "
-        "to_jsonb((event->>'stream_version')::numeric(20, 1)))",
-        "jsonb_set(event, '{schema_version}', 'true')",  # 1 -> true: Python says 1 == True
+        f"jsonb_set({EVENT}, '{{stream_version}}', "
+        f"to_jsonb(({EVENT}->>'stream_version')::numeric(20, 1)))",
+        f"jsonb_set({EVENT}, '{{schema_version}}', 'true')",  # 1 -> true: Python says 1 == True
     ],
     ids=["int to float", "int to bool"],
 )
@@ -283,13 +301,13 @@ async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints
     async with superuser(settings) as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         rows = await conn.fetch(
-            "SELECT position, event, appended_at, prev_hash FROM audit_ledger "
+            "SELECT position, event, appended_at, prev_hash, canonical FROM audit_ledger "
             "WHERE position >= $1 ORDER BY position",
             position,
         )
         prev = bytes(rows[0]["prev_hash"])
         for row in rows:
-            event = json.loads(row["event"])
+            event = _event_of(row)
             if row["position"] == position:
                 event["data"] = {"note": "nothing happened here"}
             canonical = entry_canonical_bytes(
@@ -299,7 +317,7 @@ async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints
             await conn.execute(
                 "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, hash = $3, "
                 "canonical = $5 WHERE position = $4",
-                json.dumps(event),
+                None if row["event"] is None else json.dumps(event),
                 prev,
                 digest,
                 row["position"],
@@ -348,7 +366,7 @@ async def test_stored_canonical_bytes_are_what_the_chain_hashed(fresh_ledger: Bu
         canonical = bytes(row["canonical"])
         assert chain_hash(bytes(row["prev_hash"]), canonical) == bytes(row["hash"])
         assert canonical == entry_canonical_bytes(
-            row["position"], json.loads(row["event"]), format_appended_at(row["appended_at"])
+            row["position"], _event_of(row), format_appended_at(row["appended_at"])
         )
 
 
@@ -391,12 +409,12 @@ async def test_a_rewritten_event_is_found_even_when_its_stored_bytes_are_intact(
     settings, audit = fresh_ledger
     await behind_the_ledgers_back(
         settings,
-        "UPDATE audit_ledger SET event = jsonb_set(event, '{data}', '{\"note\": \"x\"}') "
-        "WHERE position = $1",
-        333,
+        f"UPDATE audit_ledger SET event = jsonb_set({EVENT}, '{{data}}', '{{\"note\": \"x\"}}') "
+        "WHERE position = ANY($1::bigint[])",
+        [333, 777],  # a column altered; a column added beside bytes that hold the event
     )
     verdict = await _verify(audit)
-    assert verdict.bad_positions == (333,), verdict.reason
+    assert verdict.bad_positions == (333, 777), verdict.reason
     assert "canonical bytes" in (verdict.reason or "")
 
 
@@ -407,7 +425,7 @@ async def test_entries_written_before_the_bytes_were_stored_verify_as_before(
     verified from their content, and a change to their content is still found."""
     settings, audit = fresh_ledger
     await behind_the_ledgers_back(
-        settings, "UPDATE audit_ledger SET canonical = NULL WHERE position <= 600"
+        settings, f"UPDATE audit_ledger SET event = {EVENT}, canonical = NULL WHERE position <= 600"
     )
     assert (await _verify(audit)).ok
     row = await _row(settings, 250)
@@ -429,22 +447,28 @@ async def test_rows_are_read_in_pages_in_ledger_order_and_match_the_stored_entri
     pages = [page async for page in audit.ledger.scan_rows(page_size=300)]
     assert [len(p) for p in pages] == [300, 300, 300, 100]
     rows = [row for page in pages for row in page]
-    assert {type(r[4]) for r in rows} == {str}  # the event as jsonb's text, decoded once
+    # The event as jsonb's text, decoded once; none where it is stored only in the bytes.
+    assert [type(r[4]) for r in rows] == [str] * 500 + [type(None)] * 500
     assert [stored_entry(r) for r in rows] == stored
     async for _page in audit.ledger.scan_rows(page_size=100):
         break  # the prefetched page is cancelled; the pool is not left short
     assert await audit.ledger.size() == SIZE
 
 
-async def test_the_event_column_holds_the_event_as_hashed(ledger_1000: Built) -> None:
-    """#12: the append hands PostgreSQL the event's JSON from its canonical bytes; read
-    back, the column is that event."""
+async def test_an_append_stores_the_event_once_in_the_bytes_as_hashed(ledger_1000: Built) -> None:
+    """#12 (migration 006): an append leaves the event column empty, and the event inside
+    the canonical bytes, as SQL reads it (audit_entry_event), is the event as hashed; the
+    entries given a column (as appended before 006) hold the same event there."""
     settings, _ = ledger_1000
     async with superuser(settings) as conn:
         rows = await conn.fetch(
-            "SELECT position, event, appended_at, canonical FROM audit_ledger ORDER BY position"
+            "SELECT position, event, audit_entry_event(canonical, position) AS inside, "
+            "appended_at, canonical FROM audit_ledger ORDER BY position"
         )
+    assert [r["event"] is None for r in rows] == [False] * 500 + [True] * 500
     for row in rows:
-        event = json.loads(row["event"])
+        event = json.loads(row["inside"])
         at = format_appended_at(row["appended_at"])
         assert encodes_event(bytes(row["canonical"]), row["position"], at, event)
+        if row["event"] is not None:
+            assert json.loads(row["event"]) == event

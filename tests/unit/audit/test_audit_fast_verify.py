@@ -29,14 +29,19 @@ from branchline_audit.domain.canonical import (
     chain_hash,
     encodes_event,
     entry_canonical_bytes,
+    entry_head,
     event_json,
     format_appended_at,
+    proven_event_after,
+    stored_event,
 )
+from branchline_audit.domain.merkle import CompactRange, leaf_hash
 from branchline_audit.domain.records import pruned_marker
 from branchline_audit.domain.verification import (
     ROW_FIELDS,
     LedgerAuditor,
     LedgerVerdict,
+    StoredCheckpoint,
     stored_entry,
 )
 
@@ -399,3 +404,167 @@ def test_rewritten_bytes_with_every_hash_recomputed_are_found_by_both_paths(
     fast, full = verdicts(table)
     assert fast == full, change
     assert fast.bad_positions == (position,), (change, fast.reason)
+
+
+# ---------------------------------------------------------------- the event stored once (#12)
+# Since migration 006 an entry stores its event only inside its canonical bytes (the event
+# column is NULL). Such rows are fed with ``event`` None; every check that does not concern
+# the event column must find what it found before, by both paths, and a row must read back as
+# the same entry as when the column held the event.
+
+COLUMN_TAMPERS = sorted(name for name in TAMPERS if not name.startswith("event "))
+"""The tampers of :data:`TAMPERS` that do not change the event column (there is none)."""
+
+
+def bytes_only(table: list[list[Any]]) -> list[list[Any]]:
+    return [[*row[:4], None, *row[5:]] for row in table]
+
+
+def bytes_only_verdicts(
+    table: list[list[Any]], checkpoints: tuple[StoredCheckpoint, ...] = ()
+) -> tuple[LedgerVerdict, LedgerVerdict]:
+    """The verdict by the fast path (feed_row) and by the full checks alone (feed)."""
+    fast = LedgerAuditor(checkpoints, verifier=None, origin="")
+    full = LedgerAuditor(checkpoints, verifier=None, origin="")
+    for row in table:
+        fast.feed_row(row)
+        full.feed(stored_entry(row))
+    return fast.verdict(), full.verdict()
+
+
+def test_a_ledger_storing_its_events_once_verifies_by_the_fast_path() -> None:
+    table = rows(20)
+    fast, full = bytes_only_verdicts(bytes_only(table))
+    assert fast == full
+    assert fast.ok
+    assert fast.entries == 20
+    # What a reader sees: the same entry as when the column held the event.
+    assert [stored_entry(r) for r in bytes_only(table)] == [stored_entry(r) for r in table]
+
+
+def test_the_bytes_only_fast_path_proves_rows_without_the_full_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path really takes such rows (not the full checks with the same verdict)."""
+    auditor = LedgerAuditor([], verifier=None, origin="")
+    monkeypatch.setattr(auditor, "feed", lambda _: pytest.fail("full checks used"))
+    for row in bytes_only(rows(10)):
+        assert auditor.feed_row(row)
+
+
+@pytest.mark.parametrize("column", COLUMN_TAMPERS)
+@pytest.mark.parametrize("position", [1, 5, 12])
+def test_a_tampered_column_of_a_row_storing_its_event_once_is_found_by_both_paths(
+    column: str, position: int
+) -> None:
+    table = bytes_only(rows(12))
+    TAMPERS[column](table[position - 1])
+    fast, full = bytes_only_verdicts(table)
+    assert not fast.ok, column
+    assert fast.first_bad_position == position, (column, fast.reason)
+    assert fast == full, column
+
+
+@pytest.mark.parametrize("position", [1, 5, 12])
+def test_an_event_column_set_beside_bytes_that_hold_the_event_must_agree_with_them(
+    position: int,
+) -> None:
+    """A column written where the entry stores its event only in its bytes is checked
+    against the bytes like any column (the fast and full paths, and as jsonb's text)."""
+    table = bytes_only(rows(12))
+    altered = stored_entry(table[position - 1]).entry.event
+    table[position - 1][4] = {**altered, "data": {"note": "altered"}}
+    fast, full = verdicts(table)
+    assert fast == full
+    assert fast.bad_positions == (position,), fast.reason
+
+
+@pytest.mark.parametrize("change", sorted(REHASHED_BYTES))
+@pytest.mark.parametrize("position", [1, 5, 12])
+def test_bytes_of_a_row_storing_its_event_once_rewritten_and_rehashed(
+    change: str, position: int
+) -> None:
+    """Bytes in a form JCS never writes are found at their position by both paths. Bytes
+    that are the canonical bytes of another event, with every later hash recomputed, hold
+    as a chain (there is no second copy to compare, and an attacker able to rewrite the
+    bytes could rewrite a column as well): the signed checkpoint over the original finds
+    them, between the last checkpoint that holds and this one."""
+    original = rows(12)
+    tree = CompactRange()
+    for row in original:
+        tree.append(leaf_hash(row[2]))
+    checkpoint = StoredCheckpoint(tree_size=12, root_hash=tree.root(), note="")
+    table = bytes_only(original)
+    row = table[position - 1]
+    row[3] = REHASHED_BYTES[change](row[3])
+    _rehashed(table, position)
+    fast, full = bytes_only_verdicts(table, (checkpoint,))
+    assert fast == full, change
+    assert not fast.ok
+    if change == "a byte":
+        assert fast.first_bad_position == 1, fast.reason
+        assert "history between positions 1 and 12 was rewritten" in (fast.reason or "")
+    else:
+        assert fast.bad_positions == (position,), (change, fast.reason)
+
+
+def test_a_row_holding_neither_its_event_nor_bytes_is_reported() -> None:
+    table = bytes_only(rows(6))
+    table[3][3] = None
+    fast, full = bytes_only_verdicts(table)
+    assert fast == full
+    assert fast.bad_positions == (4,)
+    assert fast.reason == "entry holds neither its event nor canonical bytes"
+
+
+def test_a_ledger_of_every_storage_form_verifies_and_each_form_is_checked() -> None:
+    """Rows written before migration 004 (the event only), between 004 and 006 (both) and
+    since (the bytes only), in one ledger, as a migrated ledger holds them."""
+    table = rows(9)
+    for row in table[:3]:
+        row[3] = None
+    table[6:] = bytes_only(table[6:])
+    fast, full = bytes_only_verdicts(table)
+    assert fast == full
+    assert fast.ok
+    table[1][4]["data"]["note"] = "altered"
+    table[4][4]["data"]["note"] = "altered"
+    table[7][9] = "C-other"
+    fast, full = bytes_only_verdicts(table)
+    assert fast == full
+    assert fast.bad_positions == (2, 5, 8)
+
+
+def test_bytes_are_proven_only_when_they_are_exactly_the_canonical_bytes_of_their_event() -> None:
+    event = envelope(3)
+    canonical = entry_canonical_bytes(3, event, AT)
+    head = entry_head(AT)
+    assert proven_event_after(canonical, head, 3) == event
+    assert stored_event(canonical, 3) == event
+    assert proven_event_after(canonical, head, 4) is None
+    later = entry_head(format_appended_at(T0 + timedelta(seconds=1)))
+    assert proven_event_after(canonical, later, 3) is None
+    for bad in (
+        canonical.replace(b'"type":', b'"type": '),
+        canonical.replace(b'"stream_version":3', b'"stream_version":3.0'),
+        canonical.replace(b'{"actor":', b'{"actor":{},"actor":'),
+        canonical.replace(b'"branch_id"', b'"\\u0062ranch_id"'),
+        canonical.replace(b'"note":"visit', b'"note":"v\\u00e9sit'),
+        canonical[:-1],
+    ):
+        assert proven_event_after(bad, head, 3) is None
+    assert stored_event(b"not an entry", 3) == {}
+    assert stored_event(canonical.replace(b'"event":', b'"evenT":'), 3) == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=5), _values, max_size=5))
+def test_rows_storing_any_event_once_verify_by_both_paths(data: dict[str, Any]) -> None:
+    try:
+        table = rows(3, extra=data)
+    except CanonicalisationError:
+        return
+    fast, full = bytes_only_verdicts(bytes_only(table))
+    assert fast == full
+    assert fast.ok
+    assert [stored_entry(r) for r in bytes_only(table)] == [stored_entry(r) for r in table]

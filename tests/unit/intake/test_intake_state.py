@@ -12,9 +12,13 @@ from intake_story import (
     Story,
     arrived,
     as_stream,
+    booked,
     closed,
     consent,
+    late_approval,
+    opened,
     personal_data,
+    received,
     refused,
     registered,
     screened,
@@ -33,7 +37,14 @@ from branchline_intake.domain import (
     rebuild_from_recorded,
     refusal_payload,
 )
-from branchline_shared.events.catalogue import ClientRegistered, ClientType, VisitArrived
+from branchline_intake.domain.recorded import RecordedDecider
+from branchline_intake.domain.state import NO_EVENTS
+from branchline_shared.events.catalogue import (
+    ClientRegistered,
+    ClientType,
+    ConsentPurpose,
+    VisitArrived,
+)
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.events.personal_data import REDACTED
 
@@ -186,3 +197,36 @@ def test_refusal_record_keeps_ordinary_data() -> None:
 
     assert payload.refused_event.data == submitted.data
     assert payload.field == "data.visit_id"
+
+
+def test_the_shared_empty_state_is_a_new_empty_state_and_stays_one() -> None:
+    """A new client's state is one shared value (#12), not made afresh per event: it must be
+    ``ClientState()`` and no fold may change it."""
+    story = Story()
+    events = [
+        story.event(p)
+        for p in (
+            registered(),
+            verified(),
+            screened(),
+            consent(),
+            personal_data(),
+            arrived(),
+            booked(),
+            opened(),
+            received(),
+            late_approval(uuid.uuid4()),
+        )
+    ]
+    fresh = ClientState()
+    for event in events:
+        fresh = fresh.apply(event)
+
+    assert ClientState() == NO_EVENTS
+    assert rebuild(events) == fresh
+    assert RecordedDecider().state_of([]) is NO_EVENTS
+    assert ClientState() == NO_EVENTS  # left as it was by every fold above
+    with pytest.raises(TypeError):
+        NO_EVENTS.visits["V-1"] = fresh.visits["V-1"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        NO_EVENTS.client.consents[ConsentPurpose.SERVICE] = ()  # type: ignore[index]

@@ -37,6 +37,9 @@ TABLES = (
     "audit_source_positions",
 )
 PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
+EVENT_FUNCTION = "audit_entry_event(bytea, bigint)"
+"""The event inside an entry's canonical bytes (migration 006); retention's trigger calls it,
+so it is owned like the tables and the retention function."""
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PROVISION_LOCK = 0x61756469745F726F  # "audit_ro"
 
@@ -68,6 +71,8 @@ async def _already_provisioned(conn: PgConnection, settings: AuditSettings) -> b
             SELECT count(*) = cardinality($1::text[])
                    AND (SELECT pg_get_userbyid(proowner) = $2 FROM pg_proc
                         WHERE proname = 'audit_prune_entries')
+                   AND (SELECT pg_get_userbyid(proowner) = $2 FROM pg_proc
+                        WHERE proname = 'audit_entry_event')
                    AND bool_and(has_table_privilege($3, tablename, 'INSERT'))
                    AND bool_and(NOT has_table_privilege($3, tablename, 'UPDATE'))
                    AND has_function_privilege($4, $5, 'EXECUTE')
@@ -109,6 +114,7 @@ async def provision_roles(conn: PgConnection, settings: AuditSettings) -> None:
             await conn.execute(f"GRANT SELECT, INSERT ON {tables} TO {writer}, {pruner}")
             await conn.execute(f"GRANT USAGE ON SCHEMA public TO {writer}, {pruner}")
             await conn.execute(f"ALTER FUNCTION {PRUNE_FUNCTION} OWNER TO {owner}")
+            await conn.execute(f"ALTER FUNCTION {EVENT_FUNCTION} OWNER TO {owner}")
             await conn.execute(f"REVOKE ALL ON FUNCTION {PRUNE_FUNCTION} FROM PUBLIC")
             await conn.execute(f"GRANT EXECUTE ON FUNCTION {PRUNE_FUNCTION} TO {pruner}")
     finally:

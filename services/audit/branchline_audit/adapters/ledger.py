@@ -24,7 +24,6 @@ from branchline_audit.domain.canonical import (
     ChainEntry,
     chain_hash,
     entry_canonical_bytes,
-    event_json,
     format_appended_at,
 )
 from branchline_audit.domain.filters import LedgerFilters
@@ -46,7 +45,7 @@ from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, stored
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
-__all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger"]
+__all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger", "UnstorableEvent"]
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 _COLUMNS = (
@@ -135,7 +134,12 @@ def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
             # in any collation and on a generic plan; LIKE with a bound pattern does not (#12).
             clauses.append(f"event_type ~>=~ {param(low)} AND event_type ~<~ {param(high)}")
         else:
-            clauses.append(f"event_type = {param(filters.type)}")
+            # Equality as a byte range of one value (the same rows: text equality is byte
+            # equality in a deterministic collation), so that a generic plan, blind to the
+            # value, estimates it as the family's range and reads the index too; as `=`, it
+            # took the primary key and filtered once rows got smaller (migration 006, #12).
+            value = param(filters.type)
+            clauses.append(f"event_type ~>=~ {value} AND event_type ~<=~ {value}")
     if filters.occurred_from is not None:
         clauses.append(f"occurred_at >= {param(filters.occurred_from)}")
     if filters.occurred_to is not None:
@@ -152,6 +156,36 @@ def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
         f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2"
     )
     return sql, params
+
+
+class UnstorableEvent(ValueError):
+    """An event the ledger does not append: nothing is appended (the audit consumer
+    dead-letters it with the reason, as any event that fails alone)."""
+
+
+_NUL_ESCAPE = b"\\u0000"
+"""How JCS writes U+0000 in a string; also part of the text ``\\u0000``, so only a hint."""
+
+
+def _holds_nul(node: Any) -> bool:
+    """Whether a string or key anywhere in ``node`` holds U+0000. The event column, when it
+    held the event, refused it (jsonb cannot hold it); since the event is stored once in
+    its bytes (migration 006, #12) the ledger refuses it itself, so that the SQL readers
+    (``audit_entry_event``: reconcile, retention's trigger, relationship facts) can read
+    every entry (iterative: a deep event cannot exhaust the stack)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            if any("\x00" in key for key in item if isinstance(key, str)):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _stored(row: asyncpg.Record) -> StoredEntry:
@@ -212,14 +246,19 @@ class PostgresLedger:
             position += 1
             # The very bytes hashed are stored: verification re-hashes them (issue 9).
             canonical = entry_canonical_bytes(position, event, appended_at)
+            if _NUL_ESCAPE in canonical and _holds_nul(event):
+                raise UnstorableEvent(
+                    "the event holds a NUL character (U+0000), which PostgreSQL's jsonb and "
+                    "text cannot hold: readers of the ledger could not read it"
+                )
             digest = chain_hash(prev, canonical)
             rows.append(
                 (
                     position,
                     index.event_id,
-                    # The event column gets the event's JSON as hashed (the jsonb codec takes
-                    # bytes as JSON text): no second encoding.
-                    event_json(canonical, position, appended_at),
+                    # The event is stored once, inside the canonical bytes; the jsonb column
+                    # is left empty (migration 006, #12): readers take it from the bytes.
+                    None,
                     index.event_type,
                     index.client_id,
                     index.actor_id,

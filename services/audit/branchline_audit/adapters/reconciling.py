@@ -16,7 +16,10 @@ async def ledger_applied(pool: asyncpg.Pool[Any]) -> list[AppliedEvent]:
     """Every ledger entry: its event id, ledger position (the order applied) and, where the
     consumer recorded it, the store and global position it came from."""
     rows = await pool.fetch(
-        "SELECT l.event_id, l.position, coalesce(p.source, l.event->>'source') AS source, "
+        # The event's source from its column or (stored once since migration 006, #12) its
+        # canonical bytes, for entries without a recorded store position.
+        "SELECT l.event_id, l.position, coalesce(p.source, l.event->>'source', "
+        "audit_entry_event(l.canonical, l.position)->>'source') AS source, "
         "p.global_position FROM audit_ledger l "
         "LEFT JOIN audit_source_positions p USING (event_id) ORDER BY l.position"
     )

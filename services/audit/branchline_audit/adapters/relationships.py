@@ -17,7 +17,9 @@ async def ledger_facts(
     """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
     sql = (
         "SELECT position, event_type, client_id, occurred_at, appended_at, actor_id, "
-        "event -> 'data' AS data FROM audit_ledger "
+        # The event's column, or (stored once since migration 006, #12) its canonical bytes.
+        "coalesce(event, audit_entry_event(canonical, position)) -> 'data' AS data "
+        "FROM audit_ledger "
         "WHERE event_type = ANY($1::text[]) AND client_id IS NOT NULL"
     )
     params: list[Any] = [list(event_types)]

@@ -34,7 +34,10 @@ input is the 32 raw bytes of ``hash(i + 1)`` (see :mod:`.merkle`).
 (since migration 004) and re-verification hashes those stored bytes, then checks that they
 decode to the entry's position, append time and event (:func:`stored_bytes_problem`): a check
 never depends on the event surviving a round trip through jsonb and the typed columns. Entries
-written before have no stored bytes and are verified from their content as before.
+written before have no stored bytes and are verified from their content as before. Since
+migration 006 (#12) a new entry stores its event only inside these bytes (no ``event``
+column): readers take it from them (:func:`stored_event`), the verifier proves it there
+(:func:`proven_event_after`).
 
 **Numbers.** JCS writes a number as ECMAScript does: ``1.0`` as ``1``, ``1e16`` as
 ``10000000000000000``, ``1e300`` as ``1e+300``. An event holding a number beyond ±(2**53 - 1)
@@ -264,6 +267,51 @@ def encodes_event_after(
     except orjson.JSONEncodeError:
         return False
     return _surely_jcs(body, event)
+
+
+def proven_event_after(canonical: bytes, head: bytes, position: int) -> dict[str, Any] | None:
+    """The event that stored bytes are provably the canonical bytes of, at ``position`` and
+    the append time of ``head`` (:func:`entry_head`), or None ("not proven":
+    :func:`stored_bytes_problem` decides, and says why). For an entry that stores its event
+    only inside its bytes (migration 006, #12): the event is parsed from them once, and the
+    proof is :func:`encodes_event_after`'s with that event, so it is as strict: the bytes
+    are head + orjson's sorted encoding of the event, proven its JCS text, + tail."""
+    if type(position) is not int or not 1 <= position <= MAX_POSITION:
+        return None
+    tail = b"%s%d}" % (_TAIL_START, position)
+    if not (canonical.startswith(head) and canonical.endswith(tail)):
+        return None
+    body = canonical[len(head) : len(canonical) - len(tail)]
+    try:
+        event = orjson.loads(body)
+        if type(event) is not dict or orjson.dumps(event, option=_ORJSON_NATIVE_ONLY) != body:
+            return None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    return event if _surely_jcs(body, event) else None
+
+
+_HEAD_SIZE = len(_entry_head("2024-05-01T09:30:00.000000Z"))
+
+
+def stored_event(canonical: bytes, position: int) -> dict[str, Any]:
+    """The event an entry's stored bytes hold, for a reader, where the entry stores its event
+    there only (migration 006, #12): the JSON object between the bytes' head and the tail of
+    ``position``, or ``{}`` when they hold none (tampered bytes; verification reports them,
+    :func:`stored_bytes_problem`, and an empty object is no envelope). Not a proof of
+    anything: verification checks the bytes themselves."""
+    tail = b"%s%d}" % (_TAIL_START, position)
+    if not (
+        canonical.startswith(_HEAD_START)
+        and canonical[_HEAD_SIZE - len(_HEAD_END) : _HEAD_SIZE] == _HEAD_END
+        and canonical.endswith(tail)
+    ):
+        return {}
+    try:
+        event = orjson.loads(canonical[_HEAD_SIZE : len(canonical) - len(tail)])
+    except orjson.JSONDecodeError:
+        return {}
+    return event if type(event) is dict else {}
 
 
 def _number_problem(event: dict[str, Any]) -> str | None:

@@ -29,6 +29,8 @@ from branchline_audit.domain.canonical import (
     encodes_event_after,
     entry_head,
     format_appended_at,
+    proven_event_after,
+    stored_event,
 )
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
 from branchline_audit.domain.records import (
@@ -73,12 +75,18 @@ def _decoded(row: Sequence[Any]) -> Sequence[Any]:
     Text that is not JSON (no jsonb column gives such) decodes to an empty object, which the
     full checks refuse; :meth:`LedgerAuditor.feed_row` reports it first."""
     event = row[4]
-    if type(event) is not str:
+    if event is None:
+        # Stored once, inside the canonical bytes (migration 006, #12); neither: ``{}``,
+        # which the column checks report.
+        canonical = row[3]
+        decoded = {} if canonical is None else stored_event(bytes(canonical), row[0])
+    elif type(event) is not str:
         return row
-    try:
-        decoded = orjson.loads(event)
-    except orjson.JSONDecodeError:
-        decoded = {}
+    else:
+        try:
+            decoded = orjson.loads(event)
+        except orjson.JSONDecodeError:
+            decoded = {}
     return (*row[:4], decoded, *row[5:])
 
 
@@ -259,6 +267,8 @@ class LedgerAuditor:
         :meth:`feed`, which finds and reports it. ``event`` may come as its JSON text
         (:data:`ROW_FIELDS`): it is decoded here, once."""
         canonical, event, appended_at, pruned_at = row[3], row[4], row[5], row[6]
+        if event is None:
+            return self._feed_bytes_only(row)
         if type(event) is str:
             try:
                 event = orjson.loads(event)
@@ -266,15 +276,9 @@ class LedgerAuditor:
                 self._chain.mark_bad(row[0], "column event is not JSON")
                 return self.feed(stored_entry(row))
         if canonical is not None and pruned_at is None and type(event) is dict:
-            seen = self._appended_at
-            if seen is None or seen[0] != appended_at:
-                seen = self._appended_at = (
-                    appended_at,
-                    entry_head(format_appended_at(appended_at)),
-                )
             position = row[0]
             if (
-                encodes_event_after(canonical, seen[1], position, event)
+                encodes_event_after(canonical, self._head_of(appended_at), position, event)
                 and not is_pruned_marker(event)
                 and _columns_agree(event, row)
                 and self._chain.accept(position, row[1], row[2], canonical)
@@ -284,8 +288,39 @@ class LedgerAuditor:
                 return True
         return self.feed(stored_entry(row))
 
+    def _feed_bytes_only(self, row: Sequence[Any]) -> bool:
+        """:meth:`feed_row` for an entry that stores its event only inside its canonical bytes
+        (migration 006, #12): the fast path takes it when the bytes provably are the
+        canonical bytes of the event they hold at the row's position and time
+        (:func:`proven_event_after`), that event is no prune marker, the index columns agree
+        with it and its hash and link hold; anything else goes through :meth:`feed`."""
+        canonical, appended_at, position = row[3], row[5], row[0]
+        if canonical is not None and row[6] is None:
+            head = self._head_of(appended_at)
+            event = proven_event_after(canonical, head, position)
+            if (
+                event is not None
+                and not is_pruned_marker(event)
+                and _columns_agree(event, row)
+                and self._chain.accept(position, row[1], row[2], canonical)
+            ):
+                self._covered.extend(pruned_ranges_of(event))
+                self._check_checkpoint_at(position)
+                return True
+        return self.feed(stored_entry(row))
+
+    def _head_of(self, appended_at: datetime) -> bytes:
+        """The head of the canonical bytes of entries appended at ``appended_at``, computed
+        once per append time (an append writes many entries at one time)."""
+        seen = self._appended_at
+        if seen is None or seen[0] != appended_at:
+            seen = self._appended_at = (appended_at, entry_head(format_appended_at(appended_at)))
+        return seen[1]
+
     def _column_problem(self, stored: StoredEntry) -> str | None:
         event = stored.entry.event
+        if not event and stored.entry.canonical is None and not stored.entry.pruned:
+            return "entry holds neither its event nor canonical bytes"
         marker = is_pruned_marker(event)
         if marker != (stored.pruned_at is not None) or marker != stored.entry.pruned:
             return "pruned_at does not agree with the entry's event (payload altered?)"

@@ -106,6 +106,27 @@ async def clone_schema(conn: PgConnection, target: str) -> None:
         await conn.execute(
             f"CREATE TABLE {target}.{table} (LIKE {LIVE_SCHEMA}.{table} INCLUDING ALL)"
         )
+    await _copy_statistics_targets(conn, target)
+
+
+# LIKE ... INCLUDING ALL copies no column's statistics target: without this, a rebuilt
+# journal's envelope would be analysed again (followup migration 012, #12). `>= 0`: a target
+# that was set (unset is NULL since PostgreSQL 17, -1 before).
+_STATISTICS_TARGETS = """
+SELECT format('ALTER TABLE %I.%I ALTER COLUMN %I SET STATISTICS %s',
+              $2::text, c.relname, a.attname, a.attstattarget)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attstattarget >= 0
+ORDER BY c.relname, a.attnum
+"""
+
+
+async def _copy_statistics_targets(conn: PgConnection, target: str) -> None:
+    for statement in await conn.fetch(_STATISTICS_TARGETS, LIVE_SCHEMA, target):
+        await conn.execute(statement[0])
 
 
 async def swap_in(conn: PgConnection, rebuilt: str, retired: str) -> None:

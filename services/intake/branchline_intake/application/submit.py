@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from branchline_shared.access.speaking import speaking_refusal
 from branchline_shared.clock import Clock
 from branchline_shared.crypto.keystore import ClientKeyStore, KeyDestroyed
 from branchline_shared.crypto.sealing import DataKey, seal_paths
-from branchline_shared.domain.ids import name_uuid
+from branchline_shared.domain.ids import name_uuid, random_uuids
 from branchline_shared.events.bounded import check_instant
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
@@ -40,6 +40,7 @@ from branchline_shared.events.catalogue import (
     UnknownEventType,
     parse_payload,
 )
+from branchline_shared.events.checked_documents import parse_checked_payload
 from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
@@ -108,12 +109,19 @@ class _Candidate:
     payload: EventPayload  # as the catalogue validated it: the decider does not parse it again
 
 
+_SUBMISSION_SERIALIZER = SubmittedEvent.__pydantic_serializer__
+_NOT_HASHED = {"event_id", "expected_version"}
+
+
 def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     """What makes two submissions "the same event": everything but the idempotency key and
     the concurrency expectation. Keyed (HMAC-SHA256), because the submission holds personal
     values in clear and a plain hash of a phone number can be reversed by trying them all."""
-    content = submitted.model_dump(mode="json", exclude={"event_id", "expected_version"})
-    return hmac.new(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256").digest()
+    # pydantic-core's serializer and the one-shot HMAC directly (#12): the same dump and the
+    # same digest as ``model_dump(...)`` and ``hmac.new(...).digest()``, without their Python
+    # wrappers (an HMAC object per event); tests/unit/intake/test_submission_hash.py.
+    content = _SUBMISSION_SERIALIZER.to_python(submitted, mode="json", exclude=_NOT_HASHED)
+    return hmac.digest(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256")
 
 
 def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
@@ -136,27 +144,32 @@ async def submit_events(
     *,
     submitted_by: Actor,
     submitter: Submitter | None = None,
+    checked: bool = False,
 ) -> list[Outcome]:
     """Validate, decide and record ``items`` (sent by the authenticated ``submitted_by``,
-    recorded on every accepted event as ``submitter``); one outcome per item, in order."""
+    recorded on every accepted event as ``submitter``); one outcome per item, in order.
+    ``checked``: every item is from a document the strict input check passed, so its payload
+    is validated without the checks that check made (``parse_checked_payload``, #12)."""
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[_Candidate] = []
     now = utc(check_instant(ctx.clock.now()))
     keys: dict[str, DataKey] = {}
+    # The ids of the items sent without one, drawn at once (#12): a UUIDv4 each, as before.
+    new_ids = iter(random_uuids(sum(1 for item in items if item.event_id is None)))
     for index, item in enumerate(items):
-        checked = _validate_payload(item)
-        if not isinstance(checked, Refused) and item.type in SYSTEM_EVENT_TYPES:
-            checked = Refused(
+        valid = _validate_payload(item, parse_checked_payload if checked else parse_payload)
+        if not isinstance(valid, Refused) and item.type in SYSTEM_EVENT_TYPES:
+            valid = Refused(
                 Refusal.SYSTEM_EVENT_TYPE,
                 f"{item.type!r} is emitted by Branchline itself",
                 issues=(FieldIssue("type", "emitted by Branchline itself", "forbidden"),),
             )
-        if not isinstance(checked, Refused) and submitter is not None:
-            checked = _speaking_checked(submitter, item) or checked
-        if isinstance(checked, Refused):
-            outcomes[index] = checked
+        if not isinstance(valid, Refused) and submitter is not None:
+            valid = _speaking_checked(submitter, item) or valid
+        if isinstance(valid, Refused):
+            outcomes[index] = valid
             continue
-        data = checked.model_dump(mode="json", exclude_none=True)
+        data = valid.model_dump(mode="json", exclude_none=True)
         try:
             await _fetch_key(ctx, item, data, keys)
         except KeyDestroyed as erased:
@@ -166,10 +179,10 @@ async def submit_events(
             _Candidate(
                 index,
                 item,
-                _envelope(item, data, now, submitter),
+                _envelope(item, data, now, submitter, item.event_id or next(new_ids)),
                 submission_hash(item, ctx.hash_key),
                 submitted_by,
-                checked,
+                valid,
             )
         )
     for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
@@ -260,7 +273,9 @@ def _registering_rm(event: RecordedEvent) -> str | None:
     return rm if isinstance(rm, str) else None
 
 
-def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
+def _validate_payload(
+    item: SubmittedEvent, parse: Callable[[str, dict[str, Any]], EventPayload]
+) -> Refused | EventPayload:
     expected = SUBJECT_OF.get(item.type)
     if expected is not None and item.subject is not expected:
         return Refused(
@@ -273,7 +288,7 @@ def _validate_payload(item: SubmittedEvent) -> Refused | EventPayload:
             ),
         )
     try:
-        return parse_payload(item.type, item.data)
+        return parse(item.type, item.data)
     except UnknownEventType:
         return Refused(
             Refusal.UNKNOWN_EVENT_TYPE,
@@ -335,14 +350,19 @@ _ENVELOPE_FIELDS_SET = frozenset(RecordedEvent.model_fields) - {"synthetic"}
 
 
 def _envelope(
-    item: SubmittedEvent, data: dict[str, Any], now: datetime, submitter: Submitter | None
+    item: SubmittedEvent,
+    data: dict[str, Any],
+    now: datetime,
+    submitter: Submitter | None,
+    event_id: uuid.UUID,
 ) -> RecordedEvent:
     """The envelope of a validated submission, built without validating it again (#12: that
     was a tenth of a batch's CPU, most of it checking again what was just checked). Every
     field comes from the validated ``SubmittedEvent``, whose checks include those of
     ``RecordedEvent`` field by field (its ids, type, token and late-entry checks are at least
     as strict; nested models are taken as they are by validation too), from the payload the
-    catalogue validated (``data``), or is set here; what ``RecordedEvent``'s validation adds,
+    catalogue validated (``data``), or is set here (``event_id``: the item's own, or the new
+    random one drawn for it); what ``RecordedEvent``'s validation adds,
     its times in UTC, is done here (``now``, checked once per call, is already in UTC). It is
     the object ``RecordedEvent(...)`` would make, as ``pydantic``'s ``model_construct`` makes
     it; ``tests/unit/intake/test_envelope_built.py`` holds it to that."""
@@ -351,7 +371,7 @@ def _envelope(
         envelope,
         "__dict__",
         {
-            "event_id": item.event_id or uuid.uuid4(),
+            "event_id": event_id,
             "type": item.type,
             "schema_version": CATALOGUE_VERSION[item.type],
             "occurred_at": utc(item.occurred_at),

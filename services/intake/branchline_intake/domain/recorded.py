@@ -37,7 +37,7 @@ from branchline_intake.domain.related import (
 )
 from branchline_intake.domain.shelf import rebuild_shelf_product
 from branchline_intake.domain.staff import rebuild_staff_member
-from branchline_intake.domain.state import ClientState, rebuild_from_recorded
+from branchline_intake.domain.state import NO_EVENTS, ClientState, rebuild_from_recorded
 from branchline_intake.domain.violations import RuleViolation
 from branchline_shared.events.catalogue import EventPayload
 from branchline_shared.events.envelope import RecordedEvent, Subject, SubmittedEvent
@@ -168,7 +168,7 @@ class RecordedDecider:
     def state_of(self, history: Sequence[RecordedEvent]) -> ClientState:
         """The state after ``history``, folding on from the remembered state when it can."""
         if not history:
-            return ClientState()
+            return NO_EVENTS
         stream_id = history[-1].stream_id
         if isinstance(history, HistoryTail):
             if not history or history[0].event_id != history.base_last_id:
@@ -203,7 +203,7 @@ class RecordedDecider:
             count, last_id, state = known
             if len(history) >= count and history[count - 1].event_id == last_id:
                 return state, count
-        return ClientState(), 0
+        return NO_EVENTS, 0
 
     def _remember(self, stream_id: str, count: int, last_id: uuid.UUID, state: ClientState) -> None:
         self._states[stream_id] = (count, last_id, state)

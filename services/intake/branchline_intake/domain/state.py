@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 
 from branchline_intake.domain.appointment import Appointment, apply_appointment_event
 from branchline_intake.domain.client import Client
@@ -98,9 +99,23 @@ class ClientState:
         return replace(self, version=version, client=self.client.apply(event))
 
 
+NO_EVENTS = ClientState(
+    client=Client(consents=MappingProxyType({}), late_entry_approvals=MappingProxyType({})),
+    visits=MappingProxyType({}),
+    appointments=MappingProxyType({}),
+    consultations=MappingProxyType({}),
+    complaints=MappingProxyType({}),
+    products=MappingProxyType({}),
+)
+"""``ClientState()``, the state of a client with no events, as one shared value (#12: made
+afresh for every new client of a batch it was about 2 % of intake's CPU). Its mappings are
+read-only views, so no caller can change it; ``apply`` never changes a state anyway, it
+makes a new one."""
+
+
 def rebuild(events: Iterable[DomainEvent]) -> ClientState:
     """The state of a client from their stream, in stream order."""
-    state = ClientState()
+    state = NO_EVENTS
     for event in events:
         state = state.apply(event)
     return state

@@ -205,7 +205,13 @@ async def post_batch(
         parsed.append(item)
         slots.append(len(parsed) - 1)
     outcomes = (
-        await submit_events(ctx, parsed, submitted_by=_actor(caller), submitter=_submitter(caller))
+        await submit_events(
+            ctx,
+            parsed,
+            submitted_by=_actor(caller),
+            submitter=_submitter(caller),
+            checked=checked,
+        )
         if parsed
         else []
     )

@@ -1,0 +1,83 @@
+"""The benchmark's growth step (bench/scale.py, #12): the write path is read once both
+consumers hold every event intake stored, the catch-up is reported apart, and a catch-up that
+does not finish within its bound is said, not hidden in the figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bench import scale
+
+pytestmark = pytest.mark.unit
+
+
+class Steps:
+    """What the growth step did, in order, with the consumers holding or not."""
+
+    def __init__(self, *, catches_up: bool) -> None:
+        self.catches_up = catches_up
+        self.done: list[str] = []
+
+    async def fill_to(self, stack: object, events: int) -> None:
+        self.done.append(f"fill {events}")
+
+    async def followup_share(self, stack: object) -> float:
+        self.done.append("share")
+        return 0.7
+
+    async def caught_up(self, stack: object, *, followup: bool, within_s: float = 0) -> bool:
+        self.done.append(f"caught_up followup={followup}")
+        return self.catches_up
+
+    async def audit_caught_up(self, stack: object, within_s: float = 0) -> None:
+        self.done.append("audit")
+
+    async def write_path(self, stack: object, sample: int) -> tuple[float, float]:
+        self.done.append(f"write_path {sample}")
+        return 5_000.0, 0.5
+
+
+@pytest.fixture
+def patched(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def patch(steps: Steps) -> Steps:
+        for name in ("fill_to", "followup_share", "caught_up", "audit_caught_up", "write_path"):
+            monkeypatch.setattr(scale, name, getattr(steps, name))
+        monkeypatch.setattr(scale, "rss_mb", lambda stack, component: 100.0)
+        return steps
+
+    return patch
+
+
+async def test_the_write_path_is_read_after_both_consumers_caught_up(patched: Any) -> None:
+    steps = patched(Steps(catches_up=True))
+    warnings: list[str] = []
+    figures = await scale.growth_step(object(), 10_000, 1280, warnings)  # type: ignore[arg-type]
+    assert steps.done[:5] == [
+        "fill 10000",
+        "audit",
+        "share",
+        "caught_up followup=True",
+        "write_path 1280",
+    ]
+    assert figures["grow_followup_applied_10k"] == 0.7
+    assert figures["grow_catchup_10k"] >= 0
+    assert (figures["grow_batch_10k"], figures["grow_single_cpu_ms_10k"]) == (5_000.0, 0.5)
+    assert warnings == []
+
+
+async def test_a_catch_up_past_its_bound_is_warned_and_has_no_figure(patched: Any) -> None:
+    patched(Steps(catches_up=False))
+    warnings: list[str] = []
+    figures = await scale.growth_step(object(), 100_000, 1280, warnings)  # type: ignore[arg-type]
+    assert "grow_catchup_100k" not in figures
+    assert figures["grow_batch_100k"] == 5_000.0  # still measured, and said to be beside a backlog
+    assert len(warnings) == 1
+    assert "100,000" in warnings[0]
+    assert "not caught up" in warnings[0]
+
+
+def test_the_catch_up_is_a_measure_of_each_step() -> None:
+    keys = [key for key, _, _ in scale.growth_measures((10_000, 100_000))]
+    assert "grow_catchup_10k" in keys
+    assert "grow_catchup_100k" in keys
