@@ -1,8 +1,8 @@
 """The followup worker alone, through Kafka: its lag at a steady offered load, and how fast it
 drains a backlog (#12).
 
-Starts an embedded PostgreSQL and the tansu broker, the followup worker as it runs (Faust
-agent, batches, timer runner, relay) in this process, and publishes what the benchmark's
+Starts an embedded PostgreSQL and the tansu broker, the followup worker as it runs (its
+consumer, batches, timer runner, relay) in this process, and publishes what the benchmark's
 steady load writes (one ``client.registered`` of a new client per event) straight to the
 intake topic, with the headers intake's relay sets: at ``--rate`` events per second for
 ``--seconds`` (open loop), then a backlog of ``--backlog`` events published at once. For the
@@ -16,8 +16,8 @@ measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQ
                                     [--statements] [--profile FILE]
 
 ``--worker`` splits the process's CPU per event between its parts: ``full`` is the worker as
-it runs; ``ack`` is the same Faust app whose agent acknowledges what it is handed without
-applying it (Faust's and aiokafka's own work per event, with the relay and timer runner idle);
+it runs; ``ack`` is the same consumer committing what it is handed without applying
+it (aiokafka's and the consumer loop's own work per event, with the relay and timer runner idle);
 ``off`` runs no worker (the publishing alone). With ``ack`` and ``off`` nothing is applied, so
 no lag is printed: the CPU is taken over the publishing and a settling wait of
 ``SETTLE_S`` seconds (idle polling included). ``--relay-min-interval-s`` overrides

@@ -1,8 +1,9 @@
-"""The followup worker (Faust) on the real broker and PostgreSQL: effectively once, poison
+"""The followup worker's consumer on the real broker and PostgreSQL: effectively once, poison
 events dead-lettered, restarts survived."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,9 +12,9 @@ import asyncpg
 import pytest
 
 from branchline_followup.bootstrap import prepare_database
-from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app
+from branchline_followup.entrypoints.worker import CONSUMER, create_worker_consumer
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.kafka.consuming import DeadLetters
+from branchline_shared.kafka.consuming import DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.postgres.pool import open_pool
@@ -48,17 +49,17 @@ class Worker:
         self.pool = await open_pool(self.settings.followup_database_url)
         self.producer = make_producer(self.settings, client_id="test-dlq")
         await self.producer.start()
-        self.app = create_faust_app(
+        self.consumer = create_worker_consumer(
             self.settings,
             self.topics,
             self.pool,
             DeadLetters(self.producer, self.topics.followup_worker_dlq.name, CONSUMER),
         )
-        await self.app.start()
+        self.task = asyncio.create_task(self.consumer.run())
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.app.stop()
+        await stop_batch_consumer(self.consumer, self.task, timeout_s=20)
         await self.producer.stop()
         await self.pool.close()
 

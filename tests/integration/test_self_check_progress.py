@@ -26,7 +26,7 @@ from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.reconciling import ledger_has
 from branchline_audit.bootstrap import self_repair as audit_self_repair
 from branchline_followup.bootstrap import worker_self_repair
-from branchline_followup.entrypoints.worker import create_faust_app
+from branchline_followup.entrypoints.worker import create_worker_consumer
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.kafka.topics import declare_topics
@@ -353,18 +353,17 @@ async def test_the_audit_consumer_checks_itself_by_its_own_group(
     assert {e for e, n in rows.items() if n > 1} == {lost.event_id}
 
 
-async def test_the_followup_worker_checks_itself_by_the_faust_apps_group(
+async def test_the_followup_worker_checks_itself_by_its_consumers_group(
     settings: BranchlineSettings,
 ) -> None:
-    """Faust's consumer group is the app's id: the worker's self-check asks about that group
-    and the topics the app reads (a check of the wiring only; the audit test above runs it)."""
+    """The worker's self-check asks about the group its consumer commits in and the topics it
+    reads (a check of the wiring only; the audit test above runs it)."""
     topics = declare_topics(settings)
-    app = create_faust_app(settings, topics, None, None)  # type: ignore[arg-type]
+    consumer = create_worker_consumer(settings, topics, None, None)  # type: ignore[arg-type]
     repair = worker_self_repair(settings, SimpleNamespace(pool=None, topics=topics))  # type: ignore[arg-type]
     assert repair is not None
-    assert repair.consumer.group_id == app.conf.id
-    (agent,) = app.agents.values()
-    assert set(repair.consumer.topics) == set(agent.channel.topics)
+    assert repair.consumer.group_id == consumer._group_id
+    assert set(repair.consumer.topics) == set(consumer._topics)
 
 
 async def _has_all(pool: Any, events: dict[uuid.UUID, tuple[int, int]]) -> bool:

@@ -126,12 +126,14 @@ async def test_the_followup_worker_freezes_once_its_parts_have_started(
     recorder(monkeypatch, followup_bootstrap, steps)
 
     @contextlib.asynccontextmanager
-    async def running_worker(_: Any) -> AsyncIterator[Any]:
+    async def running_worker_parts(_: Any) -> AsyncIterator[Any]:
         steps.append("worker started")
-        yield SimpleNamespace(pool=None)
+        consuming = asyncio.create_task(forever())
+        yield SimpleNamespace(runtime=SimpleNamespace(pool=None), consuming=consuming)
+        consuming.cancel()
         steps.append("worker stopped")
 
-    monkeypatch.setattr(followup_bootstrap, "running_worker", running_worker)
+    monkeypatch.setattr(followup_bootstrap, "running_worker_parts", running_worker_parts)
 
     await followup_bootstrap.run_worker(settings())
 

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import faust
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
@@ -31,8 +30,11 @@ from branchline_followup.entrypoints.console import install_followup_console
 from branchline_followup.entrypoints.http import api_router
 from branchline_followup.entrypoints.shred_runner import run_shred_loop
 from branchline_followup.entrypoints.timer_runner import run_timer_loop
-from branchline_followup.entrypoints.worker import CONSUMER, create_faust_app, stop_worker_app
-from branchline_followup.entrypoints.worker_rewind import rewind_when_log_lost
+from branchline_followup.entrypoints.worker import (
+    CONSUMER,
+    create_worker_consumer,
+    worker_group,
+)
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.background import running_task
 from branchline_shared.clock import SystemClock
@@ -43,7 +45,7 @@ from branchline_shared.http.service_app import ReadinessCheck, create_service_ap
 from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
-from branchline_shared.kafka.consuming import DeadLetters
+from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import (
@@ -191,9 +193,9 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             runtime.topics.followup_worker_dlq.name,
             lambda: read_models_applied(runtime.pool),
             has=lambda ids: read_models_have(runtime.pool, ids),
-            # The Faust app's id is its consumer group (create_faust_app), reading the event
-            # topics: the check asks the broker how far it read.
-            group_id=settings.topic(CONSUMER),
+            # The worker's consumer group (the Faust app's id it was, ADR-0015), reading the
+            # event topics: the check asks the broker how far it read.
+            group_id=worker_group(settings),
             topics=tuple(runtime.topics.event_topics()),
         ),
         interval_s=settings.reconcile_self_check_interval_s,
@@ -201,31 +203,50 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
     )
 
 
-def worker_app(
+def worker_consumer(
     settings: FollowupSettings, runtime: FollowupRuntime, repair: SelfRepair | None = None
-) -> faust.App:
-    """The Faust app projecting the event topics through the runtime's units (which wake its
-    relay), dead-lettering to the worker's topic, telling ``repair`` of position jumps."""
-    return create_faust_app(
+) -> BatchConsumer:
+    """The consumer projecting the event topics through the runtime's units (which wake its
+    relay), dead-lettering to the worker's topic, telling ``repair`` of position jumps and of
+    a broker that lost its log."""
+    topics = runtime.topics
+    return create_worker_consumer(
         settings,
-        runtime.topics,
+        topics,
         runtime.pool,
-        DeadLetters(runtime.producer, runtime.topics.followup_worker_dlq.name, CONSUMER),
+        DeadLetters(runtime.producer, topics.followup_worker_dlq.name, CONSUMER),
         runtime.context.projection,
         runtime.context.units,
         PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
+        on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+        on_log_lost=repair.log_lost if repair is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class RunningWorker:
+    """The started worker's runtime and its consumer's task (ends only if it crashed)."""
+
+    runtime: FollowupRuntime
+    consuming: asyncio.Task[None]
 
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRuntime]:
-    """The worker's parts, started: the Faust agent projecting the event topics, the timer
+    """The worker's parts, started: the consumer projecting the event topics, the timer
     runner and the outbox relay. Stopped in reverse order when the block ends, and so is
     whatever had started when a start fails half-way."""
+    async with running_worker_parts(settings) as worker:
+        yield worker.runtime
+
+
+@contextlib.asynccontextmanager
+async def running_worker_parts(settings: FollowupSettings) -> AsyncIterator[RunningWorker]:
+    """:func:`running_worker`, with the consumer's task."""
     async with contextlib.AsyncExitStack() as started:
         runtime = await started.enter_async_context(followup_runtime(settings))
         repair = worker_self_repair(settings, runtime)
-        app = worker_app(settings, runtime, repair)
+        consumer = worker_consumer(settings, runtime, repair)
         await started.enter_async_context(
             running_task(
                 run_timer_loop(
@@ -247,16 +268,11 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
                 name="followup-erasure-job",
             )
         )
-        # also an agent whose start failed
-        started.push_async_callback(stop_worker_app, app, settings.followup_worker_stop_timeout_s)
-        await app.start()
-        await started.enter_async_context(
-            running_task(
-                rewind_when_log_lost(
-                    app, CONSUMER, on_lost=repair.log_lost if repair is not None else None
-                ),
-                name="followup-worker-rewind",
-            )
+        consuming = asyncio.create_task(consumer.run(), name=CONSUMER)
+        # The stop finishes the batch in hand and commits it, bounded (past the bound what
+        # was not committed is redelivered, its ids deciding: ADR-0003).
+        started.push_async_callback(
+            stop_batch_consumer, consumer, consuming, settings.followup_worker_stop_timeout_s
         )
         await started.enter_async_context(
             running_task(
@@ -271,27 +287,33 @@ async def running_worker(settings: FollowupSettings) -> AsyncIterator[FollowupRu
             )
         )
         await started.enter_async_context(self_repairing(repair))
-        yield runtime
+        yield RunningWorker(runtime, consuming)
 
 
 async def run_worker(settings: FollowupSettings) -> None:
-    """The followup worker process: runs until SIGINT/SIGTERM."""
+    """The followup worker process: runs until SIGINT/SIGTERM, or ends loudly if its consumer
+    crashed (a worker that no longer consumes must not look alive)."""
     stop = stop_on_signals()
     checks: dict[str, ReadinessCheck] = {}
     async with (
         serving_health(
             f"{SERVICE}-worker", settings.bind_host, settings.followup_worker_port, checks
         ) as health,
-        running_worker(settings) as runtime,
+        running_worker_parts(settings) as worker,
     ):
+        runtime = worker.runtime
         checks["postgres"] = lambda: is_reachable(runtime.pool)
         checks["kafka"] = lambda: broker_is_reachable(settings.kafka_bootstrap)
         # Started: what is loaded by now lives as long as the process, and the collector
         # need not walk it again on every gen-2 collection (#12).
         freeze_startup_heap()
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([worker.consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if worker.consuming.done():
+            worker.consuming.result()  # a crashed consumer ends the process loudly
         # Unready first, still working; then the worker stops while the endpoint still says
-        # so: Faust commits what it acknowledged, the relay publishes what is committed.
+        # so: the consumer commits what it applied, the relay publishes what is committed.
         await health.drain(settings.shutdown_drain_s)
 
 

@@ -1,7 +1,7 @@
 """The long-lived heap of a process, frozen once its start-up is complete (#12).
 
 What a Branchline process loads at start-up (modules, settings, pydantic models, FastAPI's
-routes, Faust's machinery, the pools) lives until the process ends, yet every gen-2 collection
+routes, the Kafka clients, the pools) lives until the process ends, yet every gen-2 collection
 walks it again: profiling showed ~5 % of the followup worker's samples in gen-2 collections of
 it. ``gc.freeze`` moves every object tracked so far to the permanent generation, which the
 collector no longer walks; in the bench harness the worker's Python CPU per event went from

@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter
 
 from branchline_shared.events.envelope import RecordedEvent
@@ -131,18 +137,42 @@ Positions = dict[uuid.UUID, SourcePosition]
 """Where each delivered event sits in the store that wrote it (from the relay's headers)."""
 
 BatchHandler = Callable[[list[RecordedEvent], Positions], Awaitable[object]]
+RawBatchHandler = Callable[[list[RawMessage]], Awaitable[object]]
+"""Handles a fetch's messages undecoded, and owns all of it: decoding, dead-lettering (poison
+and each event that fails on its own), the position-jump check. What it raises that is not
+transient ends the consumer."""
+
+
+class Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The partitions a rebalance took from this consumer since :meth:`clear`."""
+
+    def __init__(self) -> None:
+        self.revoked: set[TopicPartition] = set()
+
+    def clear(self) -> None:
+        self.revoked = set()
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.revoked |= set(revoked)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 class BatchConsumer:
-    """An aiokafka group consumer that hands batches of decoded events to ``handle``.
+    """An aiokafka group consumer that hands each fetch to one handler call.
 
-    Per fetch (every partition it returned, up to ``max_records``): decode (poison → dead
-    letter), hand every event to ``handle`` at once (the audit ledger writes them in one
-    transaction, #12), with retries on transient faults, then commit the offsets of every
-    partition. A handler failure that is not transient is narrowed down by halving the batch
-    (each half handled, and so written, on its own) until the one event that causes it is
-    alone: that one is dead-lettered with the reason, every other is handled. Handlers skip
-    what they already applied (by event id), so a half handled twice is applied once.
+    Per fetch (every partition it returned, up to ``max_records``): with ``handle``, decode
+    (poison → dead letter), hand every event to ``handle`` at once (the audit ledger writes
+    them in one transaction, #12); with ``handle_raw``, hand the messages undecoded (the
+    followup worker skips its own first copies from their headers, ADR-0015). Either is
+    retried on transient faults; then the offsets of the fetch's partitions are committed,
+    only after the handler returned (its work durable), and only for partitions this consumer
+    still holds: one a rebalance took meanwhile is redelivered to its new owner and its ids
+    decide (ADR-0003). A ``handle`` failure that is not transient is narrowed down by halving
+    the batch (each half handled, and so written, on its own) until the one event that causes
+    it is alone: that one is dead-lettered with the reason, every other is handled. Handlers
+    skip what they already applied (by event id), so a half handled twice is applied once.
     """
 
     def __init__(
@@ -152,18 +182,23 @@ class BatchConsumer:
         topics: Sequence[str],
         group_id: str,
         name: str,
-        handle: BatchHandler,
         dead_letters: DeadLetters,
+        handle: BatchHandler | None = None,
+        handle_raw: RawBatchHandler | None = None,
         max_records: int = 500,
         on_broker_lost: Callable[[], Awaitable[None]] | None = None,
         on_log_lost: Callable[[], Awaitable[None]] | None = None,
         jumps: PositionJumps | None = None,
+        log_end_check_s: float = 5.0,
     ) -> None:
+        if (handle is None) == (handle_raw is None):
+            raise ValueError("a BatchConsumer needs exactly one of handle and handle_raw")
         self._settings = settings
         self._topics = list(topics)
         self._group_id = group_id
         self._name = name
         self._handle = handle
+        self._handle_raw = handle_raw
         self._dead_letters = dead_letters
         self._max_records = max_records
         # Called when the broker seems to have lost our topics (tansu's memory store after a
@@ -172,10 +207,17 @@ class BatchConsumer:
         # Called after rewinding because the broker's log became shorter than our position:
         # what it lost before we read it is only in the event stores (reconcile repairs it).
         self._on_log_lost = on_log_lost
-        # Sees a gap the moment an event skips versions of its stream.
+        # Sees a gap the moment an event skips versions of its stream (``handle`` only: a
+        # ``handle_raw`` handler decodes, so it judges the positions itself).
         self._jumps = jumps
+        self._log_end_check_s = log_end_check_s
+        self._revocations = Revocations()
         self.started = asyncio.Event()
         self._stopping = False
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit its offsets, then return from :meth:`run`."""
@@ -183,7 +225,6 @@ class BatchConsumer:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=self._group_id,
             client_id=self._name,
@@ -198,19 +239,23 @@ class BatchConsumer:
 
     async def run(self) -> None:
         consumer = self._consumer()
-        await retry_transient(consumer.start, consumer=self._name)
-        self.started.set()
+        # told of each revocation, so a batch commits no partition a rebalance took meanwhile
+        consumer.subscribe(self._topics, listener=self._revocations)
         try:
+            # within the ``try``: a stop that cancels a start still closes what it opened
+            await retry_transient(consumer.start, consumer=self._name)
+            self.started.set()
             checked = asyncio.get_running_loop().time()
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 if batches:
+                    self._revocations.clear()
                     await self._process([r for records in batches.values() for r in records])
                     await self._commit(
                         consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
                 now = asyncio.get_running_loop().time()
-                if now - checked > 5:
+                if now - checked > self._log_end_check_s:
                     checked = now
                     await self._rewind_if_log_was_lost(consumer)
         finally:
@@ -222,20 +267,30 @@ class BatchConsumer:
         # aiokafka retries a commit to an unknown topic forever; bound it, and let the broker
         # get its topics back before the next try.
         async def commit() -> None:
+            held = still_held(offsets, consumer.assignment(), self._revocations.revoked)
+            if not held:
+                return
             try:
-                await asyncio.wait_for(consumer.commit(dict(offsets)), timeout=5)
+                await asyncio.wait_for(consumer.commit(held), timeout=5)
             except TimeoutError:
                 if self._on_broker_lost is not None:
                     await self._on_broker_lost()
                 raise
+            except (CommitFailedError, IllegalStateError) as exc:
+                # A rebalance took partitions (or is under way): retrying would not end while
+                # they are another member's, and committing them could move their new owner's
+                # start past what it has not applied; the fetch is redelivered to whoever
+                # holds them and its ids decide (ADR-0003).
+                log.warning(
+                    "offsets not committed: the group rebalanced under the batch",
+                    extra={"consumer": self._name, "error": repr(exc)},
+                )
 
         await retry_transient(commit, consumer=self._name)
 
     async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        events: list[tuple[RawMessage, RecordedEvent]] = []
-        positions: Positions = {}
-        for record in records:
-            raw = RawMessage(
+        raws = [
+            RawMessage(
                 record.topic,
                 record.partition,
                 record.offset,
@@ -243,6 +298,16 @@ class BatchConsumer:
                 record.value,
                 list(record.headers or ()),
             )
+            for record in records
+        ]
+        if self._handle_raw is not None:
+            handle_raw = self._handle_raw
+            await retry_transient(lambda: handle_raw(raws), consumer=self._name)
+            CONSUMED.labels(self._name).inc(len(raws))
+            return
+        events: list[tuple[RawMessage, RecordedEvent]] = []
+        positions: Positions = {}
+        for raw, record in zip(raws, records, strict=True):
             try:
                 event = decode_event(record.value)
             except PoisonEvent as exc:
@@ -275,8 +340,11 @@ class BatchConsumer:
             await self._handle_narrowing(events[half:], positions)
 
     async def _handle_retrying(self, events: list[RecordedEvent], positions: Positions) -> None:
+        handler = self._handle
+        assert handler is not None  # only a decoding consumer narrows
+
         async def handle() -> object:
-            return await self._handle(events, positions)
+            return await handler(events, positions)
 
         await retry_transient(handle, consumer=self._name)
 
@@ -301,6 +369,43 @@ class BatchConsumer:
         await consumer.seek_to_beginning(*lost)
         if self._on_log_lost is not None:
             await self._on_log_lost()
+
+
+def still_held(
+    offsets: Mapping[TP, int], assignment: Iterable[TP], revoked: Iterable[TP]
+) -> dict[TP, int]:
+    """The offsets of ``offsets`` whose partitions are assigned and were not revoked since the
+    fetch (a partition revoked and assigned back may have been read by another member since:
+    committing our older position there would only cause redelivery, yet it is not ours)."""
+    held = set(assignment) - set(revoked)
+    return {tp: offset for tp, offset in offsets.items() if tp in held}
+
+
+async def stop_batch_consumer(
+    consumer: BatchConsumer, task: asyncio.Task[None], timeout_s: float
+) -> None:
+    """Ask ``consumer`` (running as ``task``) to finish the batch in hand and commit it; past
+    ``timeout_s`` the task is cancelled: what it had not committed is redelivered and its ids
+    decide (ADR-0003). A crashed task's error is logged, never raised here (a stop must go on
+    to release what the consumer used)."""
+    consumer.request_stop()
+    done, _ = await asyncio.wait([task], timeout=timeout_s)
+    if not done:
+        log.error("the consumer did not stop in time; cancelling it", extra=_named(consumer))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=timeout_s)
+        if not done:
+            log.critical("the consumer survives its cancellation", extra=_named(consumer))
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the consumer had failed",
+            extra={**_named(consumer), "error": repr(task.exception())},
+        )
+
+
+def _named(consumer: BatchConsumer) -> dict[str, str]:
+    return {"consumer": consumer.name}
 
 
 def partitions_past_log_end(

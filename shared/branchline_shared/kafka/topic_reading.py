@@ -8,6 +8,7 @@ ListOffsets(latest) with the base offset of the last batch instead of the log en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -29,8 +30,12 @@ async def read_topic(
         fetch_max_wait_ms=100,
         request_timeout_ms=10_000,
     )
-    await consumer.start()
+    # A start cancelled half-way (a worker stopping while its dead-letter gauges read) leaks
+    # the connection aiokafka's bootstrap was opening: the start is left to finish (bounded by
+    # the request timeout), then the client is closed.
+    starting = asyncio.ensure_future(consumer.start())
     try:
+        await asyncio.shield(starting)
         await consumer.topics()
         partitions = [
             TopicPartition(topic, p)
@@ -57,4 +62,6 @@ async def read_topic(
                 raise TopicReadStalled(f"{sorted(str(tp) for tp in pending)} not read to the end")
         return records
     finally:
+        with contextlib.suppress(Exception):
+            await starting
         await consumer.stop()

@@ -107,17 +107,16 @@ class FollowupSettings(
         default=200,
         ge=1,
         le=10_000,
-        description="Events the followup worker applies in one transaction at most (those "
-        "already fetched behind the one in hand join it, #12): a bounded transaction and lock "
-        "set.",
+        description="Events the followup worker applies in one transaction at most (one fetch "
+        "of its consumer, #12): a bounded transaction and lock set.",
     )
     followup_worker_stop_timeout_s: float = Field(
         default=30.0,
         gt=0,
         le=600,
-        description="How long the followup worker's consumer may take to stop (commit what is "
-        "applied, leave its group) before its thread is ended; what it had not committed is "
-        "redelivered and recognised (effectively once, ADR-0003).",
+        description="How long the followup worker's consumer may take to stop (finish the "
+        "batch in hand, commit it, leave its group) before it is cancelled; what it had not "
+        "committed is redelivered and recognised (effectively once, ADR-0003).",
     )
     followup_relay_min_interval_s: float = Field(
         default=0.03,

@@ -1,77 +1,94 @@
-"""A followup worker's stop is bounded: a Faust app that never finishes stopping has its
-consumer thread ended, so neither a SIGTERMed worker process nor an in-process worker (tests,
-tools) is kept alive by a thread that goes on polling the broker."""
+"""A followup worker's stop is bounded (``followup_worker_stop_timeout_s``): it finishes the
+batch in hand and commits it; a batch that never finishes is cancelled past the bound,
+uncommitted, and redelivered to the next start, where its ids decide (ADR-0003). Neither an
+in-process worker (tests, tools) nor a SIGTERMed worker process is kept alive by it."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import threading
-from collections.abc import AsyncIterator
+import time
 from datetime import timedelta
 from typing import Any
 
-import faust
+import asyncpg
 import pytest
 
-from branchline_followup.bootstrap import followup_runtime, worker_app
 from branchline_followup.entrypoints import worker
-from branchline_followup.entrypoints.worker import stop_worker_app
+from branchline_followup.entrypoints.worker import worker_group
 from branchline_shared.settings import BranchlineSettings
-from tests.integration.followup.harness import History, now_utc, produce_events
+from tests.integration.followup.harness import History, now_utc, produce_events, running_worker
+from tests.integration.test_graceful_shutdown import committed_and_end
 from tests.support.processes import settings_env
+from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
 
 
-def consumer_thread(app: faust.App) -> Any:
-    """The mode ``WorkerThread`` running ``app``'s consumer (Faust keeps it private)."""
-    thread = getattr(app, "_consumer")._thread._thread  # noqa: B009
-    assert isinstance(thread, threading.Thread)
-    return thread
-
-
-@pytest.fixture
-async def started_app(settings: BranchlineSettings) -> AsyncIterator[faust.App]:
-    async with followup_runtime(settings) as runtime:
-        app = worker_app(settings, runtime)
-        await app.start()
-        try:
-            yield app
-        finally:
-            if consumer_thread(app).is_alive():  # the test failed before its stop
-                await stop_worker_app(app, timeout_s=20)
-
-
-async def test_a_stop_does_not_wait_for_a_batch_in_hand(
-    settings: BranchlineSettings, started_app: faust.App, monkeypatch: pytest.MonkeyPatch
+async def test_a_stop_finishes_the_batch_in_hand_and_commits_it(
+    settings: BranchlineSettings,
+    db: asyncpg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Faust clears the stream buffers before it waits for acks, so an agent holding a part-
-    # gathered batch would never ack and that wait never end (seen as a worker frozen in a
-    # rebalance or a stop). Here the batch in hand never finishes: the stop must not wait for
-    # it (its events are not acked, so they are redelivered and recognised by id, ADR-0003).
+    entered, release = asyncio.Event(), asyncio.Event()
+    applying = worker.handle_batch
+
+    async def held_back(*args: Any, **kwargs: Any) -> None:
+        entered.set()
+        await release.wait()
+        await applying(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "handle_batch", held_back)
+    history = History()
+    history.registered("C-STOP-1", now_utc() - timedelta(days=1))
+    async with running_worker(settings):
+        await produce_events(settings, history.events)
+        await asyncio.wait_for(entered.wait(), 60)
+        asyncio.get_running_loop().call_later(0.5, release.set)  # while the stop waits
+    # the block's end stopped the worker: the batch in hand was applied, then committed
+    assert await db.fetchval("SELECT count(*) FROM fu_clients WHERE client_id = 'C-STOP-1'")
+    committed, end = await committed_and_end(settings, worker_group(settings))
+    assert committed == end
+
+
+async def test_a_batch_that_never_finishes_is_cancelled_past_the_bound_and_redelivered(
+    settings: BranchlineSettings,
+    db: asyncpg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bounded = settings.model_copy(update={"followup_worker_stop_timeout_s": 1.0})
     entered = asyncio.Event()
+    applying = worker.handle_batch
 
     async def never_finishes(*args: Any, **kwargs: Any) -> None:
         entered.set()
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(worker, "handle_batch", never_finishes)
     history = History()
-    history.registered("C-STOP-1", now_utc() - timedelta(days=1))
-    await produce_events(settings, history.events)
-    await asyncio.wait_for(entered.wait(), 60)
-    thread = consumer_thread(started_app)
-    await asyncio.wait_for(started_app.stop(), 20)  # Faust's own stop, not the bounded one
-    assert not thread.is_alive()
+    history.registered("C-STOP-2", now_utc() - timedelta(days=1))
+    with monkeypatch.context() as patched:
+        patched.setattr(worker, "handle_batch", never_finishes)
+        async with running_worker(bounded):
+            await produce_events(settings, history.events)
+            await asyncio.wait_for(entered.wait(), 60)
+            stopping = time.monotonic()
+    assert time.monotonic() - stopping < 15  # the bound, the relay's drain, the pools
+    committed, end = await committed_and_end(settings, worker_group(settings))
+    assert committed < end  # nothing of the cancelled batch was committed
+    assert worker.handle_batch is applying
+    async with running_worker(settings):  # the next start is handed it again
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM fu_clients WHERE client_id = 'C-STOP-2'"),
+            within=60,
+        )
 
 
-@pytest.mark.parametrize("how", ["await", "block"])
-async def test_a_worker_whose_stop_never_returns_still_exits(
+@pytest.mark.parametrize("how", ["batch", "leave"])
+async def test_a_worker_process_whose_stop_never_returns_still_exits(
     settings: BranchlineSettings, how: str
 ) -> None:
-    # "await": Faust waits for something that never comes; "block": the event loop's own
-    # thread is blocked joining the consumer thread, where no coroutine timeout can fire.
+    # "batch": the batch in hand never finishes; "leave": the consumer's own stop (leaving
+    # its group) never returns. Either way the stop is cancelled past its bound.
     settings = settings.model_copy(update={"followup_worker_stop_timeout_s": 2.0})
     env = settings_env(settings)
     process = await asyncio.create_subprocess_exec(
@@ -90,5 +107,5 @@ async def test_a_worker_whose_stop_never_returns_still_exits(
             process.kill()
             await process.wait()
     assert process.returncode == 0, err.decode()[-3000:]
-    assert out.decode().split() == ["started", "stopped", "0"], err.decode()[-3000:]
+    assert out.decode().split() == ["started", "stopped"], err.decode()[-3000:]
     assert b"did not stop in time" in err

@@ -13,7 +13,7 @@ that one typed payload. An event whose payload cannot be read fails alone before
 work, reported like an event the projection refused (the worker dead-letters it with the
 reason: the field named, never the value, D-04).
 
-The first publications of followup's own events never get here: the worker acknowledges
+The first publications of followup's own events never get here: the worker skips
 them unread (``entrypoints.worker.is_first_own_copy``, #12). A copy of one that a repair
 re-queued does, and is applied like any other event, its id deciding (ADR-0003).
 """

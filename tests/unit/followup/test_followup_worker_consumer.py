@@ -1,0 +1,61 @@
+"""The followup worker's consumer (ADR-0015): the consumer group the Faust app had (an
+upgraded worker goes on from its committed offsets; the self-check asks about that group),
+every event topic, batches bounded by ``followup_worker_batch_size``, each fetch handed
+undecoded to the worker's own batch path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from branchline_followup.entrypoints import worker
+from branchline_shared.kafka.consuming import RawMessage
+from branchline_shared.kafka.topics import declare_topics
+from branchline_shared.settings import FollowupSettings
+
+pytestmark = pytest.mark.unit
+
+
+def settings() -> FollowupSettings:
+    return FollowupSettings(topic_namespace="bank-a", followup_worker_batch_size=37)
+
+
+def test_the_worker_reads_every_event_topic_in_the_faust_apps_group() -> None:
+    s = settings()
+    topics = declare_topics(s)
+    consumer = worker.create_worker_consumer(s, topics, None, None)  # type: ignore[arg-type]
+
+    # faust.App(settings.topic(CONSUMER)): Faust's consumer group is its app's id
+    assert consumer._group_id == "bank-a.followup-worker"
+    assert worker.worker_group(s) == "bank-a.followup-worker"
+    assert consumer._topics == topics.event_topics()
+    assert consumer._max_records == 37
+    assert consumer.name == worker.CONSUMER
+
+
+async def test_each_fetch_goes_to_the_workers_batch_path_undecoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = settings()
+    units, dead, projection, jumps = object(), object(), object(), object()
+    consumer = worker.create_worker_consumer(
+        s,
+        declare_topics(s),
+        None,  # type: ignore[arg-type]
+        dead,  # type: ignore[arg-type]
+        projection,  # type: ignore[arg-type]
+        units,  # type: ignore[arg-type]
+        jumps,  # type: ignore[arg-type]
+    )
+    calls: list[tuple[Any, ...]] = []
+
+    async def handle_batch(*args: Any) -> None:
+        calls.append(args)
+
+    monkeypatch.setattr(worker, "handle_batch", handle_batch)
+    raws = [RawMessage("t", 0, 1, b"k", b"v", [])]
+    assert consumer._handle_raw is not None
+    await consumer._handle_raw(raws)
+
+    assert calls == [(raws, units, dead, projection, jumps)]

@@ -1,0 +1,222 @@
+"""The shared batch consumer's loop (ADR-0015), against a stand-in for aiokafka's consumer:
+offsets committed only after the handler returned and only for partitions still held, a
+rebalance that failed a commit not retried for ever, a bounded stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from branchline_shared.kafka.consuming import (
+    BatchConsumer,
+    RawMessage,
+    still_held,
+    stop_batch_consumer,
+)
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+TP0 = TopicPartition("events", 0)
+TP1 = TopicPartition("events", 1)
+
+
+def record(tp: TopicPartition, offset: int) -> Any:
+    return SimpleNamespace(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        key=b"k",
+        value=b"{}",
+        headers=[("source", b"intake")],
+    )
+
+
+class FakeKafka:
+    """Hands out ``fetches`` one per ``getmany`` (then nothing), records what is committed
+    and in which order against what the handler saw."""
+
+    def __init__(self, fetches: list[dict[TopicPartition, list[Any]]], log: list[str]) -> None:
+        self.fetches = fetches
+        self.log = log
+        self.assigned = {TP0, TP1}
+        self.max_records: list[int] = []
+        self.commit_error: Exception | None = None
+        self.listener: Any = None
+        self.stopped = False
+        self.committed = asyncio.Event()
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        self.max_records.append(max_records)
+        if self.fetches:
+            return self.fetches.pop(0)
+        await asyncio.sleep(0.01)
+        return {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.log.append(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
+        self.committed.set()
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 0
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+def consumer_over(
+    kafka: FakeKafka, handle_raw: Callable[[list[RawMessage]], Any], max_records: int = 3
+) -> BatchConsumer:
+    settings: Any = SimpleNamespace(
+        kafka_bootstrap="127.0.0.1:1",
+        kafka_session_timeout_ms=1000,
+        kafka_heartbeat_interval_ms=200,
+        kafka_fetch_max_wait_ms=50,
+    )
+    consumer = BatchConsumer(
+        settings=settings,
+        topics=["events"],
+        group_id="group",
+        name="test-consumer",
+        handle_raw=handle_raw,
+        dead_letters=None,  # type: ignore[arg-type]
+        max_records=max_records,
+    )
+    consumer._consumer = lambda: kafka  # type: ignore[assignment, method-assign, return-value]
+    return consumer
+
+
+async def run_until_committed(consumer: BatchConsumer, kafka: FakeKafka) -> None:
+    task = asyncio.create_task(consumer.run())
+    await kafka.committed.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+    assert task.done()
+    assert task.exception() is None
+
+
+async def test_a_fetch_is_handed_over_whole_and_committed_after_the_handler_returned() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4), record(TP0, 5)], TP1: [record(TP1, 9)]}], log)
+
+    async def handle(raws: list[RawMessage]) -> None:
+        log.append(f"handled {[(r.partition, r.offset) for r in raws]}")
+
+    await run_until_committed(consumer_over(kafka, handle, max_records=7), kafka)
+
+    assert log == ["handled [(0, 4), (0, 5), (1, 9)]", "commit [(0, 6), (1, 10)]"]
+    assert set(kafka.max_records) == {7}  # the batch bound is the fetch's
+    assert kafka.stopped
+
+
+async def test_a_partition_revoked_under_the_batch_is_not_committed() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)], TP1: [record(TP1, 9)]}], log)
+
+    async def handle(raws: list[RawMessage]) -> None:
+        # a rebalance takes partition 1 and gives it back while the batch is applied: another
+        # member may have read it meanwhile, so our position there is not ours to commit
+        kafka.listener.on_partitions_revoked({TP1})
+        kafka.listener.on_partitions_assigned({TP0, TP1})
+        log.append("handled")
+
+    await run_until_committed(consumer_over(kafka, handle), kafka)
+
+    assert log == ["handled", "commit [(0, 5)]"]
+
+
+async def test_a_commit_the_rebalance_failed_is_dropped_not_retried_for_ever() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}, {TP0: [record(TP0, 5)]}], log)
+    kafka.commit_error = CommitFailedError()
+    handled: list[int] = []
+
+    async def handle(raws: list[RawMessage]) -> None:
+        handled.extend(r.offset for r in raws)
+        if len(handled) == 2:
+            kafka.commit_error = None
+
+    await run_until_committed(consumer_over(kafka, handle), kafka)
+
+    assert handled == [4, 5]  # the consumer went on to the next fetch
+    assert log == ["commit [(0, 6)]"]
+
+
+def test_only_assigned_partitions_not_revoked_are_held() -> None:
+    offsets = {TP0: 5, TP1: 10}
+    assert still_held(offsets, {TP0, TP1}, set()) == offsets
+    assert still_held(offsets, {TP0}, set()) == {TP0: 5}
+    assert still_held(offsets, {TP0, TP1}, {TP0}) == {TP1: 10}
+    assert still_held(offsets, set(), set()) == {}
+
+
+async def test_a_stop_finishes_the_batch_in_hand_and_commits_it() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}], log)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(raws: list[RawMessage]) -> None:
+        entered.set()
+        await release.wait()
+        log.append("handled")
+
+    consumer = consumer_over(kafka, handle)
+    task = asyncio.create_task(consumer.run())
+    await entered.wait()
+    stopping = asyncio.create_task(stop_batch_consumer(consumer, task, timeout_s=5))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # the batch in hand is still being applied
+    release.set()
+    await stopping
+
+    assert log == ["handled", "commit [(0, 5)]"]
+    assert task.done()
+    assert not task.cancelled()
+
+
+async def test_a_stop_that_overruns_its_bound_cancels_the_batch_uncommitted() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}], log)
+    entered = asyncio.Event()
+
+    async def never_finishes(raws: list[RawMessage]) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    consumer = consumer_over(kafka, never_finishes)
+    task = asyncio.create_task(consumer.run())
+    await entered.wait()
+    await asyncio.wait_for(stop_batch_consumer(consumer, task, timeout_s=0.2), 2)
+
+    assert task.cancelled()
+    assert log == []  # nothing committed: redelivered, its ids decide (ADR-0003)
+    assert kafka.stopped  # the consumer still left its group
+
+
+def test_a_consumer_takes_exactly_one_handler() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        BatchConsumer(
+            settings=None,  # type: ignore[arg-type]
+            topics=[],
+            group_id="g",
+            name="n",
+            dead_letters=None,  # type: ignore[arg-type]
+        )
