@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# check-jsonschema ships the Compose Specification's JSON Schema; it pins a newer click than
-# faust-streaming accepts, so it lives in its own small environment.
+# check-jsonschema ships the Compose Specification's JSON Schema; it lives in its own small
+# environment, apart from the product's pins (it once needed a newer click than Faust took).
 $(TOOLS)/bin/check-jsonschema: | $(STAMP)
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet check-jsonschema==0.38.2

@@ -14,7 +14,6 @@ PACKAGES = (
     "branchline",
     "asyncpg",
     "aiokafka",
-    "faust-streaming",
     "fastapi",
     "starlette",
     "uvicorn",

@@ -1,1 +1,2 @@
-"""Transport edges of followup: the Faust worker and FastAPI routes."""
+"""Transport edges of followup: the worker's consumer, the timer and erasure runners, and
+the FastAPI routes."""
