@@ -275,17 +275,14 @@ class LedgerAuditor:
             except orjson.JSONDecodeError:
                 self._chain.mark_bad(row[0], "column event is not JSON")
                 return self.feed(stored_entry(row))
-        if canonical is not None and pruned_at is None and type(event) is dict:
-            position = row[0]
-            if (
-                encodes_event_after(canonical, self._head_of(appended_at), position, event)
-                and not is_pruned_marker(event)
-                and _columns_agree(event, row)
-                and self._chain.accept(position, row[1], row[2], canonical)
-            ):
-                self._covered.extend(pruned_ranges_of(event))
-                self._check_checkpoint_at(position)
-                return True
+        if (
+            canonical is not None
+            and pruned_at is None
+            and type(event) is dict
+            and encodes_event_after(canonical, self._head_of(appended_at), row[0], event)
+            and self._accepted_proven(event, row)
+        ):
+            return True
         return self.feed(stored_entry(row))
 
     def _feed_bytes_only(self, row: Sequence[Any]) -> bool:
@@ -294,20 +291,27 @@ class LedgerAuditor:
         canonical bytes of the event they hold at the row's position and time
         (:func:`proven_event_after`), that event is no prune marker, the index columns agree
         with it and its hash and link hold; anything else goes through :meth:`feed`."""
-        canonical, appended_at, position = row[3], row[5], row[0]
+        canonical = row[3]
         if canonical is not None and row[6] is None:
-            head = self._head_of(appended_at)
-            event = proven_event_after(canonical, head, position)
-            if (
-                event is not None
-                and not is_pruned_marker(event)
-                and _columns_agree(event, row)
-                and self._chain.accept(position, row[1], row[2], canonical)
-            ):
-                self._covered.extend(pruned_ranges_of(event))
-                self._check_checkpoint_at(position)
+            event = proven_event_after(canonical, self._head_of(row[5]), row[0])
+            if event is not None and self._accepted_proven(event, row):
                 return True
         return self.feed(stored_entry(row))
+
+    def _accepted_proven(self, event: dict[str, Any], row: Sequence[Any]) -> bool:
+        """The rest of the fast path for an entry whose stored bytes are proven the canonical
+        bytes of ``event`` at its position and time: the event is no prune marker, the index
+        columns agree with it, and its hash and link hold; then it is taken."""
+        position, canonical = row[0], row[3]
+        if (
+            not is_pruned_marker(event)
+            and _columns_agree(event, row)
+            and self._chain.accept(position, row[1], row[2], canonical)
+        ):
+            self._covered.extend(pruned_ranges_of(event))
+            self._check_checkpoint_at(position)
+            return True
+        return False
 
     def _head_of(self, appended_at: datetime) -> bytes:
         """The head of the canonical bytes of entries appended at ``appended_at``, computed
