@@ -49,16 +49,9 @@ def name_uuid(namespace: uuid.UUID, name: str) -> uuid.UUID:
 def random_uuids(count: int) -> list[uuid.UUID]:
     """``count`` ids as ``uuid.uuid4()`` makes them (``UUID(bytes=os.urandom(16),
     version=4)``: 122 random bits from the operating system's generator, the version and the
-    variant set), their random bytes drawn by one ``os.urandom`` call. Drawn when needed, never
-    kept for later: a pool kept in a module would be copied into every forked worker."""
-    entropy = os.urandom(16 * count)
-    return [
-        uuid.UUID(
-            int=(int.from_bytes(entropy[at : at + 16], "big") & ~_VERSION_AND_VARIANT_BITS)
-            | _VERSION_4_RFC_VARIANT
-        )
-        for at in range(0, 16 * count, 16)
-    ]
+    variant set), their random bytes drawn by one ``os.urandom`` call when asked for (a batch
+    asks for all of its new event ids at once)."""
+    return [_version_4(value) for value in _random_values(count)]
 
 
 def random_uuid() -> uuid.UUID:
@@ -67,7 +60,16 @@ def random_uuid() -> uuid.UUID:
     try:
         value = _random.popleft()
     except IndexError:
-        block = os.urandom(16 * _RANDOM_IDS_PER_READ)
-        _random.extend(int.from_bytes(block[i : i + 16], "big") for i in range(0, len(block), 16))
+        _random.extend(_random_values(_RANDOM_IDS_PER_READ))
         value = _random.popleft()
+    return _version_4(value)
+
+
+def _random_values(count: int) -> list[int]:
+    """``count`` random 128-bit values from one ``os.urandom`` call."""
+    entropy = os.urandom(16 * count)
+    return [int.from_bytes(entropy[at : at + 16], "big") for at in range(0, 16 * count, 16)]
+
+
+def _version_4(value: int) -> uuid.UUID:
     return uuid.UUID(int=(value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_4_RFC_VARIANT)
