@@ -129,7 +129,9 @@ def worker_process(settings: BranchlineSettings, port: int) -> subprocess.Popen[
 async def test_a_worker_killed_mid_stream_loses_nothing_duplicates_nothing_fires_nothing_twice(
     infra: Infra, tmp_path: Path
 ) -> None:
-    settings = fast_settings(infra, tmp_path)
+    # Small batches: the kill must land mid-stream, and a worker applying up to 200 events a
+    # transaction could finish the whole history between two polls of the wait below.
+    settings = fast_settings(infra, tmp_path, followup_worker_batch_size=25)
     history = generate_history(80, end=now_utc() - timedelta(minutes=2), span=timedelta(hours=6))
     total = len(history.events)
     async with followup_db(settings) as db:
