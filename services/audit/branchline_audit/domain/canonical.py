@@ -255,12 +255,9 @@ def encodes_event_after(
     """:func:`encodes_event` with the head of the entry's append time given
     (:func:`entry_head`): the same proof, without checking and encoding the time again for
     every row of an append."""
-    if type(position) is not int or not 1 <= position <= MAX_POSITION:
+    body = _body_between(canonical, head, position)
+    if body is None:
         return False
-    tail = b"%s%d}" % (_TAIL_START, position)
-    if not (canonical.startswith(head) and canonical.endswith(tail)):
-        return False
-    body = canonical[len(head) : len(canonical) - len(tail)]
     try:
         if orjson.dumps(event, option=_ORJSON_NATIVE_ONLY) != body:
             return False
@@ -276,12 +273,9 @@ def proven_event_after(canonical: bytes, head: bytes, position: int) -> dict[str
     only inside its bytes (migration 006, #12): the event is parsed from them once, and the
     proof is :func:`encodes_event_after`'s with that event, so it is as strict: the bytes
     are head + orjson's sorted encoding of the event, proven its JCS text, + tail."""
-    if type(position) is not int or not 1 <= position <= MAX_POSITION:
+    body = _body_between(canonical, head, position)
+    if body is None:
         return None
-    tail = b"%s%d}" % (_TAIL_START, position)
-    if not (canonical.startswith(head) and canonical.endswith(tail)):
-        return None
-    body = canonical[len(head) : len(canonical) - len(tail)]
     try:
         event = orjson.loads(body)
         if type(event) is not dict or orjson.dumps(event, option=_ORJSON_NATIVE_ONLY) != body:
@@ -289,6 +283,17 @@ def proven_event_after(canonical: bytes, head: bytes, position: int) -> dict[str
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
     return event if _surely_jcs(body, event) else None
+
+
+def _body_between(canonical: bytes, head: bytes, position: int) -> bytes | None:
+    """What stored bytes hold between ``head`` and the tail of a valid ``position`` (the
+    event's encoding, if they are an entry's canonical bytes there), or None."""
+    if type(position) is not int or not 1 <= position <= MAX_POSITION:
+        return None
+    tail = b"%s%d}" % (_TAIL_START, position)
+    if not (canonical.startswith(head) and canonical.endswith(tail)):
+        return None
+    return canonical[len(head) : len(canonical) - len(tail)]
 
 
 _HEAD_SIZE = len(_entry_head("2024-05-01T09:30:00.000000Z"))
