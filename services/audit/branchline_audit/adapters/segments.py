@@ -118,26 +118,25 @@ class ProcessSegmentVerifiers:
     async def verify(
         self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
     ) -> list[SegmentResult]:
+        # In a thread: starting the fork server (a new interpreter importing this module)
+        # and each process blocks, and meanwhile the caller verifies a segment itself.
+        return await asyncio.to_thread(self._verify, list(segments), checkpoint_sizes)
+
+    def _verify(
+        self, segments: list[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult]:
+        if not segments:
+            return []
         context = _VerifyingContext()
         # The fork server, a new interpreter started once per parent, imports this module
         # once; each process forked from it starts with asyncpg and the verifier imported,
         # and with no loop, pool or connection (nothing of the parent's).
         context.set_forkserver_preload([__name__])
-        executor = ProcessPoolExecutor(max_workers=len(segments), mp_context=context)
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.gather(
-                *(
-                    loop.run_in_executor(
-                        executor,
-                        verify_segment,
-                        self._database_url,
-                        self._role,
-                        segment,
-                        checkpoint_sizes,
-                    )
-                    for segment in segments
+        with ProcessPoolExecutor(max_workers=len(segments), mp_context=context) as executor:
+            futures = [
+                executor.submit(
+                    verify_segment, self._database_url, self._role, segment, checkpoint_sizes
                 )
-            )
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+                for segment in segments
+            ]
+            return [future.result() for future in futures]

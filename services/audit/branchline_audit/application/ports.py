@@ -137,7 +137,8 @@ class SegmentVerifiers(Protocol):
 
     @property
     def processes(self) -> int:
-        """How many segments to split the ledger into (1: verify it in one pass)."""
+        """How many segments to split the ledger into, the first verified by the caller
+        (1: verify it in one pass)."""
         ...
 
     @property

@@ -2,14 +2,15 @@
 columns, prunes and every signed checkpoint (:mod:`branchline_audit.domain.verification`).
 
 With ``segments`` (and a ledger of at least their ``min_entries``) the ledger is split by
-position into ``segments.processes`` ranges, each verified in a process of its own, and the
-results are joined here in order; a segment that does not join (its first entry is not at the
-position expected or does not link where its process assumed: a tamper at the boundary) has
-its rows verified again here, from the state the segments before it left. The verdict is the
-sequential one either way (#12)."""
+position into ``segments.processes`` ranges: the first is verified here while each other one
+is verified in a process of its own, and their results are joined here in order. A segment
+that does not join (its first entry is not at the position expected or does not link where
+its process assumed: a tamper at the boundary) has its rows verified again here, from the
+state the segments before it left. The verdict is the sequential one either way (#12)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from branchline_audit.application.ports import AuditCheckpoints, AuditLedger, SegmentVerifiers
@@ -40,8 +41,18 @@ async def verify_ledger(
         if size >= segments.min_entries:
             parts = split_ledger(size, segments.processes)
             sizes = frozenset(c.tree_size for c in stored)
-            read = 0
-            for part, result in zip(parts, await segments.verify(parts, sizes), strict=True):
+            apart = asyncio.ensure_future(segments.verify(parts[1:], sizes))
+            try:
+                # The first segment here, while the processes start and verify the others.
+                read = await _feed_segment(ledger, auditor, parts[0])
+                if progress is not None:
+                    progress(read)
+                results = await apart
+            finally:
+                if not apart.done():
+                    apart.cancel()
+                    await asyncio.gather(apart, return_exceptions=True)
+            for part, result in zip(parts[1:], results, strict=True):
                 if auditor.joins(result):
                     auditor.absorb(result)
                     read += result.rows
