@@ -277,7 +277,9 @@ class PostgresLedger:
         # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
         # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
         await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
-        await self._cache_subtrees(conn, position)
+        # The new leaves' hashes are at hand: the subtrees take them from here and read only
+        # older ones back (leaf i is position i + 1).
+        await self._cache_subtrees(conn, position, {r[0] - 1: r[10] for r in rows})
         await self._record_restrictions(conn, new_events, now)
         await self._record_source_positions(conn, rows, positions or {})
         return [r[0] for r in rows]
@@ -317,10 +319,14 @@ class PostgresLedger:
             [ledger_position for ledger_position, _, _ in placed],
         )
 
-    async def _cache_subtrees(self, conn: PgConnection, size: int) -> None:
+    async def _cache_subtrees(
+        self, conn: PgConnection, size: int, appended: dict[int, bytes]
+    ) -> None:
         """Store every cached-level subtree now complete (also back-fills missing ones): what
         each level holds, then the stored children the new nodes need (one statement), then
-        the new nodes (one statement), instead of three statements per level (#12)."""
+        the new nodes (one statement), instead of three statements per level (#12).
+        ``appended`` holds the hashes of the leaves this transaction appended (by leaf index,
+        the last ones of the tree): only older leaves are read back (#12)."""
         levels = cached_levels(size)
         if not levels:
             return
@@ -329,19 +335,25 @@ class PostgresLedger:
             for r in await conn.fetch(_CACHED_NODES, levels)
             if r["have"] is not None
         }
-        work = subtree_work(size, have)
+        work = subtree_work(size, have, at_hand_from=size - len(appended))
         if not work.build:
             return
-        inputs = await conn.fetch(
-            _SUBTREE_INPUTS,
-            work.leaves[0],
-            work.leaves[1],
-            [n[0] for n in work.nodes],
-            [n[1] for n in work.nodes],
-            [n[2] for n in work.nodes],
-        )
-        entry_hashes = {r["idx"]: bytes(r["hash"]) for r in inputs if r["level"] == 0}
-        stored = {(r["level"], r["idx"]): bytes(r["hash"]) for r in inputs if r["level"] != 0}
+        entry_hashes = appended
+        stored: dict[tuple[int, int], bytes] = {}
+        if work.leaves[0] < work.leaves[1] or work.nodes:
+            inputs = await conn.fetch(
+                _SUBTREE_INPUTS,
+                work.leaves[0],
+                work.leaves[1],
+                [n[0] for n in work.nodes],
+                [n[1] for n in work.nodes],
+                [n[2] for n in work.nodes],
+            )
+            for r in inputs:
+                if r["level"] == 0:
+                    entry_hashes[r["idx"]] = bytes(r["hash"])
+                else:
+                    stored[(r["level"], r["idx"])] = bytes(r["hash"])
         nodes = build_subtrees(work, entry_hashes, stored)
         await conn.execute(
             "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
