@@ -102,21 +102,33 @@ def _held(nodes: dict[tuple[int, int], bytes]) -> dict[int, int]:
     return have
 
 
-def _cache_after(
-    size: int,
-    hashes: list[bytes],
-    nodes: dict[tuple[int, int], bytes],
-    at_hand_from: int | None = None,
-) -> None:
+def _cache_after(size: int, hashes: list[bytes], nodes: dict[tuple[int, int], bytes]) -> None:
     """One append's caching, as the ledger does it: reads exactly what the work names (a
-    node it needs and did not name is missing, and raises), adds what it builds. The
-    leaves from ``at_hand_from`` on are the append's own, given without being named."""
-    work = subtree_work(size, _held(nodes), at_hand_from=at_hand_from)
-    at_hand = range(size if at_hand_from is None else at_hand_from, size)
-    assert work.leaves[1] <= at_hand.start  # nothing at hand is read back
-    entry_hashes = {i: hashes[i] for i in [*range(*work.leaves), *at_hand]}
+    node it needs and did not name is missing, and raises), adds what it builds."""
+    work = subtree_work(size, _held(nodes))
+    entry_hashes = {i: hashes[i] for i in range(*work.leaves)}
     asked = {(lvl, i): nodes[(lvl, i)] for lvl, low, high in work.nodes for i in range(low, high)}
     for level, index, value in build_subtrees(work, entry_hashes, asked):
+        assert (level, index) not in nodes
+        nodes[(level, index)] = value
+
+
+def _append_reading_past_the_parents(
+    before: int, size: int, hashes: list[bytes], nodes: dict[tuple[int, int], bytes]
+) -> None:
+    """One append of leaves ``[before, size)`` as the ledger's statement before its COPY
+    reads (``_BEFORE_APPEND``): the stored entries from the first leaf of the first
+    level-STRIDE node not cached, the nodes of each level from the first child of its parent
+    level's first node not cached; the appended leaves are at hand."""
+    have = _held(nodes)
+    leaves = {i: hashes[i] for i in range(have.get(STRIDE, 0) << STRIDE, before)}
+    leaves.update({i: hashes[i] for i in range(before, size)})
+    read = {
+        (level, index): value
+        for (level, index), value in nodes.items()
+        if index >= have.get(level + STRIDE, 0) << STRIDE
+    }
+    for level, index, value in build_subtrees(subtree_work(size, have), leaves, read):
         assert (level, index) not in nodes
         nodes[(level, index)] = value
 
@@ -139,14 +151,14 @@ def test_caching_append_by_append_reads_what_it_names_and_builds_the_whole_cache
 
 @settings(max_examples=60, deadline=None)
 @given(steps=st.lists(st.integers(1, 3000), min_size=1, max_size=8), data=st.data())
-def test_caching_with_the_appended_leaves_at_hand_builds_the_same_cache(
+def test_an_append_reading_past_the_last_complete_parents_builds_the_same_cache(
     steps: list[int], data: st.DataObject
 ) -> None:
-    """#12: an append's own leaf hashes come from memory, the older ones it needs are read:
-    the same nodes as reading every leaf back, also when some levels or nodes are missing
-    and are back-filled on the way."""
+    """#12: what an append reads before its COPY (the inputs past each level's last complete
+    parent) plus its own leaves at hand build the cache a build from all leaves gives,
+    whatever the sizes of the appends, also when the newest nodes went missing and are
+    back-filled on the way."""
     hashes = entry_hashes(sum(steps))
-    full = cache_for(hashes)
     nodes: dict[tuple[int, int], bytes] = {}
     size = 0
     for step in steps:
@@ -154,18 +166,9 @@ def test_caching_with_the_appended_leaves_at_hand_builds_the_same_cache(
             dropped = data.draw(st.integers(0, len(nodes)), label="how many")
             for key in sorted(nodes, key=lambda k: (-k[0], -k[1]))[:dropped]:
                 del nodes[key]
-        _cache_after(size + step, hashes, nodes, at_hand_from=size)
+        _append_reading_past_the_parents(size, size + step, hashes, nodes)
         size += step
-    assert nodes == full
-
-
-def test_the_appended_leaves_are_not_named_to_be_read() -> None:
-    """Leaves 500..999 at hand: of the level-4 nodes 31..62, only leaves 496..499 are read."""
-    work = subtree_work(1000, {STRIDE: 31, 2 * STRIDE: 1}, at_hand_from=500)
-    assert work.build == ((STRIDE, 31, 62), (2 * STRIDE, 1, 3))
-    assert work.leaves == (496, 500)
-    assert work.nodes == ((STRIDE, 16, 31),)
-    assert subtree_work(1000, {STRIDE: 32}, at_hand_from=512).leaves == (512, 512)
+    assert nodes == cache_for(hashes)
 
 
 def test_missing_levels_and_nodes_are_back_filled() -> None:

@@ -150,14 +150,9 @@ class SubtreeWork:
     nodes: tuple[tuple[int, int, int], ...]
 
 
-def subtree_work(
-    size: int, have: Mapping[int, int], *, at_hand_from: int | None = None
-) -> SubtreeWork:
+def subtree_work(size: int, have: Mapping[int, int]) -> SubtreeWork:
     """:class:`SubtreeWork` for a tree of ``size`` leaves whose cache holds nodes
-    ``[0, have[level])`` of each cached level (a level missing from ``have`` holds none).
-    The hashes of leaves ``at_hand_from`` on are at hand (an append's own): only leaves before
-    it are named to be read (every leaf when None)."""
-    read_below = size if at_hand_from is None else at_hand_from
+    ``[0, have[level])`` of each cached level (a level missing from ``have`` holds none)."""
     build: list[tuple[int, int, int]] = []
     leaves = (0, 0)
     nodes: list[tuple[int, int, int]] = []
@@ -168,7 +163,7 @@ def subtree_work(
         build.append((level, first, end))
         low, high = first << STRIDE, end << STRIDE
         if level == STRIDE:
-            leaves = (low, max(low, min(high, read_below)))
+            leaves = (low, high)
             continue
         # Children below what the level beneath holds are stored; the rest are built first.
         stored_end = min(high, have.get(level - STRIDE, 0))
