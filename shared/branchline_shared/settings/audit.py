@@ -30,7 +30,7 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         "of positions joined at their boundaries; 0: one per core, 1: one pass (#12).",
     )
     audit_verify_parallel_min_entries: int = Field(
-        default=20_000,
+        default=100_000,
         ge=1,
         description="Ledgers with fewer entries are verified in one pass: starting the "
         "processes costs more than they save (#12).",

@@ -536,7 +536,7 @@ async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
         assert one_pass.first_bad_position == position, (column, one_pass.reason)
     for change in (
         "DELETE FROM audit_ledger WHERE position = $1",
-        "UPDATE audit_ledger SET prev_hash = '\\x00'::bytea WHERE position = $1",
+        "UPDATE audit_ledger SET prev_hash = decode(repeat('ab', 32), 'hex') WHERE position = $1",
     ):
         row = await _row(settings, position)
         await behind_the_ledgers_back(settings, change, position)

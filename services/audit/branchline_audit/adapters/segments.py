@@ -100,7 +100,7 @@ class ProcessSegmentVerifiers:
     server; ``processes`` 0 means one per core."""
 
     def __init__(
-        self, database_url: str, role: str, *, processes: int = 0, min_entries: int = 20_000
+        self, database_url: str, role: str, *, processes: int = 0, min_entries: int = 100_000
     ) -> None:
         self._database_url = database_url
         self._role = role
