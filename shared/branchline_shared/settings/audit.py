@@ -23,11 +23,13 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         "transaction at most (#12).",
     )
     audit_verify_processes: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=64,
         description="Processes `branchline audit verify` checks the ledger in, each a range "
-        "of positions joined at their boundaries; 0: one per core, 1: one pass (#12).",
+        "of positions joined at their boundaries; 0: one per core, 1: one pass (#12). One "
+        "pass by default: with checkpoints (every ledger has them) the segments were slower "
+        "in paired runs (docs/performance.md, Round 10).",
     )
     audit_verify_parallel_min_entries: int = Field(
         default=100_000,
