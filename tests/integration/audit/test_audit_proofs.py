@@ -237,9 +237,10 @@ async def test_the_cached_subtrees_equal_a_build_from_the_stored_entries(
 async def test_concurrent_appends_stay_serialised_and_a_refused_one_leaves_nothing(
     settings: BranchlineSettings,
 ) -> None:
-    """#12: appends from several connections at once (BEGIN and the ledger lock in one round
-    trip) take gap-free positions one after the other; one refused mid-way rolls back whole
-    and its connection serves the next append; the chain and the cached subtrees hold."""
+    """#12: appends from several connections at once (each reading what it needs in one
+    statement after the ledger lock) take gap-free positions one after the other; one
+    refused mid-way rolls back whole and its connection serves the next append; the chain
+    and the cached subtrees hold."""
     rng = random.Random(1210)
     async with audit_context(quick_settings(settings)) as audit:
         batches = [random_events(37, rng, start=i * 37) for i in range(8)]

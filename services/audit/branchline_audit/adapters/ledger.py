@@ -50,8 +50,6 @@ from branchline_shared.postgres.pool import PgConnection
 __all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger", "UnstorableEvent"]
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
-# A simple query (no parameters): the key is a constant.
-_BEGIN_AND_LOCK = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK_KEY})"
 _COLUMNS = (
     "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
     "appended_at, prev_hash, hash, pruned_at, canonical"
@@ -237,19 +235,8 @@ class PostgresLedger:
         deliver an event more than once, the ledger holds it once. ``positions`` (by event id:
         where the event's store put it) are recorded with the new entries, for reconcile.
         """
-        async with self._pool.acquire() as conn:
-            # BEGIN and the lock in one round trip (#12): still two statements, so the reads
-            # after it take their snapshot once the lock is held. Otherwise what asyncpg's
-            # managed transaction does: COMMIT, or ROLLBACK on any exception (also one while
-            # waiting for the lock; outside a transaction it is only a warning).
-            try:
-                await conn.execute(_BEGIN_AND_LOCK)
-                new = await self._append_after_lock(conn, events, now=now, positions=positions)
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
-            return len(new)
+        async with self._pool.acquire() as conn, conn.transaction():
+            return len(await self.append_locked(conn, events, now=now, positions=positions))
 
     async def append_locked(
         self,
@@ -261,17 +248,6 @@ class PostgresLedger:
     ) -> list[int]:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-        return await self._append_after_lock(conn, events, now=now, positions=positions)
-
-    async def _append_after_lock(
-        self,
-        conn: PgConnection,
-        events: Sequence[dict[str, Any]],
-        *,
-        now: datetime,
-        positions: Mapping[uuid.UUID, SourcePosition] | None,
-    ) -> list[int]:
-        """:meth:`append_locked` once the ledger lock is held in this transaction."""
         columns = [index_row(e, _event_uuid) for e in events]
         # After the lock (a statement of its own: a statement's snapshot is taken before it
         # waits), one statement reads all the append needs (#12).
