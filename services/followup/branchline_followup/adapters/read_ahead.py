@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from branchline_followup.adapters import client_journal
+from branchline_followup.adapters.json_rows import rows_argument, values_argument
 from branchline_followup.adapters.read_models import (
     FACT_COLUMNS,
     TASK_COLUMNS,
@@ -37,19 +38,29 @@ _FACTS = ("client_id", *FACT_COLUMNS)
 _TASKS_AT = 1 + len(_FACTS)
 _PLACES_AT = _TASKS_AT + len(TASK_COLUMNS)
 
+
+def _texts(placeholder: str, cast: str = "text") -> str:
+    """The array a JSON argument of single values holds (:func:`.json_rows.values_argument`,
+    #12: one text where an array's elements were each checked in Python by asyncpg)."""
+    return (
+        f"ARRAY(SELECT v::{cast} "  # noqa: S608 - fixed identifiers, a placeholder
+        f"FROM jsonb_array_elements_text({placeholder}::text::jsonb) AS a(v))"
+    )
+
+
 READ_AHEAD = f"""
 SELECT k.kind, f.*, t.*, p.*
 FROM (VALUES (1), (2), (3)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(_FACTS)} FROM fu_clients
-    WHERE k.kind = 1 AND client_id = ANY($1::text[])
+    WHERE k.kind = 1 AND client_id = ANY({_texts("$1")})
 ) f ON true
 LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 2 AND client_id = ANY($2::text[]) AND status = 'open'
+    WHERE k.kind = 2 AND client_id = ANY({_texts("$2")}) AND status = 'open'
 ) t ON true
 LEFT JOIN LATERAL (
-    {client_journal.latest_places_query("$3", "$4")}
+    {client_journal.latest_places_query("$3")}
     WHERE k.kind = 3
 ) p ON true
 ORDER BY k.kind, t.opened_at, t.id
@@ -82,10 +93,9 @@ async def read_ahead(
         return found
     rows = await conn.fetch(
         READ_AHEAD,
-        list(facts_of),
-        list(open_tasks_of),
-        [c for c, _ in places_of],
-        [s for _, s in places_of],
+        values_argument(facts_of),
+        values_argument(open_tasks_of),
+        rows_argument(places_of),
     )
     for row in rows:
         kind = row[0]
@@ -108,12 +118,12 @@ SELECT k.kind, t.*, c.envelope
 FROM (VALUES (1), (2)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 1 AND source_event_id = ANY($1::uuid[])
+    WHERE k.kind = 1 AND source_event_id = ANY({_texts("$1", "uuid")})
 ) t ON true
 LEFT JOIN LATERAL (
     SELECT envelope FROM es_events
     WHERE k.kind = 2 AND type = 'followup.task_created'
-        AND envelope ->> 'causation_id' = ANY($2::text[])
+        AND envelope ->> 'causation_id' = ANY({_texts("$2")})
 ) c ON true
 """  # noqa: S608 - fixed identifiers, bound values
 """The stored tasks these events caused (``read_models.fetch_tasks_caused_by``) and their
@@ -133,7 +143,7 @@ async def read_caused_by(
     """The stored tasks that the events ``tasks_of`` caused and the recorded creations whose
     cause is one of ``creations_of``, in one statement."""
     found = CausedBy()
-    rows = await conn.fetch(CAUSED_BY, list(tasks_of), [str(s) for s in creations_of])
+    rows = await conn.fetch(CAUSED_BY, values_argument(tasks_of), values_argument(creations_of))
     for row in rows:
         if row[0] == 1 and row[_CAUSED_TASKS_AT] is not None:
             columns = row[_CAUSED_TASKS_AT:_CREATION_AT]

@@ -36,6 +36,7 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
+from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.adapters.personal_data import (
     apply_personal_data,
     pending_erasures,
@@ -642,6 +643,44 @@ _CREATE_AND_LOCK_STREAMS = (
     "RETURNING s.stream_id, s.version"
 )
 
+_APPEND_NUMBERED = """
+WITH given AS (
+    SELECT (r->>0)::uuid AS event_id, r->>1 AS stream_id, r->>2 AS type, r->>3 AS client_id,
+           (r->>4)::timestamptz AS occurred_at, (r->>5)::timestamptz AS recorded_at,
+           r->6 AS envelope, r->>7 AS topic, r->>8 AS message_key, n
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)
+), added AS (
+    SELECT stream_id, count(*)::int AS added FROM given GROUP BY stream_id
+), streams AS (
+    INSERT INTO es_streams AS s (stream_id, version)
+    SELECT stream_id, added FROM added ORDER BY stream_id
+    ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version
+    RETURNING s.stream_id, s.version
+), numbered AS (
+    SELECT g.*, s.version - a.added
+                + row_number() OVER (PARTITION BY g.stream_id ORDER BY g.n) AS stream_version
+    FROM given g JOIN added a USING (stream_id) JOIN streams s USING (stream_id)
+), written AS (
+    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
+                           occurred_at, recorded_at, envelope)
+    SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
+           jsonb_set(envelope, '{stream_version}', to_jsonb(stream_version))
+    FROM numbered ORDER BY n
+    RETURNING event_id, stream_id, stream_version, global_position
+), outbox AS (
+    INSERT INTO es_outbox (event_id, topic, message_key)
+    SELECT event_id, topic, message_key FROM given ORDER BY n
+)
+SELECT event_id, stream_id, stream_version, global_position FROM written
+"""
+"""The shared store's lock of the streams (:data:`_CREATE_AND_LOCK_STREAMS`) and its write of
+the events, their outbox rows and the streams' versions, as ONE statement (#12): each stream
+is created or locked (``ON CONFLICT DO UPDATE`` locks an existing row as ``FOR UPDATE`` would,
+in the same ``stream_id`` order) and set to its version after the events at once (a statement
+cannot change a row twice, so the lock is the version's write); each event is numbered after
+the version the stream had, in the order given, and its stored envelope says so. The rows are
+one JSON argument (:func:`.json_rows.rows_argument`): no array checked in Python."""
+
 
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
@@ -673,6 +712,43 @@ class _Events:
         # latest version; the rows are taken in the shared store's order (ORDER BY stream_id).
         rows = await self._conn.fetch(_CREATE_AND_LOCK_STREAMS, sorted(set(stream_ids)))
         return {r["stream_id"]: r["version"] for r in rows}
+
+    async def append_numbered(
+        self, events: Sequence[RecordedEvent], *, topic: str
+    ) -> list[tuple[RecordedEvent, StoredPosition]]:
+        if not events:
+            return []
+        rows = [
+            (
+                e.event_id,
+                e.stream_id,
+                e.type,
+                e.client_id,
+                e.occurred_at,
+                e.recorded_at,
+                e.model_dump(mode="json"),
+                topic,
+                e.subject_id,
+            )
+            for e in events
+        ]
+        try:
+            written = await self._conn.fetch(_APPEND_NUMBERED, rows_argument(rows))
+        except asyncpg.UniqueViolationError as exc:  # an id taken
+            raise ConcurrencyError(str(exc)) from exc
+        by_id = {r["event_id"]: r for r in written}
+        stored: list[tuple[RecordedEvent, StoredPosition]] = []
+        for event in events:
+            row = by_id[event.event_id]
+            version = row["stream_version"]
+            if event.stream_version != version:  # numbered by the statement
+                event = event.model_copy(update={"stream_version": version})
+            position = StoredPosition(
+                event.event_id, event.stream_id, version, row["global_position"]
+            )
+            stored.append((event, position))
+        self.appended += len(stored)
+        return stored
 
     async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
         for event in events:
