@@ -20,7 +20,14 @@ from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.task_creations import creation_event
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
-from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
+from branchline_followup.domain import (
+    HANDLED_EVENT_TYPES,
+    DurableTimer,
+    FollowupTask,
+    TaskKind,
+    TaskStatus,
+    TimerKind,
+)
 from branchline_followup.domain.records import ClientFacts
 from branchline_followup.domain.source_order import recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
@@ -1039,6 +1046,55 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         assert "pg_advisory_xact_lock" in held[0]
         assert all(table in held[1] for table in ("fu_clients", "fu_tasks", "fu_client_events"))
         assert sent == held  # nothing read when asked
+
+    async def test_what_held_deciding_events_caused_is_read_ahead_with_their_clients(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: holding a batch's clients also reads the stored tasks and the recorded
+        creations that its events the rules decide on caused, in the same statement; the
+        look-up that follows sends none, until the unit appends events (then it asks)."""
+        task = a_task("c-75")
+        creation = creation_event(task, stream_version=1, now=T0)
+        async with units.begin() as uow:
+            await uow.tasks.save([task])
+            await uow.events.append([creation], topic=TOPIC)
+        deciding = an_event("c-75").model_copy(update={"event_id": task.source_event_id})
+        other = an_event("c-76")
+        assert deciding.type in HANDLED_EVENT_TYPES
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            await uow.hold_clients_of([(an_event("c-74"), None)])  # the statements prepared
+            conn.add_query_logger(log)
+            try:
+                await uow.hold_clients_of([(deciding, None), (other, None)])
+                await asyncio.sleep(0)
+                held = list(sent)
+                found = await uow.look_up_caused_by([deciding.event_id, other.event_id])
+                assert await uow.tasks.get_caused(task.id, deciding.event_id) == task
+                assert await uow.tasks.get_caused(uuid.uuid4(), other.event_id) is None
+                await asyncio.sleep(0)
+                assert sent == held  # nothing asked
+                later = creation_event(
+                    a_task("c-76").model_copy(update={"source_event_id": other.event_id}),
+                    stream_version=1,
+                    now=T0,
+                )
+                await uow.events.append_numbered([later], topic=TOPIC)
+                again = await uow.look_up_caused_by([other.event_id])
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+        assert len(held) == 2, held
+        assert "followup.task_created" in held[1]
+        assert "source_event_id" in held[1]
+        assert [c.event_id for c in found] == [creation.event_id]
+        assert [c.event_id for c in again] == [later.event_id]
+        assert len(sent) == len(held) + 2, sent  # the append, then the look-up asked
 
     async def test_the_timeline_collected_by_a_unit_is_written_with_it_but_a_failed_savepoints(
         self, units: UnitsOfWork, settings: BranchlineSettings

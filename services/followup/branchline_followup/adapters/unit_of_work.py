@@ -53,7 +53,7 @@ from branchline_followup.adapters.pg_schemas import (
 from branchline_followup.adapters.read_ahead import read_ahead, read_caused_by
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
-from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain import HANDLED_EVENT_TYPES, DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
@@ -781,6 +781,10 @@ class PostgresFollowupUnitOfWork:
         self._applied_unwritten: list[tuple[Any, ...]] = []
         """``collect``: the applied records of events the unit appended, written with the
         collected writes (:meth:`mark_appended_applied`)."""
+        self._creations_ahead: dict[uuid.UUID, list[RecordedEvent]] = {}
+        """Source event id → the recorded creations it caused, read ahead by
+        :meth:`hold_clients_of` (valid while :attr:`events` has appended nothing since)."""
+        self._appended_at_read = 0
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
@@ -825,18 +829,54 @@ class PostgresFollowupUnitOfWork:
         facts_of = self.clients.unread(held)
         open_tasks_of = self.tasks.unread_open(held)
         places_of = self.journal.unread(pairs)
-        if open_tasks_of:
+        # What the events the rules decide on caused, with the rest (#12: the look-up that
+        # follows, :meth:`look_up_caused_by`, was a statement of its own): held, so what
+        # their clients' tasks and creations are stays what is read until the unit writes.
+        deciding = [e.event_id for e, _ in events if e.client_id and e.type in HANDLED_EVENT_TYPES]
+        tasks_of = self.tasks.unread_caused(deciding)
+        creations_of = [s for s in dict.fromkeys(deciding) if s not in self._creations_ahead]
+        if open_tasks_of or tasks_of:
             await self.tasks.write_unwritten()  # the read must find the tasks saved so far
-        found = await read_ahead(self._conn, facts_of, open_tasks_of, places_of)
+        if self.events.appended != self._appended_at_read:
+            self._creations_ahead.clear()  # the unit recorded some since: read them again
+        found = await read_ahead(
+            self._conn, facts_of, open_tasks_of, places_of, tasks_of, creations_of
+        )
         self.clients.keep_read(facts_of, found.facts)
         self.tasks.keep_open(found.open_tasks)
         self.journal.keep_read(places_of, found.places)
+        self.tasks.keep_caused(tasks_of, found.caused.tasks)
+        self._keep_creations(creations_of, found.caused.creations)
+
+    def _keep_creations(
+        self, source_event_ids: Sequence[uuid.UUID], found: Sequence[RecordedEvent]
+    ) -> None:
+        """Keep every recorded creation these events caused (``found``: all of them), as the
+        store holds them while the unit appends nothing (:attr:`_appended_at_read`)."""
+        for source in source_event_ids:
+            self._creations_ahead[source] = []
+        for creation in found:
+            self._creations_ahead[uuid.UUID(creation.causation_id or "")].append(creation)
+        self._appended_at_read = self.events.appended
+
+    def _creations_kept(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent] | None:
+        """The recorded creations of these events read ahead, None unless all of them were
+        read and the unit appended nothing since."""
+        if self.events.appended != self._appended_at_read:
+            return None
+        kept = self._creations_ahead
+        if not all(s in kept for s in source_event_ids):
+            return None
+        return [c for s in source_event_ids for c in kept[s]]
 
     async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         tasks_of = self.tasks.unread_caused(source_event_ids)
         creations_of = list(dict.fromkeys(source_event_ids))
         if not creations_of:
             return []
+        kept = None if tasks_of else self._creations_kept(creations_of)
+        if kept is not None:  # read ahead with the clients (hold_clients_of)
+            return kept
         if tasks_of:
             await self.tasks.write_unwritten()  # the read must find the tasks saved so far
         # One statement where two were (#12): the tasks and the creations these events caused.
