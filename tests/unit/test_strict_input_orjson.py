@@ -136,6 +136,13 @@ def test_an_ordinary_event_is_parsed_by_orjson() -> None:
     assert _same(quick, parse_strict_json(body))
 
 
+def test_many_brackets_but_shallow_is_parsed_by_orjson_too_deep_is_not() -> None:
+    shallow = json.dumps({"events": [{"data": {"tags": ["a"]}}] * 40}).encode()
+    assert clean_document(shallow) is not UNDECIDED
+    deep = json.dumps([[{"a": 1}]] * 40 + [json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)])
+    assert clean_document(deep.encode()) is UNDECIDED
+
+
 def _checked(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scope: dict[str, Any] = {
         "type": "http",

@@ -223,7 +223,11 @@ def clean_document(body: bytes) -> Any:
     if not _plain(body):
         return UNDECIDED
     outside = _outside_strings(body)
-    if _LONG_OR_EXPONENT.search(outside) is not None or not _nested_within_bounds(outside):
+    if _LONG_OR_EXPONENT.search(outside) is not None:
+        return UNDECIDED
+    # No deeper than it has brackets that open: the passes only for a body with many.
+    opened = outside.count(b"{") + outside.count(b"[")
+    if opened > MAX_DEPTH and not _nested_within_bounds(outside):
         return UNDECIDED
     try:
         document = orjson.loads(body)
