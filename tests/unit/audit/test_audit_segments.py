@@ -26,7 +26,7 @@ from tests.unit.audit.test_audit_fast_verify import (
 )
 
 from branchline_audit.domain.canonical import stored_event
-from branchline_audit.domain.merkle import CompactRange, leaf_hash
+from branchline_audit.domain.merkle import AlignedRange, CompactRange, leaf_hash
 from branchline_audit.domain.records import pruned_marker
 from branchline_audit.domain.verification import (
     LedgerAuditor,
@@ -270,3 +270,23 @@ def test_a_rewrite_found_only_by_a_checkpoint_is_located_as_in_one_pass() -> Non
         table = _rehash_from(position, REHASHED_BYTES["whitespace"])(good)
         verdict = assert_same(table, checkpoints)
         assert verdict.bad_checkpoint is not None, position
+
+
+def test_a_segments_aligned_subtrees_join_a_tree_as_its_leaves_would() -> None:
+    """The tree of leaves 0..start joined with the subtrees of leaves start..end (formed
+    alone, aligned from ``start``) is the tree of all leaves, at every split."""
+    leaves = [leaf_hash(bytes([i % 256, i // 256]) * 16) for i in range(70)]
+    for start in range(40):
+        for end in range(start, 70):
+            apart = AlignedRange(start)
+            for leaf in leaves[start:end]:
+                apart.append(leaf)
+            joined = CompactRange()
+            joined.extend(leaves[:start])
+            for level, root in apart.nodes:
+                joined.append_subtree(level, root)
+            whole = CompactRange()
+            whole.extend(leaves[:end])
+            assert (joined.size, joined.hashes) == (whole.size, whole.hashes), (start, end)
+    with pytest.raises(ValueError, match="cannot follow"):
+        CompactRange.restore(1, [leaves[0]]).append_subtree(1, leaves[1])

@@ -69,7 +69,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -647,20 +647,32 @@ class ChainVerifier:
         """Take over where a verifier of the next ``entries`` entries ended (its
         :meth:`state`): one that started from this chain's state, or from one that an entry
         linking to this chain treats alike (:meth:`LedgerAuditor.joins`). Marks and the tree
-        are its caller's (:meth:`mark_bad`, :meth:`grow_tree`)."""
+        are its caller's (:meth:`mark_bad`, :meth:`tree_with`, :meth:`set_tree`)."""
         self._expected, self._prev, self._also = state
         self._count += entries
 
-    def grow_tree(self, leaves: bytes, start: int, stop: int) -> None:
-        """The tree grown by leaves ``start`` to ``stop`` of ``leaves`` (Merkle leaf hashes,
-        32 bytes each, in ledger order) as :meth:`_grow_tree` grows it by one entry each."""
-        for i in range(start, stop):
-            if self._tree is None:
-                return
-            if self._tree_leaves is not None and self._tree.size >= self._tree_leaves:
-                self._tree = None
-                return
-            self._tree.append(leaves[i * HASH_SIZE : (i + 1) * HASH_SIZE])
+    @property
+    def entries(self) -> int:
+        """Entries taken so far (the tree's leaves, while it is kept)."""
+        return self._count
+
+    def tree_with(self, subtrees: Sequence[tuple[int, bytes]], leaves: int) -> CompactRange | None:
+        """The tree as :meth:`_grow_tree` leaves it after ``leaves`` more entries whose leaf
+        hashes form ``subtrees`` (``(level, root)``, aligned from the tree's size: an
+        :class:`~branchline_audit.domain.merkle.AlignedRange`), without changing it; None when
+        no tree is kept then."""
+        tree = self._tree
+        if tree is None:
+            return None
+        if self._tree_leaves is not None and tree.size + leaves > self._tree_leaves:
+            return None  # the leaf past tree_leaves drops the tree
+        grown = CompactRange.restore(tree.size, tree.hashes)
+        for level, root in subtrees:
+            grown.append_subtree(level, root)
+        return grown
+
+    def set_tree(self, tree: CompactRange | None) -> None:
+        self._tree = tree
 
     def _advance(self, hash_: bytes) -> None:
         self._prev = hash_

@@ -119,6 +119,20 @@ class CompactRange:
         self._hashes.append(node)
         self._size += 1
 
+    def append_subtree(self, level: int, subtree: bytes) -> None:
+        """Add the root of the next complete subtree of ``2**level`` leaves (``size`` a
+        multiple of it): :meth:`append` for that many leaves at once, by the same carry."""
+        _require_hash(subtree, "subtree hash")
+        if level < 0 or self._size % (1 << level):
+            raise ValueError(f"a subtree of level {level} cannot follow {self._size} leaves")
+        node = subtree
+        carry = self._size >> level
+        while carry & 1:
+            node = node_hash(self._hashes.pop(), node)
+            carry >>= 1
+        self._hashes.append(node)
+        self._size += 1 << level
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Append many leaf hashes in order."""
         for leaf in leaves:
@@ -127,6 +141,36 @@ class CompactRange:
     def root(self) -> bytes:
         """MTH of the current tree: the subtree roots folded from the right."""
         return fold_subtree_roots(self._hashes)
+
+
+class AlignedRange:
+    """The complete subtrees that leaves ``[start, start + size)`` of a tree form, leaves
+    appended one by one: what a verifier of a segment of the ledger hands over so that the
+    whole tree is joined in O(log n) (:meth:`CompactRange.append_subtree`, #12)."""
+
+    __slots__ = ("_nodes", "_size", "_start")
+
+    def __init__(self, start: int) -> None:
+        self._start = start
+        self._size = 0
+        self._nodes: list[tuple[int, bytes]] = []
+
+    @property
+    def nodes(self) -> tuple[tuple[int, bytes], ...]:
+        """``(level, root)`` of each subtree, left to right."""
+        return tuple(self._nodes)
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf hash; a subtree is merged with its left sibling when the range
+        holds that sibling whole (the last subtree, of the same level)."""
+        _require_hash(leaf, "leaf hash")
+        node, level, index = leaf, 0, self._start + self._size
+        while index & 1 and self._nodes and self._nodes[-1][0] == level:
+            node = node_hash(self._nodes.pop()[1], node)
+            level += 1
+            index >>= 1
+        self._nodes.append((level, node))
+        self._size += 1
 
 
 def fold_subtree_roots(subtree_roots: Sequence[bytes]) -> bytes:

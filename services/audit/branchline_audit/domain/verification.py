@@ -34,7 +34,7 @@ from branchline_audit.domain.canonical import (
     proven_event_after,
     stored_event,
 )
-from branchline_audit.domain.merkle import HASH_SIZE, leaf_hash
+from branchline_audit.domain.merkle import HASH_SIZE, AlignedRange, leaf_hash
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
 from branchline_audit.domain.records import (
     IndexColumns,
@@ -233,6 +233,8 @@ class LedgerAuditor:
         so every later entry of the segment is too."""
         if segment.rows == 0:
             return True
+        if segment.trees is not None and self._chain.entries != segment.segment.low:
+            return False  # its subtrees are aligned from leaf `low`: rows are missing before
         state = self._chain.state()
         if state == segment.start:
             return True
@@ -250,18 +252,19 @@ class LedgerAuditor:
         if segment.rows == 0:
             return  # no row: the state is this auditor's, not the one the segment assumed
         chain = self._chain
-        done = 0
+        checks = iter(segment.trees or ())
         for row, position, reason in segment.events:
             if row < 0:
                 chain.mark_bad(position, reason)
                 continue
-            chain.grow_tree(segment.leaves, done, row + 1)
-            done = row + 1
+            kept = chain.tree_with((), 0)
+            chain.set_tree(chain.tree_with(next(checks), row + 1))
             self._check_checkpoint_at(position)
-        if segment.leaves:
-            chain.grow_tree(segment.leaves, done, segment.rows)
+            chain.set_tree(kept)
+        if segment.trees is not None:
+            chain.set_tree(chain.tree_with(segment.trees[-1], segment.rows))
         elif self._checkpoints:
-            raise ValueError("a segment verified without its leaves cannot grow the tree")
+            raise ValueError("a segment verified without its subtrees cannot grow the tree")
         chain.resume(segment.end, segment.rows)
         self._pruned.extend(segment.pruned)
         self._covered.extend(segment.covered)
@@ -513,24 +516,27 @@ class SegmentResult:
     events: tuple[tuple[int, int, str], ...]
     """In order: ``(-1, position, reason)`` for each bad mark, ``(row, position, "")`` for
     each row (0-based within the segment) at a checkpoint's tree size."""
-    leaves: bytes
-    """The Merkle leaf hash of each row, 32 bytes each (empty: no checkpoint asked for)."""
+    trees: tuple[tuple[tuple[int, bytes], ...], ...] | None
+    """The complete subtrees ``(level, root)`` its rows' Merkle leaves form, aligned from leaf
+    ``segment.low``: as at each checkpoint check (in order), then at its end (None: no
+    checkpoint asked for)."""
     pruned: tuple[int, ...]
     covered: tuple[tuple[int, int], ...]
 
 
 class _SegmentChain(ChainVerifier):
-    """A chain verifier that records its marks and leaves instead of keeping them."""
+    """A chain verifier that records its marks and its leaves' subtrees instead of keeping
+    them."""
 
-    __slots__ = ("events", "leaves", "want_leaves")
+    __slots__ = ("events", "leaves", "trees")
 
     def __init__(self, start: ChainState, *, want_leaves: bool) -> None:
         super().__init__(
             start_position=start.expected, prev_hash=start.prev, keep_going=True, tree_leaves=0
         )
         self.events: list[tuple[int, int, str]] = []
-        self.leaves: list[bytes] = []
-        self.want_leaves = want_leaves
+        self.leaves = AlignedRange(start.expected - 1) if want_leaves else None
+        self.trees: list[tuple[tuple[int, bytes], ...]] = []
 
     def assume_link(self, prev_hash: bytes) -> None:
         self._prev = prev_hash
@@ -540,7 +546,7 @@ class _SegmentChain(ChainVerifier):
         self.events.append((-1, position, reason))
 
     def _grow_tree(self, hash_: bytes) -> None:
-        if self.want_leaves:
+        if self.leaves is not None:
             self.leaves.append(leaf_hash(hash_))
 
 
@@ -586,6 +592,8 @@ class SegmentAuditor(LedgerAuditor):
             chain = self._chain
             assert isinstance(chain, _SegmentChain)
             chain.events.append((self._rows - 1, position, ""))
+            if chain.leaves is not None:
+                chain.trees.append(chain.leaves.nodes)
 
     def result(self) -> SegmentResult:
         chain = self._chain
@@ -597,7 +605,7 @@ class SegmentAuditor(LedgerAuditor):
             first_prev_hash=self._first_prev,
             end=chain.state(),
             events=tuple(chain.events),
-            leaves=b"".join(chain.leaves),
+            trees=None if chain.leaves is None else (*chain.trees, chain.leaves.nodes),
             pruned=tuple(self._pruned),
             covered=tuple(self._covered),
         )
