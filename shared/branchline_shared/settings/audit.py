@@ -28,8 +28,8 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         le=64,
         description="Processes `branchline audit verify` checks the ledger in, each a range "
         "of positions joined at their boundaries; 0: one per core, 1: one pass (#12). One "
-        "pass by default: with checkpoints (every ledger has them) the segments were slower "
-        "in paired runs (docs/performance.md, Round 10).",
+        "pass by default: a command's first verify pays the processes' start, and came out "
+        "even or slower up to 200,000 entries (docs/performance.md, Round 10).",
     )
     audit_verify_parallel_min_entries: int = Field(
         default=100_000,
