@@ -18,6 +18,7 @@ top functions).
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
+                                    [--gc on|off|freeze] [--no-count] [--executemany]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -29,12 +30,24 @@ printed ends with how much the rebuild still remembers at its end.
 their own (untimed), then the rebuild reads both stores (intake's and followup's, with the
 recorded creations) through the event store's log reader; the COPY ratio is against the same
 envelopes.
+
+``--gc off`` runs the timed rebuild with the garbage collector disabled, ``--gc freeze`` with
+the heap built before it frozen (``gc.freeze()``: the collector no longer walks it), to tell the
+collector's share (Round 9 "Followup projection and its writes"). ``--no-count`` leaves the
+statement counter out (it costs the process ≈ 5 % of its CPU). The line printed also gives the
+PostgreSQL server's CPU per event over the rebuild (every process of the embedded cluster, from
+``/proc``) and the process's peak RSS (which includes the untimed live apply before it).
+``--executemany`` writes each transaction's applied record, timeline, journal and facts one
+``executemany`` each, as before Round 10, instead of by ``COPY`` (to compare the two in one
+tree).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
 import sys
 import time
 import uuid
@@ -50,6 +63,7 @@ from bench.profile_followup import (  # noqa: E402
     STATEMENTS,
     CountedDeadLetters,
     count_statements,
+    server_cpu_seconds,
     workload,
     write_profile,
 )
@@ -141,7 +155,7 @@ async def intake_store(
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (_, settings):
+    async with embedded_postgres(base) as (server, settings):
         await prepare_database(settings)
         policy = policy_from_settings(settings)
         events = workload(args.workload, args.clients)
@@ -205,7 +219,17 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         if args.remember is not None:
             rebuild_target.REMEMBERED_CLIENTS = args.remember
             rebuild_target.REMEMBERED_EVENTS = args.remember
-        target = PostgresRebuildTarget(admin, settings.followup_database_url)
+        target = PostgresRebuildTarget(
+            admin, settings.followup_database_url, by_copy=not args.executemany
+        )
+        tracked = len(gc.get_objects())
+        if args.gc == "off":
+            gc.disable()
+        elif args.gc == "freeze":
+            gc.collect()
+            gc.freeze()
+        collections = [g["collections"] for g in gc.get_stats()]
+        server_started = server_cpu_seconds(server.pgdata)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await rebuild_read_models(
             target=target,
@@ -216,6 +240,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu = server_cpu_seconds(server.pgdata) - server_started
+        collected = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
+        gc.enable()
+        gc.unfreeze()
         statements = sum(STATEMENTS.values())
         if profiler is not None:
             profiler.stop()
@@ -233,9 +261,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
         f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
         f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
-        f"wall time); tasks live {live_tasks} rebuilt {rebuilt_tasks}; applied "
-        f"{result.applied} skipped {result.skipped}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+        f"wall time), PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
+        f"{'executemany' if args.executemany else 'COPY'}; "
+        f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
+        f"applied {result.applied} skipped {result.skipped}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
+        f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
+        f"the rebuild {'/'.join(map(str, collected))}"
     )
     bulk = target._bulk
     print(
@@ -246,6 +278,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_cpu_profile(profiler: Any, path: Path) -> None:
@@ -273,8 +309,12 @@ def main() -> int:
     parser.add_argument(
         "--from-stores", action="store_true", help="replay from the event stores (StoreReplay)"
     )
+    parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on")
+    parser.add_argument("--no-count", action="store_true", help="no statement counter")
+    parser.add_argument("--executemany", action="store_true", help="the flush as before COPY")
     args = parser.parse_args()
-    count_statements()
+    if not args.no_count:
+        count_statements()
     return run_in_scratch(measure, args, "bench-rebuild-")
 
 
