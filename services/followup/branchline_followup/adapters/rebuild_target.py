@@ -51,7 +51,7 @@ RECENT_STORE_EVENTS = timedelta(minutes=10)
 class SwapLockBusy(RuntimeError):
     """The swap lock could not be taken within the bounded attempts: live writers held it
     (a long transaction, or one stuck). Nothing was swapped: the live read models are
-    untouched; the rebuilt schema stays (``fu_rebuild_<n>``) until dropped or rebuilt."""
+    untouched; the rebuilt schema (``fu_rebuild_<n>``) is dropped."""
 
 
 class SwapAbandoned(RuntimeError):
@@ -937,7 +937,7 @@ class PostgresRebuildTarget:
             f"the swap lock was not free within {self._swap_lock_attempts} attempts of "
             f"{self._swap_lock_timeout_ms} ms: a live transaction holds it (see "
             "pg_locks / pg_stat_activity); the live read models are unchanged, "
-            f"the rebuilt schema {self.schema} is left to drop or retry"
+            f"the rebuilt schema {self.schema} is dropped; run the rebuild again"
         )
 
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
@@ -988,3 +988,20 @@ class PostgresRebuildTarget:
     async def drop_retired(self) -> None:
         async with self._admin.acquire() as conn:
             await pg_schemas.drop_schema(conn, self.retired)
+
+    async def discard(self) -> None:
+        """The rebuild failed before its swap committed: its schema is dropped. Only this
+        rebuild ever had its name (``fu_rebuild_<n>``, ``n`` its own row's id); a swap whose
+        commit's outcome is unknown and did rename it left no schema of that name (and the
+        live one is named ``fu_read``). A failure here is logged, not raised over the
+        rebuild's own."""
+        if not self.schema:
+            return  # opening failed before it had one
+        try:
+            async with self._admin.acquire() as conn:
+                await pg_schemas.drop_schema(conn, self.schema)
+        except Exception:
+            log.exception(
+                "rebuild: could not drop the schema of a failed rebuild",
+                extra={"schema": self.schema},
+            )
