@@ -222,6 +222,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         target = PostgresRebuildTarget(
             admin, settings.followup_database_url, by_copy=not args.executemany
         )
+        time_flushes(target)
         tracked = len(gc.get_objects())
         if args.gc == "off":
             gc.disable()
@@ -269,6 +270,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
         f"the rebuild {'/'.join(map(str, collected))}"
     )
+    print(
+        f"  transaction-end writes ({FLUSHES['count']:.0f}): Python "
+        f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
+        f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
+    )
     bulk = target._bulk
     print(
         f"  remembered at the end: {len(bulk.applied)} applied ids, {len(bulk.facts)} clients' "
@@ -278,6 +284,31 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
+
+
+FLUSHES = {"python": 0.0, "server": 0.0, "count": 0.0}
+"""The CPU the rebuild's transaction-end writes (:meth:`_BulkWrites.flush`) cost: this process
+and the rebuild connection's backend (each flush is all the backend does meanwhile)."""
+
+
+def on_cpu_seconds(pid: int) -> float:
+    """Time on the CPU from /proc/PID/schedstat (nanoseconds: finer than /proc/PID/stat's ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def time_flushes(target: PostgresRebuildTarget) -> None:
+    bulk = target._bulk
+    flush = bulk.flush
+
+    async def timed(conn: Any) -> None:
+        backend = conn.get_server_pid()
+        python, server = time.process_time(), on_cpu_seconds(backend)
+        await flush(conn)
+        FLUSHES["python"] += time.process_time() - python
+        FLUSHES["server"] += on_cpu_seconds(backend) - server
+        FLUSHES["count"] += 1
+
+    bulk.flush = timed  # type: ignore[method-assign]
 
 
 def peak_rss_mb() -> float:
