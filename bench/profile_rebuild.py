@@ -275,6 +275,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
         f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
     )
+    for text, (python, server, calls) in sorted(FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]):
+        print(
+            f"    {1e6 * python / n:5.1f} / {1e6 * server / n:5.1f} µs/event ({calls:.0f}) {text}"
+        )
     bulk = target._bulk
     print(
         f"  remembered at the end: {len(bulk.applied)} applied ids, {len(bulk.facts)} clients' "
@@ -296,6 +300,38 @@ def on_cpu_seconds(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
+FLUSH_PARTS: dict[str, list[float]] = {}
+"""With ``--flush-parts``: per statement text of the transaction-end writes, [Python s,
+backend s, calls]."""
+
+
+def time_flush_parts() -> None:
+    import asyncpg
+
+    for name in ("execute", "executemany", "copy_records_to_table"):
+        original = getattr(asyncpg.Connection, name)
+
+        async def timed(
+            self: Any, first: str, *args: Any, __original: Any = original, **kwargs: Any
+        ) -> Any:
+            if not FLUSHING:
+                return await __original(self, first, *args, **kwargs)
+            backend = self.get_server_pid()
+            python, server = time.process_time(), on_cpu_seconds(backend)
+            try:
+                return await __original(self, first, *args, **kwargs)
+            finally:
+                part = FLUSH_PARTS.setdefault(" ".join(first.split())[:70], [0.0, 0.0, 0.0])
+                part[0] += time.process_time() - python
+                part[1] += on_cpu_seconds(backend) - server
+                part[2] += 1
+
+        setattr(asyncpg.Connection, name, timed)
+
+
+FLUSHING = False
+
+
 def time_flushes(target: PostgresRebuildTarget) -> None:
     bulk = target._bulk
     flush = bulk.flush
@@ -303,7 +339,12 @@ def time_flushes(target: PostgresRebuildTarget) -> None:
     async def timed(conn: Any) -> None:
         backend = conn.get_server_pid()
         python, server = time.process_time(), on_cpu_seconds(backend)
-        await flush(conn)
+        global FLUSHING
+        FLUSHING = True
+        try:
+            await flush(conn)
+        finally:
+            FLUSHING = False
         FLUSHES["python"] += time.process_time() - python
         FLUSHES["server"] += on_cpu_seconds(backend) - server
         FLUSHES["count"] += 1
@@ -343,7 +384,12 @@ def main() -> int:
     parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on")
     parser.add_argument("--no-count", action="store_true", help="no statement counter")
     parser.add_argument("--executemany", action="store_true", help="the flush as before COPY")
+    parser.add_argument(
+        "--flush-parts", action="store_true", help="the transaction-end writes by statement"
+    )
     args = parser.parse_args()
+    if args.flush_parts:
+        time_flush_parts()
     if not args.no_count:
         count_statements()
     return run_in_scratch(measure, args, "bench-rebuild-")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from branchline_followup.adapters import pg_schemas
+from branchline_followup.adapters import pg_schemas, rebuild_target
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.application.config import policy_from_settings
@@ -143,10 +143,13 @@ async def rebuild(
 
 
 async def test_the_rebuild_by_copy_writes_the_rows_the_rebuild_by_executemany_writes(
-    infra: Infra, tmp_path: Path
+    infra: Infra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = make_settings(infra, tmp_path)
     _, log = mixed_log()
+    # its tables analysed along the way (the plans then fit them), in both rebuilds alike
+    monkeypatch.setattr(rebuild_target, "FIRST_ANALYZE", 100)
+    monkeypatch.setattr(rebuild_target, "ANALYZE_GROWTH", 2)
     async with followup_db(settings) as db:
         by_statements = await rebuild(settings, log, by_copy=False)
         expected = await snapshot(db)
@@ -157,12 +160,17 @@ async def test_the_rebuild_by_copy_writes_the_rows_the_rebuild_by_executemany_wr
         stages = await db.fetchval(
             "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'rebuild_stage_%'"
         )
+        analysed = await db.fetchval(
+            "SELECT analyze_count FROM pg_stat_user_tables "
+            "WHERE schemaname = 'fu_read' AND relname = 'fu_timers'"
+        )
     assert (by_copy.applied, by_copy.skipped) == (by_statements.applied, by_statements.skipped)
     assert by_copy.skipped == 2  # the refused event and the message that is not an envelope
     for table in expected:
         assert rebuilt[table] == expected[table], table
     assert rebuilt == expected
     assert stages == 0  # the stages went with the rebuild's connection
+    assert analysed >= 2, analysed  # after 100 events written, then after 200 or more
     filled = {table for table, rows in rebuilt.items() if rows}
     assert {
         "fu_applied_events",
