@@ -18,7 +18,7 @@ top functions).
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
-                                    [--gc on|off|freeze] [--no-count] [--executemany]
+                                    [--gc on|off|freeze] [--no-count] [--flush-parts]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -37,9 +37,9 @@ collector's share (Round 9 "Followup projection and its writes"). ``--no-count``
 statement counter out (it costs the process ≈ 5 % of its CPU). The line printed also gives the
 PostgreSQL server's CPU per event over the rebuild (every process of the embedded cluster, from
 ``/proc``) and the process's peak RSS (which includes the untimed live apply before it).
-``--executemany`` writes each transaction's applied record, timeline, journal and facts one
-``executemany`` each, as before Round 10, instead of by ``COPY`` (to compare the two in one
-tree).
+It also prints the CPU of the rebuild's transaction-end writes (``_BulkWrites.flush``: this
+process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
+``--flush-parts`` splits them by statement.
 """
 
 from __future__ import annotations
@@ -219,9 +219,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         if args.remember is not None:
             rebuild_target.REMEMBERED_CLIENTS = args.remember
             rebuild_target.REMEMBERED_EVENTS = args.remember
-        target = PostgresRebuildTarget(
-            admin, settings.followup_database_url, by_copy=not args.executemany
-        )
+        target = PostgresRebuildTarget(admin, settings.followup_database_url)
         time_flushes(target)
         tracked = len(gc.get_objects())
         if args.gc == "off":
@@ -263,7 +261,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
         f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
         f"wall time), PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
-        f"{'executemany' if args.executemany else 'COPY'}; "
         f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
         f"applied {result.applied} skipped {result.skipped}; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
@@ -275,9 +272,9 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
         f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
     )
-    for text, (python, server, calls) in sorted(FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]):
+    for text, (python, backend, calls) in sorted(FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]):
         print(
-            f"    {1e6 * python / n:5.1f} / {1e6 * server / n:5.1f} µs/event ({calls:.0f}) {text}"
+            f"    {1e6 * python / n:5.1f} / {1e6 * backend / n:5.1f} µs/event ({calls:.0f}) {text}"
         )
     bulk = target._bulk
     print(
@@ -383,7 +380,6 @@ def main() -> int:
     )
     parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on")
     parser.add_argument("--no-count", action="store_true", help="no statement counter")
-    parser.add_argument("--executemany", action="store_true", help="the flush as before COPY")
     parser.add_argument(
         "--flush-parts", action="store_true", help="the transaction-end writes by statement"
     )

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
-import orjson
 
 from branchline_followup.adapters import client_journal, pg_schemas, read_models
 from branchline_followup.adapters.console_read_models import (
@@ -74,82 +73,6 @@ _CLOSURE_TYPES = frozenset(
 )
 """Events whose service-loop facts update the client's row in place
 (:func:`~.service_loop_facts.record_service_loop_facts`: ``account_closure_reason``)."""
-
-
-class _Staged:
-    """A table a rebuild's transaction writes once, at its end, by ``COPY`` (#12): the rows go
-    by binary ``COPY`` into a temporary table of the same columns (:meth:`create`, made once
-    per connection), then one statement moves them into the table in the order they were made
-    (:meth:`move`), with the ``ON CONFLICT`` clause the row-by-row statement had: the same
-    rows, one statement for the flush instead of one execution per row (each parsed, planned
-    and run on its own in PostgreSQL, its arguments checked one by one in asyncpg)."""
-
-    def __init__(
-        self, table: str, columns: Sequence[str], conflict: str, *, json: str | None = None
-    ) -> None:
-        self.table = table
-        self.columns = ("n", *columns)
-        self.stage = f"rebuild_stage_{table}"
-        self._json_at = None if json is None else list(columns).index(json)
-        # a jsonb column is staged as its text, encoded as the connection's jsonb codec does
-        # (asyncpg has no binary jsonb encoder for COPY), and cast back when moved
-        staged = ", ".join(f"{c}::text AS {c}" if c == json else c for c in columns)
-        moved = ", ".join(f"{c}::jsonb" if c == json else c for c in columns)
-        listed = ", ".join(columns)
-        # fixed identifiers (this module's), no value in the text
-        self.create = (
-            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "  # noqa: S608
-            f"SELECT 0::bigint AS n, {staged} FROM {table} WITH NO DATA"
-        )
-        # the stage emptied as it is read: a second flush in one transaction moves its own
-        self.move = (
-            f"WITH moved AS (DELETE FROM {self.stage} RETURNING *) "  # noqa: S608
-            f"INSERT INTO {table} ({listed}) SELECT {moved} FROM moved ORDER BY n {conflict}"
-        )
-
-    def _record(self, n: int, row: Sequence[Any]) -> tuple[Any, ...]:
-        if self._json_at is None:
-            return (n, *row)
-        at = self._json_at
-        return (n, *row[:at], orjson.dumps(row[at]).decode(), *row[at + 1 :])
-
-    async def write(self, conn: PgConnection, rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        await conn.copy_records_to_table(
-            self.stage,
-            records=[self._record(n, row) for n, row in enumerate(rows)],
-            columns=self.columns,
-        )
-        await conn.execute(self.move)
-
-
-_APPLIED = _Staged(
-    "fu_applied_events",
-    ("event_id", "type", "source", "global_position"),
-    "ON CONFLICT (event_id) DO NOTHING",
-)
-_TIMELINE = _Staged(
-    "fu_client_timeline",
-    ("client_id", "occurred_at", "event_id", "type", "branch_id", "actor_id", "actor_role"),
-    "ON CONFLICT DO NOTHING",
-)
-_JOURNAL = _Staged(
-    "fu_client_events",
-    ("event_id", "client_id", "source", "global_position", "recorded_ms", "envelope"),
-    "ON CONFLICT (event_id) DO NOTHING",
-    json="envelope",
-)
-_CLIENTS = _Staged(
-    "fu_clients",
-    ("client_id", *FACT_COLUMNS),
-    "ON CONFLICT (client_id) DO UPDATE SET "
-    f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()",
-)
-STAGED = (_APPLIED, _TIMELINE, _JOURNAL, _CLIENTS)
-"""What :meth:`_BulkWrites.flush` writes by ``COPY`` (the statements each replaces:
-:data:`APPLIED_INSERT`, :data:`TIMELINE_INSERT`, :data:`client_journal.KEEP_ROW`,
-:data:`_CLIENTS_UPSERT`)."""
 
 
 class _Recorder:
@@ -221,11 +144,7 @@ class _BulkWrites:
     is always read again from the rebuild's own schema, never taken as absent: everything
     forgotten was written and committed first (:meth:`committed`)."""
 
-    def __init__(self, *, by_copy: bool = True) -> None:
-        self.by_copy = by_copy
-        """The end of a transaction writes its applied record, timeline, journal and facts by
-        ``COPY`` (:class:`_Staged`); else one ``executemany`` each (as before #12's Round 10:
-        kept to compare the two)."""
+    def __init__(self) -> None:
         self.applied: set[uuid.UUID] = set()
         self.all_applied = True
         """Every event the rebuild applied is in :attr:`applied` (else: read the record)."""
@@ -416,34 +335,12 @@ class _BulkWrites:
     async def flush(self, conn: PgConnection) -> None:
         """Within the transaction that applied them, before it commits."""
         self.written += len(self._applied_rows)
-        if self.by_copy:
-            await self._flush_by_copy(conn)
-            return
         if self._applied_rows:
             await conn.executemany(APPLIED_INSERT, self._applied_rows)
         if self._timeline_rows:
             await conn.executemany(TIMELINE_INSERT, self._timeline_rows)
         await self.write_journal(conn)
         await self.write_facts(conn, self.changed)
-        await self.write_tasks(conn)
-        self._applied_rows.clear()
-        self._timeline_rows.clear()
-
-    async def _flush_by_copy(self, conn: PgConnection) -> None:
-        """:meth:`flush`'s rows by ``COPY``, each table in the same order as the statements
-        it replaces (the tasks' and timers' statements stay: ordered upserts and deletes)."""
-        await _APPLIED.write(conn, self._applied_rows)
-        await _TIMELINE.write(conn, self._timeline_rows)
-        await _JOURNAL.write(conn, self._journal_rows[self._journal_written :])
-        self._journal_written = len(self._journal_rows)
-        await _CLIENTS.write(
-            conn,
-            [
-                read_models.client_row(facts)
-                for client_id in sorted(self.changed)
-                if (facts := self.facts.get(client_id)) is not None
-            ],
-        )
         await self.write_tasks(conn)
         self._applied_rows.clear()
         self._timeline_rows.clear()
@@ -825,7 +722,6 @@ class PostgresRebuildTarget:
         swap_lock_attempts: int = 30,
         swap_retry_pause_s: float = 1.0,
         swap_idle_timeout_s: float = 60.0,
-        by_copy: bool = True,
     ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
@@ -834,7 +730,7 @@ class PostgresRebuildTarget:
         self._swap_retry_pause_s = swap_retry_pause_s
         self._swap_idle_timeout_ms = max(1, int(swap_idle_timeout_s * 1000))
         self.swap_lock_waits = 0
-        self._bulk = _BulkWrites(by_copy=by_copy)
+        self._bulk = _BulkWrites()
         self._next_analyze = FIRST_ANALYZE
         self._number = 0
         self.schema = ""
@@ -863,9 +759,6 @@ class PostgresRebuildTarget:
         )
         self._release.push_async_callback(self._pool.close)
         self._conn = await self._release.enter_async_context(self._pool.acquire())
-        if self._bulk.by_copy:  # the stages live as long as the connection (its session)
-            for staged in STAGED:
-                await self._conn.execute(staged.create)
 
     def _connection(self) -> PgConnection:
         if self._conn is None:
