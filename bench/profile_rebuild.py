@@ -19,6 +19,7 @@ top functions).
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
                                     [--gc on|off|freeze] [--no-count] [--flush-parts]
+                                    [--no-analyze]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -39,7 +40,8 @@ PostgreSQL server's CPU per event over the rebuild (every process of the embedde
 ``/proc``) and the process's peak RSS (which includes the untimed live apply before it).
 It also prints the CPU of the rebuild's transaction-end writes (``_BulkWrites.flush``: this
 process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
-``--flush-parts`` splits them by statement.
+``--flush-parts`` splits them by statement. ``--no-analyze``: the rebuild never analyses its
+tables (as before Round 10), to compare.
 """
 
 from __future__ import annotations
@@ -216,6 +218,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             cpu_profiler = cProfile.Profile(time.process_time)
             cpu_profiler.enable()
         STATEMENTS.clear()
+        if args.no_analyze:
+            rebuild_target.FIRST_ANALYZE = sys.maxsize
         if args.remember is not None:
             rebuild_target.REMEMBERED_CLIENTS = args.remember
             rebuild_target.REMEMBERED_EVENTS = args.remember
@@ -383,6 +387,7 @@ def main() -> int:
     parser.add_argument(
         "--flush-parts", action="store_true", help="the transaction-end writes by statement"
     )
+    parser.add_argument("--no-analyze", action="store_true", help="the rebuild never analyses")
     args = parser.parse_args()
     if args.flush_parts:
         time_flush_parts()
