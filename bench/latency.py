@@ -2,17 +2,26 @@
 
 Requests are sent on a fixed schedule (``rate`` per second, whatever the answers do: a
 closed loop would slow down with the system and hide its queueing), each with its own event
-id. For each accepted event: the moment its 202 arrived, the moment the followup worker's
-transaction applied it (``fu_applied_events.applied_at``) and the moment the audit consumer
-appended it to the ledger (``audit_ledger.appended_at``). All clocks are this machine's.
+id. For each accepted event: the moment its 202 arrived, and the moment a reader could first
+see it in the followup read model (``fu_applied_events``) and in the audit trail
+(``audit_ledger``), seen from outside by a poller (``watch``): the end of the first poll
+whose answer held it. The poller's answer comes after the commit that made the row visible,
+so the figure is never early; it is late by at most one poll window (reported).
+
+The rows' own timestamps are read too (``applied_at``, ``appended_at``), for comparison: both
+are taken when the applying transaction starts (``now()``; the ledger's in Python before its
+write, and hashed into the chain), so they miss that transaction's own duration and its
+commit (docs/performance.md, Round 10). All clocks are this machine's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
@@ -28,17 +37,26 @@ class EndToEnd:
     http_p99_ms: float
     followup_missing: int  # accepted events the read model still lacked when the wait ended
     audit_missing: int
-    followup_p50_ms: float
+    followup_p50_ms: float  # accepted -> visible to a reader (the poller)
     followup_p99_ms: float
     audit_p50_ms: float
     audit_p99_ms: float
+    followup_row_p99_ms: float  # accepted -> the row's own timestamp (applied_at)
+    audit_row_p99_ms: float  # accepted -> appended_at
+    poll_window_p99_ms: float  # how late a poll can see a commit (both pollers)
 
 
 async def _send_open_loop(
-    port: int, token: str, rate: float, duration_s: float, connections: int = 64
+    port: int,
+    token: str,
+    rate: float,
+    duration_s: float,
+    connections: int = 64,
+    on_send: Callable[[uuid.UUID], None] | None = None,
 ) -> tuple[dict[uuid.UUID, float], list[float]]:
     """Sends ``rate`` events per second for ``duration_s``; returns event id -> wall-clock
-    time its 202 arrived, and the HTTP latencies (from the scheduled send time)."""
+    time its 202 arrived, and the HTTP latencies (from the scheduled send time).
+    ``on_send`` is called with each event id just before its request is written."""
     answered: dict[uuid.UUID, float] = {}
     http: list[float] = []
     idle: asyncio.Queue[RawHttpClient] = asyncio.Queue()
@@ -57,6 +75,8 @@ async def _send_open_loop(
         client = await idle.get()  # a free connection (waiting here counts as latency)
         event_id = uuid.uuid4()
         body = orjson.dumps(event_body(i, run) | {"event_id": str(event_id)})
+        if on_send is not None:
+            on_send(event_id)
         try:
             status, answer = await client.post("/v1/events", body)
         finally:
@@ -91,6 +111,80 @@ async def _arrivals(
         await conn.close()
 
 
+WATCH_INTERVAL_S = 0.02
+"""The pause between two polls of one table: with a poll's own round trip, the window in
+which a commit is placed (a few tens of ms, against a target of 300 ms)."""
+
+WATCH_LIMIT = 2000
+"""At most this many ids asked per poll, the oldest sent first (an event is applied after
+most of those sent before it): bounds a poll's cost when a consumer falls behind. An event
+left out of a poll is seen later, never earlier: the figure stays an upper bound."""
+
+
+@dataclass
+class Watch:
+    """Events sent and not yet seen in one table (oldest first, as text), and when each was
+    seen: the end of the first poll whose answer held it (wall clock). A row the poll's
+    snapshot held was committed before that end and after the start of the previous poll,
+    which did not hold it: ``windows`` keeps each poll's such interval."""
+
+    pending: dict[str, None] = field(default_factory=dict)
+    seen: dict[uuid.UUID, float] = field(default_factory=dict)
+    windows: list[float] = field(default_factory=list)
+    _previous_start: float | None = None
+
+    def sent(self, event_id: uuid.UUID) -> None:
+        self.pending[str(event_id)] = None
+
+    def to_ask(self, limit: int = WATCH_LIMIT) -> list[str]:
+        return list(itertools.islice(self.pending, limit))
+
+    def answered(self, found: list[str], started: float, ended: float) -> None:
+        """Records one poll (started and ended on the wall clock) and the ids it found."""
+        for event_id in found:
+            if event_id in self.pending:
+                del self.pending[event_id]
+                self.seen[uuid.UUID(event_id)] = ended
+        if found and self._previous_start is not None:
+            self.windows.append(ended - self._previous_start)
+        self._previous_start = started
+
+    def nothing_pending(self, now: float) -> None:
+        """A poll skipped (nothing to ask): every event sent from now on commits after now."""
+        self._previous_start = now
+
+
+async def watch(dsn: str, table: str, seen: Watch, sending: asyncio.Event, within_s: float) -> None:
+    """Polls ``table`` for the pending ids until sending has ended and every sent event was
+    seen, or ``within_s`` after sending ended.
+
+    The ids go as one text literal and come back as text, cast in ``unnest`` (an index
+    look-up each): asyncpg encoding and decoding each UUID in Python would take this
+    process's CPU from the stack measured (``bench.followup_steady.applied``, Round 9)."""
+    sql = (
+        "SELECT w.event_id::text FROM unnest($1::text::uuid[]) AS w(event_id) "
+        f"JOIN {table} t ON t.event_id = w.event_id"
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline: float | None = None
+        while True:
+            if deadline is None and not sending.is_set():
+                deadline = time.monotonic() + within_s
+            ids = seen.to_ask()
+            if ids:
+                started = time.time()
+                rows = await conn.fetch(sql, "{" + ",".join(ids) + "}")
+                seen.answered([r[0] for r in rows], started, time.time())
+            else:
+                seen.nothing_pending(time.time())
+            if deadline is not None and (not seen.pending or time.monotonic() > deadline):
+                return
+            await asyncio.sleep(WATCH_INTERVAL_S)
+    finally:
+        await conn.close()
+
+
 def _lags(
     answered: dict[uuid.UUID, float], arrived: dict[uuid.UUID, float], gave_up: float
 ) -> tuple[list[float], int]:
@@ -101,6 +195,18 @@ def _lags(
     return lags, len(answered) - len(arrived)
 
 
+async def _row_times(dsn: str, sql: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r[0]: r[1].timestamp() for r in await conn.fetch(sql, ids)}
+    finally:
+        await conn.close()
+
+
+FOLLOWUP_ROWS = "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)"
+AUDIT_ROWS = "SELECT event_id, appended_at FROM audit_ledger WHERE event_id = ANY($1)"
+
+
 async def end_to_end(
     port: int,
     token: str,
@@ -109,22 +215,34 @@ async def end_to_end(
     followup_dsn: str,
     audit_dsn: str,
 ) -> EndToEnd:
-    answered, http = await _send_open_loop(port, token, rate, duration_s)
+    followup_seen, audit_seen = Watch(), Watch()
+    sending = asyncio.Event()
+    sending.set()
+    watchers = [
+        asyncio.create_task(watch(followup_dsn, "fu_applied_events", followup_seen, sending, 300)),
+        asyncio.create_task(watch(audit_dsn, "audit_ledger", audit_seen, sending, 300)),
+    ]
+
+    def sent(event_id: uuid.UUID) -> None:
+        followup_seen.sent(event_id)
+        audit_seen.sent(event_id)
+
+    try:
+        answered, http = await _send_open_loop(port, token, rate, duration_s, on_send=sent)
+    except BaseException:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        raise
+    sending.clear()  # the watchers now wait (bounded) for the events still pending
+    await asyncio.gather(*watchers)
+    gave_up = time.time()
     ids = list(answered)
-    followup_arrived = await _arrivals(
-        followup_dsn,
-        "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)",
-        ids,
-        within_s=300,
-    )
-    followup, followup_missing = _lags(answered, followup_arrived, time.time())
-    audit_arrived = await _arrivals(
-        audit_dsn,
-        "SELECT event_id, appended_at FROM audit_ledger WHERE event_id = ANY($1)",
-        ids,
-        within_s=300,
-    )
-    audit, audit_missing = _lags(answered, audit_arrived, time.time())
+    followup, followup_missing = _lags(answered, followup_seen.seen, gave_up)
+    audit, audit_missing = _lags(answered, audit_seen.seen, gave_up)
+    followup_rows, _ = _lags(answered, await _row_times(followup_dsn, FOLLOWUP_ROWS, ids), gave_up)
+    audit_rows, _ = _lags(answered, await _row_times(audit_dsn, AUDIT_ROWS, ids), gave_up)
+    windows = sorted(followup_seen.windows + audit_seen.windows) or [0.0]
     http.sort()
     return EndToEnd(
         offered_per_s=rate,
@@ -136,6 +254,9 @@ async def end_to_end(
         followup_p99_ms=1000 * percentile(followup, 0.99),
         audit_p50_ms=1000 * percentile(audit, 0.50),
         audit_p99_ms=1000 * percentile(audit, 0.99),
+        followup_row_p99_ms=1000 * percentile(followup_rows, 0.99),
+        audit_row_p99_ms=1000 * percentile(audit_rows, 0.99),
+        poll_window_p99_ms=1000 * percentile(windows, 0.99),
     )
 
 

@@ -151,40 +151,45 @@ async def main() -> int:
             server_log = pgdata.parent / "postgres.log"
             async with RawHttpClient("127.0.0.1", port, stack.token) as http:
                 await send(http, batch_bodies(1, args.per_batch))  # warm up
-                for _ in range(args.repeat):
-                    bodies = batch_bodies(args.batches, args.per_batch)
-                    events = args.batches * args.per_batch
-                    if args.statements:
-                        await log_statements(stack.admin_url, True)
-                        logged_from = server_log.stat().st_size
+            for _ in range(args.repeat):
+                bodies = batch_bodies(args.batches, args.per_batch)
+                events = args.batches * args.per_batch
+                if args.statements:
+                    await log_statements(stack.admin_url, True)
+                    logged_from = server_log.stat().st_size
+                # A connection per round, opened once its bodies are built: uvicorn closes a
+                # keep-alive connection idle for 5 s (its default), and the raw COPY of the
+                # round before, with the bodies built, lasts longer than that on a loaded
+                # machine (the IncompleteReadError that lost the second round, #12).
+                async with RawHttpClient("127.0.0.1", port, stack.token) as http:
                     cpu = process_cpu_seconds(measured.pid)
                     server = server_cpu_seconds(pgdata)
                     started = time.perf_counter()
                     await send(http, bodies)
                     elapsed = time.perf_counter() - started
-                    used = process_cpu_seconds(measured.pid) - cpu
-                    server_used = server_cpu_seconds(pgdata) - server
-                    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                used = process_cpu_seconds(measured.pid) - cpu
+                server_used = server_cpu_seconds(pgdata) - server
+                load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                print(
+                    f"{events} events in batches of {args.per_batch}: "
+                    f"{events / elapsed:.0f} ev/s, intake CPU "
+                    f"{1000 * used / events:.3f} ms per event, PostgreSQL CPU "
+                    f"{1000 * server_used / events:.3f} ms per event; load average {load}",
+                    flush=True,
+                )
+                if args.statements:
+                    await log_statements(stack.admin_url, False)
+                    with server_log.open(errors="replace") as log:
+                        log.seek(logged_from)
+                        for ms, calls, text in statement_times(log.read(), args.batches)[:12]:
+                            print(f"  {ms:8.1f} ms per batch  {calls:6d} calls  {text}")
+                if args.raw_copy:
+                    copy_rate = await raw_copy(stack.admin_url, events, args.per_batch)
                     print(
-                        f"{events} events in batches of {args.per_batch}: "
-                        f"{events / elapsed:.0f} ev/s, intake CPU "
-                        f"{1000 * used / events:.3f} ms per event, PostgreSQL CPU "
-                        f"{1000 * server_used / events:.3f} ms per event; load average {load}",
+                        f"  raw COPY {copy_rate:.0f} ev/s; batch / raw COPY "
+                        f"{events / elapsed / copy_rate:.3f}",
                         flush=True,
                     )
-                    if args.statements:
-                        await log_statements(stack.admin_url, False)
-                        with server_log.open(errors="replace") as log:
-                            log.seek(logged_from)
-                            for ms, calls, text in statement_times(log.read(), args.batches)[:12]:
-                                print(f"  {ms:8.1f} ms per batch  {calls:6d} calls  {text}")
-                    if args.raw_copy:
-                        copy_rate = await raw_copy(stack.admin_url, events, args.per_batch)
-                        print(
-                            f"  raw COPY {copy_rate:.0f} ev/s; batch / raw COPY "
-                            f"{events / elapsed / copy_rate:.3f}",
-                            flush=True,
-                        )
         finally:
             os.killpg(measured.pid, signal.SIGINT)
             await asyncio.to_thread(measured.wait, 60)

@@ -211,6 +211,46 @@ async def test_a_stop_that_overruns_its_bound_cancels_the_batch_uncommitted() ->
     assert kafka.stopped  # the consumer still left its group
 
 
+async def test_a_stop_before_the_first_assignment_abandons_the_start_at_once() -> None:
+    # aiokafka's start waits for the first assignment, which a held rebalance may never give
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}], [])
+    starting = asyncio.Event()
+
+    async def never_assigned() -> None:
+        starting.set()
+        await asyncio.Event().wait()
+
+    kafka.start = never_assigned  # type: ignore[method-assign]
+    handled: list[RawMessage] = []
+
+    async def handle(raws: list[RawMessage]) -> None:
+        handled.extend(raws)
+
+    consumer = consumer_over(kafka, handle)
+    task = asyncio.create_task(consumer.run())
+    await starting.wait()
+    await asyncio.wait_for(stop_batch_consumer(consumer, task, timeout_s=5), 1)
+
+    assert not task.cancelled()  # it returned by itself, well before the bound
+    assert task.exception() is None
+    assert not consumer.started.is_set()
+    assert handled == []
+    assert kafka.stopped
+
+
+async def test_a_start_that_fails_for_good_still_fails_the_run() -> None:
+    kafka = FakeKafka([], [])
+
+    async def refused() -> None:
+        raise RuntimeError("not transient")
+
+    kafka.start = refused  # type: ignore[method-assign]
+    consumer = consumer_over(kafka, lambda raws: asyncio.sleep(0))
+    with pytest.raises(RuntimeError, match="not transient"):
+        await consumer.run()
+    assert kafka.stopped
+
+
 def test_a_consumer_takes_exactly_one_handler() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         BatchConsumer(

@@ -214,14 +214,18 @@ class BatchConsumer:
         self._revocations = Revocations()
         self.started = asyncio.Event()
         self._stopping = False
+        # set with ``_stopping``: a stop must not wait for a start that waits for the group
+        self._stop_requested = asyncio.Event()
 
     @property
     def name(self) -> str:
         return self._name
 
     def request_stop(self) -> None:
-        """Finish the batch in hand, commit its offsets, then return from :meth:`run`."""
+        """Finish the batch in hand, commit its offsets, then return from :meth:`run`; a start
+        still waiting for its first assignment is abandoned at once (nothing read yet)."""
         self._stopping = True
+        self._stop_requested.set()
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -243,7 +247,8 @@ class BatchConsumer:
         consumer.subscribe(self._topics, listener=self._revocations)
         try:
             # within the ``try``: a stop that cancels a start still closes what it opened
-            await retry_transient(consumer.start, consumer=self._name)
+            if not await self._started(consumer):
+                return
             self.started.set()
             checked = asyncio.get_running_loop().time()
             while not self._stopping:
@@ -260,6 +265,24 @@ class BatchConsumer:
                     await self._rewind_if_log_was_lost(consumer)
         finally:
             await consumer.stop()
+
+    async def _started(self, consumer: AIOKafkaConsumer) -> bool:
+        """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first
+        assignment, which a group stuck in a rebalance (a member that does not rejoin; tansu
+        holds the join until it does) may never give: the stop would wait out its bound."""
+        starting = asyncio.ensure_future(retry_transient(consumer.start, consumer=self._name))
+        stopping = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.wait([starting])
+        if starting.cancelled():
+            return False
+        starting.result()  # a start that failed for good fails the run
+        return True
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]

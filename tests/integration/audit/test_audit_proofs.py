@@ -24,12 +24,14 @@ from branchline_audit.domain.merkle import (
     verify_inclusion,
 )
 from branchline_audit.domain.note import Verifier, open_checkpoint
+from branchline_audit.domain.subtrees import build_subtrees, subtree_work
 from branchline_shared.clock import FixedClock
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
     append_in_batches,
     audit_context,
+    behind_the_ledgers_back,
     quick_settings,
     random_events,
 )
@@ -181,3 +183,49 @@ async def test_proofs_stay_fast_in_a_large_ledger(settings: BranchlineSettings) 
             )
         per_proof = (time.perf_counter() - started) / 20
         assert per_proof < 0.1, per_proof
+
+
+async def _stored_nodes(audit: AuditContext) -> dict[tuple[int, int], bytes]:
+    rows = await audit.ledger.pool.fetch("SELECT level, node_index, hash FROM audit_merkle_nodes")
+    return {(r["level"], r["node_index"]): bytes(r["hash"]) for r in rows}
+
+
+async def _recomputed_nodes(audit: AuditContext) -> dict[tuple[int, int], bytes]:
+    """Every cached node as a build from all stored entry hashes gives it."""
+    hashes = [e.entry.hash async for e in audit.ledger.scan_stored()]
+    work = subtree_work(len(hashes), {})
+    nodes = build_subtrees(work, dict(enumerate(hashes)), {})
+    return {(level, index): value for level, index, value in nodes}
+
+
+async def test_the_cached_subtrees_equal_a_build_from_the_stored_entries(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: an append builds its subtrees from the hashes it has just computed (reading back
+    only older ones); what it stores is byte for byte the cache that the stored entries give,
+    for appends of any size across node boundaries, also after nodes went missing."""
+    rng = random.Random(1612)
+    async with audit_context(quick_settings(settings)) as audit:
+        total = 0
+        for step in (15, 1, 240, 17, 500, 31, 257, 500, 3, 700):
+            await append_in_batches(
+                audit.ledger,
+                random_events(step, rng, start=total),
+                now=T0,
+                batch=rng.choice((1, 7, 16, 100, 500)),
+            )
+            total += step
+            if step == 500:  # the newest nodes lost: the next append back-fills them
+                await behind_the_ledgers_back(
+                    settings,
+                    "DELETE FROM audit_merkle_nodes WHERE (level, node_index) IN (SELECT level, "
+                    "node_index FROM audit_merkle_nodes ORDER BY level DESC, node_index DESC "
+                    "LIMIT 5)",
+                )
+                continue
+            stored = await _stored_nodes(audit)
+            assert stored == await _recomputed_nodes(audit)
+        assert total == 2264
+        assert max(level for level, _ in stored) == 8
+        leaves = await _leaves(audit)
+        assert (await checkpoint_now(audit)).root_hash == root(leaves)

@@ -23,6 +23,7 @@ from branchline_audit.domain.canonical import (
     chain_hash,
     decode_canonical_bytes,
     entry_canonical_bytes,
+    entry_encoder,
     entry_hash,
     entry_leaf_hash,
     event_json,
@@ -575,3 +576,34 @@ def test_every_escaped_character_is_written_as_jcs_writes_it(code: int) -> None:
         "position": 1,
     }
     assert entry_canonical_bytes(1, event, "2024-05-01T09:30:00.000000Z") == rfc8785.dumps(document)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    event=st.dictionaries(_json_keys, _json_values, max_size=6),
+    position=st.integers(-2, 2**53 + 2) | st.sampled_from([1, 2**53 - 1, True]),
+    as_mapping=st.booleans(),
+)
+def test_the_encoder_of_one_append_gives_the_canonical_bytes_of_each_entry(
+    event: dict[str, Any], position: int, as_mapping: bool
+) -> None:
+    """#12: the ledger writer's encoder (the append time checked and its head built once)
+    gives exactly :func:`entry_canonical_bytes`' bytes, or refuses what it refuses."""
+    from types import MappingProxyType
+
+    given_event: Any = MappingProxyType(event) if as_mapping else event
+    try:
+        expected: bytes | type[Exception] = entry_canonical_bytes(position, given_event, AT)
+    except CanonicalisationError:
+        expected = CanonicalisationError
+    encode = entry_encoder(AT)
+    if expected is CanonicalisationError:
+        with pytest.raises(CanonicalisationError):
+            encode(position, given_event)
+    else:
+        assert encode(position, given_event) == expected
+
+
+def test_the_encoder_refuses_a_malformed_append_time() -> None:
+    with pytest.raises(CanonicalisationError, match="appended_at"):
+        entry_encoder("2024-05-01T09:30:00Z")

@@ -113,6 +113,26 @@ def _cache_after(size: int, hashes: list[bytes], nodes: dict[tuple[int, int], by
         nodes[(level, index)] = value
 
 
+def _append_reading_past_the_parents(
+    before: int, size: int, hashes: list[bytes], nodes: dict[tuple[int, int], bytes]
+) -> None:
+    """One append of leaves ``[before, size)`` as the ledger's statement before its COPY
+    reads (``_BEFORE_APPEND``): the stored entries from the first leaf of the first
+    level-STRIDE node not cached, the nodes of each level from the first child of its parent
+    level's first node not cached; the appended leaves are at hand."""
+    have = _held(nodes)
+    leaves = {i: hashes[i] for i in range(have.get(STRIDE, 0) << STRIDE, before)}
+    leaves.update({i: hashes[i] for i in range(before, size)})
+    read = {
+        (level, index): value
+        for (level, index), value in nodes.items()
+        if index >= have.get(level + STRIDE, 0) << STRIDE
+    }
+    for level, index, value in build_subtrees(subtree_work(size, have), leaves, read):
+        assert (level, index) not in nodes
+        nodes[(level, index)] = value
+
+
 @settings(max_examples=40, deadline=None)
 @given(steps=st.lists(st.integers(1, 3000), min_size=1, max_size=8))
 def test_caching_append_by_append_reads_what_it_names_and_builds_the_whole_cache(
@@ -126,6 +146,28 @@ def test_caching_append_by_append_reads_what_it_names_and_builds_the_whole_cache
     for step in steps:
         size += step
         _cache_after(size, hashes, nodes)
+    assert nodes == cache_for(hashes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.integers(1, 3000), min_size=1, max_size=8), data=st.data())
+def test_an_append_reading_past_the_last_complete_parents_builds_the_same_cache(
+    steps: list[int], data: st.DataObject
+) -> None:
+    """#12: what an append reads before its COPY (the inputs past each level's last complete
+    parent) plus its own leaves at hand build the cache a build from all leaves gives,
+    whatever the sizes of the appends, also when the newest nodes went missing and are
+    back-filled on the way."""
+    hashes = entry_hashes(sum(steps))
+    nodes: dict[tuple[int, int], bytes] = {}
+    size = 0
+    for step in steps:
+        if data.draw(st.booleans(), label="drop the cache's newest nodes"):
+            dropped = data.draw(st.integers(0, len(nodes)), label="how many")
+            for key in sorted(nodes, key=lambda k: (-k[0], -k[1]))[:dropped]:
+                del nodes[key]
+        _append_reading_past_the_parents(size, size + step, hashes, nodes)
+        size += step
     assert nodes == cache_for(hashes)
 
 

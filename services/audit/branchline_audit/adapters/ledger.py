@@ -17,13 +17,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
     ChainEntry,
     chain_hash,
-    entry_canonical_bytes,
+    entry_encoder,
     format_appended_at,
 )
 from branchline_audit.domain.filters import LedgerFilters
@@ -31,13 +32,14 @@ from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.records import (
     index_columns,
+    index_row,
     restriction_of,
 )
 from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.subtrees import (
+    STRIDE,
     SubtreeSource,
     build_subtrees,
-    cached_levels,
     required,
     subtree_work,
 )
@@ -76,30 +78,37 @@ _ROWS_AFTER = (
     "WHERE position > $1 ORDER BY position LIMIT $2"
 )
 
-# Which of an append's events the ledger holds already (event_id set), and its head (position
-# and hash set; no row when the ledger is empty).
-_STORED_AND_HEAD = (
-    "(SELECT event_id, NULL::bigint AS position, NULL::bytea AS hash FROM audit_ledger "
-    "WHERE event_id = ANY($1::uuid[])) "
+# Everything an append reads, after the lock and before its COPY, in one statement (#12):
+# which of its events the ledger holds already ('s': event_id), its head ('h': position as
+# idx, hash), how many nodes each cached level holds ('c': level, count as idx), and the
+# stored inputs of the subtrees it may complete ('n': level 0 for entry hashes by leaf index,
+# position - 1; else cached nodes). Those inputs are what lies past the last complete parent
+# of each level: the entries from the first leaf of the first level-$3 node not cached, and
+# at each level the nodes from the first child of its parent level's first node not cached
+# (at most 2**$3 - 1 per level once the cache is complete; every level is read this way also
+# when nodes are missing, so the append back-fills them). The append's own leaves it has at
+# hand, so nothing is read back after the COPY.
+_BEFORE_APPEND = (
+    "WITH have AS (SELECT l.level, (SELECT max(n.node_index) + 1 FROM audit_merkle_nodes n "
+    "WHERE n.level = l.level) AS have FROM unnest($2::smallint[]) AS l(level)) "
+    "SELECT 's' AS kind, event_id, NULL::smallint AS level, NULL::bigint AS idx, "
+    "NULL::bytea AS hash FROM audit_ledger WHERE event_id = ANY($1::uuid[]) "
     "UNION ALL "
-    "(SELECT NULL::uuid, position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1)"
-)
-# How many nodes each cached level holds: one max() per level, each an index lookup (a
-# GROUP BY over the levels would read every node of them).
-_CACHED_NODES = (
-    "SELECT l.level, (SELECT max(n.node_index) + 1 FROM audit_merkle_nodes n "
-    "WHERE n.level = l.level) AS have FROM unnest($1::smallint[]) AS l(level)"
-)
-# The stored inputs of new cached nodes: entry hashes by leaf index (level 0 here; leaf i is
-# position i + 1) and nodes of the given levels and index ranges.
-_SUBTREE_INPUTS = (
-    "SELECT 0::smallint AS level, position - 1 AS idx, hash FROM audit_ledger "
-    "WHERE position > $1 AND position <= $2 "
+    "(SELECT 'h', NULL, NULL, position, hash FROM audit_ledger ORDER BY position DESC LIMIT 1) "
     "UNION ALL "
-    "SELECT n.level, n.node_index, n.hash FROM audit_merkle_nodes n "
-    "JOIN unnest($3::smallint[], $4::bigint[], $5::bigint[]) AS r(level, low, high) "
-    "ON n.level = r.level AND n.node_index >= r.low AND n.node_index < r.high"
+    "SELECT 'c', NULL, level, have, NULL FROM have WHERE have IS NOT NULL "
+    "UNION ALL "
+    "SELECT 'n', NULL, 0, position - 1, hash FROM audit_ledger WHERE position > "
+    "(coalesce((SELECT have FROM have WHERE level = $3::int), 0) << $3::int) "
+    "UNION ALL "
+    # A range of the primary key per level (OFFSET 0 keeps the subquery from being pulled
+    # up into a join, which the planner made a hash join over every cached node).
+    "SELECT 'n', NULL, n.level, n.node_index, n.hash FROM have h, LATERAL "
+    "(SELECT level, node_index, hash FROM audit_merkle_nodes WHERE level = h.level - $3::int "
+    "AND node_index >= (coalesce(h.have, 0) << $3::int) OFFSET 0) n"
 )
+# Every cached level a ledger can reach (positions are below 2**63).
+_ALL_CACHED_LEVELS = list(range(STRIDE, 63, STRIDE))
 
 
 def family_range(prefix: str) -> tuple[str, str]:
@@ -188,6 +197,17 @@ def _holds_nul(node: Any) -> bool:
     return False
 
 
+def _event_uuid(text: str) -> uuid.UUID:
+    """The event id's UUID: asyncpg's own type (a ``uuid.UUID``) parses a text of hex digits
+    and hyphens in C, about a tenth of ``uuid.UUID``'s cost, to the value ``uuid.UUID`` gives
+    it, and is encoded for PostgreSQL without a Python call; the other forms ``uuid.UUID``
+    accepts (braces, ``urn:uuid:``) are left to it, as are its refusals (#12)."""
+    try:
+        return PgUUID(text)
+    except ValueError:
+        return uuid.UUID(text)
+
+
 def _stored(row: asyncpg.Record) -> StoredEntry:
     return stored_entry([row[name] for name in ROW_FIELDS])
 
@@ -228,48 +248,45 @@ class PostgresLedger:
     ) -> list[int]:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-        columns = [index_columns(e) for e in events]
+        columns = [index_row(e, _event_uuid) for e in events]
         # After the lock (a statement of its own: a statement's snapshot is taken before it
-        # waits), one statement reads which events are stored and the head (#12).
-        found = await conn.fetch(_STORED_AND_HEAD, [c.event_id for c in columns])
-        stored = {r["event_id"] for r in found if r["event_id"] is not None}
-        head = next((r for r in found if r["position"] is not None), None)
-        position = head["position"] if head else 0
-        prev = bytes(head["hash"]) if head else GENESIS_PREV_HASH
-        appended_at = format_appended_at(now)
+        # waits), one statement reads all the append needs (#12).
+        found = await conn.fetch(
+            _BEFORE_APPEND, [c[0] for c in columns], _ALL_CACHED_LEVELS, STRIDE
+        )
+        stored: set[uuid.UUID] = set()
+        position, prev = 0, GENESIS_PREV_HASH
+        have: dict[int, int] = {}
+        tree: dict[tuple[int, int], bytes] = {}
+        for kind, event_id, level, idx, hash_ in found:
+            if kind == "s":
+                stored.add(event_id)
+            elif kind == "h":
+                position, prev = idx, bytes(hash_)
+            elif kind == "c":
+                have[level] = idx
+            else:
+                tree[(level, idx)] = bytes(hash_)
+        encode = entry_encoder(format_appended_at(now))
         rows: list[tuple[Any, ...]] = []
         new_events: list[dict[str, Any]] = []
         for event, index in zip(events, columns, strict=True):
-            if index.event_id in stored:
+            event_id = index[0]
+            if event_id in stored:
                 continue
-            stored.add(index.event_id)
+            stored.add(event_id)
             position += 1
             # The very bytes hashed are stored: verification re-hashes them (issue 9).
-            canonical = entry_canonical_bytes(position, event, appended_at)
+            canonical = encode(position, event)
             if _NUL_ESCAPE in canonical and _holds_nul(event):
                 raise UnstorableEvent(
                     "the event holds a NUL character (U+0000), which PostgreSQL's jsonb and "
                     "text cannot hold: readers of the ledger could not read it"
                 )
             digest = chain_hash(prev, canonical)
-            rows.append(
-                (
-                    position,
-                    index.event_id,
-                    # The event is stored once, inside the canonical bytes; the jsonb column
-                    # is left empty (migration 006, #12): readers take it from the bytes.
-                    None,
-                    index.event_type,
-                    index.client_id,
-                    index.actor_id,
-                    index.branch_id,
-                    index.occurred_at,
-                    now,
-                    prev,
-                    digest,
-                    canonical,
-                )
-            )
+            # The event is stored once, inside the canonical bytes; the jsonb column is left
+            # empty (migration 006, #12): readers take it from the bytes.
+            rows.append((position, event_id, None, *index[1:], now, prev, digest, canonical))
             new_events.append(event)
             prev = digest
         if not rows:
@@ -277,7 +294,11 @@ class PostgresLedger:
         # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
         # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
         await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
-        await self._cache_subtrees(conn, position)
+        # The new leaves' hashes are at hand (leaf i is position i + 1), the older inputs were
+        # read before the COPY: nothing is read back (#12).
+        for row in rows:
+            tree[(0, row[0] - 1)] = row[10]
+        await self._cache_subtrees(conn, position, have, tree)
         await self._record_restrictions(conn, new_events, now)
         await self._record_source_positions(conn, rows, positions or {})
         return [r[0] for r in rows]
@@ -317,32 +338,21 @@ class PostgresLedger:
             [ledger_position for ledger_position, _, _ in placed],
         )
 
-    async def _cache_subtrees(self, conn: PgConnection, size: int) -> None:
-        """Store every cached-level subtree now complete (also back-fills missing ones): what
-        each level holds, then the stored children the new nodes need (one statement), then
-        the new nodes (one statement), instead of three statements per level (#12)."""
-        levels = cached_levels(size)
-        if not levels:
-            return
-        have = {
-            r["level"]: int(r["have"])
-            for r in await conn.fetch(_CACHED_NODES, levels)
-            if r["have"] is not None
-        }
+    async def _cache_subtrees(
+        self,
+        conn: PgConnection,
+        size: int,
+        have: Mapping[int, int],
+        tree: Mapping[tuple[int, int], bytes],
+    ) -> None:
+        """Store every cached-level subtree now complete (also back-fills missing ones), in
+        one statement, given how many nodes each cached level holds (``have``) and the
+        inputs: entry hashes (level 0, by leaf index) and cached nodes (#12)."""
         work = subtree_work(size, have)
         if not work.build:
             return
-        inputs = await conn.fetch(
-            _SUBTREE_INPUTS,
-            work.leaves[0],
-            work.leaves[1],
-            [n[0] for n in work.nodes],
-            [n[1] for n in work.nodes],
-            [n[2] for n in work.nodes],
-        )
-        entry_hashes = {r["idx"]: bytes(r["hash"]) for r in inputs if r["level"] == 0}
-        stored = {(r["level"], r["idx"]): bytes(r["hash"]) for r in inputs if r["level"] != 0}
-        nodes = build_subtrees(work, entry_hashes, stored)
+        entry_hashes = {idx: value for (level, idx), value in tree.items() if level == 0}
+        nodes = build_subtrees(work, entry_hashes, tree)
         await conn.execute(
             "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
             "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",

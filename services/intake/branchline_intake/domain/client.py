@@ -24,6 +24,7 @@ from branchline_intake.domain.due_diligence import (
     check_screening,
 )
 from branchline_intake.domain.events import DomainEvent
+from branchline_intake.domain.kinds import KindOf
 from branchline_intake.domain.policy import IntakePolicy
 from branchline_intake.domain.violations import D04, D05, D09, refuse
 from branchline_shared.events.catalogue import (
@@ -216,15 +217,27 @@ class Client:
 # --- guards -------------------------------------------------------------------------------------
 
 
+_REGISTRATION = KindOf(RuleViolationRefused, ClientRegistered)
+_CLIENT_GUARDED = KindOf(
+    ClientConsentGranted,
+    ClientPersonalDataRecorded,
+    ClientPersonalDataAccessed,
+    ClientRiskAssessed,
+    ClientAccountClosed,
+    ClientAccountReopened,
+)
+"""The classes ``check_client_event`` has a guard for (its ``match``'s patterns)."""
+
+
 def check_registration(client: Client, event: DomainEvent) -> None:
     """D-09: a client is registered once, and before anything else happens to them.
 
     ``rule.violation_refused`` is exempt: a refusal is recorded even for an unknown client.
     """
-    payload = event.payload
-    if isinstance(payload, RuleViolationRefused):
+    kind = _REGISTRATION(event.payload)
+    if kind is RuleViolationRefused:
         return
-    if isinstance(payload, ClientRegistered):
+    if kind is ClientRegistered:
         if client.registered:
             raise refuse(
                 D09,
@@ -245,6 +258,8 @@ def check_client_event(client: Client, event: DomainEvent, policy: IntakePolicy)
     """The guards of the client's own events; returns the payload to record (possibly
     completed by the domain)."""
     payload = event.payload
+    if _CLIENT_GUARDED(payload) is None:  # no guard, asked once per class (#12)
+        return payload
     match payload:
         case ClientConsentGranted():
             check_consent_granted(payload, event.occurred_at)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from branchline_intake.domain.events import DomainEvent
+from branchline_intake.domain.kinds import KindOf
 from branchline_intake.domain.shelf import ShelfProduct, rebuild_shelf_product
 from branchline_intake.domain.staff import StaffMember, rebuild_staff_member
 from branchline_shared.events.catalogue import PAYLOAD_MODELS, ProductEvent
@@ -28,6 +29,7 @@ class Related:
 
 
 NOTHING_RELATED = Related()
+_PRODUCT_EVENT = KindOf(ProductEvent)
 
 
 def referenced_streams(event: DomainEvent) -> tuple[str, ...]:
@@ -39,9 +41,12 @@ def referenced_streams(event: DomainEvent) -> tuple[str, ...]:
     the payload's class is its type's model (``DomainEvent`` checks that), and a product
     event's ``product_id`` is a string, dumped as it is."""
     payload = event.payload
-    if not isinstance(payload, ProductEvent) or not isinstance(payload.product_id, str):
+    if _PRODUCT_EVENT(payload) is None:  # asked once per class (#12)
         return ()
-    streams = [product_stream_id(payload.product_id.strip())]
+    product_id = cast(ProductEvent, payload).product_id
+    if not isinstance(product_id, str):
+        return ()
+    streams = [product_stream_id(product_id.strip())]
     if event.actor_id is not None:
         streams.append(staff_stream_id(event.actor_id))
     return tuple(streams)
