@@ -98,7 +98,7 @@ client it does not remember is read."""
 FIRST_ANALYZE = 1_000
 """Events written to the rebuild's schema before its tables are first analysed; then again
 each time that count has grown :data:`ANALYZE_GROWTH` times (a bounded number of ANALYZEs:
-about 7 for 10,000,000 events)."""
+at most 4 for 1,000,000 events, 5 for 10,000,000)."""
 
 ANALYZE_GROWTH = 10
 
