@@ -12,11 +12,18 @@ per event, the CPU of this process per event and that of the PostgreSQL server's
 ``--checkpoints N`` signs a checkpoint after every N appended events (the benchmark signs
 none), so verification checks signatures and roots too. ``--profile-*`` samples that part
 with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
+
+``--verify 1,2`` verifies each round's ledger once per listed process count, in that order
+(1: one pass, as ``verify_ledger`` without segments; N > 1: N segments in N processes, #12;
+0: one per core), ``--verify-repeat R`` repeats that sequence R times (pairs alternate); the
+CPU figure of a parallel verify adds its processes' CPU (the fork server's and, once
+reaped, its children's, from /proc) to this process's.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import gc
 import os
@@ -35,6 +42,7 @@ from bench import baselines, branchline_measures  # noqa: E402
 from bench.profile_followup import write_profile  # noqa: E402
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
 from branchline_audit.application.verifying import verify_ledger  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
@@ -144,35 +152,91 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
         if profiler is not None:
             profiler.stop()
             write_profile(profiler, Path(args.profile_append))
-        STATEMENTS.clear()
-        settle_heap()
-        profiler = profiler_or_none(args.profile_verify if r == 0 else None)
-        started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
-        verdict = await verify_ledger(
-            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
-        )
-        verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
-        verify_pg = server_cpu_since(server, pg)
-        verify_statements = sum(STATEMENTS.values())
-        if profiler is not None:
-            profiler.stop()
-            write_profile(profiler, Path(args.profile_verify))
-        if not verdict.ok or verdict.entries != args.events:
-            raise AssertionError(f"the ledger did not verify: {verdict}")
+        n = args.events
+        append_rate = n / append_s
+        lines = [
+            f"round {r + 1}: raw COPY {copy_rate:,.0f} ev/s | append {append_rate:,.0f} ev/s "
+            f"({append_rate / copy_rate:.3f} x COPY, {1e6 * append_cpu / n:.1f} us CPU/ev "
+            f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
+            f"{append_statements / n:.3f} stmt/ev) | load {os.getloadavg()[0]:.2f}"
+        ]
+        modes = [int(m) for m in args.verify.split(",")] * args.verify_repeat
+        for i, processes in enumerate(modes):
+            profile = args.profile_verify if r == 0 and i == 0 else None
+            lines.append(
+                await one_verify(audit, own, server, processes, profile, n, copy_rate, args)
+            )
     finally:
         await pool.close()
-    n = args.events
-    append_rate, verify_rate = n / append_s, n / verify_s
-    return (
-        f"round {r + 1}: raw COPY {copy_rate:,.0f} ev/s | append {append_rate:,.0f} ev/s "
-        f"({append_rate / copy_rate:.3f} x COPY, {1e6 * append_cpu / n:.1f} us CPU/ev "
-        f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
-        f"{append_statements / n:.3f} stmt/ev) | verify {verify_rate:,.0f} ev/s "
-        f"({verify_rate / copy_rate:.3f} x COPY, {1e6 * verify_cpu / n:.1f} us CPU/ev "
-        f"+ {1e6 * verify_pg / n:.1f} us PostgreSQL, "
-        f"{verify_statements / n:.4f} stmt/ev, {verdict.checkpoints_checked} checkpoints) | "
-        f"load {os.getloadavg()[0]:.2f}"
+    return "\n".join(lines)
+
+
+async def one_verify(
+    audit: Any,
+    settings: Any,
+    server: Any,
+    processes: int,
+    profile: str | None,
+    n: int,
+    copy_rate: float,
+    args: argparse.Namespace,
+) -> str:
+    """One verify of the round's ledger, in one pass (``processes`` 1) or in segments."""
+    segments = None
+    if processes != 1:
+        segments = ProcessSegmentVerifiers(
+            settings.audit_database_url,
+            settings.audit_db_writer_role,
+            processes=processes,
+            min_entries=args.min_entries,
+        )
+    STATEMENTS.clear()
+    settle_heap()
+    profiler = profiler_or_none(profile)
+    started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
+    helpers = forkserver_cpu()
+    verdict = await verify_ledger(
+        audit.ledger,
+        audit.checkpoints,
+        verifier=audit.signer.verifier(),
+        origin=audit.origin,
+        segments=segments,
     )
+    verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
+    verify_pg = server_cpu_since(server, pg)
+    if segments is not None:
+        await asyncio.sleep(0.2)  # the fork server reaps the processes it forked
+        helpers = forkserver_cpu() - helpers
+    else:
+        helpers = 0.0
+    verify_statements = sum(STATEMENTS.values())
+    if profiler is not None:
+        profiler.stop()
+        write_profile(profiler, Path(profile or ""))
+    if not verdict.ok or verdict.entries != n:
+        raise AssertionError(f"the ledger did not verify: {verdict}")
+    rate = n / verify_s
+    return (
+        f"  verify, {processes or 'one per core'} process(es): {rate:,.0f} ev/s "
+        f"({rate / copy_rate:.3f} x COPY, {1e6 * (verify_cpu + helpers) / n:.1f} us CPU/ev "
+        f"of which {1e6 * helpers / n:.1f} in the verifying processes, "
+        f"+ {1e6 * verify_pg / n:.1f} us PostgreSQL, "
+        f"{verify_statements / n:.4f} stmt/ev in this process, "
+        f"{verdict.checkpoints_checked} checkpoints) | load {os.getloadavg()[0]:.2f}"
+    )
+
+
+def forkserver_cpu() -> float:
+    """CPU seconds of the fork server's process and of the children it has reaped (the
+    verifying processes), from /proc; 0 before it runs."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return 0.0
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
@@ -190,6 +254,9 @@ def main() -> int:
     parser.add_argument("--sql", action="store_true", help="statements per append, by text")
     parser.add_argument("--profile-append", help="pyinstrument profile of the first append")
     parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
+    parser.add_argument("--verify", default="1", help="process counts, in order (1: one pass)")
+    parser.add_argument("--verify-repeat", type=int, default=1)
+    parser.add_argument("--min-entries", type=int, default=1, help="below: one pass")
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-ledger-")

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.adapters.signing_key import load_signer, signing_key_path
 from branchline_audit.application.pruning import PruneOutcome, prune_expired
 from branchline_audit.application.verifying import verify_ledger
@@ -46,7 +47,15 @@ def _verifier(settings: BranchlineSettings) -> Verifier | None:
     return load_signer(settings).verifier()
 
 
-async def _verify(settings: BranchlineSettings, show_progress: bool) -> LedgerVerdict:
+async def _verify(
+    settings: BranchlineSettings, show_progress: bool, processes: int | None
+) -> LedgerVerdict:
+    segments = ProcessSegmentVerifiers(
+        settings.audit_database_url,
+        settings.audit_db_writer_role,
+        processes=settings.audit_verify_processes if processes is None else processes,
+        min_entries=settings.audit_verify_parallel_min_entries,
+    )
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
         ledger = PostgresLedger(pool)
@@ -66,6 +75,7 @@ async def _verify(settings: BranchlineSettings, show_progress: bool) -> LedgerVe
                 verifier=_verifier(settings),
                 origin=settings.audit_log_origin,
                 progress=lambda done: progress.update(task, completed=done),
+                segments=segments,
             )
     finally:
         await pool.close()
@@ -74,9 +84,18 @@ async def _verify(settings: BranchlineSettings, show_progress: bool) -> LedgerVe
 @audit_app.command()
 def verify(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=64,
+            help="Check the ledger in this many processes, each a range of positions (0: one "
+            "per core, 1: one pass); default BRANCHLINE_AUDIT_VERIFY_PROCESSES.",
+        ),
+    ] = None,
 ) -> None:
     """Recompute the hash chain and check every signed checkpoint (exit 1 if anything fails)."""
-    verdict = asyncio.run(_verify(BranchlineSettings(), progress))
+    verdict = asyncio.run(_verify(BranchlineSettings(), progress, processes))
     typer.echo(
         json.dumps(
             {

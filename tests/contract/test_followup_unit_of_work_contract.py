@@ -20,7 +20,14 @@ from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.task_creations import creation_event
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
-from branchline_followup.domain import DurableTimer, FollowupTask, TaskKind, TaskStatus, TimerKind
+from branchline_followup.domain import (
+    HANDLED_EVENT_TYPES,
+    DurableTimer,
+    FollowupTask,
+    TaskKind,
+    TaskStatus,
+    TimerKind,
+)
 from branchline_followup.domain.records import ClientFacts
 from branchline_followup.domain.source_order import recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
@@ -99,6 +106,25 @@ def an_event(client_id: str, *, stream: str | None = None, version: int = 1) -> 
 
 class Rolledback(Exception):
     pass
+
+
+async def stored_rows(conn: Any, events: list[RecordedEvent]) -> list[dict[str, Any]]:
+    """What the store holds of ``events``, in their order: their rows but the id, position and
+    transaction (the envelope without its id and stream), their outbox rows but the id and
+    instant, and their streams' versions now."""
+    rows = await conn.fetch(
+        "SELECT e.stream_id, e.stream_version, e.type, e.client_id, e.occurred_at, "
+        "e.recorded_at, e.submission_hash, (e.envelope - 'event_id' - 'stream_id')::text "
+        "AS envelope, (e.envelope ->> 'stream_version')::int AS envelope_version, "
+        "(e.envelope ->> 'event_id')::uuid = e.event_id AS envelope_id_kept, "
+        "e.envelope ->> 'stream_id' = e.stream_id AS envelope_stream_kept, "
+        "o.topic, o.message_key, o.published_at, s.version AS stream_now "
+        "FROM es_events e JOIN es_outbox o USING (event_id) JOIN es_streams s USING (stream_id) "
+        "JOIN unnest($1::uuid[]) WITH ORDINALITY AS w(event_id, n) USING (event_id) "
+        "ORDER BY w.n",
+        [e.event_id for e in events],
+    )
+    return [dict(r) for r in rows]
 
 
 class FollowupUnitOfWorkContract:
@@ -396,6 +422,60 @@ class FollowupUnitOfWorkContract:
             assert list(found) == [first.event_id]
             assert found[first.event_id].event.event_id == first.event_id
         assert wakes.count == 1  # a unit that appended nothing wakes no one
+
+    async def test_events_appended_numbered_follow_each_streams_version_in_order(
+        self, units: UnitsOfWork, wakes: Wakes
+    ) -> None:
+        """#12: ``append_numbered`` locks the streams and numbers each event after its
+        stream's version, in the order given, whatever version the event came with."""
+        existing, new = f"followup-task-{uuid.uuid4()}", f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            await uow.events.lock_streams([existing])
+            await uow.events.append([an_event("c-18", stream=existing)], topic=TOPIC)
+        given = [
+            an_event("c-18", stream=new),
+            an_event("c-18", stream=existing),  # at version 1: numbered 2
+            an_event("c-18", stream=new),
+        ]
+        async with units.begin() as uow:
+            stored = await uow.events.append_numbered(given, topic=TOPIC)
+            assert wakes.count == 1  # the first unit's only
+        assert wakes.count == 2
+        assert [e.event_id for e, _ in stored] == [e.event_id for e in given]
+        assert [(e.stream_id, e.stream_version) for e, _ in stored] == [
+            (new, 1),
+            (existing, 2),
+            (new, 2),
+        ]
+        assert [(p.event_id, p.stream_id, p.stream_version) for _, p in stored] == [
+            (e.event_id, e.stream_id, e.stream_version) for e, _ in stored
+        ]
+        assert stored[0][1].global_position < stored[1][1].global_position
+        assert stored[1][1].global_position < stored[2][1].global_position
+        assert [e.model_copy(update={"stream_version": 1}) for e, _ in stored] == [
+            e.model_copy(update={"stream_version": 1}) for e in given
+        ]  # nothing else changed
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([existing, new]) == {existing: 2, new: 2}
+            found = await uow.events.find([e.event_id for e in given])
+            assert {i: f.event for i, f in found.items()} == {e.event_id: e for e, _ in stored}
+
+    async def test_a_taken_event_id_appended_numbered_is_a_concurrency_error(
+        self, units: UnitsOfWork
+    ) -> None:
+        event = an_event("c-19")
+        async with units.begin() as uow:
+            await uow.events.append_numbered([event], topic=TOPIC)
+
+        async def again() -> None:
+            async with units.begin() as uow:
+                await uow.events.append_numbered(
+                    [event.model_copy(update={"stream_id": f"followup-task-{uuid.uuid4()}"})],
+                    topic=TOPIC,
+                )
+
+        with pytest.raises(ConcurrencyError):
+            await again()
 
     async def test_a_taken_stream_version_is_a_concurrency_error(self, units: UnitsOfWork) -> None:
         stream = f"followup-task-{uuid.uuid4()}"
@@ -858,6 +938,69 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                         existing,
                     )  # (the new one is not visible to others before the unit commits)
 
+    async def test_events_appended_numbered_are_stored_as_locked_and_appended_in_turn(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: ``append_numbered`` is one statement, and stores what ``lock_streams`` then
+        ``append`` of the numbered events store: the events (their envelopes saying their
+        versions), their outbox rows, the streams' versions; its streams stay locked."""
+        existing, new = f"followup-task-{uuid.uuid4()}", f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            await uow.events.lock_streams([existing])
+            await uow.events.append([an_event("c-94", stream=existing)], topic=TOPIC)
+        given = [an_event("c-94", stream=new), an_event("c-94", stream=existing)]
+        given.append(
+            given[1].model_copy(
+                update={"event_id": uuid.uuid4(), "client_id": None, "product_id": "P-1"}
+            )
+        )
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            conn.add_query_logger(log)
+            try:
+                stored = await uow.events.append_numbered(given, topic=TOPIC)
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+            assert len(sent) == 1, sent
+            async with units._pool.acquire() as other:  # type: ignore[attr-defined]
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await other.fetch(
+                        "SELECT 1 FROM es_streams WHERE stream_id = $1 FOR UPDATE NOWAIT",
+                        existing,
+                    )
+        # the same events on two other streams, written by lock_streams and append in turn
+        other_existing, other_new = f"followup-task-{uuid.uuid4()}", f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            await uow.events.lock_streams([other_existing])
+            await uow.events.append([an_event("c-94", stream=other_existing)], topic=TOPIC)
+        renamed = {new: other_new, existing: other_existing}
+        in_turn = [
+            e.model_copy(update={"event_id": uuid.uuid4(), "stream_id": renamed[e.stream_id]})
+            for e, _ in stored
+        ]
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([other_existing, other_new]) == {
+                other_existing: 1,
+                other_new: 0,
+            }
+            await uow.events.append(in_turn, topic=TOPIC)
+        async with units._pool.acquire() as conn:  # type: ignore[attr-defined]
+            at_once_rows = await stored_rows(conn, [e for e, _ in stored])
+            in_turn_rows = await stored_rows(conn, in_turn)
+        assert at_once_rows == [
+            {**r, "stream_id": {v: k for k, v in renamed.items()}[r["stream_id"]]}
+            for r in in_turn_rows
+        ]
+        assert [
+            (r["stream_version"], r["envelope_version"], r["stream_now"]) for r in at_once_rows
+        ] == [(1, 1, 1), (2, 2, 3), (3, 3, 3)]
+
     async def test_held_clients_are_read_ahead_in_one_statement_after_their_locks(
         self, units: UnitsOfWork
     ) -> None:
@@ -903,6 +1046,55 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         assert "pg_advisory_xact_lock" in held[0]
         assert all(table in held[1] for table in ("fu_clients", "fu_tasks", "fu_client_events"))
         assert sent == held  # nothing read when asked
+
+    async def test_what_held_deciding_events_caused_is_read_ahead_with_their_clients(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: holding a batch's clients also reads the stored tasks and the recorded
+        creations that its events the rules decide on caused, in the same statement; the
+        look-up that follows sends none, until the unit appends events (then it asks)."""
+        task = a_task("c-75")
+        creation = creation_event(task, stream_version=1, now=T0)
+        async with units.begin() as uow:
+            await uow.tasks.save([task])
+            await uow.events.append([creation], topic=TOPIC)
+        deciding = an_event("c-75").model_copy(update={"event_id": task.source_event_id})
+        other = an_event("c-76")
+        assert deciding.type in HANDLED_EVENT_TYPES
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            await uow.hold_clients_of([(an_event("c-74"), None)])  # the statements prepared
+            conn.add_query_logger(log)
+            try:
+                await uow.hold_clients_of([(deciding, None), (other, None)])
+                await asyncio.sleep(0)
+                held = list(sent)
+                found = await uow.look_up_caused_by([deciding.event_id, other.event_id])
+                assert await uow.tasks.get_caused(task.id, deciding.event_id) == task
+                assert await uow.tasks.get_caused(uuid.uuid4(), other.event_id) is None
+                await asyncio.sleep(0)
+                assert sent == held  # nothing asked
+                later = creation_event(
+                    a_task("c-76").model_copy(update={"source_event_id": other.event_id}),
+                    stream_version=1,
+                    now=T0,
+                )
+                await uow.events.append_numbered([later], topic=TOPIC)
+                again = await uow.look_up_caused_by([other.event_id])
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+        assert len(held) == 2, held
+        assert "followup.task_created" in held[1]
+        assert "source_event_id" in held[1]
+        assert [c.event_id for c in found] == [creation.event_id]
+        assert [c.event_id for c in again] == [later.event_id]
+        assert len(sent) == len(held) + 2, sent  # the append, then the look-up asked
 
     async def test_the_timeline_collected_by_a_unit_is_written_with_it_but_a_failed_savepoints(
         self, units: UnitsOfWork, settings: BranchlineSettings

@@ -434,3 +434,30 @@ async def test_a_failing_caller_alone_is_answered_with_its_error_and_stores_noth
         )
     finally:
         await conn.close()
+
+
+async def test_a_request_cancelled_while_its_group_is_written_cancels_nothing_else(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """A request given up (its client gone, its timeout) while its group is written: its
+    event is committed with the group all the same, and the others are answered (#12: the
+    answer is awaited without a shield; the writer is a task of its own)."""
+    committer: GroupCommitter = app.state.group_commit
+    clients = [f"C-X{i}" for i in range(12)]
+    tasks = [
+        asyncio.create_task(committer.submit([registration(c)], submitted_by=BRANCH))
+        for c in clients
+    ]
+    await asyncio.sleep(0)  # every request queued, a writer started
+    for task in tasks[::3]:
+        task.cancel()
+    done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
+    assert all(isinstance(d, asyncio.CancelledError) for d in done[::3])
+    kept = [d for i, d in enumerate(done) if i % 3]
+    assert all(isinstance(d, list) and isinstance(d[0], Accepted) for d in kept), kept
+    ctx: IntakeContext = app.state.intake
+    for client_id in clients:  # the cancelled requests' events too
+        stored = await ctx.store.read_stream(f"client-{client_id}")
+        assert len(stored) == 1, client_id
+    # Nothing left waiting: the writers finish once their groups are answered.
+    await asyncio.wait_for(committer.aclose(), timeout=30)

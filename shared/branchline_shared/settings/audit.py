@@ -22,6 +22,21 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         description="Events the audit consumer fetches and writes to the ledger in one "
         "transaction at most (#12).",
     )
+    audit_verify_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Processes `branchline audit verify` checks the ledger in, each a range "
+        "of positions joined at their boundaries; 0: one per core, 1: one pass (#12). One "
+        "pass by default: with checkpoints (every ledger has them) the segments were slower "
+        "in paired runs (docs/performance.md, Round 10).",
+    )
+    audit_verify_parallel_min_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="Ledgers with fewer entries are verified in one pass: starting the "
+        "processes costs more than they save (#12).",
+    )
     audit_log_origin: str = Field(
         default="branchline.dev/audit",
         pattern=r"^[^\s+]+$",

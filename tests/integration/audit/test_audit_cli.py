@@ -89,6 +89,29 @@ def test_verify_with_progress_then_a_tampered_entry_is_reported(
     assert report["first_bad_position"] == 12
 
 
+def test_verify_in_processes_reports_what_one_pass_reports(
+    cli_settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#12: ``--processes 3`` (every ledger split: the size floor set to 1) gives the one
+    pass's report, good or with an entry changed at the second segment's first position."""
+    monkeypatch.setenv("BRANCHLINE_AUDIT_VERIFY_PARALLEL_MIN_ENTRIES", "1")
+    asyncio.run(_build(cli_settings))
+    one_pass = runner.invoke(app, ["audit", "verify", "--no-progress", "--processes", "1"])
+    in_three = runner.invoke(app, ["audit", "verify", "--no-progress", "--processes", "3"])
+    assert in_three.exit_code == one_pass.exit_code == 0, in_three.output
+    assert json.loads(in_three.stdout) == json.loads(one_pass.stdout)
+    asyncio.run(  # 41 entries: segments 1..13, 14..27, 28..
+        behind_the_ledgers_back(
+            cli_settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position = 14"
+        )
+    )
+    one_pass = runner.invoke(app, ["audit", "verify", "--no-progress", "--processes", "1"])
+    in_three = runner.invoke(app, ["audit", "verify", "--no-progress", "--processes", "3"])
+    assert in_three.exit_code == one_pass.exit_code == 1
+    assert json.loads(in_three.stdout) == json.loads(one_pass.stdout)
+    assert json.loads(in_three.stdout)["first_bad_position"] == 14
+
+
 @pytest.mark.parametrize("content", ["jsonl", "csv"])
 def test_verify_export_offline_and_a_changed_byte_names_its_line(
     cli_settings: BranchlineSettings, tmp_path: Path, content: str

@@ -3,12 +3,14 @@ checkpoints with nothing but the verifier key (RFC 9162, C2SP signed notes)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from datetime import timedelta
 
 import pytest
 
+from branchline_audit.adapters.ledger import UnstorableEvent
 from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.proofs import (
@@ -17,6 +19,7 @@ from branchline_audit.application.proofs import (
     consistency,
     inclusion,
 )
+from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.domain.merkle import (
     leaf_hash,
     root,
@@ -229,3 +232,30 @@ async def test_the_cached_subtrees_equal_a_build_from_the_stored_entries(
         assert max(level for level, _ in stored) == 8
         leaves = await _leaves(audit)
         assert (await checkpoint_now(audit)).root_hash == root(leaves)
+
+
+async def test_concurrent_appends_stay_serialised_and_a_refused_one_leaves_nothing(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: appends from several connections at once (each reading what it needs in one
+    statement after the ledger lock) take gap-free positions one after the other; one
+    refused mid-way rolls back whole and its connection serves the next append; the chain
+    and the cached subtrees hold."""
+    rng = random.Random(1210)
+    async with audit_context(quick_settings(settings)) as audit:
+        batches = [random_events(37, rng, start=i * 37) for i in range(8)]
+        await asyncio.gather(*(audit.ledger.append(batch, now=T0) for batch in batches))
+        refused = random_events(3, rng, start=1000)
+        refused[2]["data"] = {"note": "a\x00b"}
+        with pytest.raises(UnstorableEvent):
+            await audit.ledger.append(refused, now=T0)
+        for _ in range(4):  # every connection of the pool, the refused one's included
+            assert await audit.ledger.append(random_events(5, rng, start=2000), now=T0) == 5
+        positions = [e.entry.position async for e in audit.ledger.scan_stored()]
+        assert positions == list(range(1, 8 * 37 + 4 * 5 + 1))
+        assert await _stored_nodes(audit) == await _recomputed_nodes(audit)
+        verdict = await verify_ledger(
+            audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        )
+        assert verdict.ok
+        assert verdict.entries == len(positions)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
@@ -41,9 +42,42 @@ SIZE = 1000
 TRIALS = 90
 
 
-async def _verify(audit: AuditContext) -> LedgerVerdict:
+SEGMENTS = 3
+"""With the ``segments`` path: 1..333, 334..666, 667.. (a tamper at 333, 334, 666 or 667 is
+at a boundary)."""
+_PATH = {"segments": False}
+
+
+@pytest.fixture(autouse=True, params=["one pass", "segments"])
+def verify_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs twice: verified in one pass, and in three segments each in a process
+    of its own, joined at their boundaries (#12); the verdicts must be the same."""
+    _PATH["segments"] = request.param == "segments"
+    yield request.param
+    _PATH["segments"] = False
+
+
+async def _verify(settings: BranchlineSettings, audit: AuditContext) -> LedgerVerdict:
+    if not _PATH["segments"]:
+        return await _verify_by(audit, None)
+    segments = ProcessSegmentVerifiers(
+        settings.audit_database_url,
+        settings.audit_db_writer_role,
+        processes=SEGMENTS,
+        min_entries=1,
+    )
+    return await _verify_by(audit, segments)
+
+
+async def _verify_by(
+    audit: AuditContext, segments: ProcessSegmentVerifiers | None
+) -> LedgerVerdict:
     return await verify_ledger(
-        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
+        audit.ledger,
+        audit.checkpoints,
+        verifier=audit.signer.verifier(),
+        origin=audit.origin,
+        segments=segments,
     )
 
 
@@ -194,7 +228,7 @@ async def test_one_altered_byte_in_any_column_is_located(
     ledger_1000: Built,
 ) -> None:
     settings, audit = ledger_1000
-    assert (await _verify(audit)).ok
+    assert (await _verify(settings, audit)).ok
     rng = random.Random(2026)
     for trial in range(TRIALS):
         column = COLUMNS[trial % len(COLUMNS)]
@@ -203,12 +237,12 @@ async def test_one_altered_byte_in_any_column_is_located(
         sql, args = _by_column(column)(row, rng)
         await behind_the_ledgers_back(settings, sql, *args, position)
         try:
-            verdict = await _verify(audit)
+            verdict = await _verify(settings, audit)
         finally:
             await _restore(settings, row, column)
         assert not verdict.ok, (column, position)
         assert verdict.first_bad_position == position, (column, position, verdict.reason)
-    assert (await _verify(audit)).ok  # every change was undone: the ledger verifies again
+    assert (await _verify(settings, audit)).ok  # every change was undone: the ledger verifies again
 
 
 @pytest.mark.parametrize(
@@ -236,13 +270,13 @@ async def test_a_number_rewritten_as_another_json_type_is_located(
             position,
         )
         try:
-            verdict = await _verify(audit)
+            verdict = await _verify(settings, audit)
         finally:
             await _restore(settings, row, "event")
         assert not verdict.ok, position
         assert verdict.bad_positions == (position,), verdict.reason
         assert "another JSON type" in (verdict.reason or "")
-    assert (await _verify(audit)).ok
+    assert (await _verify(settings, audit)).ok
 
 
 async def test_a_deleted_entry_is_found_anywhere(fresh_ledger: Built) -> None:
@@ -254,11 +288,11 @@ async def test_a_deleted_entry_is_found_anywhere(fresh_ledger: Built) -> None:
             settings, "DELETE FROM audit_ledger WHERE position = $1", position
         )
         try:
-            verdict = await _verify(audit)
+            verdict = await _verify(settings, audit)
         finally:
             await _restore(settings, row, "position")
         assert verdict.first_bad_position == position, verdict.reason
-    assert (await _verify(audit)).ok
+    assert (await _verify(settings, audit)).ok
 
 
 async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
@@ -278,7 +312,7 @@ async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
             await conn.execute(
                 "UPDATE audit_ledger SET position = $1 WHERE position = 99999999", second
             )
-        verdict = await _verify(audit)
+        verdict = await _verify(settings, audit)
         async with superuser(settings) as conn, conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute(
@@ -287,7 +321,7 @@ async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
         for row in rows:
             await _restore(settings, row, "position")
         assert verdict.first_bad_position == first, verdict.reason
-    assert (await _verify(audit)).ok
+    assert (await _verify(settings, audit)).ok
 
 
 async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints(
@@ -324,7 +358,7 @@ async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints
                 canonical,
             )
             prev = digest
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert not verdict.ok
     assert verdict.first_bad_position == 501
     assert verdict.bad_checkpoint == SIZE
@@ -338,7 +372,7 @@ async def test_a_forged_checkpoint_is_found(fresh_ledger: Built) -> None:
         "UPDATE audit_checkpoints SET note = replace(note, '\n500\n', '\n499\n') "
         "WHERE tree_size = 500",
     )
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert not verdict.ok
     assert verdict.bad_checkpoint == 500
 
@@ -348,7 +382,7 @@ async def test_entries_removed_at_the_end_are_found_by_the_last_checkpoint(
 ) -> None:
     settings, audit = fresh_ledger
     await behind_the_ledgers_back(settings, "DELETE FROM audit_ledger WHERE position > 990")
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert verdict.first_bad_position == 991
     assert "removed from the end" in (verdict.reason or "")
 
@@ -394,7 +428,7 @@ async def test_rewritten_stored_bytes_are_each_located_and_verify_goes_on(
         "UPDATE audit_ledger SET canonical = canonical || ' '::bytea WHERE position = $1",
         900,
     )
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert not verdict.ok
     assert verdict.first_bad_position == 30
     assert verdict.bad_positions == (30, 120, 900), verdict.bad_positions
@@ -413,7 +447,7 @@ async def test_a_rewritten_event_is_found_even_when_its_stored_bytes_are_intact(
         "WHERE position = ANY($1::bigint[])",
         [333, 777],  # a column altered; a column added beside bytes that hold the event
     )
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert verdict.bad_positions == (333, 777), verdict.reason
     assert "canonical bytes" in (verdict.reason or "")
 
@@ -427,11 +461,11 @@ async def test_entries_written_before_the_bytes_were_stored_verify_as_before(
     await behind_the_ledgers_back(
         settings, f"UPDATE audit_ledger SET event = {EVENT}, canonical = NULL WHERE position <= 600"
     )
-    assert (await _verify(audit)).ok
+    assert (await _verify(settings, audit)).ok
     row = await _row(settings, 250)
     sql, args = _by_column("event")(row, random.Random(3))
     await behind_the_ledgers_back(settings, sql, *args, 250)
-    verdict = await _verify(audit)
+    verdict = await _verify(settings, audit)
     assert verdict.first_bad_position == 250, verdict.reason
     assert verdict.bad_positions == (250,)
 
@@ -472,3 +506,45 @@ async def test_an_append_stores_the_event_once_in_the_bytes_as_hashed(ledger_100
         assert encodes_event(bytes(row["canonical"]), row["position"], at, event)
         if row["event"] is not None:
             assert json.loads(row["event"]) == event
+
+
+@pytest.mark.parametrize("position", [333, 334, 666, 667])
+async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
+    ledger_1000: Built, position: int
+) -> None:
+    """#12: any column of the first or last entry of a segment changed: verified in segments,
+    the verdict is the one-pass verdict, whole (the segment that does not join is verified
+    again from where the ones before it left the chain)."""
+    settings, audit = ledger_1000
+    rng = random.Random(position)
+    segments = ProcessSegmentVerifiers(
+        settings.audit_database_url,
+        settings.audit_db_writer_role,
+        processes=SEGMENTS,
+        min_entries=1,
+    )
+    for column in COLUMNS:
+        row = await _row(settings, position)
+        sql, args = _by_column(column)(row, rng)
+        await behind_the_ledgers_back(settings, sql, *args, position)
+        try:
+            in_segments = await _verify_by(audit, segments)
+            one_pass = await _verify_by(audit, None)
+        finally:
+            await _restore(settings, row, column)
+        assert in_segments == one_pass, column
+        assert one_pass.first_bad_position == position, (column, one_pass.reason)
+    for change in (
+        "DELETE FROM audit_ledger WHERE position = $1",
+        "UPDATE audit_ledger SET prev_hash = decode(repeat('ab', 32), 'hex') WHERE position = $1",
+    ):
+        row = await _row(settings, position)
+        await behind_the_ledgers_back(settings, change, position)
+        try:
+            in_segments = await _verify_by(audit, segments)
+            one_pass = await _verify_by(audit, None)
+        finally:
+            await _restore(settings, row, "position")
+        assert in_segments == one_pass, change
+        assert one_pass.first_bad_position == position, (change, one_pass.reason)
+    assert (await _verify_by(audit, segments)).ok

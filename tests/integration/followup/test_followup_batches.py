@@ -302,11 +302,11 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     light load every batch is one event, so they are its fixed cost): the read ahead of the
     client's facts, open tasks and journal place is one statement (three before), right after
     the applied record, which takes the client's lock (a statement of its own before), so a
-    registration that makes a task due sends at most 9 (19, then 16 before): BEGIN, the swap
-    lock, the applied record with the client's lock, the read ahead, the tasks and creations
-    its event caused (2 before), the creation's streams created and locked (2 before) and the
-    creation written (its applied record was a statement of its own), the collected writes
-    with the creation's applied record (5 before), COMMIT."""
+    registration that makes a task due sends at most 7 (19, 16, then 9 before): BEGIN, the
+    swap lock, the applied record with the client's lock, the read ahead with the tasks and
+    creations its event caused (3, then 2 before), the creation's stream created and locked
+    with the creation written (3, then 2 before; its applied record was a statement of its
+    own), the collected writes with the creation's applied record (5 before), COMMIT."""
     async with one_connection(settings) as (pool, units):
         first = delivered([registered("C-20")])
         warm = await apply_batch(units, first, RECORDING, consumer=CONSUMER)
@@ -327,7 +327,12 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
     collected = [q for q in sent if q.startswith("WITH w0 AS (INSERT INTO fu_clients ")]
     assert len(collected) == 1, "\n".join(sent)
     assert "INSERT INTO fu_applied_events " in collected[0]  # the creation's record
-    assert len(sent) <= 9, "\n".join(sent)
+    streams = [q for q in sent if "INSERT INTO es_streams" in q]
+    assert len(streams) == 1, "\n".join(sent)
+    assert "INSERT INTO es_events" in streams[0]  # the creation written with its lock
+    assert "followup.task_created" in reads_ahead[0]  # what its event caused, with it
+    assert not [q for q in sent if q.startswith("SELECT k.kind, t.*, c.envelope")]
+    assert len(sent) <= 7, "\n".join(sent)
 
 
 async def test_a_batch_runs_its_statements_on_generic_plans(settings: BranchlineSettings) -> None:
@@ -344,7 +349,7 @@ async def test_a_batch_runs_its_statements_on_generic_plans(settings: Branchline
         async with pool.acquire() as conn:
             plans = await conn.fetch(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE '%FROM (VALUES (1), (2), (3)) AS k(kind)%' "
+                "WHERE statement LIKE '%FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)%' "
                 "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
             )
             mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")

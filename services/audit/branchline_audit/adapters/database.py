@@ -176,8 +176,15 @@ async def open_role_pool(
     settings: AuditSettings, role: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool[Any]:
     """A pool whose every connection acts as ``role`` (the writer or the pruner)."""
+    return await role_pool(settings.audit_database_url, role, min_size=min_size, max_size=max_size)
+
+
+async def role_pool(
+    database_url: str, role: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool[Any]:
+    """:func:`open_role_pool` from the database's URL (a verifying process has no settings)."""
     pool = await asyncpg.create_pool(
-        settings.audit_database_url,
+        database_url,
         min_size=min_size,
         max_size=max_size,
         init=_role_init(role),

@@ -77,6 +77,11 @@ _ROWS_AFTER = (
     f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
     "WHERE position > $1 ORDER BY position LIMIT $2"
 )
+# A segment's rows, for verification in parallel (#12).
+_ROWS_BETWEEN = (
+    f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
+    "WHERE position > $1 AND position <= $3 ORDER BY position LIMIT $2"
+)
 
 # Everything an append reads, after the lock and before its COPY, in one statement (#12):
 # which of its events the ledger holds already ('s': event_id), its head ('h': position as
@@ -413,16 +418,23 @@ class PostgresLedger:
                 return
             after = page[-1].entry.position
 
-    async def scan_rows(self, *, page_size: int = 5000) -> AsyncIterator[Sequence[Any]]:
-        """Every stored row (:data:`ROW_FIELDS` order) in ledger order, a page at a time.
+    async def scan_rows(
+        self, *, page_size: int = 5000, after_position: int = 0, through: int | None = None
+    ) -> AsyncIterator[Sequence[Any]]:
+        """Every stored row (:data:`ROW_FIELDS` order) in ledger order, a page at a time,
+        from after ``after_position`` (up to ``through``, when given: a segment, #12).
         The next page is asked for as soon as one arrives, on a second connection, so the
         database reads it while the caller checks the one it has (the verifier's Python and
         PostgreSQL then work on the two cores at once)."""
 
         async def page_after(position: int) -> list[asyncpg.Record]:
-            return await self._pool.fetch(_ROWS_AFTER, position, page_size)
+            if through is None:
+                return await self._pool.fetch(_ROWS_AFTER, position, page_size)
+            return await self._pool.fetch(_ROWS_BETWEEN, position, page_size, through)
 
-        pending: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(page_after(0))
+        pending: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(
+            page_after(after_position)
+        )
         try:
             while pending is not None:
                 page = await pending

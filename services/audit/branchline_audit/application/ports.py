@@ -19,7 +19,12 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.relationships import LedgerFact
-from branchline_audit.domain.verification import StoredCheckpoint, StoredEntry
+from branchline_audit.domain.verification import (
+    Segment,
+    SegmentResult,
+    StoredCheckpoint,
+    StoredEntry,
+)
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -63,9 +68,12 @@ class AuditLedger(Protocol):
         """Every entry with its stored columns, in ledger order (constant memory)."""
         ...
 
-    def scan_rows(self, *, page_size: int = 5000) -> AsyncIterator[Sequence[Any]]:
+    def scan_rows(
+        self, *, page_size: int = 5000, after_position: int = 0, through: int | None = None
+    ) -> AsyncIterator[Sequence[Any]]:
         """Every stored row (``ROW_FIELDS`` of :mod:`~branchline_audit.domain.verification`)
-        in ledger order, a page at a time (constant memory)."""
+        in ledger order, a page at a time (constant memory), from after ``after_position``
+        up to ``through`` (None: to the end)."""
         ...
 
     async def size(self) -> int: ...
@@ -121,4 +129,26 @@ class AuditCheckpoints(Protocol):
     ) -> StoredCheckpoint:
         """Sign and store a checkpoint at the ledger's current size (or return the one
         there); ``range_root(conn, size)`` is awaited for the root over ``size`` leaves."""
+        ...
+
+
+class SegmentVerifiers(Protocol):
+    """Verifies segments of the ledger each apart, at once (processes of their own, #12)."""
+
+    @property
+    def processes(self) -> int:
+        """How many segments to split the ledger into, the first verified by the caller
+        (1: verify it in one pass)."""
+        ...
+
+    @property
+    def min_entries(self) -> int:
+        """Ledgers smaller than this are verified in one pass."""
+        ...
+
+    async def verify(
+        self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult]:
+        """Each segment's :class:`~branchline_audit.domain.verification.SegmentAuditor`
+        result, in order."""
         ...

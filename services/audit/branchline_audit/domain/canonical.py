@@ -72,7 +72,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import rfc8785
@@ -511,6 +511,14 @@ class ChainEntry:
     bytes and checks they encode ``position``, ``event`` and ``appended_at``."""
 
 
+class ChainState(NamedTuple):
+    """What decides how a :class:`ChainVerifier` takes its next entry."""
+
+    expected: int
+    prev: bytes
+    also: bytes | None
+
+
 @dataclass(frozen=True, slots=True)
 class ChainVerdict:
     """Outcome of verifying a chain (the body of ``GET /v1/audit/verify`` plus diagnostics).
@@ -626,6 +634,33 @@ class ChainVerifier:
             return False
         self._advance(hash_)
         return True
+
+    def state(self) -> ChainState:
+        """Where the chain stands: the position it expects next and the links it takes."""
+        return ChainState(self._expected, self._prev, self._also)
+
+    def links(self, prev_hash: bytes) -> bool:
+        """Whether an entry whose ``prev_hash`` is this would link here."""
+        return prev_hash == self._prev or (self._also is not None and prev_hash == self._also)
+
+    def resume(self, state: ChainState, entries: int) -> None:
+        """Take over where a verifier of the next ``entries`` entries ended (its
+        :meth:`state`): one that started from this chain's state, or from one that an entry
+        linking to this chain treats alike (:meth:`LedgerAuditor.joins`). Marks and the tree
+        are its caller's (:meth:`mark_bad`, :meth:`grow_tree`)."""
+        self._expected, self._prev, self._also = state
+        self._count += entries
+
+    def grow_tree(self, leaves: bytes, start: int, stop: int) -> None:
+        """The tree grown by leaves ``start`` to ``stop`` of ``leaves`` (Merkle leaf hashes,
+        32 bytes each, in ledger order) as :meth:`_grow_tree` grows it by one entry each."""
+        for i in range(start, stop):
+            if self._tree is None:
+                return
+            if self._tree_leaves is not None and self._tree.size >= self._tree_leaves:
+                self._tree = None
+                return
+            self._tree.append(leaves[i * HASH_SIZE : (i + 1) * HASH_SIZE])
 
     def _advance(self, hash_: bytes) -> None:
         self._prev = hash_

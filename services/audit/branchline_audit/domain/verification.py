@@ -24,7 +24,9 @@ from typing import Any
 import orjson
 
 from branchline_audit.domain.canonical import (
+    GENESIS_PREV_HASH,
     ChainEntry,
+    ChainState,
     ChainVerifier,
     encodes_event_after,
     entry_head,
@@ -32,6 +34,7 @@ from branchline_audit.domain.canonical import (
     proven_event_after,
     stored_event,
 )
+from branchline_audit.domain.merkle import HASH_SIZE, leaf_hash
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
 from branchline_audit.domain.records import (
     IndexColumns,
@@ -200,10 +203,7 @@ class LedgerAuditor:
         origin: str,
     ) -> None:
         self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
-        self._chain = ChainVerifier(
-            keep_going=True,
-            tree_leaves=self._checkpoints[-1].tree_size if self._checkpoints else 0,
-        )
+        self._chain = self._new_chain()
         self._appended_at: tuple[datetime, bytes] | None = None
         """The last append time seen and the head of its entries' canonical bytes (an append
         writes many entries at one time)."""
@@ -217,6 +217,54 @@ class LedgerAuditor:
         self._covered: list[tuple[int, int]] = []
         self._signature_problem = self._check_signatures(verifier, origin)
         self._skip_empty_checkpoints()
+
+    def _new_chain(self) -> ChainVerifier:
+        return ChainVerifier(
+            keep_going=True,
+            tree_leaves=self._checkpoints[-1].tree_size if self._checkpoints else 0,
+        )
+
+    def joins(self, segment: SegmentResult) -> bool:
+        """Whether ``segment``, verified apart from where this auditor stands, is what feeding
+        its rows here would have found (then :meth:`absorb` takes it; otherwise its rows are
+        fed here): it read no row, or it started from this very chain state, or its first
+        entry is at the position expected here and links both here and where its verifier
+        assumed. An entry whose link holds is judged by its own columns alone from then on,
+        so every later entry of the segment is too."""
+        if segment.rows == 0:
+            return True
+        state = self._chain.state()
+        if state == segment.start:
+            return True
+        first = segment.first_prev_hash
+        return (
+            state.expected == segment.start.expected
+            and first == segment.start.prev
+            and self._chain.links(first)
+        )
+
+    def absorb(self, segment: SegmentResult) -> None:
+        """Take a segment that :meth:`joins` here as if its rows had been fed: its marks and
+        checkpoint checks in the order they arose, the tree grown by its leaves up to each
+        check, its pruned positions and the prunes it names, its end state."""
+        if segment.rows == 0:
+            return  # no row: the state is this auditor's, not the one the segment assumed
+        chain = self._chain
+        done = 0
+        for row, position, reason in segment.events:
+            if row < 0:
+                chain.mark_bad(position, reason)
+                continue
+            chain.grow_tree(segment.leaves, done, row + 1)
+            done = row + 1
+            self._check_checkpoint_at(position)
+        if segment.leaves:
+            chain.grow_tree(segment.leaves, done, segment.rows)
+        elif self._checkpoints:
+            raise ValueError("a segment verified without its leaves cannot grow the tree")
+        chain.resume(segment.end, segment.rows)
+        self._pruned.extend(segment.pruned)
+        self._covered.extend(segment.covered)
 
     def _check_signatures(self, verifier: Verifier | None, origin: str) -> str | None:
         if verifier is None:
@@ -422,3 +470,134 @@ class LedgerAuditor:
             if run == len(runs) or runs[run][0] > position:
                 return position
         return None
+
+
+# ---------------------------------------------------------------- segments (#12)
+#
+# A ledger can be verified in segments, position ranges each checked in a process of its
+# own and joined in order (:meth:`LedgerAuditor.joins`, :meth:`LedgerAuditor.absorb`). A
+# segment's verifier cannot know the chain state its first entry meets; it assumes that entry
+# is at the first position of its range and links (its own ``prev_hash``). The join checks
+# both; a segment that does not join is verified again where the state is known, so the
+# verdict is the sequential one, mark for mark.
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Ledger positions ``low < position <= high`` (``high`` None: to the end, wherever the
+    ledger ends by the time it is read)."""
+
+    low: int
+    high: int | None
+
+
+def split_ledger(size: int, parts: int) -> list[Segment]:
+    """Positions ``1..size`` in ``parts`` ranges of about equal length, the last one open (an
+    entry appended meanwhile, or moved past the end, is read as sequentially)."""
+    parts = max(1, min(parts, size))
+    bounds = [size * i // parts for i in range(parts)]
+    return [Segment(low, bounds[i + 1] if i + 1 < parts else None) for i, low in enumerate(bounds)]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentResult:
+    """What a segment's verifier found, for :meth:`LedgerAuditor.absorb`."""
+
+    segment: Segment
+    rows: int
+    start: ChainState
+    """The state it assumed before its first entry."""
+    first_prev_hash: bytes
+    """Its first entry's ``prev_hash`` (empty when it read no row)."""
+    end: ChainState
+    events: tuple[tuple[int, int, str], ...]
+    """In order: ``(-1, position, reason)`` for each bad mark, ``(row, position, "")`` for
+    each row (0-based within the segment) at a checkpoint's tree size."""
+    leaves: bytes
+    """The Merkle leaf hash of each row, 32 bytes each (empty: no checkpoint asked for)."""
+    pruned: tuple[int, ...]
+    covered: tuple[tuple[int, int], ...]
+
+
+class _SegmentChain(ChainVerifier):
+    """A chain verifier that records its marks and leaves instead of keeping them."""
+
+    __slots__ = ("events", "leaves", "want_leaves")
+
+    def __init__(self, start: ChainState, *, want_leaves: bool) -> None:
+        super().__init__(
+            start_position=start.expected, prev_hash=start.prev, keep_going=True, tree_leaves=0
+        )
+        self.events: list[tuple[int, int, str]] = []
+        self.leaves: list[bytes] = []
+        self.want_leaves = want_leaves
+
+    def assume_link(self, prev_hash: bytes) -> None:
+        self._prev = prev_hash
+
+    def mark_bad(self, position: int, reason: str) -> None:
+        # The joining auditor marks them in order, deduplicated as there (its list decides).
+        self.events.append((-1, position, reason))
+
+    def _grow_tree(self, hash_: bytes) -> None:
+        if self.want_leaves:
+            self.leaves.append(leaf_hash(hash_))
+
+
+class SegmentAuditor(LedgerAuditor):
+    """Verifies one :class:`Segment` from its rows (:meth:`feed_row`, in position order)
+    with every check :class:`LedgerAuditor` makes, except what needs the rows before it:
+    the chain state its first entry meets, the tree's root and the checkpoints, the prunes
+    named elsewhere (the joining auditor decides those)."""
+
+    def __init__(self, segment: Segment, checkpoint_sizes: frozenset[int]) -> None:
+        self._segment = segment
+        self._sizes = checkpoint_sizes
+        self._rows = 0
+        self._first_prev = b""
+        expected = segment.low + 1
+        # Position 1 follows the genesis; any other start is assumed from the first entry.
+        placeholder = GENESIS_PREV_HASH if expected == 1 else bytes(HASH_SIZE)
+        self._start = ChainState(expected, placeholder, None)
+        super().__init__([], verifier=None, origin="")
+
+    def _new_chain(self) -> ChainVerifier:
+        return _SegmentChain(self._start, want_leaves=bool(self._sizes))
+
+    def feed_row(self, row: Sequence[Any]) -> bool:
+        if self._rows == 0:
+            self._assume_first_link(row)
+        self._rows += 1
+        return super().feed_row(row)
+
+    def _assume_first_link(self, row: Sequence[Any]) -> None:
+        """The first entry links, unless it is the ledger's first (genesis) or its
+        ``prev_hash`` cannot be a hash; the join checks the assumption."""
+        prev = bytes(row[1])
+        self._first_prev = prev
+        if self._start.expected > 1 and len(prev) == HASH_SIZE:
+            self._start = ChainState(self._start.expected, prev, None)
+            chain = self._chain
+            assert isinstance(chain, _SegmentChain)
+            chain.assume_link(prev)
+
+    def _check_checkpoint_at(self, position: int) -> None:
+        if position in self._sizes:
+            chain = self._chain
+            assert isinstance(chain, _SegmentChain)
+            chain.events.append((self._rows - 1, position, ""))
+
+    def result(self) -> SegmentResult:
+        chain = self._chain
+        assert isinstance(chain, _SegmentChain)
+        return SegmentResult(
+            segment=self._segment,
+            rows=self._rows,
+            start=self._start,
+            first_prev_hash=self._first_prev,
+            end=chain.state(),
+            events=tuple(chain.events),
+            leaves=b"".join(chain.leaves),
+            pruned=tuple(self._pruned),
+            covered=tuple(self._covered),
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain.source_order import SourcePlace, recorded_ms
 from branchline_shared.events.envelope import RecordedEvent
@@ -89,12 +90,16 @@ async def keep(conn: PgConnection, event: RecordedEvent, position: SourcePositio
     return bool(late)
 
 
-def latest_places_query(clients: str, sources: str) -> str:
-    """The query of :func:`latest_places`, its pairs given as two parallel text arrays (the
-    placeholders ``clients`` and ``sources``); also a branch of the batch's read-ahead."""
+def latest_places_query(pairs: str) -> str:
+    """The query of :func:`latest_places`, its pairs given as one JSON argument of [client,
+    store] rows (the placeholder ``pairs``, :func:`.json_rows.rows_argument`, #12: no array
+    checked in Python); also a branch of the batch's read-ahead."""
     return f"""
         SELECT pair.client_id, pair.source, m.recorded_ms, m.global_position
-        FROM unnest({clients}::text[], {sources}::text[]) AS pair(client_id, source)
+        FROM (
+            SELECT r->>0 AS client_id, r->>1 AS source
+            FROM jsonb_array_elements({pairs}::text::jsonb) AS e(r)
+        ) pair
         CROSS JOIN LATERAL (
             SELECT recorded_ms, global_position FROM fu_client_events e
             WHERE e.client_id = pair.client_id AND e.source = pair.source
@@ -108,11 +113,7 @@ async def latest_places(
 ) -> dict[tuple[str, str], Place]:
     """The latest positioned place kept of each (client, store), in one statement (#12: one
     index probe each, whatever the client's history); pairs with none are left out."""
-    rows = await conn.fetch(
-        latest_places_query("$1", "$2"),
-        [c for c, _ in pairs],
-        [s for _, s in pairs],
-    )
+    rows = await conn.fetch(latest_places_query("$1"), rows_argument(pairs))
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 

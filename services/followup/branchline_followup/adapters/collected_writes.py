@@ -16,12 +16,8 @@ client page's consents and assessments are reduced to the one a row would end wi
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
-
-import orjson
 
 from branchline_followup.adapters import read_models
 from branchline_followup.adapters.console_read_models import (
@@ -29,6 +25,7 @@ from branchline_followup.adapters.console_read_models import (
     CONSENT_UPSERT,
     ConsoleRow,
 )
+from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
@@ -153,23 +150,6 @@ _ASSESSMENTS = (
 
 _CONSOLE_KEYS: dict[str, tuple[int, int]] = {CONSENT_UPSERT: (2, 3), ASSESSMENT_UPSERT: (1, 2)}
 """Each console upsert's row key (its first ``n`` arguments) and its instant's argument."""
-
-
-def _row_value(value: Any) -> str:
-    """A value orjson has no type for: an amount (``numeric``), as its exact decimal text; an
-    id read back from PostgreSQL (asyncpg's own ``UUID`` class), as its canonical text."""
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a row value")
-
-
-def rows_argument(rows: Sequence[Sequence[Any]]) -> str:
-    """A part's rows as its one argument: a JSON array of rows, each an array of its values in
-    the part's column order (#12: one text encoded by orjson, where arrays of columns made
-    asyncpg check each element of each array in Python). Every value keeps its meaning through
-    the text: ids and instants as PostgreSQL reads them (RFC 3339 with the offset, to the
-    microsecond), amounts as exact decimals, ``None`` as ``null``."""
-    return orjson.dumps(rows, default=_row_value, option=orjson.OPT_NAIVE_UTC).decode()
 
 
 class CollectedStatement:

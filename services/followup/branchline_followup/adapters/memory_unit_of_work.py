@@ -400,6 +400,20 @@ class _Events(_Part):
     async def lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return {s: self.s.stream_versions.get(s, 0) for s in stream_ids}
 
+    async def append_numbered(
+        self, events: Sequence[RecordedEvent], *, topic: str
+    ) -> list[tuple[RecordedEvent, StoredPosition]]:
+        versions = await self.lock_streams([e.stream_id for e in events])
+        numbered: list[RecordedEvent] = []
+        for event in events:
+            version = versions[event.stream_id] = versions[event.stream_id] + 1
+            numbered.append(
+                event
+                if event.stream_version == version
+                else event.model_copy(update={"stream_version": version})
+            )
+        return list(zip(numbered, await self.append(numbered, topic=topic), strict=True))
+
     async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
         stored: list[StoredPosition] = []
         for event in events:

@@ -7,7 +7,8 @@ The three reads are three ``LEFT JOIN LATERAL`` branches of a three-row kind lis
 row carries one kind's columns and NULLs in the others' (typed by their tables, which a
 ``UNION ALL`` would need a cast on every NULL).
 :data:`CAUSED_BY` does the same for what a batch's events caused: the stored tasks and the
-recorded task creations (two statements before).
+recorded task creations (two statements before); :data:`READ_AHEAD` has its two branches too,
+so a batch reads what its events caused with the rest (#12).
 The clients' locks are NOT taken here: a statement reads from the snapshot taken when it
 starts, so rows committed by a unit the lock waited for would be missed. The caller takes the
 locks in a statement before this one (ADR-0013, ADR-0014).
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from branchline_followup.adapters import client_journal
+from branchline_followup.adapters.json_rows import rows_argument, values_argument
 from branchline_followup.adapters.read_models import (
     FACT_COLUMNS,
     TASK_COLUMNS,
@@ -37,26 +39,56 @@ _FACTS = ("client_id", *FACT_COLUMNS)
 _TASKS_AT = 1 + len(_FACTS)
 _PLACES_AT = _TASKS_AT + len(TASK_COLUMNS)
 
+
+def _texts(placeholder: str, cast: str = "text") -> str:
+    """The array a JSON argument of single values holds (:func:`.json_rows.values_argument`,
+    #12: one text where an array's elements were each checked in Python by asyncpg)."""
+    return (
+        f"ARRAY(SELECT v::{cast} "  # noqa: S608 - fixed identifiers, a placeholder
+        f"FROM jsonb_array_elements_text({placeholder}::text::jsonb) AS a(v))"
+    )
+
+
+_CAUSED_AT = _PLACES_AT + 4
+_CAUSED_CREATION_AT = _CAUSED_AT + len(TASK_COLUMNS)
+
 READ_AHEAD = f"""
-SELECT k.kind, f.*, t.*, p.*
-FROM (VALUES (1), (2), (3)) AS k(kind)
+SELECT k.kind, f.*, t.*, p.*, ct.*, cc.envelope
+FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(_FACTS)} FROM fu_clients
-    WHERE k.kind = 1 AND client_id = ANY($1::text[])
+    WHERE k.kind = 1 AND client_id = ANY({_texts("$1")})
 ) f ON true
 LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 2 AND client_id = ANY($2::text[]) AND status = 'open'
+    WHERE k.kind = 2 AND client_id = ANY({_texts("$2")}) AND status = 'open'
 ) t ON true
 LEFT JOIN LATERAL (
-    {client_journal.latest_places_query("$3", "$4")}
+    {client_journal.latest_places_query("$3")}
     WHERE k.kind = 3
 ) p ON true
+LEFT JOIN LATERAL (
+    SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
+    WHERE k.kind = 4 AND source_event_id = ANY({_texts("$4", "uuid")})
+) ct ON true
+LEFT JOIN LATERAL (
+    SELECT envelope FROM es_events
+    WHERE k.kind = 5 AND type = 'followup.task_created'
+        AND envelope ->> 'causation_id' = ANY({_texts("$5")})
+) cc ON true
 ORDER BY k.kind, t.opened_at, t.id
 """  # noqa: S608 - fixed identifiers, bound values
-"""The three reads; ``k.kind = n`` keeps a branch's rows to its own kind's row, whatever the
-plan (PostgreSQL 18 scans each branch once and materialises it: checked with EXPLAIN ANALYZE,
-each index probed once). Tasks in the order of ``read_models.open_tasks_of``."""
+"""The five reads: the three above, and :data:`CAUSED_BY`'s two (#12: the look-up of what the
+batch's events caused, a statement of its own before); ``k.kind = n`` keeps a branch's rows to
+its own kind's row, whatever the plan (PostgreSQL 18 scans each branch once and materialises
+it: checked with EXPLAIN ANALYZE, each index probed once). Tasks in the order of
+``read_models.open_tasks_of``."""
+
+
+@dataclass
+class CausedBy:
+    tasks: list[FollowupTask] = field(default_factory=list)
+    creations: list[RecordedEvent] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +99,8 @@ class ReadAhead:
     """Every client asked for, with its open tasks by (opened_at, id)."""
     places: dict[tuple[str, str], client_journal.Place] = field(default_factory=dict)
     """(client, store) pairs asked for with a positioned event kept (others left out)."""
+    caused: CausedBy = field(default_factory=CausedBy)
+    """What the events asked for caused (:func:`read_caused_by`'s)."""
 
 
 async def read_ahead(
@@ -74,18 +108,22 @@ async def read_ahead(
     facts_of: Sequence[str],
     open_tasks_of: Sequence[str],
     places_of: Sequence[tuple[str, str]],
+    tasks_caused_by: Sequence[uuid.UUID] = (),
+    creations_caused_by: Sequence[uuid.UUID] = (),
 ) -> ReadAhead:
-    """The facts of ``facts_of``, the open tasks of ``open_tasks_of`` and the latest places of
-    ``places_of``, in one statement (none when nothing is asked)."""
+    """The facts of ``facts_of``, the open tasks of ``open_tasks_of``, the latest places of
+    ``places_of``, and :func:`read_caused_by` of ``tasks_caused_by`` and
+    ``creations_caused_by``, in one statement (none when nothing is asked)."""
     found = ReadAhead(open_tasks={c: [] for c in open_tasks_of})
-    if not (facts_of or open_tasks_of or places_of):
+    if not (facts_of or open_tasks_of or places_of or tasks_caused_by or creations_caused_by):
         return found
     rows = await conn.fetch(
         READ_AHEAD,
-        list(facts_of),
-        list(open_tasks_of),
-        [c for c, _ in places_of],
-        [s for _, s in places_of],
+        values_argument(facts_of),
+        values_argument(open_tasks_of),
+        rows_argument(places_of),
+        values_argument(tasks_caused_by),
+        values_argument(creations_caused_by),
     )
     for row in rows:
         kind = row[0]
@@ -95,8 +133,14 @@ async def read_ahead(
             task = task_from_row(dict(zip(TASK_COLUMNS, row[_TASKS_AT:_PLACES_AT], strict=True)))
             found.open_tasks[task.client_id].append(task)
         elif kind == 3 and row[_PLACES_AT] is not None:
-            client_id, source, ms, position = row[_PLACES_AT:]
+            client_id, source, ms, position = row[_PLACES_AT:_CAUSED_AT]
             found.places[(client_id, source)] = (ms, position)
+        elif kind == 4 and row[_CAUSED_AT] is not None:
+            columns = row[_CAUSED_AT:_CAUSED_CREATION_AT]
+            found.caused.tasks.append(task_from_row(dict(zip(TASK_COLUMNS, columns, strict=True))))
+        elif kind == 5 and row[_CAUSED_CREATION_AT] is not None:
+            # rows of followup's own event store, validated when they were written (#12)
+            found.caused.creations.append(upcast(stored_envelope(row[_CAUSED_CREATION_AT])))
     return found
 
 
@@ -108,23 +152,17 @@ SELECT k.kind, t.*, c.envelope
 FROM (VALUES (1), (2)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 1 AND source_event_id = ANY($1::uuid[])
+    WHERE k.kind = 1 AND source_event_id = ANY({_texts("$1", "uuid")})
 ) t ON true
 LEFT JOIN LATERAL (
     SELECT envelope FROM es_events
     WHERE k.kind = 2 AND type = 'followup.task_created'
-        AND envelope ->> 'causation_id' = ANY($2::text[])
+        AND envelope ->> 'causation_id' = ANY({_texts("$2")})
 ) c ON true
 """  # noqa: S608 - fixed identifiers, bound values
 """The stored tasks these events caused (``read_models.fetch_tasks_caused_by``) and their
 recorded creations (the worker unit's ``task_creations_of``: the type as a literal, so the
 planner uses the partial index of migration 011), as two branches as in :data:`READ_AHEAD`."""
-
-
-@dataclass
-class CausedBy:
-    tasks: list[FollowupTask] = field(default_factory=list)
-    creations: list[RecordedEvent] = field(default_factory=list)
 
 
 async def read_caused_by(
@@ -133,7 +171,7 @@ async def read_caused_by(
     """The stored tasks that the events ``tasks_of`` caused and the recorded creations whose
     cause is one of ``creations_of``, in one statement."""
     found = CausedBy()
-    rows = await conn.fetch(CAUSED_BY, list(tasks_of), [str(s) for s in creations_of])
+    rows = await conn.fetch(CAUSED_BY, values_argument(tasks_of), values_argument(creations_of))
     for row in rows:
         if row[0] == 1 and row[_CAUSED_TASKS_AT] is not None:
             columns = row[_CAUSED_TASKS_AT:_CREATION_AT]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from branchline_followup.adapters.json_rows import rows_argument, values_argument
 from branchline_followup.domain import DurableTimer, FollowupTask
 
 # ClientFacts and DueTimer live in the domain (ADR-0013); still named here for the queries.
@@ -80,42 +81,45 @@ async def mark_all_applied(
     if not events:
         return set()
     rows = await conn.fetch(
-        "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
-        # In the batch's order: applied_seq is the order reconcile checks per stream.
-        "SELECT event_id, type, source, global_position "
-        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY "
-        "AS e(event_id, type, source, global_position, n) ORDER BY n "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        [e.event_id for e, _ in events],
-        [e.type for e, _ in events],
-        [p.source if p else e.source for e, p in events],
-        [p.global_position if p else None for _, p in events],
+        _MARK_ALL_APPLIED, rows_argument([applied_row(e, p) for e, p in events])
     )
     return {r["event_id"] for r in rows}
 
 
+_MARK_ALL_APPLIED = (
+    "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
+    # In the batch's order: applied_seq is the order reconcile checks per stream.
+    "SELECT (r->>0)::uuid, r->>1, r->>2, (r->>3)::bigint "
+    "FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+"""The batch's records, its rows (:func:`applied_row`'s) one JSON argument (#12: no array
+checked in Python, :func:`.json_rows.rows_argument`)."""
+
 _MARK_ALL_APPLIED_LOCKING = """
-WITH marked AS (
+WITH given AS (
+    SELECT (r->>0)::uuid AS event_id, r->>1 AS type, r->>2 AS source,
+           (r->>3)::bigint AS global_position, r->>4 AS locker, n
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)
+), marked AS (
     INSERT INTO fu_applied_events (event_id, type, source, global_position)
-    SELECT event_id, type, source, global_position
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY
-        AS e(event_id, type, source, global_position, n) ORDER BY n
+    SELECT event_id, type, source, global_position FROM given ORDER BY n
     ON CONFLICT (event_id) DO NOTHING RETURNING event_id
 ), recorded AS (
     SELECT coalesce(array_agg(event_id), '{}') AS ids FROM marked
 ), locked AS (
-    SELECT pg_advisory_xact_lock($7, hashtext(c.client_id)) AS held
-    FROM recorded r, unnest($6::text[]) WITH ORDINALITY AS c(client_id, n)
+    SELECT pg_advisory_xact_lock($3, hashtext(c.client_id)) AS held
+    FROM recorded r, jsonb_array_elements_text($2::text::jsonb) WITH ORDINALITY AS c(client_id, n)
     WHERE EXISTS (
-        SELECT 1 FROM unnest($1::uuid[], $5::text[]) AS l(event_id, client_id)
-        WHERE l.client_id = c.client_id AND l.event_id = ANY(r.ids)
+        SELECT 1 FROM given l WHERE l.locker = c.client_id AND l.event_id = ANY(r.ids)
     )
     ORDER BY c.n
 )
 SELECT r.ids, (SELECT count(*) FROM locked) AS locks FROM recorded r
 """
-""":func:`mark_all_applied`, then the locks of the clients ($6, in the caller's order) of
-the events recorded now ($5: each event's client to lock, or NULL). ``recorded`` aggregates
+""":func:`mark_all_applied`, then the locks of the clients ($2, in the caller's order) of
+the events recorded now (each row's fifth value: the event's client to lock, or NULL); the
+rows and the clients are JSON arguments (#12, :mod:`.json_rows`). ``recorded`` aggregates
 every record before a lock is taken (a data-modifying CTE's rows are otherwise produced as
 they are read, in no order defined against the other parts), so a unit never waits for a lock
 with a record still to make, as with two statements; the locks are taken one by one in
@@ -135,12 +139,8 @@ async def mark_all_applied_locking(
     statement (#12)."""
     row = await conn.fetchrow(
         _MARK_ALL_APPLIED_LOCKING,
-        [e.event_id for e, _ in events],
-        [e.type for e, _ in events],
-        [p.source if p else e.source for e, p in events],
-        [p.global_position if p else None for _, p in events],
-        list(lockers),
-        list(clients),
+        rows_argument([(*applied_row(e, p), c) for (e, p), c in zip(events, lockers, strict=True)]),
+        values_argument(clients),
         lock_class,
     )
     assert row is not None  # an aggregate's one row

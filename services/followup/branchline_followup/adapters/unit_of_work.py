@@ -36,6 +36,7 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
+from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.adapters.personal_data import (
     apply_personal_data,
     pending_erasures,
@@ -52,7 +53,7 @@ from branchline_followup.adapters.pg_schemas import (
 from branchline_followup.adapters.read_ahead import read_ahead, read_caused_by
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
-from branchline_followup.domain import DurableTimer, FollowupTask
+from branchline_followup.domain import HANDLED_EVENT_TYPES, DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
@@ -642,6 +643,44 @@ _CREATE_AND_LOCK_STREAMS = (
     "RETURNING s.stream_id, s.version"
 )
 
+_APPEND_NUMBERED = """
+WITH given AS (
+    SELECT (r->>0)::uuid AS event_id, r->>1 AS stream_id, r->>2 AS type, r->>3 AS client_id,
+           (r->>4)::timestamptz AS occurred_at, (r->>5)::timestamptz AS recorded_at,
+           r->6 AS envelope, r->>7 AS topic, r->>8 AS message_key, n
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS e(r, n)
+), added AS (
+    SELECT stream_id, count(*)::int AS added FROM given GROUP BY stream_id
+), streams AS (
+    INSERT INTO es_streams AS s (stream_id, version)
+    SELECT stream_id, added FROM added ORDER BY stream_id
+    ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version
+    RETURNING s.stream_id, s.version
+), numbered AS (
+    SELECT g.*, s.version - a.added
+                + row_number() OVER (PARTITION BY g.stream_id ORDER BY g.n) AS stream_version
+    FROM given g JOIN added a USING (stream_id) JOIN streams s USING (stream_id)
+), written AS (
+    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
+                           occurred_at, recorded_at, envelope)
+    SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
+           jsonb_set(envelope, '{stream_version}', to_jsonb(stream_version))
+    FROM numbered ORDER BY n
+    RETURNING event_id, stream_id, stream_version, global_position
+), outbox AS (
+    INSERT INTO es_outbox (event_id, topic, message_key)
+    SELECT event_id, topic, message_key FROM given ORDER BY n
+)
+SELECT event_id, stream_id, stream_version, global_position FROM written
+"""
+"""The shared store's lock of the streams (:data:`_CREATE_AND_LOCK_STREAMS`) and its write of
+the events, their outbox rows and the streams' versions, as ONE statement (#12): each stream
+is created or locked (``ON CONFLICT DO UPDATE`` locks an existing row as ``FOR UPDATE`` would,
+in the same ``stream_id`` order) and set to its version after the events at once (a statement
+cannot change a row twice, so the lock is the version's write); each event is numbered after
+the version the stream had, in the order given, and its stored envelope says so. The rows are
+one JSON argument (:func:`.json_rows.rows_argument`): no array checked in Python."""
+
 
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
@@ -674,6 +713,43 @@ class _Events:
         rows = await self._conn.fetch(_CREATE_AND_LOCK_STREAMS, sorted(set(stream_ids)))
         return {r["stream_id"]: r["version"] for r in rows}
 
+    async def append_numbered(
+        self, events: Sequence[RecordedEvent], *, topic: str
+    ) -> list[tuple[RecordedEvent, StoredPosition]]:
+        if not events:
+            return []
+        rows = [
+            (
+                e.event_id,
+                e.stream_id,
+                e.type,
+                e.client_id,
+                e.occurred_at,
+                e.recorded_at,
+                e.model_dump(mode="json"),
+                topic,
+                e.subject_id,
+            )
+            for e in events
+        ]
+        try:
+            written = await self._conn.fetch(_APPEND_NUMBERED, rows_argument(rows))
+        except asyncpg.UniqueViolationError as exc:  # an id taken
+            raise ConcurrencyError(str(exc)) from exc
+        by_id = {r["event_id"]: r for r in written}
+        stored: list[tuple[RecordedEvent, StoredPosition]] = []
+        for event in events:
+            row = by_id[event.event_id]
+            version = row["stream_version"]
+            if event.stream_version != version:  # numbered by the statement
+                event = event.model_copy(update={"stream_version": version})
+            position = StoredPosition(
+                event.event_id, event.stream_id, version, row["global_position"]
+            )
+            stored.append((event, position))
+        self.appended += len(stored)
+        return stored
+
     async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
         for event in events:
             self._writes.stage(event, topic=topic, submission_hash=None)
@@ -705,6 +781,10 @@ class PostgresFollowupUnitOfWork:
         self._applied_unwritten: list[tuple[Any, ...]] = []
         """``collect``: the applied records of events the unit appended, written with the
         collected writes (:meth:`mark_appended_applied`)."""
+        self._creations_ahead: dict[uuid.UUID, list[RecordedEvent]] = {}
+        """Source event id → the recorded creations it caused, read ahead by
+        :meth:`hold_clients_of` (valid while :attr:`events` has appended nothing since)."""
+        self._appended_at_read = 0
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
@@ -749,18 +829,54 @@ class PostgresFollowupUnitOfWork:
         facts_of = self.clients.unread(held)
         open_tasks_of = self.tasks.unread_open(held)
         places_of = self.journal.unread(pairs)
-        if open_tasks_of:
+        # What the events the rules decide on caused, with the rest (#12: the look-up that
+        # follows, :meth:`look_up_caused_by`, was a statement of its own): held, so what
+        # their clients' tasks and creations are stays what is read until the unit writes.
+        deciding = [e.event_id for e, _ in events if e.client_id and e.type in HANDLED_EVENT_TYPES]
+        tasks_of = self.tasks.unread_caused(deciding)
+        creations_of = [s for s in dict.fromkeys(deciding) if s not in self._creations_ahead]
+        if open_tasks_of or tasks_of:
             await self.tasks.write_unwritten()  # the read must find the tasks saved so far
-        found = await read_ahead(self._conn, facts_of, open_tasks_of, places_of)
+        if self.events.appended != self._appended_at_read:
+            self._creations_ahead.clear()  # the unit recorded some since: read them again
+        found = await read_ahead(
+            self._conn, facts_of, open_tasks_of, places_of, tasks_of, creations_of
+        )
         self.clients.keep_read(facts_of, found.facts)
         self.tasks.keep_open(found.open_tasks)
         self.journal.keep_read(places_of, found.places)
+        self.tasks.keep_caused(tasks_of, found.caused.tasks)
+        self._keep_creations(creations_of, found.caused.creations)
+
+    def _keep_creations(
+        self, source_event_ids: Sequence[uuid.UUID], found: Sequence[RecordedEvent]
+    ) -> None:
+        """Keep every recorded creation these events caused (``found``: all of them), as the
+        store holds them while the unit appends nothing (:attr:`_appended_at_read`)."""
+        for source in source_event_ids:
+            self._creations_ahead[source] = []
+        for creation in found:
+            self._creations_ahead[uuid.UUID(creation.causation_id or "")].append(creation)
+        self._appended_at_read = self.events.appended
+
+    def _creations_kept(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent] | None:
+        """The recorded creations of these events read ahead, None unless all of them were
+        read and the unit appended nothing since."""
+        if self.events.appended != self._appended_at_read:
+            return None
+        kept = self._creations_ahead
+        if not all(s in kept for s in source_event_ids):
+            return None
+        return [c for s in source_event_ids for c in kept[s]]
 
     async def look_up_caused_by(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         tasks_of = self.tasks.unread_caused(source_event_ids)
         creations_of = list(dict.fromkeys(source_event_ids))
         if not creations_of:
             return []
+        kept = None if tasks_of else self._creations_kept(creations_of)
+        if kept is not None:  # read ahead with the clients (hold_clients_of)
+            return kept
         if tasks_of:
             await self.tasks.write_unwritten()  # the read must find the tasks saved so far
         # One statement where two were (#12): the tasks and the creations these events caused.

@@ -263,6 +263,15 @@ class FollowupEvents(Protocol):
         relay is woken once the unit commits."""
         ...
 
+    async def append_numbered(
+        self, events: Sequence[RecordedEvent], *, topic: str
+    ) -> list[tuple[RecordedEvent, StoredPosition]]:
+        """:meth:`lock_streams` of the events' streams, then :meth:`append` of the events
+        numbered after each stream's version in their order (their own ``stream_version`` is
+        replaced): in one statement where the unit can (#12). The events as stored, with their
+        positions, in order."""
+        ...
+
 
 class FollowupUnitOfWork(Protocol):
     """One transaction of followup, holding the swap lock shared from its start."""

@@ -101,23 +101,19 @@ class PendingCreations:
             return 0
         pending = list(self.events.values())
         self.events, self.caused = {}, {}
-        versions = await uow.events.lock_streams([e.stream_id for e in pending])
-        events = [
-            e.model_copy(update={"stream_version": versions.get(e.stream_id, 0) + 1})
-            for e in pending
-        ]
-        stored = await uow.events.append(events, topic=topic)
+        # each numbered after its stream's version, locked and written at once (#12)
+        stored = await uow.events.append_numbered(pending, topic=topic)
         await uow.mark_appended_applied(
             [
                 (event, SourcePosition(SOURCE, position.global_position))
-                for event, position in zip(events, stored, strict=True)
+                for event, position in stored
             ]
         )
-        for event in events:  # what was looked up ahead stays what the store holds
+        for event, _ in stored:  # what was looked up ahead stays what the store holds
             source, task_id = _decided_by(event)
             if source in self.looked_up:
                 self.found.setdefault(source, {})[task_id] = event
-        return len(events)
+        return len(stored)
 
 
 async def recorded_creations(
@@ -285,16 +281,11 @@ async def settle_created_tasks(
         now = datetime.now(UTC)
         pending.add((t, creation_event(t, stream_version=1, now=now)) for t in fresh)
         return settled, dropped
-    versions = await uow.events.lock_streams([_stream(t.id) for t in fresh])
     now = datetime.now(UTC)
-    events = [
-        creation_event(t, stream_version=versions.get(_stream(t.id), 0) + 1, now=now) for t in fresh
-    ]
-    stored = await uow.events.append(events, topic=topic)
+    stored = await uow.events.append_numbered(
+        [creation_event(t, stream_version=1, now=now) for t in fresh], topic=topic
+    )
     await uow.mark_appended_applied(
-        [
-            (event, SourcePosition(SOURCE, position.global_position))
-            for event, position in zip(events, stored, strict=True)
-        ]
+        [(event, SourcePosition(SOURCE, position.global_position)) for event, position in stored]
     )
     return settled, dropped

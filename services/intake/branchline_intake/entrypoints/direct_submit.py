@@ -112,7 +112,9 @@ async def _answer(scope: Scope, document: Any) -> tuple[int, dict[str, Any], str
     if forbidden is not None:
         raise forbidden
     group: GroupCommitter = state.group_commit
-    return await submit_one(group, event, caller)
+    # The document is the one the strict check passed (this handler takes no other): its
+    # payload is validated as the batch's are, without the checks made already (#12).
+    return await submit_one(group, event, caller, checked=True)
 
 
 def _validated(document: Any) -> SubmittedEvent:

@@ -118,17 +118,19 @@ async def post_event(event: SubmittedEvent, caller: Writer, request: Request) ->
     forbidden = type_forbidden(event.type, caller)
     if forbidden is not None:
         raise forbidden
-    status, body, media_type = await submit_one(group, event, caller)
+    checked = PARSED_BODY in request.scope  # the event is of the document StrictInput passed
+    status, body, media_type = await submit_one(group, event, caller, checked=checked)
     return FastJSONResponse(body, status_code=status, media_type=media_type)
 
 
 async def submit_one(
-    group: GroupCommitter, event: SubmittedEvent, caller: Principal
+    group: GroupCommitter, event: SubmittedEvent, caller: Principal, *, checked: bool
 ) -> tuple[int, dict[str, Any], str]:
     """One event through the group commit, as its answer: status, body and media type (the
-    route's, and ``direct_submit``'s)."""
+    route's, and ``direct_submit``'s). ``checked``: the event is of a document the strict
+    input check passed, so its payload is validated as the batch's are (``submit_events``)."""
     (outcome,) = await group.submit(
-        [event], submitted_by=_actor(caller), submitter=_submitter(caller)
+        [event], submitted_by=_actor(caller), submitter=_submitter(caller), checked=checked
     )
     if isinstance(outcome, Refused):
         problem = problem_of(outcome)

@@ -1,0 +1,142 @@
+"""Verifying ledger segments in processes of their own (#12, docs/audit.md "Verify").
+
+Each segment's process opens its own connection (nothing is inherited: the processes come
+from a fork server, started clean, never forked from a process with an event loop or a
+pool), reads its position range as the sequential verifier reads the ledger
+(:meth:`PostgresLedger.scan_rows`) and checks every row with
+:class:`~branchline_audit.domain.verification.SegmentAuditor`; the parent joins the results
+(:func:`branchline_audit.application.verifying.verify_ledger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
+from typing import Any
+
+from branchline_audit.adapters.database import role_pool
+from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.domain.verification import Segment, SegmentAuditor, SegmentResult
+
+__all__ = ["ProcessSegmentVerifiers", "default_processes", "verify_segment"]
+
+
+def default_processes() -> int:
+    """One process per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def verify_segment(
+    database_url: str, role: str, segment: Segment, checkpoint_sizes: frozenset[int]
+) -> SegmentResult:
+    """Runs in a verifying process: one segment, read and checked there."""
+    return asyncio.run(_read_and_verify(database_url, role, segment, checkpoint_sizes))
+
+
+async def _read_and_verify(
+    database_url: str, role: str, segment: Segment, checkpoint_sizes: frozenset[int]
+) -> SegmentResult:
+    pool = await role_pool(database_url, role, min_size=1, max_size=2)
+    try:
+        auditor = SegmentAuditor(segment, checkpoint_sizes)
+        rows = PostgresLedger(pool).scan_rows(after_position=segment.low, through=segment.high)
+        async for page in rows:
+            for row in page:
+                auditor.feed_row(row)
+        return auditor.result()
+    finally:
+        await pool.close()
+
+
+class _PopenWithoutMain(popen_forkserver.Popen):
+    """A fork server's process that does not import the parent's main module: multiprocessing
+    imports it again in every process it starts (for a ``python -m`` parent), which cost a
+    verifying process about as much CPU as its whole segment (the benchmark's harness, #12);
+    the verifying function lives in this module and needs nothing from it. Otherwise
+    :meth:`popen_forkserver.Popen._launch` as it stands in Python 3.11."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = {
+            key: value
+            for key, value in spawn.get_preparation_data(process_obj._name).items()
+            if key not in ("init_main_from_name", "init_main_from_path")
+        }
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(
+            self,
+            util.close_fds,  # type: ignore[attr-defined]
+            (_parent_w, self.sentinel),
+        )
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _VerifyingProcess(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _PopenWithoutMain(process_obj)
+
+
+class _VerifyingContext(ForkServerContext):
+    Process = _VerifyingProcess
+
+
+class ProcessSegmentVerifiers:
+    """:class:`~branchline_audit.application.ports.SegmentVerifiers` on processes of a fork
+    server; ``processes`` 0 means one per core."""
+
+    def __init__(
+        self, database_url: str, role: str, *, processes: int = 0, min_entries: int = 100_000
+    ) -> None:
+        self._database_url = database_url
+        self._role = role
+        self._processes = processes or default_processes()
+        self._min_entries = min_entries
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    @property
+    def min_entries(self) -> int:
+        return self._min_entries
+
+    async def verify(
+        self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult]:
+        # In a thread: starting the fork server (a new interpreter importing this module)
+        # and each process blocks, and meanwhile the caller verifies a segment itself.
+        return await asyncio.to_thread(self._verify, list(segments), checkpoint_sizes)
+
+    def _verify(
+        self, segments: list[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult]:
+        if not segments:
+            return []
+        context = _VerifyingContext()
+        # The fork server, a new interpreter started once per parent, imports this module
+        # once; each process forked from it starts with asyncpg and the verifier imported,
+        # and with no loop, pool or connection (nothing of the parent's).
+        context.set_forkserver_preload([__name__])
+        with ProcessPoolExecutor(max_workers=len(segments), mp_context=context) as executor:
+            futures = [
+                executor.submit(
+                    verify_segment, self._database_url, self._role, segment, checkpoint_sizes
+                )
+                for segment in segments
+            ]
+            return [future.result() for future in futures]

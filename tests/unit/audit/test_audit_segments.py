@@ -1,0 +1,272 @@
+"""Verifying the ledger in segments (#12) comes to the sequential verdict, mark for mark.
+
+Each segment is verified apart (:class:`SegmentAuditor`, its result through pickle as from a
+process) and joined in order (:meth:`LedgerAuditor.joins`, :meth:`LedgerAuditor.absorb`); a
+segment that does not join has its rows fed to the joining auditor. Every tamper of the fast
+path's tests, at every position around the segments' boundaries, with and without
+checkpoints, gives the verdict of one auditor fed every row.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.unit.audit.test_audit_fast_verify import (
+    REHASHED_BYTES,
+    T0,
+    TAMPERS,
+    _rehashed,
+    bytes_only,
+    rows,
+)
+
+from branchline_audit.domain.canonical import stored_event
+from branchline_audit.domain.merkle import CompactRange, leaf_hash
+from branchline_audit.domain.records import pruned_marker
+from branchline_audit.domain.verification import (
+    LedgerAuditor,
+    LedgerVerdict,
+    Segment,
+    SegmentAuditor,
+    StoredCheckpoint,
+    split_ledger,
+)
+
+pytestmark = pytest.mark.unit
+
+SIZE = 24
+PARTS = (2, 3, 4, 7)
+
+
+def checkpoints_of(table: list[list[Any]], sizes: tuple[int, ...]) -> list[StoredCheckpoint]:
+    """Checkpoints over the good ``table`` at ``sizes`` (roots as a signer computed them)."""
+    out = []
+    for size in sizes:
+        tree = CompactRange()
+        tree.extend(leaf_hash(row[2]) for row in table[:size])
+        out.append(StoredCheckpoint(tree_size=size, root_hash=tree.root(), note=""))
+    return out
+
+
+def sequential(table: list[list[Any]], checkpoints: list[StoredCheckpoint]) -> LedgerVerdict:
+    """One auditor fed every row, as the database orders them by position."""
+    auditor = LedgerAuditor(checkpoints, verifier=None, origin="")
+    for row in sorted(copy.deepcopy(table), key=lambda r: r[0]):
+        auditor.feed_row(row)
+    return auditor.verdict()
+
+
+def segmented(
+    table: list[list[Any]], checkpoints: list[StoredCheckpoint], parts: int
+) -> tuple[LedgerVerdict, list[Segment]]:
+    """The verdict as ``verify_ledger`` joins segments (rows read as the database orders them
+    by position), and the segments that did not join."""
+    ordered = sorted(copy.deepcopy(table), key=lambda r: r[0])
+    size = max((r[0] for r in ordered), default=0)  # ledger.size(): the largest position
+    auditor = LedgerAuditor(checkpoints, verifier=None, origin="")
+    sizes = frozenset(c.tree_size for c in checkpoints)
+    refed: list[Segment] = []
+    for segment in split_ledger(size, parts):
+        mine = [
+            r
+            for r in ordered
+            if r[0] > segment.low and (segment.high is None or r[0] <= segment.high)
+        ]
+        apart = SegmentAuditor(segment, sizes)
+        for row in copy.deepcopy(mine):
+            apart.feed_row(row)
+        result = pickle.loads(pickle.dumps(apart.result()))
+        if auditor.joins(result):
+            auditor.absorb(result)
+        else:
+            refed.append(segment)
+            for row in mine:
+                auditor.feed_row(row)
+    return auditor.verdict(), refed
+
+
+def assert_same(
+    table: list[list[Any]], checkpoints: list[StoredCheckpoint] | None = None
+) -> LedgerVerdict:
+    expected = sequential(table, checkpoints or [])
+    for parts in PARTS:
+        verdict, _ = segmented(table, checkpoints or [], parts)
+        assert verdict == expected, parts
+    return expected
+
+
+def boundary_positions() -> list[int]:
+    """Every position at or beside a boundary of any split used here."""
+    near: set[int] = {1, SIZE}
+    for parts in PARTS:
+        for segment in split_ledger(SIZE, parts)[1:]:
+            near.update({segment.low - 1, segment.low, segment.low + 1, segment.low + 2})
+    return sorted(p for p in near if 1 <= p <= SIZE)
+
+
+def test_the_ledger_is_split_into_ranges_that_cover_it_the_last_open() -> None:
+    assert split_ledger(10, 3) == [Segment(0, 3), Segment(3, 6), Segment(6, None)]
+    assert split_ledger(2, 4) == [Segment(0, 1), Segment(1, None)]
+    assert split_ledger(0, 4) == [Segment(0, None)]
+    for size in range(1, 40):
+        for parts in range(1, 9):
+            segments = split_ledger(size, parts)
+            assert segments[0].low == 0
+            assert segments[-1].high is None
+            for left, right in itertools.pairwise(segments):
+                assert left.high == right.low
+                assert left.low < right.low
+
+
+@pytest.mark.parametrize("form", ["bytes only", "event column"])
+def test_a_good_ledger_joins_every_segment_without_feeding_a_row_again(form: str) -> None:
+    table = rows(SIZE) if form == "event column" else bytes_only(rows(SIZE))
+    checkpoints = checkpoints_of(table, (5, 12, SIZE))
+    expected = sequential(table, checkpoints)
+    assert expected.ok
+    assert expected.checkpoints_checked == 3
+    for parts in PARTS:
+        verdict, refed = segmented(table, checkpoints, parts)
+        assert verdict == expected
+        assert refed == []
+
+
+@pytest.mark.parametrize("with_checkpoints", [False, True], ids=["no checkpoint", "checkpoints"])
+@pytest.mark.parametrize("column", sorted(TAMPERS))
+def test_a_tampered_column_anywhere_near_a_boundary_gets_the_sequential_verdict(
+    column: str, with_checkpoints: bool
+) -> None:
+    for position in boundary_positions():
+        good = rows(SIZE)
+        checkpoints = checkpoints_of(good, (6, 12, SIZE)) if with_checkpoints else []
+        # Rows storing the event once, but where the tamper is to the event column.
+        table = good if column.startswith("event") else bytes_only(good)
+        TAMPERS[column](table[position - 1])
+        verdict = assert_same(table, checkpoints)
+        assert not verdict.ok, (column, position)
+        assert verdict.first_bad_position == position, (column, position)
+
+
+Change = Callable[[list[list[Any]]], list[list[Any]]]
+
+
+def _deleted(position: int) -> Change:
+    return lambda t: [r for r in t if r[0] != position]
+
+
+def _swapped(first: int, second: int) -> Change:
+    def change(t: list[list[Any]]) -> list[list[Any]]:
+        t[first - 1][0], t[second - 1][0] = second, first
+        return t
+
+    return change
+
+
+def _set(position: int, index: int, value: Callable[[Any], Any]) -> Change:
+    def change(t: list[list[Any]]) -> list[list[Any]]:
+        t[position - 1][index] = value(t[position - 1][index])
+        return t
+
+    return change
+
+
+def _rehash_from(position: int, alter: Callable[[bytes], bytes]) -> Change:
+    def change(t: list[list[Any]]) -> list[list[Any]]:
+        t[position - 1][3] = alter(t[position - 1][3])
+        _rehashed(t, position)
+        return t
+
+    return change
+
+
+def _pruned(position: int) -> Change:
+    """The event replaced by its prune marker behind the ledger's back (no audit.pruned
+    entry names it), bytes gone as retention leaves them."""
+
+    def change(t: list[list[Any]]) -> list[list[Any]]:
+        row = t[position - 1]
+        row[4] = pruned_marker(stored_event(row[3], position), pruned_at=T0)
+        row[3] = None
+        row[6] = T0
+        return t
+
+    return change
+
+
+def changes() -> dict[str, Change]:
+    out: dict[str, Change] = {}
+    for p in boundary_positions():
+        out[f"deleted {p}"] = _deleted(p)
+        out[f"prev_hash {p} short"] = _set(p, 1, lambda v: v[:31])
+        out[f"hash {p} short"] = _set(p, 2, lambda v: v[:31])
+        out[f"hash {p} and next prev_hash"] = _set(p, 2, lambda v: bytes(32))
+        out[f"pruned {p}"] = _pruned(p)
+        out[f"rehashed {p}"] = _rehash_from(p, REHASHED_BYTES["whitespace"])
+        if p < SIZE:
+            out[f"swapped {p} {p + 1}"] = _swapped(p, p + 1)
+            out[f"deleted {p} {p + 1}"] = lambda t, p=p: [r for r in t if r[0] not in (p, p + 1)]
+    out["moved past the end"] = _set(9, 0, lambda v: v + 1000)
+    out["deleted at the end"] = lambda t: t[:-3]
+    out["every row bad"] = lambda t: [[*r[:2], bytes(32), *r[3:]] for r in t]
+    return out
+
+
+CHANGES = changes()
+
+
+@pytest.mark.parametrize("with_checkpoints", [False, True], ids=["no checkpoint", "checkpoints"])
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_links_positions_prunes_and_rewrites_at_any_boundary_get_the_sequential_verdict(
+    change: str, with_checkpoints: bool
+) -> None:
+    good = bytes_only(rows(SIZE))
+    checkpoints = checkpoints_of(good, (6, 12, SIZE)) if with_checkpoints else []
+    verdict = assert_same(CHANGES[change](good), checkpoints)
+    # Entries removed at the end leave a shorter good chain: only a checkpoint sees that.
+    assert not verdict.ok or (not checkpoints and change in END_REMOVED), change
+
+
+END_REMOVED = {f"deleted {SIZE}", f"deleted {SIZE - 1} {SIZE}", "deleted at the end"}
+
+
+def test_a_tamper_at_a_boundary_has_that_segment_fed_again_and_only_it() -> None:
+    good = bytes_only(rows(SIZE))
+    segments = split_ledger(SIZE, 3)  # (0, 8], (8, 16], (16, -)
+    table = CHANGES["deleted 8"](copy.deepcopy(good))
+    verdict, refed = segmented(table, [], 3)
+    assert verdict == sequential(table, [])
+    assert verdict.first_bad_position == 8
+    assert refed == [segments[1]]
+    table = _set(17, 1, lambda v: bytes(32))(copy.deepcopy(good))  # the link at 16 | 17
+    verdict, refed = segmented(table, [], 3)
+    assert verdict == sequential(table, [])
+    assert verdict.first_bad_position == 17
+    assert refed == [segments[2]]
+
+
+def test_more_bad_marks_than_a_verdict_lists_are_counted_as_in_one_pass() -> None:
+    """The verdict lists the first 1,000 bad positions and counts all; the marks of the
+    segments are replayed in order, so the list and the count are the same."""
+    good = bytes_only(rows(1100))
+    table = [[*r[:2], bytes(32), *r[3:]] for r in good]
+    table[5][7] = table[6][7]  # a column mark too, on one row
+    expected = sequential(table, [])
+    assert expected.bad_count > 1000
+    assert len(expected.bad_positions) == 1000
+    for parts in (2, 5):
+        verdict, _ = segmented(table, [], parts)
+        assert verdict == expected
+
+
+def test_a_rewrite_found_only_by_a_checkpoint_is_located_as_in_one_pass() -> None:
+    for position in (3, 8, 9, 17):
+        good = bytes_only(rows(SIZE))
+        checkpoints = checkpoints_of(good, (4, 8, 16, SIZE))
+        table = _rehash_from(position, REHASHED_BYTES["whitespace"])(good)
+        verdict = assert_same(table, checkpoints)
+        assert verdict.bad_checkpoint is not None, position
