@@ -18,6 +18,8 @@ top functions).
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
+                                    [--gc on|off|freeze] [--no-count] [--flush-parts]
+                                    [--no-analyze]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -29,12 +31,25 @@ printed ends with how much the rebuild still remembers at its end.
 their own (untimed), then the rebuild reads both stores (intake's and followup's, with the
 recorded creations) through the event store's log reader; the COPY ratio is against the same
 envelopes.
+
+``--gc off`` runs the timed rebuild with the garbage collector disabled, ``--gc freeze`` with
+the heap built before it frozen (``gc.freeze()``: the collector no longer walks it), to tell the
+collector's share (Round 9 "Followup projection and its writes"). ``--no-count`` leaves the
+statement counter out (it costs the process ≈ 5 % of its CPU). The line printed also gives the
+PostgreSQL server's CPU per event over the rebuild (every process of the embedded cluster, from
+``/proc``) and the process's peak RSS (which includes the untimed live apply before it).
+It also prints the CPU of the rebuild's transaction-end writes (``_BulkWrites.flush``: this
+process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
+``--flush-parts`` splits them by statement. ``--no-analyze``: the rebuild never analyses its
+tables (as before Round 10), to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
 import sys
 import time
 import uuid
@@ -50,6 +65,7 @@ from bench.profile_followup import (  # noqa: E402
     STATEMENTS,
     CountedDeadLetters,
     count_statements,
+    server_cpu_seconds,
     workload,
     write_profile,
 )
@@ -141,7 +157,7 @@ async def intake_store(
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (_, settings):
+    async with embedded_postgres(base) as (server, settings):
         await prepare_database(settings)
         policy = policy_from_settings(settings)
         events = workload(args.workload, args.clients)
@@ -202,10 +218,21 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             cpu_profiler = cProfile.Profile(time.process_time)
             cpu_profiler.enable()
         STATEMENTS.clear()
+        if args.no_analyze:
+            rebuild_target.FIRST_ANALYZE = sys.maxsize
         if args.remember is not None:
             rebuild_target.REMEMBERED_CLIENTS = args.remember
             rebuild_target.REMEMBERED_EVENTS = args.remember
         target = PostgresRebuildTarget(admin, settings.followup_database_url)
+        time_flushes(target)
+        tracked = len(gc.get_objects())
+        if args.gc == "off":
+            gc.disable()
+        elif args.gc == "freeze":
+            gc.collect()
+            gc.freeze()
+        collections = [g["collections"] for g in gc.get_stats()]
+        server_started = server_cpu_seconds(server.pgdata)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await rebuild_read_models(
             target=target,
@@ -216,6 +243,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        server_cpu = server_cpu_seconds(server.pgdata) - server_started
+        collected = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
+        gc.enable()
+        gc.unfreeze()
         statements = sum(STATEMENTS.values())
         if profiler is not None:
             profiler.stop()
@@ -233,10 +264,22 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
         f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
         f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
-        f"wall time); tasks live {live_tasks} rebuilt {rebuilt_tasks}; applied "
-        f"{result.applied} skipped {result.skipped}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+        f"wall time), PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
+        f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
+        f"applied {result.applied} skipped {result.skipped}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
+        f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
+        f"the rebuild {'/'.join(map(str, collected))}"
     )
+    print(
+        f"  transaction-end writes ({FLUSHES['count']:.0f}): Python "
+        f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
+        f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
+    )
+    for text, (python, backend, calls) in sorted(FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]):
+        print(
+            f"    {1e6 * python / n:5.1f} / {1e6 * backend / n:5.1f} µs/event ({calls:.0f}) {text}"
+        )
     bulk = target._bulk
     print(
         f"  remembered at the end: {len(bulk.applied)} applied ids, {len(bulk.facts)} clients' "
@@ -246,6 +289,72 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
             print(f"  {count / n:6.2f}/event  {sql}")
+
+
+FLUSHES = {"python": 0.0, "server": 0.0, "count": 0.0}
+"""The CPU the rebuild's transaction-end writes (:meth:`_BulkWrites.flush`) cost: this process
+and the rebuild connection's backend (each flush is all the backend does meanwhile)."""
+
+
+def on_cpu_seconds(pid: int) -> float:
+    """Time on the CPU from /proc/PID/schedstat (nanoseconds: finer than /proc/PID/stat's ticks)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+FLUSH_PARTS: dict[str, list[float]] = {}
+"""With ``--flush-parts``: per statement text of the transaction-end writes, [Python s,
+backend s, calls]."""
+
+
+def time_flush_parts() -> None:
+    import asyncpg
+
+    for name in ("execute", "executemany", "copy_records_to_table"):
+        original = getattr(asyncpg.Connection, name)
+
+        async def timed(
+            self: Any, first: str, *args: Any, __original: Any = original, **kwargs: Any
+        ) -> Any:
+            if not FLUSHING:
+                return await __original(self, first, *args, **kwargs)
+            backend = self.get_server_pid()
+            python, server = time.process_time(), on_cpu_seconds(backend)
+            try:
+                return await __original(self, first, *args, **kwargs)
+            finally:
+                part = FLUSH_PARTS.setdefault(" ".join(first.split())[:70], [0.0, 0.0, 0.0])
+                part[0] += time.process_time() - python
+                part[1] += on_cpu_seconds(backend) - server
+                part[2] += 1
+
+        setattr(asyncpg.Connection, name, timed)
+
+
+FLUSHING = False
+
+
+def time_flushes(target: PostgresRebuildTarget) -> None:
+    bulk = target._bulk
+    flush = bulk.flush
+
+    async def timed(conn: Any) -> None:
+        backend = conn.get_server_pid()
+        python, server = time.process_time(), on_cpu_seconds(backend)
+        global FLUSHING
+        FLUSHING = True
+        try:
+            await flush(conn)
+        finally:
+            FLUSHING = False
+        FLUSHES["python"] += time.process_time() - python
+        FLUSHES["server"] += on_cpu_seconds(backend) - server
+        FLUSHES["count"] += 1
+
+    bulk.flush = timed  # type: ignore[method-assign]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_cpu_profile(profiler: Any, path: Path) -> None:
@@ -273,8 +382,17 @@ def main() -> int:
     parser.add_argument(
         "--from-stores", action="store_true", help="replay from the event stores (StoreReplay)"
     )
+    parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on")
+    parser.add_argument("--no-count", action="store_true", help="no statement counter")
+    parser.add_argument(
+        "--flush-parts", action="store_true", help="the transaction-end writes by statement"
+    )
+    parser.add_argument("--no-analyze", action="store_true", help="the rebuild never analyses")
     args = parser.parse_args()
-    count_statements()
+    if args.flush_parts:
+        time_flush_parts()
+    if not args.no_count:
+        count_statements()
     return run_in_scratch(measure, args, "bench-rebuild-")
 
 

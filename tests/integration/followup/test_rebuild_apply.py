@@ -110,6 +110,13 @@ async def run_rebuild(
         await admin.close()
 
 
+async def rebuild_schemas(db: asyncpg.Connection[Any]) -> list[str]:
+    rows = await db.fetch(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", pg_schemas.REBUILD_PREFIX + "%"
+    )
+    return [r["nspname"] for r in rows]
+
+
 async def _swap_attempts_seen(db: asyncpg.Connection[Any], attempts: int) -> None:
     """Returns once ``attempts`` of the rebuild's requests for the exclusive swap lock have
     timed out: each shows as an ungranted advisory lock until its lock timeout."""
@@ -358,6 +365,8 @@ async def test_a_swap_lock_that_stays_busy_is_reported_and_nothing_is_swapped(
             await db.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fu_retired_%'")
             == 0
         )
+        # the schema it filled is dropped: nothing resumes from it (#12)
+        assert not await rebuild_schemas(db)
 
 
 class SlowTail(MemorySource):
@@ -414,5 +423,6 @@ async def test_a_swap_idle_while_holding_the_lock_is_ended_and_frees_the_live_wr
         finally:
             await admin.close()
         assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
+        assert not await rebuild_schemas(db)
     # PostgreSQL ended the idle swap after 0.5 s, not once the broker answered (4 s)
     assert freed < 3.0

@@ -57,6 +57,7 @@ class Target:
 
     def __init__(self, units: MemoryUnitsOfWork) -> None:
         self.units = units
+        self.discarded = False
 
     async def open(self) -> None:
         return None
@@ -78,6 +79,9 @@ class Target:
 
     async def drop_retired(self) -> None:
         return None
+
+    async def discard(self) -> None:
+        self.discarded = True
 
 
 async def test_a_replayed_task_creation_is_marked_applied_without_its_payload_parsed(
@@ -126,3 +130,22 @@ async def test_only_what_is_read_from_a_store_skips_the_entry_checks(from_store:
     )
     assert (result.applied, result.skipped) == ((1, 0) if from_store else (0, 1))
     assert (registered.event_id in units.state.applied) is from_store
+
+
+class FailingSwap(Target):
+    def swap(self) -> contextlib.AbstractAsyncContextManager[FollowupUnitOfWork]:
+        raise RuntimeError("the swap lock stayed busy")
+
+
+async def test_a_rebuild_that_fails_before_its_swap_discards_its_copy() -> None:
+    # nothing resumes from a failed rebuild's schema (#12): it is dropped, not left behind
+    registered = an_event("client.registered", {"client_type": "individual", "rm_id": RM_ID})
+    failing = FailingSwap(MemoryUnitsOfWork())
+    with pytest.raises(RuntimeError, match="busy"):
+        await rebuild_read_models(
+            target=failing, source=Source([registered]), policy=FollowupPolicy()
+        )
+    assert failing.discarded
+    swapped = Target(MemoryUnitsOfWork())
+    await rebuild_read_models(target=swapped, source=Source([registered]), policy=FollowupPolicy())
+    assert not swapped.discarded

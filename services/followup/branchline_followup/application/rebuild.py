@@ -19,6 +19,10 @@
    tables; whatever they apply again is already applied by id. The API kept serving the old
    tables until that commit.
 4. The retired schema is dropped (or kept, for comparison).
+
+A rebuild that fails before its swap commits (the swap lock stayed busy, the swap was
+abandoned, the broker or the database failed) drops the schema it filled: nothing resumes from
+it (a new rebuild starts a new one), and each left behind held a whole copy of the read models.
 """
 
 from __future__ import annotations
@@ -120,6 +124,11 @@ class RebuildTarget(Protocol):
 
     async def drop_retired(self) -> None: ...
 
+    async def discard(self) -> None:
+        """After a failure before the swap committed: the copy is dropped (the live read
+        models were not touched)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RebuildResult:
@@ -159,6 +168,7 @@ async def rebuild_read_models(
     await target.open()
     projection = Projection(policy)
     counts = _Counts()
+    swapped = False
     try:
         total = await source.start()
         if on_total is not None:
@@ -190,9 +200,12 @@ async def rebuild_read_models(
             if clock is not None:
                 await _apply_due_stage_changes(uow, await clock(), projection)
             await target.swap_in(applied=counts.applied, skipped=counts.skipped)
+        swapped = True
     finally:
         await source.stop()
         await target.close()
+        if not swapped:
+            await target.discard()
     if not keep_retired:
         await target.drop_retired()
     return RebuildResult(
