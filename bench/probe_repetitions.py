@@ -9,6 +9,7 @@ the load: events, lag p50 / max to the followup read model, split at the intake 
 publication (accepted -> published -> applied).
 
     python -m bench.probe_repetitions --repeat 2 --out /tmp/probe.jsonl [--skip batch,history]
+        [--rate 1000] [--fair] [--checkpoint]
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ async def repetition(
     skip: set[str],
     fixed_rate: float,
     fair: bool,
+    checkpoint: bool = False,
 ) -> None:
     """``fair``: the baselines' databases vacuumed right after use and the product databases
     before the steady measure (as bench/run.py does since #12)."""
@@ -335,6 +337,8 @@ async def repetition(
     if fair:
         product = [s.intake_database_url, s.followup_database_url, s.audit_database_url]
         await part("vacuum", lambda: latency.vacuum(product))
+    if checkpoint:
+        await part("checkpoint", lambda: checkpoint_now(stack.admin_url))
     await part("steady", lambda: steady_timeline(stack, probe, rate, p.latency_s))
     await part("bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events))
     await part(
@@ -362,6 +366,18 @@ async def repetition(
         await latency.vacuum([relay_db, ledger_db])
 
 
+async def checkpoint_now(dsn: str) -> float:
+    """``CHECKPOINT`` (seconds): the steady window then starts with no checkpoint in progress,
+    the next one (requested by WAL volume) about max_wal_size / 1.9 of WAL later (#12)."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=2)
@@ -370,6 +386,9 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="fixed steady rate (0: half peak)")
     parser.add_argument("--env", default="", help="extra stack settings, K=V,K=V")
     parser.add_argument("--fair", action="store_true", help="vacuum as bench/run.py does")
+    parser.add_argument(
+        "--checkpoint", action="store_true", help="CHECKPOINT just before each steady measure"
+    )
     args = parser.parse_args()
     p = PROFILES["standard"]
     skip = {s for s in args.skip.split(",") if s}
@@ -380,7 +399,7 @@ async def main() -> None:
         scraper = asyncio.create_task(probe.scrape())
         try:
             for r in range(args.repeat):
-                await repetition(stack, p, r, probe, skip, args.rate, args.fair)
+                await repetition(stack, p, r, probe, skip, args.rate, args.fair, args.checkpoint)
         finally:
             task.cancel()
             scraper.cancel()
