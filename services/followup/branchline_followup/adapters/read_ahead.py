@@ -49,6 +49,21 @@ def _texts(placeholder: str, cast: str = "text") -> str:
     )
 
 
+def _caused_branches(tasks: int, tasks_alias: str, creations: int, creations_alias: str) -> str:
+    """The two branches reading what events caused: the stored tasks (kind and parameter
+    ``tasks``) and the recorded task creations (kind and parameter ``creations``; the type as
+    a literal, so the planner uses the partial index of migration 011)."""
+    return f"""LEFT JOIN LATERAL (
+    SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
+    WHERE k.kind = {tasks} AND source_event_id = ANY({_texts(f"${tasks}", "uuid")})
+) {tasks_alias} ON true
+LEFT JOIN LATERAL (
+    SELECT envelope FROM es_events
+    WHERE k.kind = {creations} AND type = 'followup.task_created'
+        AND envelope ->> 'causation_id' = ANY({_texts(f"${creations}")})
+) {creations_alias} ON true"""  # noqa: S608 - fixed identifiers, placeholders
+
+
 _CAUSED_AT = _PLACES_AT + 4
 _CAUSED_CREATION_AT = _CAUSED_AT + len(TASK_COLUMNS)
 
@@ -67,15 +82,7 @@ LEFT JOIN LATERAL (
     {client_journal.latest_places_query("$3")}
     WHERE k.kind = 3
 ) p ON true
-LEFT JOIN LATERAL (
-    SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 4 AND source_event_id = ANY({_texts("$4", "uuid")})
-) ct ON true
-LEFT JOIN LATERAL (
-    SELECT envelope FROM es_events
-    WHERE k.kind = 5 AND type = 'followup.task_created'
-        AND envelope ->> 'causation_id' = ANY({_texts("$5")})
-) cc ON true
+{_caused_branches(4, "ct", 5, "cc")}
 ORDER BY k.kind, t.opened_at, t.id
 """  # noqa: S608 - fixed identifiers, bound values
 """The five reads: the three above, and :data:`CAUSED_BY`'s two (#12: the look-up of what the
@@ -150,15 +157,7 @@ _CREATION_AT = 1 + len(TASK_COLUMNS)
 CAUSED_BY = f"""
 SELECT k.kind, t.*, c.envelope
 FROM (VALUES (1), (2)) AS k(kind)
-LEFT JOIN LATERAL (
-    SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = 1 AND source_event_id = ANY({_texts("$1", "uuid")})
-) t ON true
-LEFT JOIN LATERAL (
-    SELECT envelope FROM es_events
-    WHERE k.kind = 2 AND type = 'followup.task_created'
-        AND envelope ->> 'causation_id' = ANY({_texts("$2")})
-) c ON true
+{_caused_branches(1, "t", 2, "c")}
 """  # noqa: S608 - fixed identifiers, bound values
 """The stored tasks these events caused (``read_models.fetch_tasks_caused_by``) and their
 recorded creations (the worker unit's ``task_creations_of``: the type as a literal, so the
