@@ -95,6 +95,7 @@ def report(events: int, applied: int, answers: dict[str, dict[str, Any]]) -> Non
     for component, a in answers.items():
         m, p = a["malloc"], a["pymalloc"]
         arenas = p.get("arenas allocated current", 0)
+        trims = f"; own trims {a['trims']:.0f} in {a['trim_s']:.2f} s" if "trims" in a else ""
         trimmed = f" after trim {mb(a['rss_after_trim_kb'])}" if "rss_after_trim_kb" in a else ""
         print(
             f"{events:>8} {component:<16} RSS {mb(a['rss_kb'])} MB (peak {mb(a['hwm_kb'])})"
@@ -102,7 +103,8 @@ def report(events: int, applied: int, answers: dict[str, dict[str, Any]]) -> Non
             f" mmapped {m['hblkhd'] / 2**20:.1f} MB; pymalloc arenas {arenas} MB (1 MiB each),"
             f" in use {p.get('bytes in allocated blocks', 0) / 2**20:.1f} MB;"
             f" gc objects {a['gc_objects']}; threads"
-            f" {a['os_threads']}; followup applied {applied}",
+            f" {a['os_threads']}; followup applied {applied}; CPU {a.get('cpu_s', 0):.1f} s"
+            f"{trims}",
             flush=True,
         )
 

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -127,7 +128,12 @@ def _install(component: str, folder: Path) -> None:
             "gc_objects": sum(types.values()),
             "gc_frozen": gc.get_freeze_count(),
             "types": dict(types.most_common(80)),
+            "cpu_s": time.process_time(),
         }
+        trims = sys.modules.get("branchline_shared.allocator_trim")
+        if trims is not None:  # the consumers' own trims after their batches
+            figures["trims"] = trims.TRIMS._value.get()
+            figures["trim_s"] = trims.TRIM_SECONDS._value.get()
         found: dict[str, object] = {}
         for named in caches:
             module, _, function = named.partition(":")

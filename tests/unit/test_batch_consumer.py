@@ -84,7 +84,10 @@ class FakeKafka:
 
 
 def consumer_over(
-    kafka: FakeKafka, handle_raw: Callable[[list[RawMessage]], Any], max_records: int = 3
+    kafka: FakeKafka,
+    handle_raw: Callable[[list[RawMessage]], Any],
+    max_records: int = 3,
+    after_round: Callable[[int], None] | None = None,
 ) -> BatchConsumer:
     settings: Any = SimpleNamespace(
         kafka_bootstrap="127.0.0.1:1",
@@ -100,6 +103,7 @@ def consumer_over(
         handle_raw=handle_raw,
         dead_letters=None,  # type: ignore[arg-type]
         max_records=max_records,
+        after_round=after_round,
     )
     consumer._consumer = lambda: kafka  # type: ignore[assignment, method-assign, return-value]
     return consumer
@@ -125,6 +129,29 @@ async def test_a_fetch_is_handed_over_whole_and_committed_after_the_handler_retu
     assert log == ["handled [(0, 4), (0, 5), (1, 9)]", "commit [(0, 6), (1, 10)]"]
     assert set(kafka.max_records) == {7}  # the batch bound is the fetch's
     assert kafka.stopped
+
+
+async def test_each_round_s_records_are_told_after_its_commit_empty_fetches_too() -> None:
+    # the allocator trim's hook (allocator_trim.py): after the batch is durable, never inside
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4), record(TP0, 5)], TP1: [record(TP1, 9)]}], log)
+    idle = asyncio.Event()
+
+    async def handle(raws: list[RawMessage]) -> None:
+        log.append("handled")
+
+    def after_round(records: int) -> None:
+        log.append(f"round {records}")
+        if records == 0:
+            idle.set()
+
+    consumer = consumer_over(kafka, handle, max_records=7, after_round=after_round)
+    task = asyncio.create_task(consumer.run())
+    await idle.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+
+    assert log[:4] == ["handled", "commit [(0, 6), (1, 10)]", "round 3", "round 0"]
+    assert set(log[3:]) == {"round 0"}
 
 
 async def test_a_partition_revoked_under_the_batch_is_not_committed() -> None:

@@ -27,6 +27,7 @@ from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
+from branchline_shared.allocator_trim import batch_trimmer, trim_policy
 from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.hardening import install_hardening
@@ -169,6 +170,7 @@ def build_consumer(
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
         jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
+        after_round=batch_trimmer(trim_policy(settings)),
     )
 
 

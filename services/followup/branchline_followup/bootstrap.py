@@ -36,6 +36,7 @@ from branchline_followup.entrypoints.worker import (
     worker_group,
 )
 from branchline_shared.access.scope import StaffDirectory
+from branchline_shared.allocator_trim import batch_trimmer, trim_policy
 from branchline_shared.background import running_task
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
@@ -220,6 +221,7 @@ def worker_consumer(
         PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
+        after_round=batch_trimmer(trim_policy(settings)),
     )
 
 

@@ -190,6 +190,7 @@ class BatchConsumer:
         on_log_lost: Callable[[], Awaitable[None]] | None = None,
         jumps: PositionJumps | None = None,
         log_end_check_s: float = 5.0,
+        after_round: Callable[[int], None] | None = None,
     ) -> None:
         if (handle is None) == (handle_raw is None):
             raise ValueError("a BatchConsumer needs exactly one of handle and handle_raw")
@@ -211,6 +212,9 @@ class BatchConsumer:
         # ``handle_raw`` handler decodes, so it judges the positions itself).
         self._jumps = jumps
         self._log_end_check_s = log_end_check_s
+        # Told the records of each round, an empty fetch's 0 included, once its offsets are
+        # committed (the allocator trim, branchline_shared.allocator_trim).
+        self._after_round = after_round
         self._revocations = Revocations()
         self.started = asyncio.Event()
         self._stopping = False
@@ -259,6 +263,8 @@ class BatchConsumer:
                     await self._commit(
                         consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
+                if self._after_round is not None:
+                    self._after_round(sum(len(records) for records in batches.values()))
                 now = asyncio.get_running_loop().time()
                 if now - checked > self._log_end_check_s:
                     checked = now

@@ -91,6 +91,21 @@ class CommonSettings(BaseSettings):
         "reconcile_self_repair = false).",
     )
     reconcile_self_repair: bool = True
+    malloc_trim_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="The consumers (followup worker, audit consumer) give glibc's free heap "
+        "memory back to the system (malloc_trim) after a round of their loop, at most this "
+        "often and only once malloc_trim_min_records were handled since the last time (0: "
+        "never; docs/performance.md, Round 11, \"The consumers' held-free heap given back after "
+        'their batches").',
+    )
+    malloc_trim_min_records: int = Field(
+        default=1000,
+        ge=1,
+        description="Records a consumer handles between two trims at least.",
+    )
     dead_letter_gauge_interval_s: float = Field(
         default=30.0,
         gt=0,

@@ -81,6 +81,7 @@ def create_worker_consumer(
     *,
     on_broker_lost: Callable[[], Awaitable[None]] | None = None,
     on_log_lost: Callable[[], Awaitable[None]] | None = None,
+    after_round: Callable[[int], None] | None = None,
 ) -> BatchConsumer:
     """``units``: where the projection writes (default: units on ``pool`` that wake no
     relay; the running worker passes its runtime's, which wake its relay). ``on_log_lost``:
@@ -104,6 +105,7 @@ def create_worker_consumer(
         on_broker_lost=on_broker_lost,
         on_log_lost=on_log_lost,
         log_end_check_s=LOG_END_CHECK_S,
+        after_round=after_round,
     )
 
 
