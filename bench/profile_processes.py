@@ -77,6 +77,9 @@ async def probe(stack: BenchStack, folder: Path, step: int) -> dict[str, dict[st
     for component in PROBED:
         pid = stack.pids[component][0]
         target = folder / f"{component}-{step}.json"
+        # read from outside first: the probe's own work (the collector's object list, the
+        # counts) allocates, and a process that gave its free heap back maps it again
+        before = resident_kb(pid)
         os.kill(pid, signal.SIGUSR2)
         deadline = time.monotonic() + 120
         # another process writes it: polled
@@ -84,7 +87,15 @@ async def probe(stack: BenchStack, folder: Path, step: int) -> dict[str, dict[st
             await asyncio.sleep(0.5)
         await asyncio.sleep(0.5)  # written whole
         answers[component] = json.loads(target.read_text())
+        answers[component]["rss_before_probe_kb"] = before
     return answers
+
+
+def resident_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def mb(kb: float) -> str:
@@ -98,7 +109,8 @@ def report(events: int, applied: int, answers: dict[str, dict[str, Any]]) -> Non
         trims = f"; own trims {a['trims']:.0f} in {a['trim_s']:.2f} s" if "trims" in a else ""
         trimmed = f" after trim {mb(a['rss_after_trim_kb'])}" if "rss_after_trim_kb" in a else ""
         print(
-            f"{events:>8} {component:<16} RSS {mb(a['rss_kb'])} MB (peak {mb(a['hwm_kb'])})"
+            f"{events:>8} {component:<16} RSS {mb(a['rss_before_probe_kb'])} MB before the"
+            f" probe, {mb(a['rss_kb'])} in it (peak {mb(a['hwm_kb'])})"
             f"{trimmed}; malloc in use {m['uordblks'] / 2**20:.1f} free {m['fordblks'] / 2**20:.1f}"
             f" mmapped {m['hblkhd'] / 2**20:.1f} MB; pymalloc arenas {arenas} MB (1 MiB each),"
             f" in use {p.get('bytes in allocated blocks', 0) / 2**20:.1f} MB;"
