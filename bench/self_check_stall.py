@@ -15,7 +15,7 @@ process's CPU during the check.
 ``stores.py``).
 
     python -m bench.self_check_stall [--events 50000] [--reached 0.97] [--checks 6]
-                                     [--baseline DIR]
+                                     [--baseline DIR] [--page-sizes 2000,500]
 """
 
 from __future__ import annotations
@@ -125,9 +125,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.reconcile import self_repair
     from branchline_shared.reconcile.running import ConsumerSource
 
-    variants: list[tuple[str, ModuleType]] = [("current", self_repair)]
+    variants: list[tuple[str, ModuleType, dict[str, int]]] = [
+        (f"current/{size}", self_repair, {"page_size": size}) for size in args.page_sizes
+    ]
     if args.baseline:
-        variants.insert(0, ("baseline", _load_baseline(Path(args.baseline))))
+        variants.insert(0, ("baseline", _load_baseline(Path(args.baseline)), {}))
 
     broker = TansuBroker(free_port(), base / "tansu.log")
     broker.start()
@@ -180,7 +182,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             async def everything() -> list[Any]:
                 raise AssertionError("not asked by a self-check")
 
-            for _, module in variants:
+            for _, module, _ in variants:
                 module.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
             print("variant\tcheck s\tlongest hold ms\theld >50ms s\tCPU s\tre-queued\tnot reached")
             if args.slow_callbacks:
@@ -196,7 +198,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     f"idle 3 s\t3.00\t{ticker.longest * 1000:.0f}\t{ticker.over_50ms:.2f}",
                     flush=True,
                 )
-                for label, module in variants:
+                for label, module, options in variants:
                     check = module.SelfRepair(
                         settings,
                         ConsumerSource(
@@ -209,7 +211,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                         ),
                         interval_s=60,
                         grace_s=settings.reconcile_grace_s,
-                        **({"page_size": args.page_size} if label == "current" else {}),
+                        **options,
                     )
                     cpu = time.process_time()
                     started = time.perf_counter()
@@ -248,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watch", type=float, default=0.0, help="print the loop's stack when held longer (s)"
     )
-    parser.add_argument("--page-size", type=int, default=2_000, help="the current code's page size")
+    parser.add_argument(
+        "--page-sizes",
+        type=lambda v: [int(n) for n in v.split(",")],
+        default=[2_000],
+        help="the current code's page sizes, comma-separated (a variant each)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile each check")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRANCHLINE_LOG_LEVEL", "WARNING")
