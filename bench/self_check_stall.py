@@ -16,6 +16,7 @@ process's CPU during the check.
 
     python -m bench.self_check_stall [--events 50000] [--reached 0.97] [--checks 6]
                                      [--baseline DIR] [--page-sizes 2000,500]
+                                     [--applier-rate 500] [--applier-cost 0.0003]
 """
 
 from __future__ import annotations
@@ -114,6 +115,39 @@ class Ticker:
         self._stop.set()
 
 
+class Applier:
+    """A consumer on the same loop: ``rate`` events a second due, each costing ``cost_s`` of
+    CPU, applied up to 500 at a time every 10 ms; ``longest_lag`` is the most it fell behind
+    (its backlog in seconds of arrivals) while running."""
+
+    def __init__(self, rate: float, cost_s: float) -> None:
+        self.rate, self.cost_s = rate, cost_s
+        self.longest_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started, done = loop.time(), 0
+        while True:
+            await asyncio.sleep(0.01)
+            due = int((loop.time() - started) * self.rate)
+            n = min(due - done, 500)
+            end = time.thread_time() + n * self.cost_s
+            while time.thread_time() < end:
+                pass
+            done += n
+            self.longest_lag = max(self.longest_lag, (due - done) / self.rate)
+
+    def __enter__(self) -> Applier:
+        if self.rate:
+            self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from tests.support.published import published
@@ -184,7 +218,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
             for _, module, _ in variants:
                 module.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
-            print("variant\tcheck s\tlongest hold ms\theld >50ms s\tCPU s\tre-queued\tnot reached")
+            print(
+                "variant\tcheck s\tlongest hold ms\theld >50ms s\tCPU s\tre-queued\t"
+                "not reached\tapplier's longest lag ms"
+            )
             if args.slow_callbacks:
                 loop = asyncio.get_running_loop()
                 loop.set_debug(True)
@@ -192,10 +229,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 logging.getLogger("asyncio").setLevel(logging.WARNING)
                 logging.basicConfig()
             for _ in range(args.checks):
-                with Ticker() as ticker:
-                    await asyncio.sleep(3)
+                with Ticker() as ticker, Applier(args.applier_rate, args.applier_cost) as applier:
+                    await asyncio.sleep(args.idle)
                 print(
-                    f"idle 3 s\t3.00\t{ticker.longest * 1000:.0f}\t{ticker.over_50ms:.2f}",
+                    f"idle\t{args.idle:.2f}\t{ticker.longest * 1000:.0f}\t"
+                    f"{ticker.over_50ms:.2f}\t\t\t\t{applier.longest_lag * 1000:.0f}",
                     flush=True,
                 )
                 for label, module, options in variants:
@@ -216,7 +254,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     cpu = time.process_time()
                     started = time.perf_counter()
                     profiler = cProfile.Profile() if args.profile else None
-                    with Ticker(args.watch) as ticker:
+                    applier = Applier(args.applier_rate, args.applier_cost)
+                    with Ticker(args.watch) as ticker, applier:
                         if profiler is not None:
                             profiler.enable()
                         requeued = await check.check()
@@ -227,7 +266,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     cpu = time.process_time() - cpu
                     print(
                         f"{label}\t{took:.2f}\t{ticker.longest * 1000:.0f}\t"
-                        f"{ticker.over_50ms:.2f}\t{cpu:.2f}\t{requeued}\t{check.not_reached}",
+                        f"{ticker.over_50ms:.2f}\t{cpu:.2f}\t{requeued}\t{check.not_reached}\t"
+                        f"{applier.longest_lag * 1000:.0f}",
                         flush=True,
                     )
             await pool.close()
@@ -256,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[2_000],
         help="the current code's page sizes, comma-separated (a variant each)",
     )
+    parser.add_argument(
+        "--applier-rate", type=float, default=0.0, help="a consumer's events/s on the loop"
+    )
+    parser.add_argument("--applier-cost", type=float, default=0.0003, help="its CPU per event (s)")
+    parser.add_argument("--idle", type=float, default=3.0, help="the idle window per round (s)")
     parser.add_argument("--profile", action="store_true", help="cProfile each check")
     args = parser.parse_args(argv)
     os.environ.setdefault("BRANCHLINE_LOG_LEVEL", "WARNING")
