@@ -25,7 +25,6 @@ import ctypes.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -71,39 +70,14 @@ class TrimSchedule:
         return True
 
 
-def _glibc(function: str) -> Any:
+def glibc_malloc_trim() -> Callable[[], None] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        return getattr(ctypes.CDLL(name), function)
+        malloc_trim = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):
-        return None
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-
-def fix_mmap_threshold(threshold_bytes: int) -> bool:
-    """Have glibc serve every block of ``threshold_bytes`` or more by its own ``mmap`` (given
-    back whole when freed), instead of raising that threshold up to 32 MB as large blocks are
-    freed (its default: large buffers then come from the heap and stay held free there). Also
-    keeps the top-of-heap trim threshold at its 128 KiB default. Whether it was set (False: 0
-    asked, or not glibc)."""
-    if threshold_bytes <= 0:
-        return False
-    mallopt = _glibc("mallopt")
-    if mallopt is None:
-        return False
-    mallopt.restype = ctypes.c_int
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes))
-
-
-def glibc_malloc_trim() -> Callable[[], None] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
-    malloc_trim = _glibc("malloc_trim")
-    if malloc_trim is None:
         return None
     malloc_trim.restype = ctypes.c_int
     malloc_trim.argtypes = [ctypes.c_size_t]

@@ -14,7 +14,6 @@ from branchline_shared.allocator_trim import (
     TrimPolicy,
     TrimSchedule,
     batch_trimmer,
-    fix_mmap_threshold,
     glibc_malloc_trim,
     trim_policy,
 )
@@ -83,17 +82,10 @@ def test_off_gives_no_hook() -> None:
     assert batch_trimmer(TrimPolicy(interval_s=0)) is None
 
 
-def test_nothing_where_the_c_library_is_not_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_hook_where_the_c_library_has_no_malloc_trim(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert glibc_malloc_trim() is None
     assert batch_trimmer(POLICY) is None
-    assert not fix_mmap_threshold(128 * 1024)
-
-
-def test_a_threshold_of_zero_leaves_glibc_s_own() -> None:
-    assert not fix_mmap_threshold(0)
-    assert FollowupSettings(malloc_mmap_threshold_bytes=0).malloc_mmap_threshold_bytes == 0
-    assert AuditSettings().malloc_mmap_threshold_bytes == 128 * 1024
 
 
 def _glibc() -> bool:
@@ -110,9 +102,3 @@ def test_glibc_malloc_trim_is_found_and_callable() -> None:
     assert trim is not None
     trim()  # returns nothing, raises nothing
     assert batch_trimmer(POLICY) is not None
-
-
-@pytest.mark.skipif(not _glibc(), reason="the C library is not glibc (no mallopt)")
-def test_glibc_takes_the_mmap_threshold() -> None:
-    # 128 KiB is glibc's own starting value: setting it changes no size, only keeps it fixed
-    assert fix_mmap_threshold(128 * 1024)

@@ -27,7 +27,7 @@ from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
-from branchline_shared.allocator_trim import batch_trimmer, fix_mmap_threshold, trim_policy
+from branchline_shared.allocator_trim import batch_trimmer, trim_policy
 from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.hardening import install_hardening
@@ -176,7 +176,6 @@ def build_consumer(
 
 async def run_consumer(settings: AuditSettings) -> None:
     """The audit consumer process: runs until SIGINT/SIGTERM."""
-    fix_mmap_threshold(settings.malloc_mmap_threshold_bytes)  # #12, allocator_trim.py
     stop = stop_on_signals()
     # Whatever is opened or started is registered at once and released in reverse, also when
     # the start fails half-way (a broker unreachable, a missing signing key).

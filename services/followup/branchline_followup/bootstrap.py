@@ -36,7 +36,7 @@ from branchline_followup.entrypoints.worker import (
     worker_group,
 )
 from branchline_shared.access.scope import StaffDirectory
-from branchline_shared.allocator_trim import batch_trimmer, fix_mmap_threshold, trim_policy
+from branchline_shared.allocator_trim import batch_trimmer, trim_policy
 from branchline_shared.background import running_task
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
@@ -295,7 +295,6 @@ async def running_worker_parts(settings: FollowupSettings) -> AsyncIterator[Runn
 async def run_worker(settings: FollowupSettings) -> None:
     """The followup worker process: runs until SIGINT/SIGTERM, or ends loudly if its consumer
     crashed (a worker that no longer consumes must not look alive)."""
-    fix_mmap_threshold(settings.malloc_mmap_threshold_bytes)  # #12, allocator_trim.py
     stop = stop_on_signals()
     checks: dict[str, ReadinessCheck] = {}
     async with (

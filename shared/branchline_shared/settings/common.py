@@ -101,14 +101,6 @@ class CommonSettings(BaseSettings):
         "never; docs/performance.md, Round 11, \"The consumers' held-free heap given back after "
         'their batches").',
     )
-    malloc_mmap_threshold_bytes: int = Field(
-        default=128 * 1024,
-        ge=0,
-        le=32 * 1024 * 1024,
-        description="The consumers have glibc map blocks of this size or more on their own, "
-        "given back whole when freed (mallopt M_MMAP_THRESHOLD at start; 0: glibc's own "
-        "threshold, which rises as large blocks are freed).",
-    )
     malloc_trim_min_records: int = Field(
         default=1000,
         ge=1,
