@@ -10,7 +10,8 @@ the getmany worker"). ``malloc_trim(0)`` gives every arena's free pages back (``
 When: :class:`TrimSchedule` (pure) decides after each of the consumer loop's rounds (a batch
 or an empty fetch): at least ``min_records`` handled since the last trim, and at least
 ``interval_s`` since it. So a busy consumer trims at most once per interval, an idle one not at
-all, and a consumer that worked off a burst trims within an interval of its end. The call is
+all, and one that worked off a burst (``min_records`` or more since the last trim) trims
+within an interval of its end, on an empty fetch if need be. The call is
 made on the loop's own thread between two batches (no thread of its own); its time is counted
 (``branchline_malloc_trim_seconds_total``).
 
