@@ -164,6 +164,10 @@ class EventStoreContract:
         row in order and version as written; a reused id writes none of them."""
         streams = [f"client-big{i}" for i in range(MANY)]
         written = [event(s, 1) for s in streams] + [event(streams[0], 2)]
+        # Text that JSON must escape, in the envelopes written as one text (a line each).
+        written[1] = written[1].model_copy(
+            update={"data": {**written[1].data, "note": 'a\nb\r\n"c\\n\u2028\t'}}
+        )
         async with store.unit_of_work() as uow:
             assert set((await uow.lock_streams(streams)).values()) == {0}
             for i, e in enumerate(written):
