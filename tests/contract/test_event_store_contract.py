@@ -169,7 +169,7 @@ class EventStoreContract:
         row in order and version as written; a reused id writes none of them."""
         streams = [f"client-big{i}" for i in range(MANY)]
         written = [event(s, 1) for s in streams] + [event(streams[0], 2)]
-        # Text that JSON must escape, in the envelopes written as one text (a line each).
+        # Text that JSON must escape, stored and read back as it was.
         written[1] = written[1].model_copy(
             update={"data": {**written[1].data, "note": 'a\nb\r\n"c\\n\u2028\t'}}
         )

@@ -67,8 +67,7 @@ WITH written AS (
     SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
            submission_hash, envelope::jsonb
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
-                $6::timestamptz[], $7::timestamptz[], $8::bytea[],
-                string_to_array($9::text, chr(10)))
+                $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::text[])
          AS v(event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
               submission_hash, envelope)
     RETURNING event_id, global_position
@@ -84,14 +83,11 @@ WITH written AS (
 )
 SELECT event_id, global_position FROM written
 """
-"""The events, their outbox rows and their streams' versions in one statement (#12). The
-envelopes are one text, each envelope's JSON on a line of its own: JSON as pydantic renders
-it holds no line feed (one inside a string is written ``\\n``), so splitting at line feeds
-gives them back one by one; a stream's version is the highest version written to it, found by
-the statement from the events' own columns; and the statement answers only what the events
-do not say (their global positions). Fewer array elements for asyncpg to check and encode one
-by one in Python (the envelopes' array and the streams' two), and two columns less to decode
-per event (#12)."""
+"""The events, their outbox rows and their streams' versions in one statement (#12). A
+stream's version is the highest version written to it, found by the statement from the
+events' own columns (two arrays fewer for asyncpg to check and encode element by element in
+Python), and the statement answers only what the events do not say: their global positions
+(two columns fewer to decode per event)."""
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -292,8 +288,8 @@ class PostgresUnitOfWork:
             [s.submission_hash for s in self._staged],
             # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
             # call each, instead of dumped to Python objects that the connection's jsonb codec
-            # then encodes one by one in Python (#12); one line each (_WRITE_SQL).
-            "\n".join([e.model_dump_json() for e in events]),
+            # then encodes one by one in Python (#12).
+            [e.model_dump_json() for e in events],
             [s.topic for s in self._staged],
             [e.subject_id for e in events],
         )
