@@ -497,9 +497,23 @@ class TestPostgresEventStore(EventStoreContract):
         with pytest.raises(ValueError, match="NUL"):
             _text_literal("a\x00b")
         odd = ["client-it's", "client-back\\slash", "client-E'\\''"]
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
         async with store.shared_transaction() as shared:
-            await shared.lock_streams(odd)
+            shared._conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(odd)
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+            finally:
+                shared._conn.remove_query_logger(log)
             assert shared.held_versions == dict.fromkeys(odd, 0)
+        # Ids outside the plain characters never reach statement text: the escaping is a
+        # second guard, the parameterised statements take them.
+        assert queries[0] == "BEGIN", queries
+        assert not any("it''s" in q or "it\\'s" in q for q in queries), queries
         async with store._pool.acquire() as conn:
             stored = await conn.fetch(
                 "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[])", odd

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -111,6 +112,12 @@ def _text_literal(value: str) -> str:
         raise ValueError("a text value cannot hold NUL")
     return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
+
+# Only stream ids of the characters an id may hold (envelope's IDENTIFIER_PATTERN, plus the
+# ``-`` and ``/`` the stream names add) are ever written into statement text: anything else,
+# which no validated event can produce, takes the parameterised statements, so the escaping
+# above is a second guard, never the only one.
+_PLAIN_STREAM_ID = re.compile(r"[A-Za-z0-9._:@/\-]{1,300}")
 
 _BEGIN_CREATING = "BEGIN; INSERT INTO es_streams (stream_id) VALUES {} ON CONFLICT DO NOTHING"
 
@@ -398,15 +405,16 @@ class SharedTransaction:
 
         As the group's first statement, the new streams are created by the statement that
         begins the transaction (#12: one round trip, where ``BEGIN`` was one of its own): a
-        simple query, the stream ids in it as escaped constants (:func:`_text_literal`),
-        answering how many rows it inserted. If it created them all, they are this
+        simple query, the stream ids in it as escaped constants (:func:`_text_literal`; only
+        ids of plain characters, :data:`_PLAIN_STREAM_ID`, others take the parameterised
+        statements), answering how many rows it inserted. If it created them all, they are this
         transaction's, at version 0, as when the insert answered them one by one (no other
         transaction can see or lock a row before this one commits, and one creating it too
         waits on the insert); otherwise every written stream is locked ``FOR UPDATE`` in the
         one global order (those just created are held already and answer version 0)."""
         written = sorted(set(stream_ids))
         read = sorted(set(shared) - set(written))
-        if self._begun or not written:
+        if self._begun or not written or not all(map(_PLAIN_STREAM_ID.fullmatch, written)):
             await self._start()
             uow = PostgresUnitOfWork(self._conn)
             self.held_versions.update(await uow.lock_streams(written, shared=read))
