@@ -4,6 +4,7 @@ tests) and the PostgreSQL one must pass the same assertions."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +21,11 @@ from branchline_shared.eventstore.ports import (
     Outbox,
     SharedTransaction,
 )
-from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresUnitOfWork
+from branchline_shared.eventstore.postgres import (
+    PostgresEventStore,
+    PostgresUnitOfWork,
+    _text_literal,
+)
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database, open_pool
 from tests.support.stack import Infra, unique
@@ -344,6 +349,143 @@ class TestPostgresEventStore(EventStoreContract):
             await asyncio.sleep(0.3)
             assert not waiting.done()  # the other writer waits for this transaction
         assert await asyncio.wait_for(waiting, timeout=10) == {"client-k1": 1}
+
+    async def test_a_group_begins_with_its_new_streams_in_one_statement(
+        self, store: EventStore
+    ) -> None:
+        """#12: a group's first statement begins its transaction and creates its new streams
+        (one round trip, where ``BEGIN`` was one of its own): created, they are the group's
+        at version 0 and held until it commits; with streams that existed, those are locked
+        ``FOR UPDATE`` by a second statement, in the one order, with their versions."""
+        assert isinstance(store, PostgresEventStore)
+        old = event("client-b-old", 1)
+        await _write_all(store, [old])
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
+        async with store.shared_transaction() as shared:
+            conn = shared._conn
+            conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(["client-b2", "client-b1"])
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+                assert len(queries) == 1, queries
+                assert queries[0].startswith("BEGIN;"), queries
+                assert shared.held_versions == {"client-b1": 0, "client-b2": 0}
+                await _append(shared, event("client-b1", 1))
+            finally:
+                conn.remove_query_logger(log)
+            waiting = asyncio.create_task(_lock_elsewhere(store, ["client-b1", "client-b2"]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # created by the group: held until it commits
+        assert await asyncio.wait_for(waiting, timeout=10) == {"client-b1": 1, "client-b2": 0}
+        queries.clear()
+        async with store.shared_transaction() as shared:
+            conn = shared._conn
+            conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(["client-b3", old.stream_id])
+                await asyncio.sleep(0.05)
+            finally:
+                conn.remove_query_logger(log)
+            assert len(queries) == 2, queries
+            assert queries[0].startswith("BEGIN;"), queries
+            assert "FOR UPDATE" in queries[1]
+            assert shared.held_versions == {"client-b3": 0, old.stream_id: 1}
+            waiting = asyncio.create_task(_lock_elsewhere(store, [old.stream_id]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # the stream that existed is locked too
+        assert await asyncio.wait_for(waiting, timeout=10) == {old.stream_id: 1}
+
+    async def test_a_group_that_raises_or_is_cancelled_stores_nothing(
+        self, store: EventStore
+    ) -> None:
+        """The group's transaction, begun by its first statement, is rolled back when the
+        group raises or is cancelled (as asyncpg's ``transaction()`` did): nothing stored, no
+        stream created or left locked, and the connection goes back to the pool idle."""
+        assert isinstance(store, PostgresEventStore)
+
+        async def failing_group() -> None:
+            async with store.shared_transaction() as shared:
+                await shared.lock_streams(["client-r1"])
+                async with shared.isolated():
+                    await _append(shared, event("client-r1", 1))
+                raise RuntimeError("the group fails")
+
+        with pytest.raises(RuntimeError, match="the group fails"):
+            await failing_group()
+        started = asyncio.Event()
+
+        async def cancelled_group() -> None:
+            async with store.shared_transaction() as shared:
+                await shared.lock_streams(["client-r2"])
+                await _append(shared, event("client-r2", 1))
+                started.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(cancelled_group())
+        await asyncio.wait_for(started.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for stream in ("client-r1", "client-r2"):
+            assert await store.read_stream(stream) == []
+        # Neither stream exists nor is held: another writer creates both at once.
+        locked = await asyncio.wait_for(_lock_elsewhere(store, ["client-r1", "client-r2"]), 5)
+        assert locked == {"client-r1": 0, "client-r2": 0}
+        async with store._pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM es_streams WHERE stream_id LIKE 'client-r%'"
+                )
+                == 2
+            )
+
+    async def test_stream_ids_are_sent_as_constants_that_hold_them_exactly(
+        self, store: EventStore
+    ) -> None:
+        """The group's first statement carries its stream ids as escaped constants: each
+        reads back as the very text, with ``standard_conforming_strings`` on or off, for
+        quotes, backslashes, ``$``, controls and any Unicode; a NUL is refused."""
+        assert isinstance(store, PostgresEventStore)
+        rng = random.Random(12)
+        alphabet = "'\\\"$;-_/ aEe\n\t\r\x01\x7fé€😀\u2028"
+        values = ["", "'", "\\", "\\'", "''", "E'x'", "'); DROP TABLE es_events; --"]
+        values += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(300)]
+        async with store._pool.acquire() as conn:
+            for setting in ("on", "off"):
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL standard_conforming_strings = {setting}")
+                    for value in values:
+                        assert await conn.fetchval(f"SELECT {_text_literal(value)}") == value
+        with pytest.raises(ValueError, match="NUL"):
+            _text_literal("a\x00b")
+        odd = ["client-it's", "client-back\\slash", "client-E'\\''"]
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
+        async with store.shared_transaction() as shared:
+            shared._conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(odd)
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+            finally:
+                shared._conn.remove_query_logger(log)
+            assert shared.held_versions == dict.fromkeys(odd, 0)
+        # Ids outside the plain characters never reach statement text: the escaping is a
+        # second guard, the parameterised statements take them.
+        assert queries[0] == "BEGIN", queries
+        assert not any("it''s" in q or "it\\'s" in q for q in queries), queries
+        async with store._pool.acquire() as conn:
+            stored = await conn.fetch(
+                "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[])", odd
+            )
+        assert sorted(r["stream_id"] for r in stored) == sorted(odd)
 
 
 async def _lock_elsewhere(store: PostgresEventStore, streams: list[str]) -> dict[str, int]:
