@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
     CanonicalisationError,
+    ChainVerifier,
     _jcs_event_bytes,
     chain_hash,
     encodes_event,
@@ -32,6 +33,7 @@ from branchline_audit.domain.canonical import (
     entry_head,
     event_json,
     format_appended_at,
+    grow_by_leaves,
     proven_event_after,
     stored_event,
 )
@@ -659,3 +661,53 @@ def test_a_prune_is_found_named_or_not_as_by_the_full_checks(named: list[list[in
     fast, full = bytes_only_verdicts(table)
     assert fast == full
     assert fast.ok == any(low <= 3 <= high for low, high in named), fast.reason
+
+
+# ---------------------------------------------------------------- the tree grown in batches (#12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.integers(0, 200), batches=st.lists(st.integers(0, 150), max_size=4))
+def test_the_tree_grown_in_batches_is_the_tree_grown_leaf_by_leaf(
+    before: int, batches: list[int]
+) -> None:
+    hashes = [chain_hash(GENESIS_PREV_HASH, b"%d" % i) for i in range(before + sum(batches))]
+    one_by_one = CompactRange()
+    for value in hashes:
+        one_by_one.append(leaf_hash(value))
+    batched = CompactRange()
+    for value in hashes[:before]:
+        batched.append(leaf_hash(value))
+    done = before
+    for count in batches:
+        grow_by_leaves(batched, hashes[done : done + count])
+        done += count
+    assert (batched.size, batched.hashes) == (one_by_one.size, one_by_one.hashes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), max_size=5),
+    tamper=st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_the_verifiers_tree_answers_every_checkpoint_as_a_tree_grown_per_entry(
+    sizes: list[int], tamper: int | None
+) -> None:
+    """The chain's tree is read at each checkpoint and at the end; the pending leaves are
+    folded in whenever it is, whatever the checkpoints' sizes and a tamper between them."""
+    original = rows(40)
+    checkpoints = _checkpoints_over(original, tuple(sizes))
+    table = bytes_only(original)
+    if tamper is not None:
+        table[tamper - 1][3] = REHASHED_BYTES["a byte"](table[tamper - 1][3])
+        _rehashed(table, tamper)
+    fast, full = bytes_only_verdicts(table, checkpoints)
+    assert fast == full
+    expected_bad = tamper is not None and any(size >= tamper for size in sizes)
+    assert fast.ok == (not expected_bad and all(size <= 40 for size in sizes)), fast.reason
+    verifier = ChainVerifier(tree_leaves=len(table))
+    reference = CompactRange()
+    for row in table:
+        verifier.feed(stored_entry(row).entry)
+        reference.append(leaf_hash(row[2]))
+    assert verifier.verdict().tree_root == reference.root().hex()
