@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
+    PENDING_LEAVES,
     CanonicalisationError,
     ChainVerifier,
     _jcs_event_bytes,
@@ -710,4 +711,20 @@ def test_the_verifiers_tree_answers_every_checkpoint_as_a_tree_grown_per_entry(
     for row in table:
         verifier.feed(stored_entry(row).entry)
         reference.append(leaf_hash(row[2]))
+    assert verifier.verdict().tree_root == reference.root().hex()
+
+
+def test_the_leaves_waiting_for_the_tree_are_bounded() -> None:
+    """However far apart the tree is read (a ledger with one checkpoint far on, or none kept
+    back), at most PENDING_LEAVES entry hashes wait: verification stays in constant memory."""
+    verifier = ChainVerifier(tree_leaves=None)
+    reference = CompactRange()
+    prev = GENESIS_PREV_HASH
+    for position in range(1, 3 * PENDING_LEAVES + 8):
+        canonical = b"%d" % position
+        digest = chain_hash(prev, canonical)
+        assert verifier.accept(position, prev, digest, canonical)
+        assert len(verifier._pending) < PENDING_LEAVES
+        reference.append(leaf_hash(digest))
+        prev = digest
     assert verifier.verdict().tree_root == reference.root().hex()

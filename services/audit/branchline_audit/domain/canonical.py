@@ -558,6 +558,9 @@ class ChainVerdict:
     bad_count: int = 0
 
 
+PENDING_LEAVES = 4096
+"""At most this many entry hashes wait for the tree (:meth:`ChainVerifier._grow_tree`)."""
+
 MAX_LISTED_BAD = 1000
 """How many bad positions a verdict lists (all are counted)."""
 
@@ -715,6 +718,8 @@ class ChainVerifier:
             self._tree = None  # no checkpoint beyond: the root is never asked for again
             return
         pending.append(hash_)
+        if len(pending) >= PENDING_LEAVES:
+            self._settled_tree()  # memory stays constant however far apart the reads are
 
     def _settled_tree(self) -> CompactRange | None:
         """The tree grown by every entry taken (what appending each leaf as it came would
