@@ -4,11 +4,13 @@ tests) and the PostgreSQL one must pass the same assertions."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 from branchline_shared.events.envelope import Actor, RecordedEvent
@@ -20,7 +22,11 @@ from branchline_shared.eventstore.ports import (
     Outbox,
     SharedTransaction,
 )
-from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresUnitOfWork
+from branchline_shared.eventstore.postgres import (
+    PostgresEventStore,
+    PostgresUnitOfWork,
+    _text_literal,
+)
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database, open_pool
 from tests.support.stack import Infra, unique
@@ -163,6 +169,10 @@ class EventStoreContract:
         row in order and version as written; a reused id writes none of them."""
         streams = [f"client-big{i}" for i in range(MANY)]
         written = [event(s, 1) for s in streams] + [event(streams[0], 2)]
+        # Text that JSON must escape, stored and read back as it was.
+        written[1] = written[1].model_copy(
+            update={"data": {**written[1].data, "note": 'a\nb\r\n"c\\n\u2028\t'}}
+        )
         async with store.unit_of_work() as uow:
             assert set((await uow.lock_streams(streams)).values()) == {0}
             for i, e in enumerate(written):
@@ -291,6 +301,34 @@ class TestPostgresEventStore(EventStoreContract):
         assert [s.event.event_id for s in await store.read_stream("client-n1")] == [outer.event_id]
         assert await store.read_stream("client-n2") == []
 
+    async def test_no_outbox_row_without_its_event_and_no_key_checked_per_row(
+        self, store: EventStore
+    ) -> None:
+        """#12 (eventstore migration 007): es_outbox has no foreign key for PostgreSQL to
+        check row by row; what it guarded holds by construction: a write whose events fail
+        writes none of its outbox rows, and an event cannot be removed from under them."""
+        assert isinstance(store, PostgresEventStore)
+        async with store._pool.acquire() as conn:
+            keys = await conn.fetch(
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = 'es_outbox'::regclass AND contype = 'f'"
+            )
+        assert keys == []
+        kept = event("client-fk1", 1)
+        await _write_all(store, [kept])
+        with pytest.raises(ConcurrencyError):  # the second event reuses the first's id
+            await _write_all(
+                store, [event("client-fk2", 1), event("client-fk3", 1, event_id=kept.event_id)]
+            )
+        pending = await store.outbox_port().pending(10)
+        assert [p.message_key for p in pending] == ["fk1"]
+        async with store._pool.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM es_events WHERE event_id = $1", kept.event_id)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("TRUNCATE es_events CASCADE")
+        assert [p.message_key for p in await store.outbox_port().pending(10)] == ["fk1"]
+
     async def test_a_stream_locked_at_version_0_has_no_history_to_read(
         self, store: EventStore
     ) -> None:
@@ -344,6 +382,143 @@ class TestPostgresEventStore(EventStoreContract):
             await asyncio.sleep(0.3)
             assert not waiting.done()  # the other writer waits for this transaction
         assert await asyncio.wait_for(waiting, timeout=10) == {"client-k1": 1}
+
+    async def test_a_group_begins_with_its_new_streams_in_one_statement(
+        self, store: EventStore
+    ) -> None:
+        """#12: a group's first statement begins its transaction and creates its new streams
+        (one round trip, where ``BEGIN`` was one of its own): created, they are the group's
+        at version 0 and held until it commits; with streams that existed, those are locked
+        ``FOR UPDATE`` by a second statement, in the one order, with their versions."""
+        assert isinstance(store, PostgresEventStore)
+        old = event("client-b-old", 1)
+        await _write_all(store, [old])
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
+        async with store.shared_transaction() as shared:
+            conn = shared._conn
+            conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(["client-b2", "client-b1"])
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+                assert len(queries) == 1, queries
+                assert queries[0].startswith("BEGIN;"), queries
+                assert shared.held_versions == {"client-b1": 0, "client-b2": 0}
+                await _append(shared, event("client-b1", 1))
+            finally:
+                conn.remove_query_logger(log)
+            waiting = asyncio.create_task(_lock_elsewhere(store, ["client-b1", "client-b2"]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # created by the group: held until it commits
+        assert await asyncio.wait_for(waiting, timeout=10) == {"client-b1": 1, "client-b2": 0}
+        queries.clear()
+        async with store.shared_transaction() as shared:
+            conn = shared._conn
+            conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(["client-b3", old.stream_id])
+                await asyncio.sleep(0.05)
+            finally:
+                conn.remove_query_logger(log)
+            assert len(queries) == 2, queries
+            assert queries[0].startswith("BEGIN;"), queries
+            assert "FOR UPDATE" in queries[1]
+            assert shared.held_versions == {"client-b3": 0, old.stream_id: 1}
+            waiting = asyncio.create_task(_lock_elsewhere(store, [old.stream_id]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # the stream that existed is locked too
+        assert await asyncio.wait_for(waiting, timeout=10) == {old.stream_id: 1}
+
+    async def test_a_group_that_raises_or_is_cancelled_stores_nothing(
+        self, store: EventStore
+    ) -> None:
+        """The group's transaction, begun by its first statement, is rolled back when the
+        group raises or is cancelled (as asyncpg's ``transaction()`` did): nothing stored, no
+        stream created or left locked, and the connection goes back to the pool idle."""
+        assert isinstance(store, PostgresEventStore)
+
+        async def failing_group() -> None:
+            async with store.shared_transaction() as shared:
+                await shared.lock_streams(["client-r1"])
+                async with shared.isolated():
+                    await _append(shared, event("client-r1", 1))
+                raise RuntimeError("the group fails")
+
+        with pytest.raises(RuntimeError, match="the group fails"):
+            await failing_group()
+        started = asyncio.Event()
+
+        async def cancelled_group() -> None:
+            async with store.shared_transaction() as shared:
+                await shared.lock_streams(["client-r2"])
+                await _append(shared, event("client-r2", 1))
+                started.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(cancelled_group())
+        await asyncio.wait_for(started.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for stream in ("client-r1", "client-r2"):
+            assert await store.read_stream(stream) == []
+        # Neither stream exists nor is held: another writer creates both at once.
+        locked = await asyncio.wait_for(_lock_elsewhere(store, ["client-r1", "client-r2"]), 5)
+        assert locked == {"client-r1": 0, "client-r2": 0}
+        async with store._pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM es_streams WHERE stream_id LIKE 'client-r%'"
+                )
+                == 2
+            )
+
+    async def test_stream_ids_are_sent_as_constants_that_hold_them_exactly(
+        self, store: EventStore
+    ) -> None:
+        """The group's first statement carries its stream ids as escaped constants: each
+        reads back as the very text, with ``standard_conforming_strings`` on or off, for
+        quotes, backslashes, ``$``, controls and any Unicode; a NUL is refused."""
+        assert isinstance(store, PostgresEventStore)
+        rng = random.Random(12)
+        alphabet = "'\\\"$;-_/ aEe\n\t\r\x01\x7fé€😀\u2028"
+        values = ["", "'", "\\", "\\'", "''", "E'x'", "'); DROP TABLE es_events; --"]
+        values += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(300)]
+        async with store._pool.acquire() as conn:
+            for setting in ("on", "off"):
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL standard_conforming_strings = {setting}")
+                    for value in values:
+                        assert await conn.fetchval(f"SELECT {_text_literal(value)}") == value
+        with pytest.raises(ValueError, match="NUL"):
+            _text_literal("a\x00b")
+        odd = ["client-it's", "client-back\\slash", "client-E'\\''"]
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
+        async with store.shared_transaction() as shared:
+            shared._conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(odd)
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+            finally:
+                shared._conn.remove_query_logger(log)
+            assert shared.held_versions == dict.fromkeys(odd, 0)
+        # Ids outside the plain characters never reach statement text: the escaping is a
+        # second guard, the parameterised statements take them.
+        assert queries[0] == "BEGIN", queries
+        assert not any("it''s" in q or "it\\'s" in q for q in queries), queries
+        async with store._pool.acquire() as conn:
+            stored = await conn.fetch(
+                "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[])", odd
+            )
+        assert sorted(r["stream_id"] for r in stored) == sorted(odd)
 
 
 async def _lock_elsewhere(store: PostgresEventStore, streams: list[str]) -> dict[str, int]:

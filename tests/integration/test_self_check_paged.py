@@ -7,10 +7,12 @@ about that page only, and starts the next check where every event was applied.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,6 +22,7 @@ from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.reconcile import self_repair
+from branchline_shared.reconcile.compare import StoreEvent
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair
 from branchline_shared.settings import BranchlineSettings
@@ -101,14 +104,22 @@ def dead_letters(monkeypatch: pytest.MonkeyPatch) -> set[uuid.UUID]:
     return dead
 
 
-def checker(settings: BranchlineSettings, consumer: Consumer, full_scan_every: int) -> SelfRepair:
+def checker(
+    settings: BranchlineSettings,
+    consumer: Consumer,
+    full_scan_every: int,
+    *,
+    page_size: int = PAGE,
+    walk_slice: int = 500,
+) -> SelfRepair:
     return SelfRepair(
         settings,
         ConsumerSource("test-consumer", "dlq", consumer.everything, has=consumer.has),  # type: ignore[arg-type]
         interval_s=60,
         grace_s=0,
-        page_size=PAGE,
+        page_size=page_size,
         full_scan_every=full_scan_every,
+        walk_slice=walk_slice,
     )
 
 
@@ -157,3 +168,87 @@ async def test_the_next_check_starts_where_every_event_was_applied(
     consumer.asked.clear()
     await check.check(trigger="log_reset", grace_s=0)  # the broker lost its log: all again
     assert consumer.first_asked() == events[0].event_id
+
+
+async def requeued_ids(settings: BranchlineSettings) -> list[uuid.UUID]:
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch("SELECT event_id FROM es_outbox WHERE requeued ORDER BY id")
+        await conn.execute("DELETE FROM es_outbox WHERE requeued")
+        return [r["event_id"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_the_verdicts_do_not_depend_on_the_page_or_the_slice_walked_at_once(
+    postgres_admin_url: str, tmp_path: Path, dead_letters: set[uuid.UUID]
+) -> None:
+    """The page is walked in slices with the loop free between them (#12): what a check
+    re-queues, what it finds owed and where the next one starts are the same whatever the
+    sizes."""
+    settings = make_settings(Infra(postgres_admin_url, "127.0.0.1:9"), tmp_path)
+    events = await stored(settings, 25)
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:  # event 17 not published yet: in flight, neither owed nor settled past
+        await conn.execute(
+            "UPDATE es_outbox SET published_at = NULL WHERE event_id = $1", events[17].event_id
+        )
+    finally:
+        await conn.close()
+    not_applied = {3, 10, 11, 17, 24}
+    dead_letters.add(events[11].event_id)
+    seen = set()
+    for page_size, walk_slice in ((4, 500), (4, 1), (25, 3), (7, 2), (100, 500)):
+        consumer = Consumer()
+        consumer.applied = {e.event_id for n, e in enumerate(events) if n not in not_applied}
+        check = checker(
+            settings, consumer, full_scan_every=10, page_size=page_size, walk_slice=walk_slice
+        )
+        repaired = await check.check(grace_s=0)
+        requeued = await requeued_ids(settings)
+        consumer.asked.clear()
+        await check.check(grace_s=0)  # starts where every event before was applied
+        await requeued_ids(settings)
+        seen.add((repaired, tuple(requeued), consumer.first_asked()))
+    assert seen == {
+        (3, (events[3].event_id, events[10].event_id, events[24].event_id), events[3].event_id)
+    }
+
+
+async def test_a_page_is_walked_in_slices_with_the_loop_free_between_them(
+    postgres_admin_url: str,
+    tmp_path: Path,
+    dead_letters: set[uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consumer's own work runs between the slices of a page's walk, not only at the
+    check's reads (#12: the walk was one step of the consumer's event loop per page)."""
+    settings = make_settings(Infra(postgres_admin_url, "127.0.0.1:9"), tmp_path)
+    await stored(settings, 20)
+    ticks = 0
+    at_each: list[int] = []
+    build = self_repair.store_event
+
+    def store_event(*args: Any) -> StoreEvent:
+        at_each.append(ticks)
+        return build(*args)
+
+    monkeypatch.setattr(self_repair, "store_event", store_event)
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    working = asyncio.create_task(other_work())
+    try:
+        repaired = await checker(
+            settings, Consumer(), full_scan_every=10, page_size=20, walk_slice=5
+        ).check(grace_s=0)
+    finally:
+        working.cancel()
+    assert repaired == 20  # nothing applied: every event owed, one page
+    slices = [at_each[n : n + 5] for n in range(0, 20, 5)]
+    assert all(len(set(s)) == 1 for s in slices)  # a slice at once
+    assert [s[0] for s in slices] == sorted({s[0] for s in slices})  # other work in between

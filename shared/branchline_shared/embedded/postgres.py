@@ -18,6 +18,18 @@ from branchline_shared.embedded.ports import port_is_free
 
 SYSTEM_USER = "embedded_postgres"
 
+MAX_WAL_SIZE = "4GB"
+"""The WAL a checkpoint may let accumulate before the next one is requested (#12).
+
+The stack writes 13-17 KB of WAL per accepted event; with PostgreSQL's default (1 GB) a
+checkpoint was requested about every 0.5 GB, every ~35 s at ~1,000 events a second, and the
+first change of every page after each one logs the whole page (6,000-11,000 full-page images
+per 20 s of such load; docs/performance.md, Round 10). At 4 GB one comes about every 2 GB,
+every ~2.3 min at that rate; below ~450 events a second the timed checkpoint
+(``checkpoint_timeout``, 5 min, unchanged: it bounds crash recovery) comes first. The price:
+up to about this much disk in ``pg_wal`` under sustained load, and a longer replay after a
+crash. ``docker-compose.yml`` sets 8 GB for production (docs/operations.md)."""
+
 
 class EmbeddedPostgresError(RuntimeError):
     pass
@@ -93,7 +105,8 @@ class EmbeddedPostgres:
             os.chown(self.log_file, uid, gid)
         options = (
             f"-h {self.host} -p {self.port} -k {self.data_dir} "
-            "-c max_connections=300 -c shared_buffers=128MB -c fsync=on"
+            "-c max_connections=300 -c shared_buffers=128MB -c fsync=on "
+            f"-c max_wal_size={MAX_WAL_SIZE}"
         )
         try:
             commands.pg_ctl(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -70,17 +71,24 @@ WITH written AS (
                 $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::text[])
          AS v(event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
               submission_hash, envelope)
-    RETURNING event_id, stream_id, stream_version, global_position
+    RETURNING event_id, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
     SELECT * FROM unnest($1::uuid[], $10::text[], $11::text[])
 ), versions AS (
     UPDATE es_streams s SET version = v.version
-    FROM unnest($12::text[], $13::int[]) AS v(stream_id, version)
+    FROM (SELECT stream_id, max(stream_version) AS version
+          FROM unnest($2::text[], $3::int[]) AS u(stream_id, stream_version)
+          GROUP BY stream_id) AS v
     WHERE s.stream_id = v.stream_id
 )
-SELECT event_id, stream_id, stream_version, global_position FROM written
+SELECT event_id, global_position FROM written
 """
+"""The events, their outbox rows and their streams' versions in one statement (#12). A
+stream's version is the highest version written to it, found by the statement from the
+events' own columns (two arrays fewer for asyncpg to check and encode element by element in
+Python), and the statement answers only what the events do not say: their global positions
+(two columns fewer to decode per event)."""
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -93,6 +101,25 @@ def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
         else:
             runs.append((mode, [stream_id]))
     return runs
+
+
+def _text_literal(value: str) -> str:
+    """``value`` as a PostgreSQL escape string constant (``E'...'``): its backslashes and
+    quotes escaped, so the constant is the value whatever ``standard_conforming_strings``
+    says and nothing in it can end the constant. A NUL, which no text value can hold, is
+    refused (a parameter holding one is refused by the server too)."""
+    if "\x00" in value:
+        raise ValueError("a text value cannot hold NUL")
+    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# Only stream ids of the characters an id may hold (envelope's IDENTIFIER_PATTERN, plus the
+# ``-`` and ``/`` the stream names add) are ever written into statement text: anything else,
+# which no validated event can produce, takes the parameterised statements, so the escaping
+# above is a second guard, never the only one.
+_PLAIN_STREAM_ID = re.compile(r"[A-Za-z0-9._:@/\-]{1,300}")
+
+_BEGIN_CREATING = "BEGIN; INSERT INTO es_streams (stream_id) VALUES {} ON CONFLICT DO NOTHING"
 
 
 class PostgresUnitOfWork:
@@ -255,8 +282,7 @@ class PostgresUnitOfWork:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
         # One statement, one round trip, for the events, their outbox rows and the streams'
         # versions (#12): a statement is atomic, so this writes all of it or none, like the
-        # three statements it replaces. The outbox rows reference events inserted by the same
-        # statement; the foreign key is checked at its end, where they are visible.
+        # three statements it replaces.
         rows = await self._conn.fetch(
             _WRITE_SQL,
             [e.event_id for e in events],
@@ -273,23 +299,25 @@ class PostgresUnitOfWork:
             [e.model_dump_json() for e in events],
             [s.topic for s in self._staged],
             [e.subject_id for e in events],
-            list(last_versions),
-            list(last_versions.values()),
         )
+        written = {r["event_id"]: r["global_position"] for r in rows}
+        positions = [
+            StoredPosition(e.event_id, e.stream_id, e.stream_version, written[e.event_id])
+            for e in events
+        ]
         if self._group is not None:
             self._group.wrote(
                 last_versions,
                 [
-                    StoredEvent(_position(r), e, st.submission_hash)
-                    for r, e, st in zip(rows, events, self._staged, strict=True)
+                    StoredEvent(p, e, st.submission_hash)
+                    for p, e, st in zip(positions, events, self._staged, strict=True)
                 ],
             )
-        by_id = {r["event_id"]: _position(r) for r in rows}
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
         self.committed += len(self._staged)
         self._staged.clear()
-        return [by_id[e.event_id] for e in events]
+        return positions
 
 
 _ABSENT: Any = object()
@@ -334,14 +362,76 @@ class SharedTransaction:
         self._journals: list[list[tuple[dict[Any, Any], Any, Any]]] = []
         self._caller: _Caller | None = None
         self._savepoint_open = False
+        # The transaction is begun by its first statement (#12): ``BEGIN`` travels with the
+        # group's stream locks (:meth:`lock_streams`), one round trip less per group.
+        self._begun = False
+        self._nested = 0  # savepoints of nested scopes open (asyncpg's nested transactions)
+
+    async def _start(self) -> None:
+        if not self._begun:
+            self._begun = True  # a ROLLBACK after a failed BEGIN only warns
+            await self._conn.execute("BEGIN")
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        """A nested scope's savepoint, as asyncpg's nested ``transaction()`` takes it (which
+        refuses to run in a transaction it did not begin): released if the scope ends,
+        rolled back to if it raises."""
+        await self._start()
+        self._nested += 1
+        name = f"branchline_nested_{self._nested}"
+        try:
+            await self._conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+            await self._conn.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._nested -= 1
+
+    async def finish(self, command: str) -> None:
+        """``COMMIT`` or ``ROLLBACK``, if the transaction was begun (the store's
+        :meth:`PostgresEventStore.shared_transaction` ends it)."""
+        if self._begun:
+            self._begun = False
+            await self._conn.execute(command)
 
     async def lock_streams(self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()) -> None:
         """Lock every stream the group will touch (``shared``: only read, e.g. the product
         shelf), once, in the one global order: the units of work that follow find them held,
-        and two groups (in two processes) can never deadlock on each other's streams."""
-        uow = PostgresUnitOfWork(self._conn)
-        self.held_versions.update(await uow.lock_streams(stream_ids, shared=shared))
-        self.held_shared.update(uow.share_locked)
+        and two groups (in two processes) can never deadlock on each other's streams.
+
+        As the group's first statement, the new streams are created by the statement that
+        begins the transaction (#12: one round trip, where ``BEGIN`` was one of its own): a
+        simple query, the stream ids in it as escaped constants (:func:`_text_literal`; only
+        ids of plain characters, :data:`_PLAIN_STREAM_ID`, others take the parameterised
+        statements), answering how many rows it inserted. If it created them all, they are this
+        transaction's, at version 0, as when the insert answered them one by one (no other
+        transaction can see or lock a row before this one commits, and one creating it too
+        waits on the insert); otherwise every written stream is locked ``FOR UPDATE`` in the
+        one global order (those just created are held already and answer version 0)."""
+        written = sorted(set(stream_ids))
+        read = sorted(set(shared) - set(written))
+        if self._begun or not written or not all(map(_PLAIN_STREAM_ID.fullmatch, written)):
+            await self._start()
+            uow = PostgresUnitOfWork(self._conn)
+            self.held_versions.update(await uow.lock_streams(written, shared=read))
+            self.held_shared.update(uow.share_locked)
+            return
+        rows = ", ".join(f"({_text_literal(s)})" for s in written)
+        self._begun = True
+        status = await self._conn.execute(_BEGIN_CREATING.format(rows))
+        if int(status.rpartition(" ")[2]) == len(written):
+            self.held_versions.update(dict.fromkeys(written, 0))
+            written = []
+        for mode, run in _runs(written, read):  # a run of one mode per statement, in order
+            locked = await self._conn.fetch(_LOCK_SQL[mode], run)
+            if mode == "UPDATE":
+                self.held_versions.update({r["stream_id"]: r["version"] for r in locked})
+            else:
+                self.held_shared.update(r["stream_id"] for r in locked)
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
         """Look up the group's event ids in one statement (after its locks: an id on a stream
@@ -349,6 +439,8 @@ class SharedTransaction:
         An id stored meanwhile on a stream the group does not hold (another process reusing
         it) makes the write fail as a lost race, and the retry reads the database again."""
         unknown = [i for i in dict.fromkeys(event_ids) if i not in self.checked]
+        if unknown:
+            await self._start()
         found = await PostgresUnitOfWork(self._conn).find_existing(unknown)
         self.checked.update({i: found.get(i) for i in unknown})
 
@@ -434,7 +526,7 @@ class SharedTransaction:
             # caller's would also undo this scope's savepoint.
             self._caller = _Caller(journal, clean=False)
             try:
-                async with self._conn.transaction():
+                async with self._savepoint():
                     yield
             except BaseException:
                 self._end(journal, kept=False)
@@ -446,6 +538,7 @@ class SharedTransaction:
         name = self._SAVEPOINT
         taken = False
         try:
+            await self._start()
             await self._conn.execute(
                 f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}"
                 if self._savepoint_open
@@ -475,6 +568,7 @@ class SharedTransaction:
         uow = PostgresUnitOfWork(self._conn, group=self)
         journal = self._begin()
         try:
+            await self._start()
             if caller is not None and caller.clean:
                 # Nothing written since the caller's savepoint: rolling back to it undoes this
                 # unit alone, and a retry (ConcurrencyError) starts from the same clean state.
@@ -487,7 +581,7 @@ class SharedTransaction:
                     raise
                 caller.clean = False
             else:
-                async with self._conn.transaction():  # nested: a savepoint
+                async with self._savepoint():  # nested: a savepoint
                     yield uow
         except BaseException as exc:
             self._end(journal, kept=False)
@@ -532,9 +626,17 @@ class PostgresEventStore:
     async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
         """One transaction that several units of work use in turn (group commit); the
         relay is woken once, after the one commit."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        # Not asyncpg's ``transaction()``: the transaction is begun by the group's first
+        # statement (``SharedTransaction.lock_streams``, #12), and ended here, as asyncpg's
+        # would end it: rolled back if the group raises (or is cancelled), else committed.
+        async with self._pool.acquire() as conn:
             shared = SharedTransaction(conn)
-            yield shared
+            try:
+                yield shared
+            except BaseException:
+                await shared.finish("ROLLBACK")
+                raise
+            await shared.finish("COMMIT")
         if shared.committed and self._on_commit is not None:
             self._on_commit()
 

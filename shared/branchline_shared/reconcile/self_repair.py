@@ -39,6 +39,7 @@ import enum
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
@@ -64,8 +65,9 @@ from branchline_shared.reconcile.running import (
 from branchline_shared.reconcile.stores import (
     OutboxState,
     outbox_states,
-    read_store_page,
+    read_store_rows,
     requeue,
+    store_event,
 )
 from branchline_shared.settings import CommonSettings
 
@@ -164,6 +166,7 @@ class SelfRepair:
         grace_s: float,
         page_size: int = 2_000,
         full_scan_every: int = 10,
+        walk_slice: int = 500,
     ) -> None:
         if consumer.has is None:
             raise ValueError(f"{consumer.name}: a self-check needs the consumer's has()")
@@ -173,6 +176,9 @@ class SelfRepair:
         self._grace_s = grace_s
         self._page_size = page_size
         self._full_scan_every = full_scan_every
+        if walk_slice < 1:
+            raise ValueError("walk_slice must be at least 1")
+        self._walk_slice = walk_slice
         self._checks = 0
         self._settled: dict[str, LogPosition] = {}  # per store: every event up to it applied
         self._triggered = asyncio.Event()
@@ -313,43 +319,49 @@ class SelfRepair:
         """One store's log from ``start``, a page at a time: (events owed and not applied,
         of which re-queued, the position up to which every event is applied and settled)."""
         assert self._consumer.has is not None
-        settled, contiguous, after = start, True, start
+        contiguous, after = True, start
+        settled_row: Any = None  # the last row up to which all are applied, if past start
         found = requeued = 0
         async with store_connection(store.dsn) as conn:
             while True:
-                page = await read_store_page(conn, store.source, after=after, limit=self._page_size)
+                page = await read_store_rows(conn, after=after, limit=self._page_size)
                 if not page:
                     break
-                after = page[-1].log_position
-                applied = await self._consumer.has([e.event_id for e in page])
-                waiting = [e.event_id for e in page if e.event_id not in applied]
+                after = LogPosition(page[-1]["tx"], page[-1]["global_position"])
+                ids = [row["event_id"] for row in page]
+                applied = await self._consumer.has(ids)
+                waiting = [event_id for event_id in ids if event_id not in applied]
                 states = await outbox_states(conn, waiting, grace_s=grace_s) if waiting else {}
                 partitions = await self._partitions(broker, states) if states else None
                 missing = []
-                for event in page:
-                    if event.event_id in applied and not event.in_flight:
-                        if contiguous:
-                            settled = event.log_position
-                        continue
-                    contiguous = False
-                    state = states.get(event.event_id)
-                    # Applied, or never queued for publication (no outbox row: not owed), or
-                    # its transaction not yet settled: nothing to do yet.
-                    if event.event_id in applied or state is None or event.in_flight:
-                        continue
-                    verdict = (
-                        judge(state.copies, partitions)
-                        if partitions is not None
-                        else Verdict.UNKNOWN
-                    )
-                    if verdict is Verdict.NOT_REACHED:  # the consumer gets it by reading on
-                        self.not_reached += 1
-                        continue
-                    if verdict is Verdict.UNKNOWN and state.in_flight:  # the grace rule
-                        continue
-                    found += 1
-                    if event.event_id not in dead:  # a dead letter waits for its replay
-                        missing.append(dataclasses.replace(event, topic=state.topic))
+                for first in range(0, len(page), self._walk_slice):
+                    if first:  # the consumer's own work runs between slices (#12)
+                        await asyncio.sleep(0)
+                    for row in page[first : first + self._walk_slice]:
+                        event_id, in_flight = row["event_id"], row["in_flight"]
+                        if event_id in applied and not in_flight:
+                            if contiguous:
+                                settled_row = row
+                            continue
+                        contiguous = False
+                        state = states.get(event_id)
+                        # Applied, or never queued for publication (no outbox row: not owed),
+                        # or its transaction not yet settled: nothing to do yet.
+                        if event_id in applied or state is None or in_flight:
+                            continue
+                        verdict = (
+                            judge(state.copies, partitions)
+                            if partitions is not None
+                            else Verdict.UNKNOWN
+                        )
+                        if verdict is Verdict.NOT_REACHED:  # the consumer gets it reading on
+                            self.not_reached += 1
+                            continue
+                        if verdict is Verdict.UNKNOWN and state.in_flight:  # the grace rule
+                            continue
+                        found += 1
+                        if event_id not in dead:  # a dead letter waits for its replay
+                            missing.append(store_event(store.source, row, state.topic))
                 if missing:
                     count = await requeue(conn, missing)
                     requeued += count
@@ -361,6 +373,11 @@ class SelfRepair:
                 "reconcile re-queued missing events for publication",
                 extra={"store": store.source, "events": requeued},
             )
+        settled = (
+            start
+            if settled_row is None
+            else LogPosition(settled_row["tx"], settled_row["global_position"])
+        )
         return found, requeued, settled
 
     async def run(self) -> None:

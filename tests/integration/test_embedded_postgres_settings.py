@@ -1,0 +1,23 @@
+"""The embedded PostgreSQL's start settings (#12)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from branchline_shared.embedded.postgres import MAX_WAL_SIZE
+from tests.support.stack import env_override
+
+pytestmark = pytest.mark.integration
+
+
+async def test_checkpoints_are_not_requested_every_gigabyte_of_wal(postgres_admin_url: str) -> None:
+    """~15 MB/s of WAL at ~1,000 events/s: with the default 1GB a checkpoint every ~35 s, each
+    followed by full-page writes (docs/performance.md, Round 10)."""
+    if env_override("BRANCHLINE_TEST_DATABASE_URL"):
+        pytest.skip("the suite runs against a PostgreSQL it did not start")
+    conn = await asyncpg.connect(postgres_admin_url)
+    try:
+        assert await conn.fetchval("SHOW max_wal_size") == MAX_WAL_SIZE == "4GB"
+    finally:
+        await conn.close()
