@@ -8,9 +8,12 @@ per event, the CPU of this process per event and that of the PostgreSQL server's
 
     python -m bench.profile_ledger [--events 10000] [--rounds 3] [--checkpoints 0]
                                    [--profile-append FILE] [--profile-verify FILE] [--sql]
+                                   [--positions]
 
-``--checkpoints N`` signs a checkpoint after every N appended events (the benchmark signs
-none), so verification checks signatures and roots too. ``--profile-*`` samples that part
+``--positions`` appends each event with its store position, as the audit consumer does
+(the ledger then records them in ``audit_source_positions``). ``--checkpoints N`` signs a
+checkpoint after every N appended events (the benchmark signs none), so verification checks
+signatures and roots too. ``--profile-*`` samples that part
 with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 
 ``--verify 1,2`` verifies each round's ledger once per listed process count, in that order
@@ -47,6 +50,7 @@ from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E
 from branchline_audit.application.verifying import verify_ledger  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_shared.clock import SystemClock  # noqa: E402
+from branchline_shared.kafka.wire import SourcePosition  # noqa: E402
 
 BATCH = 500  # the audit consumer's max_records per fetch, as bench/scale.py
 STATEMENTS: collections.Counter[str] = collections.Counter()
@@ -135,13 +139,22 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
             branchline_measures.recorded(i, run, datetime.now(UTC)).model_dump(mode="json")
             for i in range(args.events)
         ]
+        # As the audit consumer appends (--positions): each event with its store position.
+        batches: list[tuple[list[dict[str, Any]], dict[uuid.UUID, SourcePosition] | None]] = []
+        for first in range(0, args.events, BATCH):
+            batch = envelopes[first : first + BATCH]
+            at = {
+                uuid.UUID(e["event_id"]): SourcePosition(e["source"], first + i + 1)
+                for i, e in enumerate(batch)
+            }
+            batches.append((batch, at if args.positions else None))
         STATEMENTS.clear()
         settle_heap()
         profiler = profiler_or_none(args.profile_append if r == 0 else None)
         started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
-        for first in range(0, args.events, BATCH):
-            await audit.ledger.append(envelopes[first : first + BATCH], now=datetime.now(UTC))
-            if args.checkpoints and (first + BATCH) % args.checkpoints == 0:
+        for b, (batch, placed) in enumerate(batches):
+            await audit.ledger.append(batch, now=datetime.now(UTC), positions=placed)
+            if args.checkpoints and (b + 1) * BATCH % args.checkpoints == 0:
                 await checkpoint_now(audit)
         append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
         append_pg = server_cpu_since(server, pg)
@@ -252,6 +265,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkpoints", type=int, default=0, help="sign one every N events")
     parser.add_argument("--sql", action="store_true", help="statements per append, by text")
+    parser.add_argument(
+        "--positions", action="store_true", help="append with store positions, as the consumer"
+    )
     parser.add_argument("--profile-append", help="pyinstrument profile of the first append")
     parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
     parser.add_argument("--verify", default="1", help="process counts, in order (1: one pass)")

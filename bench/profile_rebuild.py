@@ -18,7 +18,7 @@ top functions).
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
-                                    [--gc on|off|freeze] [--no-count] [--flush-parts]
+                                    [--gc on|off|freeze|settle] [--no-count] [--flush-parts]
                                     [--no-analyze]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
@@ -34,10 +34,12 @@ envelopes.
 
 ``--gc off`` runs the timed rebuild with the garbage collector disabled, ``--gc freeze`` with
 the heap built before it frozen (``gc.freeze()``: the collector no longer walks it), to tell the
-collector's share (Round 9 "Followup projection and its writes"). ``--no-count`` leaves the
-statement counter out (it costs the process ≈ 5 % of its CPU). The line printed also gives the
-PostgreSQL server's CPU per event over the rebuild (every process of the embedded cluster, from
-``/proc``) and the process's peak RSS (which includes the untimed live apply before it).
+collector's share (Round 9 "Followup projection and its writes"); ``--gc settle`` as the command
+runs it (``settle_heap``: what survives each batch collected once and frozen, Round 11).
+``--no-count`` leaves the statement counter out (it costs the process ≈ 5 % of its CPU). The
+line printed also gives the PostgreSQL server's CPU per event over the rebuild (every process
+of the embedded cluster, from ``/proc``) and the process's peak RSS (which includes the untimed
+live apply before it).
 It also prints the CPU of the rebuild's transaction-end writes (``_BulkWrites.flush``: this
 process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
 ``--flush-parts`` splits them by statement. ``--no-analyze``: the rebuild never analyses its
@@ -84,6 +86,21 @@ from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
 from branchline_shared.postgres.migrations import load_migrations, migrate  # noqa: E402
 from branchline_shared.postgres.pool import ensure_database, open_pool  # noqa: E402
+
+
+class CollectorCpu:
+    """The process's CPU time in the cyclic garbage collector (``gc.callbacks``), including
+    the collections the rebuild asks for when it settles its heap."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._started
 
 
 class MemorySource:
@@ -232,6 +249,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             gc.collect()
             gc.freeze()
         collections = [g["collections"] for g in gc.get_stats()]
+        collector = CollectorCpu()
+        gc.callbacks.append(collector)
         server_started = server_cpu_seconds(server.pgdata)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await rebuild_read_models(
@@ -240,11 +259,13 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             policy=policy,
             batch_size=args.batch,
             keep_retired=True,
+            settle_heap=args.gc == "settle",
         )
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         server_cpu = server_cpu_seconds(server.pgdata) - server_started
         collected = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
+        gc.callbacks.remove(collector)
         gc.enable()
         gc.unfreeze()
         statements = sum(STATEMENTS.values())
@@ -269,7 +290,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"applied {result.applied} skipped {result.skipped}; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
         f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
-        f"the rebuild {'/'.join(map(str, collected))}"
+        f"the rebuild {'/'.join(map(str, collected))}, the collector's CPU "
+        f"{1e6 * collector.seconds / n:.1f} µs/event"
     )
     print(
         f"  transaction-end writes ({FLUSHES['count']:.0f}): Python "
@@ -382,7 +404,7 @@ def main() -> int:
     parser.add_argument(
         "--from-stores", action="store_true", help="replay from the event stores (StoreReplay)"
     )
-    parser.add_argument("--gc", choices=("on", "off", "freeze"), default="on")
+    parser.add_argument("--gc", choices=("on", "off", "freeze", "settle"), default="on")
     parser.add_argument("--no-count", action="store_true", help="no statement counter")
     parser.add_argument(
         "--flush-parts", action="store_true", help="the transaction-end writes by statement"

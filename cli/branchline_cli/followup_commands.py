@@ -64,6 +64,7 @@ def rebuild_followup_read_models(
                     keep_retired=keep_previous,
                     batch_size=batch_size,
                     from_stores=from_stores,
+                    settle_heap=True,  # a process of its own (#12)
                 )
             )
         except (SwapLockBusy, SwapAbandoned) as exc:

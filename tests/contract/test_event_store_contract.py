@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 from branchline_shared.events.envelope import Actor, RecordedEvent
@@ -168,6 +169,10 @@ class EventStoreContract:
         row in order and version as written; a reused id writes none of them."""
         streams = [f"client-big{i}" for i in range(MANY)]
         written = [event(s, 1) for s in streams] + [event(streams[0], 2)]
+        # Text that JSON must escape, stored and read back as it was.
+        written[1] = written[1].model_copy(
+            update={"data": {**written[1].data, "note": 'a\nb\r\n"c\\n\u2028\t'}}
+        )
         async with store.unit_of_work() as uow:
             assert set((await uow.lock_streams(streams)).values()) == {0}
             for i, e in enumerate(written):
@@ -295,6 +300,34 @@ class TestPostgresEventStore(EventStoreContract):
                 }
         assert [s.event.event_id for s in await store.read_stream("client-n1")] == [outer.event_id]
         assert await store.read_stream("client-n2") == []
+
+    async def test_no_outbox_row_without_its_event_and_no_key_checked_per_row(
+        self, store: EventStore
+    ) -> None:
+        """#12 (eventstore migration 007): es_outbox has no foreign key for PostgreSQL to
+        check row by row; what it guarded holds by construction: a write whose events fail
+        writes none of its outbox rows, and an event cannot be removed from under them."""
+        assert isinstance(store, PostgresEventStore)
+        async with store._pool.acquire() as conn:
+            keys = await conn.fetch(
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = 'es_outbox'::regclass AND contype = 'f'"
+            )
+        assert keys == []
+        kept = event("client-fk1", 1)
+        await _write_all(store, [kept])
+        with pytest.raises(ConcurrencyError):  # the second event reuses the first's id
+            await _write_all(
+                store, [event("client-fk2", 1), event("client-fk3", 1, event_id=kept.event_id)]
+            )
+        pending = await store.outbox_port().pending(10)
+        assert [p.message_key for p in pending] == ["fk1"]
+        async with store._pool.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM es_events WHERE event_id = $1", kept.event_id)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("TRUNCATE es_events CASCADE")
+        assert [p.message_key for p in await store.outbox_port().pending(10)] == ["fk1"]
 
     async def test_a_stream_locked_at_version_0_has_no_history_to_read(
         self, store: EventStore
@@ -464,9 +497,23 @@ class TestPostgresEventStore(EventStoreContract):
         with pytest.raises(ValueError, match="NUL"):
             _text_literal("a\x00b")
         odd = ["client-it's", "client-back\\slash", "client-E'\\''"]
+        queries: list[str] = []
+
+        def log(record: Any) -> None:
+            queries.append(record.query)
+
         async with store.shared_transaction() as shared:
-            await shared.lock_streams(odd)
+            shared._conn.add_query_logger(log)
+            try:
+                await shared.lock_streams(odd)
+                await asyncio.sleep(0.05)  # asyncpg calls its query loggers soon after
+            finally:
+                shared._conn.remove_query_logger(log)
             assert shared.held_versions == dict.fromkeys(odd, 0)
+        # Ids outside the plain characters never reach statement text: the escaping is a
+        # second guard, the parameterised statements take them.
+        assert queries[0] == "BEGIN", queries
+        assert not any("it''s" in q or "it\\'s" in q for q in queries), queries
         async with store._pool.acquire() as conn:
             stored = await conn.fetch(
                 "SELECT stream_id FROM es_streams WHERE stream_id = ANY($1::text[])", odd

@@ -300,3 +300,41 @@ async def test_database_unreachable_is_503_and_nothing_half_written(
             # the relay lost its lock with its connection, took it again, and published
             await eventually(published, within=30)
     assert await stored_count(settings) == 1
+
+
+async def test_concurrent_batches_of_the_same_new_clients_register_each_once(
+    intake: httpx.AsyncClient, settings: BranchlineSettings
+) -> None:
+    """#12: batches registering the same new clients at once (their streams created by
+    whichever comes first; the others wait on its creation and then see its events): every
+    client's registration is accepted once, at version 1, the others refused by the rules,
+    each stream's version is its last event's, and no client has a version 1 twice."""
+    clients = [f"C-{uuid.uuid4().hex[:8]}" for _ in range(40)]
+    bodies = [
+        {"events": [registration(c) for c in (clients if i % 2 else clients[::-1])]}
+        for i in range(6)
+    ]
+    answers = await asyncio.gather(*[intake.post("/v1/events:batch", json=b) for b in bodies])
+    assert {a.status_code for a in answers} == {200}
+    accepted: dict[str, list[int]] = {c: [] for c in clients}
+    for answer, body in zip(answers, bodies, strict=True):
+        for item, sent in zip(answer.json()["results"], body["events"], strict=True):
+            if item["status"] == 202:
+                assert item["stream_id"] == f"client-{sent['client_id']}"
+                accepted[sent["client_id"]].append(item["stream_version"])
+            else:
+                assert item["status"] == 409, item  # registered by another batch (a rule)
+                assert item["title"] == "Client already registered", item
+    assert accepted == {c: [1] for c in clients}
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT e.stream_id, count(*) AS n, max(e.stream_version) AS last, s.version "
+            "FROM es_events e JOIN es_streams s USING (stream_id) "
+            "WHERE e.stream_id = ANY($1::text[]) GROUP BY e.stream_id, s.version",
+            [f"client-{c}" for c in clients],
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(clients)
+    assert all(r["n"] == 1 and r["last"] == 1 and r["version"] == 1 for r in rows)

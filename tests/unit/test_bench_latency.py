@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from bench import latency
 from bench.latency import Watch
 from bench.run import SteadyRate, render_markdown
 
@@ -77,3 +78,13 @@ def test_the_report_says_the_steady_rate_and_its_rule() -> None:
         "steady_rate": {"per_s": 412.4, "rule": "half the first repetition's peak"},
     }
     assert "Steady load: 412 ev/s in every repetition (half the first" in render_markdown(result)
+
+
+def test_a_watcher_polls_at_most_a_tenth_of_its_time() -> None:
+    """A cheap poll keeps the short pause; a costly one (many ids pending while a consumer
+    is behind) is followed by a pause nine times its length, so the watcher cannot take
+    the stack's CPU from the consumer it times."""
+    assert latency.pause_after(0.0005) == latency.WATCH_INTERVAL_S
+    assert latency.pause_after(0.006) == pytest.approx(0.054)
+    poll = 0.01
+    assert poll / (poll + latency.pause_after(poll)) == pytest.approx(latency.WATCH_DUTY)

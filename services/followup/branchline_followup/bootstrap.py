@@ -327,9 +327,12 @@ async def rebuild(
     keep_retired: bool = False,
     batch_size: int = 500,
     from_stores: bool = False,
+    settle_heap: bool = False,
 ) -> RebuildResult:
     """``branchline rebuild followup``: the read models rebuilt from the event topics into a
-    new schema and swapped in (blue/green) while the API keeps serving the old one."""
+    new schema and swapped in (blue/green) while the API keeps serving the old one.
+    ``settle_heap``: the process's heap frozen as the rebuild goes (the command's own process,
+    never a test's: :func:`rebuild_read_models`)."""
     await prepare_database(settings)
     topics = declare_topics(settings)
     admin = await open_pool(
@@ -355,6 +358,7 @@ async def rebuild(
             on_progress=on_progress,
             batch_size=batch_size,
             keep_retired=keep_retired,
+            settle_heap=settle_heap,
             clock=ServiceClock(
                 PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
             ).now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -70,17 +71,24 @@ WITH written AS (
                 $6::timestamptz[], $7::timestamptz[], $8::bytea[], $9::text[])
          AS v(event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at,
               submission_hash, envelope)
-    RETURNING event_id, stream_id, stream_version, global_position
+    RETURNING event_id, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
     SELECT * FROM unnest($1::uuid[], $10::text[], $11::text[])
 ), versions AS (
     UPDATE es_streams s SET version = v.version
-    FROM unnest($12::text[], $13::int[]) AS v(stream_id, version)
+    FROM (SELECT stream_id, max(stream_version) AS version
+          FROM unnest($2::text[], $3::int[]) AS u(stream_id, stream_version)
+          GROUP BY stream_id) AS v
     WHERE s.stream_id = v.stream_id
 )
-SELECT event_id, stream_id, stream_version, global_position FROM written
+SELECT event_id, global_position FROM written
 """
+"""The events, their outbox rows and their streams' versions in one statement (#12). A
+stream's version is the highest version written to it, found by the statement from the
+events' own columns (two arrays fewer for asyncpg to check and encode element by element in
+Python), and the statement answers only what the events do not say: their global positions
+(two columns fewer to decode per event)."""
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -104,6 +112,12 @@ def _text_literal(value: str) -> str:
         raise ValueError("a text value cannot hold NUL")
     return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
+
+# Only stream ids of the characters an id may hold (envelope's IDENTIFIER_PATTERN, plus the
+# ``-`` and ``/`` the stream names add) are ever written into statement text: anything else,
+# which no validated event can produce, takes the parameterised statements, so the escaping
+# above is a second guard, never the only one.
+_PLAIN_STREAM_ID = re.compile(r"[A-Za-z0-9._:@/\-]{1,300}")
 
 _BEGIN_CREATING = "BEGIN; INSERT INTO es_streams (stream_id) VALUES {} ON CONFLICT DO NOTHING"
 
@@ -268,8 +282,7 @@ class PostgresUnitOfWork:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
         # One statement, one round trip, for the events, their outbox rows and the streams'
         # versions (#12): a statement is atomic, so this writes all of it or none, like the
-        # three statements it replaces. The outbox rows reference events inserted by the same
-        # statement; the foreign key is checked at its end, where they are visible.
+        # three statements it replaces.
         rows = await self._conn.fetch(
             _WRITE_SQL,
             [e.event_id for e in events],
@@ -286,23 +299,25 @@ class PostgresUnitOfWork:
             [e.model_dump_json() for e in events],
             [s.topic for s in self._staged],
             [e.subject_id for e in events],
-            list(last_versions),
-            list(last_versions.values()),
         )
+        written = {r["event_id"]: r["global_position"] for r in rows}
+        positions = [
+            StoredPosition(e.event_id, e.stream_id, e.stream_version, written[e.event_id])
+            for e in events
+        ]
         if self._group is not None:
             self._group.wrote(
                 last_versions,
                 [
-                    StoredEvent(_position(r), e, st.submission_hash)
-                    for r, e, st in zip(rows, events, self._staged, strict=True)
+                    StoredEvent(p, e, st.submission_hash)
+                    for p, e, st in zip(positions, events, self._staged, strict=True)
                 ],
             )
-        by_id = {r["event_id"]: _position(r) for r in rows}
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
         self.committed += len(self._staged)
         self._staged.clear()
-        return [by_id[e.event_id] for e in events]
+        return positions
 
 
 _ABSENT: Any = object()
@@ -390,15 +405,16 @@ class SharedTransaction:
 
         As the group's first statement, the new streams are created by the statement that
         begins the transaction (#12: one round trip, where ``BEGIN`` was one of its own): a
-        simple query, the stream ids in it as escaped constants (:func:`_text_literal`),
-        answering how many rows it inserted. If it created them all, they are this
+        simple query, the stream ids in it as escaped constants (:func:`_text_literal`; only
+        ids of plain characters, :data:`_PLAIN_STREAM_ID`, others take the parameterised
+        statements), answering how many rows it inserted. If it created them all, they are this
         transaction's, at version 0, as when the insert answered them one by one (no other
         transaction can see or lock a row before this one commits, and one creating it too
         waits on the insert); otherwise every written stream is locked ``FOR UPDATE`` in the
         one global order (those just created are held already and answer version 0)."""
         written = sorted(set(stream_ids))
         read = sorted(set(shared) - set(written))
-        if self._begun or not written:
+        if self._begun or not written or not all(map(_PLAIN_STREAM_ID.fullmatch, written)):
             await self._start()
             uow = PostgresUnitOfWork(self._conn)
             self.held_versions.update(await uow.lock_streams(written, shared=read))

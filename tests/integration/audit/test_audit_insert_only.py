@@ -162,7 +162,7 @@ async def test_pooled_connections_act_as_the_writer_role_even_after_reuse(
         for _ in range(3):
             async with pool.acquire() as conn:
                 assert await conn.fetchval("SELECT current_user") == s.audit_db_writer_role
-                await conn.execute("RESET ALL")  # what the pool runs on release
+                await conn.execute("RESET ALL")  # what the pool ran on release before #12
                 assert await conn.fetchval("SELECT current_user") == s.audit_db_writer_role
         async with superuser(s) as conn:
             owner = await conn.fetchval(

@@ -8,6 +8,7 @@ the stage changes by time due at the swap."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
@@ -115,7 +116,10 @@ class LogSource:
 
 
 async def rebuild(
-    settings: BranchlineSettings, log: Sequence[tuple[bytes, list[tuple[str, bytes]]]]
+    settings: BranchlineSettings,
+    log: Sequence[tuple[bytes, list[tuple[str, bytes]]]],
+    *,
+    settle_heap: bool = False,
 ) -> RebuildResult:
     admin = await open_pool(
         pg_schemas.with_search_path(settings.followup_database_url, "public"),
@@ -135,6 +139,7 @@ async def rebuild(
             batch_size=40,
             keep_retired=True,
             clock=clock,
+            settle_heap=settle_heap,
         )
     finally:
         await admin.close()
@@ -159,10 +164,12 @@ async def test_a_rebuild_that_analyses_its_tables_writes_the_rows_one_that_never
         monkeypatch.setattr(rebuild_target, "FIRST_ANALYZE", 10**9)
         never = await rebuild(settings, log)
         expected = await snapshot(db)
-        # analysed after 100 events written, then after twice as many, and so on
+        # analysed after 100 events written, then after twice as many, and so on; its heap
+        # settled after each batch, as the command runs it (#12)
         monkeypatch.setattr(rebuild_target, "FIRST_ANALYZE", 100)
         monkeypatch.setattr(rebuild_target, "ANALYZE_GROWTH", 2)
-        analysing = await rebuild(settings, log)
+        analysing = await rebuild(settings, log, settle_heap=True)
+        assert gc.get_freeze_count() == 0
         rebuilt = await snapshot(db)
         assert analysing.retired is not None
         assert await snapshot(db, analysing.retired) == expected

@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
+    PENDING_LEAVES,
     CanonicalisationError,
+    ChainVerifier,
     _jcs_event_bytes,
     chain_hash,
     encodes_event,
@@ -32,11 +34,12 @@ from branchline_audit.domain.canonical import (
     entry_head,
     event_json,
     format_appended_at,
+    grow_by_leaves,
     proven_event_after,
     stored_event,
 )
 from branchline_audit.domain.merkle import CompactRange, leaf_hash
-from branchline_audit.domain.records import pruned_marker
+from branchline_audit.domain.records import index_row, prune_record, pruned_marker
 from branchline_audit.domain.verification import (
     ROW_FIELDS,
     LedgerAuditor,
@@ -568,3 +571,160 @@ def test_rows_storing_any_event_once_verify_by_both_paths(data: dict[str, Any]) 
     assert fast == full
     assert fast.ok
     assert [stored_entry(r) for r in bytes_only(table)] == [stored_entry(r) for r in table]
+
+
+# ------------------------------------------------------- checkpoints on the fast path (#12)
+# The fast path tests for a checkpoint only at the position where the next one is due (the
+# auditor's ``_due``), and notes the prunes an entry names only for ``audit.pruned`` entries.
+# Rewrites the chain cannot see must still be found by every checkpoint, as by the full checks.
+
+
+def _checkpoints_over(
+    table: list[list[Any]], sizes: tuple[int, ...]
+) -> tuple[StoredCheckpoint, ...]:
+    tree = CompactRange()
+    roots = {0: tree.root()}
+    for row in table:
+        tree.append(leaf_hash(row[2]))
+        roots[tree.size] = tree.root()
+    return tuple(
+        StoredCheckpoint(tree_size=size, root_hash=roots.get(size, bytes(32)), note="")
+        for size in sizes
+    )
+
+
+CHECKPOINT_SIZES = {
+    "every entry": tuple(range(1, 13)),
+    "duplicated and empty": (0, 0, 3, 3, 7, 12, 12),
+    "one past the end": (4, 13),
+    "only the first": (1,),
+}
+
+
+@pytest.mark.parametrize("sizes", sorted(CHECKPOINT_SIZES))
+@pytest.mark.parametrize("position", [1, 3, 4, 7, 8, 12])
+def test_a_rewrite_with_every_hash_recomputed_is_found_by_each_checkpoint_on_the_fast_path(
+    sizes: str, position: int
+) -> None:
+    original = rows(12)
+    checkpoints = _checkpoints_over(original, CHECKPOINT_SIZES[sizes])
+    fast, full = bytes_only_verdicts(bytes_only(original), checkpoints)
+    assert fast == full, sizes
+    assert fast.checkpoints_checked == full.checkpoints_checked
+    table = bytes_only(original)
+    table[position - 1][3] = REHASHED_BYTES["a byte"](table[position - 1][3])
+    _rehashed(table, position)
+    fast, full = bytes_only_verdicts(table, checkpoints)
+    assert fast == full, sizes
+    if any(size >= position for size in CHECKPOINT_SIZES[sizes]):
+        assert not fast.ok, sizes
+
+
+def test_the_fast_path_checks_every_checkpoint_without_the_full_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = bytes_only(rows(12))
+    checkpoints = _checkpoints_over(rows(12), (0, 2, 2, 5, 12))
+    auditor = LedgerAuditor(checkpoints, verifier=None, origin="")
+    monkeypatch.setattr(auditor, "feed", lambda _: pytest.fail("full checks used"))
+    for row in table:
+        assert auditor.feed_row(row)
+    verdict = auditor.verdict()
+    assert verdict.ok
+    assert verdict.checkpoints_checked == 5
+
+
+def _ledger_of(events: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows storing each event once (in its bytes), chained."""
+    out: list[list[Any]] = []
+    prev = GENESIS_PREV_HASH
+    for position, event in enumerate(events, start=1):
+        canonical = entry_canonical_bytes(position, event, AT)
+        digest = chain_hash(prev, canonical)
+        out.append([position, prev, digest, canonical, None, T0, None, *index_row(event)])
+        prev = digest
+    return out
+
+
+@pytest.mark.parametrize("named", [[[3, 3]], [[2, 4]], [[4, 4]], []])
+def test_a_prune_is_found_named_or_not_as_by_the_full_checks(named: list[list[int]]) -> None:
+    """The fast path notes the positions an ``audit.pruned`` entry names (and only such an
+    entry's): a pruned entry no such entry names is reported, one named is not."""
+    record = prune_record(
+        now=T0, actor_id="s-9", ranges=named, count=1, cutoffs={}, held_clients_skipped=[]
+    )
+    events = [envelope(n) for n in range(1, 7)]
+    table = _ledger_of([*events, record])
+    pruned = table[2]  # position 3: its payload dropped by retention, hash and link kept
+    pruned[3] = None
+    pruned[4] = pruned_marker(events[2], pruned_at=T0)
+    pruned[6] = T0
+    fast, full = bytes_only_verdicts(table)
+    assert fast == full
+    assert fast.ok == any(low <= 3 <= high for low, high in named), fast.reason
+
+
+# ---------------------------------------------------------------- the tree grown in batches (#12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.integers(0, 200), batches=st.lists(st.integers(0, 150), max_size=4))
+def test_the_tree_grown_in_batches_is_the_tree_grown_leaf_by_leaf(
+    before: int, batches: list[int]
+) -> None:
+    hashes = [chain_hash(GENESIS_PREV_HASH, b"%d" % i) for i in range(before + sum(batches))]
+    one_by_one = CompactRange()
+    for value in hashes:
+        one_by_one.append(leaf_hash(value))
+    batched = CompactRange()
+    for value in hashes[:before]:
+        batched.append(leaf_hash(value))
+    done = before
+    for count in batches:
+        grow_by_leaves(batched, hashes[done : done + count])
+        done += count
+    assert (batched.size, batched.hashes) == (one_by_one.size, one_by_one.hashes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), max_size=5),
+    tamper=st.one_of(st.none(), st.integers(1, 40)),
+)
+def test_the_verifiers_tree_answers_every_checkpoint_as_a_tree_grown_per_entry(
+    sizes: list[int], tamper: int | None
+) -> None:
+    """The chain's tree is read at each checkpoint and at the end; the pending leaves are
+    folded in whenever it is, whatever the checkpoints' sizes and a tamper between them."""
+    original = rows(40)
+    checkpoints = _checkpoints_over(original, tuple(sizes))
+    table = bytes_only(original)
+    if tamper is not None:
+        table[tamper - 1][3] = REHASHED_BYTES["a byte"](table[tamper - 1][3])
+        _rehashed(table, tamper)
+    fast, full = bytes_only_verdicts(table, checkpoints)
+    assert fast == full
+    expected_bad = tamper is not None and any(size >= tamper for size in sizes)
+    assert fast.ok == (not expected_bad and all(size <= 40 for size in sizes)), fast.reason
+    verifier = ChainVerifier(tree_leaves=len(table))
+    reference = CompactRange()
+    for row in table:
+        verifier.feed(stored_entry(row).entry)
+        reference.append(leaf_hash(row[2]))
+    assert verifier.verdict().tree_root == reference.root().hex()
+
+
+def test_the_leaves_waiting_for_the_tree_are_bounded() -> None:
+    """However far apart the tree is read (a ledger with one checkpoint far on, or none kept
+    back), at most PENDING_LEAVES entry hashes wait: verification stays in constant memory."""
+    verifier = ChainVerifier(tree_leaves=None)
+    reference = CompactRange()
+    prev = GENESIS_PREV_HASH
+    for position in range(1, 3 * PENDING_LEAVES + 8):
+        canonical = b"%d" % position
+        digest = chain_hash(prev, canonical)
+        assert verifier.accept(position, prev, digest, canonical)
+        assert len(verifier._pending) < PENDING_LEAVES
+        reference.append(leaf_hash(digest))
+        prev = digest
+    assert verifier.verdict().tree_root == reference.root().hex()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -149,3 +150,86 @@ async def test_a_rebuild_that_fails_before_its_swap_discards_its_copy() -> None:
     swapped = Target(MemoryUnitsOfWork())
     await rebuild_read_models(target=swapped, source=Source([registered]), policy=FollowupPolicy())
     assert not swapped.discarded
+
+
+class FreezeWatchingSource(Source):
+    """Notes the collector's frozen count as each message is read."""
+
+    def __init__(self, events: list[RecordedEvent]) -> None:
+        super().__init__(events)
+        self.frozen: list[int] = []
+
+    async def messages(self) -> AsyncIterator[ReplayedMessage]:
+        async for message in super().messages():
+            self.frozen.append(gc.get_freeze_count())
+            yield message
+
+
+def a_history() -> list[RecordedEvent]:
+    return [
+        an_event(
+            "client.registered",
+            {"client_type": "individual", "rm_id": RM_ID},
+            at=MONDAY_9 + timedelta(minutes=n),
+        )
+        for n in range(3)
+    ]
+
+
+async def test_a_settled_heap_is_frozen_after_each_batch_and_released_at_the_end() -> None:
+    # The command's process (#12): what survives a batch is frozen (the oldest generation no
+    # longer walks it again); everything is unfrozen when the rebuild ends; the read models
+    # are those of the same rebuild that does not settle.
+    events = a_history()
+    assert gc.get_freeze_count() == 0
+    plain = MemoryUnitsOfWork()
+    await rebuild_read_models(
+        target=Target(plain), source=Source(events), policy=FollowupPolicy(), batch_size=1
+    )
+    settled = MemoryUnitsOfWork()
+    source = FreezeWatchingSource(events)
+    result = await rebuild_read_models(
+        target=Target(settled),
+        source=source,
+        policy=FollowupPolicy(),
+        batch_size=1,
+        settle_heap=True,
+    )
+    assert (result.applied, result.skipped) == (3, 0)
+    first, *later = source.frozen
+    assert first == 0
+    assert all(count > 0 for count in later)
+    assert gc.get_freeze_count() == 0
+    assert settled.state == plain.state
+
+
+async def test_a_rebuild_that_fails_releases_its_settled_heap() -> None:
+    failing = FailingSwap(MemoryUnitsOfWork())
+    with pytest.raises(RuntimeError, match="busy"):
+        await rebuild_read_models(
+            target=failing,
+            source=Source(a_history()),
+            policy=FollowupPolicy(),
+            batch_size=1,
+            settle_heap=True,
+        )
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_heap_its_process_froze_before_is_left_as_it_was() -> None:
+    # what the process froze itself could not be told apart when unfreezing: not settled
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        source = FreezeWatchingSource(a_history())
+        await rebuild_read_models(
+            target=Target(MemoryUnitsOfWork()),
+            source=source,
+            policy=FollowupPolicy(),
+            batch_size=1,
+            settle_heap=True,
+        )
+        assert set(source.frozen) == {before}
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.unfreeze()

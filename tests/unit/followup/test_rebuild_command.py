@@ -13,6 +13,7 @@ from rich.console import Console
 import branchline_followup.bootstrap as bootstrap
 from branchline_cli.followup_commands import rebuild_followup_read_models
 from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
+from branchline_followup.application.rebuild import RebuildResult
 from branchline_shared.settings import BranchlineSettings
 
 
@@ -34,3 +35,23 @@ def test_a_swap_that_gave_up_is_reported_and_exits_1(
         )
     assert exited.value.exit_code == 1
     assert f"not swapped: {error}" in out.getvalue()
+
+
+def test_the_command_settles_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its own process (#12): the heap frozen as the rebuild goes (a test's never is)
+    asked: dict[str, Any] = {}
+
+    async def rebuild(*_: Any, **kwargs: Any) -> RebuildResult:
+        asked.update(kwargs)
+        return RebuildResult(
+            schema="fu_rebuild_1", total=0, applied=0, skipped=0, caught_up=0, retired=None
+        )
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    rebuild_followup_read_models(
+        BranchlineSettings(),
+        keep_previous=False,
+        batch_size=500,
+        console=Console(file=io.StringIO(), width=200),
+    )
+    assert asked["settle_heap"] is True

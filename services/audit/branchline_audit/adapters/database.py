@@ -166,10 +166,20 @@ def _role_init(role: str) -> Any:
             schema="pg_catalog",
             format="binary",
         )
-        # RESET ALL (run when a connection returns to the pool) leaves the role alone.
+        # For the connection's life: nothing resets it (see _keep_session).
         await conn.execute(f"SET ROLE {_ident(role)}")
 
     return init
+
+
+async def _keep_session(conn: PgConnection) -> None:
+    """No reset query when a connection returns to the pool (#12): nothing done on an audit
+    pool's connections outlives a transaction but the role set when it opens, which the
+    reset left alone anyway (no session ``SET``, ``LISTEN``, session-level advisory lock,
+    ``WITH HOLD`` cursor or ``PREPARE``; the ledger's lock is transaction-level). asyncpg
+    still rolls back a transaction left open and drops listener callbacks before calling
+    this. The reset query (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``) was one round trip per append."""
 
 
 async def open_role_pool(
@@ -189,6 +199,7 @@ async def role_pool(
         max_size=max_size,
         init=_role_init(role),
         command_timeout=60,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool

@@ -11,6 +11,7 @@ the same transaction (:mod:`branchline_audit.domain.subtrees`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -114,6 +115,67 @@ _BEFORE_APPEND = (
 )
 # Every cached level a ledger can reach (positions are below 2**63).
 _ALL_CACHED_LEVELS = list(range(STRIDE, 63, STRIDE))
+# An append's transaction and its lock in one round trip (a simple query of two statements;
+# the lock is still a statement of its own, so the read after it takes a snapshot after the
+# wait, #12).
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK_KEY})"
+
+
+def _nodes_statement(nodes: Sequence[tuple[int, int, bytes]]) -> str:
+    """The SQL inserting ``nodes`` (level, index, hash) with their values written out, so
+    that :meth:`PostgresLedger.append` sends it with its ``COMMIT`` in one simple query
+    (which takes no parameters, #12); empty without nodes. Only digits and hexadecimal
+    reach the text (``int`` and ``bytes.hex``, ``decode(…, 'hex')`` whatever the
+    server's string settings), so no value can change the statement."""
+    if not nodes:
+        return ""
+    values = ", ".join(
+        f"({int(level)}, {int(index)}, decode('{bytes(hash_).hex()}', 'hex'))"
+        for level, index, hash_ in nodes
+    )
+    return f"INSERT INTO audit_merkle_nodes (level, node_index, hash) VALUES {values}; "  # noqa: S608 - digits and hex only
+
+
+def _positions_statement(placed: Sequence[tuple[int, uuid.UUID, SourcePosition]]) -> str:
+    """The SQL recording where new entries (ledger position, event id, store position) came
+    from, values written out as :func:`_nodes_statement`'s, to be sent with ``COMMIT``
+    (#12); empty without any. The rows of each store as three arrays of digits and hex, its
+    name as the hex of its UTF-8 (``convert_from`` refuses what text cannot hold, as a bound
+    text does); in the order given within a store, so that ``ON CONFLICT DO NOTHING`` keeps
+    the same row a single ``unnest`` kept."""
+    if not placed:
+        return ""
+    by_source: dict[str, list[tuple[int, uuid.UUID, SourcePosition]]] = {}
+    for item in placed:
+        by_source.setdefault(item[2].source, []).append(item)
+    selects = []
+    for source, items in by_source.items():
+        name = source.encode().hex()
+        stored_at = ",".join(str(int(at.global_position)) for _, _, at in items)
+        event_ids = ",".join(f"{event_id.int:032x}" for _, event_id, _ in items)
+        at_positions = ",".join(str(int(position)) for position, _, _ in items)
+        selects.append(
+            f"SELECT convert_from(decode('{name}', 'hex'), 'UTF8'), * FROM unnest("  # noqa: S608 - digits and hex only
+            f"'{{{stored_at}}}'::bigint[], '{{{event_ids}}}'::uuid[], "
+            f"'{{{at_positions}}}'::bigint[])"
+        )
+    return (
+        "INSERT INTO audit_source_positions (source, global_position, event_id, position) "
+        f"{' UNION ALL '.join(selects)} ON CONFLICT DO NOTHING; "
+    )
+
+
+def _subtrees(
+    size: int, have: Mapping[int, int], tree: Mapping[tuple[int, int], bytes]
+) -> list[tuple[int, int, bytes]]:
+    """Every cached-level subtree now complete (missing ones back-filled), given how many
+    nodes each cached level holds (``have``) and the inputs: entry hashes (level 0, by leaf
+    index) and cached nodes (#12)."""
+    work = subtree_work(size, have)
+    if not work.build:
+        return []
+    entry_hashes = {idx: value for (level, idx), value in tree.items() if level == 0}
+    return build_subtrees(work, entry_hashes, tree)
 
 
 def family_range(prefix: str) -> tuple[str, str]:
@@ -239,9 +301,26 @@ class PostgresLedger:
         Duplicates (by event id, within the batch or already stored) are skipped: Kafka may
         deliver an event more than once, the ledger holds it once. ``positions`` (by event id:
         where the event's store put it) are recorded with the new entries, for reconcile.
+
+        One transaction in four round trips (#12): ``BEGIN`` with the lock, the read before
+        the COPY, the COPY, and the Merkle nodes the entries complete with ``COMMIT`` (the
+        source positions, and a restriction, when there are any, each a statement of its
+        own). A failure anywhere rolls all of it back, as asyncpg's managed transaction does.
         """
-        async with self._pool.acquire() as conn, conn.transaction():
-            return len(await self.append_locked(conn, events, now=now, positions=positions))
+        async with self._pool.acquire() as conn:
+            await conn.execute(_BEGIN_LOCKED)
+            try:
+                new, tail = await self._write_locked(conn, events, now=now, positions=positions)
+                await conn.execute(tail + "COMMIT")
+            except BaseException:
+                # As asyncpg's managed transaction; should the ROLLBACK fail too, the error
+                # raised is still the first, and the pool's release rolls back or drops the
+                # connection.
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+        return len(new)
 
     async def append_locked(
         self,
@@ -253,6 +332,24 @@ class PostgresLedger:
     ) -> list[int]:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+        new, tail = await self._write_locked(conn, events, now=now, positions=positions)
+        if tail:
+            await conn.execute(tail)
+        return new
+
+    async def _write_locked(
+        self,
+        conn: PgConnection,
+        events: Sequence[dict[str, Any]],
+        *,
+        now: datetime,
+        positions: Mapping[uuid.UUID, SourcePosition] | None,
+    ) -> tuple[list[int], str]:
+        """Under the ledger lock, in the caller's transaction: write the new entries (and a
+        restriction one of them makes). Returns their positions and the statement the caller
+        sends to finish the append, alone or with ``COMMIT`` (empty when there is nothing
+        more): their source positions (:func:`_positions_statement`) and the Merkle nodes
+        they complete (:func:`_nodes_statement`)."""
         columns = [index_row(e, _event_uuid) for e in events]
         # After the lock (a statement of its own: a statement's snapshot is taken before it
         # waits), one statement reads all the append needs (#12).
@@ -295,7 +392,7 @@ class PostgresLedger:
             new_events.append(event)
             prev = digest
         if not rows:
-            return []
+            return [], ""
         # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
         # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
         await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
@@ -303,10 +400,12 @@ class PostgresLedger:
         # read before the COPY: nothing is read back (#12).
         for row in rows:
             tree[(0, row[0] - 1)] = row[10]
-        await self._cache_subtrees(conn, position, have, tree)
         await self._record_restrictions(conn, new_events, now)
-        await self._record_source_positions(conn, rows, positions or {})
-        return [r[0] for r in rows]
+        placed = (
+            [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions] if positions else []
+        )
+        tail = _positions_statement(placed) + _nodes_statement(_subtrees(position, have, tree))
+        return [r[0] for r in rows], tail
 
     async def append_decided(
         self,
@@ -323,48 +422,6 @@ class PostgresLedger:
             event = decide(await ledger_facts(conn, event_types))
             (position,) = await self.append_locked(conn, [event], now=now)
         return position
-
-    async def _record_source_positions(
-        self,
-        conn: PgConnection,
-        rows: Sequence[tuple[Any, ...]],
-        positions: Mapping[uuid.UUID, SourcePosition],
-    ) -> None:
-        placed = [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions]
-        if not placed:
-            return
-        await conn.execute(
-            "INSERT INTO audit_source_positions (source, global_position, event_id, position) "
-            "SELECT * FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::bigint[]) "
-            "ON CONFLICT DO NOTHING",
-            [p.source for _, _, p in placed],
-            [p.global_position for _, _, p in placed],
-            [event_id for _, event_id, _ in placed],
-            [ledger_position for ledger_position, _, _ in placed],
-        )
-
-    async def _cache_subtrees(
-        self,
-        conn: PgConnection,
-        size: int,
-        have: Mapping[int, int],
-        tree: Mapping[tuple[int, int], bytes],
-    ) -> None:
-        """Store every cached-level subtree now complete (also back-fills missing ones), in
-        one statement, given how many nodes each cached level holds (``have``) and the
-        inputs: entry hashes (level 0, by leaf index) and cached nodes (#12)."""
-        work = subtree_work(size, have)
-        if not work.build:
-            return
-        entry_hashes = {idx: value for (level, idx), value in tree.items() if level == 0}
-        nodes = build_subtrees(work, entry_hashes, tree)
-        await conn.execute(
-            "INSERT INTO audit_merkle_nodes (level, node_index, hash) "
-            "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-            [n[0] for n in nodes],
-            [n[1] for n in nodes],
-            [n[2] for n in nodes],
-        )
 
     async def _record_restrictions(
         self, conn: PgConnection, events: Iterable[dict[str, Any]], now: datetime

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -225,7 +224,7 @@ class _BulkWrites:
         self._timeline_rows.append(timeline_row(event, client_id))
 
     def save_facts(self, facts: ClientFacts) -> None:
-        self._set(self.facts, facts.client_id, copy.copy(facts))
+        self._set(self.facts, facts.client_id, _copied(facts))
         self.changed.add(facts.client_id)
 
     def remember_facts(self, client_id: str, facts: ClientFacts | None) -> None:
@@ -367,6 +366,15 @@ class _BulkWrites:
             self.all_applied = False
 
 
+def _copied(facts: ClientFacts) -> ClientFacts:
+    """``copy.copy(facts)``: a new instance of its class holding the same field values (a
+    plain dataclass: its fields are its instance dictionary), without ``copy``'s generic
+    ``__reduce_ex__`` round (#12: about a quarter of its cost; two per applied event)."""
+    copied = object.__new__(type(facts))
+    copied.__dict__.update(facts.__dict__)
+    return copied
+
+
 class _RebuildClients(_Clients):
     """The clients' facts from :class:`_BulkWrites` (copies handed out and kept: the caller
     may change what it holds)."""
@@ -385,7 +393,7 @@ class _RebuildClients(_Clients):
             facts = await read_models.fetch_client(self._conn, client_id)
             bulk.remember_facts(client_id, facts)
         # a shallow copy, as ``dataclasses.replace`` made (#12: a tenth of the cost)
-        return None if facts is None else copy.copy(facts)
+        return None if facts is None else _copied(facts)
 
     async def save(self, facts: ClientFacts) -> None:
         self._bulk.save_facts(facts)
