@@ -30,7 +30,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,56 @@ if str(ROOT) not in sys.path:
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 
 
-async def measure(args: argparse.Namespace, base: Path) -> None:
+def committed_offsets(
+    positions: dict[uuid.UUID, tuple[int, int]], reached: float
+) -> dict[int, int]:
+    """The offset a consumer group ``reached`` of the way into each partition has committed."""
+    ends: dict[int, int] = {}
+    for partition, offset in positions.values():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return {p: int(end * reached) for p, end in ends.items()}
+
+
+async def commit_group(settings: Any, topics: Any, group: str, committed: dict[int, int]) -> None:
+    """Commits ``committed`` for ``group`` on intake's event topic, as a consumer would."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topics.intake_events.name, p) for p in committed}
+        consumer.assign(list(tps.values()))
+        await consumer.commit({tps[p]: o for p, o in committed.items()})
+    finally:
+        await consumer.stop()
+
+
+def bench_source(
+    topics: Any, has: Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]], group: str | None
+) -> Any:
+    """The consumer a bench self-check asks: ``has`` says what it applied; nothing else."""
+    from branchline_shared.reconcile.running import ConsumerSource
+
+    async def everything() -> list[Any]:
+        raise AssertionError("not asked by a self-check")
+
+    return ConsumerSource(
+        "bench-consumer",
+        topics.audit_consumer_dlq.name,
+        everything,
+        has=has,
+        group_id=group,
+        topics=tuple(topics.event_topics()),
+    )
+
+
+async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
+    return set()
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
     from tests.support.published import published
 
     from branchline_shared.embedded.ports import free_port
@@ -50,7 +98,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
-    from branchline_shared.reconcile.running import ConsumerSource
     from branchline_shared.reconcile.self_repair import SelfRepair
 
     broker = TansuBroker(free_port(), base / "tansu.log")
@@ -65,24 +112,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 f"{time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-            ends: dict[int, int] = {}
-            for partition, offset in positions.values():
-                ends[partition] = max(ends.get(partition, 0), offset + 1)
-            committed = {p: int(end * args.reached) for p, end in ends.items()}
+            committed = committed_offsets(positions, args.reached)
             passed = [e for e, (p, o) in positions.items() if o < committed[p]]
             skipped = set(random.Random(7).sample(passed, args.skipped))
             applied = set(passed) - skipped
             group = "bench-lagging-consumer"
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-            )
-            await consumer.start()
-            try:
-                tps = {p: TopicPartition(topics.intake_events.name, p) for p in committed}
-                consumer.assign(list(tps.values()))
-                await consumer.commit({tps[p]: o for p, o in committed.items()})
-            finally:
-                await consumer.stop()
+            await commit_group(settings, topics, group, committed)
             print(
                 f"consumer reached {len(passed)} ({len(passed) / len(positions):.1%}), applied "
                 f"{len(applied)}, skipped {len(skipped)}, "
@@ -93,25 +128,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
                 return applied & set(ids)
 
-            async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
-                return set()
-
-            async def everything() -> list[Any]:
-                raise AssertionError("not asked by a self-check")
-
             self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
             pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
             for label, group_id in (("by consumer progress", group), ("by grace period", None)):
                 check = SelfRepair(
                     settings,
-                    ConsumerSource(
-                        "bench-consumer",
-                        topics.audit_consumer_dlq.name,
-                        everything,
-                        has=has,
-                        group_id=group_id,
-                        topics=tuple(topics.event_topics()),
-                    ),
+                    bench_source(topics, has, group_id),
                     interval_s=60,
                     grace_s=settings.reconcile_grace_s,
                 )

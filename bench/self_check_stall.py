@@ -36,12 +36,17 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.profile_self_check import (  # noqa: E402
+    bench_source,
+    commit_group,
+    committed_offsets,
+    no_dead_letters,
+)
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 
 
@@ -149,7 +154,6 @@ class Applier:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
     from tests.support.published import published
 
     from branchline_shared.embedded.ports import free_port
@@ -157,7 +161,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
-    from branchline_shared.reconcile.running import ConsumerSource
 
     variants: list[tuple[str, ModuleType, dict[str, int]]] = [
         (f"current/{size}", self_repair, {"page_size": size}) for size in args.page_sizes
@@ -177,22 +180,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 f"{time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-            ends: dict[int, int] = {}
-            for partition, offset in positions.values():
-                ends[partition] = max(ends.get(partition, 0), offset + 1)
-            committed = {p: int(end * args.reached) for p, end in ends.items()}
+            committed = committed_offsets(positions, args.reached)
             applied = [e for e, (p, o) in positions.items() if o < committed[p]]
             group = "bench-stall-consumer"
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-            )
-            await consumer.start()
-            try:
-                tps = {p: TopicPartition(topics.intake_events.name, p) for p in committed}
-                consumer.assign(list(tps.values()))
-                await consumer.commit({tps[p]: o for p, o in committed.items()})
-            finally:
-                await consumer.stop()
+            await commit_group(settings, topics, group, committed)
             pool = await open_pool(settings.followup_database_url, min_size=1, max_size=2)
             await pool.execute("CREATE TABLE bench_applied (event_id uuid PRIMARY KEY)")
             await pool.execute("INSERT INTO bench_applied SELECT unnest($1::uuid[])", list(applied))
@@ -209,12 +200,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                         list(ids),
                     )
                 return {r["event_id"] for r in rows}
-
-            async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
-                return set()
-
-            async def everything() -> list[Any]:
-                raise AssertionError("not asked by a self-check")
 
             for _, module, _ in variants:
                 module.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
@@ -239,14 +224,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 for label, module, options in variants:
                     check = module.SelfRepair(
                         settings,
-                        ConsumerSource(
-                            "bench-consumer",
-                            topics.audit_consumer_dlq.name,
-                            everything,
-                            has=has,
-                            group_id=group,
-                            topics=tuple(topics.event_topics()),
-                        ),
+                        bench_source(topics, has, group),
                         interval_s=60,
                         grace_s=settings.reconcile_grace_s,
                         **options,
