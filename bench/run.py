@@ -124,6 +124,7 @@ MEASURES = [
     ("e2e_audit_p50", "  accepted -> visible in the audit trail, p50", "ms"),
     ("e2e_audit_p99", "  accepted -> visible in the audit trail, p99", "ms"),
     ("e2e_poll_window_p99", "  how late a poll can see a commit, p99 of the poll windows", "ms"),
+    ("e2e_audit_poll_window_p99", "  the same, the audit trail's poller alone", "ms"),
     (
         "e2e_followup_row_p99",
         "  accepted -> the row's applied_at (its transaction's start), p99",
@@ -293,6 +294,7 @@ async def one_repetition(
         figures["e2e_audit_p50"] = result.audit_p50_ms
         figures["e2e_audit_p99"] = result.audit_p99_ms
         figures["e2e_poll_window_p99"] = result.poll_window_p99_ms
+        figures["e2e_audit_poll_window_p99"] = result.audit_poll_window_p99_ms
         figures["e2e_followup_row_p99"] = result.followup_row_p99_ms
         figures["e2e_audit_row_p99"] = result.audit_row_p99_ms
         for consumer, missing in (
