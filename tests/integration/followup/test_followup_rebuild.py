@@ -111,11 +111,7 @@ async def test_rebuild_equals_incremental_on_more_than_10000_events(
         started = asyncio.get_running_loop().time()
         try:
             result = await rebuild(
-                settings,
-                on_progress=progressed.append,
-                keep_retired=True,
-                batch_size=500,
-                settle_heap=True,  # as the command runs it (#12)
+                settings, on_progress=progressed.append, keep_retired=True, batch_size=500
             )
         finally:
             reader.cancel()
