@@ -358,6 +358,45 @@ class FollowupUnitOfWorkContract:
             await uow.timers.sync(task, [timer])  # the same instant: stays fired
             assert await uow.timers.count_due(T0 + timedelta(1)) == 0
 
+    async def test_an_overdue_event_of_a_moved_deadline_leaves_the_new_one_armed(
+        self, units: UnitsOfWork
+    ) -> None:
+        task = a_task("c-14")
+        moved = a_timer(task, TimerKind.OVERDUE, T0 + timedelta(days=15))
+        async with units.begin() as uow:
+            await uow.timers.sync(task, [moved])
+            await uow.timers.record_fired(
+                timer_id=moved.id,
+                task_id=task.id,
+                client_id="c-14",
+                kind="overdue",
+                fire_at=T0,
+                event_id=uuid.uuid4(),
+            )
+            due = await uow.timers.claim_due(T0 + timedelta(days=16), 5)
+            assert [(t.id, t.fire_at) for t in due] == [(moved.id, moved.fire_at)]
+
+    async def test_an_escalation_is_recorded_on_a_timer_armed_for_another_instant(
+        self, units: UnitsOfWork
+    ) -> None:
+        """D-08: an escalation is for good; a rebuild applies the reschedule before the
+        escalation the worker fired at the old deadline, and must end where the worker did."""
+        task = a_task("c-15")
+        moved = a_timer(task, TimerKind.ESCALATE, T0 + timedelta(days=15))
+        async with units.begin() as uow:
+            await uow.timers.sync(task, [moved])
+            await uow.timers.record_fired(
+                timer_id=moved.id,
+                task_id=task.id,
+                client_id="c-15",
+                kind="escalate",
+                fire_at=T0,
+                event_id=uuid.uuid4(),
+            )
+            assert await uow.timers.count_due(T0 + timedelta(days=16)) == 0
+            await uow.timers.sync(task, [])  # escalated: no escalate timer is wanted
+            assert await uow.timers.count_due(T0 + timedelta(days=16)) == 0
+
     async def test_due_stage_changes_in_order_and_dead_lettered(self, units: UnitsOfWork) -> None:
         async with units.begin() as uow:
             await uow.clients.save(a_client("c-12", stage_changes_at=T0 + timedelta(hours=2)))

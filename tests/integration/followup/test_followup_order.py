@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -327,15 +327,21 @@ async def test_a_fired_timer_stays_fired_when_its_client_is_projected_again(
     assert await differences_from_rebuild(settings, events) == {}
 
 
+@pytest.mark.parametrize("time_of_day", [time(0, 30), time(12, 30), time(23, 30)])
 async def test_a_deadline_moved_after_its_timer_fired_is_armed_again_in_any_order(
-    infra: Infra, tmp_path: Path
+    infra: Infra, tmp_path: Path, time_of_day: time
 ) -> None:
     """cn_regulator: a complaint's decision clock (15 days) passes while the worker lags; the
     complaint was declared complex before that (recorded earlier, applied later): the clock
     moves to 30 days. The timer of the new deadline must stay armed, whichever of the two
-    events is applied first (the rebuild applies the complex declaration first)."""
+    events is applied first (the rebuild applies the complex declaration first).
+
+    The deadlines end at a day's end, so the time of day decides whether the decision's
+    escalation (24 h after it) has fired too when the timers run: at 23:30 it has, and the
+    escalation stays recorded whichever order (D-08). The start is pinned to each time of
+    day, so the test does not depend on when it runs (it failed in CI only after 23:00)."""
     settings = make_settings(infra, tmp_path, followup_branch_profiles={"BR-001": "cn_regulator"})
-    start = now_utc() - timedelta(days=40)
+    start = datetime.combine(now_utc().date() - timedelta(days=40), time_of_day, tzinfo=UTC)
     h = History()
     h.registered("C-3", start)
     h.add(

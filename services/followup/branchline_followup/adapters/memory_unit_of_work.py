@@ -24,7 +24,7 @@ from branchline_followup.adapters.personal_data import (
     sealed_values_of,
 )
 from branchline_followup.application.ports import JournaledEvent
-from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus
+from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus, TimerKind
 from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
 from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
@@ -187,8 +187,10 @@ class _Timers(_Part):
             self.s.timers[timer_id] = TimerRow(
                 timer_id, task_id, client_id, kind, fire_at, fire_at, event_id
             )
-        elif row.fired_at is None or row.fired_event_id is None:
-            row.fired_at, row.fired_event_id = fire_at, event_id
+        elif (row.fired_at is None or row.fired_event_id is None) and (
+            row.fire_at == fire_at or kind == TimerKind.ESCALATE.value
+        ):  # as :func:`.read_models.record_timer_fired`
+            row.fire_at, row.fired_at, row.fired_event_id = fire_at, fire_at, event_id
 
     async def mark_fired(
         self, task_id: uuid.UUID, kind: str, at: datetime, event_id: uuid.UUID | None

@@ -381,16 +381,24 @@ async def record_timer_fired(
     event_id: uuid.UUID,
 ) -> None:
     """The timer fired at its instant and recorded ``event_id``; the row is created if the
-    task closed (and dropped its unfired timers) before the event was applied. The event of
-    a deadline the task has moved from leaves the timer of the new deadline armed."""
+    task closed (and dropped its unfired timers) before the event was applied.
+
+    The overdue event of a deadline the task has moved from leaves the timer of the new
+    deadline armed: a task is overdue again at its new deadline. An escalation is for good
+    (D-08: the task keeps its supervisor and wants no second escalate timer), so its event
+    is recorded on the task's escalate timer whatever instant that timer was armed for. The
+    worker fires it before a late reschedule is applied, a rebuild or a client's
+    re-projection applies the reschedule first (source order); both must end with the same
+    fired row."""
     await conn.execute(
         """
         INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at, fired_at, fired_event_id)
         VALUES ($1, $2, $3, $4, $5, $5, $6)
-        ON CONFLICT (id) DO UPDATE SET fired_at = EXCLUDED.fired_at,
+        ON CONFLICT (id) DO UPDATE SET fire_at = EXCLUDED.fire_at,
+                                       fired_at = EXCLUDED.fired_at,
                                        fired_event_id = EXCLUDED.fired_event_id
         WHERE (fu_timers.fired_at IS NULL OR fu_timers.fired_event_id IS NULL)
-          AND fu_timers.fire_at = EXCLUDED.fire_at
+          AND (fu_timers.fire_at = EXCLUDED.fire_at OR EXCLUDED.kind = 'escalate')
         """,
         timer_id,
         task_id,
