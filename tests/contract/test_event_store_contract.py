@@ -590,7 +590,9 @@ async def test_the_rows_columns_are_the_events_own(infra: Infra) -> None:
         url, server_settings={"TimeZone": "Pacific/Chatham", "DateStyle": "SQL, DMY"}
     )
     try:
-        await migrate(conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations"))
+        await migrate(
+            conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
+        )
         actor = Actor(id="s-1", role="teller")
         common: dict[str, Any] = {"source": "test", "actor": actor}
         events = [
@@ -602,7 +604,7 @@ async def test_the_rows_columns_are_the_events_own(infra: Infra) -> None:
                 client_id="C-1",
                 stream_id="client-C-1",
                 stream_version=1,
-                data={"client_type": "individual", "rm_id": "rm-1", "note": "é \"q\" \\ x"},
+                data={"client_type": "individual", "rm_id": "rm-1", "note": 'é "q" \\ x'},
                 **common,
             ),
             RecordedEvent(
