@@ -504,7 +504,9 @@ async def _still_due_at(
     first (source order; followup's own events are recorded later) and must end the same: the
     event of the old deadline leaves the timer as the move and the closure left it, instead
     of creating a fired row the worker does not have."""
-    task = tasks.get(task_id) or await uow.tasks.get(task_id)
+    task = tasks.get(task_id)
+    if task is None:
+        task = await uow.tasks.get(task_id)
     return task is None or task.due_at == deadline
 
 
