@@ -6,8 +6,12 @@ consumer, batches, timer runner, relay) in this process, and publishes what the 
 steady load writes (one ``client.registered`` of a new client per event) straight to the
 intake topic, with the headers intake's relay sets: at ``--rate`` events per second for
 ``--seconds`` (open loop), then a backlog of ``--backlog`` events published at once. For the
-steady part it prints the lag from each publish to the worker's commit
-(``fu_applied_events.applied_at``), p50 and p99; for the backlog, events per second. Intake,
+steady part it prints the lag from each publish to the moment a reader can see the event in
+the read model, p50 and p99, seen by the benchmark's watcher (``bench.latency.watching``, its
+own connection: never early, late by at most the poll window printed beside), and beside it
+the lag read from the rows' own timestamps (``fu_applied_events.applied_at``, the applying
+transaction's start: it misses that transaction's duration and commit, docs/performance.md,
+Round 10); for the backlog, events per second. Intake,
 its relay and the audit consumer are not running: what the worker needs of the two cores is
 measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQL's).
 
@@ -50,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
+from bench import latency  # noqa: E402
 from bench.profile_followup import (  # noqa: E402
     STATEMENTS,
     count_statements,
@@ -92,9 +97,14 @@ def registration(n: int, run: str) -> RecordedEvent:
     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+def lag_text(visible: latency.Lags, rows: latency.Lags, window_p99_ms: float) -> str:
+    """The steady part's lag: to visibility first (the figure), then from the rows' own
+    timestamps (labelled as such, for comparison with the figures before Round 12)."""
+    return (
+        f"lag to visibility p50 {visible.p50_ms:.0f} ms, p99 {visible.p99_ms:.0f} ms "
+        f"(poll window p99 {window_p99_ms:.0f} ms), {visible.missing} not visible; "
+        f"from the rows' applied_at p50 {rows.p50_ms:.0f} ms, p99 {rows.p99_ms:.0f} ms"
+    )
 
 
 async def applied(conn: Any, ids: list[uuid.UUID], within_s: float) -> dict[uuid.UUID, float]:
@@ -206,8 +216,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             )
 
         conn = await asyncpg.connect(settings.followup_database_url)
+        # The watcher's own connection, held open past the measure: its backend's CPU is
+        # read, like the polls', and taken out of PostgreSQL's figure.
+        watcher_conn = await asyncpg.connect(settings.followup_database_url)
         try:
-            async with worker_part(args.worker, settings):
+            async with worker_part(args.worker, settings), contextlib.AsyncExitStack() as watch:
                 await publish(registration(0, run))  # warm-up: the agent is assigned
                 await asyncio.sleep(3)
                 sent: dict[uuid.UUID, float] = {}
@@ -223,13 +236,19 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 cpu0, server0 = time.process_time(), server_cpu_seconds(server.pgdata)
                 # The bench's own connection (its polls) is not the worker's cost: its backend
                 # is read apart and taken out of PostgreSQL's figure.
-                poll_backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
-                poll0 = process_cpu_seconds(poll_backend)
+                backends = (conn.get_server_pid(), watcher_conn.get_server_pid())
+                poll0 = sum(map(process_cpu_seconds, backends))
+                seen = latency.Watch()  # watched only when the worker applies
+                if args.worker == "full":
+                    (seen,) = await watch.enter_async_context(
+                        latency.watching((watcher_conn, "fu_applied_events"), within_s=120)
+                    )
                 loop = asyncio.get_running_loop()
                 start = loop.time()
                 for n in range(1, total + 1):
                     await asyncio.sleep(max(0.0, start + n / args.rate - loop.time()))
                     event = registration(n, run)
+                    seen.sent(event.event_id)
                     sent[event.event_id] = time.time()
                     await publish(event)
                 if args.worker != "full":
@@ -243,29 +262,39 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                         f"load average {os.getloadavg()[0]:.2f}"
                     )
                     return
+                await watch.aclose()  # until every event is visible, at most 120 s
+                gave_up = time.time()
+                # the rows' timestamps: one read, every event being visible by now
                 done = await applied(conn, list(sent), 120)
                 cpu = time.process_time() - cpu0
-                poll_cpu = process_cpu_seconds(poll_backend) - poll0
+                poll_cpu = sum(map(process_cpu_seconds, backends)) - poll0
                 server_cpu = server_cpu_seconds(server.pgdata) - server0 - poll_cpu
                 statements = dict(STATEMENTS)
+                # The watcher's polls are the bench's, not the worker's: counted apart.
+                watcher_polls = statements.pop(
+                    " ".join(latency.watch_sql("fu_applied_events").split())[:90], 0
+                )
                 if profiler is not None:
                     profiler.disable()
                     write_profile(profiler, Path(args.profile))
                 transactions = await commits(conn) - commits0
-                lags = [done.get(e, time.time()) - t for e, t in sent.items()]
+                visible = latency.lag_figures(sent, seen.seen, gave_up)
+                rows = latency.lag_figures(sent, done, gave_up)
                 print(
-                    f"steady {args.rate:.0f} ev/s for {args.seconds:.0f} s: lag p50 "
-                    f"{1000 * percentile(lags, 0.5):.0f} ms, "
-                    f"p99 {1000 * percentile(lags, 0.99):.0f} ms, "
-                    f"{len(sent) - len(done)} not applied; CPU per event: this process "
+                    f"steady {args.rate:.0f} ev/s for {args.seconds:.0f} s: "
+                    f"{lag_text(visible, rows, latency.poll_window_p99_ms(seen))}, "
+                    f"{rows.missing} not applied; CPU per event: this process "
                     f"{1000 * cpu / total:.2f} ms, PostgreSQL {1000 * server_cpu / total:.2f} ms "
                     f"(the bench's own polls {1000 * poll_cpu / total:.2f} ms apart), "
                     f"{transactions / total:.2f} transactions of followup's database; "
                     f"load average {os.getloadavg()[0]:.2f}"
                 )
                 if args.statements:
-                    # the bench's own polls of fu_applied_events (``applied``) are counted too
-                    print(f"  {sum(statements.values()) / total:.2f} statements per event:")
+                    # the bench's one read of the rows' timestamps (``applied``) is counted
+                    print(
+                        f"  {sum(statements.values()) / total:.2f} statements per event "
+                        f"(the watcher's {watcher_polls} polls apart):"
+                    )
                     for sql, count in sorted(statements.items(), key=lambda kv: -kv[1])[:40]:
                         print(f"  {count / total:6.2f}/event  {sql}")
                 if args.backlog:
@@ -282,6 +311,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                         f"load average {os.getloadavg()[0]:.2f}"
                     )
         finally:
+            await watcher_conn.close()
             await conn.close()
             await producer.stop()
     finally:

@@ -17,11 +17,13 @@ commit (docs/performance.md, Round 10). All clocks are this machine's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
@@ -169,38 +171,66 @@ class Watch:
         self._previous_start = now
 
 
-async def watch(dsn: str, table: str, seen: Watch, sending: asyncio.Event, within_s: float) -> None:
-    """Polls ``table`` for the pending ids until sending has ended and every sent event was
-    seen, or ``within_s`` after sending ended.
-
-    The ids go as one text literal and come back as text, cast in ``unnest`` (an index
-    look-up each): asyncpg encoding and decoding each UUID in Python would take this
-    process's CPU from the stack measured (``bench.followup_steady.applied``, Round 9)."""
-    sql = (
+def watch_sql(table: str) -> str:
+    """A watcher's poll of ``table``: the ids go as one text literal and come back as text,
+    cast in ``unnest`` (an index look-up each): asyncpg encoding and decoding each UUID in
+    Python would take this process's CPU from the stack measured
+    (``bench.followup_steady.applied``, Round 9)."""
+    return (
         "SELECT w.event_id::text FROM unnest($1::text::uuid[]) AS w(event_id) "
         f"JOIN {table} t ON t.event_id = w.event_id"
     )
-    conn = await asyncpg.connect(dsn)
+
+
+async def watch(
+    conn: Any, table: str, seen: Watch, sending: asyncio.Event, within_s: float
+) -> None:
+    """Polls ``table`` on ``conn`` (an asyncpg connection, this watcher's alone) for the
+    pending ids until sending has ended and every sent event was seen, or ``within_s`` after
+    sending ended."""
+    sql = watch_sql(table)
+    deadline: float | None = None
+    while True:
+        if deadline is None and not sending.is_set():
+            deadline = time.monotonic() + within_s
+        ids = seen.to_ask()
+        pause = WATCH_INTERVAL_S
+        if ids:
+            started = time.time()
+            rows = await conn.fetch(sql, "{" + ",".join(ids) + "}")
+            ended = time.time()
+            seen.answered([r[0] for r in rows], started, ended)
+            pause = pause_after(ended - started)
+        else:
+            seen.nothing_pending(time.time())
+        if deadline is not None and (not seen.pending or time.monotonic() > deadline):
+            return
+        await asyncio.sleep(pause)
+
+
+@contextlib.asynccontextmanager
+async def watching(*targets: tuple[Any, str], within_s: float = 300) -> AsyncIterator[list[Watch]]:
+    """One watcher per (connection, table) while the body runs; the body tells each
+    ``Watch`` what it sends (``Watch.sent``, before the send). On leaving, waits until the
+    watchers have seen every event sent, at most ``within_s``; if the body raises, they are
+    stopped. The caller owns the connections: a tool that reads a watcher backend's CPU
+    (``bench.followup_steady``) does so before closing it."""
+    watches = [Watch() for _ in targets]
+    sending = asyncio.Event()
+    sending.set()
+    tasks = [
+        asyncio.create_task(watch(conn, table, seen, sending, within_s))
+        for (conn, table), seen in zip(targets, watches, strict=True)
+    ]
     try:
-        deadline: float | None = None
-        while True:
-            if deadline is None and not sending.is_set():
-                deadline = time.monotonic() + within_s
-            ids = seen.to_ask()
-            pause = WATCH_INTERVAL_S
-            if ids:
-                started = time.time()
-                rows = await conn.fetch(sql, "{" + ",".join(ids) + "}")
-                ended = time.time()
-                seen.answered([r[0] for r in rows], started, ended)
-                pause = pause_after(ended - started)
-            else:
-                seen.nothing_pending(time.time())
-            if deadline is not None and (not seen.pending or time.monotonic() > deadline):
-                return
-            await asyncio.sleep(pause)
-    finally:
-        await conn.close()
+        yield watches
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    sending.clear()  # the watchers now wait (bounded) for the events still pending
+    await asyncio.gather(*tasks)
 
 
 def _lags(
@@ -211,6 +241,32 @@ def _lags(
     percentile instead of stopping the benchmark)."""
     lags = sorted(max(0.0, arrived.get(e, gave_up) - t) for e, t in answered.items())
     return lags, len(answered) - len(arrived)
+
+
+@dataclass(frozen=True)
+class Lags:
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    missing: int  # had not arrived when the wait gave up (counted at the give-up time)
+
+
+def lag_figures(
+    started: dict[uuid.UUID, float], arrived: dict[uuid.UUID, float], gave_up: float
+) -> Lags:
+    """``started`` -> ``arrived`` for each event of ``started`` (wall clock, seconds)."""
+    lags, missing = _lags(started, arrived, gave_up)
+    return Lags(
+        p50_ms=1000 * percentile(lags, 0.50),
+        p99_ms=1000 * percentile(lags, 0.99),
+        max_ms=1000 * lags[-1] if lags else 0.0,
+        missing=missing,
+    )
+
+
+def poll_window_p99_ms(*watches: Watch) -> float:
+    """How late the watchers' polls could see a commit, p99 over all their windows (ms)."""
+    return 1000 * percentile(sorted(w for seen in watches for w in seen.windows) or [0.0], 0.99)
 
 
 async def _row_times(dsn: str, sql: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
@@ -233,34 +289,27 @@ async def end_to_end(
     followup_dsn: str,
     audit_dsn: str,
 ) -> EndToEnd:
-    followup_seen, audit_seen = Watch(), Watch()
-    sending = asyncio.Event()
-    sending.set()
-    watchers = [
-        asyncio.create_task(watch(followup_dsn, "fu_applied_events", followup_seen, sending, 300)),
-        asyncio.create_task(watch(audit_dsn, "audit_ledger", audit_seen, sending, 300)),
-    ]
+    async with contextlib.AsyncExitStack() as closing:
+        followup_conn = await asyncpg.connect(followup_dsn)
+        closing.push_async_callback(followup_conn.close)
+        audit_conn = await asyncpg.connect(audit_dsn)
+        closing.push_async_callback(audit_conn.close)
+        async with watching((followup_conn, "fu_applied_events"), (audit_conn, "audit_ledger")) as (
+            followup_seen,
+            audit_seen,
+        ):
 
-    def sent(event_id: uuid.UUID) -> None:
-        followup_seen.sent(event_id)
-        audit_seen.sent(event_id)
+            def sent(event_id: uuid.UUID) -> None:
+                followup_seen.sent(event_id)
+                audit_seen.sent(event_id)
 
-    try:
-        answered, http = await _send_open_loop(port, token, rate, duration_s, on_send=sent)
-    except BaseException:
-        for watcher in watchers:
-            watcher.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
-        raise
-    sending.clear()  # the watchers now wait (bounded) for the events still pending
-    await asyncio.gather(*watchers)
+            answered, http = await _send_open_loop(port, token, rate, duration_s, on_send=sent)
     gave_up = time.time()
     ids = list(answered)
     followup, followup_missing = _lags(answered, followup_seen.seen, gave_up)
     audit, audit_missing = _lags(answered, audit_seen.seen, gave_up)
     followup_rows, _ = _lags(answered, await _row_times(followup_dsn, FOLLOWUP_ROWS, ids), gave_up)
     audit_rows, _ = _lags(answered, await _row_times(audit_dsn, AUDIT_ROWS, ids), gave_up)
-    windows = sorted(followup_seen.windows + audit_seen.windows) or [0.0]
     http.sort()
     return EndToEnd(
         offered_per_s=rate,
@@ -274,10 +323,10 @@ async def end_to_end(
         audit_p99_ms=1000 * percentile(audit, 0.99),
         followup_row_p99_ms=1000 * percentile(followup_rows, 0.99),
         audit_row_p99_ms=1000 * percentile(audit_rows, 0.99),
-        poll_window_p99_ms=1000 * percentile(windows, 0.99),
+        poll_window_p99_ms=poll_window_p99_ms(followup_seen, audit_seen),
         # The audit poller's own windows: its polls stay short while the followup poller's
         # grow with the worker's lag (WATCH_DUTY), so the audit figure has its own bound.
-        audit_poll_window_p99_ms=1000 * percentile(sorted(audit_seen.windows) or [0.0], 0.99),
+        audit_poll_window_p99_ms=poll_window_p99_ms(audit_seen),
     )
 
 

@@ -6,7 +6,12 @@ count, both outboxes' unpublished rows, non-idle PostgreSQL backends (autovacuum
 the worker's statements and their waits), the followup tables' autovacuum/analyze counts, the
 checkpointer's counters, every component's CPU. Each steady measure is reported per second of
 the load: events, lag p50 / max to the followup read model, split at the intake relay's
-publication (accepted -> published -> applied).
+publication (accepted -> published -> applied). The lag's end is when a reader can first see
+the event (``vis_*``: the benchmark's watcher, ``bench.latency.watching``, late by at most the
+poll window reported as ``poll_window_p99_ms``); beside it, the lag read from the rows' own
+timestamps (``row_*``: ``fu_applied_events.applied_at``, the applying transaction's start,
+which misses its duration and commit, docs/performance.md, Round 10). ``pub_*`` is the
+outbox row's ``published_at``, also a row timestamp.
 
     python -m bench.probe_repetitions --repeat 2 --out /tmp/probe.jsonl [--skip batch,history]
         [--rate 1000] [--fair] [--checkpoint]
@@ -209,7 +214,15 @@ async def steady_timeline(
     stack: BenchStack, probe: Probe, rate: float, duration_s: float
 ) -> dict[str, float]:
     s = stack.settings
-    answered, _http = await latency._send_open_loop(s.intake_port, stack.token, rate, duration_s)
+    watcher_conn = await asyncpg.connect(s.followup_database_url)
+    try:
+        async with latency.watching((watcher_conn, "fu_applied_events")) as (seen,):
+            answered, _http = await latency._send_open_loop(
+                s.intake_port, stack.token, rate, duration_s, on_send=seen.sent
+            )
+    finally:
+        await watcher_conn.close()
+    gave_up = time.time()
     ids = list(answered)
     applied = await latency._arrivals(
         s.followup_database_url,
@@ -225,14 +238,17 @@ async def steady_timeline(
         within_s=60,
     )
     start = min(answered.values())
-    buckets: dict[int, list[tuple[float, float]]] = {}
+    buckets: dict[int, list[tuple[float, float, float]]] = {}
     for e, t in answered.items():
         if e in applied and e in published:
-            buckets.setdefault(int(t - start), []).append((published[e] - t, applied[e] - t))
+            buckets.setdefault(int(t - start), []).append(
+                (published[e] - t, applied[e] - t, seen.seen.get(e, gave_up) - t)
+            )
     for sec in sorted(buckets):
         rows = buckets[sec]
-        pub = sorted(p for p, _ in rows)
-        app = sorted(a for _, a in rows)
+        pub = sorted(p for p, _, _ in rows)
+        app = sorted(a for _, a, _ in rows)
+        vis = sorted(v for _, _, v in rows)
         probe.log(
             "steady_second",
             second=sec,
@@ -240,18 +256,26 @@ async def steady_timeline(
             n=len(rows),
             pub_p50_ms=round(1000 * percentile(pub, 0.5)),
             pub_max_ms=round(1000 * pub[-1]),
-            app_p50_ms=round(1000 * percentile(app, 0.5)),
-            app_max_ms=round(1000 * app[-1]),
+            vis_p50_ms=round(1000 * percentile(vis, 0.5)),
+            vis_max_ms=round(1000 * vis[-1]),
+            row_p50_ms=round(1000 * percentile(app, 0.5)),
+            row_max_ms=round(1000 * app[-1]),
         )
-    lags = sorted(applied.get(e, time.time()) - t for e, t in answered.items())
+    visible = latency.lag_figures(answered, seen.seen, gave_up)
+    row = latency.lag_figures(answered, applied, time.time())
     pubs = sorted(published[e] - t for e, t in answered.items() if e in published)
-    return {
+    figures = {
         "offered": rate,
-        "fu_p50_ms": 1000 * percentile(lags, 0.5),
-        "fu_p99_ms": 1000 * percentile(lags, 0.99),
+        "fu_visible_p50_ms": visible.p50_ms,
+        "fu_visible_p99_ms": visible.p99_ms,
+        "poll_window_p99_ms": latency.poll_window_p99_ms(seen),
+        "fu_row_p50_ms": row.p50_ms,
+        "fu_row_p99_ms": row.p99_ms,
         "pub_p99_ms": 1000 * percentile(pubs, 0.99),
-        "missing": len(ids) - len(applied),
+        "missing": row.missing,
+        "not_visible": visible.missing,
     }
+    return {key: round(value, 1) for key, value in figures.items()}
 
 
 async def xacts(stack: BenchStack) -> dict[str, int]:

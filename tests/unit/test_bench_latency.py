@@ -3,6 +3,8 @@ for every repetition of a run."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
@@ -88,3 +90,92 @@ def test_a_watcher_polls_at_most_a_tenth_of_its_time() -> None:
     assert latency.pause_after(0.006) == pytest.approx(0.054)
     poll = 0.01
     assert poll / (poll + latency.pause_after(poll)) == pytest.approx(latency.WATCH_DUTY)
+
+
+def test_lag_figures_count_an_event_never_seen_at_the_give_up_time() -> None:
+    seen_early, seen_late, never = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    sent = {seen_early: 1.0, seen_late: 1.0, never: 1.0}
+    figures = latency.lag_figures(sent, {seen_early: 1.05, seen_late: 1.3}, gave_up=3.0)
+    assert figures.missing == 1
+    assert figures.p50_ms == pytest.approx(300)
+    assert figures.max_ms == pytest.approx(2000)
+
+
+def test_the_poll_window_is_taken_over_every_watcher() -> None:
+    short, long = Watch(), Watch()
+    short.windows.extend([0.02] * 99)
+    long.windows.append(0.5)
+    assert latency.poll_window_p99_ms(short) == pytest.approx(20)
+    assert latency.poll_window_p99_ms(short, long) == pytest.approx(500)
+    assert latency.poll_window_p99_ms(Watch()) == 0.0
+
+
+class _Table:
+    """A connection to a table whose rows commit when ``commit`` is called: answers a
+    watcher's poll with the ids asked that are committed."""
+
+    def __init__(self) -> None:
+        self.committed: set[str] = set()
+        self.polls = 0
+
+    def commit(self, event_id: uuid.UUID) -> None:
+        self.committed.add(str(event_id))
+
+    async def fetch(self, sql: str, ids: str) -> list[tuple[str]]:
+        assert sql == latency.watch_sql("fu_applied_events")
+        self.polls += 1
+        return [(i,) for i in ids.strip("{}").split(",") if i in self.committed]
+
+
+async def test_watching_sees_each_event_sent_once_it_is_committed() -> None:
+    table = _Table()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with latency.watching((table, "fu_applied_events"), within_s=5) as (seen,):
+        seen.sent(first)
+        seen.sent(second)
+        table.commit(first)
+        await asyncio.sleep(0)  # the watcher's first poll, already due
+        assert set(seen.seen) == {first}
+        committed_at = time.time()
+        table.commit(second)
+    # Leaving waits for the event still pending, and it is seen after its commit.
+    assert set(seen.seen) == {first, second}
+    assert seen.seen[second] >= committed_at
+    assert not seen.pending
+
+
+async def test_watching_gives_up_within_its_bound() -> None:
+    table = _Table()
+    async with latency.watching((table, "fu_applied_events"), within_s=0.05) as (seen,):
+        seen.sent(uuid.uuid4())
+    assert seen.pending
+    assert not seen.seen
+
+
+async def _failing_load(table: _Table) -> None:
+    async with latency.watching((table, "fu_applied_events")) as (seen,):
+        seen.sent(uuid.uuid4())
+        await asyncio.sleep(0.05)
+        raise RuntimeError("the load failed")
+
+
+async def test_a_failing_body_stops_the_watchers() -> None:
+    table = _Table()
+    with pytest.raises(RuntimeError, match="the load failed"):
+        await _failing_load(table)
+    polls = table.polls
+    assert polls > 0
+    await asyncio.sleep(0.1)
+    assert table.polls == polls
+
+
+def test_followup_steady_prints_the_lag_to_visibility_beside_the_rows() -> None:
+    from bench.followup_steady import lag_text
+
+    text = lag_text(
+        latency.Lags(p50_ms=40, p99_ms=180, max_ms=200, missing=0),
+        latency.Lags(p50_ms=30, p99_ms=90, max_ms=95, missing=0),
+        window_p99_ms=25,
+    )
+    assert "lag to visibility p50 40 ms, p99 180 ms (poll window p99 25 ms)" in text
+    assert "from the rows' applied_at p50 30 ms, p99 90 ms" in text
