@@ -271,13 +271,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 server_cpu = server_cpu_seconds(server.pgdata) - server0 - poll_cpu
                 statements = dict(STATEMENTS)
                 # The watcher's polls are the bench's, not the worker's: counted apart.
-                watcher_polls = statements.pop(
-                    " ".join(latency.watch_sql("fu_applied_events").split())[:90], 0
-                )
+                statements.pop(" ".join(latency.watch_sql("fu_applied_events").split())[:90], 0)
                 if profiler is not None:
                     profiler.disable()
                     write_profile(profiler, Path(args.profile))
-                transactions = await commits(conn) - commits0
+                # each of the watcher's polls is a transaction of followup's database too
+                transactions = await commits(conn) - commits0 - seen.polls
                 visible = latency.lag_figures(sent, seen.seen, gave_up)
                 rows = latency.lag_figures(sent, done, gave_up)
                 print(
@@ -293,7 +292,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     # the bench's one read of the rows' timestamps (``applied``) is counted
                     print(
                         f"  {sum(statements.values()) / total:.2f} statements per event "
-                        f"(the watcher's {watcher_polls} polls apart):"
+                        f"(the watcher's {seen.polls} polls apart):"
                     )
                     for sql, count in sorted(statements.items(), key=lambda kv: -kv[1])[:40]:
                         print(f"  {count / total:6.2f}/event  {sql}")

@@ -148,6 +148,7 @@ class Watch:
     pending: dict[str, None] = field(default_factory=dict)
     seen: dict[uuid.UUID, float] = field(default_factory=dict)
     windows: list[float] = field(default_factory=list)
+    polls: int = 0  # each one a statement, and a transaction, of the table's database
     _previous_start: float | None = None
 
     def sent(self, event_id: uuid.UUID) -> None:
@@ -158,6 +159,7 @@ class Watch:
 
     def answered(self, found: list[str], started: float, ended: float) -> None:
         """Records one poll (started and ended on the wall clock) and the ids it found."""
+        self.polls += 1
         for event_id in found:
             if event_id in self.pending:
                 del self.pending[event_id]

@@ -28,6 +28,7 @@ def test_an_event_is_seen_at_the_end_of_the_first_poll_that_holds_it() -> None:
     watch.answered([str(second), str(first)], started=10.07, ended=10.08)
     assert watch.seen == {second: 10.05, first: 10.08}
     assert not watch.pending
+    assert watch.polls == 3
 
 
 def test_a_poll_window_runs_from_the_start_of_the_poll_before() -> None:
