@@ -42,6 +42,22 @@ async def record_refusal(conn: PgConnection, typed: Decoded) -> None:
     )
 
 
+RULES = """
+WITH RECURSIVE rules AS (
+    (SELECT rule FROM fu_refusals ORDER BY rule LIMIT 1)
+    UNION ALL
+    SELECT (SELECT f.rule FROM fu_refusals f WHERE f.rule > r.rule ORDER BY f.rule LIMIT 1)
+    FROM rules r WHERE r.rule IS NOT NULL
+)
+SELECT rule FROM rules WHERE rule IS NOT NULL
+"""
+"""Every rule that refused something, in order: ``SELECT DISTINCT rule ... ORDER BY rule``
+read as one index probe per rule (``fu_refusals_by_rule``, console migration 003), where the
+DISTINCT read every refusal ever recorded (#12). ``rule`` is NOT NULL and compared in the
+column's (deterministic) collation, so the walk meets each distinct rule once, in the same
+order."""
+
+
 @dataclass(frozen=True)
 class RefusalSelection:
     rule: str | None = None
@@ -81,5 +97,5 @@ async def refusals(pool: PgPool, selection: RefusalSelection) -> RefusalPage:
             selection.any_client,
             PAGE_LIMIT,
         )
-        rules = await conn.fetch("SELECT DISTINCT rule FROM fu_refusals ORDER BY rule")
+        rules = await conn.fetch(RULES)
     return RefusalPage(rows=[dict(r) for r in rows], rules=[r["rule"] for r in rules])
