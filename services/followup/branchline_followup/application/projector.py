@@ -465,14 +465,15 @@ async def _apply_followup_event(
     if event.type in (FOLLOWUP_OVERDUE, FOLLOWUP_ESCALATED):
         kind = TimerKind.OVERDUE if event.type == FOLLOWUP_OVERDUE else TimerKind.ESCALATE
         fire_at = event.occurred_at
-        await uow.timers.record_fired(
-            timer_id=timer_id_for(task_id, kind),
-            task_id=task_id,
-            client_id=event.subject_id,
-            kind=kind.value,
-            fire_at=fire_at,
-            event_id=event.event_id,
-        )
+        if kind is TimerKind.ESCALATE or await _still_due_at(uow, tasks, task_id, fire_at):
+            await uow.timers.record_fired(
+                timer_id=timer_id_for(task_id, kind),
+                task_id=task_id,
+                client_id=event.subject_id,
+                kind=kind.value,
+                fire_at=fire_at,
+                event_id=event.event_id,
+            )
         if kind is TimerKind.OVERDUE:
             await uow.tasks.set_overdue(task_id, event.occurred_at)
             return tasks
@@ -486,6 +487,27 @@ async def _apply_followup_event(
     elif event.type == FOLLOWUP_COMPLETED:
         await uow.tasks.set_outcome(task_id, payload_as(typed, c.FollowupCompleted).outcome.value)
     return tasks
+
+
+async def _still_due_at(
+    uow: FollowupUnitOfWork,
+    tasks: dict[uuid.UUID, FollowupTask],
+    task_id: uuid.UUID,
+    deadline: datetime,
+) -> bool:
+    """Whether the task's deadline is still ``deadline`` (or the task is unknown), so the
+    overdue event of that deadline is recorded on its timer.
+
+    The worker fires a deadline the task is later moved from (a reschedule recorded before it,
+    applied after): the move arms the timer again for the new deadline, and a closure then
+    drops it unfired. A rebuild or a client's re-projection applies the move and the closure
+    first (source order; followup's own events are recorded later) and must end the same: the
+    event of the old deadline leaves the timer as the move and the closure left it, instead
+    of creating a fired row the worker does not have."""
+    task = tasks.get(task_id)
+    if task is None:
+        task = await uow.tasks.get(task_id)
+    return task is None or task.due_at == deadline
 
 
 async def _record_quality_facts(uow: FollowupUnitOfWork, typed: Decoded, rm_id: str | None) -> None:
