@@ -37,15 +37,13 @@ from branchline_followup.domain import (
     TimerKind,
     apply_commands,
     decide,
-    lifecycle_stage,
     mark_escalated,
-    next_stage_change_at,
     on_stage_changed,
     timer_id_for,
     timers_for,
 )
 from branchline_followup.domain.records import ClientFacts
-from branchline_shared.domain.classification import risk_level
+from branchline_shared.domain.classification import risk_level, stage_and_next_change
 from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
@@ -264,7 +262,9 @@ async def _project_kept(
     )
 
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}
-    tasks = dict(before)
+    # not copied: every step below returns a new mapping when it changes a task, so ``tasks``
+    # still being ``before`` means no task changed (#12: most events change none)
+    tasks = before
     if event.type in HANDLED_EVENT_TYPES:
         tasks = apply_commands(tasks, decide(typed, client, list(tasks.values()), policy))
     if stage is not previous_stage:
@@ -300,6 +300,8 @@ async def _save_changed_tasks(
     topic: str | None = None,
     creations: PendingCreations | None = None,
 ) -> None:
+    if tasks is before:  # no command was applied: nothing to create, save or re-arm (#12)
+        return
     created = {
         task_id: t
         for task_id, t in tasks.items()
@@ -311,6 +313,8 @@ async def _save_changed_tasks(
         tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     # the same object is unchanged: only the tasks a command made are compared (#12)
     changed = [t for task_id, t in tasks.items() if (b := before.get(task_id)) is not t and b != t]
+    if not changed:  # saving and syncing no task writes nothing (#12)
+        return
     await uow.tasks.save(changed)
     await uow.timers.sync_all([(task, timers_for(task, policy)) for task in changed])
 
@@ -340,11 +344,9 @@ async def apply_stage_changes(
     while facts.stage_changes_at is not None and facts.stage_changes_at <= until:
         at = facts.stage_changes_at
         previous = LifecycleStage(facts.lifecycle_stage)
-        lifecycle = facts.lifecycle()
-        stage = lifecycle_stage(lifecycle, at, policy)
+        stage, facts.stage_changes_at = stage_and_next_change(facts.lifecycle(), at, policy)
         facts.lifecycle_stage = stage.value
         facts.stage_as_of = at
-        facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
         due += 1
         if stage is previous:
             continue
