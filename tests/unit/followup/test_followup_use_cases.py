@@ -38,6 +38,7 @@ from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.typed import UnreadablePayload, decode
+from branchline_shared.events.vocabulary import FollowupOutcome
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import (
     SourcePosition,
@@ -175,7 +176,7 @@ async def test_an_rm_completes_their_task_as_a_recorded_event(
         survey.id,
         actor=Actor(id=RM_ID, role="rm"),
         may_act=lambda assignee: assignee == RM_ID,
-        outcome="contacted",
+        outcome=FollowupOutcome.CONTACTED,
     )
     assert done.status is TaskStatus.DONE
     assert done.closed_at == MONDAY_9 + timedelta(hours=2)
@@ -202,7 +203,7 @@ async def test_an_action_outside_the_callers_scope_changes_nothing(
             survey.id,
             actor=Actor(id="rm-other", role="rm"),
             may_act=lambda assignee: assignee == "rm-other",
-            outcome="contacted",
+            outcome=FollowupOutcome.CONTACTED,
         )
     assert units.state.events == events_before
     assert units.state.tasks[survey.id].status is TaskStatus.OPEN
