@@ -65,20 +65,24 @@ class CollectorTime:
     def __init__(self) -> None:
         self.seconds = [0.0, 0.0, 0.0]
         self.runs = [0, 0, 0]
+        self.longest = 0.0
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            took = time.perf_counter() - self._started
+            self.seconds[info["generation"]] += took
             self.runs[info["generation"]] += 1
+            self.longest = max(self.longest, took)
 
     def describe(self, events: int) -> str:
-        return ", ".join(
+        runs = ", ".join(
             f"gen {g}: {self.runs[g]} runs, {1e6 * self.seconds[g] / events:.1f} µs/event"
             for g in range(3)
         )
+        return f"{runs}; longest {1000 * self.longest:.1f} ms"
 
 
 def count_statements() -> None:
