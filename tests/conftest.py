@@ -7,6 +7,7 @@ and ``BRANCHLINE_TEST_KAFKA`` (host:port).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -47,7 +48,10 @@ def postgres_admin_url() -> Iterator[str]:
         yield server.url("postgres")
     finally:
         server.stop(mode="immediate")
-        shutil.rmtree(data, ignore_errors=True)
+        # Removed when the interpreter exits, not here: this runs inside the last test's
+        # teardown, under its timeout, and deleting the server's tens of thousands of files
+        # took over a minute on a loaded machine (an ERROR at teardown of a passed test).
+        atexit.register(shutil.rmtree, data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
