@@ -284,7 +284,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{n} events ({len(created)} recorded "
         f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
         f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
-        f"statements/event, {1000 * cpu / n:.2f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
+        f"statements/event, {1000 * cpu / n:.3f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
         f"wall time), PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
         f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
         f"applied {result.applied} skipped {result.skipped}; load average "

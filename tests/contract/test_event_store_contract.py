@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from branchline_shared.events.envelope import Actor, RecordedEvent
@@ -575,3 +576,105 @@ class _QuerySpy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+@pytest.mark.integration
+async def test_the_rows_columns_are_the_events_own(infra: Infra) -> None:
+    """The write reads an event's indexed columns from the envelope it stores (#12): every
+    column, the outbox rows (in staging order, with their topic and key) and the streams'
+    versions are the staged events' own values, on a session whose time zone and date style
+    are not UTC and ISO (a time read in the session's zone would be off by 13:45)."""
+    url = infra.database_url(unique("es_"))
+    await ensure_database(url)
+    conn = await asyncpg.connect(
+        url, server_settings={"TimeZone": "Pacific/Chatham", "DateStyle": "SQL, DMY"}
+    )
+    try:
+        await migrate(
+            conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
+        )
+        actor = Actor(id="s-1", role="teller")
+        common: dict[str, Any] = {"source": "test", "actor": actor}
+        events = [
+            RecordedEvent(
+                event_id=uuid.uuid4(),
+                type="client.registered",
+                occurred_at=datetime.fromisoformat("2026-11-22T09:00:00.123456+08:00"),
+                recorded_at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+                client_id="C-1",
+                stream_id="client-C-1",
+                stream_version=1,
+                data={"client_type": "individual", "rm_id": "rm-1", "note": 'é "q" \\ x'},
+                **common,
+            ),
+            RecordedEvent(
+                event_id=uuid.uuid4(),
+                type="product.suspended",
+                occurred_at=datetime(1900, 1, 1, tzinfo=UTC),
+                recorded_at=datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                product_id="P-9",
+                stream_id="product-P-9",
+                stream_version=1,
+                **common,
+            ),
+            RecordedEvent(
+                event_id=uuid.uuid4(),
+                type="client.contacted",
+                occurred_at=datetime(2026, 2, 28, 23, 59, 59, 1, tzinfo=UTC),
+                recorded_at=datetime(2026, 3, 1, 0, 0, 0, 500000, tzinfo=UTC),
+                client_id="C-1",
+                stream_id="client-C-1",
+                stream_version=2,
+                **common,
+            ),
+            RecordedEvent(
+                event_id=uuid.uuid4(),
+                type="staff.registered",
+                occurred_at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+                recorded_at=datetime(2026, 11, 22, 1, 0, tzinfo=UTC),
+                staff_id="S-1",
+                stream_id="staff-S-1",
+                stream_version=1,
+                **common,
+            ),
+        ]
+        hashes = [b"h1", None, b"\x00\xff", None]
+        topics = ["t.one", "t.two", "t.one", "t.three"]
+        async with conn.transaction():
+            uow = PostgresUnitOfWork(conn)
+            await uow.lock_streams(sorted({e.stream_id for e in events}))
+            for e, h, t in zip(events, hashes, topics, strict=True):
+                uow.stage(e, topic=t, submission_hash=h)
+            positions = await uow.commit()
+        rows = await conn.fetch(
+            "SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, "
+            "recorded_at, submission_hash, envelope::text AS envelope, global_position "
+            "FROM es_events ORDER BY global_position"
+        )
+        assert [
+            (r["event_id"], r["stream_id"], r["stream_version"], r["type"], r["client_id"])
+            for r in rows
+        ] == [(e.event_id, e.stream_id, e.stream_version, e.type, e.client_id) for e in events]
+        assert [(r["occurred_at"], r["recorded_at"]) for r in rows] == [
+            (e.occurred_at, e.recorded_at) for e in events
+        ]
+        assert [r["submission_hash"] for r in rows] == hashes
+        assert [orjson.loads(r["envelope"]) for r in rows] == [
+            orjson.loads(e.model_dump_json()) for e in events
+        ]
+        assert [r["global_position"] for r in rows] == [p.global_position for p in positions]
+        assert [(p.event_id, p.stream_id, p.stream_version) for p in positions] == [
+            (e.event_id, e.stream_id, e.stream_version) for e in events
+        ]
+        outbox = await conn.fetch("SELECT event_id, topic, message_key FROM es_outbox ORDER BY id")
+        assert [tuple(r) for r in outbox] == [
+            (e.event_id, t, e.subject_id) for e, t in zip(events, topics, strict=True)
+        ]
+        versions = await conn.fetch("SELECT stream_id, version FROM es_streams ORDER BY stream_id")
+        assert [tuple(r) for r in versions] == [
+            ("client-C-1", 2),
+            ("product-P-9", 1),
+            ("staff-S-1", 1),
+        ]
+    finally:
+        await conn.close()

@@ -82,6 +82,10 @@ class LifecyclePolicy:
 
 def _aware(moment: datetime, name: str) -> datetime:
     """Reject naive datetimes (ADR-0008); return the moment in UTC."""
+    if moment.tzinfo is UTC:
+        # already in UTC: ``astimezone(UTC)`` would return the same object (#12: the stage is
+        # computed for every event of a client, over five instants)
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} is naive: every time must carry an offset")
     return moment.astimezone(UTC)
@@ -107,7 +111,7 @@ class LifecycleFacts:
             "account_closed_at",
         ):
             value: datetime | None = getattr(self, name)
-            if value is not None:
+            if value is not None and value.tzinfo is not UTC:  # in UTC: kept as it is
                 object.__setattr__(self, name, _aware(value, name))
 
     def onboarded_at(self) -> datetime | None:
@@ -130,10 +134,18 @@ def lifecycle_stage(
     ``churn_after_inactivity`` → churned; AUM ≥ ``high_net_worth_aum`` → high_net_worth;
     onboarded less than ``new_client_period`` ago → new; else mature.
     """
-    now = _aware(now, "now")
+    return _stage(facts, _aware(now, "now"), facts.onboarded_at(), policy)
+
+
+def _stage(
+    facts: LifecycleFacts,
+    now: datetime,
+    onboarded: datetime | None,
+    policy: LifecycleThresholds,
+) -> LifecycleStage:
+    """:func:`lifecycle_stage` with ``now`` in UTC and ``facts.onboarded_at()`` given."""
     if _happened(facts.account_closed_at, now):
         return LifecycleStage.CHURNED
-    onboarded = facts.onboarded_at()
     if onboarded is None or onboarded > now:
         return LifecycleStage.PROSPECT
     last_business = facts.last_business_at or facts.first_business_at
@@ -153,9 +165,17 @@ def next_stage_change_at(
     → churned by inactivity), for a durable timer; ``None`` if only a new event can change it.
     The stage only changes at these instants: onboarding, onboarding + the new period, last
     business + the inactivity limit, account closure."""
+    return stage_and_next_change(facts, now, policy)[1]
+
+
+def stage_and_next_change(
+    facts: LifecycleFacts, now: datetime, policy: LifecycleThresholds
+) -> tuple[LifecycleStage, datetime | None]:
+    """``(lifecycle_stage(facts, now, policy), next_stage_change_at(facts, now, policy))``,
+    the stage at ``now`` computed once for both (#12: a client's every event asks for both)."""
     now = _aware(now, "now")
-    stage = lifecycle_stage(facts, now, policy)
     onboarded = facts.onboarded_at()
+    stage = _stage(facts, now, onboarded, policy)
     last_business = facts.last_business_at or facts.first_business_at
     candidates = [
         onboarded,
@@ -164,6 +184,6 @@ def next_stage_change_at(
         facts.account_closed_at,
     ]
     for moment in sorted(c for c in candidates if c is not None and c > now):
-        if lifecycle_stage(facts, moment, policy) is not stage:
-            return moment
-    return None
+        if _stage(facts, moment, onboarded, policy) is not stage:
+            return stage, moment
+    return stage, None

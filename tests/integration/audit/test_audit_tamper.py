@@ -3,6 +3,8 @@ off) is detected and located (ADR-0006, issue 6 "Tamper")."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -108,14 +110,46 @@ def _event_of(row: asyncpg.Record) -> Any:
 Built = tuple[BranchlineSettings, AuditContext]
 
 
+PRISTINE = ("audit_ledger", "audit_checkpoints")
+"""The tables the shared ledger's tests alter, kept as built (``pristine_<table>``)."""
+
+
+async def _keep_pristine(settings: BranchlineSettings) -> None:
+    async with superuser(settings) as conn:
+        for table in PRISTINE:
+            await conn.execute(f"CREATE TABLE pristine_{table} AS SELECT * FROM {table}")
+
+
+async def _restore_pristine(settings: BranchlineSettings) -> None:
+    """Put the shared ledger back as built, whatever was done to it, in one transaction."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        for table in PRISTINE:
+            await conn.execute(f"DELETE FROM {table}")
+            await conn.execute(f"INSERT INTO {table} SELECT * FROM pristine_{table}")
+
+
 @pytest.fixture(scope="module")
-async def ledger_1000(
+async def built_1000(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Built]:
     settings = quick_settings(make_settings(infra, tmp_path_factory.mktemp("tamper")))
     await _build(settings)
+    await _keep_pristine(settings)
     async with audit_context(settings) as audit:
         yield settings, audit
+
+
+@pytest.fixture
+async def ledger_1000(built_1000: Built) -> AsyncIterator[Built]:
+    """The module's shared ledger, put back as built after each test: a test that fails or
+    times out mid-tamper, before its own ``finally`` ran (pytest-timeout's signal can land
+    outside the test's coroutine, which then never resumes), cannot leave it tampered for the
+    next ones."""
+    try:
+        yield built_1000
+    finally:
+        await _restore_pristine(built_1000[0])
 
 
 @pytest.fixture
@@ -207,21 +241,100 @@ async def _row(settings: BranchlineSettings, position: int) -> asyncpg.Record:
     return row
 
 
-async def _restore(settings: BranchlineSettings, row: asyncpg.Record, column: str) -> None:
-    """Put the row back exactly (delete whatever is at/after the change, re-insert)."""
+async def _restore(settings: BranchlineSettings, *rows: asyncpg.Record) -> None:
+    """Put the rows back exactly, in one transaction: whatever holds their positions (or a
+    position moved away, or one of their event ids) is deleted, then they are re-inserted."""
+    positions = [r["position"] for r in rows]
     async with superuser(settings) as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(
-            "DELETE FROM audit_ledger WHERE position = $1 OR position = $2",
-            row["position"],
-            row["position"] + 10_000_000,
+            "DELETE FROM audit_ledger WHERE position = ANY($1::bigint[]) "
+            "OR position = ANY($2::bigint[]) OR event_id = ANY($3::uuid[])",
+            positions,
+            [p + 10_000_000 for p in positions],
+            [r["event_id"] for r in rows],
         )
-        columns = list(row.keys())
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
-        await conn.execute(
-            f"INSERT INTO audit_ledger ({', '.join(columns)}) VALUES ({placeholders})",
-            *[row[c] for c in columns],
-        )
+        for row in rows:
+            columns = list(row.keys())
+            placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+            await conn.execute(
+                f"INSERT INTO audit_ledger ({', '.join(columns)}) VALUES ({placeholders})",
+                *[row[c] for c in columns],
+            )
+
+
+@contextlib.asynccontextmanager
+async def _tampered(settings: BranchlineSettings, *rows: asyncpg.Record) -> AsyncIterator[None]:
+    """Tampers with ``rows``' entries made inside are undone however the block ends (an error,
+    a failed assert, a cancellation or a timeout raised in the test's coroutine), the tamper's
+    own statements included: the rows are put back in a ``finally``."""
+    try:
+        yield
+    finally:
+        await _restore(settings, *rows)
+
+
+async def test_a_tamper_is_undone_when_the_test_fails_mid_tamper(ledger_1000: Built) -> None:
+    """A check that fails while the ledger is tampered (here: raises) leaves it as it was."""
+    settings, audit = ledger_1000
+    row = await _row(settings, 17)
+
+    async def fail_mid_tamper() -> None:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(
+                settings, "UPDATE audit_ledger SET actor_id = 'x' WHERE position = 17"
+            )
+            assert not (await _verify(settings, audit)).ok
+            raise RuntimeError("a check failed mid-tamper")
+
+    with pytest.raises(RuntimeError, match="mid-tamper"):
+        await fail_mid_tamper()
+    assert (await _verify(settings, audit)).ok
+
+
+async def test_a_tamper_is_undone_when_the_test_is_cancelled_mid_tamper(
+    ledger_1000: Built,
+) -> None:
+    """A test cancelled (as a timeout cancels it) while the ledger is tampered, before the
+    tamper's statement returned, leaves it as it was."""
+    settings, audit = ledger_1000
+    row = await _row(settings, 18)
+    applied, never = asyncio.Event(), asyncio.Event()
+
+    async def tamper_then_hang() -> None:
+        async with _tampered(settings, row):
+            async with superuser(settings) as conn, conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute("DELETE FROM audit_ledger WHERE position = 18")
+            applied.set()
+            await never.wait()
+
+    task = asyncio.ensure_future(tamper_then_hang())
+    await applied.wait()
+    assert not (await _verify(settings, audit)).ok
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await _verify(settings, audit)).ok
+
+
+async def test_the_shared_ledger_is_put_back_after_a_test_left_it_tampered(
+    ledger_1000: Built,
+) -> None:
+    """What the teardown of ``ledger_1000`` runs restores what a test could not (its coroutine
+    never resumed after a timeout): here, tampers nobody undid."""
+    settings, audit = ledger_1000
+    await behind_the_ledgers_back(
+        settings,
+        "UPDATE audit_ledger SET event_type = 'x', position = position + 10000000 "
+        "WHERE position = 40",
+    )
+    await behind_the_ledgers_back(
+        settings, "UPDATE audit_checkpoints SET note = note || 'x' WHERE tree_size = 500"
+    )
+    assert not (await _verify(settings, audit)).ok
+    await _restore_pristine(settings)
+    assert (await _verify(settings, audit)).ok
 
 
 async def test_one_altered_byte_in_any_column_is_located(
@@ -235,11 +348,9 @@ async def test_one_altered_byte_in_any_column_is_located(
         position = rng.choice([1, SIZE, rng.randint(1, SIZE)])
         row = await _row(settings, position)
         sql, args = _by_column(column)(row, rng)
-        await behind_the_ledgers_back(settings, sql, *args, position)
-        try:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(settings, sql, *args, position)
             verdict = await _verify(settings, audit)
-        finally:
-            await _restore(settings, row, column)
         assert not verdict.ok, (column, position)
         assert verdict.first_bad_position == position, (column, position, verdict.reason)
     assert (await _verify(settings, audit)).ok  # every change was undone: the ledger verifies again
@@ -264,15 +375,13 @@ async def test_a_number_rewritten_as_another_json_type_is_located(
     settings, audit = ledger_1000
     for position in (1, 321, SIZE):
         row = await _row(settings, position)
-        await behind_the_ledgers_back(
-            settings,
-            f"UPDATE audit_ledger SET event = {rewrite} WHERE position = $1",
-            position,
-        )
-        try:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(
+                settings,
+                f"UPDATE audit_ledger SET event = {rewrite} WHERE position = $1",
+                position,
+            )
             verdict = await _verify(settings, audit)
-        finally:
-            await _restore(settings, row, "event")
         assert not verdict.ok, position
         assert verdict.bad_positions == (position,), verdict.reason
         assert "another JSON type" in (verdict.reason or "")
@@ -284,13 +393,11 @@ async def test_a_deleted_entry_is_found_anywhere(fresh_ledger: Built) -> None:
     rng = random.Random(7)
     for position in sorted({1, 500, 501, SIZE, *rng.sample(range(2, SIZE), 6)}):
         row = await _row(settings, position)
-        await behind_the_ledgers_back(
-            settings, "DELETE FROM audit_ledger WHERE position = $1", position
-        )
-        try:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(
+                settings, "DELETE FROM audit_ledger WHERE position = $1", position
+            )
             verdict = await _verify(settings, audit)
-        finally:
-            await _restore(settings, row, "position")
         assert verdict.first_bad_position == position, verdict.reason
     assert (await _verify(settings, audit)).ok
 
@@ -301,25 +408,19 @@ async def test_reordered_entries_are_found(fresh_ledger: Built) -> None:
     for _ in range(5):
         first, second = sorted(rng.sample(range(1, SIZE + 1), 2))
         rows = [await _row(settings, first), await _row(settings, second)]
-        async with superuser(settings) as conn, conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(
-                "UPDATE audit_ledger SET position = 99999999 WHERE position = $1", first
-            )
-            await conn.execute(
-                "UPDATE audit_ledger SET position = $1 WHERE position = $2", first, second
-            )
-            await conn.execute(
-                "UPDATE audit_ledger SET position = $1 WHERE position = 99999999", second
-            )
-        verdict = await _verify(settings, audit)
-        async with superuser(settings) as conn, conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(
-                "DELETE FROM audit_ledger WHERE position = ANY($1::bigint[])", [first, second]
-            )
-        for row in rows:
-            await _restore(settings, row, "position")
+        async with _tampered(settings, *rows):
+            async with superuser(settings) as conn, conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute(
+                    "UPDATE audit_ledger SET position = 99999999 WHERE position = $1", first
+                )
+                await conn.execute(
+                    "UPDATE audit_ledger SET position = $1 WHERE position = $2", first, second
+                )
+                await conn.execute(
+                    "UPDATE audit_ledger SET position = $1 WHERE position = 99999999", second
+                )
+            verdict = await _verify(settings, audit)
         assert verdict.first_bad_position == first, verdict.reason
     assert (await _verify(settings, audit)).ok
 
@@ -526,12 +627,10 @@ async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
     for column in COLUMNS:
         row = await _row(settings, position)
         sql, args = _by_column(column)(row, rng)
-        await behind_the_ledgers_back(settings, sql, *args, position)
-        try:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(settings, sql, *args, position)
             in_segments = await _verify_by(audit, segments)
             one_pass = await _verify_by(audit, None)
-        finally:
-            await _restore(settings, row, column)
         assert in_segments == one_pass, column
         assert one_pass.first_bad_position == position, (column, one_pass.reason)
     for change in (
@@ -539,12 +638,10 @@ async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
         "UPDATE audit_ledger SET prev_hash = decode(repeat('ab', 32), 'hex') WHERE position = $1",
     ):
         row = await _row(settings, position)
-        await behind_the_ledgers_back(settings, change, position)
-        try:
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(settings, change, position)
             in_segments = await _verify_by(audit, segments)
             one_pass = await _verify_by(audit, None)
-        finally:
-            await _restore(settings, row, "position")
         assert in_segments == one_pass, change
         assert one_pass.first_bad_position == position, (change, one_pass.reason)
     assert (await _verify_by(audit, segments)).ok

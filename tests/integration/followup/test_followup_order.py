@@ -370,3 +370,45 @@ async def test_a_deadline_moved_after_its_timer_fired_is_armed_again_in_any_orde
         )
         assert armed == 1
     assert await differences_from_rebuild(settings, events) == {}
+
+
+@pytest.mark.parametrize("time_of_day", [time(0, 30), time(12, 30), time(23, 30)])
+async def test_a_deadline_moved_after_its_timer_fired_then_closed_ends_as_the_rebuild(
+    infra: Infra, tmp_path: Path, time_of_day: time
+) -> None:
+    """As above, and the complaint is then resolved within its new 30 days: the timer the
+    complex declaration armed again is dropped with the closure. The rebuild applies the
+    declaration and the resolution before the worker's recorded ``followup.overdue`` of the
+    old deadline (recorded later); that event must not bring back a fired overdue timer the
+    worker no longer has. Pinned to each time of day (whether the escalation fired too)."""
+    settings = make_settings(infra, tmp_path, followup_branch_profiles={"BR-001": "cn_regulator"})
+    start = datetime.combine(now_utc().date() - timedelta(days=40), time_of_day, tzinfo=UTC)
+    h = History()
+    h.registered("C-4", start)
+    complaint = {"complaint_id": "K-1"}
+    h.add(
+        "complaint.received",
+        "C-4",
+        start + timedelta(minutes=1),
+        {**complaint, "severity": "important", "summary": "s"},
+    )
+    h.add(
+        "complaint.progress_reported",
+        "C-4",
+        start + timedelta(days=1),
+        {**complaint, "note": "s", "complex": True},
+    )
+    h.add("complaint.resolved", "C-4", start + timedelta(days=20), {**complaint, "resolution": "s"})
+    events = positioned(h.events)
+    async with _context(settings) as ctx:
+        await apply_all(ctx, events[:2])
+        fired = await run_due_timers(ctx, start + timedelta(days=16, hours=1))
+        assert fired.fired >= 2  # the response and the decision clocks went overdue
+        await apply_all(ctx, events[2:])
+        decision_timers = await ctx.pool.fetch(
+            "SELECT t.kind FROM fu_timers t JOIN fu_tasks k ON k.id = t.task_id "
+            "WHERE k.kind = 'complaint_decision' AND k.status <> 'open'"
+        )
+    # escalated for good only when the escalation had fired (D-08); never an overdue row
+    assert "overdue" not in [r["kind"] for r in decision_timers]
+    assert await differences_from_rebuild(settings, events) == {}

@@ -283,6 +283,14 @@ async def test_d09_closure_ends_the_relationship_and_d17_statistics_match_a_hand
     assert (row["problem_code"], row["product_code"]) == ("service_quality", "deposit")
     assert (row["resolved_within_deadline"], row["resolved_late"], row["open"]) == ("2", "1", "0")
 
+    for one_bound in ({"from": period["from"]}, {"to": period["to"]}):
+        # one bound only: the period is that bound's quarter, whatever day it is asked (D-17)
+        same = await auditor.get(
+            "/v1/statistics/complaints", params={"profile": "us_broker", **one_bound}
+        )
+        assert same.status_code == 200, same.text
+        assert same.json() == report
+
     refused = await auditor.get("/v1/statistics/complaints", params={"profile": "nowhere"})
     assert refused.status_code == 422
     assert refused.json()["errors"][0]["field"] == "profile"

@@ -31,6 +31,7 @@ from branchline_audit.domain.canonical import (
     chain_hash,
     encodes_event,
     entry_canonical_bytes,
+    entry_encoder,
     entry_head,
     event_json,
     format_appended_at,
@@ -132,7 +133,21 @@ def verdicts(table: list[list[Any]]) -> tuple[LedgerVerdict, LedgerVerdict]:
         text.feed_row(as_text)
         full.feed(stored_entry(row))
     assert text.verdict() == fast.verdict()
+    assert paged_verdict(table) == fast.verdict()
     return fast.verdict(), full.verdict()
+
+
+def paged_verdict(
+    table: list[list[Any]], checkpoints: tuple[StoredCheckpoint, ...] = ()
+) -> LedgerVerdict:
+    """The verdict of the rows fed a page at a time (``feed_rows``, as the scan feeds them,
+    #12), in pages of one row, of three and of the rest: it must be ``feed_row``'s."""
+    auditor = LedgerAuditor(checkpoints, verifier=None, origin="")
+    auditor.feed_rows(table[:1])
+    auditor.feed_rows(iter(table[1:4]))
+    auditor.feed_rows(table[4:])
+    auditor.feed_rows([])
+    return auditor.verdict()
 
 
 def test_a_good_ledger_verifies_by_the_fast_path() -> None:
@@ -291,6 +306,57 @@ def test_deep_nesting_takes_the_reference_path() -> None:
     assert _jcs_event_bytes(event) is None
 
 
+def _nested(depth: int, width: int, arrays: bool) -> dict[str, Any]:
+    """An event holding a chain of ``depth`` containers, one inside the other (arrays or
+    objects), and ``width`` empty objects and arrays beside it."""
+    event: dict[str, Any] = {"type": "x", "wide": [{} if i % 2 else [] for i in range(width)]}
+    node: Any = event
+    for level in range(depth):
+        child: Any = [] if arrays and level % 2 else {}
+        if type(node) is dict:
+            node["n"] = child
+        else:
+            node.append(child)
+        node = child
+    return event
+
+
+def _taken_by_the_bracket_count(event: dict[str, Any]) -> bool:
+    """What the orjson path took before the nesting was counted in the walk (#12): fewer
+    opening brackets in all than the JCS depth limit."""
+    encoded = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return encoded.count(b"{") + encoded.count(b"[") < 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(depth=st.integers(0, 70), width=st.integers(0, 80), arrays=st.booleans())
+def test_the_nesting_the_orjson_path_takes_gives_the_reference_bytes(
+    depth: int, width: int, arrays: bool
+) -> None:
+    """The walk takes an event whose containers nest at most 62 levels below it (its entry's
+    document then at most 63 deep, what ``_orjson_is_jcs`` takes), however many there are;
+    everything the bracket count took, and the same bytes as the reference encoder, whichever
+    path an entry takes. Rows holding it verify by every path alike."""
+    event = _nested(depth, width, arrays)
+    taken = _jcs_event_bytes(event)
+    assert (taken is not None) == (depth <= 62)
+    if _taken_by_the_bracket_count(event):
+        assert taken is not None
+    if taken is not None:
+        assert taken == rfc8785.dumps(event)
+    document = {"appended_at": AT, "event": event, "format": "branchline.audit.entry.v1"}
+    assert entry_canonical_bytes(7, event, AT) == rfc8785.dumps({**document, "position": 7})
+    assert entry_encoder(AT)(7, event) == entry_canonical_bytes(7, event, AT)
+    canonical = entry_canonical_bytes(1, event, AT)
+    proven = proven_event_after(canonical, entry_head(AT), 1)
+    assert (proven is not None) == (depth <= 62)
+    assert proven is None or proven == event
+    table = rows(3, extra=event)
+    fast, full = bytes_only_verdicts(bytes_only(table))
+    assert fast == full
+    assert fast.ok
+
+
 def test_stored_bytes_are_taken_only_when_they_are_exactly_the_entrys() -> None:
     event = envelope(3)
     canonical = entry_canonical_bytes(3, event, AT)
@@ -432,6 +498,7 @@ def bytes_only_verdicts(
     for row in table:
         fast.feed_row(row)
         full.feed(stored_entry(row))
+    assert paged_verdict(table, checkpoints) == fast.verdict()
     return fast.verdict(), full.verdict()
 
 
@@ -453,6 +520,11 @@ def test_the_bytes_only_fast_path_proves_rows_without_the_full_checks(
     monkeypatch.setattr(auditor, "feed", lambda _: pytest.fail("full checks used"))
     for row in bytes_only(rows(10)):
         assert auditor.feed_row(row)
+    paged = LedgerAuditor([], verifier=None, origin="")
+    monkeypatch.setattr(paged, "feed", lambda _: pytest.fail("full checks used"))
+    paged.feed_rows(bytes_only(rows(10)))
+    assert paged.verdict() == auditor.verdict()
+    assert paged.verdict().ok
 
 
 @pytest.mark.parametrize("column", COLUMN_TAMPERS)

@@ -185,3 +185,20 @@ def test_stored_inputs_that_are_not_there_are_named() -> None:
     assert work.nodes == ((STRIDE, 0, 32),)
     with pytest.raises(MissingTreeData):
         build_subtrees(work, {}, {})
+
+
+@given(groups=st.integers(1, 9), first=st.integers(0, 2**40), from_leaves=st.booleans())
+def test_new_nodes_are_the_rfc6962_roots_of_their_groups(
+    groups: int, first: int, from_leaves: bool
+) -> None:
+    """Each node is the root of its 16 children by the reference tree (leaf hashes of entry
+    hashes, or the children as they are), at its own index, however many groups at once."""
+    children = entry_hashes(groups << STRIDE)
+    level = STRIDE if from_leaves else 2 * STRIDE
+    leaves = [leaf_hash(h) for h in children] if from_leaves else children
+    reference = range_hasher_from_leaves(leaves)
+    assert new_nodes(level, first, children, from_leaves=from_leaves) == [
+        (level, first + g, reference(g << STRIDE, (g + 1) << STRIDE)) for g in range(groups)
+    ]
+    with pytest.raises(ValueError, match="groups of 16"):
+        new_nodes(level, first, children[1:], from_leaves=from_leaves)

@@ -3,11 +3,11 @@ from a client's facts, the moment it next changes, the risk level of an assessme
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from branchline_followup.domain import FollowupPolicy
@@ -18,6 +18,7 @@ from branchline_shared.domain.classification import (
     lifecycle_stage,
     next_stage_change_at,
     risk_level,
+    stage_and_next_change,
 )
 from branchline_shared.events.vocabulary import LifecycleStage, RiskLevel, RiskTolerance
 
@@ -162,3 +163,97 @@ def test_d09_no_risk_level_without_a_tolerance() -> None:
     assert set(RISK_LEVELS) == set(RiskTolerance)
     assert risk_level(None) is None
     assert risk_level("C9") is None
+
+
+def _stage_then_next_change(
+    facts: LifecycleFacts, now: datetime, policy: LifecyclePolicy
+) -> tuple[LifecycleStage, datetime | None]:
+    """The stage and its next change as they were computed before #12 fused them: the stage
+    at ``now``, then each candidate instant tried with :func:`lifecycle_stage` again."""
+    stage = lifecycle_stage(facts, now, policy)
+    onboarded_at = facts.onboarded_at()
+    last_business = facts.last_business_at or facts.first_business_at
+    candidates = [
+        onboarded_at,
+        None if onboarded_at is None else onboarded_at + policy.new_client_period,
+        None if last_business is None else last_business + policy.churn_after_inactivity,
+        facts.account_closed_at,
+    ]
+    for moment in sorted(c for c in candidates if c is not None and c > now):
+        if lifecycle_stage(facts, moment, policy) is not stage:
+            return stage, moment
+    return stage, None
+
+
+_START = datetime(2020, 1, 1, tzinfo=UTC)
+_instants = st.builds(
+    lambda seconds, hours: (_START + timedelta(seconds=seconds)).astimezone(
+        timezone(timedelta(hours=hours))
+    ),
+    st.integers(min_value=0, max_value=4 * 365 * 86400),
+    st.sampled_from([0, 0, -12, -5, 8, 14]),
+)
+_maybe = st.none() | _instants
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    registered=_instants,
+    verified=_maybe,
+    first=_maybe,
+    last=_maybe,
+    closed=_maybe,
+    aum=st.sampled_from([Decimal(0), Decimal(5_999_999), Decimal(6_000_000)]),
+    now=_instants,
+    new_days=st.integers(min_value=1, max_value=400),
+    churn_days=st.integers(min_value=1, max_value=800),
+)
+def test_d09_stage_and_next_change_is_the_stage_and_the_next_change(
+    registered: datetime,
+    verified: datetime | None,
+    first: datetime | None,
+    last: datetime | None,
+    closed: datetime | None,
+    aum: Decimal,
+    now: datetime,
+    new_days: int,
+    churn_days: int,
+) -> None:
+    # #12: the stage computed once for both answers; the instant returned is the same value
+    # in the same offset (UTC: a stage change's cause is named from its isoformat)
+    facts = LifecycleFacts(
+        registered_at=registered,
+        identity_verified_at=verified,
+        first_business_at=first,
+        last_business_at=last,
+        assets_under_management=aum,
+        account_closed_at=closed,
+    )
+    policy = LifecyclePolicy(
+        new_client_period=timedelta(days=new_days),
+        churn_after_inactivity=timedelta(days=churn_days),
+    )
+
+    stage, change = stage_and_next_change(facts, now, policy)
+    expected_stage, expected_change = _stage_then_next_change(facts, now, policy)
+
+    assert stage is expected_stage
+    assert change == expected_change
+    assert next_stage_change_at(facts, now, policy) == expected_change
+    if change is not None:
+        assert expected_change is not None
+        assert change.isoformat() == expected_change.isoformat()
+        assert change.tzinfo is UTC
+
+
+def test_d09_facts_hold_their_instants_in_utc() -> None:
+    # an instant already in UTC is kept as it is (#12), one in another offset converted
+    in_utc = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    elsewhere = datetime(2026, 3, 1, 17, 0, tzinfo=timezone(timedelta(hours=8)))
+    facts = LifecycleFacts(registered_at=in_utc, identity_verified_at=elsewhere)
+
+    assert facts.registered_at is in_utc
+    assert facts.identity_verified_at == elsewhere
+    assert facts.identity_verified_at is not None
+    assert facts.identity_verified_at.tzinfo is UTC
+    assert facts.identity_verified_at.isoformat() == "2026-03-01T09:00:00+00:00"

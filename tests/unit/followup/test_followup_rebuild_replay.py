@@ -15,7 +15,7 @@ from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
 from branchline_followup.adapters.topic_replay import ReplayedMessage
 from branchline_followup.application.ports import FollowupUnitOfWork
-from branchline_followup.application.rebuild import rebuild_read_models
+from branchline_followup.application.rebuild import YOUNG_THRESHOLD, rebuild_read_models
 from branchline_followup.application.task_creations import creation_event
 from branchline_followup.domain import ClientContext, CreateTask, FollowupPolicy, decide
 from branchline_shared.events import typed
@@ -158,10 +158,12 @@ class FreezeWatchingSource(Source):
     def __init__(self, events: list[RecordedEvent]) -> None:
         super().__init__(events)
         self.frozen: list[int] = []
+        self.young: list[int] = []
 
     async def messages(self) -> AsyncIterator[ReplayedMessage]:
         async for message in super().messages():
             self.frozen.append(gc.get_freeze_count())
+            self.young.append(gc.get_threshold()[0])
             yield message
 
 
@@ -182,6 +184,8 @@ async def test_a_settled_heap_is_frozen_after_each_batch_and_released_at_the_end
     # are those of the same rebuild that does not settle.
     events = a_history()
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
+    assert thresholds[0] < YOUNG_THRESHOLD
     plain = MemoryUnitsOfWork()
     await rebuild_read_models(
         target=Target(plain), source=Source(events), policy=FollowupPolicy(), batch_size=1
@@ -201,9 +205,13 @@ async def test_a_settled_heap_is_frozen_after_each_batch_and_released_at_the_end
     assert all(count > 0 for count in later)
     assert gc.get_freeze_count() == 0
     assert settled.state == plain.state
+    # once settled, young collections wait for many more allocations; restored at the end
+    assert source.young == [thresholds[0]] + [YOUNG_THRESHOLD] * 2
+    assert gc.get_threshold() == thresholds
 
 
 async def test_a_rebuild_that_fails_releases_its_settled_heap() -> None:
+    thresholds = gc.get_threshold()
     failing = FailingSwap(MemoryUnitsOfWork())
     with pytest.raises(RuntimeError, match="busy"):
         await rebuild_read_models(
@@ -214,6 +222,7 @@ async def test_a_rebuild_that_fails_releases_its_settled_heap() -> None:
             settle_heap=True,
         )
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
 
 
 async def test_a_heap_its_process_froze_before_is_left_as_it_was(
@@ -225,7 +234,7 @@ async def test_a_heap_its_process_froze_before_is_left_as_it_was(
     # garbage to a later collection): the rebuild must neither collect, freeze nor unfreeze.
     calls: list[str] = []
     monkeypatch.setattr(gc, "get_freeze_count", lambda: 1234)
-    for name in ("collect", "freeze", "unfreeze"):
+    for name in ("collect", "freeze", "unfreeze", "set_threshold"):
         monkeypatch.setattr(gc, name, lambda *_, name=name: calls.append(name))
     result = await rebuild_read_models(
         target=Target(MemoryUnitsOfWork()),

@@ -12,7 +12,10 @@ from followup_factories import MONDAY_9, RM_ID, an_event
 from prometheus_client import REGISTRY
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
+from branchline_followup.application.clock import FixedOffset, ServiceClock
 from branchline_followup.application.projector import Projection, apply_event
+from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.timers import run_due_timers
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.source_order import (
     SourcePlace,
@@ -20,6 +23,7 @@ from branchline_followup.domain.source_order import (
     in_source_order,
     recorded_ms,
 )
+from branchline_shared.clock import FixedClock
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import decode
 from branchline_shared.kafka.wire import SourcePosition
@@ -143,3 +147,67 @@ async def test_in_order_events_are_never_projected_again() -> None:
     live = await applied(events)
     assert reprojections() == before
     assert live.state.tasks == (await rebuilt(live, events)).state.tasks
+
+
+def promise_moved_and_kept() -> list[tuple[RecordedEvent, SourcePosition]]:
+    """A complaint's promised update (D-17) renegotiated before its deadline, then kept by the
+    resolution; the renegotiation reaches the worker only after the first deadline passed."""
+    start = MONDAY_9 - timedelta(days=10)
+    complaint = {"complaint_id": "K-1"}
+    events = [
+        an_event("client.registered", {"client_type": "individual", "rm_id": RM_ID}, at=start),
+        an_event(
+            "complaint.received",
+            {**complaint, "severity": "general", "summary": "x"},
+            at=start + timedelta(minutes=1),
+        ),
+        an_event(
+            "complaint.progress_reported",
+            {**complaint, "note": "x", "next_update_by": (start + timedelta(days=2)).isoformat()},
+            at=start + timedelta(hours=1),
+        ),
+        an_event(
+            "complaint.promise_renegotiated",
+            {
+                **complaint,
+                "promised_by": (start + timedelta(days=6)).isoformat(),
+                "reason": "awaiting_third_party",
+                "alternative": "x",
+                "client_told": True,
+            },
+            at=start + timedelta(days=1),
+        ),
+        an_event(
+            "complaint.resolved", {**complaint, "resolution": "x"}, at=start + timedelta(days=4)
+        ),
+    ]
+    return [(e, SourcePosition("intake", n)) for n, e in enumerate(events, start=1)]
+
+
+async def test_an_overdue_timer_of_a_deadline_moved_then_closed_is_dropped_in_any_order() -> None:
+    """The promise's timer fires at its first deadline while the renegotiation (recorded
+    before it) is still on its way; applied, the renegotiation arms the timer of the new
+    deadline, and the resolution closes the promise, dropping that unfired timer. A rebuild
+    applies the renegotiation and the resolution before the recorded ``followup.overdue``
+    (recorded later): that event must not bring back a fired timer the worker does not have
+    (the task closed at another deadline than the event's)."""
+    events = promise_moved_and_kept()
+    units = MemoryUnitsOfWork()
+    projection = Projection(FollowupPolicy(), task_creations_topic="followup.events")
+    for event, position in events[:3]:
+        assert await apply_event(units, decode(event), projection, position)
+    fired_at = events[0][0].occurred_at + timedelta(days=3)
+    ctx = FollowupContext(
+        pool=None,  # type: ignore[arg-type]  # the use cases under test write through ``units``
+        units=units,
+        projection=projection,
+        topic="followup.events",
+        clock=ServiceClock(FixedOffset(), FixedClock(fired_at), dev_mode=False),
+    )
+    assert (await run_due_timers(ctx, fired_at)).fired >= 1
+    for event, position in events[3:]:
+        assert await apply_event(units, decode(event), projection, position)
+    a, b = (await rebuilt(units, events)).state, units.state
+    assert b.tasks == a.tasks
+    assert b.overdue == a.overdue
+    assert b.timers == a.timers

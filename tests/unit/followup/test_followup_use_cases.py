@@ -38,6 +38,7 @@ from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.typed import UnreadablePayload, decode
+from branchline_shared.events.vocabulary import FollowupOutcome
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import (
     SourcePosition,
@@ -175,7 +176,7 @@ async def test_an_rm_completes_their_task_as_a_recorded_event(
         survey.id,
         actor=Actor(id=RM_ID, role="rm"),
         may_act=lambda assignee: assignee == RM_ID,
-        outcome="contacted",
+        outcome=FollowupOutcome.CONTACTED,
     )
     assert done.status is TaskStatus.DONE
     assert done.closed_at == MONDAY_9 + timedelta(hours=2)
@@ -202,7 +203,7 @@ async def test_an_action_outside_the_callers_scope_changes_nothing(
             survey.id,
             actor=Actor(id="rm-other", role="rm"),
             may_act=lambda assignee: assignee == "rm-other",
-            outcome="contacted",
+            outcome=FollowupOutcome.CONTACTED,
         )
     assert units.state.events == events_before
     assert units.state.tasks[survey.id].status is TaskStatus.OPEN
@@ -454,3 +455,40 @@ async def test_creations_pending_in_a_unit_count_as_recorded_until_recorded_at_i
         "followup",
         creation.position.global_position,
     )
+
+
+async def test_an_event_saves_and_rearms_exactly_the_tasks_it_changes(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # #12: the projection no longer copies a client's open tasks before the rules run, and
+    # skips the save when no step made a new mapping; an escalation (which changes a task
+    # outside the rules) must still be saved, with its timers re-armed
+    from branchline_followup.adapters import memory_unit_of_work
+
+    survey = await project_visit(units, projection)
+    saved: list[list[FollowupTask]] = []
+    save = memory_unit_of_work._Tasks.save
+
+    async def counted(self: Any, tasks: Any) -> None:
+        saved.append(list(tasks))
+        await save(self, tasks)
+
+    monkeypatch.setattr(memory_unit_of_work._Tasks, "save", counted)
+
+    arrived = an_event("visit.arrived", {"visit_id": "V-2"}, at=MONDAY_9 + timedelta(hours=1))
+    assert await apply_event(units, decode(arrived), projection)
+    assert saved == []
+    assert units.state.tasks[survey.id] == survey
+
+    escalated = an_event(
+        "followup.escalated",
+        {"task_id": str(survey.id), "supervisor_id": "sup-1"},
+        at=MONDAY_9 + timedelta(hours=2),
+    )
+    assert await apply_event(units, decode(escalated), projection)
+    assert [[t.id for t in tasks] for tasks in saved] == [[survey.id]]
+    assert units.state.tasks[survey.id].escalated_to == "sup-1"
+    armed = {
+        r.kind for r in units.state.timers.values() if r.task_id == survey.id and r.fired_at is None
+    }
+    assert armed == {"overdue"}  # escalated: no escalate timer any more

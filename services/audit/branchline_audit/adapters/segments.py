@@ -46,8 +46,7 @@ async def _read_and_verify(
         auditor = SegmentAuditor(segment, checkpoint_sizes)
         rows = PostgresLedger(pool).scan_rows(after_position=segment.low, through=segment.high)
         async for page in rows:
-            for row in page:
-                auditor.feed_row(row)
+            auditor.feed_rows(page)
         return auditor.result()
     finally:
         await pool.close()

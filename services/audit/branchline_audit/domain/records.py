@@ -93,18 +93,19 @@ def index_row(
         raise NotAnEnvelope(f"occurred_at is not an RFC 3339 time: {occurred!r}") from error
     if occurred_at is not None and occurred_at.tzinfo is None:
         raise NotAnEnvelope("occurred_at must carry an offset")
+    # A text column holds a string value only; each test written out, not a call per column
+    # per appended entry (#12).
+    client_id = event.get("client_id")
+    actor_id = actor.get("id") if type(actor) is dict or isinstance(actor, Mapping) else None
+    branch_id = event.get("branch_id")
     return (
         event_id,
         event_type,
-        _text(event.get("client_id")),
-        _text(actor.get("id")) if type(actor) is dict or isinstance(actor, Mapping) else None,
-        _text(event.get("branch_id")),
+        client_id if isinstance(client_id, str) else None,
+        actor_id if isinstance(actor_id, str) else None,
+        branch_id if isinstance(branch_id, str) else None,
         occurred_at,
     )
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def audit_event(

@@ -42,6 +42,22 @@ async def record_refusal(conn: PgConnection, typed: Decoded) -> None:
     )
 
 
+RULES = """
+WITH RECURSIVE rules AS (
+    (SELECT rule FROM fu_refusals ORDER BY rule LIMIT 1)
+    UNION ALL
+    SELECT (SELECT f.rule FROM fu_refusals f WHERE f.rule > r.rule ORDER BY f.rule LIMIT 1)
+    FROM rules r WHERE r.rule IS NOT NULL
+)
+SELECT rule FROM rules WHERE rule IS NOT NULL
+"""
+"""Every rule that refused something, in order: ``SELECT DISTINCT rule ... ORDER BY rule``
+read as one index probe per rule (``fu_refusals_by_rule``, console migration 003), where the
+DISTINCT read every refusal ever recorded (#12). ``rule`` is NOT NULL and compared in the
+column's (deterministic) collation, so the walk meets each distinct rule once, in the same
+order."""
+
+
 @dataclass(frozen=True)
 class RefusalSelection:
     rule: str | None = None
@@ -54,6 +70,38 @@ class RefusalSelection:
     """Also refusals about no client or a client followup does not know (admins)."""
 
 
+def refusals_statement(selection: RefusalSelection) -> tuple[str, list[Any]]:
+    """The page's SQL with only the selection's conditions (#12): as ``($1 IS NULL OR rule =
+    $1)`` and the like, a generic plan could not tell a condition that is off from one that is
+    on, and a rule's page walked every refusal newest first, filtering. A rule's page reads
+    its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if selection.rule is not None:
+        clauses.append(f"r.rule = {param(selection.rule)}")
+    if selection.branch_id is not None:
+        clauses.append(f"r.branch_id = {param(selection.branch_id)}")
+    if selection.rm_in is not None:
+        clauses.append(f"c.rm_id = ANY({param(sorted(selection.rm_in))}::text[])")
+    if selection.rm_not_in is not None:
+        clauses.append(f"NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
+    if not selection.any_client:
+        clauses.append("c.rm_id IS NOT NULL")
+    sql = (
+        "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "  # noqa: S608 - fixed conditions, bound values
+        "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
+        "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
+        f"WHERE {' AND '.join(clauses) or 'true'} "
+        f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {param(PAGE_LIMIT)}"
+    )
+    return sql, params
+
+
 @dataclass(frozen=True)
 class RefusalPage:
     rows: list[dict[str, Any]]
@@ -64,22 +112,7 @@ class RefusalPage:
 async def refusals(pool: PgPool, selection: RefusalSelection) -> RefusalPage:
     """Newest first (by the refused event's instant), at most ``PAGE_LIMIT``."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        rows = await conn.fetch(
-            "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "
-            "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
-            "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
-            "WHERE ($1::text IS NULL OR r.rule = $1) "
-            "AND ($2::text IS NULL OR r.branch_id = $2) "
-            "AND ($3::text[] IS NULL OR c.rm_id = ANY($3::text[])) "
-            "AND ($4::text[] IS NULL OR NOT (c.rm_id = ANY($4::text[]))) "
-            "AND ($5::boolean OR c.rm_id IS NOT NULL) "
-            "ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT $6",
-            selection.rule,
-            selection.branch_id,
-            None if selection.rm_in is None else sorted(selection.rm_in),
-            None if selection.rm_not_in is None else sorted(selection.rm_not_in),
-            selection.any_client,
-            PAGE_LIMIT,
-        )
-        rules = await conn.fetch("SELECT DISTINCT rule FROM fu_refusals ORDER BY rule")
+        sql, params = refusals_statement(selection)
+        rows = await conn.fetch(sql, *params)
+        rules = await conn.fetch(RULES)
     return RefusalPage(rows=[dict(r) for r in rows], rules=[r["rule"] for r in rules])

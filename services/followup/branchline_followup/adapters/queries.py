@@ -105,7 +105,13 @@ async def list_tasks(
     now: datetime,
     due_soon_window: timedelta,
 ) -> list[dict[str, Any]]:
-    """Tasks ordered by (due_at, id), the page after the keyset ``after``."""
+    """Tasks ordered by (due_at, id), the page after the keyset ``after``.
+
+    A team's page (``assignee_in``) is each member's page, by the work list's index
+    (assignee, due_at, id), merged: at most a page per member is read. As one walk of the
+    tasks in due order filtered by ``assignee = ANY(...)`` (a generic plan's choice, blind to
+    how few the team's tasks are), it read every task to fill the page of a team with few
+    (#12)."""
     clauses: list[str] = []
     params: list[Any] = []
 
@@ -115,8 +121,9 @@ async def list_tasks(
 
     if where.assignee is not None:
         clauses.append(f"assignee = {param(where.assignee)}")
+    team = None
     if where.assignee_in is not None:
-        clauses.append(f"assignee = ANY({param(sorted(where.assignee_in))}::text[])")
+        team = param(sorted(where.assignee_in))
     if where.assignee_not_in:
         clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
     if where.kind is not None:
@@ -143,12 +150,20 @@ async def list_tasks(
         wanted = limit - len(rows)
         page_params = list(params)
         sql = f"SELECT {TASK_VIEW_COLUMNS}, {_KEY} FROM fu_tasks WHERE {where_sql}"  # noqa: S608 - fixed identifiers, bound values
+        if team is not None:
+            sql += " AND fu_tasks.assignee = team.member"
         if keyset is not None:
             page_params += [keyset[0], keyset[1]]
             n = len(page_params)
             sql += f" AND (fu_tasks.due_at, fu_tasks.id) > (${n - 1}::text::timestamptz, ${n})"
         page_params.append(wanted)
         sql += f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
+        if team is not None:
+            sql = (
+                f"SELECT page.* FROM unnest({team}::text[]) AS team(member) "  # noqa: S608 - fixed identifiers, bound values
+                f"CROSS JOIN LATERAL ({sql}) AS page "
+                f"ORDER BY page.key_due_at::timestamptz, page.id LIMIT ${len(page_params)}"
+            )
         raw = await pool.fetch(sql, *page_params)
         rows += decode_rows(raw, task_row, query="followups.list")
         if len(raw) < wanted:

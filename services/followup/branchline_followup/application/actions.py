@@ -23,12 +23,15 @@ from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.suitability import completion_missing
 from branchline_shared.events.catalogue import (
     EventType,
+    FollowupCompleted,
     FollowupReassigned,
     RefusedEvent,
     RuleViolationRefused,
+    SatisfactionScores,
 )
 from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.events.personal_data import redact_personal
+from branchline_shared.events.vocabulary import FollowupOutcome
 
 RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 
@@ -174,6 +177,30 @@ async def _record_action(
     return changed
 
 
+def completion(
+    task: FollowupTask,
+    *,
+    outcome: FollowupOutcome,
+    note: str | None,
+    next_contact_at: datetime | None,
+    scores: SatisfactionScores | None,
+    client_warned: bool | None,
+) -> FollowupCompleted:
+    """``followup.completed``'s payload, made by its catalogue model like every other event's:
+    the outcome a code, the note bounded and sealable, the scores 0..100 (D-10), the next
+    contact an aware instant (D-08), the D-15 warning a strict boolean. Its JSON form is the
+    bytes the dict it replaces was normalised to (#12)."""
+    return FollowupCompleted(
+        task_id=str(task.id),
+        outcome=outcome,
+        kind=task.kind,
+        note=note,
+        next_contact_at=next_contact_at,
+        scores=scores,
+        client_warned=client_warned,
+    )
+
+
 async def complete_task(
     ctx: FollowupContext,
     task_id: uuid.UUID,
@@ -181,11 +208,11 @@ async def complete_task(
     actor: Actor,
     may_act: Callable[[str], bool],
     may_grade: Callable[[str], bool] = lambda _assignee: True,
-    outcome: str,
+    outcome: FollowupOutcome,
     submitted_by: Submitter | None = None,
     note: str | None = None,
     next_contact_at: datetime | None = None,
-    scores: dict[str, float] | None = None,
+    scores: SatisfactionScores | None = None,
     client_warned: bool | None = None,
 ) -> FollowupTask:
     """Complete an open task (``followup.completed``) if ``may_act`` on its assignee (the
@@ -198,19 +225,14 @@ async def complete_task(
         task = await _locked_open_task(uow, task_id, may_act, actor.id)
         if scores is not None and not may_grade(task.assignee):
             raise SelfGrading(task, actor.id)
-        data: dict[str, Any] = {
-            "task_id": str(task.id),
-            "outcome": outcome,
-            "kind": task.kind.value,
-        }
-        if note is not None:
-            data["note"] = note
-        if next_contact_at is not None:
-            data["next_contact_at"] = next_contact_at
-        if scores is not None:
-            data["scores"] = scores
-        if client_warned is not None:
-            data["client_warned"] = client_warned
+        data = completion(
+            task,
+            outcome=outcome,
+            note=note,
+            next_contact_at=next_contact_at,
+            scores=scores,
+            client_warned=client_warned,
+        ).model_dump(mode="json", exclude_none=True)
         missing = completion_missing(task, client_warned)
         if missing:
             # the refusal is recorded and committed; the task stays open

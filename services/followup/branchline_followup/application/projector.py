@@ -37,15 +37,13 @@ from branchline_followup.domain import (
     TimerKind,
     apply_commands,
     decide,
-    lifecycle_stage,
     mark_escalated,
-    next_stage_change_at,
     on_stage_changed,
     timer_id_for,
     timers_for,
 )
 from branchline_followup.domain.records import ClientFacts
-from branchline_shared.domain.classification import risk_level
+from branchline_shared.domain.classification import risk_level, stage_and_next_change
 from branchline_shared.domain.ids import name_uuid
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
@@ -264,7 +262,9 @@ async def _project_kept(
     )
 
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}
-    tasks = dict(before)
+    # not copied: every step below returns a new mapping when it changes a task, so ``tasks``
+    # still being ``before`` means no task changed (#12: most events change none)
+    tasks = before
     if event.type in HANDLED_EVENT_TYPES:
         tasks = apply_commands(tasks, decide(typed, client, list(tasks.values()), policy))
     if stage is not previous_stage:
@@ -300,6 +300,8 @@ async def _save_changed_tasks(
     topic: str | None = None,
     creations: PendingCreations | None = None,
 ) -> None:
+    if tasks is before:  # no command was applied: nothing to create, save or re-arm (#12)
+        return
     created = {
         task_id: t
         for task_id, t in tasks.items()
@@ -311,6 +313,8 @@ async def _save_changed_tasks(
         tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
     # the same object is unchanged: only the tasks a command made are compared (#12)
     changed = [t for task_id, t in tasks.items() if (b := before.get(task_id)) is not t and b != t]
+    if not changed:  # saving and syncing no task writes nothing (#12)
+        return
     await uow.tasks.save(changed)
     await uow.timers.sync_all([(task, timers_for(task, policy)) for task in changed])
 
@@ -340,11 +344,9 @@ async def apply_stage_changes(
     while facts.stage_changes_at is not None and facts.stage_changes_at <= until:
         at = facts.stage_changes_at
         previous = LifecycleStage(facts.lifecycle_stage)
-        lifecycle = facts.lifecycle()
-        stage = lifecycle_stage(lifecycle, at, policy)
+        stage, facts.stage_changes_at = stage_and_next_change(facts.lifecycle(), at, policy)
         facts.lifecycle_stage = stage.value
         facts.stage_as_of = at
-        facts.stage_changes_at = next_stage_change_at(lifecycle, at, policy)
         due += 1
         if stage is previous:
             continue
@@ -465,14 +467,15 @@ async def _apply_followup_event(
     if event.type in (FOLLOWUP_OVERDUE, FOLLOWUP_ESCALATED):
         kind = TimerKind.OVERDUE if event.type == FOLLOWUP_OVERDUE else TimerKind.ESCALATE
         fire_at = event.occurred_at
-        await uow.timers.record_fired(
-            timer_id=timer_id_for(task_id, kind),
-            task_id=task_id,
-            client_id=event.subject_id,
-            kind=kind.value,
-            fire_at=fire_at,
-            event_id=event.event_id,
-        )
+        if kind is TimerKind.ESCALATE or await _still_due_at(uow, tasks, task_id, fire_at):
+            await uow.timers.record_fired(
+                timer_id=timer_id_for(task_id, kind),
+                task_id=task_id,
+                client_id=event.subject_id,
+                kind=kind.value,
+                fire_at=fire_at,
+                event_id=event.event_id,
+            )
         if kind is TimerKind.OVERDUE:
             await uow.tasks.set_overdue(task_id, event.occurred_at)
             return tasks
@@ -486,6 +489,27 @@ async def _apply_followup_event(
     elif event.type == FOLLOWUP_COMPLETED:
         await uow.tasks.set_outcome(task_id, payload_as(typed, c.FollowupCompleted).outcome.value)
     return tasks
+
+
+async def _still_due_at(
+    uow: FollowupUnitOfWork,
+    tasks: dict[uuid.UUID, FollowupTask],
+    task_id: uuid.UUID,
+    deadline: datetime,
+) -> bool:
+    """Whether the task's deadline is still ``deadline`` (or the task is unknown), so the
+    overdue event of that deadline is recorded on its timer.
+
+    The worker fires a deadline the task is later moved from (a reschedule recorded before it,
+    applied after): the move arms the timer again for the new deadline, and a closure then
+    drops it unfired. A rebuild or a client's re-projection applies the move and the closure
+    first (source order; followup's own events are recorded later) and must end the same: the
+    event of the old deadline leaves the timer as the move and the closure left it, instead
+    of creating a fired row the worker does not have."""
+    task = tasks.get(task_id)
+    if task is None:
+        task = await uow.tasks.get(task_id)
+    return task is None or task.due_at == deadline
 
 
 async def _record_quality_facts(uow: FollowupUnitOfWork, typed: Decoded, rm_id: str | None) -> None:

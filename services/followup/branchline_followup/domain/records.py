@@ -12,8 +12,7 @@ from decimal import Decimal
 from branchline_shared.domain.classification import (
     LifecycleFacts,
     LifecycleThresholds,
-    lifecycle_stage,
-    next_stage_change_at,
+    stage_and_next_change,
 )
 from branchline_shared.events.vocabulary import LifecycleStage
 
@@ -70,8 +69,8 @@ class ClientFacts:
             self.identity_verified_at is None or self.first_business_at is None
         ):
             return LifecycleStage.PROSPECT, None
-        lifecycle = self.lifecycle()
-        return lifecycle_stage(lifecycle, at, policy), next_stage_change_at(lifecycle, at, policy)
+        # the facts built once and the stage at ``at`` computed once for both answers (#12)
+        return stage_and_next_change(self.lifecycle(), at, policy)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,7 @@ async def complete(
             outcome=body.outcome,
             note=body.note,
             next_contact_at=body.next_contact_at,
-            scores=body.scores.model_dump() if body.scores else None,
+            scores=body.scores,
             client_warned=body.client_warned,
             submitted_by=submitter_of(principal),
         )

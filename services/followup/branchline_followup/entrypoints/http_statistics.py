@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -51,7 +51,8 @@ async def get_complaint_statistics(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response | StatisticsReport:
     """Complaints received at the branches of ``profile`` in ``[from, to)`` (default: the
-    current calendar quarter), counted in the profile's format (``finra_4530_quarterly``,
+    current calendar quarter; a period given by one bound only ends or starts with that
+    bound's quarter), counted in the profile's format (``finra_4530_quarterly``,
     ``cn_regulator_periodic`` or ``complaint_statistics``); ``format=csv`` for the rows as CSV.
     The same events always give the same report (resolutions count up to ``min(now, to)``)."""
     for name, value in (("from", period_from), ("to", period_to)):
@@ -61,7 +62,15 @@ async def get_complaint_statistics(
     now = await ctx.clock.now()
     if period_from is None or period_to is None:
         calendar = policy.calendar_for(None)
-        quarter = statistics_quarter(now, calendar)
+        # The quarter of the bound given, so the answer does not depend on the day it is
+        # asked (``to`` is exclusive: its quarter is the one of the instant before it).
+        if period_from is not None:
+            anchor = period_from
+        elif period_to is not None:
+            anchor = period_to - timedelta(microseconds=1)
+        else:
+            anchor = now
+        quarter = statistics_quarter(anchor, calendar)
         next_start = date.fromordinal(quarter.ends_on.toordinal() + 1)
         period_from = period_from or calendar.at_local(quarter.starts_on, time(0))
         period_to = period_to or calendar.at_local(next_start, time(0))

@@ -43,6 +43,7 @@ from branchline_shared.console.web import (
     site_of,
 )
 from branchline_shared.events.catalogue import SatisfactionScores
+from branchline_shared.events.vocabulary import FollowupOutcome
 from branchline_shared.http.auth import Principal, Role
 
 Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
@@ -166,7 +167,7 @@ class FormInvalid(Exception):
         self.message = message
 
 
-def _scores(values: dict[str, str]) -> dict[str, float] | None:
+def _scores(values: dict[str, str]) -> SatisfactionScores | None:
     """All five D-10 scores (integers 0..100), or none."""
     given = {k: v.strip() for k, v in values.items() if v.strip()}
     if not given:
@@ -174,7 +175,7 @@ def _scores(values: dict[str, str]) -> dict[str, float] | None:
     if len(given) != len(DIMENSIONS):
         raise FormInvalid(N_("Give all five satisfaction scores, or none."))
     try:
-        return SatisfactionScores.model_validate({k: int(v) for k, v in given.items()}).model_dump()
+        return SatisfactionScores.model_validate({k: int(v) for k, v in given.items()})
     except (ValueError, ValidationError):
         raise FormInvalid(N_("Each score is a whole number from 0 to 100.")) from None
 
@@ -228,7 +229,7 @@ async def complete(
             may_act=lambda assignee: task_in_scope(principal, staff_of(request), assignee),
             may_grade=lambda assignee: may_grade(principal, assignee),
             submitted_by=submitter_of(principal),
-            outcome=outcome,
+            outcome=FollowupOutcome(outcome),
             note=note.strip() or None,
             next_contact_at=_next_contact(next_contact_at, zone),
             scores=_scores(

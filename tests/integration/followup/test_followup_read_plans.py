@@ -1,0 +1,264 @@
+"""The followup API's and console's reads on generic plans (#12).
+
+asyncpg prepares every statement; after five runs PostgreSQL may switch to a generic plan,
+planned blind to the bound values. Each read below is run against a filled database through a
+pool that records its statements, and each statement's generic plan must read no table that
+grows with activity (tasks, visits, surveys, complaints, refusals, timelines...) by a
+sequential scan. The worker's statements are checked in ``test_followup_client_indexes``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+
+from branchline_followup.adapters import console_queries, console_refusals, queries
+from branchline_followup.adapters import service_loop_queries as loop
+from branchline_followup.adapters.console_read_models import client_page_records
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_shared.postgres.pool import PgPool
+from branchline_shared.settings import BranchlineSettings
+from tests.support.generic_plans import Recording, whole_reading_statements
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+N = 20_000
+CLIENTS = N // 10
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+FILL = f"""
+INSERT INTO fu_clients (client_id, client_type, rm_id, branch_id, registered_at, last_event_at)
+SELECT 'C-' || n, 'individual', 'rm-' || (n % 50), 'BR-' || (n % 20), now(), now()
+FROM generate_series(1, {CLIENTS}) AS n;
+INSERT INTO fu_tasks (id, kind, rule, client_id, branch_id, assignee, subject, opened_at,
+                      due_at, deadline_profile, source_event_id, status, closed_at)
+SELECT gen_random_uuid(), 'survey', 'D-07', 'C-' || (n % {CLIENTS}), 'BR-' || (n % 20),
+       'rm-' || (n % 50), 's', now() - interval '1 year',
+       timestamptz '2026-01-01' + n * interval '17 minutes', 'calendar', gen_random_uuid(),
+       CASE WHEN n % 20 = 0 THEN 'open' WHEN n % 3 = 0 THEN 'cancelled' ELSE 'done' END,
+       CASE WHEN n % 20 = 0 THEN NULL
+            ELSE timestamptz '2026-01-01' + n * interval '17 minutes' END
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_visits (client_id, visit_id, branch_id, rm_id, arrived_at, started_at)
+SELECT 'C-' || (n % {CLIENTS}), 'V-' || n, 'BR-' || (n % 20), 'rm-' || (n % 50),
+       CASE WHEN n % 4 <> 0 THEN timestamptz '2026-01-01' + n * interval '17 minutes' END,
+       timestamptz '2026-01-01' + n * interval '17 minutes'
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_surveys (event_id, client_id, branch_id, rm_id, visit_id, answered_at, attitude,
+                        professionalism, response_speed, risk_management, convenience)
+SELECT gen_random_uuid(), 'C-' || (n % {CLIENTS}), 'BR-' || (n % 20), 'rm-' || (n % 50),
+       'V-' || n, timestamptz '2026-01-01' + n * interval '17 minutes', 80, 80, 80, 80, 80
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_complaints (client_id, complaint_id, branch_id, rm_id, severity, received_at,
+                           status)
+SELECT 'C-' || (n % {CLIENTS}), 'K-' || n, 'BR-' || (n % 20), 'rm-' || (n % 50), 'low',
+       timestamptz '2026-01-01' + n * interval '17 minutes',
+       CASE WHEN n % 10 = 0 THEN 'received' ELSE 'closed' END
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_corrective_actions (client_id, complaint_id, action_id, branch_id, root_cause,
+                                   action_kind, owner_id, planned_at, due_at)
+SELECT 'C-' || (n % {CLIENTS}), 'K-' || n, 'A-1', 'BR-' || (n % 20), 'process', 'training',
+       'rm-' || (n % 50), timestamptz '2026-01-01' + n * interval '17 minutes',
+       timestamptz '2026-01-08' + n * interval '17 minutes'
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_renegotiations (event_id, client_id, branch_id, rm_id, subject, reason,
+                               renegotiated_at, promised_by)
+SELECT gen_random_uuid(), 'C-' || (n % {CLIENTS}), 'BR-' || (n % 20), 'rm-' || (n % 50), 's',
+       'r', timestamptz '2026-01-01' + n * interval '17 minutes',
+       timestamptz '2026-01-08' + n * interval '17 minutes'
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_business_events (event_id, client_id, occurred_at, product_risk, amount)
+SELECT gen_random_uuid(), 'C-' || (n % {CLIENTS}),
+       timestamptz '2026-01-01' + n * interval '17 minutes', 'R2', 100
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_client_timeline (client_id, occurred_at, event_id, type, branch_id, actor_id,
+                                actor_role)
+SELECT 'C-' || (n % {CLIENTS}), timestamptz '2026-01-01' + n * interval '17 minutes',
+       gen_random_uuid(), 'visit.arrived', 'BR-' || (n % 20), 'rm-1', 'rm'
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_client_consents (client_id, purpose, granted, changed_at)
+SELECT 'C-' || n, 'marketing', true, now() FROM generate_series(1, {CLIENTS}) AS n;
+INSERT INTO fu_client_assessments (client_id, level, assessed_at, event_id)
+SELECT 'C-' || n, 'balanced', now(), gen_random_uuid() FROM generate_series(1, {CLIENTS}) AS n;
+INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, branch_id, client_id,
+                         refused_type, actor_id, actor_role)
+SELECT gen_random_uuid(), 'D-' || lpad((n % 17 + 1)::text, 2, '0'), 't',
+       timestamptz '2026-01-01' + n * interval '17 minutes', now(), 'BR-' || (n % 20),
+       'C-' || (n % {CLIENTS}), 'visit.arrived', 'rm-1', 'rm'
+FROM generate_series(1, {N}) AS n;
+INSERT INTO fu_staff (staff_id, branch_id)
+SELECT 'rm-' || n, 'BR-' || (n % 20) FROM generate_series(0, 49) AS n;
+INSERT INTO fu_staff_training (event_id, staff_id, hours, completed_at)
+SELECT gen_random_uuid(), 'rm-' || (n % 50), 2,
+       timestamptz '2026-01-01' + n * interval '17 minutes'
+FROM generate_series(1, {N}) AS n;
+ANALYZE;
+"""
+
+WALKS = {"the default team's tasks": frozenset({"fu_tasks"})}
+"""Reads left to walk an index filtering, and why. The default supervisor's team is every
+member of staff but the other supervisors' teams (``assignee <> ALL``): its page walks the
+tasks in due order and stops at the page's last row; its members are most of the staff, so
+the walk reads about a page per page, not the table (no index finds "everyone but")."""
+SMALL = frozenset({"fu_staff"})
+"""Tables that grow with the staff, not with activity: a scan of them is a scan of the
+organisation chart."""
+
+
+@pytest.fixture
+async def filled(settings: BranchlineSettings) -> AsyncIterator[PgPool]:
+    await prepare_database(settings)
+    pool = await open_read_model_pool(settings)
+    try:
+        await pool.execute(FILL)
+        yield pool
+    finally:
+        await pool.close()
+
+
+T = NOW - timedelta(days=30)
+TASK = uuid.uuid4()
+Read = Callable[[PgPool], Awaitable[object]]
+
+
+def tasks(where: queries.TaskFilter, after: bool = False) -> Read:
+    return lambda pool: queries.list_tasks(
+        pool,
+        where=where,
+        after=(T, TASK) if after else None,
+        limit=50,
+        now=NOW,
+        due_soon_window=timedelta(days=2),
+    )
+
+
+READS: dict[str, Read] = {
+    "work list": tasks(queries.TaskFilter(assignee="rm-7")),
+    "work list, next page": tasks(queries.TaskFilter(assignee="rm-7"), after=True),
+    "work list, open": tasks(queries.TaskFilter(assignee="rm-7", status="open")),
+    "work list, overdue": tasks(queries.TaskFilter(assignee="rm-7", status="overdue")),
+    "work list, due soon": tasks(queries.TaskFilter(assignee="rm-7", status="due_soon")),
+    "work list, on track": tasks(queries.TaskFilter(assignee="rm-7", status="on_track")),
+    "work list, kind": tasks(queries.TaskFilter(assignee="rm-7", kind="survey")),
+    "all tasks": tasks(queries.TaskFilter()),
+    "all tasks, overdue": tasks(queries.TaskFilter(status="overdue")),
+    "all tasks, done": tasks(queries.TaskFilter(status="done"), after=True),
+    "all tasks, due before": tasks(queries.TaskFilter(due_before=NOW)),
+    "a client's tasks": tasks(queries.TaskFilter(client_id="C-7")),
+    "a team's tasks": tasks(queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}))),
+    "a team's overdue tasks": tasks(
+        queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), status="overdue")
+    ),
+    "the default team's tasks": tasks(queries.TaskFilter(assignee_not_in=frozenset({"rm-7"}))),
+    "a task": lambda pool: queries.fetch_task_view(pool, TASK),
+    "client 360": lambda pool: queries.client_record(pool, "C-7"),
+    "client page": lambda pool: client_page_records(pool, "C-7"),
+    "client service loop": lambda pool: loop.client_service_loop(pool, "C-7"),
+    "team board": lambda pool: console_queries.team_board(
+        pool, now=NOW, due_soon_until=NOW + timedelta(days=2), done_since=NOW - timedelta(days=1)
+    ),
+    "refusals": lambda pool: console_refusals.refusals(
+        pool, console_refusals.RefusalSelection(any_client=True)
+    ),
+    "refusals of a team": lambda pool: console_refusals.refusals(
+        pool, console_refusals.RefusalSelection(rule="D-03", rm_in=frozenset({"rm-7"}))
+    ),
+    "quality of a branch": lambda pool: queries.quality_records(
+        pool, branch_id="BR-3", rm_id=None, start=T, end=NOW
+    ),
+    "quality of an RM": lambda pool: queries.quality_records(
+        pool, branch_id=None, rm_id="rm-7", start=T, end=NOW
+    ),
+    "improvement of a branch": lambda pool: loop.improvement_records(
+        pool, branch_id="BR-3", rm_id=None, start=T, end=NOW
+    ),
+    "improvement of an RM": lambda pool: loop.improvement_records(
+        pool, branch_id=None, rm_id="rm-7", start=T, end=NOW
+    ),
+    "complaint statistics": lambda pool: loop.statistics_records(
+        pool, branch_ids=None, start=T, end=NOW
+    ),
+    "complaint statistics of branches": lambda pool: loop.statistics_records(
+        pool, branch_ids=["BR-3", "BR-4"], start=T, end=NOW
+    ),
+}
+
+
+async def test_no_read_scans_a_growing_table_on_its_generic_plan(filled: PgPool) -> None:
+    """One filled database for every read (filling it is most of the test's time); every
+    scanning statement is reported, not only the first."""
+    scans: dict[str, str] = {}
+    for name, read in READS.items():
+        statements: list[str] = []
+        await read(cast(PgPool, Recording(filled, statements)))
+        assert statements, name
+        small = SMALL | WALKS.get(name, frozenset())
+        whole = await whole_reading_statements(filled, statements, small=small)
+        for statement, plan in whole.items():
+            scans.setdefault(statement, f"{name}:\n{plan}")
+    assert not scans, "\n\n".join(f"{s}\n{p}" for s, p in scans.items())
+
+
+OLD_BOARD = (
+    "SELECT assignee, "
+    "count(*) FILTER (WHERE status = 'open') AS open, "
+    "count(*) FILTER (WHERE status = 'open' AND due_at > $1 AND due_at <= $2) AS due_soon, "
+    "count(*) FILTER (WHERE status = 'open' AND due_at <= $1) AS overdue, "
+    "count(*) FILTER (WHERE status = 'open' AND escalated_to IS NOT NULL) AS escalated, "
+    "count(*) FILTER (WHERE status = 'done' AND closed_at >= $3) AS done_since "
+    "FROM fu_tasks WHERE status = 'open' OR closed_at >= $3 "
+    "GROUP BY assignee ORDER BY assignee"
+)
+"""The board's statement before #12: the rewritten one must count exactly as it did."""
+
+ODD_TASKS = """
+INSERT INTO fu_tasks (id, kind, rule, client_id, assignee, subject, opened_at, due_at,
+                      deadline_profile, source_event_id, status, closed_at, escalated_to)
+VALUES
+    -- open, escalated, and (a bad row) with a closing instant: counted once, as open
+    (gen_random_uuid(), 'survey', 'D-07', 'C-1', 'rm-odd-' || $2, 's', $1, $1, 'calendar',
+     gen_random_uuid(), 'open', $1, 'sup-1'),
+    -- only a recent cancellation: on the board, nothing counted
+    (gen_random_uuid(), 'survey', 'D-07', 'C-1', 'rm-cancelled-' || $2, 's', $1, $1, 'calendar',
+     gen_random_uuid(), 'cancelled', $1, NULL),
+    -- done before the window: not on the board
+    (gen_random_uuid(), 'survey', 'D-07', 'C-1', 'rm-old-' || $2, 's', $1, $1, 'calendar',
+     gen_random_uuid(), 'done', $1 - interval '2 days', NULL)
+"""
+
+
+async def test_the_team_board_counts_as_before(filled: PgPool) -> None:
+    for days in (0, 30, 200):
+        now = NOW - timedelta(days=days)
+        await filled.execute(ODD_TASKS, now, str(days))
+        board = await console_queries.team_board(
+            filled,
+            now=now,
+            due_soon_until=now + timedelta(days=2),
+            done_since=now - timedelta(days=1),
+        )
+        before = await filled.fetch(
+            OLD_BOARD, now, now + timedelta(days=2), now - timedelta(days=1)
+        )
+        assert [console_queries.BoardRow(**dict(r)) for r in before] == board
+        assignees = {r.assignee for r in board}
+        assert {f"rm-odd-{days}", f"rm-cancelled-{days}"} <= assignees
+        assert f"rm-old-{days}" not in assignees
+        assert any(r.done_since for r in board)
+        assert any(r.overdue for r in board)
+
+
+async def test_the_refusals_rules_are_the_distinct_rules_in_order(filled: PgPool) -> None:
+    await filled.execute(
+        "INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, "
+        "refused_type, actor_id, actor_role) "
+        "SELECT gen_random_uuid(), r, 't', now(), now(), 'x', 'a', 'rm' "
+        "FROM unnest(ARRAY['D-1', 'D-10', 'd-02', 'D-02 ', 'Ä', 'D-02']) AS r"
+    )
+    page = await console_refusals.refusals(filled, console_refusals.RefusalSelection())
+    want = await filled.fetch("SELECT DISTINCT rule FROM fu_refusals ORDER BY rule")
+    assert page.rules == [r["rule"] for r in want]
+    assert len(page.rules) == 17 + 4
