@@ -17,7 +17,7 @@ measured on its own (``--cpu`` prints this process's CPU per event and PostgreSQ
 
     python -m bench.followup_steady [--rate 250] [--seconds 20] [--backlog 3000]
                                     [--worker full|ack|off] [--relay-min-interval-s S]
-                                    [--statements] [--profile FILE]
+                                    [--statements] [--profile FILE] [--freeze]
 
 ``--worker`` splits the process's CPU per event between its parts: ``full`` is the worker as
 it runs; ``ack`` is the same consumer committing what it is handed without applying
@@ -30,7 +30,9 @@ no lag is printed: the CPU is taken over the publishing and a settling wait of
 relay, timer runner, pool resets, BEGIN and COMMIT included: each one round trip) and prints
 them per event by text; ``--profile`` writes a cProfile (CPU time) of the steady part (all of the
 process: the publishing too) sorted by cumulative time. At a low ``--rate`` (20) every event
-is a batch of one, so per event is per batch.
+is a batch of one, so per event is per batch. ``--freeze``: once the worker has started, the
+heap is frozen and the young collections made less often, as the worker process does once
+started (:func:`freeze_batch_heap`; the bench's own objects made before are frozen too).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 from branchline_shared.events.envelope import Actor, RecordedEvent  # noqa: E402
+from branchline_shared.http.startup_heap import freeze_batch_heap  # noqa: E402
 from branchline_shared.kafka.topics import declare_topics  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
 from branchline_shared.postgres.migrations import (  # noqa: E402
@@ -223,6 +226,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             async with worker_part(args.worker, settings), contextlib.AsyncExitStack() as watch:
                 await publish(registration(0, run))  # warm-up: the agent is assigned
                 await asyncio.sleep(3)
+                if args.freeze:
+                    freeze_batch_heap()
                 sent: dict[uuid.UUID, float] = {}
                 total = int(args.rate * args.seconds)
                 commits0 = await commits(conn)
@@ -327,6 +332,7 @@ def main() -> int:
     parser.add_argument("--relay-min-interval-s", type=float, default=None)
     parser.add_argument("--statements", action="store_true", help="statements per event")
     parser.add_argument("--profile", help="write a cProfile (CPU time) of the steady part here")
+    parser.add_argument("--freeze", action="store_true", help="freeze as the worker process")
     args = parser.parse_args()
     if args.statements:
         count_statements()

@@ -17,9 +17,9 @@ surveys), interleaved by time; ``registrations`` is what the benchmark writes (a
 registered, then a consent of each: one task created per registration).
 
 ``--freeze``: the start-up heap frozen as the worker process freezes it once started
-(:func:`freeze_startup_heap`), here once the pool and the projection are built and before the
-workload is generated: the bench's own messages are not frozen (they would make the collector's
-saving look larger than a worker's).
+(:func:`freeze_batch_heap`: its young collections made less often too), here once the pool
+and the projection are built and before the workload is generated: the bench's own messages
+are not frozen (they would make the collector's saving look larger than a worker's).
 
 ``--cprofile FILE``: the measured batches' CPU time per function (cProfile on
 ``time.process_time``, as :mod:`bench.profile_rebuild`'s; FILE: pstats, FILE.txt the top
@@ -49,7 +49,7 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
-from branchline_shared.http.startup_heap import freeze_startup_heap  # noqa: E402
+from branchline_shared.http.startup_heap import freeze_batch_heap  # noqa: E402
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
@@ -65,20 +65,24 @@ class CollectorTime:
     def __init__(self) -> None:
         self.seconds = [0.0, 0.0, 0.0]
         self.runs = [0, 0, 0]
+        self.longest = 0.0
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            took = time.perf_counter() - self._started
+            self.seconds[info["generation"]] += took
             self.runs[info["generation"]] += 1
+            self.longest = max(self.longest, took)
 
     def describe(self, events: int) -> str:
-        return ", ".join(
-            f"gen {g}: {self.runs[g]} runs, {1000 * self.seconds[g] / events:.3f} ms/event"
+        runs = ", ".join(
+            f"gen {g}: {self.runs[g]} runs, {1e6 * self.seconds[g] / events:.1f} µs/event"
             for g in range(3)
         )
+        return f"{runs}; longest {1000 * self.longest:.1f} ms"
 
 
 def count_statements() -> None:
@@ -140,7 +144,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         # As the running worker: task creations recorded in followup's store and outbox.
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
         if args.freeze:
-            freeze_startup_heap()
+            freeze_batch_heap()
         raws = raw_messages(workload(args.workload, args.clients))
         dead = CountedDeadLetters()
         warm, rest = raws[: args.batch], raws[args.batch :]
@@ -184,8 +188,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     print(
         f"{args.workload}{' (frozen start-up heap)' if args.freeze else ''}: "
         f"{n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
-        f"{statements / n:.2f} statements/event, {1000 * cpu / n:.2f} ms Python CPU/event "
-        f"({100 * cpu / wall:.0f}% of the wall time), {1000 * server_cpu / n:.2f} ms PostgreSQL "
+        f"{statements / n:.2f} statements/event, {1e6 * cpu / n:.1f} µs Python CPU/event "
+        f"({100 * cpu / wall:.0f}% of the wall time), {1e6 * server_cpu / n:.1f} µs PostgreSQL "
         f"CPU/event; {tasks} tasks, {dead.sent} dead-lettered; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )

@@ -25,7 +25,9 @@ import branchline_intake.bootstrap as intake_bootstrap
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.http.graceful import DrainingServer
 from branchline_shared.http.startup_heap import (
+    BATCH_YOUNG_THRESHOLD,
     SERVING_YOUNG_THRESHOLD,
+    freeze_batch_heap,
     freeze_serving_heap,
     freeze_startup_heap,
 )
@@ -72,11 +74,29 @@ def test_a_serving_intake_collects_its_young_objects_less_often() -> None:
         gc.set_threshold(*before)
 
 
+@pytest.mark.usefixtures("unfrozen")
+def test_the_followup_worker_collects_its_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        freeze_batch_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (BATCH_YOUNG_THRESHOLD, 10, 10)  # the older ones kept
+        assert BATCH_YOUNG_THRESHOLD > 700
+    finally:
+        gc.set_threshold(*before)
+
+
 # -- the entrypoints' stand-ins ------------------------------------------------------------
 
 
-def recorder(monkeypatch: pytest.MonkeyPatch, module: Any, steps: list[str]) -> None:
-    monkeypatch.setattr(module, "freeze_startup_heap", lambda: steps.append("frozen"))
+def recorder(
+    monkeypatch: pytest.MonkeyPatch,
+    module: Any,
+    steps: list[str],
+    freeze: str = "freeze_startup_heap",
+) -> None:
+    monkeypatch.setattr(module, freeze, lambda: steps.append("frozen"))
 
     def stop_on_signals() -> asyncio.Event:
         stop = asyncio.Event()
@@ -123,7 +143,7 @@ async def test_the_followup_worker_freezes_once_its_parts_have_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     steps: list[str] = []
-    recorder(monkeypatch, followup_bootstrap, steps)
+    recorder(monkeypatch, followup_bootstrap, steps, "freeze_batch_heap")
 
     @contextlib.asynccontextmanager
     async def running_worker_parts(_: Any) -> AsyncIterator[Any]:

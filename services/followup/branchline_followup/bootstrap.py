@@ -43,7 +43,7 @@ from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
-from branchline_shared.http.startup_heap import freeze_startup_heap
+from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
@@ -307,8 +307,9 @@ async def run_worker(settings: FollowupSettings) -> None:
         checks["postgres"] = lambda: is_reachable(runtime.pool)
         checks["kafka"] = lambda: broker_is_reachable(settings.kafka_bootstrap)
         # Started: what is loaded by now lives as long as the process, and the collector
-        # need not walk it again on every gen-2 collection (#12).
-        freeze_startup_heap()
+        # need not walk it again on every gen-2 collection; a batch's objects live until it
+        # commits, so young collections are made less often (#12).
+        freeze_batch_heap()
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([worker.consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

@@ -1,9 +1,11 @@
-"""The rebuild's copies of a client's facts are what ``copy.copy`` makes (#12)."""
+"""The rebuild's and the worker's units' copies of a client's facts are what ``copy.copy``
+makes (#12)."""
 
 from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import timedelta
 from decimal import Decimal
@@ -12,6 +14,7 @@ import pytest
 from followup_factories import MONDAY_9
 
 from branchline_followup.adapters.rebuild_target import _copied
+from branchline_followup.adapters.unit_of_work import copied_facts
 from branchline_followup.domain.records import ClientFacts
 
 pytestmark = pytest.mark.unit
@@ -47,8 +50,11 @@ def every_field_set() -> ClientFacts:
         ClientFacts("C-2", "company", "RM-2", None, "prospect", MONDAY_9, MONDAY_9),
     ],
 )
-def test_a_copy_holds_the_same_values_and_is_its_own(facts: ClientFacts) -> None:
-    copied = _copied(facts)
+@pytest.mark.parametrize("copier", [_copied, copied_facts], ids=["rebuild", "unit_of_work"])
+def test_a_copy_holds_the_same_values_and_is_its_own(
+    facts: ClientFacts, copier: Callable[[ClientFacts], ClientFacts]
+) -> None:
+    copied = copier(facts)
     expected = copy.copy(facts)
     assert type(copied) is ClientFacts
     assert copied == facts == expected
