@@ -11,8 +11,9 @@ from typing import Any, cast
 import pytest
 
 from branchline_intake.bootstrap import prepare_database
-from branchline_shared.eventstore.postgres import PostgresEventStore, prefix_range
+from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import PgPool, open_pool
+from branchline_shared.postgres.statements import prefix_range
 from branchline_shared.settings import BranchlineSettings
 from tests.support.generic_plans import Recording, whole_reading_statements
 

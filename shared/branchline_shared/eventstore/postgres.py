@@ -25,6 +25,7 @@ from branchline_shared.eventstore.ports import (
     StreamsBusy,
 )
 from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.postgres.statements import prefix_range
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -608,16 +609,6 @@ migration 008, #12); a bound ``LIKE`` pattern read every stream. The range is re
 (MATERIALIZED), then ordered in the column's collation, as before: with the ORDER BY and the
 LIMIT on the range itself, a generic plan, guessing a page is a tenth of the range, walked the
 primary key from the first stream of all, filtering."""
-
-
-def prefix_range(prefix: str) -> tuple[str, str]:
-    """The byte range ``[low, high)`` holding exactly the strings that start with ``prefix``:
-    ``high`` is ``prefix`` with its last character the next one. UTF-8 orders bytes as code
-    points, so no string inside lacks the prefix; the last character must be ASCII (below
-    DEL), so that the next one is one byte too (every stream prefix is: ``product-``)."""
-    if not prefix or not " " <= prefix[-1] < "\x7f":
-        raise ValueError(f"a stream prefix ends with a printable ASCII character: {prefix!r}")
-    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class PostgresEventStore:

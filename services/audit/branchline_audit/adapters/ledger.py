@@ -47,6 +47,7 @@ from branchline_audit.domain.subtrees import (
 from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, stored_entry
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
+from branchline_shared.postgres.statements import Placeholders, prefix_range
 
 __all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger", "UnstorableEvent"]
 
@@ -184,17 +185,13 @@ def family_range(prefix: str) -> tuple[str, str]:
     byte, in its place, and no type inside the range lacks the prefix."""
     if not prefix.endswith("."):
         raise ValueError(f"a family prefix ends with '.': {prefix!r}")
-    return prefix, prefix[:-1] + "/"
+    return prefix_range(prefix)
 
 
 def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
     """The SQL condition (and its bound values, numbered from ``first_param``) of ``filters``."""
     clauses: list[str] = []
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${first_param + len(params) - 1}"
+    param = Placeholders(first_param)
 
     for column, value in (
         ("client_id", filters.client_id),
@@ -220,7 +217,7 @@ def _where(filters: LedgerFilters, first_param: int) -> tuple[str, list[Any]]:
         clauses.append(f"occurred_at >= {param(filters.occurred_from)}")
     if filters.occurred_to is not None:
         clauses.append(f"occurred_at < {param(filters.occurred_to)}")
-    return (" AND ".join(clauses) or "true"), params
+    return (" AND ".join(clauses) or "true"), param.values
 
 
 def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.postgres.pool import PgConnection, PgPool
+from branchline_shared.postgres.statements import Placeholders
 
 REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_LIMIT = 200
@@ -76,11 +77,8 @@ def refusals_statement(selection: RefusalSelection) -> tuple[str, list[Any]]:
     on, and a rule's page walked every refusal newest first, filtering. A rule's page reads
     its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first."""
     clauses: list[str] = []
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
+    param = Placeholders()
+    params = param.values
 
     if selection.rule is not None:
         clauses.append(f"r.rule = {param(selection.rule)}")

@@ -26,6 +26,7 @@ from branchline_shared.postgres.row_guard import (
     readable,
     select_list,
 )
+from branchline_shared.postgres.statements import Placeholders
 
 _TASK_FIELDS = tuple(c for c in TASK_COLUMNS if c != "closed_by_event_id")
 """A task's columns as the views show them (which event closed a task is not shown)."""
@@ -113,11 +114,8 @@ async def list_tasks(
     how few the team's tasks are), it read every task to fill the page of a team with few
     (#12)."""
     clauses: list[str] = []
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
+    param = Placeholders()
+    params = param.values
 
     if where.assignee is not None:
         clauses.append(f"assignee = {param(where.assignee)}")
