@@ -9,7 +9,8 @@ tree, FILE.summary: shares per function, as :mod:`bench.profile_intake` prints t
 
     python -m bench.profile_followup [--clients 600] [--workload history|registrations]
                                      [--batch 200] [--profile /tmp/followup.txt] [--sql]
-                                     [--freeze] [--cprofile /tmp/followup.pstats]
+                                     [--freeze [--young 20000]]
+                                     [--cprofile /tmp/followup.pstats]
 
 Workloads: ``history`` is tests/integration/followup/harness.py's generate_history (about 14
 events per client: registration, KYC, reception journeys, consultations, sales, complaints,
@@ -49,7 +50,10 @@ from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
-from branchline_shared.http.startup_heap import freeze_batch_heap  # noqa: E402
+from branchline_shared.http.startup_heap import (  # noqa: E402
+    BATCH_YOUNG_THRESHOLD,
+    freeze_batch_heap,
+)
 from branchline_shared.kafka.consuming import DeadLetters, RawMessage  # noqa: E402
 
 STATEMENTS: collections.Counter[str] = collections.Counter()
@@ -144,7 +148,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         # As the running worker: task creations recorded in followup's store and outbox.
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
         if args.freeze:
-            freeze_batch_heap()
+            freeze_batch_heap(args.young)
         raws = raw_messages(workload(args.workload, args.clients))
         dead = CountedDeadLetters()
         warm, rest = raws[: args.batch], raws[args.batch :]
@@ -235,6 +239,13 @@ def main() -> int:
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
     parser.add_argument("--freeze", action="store_true", help="freeze the start-up heap")
+    parser.add_argument(
+        "--young",
+        type=int,
+        default=BATCH_YOUNG_THRESHOLD,
+        help="with --freeze: the young-generation threshold (the worker's "
+        "followup_worker_gc_young_threshold)",
+    )
     parser.add_argument("--cprofile", help="write a cProfile (CPU time) of the batches here")
     args = parser.parse_args()
     count_statements()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 import branchline_audit.bootstrap as audit_bootstrap
 import branchline_cli.components as components
@@ -31,6 +32,7 @@ from branchline_shared.http.startup_heap import (
     freeze_serving_heap,
     freeze_startup_heap,
 )
+from branchline_shared.settings import FollowupSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -83,8 +85,24 @@ def test_the_followup_worker_collects_its_young_objects_less_often() -> None:
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold() == (BATCH_YOUNG_THRESHOLD, 10, 10)  # the older ones kept
         assert BATCH_YOUNG_THRESHOLD > 700
+        freeze_batch_heap(3_000)  # the worker's setting
+        assert gc.get_threshold() == (3_000, 10, 10)
     finally:
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize("young", [699, 0, 1_000_001])
+def test_the_followup_workers_threshold_setting_is_bounded(young: int) -> None:
+    # 0 would switch the collector off; below CPython's 700 it would run more than by default
+    with pytest.raises(ValidationError, match="followup_worker_gc_young_threshold"):
+        FollowupSettings.model_validate(
+            {"jwt_secret": "x" * 40, "followup_worker_gc_young_threshold": young}
+        )
+
+
+def test_the_followup_workers_threshold_defaults_to_the_batch_threshold() -> None:
+    default = FollowupSettings.model_validate({"jwt_secret": "x" * 40})
+    assert default.followup_worker_gc_young_threshold == BATCH_YOUNG_THRESHOLD
 
 
 # -- the entrypoints' stand-ins ------------------------------------------------------------
@@ -96,7 +114,7 @@ def recorder(
     steps: list[str],
     freeze: str = "freeze_startup_heap",
 ) -> None:
-    monkeypatch.setattr(module, freeze, lambda: steps.append("frozen"))
+    monkeypatch.setattr(module, freeze, lambda *young: steps.append(f"frozen{list(young)}"))
 
     def stop_on_signals() -> asyncio.Event:
         stop = asyncio.Event()
@@ -136,6 +154,7 @@ def settings() -> Any:
         intake_database_url="postgresql://nowhere/intake",
         dead_letter_gauge_interval_s=60,
         audit_db_writer_role="writer",
+        followup_worker_gc_young_threshold=1234,
     )
 
 
@@ -157,7 +176,14 @@ async def test_the_followup_worker_freezes_once_its_parts_have_started(
 
     await followup_bootstrap.run_worker(settings())
 
-    assert steps == ["health serving", "worker started", "frozen", "draining", "worker stopped"]
+    # its young-generation threshold is the setting's (#12)
+    assert steps == [
+        "health serving",
+        "worker started",
+        "frozen[1234]",
+        "draining",
+        "worker stopped",
+    ]
 
 
 async def test_the_intake_relay_freezes_once_relaying_and_serving_health(
@@ -190,7 +216,7 @@ async def test_the_intake_relay_freezes_once_relaying_and_serving_health(
 
     await intake_bootstrap.run_relay(settings())
 
-    assert steps == ["health serving", "frozen", "draining"]
+    assert steps == ["health serving", "frozen[]", "draining"]
 
 
 async def test_the_audit_consumer_freezes_once_consuming_and_serving_health(
@@ -236,7 +262,7 @@ async def test_the_audit_consumer_freezes_once_consuming_and_serving_health(
 
     await audit_bootstrap.run_consumer(settings())
 
-    assert steps == ["health serving", "frozen", "draining"]
+    assert steps == ["health serving", "frozen[]", "draining"]
 
 
 # -- the API servers -----------------------------------------------------------------------

@@ -309,7 +309,7 @@ async def run_worker(settings: FollowupSettings) -> None:
         # Started: what is loaded by now lives as long as the process, and the collector
         # need not walk it again on every gen-2 collection; a batch's objects live until it
         # commits, so young collections are made less often (#12).
-        freeze_batch_heap()
+        freeze_batch_heap(settings.followup_worker_gc_young_threshold)
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([worker.consuming, stopped], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

@@ -60,8 +60,9 @@ def freeze_serving_heap() -> None:
     _young_threshold(SERVING_YOUNG_THRESHOLD)
 
 
-def freeze_batch_heap() -> None:
-    """:func:`freeze_startup_heap`, then the young generation collected after
-    :data:`BATCH_YOUNG_THRESHOLD` new objects instead of 700 (the followup worker, #12)."""
+def freeze_batch_heap(young: int = BATCH_YOUNG_THRESHOLD) -> None:
+    """:func:`freeze_startup_heap`, then the young generation collected after ``young``
+    new objects instead of 700 (the followup worker, #12; its setting
+    ``followup_worker_gc_young_threshold`` defaults to :data:`BATCH_YOUNG_THRESHOLD`)."""
     freeze_startup_heap()
-    _young_threshold(BATCH_YOUNG_THRESHOLD)
+    _young_threshold(young)

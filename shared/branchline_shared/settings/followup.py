@@ -110,6 +110,15 @@ class FollowupSettings(
         description="Events the followup worker applies in one transaction at most (one fetch "
         "of its consumer, #12): a bounded transaction and lock set.",
     )
+    followup_worker_gc_young_threshold: int = Field(
+        default=20_000,
+        ge=700,
+        le=1_000_000,
+        description="Net new container objects between two young-generation collections of "
+        "the followup worker (CPython's default: 700, the least accepted): a batch's objects "
+        "live until it commits, so fewer young collections walk them (docs/performance.md, "
+        'Round 12, "Followup worker: its young objects collected less often", #12).',
+    )
     followup_worker_stop_timeout_s: float = Field(
         default=30.0,
         gt=0,
