@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from branchline_followup.adapters import queries
 from branchline_followup.adapters.console_read_models import Assessment, client_page_records
@@ -43,6 +43,7 @@ from branchline_shared.console.web import (
     site_of,
 )
 from branchline_shared.events.catalogue import SatisfactionScores
+from branchline_shared.events.catalogue.scalars import Label, Note
 from branchline_shared.events.vocabulary import FollowupOutcome
 from branchline_shared.http.auth import Principal, Role
 
@@ -167,6 +168,26 @@ class FormInvalid(Exception):
         self.message = message
 
 
+NOTE: TypeAdapter[str] = TypeAdapter(Note)
+LABEL: TypeAdapter[str] = TypeAdapter(Label)
+
+
+def free_text(value: str, kind: TypeAdapter[str]) -> str | None:
+    """A form's free text as its event will hold it, or none when blank. What the event
+    catalogue refuses (a control character, the prefix reserved for sealed values) is the
+    form's error here, before anything is recorded: not a failure of the use case (a 5xx)."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        kind.validate_python(text)
+    except ValidationError:
+        raise FormInvalid(
+            N_("The text holds a character that cannot be recorded (a control character).")
+        ) from None
+    return text
+
+
 def _scores(values: dict[str, str]) -> SatisfactionScores | None:
     """All five D-10 scores (integers 0..100), or none."""
     given = {k: v.strip() for k, v in values.items() if v.strip()}
@@ -230,7 +251,7 @@ async def complete(
             may_grade=lambda assignee: may_grade(principal, assignee),
             submitted_by=submitter_of(principal),
             outcome=FollowupOutcome(outcome),
-            note=note.strip() or None,
+            note=free_text(note, NOTE),
             next_contact_at=_next_contact(next_contact_at, zone),
             scores=_scores(
                 {

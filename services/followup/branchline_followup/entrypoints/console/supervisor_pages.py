@@ -20,7 +20,13 @@ from branchline_followup.adapters.page_reads import PostgresPageReads
 from branchline_followup.application.actions import TaskRefused, reassign_task
 from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
-from branchline_followup.entrypoints.console.rm_pages import render_day, work_filters
+from branchline_followup.entrypoints.console.rm_pages import (
+    LABEL,
+    FormInvalid,
+    free_text,
+    render_day,
+    work_filters,
+)
 from branchline_followup.entrypoints.console.vocabulary import DIMENSIONS
 from branchline_followup.entrypoints.http_deps import (
     ContextDep,
@@ -94,7 +100,7 @@ async def reassign(
             task_id,
             actor=actor_of(principal),
             assignee=assignee,
-            reason=reason.strip() or None,
+            reason=free_text(reason, LABEL),
             may_act=lambda current: (
                 task_in_scope(principal, staff_of(request), current)
                 and task_in_scope(principal, staff_of(request), assignee)
@@ -102,6 +108,8 @@ async def reassign(
             submitted_by=submitter_of(principal),
         )
         notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": assignee}
+    except FormInvalid as invalid:
+        error = gettext(invalid.message)
     except TaskRefused as refused:
         error = gettext(N_("The task was not reassigned: %(detail)s")) % {"detail": refused.detail}
     if request.headers.get("hx-request") != "true" and error is None:
