@@ -219,7 +219,7 @@ async def growth_step(
 ) -> dict[str, float]:
     """Fill to ``events``; note how far the followup worker has got once the audit consumer
     holds the fill; let both consumers catch up (timed from the fill's end, bounded); then
-    measure the write path at that size, and the memory.
+    measure the write path at that size, and the memory at rest.
 
     The write path is read with the consumers caught up, alike at every step. Up to Round 8
     it was read while the followup worker still worked off the fill's backlog on the same two
@@ -244,10 +244,21 @@ async def growth_step(
     figures[f"grow_batch_{label}"], figures[f"grow_single_cpu_ms_{label}"] = await write_path(
         stack, sample
     )
-    await audit_caught_up(stack)
+    # Memory at rest, as the 1,000,000-event runs read it: both consumers hold the write
+    # path's events and have been idle one trim interval (an idle consumer that worked off a
+    # burst gives its free heap back within one). Read as soon as the audit consumer held
+    # them, the followup worker was often still applying them, mid-batch and not yet trimmed:
+    # 5-21 MB above its resting RSS (Round 12, "the young-generation threshold and its
+    # resident memory").
+    if await caught_up(stack, followup=True):
+        await asyncio.sleep(stack.settings.malloc_trim_interval_s + REST_MARGIN_S)
     for component in COMPONENTS:
         figures[f"rss_{component}_{label}"] = rss_mb(stack, component)
     return figures
+
+
+REST_MARGIN_S = 2.0
+"""Beyond one trim interval, for the consumer's next empty fetch to come round."""
 
 
 def growth_measures(steps: tuple[int, ...]) -> list[tuple[str, str, str]]:
