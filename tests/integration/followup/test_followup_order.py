@@ -327,41 +327,67 @@ async def test_a_fired_timer_stays_fired_when_its_client_is_projected_again(
     assert await differences_from_rebuild(settings, events) == {}
 
 
-@pytest.mark.parametrize("time_of_day", [time(0, 30), time(12, 30), time(23, 30)])
+TIMES_OF_DAY = [time(0, 30), time(12, 30), time(23, 30)]
+"""When a test's history starts: the deadlines end at a day's end, so the time of day decides
+whether an escalation (24 h after a deadline) has fired too when the timers run; pinned, so a
+test does not depend on when it runs (one failed in CI only after 23:00 UTC)."""
+
+
+def complex_complaint(
+    client_id: str, start: datetime, *, resolved_after: timedelta | None = None
+) -> list[Positioned]:
+    """A complaint received at ``start``, declared complex a day later (cn_regulator: its
+    decision clock moves from 15 to 30 days), resolved ``resolved_after`` if given."""
+    h = History()
+    h.registered(client_id, start)
+    complaint = {"complaint_id": "K-1"}
+    h.add(
+        "complaint.received",
+        client_id,
+        start + timedelta(minutes=1),
+        {**complaint, "severity": "important", "summary": "s"},
+    )
+    h.add(
+        "complaint.progress_reported",
+        client_id,
+        start + timedelta(days=1),
+        {**complaint, "note": "s", "complex": True},
+    )
+    if resolved_after is not None:
+        h.add(
+            "complaint.resolved",
+            client_id,
+            start + resolved_after,
+            {**complaint, "resolution": "s"},
+        )
+    return positioned(h.events)
+
+
+async def old_deadlines_fire_first(
+    ctx: FollowupContext, events: Sequence[Positioned], start: datetime
+) -> None:
+    """The worker lags: the timers of the 15-day clock fire before the complex declaration,
+    recorded earlier, is applied (then the rest)."""
+    await apply_all(ctx, events[:2])
+    fired = await run_due_timers(ctx, start + timedelta(days=16, hours=1))
+    assert fired.fired >= 2  # the response and the decision clocks went overdue
+    await apply_all(ctx, events[2:])
+
+
+@pytest.mark.parametrize("time_of_day", TIMES_OF_DAY)
 async def test_a_deadline_moved_after_its_timer_fired_is_armed_again_in_any_order(
     infra: Infra, tmp_path: Path, time_of_day: time
 ) -> None:
     """cn_regulator: a complaint's decision clock (15 days) passes while the worker lags; the
     complaint was declared complex before that (recorded earlier, applied later): the clock
     moves to 30 days. The timer of the new deadline must stay armed, whichever of the two
-    events is applied first (the rebuild applies the complex declaration first).
-
-    The deadlines end at a day's end, so the time of day decides whether the decision's
-    escalation (24 h after it) has fired too when the timers run: at 23:30 it has, and the
-    escalation stays recorded whichever order (D-08). The start is pinned to each time of
-    day, so the test does not depend on when it runs (it failed in CI only after 23:00)."""
+    events is applied first (the rebuild applies the complex declaration first). At 23:30 the
+    decision's escalation has fired too, and stays recorded whichever order (D-08)."""
     settings = make_settings(infra, tmp_path, followup_branch_profiles={"BR-001": "cn_regulator"})
     start = datetime.combine(now_utc().date() - timedelta(days=40), time_of_day, tzinfo=UTC)
-    h = History()
-    h.registered("C-3", start)
-    h.add(
-        "complaint.received",
-        "C-3",
-        start + timedelta(minutes=1),
-        {"complaint_id": "K-1", "severity": "important", "summary": "s"},
-    )
-    h.add(
-        "complaint.progress_reported",
-        "C-3",
-        start + timedelta(days=1),
-        {"complaint_id": "K-1", "note": "s", "complex": True},
-    )
-    events = positioned(h.events)
+    events = complex_complaint("C-3", start)
     async with _context(settings) as ctx:
-        await apply_all(ctx, events[:2])
-        fired = await run_due_timers(ctx, start + timedelta(days=16, hours=1))
-        assert fired.fired >= 2  # the response and the decision clocks went overdue
-        await apply_all(ctx, events[2:])
+        await old_deadlines_fire_first(ctx, events, start)
         armed = await ctx.pool.fetchval(
             "SELECT count(*) FROM fu_timers t JOIN fu_tasks k ON k.id = t.task_id "
             "WHERE k.kind = 'complaint_decision' AND t.kind = 'overdue' "
@@ -372,7 +398,7 @@ async def test_a_deadline_moved_after_its_timer_fired_is_armed_again_in_any_orde
     assert await differences_from_rebuild(settings, events) == {}
 
 
-@pytest.mark.parametrize("time_of_day", [time(0, 30), time(12, 30), time(23, 30)])
+@pytest.mark.parametrize("time_of_day", TIMES_OF_DAY)
 async def test_a_deadline_moved_after_its_timer_fired_then_closed_ends_as_the_rebuild(
     infra: Infra, tmp_path: Path, time_of_day: time
 ) -> None:
@@ -383,28 +409,9 @@ async def test_a_deadline_moved_after_its_timer_fired_then_closed_ends_as_the_re
     worker no longer has. Pinned to each time of day (whether the escalation fired too)."""
     settings = make_settings(infra, tmp_path, followup_branch_profiles={"BR-001": "cn_regulator"})
     start = datetime.combine(now_utc().date() - timedelta(days=40), time_of_day, tzinfo=UTC)
-    h = History()
-    h.registered("C-4", start)
-    complaint = {"complaint_id": "K-1"}
-    h.add(
-        "complaint.received",
-        "C-4",
-        start + timedelta(minutes=1),
-        {**complaint, "severity": "important", "summary": "s"},
-    )
-    h.add(
-        "complaint.progress_reported",
-        "C-4",
-        start + timedelta(days=1),
-        {**complaint, "note": "s", "complex": True},
-    )
-    h.add("complaint.resolved", "C-4", start + timedelta(days=20), {**complaint, "resolution": "s"})
-    events = positioned(h.events)
+    events = complex_complaint("C-4", start, resolved_after=timedelta(days=20))
     async with _context(settings) as ctx:
-        await apply_all(ctx, events[:2])
-        fired = await run_due_timers(ctx, start + timedelta(days=16, hours=1))
-        assert fired.fired >= 2  # the response and the decision clocks went overdue
-        await apply_all(ctx, events[2:])
+        await old_deadlines_fire_first(ctx, events, start)
         decision_timers = await ctx.pool.fetch(
             "SELECT t.kind FROM fu_timers t JOIN fu_tasks k ON k.id = t.task_id "
             "WHERE k.kind = 'complaint_decision' AND k.status <> 'open'"
