@@ -262,3 +262,52 @@ async def test_the_refusals_rules_are_the_distinct_rules_in_order(filled: PgPool
     want = await filled.fetch("SELECT DISTINCT rule FROM fu_refusals ORDER BY rule")
     assert page.rules == [r["rule"] for r in want]
     assert len(page.rules) == 17 + 4
+
+
+TIED_TASKS = """
+INSERT INTO fu_tasks (id, kind, rule, client_id, branch_id, assignee, subject, opened_at,
+                      due_at, deadline_profile, source_event_id, status, closed_at)
+SELECT gen_random_uuid(), 'satisfaction_survey', 'D-01b', 'C-1', 'BR-1', 'rm-t' || (n % 3),
+       's', $1::timestamptz - interval '30 days',
+       $1::timestamptz + (n / 4 - 5) * interval '1 hour', 'calendar', gen_random_uuid(),
+       CASE WHEN n % 5 = 0 THEN 'done' ELSE 'open' END,
+       CASE WHEN n % 5 = 0 THEN $1::timestamptz END
+FROM generate_series(1, 120) AS n
+"""
+"""Readable tasks of three members of staff, due four at a time at the same instant (ties are
+broken by the task's id, across members), some overdue, some due soon, some done."""
+
+
+async def test_a_teams_work_list_pages_are_its_members_tasks_in_due_order(filled: PgPool) -> None:
+    """A team's page, read member by member and merged, is the one walk it replaced: every
+    task of the members, in (due_at, id) order, page after page, with each status filter."""
+    await filled.execute(TIED_TASKS, NOW)
+    team = frozenset({"rm-t1", "rm-t2"})
+    for status in (None, "open", "overdue", "due_soon", "done"):
+        want = await filled.fetch(
+            "SELECT id FROM fu_tasks WHERE assignee = ANY($1::text[]) "
+            "AND ($2::text IS NULL OR status = $2 OR ($2 IN ('overdue', 'due_soon') "
+            "AND status = 'open' AND CASE $2 WHEN 'overdue' THEN due_at <= $3 "
+            "ELSE due_at > $3 AND due_at <= $3 + interval '2 days' END)) "
+            "ORDER BY due_at, id",
+            sorted(team),
+            status,
+            NOW,
+        )
+        got: list[uuid.UUID] = []
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            page = await queries.list_tasks(
+                filled,
+                where=queries.TaskFilter(assignee_in=team, status=status),
+                after=after,
+                limit=7,
+                now=NOW,
+                due_soon_window=timedelta(days=2),
+            )
+            got += [row["id"] for row in page]
+            if len(page) < 7:
+                break
+            after = (page[-1]["due_at"], page[-1]["id"])
+        assert got == [r["id"] for r in want], status
+        assert len(got) > 7, status
