@@ -4,6 +4,7 @@ does not finish within its bound is said, not hidden in the figures."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,13 +38,26 @@ class Steps:
         self.done.append(f"write_path {sample}")
         return 5_000.0, 0.5
 
+    async def sleep(self, seconds: float) -> None:
+        self.done.append(f"rest {seconds:g}")
+
+    def rss_mb(self, stack: object, component: str) -> float:
+        if "rss" not in self.done:
+            self.done.append("rss")
+        return 100.0
+
+
+STACK = SimpleNamespace(settings=SimpleNamespace(malloc_trim_interval_s=10.0))
+"""The stack's settings the step reads: the consumers' trim interval."""
+
 
 @pytest.fixture
 def patched(monkeypatch: pytest.MonkeyPatch) -> Any:
     def patch(steps: Steps) -> Steps:
         for name in ("fill_to", "followup_share", "caught_up", "audit_caught_up", "write_path"):
             monkeypatch.setattr(scale, name, getattr(steps, name))
-        monkeypatch.setattr(scale, "rss_mb", lambda stack, component: 100.0)
+        monkeypatch.setattr(scale, "rss_mb", steps.rss_mb)
+        monkeypatch.setattr(scale, "asyncio", SimpleNamespace(sleep=steps.sleep))
         return steps
 
     return patch
@@ -52,13 +66,17 @@ def patched(monkeypatch: pytest.MonkeyPatch) -> Any:
 async def test_the_write_path_is_read_after_both_consumers_caught_up(patched: Any) -> None:
     steps = patched(Steps(catches_up=True))
     warnings: list[str] = []
-    figures = await scale.growth_step(object(), 10_000, 1280, warnings)  # type: ignore[arg-type]
-    assert steps.done[:5] == [
+    figures = await scale.growth_step(STACK, 10_000, 1280, warnings)  # type: ignore[arg-type]
+    assert steps.done == [
         "fill 10000",
         "audit",
         "share",
         "caught_up followup=True",
         "write_path 1280",
+        # memory at rest: both consumers hold the write path's events, one trim interval idle
+        "caught_up followup=True",
+        f"rest {10.0 + scale.REST_MARGIN_S:g}",
+        "rss",
     ]
     assert figures["grow_followup_applied_10k"] == 0.7
     assert figures["grow_catchup_10k"] >= 0
@@ -67,9 +85,10 @@ async def test_the_write_path_is_read_after_both_consumers_caught_up(patched: An
 
 
 async def test_a_catch_up_past_its_bound_is_warned_and_has_no_figure(patched: Any) -> None:
-    patched(Steps(catches_up=False))
+    steps = patched(Steps(catches_up=False))
     warnings: list[str] = []
-    figures = await scale.growth_step(object(), 100_000, 1280, warnings)  # type: ignore[arg-type]
+    figures = await scale.growth_step(STACK, 100_000, 1280, warnings)  # type: ignore[arg-type]
+    assert not any(step.startswith("rest") for step in steps.done)  # no rest to wait for
     assert "grow_catchup_100k" not in figures
     assert figures["grow_batch_100k"] == 5_000.0  # still measured, and said to be beside a backlog
     assert len(warnings) == 1
