@@ -80,14 +80,25 @@ def lifecycle_event(
     return {**envelope, "occurred_at": moment, "recorded_at": moment}
 
 
-def random_events(count: int, rng: random.Random, start: int = 0) -> list[dict[str, Any]]:
+def random_events(
+    count: int,
+    rng: random.Random,
+    start: int = 0,
+    *,
+    types: Sequence[str] = TYPES,
+    clients: int = 20,
+    branches: int = 3,
+    actors: int = 5,
+) -> list[dict[str, Any]]:
+    """``count`` events from position ``start``, of ``types`` and as many clients, branches and
+    actors as given (few by default: a filter's value is common)."""
     return [
         event(
             start + i,
-            event_type=rng.choice(TYPES),
-            client_id=f"C-{rng.randrange(20)}",
-            branch_id=f"BR-{rng.randrange(3)}",
-            actor_id=f"staff-{rng.randrange(5)}",
+            event_type=rng.choice(types),
+            client_id=f"C-{rng.randrange(clients)}",
+            branch_id=f"BR-{rng.randrange(branches)}",
+            actor_id=f"staff-{rng.randrange(actors)}",
         )
         for i in range(count)
     ]

@@ -28,8 +28,8 @@ from tests.integration.audit.audit_support import (
     T0,
     append_in_batches,
     audit_context,
-    event,
     quick_settings,
+    random_events,
     superuser,
 )
 from tests.support.generic_plans import Recording, generic_plan, whole_reading_statements
@@ -44,16 +44,7 @@ KINDS = sorted(EventType)
 def events(count: int, rng: random.Random, start: int) -> list[dict[str, Any]]:
     """Events of many clients, actors and branches (a trail filter's value is rare, as at a
     bank, not one in twenty)."""
-    return [
-        event(
-            start + i,
-            event_type=rng.choice(KINDS),
-            client_id=f"C-{rng.randrange(2000)}",
-            branch_id=f"BR-{rng.randrange(40)}",
-            actor_id=f"staff-{rng.randrange(400)}",
-        )
-        for i in range(count)
-    ]
+    return random_events(count, rng, start, types=KINDS, clients=2000, branches=40, actors=400)
 
 
 OTHER_ROWS = """
