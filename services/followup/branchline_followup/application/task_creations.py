@@ -28,12 +28,12 @@ from branchline_followup.domain import FollowupTask, TaskKind
 from branchline_followup.domain.opening import creation_data, replayed, task_from_creation
 from branchline_followup.domain.tasks import REMEMBERED_IDS, task_id_for
 from branchline_shared.domain.ids import name_uuid
+from branchline_shared.events.bounded import check_instant
 from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     EventType,
     FollowupTaskCreated,
 )
-from branchline_shared.events.bounded import check_instant
 from branchline_shared.events.envelope import Actor, RecordedEvent, utc
 from branchline_shared.events.typed import decode, payload_as
 from branchline_shared.kafka.wire import SourcePosition
