@@ -29,7 +29,7 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         description="Net new container objects between two young-generation collections of "
         "the audit consumer (CPython's default: 700, the least accepted): a batch's messages "
         "and events live until its append commits, so fewer young collections walk them "
-        '(docs/performance.md, Round 13, "The audit consumer\'s young generation", #12).',
+        '(docs/performance.md, Round 13, "...the audit consumer\'s young generation", #12).',
     )
     audit_verify_processes: int = Field(
         default=1,
