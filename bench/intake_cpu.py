@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.branchline_measures import single_posts  # noqa: E402
+from bench.branchline_measures import mean_group_size, single_posts  # noqa: E402
 from bench.stack import running_stack  # noqa: E402
 
 
@@ -37,9 +37,14 @@ async def main() -> int:
             latencies = await single_posts(port, stack.token, args.events)
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            # one process's groups since it started, warm-up included (the /metrics answer
+            # comes from whichever process accepted the connection)
+            group = await mean_group_size(port) or float("nan")
             print(
                 f"{args.events} events: intake CPU {1000 * used / args.events:.3f} ms per event, "
-                f"{latencies.per_s:.0f} ev/s; load average {load}",
+                f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
+                f"p99 {latencies.p99_ms:.1f} ms, events per group {group:.1f}; "
+                f"load average {load}",
                 flush=True,
             )
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from branchline_shared.eventstore.ports import Outbox
+from branchline_shared.eventstore.ports import Outbox, PendingPublication
 from branchline_shared.eventstore.postgres import PostgresOutbox
 from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import encode_event, stored_event_headers
@@ -75,6 +75,9 @@ class OutboxRelay:
         self._notifier: asyncio.Task[None] | None = None
         # Called before retrying after a failure, e.g. to re-create topics that a broker lost.
         self._on_recover = on_recover
+        # The offset the broker last acknowledged per (topic, partition) since this relay took
+        # its lock and last checked the broker's topic list (_topics_unverified).
+        self._acked: dict[tuple[str, int], int] = {}
 
     async def run(self) -> None:
         """Run until cancelled: hold the relay lock, then publish whenever woken or polled.
@@ -87,6 +90,7 @@ class OutboxRelay:
                     if not await self._acquire_lock(lock_conn):
                         return  # draining, and another relay is the active one
                     self._holding = True
+                    self._acked.clear()  # another relay may have published meanwhile
                     await lock_conn.add_listener(self._channel, self._notified)
                     try:
                         await self._loop(lock_conn)
@@ -202,6 +206,7 @@ class OutboxRelay:
                     raise
                 FAILURES.labels(self._store).inc()
                 failing = True
+                self._acked.clear()  # the next round checks the broker's topics again
                 log.warning("outbox publish failed; will retry", extra={"error": repr(exc)})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -251,7 +256,16 @@ class OutboxRelay:
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.
         acknowledged = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-        await self._check_topics_exist({row.topic for row in pending})
+        latest = {
+            (row.topic, m.partition): m.offset for row, m in zip(pending, acknowledged, strict=True)
+        }
+        if self._topics_unverified(pending, acknowledged):
+            try:
+                await self._check_topics_exist({row.topic for row in pending})
+            except BaseException:
+                self._acked.clear()  # whatever it said, the next round checks again
+                raise
+        self._acked.update(latest)
         # With where the broker put each row: a consumer's self-check tells by it an event the
         # consumer has not reached yet from one it missed (#12, reconcile.progress).
         await self._outbox.mark_published(
@@ -260,6 +274,23 @@ class OutboxRelay:
         )
         PUBLISHED.labels(self._store).inc(len(pending))
         return len(pending)
+
+    def _topics_unverified(
+        self, pending: Sequence[PendingPublication], acknowledged: Sequence[Any]
+    ) -> bool:
+        """Whether this round must read the broker's topic list (_check_topics_exist): a
+        broker's log only grows, so while every acknowledged offset lies past the last one
+        acknowledged in the same partition, the broker has not lost that partition since the
+        check that covered it. A partition not acknowledged into since the lock was taken or
+        a round failed, or an offset at or below the last one (a broker that restarted empty
+        numbers from 0 again), is checked as before. Read every round, the topic list was a
+        broker round trip per round and 2.3 % of intake's CPU under load (#12)."""
+        acked = self._acked
+        for row, metadata in zip(pending, acknowledged, strict=True):
+            last = acked.get((row.topic, metadata.partition))
+            if last is None or metadata.offset <= last:
+                return True
+        return False
 
     async def _check_topics_exist(self, topics: set[str]) -> None:
         """A broker that restarted empty (tansu's memory store) acknowledges sends made with

@@ -25,7 +25,7 @@ from branchline_audit.domain.canonical import (
     format_appended_at,
     stored_event,
 )
-from branchline_audit.domain.verification import LedgerVerdict, stored_entry
+from branchline_audit.domain.verification import LedgerVerdict, pg_time, stored_entry
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
@@ -645,3 +645,50 @@ async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
         assert in_segments == one_pass, change
         assert one_pass.first_bad_position == position, (change, one_pass.reason)
     assert (await _verify_by(audit, segments)).ok
+
+
+TIMES = (
+    "2000-01-01 00:00:00+00",
+    "1999-12-31 23:59:59.999999+00",
+    "2024-05-01 09:00:00.25+02",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+    "infinity",
+    "-infinity",
+    "10000-01-01 00:00:00+00",
+    "0001-12-31 23:59:59+00 BC",
+    "4713-01-01 00:00:00+00 BC",
+)
+
+
+def _decoded_or_refused(decode: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "value", decode()
+    except OverflowError:
+        return "refused", None
+
+
+@pytest.mark.parametrize("text", TIMES)
+async def test_the_scans_binary_times_are_the_times_asyncpg_reads(
+    ledger_1000: Built, text: str
+) -> None:
+    """#12: the verifier's scan reads ``appended_at`` and ``occurred_at`` as
+    ``timestamptz_send``'s bytes; turned into times (for the full checks and the append
+    time's head) they are exactly what asyncpg makes of the column, infinities and times
+    past Python's years included (refused alike)."""
+    settings, _ = ledger_1000
+    async with superuser(settings) as conn:
+        column = await conn.fetchval("SELECT timestamptz_send($1::text::timestamptz)", text)
+        try:
+            expected: tuple[str, Any] = (
+                "value",
+                await conn.fetchval("SELECT $1::text::timestamptz", text),
+            )
+        except OverflowError:
+            expected = ("refused", None)
+    assert type(column) is bytes
+    got = _decoded_or_refused(lambda: pg_time(column))
+    assert got == expected, text
+    if got[0] == "value":
+        assert type(got[1]) is type(expected[1])
+        assert got[1].tzinfo == expected[1].tzinfo

@@ -16,9 +16,10 @@ has more that can be tampered with, and this auditor checks it all in one stream
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -70,7 +71,39 @@ ROW_FIELDS = (
 )
 """A stored row as :meth:`LedgerAuditor.feed_row` takes it: the ledger table's columns in
 this order (``event`` decoded from its JSON or as its JSON text, ``appended_at`` and
-``pruned_at`` as times)."""
+``pruned_at`` as times). The verifier's scan reads ``appended_at`` and ``occurred_at`` in
+PostgreSQL's binary form (:func:`pg_time`) and ``event_id`` as its text instead: a row is
+then read without a Python datetime and UUID made per row (#12); either form is taken."""
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PG_INFINITY = 0x7FFF_FFFF_FFFF_FFFF
+
+
+def pg_time(sent: bytes) -> datetime:
+    """A ``timestamptz`` from its binary form (``timestamptz_send``: microseconds since
+    2000-01-01 UTC, big-endian), exactly as asyncpg decodes the column: its infinities as
+    the naive extremes, any other value as an aware UTC time (OverflowError past year
+    9999)."""
+    microseconds = int.from_bytes(sent, "big", signed=True)
+    if microseconds == _PG_INFINITY:
+        return datetime.max  # noqa: DTZ901 - as asyncpg decodes infinity
+    if microseconds == -_PG_INFINITY - 1:
+        return datetime.min  # noqa: DTZ901 - as asyncpg decodes -infinity
+    return _PG_EPOCH + timedelta(microseconds=microseconds)
+
+
+def _typed(row: Sequence[Any]) -> Sequence[Any]:
+    """``row`` with ``appended_at`` and ``occurred_at`` as times and ``event_id`` as a UUID
+    when the scan read them in their cheaper forms (:data:`ROW_FIELDS`)."""
+    appended_at, event_id, occurred_at = row[5], row[7], row[12]
+    if type(appended_at) is bytes:
+        appended_at = pg_time(appended_at)
+    if type(event_id) is str:
+        event_id = uuid.UUID(event_id)
+    if type(occurred_at) is bytes:
+        occurred_at = pg_time(occurred_at)
+    return (*row[:5], appended_at, row[6], event_id, *row[8:12], occurred_at)
 
 
 def _decoded(row: Sequence[Any]) -> Sequence[Any]:
@@ -111,7 +144,7 @@ def stored_entry(row: Sequence[Any]) -> StoredEntry:
         actor_id,
         branch_id,
         occurred_at,
-    ) = _decoded(row)
+    ) = _decoded(_typed(row))
     return StoredEntry(
         entry=ChainEntry(
             position=position,
@@ -167,7 +200,14 @@ def _columns_agree(event: dict[str, Any], row: Sequence[Any]) -> bool:
         occurred_at = datetime.fromisoformat(occurred)
     except ValueError:
         return False
-    return occurred_at.tzinfo is not None and occurred_at == row[12]
+    stored = row[12]
+    if type(stored) is bytes:  # the scan's binary form (:func:`pg_time`): the same instant
+        return (
+            occurred_at.tzinfo is not None
+            and ((occurred_at - _PG_EPOCH) // _MICROSECOND).to_bytes(8, "big", signed=True)
+            == stored
+        )
+    return occurred_at.tzinfo is not None and occurred_at == stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +247,7 @@ class LedgerAuditor:
     ) -> None:
         self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
         self._chain = self._new_chain()
-        self._appended_at: tuple[datetime, bytes] | None = None
+        self._appended_at: tuple[datetime | bytes, bytes] | None = None
         """The last append time seen and the head of its entries' canonical bytes (an append
         writes many entries at one time)."""
         self._next_checkpoint = 0
@@ -413,12 +453,13 @@ class LedgerAuditor:
             return True
         return False
 
-    def _head_of(self, appended_at: datetime) -> bytes:
+    def _head_of(self, appended_at: datetime | bytes) -> bytes:
         """The head of the canonical bytes of entries appended at ``appended_at``, computed
         once per append time (an append writes many entries at one time)."""
         seen = self._appended_at
         if seen is None or seen[0] != appended_at:
-            seen = self._appended_at = (appended_at, entry_head(format_appended_at(appended_at)))
+            moment = pg_time(appended_at) if isinstance(appended_at, bytes) else appended_at
+            seen = self._appended_at = (appended_at, entry_head(format_appended_at(moment)))
         return seen[1]
 
     def _column_problem(self, stored: StoredEntry) -> str | None:

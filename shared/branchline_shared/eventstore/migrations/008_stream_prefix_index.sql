@@ -1,3 +1,5 @@
+-- branchline: no-transaction
+-- branchline: former-checksum 62aca148c29ed219518f9863afb67e44df1387fb2dcc69c4b0e4ae32e313502c
 -- The ids of the streams that start with a prefix (the product shelf, GET /v1/products:
 -- every `product-` stream), found by index (#12). `stream_id LIKE $1 || '%'` with the prefix
 -- bound reads the whole of es_streams, one row per stream of every client, on any plan: no
@@ -6,4 +8,4 @@
 -- range with the byte-order operators, which this index serves in any collation and on a
 -- generic plan (as the audit trail's type families, audit migration 005). stream_id never
 -- changes, so a stream's version bump can still be a HOT update.
-CREATE INDEX es_streams_prefix ON es_streams (stream_id text_pattern_ops);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS es_streams_prefix ON es_streams (stream_id text_pattern_ops);

@@ -1,0 +1,132 @@
+"""The relay against a real broker that restarts empty (tansu's memory store), now that it
+reads the broker's topic list only when an acknowledgement could come from a lost log (#12):
+the first round after the restart reads it, and every row published after the restart is in
+the broker's new log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from branchline_shared.embedded.ports import free_port
+from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.eventstore.ports import PendingPublication
+from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.kafka.topics import TopicSpec, ensure_topics
+from tests.support.stack import runtime_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
+
+TOPIC = "branchline.test.relay-restart"
+SPEC = TopicSpec(TOPIC, 3, 1)
+
+
+@pytest.fixture
+def broker() -> Iterator[TansuBroker]:
+    """A broker of this test's own: restarting it must not disturb the others' topics."""
+    own = TansuBroker(free_port(), runtime_dir() / f"tansu-relay-restart-{free_port()}.log")
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.rows: list[PendingPublication] = []
+        self.marked: list[int] = []
+
+    def add(self, count: int) -> None:
+        for _ in range(count):
+            n = len(self.rows) + 1
+            envelope = {"event_id": f"00000000-0000-4000-8000-{n:012d}", "type": "t"}
+            self.rows.append(
+                PendingPublication(n, TOPIC, f"key-{n}", n, envelope | {"source": "intake"})
+            )
+
+    async def pending(self, limit: int) -> list[PendingPublication]:
+        return [r for r in self.rows if r.outbox_id not in self.marked][:limit]
+
+    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
+        self.marked.extend(outbox_ids)
+
+    async def backlog(self) -> int:
+        return len(self.rows) - len(self.marked)
+
+
+async def published_keys(bootstrap: str) -> set[bytes]:
+    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        keys: set[bytes] = set()
+        for _ in range(10):
+            batch = await consumer.getmany(timeout_ms=500)
+            keys |= {record.key for records in batch.values() for record in records if record.key}
+        return keys
+    finally:
+        await consumer.stop()
+
+
+async def test_a_broker_restarted_empty_is_checked_and_nothing_after_it_is_lost(
+    broker: TansuBroker,
+) -> None:
+    await ensure_topics(broker.bootstrap, [SPEC])
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    reads = 0
+    fetch = producer.client.fetch_all_metadata
+
+    async def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return await fetch()
+
+    producer.client.fetch_all_metadata = counted  # type: ignore[method-assign]
+    recovered = 0
+
+    async def on_recover() -> None:
+        nonlocal recovered
+        recovered += 1
+        await ensure_topics(broker.bootstrap, [SPEC], attempts=1)
+
+    outbox = Outbox()
+    relay = OutboxRelay(
+        pool=SimpleNamespace(),  # type: ignore[arg-type]
+        producer=producer,
+        store_name="test",
+        outbox=outbox,
+        on_recover=on_recover,
+    )
+    try:
+        outbox.add(12)  # every partition
+        assert await relay.publish_once() == 12
+        checked = reads
+        assert checked >= 1
+        for _ in range(5):
+            outbox.add(6)
+            assert await relay.publish_once() == 6
+        assert reads == checked  # the log only grew: not read again
+
+        broker.stop()
+        broker.start()  # same port, empty log: the topic and its offsets are gone
+        outbox.add(6)
+        for _ in range(40):  # as the relay's loop does: a failed round recovers and retries
+            try:
+                if await relay.publish_once() == 0:
+                    break
+            except Exception:
+                relay._acked.clear()
+                await on_recover()
+                await asyncio.sleep(0.25)
+        assert await outbox.backlog() == 0
+        assert reads > checked  # the round after the restart read the topic list
+        after = {f"key-{n}".encode() for n in range(43, 49)}
+        assert after <= await published_keys(broker.bootstrap)
+    finally:
+        await producer.stop()
