@@ -27,7 +27,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import single_posts  # noqa: E402
-from bench.stack import running_stack  # noqa: E402
+from bench.stack import child_pids, process_cpu_seconds, running_stack  # noqa: E402
+
+
+def per_process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each intake process (the forked children serve; the parent
+    supervises)."""
+    every = list(pids)
+    for pid in pids:
+        every.extend(child_pids(pid))
+    return {pid: process_cpu_seconds(pid) for pid in every}
 
 
 async def last_position(conn: asyncpg.Connection[Any]) -> int:
@@ -59,15 +68,23 @@ async def main() -> int:
         await single_posts(port, stack.token, 300)  # warm up (imports, pools, caches)
         for _ in range(args.repeat):
             first = await last_position(conn)
+            each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
             latencies = await single_posts(port, stack.token, args.events)
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             group = await events_per_transaction(conn, first)
+            after = per_process_cpu(stack.pids.get("intake-api", []))
+            # each process's share (the one holding the relay lock also publishes)
+            split = " / ".join(
+                f"{1000 * (after[pid] - each.get(pid, 0.0)) / args.events:.3f}"
+                for pid in sorted(after)
+                if after[pid] - each.get(pid, 0.0) > 0.01
+            )
             print(
                 f"{args.events} events: intake CPU {1000 * used / args.events:.3f} ms per event, "
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
-                f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; "
+                f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
                 f"load average {load}",
                 flush=True,
             )
