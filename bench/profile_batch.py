@@ -14,8 +14,16 @@ the same server, and the batch rate is printed as a ratio to it (the #12 target:
 With ``--statements`` the server logs every statement's duration while the batches run, and
 the time per statement (parse, bind, execute summed, per batch) is printed, largest first.
 
+With ``--whole-stack`` the batches go where `make bench` sends them: the stack's own intake
+port (its processes, one of which runs the relay), every relay on, so the broker, the followup
+worker and the audit consumer take the batches' events while the next ones are posted. Each
+process's CPU per event is printed (intake, the consumers, the broker, PostgreSQL), and how
+long after the last answer the consumers had caught up is not waited for: the figures are those
+of the posting window, as the benchmark's.
+
     python -m bench.profile_batch [--batches 10] [--profile] [--out bench/profile_batch.txt]
     python -m bench.profile_batch --batches 10 --repeat 3 --raw-copy
+    python -m bench.profile_batch --batches 10 --repeat 3 --raw-copy --whole-stack
 """
 
 from __future__ import annotations
@@ -114,6 +122,67 @@ async def data_directory(admin_url: str) -> Path:
         await conn.close()
 
 
+def broker_pids(port: int) -> list[int]:
+    """The tansu broker's process (the stack starts it outside its components), found by its
+    command line naming the broker's port."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"tansu" in cmdline and str(port).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def whole_stack(args: argparse.Namespace) -> int:
+    """The benchmark's own path: the stack's intake port, every relay and consumer running."""
+    async with running_stack() as stack:
+        port = stack.settings.intake_port
+        pgdata = await data_directory(stack.admin_url)
+        broker = broker_pids(stack.settings.broker_port)
+        parts = [c for c in stack.pids if c not in ("followup-api", "audit-api")]
+
+        def cpu() -> dict[str, float]:
+            used = {c: stack.cpu_seconds(c) for c in parts}
+            used["broker"] = sum(process_cpu_seconds(p) for p in broker)
+            used["postgres"] = server_cpu_seconds(pgdata)
+            return used
+
+        async with RawHttpClient("127.0.0.1", port, stack.token) as http:
+            await send(http, batch_bodies(1, args.per_batch))  # warm up
+        for _ in range(args.repeat):
+            bodies = batch_bodies(args.batches, args.per_batch)
+            events = args.batches * args.per_batch
+            async with RawHttpClient("127.0.0.1", port, stack.token) as http:
+                before = cpu()
+                started = time.perf_counter()
+                await send(http, bodies)
+                elapsed = time.perf_counter() - started
+            after = cpu()
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            shares = ", ".join(f"{c} {1000 * (after[c] - before[c]) / events:.3f}" for c in after)
+            total = sum(after[c] - before[c] for c in after)
+            print(
+                f"{events} events in batches of {args.per_batch}: {events / elapsed:.0f} ev/s "
+                f"({1000 * elapsed / events:.3f} ms per event); CPU ms per event: {shares}; "
+                f"all {1000 * total / events:.3f} (two cores: {50 * total / elapsed:.0f} % "
+                f"busy); load average {load}",
+                flush=True,
+            )
+            if args.raw_copy:
+                copy_rate = await raw_copy(stack.admin_url, events, args.per_batch)
+                print(
+                    f"  raw COPY {copy_rate:.0f} ev/s; batch / raw COPY "
+                    f"{events / elapsed / copy_rate:.3f}",
+                    flush=True,
+                )
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=10)
@@ -122,8 +191,11 @@ async def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--raw-copy", action="store_true", help="raw COPY after each round")
     parser.add_argument("--statements", action="store_true", help="each statement's time")
+    parser.add_argument("--whole-stack", action="store_true", help="the benchmark's own path")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profile_batch.txt")
     args = parser.parse_args()
+    if args.whole_stack:
+        return await whole_stack(args)
     raw = args.out.with_suffix(".pyisession")
     async with running_stack({"BRANCHLINE_RELAY_ENABLED": "false"}) as stack:
         port = free_port()

@@ -161,13 +161,15 @@ async def test_an_applied_migration_edited_otherwise_is_still_refused(
         await _migrate(url, [("eventstore", swapped)])
 
 
-async def _waiting_in_build(conn: asyncpg.Connection[Any], pid: int) -> None:
-    """Until ``pid`` waits on a lock inside CREATE INDEX CONCURRENTLY."""
+async def _waiting_in_build(
+    conn: asyncpg.Connection[Any], pid: int, statement: str = "CREATE INDEX CONCURRENTLY"
+) -> None:
+    """Until ``pid`` waits on a lock inside a statement that starts with ``statement``."""
     for _ in range(600):
         row = await conn.fetchrow(
             "SELECT query, wait_event_type FROM pg_stat_activity WHERE pid = $1", pid
         )
-        if row and row["wait_event_type"] == "Lock" and "CONCURRENTLY" in row["query"]:
+        if row and row["wait_event_type"] == "Lock" and row["query"].startswith(statement):
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the build never waited")
@@ -216,6 +218,42 @@ async def test_an_interrupted_build_leaves_an_invalid_index_the_next_start_rebui
             await conn.close()
     fresh = await _database(postgres_admin_url, "mig_new_")
     await _migrate(fresh, [("eventstore", shipped)])
+    assert await _schema(url) == await _schema(fresh)
+
+
+async def test_an_interrupted_drop_is_finished_by_the_next_start(
+    postgres_admin_url: str,
+) -> None:
+    """Audit 005: the new index built, the old one's DROP INDEX CONCURRENTLY interrupted while
+    it waits for a reader of the ledger (it has marked the index INVALID by then)."""
+    url = await _database(postgres_admin_url, "mig_drop_")
+    shipped = load_migrations("branchline_audit.migrations")
+    await _migrate(url, [("audit", [m for m in shipped if m.version < 5])])
+    reader, watcher, runner = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        # A reader's open transaction: no snapshot held between statements (the build does
+        # not wait for it), but a lock on the ledger the drop waits for.
+        await reader.execute("BEGIN; SELECT count(*) FROM audit_ledger")
+        drop = asyncio.create_task(migrate(runner, "audit", shipped))
+        await _waiting_in_build(watcher, runner.get_server_pid(), "DROP INDEX CONCURRENTLY")
+        await watcher.execute("SELECT pg_cancel_backend($1)", runner.get_server_pid())
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await drop
+        await reader.execute("COMMIT")
+        built = await _index(watcher, "audit_ledger_type_prefix")
+        assert built is not None
+        assert built[1] is True
+        left = await _index(watcher, "audit_ledger_type")
+        assert left is not None
+        assert left[1] is False
+        assert await migrate(runner, "audit", shipped) == len(shipped) - 4
+        assert await _index(watcher, "audit_ledger_type") is None
+        assert await _index(watcher, "audit_ledger_type_prefix") == built  # kept as built
+    finally:
+        for conn in (reader, watcher, runner):
+            await conn.close()
+    fresh = await _database(postgres_admin_url, "mig_new_")
+    await _migrate(fresh, [("audit", shipped)])
     assert await _schema(url) == await _schema(fresh)
 
 

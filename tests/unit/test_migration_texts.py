@@ -92,7 +92,8 @@ def test_a_no_transaction_migration_names_what_each_build_creates() -> None:
     sql = """CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON a (x);
 create unique index concurrently if not exists S_b_y on S.b (y) where y > 0;
 DROP INDEX CONCURRENTLY IF EXISTS s.old;
-CREATE INDEX CONCURRENTLY IF NOT EXISTS c_e ON ONLY c ((lower(e)));"""
+CREATE INDEX CONCURRENTLY IF NOT EXISTS c_e ON ONLY c ((lower(e)));
+CREATE INDEX CONCURRENTLY IF NOT EXISTS d_x ON d(x)"""
     assert concurrent_statements(sql) == [
         Statement("CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON a (x)", "a_x", "a"),
         Statement(
@@ -102,6 +103,7 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS c_e ON ONLY c ((lower(e)));"""
         ),
         Statement("DROP INDEX CONCURRENTLY IF EXISTS s.old"),
         Statement("CREATE INDEX CONCURRENTLY IF NOT EXISTS c_e ON ONLY c ((lower(e)))", "c_e", "c"),
+        Statement("CREATE INDEX CONCURRENTLY IF NOT EXISTS d_x ON d(x)", "d_x", "d"),
     ]
 
 
@@ -114,6 +116,7 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS c_e ON ONLY c ((lower(e)));"""
         "DROP INDEX CONCURRENTLY a_x",
         "DROP INDEX IF EXISTS a_x",
         "ALTER TABLE a ADD COLUMN y int",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON a.b.c (x)",
         'CREATE INDEX CONCURRENTLY IF NOT EXISTS "A x" ON a (x)',
     ],
 )

@@ -43,7 +43,7 @@ _FORMER = re.compile(r"^former-checksum ([0-9a-f]{64})$")
 _CREATE_CONCURRENTLY = re.compile(
     r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+"
     r"(?P<index>[a-z_][a-z0-9_]*)\s+ON\s+(?:ONLY\s+)?"
-    r"(?P<table>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s",
+    r"(?P<table>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)(?=[\s(])",
     re.IGNORECASE | re.DOTALL,
 )
 _DROP_CONCURRENTLY = re.compile(
@@ -157,7 +157,7 @@ def concurrent_statements(sql: str) -> list[Statement]:
     may repeat after an interruption."""
     found: list[Statement] = []
     for text in split_statements(sql):
-        if (create := _CREATE_CONCURRENTLY.match(text + " ")) is not None:
+        if (create := _CREATE_CONCURRENTLY.match(text)) is not None:
             found.append(Statement(text, create["index"].lower(), create["table"].lower()))
         elif _DROP_CONCURRENTLY.match(text):
             found.append(Statement(text))

@@ -13,7 +13,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -118,12 +118,38 @@ def jsonb_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def pg_binary(moment: datetime) -> bytes:
+    """``timestamptz_send``'s bytes: microseconds since 2000-01-01 UTC, big-endian."""
+    delta = moment - PG_EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros.to_bytes(8, "big", signed=True)
+
+
+def scanned(row: list[Any]) -> list[Any]:
+    """``row`` as the verifier's scan reads it (#12): the event as ``jsonb``'s text, both
+    times in PostgreSQL's binary form, the event id as its text; a value no such column
+    could hold (a test's own) as it is."""
+    out = list(row)
+    if isinstance(row[4], dict):
+        out[4] = jsonb_text(row[4])
+    for i in (5, 12):
+        if isinstance(row[i], datetime) and row[i].tzinfo is not None:
+            out[i] = pg_binary(row[i])
+    if isinstance(row[7], uuid.UUID):
+        out[7] = str(row[7])
+    return out
+
+
 def verdicts(table: list[list[Any]]) -> tuple[LedgerVerdict, LedgerVerdict]:
     """The verdict by the fast path (feed_row) and by the full checks alone (feed); the fast
-    path is also fed every row with its event as ``jsonb``'s text, as the scan reads it, and
-    must come to the same verdict (#12)."""
+    path is also fed every row with its event as ``jsonb``'s text, and as the scan reads
+    it (:func:`scanned`), row by row and in pages, and must come to the same verdict (#12)."""
     fast = LedgerAuditor([], verifier=None, origin="")
     text = LedgerAuditor([], verifier=None, origin="")
+    scan = LedgerAuditor([], verifier=None, origin="")
     full = LedgerAuditor([], verifier=None, origin="")
     for row in table:
         fast.feed_row(row)
@@ -131,9 +157,12 @@ def verdicts(table: list[list[Any]]) -> tuple[LedgerVerdict, LedgerVerdict]:
         if isinstance(row[4], dict):
             as_text[4] = jsonb_text(row[4])
         text.feed_row(as_text)
+        scan.feed_row(scanned(row))
         full.feed(stored_entry(row))
     assert text.verdict() == fast.verdict()
+    assert scan.verdict() == fast.verdict()
     assert paged_verdict(table) == fast.verdict()
+    assert paged_verdict([scanned(row) for row in table]) == fast.verdict()
     return fast.verdict(), full.verdict()
 
 
@@ -800,3 +829,40 @@ def test_the_leaves_waiting_for_the_tree_are_bounded() -> None:
         reference.append(leaf_hash(digest))
         prev = digest
     assert verifier.verdict().tree_root == reference.root().hex()
+
+
+_OFFSETS = st.integers(min_value=-1439, max_value=1439).map(lambda m: timedelta(minutes=m))
+_MOMENTS = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    occurred=_MOMENTS,
+    offset=_OFFSETS,
+    stored=st.one_of(_MOMENTS, st.none()),
+    same=st.booleans(),
+    shift_us=st.integers(min_value=-2, max_value=2),
+)
+def test_the_scans_binary_times_and_text_id_decide_as_the_typed_columns(
+    occurred: datetime, offset: timedelta, stored: datetime | None, same: bool, shift_us: int
+) -> None:
+    """#12: a row as the scan reads it (times in PostgreSQL's binary form, the id as text)
+    is taken or left by the fast path exactly as the same row with asyncpg's datetimes and
+    UUID, for an event time in any offset and a stored time equal to it, a microsecond or
+    two apart, or anything else; the full checks see the same typed row."""
+    table = rows(3)
+    local = occurred.astimezone(timezone(offset))
+    event = table[1][4]
+    event["occurred_at"] = local.isoformat()
+    table[1][12] = (occurred + timedelta(microseconds=shift_us)) if same else stored
+    table[1][3] = entry_canonical_bytes(2, event, AT)
+    table[1][2] = chain_hash(table[0][2], table[1][3])
+    table[2][1] = table[1][2]
+    table[2][2] = chain_hash(table[1][2], table[2][3])
+    assert stored_entry(scanned(table[1])) == stored_entry(table[1])
+    for form in (table, bytes_only(table)):  # the event in its column, or in the bytes only
+        fast, full = verdicts(form)
+        assert fast == full
+        assert fast.ok == (table[1][12] == occurred)

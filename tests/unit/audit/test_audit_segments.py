@@ -23,6 +23,7 @@ from tests.unit.audit.test_audit_fast_verify import (
     _rehashed,
     bytes_only,
     rows,
+    scanned,
 )
 
 from branchline_audit.domain.canonical import stored_event
@@ -94,9 +95,13 @@ def assert_same(
     table: list[list[Any]], checkpoints: list[StoredCheckpoint] | None = None
 ) -> LedgerVerdict:
     expected = sequential(table, checkpoints or [])
+    as_scanned = [scanned(row) for row in copy.deepcopy(table)]  # as the scan reads them
+    assert sequential(as_scanned, checkpoints or []) == expected
     for parts in PARTS:
         verdict, _ = segmented(table, checkpoints or [], parts)
         assert verdict == expected, parts
+        verdict, _ = segmented(as_scanned, checkpoints or [], parts)
+        assert verdict == expected, ("scanned", parts)
     return expected
 
 

@@ -16,15 +16,18 @@ has more that can be tampered with, and this auditor checks it all in one stream
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
+    CanonicalisationError,
     ChainEntry,
     ChainState,
     ChainVerifier,
@@ -50,7 +53,9 @@ from branchline_audit.domain.records import (
 class StoredEntry:
     entry: ChainEntry
     columns: IndexColumns
-    pruned_at: datetime | None
+    pruned_at: datetime | bytes | None
+    """Set when the row is pruned: a time, or its binary form as the verifier's scan reads
+    it (only whether it is set is checked)."""
 
 
 ROW_FIELDS = (
@@ -70,7 +75,55 @@ ROW_FIELDS = (
 )
 """A stored row as :meth:`LedgerAuditor.feed_row` takes it: the ledger table's columns in
 this order (``event`` decoded from its JSON or as its JSON text, ``appended_at`` and
-``pruned_at`` as times)."""
+``pruned_at`` as times). The verifier's scan reads ``appended_at``, ``occurred_at`` and
+``pruned_at`` in PostgreSQL's binary form (:func:`pg_time`) and ``event_id`` as its text
+instead: a row is then read without a Python datetime and UUID made per row (#12), and a
+time no append writes (an infinity, a year past 9999, altered behind the ledger's back) is
+read as any other and reported as the bad entry it is; either form is taken."""
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_PG_INFINITY = 0x7FFF_FFFF_FFFF_FFFF
+
+
+def pg_time(sent: bytes) -> datetime:
+    """A ``timestamptz`` from its binary form (``timestamptz_send``: microseconds since
+    2000-01-01 UTC, big-endian), exactly as asyncpg decodes the column: its infinities as
+    the naive extremes, any other value as an aware UTC time (OverflowError past year
+    9999)."""
+    microseconds = int.from_bytes(sent, "big", signed=True)
+    if microseconds == _PG_INFINITY:
+        return datetime.max  # noqa: DTZ901 - as asyncpg decodes infinity
+    if microseconds == -_PG_INFINITY - 1:
+        return datetime.min  # noqa: DTZ901 - as asyncpg decodes -infinity
+    return _PG_EPOCH + timedelta(microseconds=microseconds)
+
+
+def _typed(row: Sequence[Any]) -> Sequence[Any]:
+    """``row`` with ``occurred_at`` as a time and ``event_id`` as a UUID when the scan read
+    them in their cheaper forms (:data:`ROW_FIELDS`). An ``occurred_at`` past Python's years
+    stays in its binary form, which equals no event's time: the column check reports it.
+    ``appended_at`` is left to :func:`appended_text`."""
+    event_id, occurred_at = row[7], row[12]
+    if type(event_id) is str:
+        event_id = uuid.UUID(event_id)
+    if type(occurred_at) is bytes:
+        with contextlib.suppress(OverflowError):
+            occurred_at = pg_time(occurred_at)
+    return (*row[:7], event_id, *row[8:12], occurred_at)
+
+
+def appended_text(appended_at: datetime | bytes) -> str:
+    """``appended_at`` (a time, or the scan's binary form of one) in the one form that is
+    hashed (:func:`format_appended_at`); for a time no append writes (an infinity, which
+    asyncpg reads as a naive extreme, or a year outside Python's) a text saying so, which no
+    canonical form takes: the chain reports the entry at its position instead of verify
+    failing with the time's error."""
+    try:
+        moment = pg_time(appended_at) if isinstance(appended_at, bytes) else appended_at
+        return format_appended_at(moment)
+    except (CanonicalisationError, OverflowError) as error:
+        return f"not a time an append writes ({error})"
 
 
 def _decoded(row: Sequence[Any]) -> Sequence[Any]:
@@ -111,12 +164,12 @@ def stored_entry(row: Sequence[Any]) -> StoredEntry:
         actor_id,
         branch_id,
         occurred_at,
-    ) = _decoded(row)
+    ) = _decoded(_typed(row))
     return StoredEntry(
         entry=ChainEntry(
             position=position,
             event=event,
-            appended_at=format_appended_at(appended_at),
+            appended_at=appended_text(appended_at),
             prev_hash=bytes(prev_hash),
             hash=bytes(hash_),
             pruned=pruned_at is not None or is_pruned_marker(event),
@@ -167,7 +220,14 @@ def _columns_agree(event: dict[str, Any], row: Sequence[Any]) -> bool:
         occurred_at = datetime.fromisoformat(occurred)
     except ValueError:
         return False
-    return occurred_at.tzinfo is not None and occurred_at == row[12]
+    stored = row[12]
+    if type(stored) is bytes:  # the scan's binary form (:func:`pg_time`): the same instant
+        return (
+            occurred_at.tzinfo is not None
+            and ((occurred_at - _PG_EPOCH) // _MICROSECOND).to_bytes(8, "big", signed=True)
+            == stored
+        )
+    return occurred_at.tzinfo is not None and occurred_at == stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +267,7 @@ class LedgerAuditor:
     ) -> None:
         self._checkpoints = sorted(checkpoints, key=lambda c: c.tree_size)
         self._chain = self._new_chain()
-        self._appended_at: tuple[datetime, bytes] | None = None
+        self._appended_at: tuple[datetime | bytes, bytes] | None = None
         """The last append time seen and the head of its entries' canonical bytes (an append
         writes many entries at one time)."""
         self._next_checkpoint = 0
@@ -347,7 +407,8 @@ class LedgerAuditor:
             canonical is not None
             and pruned_at is None
             and type(event) is dict
-            and encodes_event_after(canonical, self._head_of(appended_at), row[0], event)
+            and (head := self._head_of(appended_at)) is not None
+            and encodes_event_after(canonical, head, row[0], event)
             and self._accepted_proven(event, row)
         ):
             return True
@@ -381,7 +442,7 @@ class LedgerAuditor:
                     if seen is not None and seen[0] == appended_at
                     else self._head_of(appended_at)
                 )
-                event = proven_event_after(canonical, head, position)
+                event = None if head is None else proven_event_after(canonical, head, position)
                 if (
                     event is not None
                     # is_pruned_marker(event) is False for every event holding "data"
@@ -413,12 +474,17 @@ class LedgerAuditor:
             return True
         return False
 
-    def _head_of(self, appended_at: datetime) -> bytes:
+    def _head_of(self, appended_at: datetime | bytes) -> bytes | None:
         """The head of the canonical bytes of entries appended at ``appended_at``, computed
-        once per append time (an append writes many entries at one time)."""
+        once per append time (an append writes many entries at one time); None for a time no
+        append writes (:func:`appended_text`), whose entries the full checks report."""
         seen = self._appended_at
         if seen is None or seen[0] != appended_at:
-            seen = self._appended_at = (appended_at, entry_head(format_appended_at(appended_at)))
+            try:
+                head = entry_head(appended_text(appended_at))
+            except CanonicalisationError:
+                return None
+            seen = self._appended_at = (appended_at, head)
         return seen[1]
 
     def _column_problem(self, stored: StoredEntry) -> str | None:

@@ -106,10 +106,8 @@ _TIMERS_DROPPED = (
 _TIMERS_WANTED = (
     "INSERT INTO fu_timers (id, task_id, client_id, kind, fire_at) "  # noqa: S608 - fixed identifiers, bound values
     f"SELECT {_rows(['uuid', 'uuid', 'text', 'text', 'timestamptz'])} FROM {_EACH_ROW} "
-    "ON CONFLICT (id) DO UPDATE SET fire_at = EXCLUDED.fire_at, "
-    "fired_at = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at THEN fu_timers.fired_at END, "
-    "fired_event_id = CASE WHEN fu_timers.fire_at = EXCLUDED.fire_at "
-    "THEN fu_timers.fired_event_id END"
+    "ON CONFLICT (id) DO UPDATE SET fire_at = EXCLUDED.fire_at, fired_at = NULL, "
+    "fired_event_id = NULL WHERE fu_timers.fire_at <> EXCLUDED.fire_at"
 )
 """:data:`.read_models.SYNC_TIMERS` as two parts (its DELETE and its upsert, as there): ``{0}``
 the wanted timers' rows, ``{1}`` the synced tasks' ids (an array, as there: the index on
