@@ -351,6 +351,18 @@ def stats_delta(
     return out
 
 
+async def relay_rounds(dsn: str) -> int:
+    """The outbox relay's publishing rounds so far (each marks its rows published at its
+    transaction's ``now()``): each round's produce request leaves at most one record batch per
+    partition in the broker, and tansu's in-memory fetch lists every batch of a partition
+    (``bench.probe_broker``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(DISTINCT published_at) FROM es_outbox"))
+    finally:
+        await conn.close()
+
+
 async def xacts(stack: BenchStack) -> dict[str, int]:
     conn = await asyncpg.connect(stack.admin_url)
     try:
@@ -413,6 +425,13 @@ async def repetition(
         stats0 = await table_stats(stack.settings.followup_database_url)
         value = await run()
         stats1 = await table_stats(stack.settings.followup_database_url)
+        rounds = {
+            db: await relay_rounds(dsn)
+            for db, dsn in (
+                ("intake", stack.settings.intake_database_url),
+                ("followup", stack.settings.followup_database_url),
+            )
+        }
         cpu1 = {c: stack.cpu_seconds(c) for c in stack.pids} | pg_cpu_by_kind(postmaster)
         commits1 = await xacts(stack)
         cpu = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu1.items()}
@@ -426,6 +445,7 @@ async def repetition(
             cpu=cpu,
             commits=commits,
             fu_stats=stats_delta(stats0, stats1),
+            relay_rounds=rounds,
         )
         print(f"[{r + 1}] {name}: {value} ({time.time() - started:.1f}s)", flush=True)
         return value
