@@ -281,9 +281,12 @@ class PostgresUnitOfWork:
         self._staged.append(_Staged(event, topic, submission_hash))
 
     async def commit(self) -> list[StoredPosition]:
-        if not self._staged:
+        """Write what is staged so far, in the unit's transaction. What is staged while this
+        runs is the next call's: a batch stages its next part meanwhile (#12)."""
+        staged, self._staged = self._staged, []
+        if not staged:
             return []
-        events = [s.event for s in self._staged]
+        events = [s.event for s in staged]
         last_versions: dict[str, int] = {}
         for e in events:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
@@ -296,8 +299,8 @@ class PostgresUnitOfWork:
             # call each, instead of dumped to Python objects that the connection's jsonb codec
             # then encodes one by one in Python (#12); the columns are read from them.
             [e.model_dump_json() for e in events],
-            [s.submission_hash for s in self._staged],
-            [s.topic for s in self._staged],
+            [s.submission_hash for s in staged],
+            [s.topic for s in staged],
             [e.subject_id for e in events],
         )
         written = {r["event_id"]: r["global_position"] for r in rows}
@@ -310,13 +313,12 @@ class PostgresUnitOfWork:
                 last_versions,
                 [
                     StoredEvent(p, e, st.submission_hash)
-                    for p, e, st in zip(positions, events, self._staged, strict=True)
+                    for p, e, st in zip(positions, events, staged, strict=True)
                 ],
             )
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
-        self.committed += len(self._staged)
-        self._staged.clear()
+        self.committed += len(staged)
         return positions
 
 
