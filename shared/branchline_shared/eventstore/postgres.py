@@ -47,6 +47,9 @@ class _Staged:
     event: RecordedEvent
     topic: str
     submission_hash: bytes | None
+    # The envelope as JSON text, rendered by pydantic when staged: a batch stages a part while
+    # the part before is being written (#12), so this runs while PostgreSQL works.
+    envelope: str
 
 
 _LOCK_SQL = {
@@ -278,7 +281,7 @@ class PostgresUnitOfWork:
         return tails
 
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
-        self._staged.append(_Staged(event, topic, submission_hash))
+        self._staged.append(_Staged(event, topic, submission_hash, event.model_dump_json()))
 
     async def commit(self) -> list[StoredPosition]:
         """Write what is staged so far, in the unit's transaction. What is staged while this
@@ -298,7 +301,7 @@ class PostgresUnitOfWork:
             # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
             # call each, instead of dumped to Python objects that the connection's jsonb codec
             # then encodes one by one in Python (#12); the columns are read from them.
-            [e.model_dump_json() for e in events],
+            [s.envelope for s in staged],
             [s.submission_hash for s in staged],
             [s.topic for s in staged],
             [e.subject_id for e in events],

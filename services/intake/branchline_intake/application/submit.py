@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import uuid
 from collections.abc import Callable, Sequence
@@ -111,9 +112,15 @@ class _Candidate:
     index: int
     submitted: SubmittedEvent
     event: RecordedEvent
-    submission_hash: bytes
+    hash_key: bytes
     submitted_by: Actor
     payload: EventPayload  # as the catalogue validated it: the decider does not parse it again
+
+    @functools.cached_property
+    def submission_hash(self) -> bytes:
+        # When first needed (staged, or answered as a duplicate), not before the locks: a
+        # batch's part is hashed while the part before is written (#12), a refusal never.
+        return submission_hash(self.submitted, self.hash_key)
 
 
 _SUBMISSION_SERIALIZER = SubmittedEvent.__pydantic_serializer__
@@ -187,7 +194,7 @@ async def submit_events(
                 index,
                 item,
                 _envelope(item, data, now, submitter, item.event_id or next(new_ids)),
-                submission_hash(item, ctx.hash_key),
+                ctx.hash_key,
                 submitted_by,
                 valid,
             )
