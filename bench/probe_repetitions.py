@@ -155,7 +155,12 @@ class Probe:
     async def sample(
         self, fu: asyncpg.Connection, intake: asyncpg.Connection, admin: asyncpg.Connection
     ) -> None:
-        applied = await fu.fetchval("SELECT count(*) FROM fu_applied_events")
+        # Rows inserted so far, from the statistics (flushed by the worker's backend at most
+        # once a second): a count(*) here read the whole table every half second, a cost
+        # growing with the table on the stack's cores (#12).
+        applied = await fu.fetchval(
+            "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'fu_applied_events'"
+        )
         fu_outbox = await fu.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")
         in_outbox = await intake.fetchval(
             "SELECT count(*) FROM es_outbox WHERE published_at IS NULL"
@@ -278,6 +283,86 @@ async def steady_timeline(
     return {key: round(value, 1) for key, value in figures.items()}
 
 
+TABLE_COUNTERS = (
+    "n_tup_ins",
+    "n_tup_upd",
+    "n_tup_hot_upd",
+    "n_tup_del",
+    "seq_scan",
+    "seq_tup_read",
+    "idx_scan",
+    "idx_tup_fetch",
+    "autovacuum_count",
+    "autoanalyze_count",
+    "vacuum_count",
+)
+
+
+async def table_stats(dsn: str) -> dict[str, dict[str, int]]:
+    """Per table and per index of one database: the cumulative counters (statements' scans
+    and rows read, inserts, updates and HOT updates, vacuums) and the gauges (dead and live
+    tuples, sizes in pages), so a part's difference shows what grows per event (#12)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        tables = await conn.fetch(
+            f"""SELECT relname, {", ".join(TABLE_COUNTERS)}, n_dead_tup, n_live_tup,
+                       pg_relation_size(relid) / 8192 AS pages,
+                       heap_blks_read, heap_blks_hit, idx_blks_read, idx_blks_hit
+                FROM pg_stat_user_tables JOIN pg_statio_user_tables USING (relid, relname)"""
+        )
+        indexes = await conn.fetch(
+            """SELECT indexrelname, idx_scan, idx_tup_read, idx_tup_fetch,
+                      pg_relation_size(indexrelid) / 8192 AS pages
+               FROM pg_stat_user_indexes"""
+        )
+    finally:
+        await conn.close()
+    out = {
+        r["relname"]: {k: int(v or 0) for k, v in dict(r).items() if k != "relname"} for r in tables
+    }
+    out |= {
+        "i:" + r["indexrelname"]: {
+            k: int(v or 0) for k, v in dict(r).items() if k != "indexrelname"
+        }
+        for r in indexes
+    }
+    return out
+
+
+def stats_delta(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, dict[str, Any]]:
+    """Counters as differences, gauges (dead/live tuples, pages) as after/before pairs; only
+    what changed."""
+    gauges = {"n_dead_tup", "n_live_tup", "pages"}
+    out: dict[str, dict[str, Any]] = {}
+    for rel, now in after.items():
+        was = before.get(rel, {})
+        row: dict[str, Any] = {}
+        for k, v in now.items():
+            if k in gauges:
+                if v != was.get(k, 0) or (k == "n_dead_tup" and v):
+                    row[k] = [was.get(k, 0), v]
+            elif v - was.get(k, 0):
+                row[k] = v - was.get(k, 0)
+        if row:
+            out[rel] = row
+    return out
+
+
+async def relay_rounds(dsn: str) -> int:
+    """The outbox relay's publishing rounds so far (each marks its rows published at its
+    transaction's ``now()``): each round's produce request leaves at most one record batch per
+    partition in the broker, and tansu's in-memory fetch lists every batch of a partition
+    (``bench.probe_broker``)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(DISTINCT published_at) FROM es_outbox"))
+    finally:
+        await conn.close()
+
+
 async def xacts(stack: BenchStack) -> dict[str, int]:
     conn = await asyncpg.connect(stack.admin_url)
     try:
@@ -286,12 +371,34 @@ async def xacts(stack: BenchStack) -> dict[str, int]:
         )
         wal = await conn.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
         assert wal is not None
+        # Shared buffers: blocks each database found in them (hit) or had to read (from the
+        # OS), and by process kind the blocks evicted and written by the one needing a buffer
+        # (#12: does the working set outgrow shared_buffers as the tables grow?).
+        blocks = await conn.fetch(
+            "SELECT datname, blks_read, blks_hit FROM pg_stat_database "
+            "WHERE datname LIKE 'branchline%'"
+        )
+        io = await conn.fetch(
+            "SELECT backend_type, sum(reads)::bigint AS reads, sum(writes)::bigint AS writes, "
+            "sum(evictions)::bigint AS evictions, sum(extends)::bigint AS extends "
+            "FROM pg_stat_io WHERE object = 'relation' GROUP BY backend_type"
+        )
     finally:
         await conn.close()
-    return {r["datname"]: int(r["xact_commit"]) for r in rows} | {
-        "wal_mb": int(wal["wal_bytes"]) // 1_000_000,
-        "wal_fpi": int(wal["wal_fpi"]),
-    }
+    return (
+        {r["datname"]: int(r["xact_commit"]) for r in rows}
+        | {
+            "wal_mb": int(wal["wal_bytes"]) // 1_000_000,
+            "wal_fpi": int(wal["wal_fpi"]),
+        }
+        | {f"{r['datname']}:{k}": int(r[k] or 0) for r in blocks for k in ("blks_read", "blks_hit")}
+        | {
+            f"io:{r['backend_type']}:{k}": int(r[k] or 0)
+            for r in io
+            for k in ("reads", "writes", "evictions", "extends")
+            if r[k]
+        }
+    )
 
 
 async def repetition(
@@ -315,7 +422,16 @@ async def repetition(
         started = time.time()
         cpu0 = {c: stack.cpu_seconds(c) for c in stack.pids} | pg_cpu_by_kind(postmaster)
         commits0 = await xacts(stack)
+        stats0 = await table_stats(stack.settings.followup_database_url)
         value = await run()
+        stats1 = await table_stats(stack.settings.followup_database_url)
+        rounds = {
+            db: await relay_rounds(dsn)
+            for db, dsn in (
+                ("intake", stack.settings.intake_database_url),
+                ("followup", stack.settings.followup_database_url),
+            )
+        }
         cpu1 = {c: stack.cpu_seconds(c) for c in stack.pids} | pg_cpu_by_kind(postmaster)
         commits1 = await xacts(stack)
         cpu = {k: round(v - cpu0.get(k, 0.0), 2) for k, v in cpu1.items()}
@@ -328,6 +444,8 @@ async def repetition(
             value=value,
             cpu=cpu,
             commits=commits,
+            fu_stats=stats_delta(stats0, stats1),
+            relay_rounds=rounds,
         )
         print(f"[{r + 1}] {name}: {value} ({time.time() - started:.1f}s)", flush=True)
         return value
@@ -399,6 +517,21 @@ async def repetition(
         await latency.vacuum([relay_db] + ([ledger_db] if "ledger" not in skip else []))
 
 
+def broker_pids(bootstrap: str) -> list[int]:
+    """The tansu process serving ``bootstrap`` (its command line names its listener)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and words[0].endswith(b"tansu") and f"tcp://{bootstrap}".encode() in words:
+            found.append(int(proc.name))
+    return found
+
+
 async def checkpoint_now(dsn: str) -> float:
     """``CHECKPOINT`` (seconds): the steady window then starts with no checkpoint in progress,
     the next one (requested by WAL volume) about max_wal_size / 1.9 of WAL later (#12)."""
@@ -420,13 +553,26 @@ async def main() -> None:
     parser.add_argument("--env", default="", help="extra stack settings, K=V,K=V")
     parser.add_argument("--fair", action="store_true", help="vacuum as bench/run.py does")
     parser.add_argument(
+        "--pg",
+        default="",
+        help="PostgreSQL settings for the embedded server, K=V,K=V (e.g. shared_buffers=1GB)",
+    )
+    parser.add_argument(
         "--checkpoint", action="store_true", help="CHECKPOINT just before each steady measure"
     )
     args = parser.parse_args()
     p = PROFILES["standard"]
     skip = {s for s in args.skip.split(",") if s}
     extra = dict(kv.split("=", 1) for kv in args.env.split(",") if kv)
+    if args.pg:
+        # Appended to the server's command line after its own settings: a later -c wins.
+        from branchline_shared.embedded import postgres as embedded_postgres
+
+        embedded_postgres.MAX_WAL_SIZE += "".join(f" -c {kv}" for kv in args.pg.split(",") if kv)
     async with running_stack(extra) as stack:
+        # The broker is not one of the stack's components: its CPU is read too (#12: does
+        # the in-memory log's cost grow with what it holds?).
+        stack.pids.setdefault("broker", []).extend(broker_pids(stack.settings.kafka_bootstrap))
         probe = Probe(stack, args.out)
         task = asyncio.create_task(probe.run())
         scraper = asyncio.create_task(probe.scrape())

@@ -742,6 +742,53 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         yield PostgresUnitsOfWork(pool, on_commit=wakes)
         await pool.close()
 
+    @pytest.mark.parametrize("held", [True, False], ids=["collected", "at-once"])
+    async def test_timers_synced_again_at_their_instants_keep_their_rows(
+        self, units: UnitsOfWork, held: bool
+    ) -> None:
+        """#12: a timer wanted again at the instant it has is left as it is (no new row
+        version: the same ``xmin``), fired or not; a moved one is written and armed again. In
+        a unit holding the task's client (the collected statement) and in one that does not."""
+        task = a_task("c-97")
+        overdue = a_timer(task, TimerKind.OVERDUE, T0)
+        escalate = a_timer(task, TimerKind.ESCALATE, T0 + timedelta(1))
+        pool = units._pool  # type: ignore[attr-defined]
+
+        async def versions() -> dict[uuid.UUID, int]:
+            rows = await pool.fetch(
+                "SELECT id, xmin::text::bigint AS v FROM fu_timers WHERE task_id = $1", task.id
+            )
+            return {r["id"]: r["v"] for r in rows}
+
+        async def sync(timers: list[DurableTimer]) -> None:
+            async with units.begin() as uow:
+                if held:
+                    await uow.hold_clients_of([(an_event("c-97"), None)])
+                await uow.tasks.save([task])
+                await uow.timers.sync(task, timers)
+
+        await sync([overdue, escalate])
+        async with units.begin() as uow:
+            await uow.timers.mark_fired(task.id, "overdue", T0, uuid.uuid4())
+        before = await versions()
+        assert set(before) == {overdue.id, escalate.id}
+        await sync([overdue, escalate])
+        assert await versions() == before
+        async with units.begin() as uow:
+            assert await uow.timers.count_due(T0 + timedelta(2)) == 1  # overdue stays fired
+
+        moved = a_timer(task, TimerKind.OVERDUE, T0 + timedelta(hours=1))
+        await sync([moved, escalate])
+        after = await versions()
+        assert after[moved.id] != before[moved.id]
+        assert after[escalate.id] == before[escalate.id]
+        async with units.begin() as uow:
+            due = await uow.timers.claim_due(T0 + timedelta(2), 5)
+            assert [(t.id, t.fire_at) for t in due] == [
+                (moved.id, moved.fire_at),
+                (escalate.id, escalate.fire_at),
+            ]
+
     async def test_a_client_is_locked_once_per_unit_and_again_after_a_savepoint_failed(
         self, units: UnitsOfWork
     ) -> None:

@@ -73,3 +73,10 @@ def test_postgres_checkpoints_on_time_not_on_wal_volume_at_the_steady_rate(
     command = compose["services"]["postgres"]["command"]
     assert command[0] == "postgres"
     assert "max_wal_size=8GB" in command
+
+
+def test_postgres_page_cache_is_sized_for_the_steady_load(compose: dict[str, Any]) -> None:
+    """#12: at PostgreSQL's default 128 MB the random-key indexes of a steady load outgrew the
+    cache within minutes (docs/performance.md, Round 13)."""
+    command = compose["services"]["postgres"]["command"]
+    assert "shared_buffers=1GB" in command

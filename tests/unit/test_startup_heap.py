@@ -32,7 +32,7 @@ from branchline_shared.http.startup_heap import (
     freeze_serving_heap,
     freeze_startup_heap,
 )
-from branchline_shared.settings import FollowupSettings
+from branchline_shared.settings import AuditSettings, FollowupSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -105,6 +105,19 @@ def test_the_followup_workers_threshold_defaults_to_the_batch_threshold() -> Non
     assert default.followup_worker_gc_young_threshold == BATCH_YOUNG_THRESHOLD
 
 
+@pytest.mark.parametrize("young", [699, 0, 1_000_001])
+def test_the_audit_consumers_threshold_setting_is_bounded(young: int) -> None:
+    with pytest.raises(ValidationError, match="audit_consumer_gc_young_threshold"):
+        AuditSettings.model_validate(
+            {"jwt_secret": "x" * 40, "audit_consumer_gc_young_threshold": young}
+        )
+
+
+def test_the_audit_consumers_threshold_defaults_to_the_batch_threshold() -> None:
+    default = AuditSettings.model_validate({"jwt_secret": "x" * 40})
+    assert default.audit_consumer_gc_young_threshold == BATCH_YOUNG_THRESHOLD
+
+
 # -- the entrypoints' stand-ins ------------------------------------------------------------
 
 
@@ -155,6 +168,7 @@ def settings() -> Any:
         dead_letter_gauge_interval_s=60,
         audit_db_writer_role="writer",
         followup_worker_gc_young_threshold=1234,
+        audit_consumer_gc_young_threshold=4321,
     )
 
 
@@ -223,7 +237,7 @@ async def test_the_audit_consumer_freezes_once_consuming_and_serving_health(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     steps: list[str] = []
-    recorder(monkeypatch, audit_bootstrap, steps)
+    recorder(monkeypatch, audit_bootstrap, steps, "freeze_batch_heap")
     stopped = asyncio.Event()
 
     class Consumer:
@@ -262,7 +276,8 @@ async def test_the_audit_consumer_freezes_once_consuming_and_serving_health(
 
     await audit_bootstrap.run_consumer(settings())
 
-    assert steps == ["health serving", "frozen[]", "draining"]
+    # its young-generation threshold is the setting's (#12)
+    assert steps == ["health serving", "frozen[4321]", "draining"]
 
 
 # -- the API servers -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
-from branchline_shared.http.startup_heap import freeze_startup_heap
+from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
@@ -215,8 +215,9 @@ async def run_consumer(settings: AuditSettings) -> None:
             serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks)
         )
         # Started: what is loaded by now lives as long as the process, and the collector
-        # need not walk it again on every gen-2 collection (#12).
-        freeze_startup_heap()
+        # need not walk it again on every gen-2 collection; a batch's objects live until its
+        # append commits (#12).
+        freeze_batch_heap(settings.audit_consumer_gc_young_threshold)
         done, _ = await asyncio.wait(
             [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
         )

@@ -31,6 +31,19 @@ up to about this much disk in ``pg_wal`` under sustained load, and a longer repl
 crash. ``docker-compose.yml`` sets 8 GB for production (docs/operations.md)."""
 
 
+SHARED_BUFFERS = "1GB"
+"""PostgreSQL's own page cache (#12). At its default, 128 MB, the stack's working set outgrew it
+within minutes of steady load: every accepted event inserts into random-key B-trees in all
+three databases (event ids, stream ids, task and timer ids), whose leaf pages are touched in
+no order, so once the indexes passed the cache, backends evicted pages, wrote dirty ones
+themselves and read pages back from the operating system (through PostgreSQL 18's I/O worker
+processes) for every event, more with each minute of load: in the benchmark's third
+repetition the followup database read ~21,000 blocks and the backends wrote ~20,000 evicted
+pages per 20 s window at 1,000 events a second (docs/performance.md, Round 13). The memory is
+taken as pages are first used, not at start. ``docker-compose.yml`` sets the same for
+production; size it to about a quarter of the host's memory there (docs/operations.md)."""
+
+
 class EmbeddedPostgresError(RuntimeError):
     pass
 
@@ -105,7 +118,7 @@ class EmbeddedPostgres:
             os.chown(self.log_file, uid, gid)
         options = (
             f"-h {self.host} -p {self.port} -k {self.data_dir} "
-            "-c max_connections=300 -c shared_buffers=128MB -c fsync=on "
+            f"-c max_connections=300 -c shared_buffers={SHARED_BUFFERS} -c fsync=on "
             f"-c max_wal_size={MAX_WAL_SIZE}"
         )
         try:

@@ -22,7 +22,8 @@ The followup worker does too (:func:`freeze_batch_heap`): it holds a fetched bat
 messages, events, tasks and pending writes until the batch commits, so at the default
 threshold each young collection walked objects still in use, moved them to the older
 generations, and those were walked again (docs/performance.md, "Followup worker: its young
-objects collected less often").
+objects collected less often"). So does the audit consumer, which holds a batch's messages,
+events and rows until its append commits (Round 13).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def freeze_serving_heap() -> None:
 
 def freeze_batch_heap(young: int = BATCH_YOUNG_THRESHOLD) -> None:
     """:func:`freeze_startup_heap`, then the young generation collected after ``young``
-    new objects instead of 700 (the followup worker, #12; its setting
-    ``followup_worker_gc_young_threshold`` defaults to :data:`BATCH_YOUNG_THRESHOLD`)."""
+    new objects instead of 700 (the followup worker and the audit consumer, #12; their settings
+    ``followup_worker_gc_young_threshold`` and ``audit_consumer_gc_young_threshold`` default
+    to :data:`BATCH_YOUNG_THRESHOLD`)."""
     freeze_startup_heap()
     _young_threshold(young)

@@ -22,6 +22,15 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         description="Events the audit consumer fetches and writes to the ledger in one "
         "transaction at most (#12).",
     )
+    audit_consumer_gc_young_threshold: int = Field(
+        default=20_000,
+        ge=700,
+        le=1_000_000,
+        description="Net new container objects between two young-generation collections of "
+        "the audit consumer (CPython's default: 700, the least accepted): a batch's messages "
+        "and events live until its append commits, so fewer young collections walk them "
+        '(docs/performance.md, Round 13, "...the audit consumer\'s young generation", #12).',
+    )
     audit_verify_processes: int = Field(
         default=1,
         ge=0,

@@ -692,3 +692,40 @@ async def test_the_scans_binary_times_are_the_times_asyncpg_reads(
     if got[0] == "value":
         assert type(got[1]) is type(expected[1])
         assert got[1].tzinfo == expected[1].tzinfo
+
+
+UNWRITABLE_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
+"""Times PostgreSQL stores that no append writes: asyncpg reads the infinities as naive
+extremes and refuses the years past 9999."""
+
+
+@pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
+@pytest.mark.parametrize("position", [250, 750])
+async def test_a_time_no_append_writes_is_located_not_raised(
+    ledger_1000: Built, column: str, position: int
+) -> None:
+    """A time column set behind the ledger's back to a time no append writes (an infinity,
+    a year past 9999 or before the era) is a bad entry at its position, in one pass and in
+    segments alike; verify reports it instead of failing with the time's error (#12)."""
+    settings, audit = ledger_1000
+    segments = ProcessSegmentVerifiers(
+        settings.audit_database_url,
+        settings.audit_db_writer_role,
+        processes=SEGMENTS,
+        min_entries=1,
+    )
+    for text in UNWRITABLE_TIMES:
+        row = await _row(settings, position)
+        async with _tampered(settings, row):
+            await behind_the_ledgers_back(
+                settings,
+                f"UPDATE audit_ledger SET {column} = $1::text::timestamptz WHERE position = $2",
+                text,
+                position,
+            )
+            one_pass = await _verify_by(audit, None)
+            in_segments = await _verify_by(audit, segments)
+        assert not one_pass.ok, text
+        assert one_pass.first_bad_position == position, (text, one_pass.reason)
+        assert in_segments == one_pass, text
+    assert (await _verify_by(audit, None)).ok

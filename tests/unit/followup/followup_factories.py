@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from branchline_followup.application import rebuild
 from branchline_followup.domain import (
     ClientContext,
     CreateTask,
@@ -125,4 +126,11 @@ def count_payload_parses(monkeypatch: Any) -> list[str]:
         return real(event_type, data, stored=stored)
 
     monkeypatch.setattr(typed, "parse_payload", counting)
+    plain = rebuild.plain_payload
+
+    def counting_plain(event: RecordedEvent) -> Any:  # a rebuild's plain topic message
+        parsed.append(event.type)
+        return plain(event)
+
+    monkeypatch.setattr(rebuild, "plain_payload", counting_plain)
     return parsed

@@ -13,6 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from branchline_followup.application.task_creations import (
+    PendingCreations,
+    _decided_by,
     creation_event,
     validated_creation_event,
 )
@@ -195,3 +197,29 @@ def test_a_creation_of_values_of_another_type_is_left_to_the_validated_envelope(
         task,
         MONDAY_9.date(),  # type: ignore[arg-type]
     )
+
+
+@given(kind=st.sampled_from(list(TaskKind)), source=st.uuids(), opened_at=INSTANTS)
+def test_a_pending_creation_is_known_by_what_its_event_states(
+    kind: TaskKind, source: uuid.UUID, opened_at: datetime
+) -> None:
+    # PendingCreations keeps (source, task id) as added instead of parsing them back when it
+    # records the creation: the same pair the event states
+    task = new_task(
+        kind=kind,
+        source_event_id=source,
+        client_id="C-1",
+        branch_id=None,
+        assignee="rm-7",
+        subject="client",
+        opened_at=MONDAY_9,
+        due_at=MONDAY_9 + timedelta(days=2),
+        deadline_profile="default",
+    )
+    try:
+        event = creation_event(task, stream_version=1, now=opened_at)
+    except ValueError:  # a creation instant outside the stores' window: no creation at all
+        return
+    pending = PendingCreations()
+    pending.add([(task, event)])
+    assert pending.decided[event.event_id] == _decided_by(event) == (source, task.id)

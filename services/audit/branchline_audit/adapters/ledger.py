@@ -74,13 +74,14 @@ _APPENDED = (
 )
 # The event as its JSON text: asyncpg makes a str in C, the verifier decodes it once with
 # orjson, instead of the jsonb codec's Python call per row (#12, docs/performance.md). The
-# same for the two times (their 8 binary bytes, where asyncpg's codec makes a datetime in
+# same for the three times (their 8 binary bytes, where asyncpg's codec makes a datetime in
 # Python) and the event id (its text: the fast path compares text): ROW_FIELDS' other forms.
 _SCAN_FORMS = {
     "event": "event::text AS event",
     "appended_at": "timestamptz_send(appended_at) AS appended_at",
     "event_id": "event_id::text AS event_id",
     "occurred_at": "timestamptz_send(occurred_at) AS occurred_at",
+    "pruned_at": "timestamptz_send(pruned_at) AS pruned_at",
 }
 _SCAN_FIELDS = ", ".join(_SCAN_FORMS.get(f, f) for f in ROW_FIELDS)
 _ROWS_AFTER = (

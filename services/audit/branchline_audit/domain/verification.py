@@ -16,6 +16,7 @@ has more that can be tampered with, and this auditor checks it all in one stream
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -26,6 +27,7 @@ import orjson
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
+    CanonicalisationError,
     ChainEntry,
     ChainState,
     ChainVerifier,
@@ -51,7 +53,9 @@ from branchline_audit.domain.records import (
 class StoredEntry:
     entry: ChainEntry
     columns: IndexColumns
-    pruned_at: datetime | None
+    pruned_at: datetime | bytes | None
+    """Set when the row is pruned: a time, or its binary form as the verifier's scan reads
+    it (only whether it is set is checked)."""
 
 
 ROW_FIELDS = (
@@ -71,9 +75,11 @@ ROW_FIELDS = (
 )
 """A stored row as :meth:`LedgerAuditor.feed_row` takes it: the ledger table's columns in
 this order (``event`` decoded from its JSON or as its JSON text, ``appended_at`` and
-``pruned_at`` as times). The verifier's scan reads ``appended_at`` and ``occurred_at`` in
-PostgreSQL's binary form (:func:`pg_time`) and ``event_id`` as its text instead: a row is
-then read without a Python datetime and UUID made per row (#12); either form is taken."""
+``pruned_at`` as times). The verifier's scan reads ``appended_at``, ``occurred_at`` and
+``pruned_at`` in PostgreSQL's binary form (:func:`pg_time`) and ``event_id`` as its text
+instead: a row is then read without a Python datetime and UUID made per row (#12), and a
+time no append writes (an infinity, a year past 9999, altered behind the ledger's back) is
+read as any other and reported as the bad entry it is; either form is taken."""
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -94,16 +100,30 @@ def pg_time(sent: bytes) -> datetime:
 
 
 def _typed(row: Sequence[Any]) -> Sequence[Any]:
-    """``row`` with ``appended_at`` and ``occurred_at`` as times and ``event_id`` as a UUID
-    when the scan read them in their cheaper forms (:data:`ROW_FIELDS`)."""
-    appended_at, event_id, occurred_at = row[5], row[7], row[12]
-    if type(appended_at) is bytes:
-        appended_at = pg_time(appended_at)
+    """``row`` with ``occurred_at`` as a time and ``event_id`` as a UUID when the scan read
+    them in their cheaper forms (:data:`ROW_FIELDS`). An ``occurred_at`` past Python's years
+    stays in its binary form, which equals no event's time: the column check reports it.
+    ``appended_at`` is left to :func:`appended_text`."""
+    event_id, occurred_at = row[7], row[12]
     if type(event_id) is str:
         event_id = uuid.UUID(event_id)
     if type(occurred_at) is bytes:
-        occurred_at = pg_time(occurred_at)
-    return (*row[:5], appended_at, row[6], event_id, *row[8:12], occurred_at)
+        with contextlib.suppress(OverflowError):
+            occurred_at = pg_time(occurred_at)
+    return (*row[:7], event_id, *row[8:12], occurred_at)
+
+
+def appended_text(appended_at: datetime | bytes) -> str:
+    """``appended_at`` (a time, or the scan's binary form of one) in the one form that is
+    hashed (:func:`format_appended_at`); for a time no append writes (an infinity, which
+    asyncpg reads as a naive extreme, or a year outside Python's) a text saying so, which no
+    canonical form takes: the chain reports the entry at its position instead of verify
+    failing with the time's error."""
+    try:
+        moment = pg_time(appended_at) if isinstance(appended_at, bytes) else appended_at
+        return format_appended_at(moment)
+    except (CanonicalisationError, OverflowError) as error:
+        return f"not a time an append writes ({error})"
 
 
 def _decoded(row: Sequence[Any]) -> Sequence[Any]:
@@ -149,7 +169,7 @@ def stored_entry(row: Sequence[Any]) -> StoredEntry:
         entry=ChainEntry(
             position=position,
             event=event,
-            appended_at=format_appended_at(appended_at),
+            appended_at=appended_text(appended_at),
             prev_hash=bytes(prev_hash),
             hash=bytes(hash_),
             pruned=pruned_at is not None or is_pruned_marker(event),
@@ -387,7 +407,8 @@ class LedgerAuditor:
             canonical is not None
             and pruned_at is None
             and type(event) is dict
-            and encodes_event_after(canonical, self._head_of(appended_at), row[0], event)
+            and (head := self._head_of(appended_at)) is not None
+            and encodes_event_after(canonical, head, row[0], event)
             and self._accepted_proven(event, row)
         ):
             return True
@@ -421,7 +442,7 @@ class LedgerAuditor:
                     if seen is not None and seen[0] == appended_at
                     else self._head_of(appended_at)
                 )
-                event = proven_event_after(canonical, head, position)
+                event = None if head is None else proven_event_after(canonical, head, position)
                 if (
                     event is not None
                     # is_pruned_marker(event) is False for every event holding "data"
@@ -453,13 +474,17 @@ class LedgerAuditor:
             return True
         return False
 
-    def _head_of(self, appended_at: datetime | bytes) -> bytes:
+    def _head_of(self, appended_at: datetime | bytes) -> bytes | None:
         """The head of the canonical bytes of entries appended at ``appended_at``, computed
-        once per append time (an append writes many entries at one time)."""
+        once per append time (an append writes many entries at one time); None for a time no
+        append writes (:func:`appended_text`), whose entries the full checks report."""
         seen = self._appended_at
         if seen is None or seen[0] != appended_at:
-            moment = pg_time(appended_at) if isinstance(appended_at, bytes) else appended_at
-            seen = self._appended_at = (appended_at, entry_head(format_appended_at(moment)))
+            try:
+                head = entry_head(appended_text(appended_at))
+            except CanonicalisationError:
+                return None
+            seen = self._appended_at = (appended_at, head)
         return seen[1]
 
     def _column_problem(self, stored: StoredEntry) -> str | None:

@@ -53,6 +53,7 @@ from branchline_followup.application.projector import (
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_followup.domain import FollowupPolicy
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.plain_messages import plain_event, plain_payload
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
 from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import (
@@ -372,7 +373,17 @@ def _received(message: Replayed) -> Decoded | RecordedEvent | None:
     looked up); None for what the live worker dead-lettered (not an envelope, a version it
     cannot read, a payload it cannot read). A message read from Branchline's own event store
     (``--from-stores``) is read without the checks made where it entered, one from a topic with
-    them all (#12)."""
+    them all (#12), a plain topic message without the checks that cannot refuse it
+    (:mod:`~branchline_shared.events.plain_messages`)."""
+    if not message.from_store:
+        # a plain message (the usual one) without the checks that cannot refuse it (#12):
+        # the same event; any other, or one refused, is decoded below with every check
+        plain = plain_event(message.value)
+        if plain is not None:
+            if only_marked(plain):
+                return plain
+            typed = plain_payload(plain)
+            return typed if typed is not None else _readable(plain, from_store=False)
     try:
         event = decode_current_event(message.value, from_store=message.from_store)
     except PoisonEvent:

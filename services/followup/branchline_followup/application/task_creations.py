@@ -71,6 +71,9 @@ class PendingCreations:
     """Source event ids whose recorded creations were looked up ahead (:meth:`look_up_ahead`)."""
     found: dict[uuid.UUID, dict[uuid.UUID, RecordedEvent]] = field(default_factory=dict)
     """Source event id (of :attr:`looked_up`) → task id → its recorded creation."""
+    decided: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]] = field(default_factory=dict)
+    """:attr:`events`' ids → (source event id, task id): what :func:`_decided_by` reads back
+    from each, known when it is added (#12: not parsed again when recorded)."""
 
     def add(self, created: Iterable[tuple[FollowupTask, RecordedEvent]]) -> None:
         """``created``: each task with its creation (:func:`creation_event`), whose cause and
@@ -78,6 +81,7 @@ class PendingCreations:
         for task, event in created:
             self.events[event.event_id] = event
             self.caused.setdefault(task.source_event_id, {})[task.id] = event
+            self.decided[event.event_id] = (task.source_event_id, task.id)
 
     async def look_up_ahead(
         self, uow: FollowupUnitOfWork, source_event_ids: Iterable[uuid.UUID]
@@ -101,7 +105,8 @@ class PendingCreations:
         if not self.events:
             return 0
         pending = list(self.events.values())
-        self.events, self.caused = {}, {}
+        decided = self.decided
+        self.events, self.caused, self.decided = {}, {}, {}
         # each numbered after its stream's version, locked and written at once (#12)
         stored = await uow.events.append_numbered(pending, topic=topic)
         await uow.mark_appended_applied(
@@ -111,7 +116,8 @@ class PendingCreations:
             ]
         )
         for event, _ in stored:  # what was looked up ahead stays what the store holds
-            source, task_id = _decided_by(event)
+            known = decided.get(event.event_id)
+            source, task_id = known if known is not None else _decided_by(event)
             if source in self.looked_up:
                 self.found.setdefault(source, {})[task_id] = event
         return len(stored)

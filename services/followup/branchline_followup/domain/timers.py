@@ -65,6 +65,10 @@ def timer_id_for(task_id: uuid.UUID, kind: TimerKind) -> uuid.UUID:
     return name_uuid(TIMER_NAMESPACE, f"{task_id}/{kind.value}")
 
 
+_TIMER_KINDS = tuple(TimerKind)
+"""In the enum's order (#12: iterating the enum itself, per task saved, costs a generator)."""
+
+
 def _fire_at(task: FollowupTask, kind: TimerKind, policy: FollowupPolicy) -> datetime | None:
     if kind is TimerKind.OVERDUE:
         return task.due_at
@@ -79,7 +83,7 @@ def timers_for(task: FollowupTask, policy: FollowupPolicy) -> tuple[DurableTimer
     if not task.is_open:
         return ()
     timers: list[DurableTimer] = []
-    for kind in TimerKind:
+    for kind in _TIMER_KINDS:
         if kind is TimerKind.ESCALATE and task.escalated_to is not None:
             continue
         fire_at = _fire_at(task, kind, policy)
