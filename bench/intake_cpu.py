@@ -5,7 +5,10 @@ The benchmark's "intake CPU per event" (user + system CPU of every intake proces
 benchmark's stack, warms up, then measures single events from 64 connections, a few times.
 Unlike `bench.profile_intake` nothing samples the process, so the figure is the process's own.
 
-    python -m bench.intake_cpu [--events 3000] [--repeat 2]
+    python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
+
+``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
+that a setting can be paired against the default on one tree.
 """
 
 from __future__ import annotations
@@ -15,38 +18,77 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.branchline_measures import mean_group_size, single_posts  # noqa: E402
-from bench.stack import running_stack  # noqa: E402
+from bench.branchline_measures import single_posts  # noqa: E402
+from bench.stack import child_pids, process_cpu_seconds, running_stack  # noqa: E402
+
+
+def per_process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each intake process (the forked children serve; the parent
+    supervises)."""
+    every = list(pids)
+    for pid in pids:
+        every.extend(child_pids(pid))
+    return {pid: process_cpu_seconds(pid) for pid in every}
+
+
+async def last_position(conn: asyncpg.Connection[Any]) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM es_events"))
+
+
+async def events_per_transaction(conn: asyncpg.Connection[Any], after: int) -> float:
+    """Events per writing transaction (group commit) of every intake process, from the rows
+    written after ``after``: the rows of one transaction share its ``xmin``."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS events, count(DISTINCT xmin::text) AS groups "
+        "FROM es_events WHERE global_position > $1",
+        after,
+    )
+    assert row is not None
+    return float(row["events"]) / max(1, int(row["groups"]))
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    async with running_stack() as stack:
+    extra = dict(pair.split("=", 1) for pair in args.env)
+    async with running_stack(extra) as stack:
         port = stack.settings.intake_port
+        conn = await asyncpg.connect(stack.settings.intake_database_url)
         await single_posts(port, stack.token, 300)  # warm up (imports, pools, caches)
         for _ in range(args.repeat):
+            first = await last_position(conn)
+            each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
             latencies = await single_posts(port, stack.token, args.events)
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            # one process's groups since it started, warm-up included (the /metrics answer
-            # comes from whichever process accepted the connection)
-            group = await mean_group_size(port) or float("nan")
+            group = await events_per_transaction(conn, first)
+            after = per_process_cpu(stack.pids.get("intake-api", []))
+            # each process's share (the one holding the relay lock also publishes)
+            split = " / ".join(
+                f"{1000 * (after[pid] - each.get(pid, 0.0)) / args.events:.3f}"
+                for pid in sorted(after)
+                if after[pid] - each.get(pid, 0.0) > 0.01
+            )
             print(
                 f"{args.events} events: intake CPU {1000 * used / args.events:.3f} ms per event, "
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
-                f"p99 {latencies.p99_ms:.1f} ms, events per group {group:.1f}; "
+                f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
                 f"load average {load}",
                 flush=True,
             )
+        await conn.close()
     return 0
 
 

@@ -110,7 +110,20 @@ class InMemoryEventStore:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[InMemoryUnitOfWork]:
         async with self._lock:
-            yield InMemoryUnitOfWork(self._state)
+            state = self._state
+            # ``commit`` replaces the versions' mapping, never changes it: this one is as it was.
+            events, outbox, versions = len(state.events), len(state.outbox), state.versions
+            try:
+                yield InMemoryUnitOfWork(state)
+            except BaseException:
+                # All or nothing, as PostgreSQL's transaction: a batch commits in parts (#12),
+                # and a failed unit leaves none of them.
+                for stored in state.events[events:]:
+                    del state.by_id[stored.event.event_id]
+                del state.events[events:]
+                del state.outbox[outbox:]
+                state.versions = versions
+                raise
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int = 1000

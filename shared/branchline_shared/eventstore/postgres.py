@@ -47,6 +47,9 @@ class _Staged:
     event: RecordedEvent
     topic: str
     submission_hash: bytes | None
+    # The envelope as JSON text, rendered by pydantic when staged: a batch stages a part while
+    # the part before is being written (#12), so this runs while PostgreSQL works.
+    envelope: str
 
 
 _LOCK_SQL = {
@@ -278,12 +281,15 @@ class PostgresUnitOfWork:
         return tails
 
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
-        self._staged.append(_Staged(event, topic, submission_hash))
+        self._staged.append(_Staged(event, topic, submission_hash, event.model_dump_json()))
 
     async def commit(self) -> list[StoredPosition]:
-        if not self._staged:
+        """Write what is staged so far, in the unit's transaction. What is staged while this
+        runs is the next call's: a batch stages its next part meanwhile (#12)."""
+        staged, self._staged = self._staged, []
+        if not staged:
             return []
-        events = [s.event for s in self._staged]
+        events = [s.event for s in staged]
         last_versions: dict[str, int] = {}
         for e in events:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
@@ -295,9 +301,9 @@ class PostgresUnitOfWork:
             # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
             # call each, instead of dumped to Python objects that the connection's jsonb codec
             # then encodes one by one in Python (#12); the columns are read from them.
-            [e.model_dump_json() for e in events],
-            [s.submission_hash for s in self._staged],
-            [s.topic for s in self._staged],
+            [s.envelope for s in staged],
+            [s.submission_hash for s in staged],
+            [s.topic for s in staged],
             [e.subject_id for e in events],
         )
         written = {r["event_id"]: r["global_position"] for r in rows}
@@ -310,13 +316,12 @@ class PostgresUnitOfWork:
                 last_versions,
                 [
                     StoredEvent(p, e, st.submission_hash)
-                    for p, e, st in zip(positions, events, self._staged, strict=True)
+                    for p, e, st in zip(positions, events, staged, strict=True)
                 ],
             )
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
-        self.committed += len(self._staged)
-        self._staged.clear()
+        self.committed += len(staged)
         return positions
 
 

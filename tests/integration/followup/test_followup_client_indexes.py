@@ -11,8 +11,12 @@ from typing import Any
 import pytest
 
 from branchline_followup.adapters.client_journal import CLEAR_CLIENT
+from branchline_followup.adapters.collected_writes import CollectedStatement, add_timers
+from branchline_followup.adapters.read_ahead import READ_AHEAD
+from branchline_followup.adapters.read_models import SYNC_TIMERS
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_shared.settings import BranchlineSettings
+from tests.support import generic_plans as plans
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -86,3 +90,37 @@ async def test_a_clients_open_tasks_are_read_by_its_index(filled: Any) -> None:
         filled, "SELECT id FROM fu_tasks WHERE client_id = $1 AND status = 'open'", "C-7"
     )
     assert "fu_tasks_of_client" in plan, plan
+
+
+@pytest.fixture
+async def unanalysed(settings: BranchlineSettings) -> AsyncIterator[Any]:
+    """The tables filled as :data:`FILL` fills them, with no statistics yet (a new database
+    before autovacuum's first ANALYZE: every task and timer open)."""
+    await prepare_database(settings)
+    pool = await open_read_model_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                FILL.split("ANALYZE")[0].replace(
+                    "CASE WHEN n % 3 = 0 THEN 'open' ELSE 'done' END", "'open'"
+                )
+            )
+            yield pool
+    finally:
+        await pool.close()
+
+
+async def test_a_batch_reads_its_clients_tasks_and_timers_by_their_index_before_analyze(
+    unanalysed: Any,
+) -> None:
+    """#12: the read-ahead's open tasks and the timers' DELETE of a batch's collected writes
+    read the clients' and the tasks' index entries on their generic plans, not the partial
+    index of every open task (followup migration 014) or of every unfired timer (002), which
+    a table without statistics made look small."""
+    statement = CollectedStatement()
+    add_timers(statement, (["t"], ["t"], ["c"], ["k"], ["f"], ["t"]))
+    for sql in (READ_AHEAD, statement.sql or "", SYNC_TIMERS):
+        plan = await plans.generic_plan(unanalysed, sql)
+        assert "fu_tasks_open_by_due" not in plan, plan
+        assert "fu_timers_due" not in plan, plan
+    assert "fu_tasks_of_client" in await plans.generic_plan(unanalysed, READ_AHEAD)

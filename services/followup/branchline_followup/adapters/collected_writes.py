@@ -100,7 +100,7 @@ _TASKS = (
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in TASK_COLUMNS if c != 'id')}"
 )
 _TIMERS_DROPPED = (
-    "DELETE FROM fu_timers WHERE task_id = ANY({1}::uuid[]) AND fired_at IS NULL AND NOT ("
+    "DELETE FROM fu_timers WHERE task_id = ANY({1}::uuid[]) AND num_nulls(fired_at) = 1 AND NOT ("
     "id = ANY(ARRAY(SELECT (r->>0)::uuid FROM jsonb_array_elements({0}::text::jsonb) AS e(r))))"
 )
 _TIMERS_WANTED = (
@@ -111,7 +111,10 @@ _TIMERS_WANTED = (
 )
 """:data:`.read_models.SYNC_TIMERS` as two parts (its DELETE and its upsert, as there): ``{0}``
 the wanted timers' rows, ``{1}`` the synced tasks' ids (an array, as there: the index on
-``task_id`` is probed with it as before)."""
+``task_id`` is probed with it as before). ``num_nulls(fired_at) = 1`` is ``fired_at IS NULL``
+in a form the planner cannot match to the partial index of every unfired timer: on a table
+without statistics yet it read that whole index beside the task's (a ``BitmapAnd``), each batch
+(#12)."""
 _TIMELINE = (
     "INSERT INTO fu_client_timeline "  # noqa: S608 - fixed identifiers, bound values
     "(client_id, occurred_at, event_id, type, branch_id, actor_id, actor_role) "

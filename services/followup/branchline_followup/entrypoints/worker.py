@@ -37,6 +37,7 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import SOURCE
+from branchline_shared.events.plain_messages import plain_event
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import (
@@ -124,7 +125,9 @@ async def handle_batch(
         if is_first_own_copy(raw):
             continue
         try:
-            event = decode_current_event(raw.value)
+            # a plain message (the usual one) without the checks that cannot refuse it, as
+            # the rebuild reads it (#12): the same envelope; any other with every check
+            event = plain_event(raw.value) or decode_current_event(raw.value)
         except PoisonEvent as exc:
             await dead_letters.send(raw, str(exc))
             continue

@@ -7,7 +7,10 @@ commit). Per-item refusals never abort the others.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import functools
 import hmac
 import uuid
 from collections.abc import Callable, Sequence
@@ -70,6 +73,11 @@ SOURCE = "intake"
 REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
+_PART = 200
+"""Candidates decided and written per part of a batch (#12): 1,000 are written in five
+statements, each part's while the next part is decided and staged."""
+_YIELD_EVERY = 50
+"""Candidates decided between two turns of the event loop while a part is being written."""
 
 REFUSAL_LOCK_RERUNS = Counter(
     "branchline_intake_refusal_lock_reruns",
@@ -104,9 +112,15 @@ class _Candidate:
     index: int
     submitted: SubmittedEvent
     event: RecordedEvent
-    submission_hash: bytes
+    hash_key: bytes
     submitted_by: Actor
     payload: EventPayload  # as the catalogue validated it: the decider does not parse it again
+
+    @functools.cached_property
+    def submission_hash(self) -> bytes:
+        # When first needed (staged, or answered as a duplicate), not before the locks: a
+        # batch's part is hashed while the part before is written (#12), a refusal never.
+        return submission_hash(self.submitted, self.hash_key)
 
 
 _SUBMISSION_SERIALIZER = SubmittedEvent.__pydantic_serializer__
@@ -180,7 +194,7 @@ async def submit_events(
                 index,
                 item,
                 _envelope(item, data, now, submitter, item.event_id or next(new_ids)),
-                submission_hash(item, ctx.hash_key),
+                ctx.hash_key,
                 submitted_by,
                 valid,
             )
@@ -445,39 +459,39 @@ async def _record(
         sent = [c.event.event_id for c in candidates if c.submitted.event_id is not None]
         existing = await uow.find_existing(sent + [refusal_event_id(i) for i in sent])
         histories = await uow.load_streams(client_streams + referenced)
-        writes: list[tuple[_Candidate, RecordedEvent | Violation]] = []  # in decision order
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
-        for cand in candidates:
-            event_id = cand.event.event_id
-            earlier = existing.get(event_id)
-            if earlier is not None:
-                decided[cand.index] = _answer_duplicate(
-                    earlier.position, earlier.submission_hash, cand.submission_hash
-                )
-                continue
-            if event_id in first_in_batch:
-                continue  # answered after commit, as a duplicate of the first
-            first_in_batch[event_id] = cand
-            outcome = _decide_one(ctx, cand, versions, histories, writes, existing, keys)
-            if outcome is not None:
-                decided[cand.index] = outcome
-        refusals = {
-            refusal_stream_id(cand.event)
-            for cand, written in writes
-            if not isinstance(written, RecordedEvent)
-        }
-        if unlocked := sorted(refusals - versions.keys()):
-            # Out of the global order, hence without waiting: StreamsBusy if one is held.
-            versions.update(await uow.try_lock_streams(unlocked))
         staged: list[tuple[int, RecordedEvent]] = []
-        for cand, written in writes:  # staged in decision order, as before
-            if isinstance(written, RecordedEvent):
-                uow.stage(written, topic=ctx.topic, submission_hash=cand.submission_hash)
-                staged.append((cand.index, written))
-            else:
-                _stage_refusal(ctx, uow, cand, written, versions)
-        positions = await uow.commit()
+        # A group's callers are written as before, in one write; a batch larger than a part
+        # in parts, each part's write in flight while the next part is decided (#12).
+        size = len(candidates) if ctx.in_group else _PART
+        writer = _PartWriter(uow)
+        try:
+            for start in range(0, len(candidates), size):
+                part = candidates[start : start + size]
+                writes = await _decide_part(
+                    ctx, part, versions, histories, existing, keys, decided, first_in_batch, writer
+                )
+                refusals = {
+                    refusal_stream_id(cand.event)
+                    for cand, written in writes
+                    if not isinstance(written, RecordedEvent)
+                }
+                if unlocked := sorted(refusals - versions.keys()):
+                    # Out of the global order, hence without waiting: StreamsBusy if one is
+                    # held. The connection runs one statement at a time: the write first.
+                    await writer.settle()
+                    versions.update(await uow.try_lock_streams(unlocked))
+                for cand, written in writes:  # staged in decision order, as before
+                    if isinstance(written, RecordedEvent):
+                        uow.stage(written, topic=ctx.topic, submission_hash=cand.submission_hash)
+                        staged.append((cand.index, written))
+                    else:
+                        _stage_refusal(ctx, uow, cand, written, versions)
+                await writer.send(last=start + size >= len(candidates))
+            positions = await writer.finish()
+        finally:
+            await writer.abandon()
     by_event = {p.event_id: p for p in positions}
     for index, event in staged:
         decided[index] = Accepted(by_event[event.event_id])
@@ -492,6 +506,84 @@ async def _record(
             else:
                 decided[cand.index] = first_outcome
     return decided
+
+
+class _PartWriter:
+    """Writes a unit of work's staged events part by part, one write in flight at a time (a
+    connection runs one statement at a time), while the caller decides and stages the next
+    part (#12). Every part is written in the unit's one transaction, in staging order, so the
+    positions, the outbox order and all-or-nothing are those of one write."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+        self._writing: asyncio.Task[list[StoredPosition]] | None = None
+        self._positions: list[StoredPosition] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._writing is not None
+
+    async def settle(self) -> None:
+        """Wait for the write in flight, if any (its error is raised here)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            self._positions.extend(await writing)
+
+    async def send(self, *, last: bool) -> None:
+        """Write what is staged. The last part's write is awaited (nothing is left to decide
+        meanwhile); an earlier one is not: one turn of the loop lets it go out before the
+        caller's next part of Python."""
+        await self.settle()
+        if last:
+            self._positions.extend(await self._uow.commit())
+            return
+        self._writing = asyncio.ensure_future(self._uow.commit())
+        await asyncio.sleep(0)
+
+    async def finish(self) -> list[StoredPosition]:
+        await self.settle()
+        return self._positions
+
+    async def abandon(self) -> None:
+        """On the way out with an error: no statement may be left running on the connection
+        when the transaction is rolled back; the first error is the one raised."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await asyncio.wait([writing])
+            with contextlib.suppress(BaseException):
+                writing.result()
+
+
+async def _decide_part(
+    ctx: IntakeContext,
+    part: list[_Candidate],
+    versions: dict[str, int],
+    histories: dict[str, list[RecordedEvent]],
+    existing: dict[uuid.UUID, StoredEvent],
+    keys: dict[str, DataKey],
+    decided: dict[int, Outcome],
+    first_in_batch: dict[uuid.UUID, _Candidate],
+    writer: _PartWriter,
+) -> list[tuple[_Candidate, RecordedEvent | Violation]]:
+    """Decide ``part`` in order: answers into ``decided``, what to write returned in decision
+    order. An id seen earlier in the call is answered after the write, as a duplicate."""
+    writes: list[tuple[_Candidate, RecordedEvent | Violation]] = []
+    for count, cand in enumerate(part, 1):
+        event_id = cand.event.event_id
+        earlier = existing.get(event_id)
+        if earlier is not None:
+            decided[cand.index] = _answer_duplicate(
+                earlier.position, earlier.submission_hash, cand.submission_hash
+            )
+        elif event_id not in first_in_batch:
+            first_in_batch[event_id] = cand
+            outcome = _decide_one(ctx, cand, versions, histories, writes, existing, keys)
+            if outcome is not None:
+                decided[cand.index] = outcome
+        if writer.busy and count % _YIELD_EVERY == 0:
+            # The write in flight is sent as the socket takes it, between these turns.
+            await asyncio.sleep(0)
+    return writes
 
 
 def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: bytes) -> Outcome:
