@@ -62,13 +62,17 @@ def verify_path(request: pytest.FixtureRequest) -> Iterator[str]:
 async def _verify(settings: BranchlineSettings, audit: AuditContext) -> LedgerVerdict:
     if not _PATH["segments"]:
         return await _verify_by(audit, None)
-    segments = ProcessSegmentVerifiers(
+    return await _verify_by(audit, _segments(settings))
+
+
+def _segments(settings: BranchlineSettings) -> ProcessSegmentVerifiers:
+    """Segment verifiers of every entry range, in processes of their own (#12)."""
+    return ProcessSegmentVerifiers(
         settings.audit_database_url,
         settings.audit_db_writer_role,
         processes=SEGMENTS,
         min_entries=1,
     )
-    return await _verify_by(audit, segments)
 
 
 async def _verify_by(
@@ -618,12 +622,7 @@ async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
     again from where the ones before it left the chain)."""
     settings, audit = ledger_1000
     rng = random.Random(position)
-    segments = ProcessSegmentVerifiers(
-        settings.audit_database_url,
-        settings.audit_db_writer_role,
-        processes=SEGMENTS,
-        min_entries=1,
-    )
+    segments = _segments(settings)
     for column in COLUMNS:
         row = await _row(settings, position)
         sql, args = _by_column(column)(row, rng)
@@ -708,12 +707,7 @@ async def test_a_time_no_append_writes_is_located_not_raised(
     a year past 9999 or before the era) is a bad entry at its position, in one pass and in
     segments alike; verify reports it instead of failing with the time's error (#12)."""
     settings, audit = ledger_1000
-    segments = ProcessSegmentVerifiers(
-        settings.audit_database_url,
-        settings.audit_db_writer_role,
-        processes=SEGMENTS,
-        min_entries=1,
-    )
+    segments = _segments(settings)
     for text in UNWRITABLE_TIMES:
         row = await _row(settings, position)
         async with _tampered(settings, row):
