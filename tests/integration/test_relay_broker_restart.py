@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.tansu import TansuBroker
-from branchline_shared.eventstore.ports import PendingPublication
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
+from tests.support.outbox import ListOutbox
 from tests.support.stack import runtime_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
@@ -37,27 +37,10 @@ def broker() -> Iterator[TansuBroker]:
         own.stop()
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.rows: list[PendingPublication] = []
-        self.marked: list[int] = []
-
-    def add(self, count: int) -> None:
-        for _ in range(count):
-            n = len(self.rows) + 1
-            envelope = {"event_id": f"00000000-0000-4000-8000-{n:012d}", "type": "t"}
-            self.rows.append(
-                PendingPublication(n, TOPIC, f"key-{n}", n, envelope | {"source": "intake"})
-            )
-
-    async def pending(self, limit: int) -> list[PendingPublication]:
-        return [r for r in self.rows if r.outbox_id not in self.marked][:limit]
-
-    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
-        self.marked.extend(outbox_ids)
-
-    async def backlog(self) -> int:
-        return len(self.rows) - len(self.marked)
+class Outbox(ListOutbox):
+    def add(self, count: int) -> None:  # type: ignore[override]
+        envelope = {"event_id": "00000000-0000-4000-8000-{n:012d}", "type": "t", "source": "intake"}
+        super().add(count, TOPIC, envelope)
 
 
 async def published_keys(bootstrap: str) -> set[bytes]:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from tests.support.examples import EXAMPLE_CLIENT_ID, EXAMPLE_JOURNEY, EXAMPLE_SHELF
+from tests.support.outbox import ListOutbox
 
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import PendingPublication
@@ -99,21 +100,6 @@ class RecordingProducer:
         future: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
         future.set_result(SimpleNamespace(partition=0, offset=len(self.messages)))
         return future
-
-
-class ListOutbox:
-    def __init__(self, rows: list[PendingPublication]) -> None:
-        self.rows = rows
-        self.marked: list[int] = []
-
-    async def pending(self, limit: int) -> list[PendingPublication]:
-        return [r for r in self.rows if r.outbox_id not in self.marked][:limit]
-
-    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
-        self.marked.extend(outbox_ids)
-
-    async def backlog(self) -> int:
-        return len(self.rows) - len(self.marked)
 
 
 async def test_the_relay_sends_the_messages_it_sent_when_it_validated_each_envelope() -> None:

@@ -13,8 +13,8 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from tests.support.outbox import ListOutbox
 
-from branchline_shared.eventstore.ports import PendingPublication
 from branchline_shared.eventstore.relay import OutboxRelay
 
 pytestmark = pytest.mark.unit
@@ -51,24 +51,9 @@ class Broker:
         return future
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.rows: list[PendingPublication] = []
-        self.marked: list[int] = []
-
-    def add(self, count: int, topic: str = TOPICS[0]) -> None:
-        for _ in range(count):
-            n = len(self.rows) + 1
-            self.rows.append(PendingPublication(n, topic, f"key-{n}", n, {"event_id": "x"}))
-
-    async def pending(self, limit: int) -> list[PendingPublication]:
-        return [r for r in self.rows if r.outbox_id not in self.marked][:limit]
-
-    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
-        self.marked.extend(outbox_ids)
-
-    async def backlog(self) -> int:
-        return len(self.rows) - len(self.marked)
+class Outbox(ListOutbox):
+    def add(self, count: int, topic: str = TOPICS[0]) -> None:  # type: ignore[override]
+        super().add(count, topic, {"event_id": "x"})
 
 
 def relay_over(broker: Broker, outbox: Outbox) -> OutboxRelay:
