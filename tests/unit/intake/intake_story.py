@@ -35,7 +35,7 @@ from branchline_intake.domain.shelf import ShelfProduct
 from branchline_intake.domain.staff import StaffMember
 from branchline_shared.domain.classification import LifecycleFacts
 from branchline_shared.events import catalogue as c
-from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
+from branchline_shared.events.envelope import Actor, Channel, RecordedEvent, SubmittedEvent
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 BRANCH = "BR-001"
@@ -457,3 +457,22 @@ def lifecycle_facts(state: ClientState) -> LifecycleFacts:
         assets_under_management=state.activity.assets_under_management,
         account_closed_at=state.client.account_closed_at,
     )
+
+
+def submitted_registrations(count: int, at: datetime) -> list[SubmittedEvent]:
+    """``count`` registrations of new clients ``C-0``, ``C-1``, ... at ``at``, as a batch
+    submits them (each its own stream)."""
+    return [
+        SubmittedEvent.model_validate(
+            {
+                "type": "client.registered",
+                "occurred_at": at.isoformat(),
+                "client_id": f"C-{i}",
+                "branch_id": "BR-1",
+                "channel": "walk_in",
+                "actor": {"id": "s-1", "role": "teller"},
+                "data": {"client_type": "individual", "rm_id": "rm-1"},
+            }
+        )
+        for i in range(count)
+    ]

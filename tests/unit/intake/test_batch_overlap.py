@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from intake_story import submitted_registrations
 
 from branchline_intake.application import submit
 from branchline_intake.application.outcomes import Accepted
@@ -17,7 +18,7 @@ from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.domain import RecordedDecider
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
-from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
+from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.eventstore.memory import InMemoryEventStore, InMemoryUnitOfWork
 from branchline_shared.eventstore.ports import StoredPosition
 
@@ -89,20 +90,7 @@ def test_the_next_part_is_decided_while_a_part_is_written(
         keys=InMemoryClientKeyStore(),
         hash_key=b"k" * 32,
     )
-    items = [
-        SubmittedEvent.model_validate(
-            {
-                "type": "client.registered",
-                "occurred_at": _NOW.isoformat(),
-                "client_id": f"C-{i}",
-                "branch_id": "BR-1",
-                "channel": "walk_in",
-                "actor": {"id": "s-1", "role": "teller"},
-                "data": {"client_type": "individual", "rm_id": "rm-1"},
-            }
-        )
-        for i in range(7)
-    ]
+    items = submitted_registrations(7, _NOW)
     outcomes = asyncio.run(submit_events(ctx, items, submitted_by=Actor(id="b", role="admin")))
     assert all(isinstance(o, Accepted) for o in outcomes)
     positions = [o.position.global_position for o in outcomes if isinstance(o, Accepted)]
@@ -149,20 +137,7 @@ def test_a_failed_part_leaves_nothing_in_the_in_memory_store(
         keys=InMemoryClientKeyStore(),
         hash_key=b"k" * 32,
     )
-    items = [
-        SubmittedEvent.model_validate(
-            {
-                "type": "client.registered",
-                "occurred_at": _NOW.isoformat(),
-                "client_id": f"C-{i}",
-                "branch_id": "BR-1",
-                "channel": "walk_in",
-                "actor": {"id": "s-1", "role": "teller"},
-                "data": {"client_type": "individual", "rm_id": "rm-1"},
-            }
-        )
-        for i in range(7)
-    ]
+    items = submitted_registrations(7, _NOW)
     admin = Actor(id="b", role="admin")
     with pytest.raises(RuntimeError, match="second part"):
         asyncio.run(submit_events(ctx, items, submitted_by=admin))

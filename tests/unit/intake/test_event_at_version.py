@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from intake_story import submitted_registrations
 
 from branchline_intake.application.outcomes import Accepted
 from branchline_intake.application.submit import IntakeContext, at_version, submit_events
@@ -18,7 +19,6 @@ from branchline_shared.crypto.keystore import InMemoryClientKeyStore
 from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
-    SubmittedEvent,
     Submitter,
     client_stream_id,
 )
@@ -80,20 +80,7 @@ def test_accepted_events_are_not_copied_by_pydantic(monkeypatch: pytest.MonkeyPa
         keys=InMemoryClientKeyStore(),
         hash_key=b"k" * 32,
     )
-    items = [
-        SubmittedEvent.model_validate(
-            {
-                "type": "client.registered",
-                "occurred_at": _NOW.isoformat(),
-                "client_id": f"C-{i}",
-                "branch_id": "BR-1",
-                "channel": "walk_in",
-                "actor": {"id": "s-1", "role": "teller"},
-                "data": {"client_type": "individual", "rm_id": "rm-1"},
-            }
-        )
-        for i in range(3)
-    ]
+    items = submitted_registrations(3, _NOW)
     monkeypatch.setattr(RecordedEvent, "model_copy", copied)
     outcomes = asyncio.run(submit_events(ctx, items, submitted_by=Actor(id="b", role="admin")))
     assert [type(o) for o in outcomes] == [Accepted] * 3
