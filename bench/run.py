@@ -131,6 +131,8 @@ MEASURES = [
         "ms",
     ),
     ("e2e_audit_row_p99", "  accepted -> the entry's appended_at (before its write), p99", "ms"),
+    ("e2e_worker_cpu_us", "  the followup worker's CPU per event of it", "us"),
+    ("e2e_broker_cpu_us", "  the broker's CPU per event of it (grows with its log: tansu)", "us"),
     (
         "ledger_append",
         "audit ledger append, 500 per transaction ({ledger_events:,} events)",
@@ -280,6 +282,10 @@ async def one_repetition(
                 settings.audit_database_url,
             ]
         )
+        # The worker's and the broker's CPU over the load and its catching up, per event: the
+        # dev broker's fetch costs more with every batch in its log, so a later repetition's
+        # lag can be the broker's (docs/performance.md, Round 13).
+        cpu_before = {c: stack.cpu_seconds(c) for c in ("followup-worker", "broker")}
         result = await latency.end_to_end(
             port,
             stack.token,
@@ -288,6 +294,13 @@ async def one_repetition(
             followup_dsn=stack.settings.followup_database_url,
             audit_dsn=stack.settings.audit_database_url,
         )
+        if result.answered:
+            for component, key in (
+                ("followup-worker", "e2e_worker_cpu_us"),
+                ("broker", "e2e_broker_cpu_us"),
+            ):
+                used = stack.cpu_seconds(component) - cpu_before[component]
+                figures[key] = 1e6 * used / result.answered
         figures["e2e_http_p99"] = result.http_p99_ms
         figures["e2e_followup_p50"] = result.followup_p50_ms
         figures["e2e_followup_p99"] = result.followup_p99_ms

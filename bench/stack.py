@@ -110,6 +110,8 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
         for child in stack.children:
             if child.process is not None:
                 pids.setdefault(child.info.component.value, []).append(child.process.pid)
+        if stack.broker.pid is not None:
+            pids["broker"] = [stack.broker.pid]
         yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env(), pids)
     finally:
         await asyncio.to_thread(stack.stop)
