@@ -9,7 +9,8 @@ part writes is never what another reads: running them in one statement (one snap
 what running them in turn wrote. Within a part each row must be a different row (a statement
 cannot change a row twice): the facts and the tasks are one row per client and task (the
 latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and timer syncs go
-into the statement only when each task is synced once (:func:`merged_timer_syncs`), and the
+into the statement only when each task is synced once (:func:`merged_timer_syncs`; otherwise
+they run before it, merged in rounds: :func:`timer_sync_rounds`), and the
 client page's consents and assessments are reduced to the one a row would end with
 (:func:`latest_console_rows`).
 """
@@ -204,7 +205,34 @@ def merged_timer_syncs(syncs: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | No
     task_ids = [t for sync in syncs for t in sync[5]]
     if len(set(task_ids)) != len(task_ids):
         return None
+    return _merged(syncs)
+
+
+def _merged(syncs: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple([v for sync in syncs for v in sync[i]] for i in range(6))
+
+
+def timer_sync_rounds(syncs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The syncs as few merged syncs (:func:`merged_timer_syncs`) run in turn: each sync goes
+    into the round after the last one holding a sync of any of its tasks, so every task's
+    syncs run in the order made, one per round, and a round syncs each task once at most (#12:
+    a task created and closed in one batch made the whole batch's syncs run one by one). Syncs
+    of different tasks touch different rows (a timer belongs to one task): which round runs
+    them changes nothing. One round: every task synced once."""
+    merged = merged_timer_syncs(syncs)
+    if merged is not None:
+        return [merged]
+    last: dict[Any, int] = {}
+    rounds: list[list[tuple[Any, ...]]] = []
+    for sync in syncs:
+        task_ids = sync[5]
+        index = max((last[t] + 1 for t in task_ids if t in last), default=0)
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(sync)
+        for t in task_ids:
+            last[t] = index
+    return [_merged(r) if len(r) > 1 else r[0] for r in rounds]
 
 
 def add_timers(statement: CollectedStatement, merged: tuple[Any, ...]) -> None:

@@ -26,7 +26,7 @@ from branchline_followup.adapters.collected_writes import (
     add_tasks,
     add_timeline,
     add_timers,
-    merged_timer_syncs,
+    timer_sync_rounds,
 )
 from branchline_followup.adapters.console_read_models import (
     ConsoleRow,
@@ -941,11 +941,11 @@ class PostgresFollowupUnitOfWork:
         add_journal(statement, self.journal.take_unwritten())
         add_tasks(statement, self.tasks.take_unwritten())
         syncs = self.timers.take_unwritten()
-        merged = merged_timer_syncs(syncs) if syncs else None
-        if merged is not None:
-            add_timers(statement, merged)
-        elif syncs:  # a task synced twice: in turn, as made (the tasks need not be written)
-            await self._conn.executemany(read_models.SYNC_TIMERS, syncs)
+        rounds = timer_sync_rounds(syncs) if syncs else []
+        if len(rounds) == 1:
+            add_timers(statement, rounds[0])
+        elif rounds:  # a task synced twice: in rounds, in turn (the tasks need not be written)
+            await self._conn.executemany(read_models.SYNC_TIMERS, rounds)
         add_timeline(statement, self.activity.take_timeline())
         add_console(statement, self.activity.take_console())
         add_applied(statement, self._applied_unwritten)
