@@ -742,6 +742,73 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         yield PostgresUnitsOfWork(pool, on_commit=wakes)
         await pool.close()
 
+    @pytest.mark.parametrize("ending", ["raises", "cancelled"])
+    async def test_a_unit_begun_with_the_swap_lock_ends_as_a_transaction_does(
+        self, units: UnitsOfWork, ending: str
+    ) -> None:
+        """#12: a unit's ``BEGIN`` travels with the swap lock (one statement); a unit that
+        raises or is cancelled, within a savepoint or not, is rolled back (its writes and its
+        locks gone, the connection out of any transaction, without asyncpg's reset), the next
+        one on the same connection commits, and holds the swap lock shared until it ends."""
+        pool = units._pool  # type: ignore[attr-defined]
+        sent: list[str] = []
+        lost, kept, task = an_event("c-98"), an_event("c-98"), a_task("c-98")
+        loop = asyncio.get_running_loop()
+        warnings: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: warnings.append(context))
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(" ".join(query.query.split()))
+
+        async def failing() -> None:
+            async with units.begin() as uow:
+                await uow.hold_clients_of([(lost, None)])
+                assert await uow.mark_applied(lost, None)
+                async with uow.savepoint():
+                    await uow.tasks.save([task])
+                    if ending == "cancelled":
+                        await asyncio.sleep(10)
+                    raise RuntimeError("refused")
+
+        async with pool.acquire() as conn:
+            conn.add_query_logger(log)
+        try:
+            if ending == "cancelled":
+                running = asyncio.ensure_future(failing())
+                while not any(q.startswith("SAVEPOINT") for q in sent):
+                    await asyncio.sleep(0.01)
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            else:
+                with pytest.raises(RuntimeError):
+                    await failing()
+            async with units.begin() as uow:
+                async with pool.acquire() as watcher:  # another connection of the pool
+                    shared = await watcher.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND mode = 'ShareLock' AND granted"
+                    )
+                assert shared >= 1  # the swap lock, held shared by the unit
+                assert await uow.mark_applied(kept, None)
+                assert await uow.mark_applied(lost, None)  # its record was rolled back
+        finally:
+            loop.set_exception_handler(None)
+            async with pool.acquire() as conn:
+                conn.remove_query_logger(log)
+                assert not conn.is_in_transaction()
+        begins = [q for q in sent if q.startswith("BEGIN")]
+        assert begins and all(
+            q.startswith("BEGIN; SELECT pg_advisory_xact_lock_shared(") for q in begins
+        ), sent
+        assert "ROLLBACK TO SAVEPOINT branchline_unit_1" in sent
+        assert "ROLLBACK" in sent and "COMMIT" in sent
+        assert not [q for q in sent if "pg_advisory_unlock_all" in q]
+        assert not [w for w in warnings if "active transaction" in str(w.get("message"))]
+        async with units.begin() as uow:
+            assert not await uow.mark_applied(kept, None)
+            assert await uow.tasks.get(task.id) is None
+
     @pytest.mark.parametrize("held", [True, False], ids=["collected", "at-once"])
     async def test_timers_synced_again_at_their_instants_keep_their_rows(
         self, units: UnitsOfWork, held: bool

@@ -62,6 +62,14 @@ _SWAP_LOCK_GENERIC = (
     "set_config('plan_cache_mode', 'force_generic_plan', true)"
 )
 
+BEGIN_HOLDING_SWAP_LOCK = (
+    f"BEGIN; SELECT pg_advisory_xact_lock_shared({SWAP_LOCK_KEY}), "
+    "set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
+"""A transaction begun with the swap lock held shared and its statements on their generic
+plans (:func:`hold_swap_lock_shared` with ``generic_plans``) in ONE simple query (#12: ``BEGIN``
+was a round trip of its own per unit). The key is a constant of this module, not a value sent."""
+
 
 async def hold_swap_lock_exclusive(conn: PgConnection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", SWAP_LOCK_KEY)
