@@ -755,6 +755,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         lost, kept, task = an_event("c-98"), an_event("c-98"), a_task("c-98")
         loop = asyncio.get_running_loop()
         warnings: list[dict[str, Any]] = []
+        in_savepoint = asyncio.Event()
         loop.set_exception_handler(lambda _, context: warnings.append(context))
 
         def log(query: LoggedQuery) -> None:
@@ -767,6 +768,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 async with uow.savepoint():
                     await uow.tasks.save([task])
                     if ending == "cancelled":
+                        in_savepoint.set()
                         await asyncio.sleep(10)
                     raise RuntimeError("refused")
 
@@ -775,8 +777,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         try:
             if ending == "cancelled":
                 running = asyncio.ensure_future(failing())
-                while not any(q.startswith("SAVEPOINT") for q in sent):
-                    await asyncio.sleep(0.01)
+                await asyncio.wait_for(in_savepoint.wait(), 10)
                 running.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await running
@@ -798,11 +799,11 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 conn.remove_query_logger(log)
                 assert not conn.is_in_transaction()
         begins = [q for q in sent if q.startswith("BEGIN")]
-        assert begins and all(
-            q.startswith("BEGIN; SELECT pg_advisory_xact_lock_shared(") for q in begins
-        ), sent
+        assert begins, sent
+        assert all(q.startswith("BEGIN; SELECT pg_advisory_xact_lock_shared(") for q in begins)
         assert "ROLLBACK TO SAVEPOINT branchline_unit_1" in sent
-        assert "ROLLBACK" in sent and "COMMIT" in sent
+        assert "ROLLBACK" in sent
+        assert "COMMIT" in sent
         assert not [q for q in sent if "pg_advisory_unlock_all" in q]
         assert not [w for w in warnings if "active transaction" in str(w.get("message"))]
         async with units.begin() as uow:
