@@ -22,6 +22,10 @@ the events (one more CTE) and deleted by the mark, in the mark's statement.
 
     python -m bench.profile_publish [--events 10000] [--group 32] [--batch 500]
                                     [--variant fillfactor100,current] [--pairs 3] [--waldump]
+                                    [--steady N]
+
+``--steady N`` interleaves instead: a publish round of everything pending after every N groups
+appended (a relay keeping up), and splits the WAL and the backend's CPU between the two.
 """
 
 from __future__ import annotations
@@ -261,13 +265,100 @@ async def one_run(server: Any, variant: str, args: argparse.Namespace, n: int) -
         await conn.close()
 
 
+async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int) -> None:
+    """Appends and publish rounds interleaved, as a relay keeps up with the writers: a round
+    (everything pending) after every ``--steady`` groups. The rows are then marked while
+    their page may still be the one inserts fill, which a backlog does not show."""
+    import asyncpg
+
+    name = f"bench_steady_{variant}_{n}"
+    admin = await asyncpg.connect(server.url("postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = server.url(name)
+    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    conn = await asyncpg.connect(dsn)
+    try:
+        if variant == "pending":
+            await conn.execute(_PENDING_DDL)
+        elif variant.startswith("fillfactor"):
+            factor = int(variant.removeprefix("fillfactor") or 50)
+            await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
+        es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+        run, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+        await conn.execute("CHECKPOINT")
+        c0 = await counters(conn)
+        wal = {"append": 0, "publish": 0}
+        cpu = {"append": 0.0, "publish": 0.0}
+        pool = await open_pool(dsn, min_size=1, max_size=1)
+        try:
+            pid = await pool.fetchval("SELECT pg_backend_pid()")
+            store = PostgresEventStore(pool)
+            outbox = PendingOutbox(pool) if variant == "pending" else PostgresOutbox(pool)
+
+            async def phase(kind: str, work: Any) -> None:
+                lsn, used = await conn.fetchval("SELECT pg_current_wal_lsn()"), backend_cpu_s(pid)
+                await work()
+                cpu[kind] += backend_cpu_s(pid) - used
+                wal[kind] += int(
+                    await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", lsn)
+                )
+
+            published = 0
+
+            async def publish() -> None:
+                nonlocal published
+                while pending := await outbox.pending(args.batch):
+                    ids = [r.outbox_id for r in pending]
+                    await outbox.mark_published(
+                        ids, [(k % 4, published + k) for k in range(len(ids))]
+                    )
+                    published += len(ids)
+
+            for g, first in enumerate(range(0, args.events, args.group)):
+
+                async def append(first: int = first) -> None:
+                    async with store.unit_of_work() as uow:
+                        for i in range(first, min(args.events, first + args.group)):
+                            uow.stage(
+                                recorded(i, run, now), topic="bench.publish", submission_hash=None
+                            )
+                        await uow.commit()
+
+                await phase("append", append)
+                if (g + 1) % args.steady == 0:
+                    await phase("publish", publish)
+            await phase("publish", publish)
+        finally:
+            await pool.close()
+        c1 = await counters(conn)
+        assert published == args.events, (published, args.events)
+        e = args.events
+        print(
+            f"{variant:13s} steady: append WAL {wal['append'] / e:7.1f} B/ev  "
+            f"CPU {cpu['append'] / e * 1e6:5.1f} us/ev;  publish WAL {wal['publish'] / e:6.1f} "
+            f"B/ev  CPU {cpu['publish'] / e * 1e6:5.1f} us/ev;  "
+            f"fpi {(c1['fpi'] - c0['fpi']) / e:5.3f}/ev  updates {c1['upd'] - c0['upd']} "
+            f"(HOT {c1['hot'] - c0['hot']})  heap {c1['heap_bytes'] >> 10} KiB",
+            flush=True,
+        )
+    finally:
+        es_postgres._WRITE_SQL = _STORE_WRITE_SQL
+        await conn.close()
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     print(f"load average {os.getloadavg()}")
     async with embedded_postgres(base) as (server, _):
         variants = args.variant.split(",")
         for n in range(args.pairs):
             for variant in variants:
-                await one_run(server, variant, args, n)
+                if args.steady:
+                    await steady_run(server, variant, args, n)
+                else:
+                    await one_run(server, variant, args, n)
     print(f"load average {os.getloadavg()}")
 
 
@@ -278,6 +369,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--variant", default="fillfactor100,current")
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--steady", type=int, default=0, help="a publish round after every N groups (0: backlog)"
+    )
     parser.add_argument("--waldump", action="store_true", help="the publish's WAL by record type")
     return run_in_scratch(measure, parser.parse_args(), "bench-publish-")
 
