@@ -180,7 +180,9 @@ def prune(
 
     A client's records count from the end of the relationship (account closure) recorded in
     the ledger; clients under a recorded legal hold are never pruned; the prune is itself
-    recorded in the ledger.
+    recorded in the ledger. An entry altered behind the ledger's back (a time no append
+    writes) is skipped and named under ``altered_skipped``; a relationship end or legal hold
+    so altered refuses the prune before anything is written (exit 2).
     """
     settings = BranchlineSettings()
     who = actor or f"cli:{getpass.getuser()}"
@@ -197,6 +199,8 @@ def prune(
                 "positions": outcome.ranges,
                 "cutoffs": outcome.cutoffs,
                 "held_clients_skipped": sorted(outcome.held_clients_skipped),
+                # Entries altered behind the ledger's back, never pruned (D-11, #12).
+                "altered_skipped": {str(p): why for p, why in outcome.altered_skipped.items()},
             },
             indent=2,
         )

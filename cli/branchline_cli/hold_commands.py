@@ -22,6 +22,7 @@ from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.application.holds import HoldActor, lift_hold, list_holds, place_hold
 from branchline_audit.bootstrap import prepare_database
 from branchline_audit.domain.relationships import HoldRefused, LegalHold
+from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.clock import SystemClock
 from branchline_shared.events.vocabulary import LegalHoldReason, LegalHoldReleaseReason
 from branchline_shared.settings import BranchlineSettings
@@ -54,7 +55,7 @@ def _hold(hold: LegalHold) -> dict[str, Any]:
 def _run(work: Callable[[PostgresLedger], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(_with_ledger(work))
-    except HoldRefused as error:
+    except (HoldRefused, AlteredEntry) as error:
         typer.echo(f"refused ({error.rule}): {error.detail}", err=True)
         raise typer.Exit(2) from None
 

@@ -27,6 +27,7 @@ from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
 from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
+from branchline_audit.entrypoints.problems import install_altered_entry_problems
 from branchline_shared.allocator_trim import batch_trimmer, trim_policy
 from branchline_shared.background import running_task
 from branchline_shared.clock import Clock, SystemClock
@@ -121,6 +122,7 @@ def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = N
         max_body_bytes=settings.max_body_bytes,
     )
     install_hardening(app, settings, service=SERVICE)
+    install_altered_entry_problems(app)
     app.include_router(router)
     app.include_router(holds_router)
     install_audit_console(app, settings)

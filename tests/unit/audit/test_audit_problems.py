@@ -20,7 +20,7 @@ def test_every_refusal_has_its_problem() -> None:
     [
         (ProofRefusal.UNKNOWN_POSITION, 404, "unknown-position"),
         (ProofRefusal.SIZES_OUT_OF_ORDER, 422, "validation"),
-        (ProofRefusal.LEDGER_INTEGRITY, 500, "ledger-integrity"),
+        (ProofRefusal.LEDGER_INTEGRITY, 409, "ledger-integrity"),
     ],
 )
 def test_a_refused_proof(reason: ProofRefusal, status: int, kind: str) -> None:

@@ -8,11 +8,17 @@ from typing import Any
 
 import asyncpg
 
+from branchline_audit.adapters.altered import WRITTEN_TIME
 from branchline_audit.application.ports import NoteSigner
 from branchline_audit.domain.merkle import EMPTY_ROOT
 from branchline_audit.domain.verification import StoredCheckpoint
 
 CHECKPOINT_LOCK_KEY = 0x636B7074  # "ckpt"
+_APPEND_TIME = (
+    f"CASE WHEN {WRITTEN_TIME.format('appended_at')} THEN appended_at "
+    "ELSE '0001-01-01 00:00:00+00' END"
+)
+"""An entry's append time, one no append writes as long past (:meth:`unsigned_since`)."""
 
 
 def _checkpoint(row: asyncpg.Record) -> StoredCheckpoint:
@@ -46,16 +52,19 @@ class PostgresCheckpoints:
         return [_checkpoint(r) for r in rows]
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:
-        """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``."""
+        """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``;
+        an append time no append writes (altered behind the ledger's back) counts as long past,
+        so the entries are signed at once (a checkpoint signs their hashes, which that column
+        does not change) and the checkpointer goes on (#12)."""
         row = await self._pool.fetchrow(
-            """
+            f"""
             WITH latest AS (SELECT coalesce(max(tree_size), 0) AS size FROM audit_checkpoints)
             SELECT latest.size AS signed,
                    (SELECT coalesce(max(position), 0) FROM audit_ledger) AS size,
-                   (SELECT appended_at FROM audit_ledger WHERE position = latest.size + 1)
+                   (SELECT {_APPEND_TIME} FROM audit_ledger WHERE position = latest.size + 1)
                        AS first_unsigned
             FROM latest
-            """
+            """  # noqa: S608 - a fixed condition
         )
         assert row is not None
         return int(row["signed"]), int(row["size"]), row["first_unsigned"]

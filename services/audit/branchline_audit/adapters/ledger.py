@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
+from branchline_audit.adapters.altered import WRITTEN_TIME, unwritten_times
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
@@ -44,7 +46,7 @@ from branchline_audit.domain.subtrees import (
     required,
     subtree_work,
 )
-from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, stored_entry
+from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, pg_time, stored_entry
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import Placeholders, prefix_range
@@ -52,10 +54,20 @@ from branchline_shared.postgres.statements import Placeholders, prefix_range
 __all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger", "UnstorableEvent"]
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
-_COLUMNS = (
-    "position, event_id, event, event_type, client_id, actor_id, branch_id, occurred_at, "
-    "appended_at, prev_hash, hash, pruned_at, canonical"
+# The trail's readers (pages, an entry, prune candidates) read the three times in their binary
+# form, which no time fails to decode (asyncpg refuses a year past 9999 or before 1, and reads
+# an infinity as a naive extreme), and are told in words which of them holds a time no append
+# writes: the row was altered behind the ledger's back, and the reader refuses it by name
+# (StoredEntry.unwritten, D-11) instead of failing with the time's error (#12).
+_TIMES = ("appended_at", "occurred_at", "pruned_at")
+_READ_COLUMNS = ", ".join(
+    [
+        *(f"timestamptz_send({f}) AS {f}" if f in _TIMES else f for f in ROW_FIELDS),
+        f"{unwritten_times(_TIMES)} AS unwritten",
+    ]
 )
+_ALTERED = " OR ".join(f"NOT ({WRITTEN_TIME.format(c)})" for c in _TIMES)
+"""SQL true for a row holding a time no append writes."""
 
 
 _APPENDED = (
@@ -234,7 +246,7 @@ def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
     position read after, ``$2`` the page size, ``$3`` the last position read."""
     where, params = _where(filters, 4)
     sql = (
-        f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
+        f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
         f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2"
     )
     return sql, params
@@ -282,7 +294,14 @@ def _event_uuid(text: str) -> uuid.UUID:
 
 
 def _stored(row: asyncpg.Record) -> StoredEntry:
-    return stored_entry([row[name] for name in ROW_FIELDS])
+    """A row read with :data:`_READ_COLUMNS`: its times as asyncpg would read them, or the
+    entry marked as altered (:attr:`StoredEntry.unwritten`)."""
+    stored = stored_entry([row[name] for name in ROW_FIELDS])
+    if row["unwritten"] is not None:
+        return replace(stored, unwritten=row["unwritten"])
+    if type(stored.pruned_at) is bytes:
+        return replace(stored, pruned_at=pg_time(stored.pruned_at))
+    return stored
 
 
 class PostgresLedger:
@@ -457,8 +476,20 @@ class PostgresLedger:
 
     async def entry(self, position: int) -> StoredEntry | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM audit_ledger WHERE position = $1",  # noqa: S608
+            f"SELECT {_READ_COLUMNS} FROM audit_ledger WHERE position = $1",  # noqa: S608
             position,
+        )
+        return None if row is None else _stored(row)
+
+    async def first_altered(self, filters: LedgerFilters) -> StoredEntry | None:
+        """The first entry of ``filters`` holding a time no append writes (altered behind the
+        ledger's back, :attr:`StoredEntry.unwritten`), if any: an export refuses before it
+        starts rather than end half-way (#12)."""
+        where, params = _where(filters, 1)
+        row = await self._pool.fetchrow(
+            f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
+            f"WHERE ({_ALTERED}) AND {where} ORDER BY position LIMIT 1",
+            *params,
         )
         return None if row is None else _stored(row)
 
@@ -569,7 +600,7 @@ class PostgresLedger:
     ) -> list[StoredEntry]:
         """Unpruned entries appended before ``before`` (the earliest cutoff of any profile)."""
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM audit_ledger "  # noqa: S608
+            f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608
             "WHERE pruned_at IS NULL AND appended_at < $1 AND position > $2 "
             "ORDER BY position LIMIT $3",
             before,

@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from branchline_audit.adapters.altered import WRITTEN_TIME, unwritten_times
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 
@@ -25,7 +27,12 @@ async def ledger_facts(
         f"(event_type ~>=~ ${i} AND event_type ~<=~ ${i})" for i in range(1, len(event_types) + 1)
     )
     sql = (
-        "SELECT position, event_type, client_id, occurred_at, appended_at, actor_id, "  # noqa: S608 - placeholders only, bound values
+        "SELECT position, event_type, client_id, actor_id, "  # noqa: S608 - placeholders only, bound values
+        # A time no append writes (altered behind the ledger's back) is not read, but named
+        # (AlteredEntry, D-11): asyncpg would refuse it or read a naive extreme (#12).
+        f"CASE WHEN {WRITTEN_TIME.format('occurred_at')} THEN occurred_at END AS occurred_at, "
+        f"CASE WHEN {WRITTEN_TIME.format('appended_at')} THEN appended_at END AS appended_at, "
+        f"{unwritten_times(('appended_at', 'occurred_at'))} AS unwritten, "
         # The event's column, or (stored once since migration 006, #12) its canonical bytes.
         "coalesce(event, audit_entry_event(canonical, position)) -> 'data' AS data "
         f"FROM audit_ledger WHERE ({types}) AND client_id IS NOT NULL"
@@ -35,6 +42,9 @@ async def ledger_facts(
         params.append(client_id)
         sql += f" AND client_id = ${len(params)}"
     rows = await db.fetch(sql + " ORDER BY position", *params)
+    for r in rows:
+        if r["unwritten"] is not None:
+            raise AlteredEntry(r["position"], r["unwritten"])
     return [
         LedgerFact(
             position=r["position"],

@@ -18,6 +18,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import RecordingHasher
+from branchline_audit.domain.verification import refuse_altered
 
 PAGE_SIZE = 500
 MEDIA_TYPES: dict[ExportContent, str] = {
@@ -79,11 +80,17 @@ async def start_export(
     """Start an export for the API and the console alike: take a slot (:class:`ExportsBusy`
     if none is free; a refused export is recorded nowhere), record the read in the ledger
     before any entry is sent (D-11), and hand back the stream that gives the slot back when
-    it ends or is abandoned."""
+    it ends or is abandoned. An export holding an entry altered behind the ledger's back is
+    refused (:class:`AlteredEntry`) after its read is recorded, as any read of it."""
     if not slots.take():
         raise ExportsBusy(slots.limit)
     try:
         await record_read(audit, reader, route, {**filters.as_dict(), "format": content})
+        # An entry altered behind the ledger's back refuses the export before it starts
+        # (AlteredEntry, D-11), rather than a stream that ends half-way (#12).
+        altered = await audit.ledger.first_altered(filters)
+        if altered is not None:
+            refuse_altered([altered])
     except BaseException:
         slots.give_back()
         raise

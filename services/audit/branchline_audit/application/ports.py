@@ -62,6 +62,10 @@ class AuditLedger(Protocol):
 
     async def entry(self, position: int) -> StoredEntry | None: ...
 
+    async def first_altered(self, filters: LedgerFilters) -> StoredEntry | None:
+        """The first entry of ``filters`` holding a time no append writes (#12)."""
+        ...
+
     def scan_stored(
         self, *, page_size: int = 2000, after_position: int = 0
     ) -> AsyncIterator[StoredEntry]:

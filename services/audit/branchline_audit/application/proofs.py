@@ -21,7 +21,7 @@ from branchline_audit.domain.merkle import (
     verify_inclusion,
 )
 from branchline_audit.domain.subtrees import MissingTreeData, RecordingHasher
-from branchline_audit.domain.verification import StoredCheckpoint
+from branchline_audit.domain.verification import StoredCheckpoint, refuse_altered
 
 
 class ProofRefusal(StrEnum):
@@ -59,6 +59,7 @@ async def inclusion(audit: AuditContext, position: int) -> InclusionProof:
         raise ProofRefused(
             ProofRefusal.UNKNOWN_POSITION, f"no ledger entry at position {position} (size {size})"
         )
+    refuse_altered([stored])  # an entry altered behind the ledger's back is named (D-11)
     checkpoint = await latest_covering(audit, position)
     index, size = position - 1, checkpoint.tree_size
     recorder = RecordingHasher()

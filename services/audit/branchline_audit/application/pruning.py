@@ -9,6 +9,7 @@ standing legal hold (recorded in the ledger) are never pruned; the prune appends
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,9 +34,11 @@ from branchline_audit.domain.retention import (
     RetentionError,
     RetentionPolicy,
 )
+from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.clock import Clock
 
 PAGE_SIZE = 5000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +47,9 @@ class PruneOutcome:
     held_clients_skipped: set[str] = field(default_factory=set)
     cutoffs: dict[str, str] = field(default_factory=dict)
     ranges: list[list[int]] = field(default_factory=list)
+    altered_skipped: dict[int, str] = field(default_factory=dict)
+    """Candidates altered behind the ledger's back (a time no append writes), by position,
+    with why: never pruned, so that verify still names them (D-11, #12)."""
 
 
 async def prune_expired(
@@ -70,6 +76,11 @@ async def prune_expired(
             before=max(cutoffs.values()), after_position=after, limit=PAGE_SIZE
         )
         for stored in page:
+            if stored.unwritten is not None:
+                altered = AlteredEntry(stored.entry.position, stored.unwritten)
+                log.warning("prune skips an altered entry: %s", altered.detail)
+                outcome.altered_skipped[stored.entry.position] = altered.detail
+                continue
             columns = stored.columns
             if columns.event_type == AUDIT_PRUNED:
                 continue  # prune records are what keeps pruned entries verifiable
@@ -115,9 +126,14 @@ async def prune_expired(
 async def retention_state(
     ledger: AuditLedger, client_id: str | None = None
 ) -> ClientRetentionState:
-    """Relationship ends and standing holds, as the ledger records them (D-09, D-11)."""
-    relationships = await ledger.facts(RELATIONSHIP_TYPES, client_id)
-    holds = await ledger.facts(HOLD_TYPES, client_id)
+    """Relationship ends and standing holds, as the ledger records them (D-09, D-11); one of
+    them altered behind the ledger's back (a time no append writes) refuses the prune that
+    would decide by it, before anything is written (RetentionError, D-11)."""
+    try:
+        relationships = await ledger.facts(RELATIONSHIP_TYPES, client_id)
+        holds = await ledger.facts(HOLD_TYPES, client_id)
+    except AlteredEntry as altered:
+        raise RetentionError(f"nothing is pruned: {altered.detail}") from None
     return ClientRetentionState(
         relationship_ends=relationship_ends(relationships),
         held=held_clients(standing_holds(holds)),

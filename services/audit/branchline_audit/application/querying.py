@@ -8,7 +8,7 @@ from typing import Any
 
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.domain.personal import ClientDataState, View
-from branchline_audit.domain.verification import StoredEntry
+from branchline_audit.domain.verification import StoredEntry, refuse_altered
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,9 @@ class EntryView:
 async def views_of(
     audit: AuditContext, entries: Sequence[StoredEntry], reader: TrailReader
 ) -> list[EntryView]:
+    """The entries as ``reader`` may see them; :class:`AlteredEntry` for the first one altered
+    behind the ledger's back (a time no append writes): refused by name, never shown (D-11)."""
+    refuse_altered(entries)
     states = await audit.ledger.client_states(
         e.columns.client_id for e in entries if e.columns.client_id is not None
     )

@@ -56,6 +56,35 @@ class StoredEntry:
     pruned_at: datetime | bytes | None
     """Set when the row is pruned: a time, or its binary form as the verifier's scan reads
     it (only whether it is set is checked)."""
+    unwritten: str | None = None
+    """Set by the trail's readers (not the verifier's scan) when a time column of the row holds
+    a time no append writes (an infinity, a year outside 1..9999), as PostgreSQL shows it
+    (``appended_at holds 'infinity'``): the row was altered behind the ledger's back, and a
+    reader refuses it as :class:`AlteredEntry` (#12)."""
+
+
+class AlteredEntry(Exception):
+    """An entry a reader met whose stored time no append writes: it was altered behind the
+    ledger's back. The reader refuses it by name, never with its time's error and never
+    hiding it (tamper evidence, D-11); verify locates every such entry."""
+
+    rule = "D-11"
+
+    def __init__(self, position: int, unwritten: str) -> None:
+        self.position = position
+        self.detail = (
+            f"the ledger entry at position {position} was altered behind the ledger's back: "
+            f"{unwritten}, a time no append writes (tamper evidence, D-11); "
+            "GET /v1/audit/verify locates every altered entry"
+        )
+        super().__init__(self.detail)
+
+
+def refuse_altered(entries: Iterable[StoredEntry]) -> None:
+    """Raise :class:`AlteredEntry` for the first of ``entries`` a reader may not serve."""
+    for stored in entries:
+        if stored.unwritten is not None:
+            raise AlteredEntry(stored.entry.position, stored.unwritten)
 
 
 ROW_FIELDS = (

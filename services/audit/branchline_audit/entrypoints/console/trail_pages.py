@@ -17,6 +17,7 @@ from branchline_audit.application.querying import EntryView, views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.records import AUDIT_READ
+from branchline_audit.domain.verification import AlteredEntry
 from branchline_audit.entrypoints.http import export_response, started_export
 from branchline_shared.console.web import console_roles, locale_of, site_of
 from branchline_shared.events.catalogue import EventType
@@ -150,6 +151,7 @@ async def _trail_page(
         "export_query": {},
         "page": page,
         "needs_purpose": False,
+        "refused": None,
     }
     if not q.purpose:
         context["needs_purpose"] = "purpose" in request.query_params
@@ -159,7 +161,13 @@ async def _trail_page(
         audit, reader, f"console GET {page}", {**filters.as_dict(), "cursor": q.cursor or None}
     )
     entries = await audit.ledger.entries(filters, after_position=q.cursor, limit=PAGE_SIZE)
-    context["rows"] = _rows(await views_of(audit, entries, reader))
+    try:
+        context["rows"] = _rows(await views_of(audit, entries, reader))
+    except AlteredEntry as altered:
+        # Named, with the way past it (the next page starts after it), never shown (D-11).
+        context["refused"] = altered.detail
+        context["next_query"] = q.query(cursor=altered.position)
+        return site.render(request, template, context, status=409)
     if len(entries) == PAGE_SIZE:
         context["next_query"] = q.query(cursor=entries[-1].entry.position)
     context["export_query"] = q.query()
@@ -237,7 +245,15 @@ async def entry(
             {"q": q, "position": position, "row": None, "missing": True},
             status=404,
         )
-    row = _rows(await views_of(audit, [stored], reader))[0]
+    try:
+        row = _rows(await views_of(audit, [stored], reader))[0]
+    except AlteredEntry as altered:
+        return site.render(
+            request,
+            "entry.html",
+            {"q": q, "position": position, "row": None, "missing": False, "altered": altered},
+            status=409,
+        )
     proof: dict[str, Any] | None = None
     refused: str | None = None
     try:

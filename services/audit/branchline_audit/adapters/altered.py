@@ -1,0 +1,21 @@
+"""SQL telling a stored time no append writes (an infinity, a year outside 1..9999, which
+asyncpg refuses or reads as a naive extreme) from the others: such a time was written behind
+the ledger's back, and the trail's readers name the entry (``AlteredEntry``, D-11) instead of
+failing with the time's error (#12)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+WRITTEN_TIME = "{0} >= '0001-01-01 00:00:00+00' AND {0} < '10000-01-01 00:00:00+00'"
+"""SQL true for a time an append may write in the column ``{0}`` (NULL for NULL)."""
+
+
+def unwritten_times(columns: Sequence[str]) -> str:
+    """SQL naming each of ``columns`` holding a time no append writes, as PostgreSQL shows it
+    (``appended_at holds 'infinity'``); NULL when none does."""
+    cases = ", ".join(
+        f"CASE WHEN NOT ({WRITTEN_TIME.format(c)}) THEN format('{c} holds %L', {c}) END"
+        for c in columns
+    )
+    return f"nullif(concat_ws(', ', {cases}), '')"

@@ -1,0 +1,290 @@
+"""Every reader of the ledger facing a row whose time column was altered behind the ledger's
+back to a time no append writes (an infinity, a year past 9999, a BC year): verify locates it
+(test_audit_tamper.py); the trail's other readers name it as the altered entry it is (tamper
+evidence, D-11) and fail only where they meet it, never with a 5xx or a crashed pass (#12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from branchline_audit.adapters.ledger import LedgerFilters
+from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
+from branchline_audit.application.context import AuditContext
+from branchline_audit.application.holds import HoldActor, place_hold
+from branchline_audit.application.pruning import prune_expired
+from branchline_audit.bootstrap import create_app, retention_policy
+from branchline_audit.domain.export import bytes_lines, verify_export
+from branchline_audit.domain.note import Verifier
+from branchline_audit.domain.retention import RetentionError
+from branchline_cli.main import app
+from branchline_shared.clock import FixedClock
+from branchline_shared.http.auth import Role
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.integration.audit.audit_support import (
+    T0,
+    audit_context,
+    behind_the_ledgers_back,
+    event,
+    lifecycle_event,
+    quick_settings,
+)
+from tests.support.stack import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+runner = CliRunner()
+
+UNWRITTEN_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
+"""Times PostgreSQL stores that no append writes (as test_audit_tamper.py's)."""
+
+OLD = T0 - timedelta(days=365 * 11)
+ENTRY = 2
+"""A plain entry of C-1, appended eleven years ago: its client's relationship ended then, so
+it is due for pruning, as are positions 1 and 4."""
+CLOSURE = 3
+HOLD = 12
+"""After the read its placing recorded (D-11)."""
+
+
+@dataclass
+class Trail:
+    client: httpx.AsyncClient
+    audit: AuditContext
+    settings: BranchlineSettings
+    tokens: TokenFactory
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.client.get(
+            path, params=params, headers=self.tokens.headers(Role.AUDITOR, sub="auditor-1")
+        )
+
+    async def page(self, path: str, **params: Any) -> httpx.Response:
+        session = {"Cookie": f"bl_session_audit={self.tokens.token(Role.AUDITOR, sub='a-1')}"}
+        return await self.client.get(path, params=params, headers=session)
+
+
+@pytest.fixture
+async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Trail]:
+    s = quick_settings(settings)
+    async with (
+        serve(create_app(s)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        audit_context(s, clock=FixedClock(T0)) as audit,
+    ):
+        closed = lifecycle_event(40, "client.account_closed", client_id="C-1", at=OLD)
+        await audit.ledger.append(
+            [event(1), event(2), closed, event(3)], now=OLD
+        )  # positions 1..4 (C-1)
+        await audit.ledger.append([event(n, client_id="C-2") for n in range(4, 10)], now=T0)
+        await checkpoint_now(audit)  # signs 1..10
+        trail = Trail(client, audit, s, tokens)
+        placed = await client.post(
+            "/v1/audit/legal-holds",
+            json={"client_id": "C-5", "hold_id": "LH-1", "reason": "regulatory_investigation"},
+            headers=tokens.headers(Role.AUDITOR, sub="auditor-1"),
+        )
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["position"] == HOLD
+        yield trail
+
+
+async def _alter(settings: BranchlineSettings, column: str, text: str, position: int) -> None:
+    await behind_the_ledgers_back(
+        settings,
+        f"UPDATE audit_ledger SET {column} = $1::text::timestamptz WHERE position = $2",
+        text,
+        position,
+    )
+
+
+def _names_the_entry(response: httpx.Response, position: int, column: str) -> None:
+    """A clear refusal: 409 problem+json of the ledger-integrity type, naming the entry, its
+    column and the rule (D-11)."""
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"].endswith("/ledger-integrity"), body
+    assert body["rule"] == "D-11", body
+    assert f"position {position}" in body["detail"], body
+    assert column in body["detail"], body
+
+
+def _positions(response: httpx.Response) -> list[int]:
+    assert response.status_code == 200, response.text
+    return [e["position"] for e in response.json()["entries"]]
+
+
+@pytest.mark.parametrize("text", UNWRITTEN_TIMES)
+@pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
+async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
+    trail: Trail, column: str, text: str
+) -> None:
+    await _alter(trail.settings, column, text, ENTRY)
+
+    verdict = (await trail.get("/v1/audit/verify")).json()
+    assert verdict["first_bad_position"] == ENTRY, verdict
+
+    # A page holding it is refused, naming it; the pages around it are served.
+    _names_the_entry(await trail.get("/v1/audit/entries"), ENTRY, column)
+    assert _positions(await trail.get("/v1/audit/entries", limit=1)) == [1]
+    assert _positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[0] == ENTRY + 1
+    assert _positions(await trail.get("/v1/audit/entries", client_id="C-2"))[:6] == [
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+    ]
+
+    # Its proof is refused; the others' are given.
+    _names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY, column)
+    assert (await trail.get("/v1/audit/entries/5/proof")).status_code == 200
+
+    # An export holding it is refused before it starts; one without it is served and verifies.
+    _names_the_entry(await trail.get("/v1/audit/export", purpose="review"), ENTRY, column)
+    other = await trail.get("/v1/audit/export", purpose="review", client_id="C-2")
+    assert other.status_code == 200, other.text
+    key = (await trail.get("/v1/audit/public-key")).json()["verifier_key"]
+    assert verify_export(bytes_lines(other.content), Verifier.from_verifier_key(key)).ok
+
+    # The console's pages say so too, for that entry only.
+    page = await trail.page("/console/trail", purpose="review")
+    assert page.status_code == 409, page.text
+    assert f"position {ENTRY}" in page.text
+    assert "D-11" in page.text
+    assert (await trail.page("/console/trail", purpose="review", cursor=ENTRY)).status_code == 200
+    one = await trail.page(f"/console/entries/{ENTRY}", purpose="review")
+    assert one.status_code == 409, one.text
+    assert f"position {ENTRY}" in one.text
+    assert "D-11" in one.text
+    assert (await trail.page("/console/entries/5", purpose="review")).status_code == 200
+
+    # Legal holds and checkpoints do not read it.
+    holds = await trail.get("/v1/audit/legal-holds")
+    assert [h["hold_id"] for h in holds.json()["holds"]] == ["LH-1"]
+    assert (await trail.get("/v1/audit/checkpoints/latest")).status_code == 200
+
+
+@pytest.mark.parametrize("text", UNWRITTEN_TIMES)
+@pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
+async def test_pruning_skips_the_altered_entry_with_its_reason_and_prunes_the_others(
+    trail: Trail, column: str, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _alter(trail.settings, column, text, ENTRY)
+    s = trail.settings
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with caplog.at_level(logging.WARNING):
+            outcome = await prune_expired(
+                pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="ops-1"
+            )
+    assert outcome.ranges == [[1, 1], [3, 4]], outcome  # the closure's entry too
+    # Met by the pass (an entry appended "before" the cutoff) it is named with its reason.
+    if ENTRY in outcome.altered_skipped:
+        assert column in outcome.altered_skipped[ENTRY]
+        assert f"position {ENTRY}" in caplog.text
+    verdict = (await trail.get("/v1/audit/verify")).json()
+    assert verdict["bad_positions"] == [ENTRY], verdict  # the prune's own work verifies
+
+
+@pytest.mark.parametrize("text", UNWRITTEN_TIMES)
+@pytest.mark.parametrize("column", ["appended_at", "occurred_at"])
+async def test_an_altered_closure_or_hold_refuses_what_depends_on_it(
+    trail: Trail, column: str, text: str
+) -> None:
+    """A relationship end or a legal hold whose time no append writes: the prune, which
+    decides by them, refuses before writing anything; the holds are refused, naming it."""
+    s = trail.settings
+    await _alter(s, column, text, CLOSURE)
+    size = await trail.audit.ledger.size()
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with pytest.raises(RetentionError, match=f"position {CLOSURE}") as refused:
+            await prune_expired(pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="o")
+    assert refused.value.rule == "D-11"
+    assert column in str(refused.value)
+    assert await trail.audit.ledger.size() == size  # nothing written
+    await _alter(s, column, text, HOLD)
+    _names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, column)
+    lift = await trail.client.post(
+        "/v1/audit/legal-holds/LH-1/lift",
+        json={"reason": "matter_closed"},
+        headers=trail.tokens.headers(Role.AUDITOR, sub="auditor-1"),
+    )
+    _names_the_entry(lift, HOLD, column)
+    lifted = await trail.audit.ledger.entries(
+        LedgerFilters(type="audit.legal_hold_lifted"), after_position=0, limit=10
+    )
+    assert lifted == []  # nothing was decided on it
+
+
+@pytest.mark.parametrize("text", UNWRITTEN_TIMES)
+async def test_the_checkpointer_signs_past_an_altered_append_time(trail: Trail, text: str) -> None:
+    """The first unsigned entry's append time decides when to sign: one no append writes
+    counts as long past (a checkpoint signs hashes, which the column does not change)."""
+    await _alter(trail.settings, "appended_at", text, 11)  # the first unsigned entry
+    signed = await checkpoint_if_due(trail.audit)
+    assert signed is not None
+    assert signed.tree_size == await trail.audit.ledger.size()
+
+
+@pytest.fixture
+def cli_settings(
+    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> BranchlineSettings:
+    s = quick_settings(settings)
+    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
+    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
+    return s
+
+
+async def _cli_ledger(settings: BranchlineSettings) -> int:
+    """Positions 1..4 as the trail fixture's, and a hold of C-5 at 5; its position."""
+    async with audit_context(settings) as audit:
+        closed = lifecycle_event(40, "client.account_closed", client_id="C-1", at=OLD)
+        await audit.ledger.append([event(1), event(2), closed, event(3)], now=OLD)
+        _, position = await place_hold(
+            audit.ledger,
+            FixedClock(T0),
+            actor=HoldActor("auditor-1", "auditor"),
+            client_id="C-5",
+            hold_id="LH-1",
+            reason="regulatory_investigation",
+        )
+        await checkpoint_now(audit)
+    return position
+
+
+def test_the_audit_commands_name_the_altered_entry_and_go_on(
+    cli_settings: BranchlineSettings,
+) -> None:
+    """``branchline audit verify | prune | holds list`` with an entry whose time no append
+    writes: verify locates it, prune skips it by name and prunes the others, and an altered
+    hold refuses what depends on it (exit 2, D-11): never a traceback."""
+    s = cli_settings
+    hold = asyncio.run(_cli_ledger(s))
+    asyncio.run(_alter(s, "appended_at", "-infinity", ENTRY))
+    verified = runner.invoke(app, ["audit", "verify", "--no-progress", "--processes", "1"])
+    assert verified.exit_code == 1, verified.output
+    assert json.loads(verified.stdout)["first_bad_position"] == ENTRY
+    pruned = runner.invoke(app, ["audit", "prune", "--actor", "ops-1"])
+    assert pruned.exit_code == 0, pruned.output
+    body = json.loads(pruned.stdout)
+    assert body["positions"] == [[1, 1], [3, 4]]
+    assert f"position {ENTRY}" in body["altered_skipped"][str(ENTRY)]
+    asyncio.run(_alter(s, "occurred_at", "infinity", hold))
+    for command in (["audit", "holds", "list"], ["audit", "prune", "--actor", "ops-1"]):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "refused (D-11)" in refused.stderr
+        assert f"position {hold}" in refused.stderr
