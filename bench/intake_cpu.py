@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -37,6 +38,46 @@ def per_process_cpu(pids: list[int]) -> dict[int, float]:
     for pid in pids:
         every.extend(child_pids(pid))
     return {pid: process_cpu_seconds(pid) for pid in every}
+
+
+def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """Established connections to ``port`` that each process holds (its sockets' inodes in
+    ``/proc/PID/fd`` matched with ``/proc/net/tcp``). Every load-generator connection sends
+    the same number of requests, so this is also each process's share of the requests."""
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                established.add(fields[9])
+    counts: dict[int, int] = {}
+    for pid in pids:
+        held = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in established:
+                        held += 1
+        except OSError:
+            continue
+        counts[pid] = held
+    return counts
+
+
+async def sampled_connections(pids: list[int], port: int, wanted: int) -> dict[int, int]:
+    """The connections per process once ``wanted`` are established (or the last seen)."""
+    counts: dict[int, int] = {}
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        counts = connections_by_process(pids, port)
+        if sum(counts.values()) >= wanted:
+            break
+    return counts
 
 
 async def last_position(conn: asyncpg.Connection[Any]) -> int:
@@ -70,7 +111,12 @@ async def main() -> int:
             first = await last_position(conn)
             each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
+            serving = [
+                c for pid in stack.pids.get("intake-api", []) for c in child_pids(pid)
+            ] or stack.pids.get("intake-api", [])
+            sampler = asyncio.create_task(sampled_connections(serving, port, 64))
             latencies = await single_posts(port, stack.token, args.events)
+            held = await sampler
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             group = await events_per_transaction(conn, first)
@@ -85,6 +131,7 @@ async def main() -> int:
                 f"{args.events} events: intake CPU {1000 * used / args.events:.3f} ms per event, "
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
                 f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
+                f"connections by process {' / '.join(str(held[p]) for p in sorted(held))}; "
                 f"load average {load}",
                 flush=True,
             )

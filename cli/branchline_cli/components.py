@@ -64,6 +64,7 @@ def run_component(component: Component, settings: BranchlineSettings) -> None:
                     settings.bind_host,
                     settings.intake_port,
                     processes,
+                    reuse_port=settings.intake_reuse_port,
                 )
             )
         _serve(intake_app(settings), settings.intake_port, settings, freeze_serving_heap)

@@ -1,5 +1,6 @@
-"""Several intake processes on one port (docs/performance.md): every request is answered,
-exactly one process publishes the outbox, and the whole group stops on SIGTERM."""
+"""Several intake processes on one port (docs/performance.md), sharing one socket or with a
+socket each (``SO_REUSEPORT``): every request is answered, exactly one process publishes the
+outbox, and the whole group stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -47,8 +48,19 @@ def _event(i: int) -> dict[str, object]:
     }
 
 
+def _listening_sockets(port: int) -> int:
+    """Listening TCP sockets on ``port`` (a socket shared by several processes counts once)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1
+        for fields in (line.split() for line in lines)
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    )
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["shared-socket", "reuse-port"])
 async def test_two_intake_processes_share_the_port_and_one_relay(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, reuse_port: bool
 ) -> None:
     port = free_port()
     env = {
@@ -61,6 +73,8 @@ async def test_two_intake_processes_share_the_port_and_one_relay(
         "BRANCHLINE_JWT_SECRET": settings.resolved_jwt_secret(),
         "BRANCHLINE_INTAKE_PORT": str(port),
         "BRANCHLINE_INTAKE_PROCESSES": "2",
+        # One socket for both, or one each with SO_REUSEPORT (the kernel spreads connections).
+        "BRANCHLINE_INTAKE_REUSE_PORT": str(reuse_port).lower(),
         # No poll within the test's deadlines: only wake-ups (NOTIFY across processes) publish.
         "BRANCHLINE_RELAY_POLL_INTERVAL_S": "60",
         "BRANCHLINE_LOG_LEVEL": "WARNING",
@@ -84,6 +98,7 @@ async def test_two_intake_processes_share_the_port_and_one_relay(
                 return answers == [200] * 4 and len(_children(parent.pid)) == 2
 
             await eventually(ready, within=60, interval=0.3)
+            assert _listening_sockets(port) == (2 if reuse_port else 1)
             answers = await asyncio.gather(
                 *(client.post("/v1/events", json=_event(i)) for i in range(40))
             )

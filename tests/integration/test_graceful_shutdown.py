@@ -43,13 +43,22 @@ def intake_env(settings: BranchlineSettings) -> dict[str, str]:
         "jwt_secret",
         "intake_port",
         "shutdown_drain_s",
+        "intake_reuse_port",
     )
 
 
+# Intake runs one process per core; they share one socket or have one each (SO_REUSEPORT).
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["shared-socket", "reuse-port"])
 async def test_sigterm_drains_requests_and_the_relay_then_exits_cleanly(
-    infra: Infra, tmp_path: Path
+    infra: Infra, tmp_path: Path, reuse_port: bool
 ) -> None:
-    settings = make_settings(infra, tmp_path, intake_port=free_port(), shutdown_drain_s=1.5)
+    settings = make_settings(
+        infra,
+        tmp_path,
+        intake_port=free_port(),
+        shutdown_drain_s=1.5,
+        intake_reuse_port=reuse_port,
+    )
     settings.resolved_master_key()
     tokens = TokenFactory(settings)
     log = (tmp_path / "intake.log").open("wb")

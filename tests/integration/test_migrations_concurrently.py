@@ -208,7 +208,10 @@ async def test_an_interrupted_build_leaves_an_invalid_index_the_next_start_rebui
         assert left is not None
         assert left[1] is False  # INVALID
         assert await watcher.fetchval("SELECT max(version) FROM schema_migrations") == 7
-        assert await migrate(runner, "eventstore", shipped) == 1
+        # 008 again, and the migrations after it
+        assert await migrate(runner, "eventstore", shipped) == len(
+            [m for m in shipped if m.version >= 8]
+        )
         rebuilt = await _index(watcher, "es_streams_prefix")
         assert rebuilt is not None
         assert rebuilt[1] is True
@@ -275,7 +278,7 @@ async def test_replicas_starting_together_migrate_once_without_a_deadlock(
         await asyncio.sleep(0.5)  # the second replica is waiting for the runner's lock
         assert not two.done()
         await blocker.execute("COMMIT")
-        assert sorted(await asyncio.gather(one, two)) == [0, 1]
+        assert sorted(await asyncio.gather(one, two)) == [0, len(shipped) - 7]
         assert await _index(watcher, "es_streams_prefix") is not None
     finally:
         for conn in (blocker, watcher, first, second):

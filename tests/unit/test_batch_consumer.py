@@ -287,3 +287,16 @@ def test_a_consumer_takes_exactly_one_handler() -> None:
             name="n",
             dead_letters=None,  # type: ignore[arg-type]
         )
+
+
+async def test_the_consumer_fetches_with_the_configured_wait() -> None:
+    # #12: the followup worker's and the audit consumer's fetch wait is the setting's.
+    consumer = consumer_over(FakeKafka([], []), lambda raws: None)
+    del consumer._consumer  # the real factory again
+    consumer._settings.kafka_fetch_max_wait_ms = 20  # type: ignore[misc]
+    kafka = consumer._consumer()
+    try:
+        assert kafka._fetch_max_wait_ms == 20
+        assert kafka._fetch_min_bytes == 1  # answered as soon as one record is there
+    finally:
+        await kafka.stop()

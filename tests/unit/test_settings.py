@@ -139,3 +139,13 @@ def test_the_consumers_batch_sizes_are_bounded_settings(monkeypatch: pytest.Monk
         for refused in (0, 10_001):
             with pytest.raises(ValidationError, match=name):
                 BranchlineSettings.model_validate({name: refused})
+
+
+def test_the_consumers_fetch_wait_is_bounded_and_never_zero() -> None:
+    # #12: the dev broker (tansu) answers a fetch with max_wait 0 without any record, even
+    # when records are there (docs/dev-stack.md), so 0 would starve both consumers.
+    assert CommonSettings().kafka_fetch_max_wait_ms == 50
+    assert BranchlineSettings(kafka_fetch_max_wait_ms=1).kafka_fetch_max_wait_ms == 1
+    for refused in (0, 5_001):
+        with pytest.raises(ValidationError, match="kafka_fetch_max_wait_ms"):
+            BranchlineSettings.model_validate({"kafka_fetch_max_wait_ms": refused})

@@ -36,6 +36,12 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
         description="Intake API processes sharing its port (0: one per core); one of them "
         "runs the outbox relay at a time.",
     )
+    intake_reuse_port: bool = Field(
+        default=False,
+        description="With several intake processes: each listens on a socket of its own bound "
+        "with SO_REUSEPORT (the kernel spreads new connections between them by hash) instead "
+        "of all accepting from one shared socket (whichever wakes first takes the connection).",
+    )
     intake_group_commit_writers: int = Field(
         default=2,
         ge=0,

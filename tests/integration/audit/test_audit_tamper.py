@@ -9,12 +9,14 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from multiprocessing.context import ForkServerContext
 from typing import Any
 
 import asyncpg
 import pytest
 
-from branchline_audit.adapters.segments import ProcessSegmentVerifiers
+from branchline_audit.adapters import segments as segments_module
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers, verifying_context
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
@@ -723,3 +725,23 @@ async def test_a_time_no_append_writes_is_located_not_raised(
         assert one_pass.first_bad_position == position, (text, one_pass.reason)
         assert in_segments == one_pass, text
     assert (await _verify_by(audit, None)).ok
+
+
+async def test_segments_in_the_standard_fork_server_verify_alike(
+    ledger_1000: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Python other than the one whose fork-server launch the segments restate (a private
+    part of ``multiprocessing``), they run in the standard fork server's processes and come to
+    the one-pass verdict all the same (#12)."""
+    monkeypatch.setattr(segments_module, "_LAUNCH_RESTATED_FROM", (0, 0))
+    assert type(verifying_context()) is ForkServerContext
+    settings, audit = ledger_1000
+    segments = _segments(settings)
+    row = await _row(settings, 334)
+    async with _tampered(settings, row):
+        await behind_the_ledgers_back(settings, "DELETE FROM audit_ledger WHERE position = $1", 334)
+        in_segments = await _verify_by(audit, segments)
+        one_pass = await _verify_by(audit, None)
+    assert one_pass.first_bad_position == 334, one_pass.reason
+    assert in_segments == one_pass
+    assert (await _verify_by(audit, segments)).ok

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
@@ -23,7 +24,7 @@ from branchline_audit.adapters.database import role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.domain.verification import Segment, SegmentAuditor, SegmentResult
 
-__all__ = ["ProcessSegmentVerifiers", "default_processes", "verify_segment"]
+__all__ = ["ProcessSegmentVerifiers", "default_processes", "verify_segment", "verifying_context"]
 
 
 def default_processes() -> int:
@@ -94,6 +95,20 @@ class _VerifyingContext(ForkServerContext):
     Process = _VerifyingProcess
 
 
+_LAUNCH_RESTATED_FROM = (3, 11)
+"""The Python whose fork-server launch :class:`_PopenWithoutMain` restates."""
+
+
+def verifying_context() -> ForkServerContext:
+    """The verifying processes' fork server: started without the parent's main module on the
+    Python whose launch :class:`_PopenWithoutMain` restates; on any other, the standard one (a
+    private part of ``multiprocessing`` may differ there; each process then imports the main
+    module again, which costs start-up time, never the verdict)."""
+    if sys.version_info[:2] == _LAUNCH_RESTATED_FROM:
+        return _VerifyingContext()
+    return ForkServerContext()
+
+
 class ProcessSegmentVerifiers:
     """:class:`~branchline_audit.application.ports.SegmentVerifiers` on processes of a fork
     server; ``processes`` 0 means one per core."""
@@ -126,7 +141,7 @@ class ProcessSegmentVerifiers:
     ) -> list[SegmentResult]:
         if not segments:
             return []
-        context = _VerifyingContext()
+        context = verifying_context()
         # The fork server, a new interpreter started once per parent, imports this module
         # once; each process forked from it starts with asyncpg and the verifier imported,
         # and with no loop, pool or connection (nothing of the parent's).
