@@ -344,8 +344,8 @@ async def test_each_role_pages_exactly_the_tasks_in_its_scope(filled: PgPool, ro
     for status in (None, "open", "overdue", "done"):
         every = await filled.fetch(
             "SELECT id, assignee FROM fu_tasks WHERE client_id = 'C-1' "
-            "AND kind = 'satisfaction_survey' AND ($1::text IS NULL OR status = $1 OR ($1 = 'overdue' AND status = 'open' "
-            "AND due_at <= $2)) ORDER BY due_at, id",
+            "AND kind = 'satisfaction_survey' AND ($1::text IS NULL OR status = $1 "
+            "OR ($1 = 'overdue' AND status = 'open' AND due_at <= $2)) ORDER BY due_at, id",
             status,
             NOW,
         )
