@@ -36,6 +36,7 @@ from branchline_followup.domain import (
     TaskCommand,
     TimerKind,
     apply_commands,
+    client_context,
     decide,
     mark_escalated,
     on_stage_changed,
@@ -253,12 +254,12 @@ async def _project_kept(
         facts.lifecycle_stage = stage.value
         facts.stage_as_of = at
         await uow.clients.save(facts)
-    client = ClientContext(
-        client_id=client_id,
-        rm_id=facts.rm_id if facts else None,
-        stage=stage,
-        branch_id=facts.branch_id if facts and facts.branch_id else event.branch_id,
-        risk_level=facts.risk_level if facts else None,
+    client = client_context(
+        client_id,
+        facts.rm_id if facts else None,
+        stage,
+        facts.branch_id if facts and facts.branch_id else event.branch_id,
+        facts.risk_level if facts else None,
     )
 
     before = {t.id: t for t in await uow.tasks.open_of(client_id)}

@@ -19,7 +19,12 @@ _SATURDAY_SUNDAY = frozenset({5, 6})
 
 
 def require_aware(moment: datetime, name: str = "moment") -> datetime:
-    """Reject naive datetimes (ADR-0008); return the moment in UTC."""
+    """Reject naive datetimes (ADR-0008); return the moment in UTC.
+
+    A moment already in UTC is returned as it is, as ``astimezone(UTC)`` returns it (#12:
+    nearly every instant the projection checks, each ``UtcDatetime`` field validated, is)."""
+    if moment.tzinfo is UTC and type(moment) is datetime:
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} is naive: every time must carry an offset")
     return moment.astimezone(UTC)

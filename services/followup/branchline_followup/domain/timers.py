@@ -65,8 +65,9 @@ def timer_id_for(task_id: uuid.UUID, kind: TimerKind) -> uuid.UUID:
     return name_uuid(TIMER_NAMESPACE, f"{task_id}/{kind.value}")
 
 
-_TIMER_KINDS = tuple(TimerKind)
-"""In the enum's order (#12: iterating the enum itself, per task saved, costs a generator)."""
+_TIMER_KINDS = tuple((kind, f"/{kind.value}") for kind in TimerKind)
+"""In the enum's order, each with the end of its timers' names (#12: iterating the enum
+itself, per task saved, costs a generator; its ``value`` a property call per timer)."""
 
 
 def _fire_at(task: FollowupTask, kind: TimerKind, policy: FollowupPolicy) -> datetime | None:
@@ -82,15 +83,20 @@ def timers_for(task: FollowupTask, policy: FollowupPolicy) -> tuple[DurableTimer
     (24 h) later unless escalation is off or already happened. None for a closed task."""
     if not task.is_open:
         return ()
+    task_id = task.id
+    name = str(task_id)  # each timer's name starts with it (:func:`timer_id_for`), made once
     timers: list[DurableTimer] = []
-    for kind in _TIMER_KINDS:
+    for kind, name_end in _TIMER_KINDS:
         if kind is TimerKind.ESCALATE and task.escalated_to is not None:
             continue
         fire_at = _fire_at(task, kind, policy)
         if fire_at is not None:
             timers.append(
                 DurableTimer(
-                    id=timer_id_for(task.id, kind), task_id=task.id, kind=kind, fire_at=fire_at
+                    id=name_uuid(TIMER_NAMESPACE, name + name_end),
+                    task_id=task_id,
+                    kind=kind,
+                    fire_at=fire_at,
                 )
             )
     return tuple(timers)
