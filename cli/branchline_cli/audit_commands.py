@@ -138,8 +138,17 @@ def verify_export_command(
         ),
     ],
 ) -> None:
-    """Check an export offline (no database, no network); exit 1 with the bad line if not."""
+    """Check an export offline (no database, no network); exit 1 with the bad line if not,
+    or with the server's reason if the export ends with its signed incomplete trailer."""
     verdict: ExportVerdict = verify_export(file_lines(str(file)), _read_verifier_key(public_key))
+    if verdict.incomplete:
+        # The server's signed trailer: it could not finish this export (#12).
+        typer.echo(
+            f"INCOMPLETE: {file}, line {verdict.line}: {verdict.reason} "
+            f"({verdict.entries} entries before it verified; export it again)",
+            err=True,
+        )
+        raise typer.Exit(1)
     if not verdict.ok:
         typer.echo(f"REJECTED: {file}, line {verdict.line}: {verdict.reason}", err=True)
         raise typer.Exit(1)

@@ -204,6 +204,39 @@ class EventStoreContract:
         assert await store.read_stream(reused[0].stream_id) == []
         assert len(await store.outbox_port().pending(len(written) + 10)) == len(written)
 
+    async def test_a_likely_version_is_a_hint_every_stream_ends_at_its_last_event(
+        self, store: EventStore
+    ) -> None:
+        """#12: ``lock_streams(likely=...)`` (a batch's items per stream) changes no answer:
+        the versions locked are the streams' own (0 for new ones, which have no history),
+        and when the unit ends each stream is at its last event's version, whether the hint
+        held, was too high, too low, or nothing was written to the stream at all."""
+        old = event("client-l-old", 1)
+        await _write_all(store, [old])
+        held, fewer, none, more = (f"client-l-{n}" for n in ("held", "fewer", "none", "more"))
+        streams = [held, fewer, none, more, old.stream_id]
+        likely = {held: 1, fewer: 3, none: 1, more: 1, old.stream_id: 5}
+        async with store.unit_of_work() as uow:
+            versions = await uow.lock_streams(streams, likely=likely)
+            assert versions == {held: 0, fewer: 0, none: 0, more: 0, old.stream_id: 1}
+            assert await uow.load_streams([none, held]) == {none: [], held: []}
+            for written in ([event(held, 1), event(more, 1)], [event(more, 2), event(fewer, 1)]):
+                for e in written:  # in two writes, as a batch's parts
+                    uow.stage(e, topic=TOPIC, submission_hash=None)
+                await uow.commit()
+            uow.stage(event(old.stream_id, 2), topic=TOPIC, submission_hash=None)
+            await uow.commit()
+        async with store.unit_of_work() as uow:
+            versions = await uow.lock_streams(streams)
+        assert versions == {held: 1, fewer: 1, none: 0, more: 2, old.stream_id: 2}
+        assert [s.event.stream_version for s in await store.read_stream(more)] == [1, 2]
+        # a unit that fails leaves nothing, its hint included
+        with pytest.raises(RuntimeError):
+            await _write_then_raise(store, event("client-l-failed", 1))
+        async with store.unit_of_work() as uow:
+            assert await uow.lock_streams(["client-l-failed"]) == {"client-l-failed": 0}
+            assert await uow.load_streams(["client-l-failed"]) == {"client-l-failed": []}
+
 
 class TestInMemoryEventStore(EventStoreContract):
     @pytest.fixture
@@ -384,6 +417,34 @@ class TestPostgresEventStore(EventStoreContract):
             assert not waiting.done()  # the other writer waits for this transaction
         assert await asyncio.wait_for(waiting, timeout=10) == {"client-k1": 1}
 
+    async def test_a_new_stream_created_at_its_likely_version_is_not_updated_again(
+        self, store: EventStore
+    ) -> None:
+        """#12: a stream the lock creates at the version its writes then reach is written
+        once (its row inserted, never updated); one the writes leave elsewhere is set right by
+        one statement before the commit (``settle_versions``), the others not touched."""
+        assert isinstance(store, PostgresEventStore)
+        streams = ["client-u1", "client-u2", "client-u3"]
+        updated = (
+            "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'es_streams'::regclass"
+        )
+        async with store._pool.acquire() as conn, conn.transaction():
+            uow = PostgresUnitOfWork(conn)
+            assert await uow.lock_streams(streams, likely=dict.fromkeys(streams, 1)) == {
+                s: 0 for s in streams
+            }
+            for s in streams[:2]:
+                uow.stage(event(s, 1), topic=TOPIC, submission_hash=None)
+            await uow.commit()
+            assert await conn.fetchval(updated) == 0
+            await uow.settle_versions()
+            assert await conn.fetchval(updated) == 1  # client-u3, nothing written to it
+            rows = await conn.fetch(
+                "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[])",
+                streams,
+            )
+        assert dict(rows) == {"client-u1": 1, "client-u2": 1, "client-u3": 0}
+
     async def test_a_group_begins_with_its_new_streams_in_one_statement(
         self, store: EventStore
     ) -> None:
@@ -533,6 +594,15 @@ async def _write_all(store: EventStore, events: list[RecordedEvent]) -> None:
         for e in events:
             uow.stage(e, topic=TOPIC, submission_hash=None)
         await uow.commit()
+
+
+async def _write_then_raise(store: EventStore, written: RecordedEvent) -> None:
+    """A unit of work that creates its stream at a likely version, writes, then fails."""
+    async with store.unit_of_work() as uow:
+        await uow.lock_streams([written.stream_id], likely={written.stream_id: 1})
+        uow.stage(written, topic=TOPIC, submission_hash=None)
+        await uow.commit()
+        raise RuntimeError("the caller failed")
 
 
 async def _append(shared: SharedTransaction, *events: RecordedEvent) -> dict[str, int]:

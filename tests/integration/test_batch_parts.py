@@ -93,6 +93,23 @@ async def stored_rows(settings: BranchlineSettings, run: str) -> list[tuple[str,
     return [(r["stream_id"].replace(run, "*"), r["stream_version"], r["id"]) for r in rows]
 
 
+async def streams_off_their_last_event(settings: BranchlineSettings, run: str) -> list[Any]:
+    """The run's streams whose version is not their last event's (0 for none): a new stream
+    is created at the version its items would reach (#12), and must end at the real one."""
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT s.stream_id, s.version, coalesce(max(e.stream_version), 0) AS last "
+            "FROM es_streams s LEFT JOIN es_events e USING (stream_id) "
+            "WHERE s.stream_id LIKE '%' || $1 || '%' GROUP BY s.stream_id, s.version",
+            run,
+        )
+    finally:
+        await conn.close()
+    assert rows  # the run's streams are there
+    return [tuple(r) for r in rows if r["version"] != r["last"]]
+
+
 @pytest.fixture
 async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
@@ -130,6 +147,7 @@ async def test_parts_answer_and_store_what_one_write_does(
             outcomes = await asyncio.wait_for(submit_events(ctx, items, submitted_by=BRANCH), 30)
             shapes += [shape(o, run) for o in outcomes]
         rows = await stored_rows(settings, run)
+        assert await streams_off_their_last_event(settings, run) == []
         outbox_ids = [o for _, _, o in rows]
         assert outbox_ids == sorted(outbox_ids)  # outbox rows in the events' order
         seen[part] = (shapes, [(s, v) for s, v, _ in rows])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -44,7 +44,11 @@ class InMemoryUnitOfWork:
         self._staged: list[tuple[RecordedEvent, str, bytes | None]] = []
 
     async def lock_streams(
-        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
         # one writer at a time already (the store's lock): ``shared`` needs nothing more
         return {s: self._state.versions.get(s, 0) for s in set(stream_ids)}

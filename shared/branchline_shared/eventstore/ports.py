@@ -9,7 +9,7 @@ all. The application layer decides; the store only records.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -111,12 +111,20 @@ class NotIsolated(EventStoreError):
 
 class UnitOfWork(Protocol):
     async def lock_streams(
-        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
         """Lock the streams against other writers until commit; returns their versions.
         ``shared``: streams only read by the decision (a product's shelf entry), held against
         writers but not against other readers, so what was read cannot change under it
-        (streams that do not exist are skipped). One global order over both: no deadlock."""
+        (streams that do not exist are skipped). One global order over both: no deadlock.
+        ``likely``: the version a stream will probably reach in this unit (a batch: its items
+        for the stream), a hint only: a store may create a new stream at it, so that its write
+        need not change the stream again (#12); the versions returned, and every stream's
+        version when the unit ends, are what was written, whatever the hint."""
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Lock streams *without waiting*, after others were locked (out of the global order):

@@ -84,7 +84,7 @@ WITH staged AS (
 ), versions AS (
     UPDATE es_streams s SET version = w.version
     FROM (SELECT stream_id, max(stream_version) AS version FROM written GROUP BY stream_id) AS w
-    WHERE s.stream_id = w.stream_id
+    WHERE s.stream_id = w.stream_id AND s.version <> w.version
 )
 SELECT event_id, global_position FROM written
 """
@@ -98,7 +98,9 @@ in Python (a timestamp about 1 µs each): 11 arrays became 4. A stream's version
 is the highest version written to it; the statement answers only what the events do not say,
 their global positions. ``staged`` is read twice, so PostgreSQL computes it once: each
 envelope is parsed once, and both inserts take the rows in the arrays' order, as before
-(the outbox's ids, the relay's order, follow the events' order)."""
+(the outbox's ids, the relay's order, follow the events' order). A stream already at its new
+version (one this unit created at the version it was likely to reach:
+``PostgresUnitOfWork.lock_streams``'s ``likely``) is not updated again (#12)."""
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -142,13 +144,20 @@ class PostgresUnitOfWork:
         # Outside a group: the versions of the streams this unit holds locked for update, as
         # locked and as it wrote them (a group keeps its own: ``held_versions``).
         self._locked: dict[str, int] = {}
+        # Streams this unit created at a likely version, not at 0 (#12): the row's version,
+        # which ``settle_versions`` makes the stream's real one before the unit ends.
+        self._created_at: dict[str, int] = {}
 
     async def lock_streams(
-        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
         group = self._group
         if group is None:
-            versions = await self._lock(stream_ids, shared)
+            versions = await self._lock(stream_ids, shared, likely)
             self._locked.update(versions)
             return versions
         # Inside a group commit the group already holds its streams' locks, taken once in the
@@ -164,7 +173,12 @@ class PostgresUnitOfWork:
         versions.update({s: held[s] for s in written & held.keys()})
         return versions
 
-    async def _lock(self, stream_ids: Sequence[str], shared: Sequence[str]) -> dict[str, int]:
+    async def _lock(
+        self,
+        stream_ids: Sequence[str],
+        shared: Sequence[str],
+        likely: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
         written = set(stream_ids)
         ordered = sorted(written)  # one lock order for every writer: no deadlocks
         read = sorted(set(shared) - written)
@@ -176,12 +190,27 @@ class PostgresUnitOfWork:
             # writer creating it waits on the insert; none can see it to lock it), so it needs
             # no FOR UPDATE of its own: a new client's write costs one lock statement, not two
             # (#12). The rows that existed are locked below, in the one global order.
-            created = await self._conn.fetch(
-                "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
-                "ON CONFLICT DO NOTHING RETURNING stream_id, version",
-                ordered,
-            )
-            versions.update({r["stream_id"]: r["version"] for r in created})
+            if likely:
+                # Each new stream created at the version it will likely reach, so the write
+                # that reaches it need not update its row again (#12: an insert and then an
+                # update were two row versions and their WAL per new stream). The row is the
+                # lock as before; only this transaction sees the version until it commits,
+                # and it holds the stream at 0 (no events) until it writes.
+                created = await self._conn.fetch(
+                    "INSERT INTO es_streams (stream_id, version) "
+                    "SELECT * FROM unnest($1::text[], $2::int[]) "
+                    "ON CONFLICT DO NOTHING RETURNING stream_id, version",
+                    ordered,
+                    [likely.get(s, 0) for s in ordered],
+                )
+                self._created_at.update({r["stream_id"]: r["version"] for r in created})
+            else:
+                created = await self._conn.fetch(
+                    "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
+                    "ON CONFLICT DO NOTHING RETURNING stream_id, version",
+                    ordered,
+                )
+            versions.update({r["stream_id"]: 0 for r in created})
             ordered = [s for s in ordered if s not in versions]
         # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
         # of one mode per statement): two transactions never wait on each other in a cycle.
@@ -199,10 +228,11 @@ class PostgresUnitOfWork:
         could close a cycle with a writer that takes them in the order (docs/intake.md)."""
         wanted = sorted(set(stream_ids))
         versions: dict[str, int] = {}
-        if self._group is not None:  # those the group holds already cost nothing
-            held = self._group.held_versions
-            versions = {s: held[s] for s in wanted if s in held}
-            wanted = [s for s in wanted if s not in held]
+        # Those the group, or this unit, holds already cost nothing (and their versions are
+        # the ones kept: a row this unit created may hold a likely version, not the real one).
+        held = self._group.held_versions if self._group is not None else self._locked
+        versions = {s: held[s] for s in wanted if s in held}
+        wanted = [s for s in wanted if s not in held]
         if not wanted:
             return versions
         try:
@@ -323,6 +353,22 @@ class PostgresUnitOfWork:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
         self.committed += len(staged)
         return positions
+
+    async def settle_versions(self) -> None:
+        """Before the unit's transaction commits: every stream it created at a likely version
+        (:meth:`lock_streams`) that its writes did not leave at that version is set to the
+        version it was written to (0 if none was written), so a stream's version is its last
+        event's, as ever. One statement, and none when every guess held (#12)."""
+        wrong = {s: self._locked[s] for s, v in self._created_at.items() if self._locked[s] != v}
+        self._created_at = {}
+        if wrong:
+            await self._conn.execute(
+                "UPDATE es_streams s SET version = u.version "
+                "FROM unnest($1::text[], $2::int[]) AS u(stream_id, version) "
+                "WHERE s.stream_id = u.stream_id",
+                list(wrong),
+                list(wrong.values()),
+            )
 
 
 _ABSENT: Any = object()
@@ -633,6 +679,7 @@ class PostgresEventStore:
                 async with conn.transaction():
                     uow = PostgresUnitOfWork(conn)
                     yield uow
+                    await uow.settle_versions()
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
         if uow.committed and self._on_commit is not None:

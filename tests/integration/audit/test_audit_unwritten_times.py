@@ -288,3 +288,116 @@ def test_the_audit_commands_name_the_altered_entry_and_go_on(
         assert refused.exit_code == 2, (command, refused.output)
         assert "refused (D-11)" in refused.stderr
         assert f"position {hold}" in refused.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# An export that fails once it has started (#12): the response is already 200 and lines are
+# sent, so the export ends with the server's signed incomplete trailer in place of the manifest.
+
+LATER = 5
+"""Beyond the export's first page of 2 (positions 1, 2): altered after the export's check."""
+
+
+def _no_unhandled_error(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The server's records of the export: one warning with the reason, no error, no traceback."""
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
+    warnings = [r for r in caplog.records if r.name == "branchline_audit.application.exporting"]
+    assert len(warnings) == 1, caplog.text
+    assert warnings[0].levelno == logging.WARNING
+    return warnings
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+async def test_an_entry_altered_after_the_exports_check_ends_it_signed_incomplete(
+    trail: Trail,
+    content: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+) -> None:
+    from branchline_audit.application import exporting
+
+    key = (await trail.get("/v1/audit/public-key")).json()["verifier_key"]
+    verifier = Verifier.from_verifier_key(key)
+    whole = await trail.get("/v1/audit/export", purpose="review", format=content)
+    assert verify_export(bytes_lines(whole.content), verifier).ok
+
+    monkeypatch.setattr(exporting, "PAGE_SIZE", 2)
+    original = exporting.views_of
+    pages = 0
+
+    async def views_then_alter(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        views = await original(*args, **kwargs)
+        if pages == 1:  # the first page is read; the export's check is long past
+            await _alter(trail.settings, "appended_at", "infinity", LATER)
+        return views
+
+    monkeypatch.setattr(exporting, "views_of", views_then_alter)
+    with caplog.at_level(logging.WARNING):
+        cut = await trail.get("/v1/audit/export", purpose="review", format=content)
+    assert cut.status_code == 200  # the stream had started
+    verdict = verify_export(bytes_lines(cut.content), verifier)
+    assert not verdict.ok, verdict
+    assert verdict.incomplete, verdict
+    assert verdict.entries == LATER - 1  # pages [1, 2] and [3, 4] were sent and hold
+    assert verdict.line == cut.content.count(b"\n")
+    assert f"after position {LATER - 1}" in (verdict.reason or "")
+    assert "D-11" in (verdict.reason or "")
+    assert f"position {LATER} was altered" in (verdict.reason or "")
+    assert "appended_at holds 'infinity'" in (verdict.reason or "")
+    # The lines sent are the complete export's, byte for byte (same checkpoint, same views).
+    sent = cut.content.splitlines(keepends=True)[:-1]
+    assert sent == whole.content.splitlines(keepends=True)[: len(sent)]
+    (warning,) = _no_unhandled_error(caplog)
+    assert f"position {LATER}" in warning.getMessage()
+
+    exported = tmp_path / f"cut.{content}"
+    exported.write_bytes(cut.content)
+    result = runner.invoke(app, ["audit", "verify-export", str(exported), "--public-key", key])
+    assert result.exit_code == 1, result.output
+    assert "INCOMPLETE" in result.output
+    assert f"position {LATER} was altered" in result.output
+
+    metrics = (await trail.client.get("/metrics")).text
+    assert 'branchline_audit_exports_incomplete_total{cause="altered-entry"}' in metrics
+
+
+async def test_a_database_failure_mid_stream_ends_the_export_signed_incomplete(
+    trail: Trail, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncpg
+
+    from branchline_audit.adapters.ledger import PostgresLedger
+    from branchline_audit.application import exporting
+
+    monkeypatch.setattr(exporting, "PAGE_SIZE", 2)
+    original = PostgresLedger.entries
+    calls = 0
+
+    async def entries_then_lost(self: PostgresLedger, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the third page: the connection is lost, as asyncpg reports it
+            raise asyncpg.exceptions.ConnectionDoesNotExistError(
+                "connection was closed in the middle of operation"
+            )
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PostgresLedger, "entries", entries_then_lost)
+    with caplog.at_level(logging.WARNING):
+        cut = await trail.get("/v1/audit/export", purpose="review", client_id="C-2")
+    assert cut.status_code == 200
+    key = (await trail.get("/v1/audit/public-key")).json()["verifier_key"]
+    verdict = verify_export(bytes_lines(cut.content), Verifier.from_verifier_key(key))
+    assert not verdict.ok, verdict
+    assert verdict.incomplete, verdict
+    assert verdict.entries == 4  # C-2's 5, 6 then 7, 8
+    assert "after position 8" in (verdict.reason or "")
+    assert "ConnectionDoesNotExistError" in (verdict.reason or "")
+    (warning,) = _no_unhandled_error(caplog)
+    assert "connection was closed" in warning.getMessage()
+    metrics = (await trail.client.get("/metrics")).text
+    assert 'branchline_audit_exports_incomplete_total{cause="error"}' in metrics

@@ -8,6 +8,7 @@ sequential scan. The worker's statements are checked in ``test_followup_client_i
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,9 +20,12 @@ from branchline_followup.adapters import console_queries, console_refusals, quer
 from branchline_followup.adapters import service_loop_queries as loop
 from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_followup.entrypoints.http_deps import task_in_scope, task_scope_filter
+from branchline_shared.access.scope import StaffDirectory
+from branchline_shared.http.auth import Principal, Role
 from branchline_shared.postgres.pool import PgPool
 from branchline_shared.settings import BranchlineSettings
-from tests.support.generic_plans import Recording, whole_reading_statements
+from tests.support.generic_plans import Recording, generic_plan, whole_reading_statements
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -98,11 +102,9 @@ FROM generate_series(1, {N}) AS n;
 ANALYZE;
 """
 
-WALKS = {"the default team's tasks": frozenset({"fu_tasks"})}
-"""Reads left to walk an index filtering, and why. The default supervisor's team is every
-member of staff but the other supervisors' teams (``assignee <> ALL``): its page walks the
-tasks in due order and stops at the page's last row; its members are most of the staff, so
-the walk reads about a page per page, not the table (no index finds "everyone but")."""
+WALKS: dict[str, frozenset[str]] = {}
+"""Reads left to walk an index filtering, and why: none. (Before #12's Round 14, the default
+supervisor's team, ``assignee <> ALL``, walked the tasks in due order, filtering.)"""
 SMALL = frozenset({"fu_staff"})
 """Tables that grow with the staff, not with activity: a scan of them is a scan of the
 organisation chart."""
@@ -311,3 +313,80 @@ async def test_a_teams_work_list_pages_are_its_members_tasks_in_due_order(filled
             after = (page[-1]["due_at"], page[-1]["id"])
         assert got == [r["id"] for r in want], status
         assert len(got) > 7, status
+
+
+NAMED = StaffDirectory(
+    supervisors={"rm-t1": "sup-x", "rm-7": "sup-1", "rm-8": "sup-1"},
+    default_supervisor="sup-default",
+)
+ROLES = {
+    "admin": Principal("admin-1", frozenset({Role.ADMIN})),
+    "a named team's supervisor": Principal("sup-x", frozenset({Role.SUPERVISOR})),
+    "the default supervisor": Principal("sup-default", frozenset({Role.SUPERVISOR})),
+    "an RM of a named team": Principal("rm-t1", frozenset({Role.RM})),
+    "an RM of the default team": Principal("rm-t2", frozenset({Role.RM})),
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+async def test_each_role_pages_exactly_the_tasks_in_its_scope(filled: PgPool, role: str) -> None:
+    """The work list of each role, page after page, is every task the one-task rule
+    (``task_in_scope``) lets it see, in (due_at, id) order, and nothing else: the default
+    supervisor's team, read as every assignee of a task but the named teams' members (#12),
+    never shows a named team's RM (rm-t1, rm-7, rm-8) and shows every other assignee."""
+    await filled.execute(TIED_TASKS, NOW)
+    await filled.execute(
+        "UPDATE fu_tasks SET client_id = 'C-1', kind = 'satisfaction_survey', rule = 'D-01b' "
+        "WHERE assignee IN ('rm-7', 'rm-8', 'rm-9') AND due_at < timestamptz '2026-02-01'"
+    )
+    principal = ROLES[role]
+    only, never = task_scope_filter(principal, NAMED)
+    for status in (None, "open", "overdue", "done"):
+        every = await filled.fetch(
+            "SELECT id, assignee FROM fu_tasks WHERE client_id = 'C-1' "
+            "AND kind = 'satisfaction_survey' AND ($1::text IS NULL OR status = $1 "
+            "OR ($1 = 'overdue' AND status = 'open' AND due_at <= $2)) ORDER BY due_at, id",
+            status,
+            NOW,
+        )
+        want = [r["id"] for r in every if task_in_scope(principal, NAMED, r["assignee"])]
+        got: list[uuid.UUID] = []
+        seen: set[str] = set()
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            page = await queries.list_tasks(
+                filled,
+                where=queries.TaskFilter(
+                    client_id="C-1", status=status, assignee_in=only, assignee_not_in=never
+                ),
+                after=after,
+                limit=7,
+                now=NOW,
+                due_soon_window=timedelta(days=2),
+            )
+            got += [row["id"] for row in page]
+            seen |= {row["assignee"] for row in page}
+            if len(page) < 7:
+                break
+            after = (page[-1]["due_at"], page[-1]["id"])
+        assert got == want, status
+        assert got, status
+        if role == "the default supervisor":
+            assert not seen & {"rm-t1", "rm-7", "rm-8"}, status
+            assert {"rm-t0", "rm-t2"} <= seen, status
+            if status is None:
+                assert "rm-9" in seen
+
+
+async def test_the_boards_closed_part_is_planned_as_a_days_closings(filled: PgPool) -> None:
+    """On its generic plan the board's closed part (tasks closed since ``$3``, a day ago) is
+    guessed as a bounded range, not as a third of every task ever closed: the guess for an
+    open-ended range grows with the closed tasks and would pick a plan for a third of them."""
+    closed = await filled.fetchval("SELECT count(*) FROM fu_tasks WHERE status <> 'open'")
+    plan = await generic_plan(filled, console_queries.TEAM_BOARD)
+    part = [line for line in plan.splitlines() if "fu_tasks_closed_by_time" in line]
+    assert part, plan
+    guess = re.search(r"rows=(\d+)", part[0])
+    assert guess, plan
+    guessed = int(guess.group(1))
+    assert guessed <= closed // 100, plan

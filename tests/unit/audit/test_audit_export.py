@@ -102,3 +102,113 @@ def test_removed_lines_and_other_keys_are_rejected() -> None:
     assert "signature" in (verdict.reason or "")
     verdict = verify_export(bytes_lines(b"\n".join(lines[:-2]) + b"\n"), SIGNER.verifier())
     assert not verdict.ok  # the manifest cut off
+
+
+def cut_export(
+    content: str,
+    *,
+    after: int,
+    only: set[int] | None = None,
+    signer: Signer = SIGNER,
+    signed_checkpoint: bool = True,
+) -> bytes:
+    """An export the server stopped after position ``after``: its entries, then the signed
+    incomplete trailer in place of the manifest (#12)."""
+    rows = ledger(40)
+    leaves = [leaf_hash(r[3]) for r in rows]
+    tree_root = root(leaves)
+    writer = ExportWriter(content)  # type: ignore[arg-type]
+    out = [writer.header()]
+    for position, event, prev, digest in rows[:after]:
+        if only is not None and position not in only:
+            continue
+        out.append(
+            writer.entry_line(
+                position=position,
+                appended_at=APPENDED,
+                prev_hash=prev,
+                hash=digest,
+                event=event,
+                view="full",
+                proof=None if only is None else inclusion_proof(position - 1, 40, leaves),
+            )
+        )
+    tree: dict[str, Any] = {
+        "tree_size": 40,
+        "root_hash": tree_root.hex(),
+        "checkpoint": sign_checkpoint(signer, ORIGIN, 40, tree_root),
+    }
+    out.append(
+        writer.incomplete_line(
+            signer,
+            {
+                "origin": ORIGIN,
+                "filters": {} if only is None else {"client_id": "C-1"},
+                "complete": only is None,
+                "reason": "the ledger entry at position 9 was altered behind the ledger's back",
+                "rule": "D-11",
+                **(tree if signed_checkpoint else {}),
+            },
+        )
+    )
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+@pytest.mark.parametrize("only", [None, {3, 7, 8, 21, 40}])
+def test_an_export_the_server_could_not_finish_is_reported_incomplete_with_its_reason(
+    content: str, only: set[int] | None
+) -> None:
+    data = cut_export(content, after=8, only=only)
+    verdict = verify_export(bytes_lines(data), SIGNER.verifier())
+    assert not verdict.ok
+    assert verdict.incomplete
+    assert verdict.entries == (8 if only is None else 3)
+    assert verdict.line == data.count(b"\n")  # the trailer, the last line
+    assert "incomplete" in (verdict.reason or "")
+    assert "after position 8" in (verdict.reason or "")
+    assert "D-11" in (verdict.reason or "")
+    assert "position 9 was altered" in (verdict.reason or "")
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+def test_an_export_stopped_before_its_checkpoint_is_incomplete(content: str) -> None:
+    verdict = verify_export(
+        bytes_lines(cut_export(content, after=0, signed_checkpoint=False)), SIGNER.verifier()
+    )
+    assert verdict.incomplete
+    assert not verdict.ok
+    assert "before its first entry" in (verdict.reason or "")
+
+
+@pytest.mark.parametrize("content", ["jsonl", "csv"])
+def test_an_incomplete_export_is_checked_line_by_line_and_its_trailer_signed(
+    content: str,
+) -> None:
+    data = cut_export(content, after=8)
+    lines = data.split(b"\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    for offset in range(0, len(data), 5):
+        tampered = bytearray(data)
+        tampered[offset] ^= 0x20 if data[offset] != ord("\n") else 0x01
+        verdict = verify_export(bytes_lines(bytes(tampered)), SIGNER.verifier())
+        assert not verdict.ok, offset
+        if data[offset] != ord("\n"):
+            assert not verdict.incomplete, (offset, verdict)  # rejected, not merely incomplete
+            line = next(i for i in range(len(lines)) if starts[i] <= offset < starts[i + 1]) + 1
+            assert verdict.line == line, (offset, verdict)
+    # A trailer not signed by the log's key is rejected, as a forged manifest is.
+    forged = verify_export(
+        bytes_lines(cut_export(content, after=8, signer=Signer.generate(ORIGIN))),
+        SIGNER.verifier(),
+    )
+    assert not forged.ok
+    assert not forged.incomplete
+    assert "signature" in (forged.reason or "")
+    # A line removed before the trailer breaks the signed digest.
+    removed = lines[:3] + lines[4:]
+    verdict = verify_export(bytes_lines(b"\n".join(removed)), SIGNER.verifier())
+    assert not verdict.ok
+    assert not verdict.incomplete

@@ -6,8 +6,12 @@ and sent as they are formatted, so memory stays flat whatever the export's size.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
 
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext, TrailReader
@@ -18,7 +22,15 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import RecordingHasher
-from branchline_audit.domain.verification import refuse_altered
+from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint, refuse_altered
+
+logger = logging.getLogger(__name__)
+
+INCOMPLETE_EXPORTS = Counter(
+    "branchline_audit_exports_incomplete_total",
+    "Exports ended with the signed incomplete trailer instead of the manifest, by cause",
+    ["cause"],
+)
 
 PAGE_SIZE = 500
 MEDIA_TYPES: dict[ExportContent, str] = {
@@ -108,10 +120,77 @@ async def export_lines(
     content: ExportContent,
     reader: TrailReader,
 ) -> AsyncIterator[str]:
+    """The export's lines. Once it has started (the response is 200 and its first lines are
+    sent) a failure cannot become an error answer: an entry altered behind the ledger's back
+    after the export's check (D-11), the database lost mid-stream... end the export with the
+    signed incomplete trailer naming the last position sent and the reason, in place of the
+    manifest (``verify-export`` reports it as incomplete, never accepts it), logged as one
+    warning and counted (#12). A complete export is unchanged, byte for byte."""
+    writer = ExportWriter(content)
+    signed: list[StoredCheckpoint] = []
+    try:
+        async for line in _export_body(audit, filters, content, reader, writer, signed):
+            yield line
+    except Exception as error:  # the stream has started: end it with what happened, signed
+        if isinstance(error, AlteredEntry):
+            cause, rule, reason = "altered-entry", error.rule, error.detail
+        else:
+            cause, rule = "error", None
+            reason = f"the export failed on the server ({type(error).__name__}); retry it"
+        logger.warning(
+            "audit export ended incomplete after position %s (%d entries sent): %s%s",
+            writer.last_position,
+            writer.count,
+            reason,
+            "" if rule else f" [{type(error).__name__}: {error}]",
+        )
+        INCOMPLETE_EXPORTS.labels(cause).inc()
+        trailer: dict[str, Any] = {
+            **_described(audit, filters, reader),
+            "reason": reason,
+            "rule": rule,
+        }
+        if signed:
+            trailer |= _signed_tree(signed[0])
+        try:
+            line = writer.incomplete_line(audit.signer, trailer)
+        except Exception as failure:  # the key itself: the cut export is rejected as cut
+            logger.warning("audit export: its incomplete trailer could not be signed: %r", failure)
+            return
+        yield line
+
+
+def _described(audit: AuditContext, filters: LedgerFilters, reader: TrailReader) -> dict[str, Any]:
+    return {
+        "origin": audit.origin,
+        "filters": {k: v for k, v in filters.as_dict().items() if v is not None},
+        "purpose": reader.purpose,
+        "exported_by": reader.subject,
+        "exported_at": rfc3339(audit.clock.now()),
+        "complete": filters.is_empty(),
+    }
+
+
+def _signed_tree(checkpoint: StoredCheckpoint) -> dict[str, Any]:
+    return {
+        "tree_size": checkpoint.tree_size,
+        "root_hash": checkpoint.root_hash.hex(),
+        "checkpoint": checkpoint.note,
+    }
+
+
+async def _export_body(
+    audit: AuditContext,
+    filters: LedgerFilters,
+    content: ExportContent,
+    reader: TrailReader,
+    writer: ExportWriter,
+    signed: list[StoredCheckpoint],
+) -> AsyncIterator[str]:
     checkpoint = await checkpoint_now(audit)
+    signed.append(checkpoint)
     size = checkpoint.tree_size
     complete = filters.is_empty()
-    writer = ExportWriter(content)
     header = writer.header()
     if header:
         yield header
@@ -151,15 +230,5 @@ async def export_lines(
             break
     yield writer.manifest_line(
         audit.signer,
-        {
-            "origin": audit.origin,
-            "filters": {k: v for k, v in filters.as_dict().items() if v is not None},
-            "purpose": reader.purpose,
-            "exported_by": reader.subject,
-            "exported_at": rfc3339(audit.clock.now()),
-            "complete": complete,
-            "tree_size": size,
-            "root_hash": checkpoint.root_hash.hex(),
-            "checkpoint": checkpoint.note,
-        },
+        {**_described(audit, filters, reader), **_signed_tree(checkpoint)},
     )

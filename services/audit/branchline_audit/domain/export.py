@@ -38,6 +38,19 @@ form written (a one-byte change anywhere is a different line and is reported wit
 ``checkpoint`` is the signed C2SP tlog-checkpoint of ``tree_size`` entries whose root is
 ``root_hash``. ``signature`` is a C2SP signed note by the log's key whose text is
 ``JCS(manifest) + "\\n"``.
+
+**Incomplete exports.** An export the server could not finish once it had started streaming
+(an entry altered behind the ledger's back after the export's check, D-11; the database lost
+mid-stream) ends, in place of the manifest, with a signed trailer: jsonl
+``{"incomplete": {...}, "signature": "<signed note>"}``, csv
+``incomplete,,,,<the same JSON object>,,,``. Its object holds ``format``, ``content``,
+``origin``, ``filters``, ``purpose``, ``exported_by``, ``exported_at``, ``complete`` (as the
+manifest's: unfiltered), ``count``, ``first_position``, ``last_position`` and
+``lines_digest`` of the lines sent, ``reason`` (why it stopped), ``rule`` (the domain rule, or
+null), and ``tree_size``, ``root_hash`` and ``checkpoint`` once the checkpoint was signed.
+The verifier checks the lines before it as it checks a manifest's (save the root rebuilt from
+a complete export's entries) and reports the export as incomplete, naming the reason: it is
+never accepted. An export whose last line is neither (a cut download) is rejected as before.
 """
 
 from __future__ import annotations
@@ -73,6 +86,8 @@ CSV_COLUMNS = (
     "proof",
     "line_digest",
 )
+INCOMPLETE = "incomplete"
+"""The key (jsonl) and first cell (csv) of the trailer of an export the server could not finish."""
 VIEWS = frozenset({"full", "masked", "restricted", "shredded", "pruned"})
 GENESIS_LINE_DIGEST = bytes(HASH_SIZE)
 
@@ -158,6 +173,14 @@ class ExportWriter:
         return self._digest.hex()
 
     def manifest_line(self, signer: Signer, manifest: Mapping[str, Any]) -> str:
+        return self._signed_line(signer, "manifest", manifest)
+
+    def incomplete_line(self, signer: Signer, trailer: Mapping[str, Any]) -> str:
+        """The signed trailer ending an export the server could not finish (``trailer`` holds
+        at least ``reason`` and ``rule``), in place of the manifest."""
+        return self._signed_line(signer, INCOMPLETE, trailer)
+
+    def _signed_line(self, signer: Signer, kind: str, manifest: Mapping[str, Any]) -> str:
         body = {
             **manifest,
             "format": EXPORT_FORMAT,
@@ -168,10 +191,10 @@ class ExportWriter:
             "lines_digest": self.lines_digest,
         }
         text = jcs(body).decode("utf-8") + "\n"
-        signed = {"manifest": body, "signature": signer.sign_note(text)}
+        signed = {kind: body, "signature": signer.sign_note(text)}
         encoded = jcs(signed).decode("utf-8")
         if self.content == "csv":
-            return _csv_line(["manifest", "", "", "", encoded, "", "", ""])
+            return _csv_line([kind, "", "", "", encoded, "", "", ""])
         return encoded + "\n"
 
 
@@ -187,6 +210,9 @@ class ExportVerdict:
     entries: int
     complete: bool | None = None
     tree_size: int | None = None
+    incomplete: bool = False
+    """The export ends with the server's signed trailer saying it could not finish (``reason``
+    names why); the lines before it hold, but the export is not accepted."""
 
 
 class ExportRejected(Exception):
@@ -270,29 +296,41 @@ def _lines(source: LineSource) -> Iterator[tuple[int, str]]:
 
 def _read_manifest(
     source: LineSource, verifier: Verifier
-) -> tuple[int, ExportContent, dict[str, Any], bytes]:
+) -> tuple[int, ExportContent, dict[str, Any], bytes | None, bool]:
+    """The last line's signed manifest, or signed incomplete trailer (then ``True`` last, and
+    the root ``None`` when the server stopped before signing its checkpoint)."""
     last: tuple[int, str] | None = None
     for number, text in _lines(source):
         last = (number, text)
     if last is None:
         raise ExportRejected(1, "the export is empty")
     number, text = last
-    content: ExportContent = "csv" if text.startswith("manifest,") else "jsonl"
+    content: ExportContent = "csv" if text.startswith(("manifest,", f"{INCOMPLETE},")) else "jsonl"
+    kind = "manifest"
     if content == "csv":
         row = _parse_csv(text, number)
-        if len(row) != len(CSV_COLUMNS) or row[0] != "manifest" or any(row[1:4] + row[5:]):
+        if (
+            len(row) != len(CSV_COLUMNS)
+            or row[0] not in ("manifest", INCOMPLETE)
+            or any(row[1:4] + row[5:])
+        ):
             raise ExportRejected(number, "the last row is not a manifest row")
         if row_text(row) != text:
             raise ExportRejected(number, "manifest row not in the exact form written")
-        signed_text = row[4]
+        kind, signed_text = row[0], row[4]
     else:
         signed_text = text[:-1]
     signed = _parse_json(signed_text, number)
-    if not isinstance(signed, dict) or set(signed) != {"manifest", "signature"}:
+    if not isinstance(signed, dict) or (
+        set(signed) != {"manifest", "signature"} and set(signed) != {INCOMPLETE, "signature"}
+    ):
         raise ExportRejected(number, "the last line is not a signed manifest")
+    incomplete = INCOMPLETE in signed
+    if content == "csv" and (kind == INCOMPLETE) != incomplete:
+        raise ExportRejected(number, "the last row's kind differs from its signed object")
     if jcs(signed).decode("utf-8") != signed_text:
         raise ExportRejected(number, "manifest not in canonical form (altered?)")
-    manifest, signature = signed["manifest"], signed["signature"]
+    manifest, signature = signed[INCOMPLETE if incomplete else "manifest"], signed["signature"]
     if not isinstance(manifest, dict) or not isinstance(signature, str):
         raise ExportRejected(number, "malformed manifest")
     try:
@@ -303,6 +341,11 @@ def _read_manifest(
         raise ExportRejected(number, "the signature is not over this manifest")
     if manifest.get("format") != EXPORT_FORMAT or manifest.get("content") != content:
         raise ExportRejected(number, f"not a {EXPORT_FORMAT} {content} export")
+    if incomplete and manifest.get("checkpoint") is None:
+        # Stopped before its checkpoint was signed: no entry can have been sent.
+        if manifest.get("count") != 0:
+            raise ExportRejected(number, "an incomplete export without checkpoint holds entries")
+        return number, content, {**manifest, "tree_size": 0}, None, True
     try:
         checkpoint = open_checkpoint(
             str(manifest.get("checkpoint")), [verifier], origin=manifest.get("origin")
@@ -312,7 +355,7 @@ def _read_manifest(
     root = _hex_hash(manifest.get("root_hash"), "root_hash", number)
     if checkpoint.size != manifest.get("tree_size") or checkpoint.root != root:
         raise ExportRejected(number, "tree_size/root_hash differ from the signed checkpoint")
-    return number, content, manifest, root
+    return number, content, manifest, root, incomplete
 
 
 def verify_export(source: LineSource, verifier: Verifier) -> ExportVerdict:
@@ -324,7 +367,7 @@ def verify_export(source: LineSource, verifier: Verifier) -> ExportVerdict:
 
 
 def _verify(source: LineSource, verifier: Verifier) -> ExportVerdict:
-    manifest_line, content, manifest, root = _read_manifest(source, verifier)
+    manifest_line, content, manifest, root, incomplete = _read_manifest(source, verifier)
     tree_size: int = manifest["tree_size"]
     complete = manifest.get("complete") is True
     digest = GENESIS_LINE_DIGEST
@@ -360,7 +403,9 @@ def _verify(source: LineSource, verifier: Verifier) -> ExportVerdict:
             tree.append(leaf_hash(entry_hash))
         else:
             proof = [_hex_hash(p, "proof hash", number) for p in entry.get("proof") or []]
-            if not verify_inclusion(position - 1, tree_size, leaf_hash(entry_hash), proof, root):
+            if root is None or not verify_inclusion(
+                position - 1, tree_size, leaf_hash(entry_hash), proof, root
+            ):
                 raise ExportRejected(number, "the inclusion proof does not lead to the signed root")
         previous_position, previous_hash = position, entry_hash
         first_position = first_position or position
@@ -371,10 +416,30 @@ def _verify(source: LineSource, verifier: Verifier) -> ExportVerdict:
         raise ExportRejected(manifest_line, "count/first_position differ from the entries")
     if (previous_position or None) != manifest.get("last_position"):
         raise ExportRejected(manifest_line, "last_position differs from the entries")
+    if incomplete:
+        return ExportVerdict(
+            ok=False,
+            line=manifest_line,
+            reason=_incomplete_reason(manifest, count),
+            entries=count,
+            complete=complete,
+            tree_size=tree_size,
+            incomplete=True,
+        )
     if complete and (previous_position != tree_size or tree.root() != root):
         raise ExportRejected(manifest_line, "the entries do not rebuild the signed tree root")
     return ExportVerdict(
         ok=True, line=None, reason=None, entries=count, complete=complete, tree_size=tree_size
+    )
+
+
+def _incomplete_reason(trailer: Mapping[str, Any], count: int) -> str:
+    last = trailer.get("last_position")
+    where = f"after position {last}" if last is not None else "before its first entry"
+    rule = trailer.get("rule")
+    return (
+        f"the export is incomplete: the server stopped it {where} ({count} entries sent, "
+        f"no manifest){f' [{rule}]' if rule else ''}: {trailer.get('reason')}"
     )
 
 

@@ -97,6 +97,23 @@ class TaskFilter:
     """Scope: no task of these assignees (the default supervisor's team is everyone else)."""
 
 
+_EVERYONE_BUT = """(
+    WITH RECURSIVE staff AS (
+        (SELECT assignee FROM fu_tasks ORDER BY assignee LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.assignee FROM fu_tasks t WHERE t.assignee > s.assignee
+                ORDER BY t.assignee LIMIT 1)
+        FROM staff s WHERE s.assignee IS NOT NULL
+    )
+    SELECT assignee FROM staff
+    WHERE assignee IS NOT NULL AND assignee <> ALL({named}::text[])
+)"""
+"""The default supervisor's team, "everyone but the named teams": every assignee the tasks
+know (``SELECT DISTINCT assignee``, read as one probe of the work list's index per assignee,
+``fu_tasks_work_list``) but ``{named}``. ``assignee`` is NOT NULL and compared in the
+column's (deterministic) collation, so the walk meets each assignee once (#12)."""
+
+
 async def list_tasks(
     pool: PgPool,
     *,
@@ -112,7 +129,10 @@ async def list_tasks(
     (assignee, due_at, id), merged: at most a page per member is read. As one walk of the
     tasks in due order filtered by ``assignee = ANY(...)`` (a generic plan's choice, blind to
     how few the team's tasks are), it read every task to fill the page of a team with few
-    (#12)."""
+    (#12). The default supervisor's team (``assignee_not_in``: everyone but the named teams)
+    is read the same way, its members being every assignee of a task (:data:`_EVERYONE_BUT`)
+    but the named ones, where ``assignee <> ALL(...)`` walked all tasks in due order,
+    filtering: the whole table when the named teams hold most of them."""
     clauses: list[str] = []
     param = Placeholders()
     params = param.values
@@ -121,9 +141,9 @@ async def list_tasks(
         clauses.append(f"assignee = {param(where.assignee)}")
     team = None
     if where.assignee_in is not None:
-        team = param(sorted(where.assignee_in))
-    if where.assignee_not_in:
-        clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
+        team = f"unnest({param(sorted(where.assignee_in))}::text[])"
+    elif where.assignee_not_in:
+        team = _EVERYONE_BUT.format(named=param(sorted(where.assignee_not_in)))
     if where.kind is not None:
         clauses.append(f"kind = {param(where.kind)}")
     if where.client_id is not None:
@@ -158,7 +178,7 @@ async def list_tasks(
         sql += f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
         if team is not None:
             sql = (
-                f"SELECT page.* FROM unnest({team}::text[]) AS team(member) "  # noqa: S608 - fixed identifiers, bound values
+                f"SELECT page.* FROM {team} AS team(member) "  # noqa: S608 - fixed identifiers, bound values
                 f"CROSS JOIN LATERAL ({sql}) AS page "
                 f"ORDER BY page.key_due_at::timestamptz, page.id LIMIT ${len(page_params)}"
             )

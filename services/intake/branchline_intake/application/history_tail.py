@@ -13,7 +13,7 @@ process may have appended meanwhile: those events are in the tail and are folded
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -37,9 +37,13 @@ class _TailLoadingUnitOfWork:
         self._decider = decider
 
     async def lock_streams(
-        self, stream_ids: Sequence[str], *, shared: Sequence[str] = ()
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
-        return await self._inner.lock_streams(stream_ids, shared=shared)
+        return await self._inner.lock_streams(stream_ids, shared=shared, likely=likely)
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return await self._inner.try_lock_streams(stream_ids)

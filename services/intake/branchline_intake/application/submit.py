@@ -8,6 +8,7 @@ commit). Per-item refusals never abort the others.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -451,7 +452,13 @@ async def _record(
         referenced = sorted(
             {s for c in candidates for s in ctx.decider.references(c.event)} - set(client_streams)
         )
-        versions = await uow.lock_streams(client_streams + refusal_streams, shared=referenced)
+        # The version each subject's stream reaches if all its items are accepted: a new
+        # stream is created at it, so the write does not update it again (#12); a hint only,
+        # the store corrects a stream left elsewhere (a refusal, a duplicate) before commit.
+        likely = collections.Counter(c.event.stream_id for c in candidates)
+        versions = await uow.lock_streams(
+            client_streams + refusal_streams, shared=referenced, likely=likely
+        )
         # Only the ids the callers sent can be stored already: an item sent without one got a
         # new random id (UUIDv4) here, which nothing can hold, nor its refusal's id derived
         # from it. Looking those up cost a UUIDv5 each and, in a group commit, a statement
