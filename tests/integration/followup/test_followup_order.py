@@ -21,11 +21,12 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from branchline_followup.adapters import rebuild_target
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
 from branchline_followup.adapters.pg_schemas import with_search_path
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.topic_replay import ReplayedMessage
-from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork, _Holdings
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
@@ -41,6 +42,7 @@ from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgPool, open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import History, generate_history, now_utc, snapshot
+from tests.support.events import ADMIN, recorded_event
 from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -150,7 +152,7 @@ async def apply_all(ctx: FollowupContext, events: Sequence[Positioned]) -> None:
 
 
 async def differences_from_rebuild(
-    settings: BranchlineSettings, intake: Sequence[Positioned]
+    settings: BranchlineSettings, intake: Sequence[Positioned], *, batch_size: int = 500
 ) -> dict[str, tuple[list[Any], list[Any]]]:
     """Rebuild the read models in source order; per table, the rows only the incrementally
     built models have and those only the rebuild has (empty: equal)."""
@@ -162,6 +164,7 @@ async def differences_from_rebuild(
             source=SourceOrder(intake, public),
             policy=policy_from_settings(settings),
             keep_retired=True,
+            batch_size=batch_size,
         )
     finally:
         await admin.close()
@@ -193,6 +196,93 @@ async def test_in_order_history_equals_rebuild(
     events = history(8, seed=11)
     await apply_all(context, events)
     assert await differences_from_rebuild(settings, events) == {}
+
+
+def with_ratings(events: Sequence[RecordedEvent], seed: int) -> list[RecordedEvent]:
+    """The history's events with approvals and re-ratings (D-13 / D-15) of the products its
+    sales name (``P-1`` .. ``P-9``), some before the sales, some after (a few of them in
+    force later than they occurred), in recorded order."""
+    rng = random.Random(seed)
+    start = min(e.recorded_at for e in events)
+    end = max(e.recorded_at for e in events)
+    risks = ["R1", "R2", "R3", "R4", "R5"]
+    products: list[RecordedEvent] = []
+    for n in range(1, 10):
+        product_id = f"P-{n}"
+        at = start - timedelta(days=1, minutes=n)
+        products.append(
+            recorded_event(
+                "product.approved",
+                {
+                    "name": f"Fund {n}",
+                    "category": "fund",
+                    "risk": rng.choice(risks),
+                    "eligible_client_types": ["individual"],
+                },
+                at=at,
+                product_id=product_id,
+                actor=ADMIN,
+            )
+        )
+        for version in range(2, 2 + rng.randint(1, 3)):
+            at = start + (end - start) * rng.random()
+            effective = at + timedelta(days=rng.choice([0, 0, 2, 9]))
+            products.append(
+                recorded_event(
+                    "product.rerated",
+                    {
+                        "risk": rng.choice(risks),
+                        "effective_at": effective.isoformat(),
+                        "reason": "equity share changed",
+                    },
+                    at=at,
+                    product_id=product_id,
+                    version=version,
+                    actor=ADMIN,
+                )
+            )
+    return sorted([*events, *products], key=lambda e: e.recorded_at)
+
+
+@pytest.mark.parametrize("bounded", [False, True], ids=["remembered", "past-the-bound"])
+async def test_a_history_with_product_ratings_equals_rebuild(
+    settings: BranchlineSettings,
+    context: FollowupContext,
+    monkeypatch: pytest.MonkeyPatch,
+    bounded: bool,
+) -> None:
+    """#12: the rebuild answers a product's ratings from memory (a sale's D-15 check, a
+    re-rating's latest); with ratings before and after the sales, the holdings, reviews and
+    ratings it builds equal the live worker's (read from the table). Past its bound it forgets
+    them and reads the table."""
+    reads = 0
+    if bounded:
+        monkeypatch.setattr(rebuild_target, "REMEMBERED_RATINGS", 2)
+        real_ratings_of = _Holdings.ratings_of
+
+        async def ratings_of(holdings: Any, product_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            return await real_ratings_of(holdings, product_id)
+
+        monkeypatch.setattr(_Holdings, "ratings_of", ratings_of)
+    generated = generate_history(
+        8, end=now_utc() - timedelta(hours=1), span=timedelta(days=30), seed=13
+    )
+    events = positioned(with_ratings(generated.events, seed=13))
+    await apply_all(context, events)
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        held = await conn.fetchval("SELECT count(*) FROM fu_read.fu_holdings")
+        ratings = await conn.fetchval("SELECT count(*) FROM fu_read.fu_product_ratings")
+    finally:
+        await conn.close()
+    assert held > 0  # the history exercises what it tests
+    assert ratings > 9
+    live_reads, reads = reads, 0
+    # in batches of 20: what is forgotten after one is read in the next
+    assert await differences_from_rebuild(settings, events, batch_size=20) == {}
+    assert (reads > 0) == bounded, (live_reads, reads)  # the rebuild read the table only then
 
 
 async def test_an_event_republished_after_later_ones_changes_nothing(

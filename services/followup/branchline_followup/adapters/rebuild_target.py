@@ -9,7 +9,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import asyncpg
@@ -26,6 +26,7 @@ from branchline_followup.adapters.unit_of_work import (
     PostgresFollowupUnitOfWork,
     _Activity,
     _Clients,
+    _Holdings,
     _Journal,
     _Tasks,
     _Timers,
@@ -33,6 +34,7 @@ from branchline_followup.adapters.unit_of_work import (
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
+from branchline_followup.domain.suitability import Rating
 from branchline_shared.events.catalogue import EventType, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
@@ -111,6 +113,10 @@ at most 4 for 1,000,000 events, 5 for 10,000,000)."""
 
 ANALYZE_GROWTH = 10
 
+REMEMBERED_RATINGS = 200_000
+"""Beyond this many product ratings a rebuild stops remembering them (bounded memory): they
+are dropped after a batch is written and read from the rebuild's ``fu_product_ratings``."""
+
 REMEMBERED_EVENTS = 200_000
 """Beyond this many applied events a rebuild stops remembering every event id (bounded memory
 on a rebuild of millions of events): the ids are dropped after a batch is written, and an event
@@ -141,6 +147,9 @@ class _BulkWrites:
       re-projection).
     - The client page's consents and assessment, the visits, surveys and business events,
       sent with the task writes (:class:`_RebuildActivity`).
+    - Every product's ratings (D-13 / D-15), read from here (:class:`_RebuildHoldings`: a
+      sale asks for its product's, #12) and written at once as before; past
+      :data:`REMEMBERED_RATINGS` they are forgotten and read (:attr:`all_ratings` false).
 
     A savepoint or transaction that rolls back takes back what it changed here: an undo log
     (:meth:`mark` / :meth:`rollback_to`); rows written inside it (a flush before a read) are
@@ -182,6 +191,11 @@ class _BulkWrites:
         self._writes = _Recorder()
         """Task and timer statements not sent yet (:meth:`write_tasks`)."""
         self._writes_sent = 0
+        self.ratings: dict[str, tuple[Rating, ...]] = {}
+        """Every product's ratings the rebuild wrote to ``fu_product_ratings`` (the table
+        starts empty, and a re-projection does not clear it)."""
+        self.all_ratings = True
+        """Every rating written is in :attr:`ratings` (else: read the table)."""
         self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
 
     def _set(self, store: dict[Any, Any], key: Any, value: Any) -> None:
@@ -242,6 +256,15 @@ class _BulkWrites:
 
     def set_open(self, client_id: str, tasks: dict[uuid.UUID, FollowupTask]) -> None:
         self._set(self.open, client_id, tasks)
+
+    def remember_rating(self, product_id: str, rating: Rating) -> None:
+        """A rating written (``ON CONFLICT DO NOTHING``: an event's rating kept once, as
+        first written), as the table's row reads back (its instant in UTC)."""
+        known = self.ratings.get(product_id, ())
+        if any(r.event_id == rating.event_id for r in known):
+            return
+        row = Rating(rating.event_id, rating.risk, rating.effective_at.astimezone(UTC))
+        self._set(self.ratings, product_id, (*known, row))
 
     async def keep(
         self, conn: PgConnection, event: RecordedEvent, position: SourcePosition | None
@@ -374,6 +397,9 @@ class _BulkWrites:
         if len(self.applied) > REMEMBERED_EVENTS:
             self.applied.clear()
             self.all_applied = False
+        if sum(len(r) for r in self.ratings.values()) > REMEMBERED_RATINGS:
+            self.ratings.clear()
+            self.all_ratings = False
 
 
 def _copied(facts: ClientFacts) -> ClientFacts:
@@ -565,6 +591,27 @@ class _RebuildTimers(_Timers):
         return await super().dead()
 
 
+class _RebuildHoldings(_Holdings):
+    """A product's ratings from :class:`_BulkWrites` (#12: a round trip per sale was ≈ 6 %
+    of a rebuild's wall time); each rating is written at once, as before, so the table holds
+    every one (what is forgotten past the bound is read from it)."""
+
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def record_rating(self, product_id: str, rating: Rating) -> None:
+        await super().record_rating(product_id, rating)
+        if self._bulk.all_ratings:
+            self._bulk.remember_rating(product_id, rating)
+
+    async def ratings_of(self, product_id: str) -> list[Rating]:
+        if not self._bulk.all_ratings:
+            return await super().ratings_of(product_id)
+        # the table's rows, in no order (as its SELECT, which has no ORDER BY)
+        return list(self._bulk.ratings.get(product_id, ()))
+
+
 class _RebuildActivity(_Activity):
     """The client page's consent and assessment rows, the visits, surveys and business events
     sent with the task writes (:meth:`_BulkWrites.write_tasks`, #12: they were most of the
@@ -680,6 +727,7 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         self.tasks = _RebuildTasks(conn, bulk)
         self.timers = _RebuildTimers(conn, bulk)
         self.activity = _RebuildActivity(conn, bulk)
+        self.holdings = _RebuildHoldings(conn, bulk)
         self.journal = _RebuildJournal(conn, bulk, self.tasks)
 
     async def lock_client(self, client_id: str) -> None:
