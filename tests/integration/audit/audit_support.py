@@ -153,3 +153,8 @@ async def behind_the_ledgers_back(settings: BranchlineSettings, sql: str, *args:
     async with superuser(settings) as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(sql, *args)
+
+
+UNWRITTEN_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
+"""Times PostgreSQL stores that no append writes (a row altered behind the ledger's back):
+asyncpg reads the infinities as naive extremes and refuses the years past 9999."""

@@ -31,6 +31,7 @@ from branchline_audit.domain.verification import LedgerVerdict, pg_time, stored_
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
+    UNWRITTEN_TIMES,
     append_in_batches,
     audit_context,
     behind_the_ledgers_back,
@@ -695,11 +696,6 @@ async def test_the_scans_binary_times_are_the_times_asyncpg_reads(
         assert got[1].tzinfo == expected[1].tzinfo
 
 
-UNWRITABLE_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
-"""Times PostgreSQL stores that no append writes: asyncpg reads the infinities as naive
-extremes and refuses the years past 9999."""
-
-
 @pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
 @pytest.mark.parametrize("position", [250, 750])
 async def test_a_time_no_append_writes_is_located_not_raised(
@@ -710,7 +706,7 @@ async def test_a_time_no_append_writes_is_located_not_raised(
     segments alike; verify reports it instead of failing with the time's error (#12)."""
     settings, audit = ledger_1000
     segments = _segments(settings)
-    for text in UNWRITABLE_TIMES:
+    for text in UNWRITTEN_TIMES:
         row = await _row(settings, position)
         async with _tampered(settings, row):
             await behind_the_ledgers_back(

@@ -33,6 +33,7 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.audit.audit_support import (
     T0,
+    UNWRITTEN_TIMES,
     audit_context,
     behind_the_ledgers_back,
     event,
@@ -45,8 +46,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 runner = CliRunner()
 
-UNWRITTEN_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
-"""Times PostgreSQL stores that no append writes (as test_audit_tamper.py's)."""
 
 OLD = T0 - timedelta(days=365 * 11)
 ENTRY = 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from branchline_audit.domain.canonical import GENESIS_PREV_HASH, entry_hash
-from branchline_audit.domain.export import ExportWriter, bytes_lines, verify_export
+from branchline_audit.domain.export import ExportVerdict, ExportWriter, bytes_lines, verify_export
 from branchline_audit.domain.merkle import inclusion_proof, leaf_hash, root
 from branchline_audit.domain.note import Signer, sign_checkpoint
 
@@ -27,6 +29,21 @@ def ledger(count: int) -> list[tuple[int, dict[str, Any], bytes, bytes]]:
         rows.append((position, event, prev, digest))
         prev = digest
     return rows
+
+
+def single_byte_changes(data: bytes, step: int) -> Iterator[tuple[int, int | None, ExportVerdict]]:
+    """Every ``step``-th byte of ``data`` changed in turn: its offset, the number of the line it
+    is in (None for a newline, whose change merges two lines) and the verdict on the result."""
+    starts = [0]
+    for line in data.split(b"\n"):
+        starts.append(starts[-1] + len(line) + 1)
+    for offset in range(0, len(data), step):
+        tampered = bytearray(data)
+        tampered[offset] ^= 0x20 if data[offset] != ord("\n") else 0x01
+        verdict = verify_export(bytes_lines(bytes(tampered)), SIGNER.verifier())
+        newline = data[offset] == ord("\n")
+        line = None if newline else bisect.bisect_right(starts, offset)
+        yield offset, line, verdict
 
 
 def export(content: str, *, only: set[int] | None = None, signer: Signer = SIGNER) -> bytes:
@@ -75,18 +92,9 @@ def test_a_good_export_verifies(content: str, only: set[int] | None) -> None:
 
 @pytest.mark.parametrize("content", ["jsonl", "csv"])
 def test_every_single_byte_change_is_rejected_with_its_line(content: str) -> None:
-    data = export(content, only={3, 7, 8, 21, 40})
-    lines = data.split(b"\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    for offset in range(0, len(data), 3):
-        tampered = bytearray(data)
-        tampered[offset] ^= 0x20 if data[offset] != ord("\n") else 0x01
-        verdict = verify_export(bytes_lines(bytes(tampered)), SIGNER.verifier())
+    for offset, line, verdict in single_byte_changes(export(content, only={3, 7, 8, 21, 40}), 3):
         assert not verdict.ok, offset
-        if data[offset] != ord("\n"):
-            line = next(i for i in range(len(lines)) if starts[i] <= offset < starts[i + 1]) + 1
+        if line is not None:
             assert verdict.line == line, (offset, verdict)
 
 
@@ -187,17 +195,10 @@ def test_an_incomplete_export_is_checked_line_by_line_and_its_trailer_signed(
 ) -> None:
     data = cut_export(content, after=8)
     lines = data.split(b"\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    for offset in range(0, len(data), 5):
-        tampered = bytearray(data)
-        tampered[offset] ^= 0x20 if data[offset] != ord("\n") else 0x01
-        verdict = verify_export(bytes_lines(bytes(tampered)), SIGNER.verifier())
+    for offset, line, verdict in single_byte_changes(data, 5):
         assert not verdict.ok, offset
-        if data[offset] != ord("\n"):
+        if line is not None:
             assert not verdict.incomplete, (offset, verdict)  # rejected, not merely incomplete
-            line = next(i for i in range(len(lines)) if starts[i] <= offset < starts[i + 1]) + 1
             assert verdict.line == line, (offset, verdict)
     # A trailer not signed by the log's key is rejected, as a forged manifest is.
     forged = verify_export(
