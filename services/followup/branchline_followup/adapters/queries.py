@@ -142,6 +142,8 @@ async def list_tasks(
     team = None
     if where.assignee_in is not None:
         team = f"unnest({param(sorted(where.assignee_in))}::text[])"
+        if where.assignee_not_in:  # both given (no caller does): neither scope is dropped
+            clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
     elif where.assignee_not_in:
         team = _EVERYONE_BUT.format(named=param(sorted(where.assignee_not_in)))
     if where.kind is not None:
