@@ -46,26 +46,36 @@ def single_byte_changes(data: bytes, step: int) -> Iterator[tuple[int, int | Non
         yield offset, line, verdict
 
 
-def export(content: str, *, only: set[int] | None = None, signer: Signer = SIGNER) -> bytes:
+def export_body(
+    content: str, only: set[int] | None, *, through: int = 40, mask: bool = True
+) -> tuple[ExportWriter, list[str], bytes]:
+    """The writer, the header and entry lines of positions 1..``through`` of a 40-entry ledger
+    (``only`` those, each with its proof; every seventh masked if ``mask``), and the tree's
+    root."""
     rows = ledger(40)
     leaves = [leaf_hash(r[3]) for r in rows]
-    tree_root = root(leaves)
     writer = ExportWriter(content)  # type: ignore[arg-type]
     out = [writer.header()]
-    for position, event, prev, digest in rows:
+    for position, event, prev, digest in rows[:through]:
         if only is not None and position not in only:
             continue
+        masked = mask and position % 7 == 0
         out.append(
             writer.entry_line(
                 position=position,
                 appended_at=APPENDED,
                 prev_hash=prev,
                 hash=digest,
-                event=event if position % 7 else {"masked": True},
-                view="full" if position % 7 else "masked",
+                event={"masked": True} if masked else event,
+                view="masked" if masked else "full",
                 proof=None if only is None else inclusion_proof(position - 1, 40, leaves),
             )
         )
+    return writer, out, root(leaves)
+
+
+def export(content: str, *, only: set[int] | None = None, signer: Signer = SIGNER) -> bytes:
+    writer, out, tree_root = export_body(content, only)
     out.append(
         writer.manifest_line(
             signer,
@@ -122,25 +132,7 @@ def cut_export(
 ) -> bytes:
     """An export the server stopped after position ``after``: its entries, then the signed
     incomplete trailer in place of the manifest (#12)."""
-    rows = ledger(40)
-    leaves = [leaf_hash(r[3]) for r in rows]
-    tree_root = root(leaves)
-    writer = ExportWriter(content)  # type: ignore[arg-type]
-    out = [writer.header()]
-    for position, event, prev, digest in rows[:after]:
-        if only is not None and position not in only:
-            continue
-        out.append(
-            writer.entry_line(
-                position=position,
-                appended_at=APPENDED,
-                prev_hash=prev,
-                hash=digest,
-                event=event,
-                view="full",
-                proof=None if only is None else inclusion_proof(position - 1, 40, leaves),
-            )
-        )
+    writer, out, tree_root = export_body(content, only, through=after, mask=False)
     tree: dict[str, Any] = {
         "tree_size": 40,
         "root_hash": tree_root.hex(),
