@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +33,24 @@ from bench.stack import process_cpu_seconds  # noqa: E402
 from bench.workload import event_body  # noqa: E402
 from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
+
+
+@contextlib.asynccontextmanager
+async def broker_with_topics(*topics: NewTopic) -> AsyncIterator[tuple[TansuBroker, int]]:
+    """A tansu broker of its own (in memory) holding ``topics``, and its process id (its CPU
+    is what the probes read); stopped when the block ends."""
+    broker = TansuBroker(free_port())
+    broker.start()
+    pid = broker.pid
+    assert pid is not None
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        await admin.create_topics(list(topics))
+        await admin.close()
+        yield broker, pid
+    finally:
+        broker.stop()
 
 
 async def produce_batch(producer: AIOKafkaProducer, body: bytes, first: int, size: int) -> None:
@@ -57,15 +77,7 @@ async def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,10000,20000", help="batches in the log")
     parser.add_argument("--rounds", type=int, default=200, help="tail rounds per size")
     args = parser.parse_args()
-    broker = TansuBroker(free_port())
-    broker.start()
-    pid = broker.pid
-    assert pid is not None
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic("t", args.partitions, 1)])
-        await admin.close()
+    async with broker_with_topics(NewTopic("t", args.partitions, 1)) as (broker, pid):
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
         consumer = AIOKafkaConsumer(
             "t",
@@ -103,8 +115,6 @@ async def main() -> None:
             )
         await consumer.stop()
         await producer.stop()
-    finally:
-        broker.stop()
 
 
 async def committed(consumer: AIOKafkaConsumer) -> int:

@@ -31,14 +31,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.admin import NewTopic  # noqa: E402
 from aiokafka.client import AIOKafkaClient  # noqa: E402
 from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 
 from bench.loadgen import percentile  # noqa: E402
+from bench.probe_broker import broker_with_topics  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 
 TOPIC = "t"
 TP = TopicPartition(TOPIC, 0)
@@ -239,15 +238,8 @@ async def main() -> None:
     parser.add_argument("--parts", default="raw,consumer")
     args = parser.parse_args()
     waits = [int(w) for w in args.waits.split(",")]
-    broker = TansuBroker(free_port())
-    broker.start()
-    pid = broker.pid
-    assert pid is not None
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic(TOPIC, 1, 1), NewTopic("long", 1, 1)])
-        await admin.close()
+    topics = (NewTopic(TOPIC, 1, 1), NewTopic("long", 1, 1))
+    async with broker_with_topics(*topics) as (broker, pid):
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
         await producer.start()
         try:
@@ -265,8 +257,6 @@ async def main() -> None:
                     )
         finally:
             await producer.stop()
-    finally:
-        broker.stop()
 
 
 if __name__ == "__main__":
