@@ -152,7 +152,9 @@ async def list_tasks(
         clauses.append(f"client_id = {param(where.client_id)}")
     if where.due_before is not None:
         clauses.append(f"due_at < {param(where.due_before)}")
-    if where.status in STATUS_FILTERS:
+    if where.status == "open":  # as written, so the open work list's index is seen to serve it
+        clauses.append("status = 'open'")
+    elif where.status in STATUS_FILTERS:
         clauses.append(f"status = {param(where.status)}")
     elif where.status in SLA_FILTERS:
         clauses.append("status = 'open'")

@@ -1,0 +1,11 @@
+-- branchline: no-transaction
+-- An RM's open tasks in due order (#12): the work list under a status "open" or an SLA filter
+-- (overdue, due soon, on track: open tasks by due_at; queries.list_tasks) read the RM's
+-- entries of fu_tasks_work_list (assignee, due_at, id) and filtered on status, so "overdue"
+-- read every task of the RM due before now, done and cancelled ones included: a page that
+-- grew with the RM's history. The open part of that index is read instead; a team's page
+-- reads it member by member. Its cost on the worker: one index entry per task created;
+-- closing a task adds none (the new version is not open) and was not a HOT update already
+-- (014's partial indexes have status in their predicates); an open task's overdue or
+-- escalation update changes no indexed column. A rebuild's copy gets it (LIKE INCLUDING ALL).
+CREATE INDEX CONCURRENTLY IF NOT EXISTS fu_tasks_open_work_list ON fu_read.fu_tasks (assignee, due_at, id) WHERE status = 'open';
