@@ -15,6 +15,10 @@ from branchline_shared.postgres.statements import Placeholders
 
 REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_LIMIT = 200
+_REFUSAL = (
+    "r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, r.client_id, "
+    "r.refused_type, r.actor_id, r.actor_role, r.submitter"
+)
 
 
 async def record_refusal(conn: PgConnection, typed: Decoded) -> None:
@@ -75,27 +79,52 @@ def refusals_statement(selection: RefusalSelection) -> tuple[str, list[Any]]:
     """The page's SQL with only the selection's conditions (#12): as ``($1 IS NULL OR rule =
     $1)`` and the like, a generic plan could not tell a condition that is off from one that is
     on, and a rule's page walked every refusal newest first, filtering. A rule's page reads
-    its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first."""
-    clauses: list[str] = []
+    its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first.
+
+    A named team's page (``rm_in``) is read from the team's clients, member by member
+    (``fu_clients_by_rm``; ``OFFSET 0`` keeps the member's clients a lateral read, which a
+    generic plan would otherwise join to every client by a sequential scan), then each
+    client's refusals newest first (``fu_refusals_of_client``, console migration 004),
+    merged: it reads the team's refusals, at most a page per client, where the walk of every
+    refusal (of the rule) newest first, joined to its client to test the RM, read the whole
+    table when the team's refusals were rare (#12). The RM is the client's as read now, as
+    before: a refusal shows to its client's current RM's team, a client reassigned takes its
+    refusals with it, and nothing about the RM is kept on the refusal row. Everyone else's
+    pages (the default supervisor's ``rm_not_in``, an admin's) still walk the refusals
+    newest first: their scope is most of the clients."""
     param = Placeholders()
     params = param.values
-
+    clauses: list[str] = []
     if selection.rule is not None:
         clauses.append(f"r.rule = {param(selection.rule)}")
     if selection.branch_id is not None:
         clauses.append(f"r.branch_id = {param(selection.branch_id)}")
+    order = "ORDER BY r.occurred_at DESC, r.event_id DESC"
     if selection.rm_in is not None:
-        clauses.append(f"c.rm_id = ANY({param(sorted(selection.rm_in))}::text[])")
+        team = param(sorted(selection.rm_in))
+        outside = ""
+        if selection.rm_not_in is not None:  # both given (no caller does): neither is dropped
+            outside = f"WHERE NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[])) "
+        of_client = " AND ".join(["r.client_id = c.client_id", *clauses])
+        limit = param(PAGE_LIMIT)
+        sql = (
+            f"SELECT r.*, c.rm_id FROM unnest({team}::text[]) AS team(member) "  # noqa: S608 - fixed conditions, bound values
+            "CROSS JOIN LATERAL (SELECT c.client_id, c.rm_id FROM fu_clients c "
+            "WHERE c.rm_id = team.member OFFSET 0) AS c "
+            f"CROSS JOIN LATERAL (SELECT {_REFUSAL} FROM fu_refusals r WHERE {of_client} "
+            f"{order} LIMIT {limit}) AS r {outside}{order} LIMIT {limit}"
+        )
+        return sql, params
+    client: list[str] = []
     if selection.rm_not_in is not None:
-        clauses.append(f"NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
+        client.append(f"NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
     if not selection.any_client:
-        clauses.append("c.rm_id IS NOT NULL")
+        client.append("c.rm_id IS NOT NULL")
+    limit = param(PAGE_LIMIT)
     sql = (
-        "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "  # noqa: S608 - fixed conditions, bound values
-        "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
+        f"SELECT {_REFUSAL}, c.rm_id "  # noqa: S608 - fixed conditions, bound values
         "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
-        f"WHERE {' AND '.join(clauses) or 'true'} "
-        f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {param(PAGE_LIMIT)}"
+        f"WHERE {' AND '.join(clauses + client) or 'true'} {order} LIMIT {limit}"
     )
     return sql, params
 
