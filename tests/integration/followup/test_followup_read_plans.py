@@ -390,3 +390,220 @@ async def test_the_boards_closed_part_is_planned_as_a_days_closings(filled: PgPo
     assert guess, plan
     guessed = int(guess.group(1))
     assert guessed <= closed // 100, plan
+
+
+def _index_reads(plan: str) -> list[tuple[str, list[str]]]:
+    """Each index scan of the plan, with its detail lines (conditions, filters)."""
+    found: list[tuple[str, list[str]]] = []
+    for line in plan.splitlines():
+        scan = re.search(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\w+)", line)
+        if scan:
+            found.append((scan.group(1), []))
+        elif "->" in line:
+            found.append(("", []))
+        elif found:
+            found[-1][1].append(line.strip())
+    return [(index, details) for index, details in found if index]
+
+
+async def _plans_of(pool: PgPool, read: Read) -> list[str]:
+    statements: list[str] = []
+    await read(cast(PgPool, Recording(pool, statements)))
+    return [await generic_plan(pool, s) for s in dict.fromkeys(statements)]
+
+
+@pytest.mark.parametrize("status", ["open", "overdue", "due_soon", "on_track"])
+@pytest.mark.parametrize("team", [False, True])
+async def test_an_rms_open_and_sla_pages_read_only_open_tasks(
+    filled: PgPool, status: str, team: bool
+) -> None:
+    """#12: an RM's page (or each member's, for a team) under "open" or an SLA filter reads
+    the open part of the work list's index (followup migration 015), not every task of the RM
+    due before now filtered on status: no task scan filters on status."""
+    where = (
+        queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), status=status)
+        if team
+        else queries.TaskFilter(assignee="rm-7", status=status)
+    )
+    for after in (False, True):
+        (plan,) = await _plans_of(filled, tasks(where, after=after))
+        scans = [(i, d) for i, d in _index_reads(plan) if i.startswith("fu_tasks")]
+        assert [i for i, _ in scans] == ["fu_tasks_open_work_list"], plan
+        assert not any("status" in line for _, d in scans for line in d), plan
+
+
+OLD_TASKS = (
+    "SELECT id FROM fu_tasks WHERE assignee = $1 AND status = 'open' AND {sla} ORDER BY due_at, id"
+)
+SLA = {
+    "open": "$2::timestamptz IS NOT NULL",
+    "overdue": "due_at <= $2::timestamptz",
+    "due_soon": "due_at > $2::timestamptz AND due_at <= $2::timestamptz + interval '10 hours'",
+    "on_track": "due_at > $2::timestamptz + interval '10 hours'",
+}
+
+
+async def test_an_rms_sla_pages_are_as_before(filled: PgPool) -> None:
+    """The RM's pages under each SLA filter, page after page, are the open tasks the old
+    conditions select (done and cancelled tasks among them due at the same instants), in
+    (due_at, id) order."""
+    await filled.execute(TIED_TASKS, NOW)
+    for status, sla in SLA.items():
+        want = [r["id"] for r in await filled.fetch(OLD_TASKS.format(sla=sla), "rm-t1", NOW)]
+        got: list[uuid.UUID] = []
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            page = await queries.list_tasks(
+                filled,
+                where=queries.TaskFilter(assignee="rm-t1", status=status),
+                after=after,
+                limit=7,
+                now=NOW,
+                due_soon_window=timedelta(hours=10),
+            )
+            got += [row["id"] for row in page]
+            if len(page) < 7:
+                break
+            after = (page[-1]["due_at"], page[-1]["id"])
+        assert got == want, status
+        assert got, status
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        console_refusals.RefusalSelection(rm_in=frozenset({"rm-7"})),
+        console_refusals.RefusalSelection(rule="D-03", rm_in=frozenset({"rm-7"})),
+        console_refusals.RefusalSelection(branch_id="BR-3", rm_in=frozenset({"rm-7", "rm-8"})),
+    ],
+)
+async def test_a_teams_refusals_are_read_from_its_clients(
+    filled: PgPool, selection: console_refusals.RefusalSelection
+) -> None:
+    """#12: a named team's refusals page reads the team's clients by their RM and each
+    client's refusals newest first (console migration 004), where it walked every refusal of
+    the rule newest first, joined to its client to test the RM (the whole table when the
+    team's refusals are rare)."""
+    sql, _ = console_refusals.refusals_statement(selection)
+    plan = await generic_plan(filled, sql)
+    used = [index for index, _ in _index_reads(plan)]
+    assert "fu_clients_by_rm" in used, plan
+    assert "fu_refusals_of_client" in used, plan
+    assert not {"fu_refusals_recent", "fu_refusals_by_rule"} & set(used), plan
+
+
+def old_refusals_statement(
+    selection: console_refusals.RefusalSelection,
+) -> tuple[str, list[object]]:
+    """The page's statement before #12's Round 15: every refusal walked newest first, joined
+    to its client (the RM as it is now), filtered."""
+    clauses: list[str] = []
+    params: list[object] = []
+
+    def param(value: object) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if selection.rule is not None:
+        clauses.append(f"r.rule = {param(selection.rule)}")
+    if selection.branch_id is not None:
+        clauses.append(f"r.branch_id = {param(selection.branch_id)}")
+    if selection.rm_in is not None:
+        clauses.append(f"c.rm_id = ANY({param(sorted(selection.rm_in))}::text[])")
+    if selection.rm_not_in is not None:
+        clauses.append(f"NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
+    if not selection.any_client:
+        clauses.append("c.rm_id IS NOT NULL")
+    sql = (
+        "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "
+        "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
+        "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
+        f"WHERE {' AND '.join(clauses) or 'true'} "
+        f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {param(console_refusals.PAGE_LIMIT)}"
+    )
+    return sql, params
+
+
+ODD_REFUSALS = """
+INSERT INTO fu_clients (client_id, client_type, rm_id, branch_id, registered_at, last_event_at)
+SELECT 'C-r' || n, 'individual', 'rm-r' || (n % 3), 'BR-1', now(), now()
+FROM generate_series(0, 29) AS n;
+INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, branch_id, client_id,
+                         refused_type, actor_id, actor_role)
+SELECT gen_random_uuid(), 'D-' || lpad((n % 3 + 1)::text, 2, '0'), 't',
+       timestamptz '2027-01-01' + (n / 7) * interval '1 minute', now(), 'BR-' || (n % 2),
+       CASE n % 11 WHEN 0 THEN NULL WHEN 1 THEN 'C-unknown-' || n WHEN 2 THEN 'C-r1'
+            ELSE 'C-r' || (n % 40) END,
+       'visit.arrived', 'rm-1', 'rm'
+FROM generate_series(1, 2800) AS n;
+"""
+"""Refusals newer than the filled ones, seven at each instant (ties broken by the event id),
+about clients of three RMs (rm-r0..rm-r2; C-r1 has more than a page of them), about no
+client, about clients followup does not know, and about C-r30..C-r39, registered nowhere."""
+
+SELECTIONS = {
+    "one RM": console_refusals.RefusalSelection(rm_in=frozenset({"rm-r1"})),
+    "one RM, a rule": console_refusals.RefusalSelection(rule="D-02", rm_in=frozenset({"rm-r1"})),
+    "one RM, a branch": console_refusals.RefusalSelection(
+        branch_id="BR-1", rm_in=frozenset({"rm-r1"})
+    ),
+    "two RMs": console_refusals.RefusalSelection(rm_in=frozenset({"rm-r0", "rm-r2"})),
+    "no RM": console_refusals.RefusalSelection(rm_in=frozenset()),
+    "an RM without clients": console_refusals.RefusalSelection(rm_in=frozenset({"rm-none"})),
+    "both scopes": console_refusals.RefusalSelection(
+        rm_in=frozenset({"rm-r0", "rm-r1"}), rm_not_in=frozenset({"rm-r0"})
+    ),
+    "a team, any client": console_refusals.RefusalSelection(
+        rm_in=frozenset({"rm-r1"}), any_client=True
+    ),
+    "the default team": console_refusals.RefusalSelection(rm_not_in=frozenset({"rm-r1"})),
+    "the default team, a rule": console_refusals.RefusalSelection(
+        rule="D-01", rm_not_in=frozenset({"rm-r0", "rm-r1"})
+    ),
+    "admin": console_refusals.RefusalSelection(any_client=True),
+    "admin, a rule": console_refusals.RefusalSelection(rule="D-03", any_client=True),
+    "known clients": console_refusals.RefusalSelection(),
+}
+
+
+async def _pages_as_before(pool: PgPool) -> dict[str, list[dict[str, object]]]:
+    pages: dict[str, list[dict[str, object]]] = {}
+    for name, selection in SELECTIONS.items():
+        page = await console_refusals.refusals(pool, selection)
+        sql, params = old_refusals_statement(selection)
+        want = [dict(r) for r in await pool.fetch(sql, *params)]
+        assert page.rows == want, name
+        pages[name] = page.rows
+    return pages
+
+
+async def test_each_scopes_refusals_are_as_before_also_when_a_client_changes_rm(
+    filled: PgPool,
+) -> None:
+    """Every scope's page is the old statement's, row for row, before and after a client's
+    RM changes (as the client's upsert changes it, fu_clients.rm_id): a refusal shows to its
+    client's current RM's team, the former RM's team no longer sees it, the default team sees
+    it once its RM is no longer named, and only an admin's page has refusals about no client
+    or an unknown one."""
+    await filled.execute(ODD_REFUSALS)
+    before = await _pages_as_before(filled)
+    moved = {r["event_id"] for r in before["one RM"] if r["client_id"] == "C-r1"}
+    assert moved
+    assert len(before["one RM"]) == console_refusals.PAGE_LIMIT
+    assert len(moved) < console_refusals.PAGE_LIMIT  # the page merges several clients
+    assert {r["rm_id"] for r in before["two RMs"]} == {"rm-r0", "rm-r2"}
+    assert not before["no RM"]
+    assert not before["an RM without clients"]
+    assert {r["rm_id"] for r in before["both scopes"]} == {"rm-r1"}
+    assert before["a team, any client"] == before["one RM"]
+    assert "rm-r1" not in {r["rm_id"] for r in before["the default team"]}
+    assert any(r["client_id"] is None for r in before["admin"])
+    assert any(str(r["client_id"]).startswith("C-unknown") for r in before["admin"])
+    assert all(r["rm_id"] is not None for r in before["known clients"])
+
+    await filled.execute("UPDATE fu_clients SET rm_id = 'rm-r0' WHERE client_id = 'C-r1'")
+    after = await _pages_as_before(filled)
+    assert not moved & {r["event_id"] for r in after["one RM"]}
+    assert moved & {r["event_id"] for r in after["two RMs"]}
+    assert moved & {r["event_id"] for r in after["the default team"]}
+    assert not moved & {r["event_id"] for r in after["the default team, a rule"]}
