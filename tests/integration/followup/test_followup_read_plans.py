@@ -536,10 +536,18 @@ SELECT gen_random_uuid(), 'D-' || lpad((n % 3 + 1)::text, 2, '0'), 't',
             ELSE 'C-r' || (n % 40) END,
        'visit.arrived', 'rm-1', 'rm'
 FROM generate_series(1, 2800) AS n;
+INSERT INTO fu_clients (client_id, client_type, rm_id, branch_id, registered_at, last_event_at)
+VALUES ('C-rare', 'individual', 'rm-rare', 'BR-1', now(), now());
+INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, branch_id, client_id,
+                         refused_type, actor_id, actor_role)
+SELECT gen_random_uuid(), 'D-03', 't', timestamptz '2025-01-01' + n * interval '1 day', now(),
+       'BR-1', 'C-rare', 'visit.arrived', 'rm-1', 'rm'
+FROM generate_series(1, 3) AS n;
 """
 """Refusals newer than the filled ones, seven at each instant (ties broken by the event id),
 about clients of three RMs (rm-r0..rm-r2; C-r1 has more than a page of them), about no
-client, about clients followup does not know, and about C-r30..C-r39, registered nowhere."""
+client, about clients followup does not know, and about C-r30..C-r39, registered nowhere;
+and three old ones about the one client of rm-rare."""
 
 SELECTIONS = {
     "one RM": console_refusals.RefusalSelection(rm_in=frozenset({"rm-r1"})),
@@ -548,6 +556,7 @@ SELECTIONS = {
         branch_id="BR-1", rm_in=frozenset({"rm-r1"})
     ),
     "two RMs": console_refusals.RefusalSelection(rm_in=frozenset({"rm-r0", "rm-r2"})),
+    "a rare RM": console_refusals.RefusalSelection(rm_in=frozenset({"rm-rare", "rm-none"})),
     "no RM": console_refusals.RefusalSelection(rm_in=frozenset()),
     "an RM without clients": console_refusals.RefusalSelection(rm_in=frozenset({"rm-none"})),
     "both scopes": console_refusals.RefusalSelection(
@@ -567,13 +576,22 @@ SELECTIONS = {
 
 
 async def _pages_as_before(pool: PgPool) -> dict[str, list[dict[str, object]]]:
+    """Each selection's page, checked against the old statement's rows; and that a named
+    team's page was found both ways: among the newest refusals (two RMs with a third of
+    them) and, when they do not hold a page of the team's, from its clients (a rare RM)."""
     pages: dict[str, list[dict[str, object]]] = {}
     for name, selection in SELECTIONS.items():
-        page = await console_refusals.refusals(pool, selection)
+        statements: list[str] = []
+        page = await console_refusals.refusals(cast(PgPool, Recording(pool, statements)), selection)
         sql, params = old_refusals_statement(selection)
         want = [dict(r) for r in await pool.fetch(sql, *params)]
         assert page.rows == want, name
         pages[name] = page.rows
+        from_clients = console_refusals.refusals_statement(selection)[0] in statements
+        if name == "two RMs":
+            assert not from_clients, name  # a page among the newest refusals
+        if name == "a rare RM":
+            assert from_clients, name
     return pages
 
 
@@ -600,6 +618,9 @@ async def test_each_scopes_refusals_are_as_before_also_when_a_client_changes_rm(
     assert any(r["client_id"] is None for r in before["admin"])
     assert any(str(r["client_id"]).startswith("C-unknown") for r in before["admin"])
     assert all(r["rm_id"] is not None for r in before["known clients"])
+
+    assert len(before["two RMs"]) == console_refusals.PAGE_LIMIT
+    assert len(before["a rare RM"]) == 3
 
     await filled.execute("UPDATE fu_clients SET rm_id = 'rm-r0' WHERE client_id = 'C-r1'")
     after = await _pages_as_before(filled)
