@@ -166,6 +166,15 @@ def analyse(
         stalled = sum(e - s for s, e, _ in slows)
         busy = sum(c for _, _, c in slows)
         worst = sorted(slows, key=lambda x: x[1] - x[0])[-5:]
+        own = sorted(c for _, _, c in slows if c >= 0.003)
+        print(
+            f"    stalls in which the process itself ran >= 3 ms: {len(own)}"
+            + (
+                f", CPU p50 {1000 * own[len(own) // 2]:.1f} max {1000 * own[-1]:.1f} ms"
+                if own
+                else ""
+            )
+        )
         print(
             f"    loop stalls over the slow mark: {len(slows)}, sum {1000 * stalled:.0f} ms, "
             f"of which the process ran {1000 * busy:.0f} ms; the longest (wall/CPU ms) "
@@ -176,16 +185,15 @@ def analyse(
     total = 0.0
     longest_group: list[float] = []
     for s, e, p in slow:
-        pid = owners.get(p)
-        probe = probes.get(pid or 0)
-        if probe is None:
+        record = probes.get(owners.get(p, 0))
+        if record is None:
             continue
         total += e - s
-        blame["gc"] += sum(overlap(s, e, a, b) for a, b, *_ in probe["gc"])
-        blame["slow loop steps"] += sum(overlap(s, e, a, b) for a, b, _ in probe["slow"])
-        blame["relay rounds (wall)"] += sum(overlap(s, e, a, b) for a, b, *_ in probe["relay"])
+        blame["gc"] += sum(overlap(s, e, a, b) for a, b, *_ in record["gc"])
+        blame["loop stalls"] += sum(overlap(s, e, a, b) for a, b, _ in record["slow"])
+        blame["relay rounds (wall)"] += sum(overlap(s, e, a, b) for a, b, *_ in record["relay"])
         # the group that answered it: the last one that ended before the answer arrived
-        ends = [g for g in probe["groups"] if s <= g[1] <= e]
+        ends = [g for g in record["groups"] if s <= g[1] <= e]
         if ends:
             g = max(ends, key=lambda x: x[1])
             blame["its group's write"] += g[1] - max(g[0], s)
@@ -201,12 +209,12 @@ def analyse(
                 f"    their groups' writes: median {1000 * statistics.median(longest_group):.1f}"
                 f" ms, max {1000 * max(longest_group):.1f} ms"
             )
-    firsts = {}
+    firsts: dict[int, float] = {}
     for s, _, p in sorted(samples):
         firsts.setdefault(p, s)
     print(
         f"  slow requests that were their connection's first: "
-        f"{sum(1 for s, e, p in slow if firsts[p] == s)} of {len(slow)}"
+        f"{len([s for s, _, p in slow if firsts[p] == s])} of {len(slow)}"
     )
     # The slow requests' arrival times: clustered (a stall) or spread?
     first = min(s for s, _, _ in samples)

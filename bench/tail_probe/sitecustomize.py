@@ -87,7 +87,7 @@ def _patch_application() -> None:
         started, cpu = _clock(), time.thread_time()
         rows = -1
         try:
-            rows = await publish_once(self)
+            rows = int(await publish_once(self))
             return rows
         finally:
             sends = producer._tail_probe
