@@ -53,11 +53,14 @@ async def _watch_loop(slow_s: float) -> None:
 def _patch_application() -> None:
     group_commit = sys.modules.get("branchline_intake.application.group_commit")
     relay = sys.modules.get("branchline_shared.eventstore.relay")
-    if group_commit is None or relay is None:
+    # A module is in sys.modules while it is still being imported: wait for its class.
+    committer = getattr(group_commit, "GroupCommitter", None)
+    outbox_relay = getattr(relay, "OutboxRelay", None)
+    if committer is None or outbox_relay is None:
         return
     _patched[0] = True
-    write = group_commit.GroupCommitter._write
-    publish_once = relay.OutboxRelay.publish_once
+    write = committer._write
+    publish_once = outbox_relay.publish_once
 
     async def timed_write(self: Any, group: list[Any]) -> None:
         if not _watching:
@@ -96,8 +99,8 @@ def _patch_application() -> None:
             until, cpu_until = (sends[-1][1], sends[-1][2]) if sends else (started, cpu)
             _records["relay"].append((started, _clock(), rows, until - started, cpu_until - cpu))
 
-    group_commit.GroupCommitter._write = timed_write
-    relay.OutboxRelay.publish_once = timed_publish
+    committer._write = timed_write
+    outbox_relay.publish_once = timed_publish
 
 
 def _install() -> None:
