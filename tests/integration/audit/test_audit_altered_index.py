@@ -145,7 +145,8 @@ async def test_an_altered_time_of_each_column_is_found_through_the_index(
             found = await audit.ledger.first_altered(filters)
             assert found is not None, (column, text, filters)
             assert found.entry.position == position, (column, text, filters)
-            assert found.unwritten is not None and column in found.unwritten
+            assert found.unwritten is not None
+            assert column in found.unwritten
         assert await audit.ledger.first_altered(LedgerFilters(client_id=sound_client)) is None
         statement, _, _ = await _plans(pool, LedgerFilters())
         async with pool.acquire() as conn:
