@@ -47,7 +47,7 @@ T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 FILTERS = {
     "everything": LedgerFilters(),
     "a client": LedgerFilters(client_id="C-7"),
-    "a period (1/3)": LedgerFilters(occurred_from=T0, occurred_to=T0 + timedelta(days=70)),
+    "a period (70 days)": LedgerFilters(occurred_from=T0, occurred_to=T0 + timedelta(days=70)),
 }
 INDEX = "audit_ledger_altered"
 READER = TrailReader("auditor-1", frozenset({"auditor"}))
