@@ -7,8 +7,9 @@ the same id in every process and every rebuild, which is what makes those writes
 effectively once. The followup worker and the rebuild derive tens of them per deciding
 event; :func:`uuid.uuid5` spends most of its time in ``UUID(bytes=..., version=...)``
 (checks and conversions of its general constructor), so this builds the same value from the
-digest's integer directly (#12), as that constructor sets it (:func:`_uuid_of`). The result is equal to :func:`uuid.uuid5`'s for every
-input (``tests/unit/domain/test_ids.py`` checks that on random namespaces and names).
+digest's integer directly (#12), setting what that constructor sets (:func:`_uuid_of`). The
+result is equal to :func:`uuid.uuid5`'s for every input (``tests/unit/domain/test_ids.py``
+checks that on random namespaces and names).
 
 :func:`random_uuids` is :func:`uuid.uuid4` for many ids at once: one ``os.urandom`` call
 (one system call) for all of them instead of one each, and the same bits set (#12: a batch

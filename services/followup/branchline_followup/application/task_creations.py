@@ -243,7 +243,8 @@ _CREATION_FIELDS_SET = frozenset(_CREATION.model_fields_set) | {
     "causation_id",
     "data",
 }
-assert _CREATION.__pydantic_extra__ is None and _CREATION.__pydantic_private__ is None
+assert _CREATION.__pydantic_extra__ is None  # what :func:`assembled` sets
+assert _CREATION.__pydantic_private__ is None
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
