@@ -29,7 +29,7 @@ from branchline_shared.kafka.consuming import (
 from branchline_shared.settings import BranchlineSettings
 from tests.support.stack import eventually, runtime_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(240)]
 
 BATCHES = 20_000
 SENDERS = 8  # producers in parallel, each one record per request: one stored batch each
@@ -102,7 +102,8 @@ async def test_a_consumer_reads_a_partition_whose_listing_outlasts_its_fetch_wai
 
         async def all_read() -> bool:
             assert not task.done(), task
-            return len(read) == end
+            assert len(read) == end, f"{len(read)} of {end} records read"
+            return True
 
         await eventually(all_read, within=45, interval=0.2)
     finally:
