@@ -509,3 +509,95 @@ async def test_a_deadline_moved_after_its_timer_fired_then_closed_ends_as_the_re
     # escalated for good only when the escalation had fired (D-08); never an overdue row
     assert "overdue" not in [r["kind"] for r in decision_timers]
     assert await differences_from_rebuild(settings, events) == {}
+
+
+def complaints_in_one_batch(start: datetime) -> list[Positioned]:
+    """Complaints whose receipt, service-loop facts and steps all fall in one rebuild batch:
+    a full closed loop; a step ahead of its receipt (it changes nothing, live or rebuilt); a
+    receipt received again (its severity and topic upserted); two complaints of one client
+    interleaved."""
+    h = History()
+    later = iter(start + timedelta(minutes=n) for n in range(1, 100))
+
+    def complaint(client_id: str, kind: str, complaint_id: str, **data: Any) -> None:
+        h.add(f"complaint.{kind}", client_id, next(later), {"complaint_id": complaint_id, **data})
+
+    for client_id in ("C-1", "C-2", "C-3"):
+        h.registered(client_id, next(later))
+    received = {"severity": "important", "summary": "s"}
+    complaint(
+        "C-1",
+        "received",
+        "K-1",
+        **received,
+        problem="fees_charges",
+        product_id="P-1",
+        product_category="fund",
+    )
+    complaint("C-1", "acknowledged", "K-1", owner_id="rm-7")
+    complaint("C-1", "progress_reported", "K-1", note="n", complex=True)
+    complaint("C-1", "resolved", "K-1", resolution="s", root_cause="process")
+    complaint("C-1", "confirmed_by_client", "K-1", satisfied=False)
+    complaint("C-1", "closed", "K-1")
+    complaint("C-2", "acknowledged", "K-2", owner_id="rm-7")  # ahead of its receipt
+    complaint("C-2", "received", "K-2", **received)
+    complaint("C-2", "resolved", "K-2", resolution="s")
+    complaint("C-2", "received", "K-2", severity="urgent", summary="s", topic="fees")
+    complaint("C-3", "received", "K-3", **received)
+    complaint("C-3", "received", "K-4", severity="general", summary="s")
+    complaint("C-3", "acknowledged", "K-4", owner_id="rm-7")
+    complaint("C-3", "acknowledged", "K-3", owner_id="rm-8")
+    complaint("C-3", "resolved", "K-3", resolution="s", root_cause="staff")
+    complaint("C-3", "closed", "K-4")
+    return positioned(h.events)
+
+
+async def test_complaints_with_several_steps_in_one_batch_equal_rebuild(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """#12: the rebuild sends a complaint's writes (receipt, service-loop facts, steps) as one
+    statement text with its batch's other writes, in the order they were made; rebuilt in one
+    batch, the complaints equal the live worker's, each write applied in order (a step ahead
+    of its receipt changes nothing, the last step's status stands)."""
+    events = complaints_in_one_batch(now_utc() - timedelta(days=1))
+    await apply_all(context, events)
+    assert await differences_from_rebuild(settings, events) == {}
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        rows = {
+            r["complaint_id"]: dict(r)
+            for r in await conn.fetch(
+                "SELECT complaint_id, severity, topic, status, owner_id, satisfied, problem, "
+                "product_id, product_category, complex_case, root_cause, closed_at IS NOT NULL "
+                "AS closed FROM fu_read.fu_complaints"
+            )
+        }
+    finally:
+        await conn.close()
+    assert rows["K-1"] == {
+        "complaint_id": "K-1",
+        "severity": "important",
+        "topic": None,
+        "status": "closed",
+        "owner_id": "rm-7",
+        "satisfied": False,
+        "problem": "fees_charges",
+        "product_id": "P-1",
+        "product_category": "fund",
+        "complex_case": True,
+        "root_cause": "process",
+        "closed": True,
+    }
+    k2 = rows["K-2"]
+    assert (k2["status"], k2["owner_id"], k2["severity"], k2["topic"]) == (
+        "resolved",
+        None,  # acknowledged before it was received: nothing to update then
+        "urgent",
+        "fees",
+    )
+    assert (rows["K-3"]["status"], rows["K-3"]["owner_id"], rows["K-3"]["root_cause"]) == (
+        "resolved",
+        "rm-8",
+        "staff",
+    )
+    assert (rows["K-4"]["status"], rows["K-4"]["owner_id"]) == ("closed", "rm-7")

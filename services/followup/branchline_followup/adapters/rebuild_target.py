@@ -21,7 +21,11 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.read_models import APPLIED_INSERT, FACT_COLUMNS, applied_row
-from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.adapters.service_loop_facts import (
+    COMPLAINT_FACT_TYPES,
+    complaint_columns,
+    record_service_loop_facts,
+)
 from branchline_followup.adapters.unit_of_work import (
     PostgresFollowupUnitOfWork,
     _Activity,
@@ -35,7 +39,7 @@ from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_followup.domain.suitability import Rating
-from branchline_shared.events.catalogue import EventType, VisitEvent
+from branchline_shared.events.catalogue import ComplaintEvent, EventType, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded, payload_as
@@ -618,8 +622,10 @@ class _RebuildActivity(_Activity):
     rebuild's remaining statements, about 0.45 of 0.56 per event). Nothing the projection
     reads while applying events reads those tables; a re-projection's DELETEs send them first
     (:meth:`_RebuildJournal.clear_read_models`), and a per-event savepoint sends them inside
-    it (a poison row still fails its own event). Statements that change a row another one
-    may have written (complaints, corrective actions, the client's closure) are sent at once,
+    it (a poison row still fails its own event). A complaint's writes (its receipt, its
+    service-loop facts, its steps) are one statement text, :data:`_COMPLAINT_WRITE`, so they
+    are sent with the others in the order they were made (#12). Statements that change a row
+    another one may have written (corrective actions, the client's closure) are sent at once,
     as before."""
 
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
@@ -643,7 +649,21 @@ class _RebuildActivity(_Activity):
     ) -> None:
         await read_models.record_survey(self._bulk.task_writes, event, rm_id, visit_id, scores)
 
+    async def record_complaint_received(
+        self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
+    ) -> None:
+        self._bulk.defer([_complaint_received_row(event, rm_id, severity, topic)])
+
+    async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
+        self._bulk.defer([_complaint_update_row(event, {"status": status, **columns})])
+
     async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        complaint = (
+            complaint_columns(event) if event.envelope.type in COMPLAINT_FACT_TYPES else None
+        )
+        if complaint is not None:  # an UPDATE of the complaint's row: with its other writes
+            self._bulk.defer([_complaint_update_row(event, complaint[1], complaint[0])])
+            return
         if event.envelope.type in _BUSINESS_TYPES:  # an insert of its own row (event id): deferred
             await record_service_loop_facts(self._bulk.task_writes, event, rm_id)
             return
@@ -651,6 +671,94 @@ class _RebuildActivity(_Activity):
             # it updates the client's row in place: the row must hold what is remembered
             await self._bulk.write_facts(self._conn, [event.envelope.client_id])
         await super().record_service_loop_facts(event, rm_id)
+
+
+_COMPLAINT_SET = (
+    ("status", "text"),
+    ("owner_id", "text"),
+    ("acknowledged_at", "timestamptz"),
+    ("resolved_at", "timestamptz"),
+    ("confirmed_at", "timestamptz"),
+    ("satisfied", "boolean"),
+    ("closed_at", "timestamptz"),
+    ("problem", "text"),
+    ("product_id", "text"),
+    ("product_category", "text"),
+    ("complex_case", "boolean"),
+    ("root_cause", "text"),
+)
+"""The ``fu_complaints`` columns an ``UPDATE`` of a complaint sets (a step's:
+:func:`read_models.record_complaint_step`; the service-loop facts':
+:func:`~.service_loop_facts.complaint_columns`), and their types."""
+
+_COMPLAINT_NAMES = 9
+"""The parameter naming the columns an update sets (:data:`_COMPLAINT_WRITE`)."""
+
+_COMPLAINT_WRITE = (
+    "WITH received AS ("  # noqa: S608 - fixed identifiers, bound values
+    "INSERT INTO fu_complaints (client_id, complaint_id, branch_id, rm_id, severity, topic, "
+    "received_at) SELECT $1::text, $2::text, $4::text, $5::text, $6::text, $7::text, "
+    "$8::timestamptz WHERE $3::boolean "
+    "ON CONFLICT (client_id, complaint_id) DO UPDATE "
+    "SET severity = EXCLUDED.severity, topic = EXCLUDED.topic) "
+    "UPDATE fu_complaints SET "
+    + ", ".join(
+        f"{c} = CASE WHEN ${_COMPLAINT_NAMES}::text[] @> ARRAY['{c}'] "
+        f"THEN ${_COMPLAINT_NAMES + 1 + i}::{t} ELSE fu_complaints.{c} END"
+        for i, (c, t) in enumerate(_COMPLAINT_SET)
+    )
+    + " WHERE NOT $3::boolean AND client_id = $1 AND complaint_id = $2"
+)
+"""A complaint's writes as one statement text (#12), so that a rebuild sends them all in one
+``executemany`` per batch, in the order they were made (a step's ``UPDATE`` changes nothing
+before its receipt, and a later step sets the status over an earlier one: their order
+matters; rows of one text keep theirs). ``$3`` chooses: true, the receipt's upsert
+(:func:`read_models.record_complaint_received`: ``$4``..``$8``); false, an ``UPDATE`` of the
+columns named in ``$9`` (the others keep what the row holds), as
+:func:`read_models.record_complaint_step` and the service-loop facts' ``UPDATE`` do. Only one
+of the two parts changes a row (a ``WITH`` part and the ``UPDATE`` would otherwise both see the
+row as it was before the statement)."""
+
+
+def _complaint_received_row(
+    event: Decoded, rm_id: str | None, severity: str, topic: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    envelope = event.envelope
+    return _COMPLAINT_WRITE, (
+        envelope.client_id,
+        payload_as(event, ComplaintEvent).complaint_id,
+        True,
+        envelope.branch_id,
+        rm_id,
+        severity,
+        topic,
+        envelope.occurred_at,
+        [],
+        *(None for _ in _COMPLAINT_SET),
+    )
+
+
+def _complaint_update_row(
+    event: Decoded, columns: dict[str, Any], complaint_id: str | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    unknown = columns.keys() - _COMPLAINT_SET_NAMES
+    if unknown:
+        raise ValueError(f"not a complaint column: {sorted(unknown)}")
+    return _COMPLAINT_WRITE, (
+        event.envelope.client_id,
+        payload_as(event, ComplaintEvent).complaint_id if complaint_id is None else complaint_id,
+        False,
+        None,
+        None,
+        None,
+        None,
+        None,
+        list(columns),
+        *(columns.get(c) for c, _ in _COMPLAINT_SET),
+    )
+
+
+_COMPLAINT_SET_NAMES = frozenset(c for c, _ in _COMPLAINT_SET)
 
 
 _VISIT_COLUMNS = ("arrived_at", "category", "started_at", "ended_at", "closed_at", "outcome")

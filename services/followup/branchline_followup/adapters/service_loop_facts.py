@@ -5,6 +5,7 @@ the projector in the transaction that applies the event, so a rebuild reproduces
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.typed import Decoded
@@ -16,6 +17,38 @@ def _code(value: StrEnum | None) -> str | None:
     return None if value is None else value.value
 
 
+COMPLAINT_FACT_TYPES = frozenset(
+    {
+        c.EventType.COMPLAINT_RECEIVED,
+        c.EventType.COMPLAINT_PROGRESS_REPORTED,
+        c.EventType.COMPLAINT_RESOLVED,
+    }
+)
+"""The only types :func:`complaint_columns` may find columns in."""
+
+
+def complaint_columns(typed: Decoded) -> tuple[str, dict[str, Any]] | None:
+    """The complaint (its id) and the ``fu_complaints`` columns the event's service-loop facts
+    set on its row, an ``UPDATE`` (a row not received yet is not changed); None for an event
+    that sets none. Shared by the live write (:func:`record_service_loop_facts`) and the
+    rebuild's, which sends them in one statement text with the complaint's other writes
+    (``rebuild_target``, #12)."""
+    match typed.payload:
+        case c.ComplaintReceived() as p:
+            return p.complaint_id, {
+                "problem": _code(p.problem),
+                "product_id": p.product_id,
+                "product_category": _code(p.product_category),
+                "complex_case": p.complex,
+            }
+        case c.ComplaintProgressReported(complex=True) as p:
+            return p.complaint_id, {"complex_case": True}
+        case c.ComplaintResolved(root_cause=RootCause() as root_cause) as p:
+            return p.complaint_id, {"root_cause": root_cause.value}
+        case _:
+            return None
+
+
 async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: str | None) -> None:
     """The facts the event adds to the service-loop tables (nothing for other types). Only
     closed codes and ids are stored: the sealed free texts stay in the events."""
@@ -23,33 +56,19 @@ async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: s
     if event.type not in _RECORDED:
         return
     at = event.occurred_at
+    complaint = complaint_columns(typed)
+    if complaint is not None:
+        complaint_id, columns = complaint
+        assignments = ", ".join(f"{n} = ${i}" for i, n in enumerate(columns, start=3))
+        await conn.execute(
+            f"UPDATE fu_complaints SET {assignments} "  # noqa: S608 - fixed identifiers, bound values
+            "WHERE client_id = $1 AND complaint_id = $2",
+            event.client_id,
+            complaint_id,
+            *columns.values(),
+        )
+        return
     match typed.payload:
-        case c.ComplaintReceived() as p:
-            await conn.execute(
-                "UPDATE fu_complaints SET problem = $3, product_id = $4, product_category = $5, "
-                "complex_case = $6 WHERE client_id = $1 AND complaint_id = $2",
-                event.client_id,
-                p.complaint_id,
-                _code(p.problem),
-                p.product_id,
-                _code(p.product_category),
-                p.complex,
-            )
-        case c.ComplaintProgressReported(complex=True) as p:
-            await conn.execute(
-                "UPDATE fu_complaints SET complex_case = true "
-                "WHERE client_id = $1 AND complaint_id = $2",
-                event.client_id,
-                p.complaint_id,
-            )
-        case c.ComplaintResolved(root_cause=RootCause() as root_cause) as p:
-            await conn.execute(
-                "UPDATE fu_complaints SET root_cause = $3 "
-                "WHERE client_id = $1 AND complaint_id = $2",
-                event.client_id,
-                p.complaint_id,
-                root_cause.value,
-            )
         case c.ComplaintCorrectiveActionPlanned() as p:
             await conn.execute(
                 """
