@@ -18,8 +18,10 @@ with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 
 ``--verify 1,2`` verifies each round's ledger once per listed process count, in that order
 (1: one pass, as ``verify_ledger`` without segments; N > 1: N segments in N processes, #12;
-0: one per core), ``--verify-repeat R`` repeats that sequence R times (pairs alternate); the
-CPU figure of a parallel verify adds its processes' CPU (the fork server's and, once
+0: one per core; ``auto``: what ``branchline audit verify`` does by default, #12),
+``--cold`` stops the fork server after each parallel verify (the next one pays its start, as
+every command's verify does), ``--verify-repeat R`` repeats that sequence R times (pairs
+alternate); the CPU figure of a parallel verify adds its processes' CPU (the fork server's and, once
 reaped, its children's, from /proc) to this process's.
 """
 
@@ -33,6 +35,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,29 +138,20 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
     try:
         audit = audit_context(own, pool, SystemClock())
         run = uuid.uuid4().hex[:8]
-        envelopes = [
-            branchline_measures.recorded(i, run, datetime.now(UTC)).model_dump(mode="json")
-            for i in range(args.events)
-        ]
-        # As the audit consumer appends (--positions): each event with its store position.
-        batches: list[tuple[list[dict[str, Any]], dict[uuid.UUID, SourcePosition] | None]] = []
-        for first in range(0, args.events, BATCH):
-            batch = envelopes[first : first + BATCH]
-            at = {
-                uuid.UUID(e["event_id"]): SourcePosition(e["source"], first + i + 1)
-                for i, e in enumerate(batch)
-            }
-            batches.append((batch, at if args.positions else None))
         STATEMENTS.clear()
         settle_heap()
         profiler = profiler_or_none(args.profile_append if r == 0 else None)
-        started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
-        for b, (batch, placed) in enumerate(batches):
+        append_s = append_cpu = append_pg = 0.0
+        for b, (batch, placed) in enumerate(envelope_batches(args, run)):
+            # Only the append is timed: the batches are made as they come (1,000,000
+            # envelopes held at once would take gigabytes).
+            started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
             await audit.ledger.append(batch, now=datetime.now(UTC), positions=placed)
             if args.checkpoints and (b + 1) * BATCH % args.checkpoints == 0:
                 await checkpoint_now(audit)
-        append_s, append_cpu = time.perf_counter() - started, time.process_time() - cpu
-        append_pg = server_cpu_since(server, pg)
+            append_s += time.perf_counter() - started
+            append_cpu += time.process_time() - cpu
+            append_pg += server_cpu_since(server, pg)
         append_statements = sum(STATEMENTS.values())
         if args.sql and r == 0:
             for sql, count in STATEMENTS.most_common(12):
@@ -173,7 +167,8 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
             f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
             f"{append_statements / n:.3f} stmt/ev) | load {os.getloadavg()[0]:.2f}"
         ]
-        modes = [int(m) for m in args.verify.split(",")] * args.verify_repeat
+        modes = [int(m) if m != "auto" else None for m in args.verify.split(",")]
+        modes *= args.verify_repeat
         for i, processes in enumerate(modes):
             profile = args.profile_verify if r == 0 and i == 0 else None
             lines.append(
@@ -184,19 +179,44 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
     return "\n".join(lines)
 
 
+def envelope_batches(
+    args: argparse.Namespace, run: str
+) -> Iterator[tuple[list[dict[str, Any]], dict[uuid.UUID, SourcePosition] | None]]:
+    """The round's envelopes, BATCH at a time; with ``--positions`` each event's store
+    position, as the audit consumer appends."""
+    for first in range(0, args.events, BATCH):
+        batch = [
+            branchline_measures.recorded(i, run, datetime.now(UTC)).model_dump(mode="json")
+            for i in range(first, min(first + BATCH, args.events))
+        ]
+        at = {
+            uuid.UUID(e["event_id"]): SourcePosition(e["source"], first + i + 1)
+            for i, e in enumerate(batch)
+        }
+        yield batch, at if args.positions else None
+
+
 async def one_verify(
     audit: Any,
     settings: Any,
     server: Any,
-    processes: int,
+    processes: int | None,
     profile: str | None,
     n: int,
     copy_rate: float,
     args: argparse.Namespace,
 ) -> str:
-    """One verify of the round's ledger, in one pass (``processes`` 1) or in segments."""
+    """One verify of the round's ledger, in one pass (``processes`` 1), in segments, or as
+    ``branchline audit verify`` chooses by default (``processes`` None: "auto")."""
     segments = None
-    if processes != 1:
+    if processes is None:
+        segments = ProcessSegmentVerifiers.configured(
+            settings.audit_database_url,
+            settings.audit_db_writer_role,
+            processes=0,
+            min_entries=settings.audit_verify_parallel_min_entries,
+        )
+    elif processes != 1:
         segments = ProcessSegmentVerifiers(
             settings.audit_database_url,
             settings.audit_db_writer_role,
@@ -220,6 +240,8 @@ async def one_verify(
     if segments is not None:
         await asyncio.sleep(0.2)  # the fork server reaps the processes it forked
         helpers = forkserver_cpu() - helpers
+        if args.cold:
+            stop_forkserver()
     else:
         helpers = 0.0
     verify_statements = sum(STATEMENTS.values())
@@ -229,14 +251,24 @@ async def one_verify(
     if not verdict.ok or verdict.entries != n:
         raise AssertionError(f"the ledger did not verify: {verdict}")
     rate = n / verify_s
+    chose = segments.processes if segments is not None and n >= segments.min_entries else 1
+    mode = "auto" if processes is None else processes or "one per core"
     return (
-        f"  verify, {processes or 'one per core'} process(es): {rate:,.0f} ev/s "
+        f"  verify, {mode} process(es) ({chose} used): {rate:,.0f} ev/s "
         f"({rate / copy_rate:.3f} x COPY, {1e6 * (verify_cpu + helpers) / n:.1f} us CPU/ev "
         f"of which {1e6 * helpers / n:.1f} in the verifying processes, "
         f"+ {1e6 * verify_pg / n:.1f} us PostgreSQL, "
         f"{verify_statements / n:.4f} stmt/ev in this process, "
         f"{verdict.checkpoints_checked} checkpoints) | load {os.getloadavg()[0]:.2f}"
     )
+
+
+def stop_forkserver() -> None:
+    """``--cold``: the next parallel verify starts its fork server again, as every
+    ``branchline audit verify`` command does (a command's first verify)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
 
 
 def forkserver_cpu() -> float:
@@ -270,7 +302,18 @@ def main() -> int:
     )
     parser.add_argument("--profile-append", help="pyinstrument profile of the first append")
     parser.add_argument("--profile-verify", help="pyinstrument profile of the first verify")
-    parser.add_argument("--verify", default="1", help="process counts, in order (1: one pass)")
+    parser.add_argument(
+        "--verify",
+        default="1",
+        help="process counts, in order (1: one pass; auto: as `branchline audit verify` "
+        "by default)",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="stop the fork server after each parallel verify: each pays its start, as a "
+        "command's verify does",
+    )
     parser.add_argument("--verify-repeat", type=int, default=1)
     parser.add_argument("--min-entries", type=int, default=1, help="below: one pass")
     args = parser.parse_args()

@@ -50,7 +50,7 @@ def _verifier(settings: BranchlineSettings) -> Verifier | None:
 async def _verify(
     settings: BranchlineSettings, show_progress: bool, processes: int | None
 ) -> LedgerVerdict:
-    segments = ProcessSegmentVerifiers(
+    segments = ProcessSegmentVerifiers.configured(
         settings.audit_database_url,
         settings.audit_db_writer_role,
         processes=settings.audit_verify_processes if processes is None else processes,
@@ -89,8 +89,10 @@ def verify(
         typer.Option(
             min=0,
             max=64,
-            help="Check the ledger in this many processes, each a range of positions (0: one "
-            "per core, 1: one pass); default BRANCHLINE_AUDIT_VERIFY_PROCESSES.",
+            help="Check the ledger in this many processes, each a range of positions (0: "
+            "automatic, one per core for a ledger of at least "
+            "BRANCHLINE_AUDIT_VERIFY_PARALLEL_MIN_ENTRIES entries; 1: one pass; N: N whatever "
+            "its size); default BRANCHLINE_AUDIT_VERIFY_PROCESSES.",
         ),
     ] = None,
 ) -> None:

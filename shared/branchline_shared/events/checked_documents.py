@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import SchemaValidator
+from pydantic_core import SchemaValidator, core_schema
 
 from branchline_shared.events.bounded import (
     IDENTIFIER_PATTERN,
@@ -43,12 +43,19 @@ from branchline_shared.events.bounded import (
     clean_text,
     clean_token,
 )
-from branchline_shared.events.catalogue import EventPayload, parse_payload, payload_model
+from branchline_shared.events.catalogue import (
+    EventPayload,
+    UnknownEventType,
+    parse_payload,
+    payload_model,
+)
 
 __all__ = [
     "PRINTABLE_ASCII_ID",
     "checked_document_validator",
+    "checked_list_validator",
     "parse_checked_payload",
+    "parse_checked_payloads",
     "rewrite_schema",
     "validator_function",
 ]
@@ -128,6 +135,16 @@ def checked_document_validator(model: type[BaseModel]) -> SchemaValidator:
     return SchemaValidator(_without_checked(model.__pydantic_core_schema__), _use_prebuilt=False)
 
 
+def checked_list_validator(model: type[BaseModel]) -> SchemaValidator:
+    """A list of ``model`` validated in one call, for documents the strict input check passed:
+    each item exactly as :func:`checked_document_validator` validates it alone (the same
+    schema, as the list's items), so the list is accepted if and only if every item is, and its
+    items are the objects the one-item validator makes (#12: a batch's 1,000 items in one
+    pydantic-core call instead of 1,000). A refusal names the items by index (``loc[0]``)."""
+    item = _without_checked(model.__pydantic_core_schema__)
+    return SchemaValidator(core_schema.list_schema(item), _use_prebuilt=False)
+
+
 _CHECKED_PAYLOADS: dict[str, SchemaValidator] = {}
 
 
@@ -145,3 +162,28 @@ def parse_checked_payload(event_type: str, data: Mapping[str, Any]) -> EventPayl
     except ValidationError:
         return parse_payload(event_type, data)
     return payload
+
+
+_CHECKED_PAYLOAD_LISTS: dict[str, SchemaValidator] = {}
+
+
+def parse_checked_payloads(
+    event_type: str, datas: list[Mapping[str, Any]]
+) -> list[EventPayload] | None:
+    """``[parse_checked_payload(event_type, d) for d in datas]`` in one call (#12: a batch's
+    payloads of one type in one pydantic-core call), when ``event_type`` is in the catalogue
+    and every one is accepted (the same payloads: each is validated as the one-item validator
+    validates it); else None, and each is to be parsed alone, which names its errors."""
+    validator = _CHECKED_PAYLOAD_LISTS.get(event_type)
+    if validator is None:
+        try:
+            model = payload_model(event_type)
+        except UnknownEventType:
+            return None  # not kept: only the catalogue's types are
+        validator = checked_list_validator(model)
+        _CHECKED_PAYLOAD_LISTS[event_type] = validator
+    try:
+        payloads: list[EventPayload] = validator.validate_python(datas)
+    except ValidationError:
+        return None
+    return payloads

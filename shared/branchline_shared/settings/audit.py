@@ -32,19 +32,20 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         '(docs/performance.md, Round 13, "...the audit consumer\'s young generation", #12).',
     )
     audit_verify_processes: int = Field(
-        default=1,
+        default=0,
         ge=0,
         le=64,
         description="Processes `branchline audit verify` checks the ledger in, each a range "
-        "of positions joined at their boundaries; 0: one per core, 1: one pass (#12). One "
-        "pass by default: a command's first verify pays the processes' start, and came out "
-        "even or slower up to 200,000 entries (docs/performance.md, Round 10).",
+        "of positions joined at their boundaries (#12). 0, the default: automatic, one per "
+        "core (at most 8) for a ledger of at least `audit_verify_parallel_min_entries` "
+        "entries, one pass below; 1: one pass; N: N processes whatever the ledger's size.",
     )
     audit_verify_parallel_min_entries: int = Field(
-        default=100_000,
+        default=500_000,
         ge=1,
-        description="Ledgers with fewer entries are verified in one pass: starting the "
-        "processes costs more than they save (#12).",
+        description="The automatic choice verifies smaller ledgers in one pass: a command's "
+        "first verify pays the processes' start (a fork server importing the verifier), more "
+        "than they save below this size on two cores (docs/performance.md, Round 15, #12).",
     )
     audit_log_origin: str = Field(
         default="branchline.dev/audit",

@@ -6,11 +6,14 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from branchline_audit.adapters import segments as segments_module
 from branchline_audit.adapters.ledger import LedgerFilters
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import TrailReader
 from branchline_audit.application.exporting import export_lines
@@ -110,6 +113,58 @@ def test_verify_in_processes_reports_what_one_pass_reports(
     assert in_three.exit_code == one_pass.exit_code == 1
     assert json.loads(in_three.stdout) == json.loads(one_pass.stdout)
     assert json.loads(in_three.stdout)["first_bad_position"] == 14
+
+
+def _spied_segments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many segments each verify handed to processes (nothing when it ran in one pass);
+    the machine taken for one of three cores, so that the automatic choice splits."""
+    asked: list[int] = []
+    original = ProcessSegmentVerifiers.verify
+
+    async def verify(self: ProcessSegmentVerifiers, segments: Any, sizes: Any) -> Any:
+        asked.append(len(segments))
+        return await original(self, segments, sizes)
+
+    monkeypatch.setattr(ProcessSegmentVerifiers, "verify", verify)
+    monkeypatch.setattr(segments_module, "default_processes", lambda: 3)
+    return asked
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_verify_chooses_processes_by_the_ledgers_size_unless_told_and_reports_the_same(
+    cli_settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch, tampered: bool
+) -> None:
+    """#12: by default (``BRANCHLINE_AUDIT_VERIFY_PROCESSES`` unset: automatic) a ledger below
+    ``BRANCHLINE_AUDIT_VERIFY_PARALLEL_MIN_ENTRIES`` is verified in one pass and one of that
+    size in one process per core; ``1`` forces one pass and ``3`` three processes whatever the
+    size. Every report is the one pass's, good or with an entry changed at a boundary."""
+    monkeypatch.delenv("BRANCHLINE_AUDIT_VERIFY_PROCESSES", raising=False)
+    asked = _spied_segments(monkeypatch)
+    asyncio.run(_build(cli_settings))
+    if tampered:
+        asyncio.run(  # 41 entries: segments 1..13, 14..27, 28..
+            behind_the_ledgers_back(
+                cli_settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position = 14"
+            )
+        )
+    reports = {}
+    for name, processes, min_entries in [
+        ("small, automatic", None, "42"),
+        ("of the size, automatic", None, "41"),
+        ("forced one pass", "1", "1"),
+        ("forced three", "3", "1000000"),
+    ]:
+        if processes is None:
+            monkeypatch.delenv("BRANCHLINE_AUDIT_VERIFY_PROCESSES", raising=False)
+        else:
+            monkeypatch.setenv("BRANCHLINE_AUDIT_VERIFY_PROCESSES", processes)
+        monkeypatch.setenv("BRANCHLINE_AUDIT_VERIFY_PARALLEL_MIN_ENTRIES", min_entries)
+        result = runner.invoke(app, ["audit", "verify", "--no-progress"])
+        assert result.exit_code == (1 if tampered else 0), result.output
+        reports[name] = json.loads(result.stdout)
+    assert asked == [2, 2]  # the automatic choice at 41 entries, then the three forced
+    assert all(report == reports["forced one pass"] for report in reports.values())
+    assert reports["forced one pass"]["first_bad_position"] == (14 if tampered else None)
 
 
 @pytest.mark.parametrize("content", ["jsonl", "csv"])

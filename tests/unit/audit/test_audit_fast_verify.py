@@ -39,7 +39,7 @@ from branchline_audit.domain.canonical import (
     proven_event_after,
     stored_event,
 )
-from branchline_audit.domain.merkle import CompactRange, leaf_hash
+from branchline_audit.domain.merkle import AlignedRange, CompactRange, leaf_hash
 from branchline_audit.domain.records import index_row, prune_record, pruned_marker
 from branchline_audit.domain.verification import (
     ROW_FIELDS,
@@ -866,3 +866,37 @@ def test_the_scans_binary_times_and_text_id_decide_as_the_typed_columns(
         fast, full = verdicts(form)
         assert fast == full
         assert fast.ok == (table[1][12] == occurred)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 300),
+    before=st.integers(0, 200),
+    batches=st.lists(st.integers(0, 150), max_size=4),
+)
+def test_a_segments_range_grown_in_batches_is_the_range_grown_leaf_by_leaf(
+    start: int, before: int, batches: list[int]
+) -> None:
+    """A segment's verifier folds its entry hashes into its aligned subtrees when they are
+    read (#12): at any start, after any leaves one by one, the same subtrees."""
+    hashes = [chain_hash(GENESIS_PREV_HASH, b"%d" % i) for i in range(before + sum(batches))]
+    one_by_one = AlignedRange(start)
+    for value in hashes:
+        one_by_one.append(leaf_hash(value))
+    batched = AlignedRange(start)
+    for value in hashes[:before]:
+        batched.append(leaf_hash(value))
+    done = before
+    for count in batches:
+        grow_by_leaves(batched, hashes[done : done + count])
+        done += count
+    assert (batched.end, batched.nodes) == (one_by_one.end, one_by_one.nodes)
+
+
+def test_a_subtree_starts_only_where_its_leaves_are_aligned() -> None:
+    node = leaf_hash(bytes(32))
+    with pytest.raises(ValueError, match="cannot start at leaf 3"):
+        AlignedRange(3).append_subtree(1, node)
+    aligned = AlignedRange(2)
+    aligned.append_subtree(1, node)
+    assert (aligned.end, aligned.nodes) == (4, ((1, node),))

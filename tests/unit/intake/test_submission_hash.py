@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from branchline_intake.application.submit import submission_hash
+from branchline_intake.application.submit import hmac_sha256, submission_hash
 from branchline_shared.events.envelope import SubmittedEvent
 
 pytestmark = pytest.mark.unit
@@ -91,3 +91,11 @@ def test_the_idempotency_key_and_the_expected_version_are_left_out() -> None:
     assert submission_hash(plain, b"k") == submission_hash(keyed, b"k")
     assert submission_hash(plain, b"k") != submission_hash(other, b"k")
     assert submission_hash(plain, b"k") != submission_hash(plain, b"j")
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(max_size=200), message=st.binary(max_size=600))
+def test_the_hmac_from_the_keys_pads_is_hmacs(key: bytes, message: bytes) -> None:
+    # keys shorter, as long as and longer than SHA-256's block (then hashed first)
+    assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
+    assert hmac_sha256(key, message) == hmac.digest(key, message, "sha256")  # the pads unchanged

@@ -10,6 +10,14 @@ from collections.abc import Sequence
 WRITTEN_TIME = "{0} >= '0001-01-01 00:00:00+00' AND {0} < '10000-01-01 00:00:00+00'"
 """SQL true for a time an append may write in the column ``{0}`` (NULL for NULL)."""
 
+LEDGER_TIMES = ("appended_at", "occurred_at", "pruned_at")
+"""The ledger's time columns."""
+
+ALTERED_ROW = " OR ".join(f"NOT ({WRITTEN_TIME.format(c)})" for c in LEDGER_TIMES)
+"""SQL true for a ledger row holding a time no append writes. Word for word the predicate of
+the partial index ``audit_ledger_altered`` (audit migration 008), which holds only such rows:
+a query whose condition includes it reads that (normally empty) index, not the ledger (#12)."""
+
 
 def unwritten_times(columns: Sequence[str]) -> str:
     """SQL naming each of ``columns`` holding a time no append writes, as PostgreSQL shows it

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from branchline_audit.adapters.altered import WRITTEN_TIME, unwritten_times
+from branchline_audit.adapters.altered import ALTERED_ROW, LEDGER_TIMES, unwritten_times
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
@@ -59,15 +59,13 @@ LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 # an infinity as a naive extreme), and are told in words which of them holds a time no append
 # writes: the row was altered behind the ledger's back, and the reader refuses it by name
 # (StoredEntry.unwritten, D-11) instead of failing with the time's error (#12).
-_TIMES = ("appended_at", "occurred_at", "pruned_at")
+_TIMES = LEDGER_TIMES
 _READ_COLUMNS = ", ".join(
     [
         *(f"timestamptz_send({f}) AS {f}" if f in _TIMES else f for f in ROW_FIELDS),
         f"{unwritten_times(_TIMES)} AS unwritten",
     ]
 )
-_ALTERED = " OR ".join(f"NOT ({WRITTEN_TIME.format(c)})" for c in _TIMES)
-"""SQL true for a row holding a time no append writes."""
 
 
 _APPENDED = (
@@ -248,6 +246,20 @@ def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
     sql = (
         f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
         f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2"
+    )
+    return sql, params
+
+
+def first_altered_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
+    """The SQL of an export's check for an altered entry and the bound values of ``filters``
+    (from ``$1``). Its condition holds :data:`ALTERED_ROW` as a conjunct, which implies the
+    predicate of the partial index ``audit_ledger_altered`` (migration 008): the planner
+    reads that index, which holds only the altered rows (none in a sound ledger), and filters
+    them, rather than the export's whole range (#12)."""
+    where, params = _where(filters, 1)
+    sql = (
+        f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
+        f"WHERE ({ALTERED_ROW}) AND {where} ORDER BY position LIMIT 1"
     )
     return sql, params
 
@@ -485,12 +497,8 @@ class PostgresLedger:
         """The first entry of ``filters`` holding a time no append writes (altered behind the
         ledger's back, :attr:`StoredEntry.unwritten`), if any: an export refuses before it
         starts rather than end half-way (#12)."""
-        where, params = _where(filters, 1)
-        row = await self._pool.fetchrow(
-            f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
-            f"WHERE ({_ALTERED}) AND {where} ORDER BY position LIMIT 1",
-            *params,
-        )
+        sql, params = first_altered_statement(filters)
+        row = await self._pool.fetchrow(sql, *params)
         return None if row is None else _stored(row)
 
     async def scan(self, *, page_size: int = 2000) -> AsyncIterator[ChainEntry]:

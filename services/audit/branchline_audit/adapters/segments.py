@@ -24,7 +24,17 @@ from branchline_audit.adapters.database import role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.domain.verification import Segment, SegmentAuditor, SegmentResult
 
-__all__ = ["ProcessSegmentVerifiers", "default_processes", "verify_segment", "verifying_context"]
+__all__ = [
+    "AUTOMATIC_MAX_PROCESSES",
+    "ProcessSegmentVerifiers",
+    "default_processes",
+    "verify_segment",
+    "verifying_context",
+]
+
+AUTOMATIC_MAX_PROCESSES = 8
+"""The automatic choice's processes at most: each opens up to two connections of its own, so
+a many-core host does not take a PostgreSQL's connections (100 by default) for one verify."""
 
 
 def default_processes() -> int:
@@ -120,6 +130,20 @@ class ProcessSegmentVerifiers:
         self._role = role
         self._processes = processes or default_processes()
         self._min_entries = min_entries
+
+    @classmethod
+    def configured(
+        cls, database_url: str, role: str, *, processes: int, min_entries: int
+    ) -> ProcessSegmentVerifiers:
+        """As ``BRANCHLINE_AUDIT_VERIFY_PROCESSES`` says (#12, docs/audit.md "Verifying in
+        parallel"): ``0``, the default, is the automatic choice, one process per core (at most
+        :data:`AUTOMATIC_MAX_PROCESSES`) for a ledger of at least ``min_entries`` entries
+        (``BRANCHLINE_AUDIT_VERIFY_PARALLEL_MIN_ENTRIES``), one pass below; ``1`` one pass
+        whatever the size; ``N`` N processes whatever the size (forced)."""
+        if processes == 0:
+            automatic = min(default_processes(), AUTOMATIC_MAX_PROCESSES)
+            return cls(database_url, role, processes=automatic, min_entries=min_entries)
+        return cls(database_url, role, processes=processes, min_entries=1)
 
     @property
     def processes(self) -> int:

@@ -81,6 +81,7 @@ from branchline_audit.domain.merkle import (
     HASH_SIZE,
     LEAF_PREFIX,
     NODE_PREFIX,
+    AlignedRange,
     CompactRange,
     leaf_hash,
 )
@@ -818,19 +819,20 @@ class ChainVerifier:
         )
 
 
-def grow_by_leaves(tree: CompactRange, entry_hashes: Sequence[bytes]) -> None:
-    """Append to ``tree`` the leaves of ``entry_hashes`` (each one's
-    :func:`~branchline_audit.domain.merkle.leaf_hash`), in order: the same tree as appending
-    them one by one. Each largest complete subtree that can follow the tree's size is built a
-    level at a time (RFC 6962 node hashes of pairs) and appended whole (#12)."""
+def grow_by_leaves(tree: CompactRange | AlignedRange, entry_hashes: Sequence[bytes]) -> None:
+    """Append to ``tree`` (a whole tree, or a segment's aligned range) the leaves of
+    ``entry_hashes`` (each one's :func:`~branchline_audit.domain.merkle.leaf_hash`), in
+    order: the same tree as appending them one by one. Each largest complete subtree that can
+    follow the tree's end is built a level at a time (RFC 6962 node hashes of pairs) and
+    appended whole (#12)."""
     sha256 = hashlib.sha256
     leaves = [sha256(LEAF_PREFIX + h).digest() for h in entry_hashes]
     done, count = 0, len(leaves)
     while done < count:
-        size = tree.size
+        end = tree.end
         level = (count - done).bit_length() - 1
-        if size:  # a subtree of 2**level leaves follows only a multiple of 2**level
-            level = min(level, (size & -size).bit_length() - 1)
+        if end:  # a subtree of 2**level leaves starts only at a multiple of 2**level
+            level = min(level, (end & -end).bit_length() - 1)
         nodes = leaves[done : done + (1 << level)]
         while len(nodes) > 1:
             nodes = [

@@ -104,6 +104,11 @@ class CompactRange:
         return self._size
 
     @property
+    def end(self) -> int:
+        """The index of the next leaf (the size: the tree starts at leaf 0)."""
+        return self._size
+
+    @property
     def hashes(self) -> tuple[bytes, ...]:
         """Roots of the complete subtrees, leftmost (largest) first."""
         return tuple(self._hashes)
@@ -160,17 +165,34 @@ class AlignedRange:
         """``(level, root)`` of each subtree, left to right."""
         return tuple(self._nodes)
 
+    @property
+    def end(self) -> int:
+        """The index of the next leaf in the whole tree."""
+        return self._start + self._size
+
     def append(self, leaf: bytes) -> None:
         """Add the next leaf hash; a subtree is merged with its left sibling when the range
         holds that sibling whole (the last subtree, of the same level)."""
         _require_hash(leaf, "leaf hash")
-        node, level, index = leaf, 0, self._start + self._size
+        self._append_node(0, leaf)
+
+    def append_subtree(self, level: int, subtree: bytes) -> None:
+        """Add the root of the next complete subtree of ``2**level`` leaves (:attr:`end` a
+        multiple of it): :meth:`append` for that many leaves at once, by the same merges
+        (#12)."""
+        _require_hash(subtree, "subtree hash")
+        if level < 0 or self.end % (1 << level):
+            raise ValueError(f"a subtree of level {level} cannot start at leaf {self.end}")
+        self._append_node(level, subtree)
+
+    def _append_node(self, level: int, node: bytes) -> None:
+        index, added = self.end >> level, 1 << level
         while index & 1 and self._nodes and self._nodes[-1][0] == level:
             node = node_hash(self._nodes.pop()[1], node)
             level += 1
             index >>= 1
         self._nodes.append((level, node))
-        self._size += 1
+        self._size += added
 
 
 def fold_subtree_roots(subtree_roots: Sequence[bytes]) -> bytes:

@@ -27,6 +27,7 @@ import orjson
 
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
+    PENDING_LEAVES,
     CanonicalisationError,
     ChainEntry,
     ChainState,
@@ -34,10 +35,11 @@ from branchline_audit.domain.canonical import (
     encodes_event_after,
     entry_head,
     format_appended_at,
+    grow_by_leaves,
     proven_event_after,
     stored_event,
 )
-from branchline_audit.domain.merkle import HASH_SIZE, AlignedRange, leaf_hash
+from branchline_audit.domain.merkle import HASH_SIZE, AlignedRange
 from branchline_audit.domain.note import NoteError, Verifier, open_checkpoint
 from branchline_audit.domain.records import (
     AUDIT_PRUNED,
@@ -677,9 +679,11 @@ class SegmentResult:
 
 class _SegmentChain(ChainVerifier):
     """A chain verifier that records its marks and its leaves' subtrees instead of keeping
-    them."""
+    them. The entry hashes wait (at most :data:`PENDING_LEAVES`) and are folded into the
+    subtrees when they are read (:meth:`settled_nodes`), a level at a time, as the one pass
+    grows its tree (:func:`grow_by_leaves`, #12)."""
 
-    __slots__ = ("events", "leaves", "trees")
+    __slots__ = ("_waiting", "events", "leaves", "trees")
 
     def __init__(self, start: ChainState, *, want_leaves: bool) -> None:
         super().__init__(
@@ -688,6 +692,16 @@ class _SegmentChain(ChainVerifier):
         self.events: list[tuple[int, int, str]] = []
         self.leaves = AlignedRange(start.expected - 1) if want_leaves else None
         self.trees: list[tuple[tuple[int, bytes], ...]] = []
+        self._waiting: list[bytes] = []
+
+    def settled_nodes(self) -> tuple[tuple[int, bytes], ...]:
+        """The subtrees of every entry taken so far (:attr:`AlignedRange.nodes`)."""
+        leaves = self.leaves
+        assert leaves is not None
+        if self._waiting:
+            grow_by_leaves(leaves, self._waiting)
+            self._waiting.clear()
+        return leaves.nodes
 
     def assume_link(self, prev_hash: bytes) -> None:
         self._prev = prev_hash
@@ -698,7 +712,10 @@ class _SegmentChain(ChainVerifier):
 
     def _grow_tree(self, hash_: bytes) -> None:
         if self.leaves is not None:
-            self.leaves.append(leaf_hash(hash_))
+            waiting = self._waiting
+            waiting.append(hash_)
+            if len(waiting) >= PENDING_LEAVES:
+                self.settled_nodes()  # memory stays constant
 
 
 class SegmentAuditor(LedgerAuditor):
@@ -751,7 +768,7 @@ class SegmentAuditor(LedgerAuditor):
             assert isinstance(chain, _SegmentChain)
             chain.events.append((self._rows - 1, position, ""))
             if chain.leaves is not None:
-                chain.trees.append(chain.leaves.nodes)
+                chain.trees.append(chain.settled_nodes())
 
     def result(self) -> SegmentResult:
         chain = self._chain
@@ -763,7 +780,7 @@ class SegmentAuditor(LedgerAuditor):
             first_prev_hash=self._first_prev,
             end=chain.state(),
             events=tuple(chain.events),
-            trees=None if chain.leaves is None else (*chain.trees, chain.leaves.nodes),
+            trees=None if chain.leaves is None else (*chain.trees, chain.settled_nodes()),
             pruned=tuple(self._pruned),
             covered=tuple(self._covered),
         )

@@ -12,7 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
-import hmac
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +44,10 @@ from branchline_shared.events.catalogue import (
     UnknownEventType,
     parse_payload,
 )
-from branchline_shared.events.checked_documents import parse_checked_payload
+from branchline_shared.events.checked_documents import (
+    parse_checked_payload,
+    parse_checked_payloads,
+)
 from branchline_shared.events.envelope import (
     Actor,
     RecordedEvent,
@@ -132,11 +135,38 @@ def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     """What makes two submissions "the same event": everything but the idempotency key and
     the concurrency expectation. Keyed (HMAC-SHA256), because the submission holds personal
     values in clear and a plain hash of a phone number can be reversed by trying them all."""
-    # pydantic-core's serializer and the one-shot HMAC directly (#12): the same dump and the
-    # same digest as ``model_dump(...)`` and ``hmac.new(...).digest()``, without their Python
-    # wrappers (an HMAC object per event); tests/unit/intake/test_submission_hash.py.
+    # pydantic-core's serializer and the HMAC from the key's padded states (#12): the same dump
+    # and the same digest as ``model_dump(...)`` and ``hmac.new(...).digest()``, without their
+    # Python wrappers (an HMAC object per event) nor the key's set-up per event;
+    # tests/unit/intake/test_submission_hash.py.
     content = _SUBMISSION_SERIALIZER.to_python(submitted, mode="json", exclude=_NOT_HASHED)
-    return hmac.digest(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS), "sha256")
+    return hmac_sha256(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
+
+
+_SHA256_BLOCK = 64
+_INNER_PAD = bytes(b ^ 0x36 for b in range(256))
+_OUTER_PAD = bytes(b ^ 0x5C for b in range(256))
+
+
+@functools.lru_cache(maxsize=16)
+def _hmac_sha256_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after the key's inner and outer pads (RFC 2104), made once per key."""
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    return hashlib.sha256(key.translate(_INNER_PAD)), hashlib.sha256(key.translate(_OUTER_PAD))
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """``hmac.digest(key, message, "sha256")`` from the key's padded states, copied (#12: the
+    one-shot call sets the key up again for every event, about a third of its time);
+    tests/unit/intake/test_submission_hash.py holds it to ``hmac``."""
+    inner, outer = _hmac_sha256_pads(key)
+    inner = inner.copy()
+    inner.update(message)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def refusal_stream_id(event: RecordedEvent | SubmittedEvent) -> str:
@@ -171,8 +201,11 @@ async def submit_events(
     keys: dict[str, DataKey] = {}
     # The ids of the items sent without one, drawn at once (#12): a UUIDv4 each, as before.
     new_ids = iter(random_uuids(sum(1 for item in items if item.event_id is None)))
+    parsed = _checked_payloads(items) if checked else {}
     for index, item in enumerate(items):
-        valid = _validate_payload(item, parse_checked_payload if checked else parse_payload)
+        valid: EventPayload | Refused | None = parsed.get(index)
+        if valid is None:
+            valid = _validate_payload(item, parse_checked_payload if checked else parse_payload)
         if not isinstance(valid, Refused) and item.type in SYSTEM_EVENT_TYPES:
             valid = Refused(
                 Refusal.SYSTEM_EVENT_TYPE,
@@ -184,7 +217,7 @@ async def submit_events(
         if isinstance(valid, Refused):
             outcomes[index] = valid
             continue
-        data = valid.model_dump(mode="json", exclude_none=True)
+        data = _payload_data(valid)
         try:
             await _fetch_key(ctx, item, data, keys)
         except KeyDestroyed as erased:
@@ -231,6 +264,35 @@ async def submit_events(
             ctx.keys, [c.event for c in candidates], [decided[c.index] for c in candidates]
         )
     return [o for o in outcomes if o is not None]
+
+
+def _checked_payloads(items: Sequence[SubmittedEvent]) -> dict[int, EventPayload]:
+    """The payloads of items of a checked document (``parse_checked_payload``) validated in one
+    call per event type (#12), by item index, for the items whose payload is what decides
+    next: their subject is the one their type names (``_validate_payload`` checks that
+    first). A type none of whose payloads is refused has them all here; any other item is
+    validated alone by ``_validate_payload``, which names its errors."""
+    by_type: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        expected = SUBJECT_OF.get(item.type)
+        if expected is None or item.subject is expected:
+            by_type.setdefault(item.type, []).append(index)
+    parsed: dict[int, EventPayload] = {}
+    for event_type, indexes in by_type.items():
+        payloads = parse_checked_payloads(event_type, [items[i].data for i in indexes])
+        if payloads is not None:
+            parsed.update(zip(indexes, payloads, strict=True))
+    return parsed
+
+
+def _payload_data(payload: EventPayload) -> dict[str, Any]:
+    """``payload.model_dump(mode="json", exclude_none=True)``: the same call of the model's
+    serializer without ``model_dump``'s Python wrapper (#12: about a third of the dump's
+    time, once per batch item); tests/unit/intake/test_batch_items.py holds it to that."""
+    data: dict[str, Any] = payload.__pydantic_serializer__.to_python(
+        payload, mode="json", exclude_none=True
+    )
+    return data
 
 
 def _speaking_checked(submitter: Submitter, item: SubmittedEvent) -> Refused | None:

@@ -22,7 +22,10 @@ from branchline_intake.application.submit import IntakeContext, submit_events
 from branchline_intake.entrypoints.permissions import type_forbidden
 from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_STREAM_VERSION
-from branchline_shared.events.checked_documents import checked_document_validator
+from branchline_shared.events.checked_documents import (
+    checked_document_validator,
+    checked_list_validator,
+)
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent, Submitter
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import (
@@ -170,6 +173,38 @@ def _submitted(raw: dict[str, Any]) -> SubmittedEvent:
     return item
 
 
+# The same items' validation for the whole batch in one pydantic-core call (#12: a call per
+# item was about a microsecond of Python around each item's validation).
+_CHECKED_SUBMISSIONS = checked_list_validator(SubmittedEvent)
+
+
+def _submitted_items(
+    raws: list[dict[str, Any]], *, checked: bool
+) -> list[SubmittedEvent | ValidationError]:
+    """Each item of a batch validated as ``SubmittedEvent``, in order: the event, or the error
+    the model names for it; exactly what each item validated alone gives (``_submitted`` in a
+    document the strict input check passed, else the model). A checked batch is validated in
+    one call; if that refuses any item, every item is validated alone as before, so a refused
+    item's errors are the model's own and never abort the others."""
+    if checked:
+        try:
+            items: list[SubmittedEvent | ValidationError] = _CHECKED_SUBMISSIONS.validate_python(
+                raws
+            )
+        except ValidationError:
+            pass
+        else:
+            return items
+    validate = _submitted if checked else SubmittedEvent.model_validate
+    results: list[SubmittedEvent | ValidationError] = []
+    for raw in raws:
+        try:
+            results.append(validate(raw))
+        except ValidationError as exc:
+            results.append(exc)
+    return results
+
+
 @router.post(
     "/events:batch",
     response_model=BatchResponse,
@@ -193,12 +228,9 @@ async def post_batch(
     parsed: list[SubmittedEvent] = []
     slots: list[int | dict[str, Any]] = []
     checked = PARSED_BODY in request.scope  # the batch is the document StrictInput passed
-    for raw in batch.events:
-        try:
-            item = _submitted(raw) if checked else SubmittedEvent.model_validate(raw)
-        except ValidationError as exc:
-            errors = field_errors(exc.errors())
-            slots.append(validation_problem(errors).body())
+    for item in _submitted_items(batch.events, checked=checked):
+        if isinstance(item, ValidationError):
+            slots.append(validation_problem(field_errors(item.errors())).body())
             continue
         forbidden = type_forbidden(item.type, caller)
         if forbidden is not None:
