@@ -5,17 +5,22 @@ rebalance that failed a commit not retried for ever, a bounded stop."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import CommitFailedError
 
 from branchline_shared.kafka.consuming import (
+    FETCH_WAIT_CEILING_MS,
     BatchConsumer,
+    FetchWait,
     RawMessage,
+    set_fetch_wait,
     still_held,
     stop_batch_consumer,
 )
@@ -50,6 +55,9 @@ class FakeKafka:
         self.listener: Any = None
         self.stopped = False
         self.committed = asyncio.Event()
+        self.highwaters: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self._fetcher = SimpleNamespace(_fetch_max_wait_ms=50)  # aiokafka's, once started
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener
@@ -77,10 +85,10 @@ class FakeKafka:
         self.committed.set()
 
     async def position(self, tp: TopicPartition) -> int:
-        return 0
+        return self.positions.get(tp, 0)
 
     def highwater(self, tp: TopicPartition) -> int | None:
-        return None
+        return self.highwaters.get(tp)
 
 
 def consumer_over(
@@ -300,3 +308,103 @@ async def test_the_consumer_fetches_with_the_configured_wait() -> None:
         assert kafka._fetch_min_bytes == 1  # answered as soon as one record is there
     finally:
         await kafka.stop()
+
+
+def test_the_fetch_wait_doubles_after_rounds_that_bring_nothing_although_records_are_there() -> (
+    None
+):
+    # #12: tansu's memory store answers nothing once listing a long partition outlasts the wait
+    wait = FetchWait(50, patience=2)
+    assert not wait.after_round(records=0, behind=True)
+    assert wait.after_round(records=0, behind=True)
+    assert wait.ms == 100
+    assert not wait.after_round(records=0, behind=True)  # patience again before the next
+    assert wait.after_round(records=0, behind=True)
+    assert wait.ms == 200
+
+
+def test_the_fetch_wait_stays_when_rounds_bring_records_or_the_consumer_is_at_the_end() -> None:
+    wait = FetchWait(50, patience=2)
+    for records, behind in [(0, True), (3, False), (0, True), (0, False)] * 5:
+        assert not wait.after_round(records=records, behind=behind)
+    assert wait.ms == 50  # at rest (at the end) or reading: never raised
+    wait.after_round(records=0, behind=True)
+    wait.after_round(records=0, behind=True)
+    assert wait.ms == 100
+    for _ in range(10):
+        wait.after_round(records=5, behind=False)
+    assert wait.ms == 100  # the log only grows: a raised wait is kept
+
+
+def test_a_long_fetch_wait_needs_four_times_itself_of_starved_rounds_to_be_raised() -> None:
+    # a fetch held at the log end, cut when a record comes and tried again, is not a stall
+    wait = FetchWait(1600, patience=2, round_ms=500)
+    assert wait.rounds_needed() == 13
+    for _ in range(12):
+        assert not wait.after_round(records=0, behind=True)
+    assert wait.after_round(records=0, behind=True)
+    assert wait.ms == 3200
+    assert FetchWait(50, patience=2, round_ms=500).rounds_needed() == 2
+
+
+def test_the_fetch_wait_never_passes_its_ceiling() -> None:
+    wait = FetchWait(50, patience=1)
+    for _ in range(1000):
+        wait.after_round(records=0, behind=True)
+    assert wait.ms == FETCH_WAIT_CEILING_MS
+    assert FetchWait(5000).ceiling_ms == 5000
+    with pytest.raises(ValueError, match="at least"):
+        FetchWait(0)
+
+
+async def test_the_consumer_raises_its_fetch_wait_when_the_broker_starves_it() -> None:
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30_000, TP1: 7}
+    kafka.positions = {TP0: 12, TP1: 7}  # records beyond the position, none delivered
+    waits: list[int] = []
+    four = asyncio.Event()
+
+    def after_round(records: int) -> None:
+        waits.append(kafka._fetcher._fetch_max_wait_ms)
+        if len(waits) == 4:
+            four.set()
+
+    consumer = consumer_over(kafka, lambda raws: asyncio.sleep(0), after_round=after_round)
+    task = asyncio.create_task(consumer.run())
+    await four.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+    assert waits[:4] == [50, 100, 100, 200]  # doubled after every second starved round
+
+
+async def test_a_consumer_at_the_end_of_its_log_keeps_the_configured_fetch_wait() -> None:
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30_000, TP1: 7}
+    kafka.positions = {TP0: 30_000, TP1: 7}
+    rounds = asyncio.Event()
+    counted: list[int] = []
+
+    def after_round(records: int) -> None:
+        counted.append(records)
+        if len(counted) >= 20:
+            rounds.set()
+
+    consumer = consumer_over(kafka, lambda raws: asyncio.sleep(0), after_round=after_round)
+    task = asyncio.create_task(consumer.run())
+    await rounds.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+    assert kafka._fetcher._fetch_max_wait_ms == 50
+
+
+async def test_aiokafka_s_fetcher_reads_the_wait_we_change_for_each_request() -> None:
+    # set_fetch_wait changes a private attribute of aiokafka 0.14 (pinned): it must still be
+    # the one each FetchRequest is built from, and a consumer without a fetcher is told apart
+    assert "self._fetch_max_wait_ms" in inspect.getsource(Fetcher._get_actions_per_node)
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    try:
+        assert not set_fetch_wait(consumer, 100)  # not started: no fetcher yet
+        consumer._fetcher = SimpleNamespace(_fetch_max_wait_ms=50)
+        assert set_fetch_wait(consumer, 100)
+        assert consumer._fetcher._fetch_max_wait_ms == 100
+    finally:
+        consumer._fetcher = None
+        await consumer.stop()

@@ -7,8 +7,9 @@ the same id in every process and every rebuild, which is what makes those writes
 effectively once. The followup worker and the rebuild derive tens of them per deciding
 event; :func:`uuid.uuid5` spends most of its time in ``UUID(bytes=..., version=...)``
 (checks and conversions of its general constructor), so this builds the same value from the
-digest's integer directly (#12). The result is equal to :func:`uuid.uuid5`'s for every
-input (``tests/unit/domain/test_ids.py`` checks that on random namespaces and names).
+digest's integer directly (#12), setting what that constructor sets (:func:`_uuid_of`). The
+result is equal to :func:`uuid.uuid5`'s for every input (``tests/unit/domain/test_ids.py``
+checks that on random namespaces and names).
 
 :func:`random_uuids` is :func:`uuid.uuid4` for many ids at once: one ``os.urandom`` call
 (one system call) for all of them instead of one each, and the same bits set (#12: a batch
@@ -34,6 +35,10 @@ _VERSION_AND_VARIANT_BITS = (0xF000 << 64) | (0xC000 << 48)
 _VERSION_5_RFC_VARIANT = (5 << 76) | (0x8000 << 48)
 _VERSION_4_RFC_VARIANT = (4 << 76) | (0x8000 << 48)
 
+_new = object.__new__
+_set = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
+
 _RANDOM_IDS_PER_READ = 256
 _random: deque[int] = deque()  # random 128-bit values read ahead, each handed out once
 os.register_at_fork(after_in_child=_random.clear)
@@ -43,7 +48,18 @@ def name_uuid(namespace: uuid.UUID, name: str) -> uuid.UUID:
     """``uuid.uuid5(namespace, name)``, derived without its general constructor."""
     digest = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()
     value = int.from_bytes(digest[:16], "big")
-    return uuid.UUID(int=(value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_5_RFC_VARIANT)
+    return _uuid_of((value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_5_RFC_VARIANT)
+
+
+def _uuid_of(value: int) -> uuid.UUID:
+    """``uuid.UUID(int=value)`` for a 128-bit ``value``: the two attributes its constructor
+    sets at its end (``int``; ``is_safe``, unknown), without its checks of which of its five
+    arguments was given and of the range, which cost as much again (#12: four name ids per
+    task the followup worker creates). Only for values made here, in range by construction."""
+    made = _new(uuid.UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _UNKNOWN)
+    return made
 
 
 def random_uuids(count: int) -> list[uuid.UUID]:
@@ -72,4 +88,4 @@ def _random_values(count: int) -> list[int]:
 
 
 def _version_4(value: int) -> uuid.UUID:
-    return uuid.UUID(int=(value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_4_RFC_VARIANT)
+    return _uuid_of((value & ~_VERSION_AND_VARIANT_BITS) | _VERSION_4_RFC_VARIANT)

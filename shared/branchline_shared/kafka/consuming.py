@@ -24,7 +24,7 @@ from aiokafka import (
     TopicPartition,
 )
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import (
@@ -48,6 +48,14 @@ LOG_LOST = Counter(
     ["consumer"],
 )
 RETRIES = Counter("branchline_consumer_retries_total", "Transient failures retried", ["consumer"])
+FETCH_WAIT = Gauge(
+    "branchline_consumer_fetch_wait_ms",
+    "The consumer's fetch wait at the broker now (raised when the broker answers nothing "
+    "although records are there: tansu's memory store on a long log)",
+    ["consumer"],
+)
+FETCH_WAIT_CEILING_MS = 5_000  # the setting's own bound; far below aiokafka's request timeout
+ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -65,6 +73,67 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 TP = TypeVar("TP", bound=Hashable)
+
+
+class FetchWait:
+    """A consumer's fetch wait: the configured one, raised when the broker keeps answering
+    nothing although the partition holds records beyond the position.
+
+    tansu's memory store (the dev stack's broker) lists every stored batch of a partition in
+    each fetch that finds records, and stops listing, answering nothing, once the fetch's wait
+    is used up: on a partition of about 100,000 one-record batches a 50 ms wait never gets a
+    record again, and the consumer would stop there for good (docs/dev-stack.md, #12). After
+    rounds in a row that brought nothing while the last high watermark lay beyond the
+    position, for at least ``patience`` rounds and four times the wait (a fetch held at the
+    log end, cut when a record comes, then tried again must not count: that overshoots), the
+    wait doubles (up to ``ceiling_ms``) and stays raised: the log only grows.
+    Apache Kafka answers a fetch as soon as one record is there, so it never starves a
+    consumer like this, and a longer wait would cost it nothing but an idle fetch's length.
+    """
+
+    def __init__(
+        self,
+        configured_ms: int,
+        *,
+        ceiling_ms: int = FETCH_WAIT_CEILING_MS,
+        patience: int = 2,
+        round_ms: int = ROUND_MS,
+    ) -> None:
+        if configured_ms < 1 or patience < 1 or round_ms < 1:
+            raise ValueError("a fetch wait is at least 1 ms and patience at least one round")
+        self.ms = configured_ms
+        self.ceiling_ms = max(ceiling_ms, configured_ms)
+        self._patience = patience
+        self._round_ms = round_ms
+        self._starved = 0
+
+    def rounds_needed(self) -> int:
+        """Starved rounds in a row that raise the wait from what it is now."""
+        return max(self._patience, -(-4 * self.ms // self._round_ms))
+
+    def after_round(self, *, records: int, behind: bool) -> bool:
+        """Told each round's record count and whether, after an empty round, a partition's
+        high watermark lay beyond its position; True when the wait was raised (``ms``)."""
+        if records or not behind:
+            self._starved = 0
+            return False
+        self._starved += 1
+        if self._starved < self.rounds_needed() or self.ms >= self.ceiling_ms:
+            return False
+        self._starved = 0
+        self.ms = min(2 * self.ms, self.ceiling_ms)
+        return True
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
+    """Make ``consumer``'s next fetches wait ``wait_ms`` at the broker. aiokafka has no public
+    way to change it on a running consumer: its fetcher reads ``_fetch_max_wait_ms`` for each
+    request it builds (aiokafka 0.14, pinned; a test holds it to that). False if that changed."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not isinstance(getattr(fetcher, "_fetch_max_wait_ms", None), int):
+        return False
+    fetcher._fetch_max_wait_ms = wait_ms
+    return True
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -255,8 +324,14 @@ class BatchConsumer:
                 return
             self.started.set()
             checked = asyncio.get_running_loop().time()
+            fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms)
+            FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
             while not self._stopping:
-                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=self._max_records)
+                if batches:
+                    fetch_wait.after_round(records=len(batches), behind=False)
+                elif fetch_wait.ms < fetch_wait.ceiling_ms:
+                    await self._starved_round(consumer, fetch_wait)
                 if batches:
                     self._revocations.clear()
                     await self._process([r for records in batches.values() for r in records])
@@ -271,6 +346,30 @@ class BatchConsumer:
                     await self._rewind_if_log_was_lost(consumer)
         finally:
             await consumer.stop()
+
+    async def _starved_round(self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait) -> None:
+        """After a round that brought nothing: raise the fetch wait if the broker keeps
+        answering nothing although records are there (:class:`FetchWait`)."""
+        behind = False
+        try:
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) < highwater:
+                    behind = True
+                    break
+        except KafkaError:  # assignment changing under a rebalance: look again next round
+            return
+        before = fetch_wait.ms
+        if fetch_wait.after_round(records=0, behind=behind):
+            if not set_fetch_wait(consumer, fetch_wait.ms):
+                fetch_wait.ms = fetch_wait.ceiling_ms  # cannot change it: stop trying
+                log.error("the consumer's fetch wait cannot be changed", extra=_named(self))
+                return
+            FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
+            log.warning(
+                "the broker answers nothing although records are there; fetch wait raised",
+                extra={"consumer": self._name, "from_ms": before, "to_ms": fetch_wait.ms},
+            )
 
     async def _started(self, consumer: AIOKafkaConsumer) -> bool:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first

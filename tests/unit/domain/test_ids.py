@@ -5,6 +5,7 @@ of the same bytes, handed out once, also across a fork."""
 from __future__ import annotations
 
 import os
+import pickle
 import uuid
 from collections.abc import Iterator
 
@@ -20,7 +21,25 @@ pytestmark = pytest.mark.unit
 
 @given(namespace=st.uuids(), name=st.text(max_size=200))
 def test_equals_uuid5_for_any_namespace_and_name(namespace: uuid.UUID, name: str) -> None:
-    assert name_uuid(namespace, name) == uuid.uuid5(namespace, name)
+    assert _whole(name_uuid(namespace, name)) == _whole(uuid.uuid5(namespace, name))
+
+
+def _whole(made: uuid.UUID) -> tuple[object, ...]:
+    """Everything of an id (#12: made without ``UUID``'s constructor, as it makes them): its
+    type, value, safety, text, hash and what a pickle of it reads back."""
+    return (
+        type(made),
+        made.int,
+        made.is_safe,
+        str(made),
+        hash(made),
+        pickle.loads(pickle.dumps(made)),
+    )
+
+
+@given(value=st.integers(min_value=0, max_value=2**128 - 1))
+def test_an_id_made_from_its_integer_is_the_constructors(value: int) -> None:
+    assert _whole(ids._uuid_of(value)) == _whole(uuid.UUID(int=value))
 
 
 def test_the_known_vector_of_pythons_documentation() -> None:
@@ -41,7 +60,9 @@ def test_random_ids_are_uuid4s_of_their_random_bytes(chunks: list[bytes]) -> Non
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(ids.os, "urandom", urandom)
         drawn = random_uuids(len(chunks))
-    assert drawn == [uuid.UUID(bytes=chunk, version=4) for chunk in chunks]
+    assert [_whole(u) for u in drawn] == [
+        _whole(uuid.UUID(bytes=chunk, version=4)) for chunk in chunks
+    ]
     assert asked == [16 * len(chunks)]  # one draw for all of them
 
 

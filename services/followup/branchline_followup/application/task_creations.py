@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import FollowupTask, TaskKind
+from branchline_followup.domain.assembled import assembled
 from branchline_followup.domain.opening import creation_data, replayed, task_from_creation
 from branchline_followup.domain.tasks import REMEMBERED_IDS, task_id_for
 from branchline_shared.domain.ids import name_uuid
@@ -231,6 +232,19 @@ _CREATION = RecordedEvent(
     data={},
 )
 """A validated creation whose fields :func:`creation_event` replaces (the same fields set)."""
+_CREATION_FIELDS_SET = frozenset(_CREATION.model_fields_set) | {
+    "event_id",
+    "occurred_at",
+    "recorded_at",
+    "client_id",
+    "branch_id",
+    "stream_id",
+    "stream_version",
+    "causation_id",
+    "data",
+}
+assert _CREATION.__pydantic_extra__ is None  # what :func:`assembled` sets
+assert _CREATION.__pydantic_private__ is None
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
@@ -254,18 +268,25 @@ def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) ->
         recorded_at = utc(check_instant(now))
     except Exception:
         return validated_creation_event(task, stream_version=stream_version, now=now)
-    return _CREATION.model_copy(
-        update={
-            "event_id": task_created_event_id(task.id),
+    # ``_CREATION.model_copy(update=...)`` made directly (#12: pydantic's general copy, a
+    # ``copy`` per attribute and the update applied field by field): the template's fields,
+    # these values, the fields set the template's and these
+    task_id = task.id
+    return assembled(
+        RecordedEvent,
+        {
+            **_CREATION.__dict__,
+            "event_id": task_created_event_id(task_id),
             "occurred_at": occurred_at,
             "recorded_at": recorded_at,
             "client_id": client_id,
             "branch_id": branch_id,
-            "stream_id": _stream(task.id),
+            "stream_id": _stream(task_id),
             "stream_version": stream_version,
             "causation_id": str(source),
             "data": data,
-        }
+        },
+        _CREATION_FIELDS_SET,
     )
 
 

@@ -29,6 +29,7 @@ from branchline_followup.domain.tasks import (
     FollowupTask,
     RescheduleTask,
     TaskCommand,
+    create_task,
     new_task,
 )
 from branchline_followup.domain.vocabulary import TaskKind
@@ -78,7 +79,7 @@ def open_task(
     )
     if task_id is not None:
         task = task.model_copy(update={"id": task_id})
-    return CreateTask(task=task)
+    return create_task(task)
 
 
 _FROM_EVENT: Any = object()

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from branchline_followup.domain.assembled import assembled, is_text, is_utc, is_uuid
 from branchline_followup.domain.business_days import UtcDatetime, require_aware
 from branchline_followup.domain.vocabulary import (
     RULE_OF_KIND,
@@ -131,7 +132,89 @@ def new_task(
     due_at: datetime,
     deadline_profile: str,
 ) -> FollowupTask:
-    """An open task with its deterministic id and the rule its kind belongs to."""
+    """An open task with its deterministic id and the rule its kind belongs to.
+
+    Values that validation keeps as they are (exact ``TaskKind``, ``uuid.UUID``, ``str``,
+    instants in UTC: what the rules pass) make the task without validating it again
+    (:func:`~.assembled.assembled`, #12); any other is validated, with the model's own error
+    or conversion."""
+    if (
+        type(kind) is TaskKind
+        and is_uuid(source_event_id)
+        and is_text(client_id)
+        and (branch_id is None or is_text(branch_id))
+        and is_text(assignee)
+        and is_text(subject)
+        and is_utc(opened_at)
+        and is_utc(due_at)
+        and is_text(deadline_profile)
+    ):
+        return assembled(
+            FollowupTask,
+            {
+                "id": task_id_for(source_event_id, kind),
+                "kind": kind,
+                "rule": RULE_OF_KIND[kind],
+                "client_id": client_id,
+                "branch_id": branch_id,
+                "assignee": assignee,
+                "subject": subject,
+                "opened_at": opened_at,
+                "due_at": due_at,
+                "deadline_profile": deadline_profile,
+                "source_event_id": source_event_id,
+                "status": TaskStatus.OPEN,
+                "closed_at": None,
+                "closed_by_event_id": None,
+                "close_reason": None,
+                "escalated_to": None,
+            },
+            NEW_TASK_FIELDS,
+        )
+    return validated_new_task(
+        kind=kind,
+        source_event_id=source_event_id,
+        client_id=client_id,
+        branch_id=branch_id,
+        assignee=assignee,
+        subject=subject,
+        opened_at=opened_at,
+        due_at=due_at,
+        deadline_profile=deadline_profile,
+    )
+
+
+NEW_TASK_FIELDS = frozenset(
+    (
+        "id",
+        "kind",
+        "rule",
+        "client_id",
+        "branch_id",
+        "assignee",
+        "subject",
+        "opened_at",
+        "due_at",
+        "deadline_profile",
+        "source_event_id",
+    )
+)
+"""The fields :func:`new_task` names (the rest keep their defaults: an open task)."""
+
+
+def validated_new_task(
+    *,
+    kind: TaskKind,
+    source_event_id: uuid.UUID,
+    client_id: str,
+    branch_id: str | None,
+    assignee: str,
+    subject: str,
+    opened_at: datetime,
+    due_at: datetime,
+    deadline_profile: str,
+) -> FollowupTask:
+    """:func:`new_task` as the model's validation makes it."""
     return FollowupTask(
         id=task_id_for(source_event_id, kind),
         kind=kind,
@@ -212,6 +295,17 @@ class RescheduleTask(_Frozen):
     due_at: UtcDatetime
     cause_event_id: uuid.UUID
     reason: str
+
+
+def create_task(task: FollowupTask) -> CreateTask:
+    """``CreateTask(task=task)``; a ``FollowupTask`` itself (validation takes a model instance
+    as it is) without validating it again (#12)."""
+    if type(task) is FollowupTask:
+        return assembled(CreateTask, {"command": "create", "task": task}, _CREATE_FIELDS)
+    return CreateTask(task=task)
+
+
+_CREATE_FIELDS = frozenset(("task",))
 
 
 TaskCommand = Annotated[

@@ -15,6 +15,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from branchline_followup.domain.assembled import assembled, is_utc, is_uuid
 from branchline_followup.domain.business_days import UtcDatetime, require_aware
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import FollowupTask
@@ -84,22 +85,31 @@ def timers_for(task: FollowupTask, policy: FollowupPolicy) -> tuple[DurableTimer
     if not task.is_open:
         return ()
     task_id = task.id
+    checked = is_uuid(task_id)  # a task copied with an update is not validated again
     name = str(task_id)  # each timer's name starts with it (:func:`timer_id_for`), made once
     timers: list[DurableTimer] = []
     for kind, name_end in _TIMER_KINDS:
         if kind is TimerKind.ESCALATE and task.escalated_to is not None:
             continue
         fire_at = _fire_at(task, kind, policy)
-        if fire_at is not None:
+        if fire_at is None:
+            continue
+        timer_id = name_uuid(TIMER_NAMESPACE, name + name_end)
+        if checked and is_utc(fire_at):
+            # what validation would keep as it is (#12: a timer was validated again per task)
             timers.append(
-                DurableTimer(
-                    id=name_uuid(TIMER_NAMESPACE, name + name_end),
-                    task_id=task_id,
-                    kind=kind,
-                    fire_at=fire_at,
+                assembled(
+                    DurableTimer,
+                    {"id": timer_id, "task_id": task_id, "kind": kind, "fire_at": fire_at},
+                    _TIMER_FIELDS,
                 )
             )
+        else:
+            timers.append(DurableTimer(id=timer_id, task_id=task_id, kind=kind, fire_at=fire_at))
     return tuple(timers)
+
+
+_TIMER_FIELDS = frozenset(("id", "task_id", "kind", "fire_at"))
 
 
 def on_timer_fired(
