@@ -19,14 +19,18 @@ and grants once (``audit_db_provision = false``) and grant the roles to the logi
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from branchline_shared.postgres.migrations import load_migrations, migrate
 from branchline_shared.postgres.pool import PgConnection, ensure_database
-from branchline_shared.settings import AuditSettings
+
+if TYPE_CHECKING:
+    # Only named in annotations: a verifying segment's process imports this module for
+    # :func:`role_pool` and is handed the database's URL, never the settings (#12).
+    from branchline_shared.settings import AuditSettings
 
 SERVICE = "audit"
 TABLES = (

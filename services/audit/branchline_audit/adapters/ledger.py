@@ -23,6 +23,7 @@ from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from branchline_audit.adapters.altered import ALTERED_ROW, LEDGER_TIMES, unwritten_times
 from branchline_audit.adapters.relationships import ledger_facts
+from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
     ChainEntry,
@@ -82,28 +83,6 @@ _APPENDED = (
     "hash",
     "canonical",
 )
-# The event as its JSON text: asyncpg makes a str in C, the verifier decodes it once with
-# orjson, instead of the jsonb codec's Python call per row (#12, docs/performance.md). The
-# same for the three times (their 8 binary bytes, where asyncpg's codec makes a datetime in
-# Python) and the event id (its text: the fast path compares text): ROW_FIELDS' other forms.
-_SCAN_FORMS = {
-    "event": "event::text AS event",
-    "appended_at": "timestamptz_send(appended_at) AS appended_at",
-    "event_id": "event_id::text AS event_id",
-    "occurred_at": "timestamptz_send(occurred_at) AS occurred_at",
-    "pruned_at": "timestamptz_send(pruned_at) AS pruned_at",
-}
-_SCAN_FIELDS = ", ".join(_SCAN_FORMS.get(f, f) for f in ROW_FIELDS)
-_ROWS_AFTER = (
-    f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
-    "WHERE position > $1 ORDER BY position LIMIT $2"
-)
-# A segment's rows, for verification in parallel (#12).
-_ROWS_BETWEEN = (
-    f"SELECT {_SCAN_FIELDS} FROM audit_ledger "  # noqa: S608 - fixed columns
-    "WHERE position > $1 AND position <= $3 ORDER BY position LIMIT $2"
-)
-
 # Everything an append reads, after the lock and before its COPY, in one statement (#12):
 # which of its events the ledger holds already ('s': event_id), its head ('h': position as
 # idx, hash), how many nodes each cached level holds ('c': level, count as idx), and the
@@ -529,25 +508,12 @@ class PostgresLedger:
         database reads it while the caller checks the one it has (the verifier's Python and
         PostgreSQL then work on the two cores at once)."""
 
-        async def page_after(position: int) -> list[asyncpg.Record]:
-            if through is None:
-                return await self._pool.fetch(_ROWS_AFTER, position, page_size)
-            return await self._pool.fetch(_ROWS_BETWEEN, position, page_size, through)
-
-        pending: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(
-            page_after(after_position)
+        pages = scan_rows(
+            self._pool, page_size=page_size, after_position=after_position, through=through
         )
-        try:
-            while pending is not None:
-                page = await pending
-                pending = None
-                if len(page) == page_size:
-                    pending = asyncio.ensure_future(page_after(page[-1][0]))
+        async with contextlib.aclosing(pages):
+            async for page in pages:
                 yield page
-        finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
 
     async def size(self) -> int:
         return int(await self._pool.fetchval("SELECT coalesce(max(position), 0) FROM audit_ledger"))

@@ -3,9 +3,14 @@
 Each segment's process opens its own connection (nothing is inherited: the processes come
 from a fork server, started clean, never forked from a process with an event loop or a
 pool), reads its position range as the sequential verifier reads the ledger
-(:meth:`PostgresLedger.scan_rows`) and checks every row with
+(:func:`branchline_audit.adapters.scan.scan_rows`) and checks every row with
 :class:`~branchline_audit.domain.verification.SegmentAuditor`; the parent joins the results
 (:func:`branchline_audit.application.verifying.verify_ledger`).
+
+The fork server imports this module and each process starts from it, so it imports only what
+a segment's read and check need (asyncpg, orjson, the verifier's domain modules): not the
+ledger's adapter, the event catalogue or the settings, about half a second of CPU at each
+command's start (#12, docs/performance.md; ``tests/unit/audit/test_audit_segment_imports.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from multiprocessing.context import ForkServerContext, ForkServerProcess, set_sp
 from typing import Any
 
 from branchline_audit.adapters.database import role_pool
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.verification import Segment, SegmentAuditor, SegmentResult
 
 __all__ = [
@@ -55,7 +60,7 @@ async def _read_and_verify(
     pool = await role_pool(database_url, role, min_size=1, max_size=2)
     try:
         auditor = SegmentAuditor(segment, checkpoint_sizes)
-        rows = PostgresLedger(pool).scan_rows(after_position=segment.low, through=segment.high)
+        rows = scan_rows(pool, after_position=segment.low, through=segment.high)
         async for page in rows:
             auditor.feed_rows(page)
         return auditor.result()

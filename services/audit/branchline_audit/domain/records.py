@@ -21,17 +21,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from branchline_shared.events.catalogue import EventType
-
 AUDIT_SOURCE = "audit"
 AUDIT_STREAM = "audit-ledger"
 AUDIT_READ = "audit.read"
 AUDIT_PRUNED = "audit.pruned"
 AUDIT_TYPE_PREFIX = "audit."
 
-ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+# The two event types' names as the catalogue spells them (EventType; a unit test holds them
+# equal): the catalogue is not imported here, so that a verifying segment's process, which
+# imports this module, does not pay the catalogue's import at its start (#12).
+ERASURE_REQUESTED = "client.erasure_requested"
 """D-04: the client's personal data is restricted at once."""
-PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
+PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
 """The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
 personal fields are gone from every audit view. The issue that destroys keys emits it."""
 
