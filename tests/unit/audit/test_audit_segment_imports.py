@@ -36,7 +36,7 @@ def test_the_segments_module_imports_no_catalogue_settings_or_ledger_adapter() -
         capture_output=True,
         text=True,
     ).stdout
-    modules = set(eval(loaded))  # noqa: S307 - our own child's repr of a list of names
+    modules = set(eval(loaded))
     assert "branchline_audit.domain.verification" in modules
     assert "asyncpg" in modules
     assert not [m for m in modules if m.startswith(NOT_IN_A_SEGMENT)]
@@ -53,5 +53,5 @@ def test_a_verifying_process_started_by_the_fork_server_has_none_of_them() -> No
 
 
 def test_the_ledger_s_event_type_names_are_the_catalogue_s() -> None:
-    assert records.ERASURE_REQUESTED == EventType.CLIENT_ERASURE_REQUESTED.value
-    assert records.PERSONAL_DATA_SHREDDED == EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
+    assert EventType.CLIENT_ERASURE_REQUESTED.value == records.ERASURE_REQUESTED
+    assert EventType.CLIENT_PERSONAL_DATA_SHREDDED.value == records.PERSONAL_DATA_SHREDDED

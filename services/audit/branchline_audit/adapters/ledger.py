@@ -10,7 +10,6 @@ the same transaction (:mod:`branchline_audit.domain.subtrees`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence

@@ -10,7 +10,7 @@ asyncpg, orjson and the verifier's domain modules, not the event catalogue or th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import asyncpg
@@ -48,7 +48,7 @@ async def scan_rows(
     page_size: int = 5000,
     after_position: int = 0,
     through: int | None = None,
-) -> AsyncIterator[Sequence[Any]]:
+) -> AsyncGenerator[Sequence[Any], None]:
     """Every stored row (:data:`ROW_FIELDS` order) in ledger order, a page at a time, from
     after ``after_position`` (up to ``through``, when given: a segment, #12). The next page
     is asked for as soon as one arrives, on a second connection, so the database reads it
