@@ -13,8 +13,6 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from branchline_audit.adapters import segments
-from branchline_audit.domain import records
-from branchline_shared.events.catalogue import EventType
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -50,8 +48,3 @@ def test_a_verifying_process_started_by_the_fork_server_has_none_of_them() -> No
     assert "branchline_audit.adapters.segments" in modules
     assert "branchline_audit.adapters.scan" in modules
     assert not [m for m in modules if m.startswith(NOT_IN_A_SEGMENT)]
-
-
-def test_the_ledger_s_event_type_names_are_the_catalogue_s() -> None:
-    assert EventType.CLIENT_ERASURE_REQUESTED.value == records.ERASURE_REQUESTED
-    assert EventType.CLIENT_PERSONAL_DATA_SHREDDED.value == records.PERSONAL_DATA_SHREDDED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from branchline_audit.domain import records as audit_records
+from branchline_audit.domain import personal as audit_personal
 from branchline_audit.domain import relationships as audit_relationships
 from branchline_followup.application import shredding as followup_shredding
 from branchline_followup.application import task_creations
@@ -98,7 +98,7 @@ def test_every_type_the_services_emit_has_a_model_and_a_schema(what: str, event_
 
 @pytest.mark.parametrize(
     "event_type",
-    sorted({audit_records.ERASURE_REQUESTED, audit_records.PERSONAL_DATA_SHREDDED}),
+    sorted({audit_personal.ERASURE_REQUESTED, audit_personal.PERSONAL_DATA_SHREDDED}),
 )
 def test_every_type_audit_reacts_to_has_a_model_and_a_schema(event_type: str) -> None:
     _has_model_and_schema(event_type)

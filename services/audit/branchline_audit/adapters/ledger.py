@@ -32,11 +32,10 @@ from branchline_audit.domain.canonical import (
 )
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
-from branchline_audit.domain.personal import ClientDataState
+from branchline_audit.domain.personal import ClientDataState, restriction_of
 from branchline_audit.domain.records import (
     index_columns,
     index_row,
-    restriction_of,
 )
 from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.subtrees import (

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from branchline_audit.domain.records import AUDIT_TYPE_PREFIX, is_pruned_marker
+from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.personal_data import (
     REDACTED,
     RESTRICTED,
@@ -94,4 +95,26 @@ def _masked_late_entry(late_entry: object, marker: str) -> dict[str, Any] | None
     event has no reason to mask."""
     if isinstance(late_entry, Mapping) and isinstance(late_entry.get("reason"), str):
         return {**late_entry, "reason": marker}
+    return None
+
+
+# The event types that change what may be shown of a client (here, not in
+# :mod:`.records`: a verifying segment's process imports that module and not the event
+# catalogue, #12).
+ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
+"""D-04: the client's personal data is restricted at once."""
+PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
+"""The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
+personal fields are gone from every audit view. The issue that destroys keys emits it."""
+
+
+def restriction_of(event: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(client_id, state)`` when ``event`` changes what may be shown of a client (D-04)."""
+    client_id = event.get("client_id")
+    if not isinstance(client_id, str):
+        return None
+    if event.get("type") == ERASURE_REQUESTED:
+        return client_id, "restricted"
+    if event.get("type") == PERSONAL_DATA_SHREDDED:
+        return client_id, "shredded"
     return None

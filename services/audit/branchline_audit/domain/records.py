@@ -27,15 +27,6 @@ AUDIT_READ = "audit.read"
 AUDIT_PRUNED = "audit.pruned"
 AUDIT_TYPE_PREFIX = "audit."
 
-# The two event types' names as the catalogue spells them (EventType; a unit test holds them
-# equal): the catalogue is not imported here, so that a verifying segment's process, which
-# imports this module, does not pay the catalogue's import at its start (#12).
-ERASURE_REQUESTED = "client.erasure_requested"
-"""D-04: the client's personal data is restricted at once."""
-PERSONAL_DATA_SHREDDED = "client.personal_data_shredded"
-"""The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
-personal fields are gone from every audit view. The issue that destroys keys emits it."""
-
 REDACTION_KEY = "redaction"
 RETENTION_REASON = "retention"
 
@@ -225,15 +216,3 @@ def pruned_ranges_of(event: Mapping[str, Any]) -> list[tuple[int, int]]:
         ):
             runs.append((run[0], run[1]))
     return runs
-
-
-def restriction_of(event: Mapping[str, Any]) -> tuple[str, str] | None:
-    """``(client_id, state)`` when ``event`` changes what may be shown of a client (D-04)."""
-    client_id = event.get("client_id")
-    if not isinstance(client_id, str):
-        return None
-    if event.get("type") == ERASURE_REQUESTED:
-        return client_id, "restricted"
-    if event.get("type") == PERSONAL_DATA_SHREDDED:
-        return client_id, "shredded"
-    return None
