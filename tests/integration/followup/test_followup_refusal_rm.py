@@ -5,7 +5,9 @@ journal's clear and re-projection after a late event) and in a rebuild, which en
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,19 +16,31 @@ from branchline_followup.adapters import client_journal, console_refusals, read_
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.reprojection import REPROJECTIONS
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import History, now_utc
 from tests.integration.followup.test_followup_order import (
+    _context,
     apply_all,
-    context,  # noqa: F401 - a fixture
     differences_from_rebuild,
     positioned,
-    settings,  # noqa: F401 - a fixture
 )
 from tests.support.events import TELLER
+from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 Selection = console_refusals.RefusalSelection
+
+
+@pytest.fixture
+def settings(infra: Infra, tmp_path: Path) -> BranchlineSettings:
+    return make_settings(infra, tmp_path)
+
+
+@pytest.fixture
+async def context(settings: BranchlineSettings) -> AsyncIterator[FollowupContext]:
+    async with _context(settings) as ctx:
+        yield ctx
 
 
 def refused(h: History, client_id: str, at: datetime, rule: str = "D-05") -> RecordedEvent:
@@ -82,7 +96,7 @@ async def clients_of(ctx: FollowupContext, selection: Selection) -> list[Any]:
 
 
 async def test_a_refusal_carries_its_clients_current_rm_live_and_rebuilt(
-    settings: Any, context: FollowupContext
+    settings: BranchlineSettings, context: FollowupContext
 ) -> None:
     events, _ = reassigning_history()
     await apply_all(context, positioned(events))
@@ -107,7 +121,7 @@ def _reprojections() -> float:
 
 
 async def test_a_late_registration_reprojects_the_client_and_its_refusals_follow(
-    settings: Any, context: FollowupContext
+    settings: BranchlineSettings, context: FollowupContext
 ) -> None:
     """C-a's first registration (to rm-1) arrives after its re-registration (to rm-3): the
     client journal clears C-a (its refusals lose their RM) and projects it again in source
