@@ -142,6 +142,10 @@ BLOCKING_BUILDS_KEPT = {
     ("branchline_audit.migrations", 2): "ALTER TABLE audit_ledger ADD COLUMN pruned_at",
     ("branchline_followup.migrations", 3): "ALTER TABLE fu_read.fu_clients ADD COLUMN",
     ("branchline_followup.migrations", 4): "ADD COLUMN applied_seq ... GENERATED (a rewrite)",
+    # #12: the refusals' RM column, its backfill (a rewrite of every refusal under the
+    # column's ACCESS EXCLUSIVE lock) and the triggers that keep it must commit together; the
+    # runner's no-transaction files hold only index statements, and this work had one number.
+    ("branchline_followup.console_migrations", 4): "ADD COLUMN rm_id, backfill, triggers",
 }
 
 

@@ -432,6 +432,44 @@ async def test_an_rms_open_and_sla_pages_read_only_open_tasks(
         assert not any("status" in line for _, d in scans for line in d), plan
 
 
+@pytest.mark.parametrize(
+    ("selection", "index"),
+    [
+        (console_refusals.RefusalSelection(rm_in=frozenset({"rm-7"})), "fu_refusals_by_rm"),
+        (
+            console_refusals.RefusalSelection(rule="D-03", rm_in=frozenset({"rm-7"})),
+            "fu_refusals_by_rm_rule",
+        ),
+        (
+            console_refusals.RefusalSelection(
+                rule="D-03", rm_in=frozenset({"rm-7", "rm-8", "rm-9"}), any_client=True
+            ),
+            "fu_refusals_by_rm_rule",
+        ),
+        (
+            console_refusals.RefusalSelection(
+                branch_id="BR-7", rm_in=frozenset({"rm-7"}), rm_not_in=frozenset({"rm-8"})
+            ),
+            "fu_refusals_by_rm",
+        ),
+    ],
+)
+async def test_a_teams_refusals_page_reads_each_members_refusals_by_index(
+    filled: PgPool, selection: console_refusals.RefusalSelection, index: str
+) -> None:
+    """#12: a team's refusals page reads each member's refusals newest first by the RM's
+    index (console migration 004: the client's RM on the refusal row), at most a page each;
+    it walked every refusal (of the rule) newest first and joined each to its client."""
+    sql, _ = console_refusals.refusals_statement(selection)
+    plan = await generic_plan(filled, sql)
+    reads = _index_reads(plan)
+    assert [i for i, _ in reads] == [index], plan
+    assert any("Index Cond" in line and "rm_id = team.member" in line for line in reads[0][1]), plan
+    assert "fu_clients" not in plan, plan
+    if selection.rule is not None:
+        assert any("Index Cond" in line and "rule" in line for line in reads[0][1]), plan
+
+
 OLD_TASKS = (
     "SELECT id FROM fu_tasks WHERE assignee = $1 AND status = 'open' AND {sla} ORDER BY due_at, id"
 )

@@ -19,7 +19,9 @@ PAGE_LIMIT = 200
 
 async def record_refusal(conn: PgConnection, typed: Decoded) -> None:
     """Within the projector's transaction, after the event was marked applied. The rule's
-    ``detail`` is not kept: it may quote what was sent; the title is the rule's own text."""
+    ``detail`` is not kept: it may quote what was sent; the title is the rule's own text.
+    ``rm_id`` is not sent: console migration 004's trigger sets it to the client's RM (and
+    the client's writes keep it so), in this transaction."""
     event = typed.envelope
     if event.type != REFUSED:
         return
@@ -64,18 +66,33 @@ class RefusalSelection:
     rule: str | None = None
     branch_id: str | None = None
     rm_in: frozenset[str] | None = None
-    """Only refusals about clients of these RMs (None: no such bound)."""
+    """Only refusals about clients of these RMs (None: no such bound). A refusal about no
+    client or an unknown one has no RM: never in a team's page, ``any_client`` or not."""
     rm_not_in: frozenset[str] | None = None
     """None of the clients of these RMs (a default supervisor's team is everyone else)."""
     any_client: bool = False
     """Also refusals about no client or a client followup does not know (admins)."""
 
 
+_COLUMNS = (
+    "r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, r.client_id, "
+    "r.refused_type, r.actor_id, r.actor_role, r.submitter, r.rm_id"
+)
+_NEWEST_FIRST = "ORDER BY occurred_at DESC, event_id DESC"
+
+
 def refusals_statement(selection: RefusalSelection) -> tuple[str, list[Any]]:
     """The page's SQL with only the selection's conditions (#12): as ``($1 IS NULL OR rule =
     $1)`` and the like, a generic plan could not tell a condition that is off from one that is
     on, and a rule's page walked every refusal newest first, filtering. A rule's page reads
-    its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first."""
+    its rule's entries of ``fu_refusals_by_rule`` (console migration 003), newest first.
+
+    The RM is the refusal row's ``rm_id``: its client's current RM, kept by console migration
+    004's triggers (NULL: no client, or one followup does not know). A team's page
+    (``rm_in``) is each member's page, by ``fu_refusals_by_rm`` or, under a rule,
+    ``fu_refusals_by_rm_rule``, merged: at most a page per member is read, where a walk of
+    every refusal newest first, joined to its client, read 19,142 pages at 100,000 refusals
+    for a one-RM team."""
     clauses: list[str] = []
     param = Placeholders()
     params = param.values
@@ -84,18 +101,26 @@ def refusals_statement(selection: RefusalSelection) -> tuple[str, list[Any]]:
         clauses.append(f"r.rule = {param(selection.rule)}")
     if selection.branch_id is not None:
         clauses.append(f"r.branch_id = {param(selection.branch_id)}")
-    if selection.rm_in is not None:
-        clauses.append(f"c.rm_id = ANY({param(sorted(selection.rm_in))}::text[])")
     if selection.rm_not_in is not None:
-        clauses.append(f"NOT (c.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
-    if not selection.any_client:
-        clauses.append("c.rm_id IS NOT NULL")
+        clauses.append(f"NOT (r.rm_id = ANY({param(sorted(selection.rm_not_in))}::text[]))")
+    if selection.rm_in is None and not selection.any_client:
+        clauses.append("r.rm_id IS NOT NULL")
+    if selection.rm_in is None:
+        sql = (
+            f"SELECT {_COLUMNS} FROM fu_refusals r "  # noqa: S608 - fixed conditions, bound values
+            f"WHERE {' AND '.join(clauses) or 'true'} "
+            f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {param(PAGE_LIMIT)}"
+        )
+        return sql, params
+    team = param(sorted(selection.rm_in))
+    limit = param(PAGE_LIMIT)
+    clauses.append("r.rm_id = team.member")
     sql = (
-        "SELECT r.event_id, r.rule, r.title, r.occurred_at, r.recorded_at, r.branch_id, "  # noqa: S608 - fixed conditions, bound values
-        "r.client_id, r.refused_type, r.actor_id, r.actor_role, r.submitter, c.rm_id "
-        "FROM fu_refusals r LEFT JOIN fu_clients c ON c.client_id = r.client_id "
-        f"WHERE {' AND '.join(clauses) or 'true'} "
-        f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {param(PAGE_LIMIT)}"
+        f"SELECT page.* FROM unnest({team}::text[]) AS team(member) "  # noqa: S608 - fixed conditions, bound values
+        f"CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM fu_refusals r "
+        f"WHERE {' AND '.join(clauses)} "
+        f"ORDER BY r.occurred_at DESC, r.event_id DESC LIMIT {limit}) AS page "
+        f"{_NEWEST_FIRST} LIMIT {limit}"
     )
     return sql, params
 

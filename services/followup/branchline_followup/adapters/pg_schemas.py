@@ -115,6 +115,30 @@ async def clone_schema(conn: PgConnection, target: str) -> None:
             f"CREATE TABLE {target}.{table} (LIKE {LIVE_SCHEMA}.{table} INCLUDING ALL)"
         )
     await _copy_statistics_targets(conn, target)
+    await _copy_triggers(conn, target)
+
+
+_TRIGGERS = """
+SELECT c.relname, pg_get_triggerdef(t.oid)
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND NOT t.tgisinternal
+ORDER BY c.relname, t.tgname
+"""
+
+
+async def _copy_triggers(conn: PgConnection, target: str) -> None:
+    """LIKE ... INCLUDING ALL copies no trigger: the copies get the live tables' (console
+    migration 004: the client's RM kept on its refusals, #12). Their functions live in
+    ``public`` and write the schema of the row that fired them, so a copy's triggers write
+    the copy's tables."""
+    for table, definition in await conn.fetch(_TRIGGERS, LIVE_SCHEMA):
+        on = re.compile(rf" ON (?:{LIVE_SCHEMA}\.)?{re.escape(table)} ")
+        copied, count = on.subn(f" ON {target}.{checked_schema(table)} ", definition, count=1)
+        if count != 1:
+            raise ValueError(f"cannot copy the trigger of {table}: {definition!r}")
+        await conn.execute(copied)
 
 
 # LIKE ... INCLUDING ALL copies no column's statistics target: without this, a rebuilt
