@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -28,6 +30,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 
 from bench.stack import process_cpu_seconds  # noqa: E402
 from bench.workload import event_body  # noqa: E402
@@ -51,6 +54,23 @@ async def broker_with_topics(*topics: NewTopic) -> AsyncIterator[tuple[TansuBrok
         yield broker, pid
     finally:
         broker.stop()
+
+
+async def last_record_fetches(
+    client: Any, node: int, topic: str, end: int, wait_ms: int, times: int, broker_pid: int
+) -> tuple[float, int, float]:
+    """``times`` raw fetches of partition 0's record at offset ``end`` with ``wait_ms`` of
+    fetch wait: the median seconds one took, how many returned a record, and the broker's CPU
+    seconds per fetch (shared by the long-log probes, #12)."""
+    request = FetchRequest(wait_ms, 1, 1 << 20, 0, [(topic, [(0, end, 1 << 20)])])
+    took, got, cpu = [], 0, 0.0
+    for _ in range(times):
+        cpu0, t0 = process_cpu_seconds(broker_pid), time.perf_counter()
+        response = await client.send(node, request)
+        took.append(time.perf_counter() - t0)
+        cpu += process_cpu_seconds(broker_pid) - cpu0
+        got += any(part[-1] for _t, parts in response.topics for part in parts)
+    return statistics.median(took), got, cpu / times
 
 
 async def produce_batch(producer: AIOKafkaProducer, body: bytes, first: int, size: int) -> None:

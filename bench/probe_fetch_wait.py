@@ -36,7 +36,7 @@ from aiokafka.client import AIOKafkaClient  # noqa: E402
 from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 
 from bench.loadgen import percentile  # noqa: E402
-from bench.probe_broker import broker_with_topics  # noqa: E402
+from bench.probe_broker import broker_with_topics, last_record_fetches  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
 
 TOPIC = "t"
@@ -135,18 +135,13 @@ async def long_log(
             end = (await producer.send_and_wait("long", b"x" * 200, partition=0)).offset
             batches += 1
             for wait in waits:
-                request = FetchRequest(wait, 1, 1 << 20, 0, [("long", [(0, end, 1 << 20)])])
-                took, got, cpu = [], 0, 0.0
-                for _ in range(5):
-                    cpu0, t0 = process_cpu_seconds(broker_pid), time.perf_counter()
-                    response = await client.send(node, request)
-                    took.append(time.perf_counter() - t0)
-                    cpu += process_cpu_seconds(broker_pid) - cpu0
-                    got += any(part[-1] for _t, parts in response.topics for part in parts)
+                took, got, cpu = await last_record_fetches(
+                    client, node, "long", end, wait, 5, broker_pid
+                )
                 print(
                     f"long log ~{end + 1:6d} records: max_wait {wait:3d} ms: fetch of the last "
-                    f"record {ms(statistics.median(took)):6.1f} ms median, returned it {got}/5, "
-                    f"broker CPU {ms(cpu / 5):6.1f} ms per fetch",
+                    f"record {ms(took):6.1f} ms median, returned it {got}/5, "
+                    f"broker CPU {ms(cpu):6.1f} ms per fetch",
                     flush=True,
                 )
     finally:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,11 +36,10 @@ if str(ROOT) not in sys.path:
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import NewTopic  # noqa: E402
 from aiokafka.client import AIOKafkaClient  # noqa: E402
-from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 
 from bench.loadgen import percentile  # noqa: E402
-from bench.probe_broker import broker_with_topics  # noqa: E402
+from bench.probe_broker import broker_with_topics, last_record_fetches  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
 from branchline_shared.kafka import consuming  # noqa: E402
 from branchline_shared.kafka.consuming import (  # noqa: E402
@@ -79,18 +77,11 @@ async def raw(bootstrap: str, pid: int, end: int, waits: list[int]) -> None:
     assert node is not None
     try:
         for wait in waits:
-            request = FetchRequest(wait, 1, 1 << 20, 0, [(TOPIC, [(0, end - 1, 1 << 20)])])
-            took, got, cpu = [], 0, 0.0
-            for _ in range(3):
-                cpu0, t0 = process_cpu_seconds(pid), time.perf_counter()
-                response = await client.send(node, request)
-                took.append(time.perf_counter() - t0)
-                cpu += process_cpu_seconds(pid) - cpu0
-                got += any(part[-1] for _t, parts in response.topics for part in parts)
+            took, got, cpu = await last_record_fetches(client, node, TOPIC, end - 1, wait, 3, pid)
             print(
                 f"  raw fetch of the last record, max_wait {wait:4d} ms: "
-                f"{1000 * statistics.median(took):6.1f} ms median, returned it {got}/3, "
-                f"broker CPU {1000 * cpu / 3:6.1f} ms per fetch",
+                f"{1000 * took:6.1f} ms median, returned it {got}/3, "
+                f"broker CPU {1000 * cpu:6.1f} ms per fetch",
                 flush=True,
             )
     finally:

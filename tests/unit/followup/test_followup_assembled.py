@@ -119,16 +119,19 @@ def test_a_new_task_is_the_validated_task_or_its_error(**values: Any) -> None:
 
 
 def test_a_task_of_plain_values_is_not_validated_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(**values: Any) -> FollowupTask:
-        raise AssertionError("validated again")
-
-    monkeypatch.setattr(tasks, "validated_new_task", refuse)
-    task = new_task(**_PLAIN)
     validated = FollowupTask(
         id=task_id_for(_PLAIN["source_event_id"], _PLAIN["kind"]),
         rule=tasks.RULE_OF_KIND[_PLAIN["kind"]],
         **_PLAIN,
     )
+
+    def refuse(self: FollowupTask, **values: Any) -> None:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(FollowupTask, "__init__", refuse)
+    with pytest.raises(AssertionError, match="validated again"):  # the patch does refuse
+        new_task(**{**_PLAIN, "assignee": _Text("rm-7")})
+    task = new_task(**_PLAIN)
     assert _state(task) == _state(validated)
 
 

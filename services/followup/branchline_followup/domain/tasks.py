@@ -12,7 +12,7 @@ import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,6 +138,17 @@ def new_task(
     instants in UTC: what the rules pass) make the task without validating it again
     (:func:`~.assembled.assembled`, #12); any other is validated, with the model's own error
     or conversion."""
+    named = _new_task_values(
+        kind=kind,
+        source_event_id=source_event_id,
+        client_id=client_id,
+        branch_id=branch_id,
+        assignee=assignee,
+        subject=subject,
+        opened_at=opened_at,
+        due_at=due_at,
+        deadline_profile=deadline_profile,
+    )
     if (
         type(kind) is TaskKind
         and is_uuid(source_event_id)
@@ -149,40 +160,52 @@ def new_task(
         and is_utc(due_at)
         and is_text(deadline_profile)
     ):
-        return assembled(
-            FollowupTask,
-            {
-                "id": task_id_for(source_event_id, kind),
-                "kind": kind,
-                "rule": RULE_OF_KIND[kind],
-                "client_id": client_id,
-                "branch_id": branch_id,
-                "assignee": assignee,
-                "subject": subject,
-                "opened_at": opened_at,
-                "due_at": due_at,
-                "deadline_profile": deadline_profile,
-                "source_event_id": source_event_id,
-                "status": TaskStatus.OPEN,
-                "closed_at": None,
-                "closed_by_event_id": None,
-                "close_reason": None,
-                "escalated_to": None,
-            },
-            NEW_TASK_FIELDS,
-        )
-    return validated_new_task(
-        kind=kind,
-        source_event_id=source_event_id,
-        client_id=client_id,
-        branch_id=branch_id,
-        assignee=assignee,
-        subject=subject,
-        opened_at=opened_at,
-        due_at=due_at,
-        deadline_profile=deadline_profile,
-    )
+        return assembled(FollowupTask, {**named, **_OPEN_TASK_DEFAULTS}, NEW_TASK_FIELDS)
+    return FollowupTask(**named)
 
+
+def validated_new_task(**named: Any) -> FollowupTask:
+    """:func:`new_task` of the same keyword arguments as the model's validation makes it (the
+    reference its tests compare the assembled task with)."""
+    return FollowupTask(**_new_task_values(**named))
+
+
+def _new_task_values(
+    *,
+    kind: TaskKind,
+    source_event_id: uuid.UUID,
+    client_id: str,
+    branch_id: str | None,
+    assignee: str,
+    subject: str,
+    opened_at: datetime,
+    due_at: datetime,
+    deadline_profile: str,
+) -> dict[str, Any]:
+    """The fields a new task names, in the model's order."""
+    return {
+        "id": task_id_for(source_event_id, kind),
+        "kind": kind,
+        "rule": RULE_OF_KIND[kind],
+        "client_id": client_id,
+        "branch_id": branch_id,
+        "assignee": assignee,
+        "subject": subject,
+        "opened_at": opened_at,
+        "due_at": due_at,
+        "deadline_profile": deadline_profile,
+        "source_event_id": source_event_id,
+    }
+
+
+_OPEN_TASK_DEFAULTS: dict[str, Any] = {
+    "status": TaskStatus.OPEN,
+    "closed_at": None,
+    "closed_by_event_id": None,
+    "close_reason": None,
+    "escalated_to": None,
+}
+"""The fields a new task leaves at their defaults: an open task."""
 
 NEW_TASK_FIELDS = frozenset(
     (
@@ -200,34 +223,6 @@ NEW_TASK_FIELDS = frozenset(
     )
 )
 """The fields :func:`new_task` names (the rest keep their defaults: an open task)."""
-
-
-def validated_new_task(
-    *,
-    kind: TaskKind,
-    source_event_id: uuid.UUID,
-    client_id: str,
-    branch_id: str | None,
-    assignee: str,
-    subject: str,
-    opened_at: datetime,
-    due_at: datetime,
-    deadline_profile: str,
-) -> FollowupTask:
-    """:func:`new_task` as the model's validation makes it."""
-    return FollowupTask(
-        id=task_id_for(source_event_id, kind),
-        kind=kind,
-        rule=RULE_OF_KIND[kind],
-        client_id=client_id,
-        branch_id=branch_id,
-        assignee=assignee,
-        subject=subject,
-        opened_at=opened_at,
-        due_at=due_at,
-        deadline_profile=deadline_profile,
-        source_event_id=source_event_id,
-    )
 
 
 def sla_state(task: FollowupTask, now: datetime, due_soon_window: timedelta) -> SlaState:
