@@ -336,6 +336,22 @@ def test_the_fetch_wait_stays_when_rounds_bring_records_or_the_consumer_is_at_th
     assert wait.ms == 100  # the log only grows: a raised wait is kept
 
 
+def test_rounds_that_leave_the_consumer_behind_with_a_few_records_count_as_starved() -> None:
+    # On a long log a wait just long enough answers now and then: a consumer fed so stays
+    # behind for good unless the starved rounds between the answers still count.
+    wait = FetchWait(50, patience=2)
+    assert not wait.after_round(records=0, behind=True)
+    assert wait.starving
+    assert not wait.after_round(records=500, behind=True)  # a backlog read: not starved
+    assert wait.after_round(records=4, behind=True)  # a few records, still behind: starved
+    assert wait.ms == 100
+    assert not wait.after_round(records=0, behind=True)
+    assert not wait.after_round(records=4, behind=False)  # caught up: forgiven
+    assert not wait.starving
+    assert not wait.after_round(records=0, behind=True)
+    assert wait.ms == 100
+
+
 def test_a_long_fetch_wait_needs_four_times_itself_of_starved_rounds_to_be_raised() -> None:
     # a fetch held at the log end, cut when a record comes and tried again, is not a stall
     wait = FetchWait(1600, patience=2, round_ms=500)

@@ -56,6 +56,7 @@ FETCH_WAIT = Gauge(
 )
 FETCH_WAIT_CEILING_MS = 5_000  # the setting's own bound; far below aiokafka's request timeout
 ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
+MEAGRE_ROUND = 50  # fewer records than this in a round that leaves the consumer behind: starved
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -108,14 +109,26 @@ class FetchWait:
         self._starved = 0
 
     def rounds_needed(self) -> int:
-        """Starved rounds in a row that raise the wait from what it is now."""
+        """Starved rounds, with no catching up between them, that raise the wait from what
+        it is now."""
         return max(self._patience, -(-4 * self.ms // self._round_ms))
 
+    @property
+    def starving(self) -> bool:
+        """Starved rounds were counted and the consumer has not caught up since."""
+        return self._starved > 0
+
     def after_round(self, *, records: int, behind: bool) -> bool:
-        """Told each round's record count and whether, after an empty round, a partition's
-        high watermark lay beyond its position; True when the wait was raised (``ms``)."""
-        if records or not behind:
+        """Told each round's record count and whether, after it, a partition's high watermark
+        lay beyond its position; True when the wait was raised (``ms``). Only catching up
+        forgives starved rounds. A round that leaves the consumer behind with fewer than
+        :data:`MEAGRE_ROUND` records counts as starved too: on a long log a wait just long
+        enough answers now and then with a few records, and a consumer so fed would stay
+        behind for good (a broker reading a backlog answers with up to a partition's bytes)."""
+        if not behind:
             self._starved = 0
+            return False
+        if records >= MEAGRE_ROUND:
             return False
         self._starved += 1
         if self._starved < self.rounds_needed() or self.ms >= self.ceiling_ms:
@@ -328,10 +341,9 @@ class BatchConsumer:
             FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=self._max_records)
-                if batches:
-                    fetch_wait.after_round(records=len(batches), behind=False)
-                elif fetch_wait.ms < fetch_wait.ceiling_ms:
-                    await self._starved_round(consumer, fetch_wait)
+                got = sum(len(records) for records in batches.values())
+                if fetch_wait.starving or got < MEAGRE_ROUND:
+                    await self._starved_round(consumer, fetch_wait, records=got)
                 if batches:
                     self._revocations.clear()
                     await self._process([r for records in batches.values() for r in records])
@@ -347,9 +359,12 @@ class BatchConsumer:
         finally:
             await consumer.stop()
 
-    async def _starved_round(self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait) -> None:
-        """After a round that brought nothing: raise the fetch wait if the broker keeps
-        answering nothing although records are there (:class:`FetchWait`)."""
+    async def _starved_round(
+        self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait, *, records: int = 0
+    ) -> None:
+        """After a round that brought nothing, or some records after starved rounds: raise the
+        fetch wait if the broker keeps answering nothing although records are there
+        (:class:`FetchWait`)."""
         behind = False
         try:
             for tp in consumer.assignment():
@@ -360,7 +375,7 @@ class BatchConsumer:
         except KafkaError:  # assignment changing under a rebalance: look again next round
             return
         before = fetch_wait.ms
-        if fetch_wait.after_round(records=0, behind=behind):
+        if fetch_wait.after_round(records=records, behind=behind):
             if not set_fetch_wait(consumer, fetch_wait.ms):
                 fetch_wait.ms = fetch_wait.ceiling_ms  # cannot change it: stop trying
                 log.error("the consumer's fetch wait cannot be changed", extra=_named(self))
