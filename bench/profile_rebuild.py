@@ -14,7 +14,8 @@ counts the rebuild's CPU time per function with cProfile (``time.process_time``:
 process itself spent, not the wait for PostgreSQL or the scheduler; FILE: pstats, FILE.txt the
 top functions).
 
-    python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
+    python -m bench.profile_rebuild [--clients 300]
+                                    [--workload history|service-loop|registrations]
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
@@ -395,7 +396,9 @@ def write_cpu_profile(profiler: Any, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=300)
-    parser.add_argument("--workload", choices=("history", "registrations"), default="history")
+    parser.add_argument(
+        "--workload", choices=("history", "service-loop", "registrations"), default="history"
+    )
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
