@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from branchline_shared.kafka import consuming
 from branchline_shared.kafka.consuming import (
     FETCH_WAIT_CEILING_MS,
     BatchConsumer,
     FetchWait,
     RawMessage,
+    partition_marks,
     set_fetch_wait,
     still_held,
     stop_batch_consumer,
@@ -57,6 +59,9 @@ class FakeKafka:
         self.committed = asyncio.Event()
         self.highwaters: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
+        self.position_hangs: set[TopicPartition] = set()
+        # a rebalance that takes these partitions while position(key) is awaited
+        self.revoked_during_position: dict[TopicPartition, set[TopicPartition]] = {}
         self._fetcher = SimpleNamespace(_fetch_max_wait_ms=50)  # aiokafka's, once started
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
@@ -85,9 +90,17 @@ class FakeKafka:
         self.committed.set()
 
     async def position(self, tp: TopicPartition) -> int:
-        return self.positions.get(tp, 0)
+        # as aiokafka 0.14: unassigned raises; during a rebalance it waits for an assignment
+        if tp in self.position_hangs:
+            await asyncio.Event().wait()
+        if tp not in self.assigned:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        position = self.positions.get(tp, 0)
+        self.assigned -= self.revoked_during_position.pop(tp, set())
+        return position
 
     def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp in self.assigned, "Partition is not assigned"  # aiokafka 0.14's own check
         return self.highwaters.get(tp)
 
 
@@ -96,6 +109,7 @@ def consumer_over(
     handle_raw: Callable[[list[RawMessage]], Any],
     max_records: int = 3,
     after_round: Callable[[int], None] | None = None,
+    log_end_check_s: float = 5.0,
 ) -> BatchConsumer:
     settings: Any = SimpleNamespace(
         kafka_bootstrap="127.0.0.1:1",
@@ -112,6 +126,7 @@ def consumer_over(
         dead_letters=None,  # type: ignore[arg-type]
         max_records=max_records,
         after_round=after_round,
+        log_end_check_s=log_end_check_s,
     )
     consumer._consumer = lambda: kafka  # type: ignore[assignment, method-assign, return-value]
     return consumer
@@ -424,3 +439,65 @@ async def test_aiokafka_s_fetcher_reads_the_wait_we_change_for_each_request() ->
     finally:
         consumer._fetcher = None
         await consumer.stop()
+
+
+async def test_marks_leave_out_a_partition_a_rebalance_takes_while_they_are_read() -> None:
+    # #12: aiokafka's highwater() asserts the partition is assigned (an AssertionError, not a
+    # KafkaError): a rebalance between assignment() and it must not end the consumer
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30, TP1: 7}
+    kafka.positions = {TP0: 12, TP1: 7}
+    first = min(kafka.assignment(), key=str)  # the order of a set: take whichever comes
+    second = ({TP0, TP1} - {first}).pop()
+    kafka.assignment = lambda: [first, second]  # type: ignore[method-assign]
+    kafka.revoked_during_position = {first: {first, second}}
+    assert await partition_marks(kafka) == {}  # type: ignore[arg-type]
+    kafka.assigned = {TP0, TP1}
+    kafka.revoked_during_position = {}
+    assert await partition_marks(kafka) == {TP0: (12, 30), TP1: (7, 7)}  # type: ignore[arg-type]
+
+
+async def test_marks_do_not_wait_for_a_rebalance_to_end() -> None:
+    # aiokafka's position() waits for the next assignment while the group has none
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30, TP1: 7}
+    kafka.positions = {TP0: 12, TP1: 7}
+    kafka.position_hangs = {TP0}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    marks = await partition_marks(kafka, within_s=0.2)  # type: ignore[arg-type]
+    assert loop.time() - started < 1.0
+    assert TP0 not in marks
+
+
+async def test_a_rebalance_under_the_consumer_s_looks_at_its_partitions_never_ends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The starved-round look and the log-end check (every round here) meet a partition taken
+    # between assignment() and highwater(), then a position() that waits for the rebalance
+    monkeypatch.setattr(consuming, "MARKS_WITHIN_S", 0.05)
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30_000, TP1: 7}
+    kafka.positions = {TP0: 12, TP1: 7}
+    kafka.assignment = lambda: [TP0, TP1]  # type: ignore[method-assign]
+    rounds: list[int] = []
+    enough = asyncio.Event()
+
+    def after_round(records: int) -> None:
+        rounds.append(records)
+        if len(rounds) == 1:
+            kafka.revoked_during_position = {TP0: {TP1}}
+        if len(rounds) == 3:
+            kafka.assigned = {TP0, TP1}
+            kafka.position_hangs = {TP0, TP1}
+        if len(rounds) >= 6:
+            enough.set()
+
+    consumer = consumer_over(
+        kafka, lambda raws: asyncio.sleep(0), after_round=after_round, log_end_check_s=0
+    )
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(enough.wait(), 5)
+    assert not task.done(), task
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+    assert task.exception() is None

@@ -57,6 +57,7 @@ FETCH_WAIT = Gauge(
 FETCH_WAIT_CEILING_MS = 5_000  # the setting's own bound; far below aiokafka's request timeout
 ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
 MEAGRE_ROUND = 50  # fewer records than this in a round that leaves the consumer behind: starved
+MARKS_WITHIN_S = 1.0  # a look at positions and high watermarks; a rebalance can hold position()
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -147,6 +148,36 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
         return False
     fetcher._fetch_max_wait_ms = wait_ms
     return True
+
+
+async def partition_marks(
+    consumer: AIOKafkaConsumer, *, within_s: float | None = None
+) -> dict[TopicPartition, tuple[int, int | None]]:
+    """Each assigned partition's position and last known high watermark (None before a fetch
+    reported one), as far as they can be read within ``within_s`` (:data:`MARKS_WITHIN_S`); a
+    partition missing from the answer is looked at again next time.
+
+    A rebalance can take a partition between ``assignment()`` and the questions: aiokafka 0.14's
+    ``highwater`` then fails an ``assert`` (not a ``KafkaError``), and ``position`` raises
+    ``IllegalStateError`` or, while the group has no assignment, waits for the next one for as
+    long as the rebalance takes. Neither may end or hold up the consumer's loop."""
+    marks: dict[TopicPartition, tuple[int, int | None]] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (MARKS_WITHIN_S if within_s is None else within_s)
+    for tp in consumer.assignment():
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), timeout=left)
+            # no await between the check and the read: no rebalance can come between them
+            if tp not in consumer.assignment():
+                continue
+            highwater = consumer.highwater(tp)
+        except (AssertionError, KafkaError, TimeoutError):
+            continue
+        marks[tp] = (position, highwater)
+    return marks
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -365,15 +396,10 @@ class BatchConsumer:
         """After a round that brought nothing, or some records after starved rounds: raise the
         fetch wait if the broker keeps answering nothing although records are there
         (:class:`FetchWait`)."""
-        behind = False
-        try:
-            for tp in consumer.assignment():
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) < highwater:
-                    behind = True
-                    break
-        except KafkaError:  # assignment changing under a rebalance: look again next round
-            return
+        behind = any(
+            highwater is not None and position < highwater
+            for position, highwater in (await partition_marks(consumer)).values()
+        )
         before = fetch_wait.ms
         if fetch_wait.after_round(records=records, behind=behind):
             if not set_fetch_wait(consumer, fetch_wait.ms):
@@ -494,14 +520,11 @@ class BatchConsumer:
     async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
         """After a broker lost its log (tansu's memory store restarted), our position can be
         past the new end; the broker does not say OFFSET_OUT_OF_RANGE, so we check."""
-        positions: dict[TopicPartition, int] = {}
-        try:
-            for tp in consumer.assignment():
-                positions[tp] = await consumer.position(tp)
-        except KafkaError:  # assignment changing under a rebalance: look again next time
-            return
-        highwaters = {tp: consumer.highwater(tp) for tp in positions}
-        lost = partitions_past_log_end(positions, highwaters)
+        marks = await partition_marks(consumer)
+        lost = partitions_past_log_end(
+            {tp: position for tp, (position, _) in marks.items()},
+            {tp: highwater for tp, (_, highwater) in marks.items()},
+        )
         if not lost:
             return
         LOG_LOST.labels(self._name).inc()
