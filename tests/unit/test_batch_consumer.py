@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import REGISTRY
 
 from branchline_shared.kafka import consuming
 from branchline_shared.kafka.consuming import (
@@ -348,7 +349,62 @@ def test_the_fetch_wait_stays_when_rounds_bring_records_or_the_consumer_is_at_th
     assert wait.ms == 100
     for _ in range(10):
         wait.after_round(records=5, behind=False)
-    assert wait.ms == 100  # the log only grows: a raised wait is kept
+    assert wait.ms == 100  # kept while the consumer has not stayed caught up for long
+
+
+def test_a_raised_wait_is_tried_lower_once_the_consumer_stayed_caught_up() -> None:
+    # #12: on tansu a raised wait delays what reaches a consumer at its log end by up to half
+    # of it per event; a consumer that caught up is given a lower wait again, one step at once
+    wait = FetchWait(50, patience=2, settle=5)
+    for _ in range(4):  # 50 -> 100 -> 200
+        wait.after_round(records=0, behind=True)
+    assert wait.ms == 200
+    for _ in range(4):
+        assert not wait.after_round(records=0, behind=False)
+    assert not wait.after_round(records=10, behind=True)  # behind again: start counting again
+    for _ in range(4):
+        assert not wait.after_round(records=0, behind=False)
+    assert wait.after_round(records=0, behind=False)
+    assert wait.ms == 100
+    for _ in range(5):
+        wait.after_round(records=3, behind=False)
+    assert wait.ms == 50
+    for _ in range(50):
+        assert not wait.after_round(records=0, behind=False)
+    assert wait.ms == 50  # never below the configured wait
+
+
+def test_a_wait_that_starves_the_consumer_again_after_a_step_down_is_not_tried_again() -> None:
+    # hysteresis: a log that only grows must not stall the consumer every ``settle`` rounds
+    wait = FetchWait(50, patience=2, settle=5)
+    for _ in range(4):
+        wait.after_round(records=0, behind=True)
+    assert wait.ms == 200
+    for _ in range(5):
+        wait.after_round(records=0, behind=False)
+    assert wait.ms == 100  # tried once more
+    assert not wait.after_round(records=0, behind=True)
+    assert wait.after_round(records=0, behind=True)  # it starves again: back up
+    assert wait.ms == 200
+    for _ in range(100):
+        assert not wait.after_round(records=0, behind=False)
+    assert wait.ms == 200  # 100 is not tried again
+    wait.reset()  # the broker lost its log: a short log again, everything learnt forgotten
+    assert wait.ms == 50
+    assert not wait.raised
+
+
+def test_a_raised_wait_above_a_refused_one_still_comes_down_to_it() -> None:
+    wait = FetchWait(50, patience=1, settle=2)
+    wait.after_round(records=0, behind=True)  # 100
+    wait.after_round(records=0, behind=False)
+    wait.after_round(records=0, behind=False)  # 50 tried again
+    wait.after_round(records=0, behind=True)  # starves: 100, and 50 refused
+    wait.after_round(records=0, behind=True)  # a heavier spell: 200
+    assert wait.ms == 200
+    for _ in range(10):
+        wait.after_round(records=0, behind=False)
+    assert wait.ms == 100  # down to the lowest wait not refused, and no further
 
 
 def test_rounds_that_leave_the_consumer_behind_with_a_few_records_count_as_starved() -> None:
@@ -405,6 +461,45 @@ async def test_the_consumer_raises_its_fetch_wait_when_the_broker_starves_it() -
     await four.wait()
     await stop_batch_consumer(consumer, task, timeout_s=2)
     assert waits[:4] == [50, 100, 100, 200]  # doubled after every second starved round
+
+
+async def test_the_consumer_lowers_a_raised_wait_once_it_caught_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consuming, "SETTLE_ROUNDS", 3)
+    kafka = FakeKafka([], [])
+    kafka.highwaters = {TP0: 30_000, TP1: 7}
+    kafka.positions = {TP0: 12, TP1: 7}
+    waits: list[int] = []
+    enough = asyncio.Event()
+
+    def after_round(records: int) -> None:
+        waits.append(kafka._fetcher._fetch_max_wait_ms)
+        if len(waits) == 4:
+            kafka.positions = {TP0: 30_000, TP1: 7}  # caught up
+        if len(waits) == 12:
+            enough.set()
+
+    consumer = consumer_over(kafka, lambda raws: asyncio.sleep(0), after_round=after_round)
+    before = REGISTRY.get_sample_value(
+        "branchline_consumer_fetch_wait_raises_total", {"consumer": "test-consumer"}
+    )
+    task = asyncio.create_task(consumer.run())
+    await enough.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+    assert waits[:12] == [50, 100, 100, 200, 200, 200, 100, 100, 100, 50, 50, 50]
+    assert (
+        REGISTRY.get_sample_value(
+            "branchline_consumer_fetch_wait_raises_total", {"consumer": "test-consumer"}
+        )
+        == (before or 0) + 2
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "branchline_consumer_fetch_wait_ms", {"consumer": "test-consumer"}
+        )
+        == 50
+    )
 
 
 async def test_a_consumer_at_the_end_of_its_log_keeps_the_configured_fetch_wait() -> None:
