@@ -253,9 +253,13 @@ async def adapt_fetch_wait(
     """After a round of ``consumer`` that brought ``records``: tell ``fetch_wait`` whether the
     consumer is behind on ``partitions`` (default: all it is assigned) and apply the wait it
     then wants (:class:`FetchWait`). Shared by every reader of the topics (#12)."""
+    asked = list(consumer.assignment() if partitions is None else partitions)
+    marks = await partition_marks(consumer, asked)
+    if len(marks) < len(asked):  # not known (a rebalance under way): neither starved nor not
+        return
     lag = sum(
         max(0, highwater - position)
-        for position, highwater in (await partition_marks(consumer, partitions)).values()
+        for position, highwater in marks.values()
         if highwater is not None
     )
     before = fetch_wait.ms
