@@ -231,7 +231,8 @@ async def partition_marks(
         if left <= 0:
             break
         try:
-            position = await asyncio.wait_for(consumer.position(tp), timeout=left)
+            async with asyncio.timeout(left):
+                position = await consumer.position(tp)
             # no await between the check and the read: no rebalance can come between them
             if tp not in consumer.assignment():
                 continue
