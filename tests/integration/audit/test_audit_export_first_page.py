@@ -1,5 +1,5 @@
-"""An export's first line waits for a small first page, read while its checkpoint is signed,
-and the export's bytes are the ones it had with one page size throughout (#12)."""
+"""An export's first line waits for a small first page, and the export's bytes are the ones
+it has with any page sizes (#12)."""
 
 from __future__ import annotations
 
@@ -68,37 +68,13 @@ async def test_the_first_line_comes_with_a_small_page_and_the_bytes_do_not_chang
         assert "".join(await _chunks(audit, filters, content)) == "".join(chunks), (first, size)
 
 
-async def test_the_first_page_is_read_while_the_checkpoint_is_signed(
-    audit: AuditContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The checkpoint here finishes only once the first page is being read: an export that
-    read its first page only after the checkpoint would wait for ever (time out)."""
-    original_checkpoint, original_entries = exporting.checkpoint_now, audit.ledger.entries
-    reading = asyncio.Event()
-
-    async def entries(*args: Any, **kwargs: Any) -> Any:
-        reading.set()
-        return await original_entries(*args, **kwargs)
-
-    async def checkpoint(context: AuditContext) -> Any:
-        await asyncio.wait_for(reading.wait(), timeout=5)
-        return await original_checkpoint(context)
-
-    monkeypatch.setattr(audit.ledger, "entries", entries)
-    monkeypatch.setattr(exporting, "checkpoint_now", checkpoint)
-    chunks = await _chunks(audit, LedgerFilters(), "jsonl")
-    verdict = verify_export(bytes_lines("".join(chunks).encode()), _verifier(audit))
-    assert verdict.ok, verdict
-    assert verdict.entries == ENTRIES
-
-
 @pytest.mark.parametrize("ledger", [5, exporting.FIRST_PAGE_SIZE - 3, ENTRIES])
 async def test_entries_appended_after_the_checkpoint_are_not_exported(
     settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch, ledger: int
 ) -> None:
-    """The first page is read without the checkpoint's size (not yet known): entries
-    appended after the checkpoint and before that read are cut from it, whether the page is
-    then full or not, and the export is the one of the checkpoint's tree."""
+    """Entries appended after the checkpoint and before the first page is read are not in
+    it, whether the page is then full or not: the export is the one of the checkpoint's tree
+    (the page is bounded by its size)."""
     async with audit_context(quick_settings(settings)) as audit:
         rng = random.Random(17)
         await append_in_batches(audit.ledger, random_events(ledger, rng), now=T0)

@@ -6,9 +6,8 @@ and sent as they are formatted, so memory stays flat whatever the export's size.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +22,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import RecordingHasher
-from branchline_audit.domain.verification import (
-    AlteredEntry,
-    StoredCheckpoint,
-    StoredEntry,
-    refuse_altered,
-)
+from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint, refuse_altered
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +34,9 @@ INCOMPLETE_EXPORTS = Counter(
 
 PAGE_SIZE = 500
 FIRST_PAGE_SIZE = 20
-"""The first page is small, so that the export's first line waits for a few entries' lines,
-not 500 (#12); the pages are joined as they come, so the bytes are the same."""
+"""The first page is small, so that the export's first line waits for a few entries' lines
+(and a filtered export's proofs) rather than 500 (#12); the pages are sent one after another
+as they are, so the export's bytes are the same whatever the page sizes."""
 MEDIA_TYPES: dict[ExportContent, str] = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
@@ -196,14 +191,19 @@ async def _export_body(
     writer: ExportWriter,
     signed: list[StoredCheckpoint],
 ) -> AsyncIterator[str]:
-    limit = min(FIRST_PAGE_SIZE, PAGE_SIZE)
-    checkpoint, page = await _signed_with_first_page(audit, filters, limit, signed)
+    checkpoint = await checkpoint_now(audit)
+    signed.append(checkpoint)
     size = checkpoint.tree_size
     complete = filters.is_empty()
     header = writer.header()
     if header:
         yield header
-    while page:
+    after = 0
+    limit = min(FIRST_PAGE_SIZE, PAGE_SIZE)
+    while True:
+        page = await audit.ledger.entries(filters, after_position=after, limit=limit, up_to=size)
+        if not page:
+            break
         proofs: dict[int, list[bytes]] = {}
         if not complete:
             recorder = RecordingHasher()
@@ -228,45 +228,11 @@ async def _export_body(
                 )
             )
         yield "".join(chunk)
+        after = page[-1].entry.position
         if len(page) < limit:
             break
         limit = PAGE_SIZE
-        page = await audit.ledger.entries(
-            filters, after_position=page[-1].entry.position, limit=limit, up_to=size
-        )
     yield writer.manifest_line(
         audit.signer,
         {**_described(audit, filters, reader), **_signed_tree(checkpoint)},
     )
-
-
-async def _signed_with_first_page(
-    audit: AuditContext,
-    filters: LedgerFilters,
-    limit: int,
-    signed: list[StoredCheckpoint],
-) -> tuple[StoredCheckpoint, Sequence[StoredEntry]]:
-    """The export's checkpoint (in ``signed`` once signed, for an incomplete trailer) and its
-    first page, read at the same time on two connections (#12): the page cannot be bounded
-    by a size not yet known, so it is read unbounded and cut at the checkpoint's size. The
-    rows are in position order, so what is kept is exactly the bounded read's page, and a
-    page cut short is the last one, as a short page is."""
-    first = asyncio.ensure_future(audit.ledger.entries(filters, after_position=0, limit=limit))
-    # Its failure is retrieved even when the checkpoint's is the one raised (no "exception
-    # was never retrieved" logged for an export that already ends incomplete).
-    first.add_done_callback(_retrieved)
-    try:
-        checkpoint = await checkpoint_now(audit)
-        signed.append(checkpoint)
-        page = await first
-    finally:
-        first.cancel()  # nothing once it is done; else the export is ending or abandoned
-    size = checkpoint.tree_size
-    if page and page[-1].entry.position > size:
-        page = [stored for stored in page if stored.entry.position <= size]
-    return checkpoint, page
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
