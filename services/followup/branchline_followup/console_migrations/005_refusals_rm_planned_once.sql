@@ -11,14 +11,15 @@
 -- service. PostgreSQL plans it once per session and plans it again when the names could
 -- resolve elsewhere: a change of search_path, and any rename of a schema (the swap's
 -- ALTER SCHEMA ... RENAME invalidates every cached plan), so after a swap the same session
--- writes the new fu_read. Any other firing (a table written by its qualified name from a
--- session whose search_path starts elsewhere) takes 004's dynamic statement, unchanged.
+-- writes the new fu_read (test_a_session_planned_before_a_swap_writes_the_swapped_in_tables).
+-- Any other firing (a table written by its qualified name from a session whose search_path
+-- starts elsewhere) takes 004's dynamic statement, unchanged.
 -- The triggers are 004's (their functions are replaced in place), so pg_schemas.clone_schema
 -- copies them as before. (A temporary table named fu_clients or fu_refusals in the session
 -- would shadow the static names; no writer creates one.)
 -- enable_seqscan off, for the functions only: a statement planned once keeps its plan until
 -- the table's statistics change, and one planned while the table was analysed empty (a
--- rebuild's first ANALYZE, a new deployment) is a sequential scan, kept while the table grows
+-- rebuild's first ANALYZE before any refusal) is a sequential scan, kept while the table grows
 -- (measured: 20 ms per new client at 50,000 refusals); each statement here is an equality on
 -- an indexed client_id (fu_refusals_client, fu_clients' key), read by index at any size.
 CREATE OR REPLACE FUNCTION public.fu_refusal_takes_clients_rm() RETURNS trigger
