@@ -8,16 +8,18 @@ see it in the followup read model (``fu_applied_events``) and in the audit trail
 whose answer held it. The poller's answer comes after the commit that made the row visible,
 so the figure is never early; it is late by at most one poll window (reported).
 
-The figure the benchmark reports for the target is exact instead: the commit timestamp of the
-transaction that wrote each row (``pg_xact_commit_timestamp(xmin)``, read once after the load;
-the benchmark's PostgreSQL runs with ``track_commit_timestamp = on``, bench/stack.py). It is
-taken in the commit itself, just before the transaction is marked done in the shared process
-array, from which a new snapshot learns it is visible: so it is the instant a reader could
-first see the row, short only of the commit's last few microseconds (and, with
-``synchronous_commit``, after the WAL flush that a reader waits for anyway). The pollers still
-run, to know when every event has been applied, and their figures stay beside it. Two checks
-tie the clocks together: no row is committed after a poller saw it, and no row's own
-timestamp is after its commit (``ClockCheck``).
+The figure the benchmark reports for the target is the commit instead: the commit timestamp
+of the transaction that wrote each row (``pg_xact_commit_timestamp(xmin)``, read once after
+the load; the benchmark's PostgreSQL runs with ``track_commit_timestamp = on``,
+bench/stack.py). PostgreSQL takes it in the commit, as the commit record's time, then writes
+and flushes that record (``synchronous_commit``) and only then removes the transaction from
+the shared process array, from which a new snapshot learns it is visible. So it is the instant
+a reader could first see the row short of the commit's own WAL flush (and commits may become
+visible in their flush order, not their timestamps'): never late, early by at most that flush,
+where the poller's figure is late by up to a poll window. The pollers still run, to know when
+every event has been applied, and their figures stay beside it. Two checks tie the clocks
+together: no row is committed after a poller saw it, and no row's own timestamp is after its
+commit (``ClockCheck``).
 
 The rows' own timestamps are read too (``applied_at``, ``appended_at``), for comparison: both
 are taken when the applying transaction starts (``now()``; the ledger's in Python before its
