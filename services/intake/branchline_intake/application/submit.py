@@ -218,15 +218,11 @@ async def submit_events(
             outcomes[index] = valid
             continue
         data = _payload_data(valid)
-        # Awaited only for a key not fetched yet (#12: most items need none, and a coroutine
-        # per item was most of what fetching nothing cost).
-        key_id = _key_to_fetch(item, data, keys)
-        if key_id is not None:
-            try:
-                keys[key_id] = await ctx.keys.key_for(key_id)
-            except KeyDestroyed as erased:
-                outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
-                continue
+        try:
+            await _fetch_key(ctx, item, data, keys)
+        except KeyDestroyed as erased:
+            outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
+            continue
         candidates.append(
             _Candidate(
                 index,
@@ -391,18 +387,19 @@ def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _key_to_fetch(
-    item: SubmittedEvent, data: dict[str, Any], keys: dict[str, DataKey]
-) -> str | None:
-    """The id of the data key of the event's subject (the client's, a member of staff's or the
-    institution's: ``sealing_keys``) when the event will need it and it is not in ``keys`` yet:
-    fetched before the unit of work (``key_for`` raises KeyDestroyed for an erased client)."""
+async def _fetch_key(
+    ctx: IntakeContext,
+    item: SubmittedEvent,
+    data: dict[str, Any],
+    keys: dict[str, DataKey],
+) -> None:
+    """The data key of the event's subject (the client's, a member of staff's or the
+    institution's: ``sealing_keys``), fetched before the unit of work when the event will need
+    it (raises KeyDestroyed for an erased client)."""
     key_id = sealing_key_id(item.type, client_id=item.client_id, staff_id=item.staff_id)
-    if key_id is None or key_id in keys:
-        return None
-    if _personal_paths(item.type, data) or item.late_entry is not None:
-        return key_id
-    return None
+    needed = _personal_paths(item.type, data) or item.late_entry is not None
+    if key_id is not None and needed and key_id not in keys:
+        keys[key_id] = await ctx.keys.key_for(key_id)
 
 
 def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
@@ -642,9 +639,7 @@ async def _decide_part(
     writes: list[tuple[_Candidate, RecordedEvent | Violation]] = []
     for count, cand in enumerate(part, 1):
         event_id = cand.event.event_id
-        # Most batches send no ids, so nothing is stored under any of them: no lookup (#12: a
-        # UUID's hash is a Python call).
-        earlier = existing.get(event_id) if existing else None
+        earlier = existing.get(event_id)
         if earlier is not None:
             decided[cand.index] = _answer_duplicate(
                 earlier.position, earlier.submission_hash, cand.submission_hash
