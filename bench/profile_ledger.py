@@ -22,7 +22,10 @@ with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 ``--cold`` stops the fork server after each parallel verify (the next one pays its start, as
 every command's verify does), ``--verify-repeat R`` repeats that sequence R times (pairs
 alternate); the CPU figure of a parallel verify adds its processes' CPU (the fork server's and, once
-reaped, its children's, from /proc) to this process's.
+reaped, its children's, from /proc) to this process's. Each verify also reports the longest
+time it held this process's event loop (a 1 ms ticker's latest wake) and the sum of the
+waits over 20 ms: what an API process verifying beside its other requests would add to
+them.
 """
 
 from __future__ import annotations
@@ -228,13 +231,18 @@ async def one_verify(
     profiler = profiler_or_none(profile)
     started, cpu, pg = time.perf_counter(), time.process_time(), server_cpu(server)
     helpers = forkserver_cpu()
-    verdict = await verify_ledger(
-        audit.ledger,
-        audit.checkpoints,
-        verifier=audit.signer.verifier(),
-        origin=audit.origin,
-        segments=segments,
-    )
+    gaps: list[float] = []
+    ticking = asyncio.ensure_future(tick(gaps))
+    try:
+        verdict = await verify_ledger(
+            audit.ledger,
+            audit.checkpoints,
+            verifier=audit.signer.verifier(),
+            origin=audit.origin,
+            segments=segments,
+        )
+    finally:
+        ticking.cancel()
     verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu
     verify_pg = server_cpu_since(server, pg)
     if segments is not None:
@@ -259,8 +267,23 @@ async def one_verify(
         f"of which {1e6 * helpers / n:.1f} in the verifying processes, "
         f"+ {1e6 * verify_pg / n:.1f} us PostgreSQL, "
         f"{verify_statements / n:.4f} stmt/ev in this process, "
-        f"{verdict.checkpoints_checked} checkpoints) | load {os.getloadavg()[0]:.2f}"
+        f"{verdict.checkpoints_checked} checkpoints) | event loop held up to "
+        f"{1e3 * max(gaps, default=0.0):.0f} ms at a time, "
+        f"{1e3 * sum(g for g in gaps if g > 0.02):.0f} ms in waits over 20 ms "
+        f"| load {os.getloadavg()[0]:.2f}"
     )
+
+
+async def tick(gaps: list[float]) -> None:
+    """Wakes every millisecond and notes how late each wake came: how long the verify
+    holds this process's event loop at a time, which an API process serving other requests
+    while it verifies would see as their added latency (#12)."""
+    last = time.perf_counter()
+    while True:
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last - 0.001)
+        last = now
 
 
 def stop_forkserver() -> None:

@@ -23,6 +23,7 @@ from branchline_shared.embedded.tansu import TansuBroker
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import SERVICES, service_audience, token_codec
 from branchline_shared.settings import BranchlineSettings
+from tests.support import hang_report
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
 
 prepare_runtime_dir(runtime_dir())
@@ -31,6 +32,23 @@ prepare_runtime_dir(runtime_dir())
 # per-example deadline and its "too slow" health check fail correct code.
 settings.register_profile("branchline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("branchline")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """A test that is about to time out first prints where its coroutines wait."""
+    marker = item.get_closest_marker("timeout")
+    timeout_s = (
+        float(marker.args[0])
+        if marker and marker.args
+        else float(item.config.getini("timeout") or 0)
+    )
+    timer = hang_report.arm(item.nodeid, timeout_s)
+    try:
+        return (yield)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest.fixture(scope="session")

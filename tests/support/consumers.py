@@ -14,6 +14,7 @@ from branchline_audit.bootstrap import (
     prepare_database,
     self_repair,
 )
+from branchline_shared.background import cancel_and_wait
 from branchline_shared.clock import SystemClock
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
@@ -38,8 +39,6 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
         async with self_repairing(repair):
             yield audit.ledger
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await producer.stop()
         await pool.close()

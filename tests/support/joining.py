@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from branchline_shared.background import cancel_and_wait
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
@@ -85,8 +86,8 @@ class Member:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.wait([self.task])
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self.task)
         await self.consumer.stop()
 
 

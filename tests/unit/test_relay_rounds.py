@@ -216,3 +216,17 @@ async def test_without_an_interval_each_commit_after_a_sent_wake_up_sends_one() 
         relay.committed()
         await let_run()
     assert pool.notified == 5
+
+
+async def test_a_cancel_that_comes_with_a_wake_up_stops_the_relay() -> None:
+    # Python 3.11's wait_for dropped a cancel that came with the wake-up it waited for, and
+    # the relay ran on: a stop awaiting it hung. One cancel must end it.
+    store = InMemoryEventStore()
+    relay, _ = relay_over(store, min_interval_s=0.0)
+    task = asyncio.create_task(relay.run())
+    await let_run()
+    relay.wake()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done
+    assert task.cancelled()

@@ -230,4 +230,5 @@ async def run_consumer(settings: AuditSettings) -> None:
         await health.drain(settings.shutdown_drain_s)
         consumer.request_stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
+            async with asyncio.timeout(10):
+                await asyncio.shield(task)

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
+from branchline_shared.background import cancel_and_wait
 from branchline_shared.eventstore.ports import Outbox, PendingPublication
 from branchline_shared.eventstore.postgres import PostgresOutbox
 from branchline_shared.kafka.consuming import is_transient
@@ -120,7 +121,8 @@ class OutboxRelay:
             # Closing the session frees the lock and the LISTEN whatever happened above; a
             # connection the database already dropped is only let go.
             try:
-                await asyncio.wait_for(own.close(), timeout=5)
+                async with asyncio.timeout(5):
+                    await own.close()
             except Exception:
                 own.terminate()
 
@@ -171,10 +173,10 @@ class OutboxRelay:
         it whatever it was doing (what is left is published by the next relay)."""
         self.request_drain()
         with contextlib.suppress(TimeoutError, Exception, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
-        task.cancel()
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await task
+            await cancel_and_wait(task)
 
     async def _acquire_lock(self, conn: PgConnection) -> bool:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
@@ -219,10 +221,9 @@ class OutboxRelay:
                     return
                 continue
             if published < self._batch_size:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval_s):
+                        await self._wake.wait()
                 await self._space_rounds(round_started + self._min_interval_s - loop.time())
 
     async def _space_rounds(self, remaining_s: float) -> None:
@@ -232,7 +233,8 @@ class OutboxRelay:
         if remaining_s <= 0 or self._draining:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drain_requested.wait(), timeout=remaining_s)
+            async with asyncio.timeout(remaining_s):
+                await self._drain_requested.wait()
 
     async def publish_once(self) -> int:
         """Publish one batch of unpublished rows in outbox order; returns how many."""
@@ -255,7 +257,8 @@ class OutboxRelay:
                 )
             )
         # Every send acknowledged by the broker (acks=all) before any row is marked.
-        acknowledged = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        async with asyncio.timeout(30):
+            acknowledged = await asyncio.gather(*futures)
         latest = {
             (row.topic, m.partition): m.offset for row, m in zip(pending, acknowledged, strict=True)
         }

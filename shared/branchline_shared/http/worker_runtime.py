@@ -71,7 +71,8 @@ async def serving_health(
         yield HealthServer(app)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        async with asyncio.timeout(10):
+            await task
 
 
 def stop_on_signals() -> asyncio.Event:

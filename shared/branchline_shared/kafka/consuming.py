@@ -414,7 +414,8 @@ class BatchConsumer:
             if not held:
                 return
             try:
-                await asyncio.wait_for(consumer.commit(held), timeout=5)
+                async with asyncio.timeout(5):
+                    await consumer.commit(held)
             except TimeoutError:
                 if self._on_broker_lost is not None:
                     await self._on_broker_lost()

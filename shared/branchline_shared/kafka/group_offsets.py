@@ -37,7 +37,8 @@ class GroupOffsets:
 
     async def __aenter__(self) -> GroupOffsets:
         try:
-            await asyncio.wait_for(self._consumer.start(), timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await self._consumer.start()
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
@@ -56,7 +57,8 @@ class GroupOffsets:
 
     async def partitions(self) -> list[TopicPartition]:
         """Every partition of the topics (those the broker lists)."""
-        await asyncio.wait_for(self._consumer.topics(), timeout=self._timeout_s)
+        async with asyncio.timeout(self._timeout_s):
+            await self._consumer.topics()
         return [
             TopicPartition(topic, p)
             for topic in self._topics
@@ -67,7 +69,8 @@ class GroupOffsets:
         """The group's committed offset of each partition where it committed one."""
         found: dict[TopicPartition, int] = {}
         for tp in partitions:
-            offset = await asyncio.wait_for(self._consumer.committed(tp), timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                offset = await self._consumer.committed(tp)
             if offset is not None:
                 found[tp] = offset
         return found
@@ -83,10 +86,10 @@ class GroupOffsets:
         if not partitions:
             return {}
         wanted = list(partitions)
-        starts = await asyncio.wait_for(
-            self._consumer.beginning_offsets(wanted), timeout=self._timeout_s
-        )
-        listed = await asyncio.wait_for(self._consumer.end_offsets(wanted), timeout=self._timeout_s)
+        async with asyncio.timeout(self._timeout_s):
+            starts = await self._consumer.beginning_offsets(wanted)
+        async with asyncio.timeout(self._timeout_s):
+            listed = await self._consumer.end_offsets(wanted)
         found = {tp: (starts[tp], listed[tp]) for tp in wanted if tp in starts and tp in listed}
         watermarks = await self._high_watermarks(
             {tp: max(start, end - 1) for tp, (start, end) in found.items()}
@@ -107,7 +110,8 @@ class GroupOffsets:
             max_partition_fetch_bytes=1024,  # one batch at most: only the watermark is wanted
         )
         try:  # stopped however it ends, a start cut short included: its connections close
-            await asyncio.wait_for(reader.start(), timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await reader.start()
             reader.assign(list(near))
             for tp, offset in near.items():
                 reader.seek(tp, offset)

@@ -109,8 +109,10 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, attempts: int
 async def broker_is_reachable(bootstrap: str) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
-        await asyncio.wait_for(admin.start(), timeout=3)
-        await asyncio.wait_for(admin.list_topics(), timeout=3)
+        async with asyncio.timeout(3):
+            await admin.start()
+        async with asyncio.timeout(3):
+            await admin.list_topics()
         return True
     except (KafkaError, OSError, TimeoutError):
         return False

@@ -44,6 +44,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 
+from branchline_shared.background import running_task
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.reconcile.progress import (
@@ -384,7 +385,8 @@ class SelfRepair:
         """Until cancelled: a check every interval, and at once when triggered."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._triggered.wait(), timeout=self._interval_s or None)
+                async with asyncio.timeout(self._interval_s or None):
+                    await self._triggered.wait()
             trigger, self._trigger = self._trigger, "periodic"
             self._triggered.clear()
             try:
@@ -403,10 +405,5 @@ async def self_repairing(repair: SelfRepair | None) -> AsyncIterator[None]:
     if repair is None:
         yield
         return
-    task = asyncio.create_task(repair.run(), name="consumer-self-repair")
-    try:
+    async with running_task(repair.run(), name="consumer-self-repair"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -78,10 +78,7 @@ def segmented(
             for r in ordered
             if r[0] > segment.low and (segment.high is None or r[0] <= segment.high)
         ]
-        apart = SegmentAuditor(segment, sizes)
-        for row in copy.deepcopy(mine):
-            apart.feed_row(row)
-        result = pickle.loads(pickle.dumps(apart.result()))
+        result = pickle.loads(pickle.dumps(apart_result(segment, sizes, mine)))
         if auditor.joins(result):
             auditor.absorb(result)
         else:
@@ -89,6 +86,23 @@ def segmented(
             for row in mine:
                 auditor.feed_row(row)
     return auditor.verdict(), refed
+
+
+def apart_result(segment: Segment, sizes: frozenset[int], mine: list[list[Any]]) -> Any:
+    """A segment's result as its process finds it, its rows fed a page at a time
+    (``feed_rows``, in pages of one row, of three and of the rest, as the scan feeds them,
+    #12): it must be the result of its rows fed one by one (``feed_row``)."""
+    one_by_one = SegmentAuditor(segment, sizes)
+    for row in copy.deepcopy(mine):
+        one_by_one.feed_row(row)
+    paged = SegmentAuditor(segment, sizes)
+    rows = copy.deepcopy(mine)
+    paged.feed_rows([])
+    paged.feed_rows(rows[:1])
+    paged.feed_rows(iter(rows[1:4]))
+    paged.feed_rows(rows[4:])
+    assert paged.result() == one_by_one.result()
+    return paged.result()
 
 
 def assert_same(
@@ -295,3 +309,24 @@ def test_a_segments_aligned_subtrees_join_a_tree_as_its_leaves_would() -> None:
             assert (joined.size, joined.hashes) == (whole.size, whole.hashes), (start, end)
     with pytest.raises(ValueError, match="cannot follow"):
         CompactRange.restore(1, [leaves[0]]).append_subtree(1, leaves[1])
+
+
+def test_a_segments_page_is_checked_in_the_one_pass_loop_without_a_call_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A verifying process feeds its pages through the one pass's loop (#12): no
+    ``feed_row`` per row, and good rows by the fast path, never the full checks; its result
+    is the one of its rows fed one by one, checkpoints' rows and end state included."""
+    table = bytes_only(rows(SIZE))
+    segment, sizes = Segment(8, None), frozenset({12, 20, SIZE})
+    one_by_one = SegmentAuditor(segment, sizes)
+    for row in copy.deepcopy(table[8:]):
+        one_by_one.feed_row(row)
+    paged = SegmentAuditor(segment, sizes)
+    monkeypatch.setattr(paged, "feed_row", lambda _: pytest.fail("a call per row"))
+    monkeypatch.setattr(paged, "feed", lambda _: pytest.fail("full checks used"))
+    paged.feed_rows(table[8:13])
+    paged.feed_rows(table[13:])
+    assert paged.result() == one_by_one.result()
+    assert paged.result().rows == SIZE - 8
+    assert [row for row, _, _ in paged.result().events] == [3, 11, 15]

@@ -727,7 +727,6 @@ class SegmentAuditor(LedgerAuditor):
     def __init__(self, segment: Segment, checkpoint_sizes: frozenset[int]) -> None:
         self._segment = segment
         self._sizes = checkpoint_sizes
-        self._rows = 0
         self._first_prev = b""
         expected = segment.low + 1
         # Position 1 follows the genesis; any other start is assumed from the first entry.
@@ -739,17 +738,23 @@ class SegmentAuditor(LedgerAuditor):
     def _new_chain(self) -> ChainVerifier:
         return _SegmentChain(self._start, want_leaves=bool(self._sizes))
 
+    # The rows fed so far are the chain's entries: every row fed, good or bad, is one entry
+    # taken (:meth:`ChainVerifier.accept`, or :meth:`ChainVerifier.feed` with ``keep_going``),
+    # so no count of this auditor's own is kept per row and a page goes through the one
+    # pass's loop (:meth:`LedgerAuditor._take_rows`), not a call per row (#12).
+
     def feed_row(self, row: Sequence[Any]) -> bool:
-        if self._rows == 0:
+        if self._chain.entries == 0:
             self._assume_first_link(row)
-        self._rows += 1
         return super().feed_row(row)
 
     def feed_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        # Row by row: the first row's link and the row count at each checkpoint are this
-        # auditor's own (:meth:`feed_row`, :meth:`_check_checkpoint_at`).
-        for row in rows:
-            self.feed_row(row)
+        if self._chain.entries == 0:
+            rows = list(rows)
+            if not rows:
+                return
+            self._assume_first_link(rows[0])
+        self._take_rows(rows)
 
     def _assume_first_link(self, row: Sequence[Any]) -> None:
         """The first entry links, unless it is the ledger's first (genesis) or its
@@ -766,7 +771,7 @@ class SegmentAuditor(LedgerAuditor):
         if position in self._sizes:
             chain = self._chain
             assert isinstance(chain, _SegmentChain)
-            chain.events.append((self._rows - 1, position, ""))
+            chain.events.append((chain.entries - 1, position, ""))
             if chain.leaves is not None:
                 chain.trees.append(chain.settled_nodes())
 
@@ -775,7 +780,7 @@ class SegmentAuditor(LedgerAuditor):
         assert isinstance(chain, _SegmentChain)
         return SegmentResult(
             segment=self._segment,
-            rows=self._rows,
+            rows=chain.entries,
             start=self._start,
             first_prev_hash=self._first_prev,
             end=chain.state(),

@@ -207,21 +207,7 @@ _OPEN_TASK_DEFAULTS: dict[str, Any] = {
 }
 """The fields a new task leaves at their defaults: an open task."""
 
-NEW_TASK_FIELDS = frozenset(
-    (
-        "id",
-        "kind",
-        "rule",
-        "client_id",
-        "branch_id",
-        "assignee",
-        "subject",
-        "opened_at",
-        "due_at",
-        "deadline_profile",
-        "source_event_id",
-    )
-)
+NEW_TASK_FIELDS = frozenset(FollowupTask.model_fields) - _OPEN_TASK_DEFAULTS.keys()
 """The fields :func:`new_task` names (the rest keep their defaults: an open task)."""
 
 
