@@ -5,6 +5,7 @@ rebalance that failed a commit not retried for ever, a bounded stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -262,6 +263,28 @@ async def test_a_stop_that_overruns_its_bound_cancels_the_batch_uncommitted() ->
     assert task.cancelled()
     assert log == []  # nothing committed: redelivered, its ids decide (ADR-0003)
     assert kafka.stopped  # the consumer still left its group
+
+
+async def test_a_stop_whose_cancel_is_lost_cancels_again_until_the_consumer_ends() -> None:
+    # Python 3.11's wait_for drops a cancel that comes with a result: a consumer may lose one
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}], log)
+    entered = asyncio.Event()
+
+    async def loses_the_first_cancel(raws: list[RawMessage]) -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        await asyncio.Event().wait()
+
+    consumer = consumer_over(kafka, loses_the_first_cancel)
+    task = asyncio.create_task(consumer.run())
+    await entered.wait()
+    await asyncio.wait_for(stop_batch_consumer(consumer, task, timeout_s=3), 10)
+
+    assert task.cancelled()
+    assert log == []
+    assert kafka.stopped
 
 
 async def test_a_stop_before_the_first_assignment_abandons_the_start_at_once() -> None:

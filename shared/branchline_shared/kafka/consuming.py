@@ -9,6 +9,7 @@ ids in their own transaction (ADR-0003), so this loop may redeliver after a cras
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter, Gauge
 
+from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import (
     PoisonEvent,
@@ -647,9 +649,10 @@ async def stop_batch_consumer(
     done, _ = await asyncio.wait([task], timeout=timeout_s)
     if not done:
         log.error("the consumer did not stop in time; cancelling it", extra=_named(consumer))
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=timeout_s)
-        if not done:
+        # cancelled again until it ends (one cancel can be lost), bounded
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(task, within_s=timeout_s)
+        if not task.done():
             log.critical("the consumer survives its cancellation", extra=_named(consumer))
             return
     if not task.cancelled() and task.exception() is not None:
