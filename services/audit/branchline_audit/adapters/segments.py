@@ -19,10 +19,13 @@ import asyncio
 import io
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from branchline_audit.adapters.database import role_pool
@@ -183,3 +186,91 @@ class ProcessSegmentVerifiers:
                 for segment in segments
             ]
             return [future.result() for future in futures]
+
+    async def verify_apart(
+        self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult | None]:
+        """Every segment in a process of its own, none here: the API's verify, which must
+        not hold its event loop (#12, docs/audit.md "Verify"). None for a segment whose
+        process failed or died (the caller verifies it again). Cancelled (the client went
+        away), the processes are terminated and reaped before this returns."""
+        apart = _Apart()
+        try:
+            await asyncio.to_thread(
+                apart.start, self._database_url, self._role, list(segments), checkpoint_sizes
+            )
+            return [await asyncio.to_thread(_received, receiving) for _, receiving in apart.running]
+        finally:
+            # Shielded: a second cancel must not leave a process running or unreaped.
+            await asyncio.shield(asyncio.to_thread(apart.stop))
+
+
+def _segment_process(
+    sink: Any, database_url: str, role: str, segment: Segment, checkpoint_sizes: frozenset[int]
+) -> None:
+    """A verifying process of :meth:`ProcessSegmentVerifiers.verify_apart`: its result, or
+    None when it failed (the parent then verifies the range itself), sent through ``sink``."""
+    try:
+        result: SegmentResult | None = verify_segment(database_url, role, segment, checkpoint_sizes)
+    except Exception:
+        result = None
+    try:
+        sink.send(result)
+    finally:
+        sink.close()
+
+
+class _Apart:
+    """The processes of one :meth:`ProcessSegmentVerifiers.verify_apart`, started in a thread
+    (starting the fork server and each process blocks) and stopped from the event loop: the
+    lock makes a stop either see a process or keep it from starting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.running: list[tuple[BaseProcess, Connection]] = []
+
+    def start(
+        self,
+        database_url: str,
+        role: str,
+        segments: Sequence[Segment],
+        checkpoint_sizes: frozenset[int],
+    ) -> None:
+        context = verifying_context()
+        context.set_forkserver_preload([__name__])
+        for segment in segments:
+            with self._lock:
+                if self._stopped:
+                    return
+                receiving, sending = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_segment_process,
+                    args=(sending, database_url, role, segment, checkpoint_sizes),
+                    daemon=True,
+                )
+                try:
+                    process.start()
+                finally:
+                    sending.close()  # the process has its own copy: its end alone says EOF
+                self.running.append((process, receiving))
+
+    def stop(self) -> None:
+        """Terminates every process still running (its connections close with it) and
+        reaps them all."""
+        with self._lock:
+            self._stopped = True
+        for process, _ in self.running:
+            if process.is_alive():
+                process.kill()
+        for process, receiving in self.running:
+            process.join()
+            receiving.close()
+
+
+def _received(receiving: Connection) -> SegmentResult | None:
+    try:
+        result: SegmentResult | None = receiving.recv()
+    except (EOFError, OSError):
+        return None  # the process died before it answered
+    return result
