@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 import threading
@@ -39,6 +40,8 @@ __all__ = [
     "verify_segment",
     "verifying_context",
 ]
+
+logger = logging.getLogger(__name__)
 
 AUTOMATIC_MAX_PROCESSES = 8
 """The automatic choice's processes at most: each opens up to two connections of its own, so
@@ -191,15 +194,21 @@ class ProcessSegmentVerifiers:
         self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
     ) -> list[SegmentResult | None]:
         """Every segment in a process of its own, none here: the API's verify, which must
-        not hold its event loop (#12, docs/audit.md "Verify"). None for a segment whose
-        process failed or died (the caller verifies it again). Cancelled (the client went
-        away), the processes are terminated and reaped before this returns."""
+        not hold its event loop (#12, docs/audit.md "The API's verify"). None for a segment
+        whose process could not start, failed or died (the caller verifies it again).
+        Cancelled (the client went away), the processes are killed and reaped before this
+        returns."""
         apart = _Apart()
         try:
             await asyncio.to_thread(
                 apart.start, self._database_url, self._role, list(segments), checkpoint_sizes
             )
-            return [await asyncio.to_thread(_received, receiving) for _, receiving in apart.running]
+            return [
+                await asyncio.to_thread(_received, apart.running[i][1])
+                if i in apart.running
+                else None
+                for i in range(len(segments))
+            ]
         finally:
             # Shielded: a second cancel must not leave a process running or unreaped.
             await asyncio.shield(asyncio.to_thread(apart.stop))
@@ -213,6 +222,7 @@ def _segment_process(
     try:
         result: SegmentResult | None = verify_segment(database_url, role, segment, checkpoint_sizes)
     except Exception:
+        logger.exception("verifying positions after %d failed", segment.low)
         result = None
     try:
         sink.send(result)
@@ -228,7 +238,9 @@ class _Apart:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stopped = False
-        self.running: list[tuple[BaseProcess, Connection]] = []
+        self.running: dict[int, tuple[BaseProcess, Connection]] = {}
+        """By the segment's index: the processes started (one that could not start is
+        missing: its segment is verified by the caller)."""
 
     def start(
         self,
@@ -239,7 +251,7 @@ class _Apart:
     ) -> None:
         context = verifying_context()
         context.set_forkserver_preload([__name__])
-        for segment in segments:
+        for index, segment in enumerate(segments):
             with self._lock:
                 if self._stopped:
                     return
@@ -251,19 +263,23 @@ class _Apart:
                 )
                 try:
                     process.start()
+                except Exception:
+                    logger.exception("a verifying process did not start; the caller verifies")
+                    receiving.close()
+                    continue
                 finally:
                     sending.close()  # the process has its own copy: its end alone says EOF
-                self.running.append((process, receiving))
+                self.running[index] = (process, receiving)
 
     def stop(self) -> None:
-        """Terminates every process still running (its connections close with it) and
-        reaps them all."""
+        """Kills every process still running (its connections close with it; a kill, not a
+        terminate, also ends a stopped or stuck one) and reaps them all."""
         with self._lock:
             self._stopped = True
-        for process, _ in self.running:
+        for process, _ in self.running.values():
             if process.is_alive():
                 process.kill()
-        for process, receiving in self.running:
+        for process, receiving in self.running.values():
             process.join()
             receiving.close()
 
@@ -272,5 +288,8 @@ def _received(receiving: Connection) -> SegmentResult | None:
     try:
         result: SegmentResult | None = receiving.recv()
     except (EOFError, OSError):
-        return None  # the process died before it answered
+        logger.warning("a verifying process ended without its result; the caller verifies")
+        return None
+    if result is None:
+        logger.warning("a verifying process failed; the caller verifies its range")
     return result
