@@ -98,22 +98,49 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
         await pool.close()
 
 
-async def mean_group_size(port: int) -> float | None:
-    """Events per group commit so far, from the intake's /metrics (one process's view)."""
+async def metrics_text(port: int) -> str:
+    """A component's /metrics (Prometheus text)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        text = (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
+        return (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
     finally:
         writer.close()
-    values = {}
+
+
+def metric_values(text: str, name: str) -> list[float]:
+    """The values of every sample of ``name`` in a /metrics text, whatever its labels."""
+    values = []
     for line in text.splitlines():
-        for name in ("sum", "count"):
-            if line.startswith(f"branchline_intake_group_commit_events_{name} "):
-                values[name] = float(line.split()[1])
-    if not values.get("count"):
+        if line.startswith((f"{name} ", f"{name}{{")):
+            values.append(float(line.rsplit(None, 1)[1]))
+    return values
+
+
+async def mean_group_size(port: int) -> float | None:
+    """Events per group commit so far, from the intake's /metrics (one process's view)."""
+    text = await metrics_text(port)
+    total = metric_values(text, "branchline_intake_group_commit_events_sum")
+    count = metric_values(text, "branchline_intake_group_commit_events_count")
+    if not count or not count[0] or not total:
         return None
-    return values["sum"] / values["count"]
+    return total[0] / count[0]
+
+
+async def fetch_wait(port: int) -> tuple[float, float] | None:
+    """A consumer process's fetch wait now (ms; its highest if it runs several) and how many
+    times it was raised so far, from its /metrics: a raised wait delays what reaches a
+    consumer at the end of its log by up to half of it on the dev broker (#12). None if the
+    process does not answer."""
+    try:
+        text = await metrics_text(port)
+    except (OSError, TimeoutError):
+        return None
+    waits = metric_values(text, "branchline_consumer_fetch_wait_ms")
+    raises = metric_values(text, "branchline_consumer_fetch_wait_raises_total")
+    if not waits:
+        return None
+    return max(waits), sum(raises)
 
 
 async def post_costs_with_history(

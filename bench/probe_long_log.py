@@ -122,7 +122,7 @@ async def consumer_run(
         kafka_bootstrap=bootstrap,
         kafka_session_timeout_ms=1000,
         kafka_heartbeat_interval_ms=200,
-        kafka_fetch_max_wait_ms=50,  # the product's default
+        kafka_fetch_max_wait_ms=args.wait,  # the product's default: 50
     )
     name = f"probe-consumer-{n}"
     consumer = BatchConsumer(
@@ -145,7 +145,10 @@ async def consumer_run(
         except TimeoutError:
             caught = f"never within {args.give_up:.0f} s ({handled} of {args.behind})"
         wait = consuming.FETCH_WAIT.labels(name)._value.get()
-        line = f"  consumer at 50 ms, {args.behind} behind: read them {caught}; wait now {wait:.0f}"
+        line = (
+            f"  consumer at {args.wait} ms, {args.behind} behind: read them {caught}; "
+            f"wait now {wait:.0f}"
+        )
         if first_read.is_set():
             sent, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < args.seconds:
@@ -184,6 +187,9 @@ async def main() -> None:
     parser.add_argument("--trickle", type=float, default=10.0, help="records/s after catching up")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rest", type=float, default=5.0)
+    parser.add_argument(
+        "--wait", type=int, default=50, help="the consumer's configured fetch wait, ms"
+    )
     parser.add_argument(
         "--adaptive", choices=("on", "off"), default="on", help="off: the wait is never raised"
     )

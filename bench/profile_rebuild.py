@@ -19,7 +19,7 @@ top functions).
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
                                     [--gc on|off|freeze|settle] [--no-count] [--flush-parts]
-                                    [--no-analyze]
+                                    [--no-analyze] [--rm-triggers 004]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -43,7 +43,9 @@ live apply before it).
 It also prints the CPU of the rebuild's transaction-end writes (``_BulkWrites.flush``: this
 process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
 ``--flush-parts`` splits them by statement. ``--no-analyze``: the rebuild never analyses its
-tables (as before Round 10), to compare.
+tables (as before Round 10), to compare. ``--rm-triggers 004``: the functions of the triggers
+that keep the client's RM on its refusals as console migration 004 made them (a dynamic
+statement per firing), to compare with 005's; ``--rm-triggers none``: without those triggers.
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ async def intake_store(
 async def measure(args: argparse.Namespace, base: Path) -> None:
     async with embedded_postgres(base) as (server, settings):
         await prepare_database(settings)
+        if args.rm_triggers is not None:
+            await install_rm_trigger_functions(settings.followup_database_url, args.rm_triggers)
         policy = policy_from_settings(settings)
         events = workload(args.workload, args.clients)
         raws = raw_messages(events)
@@ -375,6 +379,32 @@ def time_flushes(target: PostgresRebuildTarget) -> None:
     bulk.flush = timed  # type: ignore[method-assign]
 
 
+async def install_rm_trigger_functions(dsn: str, migration: str) -> None:
+    """The functions of the triggers that keep the client's RM on its refusals as console
+    migration ``migration`` created them (``--rm-triggers 004``: before 005), to compare;
+    ``none``: no such trigger (what the rebuild costs without them)."""
+    import asyncpg
+
+    from bench.profile_refusal_rm import functions_of
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        if migration == "none":
+            # the floor: no trigger to copy onto the rebuild's tables (refusals keep no RM)
+            for table, trigger in (
+                ("fu_refusals", "fu_refusals_rm"),
+                ("fu_clients", "fu_clients_rm_inserted"),
+                ("fu_clients", "fu_clients_rm_changed"),
+                ("fu_clients", "fu_clients_rm_deleted"),
+            ):
+                await conn.execute(f"DROP TRIGGER {trigger} ON fu_read.{table}")
+            return
+        for statement in functions_of(migration):
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -410,6 +440,9 @@ def main() -> int:
         "--flush-parts", action="store_true", help="the transaction-end writes by statement"
     )
     parser.add_argument("--no-analyze", action="store_true", help="the rebuild never analyses")
+    parser.add_argument(
+        "--rm-triggers", help="the RM triggers' functions of this console migration (004, 005)"
+    )
     args = parser.parse_args()
     if args.flush_parts:
         time_flush_parts()

@@ -132,6 +132,10 @@ MEASURES = [
     ),
     ("e2e_audit_row_p99", "  accepted -> the entry's appended_at (before its write), p99", "ms"),
     ("e2e_worker_cpu_us", "  the followup worker's CPU per event of it", "us"),
+    ("e2e_followup_fetch_wait_ms", "  the followup worker's fetch wait after it", "ms"),
+    ("e2e_followup_fetch_wait_raises", "  times it was raised during it", "times"),
+    ("e2e_audit_fetch_wait_ms", "  the audit consumer's fetch wait after it", "ms"),
+    ("e2e_audit_fetch_wait_raises", "  times it was raised during it", "times"),
     ("e2e_broker_cpu_us", "  the broker's CPU per event of it (grows with its log: tansu)", "us"),
     (
         "ledger_append",
@@ -262,6 +266,11 @@ async def one_repetition(
 
     await measure("bl_single", singles)
 
+    consumer_ports = [
+        ("followup", stack.settings.followup_worker_port),
+        ("audit", stack.settings.audit_consumer_port),
+    ]
+
     async def steady() -> float:
         # Right after the single-POST peak (the batches and the long history come later):
         # start from consumers that caught up with it, to measure a steady load, not the
@@ -286,6 +295,9 @@ async def one_repetition(
         # dev broker's fetch costs more with every batch in its log, so a later repetition's
         # lag can be the broker's (docs/performance.md, Round 13).
         cpu_before = {c: stack.cpu_seconds(c) for c in ("followup-worker", "broker")}
+        waits_before = {
+            key: await branchline_measures.fetch_wait(port) for key, port in consumer_ports
+        }
         result = await latency.end_to_end(
             port,
             stack.token,
@@ -301,6 +313,21 @@ async def one_repetition(
             ):
                 used = stack.cpu_seconds(component) - cpu_before[component]
                 figures[key] = 1e6 * used / result.answered
+        # A consumer whose fetch wait was raised (a long log of the dev broker) delays what
+        # reaches it at its log end by up to half the wait: the latency figures say so (#12).
+        for key, port_of in consumer_ports:
+            before, after = waits_before[key], await branchline_measures.fetch_wait(port_of)
+            if after is None:
+                continue
+            figures[f"e2e_{key}_fetch_wait_ms"] = after[0]
+            figures[f"e2e_{key}_fetch_wait_raises"] = after[1] - (before or (0, 0))[1]
+            if after[0] > stack.settings.kafka_fetch_max_wait_ms:
+                warnings.append(
+                    f"repetition {r + 1}: the {key} consumer's fetch wait was {after[0]:.0f} ms "
+                    f"after the steady load (configured "
+                    f"{stack.settings.kafka_fetch_max_wait_ms} ms; raised {after[1]:.0f} times "
+                    "since it started): its latency includes it"
+                )
         figures["e2e_http_p99"] = result.http_p99_ms
         figures["e2e_followup_p50"] = result.followup_p50_ms
         figures["e2e_followup_p99"] = result.followup_p99_ms

@@ -5,7 +5,8 @@ and answers nothing once the fetch's wait is used up: past some length of log a 
 configured wait never returns a record again (about 100,000 one-record batches at the default
 50 ms on this machine, docs/dev-stack.md). The same thing, in a few seconds: a partition of
 20,000 one-record batches (listed in about 10 ms) read with a 2 ms wait. The batch consumer
-(the followup worker's, the audit consumer's) raises its wait and reads every record."""
+(the followup worker's, the audit consumer's) raises its wait and reads every record, and so do
+the readers of whole topics (``read_topic``: dead letters; ``TopicReplay``: a rebuild)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
+from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.tansu import TansuBroker
 from branchline_shared.kafka.consuming import (
@@ -26,6 +28,7 @@ from branchline_shared.kafka.consuming import (
     RawMessage,
     stop_batch_consumer,
 )
+from branchline_shared.kafka.topic_reading import read_topic
 from branchline_shared.settings import BranchlineSettings
 from tests.support.stack import eventually, runtime_dir
 
@@ -112,3 +115,44 @@ async def test_a_consumer_reads_a_partition_whose_listing_outlasts_its_fetch_wai
     wait = REGISTRY.get_sample_value("branchline_consumer_fetch_wait_ms", {"consumer": name})
     assert wait is not None
     assert wait > 2  # raised, not merely lucky
+
+
+async def test_the_topic_readers_read_a_partition_whose_listing_outlasts_their_fetch_wait(
+    broker: TansuBroker,
+) -> None:
+    topic = f"long-{uuid.uuid4().hex[:8]}"
+    end = await long_partition(broker.bootstrap, topic)
+
+    # A fetch that times out still carries the high watermark: what only needs the log end
+    # (GroupOffsets.bounds, TopicReplay's end probe) is not stalled by a short wait.
+    near_end = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=2
+    )
+    await near_end.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        near_end.assign([tp])
+        near_end.seek(tp, end - 1)
+        for _ in range(50):
+            await near_end.getmany(timeout_ms=100)
+            if near_end.highwater(tp) is not None:
+                break
+        assert near_end.highwater(tp) == end
+    finally:
+        await near_end.stop()
+
+    records = await read_topic(broker.bootstrap, [topic], within_s=45, fetch_wait_ms=2)
+    assert [r.offset for r in records] == list(range(end))
+    raised = REGISTRY.get_sample_value(
+        "branchline_consumer_fetch_wait_ms", {"consumer": "topic-reader"}
+    )
+    assert raised is not None
+    assert raised > 2
+
+    replay = TopicReplay(broker.bootstrap, [topic], stall_timeout_s=20, fetch_wait_ms=2)
+    assert await replay.start() == end
+    try:
+        replayed = [message.offset async for message in replay.messages()]
+    finally:
+        await replay.stop()
+    assert replayed == list(range(end))

@@ -102,9 +102,14 @@ def check_instant(value: datetime) -> datetime:
 
 
 def _instant(value: Any) -> datetime:
-    if isinstance(value, datetime):  # built by code, not parsed from input
+    plain = type(value) is str  # a subclass of str has an equality of its own: never kept
+    if plain:
+        known = _INSTANTS.get(value)
+        if known is not None:
+            return known
+    elif isinstance(value, datetime):  # built by code, not parsed from input
         return check_instant(value)
-    if not isinstance(value, str):
+    elif not isinstance(value, str):
         raise PydanticCustomError(
             "datetime_type", f"must be {_TIME_HINT}, not a {type(value).__name__}"
         )
@@ -123,7 +128,22 @@ def _instant(value: Any) -> datetime:
         raise PydanticCustomError(
             "datetime_parsing", f"not a valid date and time: must be {_TIME_HINT}"
         ) from None
-    return check_instant(parsed)
+    checked = check_instant(parsed)  # a refused text raises: it is never kept
+    if plain:
+        if len(_INSTANTS) >= _INSTANTS_KEPT:
+            _INSTANTS.clear()  # bounded; the texts in use come back at once
+        _INSTANTS[value] = checked
+    return checked
+
+
+# The instant of a text is a function of the text alone (its format, offset and window: no
+# clock), and a datetime is immutable, so the instant of a text seen lately is taken from here
+# instead of parsed again (#12: a batch's items, and the events a consumer reads, often share
+# one text; the parse is a match, an upper-casing, a replace and ``fromisoformat``). Few are
+# kept, and the parse stays inline: a text seen once costs a lookup and an insert more, not a
+# call. tests/unit/events/test_instant_parsed_once.py holds every outcome to the parse alone.
+_INSTANTS_KEPT = 64
+_INSTANTS: dict[str, datetime] = {}
 
 
 Instant = Annotated[AwareDatetime, BeforeValidator(_instant)]

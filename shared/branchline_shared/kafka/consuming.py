@@ -9,6 +9,7 @@ ids in their own transaction (ADR-0003), so this loop may redeliver after a cras
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter, Gauge
 
+from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.wire import (
     PoisonEvent,
@@ -54,9 +56,17 @@ FETCH_WAIT = Gauge(
     "although records are there: tansu's memory store on a long log)",
     ["consumer"],
 )
+FETCH_WAIT_RAISES = Counter(
+    "branchline_consumer_fetch_wait_raises_total",
+    "Times the consumer's fetch wait was raised (see branchline_consumer_fetch_wait_ms)",
+    ["consumer"],
+)
 FETCH_WAIT_CEILING_MS = 5_000  # the setting's own bound; far below aiokafka's request timeout
 ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
 MEAGRE_ROUND = 50  # fewer records than this in a round that leaves the consumer behind: starved
+STARVED_LAG = 500  # ... if it leaves it at least this far behind (a batch consumer's round)
+SETTLE_ROUNDS = 20  # rounds caught up in a row before a raised fetch wait is tried lower
+MARKS_WITHIN_S = 1.0  # a look at positions and high watermarks; a rebalance can hold position()
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -78,7 +88,8 @@ TP = TypeVar("TP", bound=Hashable)
 
 class FetchWait:
     """A consumer's fetch wait: the configured one, raised when the broker keeps answering
-    nothing although the partition holds records beyond the position.
+    nothing although the partition holds records beyond the position, and tried one step
+    lower again once the consumer has stayed caught up.
 
     tansu's memory store (the dev stack's broker) lists every stored batch of a partition in
     each fetch that finds records, and stops listing, answering nothing, once the fetch's wait
@@ -87,9 +98,15 @@ class FetchWait:
     rounds in a row that brought nothing while the last high watermark lay beyond the
     position, for at least ``patience`` rounds and four times the wait (a fetch held at the
     log end, cut when a record comes, then tried again must not count: that overshoots), the
-    wait doubles (up to ``ceiling_ms``) and stays raised: the log only grows.
-    Apache Kafka answers a fetch as soon as one record is there, so it never starves a
-    consumer like this, and a longer wait would cost it nothing but an idle fetch's length.
+    wait doubles (up to ``ceiling_ms``).
+
+    A raised wait costs a consumer at its log end up to half of it per event (tansu looks for
+    new records again at half a held fetch's wait), so after ``settle`` rounds in a row that
+    left it caught up the wait is halved (not below the configured one). A wait that starves
+    the consumer again after such a step down is never stepped down to again: each lower wait
+    gets one second try, so a log that only grows costs at most one short stall per wait on
+    the way up, not a stall every ``settle`` rounds. Apache Kafka answers a fetch as soon as
+    one record is there, so it never starves a consumer like this.
     """
 
     def __init__(
@@ -99,14 +116,20 @@ class FetchWait:
         ceiling_ms: int = FETCH_WAIT_CEILING_MS,
         patience: int = 2,
         round_ms: int = ROUND_MS,
+        settle: int = SETTLE_ROUNDS,
     ) -> None:
-        if configured_ms < 1 or patience < 1 or round_ms < 1:
+        if configured_ms < 1 or patience < 1 or round_ms < 1 or settle < 1:
             raise ValueError("a fetch wait is at least 1 ms and patience at least one round")
+        self.configured_ms = configured_ms
         self.ms = configured_ms
         self.ceiling_ms = max(ceiling_ms, configured_ms)
         self._patience = patience
         self._round_ms = round_ms
+        self._settle = settle
         self._starved = 0
+        self._caught_up = 0
+        self._tried_again: set[int] = set()  # waits stepped down to once already
+        self._refused: set[int] = set()  # ... which starved the consumer again: not tried again
 
     def rounds_needed(self) -> int:
         """Starved rounds, with no catching up between them, that raise the wait from what
@@ -118,24 +141,62 @@ class FetchWait:
         """Starved rounds were counted and the consumer has not caught up since."""
         return self._starved > 0
 
-    def after_round(self, *, records: int, behind: bool) -> bool:
-        """Told each round's record count and whether, after it, a partition's high watermark
-        lay beyond its position; True when the wait was raised (``ms``). Only catching up
-        forgives starved rounds. A round that leaves the consumer behind with fewer than
-        :data:`MEAGRE_ROUND` records counts as starved too: on a long log a wait just long
-        enough answers now and then with a few records, and a consumer so fed would stay
-        behind for good (a broker reading a backlog answers with up to a partition's bytes)."""
-        if not behind:
+    @property
+    def raised(self) -> bool:
+        return self.ms > self.configured_ms
+
+    def after_round(self, *, records: int, lag: int) -> bool:
+        """Told each round's record count and the records its partitions' high watermarks lay
+        beyond their positions after it (``lag``); True when the wait changed (``ms``). Only
+        catching up forgives starved rounds. A round that brought fewer than
+        :data:`MEAGRE_ROUND` records and leaves the consumer :data:`STARVED_LAG` or more behind
+        counts as starved too: on a long log a wait just long enough answers now and then
+        with a few records, and a consumer so fed would stay behind for good (a broker reading
+        a backlog answers with up to a partition's bytes). A smaller lag is not: a consumer
+        keeping up with a steady load is a fetch's few records behind after most rounds (the
+        fetcher reads ahead while the batch is handled), which counted as starved raised the
+        followup worker's wait to 800 ms in 20 s at 400 events/s on a short log (#12)."""
+        if lag <= 0:
             self._starved = 0
-            return False
-        if records >= MEAGRE_ROUND:
+            return self._settled()
+        self._caught_up = 0
+        if records >= MEAGRE_ROUND or (records > 0 and lag < STARVED_LAG):
             return False
         self._starved += 1
         if self._starved < self.rounds_needed() or self.ms >= self.ceiling_ms:
             return False
         self._starved = 0
+        if self.ms in self._tried_again:
+            self._refused.add(self.ms)
         self.ms = min(2 * self.ms, self.ceiling_ms)
         return True
+
+    def _settled(self) -> bool:
+        if not self.raised:
+            return False
+        self._caught_up += 1
+        if self._caught_up < self._settle:
+            return False
+        self._caught_up = 0
+        lower = max(self.ms // 2, self.configured_ms)
+        if lower in self._refused:
+            return False
+        self._tried_again.add(lower)
+        self.ms = lower
+        return True
+
+    def freeze(self, ms: int) -> None:
+        """Keep ``ms`` for good (the consumer's wait cannot be changed)."""
+        self.ms = self.configured_ms = self.ceiling_ms = ms
+        self._starved = self._caught_up = 0
+
+    def reset(self) -> None:
+        """Back to the configured wait, everything learnt forgotten: the broker lost its log
+        (tansu's memory store restarted), so the log is short again."""
+        self.ms = self.configured_ms
+        self._starved = self._caught_up = 0
+        self._tried_again.clear()
+        self._refused.clear()
 
 
 def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
@@ -147,6 +208,82 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
         return False
     fetcher._fetch_max_wait_ms = wait_ms
     return True
+
+
+async def partition_marks(
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[TopicPartition] | None = None,
+    *,
+    within_s: float | None = None,
+) -> dict[TopicPartition, tuple[int, int | None]]:
+    """Each assigned partition's (of ``partitions``, if given) position and last known high
+    watermark (None before a fetch reported one), as far as they can be read within
+    ``within_s`` (:data:`MARKS_WITHIN_S`); a partition missing from the answer is looked at
+    again next time.
+
+    A rebalance can take a partition between ``assignment()`` and the questions: aiokafka 0.14's
+    ``highwater`` then fails an ``assert`` (not a ``KafkaError``), and ``position`` raises
+    ``IllegalStateError`` or, while the group has no assignment, waits for the next one for as
+    long as the rebalance takes. Neither may end or hold up the consumer's loop."""
+    marks: dict[TopicPartition, tuple[int, int | None]] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (MARKS_WITHIN_S if within_s is None else within_s)
+    for tp in list(consumer.assignment() if partitions is None else partitions):
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            async with asyncio.timeout(left):
+                position = await consumer.position(tp)
+            # no await between the check and the read: no rebalance can come between them
+            if tp not in consumer.assignment():
+                continue
+            highwater = consumer.highwater(tp)
+        except (AssertionError, KafkaError, TimeoutError):
+            continue
+        marks[tp] = (position, highwater)
+    return marks
+
+
+async def adapt_fetch_wait(
+    consumer: AIOKafkaConsumer,
+    fetch_wait: FetchWait,
+    *,
+    records: int,
+    name: str,
+    partitions: Iterable[TopicPartition] | None = None,
+) -> None:
+    """After a round of ``consumer`` that brought ``records``: tell ``fetch_wait`` whether the
+    consumer is behind on ``partitions`` (default: all it is assigned) and apply the wait it
+    then wants (:class:`FetchWait`). Shared by every reader of the topics (#12)."""
+    asked = list(consumer.assignment() if partitions is None else partitions)
+    marks = await partition_marks(consumer, asked)
+    if len(marks) < len(asked):  # not known (a rebalance under way): neither starved nor not
+        return
+    lag = sum(
+        max(0, highwater - position)
+        for position, highwater in marks.values()
+        if highwater is not None
+    )
+    before = fetch_wait.ms
+    if not fetch_wait.after_round(records=records, lag=lag):
+        return
+    if not set_fetch_wait(consumer, fetch_wait.ms):
+        fetch_wait.freeze(before)
+        log.error("the consumer's fetch wait cannot be changed", extra={"consumer": name})
+        return
+    FETCH_WAIT.labels(name).set(fetch_wait.ms)
+    if fetch_wait.ms > before:
+        FETCH_WAIT_RAISES.labels(name).inc()
+        log.warning(
+            "the broker answers nothing although records are there; fetch wait raised",
+            extra={"consumer": name, "from_ms": before, "to_ms": fetch_wait.ms},
+        )
+    else:
+        log.info(
+            "caught up for a while; fetch wait tried lower",
+            extra={"consumer": name, "from_ms": before, "to_ms": fetch_wait.ms},
+        )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -337,13 +474,13 @@ class BatchConsumer:
                 return
             self.started.set()
             checked = asyncio.get_running_loop().time()
-            fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms)
+            fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms, settle=SETTLE_ROUNDS)
             FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=self._max_records)
                 got = sum(len(records) for records in batches.values())
-                if fetch_wait.starving or got < MEAGRE_ROUND:
-                    await self._starved_round(consumer, fetch_wait, records=got)
+                if fetch_wait.starving or fetch_wait.raised or got < MEAGRE_ROUND:
+                    await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)
                 if batches:
                     self._revocations.clear()
                     await self._process([r for records in batches.values() for r in records])
@@ -355,36 +492,9 @@ class BatchConsumer:
                 now = asyncio.get_running_loop().time()
                 if now - checked > self._log_end_check_s:
                     checked = now
-                    await self._rewind_if_log_was_lost(consumer)
+                    await self._rewind_if_log_was_lost(consumer, fetch_wait)
         finally:
             await consumer.stop()
-
-    async def _starved_round(
-        self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait, *, records: int = 0
-    ) -> None:
-        """After a round that brought nothing, or some records after starved rounds: raise the
-        fetch wait if the broker keeps answering nothing although records are there
-        (:class:`FetchWait`)."""
-        behind = False
-        try:
-            for tp in consumer.assignment():
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) < highwater:
-                    behind = True
-                    break
-        except KafkaError:  # assignment changing under a rebalance: look again next round
-            return
-        before = fetch_wait.ms
-        if fetch_wait.after_round(records=records, behind=behind):
-            if not set_fetch_wait(consumer, fetch_wait.ms):
-                fetch_wait.ms = fetch_wait.ceiling_ms  # cannot change it: stop trying
-                log.error("the consumer's fetch wait cannot be changed", extra=_named(self))
-                return
-            FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
-            log.warning(
-                "the broker answers nothing although records are there; fetch wait raised",
-                extra={"consumer": self._name, "from_ms": before, "to_ms": fetch_wait.ms},
-            )
 
     async def _started(self, consumer: AIOKafkaConsumer) -> bool:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first
@@ -492,17 +602,16 @@ class BatchConsumer:
 
         await retry_transient(handle, consumer=self._name)
 
-    async def _rewind_if_log_was_lost(self, consumer: AIOKafkaConsumer) -> None:
+    async def _rewind_if_log_was_lost(
+        self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait | None = None
+    ) -> None:
         """After a broker lost its log (tansu's memory store restarted), our position can be
         past the new end; the broker does not say OFFSET_OUT_OF_RANGE, so we check."""
-        positions: dict[TopicPartition, int] = {}
-        try:
-            for tp in consumer.assignment():
-                positions[tp] = await consumer.position(tp)
-        except KafkaError:  # assignment changing under a rebalance: look again next time
-            return
-        highwaters = {tp: consumer.highwater(tp) for tp in positions}
-        lost = partitions_past_log_end(positions, highwaters)
+        marks = await partition_marks(consumer)
+        lost = partitions_past_log_end(
+            {tp: position for tp, (position, _) in marks.items()},
+            {tp: highwater for tp, (_, highwater) in marks.items()},
+        )
         if not lost:
             return
         LOG_LOST.labels(self._name).inc()
@@ -511,6 +620,10 @@ class BatchConsumer:
             extra={"consumer": self._name, "partitions": [str(tp) for tp in lost]},
         )
         await consumer.seek_to_beginning(*lost)
+        if fetch_wait is not None and fetch_wait.raised:  # the log is short again
+            fetch_wait.reset()
+            if set_fetch_wait(consumer, fetch_wait.ms):
+                FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
         if self._on_log_lost is not None:
             await self._on_log_lost()
 
@@ -536,9 +649,10 @@ async def stop_batch_consumer(
     done, _ = await asyncio.wait([task], timeout=timeout_s)
     if not done:
         log.error("the consumer did not stop in time; cancelling it", extra=_named(consumer))
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=timeout_s)
-        if not done:
+        # cancelled again until it ends (one cancel can be lost), bounded
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(task, within_s=timeout_s)
+        if not task.done():
             log.critical("the consumer survives its cancellation", extra=_named(consumer))
             return
     if not task.cancelled() and task.exception() is not None:

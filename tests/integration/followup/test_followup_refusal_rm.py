@@ -6,13 +6,15 @@ journal's clear and re-projection after a late event) and in a rebuild, which en
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from branchline_followup.adapters import client_journal, console_refusals, read_models
+from branchline_followup.adapters import client_journal, console_refusals, pg_schemas, read_models
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.reprojection import REPROJECTIONS
 from branchline_shared.events.envelope import RecordedEvent
@@ -163,3 +165,219 @@ async def test_the_journals_clear_and_save_move_the_refusals_in_their_transactio
         finally:
             await tx.rollback()
     assert await rms_of_refusals(context) == WANTED
+
+
+async def _refusal_rms(conn: Any, schema: str) -> list[tuple[str, str | None]]:
+    rows = await conn.fetch(
+        f"SELECT client_id, rm_id FROM {schema}.fu_refusals ORDER BY occurred_at, event_id"
+    )
+    return [(r["client_id"], r["rm_id"]) for r in rows]
+
+
+A_REFUSAL = (
+    "INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, client_id, "
+    "refused_type, actor_id, actor_role) "
+    "VALUES (gen_random_uuid(), 'D-05', 't', now(), now(), $1, 'x', 'a', 'r')"
+)
+
+
+def live_dsn(settings: BranchlineSettings) -> str:
+    return pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+
+
+_PLANNED = (
+    "SELECT ident FROM pg_backend_memory_contexts WHERE name = 'CachedPlanSource' AND ident LIKE $1"
+)
+
+
+async def test_the_triggers_statements_are_planned_once_per_session(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """Console migration 005 (#12): a client's and a refusal's writes in the session's own
+    schema run the triggers' static statements, kept planned in the session (a
+    CachedPlanSource each: one per trigger that ran it), not 004's EXECUTE, which parsed and
+    planned at every firing and kept nothing."""
+    events, _ = reassigning_history()
+    await apply_all(context, positioned(events))
+    conn = await asyncpg.connect(live_dsn(settings))
+    try:
+        facts = await read_models.fetch_client(conn, "C-a")
+        assert facts is not None
+        async with conn.transaction():
+            for statement in client_journal.CLEAR_CLIENT:
+                await conn.execute(statement, "C-a")  # the delete trigger's
+            await read_models.save_client(conn, facts)  # the insert trigger's
+            facts.rm_id = "rm-8"
+            await read_models.save_client(conn, facts)  # the RM change's
+            await conn.execute(A_REFUSAL, "C-a")  # the refusal's
+        planned = [r["ident"] for r in await conn.fetch(_PLANNED, "%fu_refusals r SET rm_id%")]
+        assert len(planned) == 3, planned
+        assert len(await conn.fetch(_PLANNED, "%FROM fu_clients c WHERE c.client_id%")) == 1
+        assert await _refusal_rms(conn, "fu_read") == [
+            ("C-a", "rm-8"),
+            ("C-b", "rm-2"),
+            ("C-z", None),
+            ("C-a", "rm-8"),
+            ("C-a", "rm-8"),
+        ]
+    finally:
+        await conn.close()
+
+
+_SEQUENTIAL_SCANS = (
+    "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+    "WHERE schemaname = 'fu_read' AND relname IN ('fu_clients', 'fu_refusals') "
+    "ORDER BY relname"
+)
+
+
+async def test_statements_planned_on_tables_analysed_empty_still_read_by_index(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """The triggers' statements are planned once per session and kept until the statistics
+    change: planned while fu_clients and fu_refusals were analysed empty (a rebuild's first
+    ANALYZE), they still read a client's rows by index once the tables have grown (a plan made
+    then would otherwise be a sequential scan, kept: 20 ms per new client at 50,000
+    refusals)."""
+    conn = await asyncpg.connect(live_dsn(settings))
+    try:
+        await conn.execute("ANALYZE fu_read.fu_clients; ANALYZE fu_read.fu_refusals")
+        h = History()
+        t = now_utc() - timedelta(hours=1)
+        h.registered("C-0", t, rm_id="rm-1")
+        await apply_all(context, positioned(h.events))
+        c0 = await read_models.fetch_client(conn, "C-0")
+        assert c0 is not None
+        c0.client_id = "C-1"
+        async with conn.transaction():  # as the worker's units: generic plans
+            await pg_schemas.hold_swap_lock_shared(conn, generic_plans=True)
+            await read_models.save_client(conn, c0)  # planned here, on the empty statistics
+            await conn.execute(A_REFUSAL, "C-1")
+        await conn.executemany(A_REFUSAL, [(f"C-{n % 50 + 2}",) for n in range(2000)])
+        await conn.executemany(
+            read_models._SAVE_CLIENT,
+            [read_models.client_row(replace(c0, client_id=f"K-{n}")) for n in range(500)],
+        )
+        async with conn.transaction():
+            await pg_schemas.hold_swap_lock_shared(conn, generic_plans=True)
+            # this session's counts not yet reported (no report within a transaction)
+            before = [tuple(r) for r in await conn.fetch(_SEQUENTIAL_SCANS)]
+            c0.client_id = "C-2"
+            await read_models.save_client(conn, c0)  # its 40 refusals take rm-1
+            c0.rm_id = "rm-2"
+            await read_models.save_client(conn, c0)
+            await conn.execute(A_REFUSAL, "C-2")
+            await conn.execute("DELETE FROM fu_clients WHERE client_id = 'C-1'")
+            after = [tuple(r) for r in await conn.fetch(_SEQUENTIAL_SCANS)]
+        assert [n for _, n in before] == [n for _, n in after]
+        assert [t for t, _ in after] == ["fu_clients", "fu_refusals"]
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM fu_refusals WHERE client_id = 'C-2' AND rm_id = 'rm-2'"
+            )
+            == 41
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_session_planned_before_a_swap_writes_the_swapped_in_tables(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """One live connection fires every trigger (their statements planned against fu_read),
+    a rebuild is swapped in (fu_read renamed to fu_retired_<n>, the rebuilt schema to
+    fu_read), and the same connection's writes then move the refusals of the new fu_read:
+    the retired tables keep what they had."""
+    events, _ = reassigning_history()
+    placed = positioned(events)
+    await apply_all(context, placed)
+    conn = await asyncpg.connect(live_dsn(settings))
+    try:
+        a = await read_models.fetch_client(conn, "C-a")
+        b = await read_models.fetch_client(conn, "C-b")
+        assert a is not None
+        assert b is not None
+        a.rm_id = "rm-4"
+        await read_models.save_client(conn, a)
+        await conn.execute(A_REFUSAL, "C-a")
+        async with conn.transaction():
+            await conn.execute("DELETE FROM fu_clients WHERE client_id = 'C-b'")
+            await read_models.save_client(conn, b)
+        assert len(await conn.fetch(_PLANNED, "%fu_refusals r SET rm_id%")) == 3
+        moved = [("C-a", "rm-4"), *WANTED[1:3], ("C-a", "rm-4"), ("C-a", "rm-4")]
+        assert await _refusal_rms(conn, "fu_read") == moved
+        # the rebuild replays the events only (rm-3 for C-a), then is swapped in
+        differences = await differences_from_rebuild(settings, placed)
+        assert set(differences) == {"fu_clients", "fu_refusals"}  # what was written raw
+        retired = await conn.fetchval(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'fu_retired_%'"
+        )
+        assert await _refusal_rms(conn, "fu_read") == WANTED
+        a.rm_id = "rm-5"
+        await read_models.save_client(conn, a)
+        await conn.execute(A_REFUSAL, "C-a")
+        async with conn.transaction():
+            await conn.execute("DELETE FROM fu_clients WHERE client_id = 'C-b'")
+            assert (await _refusal_rms(conn, "fu_read"))[1] == ("C-b", None)
+            b.rm_id = "rm-6"
+            await read_models.save_client(conn, b)
+        assert await _refusal_rms(conn, "fu_read") == [
+            ("C-a", "rm-5"),
+            ("C-b", "rm-6"),
+            ("C-z", None),
+            ("C-a", "rm-5"),
+            ("C-a", "rm-5"),
+        ]
+        assert await _refusal_rms(conn, retired) == moved
+    finally:
+        await conn.close()
+
+
+async def test_a_write_by_qualified_name_from_another_schema_and_a_changed_client_id(
+    context: FollowupContext, settings: BranchlineSettings
+) -> None:
+    """A session whose search_path does not start with the written table's schema takes
+    the dynamic statements, which write that schema (not the session's); a client's row
+    given another client id (no writer does) leaves the former id's refusals without an RM
+    and gives the new id's its RM; a refusal moved to another client takes that client's."""
+    events, _ = reassigning_history()
+    await apply_all(context, positioned(events))
+    public = pg_schemas.with_search_path(settings.followup_database_url, "public")
+    for dsn in (public, live_dsn(settings)):
+        conn = await asyncpg.connect(dsn)
+        schema = "fu_read." if dsn == public else ""
+        try:
+            async with conn.transaction():
+                # no writer does this: C-a's row becomes C-z's (C-z refused, never registered)
+                await conn.execute(
+                    f"UPDATE {schema}fu_clients SET client_id = 'C-z' WHERE client_id = 'C-a'"
+                )
+                assert await _refusal_rms(conn, "fu_read") == [
+                    ("C-a", None),
+                    ("C-b", "rm-2"),
+                    ("C-z", "rm-3"),
+                    ("C-a", None),
+                ]
+                await conn.execute(
+                    f"UPDATE {schema}fu_refusals SET client_id = 'C-b' WHERE client_id = 'C-z'"
+                )
+                await conn.execute(
+                    f"UPDATE {schema}fu_refusals SET client_id = NULL, rm_id = 'rm-x' "
+                    "WHERE client_id = 'C-a' AND rule = 'D-03'"
+                )
+                assert await _refusal_rms(conn, "fu_read") == [
+                    ("C-a", None),
+                    ("C-b", "rm-2"),
+                    ("C-b", "rm-2"),
+                    (None, None),
+                ]
+                raise _RolledBack
+        except _RolledBack:
+            pass
+        finally:
+            await conn.close()
+        assert await rms_of_refusals(context) == WANTED
+
+
+class _RolledBack(Exception):
+    pass

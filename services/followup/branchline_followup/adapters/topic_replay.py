@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from branchline_shared.kafka.consuming import MEAGRE_ROUND, FetchWait, adapt_fetch_wait
+
 
 @dataclass(frozen=True)
 class ReplayedMessage:
@@ -37,12 +39,20 @@ class ReplayStalled(RuntimeError):
 
 class TopicReplay:
     def __init__(
-        self, bootstrap: str, topics: Sequence[str], *, stall_timeout_s: float = 30.0
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        *,
+        stall_timeout_s: float = 30.0,
+        fetch_wait_ms: int = 100,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = list(topics)
         self._rank = {t: i for i, t in enumerate(self._topics)}
         self._stall_timeout_s = stall_timeout_s
+        # raised as the batch consumers' is when the broker answers nothing although records
+        # are there (a long partition of the dev broker)
+        self._fetch_wait = FetchWait(fetch_wait_ms)
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._ends: dict[TopicPartition, int] = {}
@@ -57,7 +67,7 @@ class TopicReplay:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self._fetch_wait.ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()
@@ -157,6 +167,15 @@ class TopicReplay:
         needy = self._behind(partitions)
         while needy:
             batches = await self._consumer.getmany(*needy, timeout_ms=500, max_records=2000)
+            got = sum(len(records) for records in batches.values())
+            if self._fetch_wait.starving or got < MEAGRE_ROUND:
+                await adapt_fetch_wait(
+                    self._consumer,
+                    self._fetch_wait,
+                    records=got,
+                    name="topic-replay",
+                    partitions=needy,
+                )
             for tp, records in batches.items():
                 for record in records:
                     if record.offset < self._ends[tp]:
