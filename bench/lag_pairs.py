@@ -7,13 +7,16 @@ Two arms alternate at the same fixed rate, each after the consumers caught up an
 - ``rows``: the benchmark up to Round 9: the load, then the rows' ``applied_at`` and
   ``appended_at`` read (both taken when the applying transaction starts);
 - ``poller``: ``bench.latency.end_to_end``: the same load with the two pollers seeing each row
-  appear (what the benchmark now reports), and the rows' timestamps read as well.
+  appear, the rows' timestamps and their transactions' commit times (what the benchmark now
+  reports, Round 16) read as well;
+- ``slowpoll`` (``--arms poller,slowpoll``): the same with the pollers pausing half a second:
+  whether the pollers' CPU changes the exact (commit) figures.
 
 Each line gives the lags, the poll window, and the CPU per event of this process (load and
 pollers), of PostgreSQL's processes and of the two consumers: what the pollers cost, and
 whether they change what they measure.
 
-    python -m bench.lag_pairs [--rate 300] [--seconds 20] [--pairs 3]
+    python -m bench.lag_pairs [--rate 300] [--seconds 20] [--pairs 3] [--arms rows,poller]
 """
 
 from __future__ import annotations
@@ -52,13 +55,23 @@ async def rows_only(stack: BenchStack, rate: float, seconds: float) -> str:
     return f"row p99 followup {figures[0]:6.1f} audit {figures[1]:6.1f} ms"
 
 
-async def with_pollers(stack: BenchStack, rate: float, seconds: float) -> str:
+async def with_pollers(
+    stack: BenchStack, rate: float, seconds: float, pause_s: float = latency.WATCH_INTERVAL_S
+) -> str:
     s = stack.settings
     r = await latency.end_to_end(
-        s.intake_port, stack.token, rate, seconds, s.followup_database_url, s.audit_database_url
+        s.intake_port,
+        stack.token,
+        rate,
+        seconds,
+        s.followup_database_url,
+        s.audit_database_url,
+        watch_pause_s=pause_s,
     )
     return (
         f"row p99 followup {r.followup_row_p99_ms:6.1f} audit {r.audit_row_p99_ms:6.1f} ms; "
+        f"commit p50/p99 followup {r.followup_commit_p50_ms:5.1f}/{r.followup_commit_p99_ms:6.1f} "
+        f"audit {r.audit_commit_p50_ms:5.1f}/{r.audit_commit_p99_ms:6.1f} ms; "
         f"visible p50/p99 followup {r.followup_p50_ms:5.1f}/{r.followup_p99_ms:6.1f} "
         f"audit {r.audit_p50_ms:5.1f}/{r.audit_p99_ms:6.1f} ms; "
         f"poll window p99 {r.poll_window_p99_ms:4.1f} ms"
@@ -72,7 +85,8 @@ async def measure(args: argparse.Namespace) -> None:
         await branchline_measures.single_posts(s.intake_port, stack.token, 640)  # warm up
         events = int(args.rate * args.seconds)
         for _ in range(args.pairs):
-            for arm, run in (("rows", rows_only), ("poller", with_pollers)):
+            for arm in args.arms.split(","):
+                run = ARMS[arm]
                 await latency.drain(s.followup_database_url, s.audit_database_url)
                 await latency.vacuum(
                     [s.intake_database_url, s.followup_database_url, s.audit_database_url]
@@ -92,11 +106,22 @@ async def measure(args: argparse.Namespace) -> None:
                 )
 
 
+async def slow_pollers(stack: BenchStack, rate: float, seconds: float) -> str:
+    """The pollers at a pause of half a second: enough to know when all are applied, now that
+    the reported figures are the commits' (Round 16)."""
+    return await with_pollers(stack, rate, seconds, pause_s=SLOW_POLL_S)
+
+
+SLOW_POLL_S = 0.5
+ARMS = {"rows": rows_only, "poller": with_pollers, "slowpoll": slow_pollers}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--arms", default="rows,poller", help=f"of {', '.join(ARMS)}")
     asyncio.run(measure(parser.parse_args()))
     return 0
 

@@ -8,6 +8,19 @@ see it in the followup read model (``fu_applied_events``) and in the audit trail
 whose answer held it. The poller's answer comes after the commit that made the row visible,
 so the figure is never early; it is late by at most one poll window (reported).
 
+The figure the benchmark reports for the target is the commit instead: the commit timestamp
+of the transaction that wrote each row (``pg_xact_commit_timestamp(xmin)``, read once after
+the load; the benchmark's PostgreSQL runs with ``track_commit_timestamp = on``,
+bench/stack.py). PostgreSQL takes it in the commit, as the commit record's time, then writes
+and flushes that record (``synchronous_commit``) and only then removes the transaction from
+the shared process array, from which a new snapshot learns it is visible. So it is the instant
+a reader could first see the row short of the commit's own WAL flush (and commits may become
+visible in their flush order, not their timestamps'): never late, early by at most that flush,
+where the poller's figure is late by up to a poll window. The pollers still run, to know when
+every event has been applied, and their figures stay beside it. Two checks tie the clocks
+together: no row is committed after a poller saw it, and no row's own timestamp is after its
+commit (``ClockCheck``).
+
 The rows' own timestamps are read too (``applied_at``, ``appended_at``), for comparison: both
 are taken when the applying transaction starts (``now()``; the ledger's in Python before its
 write, and hashed into the chain), so they miss that transaction's own duration and its
@@ -47,6 +60,11 @@ class EndToEnd:
     audit_row_p99_ms: float  # accepted -> appended_at
     poll_window_p99_ms: float  # how late a poll can see a commit (both pollers)
     audit_poll_window_p99_ms: float  # the same, the audit trail's poller alone
+    # accepted -> the commit of the row's transaction (exact: what the target is judged on)
+    followup_commit_p50_ms: float = 0.0
+    followup_commit_p99_ms: float = 0.0
+    audit_commit_p50_ms: float = 0.0
+    audit_commit_p99_ms: float = 0.0
 
 
 async def _send_open_loop(
@@ -185,7 +203,12 @@ def watch_sql(table: str) -> str:
 
 
 async def watch(
-    conn: Any, table: str, seen: Watch, sending: asyncio.Event, within_s: float
+    conn: Any,
+    table: str,
+    seen: Watch,
+    sending: asyncio.Event,
+    within_s: float,
+    pause_s: float = WATCH_INTERVAL_S,
 ) -> None:
     """Polls ``table`` on ``conn`` (an asyncpg connection, this watcher's alone) for the
     pending ids until sending has ended and every sent event was seen, or ``within_s`` after
@@ -196,13 +219,13 @@ async def watch(
         if deadline is None and not sending.is_set():
             deadline = time.monotonic() + within_s
         ids = seen.to_ask()
-        pause = WATCH_INTERVAL_S
+        pause = pause_s
         if ids:
             started = time.time()
             rows = await conn.fetch(sql, "{" + ",".join(ids) + "}")
             ended = time.time()
             seen.answered([r[0] for r in rows], started, ended)
-            pause = pause_after(ended - started)
+            pause = max(pause_s, pause_after(ended - started))
         else:
             seen.nothing_pending(time.time())
         if deadline is not None and (not seen.pending or time.monotonic() > deadline):
@@ -211,7 +234,9 @@ async def watch(
 
 
 @contextlib.asynccontextmanager
-async def watching(*targets: tuple[Any, str], within_s: float = 300) -> AsyncIterator[list[Watch]]:
+async def watching(
+    *targets: tuple[Any, str], within_s: float = 300, pause_s: float = WATCH_INTERVAL_S
+) -> AsyncIterator[list[Watch]]:
     """One watcher per (connection, table) while the body runs; the body tells each
     ``Watch`` what it sends (``Watch.sent``, before the send). On leaving, waits until the
     watchers have seen every event sent, at most ``within_s``; if the body raises, they are
@@ -221,7 +246,7 @@ async def watching(*targets: tuple[Any, str], within_s: float = 300) -> AsyncIte
     sending = asyncio.Event()
     sending.set()
     tasks = [
-        asyncio.create_task(watch(conn, table, seen, sending, within_s))
+        asyncio.create_task(watch(conn, table, seen, sending, within_s, pause_s))
         for (conn, table), seen in zip(targets, watches, strict=True)
     ]
     try:
@@ -281,6 +306,50 @@ async def _row_times(dsn: str, sql: str, ids: list[uuid.UUID]) -> dict[uuid.UUID
 
 FOLLOWUP_ROWS = "SELECT event_id, applied_at FROM fu_applied_events WHERE event_id = ANY($1)"
 AUDIT_ROWS = "SELECT event_id, appended_at FROM audit_ledger WHERE event_id = ANY($1)"
+# Both tables are insert-only, so a row's xmin is the transaction that made it visible. Read
+# right after the load: a row frozen by VACUUM would have lost it (NULL, counted missing).
+FOLLOWUP_COMMITS = (
+    "SELECT event_id, pg_xact_commit_timestamp(xmin) FROM fu_applied_events "
+    "WHERE event_id = ANY($1)"
+)
+AUDIT_COMMITS = (
+    "SELECT event_id, pg_xact_commit_timestamp(xmin) FROM audit_ledger WHERE event_id = ANY($1)"
+)
+
+
+async def _commit_times(dsn: str, sql: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {r[0]: r[1].timestamp() for r in await conn.fetch(sql, ids) if r[1] is not None}
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class ClockCheck:
+    """The three clocks of one table's rows, which must agree: row timestamp <= commit <=
+    the poller's sighting, for every row that has all of them (all this machine's wall clock,
+    PostgreSQL's taken by its backend, the sighting by this process)."""
+
+    committed_after_seen: int  # committed after a poll's answer held it: impossible
+    stamped_after_commit: int  # the row's own timestamp after its commit: impossible
+    worst_ms: float  # the largest such disagreement (0 when none)
+
+    @staticmethod
+    def of(
+        row: dict[uuid.UUID, float], commit: dict[uuid.UUID, float], seen: dict[uuid.UUID, float]
+    ) -> ClockCheck:
+        late = [commit[e] - seen[e] for e in commit.keys() & seen.keys() if commit[e] > seen[e]]
+        early = [row[e] - commit[e] for e in row.keys() & commit.keys() if row[e] > commit[e]]
+        return ClockCheck(len(late), len(early), 1000 * max(late + early, default=0.0))
+
+    def require(self, table: str) -> None:
+        if self.committed_after_seen or self.stamped_after_commit:
+            raise AssertionError(
+                f"{table}: the clocks disagree: {self.committed_after_seen} rows committed "
+                f"after the poller saw them, {self.stamped_after_commit} stamped after their "
+                f"commit (worst by {self.worst_ms:.3f} ms)"
+            )
 
 
 async def end_to_end(
@@ -290,13 +359,20 @@ async def end_to_end(
     duration_s: float,
     followup_dsn: str,
     audit_dsn: str,
+    watch_pause_s: float = WATCH_INTERVAL_S,
 ) -> EndToEnd:
+    """The steady load and its lags. ``watch_pause_s``: the pollers' least pause between two
+    polls; the exact (commit) figures do not depend on it, only the pollers' own do."""
     async with contextlib.AsyncExitStack() as closing:
         followup_conn = await asyncpg.connect(followup_dsn)
         closing.push_async_callback(followup_conn.close)
         audit_conn = await asyncpg.connect(audit_dsn)
         closing.push_async_callback(audit_conn.close)
-        async with watching((followup_conn, "fu_applied_events"), (audit_conn, "audit_ledger")) as (
+        async with watching(
+            (followup_conn, "fu_applied_events"),
+            (audit_conn, "audit_ledger"),
+            pause_s=watch_pause_s,
+        ) as (
             followup_seen,
             audit_seen,
         ):
@@ -310,8 +386,18 @@ async def end_to_end(
     ids = list(answered)
     followup, followup_missing = _lags(answered, followup_seen.seen, gave_up)
     audit, audit_missing = _lags(answered, audit_seen.seen, gave_up)
-    followup_rows, _ = _lags(answered, await _row_times(followup_dsn, FOLLOWUP_ROWS, ids), gave_up)
-    audit_rows, _ = _lags(answered, await _row_times(audit_dsn, AUDIT_ROWS, ids), gave_up)
+    followup_stamps = await _row_times(followup_dsn, FOLLOWUP_ROWS, ids)
+    audit_stamps = await _row_times(audit_dsn, AUDIT_ROWS, ids)
+    followup_commits = await _commit_times(followup_dsn, FOLLOWUP_COMMITS, ids)
+    audit_commits = await _commit_times(audit_dsn, AUDIT_COMMITS, ids)
+    ClockCheck.of(followup_stamps, followup_commits, followup_seen.seen).require(
+        "fu_applied_events"
+    )
+    ClockCheck.of(audit_stamps, audit_commits, audit_seen.seen).require("audit_ledger")
+    followup_rows, _ = _lags(answered, followup_stamps, gave_up)
+    audit_rows, _ = _lags(answered, audit_stamps, gave_up)
+    followup_commit = lag_figures(answered, followup_commits, gave_up)
+    audit_commit = lag_figures(answered, audit_commits, gave_up)
     http.sort()
     return EndToEnd(
         offered_per_s=rate,
@@ -329,6 +415,10 @@ async def end_to_end(
         # The audit poller's own windows: its polls stay short while the followup poller's
         # grow with the worker's lag (WATCH_DUTY), so the audit figure has its own bound.
         audit_poll_window_p99_ms=poll_window_p99_ms(audit_seen),
+        followup_commit_p50_ms=followup_commit.p50_ms,
+        followup_commit_p99_ms=followup_commit.p99_ms,
+        audit_commit_p50_ms=audit_commit.p50_ms,
+        audit_commit_p99_ms=audit_commit.p99_ms,
     )
 
 

@@ -87,6 +87,10 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
 
     settings = BranchlineSettings()
     stack = DevStack(settings)
+    # The commit time of the transaction that wrote a row is when a new snapshot can first see
+    # it: bench.latency reads it (pg_xact_commit_timestamp) to time visibility exactly. Only
+    # here: it costs a little per commit (an SLRU entry) and nothing in the product reads it.
+    stack.postgres.extra_settings["track_commit_timestamp"] = "on"
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)

@@ -180,3 +180,59 @@ def test_followup_steady_prints_the_lag_to_visibility_beside_the_rows() -> None:
     )
     assert "lag to visibility p50 40 ms, p99 180 ms (poll window p99 25 ms)" in text
     assert "from the rows' applied_at p50 30 ms, p99 90 ms" in text
+
+
+def test_the_clocks_agree_when_each_row_is_stamped_then_committed_then_seen() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    check = latency.ClockCheck.of(
+        row={a: 1.00, b: 1.10}, commit={a: 1.02, b: 1.10}, seen={a: 1.05, b: 1.30}
+    )
+    assert check == latency.ClockCheck(0, 0, 0.0)
+    check.require("fu_applied_events")
+
+
+def test_a_row_committed_after_the_poller_saw_it_stops_the_benchmark() -> None:
+    """The poller's sighting is an upper bound of the commit: were it not, one of the two
+    clocks (PostgreSQL's, this process's) would be wrong, and so would the figures."""
+    a = uuid.uuid4()
+    check = latency.ClockCheck.of(row={a: 1.0}, commit={a: 1.2}, seen={a: 1.1})
+    assert check.committed_after_seen == 1
+    assert check.worst_ms == pytest.approx(100)
+    with pytest.raises(AssertionError, match="1 rows committed after the poller saw them"):
+        check.require("audit_ledger")
+
+
+def test_a_row_stamped_after_its_commit_stops_the_benchmark() -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    check = latency.ClockCheck.of(row={a: 1.3, b: 1.0}, commit={a: 1.2, b: 1.1}, seen={})
+    assert (check.committed_after_seen, check.stamped_after_commit) == (0, 1)
+    with pytest.raises(AssertionError, match="1 stamped after their commit"):
+        check.require("fu_applied_events")
+
+
+async def test_watchers_can_poll_less_often() -> None:
+    """With the commit times as the figures, the pollers only need to know when every event
+    is applied: a longer pause takes less of the stack's CPU."""
+    polls = {}
+    for pause in (latency.WATCH_INTERVAL_S, 0.1):
+        table = _Table()
+        async with latency.watching((table, "fu_applied_events"), pause_s=pause) as (seen,):
+            seen.sent(uuid.uuid4())
+            await asyncio.sleep(0.3)
+            table.commit(next(iter(uuid.UUID(i) for i in seen.pending)))
+        assert not seen.pending
+        polls[pause] = table.polls
+    assert polls[0.1] <= 5 < polls[latency.WATCH_INTERVAL_S]
+
+
+def test_the_steady_targets_are_judged_on_the_commits_and_the_pollers_shown_beside() -> None:
+    from bench.run import MEASURES, TARGETS
+
+    titles = {key: title for key, title, _unit in MEASURES}
+    assert "committed" in titles["e2e_followup_p99"]
+    assert "committed" in titles["e2e_audit_p99"]
+    assert {"e2e_followup_p99", "e2e_audit_p99"} <= set(TARGETS)
+    for seen in ("followup", "audit"):
+        for p in ("p50", "p99"):
+            assert "poller" in titles[f"e2e_{seen}_seen_{p}"]
+            assert f"e2e_{seen}_seen_{p}" not in TARGETS

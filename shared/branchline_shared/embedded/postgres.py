@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+    extra_settings: dict[str, str] = field(default_factory=dict)
+    """More ``-c name=value`` start settings: the benchmark's stack turns on
+    ``track_commit_timestamp`` to time visibility exactly (bench/stack.py); `branchline dev`
+    and the tests add none."""
 
     @property
     def pgdata(self) -> Path:
@@ -120,7 +124,7 @@ class EmbeddedPostgres:
             f"-h {self.host} -p {self.port} -k {self.data_dir} "
             f"-c max_connections=300 -c shared_buffers={SHARED_BUFFERS} -c fsync=on "
             f"-c max_wal_size={MAX_WAL_SIZE}"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.extra_settings.items())
         try:
             commands.pg_ctl(
                 ["-w", "-t", "60", "-o", options, "-l", str(self.log_file), "start"],
