@@ -7,14 +7,17 @@ second, the SQL statements per event (each one round trip to PostgreSQL) and the
 Python CPU per event. ``--profile FILE`` samples the run with pyinstrument (FILE: the call
 tree, FILE.summary: shares per function, as :mod:`bench.profile_intake` prints them).
 
-    python -m bench.profile_followup [--clients 600] [--workload history|registrations]
+    python -m bench.profile_followup [--clients 600]
+                                     [--workload history|service-loop|registrations]
                                      [--batch 200] [--profile /tmp/followup.txt] [--sql]
                                      [--freeze [--young 20000]]
                                      [--cprofile /tmp/followup.pstats]
 
 Workloads: ``history`` is tests/integration/followup/harness.py's generate_history (about 14
 events per client: registration, KYC, reception journeys, consultations, sales, complaints,
-surveys), interleaved by time; ``registrations`` is what the benchmark writes (a new client
+surveys), interleaved by time; ``service-loop`` the same history with corrective actions,
+renegotiations and closures after each client's events (:func:`_add_service_loop`);
+``registrations`` is what the benchmark writes (a new client
 registered, then a consent of each: one task created per registration).
 
 ``--freeze``: the start-up heap frozen as the worker process freezes it once started
@@ -115,12 +118,85 @@ def _count_parameters(row: Any) -> None:
             PARAMETERS["elements"] += len(value)
 
 
+def _add_service_loop(history: Any) -> None:
+    """``service-loop``: the ``history`` and, after each client's last event (in the order of
+    its stream: no late arrival, so no re-projection), the D-09 / D-17 facts that history
+    lacks: a complaint's corrective actions (planned, most completed), promises of complaints
+    and consultations renegotiated, accounts closed (some reopened). About 0.1 of its events
+    (#12: the rebuild's writes of these kinds)."""
+    import random
+
+    rng = random.Random(11)
+    last: dict[str, datetime] = {}
+    complaints: dict[str, str] = {}
+    consultations: dict[str, str] = {}
+    for event in history.events:
+        client_id = event.client_id
+        last[client_id] = max(last.get(client_id, event.occurred_at), event.occurred_at)
+        if event.type == "complaint.received":
+            complaints[client_id] = event.data["complaint_id"]
+        elif event.type == "consultation.opened":
+            consultations[client_id] = event.data["consultation_id"]
+    for client_id, at in last.items():
+        step = iter(at + timedelta(minutes=n) for n in range(1, 20))
+        promised = (at + timedelta(days=5)).isoformat()
+        renegotiation = {
+            "promised_by": promised,
+            "reason": "awaiting_third_party",
+            "alternative": "s",
+            "client_told": True,
+        }
+        complaint = complaints.get(client_id)
+        if complaint is not None:
+            for n in range(rng.choice((1, 1, 2))):
+                action = {"complaint_id": complaint, "action_id": f"CA-{n}"}
+                history.add(
+                    "complaint.corrective_action_planned",
+                    client_id,
+                    next(step),
+                    {
+                        **action,
+                        "root_cause": rng.choice(["process", "staff", "system"]),
+                        "action_kind": "process_change",
+                        "owner_id": "sup-1",
+                        "due_at": (at + timedelta(days=10)).isoformat(),
+                    },
+                )
+                if rng.random() < 0.7:
+                    history.add(
+                        "complaint.corrective_action_completed", client_id, next(step), action
+                    )
+            if rng.random() < 0.5:
+                history.add(
+                    "complaint.promise_renegotiated",
+                    client_id,
+                    next(step),
+                    {"complaint_id": complaint, **renegotiation},
+                )
+        consultation = consultations.get(client_id)
+        if consultation is not None and rng.random() < 0.4:
+            history.add(
+                "consultation.promise_renegotiated",
+                client_id,
+                next(step),
+                {"consultation_id": consultation, **renegotiation},
+            )
+        if rng.random() < 0.15:
+            history.add("client.account_closed", client_id, next(step), {"reason": "relocation"})
+            if rng.random() < 0.3:
+                history.add(
+                    "client.account_reopened", client_id, next(step), {"reason": "client_request"}
+                )
+
+
 def workload(kind: str, clients: int) -> list[RecordedEvent]:
     from tests.integration.followup.harness import History, generate_history
 
     end = datetime(2026, 11, 20, tzinfo=UTC)
-    if kind == "history":
+    if kind in ("history", "service-loop"):
         history = generate_history(clients, end=end, span=timedelta(days=30))
+        if kind == "service-loop":
+            _add_service_loop(history)
     else:
         history = History()
         for n in range(clients):
@@ -234,7 +310,9 @@ def write_profile(profiler: Any, out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=600)
-    parser.add_argument("--workload", choices=("history", "registrations"), default="history")
+    parser.add_argument(
+        "--workload", choices=("history", "service-loop", "registrations"), default="history"
+    )
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")

@@ -14,7 +14,8 @@ counts the rebuild's CPU time per function with cProfile (``time.process_time``:
 process itself spent, not the wait for PostgreSQL or the scheduler; FILE: pstats, FILE.txt the
 top functions).
 
-    python -m bench.profile_rebuild [--clients 300] [--workload history|registrations]
+    python -m bench.profile_rebuild [--clients 300]
+                                    [--workload history|service-loop|registrations]
                                     [--batch 500] [--profile /tmp/rebuild.txt] [--sql]
                                     [--cprofile /tmp/rebuild.pstats]
                                     [--remember 2000] [--from-stores]
@@ -287,9 +288,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         f"{args.workload}{' from stores' if args.from_stores else ''}, {args.clients} clients: "
         f"{n} events ({len(created)} recorded "
         f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
-        f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.2f} "
-        f"statements/event, {1000 * cpu / n:.3f} ms CPU/event ({100 * cpu / wall:.0f}% of the "
-        f"wall time), PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
+        f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.4f} "
+        f"statements/event ({statements}), {1000 * cpu / n:.3f} ms CPU/event "
+        f"({100 * cpu / wall:.0f}% of the wall time), "
+        f"PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
         f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
         f"applied {result.applied} skipped {result.skipped}; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
@@ -314,7 +316,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     )
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
-            print(f"  {count / n:6.2f}/event  {sql}")
+            print(f"  {count / n:7.4f}/event ({count:5d})  {sql}")
 
 
 FLUSHES = {"python": 0.0, "server": 0.0, "count": 0.0}
@@ -425,7 +427,9 @@ def write_cpu_profile(profiler: Any, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=300)
-    parser.add_argument("--workload", choices=("history", "registrations"), default="history")
+    parser.add_argument(
+        "--workload", choices=("history", "service-loop", "registrations"), default="history"
+    )
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")

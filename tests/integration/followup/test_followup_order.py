@@ -552,6 +552,98 @@ def complaints_in_one_batch(start: datetime) -> list[Positioned]:
     return positioned(h.events)
 
 
+def service_loop_in_one_batch(start: datetime) -> list[Positioned]:
+    """Corrective actions, renegotiations and closures whose writes all fall in one rebuild
+    batch (D-09, D-17): an action planned then completed twice (the first instant kept); a
+    completion ahead of its plan (it changes nothing, live or rebuilt); a plan sent again
+    (the first kept); renegotiations of a complaint's and a consultation's promise; a client
+    closed, reopened and closed again; a client closed before it is registered (no row yet:
+    nothing to update, then registered without a reason); a client closed after its facts
+    changed in the batch."""
+    h = History()
+    later = iter(start + timedelta(minutes=n) for n in range(1, 100))
+    due = (start + timedelta(days=20)).isoformat()
+
+    def add(kind: str, client_id: str, **data: Any) -> None:
+        h.add(kind, client_id, next(later), data)
+
+    def action(kind: str, client_id: str, action_id: str, **data: Any) -> None:
+        add(
+            f"complaint.corrective_action_{kind}",
+            client_id,
+            complaint_id="K-1",
+            action_id=action_id,
+            **data,
+        )
+
+    plan = {"root_cause": "process", "action_kind": "process_change", "due_at": due}
+    add("client.account_closed", "C-3", reason="relocation")  # before its registration
+    for client_id in ("C-1", "C-2", "C-3", "C-4"):
+        h.registered(client_id, next(later))
+    add("complaint.received", "C-1", complaint_id="K-1", severity="important", summary="s")
+    action("planned", "C-1", "CA-1", owner_id="sup-1", **plan)
+    action("completed", "C-1", "CA-2")  # ahead of its plan
+    action("planned", "C-1", "CA-2", owner_id="sup-2", **plan)
+    action("completed", "C-1", "CA-1")
+    action("planned", "C-1", "CA-1", owner_id="sup-9", **{**plan, "root_cause": "staff"})
+    action("completed", "C-1", "CA-1", note="again")
+    renegotiation = {
+        "promised_by": (start + timedelta(days=3)).isoformat(),
+        "reason": "awaiting_third_party",
+        "alternative": "sealed",
+        "client_told": True,
+    }
+    add("complaint.promise_renegotiated", "C-1", complaint_id="K-1", **renegotiation)
+    add("consultation.opened", "C-2", consultation_id="Q-2", channel="phone", question="s")
+    add("consultation.promise_renegotiated", "C-2", consultation_id="Q-2", **renegotiation)
+    add("client.account_closed", "C-2", reason="dissatisfaction")
+    add("client.account_reopened", "C-2", reason="client_request")
+    add("client.account_closed", "C-2", reason="dormant")
+    add("client.risk_assessed", "C-4", level="C3")  # its facts changed in the batch
+    add("client.account_closed", "C-4", reason="relocation")
+    add("client.account_reopened", "C-1", reason="closed_in_error")  # never closed
+    return positioned(h.events)
+
+
+async def test_corrective_actions_renegotiations_closures_in_one_batch_equal_rebuild(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """#12: the rebuild sends a corrective action's writes (plan, completion) as one statement
+    text, the renegotiations and the closures with its batch's other writes; rebuilt in one
+    batch, they equal the live worker's, each applied in order."""
+    events = service_loop_in_one_batch(now_utc() - timedelta(days=1))
+    start = events[0][0].occurred_at
+    await apply_all(context, events)
+    assert await differences_from_rebuild(settings, events) == {}
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        actions = {
+            r["action_id"]: (r["owner_id"], r["root_cause"], r["completed_minute"])
+            for r in await conn.fetch(
+                "SELECT action_id, owner_id, root_cause, "
+                "(extract(epoch FROM completed_at - $1) / 60)::int AS completed_minute "
+                "FROM fu_read.fu_corrective_actions",
+                start,
+            )
+        }
+        subjects = sorted(
+            r[0] for r in await conn.fetch("SELECT subject FROM fu_read.fu_renegotiations")
+        )
+        reasons = {
+            r[0]: r[1]
+            for r in await conn.fetch(
+                "SELECT client_id, account_closure_reason FROM fu_read.fu_clients"
+            )
+        }
+    finally:
+        await conn.close()
+    # CA-1 completed at the first completion (minute 9 after the first event); CA-2's
+    # completion came before its plan: nothing completed
+    assert actions == {"CA-1": ("sup-1", "process", 9), "CA-2": ("sup-2", "process", None)}
+    assert subjects == ["complaint:K-1", "consultation:Q-2"]
+    assert reasons == {"C-1": None, "C-2": "dormant", "C-3": None, "C-4": "relocation"}
+
+
 async def test_complaints_with_several_steps_in_one_batch_equal_rebuild(
     settings: BranchlineSettings, context: FollowupContext
 ) -> None:

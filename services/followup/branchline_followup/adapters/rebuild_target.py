@@ -22,6 +22,7 @@ from branchline_followup.adapters.console_read_models import (
 )
 from branchline_followup.adapters.read_models import APPLIED_INSERT, FACT_COLUMNS, applied_row
 from branchline_followup.adapters.service_loop_facts import (
+    CLOSURE_UPDATE,
     COMPLAINT_FACT_TYPES,
     complaint_columns,
     record_service_loop_facts,
@@ -39,7 +40,13 @@ from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_followup.domain.suitability import Rating
-from branchline_shared.events.catalogue import ComplaintEvent, EventType, VisitEvent
+from branchline_shared.events.catalogue import (
+    ComplaintCorrectiveActionCompleted,
+    ComplaintCorrectiveActionPlanned,
+    ComplaintEvent,
+    EventType,
+    VisitEvent,
+)
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded, payload_as
@@ -343,18 +350,24 @@ class _BulkWrites:
         """Where task and timer writes go to be sent by :meth:`write_tasks`."""
         return cast(PgConnection, self._writes)
 
-    async def write_tasks(self, conn: PgConnection) -> None:
+    async def write_tasks(self, conn: PgConnection, *, facts_written: bool = False) -> None:
         """The task and timer statements not sent yet (and those :meth:`defer`red: the client
-        page's, visits, surveys, business events), before a statement reads or changes those
-        tables: one ``executemany`` per statement text, each in the order they were made.
-        Each table's rows are apart from the others' (no statement of one reads another), and
-        each table's statements that depend on order are one text (the visits': one upsert
-        naming the columns it sets), so only the order within each text matters."""
+        page's, visits, surveys, business events, complaints, corrective actions,
+        renegotiations, closures), before a statement reads or changes those tables: one
+        ``executemany`` per statement text, each in the order they were made. Each table's
+        rows are apart from the others' (no statement of one reads another), and each table's
+        statements that depend on order are one text (the visits': one upsert naming the
+        columns it sets), so only the order within each text matters. A closure's ``UPDATE``
+        of ``fu_clients`` needs its client's row as remembered: the facts of its clients
+        saved in this transaction are written first, unless ``facts_written`` (the flush has
+        just written every changed client's)."""
         by_text: dict[str, list[tuple[Any, ...]]] = {}
         for sql, args in self._writes.calls[self._writes_sent :]:
             by_text.setdefault(sql, []).append(args)
         self._writes_sent = len(self._writes.calls)
         for sql, rows in by_text.items():
+            if sql == CLOSURE_UPDATE and not facts_written:
+                await self.write_facts(conn, {row[0] for row in rows} & self.changed)
             await conn.executemany(sql, rows)
 
     async def write_facts(self, conn: PgConnection, client_ids: Iterable[str]) -> None:
@@ -377,7 +390,7 @@ class _BulkWrites:
             await conn.executemany(TIMELINE_INSERT, self._timeline_rows)
         await self.write_journal(conn)
         await self.write_facts(conn, self.changed)
-        await self.write_tasks(conn)
+        await self.write_tasks(conn, facts_written=True)
         self._applied_rows.clear()
         self._timeline_rows.clear()
 
@@ -624,9 +637,10 @@ class _RebuildActivity(_Activity):
     (:meth:`_RebuildJournal.clear_read_models`), and a per-event savepoint sends them inside
     it (a poison row still fails its own event). A complaint's writes (its receipt, its
     service-loop facts, its steps) are one statement text, :data:`_COMPLAINT_WRITE`, so they
-    are sent with the others in the order they were made (#12). Statements that change a row
-    another one may have written (corrective actions, the client's closure) are sent at once,
-    as before."""
+    are sent with the others in the order they were made (#12); so are a corrective action's
+    (its plan, its completion: :data:`_CORRECTIVE_ACTION_WRITE`), the renegotiations (a row of
+    their own each) and a closure's or reopening's ``UPDATE`` of the client's row (one text,
+    in order; its row written first, :meth:`_BulkWrites.write_tasks`)."""
 
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
         super().__init__(conn)
@@ -664,12 +678,25 @@ class _RebuildActivity(_Activity):
         if complaint is not None:  # an UPDATE of the complaint's row: with its other writes
             self._bulk.defer([_complaint_update_row(event, complaint[1], complaint[0])])
             return
-        if event.envelope.type in _BUSINESS_TYPES:  # an insert of its own row (event id): deferred
+        kind = event.envelope.type
+        if kind in _OWN_ROW_TYPES:  # an insert of its own row (event id): deferred
             await record_service_loop_facts(self._bulk.task_writes, event, rm_id)
             return
-        if event.envelope.type in _CLOSURE_TYPES and event.envelope.client_id is not None:
-            # it updates the client's row in place: the row must hold what is remembered
-            await self._bulk.write_facts(self._conn, [event.envelope.client_id])
+        if kind in _CORRECTIVE_ACTION_TYPES:
+            self._bulk.defer([_corrective_action_row(event)])
+            return
+        client_id = event.envelope.client_id
+        if kind in _CLOSURE_TYPES and client_id is not None:
+            bulk = self._bulk
+            if client_id in bulk.facts or bulk.complete:
+                if bulk.facts.get(client_id) is None:
+                    return  # no row: the live UPDATE changes nothing (a later one must not)
+                # the row exists now, and stays until a re-projection's DELETE, which sends
+                # what is deferred first: deferred with the other writes, in order
+                await record_service_loop_facts(bulk.task_writes, event, rm_id)
+                return
+            # forgotten (past the bound): whether it has a row is read as before
+            await bulk.write_facts(self._conn, [client_id])
         await super().record_service_loop_facts(event, rm_id)
 
 
@@ -795,9 +822,71 @@ def _visit_row(event: Decoded, rm_id: str | None, columns: dict[str, Any]) -> tu
     )
 
 
-_BUSINESS_TYPES = frozenset({EventType.VISIT_BUSINESS_HANDLED.value, EventType.PRODUCT_SOLD.value})
+_OWN_ROW_TYPES = frozenset(
+    {
+        EventType.VISIT_BUSINESS_HANDLED.value,
+        EventType.PRODUCT_SOLD.value,
+        EventType.COMPLAINT_PROMISE_RENEGOTIATED.value,
+        EventType.CONSULTATION_PROMISE_RENEGOTIATED.value,
+    }
+)
 """Events whose service-loop fact is an insert of a row of their own (``fu_business_events``,
-keyed by the event id, ``ON CONFLICT DO NOTHING``)."""
+``fu_renegotiations``: keyed by the event id, ``ON CONFLICT DO NOTHING``): no other write
+changes it, so their order does not matter."""
+
+_CORRECTIVE_ACTION_TYPES = frozenset(
+    {
+        EventType.COMPLAINT_CORRECTIVE_ACTION_PLANNED.value,
+        EventType.COMPLAINT_CORRECTIVE_ACTION_COMPLETED.value,
+    }
+)
+
+_CORRECTIVE_ACTION_WRITE = (
+    "WITH planned AS ("
+    "INSERT INTO fu_corrective_actions (client_id, complaint_id, action_id, branch_id, "
+    "root_cause, action_kind, owner_id, planned_at, due_at) "
+    "SELECT $1::text, $2::text, $3::text, $5::text, $6::text, $7::text, $8::text, "
+    "$9::timestamptz, $10::timestamptz WHERE $4::boolean ON CONFLICT DO NOTHING) "
+    "UPDATE fu_corrective_actions SET completed_at = COALESCE(completed_at, $9::timestamptz) "
+    "WHERE NOT $4::boolean AND client_id = $1 AND complaint_id = $2 AND action_id = $3"
+)
+"""A corrective action's writes (D-17) as one statement text (#12), as the live
+:func:`~.service_loop_facts.record_service_loop_facts` sends them: ``$4`` true, the plan's
+insert (``ON CONFLICT DO NOTHING``: the first plan kept); false, the completion's ``UPDATE``
+(the first completion's instant kept, ``$9``). One text, so a rebuild's ``executemany`` keeps
+their order: a completion ahead of its plan changes nothing, live or rebuilt. Only one of the
+two parts changes a row per execution (the ``UPDATE`` does not see the ``WITH`` part's row)."""
+
+
+def _corrective_action_row(event: Decoded) -> tuple[str, tuple[Any, ...]]:
+    envelope = event.envelope
+    payload = event.payload
+    if isinstance(payload, ComplaintCorrectiveActionPlanned):
+        return _CORRECTIVE_ACTION_WRITE, (
+            envelope.client_id,
+            payload.complaint_id,
+            payload.action_id,
+            True,
+            envelope.branch_id,
+            payload.root_cause.value,
+            payload.action_kind.value,
+            payload.owner_id,
+            envelope.occurred_at,
+            payload.due_at,
+        )
+    completed = payload_as(event, ComplaintCorrectiveActionCompleted)
+    return _CORRECTIVE_ACTION_WRITE, (
+        envelope.client_id,
+        completed.complaint_id,
+        completed.action_id,
+        False,
+        None,
+        None,
+        None,
+        None,
+        envelope.occurred_at,
+        None,
+    )
 
 
 class _RebuildJournal(_Journal):

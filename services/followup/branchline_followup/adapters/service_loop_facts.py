@@ -49,6 +49,11 @@ def complaint_columns(typed: Decoded) -> tuple[str, dict[str, Any]] | None:
             return None
 
 
+CLOSURE_UPDATE = "UPDATE fu_clients SET account_closure_reason = $2 WHERE client_id = $1"
+"""A closure's or reopening's write (D-09): the client's row in place, if it has one (the
+rebuild tells it apart by this text, ``rebuild_target``)."""
+
+
 async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: str | None) -> None:
     """The facts the event adds to the service-loop tables (nothing for other types). Only
     closed codes and ids are stored: the sealed free texts stay in the events."""
@@ -134,11 +139,7 @@ async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: s
             )
         case c.ClientAccountClosed() | c.ClientAccountReopened() as p:
             reason = p.reason.value if isinstance(p, c.ClientAccountClosed) else None
-            await conn.execute(
-                "UPDATE fu_clients SET account_closure_reason = $2 WHERE client_id = $1",
-                event.client_id,
-                reason,
-            )
+            await conn.execute(CLOSURE_UPDATE, event.client_id, reason)
         case _:
             pass
 
