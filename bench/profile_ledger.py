@@ -18,7 +18,8 @@ with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 
 ``--verify 1,2`` verifies each round's ledger once per listed process count, in that order
 (1: one pass, as ``verify_ledger`` without segments; N > 1: N segments in N processes, #12;
-0: one per core; ``auto``: what ``branchline audit verify`` does by default, #12),
+0: one per core; ``auto``: what ``branchline audit verify`` does by default, #12; ``api``:
+what ``GET /v1/audit/verify`` does, every segment in a process apart from the loop, #12),
 ``--cold`` stops the fork server after each parallel verify (the next one pays its start, as
 every command's verify does), ``--verify-repeat R`` repeats that sequence R times (pairs
 alternate); the CPU figure of a parallel verify adds its processes' CPU (the fork server's and, once
@@ -53,7 +54,10 @@ from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
-from branchline_audit.application.verifying import verify_ledger  # noqa: E402
+from branchline_audit.application.verifying import (  # noqa: E402
+    verify_ledger,
+    verify_ledger_apart,
+)
 from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_shared.clock import SystemClock  # noqa: E402
 from branchline_shared.kafka.wire import SourcePosition  # noqa: E402
@@ -170,7 +174,9 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
             f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
             f"{append_statements / n:.3f} stmt/ev) | load {os.getloadavg()[0]:.2f}"
         ]
-        modes = [int(m) if m != "auto" else None for m in args.verify.split(",")]
+        modes: list[int | str | None] = [
+            None if m == "auto" else m if m == "api" else int(m) for m in args.verify.split(",")
+        ]
         modes *= args.verify_repeat
         for i, processes in enumerate(modes):
             profile = args.profile_verify if r == 0 and i == 0 else None
@@ -203,7 +209,7 @@ async def one_verify(
     audit: Any,
     settings: Any,
     server: Any,
-    processes: int | None,
+    processes: int | str | None,
     profile: str | None,
     n: int,
     copy_rate: float,
@@ -212,14 +218,14 @@ async def one_verify(
     """One verify of the round's ledger, in one pass (``processes`` 1), in segments, or as
     ``branchline audit verify`` chooses by default (``processes`` None: "auto")."""
     segments = None
-    if processes is None:
+    if processes is None or processes == "api":
         segments = ProcessSegmentVerifiers.configured(
             settings.audit_database_url,
             settings.audit_db_writer_role,
             processes=0,
             min_entries=settings.audit_verify_parallel_min_entries,
         )
-    elif processes != 1:
+    elif isinstance(processes, int) and processes != 1:
         segments = ProcessSegmentVerifiers(
             settings.audit_database_url,
             settings.audit_db_writer_role,
@@ -234,13 +240,22 @@ async def one_verify(
     gaps: list[float] = []
     ticking = asyncio.ensure_future(tick(gaps))
     try:
-        verdict = await verify_ledger(
-            audit.ledger,
-            audit.checkpoints,
-            verifier=audit.signer.verifier(),
-            origin=audit.origin,
-            segments=segments,
-        )
+        if processes == "api" and segments is not None:
+            verdict = await verify_ledger_apart(
+                audit.ledger,
+                audit.checkpoints,
+                verifier=audit.signer.verifier(),
+                origin=audit.origin,
+                segments=segments,
+            )
+        else:
+            verdict = await verify_ledger(
+                audit.ledger,
+                audit.checkpoints,
+                verifier=audit.signer.verifier(),
+                origin=audit.origin,
+                segments=segments,
+            )
     finally:
         ticking.cancel()
     verify_s, verify_cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -16,6 +16,7 @@ from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
@@ -25,7 +26,7 @@ from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
-from branchline_audit.entrypoints.http import router
+from branchline_audit.entrypoints.http import VerifySlot, router
 from branchline_audit.entrypoints.http_holds import router as holds_router
 from branchline_audit.entrypoints.problems import install_altered_entry_problems
 from branchline_shared.allocator_trim import batch_trimmer, trim_policy
@@ -106,6 +107,13 @@ def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = N
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
             app.state.export_slots = ExportSlots(settings.audit_max_concurrent_exports)
+            app.state.verify_slot = VerifySlot()
+            app.state.verify_segments = ProcessSegmentVerifiers.configured(
+                settings.audit_database_url,
+                settings.audit_db_writer_role,
+                processes=settings.audit_verify_processes,
+                min_entries=settings.audit_verify_parallel_min_entries,
+            )
             app.state.token_codec = token_codec(settings, "audit")
             app.state.readiness_checks = {
                 "postgres": lambda: is_reachable(pool),

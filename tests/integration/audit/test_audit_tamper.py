@@ -19,7 +19,7 @@ from branchline_audit.adapters import segments as segments_module
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers, verifying_context
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext
-from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.application.verifying import verify_ledger, verify_ledger_apart
 from branchline_audit.domain.canonical import (
     chain_hash,
     encodes_event,
@@ -50,21 +50,31 @@ TRIALS = 90
 SEGMENTS = 3
 """With the ``segments`` path: 1..333, 334..666, 667.. (a tamper at 333, 334, 666 or 667 is
 at a boundary)."""
-_PATH = {"segments": False}
+_PATH = {"path": "one pass"}
 
 
-@pytest.fixture(autouse=True, params=["one pass", "segments"])
+@pytest.fixture(autouse=True, params=["one pass", "segments", "apart"])
 def verify_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs twice: verified in one pass, and in three segments each in a process
-    of its own, joined at their boundaries (#12); the verdicts must be the same."""
-    _PATH["segments"] = request.param == "segments"
+    """Every test runs three times: verified in one pass; in three segments each in a
+    process of its own, joined at their boundaries (#12); and as the API verifies, every
+    segment in a process, none in the caller's event loop (#12): the verdicts must be the
+    same."""
+    _PATH["path"] = request.param
     yield request.param
-    _PATH["segments"] = False
+    _PATH["path"] = "one pass"
 
 
 async def _verify(settings: BranchlineSettings, audit: AuditContext) -> LedgerVerdict:
-    if not _PATH["segments"]:
+    if _PATH["path"] == "one pass":
         return await _verify_by(audit, None)
+    if _PATH["path"] == "apart":
+        return await verify_ledger_apart(
+            audit.ledger,
+            audit.checkpoints,
+            verifier=audit.signer.verifier(),
+            origin=audit.origin,
+            segments=_segments(settings),
+        )
     return await _verify_by(audit, _segments(settings))
 
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from branchline_audit.adapters.database import role_pool
@@ -36,6 +40,8 @@ __all__ = [
     "verify_segment",
     "verifying_context",
 ]
+
+logger = logging.getLogger(__name__)
 
 AUTOMATIC_MAX_PROCESSES = 8
 """The automatic choice's processes at most: each opens up to two connections of its own, so
@@ -183,3 +189,107 @@ class ProcessSegmentVerifiers:
                 for segment in segments
             ]
             return [future.result() for future in futures]
+
+    async def verify_apart(
+        self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult | None]:
+        """Every segment in a process of its own, none here: the API's verify, which must
+        not hold its event loop (#12, docs/audit.md "The API's verify"). None for a segment
+        whose process could not start, failed or died (the caller verifies it again).
+        Cancelled (the client went away), the processes are killed and reaped before this
+        returns."""
+        apart = _Apart()
+        try:
+            await asyncio.to_thread(
+                apart.start, self._database_url, self._role, list(segments), checkpoint_sizes
+            )
+            return [
+                await asyncio.to_thread(_received, apart.running[i][1])
+                if i in apart.running
+                else None
+                for i in range(len(segments))
+            ]
+        finally:
+            # Shielded: a second cancel must not leave a process running or unreaped.
+            await asyncio.shield(asyncio.to_thread(apart.stop))
+
+
+def _segment_process(
+    sink: Any, database_url: str, role: str, segment: Segment, checkpoint_sizes: frozenset[int]
+) -> None:
+    """A verifying process of :meth:`ProcessSegmentVerifiers.verify_apart`: its result, or
+    None when it failed (the parent then verifies the range itself), sent through ``sink``."""
+    try:
+        result: SegmentResult | None = verify_segment(database_url, role, segment, checkpoint_sizes)
+    except Exception:
+        logger.exception("verifying positions after %d failed", segment.low)
+        result = None
+    try:
+        sink.send(result)
+    finally:
+        sink.close()
+
+
+class _Apart:
+    """The processes of one :meth:`ProcessSegmentVerifiers.verify_apart`, started in a thread
+    (starting the fork server and each process blocks) and stopped from the event loop: the
+    lock makes a stop either see a process or keep it from starting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.running: dict[int, tuple[BaseProcess, Connection]] = {}
+        """By the segment's index: the processes started (one that could not start is
+        missing: its segment is verified by the caller)."""
+
+    def start(
+        self,
+        database_url: str,
+        role: str,
+        segments: Sequence[Segment],
+        checkpoint_sizes: frozenset[int],
+    ) -> None:
+        context = verifying_context()
+        context.set_forkserver_preload([__name__])
+        for index, segment in enumerate(segments):
+            with self._lock:
+                if self._stopped:
+                    return
+                receiving, sending = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_segment_process,
+                    args=(sending, database_url, role, segment, checkpoint_sizes),
+                    daemon=True,
+                )
+                try:
+                    process.start()
+                except Exception:
+                    logger.exception("a verifying process did not start; the caller verifies")
+                    receiving.close()
+                    continue
+                finally:
+                    sending.close()  # the process has its own copy: its end alone says EOF
+                self.running[index] = (process, receiving)
+
+    def stop(self) -> None:
+        """Kills every process still running (its connections close with it; a kill, not a
+        terminate, also ends a stopped or stuck one) and reaps them all."""
+        with self._lock:
+            self._stopped = True
+        for process, _ in self.running.values():
+            if process.is_alive():
+                process.kill()
+        for process, receiving in self.running.values():
+            process.join()
+            receiving.close()
+
+
+def _received(receiving: Connection) -> SegmentResult | None:
+    try:
+        result: SegmentResult | None = receiving.recv()
+    except (EOFError, OSError):
+        logger.warning("a verifying process ended without its result; the caller verifies")
+        return None
+    if result is None:
+        logger.warning("a verifying process failed; the caller verifies its range")
+    return result

@@ -156,3 +156,11 @@ class SegmentVerifiers(Protocol):
         """Each segment's :class:`~branchline_audit.domain.verification.SegmentAuditor`
         result, in order."""
         ...
+
+    async def verify_apart(
+        self, segments: Sequence[Segment], checkpoint_sizes: frozenset[int]
+    ) -> list[SegmentResult | None]:
+        """As :meth:`verify`, every segment apart from the caller's event loop; None for a
+        segment that could not be verified there (the caller verifies it); cancelled, no
+        verifying work is left running."""
+        ...

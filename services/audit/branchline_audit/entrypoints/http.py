@@ -6,10 +6,12 @@ endpoint and filters, the stated ``?purpose=``, when: D-11) before it is answere
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from branchline_audit.application.checkpointing import latest_covering
@@ -23,12 +25,58 @@ from branchline_audit.application.exporting import (
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
-from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.application.verifying import verify_ledger_apart
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.entrypoints.problems import problem_of
 from branchline_shared.events.bounded import MAX_SAFE_INTEGER, Instant
 from branchline_shared.http.auth import Principal, Role, require_roles
 from branchline_shared.http.problems import Problem, validation_problem
+
+T = TypeVar("T")
+
+CLIENT_CLOSED_REQUEST = 499
+"""What a verify whose client went away answers (nobody reads it; the access log does)."""
+
+
+class VerifySlot:
+    """The one verify a process runs at a time (its processes read the whole ledger)."""
+
+    def __init__(self) -> None:
+        self.running = False
+
+    def take(self) -> bool:
+        if self.running:
+            return False
+        self.running = True
+        return True
+
+    def give_back(self) -> None:
+        self.running = False
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None once the client has gone away: ``work`` is then cancelled
+    and awaited (whatever it started is stopped before this returns). The request's body is
+    read already, so the next ASGI message is the disconnect."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+    if task.cancelled():
+        return None
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
 
 Auditor = Annotated[Principal, require_roles(Role.AUDITOR)]
 """The trail's content (entries, proofs, exports) is for auditors only: not for supervisors,
@@ -254,11 +302,35 @@ async def public_key(audit: AuditDep, reader: VerifierDep) -> PublicKey:
     response_model=Verification,
     summary="Recompute the hash chain and check every signed checkpoint",
 )
-async def verify(audit: AuditDep, reader: VerifierDep) -> Verification:
-    await record_read(audit, reader, "GET /v1/audit/verify", {})
-    verdict = await verify_ledger(
-        audit.ledger, audit.checkpoints, verifier=audit.signer.verifier(), origin=audit.origin
-    )
+async def verify(request: Request, audit: AuditDep, reader: VerifierDep) -> Any:
+    """One verify at a time per process (its segments take a process each and read the whole
+    ledger): one more is 429 with ``Retry-After``, recorded nowhere. The chain is checked in
+    processes apart from this event loop (#12), stopped when the client goes away."""
+    slot: VerifySlot = request.app.state.verify_slot
+    if not slot.take():
+        raise Problem(
+            429,
+            "A verify is running",
+            "1 verify runs at a time per audit process; retry when it has finished",
+            kind="too-many-verifies",
+            headers={"Retry-After": "10"},
+        )
+    try:
+        await record_read(audit, reader, "GET /v1/audit/verify", {})
+        verdict = await until_disconnected(
+            request,
+            verify_ledger_apart(
+                audit.ledger,
+                audit.checkpoints,
+                verifier=audit.signer.verifier(),
+                origin=audit.origin,
+                segments=request.app.state.verify_segments,
+            ),
+        )
+    finally:
+        slot.give_back()
+    if verdict is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return Verification(
         ok=verdict.ok,
         entries=verdict.entries,
