@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
+from branchline_shared.kafka.partitioning import default_partition
 from branchline_shared.settings import CommonSettings
 
 
@@ -17,4 +18,7 @@ def make_producer(settings: CommonSettings, *, client_id: str) -> AIOKafkaProduc
         request_timeout_ms=10_000,
         retry_backoff_ms=200,
         max_request_size=4 * 1024 * 1024,
+        # aiokafka's default partitions, computed in less Python (#12): the same partition for
+        # every key (kafka.partitioning), so per-key order is kept across producers.
+        partitioner=default_partition,
     )
