@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -163,4 +164,19 @@ class SegmentVerifiers(Protocol):
         """As :meth:`verify`, every segment apart from the caller's event loop; None for a
         segment that could not be verified there (the caller verifies it); cancelled, no
         verifying work is left running."""
+        ...
+
+
+class VerifySlots(Protocol):
+    """The API's verifies running at once, across every API process of a deployment (#12,
+    docs/audit.md "The API's verify")."""
+
+    @property
+    def limit(self) -> int:
+        """How many may run at once."""
+        ...
+
+    def held(self) -> AbstractAsyncContextManager[bool]:
+        """Whether a slot is held for the block (False: all are taken, nothing is held);
+        freed when the block ends however it ends, the holding process's death included."""
         ...
