@@ -247,10 +247,14 @@ async def test_the_slots_are_a_count_across_connections_and_freed_however_a_bloc
                 assert not fifth
     assert await _verify_locks(settings) == []
     # A block that raises or is cancelled frees its slot.
-    with pytest.raises(RuntimeError):
+    async def fail() -> None:
         async with here.held() as held:
             assert held
             raise RuntimeError("the verify failed")
+
+    with pytest.raises(RuntimeError):
+        await fail()
+    assert await _verify_locks(settings) == []
     entered = asyncio.Event()
 
     async def hold() -> None:
