@@ -246,6 +246,7 @@ async def test_the_slots_are_a_count_across_connections_and_freed_however_a_bloc
             async with here.held() as fifth:
                 assert not fifth
     assert await _verify_locks(settings) == []
+
     # A block that raises or is cancelled frees its slot.
     async def fail() -> None:
         async with here.held() as held:
