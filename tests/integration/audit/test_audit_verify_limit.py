@@ -1,7 +1,8 @@
 """The API's verify limit holds across audit API processes on one database (#12): two real
 API processes (``branchline run audit-api``, as a deployment with two replicas runs them),
 a verify running in one refuses one in the other; the slot is free again when the verify
-ends, and when its API process is killed mid-verify (the lock lives with its connection).
+ends, and when its API process is killed mid-verify (the lock lives with its connection;
+its verifying process dies with it).
 
 The verifying process (the API process's grandchild, a child of its fork server) is stopped
 with SIGSTOP once it runs, so the verify is certainly still running while the test looks."""
@@ -35,6 +36,7 @@ from tests.integration.audit.audit_support import (
     quick_settings,
     random_events,
 )
+from tests.integration.audit.test_audit_verify_api import _tcp_ports
 from tests.support.processes import process_env
 from tests.support.stack import eventually
 
@@ -124,12 +126,24 @@ async def _two_apis(settings: BranchlineSettings, tmp_path: Path) -> AsyncIterat
             await asyncio.to_thread(api.process.wait, 30)
 
 
-async def _stopped_verifying_process(api: _Api) -> int:
-    """The verify's process in ``api``, once it runs, stopped where it stands."""
+def _ended(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+async def _stopped_verifying_process(api: _Api, *, connected: bool = False) -> int:
+    """The verify's process in ``api``, once it runs (``connected``: once it has a connection
+    to PostgreSQL, so past its start), stopped where it stands."""
 
     async def running() -> int | None:
-        pids = api.verifying_pids()
-        return pids[0] if pids else None
+        for pid in api.verifying_pids():
+            if not connected or _tcp_ports(pid):
+                return pid
+        return None
 
     pid = await eventually(running, within=30, interval=0.002)
     os.kill(pid, signal.SIGSTOP)
@@ -205,18 +219,26 @@ async def test_an_api_process_killed_mid_verify_frees_the_slot(
     ):
         async with httpx.AsyncClient(base_url=a.url, timeout=60, headers=headers) as on_a:
             verifying = asyncio.ensure_future(on_a.get("/v1/audit/verify"))
-            worker = await _stopped_verifying_process(a)
+            worker = await _stopped_verifying_process(a, connected=True)
             assert (await on_b.get("/v1/audit/verify")).status_code == 429
             a.process.kill()  # no clean-up runs in it: its connections just close
             await asyncio.to_thread(a.process.wait, 30)
             with contextlib.suppress(httpx.HTTPError):
                 await verifying
-        os.kill(worker, signal.SIGKILL)  # the orphan (left: docs/audit.md)
 
         async def freed() -> bool:
             return await _verify_locks(s) == []
 
         await eventually(freed, within=15, interval=0.05)
+
+        # Its verifying process did not outlive it (it watches the API process): no second
+        # verify reads on beside the next one. Stopped, it ends once continued.
+        os.kill(worker, signal.SIGCONT)
+
+        async def ended() -> bool:
+            return _ended(worker)
+
+        await eventually(ended, within=15, interval=0.05)
         after = await on_b.get("/v1/audit/verify")
         assert after.status_code == 200
         assert after.json()["ok"] is True
