@@ -75,9 +75,7 @@ def timestamptz(moment: datetime) -> bytes:
         ts = (moment - _PG_EPOCH) // _MICROSECOND
     else:
         if not isinstance(moment, datetime):
-            raise TypeError(
-                f"expected a datetime.datetime instance, got {type(moment).__name__!r}"
-            )
+            raise TypeError(f"expected a datetime.datetime instance, got {type(moment).__name__!r}")
         if moment == _INFINITY:
             return _TIME.pack(8, _PG_INFINITY)
         if moment == _NEGATIVE_INFINITY:
