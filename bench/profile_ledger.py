@@ -70,15 +70,7 @@ def count_statements() -> None:
     """Count what the connections send (each call one round trip to PostgreSQL)."""
     import asyncpg
 
-    names = (
-        "execute",
-        "executemany",
-        "fetch",
-        "fetchrow",
-        "fetchval",
-        "copy_records_to_table",
-        "copy_to_table",
-    )
+    names = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "copy_records_to_table")
     for name in names:
         original = getattr(asyncpg.Connection, name, None)
         if original is None:

@@ -31,7 +31,7 @@ from tests.integration.audit.audit_support import (
 def sent(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     """Every statement the pools' connections send, by its first words (one round trip each)."""
     counter: collections.Counter[str] = collections.Counter()
-    for name in ("execute", "fetch", "fetchrow", "fetchval", "copy_to_table"):
+    for name in ("execute", "fetch", "fetchrow", "fetchval", "copy_records_to_table"):
         original = getattr(asyncpg.Connection, name)
 
         def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:

@@ -21,13 +21,6 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from branchline_audit.adapters.altered import ALTERED_ROW, LEDGER_TIMES, unwritten_times
-from branchline_audit.adapters.ledger_copy import (
-    CHUNK_ROWS,
-    COLUMNS,
-    COPY_HEADER,
-    COPY_TRAILER,
-    row_encoder,
-)
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
@@ -41,7 +34,6 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState, restriction_of
 from branchline_audit.domain.records import (
-    IndexRow,
     index_columns,
     index_row,
 )
@@ -75,6 +67,20 @@ _READ_COLUMNS = ", ".join(
 )
 
 
+_APPENDED = (
+    "position",
+    "event_id",
+    "event",
+    "event_type",
+    "client_id",
+    "actor_id",
+    "branch_id",
+    "occurred_at",
+    "appended_at",
+    "prev_hash",
+    "hash",
+    "canonical",
+)
 # Everything an append reads, after the lock and before its COPY, in one statement (#12):
 # which of its events the ledger holds already ('s': event_id), its head ('h': position as
 # idx, hash), how many nodes each cached level holds ('c': level, count as idx), and the
@@ -276,48 +282,6 @@ def _event_uuid(text: str) -> uuid.UUID:
         return uuid.UUID(text)
 
 
-async def _copy_data(
-    fresh: Sequence[tuple[dict[str, Any], IndexRow]],
-    first: int,
-    prev: bytes,
-    encode: Callable[[int, Mapping[str, Any]], bytes],
-    copy_row: Callable[[int, IndexRow, bytes, bytes, bytes], bytes],
-    hashes: list[bytes],
-    refused: list[Exception],
-) -> AsyncIterator[bytes]:
-    """The binary COPY data of the new entries (positions from ``first``, chained from
-    ``prev``), :data:`CHUNK_ROWS` rows at a time; each entry's hash goes to ``hashes``. A
-    refusal (an event with a NUL, or one without canonical bytes) ends the data where it
-    stands and goes to ``refused`` for the append to raise once the COPY is over: an
-    exception inside asyncpg's COPY would send a cancel request on a connection of its own,
-    which may land on a later statement (#12)."""
-    chunk = [COPY_HEADER]
-    position = first
-    try:
-        for event, index in fresh:
-            # The very bytes hashed are stored: verification re-hashes them (issue 9).
-            canonical = encode(position, event)
-            if _NUL_ESCAPE in canonical and _holds_nul(event):
-                raise UnstorableEvent(
-                    "the event holds a NUL character (U+0000), which PostgreSQL's jsonb and "
-                    "text cannot hold: readers of the ledger could not read it"
-                )
-            digest = chain_hash(prev, canonical)
-            # The event is stored once, inside the canonical bytes; the jsonb column is left
-            # empty (migration 006, #12): readers take it from the bytes.
-            chunk.append(copy_row(position, index, prev, digest, canonical))
-            hashes.append(digest)
-            prev = digest
-            position += 1
-            if len(chunk) >= CHUNK_ROWS:
-                yield b"".join(chunk)
-                chunk = []
-    except Exception as error:
-        refused.append(error)
-    chunk.append(COPY_TRAILER)
-    yield b"".join(chunk)
-
-
 def _stored(row: asyncpg.Record) -> StoredEntry:
     """A row read with :data:`_READ_COLUMNS`: its times as asyncpg would read them, or the
     entry marked as altered (:attr:`StoredEntry.unwritten`)."""
@@ -420,56 +384,42 @@ class PostgresLedger:
             else:
                 tree[(level, idx)] = bytes(hash_)
         encode = entry_encoder(format_appended_at(now))
-        copy_row = row_encoder(now)
-        fresh: list[tuple[dict[str, Any], IndexRow]] = []
+        rows: list[tuple[Any, ...]] = []
+        new_events: list[dict[str, Any]] = []
         for event, index in zip(events, columns, strict=True):
-            if index[0] in stored:
+            event_id = index[0]
+            if event_id in stored:
                 continue
-            stored.add(index[0])
-            fresh.append((event, index))
-        if not fresh:
+            stored.add(event_id)
+            position += 1
+            # The very bytes hashed are stored: verification re-hashes them (issue 9).
+            canonical = encode(position, event)
+            if _NUL_ESCAPE in canonical and _holds_nul(event):
+                raise UnstorableEvent(
+                    "the event holds a NUL character (U+0000), which PostgreSQL's jsonb and "
+                    "text cannot hold: readers of the ledger could not read it"
+                )
+            digest = chain_hash(prev, canonical)
+            # The event is stored once, inside the canonical bytes; the jsonb column is left
+            # empty (migration 006, #12): readers take it from the bytes.
+            rows.append((position, event_id, None, *index[1:], now, prev, digest, canonical))
+            new_events.append(event)
+            prev = digest
+        if not rows:
             return [], ""
-        first = position + 1
-        hashes: list[bytes] = []
-        refused: list[Exception] = []
-        # The rows stream into the COPY as they are made, a chunk at a time, so PostgreSQL
-        # inserts one while Python builds the next (asyncpg's own COPY of records sent a
-        # 500-entry append in one piece at its end, #12).
-        try:
-            await conn.copy_to_table(
-                "audit_ledger",
-                source=_copy_data(fresh, first, prev, encode, copy_row, hashes, refused),
-                columns=COLUMNS,
-                format="binary",
-            )
-        except Exception:
-            if refused:
-                # The event refused before PostgreSQL failed on an earlier row is what the
-                # append reports, as when no row was sent before the refusal.
-                raise refused[0] from None
-            raise
-        if refused:
-            # A refused event ended the stream early: the rows before it were inserted, and
-            # the caller's rollback drops them with the rest of the append (nothing is kept).
-            raise refused[0]
-        position = first + len(hashes) - 1
-        new_events = [event for event, _ in fresh]
+        # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
+        # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
+        await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
         # The new leaves' hashes are at hand (leaf i is position i + 1), the older inputs were
         # read before the COPY: nothing is read back (#12).
-        for offset, digest in enumerate(hashes):
-            tree[(0, first - 1 + offset)] = digest
+        for row in rows:
+            tree[(0, row[0] - 1)] = row[10]
         await self._record_restrictions(conn, new_events, now)
         placed = (
-            [
-                (first + offset, index[0], positions[index[0]])
-                for offset, (_, index) in enumerate(fresh)
-                if index[0] in positions
-            ]
-            if positions
-            else []
+            [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions] if positions else []
         )
         tail = _positions_statement(placed) + _nodes_statement(_subtrees(position, have, tree))
-        return list(range(first, position + 1)), tail
+        return [r[0] for r in rows], tail
 
     async def append_decided(
         self,
