@@ -57,11 +57,16 @@ class Profile:
     ledger_events: int  # appended to a ledger of its own, then verified
     growth_steps: tuple[int, ...]  # events the stack holds when its cost and memory are read
     growth_sample: int  # single POSTs (and batch events) measured at each step
+    # single-POST peaks measured before any steady load; half their median is the steady rate
+    peak_probes: int = 3
+    drain_events: int = 5000  # the backlog each consumer's drain capacity is read on
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160),
+    "smoke": Profile(
+        "smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160, 1, 1000
+    ),
     "standard": Profile(
         "standard",
         3,
@@ -115,7 +120,7 @@ MEASURES = [
     ("vacuum_before_steady", "VACUUM (ANALYZE) of intake, followup, audit before it", "s"),
     (
         "e2e_offered",
-        "steady open-loop load: half the first repetition's single-POST peak",
+        "steady open-loop load: half the median single-POST peak measured before any steady load",
         "ev/s",
     ),
     ("e2e_http_p99", "  its POST p99 (from the scheduled send)", "ms"),
@@ -137,12 +142,22 @@ MEASURES = [
         "ms",
     ),
     ("e2e_audit_row_p99", "  accepted -> the entry's appended_at (before its write), p99", "ms"),
+    # The commit figures are early by the commit's WAL flush: its cost during the load bounds
+    # that (bench/latency.py, WalFlushes).
+    ("e2e_wal_flush_ms", "  a WAL flush during it (write + fsync time per fsync), mean", "ms"),
+    ("e2e_wal_flush_worst_ms", "  the same, the worst second's mean", "ms"),
     ("e2e_worker_cpu_us", "  the followup worker's CPU per event of it", "us"),
     ("e2e_followup_fetch_wait_ms", "  the followup worker's fetch wait after it", "ms"),
     ("e2e_followup_fetch_wait_raises", "  times it was raised during it", "times"),
     ("e2e_audit_fetch_wait_ms", "  the audit consumer's fetch wait after it", "ms"),
     ("e2e_audit_fetch_wait_raises", "  times it was raised during it", "times"),
     ("e2e_broker_cpu_us", "  the broker's CPU per event of it (grows with its log: tansu)", "us"),
+    (
+        "drain_capacity_followup",
+        "followup worker: drain capacity, a backlog of {drain_events:,} with intake idle",
+        "ev/s",
+    ),
+    ("drain_capacity_audit", "audit consumer: drain capacity, the same backlog", "ev/s"),
     (
         "ledger_append",
         "audit ledger append, 500 per transaction ({ledger_events:,} events)",
@@ -155,6 +170,8 @@ MEASURES = [
 
 # Branchline figure -> the baselines it is compared with (ratios within one repetition).
 RATIOS = {
+    # above 1.0x the steady load offers more than the consumer drains even on an idle stack
+    "e2e_offered": ["drain_capacity_followup", "drain_capacity_audit"],
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
@@ -202,19 +219,49 @@ async def create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-@dataclass
+STEADY_RULE = (
+    "half the median of {n} single-POST peak(s) measured before any steady load, the same in "
+    "every repetition"
+)
+
+
+@dataclass(frozen=True)
 class SteadyRate:
-    """The steady load's rate, fixed for the whole run (#12): half the first repetition's
-    single-POST peak. Each repetition at half its own peak ran at rates 20-45 % apart
-    (335-396, 395-579 ev/s), and latencies at different rates do not compare."""
+    """The steady load's rate, fixed for the whole run (#12): half the median of the
+    single-POST peaks measured before any steady load (``peak_probes``). Each repetition at
+    half its own peak ran at rates 20-45 % apart (Round 10); half the first repetition's peak
+    alone (Rounds 10-16) made one noisy figure set the load of the whole run (978 and
+    1,305 ev/s in two runs of Round 16), so runs did not compare."""
 
-    per_s: float | None = None
+    peaks: tuple[float, ...]
 
-    def fix(self, peak_per_s: float) -> float:
-        """The rate: set from the first peak given, the same for every later one."""
-        if self.per_s is None:
-            self.per_s = max(5.0, peak_per_s / 2)
-        return self.per_s
+    @property
+    def per_s(self) -> float:
+        return max(5.0, statistics.median(self.peaks) / 2)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "per_s": self.per_s,
+            "peaks": list(self.peaks),
+            "peak_median": statistics.median(self.peaks),
+            "rule": STEADY_RULE.format(n=len(self.peaks)),
+        }
+
+
+async def measured_peak(stack: BenchStack, p: Profile) -> SteadyRate:
+    """The single-POST peak, ``p.peak_probes`` times, each from consumers that caught up with
+    the one before (as each repetition's own peak is), before any steady load."""
+    settings = stack.settings
+    peaks = []
+    for n in range(p.peak_probes):
+        console.print(f"  peak {n + 1}/{p.peak_probes} ...", end="")
+        latencies = await branchline_measures.single_posts(
+            settings.intake_port, stack.token, p.singles
+        )
+        peaks.append(latencies.per_s)
+        await latency.drain(settings.followup_database_url, settings.audit_database_url)
+        console.print(f" {latencies.per_s:,.1f} ev/s")
+    return SteadyRate(tuple(peaks))
 
 
 async def one_repetition(
@@ -304,14 +351,21 @@ async def one_repetition(
         waits_before = {
             key: await branchline_measures.fetch_wait(port) for key, port in consumer_ports
         }
-        result = await latency.end_to_end(
-            port,
-            stack.token,
-            rate=steady_rate.fix(figures["bl_single"]),
-            duration_s=p.latency_s,
-            followup_dsn=stack.settings.followup_database_url,
-            audit_dsn=stack.settings.audit_database_url,
-        )
+        async with latency.wal_flushes(stack.admin_url) as wal_samples:
+            result = await latency.end_to_end(
+                port,
+                stack.token,
+                rate=steady_rate.per_s,
+                duration_s=p.latency_s,
+                followup_dsn=stack.settings.followup_database_url,
+                audit_dsn=stack.settings.audit_database_url,
+            )
+        wal = latency.WalFlushes.of(wal_samples)
+        if wal is None:
+            warnings.append(f"repetition {r + 1}: no WAL sync during the steady load")
+        else:
+            figures["e2e_wal_flush_ms"] = wal.per_sync_ms
+            figures["e2e_wal_flush_worst_ms"] = wal.worst_per_sync_ms
         if result.answered:
             for component, key in (
                 ("followup-worker", "e2e_worker_cpu_us"),
@@ -360,6 +414,21 @@ async def one_repetition(
         return result.offered_per_s
 
     await measure("e2e_offered", steady)
+
+    async def drain_capacity() -> float:
+        # After the steady load (its consumers caught up with it), so that it disturbs
+        # nothing measured before; its backlog is worked off before the batches.
+        drained = await branchline_measures.drain_capacity(stack, p.drain_events)
+        figures["drain_capacity_audit"] = drained["audit"].per_s
+        for name, d in drained.items():
+            console.print(
+                f" [{name}: first commit {d.first_commit_s:.2f} s after the resume, "
+                f"last {d.took_s:.2f} s]",
+                end="",
+            )
+        return drained["followup"].per_s
+
+    await measure("drain_capacity_followup", drain_capacity)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -519,14 +588,38 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
             f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} |"
         )
-    steady = result.get("steady_rate")
-    if steady and steady.get("per_s"):
-        lines += [
-            "",
-            f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']}).",
-        ]
+    lines += steady_lines(result)
     lines += ["", *[f"Warning: {w}" for w in result.get("warnings", [])]]
     return "\n".join(lines) + "\n"
+
+
+def steady_lines(result: dict[str, Any]) -> list[str]:
+    """The steady load's rate, what it was half of, and how it compares with what each
+    consumer drains (#12)."""
+    steady = result.get("steady_rate")
+    if not steady or not steady.get("per_s"):
+        return []
+    text = f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']}"
+    if steady.get("peaks"):
+        text += ": " + ", ".join(f"{peak:,.0f}" for peak in steady["peaks"]) + " ev/s"
+    text += ")."
+    capacities = []
+    for key, name in (
+        ("drain_capacity_followup", "the followup worker"),
+        ("drain_capacity_audit", "the audit consumer"),
+    ):
+        entry = result["measures"].get(key)
+        if entry:
+            offered = result["measures"].get("e2e_offered", {}).get("ratios", {})
+            ratio = offered.get(key, {}).get("median")
+            share = f" (the steady load is {ratio:.2f}x of it)" if ratio else ""
+            capacities.append(f"{name} {entry['median']:,.0f} ev/s{share}")
+    if capacities:
+        text += (
+            " Drain capacity with intake idle (median; an upper bound of the rate each keeps "
+            "up with under the load): " + ", ".join(capacities) + "."
+        )
+    return ["", text]
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -549,15 +642,12 @@ async def main(argv: list[str] | None = None) -> int:
         conn = await asyncpg.connect(stack.admin_url)
         result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
         await conn.close()
-        steady_rate = SteadyRate()
+        steady_rate = await measured_peak(stack, profile)
         runs = [
             await one_repetition(stack, profile, r, result["warnings"], steady_rate)
             for r in range(profile.repeat)
         ]
-        result["steady_rate"] = {
-            "per_s": steady_rate.per_s,
-            "rule": "half the first repetition's single-POST peak, the same in every repetition",
-        }
+        result["steady_rate"] = steady_rate.report()
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
     async with running_stack() as stack:
