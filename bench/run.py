@@ -422,8 +422,8 @@ async def one_repetition(
         figures["drain_capacity_audit"] = drained["audit"].per_s
         for name, d in drained.items():
             console.print(
-                f" [{name}: first commit {d.first_commit_s:.2f} s after the resume, "
-                f"last {d.took_s:.2f} s]",
+                f" ({name}: first commit {d.first_commit_s:.2f} s after the resume, "
+                f"last {d.took_s:.2f} s)",
                 end="",
             )
         return drained["followup"].per_s
