@@ -57,16 +57,12 @@ class Profile:
     ledger_events: int  # appended to a ledger of its own, then verified
     growth_steps: tuple[int, ...]  # events the stack holds when its cost and memory are read
     growth_sample: int  # single POSTs (and batch events) measured at each step
-    # single-POST peaks measured before any steady load; half their median is the steady rate
-    peak_probes: int = 3
     drain_events: int = 5000  # the backlog each consumer's drain capacity is read on
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile(
-        "smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160, 1, 1000
-    ),
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160, 1000),
     "standard": Profile(
         "standard",
         3,
@@ -120,7 +116,7 @@ MEASURES = [
     ("vacuum_before_steady", "VACUUM (ANALYZE) of intake, followup, audit before it", "s"),
     (
         "e2e_offered",
-        "steady open-loop load: half the median single-POST peak measured before any steady load",
+        "steady open-loop load: half the first repetition's single-POST peak",
         "ev/s",
     ),
     ("e2e_http_p99", "  its POST p99 (from the scheduled send)", "ms"),
@@ -219,49 +215,19 @@ async def create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-STEADY_RULE = (
-    "half the median of {n} single-POST peak(s) measured before any steady load, the same in "
-    "every repetition"
-)
-
-
-@dataclass(frozen=True)
+@dataclass
 class SteadyRate:
-    """The steady load's rate, fixed for the whole run (#12): half the median of the
-    single-POST peaks measured before any steady load (``peak_probes``). Each repetition at
-    half its own peak ran at rates 20-45 % apart (Round 10); half the first repetition's peak
-    alone (Rounds 10-16) made one noisy figure set the load of the whole run (978 and
-    1,305 ev/s in two runs of Round 16), so runs did not compare."""
+    """The steady load's rate, fixed for the whole run (#12): half the first repetition's
+    single-POST peak. Each repetition at half its own peak ran at rates 20-45 % apart
+    (335-396, 395-579 ev/s), and latencies at different rates do not compare."""
 
-    peaks: tuple[float, ...]
+    per_s: float | None = None
 
-    @property
-    def per_s(self) -> float:
-        return max(5.0, statistics.median(self.peaks) / 2)
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "per_s": self.per_s,
-            "peaks": list(self.peaks),
-            "peak_median": statistics.median(self.peaks),
-            "rule": STEADY_RULE.format(n=len(self.peaks)),
-        }
-
-
-async def measured_peak(stack: BenchStack, p: Profile) -> SteadyRate:
-    """The single-POST peak, ``p.peak_probes`` times, each from consumers that caught up with
-    the one before (as each repetition's own peak is), before any steady load."""
-    settings = stack.settings
-    peaks = []
-    for n in range(p.peak_probes):
-        console.print(f"  peak {n + 1}/{p.peak_probes} ...", end="")
-        latencies = await branchline_measures.single_posts(
-            settings.intake_port, stack.token, p.singles
-        )
-        peaks.append(latencies.per_s)
-        await latency.drain(settings.followup_database_url, settings.audit_database_url)
-        console.print(f" {latencies.per_s:,.1f} ev/s")
-    return SteadyRate(tuple(peaks))
+    def fix(self, peak_per_s: float) -> float:
+        """The rate: set from the first peak given, the same for every later one."""
+        if self.per_s is None:
+            self.per_s = max(5.0, peak_per_s / 2)
+        return self.per_s
 
 
 async def one_repetition(
@@ -355,7 +321,7 @@ async def one_repetition(
             result = await latency.end_to_end(
                 port,
                 stack.token,
-                rate=steady_rate.per_s,
+                rate=steady_rate.fix(figures["bl_single"]),
                 duration_s=p.latency_s,
                 followup_dsn=stack.settings.followup_database_url,
                 audit_dsn=stack.settings.audit_database_url,
@@ -594,15 +560,12 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def steady_lines(result: dict[str, Any]) -> list[str]:
-    """The steady load's rate, what it was half of, and how it compares with what each
-    consumer drains (#12)."""
+    """The steady load's rate, its rule, and how it compares with what each consumer drains
+    (#12)."""
     steady = result.get("steady_rate")
     if not steady or not steady.get("per_s"):
         return []
-    text = f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']}"
-    if steady.get("peaks"):
-        text += ": " + ", ".join(f"{peak:,.0f}" for peak in steady["peaks"]) + " ev/s"
-    text += ")."
+    text = f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']})."
     capacities = []
     for key, name in (
         ("drain_capacity_followup", "the followup worker"),
@@ -642,12 +605,15 @@ async def main(argv: list[str] | None = None) -> int:
         conn = await asyncpg.connect(stack.admin_url)
         result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
         await conn.close()
-        steady_rate = await measured_peak(stack, profile)
+        steady_rate = SteadyRate()
         runs = [
             await one_repetition(stack, profile, r, result["warnings"], steady_rate)
             for r in range(profile.repeat)
         ]
-        result["steady_rate"] = steady_rate.report()
+        result["steady_rate"] = {
+            "per_s": steady_rate.per_s,
+            "rule": "half the first repetition's single-POST peak, the same in every repetition",
+        }
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
     async with running_stack() as stack:

@@ -1,7 +1,8 @@
 """The benchmark's steady load and what it is compared with, alone on one stack (#12, Round 17):
-the single-POST peaks measured before any steady load (half their median is the steady
-rate, ``bench.run.SteadyRate``), then per repetition the repetition's own single-POST peak
-(half the first one was the rate up to Round 16), the steady load at the fixed rate with its
+the single-POST peaks measured before any steady load (half their median was tried as the
+steady rate, not kept: docs/performance.md Round 17), then per repetition the repetition's own
+single-POST peak (half the first one is the benchmark's rate), the steady load at half the
+median peak with its
 commit lags and the WAL flush time during it (``bench.latency.WalFlushes``), and each
 consumer's drain capacity (``bench.branchline_measures.drain_capacity``). What `make bench`
 does in these parts, without its baselines, batches, ledger and growth stack: minutes, not an
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +27,33 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import branchline_measures, latency  # noqa: E402
-from bench.run import PROFILES, Profile, measured_peak  # noqa: E402
-from bench.stack import running_stack  # noqa: E402
+from bench.run import PROFILES, Profile  # noqa: E402
+from bench.stack import BenchStack, running_stack  # noqa: E402
+
+
+@dataclass(frozen=True)
+class SteadyRate:
+    """Half the median of single-POST peaks measured before any steady load."""
+
+    peaks: tuple[float, ...]
+
+    @property
+    def per_s(self) -> float:
+        return max(5.0, statistics.median(self.peaks) / 2)
+
+
+async def measured_peak(stack: BenchStack, p: Profile, probes: int) -> SteadyRate:
+    """The single-POST peak ``probes`` times, each from consumers that caught up with the one
+    before (as each repetition's own peak is)."""
+    settings = stack.settings
+    peaks = []
+    for _ in range(probes):
+        latencies = await branchline_measures.single_posts(
+            settings.intake_port, stack.token, p.singles
+        )
+        peaks.append(latencies.per_s)
+        await latency.drain(settings.followup_database_url, settings.audit_database_url)
+    return SteadyRate(tuple(peaks))
 
 
 async def measure(args: argparse.Namespace) -> None:
@@ -33,14 +61,13 @@ async def measure(args: argparse.Namespace) -> None:
         **{
             **PROFILES["standard"].__dict__,
             "singles": args.singles,
-            "peak_probes": args.probes,
             "drain_events": args.drain_events,
         }
     )
     async with running_stack() as stack:
         s = stack.settings
         dsns = [s.intake_database_url, s.followup_database_url, s.audit_database_url]
-        steady = await measured_peak(stack, p)
+        steady = await measured_peak(stack, p, args.probes)
         print(
             f"peaks before any steady load: {', '.join(f'{x:,.0f}' for x in steady.peaks)} "
             f"ev/s; steady rate {steady.per_s:,.0f} ev/s; load {os.getloadavg()[0]:.1f}",

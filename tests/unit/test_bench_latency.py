@@ -51,50 +51,15 @@ def test_the_oldest_pending_events_are_asked_first_and_at_most_the_limit() -> No
     assert watch.to_ask(limit=2) == [str(i) for i in ids[1:3]]
 
 
-def test_the_steady_rate_is_half_the_median_peak_measured_before_any_steady_load() -> None:
-    # #12: half the first repetition's peak let one noisy figure set the whole run's load
-    # (Round 16: 978 and 1,305 ev/s in two runs); the median of several peaks does not move
-    # with one of them.
-    assert SteadyRate((1956.0, 2610.0, 2000.0)).per_s == 1000.0
-    assert SteadyRate((2000.0, 4000.0, 2100.0)).per_s == 1050.0
-    assert SteadyRate((2000.0, 900.0, 2100.0)).per_s == 1000.0
-    report = SteadyRate((1956.0, 2610.0, 2000.0)).report()
-    assert report["per_s"] == 1000.0
-    assert report["peaks"] == [1956.0, 2610.0, 2000.0]
-    assert report["peak_median"] == 2000.0
-    assert "median of 3 single-POST peak(s) measured before any steady load" in report["rule"]
+def test_the_steady_rate_is_half_the_first_peak_in_every_repetition() -> None:
+    rate = SteadyRate()
+    assert rate.fix(800.0) == 400.0
+    assert rate.fix(1200.0) == 400.0
+    assert rate.per_s == 400.0
 
 
 def test_a_tiny_peak_still_offers_a_load() -> None:
-    assert SteadyRate((4.0,)).per_s == 5.0
-
-
-async def test_the_peak_is_measured_before_the_repetitions_each_from_caught_up_consumers() -> None:
-    from unittest import mock
-
-    from bench import run
-
-    calls: list[str] = []
-
-    async def single_posts(port: int, token: str, events: int) -> object:
-        calls.append(f"peak {events}")
-        return mock.Mock(per_s=1000.0 * len(calls))
-
-    async def drain(*_: object) -> dict[str, float]:
-        calls.append("drain")
-        return {}
-
-    stack = mock.Mock()
-    profile = run.PROFILES["standard"]
-    with (
-        mock.patch.object(run.branchline_measures, "single_posts", single_posts),
-        mock.patch.object(run.latency, "drain", drain),
-    ):
-        rate = await run.measured_peak(stack, profile)
-    assert profile.peak_probes == 3
-    assert calls == ["peak 3200", "drain", "peak 3200", "drain", "peak 3200", "drain"]
-    assert rate.peaks == (1000.0, 3000.0, 5000.0)
-    assert rate.per_s == 1500.0
+    assert SteadyRate().fix(4.0) == 5.0
 
 
 def _result(measures: dict[str, object], steady: dict[str, object]) -> dict[str, object]:
@@ -119,24 +84,19 @@ def _result(measures: dict[str, object], steady: dict[str, object]) -> dict[str,
 
 def test_the_report_says_the_steady_rate_and_its_rule() -> None:
     result = _result({}, {"per_s": 412.4, "rule": "half the first repetition's peak"})
-    # a results file of an earlier round (no peaks) still renders
     assert "Steady load: 412 ev/s in every repetition (half the first" in render_markdown(result)
 
 
-def test_the_report_says_the_peaks_and_the_consumers_drain_capacity() -> None:
-    from bench.run import MEASURES, RATIOS, SteadyRate, summarise
+def test_the_report_says_the_consumers_drain_capacity_beside_the_steady_rate() -> None:
+    from bench.run import MEASURES, RATIOS, summarise
 
     runs = [
         {"e2e_offered": 1000.0, "drain_capacity_followup": 800.0, "drain_capacity_audit": 4000.0},
         {"e2e_offered": 1000.0, "drain_capacity_followup": 1250.0, "drain_capacity_audit": 5000.0},
     ]
     measures = summarise(runs, PROFILES["standard"])
-    text = render_markdown(_result(measures, SteadyRate((1956.0, 2610.0, 2000.0)).report()))
-    assert (
-        "Steady load: 1,000 ev/s in every repetition (half the median of 3 single-POST peak(s) "
-        "measured before any steady load, the same in every repetition: 1,956, 2,610, 2,000 "
-        "ev/s)."
-    ) in text
+    text = render_markdown(_result(measures, {"per_s": 1000.0, "rule": "half the first"}))
+    assert "Steady load: 1,000 ev/s in every repetition (half the first)." in text
     # above 1.0x: the load offers more than the worker drains even with intake idle
     assert "the followup worker 1,025 ev/s (the steady load is 1.02x of it)" in text
     assert "the audit consumer 4,500 ev/s (the steady load is 0.23x of it)" in text
