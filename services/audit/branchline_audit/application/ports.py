@@ -19,6 +19,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.subtrees import NodeKey, Requirements
 from branchline_audit.domain.verification import (
     Segment,
     SegmentResult,
@@ -97,6 +98,13 @@ class AuditLedger(Protocol):
     ) -> RangeHasher:
         """A hasher answering ``ranges``; ``conn`` is the one :meth:`AuditCheckpoints.create`
         hands its ``range_root`` (same transaction), else None."""
+        ...
+
+    async def tree_data(
+        self, needs: Requirements, *, conn: PgConnection | None = None
+    ) -> tuple[dict[int, bytes], dict[NodeKey, bytes]]:
+        """The entry hashes (by leaf index) and cached nodes ``needs`` names; what is not
+        stored is missing from them."""
         ...
 
     async def expired_candidates(
