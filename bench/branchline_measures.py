@@ -8,11 +8,15 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 import orjson
 
+from bench import latency
 from bench.loadgen import Latencies, RawHttpClient, closed_loop
+from bench.stack import BenchStack
 from bench.workload import consent_body, event_body
 from branchline_shared.events.catalogue import CATALOGUE_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, client_stream_id
@@ -192,3 +196,90 @@ async def _client_with_history(http: RawHttpClient, history: int) -> str:
             raise AssertionError(f"filling answered {status}: {answer[:300]!r}")
         remaining -= size
     return client_id
+
+
+CONSUMERS = {
+    "followup": ("followup-worker", latency.FOLLOWUP_COMMITS),
+    "audit": ("audit-consumer", latency.AUDIT_COMMITS),
+}
+
+
+@dataclass(frozen=True)
+class Drained:
+    per_s: float  # latency.drain_rate: the consumer's rate on the backlog
+    first_commit_s: float  # from the resume to its first commit of the backlog (the rejoin)
+    took_s: float  # from the resume to its last
+
+
+async def drain_capacity(
+    stack: BenchStack, events: int, per_batch: int = 1000, within_s: float = 300
+) -> dict[str, Drained]:
+    """How fast each consumer works off a backlog: the highest open-loop rate it can keep up
+    with, with the stack otherwise idle (#12). Both consumers are held still (SIGSTOP), the
+    steady load's kind of event (a new client's registration) is written ``events`` times
+    with the batch endpoint and published by intake's relay, then both are continued at once
+    and each one's rate is read from the commit times of the rows it wrote
+    (``latency.drain_rate``). Intake does nothing meanwhile, so this is an upper bound: under
+    the steady load intake and the broker take the same two cores."""
+    s = stack.settings
+    run = uuid.uuid4().hex[:8]
+    ids = [uuid.uuid4() for _ in range(events)]
+    bodies = [
+        orjson.dumps(
+            {
+                "events": [
+                    event_body(i, run) | {"event_id": str(ids[i])}
+                    for i in range(first, min(events, first + per_batch))
+                ]
+            }
+        )
+        for first in range(0, events, per_batch)
+    ]
+    with stack.paused(*(component for component, _sql in CONSUMERS.values())):
+        async with RawHttpClient("127.0.0.1", s.intake_port, stack.token) as http:
+            for body in bodies:
+                status, answer = await http.post("/v1/events:batch", body)
+                if status != 200 or b'"status":4' in answer:
+                    raise AssertionError(f"batch answered {status}: {answer[:300]!r}")
+        # On the broker before the consumers go on: their rate, not the relay's.
+        await _until(s.intake_database_url, UNPUBLISHED, 0, within_s)
+    resumed_at = time.time()
+    asked = "{" + ",".join(map(str, ids)) + "}"
+    drained: dict[str, Drained] = {}
+    for name, (_component, sql) in CONSUMERS.items():
+        dsn = s.followup_database_url if name == "followup" else s.audit_database_url
+        table = "fu_applied_events" if name == "followup" else "audit_ledger"
+        await _until(dsn, HELD.format(table=table), events, within_s, asked)
+        conn = await asyncpg.connect(dsn)
+        try:
+            commits = [r[1].timestamp() for r in await conn.fetch(sql, ids) if r[1] is not None]
+        finally:
+            await conn.close()
+        if len(commits) < events:
+            raise AssertionError(f"{name}: {len(commits)} of {events} commit times")
+        drained[name] = Drained(
+            per_s=latency.drain_rate(commits, resumed_at),
+            first_commit_s=min(commits) - resumed_at,
+            took_s=max(commits) - resumed_at,
+        )
+    return drained
+
+
+UNPUBLISHED = "SELECT count(*) FROM es_outbox WHERE published_at IS NULL"
+HELD = (
+    "SELECT count(*) FROM unnest($1::text::uuid[]) AS w(event_id) "
+    "JOIN {table} t ON t.event_id = w.event_id"
+)
+
+
+async def _until(dsn: str, sql: str, count: int, within_s: float, *args: object) -> None:
+    """Polls ``sql`` (a count) until it answers ``count``, at most ``within_s``."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within_s
+        while (found := int(await conn.fetchval(sql, *args))) != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{found}, not {count}, after {within_s:.0f} s: {sql}")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()

@@ -473,3 +473,116 @@ async def vacuum(dsns: list[str]) -> float:
         finally:
             await conn.close()
     return time.perf_counter() - started
+
+
+WAL_IO = (
+    "SELECT coalesce(sum(writes), 0)::float8, coalesce(sum(write_time), 0)::float8, "
+    "coalesce(sum(fsyncs), 0)::float8, coalesce(sum(fsync_time), 0)::float8 "
+    "FROM pg_stat_io WHERE object = 'wal'"
+)
+"""The cluster's WAL writes and syncs so far, every backend type (PostgreSQL 18 moved them
+from ``pg_stat_wal`` to ``pg_stat_io``); their times are counted only with
+``track_wal_io_timing`` (on in the benchmark's PostgreSQL, bench/stack.py), in ms."""
+
+WAL_SAMPLE_S = 1.0
+"""A busy backend hands its I/O statistics over at most once a second: sampling more often
+would only split one backend's second between two samples."""
+
+WAL_WORST_MIN_SYNCS = 20
+"""A sampling interval counts for the worst second only with at least this many syncs: one
+slow sync in a nearly idle second says nothing of the flushes the load's commits waited for."""
+
+
+@dataclass(frozen=True)
+class WalIo:
+    """One sample of :data:`WAL_IO`: ``at`` on the monotonic clock, times in ms."""
+
+    at: float
+    writes: float
+    write_ms: float
+    syncs: float
+    sync_ms: float
+
+
+@dataclass(frozen=True)
+class WalFlushes:
+    """What a WAL flush cost during a load: the write and fsync time per fsync (a flush is a
+    write then a sync of what was written), mean over the load and the worst sampling
+    interval's mean. A commit's timestamp is taken before its commit record is written and
+    flushed: the commit-time figures are early by about one flush (more when the commit waits
+    for a flush under way before its own)."""
+
+    syncs: int
+    per_sync_ms: float
+    fsync_ms: float  # the sync alone, mean
+    worst_per_sync_ms: float
+
+    @staticmethod
+    def of(samples: list[WalIo], min_syncs: int = WAL_WORST_MIN_SYNCS) -> WalFlushes | None:
+        """From samples in time order; None when no sync happened between the first and the
+        last (nothing to say)."""
+        first, last = samples[0], samples[-1]
+        syncs = last.syncs - first.syncs
+        if syncs <= 0:
+            return None
+        per_sync = (last.write_ms - first.write_ms + last.sync_ms - first.sync_ms) / syncs
+        worst = [
+            (b.write_ms - a.write_ms + b.sync_ms - a.sync_ms) / (b.syncs - a.syncs)
+            for a, b in itertools.pairwise(samples)
+            if b.syncs - a.syncs >= min_syncs
+        ]
+        return WalFlushes(
+            syncs=int(syncs),
+            per_sync_ms=per_sync,
+            fsync_ms=(last.sync_ms - first.sync_ms) / syncs,
+            worst_per_sync_ms=max(worst, default=per_sync),
+        )
+
+
+async def wal_io(conn: Any) -> WalIo:
+    # a snapshot of the statistics per call, not the transaction's first (stats_fetch_consistency)
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = await conn.fetchrow(WAL_IO)
+    return WalIo(time.monotonic(), row[0], row[1], row[2], row[3])
+
+
+@contextlib.asynccontextmanager
+async def wal_flushes(
+    dsn: str, every_s: float = WAL_SAMPLE_S, settle_s: float = 1.2
+) -> AsyncIterator[list[WalIo]]:
+    """Samples the cluster's WAL I/O every ``every_s`` while the body runs, and once more
+    ``settle_s`` after it (a backend that went idle hands its last second over within a
+    second): the samples, for :meth:`WalFlushes.of`. One connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    samples = [await wal_io(conn)]
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            samples.append(await wal_io(conn))
+
+    task = asyncio.create_task(sample())
+    try:
+        yield samples
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(settle_s)
+        samples.append(await wal_io(conn))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await conn.close()
+
+
+def drain_rate(commits: list[float], resumed_at: float) -> float:
+    """Events per second a consumer applied a backlog at, from the commit times of the
+    backlog's rows (seconds): the rows committed after its first commit, over the time from
+    that commit to the last. What came before the first commit (the rejoin after a pause, the
+    first fetch) is not its rate. All in one commit: the backlog over the time since
+    ``resumed_at``."""
+    ordered = sorted(commits)
+    first, last = ordered[0], ordered[-1]
+    after = sum(1 for t in ordered if t > first)
+    if not after:
+        return len(ordered) / max(last - resumed_at, 1e-3)
+    return after / (last - first)

@@ -57,11 +57,12 @@ class Profile:
     ledger_events: int  # appended to a ledger of its own, then verified
     growth_steps: tuple[int, ...]  # events the stack holds when its cost and memory are read
     growth_sample: int  # single POSTs (and batch events) measured at each step
+    drain_events: int = 5000  # the backlog each consumer's drain capacity is read on
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
-    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160),
+    "smoke": Profile("smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160, 1000),
     "standard": Profile(
         "standard",
         3,
@@ -137,12 +138,22 @@ MEASURES = [
         "ms",
     ),
     ("e2e_audit_row_p99", "  accepted -> the entry's appended_at (before its write), p99", "ms"),
+    # The commit figures are early by the commit's WAL flush: its cost during the load bounds
+    # that (bench/latency.py, WalFlushes).
+    ("e2e_wal_flush_ms", "  a WAL flush during it (write + fsync time per fsync), mean", "ms"),
+    ("e2e_wal_flush_worst_ms", "  the same, the worst second's mean", "ms"),
     ("e2e_worker_cpu_us", "  the followup worker's CPU per event of it", "us"),
     ("e2e_followup_fetch_wait_ms", "  the followup worker's fetch wait after it", "ms"),
     ("e2e_followup_fetch_wait_raises", "  times it was raised during it", "times"),
     ("e2e_audit_fetch_wait_ms", "  the audit consumer's fetch wait after it", "ms"),
     ("e2e_audit_fetch_wait_raises", "  times it was raised during it", "times"),
     ("e2e_broker_cpu_us", "  the broker's CPU per event of it (grows with its log: tansu)", "us"),
+    (
+        "drain_capacity_followup",
+        "followup worker: drain capacity, a backlog of {drain_events:,} with intake idle",
+        "ev/s",
+    ),
+    ("drain_capacity_audit", "audit consumer: drain capacity, the same backlog", "ev/s"),
     (
         "ledger_append",
         "audit ledger append, 500 per transaction ({ledger_events:,} events)",
@@ -155,6 +166,8 @@ MEASURES = [
 
 # Branchline figure -> the baselines it is compared with (ratios within one repetition).
 RATIOS = {
+    # above 1.0x the steady load offers more than the consumer drains even on an idle stack
+    "e2e_offered": ["drain_capacity_followup", "drain_capacity_audit"],
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
@@ -304,14 +317,21 @@ async def one_repetition(
         waits_before = {
             key: await branchline_measures.fetch_wait(port) for key, port in consumer_ports
         }
-        result = await latency.end_to_end(
-            port,
-            stack.token,
-            rate=steady_rate.fix(figures["bl_single"]),
-            duration_s=p.latency_s,
-            followup_dsn=stack.settings.followup_database_url,
-            audit_dsn=stack.settings.audit_database_url,
-        )
+        async with latency.wal_flushes(stack.admin_url) as wal_samples:
+            result = await latency.end_to_end(
+                port,
+                stack.token,
+                rate=steady_rate.fix(figures["bl_single"]),
+                duration_s=p.latency_s,
+                followup_dsn=stack.settings.followup_database_url,
+                audit_dsn=stack.settings.audit_database_url,
+            )
+        wal = latency.WalFlushes.of(wal_samples)
+        if wal is None:
+            warnings.append(f"repetition {r + 1}: no WAL sync during the steady load")
+        else:
+            figures["e2e_wal_flush_ms"] = wal.per_sync_ms
+            figures["e2e_wal_flush_worst_ms"] = wal.worst_per_sync_ms
         if result.answered:
             for component, key in (
                 ("followup-worker", "e2e_worker_cpu_us"),
@@ -360,6 +380,21 @@ async def one_repetition(
         return result.offered_per_s
 
     await measure("e2e_offered", steady)
+
+    async def drain_capacity() -> float:
+        # After the steady load (its consumers caught up with it), so that it disturbs
+        # nothing measured before; its backlog is worked off before the batches.
+        drained = await branchline_measures.drain_capacity(stack, p.drain_events)
+        figures["drain_capacity_audit"] = drained["audit"].per_s
+        for name, d in drained.items():
+            console.print(
+                f" ({name}: first commit {d.first_commit_s:.2f} s after the resume, "
+                f"last {d.took_s:.2f} s)",
+                end="",
+            )
+        return drained["followup"].per_s
+
+    await measure("drain_capacity_followup", drain_capacity)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -519,14 +554,35 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
             f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} |"
         )
-    steady = result.get("steady_rate")
-    if steady and steady.get("per_s"):
-        lines += [
-            "",
-            f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']}).",
-        ]
+    lines += steady_lines(result)
     lines += ["", *[f"Warning: {w}" for w in result.get("warnings", [])]]
     return "\n".join(lines) + "\n"
+
+
+def steady_lines(result: dict[str, Any]) -> list[str]:
+    """The steady load's rate, its rule, and how it compares with what each consumer drains
+    (#12)."""
+    steady = result.get("steady_rate")
+    if not steady or not steady.get("per_s"):
+        return []
+    text = f"Steady load: {steady['per_s']:,.0f} ev/s in every repetition ({steady['rule']})."
+    capacities = []
+    for key, name in (
+        ("drain_capacity_followup", "the followup worker"),
+        ("drain_capacity_audit", "the audit consumer"),
+    ):
+        entry = result["measures"].get(key)
+        if entry:
+            offered = result["measures"].get("e2e_offered", {}).get("ratios", {})
+            ratio = offered.get(key, {}).get("median")
+            share = f" (the steady load is {ratio:.2f}x of it)" if ratio else ""
+            capacities.append(f"{name} {entry['median']:,.0f} ev/s{share}")
+    if capacities:
+        text += (
+            " Drain capacity with intake idle (median; an upper bound of the rate each keeps "
+            "up with under the load): " + ", ".join(capacities) + "."
+        )
+    return ["", text]
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,13 +42,34 @@ class BenchStack:
     def cpu_seconds(self, component: str) -> float:
         """User + system CPU time used so far by a component's processes and their children
         (several intake processes are children of the one the stack started; Linux)."""
-        pids = list(self.pids.get(component, []))
-        for pid in list(pids):
-            pids.extend(child_pids(pid))
-        return sum(process_cpu_seconds(pid) for pid in pids)
+        return sum(process_cpu_seconds(pid) for pid in self.all_pids(component))
 
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    def all_pids(self, component: str) -> list[int]:
+        """A component's processes and their children (as ``cpu_seconds`` counts them)."""
+        pids = list(self.pids.get(component, []))
+        for pid in list(pids):
+            pids.extend(child_pids(pid))
+        return pids
+
+    @contextlib.contextmanager
+    def paused(self, *components: str) -> Iterator[None]:
+        """The components' processes stopped (SIGSTOP) while the body runs, continued
+        (SIGCONT) when it ends, whatever ends it: a consumer held still while a backlog is
+        written for it (``bench.latency.drain_capacity``). Only the benchmark's own children."""
+        pids = [pid for component in components for pid in self.all_pids(component)]
+        stopped: list[int] = []
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -91,6 +113,10 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
     # it: bench.latency reads it (pg_xact_commit_timestamp) to time visibility exactly. Only
     # here: it costs a little per commit (an SLRU entry) and nothing in the product reads it.
     stack.postgres.extra_settings["track_commit_timestamp"] = "on"
+    # That commit time is early by the commit's own WAL flush: timing WAL I/O (pg_stat_io's
+    # WAL rows) lets the benchmark bound it (bench.latency.wal_flushes). Two clock reads per
+    # WAL write and sync; only here, as above.
+    stack.postgres.extra_settings["track_wal_io_timing"] = "on"
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)

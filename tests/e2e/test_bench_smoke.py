@@ -47,7 +47,10 @@ def test_the_benchmark_runs_every_measure_and_writes_its_report(tmp_path: Path) 
         zero_ok = entry["unit"] in ("s", "ratio", "times")
         assert entry["min"] >= 0 if zero_ok else entry["min"] > 0, key
         assert set(entry["ratios"]) == set(all_ratios(smoke).get(key, [])), key
+    # #12: the report says the steady rate beside what each consumer drains
+    assert measures["e2e_offered"]["runs"] == [result["steady_rate"]["per_s"]]
     table = out.with_suffix(".md").read_text()
+    assert "Drain capacity with intake idle" in table
     assert "| Branchline POST /v1/events, 64 connections (ev/s) |" in table
     assert "| target |" in table
     for key in ("bl_single", "bl_batch", "ledger_append", "ledger_verify", "rebuild"):

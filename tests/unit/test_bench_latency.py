@@ -10,7 +10,7 @@ import uuid
 import pytest
 from bench import latency
 from bench.latency import Watch
-from bench.run import SteadyRate, render_markdown
+from bench.run import PROFILES, SteadyRate, render_markdown
 
 pytestmark = pytest.mark.unit
 
@@ -62,8 +62,8 @@ def test_a_tiny_peak_still_offers_a_load() -> None:
     assert SteadyRate().fix(4.0) == 5.0
 
 
-def test_the_report_says_the_steady_rate_and_its_rule() -> None:
-    result = {
+def _result(measures: dict[str, object], steady: dict[str, object]) -> dict[str, object]:
+    return {
         "profile": "smoke",
         "repeat": 2,
         "machine": {
@@ -77,10 +77,102 @@ def test_the_report_says_the_steady_rate_and_its_rule() -> None:
             "python": "3.11",
             "versions": {},
         },
-        "measures": {},
-        "steady_rate": {"per_s": 412.4, "rule": "half the first repetition's peak"},
+        "measures": measures,
+        "steady_rate": steady,
     }
+
+
+def test_the_report_says_the_steady_rate_and_its_rule() -> None:
+    result = _result({}, {"per_s": 412.4, "rule": "half the first repetition's peak"})
     assert "Steady load: 412 ev/s in every repetition (half the first" in render_markdown(result)
+
+
+def test_the_report_says_the_consumers_drain_capacity_beside_the_steady_rate() -> None:
+    from bench.run import MEASURES, RATIOS, summarise
+
+    runs = [
+        {"e2e_offered": 1000.0, "drain_capacity_followup": 800.0, "drain_capacity_audit": 4000.0},
+        {"e2e_offered": 1000.0, "drain_capacity_followup": 1250.0, "drain_capacity_audit": 5000.0},
+    ]
+    measures = summarise(runs, PROFILES["standard"])
+    text = render_markdown(_result(measures, {"per_s": 1000.0, "rule": "half the first"}))
+    assert "Steady load: 1,000 ev/s in every repetition (half the first)." in text
+    # above 1.0x: the load offers more than the worker drains even with intake idle
+    assert "the followup worker 1,025 ev/s (the steady load is 1.02x of it)" in text
+    assert "the audit consumer 4,500 ev/s (the steady load is 0.23x of it)" in text
+    assert RATIOS["e2e_offered"] == ["drain_capacity_followup", "drain_capacity_audit"]
+    keys = [key for key, _title, _unit in MEASURES]
+    assert {"e2e_wal_flush_ms", "e2e_wal_flush_worst_ms"} <= set(keys)
+    assert keys.index("drain_capacity_followup") > keys.index("e2e_offered")
+
+
+def test_a_wal_flush_is_its_write_and_sync_time_per_sync() -> None:
+    from bench.latency import WalFlushes, WalIo
+
+    samples = [
+        WalIo(0.0, writes=100, write_ms=10.0, syncs=100, sync_ms=100.0),
+        WalIo(1.0, writes=300, write_ms=30.0, syncs=300, sync_ms=300.0),  # 1.1 ms per sync
+        WalIo(2.0, writes=305, write_ms=40.0, syncs=305, sync_ms=400.0),  # 5 syncs: too few
+        WalIo(3.0, writes=405, write_ms=50.0, syncs=405, sync_ms=700.0),  # 3.1 ms per sync
+    ]
+    flushes = WalFlushes.of(samples)
+    assert flushes is not None
+    assert flushes.syncs == 305
+    assert flushes.per_sync_ms == pytest.approx(640.0 / 305)
+    assert flushes.fsync_ms == pytest.approx(600.0 / 305)
+    # the worst second among those with enough syncs: the 5-sync second's 22 ms is left out
+    assert flushes.worst_per_sync_ms == pytest.approx(3.1)
+    idle = [WalIo(0.0, 1, 1.0, 1, 1.0), WalIo(1.0, 1, 1.0, 1, 1.0)]
+    assert WalFlushes.of(idle) is None
+    # no second busy enough: the worst is the mean
+    few = [WalIo(0.0, 0, 0.0, 0, 0.0), WalIo(1.0, 4, 4.0, 4, 8.0)]
+    assert WalFlushes.of(few) == WalFlushes(4, 3.0, 2.0, 3.0)
+
+
+def test_a_drain_rate_runs_from_the_consumer_s_first_commit_to_its_last() -> None:
+    # 100 rows in the first commit 2 s after the resume (the rejoin, the first fetch), then
+    # 400 more over the next 0.5 s: 800 ev/s, not 500 / 2.5 s
+    commits = [12.0] * 100 + [12.0 + 0.5 * (i + 1) / 400 for i in range(400)]
+    assert latency.drain_rate(list(reversed(commits)), resumed_at=10.0) == pytest.approx(800.0)
+    # all in one commit: the backlog over the time since the resume
+    assert latency.drain_rate([11.0] * 50, resumed_at=10.0) == pytest.approx(50.0)
+
+
+def test_a_paused_component_is_stopped_until_the_body_ends_however_it_ends() -> None:
+    import subprocess
+    from pathlib import Path
+    from typing import Any, cast
+
+    from bench.stack import BenchStack
+
+    def stopped(pid: int) -> bool:
+        """Whether ``pid`` is stopped, once it has handled the signals sent to it (a signal is
+        handled when the process is next scheduled: polled, at most 2 s)."""
+        seen = []
+        for _ in range(200):
+            seen.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            if len(seen) > 2 and seen[-1] == seen[-2] == seen[-3]:
+                break
+            time.sleep(0.01)
+        return seen[-1] == "T"
+
+    def fill_fails() -> None:
+        assert stopped(child.pid)
+        raise RuntimeError("the fill failed")
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        stack = BenchStack(cast(Any, None), "", "", {}, {"audit-consumer": [child.pid]})
+        assert not stopped(child.pid)
+        with stack.paused("audit-consumer", "followup-worker"):
+            assert stopped(child.pid)
+        assert not stopped(child.pid)
+        with pytest.raises(RuntimeError), stack.paused("audit-consumer"):
+            fill_fails()
+        assert not stopped(child.pid)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_watcher_polls_at_most_a_tenth_of_its_time() -> None:

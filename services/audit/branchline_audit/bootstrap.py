@@ -18,6 +18,7 @@ from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.adapters.signing_key import load_signer
+from branchline_audit.adapters.verify_slots import PostgresVerifySlots
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.exporting import ExportSlots
@@ -26,7 +27,7 @@ from branchline_audit.application.recording import record_events
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
-from branchline_audit.entrypoints.http import VerifySlot, router
+from branchline_audit.entrypoints.http import router
 from branchline_audit.entrypoints.http_holds import router as holds_router
 from branchline_audit.entrypoints.problems import install_altered_entry_problems
 from branchline_shared.allocator_trim import batch_trimmer, trim_policy
@@ -107,7 +108,9 @@ def create_app(settings: AuditSettings | None = None, *, clock: Clock | None = N
             audit = audit_context(settings, pool, clock or SystemClock())
             app.state.audit = audit
             app.state.export_slots = ExportSlots(settings.audit_max_concurrent_exports)
-            app.state.verify_slot = VerifySlot()
+            app.state.verify_slots = PostgresVerifySlots(
+                settings.audit_database_url, settings.audit_max_concurrent_verifies
+            )
             app.state.verify_segments = ProcessSegmentVerifiers.configured(
                 settings.audit_database_url,
                 settings.audit_db_writer_role,

@@ -31,6 +31,14 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         "and events live until its append commits, so fewer young collections walk them "
         '(docs/performance.md, Round 13, "...the audit consumer\'s young generation", #12).',
     )
+    audit_max_concurrent_verifies: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="`GET /v1/audit/verify`s running at once across every audit API process "
+        "and host on the same audit database (each reads the whole ledger in processes of its "
+        "own); one more is refused (429). Held as PostgreSQL advisory locks (#12).",
+    )
     audit_verify_processes: int = Field(
         default=0,
         ge=0,

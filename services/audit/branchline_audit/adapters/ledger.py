@@ -40,6 +40,8 @@ from branchline_audit.domain.records import (
 from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.subtrees import (
     STRIDE,
+    NodeKey,
+    Requirements,
     SubtreeSource,
     build_subtrees,
     required,
@@ -545,7 +547,14 @@ class PostgresLedger:
     ) -> RangeHasher:
         """A range hasher able to answer ``ranges`` (and their perfect pieces), from the
         cached subtrees and entry hashes, read in two queries."""
-        needs = required(ranges)
+        entry_hashes, nodes = await self.tree_data(required(ranges), conn=conn)
+        return SubtreeSource(entry_hashes, nodes).range_hasher()
+
+    async def tree_data(
+        self, needs: Requirements, *, conn: PgConnection | None = None
+    ) -> tuple[dict[int, bytes], dict[NodeKey, bytes]]:
+        """The entry hashes (by leaf index) and cached nodes ``needs`` names, in two queries;
+        what is not stored is missing from them."""
         executor: Any = conn if conn is not None else self._pool
         leaf_rows = await executor.fetch(
             "SELECT position, hash FROM audit_ledger WHERE position = ANY($1::bigint[])",
@@ -559,11 +568,10 @@ class PostgresLedger:
             [k[0] for k in node_keys],
             [k[1] for k in node_keys],
         )
-        source = SubtreeSource(
+        return (
             {r["position"] - 1: bytes(r["hash"]) for r in leaf_rows},
             {(r["level"], r["node_index"]): bytes(r["hash"]) for r in node_rows},
         )
-        return source.range_hasher()
 
     # ---------------------------------------------------------------- retention
 

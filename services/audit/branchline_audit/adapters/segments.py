@@ -19,6 +19,7 @@ import asyncio
 import io
 import logging
 import os
+import select
 import sys
 import threading
 from collections.abc import Sequence
@@ -215,10 +216,17 @@ class ProcessSegmentVerifiers:
 
 
 def _segment_process(
-    sink: Any, database_url: str, role: str, segment: Segment, checkpoint_sizes: frozenset[int]
+    sink: Any,
+    database_url: str,
+    role: str,
+    segment: Segment,
+    checkpoint_sizes: frozenset[int],
+    api: int | None = None,
 ) -> None:
     """A verifying process of :meth:`ProcessSegmentVerifiers.verify_apart`: its result, or
-    None when it failed (the parent then verifies the range itself), sent through ``sink``."""
+    None when it failed (the parent then verifies the range itself), sent through ``sink``.
+    ``api``: the pid of the API process that asked for it (None: not watched)."""
+    _end_with(api)
     try:
         result: SegmentResult | None = verify_segment(database_url, role, segment, checkpoint_sizes)
     except Exception:
@@ -228,6 +236,31 @@ def _segment_process(
         sink.send(result)
     finally:
         sink.close()
+
+
+def _end_with(api: int | None) -> None:
+    """Ends this process once the API process ``api`` has ended: one killed mid-verify
+    (SIGKILL, the OOM killer) runs no clean-up, and its verifying processes would otherwise
+    read on to the end of their ranges, for nobody, beside the next verify its freed slot lets
+    start (docs/audit.md "The API's verify"). Neither a parent-death signal (the parent is the
+    fork server, which lives as long as any process it forked holds its pipe) nor the result's
+    pipe (only written at the end) would say it: a thread waits on the API process's pidfd.
+    An API process already gone ends this one at once. Without pidfds (not Linux 5.3+) they
+    read on as before."""
+    if api is None or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(api)
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:
+        return
+    threading.Thread(target=_exit_when_readable, args=(pidfd,), daemon=True).start()
+
+
+def _exit_when_readable(pidfd: int) -> None:
+    select.select([pidfd], [], [])  # readable once the process has ended
+    os._exit(1)
 
 
 class _Apart:
@@ -251,6 +284,7 @@ class _Apart:
     ) -> None:
         context = verifying_context()
         context.set_forkserver_preload([__name__])
+        api = os.getpid()
         for index, segment in enumerate(segments):
             with self._lock:
                 if self._stopped:
@@ -258,7 +292,7 @@ class _Apart:
                 receiving, sending = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_segment_process,
-                    args=(sending, database_url, role, segment, checkpoint_sizes),
+                    args=(sending, database_url, role, segment, checkpoint_sizes, api),
                     daemon=True,
                 )
                 try:

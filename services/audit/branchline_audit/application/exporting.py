@@ -19,9 +19,8 @@ from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.filters import LedgerFilters
-from branchline_audit.domain.merkle import inclusion_proof
 from branchline_audit.domain.records import rfc3339
-from branchline_audit.domain.subtrees import RecordingHasher
+from branchline_audit.domain.subtrees import SharedProofs
 from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint, refuse_altered
 
 logger = logging.getLogger(__name__)
@@ -195,6 +194,7 @@ async def _export_body(
     signed.append(checkpoint)
     size = checkpoint.tree_size
     complete = filters.is_empty()
+    shared = None if complete or size == 0 else SharedProofs(size)
     header = writer.header()
     if header:
         yield header
@@ -205,14 +205,13 @@ async def _export_body(
         if not page:
             break
         proofs: dict[int, list[bytes]] = {}
-        if not complete:
-            recorder = RecordingHasher()
-            for stored in page:
-                inclusion_proof(stored.entry.position - 1, size, recorder)
-            hasher = await audit.ledger.range_hasher(recorder.ranges)
-            proofs = {
-                s.entry.position: inclusion_proof(s.entry.position - 1, size, hasher) for s in page
-            }
+        if shared is not None:
+            # The page's proofs from the subtrees they share, read and computed once for the
+            # export (#12): what is not known yet is read in two queries per page.
+            indices = [s.entry.position - 1 for s in page]
+            shared.learn(*await audit.ledger.tree_data(shared.needs(indices)))
+            proofs = {index + 1: shared.proof(index) for index in indices}
+            shared.forget_before(indices[-1] + 1)
         chunk = []
         for view in await views_of(audit, page, reader):
             entry = view.stored.entry

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.subtrees import NodeKey, Requirements
 from branchline_audit.domain.verification import (
     Segment,
     SegmentResult,
@@ -99,6 +101,13 @@ class AuditLedger(Protocol):
         hands its ``range_root`` (same transaction), else None."""
         ...
 
+    async def tree_data(
+        self, needs: Requirements, *, conn: PgConnection | None = None
+    ) -> tuple[dict[int, bytes], dict[NodeKey, bytes]]:
+        """The entry hashes (by leaf index) and cached nodes ``needs`` names; what is not
+        stored is missing from them."""
+        ...
+
     async def expired_candidates(
         self, *, before: datetime, after_position: int, limit: int
     ) -> list[StoredEntry]: ...
@@ -163,4 +172,19 @@ class SegmentVerifiers(Protocol):
         """As :meth:`verify`, every segment apart from the caller's event loop; None for a
         segment that could not be verified there (the caller verifies it); cancelled, no
         verifying work is left running."""
+        ...
+
+
+class VerifySlots(Protocol):
+    """The API's verifies running at once, across every API process of a deployment (#12,
+    docs/audit.md "The API's verify")."""
+
+    @property
+    def limit(self) -> int:
+        """How many may run at once."""
+        ...
+
+    def held(self) -> AbstractAsyncContextManager[bool]:
+        """Whether a slot is held for the block (False: all are taken, nothing is held);
+        freed when the block ends however it ends, the holding process's death included."""
         ...

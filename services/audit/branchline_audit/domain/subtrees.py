@@ -22,6 +22,7 @@ from branchline_audit.domain.merkle import (
     LEAF_PREFIX,
     NODE_PREFIX,
     RangeHasher,
+    fold_subtree_roots,
     leaf_hash,
     node_hash,
     perfect_subtree_ranges,
@@ -201,3 +202,138 @@ def build_subtrees(
             built[(node[0], node[1])] = node[2]
             rows.append(node)
     return rows
+
+
+class SharedProofs:
+    """Inclusion proofs in one tree of many leaves, asked page by page in increasing order, as
+    a filtered export asks them: the subtree hashes the proofs have in common are computed (or
+    read) once, not once per proof (#12).
+
+    The tree of ``size`` leaves is the perfect subtrees of the binary digits of ``size``, left
+    to right, largest first (:func:`~.merkle.perfect_subtree_ranges`); the leaf ``i`` is in
+    the one of level ``(i ^ size).bit_length() - 1``. Its path (RFC 9162 section 2.1.3.1, as
+    :func:`~.merkle.inclusion_proof` gives it, leaf upwards) is the sibling of its ancestor at
+    each level of that subtree, ``(level, (i >> level) ^ 1)``, then the subtree's *tail*: the
+    fold of the smaller subtrees to its right (if any), then the larger ones to its left,
+    nearest first. A tail is computed once per export. Every perfect subtree is kept as it is
+    computed, from its two halves (the same RFC 6962 hashes as :func:`perfect_root` over its
+    children), down to a cached level (a stored node) or a leaf (an entry hash):
+    :meth:`needs` names only what is not known yet, :meth:`learn` takes it, :meth:`proof`
+    answers, and :meth:`forget_before` drops what no later leaf can use, so memory stays flat
+    whatever the export's size.
+    """
+
+    __slots__ = ("_known", "_size", "_tails")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a tree with leaves has a size of at least 1, got {size}")
+        self._size = size
+        self._known: dict[NodeKey, bytes] = {}
+        self._tails: dict[int, list[bytes]] = {}
+
+    @property
+    def known(self) -> int:
+        """How many subtree hashes are held (memory; for the tests)."""
+        return len(self._known)
+
+    def _level_of(self, index: int) -> int:
+        """The level of the size's subtree holding leaf ``index``."""
+        if not 0 <= index < self._size:
+            raise ValueError(f"leaf index {index} is outside a tree of size {self._size}")
+        return (index ^ self._size).bit_length() - 1
+
+    def _piece(self, level: int) -> NodeKey:
+        """The key of the size's subtree of ``level`` (a set bit of the size)."""
+        return level, (self._size >> (level + 1)) << 1
+
+    def _tail_pieces(self, level: int) -> tuple[list[NodeKey], list[NodeKey]]:
+        """The subtrees right of the size's subtree of ``level`` (largest first), and left of
+        it (nearest first)."""
+        size = self._size
+        right = [self._piece(b) for b in reversed(range(level)) if size >> b & 1]
+        left = [self._piece(b) for b in range(level + 1, size.bit_length()) if size >> b & 1]
+        return right, left
+
+    def needs(self, indices: Iterable[int]) -> Requirements:
+        """The entry hashes (by leaf index) and cached nodes the proofs of ``indices`` need
+        that are not known yet."""
+        leaves: set[int] = set()
+        nodes: set[NodeKey] = set()
+        seen: set[NodeKey] = set()
+        pending: list[NodeKey] = []
+        known, tails = self._known, self._tails
+        for index in indices:
+            top = self._level_of(index)
+            pending.extend([(level, (index >> level) ^ 1) for level in range(top)])
+            if top not in tails:
+                right, left = self._tail_pieces(top)
+                pending.extend(right)
+                pending.extend(left)
+            while pending:
+                key = pending.pop()
+                if key in known or key in seen:
+                    continue
+                seen.add(key)
+                level, node = key
+                if level == 0:
+                    leaves.add(node)
+                elif level % STRIDE == 0:
+                    nodes.add(key)
+                else:
+                    pending.append((level - 1, 2 * node))
+                    pending.append((level - 1, 2 * node + 1))
+        return Requirements(frozenset(leaves), frozenset(nodes))
+
+    def learn(self, entry_hashes: Mapping[int, bytes], nodes: Mapping[NodeKey, bytes]) -> None:
+        """Take what storage read for :meth:`needs`: entry hashes by leaf index, cached
+        nodes by key."""
+        known = self._known
+        for index, entry_hash in entry_hashes.items():
+            known[(0, index)] = leaf_hash(entry_hash)
+        known.update(nodes)
+
+    def _perfect(self, key: NodeKey) -> bytes:
+        known = self._known
+        value = known.get(key)
+        if value is not None:
+            return value
+        level, node = key
+        if level % STRIDE == 0:  # a leaf or a cached node: read, never computed
+            raise MissingTreeData(f"tree data for {key} is not stored")
+        value = node_hash(
+            self._perfect((level - 1, 2 * node)), self._perfect((level - 1, 2 * node + 1))
+        )
+        known[key] = value
+        return value
+
+    def proof(self, index: int) -> list[bytes]:
+        """``PATH(index, D[size])``, leaf upwards, as :func:`~.merkle.inclusion_proof` gives
+        it; :class:`MissingTreeData` if what :meth:`needs` named was not learnt."""
+        top = self._level_of(index)
+        tail = self._tails.get(top)
+        if tail is None:
+            right, left = self._tail_pieces(top)
+            tail = [fold_subtree_roots([self._perfect(k) for k in right])] if right else []
+            tail += [self._perfect(k) for k in left]
+            self._tails[top] = tail
+        known, perfect = self._known, self._perfect
+        path = []
+        for level in range(top):
+            key = (level, (index >> level) ^ 1)
+            value = known.get(key)
+            path.append(value if value is not None else perfect(key))
+        return path + tail
+
+    def forget_before(self, index: int) -> None:
+        """Drop every subtree no proof of a leaf at ``index`` or later uses: one wholly left
+        of ``index`` is used only as a left sibling, so only a left child whose right
+        neighbour reaches ``index`` or beyond is kept (one per level at most). The tails are
+        kept (one per set bit of the size)."""
+        keep: dict[NodeKey, bytes] = {}
+        for key, value in self._known.items():
+            level, node = key
+            end = (node + 1) << level
+            if end > index or (not node & 1 and end + (1 << level) > index):
+                keep[key] = value
+        self._known = keep

@@ -22,6 +22,7 @@ from branchline_audit.application.exporting import (
     StartedExport,
     start_export,
 )
+from branchline_audit.application.ports import VerifySlots
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
@@ -36,22 +37,6 @@ T = TypeVar("T")
 
 CLIENT_CLOSED_REQUEST = 499
 """What a verify whose client went away answers (nobody reads it; the access log does)."""
-
-
-class VerifySlot:
-    """The one verify a process runs at a time (its processes read the whole ledger)."""
-
-    def __init__(self) -> None:
-        self.running = False
-
-    def take(self) -> bool:
-        if self.running:
-            return False
-        self.running = True
-        return True
-
-    def give_back(self) -> None:
-        self.running = False
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
@@ -71,6 +56,10 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     if task.cancelled():
         return None
     return task.result()
+
+
+def _verifies(limit: int) -> str:
+    return "1 verify runs" if limit == 1 else f"{limit} verifies run"
 
 
 async def _disconnect(request: Request) -> None:
@@ -303,19 +292,23 @@ async def public_key(audit: AuditDep, reader: VerifierDep) -> PublicKey:
     summary="Recompute the hash chain and check every signed checkpoint",
 )
 async def verify(request: Request, audit: AuditDep, reader: VerifierDep) -> Any:
-    """One verify at a time per process (its segments take a process each and read the whole
-    ledger): one more is 429 with ``Retry-After``, recorded nowhere. The chain is checked in
-    processes apart from this event loop (#12), stopped when the client goes away."""
-    slot: VerifySlot = request.app.state.verify_slot
-    if not slot.take():
-        raise Problem(
-            429,
-            "A verify is running",
-            "1 verify runs at a time per audit process; retry when it has finished",
-            kind="too-many-verifies",
-            headers={"Retry-After": "10"},
-        )
-    try:
+    """``audit_max_concurrent_verifies`` (1) at a time across every audit API process on the
+    database (their segments take a process each and read the whole ledger): one more is 429
+    with ``Retry-After``, recorded nowhere. The limit is held in PostgreSQL (advisory locks,
+    :mod:`branchline_audit.adapters.verify_slots`), so it holds however many uvicorn
+    processes or hosts serve the API. The chain is checked in processes apart from this event
+    loop (#12), stopped when the client goes away; the slot is freed with them."""
+    slots: VerifySlots = request.app.state.verify_slots
+    async with slots.held() as held:
+        if not held:
+            raise Problem(
+                429,
+                "A verify is running",
+                f"{_verifies(slots.limit)} at a time per audit deployment (every audit API "
+                "process on this database); retry when it has finished",
+                kind="too-many-verifies",
+                headers={"Retry-After": "10"},
+            )
         await record_read(audit, reader, "GET /v1/audit/verify", {})
         verdict = await until_disconnected(
             request,
@@ -327,8 +320,6 @@ async def verify(request: Request, audit: AuditDep, reader: VerifierDep) -> Any:
                 segments=request.app.state.verify_segments,
             ),
         )
-    finally:
-        slot.give_back()
     if verdict is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return Verification(

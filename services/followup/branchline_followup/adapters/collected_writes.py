@@ -4,10 +4,12 @@ A one-event batch sent its collected writes as five statements (the clients' fac
 journal rows, the tasks, the timers, the timeline), each a round trip. Here each is a
 data-modifying CTE of one statement over its rows, so a batch sends one; a part's rows are one
 JSON argument (:func:`rows_argument`), not an array per column. The parts
-write different tables, and no table has a trigger or a foreign key to another, so what one
-part writes is never what another reads: running them in one statement (one snapshot) writes
-what running them in turn wrote. Within a part each row must be a different row (a statement
-cannot change a row twice): the facts and the tasks are one row per client and task (the
+write different tables, and no table has a foreign key to another, so what one part writes is
+never what another reads: running them in one statement (one snapshot) writes what running them
+in turn wrote. The one trigger on these tables that writes elsewhere (console migration 004's
+copy of a client's RM onto ``fu_refusals``) writes a table no part writes, and fires after the
+statement, when every part's rows are in. Within a part each row must be a different row (a
+statement cannot change a row twice): the facts and the tasks are one row per client and task (the
 latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and timer syncs go
 into the statement only when each task is synced once (:func:`merged_timer_syncs`; otherwise
 they run before it, merged in rounds: :func:`timer_sync_rounds`), and the
