@@ -107,9 +107,14 @@ def records(args: argparse.Namespace) -> None:
         )
 
 
+def _intake_only_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The worker's consumer's arguments with the first of its topics (intake's) alone."""
+    return {**kwargs, "topics": list(kwargs["topics"])[:1]}
+
+
 def _intake_only(**kwargs: Any) -> BatchConsumer:
     """The worker's consumer subscribed to the first of its topics (intake's) alone."""
-    return BatchConsumer(**{**kwargs, "topics": list(kwargs["topics"])[:1]})
+    return BatchConsumer(**_intake_only_arguments(kwargs))
 
 
 def steady(own_copies: str, rest: list[str]) -> int:
