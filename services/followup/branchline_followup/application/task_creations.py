@@ -243,8 +243,11 @@ _CREATION_FIELDS_SET = frozenset(_CREATION.model_fields_set) | {
     "causation_id",
     "data",
 }
-assert _CREATION.__pydantic_extra__ is None  # what :func:`assembled` sets
-assert _CREATION.__pydantic_private__ is None
+if _CREATION.__pydantic_extra__ is not None or _CREATION.__pydantic_private__ is not None:
+    # :func:`assembled` sets neither; a pydantic that filled them would make the copies
+    # differ from a validated creation. Checked at import, and not by ``assert``, so that a
+    # process run with ``-O`` cannot start on that difference.
+    raise RuntimeError("a validated creation carries extra or private state the copies lack")
 
 
 def creation_event(task: FollowupTask, *, stream_version: int, now: datetime) -> RecordedEvent:
