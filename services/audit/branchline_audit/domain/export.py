@@ -125,17 +125,34 @@ def _compact_is_jcs(value: object) -> bool:
     surrogates (both escape the same characters the same way, lowercase ``\\u00xx``), ints
     RFC 8785 accepts, booleans and nulls. A float (ECMAScript number form) or anything else
     is left to the canonicaliser."""
-    # isinstance narrows for mypy, the exact type keeps subclasses (an Enum...) out.
+    # isinstance narrows for mypy, the exact type keeps subclasses (an Enum...) out. The
+    # scalars of a container are checked in its loop: a call per value was most of the cost.
+    kind = type(value)
+    if isinstance(value, dict) and kind is dict:
+        items: Iterable[object] = value.values()
+        if not all(type(key) is str and key.isascii() for key in value):
+            return False
+    elif isinstance(value, list) and kind is list:
+        items = value
+    else:
+        return _scalar_is_jcs(value)
+    for item in items:
+        inner = type(item)
+        if isinstance(item, str) and inner is str:
+            if not item.isascii() and _SURROGATE.search(item):
+                return False
+        elif inner is dict or inner is list:
+            if not _compact_is_jcs(item):
+                return False
+        elif not _scalar_is_jcs(item):
+            return False
+    return True
+
+
+def _scalar_is_jcs(value: object) -> bool:
     kind = type(value)
     if isinstance(value, str) and kind is str:
         return value.isascii() or not _SURROGATE.search(value)
-    if isinstance(value, dict) and kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not key.isascii() or not _compact_is_jcs(item):
-                return False
-        return True
-    if isinstance(value, list) and kind is list:
-        return all(_compact_is_jcs(item) for item in value)
     if isinstance(value, int) and kind is int:
         return -_JCS_INT_MAX <= value <= _JCS_INT_MAX
     return value is None or kind is bool
