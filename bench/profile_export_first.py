@@ -19,45 +19,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.audit.audit_support import random_events  # noqa: E402
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.export_ledger import READER, T0, filled_audit, ms, spread  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.application import exporting  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
 from branchline_audit.application.context import AuditContext, TrailReader  # noqa: E402
 from branchline_audit.application.exporting import ExportSlots, start_export  # noqa: E402
 from branchline_audit.application.querying import views_of  # noqa: E402
 from branchline_audit.application.recording import record_read  # noqa: E402
-from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_audit.domain.export import ExportContent, ExportWriter  # noqa: E402
 from branchline_audit.domain.filters import LedgerFilters  # noqa: E402
 from branchline_audit.domain.merkle import inclusion_proof  # noqa: E402
 from branchline_audit.domain.subtrees import RecordingHasher  # noqa: E402
 from branchline_audit.domain.verification import StoredCheckpoint  # noqa: E402
-from branchline_shared.clock import FixedClock  # noqa: E402
 
-T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 FILTERS = {
     "everything": LedgerFilters(),
     "a period (70 days)": LedgerFilters(occurred_from=T0, occurred_to=T0 + timedelta(days=70)),
 }
-READER = TrailReader("auditor-1", frozenset({"auditor"}))
 PAGE_SIZE = 500
 
 
@@ -117,14 +109,6 @@ async def _before_body(
         audit.signer,
         {**exporting._described(audit, filters, reader), **exporting._signed_tree(checkpoint)},
     )
-
-
-def ms(started: float) -> float:
-    return 1e3 * (time.perf_counter() - started)
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):7.1f} ms [{min(values):.1f}-{max(values):.1f}]"
 
 
 async def parts(audit: AuditContext, filters: LedgerFilters, repeat: int) -> str:
@@ -190,62 +174,37 @@ def _same_but_size(reference: list[str], lines: list[str], key: str) -> None:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (_server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
-        pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
-        try:
-            audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))
-            rng = random.Random(15)
-            started = time.perf_counter()
-            for first in range(0, args.entries, 5000):
-                events = random_events(
-                    min(5000, args.entries - first), rng, first, clients=2000, branches=40,
-                    actors=400,
-                )  # fmt: skip
-                await audit.ledger.append(events, now=T0)
-            print(
-                f"{args.entries:,} entries appended in {time.perf_counter() - started:.0f} s; "
-                f"load {os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
-            admin = await asyncpg.connect(settings.audit_database_url)  # the superuser
-            await admin.execute("VACUUM ANALYZE audit_ledger")
-            await admin.close()
-            for name, filters in FILTERS.items():
-                print(f"parts {name:18} {await parts(audit, filters, args.repeat)}", flush=True)
-            bodies: dict[str, Any] = {"before": _before_body, "after": exporting._export_body}
-            references: dict[str, list[str]] = {}
-            for p in range(args.pairs):
-                for state, body in bodies.items():
-                    exporting._export_body = body
-                    for name, filters in FILTERS.items():
-                        starts, firsts, wholes = [], [], []
-                        for _ in range(args.repeat):
-                            s, f, w, lines = await one_export(audit, filters, args.whole)
-                            if w is not None and filters.is_empty():
-                                # The same bytes whatever the code (the clock is fixed; the
-                                # tree grows by the read recorded, so a filtered export's
-                                # proofs differ from one export to the next: compared in the
-                                # tests, on one checkpoint).
-                                reference = references.setdefault(name, lines)
-                                _same_but_size(reference, lines, f"{name}, {state}")
-                            starts.append(s)
-                            firsts.append(f)
-                            if w is not None:
-                                wholes.append(w)
-                        print(
-                            f"pair {p + 1} {state:16} {name:18} started {spread(starts)}"
-                            f" | first line {spread(firsts)}"
-                            + (f" | whole {spread(wholes)}" if wholes else "")
-                            + f" | load {os.getloadavg()[0]:.1f}",
-                            flush=True,
-                        )
-            exporting._export_body = bodies["after"]
-        finally:
-            await pool.close()
+    async with filled_audit(base, args.entries) as audit:
+        for name, filters in FILTERS.items():
+            print(f"parts {name:18} {await parts(audit, filters, args.repeat)}", flush=True)
+        bodies: dict[str, Any] = {"before": _before_body, "after": exporting._export_body}
+        references: dict[str, list[str]] = {}
+        for p in range(args.pairs):
+            for state, body in bodies.items():
+                exporting._export_body = body
+                for name, filters in FILTERS.items():
+                    starts, firsts, wholes = [], [], []
+                    for _ in range(args.repeat):
+                        s, f, w, lines = await one_export(audit, filters, args.whole)
+                        if w is not None and filters.is_empty():
+                            # The same bytes whatever the code (the clock is fixed; the
+                            # tree grows by the read recorded, so a filtered export's
+                            # proofs differ from one export to the next: compared in the
+                            # tests, on one checkpoint).
+                            reference = references.setdefault(name, lines)
+                            _same_but_size(reference, lines, f"{name}, {state}")
+                        starts.append(s)
+                        firsts.append(f)
+                        if w is not None:
+                            wholes.append(w)
+                    print(
+                        f"pair {p + 1} {state:16} {name:18} started {spread(starts)}"
+                        f" | first line {spread(firsts)}"
+                        + (f" | whole {spread(wholes)}" if wholes else "")
+                        + f" | load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+        exporting._export_body = bodies["after"]
 
 
 def main() -> int:

@@ -16,41 +16,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.audit.audit_support import random_events  # noqa: E402
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.export_ledger import READER, T0, filled_audit, ms, spread  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.application import exporting  # noqa: E402
-from branchline_audit.application.context import AuditContext, TrailReader  # noqa: E402
-from branchline_audit.bootstrap import audit_context  # noqa: E402
+from branchline_audit.application.context import AuditContext  # noqa: E402
 from branchline_audit.domain.export import ExportWriter  # noqa: E402
 from branchline_audit.domain.filters import LedgerFilters  # noqa: E402
-from branchline_shared.clock import FixedClock  # noqa: E402
-
-T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)  # the events' first occurred_at, a minute apart
-READER = TrailReader("auditor-1", frozenset({"auditor"}))
-
-
-def ms(started: float) -> float:
-    return 1e3 * (time.perf_counter() - started)
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):9.1f} ms [{min(values):.1f}-{max(values):.1f}]"
 
 
 async def one_export(
@@ -76,58 +59,34 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         "whole csv": (LedgerFilters(), "csv"),
         "broad jsonl (70%)": (broad, "jsonl"),
     }
-    async with embedded_postgres(base) as (_server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
-        pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
-        try:
-            audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))
-            rng = random.Random(15)
-            started = time.perf_counter()
-            for first in range(0, n, 5000):
-                events = random_events(
-                    min(5000, n - first), rng, first, clients=2000, branches=40, actors=400
-                )
-                await audit.ledger.append(events, now=T0)
-            print(
-                f"{n:,} entries appended in {time.perf_counter() - started:.0f} s; "
-                f"load {os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
-            admin = await asyncpg.connect(settings.audit_database_url)  # the superuser
-            await admin.execute("VACUUM ANALYZE audit_ledger")
-            await admin.close()
-            fast = ExportWriter.entry_line
-            lines: dict[str, Any] = {"before": ExportWriter.reference_entry_line, "after": fast}
-            for p in range(args.pairs):
-                made: dict[str, dict[str, str]] = {}
-                for state, line in lines.items():
-                    ExportWriter.entry_line = line  # type: ignore[method-assign]
-                    for name, (chosen, content) in filters.items():
-                        firsts, wholes, cpus = [], [], []
-                        for _ in range(args.repeat):
-                            f, w, c, text = await one_export(audit, chosen, content)
-                            firsts.append(f)
-                            wholes.append(w)
-                            cpus.append(c)
-                            made.setdefault(name, {})[state] = text
-                        count = text.count(chr(10)) - 1 - (content == "csv")
-                        print(
-                            f"pair {p + 1} {state:6} {name:18} {count:6} entries | first line "
-                            f"{spread(firsts)} | whole {spread(wholes)} | cpu {spread(cpus)} "
-                            f"({1e3 * statistics.median(cpus) / count:.1f} us/entry)"
-                            f" | load {os.getloadavg()[0]:.1f}",
-                            flush=True,
-                        )
-                for name, texts in made.items():
-                    if texts["before"] != texts["after"]:
-                        raise AssertionError(f"the exports differ ({name}, pair {p + 1})")
-            ExportWriter.entry_line = fast  # type: ignore[method-assign]
-            print("the exports of each pair are the same bytes", flush=True)
-        finally:
-            await pool.close()
+    async with filled_audit(base, args.entries) as audit:
+        fast = ExportWriter.entry_line
+        lines: dict[str, Any] = {"before": ExportWriter.reference_entry_line, "after": fast}
+        for p in range(args.pairs):
+            made: dict[str, dict[str, str]] = {}
+            for state, line in lines.items():
+                ExportWriter.entry_line = line  # type: ignore[method-assign]
+                for name, (chosen, content) in filters.items():
+                    firsts, wholes, cpus = [], [], []
+                    for _ in range(args.repeat):
+                        f, w, c, text = await one_export(audit, chosen, content)
+                        firsts.append(f)
+                        wholes.append(w)
+                        cpus.append(c)
+                        made.setdefault(name, {})[state] = text
+                    count = text.count(chr(10)) - 1 - (content == "csv")
+                    print(
+                        f"pair {p + 1} {state:6} {name:18} {count:6} entries | first line "
+                        f"{spread(firsts)} | whole {spread(wholes)} | cpu {spread(cpus)} "
+                        f"({1e3 * statistics.median(cpus) / count:.1f} us/entry)"
+                        f" | load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+            for name, texts in made.items():
+                if texts["before"] != texts["after"]:
+                    raise AssertionError(f"the exports differ ({name}, pair {p + 1})")
+        ExportWriter.entry_line = fast  # type: ignore[method-assign]
+        print("the exports of each pair are the same bytes", flush=True)
 
 
 def main() -> int:

@@ -17,43 +17,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.audit.audit_support import random_events  # noqa: E402
 from tests.integration.audit.test_audit_export_shared_proofs import (  # noqa: E402
     _one_at_a_time_body,
 )
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.export_ledger import READER, T0, filled_audit, ms, spread  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.application import exporting  # noqa: E402
-from branchline_audit.application.context import AuditContext, TrailReader  # noqa: E402
-from branchline_audit.bootstrap import audit_context  # noqa: E402
+from branchline_audit.application.context import AuditContext  # noqa: E402
 from branchline_audit.domain.filters import LedgerFilters  # noqa: E402
-from branchline_shared.clock import FixedClock  # noqa: E402
-
-T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)  # the events' first occurred_at, a minute apart
-READER = TrailReader("auditor-1", frozenset({"auditor"}))
-
-
-def ms(started: float) -> float:
-    return 1e3 * (time.perf_counter() - started)
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):9.1f} ms [{min(values):.1f}-{max(values):.1f}]"
 
 
 async def one_export(audit: AuditContext, filters: LedgerFilters) -> tuple[float, float, str]:
@@ -75,57 +57,33 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             occurred_to=T0 + timedelta(minutes=n // 10 + n * 7 // 10),
         ),
     }
-    async with embedded_postgres(base) as (_server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
-        pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
-        try:
-            audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))
-            rng = random.Random(15)
-            started = time.perf_counter()
-            for first in range(0, n, 5000):
-                events = random_events(
-                    min(5000, n - first), rng, first, clients=2000, branches=40, actors=400
-                )
-                await audit.ledger.append(events, now=T0)
-            print(
-                f"{n:,} entries appended in {time.perf_counter() - started:.0f} s; "
-                f"load {os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
-            admin = await asyncpg.connect(settings.audit_database_url)  # the superuser
-            await admin.execute("VACUUM ANALYZE audit_ledger")
-            await admin.close()
-            bodies: dict[str, Any] = {
-                "before": _one_at_a_time_body,
-                "after": exporting._export_body,
-            }
-            for p in range(args.pairs):
-                made: dict[str, dict[str, str]] = {}
-                for state, body in bodies.items():
-                    exporting._export_body = body
-                    for name, chosen in filters.items():
-                        firsts, wholes = [], []
-                        for _ in range(args.repeat):
-                            f, w, text = await one_export(audit, chosen)
-                            firsts.append(f)
-                            wholes.append(w)
-                            made.setdefault(name, {})[state] = text
-                        print(
-                            f"pair {p + 1} {state:6} {name:22} {text.count(chr(10)) - 1:6} "
-                            f"entries | first line {spread(firsts)} | whole {spread(wholes)}"
-                            f" | load {os.getloadavg()[0]:.1f}",
-                            flush=True,
-                        )
-                for name, texts in made.items():
-                    if texts["before"] != texts["after"]:
-                        raise AssertionError(f"the exports differ ({name}, pair {p + 1})")
-            exporting._export_body = bodies["after"]
-            print("the exports of each pair are the same bytes", flush=True)
-        finally:
-            await pool.close()
+    async with filled_audit(base, args.entries) as audit:
+        bodies: dict[str, Any] = {
+            "before": _one_at_a_time_body,
+            "after": exporting._export_body,
+        }
+        for p in range(args.pairs):
+            made: dict[str, dict[str, str]] = {}
+            for state, body in bodies.items():
+                exporting._export_body = body
+                for name, chosen in filters.items():
+                    firsts, wholes = [], []
+                    for _ in range(args.repeat):
+                        f, w, text = await one_export(audit, chosen)
+                        firsts.append(f)
+                        wholes.append(w)
+                        made.setdefault(name, {})[state] = text
+                    print(
+                        f"pair {p + 1} {state:6} {name:22} {text.count(chr(10)) - 1:6} "
+                        f"entries | first line {spread(firsts)} | whole {spread(wholes)}"
+                        f" | load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+            for name, texts in made.items():
+                if texts["before"] != texts["after"]:
+                    raise AssertionError(f"the exports differ ({name}, pair {p + 1})")
+        exporting._export_body = bodies["after"]
+        print("the exports of each pair are the same bytes", flush=True)
 
 
 def main() -> int:
