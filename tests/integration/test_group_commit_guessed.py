@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -25,8 +26,10 @@ from branchline_intake.bootstrap import create_app
 from branchline_intake.domain_seam import build_decider
 from branchline_shared.events.envelope import SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.http.auth import Role
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
 from tests.integration.test_group_commit import BRANCH, registration
 from tests.support.stack import serve
 
@@ -279,3 +282,26 @@ async def test_a_guessed_write_is_one_statement_and_never_run_twice(
     assert "COMMIT" not in lost.statements[0]
     async with connected(settings) as conn:
         assert [r["stream_version"] for r in await stored(conn, f"client-C-L{run}")] == [1]
+
+
+async def test_the_benchmarks_posts_take_one_statement(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """The single POST as the benchmark sends it (a branch system's token, a new client, no
+    id): its group is written by the one statement, and answered 202 with its position."""
+    run = uuid.uuid4().hex[:8]
+    written = guesses("written")
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/events",
+                    json=registration(f"C-{run}-{i}").model_dump(mode="json", exclude_none=True),
+                    headers=tokens.headers(Role.BRANCH_SYSTEM),
+                )
+                for i in range(8)
+            )
+        )
+    assert [a.status_code for a in answers] == [202] * 8, [a.text for a in answers]
+    assert guesses("written") > written
+    assert guesses("written") - written <= 8
