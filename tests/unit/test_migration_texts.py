@@ -125,6 +125,21 @@ def test_a_no_transaction_migration_refuses_what_a_rerun_could_not_repeat(statem
         concurrent_statements(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ok ON a (x);\n{statement};")
 
 
+def test_a_no_transaction_migration_may_hold_a_do_block_run_as_one_statement() -> None:
+    """Followup 016 finds indexes by definition in a DO block, then drops CONCURRENTLY."""
+    block = "DO $r$ BEGIN PERFORM 1; END $r$"
+    assert concurrent_statements(f"-- why\n{block};\nDROP INDEX CONCURRENTLY IF EXISTS a_x;") == [
+        Statement(block),
+        Statement("DROP INDEX CONCURRENTLY IF EXISTS a_x"),
+    ]
+
+
+def test_a_comment_inside_a_no_transaction_do_block_is_refused() -> None:
+    """The runner joins a statement's lines: the comment would swallow the block's rest."""
+    with pytest.raises(MigrationError, match="inside a no-transaction DO block"):
+        concurrent_statements("DO $$ BEGIN -- why\n PERFORM 1; END $$;")
+
+
 def test_a_no_transaction_migration_without_statements_is_refused() -> None:
     with pytest.raises(MigrationError, match="without statements"):
         Migration(1, "x", "-- branchline: no-transaction\n-- nothing\n").check()

@@ -13,7 +13,10 @@ A file's first lines may hold directives (docs/operations.md, "Migrations"):
   writes to it. Only idempotent index statements are allowed
   (``CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS``, ``DROP INDEX CONCURRENTLY IF
   EXISTS``): a run interrupted half-way is finished by the next one, which first drops an
-  index the interrupted build left INVALID.
+  index the interrupted build left INVALID. A ``DO`` block is allowed too (it runs atomically,
+  in its own transaction), for what must find its objects first, e.g. followup 016 renaming
+  indexes by definition; it must be harmless to run again, which its review checks. The
+  runner joins a statement's lines, so such a block holds no ``--`` comment (refused).
 * ``-- branchline: former-checksum <sha256>``: a checksum the file had when a deployed
   database recorded it, still accepted for that migration only; any other edit of an applied
   file is refused as before.
@@ -46,6 +49,7 @@ _CREATE_CONCURRENTLY = re.compile(
     r"(?P<table>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)(?=[\s(])",
     re.IGNORECASE | re.DOTALL,
 )
+_DO_BLOCK = re.compile(r"^DO\s+\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$", re.IGNORECASE)
 _DROP_CONCURRENTLY = re.compile(
     r"^DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+"
     r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?$",
@@ -60,7 +64,7 @@ class MigrationError(RuntimeError):
 @dataclass(frozen=True)
 class Statement:
     """One statement of a no-transaction migration; ``index``/``table`` name what a
-    ``CREATE INDEX CONCURRENTLY`` builds (``None`` for a drop)."""
+    ``CREATE INDEX CONCURRENTLY`` builds (``None`` for a drop or a ``DO`` block)."""
 
     sql: str
     index: str | None = None
@@ -161,10 +165,15 @@ def concurrent_statements(sql: str) -> list[Statement]:
             found.append(Statement(text, create["index"].lower(), create["table"].lower()))
         elif _DROP_CONCURRENTLY.match(text):
             found.append(Statement(text))
+        elif _DO_BLOCK.match(text):
+            if "--" in text:
+                # the lines joined, a comment would swallow the rest of the block
+                raise MigrationError(f"a '--' inside a no-transaction DO block: {text[:80]!r}")
+            found.append(Statement(text))
         else:
             raise MigrationError(
-                "a no-transaction migration holds only CREATE INDEX CONCURRENTLY IF NOT EXISTS "
-                f"and DROP INDEX CONCURRENTLY IF EXISTS statements, not: {text[:80]!r}"
+                "a no-transaction migration holds only CREATE INDEX CONCURRENTLY IF NOT EXISTS, "
+                f"DROP INDEX CONCURRENTLY IF EXISTS and DO statements, not: {text[:80]!r}"
             )
     if not found:
         raise MigrationError("a no-transaction migration without statements")
