@@ -8,13 +8,15 @@ per event, the CPU of this process per event and that of the PostgreSQL server's
 
     python -m bench.profile_ledger [--events 10000] [--rounds 3] [--checkpoints 0]
                                    [--profile-append FILE] [--profile-verify FILE] [--sql]
-                                   [--positions]
+                                   [--positions] [--without-index NAME[,NAME...]]
 
 ``--positions`` appends each event with its store position, as the audit consumer does
 (the ledger then records them in ``audit_source_positions``). ``--checkpoints N`` signs a
 checkpoint after every N appended events (the benchmark signs none), so verification checks
-signatures and roots too. ``--profile-*`` samples that part
-with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
+signatures and roots too. ``--without-index`` drops those indexes of ``audit_ledger`` in
+each round's database before anything is appended: what they cost an append (#12; the
+ledger's reads are not checked then, the verify reads by position only). ``--profile-*``
+samples that part with pyinstrument (FILE: the call tree, FILE.summary.txt: shares per function).
 
 ``--verify 1,2`` verifies each round's ledger once per listed process count, in that order
 (1: one pass, as ``verify_ledger`` without segments; N > 1: N segments in N processes, #12;
@@ -43,6 +45,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -140,6 +144,13 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
         update={"audit_database_url": infra.database_url(f"ledger_{uuid.uuid4().hex[:8]}")}
     )
     await prepare_database(own)
+    if args.without_index:
+        admin = await asyncpg.connect(own.audit_database_url)  # the superuser, the tables' owner
+        try:
+            for name in args.without_index.split(","):
+                await admin.execute(f"DROP INDEX {name.strip()}")
+        finally:
+            await admin.close()
     copy_rate = await baselines.raw_copy(own.audit_database_url, args.events)
     pool = await open_role_pool(own, own.audit_db_writer_role, min_size=1, max_size=2)
     try:
@@ -359,6 +370,11 @@ def main() -> int:
     )
     parser.add_argument("--verify-repeat", type=int, default=1)
     parser.add_argument("--min-entries", type=int, default=1, help="below: one pass")
+    parser.add_argument(
+        "--without-index",
+        default="",
+        help="audit_ledger indexes to drop before appending, comma-separated (what they cost)",
+    )
     args = parser.parse_args()
     count_statements()
     return run_in_scratch(measure, args, "bench-ledger-")

@@ -222,101 +222,142 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 ]
             )
 
-        admin = await open_pool(
-            pg_schemas.with_search_path(settings.followup_database_url, "public"),
-            min_size=1,
-            max_size=2,
-        )
-        profiler = None
-        if args.profile:
-            from pyinstrument import Profiler
+        for mode in args.indexes.split(","):
+            print(f"-- indexes {mode}, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+            admin = await open_pool(
+                pg_schemas.with_search_path(settings.followup_database_url, "public"),
+                min_size=1,
+                max_size=2,
+            )
+            profiler = None
+            if args.profile:
+                from pyinstrument import Profiler
 
-            profiler = Profiler(interval=0.001, async_mode="enabled")
-            profiler.start()
-        cpu_profiler = None
-        if args.cprofile:
-            import cProfile
+                profiler = Profiler(interval=0.001, async_mode="enabled")
+                profiler.start()
+            cpu_profiler = None
+            if args.cprofile:
+                import cProfile
 
-            cpu_profiler = cProfile.Profile(time.process_time)
-            cpu_profiler.enable()
-        STATEMENTS.clear()
-        if args.no_analyze:
-            rebuild_target.FIRST_ANALYZE = sys.maxsize
-        if args.remember is not None:
-            rebuild_target.REMEMBERED_CLIENTS = args.remember
-            rebuild_target.REMEMBERED_EVENTS = args.remember
-        target = PostgresRebuildTarget(admin, settings.followup_database_url)
-        time_flushes(target)
-        tracked = len(gc.get_objects())
-        if args.gc == "off":
-            gc.disable()
-        elif args.gc == "freeze":
-            gc.collect()
-            gc.freeze()
-        collections = [g["collections"] for g in gc.get_stats()]
-        collector = CollectorCpu()
-        gc.callbacks.append(collector)
-        server_started = server_cpu_seconds(server.pgdata)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        result = await rebuild_read_models(
-            target=target,
-            source=source,
-            policy=policy,
-            batch_size=args.batch,
-            keep_retired=True,
-            settle_heap=args.gc == "settle",
-        )
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
-        server_cpu = server_cpu_seconds(server.pgdata) - server_started
-        collected = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
-        gc.callbacks.remove(collector)
-        gc.enable()
-        gc.unfreeze()
-        statements = sum(STATEMENTS.values())
-        if profiler is not None:
-            profiler.stop()
-            write_profile(profiler, Path(args.profile))
-        if cpu_profiler is not None:
-            cpu_profiler.disable()
-            write_cpu_profile(cpu_profiler, Path(args.cprofile))
-        rebuilt_tasks = await admin.fetchval("SELECT count(*) FROM fu_read.fu_tasks")
-        await admin.close()
-    n = len(replayed)
-    rate = n / wall
-    print(
-        f"{args.workload}{' from stores' if args.from_stores else ''}, {args.clients} clients: "
-        f"{n} events ({len(created)} recorded "
-        f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
-        f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.4f} "
-        f"statements/event ({statements}), {1000 * cpu / n:.3f} ms CPU/event "
-        f"({100 * cpu / wall:.0f}% of the wall time), "
-        f"PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
-        f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} rebuilt {rebuilt_tasks}; "
-        f"applied {result.applied} skipped {result.skipped}; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
-        f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
-        f"the rebuild {'/'.join(map(str, collected))}, the collector's CPU "
-        f"{1e6 * collector.seconds / n:.1f} µs/event"
-    )
-    print(
-        f"  transaction-end writes ({FLUSHES['count']:.0f}): Python "
-        f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
-        f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
-    )
-    for text, (python, backend, calls) in sorted(FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]):
-        print(
-            f"    {1e6 * python / n:5.1f} / {1e6 * backend / n:5.1f} µs/event ({calls:.0f}) {text}"
-        )
-    bulk = target._bulk
-    print(
-        f"  remembered at the end: {len(bulk.applied)} applied ids, {len(bulk.facts)} clients' "
-        f"facts, {len(bulk.open)} clients' open tasks, {len(bulk.task_clients)} task clients, "
-        f"{len(bulk.latest)} journal places"
-    )
-    if args.sql:
-        for sql, count in STATEMENTS.most_common(25):
-            print(f"  {count / n:7.4f}/event ({count:5d})  {sql}")
+                cpu_profiler = cProfile.Profile(time.process_time)
+                cpu_profiler.enable()
+            STATEMENTS.clear()
+            if args.no_analyze:
+                rebuild_target.FIRST_ANALYZE = sys.maxsize
+            if args.remember is not None:
+                rebuild_target.REMEMBERED_CLIENTS = args.remember
+                rebuild_target.REMEMBERED_EVENTS = args.remember
+            if not args.from_stores:
+                source = MemorySource(replayed)  # read once per rebuild
+            FLUSHES.update(python=0.0, server=0.0, count=0.0)
+            target = PostgresRebuildTarget(
+                admin,
+                settings.followup_database_url,
+                deferred_indexes=(
+                    rebuild_target.DEFERRED_INDEXES if mode == "deferred" else frozenset()
+                ),
+            )
+            time_flushes(target)
+            index_build = time_loaded(target)
+            tracked = len(gc.get_objects())
+            if args.gc == "off":
+                gc.disable()
+            elif args.gc == "freeze":
+                gc.collect()
+                gc.freeze()
+            collections = [g["collections"] for g in gc.get_stats()]
+            collector = CollectorCpu()
+            gc.callbacks.append(collector)
+            server_started = server_cpu_seconds(server.pgdata)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            result = await rebuild_read_models(
+                target=target,
+                source=source,
+                policy=policy,
+                batch_size=args.batch,
+                keep_retired=True,
+                settle_heap=args.gc == "settle",
+            )
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            server_cpu = server_cpu_seconds(server.pgdata) - server_started
+            collected = [
+                g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)
+            ]
+            gc.callbacks.remove(collector)
+            gc.enable()
+            gc.unfreeze()
+            statements = sum(STATEMENTS.values())
+            if profiler is not None:
+                profiler.stop()
+                write_profile(profiler, Path(args.profile))
+            if cpu_profiler is not None:
+                cpu_profiler.disable()
+                write_cpu_profile(cpu_profiler, Path(args.cprofile))
+            rebuilt_tasks = await admin.fetchval("SELECT count(*) FROM fu_read.fu_tasks")
+            if result.retired is not None:  # the next run clones the rebuilt schema
+                async with admin.acquire() as conn:
+                    await pg_schemas.drop_schema(conn, result.retired)
+            await admin.close()
+            n = len(replayed)
+            rate = n / wall
+            print(
+                f"{args.workload}{' from stores' if args.from_stores else ''}, "
+                f"{args.clients} clients: "
+                f"{n} events ({len(created)} recorded "
+                f"creations) in batches of {args.batch}: rebuild {rate:.0f} ev/s, raw COPY "
+                f"{copy_rate:.0f} ev/s, ratio {rate / copy_rate:.4f}; {statements / n:.4f} "
+                f"statements/event ({statements}), {1000 * cpu / n:.3f} ms CPU/event "
+                f"({100 * cpu / wall:.0f}% of the wall time), "
+                f"PostgreSQL {1000 * server_cpu / n:.2f} ms CPU/event; gc {args.gc}; "
+                f"peak RSS {peak_rss_mb():.0f} MB; tasks live {live_tasks} "
+                f"rebuilt {rebuilt_tasks}; "
+                f"applied {result.applied} skipped {result.skipped}; load average "
+                f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs; "
+                f"{tracked} objects tracked at the start, collections of generations 0/1/2 during "
+                f"the rebuild {'/'.join(map(str, collected))}, the collector's CPU "
+                f"{1e6 * collector.seconds / n:.1f} µs/event"
+            )
+            print(
+                f"  transaction-end writes ({FLUSHES['count']:.0f}): Python "
+                f"{1e6 * FLUSHES['python'] / n:.1f} µs/event, the rebuild's backend "
+                f"{1e6 * FLUSHES['server'] / n:.1f} µs/event"
+            )
+            print(
+                f"  deferred indexes built after the load ({len(target.indexes_built)}): "
+                f"{index_build[0]:.3f} s"
+            )
+            for text, (python, backend, calls) in sorted(
+                FLUSH_PARTS.items(), key=lambda kv: -kv[1][1]
+            ):
+                print(
+                    f"    {1e6 * python / n:5.1f} / {1e6 * backend / n:5.1f} µs/event "
+                    f"({calls:.0f}) {text}"
+                )
+            bulk = target._bulk
+            print(
+                f"  remembered at the end: {len(bulk.applied)} applied ids, "
+                f"{len(bulk.facts)} clients' facts, {len(bulk.open)} clients' open tasks, "
+                f"{len(bulk.task_clients)} task clients, "
+                f"{len(bulk.latest)} journal places"
+            )
+            if args.sql:
+                for sql, count in STATEMENTS.most_common(25):
+                    print(f"  {count / n:7.4f}/event ({count:5d})  {sql}")
+
+
+def time_loaded(target: PostgresRebuildTarget) -> list[float]:
+    """Times :meth:`PostgresRebuildTarget.loaded` (the deferred indexes' build): [seconds]."""
+    spent = [0.0]
+    original = target.loaded
+
+    async def loaded() -> None:
+        started = time.perf_counter()
+        await original()
+        spent[0] += time.perf_counter() - started
+
+    target.loaded = loaded  # type: ignore[method-assign]
+    return spent
 
 
 FLUSHES = {"python": 0.0, "server": 0.0, "count": 0.0}
@@ -446,6 +487,12 @@ def main() -> int:
     parser.add_argument("--no-analyze", action="store_true", help="the rebuild never analyses")
     parser.add_argument(
         "--rm-triggers", help="the RM triggers' functions of this console migration (004, 005)"
+    )
+    parser.add_argument(
+        "--indexes",
+        default="deferred",
+        help="runs, comma-separated, each a rebuild: deferred (built after the load, as the "
+        "command does) or kept (every index kept up while loading, as before Round 18)",
     )
     args = parser.parse_args()
     if args.flush_parts:

@@ -426,3 +426,146 @@ async def test_a_swap_idle_while_holding_the_lock_is_ended_and_frees_the_live_wr
         assert not await rebuild_schemas(db)
     # PostgreSQL ended the idle swap after 0.5 s, not once the broker answered (4 s)
     assert freed < 3.0
+
+
+_INDEXES_OF = """
+SELECT tablename, indexname, replace(indexdef, ' ON ' || schemaname || '.', ' ON ')
+FROM pg_indexes WHERE schemaname = $1 ORDER BY tablename, indexname
+"""
+_CONSTRAINTS_OF = """
+SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+WHERE k.connamespace = $1::regnamespace ORDER BY c.relname, k.conname
+"""
+_TRIGGERS_OF = """
+SELECT c.relname, t.tgname, replace(pg_get_triggerdef(t.oid), ' ON ' || $1 || '.', ' ON ')
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+WHERE c.relnamespace = $1::regnamespace AND NOT t.tgisinternal ORDER BY c.relname, t.tgname
+"""
+
+
+async def structure(db: asyncpg.Connection[Any], schema: str) -> dict[str, list[tuple[Any, ...]]]:
+    """A schema's indexes, constraints and triggers, by name, as their definitions read (the
+    schema's own name left out)."""
+    return {
+        "indexes": [tuple(r) for r in await db.fetch(_INDEXES_OF, schema)],
+        "constraints": [tuple(r) for r in await db.fetch(_CONSTRAINTS_OF, schema)],
+        "triggers": [tuple(r) for r in await db.fetch(_TRIGGERS_OF, schema)],
+    }
+
+
+async def test_the_swapped_schema_has_the_migrated_indexes_and_constraints_by_name(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    async with followup_db(settings) as db:
+        migrated = await structure(db, pg_schemas.LIVE_SCHEMA)
+        result = await run_rebuild(settings, history().events)
+        assert result.retired is not None
+        assert await structure(db, result.retired) == migrated  # the old one, as migrated
+        # the same names too: a later migration's DROP INDEX or IF NOT EXISTS finds them
+        assert await structure(db, pg_schemas.LIVE_SCHEMA) == migrated
+
+
+class Watched(MemorySource):
+    """The log, with ``during(db)`` run once its first message was applied: the load is under
+    way (the rebuild's schema exists, its first batch written)."""
+
+    def __init__(
+        self,
+        events: Sequence[RecordedEvent],
+        db: asyncpg.Connection[Any],
+        during: Any,
+    ) -> None:
+        super().__init__(events)
+        self._db = db
+        self._during = during
+
+    async def messages(self) -> AsyncIterator[ReplayedMessage]:
+        first = True
+        async for message in super().messages():
+            yield message
+            if first:
+                first = False
+                await self._during(self._db)
+
+
+async def rebuild_from(settings: BranchlineSettings, source: MemorySource) -> RebuildResult:
+    admin = await open_pool(
+        pg_schemas.with_search_path(settings.followup_database_url, "public"),
+        min_size=1,
+        max_size=2,
+    )
+    try:
+        return await rebuild_read_models(
+            target=PostgresRebuildTarget(admin, settings.followup_database_url),
+            source=source,
+            policy=policy_from_settings(settings),
+            batch_size=5,
+            keep_retired=True,
+        )
+    finally:
+        await admin.close()
+
+
+async def test_the_deferred_indexes_are_absent_while_loading_and_built_before_the_swap(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+    async with followup_db(settings) as db:
+        live = {r[1]: r for r in await db.fetch(_INDEXES_OF, pg_schemas.LIVE_SCHEMA)}
+        # every deferred index is one the migrations make, none unique
+        assert live.keys() >= rebuild_target.DEFERRED_INDEXES
+        assert not any("UNIQUE" in live[n][2] for n in rebuild_target.DEFERRED_INDEXES)
+        loading: set[str] = set()
+
+        async def look(db: asyncpg.Connection[Any]) -> None:
+            (schema,) = await rebuild_schemas(db)
+            loading.update(r[1] for r in await db.fetch(_INDEXES_OF, schema))
+
+        await rebuild_from(settings, Watched(history().events, db, look))
+        assert loading == live.keys() - rebuild_target.DEFERRED_INDEXES
+        after = {r[1] for r in await db.fetch(_INDEXES_OF, pg_schemas.LIVE_SCHEMA)}
+        assert after == live.keys()
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == len(
+            history().events
+        )
+
+
+async def test_an_index_a_migration_adds_during_the_load_is_in_the_swapped_schema(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+
+    async def migrate(db: asyncpg.Connection[Any]) -> None:
+        await db.execute("CREATE INDEX CONCURRENTLY fu_tasks_by_kind ON fu_read.fu_tasks (kind)")
+
+    async with followup_db(settings) as db:
+        await rebuild_from(settings, Watched(history().events, db, migrate))
+        assert await db.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'fu_read' "
+            "AND indexname = 'fu_tasks_by_kind'"
+        ) == ("CREATE INDEX fu_tasks_by_kind ON fu_read.fu_tasks USING btree (kind)")
+
+
+async def test_a_failing_index_build_swaps_nothing_and_drops_the_rebuilds_schema(
+    infra: Infra, tmp_path: Path
+) -> None:
+    settings = make_settings(infra, tmp_path)
+
+    async def migrate(db: asyncpg.Connection[Any]) -> None:
+        # a column the rebuild's copy lacks: its index cannot be built there
+        await db.execute("ALTER TABLE fu_read.fu_staff ADD COLUMN nickname text")
+        await db.execute("INSERT INTO fu_read.fu_staff (staff_id) VALUES ('live-1')")
+        await db.execute("CREATE INDEX fu_staff_by_nickname ON fu_read.fu_staff (nickname)")
+
+    async with followup_db(settings) as db:
+        with pytest.raises(asyncpg.UndefinedColumnError):
+            await rebuild_from(settings, Watched(history().events, db, migrate))
+        assert not await rebuild_schemas(db)
+        assert (
+            await db.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fu_retired_%'")
+            == 0
+        )
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
+        assert await db.fetchval("SELECT staff_id FROM fu_read.fu_staff") == "live-1"

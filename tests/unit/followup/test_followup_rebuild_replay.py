@@ -69,6 +69,9 @@ class Target:
     def swap(self) -> contextlib.AbstractAsyncContextManager[FollowupUnitOfWork]:
         return self.units.begin()
 
+    async def loaded(self) -> None:
+        return None
+
     async def store_events_not_on_kafka(self) -> list[tuple[RecordedEvent, SourcePosition]]:
         return []
 

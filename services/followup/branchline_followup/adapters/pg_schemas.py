@@ -14,6 +14,7 @@ Locks (advisory, per database):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -104,18 +105,100 @@ async def read_model_tables(conn: PgConnection, schema: str = LIVE_SCHEMA) -> li
     return [r["tablename"] for r in rows]
 
 
-async def clone_schema(conn: PgConnection, target: str) -> None:
+async def clone_schema(
+    conn: PgConnection, target: str, *, deferred: frozenset[str] = frozenset()
+) -> None:
     """Create ``target`` with empty copies of every live read-model table (columns, defaults,
-    constraints, indexes), so a rebuild always has exactly the live structure."""
+    constraints, indexes, under the live names), so a rebuild always has exactly the live
+    structure; but for the indexes named in ``deferred``, built later by
+    :func:`build_missing_indexes` (a bulk load's: #12). A unique index or one behind a
+    constraint is never deferred (``ON CONFLICT`` and the keys' checks need it)."""
     target = checked_schema(target)
     await conn.execute(f"CREATE SCHEMA {target}")
     for table in await read_model_tables(conn):
         table = checked_schema(table)
+        # LIKE ... INCLUDING INDEXES names its indexes after their columns, not as the
+        # migrations did: a later migration's DROP INDEX or IF NOT EXISTS would miss them
         await conn.execute(
-            f"CREATE TABLE {target}.{table} (LIKE {LIVE_SCHEMA}.{table} INCLUDING ALL)"
+            f"CREATE TABLE {target}.{table} "
+            f"(LIKE {LIVE_SCHEMA}.{table} INCLUDING ALL EXCLUDING INDEXES)"
         )
+    for index in await _live_indexes(conn):
+        if index.name not in deferred or index.kept_while_loading:
+            await conn.execute(index.statement_for(target))
     await _copy_statistics_targets(conn, target)
     await _copy_triggers(conn, target)
+
+
+async def build_missing_indexes(conn: PgConnection, target: str) -> list[str]:
+    """Build in ``target`` every live index it lacks (by name): those :func:`clone_schema`
+    deferred, and any a migration added to the live tables since; the names built."""
+    target = checked_schema(target)
+    present = {
+        r[0]
+        for r in await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", target)
+    }
+    built = []
+    for index in await _live_indexes(conn):
+        if index.name not in present:
+            await conn.execute(index.statement_for(target))
+            built.append(index.name)
+    return built
+
+
+@dataclasses.dataclass(frozen=True)
+class _Index:
+    table: str
+    name: str
+    definition: str
+    """``pg_get_indexdef``: the table named with its schema."""
+    constraint: str | None
+    """``pg_get_constraintdef`` of the key, unique or exclusion constraint the index backs."""
+    unique: bool
+
+    @property
+    def kept_while_loading(self) -> bool:
+        return self.unique or self.constraint is not None
+
+    def statement_for(self, target: str) -> str:
+        table = checked_schema(self.table)
+        if self.constraint is not None:
+            return (
+                f"ALTER TABLE {target}.{table} ADD CONSTRAINT "
+                f"{checked_schema(self.name)} {self.constraint}"
+            )
+        on = re.compile(rf" ON (ONLY )?{LIVE_SCHEMA}\.{re.escape(table)} ")
+        statement, count = on.subn(rf" ON \g<1>{target}.{table} ", self.definition, count=1)
+        if count != 1:
+            raise ValueError(f"cannot copy the index {self.name}: {self.definition!r}")
+        return statement
+
+
+_INDEXES = """
+SELECT c.relname AS table_name, i.relname AS index_name, pg_get_indexdef(i.oid) AS definition,
+       pg_get_constraintdef(k.oid) AS constraint_definition, x.indisunique AS is_unique
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class c ON c.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_constraint k
+       ON k.conindid = i.oid AND k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')
+WHERE n.nspname = $1 AND c.relkind = 'r'
+ORDER BY c.relname, k.oid IS NULL, i.relname
+"""
+
+
+async def _live_indexes(conn: PgConnection) -> list[_Index]:
+    return [
+        _Index(
+            r["table_name"],
+            r["index_name"],
+            r["definition"],
+            r["constraint_definition"],
+            r["is_unique"],
+        )
+        for r in await conn.fetch(_INDEXES, LIVE_SCHEMA)
+    ]
 
 
 _TRIGGERS = """

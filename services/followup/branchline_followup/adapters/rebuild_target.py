@@ -134,6 +134,43 @@ on a rebuild of millions of events): the ids are dropped after a batch is writte
 not remembered is looked up in the rebuild's ``fu_applied_events``."""
 
 
+DEFERRED_INDEXES = frozenset(
+    {
+        "fu_applied_events_source",
+        "fu_clients_by_branch",
+        "fu_clients_by_rm",
+        "fu_clients_stage_changes",
+        "fu_complaints_by_receipt",
+        "fu_corrective_actions_by_plan",
+        "fu_privacy_to_shred",
+        "fu_refusals_by_rm",
+        "fu_refusals_by_rm_rule",
+        "fu_refusals_by_rule",
+        "fu_refusals_recent",
+        "fu_renegotiations_by_time",
+        "fu_staff_training_by_staff",
+        "fu_surveys_by_answer",
+        "fu_tasks_by_due",
+        "fu_tasks_closed_by_time",
+        "fu_tasks_open_by_due",
+        "fu_tasks_open_work_list",
+        "fu_tasks_work_list",
+        "fu_timers_due",
+        "fu_visits_by_arrival",
+        "fu_visits_by_start",
+    }
+)
+"""Indexes of the live read models that a rebuild builds after its load, once per table,
+instead of keeping them up row by row while it writes (a bulk load's, #12). Only indexes
+nothing the load runs reads: those of the APIs, the console, the timer runner, the shredder
+and the swap's due stage changes (built before the catch-up). Kept while loading: every
+primary key (``ON CONFLICT``, the applied record), the client journal's order (the in-order
+check, a re-projection), the by-client indexes a re-projection's ``DELETE`` s read
+(:data:`~.client_journal.CLEAR_CLIENT`), the tasks by source (a creation's read-ahead), the
+timers by task and client (``SYNC_TIMERS``), the holdings by product (a re-rating) and the
+refusals by client (console migration 004's trigger on a client's RM change)."""
+
+
 _Mark = tuple[int, list[tuple[Any, ...]], int, int, int, int, int]
 
 
@@ -985,6 +1022,7 @@ class PostgresRebuildTarget:
         swap_lock_attempts: int = 30,
         swap_retry_pause_s: float = 1.0,
         swap_idle_timeout_s: float = 60.0,
+        deferred_indexes: frozenset[str] = DEFERRED_INDEXES,
     ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
@@ -993,6 +1031,9 @@ class PostgresRebuildTarget:
         self._swap_retry_pause_s = swap_retry_pause_s
         self._swap_idle_timeout_ms = max(1, int(swap_idle_timeout_s * 1000))
         self.swap_lock_waits = 0
+        self._deferred_indexes = deferred_indexes
+        self.indexes_built: list[str] = []
+        """The live indexes the rebuild's schema got after its load (:meth:`loaded`)."""
         self._bulk = _BulkWrites()
         self._next_analyze = FIRST_ANALYZE
         self._number = 0
@@ -1015,7 +1056,7 @@ class PostgresRebuildTarget:
                 self._number,
                 self.schema,
             )
-            await pg_schemas.clone_schema(conn, self.schema)
+            await pg_schemas.clone_schema(conn, self.schema, deferred=self._deferred_indexes)
         self._release = contextlib.AsyncExitStack()
         self._pool = await open_pool(
             pg_schemas.with_search_path(self._database_url, self.schema), min_size=1, max_size=1
@@ -1043,6 +1084,14 @@ class PostgresRebuildTarget:
         if self._bulk.written >= self._next_analyze:
             await self._analyze(conn)
             self._next_analyze = self._bulk.written * ANALYZE_GROWTH
+
+    async def loaded(self) -> None:
+        """The indexes deferred while loading built, each by one sort of its table, and any a
+        migration added to the live schema since :meth:`open` (read from it now: its names and
+        definitions), so the schema swapped in has the live indexes."""
+        conn = self._connection()
+        async with conn.transaction():
+            self.indexes_built = await pg_schemas.build_missing_indexes(conn, self.schema)
 
     async def _analyze(self, conn: PgConnection) -> None:
         """The rebuild's tables analysed, between two of its transactions (#12). A fresh

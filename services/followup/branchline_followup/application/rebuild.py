@@ -109,6 +109,11 @@ class RebuildTarget(Protocol):
         """One transaction writing the copy."""
         ...
 
+    async def loaded(self) -> None:
+        """After the bulk of the log, before the catch-up: what the copy left out while
+        loading (its deferred indexes) is built, so the copy swapped in is complete."""
+        ...
+
     def swap(self) -> AbstractAsyncContextManager[FollowupUnitOfWork]:
         """The swap's transaction: live writers finish theirs and wait until it ends. The
         lock is waited for a bounded time, retried a bounded number of times."""
@@ -236,6 +241,7 @@ async def rebuild_read_models(
         if on_total is not None:
             on_total(total)
         await _apply_source(target, source, projection, counts, on_progress, batch_size)
+        await target.loaded()
         caught_up = 0
         for _ in range(CATCH_UP_ROUNDS):  # without the swap lock: live writers go on
             more = await source.extend_to_current_end()
