@@ -54,6 +54,7 @@ _HITS = re.compile(r"Buffers: shared hit=(\d+)(?: read=(\d+))?")
 def explain_every_statement() -> None:
     """Explain what the worker's connections send while :data:`PLANS` is set (each of the
     calls the worker's statements go through)."""
+    __original_execute = asyncpg.Connection.execute
     for name in ("execute", "fetch", "fetchrow", "fetchval"):
         original = getattr(asyncpg.Connection, name)
 
@@ -62,22 +63,25 @@ def explain_every_statement() -> None:
         ) -> Any:
             if PLANS is not None and len(args) > 1 and not str(args[0]).startswith("EXPLAIN"):
                 sql = str(args[0])
+                # The explained writes are undone. The worker's unit of work sends its own
+                # BEGIN (with the swap lock), in which asyncpg's transaction() refuses to
+                # nest: there the savepoint is plain SQL (this probe looped on that refusal).
+                inside = self.is_in_transaction()
+                await __original_execute(self, "SAVEPOINT bench_explain" if inside else "BEGIN")
                 try:
-                    async with self.transaction():  # a savepoint: the writes are undone
-                        rows = await self.fetch(
-                            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *args[1:]
-                        )
-                        PLANS.append((" ".join(sql.split()), [r[0] for r in rows]))
-                        raise _Undo
-                except _Undo:
-                    pass
+                    rows = await self.fetch(
+                        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *args[1:]
+                    )
+                    PLANS.append((" ".join(sql.split()), [r[0] for r in rows]))
+                finally:
+                    if inside:
+                        await __original_execute(self, "ROLLBACK TO SAVEPOINT bench_explain")
+                        await __original_execute(self, "RELEASE SAVEPOINT bench_explain")
+                    else:
+                        await __original_execute(self, "ROLLBACK")
             return await __original(self, *args, **kwargs)
 
         setattr(asyncpg.Connection, name, explained)
-
-
-class _Undo(Exception):
-    """Rolls the explained statement's savepoint back."""
 
 
 def registrations(first: int, count: int, end: datetime) -> list[RecordedEvent]:

@@ -254,11 +254,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 admin,
                 settings.followup_database_url,
                 deferred_indexes=(
-                    rebuild_target.DEFERRED_INDEXES if mode == "deferred" else frozenset()
+                    frozenset() if mode == "kept" else rebuild_target.DEFERRED_INDEXES
                 ),
             )
             time_flushes(target)
-            index_build = time_loaded(target)
+            index_build = time_loaded(target, unlogged=mode == "unlogged")
             tracked = len(gc.get_objects())
             if args.gc == "off":
                 gc.disable()
@@ -346,16 +346,31 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     print(f"  {count / n:7.4f}/event ({count:5d})  {sql}")
 
 
-def time_loaded(target: PostgresRebuildTarget) -> list[float]:
-    """Times :meth:`PostgresRebuildTarget.loaded` (the deferred indexes' build): [seconds]."""
+def time_loaded(target: PostgresRebuildTarget, *, unlogged: bool = False) -> list[float]:
+    """Times :meth:`PostgresRebuildTarget.loaded` (the deferred indexes' build): [seconds].
+    ``unlogged``: the rebuild's tables are made UNLOGGED once opened (empty) and SET LOGGED
+    after the build (timed with it): the bulk load without WAL, to compare (not the command's)."""
     spent = [0.0]
-    original = target.loaded
+    original_open, original = target.open, target.loaded
+
+    async def each_table(change: str) -> None:
+        conn = target._connection()
+        for table in await pg_schemas.read_model_tables(conn, target.schema):
+            await conn.execute(f"ALTER TABLE {target.schema}.{table} SET {change}")
+
+    async def opened() -> None:
+        await original_open()
+        if unlogged:
+            await each_table("UNLOGGED")
 
     async def loaded() -> None:
         started = time.perf_counter()
         await original()
+        if unlogged:
+            await each_table("LOGGED")
         spent[0] += time.perf_counter() - started
 
+    target.open = opened  # type: ignore[method-assign]
     target.loaded = loaded  # type: ignore[method-assign]
     return spent
 
@@ -492,7 +507,8 @@ def main() -> int:
         "--indexes",
         default="deferred",
         help="runs, comma-separated, each a rebuild: deferred (built after the load, as the "
-        "command does) or kept (every index kept up while loading, as before Round 18)",
+        "command does), kept (every index kept up while loading, as before Round 18) or "
+        "unlogged (deferred, and the tables UNLOGGED while loading, SET LOGGED after)",
     )
     args = parser.parse_args()
     if args.flush_parts:

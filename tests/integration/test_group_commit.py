@@ -255,7 +255,10 @@ async def test_a_failed_commit_fails_the_whole_group_and_stores_nothing(
     ctx: IntakeContext = app.state.intake
     inner = getattr(ctx.store, "_store", ctx.store)  # under the history-tail wrapper
     store = _CommitFails(inner._pool)
-    committer = GroupCommitter(IntakeContext(**{**ctx.__dict__, "store": store}), writers=1)
+    # The ordinary way's COMMIT; a guessed write's lost answer: test_group_commit_guessed.py.
+    committer = GroupCommitter(
+        IntakeContext(**{**ctx.__dict__, "store": store}), writers=1, guess_new_streams=False
+    )
     results = await asyncio.wait_for(
         asyncio.gather(
             *(committer.submit([registration(f"C-X{i}")], submitted_by=BRANCH) for i in range(5)),
@@ -311,7 +314,10 @@ async def test_a_caller_costs_few_round_trips_within_a_group(
     store = TailLoadingStore(PostgresEventStore(counting), ctx.decider)  # type: ignore[arg-type]
     # One writer that waits a moment before it takes a group: every request below is in it.
     committer = GroupCommitter(
-        IntakeContext(**{**ctx.__dict__, "store": store}), writers=1, window_s=0.2
+        IntakeContext(**{**ctx.__dict__, "store": store}),
+        writers=1,
+        window_s=0.2,
+        guess_new_streams=False,  # the ordinary way: test_group_commit_guessed.py the other
     )
 
     async def group(clients: list[str]) -> int:

@@ -109,6 +109,13 @@ class NotIsolated(EventStoreError):
     caller in a savepoint (#12)."""
 
 
+class GuessWrong(EventStoreError):
+    """A guessing unit of work (:class:`GuessingStore`) cannot stand: a stream it took for
+    new exists (its statement failed whole), or it was asked for what one self-committing
+    statement cannot do (a lookup, a read lock, a refusal to record, a second write).
+    Nothing of it was written: run the work the ordinary way (#12)."""
+
+
 class UnitOfWork(Protocol):
     async def lock_streams(
         self,
@@ -185,3 +192,24 @@ class GroupCommitStore(EventStore, Protocol):
     """A store whose writers can share one transaction and one commit."""
 
     def shared_transaction(self) -> AbstractAsyncContextManager[SharedTransaction]: ...
+
+
+@runtime_checkable
+class GuessingStore(Protocol):
+    """A store that can write new streams' first events in one self-committing statement."""
+
+    def guessing_unit_of_work(self) -> AbstractAsyncContextManager[GuessingUnitOfWork]:
+        """A unit of work that takes every stream it is asked to lock for new (version 0, no
+        events), decides nothing against the database, and writes with its one
+        :meth:`~UnitOfWork.commit`: one statement, its own transaction, that creates those
+        streams (no ``ON CONFLICT``: one that exists fails it whole, :class:`GuessWrong`),
+        writes the events and their outbox rows and answers their positions. Anything else
+        asked of it raises :class:`GuessWrong` before a statement is sent."""
+        ...
+
+
+class GuessingUnitOfWork(UnitOfWork, Protocol):
+    @property
+    def sent(self) -> bool:
+        """Its statement was sent and may have committed: its work must not run again."""
+        ...

@@ -16,6 +16,7 @@ from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
+    GuessWrong,
     LogPosition,
     LogRecord,
     NotIsolated,
@@ -101,6 +102,42 @@ envelope is parsed once, and both inserts take the rows in the arrays' order, as
 (the outbox's ids, the relay's order, follow the events' order). A stream already at its new
 version (one this unit created at the version it was likely to reach:
 ``PostgresUnitOfWork.lock_streams``'s ``likely``) is not updated again (#12)."""
+
+
+_GUESSED_WRITE_SQL = """
+WITH staged AS (
+    SELECT envelope::jsonb AS e, submission_hash, topic, message_key
+    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+         AS s(envelope, submission_hash, topic, message_key)
+), created AS (
+    INSERT INTO es_streams (stream_id, version)
+    SELECT * FROM unnest($5::text[], $6::int[])
+    RETURNING stream_id
+), written AS (
+    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
+                           occurred_at, recorded_at, submission_hash, envelope)
+    SELECT (e->>'event_id')::uuid, e->>'stream_id', (e->>'stream_version')::int, e->>'type',
+           e->>'client_id', (e->>'occurred_at')::timestamptz,
+           (e->>'recorded_at')::timestamptz, submission_hash, e
+    FROM staged
+    WHERE (SELECT count(*) FROM created) = cardinality($5::text[])
+    RETURNING event_id, stream_id, stream_version, global_position
+), outbox AS (
+    INSERT INTO es_outbox (event_id, topic, message_key)
+    SELECT (e->>'event_id')::uuid, topic, message_key FROM staged
+)
+SELECT event_id, global_position FROM written
+"""
+"""A guessing unit's one write (#12): :data:`_WRITE_SQL`'s events and outbox rows, with the
+streams created at the versions written (sorted ids, ``$5``; no ``ON CONFLICT``), sent
+outside any transaction, so it commits by itself. A stream that exists fails the whole
+statement (a unique violation on ``es_streams``; one that holds events fails on
+``es_events (stream_id, stream_version)`` too): nothing is written. The events' insert reads
+``created`` first (the count, an init plan evaluated before its first row), so the stream
+rows are taken before any event row, in the stream ids' order, as every writer takes its
+streams (``lock_streams``): waiting on another writer's new stream row closes no cycle. The
+outbox reads ``written``: its rows follow the events, as in :data:`_WRITE_SQL` (a count
+always equal; a statement fails or writes everything)."""
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -369,6 +406,108 @@ class PostgresUnitOfWork:
                 list(wrong),
                 list(wrong.values()),
             )
+
+
+class GuessingUnitOfWork:
+    """:meth:`PostgresEventStore.guessing_unit_of_work`: every stream it is asked to lock is
+    taken for new (version 0, no events); its one write creates them, in a statement of its
+    own transaction (:data:`_GUESSED_WRITE_SQL`). Whatever would need a transaction (a read
+    lock, an id lookup, a stream locked after the decisions: a refusal to record, a history,
+    a second write, or a write of nothing) raises :class:`GuessWrong` before any statement,
+    so the caller can run the same work the ordinary way (#12)."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+        self._streams: dict[str, int] = {}  # taken for new, and the version written
+        self._staged: list[_Staged] = []
+        self._sent = False
+        self.committed = 0
+
+    @property
+    def sent(self) -> bool:
+        return self._sent
+
+    @property
+    def guessed(self) -> bool:
+        """Streams were taken for new: decisions may rest on the guess."""
+        return bool(self._streams)
+
+    def _unsent(self, what: str) -> None:
+        if self._sent:  # nothing may follow the write that committed it
+            raise RuntimeError(f"a guessing unit of work was asked to {what} after its write")
+
+    async def lock_streams(
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        self._unsent("lock streams")
+        if shared:
+            raise GuessWrong("streams to read-lock")
+        self._streams.update(dict.fromkeys(stream_ids, 0))
+        return dict.fromkeys(stream_ids, 0)
+
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        self._unsent("lock streams")
+        raise GuessWrong(f"streams locked after the decisions: {sorted(stream_ids)}")
+
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        self._unsent("look up ids")
+        if event_ids:
+            raise GuessWrong("event ids to look up")
+        return {}
+
+    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        self._unsent("read streams")
+        if any(s not in self._streams for s in stream_ids):
+            raise GuessWrong("a stream read that was not taken for new")
+        return {s: [] for s in stream_ids}  # taken for new: no events
+
+    def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
+        self._unsent("stage an event")
+        self._staged.append(_Staged(event, topic, submission_hash, event.model_dump_json()))
+
+    async def commit(self) -> list[StoredPosition]:
+        self._unsent("write")
+        staged, self._staged = self._staged, []
+        if not staged:
+            # The decisions relied on the guess (a version conflict against 0, say) and no
+            # write would check it: only the ordinary way can answer them.
+            raise GuessWrong("nothing to write")
+        events = [s.event for s in staged]
+        versions = dict(self._streams)
+        for e in events:  # each stream's events from 1 on, as decided on the guess
+            if e.stream_id not in versions or e.stream_version != versions[e.stream_id] + 1:
+                raise GuessWrong(f"an event off the streams taken for new: {e.stream_id}")
+            versions[e.stream_id] = e.stream_version
+        streams = sorted(versions)
+        self._sent = True
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    _GUESSED_WRITE_SQL,
+                    [s.envelope for s in staged],
+                    [s.submission_hash for s in staged],
+                    [s.topic for s in staged],
+                    [e.subject_id for e in events],
+                    streams,
+                    [versions[s] for s in streams],
+                )
+        except asyncpg.PostgresError as exc:
+            # The server refused the statement (a stream that exists: a unique violation;
+            # a deadlock, a cancel): its own transaction was rolled back, nothing is written.
+            # An error without the server's answer (the connection lost) leaves ``sent``: it
+            # may have committed.
+            self._sent = False
+            raise GuessWrong(str(exc)) from exc
+        written = {r["event_id"]: r["global_position"] for r in rows}
+        self.committed = len(staged)
+        return [
+            StoredPosition(e.event_id, e.stream_id, e.stream_version, written[e.event_id])
+            for e in events
+        ]
 
 
 _ABSENT: Any = object()
@@ -684,6 +823,20 @@ class PostgresEventStore:
                 raise ConcurrencyError(str(exc)) from exc
         if uow.committed and self._on_commit is not None:
             self._on_commit()
+
+    @asynccontextmanager
+    async def guessing_unit_of_work(self) -> AsyncIterator[GuessingUnitOfWork]:
+        """A unit of work that takes its streams for new and writes them in one statement
+        committed by itself (:class:`GuessingUnitOfWork`, #12). Leaving it after decisions
+        on its guess without the write that checks it raises :class:`GuessWrong`."""
+        uow = GuessingUnitOfWork(self._pool)
+        try:
+            yield uow
+            if uow.guessed and not uow.sent:
+                raise GuessWrong("decided on a guess that no write checked")
+        finally:
+            if uow.committed and self._on_commit is not None:
+                self._on_commit()
 
     def outbox_port(self) -> PostgresOutbox:
         """The outbox as a relay reads it (:class:`~branchline_shared.eventstore.ports.Outbox`)."""

@@ -27,6 +27,7 @@ from branchline_shared.eventstore.ports import Outbox, PendingPublication
 from branchline_shared.eventstore.postgres import PostgresOutbox
 from branchline_shared.kafka.consuming import is_transient
 from branchline_shared.kafka.wire import encode_event, stored_event_headers
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgConnection
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ class OutboxRelay:
                 if not is_transient(exc):
                     raise
                 FAILURES.labels(self._store).inc()
-                log.warning("outbox relay lost the database; retrying", extra={"error": repr(exc)})
+                log.warning(
+                    "outbox relay lost the database; retrying", extra={"error": describe_error(exc)}
+                )
                 await asyncio.sleep(1.0)
 
     @contextlib.asynccontextmanager
@@ -150,7 +153,7 @@ class OutboxRelay:
             try:
                 await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
             except Exception as exc:  # the poll picks the rows up anyway
-                log.debug("relay wake-up not sent", extra={"error": repr(exc)})
+                log.debug("relay wake-up not sent", extra={"error": describe_error(exc)})
                 return
             # The commits of the next interval share one NOTIFY: under load a group commits
             # every few milliseconds, and a NOTIFY per group cost a pool connection and a
@@ -209,7 +212,9 @@ class OutboxRelay:
                 FAILURES.labels(self._store).inc()
                 failing = True
                 self._acked.clear()  # the next round checks the broker's topics again
-                log.warning("outbox publish failed; will retry", extra={"error": repr(exc)})
+                log.warning(
+                    "outbox publish failed; will retry", extra={"error": describe_error(exc)}
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from branchline_shared.field_issues import field_issues
+from branchline_shared.logging_setup import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(asyncpg.InterfaceError)
     @app.exception_handler(asyncpg.CannotConnectNowError)
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("a dependency is unreachable", extra={"error": repr(exc)})
+        log.warning("a dependency is unreachable", extra={"error": describe_error(exc)})
         return problem_response(
             Problem(
                 503,

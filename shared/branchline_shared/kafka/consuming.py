@@ -35,6 +35,7 @@ from branchline_shared.kafka.wire import (
     decode_event,
     source_position,
 )
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import CommonSettings
 
@@ -324,7 +325,9 @@ class DeadLetters:
                 )
                 break
             except KafkaError as exc:  # broker away: keep the message, try again
-                log.warning("dead-letter publish failed; retrying", extra={"error": repr(exc)})
+                log.warning(
+                    "dead-letter publish failed; retrying", extra={"error": describe_error(exc)}
+                )
                 await asyncio.sleep(1.0)
         DEAD_LETTERED.labels(self._consumer).inc()
         log.error(
@@ -346,7 +349,8 @@ async def retry_transient(
                 raise
             RETRIES.labels(consumer).inc()
             log.warning(
-                "transient failure; retrying", extra={"error": repr(exc), "backoff_s": backoff}
+                "transient failure; retrying",
+                extra={"error": describe_error(exc), "backoff_s": backoff},
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
@@ -537,7 +541,7 @@ class BatchConsumer:
                 # holds them and its ids decide (ADR-0003).
                 log.warning(
                     "offsets not committed: the group rebalanced under the batch",
-                    extra={"consumer": self._name, "error": repr(exc)},
+                    extra={"consumer": self._name, "error": describe_error(exc)},
                 )
 
         await retry_transient(commit, consumer=self._name)
@@ -587,7 +591,9 @@ class BatchConsumer:
             await self._handle_retrying([e for _, e in events], positions)
         except Exception as exc:
             if len(events) == 1:
-                await self._dead_letters.send(events[0][0], f"handler failed: {exc!r}")
+                await self._dead_letters.send(
+                    events[0][0], f"handler failed: {describe_error(exc)}"
+                )
                 return
             half = len(events) // 2
             await self._handle_narrowing(events[:half], positions)

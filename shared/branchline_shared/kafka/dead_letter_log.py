@@ -18,6 +18,7 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Gauge
 
 from branchline_shared.kafka.topic_reading import read_topic
+from branchline_shared.logging_setup import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ async def watch_dead_letters(
             age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
             OLDEST_AGE.labels(consumer).set(max(age, 0.0))
         except Exception as exc:  # the gauges wait for the next round; the consumer goes on
-            log.warning("dead-letter gauges not updated", extra={"error": repr(exc)})
+            log.warning("dead-letter gauges not updated", extra={"error": describe_error(exc)})
         await asyncio.sleep(interval_s)
 
 

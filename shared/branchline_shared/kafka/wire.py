@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -83,16 +84,32 @@ class SourcePosition:
     global_position: int
 
 
+MAX_POSITION = 2**63 - 1
+"""A store's global positions are PostgreSQL ``bigint`` identities: at least 1, at most this."""
+_SOURCE = re.compile(rb"[\x21-\x7e]{1,64}")
+"""A store's name as a relay writes it (``intake``, ``followup``): visible ASCII, short."""
+
+
 def source_position(headers: Sequence[tuple[str, bytes]]) -> SourcePosition | None:
-    """The store position a relay put in a message's headers (None: not relayed by us)."""
+    """The store position a relay put in a message's headers (None: not relayed by us).
+
+    Headers are read at an edge: only what a relay of ours writes is taken, a store name of
+    printable ASCII and a position of plain decimal digits within a ``bigint`` identity.
+    Anything else (a sign, spaces, ``_``, a number no store can hold) is treated as no
+    position at all, as before for text that is not a number, so a forged header can neither
+    reach the read models' ``bigint`` columns nor pass for a real position."""
     found = dict(headers)
     source, position = found.get("source"), found.get("global_position")
     if source is None or position is None:
         return None
-    try:
-        return SourcePosition(source.decode(), int(position))
-    except (UnicodeDecodeError, ValueError):
+    if _SOURCE.fullmatch(source) is None:
         return None
+    if not (0 < len(position) <= 19 and position.isdigit()):  # bytes.isdigit: ASCII only
+        return None
+    number = int(position)
+    if not 1 <= number <= MAX_POSITION:
+        return None
+    return SourcePosition(source.decode("ascii"), number)
 
 
 class PoisonEvent(ValueError):

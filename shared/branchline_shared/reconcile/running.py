@@ -18,6 +18,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.kafka.topic_reading import read_topic
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import (
     AppliedEvent,
@@ -140,7 +141,7 @@ async def reconcile(
         except Exception as exc:  # the broker is away: compare anyway, nothing counted dead
             log.warning(
                 "dead-letter topic not readable; its events count as missing",
-                extra={"consumer": consumer.name, "error": repr(exc)},
+                extra={"consumer": consumer.name, "error": describe_error(exc)},
             )
             dead = set()
         report = compare(

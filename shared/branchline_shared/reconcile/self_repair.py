@@ -47,6 +47,7 @@ from prometheus_client import Counter, Gauge
 from branchline_shared.background import running_task
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.kafka.group_offsets import GroupOffsets
+from branchline_shared.logging_setup import describe_error
 from branchline_shared.reconcile.progress import (
     Copy,
     PartitionProgress,
@@ -225,7 +226,7 @@ class SelfRepair:
         except Exception as exc:  # the broker is away: check anyway, nothing counted dead
             log.warning(
                 "dead-letter topic not readable; its events count as missing",
-                extra={"consumer": self._consumer.name, "error": repr(exc)},
+                extra={"consumer": self._consumer.name, "error": describe_error(exc)},
             )
             dead = frozenset()
         repaired = differences = 0
@@ -283,7 +284,7 @@ class SelfRepair:
             log.warning(
                 "consumer group's offsets not readable; the self-check judges by the grace "
                 "period until they are",
-                extra={"consumer": self._consumer.name, "error": repr(exc)},
+                extra={"consumer": self._consumer.name, "error": describe_error(exc)},
             )
         self._broker_failing = True
 
@@ -394,7 +395,7 @@ class SelfRepair:
             except Exception as exc:  # never stops the consumer: the operator can reconcile
                 log.warning(
                     "self-check failed; trying again later",
-                    extra={"consumer": self._consumer.name, "error": repr(exc)},
+                    extra={"consumer": self._consumer.name, "error": describe_error(exc)},
                     exc_info=True,
                 )
 

@@ -59,6 +59,14 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
         description="How long a group waits for more requests before it is written (0: it is "
         "written at once, and whoever arrives meanwhile joins the next group).",
     )
+    intake_group_commit_guess_new_streams: bool = Field(
+        default=True,
+        description="A group of one caller whose streams may all be new (no ids sent, no "
+        "references, none the decider remembers) is first decided as new streams and written "
+        "by one self-committing statement that creates them (one round trip, not three); if a "
+        "stream exists or the decisions need more, nothing is written and the group runs the "
+        "ordinary way.",
+    )
     intake_relay_min_interval_s: float = Field(
         default=0.02,
         ge=0,

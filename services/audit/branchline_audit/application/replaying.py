@@ -8,6 +8,7 @@ from branchline_audit.application.recording import record_events
 from branchline_shared.clock import Clock
 from branchline_shared.kafka.dead_letter_log import DeadLetter, ReplayOutcome
 from branchline_shared.kafka.wire import PoisonEvent, decode_event, source_position
+from branchline_shared.logging_setup import describe_error
 
 
 async def replay_into_ledger(
@@ -23,5 +24,5 @@ async def replay_into_ledger(
             ledger, clock, [event], {event.event_id: position} if position else None
         )
     except Exception as exc:
-        return ReplayOutcome(letter, "failed", f"handler failed: {exc!r}")
+        return ReplayOutcome(letter, "failed", f"handler failed: {describe_error(exc)}")
     return ReplayOutcome(letter, "applied" if added else "already applied")

@@ -37,6 +37,7 @@ from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
 from branchline_shared.kafka.consuming import retry_transient
 from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.logging_setup import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,9 @@ async def apply_batch(
     try:
         outcome: BatchOutcome = await retry_transient(all_at_once, consumer=consumer)
     except Exception as exc:
-        log.info("batch failed; applying its events one by one", extra={"error": repr(exc)})
+        log.info(
+            "batch failed; applying its events one by one", extra={"error": describe_error(exc)}
+        )
     else:
         outcome.failed = unreadable
         return outcome

@@ -18,14 +18,15 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from branchline_intake.application.outcomes import Outcome
+from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.submit import (
     REFUSAL_LOCK_RERUNS,
     IntakeContext,
@@ -37,6 +38,9 @@ from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
     EventStore,
     GroupCommitStore,
+    GuessingStore,
+    GuessingUnitOfWork,
+    GuessWrong,
     LogPosition,
     LogRecord,
     SharedTransaction,
@@ -51,6 +55,13 @@ GROUP_EVENTS = Histogram(
     "branchline_intake_group_commit_events",
     "Events written per group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+GROUP_GUESSES = Counter(
+    "branchline_intake_group_commit_guesses",
+    "Groups tried as new streams in one self-committing statement: written, or run the "
+    "ordinary way after a guess that could not stand",
+    ["outcome"],
 )
 
 Submit = Callable[..., Awaitable[list[Outcome]]]
@@ -68,7 +79,8 @@ class GroupCommitter:
 
     ``max_events`` bounds a group; ``window_s`` (0 by default) holds a group open that long
     before it is written; ``writers`` groups are written at once (one computes while another
-    waits for the database)."""
+    waits for the database); ``guess_new_streams``: a group that may be all new streams is
+    first tried as such, in one round trip (:meth:`_guessed`)."""
 
     def __init__(
         self,
@@ -77,6 +89,7 @@ class GroupCommitter:
         max_events: int = 500,
         window_s: float = 0.0,
         writers: int = 2,
+        guess_new_streams: bool = True,
         submit: Submit = submit_events,
     ) -> None:
         self._ctx = ctx
@@ -90,6 +103,11 @@ class GroupCommitter:
         store = ctx.store
         self._store: GroupCommitStore | None = (
             store if isinstance(store, GroupCommitStore) and writers > 0 else None
+        )
+        self._guessing: GuessingStore | None = (
+            store
+            if guess_new_streams and self._store is not None and isinstance(store, GuessingStore)
+            else None
         )
 
     async def submit(self, items: Sequence[SubmittedEvent], **caller: Any) -> list[Outcome]:
@@ -153,6 +171,14 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
         its first run cannot stand."""
+        if self._guessing is not None and self._guessable(group):
+            try:
+                guessed = await self._guessed(group, self._guessing)
+            except GuessWrong:
+                GROUP_GUESSES.labels(outcome="wrong").inc()
+            else:
+                GROUP_GUESSES.labels(outcome="written").inc()
+                return guessed
         refusal_locks_first = False
         alone = True
         while True:
@@ -173,6 +199,68 @@ class GroupCommitter:
                 # The group's only caller failed without a savepoint: run again with one,
                 # which answers it exactly as a caller among others is answered (#12).
                 alone = False
+
+    def _guessable(self, group: list[_Waiting]) -> bool:
+        """Whether the group may be new streams only, written by one statement: the real
+        ``submit_events``, one caller
+        (its outcomes come from one decision), no id sent (an id could be stored: a lookup),
+        no stream read besides its own (a read lock: D-13, D-14, D-16), no erasure request
+        (its restriction is registered after the write: docs/privacy.md), and no stream the
+        decider remembers (it holds events). The rest is checked by deciding on the guess
+        (``GuessingUnitOfWork``) and by the write itself."""
+        if self._submit is not submit_events:
+            # Only submit_events is known to do nothing after its write that can fail (its
+            # restrictions are registered for erasure requests alone, excluded here): an
+            # error after a committed write could not be rolled back with the group.
+            return False
+        caller = group[0].caller
+        decider = self._ctx.decider
+        remembered = getattr(decider, "remembered", None)
+        for waiting in group:
+            if waiting.caller is not caller and waiting.caller != caller:
+                return False
+            for item in waiting.items:
+                if (
+                    item.event_id is not None
+                    or item.type == ERASURE_REQUESTED
+                    or decider.references(item)
+                    or (
+                        remembered is not None
+                        and remembered(subject_stream_id(item.subject, item.subject_id)) is not None
+                    )
+                ):
+                    return False
+        return True
+
+    async def _guessed(
+        self, group: list[_Waiting], store: GuessingStore
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        """The group decided as if each of its streams were new (no events, version 0) and
+        written by one statement that is its own transaction (no ``BEGIN``, no ``COMMIT``:
+        one round trip, where a group takes three), which creates those streams and fails
+        whole if one exists (#12). Raises :class:`GuessWrong` when nothing was written: a
+        stream existed, or the decisions needed what one statement cannot give (an id
+        lookup, a read lock, a refusal to record): the group then runs the ordinary way,
+        decided again from what is stored. Every caller is answered after that statement
+        committed, as after a group's ``COMMIT``."""
+        items = [item for waiting in group for item in waiting.items]
+        unit = _GuessingOnce(store, self._ctx.store)
+        ctx = dataclasses.replace(self._ctx, store=unit, in_group=True)
+        try:
+            outcomes = await self._submit(ctx, items, **group[0].caller)
+        except GuessWrong:
+            raise
+        except Exception as exc:
+            if not unit.sent:  # nothing written: the ordinary way answers it
+                raise GuessWrong(repr(exc)) from exc
+            # The write was sent and may have committed: its callers are answered with the
+            # error, as when a group's COMMIT fails, and nothing is run again.
+            return [(waiting, exc) for waiting in group]
+        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+        for waiting in group:
+            results.append((waiting, outcomes[: len(waiting.items)]))
+            outcomes = outcomes[len(waiting.items) :]
+        return results
 
     async def _transaction(
         self, group: list[_Waiting], *, refusal_locks_first: bool, alone: bool
@@ -287,6 +375,36 @@ def _same_caller(
         if known == caller:
             return members
     return None
+
+
+class _GuessingOnce:
+    """The event store as a guessed group's caller sees it: its one unit of work is the
+    store's guessing one; reads go to the store itself."""
+
+    def __init__(self, store: GuessingStore, reads: EventStore) -> None:
+        self._store = store
+        self._reads = reads
+        self._unit: GuessingUnitOfWork | None = None
+
+    @property
+    def sent(self) -> bool:
+        return self._unit is not None and self._unit.sent
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        if self._unit is not None:  # a retry: not one statement any more
+            raise GuessWrong("a second unit of work")
+        async with self._store.guessing_unit_of_work() as unit:
+            self._unit = unit
+            yield unit
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        return await self._reads.read_log(after, limit=limit)
 
 
 class _SharedStore:

@@ -22,6 +22,9 @@ from branchline_intake.domain.recorded import HistoryTail
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import (
     EventStore,
+    GuessingStore,
+    GuessingUnitOfWork,
+    GuessWrong,
     LogPosition,
     LogRecord,
     SharedTransaction,
@@ -78,6 +81,18 @@ class _TailLoadingUnitOfWork:
         return await self._inner.commit()
 
 
+class _TailLoadingGuessing(_TailLoadingUnitOfWork):
+    """A guessing unit of work seen through the tail loader: it holds no history to tail."""
+
+    def __init__(self, inner: GuessingUnitOfWork, decider: RecordedDecider) -> None:
+        super().__init__(inner, decider)
+        self._guessing = inner
+
+    @property
+    def sent(self) -> bool:
+        return self._guessing.sent
+
+
 class _TailLoadingShared:
     def __init__(self, inner: SharedTransaction, decider: RecordedDecider) -> None:
         self._inner = inner
@@ -109,6 +124,13 @@ class TailLoadingStore:
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self._store.unit_of_work() as uow:
             yield _TailLoadingUnitOfWork(uow, self._decider)
+
+    @asynccontextmanager
+    async def guessing_unit_of_work(self) -> AsyncIterator[GuessingUnitOfWork]:
+        if not isinstance(self._store, GuessingStore):
+            raise GuessWrong("the store cannot guess")
+        async with self._store.guessing_unit_of_work() as uow:
+            yield _TailLoadingGuessing(uow, self._decider)
 
     @asynccontextmanager
     async def shared_transaction(self) -> AsyncIterator[SharedTransaction]:
