@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 
 from branchline_audit.application.ports import VerifySlotLost
+from branchline_shared.logging_setup import describe_error
 
 __all__ = [
     "CHECK_EVERY_S",
@@ -173,7 +174,9 @@ async def slot_lost(conn: asyncpg.Connection[Any], slot: int, pid: int) -> str |
     try:
         row = await conn.fetchrow(_SLOT_STATE, VERIFY_LOCK_CLASS, slot)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-        return f"the verify lock's connection was lost ({type(error).__name__}: {error})"
+        # Its SQLSTATE and type, never a message's quoted values (D-04): this goes to the
+        # log and into the client's problem detail.
+        return f"the verify lock's connection was lost ({describe_error(error)})"
     assert row is not None
     if int(row["pid"]) != pid:
         # Not a session of its own: a pooler in transaction (or statement) mode. The lock
