@@ -110,7 +110,11 @@ class AuditLedger(Protocol):
 
     async def expired_candidates(
         self, *, before: datetime, after_position: int, limit: int
-    ) -> list[StoredEntry]: ...
+    ) -> list[StoredEntry]:
+        """Up to ``limit`` unpruned entries appended before ``before``, in (appended_at,
+        position) order, after the entry at ``after_position`` (the previous page's last
+        candidate; 0 for the first page). Append times need not follow positions (#12)."""
+        ...
 
     async def prune(
         self, markers: dict[int, dict[str, Any]], *, now: datetime, record: dict[str, Any]
