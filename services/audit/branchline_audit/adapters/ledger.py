@@ -290,6 +290,25 @@ def stored_page(rows: Sequence[asyncpg.Record]) -> list[StoredEntry]:
     return reader_entries(rows)
 
 
+_EXPIRED_CANDIDATES = (
+    f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608
+    "WHERE pruned_at IS NULL AND appended_at < $1 AND (appended_at, position) > ("
+    "coalesce((SELECT p.appended_at FROM audit_ledger p WHERE p.position = $2), "
+    "'-infinity'::timestamptz), $2) "
+    "ORDER BY audit_ledger.appended_at, audit_ledger.position LIMIT $3"
+)
+"""Retention's page of candidates (D-11, #12), keyset-paged in the order of the partial index
+audit_ledger_appended (appended_at, position) WHERE pruned_at IS NULL: both bounds are index
+conditions, so a page reads its candidates and one primary-key probe (the previous page's last
+entry, whose appended_at is the key to resume from) on any plan. Paging by position instead
+walked the primary key and filtered on appended_at: on the generic plan asyncpg switches to
+after five runs, a run's last page read on to the ledger's end. The cursor is a position, not
+a time, because an entry altered behind the ledger's back may hold a time asyncpg cannot read
+(a BC year): the probe reads it in the database. Entries appended with equal or out-of-order
+times are ordered by position within a time, so every one comes exactly once. The ORDER BY names
+the table's columns: the bare name is the select list's (timestamptz_send) bytes."""
+
+
 class PostgresLedger:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
@@ -573,15 +592,10 @@ class PostgresLedger:
     async def expired_candidates(
         self, *, before: datetime, after_position: int, limit: int
     ) -> list[StoredEntry]:
-        """Unpruned entries appended before ``before`` (the earliest cutoff of any profile)."""
-        rows = await self._pool.fetch(
-            f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608
-            "WHERE pruned_at IS NULL AND appended_at < $1 AND position > $2 "
-            "ORDER BY position LIMIT $3",
-            before,
-            after_position,
-            limit,
-        )
+        """Unpruned entries appended before ``before`` (the latest cutoff of any profile),
+        in ``(appended_at, position)`` order, after the entry at ``after_position`` (the
+        previous page's last candidate; 0 for the first page)."""
+        rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
         return stored_page(rows)
 
     async def prune(

@@ -105,7 +105,11 @@ async def prune_expired(
             markers[stored.entry.position] = pruned_marker(stored.entry.event, pruned_at=now)
         if len(page) < PAGE_SIZE:
             break
+        # a keyset, not a bound: the next page starts after this entry in (appended_at,
+        # position) order, the order the candidates' index keeps (#12)
         after = page[-1].entry.position
+    # candidates come in time order; what is decided and reported stays in position order
+    outcome.altered_skipped = dict(sorted(outcome.altered_skipped.items()))
     outcome.ranges = position_ranges(markers)
     if dry_run:
         outcome.pruned = len(markers)
