@@ -89,17 +89,30 @@ def _children_of(pid: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def _two_apis(settings: BranchlineSettings, tmp_path: Path) -> AsyncIterator[list[_Api]]:
+    async with _apis(settings, tmp_path, ("a", "b")) as apis:
+        yield apis
+
+
+@contextlib.asynccontextmanager
+async def _apis(
+    settings: BranchlineSettings,
+    tmp_path: Path,
+    names: tuple[str, ...],
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[list[_Api]]:
+    """Real API processes (``env``: more of their environment), one per name, on a ledger of
+    :data:`ENTRIES` entries."""
     async with audit_context(settings) as audit:
         await append_in_batches(audit.ledger, random_events(ENTRIES, random.Random(7)), now=T0)
     apis: list[_Api] = []
     try:
-        for name in ("a", "b"):
+        for name in names:
             port = free_port()
             log = tmp_path / f"audit-api-{name}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(  # noqa: ASYNC220 - a start, then only signals
                     [sys.executable, "-m", "branchline_cli.main", "run", "audit-api"],
-                    env=_api_env(settings, port),
+                    env=_api_env(settings, port) | (env or {}),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )

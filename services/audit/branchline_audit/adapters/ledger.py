@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +46,7 @@ from branchline_audit.domain.subtrees import (
     required,
     subtree_work,
 )
-from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, pg_time, stored_entry
+from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, reader_entries
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import Placeholders, prefix_range
@@ -284,15 +283,11 @@ def _event_uuid(text: str) -> uuid.UUID:
         return uuid.UUID(text)
 
 
-def _stored(row: asyncpg.Record) -> StoredEntry:
-    """A row read with :data:`_READ_COLUMNS`: its times as asyncpg would read them, or the
-    entry marked as altered (:attr:`StoredEntry.unwritten`)."""
-    stored = stored_entry([row[name] for name in ROW_FIELDS])
-    if row["unwritten"] is not None:
-        return replace(stored, unwritten=row["unwritten"])
-    if type(stored.pruned_at) is bytes:
-        return replace(stored, pruned_at=pg_time(stored.pruned_at))
-    return stored
+def stored_page(rows: Sequence[asyncpg.Record]) -> list[StoredEntry]:
+    """Rows read with :data:`_READ_COLUMNS` (their columns in that order): their times as
+    asyncpg would read them, or the entry marked as altered (:attr:`StoredEntry.unwritten`),
+    an append time's text made once per distinct instant of the page (#12)."""
+    return reader_entries(rows)
 
 
 _EXPIRED_CANDIDATES = (
@@ -482,14 +477,14 @@ class PostgresLedger:
         rows = await self._pool.fetch(
             sql, after_position, limit, up_to if up_to is not None else 2**62, *params
         )
-        return [_stored(r) for r in rows]
+        return stored_page(rows)
 
     async def entry(self, position: int) -> StoredEntry | None:
         row = await self._pool.fetchrow(
             f"SELECT {_READ_COLUMNS} FROM audit_ledger WHERE position = $1",  # noqa: S608
             position,
         )
-        return None if row is None else _stored(row)
+        return None if row is None else stored_page([row])[0]
 
     async def first_altered(self, filters: LedgerFilters) -> StoredEntry | None:
         """The first entry of ``filters`` holding a time no append writes (altered behind the
@@ -497,7 +492,7 @@ class PostgresLedger:
         starts rather than end half-way (#12)."""
         sql, params = first_altered_statement(filters)
         row = await self._pool.fetchrow(sql, *params)
-        return None if row is None else _stored(row)
+        return None if row is None else stored_page([row])[0]
 
     async def scan(self, *, page_size: int = 2000) -> AsyncIterator[ChainEntry]:
         """Every entry (as the chain sees it) in ledger order, page by page."""
@@ -601,7 +596,7 @@ class PostgresLedger:
         in ``(appended_at, position)`` order, after the entry at ``after_position`` (the
         previous page's last candidate; 0 for the first page)."""
         rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
-        return [_stored(r) for r in rows]
+        return stored_page(rows)
 
     async def prune(
         self,

@@ -222,11 +222,13 @@ def _segment_process(
     segment: Segment,
     checkpoint_sizes: frozenset[int],
     api: int | None = None,
+    lifeline: Connection | None = None,
 ) -> None:
     """A verifying process of :meth:`ProcessSegmentVerifiers.verify_apart`: its result, or
     None when it failed (the parent then verifies the range itself), sent through ``sink``.
-    ``api``: the pid of the API process that asked for it (None: not watched)."""
-    _end_with(api)
+    ``api``: the pid of the API process that asked for it, ``lifeline``: the read end of a
+    pipe whose only write end that process holds (None: not watched)."""
+    _end_with(api, lifeline)
     try:
         result: SegmentResult | None = verify_segment(database_url, role, segment, checkpoint_sizes)
     except Exception:
@@ -238,28 +240,38 @@ def _segment_process(
         sink.close()
 
 
-def _end_with(api: int | None) -> None:
+def _end_with(
+    api: int | None, lifeline: Connection | None = None, *, pidfds: bool | None = None
+) -> None:
     """Ends this process once the API process ``api`` has ended: one killed mid-verify
     (SIGKILL, the OOM killer) runs no clean-up, and its verifying processes would otherwise
     read on to the end of their ranges, for nobody, beside the next verify its freed slot lets
     start (docs/audit.md "The API's verify"). Neither a parent-death signal (the parent is the
     fork server, which lives as long as any process it forked holds its pipe) nor the result's
-    pipe (only written at the end) would say it: a thread waits on the API process's pidfd.
-    An API process already gone ends this one at once. Without pidfds (not Linux 5.3+) they
-    read on as before."""
-    if api is None or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        pidfd = os.pidfd_open(api)
-    except ProcessLookupError:
-        os._exit(1)
-    except OSError:
-        return
-    threading.Thread(target=_exit_when_readable, args=(pidfd,), daemon=True).start()
+    pipe (only written at the end) would say it: a thread waits on the API process's pidfd
+    (Linux 5.3+) and on ``lifeline``, a pipe nobody writes whose only write end the API
+    process holds, so that it reads end-of-file once that process has ended, on any POSIX
+    system, pidfds or not (``pidfds``: whether to use them, by default where they exist). An
+    API process already gone ends this one at once."""
+    watched: list[int] = []
+    if pidfds is None:
+        pidfds = hasattr(os, "pidfd_open")
+    if api is not None and pidfds:
+        try:
+            watched.append(os.pidfd_open(api))
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:  # refused (a seccomp filter, a kernel without them): the lifeline
+            pass
+    if lifeline is not None:
+        watched.append(os.dup(lifeline.fileno()))  # the watch's own, however long it lives
+    if watched:
+        threading.Thread(target=_exit_when_readable, args=(watched,), daemon=True).start()
 
 
-def _exit_when_readable(pidfd: int) -> None:
-    select.select([pidfd], [], [])  # readable once the process has ended
+def _exit_when_readable(fds: list[int]) -> None:
+    # A pidfd is readable once its process has ended, the lifeline at end-of-file.
+    select.select(fds, [], [])
     os._exit(1)
 
 
@@ -271,6 +283,7 @@ class _Apart:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stopped = False
+        self._lifeline: Connection | None = None
         self.running: dict[int, tuple[BaseProcess, Connection]] = {}
         """By the segment's index: the processes started (one that could not start is
         missing: its segment is verified by the caller)."""
@@ -285,6 +298,27 @@ class _Apart:
         context = verifying_context()
         context.set_forkserver_preload([__name__])
         api = os.getpid()
+        with self._lock:
+            if self._stopped:
+                return
+            # Only this process holds the write end (never written; not inherited: the fork
+            # server gets the read end alone), closed by stop() or this process's death.
+            lifeline, self._lifeline = context.Pipe(duplex=False)
+        try:
+            self._start(context, database_url, role, segments, checkpoint_sizes, api, lifeline)
+        finally:
+            lifeline.close()  # each process has its own copy
+
+    def _start(
+        self,
+        context: ForkServerContext,
+        database_url: str,
+        role: str,
+        segments: Sequence[Segment],
+        checkpoint_sizes: frozenset[int],
+        api: int,
+        lifeline: Connection,
+    ) -> None:
         for index, segment in enumerate(segments):
             with self._lock:
                 if self._stopped:
@@ -292,7 +326,7 @@ class _Apart:
                 receiving, sending = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_segment_process,
-                    args=(sending, database_url, role, segment, checkpoint_sizes, api),
+                    args=(sending, database_url, role, segment, checkpoint_sizes, api, lifeline),
                     daemon=True,
                 )
                 try:
@@ -316,6 +350,8 @@ class _Apart:
         for process, receiving in self.running.values():
             process.join()
             receiving.close()
+        if self._lifeline is not None:
+            self._lifeline.close()
 
 
 def _received(receiving: Connection) -> SegmentResult | None:

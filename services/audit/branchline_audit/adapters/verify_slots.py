@@ -14,10 +14,21 @@ connection that holds a lock to another request.
 
 The locks use the two-integer key form, a key space of its own in ``pg_locks`` (objsubid 2):
 no bigint key of the ledger, the checkpoints, the migrations or the relay can meet them.
+
+The lock's session sits idle while its verify runs, so a server-side idle timeout would end
+it, and the lock with it, mid-verify: the session turns its own off (:data:`NO_IDLE_TIMEOUTS`).
+Whatever else ends the hold (an operator's ``pg_terminate_backend``, a failover, a pooler in
+transaction mode that runs the lock's statement on one server session and a later one on
+another) is looked for every ``check_every`` seconds while the block runs and once right after
+the lock is taken: the session still the one the lock was taken on (``pg_backend_pid``), the
+lock still granted to it. A slot found lost cancels the block, which raises
+:class:`~branchline_audit.application.ports.VerifySlotLost`: the verify stops with a clear
+answer rather than running on beside another verify that took the freed slot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -25,7 +36,16 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["VERIFY_LOCK_CLASS", "VERIFY_SESSION_SETTINGS", "PostgresVerifySlots"]
+from branchline_audit.application.ports import VerifySlotLost
+from branchline_shared.logging_setup import describe_error
+
+__all__ = [
+    "CHECK_EVERY_S",
+    "NO_IDLE_TIMEOUTS",
+    "VERIFY_LOCK_CLASS",
+    "VERIFY_SESSION_SETTINGS",
+    "PostgresVerifySlots",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +64,59 @@ VERIFY_SESSION_SETTINGS = {
 }
 
 
+NO_IDLE_TIMEOUTS = (
+    "idle_session_timeout",
+    "idle_in_transaction_session_timeout",
+    "transaction_timeout",
+)
+"""Turned off (0) for the lock's session, whatever the server, database or role sets: each
+would end an idle (or long) session, its lock with it. Set after connecting, each only where
+the server knows it (PostgreSQL 14+, 9.6+, 17+): named in the start-up packet, one a server
+does not know would refuse the connection."""
+
+CHECK_EVERY_S = 2.0
+"""How often a running verify's slot is checked: one short query on the lock's own
+connection (a verify of a large ledger runs for seconds to minutes)."""
+
+_SLOT_STATE = """
+SELECT pg_backend_pid() AS pid,
+       EXISTS (SELECT FROM pg_locks
+               WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2
+                 AND granted AND pid = pg_backend_pid()
+                 AND database = (SELECT oid FROM pg_database
+                                 WHERE datname = current_database())) AS held
+"""
+
+
 class PostgresVerifySlots:
     """``limit`` verifies at a time across every process on the database at
     ``database_url``; a process also counts its own, so that it refuses without opening a
     connection once it alone holds them all."""
 
-    def __init__(self, database_url: str, limit: int = 1, *, connect_timeout: float = 10) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        limit: int = 1,
+        *,
+        connect_timeout: float = 10,
+        check_every: float = CHECK_EVERY_S,
+    ) -> None:
         if limit < 1:
             raise ValueError("at least one verify must be allowed")
+        if check_every <= 0:
+            raise ValueError("the slot's check needs a positive interval")
         self._database_url = database_url
         self.limit = limit
         self._connect_timeout = connect_timeout
+        self._check_every = check_every
         self.held_here = 0
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[bool]:
         """Yields whether a slot is held for the block (False: every one is taken, by this
         process or another; nothing is held). The slot is freed when the block ends, however
-        it ends."""
+        it ends. A slot found lost while the block runs (the module's docstring) cancels the
+        block, which then raises :class:`VerifySlotLost`."""
         if self.held_here >= self.limit:
             yield False
             return
@@ -73,19 +128,108 @@ class PostgresVerifySlots:
                 server_settings=VERIFY_SESSION_SETTINGS,
             )
             try:
-                yield await _take_one(conn, self.limit)
+                await _without_idle_timeouts(conn)
+                taken = await _take_one(conn, self.limit)
+                if taken is None:
+                    yield False
+                    return
+                slot, pid = taken
+                # Once at once: a pooler in transaction mode may already have moved on.
+                lost = await slot_lost(conn, slot, pid)
+                if lost is not None:
+                    raise VerifySlotLost(lost)
+                async with _watched(conn, slot, pid, self._check_every):
+                    yield True
             finally:
                 await _close(conn)
         finally:
             self.held_here -= 1
 
 
-async def _take_one(conn: asyncpg.Connection[Any], limit: int) -> bool:
+async def _without_idle_timeouts(conn: asyncpg.Connection[Any]) -> None:
+    await conn.execute(
+        "SELECT set_config(name, '0', false) FROM pg_settings WHERE name = ANY($1::text[])",
+        list(NO_IDLE_TIMEOUTS),
+    )
+
+
+async def _take_one(conn: asyncpg.Connection[Any], limit: int) -> tuple[int, int] | None:
+    """The slot taken and the server session (backend pid) holding it; None: all taken."""
     # One try per slot, in order: a few round trips at most (the limit is small), never a wait.
     for slot in range(limit):
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", VERIFY_LOCK_CLASS, slot):
-            return True
-    return False
+        row = await conn.fetchrow(
+            "SELECT pg_try_advisory_lock($1, $2) AS taken, pg_backend_pid() AS pid",
+            VERIFY_LOCK_CLASS,
+            slot,
+        )
+        assert row is not None
+        if row["taken"]:
+            return slot, int(row["pid"])
+    return None
+
+
+async def slot_lost(conn: asyncpg.Connection[Any], slot: int, pid: int) -> str | None:
+    """Why ``slot``, taken by the server session ``pid`` on ``conn``, is no longer held;
+    None while it is."""
+    try:
+        row = await conn.fetchrow(_SLOT_STATE, VERIFY_LOCK_CLASS, slot)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        # Its SQLSTATE and type, never a message's quoted values (D-04): this goes to the
+        # log and into the client's problem detail.
+        return f"the verify lock's connection was lost ({describe_error(error)})"
+    assert row is not None
+    if int(row["pid"]) != pid:
+        # Not a session of its own: a pooler in transaction (or statement) mode. The lock
+        # stays with a server session this process no longer reaches.
+        return (
+            f"the verify lock was taken on server session {pid} and the connection is now on "
+            f"{row['pid']}: a connection pooler in transaction mode does not keep a session "
+            "lock (point the audit API at PostgreSQL or a session-mode pool)"
+        )
+    if not row["held"]:
+        return f"the verify lock of server session {pid} is no longer held"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _watched(
+    conn: asyncpg.Connection[Any], slot: int, pid: int, every: float
+) -> AsyncIterator[None]:
+    """The block, cancelled if the slot is found lost (as :func:`asyncio.timeout` cancels
+    its block): it then raises :class:`VerifySlotLost` instead of the cancellation."""
+    task = asyncio.current_task()
+    assert task is not None
+    lost: list[str] = []  # set, with the block cancelled, only while the block runs
+    inside = True
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(every)
+            why = await slot_lost(conn, slot, pid)
+            if why is not None:
+                # A block already over is not cancelled after the fact: it ran held.
+                if inside:
+                    lost.append(why)
+                    task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        try:
+            yield
+        finally:
+            inside = False
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    except asyncio.CancelledError:
+        if lost and task.uncancel() == 0:  # no other cancellation (a client gone) pending
+            logger.error("a verify was stopped: %s", lost[0])
+            raise VerifySlotLost(lost[0]) from None
+        raise
+    if lost:  # the block took the cancellation and ended anyway: still not an answer
+        task.uncancel()
+        logger.error("a verify was stopped: %s", lost[0])
+        raise VerifySlotLost(lost[0])
 
 
 async def _close(conn: asyncpg.Connection[Any]) -> None:

@@ -179,6 +179,12 @@ class SegmentVerifiers(Protocol):
         ...
 
 
+class VerifySlotLost(Exception):
+    """A verify's slot stopped being held while the verify ran (its lock's session ended, or
+    the session is not the one the lock was taken on): the verify is stopped rather than run
+    on beyond the limit (#12, docs/audit.md "The API's verify")."""
+
+
 class VerifySlots(Protocol):
     """The API's verifies running at once, across every API process of a deployment (#12,
     docs/audit.md "The API's verify")."""
@@ -190,5 +196,7 @@ class VerifySlots(Protocol):
 
     def held(self) -> AbstractAsyncContextManager[bool]:
         """Whether a slot is held for the block (False: all are taken, nothing is held);
-        freed when the block ends however it ends, the holding process's death included."""
+        freed when the block ends however it ends, the holding process's death included. A
+        slot found lost while the block runs cancels the block, which then raises
+        :class:`VerifySlotLost`."""
         ...

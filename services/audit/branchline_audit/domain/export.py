@@ -185,13 +185,17 @@ def _csv_line(row: Sequence[str]) -> str:
 CSV_HEADER = _csv_line(CSV_COLUMNS)
 
 
-def _csv_row(entry: Mapping[str, Any]) -> list[str]:
+def _jcs_str(value: Any) -> str:
+    return jcs(value).decode("utf-8")
+
+
+def _csv_row(entry: Mapping[str, Any], event_text: Callable[[Any], str] = _jcs_str) -> list[str]:
     return [
         str(entry["position"]),
         entry["appended_at"],
         entry["prev_hash"],
         entry["hash"],
-        jcs(entry["event"]).decode("utf-8"),
+        event_text(entry["event"]),
         entry["view"],
         " ".join(entry.get("proof") or []),
         entry["line_digest"],
@@ -401,7 +405,9 @@ def _parse_csv(text: str, number: int) -> list[str]:
     return rows[0]
 
 
-def _entry_from_csv(row: list[str], number: int) -> dict[str, Any]:
+def _entry_from_csv(
+    row: list[str], number: int, event_text: Callable[[Any], str] = _jcs_str
+) -> dict[str, Any]:
     if len(row) != len(CSV_COLUMNS):
         raise ExportRejected(number, f"expected {len(CSV_COLUMNS)} columns, got {len(row)}")
     values = dict(zip(CSV_COLUMNS, row, strict=True))
@@ -418,7 +424,7 @@ def _entry_from_csv(row: list[str], number: int) -> dict[str, Any]:
     if values["proof"]:
         entry["proof"] = values["proof"].split(" ")
     entry["line_digest"] = values["line_digest"]
-    if _csv_line(_csv_row(entry)) != row_text(row):
+    if _csv_line(_csv_row(entry, event_text)) != row_text(row):
         raise ExportRejected(number, "not in the exact form written (altered?)")
     return entry
 
@@ -525,8 +531,8 @@ def _verify(source: LineSource, verifier: Verifier) -> ExportVerdict:
                 raise ExportRejected(number, "not the CSV header of this format")
             continue
         try:
-            entry = _parse_entry(text, number, content)
-            expected_digest = next_line_digest(digest, entry)
+            entry, body = _read_entry(text, number, content)
+            expected_digest = hashlib.sha256(digest + body).digest()
         except (ValueError, TypeError, KeyError, RecursionError) as error:  # JCS refusals too
             raise ExportRejected(number, f"not an entry of this format: {error!r}") from None
         if entry["line_digest"] != expected_digest.hex():
@@ -595,6 +601,49 @@ def _parse_entry(text: str, number: int, content: ExportContent) -> dict[str, An
     if not isinstance(entry.get("line_digest"), str):
         raise ExportRejected(number, "line_digest missing")
     return entry
+
+
+def _reference_entry(
+    text: str, number: int, content: ExportContent
+) -> tuple[dict[str, Any], bytes]:
+    """The entry object of a line, checked to be in its exact form, and the RFC 8785 bytes of
+    it without ``line_digest`` (what its digest is over), by the canonicaliser: the format's
+    definition, what :func:`_read_entry` falls back to and is tested against."""
+    entry = _parse_entry(text, number, content)
+    return entry, jcs({k: v for k, v in entry.items() if k != "line_digest"})
+
+
+_DIGEST_KEY = "line_digest"
+
+
+def _read_entry(text: str, number: int, content: ExportContent) -> tuple[dict[str, Any], bytes]:
+    """:func:`_reference_entry`'s entry and bytes, or its refusal, with the values through
+    ``jcs_text`` (the C encoder where that is RFC 8785's bytes, else the canonicaliser: #12,
+    ``rfc8785`` took most of a line's check). A jsonl line is encoded once: RFC 8785 writes
+    an object as its members sorted by key, so with ASCII keys (UTF-16 order is then
+    ``str`` order) and a ``line_digest`` that is a plain string (its member is
+    ``"line_digest":"<value>"``) the entry's form is the members before that key, that
+    member, and the members after it, and the digested form the same without it. Anything
+    else takes the reference. Tested against it in
+    tests/unit/audit/test_audit_export_fast_verify.py."""
+    if content == "csv":
+        entry = _entry_from_csv(_parse_csv(text, number), number, jcs_text)
+        body = {k: v for k, v in entry.items() if k != _DIGEST_KEY}
+        return entry, jcs_text(body).encode("utf-8")
+    entry = _parse_json(text[:-1], number)
+    digest = entry.get(_DIGEST_KEY) if type(entry) is dict else None
+    if not (
+        isinstance(entry, dict)
+        and _plain_string(digest)
+        and all(type(key) is str and key.isascii() for key in entry)
+    ):
+        return _reference_entry(text, number, content)
+    before = jcs_text({k: v for k, v in entry.items() if k < _DIGEST_KEY})[1:-1]
+    after = jcs_text({k: v for k, v in entry.items() if k > _DIGEST_KEY})[1:-1]
+    lower, upper = ([before] if before else []), ([after] if after else [])
+    if "{" + ",".join([*lower, f'"{_DIGEST_KEY}":"{digest}"', *upper]) + "}" != text[:-1]:
+        raise ExportRejected(number, "not in canonical form (altered?)")
+    return entry, ("{" + ",".join([*lower, *upper]) + "}").encode("utf-8")
 
 
 def _check_entry(entry: Mapping[str, Any], number: int, tree_size: int) -> tuple[int, bytes]:

@@ -22,7 +22,7 @@ from branchline_audit.application.exporting import (
     StartedExport,
     start_export,
 )
-from branchline_audit.application.ports import VerifySlots
+from branchline_audit.application.ports import VerifySlotLost, VerifySlots
 from branchline_audit.application.proofs import ProofRefused, consistency, inclusion
 from branchline_audit.application.querying import views_of
 from branchline_audit.application.recording import record_read
@@ -297,29 +297,41 @@ async def verify(request: Request, audit: AuditDep, reader: VerifierDep) -> Any:
     with ``Retry-After``, recorded nowhere. The limit is held in PostgreSQL (advisory locks,
     :mod:`branchline_audit.adapters.verify_slots`), so it holds however many uvicorn
     processes or hosts serve the API. The chain is checked in processes apart from this event
-    loop (#12), stopped when the client goes away; the slot is freed with them."""
+    loop (#12), stopped when the client goes away; the slot is freed with them. A slot lost
+    while the verify runs stops it (503 ``verify-slot-lost``): it would otherwise run on
+    beside one that took the freed slot."""
     slots: VerifySlots = request.app.state.verify_slots
-    async with slots.held() as held:
-        if not held:
-            raise Problem(
-                429,
-                "A verify is running",
-                f"{_verifies(slots.limit)} at a time per audit deployment (every audit API "
-                "process on this database); retry when it has finished",
-                kind="too-many-verifies",
-                headers={"Retry-After": "10"},
+    try:
+        async with slots.held() as held:
+            if not held:
+                raise Problem(
+                    429,
+                    "A verify is running",
+                    f"{_verifies(slots.limit)} at a time per audit deployment (every audit API "
+                    "process on this database); retry when it has finished",
+                    kind="too-many-verifies",
+                    headers={"Retry-After": "10"},
+                )
+            await record_read(audit, reader, "GET /v1/audit/verify", {})
+            verdict = await until_disconnected(
+                request,
+                verify_ledger_apart(
+                    audit.ledger,
+                    audit.checkpoints,
+                    verifier=audit.signer.verifier(),
+                    origin=audit.origin,
+                    segments=request.app.state.verify_segments,
+                ),
             )
-        await record_read(audit, reader, "GET /v1/audit/verify", {})
-        verdict = await until_disconnected(
-            request,
-            verify_ledger_apart(
-                audit.ledger,
-                audit.checkpoints,
-                verifier=audit.signer.verifier(),
-                origin=audit.origin,
-                segments=request.app.state.verify_segments,
-            ),
-        )
+    except VerifySlotLost as lost:
+        raise Problem(
+            503,
+            "The verify was stopped",
+            f"The verify's slot was lost while it ran ({lost}); it was stopped, no verdict "
+            "was reached; retry",
+            kind="verify-slot-lost",
+            headers={"Retry-After": "10"},
+        ) from None
     if verdict is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return Verification(
