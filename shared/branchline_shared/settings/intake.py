@@ -61,7 +61,8 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
     )
     intake_group_commit_guess_new_streams: bool = Field(
         default=True,
-        description="A group of one caller whose streams may all be new (no ids sent, no "
+        description="A group of one caller (of several: "
+        "intake_group_commit_guess_several_callers) whose streams may all be new (no ids sent, no "
         "references, none the decider remembers) is first decided as new streams and written "
         "by one self-committing statement that creates them (one round trip, not three); if a "
         "stream exists or the decisions need more, nothing is written and the group runs the "
