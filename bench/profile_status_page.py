@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.support.generic_plans import Recording  # noqa: E402
+
 from bench.profile_rebuild import on_cpu_seconds  # noqa: E402
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
 from branchline_followup.bootstrap import prepare_database  # noqa: E402
-from tests.support.generic_plans import Recording  # noqa: E402
 
 INDEXES = {
     "fu_tasks_done_by_due": "CREATE INDEX fu_tasks_done_by_due ON fu_read.fu_tasks "
@@ -149,10 +150,7 @@ async def write_run(conn: Any, variant: str, run: int, n: int) -> tuple[float, f
         async with conn.transaction():
             await conn.executemany(
                 CLOSE,
-                [
-                    (t, "cancelled" if t.int % 10 == 0 else "done", at)
-                    for t in ids[i : i + 20]
-                ],
+                [(t, "cancelled" if t.int % 10 == 0 else "done", at) for t in ids[i : i + 20]],
             )
     cpu = on_cpu_seconds(pid) - cpu0
     wal = await conn.fetchval(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.support.generic_plans import whole_reads
 
 WALK = """Limit  (cost=0.41..359.25 rows=30 width=12)
