@@ -39,6 +39,40 @@ async def single_posts(
     return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
 
 
+async def register_clients(
+    port: int, token: str | list[str], per_connection: int, connections: int = 64
+) -> str:
+    """``connections * per_connection`` new clients registered (client ``i`` by connection
+    ``i % connections``), for :func:`existing_client_posts`; answers their run's id."""
+    run = uuid.uuid4().hex[:8]
+    bodies = [orjson.dumps(event_body(i, run)) for i in range(connections * per_connection)]
+    await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+    return run
+
+
+async def existing_client_posts(
+    port: int,
+    token: str | list[str],
+    run: str,
+    events: int,
+    per_connection: int,
+    connections: int = 64,
+) -> Latencies:
+    """``events`` single POSTs of consents to the clients :func:`register_clients` registered
+    (a consent after a registration: a bank's traffic is mostly events for clients that
+    exist, #12), each client always sent by the same connection (a client's events come from
+    its branch's system): connection ``c`` sends for clients ``c + connections * m`` in turn."""
+    bodies = [
+        orjson.dumps(
+            consent_body(
+                f"C-{run}-{j % connections + connections * ((j // connections) % per_connection)}"
+            )
+        )
+        for j in range(events)
+    ]
+    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+
+
 async def batches(port: int, token: str, events: int, per_batch: int = 1000) -> float:
     run = uuid.uuid4().hex[:8]
     count = max(1, events // per_batch)

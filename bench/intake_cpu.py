@@ -6,13 +6,17 @@ benchmark's stack, warms up, then measures single events from 64 connections, a 
 Unlike `bench.profile_intake` nothing samples the process, so the figure is the process's own.
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
-                               [--branch-systems N]
+                               [--branch-systems N] [--existing-clients K]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
 with N branch systems' tokens (connection ``c`` with token ``c % N``), so a group commit's
 group holds several callers, as a bank's many branch systems make it; 1 (the default) is the
-benchmark's one token.
+benchmark's one token. ``--existing-clients K`` posts consents to clients registered first
+(not timed), K per connection, each client always from the same connection
+(``existing_client_posts``) instead of new clients' registrations; 0 (the default): new ones.
+"Events per group" counts the rows' distinct commit times (one per committed transaction; a
+row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
 
 from __future__ import annotations
@@ -32,7 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.branchline_measures import single_posts  # noqa: E402
+from bench.branchline_measures import (  # noqa: E402
+    existing_client_posts,
+    register_clients,
+    single_posts,
+)
 from bench.stack import (  # noqa: E402
     BenchStack,
     child_pids,
@@ -114,9 +122,13 @@ async def last_position(conn: asyncpg.Connection[Any]) -> int:
 
 async def events_per_transaction(conn: asyncpg.Connection[Any], after: int) -> float:
     """Events per writing transaction (group commit) of every intake process, from the rows
-    written after ``after``: the rows of one transaction share its ``xmin``."""
+    written after ``after``: the rows of one transaction share its commit time (the stack
+    runs with ``track_commit_timestamp``). Not their ``xmin``: a row written in a savepoint
+    (a caller of a group of several) carries the savepoint's subtransaction id, so counting
+    ``xmin`` counted callers, not groups (#12)."""
     row = await conn.fetchrow(
-        "SELECT count(*) AS events, count(DISTINCT xmin::text) AS groups "
+        "SELECT count(*) AS events, "
+        "count(DISTINCT pg_xact_commit_timestamp(xmin)) AS groups "
         "FROM es_events WHERE global_position > $1",
         after,
     )
@@ -130,6 +142,7 @@ async def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
+    parser.add_argument("--existing-clients", type=int, default=0, metavar="K")
     args = parser.parse_args()
     extra = dict(pair.split("=", 1) for pair in args.env)
     async with running_stack(extra) as stack:
@@ -138,6 +151,10 @@ async def main() -> int:
         tokens = branch_tokens(stack, max(1, args.branch_systems))
         await single_posts(port, tokens, 300)  # warm up (imports, pools, caches)
         for _ in range(args.repeat):
+            run = ""
+            if args.existing_clients > 0:  # registered before the measurement
+                run = await register_clients(port, tokens, args.existing_clients)
+                await asyncio.sleep(1.0)  # their relaying done
             first = await last_position(conn)
             each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
@@ -145,7 +162,12 @@ async def main() -> int:
                 c for pid in stack.pids.get("intake-api", []) for c in child_pids(pid)
             ] or stack.pids.get("intake-api", [])
             sampler = asyncio.create_task(sampled_connections(serving, port, 64))
-            latencies = await single_posts(port, tokens, args.events)
+            if args.existing_clients > 0:
+                latencies = await existing_client_posts(
+                    port, tokens, run, args.events, args.existing_clients
+                )
+            else:
+                latencies = await single_posts(port, tokens, args.events)
             held = await sampler
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -163,6 +185,7 @@ async def main() -> int:
                 f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
                 f"connections by process {' / '.join(str(held[p]) for p in sorted(held))}; "
                 f"{len(tokens)} branch systems; "
+                f"{'consents to existing clients; ' if run else ''}"
                 f"load average {load}",
                 flush=True,
             )

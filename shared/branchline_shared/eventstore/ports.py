@@ -213,3 +213,9 @@ class GuessingUnitOfWork(UnitOfWork, Protocol):
     def sent(self) -> bool:
         """Its statement was sent and may have committed: its work must not run again."""
         ...
+
+    def remember(self, streams: Mapping[str, tuple[int, uuid.UUID]]) -> None:
+        """Streams to take at a remembered version ending with a remembered event id instead
+        of for new: locked at that version, their write checks in the same statement that
+        each still ends there (a stream that moved fails it whole, :class:`GuessWrong`)."""
+        ...

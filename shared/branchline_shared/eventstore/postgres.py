@@ -139,6 +139,50 @@ streams (``lock_streams``): waiting on another writer's new stream row closes no
 outbox reads ``written``: its rows follow the events, as in :data:`_WRITE_SQL` (a count
 always equal; a statement fails or writes everything)."""
 
+_REMEMBERED_WRITE_SQL = """
+WITH staged AS (
+    SELECT envelope::jsonb AS e, submission_hash, topic, message_key
+    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+         AS s(envelope, submission_hash, topic, message_key)
+), taken AS (
+    INSERT INTO es_streams AS s (stream_id, version)
+    SELECT * FROM unnest($5::text[], $6::int[])
+    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version
+    WHERE s.version > 0
+      AND s.version = ($7::int[])[array_position($5::text[], s.stream_id)]
+      AND EXISTS (SELECT FROM es_events v
+                  WHERE v.stream_id = s.stream_id AND v.stream_version = s.version
+                    AND v.event_id = ($8::uuid[])[array_position($5::text[], s.stream_id)])
+    RETURNING stream_id
+), written AS (
+    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
+                           occurred_at, recorded_at, submission_hash, envelope)
+    SELECT (e->>'event_id')::uuid, e->>'stream_id', (e->>'stream_version')::int, e->>'type',
+           e->>'client_id', (e->>'occurred_at')::timestamptz,
+           (e->>'recorded_at')::timestamptz, submission_hash, e
+    FROM staged
+    WHERE CASE WHEN (SELECT count(*) FROM taken) = cardinality($5::text[]) THEN true
+               ELSE ('stale stream guess: ' || (SELECT count(*) FROM taken))::int > 0 END
+    RETURNING event_id, stream_id, stream_version, global_position
+), outbox AS (
+    INSERT INTO es_outbox (event_id, topic, message_key)
+    SELECT (e->>'event_id')::uuid, topic, message_key FROM staged
+)
+SELECT event_id, global_position FROM written
+"""
+"""A guessing unit's one write when some of its streams were taken at a version the decider
+remembered (#12): :data:`_GUESSED_WRITE_SQL` with every stream row taken by one insert, in
+the stream ids' order (sorted ``$5``, as every writer takes its streams: ``lock_streams``),
+new and remembered alike. A new stream (remembered version ``$7`` 0) that exists, or a
+remembered one no longer at its remembered version ``$7`` or no longer ending with its
+remembered event ``$8`` (another process wrote it; a remembered decision that was rolled
+back), is not updated (its row is locked, waited for if another writer holds it, and checked
+again after that writer's commit); then fewer rows than streams are taken, and the events'
+insert fails the whole statement (a text that is no number, cast to one: evaluated only then,
+from the count, so never at planning): nothing is written. A stream's new events also meet
+``es_events (stream_id, stream_version)``'s uniqueness. ``$7``/``$8`` are looked up by the
+stream's place in ``$5`` (a group's streams: a few hundred at most)."""
+
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
     """``written`` (UPDATE) and ``read`` (SHARE) merged in stream order, as runs of one mode."""
@@ -419,6 +463,7 @@ class GuessingUnitOfWork:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
         self._streams: dict[str, int] = {}  # taken for new, and the version written
+        self._remembered: dict[str, tuple[int, uuid.UUID]] = {}  # taken at these (#12)
         self._staged: list[_Staged] = []
         self._sent = False
         self.committed = 0
@@ -446,8 +491,13 @@ class GuessingUnitOfWork:
         self._unsent("lock streams")
         if shared:
             raise GuessWrong("streams to read-lock")
-        self._streams.update(dict.fromkeys(stream_ids, 0))
-        return dict.fromkeys(stream_ids, 0)
+        taken = {s: self._remembered[s][0] if s in self._remembered else 0 for s in stream_ids}
+        self._streams.update(taken)
+        return taken
+
+    def remember(self, streams: Mapping[str, tuple[int, uuid.UUID]]) -> None:
+        self._unsent("take remembered streams")
+        self._remembered.update(streams)
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         self._unsent("lock streams")
@@ -461,7 +511,8 @@ class GuessingUnitOfWork:
 
     async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         self._unsent("read streams")
-        if any(s not in self._streams for s in stream_ids):
+        if any(s not in self._streams or s in self._remembered for s in stream_ids):
+            # A remembered stream's history is the decider's (history_tail), never read here.
             raise GuessWrong("a stream read that was not taken for new")
         return {s: [] for s in stream_ids}  # taken for new: no events
 
@@ -478,7 +529,7 @@ class GuessingUnitOfWork:
             raise GuessWrong("nothing to write")
         events = [s.event for s in staged]
         versions = dict(self._streams)
-        for e in events:  # each stream's events from 1 on, as decided on the guess
+        for e in events:  # each stream's events on from its guess, as decided on it
             if e.stream_id not in versions or e.stream_version != versions[e.stream_id] + 1:
                 raise GuessWrong(f"an event off the streams taken for new: {e.stream_id}")
             versions[e.stream_id] = e.stream_version
@@ -486,15 +537,21 @@ class GuessingUnitOfWork:
         self._sent = True
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(
-                    _GUESSED_WRITE_SQL,
+                arguments: list[Any] = [
                     [s.envelope for s in staged],
                     [s.submission_hash for s in staged],
                     [s.topic for s in staged],
                     [e.subject_id for e in events],
                     streams,
                     [versions[s] for s in streams],
-                )
+                ]
+                remembered = [self._remembered.get(s) for s in streams]
+                if any(r is not None for r in remembered):
+                    arguments.append([r[0] if r else 0 for r in remembered])
+                    arguments.append([r[1] if r else None for r in remembered])
+                    rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
+                else:
+                    rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
         except asyncpg.PostgresError as exc:
             # The server refused the statement (a stream that exists: a unique violation;
             # a deadlock, a cancel): its own transaction was rolled back, nothing is written.

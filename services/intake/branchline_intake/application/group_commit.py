@@ -217,9 +217,11 @@ class GroupCommitter:
         none decides on what another writes: ``_guessed_jointly``), no id sent (an id could
         be stored: a lookup), no stream read besides its own (a read lock: D-13, D-14,
         D-16), no erasure request (its restriction is registered after the write:
-        docs/privacy.md), and no stream the decider remembers (it holds events). The rest
-        is checked by deciding on the guess (``GuessingUnitOfWork``) and by the write
-        itself. ``None``: not guessable."""
+        docs/privacy.md), and no stream that holds events unless the decider remembers it
+        with its last event (``remembered_tail``): such a stream is taken at its remembered
+        version, and the write checks that it still ends with that event (#12). The rest is
+        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself.
+        ``None``: not guessable."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
@@ -230,6 +232,8 @@ class GroupCommitter:
             return None
         decider = self._ctx.decider
         remembered = getattr(decider, "remembered", None)
+        # A remembered stream whose history the guess can stand on (its last event kept).
+        tail = getattr(decider, "remembered_tail", None)
         callers = _by_caller(group)
         owner: dict[str, int] = {}
         for index, (_, members) in enumerate(callers):
@@ -241,7 +245,11 @@ class GroupCommitter:
                         or item.type == ERASURE_REQUESTED
                         or owner.setdefault(stream, index) != index
                         or decider.references(item)
-                        or (remembered is not None and remembered(stream) is not None)
+                        or (
+                            remembered is not None
+                            and remembered(stream) is not None
+                            and (tail is None or tail(stream) is None)
+                        )
                     ):
                         return None
         return callers

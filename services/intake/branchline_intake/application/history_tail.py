@@ -82,15 +82,53 @@ class _TailLoadingUnitOfWork:
 
 
 class _TailLoadingGuessing(_TailLoadingUnitOfWork):
-    """A guessing unit of work seen through the tail loader: it holds no history to tail."""
+    """A guessing unit of work seen through the tail loader: a stream the decider remembers
+    (with its last event) is taken at its remembered version, and its history is the
+    remembered one, nothing after it (``RecordedDecider.remembered_tail``): the unit's write
+    checks that the stream still ends there (#12). Any other stream is taken for new."""
 
     def __init__(self, inner: GuessingUnitOfWork, decider: RecordedDecider) -> None:
         super().__init__(inner, decider)
         self._guessing = inner
+        self._tails: dict[str, HistoryTail] = {}
 
     @property
     def sent(self) -> bool:
         return self._guessing.sent
+
+    def remember(self, streams: Mapping[str, tuple[int, uuid.UUID]]) -> None:
+        self._guessing.remember(streams)
+
+    async def lock_streams(
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        tails = {
+            s: tail
+            for s in stream_ids
+            if s not in self._tails and (tail := self._decider.remembered_tail(s)) is not None
+        }
+        if tails:
+            self._guessing.remember(
+                {s: (tail.base_count, tail.base_last_id) for s, tail in tails.items()}
+            )
+            self._tails.update(tails)
+        return await self._inner.lock_streams(stream_ids, shared=shared, likely=likely)
+
+    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        histories: dict[str, list[RecordedEvent]] = {}
+        fresh = [s for s in stream_ids if s not in self._tails]
+        if fresh:
+            histories.update(await self._inner.load_streams(fresh))
+        for s in stream_ids:
+            if (tail := self._tails.get(s)) is not None:  # a copy: decisions append to it
+                histories[s] = HistoryTail(
+                    (tail.base_count, tail.base_last_id, tail.base_state), list(tail)
+                )
+        return histories
 
 
 class _TailLoadingShared:

@@ -702,6 +702,8 @@ def _decide_one(
     event = _sealed(at_version(decision, current + 1), keys)
     versions[stream_id] = current + 1
     histories[stream_id].append(event)
+    if (remember := getattr(ctx.decider, "remember_decided", None)) is not None:
+        remember(histories[stream_id])  # the state after it: a next write stands on it (#12)
     writes.append((cand, event))
     return None
 

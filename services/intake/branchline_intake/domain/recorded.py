@@ -146,6 +146,9 @@ class RecordedDecider:
         self.policy = policy
         self._max_streams = max_streams
         self._states: OrderedDict[str, tuple[int, uuid.UUID, ClientState]] = OrderedDict()
+        # Each remembered stream's last event itself (the one its remembered id names): a
+        # history that holds nothing after it (``remembered_tail``) starts with it (#12).
+        self._lasts: dict[str, RecordedEvent] = {}
 
     def __call__(
         self,
@@ -188,7 +191,7 @@ class RecordedDecider:
             count = len(history)
         for recorded in history[start:]:
             state = state.apply(DomainEvent.from_recorded(recorded))
-        self._remember(stream_id, count, history[-1].event_id, state)
+        self._remember(stream_id, count, history[-1], state)
         return state
 
     def remembered(self, stream_id: str) -> tuple[int, uuid.UUID, ClientState] | None:
@@ -205,8 +208,29 @@ class RecordedDecider:
                 return state, count
         return NO_EVENTS, 0
 
-    def _remember(self, stream_id: str, count: int, last_id: uuid.UUID, state: ClientState) -> None:
-        self._states[stream_id] = (count, last_id, state)
+    def remember_decided(self, history: Sequence[RecordedEvent]) -> None:
+        """Remember a client's state after the event just decided and appended to
+        ``history`` (folded once, here instead of at its next decision), so that its next
+        write can stand on it (``remembered_tail``, #12)."""
+        if history and history[-1].subject is Subject.CLIENT:
+            self.state_of(history)
+
+    def remembered_tail(self, stream_id: str) -> HistoryTail | None:
+        """The stream's history as remembered, if nothing were written after it: a tail of
+        its remembered last event alone (``state_of`` folds nothing of it), for a write whose
+        statement checks that the stream still ends with that event (#12)."""
+        known = self._states.get(stream_id)
+        last = self._lasts.get(stream_id)
+        if known is None or last is None or last.event_id != known[1]:
+            return None
+        return HistoryTail(known, [last])
+
+    def _remember(
+        self, stream_id: str, count: int, last: RecordedEvent, state: ClientState
+    ) -> None:
+        self._states[stream_id] = (count, last.event_id, state)
+        self._lasts[stream_id] = last
         self._states.move_to_end(stream_id)
         while len(self._states) > self._max_streams:
-            self._states.popitem(last=False)
+            gone, _ = self._states.popitem(last=False)
+            self._lasts.pop(gone, None)
