@@ -847,3 +847,79 @@ async def test_a_lost_answer_to_a_remembered_clients_write_is_not_run_again(
     assert "BEGIN" not in lost.statements[0]
     async with connected(settings) as conn:
         assert [r["stream_version"] for r in await stored(conn, f"client-{client}")] == [1, 2]
+
+
+# A mixed group: the callers that qualify in the one statement, the others the ordinary way.
+
+
+async def test_a_mixed_groups_qualifying_callers_take_the_one_statement(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """Three callers in one group: one sends an event id (a lookup: not guessable), two
+    register the same client (a stream two callers decide on), one registers a client of
+    its own. That one is written by the one statement, first; the rest the ordinary way,
+    each answered as it would be."""
+    ctx: IntakeContext = app.state.intake
+    committer = GroupCommitter(ctx, writers=1, window_s=0.1)
+    run = uuid.uuid4().hex[:6]
+    sent_id = uuid.uuid4()
+    written, wrong = guesses("written"), guesses("wrong")
+    fourth = Actor(id="branch-10", role="branch_system")
+    with_id, shared_one, shared_two, own = await together(
+        committer,
+        ([registration(f"C-MI{run}", event_id=sent_id)], BRANCH),
+        ([registration(f"C-MS{run}")], OTHER),
+        ([registration(f"C-MS{run}")], THIRD),
+        ([registration(f"C-MO{run}"), registration(f"C-MP{run}")], fourth),
+    )
+    assert (guesses("written"), guesses("wrong")) == (written + 1, wrong)
+    assert isinstance(with_id, list)
+    assert isinstance(with_id[0], Accepted)
+    assert with_id[0].position.event_id == sent_id
+    assert isinstance(shared_one, list)
+    assert isinstance(shared_two, list)
+    same = [shared_one[0], shared_two[0]]
+    assert sum(isinstance(o, Accepted) for o in same) == 1, same
+    assert all(
+        isinstance(o, Refused) and o.rule == "D-09" for o in same if not isinstance(o, Accepted)
+    )
+    assert isinstance(own, list)
+    assert all(isinstance(o, Accepted) for o in own), own
+    async with connected(settings) as conn:
+        mine = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "OP"]
+        others = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "IS"]
+        refusals = await stored(conn, f"refusals-C-MS{run}")
+    assert mine[0]["tx"] == mine[1]["tx"]  # one statement, its own transaction
+    assert {r["tx"] for r in others} == {others[0]["tx"]} != {mine[0]["tx"]}
+    assert max(r["global_position"] for r in mine) < min(r["global_position"] for r in others)
+    assert [(r["stream_version"], r["stream_at"]) for r in refusals] == [(1, 1)]
+
+
+async def test_a_mixed_groups_wrong_guess_runs_the_whole_group_the_ordinary_way(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """The qualifying callers' statement fails (a client that exists, unknown to a restarted
+    process): nothing written, and the whole group runs the ordinary way."""
+    ctx: IntakeContext = app.state.intake
+    run = uuid.uuid4().hex[:6]
+    (first,) = await ordinary(ctx).submit([registration(f"C-MX{run}")], submitted_by=BRANCH)
+    assert isinstance(first, Accepted)
+    committer = GroupCommitter(restarted(app, settings), writers=1, window_s=0.1)
+    written, wrong = guesses("written"), guesses("wrong")
+    again, with_id = await together(
+        committer,
+        ([registration(f"C-MX{run}"), registration(f"C-MY{run}")], OTHER),
+        ([registration(f"C-MZ{run}", event_id=uuid.uuid4())], BRANCH),
+    )
+    assert (guesses("written"), guesses("wrong")) == (written, wrong + 1)
+    assert isinstance(again, list)
+    assert isinstance(again[0], Refused)
+    assert again[0].rule == "D-09"
+    assert isinstance(again[1], Accepted)
+    assert isinstance(with_id, list)
+    assert isinstance(with_id[0], Accepted)
+    async with connected(settings) as conn:
+        rows = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "YZ"]
+        refusals = await stored(conn, f"refusals-C-MX{run}")
+    assert rows[0]["tx"] == rows[1]["tx"]  # one group, the ordinary way
+    assert [(r["stream_version"], r["stream_at"]) for r in refusals] == [(1, 1)]

@@ -175,18 +175,32 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
         its first run cannot stand."""
-        callers = self._guessable(group) if self._guessing is not None else None
+        callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
+            guessing = [waiting for _, members in callers for waiting in members]
             try:
                 if len(callers) == 1:
-                    guessed = await self._guessed(group, self._guessing)
+                    guessed = await self._guessed(guessing, self._guessing)
                 else:
                     guessed = await self._guessed_jointly(callers, self._guessing)
             except GuessWrong:
                 GROUP_GUESSES.labels(outcome="wrong").inc()
             else:
                 GROUP_GUESSES.labels(outcome="written").inc()
-                return guessed
+                if not rest:
+                    return guessed
+                # A mixed group (#12): the callers that could stand on the guess are
+                # written and committed first, as if they had come first; the others, on
+                # streams none of those writes or reads, run the ordinary way after it.
+                return guessed + await self._ordinary(rest)
+        return await self._ordinary(group)
+
+    async def _ordinary(
+        self, group: list[_Waiting]
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        """The group's transaction, each caller in a savepoint of its own (one caller alone
+        without one), run again (after a rollback, nothing answered yet) when its first run
+        cannot stand."""
         refusal_locks_first = False
         alone = True
         while True:
@@ -210,49 +224,71 @@ class GroupCommitter:
 
     def _guessable(
         self, group: list[_Waiting]
-    ) -> list[tuple[dict[str, Any], list[_Waiting]]] | None:
-        """The group's callers if it may be new streams only, written by one statement: the
-        real ``submit_events``, one caller (its outcomes come from one decision) or several
-        whose items' streams are each one caller's (each decides on its own streams, so
-        none decides on what another writes: ``_guessed_jointly``), no id sent (an id could
+    ) -> tuple[list[tuple[dict[str, Any], list[_Waiting]]] | None, list[_Waiting]]:
+        """The group's callers that may be written by one statement, and the rest of the
+        group, for the ordinary way (``None`` and the whole group: not guessable). Written
+        by one statement: the real ``submit_events``, one caller (its outcomes come from one
+        decision) or several whose items' streams are each one caller's (each decides on its
+        own streams, so none decides on what another writes or reads: ``_guessed_jointly``;
+        with ``guess_several_callers``, a mixed group's callers that qualify, the others
+        touching none of their streams, #12), no id sent (an id could
         be stored: a lookup), no stream read besides its own (a read lock: D-13, D-14,
         D-16), no erasure request (its restriction is registered after the write:
         docs/privacy.md), and no stream that holds events unless the decider remembers it
         with its last event (``remembered_tail``): such a stream is taken at its remembered
         version, and the write checks that it still ends with that event (#12). The rest is
-        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself.
-        ``None``: not guessable."""
+        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
             # error after a committed write could not be rolled back with the group.
-            return None
+            return None, group
         first = group[0].caller
         if not self._several and any(w.caller is not first and w.caller != first for w in group):
-            return None
+            return None, group
         decider = self._ctx.decider
         remembered = getattr(decider, "remembered", None)
         # A remembered stream whose history the guess can stand on (its last event kept).
         tail = getattr(decider, "remembered_tail", None)
         callers = _by_caller(group)
-        owner: dict[str, int] = {}
+        users: dict[str, set[int]] = {}  # the callers that write or read each stream
+        fit: list[bool] = []
         for index, (_, members) in enumerate(callers):
+            fits = True
             for waiting in members:
                 for item in waiting.items:
                     stream = subject_stream_id(item.subject, item.subject_id)
+                    users.setdefault(stream, set()).add(index)
+                    read = decider.references(item)
+                    for other in read:
+                        users.setdefault(other, set()).add(index)
                     if (
                         item.event_id is not None
                         or item.type == ERASURE_REQUESTED
-                        or owner.setdefault(stream, index) != index
-                        or decider.references(item)
+                        or read
                         or (
                             remembered is not None
                             and remembered(stream) is not None
                             and (tail is None or tail(stream) is None)
                         )
                     ):
-                        return None
-        return callers
+                        fits = False
+            fit.append(fits)
+        for used_by in users.values():  # a stream two callers use: neither stands alone
+            if len(used_by) > 1:
+                for index in used_by:
+                    fit[index] = False
+        if all(fit):
+            return callers, []
+        if not self._several or not any(fit):
+            return None, group
+        chosen = {
+            id(w) for (_, members), ok in zip(callers, fit, strict=True) if ok for w in members
+        }
+        return (
+            [c for c, ok in zip(callers, fit, strict=True) if ok],
+            [w for w in group if id(w) not in chosen],
+        )
 
     async def _guessed(
         self, group: list[_Waiting], store: GuessingStore
