@@ -593,9 +593,16 @@ async def test_a_remembered_client_is_written_by_one_statement_as_the_ordinary_w
     assert isinstance(registered, Accepted)
     assert isinstance(other, Accepted)
     written, wrong = guesses("written"), guesses("wrong")
-    one, two = await guessing.submit(
-        [consent(f"C-RG{run}", expected_version=1), consent(f"C-RG{run}")], submitted_by=BRANCH
+    one, two, new = await guessing.submit(
+        [
+            consent(f"C-RG{run}", expected_version=1),
+            consent(f"C-RG{run}"),
+            registration(f"C-RN{run}"),  # a new client beside it: one statement for both
+        ],
+        submitted_by=BRANCH,
     )
+    assert isinstance(new, Accepted)
+    assert new.position.stream_version == 1
     assert (guesses("written"), guesses("wrong")) == (written + 1, wrong)
     three, four = await plain.submit(
         [consent(f"C-RP{run}", expected_version=1), consent(f"C-RP{run}")], submitted_by=BRANCH
@@ -625,6 +632,9 @@ async def test_a_remembered_client_is_written_by_one_statement_as_the_ordinary_w
         two.position.event_id,  # type: ignore[union-attr]
     ]
     assert guessed[1]["tx"] == guessed[2]["tx"] != guessed[0]["tx"]
+    async with connected(settings) as conn:
+        (created,) = await stored(conn, f"client-C-RN{run}")
+    assert (created["tx"], created["stream_at"]) == (guessed[1]["tx"], 1)
     assert all(r["stream_at"] == 3 for r in guessed)
 
 
