@@ -29,7 +29,11 @@ from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 
 
-async def single_posts(port: int, token: str, events: int, connections: int = 64) -> Latencies:
+async def single_posts(
+    port: int, token: str | list[str], events: int, connections: int = 64
+) -> Latencies:
+    """``events`` single POSTs from ``connections`` connections; ``token``: one, or one per
+    branch system (``closed_loop``)."""
     run = uuid.uuid4().hex[:8]
     bodies = [orjson.dumps(event_body(i, run)) for i in range(events)]
     return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)

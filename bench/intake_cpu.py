@@ -6,9 +6,13 @@ benchmark's stack, warms up, then measures single events from 64 connections, a 
 Unlike `bench.profile_intake` nothing samples the process, so the figure is the process's own.
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
+                               [--branch-systems N]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
-that a setting can be paired against the default on one tree.
+that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
+with N branch systems' tokens (connection ``c`` with token ``c % N``), so a group commit's
+group holds several callers, as a bank's many branch systems make it; 1 (the default) is the
+benchmark's one token.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import single_posts  # noqa: E402
-from bench.stack import child_pids, process_cpu_seconds, running_stack  # noqa: E402
+from bench.stack import (  # noqa: E402
+    BenchStack,
+    child_pids,
+    process_cpu_seconds,
+    running_stack,
+)
+from branchline_shared.http.auth import Role, utcnow  # noqa: E402
+from branchline_shared.http.token_keys import token_codec  # noqa: E402
+
+
+def branch_tokens(stack: BenchStack, count: int) -> list[str]:
+    """``count`` branch systems' tokens (each its own subject, the workload's branch): the
+    stack's own first, so that 1 is the benchmark's usual load."""
+    codec = token_codec(stack.settings, "intake")
+    return [stack.token] + [
+        codec.issue(
+            f"bench-branch-{k}",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=6),
+            now=utcnow(),
+            branch_id="BR-1",  # the workload's branch (bench/workload.py)
+        )
+        for k in range(1, count)
+    ]
 
 
 def per_process_cpu(pids: list[int]) -> dict[int, float]:
@@ -101,12 +129,14 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
     args = parser.parse_args()
     extra = dict(pair.split("=", 1) for pair in args.env)
     async with running_stack(extra) as stack:
         port = stack.settings.intake_port
         conn = await asyncpg.connect(stack.settings.intake_database_url)
-        await single_posts(port, stack.token, 300)  # warm up (imports, pools, caches)
+        tokens = branch_tokens(stack, max(1, args.branch_systems))
+        await single_posts(port, tokens, 300)  # warm up (imports, pools, caches)
         for _ in range(args.repeat):
             first = await last_position(conn)
             each = per_process_cpu(stack.pids.get("intake-api", []))
@@ -115,7 +145,7 @@ async def main() -> int:
                 c for pid in stack.pids.get("intake-api", []) for c in child_pids(pid)
             ] or stack.pids.get("intake-api", [])
             sampler = asyncio.create_task(sampled_connections(serving, port, 64))
-            latencies = await single_posts(port, stack.token, args.events)
+            latencies = await single_posts(port, tokens, args.events)
             held = await sampler
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -132,6 +162,7 @@ async def main() -> int:
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
                 f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
                 f"connections by process {' / '.join(str(held[p]) for p in sorted(held))}; "
+                f"{len(tokens)} branch systems; "
                 f"load average {load}",
                 flush=True,
             )

@@ -79,13 +79,21 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 
 
 async def closed_loop(
-    port: int, token: str, path: str, bodies: list[bytes], connections: int, expect: int
+    port: int,
+    token: str | list[str],
+    path: str,
+    bodies: list[bytes],
+    connections: int,
+    expect: int,
 ) -> Latencies:
-    """``connections`` clients, each sending its next request when the last is answered."""
+    """``connections`` clients, each sending its next request when the last is answered.
+    ``token``: one for every client, or several (connection ``c`` sends with
+    ``token[c % len(token)]``: several callers, as several branch systems are)."""
     latencies: list[float] = []
-    shares = [bodies[c::connections] for c in range(connections)]
+    tokens = [token] if isinstance(token, str) else token
+    shares = [(bodies[c::connections], tokens[c % len(tokens)]) for c in range(connections)]
 
-    async def client(mine: list[bytes]) -> None:
+    async def client(mine: list[bytes], token: str) -> None:
         async with RawHttpClient("127.0.0.1", port, token) as http:
             for body in mine:
                 started = time.perf_counter()
@@ -95,5 +103,5 @@ async def closed_loop(
                     raise AssertionError(f"{path} answered {status}: {answer[:300]!r}")
 
     started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(client(s) for s in shares)), timeout=600)
+    await asyncio.wait_for(asyncio.gather(*(client(b, t) for b, t in shares)), timeout=600)
     return Latencies.of(latencies, time.perf_counter() - started)

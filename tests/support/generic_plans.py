@@ -57,12 +57,153 @@ async def generic_plan(pool: Any, statement: str) -> str:
 
 
 _SCAN = re.compile(r"(Seq Scan|Index Scan|Index Only Scan)(?: Backward)?(?: using \w+)? on (\w+)")
+_OPERATORS = (
+    (" = ANY ", "eq"),
+    (" IS NULL", "eq"),
+    (" = ", "eq"),
+    (" >= ", "lo"),
+    (" > ", "lo"),
+    (" <= ", "hi"),
+    (" < ", "hi"),
+    (" ~>=~ ", "lo"),
+    (" ~>~ ", "lo"),
+    (" ~<=~ ", "hi"),
+    (" ~<~ ", "hi"),
+)
+"""The operators an ``Index Cond`` condition is read by, and what each does to its column
+(pin it, bound it from below or from above); ``IS NOT NULL``, ``<>``, ``~~`` and any other
+are not read: such a condition bounds nothing."""
+
+
+def _unwrap(text: str) -> str:
+    """``text`` without the parentheses around the whole of it."""
+    text = text.strip()
+    while text.startswith("(") and _closing(text, 0) == len(text) - 1:
+        text = text[1:-1].strip()
+    return text
+
+
+def _closing(text: str, start: int) -> int:
+    """The index of the parenthesis that closes the one at ``start`` (-1 if none)."""
+    depth = 0
+    quoted = False
+    for i in range(start, len(text)):
+        c = text[i]
+        if c == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _top_level(text: str) -> list[int]:
+    """The offsets of ``text`` outside any parenthesis or quoted string."""
+    found, depth, quoted = [], 0, False
+    for i, c in enumerate(text):
+        if c == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif depth == 0:
+            found.append(i)
+    return found
+
+
+def _conjuncts(condition: str) -> list[str]:
+    """The ``AND``-ed conditions of an ``Index Cond``, in the order printed."""
+    text = _unwrap(condition)
+    parts, last = [], 0
+    for i in _top_level(text):
+        if text.startswith(" AND ", i):
+            parts.append(text[last:i])
+            last = i + len(" AND ")
+    parts.append(text[last:])
+    return [_unwrap(p) for p in parts]
+
+
+def _column(operand: str) -> str:
+    """An ``Index Cond`` operand as the index column (or expression) it names: the first of
+    a ``ROW(...)``, quotes and a table's alias left out."""
+    operand = _unwrap(operand)
+    if operand.startswith("ROW(") and operand.endswith(")"):
+        inner = operand[4:-1]
+        commas = [i for i in _top_level(inner) if inner[i] == ","]
+        operand = _unwrap(inner[: commas[0]] if commas else inner)
+    name = operand.replace('"', "")
+    if re.fullmatch(r"\w+\.\w+", name):
+        name = name.split(".", 1)[1]
+    return name
+
+
+def _bound(condition: str) -> tuple[str, str] | None:
+    """``(column, eq|lo|hi)`` for one condition, or None if it cannot be read."""
+    top = set(_top_level(condition))
+    for i in sorted(top):
+        for operator, effect in _OPERATORS:
+            if condition.startswith(operator, i) and (
+                operator != " IS NULL" or i + len(operator) == len(condition)
+            ):
+                left = condition[:i]
+                if operator == " = " and condition.startswith(" = ANY ", i):
+                    continue
+                row = _unwrap(left).startswith("ROW(")
+                if row and effect == "eq":
+                    return None  # a row's equality: not met in an Index Cond; read as nothing
+                return _column(left), effect
+        if condition.startswith(" IS NOT NULL", i) or condition.startswith(" <> ", i):
+            return None
+    return None
+
+
+def open_ended(details: list[str]) -> bool:
+    """Whether an index walk with these detail lines (``Index Cond:``, ``Filter:``...) leaves
+    the index's leading column open: no ``Index Cond`` at all, or one whose leading column is
+    neither pinned by an equality (``=``, ``= ANY``, ``IS NULL``) nor bounded from both sides.
+
+    PostgreSQL prints an ``Index Cond``'s conditions in the index's column order, so the
+    leading column is the first condition's (one that leaves the leading column without any
+    condition is not told apart). A row comparison ``ROW(a, b) > ROW(...)`` bounds ``a`` from
+    below only; an expression an index is on (``COALESCE(arrived_at, started_at)``) counts as
+    its column; a condition this cannot read (``~~``, ``IS NOT NULL``, ``<>``) bounds
+    nothing."""
+    conditions = [d[len("Index Cond:") :] for d in details if d.startswith("Index Cond:")]
+    if not conditions:
+        return True
+    bounds: dict[str, set[str]] = {}
+    leading: str | None = None
+    for conjunct in _conjuncts(conditions[0]):
+        bound = _bound(conjunct)
+        if bound is None:
+            if leading is None:
+                return True  # the first condition, unread: the leading column is open
+            continue
+        column, effect = bound
+        leading = column if leading is None else leading
+        bounds.setdefault(column, set()).add(effect)
+    held = bounds.get(leading or "", set())
+    return "eq" not in held and not {"lo", "hi"} <= held
 
 
 def whole_reads(plan: str) -> set[str]:
-    """The tables the plan reads whole: by a sequential scan, or by walking an index with no
-    condition on it while filtering what it finds (a walk for an ORDER BY ... LIMIT that
-    looks for rare rows reads the table to its end)."""
+    """The tables the plan reads whole, or may: by a sequential scan, or by walking an index
+    open at one end (:func:`open_ended`: no condition on its leading column, or one bounding
+    it from one side only, e.g. a keyset page's ``ROW(due_at, id) > ROW($2, $3)``) while
+    filtering what it finds. A walk for an ORDER BY ... LIMIT that looks for rare rows reads
+    the table to its end; whether the ``Filter`` drops rare or common rows a generic plan
+    does not know, so any ``Filter`` counts. Not flagged: a walk whose leading column is
+    pinned by an equality (one client's rows) or bounded from both sides, whatever it
+    filters; an open walk with no ``Filter`` (it stops at its ``LIMIT``); bitmap scans (no
+    order, so no early stop to miss: a bitmap read is as big as its conditions say)."""
     found: set[str] = set()
     nodes: list[tuple[str, str, list[str]]] = []
     for line in plan.splitlines():
@@ -75,9 +216,7 @@ def whole_reads(plan: str) -> set[str]:
             nodes[-1][2].append(line.strip())
     for kind, table, details in nodes:
         if kind == "Seq Scan" or (
-            kind
-            and not any(d.startswith("Index Cond:") for d in details)
-            and any(d.startswith("Filter:") for d in details)
+            kind and any(d.startswith("Filter:") for d in details) and open_ended(details)
         ):
             found.add(table)
     return found

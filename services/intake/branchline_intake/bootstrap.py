@@ -115,6 +115,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 max_events=settings.intake_group_commit_max_events,
                 window_s=settings.intake_group_commit_window_ms / 1000,
                 guess_new_streams=settings.intake_group_commit_guess_new_streams,
+                guess_several_callers=settings.intake_group_commit_guess_several_callers,
             )
             app.state.group_commit = group_commit
             opened.push_async_callback(group_commit.aclose)

@@ -61,11 +61,21 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
     )
     intake_group_commit_guess_new_streams: bool = Field(
         default=True,
-        description="A group of one caller whose streams may all be new (no ids sent, no "
+        description="A group of one caller (of several: "
+        "intake_group_commit_guess_several_callers) whose streams may all be new (no ids sent, no "
         "references, none the decider remembers) is first decided as new streams and written "
         "by one self-committing statement that creates them (one round trip, not three); if a "
         "stream exists or the decisions need more, nothing is written and the group runs the "
         "ordinary way.",
+    )
+    intake_group_commit_guess_several_callers: bool = Field(
+        default=True,
+        description="With intake_group_commit_guess_new_streams, a group of several callers "
+        "(several branch systems' requests) whose streams may all be new, each stream one "
+        "caller's, is guessed too: each caller decides on its own streams as it does alone, "
+        "and all their events are written by the one statement; if any caller's guess cannot "
+        "stand, nothing is written and the group runs the ordinary way, each caller in a "
+        "savepoint of its own.",
     )
     intake_relay_min_interval_s: float = Field(
         default=0.02,

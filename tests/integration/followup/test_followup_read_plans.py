@@ -102,9 +102,16 @@ FROM generate_series(1, {N}) AS n;
 ANALYZE;
 """
 
-WALKS: dict[str, frozenset[str]] = {}
-"""Reads left to walk an index filtering, and why: none. (Before #12's Round 14, the default
-supervisor's team, ``assignee <> ALL``, walked the tasks in due order, filtering.)"""
+WALKS: dict[str, frozenset[str]] = {
+    "all tasks, kind": frozenset({"fu_tasks"}),
+    "all tasks, kind, cancelled": frozenset({"fu_tasks"}),
+}
+"""Reads left to walk an index filtering, and why. An admin's list by kind alone (no RM,
+client, team or period) walks the tasks in due order (of its status, if one is given) and
+keeps the kind's: no index has the kind (an index per kind would cost every task write an
+entry for a filter only an admin's page uses); a rare kind's page reads to the end. (Before
+#12's Round 14, the default supervisor's team, ``assignee <> ALL``, walked the tasks in due
+order, filtering; before Round 19, the list by status done or cancelled, followup 017.)"""
 SMALL = frozenset({"fu_staff"})
 """Tables that grow with the staff, not with activity: a scan of them is a scan of the
 organisation chart."""
@@ -147,7 +154,30 @@ READS: dict[str, Read] = {
     "work list, kind": tasks(queries.TaskFilter(assignee="rm-7", kind="survey")),
     "all tasks": tasks(queries.TaskFilter()),
     "all tasks, overdue": tasks(queries.TaskFilter(status="overdue")),
-    "all tasks, done": tasks(queries.TaskFilter(status="done"), after=True),
+    "all tasks, done": tasks(queries.TaskFilter(status="done")),
+    "all tasks, done, next page": tasks(queries.TaskFilter(status="done"), after=True),
+    "all tasks, cancelled": tasks(queries.TaskFilter(status="cancelled")),
+    "all tasks, cancelled, next page": tasks(queries.TaskFilter(status="cancelled"), after=True),
+    "all tasks, open, next page": tasks(queries.TaskFilter(status="open"), after=True),
+    "all tasks, cancelled, due before": tasks(
+        queries.TaskFilter(status="cancelled", due_before=NOW), after=True
+    ),
+    "all tasks, kind": tasks(queries.TaskFilter(kind="survey")),
+    "all tasks, kind, cancelled": tasks(queries.TaskFilter(kind="survey", status="cancelled")),
+    "work list, done": tasks(queries.TaskFilter(assignee="rm-7", status="done")),
+    "work list, cancelled, next page": tasks(
+        queries.TaskFilter(assignee="rm-7", status="cancelled"), after=True
+    ),
+    "a client's cancelled tasks": tasks(
+        queries.TaskFilter(client_id="C-7", status="cancelled"), after=True
+    ),
+    "a team's cancelled tasks": tasks(
+        queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), status="cancelled"),
+        after=True,
+    ),
+    "the default team's done tasks": tasks(
+        queries.TaskFilter(assignee_not_in=frozenset({"rm-7"}), status="done"), after=True
+    ),
     "all tasks, due before": tasks(queries.TaskFilter(due_before=NOW)),
     "a client's tasks": tasks(queries.TaskFilter(client_id="C-7")),
     "a team's tasks": tasks(queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}))),
@@ -430,6 +460,72 @@ async def test_an_rms_open_and_sla_pages_read_only_open_tasks(
         scans = [(i, d) for i, d in _index_reads(plan) if i.startswith("fu_tasks")]
         assert [i for i, _ in scans] == ["fu_tasks_open_work_list"], plan
         assert not any("status" in line for _, d in scans for line in d), plan
+
+
+@pytest.mark.parametrize("status", ["done", "cancelled"])
+async def test_a_closed_status_page_reads_only_its_status(filled: PgPool, status: str) -> None:
+    """#12: the list by status done or cancelled (no RM, client or team), a first page and a
+    next one, reads its status's part of the tasks (followup 017), not every task in due order
+    filtered on status, to the table's end when the status is rare: the keyset is the walk's
+    only condition and nothing is filtered."""
+    for after in (False, True):
+        plans = await _plans_of(filled, tasks(queries.TaskFilter(status=status), after=after))
+        assert plans
+        for plan in plans:
+            scans = [(i, d) for i, d in _index_reads(plan) if i.startswith("fu_tasks")]
+            assert [i for i, _ in scans] == [f"fu_tasks_{status}_by_due"], plan
+            assert not any("Filter" in line for _, d in scans for line in d), plan
+
+
+CLOSED_TASKS = """
+INSERT INTO fu_tasks (id, kind, rule, client_id, branch_id, assignee, subject, opened_at,
+                      due_at, deadline_profile, source_event_id, status, closed_at)
+SELECT gen_random_uuid(), 'satisfaction_survey', 'D-01b', 'C-' || (n % 5), 'BR-1',
+       'rm-t' || (n % 3), 's', $1::timestamptz - interval '30 days',
+       $1::timestamptz + (n / 4 - 5) * interval '1 hour', 'calendar', gen_random_uuid(),
+       CASE WHEN n % 7 = 0 THEN 'cancelled' WHEN n % 7 < 3 THEN 'done' ELSE 'open' END,
+       CASE WHEN n % 7 < 3 THEN $1::timestamptz END
+FROM generate_series(1, 300) AS n
+"""
+"""Readable tasks only, due four at a time (ties broken by the id), a few cancelled, more
+done, most open (the filled tasks deleted first)."""
+
+
+async def test_each_status_pages_are_the_tasks_of_that_status_in_due_order(
+    filled: PgPool,
+) -> None:
+    """The list by each status, page after page, is every task of that status (the old
+    ``status = $1`` condition) in (due_at, id) order, for everyone and for one RM."""
+    await filled.execute("DELETE FROM fu_tasks")
+    await filled.execute(CLOSED_TASKS, NOW)
+    for status in ("open", "done", "cancelled"):
+        for assignee in (None, "rm-t1"):
+            want = [
+                r["id"]
+                for r in await filled.fetch(
+                    "SELECT id FROM fu_tasks WHERE status = $1 "
+                    "AND ($2::text IS NULL OR assignee = $2) ORDER BY due_at, id",
+                    status,
+                    assignee,
+                )
+            ]
+            got: list[uuid.UUID] = []
+            after: tuple[datetime, uuid.UUID] | None = None
+            while True:
+                page = await queries.list_tasks(
+                    filled,
+                    where=queries.TaskFilter(assignee=assignee, status=status),
+                    after=after,
+                    limit=7,
+                    now=NOW,
+                    due_soon_window=timedelta(days=2),
+                )
+                got += [row["id"] for row in page]
+                if len(page) < 7:
+                    break
+                after = (page[-1]["due_at"], page[-1]["id"])
+            assert got == want, (status, assignee)
+            assert len(got) > 7, (status, assignee)
 
 
 @pytest.mark.parametrize(

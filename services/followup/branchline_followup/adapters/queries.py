@@ -152,10 +152,11 @@ async def list_tasks(
         clauses.append(f"client_id = {param(where.client_id)}")
     if where.due_before is not None:
         clauses.append(f"due_at < {param(where.due_before)}")
-    if where.status == "open":  # as written, so the open work list's index is seen to serve it
-        clauses.append("status = 'open'")
-    elif where.status in STATUS_FILTERS:
-        clauses.append(f"status = {param(where.status)}")
+    if where.status in STATUS_FILTERS:
+        # as written (one of three fixed words, never the caller's text), so the planner sees
+        # the status's partial index serve it: fu_tasks_open_by_due / _open_work_list,
+        # fu_tasks_done_by_due, fu_tasks_cancelled_by_due (followup 014, 015, 017; #12)
+        clauses.append(f"status = '{where.status}'")
     elif where.status in SLA_FILTERS:
         clauses.append("status = 'open'")
         soon = now + due_soon_window

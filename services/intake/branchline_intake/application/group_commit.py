@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +34,7 @@ from branchline_intake.application.submit import (
     refusal_stream_id,
     submit_events,
 )
-from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
+from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
     EventStore,
     GroupCommitStore,
@@ -45,6 +45,7 @@ from branchline_shared.eventstore.ports import (
     LogRecord,
     SharedTransaction,
     StoredEvent,
+    StoredPosition,
     StreamsBusy,
     UnitOfWork,
 )
@@ -80,7 +81,8 @@ class GroupCommitter:
     ``max_events`` bounds a group; ``window_s`` (0 by default) holds a group open that long
     before it is written; ``writers`` groups are written at once (one computes while another
     waits for the database); ``guess_new_streams``: a group that may be all new streams is
-    first tried as such, in one round trip (:meth:`_guessed`)."""
+    first tried as such, in one round trip (:meth:`_guessed`); ``guess_several_callers``:
+    so is a group of several callers, each on streams of its own (:meth:`_guessed_jointly`)."""
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class GroupCommitter:
         window_s: float = 0.0,
         writers: int = 2,
         guess_new_streams: bool = True,
+        guess_several_callers: bool = True,
         submit: Submit = submit_events,
     ) -> None:
         self._ctx = ctx
@@ -109,6 +112,7 @@ class GroupCommitter:
             if guess_new_streams and self._store is not None and isinstance(store, GuessingStore)
             else None
         )
+        self._several = guess_several_callers
 
     async def submit(self, items: Sequence[SubmittedEvent], **caller: Any) -> list[Outcome]:
         if self._store is None:  # a store without shared transactions: one call each
@@ -171,9 +175,13 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
         its first run cannot stand."""
-        if self._guessing is not None and self._guessable(group):
+        callers = self._guessable(group) if self._guessing is not None else None
+        if callers is not None and self._guessing is not None:
             try:
-                guessed = await self._guessed(group, self._guessing)
+                if len(callers) == 1:
+                    guessed = await self._guessed(group, self._guessing)
+                else:
+                    guessed = await self._guessed_jointly(callers, self._guessing)
             except GuessWrong:
                 GROUP_GUESSES.labels(outcome="wrong").inc()
             else:
@@ -200,37 +208,43 @@ class GroupCommitter:
                 # which answers it exactly as a caller among others is answered (#12).
                 alone = False
 
-    def _guessable(self, group: list[_Waiting]) -> bool:
-        """Whether the group may be new streams only, written by one statement: the real
-        ``submit_events``, one caller
-        (its outcomes come from one decision), no id sent (an id could be stored: a lookup),
-        no stream read besides its own (a read lock: D-13, D-14, D-16), no erasure request
-        (its restriction is registered after the write: docs/privacy.md), and no stream the
-        decider remembers (it holds events). The rest is checked by deciding on the guess
-        (``GuessingUnitOfWork``) and by the write itself."""
+    def _guessable(
+        self, group: list[_Waiting]
+    ) -> list[tuple[dict[str, Any], list[_Waiting]]] | None:
+        """The group's callers if it may be new streams only, written by one statement: the
+        real ``submit_events``, one caller (its outcomes come from one decision) or several
+        whose items' streams are each one caller's (each decides on its own streams, so
+        none decides on what another writes: ``_guessed_jointly``), no id sent (an id could
+        be stored: a lookup), no stream read besides its own (a read lock: D-13, D-14,
+        D-16), no erasure request (its restriction is registered after the write:
+        docs/privacy.md), and no stream the decider remembers (it holds events). The rest
+        is checked by deciding on the guess (``GuessingUnitOfWork``) and by the write
+        itself. ``None``: not guessable."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
             # error after a committed write could not be rolled back with the group.
-            return False
-        caller = group[0].caller
+            return None
+        first = group[0].caller
+        if not self._several and any(w.caller is not first and w.caller != first for w in group):
+            return None
         decider = self._ctx.decider
         remembered = getattr(decider, "remembered", None)
-        for waiting in group:
-            if waiting.caller is not caller and waiting.caller != caller:
-                return False
-            for item in waiting.items:
-                if (
-                    item.event_id is not None
-                    or item.type == ERASURE_REQUESTED
-                    or decider.references(item)
-                    or (
-                        remembered is not None
-                        and remembered(subject_stream_id(item.subject, item.subject_id)) is not None
-                    )
-                ):
-                    return False
-        return True
+        callers = _by_caller(group)
+        owner: dict[str, int] = {}
+        for index, (_, members) in enumerate(callers):
+            for waiting in members:
+                for item in waiting.items:
+                    stream = subject_stream_id(item.subject, item.subject_id)
+                    if (
+                        item.event_id is not None
+                        or item.type == ERASURE_REQUESTED
+                        or owner.setdefault(stream, index) != index
+                        or decider.references(item)
+                        or (remembered is not None and remembered(stream) is not None)
+                    ):
+                        return None
+        return callers
 
     async def _guessed(
         self, group: list[_Waiting], store: GuessingStore
@@ -261,6 +275,38 @@ class GroupCommitter:
             results.append((waiting, outcomes[: len(waiting.items)]))
             outcomes = outcomes[len(waiting.items) :]
         return results
+
+    async def _guessed_jointly(
+        self, callers: list[tuple[dict[str, Any], list[_Waiting]]], store: GuessingStore
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        """:meth:`_guessed` for a group of several callers, each on streams of its own
+        (``_guessable``): each caller's ``submit_events`` runs as it runs alone, at once
+        with the others, on its own view of one guessing unit of work (:class:`_Joint`);
+        a caller's write waits there until every caller has written or ended, and all the
+        writes go out as the unit's one statement, in the callers' order (the order, and so
+        the positions, of the ordinary way's group). If any caller cannot stand on the guess
+        (``GuessWrong``) or fails before that statement, none is written: every caller still
+        waiting is told ``GuessWrong`` and :class:`GuessWrong` is raised, so the group runs
+        the ordinary way, each caller in a savepoint of its own, decided again from what is
+        stored. Every caller is answered after the statement committed (#12)."""
+        async with store.guessing_unit_of_work() as unit:
+            joint = _Joint(unit, self._ctx.store)
+            tasks = [
+                asyncio.ensure_future(
+                    self._submit(
+                        dataclasses.replace(self._ctx, store=joint.caller(), in_group=True),
+                        [item for waiting in members for item in waiting.items],
+                        **caller,
+                    )
+                )
+                for caller, members in callers
+            ]
+            try:
+                return await joint.write(callers, tasks)
+            finally:
+                for task in tasks:  # none is left running (this writer cancelled, say)
+                    task.cancel()
+                await asyncio.wait(tasks)
 
     async def _transaction(
         self, group: list[_Waiting], *, refusal_locks_first: bool, alone: bool
@@ -405,6 +451,179 @@ class _GuessingOnce:
 
     async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
         return await self._reads.read_log(after, limit=limit)
+
+
+class _Joint:
+    """One guessing unit of work shared by a group's several callers (``_guessed_jointly``):
+    each caller decides on its own view (:meth:`caller`), its streams taken for new; a
+    caller's write is held until every caller has written or ended, then all are staged, in
+    the callers' order, and written by the unit's one statement."""
+
+    def __init__(self, unit: GuessingUnitOfWork, reads: EventStore) -> None:
+        self._unit = unit
+        self._reads = reads
+        self._owner: dict[str, _JointCaller] = {}  # each stream is one caller's
+        self._views: list[_JointCaller] = []
+        self._changed = asyncio.Event()
+        self._tasks: Sequence[asyncio.Future[list[Outcome]]] = ()
+
+    def caller(self) -> _JointCaller:
+        view = _JointCaller(self, self._reads)
+        self._views.append(view)
+        return view
+
+    def take(self, view: _JointCaller, stream_ids: Sequence[str]) -> None:
+        for stream_id in stream_ids:
+            if self._owner.setdefault(stream_id, view) is not view:
+                raise GuessWrong(f"a stream two callers decide on: {stream_id}")
+
+    def owns(self, view: _JointCaller, stream_ids: Sequence[str]) -> None:
+        if any(self._owner.get(s) is not view for s in stream_ids):
+            raise GuessWrong("a stream read that was not taken for new by its caller")
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    @property
+    def unit(self) -> GuessingUnitOfWork:
+        return self._unit
+
+    async def write(
+        self,
+        callers: list[tuple[dict[str, Any], list[_Waiting]]],
+        tasks: Sequence[asyncio.Future[list[Outcome]]],
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        self._tasks = tasks
+        for task in tasks:
+            task.add_done_callback(lambda _: self._changed.set())
+        views = self._views
+        while not all(
+            task.done() or view.held is not None for task, view in zip(tasks, views, strict=True)
+        ):
+            self._changed.clear()
+            await self._changed.wait()
+        held = [view for view in views if view.held is not None]
+        problem: BaseException | None = None
+        for task in tasks:
+            if task.done():
+                problem = asyncio.CancelledError() if task.cancelled() else task.exception()
+                if problem is not None:
+                    break
+        if problem is not None:
+            # Nothing is written: the callers still waiting end, and the group runs the
+            # ordinary way (a caller's own failure is answered there, in its savepoint).
+            await self._tell(held, lambda: GuessWrong("another caller's guess did not stand"))
+            raise GuessWrong(repr(problem)) from problem
+        positions: list[StoredPosition] = []
+        if held:
+            for view in held:
+                for event, topic, submission_hash in view.staged:
+                    self._unit.stage(event, topic=topic, submission_hash=submission_hash)
+            try:
+                positions = await self._unit.commit()
+            except BaseException as exc:
+                failure = exc
+                # GuessWrong: nothing written, the ordinary way answers. Anything else: the
+                # statement was sent and may have committed: its callers are answered with
+                # the error (as when a group's COMMIT fails), nothing runs again.
+                await self._tell(held, lambda: failure)
+                raise
+        for view in held:
+            assert view.held is not None
+            count = len(view.staged)
+            view.held.set_result(positions[:count])
+            positions = positions[count:]
+        await asyncio.wait(tasks)
+        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+        for (_, members), task in zip(callers, tasks, strict=True):
+            if task.cancelled():
+                answer: list[Outcome] | BaseException = asyncio.CancelledError()
+            else:
+                answer = task.exception() or task.result()
+            if isinstance(answer, BaseException):
+                results.extend((waiting, answer) for waiting in members)
+                continue
+            for waiting in members:
+                results.append((waiting, answer[: len(waiting.items)]))
+                answer = answer[len(waiting.items) :]
+        return results
+
+    async def _tell(self, held: list[_JointCaller], exc: Callable[[], BaseException]) -> None:
+        """Every caller waiting for the write told ``exc()``, and ended (``write``'s caller
+        reads their ends)."""
+        for view in held:
+            assert view.held is not None
+            if not view.held.done():
+                view.held.set_exception(exc())
+        await asyncio.wait(self._tasks)
+        for task in self._tasks:  # retrieved: their errors are the group's, not left unread
+            if not task.cancelled():
+                task.exception()
+
+
+class _JointCaller:
+    """One caller's view of a :class:`_Joint`: its store (one unit of work) and that unit.
+    Its streams are taken for new on the shared unit; its events are held, not staged, until
+    the joint write; its write waits for it."""
+
+    def __init__(self, joint: _Joint, reads: EventStore) -> None:
+        self._joint = joint
+        self._reads = reads
+        self._opened = False
+        self.staged: list[tuple[RecordedEvent, str, bytes | None]] = []
+        self.held: asyncio.Future[list[StoredPosition]] | None = None
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        if self._opened:  # a retry: not one statement any more
+            raise GuessWrong("a second unit of work")
+        self._opened = True
+        yield self
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        return await self._reads.read_log(after, limit=limit)
+
+    async def lock_streams(
+        self,
+        stream_ids: Sequence[str],
+        *,
+        shared: Sequence[str] = (),
+        likely: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        if shared:
+            raise GuessWrong("streams to read-lock")
+        self._joint.take(self, stream_ids)
+        return await self._joint.unit.lock_streams(stream_ids, likely=likely)
+
+    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        raise GuessWrong(f"streams locked after the decisions: {sorted(stream_ids)}")
+
+    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        return await self._joint.unit.find_existing(event_ids)
+
+    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        self._joint.owns(self, stream_ids)
+        return await self._joint.unit.load_streams(stream_ids)
+
+    def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
+        if self.held is not None:
+            raise RuntimeError("a joint guess's caller staged an event after its write")
+        self.staged.append((event, topic, submission_hash))
+
+    async def commit(self) -> list[StoredPosition]:
+        if self.held is not None:
+            raise GuessWrong("a second write")
+        if not self.staged:
+            # As a guessing unit: decisions on the guess that no write would check.
+            raise GuessWrong("nothing to write")
+        self.held = asyncio.get_running_loop().create_future()
+        self._joint.changed()
+        return await self.held
 
 
 class _SharedStore:
