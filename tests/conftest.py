@@ -23,7 +23,7 @@ from branchline_shared.embedded.tansu import TansuBroker
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import SERVICES, service_audience, token_codec
 from branchline_shared.settings import BranchlineSettings
-from tests.support import hang_report
+from tests.support import hang_report, open_sockets
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
 
 prepare_runtime_dir(runtime_dir())
@@ -32,6 +32,8 @@ prepare_runtime_dir(runtime_dir())
 # per-example deadline and its "too slow" health check fail correct code.
 settings.register_profile("branchline", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("branchline")
+
+open_sockets.install()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -44,11 +46,26 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
         else float(item.config.getini("timeout") or 0)
     )
     timer = hang_report.arm(item.nodeid, timeout_s)
+    open_sockets.current_test(item.nodeid)
     try:
         return (yield)
     finally:
+        open_sockets.current_test("<between tests>")
         if timer is not None:
             timer.cancel()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """When a module's tests and fixtures are done, none of its sockets may be left open: an
+    open one would otherwise fail the whole run at its very end, naming nobody."""
+    result = yield
+    if nextitem is None or nextitem.path != item.path:
+        ours = {i.nodeid for i in item.session.items if i.path == item.path}
+        left = open_sockets.left_open(ours)
+        if left:
+            pytest.fail("sockets left open by this module's tests:\n" + "\n".join(left))
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -183,7 +183,8 @@ def test_ctrl_c_stops_everything_and_leaves_no_process(dev_stack: DevStack) -> N
     pgdata = Path(dev_stack.env["BRANCHLINE_DATA_DIR"]) / "postgres" / "pgdata"
     postmaster = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     dev_stack.process.send_signal(signal.SIGINT)
-    assert dev_stack.process.wait(timeout=60) == 0
+    code = dev_stack.process.wait(timeout=60)
+    assert code == 0, f"exit code {code}:\n{dev_stack.output.read_text()}"
     time.sleep(0.5)
     alive = [pid for pid in tree | {postmaster} if _running(pid)]
     assert alive == [], f"left running: {alive}\n{dev_stack.output.read_text()}"

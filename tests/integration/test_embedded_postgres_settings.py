@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import asyncpg
 import pytest
 
-from branchline_shared.embedded.postgres import MAX_WAL_SIZE, SHARED_BUFFERS
-from tests.support.stack import env_override
+from branchline_shared.embedded.ports import free_port
+from branchline_shared.embedded.postgres import MAX_WAL_SIZE, SHARED_BUFFERS, EmbeddedPostgres
+from tests.support.stack import env_override, runtime_dir
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +39,21 @@ async def test_the_page_cache_holds_the_steady_load_s_indexes(postgres_admin_url
         assert await conn.fetchval("SHOW shared_buffers") == SHARED_BUFFERS == "1GB"
     finally:
         await conn.close()
+
+
+def test_a_server_stops_after_a_folder_above_it_was_made_private(tmp_path: Path) -> None:
+    """Run as root, the server runs as its own system user; pytest makes its temporary root
+    private again when another session starts (0700), and `pg_ctl stop`, run as that user,
+    then failed ("could not access directory"), leaving the server running."""
+    above = Path(tempfile.mkdtemp(prefix="pg-stop-", dir=runtime_dir()))
+    server = EmbeddedPostgres(above / "server", free_port())
+    server.start()
+    try:
+        assert server.is_running()
+        above.chmod(0o700)
+        server.stop()
+        assert not server.is_running()
+    finally:
+        if server.is_running():
+            server.stop(mode="immediate")
+        shutil.rmtree(above, ignore_errors=True)

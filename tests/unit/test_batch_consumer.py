@@ -11,6 +11,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
@@ -634,3 +636,39 @@ async def test_a_rebalance_under_the_consumer_s_looks_at_its_partitions_never_en
     assert not task.done(), task
     await stop_batch_consumer(consumer, task, timeout_s=2)
     assert task.exception() is None
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (asyncpg.InterfaceError("connection is closed"), True),
+        (asyncpg.InterfaceError("pool is closing"), True),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("lost"), True),
+        (OSError("unreachable"), True),
+        (asyncpg_base.DataError("a value its codec refuses"), False),
+        (asyncpg.ClientConfigurationError("bad option"), False),
+        (asyncpg.UnsupportedServerFeatureError("no such feature"), False),
+        (asyncpg.UniqueViolationError("duplicate"), False),
+        (ValueError("a bug"), False),
+    ],
+)
+async def test_only_faults_that_may_pass_are_retried(error: Exception, transient: bool) -> None:
+    """A client-side refusal of a value is decided by the event: retried, it would hold the
+    consumer for ever instead of dead-lettering the event; a lost connection may come back."""
+    assert consuming.is_transient(error) is transient
+    calls = 0
+
+    async def work() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise error
+        return "done"
+
+    if transient:
+        assert await consuming.retry_transient(work, consumer="t", max_backoff_s=0.01) == "done"
+        assert calls == 2
+    else:
+        with pytest.raises(type(error)):
+            await consuming.retry_transient(work, consumer="t")
+        assert calls == 1

@@ -152,7 +152,13 @@ class EmbeddedPostgres:
         is half-written."""
         if not self.is_running():
             return
-        commands, _ = self._commands()
+        commands, utils = self._commands()
+        if self._as_root():
+            # The server's own user must reach its data directory again: a folder on the way
+            # may have been closed to others since the start (pytest makes its temporary root
+            # private again whenever another session starts; then pg_ctl failed with
+            # "could not access directory" and the server was left running).
+            utils.ensure_prefix_permissions(self.data_dir)
         commands.pg_ctl(
             ["-w", "-t", "60", "-m", mode, "stop"],
             pgdata=self.pgdata,

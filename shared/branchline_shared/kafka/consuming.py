@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -287,8 +288,23 @@ async def adapt_fetch_wait(
         )
 
 
+NEVER_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg_base.DataError,
+    asyncpg.ClientConfigurationError,
+    asyncpg.UnsupportedClientFeatureError,
+    asyncpg.UnsupportedServerFeatureError,
+)
+"""asyncpg's ``InterfaceError`` subclasses that say the same call will fail the same way again:
+a value its codec refuses (the client-side ``DataError``, not PostgreSQL's class 22 of the same
+name: decided by the event, so its event must be dead-lettered, not retried for ever), or a
+client or server that lacks what is asked. Every other ``InterfaceError`` (a closed
+connection, a closing pool) stays transient: a misread outage would dead-letter good events,
+a misread programming error only holds the consumer back, in plain sight (its lag and
+warnings)."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT_ERRORS)
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, NEVER_TRANSIENT)
 
 
 @dataclass(frozen=True)

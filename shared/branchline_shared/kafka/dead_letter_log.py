@@ -93,6 +93,20 @@ def _identity(
     return event_id, event_type
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def record_time(timestamp_ms: int) -> datetime:
+    """A record's Kafka timestamp as a time. Any producer may set any 64-bit value; one past
+    what a ``datetime`` holds is shown as the earliest or latest time there is, so that one
+    forged record cannot fail a whole ``dlq list`` (it sorts first or last, in plain sight)."""
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _EARLIEST if timestamp_ms < 0 else _LATEST
+
+
 def parse_dead_letter(consumer: str, record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
     headers = tuple(record.headers or ())
     found = dict(headers)
@@ -102,7 +116,7 @@ def parse_dead_letter(consumer: str, record: ConsumerRecord[bytes, bytes]) -> De
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        dead_lettered_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        dead_lettered_at=record_time(record.timestamp),
         reason=_text(found, "dlq_reason") or "(no reason recorded)",
         source_topic=_text(found, "dlq_source_topic"),
         source_partition=_int(found, "dlq_source_partition"),

@@ -17,7 +17,9 @@ from aiokafka import AIOKafkaProducer
 from branchline_followup.bootstrap import create_app, prepare_database, running_worker
 from branchline_shared.events.envelope import Channel, RecordedEvent
 from branchline_shared.http.auth import Role
+from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.topics import declare_topics
+from branchline_shared.kafka.wire import encode_event, event_headers
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.events import recorded_event
@@ -106,6 +108,22 @@ class History:
 
 def wire(event: RecordedEvent) -> bytes:
     return event.model_dump_json().encode()
+
+
+def relayed(events: list[RecordedEvent], topic: str = "intake.events") -> list[RawMessage]:
+    """The messages the worker takes for ``events``, as intake's relay publishes them to
+    partition 0: offsets from 0, each with its headers and the store position offset + 1."""
+    return [
+        RawMessage(
+            topic,
+            0,
+            offset,
+            e.subject_id.encode(),
+            encode_event(e.model_dump(mode="json")),
+            event_headers(e, offset + 1),
+        )
+        for offset, e in enumerate(events)
+    ]
 
 
 async def produce_events(settings: BranchlineSettings, events: list[RecordedEvent]) -> None:

@@ -27,13 +27,14 @@ from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import decode
 from branchline_shared.kafka.consuming import RawMessage
-from branchline_shared.kafka.wire import SourcePosition, encode_event, event_headers
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgPool, open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import (
     VOLATILE_COLUMNS,
     followup_db,
     generate_history,
+    relayed,
     snapshot,
 )
 from tests.support.stack import Infra, make_settings
@@ -196,17 +197,7 @@ async def test_a_poison_event_fails_alone_and_is_dead_lettered_with_its_reason(
 ) -> None:
     poison = closed_visit("C-4", {"outcome": "normal"})  # no visit id: the rules refuse it
     events = [registered("C-4"), poison, registered("C-5"), closed_visit("C-5")]
-    raws = [
-        RawMessage(
-            "intake.events",
-            0,
-            offset,
-            e.subject_id.encode(),
-            encode_event(e.model_dump(mode="json")),
-            event_headers(e, offset + 1),
-        )
-        for offset, e in enumerate(events)
-    ]
+    raws = relayed(events)
     raws.append(RawMessage("intake.events", 0, 4, b"C-6", b"{not json", []))
     dead = DeadLetterBox()
     await handle_batch(raws, units, dead, PROJECTION)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import pytest
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.entrypoints.worker import handle_batch
 from branchline_shared.kafka.consuming import RawMessage
-from branchline_shared.kafka.wire import encode_event, event_headers
+from tests.integration.followup.harness import relayed
 from tests.integration.followup.test_followup_batches import (
     PROJECTION,
     DeadLetterBox,
@@ -40,17 +40,7 @@ async def test_a_forged_position_header_is_no_position(
     position: bytes,
 ) -> None:
     events = [registered("C-F1"), registered("C-F2"), registered("C-F3")]
-    raws = [
-        RawMessage(
-            "intake.events",
-            0,
-            offset,
-            e.subject_id.encode(),
-            encode_event(e.model_dump(mode="json")),
-            event_headers(e, offset + 1),
-        )
-        for offset, e in enumerate(events)
-    ]
+    raws = relayed(events)
     raws[1] = RawMessage(
         raws[1].topic, 0, 1, raws[1].key, raws[1].value, forged(list(raws[1].headers), position)
     )
