@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import orjson
@@ -22,11 +22,29 @@ from branchline_shared.events.catalogue import CATALOGUE_VERSION
 from branchline_shared.events.envelope import Actor, RecordedEvent, client_stream_id
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.http.auth import Role, utcnow
+from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
+
+
+def branch_tokens(stack: BenchStack, count: int) -> list[str]:
+    """``count`` branch systems' tokens (each its own subject, the workload's branch): the
+    stack's own first, so that 1 is the benchmark's usual load."""
+    codec = token_codec(stack.settings, "intake")
+    return [stack.token] + [
+        codec.issue(
+            f"bench-branch-{k}",
+            [Role.BRANCH_SYSTEM],
+            ttl=timedelta(hours=6),
+            now=utcnow(),
+            branch_id="BR-1",  # the workload's branch (bench/workload.py)
+        )
+        for k in range(1, count)
+    ]
 
 
 async def single_posts(

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,34 +36,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import (  # noqa: E402
+    branch_tokens,
     existing_client_posts,
     register_clients,
     single_posts,
 )
 from bench.stack import (  # noqa: E402
-    BenchStack,
     child_pids,
     process_cpu_seconds,
     running_stack,
 )
-from branchline_shared.http.auth import Role, utcnow  # noqa: E402
-from branchline_shared.http.token_keys import token_codec  # noqa: E402
-
-
-def branch_tokens(stack: BenchStack, count: int) -> list[str]:
-    """``count`` branch systems' tokens (each its own subject, the workload's branch): the
-    stack's own first, so that 1 is the benchmark's usual load."""
-    codec = token_codec(stack.settings, "intake")
-    return [stack.token] + [
-        codec.issue(
-            f"bench-branch-{k}",
-            [Role.BRANCH_SYSTEM],
-            ttl=timedelta(hours=6),
-            now=utcnow(),
-            branch_id="BR-1",  # the workload's branch (bench/workload.py)
-        )
-        for k in range(1, count)
-    ]
 
 
 def per_process_cpu(pids: list[int]) -> dict[int, float]:

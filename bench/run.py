@@ -94,6 +94,9 @@ PROFILES = {
     ),
 }
 
+BRANCH_SYSTEMS = 16
+"""Branch systems (tokens) posting the second single-POST measure."""
+
 # (key, title, unit); the order of the table.
 MEASURES = [
     ("raw_copy", "raw asyncpg COPY, 1,000 per transaction", "ev/s"),
@@ -107,6 +110,13 @@ MEASURES = [
     ("bl_single_p99", "  its p99 latency", "ms"),
     ("bl_single_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
     ("bl_single_group", "  events per group commit (mean, one process)", "events"),
+    (
+        "bl_single16",
+        "Branchline POST /v1/events, 64 connections, {branch_systems} branch systems' tokens",
+        "ev/s",
+    ),
+    ("bl_single16_p99", "  its p99 latency", "ms"),
+    ("bl_single16_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
     ("bl_batch", "Branchline POST /v1/events:batch of 1,000", "ev/s"),
     ("bl_post_h10", "Branchline one POST, client with 10 events (median)", "ms"),
     ("bl_post_hlong", "Branchline one POST, client with {long_history:,} events (median)", "ms"),
@@ -169,6 +179,7 @@ RATIOS = {
     # above 1.0x the steady load offers more than the consumer drains even on an idle stack
     "e2e_offered": ["drain_capacity_followup", "drain_capacity_audit"],
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
+    "bl_single16": ["raw_tx64", "peer_8t_fn", "bl_single"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
     "bl_post_hlong": ["bl_post_h10"],
@@ -395,6 +406,22 @@ async def one_repetition(
         return drained["followup"].per_s
 
     await measure("drain_capacity_followup", drain_capacity)
+
+    async def singles_of_many_branches() -> float:
+        # The single POST as a bank's traffic makes it: many branch systems, one token each,
+        # so a group commit's group holds several callers (the measure above has one token).
+        # After the drain capacity (nothing measured before it is disturbed); its backlog is
+        # worked off before the batches, as the drain capacity's is.
+        tokens = branchline_measures.branch_tokens(stack, BRANCH_SYSTEMS)
+        cpu_before = stack.cpu_seconds("intake-api")
+        latencies = await branchline_measures.single_posts(port, tokens, p.singles)
+        figures["bl_single16_p99"] = latencies.p99_ms
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_single16_cpu_ms"] = 1000 * used / p.singles
+        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
+        return latencies.per_s
+
+    await measure("bl_single16", singles_of_many_branches)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -480,7 +507,7 @@ def summarise(runs: list[dict[str, float]], p: Profile) -> dict[str, Any]:
         if not values:
             continue
         entry: dict[str, Any] = {
-            "title": title.format(**sizes),
+            "title": title.format(**sizes, branch_systems=BRANCH_SYSTEMS),
             "unit": unit,
             "runs": values,
             "min": min(values),

@@ -670,12 +670,14 @@ class FollowupUnitOfWorkContract:
             assert len(await uow.journal.of_client("c-61")) == 1
             assert [t.id for t in await uow.tasks.open_of("c-60")] == sorted([task.id, fresh.id])
 
+    @pytest.mark.parametrize("marked", [False, True], ids=["held", "marked-then-held"])
     async def test_several_clients_held_ahead_each_read_as_when_asked(
-        self, units: UnitsOfWork
+        self, units: UnitsOfWork, marked: bool
     ) -> None:
         """#12: the read ahead of several clients gives each its own facts (or none), its
         own open tasks in their order (closed ones left out) and the latest place of each of
-        its stores, as reading each when asked does."""
+        its stores, as reading each when asked does; also when the batch's marking locked the
+        clients and read them ahead (the PostgreSQL unit: in its statement, migration 018)."""
 
         def at(client_id: str, seconds: int, source: str = "intake") -> RecordedEvent:
             return an_event(client_id).model_copy(
@@ -696,14 +698,16 @@ class FollowupUnitOfWorkContract:
             ]:
                 assert not await uow.journal.keep(event, position)
         async with units.begin() as uow:
-            await uow.hold_clients_of(
-                [
-                    (at("c-72", 30), SourcePosition("intake", 300)),
-                    (at("c-72", 31, "followup"), SourcePosition("followup", 8)),
-                    (at("c-73", 32), SourcePosition("intake", 301)),
-                    (at("c-74", 33), SourcePosition("intake", 302)),
-                ]
-            )
+            batch = [
+                (at("c-72", 30), SourcePosition("intake", 300)),
+                (at("c-72", 31, "followup"), SourcePosition("followup", 8)),
+                (at("c-73", 32), SourcePosition("intake", 301)),
+                (at("c-74", 33), SourcePosition("intake", 302)),
+            ]
+            if marked:
+                fresh = await uow.mark_applied_all(batch, locking=[True] * len(batch))
+                assert fresh == {e.event_id for e, _ in batch}
+            await uow.hold_clients_of(batch)
             assert [t.id for t in await uow.tasks.open_of("c-72")] == [first.id, second.id]
             assert [t.id for t in await uow.tasks.open_of("c-73")] == [other.id]
             assert await uow.tasks.open_of("c-74") == []
@@ -942,6 +946,131 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
             assert not running.done()
         assert await asyncio.wait_for(running, 10) == "rm-holder"
+
+    async def test_a_batch_of_new_events_reads_its_clients_ahead_in_its_marking_statement(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: marking a batch whose flagged events are all recorded now locks their clients
+        and reads ahead what hold_clients_of would (facts, open tasks, the journal's latest
+        places, the tasks and creations the deciding events caused) in ONE statement, through
+        followup migration 018's function; hold_clients_of then sends nothing, nor does what
+        the events read of them (one statement for the locks and one for the read before)."""
+        task = a_task("c-77")
+        creation = creation_event(task, stream_version=1, now=T0)
+        seen = an_event("c-77").model_copy(update={"source": "intake"})
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-77", rm_id="rm-77"))
+            await uow.tasks.save([task])
+            await uow.events.append([creation], topic=TOPIC)
+            await uow.journal.keep(seen, SourcePosition("intake", 5))
+        deciding = an_event("c-77").model_copy(
+            update={"event_id": task.source_event_id, "recorded_at": T0 + timedelta(seconds=9)}
+        )
+        other = an_event("c-78")
+        batch = [(deciding, SourcePosition("intake", 9)), (other, SourcePosition("intake", 10))]
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async with units.begin() as uow:
+            conn = uow._conn  # type: ignore[attr-defined]
+            warm = [(an_event("c-76"), SourcePosition("intake", 1))]
+            await uow.mark_applied_all(warm, locking=[True])  # the statements prepared
+            conn.add_query_logger(log)
+            try:
+                fresh = await uow.mark_applied_all(batch, locking=[True, True])
+                await asyncio.sleep(0)  # the logger is called soon after each statement
+                marking = list(sent)
+                await uow.hold_clients_of(batch)
+                facts = await uow.clients.get("c-77")
+                assert facts is not None
+                assert facts.rm_id == "rm-77"
+                assert await uow.clients.get("c-78") is None
+                assert [t.id for t in await uow.tasks.open_of("c-77")] == [task.id]
+                assert await uow.tasks.open_of("c-78") == []
+                assert await uow.journal.keep(  # behind the place read ahead
+                    an_event("c-77").model_copy(update={"source": "intake"}),
+                    SourcePosition("intake", 4),
+                )
+                found = await uow.look_up_caused_by([deciding.event_id, other.event_id])
+                assert await uow.tasks.get_caused(task.id, deciding.event_id) == task
+                await asyncio.sleep(0)
+            finally:
+                conn.remove_query_logger(log)
+            async with units.begin() as another:
+                assert not await another.try_lock_client("c-77")
+                assert not await another.try_lock_client("c-78")
+        assert fresh == {deciding.event_id, other.event_id}
+        assert [c.event_id for c in found] == [creation.event_id]
+        assert len(marking) == 1, marking
+        assert "pg_advisory_xact_lock" in marking[0]
+        assert "fu_read_ahead_held(" in marking[0]
+        assert sent == marking  # nothing read after the marking
+
+    async def test_a_batch_reading_as_it_marks_waits_for_the_holder_and_reads_its_commit(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12, ADR-0013: the marking statement's lock waits for a unit holding the client,
+        and its read ahead (followup migration 018's VOLATILE function, called after the
+        locks) sees what that unit committed: the facts, open tasks and journal place it
+        changed, not the rows as they were when the statement began. (A read in the statement
+        itself, or in a STABLE function, sees the rows of the statement's start.)"""
+        before = a_task("c-91")
+        async with units.begin() as uow:
+            await uow.clients.save(a_client("c-91", rm_id="rm-before"))
+            await uow.tasks.save([before])
+            seen = an_event("c-91").model_copy(update={"source": "intake"})
+            await uow.journal.keep(seen, SourcePosition("intake", 5))
+        added = a_task("c-91", opened_at=T0 + timedelta(hours=1))
+        event = an_event("c-91").model_copy(update={"recorded_at": T0 + timedelta(seconds=50)})
+        marking_started = asyncio.Event()
+        sent: list[str] = []
+
+        def log(query: LoggedQuery) -> None:
+            sent.append(query.query)
+
+        async def batch() -> tuple[str | None, list[uuid.UUID], bool]:
+            async with units.begin() as uow:
+                warm = [(an_event("c-89"), SourcePosition("intake", 1))]
+                await uow.mark_applied_all(warm, locking=[True])  # the statements prepared
+                conn = uow._conn  # type: ignore[attr-defined]
+                marking_started.set()
+                await uow.mark_applied_all([(event, SourcePosition("intake", 50))], locking=[True])
+                conn.add_query_logger(log)
+                try:
+                    await uow.hold_clients_of([(event, SourcePosition("intake", 50))])
+                    facts = await uow.clients.get("c-91")
+                    open_tasks = [t.id for t in await uow.tasks.open_of("c-91")]
+                    # behind the holder's place (40 s), not the one before (0 s)
+                    between = T0 + timedelta(seconds=20)
+                    late = await uow.journal.keep(
+                        an_event("c-91").model_copy(update={"recorded_at": between}),
+                        SourcePosition("intake", 30),
+                    )
+                    await asyncio.sleep(0)
+                finally:
+                    conn.remove_query_logger(log)
+                return (None if facts is None else facts.rm_id), open_tasks, late
+
+        async with units.begin() as holder:
+            await holder.lock_client("c-91")
+            await holder.clients.save(a_client("c-91", rm_id="rm-holder"))
+            await holder.tasks.save([before.model_copy(update={"status": TaskStatus.DONE})])
+            await holder.tasks.save([added])
+            moved = an_event("c-91").model_copy(
+                update={"source": "intake", "recorded_at": T0 + timedelta(seconds=40)}
+            )
+            await holder.journal.keep(moved, SourcePosition("intake", 40))
+            running = asyncio.create_task(batch())
+            await marking_started.wait()
+            await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
+            assert not running.done()
+        rm_id, open_tasks, late = await asyncio.wait_for(running, 10)
+        assert rm_id == "rm-holder"
+        assert open_tasks == [added.id]
+        assert late
+        assert sent == []  # all of it read by the marking statement, after the lock
 
     async def test_a_units_collected_writes_are_one_statement(
         self, units: UnitsOfWork, settings: BranchlineSettings

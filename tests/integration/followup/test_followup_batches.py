@@ -10,9 +10,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
+import orjson
 import pytest
 from asyncpg.connection import LoggedQuery
 
@@ -286,18 +287,20 @@ async def test_a_batch_writes_its_clients_rows_as_events_applied_alone_write_the
     assert kept == len(batch)
 
 
-async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
+async def test_a_one_event_batch_reads_its_client_ahead_in_its_applied_records_statement(
     settings: BranchlineSettings,
 ) -> None:
     """#12: what a one-event batch sends, statement by statement (each a round trip; at
-    light load every batch is one event, so they are its fixed cost): the read ahead of the
-    client's facts, open tasks and journal place is one statement (three before), right after
-    the applied record, which takes the client's lock (a statement of its own before), so a
-    registration that makes a task due sends at most 6 (19, 16, 9, then 7 before): BEGIN with
-    the swap lock (2 before), the applied record with the client's lock, the read ahead with the
-    tasks and creations its event caused (3, then 2 before), the creation's stream created and
-    locked with the creation written (3, then 2 before; its applied record was a statement of
-    its own), the collected writes with the creation's applied record (5 before), COMMIT."""
+    light load every batch is one event, so they are its fixed cost): the applied record takes
+    the client's lock and, after it, reads ahead the client's facts, open tasks and journal
+    place and the tasks and creations its event caused, in ONE statement (through followup
+    migration 018's function, whose query takes its snapshot after the lock; the read ahead
+    was the statement after it before), so a registration that makes a task due sends at most
+    5 (19, 16, 9, 7, then 6 before): BEGIN with the swap lock (2 before), the applied record
+    with the client's lock and the read ahead (3, then 2 before), the creation's stream
+    created and locked with the creation written (3, then 2 before; its applied record was a
+    statement of its own), the collected writes with the creation's applied record (5
+    before), COMMIT."""
     async with one_connection(settings) as (pool, units):
         first = delivered([registered("C-20")])
         warm = await apply_batch(units, first, RECORDING, consumer=CONSUMER)
@@ -305,26 +308,43 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_one_statement(
         one = [Delivered(registered("C-21"), SourcePosition("intake", 9))]
         outcome, sent = await statements_sent(pool, units, one)
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
-    reads_ahead = [
+    reads = [
         q
         for q in sent
-        if q.startswith("SELECT")
-        and ("fu_clients" in q or "fu_client_events" in q or "status = 'open'" in q)
+        if "fu_read_ahead_held(" in q
+        or (
+            q.startswith("SELECT")
+            and any(r in q for r in ("fu_clients", "fu_client_events", "'open'", "task_created"))
+        )
     ]
-    assert len(reads_ahead) == 1, reads_ahead
-    locks = [i for i, q in enumerate(sent) if "pg_advisory_xact_lock(" in q]
-    assert locks == [sent.index(reads_ahead[0]) - 1]  # the client's lock just before
-    assert "INSERT INTO fu_applied_events" in sent[locks[0]]  # with the applied record
+    assert len(reads) == 1, "\n".join(sent)
+    (marking,) = reads
+    assert sent.index(marking) == 1  # right after BEGIN
+    assert "INSERT INTO fu_applied_events" in marking  # the applied record,
+    assert "pg_advisory_xact_lock(" in marking  # the client's lock,
+    assert "public.fu_read_ahead_held( l.locks," in marking  # the read ahead after the lock
+    assert [q for q in sent if "pg_advisory_xact_lock(" in q] == [marking]
     collected = [q for q in sent if q.startswith("WITH w0 AS (INSERT INTO fu_clients ")]
     assert len(collected) == 1, "\n".join(sent)
     assert "INSERT INTO fu_applied_events " in collected[0]  # the creation's record
     streams = [q for q in sent if "INSERT INTO es_streams" in q]
     assert len(streams) == 1, "\n".join(sent)
     assert "INSERT INTO es_events" in streams[0]  # the creation written with its lock
-    assert "followup.task_created" in reads_ahead[0]  # what its event caused, with it
     assert not [q for q in sent if q.startswith("SELECT k.kind, t.*, c.envelope")]
     assert sent[0].startswith("BEGIN; SELECT pg_advisory_xact_lock_shared("), sent[0]
-    assert len(sent) <= 6, "\n".join(sent)
+    assert len(sent) <= 5, "\n".join(sent)
+
+
+class _OneConnection:
+    """A pool of one connection that is never released (a log listener on a pooled
+    connection is refused when it is released)."""
+
+    def __init__(self, conn: asyncpg.Connection[Any]) -> None:
+        self._conn = conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection[Any]]:
+        yield self._conn
 
 
 async def test_a_batch_runs_its_statements_on_generic_plans(settings: BranchlineSettings) -> None:
@@ -332,21 +352,56 @@ async def test_a_batch_runs_its_statements_on_generic_plans(settings: Branchline
     The batch's read ahead was planned again at every run (its custom plan, for one-element
     arrays, always looked cheaper), and planning it cost more PostgreSQL CPU than running it;
     the setting is the transaction's own, so the next transaction on the connection plans as
-    configured."""
-    async with one_connection(settings) as (pool, units):
+    configured. The read ahead now runs inside followup migration 018's function, called by
+    the applied records' statement: PL/pgSQL plans its query by the same setting, so it too
+    runs its generic plan (auto_explain's verbose plan: the function's arguments as
+    parameters, ``$n``, where a custom plan has the values)."""
+    await prepare_database(settings)
+    notices: list[str] = []
+
+    def notice(_: object, message: Any) -> None:
+        notices.append(message.message)
+
+    conn = await asyncpg.connect(with_search_path(settings.followup_database_url, LIVE_SCHEMA))
+    try:
+        for type_name in ("json", "jsonb"):  # as the pools' connections
+            await conn.set_type_codec(
+                type_name, encoder=orjson_text, decoder=orjson.loads, schema="pg_catalog"
+            )
+        await conn.execute("LOAD 'auto_explain'")
+        await conn.execute(
+            "SET auto_explain.log_min_duration = 0; "
+            "SET auto_explain.log_nested_statements = on; "
+            "SET auto_explain.log_verbose = on; SET auto_explain.log_level = notice"
+        )
+        conn.add_log_listener(notice)
+        units = PostgresUnitsOfWork(cast(Any, _OneConnection(conn)))
         for n in range(3):
             one = [Delivered(registered(f"C-3{n}"), SourcePosition("intake", n + 1))]
             outcome = await apply_batch(units, one, RECORDING, consumer=CONSUMER)
             assert outcome.applied == 1
-        async with pool.acquire() as conn:
-            plans = await conn.fetch(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                "WHERE statement LIKE '%FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)%' "
-                "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
-            )
-            mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+        await conn.execute("RESET auto_explain.log_min_duration")
+        await asyncio.sleep(0)  # the listener is called soon after each notice
+        conn.remove_log_listener(notice)
+        plans = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%public.fu_read_ahead_held(%' "
+            "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
+        )
+        mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
+    finally:
+        await conn.close()
     assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)]
+    read_aheads = [n for n in notices if "FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)" in n]
+    assert len(read_aheads) == 3, notices
+    for plan in read_aheads:
+        assert "jsonb_array_elements_text(($" in plan, plan  # a parameter: generic
+        assert "jsonb_array_elements_text('[" not in plan, plan  # a value: custom
     assert mode == "auto"  # outside a unit: as configured
+
+
+def orjson_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 async def comparable(db: asyncpg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:

@@ -9,23 +9,29 @@ row carries one kind's columns and NULLs in the others' (typed by their tables, 
 :data:`CAUSED_BY` does the same for what a batch's events caused: the stored tasks and the
 recorded task creations (two statements before); :data:`READ_AHEAD` has its two branches too,
 so a batch reads what its events caused with the rest (#12).
-The clients' locks are NOT taken here: a statement reads from the snapshot taken when it
-starts, so rows committed by a unit the lock waited for would be missed. The caller takes the
-locks in a statement before this one (ADR-0013, ADR-0014).
+The clients' locks are NOT taken by :data:`READ_AHEAD`: a statement reads from the snapshot
+taken when it starts, so rows committed by a unit the lock waited for would be missed. Either
+the caller takes the locks in a statement before it (ADR-0013, ADR-0014), or
+:data:`MARK_APPLIED_LOCKING_READING` takes them and then reads through followup migration
+018's VOLATILE function, whose query takes its own snapshot after the last lock is granted
+(#12: a batch's records, locks and read ahead in one round trip).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from branchline_followup.adapters import client_journal
 from branchline_followup.adapters.json_rows import rows_argument, values_argument
 from branchline_followup.adapters.read_models import (
     FACT_COLUMNS,
+    MARK_ALL_APPLIED_LOCKING,
     TASK_COLUMNS,
     facts_from_row,
+    locking_rows,
     task_from_row,
 )
 from branchline_followup.domain import FollowupTask
@@ -33,6 +39,7 @@ from branchline_followup.domain.records import ClientFacts
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.upcasting import upcast
+from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
 _FACTS = ("client_id", *FACT_COLUMNS)
@@ -49,44 +56,56 @@ def _texts(placeholder: str, cast: str = "text") -> str:
     )
 
 
-def _caused_branches(tasks: int, tasks_alias: str, creations: int, creations_alias: str) -> str:
-    """The two branches reading what events caused: the stored tasks (kind and parameter
-    ``tasks``) and the recorded task creations (kind and parameter ``creations``; the type as
-    a literal, so the planner uses the partial index of migration 011)."""
+def _caused_branches(
+    tasks: int, tasks_alias: str, creations: int, creations_alias: str, arguments: Sequence[str]
+) -> str:
+    """The two branches reading what events caused: the stored tasks (kind ``tasks``, its
+    argument ``arguments[tasks - 1]``) and the recorded task creations (kind ``creations``;
+    the type as a literal, so the planner uses the partial index of migration 011)."""
     return f"""LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-    WHERE k.kind = {tasks} AND source_event_id = ANY({_texts(f"${tasks}", "uuid")})
+    WHERE k.kind = {tasks} AND source_event_id = ANY({_texts(arguments[tasks - 1], "uuid")})
 ) {tasks_alias} ON true
 LEFT JOIN LATERAL (
     SELECT envelope FROM es_events
     WHERE k.kind = {creations} AND type = 'followup.task_created'
-        AND envelope ->> 'causation_id' = ANY({_texts(f"${creations}")})
+        AND envelope ->> 'causation_id' = ANY({_texts(arguments[creations - 1])})
 ) {creations_alias} ON true"""  # noqa: S608 - fixed identifiers, placeholders
 
 
 _CAUSED_AT = _PLACES_AT + 4
 _CAUSED_CREATION_AT = _CAUSED_AT + len(TASK_COLUMNS)
 
-READ_AHEAD = f"""
+
+def read_ahead_query(arguments: Sequence[str]) -> str:
+    """The five reads, their arguments (JSON texts) named by ``arguments`` in kind order:
+    placeholders (:data:`READ_AHEAD`) or the parameters of followup migration 018's function,
+    whose body is this query (tests/integration/followup/test_followup_read_ahead_function.py
+    holds the two the same: a change here needs a migration replacing the function)."""
+    facts, open_tasks, places = arguments[:3]
+    return f"""
 SELECT k.kind, f.*, t.*, p.*, ct.*, cc.envelope
 FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(_FACTS)} FROM fu_clients
-    WHERE k.kind = 1 AND client_id = ANY({_texts("$1")})
+    WHERE k.kind = 1 AND client_id = ANY({_texts(facts)})
 ) f ON true
 LEFT JOIN LATERAL (
     SELECT {", ".join(TASK_COLUMNS)} FROM (
         SELECT {", ".join(TASK_COLUMNS)} FROM fu_tasks
-        WHERE k.kind = 2 AND client_id = ANY({_texts("$2")}) OFFSET 0
+        WHERE k.kind = 2 AND client_id = ANY({_texts(open_tasks)}) OFFSET 0
     ) AS of_client WHERE status = 'open'
 ) t ON true
 LEFT JOIN LATERAL (
-    {client_journal.latest_places_query("$3")}
+    {client_journal.latest_places_query(places)}
     WHERE k.kind = 3
 ) p ON true
-{_caused_branches(4, "ct", 5, "cc")}
+{_caused_branches(4, "ct", 5, "cc", arguments)}
 ORDER BY k.kind, t.opened_at, t.id
-"""  # noqa: S608 - fixed identifiers, bound values
+"""  # noqa: S608 - fixed identifiers, placeholders
+
+
+READ_AHEAD = read_ahead_query(("$1", "$2", "$3", "$4", "$5"))
 """The five reads: the three above, and :data:`CAUSED_BY`'s two (#12: the look-up of what the
 batch's events caused, a statement of its own before); ``k.kind = n`` keeps a branch's rows to
 its own kind's row, whatever the plan (PostgreSQL 18 scans each branch once and materialises
@@ -115,28 +134,39 @@ class ReadAhead:
     """What the events asked for caused (:func:`read_caused_by`'s)."""
 
 
-async def read_ahead(
-    conn: PgConnection,
-    facts_of: Sequence[str],
-    open_tasks_of: Sequence[str],
-    places_of: Sequence[tuple[str, str]],
-    tasks_caused_by: Sequence[uuid.UUID] = (),
-    creations_caused_by: Sequence[uuid.UUID] = (),
-) -> ReadAhead:
-    """The facts of ``facts_of``, the open tasks of ``open_tasks_of``, the latest places of
-    ``places_of``, and :func:`read_caused_by` of ``tasks_caused_by`` and
-    ``creations_caused_by``, in one statement (none when nothing is asked)."""
-    found = ReadAhead(open_tasks={c: [] for c in open_tasks_of})
-    if not (facts_of or open_tasks_of or places_of or tasks_caused_by or creations_caused_by):
-        return found
-    rows = await conn.fetch(
-        READ_AHEAD,
-        values_argument(facts_of),
-        values_argument(open_tasks_of),
-        rows_argument(places_of),
-        values_argument(tasks_caused_by),
-        values_argument(creations_caused_by),
-    )
+@dataclass(frozen=True)
+class Asked:
+    """What a read ahead asks for (:func:`read_ahead`'s arguments)."""
+
+    facts_of: Sequence[str] = ()
+    open_tasks_of: Sequence[str] = ()
+    places_of: Sequence[tuple[str, str]] = ()
+    tasks_caused_by: Sequence[uuid.UUID] = ()
+    creations_caused_by: Sequence[uuid.UUID] = ()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.facts_of
+            or self.open_tasks_of
+            or self.places_of
+            or self.tasks_caused_by
+            or self.creations_caused_by
+        )
+
+    def arguments(self) -> tuple[str, str, str, str, str]:
+        """The five JSON texts, in :func:`read_ahead_query`'s order."""
+        return (
+            values_argument(self.facts_of),
+            values_argument(self.open_tasks_of),
+            rows_argument(self.places_of),
+            values_argument(self.tasks_caused_by),
+            values_argument(self.creations_caused_by),
+        )
+
+
+def _found(asked: Asked, rows: Iterable[Sequence[Any]]) -> ReadAhead:
+    """What the rows of :func:`read_ahead_query` (each from its kind column on) hold."""
+    found = ReadAhead(open_tasks={c: [] for c in asked.open_tasks_of})
     for row in rows:
         kind = row[0]
         if kind == 1 and row[1] is not None:
@@ -156,13 +186,70 @@ async def read_ahead(
     return found
 
 
+async def read_ahead(conn: PgConnection, asked: Asked) -> ReadAhead:
+    """The facts, open tasks and latest places of the clients ``asked``, and
+    :func:`read_caused_by` of its events, in one statement (none when nothing is asked)."""
+    if not asked:
+        return _found(asked, ())
+    return _found(asked, await conn.fetch(READ_AHEAD, *asked.arguments()))
+
+
+MARK_APPLIED_LOCKING_READING = f"""{MARK_ALL_APPLIED_LOCKING}
+SELECT CASE WHEN a.ordinality IS NULL OR a.ordinality = 1 THEN r.ids END AS ids, a.*
+FROM recorded r
+CROSS JOIN (SELECT count(*) AS locks FROM locked) l
+LEFT JOIN LATERAL public.fu_read_ahead_held(
+    l.locks,
+    $4::text IS NOT NULL AND {_texts("$4", "uuid")} <@ r.ids,
+    $5, $6, $7, $8, $9
+) WITH ORDINALITY AS a ON true
+"""  # noqa: S608 - fixed identifiers, placeholders
+"""The batch's records and its clients' locks (:data:`.read_models.MARK_ALL_APPLIED_LOCKING`),
+then :func:`read_ahead` of what $5-$9 ask, through followup migration 018's function: called
+with the locks' count (``l.locks``, an aggregate of every lock taken), it runs after the last
+lock is granted, and, VOLATILE, its query reads from a snapshot taken then, which sees what a
+unit holding one of the clients committed (ADR-0013; a read in this statement itself would
+not). It reads only if every event $4 lists was recorded now (else its clients are not all
+held, and the caller reads after this statement as before). The ids recorded now are on the
+first row (each row one read-ahead row; one row of NULLs when nothing was read)."""
+
+
+async def mark_applied_locking_reading(
+    conn: PgConnection,
+    events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
+    lockers: Sequence[str | None],
+    clients: Sequence[str],
+    lock_class: int,
+    asked: Asked,
+    reading_if_recorded: Sequence[uuid.UUID],
+) -> tuple[set[uuid.UUID], ReadAhead | None]:
+    """:func:`.read_models.mark_all_applied` and the locks of ``clients`` (each once, in this
+    order) whose events (``lockers``: the client to lock per event, or None) were recorded now,
+    and, if every one of ``reading_if_recorded`` was, :func:`read_ahead` of ``asked`` after
+    the locks: one statement (#12). The ids recorded now, and what was read (None: nothing)."""
+    reading = bool(asked)
+    rows = await conn.fetch(
+        MARK_APPLIED_LOCKING_READING,
+        locking_rows(events, lockers),
+        values_argument(clients),
+        lock_class,
+        values_argument(reading_if_recorded) if reading else None,
+        *asked.arguments(),
+    )
+    ids = next(r[0] for r in rows if r[0] is not None)
+    fresh = set(ids)
+    if not (reading and all(e in fresh for e in reading_if_recorded)):
+        return fresh, None
+    return fresh, _found(asked, (r[1:] for r in rows if r[1] is not None))
+
+
 _CAUSED_TASKS_AT = 1
 _CREATION_AT = 1 + len(TASK_COLUMNS)
 
 CAUSED_BY = f"""
 SELECT k.kind, t.*, c.envelope
 FROM (VALUES (1), (2)) AS k(kind)
-{_caused_branches(1, "t", 2, "c")}
+{_caused_branches(1, "t", 2, "c", ("$1", "$2"))}
 """  # noqa: S608 - fixed identifiers, bound values
 """The stored tasks these events caused (``read_models.fetch_tasks_caused_by``) and their
 recorded creations (the worker unit's ``task_creations_of``: the type as a literal, so the

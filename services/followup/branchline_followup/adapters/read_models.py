@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from branchline_followup.adapters.json_rows import rows_argument, values_argument
+from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.domain import DurableTimer, FollowupTask
 
 # ClientFacts and DueTimer live in the domain (ADR-0013); still named here for the queries.
@@ -96,7 +96,7 @@ _MARK_ALL_APPLIED = (
 """The batch's records, its rows (:func:`applied_row`'s) one JSON argument (#12: no array
 checked in Python, :func:`.json_rows.rows_argument`)."""
 
-_MARK_ALL_APPLIED_LOCKING = """
+MARK_ALL_APPLIED_LOCKING = """
 WITH given AS (
     SELECT (r->>0)::uuid AS event_id, r->>1 AS type, r->>2 AS source,
            (r->>3)::bigint AS global_position, r->>4 AS locker, n
@@ -114,37 +114,28 @@ WITH given AS (
         SELECT 1 FROM given l WHERE l.locker = c.client_id AND l.event_id = ANY(r.ids)
     )
     ORDER BY c.n
-)
-SELECT r.ids, (SELECT count(*) FROM locked) AS locks FROM recorded r
-"""
-""":func:`mark_all_applied`, then the locks of the clients ($2, in the caller's order) of
-the events recorded now (each row's fifth value: the event's client to lock, or NULL); the
-rows and the clients are JSON arguments (#12, :mod:`.json_rows`). ``recorded`` aggregates
-every record before a lock is taken (a data-modifying CTE's rows are otherwise produced as
-they are read, in no order defined against the other parts), so a unit never waits for a lock
-with a record still to make, as with two statements; the locks are taken one by one in
-``n``'s order (volatile functions are evaluated after the ORDER BY's sort), the order of
-:func:`.pg_schemas.lock_clients`. The reads that need the locks are later statements."""
+)"""
+"""The parts of a statement that does :func:`mark_all_applied`, then takes the locks of the
+clients ($2, in the caller's order) of the events recorded now (each row's fifth value: the
+event's client to lock, or NULL); the rows and the clients are JSON arguments (#12,
+:mod:`.json_rows`); ``recorded`` holds the ids recorded now, and the locks are taken when
+``locked`` is read (:data:`.read_ahead.MARK_APPLIED_LOCKING_READING`: its count). ``recorded``
+aggregates every record before a lock is taken (a data-modifying CTE's rows are otherwise
+produced as they are read, in no order defined against the other parts), so a unit never waits
+for a lock with a record still to make, as with two statements; the locks are taken one by one
+in ``n``'s order (volatile functions are evaluated after the ORDER BY's sort), the order of
+:func:`.pg_schemas.lock_clients`. What needs the locks reads after them: in a later statement,
+or in a volatile function the statement calls with the locks' count (followup migration 018)."""
 
 
-async def mark_all_applied_locking(
-    conn: PgConnection,
-    events: Sequence[tuple[RecordedEvent, SourcePosition | None]],
-    lockers: Sequence[str | None],
-    clients: Sequence[str],
-    lock_class: int,
-) -> set[uuid.UUID]:
-    """:func:`mark_all_applied` and the locks of ``clients`` (each once, in this order) whose
-    events (``lockers``: the client to lock per event, or None) were recorded now: one
-    statement (#12)."""
-    row = await conn.fetchrow(
-        _MARK_ALL_APPLIED_LOCKING,
-        rows_argument([(*applied_row(e, p), c) for (e, p), c in zip(events, lockers, strict=True)]),
-        values_argument(clients),
-        lock_class,
+def locking_rows(
+    events: Sequence[tuple[RecordedEvent, SourcePosition | None]], lockers: Sequence[str | None]
+) -> str:
+    """The first argument of :data:`MARK_ALL_APPLIED_LOCKING`: each event's
+    :func:`applied_row` and the client to lock for it (None: none)."""
+    return rows_argument(
+        [(*applied_row(e, p), c) for (e, p), c in zip(events, lockers, strict=True)]
     )
-    assert row is not None  # an aggregate's one row
-    return set(row["ids"])
 
 
 async def applied_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

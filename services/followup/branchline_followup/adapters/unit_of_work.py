@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence, Set
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -49,7 +49,13 @@ from branchline_followup.adapters.pg_schemas import (
     lock_clients,
     try_lock_client,
 )
-from branchline_followup.adapters.read_ahead import read_ahead, read_caused_by
+from branchline_followup.adapters.read_ahead import (
+    Asked,
+    ReadAhead,
+    mark_applied_locking_reading,
+    read_ahead,
+    read_caused_by,
+)
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import HANDLED_EVENT_TYPES, DurableTimer, FollowupTask
@@ -105,9 +111,11 @@ class _Clients:
             self.kept[client_id] = None if facts is None else copied_facts(facts)
         return facts
 
-    def unread(self, client_ids: Sequence[str]) -> list[str]:
-        """Those of these clients whose facts are worth reading ahead: locked, not kept."""
-        return [c for c in client_ids if c not in self.kept and c in self._locked]
+    def unread(self, client_ids: Sequence[str], held: Set[str] | None = None) -> list[str]:
+        """Those of these clients whose facts are worth reading ahead: locked (or in
+        ``held``, to be locked before the read), not kept."""
+        locked = self._locked if held is None else held
+        return [c for c in client_ids if c not in self.kept and c in locked]
 
     def keep_read(self, client_ids: Sequence[str], found: dict[str, ClientFacts]) -> None:
         """Keep the facts of these locked clients read ahead (absent: no row)."""
@@ -220,10 +228,12 @@ class _Tasks:
             return None  # every task it caused was read ahead, or saved since (_saved)
         return await read_models.fetch_task(self._conn, task_id)
 
-    def unread_open(self, client_ids: Sequence[str]) -> list[str]:
-        """Those of these clients whose open tasks are worth reading ahead: locked, not kept
-        (the caller writes :attr:`unwritten` before reading them)."""
-        return [c for c in client_ids if c not in self.open_kept and c in self._locked]
+    def unread_open(self, client_ids: Sequence[str], held: Set[str] | None = None) -> list[str]:
+        """Those of these clients whose open tasks are worth reading ahead: locked (or in
+        ``held``, to be locked before the read), not kept (the caller writes
+        :attr:`unwritten` before reading them)."""
+        locked = self._locked if held is None else held
+        return [c for c in client_ids if c not in self.open_kept and c in locked]
 
     def keep_open(self, found: dict[str, list[FollowupTask]]) -> None:
         """Keep the open tasks of locked clients read ahead (every client read listed)."""
@@ -833,31 +843,48 @@ class PostgresFollowupUnitOfWork:
             # in one order (by id), so two units holding several clients cannot deadlock
             await lock_clients(self._conn, clients, self._lock_class)
             self._locked.update(clients)
-        held = sorted({c for c, _ in pairs})
         # The reads ahead in ONE statement after the locks' own (#12: one round trip, not
         # three): a statement reads the snapshot taken when it starts, so the locks must be
         # held before it starts for it to see what a unit they waited for committed.
-        facts_of = self.clients.unread(held)
-        open_tasks_of = self.tasks.unread_open(held)
-        places_of = self.journal.unread(pairs)
+        # (After a batch's mark_applied_all that locked and read them, nothing is left to
+        # read: no statement.)
+        asked = self._asked(events, self._locked)
+        await self._before_reading(asked)
+        self._keep_read(asked, await read_ahead(self._conn, asked))
+
+    def _asked(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]], held: Set[str]
+    ) -> Asked:
+        """What :meth:`hold_clients_of` reads ahead for ``events``, the clients ``held``
+        locked: what is not kept yet."""
+        pairs = [(e.client_id, p.source if p else e.source) for e, p in events if e.client_id]
+        of_clients = sorted({c for c, _ in pairs})
         # What the events the rules decide on caused, with the rest (#12: the look-up that
         # follows, :meth:`look_up_caused_by`, was a statement of its own): held, so what
         # their clients' tasks and creations are stays what is read until the unit writes.
         deciding = [e.event_id for e, _ in events if e.client_id and e.type in HANDLED_EVENT_TYPES]
-        tasks_of = self.tasks.unread_caused(deciding)
-        creations_of = [s for s in dict.fromkeys(deciding) if s not in self._creations_ahead]
-        if open_tasks_of or tasks_of:
+        return Asked(
+            facts_of=self.clients.unread(of_clients, held),
+            open_tasks_of=self.tasks.unread_open(of_clients, held),
+            places_of=self.journal.unread(pairs),
+            tasks_caused_by=self.tasks.unread_caused(deciding),
+            creations_caused_by=[
+                s for s in dict.fromkeys(deciding) if s not in self._creations_ahead
+            ],
+        )
+
+    async def _before_reading(self, asked: Asked) -> None:
+        if asked.open_tasks_of or asked.tasks_caused_by:
             await self.tasks.write_unwritten()  # the read must find the tasks saved so far
         if self.events.appended != self._appended_at_read:
             self._creations_ahead.clear()  # the unit recorded some since: read them again
-        found = await read_ahead(
-            self._conn, facts_of, open_tasks_of, places_of, tasks_of, creations_of
-        )
-        self.clients.keep_read(facts_of, found.facts)
+
+    def _keep_read(self, asked: Asked, found: ReadAhead) -> None:
+        self.clients.keep_read(asked.facts_of, found.facts)
         self.tasks.keep_open(found.open_tasks)
-        self.journal.keep_read(places_of, found.places)
-        self.tasks.keep_caused(tasks_of, found.caused.tasks)
-        self._keep_creations(creations_of, found.caused.creations)
+        self.journal.keep_read(asked.places_of, found.places)
+        self.tasks.keep_caused(asked.tasks_caused_by, found.caused.tasks)
+        self._keep_creations(asked.creations_caused_by, found.caused.creations)
 
     def _keep_creations(
         self, source_event_ids: Sequence[uuid.UUID], found: Sequence[RecordedEvent]
@@ -916,13 +943,30 @@ class PostgresFollowupUnitOfWork:
         if not clients:
             return await read_models.mark_all_applied(self._conn, events)
         # The locks in the records' statement (#12: a round trip less per batch), taken after
-        # every record is made and in hold_clients_of's order (ADR-0013): see the SQL.
-        fresh = await read_models.mark_all_applied_locking(
-            self._conn, events, lockers, clients, self._lock_class
+        # every record is made and in hold_clients_of's order (ADR-0013): see the SQL. And
+        # what hold_clients_of would read ahead of the flagged events' clients, read in the
+        # same statement after the locks, through a function whose query takes its own
+        # snapshot then (#12, followup migration 018): kept only if every flagged event was
+        # recorded now (its clients all held: hold_clients_of then sends nothing).
+        flagged = [
+            (e, p) for (e, p), flag in zip(events, locking, strict=True) if flag and e.client_id
+        ]
+        asked = self._asked(flagged, self._locked | set(clients))
+        await self._before_reading(asked)
+        fresh, found = await mark_applied_locking_reading(
+            self._conn,
+            events,
+            lockers,
+            clients,
+            self._lock_class,
+            asked,
+            [e.event_id for e, _ in flagged],
         )
         self._locked.update(
             c for (e, _), c in zip(events, lockers, strict=True) if c and e.event_id in fresh
         )
+        if found is not None:
+            self._keep_read(asked, found)
         return fresh
 
     async def mark_appended_applied(
