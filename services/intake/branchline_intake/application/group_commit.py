@@ -467,7 +467,22 @@ def _same_caller(
     return None
 
 
-class _GuessingOnce:
+class _ReadsFromStore:
+    """A view of the event store for a group's callers: its unit of work is the view's own,
+    its reads go to the store itself (``_reads``)."""
+
+    _reads: EventStore
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
+    ) -> list[StoredEvent]:
+        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
+
+    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
+        return await self._reads.read_log(after, limit=limit)
+
+
+class _GuessingOnce(_ReadsFromStore):
     """The event store as a guessed group's caller sees it: its one unit of work is the
     store's guessing one; reads go to the store itself."""
 
@@ -487,14 +502,6 @@ class _GuessingOnce:
         async with self._store.guessing_unit_of_work() as unit:
             self._unit = unit
             yield unit
-
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
-    ) -> list[StoredEvent]:
-        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
-
-    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
-        return await self._reads.read_log(after, limit=limit)
 
 
 class _Joint:
@@ -605,7 +612,7 @@ class _Joint:
                 task.exception()
 
 
-class _JointCaller:
+class _JointCaller(_ReadsFromStore):
     """One caller's view of a :class:`_Joint`: its store (one unit of work) and that unit.
     Its streams are taken for new on the shared unit; its events are held, not staged, until
     the joint write; its write waits for it."""
@@ -623,14 +630,6 @@ class _JointCaller:
             raise GuessWrong("a second unit of work")
         self._opened = True
         yield self
-
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
-    ) -> list[StoredEvent]:
-        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
-
-    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
-        return await self._reads.read_log(after, limit=limit)
 
     async def lock_streams(
         self,
@@ -670,21 +669,13 @@ class _JointCaller:
         return await self.held
 
 
-class _SharedStore:
+class _SharedStore(_ReadsFromStore):
     """The event store as one group's callers see it: their units of work run inside the
     group's transaction; reads go to the store itself."""
 
     def __init__(self, shared: SharedTransaction, store: EventStore) -> None:
         self._shared = shared
-        self._store = store
+        self._reads = store
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return self._shared.unit_of_work()
-
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
-    ) -> list[StoredEvent]:
-        return await self._store.read_stream(stream_id, from_version=from_version, limit=limit)
-
-    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
-        return await self._store.read_log(after, limit=limit)
