@@ -25,6 +25,7 @@ from branchline_shared.http.token_keys import SERVICES, service_audience, token_
 from branchline_shared.settings import BranchlineSettings
 from tests.support import hang_report, open_sockets
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
+from tests.support.templates import TemplateDatabases, fresh_requested, run
 
 prepare_runtime_dir(runtime_dir())
 
@@ -106,8 +107,25 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def infra(postgres_admin_url: str, kafka_bootstrap: str) -> Infra:
-    return Infra(postgres_admin_url, kafka_bootstrap)
+def infra(postgres_admin_url: str, kafka_bootstrap: str) -> Iterator[Infra]:
+    if fresh_requested(os.environ.get("BRANCHLINE_TEST_FRESH_DATABASES")):
+        yield Infra(postgres_admin_url, kafka_bootstrap)
+        return
+    # Tests' service databases are copies of migrated templates (tests/support/templates.py).
+    from branchline_audit.adapters import database as audit_database
+    from branchline_shared.postgres import migrations
+
+    templates = TemplateDatabases(postgres_admin_url)
+    run(templates.create)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for module in (migrations, audit_database):
+                patch.setattr(
+                    module, "ensure_database", templates.ensure_database(module.ensure_database)
+                )
+            yield Infra(postgres_admin_url, kafka_bootstrap)
+    finally:
+        run(templates.drop)
 
 
 @pytest.fixture
