@@ -499,6 +499,81 @@ class FollowupUnitOfWorkContract:
             found = await uow.events.find([e.event_id for e in given])
             assert {i: f.event for i, f in found.items()} == {e.event_id: e for e, _ in stored}
 
+    async def test_events_appended_applied_are_numbered_stored_and_applied_once_committed(
+        self, units: UnitsOfWork, wakes: Wakes
+    ) -> None:
+        """#12: ``append_applied`` is ``append_numbered`` then ``mark_appended_applied`` of
+        each as stored (the PostgreSQL unit writes both with its collected writes): each
+        event numbered after its stream's version in order, stored with its outbox row (the
+        relay woken once the unit commits), recorded applied; none of it when the savepoint
+        or the unit around it rolls back."""
+        existing, new = f"followup-task-{uuid.uuid4()}", f"followup-task-{uuid.uuid4()}"
+        async with units.begin() as uow:
+            await uow.events.lock_streams([existing])
+            await uow.events.append([an_event("c-18", stream=existing)], topic=TOPIC)
+        given = [
+            an_event("c-18", stream=new),
+            an_event("c-18", stream=existing),  # at version 1: numbered 2
+            an_event("c-18", stream=new),
+        ]
+        in_savepoint, in_failed = an_event("c-18"), an_event("c-18")
+
+        async def append_then_fail(uow: FollowupUnitOfWork) -> None:
+            async with uow.savepoint():
+                await uow.append_applied([in_savepoint], topic=TOPIC, source="followup")
+                raise Rolledback
+
+        async with units.begin() as uow:
+            with pytest.raises(Rolledback):
+                await append_then_fail(uow)
+            await uow.append_applied(given, topic=TOPIC, source="followup")
+            assert wakes.count == 1  # the first unit's only
+        assert wakes.count == 2
+
+        async def fail_unit() -> None:
+            async with units.begin() as uow:
+                await uow.append_applied([in_failed], topic=TOPIC, source="followup")
+                raise Rolledback
+
+        with pytest.raises(Rolledback):
+            await fail_unit()
+        async with units.begin() as uow:
+            assert await uow.events.lock_streams([existing, new]) == {existing: 2, new: 2}
+            found = await uow.events.find([e.event_id for e in (*given, in_savepoint, in_failed)])
+            assert set(found) == {e.event_id for e in given}
+            assert [
+                (found[e.event_id].event.stream_id, found[e.event_id].event.stream_version)
+                for e in given
+            ] == [(new, 1), (existing, 2), (new, 2)]
+            assert [found[e.event_id].position.stream_version for e in given] == [1, 2, 2]
+            places = [found[e.event_id].position.global_position for e in given]
+            assert places == sorted(places)
+            assert [
+                found[e.event_id].event.model_copy(update={"stream_version": 1}) for e in given
+            ] == [e.model_copy(update={"stream_version": 1}) for e in given]
+            fresh = await uow.mark_applied_all(
+                [(e, None) for e in (*given, in_savepoint, in_failed)]
+            )
+            assert fresh == {in_savepoint.event_id, in_failed.event_id}  # given were applied
+
+    async def test_a_taken_event_id_appended_applied_is_a_concurrency_error(
+        self, units: UnitsOfWork
+    ) -> None:
+        event = an_event("c-19")
+        async with units.begin() as uow:
+            await uow.events.append_numbered([event], topic=TOPIC)
+
+        async def again() -> None:
+            async with units.begin() as uow:
+                await uow.append_applied(
+                    [event.model_copy(update={"stream_id": f"followup-task-{uuid.uuid4()}"})],
+                    topic=TOPIC,
+                    source="followup",
+                )
+
+        with pytest.raises(ConcurrencyError):
+            await again()
+
     async def test_a_taken_event_id_appended_numbered_is_a_concurrency_error(
         self, units: UnitsOfWork
     ) -> None:

@@ -296,17 +296,25 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_its_applied_records_s
     place and the tasks and creations its event caused, in ONE statement (through followup
     migration 018's function, whose query takes its snapshot after the lock; the read ahead
     was the statement after it before), so a registration that makes a task due sends at most
-    5 (19, 16, 9, 7, then 6 before): BEGIN with the swap lock (2 before), the applied record
-    with the client's lock and the read ahead (3, then 2 before), the creation's stream
-    created and locked with the creation written (3, then 2 before; its applied record was a
-    statement of its own), the collected writes with the creation's applied record (5
-    before), COMMIT."""
+    4 (19, 16, 9, 7, 6, then 5 before): BEGIN with the swap lock (2 before), the applied
+    record with the client's lock and the read ahead (3, then 2 before), the collected writes
+    with the creation's stream created and locked, the creation and its outbox row written
+    and its applied record with the position written (the creation's stream and event were
+    a statement of their own before, 3 then 2 before that; the collected writes 5), COMMIT."""
     async with one_connection(settings) as (pool, units):
         first = delivered([registered("C-20")])
         warm = await apply_batch(units, first, RECORDING, consumer=CONSUMER)
         assert warm.applied == 1  # the statements prepared, the types known
         one = [Delivered(registered("C-21"), SourcePosition("intake", 9))]
         outcome, sent = await statements_sent(pool, units, one)
+        async with pool.acquire() as conn:  # the creation stored, queued, applied at its place
+            creations = await conn.fetch(
+                "SELECT e.stream_version, a.source, a.global_position = e.global_position AS at, "
+                "o.topic FROM es_events e JOIN fu_applied_events a USING (event_id) "
+                "JOIN es_outbox o USING (event_id) WHERE e.client_id = 'C-21' "
+                "AND e.type = 'followup.task_created'"
+            )
+    assert [tuple(r) for r in creations] == [(1, "followup", True, "followup.events")]
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
     reads = [
         q
@@ -328,11 +336,12 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_its_applied_records_s
     assert len(collected) == 1, "\n".join(sent)
     assert "INSERT INTO fu_applied_events " in collected[0]  # the creation's record
     streams = [q for q in sent if "INSERT INTO es_streams" in q]
-    assert len(streams) == 1, "\n".join(sent)
-    assert "INSERT INTO es_events" in streams[0]  # the creation written with its lock
+    assert streams == collected, "\n".join(sent)  # the creation's stream with the writes,
+    assert "INSERT INTO es_events" in streams[0]  # the creation written with its lock,
+    assert "INSERT INTO es_outbox" in streams[0]  # its outbox row
     assert not [q for q in sent if q.startswith("SELECT k.kind, t.*, c.envelope")]
     assert sent[0].startswith("BEGIN; SELECT pg_advisory_xact_lock_shared("), sent[0]
-    assert len(sent) <= 5, "\n".join(sent)
+    assert len(sent) <= 4, "\n".join(sent)
 
 
 class _OneConnection:

@@ -156,6 +156,32 @@ _CONSOLE_KEYS: dict[str, tuple[int, int]] = {CONSENT_UPSERT: (2, 3), ASSESSMENT_
 """Each console upsert's row key (its first ``n`` arguments) and its instant's argument."""
 
 
+_APPENDED = (
+    "SELECT (r->>0)::uuid AS event_id, r->>1 AS stream_id, r->>2 AS type, r->>3 AS client_id, "
+    "(r->>4)::timestamptz AS occurred_at, (r->>5)::timestamptz AS recorded_at, "
+    "r->6 AS envelope, r->>7 AS topic, r->>8 AS message_key, n "
+    "FROM jsonb_array_elements({0}::text::jsonb) WITH ORDINALITY AS e(r, n)",
+    "SELECT stream_id, count(*)::int AS added FROM {g} GROUP BY stream_id",
+    "INSERT INTO es_streams AS s (stream_id, version) "
+    "SELECT stream_id, added FROM {a} ORDER BY stream_id "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version "
+    "RETURNING s.stream_id, s.version",
+    "SELECT g.*, s.version - a.added "
+    "+ row_number() OVER (PARTITION BY g.stream_id ORDER BY g.n) AS stream_version "
+    "FROM {g} g JOIN {a} a USING (stream_id) JOIN {s} s USING (stream_id)",
+    "INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id, "
+    "occurred_at, recorded_at, envelope) "
+    "SELECT event_id, stream_id, stream_version, type, client_id, occurred_at, recorded_at, "
+    "jsonb_set(envelope, '{{stream_version}}', to_jsonb(stream_version)) "
+    "FROM {n} ORDER BY n RETURNING event_id, global_position",
+    "INSERT INTO es_outbox (event_id, topic, message_key) "
+    "SELECT event_id, topic, message_key FROM {g} ORDER BY n",
+    "INSERT INTO fu_applied_events (event_id, type, source, global_position) "
+    "SELECT g.event_id, g.type, {1}::text, w.global_position "
+    "FROM {g} g JOIN {w} w USING (event_id) ORDER BY g.n ON CONFLICT (event_id) DO NOTHING",
+)
+
+
 class CollectedStatement:
     """One statement made of parts, each a data-modifying CTE whose placeholders ``{i}`` are
     numbered from the arguments already added."""
@@ -165,10 +191,15 @@ class CollectedStatement:
         self.args: list[Any] = []
 
     def add(self, templates: Sequence[str], arguments: Sequence[Any]) -> None:
-        """Parts over ``arguments`` (``{i}`` in each template is ``arguments[i]``)."""
+        """Parts over ``arguments`` (``{i}`` in each template is ``arguments[i]``); a
+        template's ``{p0}``, ``{p1}``, ... name the parts added before it by this call, in
+        order (``p0`` its first)."""
         first = len(self.args) + 1
         placeholders = [f"${first + i}" for i in range(len(arguments))]
-        self._parts += [t.format(*placeholders) for t in templates]
+        start = len(self._parts)
+        for t in templates:
+            names = {f"p{i}": f"w{start + i}" for i in range(len(self._parts) - start)}
+            self._parts.append(t.format(*placeholders, **names))
         self.args += arguments
 
     def add_rows(self, template: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -276,3 +307,23 @@ def add_console(statement: CollectedStatement, rows: Sequence[ConsoleRow]) -> No
     for sql, many in latest_console_rows(rows).items():
         template = _CONSENTS if sql == CONSENT_UPSERT else _ASSESSMENTS
         statement.add_rows(template, many)
+
+
+def add_appended(statement: CollectedStatement, rows: Sequence[Sequence[Any]], source: str) -> None:
+    """Events the unit appends with these writes (:data:`.unit_of_work._APPEND_NUMBERED`'s
+    parts, over :func:`.unit_of_work.numbered_rows`) and their applied records, each with the
+    global position written (``source``, :func:`.read_models.applied_row`'s), in the order
+    given (#12: a creating batch's creations were a statement of their own, waited for). The
+    streams are created or locked and set to their version after the events in one part, the
+    events numbered after the version each stream had; the applied records read the positions
+    the events' part returns (one statement: no other part writes the store's tables, and the
+    other applied records' part records other ids: the events' ids are new)."""
+    templates = [
+        t.replace("{g}", "{p0}")
+        .replace("{a}", "{p1}")
+        .replace("{s}", "{p2}")
+        .replace("{n}", "{p3}")
+        .replace("{w}", "{p4}")
+        for t in _APPENDED
+    ]
+    statement.add(templates, (rows_argument(rows), source))

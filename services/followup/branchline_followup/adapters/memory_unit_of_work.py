@@ -482,6 +482,14 @@ class MemoryFollowupUnitOfWork:
     ) -> None:
         await self.mark_applied_all(events)
 
+    async def append_applied(
+        self, events: Sequence[RecordedEvent], *, topic: str, source: str
+    ) -> None:
+        stored = await self.events.append_numbered(events, topic=topic)
+        await self.mark_appended_applied(
+            [(e, SourcePosition(source, p.global_position)) for e, p in stored]
+        )
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         saved = copy.deepcopy(self._units.state)

@@ -19,6 +19,7 @@ import asyncpg
 from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.collected_writes import (
     CollectedStatement,
+    add_appended,
     add_applied,
     add_clients,
     add_console,
@@ -701,6 +702,25 @@ the version the stream had, in the order given, and its stored envelope says so.
 one JSON argument (:func:`.json_rows.rows_argument`): no array checked in Python."""
 
 
+def numbered_rows(events: Sequence[RecordedEvent], topic: str) -> list[tuple[Any, ...]]:
+    """The rows of :data:`_APPEND_NUMBERED`'s argument (and of the collected writes' append,
+    :func:`.collected_writes.add_appended`)."""
+    return [
+        (
+            e.event_id,
+            e.stream_id,
+            e.type,
+            e.client_id,
+            e.occurred_at,
+            e.recorded_at,
+            e.model_dump(mode="json"),
+            topic,
+            e.subject_id,
+        )
+        for e in events
+    ]
+
+
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
@@ -737,22 +757,10 @@ class _Events:
     ) -> list[tuple[RecordedEvent, StoredPosition]]:
         if not events:
             return []
-        rows = [
-            (
-                e.event_id,
-                e.stream_id,
-                e.type,
-                e.client_id,
-                e.occurred_at,
-                e.recorded_at,
-                e.model_dump(mode="json"),
-                topic,
-                e.subject_id,
-            )
-            for e in events
-        ]
         try:
-            written = await self._conn.fetch(_APPEND_NUMBERED, rows_argument(rows))
+            written = await self._conn.fetch(
+                _APPEND_NUMBERED, rows_argument(numbered_rows(events, topic))
+            )
         except asyncpg.UniqueViolationError as exc:  # an id taken
             raise ConcurrencyError(str(exc)) from exc
         by_id = {r["event_id"]: r for r in written}
@@ -804,6 +812,9 @@ class PostgresFollowupUnitOfWork:
         """Source event id → the recorded creations it caused, read ahead by
         :meth:`hold_clients_of` (valid while :attr:`events` has appended nothing since)."""
         self._appended_at_read = 0
+        self._appends_unwritten: list[tuple[str, list[tuple[Any, ...]]]] = []
+        """(source, :func:`numbered_rows`) of each :meth:`append_applied` left for the
+        collected writes."""
         self._savepoints = 0
         """Savepoints set so far (each one's name is its number: :meth:`savepoint`)."""
         self._locked: set[str] = set()
@@ -979,6 +990,24 @@ class PostgresFollowupUnitOfWork:
         # the unit reads these records, and they commit with the events or not at all.
         self._applied_unwritten += [read_models.applied_row(e, p) for e, p in events]
 
+    async def append_applied(
+        self, events: Sequence[RecordedEvent], *, topic: str, source: str
+    ) -> None:
+        if not self._collect:
+            stored = await self.events.append_numbered(events, topic=topic)
+            await self.mark_appended_applied(
+                [(e, SourcePosition(source, p.global_position)) for e, p in stored]
+            )
+            return
+        if not events:
+            return
+        # With the collected writes (#12: the creation's statement was a round trip of its
+        # own, waited for, in each creating batch): the streams locked, the events numbered
+        # and written with their outbox rows, and their applied records with the positions
+        # written, as parts of that one statement. Nothing in the unit reads them before.
+        self._appends_unwritten.append((source, numbered_rows(events, topic)))
+        self.events.appended += len(events)
+
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits): in one
         statement (#12, :mod:`.collected_writes`)."""
@@ -996,8 +1025,17 @@ class PostgresFollowupUnitOfWork:
         add_console(statement, self.activity.take_console())
         add_applied(statement, self._applied_unwritten)
         self._applied_unwritten = []
-        if statement.sql is not None:
+        appends, self._appends_unwritten = self._appends_unwritten, []
+        for source, rows in appends:
+            add_appended(statement, rows, source)
+        if statement.sql is None:
+            return
+        try:
             await self._conn.execute(statement.sql, *statement.args)
+        except asyncpg.UniqueViolationError as exc:
+            if not appends:
+                raise
+            raise ConcurrencyError(str(exc)) from exc  # an appended event's id taken
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -1009,6 +1047,7 @@ class PostgresFollowupUnitOfWork:
         latest = dict(self.journal.latest)
         journal_rows = list(self.journal.unwritten)
         applied_rows = list(self._applied_unwritten)
+        appends = list(self._appends_unwritten)
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
@@ -1039,6 +1078,7 @@ class PostgresFollowupUnitOfWork:
             self.journal.latest = latest
             self.journal.unwritten = journal_rows
             self._applied_unwritten = applied_rows
+            self._appends_unwritten = appends
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             self.activity.console[:] = console

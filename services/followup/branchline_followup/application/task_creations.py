@@ -108,20 +108,16 @@ class PendingCreations:
         pending = list(self.events.values())
         decided = self.decided
         self.events, self.caused, self.decided = {}, {}, {}
-        # each numbered after its stream's version, locked and written at once (#12)
-        stored = await uow.events.append_numbered(pending, topic=topic)
-        await uow.mark_appended_applied(
-            [
-                (event, SourcePosition(SOURCE, position.global_position))
-                for event, position in stored
-            ]
-        )
-        for event, _ in stored:  # what was looked up ahead stays what the store holds
+        # each numbered after its stream's version, locked and written at once, and recorded
+        # applied, with the unit's last writes where it can (#12)
+        await uow.append_applied(pending, topic=topic, source=SOURCE)
+        for event in pending:  # what was looked up ahead stays what the store holds (its
+            # stream version as provisional as before it was stored: no lookup reads it)
             known = decided.get(event.event_id)
             source, task_id = known if known is not None else _decided_by(event)
             if source in self.looked_up:
                 self.found.setdefault(source, {})[task_id] = event
-        return len(stored)
+        return len(pending)
 
 
 async def recorded_creations(
