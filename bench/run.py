@@ -3,6 +3,7 @@ Branchline figure as a ratio to baselines measured in the same run on the same m
 shared 2-core box is noisy; ratios taken side by side are what mean something).
 
     python -m bench.run [--profile smoke|standard|full] [--repeat N] [--out FILE]
+                        [--steady-rate N]
 
 Baselines: raw asyncpg COPY (1,000 per transaction), raw asyncpg one event per transaction
 from 64 tasks, raw aiokafka produce, and the peer library `eventsourcing` (PostgreSQL, psycopg)
@@ -124,11 +125,7 @@ MEASURES = [
     ("drain_followup", "followup worker: catching up after the throughput measures", "s"),
     ("drain_audit", "audit consumer: catching up after the throughput measures", "s"),
     ("vacuum_before_steady", "VACUUM (ANALYZE) of intake, followup, audit before it", "s"),
-    (
-        "e2e_offered",
-        "steady open-loop load: half the first repetition's single-POST peak",
-        "ev/s",
-    ),
+    ("e2e_offered", "steady open-loop load: {steady_rule}", "ev/s"),
     ("e2e_http_p99", "  its POST p99 (from the scheduled send)", "ms"),
     # Since Round 16 the target's figures are exact: the commit of the row's transaction
     # (bench/latency.py); before, they were the pollers' (now e2e_*_seen_*), late by a poll.
@@ -226,19 +223,42 @@ async def create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+HALF_PEAK_RULE = "half the first repetition's single-POST peak, the same in every repetition"
+
+
 @dataclass
 class SteadyRate:
     """The steady load's rate, fixed for the whole run (#12): half the first repetition's
     single-POST peak. Each repetition at half its own peak ran at rates 20-45 % apart
-    (335-396, 395-579 ev/s), and latencies at different rates do not compare."""
+    (335-396, 395-579 ev/s), and latencies at different rates do not compare.
+
+    ``given`` (``--steady-rate``): a rate chosen before the run, the same in every run, so
+    that two runs (two codes) offer their consumers the same load: half of each run's own peak
+    offered Round 19's runs 1,179-1,565 ev/s, and their followup lags did not compare."""
 
     per_s: float | None = None
+    given: bool = False
+
+    @classmethod
+    def of(cls, per_s: float | None) -> SteadyRate:
+        if per_s is None:
+            return cls()
+        if per_s <= 0:
+            raise ValueError(f"a steady rate must be above 0 ev/s, not {per_s}")
+        return cls(per_s=per_s, given=True)
 
     def fix(self, peak_per_s: float) -> float:
-        """The rate: set from the first peak given, the same for every later one."""
+        """The rate: set from the first peak given, the same for every later one (a given
+        rate whatever the peak)."""
         if self.per_s is None:
             self.per_s = max(5.0, peak_per_s / 2)
         return self.per_s
+
+    @property
+    def rule(self) -> str:
+        if self.given:
+            return "fixed by --steady-rate, the same in every repetition"
+        return HALF_PEAK_RULE
 
 
 async def one_repetition(
@@ -499,7 +519,9 @@ def all_ratios(p: Profile) -> dict[str, list[str]]:
     return {**RATIOS, **scale.growth_ratios(p.growth_steps)}
 
 
-def summarise(runs: list[dict[str, float]], p: Profile) -> dict[str, Any]:
+def summarise(
+    runs: list[dict[str, float]], p: Profile, steady_rule: str = HALF_PEAK_RULE
+) -> dict[str, Any]:
     measures: dict[str, Any] = {}
     sizes = p.__dict__
     for key, title, unit in all_measures(p):
@@ -507,7 +529,9 @@ def summarise(runs: list[dict[str, float]], p: Profile) -> dict[str, Any]:
         if not values:
             continue
         entry: dict[str, Any] = {
-            "title": title.format(**sizes, branch_systems=BRANCH_SYSTEMS),
+            "title": title.format(
+                **sizes, branch_systems=BRANCH_SYSTEMS, steady_rule=steady_rule.split(",")[0]
+            ),
             "unit": unit,
             "runs": values,
             "min": min(values),
@@ -612,12 +636,28 @@ def steady_lines(result: dict[str, Any]) -> list[str]:
     return ["", text]
 
 
-async def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="standard")
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--steady-rate",
+        type=float,
+        default=None,
+        metavar="N",
+        help="the steady open-loop load's rate, N ev/s, in every repetition (default: half the "
+        "first repetition's single-POST peak). A fixed rate makes runs of two codes offer "
+        "their consumers the same load; the JSON records it as steady_rate",
+    )
+    return parser
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = arguments()
     args = parser.parse_args(argv)
+    if args.steady_rate is not None and args.steady_rate <= 0:
+        parser.error("--steady-rate must be above 0 ev/s")
     profile = PROFILES[args.profile]
     if args.repeat:
         profile = Profile(**{**profile.__dict__, "repeat": args.repeat})
@@ -632,15 +672,12 @@ async def main(argv: list[str] | None = None) -> int:
         conn = await asyncpg.connect(stack.admin_url)
         result["machine"]["versions"]["postgresql"] = await conn.fetchval("SHOW server_version")
         await conn.close()
-        steady_rate = SteadyRate()
+        steady_rate = SteadyRate.of(args.steady_rate)
         runs = [
             await one_repetition(stack, profile, r, result["warnings"], steady_rate)
             for r in range(profile.repeat)
         ]
-        result["steady_rate"] = {
-            "per_s": steady_rate.per_s,
-            "rule": "half the first repetition's single-POST peak, the same in every repetition",
-        }
+        result["steady_rate"] = {"per_s": steady_rate.per_s, "rule": steady_rate.rule}
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
     async with running_stack() as stack:
@@ -648,7 +685,7 @@ async def main(argv: list[str] | None = None) -> int:
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     # The growth figures are measured once: they join the first repetition's figures.
     runs[0] |= grown
-    result["measures"] = summarise(runs, profile)
+    result["measures"] = summarise(runs, profile, steady_rate.rule)
     console.print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

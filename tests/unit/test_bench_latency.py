@@ -10,7 +10,7 @@ import uuid
 import pytest
 from bench import latency
 from bench.latency import Watch
-from bench.run import PROFILES, SteadyRate, render_markdown
+from bench.run import HALF_PEAK_RULE, PROFILES, SteadyRate, arguments, render_markdown
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +60,36 @@ def test_the_steady_rate_is_half_the_first_peak_in_every_repetition() -> None:
 
 def test_a_tiny_peak_still_offers_a_load() -> None:
     assert SteadyRate().fix(4.0) == 5.0
+
+
+def test_a_given_steady_rate_is_offered_whatever_the_peak() -> None:
+    rate = SteadyRate.of(1300.0)
+    assert rate.fix(800.0) == 1300.0
+    assert rate.fix(5000.0) == 1300.0
+    assert "--steady-rate" in rate.rule
+    assert SteadyRate.of(None).rule == HALF_PEAK_RULE
+
+
+def test_a_steady_rate_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        SteadyRate.of(0.0)
+
+
+def test_the_benchmark_takes_a_steady_rate_and_defaults_to_half_the_peak() -> None:
+    assert arguments().parse_args(["--steady-rate", "1300"]).steady_rate == 1300.0
+    assert arguments().parse_args([]).steady_rate is None
+
+
+def test_the_table_names_a_given_steady_rate_as_such() -> None:
+    from bench.run import summarise
+
+    runs = [{"e2e_offered": 1300.0}]
+    fixed = summarise(runs, PROFILES["standard"], SteadyRate.of(1300.0).rule)
+    assert fixed["e2e_offered"]["title"] == "steady open-loop load: fixed by --steady-rate"
+    half = summarise(runs, PROFILES["standard"])
+    assert half["e2e_offered"]["title"] == (
+        "steady open-loop load: half the first repetition's single-POST peak"
+    )
 
 
 def _result(measures: dict[str, object], steady: dict[str, object]) -> dict[str, object]:
