@@ -1,0 +1,172 @@
+"""The whole stack's followup lag at one fixed steady rate, in repetitions on one stack, the
+same harness over any code (#12, Round 20).
+
+Round 19's benchmark showed main's followup p99 (accepted -> committed) at 3.9-4.4 s against
+2.2-2.3 s for Round 18's code, while the worker alone did not separate them. This runs the
+benchmark's parts that lead up to its steady load, and nothing else, so that two codes (or two
+orders of the parts) are compared at the same rate, alternated, one stack per run:
+
+  per repetition: the single POST (64 connections, one token), the consumers drained, the
+  product databases vacuumed (as `make bench`), the steady open-loop load at ``--rate`` for
+  ``--seconds``; then the ``--between`` parts, which the next repetition's steady load follows
+  (`make bench` runs, after its steady load: ``capacity`` the drain capacity, ``single16`` the
+  single POST from 16 branch systems' tokens (main only, Round 19), ``batch`` the batches).
+
+Each repetition writes one JSON line to ``--out``: the code's commit, the load average, the
+followup / audit commit lags (p50, p99), the CPU per event of the steady load of the worker,
+the broker and intake, and how bursty the load reached the worker: events per relay round
+(distinct ``published_at``) and per worker transaction (distinct ``xmin``) during it.
+
+To run another tree's code, copy this file into its ``bench/`` and run it there.
+
+    python -m bench.steady_lag_stack --rate 1300 --out /tmp/lag.jsonl
+        [--repetitions 2] [--seconds 20] [--between capacity,batch] [--label x]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from bench import branchline_measures, latency  # noqa: E402
+from bench.run import PROFILES  # noqa: E402
+from bench.stack import BenchStack, running_stack  # noqa: E402
+
+COMPONENTS = ("followup-worker", "broker", "intake-api", "audit-consumer")
+
+
+async def _fetchval(dsn: str, sql: str, *args: object) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
+    s = stack.settings
+    await latency.drain(s.followup_database_url, s.audit_database_url)
+    vacuum_s = await latency.vacuum(
+        [s.intake_database_url, s.followup_database_url, s.audit_database_url]
+    )
+    cpu0 = {c: stack.cpu_seconds(c) for c in COMPONENTS}
+    started = await _fetchval(s.intake_database_url, "SELECT now()")
+    result = await latency.end_to_end(
+        s.intake_port,
+        stack.token,
+        rate=rate,
+        duration_s=seconds,
+        followup_dsn=s.followup_database_url,
+        audit_dsn=s.audit_database_url,
+    )
+    cpu = {c: stack.cpu_seconds(c) - cpu0[c] for c in COMPONENTS}
+    # The load's events only: the rows written since it started (nothing else posts meanwhile).
+    relay_rounds = await _fetchval(
+        s.intake_database_url,
+        "SELECT count(DISTINCT published_at) FROM es_outbox WHERE published_at >= $1",
+        started,
+    )
+    worker_txs = await _fetchval(
+        s.followup_database_url,
+        "SELECT count(DISTINCT xmin::text) FROM fu_applied_events WHERE applied_at >= $1",
+        started,
+    )
+    n = max(1, result.answered)
+    return {
+        "answered": result.answered,
+        "offered": round(result.offered_per_s, 1),
+        "vacuum_s": round(vacuum_s, 2),
+        "http_p99_ms": round(result.http_p99_ms, 1),
+        "fu_p50_ms": round(result.followup_commit_p50_ms),
+        "fu_p99_ms": round(result.followup_commit_p99_ms),
+        "audit_p50_ms": round(result.audit_commit_p50_ms),
+        "audit_p99_ms": round(result.audit_commit_p99_ms),
+        "fu_missing": result.followup_missing,
+        "cpu_us": {c: round(1e6 * v / n) for c, v in cpu.items()},
+        "ev_per_relay_round": round(n / max(1, relay_rounds or 0), 1),
+        "ev_per_worker_tx": round(n / max(1, worker_txs or 0), 1),
+    }
+
+
+async def run(args: argparse.Namespace, commit: str) -> None:
+    p = PROFILES["standard"]
+    between = [b for b in args.between.split(",") if b]
+    async with running_stack() as stack:
+        s = stack.settings
+        port = s.intake_port
+
+        async def drained() -> None:
+            await latency.drain(s.followup_database_url, s.audit_database_url)
+
+        parts: dict[str, Callable[[], Awaitable[object]]] = {
+            "capacity": lambda: branchline_measures.drain_capacity(stack, p.drain_events),
+            "batch": lambda: branchline_measures.batches(port, stack.token, p.batch_events),
+        }
+        if hasattr(branchline_measures, "branch_tokens"):
+            tokens = branchline_measures.branch_tokens(stack, 16)
+            parts["single16"] = lambda: branchline_measures.single_posts(port, tokens, p.singles)
+        before: dict[str, Any] = {}
+        for r in range(args.repetitions):
+            single = await branchline_measures.single_posts(port, stack.token, p.singles)
+            row: dict[str, Any] = {
+                "label": args.label,
+                "commit": commit,
+                "repetition": r + 1,
+                "between": args.between,
+                "at": time.strftime("%H:%M:%S", time.gmtime()),
+                "load": round(os.getloadavg()[0], 2),
+                "bl_single": round(single.per_s),
+                "rate": args.rate,
+                **before,
+            }
+            row |= await steady(stack, args.rate, args.seconds)
+            print(json.dumps(row), flush=True)
+            with args.out.open("a") as out:
+                out.write(json.dumps(row) + "\n")
+            if r + 1 < args.repetitions:
+                before = {}
+                for name in between:
+                    value = await parts[name]()
+                    await drained()
+                    if name == "capacity":
+                        assert isinstance(value, dict)
+                        before["capacity_before"] = {k: round(d.per_s) for k, d in value.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, required=True, help="steady load, ev/s")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument(
+        "--between",
+        default="capacity,batch",
+        help="parts run after each steady load but the last: capacity, single16, batch",
+    )
+    parser.add_argument("--label", default="")
+    parser.add_argument("--out", type=Path, required=True)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    asyncio.run(run(parser.parse_args(), commit))
+
+
+if __name__ == "__main__":
+    main()
