@@ -6,8 +6,6 @@ the broker's new log."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +19,7 @@ from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
 from branchline_shared.settings import CommonSettings
+from tests.support.kafka import crash
 from tests.support.outbox import ListOutbox
 from tests.support.stack import runtime_dir
 
@@ -108,11 +107,7 @@ async def test_a_broker_restarted_empty_is_checked_and_nothing_after_it_is_lost(
             assert await relay.publish_once() == 6
         assert reads == checked  # the log only grew: not read again
 
-        # Killed: stopped in order with the producer still connected, tansu waits 5 s for it
-        # to go; a memory store loses its log either way.
-        assert broker.pid is not None
-        os.kill(broker.pid, signal.SIGKILL)
-        broker.stop()
+        crash(broker)
         broker.start()  # same port, empty log: the topic and its offsets are gone
         outbox.add(6)
         for _ in range(40):  # as the relay's loop does: a failed round recovers and retries
