@@ -574,10 +574,17 @@ class _Joint:
                 positions = await self._unit.commit()
             except BaseException as exc:
                 failure = exc
+                if not isinstance(exc, GuessWrong) and not self._unit.sent:
+                    # The server refused the statement for another reason than the guess
+                    # (nothing written): as in ``_guessed``, the ordinary way answers it,
+                    # each caller in its savepoint.
+                    failure = GuessWrong(repr(exc))
                 # GuessWrong: nothing written, the ordinary way answers. Anything else: the
                 # statement was sent and may have committed: its callers are answered with
                 # the error (as when a group's COMMIT fails), nothing runs again.
                 await self._tell(held, lambda: failure)
+                if failure is not exc:
+                    raise failure from exc
                 raise
         for view in held:
             assert view.held is not None
