@@ -98,6 +98,11 @@ PROFILES = {
 BRANCH_SYSTEMS = 16
 """Branch systems (tokens) posting the second single-POST measure."""
 
+EXISTING_CLIENTS = 4
+"""Clients per connection the existing-client measure posts to (64 connections: 256 clients,
+registered first, untimed): each client gets several events, so after its first the
+decider remembers it and the remembered-client write (one statement) is what is measured."""
+
 # (key, title, unit); the order of the table.
 MEASURES = [
     ("raw_copy", "raw asyncpg COPY, 1,000 per transaction", "ev/s"),
@@ -118,6 +123,14 @@ MEASURES = [
     ),
     ("bl_single16_p99", "  its p99 latency", "ms"),
     ("bl_single16_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    (
+        "bl_existing",
+        "Branchline POST /v1/events, 64 connections, consents to {existing_clients} clients"
+        " per connection that have history",
+        "ev/s",
+    ),
+    ("bl_existing_p99", "  its p99 latency", "ms"),
+    ("bl_existing_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
     ("bl_batch", "Branchline POST /v1/events:batch of 1,000", "ev/s"),
     ("bl_post_h10", "Branchline one POST, client with 10 events (median)", "ms"),
     ("bl_post_hlong", "Branchline one POST, client with {long_history:,} events (median)", "ms"),
@@ -177,6 +190,7 @@ RATIOS = {
     "e2e_offered": ["drain_capacity_followup", "drain_capacity_audit"],
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_single16": ["raw_tx64", "peer_8t_fn", "bl_single"],
+    "bl_existing": ["raw_tx64", "peer_8t_fn", "bl_single"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
     "bl_post_hlong": ["bl_post_h10"],
@@ -442,6 +456,27 @@ async def one_repetition(
         return latencies.per_s
 
     await measure("bl_single16", singles_of_many_branches)
+
+    async def singles_to_existing_clients() -> float:
+        # A bank's traffic is mostly events for clients that exist (#12): consents to clients
+        # registered just before (untimed), each always from the same connection, so the
+        # remembered-client write is measured, not the first registration's. As many events
+        # as the single-POST measure (a few seconds); the backlog is worked off after it, as
+        # bl_single16's is. A client registered through another intake process than the one
+        # its connection reaches now is read once, then remembered.
+        run = await branchline_measures.register_clients(port, stack.token, EXISTING_CLIENTS)
+        await asyncio.sleep(1.0)  # their relaying done (bench.intake_cpu does the same)
+        cpu_before = stack.cpu_seconds("intake-api")
+        latencies = await branchline_measures.existing_client_posts(
+            port, stack.token, run, p.singles, EXISTING_CLIENTS
+        )
+        figures["bl_existing_p99"] = latencies.p99_ms
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_existing_cpu_ms"] = 1000 * used / p.singles
+        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
+        return latencies.per_s
+
+    await measure("bl_existing", singles_to_existing_clients)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -530,7 +565,10 @@ def summarise(
             continue
         entry: dict[str, Any] = {
             "title": title.format(
-                **sizes, branch_systems=BRANCH_SYSTEMS, steady_rule=steady_rule.split(",")[0]
+                **sizes,
+                branch_systems=BRANCH_SYSTEMS,
+                existing_clients=EXISTING_CLIENTS,
+                steady_rule=steady_rule.split(",")[0],
             ),
             "unit": unit,
             "runs": values,

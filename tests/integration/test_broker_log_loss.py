@@ -19,6 +19,7 @@ from branchline_shared.reconcile.running import Reconciliation
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.test_reconcile import lost_by_the_broker, recorded, registration, whole_stack
+from tests.support.kafka import crash
 from tests.support.stack import Infra, eventually, make_settings, runtime_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(180)]
@@ -94,7 +95,7 @@ async def test_consumers_rewind_and_reconcile_after_the_broker_lost_its_log(
             assert (await intake.post("/v1/events", json=registration(f"C-{n}"))).status_code == 202
         await all_applied(settings, 12)
 
-        broker.stop()
+        crash(broker)
         broker.start()  # same port, empty log: topics, offsets and groups are gone
 
         # accepted after the restart: published to the new log, at offsets below our positions

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from branchline_intake.bootstrap import create_app
 from branchline_intake.domain_seam import build_decider
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
 from branchline_shared.eventstore.ports import GuessWrong
-from branchline_shared.eventstore.postgres import PostgresEventStore
+from branchline_shared.eventstore.postgres import STALE_STREAM_GUESS, PostgresEventStore
 from branchline_shared.http.auth import Role
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
@@ -726,8 +727,11 @@ async def test_a_remembered_stream_ending_elsewhere_fails_the_statement(
             await unit.commit()
         # Remembered at 1 ending with another event; remembered at 2 (never written); right.
         for version, last_id in ((1, uuid.uuid4()), (2, first.event_id)):
-            with pytest.raises(GuessWrong):
+            with pytest.raises(GuessWrong) as failed:
                 await _write_on(store, stream, version, last_id)
+            # The stale guess's own SQLSTATE (event store migration 010), nothing else's.
+            assert isinstance(failed.value.__cause__, asyncpg.PostgresError)
+            assert failed.value.__cause__.sqlstate == STALE_STREAM_GUESS
         async with store.guessing_unit_of_work() as unit:
             unit.remember({stream: (1, first.event_id)})
             assert await unit.lock_streams([stream]) == {stream: 1}
@@ -738,6 +742,111 @@ async def test_a_remembered_stream_ending_elsewhere_fails_the_statement(
             assert [r["stream_version"] for r in await stored(conn, stream)] == [1, 2]
     finally:
         await pool.close()
+
+
+class _Unreadable:
+    """The store's pool, sending its guessed writes with the first envelope's event id made a
+    text that is no uuid: the server refuses the statement with invalid_text_representation,
+    an error that has nothing to do with the guess."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+        self.refused = 0
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self._pool.acquire() as conn:
+            yield _UnreadableConn(conn, self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+class _UnreadableConn:
+    def __init__(self, conn: Any, pool: _Unreadable) -> None:
+        self._conn = conn
+        self._pool = pool
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        if "created AS" in query or "taken AS" in query:  # a guessed write
+            envelopes = list(args[0])
+            envelopes[0] = json.dumps({**json.loads(envelopes[0]), "event_id": "not-a-uuid"})
+            args = (envelopes, *args[1:])
+            try:
+                return await self._conn.fetch(query, *args)
+            except asyncpg.InvalidTextRepresentationError:
+                self._pool.refused += 1
+                raise
+        return await self._conn.fetch(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("remembered", [True, False], ids=["remembered", "new"])
+async def test_an_unrelated_invalid_text_is_not_taken_for_a_stale_guess(
+    app: FastAPI, settings: BranchlineSettings, remembered: bool
+) -> None:
+    """A guessed write the server refuses for another reason than the guess (here a value it
+    cannot read: invalid_text_representation, the SQLSTATE the stale guess once borrowed) is
+    raised as it is, not as GuessWrong; nothing is written and it is not taken as sent."""
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
+    try:
+        run = uuid.uuid4().hex[:6]
+        stream = f"client-C-RU{run}"
+        version, last_id = 0, uuid.uuid4()
+        if remembered:
+            async with PostgresEventStore(pool).guessing_unit_of_work() as unit:
+                await unit.lock_streams([stream])
+                first = _recorded(stream, 1, f"C-RU{run}")
+                unit.stage(first, topic="t", submission_hash=None)
+                await unit.commit()
+            version, last_id = 1, first.event_id
+        unreadable = _Unreadable(pool)
+        store = PostgresEventStore(unreadable)  # type: ignore[arg-type]
+        write = (
+            _write_on(store, stream, version, last_id) if remembered else _write_new(store, stream)
+        )
+        with pytest.raises(asyncpg.InvalidTextRepresentationError):
+            await write
+        assert unreadable.refused == 1
+        async with connected(settings) as conn:
+            # The remembered stream's first event only; the new stream not created.
+            assert [r["stream_version"] for r in await stored(conn, stream)] == (
+                [1] if remembered else []
+            )
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("callers", [1, 2])
+async def test_a_guessed_write_refused_for_another_reason_runs_the_ordinary_way(
+    app: FastAPI, settings: BranchlineSettings, callers: int
+) -> None:
+    """A group whose one statement the server refuses for another reason than the guess
+    (nothing written) runs the ordinary way, as before the stale guess had its own SQLSTATE:
+    one caller or several, each accepted once."""
+    ctx: IntakeContext = app.state.intake
+    pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
+    unreadable = _Unreadable(pool)
+    store = TailLoadingStore(PostgresEventStore(unreadable), ctx.decider)  # type: ignore[arg-type]
+    committer = GroupCommitter(dataclasses.replace(ctx, store=store), writers=1, window_s=0.05)
+    run = uuid.uuid4().hex[:6]
+    clients = [f"C-UO{x}{run}" for x in "AB"[:callers]]
+    wrong = guesses("wrong")
+    try:
+        results = await together(
+            committer,
+            *(([registration(c)], by) for c, by in zip(clients, (BRANCH, OTHER), strict=False)),
+        )
+    finally:
+        await pool.close()
+    assert unreadable.refused == 1
+    assert guesses("wrong") == wrong + 1
+    assert all(isinstance(r[0], Accepted) for r in results), results  # type: ignore[index]
+    async with connected(settings) as conn:
+        for client in clients:
+            assert [r["stream_version"] for r in await stored(conn, f"client-{client}")] == [1]
 
 
 async def _write_on(
@@ -751,6 +860,19 @@ async def _write_on(
             _recorded(stream, version + 1, stream.removeprefix("client-")),
             topic="t",
             submission_hash=None,
+        )
+        try:
+            await unit.commit()
+        finally:
+            assert not unit.sent
+
+
+async def _write_new(store: PostgresEventStore, stream: str) -> None:
+    """One event written on ``stream`` taken for new."""
+    async with store.guessing_unit_of_work() as unit:
+        assert await unit.lock_streams([stream]) == {stream: 0}
+        unit.stage(
+            _recorded(stream, 1, stream.removeprefix("client-")), topic="t", submission_hash=None
         )
         try:
             await unit.commit()

@@ -21,6 +21,7 @@ from tests.conftest import TokenFactory
 from tests.integration.test_followup_worker import Worker
 from tests.integration.test_intake_api import registration
 from tests.support.consumers import audit_consumer
+from tests.support.kafka import crash
 from tests.support.stack import Infra, eventually, make_settings, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(120)]
@@ -63,7 +64,7 @@ async def test_events_posted_while_the_broker_is_down_arrive_once_when_it_is_bac
                 assert (await intake.post("/v1/events", json=event)).status_code == 202
             await eventually(lambda: _size_is(ledger, 3))
 
-            own_broker.stop()
+            crash(own_broker)
             during = [registration(f"C-during-{i}") for i in range(5)]
             for event in during:
                 response = await intake.post("/v1/events", json=event)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from branchline_shared.embedded.tansu import TansuBroker
 
 
 async def produce(
@@ -22,6 +26,15 @@ async def produce(
             await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
     finally:
         await producer.stop()
+
+
+def crash(broker: TansuBroker) -> None:
+    """Stop a test's own broker at once (SIGKILL). Stopped in order while clients are still
+    connected, tansu waits 5 s for them to go before it exits; its memory store loses the log
+    either way, and to the clients a broker gone is a broker gone."""
+    if broker.pid is not None:
+        os.kill(broker.pid, signal.SIGKILL)
+    broker.stop()  # reaps it and closes its log
 
 
 async def read_all(

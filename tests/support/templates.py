@@ -120,6 +120,18 @@ class TemplateDatabases:
             await conn.close()
 
 
+async def copy_database(dsn: str, source: str) -> None:
+    """Create the database ``dsn`` names as a copy of the database ``source`` (which nobody
+    may be connected to), its database settings included."""
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(_with_database(dsn, "postgres"))
+    try:
+        await conn.execute(f"CREATE DATABASE {_quote(name)} TEMPLATE {_quote(source)}")
+        await _copy_database_settings(conn, source, name)
+    finally:
+        await conn.close()
+
+
 async def _copy_database_settings(conn: asyncpg.Connection, source: str, target: str) -> None:
     """``ALTER DATABASE target SET`` (and ``ALTER ROLE ... IN DATABASE``) as ``source`` has."""
     rows = await conn.fetch(

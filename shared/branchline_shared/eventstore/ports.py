@@ -204,7 +204,9 @@ class GuessingStore(Protocol):
         :meth:`~UnitOfWork.commit`: one statement, its own transaction, that creates those
         streams (no ``ON CONFLICT``: one that exists fails it whole, :class:`GuessWrong`),
         writes the events and their outbox rows and answers their positions. Anything else
-        asked of it raises :class:`GuessWrong` before a statement is sent."""
+        asked of it raises :class:`GuessWrong` before a statement is sent. A statement the
+        server refuses for another reason than the guess (a deadlock, a value it cannot
+        read) is raised as the server's error, nothing written (``sent`` false)."""
         ...
 
 

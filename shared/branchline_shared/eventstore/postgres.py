@@ -161,8 +161,9 @@ WITH staged AS (
            e->>'client_id', (e->>'occurred_at')::timestamptz,
            (e->>'recorded_at')::timestamptz, submission_hash, e
     FROM staged
-    WHERE CASE WHEN (SELECT count(*) FROM taken) = cardinality($5::text[]) THEN true
-               ELSE ('stale stream guess: ' || (SELECT count(*) FROM taken))::int > 0 END
+    WHERE (SELECT CASE WHEN count(*) = cardinality($5::text[]) THEN true
+                       ELSE es_stale_stream_guess(count(*), cardinality($5::text[])) END
+           FROM taken)
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
@@ -178,10 +179,25 @@ remembered one no longer at its remembered version ``$7`` or no longer ending wi
 remembered event ``$8`` (another process wrote it; a remembered decision that was rolled
 back), is not updated (its row is locked, waited for if another writer holds it, and checked
 again after that writer's commit); then fewer rows than streams are taken, and the events'
-insert fails the whole statement (a text that is no number, cast to one: evaluated only then,
-from the count, so never at planning): nothing is written. A stream's new events also meet
+insert fails the whole statement with the stale guess's own SQLSTATE (:data:`STALE_STREAM_GUESS`,
+raised by event store migration 010's function, called only then: the count is one
+evaluation before the first event row, and a write that stands makes no call): nothing is
+written. A stream's new events also meet
 ``es_events (stream_id, stream_version)``'s uniqueness. ``$7``/``$8`` are looked up by the
 stream's place in ``$5`` (a group's streams: a few hundred at most)."""
+
+
+STALE_STREAM_GUESS = "BL001"
+"""The SQLSTATE of :data:`_REMEMBERED_WRITE_SQL`'s failure when a remembered stream moved
+(event store migration 010, ``es_stale_stream_guess``): a class of Branchline's own, which
+no other error of the server carries, so nothing else is taken for a stale guess (#12)."""
+
+
+def _guess_failed(exc: asyncpg.PostgresError) -> bool:
+    """The server refused a guessed write because its guess did not hold: a stream taken for
+    new exists, an event id or a stream's next version is taken (a unique violation), or a
+    remembered stream moved (:data:`STALE_STREAM_GUESS`)."""
+    return isinstance(exc, asyncpg.UniqueViolationError) or exc.sqlstate == STALE_STREAM_GUESS
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -553,12 +569,15 @@ class GuessingUnitOfWork:
                 else:
                     rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
         except asyncpg.PostgresError as exc:
-            # The server refused the statement (a stream that exists: a unique violation;
-            # a deadlock, a cancel): its own transaction was rolled back, nothing is written.
-            # An error without the server's answer (the connection lost) leaves ``sent``: it
-            # may have committed.
+            # The server refused the statement: its own transaction was rolled back, nothing
+            # is written. Only a guess that did not hold is GuessWrong; any other refusal (a
+            # deadlock, a cancel, a value the server cannot read) is raised as it is, so it
+            # is never read as a stale guess. An error without the server's answer (the
+            # connection lost) leaves ``sent``: it may have committed.
             self._sent = False
-            raise GuessWrong(str(exc)) from exc
+            if _guess_failed(exc):
+                raise GuessWrong(str(exc)) from exc
+            raise
         written = {r["event_id"]: r["global_position"] for r in rows}
         self.committed = len(staged)
         return [

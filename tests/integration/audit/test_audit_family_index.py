@@ -21,6 +21,7 @@ from tests.integration.audit.audit_support import (
     random_events,
     superuser,
 )
+from tests.support.stack import Infra, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -30,11 +31,18 @@ DECOYS = ("audit_x.read", "auditx.read", "audit/x", "audit", "Audit.read", "audi
 INDEX = "audit_ledger_type_prefix"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def ledger_settings(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> BranchlineSettings:
+    """One audit database for the module: its tests only read the ledger (and prepare their
+    own statements on their own connections), and appending it took ~2 s of each one's setup."""
+    return make_settings(infra, tmp_path_factory.mktemp("family"))
+
+
+@pytest.fixture(scope="module")
 async def ledger(
-    settings: BranchlineSettings,
+    ledger_settings: BranchlineSettings,
 ) -> AsyncIterator[tuple[AuditContext, list[dict[str, Any]]]]:
-    s = quick_settings(settings)
+    s = quick_settings(ledger_settings)
     rng = random.Random(12)
     events = random_events(6000, rng)
     for i in rng.sample(range(len(events)), 60):
@@ -101,11 +109,11 @@ async def _plan(settings: BranchlineSettings, mode: str, filters: LedgerFilters)
 @pytest.mark.parametrize("kind", ["audit.*", "audit.read"])
 async def test_the_type_filters_read_the_pattern_index(
     ledger: tuple[AuditContext, list[dict[str, Any]]],
-    settings: BranchlineSettings,
+    ledger_settings: BranchlineSettings,
     mode: str,
     kind: str,
 ) -> None:
-    plan = await _plan(settings, mode, LedgerFilters(type=kind))
+    plan = await _plan(ledger_settings, mode, LedgerFilters(type=kind))
     assert INDEX in plan
     assert "Seq Scan" not in plan
 

@@ -213,6 +213,8 @@ async def test_a_poison_event_fails_alone_and_is_dead_lettered_with_its_reason(
         "SELECT client_id FROM fu_read.fu_tasks WHERE kind = 'satisfaction_survey'"
     )
     assert [r["client_id"] for r in survey_of] == ["C-5"]
+    visits = await db.fetch("SELECT client_id, visit_id, outcome FROM fu_read.fu_visits")
+    assert [tuple(r) for r in visits] == [("C-5", "V-1", "normal")]  # the poison's not kept
 
 
 async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
@@ -472,3 +474,71 @@ async def test_a_one_event_consent_batch_writes_its_client_page_with_the_collect
     assert "INSERT INTO fu_client_consents " in collected[0]
     assert not [q for q in sent if q.startswith("INSERT INTO fu_client_consents")]
     assert len(sent) <= 5, "\n".join(sent)
+
+
+def a_visit(client_id: str, visit_id: str, first_version: int) -> list[RecordedEvent]:
+    """A visit's arrival, confirmed need, handling and close (D-01), each setting its facts."""
+    start = AT + timedelta(minutes=first_version)
+    data: list[tuple[str, dict[str, Any]]] = [
+        ("visit.arrived", {"visit_id": visit_id, "ticket": "A018"}),
+        ("visit.needs_confirmed", {"visit_id": visit_id, "category": "deposit"}),
+        (
+            "visit.business_handled",
+            {
+                "visit_id": visit_id,
+                "counter": "W3",
+                "started_at": (start + timedelta(minutes=1)).isoformat(),
+                "ended_at": (start + timedelta(minutes=2)).isoformat(),
+            },
+        ),
+        ("visit.closed", {"visit_id": visit_id, "outcome": "normal"}),
+    ]
+    return [
+        an_event(event_type, client_id, payload, first_version + i)
+        for i, (event_type, payload) in enumerate(data)
+    ]
+
+
+async def test_a_batchs_visit_facts_go_into_the_collected_writes_once_per_visit(
+    infra: Infra, tmp_path: Path, settings: BranchlineSettings
+) -> None:
+    """#12: a visit event's upsert of ``fu_visits`` was a statement of its own in its batch;
+    now a batch's visit facts are a part of the collected writes' statement, one row per visit
+    (a batch may hold a visit's arrival, need, handling and close: one statement cannot change a
+    row twice), and the table ends as when each event is applied alone. A one-event close sends
+    no statement of its own for its visit."""
+    batch = delivered([registered("C-30"), *a_visit("C-30", "V-3", 2), *a_visit("C-30", "V-4", 6)])
+    close = an_event(
+        "visit.closed", "C-31", {"visit_id": "V-5", "outcome": "left_early", "reason": "queue"}, 3
+    )
+    later = [
+        Delivered(e, SourcePosition("intake", p))
+        for p, e in enumerate(
+            [registered("C-31"), an_event("visit.arrived", "C-31", {"visit_id": "V-5"}, 2), close],
+            start=len(batch) + 1,
+        )
+    ]
+    async with one_connection(settings) as (pool, units):
+        outcome, sent = await statements_sent(pool, units, batch)
+        assert (outcome.applied, outcome.failed, outcome.one_by_one) == (len(batch), [], False)
+        for one in later[:2]:  # the statements prepared
+            await apply_batch(units, [one], RECORDING, consumer=CONSUMER)
+        single, sent_one = await statements_sent(pool, units, later[2:])
+        assert (single.applied, single.failed) == (1, [])
+    for statements in (sent, sent_one):
+        assert not [q for q in statements if q.startswith("INSERT INTO fu_visits")], statements
+        (collected,) = [q for q in statements if q.startswith("WITH w0 AS (")]
+        assert "INSERT INTO fu_visits AS v " in collected
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in [*batch, *later]:
+            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), RECORDING, d.position)
+    finally:
+        await pool.close()
+    async with followup_db(alone) as other, followup_db(settings) as db:
+        expected = await comparable(other)
+        got = await comparable(db)
+    assert len(got["fu_visits"]) == 3
+    assert got == expected

@@ -214,7 +214,9 @@ async def test_016_touches_no_index_that_differs_from_a_listed_definition(
         )
     finally:
         await conn.close()
-    assert await _migrate(url) == FROM_REPAIR
+    # up to 018: followup 019 drops the work list 016 names back
+    before_019 = {"followup": 19}
+    assert await _migrate(url, before_019) == [0, 19 - REPAIR, 0]
     after = _named(await _indexes(url))
     assert {
         "fu_tasks_client_id_idx9",

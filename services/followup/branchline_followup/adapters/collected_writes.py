@@ -14,7 +14,8 @@ latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and 
 into the statement only when each task is synced once (:func:`merged_timer_syncs`; otherwise
 they run before it, merged in rounds: :func:`timer_sync_rounds`), and the
 client page's consents and assessments are reduced to the one a row would end with
-(:func:`latest_console_rows`).
+(:func:`latest_console_rows`), and a visit's rows to the one its upserts in turn would leave
+(:func:`latest_visit_rows`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from branchline_followup.adapters.console_read_models import (
     ConsoleRow,
 )
 from branchline_followup.adapters.json_rows import rows_argument
-from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS
+from branchline_followup.adapters.read_models import FACT_COLUMNS, TASK_COLUMNS, VISIT_COLUMNS
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
 
@@ -151,6 +152,28 @@ _ASSESSMENTS = (
     "WHERE a.assessed_at <= EXCLUDED.assessed_at"
 )
 """:data:`.console_read_models.ASSESSMENT_UPSERT` over rows (the same later-instant rule)."""
+
+_VISIT_TYPES = {
+    "arrived_at": "timestamptz",
+    "category": "text",
+    "started_at": "timestamptz",
+    "ended_at": "timestamptz",
+    "closed_at": "timestamptz",
+    "outcome": "text",
+}
+_VISITS = (
+    "INSERT INTO fu_visits AS v "  # noqa: S608 - fixed identifiers, bound values
+    f"(client_id, visit_id, branch_id, rm_id, {', '.join(VISIT_COLUMNS)}) "
+    f"SELECT {_rows(['text', 'text', 'text', 'text', *(_VISIT_TYPES[c] for c in VISIT_COLUMNS)])} "
+    f"FROM {_EACH_ROW} ON CONFLICT (client_id, visit_id) DO UPDATE SET "
+    "branch_id = COALESCE(v.branch_id, EXCLUDED.branch_id), "
+    "rm_id = COALESCE(v.rm_id, EXCLUDED.rm_id), "
+    + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, v.{c})" for c in VISIT_COLUMNS)
+)
+""":func:`.read_models.record_visit`'s upsert over rows (:func:`latest_visit_rows`'): a
+column a row leaves null keeps what the table holds, which is what an upsert that does not
+name it does, because a visit event only ever sets a column to a value (the unit writes one
+that would set a null at once instead, :meth:`.unit_of_work._Activity.record_visit`)."""
 
 _CONSOLE_KEYS: dict[str, tuple[int, int]] = {CONSENT_UPSERT: (2, 3), ASSESSMENT_UPSERT: (1, 2)}
 """Each console upsert's row key (its first ``n`` arguments) and its instant's argument."""
@@ -299,6 +322,32 @@ def latest_console_rows(rows: Sequence[ConsoleRow]) -> dict[str, list[tuple[Any,
         if key not in kept or args[instant] >= kept[key][instant]:
             kept[key] = args
     return {sql: list(kept.values()) for sql, kept in latest.items()}
+
+
+def latest_visit_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """:func:`.read_models.visit_row`'s rows reduced to one per visit (#12: a statement cannot
+    change a row twice; a batch may hold a visit's arrival, handling and closing): what the
+    upserts in turn, as made, would leave, the table's own values aside. The first branch and
+    RM given stay (the upsert keeps the row's own when it has one), each column takes the last
+    value set."""
+    merged: dict[tuple[Any, Any], list[Any]] = {}
+    for row in rows:
+        kept = merged.get(row[:2])
+        if kept is None:
+            merged[row[:2]] = list(row)
+            continue
+        for i in (2, 3):
+            if kept[i] is None:
+                kept[i] = row[i]
+        for i in range(4, len(row)):
+            if row[i] is not None:
+                kept[i] = row[i]
+    return [tuple(r) for r in merged.values()]
+
+
+def add_visits(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        statement.add_rows(_VISITS, latest_visit_rows(rows))
 
 
 def add_console(statement: CollectedStatement, rows: Sequence[ConsoleRow]) -> None:

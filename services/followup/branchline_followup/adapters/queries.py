@@ -109,9 +109,14 @@ _EVERYONE_BUT = """(
     WHERE assignee IS NOT NULL AND assignee <> ALL({named}::text[])
 )"""
 """The default supervisor's team, "everyone but the named teams": every assignee the tasks
-know (``SELECT DISTINCT assignee``, read as one probe of the work list's index per assignee,
-``fu_tasks_work_list``) but ``{named}``. ``assignee`` is NOT NULL and compared in the
+know (``SELECT DISTINCT assignee``, read as one probe of the owner's index per assignee,
+``fu_tasks_owner_by_status``) but ``{named}``. ``assignee`` is NOT NULL and compared in the
 column's (deterministic) collation, so the walk meets each assignee once (#12)."""
+
+
+_SHOWN = ("open", "done", "cancelled")
+"""The statuses a task view shows (a stored row with any other is skipped as unreadable,
+``task_row``): a page with no status filter is read one status at a time."""
 
 
 async def list_tasks(
@@ -125,14 +130,20 @@ async def list_tasks(
 ) -> list[dict[str, Any]]:
     """Tasks ordered by (due_at, id), the page after the keyset ``after``.
 
-    A team's page (``assignee_in``) is each member's page, by the work list's index
-    (assignee, due_at, id), merged: at most a page per member is read. As one walk of the
+    A team's page (``assignee_in``) is each member's page, by the owner's index
+    (assignee, status, due_at, id), merged: at most a page per member is read. As one walk of the
     tasks in due order filtered by ``assignee = ANY(...)`` (a generic plan's choice, blind to
     how few the team's tasks are), it read every task to fill the page of a team with few
     (#12). The default supervisor's team (``assignee_not_in``: everyone but the named teams)
     is read the same way, its members being every assignee of a task (:data:`_EVERYONE_BUT`)
     but the named ones, where ``assignee <> ALL(...)`` walked all tasks in due order,
-    filtering: the whole table when the named teams hold most of them."""
+    filtering: the whole table when the named teams hold most of them.
+
+    An RM's, a team's or a kind's tasks are found by (owner or kind, status, due_at, id)
+    (followup 019): a page by status pins both and walks due_at; a page with no status is
+    read status by status (:data:`_SHOWN`), at most a page each, merged. Filtered on
+    status instead, a page by a rare status read the RM's whole history, or for a kind
+    every task to the table's end (#12)."""
     clauses: list[str] = []
     param = Placeholders()
     params = param.values
@@ -152,13 +163,21 @@ async def list_tasks(
         clauses.append(f"client_id = {param(where.client_id)}")
     if where.due_before is not None:
         clauses.append(f"due_at < {param(where.due_before)}")
+    # an RM's, a team's or a kind's page walks (owner or kind, status, due_at, id), one walk
+    # per status shown (followup 019); the status is the walk's, not a partial index's with
+    # the owner or kind filtered: that walk reads every task of the status (#12)
+    by_status = where.assignee is not None or team is not None or where.kind is not None
     if where.status in STATUS_FILTERS:
-        # as written (one of three fixed words, never the caller's text), so the planner sees
-        # the status's partial index serve it: fu_tasks_open_by_due / _open_work_list,
-        # fu_tasks_done_by_due, fu_tasks_cancelled_by_due (followup 014, 015, 017; #12)
-        clauses.append(f"status = '{where.status}'")
+        shown: tuple[str, ...] = (where.status,)
+        if not by_status:
+            # as written (one of three fixed words, never the caller's text), so the planner
+            # sees the status's partial index serve it: fu_tasks_open_by_due,
+            # fu_tasks_done_by_due, fu_tasks_cancelled_by_due (followup 014, 017; #12)
+            clauses.append(f"status = '{where.status}'")
     elif where.status in SLA_FILTERS:
-        clauses.append("status = 'open'")
+        shown = ("open",)
+        if not by_status:
+            clauses.append("status = 'open'")
         soon = now + due_soon_window
         if where.status == "overdue":
             clauses.append(f"due_at <= {param(now)}")
@@ -166,6 +185,11 @@ async def list_tasks(
             clauses.append(f"due_at > {param(now)} AND due_at <= {param(soon)}")
         else:
             clauses.append(f"due_at > {param(soon)}")
+    else:
+        shown = _SHOWN
+    # an array, not VALUES: one VALUES row would be folded into the walk as a constant, and
+    # the constant status let the planner pick its partial index with the kind filtered
+    statuses = f"unnest('{{{','.join(shown)}}}'::text[]) AS part(status)"  # fixed words
     where_sql = " AND ".join(clauses) or "true"
     rows: list[dict[str, Any]] = []
     keyset = None if after is None else (after[0].isoformat(), after[1])
@@ -175,15 +199,20 @@ async def list_tasks(
         sql = f"SELECT {TASK_VIEW_COLUMNS}, {_KEY} FROM fu_tasks WHERE {where_sql}"  # noqa: S608 - fixed identifiers, bound values
         if team is not None:
             sql += " AND fu_tasks.assignee = team.member"
+        if by_status:
+            sql += " AND fu_tasks.status = part.status"
         if keyset is not None:
             page_params += [keyset[0], keyset[1]]
             n = len(page_params)
             sql += f" AND (fu_tasks.due_at, fu_tasks.id) > (${n - 1}::text::timestamptz, ${n})"
         page_params.append(wanted)
         sql += f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
-        if team is not None:
+        if team is not None or by_status:
+            sources = [f"{team} AS team(member)"] if team is not None else []
+            if by_status:
+                sources.append(statuses)
             sql = (
-                f"SELECT page.* FROM {team} AS team(member) "  # noqa: S608 - fixed identifiers, bound values
+                f"SELECT page.* FROM {' CROSS JOIN '.join(sources)} "  # noqa: S608 - fixed identifiers, bound values
                 f"CROSS JOIN LATERAL ({sql}) AS page "
                 f"ORDER BY page.key_due_at::timestamptz, page.id LIMIT ${len(page_params)}"
             )

@@ -479,6 +479,24 @@ async def dead_timers(conn: PgConnection) -> list[tuple[uuid.UUID, str]]:
 
 # --- facts of the quality measures (D-12) ------------------------------------------------------
 
+VISIT_COLUMNS = ("arrived_at", "category", "started_at", "ended_at", "closed_at", "outcome")
+"""The columns of ``fu_visits`` a visit event sets (:func:`record_visit`'s ``columns``)."""
+
+
+def visit_row(event: Decoded, rm_id: str | None, columns: dict[str, Any]) -> tuple[Any, ...]:
+    """:func:`record_visit`'s row: the visit's key, branch and RM, then every
+    :data:`VISIT_COLUMNS` (``None`` where ``columns`` does not set it)."""
+    unknown = columns.keys() - set(VISIT_COLUMNS)
+    if unknown:
+        raise ValueError(f"not a visit column: {sorted(unknown)}")
+    return (
+        event.envelope.client_id,
+        payload_as(event, VisitEvent).visit_id,
+        event.envelope.branch_id,
+        rm_id,
+        *(columns.get(c) for c in VISIT_COLUMNS),
+    )
+
 
 async def record_visit(
     conn: PgConnection,

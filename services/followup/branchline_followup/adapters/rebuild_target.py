@@ -20,7 +20,13 @@ from branchline_followup.adapters.console_read_models import (
     console_rows,
     timeline_row,
 )
-from branchline_followup.adapters.read_models import APPLIED_INSERT, FACT_COLUMNS, applied_row
+from branchline_followup.adapters.read_models import (
+    APPLIED_INSERT,
+    FACT_COLUMNS,
+    VISIT_COLUMNS,
+    applied_row,
+    visit_row,
+)
 from branchline_followup.adapters.service_loop_facts import (
     CLOSURE_UPDATE,
     COMPLAINT_FACT_TYPES,
@@ -45,7 +51,6 @@ from branchline_shared.events.catalogue import (
     ComplaintCorrectiveActionPlanned,
     ComplaintEvent,
     EventType,
-    VisitEvent,
 )
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
@@ -154,9 +159,9 @@ DEFERRED_INDEXES = frozenset(
         "fu_tasks_cancelled_by_due",
         "fu_tasks_closed_by_time",
         "fu_tasks_done_by_due",
+        "fu_tasks_kind_by_status",
         "fu_tasks_open_by_due",
-        "fu_tasks_open_work_list",
-        "fu_tasks_work_list",
+        "fu_tasks_owner_by_status",
         "fu_timers_due",
         "fu_visits_by_arrival",
         "fu_visits_by_start",
@@ -827,19 +832,17 @@ def _complaint_update_row(
 _COMPLAINT_SET_NAMES = frozenset(c for c, _ in _COMPLAINT_SET)
 
 
-_VISIT_COLUMNS = ("arrived_at", "category", "started_at", "ended_at", "closed_at", "outcome")
-
 _VISIT_UPSERT = (
     "INSERT INTO fu_visits (client_id, visit_id, branch_id, rm_id, "  # noqa: S608 - fixed identifiers, bound values
-    f"{', '.join(_VISIT_COLUMNS)}) VALUES ($1, $2, $3, $4, "
-    f"{', '.join(f'${i}' for i in range(5, 5 + len(_VISIT_COLUMNS)))}) "
+    f"{', '.join(VISIT_COLUMNS)}) VALUES ($1, $2, $3, $4, "
+    f"{', '.join(f'${i}' for i in range(5, 5 + len(VISIT_COLUMNS)))}) "
     "ON CONFLICT (client_id, visit_id) DO UPDATE SET "
     "branch_id = COALESCE(fu_visits.branch_id, EXCLUDED.branch_id), "
     "rm_id = COALESCE(fu_visits.rm_id, EXCLUDED.rm_id), "
     + ", ".join(
-        f"{c} = CASE WHEN ${5 + len(_VISIT_COLUMNS)}::text[] @> ARRAY['{c}'] "
+        f"{c} = CASE WHEN ${5 + len(VISIT_COLUMNS)}::text[] @> ARRAY['{c}'] "
         f"THEN EXCLUDED.{c} ELSE fu_visits.{c} END"
-        for c in _VISIT_COLUMNS
+        for c in VISIT_COLUMNS
     )
 )
 """:func:`read_models.record_visit`'s upserts as one statement (one text: sent in bulk, the
@@ -848,17 +851,7 @@ what the row holds (a new row: NULL, the columns' default)."""
 
 
 def _visit_row(event: Decoded, rm_id: str | None, columns: dict[str, Any]) -> tuple[Any, ...]:
-    unknown = columns.keys() - set(_VISIT_COLUMNS)
-    if unknown:
-        raise ValueError(f"not a visit column: {sorted(unknown)}")
-    return (
-        event.envelope.client_id,
-        payload_as(event, VisitEvent).visit_id,
-        event.envelope.branch_id,
-        rm_id,
-        *(columns.get(c) for c in _VISIT_COLUMNS),
-        list(columns),
-    )
+    return (*visit_row(event, rm_id, columns), list(columns))
 
 
 _OWN_ROW_TYPES = frozenset(

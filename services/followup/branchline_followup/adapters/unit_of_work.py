@@ -27,6 +27,7 @@ from branchline_followup.adapters.collected_writes import (
     add_tasks,
     add_timeline,
     add_timers,
+    add_visits,
     timer_sync_rounds,
 )
 from branchline_followup.adapters.console_read_models import (
@@ -478,6 +479,10 @@ class _Activity:
         """With :attr:`timeline`, the client pages' consent and assessment upserts, written
         together too (#12: one statement per consent purpose was most of what a benchmark
         registration's consent sent; nothing reads them while events are applied)."""
+        self.visits: list[tuple[Any, ...]] = []
+        """With :attr:`timeline`, the visits' facts (:func:`.read_models.visit_row`'s),
+        written together too (#12: a visit event's upsert was a statement of its own in its
+        batch; nothing reads ``fu_visits`` while events are applied)."""
 
     async def record_console(self, event: Decoded, client_id: str) -> None:
         if self.timeline is None:
@@ -501,17 +506,34 @@ class _Activity:
         self.console.clear()
         return rows
 
+    def take_visits(self) -> list[tuple[Any, ...]]:
+        """The visits' rows collected; the caller writes them."""
+        rows = list(self.visits)
+        self.visits.clear()
+        return rows
+
     def forget_client(self, client_id: str) -> None:
         """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
         if self.timeline:
             self.timeline[:] = [row for row in self.timeline if row[0] != client_id]
         if self.console:
             self.console[:] = [row for row in self.console if row[1][0] != client_id]
+        if self.visits:
+            self.visits[:] = [row for row in self.visits if row[0] != client_id]
 
     async def record_refusal(self, event: Decoded) -> None:
         await record_refusal(self._conn, event)
 
     async def record_visit(self, event: Decoded, rm_id: str | None, **columns: Any) -> None:
+        if self.timeline is not None and None not in columns.values():
+            self.visits.append(read_models.visit_row(event, rm_id, columns))
+            return
+        # Written at once: a column set to null is not a collected row's (there, null leaves
+        # the column as it is), and the visits collected before go first, in their order.
+        statement = CollectedStatement()
+        add_visits(statement, self.take_visits())
+        if statement.sql is not None:
+            await self._conn.execute(statement.sql, *statement.args)
         await read_models.record_visit(self._conn, event, rm_id, **columns)
 
     async def record_survey(
@@ -1023,6 +1045,7 @@ class PostgresFollowupUnitOfWork:
             await self._conn.executemany(read_models.SYNC_TIMERS, rounds)
         add_timeline(statement, self.activity.take_timeline())
         add_console(statement, self.activity.take_console())
+        add_visits(statement, self.activity.take_visits())
         add_applied(statement, self._applied_unwritten)
         self._applied_unwritten = []
         appends, self._appends_unwritten = self._appends_unwritten, []
@@ -1052,6 +1075,7 @@ class PostgresFollowupUnitOfWork:
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
         console = list(self.activity.console)
+        visits = list(self.activity.visits)
         # Not asyncpg's nested ``transaction()``: it refuses to run in a transaction it did
         # not begin, and the live units begin theirs with the swap lock (#12,
         # :class:`PostgresUnitsOfWork`). The same statements asyncpg sends for one.
@@ -1082,6 +1106,7 @@ class PostgresFollowupUnitOfWork:
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             self.activity.console[:] = console
+            self.activity.visits[:] = visits
             raise
 
 

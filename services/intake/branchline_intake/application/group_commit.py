@@ -27,6 +27,7 @@ from prometheus_client import Counter, Histogram
 
 from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.privacy import ERASURE_REQUESTED
+from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.application.submit import (
     REFUSAL_LOCK_RERUNS,
     IntakeContext,
@@ -41,8 +42,6 @@ from branchline_shared.eventstore.ports import (
     GuessingStore,
     GuessingUnitOfWork,
     GuessWrong,
-    LogPosition,
-    LogRecord,
     SharedTransaction,
     StoredEvent,
     StoredPosition,
@@ -467,22 +466,7 @@ def _same_caller(
     return None
 
 
-class _ReadsFromStore:
-    """A view of the event store for a group's callers: its unit of work is the view's own,
-    its reads go to the store itself (``_reads``)."""
-
-    _reads: EventStore
-
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
-    ) -> list[StoredEvent]:
-        return await self._reads.read_stream(stream_id, from_version=from_version, limit=limit)
-
-    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
-        return await self._reads.read_log(after, limit=limit)
-
-
-class _GuessingOnce(_ReadsFromStore):
+class _GuessingOnce(ReadsFromStore):
     """The event store as a guessed group's caller sees it: its one unit of work is the
     store's guessing one; reads go to the store itself."""
 
@@ -574,10 +558,17 @@ class _Joint:
                 positions = await self._unit.commit()
             except BaseException as exc:
                 failure = exc
+                if not isinstance(exc, GuessWrong) and not self._unit.sent:
+                    # The server refused the statement for another reason than the guess
+                    # (nothing written): as in ``_guessed``, the ordinary way answers it,
+                    # each caller in its savepoint.
+                    failure = GuessWrong(repr(exc))
                 # GuessWrong: nothing written, the ordinary way answers. Anything else: the
                 # statement was sent and may have committed: its callers are answered with
                 # the error (as when a group's COMMIT fails), nothing runs again.
                 await self._tell(held, lambda: failure)
+                if failure is not exc:
+                    raise failure from exc
                 raise
         for view in held:
             assert view.held is not None
@@ -612,7 +603,7 @@ class _Joint:
                 task.exception()
 
 
-class _JointCaller(_ReadsFromStore):
+class _JointCaller(ReadsFromStore):
     """One caller's view of a :class:`_Joint`: its store (one unit of work) and that unit.
     Its streams are taken for new on the shared unit; its events are held, not staged, until
     the joint write; its write waits for it."""
@@ -669,7 +660,7 @@ class _JointCaller(_ReadsFromStore):
         return await self.held
 
 
-class _SharedStore(_ReadsFromStore):
+class _SharedStore(ReadsFromStore):
     """The event store as one group's callers see it: their units of work run inside the
     group's transaction; reads go to the store itself."""
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.domain import RecordedDecider
 from branchline_intake.domain.recorded import HistoryTail
 from branchline_shared.events.envelope import RecordedEvent
@@ -25,8 +26,6 @@ from branchline_shared.eventstore.ports import (
     GuessingStore,
     GuessingUnitOfWork,
     GuessWrong,
-    LogPosition,
-    LogRecord,
     SharedTransaction,
     StoredEvent,
     StoredPosition,
@@ -151,11 +150,13 @@ class _TailLoadingShared:
             yield _TailLoadingUnitOfWork(uow, self._decider)
 
 
-class TailLoadingStore:
-    """An event store whose writers read only the history their decider lacks."""
+class TailLoadingStore(ReadsFromStore):
+    """An event store whose writers read only the history their decider lacks; its reads
+    go to the store itself."""
 
     def __init__(self, store: EventStore, decider: RecordedDecider) -> None:
         self._store = store
+        self._reads = store
         self._decider = decider
 
     @asynccontextmanager
@@ -175,11 +176,3 @@ class TailLoadingStore:
         shared_transaction: Any = self._store.shared_transaction  # type: ignore[attr-defined]
         async with shared_transaction() as shared:
             yield _TailLoadingShared(shared, self._decider)
-
-    async def read_stream(
-        self, stream_id: str, *, from_version: int = 1, limit: int = 1000
-    ) -> list[StoredEvent]:
-        return await self._store.read_stream(stream_id, from_version=from_version, limit=limit)
-
-    async def read_log(self, after: LogPosition, *, limit: int = 1000) -> list[LogRecord]:
-        return await self._store.read_log(after, limit=limit)
