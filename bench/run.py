@@ -275,17 +275,28 @@ class SteadyRate:
         return HALF_PEAK_RULE
 
 
-async def one_repetition(
-    stack: BenchStack, p: Profile, r: int, warnings: list[str], steady_rate: SteadyRate
-) -> dict[str, float]:
-    port = stack.settings.intake_port
-    figures: dict[str, float] = {}
+Measure = Callable[[str, Callable[[], Awaitable[float]]], Awaitable[None]]
+
+
+def measurer(figures: dict[str, float], p: Profile, r: int) -> Measure:
+    """Runs a measure of repetition ``r``, keeps its figure under its key, prints both."""
 
     async def measure(key: str, run: Callable[[], Awaitable[float]]) -> None:
         console.print(f"  [{r + 1}/{p.repeat}] {key} ...", end="")
         started = time.perf_counter()
         figures[key] = await run()
         console.print(f" {figures[key]:,.1f} ({time.perf_counter() - started:.1f}s)")
+
+    return measure
+
+
+async def one_repetition(
+    stack: BenchStack, p: Profile, r: int, warnings: list[str], steady_rate: SteadyRate
+) -> dict[str, float]:
+    port = stack.settings.intake_port
+    figures: dict[str, float] = {}
+
+    measure = measurer(figures, p, r)
 
     raw_db = await create_database(stack.admin_url, f"bench_raw_{r}")
     await measure("raw_copy", lambda: baselines.raw_copy(raw_db, p.raw_events))
@@ -441,42 +452,6 @@ async def one_repetition(
 
     await measure("drain_capacity_followup", drain_capacity)
 
-    async def singles_of_many_branches() -> float:
-        # The single POST as a bank's traffic makes it: many branch systems, one token each,
-        # so a group commit's group holds several callers (the measure above has one token).
-        # After the drain capacity (nothing measured before it is disturbed); its backlog is
-        # worked off before the batches, as the drain capacity's is.
-        tokens = branchline_measures.branch_tokens(stack, BRANCH_SYSTEMS)
-        cpu_before = stack.cpu_seconds("intake-api")
-        latencies = await branchline_measures.single_posts(port, tokens, p.singles)
-        figures["bl_single16_p99"] = latencies.p99_ms
-        used = stack.cpu_seconds("intake-api") - cpu_before
-        figures["bl_single16_cpu_ms"] = 1000 * used / p.singles
-        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
-        return latencies.per_s
-
-    await measure("bl_single16", singles_of_many_branches)
-
-    async def singles_to_existing_clients() -> float:
-        # A bank's traffic is mostly events for clients that exist (#12): consents to clients
-        # registered just before (untimed), each always from the same connection, so the
-        # remembered-client write is measured, not the first registration's. As many events
-        # as the single-POST measure (a few seconds); the backlog is worked off after it, as
-        # bl_single16's is. A client registered through another intake process than the one
-        # its connection reaches now is read once, then remembered.
-        run = await branchline_measures.register_clients(port, stack.token, EXISTING_CLIENTS)
-        await asyncio.sleep(1.0)  # their relaying done (bench.intake_cpu does the same)
-        cpu_before = stack.cpu_seconds("intake-api")
-        latencies = await branchline_measures.existing_client_posts(
-            port, stack.token, run, p.singles, EXISTING_CLIENTS
-        )
-        figures["bl_existing_p99"] = latencies.p99_ms
-        used = stack.cpu_seconds("intake-api") - cpu_before
-        figures["bl_existing_cpu_ms"] = 1000 * used / p.singles
-        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
-        return latencies.per_s
-
-    await measure("bl_existing", singles_to_existing_clients)
     await measure(
         "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
     )
@@ -519,6 +494,54 @@ async def one_repetition(
 REBUILD_LIMIT_S = 900
 """A rebuild that has not finished by then is stopped and reported (it once stalled at its
 swap while the live worker was far behind): the growth steps after it still run."""
+
+
+async def bank_traffic_lines(stack: BenchStack, p: Profile, r: int) -> dict[str, float]:
+    """The single POST as a bank's traffic makes it (many branch systems' tokens; clients with
+    history), measured for repetition ``r`` after EVERY repetition's steady load (#12: run
+    inside the repetitions, their thousands of events came before the next repetition's steady
+    load and raised its followup lag in 4 pairs of 4, Round 20 "fulag"; the codes of a round
+    compared then differed by the lines their benchmark had)."""
+    port = stack.settings.intake_port
+    figures: dict[str, float] = {}
+
+    measure = measurer(figures, p, r)
+
+    async def singles_of_many_branches() -> float:
+        # Many branch systems, one token each, so a group commit's group holds several
+        # callers (bl_single has one token); its backlog is worked off before what follows.
+        tokens = branchline_measures.branch_tokens(stack, BRANCH_SYSTEMS)
+        cpu_before = stack.cpu_seconds("intake-api")
+        latencies = await branchline_measures.single_posts(port, tokens, p.singles)
+        figures["bl_single16_p99"] = latencies.p99_ms
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_single16_cpu_ms"] = 1000 * used / p.singles
+        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
+        return latencies.per_s
+
+    await measure("bl_single16", singles_of_many_branches)
+
+    async def singles_to_existing_clients() -> float:
+        # A bank's traffic is mostly events for clients that exist (#12): consents to clients
+        # registered just before (untimed), each always from the same connection, so the
+        # remembered-client write is measured, not the first registration's. As many events
+        # as the single-POST measure (a few seconds); the backlog is worked off after it, as
+        # bl_single16's is. A client registered through another intake process than the one
+        # its connection reaches now is read once, then remembered.
+        run = await branchline_measures.register_clients(port, stack.token, EXISTING_CLIENTS)
+        await asyncio.sleep(1.0)  # their relaying done (bench.intake_cpu does the same)
+        cpu_before = stack.cpu_seconds("intake-api")
+        latencies = await branchline_measures.existing_client_posts(
+            port, stack.token, run, p.singles, EXISTING_CLIENTS
+        )
+        figures["bl_existing_p99"] = latencies.p99_ms
+        used = stack.cpu_seconds("intake-api") - cpu_before
+        figures["bl_existing_cpu_ms"] = 1000 * used / p.singles
+        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
+        return latencies.per_s
+
+    await measure("bl_existing", singles_to_existing_clients)
+    return figures
 
 
 async def growth(stack: BenchStack, p: Profile, warnings: list[str]) -> dict[str, float]:
@@ -715,6 +738,8 @@ async def main(argv: list[str] | None = None) -> int:
             await one_repetition(stack, profile, r, result["warnings"], steady_rate)
             for r in range(profile.repeat)
         ]
+        for r, figures in enumerate(runs):
+            figures |= await bank_traffic_lines(stack, profile, r)
         result["steady_rate"] = {"per_s": steady_rate.per_s, "rule": steady_rate.rule}
     # Growth on a stack of its own, from empty, so each step holds exactly its events and the
     # backlog the fill leaves (the followup worker) cannot disturb the measures above.
