@@ -10,11 +10,15 @@ still open, with the test, the peer and where it was opened.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import traceback
 import weakref
 from asyncio import selector_events
 from dataclasses import dataclass
 from typing import Any
+
+from aiokafka.client import AIOKafkaClient
 
 _PROJECT_DIRS = ("/tests/", "/services/", "/shared/", "/bench/", "/cli/")
 
@@ -45,6 +49,35 @@ def _project_frames() -> tuple[str, ...]:
     )[-6:]
 
 
+_MADE_AT = "_branchline_made_at"
+
+
+def _where() -> tuple[str, ...]:
+    """Where the socket is being opened: the project's frames, or, when a library's own task
+    opens it (an aiokafka client's metadata or sender task: no project frame on its stack),
+    the task and where the project made the client whose task it is."""
+    ours = _project_frames()
+    if ours:
+        return ours
+    task = asyncio.current_task() if _loop_running() else None
+    named = (f"task {task.get_name()}: {task.get_coro()!r}",) if task is not None else ()
+    frame = sys._getframe(1)
+    while frame is not None:
+        made_at = getattr(frame.f_locals.get("self"), _MADE_AT, None)
+        if made_at:
+            return (*named, f"by {type(frame.f_locals['self']).__name__} made at", *made_at)
+        frame = frame.f_back  # type: ignore[assignment]
+    return named
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def install() -> None:
     """Wraps the selector loop's transports (TCP and Unix sockets) to record their creator."""
     global _installed
@@ -57,10 +90,17 @@ def install() -> None:
         original(self, *args, **kwargs)
         key = id(self)
         _opened[key] = Opened(
-            _current, _project_frames(), weakref.ref(self, lambda _: _opened.pop(key, None))
+            _current, _where(), weakref.ref(self, lambda _: _opened.pop(key, None))
         )
 
     selector_events._SelectorTransport.__init__ = init  # type: ignore[method-assign]
+    client_init = AIOKafkaClient.__init__
+
+    def stamped(self: Any, *args: Any, **kwargs: Any) -> None:
+        client_init(self, *args, **kwargs)
+        setattr(self, _MADE_AT, _project_frames())
+
+    AIOKafkaClient.__init__ = stamped  # type: ignore[method-assign]
 
 
 def _is_open(transport: Any) -> bool:
