@@ -39,6 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from bench import baselines, branchline_measures, latency, peer, scale  # noqa: E402
 from bench.environment import machine  # noqa: E402
+from bench.loadgen import Latencies  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
 console = Console(highlight=False, width=150)
@@ -507,38 +508,40 @@ async def bank_traffic_lines(stack: BenchStack, p: Profile, r: int) -> dict[str,
 
     measure = measurer(figures, p, r)
 
-    async def singles_of_many_branches() -> float:
-        # Many branch systems, one token each, so a group commit's group holds several
-        # callers (bl_single has one token); its backlog is worked off before what follows.
-        tokens = branchline_measures.branch_tokens(stack, BRANCH_SYSTEMS)
+    async def posted(key: str, posts: Awaitable[Latencies]) -> float:
+        """``posts`` (``p.singles`` single POSTs) timed: their p99 and intake's CPU per event
+        kept beside their rate; their backlog worked off before what follows."""
         cpu_before = stack.cpu_seconds("intake-api")
-        latencies = await branchline_measures.single_posts(port, tokens, p.singles)
-        figures["bl_single16_p99"] = latencies.p99_ms
+        latencies = await posts
+        figures[f"{key}_p99"] = latencies.p99_ms
         used = stack.cpu_seconds("intake-api") - cpu_before
-        figures["bl_single16_cpu_ms"] = 1000 * used / p.singles
+        figures[f"{key}_cpu_ms"] = 1000 * used / p.singles
         await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
         return latencies.per_s
 
-    await measure("bl_single16", singles_of_many_branches)
+    # Many branch systems, one token each, so a group commit's group holds several callers
+    # (bl_single has one token).
+    tokens = branchline_measures.branch_tokens(stack, BRANCH_SYSTEMS)
+    await measure(
+        "bl_single16",
+        lambda: posted("bl_single16", branchline_measures.single_posts(port, tokens, p.singles)),
+    )
 
     async def singles_to_existing_clients() -> float:
         # A bank's traffic is mostly events for clients that exist (#12): consents to clients
         # registered just before (untimed), each always from the same connection, so the
         # remembered-client write is measured, not the first registration's. As many events
-        # as the single-POST measure (a few seconds); the backlog is worked off after it, as
-        # bl_single16's is. A client registered through another intake process than the one
-        # its connection reaches now is read once, then remembered.
+        # as the single-POST measure (a few seconds). A client registered through another
+        # intake process than the one its connection reaches now is read once, then
+        # remembered.
         run = await branchline_measures.register_clients(port, stack.token, EXISTING_CLIENTS)
         await asyncio.sleep(1.0)  # their relaying done (bench.intake_cpu does the same)
-        cpu_before = stack.cpu_seconds("intake-api")
-        latencies = await branchline_measures.existing_client_posts(
-            port, stack.token, run, p.singles, EXISTING_CLIENTS
+        return await posted(
+            "bl_existing",
+            branchline_measures.existing_client_posts(
+                port, stack.token, run, p.singles, EXISTING_CLIENTS
+            ),
         )
-        figures["bl_existing_p99"] = latencies.p99_ms
-        used = stack.cpu_seconds("intake-api") - cpu_before
-        figures["bl_existing_cpu_ms"] = 1000 * used / p.singles
-        await latency.drain(stack.settings.followup_database_url, stack.settings.audit_database_url)
-        return latencies.per_s
 
     await measure("bl_existing", singles_to_existing_clients)
     return figures
