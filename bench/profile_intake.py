@@ -5,7 +5,10 @@ with pyinstrument (wall-clock samples; the event loop's idle wait, where the pro
 the database or the network, is left out) while it answers single events from 64
 connections, and prints the share of the busy samples per function, inclusive and self.
 
-    python -m bench.profile_intake [--events 3000] [--out bench/profile.txt]
+    python -m bench.profile_intake [--events 3000] [--out bench/profile.txt] [--branch-systems N]
+
+``--branch-systems N`` posts with N branch systems' tokens, as ``bench.intake_cpu`` does; the
+sampled process's group-commit counters (groups by path) are printed after the load.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from pyinstrument.frame_info import parse_frame_info
@@ -27,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.branchline_measures import single_posts  # noqa: E402
+from bench.branchline_measures import branch_tokens, single_posts  # noqa: E402
 from bench.stack import running_stack  # noqa: E402
 from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E402
 
@@ -93,10 +97,24 @@ def summarise(collapsed: str, top: int = 30) -> str:
     return "\n".join(lines) + "\n"
 
 
+def group_counters(port: int) -> str:
+    """The sampled process's group-commit counters (warm-up included): groups by the path
+    they took, and events per group."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    wanted = ("branchline_intake_group_commit_", "branchline_intake_refusal_lock_reruns")
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith(wanted) and "_bucket" not in line and "_created" not in line
+    )
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profile.txt")
+    parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
     args = parser.parse_args()
     raw = args.out.with_suffix(".pyisession")
     async with running_stack() as stack:
@@ -132,12 +150,14 @@ async def main() -> int:
         try:
             if not await asyncio.to_thread(wait_for_port, port, timeout_s=60):
                 raise RuntimeError("intake did not start")
-            await single_posts(port, stack.token, 200)  # warm up (imports, pools, caches)
-            latencies = await single_posts(port, stack.token, args.events)
+            tokens = branch_tokens(stack, max(1, args.branch_systems))
+            await single_posts(port, tokens, 200)  # warm up (imports, pools, caches)
+            latencies = await single_posts(port, tokens, args.events)
             print(
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
-                f"p99 {latencies.p99_ms:.1f} ms"
+                f"p99 {latencies.p99_ms:.1f} ms, {len(tokens)} branch systems"
             )
+            print(await asyncio.to_thread(group_counters, port))
         finally:
             os.killpg(sampled.pid, signal.SIGINT)
             await asyncio.to_thread(sampled.wait, 60)

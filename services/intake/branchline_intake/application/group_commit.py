@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +33,10 @@ from branchline_intake.application.submit import (
     IntakeContext,
     refusal_event_id,
     refusal_stream_id,
+    submit_callers,
     submit_events,
 )
-from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent, subject_stream_id
+from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
     EventStore,
     GroupCommitStore,
@@ -43,8 +44,6 @@ from branchline_shared.eventstore.ports import (
     GuessingUnitOfWork,
     GuessWrong,
     SharedTransaction,
-    StoredEvent,
-    StoredPosition,
     StreamsBusy,
     UnitOfWork,
 )
@@ -323,33 +322,40 @@ class GroupCommitter:
         self, callers: list[tuple[dict[str, Any], list[_Waiting]]], store: GuessingStore
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """:meth:`_guessed` for a group of several callers, each on streams of its own
-        (``_guessable``): each caller's ``submit_events`` runs as it runs alone, at once
-        with the others, on its own view of one guessing unit of work (:class:`_Joint`);
-        a caller's write waits there until every caller has written or ended, and all the
-        writes go out as the unit's one statement, in the callers' order (the order, and so
-        the positions, of the ordinary way's group). If any caller cannot stand on the guess
-        (``GuessWrong``) or fails before that statement, none is written: every caller still
-        waiting is told ``GuessWrong`` and :class:`GuessWrong` is raised, so the group runs
-        the ordinary way, each caller in a savepoint of its own, decided again from what is
-        stored. Every caller is answered after the statement committed (#12)."""
-        async with store.guessing_unit_of_work() as unit:
-            joint = _Joint(unit, self._ctx.store)
-            tasks = [
-                asyncio.ensure_future(
-                    self._submit(
-                        dataclasses.replace(self._ctx, store=joint.caller(), in_group=True),
-                        [item for waiting in members for item in waiting.items],
-                        **caller,
-                    )
-                )
-                for caller, members in callers
-            ]
-            try:
-                return await joint.write(callers, tasks)
-            finally:
-                for task in tasks:  # none is left running (this writer cancelled, say)
-                    task.cancel()
-                await asyncio.wait(tasks)
+        (``_guessable``): their items are checked per caller (each its own token: speaking
+        rules, scope) and decided by one :func:`submit_callers` on one guessing unit of work,
+        in the callers' order (the order, and so the positions, of the ordinary way's group),
+        and written by its one statement. If any caller cannot stand on the guess
+        (``GuessWrong``) or fails before that statement, none is written and
+        :class:`GuessWrong` is raised, so the group runs the ordinary way, each caller in a
+        savepoint of its own, decided again from what is stored (a failing caller fails alone
+        there). Every caller is answered after the statement committed. One call for all the
+        callers, not one ``submit_events`` task each (#12: that per-caller work made a group
+        of 16 branch systems cost more per event than one token's)."""
+        unit = _GuessingOnce(store, self._ctx.store)
+        ctx = dataclasses.replace(self._ctx, store=unit, in_group=True)
+        try:
+            answers = await submit_callers(
+                ctx,
+                [
+                    ([item for waiting in members for item in waiting.items], caller)
+                    for caller, members in callers
+                ],
+            )
+        except GuessWrong:
+            raise
+        except Exception as exc:
+            if not unit.sent:  # nothing written: the ordinary way answers each caller
+                raise GuessWrong(repr(exc)) from exc
+            # The write was sent and may have committed: every caller is answered with the
+            # error, as when a group's COMMIT fails, and nothing is run again.
+            return [(waiting, exc) for _, members in callers for waiting in members]
+        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+        for (_, members), outcomes in zip(callers, answers, strict=True):
+            for waiting in members:
+                results.append((waiting, outcomes[: len(waiting.items)]))
+                outcomes = outcomes[len(waiting.items) :]
+        return results
 
     async def _transaction(
         self, group: list[_Waiting], *, refusal_locks_first: bool, alone: bool
@@ -486,178 +492,6 @@ class _GuessingOnce(ReadsFromStore):
         async with self._store.guessing_unit_of_work() as unit:
             self._unit = unit
             yield unit
-
-
-class _Joint:
-    """One guessing unit of work shared by a group's several callers (``_guessed_jointly``):
-    each caller decides on its own view (:meth:`caller`), its streams taken for new; a
-    caller's write is held until every caller has written or ended, then all are staged, in
-    the callers' order, and written by the unit's one statement."""
-
-    def __init__(self, unit: GuessingUnitOfWork, reads: EventStore) -> None:
-        self._unit = unit
-        self._reads = reads
-        self._owner: dict[str, _JointCaller] = {}  # each stream is one caller's
-        self._views: list[_JointCaller] = []
-        self._changed = asyncio.Event()
-        self._tasks: Sequence[asyncio.Future[list[Outcome]]] = ()
-
-    def caller(self) -> _JointCaller:
-        view = _JointCaller(self, self._reads)
-        self._views.append(view)
-        return view
-
-    def take(self, view: _JointCaller, stream_ids: Sequence[str]) -> None:
-        for stream_id in stream_ids:
-            if self._owner.setdefault(stream_id, view) is not view:
-                raise GuessWrong(f"a stream two callers decide on: {stream_id}")
-
-    def owns(self, view: _JointCaller, stream_ids: Sequence[str]) -> None:
-        if any(self._owner.get(s) is not view for s in stream_ids):
-            raise GuessWrong("a stream read that was not taken for new by its caller")
-
-    def changed(self) -> None:
-        self._changed.set()
-
-    @property
-    def unit(self) -> GuessingUnitOfWork:
-        return self._unit
-
-    async def write(
-        self,
-        callers: list[tuple[dict[str, Any], list[_Waiting]]],
-        tasks: Sequence[asyncio.Future[list[Outcome]]],
-    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
-        self._tasks = tasks
-        for task in tasks:
-            task.add_done_callback(lambda _: self._changed.set())
-        views = self._views
-        while not all(
-            task.done() or view.held is not None for task, view in zip(tasks, views, strict=True)
-        ):
-            self._changed.clear()
-            await self._changed.wait()
-        held = [view for view in views if view.held is not None]
-        problem: BaseException | None = None
-        for task in tasks:
-            if task.done():
-                problem = asyncio.CancelledError() if task.cancelled() else task.exception()
-                if problem is not None:
-                    break
-        if problem is not None:
-            # Nothing is written: the callers still waiting end, and the group runs the
-            # ordinary way (a caller's own failure is answered there, in its savepoint).
-            await self._tell(held, lambda: GuessWrong("another caller's guess did not stand"))
-            raise GuessWrong(repr(problem)) from problem
-        positions: list[StoredPosition] = []
-        if held:
-            for view in held:
-                for event, topic, submission_hash in view.staged:
-                    self._unit.stage(event, topic=topic, submission_hash=submission_hash)
-            try:
-                positions = await self._unit.commit()
-            except BaseException as exc:
-                failure = exc
-                if not isinstance(exc, GuessWrong) and not self._unit.sent:
-                    # The server refused the statement for another reason than the guess
-                    # (nothing written): as in ``_guessed``, the ordinary way answers it,
-                    # each caller in its savepoint.
-                    failure = GuessWrong(repr(exc))
-                # GuessWrong: nothing written, the ordinary way answers. Anything else: the
-                # statement was sent and may have committed: its callers are answered with
-                # the error (as when a group's COMMIT fails), nothing runs again.
-                await self._tell(held, lambda: failure)
-                if failure is not exc:
-                    raise failure from exc
-                raise
-        for view in held:
-            assert view.held is not None
-            count = len(view.staged)
-            view.held.set_result(positions[:count])
-            positions = positions[count:]
-        await asyncio.wait(tasks)
-        results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
-        for (_, members), task in zip(callers, tasks, strict=True):
-            if task.cancelled():
-                answer: list[Outcome] | BaseException = asyncio.CancelledError()
-            else:
-                answer = task.exception() or task.result()
-            if isinstance(answer, BaseException):
-                results.extend((waiting, answer) for waiting in members)
-                continue
-            for waiting in members:
-                results.append((waiting, answer[: len(waiting.items)]))
-                answer = answer[len(waiting.items) :]
-        return results
-
-    async def _tell(self, held: list[_JointCaller], exc: Callable[[], BaseException]) -> None:
-        """Every caller waiting for the write told ``exc()``, and ended (``write``'s caller
-        reads their ends)."""
-        for view in held:
-            assert view.held is not None
-            if not view.held.done():
-                view.held.set_exception(exc())
-        await asyncio.wait(self._tasks)
-        for task in self._tasks:  # retrieved: their errors are the group's, not left unread
-            if not task.cancelled():
-                task.exception()
-
-
-class _JointCaller(ReadsFromStore):
-    """One caller's view of a :class:`_Joint`: its store (one unit of work) and that unit.
-    Its streams are taken for new on the shared unit; its events are held, not staged, until
-    the joint write; its write waits for it."""
-
-    def __init__(self, joint: _Joint, reads: EventStore) -> None:
-        self._joint = joint
-        self._reads = reads
-        self._opened = False
-        self.staged: list[tuple[RecordedEvent, str, bytes | None]] = []
-        self.held: asyncio.Future[list[StoredPosition]] | None = None
-
-    @asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        if self._opened:  # a retry: not one statement any more
-            raise GuessWrong("a second unit of work")
-        self._opened = True
-        yield self
-
-    async def lock_streams(
-        self,
-        stream_ids: Sequence[str],
-        *,
-        shared: Sequence[str] = (),
-        likely: Mapping[str, int] | None = None,
-    ) -> dict[str, int]:
-        if shared:
-            raise GuessWrong("streams to read-lock")
-        self._joint.take(self, stream_ids)
-        return await self._joint.unit.lock_streams(stream_ids, likely=likely)
-
-    async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
-        raise GuessWrong(f"streams locked after the decisions: {sorted(stream_ids)}")
-
-    async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
-        return await self._joint.unit.find_existing(event_ids)
-
-    async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
-        self._joint.owns(self, stream_ids)
-        return await self._joint.unit.load_streams(stream_ids)
-
-    def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
-        if self.held is not None:
-            raise RuntimeError("a joint guess's caller staged an event after its write")
-        self.staged.append((event, topic, submission_hash))
-
-    async def commit(self) -> list[StoredPosition]:
-        if self.held is not None:
-            raise GuessWrong("a second write")
-        if not self.staged:
-            # As a guessing unit: decisions on the guess that no write would check.
-            raise GuessWrong("nothing to write")
-        self.held = asyncio.get_running_loop().create_future()
-        self._joint.changed()
-        return await self.held
 
 
 class _SharedStore(ReadsFromStore):
