@@ -1075,8 +1075,8 @@ async def test_a_guessed_group_of_several_callers_is_decided_in_one_pass(
     """Three branch systems' new clients in one guessed group are decided by one pass over
     all their items (#12: not one ``submit_events`` per caller, the per-caller work that made
     16 tokens cost more per event than one): one clock read for the group. Each caller's
-    own token still decides who speaks: the caller whose token is for another branch is refused on ``branch_id`` in its place, the others accepted, each event
-    recording its own caller as ``submitted_by`` and ``submitter``."""
+    own token still decides who speaks: the caller whose token is for another branch is
+    refused in its place, the others accepted, each event recording its own caller."""
     ctx: IntakeContext = app.state.intake
     clock = _CountingClock(ctx.clock)
     run = uuid.uuid4().hex[:6]
