@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from branchline_followup.adapters.topic_replay import TopicReplay
+from branchline_followup.bootstrap import followup_runtime
 from branchline_intake.bootstrap import started_producer
+from branchline_shared.embedded.ports import free_port
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.kafka.producer import make_producer
@@ -121,3 +123,82 @@ async def test_a_topic_replay_cut_short_while_starting_leaves_no_connection_open
     for ms in MOMENTS_MS:
         await cancelled_after(ms, replay)
     await nothing_left_open(request)
+
+
+class SlowBroker:
+    """A proxy in front of the broker that holds each answer ``delay_s``, and tells when the
+    ``nth`` connection made through it (a client's bootstrap: the broker's metadata then names
+    the broker itself) waits for its second answer (the metadata, after the version lookup)."""
+
+    def __init__(self, bootstrap: str, nth: int, delay_s: float) -> None:
+        host, port = bootstrap.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self.nth = nth
+        self.delay_s = delay_s
+        self.waiting = asyncio.Event()
+        self._accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> SlowBroker:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._accepted += 1
+        watched = self._accepted == self.nth
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.update({writer, up_writer})
+
+        async def upward() -> None:
+            while data := await reader.read(65536):
+                up_writer.write(data)
+
+        async def downward() -> None:
+            answers = 0
+            while data := await up_reader.read(65536):
+                answers += 1
+                if watched and answers == 2:
+                    self.waiting.set()
+                await asyncio.sleep(self.delay_s)
+                writer.write(data)
+
+        await asyncio.gather(upward(), downward(), return_exceptions=True)
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+async def test_a_service_start_up_cancelled_while_the_broker_is_slow_leaves_nothing_open(
+    infra: Infra, tmp_path: Path, request: pytest.FixtureRequest, nth: int
+) -> None:
+    """followup's start-up (as its API's lifespan runs it) cancelled while a client's bootstrap
+    waits for the broker's metadata: topic creation's admin client (1), the relay's producer
+    (2). The start-up ends cancelled within the broker's answer time, and leaves no socket."""
+    async with SlowBroker(infra.kafka_bootstrap, nth, delay_s=0.3) as broker:
+        settings = make_settings(infra, tmp_path, kafka_bootstrap=f"127.0.0.1:{broker.port}")
+
+        async def start_up() -> None:
+            async with followup_runtime(settings):
+                pytest.fail("the start-up was to be cancelled")
+
+        task = asyncio.ensure_future(start_up())
+        async with asyncio.timeout(60):
+            await broker.waiting.wait()
+        task.cancel()
+        async with asyncio.timeout(5):  # the held answer (0.3 s), then the stop
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await asyncio.sleep(0.1)
+        ours = [
+            line
+            for line in open_sockets.left_open({request.node.nodeid})
+            if f"('127.0.0.1', {broker.port})" in line
+        ]
+    assert ours == [], "\n".join(ours)
