@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.kafka.starting import closed, start_settled
+from branchline_shared.kafka.starting import start_settled
 from branchline_shared.kafka.wire import (
     PoisonEvent,
     SourcePosition,
@@ -515,7 +515,7 @@ class BatchConsumer:
                     checked = now
                     await self._rewind_if_log_was_lost(consumer, fetch_wait)
         finally:
-            await closed(consumer)  # a cancel meanwhile still closes it all (#12)
+            await consumer.stop()
 
     async def _started(self, consumer: AIOKafkaConsumer) -> bool:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first
