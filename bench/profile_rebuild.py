@@ -48,6 +48,10 @@ process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
 tables (as before Round 10), to compare. ``--rm-triggers 004``: the functions of the triggers
 that keep the client's RM on its refusals as console migration 004 made them (a dynamic
 statement per firing), to compare with 005's; ``--rm-triggers none``: without those triggers.
+``--indexes`` and ``--writes`` each name one rebuild per item, in one setup (the same events and
+COPY); ``--writes insert`` writes the applied record, timeline and journal rows by
+``executemany`` of their ``INSERT … ON CONFLICT DO NOTHING`` (jsonb in text), as before Round 21,
+``copy`` by ``COPY`` as the command does: ``--writes insert,copy,copy,insert`` alternates them.
 """
 
 from __future__ import annotations
