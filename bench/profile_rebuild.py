@@ -21,6 +21,7 @@ top functions).
                                     [--remember 2000] [--from-stores]
                                     [--gc on|off|freeze|settle] [--no-count] [--flush-parts]
                                     [--no-analyze] [--rm-triggers 004]
+                                    [--indexes deferred,kept] [--writes copy,insert]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -47,6 +48,10 @@ process's and the rebuild connection's backend's, from ``/proc/PID/schedstat``);
 tables (as before Round 10), to compare. ``--rm-triggers 004``: the functions of the triggers
 that keep the client's RM on its refusals as console migration 004 made them (a dynamic
 statement per firing), to compare with 005's; ``--rm-triggers none``: without those triggers.
+``--indexes`` and ``--writes`` each name one rebuild per item, in one setup (the same events and
+COPY); ``--writes insert`` writes the applied record, timeline and journal rows by
+``executemany`` of their ``INSERT … ON CONFLICT DO NOTHING`` (jsonb in text), as before Round 21,
+``copy`` by ``COPY`` as the command does: ``--writes insert,copy,copy,insert`` alternates them.
 """
 
 from __future__ import annotations
@@ -222,8 +227,17 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 ]
             )
 
-        for mode in args.indexes.split(","):
-            print(f"-- indexes {mode}, {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+        indexes, writes = args.indexes.split(","), args.writes.split(",")
+        if len(indexes) == 1:
+            indexes *= len(writes)
+        if len(writes) == 1:
+            writes *= len(indexes)
+        for mode, written in zip(indexes, writes, strict=True):
+            print(
+                f"-- indexes {mode}, writes {written}, "
+                f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"
+            )
+            use_writes(written)
             admin = await open_pool(
                 pg_schemas.with_search_path(settings.followup_database_url, "public"),
                 min_size=1,
@@ -344,6 +358,31 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             if args.sql:
                 for sql, count in STATEMENTS.most_common(25):
                     print(f"  {count / n:7.4f}/event ({count:5d})  {sql}")
+
+
+COPY_ROWS = rebuild_target.copy_rows
+BINARY_JSONB = rebuild_target.binary_jsonb
+
+
+def use_writes(mode: str) -> None:
+    """``--writes copy``: the applied record, timeline and journal rows by COPY, as the
+    command writes them (Round 21); ``insert``: by ``executemany`` of their ``INSERT … ON
+    CONFLICT DO NOTHING`` and jsonb in text, as before, to compare in one setup."""
+    if mode == "copy":
+        rebuild_target.copy_rows = COPY_ROWS
+        rebuild_target.binary_jsonb = BINARY_JSONB
+        return
+    if mode != "insert":
+        raise SystemExit(f"--writes: copy or insert, not {mode!r}")
+
+    async def inserted(conn: Any, copy: Any, rows: list[tuple[Any, ...]]) -> None:
+        await conn.executemany(copy.insert, rows)
+
+    async def text_jsonb(conn: Any) -> None:
+        return None
+
+    rebuild_target.copy_rows = inserted
+    rebuild_target.binary_jsonb = text_jsonb
 
 
 def time_loaded(target: PostgresRebuildTarget, *, unlogged: bool = False) -> list[float]:
@@ -509,6 +548,13 @@ def main() -> int:
         help="runs, comma-separated, each a rebuild: deferred (built after the load, as the "
         "command does), kept (every index kept up while loading, as before Round 18) or "
         "unlogged (deferred, and the tables UNLOGGED while loading, SET LOGGED after)",
+    )
+    parser.add_argument(
+        "--writes",
+        default="copy",
+        help="runs, comma-separated (paired with --indexes'): copy (the applied record, "
+        "timeline and journal rows by COPY, as the command does) or insert (executemany, as "
+        "before Round 21)",
     )
     args = parser.parse_args()
     if args.flush_parts:

@@ -226,36 +226,52 @@ async def test_concurrent_groups_on_the_same_new_client(
             assert row["stream_at"] == 1
 
 
-class _LostAfterWrite:
-    """The store's pool, losing the connection right after the guessed write ran."""
+def _is_guessed_write(query: str) -> bool:
+    return "created AS" in query or "taken AS" in query
+
+
+class _GuessedWritePool:
+    """The store's pool with its guessed writes (the one self-committing statement) sent
+    through ``guessed``, every statement's text recorded; what a guessed write meets is the
+    subclass's."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
         self.statements: list[str] = []
 
+    async def guessed(self, conn: Any, query: str, args: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
         async with self._pool.acquire() as conn:
-            yield _Conn(conn, self)
+            yield _GuessedWriteConn(conn, self)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
 
-class _Conn:
-    def __init__(self, conn: Any, pool: _LostAfterWrite) -> None:
+class _GuessedWriteConn:
+    def __init__(self, conn: Any, pool: _GuessedWritePool) -> None:
         self._conn = conn
         self._pool = pool
 
     async def fetch(self, query: str, *args: Any) -> Any:
         self._pool.statements.append(query)
-        rows = await self._conn.fetch(query, *args)
-        if "created AS" in query or "taken AS" in query:  # a guessed write
-            raise ConnectionResetError("lost the database after the write")
-        return rows
+        if _is_guessed_write(query):
+            return await self._pool.guessed(self._conn, query, args)
+        return await self._conn.fetch(query, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+class _LostAfterWrite(_GuessedWritePool):
+    """The store's pool, losing the connection right after the guessed write ran."""
+
+    async def guessed(self, conn: Any, query: str, args: tuple[Any, ...]) -> Any:
+        await conn.fetch(query, *args)
+        raise ConnectionResetError("lost the database after the write")
 
 
 async def test_a_guessed_write_is_one_statement_and_never_run_twice(
@@ -744,43 +760,23 @@ async def test_a_remembered_stream_ending_elsewhere_fails_the_statement(
         await pool.close()
 
 
-class _Unreadable:
+class _Unreadable(_GuessedWritePool):
     """The store's pool, sending its guessed writes with the first envelope's event id made a
     text that is no uuid: the server refuses the statement with invalid_text_representation,
     an error that has nothing to do with the guess."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self.refused = 0
 
-    @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Any]:
-        async with self._pool.acquire() as conn:
-            yield _UnreadableConn(conn, self)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-
-class _UnreadableConn:
-    def __init__(self, conn: Any, pool: _Unreadable) -> None:
-        self._conn = conn
-        self._pool = pool
-
-    async def fetch(self, query: str, *args: Any) -> Any:
-        if "created AS" in query or "taken AS" in query:  # a guessed write
-            envelopes = list(args[0])
-            envelopes[0] = json.dumps({**json.loads(envelopes[0]), "event_id": "not-a-uuid"})
-            args = (envelopes, *args[1:])
-            try:
-                return await self._conn.fetch(query, *args)
-            except asyncpg.InvalidTextRepresentationError:
-                self._pool.refused += 1
-                raise
-        return await self._conn.fetch(query, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+    async def guessed(self, conn: Any, query: str, args: tuple[Any, ...]) -> Any:
+        envelopes = list(args[0])
+        envelopes[0] = json.dumps({**json.loads(envelopes[0]), "event_id": "not-a-uuid"})
+        try:
+            return await conn.fetch(query, envelopes, *args[1:])
+        except asyncpg.InvalidTextRepresentationError:
+            self.refused += 1
+            raise
 
 
 @pytest.mark.parametrize("remembered", [True, False], ids=["remembered", "new"])

@@ -41,6 +41,7 @@ from branchline_shared.http.worker_runtime import serving_health, stop_on_signal
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.reconcile.jumps import PositionJumps
@@ -199,8 +200,8 @@ async def run_consumer(settings: AuditSettings) -> None:
         pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
         opened.push_async_callback(pool.close)
         producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
-        opened.push_async_callback(producer.stop)  # also releases a start that failed
-        await producer.start()
+        await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
+        opened.push_async_callback(closed, producer)
         clock = SystemClock()
         audit = audit_context(settings, pool, clock)
         repair = self_repair(settings, pool)

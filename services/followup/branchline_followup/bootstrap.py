@@ -49,6 +49,7 @@ from branchline_shared.http.worker_runtime import serving_health, stop_on_signal
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import (
     Topics,
     broker_is_reachable,
@@ -116,8 +117,8 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         keys, key_pool = await open_configured_key_store(settings)
         opened.push_async_callback(key_pool.close)
         producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
-        opened.push_async_callback(producer.stop)  # also releases a start that failed
-        await producer.start()
+        await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
+        opened.push_async_callback(closed, producer)
         relay = OutboxRelay(
             pool=pool,
             producer=producer,

@@ -31,6 +31,7 @@ from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import (
     Topics,
     broker_is_reachable,
@@ -140,11 +141,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
 async def started_producer(
     opened: contextlib.AsyncExitStack, settings: IntakeSettings
 ) -> AIOKafkaProducer:
-    """The relay's producer, started, and stopped when ``opened`` closes (also when its start
-    failed half-way: stop releases whatever start had opened)."""
+    """The relay's producer, started, and stopped when ``opened`` closes (a start cut short or
+    failed closes what it had opened, #12)."""
     producer = make_producer(settings, client_id="branchline-intake-relay")
-    opened.push_async_callback(producer.stop)
-    await producer.start()
+    await start_or_close(producer)
+    opened.push_async_callback(closed, producer)
     return producer
 
 

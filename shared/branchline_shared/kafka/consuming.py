@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.starting import start_settled
 from branchline_shared.kafka.wire import (
     PoisonEvent,
     SourcePosition,
@@ -520,7 +521,10 @@ class BatchConsumer:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first
         assignment, which a group stuck in a rebalance (a member that does not rejoin; tansu
         holds the join until it does) may never give: the stop would wait out its bound."""
-        starting = asyncio.ensure_future(retry_transient(consumer.start, consumer=self._name))
+        # a start cut short lets its bootstrap end first, so ``run``'s stop closes all it opened
+        starting = asyncio.ensure_future(
+            retry_transient(lambda: start_settled(consumer), consumer=self._name)
+        )
         stopping = asyncio.ensure_future(self._stop_requested.wait())
         try:
             await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)

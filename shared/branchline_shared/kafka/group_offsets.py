@@ -16,6 +16,8 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from branchline_shared.kafka.starting import closed, start_or_close
+
 
 class GroupOffsets:
     """``async with GroupOffsets(...) as group``: one client for one self-check. Every call
@@ -36,13 +38,9 @@ class GroupOffsets:
         )
 
     async def __aenter__(self) -> GroupOffsets:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._consumer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
-            raise
+        # a start cut short (the bound below, a cancelled self-check) closes what it opened (#12)
+        async with asyncio.timeout(self._timeout_s):
+            await start_or_close(self._consumer)
         return self
 
     async def __aexit__(
@@ -51,9 +49,10 @@ class GroupOffsets:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # What the check found stands whatever the client's closing meets.
+        # What the check found stands whatever the client's closing meets; a cancel that comes
+        # meanwhile stops the client all the same (#12: a stop cut short left a socket open).
         with contextlib.suppress(Exception):
-            await self._consumer.stop()
+            await closed(self._consumer)
 
     async def partitions(self) -> list[TopicPartition]:
         """Every partition of the topics (those the broker lists)."""
@@ -109,9 +108,9 @@ class GroupOffsets:
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=1024,  # one batch at most: only the watermark is wanted
         )
-        try:  # stopped however it ends, a start cut short included: its connections close
-            async with asyncio.timeout(self._timeout_s):
-                await reader.start()
+        async with asyncio.timeout(self._timeout_s):
+            await start_or_close(reader)  # a start cut short closes what it opened (#12)
+        try:
             reader.assign(list(near))
             for tp, offset in near.items():
                 reader.seek(tp, offset)
@@ -126,4 +125,4 @@ class GroupOffsets:
                 await reader.getmany(timeout_ms=200, max_records=1)
         finally:
             with contextlib.suppress(Exception):
-                await reader.stop()
+                await closed(reader)

@@ -8,12 +8,12 @@ ListOffsets(latest) with the base offset of the last batch instead of the log en
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from branchline_shared.kafka.consuming import MEAGRE_ROUND, FetchWait, adapt_fetch_wait
+from branchline_shared.kafka.starting import closed, start_or_close
 
 ROUND_MS = 200
 
@@ -36,12 +36,10 @@ async def read_topic(
         fetch_max_wait_ms=fetch_wait_ms,
         request_timeout_ms=10_000,
     )
-    # A start cancelled half-way (a worker stopping while its dead-letter gauges read) leaks
-    # the connection aiokafka's bootstrap was opening: the start is left to finish (bounded by
-    # the request timeout), then the client is closed.
-    starting = asyncio.ensure_future(consumer.start())
+    # a start cut short (a worker stopping while its dead-letter gauges read) closes what it
+    # opened (#12)
+    await start_or_close(consumer)
     try:
-        await asyncio.shield(starting)
         await consumer.topics()
         partitions = [
             TopicPartition(topic, p)
@@ -75,6 +73,4 @@ async def read_topic(
                 raise TopicReadStalled(f"{sorted(str(tp) for tp in pending)} not read to the end")
         return records
     finally:
-        with contextlib.suppress(Exception):
-            await starting
-        await consumer.stop()
+        await closed(consumer)

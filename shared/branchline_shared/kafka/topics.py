@@ -6,13 +6,13 @@ Key = client id everywhere, so one client's events stay in order on one partitio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, attempts: int
             pass  # created concurrently by another process: what we wanted
         log.info("topics created", extra={"topics": [s.name for s in missing]})
     finally:
-        await _closed(admin)
+        await closed(admin)
 
 
 async def broker_is_reachable(bootstrap: str) -> bool:
@@ -112,46 +112,24 @@ async def broker_is_reachable(bootstrap: str) -> bool:
     except (KafkaError, OSError, TimeoutError):
         return False
     finally:
-        await _closed(admin)
+        await closed(admin)
 
 
 async def _started_admin(
     bootstrap: str, *, request_timeout_ms: int, attempts: int = 1
 ) -> AIOKafkaAdminClient:
     """An admin client started (a refused start tried again, up to ``attempts``), or closed and
-    the error raised.
-
-    aiokafka's start cannot be interrupted cleanly: cancelled while its bootstrap connection
-    waits for the broker's metadata, that connection is neither closed nor kept, so nothing
-    ever closes it (a socket per cancelled start; a readiness check timing out on a slow broker
-    made one each time). So a cancellation (or a timeout around this call) waits for the start
-    to end, bounded by the request timeout, closes the client, then goes on (#12: found as a
-    socket left open by a test)."""
+    the error raised. A start cut short leaves no connection open (``start_or_close``: a
+    readiness check timing out on a slow broker lost a socket each time, #12)."""
     for attempt in range(1, attempts + 1):
         admin = AIOKafkaAdminClient(
             bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms
         )
-        start = asyncio.ensure_future(admin.start())
         try:
-            await asyncio.shield(start)
+            await start_or_close(admin)
             return admin
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2 * request_timeout_ms / 1000):
-                    await start
-            await _closed(admin)
-            raise
         except KafkaError:
-            await _closed(admin)
             if attempt == attempts:
                 raise
-        except BaseException:
-            await _closed(admin)
-            raise
         await asyncio.sleep(min(0.2 * attempt, 2.0))
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def _closed(admin: AIOKafkaAdminClient) -> None:
-    """Closed even if whoever waits is cancelled meanwhile (the close goes on)."""
-    await asyncio.shield(admin.close())

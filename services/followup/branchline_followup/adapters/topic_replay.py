@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from branchline_shared.kafka.consuming import MEAGRE_ROUND, FetchWait, adapt_fetch_wait
+from branchline_shared.kafka.starting import closed, start_or_close
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class TopicReplay:
             fetch_max_wait_ms=self._fetch_wait.ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await consumer.start()
+        await start_or_close(consumer)  # a start cut short closes what it opened (#12)
         self._consumer = consumer
         await consumer.topics()  # fetches the metadata of every topic
         partitions: list[TopicPartition] = []
@@ -127,7 +128,7 @@ class TopicReplay:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await closed(self._consumer)
             self._consumer = None
 
     async def messages(self) -> AsyncIterator[ReplayedMessage]:
