@@ -231,7 +231,7 @@ async def partition_marks(
     marks: dict[TopicPartition, tuple[int, int | None]] = {}
     # One deadline for the whole look, not one timer per partition: the batch consumers look
     # after every meagre round, i.e. every round of a steady load, at each partition they hold
-    # (#12, round 21: a timer set and cancelled per partition, about 4 µs each; a position()
+    # (#12, round 21: a timer set and cancelled per partition, about 5 µs each; a position()
     # that waits stops the look here as the old per-partition deadline, then spent, did).
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(MARKS_WITHIN_S if within_s is None else within_s):
