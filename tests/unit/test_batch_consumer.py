@@ -672,3 +672,27 @@ async def test_only_faults_that_may_pass_are_retried(error: Exception, transient
         with pytest.raises(type(error)):
             await consuming.retry_transient(work, consumer="t")
         assert calls == 1
+
+
+async def test_a_look_at_the_partitions_sets_one_timer_not_one_per_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # #12 (round 21): the consumers look after every meagre round, i.e. every round of a
+    # steady load; a timer set and cancelled per partition held was the look's main cost
+    kafka = FakeKafka([], [])
+    held = [TopicPartition("events", p) for p in range(8)]
+    kafka.assigned = set(held)
+    kafka.highwaters = {tp: 30 for tp in held}
+    kafka.positions = {tp: 12 for tp in held}
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counted(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    marks = await partition_marks(kafka)  # type: ignore[arg-type]
+    assert marks == {tp: (12, 30) for tp in held}
+    assert len(timers) <= 1
