@@ -8,7 +8,9 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -20,6 +22,8 @@ from branchline_audit.application.context import AuditContext
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_shared.clock import FixedClock
 from branchline_shared.settings import BranchlineSettings
+from tests.support.stack import Infra, make_settings
+from tests.support.templates import copy_database
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 TYPES = (
@@ -158,3 +162,31 @@ async def behind_the_ledgers_back(settings: BranchlineSettings, sql: str, *args:
 UNWRITTEN_TIMES = ("infinity", "-infinity", "10000-01-01 00:00:00+00", "0001-12-31 23:59:59+00 BC")
 """Times PostgreSQL stores that no append writes (a row altered behind the ledger's back):
 asyncpg reads the infinities as naive extremes and refuses the years past 9999."""
+
+
+VERIFY_ENTRIES = 30_000
+"""The verify tests' ledger (conftest's ``verify_ledger``): enough that a verifying process is
+seen running before it has finished, about 0.2 s of checking on a quiet machine, so a test's
+2 ms look-ups find it on a loaded CI machine too."""
+
+
+async def filled_ledger(
+    infra: Infra, data_dir: Path, events: Sequence[dict[str, Any]], *, analyze: bool = False
+) -> str:
+    """The name of a prepared audit database holding ``events`` (appended at :data:`T0`;
+    ``analyze``: its statistics taken, a copy keeps them), to be copied by
+    :func:`copy_ledger`: a module fills it once (a 30,000-entry fill took 1-6 s of each verify
+    test's setup, #12). Nothing stays connected to it."""
+    s = quick_settings(make_settings(infra, data_dir))
+    async with audit_context(s) as audit:
+        await append_in_batches(audit.ledger, events, now=T0)
+    if analyze:
+        async with superuser(s) as conn:
+            await conn.execute("ANALYZE audit_ledger")
+    return urlsplit(s.audit_database_url).path.lstrip("/")
+
+
+async def copy_ledger(settings: BranchlineSettings, filled: str) -> None:
+    """The test's own audit database, a copy of ``filled`` (its entries and its settings):
+    what a test appends or alters no other test sees."""
+    await copy_database(settings.audit_database_url, filled)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,28 +27,24 @@ from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.audit.audit_support import (
-    T0,
-    append_in_batches,
-    audit_context,
+    VERIFY_ENTRIES,
+    copy_ledger,
     quick_settings,
-    random_events,
 )
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-ENTRIES = 30_000
-"""Enough that a verifying process is seen running before it has finished: about 0.2 s of
-checking on a quiet machine, so a test's 2 ms look-ups find it on a loaded CI machine too."""
+ENTRIES = VERIFY_ENTRIES
+"""The entries of ``verify_ledger`` (conftest), each test's copy of which it serves."""
 
 
 @contextlib.asynccontextmanager
 async def _served(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, verify_ledger: str
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
     s = quick_settings(settings, audit_verify_processes=1)
-    async with audit_context(s) as audit:
-        await append_in_batches(audit.ledger, random_events(ENTRIES, random.Random(7)), now=T0)
+    await copy_ledger(s, verify_ledger)
     async with serve(create_app(s)) as url:
         yield url, tokens.headers(Role.AUDITOR, sub="auditor-1")
 
@@ -129,10 +124,10 @@ def _cont(process: BaseProcess) -> None:
 
 
 async def test_other_requests_are_answered_while_a_verify_runs_and_a_second_is_refused(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, verify_ledger: str
 ) -> None:
     async with (
-        _served(settings, tokens) as (url, headers),
+        _served(settings, tokens, verify_ledger) as (url, headers),
         httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client,
     ):
         verifying = asyncio.ensure_future(client.get("/v1/audit/verify"))
@@ -164,9 +159,9 @@ async def test_other_requests_are_answered_while_a_verify_runs_and_a_second_is_r
 
 
 async def test_a_client_that_goes_away_stops_the_verify(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, verify_ledger: str
 ) -> None:
-    async with _served(settings, tokens) as (url, headers):
+    async with _served(settings, tokens, verify_ledger) as (url, headers):
         async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as leaving:
             verifying = asyncio.ensure_future(leaving.get("/v1/audit/verify"))
             worker = await _verifying_process(connected=True)
@@ -188,10 +183,10 @@ async def test_a_client_that_goes_away_stops_the_verify(
 
 
 async def test_a_verifying_process_that_dies_has_its_range_verified_again(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, verify_ledger: str
 ) -> None:
     async with (
-        _served(settings, tokens) as (url, headers),
+        _served(settings, tokens, verify_ledger) as (url, headers),
         httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client,
     ):
         verifying = asyncio.ensure_future(client.get("/v1/audit/verify"))

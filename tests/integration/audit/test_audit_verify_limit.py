@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -30,11 +29,10 @@ from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.audit.audit_support import (
-    T0,
-    append_in_batches,
+    VERIFY_ENTRIES,
     audit_context,
+    copy_ledger,
     quick_settings,
-    random_events,
 )
 from tests.integration.audit.test_audit_verify_api import _tcp_ports
 from tests.support.processes import process_env
@@ -42,8 +40,8 @@ from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-ENTRIES = 30_000
-"""As test_audit_verify_api.py: a verifying process is seen running before it has finished."""
+ENTRIES = VERIFY_ENTRIES
+"""The entries of ``verify_ledger`` (conftest), each test's copy of which it serves."""
 
 
 def _api_env(settings: BranchlineSettings, port: int) -> dict[str, str]:
@@ -88,8 +86,10 @@ def _children_of(pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def _two_apis(settings: BranchlineSettings, tmp_path: Path) -> AsyncIterator[list[_Api]]:
-    async with _apis(settings, tmp_path, ("a", "b")) as apis:
+async def _two_apis(
+    settings: BranchlineSettings, tmp_path: Path, verify_ledger: str
+) -> AsyncIterator[list[_Api]]:
+    async with _apis(settings, tmp_path, verify_ledger, ("a", "b")) as apis:
         yield apis
 
 
@@ -97,13 +97,15 @@ async def _two_apis(settings: BranchlineSettings, tmp_path: Path) -> AsyncIterat
 async def _apis(
     settings: BranchlineSettings,
     tmp_path: Path,
+    verify_ledger: str,
     names: tuple[str, ...],
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[_Api]]:
-    """Real API processes (``env``: more of their environment), one per name, on a ledger of
-    :data:`ENTRIES` entries."""
-    async with audit_context(settings) as audit:
-        await append_in_batches(audit.ledger, random_events(ENTRIES, random.Random(7)), now=T0)
+    """Real API processes (``env``: more of their environment), one per name, on a copy of
+    ``verify_ledger`` (conftest: :data:`ENTRIES` entries, appended once)."""
+    await copy_ledger(settings, verify_ledger)
+    async with audit_context(settings):  # migrated and provisioned before the processes start
+        pass
     apis: list[_Api] = []
     try:
         for name in names:
@@ -179,12 +181,12 @@ async def _verify_locks(settings: BranchlineSettings) -> list[int]:
 
 
 async def test_a_verify_in_one_api_process_refuses_one_in_another_until_it_ends(
-    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path
+    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path, verify_ledger: str
 ) -> None:
     s = quick_settings(settings, audit_verify_processes=1)
     headers = tokens.headers(Role.AUDITOR, sub="auditor-1")
     async with (
-        _two_apis(s, tmp_path) as (a, b),
+        _two_apis(s, tmp_path, verify_ledger) as (a, b),
         httpx.AsyncClient(base_url=a.url, timeout=60, headers=headers) as on_a,
         httpx.AsyncClient(base_url=b.url, timeout=60, headers=headers) as on_b,
     ):
@@ -222,12 +224,12 @@ async def test_a_verify_in_one_api_process_refuses_one_in_another_until_it_ends(
 
 
 async def test_an_api_process_killed_mid_verify_frees_the_slot(
-    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path
+    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path, verify_ledger: str
 ) -> None:
     s = quick_settings(settings, audit_verify_processes=1)
     headers = tokens.headers(Role.AUDITOR, sub="auditor-1")
     async with (
-        _two_apis(s, tmp_path) as (a, b),
+        _two_apis(s, tmp_path, verify_ledger) as (a, b),
         httpx.AsyncClient(base_url=b.url, timeout=60, headers=headers) as on_b,
     ):
         async with httpx.AsyncClient(base_url=a.url, timeout=60, headers=headers) as on_a:

@@ -30,7 +30,10 @@ from branchline_audit.application.ports import VerifySlotLost
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
-from tests.integration.audit.audit_support import audit_context, quick_settings
+from tests.integration.audit.audit_support import (
+    audit_context,
+    quick_settings,
+)
 from tests.integration.audit.test_audit_verify_limit import (
     _apis,
     _ended,
@@ -72,6 +75,10 @@ async def _terminate(settings: BranchlineSettings, pid: int) -> None:
         await conn.close()
 
 
+async def _session_ended(admin: asyncpg.Connection[Any], pid: int) -> bool:
+    return not await admin.fetchval("SELECT 1 FROM pg_stat_activity WHERE pid = $1", pid)
+
+
 async def test_a_held_slot_outlives_the_servers_idle_session_timeout(
     settings: BranchlineSettings,
 ) -> None:
@@ -82,18 +89,22 @@ async def test_a_held_slot_outlives_the_servers_idle_session_timeout(
     try:
         for name in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
             await admin.execute(f"ALTER DATABASE {database} SET {name} = '1s'")
-        # The timeout is in force: an ordinary session idle past it is ended.
-        plain = await asyncpg.connect(settings.audit_database_url)
-        try:
-            await asyncio.sleep(3)
-            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
-                await plain.fetchval("SELECT 1")
-        finally:
-            plain.terminate()
         slots = PostgresVerifySlots(settings.audit_database_url, 1, check_every=0.2)
         async with slots.held() as held:
             assert held
-            await asyncio.sleep(4)  # a verify running, its lock's session idle
+            # The timeout is in force: an ordinary session, idle from the same moment as the
+            # lock's, is ended by it (waited for, not slept: 1-2 s).
+            plain = await asyncpg.connect(settings.audit_database_url)
+            try:
+                plain_pid = plain.get_server_pid()
+                await eventually(lambda: _session_ended(admin, plain_pid), within=30, interval=0.1)
+                with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                    await plain.fetchval("SELECT 1")
+            finally:
+                plain.terminate()
+            # A verify running, its lock's session idle: past the timeout that ended the
+            # other, and a second more, it holds the slot.
+            await asyncio.sleep(1)
             assert await _verify_locks(settings) == [0]
             async with slots.held() as second:
                 assert not second
@@ -156,12 +167,12 @@ async def test_a_session_other_than_the_one_the_lock_was_taken_on_is_a_lost_slot
 
 
 async def test_an_api_verify_whose_slot_is_lost_ends_with_a_problem(
-    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path
+    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path, verify_ledger: str
 ) -> None:
     s = quick_settings(settings, audit_verify_processes=1)
     headers = tokens.headers(Role.AUDITOR, sub="auditor-1")
     async with (
-        _apis(s, tmp_path, ("a",)) as (a,),
+        _apis(s, tmp_path, verify_ledger, ("a",)) as (a,),
         httpx.AsyncClient(base_url=a.url, timeout=60, headers=headers) as on_a,
     ):
         verifying = asyncio.ensure_future(on_a.get("/v1/audit/verify"))
@@ -186,12 +197,13 @@ async def test_an_api_verify_whose_slot_is_lost_ends_with_a_problem(
 
 
 async def test_an_api_process_stopped_by_sigterm_mid_verify_leaves_no_verify(
-    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path
+    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path, verify_ledger: str
 ) -> None:
     s = quick_settings(settings, audit_verify_processes=1)
     headers = tokens.headers(Role.AUDITOR, sub="auditor-1")
+    drain = {"BRANCHLINE_SHUTDOWN_DRAIN_S": "0.5"}
     async with (
-        _apis(s, tmp_path, ("a", "b"), env={"BRANCHLINE_SHUTDOWN_DRAIN_S": "0.5"}) as (a, b),
+        _apis(s, tmp_path, verify_ledger, ("a", "b"), env=drain) as (a, b),
         httpx.AsyncClient(base_url=b.url, timeout=60, headers=headers) as on_b,
     ):
         async with httpx.AsyncClient(base_url=a.url, timeout=90, headers=headers) as on_a:

@@ -1,0 +1,20 @@
+"""Fixtures shared by the audit integration tests."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.integration.audit.audit_support import VERIFY_ENTRIES, filled_ledger, random_events
+from tests.support.stack import Infra
+
+
+@pytest.fixture(scope="package")
+async def verify_ledger(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A ledger of :data:`VERIFY_ENTRIES` entries, appended once for the verify tests
+    (test_audit_verify_api.py, _limit.py, _slot_guard.py: building it took ~2 s of each one's
+    setup, #12). Each test serves its own copy (``copy_ledger``): what its verify records, or
+    its altering, no other test sees."""
+    events = random_events(VERIFY_ENTRIES, random.Random(7))
+    return await filled_ledger(infra, tmp_path_factory.mktemp("verify-ledger"), events)
