@@ -127,11 +127,15 @@ def recorder(
     steps: list[str],
     freeze: str = "freeze_startup_heap",
 ) -> None:
-    monkeypatch.setattr(module, freeze, lambda *young: steps.append(f"frozen{list(young)}"))
+    stop = asyncio.Event()
+
+    def frozen(*young: int) -> None:
+        steps.append(f"frozen{list(young)}")
+        stop.set()  # stopped as soon as started (a stop while starting cuts the start short)
+
+    monkeypatch.setattr(module, freeze, frozen)
 
     def stop_on_signals() -> asyncio.Event:
-        stop = asyncio.Event()
-        stop.set()  # stopped as soon as started
         return stop
 
     @contextlib.asynccontextmanager

@@ -37,7 +37,7 @@ from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
-from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
+from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
@@ -194,40 +194,48 @@ async def run_consumer(settings: AuditSettings) -> None:
     # Whatever is opened or started is registered at once and released in reverse, also when
     # the start fails half-way (a broker unreachable, a missing signing key).
     async with contextlib.AsyncExitStack() as opened:
-        await prepare_database(settings)
-        topics = declare_topics(settings)
-        await ensure_topics(settings.kafka_bootstrap, topics.all())
-        pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
-        opened.push_async_callback(pool.close)
-        producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
-        await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-        opened.push_async_callback(closed, producer)
-        clock = SystemClock()
-        audit = audit_context(settings, pool, clock)
-        repair = self_repair(settings, pool)
-        consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
-        checks = {
-            "postgres": lambda: is_reachable(pool),
-            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-        }
-        task = await opened.enter_async_context(running_task(consumer.run(), name=CONSUMER))
-        await opened.enter_async_context(
-            running_task(
-                watch_dead_letters(
-                    settings.kafka_bootstrap,
-                    CONSUMER,
-                    topics.audit_consumer_dlq.name,
-                    lambda ids: ledger_has(pool, ids),
-                    interval_s=settings.dead_letter_gauge_interval_s,
-                ),
-                name=f"{CONSUMER}-dead-letter-gauges",
+        started = False
+        # a SIGTERM while starting (a slow broker or database) ends the start at once (#12)
+        async with cut_short_by(stop):
+            await prepare_database(settings)
+            topics = declare_topics(settings)
+            await ensure_topics(settings.kafka_bootstrap, topics.all())
+            pool = await open_role_pool(
+                settings, settings.audit_db_writer_role, min_size=1, max_size=4
             )
-        )
-        await opened.enter_async_context(checkpointing(audit))
-        await opened.enter_async_context(self_repairing(repair))
-        health = await opened.enter_async_context(
-            serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks)
-        )
+            opened.push_async_callback(pool.close)
+            producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
+            await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
+            opened.push_async_callback(closed, producer)
+            clock = SystemClock()
+            audit = audit_context(settings, pool, clock)
+            repair = self_repair(settings, pool)
+            consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
+            checks = {
+                "postgres": lambda: is_reachable(pool),
+                "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+            }
+            task = await opened.enter_async_context(running_task(consumer.run(), name=CONSUMER))
+            await opened.enter_async_context(
+                running_task(
+                    watch_dead_letters(
+                        settings.kafka_bootstrap,
+                        CONSUMER,
+                        topics.audit_consumer_dlq.name,
+                        lambda ids: ledger_has(pool, ids),
+                        interval_s=settings.dead_letter_gauge_interval_s,
+                    ),
+                    name=f"{CONSUMER}-dead-letter-gauges",
+                )
+            )
+            await opened.enter_async_context(checkpointing(audit))
+            await opened.enter_async_context(self_repairing(repair))
+            health = await opened.enter_async_context(
+                serving_health(CONSUMER, settings.bind_host, settings.audit_consumer_port, checks)
+            )
+            started = True
+        if not started:
+            return  # what the start opened is closed by `opened`; exit 0 as a stop
         # Started: what is loaded by now lives as long as the process, and the collector
         # need not walk it again on every gen-2 collection; a batch's objects live until its
         # append commits (#12).

@@ -45,7 +45,7 @@ from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
-from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
+from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
@@ -302,8 +302,13 @@ async def run_worker(settings: FollowupSettings) -> None:
         serving_health(
             f"{SERVICE}-worker", settings.bind_host, settings.followup_worker_port, checks
         ) as health,
-        running_worker_parts(settings) as worker,
+        contextlib.AsyncExitStack() as running,
     ):
+        worker: RunningWorker | None = None
+        async with cut_short_by(stop):
+            worker = await running.enter_async_context(running_worker_parts(settings))
+        if worker is None:
+            return  # stopped while starting: what the start opened is closed, exit 0 (#12)
         runtime = worker.runtime
         checks["postgres"] = lambda: is_reachable(runtime.pool)
         checks["kafka"] = lambda: broker_is_reachable(settings.kafka_bootstrap)

@@ -29,7 +29,7 @@ from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.http.token_keys import token_codec
-from branchline_shared.http.worker_runtime import serving_health, stop_on_signals
+from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import (
@@ -170,21 +170,31 @@ async def run_relay(settings: IntakeSettings) -> None:
     """
     stop = stop_on_signals()
     async with contextlib.AsyncExitStack() as opened:
-        topics = declare_topics(settings)
-        await ensure_topics(settings.kafka_bootstrap, topics.all())
-        pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
-        opened.push_async_callback(pool.close)
-        producer = await started_producer(opened, settings)
-        relay = outbox_relay(settings, pool, producer, topics)
-        task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
-        opened.push_async_callback(relay.drain, task, timeout_s=settings.shutdown_flush_timeout_s)
-        checks = {
-            "postgres": lambda: is_reachable(pool),
-            "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
-        }
-        health = await opened.enter_async_context(
-            serving_health("intake-relay", settings.bind_host, settings.intake_relay_port, checks)
-        )
+        started = False
+        # a SIGTERM while starting (a slow broker or database) ends the start at once (#12)
+        async with cut_short_by(stop):
+            topics = declare_topics(settings)
+            await ensure_topics(settings.kafka_bootstrap, topics.all())
+            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
+            opened.push_async_callback(pool.close)
+            producer = await started_producer(opened, settings)
+            relay = outbox_relay(settings, pool, producer, topics)
+            task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
+            opened.push_async_callback(
+                relay.drain, task, timeout_s=settings.shutdown_flush_timeout_s
+            )
+            checks = {
+                "postgres": lambda: is_reachable(pool),
+                "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),
+            }
+            health = await opened.enter_async_context(
+                serving_health(
+                    "intake-relay", settings.bind_host, settings.intake_relay_port, checks
+                )
+            )
+            started = True
+        if not started:
+            return  # what the start opened is closed by `opened`; exit 0 as a stop
         # Started: what is loaded by now lives as long as the process, and the collector
         # need not walk it again on every gen-2 collection (#12).
         freeze_startup_heap()

@@ -82,3 +82,36 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+@contextlib.asynccontextmanager
+async def cut_short_by(stop: asyncio.Event) -> AsyncIterator[None]:
+    """The block (a worker's start-up) is cancelled as soon as ``stop`` is set, also if it was
+    set before: a SIGTERM while the broker or the database is slow must not wait for the start
+    to finish (Kubernetes would SIGKILL the pod at the end of its grace period, #12). The
+    cancellation unwinds the start (what it opened is closed, ``kafka.starting``) and ends
+    here, so the caller tells a start cut short by what the block did not reach."""
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"active": True, "cut": False}
+
+    def cut(_: object) -> None:
+        # a stop set as the block ends (the callback runs a turn later) is left to the caller
+        if state["active"] and not waiting.cancelled():
+            state["cut"] = True
+            task.cancel()
+
+    waiting = asyncio.ensure_future(stop.wait())
+    waiting.add_done_callback(cut)
+    try:
+        yield
+    except asyncio.CancelledError:
+        # ours alone: swallowed; one from outside as well (the loop ending): it goes on
+        if not state["cut"] or task.uncancel() > 0:
+            raise
+    else:
+        if state["cut"]:
+            task.uncancel()  # the start swallowed our cancellation; the count stays right
+    finally:
+        state["active"] = False
+        waiting.cancel()

@@ -1,0 +1,75 @@
+"""SIGTERM to a worker process (the followup worker, the audit consumer, the standalone intake
+relay) while its start-up waits for a slow broker: the start is cut short and the process
+exits 0 within a bound, as a normal stop does (#12).
+
+A pod killed while its broker is slow gets SIGTERM, then SIGKILL at the end of its grace
+period. The workers used to read their signal only once started, so the start ran to its end
+through the slow broker first (here: every client's bootstrap held ``DELAY_S`` per answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from branchline_shared.embedded.ports import free_port
+from tests.integration.test_graceful_shutdown import worker_env
+from tests.integration.test_kafka_start_cancelled import SlowBroker
+from tests.support.stack import Infra, make_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+DELAY_S = 3.0
+"""Each broker answer to a client's bootstrap is held this long: the start-up makes several
+clients, each waiting for two such answers, so finishing it first takes well over ``BOUND_S``."""
+BOUND_S = 10.0
+"""The held answer (``DELAY_S``), then the start's unwinding and the process's exit."""
+
+
+@pytest.mark.parametrize("component", ["audit-consumer", "followup-worker", "intake-relay"])
+async def test_sigterm_while_a_worker_starts_behind_a_slow_broker_stops_it_promptly_and_cleanly(
+    infra: Infra, tmp_path: Path, component: str
+) -> None:
+    async with SlowBroker(infra.kafka_bootstrap, nth=1, delay_s=DELAY_S) as broker:
+        settings = make_settings(
+            infra,
+            tmp_path,
+            kafka_bootstrap=f"127.0.0.1:{broker.port}",
+            followup_worker_port=free_port(),
+            audit_consumer_port=free_port(),
+            shutdown_drain_s=2.0,
+            reconcile_self_repair=False,
+        )
+        settings.resolved_master_key()
+        log_path = tmp_path / f"{component}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(  # noqa: ASYNC220 - then only a signal and a wait
+                [sys.executable, "-m", "branchline_cli.main", "run", component],
+                env=worker_env(settings) | {"BRANCHLINE_INTAKE_RELAY_PORT": str(free_port())},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            # the first client's bootstrap (topic creation's admin) waits for its metadata
+            async with asyncio.timeout(60):
+                await broker.waiting.wait()
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(process.wait, BOUND_S + 30)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+    output = log_path.read_text(errors="replace")
+    assert process.returncode == 0, output
+    assert took <= BOUND_S, f"stopped {took:.1f} s after SIGTERM\n{output}"
+    for sign in ("Traceback", "Unclosed", "was never awaited", "Task was destroyed"):
+        assert sign not in output, output
