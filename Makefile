@@ -52,8 +52,12 @@ schemas-check: $(STAMP)
 	  npx --yes $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml; \
 	else echo "Node.js not found: AsyncAPI validation by @asyncapi/cli skipped (pytest still checks the document)"; fi
 
+# The suite in PYTEST_WORKERS pytest-xdist workers, each with its own embedded PostgreSQL and
+# tansu, a test module (or a shared package) whole in one worker, the longest first
+# (tests/support/schedule.py). PYTEST_WORKERS=0 runs it serially, as a bare `pytest` does.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP) browser-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The console's browser tests drive Debian's chromium through Playwright's executable_path
 # (Playwright's own browser downloads are never used); installed here when missing, with the

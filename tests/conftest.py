@@ -23,7 +23,7 @@ from branchline_shared.embedded.tansu import TansuBroker
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import SERVICES, service_audience, token_codec
 from branchline_shared.settings import BranchlineSettings
-from tests.support import hang_report, open_sockets
+from tests.support import hang_report, open_sockets, schedule
 from tests.support.stack import Infra, env_override, make_settings, runtime_dir
 from tests.support.templates import TemplateDatabases, fresh_requested, run
 
@@ -67,6 +67,30 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if left:
             pytest.fail("sockets left open by this module's tests:\n" + "\n".join(left))
     return result
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, the longest units first (tests/support/schedule.py, #12); the
+    scheduler hands units out in this order. A serial run keeps pytest's own order."""
+    if hasattr(config, "workerinput"):
+        items[:] = [items[i] for i in schedule.slowest_first([item.nodeid for item in items])]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` (as `make test` runs it) hands out whole units, a module or a shared
+    package (:func:`tests.support.schedule.unit_of`), in the workers' collection order, not
+    xdist's largest-count-first (#12). Any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return schedule.unit_of(nodeid)
+
+    config.option.loadscopereorder = False
+    return Units(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,85 @@
+"""How `make test` shares the suite among pytest-xdist workers (#12).
+
+A worker takes whole units: a test module, or a package whose tests share a package-scoped
+fixture (the browser tests' one `branchline dev` stack). Keeping a module in one worker is
+what the per-module open-socket check (``tests/conftest.py``) and the module-scoped fixtures
+rely on. Units go out in the order of :func:`slowest_first`: the longest ones start first, so
+that the run does not end with one worker alone on the bench smoke while the others idle; the
+many short unit-test modules come last and fill the gaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SHARED_PACKAGES = ("tests/browser/",)
+"""Packages taken whole by one worker: their package-scoped fixtures start `branchline dev`
+(tens of seconds), which a second worker would start again."""
+
+SLOWEST = (
+    "tests/integration/audit/test_audit_tamper.py",  # 326 s
+    "tests/e2e/test_bench_smoke.py",  # 183 s
+    "tests/browser",  # 171 s
+    "tests/integration/followup/test_followup_read_plans.py",  # 154 s
+    "tests/unit/audit/test_audit_segments.py",  # 108 s
+    "tests/chaos/test_nothing_accepted_is_lost.py",  # 99 s
+    "tests/integration/test_intake_standard.py",  # 98 s
+    "tests/integration/followup/test_followup_rebuild.py",  # 92 s
+    "tests/unit/intake/test_intake_properties.py",  # 82 s
+    "tests/integration/audit/test_audit_unwritten_times.py",  # 80 s
+    "tests/e2e/test_dev_stack.py",  # 79 s
+    "tests/integration/followup/test_followup_order.py",  # 72 s
+    "tests/e2e/test_intake_processes.py",  # 58 s
+    "tests/integration/test_long_log_fetch_wait.py",  # 56 s
+    "tests/integration/audit/test_audit_verify_slot_guard.py",  # 53 s
+    "tests/integration/followup/test_followup_resilience.py",  # 43 s
+    "tests/integration/audit/test_audit_verify_limit.py",  # 38 s
+    "tests/integration/audit/test_audit_export_shared_proofs.py",  # 38 s
+    "tests/integration/test_graceful_shutdown.py",  # 35 s
+    "tests/integration/followup/test_rebuild_apply.py",  # 35 s
+    "tests/integration/test_stop_while_starting.py",  # 32 s
+    "tests/integration/test_intake_api.py",  # 32 s
+    "tests/integration/audit/test_audit_consumer.py",  # 32 s
+    "tests/unit/audit/test_audit_fast_verify.py",  # 28 s
+    "tests/integration/audit/test_audit_api.py",  # 28 s
+    "tests/integration/test_reconcile.py",  # 28 s
+    "tests/integration/test_openapi_fuzz.py",  # 27 s
+    "tests/integration/followup/test_followup_worker_stop.py",  # 27 s
+    "tests/integration/audit/test_audit_proofs.py",  # 24 s
+    "tests/integration/test_group_commit_guessed.py",  # 24 s
+    "tests/unit/schemas/test_published_schemas.py",  # 22 s
+    "tests/integration/audit/test_audit_verify_api.py",  # 22 s
+)
+"""The units of 20 s or more, longest first, with their summed test times in a 3-worker run
+(Round 22, docs/performance.md). A unit not named here is not wrong, only later: it goes by
+its tier. The slow unit-test modules are here too: last in line, they would end the run."""
+
+_TIER_ORDER = ("tests/e2e/", "tests/chaos/", "tests/integration/", "tests/contract/")
+"""After :data:`SLOWEST`: the tiers that start processes and brokers, then the rest; the
+unit tests (pure, milliseconds each) last."""
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit a test goes to a worker with: its package if shared, else its module."""
+    path = nodeid.split("::", 1)[0]
+    for package in SHARED_PACKAGES:
+        if path.startswith(package):
+            return package.rstrip("/")
+    return path
+
+
+def rank(nodeid: str) -> tuple[int, int]:
+    unit = unit_of(nodeid)
+    if unit in SLOWEST:
+        return (0, SLOWEST.index(unit))
+    for position, tier in enumerate(_TIER_ORDER):
+        if unit.startswith(tier):
+            return (1, position)
+    return (2, 0)
+
+
+def slowest_first(nodeids: Sequence[str]) -> list[int]:
+    """The positions of ``nodeids`` in the order they should run: by :func:`rank`, a unit's
+    tests together and in their own order (the sort is stable; units of one rank keep their
+    collection order)."""
+    return sorted(range(len(nodeids)), key=lambda i: rank(nodeids[i]))
