@@ -102,17 +102,15 @@ def install(coalesce: str = "off", coalesce_ms: float = 200) -> None:
     deferred: dict[Any, int] = {}
     last = [0.0]
 
-    async def timed_commit(
-        self: consuming.BatchConsumer, consumer: Any, offsets: Any, revoked: Any
-    ) -> None:
+    async def timed_commit(self: consuming.BatchConsumer, consumer: Any, offsets: Any) -> None:
         if self.name != CONSUMER:
-            return await commit(self, consumer, offsets, revoked)
+            return await commit(self, consumer, offsets)
         own_only = _pending.get("own") == _pending.get("records")
         t0 = time.time()
         deferred.update(offsets)
         may_wait = coalesce == "all" or (coalesce == "own" and own_only)
         if not may_wait or t0 - last[0] >= coalesce_ms / 1000:
-            await commit(self, consumer, dict(deferred), revoked)
+            await commit(self, consumer, dict(deferred))
             deferred.clear()
             last[0] = time.time()
             SENT.append(last[0] - t0)

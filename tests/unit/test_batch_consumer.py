@@ -1,7 +1,6 @@
 """The shared batch consumer's loop (ADR-0015), against a stand-in for aiokafka's consumer:
-offsets committed only after the handler returned and only for partitions still held, while
-the next fetch is handled but one commit at a time and in order (#12), a rebalance that
-failed a commit not retried for ever, a bounded stop."""
+offsets committed only after the handler returned and only for partitions still held, a
+rebalance that failed a commit not retried for ever, a bounded stop."""
 
 from __future__ import annotations
 
@@ -180,10 +179,8 @@ async def test_each_round_s_records_are_told_after_its_commit_empty_fetches_too(
     await idle.wait()
     await stop_batch_consumer(consumer, task, timeout_s=2)
 
-    # told once the round is handled; its commit goes on meanwhile (#12)
-    assert log.index("handled") < log.index("round 3") < log.index("round 0")
-    assert "commit [(0, 6), (1, 10)]" in log
-    assert set(log[log.index("round 3") + 1 :]) <= {"round 0", "commit [(0, 6), (1, 10)]"}
+    assert log[:4] == ["handled", "commit [(0, 6), (1, 10)]", "round 3", "round 0"]
+    assert set(log[3:]) == {"round 0"}
 
 
 async def test_a_partition_revoked_under_the_batch_is_not_committed() -> None:
@@ -205,143 +202,18 @@ async def test_a_partition_revoked_under_the_batch_is_not_committed() -> None:
 async def test_a_commit_the_rebalance_failed_is_dropped_not_retried_for_ever() -> None:
     log: list[str] = []
     kafka = FakeKafka([{TP0: [record(TP0, 4)]}, {TP0: [record(TP0, 5)]}], log)
-    plain_commit = kafka.commit
-    attempts: list[int] = []
-
-    async def fails_the_first(offsets: dict[TopicPartition, int]) -> None:
-        attempts.append(offsets[TP0])
-        if len(attempts) == 1:
-            raise CommitFailedError()
-        await plain_commit(offsets)
-
-    kafka.commit = fails_the_first  # type: ignore[method-assign]
+    kafka.commit_error = CommitFailedError()
     handled: list[int] = []
 
     async def handle(raws: list[RawMessage]) -> None:
         handled.extend(r.offset for r in raws)
+        if len(handled) == 2:
+            kafka.commit_error = None
 
     await run_until_committed(consumer_over(kafka, handle), kafka)
 
     assert handled == [4, 5]  # the consumer went on to the next fetch
-    assert attempts == [5, 6]  # the failed one was not tried again
     assert log == ["commit [(0, 6)]"]
-
-
-async def test_the_next_fetch_is_handled_while_the_previous_fetch_s_offsets_are_committed() -> None:
-    # #12: the broker's round trip of a commit was the loop's own wait between two fetches
-    log: list[str] = []
-    kafka = FakeKafka([{TP0: [record(TP0, 4)]}, {TP0: [record(TP0, 5)]}], log)
-    second, both_committed = asyncio.Event(), asyncio.Event()
-    plain_commit = kafka.commit
-
-    async def slow_commit(offsets: dict[TopicPartition, int]) -> None:
-        if not second.is_set():  # the first fetch's: its round trip outlasts the next handling
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await second.wait()
-        await plain_commit(offsets)
-        if offsets[TP0] == 6:
-            both_committed.set()
-
-    kafka.commit = slow_commit  # type: ignore[method-assign]
-
-    async def handle(raws: list[RawMessage]) -> None:
-        if raws[0].offset == 5:
-            second.set()
-        log.append(f"handled {raws[0].offset}")
-
-    consumer = consumer_over(kafka, handle)
-    task = asyncio.create_task(consumer.run())
-    await both_committed.wait()
-    await stop_batch_consumer(consumer, task, timeout_s=2)
-
-    assert log == ["handled 4", "handled 5", "commit [(0, 5)]", "commit [(0, 6)]"]
-
-
-async def test_a_commit_waits_for_the_one_before_and_a_stop_for_the_last() -> None:
-    # at-least-once (ADR-0003): never two commits at once, never a later one first, and a
-    # stop's batch committed before the consumer leaves
-    log: list[str] = []
-    kafka = FakeKafka([{TP0: [record(TP0, 4)]}, {TP0: [record(TP0, 5)]}], log)
-    release = asyncio.Event()
-    in_flight: list[int] = []
-    plain_commit = kafka.commit
-
-    async def held_commit(offsets: dict[TopicPartition, int]) -> None:
-        in_flight.append(offsets[TP0])
-        log.append(f"commit sent {offsets[TP0]} with {len(in_flight)} in flight")
-        await release.wait()
-        await plain_commit(offsets)
-        in_flight.remove(offsets[TP0])
-
-    kafka.commit = held_commit  # type: ignore[method-assign]
-    both_handled = asyncio.Event()
-
-    async def handle(raws: list[RawMessage]) -> None:
-        log.append(f"handled {raws[0].offset}")
-        if raws[0].offset == 5:
-            both_handled.set()
-
-    consumer = consumer_over(kafka, handle)
-    task = asyncio.create_task(consumer.run())
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(1):
-            await both_handled.wait()
-    if not both_handled.is_set():
-        release.set()
-        await stop_batch_consumer(consumer, task, timeout_s=2)
-        pytest.fail("the next fetch waited for the previous fetch's commit")
-    await asyncio.sleep(0.05)
-    stopping = asyncio.create_task(stop_batch_consumer(consumer, task, timeout_s=5))
-    await asyncio.sleep(0.05)
-    assert not stopping.done()  # the stop waits for the commits in flight
-    release.set()
-    await stopping
-
-    assert [line for line in log if line.startswith("commit")] == [
-        "commit sent 5 with 1 in flight",
-        "commit [(0, 5)]",
-        "commit sent 6 with 1 in flight",
-        "commit [(0, 6)]",
-    ]
-    assert log.index("handled 4") < log.index("commit sent 5 with 1 in flight")
-    assert log.index("handled 5") < log.index("commit sent 6 with 1 in flight")
-    assert task.done()
-    assert task.exception() is None
-    assert kafka.stopped
-
-
-async def test_a_partition_revoked_while_its_commit_waits_is_not_committed() -> None:
-    # the commit goes on while the next fetch is handled: a rebalance then is seen too
-    log: list[str] = []
-    fetches = [{TP0: [record(TP0, 4)], TP1: [record(TP1, 9)]}, {TP0: [record(TP0, 5)]}]
-    kafka = FakeKafka(fetches, log)
-    second, both_committed = asyncio.Event(), asyncio.Event()
-    plain_commit = kafka.commit
-
-    async def waits_for_the_second(offsets: dict[TopicPartition, int]) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(0.5):
-                await second.wait()
-        await plain_commit(offsets)
-        if offsets[TP0] == 6:
-            both_committed.set()
-
-    kafka.commit = waits_for_the_second  # type: ignore[method-assign]
-
-    async def handle(raws: list[RawMessage]) -> None:
-        if raws[0].offset == 5:
-            kafka.listener.on_partitions_revoked({TP1})
-            kafka.listener.on_partitions_assigned({TP0, TP1})
-            second.set()
-        log.append("handled")
-
-    consumer = consumer_over(kafka, handle)
-    task = asyncio.create_task(consumer.run())
-    await both_committed.wait()
-    await stop_batch_consumer(consumer, task, timeout_s=2)
-
-    assert log == ["handled", "handled", "commit [(0, 5)]", "commit [(0, 6)]"]
 
 
 def test_only_assigned_partitions_not_revoked_are_held() -> None:

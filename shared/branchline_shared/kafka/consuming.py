@@ -384,25 +384,16 @@ transient ends the consumer."""
 
 
 class Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
-    """The partitions a rebalance took from this consumer, collected for each fetch from
-    :meth:`watch` until :meth:`unwatch`: a fetch's offsets are committed while the next fetch
-    is handled (#12), so two fetches may be watched at once."""
+    """The partitions a rebalance took from this consumer since :meth:`clear`."""
 
     def __init__(self) -> None:
-        self._watched: dict[int, set[TopicPartition]] = {}
+        self.revoked: set[TopicPartition] = set()
 
-    def watch(self) -> set[TopicPartition]:
-        """A set that collects every partition revoked from now until :meth:`unwatch`."""
-        revoked: set[TopicPartition] = set()
-        self._watched[id(revoked)] = revoked
-        return revoked
-
-    def unwatch(self, revoked: set[TopicPartition]) -> None:
-        self._watched.pop(id(revoked), None)
+    def clear(self) -> None:
+        self.revoked = set()
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        for watched in self._watched.values():
-            watched.update(revoked)
+        self.revoked |= set(revoked)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         pass
@@ -461,9 +452,8 @@ class BatchConsumer:
         # ``handle_raw`` handler decodes, so it judges the positions itself).
         self._jumps = jumps
         self._log_end_check_s = log_end_check_s
-        # Told the records of each round, an empty fetch's 0 included, once it is handled
-        # (its offsets' commit may still be in flight, #12; the allocator trim,
-        # branchline_shared.allocator_trim).
+        # Told the records of each round, an empty fetch's 0 included, once its offsets are
+        # committed (the allocator trim, branchline_shared.allocator_trim).
         self._after_round = after_round
         self._revocations = Revocations()
         self.started = asyncio.Event()
@@ -507,46 +497,23 @@ class BatchConsumer:
             checked = asyncio.get_running_loop().time()
             fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms, settle=SETTLE_ROUNDS)
             FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
-            # The offsets of a handled fetch are committed while the next fetch is handled
-            # (#12: the broker's round trip was the loop's wait, 4 % of its time at the
-            # steady load): still only after their handler returned, one commit at a time
-            # and in order (each waits for the one before), and a stop waits for the last.
-            committing: asyncio.Task[None] | None = None
-            try:
-                while not self._stopping:
-                    batches = await consumer.getmany(
-                        timeout_ms=ROUND_MS, max_records=self._max_records
+            while not self._stopping:
+                batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=self._max_records)
+                got = sum(len(records) for records in batches.values())
+                if fetch_wait.starving or fetch_wait.raised or got < MEAGRE_ROUND:
+                    await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)
+                if batches:
+                    self._revocations.clear()
+                    await self._process([r for records in batches.values() for r in records])
+                    await self._commit(
+                        consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
-                    got = sum(len(records) for records in batches.values())
-                    if fetch_wait.starving or fetch_wait.raised or got < MEAGRE_ROUND:
-                        await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)
-                    if batches:
-                        revoked = self._revocations.watch()
-                        try:
-                            await self._process([r for rs in batches.values() for r in rs])
-                        except BaseException:
-                            self._revocations.unwatch(revoked)
-                            raise
-                        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                        if committing is not None:
-                            await committing
-                        committing = asyncio.ensure_future(self._commit(consumer, offsets, revoked))
-                    if self._after_round is not None:
-                        self._after_round(got)
-                    now = asyncio.get_running_loop().time()
-                    if now - checked > self._log_end_check_s:
-                        checked = now
-                        if committing is not None:  # a rewind moves what it would commit
-                            await committing
-                            committing = None
-                        await self._rewind_if_log_was_lost(consumer, fetch_wait)
-            except BaseException:
-                # what was not committed is redelivered, its ids decide (ADR-0003)
-                if committing is not None:
-                    await _dropped(committing)
-                raise
-            if committing is not None:
-                await committing
+                if self._after_round is not None:
+                    self._after_round(sum(len(records) for records in batches.values()))
+                now = asyncio.get_running_loop().time()
+                if now - checked > self._log_end_check_s:
+                    checked = now
+                    await self._rewind_if_log_was_lost(consumer, fetch_wait)
         finally:
             await consumer.stop()
 
@@ -572,28 +539,12 @@ class BatchConsumer:
         return True
 
     async def _commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        offsets: Mapping[TopicPartition, int],
-        revoked: set[TopicPartition],
-    ) -> None:
-        """Commit ``offsets`` of the partitions still held; ``revoked``: what a rebalance
-        took since their fetch (:meth:`Revocations.watch`, unwatched here)."""
-        try:
-            await self._commit_held(consumer, offsets, revoked)
-        finally:
-            self._revocations.unwatch(revoked)
-
-    async def _commit_held(
-        self,
-        consumer: AIOKafkaConsumer,
-        offsets: Mapping[TopicPartition, int],
-        revoked: set[TopicPartition],
+        self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]
     ) -> None:
         # aiokafka retries a commit to an unknown topic forever; bound it, and let the broker
         # get its topics back before the next try.
         async def commit() -> None:
-            held = still_held(offsets, consumer.assignment(), revoked)
+            held = still_held(offsets, consumer.assignment(), self._revocations.revoked)
             if not held:
                 return
             try:
@@ -701,13 +652,6 @@ class BatchConsumer:
                 FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
         if self._on_log_lost is not None:
             await self._on_log_lost()
-
-
-async def _dropped(task: asyncio.Task[None]) -> None:
-    """Cancel an offset commit in flight and wait for its end; what it raises is dropped (the
-    consumer is ending for another reason)."""
-    with contextlib.suppress(Exception):
-        await cancel_and_wait(task, within_s=5)
 
 
 def still_held(
