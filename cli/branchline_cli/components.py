@@ -97,7 +97,8 @@ def _config(app: FastAPI, port: int, settings: BranchlineSettings) -> uvicorn.Co
         port=port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        # uvicorn annotates an int but waits with asyncio (any float)
+        timeout_graceful_shutdown=settings.shutdown_requests_timeout_s,  # type: ignore[arg-type]
         http=bounded_http_protocol(settings.max_header_bytes),
     )
 

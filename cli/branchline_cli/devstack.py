@@ -104,9 +104,33 @@ class Child:
             return ""
 
 
+class StopAsked:
+    """SIGINT (Ctrl-C) or SIGTERM to ``branchline dev`` (#12). While the stack starts, the
+    signal interrupts the start wherever it is (``KeyboardInterrupt``), and the stack is
+    stopped in order. Python's own Ctrl-C only cancels the coroutine inside ``asyncio.run``
+    (preparing the databases, creating topics): a step that swallowed the cancel went on, the
+    stack came up and kept running, the Ctrl-C lost; a SIGTERM killed the command at once and
+    left PostgreSQL and the broker running. Once supervising, the signal ends the loop."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.interrupting = True
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.asked = True
+        if self.interrupting:
+            self.interrupting = False  # once: the stop that follows is not interrupted
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+
 class DevStack:
-    def __init__(self, settings: BranchlineSettings) -> None:
+    def __init__(self, settings: BranchlineSettings, stop: StopAsked | None = None) -> None:
         self.settings = settings
+        self.stop_asked = stop or StopAsked()
         self.data_dir = settings.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.postgres = EmbeddedPostgres(self.data_dir / "postgres", settings.postgres_port)
@@ -164,11 +188,11 @@ class DevStack:
         step = time.monotonic()
         self.broker.start()
         asyncio.run(ensure_topics(self.broker.bootstrap, declare_topics(self.settings).all()))
-        step = time.monotonic()
         console.print(
             f"  [green]✓[/] Kafka broker    {self.broker.bootstrap} (tansu, in memory)"
             f"  ({time.monotonic() - step:.1f}s)"
         )
+        step = time.monotonic()
         provision_dev_secrets(self.settings)  # once, before the children read them
         env = self.child_env()
         asyncio.run(prepare_databases(self.child_settings(env)))
@@ -225,15 +249,10 @@ class DevStack:
         """Keep everything running until Ctrl-C/SIGTERM (exit 0): a component that dies is
         started again, and so is the broker (its log is gone: topics are re-created, the
         relays publish what was not yet published and the consumers reconcile the rest)."""
-        stop = {"requested": False}
-
-        def request_stop(*_: object) -> None:
-            stop["requested"] = True
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
+        self.stop_asked.interrupting = False
+        self.stop_asked.install()
         supervisor = self.supervisor()
-        while not stop["requested"]:
+        while not self.stop_asked.asked:
             supervisor.tick()
             time.sleep(0.2)
         return 0
@@ -298,10 +317,14 @@ class ChildFailed(RuntimeError):
 
 
 def run_dev(settings: BranchlineSettings) -> int:
-    stack = DevStack(settings)
+    stop = StopAsked()
+    stop.install()
+    stack = DevStack(settings, stop)
     code = 1
     try:
         stack.start()
+        if stop.asked:  # asked during the start, and something swallowed the interrupt
+            raise KeyboardInterrupt
         stack.banner()
         code = stack.supervise()
     except ChildFailed as failure:

@@ -41,7 +41,8 @@ def wait_for_children(children: list[int]) -> int:
             continue
         alive.discard(pid)
         exit_code = os.waitstatus_to_exitcode(status)
-        # uvicorn re-raises the stop signal once it has shut down gracefully.
+        # A child stops with 0 (DrainingServer); one signalled before it handled signals (still
+        # importing) ends by the signal's default action, a stop as well.
         clean = exit_code == 0 or (stopping and -exit_code in (signal.SIGTERM, signal.SIGINT))
         if not clean and code == 0:
             code = 1

@@ -65,7 +65,8 @@ def serve_forked(
                         other.close()
                 server = make_server()  # each child its own app, pools and relay task
                 server.run(sockets=[own])
-                code = 0 if server.started else 3
+                # a start cut short by SIGTERM is a stop, not a failed start (#12)
+                code = 0 if server.started or getattr(server, "cut_short", False) else 3
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()

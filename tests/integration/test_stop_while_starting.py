@@ -1,6 +1,7 @@
 """SIGTERM to a worker process (the followup worker, the audit consumer, the standalone intake
-relay) while its start-up waits for a slow broker: the start is cut short and the process
-exits 0 within a bound, as a normal stop does (#12).
+relay) or to intake's API (its processes' lifespans) while its start-up waits for a slow
+broker: the start is cut short and the process exits 0 within a bound, as a normal stop does
+(#12).
 
 A pod killed while its broker is slow gets SIGTERM, then SIGKILL at the end of its grace
 period. The workers used to read their signal only once started, so the start ran to its end
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from branchline_shared.embedded.ports import free_port
-from tests.integration.test_graceful_shutdown import worker_env
+from tests.integration.test_graceful_shutdown import intake_env, worker_env
 from tests.integration.test_kafka_start_cancelled import SlowBroker
 from tests.support.stack import Infra, make_settings
 
@@ -32,8 +33,12 @@ BOUND_S = 10.0
 """The held answer (``DELAY_S``), then the start's unwinding and the process's exit."""
 
 
-@pytest.mark.parametrize("component", ["audit-consumer", "followup-worker", "intake-relay"])
-async def test_sigterm_while_a_worker_starts_behind_a_slow_broker_stops_it_promptly_and_cleanly(
+# intake's API runs two processes here (as on a two-core machine), each cut short; the
+# followup and audit APIs share its server (``DrainingServer``, tests/unit/test_api_stop.py)
+@pytest.mark.parametrize(
+    "component", ["audit-consumer", "followup-worker", "intake-relay", "intake-api"]
+)
+async def test_sigterm_while_starting_behind_a_slow_broker_stops_promptly_and_cleanly(
     infra: Infra, tmp_path: Path, component: str
 ) -> None:
     async with SlowBroker(infra.kafka_bootstrap, nth=1, delay_s=DELAY_S) as broker:
@@ -43,6 +48,7 @@ async def test_sigterm_while_a_worker_starts_behind_a_slow_broker_stops_it_promp
             kafka_bootstrap=f"127.0.0.1:{broker.port}",
             followup_worker_port=free_port(),
             audit_consumer_port=free_port(),
+            intake_port=free_port(),
             shutdown_drain_s=2.0,
             reconcile_self_repair=False,
         )
@@ -51,7 +57,11 @@ async def test_sigterm_while_a_worker_starts_behind_a_slow_broker_stops_it_promp
         with log_path.open("wb") as log:
             process = subprocess.Popen(  # noqa: ASYNC220 - then only a signal and a wait
                 [sys.executable, "-m", "branchline_cli.main", "run", component],
-                env=worker_env(settings) | {"BRANCHLINE_INTAKE_RELAY_PORT": str(free_port())},
+                env=(
+                    intake_env(settings) | {"BRANCHLINE_INTAKE_PROCESSES": "2"}
+                    if component == "intake-api"
+                    else worker_env(settings) | {"BRANCHLINE_INTAKE_RELAY_PORT": str(free_port())}
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

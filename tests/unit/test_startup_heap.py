@@ -312,7 +312,10 @@ async def test_a_draining_server_calls_on_started_once_its_app_started_and_it_li
 
 def test_the_api_components_freeze_their_start_up_heap(monkeypatch: pytest.MonkeyPatch) -> None:
     settings: Any = SimpleNamespace(
-        bind_host="127.0.0.1", max_header_bytes=8192, shutdown_drain_s=0
+        bind_host="127.0.0.1",
+        max_header_bytes=8192,
+        shutdown_drain_s=0,
+        shutdown_requests_timeout_s=10,
     )
     served: dict[str, Any] = {}
     monkeypatch.setattr(components, "serve_draining", lambda *_, **kw: served.update(kw))

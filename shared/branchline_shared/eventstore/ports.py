@@ -97,6 +97,14 @@ class ConcurrencyError(EventStoreError):
     """Two writers raced for one stream version or event id; the unit of work was rolled back."""
 
 
+class LocksDeadlocked(ConcurrencyError):
+    """The server broke a lock cycle by rolling back this transaction while it took its
+    streams: nothing was written, nothing answered; running it again is safe. Writers of this
+    release take their streams in one sorted pass and close no cycle among themselves; one of
+    an older release (new streams created before existing ones are locked) still can, during
+    a rolling upgrade (docs/intake.md, "Lock order")."""
+
+
 class StreamsBusy(EventStoreError):
     """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
     transaction holds it, or it does not exist yet). Nothing waited; the transaction is

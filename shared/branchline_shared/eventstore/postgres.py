@@ -17,6 +17,7 @@ from branchline_shared.events.upcasting import upcast
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     GuessWrong,
+    LocksDeadlocked,
     LogPosition,
     LogRecord,
     NotIsolated,
@@ -53,16 +54,31 @@ class _Staged:
     envelope: str
 
 
-_LOCK_SQL = {
-    "UPDATE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
-    "ORDER BY stream_id FOR UPDATE",
-    "SHARE": "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
-    "ORDER BY stream_id FOR SHARE",
-}
+# A writer takes the streams it writes in ONE pass over their sorted ids (#12, docs/intake.md
+# "Lock order"): a new stream is created, one that exists is locked (``ON CONFLICT DO UPDATE``
+# locks the row, FOR NO KEY UPDATE strength, waiting for another writer that holds it; the
+# never-true ``WHERE`` updates nothing). Creating the new rows first and locking the existing
+# ones after held a new row while waiting for an older one: with a writer that takes both in
+# one sorted pass (the remembered write) that closed a cycle (a deadlock seen in the suite).
+_TAKE_SQL = (
+    "INSERT INTO es_streams AS s (stream_id, version) "
+    "SELECT * FROM unnest($1::text[], $2::int[]) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false "
+    "RETURNING stream_id, version"
+)
+# The versions of streams this transaction holds already (no lock: none can change them).
+# A statement of its own: ``_TAKE_SQL``'s snapshot may predate the commit it waited for.
+_VERSIONS_SQL = "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[])"
+# Read streams (the product shelf, staff records) FOR SHARE, in the order Python sorts ids
+# (code points; byte order in UTF-8): ``COLLATE "C"``, so a database created with another
+# collation (en_US, ICU) locks them in the same order as every writer's sorted pass.
+_SHARE_SQL = (
+    "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
+    'ORDER BY stream_id COLLATE "C" FOR SHARE'
+)
 # Never waits (NOWAIT): a lock taken out of the global order must not be waited for.
 _TRY_LOCK_SQL = (
-    "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) "
-    "ORDER BY stream_id FOR UPDATE NOWAIT"
+    "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1::text[]) FOR UPDATE NOWAIT"
 )
 
 
@@ -228,7 +244,10 @@ def _text_literal(value: str) -> str:
 # above is a second guard, never the only one.
 _PLAIN_STREAM_ID = re.compile(r"[A-Za-z0-9._:@/\-]{1,300}")
 
-_BEGIN_CREATING = "BEGIN; INSERT INTO es_streams (stream_id) VALUES {} ON CONFLICT DO NOTHING"
+_BEGIN_TAKING = (
+    "BEGIN; INSERT INTO es_streams AS s (stream_id) VALUES {} "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false"
+)
 
 
 class PostgresUnitOfWork:
@@ -276,47 +295,48 @@ class PostgresUnitOfWork:
         shared: Sequence[str],
         likely: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
+        try:
+            return await self._take(stream_ids, shared, likely)
+        except asyncpg.DeadlockDetectedError as exc:
+            raise LocksDeadlocked(str(exc)) from exc
+
+    async def _take(
+        self,
+        stream_ids: Sequence[str],
+        shared: Sequence[str],
+        likely: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
         written = set(stream_ids)
         ordered = sorted(written)  # one lock order for every writer: no deadlocks
         read = sorted(set(shared) - written)
         if not ordered and not read:
             return {}
         versions: dict[str, int] = {}
-        if ordered:
-            # A stream this statement creates is this transaction's until it commits (another
-            # writer creating it waits on the insert; none can see it to lock it), so it needs
-            # no FOR UPDATE of its own: a new client's write costs one lock statement, not two
-            # (#12). The rows that existed are locked below, in the one global order.
-            if likely:
-                # Each new stream created at the version it will likely reach, so the write
-                # that reaches it need not update its row again (#12: an insert and then an
-                # update were two row versions and their WAL per new stream). The row is the
-                # lock as before; only this transaction sees the version until it commits,
-                # and it holds the stream at 0 (no events) until it writes.
-                created = await self._conn.fetch(
-                    "INSERT INTO es_streams (stream_id, version) "
-                    "SELECT * FROM unnest($1::text[], $2::int[]) "
-                    "ON CONFLICT DO NOTHING RETURNING stream_id, version",
-                    ordered,
-                    [likely.get(s, 0) for s in ordered],
-                )
-                self._created_at.update({r["stream_id"]: r["version"] for r in created})
-            else:
-                created = await self._conn.fetch(
-                    "INSERT INTO es_streams (stream_id) SELECT unnest($1::text[]) "
-                    "ON CONFLICT DO NOTHING RETURNING stream_id, version",
-                    ordered,
-                )
-            versions.update({r["stream_id"]: 0 for r in created})
-            ordered = [s for s in ordered if s not in versions]
-        # Written streams FOR UPDATE, read ones FOR SHARE, all in the one global order (a run
-        # of one mode per statement): two transactions never wait on each other in a cycle.
+        held: list[str] = []  # existing streams taken: their versions are read after
+        # Written streams taken, read ones FOR SHARE, all in the one global order (a run of one
+        # mode per statement): every wait is for a stream after all those already held, so
+        # two transactions never wait on each other in a cycle (docs/intake.md, "Lock order").
         for mode, run in _runs(ordered, read):
-            rows = await self._conn.fetch(_LOCK_SQL[mode], run)
-            if mode == "UPDATE":
-                versions.update({r["stream_id"]: r["version"] for r in rows})
-            else:
+            if mode == "SHARE":
+                rows = await self._conn.fetch(_SHARE_SQL, run)
                 self.share_locked.update(r["stream_id"] for r in rows)
+                continue
+            # A new stream is created at the version it will likely reach, so the write that
+            # reaches it need not update its row again (#12: an insert and then an update were
+            # two row versions and their WAL per new stream). The row is the lock; only this
+            # transaction sees the version until it commits, and it holds the stream at 0 (no
+            # events) until it writes.
+            created = await self._conn.fetch(
+                _TAKE_SQL, run, [likely.get(s, 0) for s in run] if likely else [0] * len(run)
+            )
+            if likely:
+                self._created_at.update({r["stream_id"]: r["version"] for r in created})
+            new = {r["stream_id"] for r in created}
+            versions.update(dict.fromkeys(new, 0))
+            held += [s for s in run if s not in new]
+        if held:
+            rows = await self._conn.fetch(_VERSIONS_SQL, held)
+            versions.update({r["stream_id"]: r["version"] for r in rows})
         return versions
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
@@ -669,18 +689,25 @@ class SharedTransaction:
         shelf), once, in the one global order: the units of work that follow find them held,
         and two groups (in two processes) can never deadlock on each other's streams.
 
-        As the group's first statement, the new streams are created by the statement that
+        As the group's first statement, its written streams are taken by the statement that
         begins the transaction (#12: one round trip, where ``BEGIN`` was one of its own): a
         simple query, the stream ids in it as escaped constants (:func:`_text_literal`; only
         ids of plain characters, :data:`_PLAIN_STREAM_ID`, others take the parameterised
-        statements), answering how many rows it inserted. If it created them all, they are this
-        transaction's, at version 0, as when the insert answered them one by one (no other
-        transaction can see or lock a row before this one commits, and one creating it too
-        waits on the insert); otherwise every written stream is locked ``FOR UPDATE`` in the
-        one global order (those just created are held already and answer version 0)."""
+        statements), creating the new ones and locking the others in one pass over the sorted
+        ids (:data:`_TAKE_SQL`'s form), answering how many rows it inserted. If it created them
+        all, they are this transaction's, at version 0; otherwise the versions are read by a
+        statement of their own. Only when every read stream sorts after every written one
+        (the usual shape: ``client-...`` before ``product-...`` and ``staff-...``): a read
+        stream between two written ones is locked in its place, by the runs of
+        :meth:`PostgresUnitOfWork.lock_streams`."""
         written = sorted(set(stream_ids))
         read = sorted(set(shared) - set(written))
-        if self._begun or not written or not all(map(_PLAIN_STREAM_ID.fullmatch, written)):
+        if (
+            self._begun
+            or not written
+            or (read and read[0] < written[-1])
+            or not all(map(_PLAIN_STREAM_ID.fullmatch, written))
+        ):
             await self._start()
             uow = PostgresUnitOfWork(self._conn)
             self.held_versions.update(await uow.lock_streams(written, shared=read))
@@ -688,16 +715,18 @@ class SharedTransaction:
             return
         rows = ", ".join(f"({_text_literal(s)})" for s in written)
         self._begun = True
-        status = await self._conn.execute(_BEGIN_CREATING.format(rows))
-        if int(status.rpartition(" ")[2]) == len(written):
-            self.held_versions.update(dict.fromkeys(written, 0))
-            written = []
-        for mode, run in _runs(written, read):  # a run of one mode per statement, in order
-            locked = await self._conn.fetch(_LOCK_SQL[mode], run)
-            if mode == "UPDATE":
-                self.held_versions.update({r["stream_id"]: r["version"] for r in locked})
+        try:
+            status = await self._conn.execute(_BEGIN_TAKING.format(rows))
+            if int(status.rpartition(" ")[2]) == len(written):
+                self.held_versions.update(dict.fromkeys(written, 0))
             else:
+                versions = await self._conn.fetch(_VERSIONS_SQL, written)
+                self.held_versions.update({r["stream_id"]: r["version"] for r in versions})
+            if read:
+                locked = await self._conn.fetch(_SHARE_SQL, read)
                 self.held_shared.update(r["stream_id"] for r in locked)
+        except asyncpg.DeadlockDetectedError as exc:
+            raise LocksDeadlocked(str(exc)) from exc
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> None:
         """Look up the group's event ids in one statement (after its locks: an id on a stream

@@ -139,6 +139,13 @@ class CommonSettings(BaseSettings):
         description="On SIGTERM, how long the outbox relay may take to publish what is "
         "committed before it stops (what is left is published by the next relay).",
     )
+    shutdown_requests_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, after the drain, how long an API waits for the requests in "
+        "flight to finish before it cancels them (uvicorn's graceful-shutdown timeout; #12).",
+    )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
 
     # HTTP hardening (docs/access-control.md, "Abuse limits")

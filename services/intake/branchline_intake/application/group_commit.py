@@ -43,12 +43,14 @@ from branchline_shared.eventstore.ports import (
     GuessingStore,
     GuessingUnitOfWork,
     GuessWrong,
+    LocksDeadlocked,
     SharedTransaction,
     StreamsBusy,
     UnitOfWork,
 )
 
 log = logging.getLogger(__name__)
+_MAX_LOCK_CYCLES = 3
 
 GROUP_EVENTS = Histogram(
     "branchline_intake_group_commit_events",
@@ -201,11 +203,20 @@ class GroupCommitter:
         cannot stand."""
         refusal_locks_first = False
         alone = True
+        cycles = 0
         while True:
             try:
                 return await self._transaction(
                     group, refusal_locks_first=refusal_locks_first, alone=alone
                 )
+            except LocksDeadlocked:
+                # The server broke a lock cycle with a writer of an older release (docs/intake.md,
+                # "Lock order") while the group took its streams: all rolled back, nothing
+                # answered; run again, a bounded number of times.
+                cycles += 1
+                if cycles == _MAX_LOCK_CYCLES:
+                    raise
+                log.warning("a lock cycle was broken; the group runs again")
             except StreamsBusy:
                 # A refusal stream was held by another transaction or did not exist yet. Run
                 # again with every refusal stream of the group locked up front, in the one
