@@ -16,12 +16,14 @@ class CuttableProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._cuts = 0  # a connection accepted before a cut never opens after it
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
         """Drop every connection and refuse new ones (the database is unreachable)."""
+        self._cuts += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -34,15 +36,28 @@ class CuttableProxy:
         await self.start()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Both ends are closed however this ends: a cut, the upstream refused, or the task
+        # cancelled while it connects upstream (the proxy's close), which left the accepted
+        # connection open for the garbage collector to find (an unclosed socket warning,
+        # failing whichever test was running then).
+        cuts = self._cuts
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._pipes.update({writer, up_writer})
-        await asyncio.gather(
-            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
-        )
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                return
+            if self._cuts != cuts:  # cut while connecting upstream: the outage holds
+                return
+            self._pipes.update({writer, up_writer})
+            await asyncio.gather(
+                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            for end in (writer, up_writer):
+                if end is not None:
+                    self._pipes.discard(end)
+                    end.transport.abort()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
