@@ -57,42 +57,35 @@ async def upstream(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Upstream]:
         await server.wait_closed()
 
 
-async def _connect_through(
-    proxy: CuttableProxy, upstream: Upstream
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client connected to the proxy, whose upstream connect is held."""
+@pytest.fixture
+async def proxied(upstream: Upstream) -> AsyncIterator[tuple[CuttableProxy, asyncio.StreamReader]]:
+    """A proxy and a client connected through it, whose upstream connect is held."""
+    proxy = CuttableProxy("127.0.0.1", 1)
+    await proxy.start()
     reader, writer = await _OPEN("127.0.0.1", proxy.port)
-    await asyncio.wait_for(upstream.connecting.wait(), 10)
-    return reader, writer
+    try:
+        await asyncio.wait_for(upstream.connecting.wait(), 10)
+        yield proxy, reader
+    finally:
+        writer.close()
+        await proxy.cut()
 
 
 async def test_a_connection_cancelled_while_connecting_upstream_is_closed(
-    upstream: Upstream,
+    proxied: tuple[CuttableProxy, asyncio.StreamReader],
 ) -> None:
-    proxy = CuttableProxy("127.0.0.1", 1)
-    await proxy.start()
-    reader, writer = await _connect_through(proxy, upstream)
-    try:
-        accepting = [t for t in asyncio.all_tasks() if "_accept" in repr(t.get_coro())]
-        for task in accepting:
-            task.cancel()
-        await asyncio.gather(*accepting, return_exceptions=True)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left open
-    finally:
-        writer.close()
-        await proxy.cut()
+    _, reader = proxied
+    accepting = [t for t in asyncio.all_tasks() if "_accept" in repr(t.get_coro())]
+    for task in accepting:
+        task.cancel()
+    await asyncio.gather(*accepting, return_exceptions=True)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not left open
 
 
 async def test_a_connection_whose_upstream_answers_after_a_cut_is_closed(
-    upstream: Upstream,
+    upstream: Upstream, proxied: tuple[CuttableProxy, asyncio.StreamReader]
 ) -> None:
-    proxy = CuttableProxy("127.0.0.1", 1)
-    await proxy.start()
-    reader, writer = await _connect_through(proxy, upstream)
-    try:
-        await proxy.cut()
-        upstream.released.set()
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-    finally:
-        writer.close()
-        await proxy.cut()
+    proxy, reader = proxied
+    await proxy.cut()
+    upstream.released.set()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the outage holds

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Callable, Sequence
 
 import httpx
 from pydantic import SecretStr
@@ -45,3 +47,26 @@ async def readiness(client: httpx.AsyncClient) -> tuple[int, str] | None:
     except httpx.HTTPError:
         return None
     return answer.status_code, str(answer.json().get("status"))
+
+
+def stopped_by(
+    args: Sequence[str], sig: int, *, ready: bytes, before: Callable[[], None] | None = None
+) -> tuple[int, str]:
+    """Start ``args`` (stdout and stderr together), wait for its first line to be ``ready``,
+    call ``before``, send ``sig``: its exit code and the rest of its output. The process
+    never outlives the call (killed if it has not ended)."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == ready
+        if before is not None:
+            before()
+        process.send_signal(sig)
+        code = process.wait(timeout=30)
+        return code, process.stdout.read().decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -30,6 +29,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from tests.support.processes import stopped_by
 
 from branchline_cli import components
 from branchline_shared.embedded.ports import free_port
@@ -182,26 +182,18 @@ _API = textwrap.dedent(
 @pytest.mark.parametrize("state", ["started", "starting"])
 def test_an_api_process_stopped_by_sigterm_exits_0(state: str) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _API, str(port), state],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == state.encode()
+
+    def connect_once_started() -> None:
         if state == "started":
             with socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-        output = process.stdout.read().decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+
+    code, output = stopped_by(
+        [sys.executable, "-c", _API, str(port), state],
+        signal.SIGTERM,
+        ready=state.encode(),
+        before=connect_once_started,
+    )
     # Before: -15 for a started server (uvicorn re-raises the signal); a start waiting for
     # ever was never stopped by SIGTERM.
     assert code == 0, output

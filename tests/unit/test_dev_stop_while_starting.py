@@ -10,12 +10,12 @@ and the broker running (their own sessions: only the components die with the com
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from tests.support.processes import stopped_by
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -48,23 +48,7 @@ _DEV = textwrap.dedent(
 def test_a_stop_while_the_dev_stack_starts_stops_it_in_order(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DEV, str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == b"starting"
-        process.send_signal(sig)
-        code = process.wait(timeout=30)
-        output = process.stdout.read().decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    code, output = stopped_by([sys.executable, "-c", _DEV, str(tmp_path)], sig, ready=b"starting")
     # Before: SIGINT: "up", "supervising" (the Ctrl-C lost); SIGTERM: -15, nothing stopped.
     assert code == 0, output
     assert output.split() == ["stopped", "in", "order"], output
