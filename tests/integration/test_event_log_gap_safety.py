@@ -102,11 +102,14 @@ async def test_many_concurrent_writers_a_follower_sees_every_event_exactly_once(
     async def follower() -> None:
         after = LogPosition.start()
         while True:
+            # Asked before the read: a read already under way when the last writer commits
+            # may come back empty (its snapshot predates that commit) after ``done`` is set.
+            writers_finished = done.is_set()
             page = await store.read_log(after, limit=7)
             seen.extend(r.event.client_id for r in page)
             if page:
                 after = page[-1].log_position
-            elif done.is_set():
+            elif writers_finished:
                 return
             await asyncio.sleep(0.001)
 
