@@ -98,11 +98,13 @@ class ConcurrencyError(EventStoreError):
 
 
 class LocksDeadlocked(ConcurrencyError):
-    """The server broke a lock cycle by rolling back this transaction while it took its
-    streams: nothing was written, nothing answered; running it again is safe. Writers of this
-    release take their streams in one sorted pass and close no cycle among themselves; one of
-    an older release (new streams created before existing ones are locked) still can, during
-    a rolling upgrade (docs/intake.md, "Lock order")."""
+    """The server broke a lock cycle by rolling back this transaction (40P01): nothing was
+    written, nothing answered; running the whole transaction again is safe. Writers of this
+    release take their streams in one sorted pass and close no cycle on streams among
+    themselves; one of an older release (new streams created before existing ones are locked)
+    still can, during a rolling upgrade; and two writers storing the same client-chosen event
+    ids on different streams, in opposite orders, wait on each other in the events' unique
+    index, which no stream order covers (docs/intake.md, "Lock order")."""
 
 
 class StreamsBusy(EventStoreError):

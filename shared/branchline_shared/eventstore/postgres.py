@@ -880,6 +880,12 @@ class SharedTransaction:
                     yield uow
         except BaseException as exc:
             self._end(journal, kept=False)
+            if isinstance(exc, asyncpg.DeadlockDetectedError):
+                # A cycle the server broke by failing this statement: with event ids, the
+                # other writer waits for rows the group's earlier callers wrote, so this caller
+                # run again in the same transaction would wait for it again (and be rolled
+                # back again). The group's whole transaction runs again (docs/intake.md).
+                raise LocksDeadlocked(str(exc)) from exc
             if isinstance(exc, asyncpg.UniqueViolationError):
                 self._lost_race()
                 if caller is not None and caller.alone and caller.clean:
@@ -926,6 +932,10 @@ class PostgresEventStore:
                     await uow.settle_versions()
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
+            except asyncpg.DeadlockDetectedError as exc:
+                # Rolled back whole by the server to break a cycle (e.g. two writers of the
+                # same event ids on different streams, in opposite orders): run it again.
+                raise LocksDeadlocked(str(exc)) from exc
         if uow.committed and self._on_commit is not None:
             self._on_commit()
 

@@ -29,6 +29,8 @@ from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.application.submit import (
+    LOCK_CYCLE_RERUNS,
+    MAX_LOCK_CYCLES,
     REFUSAL_LOCK_RERUNS,
     IntakeContext,
     refusal_event_id,
@@ -50,7 +52,6 @@ from branchline_shared.eventstore.ports import (
 )
 
 log = logging.getLogger(__name__)
-_MAX_LOCK_CYCLES = 3
 
 GROUP_EVENTS = Histogram(
     "branchline_intake_group_commit_events",
@@ -210,12 +211,14 @@ class GroupCommitter:
                     group, refusal_locks_first=refusal_locks_first, alone=alone
                 )
             except LocksDeadlocked:
-                # The server broke a lock cycle with a writer of an older release (docs/intake.md,
-                # "Lock order") while the group took its streams: all rolled back, nothing
+                # The server broke a lock cycle (docs/intake.md, "Lock order"): with a writer
+                # of an older release while the group took its streams, or with a writer of
+                # the same event ids while a caller wrote them: all rolled back, nothing
                 # answered; run again, a bounded number of times.
                 cycles += 1
-                if cycles == _MAX_LOCK_CYCLES:
+                if cycles == MAX_LOCK_CYCLES:
                     raise
+                LOCK_CYCLE_RERUNS.labels(path="group").inc()
                 log.warning("a lock cycle was broken; the group runs again")
             except StreamsBusy:
                 # A refusal stream was held by another transaction or did not exist yet. Run
@@ -396,8 +399,8 @@ class GroupCommitter:
                 try:
                     async with shared.isolated(alone=sole):
                         outcomes = await self._submit(ctx, items, **caller)
-                except StreamsBusy:
-                    raise  # the whole group runs again: see _runs
+                except (StreamsBusy, LocksDeadlocked):
+                    raise  # the whole group runs again: see _ordinary
                 except Exception as exc:
                     if sole:
                         raise _CallerAlone from exc  # rolls the transaction back

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ from branchline_shared.events.sealing_keys import (
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     EventStore,
+    LocksDeadlocked,
     StoredEvent,
     StoredPosition,
     StreamsBusy,
@@ -73,15 +75,27 @@ from branchline_shared.eventstore.ports import (
 )
 from branchline_shared.field_issues import FieldIssue, field_issues
 
+log = logging.getLogger(__name__)
+
 SOURCE = "intake"
 REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
+MAX_LOCK_CYCLES = 3
+"""Runs of one transaction the server rolled back to break a lock cycle (docs/intake.md,
+"Lock order"): the batch's, or a group commit's whole transaction."""
 _PART = 200
 """Candidates decided and written per part of a batch (#12): 1,000 are written in five
 statements, each part's while the next part is decided and staged."""
 _YIELD_EVERY = 50
 """Candidates decided between two turns of the event loop while a part is being written."""
+
+LOCK_CYCLE_RERUNS = Counter(
+    "branchline_intake_lock_cycle_reruns",
+    "Transactions run again after the server broke a lock cycle by rolling them back (a writer "
+    "of an older release, or two writers of the same event ids: docs/intake.md)",
+    ["path"],
+)
 
 REFUSAL_LOCK_RERUNS = Counter(
     "branchline_intake_refusal_lock_reruns",
@@ -227,10 +241,22 @@ async def submit_callers(
         offset += len(items)
     if candidates:
         attempt = 1
+        cycles = 0
         while True:
             try:
                 decided = await _record(ctx, candidates, keys)
                 break
+            except LocksDeadlocked:
+                # The server broke a lock cycle by rolling this transaction back, nothing
+                # answered (docs/intake.md, "Lock order"): run it again, reading again what
+                # the other writer stored meanwhile. In a group the group's whole transaction
+                # runs again instead: the cycle may go through its other callers' rows.
+                cycles += 1
+                if ctx.in_group or cycles == MAX_LOCK_CYCLES:
+                    raise
+                LOCK_CYCLE_RERUNS.labels(path="batch").inc()
+                log.warning("a lock cycle was broken; the batch runs again")
+                continue
             except StreamsBusy:
                 # A refusal stream could not be locked at once (docs/intake.md, "Lock order"):
                 # everything was rolled back; run again with the refusal streams locked up
