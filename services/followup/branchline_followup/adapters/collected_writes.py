@@ -186,7 +186,7 @@ _APPENDED = (
     "FROM jsonb_array_elements({0}::text::jsonb) WITH ORDINALITY AS e(r, n)",
     "SELECT stream_id, count(*)::int AS added FROM {g} GROUP BY stream_id",
     "INSERT INTO es_streams AS s (stream_id, version) "
-    "SELECT stream_id, added FROM {a} ORDER BY stream_id "
+    'SELECT stream_id, added FROM {a} ORDER BY stream_id COLLATE "C" '
     "ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version "
     "RETURNING s.stream_id, s.version",
     "SELECT g.*, s.version - a.added "

@@ -678,9 +678,13 @@ class _Journal:
         await client_journal.clear_read_models(self._conn, client_id)
 
 
+# Streams are taken in the event store's one order (docs/intake.md, "Lock order"): ``COLLATE
+# "C"``, the byte order Python sorts in, not the database's collation (en_US or ICU order
+# ``a-b`` and ``ab`` otherwise), in every statement that takes several, like the shared store.
 _CREATE_AND_LOCK_STREAMS = (
     "INSERT INTO es_streams AS s (stream_id) "
-    "SELECT stream_id FROM unnest($1::text[]) AS u(stream_id) ORDER BY stream_id "
+    "SELECT stream_id FROM unnest($1::text[]) AS u(stream_id) "
+    'ORDER BY stream_id COLLATE "C" '
     "ON CONFLICT (stream_id) DO UPDATE SET version = s.version "
     "RETURNING s.stream_id, s.version"
 )
@@ -695,7 +699,7 @@ WITH given AS (
     SELECT stream_id, count(*)::int AS added FROM given GROUP BY stream_id
 ), streams AS (
     INSERT INTO es_streams AS s (stream_id, version)
-    SELECT stream_id, added FROM added ORDER BY stream_id
+    SELECT stream_id, added FROM added ORDER BY stream_id COLLATE "C"
     ON CONFLICT (stream_id) DO UPDATE SET version = s.version + EXCLUDED.version
     RETURNING s.stream_id, s.version
 ), numbered AS (
@@ -770,7 +774,7 @@ class _Events:
         # Created where missing and locked in ONE statement (#12: the shared store sends an
         # INSERT, then a SELECT ... FOR UPDATE): ON CONFLICT DO UPDATE locks an existing row
         # as FOR UPDATE would against every other writer and reader of it, and returns its
-        # latest version; the rows are taken in the shared store's order (ORDER BY stream_id).
+        # latest version; the rows are taken in the shared store's order (COLLATE "C").
         rows = await self._conn.fetch(_CREATE_AND_LOCK_STREAMS, sorted(set(stream_ids)))
         return {r["stream_id"]: r["version"] for r in rows}
 
