@@ -10,7 +10,7 @@ batch, or the group's caller, was answered with the error: a 500.
 
 The other writer is staged step by step on a connection of the test's, by the store's own
 statements, with a ``deadlock_timeout`` long enough that the server always rolls back the
-intake app's transaction (it began waiting first)."""
+intake app's transaction (whose check for a cycle runs after the default 1 s)."""
 
 from __future__ import annotations
 
