@@ -105,12 +105,20 @@ async def test_two_intake_processes_share_the_port_and_one_relay(
             assert [a.status_code for a in answers] == [202] * 40
             conn = await asyncpg.connect(settings.intake_database_url)
             try:
-                holders = await conn.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND objid = $1",
-                    RELAY_LOCK_KEY & 0xFFFFFFFF,
-                )
-                assert holders == 1
+
+                async def one_relay() -> bool:
+                    holders = await conn.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND objid = $1",
+                        RELAY_LOCK_KEY & 0xFFFFFFFF,
+                    )
+                    assert holders <= 1, holders
+                    return bool(holders == 1)
+
+                # Each process's relay takes the lock in the background once the process
+                # serves (its own connection): ready does not mean taken yet, on a loaded
+                # machine not even after the posts. Never two.
+                await eventually(one_relay, within=30, interval=0.05)
 
                 async def published() -> bool:
                     return not await conn.fetchval(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,12 +18,10 @@ from fastapi import FastAPI
 from branchline_intake.application import submit
 from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
-from branchline_intake.bootstrap import create_app
 from branchline_intake.domain import RecordedDecider
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.settings import BranchlineSettings
-from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -108,13 +105,6 @@ async def streams_off_their_last_event(settings: BranchlineSettings, run: str) -
         await conn.close()
     assert rows  # the run's streams are there
     return [tuple(r) for r in rows if r["version"] != r["last"]]
-
-
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
 
 
 @pytest.fixture

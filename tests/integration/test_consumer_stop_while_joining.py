@@ -15,6 +15,7 @@ from branchline_shared.kafka.consuming import stop_batch_consumer
 from branchline_shared.settings import BranchlineSettings
 from tests.support.joining import PARTITIONS, Group, HeldRevocation, Member, fresh_group, until
 from tests.support.kafka import read_all
+from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -60,8 +61,10 @@ async def test_a_consumer_stopped_while_it_rejoins_stops_at_once_and_loses_nothi
         everything = set(await all_records(group))
         # the consumer handled its share, the holder read its own
         await until(lambda: group.handled.records | holder.received == everything)
-        await asyncio.sleep(1)  # the consumer's commit follows its handler
         before = set(group.handled.records)
+        # The consumer's commit follows its handler: waited for, not slept (a commit still
+        # under way when the joiner's rebalance starts fails, and the check below with it).
+        await eventually(lambda: covers(group, last_handled(before)))
         joiner = group.member("joiner")
         joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
         # the holder revokes and holds; the consumer has sent its JoinGroup, held at the broker
@@ -99,6 +102,12 @@ def last_handled(handled: set[tuple[int, int]]) -> dict[int, int]:
     for partition, offset in handled:
         ends[partition] = max(ends.get(partition, 0), offset + 1)
     return ends
+
+
+async def covers(group: Group, ends: dict[int, int]) -> bool:
+    """Whether the group's committed offsets reach ``ends`` on every partition."""
+    offsets = await committed(group)
+    return all(offsets.get(p, 0) >= o for p, o in ends.items())
 
 
 async def committed(group: Group) -> dict[int, int]:

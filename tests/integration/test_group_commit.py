@@ -19,12 +19,10 @@ from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
-from branchline_intake.bootstrap import create_app
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
-from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -45,13 +43,6 @@ def registration(client_id: str, event_id: uuid.UUID | None = None) -> Submitted
             "data": {"client_type": "individual", "rm_id": "rm-7"},
         }
     )
-
-
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
 
 
 async def transactions_of(settings: BranchlineSettings, client_ids: list[str]) -> int:

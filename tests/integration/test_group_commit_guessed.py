@@ -39,13 +39,6 @@ from tests.support.stack import serve
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
-
-
 def guesses(outcome: str) -> float:
     return float(GROUP_GUESSES.labels(outcome=outcome)._value.get())
 

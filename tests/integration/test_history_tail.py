@@ -5,7 +5,7 @@ process appended meanwhile."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,13 +15,10 @@ from fastapi import FastAPI
 from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.outcomes import Accepted, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
-from branchline_intake.bootstrap import create_app
 from branchline_intake.domain import RecordedDecider
 from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresUnitOfWork
-from branchline_shared.settings import BranchlineSettings
 from tests.support.examples import example_data
-from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -84,13 +81,6 @@ def _spying_store(ctx: IntakeContext, reads: _Reads) -> PostgresEventStore:
             return Wrapped()
 
     return SpyStore(pool)
-
-
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
 
 
 async def test_a_remembered_client_is_decided_on_the_events_after_its_state(

@@ -10,7 +10,6 @@ import dataclasses
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,14 +22,12 @@ from branchline_intake.application.group_commit import GroupCommitter
 from branchline_intake.application.history_tail import TailLoadingStore
 from branchline_intake.application.outcomes import Accepted, Outcome, Refused
 from branchline_intake.application.submit import IntakeContext, submit_events
-from branchline_intake.bootstrap import create_app
 from branchline_intake.domain import RecordedDecider
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.support.examples import example_data
-from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -66,13 +63,6 @@ def training(staff_id: str, *, future: bool = False) -> SubmittedEvent:
             "data": example_data("staff.training_recorded"),
         }
     )
-
-
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
 
 
 @dataclasses.dataclass

@@ -20,7 +20,6 @@ from fastapi import FastAPI
 
 from branchline_intake.application.outcomes import Accepted
 from branchline_intake.application.submit import submit_events
-from branchline_intake.bootstrap import create_app
 from branchline_shared.eventstore.postgres import _SHARE_SQL, PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
@@ -30,16 +29,8 @@ from tests.integration.test_intake_refusal_locks import (
     registration,
     waits_for_a_lock,
 )
-from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with serve(application):
-        yield application
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Every reader of the ledger facing a row whose time column was altered behind the ledger's
 back to a time no append writes (an infinity, a year past 9999, a BC year): verify locates it
-(test_audit_tamper.py); the trail's other readers name it as the altered entry it is (tamper
+(tamper/test_tamper_times.py); the trail's other readers name it as the altered entry it is (tamper
 evidence, D-11) and fail only where they meet it, never with a 5xx or a crashed pass (#12)."""
 
 from __future__ import annotations
