@@ -82,7 +82,8 @@ def recorded(item: SubmittedEvent) -> RecordedEvent:
 
 
 @pytest.fixture
-async def app(settings: BranchlineSettings) -> AsyncIterator[tuple[FastAPI, str]]:
+async def served(settings: BranchlineSettings) -> AsyncIterator[tuple[FastAPI, str]]:
+    """Intake's app served for the test (the shared ``app`` fixture's), and its URL."""
     application = create_app(settings)
     async with serve(application) as url:
         yield application, url
@@ -126,13 +127,13 @@ def shape(status: int, body: dict[str, Any]) -> tuple[Any, ...]:
 @pytest.mark.parametrize("ends", ["commits", "rolls back"])
 @pytest.mark.parametrize("path", ["batch", "group commit", "group commit, one caller"])
 async def test_a_cycle_on_event_ids_is_run_again_and_answered_by_the_idempotency_rules(
-    app: tuple[FastAPI, str],
+    served: tuple[FastAPI, str],
     settings: BranchlineSettings,
     tokens: TokenFactory,
     path: str,
     ends: str,
 ) -> None:
-    application, url = app
+    application, url = served
     ctx: IntakeContext = application.state.intake
     committer: GroupCommitter = application.state.group_commit
     run = uuid.uuid4().hex[:6]
