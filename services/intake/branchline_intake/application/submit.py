@@ -82,8 +82,8 @@ REFUSAL_TYPE = EventType.RULE_VIOLATION_REFUSED.value
 _REFUSAL_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-4b8e-9a43-3c8a1b7f0a11")
 _MAX_ATTEMPTS = 3
 MAX_LOCK_CYCLES = 3
-"""Runs of one transaction the server rolled back to break a lock cycle (docs/intake.md,
-"Lock order"): the batch's, or a group commit's whole transaction."""
+"""Runs of a group commit's whole transaction the server rolled back to break a lock cycle
+(docs/intake.md, "Lock order"); a batch counts them with its lost races (``_MAX_ATTEMPTS``)."""
 _PART = 200
 """Candidates decided and written per part of a batch (#12): 1,000 are written in five
 statements, each part's while the next part is decided and staged."""
@@ -241,7 +241,6 @@ async def submit_callers(
         offset += len(items)
     if candidates:
         attempt = 1
-        cycles = 0
         while True:
             try:
                 decided = await _record(ctx, candidates, keys)
@@ -249,11 +248,13 @@ async def submit_callers(
             except LocksDeadlocked:
                 # The server broke a lock cycle by rolling this transaction back, nothing
                 # answered (docs/intake.md, "Lock order"): run it again, reading again what
-                # the other writer stored meanwhile. In a group the group's whole transaction
-                # runs again instead: the cycle may go through its other callers' rows.
-                cycles += 1
-                if ctx.in_group or cycles == MAX_LOCK_CYCLES:
+                # the other writer stored meanwhile (an attempt, as a lost race is: no counter
+                # of its own on the way of every write). In a group the group's whole
+                # transaction runs again instead: the cycle may go through its other callers'
+                # rows.
+                if ctx.in_group or attempt == _MAX_ATTEMPTS:
                     raise
+                attempt += 1
                 LOCK_CYCLE_RERUNS.labels(path="batch").inc()
                 log.warning("a lock cycle was broken; the batch runs again")
                 continue
