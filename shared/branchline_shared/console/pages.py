@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import Response
@@ -30,7 +30,11 @@ from branchline_shared.console.web import (
     site_of,
 )
 from branchline_shared.http.auth import Role, TokenCodec
-from branchline_shared.http.problems import Problem
+from branchline_shared.http.problems import RETRY_AFTER_S, Problem, log_fault
+from branchline_shared.postgres.faults import (
+    TRANSIENT_DATABASE_FAULTS,
+    is_transient_database_fault,
+)
 
 DEV_TOKEN_TTL = timedelta(hours=8)
 SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
@@ -69,6 +73,29 @@ def install_console(app: FastAPI, config: ConsoleConfig, router: APIRouter) -> N
     async def csrf_refused(request: Request, exc: CsrfRefused) -> Response:
         rotate_csrf(request)
         return site_of(request).render(request, "csrf.html", status=403)
+
+    install_unavailable_page(app)
+
+
+def install_unavailable_page(app: FastAPI) -> None:
+    """A transient database fault on a console page is the same 503 with ``Retry-After`` as the
+    APIs answer (one list, postgres/faults.py), shown as a page a person can read; anything
+    else, and every path outside the console, goes to the problem handlers already there."""
+    for fault in TRANSIENT_DATABASE_FAULTS:
+        app.add_exception_handler(fault, _unavailable_page(app.exception_handlers[fault]))
+
+
+def _unavailable_page(problem_handler: Any) -> Any:
+    async def answer(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith(f"{PREFIX}/") or not is_transient_database_fault(exc):
+            response: Response = await problem_handler(request, exc)
+            return response
+        log_fault(exc)
+        response = site_of(request).render(request, "unavailable.html", status=503)
+        response.headers["Retry-After"] = RETRY_AFTER_S
+        return response
+
+    return answer
 
 
 def common_router() -> APIRouter:

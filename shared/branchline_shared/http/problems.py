@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,11 +14,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from branchline_shared.field_issues import field_issues
 from branchline_shared.logging_setup import describe_error
+from branchline_shared.postgres.faults import (
+    TRANSIENT_DATABASE_FAULTS,
+    fault_detail,
+    is_transient_database_fault,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://branchline.dev/problems/"
+RETRY_AFTER_S = "2"
 
 
 class Problem(Exception):
@@ -87,6 +92,24 @@ def validation_problem(errors: list[dict[str, Any]], detail: str | None = None) 
     )
 
 
+def log_fault(exc: BaseException) -> None:
+    log.warning("a database fault; answered 503", extra={"error": describe_error(exc)})
+
+
+def unavailable_problem(exc: BaseException) -> Problem:
+    """A transient database fault (docs/reliability.md, "A database fault"): 503 with
+    ``Retry-After``; the request's transaction was rolled back, so it may be sent again (an
+    intake event with the same ``event_id`` is stored once)."""
+    log_fault(exc)
+    return Problem(
+        503,
+        "Service unavailable",
+        fault_detail(exc),
+        kind="unavailable",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -120,22 +143,6 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         )
 
-    @app.exception_handler(OSError)
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("a dependency is unreachable", extra={"error": describe_error(exc)})
-        return problem_response(
-            Problem(
-                503,
-                "Service unavailable",
-                "the database is unreachable; nothing was stored, send the request again",
-                kind="unavailable",
-                headers={"Retry-After": "2"},
-            )
-        )
-
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -147,3 +154,14 @@ def install_problem_handlers(app: FastAPI) -> None:
                 kind="internal",
             )
         )
+
+    # Starlette finds a handler by the exception's class and its bases, so every class of the
+    # shared list gets this one; a subclass that is not transient (a codec's refusal of a
+    # value under InterfaceError) is answered as the bug it is.
+    async def _database_fault(request: Request, exc: Exception) -> JSONResponse:
+        if not is_transient_database_fault(exc):
+            return await _unexpected(request, exc)
+        return problem_response(unavailable_problem(exc))
+
+    for fault in TRANSIENT_DATABASE_FAULTS:
+        app.add_exception_handler(fault, _database_fault)

@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Se
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
-import asyncpg.exceptions._base as asyncpg_base
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -38,6 +36,7 @@ from branchline_shared.kafka.wire import (
     source_position,
 )
 from branchline_shared.logging_setup import describe_error
+from branchline_shared.postgres.faults import NEVER_TRANSIENT, TRANSIENT_DATABASE_FAULTS
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import CommonSettings
 
@@ -72,16 +71,9 @@ SETTLE_ROUNDS = 20  # rounds caught up in a row before a raised fetch wait is tr
 MARKS_WITHIN_S = 1.0  # a look at positions and high watermarks; a rebalance can hold position()
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    # The database's list is the APIs' too (a 503 there, a retry here): one source.
+    *TRANSIENT_DATABASE_FAULTS,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
     KafkaError,
 )
 
@@ -287,21 +279,6 @@ async def adapt_fetch_wait(
             "caught up for a while; fetch wait tried lower",
             extra={"consumer": name, "from_ms": before, "to_ms": fetch_wait.ms},
         )
-
-
-NEVER_TRANSIENT: tuple[type[BaseException], ...] = (
-    asyncpg_base.DataError,
-    asyncpg.ClientConfigurationError,
-    asyncpg.UnsupportedClientFeatureError,
-    asyncpg.UnsupportedServerFeatureError,
-)
-"""asyncpg's ``InterfaceError`` subclasses that say the same call will fail the same way again:
-a value its codec refuses (the client-side ``DataError``, not PostgreSQL's class 22 of the same
-name: decided by the event, so its event must be dead-lettered, not retried for ever), or a
-client or server that lacks what is asked. Every other ``InterfaceError`` (a closed
-connection, a closing pool) stays transient: a misread outage would dead-letter good events,
-a misread programming error only holds the consumer back, in plain sight (its lag and
-warnings)."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,0 +1,79 @@
+"""Which database faults pass by themselves: one list for every API (answered 503
+``unavailable`` with ``Retry-After``), the Kafka consumers and the relay (retried), so that
+they never disagree on what is an outage and what is a bug (#12, docs/reliability.md).
+
+Each of these ends its transaction on the server before the error reaches the caller (the
+connection is gone, or the statement failed and ``Connection.transaction()`` rolls back), so
+nothing of the request is stored. A programming error (42xxx, 22xxx, an undefined column, a
+constraint a use case should have checked) is not in the list: it stays a 500, logged as a
+bug, and a consumer dead-letters or stops on it instead of retrying it for ever."""
+
+from __future__ import annotations
+
+import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
+
+TRANSIENT_DATABASE_FAULTS: tuple[type[Exception], ...] = (
+    # Unreachable, or the connection lost mid-request (socket errors, and the client's own
+    # timeouts, which are OSError's subclass TimeoutError since Python 3.11).
+    OSError,
+    asyncpg.PostgresConnectionError,  # 08xxx
+    asyncpg.InterfaceError,  # a closed connection or a closing pool (less NEVER_TRANSIENT)
+    # 57xxx: the server shut down or restarted, the backend terminated (pg_terminate_backend,
+    # an idle session timeout), the server starting up, or the statement cancelled
+    # (statement_timeout, pg_cancel_backend). Not 57P04, a dropped database: no retry helps.
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03
+    asyncpg.IdleSessionTimeoutError,  # 57P05
+    asyncpg.QueryCanceledError,  # 57014
+    asyncpg.IdleInTransactionSessionTimeoutError,  # 25P03: the session is ended with it
+    # 53xxx: too many connections, out of memory or disk, a configured limit reached.
+    asyncpg.InsufficientResourcesError,
+    # 25006: a write after a failover to a standby, until the pool reaches the new primary.
+    asyncpg.ReadOnlySQLTransactionError,
+    # 40001, 40P01: a conflict with another transaction that escaped the reruns (a fourth
+    # lock cycle in a row): rolled back, nothing stored. Not 40003 (statement completion
+    # unknown), where nothing can be said of what was stored.
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,  # 55P03: a lock_timeout
+)
+
+NEVER_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg_base.DataError,
+    asyncpg.ClientConfigurationError,
+    asyncpg.UnsupportedClientFeatureError,
+    asyncpg.UnsupportedServerFeatureError,
+)
+"""asyncpg's ``InterfaceError`` subclasses that say the same call will fail the same way again:
+a value its codec refuses (the client-side ``DataError``, not PostgreSQL's class 22 of the same
+name: decided by the event or request, so a consumer's event must be dead-lettered, not retried
+for ever, and an API's answer is a bug, 500), or a client or server that lacks what is asked.
+Every other ``InterfaceError`` (a closed connection, a closing pool) stays transient: a misread
+outage would dead-letter good events, a misread programming error only holds the consumer
+back, in plain sight (its lag and warnings)."""
+
+
+def is_transient_database_fault(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_DATABASE_FAULTS) and not isinstance(exc, NEVER_TRANSIENT)
+
+
+def fault_detail(exc: BaseException) -> str:
+    """What a caller is told of a transient fault: its kind, never the server's message (which
+    may quote a value, docs/privacy.md)."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        what = "the database cancelled the request's statement"
+    elif isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
+        what = "the request conflicted with others at the database"
+    elif isinstance(exc, asyncpg.LockNotAvailableError):
+        what = "the request waited too long for a lock at the database"
+    elif isinstance(exc, asyncpg.InsufficientResourcesError):
+        what = "the database is out of connections or resources"
+    elif isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        what = "the database is read-only (a failover under way)"
+    elif isinstance(exc, asyncpg.OperatorInterventionError):
+        what = "the database ended the request's session (a shutdown or restart)"
+    else:
+        what = "the database is unreachable"
+    return f"{what}; nothing was stored, send the request again"

@@ -1,0 +1,107 @@
+"""A database fault that passes by itself is a 503 ``unavailable`` with ``Retry-After`` from
+every API; a programming error stays a 500 (docs/reliability.md, "A database fault", #12).
+The consumers and the relay retry the same list (one source: postgres/faults.py)."""
+
+from __future__ import annotations
+
+import asyncpg
+import asyncpg.exceptions._base as asyncpg_base
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from branchline_shared.http.problems import PROBLEM_JSON, install_problem_handlers
+from branchline_shared.kafka import consuming
+from branchline_shared.postgres.faults import is_transient_database_fault
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+TRANSIENT = [
+    asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    asyncpg.CrashShutdownError("terminating connection because of crash of another process"),
+    asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+    asyncpg.IdleSessionTimeoutError("terminating connection due to idle-session timeout"),
+    asyncpg.IdleInTransactionSessionTimeoutError("idle-in-transaction timeout"),
+    asyncpg.CannotConnectNowError("the database system is starting up"),
+    asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+    asyncpg.OutOfMemoryError("out of memory"),
+    asyncpg.DiskFullError("could not extend file"),
+    asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+    asyncpg.SerializationError("could not serialize access"),
+    asyncpg.DeadlockDetectedError("deadlock detected"),
+    asyncpg.LockNotAvailableError("canceling statement due to lock timeout"),
+    asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
+    asyncpg.InterfaceError("pool is closing"),
+    OSError("connection refused"),
+    TimeoutError(),
+]
+BUGS = [
+    asyncpg.UndefinedColumnError('column "x" does not exist'),
+    asyncpg.PostgresSyntaxError("syntax error at or near"),
+    asyncpg.InvalidTextRepresentationError("invalid input syntax for type uuid"),
+    asyncpg.NumericValueOutOfRangeError("numeric field overflow"),
+    asyncpg.UniqueViolationError("duplicate key value"),
+    asyncpg.DatabaseDroppedError("database is being dropped"),
+    asyncpg.StatementCompletionUnknownError("completion unknown"),
+    asyncpg_base.DataError("invalid input for query argument $1"),  # client-side, a bug
+    ValueError("a bug"),
+]
+
+
+def served(error: BaseException) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/write")
+    async def write() -> None:
+        raise error
+
+    return app
+
+
+async def answer(error: BaseException) -> httpx.Response:
+    transport = httpx.ASGITransport(app=served(error), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return await client.post("/write")
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+async def test_a_transient_database_fault_is_503_unavailable_with_retry_after(
+    error: BaseException,
+) -> None:
+    response = await answer(error)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["type"] == "https://branchline.dev/problems/unavailable"
+    assert body["detail"].endswith("nothing was stored, send the request again")
+    assert str(error) not in body["detail"] or not str(error)  # never the server's words
+    assert is_transient_database_fault(error)
+    assert consuming.is_transient(error)  # the consumers and the relay retry it too
+
+
+@pytest.mark.parametrize("error", BUGS, ids=lambda e: type(e).__name__)
+async def test_a_programming_error_stays_500_internal(error: BaseException) -> None:
+    response = await answer(error)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert "retry-after" not in response.headers
+    assert response.json()["type"] == "https://branchline.dev/problems/internal"
+    assert not is_transient_database_fault(error)
+    assert not consuming.is_transient(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (asyncpg.QueryCanceledError("x"), "cancelled the request's statement"),
+        (asyncpg.AdminShutdownError("x"), "ended the request's session"),
+        (asyncpg.TooManyConnectionsError("x"), "out of connections or resources"),
+        (asyncpg.ReadOnlySQLTransactionError("x"), "read-only"),
+        (asyncpg.DeadlockDetectedError("x"), "conflicted with others"),
+        (OSError("x"), "unreachable"),
+    ],
+)
+async def test_the_detail_names_the_kind_of_fault(error: BaseException, words: str) -> None:
+    assert words in (await answer(error)).json()["detail"]
