@@ -5,6 +5,7 @@ pages for "sign in first", "forbidden" and a refused CSRF token."""
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -85,7 +86,9 @@ def install_unavailable_page(app: FastAPI) -> None:
         app.add_exception_handler(fault, _unavailable_page(app.exception_handlers[fault]))
 
 
-def _unavailable_page(problem_handler: Any) -> Any:
+def _unavailable_page(
+    problem_handler: Any,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def answer(request: Request, exc: Exception) -> Response:
         if not request.url.path.startswith(f"{PREFIX}/") or not is_transient_database_fault(exc):
             response: Response = await problem_handler(request, exc)
