@@ -177,14 +177,33 @@ def metric_values(text: str, name: str) -> list[float]:
     return values
 
 
-async def mean_group_size(port: int) -> float | None:
-    """Events per group commit so far, from the intake's /metrics (one process's view)."""
-    text = await metrics_text(port)
-    total = metric_values(text, "branchline_intake_group_commit_events_sum")
-    count = metric_values(text, "branchline_intake_group_commit_events_count")
-    if not count or not count[0] or not total:
+async def log_end(database_url: str) -> int:
+    """The intake store's last global position (0 when empty)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(max(global_position), 0) FROM es_events"))
+    finally:
+        await conn.close()
+
+
+async def events_per_commit(database_url: str, after: int) -> float | None:
+    """Events per committing transaction among the intake store's events past ``after``: the
+    mean group commit of every intake process. Read from the rows, not from /metrics: an
+    intake's /metrics is one process's view, and the process a connection reaches may have
+    served none of the load (a child that was still starting when the load's connections
+    were accepted by the other), which left the figure out of the report."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS events, count(DISTINCT tx_id) AS commits "
+            "FROM es_events WHERE global_position > $1",
+            after,
+        )
+    finally:
+        await conn.close()
+    if row is None or not row["commits"]:
         return None
-    return total[0] / count[0]
+    return float(row["events"]) / float(row["commits"])
 
 
 async def fetch_wait(port: int) -> tuple[float, float] | None:
