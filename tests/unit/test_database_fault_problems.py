@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from branchline_shared.eventstore.ports import ConcurrencyError, LocksDeadlocked
 from branchline_shared.http.problems import PROBLEM_JSON, install_problem_handlers
 from branchline_shared.kafka import consuming
 from branchline_shared.postgres.faults import is_transient_database_fault
@@ -105,3 +106,24 @@ async def test_a_programming_error_stays_500_internal(error: BaseException) -> N
 )
 async def test_the_detail_names_the_kind_of_fault(error: BaseException, words: str) -> None:
     assert words in (await answer(error)).json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [LocksDeadlocked("deadlock detected"), ConcurrencyError("event id already stored")],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_conflict_that_outlasted_the_reruns_is_503_unavailable(
+    error: BaseException,
+) -> None:
+    # The event store's conflicts are rerun by their callers a bounded number of times (a lock
+    # cycle on event ids, an id taken meanwhile, docs/intake.md "Lock order"); past that bound
+    # the request was rolled back every time: a 503 to send again, not a 500.
+    response = await answer(error)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["type"] == "https://branchline.dev/problems/unavailable"
+    assert body["detail"].endswith("nothing was stored, send the request again")
+    assert str(error) not in body["detail"]

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.field_issues import field_issues
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.faults import (
@@ -152,6 +153,23 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "Internal error",
                 "the server failed; nothing was half-written",
                 kind="internal",
+            )
+        )
+
+    @app.exception_handler(ConcurrencyError)
+    async def _concurrent(_: Request, exc: ConcurrencyError) -> JSONResponse:
+        # A concurrent writer of the same streams or event ids won every run of the request
+        # (a lock cycle broken each time, an id taken meanwhile): each run was rolled back, so
+        # nothing was stored, and sent again it is decided against what that writer stored.
+        log_fault(exc)
+        return problem_response(
+            Problem(
+                503,
+                "Service unavailable",
+                "the request met concurrent writes of the same records on every run; "
+                "nothing was stored, send the request again",
+                kind="unavailable",
+                headers={"Retry-After": RETRY_AFTER_S},
             )
         )
 
