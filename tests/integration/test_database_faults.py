@@ -28,6 +28,7 @@ from branchline_shared.http.problems import PROBLEM_JSON
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.followup.harness import followup_db
+from tests.support.events import registration_body
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -37,16 +38,7 @@ ENDS = {"cancelled": "pg_cancel_backend", "terminated": "pg_terminate_backend"}
 
 
 def registration(client_id: str, event_id: uuid.UUID) -> dict[str, Any]:
-    return {
-        "event_id": str(event_id),
-        "type": "client.registered",
-        "occurred_at": _NOW.isoformat(),
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
+    return registration_body(client_id, event_id, _NOW)
 
 
 @pytest.fixture

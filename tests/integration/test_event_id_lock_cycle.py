@@ -35,6 +35,7 @@ from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.http.auth import Principal, Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
+from tests.support.events import registration_body
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -49,16 +50,7 @@ CALLERS = [
 
 
 def registration(client_id: str, event_id: uuid.UUID) -> dict[str, Any]:
-    return {
-        "event_id": str(event_id),
-        "type": "client.registered",
-        "occurred_at": _NOW.isoformat(),
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
+    return registration_body(client_id, event_id, _NOW)
 
 
 def recorded(item: SubmittedEvent) -> RecordedEvent:

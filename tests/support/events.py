@@ -1,4 +1,5 @@
-"""Recorded events for tests that feed a topic or a store directly (not through intake)."""
+"""Recorded events for tests that feed a topic or a store directly (not through intake), and
+the request body of a registration as a branch system sends it to intake."""
 
 from __future__ import annotations
 
@@ -53,3 +54,17 @@ def recorded_event(
         stream_version=version,
         data=dict(data),
     )
+
+
+def registration_body(client_id: str, event_id: uuid.UUID, occurred_at: datetime) -> dict[str, Any]:
+    """A ``client.registered`` as a branch system posts it, with its own event id."""
+    return {
+        "event_id": str(event_id),
+        "type": "client.registered",
+        "occurred_at": occurred_at.isoformat(),
+        "client_id": client_id,
+        "branch_id": "BR-001",
+        "channel": "walk_in",
+        "actor": {"id": "staff-17", "role": "teller"},
+        "data": {"client_type": "individual", "rm_id": "rm-7"},
+    }
