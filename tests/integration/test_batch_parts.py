@@ -22,6 +22,7 @@ from branchline_intake.domain import RecordedDecider
 from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.settings import BranchlineSettings
+from tests.support.events import registration_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -33,18 +34,7 @@ def registration(
 ) -> SubmittedEvent:
     """A client's registration; ``future``: dated a month ahead, which D-05b refuses."""
     at = datetime.now(UTC) + (timedelta(days=30) if future else timedelta(0))
-    return SubmittedEvent.model_validate(
-        {
-            "type": "client.registered",
-            "occurred_at": at.isoformat(),
-            "client_id": client_id,
-            "branch_id": "BR-001",
-            "channel": "walk_in",
-            "actor": {"id": "staff-17", "role": "teller"},
-            "data": {"client_type": "individual", "rm_id": "rm-7"},
-            **({"event_id": str(event_id)} if event_id else {}),
-        }
-    )
+    return SubmittedEvent.model_validate(registration_body(client_id, event_id, at))
 
 
 def items_of(run: str) -> list[SubmittedEvent]:

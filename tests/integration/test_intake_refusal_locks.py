@@ -27,6 +27,7 @@ from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
+from tests.support.events import registration_body
 from tests.support.examples import example_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -37,17 +38,7 @@ BRANCH = Actor(id="branch-7", role="branch_system")
 def registration(client_id: str, *, future: bool = False) -> SubmittedEvent:
     """A client's registration; ``future``: dated an hour ahead, which D-05b refuses."""
     at = datetime.now(UTC) + (timedelta(hours=1) if future else timedelta(0))
-    return SubmittedEvent.model_validate(
-        {
-            "type": "client.registered",
-            "occurred_at": at.isoformat(),
-            "client_id": client_id,
-            "branch_id": "BR-001",
-            "channel": "walk_in",
-            "actor": {"id": "staff-17", "role": "teller"},
-            "data": {"client_type": "individual", "rm_id": "rm-7"},
-        }
-    )
+    return SubmittedEvent.model_validate(registration_body(client_id, None, at))
 
 
 def training(staff_id: str, *, future: bool = False) -> SubmittedEvent:

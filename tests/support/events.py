@@ -56,10 +56,12 @@ def recorded_event(
     )
 
 
-def registration_body(client_id: str, event_id: uuid.UUID, occurred_at: datetime) -> dict[str, Any]:
-    """A ``client.registered`` as a branch system posts it, with its own event id."""
+def registration_body(
+    client_id: str, event_id: uuid.UUID | None, occurred_at: datetime
+) -> dict[str, Any]:
+    """A ``client.registered`` as a branch system posts it, with its own event id if given."""
     return {
-        "event_id": str(event_id),
+        **({"event_id": str(event_id)} if event_id else {}),
         "type": "client.registered",
         "occurred_at": occurred_at.isoformat(),
         "client_id": client_id,
