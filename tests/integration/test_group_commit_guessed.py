@@ -30,6 +30,7 @@ from branchline_shared.events.envelope import Actor, RecordedEvent, SubmittedEve
 from branchline_shared.eventstore.ports import GuessWrong
 from branchline_shared.eventstore.postgres import STALE_STREAM_GUESS, PostgresEventStore
 from branchline_shared.http.auth import Role
+from branchline_shared.postgres.commit_outcome import CommitOutcomeUnknown
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
@@ -267,14 +268,25 @@ class _LostAfterWrite(_GuessedWritePool):
         raise ConnectionResetError("lost the database after the write")
 
 
+class _LostWithTheDatabase(_LostAfterWrite):
+    """And the database unreachable after: the store cannot be asked what was stored."""
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        raise ConnectionRefusedError("the database is unreachable")
+
+
+@pytest.mark.parametrize("askable", [True, False])
 async def test_a_guessed_write_is_one_statement_and_never_run_twice(
-    app: FastAPI, settings: BranchlineSettings
+    app: FastAPI, settings: BranchlineSettings, askable: bool
 ) -> None:
     """One statement, no BEGIN, no COMMIT; a write whose answer is lost (it may have
-    committed) is answered with the error, as a failed COMMIT is, and not run again."""
+    committed) is not run again: answered as what the store holds, asked on a fresh
+    connection (#12: it committed, so accepted at its stored position), or as of unknown
+    outcome when the store cannot be asked (before #12: the lost connection's error either
+    way, "nothing was stored")."""
     ctx: IntakeContext = app.state.intake
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
-    lost = _LostAfterWrite(pool)
+    lost = _LostAfterWrite(pool) if askable else _LostWithTheDatabase(pool)
     store = TailLoadingStore(PostgresEventStore(lost), ctx.decider)  # type: ignore[arg-type]
     committer = GroupCommitter(dataclasses.replace(ctx, store=store), writers=1)
     run = uuid.uuid4().hex[:6]
@@ -288,12 +300,22 @@ async def test_a_guessed_write_is_one_statement_and_never_run_twice(
         )
     finally:
         await pool.close()
-    assert isinstance(results[0], ConnectionResetError), results
     assert len(lost.statements) == 1, lost.statements
     assert "BEGIN" not in lost.statements[0]
     assert "COMMIT" not in lost.statements[0]
     async with connected(settings) as conn:
-        assert [r["stream_version"] for r in await stored(conn, f"client-C-L{run}")] == [1]
+        [row] = await stored(conn, f"client-C-L{run}")
+    assert row["stream_version"] == 1
+    if not askable:
+        assert isinstance(results[0], CommitOutcomeUnknown), results
+        return
+    assert isinstance(results[0], list), results
+    [answer] = results[0]
+    assert isinstance(answer, Accepted)
+    assert (answer.position.event_id, answer.position.global_position) == (
+        row["event_id"],
+        row["global_position"],
+    )
 
 
 async def test_the_benchmarks_posts_take_one_statement(
@@ -543,9 +565,10 @@ async def test_concurrent_groups_of_several_callers_on_the_same_new_clients(
 async def test_a_lost_answer_to_a_joint_write_answers_every_writer_once(
     app: FastAPI, settings: BranchlineSettings
 ) -> None:
-    """Several callers' one statement whose answer is lost (it committed): each caller gets
-    the error, as from a failed COMMIT; one statement, no BEGIN/COMMIT, nothing run again,
-    every event stored once."""
+    """Several callers' one statement whose answer is lost (it committed): each caller is
+    answered by what the store holds (#12; before, the error, "nothing was stored"): accepted,
+    at its stored position; one statement, no BEGIN/COMMIT, nothing run again, every event
+    stored once."""
     ctx: IntakeContext = app.state.intake
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
     lost = _LostAfterWrite(pool)
@@ -560,13 +583,19 @@ async def test_a_lost_answer_to_a_joint_write_answers_every_writer_once(
         )
     finally:
         await pool.close()
-    assert all(isinstance(r, ConnectionResetError) for r in results), results
     assert len(lost.statements) == 1, lost.statements
     assert "BEGIN" not in lost.statements[0]
     assert "COMMIT" not in lost.statements[0]
+    answered = [a for r in results if isinstance(r, list) for a in r]
+    assert len(answered) == 3, results
     async with connected(settings) as conn:
-        for x in "ABC":
-            assert [r["stream_version"] for r in await stored(conn, f"client-C-L{x}{run}")] == [1]
+        rows = [r for x in "ABC" for r in await stored(conn, f"client-C-L{x}{run}")]
+    assert [r["stream_version"] for r in rows] == [1, 1, 1]
+    assert sorted(
+        (a.position.event_id, a.position.global_position)
+        for a in answered
+        if isinstance(a, Accepted)
+    ) == sorted((r["event_id"], r["global_position"]) for r in rows)
 
 
 # Clients the decider remembers: their next events in the one statement, checked there.
@@ -963,11 +992,16 @@ async def test_a_lost_answer_to_a_remembered_clients_write_is_not_run_again(
         )
     finally:
         await pool.close()
-    assert isinstance(results[0], ConnectionResetError), results
     assert len(lost.statements) == 1, lost.statements
     assert "BEGIN" not in lost.statements[0]
     async with connected(settings) as conn:
-        assert [r["stream_version"] for r in await stored(conn, f"client-{client}")] == [1, 2]
+        rows = await stored(conn, f"client-{client}")
+    assert [r["stream_version"] for r in rows] == [1, 2]
+    # Answered by what the store holds (#12; before, the lost connection's error).
+    assert isinstance(results[0], list), results
+    [answer] = results[0]
+    assert isinstance(answer, Accepted)
+    assert answer.position.event_id == rows[1]["event_id"]
 
 
 # A mixed group: the callers that qualify in the one statement, the others the ordinary way.

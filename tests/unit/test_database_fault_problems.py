@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from branchline_shared.eventstore.ports import ConcurrencyError, LocksDeadlocked
 from branchline_shared.http.problems import PROBLEM_JSON, install_problem_handlers
 from branchline_shared.kafka import consuming
-from branchline_shared.postgres.faults import is_transient_database_fault
+from branchline_shared.postgres.faults import CommitOutcomeUnknown, is_transient_database_fault
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -124,3 +124,20 @@ async def test_a_conflict_that_outlasted_the_reruns_is_503_unavailable(
     # cycle on event ids, an id taken meanwhile, docs/intake.md "Lock order"); past that bound
     # the request was rolled back every time: a 503 to send again, not a 500.
     assert_unavailable(await answer(error), error)
+
+
+async def test_a_commit_of_unknown_outcome_is_503_outcome_unknown() -> None:
+    # A connection lost during COMMIT, the store not askable after (postgres/commit_outcome.py):
+    # not "unavailable", whose promise is that nothing was stored (#12, docs/api.md).
+    error = CommitOutcomeUnknown("lost during COMMIT")
+    response = await answer(error)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "2"
+    body = response.json()
+    assert body["type"] == "https://branchline.dev/problems/outcome-unknown"
+    assert body["title"] == "Outcome unknown"
+    assert "nothing was stored" not in body["detail"]
+    assert "same event_ids" in body["detail"]
+    assert is_transient_database_fault(error)
+    assert consuming.is_transient(error)  # a consumer retries it, as the lost connection

@@ -34,6 +34,7 @@ from branchline_shared.http.auth import Role, TokenCodec
 from branchline_shared.http.problems import RETRY_AFTER_S, Problem, log_fault
 from branchline_shared.postgres.faults import (
     TRANSIENT_DATABASE_FAULTS,
+    CommitOutcomeUnknown,
     is_transient_database_fault,
 )
 
@@ -94,7 +95,13 @@ def _unavailable_page(
             response: Response = await problem_handler(request, exc)
             return response
         log_fault(exc)
-        response = site_of(request).render(request, "unavailable.html", status=503)
+        response = site_of(request).render(
+            request,
+            "unavailable.html",
+            # Not "nothing was changed": it may have been (postgres/commit_outcome.py).
+            {"outcome_unknown": isinstance(exc, CommitOutcomeUnknown)},
+            status=503,
+        )
         response.headers["Retry-After"] = RETRY_AFTER_S
         return response
 

@@ -26,6 +26,7 @@ from branchline_shared.eventstore.ports import (
     StoredPosition,
     StreamsBusy,
 )
+from branchline_shared.postgres.commit_outcome import after_lost_commit, lost_in_flight
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import prefix_range
 
@@ -256,6 +257,7 @@ class PostgresUnitOfWork:
         self._group = group  # the group commit whose transaction (and locks) this one shares
         self._staged: list[_Staged] = []
         self.committed = 0
+        self.written_ids: list[uuid.UUID] = []  # what a lost COMMIT is checked by (#12)
         self.share_locked: set[str] = set()  # streams this unit read-locked (they exist)
         # Outside a group: the versions of the streams this unit holds locked for update, as
         # locked and as it wrote them (a group keeps its own: ``held_versions``).
@@ -468,6 +470,7 @@ class PostgresUnitOfWork:
             )
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
+        self.written_ids.extend(e.event_id for e in events)
         self.committed += len(staged)
         return positions
 
@@ -571,6 +574,8 @@ class GuessingUnitOfWork:
             versions[e.stream_id] = e.stream_version
         streams = sorted(versions)
         self._sent = True
+        lost: BaseException | None = None
+        writing = False  # the statement is on its way: a loss from here may have committed
         try:
             async with self._pool.acquire() as conn:
                 arguments: list[Any] = [
@@ -582,28 +587,47 @@ class GuessingUnitOfWork:
                     [versions[s] for s in streams],
                 ]
                 remembered = [self._remembered.get(s) for s in streams]
+                writing = True
                 if any(r is not None for r in remembered):
                     arguments.append([r[0] if r else 0 for r in remembered])
                     arguments.append([r[1] if r else None for r in remembered])
                     rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
                 else:
                     rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
-        except asyncpg.PostgresError as exc:
-            # The server refused the statement: its own transaction was rolled back, nothing
-            # is written. Only a guess that did not hold is GuessWrong; any other refusal (a
-            # deadlock, a cancel, a value the server cannot read) is raised as it is, so it
-            # is never read as a stale guess. An error without the server's answer (the
-            # connection lost) leaves ``sent``: it may have committed.
-            self._sent = False
-            if _guess_failed(exc):
-                raise GuessWrong(str(exc)) from exc
-            raise
-        written = {r["event_id"]: r["global_position"] for r in rows}
+        except Exception as exc:
+            if not (writing and lost_in_flight(exc)):
+                if isinstance(exc, asyncpg.PostgresError):
+                    self._refused(exc)
+                raise
+            # No answer: the statement, its own transaction, may have committed (#12). It
+            # was read as the server's refusal (ConnectionDoesNotExistError is a
+            # PostgresError), and the group run again the ordinary way: its events stored
+            # twice, under new ids, when the lost write had committed.
+            lost = exc
+        if lost is not None:
+            try:
+                found = await after_lost_commit(self._pool, [e.event_id for e in events], lost)
+            except BaseException as exc:
+                if exc is lost:  # none stored: the ordinary way may write them
+                    self._sent = False
+                raise
+            written = found
+        else:
+            written = {r["event_id"]: r["global_position"] for r in rows}
         self.committed = len(staged)
         return [
             StoredPosition(e.event_id, e.stream_id, e.stream_version, written[e.event_id])
             for e in events
         ]
+
+    def _refused(self, exc: asyncpg.PostgresError) -> None:
+        """The server refused the statement: its own transaction was rolled back, nothing is
+        written. Only a guess that did not hold is GuessWrong; any other refusal (a deadlock,
+        a cancel, a value the server cannot read) is raised as it is, so it is never read as
+        a stale guess."""
+        self._sent = False
+        if _guess_failed(exc):
+            raise GuessWrong(str(exc)) from exc
 
 
 _ABSENT: Any = object()
@@ -924,18 +948,29 @@ class PostgresEventStore:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
+        lost: BaseException | None = None
         async with self._pool.acquire() as conn:
+            ending = False
             try:
                 async with conn.transaction():
                     uow = PostgresUnitOfWork(conn)
                     yield uow
                     await uow.settle_versions()
+                    ending = True  # what is raised from here on is the COMMIT's
             except asyncpg.UniqueViolationError as exc:
                 raise ConcurrencyError(str(exc)) from exc
             except asyncpg.DeadlockDetectedError as exc:
                 # Rolled back whole by the server to break a cycle (e.g. two writers of the
                 # same event ids on different streams, in opposite orders): run it again.
                 raise LocksDeadlocked(str(exc)) from exc
+            except Exception as exc:
+                if not (ending and uow.written_ids and lost_in_flight(exc)):
+                    raise
+                lost = exc
+        if lost is not None:
+            # Asked on a fresh connection, the lost one back in the pool (a pool of one
+            # would otherwise wait for itself): committed, the unit ends as if it had heard.
+            await after_lost_commit(self._pool, uow.written_ids, lost)
         if uow.committed and self._on_commit is not None:
             self._on_commit()
 
@@ -964,6 +999,7 @@ class PostgresEventStore:
         # Not asyncpg's ``transaction()``: the transaction is begun by the group's first
         # statement (``SharedTransaction.lock_streams``, #12), and ended here, as asyncpg's
         # would end it: rolled back if the group raises (or is cancelled), else committed.
+        lost: BaseException | None = None
         async with self._pool.acquire() as conn:
             shared = SharedTransaction(conn)
             try:
@@ -971,7 +1007,16 @@ class PostgresEventStore:
             except BaseException:
                 await shared.finish("ROLLBACK")
                 raise
-            await shared.finish("COMMIT")
+            try:
+                await shared.finish("COMMIT")
+            except Exception as exc:
+                if not (shared.written and lost_in_flight(exc)):
+                    raise
+                lost = exc
+        if lost is not None:
+            # Every caller of the group is answered by what the one transaction left:
+            # its callers' events (a caller rolled back to its savepoint left none of its).
+            await after_lost_commit(self._pool, list(shared.written), lost)
         if shared.committed and self._on_commit is not None:
             self._on_commit()
 

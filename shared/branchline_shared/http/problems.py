@@ -17,6 +17,7 @@ from branchline_shared.field_issues import field_issues
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.faults import (
     TRANSIENT_DATABASE_FAULTS,
+    CommitOutcomeUnknown,
     fault_detail,
     is_transient_database_fault,
 )
@@ -102,11 +103,13 @@ def unavailable_problem(exc: BaseException) -> Problem:
     ``Retry-After``; the request's transaction was rolled back, so it may be sent again (an
     intake event with the same ``event_id`` is stored once)."""
     log_fault(exc)
+    unknown = isinstance(exc, CommitOutcomeUnknown)
     return Problem(
         503,
-        "Service unavailable",
+        "Outcome unknown" if unknown else "Service unavailable",
         fault_detail(exc),
-        kind="unavailable",
+        # Not "unavailable", whose promise is that nothing was stored (docs/api.md).
+        kind="outcome-unknown" if unknown else "unavailable",
         headers={"Retry-After": RETRY_AFTER_S},
     )
 

@@ -13,6 +13,14 @@ from __future__ import annotations
 import asyncpg
 import asyncpg.exceptions._base as asyncpg_base
 
+
+class CommitOutcomeUnknown(Exception):
+    """The connection was lost while a transaction's ``COMMIT`` was under way and the store
+    could not be asked afterwards whether it committed (``postgres/commit_outcome.py``). Listed
+    as transient: a consumer retries it as it did the lost connection; the APIs answer it 503
+    ``outcome-unknown``, not ``unavailable``: something may have been stored (docs/api.md)."""
+
+
 TRANSIENT_DATABASE_FAULTS: tuple[type[Exception], ...] = (
     # Unreachable, or the connection lost mid-request (socket errors, and the client's own
     # timeouts, which are OSError's subclass TimeoutError since Python 3.11).
@@ -38,6 +46,7 @@ TRANSIENT_DATABASE_FAULTS: tuple[type[Exception], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.LockNotAvailableError,  # 55P03: a lock_timeout
+    CommitOutcomeUnknown,
 )
 
 NEVER_TRANSIENT: tuple[type[BaseException], ...] = (
@@ -62,6 +71,13 @@ def is_transient_database_fault(exc: BaseException) -> bool:
 def fault_detail(exc: BaseException) -> str:
     """What a caller is told of a transient fault: its kind, never the server's message (which
     may quote a value, docs/privacy.md)."""
+    if isinstance(exc, CommitOutcomeUnknown):
+        return (
+            "the connection to the database was lost while the request was being committed "
+            "and the database could not be asked whether it was: the outcome is unknown, it "
+            "may have been stored; send the request again with the same event_ids (stored "
+            "once), or read what is stored before sending an action again"
+        )
     if isinstance(exc, asyncpg.QueryCanceledError):
         what = "the database cancelled the request's statement"
     elif isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):

@@ -72,6 +72,7 @@ from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork as PostgresEventWrites
 from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.commit_outcome import after_lost_commit, lost_in_flight
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 
@@ -752,6 +753,8 @@ class _Events:
         self._conn = conn
         self._writes = PostgresEventWrites(conn)
         self.appended = 0
+        # What a COMMIT lost with its connection is checked by (#12): made before the write.
+        self.appended_ids: list[uuid.UUID] = []
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._writes.find_existing(event_ids)
@@ -801,6 +804,7 @@ class _Events:
             )
             stored.append((event, position))
         self.appended += len(stored)
+        self.appended_ids.extend(e.event_id for e in events)
         return stored
 
     async def append(self, events: Sequence[RecordedEvent], *, topic: str) -> list[StoredPosition]:
@@ -811,6 +815,7 @@ class _Events:
         except asyncpg.UniqueViolationError as exc:  # an id or a stream version taken
             raise ConcurrencyError(str(exc)) from exc
         self.appended += len(stored)
+        self.appended_ids.extend(e.event_id for e in events)
         return stored
 
 
@@ -1033,6 +1038,7 @@ class PostgresFollowupUnitOfWork:
         # written, as parts of that one statement. Nothing in the unit reads them before.
         self._appends_unwritten.append((source, numbered_rows(events, topic)))
         self.events.appended += len(events)
+        self.events.appended_ids.extend(e.event_id for e in events)
 
     async def write_collected(self) -> None:
         """Write what the unit collected to write together (before it commits): in one
@@ -1075,6 +1081,7 @@ class PostgresFollowupUnitOfWork:
         journal_rows = list(self.journal.unwritten)
         applied_rows = list(self._applied_unwritten)
         appends = list(self._appends_unwritten)
+        appended_ids = len(self.events.appended_ids)
         timeline = self.activity.timeline
         collected = list(timeline) if timeline is not None else None  # a copy: a
         # re-projection removes rows from its middle
@@ -1107,6 +1114,7 @@ class PostgresFollowupUnitOfWork:
             self.journal.unwritten = journal_rows
             self._applied_unwritten = applied_rows
             self._appends_unwritten = appends
+            del self.events.appended_ids[appended_ids:]
             if timeline is not None and collected is not None:
                 timeline[:] = collected
             self.activity.console[:] = console
@@ -1132,6 +1140,7 @@ class PostgresUnitsOfWork:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
+        lost: BaseException | None = None
         async with self._pool.acquire() as conn:
             # Not asyncpg's ``transaction()``: ``BEGIN`` travels with the swap lock, one
             # round trip less per unit (#12), and the unit is ended here as asyncpg would end
@@ -1148,6 +1157,18 @@ class PostgresUnitsOfWork:
             except BaseException:
                 await conn.execute("ROLLBACK")  # a warning only if BEGIN itself failed
                 raise
-            await conn.execute("COMMIT")
-            if unit.events.appended and self._on_commit is not None:
-                self._on_commit()
+            try:
+                await conn.execute("COMMIT")
+            except Exception as exc:
+                # A unit that appended events can be checked by their ids; one that only
+                # changed read models cannot, and its fault stays as it was (a consumer
+                # applies the same events again).
+                if not (unit.events.appended_ids and lost_in_flight(exc)):
+                    raise
+                lost = exc
+        if lost is not None:
+            # On a fresh connection, the lost one back in the pool: committed, the unit
+            # ends as if it had heard (an RM's action answered as done, not "nothing stored").
+            await after_lost_commit(self._pool, unit.events.appended_ids, lost)
+        if unit.events.appended and self._on_commit is not None:
+            self._on_commit()

@@ -1,0 +1,99 @@
+"""What a transaction left stored when its connection was lost while its ``COMMIT`` was under
+way: asked of the store on a fresh connection, never guessed (#12, docs/reliability.md, "A
+database fault").
+
+A lost connection (no answer from the server) says nothing of the commit: the server may
+have committed before the answer was lost. A server-reported error at ``COMMIT`` is not
+this case (the server answered: it rolled back). Every writer here knows the ids of the
+events its transaction wrote before it writes them, so the question is whether those rows
+are there: all of them (committed) or none (not), as one transaction's rows are. Asked only
+after such a loss: a commit that answers costs nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from branchline_shared.postgres.faults import (
+    NEVER_TRANSIENT,
+    CommitOutcomeUnknown,
+    is_transient_database_fault,
+)
+
+__all__ = ["CommitOutcome", "CommitOutcomeUnknown", "after_lost_commit", "judged", "lost_in_flight"]
+
+log = logging.getLogger(__name__)
+
+ASK_TIMEOUT_S = 5.0
+"""How long the store is asked on a fresh connection before the outcome is called unknown:
+the caller is still waiting for its answer."""
+
+_FIND_WRITTEN = "SELECT event_id, global_position FROM es_events WHERE event_id = ANY($1::uuid[])"
+
+
+class CommitOutcome(enum.Enum):
+    COMMITTED = "committed"
+    NOT_COMMITTED = "not committed"
+    UNKNOWN = "unknown"
+
+
+def lost_in_flight(exc: BaseException) -> bool:
+    """The connection was lost without the server's answer (a socket error, the client's
+    timeout, asyncpg's closed connection): what the server did with the last message is not
+    known. A server-reported error (any other ``PostgresError``) is an answer."""
+    return isinstance(
+        exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+    ) and not isinstance(exc, NEVER_TRANSIENT)
+
+
+def judged(written: int, found: int | None) -> CommitOutcome:
+    """The outcome of a transaction that wrote ``written`` events of which ``found`` are
+    stored (``None``: the store could not be asked). One transaction's rows are all there or
+    none; anything between is not understood, so not claimed either way."""
+    if found is None or written == 0:
+        return CommitOutcome.UNKNOWN
+    if found == written:
+        return CommitOutcome.COMMITTED
+    if found == 0:
+        return CommitOutcome.NOT_COMMITTED
+    return CommitOutcome.UNKNOWN
+
+
+async def after_lost_commit(
+    pool: asyncpg.Pool[Any], event_ids: Sequence[uuid.UUID], lost: BaseException
+) -> dict[uuid.UUID, int]:
+    """Called when ``lost`` (:func:`lost_in_flight`) ended the ``COMMIT`` of a transaction
+    that wrote ``event_ids``, after its connection went back to ``pool``: their global
+    positions if the transaction committed; else ``lost`` is raised again (nothing stored,
+    the 503 ``unavailable`` it always was), or :class:`CommitOutcomeUnknown` if the store
+    could not be asked (or answered what one transaction cannot leave)."""
+    wanted = list(dict.fromkeys(event_ids))
+    found: dict[uuid.UUID, int] | None = None
+    try:
+        async with asyncio.timeout(ASK_TIMEOUT_S):
+            rows = await pool.fetch(_FIND_WRITTEN, wanted)
+        found = {r["event_id"]: r["global_position"] for r in rows}
+    except Exception as asking:
+        if not is_transient_database_fault(asking):
+            raise
+        log.warning("the store could not be asked after a lost commit", exc_info=asking)
+    outcome = judged(len(wanted), None if found is None else len(found))
+    log.warning(
+        "a connection was lost during COMMIT; asked the store",
+        extra={"outcome": outcome.value, "events": len(wanted)},
+    )
+    if outcome is CommitOutcome.COMMITTED:
+        assert found is not None
+        return found
+    if outcome is CommitOutcome.NOT_COMMITTED:
+        raise lost
+    raise CommitOutcomeUnknown(
+        "the connection to the database was lost while the request's transaction was being "
+        "committed, and the database could not be asked whether it was"
+    ) from lost

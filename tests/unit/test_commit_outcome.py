@@ -1,0 +1,124 @@
+"""What a connection lost during ``COMMIT`` is answered: decided from what the store holds,
+asked on a fresh connection (#12, ``postgres/commit_outcome.py``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_shared.http.problems import unavailable_problem
+from branchline_shared.postgres.commit_outcome import (
+    CommitOutcome,
+    CommitOutcomeUnknown,
+    after_lost_commit,
+    judged,
+    lost_in_flight,
+)
+from branchline_shared.postgres.faults import is_transient_database_fault
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
+
+
+@pytest.mark.parametrize(
+    ("written", "found", "outcome"),
+    [
+        (3, 3, CommitOutcome.COMMITTED),
+        (1, 1, CommitOutcome.COMMITTED),
+        (3, 0, CommitOutcome.NOT_COMMITTED),
+        (3, 1, CommitOutcome.UNKNOWN),  # one transaction's rows are all there or none
+        (3, None, CommitOutcome.UNKNOWN),  # the store could not be asked
+        (0, 0, CommitOutcome.UNKNOWN),  # nothing to ask by
+    ],
+)
+def test_the_outcome_is_what_the_store_holds(written: int, found: int | None, outcome: Any) -> None:
+    assert judged(written, found) is outcome
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(),
+        TimeoutError(),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError("connection is closed"),
+    ],
+)
+def test_a_lost_connection_is_no_answer(exc: BaseException) -> None:
+    assert lost_in_flight(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.SerializationError("could not serialize"),  # the server answered: rolled back
+        asyncpg.AdminShutdownError("terminating connection"),
+        asyncpg.exceptions._base.DataError("a value the codec refuses"),
+        ValueError("a bug"),
+    ],
+)
+def test_an_answer_from_the_server_or_a_bug_is_not_a_lost_commit(exc: BaseException) -> None:
+    assert not lost_in_flight(exc)
+
+
+class FakePool:
+    def __init__(self, stored: set[uuid.UUID] | None = None, fails: BaseException | None = None):
+        self.stored = stored or set()
+        self.fails = fails
+        self.asked: list[list[uuid.UUID]] = []
+
+    async def fetch(self, sql: str, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+        self.asked.append(ids)
+        if self.fails is not None:
+            raise self.fails
+        return [
+            {"event_id": i, "global_position": n} for n, i in enumerate(ids, 1) if i in self.stored
+        ]
+
+
+LOST = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+async def test_committed_the_positions_are_returned() -> None:
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    pool = FakePool(stored=set(ids))
+    found = await after_lost_commit(pool, ids, LOST)  # type: ignore[arg-type]
+    assert found == {ids[0]: 1, ids[1]: 2}
+    assert pool.asked == [ids]
+
+
+async def test_not_committed_the_lost_connection_is_raised_as_it_was() -> None:
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError) as raised:
+        await after_lost_commit(FakePool(), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
+    assert raised.value is LOST  # the 503 "unavailable", nothing stored
+
+
+@pytest.mark.parametrize(
+    "fails", [ConnectionRefusedError(), TimeoutError(), asyncpg.CannotConnectNowError("starting")]
+)
+async def test_a_store_that_cannot_be_asked_makes_the_outcome_unknown(
+    fails: BaseException,
+) -> None:
+    with pytest.raises(CommitOutcomeUnknown) as raised:
+        await after_lost_commit(FakePool(fails=fails), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
+    assert raised.value.__cause__ is LOST
+    # Transient (a consumer retries it), answered as its own 503 problem.
+    assert is_transient_database_fault(raised.value)
+    problem = unavailable_problem(raised.value)
+    assert (problem.status, problem.kind) == (503, "outcome-unknown")
+    assert problem.headers == {"Retry-After": "2"}
+    assert "nothing was stored" not in problem.detail
+    assert "same event_ids" in problem.detail
+
+
+async def test_part_of_one_transaction_stored_is_not_claimed_either_way() -> None:
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    with pytest.raises(CommitOutcomeUnknown):
+        await after_lost_commit(FakePool(stored={ids[0]}), ids, LOST)  # type: ignore[arg-type]
+
+
+async def test_a_bug_while_asking_is_not_hidden_as_unknown() -> None:
+    with pytest.raises(ValueError, match="a bug"):
+        await after_lost_commit(FakePool(fails=ValueError("a bug")), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
