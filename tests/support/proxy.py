@@ -5,9 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from branchline_shared.embedded.ports import free_port
+
+COMMIT = re.compile(rb"Q.{4}COMMIT", re.DOTALL)
+"""A simple-query ``COMMIT`` (asyncpg's ``transaction()`` sends ``COMMIT;``, an
+``execute("COMMIT")`` sends ``COMMIT``): the message type, its length, the text."""
+
+
+@dataclass
+class Trap:
+    """A cut timed on one connection's bytes (:meth:`CuttableProxy.trap`)."""
+
+    marker: bytes
+    at: re.Pattern[bytes] | None
+    delivered: bool
+    refuse: bool
+    sprung: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Pipe:
+    marked: bool = False
+    swallow: bool = False  # the trapped message was delivered: its answer is dropped
+    trap: Trap | None = None
 
 
 class CuttableProxy:
@@ -17,6 +41,25 @@ class CuttableProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
         self._cuts = 0  # a connection accepted before a cut never opens after it
+        self._trap: Trap | None = None
+
+    def trap(
+        self,
+        marker: bytes,
+        *,
+        at: re.Pattern[bytes] | None = COMMIT,
+        delivered: bool,
+        refuse: bool = False,
+    ) -> Trap:
+        """Cut the one connection whose client sends ``marker`` (bytes only its write
+        carries, e.g. a correlation id in an envelope) at the first chunk from then on that
+        matches ``at`` (``None``: the marker's chunk itself, a statement that commits by
+        itself). ``delivered``: the chunk reaches the server and the connection is cut when
+        the server's answer comes back (so the server has acted on it), the answer dropped;
+        else it never reaches the server. ``refuse``: then every connection is cut and new
+        ones refused (:meth:`cut`) until :meth:`restore`. Once; ``sprung`` is set then."""
+        self._trap = Trap(marker, at, delivered, refuse)
+        return self._trap
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -50,8 +93,11 @@ class CuttableProxy:
             if self._cuts != cuts:  # cut while connecting upstream: the outage holds
                 return
             self._pipes.update({writer, up_writer})
+            pipe = _Pipe()
             await asyncio.gather(
-                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+                self._requests(reader, up_writer, writer, pipe),
+                self._answers(up_reader, writer, up_writer, pipe),
+                return_exceptions=True,
             )
         finally:
             for end in (writer, up_writer):
@@ -59,14 +105,75 @@ class CuttableProxy:
                     self._pipes.discard(end)
                     end.transport.abort()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _requests(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+        pipe: _Pipe,
+    ) -> None:
+        """Client to server, watched for the trap."""
         try:
             while data := await reader.read(65536):
+                trap = self._trap
+                if trap is not None and not pipe.marked and trap.marker in data:
+                    pipe.marked, pipe.trap = True, trap
+                    self._trap = None  # one connection only
+                trap = pipe.trap
+                if (
+                    trap is not None
+                    and not pipe.swallow
+                    and (trap.at is None or trap.at.search(data))
+                ):
+                    if not trap.delivered:
+                        await self._spring(trap, client, writer)
+                        return
+                    pipe.swallow = True  # sprung by _answers, on the answer
+                    writer.write(data)
+                    await writer.drain()
+                    continue
                 writer.write(data)
                 await writer.drain()
         finally:
             self._pipes.discard(writer)
             writer.transport.abort()
+
+    async def _answers(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        server: asyncio.StreamWriter,
+        pipe: _Pipe,
+    ) -> None:
+        """Server to client; after a delivered trap, its answer is dropped and both ends cut."""
+        try:
+            while data := await reader.read(65536):
+                if pipe.swallow and pipe.trap is not None:
+                    await self._spring(pipe.trap, writer, server)
+                    return
+                writer.write(data)
+                await writer.drain()
+        finally:
+            self._pipes.discard(writer)
+            writer.transport.abort()
+
+    async def _spring(
+        self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter
+    ) -> None:
+        if trap.refuse:
+            # Refused before the client hears of the loss: its first new connection (the
+            # question what was stored) must meet the outage. No wait_closed here: this runs
+            # in one of the server's own connections.
+            self._cuts += 1
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            for pipe in list(self._pipes):
+                pipe.transport.abort()
+            self._pipes.clear()
+        client.transport.abort()
+        server.transport.abort()
+        trap.sprung.set()
 
 
 @contextlib.asynccontextmanager

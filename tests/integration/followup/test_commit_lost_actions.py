@@ -1,0 +1,172 @@
+"""An RM's action whose connection is lost while its ``COMMIT`` is under way is answered by
+what the database holds, asked on a fresh connection (#12, docs/reliability.md, "A database
+fault"): done when it committed, 503 ``unavailable`` when it did not, 503 ``outcome-unknown``
+when the database cannot be asked. Until Round 24 all three were ``unavailable`` "nothing was
+stored", and a completion that had committed, sent again, was refused as a closed task.
+
+The cut is timed by the suite's proxy on the action's own connection: the one that writes the
+``followup.completed`` envelope (it names the task), at its ``COMMIT``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from branchline_followup.bootstrap import create_app, running_worker
+from branchline_shared.console.web import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
+from branchline_shared.http.auth import Role
+from branchline_shared.http.problems import PROBLEM_JSON
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.integration.followup.harness import History, now_utc, produce_events
+from tests.support.proxy import CuttableProxy, cuttable
+from tests.support.stack import eventually, serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+COMPLETIONS = (
+    "SELECT e.event_id, (SELECT count(*) FROM es_outbox o WHERE o.event_id = e.event_id) "
+    "AS outbox FROM es_events e WHERE e.type = 'followup.completed' "
+    "AND e.envelope -> 'data' ->> 'task_id' = $1"
+)
+
+
+@dataclass
+class Served:
+    client: httpx.AsyncClient  # the API as rm-7
+    proxy: CuttableProxy
+    task_id: str  # rm-7's survey task for a new client
+    url: str
+
+
+@pytest.fixture
+async def rm(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Served]:
+    """The API through a cuttable proxy (the worker on the database itself)."""
+    target = urlsplit(settings.followup_database_url)
+    async with (
+        running_worker(settings),
+        cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy,
+    ):
+        netloc = f"{target.username}@127.0.0.1:{proxy.port}"
+        through = settings.model_copy(
+            update={"followup_database_url": urlunsplit(target._replace(netloc=netloc))}
+        )
+        client_id = f"C-{uuid.uuid4().hex[:8]}"
+        history = History()
+        start = now_utc() - timedelta(hours=3)
+        history.registered(client_id, start)
+        history.visit(client_id, f"V-{client_id}", start + timedelta(minutes=1))
+        await produce_events(settings, history.events)
+        async with (
+            serve(create_app(through)) as url,
+            httpx.AsyncClient(
+                base_url=url, headers=tokens.headers(Role.RM, sub="rm-7"), timeout=60
+            ) as client,
+        ):
+
+            async def survey() -> str | None:
+                page = (
+                    await client.get(
+                        "/v1/followups",
+                        params={"kind": "satisfaction_survey", "client_id": client_id},
+                    )
+                ).json()
+                return str(page["items"][0]["id"]) if page["items"] else None
+
+            yield Served(client, proxy, await eventually(survey, within=60), url)
+
+
+async def completions(settings: BranchlineSettings, task_id: str) -> list[tuple[Any, int]]:
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        return [(r["event_id"], r["outbox"]) for r in await conn.fetch(COMPLETIONS, task_id)]
+    finally:
+        await conn.close()
+
+
+def complete(client: httpx.AsyncClient, task_id: str) -> Any:
+    return client.post(f"/v1/followups/{task_id}/complete", json={"outcome": "contacted"})
+
+
+def problem(response: httpx.Response, kind: str) -> dict[str, Any]:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert int(response.headers["retry-after"]) > 0
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://branchline.dev/problems/{kind}", body
+    return body
+
+
+async def test_a_completion_whose_commit_answer_is_lost_is_answered_done(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    client, proxy, task_id = rm.client, rm.proxy, rm.task_id
+    trap = proxy.trap(task_id.encode(), delivered=True)
+    done = await complete(client, task_id)
+    assert trap.sprung.is_set()
+    assert done.status_code == 200, done.text  # old: 503 "nothing was stored"
+    assert done.json()["status"] == "done"
+    [(_, outbox)] = await completions(settings, task_id)
+    assert outbox == 1
+
+
+async def test_a_completion_whose_commit_never_arrived_is_unavailable(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    client, proxy, task_id = rm.client, rm.proxy, rm.task_id
+    trap = proxy.trap(task_id.encode(), delivered=False)
+    refused = await complete(client, task_id)
+    assert trap.sprung.is_set()
+    assert "nothing was stored" in problem(refused, "unavailable")["detail"]
+    assert await completions(settings, task_id) == []
+    again = await complete(client, task_id)  # as the answer says: sent again, done once
+    assert again.status_code == 200, again.text
+    assert len(await completions(settings, task_id)) == 1
+
+
+async def test_a_completion_lost_with_the_database_is_outcome_unknown(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    client, proxy, task_id = rm.client, rm.proxy, rm.task_id
+    trap = proxy.trap(task_id.encode(), delivered=True, refuse=True)
+    unknown = await complete(client, task_id)
+    assert trap.sprung.is_set()
+    assert "unknown" in problem(unknown, "outcome-unknown")["detail"]
+    [(_, outbox)] = await completions(settings, task_id)  # it had committed
+    assert outbox == 1
+    await proxy.restore()
+    # Completing is not idempotent on resend: a completed task is closed, so the resend is
+    # refused (409) and nothing is applied twice (docs/api.md).
+    again = await complete(client, task_id)
+    assert again.status_code == 409, again.text
+    assert len(await completions(settings, task_id)) == 1
+
+
+async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_changed(
+    rm: Served, settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    trap = rm.proxy.trap(rm.task_id.encode(), delivered=True, refuse=True)
+    async with httpx.AsyncClient(base_url=rm.url, timeout=60) as console:
+        console.cookies.set(f"{SESSION_COOKIE}_followup", tokens.token(Role.RM, sub="rm-7"))
+        console.cookies.set(CSRF_COOKIE, "csrf-1")
+        console.headers.update({CSRF_HEADER: "csrf-1", "accept-language": "en"})
+        page = await console.post(
+            f"/console/tasks/{rm.task_id}/complete",
+            data={"outcome": "contacted"},
+            headers={"hx-request": "true"},
+        )
+    assert trap.sprung.is_set()
+    assert page.status_code == 503, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert int(page.headers["retry-after"]) > 0
+    assert "it may have been saved" in page.text  # old: "nothing was changed", and it was
+    assert "nothing was changed" not in page.text
+    assert len(await completions(settings, rm.task_id)) == 1

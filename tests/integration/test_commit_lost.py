@@ -1,0 +1,223 @@
+"""A connection lost while its ``COMMIT`` is under way: the answer is what the database holds,
+found out on a fresh connection, never guessed (#12, docs/reliability.md, "A database fault").
+
+The cut is timed by the suite's proxy on the write's own connection (its envelope carries a
+correlation id only this test sends): before the ``COMMIT`` reaches the server (nothing is
+stored), or after the server answered it (committed), the answer dropped either way. Until
+Round 24 both were 503 ``unavailable`` "nothing was stored", false in the second case; and a
+lost self-committing write of a guessed group was run again the ordinary way.
+
+Every intake write path: a single POST with the caller's ``event_id`` (the group's shared
+transaction), one without (a guessed group's one self-committing statement, or the ordinary
+way), and a batch (the batch's own transaction)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from branchline_intake.bootstrap import create_app
+from branchline_shared.http.auth import Role
+from branchline_shared.http.problems import PROBLEM_JSON
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.support.events import registration_body
+from tests.support.proxy import COMMIT, CuttableProxy, cuttable
+from tests.support.stack import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+PATHS = ["single-with-id", "single-without-id", "batch"]
+
+
+def via(url: str, proxy: CuttableProxy) -> str:
+    target = urlsplit(url)
+    return urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
+
+
+@pytest.fixture
+async def proxied(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
+    async with through_proxy(settings, tokens) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def through_proxy(
+    settings: BranchlineSettings, tokens: TokenFactory, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
+    """Intake on a cuttable proxy to its database, and a branch system's client of it."""
+    target = urlsplit(settings.intake_database_url)
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        through = settings.model_copy(
+            update={"intake_database_url": via(settings.intake_database_url, proxy), **overrides}
+        )
+        async with (
+            serve(create_app(through)) as url,
+            httpx.AsyncClient(
+                base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM), timeout=60
+            ) as client,
+        ):
+            yield client, proxy
+
+
+def event(path: str, correlation: str) -> dict[str, Any]:
+    client_id = f"C-{uuid.uuid4().hex[:8]}"
+    sent = None if path == "single-without-id" else uuid.uuid4()
+    body = registration_body(client_id, sent, datetime.now(UTC).replace(microsecond=0))
+    body["correlation_id"] = correlation
+    return body
+
+
+async def send(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    if path == "batch":
+        return await client.post("/v1/events:batch", json={"events": [body]})
+    return await client.post("/v1/events", json=body)
+
+
+def accepted_id(path: str, response: httpx.Response) -> str:
+    """The event id of a 202, or raise."""
+    if path == "batch":
+        assert response.status_code == 200, response.text
+        (result,) = response.json()["results"]
+        assert result["status"] == 202, result
+        return str(result["event_id"])
+    assert response.status_code == 202, response.text
+    return str(response.json()["event_id"])
+
+
+async def stored(settings: BranchlineSettings, correlation: str) -> list[tuple[str, int]]:
+    """The events of this test's write, each with its outbox rows."""
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT e.event_id::text AS id, (SELECT count(*) FROM es_outbox o "
+            "WHERE o.event_id = e.event_id) AS outbox FROM es_events e "
+            "WHERE e.envelope ->> 'correlation_id' = $1",
+            correlation,
+        )
+    finally:
+        await conn.close()
+    return [(r["id"], r["outbox"]) for r in rows]
+
+
+def problem(response: httpx.Response, kind: str) -> dict[str, Any]:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert int(response.headers["retry-after"]) > 0
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://branchline.dev/problems/{kind}", body
+    return body
+
+
+def trapped_at(path: str) -> re.Pattern[bytes] | None:
+    # A guessed group's write is its own transaction: no COMMIT follows it. A registration
+    # sent without an id may be guessed or not: the write, or the COMMIT after it.
+    return None if path == "single-without-id" else COMMIT
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_commit_whose_answer_is_lost_answers_what_was_stored(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy], settings: BranchlineSettings, path: str
+) -> None:
+    client, proxy = proxied
+    correlation = f"commit-lost-{uuid.uuid4()}"
+    body = event(path, correlation)
+    trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=True)
+    response = await send(client, path, body)
+    assert trap.sprung.is_set()
+    # Committed, the server's answer lost: answered as committed (old: 503 "nothing stored").
+    event_id = accepted_id(path, response)
+    assert await stored(settings, correlation) == [(event_id, 1)]
+    if "event_id" in body:
+        assert event_id == body["event_id"]
+        again = await send(client, path, body)  # the same event again: stored once
+        assert accepted_id(path, again) == event_id
+        assert await stored(settings, correlation) == [(event_id, 1)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_commit_lost_on_its_way_answers_nothing_stored(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy], settings: BranchlineSettings, path: str
+) -> None:
+    client, proxy = proxied
+    correlation = f"commit-lost-{uuid.uuid4()}"
+    body = event(path, correlation)
+    trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=False)
+    response = await send(client, path, body)
+    assert trap.sprung.is_set()
+    if response.status_code == 503:
+        problem(response, "unavailable")
+        assert await stored(settings, correlation) == []
+    else:
+        # A guessed group's lost write that is found not stored is run the ordinary way,
+        # once (old: run again without asking, twice stored when it had committed).
+        assert path == "single-without-id", response.text
+        assert await stored(settings, correlation) == [(accepted_id(path, response), 1)]
+    if "event_id" in body:
+        again = await send(client, path, body)
+        assert accepted_id(path, again) == body["event_id"]
+        assert await stored(settings, correlation) == [(body["event_id"], 1)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_commit_lost_with_the_database_answers_outcome_unknown(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy], settings: BranchlineSettings, path: str
+) -> None:
+    client, proxy = proxied
+    correlation = f"commit-lost-{uuid.uuid4()}"
+    body = event(path, correlation)
+    trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=True, refuse=True)
+    response = await send(client, path, body)
+    assert trap.sprung.is_set()
+    # Committed, but the database cannot be asked: not "nothing was stored" (old), unknown.
+    detail = problem(response, "outcome-unknown")["detail"]
+    assert "unknown" in detail
+    assert "same event_id" in detail
+    [(event_id, outbox)] = await stored(settings, correlation)
+    assert outbox == 1
+    await proxy.restore()
+    if "event_id" in body:
+        # The resend the answer asks for: stored once, answered as the duplicate it is.
+        assert event_id == body["event_id"]
+        again = await send(client, path, body)
+        assert accepted_id(path, again) == event_id
+        assert await stored(settings, correlation) == [(event_id, 1)]
+
+
+async def test_every_caller_of_a_group_is_answered_by_its_shared_commit(
+    settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """Two requests joined in one group commit (a window holds the group open for both): the
+    cut is on one's write, the COMMIT the group's; both are answered as committed."""
+    async with through_proxy(settings, tokens, intake_group_commit_window_ms=500) as (
+        client,
+        proxy,
+    ):
+        first, second = f"commit-lost-{uuid.uuid4()}", f"commit-lost-{uuid.uuid4()}"
+        bodies = [event("single-with-id", first), event("single-with-id", second)]
+        trap = proxy.trap(first.encode(), delivered=True)
+        answers = await asyncio.gather(*(send(client, "single", b) for b in bodies))
+        assert trap.sprung.is_set()
+        assert [accepted_id("single", a) for a in answers] == [b["event_id"] for b in bodies]
+        conn = await asyncpg.connect(settings.intake_database_url)
+        try:
+            transactions = await conn.fetchval(
+                "SELECT count(DISTINCT tx_id) FROM es_events WHERE event_id = ANY($1::uuid[])",
+                [uuid.UUID(b["event_id"]) for b in bodies],
+            )
+        finally:
+            await conn.close()
+        assert transactions == 1  # one group, one transaction: the cut was both callers'
+        assert await stored(settings, second) == [(bodies[1]["event_id"], 1)]
