@@ -120,6 +120,7 @@ async def arm_events(conn: Any, envs: list[dict[str, Any]]) -> None:
             [HASH] * len(part),
             ["t"] * len(part),
             [e["client_id"] for e in part],
+            None,  # in the id order: no lock timeout set (#12, Round 24)
         )
 
 
@@ -131,6 +132,7 @@ async def arm_write(conn: Any, envs: list[dict[str, Any]]) -> None:
             [HASH] * len(part),
             ["t"] * len(part),
             [e["client_id"] for e in part],
+            None,  # in the id order: no lock timeout set (#12, Round 24)
         )
 
 
