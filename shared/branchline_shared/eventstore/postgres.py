@@ -493,7 +493,9 @@ class PostgresUnitOfWork:
                 [s.submission_hash for s in staged],
                 [s.topic for s in staged],
                 [e.subject_id for e in events],
-                _NO_WAIT if out_of_order else None,
+                # Set once: it holds for the rest of the transaction (a savepoint rolled
+                # back takes it back, and the group's journal the flag with it).
+                _NO_WAIT if out_of_order and not order["no_wait"] else None,
             )
         except asyncpg.LockNotAvailableError as exc:
             if no_wait:  # another writer's uncommitted id, not waited for
