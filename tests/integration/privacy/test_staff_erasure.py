@@ -9,6 +9,8 @@ employed stays restricted; other staff's and clients' texts are untouched."""
 from __future__ import annotations
 
 import contextlib
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -16,8 +18,15 @@ import httpx
 import orjson
 import pytest
 
+from branchline_followup.adapters.personal_data import (
+    apply_staff_privacy,
+    pending_staff_erasures,
+    staff_privacy_state,
+)
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_shared.crypto.keystore import KeyDestroyed, PostgresClientKeyStore
 from branchline_shared.crypto.sealing import MasterKey, SealingError, is_sealed, unseal
+from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.http.auth import Role
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
@@ -221,3 +230,74 @@ async def test_a_leavers_texts_are_restricted_then_destroyed_while_the_trail_ver
         assert summary == PLANTED_SUMMARY
     finally:
         await pool.close()
+
+
+def followup_staff_event(
+    staff_id: str, event_type: str, occurred_at: datetime, data: dict[str, Any]
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type=event_type,
+        occurred_at=occurred_at,
+        recorded_at=occurred_at,
+        source="intake",
+        actor=Actor(id="dpo-1", role="admin"),
+        staff_id=staff_id,
+        stream_id=f"staff-{staff_id}",
+        stream_version=1,
+        data=data,
+    )
+
+
+async def test_the_staff_erasure_read_model_does_not_depend_on_the_order_applied(
+    settings: BranchlineSettings,
+) -> None:
+    """A rebuild may apply followup's shredding before intake's request; a later request
+    naming the end of employment sets it; the gift's client is kept for the holds."""
+    asked = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    shredded_at = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    request = followup_staff_event(
+        "S-1", "staff.erasure_requested", asked, {"reason": "bl:pii:v1:k:n:c"}
+    )
+    later = followup_staff_event(
+        "S-2",
+        "staff.erasure_requested",
+        shredded_at,
+        {"reason": "bl:pii:v1:k:n:c", "employment_ended_at": "2015-01-31T00:00:00+00:00"},
+    )
+    first = followup_staff_event(
+        "S-2", "staff.erasure_requested", asked, {"reason": "bl:pii:v1:k:n:c"}
+    )
+    gift = followup_staff_event(
+        "S-2",
+        "staff.gift_recorded",
+        asked,
+        {"client_id": "C-9", "value": "1", "accepted": False, "description": "bl:pii:v1:k:n:c"},
+    )
+    shred = followup_staff_event(
+        "S-1",
+        "staff.personal_data_shredded",
+        shredded_at,
+        {"basis": "retention_ended", "erasure_event_id": str(request.event_id)},
+    )
+    await prepare_database(settings)
+    pool = await open_read_model_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            for event in (shred, request, first, gift, later):
+                await apply_staff_privacy(conn, event)
+            s1 = await staff_privacy_state(conn, "S-1")
+            s2 = await staff_privacy_state(conn, "S-2")
+            pending = await pending_staff_erasures(conn)
+    finally:
+        await pool.close()
+    assert s1 is not None
+    assert s1.shredded_at == shredded_at
+    assert s1.erasure_requested_at == asked
+    assert s1.erasure_event_id == request.event_id
+    assert s2 is not None
+    assert s2.erasure_event_id == first.event_id
+    assert s2.erasure_requested_at == asked
+    assert s2.employment_ended_at == datetime(2015, 1, 31, tzinfo=UTC)
+    assert s2.gift_clients == ("C-9",)
+    assert [p.staff_id for p in pending] == ["S-2"]

@@ -228,3 +228,29 @@ async def test_a_later_request_naming_the_end_of_employment_sets_the_date() -> N
     state = units.state.staff_privacy["S-1"]
     assert state.erasure_event_id == first.event_id  # restricted since the first request
     assert await keys.states(["#staff/S-1"]) == {"#staff/S-1": PrivacyState.ACTIVE}  # dry run
+
+
+async def test_a_shredding_applied_before_its_request_leaves_nothing_pending() -> None:
+    """A rebuild may read followup's store (the shredding) before intake's (the request)."""
+    request = erasure("S-1", datetime(2014, 3, 31, tzinfo=UTC))
+    shredded = RecordedEvent(
+        event_id=uuid.uuid4(),
+        type="staff.personal_data_shredded",
+        occurred_at=NOW,
+        recorded_at=NOW,
+        source="followup",
+        actor=Actor(id="privacy-shredder", role="system"),
+        staff_id="S-1",
+        branch_id="BR-001",
+        stream_id="privacy-staff/S-1",
+        stream_version=1,
+        data={"basis": "retention_ended", "erasure_event_id": str(request.event_id)},
+    )
+    units = MemoryUnitsOfWork()
+    await projected(units, [shredded, request])
+    state = units.state.staff_privacy["S-1"]
+    assert state.shredded
+    assert state.erasure_event_id == request.event_id
+    assert state.erasure_requested_at == REQUESTED
+    async with units.begin() as uow:
+        assert await uow.privacy.pending_staff_erasures() == []

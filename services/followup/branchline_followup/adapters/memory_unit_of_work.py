@@ -362,10 +362,17 @@ class _Privacy(_Part):
             ended = None if raw is None else datetime.fromisoformat(str(raw))
             if state is None:
                 state = StaffPrivacyState(staff_id, event.occurred_at, event.event_id, ended)
-            elif ended is not None:
-                state = replace(state, employment_ended_at=ended)
+            else:
+                state = replace(
+                    state,
+                    employment_ended_at=ended or state.employment_ended_at,
+                    erasure_requested_at=min(state.erasure_requested_at, event.occurred_at),
+                )
             self.s.staff_privacy[staff_id] = state
-        elif event.type == STAFF_PERSONAL_DATA_SHREDDED and state is not None:
+        elif event.type == STAFF_PERSONAL_DATA_SHREDDED:
+            if state is None:  # applied before its request (a rebuild's order)
+                request_id = uuid.UUID(str(event.data["erasure_event_id"]))
+                state = StaffPrivacyState(staff_id, event.occurred_at, request_id, None)
             if state.shredded_at is None:
                 state = replace(state, shredded_at=event.occurred_at, shred_event_id=event.event_id)
             self.s.staff_privacy[staff_id] = state

@@ -7,6 +7,7 @@ clear value exists only in the memory of an access request being answered.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -144,18 +145,25 @@ async def apply_staff_privacy(conn: PgConnection, event: RecordedEvent) -> None:
             "INSERT INTO fu_staff_privacy (staff_id, erasure_requested_at, erasure_event_id, "
             "employment_ended_at) VALUES ($1, $2, $3, $4) ON CONFLICT (staff_id) DO UPDATE SET "
             "employment_ended_at = coalesce(EXCLUDED.employment_ended_at, "
-            "fu_staff_privacy.employment_ended_at)",
+            "fu_staff_privacy.employment_ended_at), erasure_requested_at = "
+            "least(fu_staff_privacy.erasure_requested_at, EXCLUDED.erasure_requested_at)",
             staff_id,
             event.occurred_at,
             event.event_id,
             None if ended is None else datetime.fromisoformat(str(ended)),
         )
     elif event.type == STAFF_PERSONAL_DATA_SHREDDED:
+        # Applied before its request too (a rebuild reads followup's store and intake's in
+        # either order): the shredding names the request, and the request's time then wins.
         await conn.execute(
-            "UPDATE fu_staff_privacy SET shredded_at = coalesce(shredded_at, $2), "
-            "shred_event_id = coalesce(shred_event_id, $3) WHERE staff_id = $1",
+            "INSERT INTO fu_staff_privacy (staff_id, erasure_requested_at, erasure_event_id, "
+            "shredded_at, shred_event_id) VALUES ($1, $2, $3, $2, $4) "
+            "ON CONFLICT (staff_id) DO UPDATE SET "
+            "shredded_at = coalesce(fu_staff_privacy.shredded_at, EXCLUDED.shredded_at), "
+            "shred_event_id = coalesce(fu_staff_privacy.shred_event_id, EXCLUDED.shred_event_id)",
             staff_id,
             event.occurred_at,
+            uuid.UUID(str(event.data["erasure_event_id"])),
             event.event_id,
         )
     elif event.type == STAFF_GIFT_RECORDED and isinstance(event.data.get("client_id"), str):
