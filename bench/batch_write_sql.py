@@ -120,7 +120,6 @@ async def arm_events(conn: Any, envs: list[dict[str, Any]]) -> None:
             [HASH] * len(part),
             ["t"] * len(part),
             [e["client_id"] for e in part],
-            None,  # in the id order: no lock timeout set (#12, Round 24)
         )
 
 
@@ -132,7 +131,6 @@ async def arm_write(conn: Any, envs: list[dict[str, Any]]) -> None:
             [HASH] * len(part),
             ["t"] * len(part),
             [e["client_id"] for e in part],
-            None,  # in the id order: no lock timeout set (#12, Round 24)
         )
 
 

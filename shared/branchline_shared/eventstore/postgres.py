@@ -97,7 +97,6 @@ WITH staged AS (
            (e->>'occurred_at')::timestamptz, (e->>'recorded_at')::timestamptz,
            submission_hash, e
     FROM staged
-    WHERE (SELECT $5::text IS NULL OR set_config('lock_timeout', $5::text, true) IS NOT NULL)
     ORDER BY (e->>'event_id')::uuid
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
@@ -124,15 +123,25 @@ staging order: a stream's events in version order), as the outbox's ids are (the
 order). The events are inserted in **event id order** (#12, Round 24): an id's entry in
 ``es_events``' unique index is taken in that one order by every writer, so two writers of the
 same client-chosen ids on different streams never wait on each other in a cycle; the loser
-waits for the first id they share (docs/intake.md, "Event ids are not streams"). ``$5``, the
-``lock_timeout`` to set, is given when this transaction already holds an id above one of
-this write's: such a write must not wait out another writer (``_NO_WAIT``); the one-time
-filter sets it before the first row is inserted. A stream already at its new version (one
-this unit created at the version it was likely to reach: ``PostgresUnitOfWork.lock_streams``'s
-``likely``) is not updated again (#12)."""
+waits for the first id they share (docs/intake.md, "Event ids are not streams"). A stream
+already at its new version (one this unit created at the version it was likely to reach:
+``PostgresUnitOfWork.lock_streams``'s ``likely``) is not updated again (#12)."""
+
+_WRITE_NO_WAIT_SQL = _WRITE_SQL.replace(
+    "    FROM staged\n    ORDER BY",
+    "    FROM staged\n"
+    "    WHERE (SELECT set_config('lock_timeout', $5::text, true) IS NOT NULL)\n"
+    "    ORDER BY",
+)
+""":data:`_WRITE_SQL` for the first write of a transaction that holds an id above one of its
+own already (out of the id order across the transaction): it must not wait out another
+writer, so it sets ``lock_timeout`` to ``$5`` (:data:`_NO_WAIT`) for the rest of the
+transaction by a one-time filter, evaluated before its first row is inserted. A statement of
+its own, sent at most once per transaction, so every other write is the same statement as
+before, without a condition of its own."""
 
 _NO_WAIT = "50ms"
-"""The ``lock_timeout`` a write out of the id order sets (:data:`_WRITE_SQL`'s ``$5``) for the
+"""The ``lock_timeout`` a write out of the id order sets (:data:`_WRITE_NO_WAIT_SQL`) for the
 rest of its transaction: a wait for another writer's uncommitted id ends with 55P03
 (:class:`EventIdsBusy`) long before ``deadlock_timeout`` (1 s) could find a cycle, so such a
 wait is never waited out, as a refusal stream's out-of-order lock never is (``FOR UPDATE
@@ -482,21 +491,23 @@ class PostgresUnitOfWork:
         # One statement, one round trip, for the events, their outbox rows and the streams'
         # versions (#12): a statement is atomic, so this writes all of it or none, like the
         # three statements it replaces.
+        arguments: list[Any] = [
+            # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
+            # call each, instead of dumped to Python objects that the connection's jsonb codec
+            # then encodes one by one in Python (#12); the columns are read from them.
+            [s.envelope for s in staged],
+            [s.submission_hash for s in staged],
+            [s.topic for s in staged],
+            [e.subject_id for e in events],
+        ]
+        # Set once: it holds for the rest of the transaction (a savepoint rolled back takes it
+        # back, and the group's journal the flag with it).
+        sql = _WRITE_SQL
+        if out_of_order and not order["no_wait"]:
+            sql = _WRITE_NO_WAIT_SQL
+            arguments.append(_NO_WAIT)
         try:
-            rows = await self._conn.fetch(
-                _WRITE_SQL,
-                # The envelopes as JSON text, cast by the statement: rendered by pydantic in
-                # one call each, instead of dumped to Python objects that the connection's
-                # jsonb codec then encodes one by one in Python (#12); the columns are read
-                # from them.
-                [s.envelope for s in staged],
-                [s.submission_hash for s in staged],
-                [s.topic for s in staged],
-                [e.subject_id for e in events],
-                # Set once: it holds for the rest of the transaction (a savepoint rolled
-                # back takes it back, and the group's journal the flag with it).
-                _NO_WAIT if out_of_order and not order["no_wait"] else None,
-            )
+            rows = await self._conn.fetch(sql, *arguments)
         except asyncpg.LockNotAvailableError as exc:
             if no_wait:  # another writer's uncommitted id, not waited for
                 raise EventIdsBusy(str(exc)) from exc
