@@ -200,6 +200,17 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "accepted": False,
         "description": "box of mooncakes offered at mid-autumn, declined",
     },
+    "staff.erasure_requested": {
+        "reason": "left the bank in 2016; asks that their records' texts be erased",
+        "employment_ended_at": "2016-11-30T18:00:00+08:00",
+    },
+    "staff.personal_data_shredded": {
+        "basis": "retention_ended",
+        "erasure_event_id": "0193f0c2-7a1b-7c3d-8e4f-5a6b7c8d9e1a",
+        "key_id": "k9f8e7d6",
+        "employment_ended_at": "2016-11-30T18:00:00+08:00",
+        "retention_until": "2026-11-30T18:00:00+08:00",
+    },
     "complaint.received": {
         "complaint_id": "K-5001",
         "severity": "important",
@@ -372,6 +383,8 @@ def _governance(event_type: str, occurred_at: str, subject: tuple[str, str]) -> 
 
 _PRODUCT = ("product_id", EXAMPLE_PRODUCT_ID)
 _RM_AS_STAFF = ("staff_id", EXAMPLE_RM_ID)
+_LEAVER = ("staff_id", "staff-leaver-1")
+"""A former member of staff (not the journey's RM), whose own texts are erased (D-04)."""
 
 EXAMPLE_SHELF: tuple[JourneyStep, ...] = (
     _governance("product.approved", "2026-11-01T09:00:00+08:00", _PRODUCT),
@@ -384,6 +397,13 @@ EXAMPLE_SHELF: tuple[JourneyStep, ...] = (
     _governance("product.suspended", "2026-12-02T10:00:00+08:00", _PRODUCT),
     _governance("product.withdrawn", "2026-12-02T11:00:00+08:00", _PRODUCT),
     _governance("staff.qualification_revoked", "2026-12-02T12:00:00+08:00", _RM_AS_STAFF),
+    _governance("staff.erasure_requested", "2026-12-04T09:00:00+08:00", _LEAVER),
+    _step(
+        "staff.personal_data_shredded",
+        "2026-12-04T10:00:00+08:00",
+        actor=("privacy-shredder", "system"),
+        subject=_LEAVER,
+    ),
 )
 """The product shelf and staff records the journey relies on (D-13, D-14, D-16), in an
 order intake accepts: the product approved and the RM qualified for funds before the

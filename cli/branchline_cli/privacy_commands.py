@@ -24,10 +24,12 @@ def shred_due_command(
         bool, typer.Option("--dry-run", help="Show what is pending and when; destroy nothing.")
     ] = False,
 ) -> None:
-    """Destroy the data keys of clients whose erasure is due (retention run out, or none
-    applies) and record client.personal_data_shredded for each."""
+    """Destroy the data keys of clients and members of staff (#staff/<id>) whose erasure is
+    due (retention run out, or none applies) and record client.personal_data_shredded or
+    staff.personal_data_shredded for each."""
     from branchline_followup.adapters.legal_holds import LegalHoldsUnknown
     from branchline_followup.erasure_operations import shred_due_once
+    from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX
 
     try:
         statuses = asyncio.run(shred_due_once(BranchlineSettings(), dry_run=dry_run))
@@ -43,6 +45,8 @@ def shred_due_command(
             if s.held
             else "pending"
             if plan
+            else "no date yet (employed)"
+            if s.client_id.startswith(STAFF_KEY_PREFIX)
             else "no date yet (relationship lasts)"
         )
         typer.echo(

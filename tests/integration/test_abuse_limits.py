@@ -14,24 +14,19 @@ import httpx
 import pytest
 
 from branchline_intake.bootstrap import create_app
+from branchline_shared.events.envelope import Actor
 from branchline_shared.http.auth import Role, utcnow
 from tests.conftest import TokenFactory
+from tests.support.events import registration_body
 from tests.support.stack import Infra, make_settings, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
+TELLER = Actor(id="teller-1", role="teller")
+
 
 def registration(client_id: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "client.registered",
-        "occurred_at": utcnow().isoformat(),
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "teller-1", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
+    return registration_body(client_id, uuid.uuid4(), utcnow(), actor=TELLER)
 
 
 async def test_rate_limit_is_429_with_retry_after_and_stores_nothing(

@@ -19,6 +19,8 @@ import asyncpg
 import httpx
 import pytest
 
+from branchline_audit.adapters.ledger import LEDGER_LOCK_KEY
+from branchline_audit.bootstrap import create_app as create_audit_app
 from branchline_followup.bootstrap import create_app as create_followup_app
 from branchline_intake.bootstrap import create_app
 from branchline_shared.console.web import SESSION_COOKIE
@@ -164,3 +166,68 @@ async def test_the_followup_service_answers_a_cancelled_read_the_same_way(
                 assert again.status_code == 200, again.text
         finally:
             await watcher.close()
+
+
+def audit_client(url: str, tokens: TokenFactory, where: str) -> httpx.AsyncClient:
+    """An auditor's client: the API's bearer token, or a signed-in console session."""
+    if where == "api":
+        headers = tokens.headers(Role.AUDITOR, sub="auditor-1")
+        return httpx.AsyncClient(base_url=url, headers=headers, timeout=30)
+    client = httpx.AsyncClient(
+        base_url=url, headers={"accept-language": "en"}, timeout=30, follow_redirects=False
+    )
+    client.cookies.set(f"{SESSION_COOKIE}_audit", tokens.token(Role.AUDITOR, sub="auditor-1"))
+    return client
+
+
+@pytest.mark.parametrize(
+    ("where", "path", "end"),
+    [
+        ("api", "/v1/audit/entries", "cancelled"),
+        ("api", "/v1/audit/entries", "terminated"),
+        ("console", "/console/trail?purpose=review", "cancelled"),
+    ],
+)
+async def test_the_audit_service_answers_a_read_whose_backend_is_cut_the_same_way(
+    settings: BranchlineSettings, tokens: TokenFactory, where: str, path: str, end: str
+) -> None:
+    """An audit read records itself in the ledger first (D-11): that append waits on the
+    ledger's append lock, which the test holds, and is cancelled or its backend terminated.
+    The API answers the shared problem, the console its page, 503 with ``Retry-After``; the
+    read's record is not stored (nothing half-written), and the same read then succeeds (#12:
+    before, only the shared handler's unit test spoke for the audit service)."""
+    async with serve(create_audit_app(settings)) as url, audit_client(url, tokens, where) as client:
+        holder = await asyncpg.connect(settings.audit_database_url)
+        watcher = await asyncpg.connect(settings.audit_database_url)
+        try:
+            reads_before = await audit_reads(watcher)
+            transaction = holder.transaction()
+            await transaction.start()
+            # the ledger's append lock (what every append waits for), not its table: the
+            # checkpointer's reads must not be the backend found waiting
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+            task = asyncio.ensure_future(client.get(path))
+            waiting = await asyncio.wait_for(blocked_by(watcher, holder.get_server_pid()), 20)
+            assert await watcher.fetchval(f"SELECT {ENDS[end]}($1)", waiting)
+            response = await asyncio.wait_for(task, 30)
+            await transaction.rollback()
+            if where == "api":
+                assert_unavailable(response)
+            else:
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"].startswith("text/html")
+                assert int(response.headers["retry-after"]) > 0
+                assert "Temporarily unavailable" in response.text
+            assert await audit_reads(watcher) == reads_before  # the read's record not stored
+            again = await client.get(path)
+            assert again.status_code == 200, again.text
+            assert await audit_reads(watcher) == reads_before + 1
+        finally:
+            await holder.close()
+            await watcher.close()
+
+
+async def audit_reads(conn: asyncpg.Connection[Any]) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM audit_ledger WHERE event_type = 'audit.read'")
+    )

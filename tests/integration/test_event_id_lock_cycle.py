@@ -1,16 +1,21 @@
-"""Two writers storing the same client-chosen event ids on different streams, in opposite
-orders, wait on each other in ``es_events``' unique index on ``event_id``: each holds the id
-it inserted first (uncommitted) and waits for the other's transaction to learn whether the
-other id is taken. No stream lock is shared, so the sorted stream pass (docs/intake.md, "Lock
-order") cannot order them; the server breaks the cycle by rolling one back (40P01). That
-transaction is run again, nothing having been answered, and every caller gets what the
-idempotency rules say for its id (#12): accepted if the other writer gave up, else the id
-is taken by another event (409 ``idempotency-conflict``). Until Round 23 the rolled-back
-batch, or the group's caller, was answered with the error: a 500.
+"""Two writers storing the same client-chosen event ids on different streams wait on each
+other in ``es_events``' unique index on ``event_id`` (an insert meeting another transaction's
+uncommitted id waits for it to end). No stream lock is shared, so the sorted stream pass
+(docs/intake.md, "Lock order") cannot order them. Until Round 24 two writers in opposite
+orders each held the id they inserted first and waited for the other's: a cycle, broken by
+the server after ``deadlock_timeout`` (1 s) by rolling one back (40P01), whose whole
+transaction then ran again (Round 23; before it, a 500).
+
+Since Round 24 (#12) every write inserts its events in event id order, and a write of a
+transaction that already holds an id above one of its own (a batch's later part, a group's
+later caller) does not wait (``lock_timeout``, then ``EventIdsBusy``): no cycle can form. The
+writer in order waits once, for the first id they share, and is answered by the idempotency
+rules; the one out of order gives way, and the batch, or each caller of the group alone, runs
+again writing its ids by one statement, in order.
 
 The other writer is staged step by step on a connection of the test's, by the store's own
-statements, with a ``deadlock_timeout`` long enough that the server always rolls back the
-intake app's transaction (whose check for a cycle runs after the default 1 s)."""
+statements (two writes: two statements), with a ``deadlock_timeout`` long enough that the
+server would always roll back the intake app's transaction if a cycle formed."""
 
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from branchline_intake.application.submit import IntakeContext, submission_hash
 from branchline_intake.bootstrap import create_app
 from branchline_intake.entrypoints.http import submit_one
 from branchline_shared.events.envelope import RecordedEvent, SubmittedEvent
+from branchline_shared.eventstore.ports import EventIdsBusy
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.http.auth import Principal, Role
 from branchline_shared.settings import BranchlineSettings
@@ -40,7 +46,6 @@ from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-RERUNS = "branchline_intake_lock_cycle_reruns_total"
 _NOW = datetime.now(UTC).replace(microsecond=0)
 # Two branch systems: two callers of one group, each in a savepoint of its own.
 CALLERS = [
@@ -116,59 +121,98 @@ def shape(status: int, body: dict[str, Any]) -> tuple[Any, ...]:
     return (status, str(body.get("type", "")).rpartition("/")[2])
 
 
+def ids_in_order() -> tuple[uuid.UUID, uuid.UUID]:
+    """Two fresh ids, the lower first (PostgreSQL orders uuids as Python orders them)."""
+    low, high = sorted((uuid.uuid4(), uuid.uuid4()))
+    return low, high
+
+
+def reruns(path: str) -> tuple[float, float]:
+    """The runs again so far after a lock cycle and after an id met out of the id order."""
+    label = {"path": path}
+    return (
+        REGISTRY.get_sample_value("branchline_intake_lock_cycle_reruns_total", label) or 0,
+        REGISTRY.get_sample_value("branchline_intake_event_id_order_reruns_total", label) or 0,
+    )
+
+
+class Other:
+    """The other writer: the store's own statements on a connection of the test's, in one
+    transaction, each write a statement of its own."""
+
+    def __init__(self, conn: asyncpg.Connection[Any], ctx: IntakeContext) -> None:
+        self.conn = conn
+        self._ctx = ctx
+        self._uow = PostgresUnitOfWork(conn)
+        self.transaction = conn.transaction()
+
+    async def start(self, clients: list[str]) -> None:
+        await self.conn.execute("SET deadlock_timeout = '60s'")  # never the one rolled back
+        await self.transaction.start()
+        await self._uow.lock_streams([f"client-{c}" for c in clients])
+
+    async def write(self, item: SubmittedEvent) -> None:
+        digest = submission_hash(item, self._ctx.hash_key)
+        self._uow.stage(recorded(item), topic=self._ctx.topic, submission_hash=digest)
+        await self._uow.commit()
+
+    async def end(self, ends: str) -> None:
+        await (self.transaction.commit() if ends == "commits" else self.transaction.rollback())
+
+
+async def counted(path: str, before: tuple[float, float]) -> None:
+    """Until the id-order runs again of ``path`` passed ``before``'s (bounded by the caller)."""
+    while True:
+        if reruns(path)[1] != before[1]:
+            return
+        await asyncio.sleep(0.02)
+
+
+def start_intake(
+    path: str, url: str, tokens: TokenFactory, committer: GroupCommitter, mine: list[Any]
+) -> asyncio.Future[list[tuple[Any, ...]]]:
+    if path == "batch":
+        return asyncio.ensure_future(batch(url, tokens, mine))
+    callers = CALLERS[:1] * 2 if path.endswith("one caller") else CALLERS
+    return asyncio.ensure_future(singles(committer, mine, callers))
+
+
 @pytest.mark.parametrize("ends", ["commits", "rolls back"])
-@pytest.mark.parametrize("path", ["batch", "group commit", "group commit, one caller"])
-async def test_a_cycle_on_event_ids_is_run_again_and_answered_by_the_idempotency_rules(
+@pytest.mark.parametrize("path", ["batch", "group commit, one caller"])
+async def test_two_writers_in_id_order_wait_once_without_a_cycle(
     served: tuple[FastAPI, str],
     settings: BranchlineSettings,
     tokens: TokenFactory,
     path: str,
     ends: str,
 ) -> None:
+    """Opposite orders of items, both writers in id order: intake sends ``[X on a, Y on b]``
+    in one write (a batch, or one caller's group), the other writes ``Y on c`` and then ``X
+    on d`` (two statements, ``Y < X``: in order). Intake inserts ``Y`` first and waits for
+    the other writer, holding no id; the other's ``X`` is not waited for. No cycle, no run
+    again: intake is answered as the idempotency rules say once the other ends. Until Round
+    24 intake inserted ``X`` first: a cycle, broken after 1 s, and the transaction run again."""
     application, url = served
     ctx: IntakeContext = application.state.intake
-    committer: GroupCommitter = application.state.group_commit
     run = uuid.uuid4().hex[:6]
-    x, y = uuid.uuid4(), uuid.uuid4()
+    y, x = ids_in_order()
     a, b, c, d = (f"C-{run}-{s}" for s in "abcd")
-    # This writer: X on client a, then Y on b. The other: Y on c, then X on d.
     mine = [registration(a, x), registration(b, y)]
-    theirs = [
-        SubmittedEvent.model_validate(registration(c, y)),
-        SubmittedEvent.model_validate(registration(d, x)),
-    ]
-    label = {"path": "batch" if path == "batch" else "group"}
-    reruns = REGISTRY.get_sample_value(RERUNS, label) or 0
-    other = await asyncpg.connect(settings.intake_database_url)
+    label = "batch" if path == "batch" else "group"
+    before = reruns(label)
+    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
     watcher = await asyncpg.connect(settings.intake_database_url)
     try:
-        await other.execute("SET deadlock_timeout = '60s'")  # never the one rolled back
-        transaction = other.transaction()
-        await transaction.start()
-        uow = PostgresUnitOfWork(other)
-        await uow.lock_streams([f"client-{c}", f"client-{d}"])
-
-        async def write(item: SubmittedEvent) -> None:
-            digest = submission_hash(item, ctx.hash_key)
-            uow.stage(recorded(item), topic=ctx.topic, submission_hash=digest)
-            await uow.commit()
-
-        await write(theirs[0])  # Y, uncommitted
-        if path == "batch":
-            task = asyncio.ensure_future(batch(url, tokens, mine))
-        else:
-            callers = CALLERS[:1] * 2 if path.endswith("one caller") else CALLERS
-            task = asyncio.ensure_future(singles(committer, mine, callers))
-        await asyncio.wait_for(others_wait(watcher, other.get_server_pid()), 20)  # on Y
-        try:
-            # X: waits for this writer's uncommitted X, while this writer waits for Y.
-            await asyncio.wait_for(write(theirs[1]), 20)
-        except asyncpg.UniqueViolationError:
-            ends = "gave up"  # this writer's X was committed meanwhile (before Round 23)
-        await (transaction.commit() if ends == "commits" else transaction.rollback())
+        await other.start([c, d])
+        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+        task = start_intake(path, url, tokens, application.state.group_commit, mine)
+        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        # X: intake holds no id (it waits for Y, the lower), so this does not wait.
+        await asyncio.wait_for(other.write(SubmittedEvent.model_validate(registration(d, x))), 20)
+        await other.end(ends)
         answers = await asyncio.wait_for(task, 30)
     finally:
-        await other.close()
+        await other.conn.close()
         await watcher.close()
     if ends == "commits":  # both ids are the other writer's events: reused for others here
         assert answers == [(409, "idempotency-conflict")] * 2, answers
@@ -177,7 +221,171 @@ async def test_a_cycle_on_event_ids_is_run_again_and_answered_by_the_idempotency
         assert answers == [(202, f"client-{a}"), (202, f"client-{b}")], answers
         expected = [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
     assert await stored(settings, [x, y]) == expected  # each once, with its outbox row
-    assert REGISTRY.get_sample_value(RERUNS, label) == reruns + 1  # run again once
+    assert reruns(label) == before  # no cycle broken, nothing out of the id order
+
+
+@pytest.mark.parametrize("path", ["batch", "group commit", "group commit, one caller"])
+async def test_a_write_out_of_the_id_order_does_not_wait(
+    served: tuple[FastAPI, str],
+    settings: BranchlineSettings,
+    tokens: TokenFactory,
+    path: str,
+) -> None:
+    """Opposite orders, the other writer out of the id order: intake sends ``[X on a, Y on
+    b]`` with ``X < Y`` (in order, whether one write or two callers' writes), the other
+    writes ``Y on c`` and then ``X on d``, below the ``Y`` it holds. Intake waits for ``Y``
+    holding ``X``; the other's ``X`` meets intake's uncommitted ``X`` and does not wait for it:
+    the store raises ``EventIdsBusy`` (a batch or a group of intake runs again then), and
+    once it gives up intake stores both. Until Round 24 the other's ``X`` waited: a cycle."""
+    application, url = served
+    ctx: IntakeContext = application.state.intake
+    run = uuid.uuid4().hex[:6]
+    x, y = ids_in_order()
+    a, b, c, d = (f"C-{run}-{s}" for s in "abcd")
+    mine = [registration(a, x), registration(b, y)]
+    label = "batch" if path == "batch" else "group"
+    before = reruns(label)
+    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
+    watcher = await asyncpg.connect(settings.intake_database_url)
+    try:
+        await other.start([c, d])
+        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+        task = start_intake(path, url, tokens, application.state.group_commit, mine)
+        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        with pytest.raises(EventIdsBusy):
+            await asyncio.wait_for(
+                other.write(SubmittedEvent.model_validate(registration(d, x))), 20
+            )
+        await other.end("rolls back")
+        answers = await asyncio.wait_for(task, 30)
+    finally:
+        await other.conn.close()
+        await watcher.close()
+    assert answers == [(202, f"client-{a}"), (202, f"client-{b}")], answers
+    assert await stored(settings, [x, y]) == [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
+    assert reruns(label) == before  # intake, in order, neither rolled back nor run again
+
+
+@pytest.mark.parametrize("ends", ["commits", "rolls back"])
+async def test_a_group_out_of_the_id_order_runs_each_caller_alone(
+    served: tuple[FastAPI, str], settings: BranchlineSettings, ends: str
+) -> None:
+    """Two callers of one group, the second's id below the first's: ``X on a`` (caller 1),
+    then ``Y on b`` (caller 2), ``Y < X``, while the other writer holds ``Y`` uncommitted.
+    Caller 2's write is out of the id order (the group holds ``X``): it does not wait, the
+    group rolls back and each caller runs again alone; caller 1 commits ``X``, caller 2 then
+    waits for ``Y`` in order and is answered by the idempotency rules. Until Round 24 caller
+    2 waited for ``Y`` holding ``X``: with the other writer's ``X`` next, a cycle."""
+    application, _ = served
+    ctx: IntakeContext = application.state.intake
+    run = uuid.uuid4().hex[:6]
+    y, x = ids_in_order()
+    a, b, c = (f"C-{run}-{s}" for s in "abc")
+    mine = [registration(a, x), registration(b, y)]
+    before = reruns("group")
+    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
+    watcher = await asyncpg.connect(settings.intake_database_url)
+    try:
+        await other.start([c])
+        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+        task = asyncio.ensure_future(singles(application.state.group_commit, mine, CALLERS))
+        await asyncio.wait_for(counted("group", before), 20)  # gave way, and runs again
+        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await other.end(ends)
+        answers = await asyncio.wait_for(task, 30)
+    finally:
+        await other.conn.close()
+        await watcher.close()
+    if ends == "commits":  # Y is the other writer's event: reused for another here
+        assert answers == [(202, f"client-{a}"), (409, "idempotency-conflict")], answers
+        expected = [(x, f"client-{a}", 1), (y, f"client-{c}", 1)]
+    else:
+        assert answers == [(202, f"client-{a}"), (202, f"client-{b}")], answers
+        expected = [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
+    assert await stored(settings, [x, y]) == expected
+    assert reruns("group") == (before[0], before[1] + 1)  # no cycle broken; once in order
+
+
+@pytest.mark.parametrize("ends", ["commits", "rolls back"])
+async def test_a_batch_part_out_of_the_id_order_runs_again_in_one_write(
+    served: tuple[FastAPI, str],
+    settings: BranchlineSettings,
+    tokens: TokenFactory,
+    ends: str,
+) -> None:
+    """A batch of 201 items is written in two parts; the first holds an id above every
+    other (``H``), the second's one item has ``Y``, below it, which the other writer holds
+    uncommitted. The second part does not wait: the batch rolls back and runs again with
+    its events in one write, in id order, which waits for ``Y`` first and is answered by the
+    idempotency rules. Until Round 24 the second part waited for ``Y`` holding ``H``."""
+    application, url = served
+    ctx: IntakeContext = application.state.intake
+    run = uuid.uuid4().hex[:6]
+    high = uuid.UUID(int=uuid.uuid4().int | (0xFFFFFFFF << 96))  # above any fresh id
+    y = uuid.UUID(int=uuid.uuid4().int & ((1 << 96) - 1))  # below any fresh id
+    items = [registration(f"C-{run}-{i}", None) for i in range(199)]
+    items += [registration(f"C-{run}-h", high), registration(f"C-{run}-y", y)]
+    before = reruns("batch")
+    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
+    watcher = await asyncpg.connect(settings.intake_database_url)
+    try:
+        await other.start([f"C-{run}-c"])
+        await other.write(SubmittedEvent.model_validate(registration(f"C-{run}-c", y)))
+        task = asyncio.ensure_future(batch(url, tokens, items))
+        await asyncio.wait_for(counted("batch", before), 20)  # gave way, and runs again
+        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await other.end(ends)
+        answers = await asyncio.wait_for(task, 30)
+    finally:
+        await other.conn.close()
+        await watcher.close()
+    assert answers[:200] == [(202, f"client-C-{run}-{i}") for i in range(199)] + [
+        (202, f"client-C-{run}-h")
+    ]
+    if ends == "commits":
+        assert answers[200] == (409, "idempotency-conflict")
+        assert await stored(settings, [y]) == [(y, f"client-C-{run}-c", 1)]
+    else:
+        assert answers[200] == (202, f"client-C-{run}-y")
+        assert await stored(settings, [y]) == [(y, f"client-C-{run}-y", 1)]
+    assert reruns("batch") == (before[0], before[1] + 1)  # no cycle broken; once in order
+
+
+async def test_a_write_keeps_its_stream_order_in_positions_and_outbox(
+    served: tuple[FastAPI, str], settings: BranchlineSettings
+) -> None:
+    """A write inserts its events in id order, but their global positions and outbox rows
+    follow the order they were staged in (a stream's version order), whatever their ids:
+    readers of the log and the relay see a stream in order. (``served``: the app's start
+    makes and migrates the test's databases.)"""
+    client = f"C-{uuid.uuid4().hex[:6]}"
+    ids = sorted((uuid.uuid4() for _ in range(3)), reverse=True)  # descending by version
+    events = [
+        recorded(SubmittedEvent.model_validate(registration(client, i))).model_copy(
+            update={"stream_version": n}
+        )
+        for n, i in enumerate(ids, 1)
+    ]
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        async with conn.transaction():
+            uow = PostgresUnitOfWork(conn)
+            await uow.lock_streams([f"client-{client}"])
+            for e in events:
+                uow.stage(e, topic="t", submission_hash=None)
+            positions = await uow.commit()
+        rows = await conn.fetch(
+            "SELECT e.event_id, e.global_position, o.id FROM es_events e "
+            "JOIN es_outbox o USING (event_id) WHERE e.event_id = ANY($1::uuid[]) "
+            "ORDER BY e.stream_version",
+            ids,
+        )
+    finally:
+        await conn.close()
+    assert [r["event_id"] for r in rows] == ids
+    assert [r["global_position"] for r in rows] == sorted(r["global_position"] for r in rows)
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert [p.global_position for p in positions] == [r["global_position"] for r in rows]
 
 
 async def batch(

@@ -23,26 +23,16 @@ from branchline_shared.events.envelope import Actor, SubmittedEvent
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
+from tests.support.events import registration_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 BRANCH = Actor(id="branch-7", role="branch_system")
-_NOW = datetime.now(UTC).isoformat()
+_NOW = datetime.now(UTC)  # recent (D-05b), and the same for a resent event
 
 
 def registration(client_id: str, event_id: uuid.UUID | None = None) -> SubmittedEvent:
-    return SubmittedEvent.model_validate(
-        {
-            "event_id": str(event_id) if event_id else None,
-            "type": "client.registered",
-            "occurred_at": _NOW,  # recent (D-05b), and the same for a resent event
-            "client_id": client_id,
-            "branch_id": "BR-001",
-            "channel": "walk_in",
-            "actor": {"id": "staff-17", "role": "teller"},
-            "data": {"client_type": "individual", "rm_id": "rm-7"},
-        }
-    )
+    return SubmittedEvent.model_validate(registration_body(client_id, event_id, _NOW))
 
 
 async def transactions_of(settings: BranchlineSettings, client_ids: list[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -15,23 +15,17 @@ from branchline_intake.bootstrap import create_app
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
+from tests.support.events import registration_body
 from tests.support.stack import eventually, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
+OCCURRED = datetime(2026, 11, 22, 9, tzinfo=timezone(timedelta(hours=8)))
+
+
 def registration(client_id: str = "C-10001", **extra: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
-    event.update(extra)
-    return event
+    return registration_body(client_id, None, OCCURRED, **extra)
 
 
 async def stored_count(settings: BranchlineSettings) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -19,23 +19,17 @@ from branchline_intake.entrypoints import direct_submit
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
+from tests.support.events import registration_body
 from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
+OCCURRED = datetime(2026, 11, 22, 9, tzinfo=timezone(timedelta(hours=8)))
+
+
 def registration(client_id: str, **extra: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "client.registered",
-        "occurred_at": "2026-11-22T09:00:00+08:00",
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
-    event.update(extra)
-    return event
+    return registration_body(client_id, None, OCCURRED, **extra)
 
 
 def requests(tokens: TokenFactory, run: str) -> list[tuple[str, Any, dict[str, str]]]:

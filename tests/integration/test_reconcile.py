@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -28,24 +29,16 @@ from branchline_shared.reconcile.running import Reconciliation
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
-from tests.support.events import recorded_event
+from tests.support.events import recorded_event, registration_body
 from tests.support.kafka import produce
 from tests.support.stack import Infra, eventually, make_settings, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def registration(client_id: str) -> dict[str, object]:
-    return {
-        "type": "client.registered",
-        # now: intake refuses backdated events (D-05b)
-        "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-        "client_id": client_id,
-        "branch_id": "BR-001",
-        "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
-        "data": {"client_type": "individual", "rm_id": "rm-7"},
-    }
+def registration(client_id: str) -> dict[str, Any]:
+    # now: intake refuses backdated events (D-05b)
+    return registration_body(client_id, None, datetime.now(UTC) - timedelta(minutes=1))
 
 
 def recorded(client_id: str, version: int = 1) -> RecordedEvent:

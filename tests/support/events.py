@@ -57,9 +57,17 @@ def recorded_event(
 
 
 def registration_body(
-    client_id: str, event_id: uuid.UUID | None, occurred_at: datetime
+    client_id: str,
+    event_id: uuid.UUID | None,
+    occurred_at: datetime,
+    /,
+    *,
+    actor: Actor = TELLER,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """A ``client.registered`` as a branch system posts it, with its own event id if given."""
+    """A ``client.registered`` as a branch system posts it, with its own event id if given;
+    ``fields`` set or replace envelope fields, the three named first among them (an expected
+    version, an event id as a string, a wrong value, an unknown field)."""
     return {
         **({"event_id": str(event_id)} if event_id else {}),
         "type": "client.registered",
@@ -67,6 +75,7 @@ def registration_body(
         "client_id": client_id,
         "branch_id": "BR-001",
         "channel": "walk_in",
-        "actor": {"id": "staff-17", "role": "teller"},
+        "actor": {"id": actor.id, "role": actor.role},
         "data": {"client_type": "individual", "rm_id": "rm-7"},
+        **fields,
     }

@@ -43,7 +43,11 @@ class TopicsLike(Protocol):
 
 
 _FOLLOWUP_TOPIC_TYPES = frozenset(
-    {EventType.CLIENT_PERSONAL_DATA_ACCESSED.value, EventType.CLIENT_PERSONAL_DATA_SHREDDED.value}
+    {
+        EventType.CLIENT_PERSONAL_DATA_ACCESSED.value,
+        EventType.CLIENT_PERSONAL_DATA_SHREDDED.value,
+        EventType.STAFF_PERSONAL_DATA_SHREDDED.value,
+    }
 )
 _KAFKA_BINDING = "0.5.0"
 _ID_PATTERN = r"^[A-Za-z0-9._:@\-]+$"

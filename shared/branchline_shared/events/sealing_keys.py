@@ -24,6 +24,11 @@ INSTITUTION_KEY_ID = "#institution"
 STAFF_KEY_PREFIX = "#staff/"
 
 
+def staff_key_id(staff_id: str) -> str:
+    """The key id of a member of staff's own texts (destroyed by their erasure, D-04)."""
+    return STAFF_KEY_PREFIX + staff_id
+
+
 def sealing_key_id(
     event_type: str,
     *,
@@ -34,7 +39,7 @@ def sealing_key_id(
     subject; None when the event names no subject of its kind (nothing can be sealed)."""
     subject = SUBJECT_OF.get(event_type, Subject.CLIENT)
     if subject is Subject.STAFF:
-        return None if staff_id is None else STAFF_KEY_PREFIX + staff_id
+        return None if staff_id is None else staff_key_id(staff_id)
     if subject is Subject.PRODUCT:
         return INSTITUTION_KEY_ID
     return client_id

@@ -107,6 +107,15 @@ class LocksDeadlocked(ConcurrencyError):
     index, which no stream order covers (docs/intake.md, "Lock order")."""
 
 
+class EventIdsBusy(ConcurrencyError):
+    """A write of a transaction that already holds (uncommitted) an event id above one of this
+    write's ids met another transaction's uncommitted id, and did not wait for it: waiting
+    there, out of the one id order every writer inserts in, could close a cycle with a writer
+    of the same ids (docs/intake.md, "Event ids are not streams"). Nothing waited; the
+    transaction (or the group caller's savepoint) is unusable: run it again so that its ids
+    are inserted by one statement, in id order (#12)."""
+
+
 class StreamsBusy(EventStoreError):
     """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
     transaction holds it, or it does not exist yet). Nothing waited; the transaction is

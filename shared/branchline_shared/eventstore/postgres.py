@@ -16,6 +16,7 @@ from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
+    EventIdsBusy,
     GuessWrong,
     LocksDeadlocked,
     LogPosition,
@@ -85,16 +86,19 @@ _TRY_LOCK_SQL = (
 
 _WRITE_SQL = """
 WITH staged AS (
-    SELECT envelope::jsonb AS e, submission_hash, topic, message_key
+    SELECT envelope::jsonb AS e, submission_hash, topic, message_key,
+           nextval('es_global_position') AS global_position
     FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
          AS s(envelope, submission_hash, topic, message_key)
 ), written AS (
-    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
-                           occurred_at, recorded_at, submission_hash, envelope)
-    SELECT (e->>'event_id')::uuid, e->>'stream_id', (e->>'stream_version')::int, e->>'type',
-           e->>'client_id', (e->>'occurred_at')::timestamptz,
-           (e->>'recorded_at')::timestamptz, submission_hash, e
+    INSERT INTO es_events (global_position, event_id, stream_id, stream_version, type,
+                           client_id, occurred_at, recorded_at, submission_hash, envelope)
+    SELECT global_position, (e->>'event_id')::uuid, e->>'stream_id',
+           (e->>'stream_version')::int, e->>'type', e->>'client_id',
+           (e->>'occurred_at')::timestamptz, (e->>'recorded_at')::timestamptz,
+           submission_hash, e
     FROM staged
+    ORDER BY (e->>'event_id')::uuid
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
@@ -115,10 +119,35 @@ enters their reading). Seven arrays fewer for asyncpg to check and encode elemen
 in Python (a timestamp about 1 µs each): 11 arrays became 4. A stream's version
 is the highest version written to it; the statement answers only what the events do not say,
 their global positions. ``staged`` is read twice, so PostgreSQL computes it once: each
-envelope is parsed once, and both inserts take the rows in the arrays' order, as before
-(the outbox's ids, the relay's order, follow the events' order). A stream already at its new
-version (one this unit created at the version it was likely to reach:
+envelope is parsed once, and its global position is drawn there, in the arrays' order (the
+staging order: a stream's events in version order), as the outbox's ids are (the relay's
+order). The events are inserted in **event id order** (#12, Round 24): an id's entry in
+``es_events``' unique index is taken in that one order by every writer, so two writers of the
+same client-chosen ids on different streams never wait on each other in a cycle; the loser
+waits for the first id they share (docs/intake.md, "Event ids are not streams"). A stream
+already at its new version (one this unit created at the version it was likely to reach:
 ``PostgresUnitOfWork.lock_streams``'s ``likely``) is not updated again (#12)."""
+
+_WRITE_NO_WAIT_SQL = _WRITE_SQL.replace(
+    "    FROM staged\n    ORDER BY",
+    "    FROM staged\n"
+    "    WHERE (SELECT set_config('lock_timeout', $5::text, true) IS NOT NULL)\n"
+    "    ORDER BY",
+)
+""":data:`_WRITE_SQL` for the first write of a transaction that holds an id above one of its
+own already (out of the id order across the transaction): it must not wait out another
+writer, so it sets ``lock_timeout`` to ``$5`` (:data:`_NO_WAIT`) for the rest of the
+transaction by a one-time filter, evaluated before its first row is inserted. A statement of
+its own, sent at most once per transaction, so every other write is the same statement as
+before, without a condition of its own."""
+
+_NO_WAIT = "50ms"
+"""The ``lock_timeout`` a write out of the id order sets (:data:`_WRITE_NO_WAIT_SQL`) for the
+rest of its transaction: a wait for another writer's uncommitted id ends with 55P03
+(:class:`EventIdsBusy`) long before ``deadlock_timeout`` (1 s) could find a cycle, so such a
+wait is never waited out, as a refusal stream's out-of-order lock never is (``FOR UPDATE
+NOWAIT``). Not 1 ms: the setting bounds the transaction's every lock wait, and a heavy insert
+load makes writers wait for a table's extension lock for a few milliseconds."""
 
 
 _GUESSED_WRITE_SQL = """
@@ -265,6 +294,10 @@ class PostgresUnitOfWork:
         # Streams this unit created at a likely version, not at 0 (#12): the row's version,
         # which ``settle_versions`` makes the stream's real one before the unit ends.
         self._created_at: dict[str, int] = {}
+        # Outside a group: the event ids this transaction inserted, as the highest (its
+        # ``int``, -1 for none) and whether a write out of the id order set ``_NO_WAIT``
+        # (a group keeps its own: ``SharedTransaction.id_order``).
+        self._id_order: dict[str, Any] = {"upto": -1, "no_wait": False}
 
     async def lock_streams(
         self,
@@ -301,6 +334,14 @@ class PostgresUnitOfWork:
             return await self._take(stream_ids, shared, likely)
         except asyncpg.DeadlockDetectedError as exc:
             raise LocksDeadlocked(str(exc)) from exc
+        except asyncpg.LockNotAvailableError as exc:
+            if self._order["no_wait"]:  # a wait after a write out of the id order
+                raise EventIdsBusy(str(exc)) from exc
+            raise
+
+    @property
+    def _order(self) -> dict[str, Any]:
+        return self._group.id_order if self._group is not None else self._id_order
 
     async def _take(
         self,
@@ -442,11 +483,17 @@ class PostgresUnitOfWork:
         last_versions: dict[str, int] = {}
         for e in events:
             last_versions[e.stream_id] = max(e.stream_version, last_versions.get(e.stream_id, 0))
+        # The write inserts its ids in id order (_WRITE_SQL); one that would insert an id below
+        # one this transaction holds already (an earlier part of a batch, an earlier caller of
+        # a group) is out of that order across the transaction, and must not wait (#12).
+        ids = [e.event_id.int for e in events]
+        order = self._order
+        out_of_order = min(ids) < order["upto"]
+        no_wait = out_of_order or order["no_wait"]
         # One statement, one round trip, for the events, their outbox rows and the streams'
         # versions (#12): a statement is atomic, so this writes all of it or none, like the
         # three statements it replaces.
-        rows = await self._conn.fetch(
-            _WRITE_SQL,
+        arguments: list[Any] = [
             # The envelopes as JSON text, cast by the statement: rendered by pydantic in one
             # call each, instead of dumped to Python objects that the connection's jsonb codec
             # then encodes one by one in Python (#12); the columns are read from them.
@@ -454,13 +501,27 @@ class PostgresUnitOfWork:
             [s.submission_hash for s in staged],
             [s.topic for s in staged],
             [e.subject_id for e in events],
-        )
+        ]
+        # Set once: it holds for the rest of the transaction (a savepoint rolled back takes it
+        # back, and the group's journal the flag with it).
+        sql = _WRITE_SQL
+        if out_of_order and not order["no_wait"]:
+            sql = _WRITE_NO_WAIT_SQL
+            arguments.append(_NO_WAIT)
+        try:
+            rows = await self._conn.fetch(sql, *arguments)
+        except asyncpg.LockNotAvailableError as exc:
+            if no_wait:  # another writer's uncommitted id, not waited for
+                raise EventIdsBusy(str(exc)) from exc
+            raise
+        upto = max(max(ids), order["upto"])
         written = {r["event_id"]: r["global_position"] for r in rows}
         positions = [
             StoredPosition(e.event_id, e.stream_id, e.stream_version, written[e.event_id])
             for e in events
         ]
         if self._group is not None:
+            self._group.wrote_ids(upto, no_wait=no_wait)
             self._group.wrote(
                 last_versions,
                 [
@@ -470,6 +531,7 @@ class PostgresUnitOfWork:
             )
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
+            self._id_order.update(upto=upto, no_wait=no_wait)
         self.written_ids.extend(e.event_id for e in events)
         self.committed += len(staged)
         return positions
@@ -669,6 +731,11 @@ class SharedTransaction:
         # Event ids looked up for the group: the stored event, or None where there was none.
         self.checked: dict[uuid.UUID, StoredEvent | None] = {}
         self.written: dict[uuid.UUID, StoredEvent] = {}  # by this transaction's callers
+        # The highest event id (its ``int``) the group's writes hold, and whether one of them,
+        # out of the id order, set ``_NO_WAIT`` (#12): kept as the group's other knowledge is,
+        # so a caller rolled back to its savepoint takes back its part (as the server does
+        # its ids and the setting).
+        self.id_order: dict[str, Any] = {"upto": -1, "no_wait": False}
         self._journals: list[list[tuple[dict[Any, Any], Any, Any]]] = []
         self._caller: _Caller | None = None
         self._savepoint_open = False
@@ -778,6 +845,14 @@ class SharedTransaction:
             elif stored is not None:
                 found[event_id] = stored
         return found, unknown
+
+    def wrote_ids(self, upto: int, *, no_wait: bool) -> None:
+        """A unit of work's write left the group holding ids up to ``upto``; ``no_wait``: the
+        transaction's lock waits are cut short (:data:`_NO_WAIT`)."""
+        if upto != self.id_order["upto"]:
+            self._set(self.id_order, "upto", upto)
+        if no_wait and not self.id_order["no_wait"]:
+            self._set(self.id_order, "no_wait", True)
 
     def wrote(self, versions: Mapping[str, int], events: Sequence[StoredEvent]) -> None:
         """A unit of work wrote ``events``, leaving its streams at ``versions``."""

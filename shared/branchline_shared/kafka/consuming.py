@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -28,6 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.kafka.starting import start_settled
 from branchline_shared.kafka.wire import (
     PoisonEvent,
@@ -330,24 +333,103 @@ class DeadLetters:
         )
 
 
+FIRST_BACKOFF_S = 0.1  # a retry's first pause; doubled each time up to its ``max_backoff_s``
+
+CONFLICT_RERUNS = 3
+"""Reruns of work that lost a race in the event store (:class:`ConcurrencyError`, its
+:class:`LocksDeadlocked`): the rerun reads again what the other writer committed and decides
+against it (an id found stored is not appended again), so one rerun settles a real race. The
+same conflict on every run is the work's own (an id it derives colliding with another's): past
+these it fails like any other error (narrowed down, the event dead-lettered with the reason)
+rather than holding the consumer for ever (#12)."""
+
+CANCELLED_ALONE = 5
+"""Attempts whose statement the database cancelled (57014: a ``statement_timeout``), in a row,
+after which work run with ``cancelled_limit`` gives up with :class:`StatementCancelled`: the
+batch falls back to its events one by one, and an event cancelled that often on its own while
+others of its batch are applied is dead-lettered (replayable: ``branchline dlq replay``)."""
+
+ATTEMPTS = Gauge(
+    "branchline_consumer_attempts_in_a_row",
+    "Failed attempts in a row of the work in hand (a batch or one event; 0 once it succeeds): "
+    "a consumer held on the same offsets shows here and in its 'transient failure' warnings",
+    ["consumer"],
+)
+CANCELLED = Counter(
+    "branchline_consumer_statements_cancelled_total",
+    "Attempts whose statement the database cancelled (57014, statement_timeout)",
+    ["consumer"],
+)
+
+
+class StatementCancelled(Exception):
+    """The database cancelled the work's statement ``attempts`` times in a row (57014)."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"statement cancelled {attempts} times")
+        self.attempts = attempts
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A race lost in the event store: nothing was written, a rerun decides (bounded)."""
+    return isinstance(exc, ConcurrencyError)
+
+
 async def retry_transient(
-    work: Callable[[], Awaitable[Any]], *, consumer: str, max_backoff_s: float = 5.0
+    work: Callable[[], Awaitable[Any]],
+    *,
+    consumer: str,
+    max_backoff_s: float = 5.0,
+    where: Callable[[], str | None] | None = None,
+    cancelled_limit: int | None = None,
 ) -> Any:
-    """Run ``work`` until it succeeds or fails for a reason that is not transient."""
-    backoff = 0.1
+    """Run ``work`` until it succeeds or fails for a reason that is not transient. A conflict
+    in the event store is rerun :data:`CONFLICT_RERUNS` times; with ``cancelled_limit``, a
+    statement cancelled that many times in a row raises :class:`StatementCancelled` (without,
+    a cancelled statement is retried for ever, in sight: :data:`ATTEMPTS`). ``where``: says
+    which offsets the work is on, for the warning (never a value); asked only when one is
+    logged, so the work's success path formats nothing."""
+    backoff = FIRST_BACKOFF_S
+    attempts = conflicts = cancelled = 0
     while True:
         try:
-            return await work()
+            result = await work()
         except Exception as exc:
-            if not is_transient(exc):
+            attempts += 1
+            if is_conflict(exc):
+                conflicts += 1
+                if conflicts > CONFLICT_RERUNS:
+                    ATTEMPTS.labels(consumer).set(0)
+                    raise
+            elif not is_transient(exc):
+                ATTEMPTS.labels(consumer).set(0)
                 raise
+            if isinstance(exc, asyncpg.QueryCanceledError):
+                CANCELLED.labels(consumer).inc()
+                cancelled += 1
+                if cancelled_limit is not None and cancelled >= cancelled_limit:
+                    ATTEMPTS.labels(consumer).set(0)
+                    raise StatementCancelled(cancelled) from exc
+            else:
+                cancelled = 0  # in a row: another fault between says nothing of the work
             RETRIES.labels(consumer).inc()
+            ATTEMPTS.labels(consumer).set(attempts)
             log.warning(
                 "transient failure; retrying",
-                extra={"error": describe_error(exc), "backoff_s": backoff},
+                extra={
+                    "consumer": consumer,
+                    "error": describe_error(exc),
+                    "backoff_s": backoff,
+                    "attempts": attempts,
+                    "where": where() if where is not None else None,
+                },
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
+        else:
+            if attempts:
+                ATTEMPTS.labels(consumer).set(0)
+            return result
 
 
 Positions = dict[uuid.UUID, SourcePosition]
@@ -575,35 +657,83 @@ class BatchConsumer:
             if self._jumps is not None:
                 self._jumps.seen(event, position)
         if events:
-            await self._handle_narrowing(events, positions)
+            went = _Pass()
+            await self._handle_narrowing(events, positions, went)
+            for raw, event, cancelled in went.cancelled:
+                await self._handle_cancelled(raw, event, cancelled, positions, went.through)
             CONSUMED.labels(self._name).inc(len(events))
 
     async def _handle_narrowing(
-        self, events: Sequence[tuple[RawMessage, RecordedEvent]], positions: Positions
+        self,
+        events: Sequence[tuple[RawMessage, RecordedEvent]],
+        positions: Positions,
+        went: _Pass,
     ) -> None:
         """Handle ``events`` at once; if that fails for good, each half on its own, down to
         the one event that fails, which goes to the dead-letter topic with the reason (a
-        poison event costs about 2·log2(batch) extra transactions, and fails only itself)."""
+        poison event costs about 2·log2(batch) extra transactions, and fails only itself).
+        An event alone whose statement is cancelled every time is set aside in ``went``."""
         try:
-            await self._handle_retrying([e for _, e in events], positions)
+            await self._handle_retrying(
+                [e for _, e in events], positions, functools.partial(_where, events)
+            )
         except Exception as exc:
             if len(events) == 1:
+                if isinstance(exc, StatementCancelled):
+                    went.cancelled.append((events[0][0], events[0][1], exc))
+                    return
                 await self._dead_letters.send(
                     events[0][0], f"handler failed: {describe_error(exc)}"
                 )
                 return
             half = len(events) // 2
-            await self._handle_narrowing(events[:half], positions)
-            await self._handle_narrowing(events[half:], positions)
+            await self._handle_narrowing(events[:half], positions, went)
+            await self._handle_narrowing(events[half:], positions, went)
+        else:
+            went.through = True
 
-    async def _handle_retrying(self, events: list[RecordedEvent], positions: Positions) -> None:
+    async def _handle_cancelled(
+        self,
+        raw: RawMessage,
+        event: RecordedEvent,
+        exc: StatementCancelled,
+        positions: Positions,
+        others_went_through: bool,
+    ) -> None:
+        """An event whose statement was cancelled on every attempt alone: dead-lettered
+        (replayable) if other events of its fetch went through meanwhile (the cancellations are
+        its own), else retried until it goes through (they may be everyone's: a database too
+        slow for its ``statement_timeout``), in sight (#12, docs/reliability.md)."""
+        if others_went_through:
+            log.error(
+                "event's statement cancelled on every attempt; dead-lettering it",
+                extra={"consumer": self._name, "where": _where([(raw, event)])},
+            )
+            await self._dead_letters.send(raw, f"handler failed: {exc}")
+            return
+        try:
+            await self._handle_retrying(
+                [event], positions, functools.partial(_where, [(raw, event)]), None
+            )
+        except Exception as error:
+            await self._dead_letters.send(raw, f"handler failed: {describe_error(error)}")
+
+    async def _handle_retrying(
+        self,
+        events: list[RecordedEvent],
+        positions: Positions,
+        where: Callable[[], str | None] | None = None,
+        cancelled_limit: int | None = CANCELLED_ALONE,
+    ) -> None:
         handler = self._handle
         assert handler is not None  # only a decoding consumer narrows
 
         async def handle() -> object:
             return await handler(events, positions)
 
-        await retry_transient(handle, consumer=self._name)
+        await retry_transient(
+            handle, consumer=self._name, where=where, cancelled_limit=cancelled_limit
+        )
 
     async def _rewind_if_log_was_lost(
         self, consumer: AIOKafkaConsumer, fetch_wait: FetchWait | None = None
@@ -629,6 +759,27 @@ class BatchConsumer:
                 FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
         if self._on_log_lost is not None:
             await self._on_log_lost()
+
+
+@dataclass
+class _Pass:
+    """What one fetch's narrowing saw: whether any part of it went through, and the events
+    whose statement was cancelled on every attempt alone."""
+
+    through: bool = False
+    cancelled: list[tuple[RawMessage, RecordedEvent, StatementCancelled]] = field(
+        default_factory=list
+    )
+
+
+def _where(events: Sequence[tuple[RawMessage, RecordedEvent]]) -> str:
+    """The offsets of ``events`` per partition, first to last (never a value)."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for raw, _ in events:
+        key = (raw.topic, raw.partition)
+        first, last = spans.get(key, (raw.offset, raw.offset))
+        spans[key] = (min(first, raw.offset), max(last, raw.offset))
+    return " ".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))
 
 
 def still_held(

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from branchline_audit.domain.personal import ClientDataState, PersonalDataPolicy, View
+from branchline_audit.domain.personal import (
+    ClientDataState,
+    PersonalDataPolicy,
+    View,
+    data_subject_of,
+    restriction_of,
+)
 from branchline_audit.domain.records import pruned_marker, read_event
 
 pytestmark = pytest.mark.unit
@@ -95,3 +101,40 @@ def test_unknown_types_keep_nothing_and_audit_entries_everything() -> None:
     assert (
         PersonalDataPolicy().view(marker, client_state=ACTIVE, reader_roles=set())[1] is View.PRUNED
     )
+
+
+# --- a member of staff is a data subject too (D-04: their own texts, key #staff/<id>) ----------
+
+
+def staff_entry(n: int, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    entry = event(n, event_type=event_type, data=data)
+    del entry["client_id"]
+    return {**entry, "staff_id": "S-1", "actor": {"id": "dpo-1", "role": "admin"}}
+
+
+def test_a_staff_erasure_and_its_shredding_change_what_is_shown_of_that_staff_only() -> None:
+    requested = staff_entry(10, "staff.erasure_requested", {"reason": "bl:pii:v1:k:n:c"})
+    shredded = staff_entry(
+        11,
+        "staff.personal_data_shredded",
+        {"basis": "retention_ended", "erasure_event_id": "00000000-0000-0000-0000-000000000010"},
+    )
+    assert data_subject_of(requested) == "#staff/S-1"
+    assert restriction_of(requested) == ("#staff/S-1", "restricted")
+    assert restriction_of(shredded) == ("#staff/S-1", "shredded")
+    # a client's erasure still names the client; other staff events change nothing
+    assert restriction_of(event(12, event_type="client.erasure_requested")) == ("C-1", "restricted")
+    assert restriction_of(staff_entry(13, "staff.qualified", {"category": "fund"})) is None
+
+
+def test_a_shredded_staff_members_texts_are_shown_shredded_and_their_records_stay() -> None:
+    training = staff_entry(
+        14,
+        "staff.training_recorded",
+        {"hours": "2", "topic": "bl:pii:v1:k:n:c", "completed_at": "2026-11-22T09:00:00Z"},
+    )
+    shown, view = PersonalDataPolicy(frozenset({"auditor"})).view(
+        training, client_state=ClientDataState.SHREDDED, reader_roles={"auditor"}
+    )
+    assert view is View.SHREDDED
+    assert shown["data"] == {**training["data"], "topic": "[shredded]"}

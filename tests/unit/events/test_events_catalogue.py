@@ -80,12 +80,15 @@ GOVERNANCE_TYPES = {
     "staff.training_recorded",
     "staff.interest_declared",
     "staff.gift_recorded",
+    "staff.erasure_requested",
+    "staff.personal_data_shredded",
 }
 SYSTEM_TYPES = {
     "rule.violation_refused",
     "client.personal_data_accessed",
     "client.data_read",
     "client.personal_data_shredded",
+    "staff.personal_data_shredded",
     "followup.task_created",
     "followup.completed",
     "followup.reassigned",

@@ -44,7 +44,7 @@ def test_every_shelf_step_names_its_own_subject(step: object) -> None:
     submitted = SubmittedEvent.model_validate(submission(step))  # type: ignore[arg-type]
 
     assert submitted.client_id is None
-    assert submitted.subject_id in ("P-FUND-007", "rm-42", "staff-17")
+    assert submitted.subject_id in ("P-FUND-007", "rm-42", "staff-17", "staff-leaver-1")
 
 
 @pytest.mark.parametrize("step", EXAMPLE_JOURNEY, ids=lambda s: s.type)

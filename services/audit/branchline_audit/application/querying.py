@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from branchline_audit.application.context import AuditContext, TrailReader
-from branchline_audit.domain.personal import ClientDataState, View
+from branchline_audit.domain.personal import ClientDataState, View, data_subject_of
 from branchline_audit.domain.verification import StoredEntry, refuse_altered
 
 
@@ -24,13 +24,12 @@ async def views_of(
     """The entries as ``reader`` may see them; :class:`AlteredEntry` for the first one altered
     behind the ledger's back (a time no append writes): refused by name, never shown (D-11)."""
     refuse_altered(entries)
-    states = await audit.ledger.client_states(
-        e.columns.client_id for e in entries if e.columns.client_id is not None
-    )
+    # a client's entries by their client id, a member of staff's by ``#staff/<id>`` (D-04)
+    subjects = [data_subject_of(e.entry.event) for e in entries]
+    states = await audit.ledger.client_states(s for s in subjects if s is not None)
     views: list[EntryView] = []
-    for stored in entries:
-        client = stored.columns.client_id
-        state = states.get(client, ClientDataState.ACTIVE) if client else ClientDataState.ACTIVE
+    for stored, subject in zip(entries, subjects, strict=True):
+        state = states.get(subject, ClientDataState.ACTIVE) if subject else ClientDataState.ACTIVE
         event, view = audit.policy.view(
             stored.entry.event, client_state=state, reader_roles=reader.roles
         )

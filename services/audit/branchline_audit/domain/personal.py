@@ -32,6 +32,7 @@ from branchline_shared.events.personal_data import (
     SHREDDED,
     mask_personal,
 )
+from branchline_shared.events.sealing_keys import staff_key_id
 
 
 class View(StrEnum):
@@ -106,15 +107,35 @@ ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
 """The seam for crypto-shredding (ADR-0007): once such an event is recorded the client's
 personal fields are gone from every audit view. The issue that destroys keys emits it."""
+STAFF_ERASURE_REQUESTED = EventType.STAFF_ERASURE_REQUESTED.value
+STAFF_PERSONAL_DATA_SHREDDED = EventType.STAFF_PERSONAL_DATA_SHREDDED.value
+"""The same for a member of staff's own texts (sealed under ``#staff/<staff_id>``)."""
+_STATE_OF = {
+    ERASURE_REQUESTED: "restricted",
+    PERSONAL_DATA_SHREDDED: "shredded",
+    STAFF_ERASURE_REQUESTED: "restricted",
+    STAFF_PERSONAL_DATA_SHREDDED: "shredded",
+}
+
+
+def data_subject_of(event: Mapping[str, Any]) -> str | None:
+    """The data subject whose state decides what is shown of ``event``'s personal values, by
+    the key that sealed them: the client's id, or ``#staff/<staff_id>`` for a member of
+    staff's own events (never a client id: ``#`` cannot begin one); None for neither."""
+    client_id = event.get("client_id")
+    if isinstance(client_id, str):
+        return client_id
+    staff_id = event.get("staff_id")
+    if isinstance(staff_id, str):
+        return staff_key_id(staff_id)
+    return None
 
 
 def restriction_of(event: Mapping[str, Any]) -> tuple[str, str] | None:
-    """``(client_id, state)`` when ``event`` changes what may be shown of a client (D-04)."""
-    client_id = event.get("client_id")
-    if not isinstance(client_id, str):
+    """``(data subject, state)`` when ``event`` changes what may be shown of a client or of a
+    member of staff (D-04)."""
+    state = _STATE_OF.get(str(event.get("type", "")))
+    subject = data_subject_of(event)
+    if state is None or subject is None:
         return None
-    if event.get("type") == ERASURE_REQUESTED:
-        return client_id, "restricted"
-    if event.get("type") == PERSONAL_DATA_SHREDDED:
-        return client_id, "shredded"
-    return None
+    return subject, state

@@ -21,11 +21,20 @@ from typing import Any
 from branchline_followup.adapters.personal_data import (
     ERASURE_REQUESTED,
     PERSONAL_DATA_SHREDDED,
+    STAFF_ERASURE_REQUESTED,
+    STAFF_GIFT_RECORDED,
+    STAFF_PERSONAL_DATA_SHREDDED,
     sealed_values_of,
 )
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import DurableTimer, FollowupTask, TaskStatus, TimerKind
-from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.records import (
+    ClientFacts,
+    DueTimer,
+    PrivacyState,
+    SealedValue,
+    StaffPrivacyState,
+)
 from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
@@ -68,6 +77,8 @@ class MemoryState:
     """(what, event id, values) of every page record, in the order written."""
     privacy: dict[str, PrivacyState] = field(default_factory=dict)
     personal_values: dict[str, list[SealedValue]] = field(default_factory=dict)
+    staff_privacy: dict[str, StaffPrivacyState] = field(default_factory=dict)
+    staff_gift_clients: dict[str, set[str]] = field(default_factory=dict)
     events: dict[uuid.UUID, StoredEvent] = field(default_factory=dict)
     stream_versions: dict[str, int] = field(default_factory=dict)
     outbox: list[tuple[uuid.UUID, str]] = field(default_factory=list)
@@ -340,6 +351,51 @@ class _Privacy(_Part):
             self.s.personal_values.get(client_id, []),
             key=lambda v: (v.occurred_at, v.event_id, v.path, v.sub_key),
         )
+
+    async def apply_staff(self, event: RecordedEvent) -> None:
+        staff_id = event.staff_id
+        if staff_id is None:
+            return
+        state = self.s.staff_privacy.get(staff_id)
+        if event.type == STAFF_ERASURE_REQUESTED:
+            raw = event.data.get("employment_ended_at")
+            ended = None if raw is None else datetime.fromisoformat(str(raw))
+            if state is None:
+                state = StaffPrivacyState(staff_id, event.occurred_at, event.event_id, ended)
+            else:
+                state = replace(
+                    state,
+                    employment_ended_at=ended or state.employment_ended_at,
+                    erasure_requested_at=min(state.erasure_requested_at, event.occurred_at),
+                )
+            self.s.staff_privacy[staff_id] = state
+        elif event.type == STAFF_PERSONAL_DATA_SHREDDED:
+            if state is None:  # applied before its request (a rebuild's order)
+                request_id = uuid.UUID(str(event.data["erasure_event_id"]))
+                state = StaffPrivacyState(staff_id, event.occurred_at, request_id, None)
+            if state.shredded_at is None:
+                state = replace(state, shredded_at=event.occurred_at, shred_event_id=event.event_id)
+            self.s.staff_privacy[staff_id] = state
+        elif event.type == STAFF_GIFT_RECORDED and isinstance(event.data.get("client_id"), str):
+            self.s.staff_gift_clients.setdefault(staff_id, set()).add(event.data["client_id"])
+
+    async def staff_state(self, staff_id: str) -> StaffPrivacyState | None:
+        state = self.s.staff_privacy.get(staff_id)
+        if state is None:
+            return None
+        return replace(
+            state,
+            branch_id=self.s.staff.get(staff_id),
+            gift_clients=tuple(sorted(self.s.staff_gift_clients.get(staff_id, ()))),
+        )
+
+    async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
+        pending = [
+            s
+            for staff_id in self.s.staff_privacy
+            if (s := await self.staff_state(staff_id)) is not None and not s.shredded
+        ]
+        return sorted(pending, key=lambda p: (p.erasure_requested_at, p.staff_id))
 
 
 class _Journal(_Part):

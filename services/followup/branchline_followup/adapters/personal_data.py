@@ -1,4 +1,5 @@
-"""The personal-data read models (``fu_personal_values``, ``fu_privacy``; D-04).
+"""The personal-data read models (``fu_personal_values``, ``fu_privacy``, and for members of
+staff ``fu_staff_privacy``, ``fu_staff_gift_clients``; D-04).
 
 Only sealed values are stored (the ciphertext intake or followup wrote into the event); the
 clear value exists only in the memory of an access request being answered.
@@ -6,11 +7,14 @@ clear value exists only in the memory of an access request being answered.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from branchline_followup.domain.records import PrivacyState as PrivacyState
 from branchline_followup.domain.records import SealedValue as SealedValue
+from branchline_followup.domain.records import StaffPrivacyState as StaffPrivacyState
 from branchline_shared.crypto.sealing import is_sealed, map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS, EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -18,6 +22,9 @@ from branchline_shared.postgres.pool import PgConnection
 
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
+STAFF_ERASURE_REQUESTED = EventType.STAFF_ERASURE_REQUESTED.value
+STAFF_PERSONAL_DATA_SHREDDED = EventType.STAFF_PERSONAL_DATA_SHREDDED.value
+STAFF_GIFT_RECORDED = EventType.STAFF_GIFT_RECORDED.value
 
 
 def sealed_values_of(event: RecordedEvent) -> list[SealedValue]:
@@ -122,3 +129,74 @@ async def personal_values(conn: PgConnection, client_id: str) -> list[SealedValu
         client_id,
     )
     return [SealedValue(**dict(r)) for r in rows]
+
+
+async def apply_staff_privacy(conn: PgConnection, event: RecordedEvent) -> None:
+    """A member of staff's erasure read models after ``event`` (in the projector's
+    transaction)."""
+    staff_id = event.staff_id
+    if staff_id is None:
+        return
+    if event.type == STAFF_ERASURE_REQUESTED:
+        ended = event.data.get("employment_ended_at")
+        # The first request starts the restriction; a later one naming the end of employment
+        # (the start of the retention, D-11) sets it.
+        await conn.execute(
+            "INSERT INTO fu_staff_privacy (staff_id, erasure_requested_at, erasure_event_id, "
+            "employment_ended_at) VALUES ($1, $2, $3, $4) ON CONFLICT (staff_id) DO UPDATE SET "
+            "employment_ended_at = coalesce(EXCLUDED.employment_ended_at, "
+            "fu_staff_privacy.employment_ended_at), erasure_requested_at = "
+            "least(fu_staff_privacy.erasure_requested_at, EXCLUDED.erasure_requested_at)",
+            staff_id,
+            event.occurred_at,
+            event.event_id,
+            None if ended is None else datetime.fromisoformat(str(ended)),
+        )
+    elif event.type == STAFF_PERSONAL_DATA_SHREDDED:
+        # Applied before its request too (a rebuild reads followup's store and intake's in
+        # either order): the shredding names the request, and the request's time then wins.
+        await conn.execute(
+            "INSERT INTO fu_staff_privacy (staff_id, erasure_requested_at, erasure_event_id, "
+            "shredded_at, shred_event_id) VALUES ($1, $2, $3, $2, $4) "
+            "ON CONFLICT (staff_id) DO UPDATE SET "
+            "shredded_at = coalesce(fu_staff_privacy.shredded_at, EXCLUDED.shredded_at), "
+            "shred_event_id = coalesce(fu_staff_privacy.shred_event_id, EXCLUDED.shred_event_id)",
+            staff_id,
+            event.occurred_at,
+            uuid.UUID(str(event.data["erasure_event_id"])),
+            event.event_id,
+        )
+    elif event.type == STAFF_GIFT_RECORDED and isinstance(event.data.get("client_id"), str):
+        await conn.execute(
+            "INSERT INTO fu_staff_gift_clients (staff_id, client_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            staff_id,
+            event.data["client_id"],
+        )
+
+
+_STAFF_PRIVACY = (
+    "SELECT p.staff_id, p.erasure_requested_at, p.erasure_event_id, p.employment_ended_at, "
+    "p.shredded_at, p.shred_event_id, s.branch_id, "
+    "coalesce((SELECT array_agg(g.client_id ORDER BY g.client_id) FROM fu_staff_gift_clients g "
+    "WHERE g.staff_id = p.staff_id), '{}') AS gift_clients "
+    "FROM fu_staff_privacy p LEFT JOIN fu_staff s ON s.staff_id = p.staff_id "
+)
+
+
+def _staff_privacy(row: Any) -> StaffPrivacyState:
+    values = dict(row)
+    values["gift_clients"] = tuple(values["gift_clients"])
+    return StaffPrivacyState(**values)
+
+
+async def staff_privacy_state(conn: PgConnection, staff_id: str) -> StaffPrivacyState | None:
+    row = await conn.fetchrow(_STAFF_PRIVACY + "WHERE p.staff_id = $1", staff_id)
+    return None if row is None else _staff_privacy(row)
+
+
+async def pending_staff_erasures(conn: PgConnection) -> list[StaffPrivacyState]:
+    rows = await conn.fetch(
+        _STAFF_PRIVACY + "WHERE p.shredded_at IS NULL ORDER BY p.erasure_requested_at, p.staff_id"
+    )
+    return [_staff_privacy(r) for r in rows]

@@ -39,10 +39,14 @@ from branchline_followup.adapters.console_read_models import (
 from branchline_followup.adapters.console_refusals import record_refusal
 from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.adapters.personal_data import (
+    StaffPrivacyState,
     apply_personal_data,
+    apply_staff_privacy,
     pending_erasures,
+    pending_staff_erasures,
     personal_values,
     privacy_state,
+    staff_privacy_state,
 )
 from branchline_followup.adapters.pg_schemas import (
     BEGIN_HOLDING_SWAP_LOCK,
@@ -595,6 +599,15 @@ class _Privacy:
 
     async def pending_erasures(self) -> list[PrivacyState]:
         return await pending_erasures(self._conn)
+
+    async def apply_staff(self, event: RecordedEvent) -> None:
+        await apply_staff_privacy(self._conn, event)
+
+    async def staff_state(self, staff_id: str) -> StaffPrivacyState | None:
+        return await staff_privacy_state(self._conn, staff_id)
+
+    async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
+        return await pending_staff_erasures(self._conn)
 
 
 class _Journal:

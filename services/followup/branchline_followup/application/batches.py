@@ -6,7 +6,13 @@ in the same transaction, so an event delivered twice (even twice in one batch) c
 read models once. A failure that is not transient rolls the whole batch back and falls back to
 one unit of work per event: only the event that fails again is reported (the worker
 dead-letters it with the reason); the others are applied. A transient failure (connection
-lost, deadlock) retries, first the batch, then each event.
+lost, deadlock) retries, first the batch, then each event; so does a race lost in followup's
+event store (a creation's id another writer stored meanwhile: the rerun reads it and replays
+it), a bounded number of times (#12). A statement the database cancels (57014) five times in
+a row ends the batch's retries (it falls back to one by one), and an event whose own statement
+is cancelled five times in a row while others of the batch go through is dead-lettered with
+"statement cancelled 5 times" (replayable); when none goes through, the cancellations may be
+everyone's: it is retried until it goes through, in sight (docs/reliability.md).
 
 Each event is decoded once, where the batch receives it (#12): the projection's helpers read
 that one typed payload. An event whose payload cannot be read fails alone before any unit of
@@ -20,6 +26,7 @@ re-queued does, and is applied like any other event, its id deciding (ADR-0003).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +42,11 @@ from branchline_followup.application.projector import (
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
-from branchline_shared.kafka.consuming import retry_transient
+from branchline_shared.kafka.consuming import (
+    CANCELLED_ALONE,
+    StatementCancelled,
+    retry_transient,
+)
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.logging_setup import describe_error
 
@@ -48,6 +59,9 @@ class Delivered:
 
     event: RecordedEvent
     position: SourcePosition | None = None
+    place: tuple[str, int, int] | None = None
+    """Where the consumer read it (topic, partition, offset), for the log lines of its
+    retries (never a value); formatted only when one is logged."""
 
 
 @dataclass
@@ -61,6 +75,12 @@ class BatchOutcome:
     one_by_one: bool = False
     """The batch fell back to one unit of work per event (something in it failed)."""
 
+    def count(self, applied: bool) -> None:
+        if applied:
+            self.applied += 1
+        else:
+            self.already_applied += 1
+
 
 @dataclass(frozen=True)
 class _Readable:
@@ -69,6 +89,7 @@ class _Readable:
     index: int
     event: Decoded
     position: SourcePosition | None
+    place: tuple[str, int, int] | None = None
 
 
 async def _apply_all(
@@ -117,7 +138,9 @@ async def apply_batch(
     readable: list[_Readable] = []
     for index, delivered in enumerate(batch):
         try:
-            readable.append(_Readable(index, decode(delivered.event), delivered.position))
+            readable.append(
+                _Readable(index, decode(delivered.event), delivered.position, delivered.place)
+            )
         except UnreadablePayload as exc:  # reported: the worker dead-letters it with the reason
             unreadable.append((index, exc))
     if not readable:
@@ -128,7 +151,12 @@ async def apply_batch(
             return await _apply_all(uow, readable, projection)
 
     try:
-        outcome: BatchOutcome = await retry_transient(all_at_once, consumer=consumer)
+        outcome: BatchOutcome = await retry_transient(
+            all_at_once,
+            consumer=consumer,
+            where=functools.partial(_places, readable),
+            cancelled_limit=CANCELLED_ALONE,
+        )
     except Exception as exc:
         log.info(
             "batch failed; applying its events one by one", extra={"error": describe_error(exc)}
@@ -137,19 +165,68 @@ async def apply_batch(
         outcome.failed = unreadable
         return outcome
     outcome = BatchOutcome(failed=unreadable, one_by_one=True)
+    cancelled: list[tuple[_Readable, StatementCancelled]] = []
     for r in readable:
-
-        async def one(each: _Readable = r) -> bool:
-            return await apply_event(units, each.event, projection, each.position)
-
         try:
-            applied = await retry_transient(one, consumer=consumer)
+            applied = await _apply_one(units, r, projection, consumer, CANCELLED_ALONE)
+        except StatementCancelled as exc:  # judged once the others are known
+            cancelled.append((r, exc))
+            continue
         except Exception as exc:  # reported: the worker dead-letters it with the reason
             outcome.failed.append((r.index, exc))
             continue
-        if applied:
-            outcome.applied += 1
-        else:
-            outcome.already_applied += 1
+        outcome.count(applied)
+    others_went_through = outcome.applied + outcome.already_applied > 0
+    for r, gave_up in cancelled:
+        if others_went_through:
+            # Only its own statement is cancelled, again and again, while the database does
+            # the others' work: dead-lettered (replayable), not holding the consumer (#12).
+            log.error(
+                "event's statement cancelled on every attempt; dead-lettering it",
+                extra={"where": _places([r]), "attempts": gave_up.attempts},
+            )
+            outcome.failed.append((r.index, gave_up))
+            continue
+        # Nothing else went through: the cancellations may be everyone's (a database too
+        # slow for its statement_timeout), so the event is retried, in sight, not given up.
+        try:
+            applied = await _apply_one(units, r, projection, consumer, None)
+        except Exception as error:
+            outcome.failed.append((r.index, error))
+            continue
+        outcome.count(applied)
     outcome.failed.sort(key=lambda failure: failure[0])
     return outcome
+
+
+async def _apply_one(
+    units: UnitsOfWork,
+    each: _Readable,
+    projection: Projection,
+    consumer: str,
+    cancelled_limit: int | None,
+) -> bool:
+    async def one() -> bool:
+        return await apply_event(units, each.event, projection, each.position)
+
+    applied: bool = await retry_transient(
+        one,
+        consumer=consumer,
+        where=functools.partial(_places, [each]),
+        cancelled_limit=cancelled_limit,
+    )
+    return applied
+
+
+def _places(batch: Sequence[_Readable]) -> str | None:
+    """The batch's offsets, per partition first to last (``topic:partition:first-last``)."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in batch:
+        if r.place is None:
+            continue
+        topic, partition, offset = r.place
+        first, last = spans.get((topic, partition), (offset, offset))
+        spans[(topic, partition)] = (min(first, offset), max(last, offset))
+    if not spans:
+        return None
+    return " ".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(spans.items()))

@@ -27,6 +27,7 @@ from branchline_shared.events.catalogue import (
     EventType,
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
+from branchline_shared.events.sealing_keys import staff_key_id
 from branchline_shared.events.typed import decode
 from branchline_shared.events.vocabulary import PersonalField
 from branchline_shared.kafka.wire import SourcePosition
@@ -103,27 +104,40 @@ def privacy_stream_id(client_id: str) -> str:
     return f"privacy-{client_id}"
 
 
+def staff_privacy_stream_id(staff_id: str) -> str:
+    """Followup's stream of a member of staff's personal-data facts (their shredding); the
+    "/" keeps it apart from every client's (no identifier holds one)."""
+    return f"privacy-staff/{staff_id}"
+
+
 async def record_privacy_event(
     uow: FollowupUnitOfWork,
     ctx: FollowupContext,
     *,
     event_type: str,
-    client_id: str,
+    client_id: str | None,
     branch_id: str | None,
     occurred_at: datetime,
     actor: Actor,
     data: dict[str, Any],
     event_id: uuid.UUID | None = None,
+    staff_id: str | None = None,
 ) -> RecordedEvent:
-    """Append a personal-data fact to the client's privacy stream (with its outbox row) and
-    apply it, in the caller's unit of work; an id already stored is not appended again."""
+    """Append a personal-data fact to its data subject's privacy stream (a client's, or with
+    ``staff_id`` a member of staff's) with its outbox row and apply it, in the caller's unit of
+    work; an id already stored is not appended again."""
     event_id = event_id or uuid.uuid4()
     existing = await uow.events.find([event_id])
     if event_id in existing:
         event = existing[event_id].event
         global_position = existing[event_id].position.global_position
     else:
-        stream = privacy_stream_id(client_id)
+        if staff_id is not None:
+            stream, key_id = staff_privacy_stream_id(staff_id), staff_key_id(staff_id)
+        elif client_id is not None:
+            stream, key_id = privacy_stream_id(client_id), client_id
+        else:
+            raise ValueError("a privacy fact names its data subject: a client or staff")
         versions = await uow.events.lock_streams([stream])
         event = RecordedEvent(
             event_id=event_id,
@@ -133,13 +147,14 @@ async def record_privacy_event(
             recorded_at=ctx.clock.system_now(),
             source=SOURCE,
             actor=actor,
-            client_id=client_id,
+            client_id=None if staff_id is not None else client_id,
+            staff_id=staff_id,
             branch_id=branch_id,
             stream_id=stream,
             stream_version=versions.get(stream, 0) + 1,
             # Personal values of the fact itself (e.g. a stated purpose naming the client) are
             # sealed like every other (ADR-0007).
-            data=await sealed_payload(ctx, event_type, client_id, normalised(event_type, data)),
+            data=await sealed_payload(ctx, event_type, key_id, normalised(event_type, data)),
         )
         (stored,) = await uow.events.append([event], topic=ctx.topic)
         global_position = stored.global_position

@@ -21,7 +21,13 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from branchline_followup.domain import DurableTimer, FollowupTask
-from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.records import (
+    ClientFacts,
+    DueTimer,
+    PrivacyState,
+    SealedValue,
+    StaffPrivacyState,
+)
 from branchline_followup.domain.source_order import SourcePlace
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.envelope import RecordedEvent
@@ -208,6 +214,17 @@ class PrivacyRepository(Protocol):
 
     async def pending_erasures(self) -> list[PrivacyState]:
         """Clients who asked for erasure and are not shredded yet, oldest request first."""
+        ...
+
+    async def apply_staff(self, event: RecordedEvent) -> None:
+        """A member of staff's erasure read model after one of their events (their erasure
+        request, its shredding, the clients their gift records name)."""
+        ...
+
+    async def staff_state(self, staff_id: str) -> StaffPrivacyState | None: ...
+
+    async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
+        """Members of staff who asked for erasure and are not shredded yet, oldest first."""
         ...
 
 

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain.source_order import source_key
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.kafka.consuming import is_transient
+from branchline_shared.kafka.consuming import is_conflict, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ async def reproject_client(uow: FollowupUnitOfWork, client_id: str, apply: Apply
                 await apply(uow, journaled.event)
             applied += 1
         except Exception as exc:
-            if is_transient(exc):
+            # A lost race (a creation it records, taken meanwhile) is not the event's fault:
+            # the whole unit is run again and reads what the other writer stored (#12).
+            if is_transient(exc) or is_conflict(exc):
                 raise
             REPROJECTION_SKIPS.inc()
             log.warning(

@@ -1,6 +1,8 @@
 """Carrying out erasure (D-04, D-11): destroy the data key of every client whose erasure is
 due, and record it (``client.personal_data_shredded``, through followup's outbox, so the audit
-trail shows every entry of the client as shredded while its hashes still verify).
+trail shows every entry of the client as shredded while its hashes still verify); the same for
+every member of staff whose erasure is due (their key ``#staff/<id>``,
+``staff.personal_data_shredded``).
 
 Run by the worker on a schedule and by ``branchline privacy shred-due``; safe to run twice at
 once (the client's lock) and to re-run after a crash (the event id is derived from the
@@ -10,6 +12,7 @@ client, the key destruction is idempotent).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -20,15 +23,24 @@ from branchline_followup.domain.erasure import (
     ErasureCase,
     RetentionRule,
     ShredPlan,
+    StaffErasureCase,
     relationship_ended_at,
     shred_plan,
+    staff_shred_plan,
 )
+from branchline_followup.domain.records import StaffPrivacyState
 from branchline_shared.crypto.keystore import ClientKeyStore
-from branchline_shared.events.catalogue import ClientPersonalDataShredded, EventType
+from branchline_shared.events.catalogue import (
+    ClientPersonalDataShredded,
+    EventType,
+    StaffPersonalDataShredded,
+)
 from branchline_shared.events.envelope import Actor
+from branchline_shared.events.sealing_keys import staff_key_id
 from branchline_shared.settings import FollowupSettings
 
 PERSONAL_DATA_SHREDDED = EventType.CLIENT_PERSONAL_DATA_SHREDDED.value
+STAFF_PERSONAL_DATA_SHREDDED = EventType.STAFF_PERSONAL_DATA_SHREDDED.value
 SHREDDER = Actor(id="privacy-shredder", role="system")
 SHRED_NAMESPACE = uuid.UUID("b6f4c0de-5a7e-5d1c-9e2b-8f3a4d6c1e70")
 """UUID v5 namespace of the shredding event of a client (fixed forever: one per client)."""
@@ -46,9 +58,10 @@ def retention_rule_from_settings(settings: FollowupSettings) -> RetentionRule:
 
 @dataclass(frozen=True)
 class ErasureStatus:
-    """One client with an erasure request not yet carried out, and what is planned."""
+    """One data subject with an erasure request not yet carried out, and what is planned."""
 
     client_id: str
+    """The client's id, or a member of staff's key id ``#staff/<staff_id>``."""
     erasure_requested_at: datetime
     plan: ShredPlan | None
     shredded: bool = False
@@ -59,6 +72,8 @@ class ErasureStatus:
 
 
 def shred_event_id(client_id: str) -> uuid.UUID:
+    """The id of the shredding event of a client, or of a member of staff by their key id
+    (``#`` begins no client id, so the two never meet)."""
     return uuid.uuid5(SHRED_NAMESPACE, client_id)
 
 
@@ -107,7 +122,15 @@ async def shred_due(
     cases = await _pending_cases(ctx, now)
     plans = {c.client_id: shred_plan(c, rule) for c in cases}
     due = [c.client_id for c in cases if (p := plans[c.client_id]) and p.due_at <= now]
-    held = await holds.held(due) if due else set()
+    staff = await _pending_staff(ctx)
+    staff_due = [
+        s
+        for s in staff
+        if (p := staff_shred_plan(_staff_case(s), rule)) is not None and p.due_at <= now
+    ]
+    # a member of staff is held with every client their gift records name (D-11, D-16)
+    asked = sorted({*due, *(c for s in staff_due for c in s.gift_clients)})
+    held = await holds.held(asked) if asked else set()
     statuses: list[ErasureStatus] = []
     for case in cases:
         if case.client_id in held:
@@ -136,7 +159,80 @@ async def shred_due(
                 event_id=event_id,
             )
         )
+    for state in staff:
+        statuses.append(
+            await _staff_erasure(
+                ctx, keys, _staff_case(state, held | rule.legal_holds), rule, now, dry_run
+            )
+        )
     return statuses
+
+
+async def _pending_staff(ctx: FollowupContext) -> list[StaffPrivacyState]:
+    async with ctx.units.begin() as uow:
+        return await uow.privacy.pending_staff_erasures()
+
+
+def _staff_case(state: StaffPrivacyState, held: AbstractSet[str] = frozenset()) -> StaffErasureCase:
+    return StaffErasureCase(
+        staff_id=state.staff_id,
+        branch_id=state.branch_id,
+        erasure_event_id=state.erasure_event_id,
+        erasure_requested_at=state.erasure_requested_at,
+        employment_ended_at=state.employment_ended_at,
+        legal_hold=any(c in held for c in state.gift_clients),
+    )
+
+
+async def _staff_erasure(
+    ctx: FollowupContext,
+    keys: ClientKeyStore,
+    case: StaffErasureCase,
+    rule: RetentionRule,
+    now: datetime,
+    dry_run: bool,
+) -> ErasureStatus:
+    """One member of staff's erasure: their restriction registered (repairs one intake could
+    not register), their key destroyed and the fact recorded when it is due."""
+    key_id = staff_key_id(case.staff_id)
+    plan = staff_shred_plan(case, rule)
+    if not dry_run:
+        await keys.restrict(
+            key_id, at=case.erasure_requested_at, source_event_id=case.erasure_event_id
+        )
+    if plan is None or plan.due_at > now or dry_run:
+        return ErasureStatus(key_id, case.erasure_requested_at, plan, held=case.legal_hold)
+    async with ctx.units.begin() as uow:
+        await uow.lock_client(key_id)
+        # as for a client: the key first, inside the transaction that records it
+        destroyed = await keys.destroy(key_id)
+        data = StaffPersonalDataShredded(
+            basis=plan.basis,
+            erasure_event_id=case.erasure_event_id,
+            key_id=destroyed,
+            employment_ended_at=case.employment_ended_at,
+            retention_until=plan.retention_until,
+        ).model_dump(mode="json", exclude_none=True)
+        event = await record_privacy_event(
+            uow,
+            ctx,
+            event_type=STAFF_PERSONAL_DATA_SHREDDED,
+            client_id=None,
+            staff_id=case.staff_id,
+            branch_id=case.branch_id,
+            occurred_at=now,
+            actor=SHREDDER,
+            data=data,
+            event_id=shred_event_id(key_id),
+        )
+    return ErasureStatus(
+        key_id,
+        case.erasure_requested_at,
+        plan,
+        shredded=True,
+        key_id=destroyed,
+        event_id=event.event_id,
+    )
 
 
 async def _shred(

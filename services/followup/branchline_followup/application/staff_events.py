@@ -1,5 +1,5 @@
-"""Staff events in the read models (D-14, D-16): training hours for the D-12 measures, and the
-escalation an accepted gift makes due.
+"""Staff events in the read models (D-14, D-16): training hours for the D-12 measures, the
+escalation an accepted gift makes due, and a member of staff's erasure (D-04).
 
 Runs inside :func:`~.projector.project`'s transaction (effectively once with the event). The
 decisions are :mod:`branchline_followup.domain.conflicts` and
@@ -30,6 +30,8 @@ async def on_staff_event(
     if event.staff_id is None:
         return
     await uow.activity.record_staff(event.staff_id, event.branch_id)
+    # their erasure (D-04) and the clients their gifts name (whose holds hold it)
+    await uow.privacy.apply_staff(event)
     if event.type == TRAINING_RECORDED:
         # As stored: the training topic is free text, sealed with the member of staff's key.
         payload = payload_as(typed, StaffTrainingRecorded)

@@ -18,9 +18,12 @@ ids derive from the client's last business event, so nothing is created twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import apply_client_stage_changes
@@ -31,9 +34,10 @@ from branchline_followup.application.recording import (
 )
 from branchline_followup.domain import TimerKind, on_timer_fired
 from branchline_followup.domain.records import DueTimer
-from branchline_shared.kafka.consuming import is_transient
+from branchline_shared.kafka.consuming import CONFLICT_RERUNS, is_conflict, is_transient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,7 @@ async def run_due_timers(
                     round_busy += 1
                     continue
                 try:
-                    async with uow.savepoint():  # a timer fails alone
-                        done = await _fire(uow, ctx, timer, now)
+                    done = await _alone(uow, functools.partial(_fire, uow, ctx, timer, now))
                 except Exception as exc:
                     if is_transient(exc):
                         raise
@@ -101,10 +104,17 @@ async def run_due_stage_changes(
                     round_busy += 1
                     continue
                 try:
-                    async with uow.savepoint():  # a client fails alone
-                        made = await apply_client_stage_changes(
-                            uow, client_id, now, policy, topic=ctx.projection.task_creations_topic
-                        )
+                    made = await _alone(
+                        uow,
+                        functools.partial(
+                            apply_client_stage_changes,
+                            uow,
+                            client_id,
+                            now,
+                            policy,
+                            topic=ctx.projection.task_creations_topic,
+                        ),
+                    )
                 except Exception as exc:
                     if is_transient(exc):
                         raise
@@ -120,6 +130,24 @@ async def run_due_stage_changes(
         busy += round_busy
         if len(claimed) < batch_size or round_busy == len(claimed):
             return changed, busy, dead
+
+
+async def _alone(uow: FollowupUnitOfWork, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` in a savepoint of its own (a timer or a client fails alone), run again in a
+    new one when it lost a race in the event store (#12): the rerun reads what the other
+    writer committed (READ COMMITTED: each statement sees what was committed before it) and
+    decides against it. The same conflict every time is the work's own: it fails, and is
+    dead-lettered with its reason as before."""
+    reruns = 0
+    while True:
+        try:
+            async with uow.savepoint():
+                return await work()
+        except Exception as exc:
+            if not is_conflict(exc) or reruns >= CONFLICT_RERUNS:
+                raise
+            reruns += 1
+            log.warning("timer work lost a race; running it again", extra={"reruns": reruns})
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,6 +8,10 @@ An erasure request restricts the data at once; the data is destroyed (crypto-shr
 - otherwise once the retention period of the client's profile (default 10 years) has run,
   counted from the **end of the relationship** (account closure, or churn), never from the
   records' own dates; while the relationship has not ended, not yet.
+
+A member of staff is a data subject too: their own texts (sealed under ``#staff/<id>``) are
+destroyed the same way (:func:`staff_shred_plan`), the retention of their records counted
+from the end of their employment.
 """
 
 from __future__ import annotations
@@ -110,3 +114,36 @@ def relationship_ended_at(
     if last is not None and require_aware(last) + churn_after_inactivity <= now:
         return require_aware(last) + churn_after_inactivity
     return None
+
+
+@dataclass(frozen=True)
+class StaffErasureCase:
+    """What decides when a member of staff's own texts are destroyed (D-04, D-11)."""
+
+    staff_id: str
+    branch_id: str | None
+    erasure_event_id: uuid.UUID
+    erasure_requested_at: datetime
+    employment_ended_at: datetime | None
+    """From the erasure request; ``None`` while they are employed."""
+    legal_hold: bool = False
+
+
+def staff_shred_plan(case: StaffErasureCase, rule: RetentionRule) -> ShredPlan | None:
+    """When a member of staff's texts are to be shredded; ``None``: not (yet) foreseeable.
+
+    Their records (qualifications, training, interests, gifts: D-14, D-16) are the
+    institution's records of its staff's conduct, kept per the profile of their branch from
+    the **end of employment** (D-11), as a client's from the end of the relationship; never
+    while a legal hold stands, never while they are employed (no end, no date)."""
+    requested = require_aware(case.erasure_requested_at, "erasure_requested_at")
+    if case.legal_hold:
+        return None
+    years = rule.years_for(case.branch_id)
+    if years == 0:
+        return ShredPlan(ShredBasis.NO_RETENTION, requested, None)
+    if case.employment_ended_at is None:
+        return None
+    ended = require_aware(case.employment_ended_at, "employment_ended_at")
+    until = years_after(ended, years)
+    return ShredPlan(ShredBasis.RETENTION_ENDED, max(requested, until), until)

@@ -111,3 +111,24 @@ class PrivacyState:
     @property
     def shredded(self) -> bool:
         return self.shredded_at is not None
+
+
+@dataclass(frozen=True)
+class StaffPrivacyState:
+    """A member of staff's erasure (D-04): their own texts restricted from the request on,
+    shredded once their key is gone."""
+
+    staff_id: str
+    erasure_requested_at: datetime
+    erasure_event_id: uuid.UUID
+    employment_ended_at: datetime | None
+    shredded_at: datetime | None = None
+    shred_event_id: uuid.UUID | None = None
+    branch_id: str | None = None
+    """The branch of their records (its retention profile, D-11)."""
+    gift_clients: tuple[str, ...] = ()
+    """The clients their gift records name: a legal hold on one holds these records too."""
+
+    @property
+    def shredded(self) -> bool:
+        return self.shredded_at is not None

@@ -9,7 +9,7 @@ import logging
 
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.timers import run_due_timers
-from branchline_shared.kafka.consuming import is_transient
+from branchline_shared.kafka.consuming import is_conflict, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def run_timer_loop(ctx: FollowupContext, *, interval_s: float, batch_size:
             raise
         except Exception as exc:
             # The runner must outlive a database restart or one bad row: log, back off, retry.
-            if is_transient(exc):
+            if is_transient(exc) or is_conflict(exc):  # a lost race: the next round reads again
                 log.warning("timer round failed; retrying", extra={"error": repr(exc)})
             else:
                 log.exception("timer round failed")

@@ -141,7 +141,7 @@ async def handle_batch(
             # so a re-queued one would look like a jump; and a copy the broker lost misses
             # the read models nothing (recorded as applied where recorded).
             jumps.seen(event, position)
-        batch.append((raw, Delivered(event, position)))
+        batch.append((raw, Delivered(event, position, (raw.topic, raw.partition, raw.offset))))
     outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)
     for index, error in outcome.failed:
         await dead_letters.send(batch[index][0], f"projection failed: {describe_error(error)}")

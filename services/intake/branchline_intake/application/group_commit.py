@@ -29,6 +29,7 @@ from branchline_intake.application.outcomes import Outcome
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.application.submit import (
+    ID_ORDER_RERUNS,
     LOCK_CYCLE_RERUNS,
     MAX_LOCK_CYCLES,
     REFUSAL_LOCK_RERUNS,
@@ -40,6 +41,7 @@ from branchline_intake.application.submit import (
 )
 from branchline_shared.events.envelope import SubmittedEvent, subject_stream_id
 from branchline_shared.eventstore.ports import (
+    EventIdsBusy,
     EventStore,
     GroupCommitStore,
     GuessingStore,
@@ -233,6 +235,20 @@ class GroupCommitter:
                 # The group's only caller failed without a savepoint: run again with one,
                 # which answers it exactly as a caller among others is answered (#12).
                 alone = False
+            except EventIdsBusy:
+                # A caller after the first met another writer's uncommitted event id, below
+                # one an earlier caller wrote, and did not wait (docs/intake.md, "Event ids
+                # are not streams"): all rolled back, nothing answered. Each caller runs
+                # again in a transaction of its own, whose one write inserts its ids in id
+                # order and may wait; a caller alone never raises it again.
+                callers = _by_caller(group)
+                if len(callers) == 1:
+                    raise
+                ID_ORDER_RERUNS.labels(path="group").inc()
+                results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
+                for _, members in callers:
+                    results += await self._ordinary(members)
+                return results
 
     def _guessable(
         self, group: list[_Waiting]
@@ -399,7 +415,7 @@ class GroupCommitter:
                 try:
                     async with shared.isolated(alone=sole):
                         outcomes = await self._submit(ctx, items, **caller)
-                except (StreamsBusy, LocksDeadlocked):
+                except (StreamsBusy, LocksDeadlocked, EventIdsBusy):
                     raise  # the whole group runs again: see _ordinary
                 except Exception as exc:
                     if sole:

@@ -66,6 +66,7 @@ from branchline_shared.events.sealing_keys import (
 )
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
+    EventIdsBusy,
     EventStore,
     LocksDeadlocked,
     StoredEvent,
@@ -97,6 +98,14 @@ LOCK_CYCLE_RERUNS = Counter(
     ["path"],
 )
 
+ID_ORDER_RERUNS = Counter(
+    "branchline_intake_event_id_order_reruns",
+    "Transactions run again with their events written by one statement, in id order, after a "
+    "later write of theirs met another writer's uncommitted event id and did not wait for it "
+    "(two writers of the same event ids: docs/intake.md)",
+    ["path"],
+)
+
 REFUSAL_LOCK_RERUNS = Counter(
     "branchline_intake_refusal_lock_reruns",
     "Transactions run again, refusal streams locked up front, because one could not be locked "
@@ -123,6 +132,10 @@ class IntakeContext:
     in_group: bool = False
     """The unit of work is a group commit's: on :class:`StreamsBusy` the group runs its whole
     transaction again (a caller alone cannot: the group holds its other locks)."""
+    one_write: bool = False
+    """A batch's events written by one statement, not in parts: every id inserted in id order
+    by it, so no wait of the transaction is out of that order (docs/intake.md, "Event ids are
+    not streams"). Set for the one run again after :class:`EventIdsBusy`."""
 
 
 @dataclass
@@ -257,6 +270,17 @@ async def submit_callers(
                 attempt += 1
                 LOCK_CYCLE_RERUNS.labels(path="batch").inc()
                 log.warning("a lock cycle was broken; the batch runs again")
+                continue
+            except EventIdsBusy:
+                # A part after the first met another writer's uncommitted event id, below one
+                # an earlier part wrote, and did not wait (docs/intake.md, "Event ids are not
+                # streams"): everything was rolled back, nothing answered. Run again with all
+                # the events written by one statement, in id order, which may wait: that run
+                # never raises it, so this happens once. In a group, the group runs again.
+                if ctx.in_group or ctx.one_write:
+                    raise
+                ID_ORDER_RERUNS.labels(path="batch").inc()
+                ctx = dataclasses.replace(ctx, one_write=True)
                 continue
             except StreamsBusy:
                 # A refusal stream could not be locked at once (docs/intake.md, "Lock order"):
@@ -608,8 +632,9 @@ async def _record(
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
         staged: list[tuple[int, RecordedEvent]] = []
         # A group's callers are written as before, in one write; a batch larger than a part
-        # in parts, each part's write in flight while the next part is decided (#12).
-        size = len(candidates) if ctx.in_group else _PART
+        # in parts, each part's write in flight while the next part is decided (#12), or in
+        # one write after a part met another writer's id out of the id order.
+        size = len(candidates) if ctx.in_group or ctx.one_write else _PART
         writer = _PartWriter(uow)
         try:
             for start in range(0, len(candidates), size):

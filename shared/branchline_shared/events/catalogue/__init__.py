@@ -140,8 +140,10 @@ from branchline_shared.events.catalogue.shelf import (
     ProductWithdrawn,
 )
 from branchline_shared.events.catalogue.staff import (
+    StaffErasureRequested,
     StaffGiftRecorded,
     StaffInterestDeclared,
+    StaffPersonalDataShredded,
     StaffQualificationRenewed,
     StaffQualificationRevoked,
     StaffQualified,
@@ -295,9 +297,11 @@ __all__ = [
     "SatisfactionScores",
     "ScreeningResult",
     "ShredBasis",
+    "StaffErasureRequested",
     "StaffEvent",
     "StaffGiftRecorded",
     "StaffInterestDeclared",
+    "StaffPersonalDataShredded",
     "StaffQualificationRenewed",
     "StaffQualificationRevoked",
     "StaffQualified",

@@ -51,6 +51,8 @@ class EventType(StrEnum):
     STAFF_TRAINING_RECORDED = "staff.training_recorded"
     STAFF_INTEREST_DECLARED = "staff.interest_declared"
     STAFF_GIFT_RECORDED = "staff.gift_recorded"
+    STAFF_ERASURE_REQUESTED = "staff.erasure_requested"
+    STAFF_PERSONAL_DATA_SHREDDED = "staff.personal_data_shredded"
     COMPLAINT_RECEIVED = "complaint.received"
     COMPLAINT_ACKNOWLEDGED = "complaint.acknowledged"
     COMPLAINT_PROGRESS_REPORTED = "complaint.progress_reported"

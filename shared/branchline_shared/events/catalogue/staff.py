@@ -1,7 +1,9 @@
-"""Events of a member of staff (D-14, D-16): qualifications, training, interests, gifts."""
+"""Events of a member of staff (D-14, D-16): qualifications, training, interests, gifts; the
+erasure of their own personal texts (D-04, D-11)."""
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Annotated, ClassVar
 
@@ -14,6 +16,7 @@ from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue.base import (
     StaffEvent,
 )
+from branchline_shared.events.catalogue.privacy import ShredBasis
 from branchline_shared.events.catalogue.scalars import (
     Label,
 )
@@ -80,3 +83,33 @@ class StaffGiftRecorded(StaffEvent):
     value: Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=4)]
     accepted: StrictBool
     description: Label
+
+
+class StaffErasureRequested(StaffEvent):
+    """staff.erasure_requested (D-04, D-11): the member of staff's own personal texts (the
+    free texts sealed under their key) are restricted at once and destroyed when the retention
+    of their records has run, counted from ``employment_ended_at``, or at once where the
+    profile of their branch keeps nothing. Without ``employment_ended_at`` they are still
+    employed: restricted, no date yet; a later request naming it sets the date."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("reason",)
+
+    reason: Label
+    employment_ended_at: Instant | None = None
+    """The end of employment: the start of the D-11 retention of the staff's records."""
+
+
+class StaffPersonalDataShredded(StaffEvent):
+    """staff.personal_data_shredded (D-04, D-11; system-emitted): the member of staff's data
+    key (``#staff/<staff_id>``) was destroyed. Their sealed texts (revocation reasons,
+    training topics, declared interests, gift descriptions, the erasure request's reason) are
+    unreadable everywhere from now on; the records themselves (categories, dates, hours,
+    amounts) and the audit chain over the ciphertext stay."""
+
+    basis: ShredBasis
+    erasure_event_id: uuid.UUID
+    """The ``staff.erasure_requested`` this carried out."""
+    key_id: Identifier | None = None
+    """The destroyed data key's id (none: no text of theirs was ever sealed)."""
+    employment_ended_at: Instant | None = None
+    retention_until: Instant | None = None

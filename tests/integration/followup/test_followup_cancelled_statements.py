@@ -1,0 +1,141 @@
+"""A statement the database cancels (57014, ``statement_timeout``) for one event only no
+longer holds the worker for ever (#12, docs/reliability.md "A statement cancelled again and
+again"): the batch falls back to one unit per event, and the event whose statement is
+cancelled on every attempt alone, while the others of its batch are applied, is
+dead-lettered with the reason (``branchline dlq replay`` applies it later). When nothing else
+goes through the cancellations may be everyone's: the event is retried, in sight
+(``branchline_consumer_attempts_in_a_row``), never dead-lettered.
+
+The worker's pool runs with a short ``statement_timeout``; the one client's statements wait on
+its advisory lock, which the test holds (as a long transaction would), so they are cancelled
+by the server's own timeout every time; every other client's go through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from branchline_followup.adapters.pg_schemas import (
+    LIVE_CLIENT_LOCK_CLASS,
+    LIVE_SCHEMA,
+    with_search_path,
+)
+from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application.batches import Delivered, apply_batch
+from branchline_followup.application.projector import Projection
+from branchline_followup.bootstrap import prepare_database
+from branchline_followup.domain import FollowupPolicy
+from branchline_followup.entrypoints.worker import handle_batch
+from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.consuming import ATTEMPTS, CANCELLED, CANCELLED_ALONE, RawMessage
+from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.pool import open_pool
+from branchline_shared.settings import BranchlineSettings
+from tests.integration.followup.harness import History, now_utc, relayed
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+PROJECTION = Projection(FollowupPolicy())
+SLOW = "C-SLOW"
+
+
+class DeadLetterBox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[RawMessage, str]] = []
+
+    async def send(self, raw: RawMessage, reason: str) -> None:
+        self.sent.append((raw, reason))
+
+
+@contextlib.asynccontextmanager
+async def impatient_units(settings: BranchlineSettings) -> AsyncIterator[PostgresUnitsOfWork]:
+    """The worker's units on a pool whose statements the server cancels after 500 ms."""
+    await prepare_database(settings)
+    dsn = with_search_path(settings.followup_database_url, LIVE_SCHEMA)
+    pool = await open_pool(f"{dsn}&statement_timeout=500", max_size=2, session_state=False)
+    try:
+        yield PostgresUnitsOfWork(pool)
+    finally:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def client_held(settings: BranchlineSettings, client_id: str) -> AsyncIterator[None]:
+    """``client_id``'s lock held by another transaction until the block ends."""
+    holder = await asyncpg.connect(settings.followup_database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIVE_CLIENT_LOCK_CLASS, client_id
+            )
+            yield
+    finally:
+        await holder.close()
+
+
+def registrations(*clients: str) -> list[RecordedEvent]:
+    history = History()
+    at = now_utc() - timedelta(days=1)
+    for client in clients:
+        history.registered(client, at)
+    return history.events
+
+
+async def applied(db: asyncpg.Connection[Any], events: list[RecordedEvent]) -> set[uuid.UUID]:
+    rows = await db.fetch(
+        "SELECT event_id FROM fu_applied_events WHERE event_id = ANY($1::uuid[])",
+        [e.event_id for e in events],
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def test_an_event_whose_statement_is_cancelled_every_time_alone_is_dead_lettered(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    events = registrations("C-FAST-1", SLOW, "C-FAST-2")
+    raws = relayed(events)
+    dead = DeadLetterBox()
+    async with impatient_units(settings) as units, client_held(settings, SLOW):
+        # bounded only so that the old code (retried for ever) fails instead of hanging
+        async with asyncio.timeout(60):
+            await handle_batch(raws, units, dead, PROJECTION)  # type: ignore[arg-type]
+    assert [(raw.offset, reason) for raw, reason in dead.sent] == [
+        (1, f"projection failed: StatementCancelled('statement cancelled {CANCELLED_ALONE} times')")
+    ]
+    assert await applied(db, events) == {events[0].event_id, events[2].event_id}
+    # the operator is told where the consumer is held: the offsets, never a value
+    retried = [getattr(r, "where", None) for r in caplog.records if "retrying" in r.message]
+    assert "intake.events:0:0-2" in retried  # the batch
+    assert "intake.events:0:1-1" in retried  # the event alone
+
+
+async def test_an_event_alone_whose_statement_is_cancelled_is_retried_in_sight(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """Nothing else in its batch to tell its cancellations from everyone's: retried past the
+    bound, its attempts in the gauge, and applied once the lock is let go."""
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = registrations(SLOW)
+    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
+    async with impatient_units(settings) as units:
+        cancelled = CANCELLED.labels(consumer)
+        async with client_held(settings, SLOW):
+            applying = asyncio.ensure_future(
+                apply_batch(units, batch, PROJECTION, consumer=consumer)
+            )
+            # past both bounded stages (the batch's, then the event's own): retried still
+            while cancelled._value.get() <= 2 * CANCELLED_ALONE:
+                assert not applying.done(), applying.result()
+                await asyncio.sleep(0.1)
+            assert ATTEMPTS.labels(consumer)._value.get() >= 1
+        outcome = await asyncio.wait_for(applying, 30)
+    assert (outcome.applied, outcome.failed) == (1, [])
+    assert ATTEMPTS.labels(consumer)._value.get() == 0
+    assert await applied(db, events) == {events[0].event_id}
