@@ -208,17 +208,28 @@ async def waits_for_a_lock(conn: asyncpg.Connection[Any], pid: int) -> None:
 async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_deadlocked(
     app: FastAPI, settings: BranchlineSettings, path: str
 ) -> None:
-    """The cycle a lazily taken lock could close: a writer in the old order has created the
-    client's refusal stream (its first statement creates every stream it will lock) and then
-    waits for the client's stream, which this writer holds while it records a refusal. This
-    writer never waits for the refusal stream: it rolls back and runs again in the global
-    order, behind the old writer, which goes through."""
+    """A writer in the old order has created the client's refusal stream (its first statement
+    creates every stream it will lock) and then locks the client's stream. This writer, which
+    holds the client's stream when it meets the refusal, does not wait for the refusal stream
+    (NOWAIT): it rolls back and runs again with its refusal streams in the one sorted pass.
+    That pass takes the client's stream and then waits for the refusal stream the old writer
+    created, while the old writer waits for the client's stream: a cycle between the two
+    releases' orders (docs/intake.md, "Lock order": the previous release's two statements can
+    close one with this one during a rolling upgrade), which the server breaks after
+    ``deadlock_timeout``. This writer must be the one rolled back and run again, and the old
+    writer goes through. The server rolls back the transaction whose own deadlock check runs
+    first; the old writer's connection checks later (a longer ``deadlock_timeout``), so the
+    choice is not left to two 1 s timers on a loaded machine (it failed the old writer 3 times
+    in 22 runs)."""
     proc = await process(app, settings, old_order=False, pool_size=1)
     label = {"path": "batch" if path == "batch" else "group"}
     reruns = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label) or 0
+    cycles = REGISTRY.get_sample_value("branchline_intake_lock_cycle_reruns_total", label) or 0
     run = uuid.uuid4().hex[:6]
     client = f"C-{run}"
-    old = await asyncpg.connect(settings.intake_database_url)
+    old = await asyncpg.connect(
+        settings.intake_database_url, server_settings={"deadlock_timeout": "30s"}
+    )
     watcher = await asyncpg.connect(settings.intake_database_url)
     try:
         (first,) = await submit_events(proc.ctx, [registration(client)], submitted_by=BRANCH)
@@ -261,6 +272,9 @@ async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_dea
     # run again once, in the old order (visible to operators during a rolling upgrade)
     after = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label)
     assert after == reruns + 1
+    # the cycle, broken once by rolling this writer back
+    broken = REGISTRY.get_sample_value("branchline_intake_lock_cycle_reruns_total", label)
+    assert broken == cycles + 1
     assert await stream_versions(settings, f"refusals-{client}") == {f"refusals-{client}": [1]}
 
 
