@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -48,13 +50,71 @@ def branch_tokens(stack: BenchStack, count: int) -> list[str]:
 
 
 async def single_posts(
-    port: int, token: str | list[str], events: int, connections: int = 64
+    port: int,
+    token: str | list[str],
+    events: int,
+    connections: int = 64,
+    *,
+    event_ids: bool = False,
 ) -> Latencies:
     """``events`` single POSTs from ``connections`` connections; ``token``: one, or one per
-    branch system (``closed_loop``)."""
+    branch system (``closed_loop``). ``event_ids``: each event sent with an ``event_id`` of
+    its own (a UUIDv4, as a branch system that sends its own idempotency keys chooses it)."""
     run = uuid.uuid4().hex[:8]
-    bodies = [orjson.dumps(event_body(i, run)) for i in range(events)]
+    bodies = [orjson.dumps(with_event_id(event_body(i, run), event_ids)) for i in range(events)]
     return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+
+
+def with_event_id(body: dict[str, Any], chosen: bool) -> dict[str, Any]:
+    """``body`` with a caller-chosen ``event_id`` (a UUIDv4) if ``chosen``."""
+    return body | {"event_id": str(uuid.uuid4())} if chosen else body
+
+
+LOCK_TIMEOUT_ERROR = "ERROR:  canceling statement due to lock timeout"
+"""A statement ended by ``lock_timeout`` (55P03; a ``NOWAIT`` lock that cannot be taken
+logs ``could not obtain lock`` instead)."""
+
+DEADLOCK_ERROR = "ERROR:  deadlock detected"
+
+
+@dataclass(frozen=True)
+class Reruns:
+    """Intake's reruns during a measure, counted across every intake process (#12): they
+    share one listening socket, so one process's /metrics is a part of the whole, and which
+    part is chance. Counted instead where every process's transactions end, in the server's
+    log (each error is written there before its client hears of it), intake's database
+    only (:data:`LOG_LINE_PREFIX`):
+
+    - ``id_order``: statements ended by ``lock_timeout``. In intake only a write out of the
+      id order sets one (``_WRITE_NO_WAIT_SQL``), and each such 55P03 is one
+      ``EventIdsBusy``, one run again (``branchline_intake_event_id_order_reruns_total``): a
+      group's callers each alone, or a batch in one write; neither of those runs sets it.
+    - ``lock_cycles``: deadlocks the server broke by rolling an intake transaction back;
+      each runs again (``branchline_intake_lock_cycle_reruns_total``), the third raised."""
+
+    id_order: int
+    lock_cycles: int
+
+
+def log_offset(log: Path | None) -> int:
+    """The server log's size now (bytes): where a measure's lines will start."""
+    return log.stat().st_size if log is not None and log.exists() else 0
+
+
+def reruns_in_log(log: Path | None, offset: int, database: str) -> Reruns:
+    """:class:`Reruns` of ``database``'s transactions in the server's log past ``offset``."""
+    if log is None or not log.exists():
+        return Reruns(0, 0)
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    mark = f":{database}:"
+    counts = {LOCK_TIMEOUT_ERROR: 0, DEADLOCK_ERROR: 0}
+    for line in text.splitlines():
+        for error in counts:
+            if mark + error in line:
+                counts[error] += 1
+    return Reruns(id_order=counts[LOCK_TIMEOUT_ERROR], lock_cycles=counts[DEADLOCK_ERROR])
 
 
 async def register_clients(

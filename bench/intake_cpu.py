@@ -6,7 +6,7 @@ benchmark's stack, warms up, then measures single events from 64 connections, a 
 Unlike `bench.profile_intake` nothing samples the process, so the figure is the process's own.
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
-                               [--branch-systems N] [--existing-clients K]
+                               [--branch-systems N] [--existing-clients K] [--event-ids]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
@@ -15,6 +15,10 @@ group holds several callers, as a bank's many branch systems make it; 1 (the def
 benchmark's one token. ``--existing-clients K`` posts consents to clients registered first
 (not timed), K per connection, each client always from the same connection
 (``existing_client_posts``) instead of new clients' registrations; 0 (the default): new ones.
+``--event-ids``: each new client's registration sent with an ``event_id`` of its own (a
+UUIDv4), as a branch system that sends idempotency keys does; each line then counts the
+transactions run again after a write out of the id order met a lock, and after a deadlock,
+across every intake process (``bench.branchline_measures.reruns_in_log``).
 "Events per group" counts the rows' distinct commit times (one per committed transaction; a
 row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
@@ -38,7 +42,9 @@ if str(ROOT) not in sys.path:
 from bench.branchline_measures import (  # noqa: E402
     branch_tokens,
     existing_client_posts,
+    log_offset,
     register_clients,
+    reruns_in_log,
     single_posts,
 )
 from bench.stack import (  # noqa: E402
@@ -124,6 +130,7 @@ async def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
     parser.add_argument("--existing-clients", type=int, default=0, metavar="K")
+    parser.add_argument("--event-ids", action="store_true")
     args = parser.parse_args()
     extra = dict(pair.split("=", 1) for pair in args.env)
     async with running_stack(extra) as stack:
@@ -143,16 +150,18 @@ async def main() -> int:
                 c for pid in stack.pids.get("intake-api", []) for c in child_pids(pid)
             ] or stack.pids.get("intake-api", [])
             sampler = asyncio.create_task(sampled_connections(serving, port, 64))
+            offset = log_offset(stack.postgres_log)
             if args.existing_clients > 0:
                 latencies = await existing_client_posts(
                     port, tokens, run, args.events, args.existing_clients
                 )
             else:
-                latencies = await single_posts(port, tokens, args.events)
+                latencies = await single_posts(port, tokens, args.events, event_ids=args.event_ids)
             held = await sampler
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             group = await events_per_transaction(conn, first)
+            reruns = reruns_in_log(stack.postgres_log, offset, "branchline_intake")
             after = per_process_cpu(stack.pids.get("intake-api", []))
             # each process's share (the one holding the relay lock also publishes)
             split = " / ".join(
@@ -167,6 +176,8 @@ async def main() -> int:
                 f"connections by process {' / '.join(str(held[p]) for p in sorted(held))}; "
                 f"{len(tokens)} branch systems; "
                 f"{'consents to existing clients; ' if run else ''}"
+                f"{'own event ids; ' if args.event_ids else ''}"
+                f"reruns: id order {reruns.id_order}, lock cycles {reruns.lock_cycles}; "
                 f"load average {load}",
                 flush=True,
             )

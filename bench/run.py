@@ -99,6 +99,9 @@ PROFILES = {
 BRANCH_SYSTEMS = 16
 """Branch systems (tokens) posting the second single-POST measure."""
 
+INTAKE_DATABASE = "branchline_intake"
+"""The stack's intake database (``bench.stack``), whose errors the server's log names."""
+
 EXISTING_CLIENTS = 4
 """Clients per connection the existing-client measure posts to (64 connections: 256 clients,
 registered first, untimed): each client gets several events, so after its first the
@@ -124,6 +127,21 @@ MEASURES = [
     ),
     ("bl_single16_p99", "  its p99 latency", "ms"),
     ("bl_single16_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    (
+        "bl_ids16",
+        "Branchline POST /v1/events, 64 connections, {branch_systems} branch systems' tokens,"
+        " each event with its own event_id",
+        "ev/s",
+    ),
+    ("bl_ids16_p99", "  its p99 latency", "ms"),
+    ("bl_ids16_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    ("bl_ids16_group", "  events per group commit (mean, all processes)", "events"),
+    (
+        "bl_ids16_id_order_reruns",
+        "  transactions run again after a write out of the id order met a lock (all processes)",
+        "times",
+    ),
+    ("bl_ids16_lock_cycle_reruns", "  transactions run again after a deadlock", "times"),
     (
         "bl_existing",
         "Branchline POST /v1/events, 64 connections, consents to {existing_clients} clients"
@@ -191,6 +209,7 @@ RATIOS = {
     "e2e_offered": ["drain_capacity_followup", "drain_capacity_audit"],
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_single16": ["raw_tx64", "peer_8t_fn", "bl_single"],
+    "bl_ids16": ["raw_tx64", "bl_single16"],
     "bl_existing": ["raw_tx64", "peer_8t_fn", "bl_single"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
@@ -529,6 +548,31 @@ async def bank_traffic_lines(stack: BenchStack, p: Profile, r: int) -> dict[str,
         "bl_single16",
         lambda: posted("bl_single16", branchline_measures.single_posts(port, tokens, p.singles)),
     )
+
+    async def singles_with_event_ids() -> float:
+        # A bank's branch systems that care about idempotency send their own event ids
+        # (docs/api.md): each group is then the ordinary one (an id is looked up), and with
+        # several callers in it, each written by a statement of its own in id order, nearly
+        # every later caller is out of that order (docs/intake.md, "Event ids are not
+        # streams"). Its reruns are counted in the server's log, across every intake process.
+        log = stack.postgres_log
+        offset = branchline_measures.log_offset(log)
+        written_before = await branchline_measures.log_end(stack.settings.intake_database_url)
+        rate = await posted(
+            "bl_ids16",
+            branchline_measures.single_posts(port, tokens, p.singles, event_ids=True),
+        )
+        group = await branchline_measures.events_per_commit(
+            stack.settings.intake_database_url, written_before
+        )
+        if group is not None:
+            figures["bl_ids16_group"] = group
+        reruns = branchline_measures.reruns_in_log(log, offset, INTAKE_DATABASE)
+        figures["bl_ids16_id_order_reruns"] = reruns.id_order
+        figures["bl_ids16_lock_cycle_reruns"] = reruns.lock_cycles
+        return rate
+
+    await measure("bl_ids16", singles_with_event_ids)
 
     async def singles_to_existing_clients() -> float:
         # A bank's traffic is mostly events for clients that exist (#12): consents to clients

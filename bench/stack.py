@@ -20,6 +20,11 @@ from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
 
+LOG_LINE_PREFIX = "%m:%p:%d:"
+"""The benchmark server's log line prefix: the time, the process and the **database** of
+each line, so that ``bench.branchline_measures.reruns_in_log`` counts intake's errors alone
+(no space or shell character in it: it travels in ``pg_ctl -o``)."""
+
 PORT_SETTINGS = (
     "INTAKE_PORT",
     "FOLLOWUP_PORT",
@@ -38,6 +43,7 @@ class BenchStack:
     token: str  # a branch system's bearer token
     env: dict[str, str]  # what the components were started with
     pids: dict[str, list[int]]  # component -> its processes
+    postgres_log: Path | None = None  # the embedded server's log (its errors: ``reruns``)
 
     def cpu_seconds(self, component: str) -> float:
         """User + system CPU time used so far by a component's processes and their children
@@ -117,6 +123,9 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
     # WAL rows) lets the benchmark bound it (bench.latency.wal_flushes). Two clock reads per
     # WAL write and sync; only here, as above.
     stack.postgres.extra_settings["track_wal_io_timing"] = "on"
+    # Each log line names its database: the benchmark counts intake's reruns from the
+    # server's errors (bench.branchline_measures.reruns_in_log), across all its processes.
+    stack.postgres.extra_settings["log_line_prefix"] = LOG_LINE_PREFIX
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)
@@ -142,7 +151,14 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
                 pids.setdefault(child.info.component.value, []).append(child.process.pid)
         if stack.broker.pid is not None:
             pids["broker"] = [stack.broker.pid]
-        yield BenchStack(as_run, stack.postgres.url("postgres"), token, stack.child_env(), pids)
+        yield BenchStack(
+            as_run,
+            stack.postgres.url("postgres"),
+            token,
+            stack.child_env(),
+            pids,
+            stack.postgres.log_file,
+        )
     finally:
         await asyncio.to_thread(stack.stop)
         for key, value in saved.items():

@@ -59,6 +59,8 @@ def test_the_benchmark_runs_every_measure_and_writes_its_report(tmp_path: Path) 
     assert "| Branchline POST /v1/events, 64 connections (ev/s) |" in table
     # #12: the remembered-client write has a line of its own
     assert "consents to 4 clients per connection that have history (ev/s) |" in table
+    # #12: the callers' own event ids have a line of their own, with its reruns
+    assert "tokens, each event with its own event_id (ev/s) |" in table
     assert "| target |" in table
     for key in ("bl_single", "bl_batch", "ledger_append", "ledger_verify", "rebuild"):
         assert measures[key]["target"], key
