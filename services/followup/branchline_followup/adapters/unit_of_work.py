@@ -1183,8 +1183,6 @@ class PostgresUnitsOfWork:
         if lost is not None:
             # On a fresh connection, the lost one back in the pool: committed, the unit
             # ends as if it had heard (an RM's action answered as done, not "nothing stored").
-            await after_lost_commit(
-                self._pool, unit.events.appended_ids, lost, session=session
-            )
+            await after_lost_commit(self._pool, unit.events.appended_ids, lost, session=session)
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
