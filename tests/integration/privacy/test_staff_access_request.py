@@ -16,12 +16,19 @@ import asyncpg
 import orjson
 import pytest
 
+from branchline_followup.adapters.client_journal import clear_read_models
+from branchline_followup.adapters.personal_data import apply_staff_privacy, personal_values
+from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_shared.crypto.sealing import is_sealed
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
-from tests.integration.privacy.privacy_support import at, audit_running, privacy_stack
-from tests.integration.privacy.test_staff_erasure import staff_submission, training
+from tests.integration.privacy.privacy_support import START, at, audit_running, privacy_stack
+from tests.integration.privacy.test_staff_erasure import (
+    followup_staff_event,
+    staff_submission,
+    training,
+)
 from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -189,3 +196,46 @@ async def test_a_restricted_member_of_staff_is_answered_409(
         )
         assert listed.status_code == 200, listed.text
         assert [t["status"] for t in listed.json()["items"]] == ["cancelled"]
+
+
+async def test_their_texts_are_kept_under_their_key_id_and_survive_a_reprojection(
+    settings: BranchlineSettings,
+) -> None:
+    """PostgreSQL: a staff event's sealed text is kept in ``fu_personal_values`` under
+    ``#staff/<id>``; clearing what ``#staff/<id>``'s journal wrote (a re-projection of their
+    access request's tasks) keeps it; their shredding removes it."""
+    member = f"S-KEPT-{uuid.uuid4().hex[:8]}"
+    holder = f"#staff/{member}"
+    sealed = f"bl:pii:v1:k:n:{uuid.uuid4().hex}"
+    topic = followup_staff_event(
+        member,
+        "staff.training_recorded",
+        START,
+        {"hours": "1", "topic": sealed, "completed_at": START.isoformat()},
+    )
+    erasure = followup_staff_event(member, "staff.erasure_requested", START, {"reason": sealed})
+    shredded = followup_staff_event(
+        member,
+        "staff.personal_data_shredded",
+        START,
+        {"basis": "no_retention", "erasure_event_id": str(erasure.event_id)},
+    )
+    await prepare_database(settings)
+    pool = await open_read_model_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            await apply_staff_privacy(conn, topic)
+            kept = [v.sealed for v in await personal_values(conn, holder)]
+            await clear_read_models(conn, holder)
+            after_clear = [v.sealed for v in await personal_values(conn, holder)]
+            await apply_staff_privacy(conn, erasure)
+            await apply_staff_privacy(conn, shredded)
+            after_shred = await personal_values(conn, holder)
+            await apply_staff_privacy(conn, topic)  # a late copy after shredding keeps nothing
+            late = await personal_values(conn, holder)
+    finally:
+        await pool.close()
+    assert kept == [sealed]
+    assert after_clear == [sealed]
+    assert after_shred == []
+    assert late == []

@@ -220,3 +220,14 @@ async def test_an_unknown_member_of_staff_is_not_found() -> None:
     ctx, _ = await stack([])
     with pytest.raises(StaffUnknown):
         await answer_staff_access_request(ctx, "S-NOBODY", purpose="p", actor=ADMIN)
+
+
+async def test_a_reprojection_of_the_tasks_held_under_their_key_id_keeps_their_texts() -> None:
+    """A late ``followup.*`` event of their request's task re-projects ``#staff/<id>`` from its
+    journal, which holds no staff event: their texts must not be cleared with it."""
+    ctx, units = await stack([])
+    await feed(ctx, [*await sealed_texts(ctx, "S-1"), request("S-1")])
+    async with units.begin() as uow:
+        await uow.journal.clear_read_models("#staff/S-1")
+    copy = await answer_staff_access_request(ctx, "S-1", purpose="p", actor=ADMIN)
+    assert [v.value for v in copy.values] == [TOPIC, GIFT]

@@ -40,7 +40,7 @@ from branchline_followup.domain.source_order import SourcePlace, arrives_late, r
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
-from branchline_shared.events.sealing_keys import staff_key_id
+from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX, staff_key_id
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -450,7 +450,8 @@ class _Journal(_Part):
         s.holdings = {k: v for k, v in s.holdings.items() if k[0] != client_id}
         s.activity = [a for a in s.activity if a[0] == "refusal" or a[1] not in own]
         s.privacy.pop(client_id, None)
-        s.personal_values.pop(client_id, None)
+        if not client_id.startswith(STAFF_KEY_PREFIX):  # kept by staff events (no journal)
+            s.personal_values.pop(client_id, None)
 
 
 class _Events(_Part):
