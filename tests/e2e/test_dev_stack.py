@@ -4,7 +4,9 @@ README's tour; Ctrl-C stops everything and leaves no process behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.dev_stack import DevStack, running_dev_stack
+from tests.support.stack import runtime_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -49,10 +52,18 @@ def _running(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    # the last test stops it with Ctrl-C itself; otherwise the helper does on the way out
-    with running_dev_stack(tmp_path_factory.mktemp("dev") / ".branchline") as stack:
-        yield stack
+def dev_stack() -> Iterator[DevStack]:
+    # Not under pytest's tmp folder: run as root, PostgreSQL runs as its own system user, and
+    # pytest makes its temporary root private (0700) whenever another session starts; one
+    # doing so just after the server started left `pg_ctl -w` unable to read the server's
+    # pid file, waiting out its 60 s (a clean-clone run beside other sessions).
+    folder = Path(tempfile.mkdtemp(prefix="dev-", dir=runtime_dir()))
+    try:
+        # the last test stops it with Ctrl-C itself; otherwise the helper does on the way out
+        with running_dev_stack(folder / ".branchline") as stack:
+            yield stack
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_for(probe: object, within: float = 30.0) -> object:

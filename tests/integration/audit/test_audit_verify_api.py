@@ -65,6 +65,27 @@ async def _verifying_process(*, connected: bool = False) -> BaseProcess:
     raise AssertionError("no verifying process started")
 
 
+async def _stopped_with_a_backend(settings: BranchlineSettings) -> tuple[BaseProcess, set[int]]:
+    """The verify's process, stopped once PostgreSQL lists a backend for one of its
+    connections. A socket is in /proc as soon as TCP connects, before the process has sent
+    its startup packet: stopped there, it has no backend yet (and gets none while stopped),
+    so it is let go on a little and stopped again."""
+    worker = await _verifying_process(connected=True)
+    assert worker.pid is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ports = _tcp_ports(worker.pid)
+        assert ports, "the verifying process has no connection to PostgreSQL"
+        for _ in range(20):  # a started backend shows within ms, even while its client waits
+            if await _backends_on(settings, ports) >= 1:
+                return worker, ports
+            await asyncio.sleep(0.01)
+        _cont(worker)
+        await asyncio.sleep(0.005)
+        os.kill(worker.pid, signal.SIGSTOP)
+    raise AssertionError("the verifying process's connection never reached a backend")
+
+
 def _tcp_ports(pid: int) -> set[int]:
     """The local TCP ports of ``pid``'s sockets (its connections to PostgreSQL)."""
     inodes = set()
@@ -164,11 +185,7 @@ async def test_a_client_that_goes_away_stops_the_verify(
     async with _served(settings, tokens, verify_ledger) as (url, headers):
         async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as leaving:
             verifying = asyncio.ensure_future(leaving.get("/v1/audit/verify"))
-            worker = await _verifying_process(connected=True)
-            assert worker.pid is not None
-            ports = _tcp_ports(worker.pid)
-            assert ports, "the verifying process has no connection to PostgreSQL"
-            assert await _backends_on(settings, ports) >= 1
+            worker, ports = await _stopped_with_a_backend(settings)
             verifying.cancel()  # the client goes away: its connection is closed
             with contextlib.suppress(asyncio.CancelledError):
                 await verifying
