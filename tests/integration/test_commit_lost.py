@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -55,14 +55,19 @@ async def proxied(
 
 @contextlib.asynccontextmanager
 async def through_proxy(
-    settings: BranchlineSettings, tokens: TokenFactory, **overrides: Any
+    settings: BranchlineSettings,
+    tokens: TokenFactory,
+    server_settings: dict[str, str] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
-    """Intake on a cuttable proxy to its database, and a branch system's client of it."""
+    """Intake on a cuttable proxy to its database, and a branch system's client of it;
+    ``server_settings``: session settings of intake's connections (the URL's query)."""
     target = urlsplit(settings.intake_database_url)
     async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
-        through = settings.model_copy(
-            update={"intake_database_url": via(settings.intake_database_url, proxy), **overrides}
-        )
+        url = via(settings.intake_database_url, proxy)
+        if server_settings:
+            url = urlunsplit(urlsplit(url)._replace(query=urlencode(server_settings)))
+        through = settings.model_copy(update={"intake_database_url": url, **overrides})
         async with (
             serve(create_app(through)) as url,
             httpx.AsyncClient(
@@ -193,6 +198,27 @@ async def test_a_commit_lost_with_the_database_answers_outcome_unknown(
         assert event_id == body["event_id"]
         again = await send(client, path, body)
         assert accepted_id(path, again) == event_id
+        assert await stored(settings, correlation) == [(event_id, 1)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_commit_still_flushing_when_its_connection_is_lost_is_answered_as_committed(
+    settings: BranchlineSettings, tokens: TokenFactory, path: str
+) -> None:
+    """The connection is cut as soon as the ``COMMIT`` (or a guessed group's self-committing
+    write) is sent on, while the server flushes its WAL record (``commit_delay``: 100 ms with
+    no sibling needed): its rows are not visible yet. Asked at once, the store finds none and
+    the old answer was 503 "nothing stored" for what committed a moment later (or, for a
+    guessed group, the ordinary way run on top of it); the lost session is ended first now,
+    which lets the commit finish, and the answer is the commit's."""
+    delayed = {"commit_delay": "100000", "commit_siblings": "0"}
+    async with through_proxy(settings, tokens, server_settings=delayed) as (client, proxy):
+        correlation = f"commit-lost-{uuid.uuid4()}"
+        body = event(path, correlation)
+        trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=True, early=True)
+        response = await send(client, path, body)
+        assert trap.sprung.is_set()
+        event_id = accepted_id(path, response)
         assert await stored(settings, correlation) == [(event_id, 1)]
 
 

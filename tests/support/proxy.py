@@ -24,6 +24,7 @@ class Trap:
     at: re.Pattern[bytes] | None
     delivered: bool
     refuse: bool
+    early: bool = False
     sprung: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -50,6 +51,7 @@ class CuttableProxy:
         at: re.Pattern[bytes] | None = COMMIT,
         delivered: bool,
         refuse: bool = False,
+        early: bool = False,
     ) -> Trap:
         """Cut the one connection whose client sends ``marker`` (bytes only its write
         carries, e.g. a correlation id in an envelope) at the first chunk from then on that
@@ -57,8 +59,10 @@ class CuttableProxy:
         itself). ``delivered``: the chunk reaches the server and the connection is cut when
         the server's answer comes back (so the server has acted on it), the answer dropped;
         else it never reaches the server. ``refuse``: then every connection is cut and new
-        ones refused (:meth:`cut`) until :meth:`restore`. Once; ``sprung`` is set then."""
-        self._trap = Trap(marker, at, delivered, refuse)
+        ones refused (:meth:`cut`) until :meth:`restore`. ``early`` (with ``delivered``): the
+        connection is cut as soon as the chunk is sent on, while the server may still be
+        working on it (a ``COMMIT`` flushing its WAL record). Once; ``sprung`` is set then."""
+        self._trap = Trap(marker, at, delivered, refuse, early)
         return self._trap
 
     async def start(self) -> None:
@@ -131,6 +135,9 @@ class CuttableProxy:
                     pipe.swallow = True  # sprung by _answers, on the answer
                     writer.write(data)
                     await writer.drain()
+                    if trap.early:  # sent on: the client hears of the loss at once
+                        await self._spring(trap, client, writer)
+                        return
                     continue
                 writer.write(data)
                 await writer.drain()

@@ -3,7 +3,9 @@ asked on a fresh connection (#12, ``postgres/commit_outcome.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -64,34 +66,56 @@ def test_an_answer_from_the_server_or_a_bug_is_not_a_lost_commit(exc: BaseExcept
 
 
 class FakePool:
-    def __init__(self, stored: set[uuid.UUID] | None = None, fails: BaseException | None = None):
+    """A pool whose connection answers the two questions: the lost session's end
+    (``session``: "gone", already ended; "ended", ended by the question; "alive", not ended
+    within the wait) and the rows stored."""
+
+    def __init__(
+        self,
+        stored: set[uuid.UUID] | None = None,
+        fails: BaseException | None = None,
+        session: str = "gone",
+    ):
         self.stored = stored or set()
         self.fails = fails
-        self.asked: list[list[uuid.UUID]] = []
+        self.session = session
+        self.asked: list[Any] = []
 
-    async def fetch(self, sql: str, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
-        self.asked.append(ids)
+    def get_server_pid(self) -> int:
+        return 1  # a new session, not the lost one
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[FakePool]:
         if self.fails is not None:
             raise self.fails
+        yield self
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        if "pg_terminate_backend" in sql:
+            self.asked.append(("end", args[0]))
+            return {"gone": [], "ended": [(True,)], "alive": [(False,)]}[self.session]
+        (ids,) = args
+        self.asked.append(ids)
         return [
             {"event_id": i, "global_position": n} for n, i in enumerate(ids, 1) if i in self.stored
         ]
 
 
 LOST = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+SESSION = 4242  # the lost connection's server process
 
 
 async def test_committed_the_positions_are_returned() -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
     pool = FakePool(stored=set(ids))
-    found = await after_lost_commit(pool, ids, LOST)  # type: ignore[arg-type]
+    found = await after_lost_commit(pool, ids, LOST, session=SESSION)  # type: ignore[arg-type]
     assert found == {ids[0]: 1, ids[1]: 2}
-    assert pool.asked == [ids]
+    assert pool.asked == [("end", SESSION), ids]
 
 
 async def test_not_committed_the_lost_connection_is_raised_as_it_was() -> None:
     with pytest.raises(asyncpg.ConnectionDoesNotExistError) as raised:
-        await after_lost_commit(FakePool(), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
+        await after_lost_commit(FakePool(), [uuid.uuid4()], LOST, session=SESSION)  # type: ignore[arg-type]
     assert raised.value is LOST  # the 503 "unavailable", nothing stored
 
 
@@ -102,7 +126,7 @@ async def test_a_store_that_cannot_be_asked_makes_the_outcome_unknown(
     fails: BaseException,
 ) -> None:
     with pytest.raises(CommitOutcomeUnknown) as raised:
-        await after_lost_commit(FakePool(fails=fails), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
+        await after_lost_commit(FakePool(fails=fails), [uuid.uuid4()], LOST, session=SESSION)  # type: ignore[arg-type]
     assert raised.value.__cause__ is LOST
     # Transient (a consumer retries it), answered as its own 503 problem.
     assert is_transient_database_fault(raised.value)
@@ -116,9 +140,56 @@ async def test_a_store_that_cannot_be_asked_makes_the_outcome_unknown(
 async def test_part_of_one_transaction_stored_is_not_claimed_either_way() -> None:
     ids = [uuid.uuid4(), uuid.uuid4()]
     with pytest.raises(CommitOutcomeUnknown):
-        await after_lost_commit(FakePool(stored={ids[0]}), ids, LOST)  # type: ignore[arg-type]
+        await after_lost_commit(FakePool(stored={ids[0]}), ids, LOST, session=SESSION)  # type: ignore[arg-type]
 
 
 async def test_a_bug_while_asking_is_not_hidden_as_unknown() -> None:
     with pytest.raises(ValueError, match="a bug"):
-        await after_lost_commit(FakePool(fails=ValueError("a bug")), [uuid.uuid4()], LOST)  # type: ignore[arg-type]
+        await after_lost_commit(
+            FakePool(fails=ValueError("a bug")), [uuid.uuid4()], LOST, session=SESSION
+        )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("session", ["gone", "ended"])
+async def test_the_lost_session_is_ended_before_the_store_is_asked(session: str) -> None:
+    """A ``COMMIT`` that reached the server may still be flushing when the client sees the
+    loss: its rows are not visible yet. Only once its session has ended is "none stored"
+    final."""
+    pool = FakePool(session=session)
+    ids = [uuid.uuid4()]
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await after_lost_commit(pool, ids, LOST, session=SESSION)  # type: ignore[arg-type]
+    assert pool.asked == [("end", SESSION), ids]
+
+
+async def test_a_session_that_did_not_end_leaves_none_stored_unknown() -> None:
+    with pytest.raises(CommitOutcomeUnknown):
+        await after_lost_commit(
+            FakePool(session="alive"),  # type: ignore[arg-type]
+            [uuid.uuid4()],
+            LOST,
+            session=SESSION,
+        )
+
+
+async def test_a_session_that_did_not_end_with_every_row_stored_is_committed() -> None:
+    ids = [uuid.uuid4()]
+    pool = FakePool(stored=set(ids), session="alive")
+    assert await after_lost_commit(pool, ids, LOST, session=SESSION) == {ids[0]: 1}  # type: ignore[arg-type]
+
+
+async def test_an_unknown_session_leaves_none_stored_unknown() -> None:
+    pool = FakePool()
+    with pytest.raises(CommitOutcomeUnknown):
+        await after_lost_commit(pool, [uuid.uuid4()], LOST, session=None)  # type: ignore[arg-type]
+    assert all(asked[0] != "end" for asked in pool.asked)
+
+
+async def test_the_asking_sessions_own_is_not_ended() -> None:
+    """A pool may hand back the very session it lost sight of if it was never closed: it
+    runs nothing else while it asks, so it is not ended (it would end the question)."""
+    ids = [uuid.uuid4()]
+    pool = FakePool()
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await after_lost_commit(pool, ids, LOST, session=1)  # type: ignore[arg-type]
+    assert pool.asked == [ids]

@@ -640,6 +640,7 @@ class GuessingUnitOfWork:
         writing = False  # the statement is on its way: a loss from here may have committed
         try:
             async with self._pool.acquire() as conn:
+                session = conn.get_server_pid()
                 arguments: list[Any] = [
                     [s.envelope for s in staged],
                     [s.submission_hash for s in staged],
@@ -668,7 +669,9 @@ class GuessingUnitOfWork:
             lost = exc
         if lost is not None:
             try:
-                found = await after_lost_commit(self._pool, [e.event_id for e in events], lost)
+                found = await after_lost_commit(
+                    self._pool, [e.event_id for e in events], lost, session=session
+                )
             except BaseException as exc:
                 if exc is lost:  # none stored: the ordinary way may write them
                     self._sent = False
@@ -1025,6 +1028,7 @@ class PostgresEventStore:
     async def unit_of_work(self) -> AsyncIterator[PostgresUnitOfWork]:
         lost: BaseException | None = None
         async with self._pool.acquire() as conn:
+            session = conn.get_server_pid()
             ending = False
             try:
                 async with conn.transaction():
@@ -1045,7 +1049,7 @@ class PostgresEventStore:
         if lost is not None:
             # Asked on a fresh connection, the lost one back in the pool (a pool of one
             # would otherwise wait for itself): committed, the unit ends as if it had heard.
-            await after_lost_commit(self._pool, uow.written_ids, lost)
+            await after_lost_commit(self._pool, uow.written_ids, lost, session=session)
         if uow.committed and self._on_commit is not None:
             self._on_commit()
 
@@ -1076,6 +1080,7 @@ class PostgresEventStore:
         # would end it: rolled back if the group raises (or is cancelled), else committed.
         lost: BaseException | None = None
         async with self._pool.acquire() as conn:
+            session = conn.get_server_pid()
             shared = SharedTransaction(conn)
             try:
                 yield shared
@@ -1091,7 +1096,7 @@ class PostgresEventStore:
         if lost is not None:
             # Every caller of the group is answered by what the one transaction left:
             # its callers' events (a caller rolled back to its savepoint left none of its).
-            await after_lost_commit(self._pool, list(shared.written), lost)
+            await after_lost_commit(self._pool, list(shared.written), lost, session=session)
         if shared.committed and self._on_commit is not None:
             self._on_commit()
 

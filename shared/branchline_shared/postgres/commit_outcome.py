@@ -36,6 +36,21 @@ the caller is still waiting for its answer."""
 
 _FIND_WRITTEN = "SELECT event_id, global_position FROM es_events WHERE event_id = ANY($1::uuid[])"
 
+_END_LOST_SESSION = (
+    "SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity "
+    "WHERE pid = $1 AND datname = current_database() AND usename = current_user"
+)
+"""The lost connection's server session ended, and waited for (``$2`` ms), before the store
+is asked. A loss seen by the client says nothing of where the server is: the ``COMMIT`` may
+have reached it and be flushing its WAL record, its rows not yet visible, so a read at that
+moment finds none of them and a moment later all. Once the session has ended, what it left
+is final: a ``COMMIT`` whose record was written completes first (the server holds off the
+signal in that critical section), anything else is rolled back. No row: the session has
+already ended. ``false``: it did not end within the wait, the outcome cannot be known."""
+
+END_WAIT_MS = 3000
+"""How long the server waits for the lost session to end (of :data:`ASK_TIMEOUT_S`)."""
+
 
 class CommitOutcome(enum.Enum):
     COMMITTED = "committed"
@@ -66,19 +81,28 @@ def judged(written: int, found: int | None) -> CommitOutcome:
 
 
 async def after_lost_commit(
-    pool: asyncpg.Pool[Any], event_ids: Sequence[uuid.UUID], lost: BaseException
+    pool: asyncpg.Pool[Any],
+    event_ids: Sequence[uuid.UUID],
+    lost: BaseException,
+    *,
+    session: int | None,
 ) -> dict[uuid.UUID, int]:
     """Called when ``lost`` (:func:`lost_in_flight`) ended the ``COMMIT`` of a transaction
     that wrote ``event_ids``, after its connection went back to ``pool``: their global
     positions if the transaction committed; else ``lost`` is raised again (nothing stored,
     the 503 ``unavailable`` it always was), or :class:`CommitOutcomeUnknown` if the store
-    could not be asked (or answered what one transaction cannot leave)."""
+    could not be asked (or answered what one transaction cannot leave). ``session``: the
+    lost connection's server process id, ended first (:data:`_END_LOST_SESSION`); ``None``
+    (not known) leaves the outcome unknown unless every row is already there."""
     wanted = list(dict.fromkeys(event_ids))
     found: dict[uuid.UUID, int] | None = None
     try:
-        async with asyncio.timeout(ASK_TIMEOUT_S):
-            rows = await pool.fetch(_FIND_WRITTEN, wanted)
+        async with asyncio.timeout(ASK_TIMEOUT_S), pool.acquire() as conn:
+            ended = session is not None and await _ended(conn, session)
+            rows = await conn.fetch(_FIND_WRITTEN, wanted)
         found = {r["event_id"]: r["global_position"] for r in rows}
+        if not ended and len(found) < len(wanted):
+            found = None  # the session may still commit them: not claimed either way
     except Exception as asking:
         if not is_transient_database_fault(asking):
             raise
@@ -97,3 +121,12 @@ async def after_lost_commit(
         "the connection to the database was lost while the request's transaction was being "
         "committed, and the database could not be asked whether it was"
     ) from lost
+
+
+async def _ended(conn: asyncpg.pool.PoolConnectionProxy[Any], session: int) -> bool:
+    """Whether the server session ``session`` has ended (ended here if it had not). The
+    asking connection's own session runs nothing else while it asks: what it did is final."""
+    if conn.get_server_pid() == session:
+        return True
+    rows = await conn.fetch(_END_LOST_SESSION, session, END_WAIT_MS)
+    return not rows or bool(rows[0][0])

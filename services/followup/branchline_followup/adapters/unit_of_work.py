@@ -1167,6 +1167,7 @@ class PostgresUnitsOfWork:
     async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
         lost: BaseException | None = None
         async with self._pool.acquire() as conn:
+            session = conn.get_server_pid()
             # Not asyncpg's ``transaction()``: ``BEGIN`` travels with the swap lock, one
             # round trip less per unit (#12), and the unit is ended here as asyncpg would end
             # it: rolled back if it raises (or is cancelled), else committed.
@@ -1194,6 +1195,6 @@ class PostgresUnitsOfWork:
         if lost is not None:
             # On a fresh connection, the lost one back in the pool: committed, the unit
             # ends as if it had heard (an RM's action answered as done, not "nothing stored").
-            await after_lost_commit(self._pool, unit.events.appended_ids, lost)
+            await after_lost_commit(self._pool, unit.events.appended_ids, lost, session=session)
         if unit.events.appended and self._on_commit is not None:
             self._on_commit()
