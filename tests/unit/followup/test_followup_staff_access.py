@@ -143,6 +143,7 @@ async def sealed_texts(ctx: FollowupContext, staff_id: str) -> list[RecordedEven
             "accepted": False,
             "description": seal(GIFT, key, client_id=key_id, path="description"),
         },
+        at=ASKED + timedelta(minutes=1),  # after the training: the copy is in time order
     )
     return [training, gift]
 
