@@ -204,6 +204,11 @@ _PAYLOADS: dict[str, dict[str, Any]] = {
         "reason": "left the bank in 2016; asks that their records' texts be erased",
         "employment_ended_at": "2016-11-30T18:00:00+08:00",
     },
+    "staff.data_access_requested": {"channel": "online"},
+    "staff.personal_data_accessed": {
+        "purpose": "D-04 access request of a former member of staff",
+        "texts": ["staff.gift_recorded/description", "staff.training_recorded/topic"],
+    },
     "staff.personal_data_shredded": {
         "basis": "retention_ended",
         "erasure_event_id": "0193f0c2-7a1b-7c3d-8e4f-5a6b7c8d9e1a",
@@ -397,6 +402,13 @@ EXAMPLE_SHELF: tuple[JourneyStep, ...] = (
     _governance("product.suspended", "2026-12-02T10:00:00+08:00", _PRODUCT),
     _governance("product.withdrawn", "2026-12-02T11:00:00+08:00", _PRODUCT),
     _governance("staff.qualification_revoked", "2026-12-02T12:00:00+08:00", _RM_AS_STAFF),
+    _governance("staff.data_access_requested", "2026-12-03T09:00:00+08:00", _LEAVER),
+    _step(
+        "staff.personal_data_accessed",
+        "2026-12-03T09:30:00+08:00",
+        actor=("admin-1", "admin"),
+        subject=_LEAVER,
+    ),
     _governance("staff.erasure_requested", "2026-12-04T09:00:00+08:00", _LEAVER),
     _step(
         "staff.personal_data_shredded",

@@ -21,7 +21,7 @@ from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.application.holds import HoldActor, lift_hold, list_holds, place_hold
 from branchline_audit.bootstrap import prepare_database
-from branchline_audit.domain.relationships import HoldRefused, LegalHold
+from branchline_audit.domain.relationships import HoldRefused, LegalHold, hold_subject
 from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.clock import SystemClock
 from branchline_shared.events.vocabulary import LegalHoldReason, LegalHoldReleaseReason
@@ -49,7 +49,7 @@ async def _with_ledger(work: Callable[[PostgresLedger], Awaitable[T]]) -> T:
 
 
 def _hold(hold: LegalHold) -> dict[str, Any]:
-    return {**hold.__dict__, "placed_at": hold.placed_at.isoformat()}
+    return {**hold.__dict__, "staff_id": hold.staff_id, "placed_at": hold.placed_at.isoformat()}
 
 
 def _run(work: Callable[[PostgresLedger], Awaitable[Any]]) -> Any:
@@ -62,19 +62,27 @@ def _run(work: Callable[[PostgresLedger], Awaitable[Any]]) -> Any:
 
 @holds_app.command()
 def place(
-    client: Annotated[str, typer.Option(help="The client whose records are held.")],
     hold_id: Annotated[str, typer.Option(help="The hold's id (e.g. the matter number).")],
     reason: Annotated[LegalHoldReason, typer.Option(help="Why the records are held.")],
+    client: Annotated[str | None, typer.Option(help="The client whose records are held.")] = None,
+    staff: Annotated[
+        str | None, typer.Option(help="The member of staff whose own texts are held.")
+    ] = None,
     case_reference: Annotated[str | None, typer.Option(help="The case or matter.")] = None,
     actor: Annotated[str | None, typer.Option(help="Who places it (default: OS user).")] = None,
 ) -> None:
-    """Place a legal hold: none of the client's records is pruned while it stands."""
+    """Place a legal hold: none of the client's records is pruned while it stands (with
+    ``--staff``: the member of staff's own texts are not destroyed while it stands)."""
+    try:
+        subject = hold_subject(client_id=client, staff_id=staff)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error} (--client or --staff)") from None
     hold, position = _run(
         lambda ledger: place_hold(
             ledger,
             SystemClock(),
             actor=_actor(actor),
-            client_id=client,
+            client_id=subject,
             hold_id=hold_id,
             reason=reason.value,
             case_reference=case_reference,
@@ -101,9 +109,11 @@ def lift(
 @holds_app.command("list")
 def list_command(
     client: Annotated[str | None, typer.Option(help="Only this client's holds.")] = None,
+    staff: Annotated[str | None, typer.Option(help="Only this member of staff's.")] = None,
 ) -> None:
     """The standing holds, as recorded in the ledger."""
-    holds = _run(lambda ledger: list_holds(ledger, client))
+    subject = client if staff is None else hold_subject(client_id=None, staff_id=staff)
+    holds = _run(lambda ledger: list_holds(ledger, subject))
     typer.echo(json.dumps([_hold(h) for h in holds], indent=2))
 
 

@@ -56,6 +56,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "GET /v1/quality": ("no", "own", "team", "no", "yes"),
     "GET /v1/statistics/complaints": ("no", "no", "yes", "yes", "yes"),
     "GET /v1/clients/{client_id}/personal-data": ("no", "no", "no", "no", "yes"),
+    "GET /v1/staff/{staff_id}/personal-data": ("no", "no", "no", "no", "yes"),
     "GET /v1/dev/clock": ("no", "no", "no", "no", "yes"),
     "POST /v1/dev/clock": ("no", "no", "no", "no", "yes"),
     "GET /v1/audit/entries": ("no", "no", "no", "yes", "no"),
@@ -369,6 +370,20 @@ async def _lift_hold(stack: Stack, role: str, inside: bool) -> httpx.Response:
     )
 
 
+async def _staff_copy(stack: Stack, role: str, inside: bool) -> httpx.Response:
+    """The seeded member of staff's copy (no scope: an admin's alone); waits for followup to
+    know them (their staff event is applied apart from the clients' the seed waits for)."""
+    url = f"{stack.followup}/v1/staff/rm-7/personal-data?purpose=access%20request"
+    if role != "admin":
+        return await stack.call(role, "GET", url)
+
+    async def known() -> httpx.Response | None:
+        answer = await stack.call(role, "GET", url)
+        return None if answer.status_code == 404 else answer
+
+    return await eventually(known, within=30)
+
+
 PROBES: dict[str, Probe] = {
     "POST /v1/events": _events,
     "POST /v1/events:batch": _batch,
@@ -404,6 +419,7 @@ PROBES: dict[str, Probe] = {
             f"/v1/clients/{IN + '-6' if inside else OUT}/personal-data?purpose=access%20request"
         ),
     ),
+    "GET /v1/staff/{staff_id}/personal-data": _staff_copy,
     "GET /v1/dev/clock": _get("followup", lambda _: "/v1/dev/clock"),
     "POST /v1/dev/clock": _clock_post,
     "GET /v1/audit/entries": _get("audit", lambda _: "/v1/audit/entries"),

@@ -47,6 +47,7 @@ _FOLLOWUP_TOPIC_TYPES = frozenset(
         EventType.CLIENT_PERSONAL_DATA_ACCESSED.value,
         EventType.CLIENT_PERSONAL_DATA_SHREDDED.value,
         EventType.STAFF_PERSONAL_DATA_SHREDDED.value,
+        EventType.STAFF_PERSONAL_DATA_ACCESSED.value,
     }
 )
 _KAFKA_BINDING = "0.5.0"

@@ -102,3 +102,25 @@ def test_hold_entries_name_who_and_why_and_refuse_nonsense() -> None:
             now=T, actor_id="a", actor_role="admin", hold_id="H-9", reason="other", holds=holds
         )
     assert unknown.value.reason is HoldRefusal.NOT_STANDING
+
+
+def test_a_hold_names_a_client_or_a_member_of_staff_by_their_key() -> None:
+    from branchline_audit.domain.relationships import hold_subject
+
+    assert hold_subject(client_id="C-1", staff_id=None) == "C-1"
+    assert hold_subject(client_id=None, staff_id="S-1") == "#staff/S-1"
+    for both_or_none in ({"client_id": "C-1", "staff_id": "S-1"}, {}):
+        with pytest.raises(ValueError, match="exactly one subject"):
+            hold_subject(
+                client_id=both_or_none.get("client_id"), staff_id=both_or_none.get("staff_id")
+            )
+
+
+def test_a_hold_on_a_member_of_staff_stands_until_lifted_and_names_them() -> None:
+    placed = fact(1, HOLD_PLACED, "#staff/S-1", T, hold_id="H-S", reason="internal_investigation")
+    holds = standing_holds([placed, fact(2, HOLD_PLACED, "C-1", T, hold_id="H-1", reason="other")])
+    assert held_clients(holds) == {"#staff/S-1", "C-1"}
+    assert holds["H-S"].staff_id == "S-1"
+    assert holds["H-1"].staff_id is None
+    lifted = fact(3, HOLD_LIFTED, "#staff/S-1", T, hold_id="H-S", reason="matter_closed")
+    assert held_clients(standing_holds([placed, lifted])) == set()

@@ -82,6 +82,8 @@ GOVERNANCE_TYPES = {
     "staff.gift_recorded",
     "staff.erasure_requested",
     "staff.personal_data_shredded",
+    "staff.data_access_requested",
+    "staff.personal_data_accessed",
 }
 SYSTEM_TYPES = {
     "rule.violation_refused",
@@ -89,6 +91,7 @@ SYSTEM_TYPES = {
     "client.data_read",
     "client.personal_data_shredded",
     "staff.personal_data_shredded",
+    "staff.personal_data_accessed",
     "followup.task_created",
     "followup.completed",
     "followup.reassigned",

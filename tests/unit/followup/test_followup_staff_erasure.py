@@ -20,6 +20,7 @@ from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.erasure import (
     RetentionRule,
     StaffErasureCase,
+    staff_held,
     staff_shred_plan,
 )
 from branchline_shared.clock import FixedClock
@@ -178,7 +179,8 @@ async def test_the_job_destroys_a_leavers_key_records_it_and_spares_the_others()
     assert not statuses["#staff/S-HELD"].shredded
     assert statuses["#staff/S-STAYS"].plan is None
     assert not statuses["#staff/S-STAYS"].shredded
-    assert set(holds.asked) == {"C-FREE", "C-HELD"}
+    # the holds asked about: the clients their gifts name, and the due members of staff
+    assert set(holds.asked) == {"C-FREE", "C-HELD", "#staff/S-GONE", "#staff/S-HELD"}
     assert await keys.states(
         ["#staff/S-GONE", "#staff/S-STAYS", "#staff/S-HELD", "#staff/S-OTHER", "C-FREE"]
     ) == {
@@ -254,3 +256,34 @@ async def test_a_shredding_applied_before_its_request_leaves_nothing_pending() -
     assert state.erasure_requested_at == REQUESTED
     async with units.begin() as uow:
         assert await uow.privacy.pending_staff_erasures() == []
+
+
+def test_a_member_of_staff_is_held_by_a_hold_on_them_or_on_a_client_their_gifts_name() -> None:
+    assert staff_held("S-1", (), {"#staff/S-1"})
+    assert staff_held("S-1", ("C-1",), {"C-1"})
+    assert not staff_held("S-1", ("C-1",), {"#staff/S-2", "C-2", "S-1"})
+
+
+async def test_a_hold_on_the_member_of_staff_stops_the_destruction_and_lifting_it_lets_it_run() -> (
+    None
+):
+    long_ago = datetime(2014, 3, 31, tzinfo=UTC)
+    units = MemoryUnitsOfWork()
+    ctx = await projected(units, [erasure("S-HELD", long_ago), erasure("S-FREE", long_ago)])
+    keys = InMemoryClientKeyStore()
+    for key_id in ("#staff/S-HELD", "#staff/S-FREE"):
+        await keys.key_for(key_id)
+    holds = Holds({"#staff/S-HELD"})  # a hold naming the member of staff, no gift at all
+
+    statuses = {s.client_id: s for s in await shred_due(ctx, keys, RULE, holds)}
+
+    assert statuses["#staff/S-HELD"].held
+    assert not statuses["#staff/S-HELD"].shredded
+    assert statuses["#staff/S-FREE"].shredded
+    assert {"#staff/S-HELD", "#staff/S-FREE"} <= set(holds.asked)
+    assert await keys.states(["#staff/S-HELD"]) == {"#staff/S-HELD": PrivacyState.RESTRICTED}
+
+    holds.standing = set()  # lifted: the retention, long run, now destroys the key
+    again = {s.client_id: s for s in await shred_due(ctx, keys, RULE, holds)}
+    assert again["#staff/S-HELD"].shredded
+    assert await keys.states(["#staff/S-HELD"]) == {"#staff/S-HELD": PrivacyState.SHREDDED}

@@ -33,6 +33,7 @@ from branchline_shared.events.catalogue import (
     UnknownEventType,
     parse_payload,
 )
+from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX, staff_key_id
 
 ACCOUNT_CLOSED = EventType.CLIENT_ACCOUNT_CLOSED.value
 ACCOUNT_REOPENED = EventType.CLIENT_ACCOUNT_REOPENED.value
@@ -60,11 +61,32 @@ class LedgerFact:
 class LegalHold:
     hold_id: str
     client_id: str
+    """The held subject as the ledger's entry names it: a client's id, or a member of staff's
+    key id ``#staff/<staff_id>`` (``#`` begins no client id, so the two never meet)."""
     reason: str
     case_reference: str | None
     placed_by: str | None
     placed_at: datetime
     position: int
+
+    @property
+    def staff_id(self) -> str | None:
+        """The member of staff held, for a hold on one (D-04, D-11); ``None`` for a client's."""
+        return staff_of_subject(self.client_id)
+
+
+def hold_subject(*, client_id: str | None, staff_id: str | None) -> str:
+    """The subject a hold names in the ledger (its entry's ``client_id`` column): the client,
+    or a member of staff by the key id of their own texts, ``#staff/<staff_id>``: the key the
+    erasure job would destroy is the thing held. Exactly one of the two is given."""
+    if (client_id is None) == (staff_id is None):
+        raise ValueError("a legal hold names exactly one subject: client_id or staff_id")
+    return staff_key_id(staff_id) if staff_id is not None else str(client_id)
+
+
+def staff_of_subject(subject: str) -> str | None:
+    """The member of staff a hold's subject names, if it names one."""
+    return subject[len(STAFF_KEY_PREFIX) :] if subject.startswith(STAFF_KEY_PREFIX) else None
 
 
 def relationship_ends(facts: Iterable[LedgerFact]) -> dict[str, datetime]:

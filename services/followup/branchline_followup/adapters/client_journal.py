@@ -11,6 +11,7 @@ from branchline_followup.adapters.json_rows import rows_argument
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain.source_order import SourcePlace, recorded_ms
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -132,6 +133,16 @@ async def of_client(conn: PgConnection, client_id: str) -> list[JournaledEvent]:
     ]
 
 
+KEPT_FOR_STAFF = frozenset({"DELETE FROM fu_personal_values WHERE client_id = $1"})
+"""Not removed for a member of staff's key id (``#staff/<id>``), under which the tasks of their
+access request are held: their texts are kept there by their staff events, which no journal
+holds, so a re-projection of those tasks (a late ``followup.*`` event) would not make them
+again."""
+
+
 async def clear_read_models(conn: PgConnection, client_id: str) -> None:
+    staff = client_id.startswith(STAFF_KEY_PREFIX)
     for statement in CLEAR_CLIENT:
+        if staff and statement in KEPT_FOR_STAFF:
+            continue
         await conn.execute(statement, client_id)

@@ -33,12 +33,14 @@ from branchline_followup.domain.records import (
     DueTimer,
     PrivacyState,
     SealedValue,
+    StaffMember,
     StaffPrivacyState,
 )
 from branchline_followup.domain.source_order import SourcePlace, arrives_late, recorded_ms
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX, staff_key_id
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -357,6 +359,12 @@ class _Privacy(_Part):
         if staff_id is None:
             return
         state = self.s.staff_privacy.get(staff_id)
+        key_id = staff_key_id(staff_id)
+        if event.type == STAFF_PERSONAL_DATA_SHREDDED:
+            self.s.personal_values.pop(key_id, None)
+        elif (values := sealed_values_of(event)) and (state is None or not state.shredded):
+            kept = self.s.personal_values.setdefault(key_id, [])
+            kept.extend(v for v in values if v not in kept)
         if event.type == STAFF_ERASURE_REQUESTED:
             raw = event.data.get("employment_ended_at")
             ended = None if raw is None else datetime.fromisoformat(str(raw))
@@ -388,6 +396,11 @@ class _Privacy(_Part):
             branch_id=self.s.staff.get(staff_id),
             gift_clients=tuple(sorted(self.s.staff_gift_clients.get(staff_id, ()))),
         )
+
+    async def staff_member(self, staff_id: str) -> StaffMember | None:
+        if staff_id not in self.s.staff:
+            return None
+        return StaffMember(staff_id, self.s.staff[staff_id])
 
     async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
         pending = [
@@ -437,7 +450,8 @@ class _Journal(_Part):
         s.holdings = {k: v for k, v in s.holdings.items() if k[0] != client_id}
         s.activity = [a for a in s.activity if a[0] == "refusal" or a[1] not in own]
         s.privacy.pop(client_id, None)
-        s.personal_values.pop(client_id, None)
+        if not client_id.startswith(STAFF_KEY_PREFIX):  # kept by staff events (no journal)
+            s.personal_values.pop(client_id, None)
 
 
 class _Events(_Part):

@@ -18,6 +18,7 @@ from branchline_followup.domain.records import StaffPrivacyState as StaffPrivacy
 from branchline_shared.crypto.sealing import is_sealed, map_personal
 from branchline_shared.events.catalogue import PERSONAL_FIELDS, EventType
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.events.sealing_keys import staff_key_id
 from branchline_shared.postgres.pool import PgConnection
 
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
@@ -133,10 +134,12 @@ async def personal_values(conn: PgConnection, client_id: str) -> list[SealedValu
 
 async def apply_staff_privacy(conn: PgConnection, event: RecordedEvent) -> None:
     """A member of staff's erasure read models after ``event`` (in the projector's
-    transaction)."""
+    transaction), and their sealed texts, kept under their key id like a client's values
+    (what answers their access request, D-04)."""
     staff_id = event.staff_id
     if staff_id is None:
         return
+    await _keep_staff_values(conn, event, staff_id)
     if event.type == STAFF_ERASURE_REQUESTED:
         ended = event.data.get("employment_ended_at")
         # The first request starts the restriction; a later one naming the end of employment
@@ -173,6 +176,31 @@ async def apply_staff_privacy(conn: PgConnection, event: RecordedEvent) -> None:
             staff_id,
             event.data["client_id"],
         )
+
+
+async def _keep_staff_values(conn: PgConnection, event: RecordedEvent, staff_id: str) -> None:
+    key_id = staff_key_id(staff_id)
+    if event.type == STAFF_PERSONAL_DATA_SHREDDED:
+        # as for a client: what the key no longer opens is not kept, not even its ciphertext
+        await conn.execute("DELETE FROM fu_personal_values WHERE client_id = $1", key_id)
+        return
+    values = sealed_values_of(event)
+    if not values:
+        return
+    shredded = await conn.fetchval(
+        "SELECT shredded_at IS NOT NULL FROM fu_staff_privacy WHERE staff_id = $1", staff_id
+    )
+    if shredded:  # a late copy after shredding keeps nothing
+        return
+    await conn.executemany(
+        "INSERT INTO fu_personal_values "
+        "(client_id, event_id, event_type, path, sub_key, sealed, occurred_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        [
+            (key_id, v.event_id, v.event_type, v.path, v.sub_key, v.sealed, v.occurred_at)
+            for v in values
+        ],
+    )
 
 
 _STAFF_PRIVACY = (

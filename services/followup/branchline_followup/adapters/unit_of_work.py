@@ -65,7 +65,13 @@ from branchline_followup.adapters.read_ahead import (
 from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import HANDLED_EVENT_TYPES, DurableTimer, FollowupTask
-from branchline_followup.domain.records import ClientFacts, DueTimer, PrivacyState, SealedValue
+from branchline_followup.domain.records import (
+    ClientFacts,
+    DueTimer,
+    PrivacyState,
+    SealedValue,
+    StaffMember,
+)
 from branchline_followup.domain.suitability import Holding, Rating
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.events.envelope import RecordedEvent
@@ -608,6 +614,12 @@ class _Privacy:
 
     async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
         return await pending_staff_erasures(self._conn)
+
+    async def staff_member(self, staff_id: str) -> StaffMember | None:
+        row = await self._conn.fetchrow(
+            "SELECT staff_id, branch_id FROM fu_staff WHERE staff_id = $1", staff_id
+        )
+        return None if row is None else StaffMember(row["staff_id"], row["branch_id"])
 
 
 class _Journal:

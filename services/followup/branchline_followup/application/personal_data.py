@@ -1,4 +1,5 @@
-"""D-04 access requests: the client's personal data in clear, with where each value came from.
+"""D-04 access requests: the client's personal data in clear, with where each value came from;
+the same for a member of staff's own texts (sealed under ``#staff/<staff_id>``).
 
 Answering is itself a recorded fact (``client.personal_data_accessed``, through followup's
 event store and outbox, so the audit trail holds it) and closes the access-request task the
@@ -25,6 +26,7 @@ from branchline_shared.events.catalogue import (
     CATALOGUE_VERSION,
     ClientPersonalDataAccessed,
     EventType,
+    StaffPersonalDataAccessed,
 )
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.sealing_keys import staff_key_id
@@ -33,6 +35,12 @@ from branchline_shared.events.vocabulary import PersonalField
 from branchline_shared.kafka.wire import SourcePosition
 
 PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
+STAFF_PERSONAL_DATA_ACCESSED = EventType.STAFF_PERSONAL_DATA_ACCESSED.value
+STAFF_TEXTS_GONE = (
+    "revocation reasons, training topics, declared interests, gift descriptions, the erasure "
+    "request's reason"
+)
+"""What a member of staff's shredding destroyed (their texts; their records stay)."""
 STRUCTURED_PATH = "fields"
 """The payload key of ``client.personal_data_recorded`` whose sub-keys are PersonalFields."""
 
@@ -66,6 +74,34 @@ class PersonalDataShredded(PersonalDataRefused):
             client_id,
             "the client's personal data was destroyed (crypto-shredded, D-04): nothing is left "
             "to show",
+        )
+
+
+class StaffUnknown(PersonalDataRefused):
+    def __init__(self, staff_id: str) -> None:
+        super().__init__(staff_id, f"no member of staff {staff_id!r} in the read model")
+
+
+class StaffDataRestricted(PersonalDataRestricted):
+    def __init__(self, staff_id: str, since: datetime) -> None:
+        PersonalDataRefused.__init__(
+            self,
+            staff_id,
+            f"the member of staff asked for erasure at {since.isoformat()}: their own texts "
+            "are restricted and shown to nobody until they are destroyed (D-04)",
+        )
+
+
+class StaffDataShredded(PersonalDataShredded):
+    def __init__(self, staff_id: str, at: datetime | None) -> None:
+        when = "" if at is None else f" at {at.isoformat()}"
+        PersonalDataRefused.__init__(
+            self,
+            staff_id,
+            f"the member of staff's own texts ({STAFF_TEXTS_GONE}) were destroyed{when} "
+            "(crypto-shredded, D-04): nothing of them is left to show. Their records "
+            "(qualifications, training hours, declared products, gift values and givers) are "
+            "the institution's and stay, without text",
         )
 
 
@@ -232,6 +268,72 @@ async def answer_access_request(
         )
     return PersonalDataCopy(
         client_id=client_id,
+        purpose=purpose,
+        generated_at=now,
+        access_event_id=event.event_id,
+        request_event_id=request_id,
+        values=shown,
+    )
+
+
+@dataclass(frozen=True)
+class StaffDataCopy:
+    staff_id: str
+    purpose: str
+    generated_at: datetime
+    access_event_id: uuid.UUID
+    request_event_id: uuid.UUID | None
+    values: list[ShownValue]
+
+
+async def answer_staff_access_request(
+    ctx: FollowupContext, staff_id: str, *, purpose: str, actor: Actor
+) -> StaffDataCopy:
+    """A member of staff's own texts in clear (D-04), recorded as accessed
+    (``staff.personal_data_accessed`` on their privacy stream); closes the oldest open access
+    request of theirs. Restricted after their erasure request, gone after its shredding."""
+    if ctx.keys is None:
+        raise RuntimeError("answering an access request needs the key store")
+    now = await ctx.clock.now()
+    key_id = staff_key_id(staff_id)
+    async with ctx.units.begin() as uow:
+        member = await uow.privacy.staff_member(staff_id)
+        if member is None:
+            raise StaffUnknown(staff_id)
+        await uow.lock_client(key_id)
+        state = await uow.privacy.staff_state(staff_id)
+        if state is not None and state.shredded:
+            raise StaffDataShredded(staff_id, state.shredded_at)
+        if state is not None:
+            raise StaffDataRestricted(staff_id, state.erasure_requested_at)
+        try:
+            key = await ctx.keys.existing_key(key_id)
+        except KeyDestroyed:
+            raise StaffDataShredded(staff_id, None) from None
+        sealed = await uow.privacy.values(key_id)
+        shown = _opened(sealed, key, key_id) if key is not None else []
+        requests = [
+            t for t in await uow.tasks.open_of(key_id) if t.kind is TaskKind.DATA_ACCESS_REQUEST
+        ]
+        request_id = requests[0].source_event_id if requests else None
+        data = StaffPersonalDataAccessed(
+            purpose=purpose,
+            texts=tuple(sorted({f"{s.source.event_type}/{s.source.path}" for s in shown})),
+            request_event_id=request_id,
+        ).model_dump(mode="json", exclude_none=True)
+        event = await record_privacy_event(
+            uow,
+            ctx,
+            event_type=STAFF_PERSONAL_DATA_ACCESSED,
+            client_id=None,
+            staff_id=staff_id,
+            branch_id=member.branch_id,
+            occurred_at=now,
+            actor=actor,
+            data=data,
+        )
+    return StaffDataCopy(
+        staff_id=staff_id,
         purpose=purpose,
         generated_at=now,
         access_event_id=event.event_id,

@@ -26,6 +26,7 @@ from branchline_followup.domain.records import (
     DueTimer,
     PrivacyState,
     SealedValue,
+    StaffMember,
     StaffPrivacyState,
 )
 from branchline_followup.domain.source_order import SourcePlace
@@ -225,6 +226,10 @@ class PrivacyRepository(Protocol):
 
     async def pending_staff_erasures(self) -> list[StaffPrivacyState]:
         """Members of staff who asked for erasure and are not shredded yet, oldest first."""
+        ...
+
+    async def staff_member(self, staff_id: str) -> StaffMember | None:
+        """The member of staff, if followup has applied an event of theirs."""
         ...
 
 

@@ -26,6 +26,8 @@ from branchline_followup.domain.erasure import (
     StaffErasureCase,
     relationship_ended_at,
     shred_plan,
+    staff_held,
+    staff_hold_subjects,
     staff_shred_plan,
 )
 from branchline_followup.domain.records import StaffPrivacyState
@@ -128,8 +130,10 @@ async def shred_due(
         for s in staff
         if (p := staff_shred_plan(_staff_case(s), rule)) is not None and p.due_at <= now
     ]
-    # a member of staff is held with every client their gift records name (D-11, D-16)
-    asked = sorted({*due, *(c for s in staff_due for c in s.gift_clients)})
+    # a member of staff is held by a hold on them, or on a client their gifts name (D-11, D-16)
+    asked = sorted(
+        {*due, *(c for s in staff_due for c in staff_hold_subjects(s.staff_id, s.gift_clients))}
+    )
     held = await holds.held(asked) if asked else set()
     statuses: list[ErasureStatus] = []
     for case in cases:
@@ -180,7 +184,7 @@ def _staff_case(state: StaffPrivacyState, held: AbstractSet[str] = frozenset()) 
         erasure_event_id=state.erasure_event_id,
         erasure_requested_at=state.erasure_requested_at,
         employment_ended_at=state.employment_ended_at,
-        legal_hold=any(c in held for c in state.gift_clients),
+        legal_hold=staff_held(state.staff_id, state.gift_clients, held),
     )
 
 

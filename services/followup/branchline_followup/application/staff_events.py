@@ -1,5 +1,6 @@
 """Staff events in the read models (D-14, D-16): training hours for the D-12 measures, the
-escalation an accepted gift makes due, and a member of staff's erasure (D-04).
+escalation an accepted gift makes due, and a member of staff's access request and erasure
+(D-04).
 
 Runs inside :func:`~.projector.project`'s transaction (effectively once with the event). The
 decisions are :mod:`branchline_followup.domain.conflicts` and
@@ -12,6 +13,11 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.suitability import SaveTasks
 from branchline_followup.domain import ClientContext, FollowupPolicy, apply_commands
 from branchline_followup.domain.conflicts import escalates, gift_escalation, gift_of
+from branchline_followup.domain.rules_privacy import (
+    STAFF_ACCESS_EVENT_TYPES,
+    staff_access_request_commands,
+    staff_task_holder,
+)
 from branchline_shared.events.catalogue import EventType, StaffTrainingRecorded
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import LifecycleStage
@@ -32,6 +38,14 @@ async def on_staff_event(
     await uow.activity.record_staff(event.staff_id, event.branch_id)
     # their erasure (D-04) and the clients their gifts name (whose holds hold it)
     await uow.privacy.apply_staff(event)
+    if event.type in STAFF_ACCESS_EVENT_TYPES:
+        # their access request's task (D-04), held under the key id of their texts
+        holder = staff_task_holder(event.staff_id)
+        await uow.lock_client(holder)
+        before = {t.id: t for t in await uow.tasks.open_of(holder)}
+        commands = staff_access_request_commands(typed, list(before.values()), policy)
+        await save(uow, before, apply_commands(before, commands))
+        return
     if event.type == TRAINING_RECORDED:
         # As stored: the training topic is free text, sealed with the member of staff's key.
         payload = payload_as(typed, StaffTrainingRecorded)

@@ -17,13 +17,15 @@ from the end of their employment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from branchline_followup.domain.business_days import require_aware
 from branchline_shared.events.catalogue import ShredBasis
+from branchline_shared.events.sealing_keys import staff_key_id
 
 
 def years_after(moment: datetime, years: int) -> datetime:
@@ -127,6 +129,18 @@ class StaffErasureCase:
     employment_ended_at: datetime | None
     """From the erasure request; ``None`` while they are employed."""
     legal_hold: bool = False
+
+
+def staff_hold_subjects(staff_id: str, gift_clients: Iterable[str]) -> frozenset[str]:
+    """The subjects whose standing legal hold holds a member of staff's own texts (D-11): a
+    hold on them directly (named by their key id ``#staff/<staff_id>``), and a hold on any
+    client their gift records name (the gift is part of that client's case, D-16)."""
+    return frozenset({staff_key_id(staff_id), *gift_clients})
+
+
+def staff_held(staff_id: str, gift_clients: Iterable[str], held: AbstractSet[str]) -> bool:
+    """Whether a standing hold (``held``: the subjects under one) holds the member of staff."""
+    return not held.isdisjoint(staff_hold_subjects(staff_id, gift_clients))
 
 
 def staff_shred_plan(case: StaffErasureCase, rule: RetentionRule) -> ShredPlan | None:

@@ -114,6 +114,14 @@ class PrivacyState:
 
 
 @dataclass(frozen=True)
+class StaffMember:
+    """A member of staff followup knows from their staff events (D-14, D-16)."""
+
+    staff_id: str
+    branch_id: str | None
+
+
+@dataclass(frozen=True)
 class StaffPrivacyState:
     """A member of staff's erasure (D-04): their own texts restricted from the request on,
     shredded once their key is gone."""

@@ -5,6 +5,12 @@ officer, ``access_request_within`` (15 days by default, or the branch's jurisdic
 own figure) after the request. ``client.personal_data_accessed`` naming the request
 (``request_event_id``) completes it: the answer itself is the recorded fact that closes the loop.
 ``client.erasure_requested`` cancels it: restricted data is shown to nobody.
+
+A member of staff is a data subject too (:func:`staff_access_request_commands`): their
+``staff.data_access_requested`` makes the same task due (the same officer, the same deadline
+settings), held under the key id of their own texts, ``#staff/<staff_id>`` (``#`` begins no
+client id, so their tasks never meet a client's); ``staff.personal_data_accessed`` completes
+it and ``staff.erasure_requested`` cancels it.
 """
 
 from __future__ import annotations
@@ -14,18 +20,32 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from branchline_followup.domain.business_days import require_aware
-from branchline_followup.domain.opening import cancel, complete, open_for_event, open_of
+from branchline_followup.domain.opening import (
+    cancel,
+    complete,
+    open_for_event,
+    open_of,
+    open_task,
+)
 from branchline_followup.domain.payloads import read_payload
 from branchline_followup.domain.policy import FollowupPolicy
 from branchline_followup.domain.tasks import ClientContext, FollowupTask, TaskCommand
 from branchline_followup.domain.vocabulary import TaskKind, TaskRule
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.sealing_keys import staff_key_id
 from branchline_shared.events.typed import Decoded
 
 DATA_ACCESS_REQUESTED = EventType.CLIENT_DATA_ACCESS_REQUESTED.value
 ERASURE_REQUESTED = EventType.CLIENT_ERASURE_REQUESTED.value
 PERSONAL_DATA_ACCESSED = EventType.CLIENT_PERSONAL_DATA_ACCESSED.value
+STAFF_DATA_ACCESS_REQUESTED = EventType.STAFF_DATA_ACCESS_REQUESTED.value
+STAFF_ERASURE_REQUESTED = EventType.STAFF_ERASURE_REQUESTED.value
+STAFF_PERSONAL_DATA_ACCESSED = EventType.STAFF_PERSONAL_DATA_ACCESSED.value
+STAFF_ACCESS_EVENT_TYPES = frozenset(
+    {STAFF_DATA_ACCESS_REQUESTED, STAFF_ERASURE_REQUESTED, STAFF_PERSONAL_DATA_ACCESSED}
+)
+"""The staff events that open, complete or cancel a member of staff's access request."""
 
 
 def access_request_subject(request_event_id: uuid.UUID) -> str:
@@ -79,3 +99,46 @@ class DataAccessRequestRule:
         return complete(
             open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}, subject), event, "answered"
         )
+
+
+def staff_task_holder(staff_id: str) -> str:
+    """What a member of staff's privacy tasks are held under (a task's ``client_id``): the key
+    id of their own texts."""
+    return staff_key_id(staff_id)
+
+
+def staff_access_request_commands(
+    typed: Decoded, open_tasks: Sequence[FollowupTask], policy: FollowupPolicy
+) -> list[TaskCommand]:
+    """D-04 for a member of staff (module docstring); ``open_tasks`` are those held under
+    :func:`staff_task_holder`."""
+    event = typed.envelope
+    if event.staff_id is None or event.type not in STAFF_ACCESS_EVENT_TYPES:
+        return []
+    if event.type == STAFF_DATA_ACCESS_REQUESTED:
+        profile = policy.profile_for(event.branch_id)
+        return [
+            open_task(
+                policy,
+                kind=TaskKind.DATA_ACCESS_REQUEST,
+                cause_event_id=event.event_id,
+                client_id=staff_task_holder(event.staff_id),
+                branch_id=event.branch_id,
+                assignee=policy.privacy_officer,
+                subject=access_request_subject(event.event_id),
+                opened_at=event.occurred_at,
+                due_at=require_aware(event.occurred_at) + policy.access_request_within_for(profile),
+                profile=profile,
+            )
+        ]
+    if event.type == STAFF_ERASURE_REQUESTED:
+        return cancel(
+            open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}),
+            event,
+            "erasure requested: personal data restricted (D-04)",
+        )
+    accessed = read_payload(typed, c.StaffPersonalDataAccessed, TaskRule.PERSONAL_DATA)
+    if accessed.request_event_id is None:
+        return []
+    subject = access_request_subject(accessed.request_event_id)
+    return complete(open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}, subject), event, "answered")

@@ -1,4 +1,5 @@
-"""``GET /v1/clients/{client_id}/personal-data``: a D-04 access request answered (admin)."""
+"""``GET /v1/clients/{client_id}/personal-data`` and ``GET /v1/staff/{staff_id}/personal-data``:
+a D-04 access request answered (admin)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from branchline_followup.application.personal_data import (
     PersonalDataCopy,
     PersonalDataRefused,
     ShownValue,
+    StaffDataCopy,
     answer_access_request,
+    answer_staff_access_request,
 )
 from branchline_followup.entrypoints.http_deps import ContextDep, actor_of
 from branchline_followup.entrypoints.problems import problem_of
@@ -54,6 +57,37 @@ class PersonalDataView(BaseModel):
     )
     fields: dict[str, PersonalValue] = Field(description="The latest value of each field.")
     values: list[PersonalValue] = Field(description="Every personal value held, in time order.")
+
+
+class StaffDataView(BaseModel):
+    """A copy of a member of staff's own personal data (D-04), machine-readable, with
+    provenance: the free texts of their records sealed under their key."""
+
+    staff_id: str
+    purpose: str
+    generated_at: datetime
+    access_event_id: uuid.UUID = Field(description="The recorded staff.personal_data_accessed.")
+    request_event_id: uuid.UUID | None = Field(
+        description="The staff.data_access_requested this answered, if one was open."
+    )
+    values: list[PersonalValue] = Field(description="Every text of theirs held, in time order.")
+
+
+Purpose = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=200,
+        description="Why the data is shown (recorded with the access, D-11).",
+    ),
+]
+
+
+def _require_purpose(purpose: str) -> None:
+    if not purpose.strip():
+        raise validation_problem(
+            [{"field": "purpose", "message": "state why the data is shown", "type": "missing"}]
+        )
 
 
 def _value(shown: ShownValue) -> PersonalValue:
@@ -97,19 +131,9 @@ async def get_personal_data(
     client_id: Annotated[str, Path(min_length=1, max_length=128)],
     ctx: ContextDep,
     principal: Admin,
-    purpose: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=200,
-            description="Why the data is shown (recorded with the access, D-11).",
-        ),
-    ],
+    purpose: Purpose,
 ) -> JSONResponse:
-    if not purpose.strip():
-        raise validation_problem(
-            [{"field": "purpose", "message": "state why the data is shown", "type": "missing"}]
-        )
+    _require_purpose(purpose)
     try:
         copy = await answer_access_request(
             ctx, client_id, purpose=purpose.strip(), actor=actor_of(principal)
@@ -118,5 +142,46 @@ async def get_personal_data(
         raise problem_of(refused) from None
     return JSONResponse(
         _view(copy).model_dump(mode="json"),
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+def _staff_view(copy: StaffDataCopy) -> StaffDataView:
+    return StaffDataView(
+        staff_id=copy.staff_id,
+        purpose=copy.purpose,
+        generated_at=copy.generated_at,
+        access_event_id=copy.access_event_id,
+        request_event_id=copy.request_event_id,
+        values=[_value(v) for v in copy.values],
+    )
+
+
+@router.get(
+    "/staff/{staff_id}/personal-data",
+    response_model=StaffDataView,
+    tags=["staff"],
+    summary="A member of staff's own texts in clear, for a D-04 access request (admin)",
+    responses={
+        404: {"description": "unknown member of staff"},
+        409: {"description": "erasure requested: their texts are restricted (D-04)"},
+        410: {"description": "their texts were destroyed (crypto-shredded, D-04)"},
+    },
+)
+async def get_staff_personal_data(
+    staff_id: Annotated[str, Path(min_length=1, max_length=128)],
+    ctx: ContextDep,
+    principal: Admin,
+    purpose: Purpose,
+) -> JSONResponse:
+    _require_purpose(purpose)
+    try:
+        copy = await answer_staff_access_request(
+            ctx, staff_id, purpose=purpose.strip(), actor=actor_of(principal)
+        )
+    except PersonalDataRefused as refused:
+        raise problem_of(refused) from None
+    return JSONResponse(
+        _staff_view(copy).model_dump(mode="json"),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )

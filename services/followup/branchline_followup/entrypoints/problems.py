@@ -21,6 +21,7 @@ from branchline_followup.application.personal_data import (
     ClientUnknown,
     PersonalDataRestricted,
     PersonalDataShredded,
+    StaffUnknown,
 )
 from branchline_followup.application.service_loop import UnknownProfile
 from branchline_shared.crypto.keystore import KeyDestroyed
@@ -101,6 +102,7 @@ PROBLEMS: dict[type[Exception], Shape] = {
         errors=lambda _: [{"field": "note", "message": "client erased", "type": "rule"}],
     ),
     ClientUnknown: Shape(404, "Not found", "client-not-found"),
+    StaffUnknown: Shape(404, "Not found", "staff-not-found"),
     PersonalDataRestricted: Shape(
         409, "Personal data restricted", "personal-data-restricted", rule="D-04"
     ),

@@ -53,6 +53,8 @@ class EventType(StrEnum):
     STAFF_GIFT_RECORDED = "staff.gift_recorded"
     STAFF_ERASURE_REQUESTED = "staff.erasure_requested"
     STAFF_PERSONAL_DATA_SHREDDED = "staff.personal_data_shredded"
+    STAFF_DATA_ACCESS_REQUESTED = "staff.data_access_requested"
+    STAFF_PERSONAL_DATA_ACCESSED = "staff.personal_data_accessed"
     COMPLAINT_RECEIVED = "complaint.received"
     COMPLAINT_ACKNOWLEDGED = "complaint.acknowledged"
     COMPLAINT_PROGRESS_REPORTED = "complaint.progress_reported"

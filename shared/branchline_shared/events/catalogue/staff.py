@@ -1,5 +1,5 @@
 """Events of a member of staff (D-14, D-16): qualifications, training, interests, gifts; the
-erasure of their own personal texts (D-04, D-11)."""
+access to and erasure of their own personal texts (D-04, D-11)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from branchline_shared.events.catalogue.base import (
 from branchline_shared.events.catalogue.privacy import ShredBasis
 from branchline_shared.events.catalogue.scalars import (
     Label,
+    SourcePath,
 )
-from branchline_shared.events.envelope import Identifier
+from branchline_shared.events.envelope import Channel, Identifier
 from branchline_shared.events.vocabulary import (
     ProductCategory,
 )
@@ -113,3 +114,25 @@ class StaffPersonalDataShredded(StaffEvent):
     """The destroyed data key's id (none: no text of theirs was ever sealed)."""
     employment_ended_at: Instant | None = None
     retention_until: Instant | None = None
+
+
+class StaffDataAccessRequested(StaffEvent):
+    """staff.data_access_requested (D-04): the member of staff asks for a copy of the personal
+    data held about them (their own texts, sealed under ``#staff/<staff_id>``). Recorded by an
+    admin (the privacy officer's role); makes an answer due as a client's request does."""
+
+    channel: Channel
+
+
+class StaffPersonalDataAccessed(StaffEvent):
+    """staff.personal_data_accessed (D-04, D-11; system-emitted): the member of staff's own
+    texts were shown in clear, to whom (the envelope's actor), which kinds and why."""
+
+    PERSONAL_PATHS: ClassVar[tuple[str, ...]] = ("purpose",)
+
+    purpose: Label
+    request_event_id: uuid.UUID | None = None
+    """The ``staff.data_access_requested`` this answered, if any."""
+    texts: Annotated[tuple[SourcePath, ...], Field(max_length=200)] = ()
+    """The texts shown, as ``<event type>/<payload key>`` (which kinds of record, never their
+    content)."""
