@@ -388,6 +388,67 @@ async def test_a_write_keeps_its_stream_order_in_positions_and_outbox(
     assert [p.global_position for p in positions] == [r["global_position"] for r in rows]
 
 
+@pytest.mark.parametrize("waits_out_of_order", [False, True])
+async def test_a_later_lock_wait_after_a_write_out_of_the_id_order(
+    served: tuple[FastAPI, str], settings: BranchlineSettings, waits_out_of_order: bool
+) -> None:
+    """After a write out of the id order, the rest of an intake transaction's lock waits are
+    cut short (55P03 after ``_NO_WAIT``); a writer that waits out of order (followup's units,
+    whose ids are their own) waits as before: its read models' rows, which racing timer
+    runners contend for, are waited for (Round 24's no-wait bound failed those waits,
+    `LockNotAvailableError` in the racing-runners test under load)."""
+    client = f"C-{uuid.uuid4().hex[:6]}"
+    low, high = ids_in_order()
+    events = [
+        recorded(SubmittedEvent.model_validate(registration(client, i))).model_copy(
+            update={"stream_version": n}
+        )
+        for n, i in enumerate([high, low], 1)
+    ]
+    stream = f"client-{client}"
+    conn = await asyncpg.connect(settings.intake_database_url)
+    other = await asyncpg.connect(settings.intake_database_url)
+    try:
+        await other.execute("CREATE TABLE IF NOT EXISTS lock_probe (id int PRIMARY KEY)")
+        await other.execute("INSERT INTO lock_probe VALUES (1) ON CONFLICT DO NOTHING")
+        async with conn.transaction():
+            uow = PostgresUnitOfWork(conn, waits_out_of_order=waits_out_of_order)
+            await uow.lock_streams([stream])
+            for e in events:  # two writes, the second below the first
+                uow.stage(e, topic="t", submission_hash=None)
+                await uow.commit()
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM lock_probe WHERE id = 1 FOR UPDATE")
+                waiting = asyncio.ensure_future(
+                    conn.execute("SELECT 1 FROM lock_probe WHERE id = 1 FOR UPDATE")
+                )
+                await asyncio.sleep(0.3)  # well past the 50 ms bound
+            if waits_out_of_order:
+                await asyncio.wait_for(waiting, 10)
+            else:
+                with pytest.raises(asyncpg.LockNotAvailableError):
+                    await asyncio.wait_for(waiting, 10)
+                raise _RolledBack
+    except _RolledBack:
+        pass
+    finally:
+        await conn.close()
+        await other.close()
+
+
+class _RolledBack(Exception):
+    """Leaves a transaction whose statement failed (rolled back, as a writer's would be)."""
+
+
+def test_followups_event_writes_wait_out_of_order() -> None:
+    """Followup's units of work write their events through the store's unit of work with
+    ``waits_out_of_order`` (their ids are their own)."""
+    from branchline_followup.adapters.unit_of_work import _Events
+
+    events = _Events(None)  # type: ignore[arg-type]
+    assert events._writes._waits_out_of_order
+
+
 async def batch(
     url: str, tokens: TokenFactory, items: list[dict[str, Any]]
 ) -> list[tuple[Any, ...]]:

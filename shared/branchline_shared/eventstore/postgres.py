@@ -281,9 +281,20 @@ _BEGIN_TAKING = (
 
 
 class PostgresUnitOfWork:
-    def __init__(self, conn: PgConnection, group: SharedTransaction | None = None) -> None:
+    def __init__(
+        self,
+        conn: PgConnection,
+        group: SharedTransaction | None = None,
+        *,
+        waits_out_of_order: bool = False,
+    ) -> None:
         self._conn = conn
         self._group = group  # the group commit whose transaction (and locks) this one shares
+        # True: a write out of the id order waits as any other (no ``_NO_WAIT``), for a
+        # writer whose event ids no other writer sends (followup's, made by itself and taken
+        # under its client lock): the bound would otherwise hold for every later lock wait of
+        # its unit (its read models' rows, which racing timer runners contend for).
+        self._waits_out_of_order = waits_out_of_order
         self._staged: list[_Staged] = []
         self.committed = 0
         self.written_ids: list[uuid.UUID] = []  # what a lost COMMIT is checked by (#12)
@@ -488,7 +499,7 @@ class PostgresUnitOfWork:
         # a group) is out of that order across the transaction, and must not wait (#12).
         ids = [e.event_id.int for e in events]
         order = self._order
-        out_of_order = min(ids) < order["upto"]
+        out_of_order = min(ids) < order["upto"] and not self._waits_out_of_order
         no_wait = out_of_order or order["no_wait"]
         # One statement, one round trip, for the events, their outbox rows and the streams'
         # versions (#12): a statement is atomic, so this writes all of it or none, like the

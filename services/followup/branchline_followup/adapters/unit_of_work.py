@@ -776,7 +776,9 @@ def numbered_rows(events: Sequence[RecordedEvent], topic: str) -> list[tuple[Any
 class _Events:
     def __init__(self, conn: PgConnection) -> None:
         self._conn = conn
-        self._writes = PostgresEventWrites(conn)
+        # Its ids are its own: a write out of their order waits as before Round 24's no-wait
+        # bound, which would otherwise cut every later lock wait of the unit short (#12).
+        self._writes = PostgresEventWrites(conn, waits_out_of_order=True)
         self.appended = 0
         # What a COMMIT lost with its connection is checked by (#12): made before the write.
         self.appended_ids: list[uuid.UUID] = []
