@@ -106,6 +106,24 @@ def services(
             thread.join(timeout=30)
 
 
+def _a_readiness_answer(path: str, response: Any) -> bool:
+    """``/readyz``'s 503 is its answer, not a failure: a dependency not reachable at that
+    moment (the broker's metadata request timing out on a loaded machine, seen once in CI) or
+    the process draining, in the documented body (an orchestrator's readiness probe reads the
+    status). Any other 5xx there, or a 503 without that body, is still a server error."""
+    if path != "/readyz" or response.status_code != 503:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return (
+        isinstance(body, dict)
+        and body.get("status") in ("not_ready", "draining")
+        and isinstance(body.get("checks"), dict)
+    )
+
+
 def _fuzz(service: Service) -> list[str]:
     """Every operation of the service's OpenAPI document, ``EXAMPLES`` generated requests
     each, checked with ``not_a_server_error``; the failures, described."""
@@ -119,9 +137,10 @@ def _fuzz(service: Service) -> list[str]:
         @given(operation.as_strategy())
         @FUZZ
         def one(case: Any) -> None:
-            case.call_and_validate(
-                base_url=service.url, headers=service.headers, checks=[not_a_server_error]
-            )
+            response = case.call(base_url=service.url, headers=service.headers)
+            if _a_readiness_answer(case.path, response):
+                return
+            case.validate_response(response, checks=[not_a_server_error])
 
         try:
             one()
