@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 
 from branchline_followup.adapters.client_journal import clear_read_models
 from branchline_followup.adapters.personal_data import apply_staff_privacy, personal_values
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_shared.console.web import SESSION_COOKIE
 from branchline_shared.crypto.sealing import is_sealed
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
@@ -79,6 +81,17 @@ async def test_a_staff_access_request_is_answered_recorded_and_closed(
         assert task["source_event_id"] == request["event_id"]
         due = datetime.fromisoformat(str(task["due_at"]))
         assert due == datetime.fromisoformat(at(10)) + timedelta(days=15)
+        # The privacy officer's work list names the member of staff, with no link to a
+        # client page (``/console/clients/#staff/...`` was a fragment: a broken link).
+        async with httpx.AsyncClient(base_url=stack.followup.base_url, timeout=30) as page:
+            page.cookies.set(
+                f"{SESSION_COOKIE}_followup", tokens.token(Role.RM, sub="privacy-officer")
+            )
+            page.headers["accept-language"] = "en"
+            day = await page.get("/console/")
+        assert day.status_code == 200, day.text
+        assert f"Member of staff {member}" in day.text
+        assert "/console/clients/#staff" not in day.text
 
         url = f"/v1/staff/{member}/personal-data"
         missing = await stack.followup.get(url)
