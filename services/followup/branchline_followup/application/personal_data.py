@@ -238,12 +238,8 @@ async def answer_access_request(
             key = await ctx.keys.existing_key(client_id)
         except KeyDestroyed:
             raise PersonalDataShredded(client_id) from None
-        sealed = await uow.privacy.values(client_id)
-        shown = _opened(sealed, key, client_id) if key is not None else []
-        requests = [
-            t for t in await uow.tasks.open_of(client_id) if t.kind is TaskKind.DATA_ACCESS_REQUEST
-        ]
-        request_id = requests[0].source_event_id if requests else None
+        shown = await _shown(uow, key, client_id)
+        request_id = await _answered_request(uow, client_id)
         fields = sorted(
             {PersonalField(s.personal_field) for s in shown if s.personal_field is not None}
         )
@@ -274,6 +270,20 @@ async def answer_access_request(
         request_event_id=request_id,
         values=shown,
     )
+
+
+async def _shown(uow: FollowupUnitOfWork, key: DataKey | None, key_id: str) -> list[ShownValue]:
+    """The subject's sealed values held here, opened with their key (none without one)."""
+    sealed = await uow.privacy.values(key_id)
+    return _opened(sealed, key, key_id) if key is not None else []
+
+
+async def _answered_request(uow: FollowupUnitOfWork, key_id: str) -> uuid.UUID | None:
+    """The access request an answer closes: the subject's oldest open one, if any."""
+    requests = [
+        t for t in await uow.tasks.open_of(key_id) if t.kind is TaskKind.DATA_ACCESS_REQUEST
+    ]
+    return requests[0].source_event_id if requests else None
 
 
 @dataclass(frozen=True)
@@ -310,12 +320,8 @@ async def answer_staff_access_request(
             key = await ctx.keys.existing_key(key_id)
         except KeyDestroyed:
             raise StaffDataShredded(staff_id, None) from None
-        sealed = await uow.privacy.values(key_id)
-        shown = _opened(sealed, key, key_id) if key is not None else []
-        requests = [
-            t for t in await uow.tasks.open_of(key_id) if t.kind is TaskKind.DATA_ACCESS_REQUEST
-        ]
-        request_id = requests[0].source_event_id if requests else None
+        shown = await _shown(uow, key, key_id)
+        request_id = await _answered_request(uow, key_id)
         data = StaffPersonalDataAccessed(
             purpose=purpose,
             texts=tuple(sorted({f"{s.source.event_type}/{s.source.path}" for s in shown})),

@@ -140,9 +140,13 @@ async def get_personal_data(
         )
     except PersonalDataRefused as refused:
         raise problem_of(refused) from None
+    return _not_stored(_view(copy))
+
+
+def _not_stored(view: PersonalDataView | StaffDataView) -> JSONResponse:
+    """Personal data in clear: no cache along the way may keep it."""
     return JSONResponse(
-        _view(copy).model_dump(mode="json"),
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        view.model_dump(mode="json"), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
     )
 
 
@@ -181,7 +185,4 @@ async def get_staff_personal_data(
         )
     except PersonalDataRefused as refused:
         raise problem_of(refused) from None
-    return JSONResponse(
-        _staff_view(copy).model_dump(mode="json"),
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
+    return _not_stored(_staff_view(copy))
