@@ -91,6 +91,8 @@ async def test_a_staff_access_request_is_answered_recorded_and_closed(
             day = await page.get("/console/")
         assert day.status_code == 200, day.text
         assert f"Member of staff {member}" in day.text
+        assert "The member of staff asked for a copy of their own personal data." in day.text
+        assert "The client asked" not in day.text
         assert "/console/clients/#staff" not in day.text
 
         url = f"/v1/staff/{member}/personal-data"
