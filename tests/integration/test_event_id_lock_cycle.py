@@ -20,8 +20,9 @@ server would always roll back the intake app's transaction if a cycle formed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,6 +85,31 @@ async def served(settings: BranchlineSettings) -> AsyncIterator[tuple[FastAPI, s
     application = create_app(settings)
     async with serve(application) as url:
         yield application, url
+
+
+@contextlib.asynccontextmanager
+async def other_holding(
+    settings: BranchlineSettings,
+    ctx: IntakeContext,
+    streams: list[str],
+    held: tuple[str, uuid.UUID],
+) -> AsyncIterator[tuple[Other, Callable[[], Awaitable[None]]]]:
+    """The other writer with its streams taken, holding one registration uncommitted
+    (``held``: its client and event id), and a wait until a backend other than the other
+    writer's waits for another transaction (intake, on what the other holds)."""
+    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
+    watcher = await asyncpg.connect(settings.intake_database_url)
+
+    async def intake_waits() -> None:
+        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)
+
+    try:
+        await other.start(streams)
+        await other.write(SubmittedEvent.model_validate(registration(*held)))
+        yield other, intake_waits
+    finally:
+        await other.conn.close()
+        await watcher.close()
 
 
 async def others_wait(watcher: asyncpg.Connection[Any], spared: int) -> None:
@@ -200,20 +226,16 @@ async def test_two_writers_in_id_order_wait_once_without_a_cycle(
     mine = [registration(a, x), registration(b, y)]
     label = "batch" if path == "batch" else "group"
     before = reruns(label)
-    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
-    watcher = await asyncpg.connect(settings.intake_database_url)
-    try:
-        await other.start([c, d])
-        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+    async with other_holding(settings, ctx, [c, d], (c, y)) as (
+        other,
+        intake_waits,
+    ):
         task = start_intake(path, url, tokens, application.state.group_commit, mine)
-        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await intake_waits()  # on Y
         # X: intake holds no id (it waits for Y, the lower), so this does not wait.
         await asyncio.wait_for(other.write(SubmittedEvent.model_validate(registration(d, x))), 20)
         await other.end(ends)
         answers = await asyncio.wait_for(task, 30)
-    finally:
-        await other.conn.close()
-        await watcher.close()
     if ends == "commits":  # both ids are the other writer's events: reused for others here
         assert answers == [(409, "idempotency-conflict")] * 2, answers
         expected = [(y, f"client-{c}", 1), (x, f"client-{d}", 1)]
@@ -245,22 +267,18 @@ async def test_a_write_out_of_the_id_order_does_not_wait(
     mine = [registration(a, x), registration(b, y)]
     label = "batch" if path == "batch" else "group"
     before = reruns(label)
-    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
-    watcher = await asyncpg.connect(settings.intake_database_url)
-    try:
-        await other.start([c, d])
-        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+    async with other_holding(settings, ctx, [c, d], (c, y)) as (
+        other,
+        intake_waits,
+    ):
         task = start_intake(path, url, tokens, application.state.group_commit, mine)
-        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await intake_waits()  # on Y
         with pytest.raises(EventIdsBusy):
             await asyncio.wait_for(
                 other.write(SubmittedEvent.model_validate(registration(d, x))), 20
             )
         await other.end("rolls back")
         answers = await asyncio.wait_for(task, 30)
-    finally:
-        await other.conn.close()
-        await watcher.close()
     assert answers == [(202, f"client-{a}"), (202, f"client-{b}")], answers
     assert await stored(settings, [x, y]) == [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
     assert reruns(label) == before  # intake, in order, neither rolled back nor run again
@@ -283,19 +301,15 @@ async def test_a_group_out_of_the_id_order_runs_each_caller_alone(
     a, b, c = (f"C-{run}-{s}" for s in "abc")
     mine = [registration(a, x), registration(b, y)]
     before = reruns("group")
-    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
-    watcher = await asyncpg.connect(settings.intake_database_url)
-    try:
-        await other.start([c])
-        await other.write(SubmittedEvent.model_validate(registration(c, y)))  # Y, uncommitted
+    async with other_holding(settings, ctx, [c], (c, y)) as (
+        other,
+        intake_waits,
+    ):
         task = asyncio.ensure_future(singles(application.state.group_commit, mine, CALLERS))
         await asyncio.wait_for(counted("group", before), 20)  # gave way, and runs again
-        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await intake_waits()  # on Y
         await other.end(ends)
         answers = await asyncio.wait_for(task, 30)
-    finally:
-        await other.conn.close()
-        await watcher.close()
     if ends == "commits":  # Y is the other writer's event: reused for another here
         assert answers == [(202, f"client-{a}"), (409, "idempotency-conflict")], answers
         expected = [(x, f"client-{a}", 1), (y, f"client-{c}", 1)]
@@ -326,19 +340,15 @@ async def test_a_batch_part_out_of_the_id_order_runs_again_in_one_write(
     items = [registration(f"C-{run}-{i}", None) for i in range(199)]
     items += [registration(f"C-{run}-h", high), registration(f"C-{run}-y", y)]
     before = reruns("batch")
-    other = Other(await asyncpg.connect(settings.intake_database_url), ctx)
-    watcher = await asyncpg.connect(settings.intake_database_url)
-    try:
-        await other.start([f"C-{run}-c"])
-        await other.write(SubmittedEvent.model_validate(registration(f"C-{run}-c", y)))
+    async with other_holding(settings, ctx, [f"C-{run}-c"], (f"C-{run}-c", y)) as (
+        other,
+        intake_waits,
+    ):
         task = asyncio.ensure_future(batch(url, tokens, items))
         await asyncio.wait_for(counted("batch", before), 20)  # gave way, and runs again
-        await asyncio.wait_for(others_wait(watcher, other.conn.get_server_pid()), 20)  # on Y
+        await intake_waits()  # on Y
         await other.end(ends)
         answers = await asyncio.wait_for(task, 30)
-    finally:
-        await other.conn.close()
-        await watcher.close()
     assert answers[:200] == [(202, f"client-C-{run}-{i}") for i in range(199)] + [
         (202, f"client-C-{run}-h")
     ]
