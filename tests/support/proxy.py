@@ -36,8 +36,9 @@ class _Pipe:
 
 
 class CuttableProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, close_late: float = 0) -> None:
         self.target = (target_host, target_port)
+        self.close_late = close_late
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
@@ -160,6 +161,10 @@ class CuttableProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+            # The server closed: its last bytes were passed on at once, its close is passed
+            # on ``close_late`` seconds later (a close the client reads well after them).
+            if self.close_late:
+                await asyncio.sleep(self.close_late)
         finally:
             self._pipes.discard(writer)
             writer.transport.abort()
@@ -184,8 +189,10 @@ class CuttableProxy:
 
 
 @contextlib.asynccontextmanager
-async def cuttable(target_host: str, target_port: int) -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(target_host, target_port)
+async def cuttable(
+    target_host: str, target_port: int, *, close_late: float = 0
+) -> AsyncIterator[CuttableProxy]:
+    proxy = CuttableProxy(target_host, target_port, close_late=close_late)
     await proxy.start()
     try:
         yield proxy
