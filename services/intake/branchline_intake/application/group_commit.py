@@ -259,13 +259,17 @@ class GroupCommitter:
         decision) or several whose items' streams are each one caller's (each decides on its
         own streams, so none decides on what another writes or reads: ``_guessed_jointly``;
         with ``guess_several_callers``, a mixed group's callers that qualify, the others
-        touching none of their streams, #12), no id sent (an id could
-        be stored: a lookup), no stream read besides its own (a read lock: D-13, D-14,
-        D-16), no erasure request (its restriction is registered after the write:
+        touching none of their streams, #12), no stream read besides its own (a read lock:
+        D-13, D-14, D-16), no erasure request (its restriction is registered after the write:
         docs/privacy.md), and no stream that holds events unless the decider remembers it
         with its last event (``remembered_tail``): such a stream is taken at its remembered
         version, and the write checks that it still ends with that event (#12). The rest is
-        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself."""
+        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself.
+        An event id the caller sent qualifies too (Round 25, #12): the guess is that no id of
+        the group is stored, and the write's unique index on ``es_events.event_id`` checks
+        it, so a resent id fails the statement whole and the group is decided again the
+        ordinary way, where the lookup answers it (a duplicate, or ``idempotency-conflict``);
+        a lookup and a savepoint and a write per caller cost twice the intake CPU per event."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
@@ -291,8 +295,7 @@ class GroupCommitter:
                     for other in read:
                         users.setdefault(other, set()).add(index)
                     if (
-                        item.event_id is not None
-                        or item.type == ERASURE_REQUESTED
+                        item.type == ERASURE_REQUESTED
                         or read
                         or (
                             remembered is not None
@@ -325,8 +328,8 @@ class GroupCommitter:
         written by one statement that is its own transaction (no ``BEGIN``, no ``COMMIT``:
         one round trip, where a group takes three), which creates those streams and fails
         whole if one exists (#12). Raises :class:`GuessWrong` when nothing was written: a
-        stream existed, or the decisions needed what one statement cannot give (an id
-        lookup, a read lock, a refusal to record): the group then runs the ordinary way,
+        stream or a sent event id existed, or the decisions needed what one statement cannot
+        give (a read lock, a refusal to record): the group then runs the ordinary way,
         decided again from what is stored. Every caller is answered after that statement
         committed, as after a group's ``COMMIT``."""
         items = [item for waiting in group for item in waiting.items]
