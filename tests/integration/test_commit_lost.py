@@ -7,9 +7,10 @@ stored), or after the server answered it (committed), the answer dropped either 
 Round 24 both were 503 ``unavailable`` "nothing was stored", false in the second case; and a
 lost self-committing write of a guessed group was run again the ordinary way.
 
-Every intake write path: a single POST with the caller's ``event_id`` (the group's shared
-transaction), one without (a guessed group's one self-committing statement, or the ordinary
-way), and a batch (the batch's own transaction)."""
+Every intake write path: a single POST with the caller's ``event_id`` and one without (a
+guessed group's one self-committing statement, or the ordinary way: since Round 25 a sent id
+is guessed too), one with its ``event_id`` in an intake that guesses nothing (the group's
+shared transaction), and a batch (the batch's own transaction)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,14 @@ from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-PATHS = ["single-with-id", "single-without-id", "batch"]
+PATHS = ["single-with-id", "single-without-id", "single-ordinary", "batch"]
+GUESSED = ("single-with-id", "single-without-id")
+
+
+def overrides(path: str) -> dict[str, Any]:
+    """The settings of intake for ``path``: ``single-ordinary`` guesses nothing, so its group
+    is the shared transaction and its ``COMMIT``."""
+    return {"intake_group_commit_guess_new_streams": False} if path == "single-ordinary" else {}
 
 
 def via(url: str, proxy: CuttableProxy) -> str:
@@ -47,9 +55,10 @@ def via(url: str, proxy: CuttableProxy) -> str:
 
 @pytest.fixture
 async def proxied(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
-    async with through_proxy(settings, tokens) as served:
+    path = request.node.callspec.params.get("path", "")
+    async with through_proxy(settings, tokens, **overrides(path)) as served:
         yield served
 
 
@@ -127,9 +136,9 @@ def problem(response: httpx.Response, kind: str) -> dict[str, Any]:
 
 
 def trapped_at(path: str) -> re.Pattern[bytes] | None:
-    # A guessed group's write is its own transaction: no COMMIT follows it. A registration
-    # sent without an id may be guessed or not: the write, or the COMMIT after it.
-    return None if path == "single-without-id" else COMMIT
+    # A guessed group's write is its own transaction: no COMMIT follows it. A single
+    # registration may be guessed or not: the write, or the COMMIT after it.
+    return None if path in GUESSED else COMMIT
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -168,7 +177,7 @@ async def test_a_commit_lost_on_its_way_answers_nothing_stored(
     else:
         # A guessed group's lost write that is found not stored is run the ordinary way,
         # once (old: run again without asking, twice stored when it had committed).
-        assert path == "single-without-id", response.text
+        assert path in GUESSED, response.text
         assert await stored(settings, correlation) == [(accepted_id(path, response), 1)]
     if "event_id" in body:
         again = await send(client, path, body)
@@ -212,7 +221,10 @@ async def test_a_commit_still_flushing_when_its_connection_is_lost_is_answered_a
     guessed group, the ordinary way run on top of it); the lost session is ended first now,
     which lets the commit finish, and the answer is the commit's."""
     delayed = {"commit_delay": "100000", "commit_siblings": "0"}
-    async with through_proxy(settings, tokens, server_settings=delayed) as (client, proxy):
+    async with through_proxy(settings, tokens, server_settings=delayed, **overrides(path)) as (
+        client,
+        proxy,
+    ):
         correlation = f"commit-lost-{uuid.uuid4()}"
         body = event(path, correlation)
         trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=True, early=True)
@@ -226,11 +238,12 @@ async def test_every_caller_of_a_group_is_answered_by_its_shared_commit(
     settings: BranchlineSettings, tokens: TokenFactory
 ) -> None:
     """Two requests joined in one group commit (a window holds the group open for both): the
-    cut is on one's write, the COMMIT the group's; both are answered as committed."""
-    async with through_proxy(settings, tokens, intake_group_commit_window_ms=500) as (
-        client,
-        proxy,
-    ):
+    cut is on one's write, the COMMIT the group's; both are answered as committed. An intake
+    that guesses nothing, so the group is the shared transaction (Round 25: two new ids are
+    otherwise the one guessed statement, the test above's ``single-with-id``)."""
+    async with through_proxy(
+        settings, tokens, intake_group_commit_window_ms=500, **overrides("single-ordinary")
+    ) as (client, proxy):
         first, second = f"commit-lost-{uuid.uuid4()}", f"commit-lost-{uuid.uuid4()}"
         bodies = [event("single-with-id", first), event("single-with-id", second)]
         trap = proxy.trap(first.encode(), delivered=True)
