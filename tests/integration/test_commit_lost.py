@@ -38,7 +38,7 @@ from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-PATHS = ["single-with-id", "single-without-id", "single-ordinary", "batch"]
+PATHS = ["single-with-id", "single-without-id", "single-ordinary", "batch", "batch-without-id"]
 GUESSED = ("single-with-id", "single-without-id")
 
 
@@ -57,7 +57,8 @@ def via(url: str, proxy: CuttableProxy) -> str:
 async def proxied(
     settings: BranchlineSettings, tokens: TokenFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
-    path = request.node.callspec.params.get("path", "")
+    callspec = getattr(request.node, "callspec", None)
+    path = callspec.params.get("path", "") if callspec is not None else ""
     async with through_proxy(settings, tokens, **overrides(path)) as served:
         yield served
 
@@ -88,21 +89,21 @@ async def through_proxy(
 
 def event(path: str, correlation: str) -> dict[str, Any]:
     client_id = f"C-{uuid.uuid4().hex[:8]}"
-    sent = None if path == "single-without-id" else uuid.uuid4()
+    sent = None if path.endswith("without-id") else uuid.uuid4()
     body = registration_body(client_id, sent, datetime.now(UTC).replace(microsecond=0))
     body["correlation_id"] = correlation
     return body
 
 
 async def send(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-    if path == "batch":
+    if path.startswith("batch"):
         return await client.post("/v1/events:batch", json={"events": [body]})
     return await client.post("/v1/events", json=body)
 
 
 def accepted_id(path: str, response: httpx.Response) -> str:
     """The event id of a 202, or raise."""
-    if path == "batch":
+    if path.startswith("batch"):
         assert response.status_code == 200, response.text
         (result,) = response.json()["results"]
         assert result["status"] == 202, result
@@ -196,18 +197,80 @@ async def test_a_commit_lost_with_the_database_answers_outcome_unknown(
     response = await send(client, path, body)
     assert trap.sprung.is_set()
     # Committed, but the database cannot be asked: not "nothing was stored" (old), unknown.
-    detail = problem(response, "outcome-unknown")["detail"]
-    assert "unknown" in detail
-    assert "same event_id" in detail
+    unknown = problem(response, "outcome-unknown")
+    assert "unknown" in unknown["detail"]
+    assert "same event_id" in unknown["detail"]
     [(event_id, outbox)] = await stored(settings, correlation)
     assert outbox == 1
-    await proxy.restore()
+    # The answer names the id the event was stored under, also one the server chose for an
+    # event sent without one (old: not named, so that event's resend was a new event).
+    assert named(path, unknown) == event_id
     if "event_id" in body:
-        # The resend the answer asks for: stored once, answered as the duplicate it is.
         assert event_id == body["event_id"]
-        again = await send(client, path, body)
-        assert accepted_id(path, again) == event_id
-        assert await stored(settings, correlation) == [(event_id, 1)]
+    await proxy.restore()
+    # The resend the answer asks for, with that id: stored once, answered as the duplicate.
+    again = await send(client, path, {**body, "event_id": event_id})
+    assert accepted_id(path, again) == event_id
+    assert await stored(settings, correlation) == [(event_id, 1)]
+
+
+def named(path: str, unknown: dict[str, Any]) -> str:
+    """The event id an ``outcome-unknown`` names for the one event sent."""
+    if path.startswith("batch"):
+        [item] = unknown["events"]
+        assert item["index"] == 0
+        return str(item["event_id"])
+    return str(unknown["event_id"])
+
+
+async def test_a_refusal_recorded_in_a_lost_commit_is_named_and_recorded_once(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy], settings: BranchlineSettings
+) -> None:
+    """A second registration sent without an id is refused (D-09) and its refusal recorded,
+    in a group's ordinary transaction, whose ``COMMIT`` is lost with the database: the answer
+    names the id the refused event was given; sent again with it, it is refused again and its
+    refusal is not recorded twice (its id is derived from the refused event's)."""
+    client, proxy = proxied
+    body = event("single-with-id", f"commit-lost-{uuid.uuid4()}")
+    accepted_id("single", await send(client, "single", body))
+    correlation = f"commit-lost-{uuid.uuid4()}"
+    second = {**body, "correlation_id": correlation}
+    del second["event_id"]
+    trap = proxy.trap(correlation.encode(), delivered=True, refuse=True)
+    response = await send(client, "single", second)
+    assert trap.sprung.is_set()
+    unknown = problem(response, "outcome-unknown")
+    [(refusal_id, outbox)] = await stored(settings, correlation)
+    assert outbox == 1
+    refused_id = unknown["event_id"]  # old: not named
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        causation = await conn.fetchval(
+            "SELECT envelope ->> 'causation_id' FROM es_events WHERE event_id = $1",
+            uuid.UUID(refusal_id),
+        )
+    finally:
+        await conn.close()
+    assert causation == refused_id
+    await proxy.restore()
+    again = await send(client, "single", {**second, "event_id": refused_id})
+    assert again.status_code == 409, again.text
+    assert again.json()["rule"] == "D-09"
+    assert await stored(settings, correlation) == [(refusal_id, 1)]
+
+
+async def test_the_api_description_shows_the_ids_an_unknown_outcome_names(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy],
+) -> None:
+    client, _ = proxied
+    spec = (await client.get("/openapi.json")).json()
+    single = spec["paths"]["/v1/events"]["post"]["responses"]["503"]
+    batch = spec["paths"]["/v1/events:batch"]["post"]["responses"]["503"]
+    schemas = spec["components"]["schemas"]
+    for response, field in ((single, "event_id"), (batch, "events")):
+        ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert field in schemas[ref]["properties"]
+        assert "outcome-unknown" in response["description"]
 
 
 @pytest.mark.parametrize("path", PATHS)

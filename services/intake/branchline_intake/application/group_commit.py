@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from branchline_intake.application.outcomes import Outcome
+from branchline_intake.application.outcomes import Outcome, written_as
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.application.submit import (
@@ -52,6 +52,7 @@ from branchline_shared.eventstore.ports import (
     StreamsBusy,
     UnitOfWork,
 )
+from branchline_shared.postgres.faults import CommitOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -395,40 +396,50 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         assert self._store is not None
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
-        async with self._store.shared_transaction() as shared:
-            await shared.lock_streams(
-                _streams_of(group, refusal_locks_first), shared=_read_by(group, self._ctx)
-            )
-            # Every event id the callers send (and their refusals' ids), looked up once
-            # for the group instead of once per caller (#12).
-            await shared.find_existing(_ids_of(group))
-            ctx = dataclasses.replace(
-                self._ctx,
-                store=_SharedStore(shared, self._store),
-                in_group=True,
-                refusal_locks_first=refusal_locks_first,
-            )
-            callers = _by_caller(group)
-            # A group of one caller takes no savepoint for it (one round trip less: every
-            # group of the benchmark's single token, #12); if that caller fails, the whole
-            # transaction is rolled back and run again with the savepoint (_runs).
-            sole = alone and len(callers) == 1
-            for caller, members in callers:
-                items = [item for waiting in members for item in waiting.items]
-                try:
-                    async with shared.isolated(alone=sole):
-                        outcomes = await self._submit(ctx, items, **caller)
-                except (StreamsBusy, LocksDeadlocked, EventIdsBusy):
-                    raise  # the whole group runs again: see _ordinary
-                except Exception as exc:
-                    if sole:
-                        raise _CallerAlone from exc  # rolls the transaction back
-                    # this caller's savepoint rolled back alone
-                    results.extend((waiting, exc) for waiting in members)
-                    continue
-                for waiting in members:
-                    results.append((waiting, outcomes[: len(waiting.items)]))
-                    outcomes = outcomes[len(waiting.items) :]
+        try:
+            async with self._store.shared_transaction() as shared:
+                await shared.lock_streams(
+                    _streams_of(group, refusal_locks_first), shared=_read_by(group, self._ctx)
+                )
+                # Every event id the callers send (and their refusals' ids), looked up once
+                # for the group instead of once per caller (#12).
+                await shared.find_existing(_ids_of(group))
+                ctx = dataclasses.replace(
+                    self._ctx,
+                    store=_SharedStore(shared, self._store),
+                    in_group=True,
+                    refusal_locks_first=refusal_locks_first,
+                )
+                callers = _by_caller(group)
+                # A group of one caller takes no savepoint for it (one round trip less: every
+                # group of the benchmark's single token, #12); if that caller fails, the whole
+                # transaction is rolled back and run again with the savepoint (_runs).
+                sole = alone and len(callers) == 1
+                for caller, members in callers:
+                    items = [item for waiting in members for item in waiting.items]
+                    try:
+                        async with shared.isolated(alone=sole):
+                            outcomes = await self._submit(ctx, items, **caller)
+                    except (StreamsBusy, LocksDeadlocked, EventIdsBusy):
+                        raise  # the whole group runs again: see _ordinary
+                    except Exception as exc:
+                        if sole:
+                            raise _CallerAlone from exc  # rolls the transaction back
+                        # this caller's savepoint rolled back alone
+                        results.extend((waiting, exc) for waiting in members)
+                        continue
+                    for waiting in members:
+                        results.append((waiting, outcomes[: len(waiting.items)]))
+                        outcomes = outcomes[len(waiting.items) :]
+        except CommitOutcomeUnknown as unknown:
+            # Its COMMIT lost, the store not askable: each caller is told the id each of its
+            # events was written as (docs/api.md), from the outcomes decided before it.
+            for waiting, result in results:
+                if not isinstance(result, BaseException):
+                    for item, outcome in zip(waiting.items, result, strict=True):
+                        if (event_id := written_as(outcome)) is not None:
+                            unknown.name(item, event_id)
+            raise
         return results
 
 
