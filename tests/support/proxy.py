@@ -137,14 +137,20 @@ class CuttableProxy:
                     writer.write(data)
                     await writer.drain()
                     if trap.early:  # sent on: the client hears of the loss at once
-                        await self._spring(trap, client, writer)
+                        # The server's end closed, not aborted: a reset may reach the server
+                        # before it read the chunk, which is then dropped unread (the COMMIT
+                        # never ran: a test expecting it committed failed by chance, #12).
+                        self._pipes.discard(writer)
+                        writer.close()
+                        await self._spring(trap, client, None)
                         return
                     continue
                 writer.write(data)
                 await writer.drain()
         finally:
             self._pipes.discard(writer)
-            writer.transport.abort()
+            if not writer.is_closing():  # closed above, its chunk on its way: not reset
+                writer.transport.abort()
 
     async def _answers(
         self,
@@ -170,7 +176,7 @@ class CuttableProxy:
             writer.transport.abort()
 
     async def _spring(
-        self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter
+        self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter | None
     ) -> None:
         if trap.refuse:
             # Refused before the client hears of the loss: its first new connection (the
@@ -184,7 +190,8 @@ class CuttableProxy:
                 pipe.transport.abort()
             self._pipes.clear()
         client.transport.abort()
-        server.transport.abort()
+        if server is not None:
+            server.transport.abort()
         trap.sprung.set()
 
 

@@ -37,6 +37,12 @@ from branchline_audit.domain.records import (
     index_row,
 )
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.staff import (
+    EmploymentEnd,
+    GiftClient,
+    StaffRetentionState,
+    staff_fact_of,
+)
 from branchline_audit.domain.subtrees import (
     STRIDE,
     NodeKey,
@@ -431,6 +437,7 @@ class PostgresLedger:
         for row in rows:
             tree[(0, row[0] - 1)] = row[10]
         await self._record_restrictions(conn, new_events, now)
+        await self._record_staff_facts(conn, [r[0] for r in rows], new_events)
         placed = (
             [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions] if positions else []
         )
@@ -466,6 +473,30 @@ class PostgresLedger:
                     restriction[1],
                     now,
                     index_columns(event).event_id,
+                )
+
+    async def _record_staff_facts(
+        self, conn: PgConnection, positions: Sequence[int], events: Sequence[dict[str, Any]]
+    ) -> None:
+        """The retention facts of a member of staff that new entries carry (migration 009):
+        the end of employment an erasure request names, the client a gift names (D-11)."""
+        for position, event in zip(positions, events, strict=True):
+            fact = staff_fact_of(position, event)
+            if isinstance(fact, EmploymentEnd):
+                await conn.execute(
+                    "INSERT INTO audit_staff_employment_ends (position, staff_id, "
+                    "employment_ended_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    fact.position,
+                    fact.staff_id,
+                    fact.ended_at,
+                )
+            elif isinstance(fact, GiftClient):
+                await conn.execute(
+                    "INSERT INTO audit_staff_gift_clients (staff_id, client_id, position) "
+                    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    fact.staff_id,
+                    fact.client_id,
+                    fact.position,
                 )
 
     # ---------------------------------------------------------------- reading
@@ -553,6 +584,21 @@ class PostgresLedger:
     ) -> list[LedgerFact]:
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
         return await ledger_facts(self._pool, event_types, client_id)
+
+    async def staff_retention(self) -> StaffRetentionState:
+        """The ends of employment and the clients of gifts recorded for members of staff
+        (migration 009), for retention (D-11)."""
+        async with self._pool.acquire() as conn:
+            ends = await conn.fetch(
+                "SELECT position, staff_id, employment_ended_at FROM audit_staff_employment_ends"
+            )
+            gifts = await conn.fetch(
+                "SELECT position, staff_id, client_id FROM audit_staff_gift_clients"
+            )
+        return StaffRetentionState.of(
+            (EmploymentEnd(r["position"], r["staff_id"], r["employment_ended_at"]) for r in ends),
+            (GiftClient(r["position"], r["staff_id"], r["client_id"]) for r in gifts),
+        )
 
     # ---------------------------------------------------------------- the Merkle tree
 

@@ -20,6 +20,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.staff import StaffRetentionState
 from branchline_audit.domain.subtrees import NodeKey, Requirements
 from branchline_audit.domain.verification import (
     Segment,
@@ -92,6 +93,10 @@ class AuditLedger(Protocol):
         self, event_types: Sequence[str], client_id: str | None = None
     ) -> list[LedgerFact]:
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
+        ...
+
+    async def staff_retention(self) -> StaffRetentionState:
+        """The ends of employment and gift clients recorded for members of staff (D-11)."""
         ...
 
     async def range_hasher(
