@@ -33,6 +33,7 @@ class _Pipe:
     marked: bool = False
     swallow: bool = False  # the trapped message was delivered: its answer is dropped
     trap: Trap | None = None
+    client_gone: bool = False  # the client's end closed (or the pipe was cut)
 
 
 class CuttableProxy:
@@ -44,6 +45,10 @@ class CuttableProxy:
         self._pipes: set[asyncio.StreamWriter] = set()
         self._cuts = 0  # a connection accepted before a cut never opens after it
         self._trap: Trap | None = None
+        self._upstream: set[asyncio.StreamWriter] = set()
+        self.server_closes = 0  # connections the server closed (their close passed on or not)
+        self.closes_passed = 0  # ... whose close then reached a client still there, late
+        self._server_closed = asyncio.Event()
 
     def trap(
         self,
@@ -65,6 +70,18 @@ class CuttableProxy:
         working on it (a ``COMMIT`` flushing its WAL record). Once; ``sprung`` is set then."""
         self._trap = Trap(marker, at, delivered, refuse, early)
         return self._trap
+
+    def server_ports(self) -> set[int]:
+        """The local ports of the proxy's open connections to the server: the
+        ``client_port`` of their backends in ``pg_stat_activity``."""
+        return {writer.get_extra_info("sockname")[1] for writer in self._upstream}
+
+    async def server_closed(self, count: int) -> None:
+        """Until the server has closed ``count`` of the proxy's connections (with
+        ``close_late``, their last bytes are then with the client, their close not yet)."""
+        while self.server_closes < count:
+            self._server_closed.clear()
+            await self._server_closed.wait()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -98,6 +115,7 @@ class CuttableProxy:
             if self._cuts != cuts:  # cut while connecting upstream: the outage holds
                 return
             self._pipes.update({writer, up_writer})
+            self._upstream.add(up_writer)
             pipe = _Pipe()
             await asyncio.gather(
                 self._requests(reader, up_writer, writer, pipe),
@@ -108,6 +126,7 @@ class CuttableProxy:
             for end in (writer, up_writer):
                 if end is not None:
                     self._pipes.discard(end)
+                    self._upstream.discard(end)
                     end.transport.abort()
 
     async def _requests(
@@ -148,6 +167,7 @@ class CuttableProxy:
                 writer.write(data)
                 await writer.drain()
         finally:
+            pipe.client_gone = True
             self._pipes.discard(writer)
             if not writer.is_closing():  # closed above, its chunk on its way: not reset
                 writer.transport.abort()
@@ -169,8 +189,12 @@ class CuttableProxy:
                 await writer.drain()
             # The server closed: its last bytes were passed on at once, its close is passed
             # on ``close_late`` seconds later (a close the client reads well after them).
+            self.server_closes += 1
+            self._server_closed.set()
             if self.close_late:
                 await asyncio.sleep(self.close_late)
+            if not pipe.client_gone:
+                self.closes_passed += 1
         finally:
             self._pipes.discard(writer)
             writer.transport.abort()
@@ -205,3 +229,30 @@ async def cuttable(
         yield proxy
     finally:
         await proxy.cut()
+
+
+async def end_sessions_behind(proxy: CuttableProxy, dsn: str) -> int:
+    """End (``pg_terminate_backend``) the server session of every connection open through
+    ``proxy``, as a server shutdown or an idle session timeout does; waits until the server
+    has closed them all (with ``close_late``, each one's FATAL error is then with its client,
+    its close not yet). Asked on a connection of its own, straight to the server; returns
+    how many were ended."""
+    import asyncpg
+
+    ports = proxy.server_ports()
+    assert ports, "no connection through the proxy"
+    before = proxy.server_closes
+    conn = await asyncpg.connect(dsn)
+    try:
+        ended = await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE client_port = ANY($1::int[]) AND pid <> pg_backend_pid()",
+            sorted(ports),
+        )
+    finally:
+        await conn.close()
+    assert ended, ports
+    await proxy.server_closed(before + int(ended))
+    # The client reads the error its connection was sent on the loop's next turns.
+    await asyncio.sleep(0.1)
+    return int(ended)
