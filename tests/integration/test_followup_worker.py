@@ -39,14 +39,15 @@ def registered(client_id: str, rm_id: str = "rm-7") -> RecordedEvent:
 class Worker:
     """The worker as its process runs it, started and stopped in-process."""
 
-    def __init__(self, settings: BranchlineSettings) -> None:
+    def __init__(self, settings: BranchlineSettings, *, pool_min: int = 1) -> None:
         self.settings = settings
         self.topics = declare_topics(settings)
+        self.pool_min = pool_min
 
     async def __aenter__(self) -> Worker:
         await prepare_database(self.settings)
         await ensure_topics(self.settings.kafka_bootstrap, self.topics.all())
-        self.pool = await open_pool(self.settings.followup_database_url)
+        self.pool = await open_pool(self.settings.followup_database_url, min_size=self.pool_min)
         self.producer = make_producer(self.settings, client_id="test-dlq")
         await self.producer.start()
         self.consumer = create_worker_consumer(
@@ -180,4 +181,33 @@ async def test_the_worker_waits_out_a_database_outage_and_loses_nothing(
             await eventually(retried)
             await proxy.restore()
             await eventually(lambda: db.fetchval("SELECT count(*) = 10 FROM fu_clients"))
+    assert await db.fetchval("SELECT count(*) FROM fu_applied_events") == 10
+
+
+async def test_the_worker_retries_a_batch_on_a_connection_whose_session_was_ended(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """PostgreSQL ends the sessions of the worker's idle pooled connections (a restart, an
+    idle session timeout); a proxy passes each one's FATAL error on at once and its close 5 s
+    later, so the next batch takes a connection in between. asyncpg failed it with an
+    ``InternalClientError``, no transient fault: the batch was dead-lettered (#12). Now the
+    connection ends itself as lost, the pool drops it, the batch is retried and applied."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support.proxy import cuttable, end_sessions_behind
+
+    target = urlsplit(settings.followup_database_url)
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=5) as proxy:
+        netloc = f"{target.username}@127.0.0.1:{proxy.port}"
+        via_proxy = settings.model_copy(
+            update={"followup_database_url": urlunsplit(target._replace(netloc=netloc))}
+        )
+        async with Worker(via_proxy, pool_min=4):  # four idle connections, all ended
+            await send(settings, *[registered(f"C-g{i}") for i in range(5)])
+            await eventually(lambda: db.fetchval("SELECT count(*) = 5 FROM fu_clients"))
+            await end_sessions_behind(proxy, settings.followup_database_url)
+            passed = proxy.closes_passed
+            await send(settings, *[registered(f"C-g{i}") for i in range(5, 10)])
+            await eventually(lambda: db.fetchval("SELECT count(*) = 10 FROM fu_clients"))
+            assert proxy.closes_passed == passed  # applied before the ended ones' close came
     assert await db.fetchval("SELECT count(*) FROM fu_applied_events") == 10

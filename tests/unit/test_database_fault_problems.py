@@ -35,6 +35,9 @@ TRANSIENT = [
     asyncpg.InterfaceError("pool is closing"),
     OSError("connection refused"),
     TimeoutError(),
+    # asyncpg's words for an operation started on a connection whose session the server
+    # ended, its error read and its close not yet (postgres/faults.py, #12)
+    asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
 ]
 BUGS = [
     asyncpg.UndefinedColumnError('column "x" does not exist'),
@@ -45,6 +48,9 @@ BUGS = [
     asyncpg.DatabaseDroppedError("database is being dropped"),
     asyncpg.StatementCompletionUnknownError("completion unknown"),
     asyncpg_base.DataError("invalid input for query argument $1"),  # client-side, a bug
+    # asyncpg's own unexpected states: not the ended session's (its state 2)
+    asyncpg.InternalClientError("unknown error in protocol implementation"),
+    asyncpg.InternalClientError("cannot switch to state 12; another operation (11) is in progress"),
     ValueError("a bug"),
 ]
 
@@ -102,6 +108,12 @@ async def test_a_programming_error_stays_500_internal(error: BaseException) -> N
     [
         (asyncpg.QueryCanceledError("x"), "cancelled the request's statement"),
         (asyncpg.AdminShutdownError("x"), "ended the request's session"),
+        (
+            asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            "ended the request's session",
+        ),
         (asyncpg.TooManyConnectionsError("x"), "out of connections or resources"),
         (asyncpg.ReadOnlySQLTransactionError("x"), "read-only"),
         (asyncpg.DeadlockDetectedError("x"), "conflicted with others"),

@@ -33,7 +33,7 @@ from branchline_shared.console.web import (
 from branchline_shared.http.auth import Role, TokenCodec
 from branchline_shared.http.problems import RETRY_AFTER_S, Problem, log_fault
 from branchline_shared.postgres.faults import (
-    TRANSIENT_DATABASE_FAULTS,
+    DATABASE_FAULT_CLASSES,
     CommitOutcomeUnknown,
     is_transient_database_fault,
 )
@@ -83,7 +83,7 @@ def install_unavailable_page(app: FastAPI) -> None:
     """A transient database fault on a console page is the same 503 with ``Retry-After`` as the
     APIs answer (one list, postgres/faults.py), shown as a page a person can read; anything
     else, and every path outside the console, goes to the problem handlers already there."""
-    for fault in TRANSIENT_DATABASE_FAULTS:
+    for fault in DATABASE_FAULT_CLASSES:
         app.add_exception_handler(fault, _unavailable_page(app.exception_handlers[fault]))
 
 

@@ -16,7 +16,7 @@ from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.field_issues import field_issues
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.faults import (
-    TRANSIENT_DATABASE_FAULTS,
+    DATABASE_FAULT_CLASSES,
     CommitOutcomeUnknown,
     fault_detail,
     is_transient_database_fault,
@@ -184,5 +184,5 @@ def install_problem_handlers(app: FastAPI) -> None:
             return await _unexpected(request, exc)
         return problem_response(unavailable_problem(exc))
 
-    for fault in TRANSIENT_DATABASE_FAULTS:
+    for fault in DATABASE_FAULT_CLASSES:
         app.add_exception_handler(fault, _database_fault)

@@ -39,7 +39,11 @@ from branchline_shared.kafka.wire import (
     source_position,
 )
 from branchline_shared.logging_setup import describe_error
-from branchline_shared.postgres.faults import NEVER_TRANSIENT, TRANSIENT_DATABASE_FAULTS
+from branchline_shared.postgres.faults import (
+    NEVER_TRANSIENT,
+    TRANSIENT_DATABASE_FAULTS,
+    session_ended_unread,
+)
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import CommonSettings
 
@@ -285,6 +289,8 @@ async def adapt_fetch_wait(
 
 
 def is_transient(exc: BaseException) -> bool:
+    if session_ended_unread(exc):  # a lost connection, matched by message (postgres/faults.py)
+        return True
     return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, NEVER_TRANSIENT)
 
 

@@ -10,6 +10,7 @@ bug, and a consumer dead-letters or stops on it instead of retrying it for ever.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import asyncpg
@@ -84,7 +85,44 @@ outage would dead-letter good events, a misread programming error only holds the
 back, in plain sight (its lag and warnings)."""
 
 
+_ENDED_UNREAD = re.compile(r"cannot switch to state \d+; another operation \(2\) is in progress")
+"""asyncpg's protocol (``protocol/coreproto.pyx``) asked to start an operation while it sits
+in its state 2, ``PROTOCOL_ERROR_CONSUME``, with no operation of its own under way (one that
+is under way answers ``InterfaceError`` first: "another operation is in progress")."""
+
+
+def session_ended_unread(exc: BaseException) -> bool:
+    """The server ended the connection's session while it sat idle, and asyncpg has read the
+    session's last error but not yet its close (#12). PostgreSQL ends a session (a
+    ``pg_terminate_backend``, an idle session timeout, a shutdown) with a FATAL error and then
+    closes the socket; asyncpg reads the two in separate event-loop turns. The unasked error,
+    read while the protocol is idle, moves it to ``PROTOCOL_ERROR_CONSUME``, where it waits for
+    a ``ReadyForQuery`` that never comes; an operation started on the connection then fails
+    at once, before anything of it is sent, with ``InternalClientError("cannot switch to state
+    N; another operation (2) is in progress")``. asyncpg aborts the connection with that error
+    (``_coreproto_error``): the pool sees it closed when it comes back and drops it. Until
+    then it is not ``is_closed()``, so a pool hands out every other connection so ended (it
+    prefers those not closed): each fails the same way once.
+
+    Matched on that class and message only: ``InternalClientError`` is asyncpg's class for
+    its own unexpected states too, and those stay bugs (500, a dead letter). A connection in
+    that state is lost for good whatever brought it there (nothing brings it back to idle but
+    a ``ReadyForQuery``), so the match cannot misread a connection that would have worked."""
+    return isinstance(exc, asyncpg.InternalClientError) and bool(_ENDED_UNREAD.match(str(exc)))
+
+
+DATABASE_FAULT_CLASSES: tuple[type[Exception], ...] = (
+    *TRANSIENT_DATABASE_FAULTS,
+    asyncpg.InternalClientError,
+)
+"""The classes an API's handler of database faults is registered for: the shared list and the
+class of :func:`session_ended_unread` (whose handler answers 503 only for that match, and
+any other ``InternalClientError`` as the bug it is)."""
+
+
 def is_transient_database_fault(exc: BaseException) -> bool:
+    if session_ended_unread(exc):
+        return True
     return isinstance(exc, TRANSIENT_DATABASE_FAULTS) and not isinstance(exc, NEVER_TRANSIENT)
 
 
@@ -109,7 +147,7 @@ def fault_detail(exc: BaseException) -> str:
         what = "the database is out of connections or resources"
     elif isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
         what = "the database is read-only (a failover under way)"
-    elif isinstance(exc, asyncpg.OperatorInterventionError):
+    elif isinstance(exc, asyncpg.OperatorInterventionError) or session_ended_unread(exc):
         what = "the database ended the request's session (a shutdown or restart)"
     else:
         what = "the database is unreachable"

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
+from branchline_shared.postgres.faults import session_ended_unread
+
 if TYPE_CHECKING:
     PgPool = asyncpg.Pool[Any]
     from asyncpg.pool import PoolConnectionProxy
@@ -88,4 +90,9 @@ async def is_reachable(pool: asyncpg.Pool[Any]) -> bool:
         async with pool.acquire(timeout=2) as conn:
             return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
     except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+        return False
+    except asyncpg.InternalClientError as error:
+        # a connection whose session the server ended, its close not yet read (#12)
+        if not session_ended_unread(error):
+            raise
         return False
