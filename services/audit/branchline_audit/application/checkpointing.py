@@ -11,6 +11,7 @@ import asyncpg
 from branchline_audit.application.context import AuditContext
 from branchline_audit.domain.note import sign_checkpoint
 from branchline_audit.domain.verification import StoredCheckpoint
+from branchline_shared.postgres.faults import session_ended_unread
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,22 @@ async def latest_covering(audit: AuditContext, position: int) -> StoredCheckpoin
     return await checkpoint_now(audit)
 
 
+_RETRIED = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
 async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
     """Background task (API and consumer processes): sign checkpoints when due, for ever."""
     poll = min(poll_s, audit.checkpoint_interval_s)
     while True:
         try:
             await checkpoint_if_due(audit)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        except _RETRIED as error:
+            log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
+        except asyncpg.InternalClientError as error:
+            # A connection whose session the server ended, its error read and its close not
+            # yet (postgres/faults.py): lost like any other, tried again next round (#12).
+            # Any other InternalClientError is asyncpg's own bug and ends the task, seen.
+            if not session_ended_unread(error):
+                raise
             log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
         await asyncio.sleep(poll)

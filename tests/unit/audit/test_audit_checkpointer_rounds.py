@@ -1,0 +1,72 @@
+"""The checkpointer's rounds: a round that meets a lost connection is tried again, whatever
+asyncpg raised for it (#12); one that meets a bug ends the task, seen."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import asyncpg
+import pytest
+
+from branchline_audit.application.checkpointing import run_checkpointer
+from branchline_audit.application.context import AuditContext
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+
+ENDED_UNREAD = "cannot switch to state 12; another operation (2) is in progress"
+
+
+class _Checkpoints:
+    """Fails its first round with ``error``; the second round sets ``again``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.rounds = 0
+        self.again = asyncio.Event()
+
+    async def unsigned_since(self) -> tuple[int, int, None]:
+        self.rounds += 1
+        if self.rounds == 1:
+            raise self.error
+        self.again.set()
+        return 0, 0, None  # nothing unsigned: no checkpoint due
+
+
+def _audit(checkpoints: _Checkpoints) -> AuditContext:
+    return cast(AuditContext, _Audit(checkpoints))
+
+
+class _Audit:
+    def __init__(self, checkpoints: _Checkpoints) -> None:
+        self.checkpoints = checkpoints
+        self.checkpoint_interval_s = 60.0
+        self.checkpoint_every = 1000
+
+
+async def _first_of(task: asyncio.Task[Any], again: asyncio.Event) -> str:
+    waiting = asyncio.ensure_future(again.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    return "again" if waiting in done else "ended"
+
+
+async def test_a_round_on_a_session_ended_unread_is_tried_again() -> None:
+    checkpoints = _Checkpoints(asyncpg.InternalClientError(ENDED_UNREAD))
+    task = asyncio.create_task(run_checkpointer(_audit(checkpoints), poll_s=0.01))
+    try:
+        assert await _first_of(task, checkpoints.again) == "again"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_asyncpgs_own_bug_ends_the_checkpointer() -> None:
+    error = asyncpg.InternalClientError("unknown error in protocol implementation")
+    checkpoints = _Checkpoints(error)
+    task = asyncio.create_task(run_checkpointer(_audit(checkpoints), poll_s=0.01))
+    assert await _first_of(task, checkpoints.again) == "ended"
+    with pytest.raises(asyncpg.InternalClientError):
+        task.result()
