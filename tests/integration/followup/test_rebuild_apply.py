@@ -569,3 +569,66 @@ async def test_a_failing_index_build_swaps_nothing_and_drops_the_rebuilds_schema
         )
         assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
         assert await db.fetchval("SELECT staff_id FROM fu_read.fu_staff") == "live-1"
+
+
+class FailingTail(SlowTail):
+    """A broker that fails the swap's catch-up, late."""
+
+    async def extend_to_current_end(self) -> int:
+        await super().extend_to_current_end()
+        if self._calls > 1:
+            raise OSError("the broker went away")
+        return 0
+
+
+async def test_a_swap_whose_session_was_ended_unread_when_the_broker_fails_is_abandoned(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """As above, PostgreSQL ends the swap idle holding the lock (25P03: a FATAL error, then
+    the close); here a proxy passes the close on 6 s late, and the broker fails the swap's
+    catch-up (4 s) in between. The swap's rollback, sent between the two, failed with
+    asyncpg's ``InternalClientError``, which the rollback did not take for the lost
+    connection it is: the rebuild ended with that instead of :class:`SwapAbandoned` (#12)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support.proxy import cuttable
+
+    settings = make_settings(infra, tmp_path)
+    target = urlsplit(settings.followup_database_url)
+    async with (
+        followup_db(settings) as db,
+        cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=6) as proxy,
+    ):
+        via_proxy = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
+        admin = await open_pool(
+            pg_schemas.with_search_path(settings.followup_database_url, "public"),
+            min_size=1,
+            max_size=2,
+        )
+        try:
+            rebuilding = asyncio.create_task(
+                rebuild_read_models(
+                    target=PostgresRebuildTarget(admin, via_proxy, swap_idle_timeout_s=0.5),
+                    source=FailingTail(history().events, delay_s=4.0),
+                    policy=policy_from_settings(settings),
+                    batch_size=5,
+                )
+            )
+            async with asyncio.timeout(30):
+                while not await db.fetchval(
+                    "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND mode = 'ExclusiveLock' AND granted"
+                ):
+                    if rebuilding.done():
+                        rebuilding.result()  # its error, if it failed before the swap
+                    await asyncio.sleep(0.02)
+            passed = proxy.closes_passed
+            with pytest.raises(SwapAbandoned, match="idle") as abandoned:
+                async with asyncio.timeout(30):
+                    await rebuilding
+            assert isinstance(abandoned.value.__cause__, OSError)  # the broker's failure
+            assert proxy.closes_passed == passed  # abandoned before the swap's close came
+        finally:
+            await admin.close()
+        assert await db.fetchval("SELECT count(*) FROM fu_read.fu_applied_events") == 0
+        assert not await rebuild_schemas(db)

@@ -57,6 +57,7 @@ from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.kafka.wire import SourcePosition
+from branchline_shared.postgres.faults import session_ended_unread
 from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 
 log = logging.getLogger(__name__)
@@ -1210,7 +1211,11 @@ class PostgresRebuildTarget:
                 self._bulk.rollback_to(mark)
                 try:
                     await transaction.rollback()
-                except asyncpg.InterfaceError:  # the connection is gone, and the lock with it
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as lost:
+                    # the connection is gone, and the lock with it; or its session was ended
+                    # and its close not yet read (postgres/faults.py, #12), the same
+                    if not (isinstance(lost, asyncpg.InterfaceError) or session_ended_unread(lost)):
+                        raise
                     raise SwapAbandoned(
                         "the swap's connection was lost, the swap lock with it (PostgreSQL "
                         "ends a swap that sits idle holding the lock longer than "
