@@ -6,9 +6,11 @@ the database or the network, is left out) while it answers single events from 64
 connections, and prints the share of the busy samples per function, inclusive and self.
 
     python -m bench.profile_intake [--events 3000] [--out bench/profile.txt] [--branch-systems N]
+                                   [--event-ids]
 
 ``--branch-systems N`` posts with N branch systems' tokens, as ``bench.intake_cpu`` does; the
 sampled process's group-commit counters (groups by path) are printed after the load.
+``--event-ids``: each event sent with an ``event_id`` of its own, as ``bench.intake_cpu``'s.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "profile.txt")
     parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
+    parser.add_argument("--event-ids", action="store_true")
     args = parser.parse_args()
     raw = args.out.with_suffix(".pyisession")
     async with running_stack() as stack:
@@ -151,8 +154,9 @@ async def main() -> int:
             if not await asyncio.to_thread(wait_for_port, port, timeout_s=60):
                 raise RuntimeError("intake did not start")
             tokens = branch_tokens(stack, max(1, args.branch_systems))
-            await single_posts(port, tokens, 200)  # warm up (imports, pools, caches)
-            latencies = await single_posts(port, tokens, args.events)
+            ids = args.event_ids
+            await single_posts(port, tokens, 200, event_ids=ids)  # warm up (imports, caches)
+            latencies = await single_posts(port, tokens, args.events, event_ids=ids)
             print(
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
                 f"p99 {latencies.p99_ms:.1f} ms, {len(tokens)} branch systems"

@@ -34,13 +34,17 @@ from branchline_shared.embedded.postgres import EmbeddedPostgres
 from branchline_shared.embedded.tansu import TansuBroker
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.settings import BranchlineSettings
+from branchline_shared.stop_signals import blocked_in_child, hand_over
 
 console = Console(highlight=False)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _as_our_child() -> None:
     """Children get SIGTERM if the dev command itself dies: no orphans, even on SIGKILL."""
+    # and start with the stop signals blocked: one sent before a child's first line waits for
+    # its hold (``stop_signals``), so it stops cleanly instead of dying by it (#12)
+    blocked_in_child()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -65,7 +69,7 @@ class Child:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_as_our_child,
             start_new_session=True,
         )
 
@@ -322,6 +326,7 @@ def run_dev(settings: BranchlineSettings) -> int:
     stack = DevStack(settings, stop)
     code = 1
     try:
+        hand_over()  # a Ctrl-C or SIGTERM while the command was importing: stop now (#12)
         stack.start()
         if stop.asked:  # asked during the start, and something swallowed the interrupt
             raise KeyboardInterrupt

@@ -30,6 +30,9 @@ def wait_for_children(children: list[int]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # the parent blocked them before it forked (processes.py): one sent since, pending through
+    # the ``exec`` here, is forwarded now (#12)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     code = 0
     alive = set(children)
     while alive:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
+from branchline_cli.launch import hold_if_long_running
+
+if __name__ == "__main__":  # ``python -m branchline_cli.main``: before the imports below (#12)
+    hold_if_long_running(sys.argv[1:])
+
 import typer
 
 from branchline_cli.audit_commands import audit_app

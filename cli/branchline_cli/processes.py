@@ -32,6 +32,7 @@ from collections.abc import Callable
 import uvicorn
 
 from branchline_cli.fork_supervisor import become_supervisor
+from branchline_shared.stop_signals import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
 
@@ -53,11 +54,16 @@ def serve_forked(
         _reuse_port_listeners(host, port, processes) if reuse_port else [_listener(host, port)]
     )
     children: list[int] = []
+    # From here to the supervisor's handlers a stop signal waits, blocked (pending through the
+    # fork supervisor's ``exec``), then is forwarded; a child lets it through at once: one held
+    # before the fork (``stop_signals``) it keeps, and its server's handling takes it (#12).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for index in range(processes):
         pid = os.fork()
         if pid == 0:  # the child: serve until told to stop
             code = 1
             try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 _die_with_parent()
                 own = listeners[index % len(listeners)]
                 for other in listeners:

@@ -7,9 +7,10 @@ stored), or after the server answered it (committed), the answer dropped either 
 Round 24 both were 503 ``unavailable`` "nothing was stored", false in the second case; and a
 lost self-committing write of a guessed group was run again the ordinary way.
 
-Every intake write path: a single POST with the caller's ``event_id`` (the group's shared
-transaction), one without (a guessed group's one self-committing statement, or the ordinary
-way), and a batch (the batch's own transaction)."""
+Every intake write path: a single POST with the caller's ``event_id`` and one without (a
+guessed group's one self-committing statement, or the ordinary way: since Round 25 a sent id
+is guessed too), one with its ``event_id`` in an intake that guesses nothing (the group's
+shared transaction), and a batch (the batch's own transaction)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,14 @@ from tests.support.stack import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-PATHS = ["single-with-id", "single-without-id", "batch"]
+PATHS = ["single-with-id", "single-without-id", "single-ordinary", "batch", "batch-without-id"]
+GUESSED = ("single-with-id", "single-without-id")
+
+
+def overrides(path: str) -> dict[str, Any]:
+    """The settings of intake for ``path``: ``single-ordinary`` guesses nothing, so its group
+    is the shared transaction and its ``COMMIT``."""
+    return {"intake_group_commit_guess_new_streams": False} if path == "single-ordinary" else {}
 
 
 def via(url: str, proxy: CuttableProxy) -> str:
@@ -47,9 +55,11 @@ def via(url: str, proxy: CuttableProxy) -> str:
 
 @pytest.fixture
 async def proxied(
-    settings: BranchlineSettings, tokens: TokenFactory
+    settings: BranchlineSettings, tokens: TokenFactory, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
-    async with through_proxy(settings, tokens) as served:
+    callspec = getattr(request.node, "callspec", None)
+    path = callspec.params.get("path", "") if callspec is not None else ""
+    async with through_proxy(settings, tokens, **overrides(path)) as served:
         yield served
 
 
@@ -79,21 +89,21 @@ async def through_proxy(
 
 def event(path: str, correlation: str) -> dict[str, Any]:
     client_id = f"C-{uuid.uuid4().hex[:8]}"
-    sent = None if path == "single-without-id" else uuid.uuid4()
+    sent = None if path.endswith("without-id") else uuid.uuid4()
     body = registration_body(client_id, sent, datetime.now(UTC).replace(microsecond=0))
     body["correlation_id"] = correlation
     return body
 
 
 async def send(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-    if path == "batch":
+    if path.startswith("batch"):
         return await client.post("/v1/events:batch", json={"events": [body]})
     return await client.post("/v1/events", json=body)
 
 
 def accepted_id(path: str, response: httpx.Response) -> str:
     """The event id of a 202, or raise."""
-    if path == "batch":
+    if path.startswith("batch"):
         assert response.status_code == 200, response.text
         (result,) = response.json()["results"]
         assert result["status"] == 202, result
@@ -127,9 +137,9 @@ def problem(response: httpx.Response, kind: str) -> dict[str, Any]:
 
 
 def trapped_at(path: str) -> re.Pattern[bytes] | None:
-    # A guessed group's write is its own transaction: no COMMIT follows it. A registration
-    # sent without an id may be guessed or not: the write, or the COMMIT after it.
-    return None if path == "single-without-id" else COMMIT
+    # A guessed group's write is its own transaction: no COMMIT follows it. A single
+    # registration may be guessed or not: the write, or the COMMIT after it.
+    return None if path in GUESSED else COMMIT
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -168,7 +178,7 @@ async def test_a_commit_lost_on_its_way_answers_nothing_stored(
     else:
         # A guessed group's lost write that is found not stored is run the ordinary way,
         # once (old: run again without asking, twice stored when it had committed).
-        assert path == "single-without-id", response.text
+        assert path in GUESSED, response.text
         assert await stored(settings, correlation) == [(accepted_id(path, response), 1)]
     if "event_id" in body:
         again = await send(client, path, body)
@@ -187,18 +197,80 @@ async def test_a_commit_lost_with_the_database_answers_outcome_unknown(
     response = await send(client, path, body)
     assert trap.sprung.is_set()
     # Committed, but the database cannot be asked: not "nothing was stored" (old), unknown.
-    detail = problem(response, "outcome-unknown")["detail"]
-    assert "unknown" in detail
-    assert "same event_id" in detail
+    unknown = problem(response, "outcome-unknown")
+    assert "unknown" in unknown["detail"]
+    assert "same event_id" in unknown["detail"]
     [(event_id, outbox)] = await stored(settings, correlation)
     assert outbox == 1
-    await proxy.restore()
+    # The answer names the id the event was stored under, also one the server chose for an
+    # event sent without one (old: not named, so that event's resend was a new event).
+    assert named(path, unknown) == event_id
     if "event_id" in body:
-        # The resend the answer asks for: stored once, answered as the duplicate it is.
         assert event_id == body["event_id"]
-        again = await send(client, path, body)
-        assert accepted_id(path, again) == event_id
-        assert await stored(settings, correlation) == [(event_id, 1)]
+    await proxy.restore()
+    # The resend the answer asks for, with that id: stored once, answered as the duplicate.
+    again = await send(client, path, {**body, "event_id": event_id})
+    assert accepted_id(path, again) == event_id
+    assert await stored(settings, correlation) == [(event_id, 1)]
+
+
+def named(path: str, unknown: dict[str, Any]) -> str:
+    """The event id an ``outcome-unknown`` names for the one event sent."""
+    if path.startswith("batch"):
+        [item] = unknown["events"]
+        assert item["index"] == 0
+        return str(item["event_id"])
+    return str(unknown["event_id"])
+
+
+async def test_a_refusal_recorded_in_a_lost_commit_is_named_and_recorded_once(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy], settings: BranchlineSettings
+) -> None:
+    """A second registration sent without an id is refused (D-09) and its refusal recorded,
+    in a group's ordinary transaction, whose ``COMMIT`` is lost with the database: the answer
+    names the id the refused event was given; sent again with it, it is refused again and its
+    refusal is not recorded twice (its id is derived from the refused event's)."""
+    client, proxy = proxied
+    body = event("single-with-id", f"commit-lost-{uuid.uuid4()}")
+    accepted_id("single", await send(client, "single", body))
+    correlation = f"commit-lost-{uuid.uuid4()}"
+    second = {**body, "correlation_id": correlation}
+    del second["event_id"]
+    trap = proxy.trap(correlation.encode(), delivered=True, refuse=True)
+    response = await send(client, "single", second)
+    assert trap.sprung.is_set()
+    unknown = problem(response, "outcome-unknown")
+    [(refusal_id, outbox)] = await stored(settings, correlation)
+    assert outbox == 1
+    refused_id = unknown["event_id"]  # old: not named
+    conn = await asyncpg.connect(settings.intake_database_url)
+    try:
+        causation = await conn.fetchval(
+            "SELECT envelope ->> 'causation_id' FROM es_events WHERE event_id = $1",
+            uuid.UUID(refusal_id),
+        )
+    finally:
+        await conn.close()
+    assert causation == refused_id
+    await proxy.restore()
+    again = await send(client, "single", {**second, "event_id": refused_id})
+    assert again.status_code == 409, again.text
+    assert again.json()["rule"] == "D-09"
+    assert await stored(settings, correlation) == [(refusal_id, 1)]
+
+
+async def test_the_api_description_shows_the_ids_an_unknown_outcome_names(
+    proxied: tuple[httpx.AsyncClient, CuttableProxy],
+) -> None:
+    client, _ = proxied
+    spec = (await client.get("/openapi.json")).json()
+    single = spec["paths"]["/v1/events"]["post"]["responses"]["503"]
+    batch = spec["paths"]["/v1/events:batch"]["post"]["responses"]["503"]
+    schemas = spec["components"]["schemas"]
+    for response, field in ((single, "event_id"), (batch, "events")):
+        ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert field in schemas[ref]["properties"]
+        assert "outcome-unknown" in response["description"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -212,7 +284,10 @@ async def test_a_commit_still_flushing_when_its_connection_is_lost_is_answered_a
     guessed group, the ordinary way run on top of it); the lost session is ended first now,
     which lets the commit finish, and the answer is the commit's."""
     delayed = {"commit_delay": "100000", "commit_siblings": "0"}
-    async with through_proxy(settings, tokens, server_settings=delayed) as (client, proxy):
+    async with through_proxy(settings, tokens, server_settings=delayed, **overrides(path)) as (
+        client,
+        proxy,
+    ):
         correlation = f"commit-lost-{uuid.uuid4()}"
         body = event(path, correlation)
         trap = proxy.trap(correlation.encode(), at=trapped_at(path), delivered=True, early=True)
@@ -226,11 +301,12 @@ async def test_every_caller_of_a_group_is_answered_by_its_shared_commit(
     settings: BranchlineSettings, tokens: TokenFactory
 ) -> None:
     """Two requests joined in one group commit (a window holds the group open for both): the
-    cut is on one's write, the COMMIT the group's; both are answered as committed."""
-    async with through_proxy(settings, tokens, intake_group_commit_window_ms=500) as (
-        client,
-        proxy,
-    ):
+    cut is on one's write, the COMMIT the group's; both are answered as committed. An intake
+    that guesses nothing, so the group is the shared transaction (Round 25: two new ids are
+    otherwise the one guessed statement, the test above's ``single-with-id``)."""
+    async with through_proxy(
+        settings, tokens, intake_group_commit_window_ms=500, **overrides("single-ordinary")
+    ) as (client, proxy):
         first, second = f"commit-lost-{uuid.uuid4()}", f"commit-lost-{uuid.uuid4()}"
         bodies = [event("single-with-id", first), event("single-with-id", second)]
         trap = proxy.trap(first.encode(), delivered=True)

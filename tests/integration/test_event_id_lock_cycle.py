@@ -153,6 +153,15 @@ def ids_in_order() -> tuple[uuid.UUID, uuid.UUID]:
     return low, high
 
 
+def guesses() -> tuple[float, float]:
+    """The group commit's guessed statements so far: written, and wrong (nothing written)."""
+    counter = "branchline_intake_group_commit_guesses_total"
+    return (
+        REGISTRY.get_sample_value(counter, {"outcome": "written"}) or 0,
+        REGISTRY.get_sample_value(counter, {"outcome": "wrong"}) or 0,
+    )
+
+
 def reruns(path: str) -> tuple[float, float]:
     """The runs again so far after a lock cycle and after an id met out of the id order."""
     label = {"path": path}
@@ -293,9 +302,12 @@ async def test_a_group_out_of_the_id_order_runs_each_caller_alone(
     Caller 2's write is out of the id order (the group holds ``X``): it does not wait, the
     group rolls back and each caller runs again alone; caller 1 commits ``X``, caller 2 then
     waits for ``Y`` in order and is answered by the idempotency rules. Until Round 24 caller
-    2 waited for ``Y`` holding ``X``: with the other writer's ``X`` next, a cycle."""
+    2 waited for ``Y`` holding ``X``: with the other writer's ``X`` next, a cycle. The group
+    is written the ordinary way (no guess): since Round 25 such a group is first tried as one
+    statement, which inserts both ids in id order (below)."""
     application, _ = served
     ctx: IntakeContext = application.state.intake
+    committer = GroupCommitter(ctx, guess_new_streams=False)
     run = uuid.uuid4().hex[:6]
     y, x = ids_in_order()
     a, b, c = (f"C-{run}-{s}" for s in "abc")
@@ -305,7 +317,7 @@ async def test_a_group_out_of_the_id_order_runs_each_caller_alone(
         other,
         intake_waits,
     ):
-        task = asyncio.ensure_future(singles(application.state.group_commit, mine, CALLERS))
+        task = asyncio.ensure_future(singles(committer, mine, CALLERS))
         await asyncio.wait_for(counted("group", before), 20)  # gave way, and runs again
         await intake_waits()  # on Y
         await other.end(ends)
@@ -318,6 +330,47 @@ async def test_a_group_out_of_the_id_order_runs_each_caller_alone(
         expected = [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
     assert await stored(settings, [x, y]) == expected
     assert reruns("group") == (before[0], before[1] + 1)  # no cycle broken; once in order
+
+
+@pytest.mark.parametrize("ends", ["commits", "rolls back"])
+async def test_a_guessed_group_takes_its_callers_ids_in_id_order(
+    served: tuple[FastAPI, str], settings: BranchlineSettings, ends: str
+) -> None:
+    """The group above, two callers sending ``X on a`` then ``Y on b`` (``Y < X``) while the
+    other writer holds ``Y``, tried as the one guessed statement (Round 25): it inserts ``Y``
+    first, whatever the callers' order, and waits for it holding no id, so the other's ``X``
+    next is not waited for and nothing is run again. The other commits: the statement fails
+    on ``Y`` and the ordinary way answers both (409 each: both ids are the other's); it rolls
+    back: the statement writes both. A guessed write in the callers' order would hold ``X``
+    while waiting: a cycle, broken after 1 s by failing intake's statement (a wrong guess,
+    and the group the ordinary way). Before Round 25 the group took the ordinary way
+    (caller 2 out of the id order: a run again)."""
+    application, _ = served
+    ctx: IntakeContext = application.state.intake
+    committer = GroupCommitter(ctx, writers=1)
+    run = uuid.uuid4().hex[:6]
+    y, x = ids_in_order()
+    a, b, c, d = (f"C-{run}-{s}" for s in "abcd")
+    mine = [registration(a, x), registration(b, y)]
+    before = (reruns("group"), guesses())
+    async with other_holding(settings, ctx, [c, d], (c, y)) as (other, intake_waits):
+        task = asyncio.ensure_future(singles(committer, mine, CALLERS))
+        await intake_waits()  # on Y
+        # X: intake holds no id (it waits for Y, the lower), so this does not wait.
+        await asyncio.wait_for(other.write(SubmittedEvent.model_validate(registration(d, x))), 20)
+        await other.end(ends)
+        answers = await asyncio.wait_for(task, 30)
+    written, wrong = before[1]
+    if ends == "commits":
+        assert answers == [(409, "idempotency-conflict")] * 2, answers
+        expected = [(y, f"client-{c}", 1), (x, f"client-{d}", 1)]
+        assert guesses() == (written, wrong + 1)  # failed on Y, stored meanwhile
+    else:
+        assert answers == [(202, f"client-{a}"), (202, f"client-{b}")], answers
+        expected = [(x, f"client-{a}", 1), (y, f"client-{b}", 1)]
+        assert guesses() == (written + 1, wrong)  # the one statement stood
+    assert await stored(settings, [x, y]) == expected
+    assert reruns("group") == before[0]  # no cycle broken, nothing out of the id order
 
 
 @pytest.mark.parametrize("ends", ["commits", "rolls back"])

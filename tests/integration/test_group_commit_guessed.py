@@ -1028,10 +1028,10 @@ async def test_a_lost_answer_to_a_remembered_clients_write_is_not_run_again(
 async def test_a_mixed_groups_qualifying_callers_take_the_one_statement(
     app: FastAPI, settings: BranchlineSettings
 ) -> None:
-    """Three callers in one group: one sends an event id (a lookup: not guessable), two
-    register the same client (a stream two callers decide on), one registers a client of
-    its own. That one is written by the one statement, first; the rest the ordinary way,
-    each answered as it would be."""
+    """Four callers in one group: two register the same client (a stream two callers decide
+    on), one registers a client of its own and one sends its own event id (guessable since
+    Round 25: the write checks the id). Those two are written by the one statement, first;
+    the rest the ordinary way, each answered as it would be."""
     ctx: IntakeContext = app.state.intake
     committer = GroupCommitter(ctx, writers=1, window_s=0.1)
     run = uuid.uuid4().hex[:6]
@@ -1059,10 +1059,10 @@ async def test_a_mixed_groups_qualifying_callers_take_the_one_statement(
     assert isinstance(own, list)
     assert all(isinstance(o, Accepted) for o in own), own
     async with connected(settings) as conn:
-        mine = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "OP"]
-        others = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "IS"]
+        mine = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "OPI"]
+        others = [(await stored(conn, f"client-C-M{x}{run}"))[0] for x in "S"]
         refusals = await stored(conn, f"refusals-C-MS{run}")
-    assert mine[0]["tx"] == mine[1]["tx"]  # one statement, its own transaction
+    assert {r["tx"] for r in mine} == {mine[0]["tx"]}  # one statement, its own transaction
     assert {r["tx"] for r in others} == {others[0]["tx"]} != {mine[0]["tx"]}
     assert max(r["global_position"] for r in mine) < min(r["global_position"] for r in others)
     assert [(r["stream_version"], r["stream_at"]) for r in refusals] == [(1, 1)]

@@ -36,8 +36,9 @@ class _Pipe:
 
 
 class CuttableProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, close_late: float = 0) -> None:
         self.target = (target_host, target_port)
+        self.close_late = close_late
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
@@ -136,14 +137,20 @@ class CuttableProxy:
                     writer.write(data)
                     await writer.drain()
                     if trap.early:  # sent on: the client hears of the loss at once
-                        await self._spring(trap, client, writer)
+                        # The server's end closed, not aborted: a reset may reach the server
+                        # before it read the chunk, which is then dropped unread (the COMMIT
+                        # never ran: a test expecting it committed failed by chance, #12).
+                        self._pipes.discard(writer)
+                        writer.close()
+                        await self._spring(trap, client, None)
                         return
                     continue
                 writer.write(data)
                 await writer.drain()
         finally:
             self._pipes.discard(writer)
-            writer.transport.abort()
+            if not writer.is_closing():  # closed above, its chunk on its way: not reset
+                writer.transport.abort()
 
     async def _answers(
         self,
@@ -160,12 +167,16 @@ class CuttableProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+            # The server closed: its last bytes were passed on at once, its close is passed
+            # on ``close_late`` seconds later (a close the client reads well after them).
+            if self.close_late:
+                await asyncio.sleep(self.close_late)
         finally:
             self._pipes.discard(writer)
             writer.transport.abort()
 
     async def _spring(
-        self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter
+        self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter | None
     ) -> None:
         if trap.refuse:
             # Refused before the client hears of the loss: its first new connection (the
@@ -179,13 +190,16 @@ class CuttableProxy:
                 pipe.transport.abort()
             self._pipes.clear()
         client.transport.abort()
-        server.transport.abort()
+        if server is not None:
+            server.transport.abort()
         trap.sprung.set()
 
 
 @contextlib.asynccontextmanager
-async def cuttable(target_host: str, target_port: int) -> AsyncIterator[CuttableProxy]:
-    proxy = CuttableProxy(target_host, target_port)
+async def cuttable(
+    target_host: str, target_port: int, *, close_late: float = 0
+) -> AsyncIterator[CuttableProxy]:
+    proxy = CuttableProxy(target_host, target_port, close_late=close_late)
     await proxy.start()
     try:
         yield proxy

@@ -193,3 +193,13 @@ async def test_the_asking_sessions_own_is_not_ended() -> None:
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await after_lost_commit(pool, ids, LOST, session=1)  # type: ignore[arg-type]
     assert pool.asked == [ids]
+
+
+def test_an_unknown_outcome_names_ids_by_the_submission_itself() -> None:
+    # Named by identity (the object the caller sent): an equal submission of another caller
+    # in the same group is not told this one's id.
+    unknown = CommitOutcomeUnknown("lost")
+    sent, equal, event_id = {"type": "x"}, {"type": "x"}, uuid.uuid4()
+    unknown.name(sent, event_id)
+    assert unknown.event_id_of(sent) == event_id
+    assert unknown.event_id_of(equal) is None

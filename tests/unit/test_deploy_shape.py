@@ -80,3 +80,11 @@ def test_postgres_page_cache_is_sized_for_the_steady_load(compose: dict[str, Any
     cache within minutes (docs/performance.md, Round 13)."""
     command = compose["services"]["postgres"]["command"]
     assert "shared_buffers=1GB" in command
+
+
+def test_every_component_runs_under_an_init_as_pid_1(compose: dict[str, Any]) -> None:
+    """Without one the component is PID 1, and the kernel drops a SIGTERM that arrives before
+    its handler is installed (docs/reliability.md, "Graceful shutdown")."""
+    runs = [s for s in compose["services"].values() if (s.get("command") or [])[:1] == ["run"]]
+    assert runs
+    assert all(service.get("init") is True for service in runs)

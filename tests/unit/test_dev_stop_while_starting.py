@@ -52,3 +52,30 @@ def test_a_stop_while_the_dev_stack_starts_stops_it_in_order(
     # Before: SIGINT: "up", "supervising" (the Ctrl-C lost); SIGTERM: -15, nothing stopped.
     assert code == 0, output
     assert output.split() == ["stopped", "in", "order"], output
+
+
+# The command's first lines hold the stop signals (branchline_cli.launch), then one comes while
+# it still imports (here: sent to itself right after the hold).
+_DEV_SIGNALLED_EARLY = textwrap.dedent(
+    """
+    import os, sys
+    from branchline_cli.launch import hold_if_long_running
+    hold_if_long_running(["dev"])
+    os.kill(os.getpid(), int(sys.argv[2]))
+    print("importing", flush=True)
+    """
+) + _DEV.replace("raise SystemExit", "print('run_dev', flush=True)\nraise SystemExit")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_while_the_dev_command_imports_stops_it_before_anything_starts(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    code, output = stopped_by(
+        [sys.executable, "-c", _DEV_SIGNALLED_EARLY, str(tmp_path), str(int(sig))],
+        signal.SIGCONT,  # harmless: the stop signal was sent already
+        ready=b"importing",
+    )
+    # Before the hold: SIGTERM -15, SIGINT a KeyboardInterrupt while importing (-2).
+    assert code == 0, output
+    assert output.split() == ["run_dev", "stopped", "in", "order"], output

@@ -130,8 +130,9 @@ class NotIsolated(EventStoreError):
 
 class GuessWrong(EventStoreError):
     """A guessing unit of work (:class:`GuessingStore`) cannot stand: a stream it took for
-    new exists (its statement failed whole), or it was asked for what one self-committing
-    statement cannot do (a lookup, a read lock, a refusal to record, a second write).
+    new exists or an event id it took for not stored is (its statement failed whole), or it
+    was asked for what one self-committing statement cannot do (a read lock, a refusal to
+    record, a second write).
     Nothing of it was written: run the work the ordinary way (#12)."""
 
 

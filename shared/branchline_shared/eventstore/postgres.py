@@ -152,7 +152,8 @@ load makes writers wait for a table's extension lock for a few milliseconds."""
 
 _GUESSED_WRITE_SQL = """
 WITH staged AS (
-    SELECT envelope::jsonb AS e, submission_hash, topic, message_key
+    SELECT envelope::jsonb AS e, submission_hash, topic, message_key,
+           nextval('es_global_position') AS global_position
     FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
          AS s(envelope, submission_hash, topic, message_key)
 ), created AS (
@@ -160,13 +161,15 @@ WITH staged AS (
     SELECT * FROM unnest($5::text[], $6::int[])
     RETURNING stream_id
 ), written AS (
-    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
-                           occurred_at, recorded_at, submission_hash, envelope)
-    SELECT (e->>'event_id')::uuid, e->>'stream_id', (e->>'stream_version')::int, e->>'type',
-           e->>'client_id', (e->>'occurred_at')::timestamptz,
-           (e->>'recorded_at')::timestamptz, submission_hash, e
+    INSERT INTO es_events (global_position, event_id, stream_id, stream_version, type,
+                           client_id, occurred_at, recorded_at, submission_hash, envelope)
+    SELECT global_position, (e->>'event_id')::uuid, e->>'stream_id',
+           (e->>'stream_version')::int, e->>'type', e->>'client_id',
+           (e->>'occurred_at')::timestamptz, (e->>'recorded_at')::timestamptz,
+           submission_hash, e
     FROM staged
     WHERE (SELECT count(*) FROM created) = cardinality($5::text[])
+    ORDER BY (e->>'event_id')::uuid
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
@@ -181,13 +184,20 @@ statement (a unique violation on ``es_streams``; one that holds events fails on
 ``es_events (stream_id, stream_version)`` too): nothing is written. The events' insert reads
 ``created`` first (the count, an init plan evaluated before its first row), so the stream
 rows are taken before any event row, in the stream ids' order, as every writer takes its
-streams (``lock_streams``): waiting on another writer's new stream row closes no cycle. The
-outbox reads ``written``: its rows follow the events, as in :data:`_WRITE_SQL` (a count
-always equal; a statement fails or writes everything)."""
+streams (``lock_streams``): waiting on another writer's new stream row closes no cycle. An
+event id already stored (a resent event: the guess takes every id for not stored, Round 25)
+fails it whole too, on ``es_events``' unique ``event_id``. The events are inserted in event
+id order, as :data:`_WRITE_SQL` inserts them, their global positions drawn in ``staged``, in
+the staging order (Round 25, #12): an event id a caller chose may be another writer's too,
+and two writers that take shared ids in one order close no cycle (docs/intake.md, "Event ids
+are not streams"); the stream rows come first, as everywhere. The outbox rows are
+``staged``'s, in the staging order, as in :data:`_WRITE_SQL` (a statement fails or writes
+everything)."""
 
 _REMEMBERED_WRITE_SQL = """
 WITH staged AS (
-    SELECT envelope::jsonb AS e, submission_hash, topic, message_key
+    SELECT envelope::jsonb AS e, submission_hash, topic, message_key,
+           nextval('es_global_position') AS global_position
     FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
          AS s(envelope, submission_hash, topic, message_key)
 ), taken AS (
@@ -201,15 +211,17 @@ WITH staged AS (
                     AND v.event_id = ($8::uuid[])[array_position($5::text[], s.stream_id)])
     RETURNING stream_id
 ), written AS (
-    INSERT INTO es_events (event_id, stream_id, stream_version, type, client_id,
-                           occurred_at, recorded_at, submission_hash, envelope)
-    SELECT (e->>'event_id')::uuid, e->>'stream_id', (e->>'stream_version')::int, e->>'type',
-           e->>'client_id', (e->>'occurred_at')::timestamptz,
-           (e->>'recorded_at')::timestamptz, submission_hash, e
+    INSERT INTO es_events (global_position, event_id, stream_id, stream_version, type,
+                           client_id, occurred_at, recorded_at, submission_hash, envelope)
+    SELECT global_position, (e->>'event_id')::uuid, e->>'stream_id',
+           (e->>'stream_version')::int, e->>'type', e->>'client_id',
+           (e->>'occurred_at')::timestamptz, (e->>'recorded_at')::timestamptz,
+           submission_hash, e
     FROM staged
     WHERE (SELECT CASE WHEN count(*) = cardinality($5::text[]) THEN true
                        ELSE es_stale_stream_guess(count(*), cardinality($5::text[])) END
            FROM taken)
+    ORDER BY (e->>'event_id')::uuid
     RETURNING event_id, stream_id, stream_version, global_position
 ), outbox AS (
     INSERT INTO es_outbox (event_id, topic, message_key)
@@ -567,10 +579,11 @@ class PostgresUnitOfWork:
 class GuessingUnitOfWork:
     """:meth:`PostgresEventStore.guessing_unit_of_work`: every stream it is asked to lock is
     taken for new (version 0, no events); its one write creates them, in a statement of its
-    own transaction (:data:`_GUESSED_WRITE_SQL`). Whatever would need a transaction (a read
-    lock, an id lookup, a stream locked after the decisions: a refusal to record, a history,
-    a second write, or a write of nothing) raises :class:`GuessWrong` before any statement,
-    so the caller can run the same work the ordinary way (#12)."""
+    own transaction (:data:`_GUESSED_WRITE_SQL`). Event ids to look up are taken for not
+    stored (the write's unique index checks them). Whatever would need a transaction (a read
+    lock, a stream locked after the decisions: a refusal to record, a history, a second
+    write, or a write of nothing) raises :class:`GuessWrong` before any statement, so the
+    caller can run the same work the ordinary way (#12)."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
@@ -616,9 +629,10 @@ class GuessingUnitOfWork:
         raise GuessWrong(f"streams locked after the decisions: {sorted(stream_ids)}")
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
+        """None of them, as guessed (Round 25, #12): no statement. The write checks it: an id
+        already stored (a resent event, a refusal's id) fails it whole on ``es_events``'
+        unique index, :class:`GuessWrong`, and the ordinary way looks the ids up."""
         self._unsent("look up ids")
-        if event_ids:
-            raise GuessWrong("event ids to look up")
         return {}
 
     async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:

@@ -30,6 +30,8 @@ from typing import Any
 import uvicorn
 from uvicorn.lifespan.on import LifespanOn, LifespanSendMessage
 
+from branchline_shared import stop_signals
+
 
 def is_draining(state: Any) -> bool:
     return bool(getattr(state, "draining", False))
@@ -126,6 +128,9 @@ class DrainingServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         with super().capture_signals():
+            # a stop signal that came while the process imported or built its app (held,
+            # ``stop_signals``) reaches ``handle_exit`` now: the start is cut short (#12)
+            stop_signals.hand_over()
             yield
             # A stop carried out is a success: exit 0, not the re-raised signal (see above).
             self._captured_signals.clear()

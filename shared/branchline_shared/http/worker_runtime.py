@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Generator, Mapping
 import uvicorn
 from fastapi import FastAPI
 
+from branchline_shared import stop_signals
 from branchline_shared.http.bounded_headers import bounded_http_protocol
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 
@@ -76,11 +77,14 @@ async def serving_health(
 
 
 def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM: the worker finishes its current work and stops."""
+    """An event set by SIGINT or SIGTERM: the worker finishes its current work and stops. One
+    that came while the process was still importing (held, ``stop_signals``) sets it now."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if stop_signals.taken():
+        stop.set()
     return stop
 
 

@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import ConcurrencyError
-from branchline_shared.kafka.starting import start_settled
+from branchline_shared.kafka.starting import start_settled, stopped
 from branchline_shared.kafka.wire import (
     PoisonEvent,
     SourcePosition,
@@ -574,7 +574,8 @@ class BatchConsumer:
                     checked = now
                     await self._rewind_if_log_was_lost(consumer, fetch_wait)
         finally:
-            await consumer.stop()
+            # cut short by the stop bound's cancellation, still closes what it opened (#12)
+            await stopped(consumer)
 
     async def _started(self, consumer: AIOKafkaConsumer) -> bool:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first

@@ -15,7 +15,10 @@ cancelled, only a little later.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
+
+from branchline_shared.kafka.aiokafka_private import private_parts
 
 _POLL_S = 0.005
 """How often a cancelled start is looked at while its bootstrap ends (the cancel path only)."""
@@ -49,17 +52,55 @@ async def closed(client: Any) -> None:
     await asyncio.shield(close())
 
 
-async def _settled(start: asyncio.Future[None], client: Any) -> None:
-    # The ``AIOKafkaClient`` a producer (``client``), consumer or admin (``_client``) holds;
-    # a stand-in without one (a unit test's fake) has no bootstrap to wait for. Should an
-    # aiokafka upgrade rename these, tests/integration/test_kafka_start_cancelled.py fails.
-    inner = getattr(client, "client", None) or getattr(client, "_client", None)
+async def stopped(consumer: Any) -> None:
+    """``await consumer.stop()``, which may be cut short (a batch consumer's stop bound cancels
+    it on purpose: a group leave the broker does not answer, a join in flight): cancelled, the
+    stop ends where it waits, what it did not close is closed, and the cancellation goes on.
+    aiokafka's own stop, cancelled, marks the consumer closed and leaves its fetcher, its group
+    coordinator's tasks and its connections open for the life of the process (#12)."""
+    stop = asyncio.ensure_future(consumer.stop())
     try:
-        if inner is not None:
-            async with asyncio.timeout(2 * inner._request_timeout_ms / 1000):
+        await asyncio.shield(stop)
+    except asyncio.CancelledError:
+        await _to_its_end(_cut(stop, consumer))
+        raise
+
+
+async def _cut(stop: asyncio.Future[None], consumer: Any) -> None:
+    stop.cancel()
+    await asyncio.wait([stop])
+    if not stop.cancelled():
+        stop.exception()  # retrieved: the cancellation is what the caller is told
+    parts = private_parts(consumer)
+    if parts is not None and parts.close_rest is not None:
+        await parts.close_rest()
+
+
+async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
+    """``work`` (a few closes) run to its end, also while whoever waits is cancelled again
+    meanwhile (``cancel_and_wait`` cancels every second)."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+    if not task.cancelled():
+        task.exception()  # retrieved: the cancellation is what the caller is told
+
+
+async def _settled(start: asyncio.Future[None], client: Any) -> None:
+    # What aiokafka keeps private (the client's request timeout, whether its bootstrap has
+    # ended) is read in one place, ``aiokafka_private``; a stand-in (a unit test's fake) or an
+    # aiokafka without them has no bootstrap to wait for.
+    parts = private_parts(client)
+    try:
+        if parts is not None and parts.request_timeout_s and parts.bootstrapped is not None:
+            bootstrapped = parts.bootstrapped
+            async with asyncio.timeout(2 * parts.request_timeout_s):
                 # aiokafka 0.14: the client's metadata task is made as the bootstrap's last
                 # step; from then on every connection is the client's own.
-                while not start.done() and inner._sync_task is None:
+                while not start.done() and not bootstrapped():
                     await asyncio.wait([start], timeout=_POLL_S)
     except TimeoutError:
         pass  # a broker that answers nothing: what the start opened is left to its bound

@@ -10,6 +10,8 @@ bug, and a consumer dead-letters or stops on it instead of retrying it for ever.
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import asyncpg.exceptions._base as asyncpg_base
 
@@ -18,7 +20,25 @@ class CommitOutcomeUnknown(Exception):
     """The connection was lost while a transaction's ``COMMIT`` was under way and the store
     could not be asked afterwards whether it committed (``postgres/commit_outcome.py``). Listed
     as transient: a consumer retries it as it did the lost connection; the APIs answer it 503
-    ``outcome-unknown``, not ``unavailable``: something may have been stored (docs/api.md)."""
+    ``outcome-unknown``, not ``unavailable``: something may have been stored (docs/api.md).
+
+    It names the event id the transaction gave each submission it wrote (:meth:`name`), as
+    the writer that chose them knows them: a caller that sent an event without an id is told
+    the one it may have been stored under, and sends it again with that id (stored once)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._named: dict[int, tuple[object, uuid.UUID]] = {}
+
+    def name(self, submission: object, event_id: uuid.UUID) -> None:
+        """``submission`` (the object the caller sent) was written as ``event_id``."""
+        self._named[id(submission)] = (submission, event_id)
+
+    def event_id_of(self, submission: object) -> uuid.UUID | None:
+        """The event id ``submission`` was written as, if named (by identity: the named
+        submissions are kept, so their ids are not reused)."""
+        named = self._named.get(id(submission))
+        return named[1] if named is not None and named[0] is submission else None
 
 
 TRANSIENT_DATABASE_FAULTS: tuple[type[Exception], ...] = (
@@ -75,8 +95,9 @@ def fault_detail(exc: BaseException) -> str:
         return (
             "the connection to the database was lost while the request was being committed "
             "and the database could not be asked whether it was: the outcome is unknown, it "
-            "may have been stored; send the request again with the same event_ids (stored "
-            "once), or read what is stored before sending an action again"
+            "may have been stored; send the request again with the same event_ids (for an "
+            "event sent without one, the event_id named here): stored once; or read what is "
+            "stored before sending an action again"
         )
     if isinstance(exc, asyncpg.QueryCanceledError):
         what = "the database cancelled the request's statement"

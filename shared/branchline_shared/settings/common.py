@@ -18,6 +18,15 @@ from branchline_shared.settings.renamed import ENV_PREFIX, with_current_names
 
 PLACEHOLDER_SECRETS = {"changeme", "secret", "change-me", "dev", ""}
 
+DEV_POSTGRES_PORT = 24329
+"""The embedded PostgreSQL's port (``branchline dev``), which the database URLs' defaults name.
+Outside the kernel's ephemeral range (Linux 32768-60999, IANA 49152-65535), where any
+program's outgoing connection may hold a port and the dev stack would then refuse to start
+(54329 until round 25, #12); not 5432/5433, where a PostgreSQL of the machine's own listens."""
+
+DEV_BROKER_PORT = 9092
+"""The embedded broker's port, Kafka's usual one (below the ephemeral range)."""
+
 
 class MissingSecretError(RuntimeError):
     """A secret is neither configured nor in the data folder (the dev stack generates it)."""
@@ -49,14 +58,20 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # PostgreSQL: one database per service (each service owns its data).
-    intake_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_intake"
-    followup_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_followup"
-    audit_database_url: str = "postgresql://postgres@127.0.0.1:54329/branchline_audit"
+    intake_database_url: str = (
+        f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/branchline_intake"
+    )
+    followup_database_url: str = (
+        f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/branchline_followup"
+    )
+    audit_database_url: str = (
+        f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/branchline_audit"
+    )
     db_pool_min: int = 1
     db_pool_max: int = 10
 
     # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_bootstrap: str = f"127.0.0.1:{DEV_BROKER_PORT}"
     topic_namespace: str = Field(
         default="branchline",
         pattern=r"^[A-Za-z0-9._-]+$",

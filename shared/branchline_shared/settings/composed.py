@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from branchline_shared.settings.audit import AuditSettings
+from branchline_shared.settings.common import DEV_BROKER_PORT, DEV_POSTGRES_PORT
 from branchline_shared.settings.followup import FollowupSettings
 from branchline_shared.settings.intake import IntakeSettings
 
@@ -20,5 +21,9 @@ class BranchlineSettings(  # type: ignore[misc,unused-ignore]
     each of them by the CLI, the dev stack and the tests.
     """
 
-    broker_port: int = Field(default=9092, description="The embedded broker (dev stack).")
-    postgres_port: int = Field(default=54329, description="The embedded PostgreSQL (dev stack).")
+    broker_port: int = Field(
+        default=DEV_BROKER_PORT, description="The embedded broker (dev stack)."
+    )
+    postgres_port: int = Field(
+        default=DEV_POSTGRES_PORT, description="The embedded PostgreSQL (dev stack)."
+    )

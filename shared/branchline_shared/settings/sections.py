@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from branchline_shared.events.vocabulary import IdentityMethod
-from branchline_shared.settings.common import CommonSettings, read_secret_file
+from branchline_shared.settings.common import DEV_POSTGRES_PORT, CommonSettings, read_secret_file
 from branchline_shared.settings.renamed import renamed
 
 
@@ -22,7 +22,7 @@ class PersonalDataSettings(CommonSettings):
     """Personal data sealed per client (ADR-0007): intake and followup."""
 
     keys_database_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:54329/branchline_keys",
+        default=f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/branchline_keys",
         description="The clients' wrapped data keys (ADR-0007), shared by intake and followup.",
     )
     master_key: SecretStr | None = Field(

@@ -140,6 +140,47 @@ async def test_a_slot_lost_while_held_stops_the_block(settings: BranchlineSettin
         assert again
 
 
+async def test_a_slot_lost_while_its_connection_closes_late_stops_the_block(
+    settings: BranchlineSettings,
+) -> None:
+    """The server ends the lock's session with a FATAL error, then closes the socket; asyncpg
+    reads the two apart (under load, an event-loop turn or more). A check sent between them
+    failed with asyncpg's InternalClientError (the protocol left its idle state on the
+    unasked error), which the check did not count as a lost connection: the watcher died of
+    it and the block ran on unwatched (a CI flake of the test above). The proxy passes the
+    server's close on a second late, so every check in that second is sent in the gap."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support.proxy import cuttable
+
+    async with audit_context(settings):
+        pass
+    target = urlsplit(settings.audit_database_url)
+    async with cuttable(
+        target.hostname or "127.0.0.1", target.port or 5432, close_late=1.0
+    ) as proxy:
+        via_proxy = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
+        slots = PostgresVerifySlots(via_proxy, 1, check_every=0.05)
+        entered = asyncio.Event()
+
+        async def verify() -> None:
+            async with slots.held() as held:
+                assert held
+                entered.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(verify())
+        async with asyncio.timeout(30):
+            await entered.wait()
+        [holder] = await _lock_holders(settings)
+        await _terminate(settings, holder)
+        with pytest.raises(VerifySlotLost, match="connection was lost"):
+            async with asyncio.timeout(30):
+                await task
+        assert slots.held_here == 0
+        assert await _verify_locks(settings) == []
+
+
 async def test_a_session_other_than_the_one_the_lock_was_taken_on_is_a_lost_slot(
     settings: BranchlineSettings,
 ) -> None:

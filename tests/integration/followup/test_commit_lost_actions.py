@@ -9,6 +9,7 @@ The cut is timed by the suite's proxy on the action's own connection: the one th
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
+from branchline_followup.adapters.pg_schemas import BEGIN_HOLDING_SWAP_LOCK
 from branchline_followup.bootstrap import create_app, running_worker
 from branchline_shared.console.web import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from branchline_shared.http.auth import Role
@@ -39,12 +41,17 @@ COMPLETIONS = (
 )
 
 
+UNIT_ENDS = re.compile(rb"Q.{4}(COMMIT|ROLLBACK)", re.DOTALL)
+"""A unit's end, committed or rolled back (simple queries, as ``begin`` sends them)."""
+
+
 @dataclass
 class Served:
     client: httpx.AsyncClient  # the API as rm-7
     proxy: CuttableProxy
     task_id: str  # rm-7's survey task for a new client
     url: str
+    tokens: TokenFactory
 
 
 @pytest.fixture
@@ -81,7 +88,7 @@ async def rm(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterato
                 ).json()
                 return str(page["items"][0]["id"]) if page["items"] else None
 
-            yield Served(client, proxy, await eventually(survey, within=60), url)
+            yield Served(client, proxy, await eventually(survey, within=60), url, tokens)
 
 
 async def completions(settings: BranchlineSettings, task_id: str) -> list[tuple[Any, int]]:
@@ -170,3 +177,40 @@ async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_
     assert "it may have been saved" in page.text  # old: "nothing was changed", and it was
     assert "nothing was changed" not in page.text
     assert len(await completions(settings, rm.task_id)) == 1
+
+
+async def test_a_reassignment_to_the_same_assignee_whose_unit_end_is_lost_is_answered(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    """A task given to the assignee it has changes nothing and appends no event: the unit
+    is rolled back, so its answer (the task as it is) does not hang on a ``COMMIT`` whose
+    loss could not be asked about. Cut at the unit's end (old: its ``COMMIT``, 503)."""
+    trap = rm.proxy.trap(uuid.UUID(rm.task_id).bytes, at=UNIT_ENDS, delivered=True)
+    async with httpx.AsyncClient(
+        base_url=rm.url, headers=rm.tokens.headers(Role.SUPERVISOR, sub="sup-1"), timeout=60
+    ) as supervisor:
+        same = await supervisor.post(
+            f"/v1/followups/{rm.task_id}/reassign", json={"assignee": "rm-7"}
+        )
+        assert trap.sprung.is_set()
+        assert same.status_code == 200, same.text  # old: 503 "nothing was stored"
+        assert same.json()["assignee"] == "rm-7"
+        moved = await supervisor.post(
+            f"/v1/followups/{rm.task_id}/reassign", json={"assignee": "rm-8"}
+        )
+        assert moved.status_code == 200, moved.text  # the connection lost was not kept
+
+
+async def test_a_unit_of_read_models_only_whose_commit_is_lost_is_outcome_unknown(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    """The test clock's move runs units that change only read models (timers due, stage
+    changes), with no event id to ask the store by: a lost ``COMMIT`` there may have stored
+    rows, so it is ``outcome-unknown``, not ``unavailable`` "nothing was stored" (old)."""
+    trap = rm.proxy.trap(BEGIN_HOLDING_SWAP_LOCK.encode(), delivered=True)
+    async with httpx.AsyncClient(
+        base_url=rm.url, headers=rm.tokens.headers(Role.ADMIN, sub="admin-1"), timeout=60
+    ) as admin:
+        moved = await admin.post("/v1/dev/clock", json={"advance_seconds": 0})
+    assert trap.sprung.is_set()
+    assert "unknown" in problem(moved, "outcome-unknown")["detail"]

@@ -39,6 +39,8 @@ TABLES = (
     "audit_checkpoints",
     "audit_restricted_clients",
     "audit_source_positions",
+    "audit_staff_employment_ends",
+    "audit_staff_gift_clients",
 )
 PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
 EVENT_FUNCTION = "audit_entry_event(bytea, bigint)"

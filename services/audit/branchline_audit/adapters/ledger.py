@@ -37,6 +37,12 @@ from branchline_audit.domain.records import (
     index_row,
 )
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.staff import (
+    EmploymentEnd,
+    GiftClient,
+    StaffRetentionState,
+    staff_fact_of,
+)
 from branchline_audit.domain.subtrees import (
     STRIDE,
     NodeKey,
@@ -297,6 +303,14 @@ _EXPIRED_CANDIDATES = (
     "'-infinity'::timestamptz), $2) "
     "ORDER BY audit_ledger.appended_at, audit_ledger.position LIMIT $3"
 )
+_EXPIRED_CANDIDATES_OF = _EXPIRED_CANDIDATES.replace(
+    " ORDER BY ",
+    " AND (client_id IS NULL OR client_id IN (SELECT unnest($4::text[]))) ORDER BY ",
+)
+"""The same page without the entries of clients not in $4 (#12): a client whose relationship
+has not ended before the latest cutoff (an active one above all) has nothing due, and its old
+entries were read, decoded and dropped by every run. A hashed subplan: one probe per row,
+whatever the number of clients, on the custom and the generic plan."""
 """Retention's page of candidates (D-11, #12), keyset-paged in the order of the partial index
 audit_ledger_appended (appended_at, position) WHERE pruned_at IS NULL: both bounds are index
 conditions, so a page reads its candidates and one primary-key probe (the previous page's last
@@ -431,6 +445,7 @@ class PostgresLedger:
         for row in rows:
             tree[(0, row[0] - 1)] = row[10]
         await self._record_restrictions(conn, new_events, now)
+        await self._record_staff_facts(conn, [r[0] for r in rows], new_events)
         placed = (
             [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions] if positions else []
         )
@@ -466,6 +481,30 @@ class PostgresLedger:
                     restriction[1],
                     now,
                     index_columns(event).event_id,
+                )
+
+    async def _record_staff_facts(
+        self, conn: PgConnection, positions: Sequence[int], events: Sequence[dict[str, Any]]
+    ) -> None:
+        """The retention facts of a member of staff that new entries carry (migration 009):
+        the end of employment an erasure request names, the client a gift names (D-11)."""
+        for position, event in zip(positions, events, strict=True):
+            fact = staff_fact_of(position, event)
+            if isinstance(fact, EmploymentEnd):
+                await conn.execute(
+                    "INSERT INTO audit_staff_employment_ends (position, staff_id, "
+                    "employment_ended_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    fact.position,
+                    fact.staff_id,
+                    fact.ended_at,
+                )
+            elif isinstance(fact, GiftClient):
+                await conn.execute(
+                    "INSERT INTO audit_staff_gift_clients (staff_id, client_id, position) "
+                    "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    fact.staff_id,
+                    fact.client_id,
+                    fact.position,
                 )
 
     # ---------------------------------------------------------------- reading
@@ -554,6 +593,21 @@ class PostgresLedger:
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
         return await ledger_facts(self._pool, event_types, client_id)
 
+    async def staff_retention(self) -> StaffRetentionState:
+        """The ends of employment and the clients of gifts recorded for members of staff
+        (migration 009), for retention (D-11)."""
+        async with self._pool.acquire() as conn:
+            ends = await conn.fetch(
+                "SELECT position, staff_id, employment_ended_at FROM audit_staff_employment_ends"
+            )
+            gifts = await conn.fetch(
+                "SELECT position, staff_id, client_id FROM audit_staff_gift_clients"
+            )
+        return StaffRetentionState.of(
+            (EmploymentEnd(r["position"], r["staff_id"], r["employment_ended_at"]) for r in ends),
+            (GiftClient(r["position"], r["staff_id"], r["client_id"]) for r in gifts),
+        )
+
     # ---------------------------------------------------------------- the Merkle tree
 
     async def range_hasher(
@@ -590,12 +644,23 @@ class PostgresLedger:
     # ---------------------------------------------------------------- retention
 
     async def expired_candidates(
-        self, *, before: datetime, after_position: int, limit: int
+        self,
+        *,
+        before: datetime,
+        after_position: int,
+        limit: int,
+        clients: Sequence[str] | None = None,
     ) -> list[StoredEntry]:
         """Unpruned entries appended before ``before`` (the latest cutoff of any profile),
         in ``(appended_at, position)`` order, after the entry at ``after_position`` (the
-        previous page's last candidate; 0 for the first page)."""
-        rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
+        previous page's last candidate; 0 for the first page); with ``clients``, only those
+        without a client or of one of ``clients``."""
+        if clients is None:
+            rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
+        else:
+            rows = await self._pool.fetch(
+                _EXPIRED_CANDIDATES_OF, before, after_position, limit, list(clients)
+            )
         return stored_page(rows)
 
     async def prune(

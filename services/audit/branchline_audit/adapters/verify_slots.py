@@ -168,16 +168,32 @@ async def _take_one(conn: asyncpg.Connection[Any], limit: int) -> tuple[int, int
     return None
 
 
+_CONNECTION_LOST = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # The server ends a session with a FATAL error and then closes its socket: asyncpg reads
+    # the two separately, and a query sent between them (the error read while the connection
+    # was idle, its end not yet) fails with this, the protocol no longer idle (#12).
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+
 async def slot_lost(conn: asyncpg.Connection[Any], slot: int, pid: int) -> str | None:
     """Why ``slot``, taken by the server session ``pid`` on ``conn``, is no longer held;
     None while it is."""
     try:
         row = await conn.fetchrow(_SLOT_STATE, VERIFY_LOCK_CLASS, slot)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+    except _CONNECTION_LOST as error:
         # Its SQLSTATE and type, never a message's quoted values (D-04): this goes to the
         # log and into the client's problem detail.
         return f"the verify lock's connection was lost ({describe_error(error)})"
-    assert row is not None
+    except Exception as error:
+        # A check that cannot answer cannot say the slot is held: whatever it raised, the
+        # block ends (a watcher that died of it would leave the block running unwatched).
+        return f"the verify lock's slot could not be checked ({describe_error(error)})"
+    if row is None:  # not from this query (one row always); as a failed check
+        return "the verify lock's slot could not be checked (no answer)"
     if int(row["pid"]) != pid:
         # Not a session of its own: a pooler in transaction (or statement) mode. The lock
         # stays with a server session this process no longer reaches.

@@ -20,6 +20,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.merkle import RangeHasher
 from branchline_audit.domain.personal import ClientDataState
 from branchline_audit.domain.relationships import LedgerFact
+from branchline_audit.domain.staff import StaffRetentionState
 from branchline_audit.domain.subtrees import NodeKey, Requirements
 from branchline_audit.domain.verification import (
     Segment,
@@ -94,6 +95,10 @@ class AuditLedger(Protocol):
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
         ...
 
+    async def staff_retention(self) -> StaffRetentionState:
+        """The ends of employment and gift clients recorded for members of staff (D-11)."""
+        ...
+
     async def range_hasher(
         self, ranges: Iterable[tuple[int, int]], *, conn: PgConnection | None = None
     ) -> RangeHasher:
@@ -109,11 +114,17 @@ class AuditLedger(Protocol):
         ...
 
     async def expired_candidates(
-        self, *, before: datetime, after_position: int, limit: int
+        self,
+        *,
+        before: datetime,
+        after_position: int,
+        limit: int,
+        clients: Sequence[str] | None = None,
     ) -> list[StoredEntry]:
         """Up to ``limit`` unpruned entries appended before ``before``, in (appended_at,
         position) order, after the entry at ``after_position`` (the previous page's last
-        candidate; 0 for the first page). Append times need not follow positions (#12)."""
+        candidate; 0 for the first page). Append times need not follow positions (#12).
+        With ``clients``: only entries without a client or of one of them."""
         ...
 
     async def prune(

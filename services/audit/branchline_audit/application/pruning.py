@@ -3,8 +3,11 @@
 Only ``branchline audit prune`` calls this, through the pruner role. Hashes, positions and
 checkpoints stay, so the ledger keeps verifying; a client's records count from the end of the
 relationship recorded in the ledger (an active client is never pruned); clients under a
-standing legal hold (recorded in the ledger) are never pruned; the prune appends an
-``audit.pruned`` entry naming the positions, in the same transaction.
+standing legal hold (recorded in the ledger) are never pruned; a member of staff's records
+count from the end of their employment (never pruned while they are employed) and are never
+pruned while a hold stands on them or on a client their gifts name
+(:mod:`branchline_audit.domain.staff`); the prune appends an ``audit.pruned`` entry naming the
+positions, in the same transaction.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from branchline_audit.domain.retention import (
     RetentionError,
     RetentionPolicy,
 )
+from branchline_audit.domain.staff import StaffRetentionState, staff_of_entry
 from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.clock import Clock
+from branchline_shared.events.sealing_keys import staff_key_id
 
 PAGE_SIZE = 5000
 log = logging.getLogger(__name__)
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 class PruneOutcome:
     pruned: int = 0
     held_clients_skipped: set[str] = field(default_factory=set)
+    """The held subjects whose due entries were kept: clients by id, members of staff as
+    ``#staff/<staff_id>`` (as their holds name them)."""
     cutoffs: dict[str, str] = field(default_factory=dict)
     ranges: list[list[int]] = field(default_factory=list)
     altered_skipped: dict[int, str] = field(default_factory=dict)
@@ -66,14 +73,21 @@ async def prune_expired(
         raise RetentionError(
             f"client {client_id} is under legal hold: its records may not be pruned (D-11)"
         )
+    # --client prunes that client's entries only: no member of staff's (D-11)
+    staff = await ledger.staff_retention() if client_id is None else StaffRetentionState()
     now = clock.now()
     cutoffs = retention.cutoffs(now)
     outcome = PruneOutcome(cutoffs={p: rfc3339(c) for p, c in cutoffs.items()})
     markers: dict[int, dict[str, Any]] = {}
+    latest = max(cutoffs.values())
+    # Only a client whose relationship ended before the latest cutoff can have an entry due
+    # (a client's entries count from that end, under any profile's cutoff): the read skips
+    # every other client's, which no run would prune (#12; held ones are read and reported).
+    due = sorted(c for c, end in state.relationship_ends.items() if end < latest)
     after = 0
     while True:
         page = await ledger.expired_candidates(
-            before=max(cutoffs.values()), after_position=after, limit=PAGE_SIZE
+            before=latest, after_position=after, limit=PAGE_SIZE, clients=due
         )
         for stored in page:
             if stored.unwritten is not None:
@@ -88,7 +102,18 @@ async def prune_expired(
                 continue
             appended_at = datetime.fromisoformat(stored.entry.appended_at)
             if columns.client_id is None:
-                if not retention.expired(
+                staff_id = staff_of_entry(stored.entry.event)
+                if staff_id is not None:
+                    if not retention.client_record_expired(
+                        relationship_end=staff.employment_ends.get(staff_id),
+                        branch_id=columns.branch_id,
+                        now=now,
+                    ):
+                        continue  # still employed, or their retention has not run
+                    if staff.held_by(staff_id, state.held):
+                        outcome.held_clients_skipped.add(staff_key_id(staff_id))
+                        continue
+                elif not retention.expired(
                     appended_at=appended_at, branch_id=columns.branch_id, now=now
                 ):
                     continue

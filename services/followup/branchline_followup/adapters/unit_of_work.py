@@ -82,7 +82,11 @@ from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork as PostgresEventWrites
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.commit_outcome import after_lost_commit, lost_in_flight
+from branchline_shared.postgres.commit_outcome import (
+    CommitOutcomeUnknown,
+    after_lost_commit,
+    lost_in_flight,
+)
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 
@@ -1149,6 +1153,15 @@ class PostgresFollowupUnitOfWork:
             raise
 
 
+def _closed(conn: PgConnection) -> bool:
+    """Whether the pooled connection has closed (a closed one is taken back by the pool at
+    once, and its proxy then refuses every call: closed too)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
 class PostgresUnitsOfWork:
     """Units of work on the live read models: one pooled connection and transaction each,
     the swap lock held shared from the start; ``on_commit`` wakes the outbox relay of this
@@ -1183,18 +1196,31 @@ class PostgresUnitsOfWork:
                 yield unit
                 await unit.write_collected()
             except BaseException:
-                await conn.execute("ROLLBACK")  # a warning only if BEGIN itself failed
+                try:
+                    await conn.execute("ROLLBACK")  # a warning only if BEGIN itself failed
+                except Exception as rolling_back:
+                    # The connection lost on the way: the server rolls the transaction back
+                    # when the session ends, so the unit's own exception stays the answer (a
+                    # refusal, or a unit left unchanged), not the lost connection's (#12).
+                    if not (lost_in_flight(rolling_back) and _closed(conn)):
+                        raise
                 raise
             try:
                 await conn.execute("COMMIT")
             except Exception as exc:
-                # A unit that appended events can be checked by their ids; one that only
-                # changed read models cannot, and its fault stays as it was (a consumer
-                # applies the same events again).
-                if not (unit.events.appended_ids and lost_in_flight(exc)):
+                if not lost_in_flight(exc):
                     raise
                 lost = exc
         if lost is not None:
+            if not unit.events.appended_ids:
+                # Only read models changed, or nothing: no id to ask the store by (asking by
+                # the transaction's id would cost every unit a round trip to learn it, the
+                # worker's included). Not "nothing was stored": read model rows may have been
+                # (a consumer retries it as before; an API answers 503 outcome-unknown).
+                raise CommitOutcomeUnknown(
+                    "the connection to the database was lost while a unit of work that "
+                    "changed only read models was being committed"
+                ) from lost
             # On a fresh connection, the lost one back in the pool: committed, the unit
             # ends as if it had heard (an RM's action answered as done, not "nothing stored").
             await after_lost_commit(self._pool, unit.events.appended_ids, lost, session=session)

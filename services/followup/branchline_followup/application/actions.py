@@ -269,14 +269,30 @@ async def reassign_task(
 ) -> FollowupTask:
     """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
     now = await ctx.clock.now()
-    async with ctx.units.begin() as uow:
-        task = await _locked_open_task(uow, task_id, may_act, actor.id)
-        if task.assignee == assignee:
-            return task
-        data = FollowupReassigned(
-            task_id=str(task.id), from_assignee=task.assignee, to_assignee=assignee, reason=reason
-        ).model_dump(mode="json", exclude_none=True)
-        changed = await _record_action(
-            uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
-        )
+    try:
+        async with ctx.units.begin() as uow:
+            task = await _locked_open_task(uow, task_id, may_act, actor.id)
+            if task.assignee == assignee:
+                raise _Unchanged(task)
+            data = FollowupReassigned(
+                task_id=str(task.id),
+                from_assignee=task.assignee,
+                to_assignee=assignee,
+                reason=reason,
+            ).model_dump(mode="json", exclude_none=True)
+            changed = await _record_action(
+                uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
+            )
+    except _Unchanged as unchanged:
+        return unchanged.task
     return changed
+
+
+class _Unchanged(Exception):
+    """Ends a unit that changed nothing (a task given to the assignee it has) by rolling it
+    back: its answer, the task as it is, then does not hang on a ``COMMIT``, whose loss could
+    not be asked about (no event to ask by) and was answered 503 (#12)."""
+
+    def __init__(self, task: FollowupTask) -> None:
+        super().__init__(str(task.id))
+        self.task = task

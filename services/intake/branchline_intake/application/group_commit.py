@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from branchline_intake.application.outcomes import Outcome
+from branchline_intake.application.outcomes import Outcome, written_as
 from branchline_intake.application.privacy import ERASURE_REQUESTED
 from branchline_intake.application.store_views import ReadsFromStore
 from branchline_intake.application.submit import (
@@ -52,6 +52,7 @@ from branchline_shared.eventstore.ports import (
     StreamsBusy,
     UnitOfWork,
 )
+from branchline_shared.postgres.faults import CommitOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +260,17 @@ class GroupCommitter:
         decision) or several whose items' streams are each one caller's (each decides on its
         own streams, so none decides on what another writes or reads: ``_guessed_jointly``;
         with ``guess_several_callers``, a mixed group's callers that qualify, the others
-        touching none of their streams, #12), no id sent (an id could
-        be stored: a lookup), no stream read besides its own (a read lock: D-13, D-14,
-        D-16), no erasure request (its restriction is registered after the write:
+        touching none of their streams, #12), no stream read besides its own (a read lock:
+        D-13, D-14, D-16), no erasure request (its restriction is registered after the write:
         docs/privacy.md), and no stream that holds events unless the decider remembers it
         with its last event (``remembered_tail``): such a stream is taken at its remembered
         version, and the write checks that it still ends with that event (#12). The rest is
-        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself."""
+        checked by deciding on the guess (``GuessingUnitOfWork``) and by the write itself.
+        An event id the caller sent qualifies too (Round 25, #12): the guess is that no id of
+        the group is stored, and the write's unique index on ``es_events.event_id`` checks
+        it, so a resent id fails the statement whole and the group is decided again the
+        ordinary way, where the lookup answers it (a duplicate, or ``idempotency-conflict``);
+        a lookup and a savepoint and a write per caller cost twice the intake CPU per event."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
@@ -291,8 +296,7 @@ class GroupCommitter:
                     for other in read:
                         users.setdefault(other, set()).add(index)
                     if (
-                        item.event_id is not None
-                        or item.type == ERASURE_REQUESTED
+                        item.type == ERASURE_REQUESTED
                         or read
                         or (
                             remembered is not None
@@ -325,8 +329,8 @@ class GroupCommitter:
         written by one statement that is its own transaction (no ``BEGIN``, no ``COMMIT``:
         one round trip, where a group takes three), which creates those streams and fails
         whole if one exists (#12). Raises :class:`GuessWrong` when nothing was written: a
-        stream existed, or the decisions needed what one statement cannot give (an id
-        lookup, a read lock, a refusal to record): the group then runs the ordinary way,
+        stream or a sent event id existed, or the decisions needed what one statement cannot
+        give (a read lock, a refusal to record): the group then runs the ordinary way,
         decided again from what is stored. Every caller is answered after that statement
         committed, as after a group's ``COMMIT``."""
         items = [item for waiting in group for item in waiting.items]
@@ -392,40 +396,50 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         assert self._store is not None
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
-        async with self._store.shared_transaction() as shared:
-            await shared.lock_streams(
-                _streams_of(group, refusal_locks_first), shared=_read_by(group, self._ctx)
-            )
-            # Every event id the callers send (and their refusals' ids), looked up once
-            # for the group instead of once per caller (#12).
-            await shared.find_existing(_ids_of(group))
-            ctx = dataclasses.replace(
-                self._ctx,
-                store=_SharedStore(shared, self._store),
-                in_group=True,
-                refusal_locks_first=refusal_locks_first,
-            )
-            callers = _by_caller(group)
-            # A group of one caller takes no savepoint for it (one round trip less: every
-            # group of the benchmark's single token, #12); if that caller fails, the whole
-            # transaction is rolled back and run again with the savepoint (_runs).
-            sole = alone and len(callers) == 1
-            for caller, members in callers:
-                items = [item for waiting in members for item in waiting.items]
-                try:
-                    async with shared.isolated(alone=sole):
-                        outcomes = await self._submit(ctx, items, **caller)
-                except (StreamsBusy, LocksDeadlocked, EventIdsBusy):
-                    raise  # the whole group runs again: see _ordinary
-                except Exception as exc:
-                    if sole:
-                        raise _CallerAlone from exc  # rolls the transaction back
-                    # this caller's savepoint rolled back alone
-                    results.extend((waiting, exc) for waiting in members)
-                    continue
-                for waiting in members:
-                    results.append((waiting, outcomes[: len(waiting.items)]))
-                    outcomes = outcomes[len(waiting.items) :]
+        try:
+            async with self._store.shared_transaction() as shared:
+                await shared.lock_streams(
+                    _streams_of(group, refusal_locks_first), shared=_read_by(group, self._ctx)
+                )
+                # Every event id the callers send (and their refusals' ids), looked up once
+                # for the group instead of once per caller (#12).
+                await shared.find_existing(_ids_of(group))
+                ctx = dataclasses.replace(
+                    self._ctx,
+                    store=_SharedStore(shared, self._store),
+                    in_group=True,
+                    refusal_locks_first=refusal_locks_first,
+                )
+                callers = _by_caller(group)
+                # A group of one caller takes no savepoint for it (one round trip less: every
+                # group of the benchmark's single token, #12); if that caller fails, the whole
+                # transaction is rolled back and run again with the savepoint (_runs).
+                sole = alone and len(callers) == 1
+                for caller, members in callers:
+                    items = [item for waiting in members for item in waiting.items]
+                    try:
+                        async with shared.isolated(alone=sole):
+                            outcomes = await self._submit(ctx, items, **caller)
+                    except (StreamsBusy, LocksDeadlocked, EventIdsBusy):
+                        raise  # the whole group runs again: see _ordinary
+                    except Exception as exc:
+                        if sole:
+                            raise _CallerAlone from exc  # rolls the transaction back
+                        # this caller's savepoint rolled back alone
+                        results.extend((waiting, exc) for waiting in members)
+                        continue
+                    for waiting in members:
+                        results.append((waiting, outcomes[: len(waiting.items)]))
+                        outcomes = outcomes[len(waiting.items) :]
+        except CommitOutcomeUnknown as unknown:
+            # Its COMMIT lost, the store not askable: each caller is told the id each of its
+            # events was written as (docs/api.md), from the outcomes decided before it.
+            for waiting, result in results:
+                if not isinstance(result, BaseException):
+                    for item, outcome in zip(waiting.items, result, strict=True):
+                        if (event_id := written_as(outcome)) is not None:
+                            unknown.name(item, event_id)
+            raise
         return results
 
 

@@ -6,7 +6,8 @@ reason to a status and a title through one table (``entrypoints/problems.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -65,6 +66,18 @@ class Refused:
     issues: tuple[FieldIssue, ...] | None = None
     current_version: int | None = None
     """For a version conflict: the version the stream is at."""
+    event_id: uuid.UUID | None = field(default=None, compare=False)
+    """For a refusal by a rule: the id the refused event had (its own, or the one given to
+    it), from which its recorded refusal's id is derived (a resend with it is refused once):
+    named when the outcome of the transaction that recorded it is unknown. Not shown."""
 
 
 Outcome = Accepted | Refused
+
+
+def written_as(outcome: Outcome) -> uuid.UUID | None:
+    """The event id an outcome's event was written as (its own, or its recorded refusal's
+    source), if its transaction wrote one."""
+    if isinstance(outcome, Accepted):
+        return outcome.position.event_id
+    return outcome.event_id

@@ -75,6 +75,7 @@ from branchline_shared.eventstore.ports import (
     UnitOfWork,
 )
 from branchline_shared.field_issues import FieldIssue, field_issues
+from branchline_shared.postgres.faults import CommitOutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,13 @@ async def submit_callers(
             try:
                 decided = await _record(ctx, candidates, keys)
                 break
+            except CommitOutcomeUnknown as unknown:
+                # The transaction may have stored them (its write or COMMIT lost, the store
+                # not askable): its answer names each one's id, so that a caller that sent an
+                # event without one can send it again with it, stored once (docs/api.md).
+                for cand in candidates:
+                    unknown.name(cand.submitted, cand.event.event_id)
+                raise
             except LocksDeadlocked:
                 # The server broke a lock cycle by rolling this transaction back, nothing
                 # answered (docs/intake.md, "Lock order"): run it again, reading again what
@@ -799,6 +807,7 @@ def _decide_one(
             issues=(FieldIssue(decision.field, decision.detail, "rule"),)
             if decision.field
             else None,
+            event_id=cand.event.event_id,
         )
     event = _sealed(at_version(decision, current + 1), keys)
     versions[stream_id] = current + 1

@@ -33,10 +33,12 @@ from branchline_shared.http.problems import (
     PROBLEM_JSON,
     Problem,
     field_errors,
+    unavailable_problem,
     validation_problem,
 )
 from branchline_shared.http.responses import FastJSONResponse
 from branchline_shared.http.strict_input import PARSED_BODY, ParsedBodyRoute
+from branchline_shared.postgres.faults import CommitOutcomeUnknown
 
 MAX_BATCH = 1000
 STREAM_ROUTE = "GET /v1/streams/{stream_id}/events"
@@ -82,6 +84,47 @@ class BatchResponse(BaseModel):
         description="One answer per submitted event, in order: the accepted fields with "
         "`status: 202`, or a problem object (`type`, `title`, `status`, `detail`, `rule`?)."
     )
+
+
+class OutcomeUnknown(BaseModel):
+    """503 ``outcome-unknown`` (``application/problem+json``, with ``Retry-After``): the
+    connection to the database was lost while the request was committed and the database
+    could not be asked whether it was; send the same event again with ``event_id``."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "outcome-unknown"])
+    title: str
+    status: int
+    detail: str
+    event_id: str | None = Field(
+        default=None,
+        description="The id the event may have been stored under (the one sent, or the one "
+        "given to an event sent without one): send the event again with it (stored once).",
+    )
+
+
+class NamedEvent(BaseModel):
+    index: int = Field(description="The item's index in the batch.")
+    event_id: str = Field(description="The id it may have been stored under.")
+
+
+class BatchOutcomeUnknown(BaseModel):
+    """A batch's 503 ``outcome-unknown`` (as :class:`OutcomeUnknown`): every item the
+    transaction wrote or recorded as refused, with its id; send them again with those ids."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "outcome-unknown"])
+    title: str
+    status: int
+    detail: str
+    events: list[NamedEvent] = Field(
+        description="Per item of the batch (by index) the id it may have been stored under; "
+        "items refused before the write (invalid, forbidden) stored nothing and are not named."
+    )
+
+
+_UNAVAILABLE = (
+    "`unavailable`: nothing was stored, send again; or `outcome-unknown`: the commit was "
+    "lost and the database could not be asked, the body names the event ids to send again with"
+)
 
 
 class StreamEvents(BaseModel):
@@ -132,9 +175,13 @@ async def submit_one(
     """One event through the group commit, as its answer: status, body and media type (the
     route's, and ``direct_submit``'s). ``checked``: the event is of a document the strict
     input check passed, so its payload is validated as the batch's are (``submit_events``)."""
-    (outcome,) = await group.submit(
-        [event], submitted_by=_actor(caller), submitter=_submitter(caller), checked=checked
-    )
+    try:
+        (outcome,) = await group.submit(
+            [event], submitted_by=_actor(caller), submitter=_submitter(caller), checked=checked
+        )
+    except CommitOutcomeUnknown as unknown:
+        event_id = event.event_id or unknown.event_id_of(event)
+        raise outcome_unknown(unknown, {"event_id": str(event_id)} if event_id else {}) from None
     if isinstance(outcome, Refused):
         problem = problem_of(outcome)
         return problem.status, problem.body(), PROBLEM_JSON
@@ -151,6 +198,7 @@ router.add_api_route(
     responses={
         409: {"description": "refused by a rule (`rule`) or a version conflict"},
         422: {"description": "invalid event"},
+        503: {"model": OutcomeUnknown, "description": _UNAVAILABLE},
     },
     # The same answers come from direct_submit, which serves this route past FastAPI's
     # per-request machinery (#12); declared here for OpenAPI and every other request.
@@ -209,6 +257,7 @@ def _submitted_items(
     "/events:batch",
     response_model=BatchResponse,
     summary="Submit up to 1,000 events; answered per item, in order",
+    responses={503: {"model": BatchOutcomeUnknown, "description": _UNAVAILABLE}},
 )
 async def post_batch(
     ctx: ContextDep, caller: Writer, batch: Annotated[BatchRequest, Body()], request: Request
@@ -238,17 +287,20 @@ async def post_batch(
             continue
         parsed.append(item)
         slots.append(len(parsed) - 1)
-    outcomes = (
-        await submit_events(
-            ctx,
-            parsed,
-            submitted_by=_actor(caller),
-            submitter=_submitter(caller),
-            checked=checked,
+    try:
+        outcomes = (
+            await submit_events(
+                ctx,
+                parsed,
+                submitted_by=_actor(caller),
+                submitter=_submitter(caller),
+                checked=checked,
+            )
+            if parsed
+            else []
         )
-        if parsed
-        else []
-    )
+    except CommitOutcomeUnknown as unknown:
+        raise outcome_unknown(unknown, {"events": _written_as(unknown, parsed, slots)}) from None
     results = [slot if isinstance(slot, dict) else _item_body(outcomes[slot]) for slot in slots]
     for index, result in enumerate(results):
         result["index"] = index
@@ -256,6 +308,30 @@ async def post_batch(
     # validate and serialise the 1,000 answers again through BatchResponse (#12: about
     # 2.3 µs per item); the route's response model still describes them.
     return FastJSONResponse({"results": results})
+
+
+def outcome_unknown(unknown: CommitOutcomeUnknown, named: dict[str, Any]) -> Problem:
+    """The 503 ``outcome-unknown`` of a write whose commit was lost (docs/api.md), naming the
+    event id each event may have been stored under: an event sent without one is recognised
+    when sent again with it (stored once, answered as it was)."""
+    problem = unavailable_problem(unknown)
+    problem.extra.update(named)
+    return problem
+
+
+def _written_as(
+    unknown: CommitOutcomeUnknown, parsed: list[SubmittedEvent], slots: list[int | dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each batch item the transaction wrote (or recorded refused), by its index in the
+    batch, with its event id (items refused before it, e.g. invalid ones, stored nothing)."""
+    named: list[dict[str, Any]] = []
+    for index, slot in enumerate(slots):
+        if isinstance(slot, int):
+            item = parsed[slot]
+            event_id = item.event_id or unknown.event_id_of(item)
+            if event_id is not None:
+                named.append({"index": index, "event_id": str(event_id)})
+    return named
 
 
 @router.get(

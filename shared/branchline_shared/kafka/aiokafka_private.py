@@ -1,0 +1,148 @@
+"""What this project reads of aiokafka's private attributes, read here and nowhere else (#12).
+
+aiokafka (0.14) has no public way to know when a client's bootstrap has ended (from then on
+every connection is the client's own, ``kafka.starting``), what request timeout bounds it, or
+to close what a consumer's ``stop()`` did not reach when it was cancelled (it marks itself
+closed first, so a second ``stop()`` does nothing). Only a producer's ``AIOKafkaClient`` is
+public (``producer.client``); a consumer's and an admin client's are ``_client``. So:
+
+- :func:`private_parts` is the one function that reads them, for a version of aiokafka whose
+  source was read (:data:`CHECKED_VERSIONS`); another version is still tried, attribute by
+  attribute, and what is missing is logged once and done without (a start cut short then does
+  not wait for its bootstrap, a cut stop does not close the rest: the behaviour before #12);
+- ``tests/unit/test_aiokafka_private.py`` fails when the installed aiokafka is not a checked
+  version or lacks any of them, so an upgrade is read again before it ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiokafka
+
+log = logging.getLogger(__name__)
+
+CHECKED_VERSIONS = frozenset({"0.14.0"})
+"""aiokafka versions whose source these attributes were read from (pyproject pins one)."""
+
+_CLIENT = ("_request_timeout_ms", "_sync_task")
+"""An ``AIOKafkaClient``'s: its request timeout, and its metadata task, made as the
+bootstrap's last step (``AIOKafkaClient.bootstrap``)."""
+_CONSUMER = ("_coordinator", "_fetcher", "_client")
+_COORDINATOR_TASKS = (
+    "_coordination_task",
+    "_heartbeat_task",
+    "_commit_refresh_task",
+    "_reset_committed_task",  # a consumer without a group (``NoGroupCoordinator``)
+)
+
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class PrivateParts:
+    """An aiokafka client's private parts, as this project uses them."""
+
+    request_timeout_s: float | None
+    """Its ``AIOKafkaClient``'s request timeout (bounds each step of a bootstrap)."""
+    bootstrapped: Callable[[], bool] | None
+    """Whether its bootstrap has ended (its metadata task exists)."""
+    close_rest: Callable[[], Awaitable[None]] | None = field(default=None)
+    """A consumer's: what its ``stop()``, cancelled, did not close (the group coordinator's
+    tasks, the fetcher, the client's connections). None for another client."""
+
+
+def private_parts(client: object) -> PrivateParts | None:
+    """The parts of ``client`` (an aiokafka producer, consumer or admin client) this project
+    needs; None for an object that is none of them (a unit test's stand-in). A part an
+    unchecked aiokafka lacks is None (and logged once)."""
+    inner = _inner_client(client)
+    if inner is None:
+        return None
+    timeout_ms = _private(inner, "_request_timeout_ms")
+    has_sync_task = _has(inner, "_sync_task")
+    return PrivateParts(
+        request_timeout_s=timeout_ms / 1000 if isinstance(timeout_ms, int | float) else None,
+        bootstrapped=(lambda: inner._sync_task is not None) if has_sync_task else None,
+        close_rest=_consumer_rest(client, inner)
+        if isinstance(client, aiokafka.AIOKafkaConsumer)
+        else None,
+    )
+
+
+def missing_private_parts(client: object) -> list[str]:
+    """The private attributes ``client`` (a started aiokafka client) lacks, by name."""
+    inner = _inner_client(client)
+    if inner is None:
+        return ["an AIOKafkaClient (`client` or `_client`)"]
+    missing = [name for name in _CLIENT if not hasattr(inner, name)]
+    if isinstance(client, aiokafka.AIOKafkaConsumer):
+        missing += [name for name in _CONSUMER if not hasattr(client, name)]
+        coordinator = getattr(client, "_coordinator", None)
+        if coordinator is not None and not any(
+            hasattr(coordinator, name) for name in _COORDINATOR_TASKS
+        ):
+            missing.append("the coordinator's tasks")
+    return missing
+
+
+def _inner_client(client: object) -> Any:
+    # a producer's is public (``client``); a consumer's and an admin client's are not
+    inner = getattr(client, "client", None)
+    if isinstance(inner, aiokafka.AIOKafkaClient):
+        return inner
+    inner = getattr(client, "_client", None)
+    return inner if isinstance(inner, aiokafka.AIOKafkaClient) else None
+
+
+def _has(owner: object, name: str) -> bool:
+    if hasattr(owner, name):
+        return True
+    key = f"{type(owner).__name__}.{name}"
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "aiokafka has no %s (version %s, checked: %s); done without",
+            key,
+            aiokafka.__version__,
+            ", ".join(sorted(CHECKED_VERSIONS)),
+        )
+    return False
+
+
+def _private(owner: object, name: str) -> Any:
+    return getattr(owner, name) if _has(owner, name) else None
+
+
+def _consumer_rest(
+    consumer: aiokafka.AIOKafkaConsumer, inner: Any
+) -> Callable[[], Awaitable[None]] | None:
+    if not all(_has(consumer, name) for name in _CONSUMER):
+        return None
+
+    async def close_rest() -> None:
+        # aiokafka 0.14's ``AIOKafkaConsumer.stop`` is: the coordinator's ``close`` (ends its
+        # coordination, stops its heartbeat and commit-refresh tasks, leaves the group), the
+        # fetcher's ``close``, the client's ``close``. Cut anywhere, the rest is done here,
+        # less the group's leave (the broker drops the member at its session timeout).
+        coordinator = consumer._coordinator
+        if coordinator is not None:
+            for name in _COORDINATOR_TASKS:
+                task = getattr(coordinator, name, None)
+                if isinstance(task, asyncio.Task) and not task.done():
+                    task.cancel()
+                    await asyncio.wait([task])
+                    if not task.cancelled():
+                        task.exception()  # retrieved: it was ended on purpose
+        fetcher = consumer._fetcher
+        if fetcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):  # its own tasks', cancelled
+                await fetcher.close()
+        await inner.close()
+
+    return close_rest
