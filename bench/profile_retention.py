@@ -10,6 +10,13 @@ statement paging by position (before #12's keyset) and the one paging in the ind
 touched (hit + read: the pages read), the rows and the execution time.
 
     python -m bench.profile_retention [--entries 100000] [--expired 100] [--pairs 3]
+        [--active-old 0] [--run-pairs 0]
+
+``--active-old N`` appends N more entries eleven years ago, of clients still active (never
+due); ``--run-pairs P`` then times whole dry-run prunes (``prune_expired``), P pairs alternated
+(all all some some all ...): "all" reads every candidate before the cutoff (the read before
+Round 25), "some" only those without a client or of a client whose relationship ended before
+the cutoff (Round 25).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import random
 import statistics
 import sys
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +50,10 @@ from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_audit.adapters import ledger as ledger_module  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.adapters.ledger import PostgresLedger  # noqa: E402
+from branchline_audit.application.pruning import prune_expired  # noqa: E402
 from branchline_audit.bootstrap import retention_policy  # noqa: E402
+from branchline_audit.domain.verification import StoredEntry  # noqa: E402
+from branchline_shared.clock import FixedClock  # noqa: E402
 
 OLD = (
     f"SELECT {ledger_module._READ_COLUMNS} FROM audit_ledger "
@@ -71,6 +82,39 @@ async def explain(conn: Any, statement: str, values: str, generic: bool) -> tupl
     return touched, plan["Actual Rows"], top["Execution Time"]
 
 
+class EveryCandidate(PostgresLedger):
+    """The ledger as retention read it before Round 25: every candidate, whatever its client."""
+
+    async def expired_candidates(
+        self, *, before: Any, after_position: int, limit: int, clients: Any = None
+    ) -> list[StoredEntry]:
+        return await super().expired_candidates(
+            before=before, after_position=after_position, limit=limit
+        )
+
+
+async def time_runs(pool: Any, settings: Any, pairs: int) -> None:
+    """Whole dry-run prunes, the read of every candidate ("all") against the read of those
+    that can be due ("some"), alternated; wall ms and what each decided."""
+    ledgers = {"all": EveryCandidate(pool), "some": PostgresLedger(pool)}
+    policy = retention_policy(settings)
+    times: dict[str, list[float]] = {"all": [], "some": []}
+    decided: dict[str, set[int]] = {"all": set(), "some": set()}
+    for name in (["all", "some", "some", "all"] * pairs)[: 2 * pairs]:
+        started = time.perf_counter()
+        outcome = await prune_expired(
+            ledgers[name], policy, FixedClock(T0), actor_id="bench", dry_run=True
+        )
+        times[name].append((time.perf_counter() - started) * 1000)
+        decided[name].add(outcome.pruned)
+    for name, ms in times.items():
+        print(
+            f"run {name:>4}: pruned {sorted(decided[name])}, ms median "
+            f"{statistics.median(ms):.1f} ({min(ms):.1f}-{max(ms):.1f}), runs {len(ms)}",
+            flush=True,
+        )
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     async with embedded_postgres(base) as (server, settings):
         from tests.support.stack import Infra
@@ -89,12 +133,35 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 lifecycle_event(9, "client.account_closed", client_id="C-GONE", at=old_time)
             )
             await ledger.append(expired, now=old_time)
+            for start in range(0, args.active_old, 500):
+                count = min(500, args.active_old - start)
+                await ledger.append(
+                    [
+                        event(10_000_000 + start + i, client_id=f"C-ACTIVE-{(start + i) % 997}")
+                        for i in range(count)
+                    ],
+                    now=old_time,
+                )
             rng = random.Random(12)
             for start in range(0, args.entries - args.expired, 500):
                 count = min(500, args.entries - args.expired - start)
                 await ledger.append(random_events(count, rng, start), now=T0)
         finally:
             await pool.close()
+        if args.run_pairs:
+            await asyncpg_vacuum(own.audit_database_url)
+            pool = await open_role_pool(own, own.audit_db_writer_role, min_size=1, max_size=2)
+            try:
+                print(
+                    f"{args.entries + args.active_old:,} entries, {args.expired} due, "
+                    f"{args.active_old:,} old of active clients; load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                await time_runs(pool, own, args.run_pairs)
+            finally:
+                await pool.close()
+            print(f"load {os.getloadavg()[0]:.2f} at end")
+            return
         conn = await asyncpg.connect(own.audit_database_url)
         try:
             await conn.execute("VACUUM ANALYZE audit_ledger")
@@ -131,11 +198,21 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         print(f"load {os.getloadavg()[0]:.2f} at end")
 
 
+async def asyncpg_vacuum(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE audit_ledger")
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--expired", type=int, default=100)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--active-old", type=int, default=0)
+    parser.add_argument("--run-pairs", type=int, default=0)
     args = parser.parse_args()
     return run_in_scratch(measure, args, "bench-retention-")
 

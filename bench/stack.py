@@ -113,7 +113,9 @@ def stack_env(base: Path, extra_env: dict[str, str] | None = None) -> dict[str, 
 
 
 @contextlib.asynccontextmanager
-async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterator[BenchStack]:
+async def running_stack(
+    extra_env: dict[str, str] | None = None, pg_settings: dict[str, str] | None = None
+) -> AsyncIterator[BenchStack]:
     base = Path(tempfile.mkdtemp(prefix="branchline-bench-"))
     prepare_runtime_dir(base)
     env = stack_env(base, extra_env)
@@ -134,6 +136,8 @@ async def running_stack(extra_env: dict[str, str] | None = None) -> AsyncIterato
     # Each log line names its database: the benchmark counts intake's reruns from the
     # server's errors (bench.branchline_measures.reruns_in_log), across all its processes.
     stack.postgres.extra_settings["log_line_prefix"] = LOG_LINE_PREFIX
+    # A probe's server settings (e.g. bench.probe_post_tail --pg wal_init_zero=off).
+    stack.postgres.extra_settings |= pg_settings or {}
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)

@@ -15,6 +15,8 @@ from branchline_shared.http.problems import unavailable_problem
 from branchline_shared.postgres.commit_outcome import (
     CommitOutcome,
     CommitOutcomeUnknown,
+    IdsTakenAfterLostCommit,
+    Written,
     after_lost_commit,
     judged,
     lost_in_flight,
@@ -25,18 +27,24 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
 
 @pytest.mark.parametrize(
-    ("written", "found", "outcome"),
+    ("written", "found", "taken", "outcome"),
     [
-        (3, 3, CommitOutcome.COMMITTED),
-        (1, 1, CommitOutcome.COMMITTED),
-        (3, 0, CommitOutcome.NOT_COMMITTED),
-        (3, 1, CommitOutcome.UNKNOWN),  # one transaction's rows are all there or none
-        (3, None, CommitOutcome.UNKNOWN),  # the store could not be asked
-        (0, 0, CommitOutcome.UNKNOWN),  # nothing to ask by
+        (3, 3, 0, CommitOutcome.COMMITTED),
+        (1, 1, 0, CommitOutcome.COMMITTED),
+        (3, 0, 0, CommitOutcome.NOT_COMMITTED),
+        (3, 1, 0, CommitOutcome.UNKNOWN),  # one transaction's rows are all there or none
+        (3, None, 0, CommitOutcome.UNKNOWN),  # the store could not be asked
+        (0, 0, 0, CommitOutcome.UNKNOWN),  # nothing to ask by
+        # Another writer's row under one of its ids: it did not commit (the ids are unique).
+        (1, 0, 1, CommitOutcome.TAKEN),
+        (3, 0, 1, CommitOutcome.TAKEN),
+        (3, 2, 1, CommitOutcome.UNKNOWN),  # its own rows and another's: not understood
     ],
 )
-def test_the_outcome_is_what_the_store_holds(written: int, found: int | None, outcome: Any) -> None:
-    assert judged(written, found) is outcome
+def test_the_outcome_is_what_the_store_holds(
+    written: int, found: int | None, taken: int, outcome: Any
+) -> None:
+    assert judged(written, found, taken) is outcome
 
 
 @pytest.mark.parametrize(
@@ -68,15 +76,18 @@ def test_an_answer_from_the_server_or_a_bug_is_not_a_lost_commit(exc: BaseExcept
 class FakePool:
     """A pool whose connection answers the two questions: the lost session's end
     (``session``: "gone", already ended; "ended", ended by the question; "alive", not ended
-    within the wait) and the rows stored."""
+    within the wait) and the rows stored: the transaction's own (``stored``) and another
+    writer's under the same ids (``others``)."""
 
     def __init__(
         self,
         stored: set[uuid.UUID] | None = None,
         fails: BaseException | None = None,
         session: str = "gone",
+        others: set[uuid.UUID] | None = None,
     ):
         self.stored = stored or set()
+        self.others = others or set()
         self.fails = fails
         self.session = session
         self.asked: list[Any] = []
@@ -94,10 +105,13 @@ class FakePool:
         if "pg_terminate_backend" in sql:
             self.asked.append(("end", args[0]))
             return {"gone": [], "ended": [(True,)], "alive": [(False,)]}[self.session]
-        (ids,) = args
+        ids, positions, envelopes = args
         self.asked.append(ids)
+        self.told = list(zip(positions, envelopes, strict=True))
         return [
-            {"event_id": i, "global_position": n} for n, i in enumerate(ids, 1) if i in self.stored
+            {"event_id": i, "global_position": n, "own": i in self.stored}
+            for n, i in enumerate(ids, 1)
+            if i in self.stored or i in self.others
         ]
 
 
@@ -203,3 +217,29 @@ def test_an_unknown_outcome_names_ids_by_the_submission_itself() -> None:
     unknown.name(sent, event_id)
     assert unknown.event_id_of(sent) == event_id
     assert unknown.event_id_of(equal) is None
+
+
+@pytest.mark.parametrize("session", ["gone", "alive"])
+async def test_another_writers_row_under_its_id_is_not_its_commit(session: str) -> None:
+    """A caller's own id, resent meanwhile by another writer: the row found under it is that
+    writer's, so the lost transaction did not commit (old: answered as committed, with the
+    other writer's position). Whether its session ended does not matter: its own insert of
+    that id could not stand beside another writer's committed one."""
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    pool = FakePool(others={ids[0]}, session=session)
+    written = [Written(ids[0], 7), Written(ids[1], envelope="{}")]
+    with pytest.raises(IdsTakenAfterLostCommit) as raised:
+        await after_lost_commit(pool, written, LOST, session=SESSION)  # type: ignore[arg-type]
+    assert raised.value.__cause__ is LOST
+    assert pool.told == [(7, None), (None, "{}")]  # what tells its own rows, sent with the ids
+
+
+async def test_its_own_rows_and_another_writers_are_not_claimed_either_way() -> None:
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    with pytest.raises(CommitOutcomeUnknown):
+        await after_lost_commit(
+            FakePool(stored={ids[0]}, others={ids[1]}),  # type: ignore[arg-type]
+            [Written(i, n) for n, i in enumerate(ids, 1)],
+            LOST,
+            session=SESSION,
+        )

@@ -116,6 +116,16 @@ class EventIdsBusy(ConcurrencyError):
     are inserted by one statement, in id order (#12)."""
 
 
+class IdsTakenAfterLostCommit(ConcurrencyError):
+    """A transaction's ``COMMIT`` (or a guessed group's self-committing write) was lost with
+    its connection, and the store, asked, holds another writer's events under some of the
+    event ids it wrote (a caller's own id, resent meanwhile by another request): it did not
+    commit, nothing of it is stored. Run it again, decided on what is stored: the
+    idempotency rules answer those ids as they answer a resend (a duplicate, or
+    ``idempotency-conflict``), not a 202 for another writer's event (Round 25, #12,
+    docs/reliability.md)."""
+
+
 class StreamsBusy(EventStoreError):
     """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
     transaction holds it, or it does not exist yet). Nothing waited; the transaction is

@@ -18,6 +18,7 @@ from branchline_shared.eventstore.ports import (
     ConcurrencyError,
     EventIdsBusy,
     GuessWrong,
+    IdsTakenAfterLostCommit,
     LocksDeadlocked,
     LogPosition,
     LogRecord,
@@ -27,7 +28,7 @@ from branchline_shared.eventstore.ports import (
     StoredPosition,
     StreamsBusy,
 )
-from branchline_shared.postgres.commit_outcome import after_lost_commit, lost_in_flight
+from branchline_shared.postgres.commit_outcome import Written, after_lost_commit, lost_in_flight
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import prefix_range
 
@@ -309,7 +310,9 @@ class PostgresUnitOfWork:
         self._waits_out_of_order = waits_out_of_order
         self._staged: list[_Staged] = []
         self.committed = 0
-        self.written_ids: list[uuid.UUID] = []  # what a lost COMMIT is checked by (#12)
+        # What a lost COMMIT is checked by (#12): each event written, at the global position
+        # its write drew (another writer's row under the same id has another, Round 25).
+        self.written_at: dict[uuid.UUID, int] = {}
         self.share_locked: set[str] = set()  # streams this unit read-locked (they exist)
         # Outside a group: the versions of the streams this unit holds locked for update, as
         # locked and as it wrote them (a group keeps its own: ``held_versions``).
@@ -555,7 +558,7 @@ class PostgresUnitOfWork:
         if self._group is None:
             self._locked.update({s: v for s, v in last_versions.items() if s in self._locked})
             self._id_order.update(upto=upto, no_wait=no_wait)
-        self.written_ids.extend(e.event_id for e in events)
+        self.written_at.update(written)
         self.committed += len(staged)
         return positions
 
@@ -693,10 +696,17 @@ class GuessingUnitOfWork:
             # twice, under new ids, when the lost write had committed.
             lost = exc
         if lost is not None:
+            # The write's answer is lost with it, so not the positions it drew: each row is
+            # told by the envelope sent (a resend of the same id by another writer, stored
+            # meanwhile, has its own, Round 25).
+            sent = [Written(s.event.event_id, envelope=s.envelope) for s in staged]
             try:
-                found = await after_lost_commit(
-                    self._pool, [e.event_id for e in events], lost, session=session
-                )
+                found = await after_lost_commit(self._pool, sent, lost, session=session)
+            except IdsTakenAfterLostCommit as exc:
+                # Not written: another writer's events hold some of its ids. The ordinary
+                # way decides again on what is stored, and answers those ids as resends.
+                self._sent = False
+                raise GuessWrong(str(exc)) from exc
             except BaseException as exc:
                 if exc is lost:  # none stored: the ordinary way may write them
                     self._sent = False
@@ -1068,13 +1078,14 @@ class PostgresEventStore:
                 # same event ids on different streams, in opposite orders): run it again.
                 raise LocksDeadlocked(str(exc)) from exc
             except Exception as exc:
-                if not (ending and uow.written_ids and lost_in_flight(exc)):
+                if not (ending and uow.written_at and lost_in_flight(exc)):
                     raise
                 lost = exc
         if lost is not None:
             # Asked on a fresh connection, the lost one back in the pool (a pool of one
             # would otherwise wait for itself): committed, the unit ends as if it had heard.
-            await after_lost_commit(self._pool, uow.written_ids, lost, session=session)
+            written = [Written(i, p) for i, p in uow.written_at.items()]
+            await after_lost_commit(self._pool, written, lost, session=session)
         if uow.committed and self._on_commit is not None:
             self._on_commit()
 
@@ -1121,7 +1132,13 @@ class PostgresEventStore:
         if lost is not None:
             # Every caller of the group is answered by what the one transaction left:
             # its callers' events (a caller rolled back to its savepoint left none of its).
-            await after_lost_commit(self._pool, list(shared.written), lost, session=session)
+            # Each event at the position its write drew: another writer's under the same id
+            # (a concurrent resend) is not this transaction's (IdsTakenAfterLostCommit: the
+            # group runs again, and the idempotency rules answer it, Round 25).
+            written = [
+                Written(i, stored.position.global_position) for i, stored in shared.written.items()
+            ]
+            await after_lost_commit(self._pool, written, lost, session=session)
         if shared.committed and self._on_commit is not None:
             self._on_commit()
 

@@ -109,16 +109,23 @@ async def test_retentions_read_is_bounded_on_its_generic_plan(
         (statement,) = {q for q in statements if "pruned_at IS NULL AND appended_at < $1" in q}
 
         plan = await generic_plan(pool, statement)
-        # both bounds are conditions on the index, nothing found is filtered out: the old
-        # read walked audit_ledger_pkey from the page's position, filtering on appended_at
+        # both bounds are conditions on the index, no time is filtered: the old read walked
+        # audit_ledger_pkey from the page's position, filtering on appended_at. The one filter
+        # is the clients that can be due (Round 25), a hashed subplan: a probe per row
         assert "audit_ledger_appended on audit_ledger " in plan, plan
         assert 'Index Cond: ((appended_at < $1) AND (ROW(appended_at, "position") >' in plan, plan
-        assert "Filter:" not in plan, plan
+        filters = [line.strip() for line in plan.splitlines() if "Filter:" in line]
+        assert len(filters) == 1, plan
+        assert "(client_id IS NULL) OR" in filters[0], plan
+        assert "hashed SubPlan" in filters[0], plan
+        assert "appended_at" not in filters[0], plan
 
         cutoff = max(retention_policy(s).cutoffs(T0).values())
         for after in (0, 20):  # the first page, a next page
             touched, detail = await _buffers(
-                pool, statement, f"'{cutoff.isoformat()}'::timestamptz, {after}, 5000"
+                pool,
+                statement,
+                f"'{cutoff.isoformat()}'::timestamptz, {after}, 5000, '{{C-GONE}}'::text[]",
             )
             # the candidates' pages and a few index pages; the ledger has hundreds
             assert touched < max(20, pages // 10), f"{touched} of {pages} pages:\n{detail}"
@@ -163,7 +170,8 @@ async def test_out_of_order_and_equal_append_times_prune_each_entry_once(
             cast(Any, candidates), retention_policy(s), FixedClock(T0), actor_id="ops-1"
         )
         assert [p for p, n in Counter(candidates.seen).items() if n > 1] == []
-        assert sorted(candidates.seen) == expired
+        # C-ACTIVE's old entry is not read: an active client has nothing due (Round 25)
+        assert sorted(candidates.seen) == due
         assert outcome.pruned == len(due)
         again = await prune_expired(
             pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="ops-1"

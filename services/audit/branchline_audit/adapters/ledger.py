@@ -303,6 +303,14 @@ _EXPIRED_CANDIDATES = (
     "'-infinity'::timestamptz), $2) "
     "ORDER BY audit_ledger.appended_at, audit_ledger.position LIMIT $3"
 )
+_EXPIRED_CANDIDATES_OF = _EXPIRED_CANDIDATES.replace(
+    " ORDER BY ",
+    " AND (client_id IS NULL OR client_id IN (SELECT unnest($4::text[]))) ORDER BY ",
+)
+"""The same page without the entries of clients not in $4 (#12): a client whose relationship
+has not ended before the latest cutoff (an active one above all) has nothing due, and its old
+entries were read, decoded and dropped by every run. A hashed subplan: one probe per row,
+whatever the number of clients, on the custom and the generic plan."""
 """Retention's page of candidates (D-11, #12), keyset-paged in the order of the partial index
 audit_ledger_appended (appended_at, position) WHERE pruned_at IS NULL: both bounds are index
 conditions, so a page reads its candidates and one primary-key probe (the previous page's last
@@ -636,12 +644,23 @@ class PostgresLedger:
     # ---------------------------------------------------------------- retention
 
     async def expired_candidates(
-        self, *, before: datetime, after_position: int, limit: int
+        self,
+        *,
+        before: datetime,
+        after_position: int,
+        limit: int,
+        clients: Sequence[str] | None = None,
     ) -> list[StoredEntry]:
         """Unpruned entries appended before ``before`` (the latest cutoff of any profile),
         in ``(appended_at, position)`` order, after the entry at ``after_position`` (the
-        previous page's last candidate; 0 for the first page)."""
-        rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
+        previous page's last candidate; 0 for the first page); with ``clients``, only those
+        without a client or of one of ``clients``."""
+        if clients is None:
+            rows = await self._pool.fetch(_EXPIRED_CANDIDATES, before, after_position, limit)
+        else:
+            rows = await self._pool.fetch(
+                _EXPIRED_CANDIDATES_OF, before, after_position, limit, list(clients)
+            )
         return stored_page(rows)
 
     async def prune(

@@ -114,11 +114,17 @@ class AuditLedger(Protocol):
         ...
 
     async def expired_candidates(
-        self, *, before: datetime, after_position: int, limit: int
+        self,
+        *,
+        before: datetime,
+        after_position: int,
+        limit: int,
+        clients: Sequence[str] | None = None,
     ) -> list[StoredEntry]:
         """Up to ``limit`` unpruned entries appended before ``before``, in (appended_at,
         position) order, after the entry at ``after_position`` (the previous page's last
-        candidate; 0 for the first page). Append times need not follow positions (#12)."""
+        candidate; 0 for the first page). Append times need not follow positions (#12).
+        With ``clients``: only entries without a client or of one of them."""
         ...
 
     async def prune(

@@ -79,10 +79,15 @@ async def prune_expired(
     cutoffs = retention.cutoffs(now)
     outcome = PruneOutcome(cutoffs={p: rfc3339(c) for p, c in cutoffs.items()})
     markers: dict[int, dict[str, Any]] = {}
+    latest = max(cutoffs.values())
+    # Only a client whose relationship ended before the latest cutoff can have an entry due
+    # (a client's entries count from that end, under any profile's cutoff): the read skips
+    # every other client's, which no run would prune (#12; held ones are read and reported).
+    due = sorted(c for c, end in state.relationship_ends.items() if end < latest)
     after = 0
     while True:
         page = await ledger.expired_candidates(
-            before=max(cutoffs.values()), after_position=after, limit=PAGE_SIZE
+            before=latest, after_position=after, limit=PAGE_SIZE, clients=due
         )
         for stored in page:
             if stored.unwritten is not None:

@@ -47,6 +47,7 @@ from branchline_shared.eventstore.ports import (
     GuessingStore,
     GuessingUnitOfWork,
     GuessWrong,
+    IdsTakenAfterLostCommit,
     LocksDeadlocked,
     SharedTransaction,
     StreamsBusy,
@@ -223,6 +224,17 @@ class GroupCommitter:
                     raise
                 LOCK_CYCLE_RERUNS.labels(path="group").inc()
                 log.warning("a lock cycle was broken; the group runs again")
+            except IdsTakenAfterLostCommit:
+                # The group's COMMIT was lost with its connection and it did not commit: the
+                # store holds another writer's events under some of its callers' ids (a
+                # concurrent resend, stored meanwhile). Nothing of the group is stored or
+                # answered: run it again, decided on what is stored, so those ids are
+                # answered as resends are (a duplicate, or idempotency-conflict), not as
+                # accepted (Round 25, #12, docs/reliability.md).
+                cycles += 1
+                if cycles == MAX_LOCK_CYCLES:
+                    raise
+                log.warning("a lost commit's event ids were another writer's; the group runs again")
             except StreamsBusy:
                 # A refusal stream was held by another transaction or did not exist yet. Run
                 # again with every refusal stream of the group locked up front, in the one

@@ -301,8 +301,10 @@ async def submit_callers(
                 ctx = dataclasses.replace(ctx, refusal_locks_first=True)
                 continue
             except ConcurrencyError:
-                # A concurrent writer took the same event id (on another stream): read again,
-                # and the retry answers it as the duplicate it is.
+                # A concurrent writer took the same event id (on another stream), or stored it
+                # while this batch's COMMIT was lost (IdsTakenAfterLostCommit: nothing of the
+                # batch stored, Round 25): read again, and the retry answers it as the
+                # duplicate it is (or idempotency-conflict, another body under the id).
                 if attempt == _MAX_ATTEMPTS:
                     raise
                 attempt += 1
