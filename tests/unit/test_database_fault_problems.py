@@ -153,3 +153,26 @@ async def test_a_commit_of_unknown_outcome_is_503_outcome_unknown() -> None:
     assert "same event_ids" in body["detail"]
     assert is_transient_database_fault(error)
     assert consuming.is_transient(error)  # a consumer retries it, as the lost connection
+
+
+@pytest.mark.parametrize(
+    ("fault", "outage"),
+    [
+        (asyncpg.QueryCanceledError("canceling statement due to user request"), True),
+        (asyncpg.AdminShutdownError("terminating connection"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), True),
+        (OSError("connection reset"), True),
+        (asyncpg.InsufficientResourcesError("too many connections"), True),
+        (asyncpg.DeadlockDetectedError("deadlock detected"), False),  # a conflict: rerun
+        (asyncpg.SerializationError("could not serialize"), False),
+        (asyncpg.LockNotAvailableError("lock timeout"), False),
+        (asyncpg.UniqueViolationError("duplicate key"), False),  # not transient at all
+        (ValueError("a bug"), False),
+    ],
+)
+def test_an_outage_is_a_transient_fault_that_is_no_conflict(fault: Exception, outage: bool) -> None:
+    """A guessed group's write refused by an outage is answered 503, not run again the
+    ordinary way; a conflict still runs it again (#12, docs/intake.md)."""
+    from branchline_shared.postgres.faults import is_outage
+
+    assert is_outage(fault) is outage

@@ -126,6 +126,24 @@ def is_transient_database_fault(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_DATABASE_FAULTS) and not isinstance(exc, NEVER_TRANSIENT)
 
 
+CONFLICTS: tuple[type[Exception], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+)
+"""The transient faults that are a conflict with another transaction: run again, they may pass
+(a writer's reruns)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A transient fault that is no conflict with another transaction: the database ended or
+    cancelled the request's statement, or could not take it (a lost connection, a cancel, a
+    shutdown, too many connections, a standby). Nothing written by a statement it refused;
+    run again at once it meets the same outage or the same wait, so it is answered (503
+    ``unavailable``), not run again (#12: a guessed group's write, docs/intake.md)."""
+    return is_transient_database_fault(exc) and not isinstance(exc, CONFLICTS)
+
+
 def fault_detail(exc: BaseException) -> str:
     """What a caller is told of a transient fault: its kind, never the server's message (which
     may quote a value, docs/privacy.md)."""

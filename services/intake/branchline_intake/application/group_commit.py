@@ -53,7 +53,7 @@ from branchline_shared.eventstore.ports import (
     StreamsBusy,
     UnitOfWork,
 )
-from branchline_shared.postgres.faults import CommitOutcomeUnknown
+from branchline_shared.postgres.faults import CommitOutcomeUnknown, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -353,10 +353,12 @@ class GroupCommitter:
         except GuessWrong:
             raise
         except Exception as exc:
-            if not unit.sent:  # nothing written: the ordinary way answers it
+            if not unit.sent and not is_outage(exc):  # nothing written: the ordinary way
                 raise GuessWrong(repr(exc)) from exc
-            # The write was sent and may have committed: its callers are answered with the
-            # error, as when a group's COMMIT fails, and nothing is run again.
+            # The write was sent and may have committed, or the database refused it for an
+            # outage (a cancel, a lost connection found not stored): its callers are
+            # answered with the error, as when a group's COMMIT fails, and nothing is run
+            # again (an operator's cancel, a statement_timeout, stand).
             return [(waiting, exc) for waiting in group]
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
         for waiting in group:
@@ -391,10 +393,11 @@ class GroupCommitter:
         except GuessWrong:
             raise
         except Exception as exc:
-            if not unit.sent:  # nothing written: the ordinary way answers each caller
+            if not unit.sent and not is_outage(exc):  # the ordinary way answers each caller
                 raise GuessWrong(repr(exc)) from exc
-            # The write was sent and may have committed: every caller is answered with the
-            # error, as when a group's COMMIT fails, and nothing is run again.
+            # The write was sent and may have committed, or the database refused it for an
+            # outage: every caller is answered with the error, as when a group's COMMIT
+            # fails, and nothing is run again.
             return [(waiting, exc) for _, members in callers for waiting in members]
         results: list[tuple[_Waiting, list[Outcome] | BaseException]] = []
         for (_, members), outcomes in zip(callers, answers, strict=True):
