@@ -35,6 +35,7 @@ from branchline_followup.domain import (
     TaskKind,
     TaskStatus,
 )
+from branchline_followup.domain.records import PrivacyState
 from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
@@ -611,3 +612,28 @@ async def test_an_event_saves_and_rearms_exactly_the_tasks_it_changes(
         r.kind for r in units.state.timers.values() if r.task_id == survey.id and r.fired_at is None
     }
     assert armed == {"overdue"}  # escalated: no escalate timer any more
+
+
+async def test_a_completion_sent_again_for_a_restricted_client_is_not_opened_to_compare(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    """After the client's erasure request their note is restricted (D-04): it is not
+    unsealed to tell a resend, which stays refused as a closed task (#12)."""
+    survey = await project_visit(units, projection)
+    ctx = replace(
+        context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2))),
+        keys=InMemoryClientKeyStore(),
+    )
+    named: dict[str, Any] = {
+        "actor": Actor(id=RM_ID, role="rm"),
+        "outcome": FollowupOutcome.CONTACTED,
+        "note": "asked for a call back",
+    }
+    await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
+    units.state.privacy[survey.client_id] = PrivacyState(
+        survey.client_id, MONDAY_9 + timedelta(hours=1), uuid.uuid4(), None, None
+    )
+    before = completions_of(units)
+    with pytest.raises(TaskClosed):
+        await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
+    assert completions_of(units) == before

@@ -194,6 +194,11 @@ async def _completed_alike(
     if any(is_sealed(data.get(path)) for path in paths):
         if ctx.keys is None:
             return False
+        privacy = await uow.privacy.state(task.client_id)
+        if privacy is not None and privacy.restricted:
+            # Restricted by an erasure request: their personal data is used for nothing,
+            # not even this comparison (D-04); the resend stays refused as a closed task.
+            return False
         try:
             key = await ctx.keys.existing_key(task.client_id)
             if key is None:
