@@ -24,8 +24,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -37,6 +38,8 @@ from bench import branchline_measures, scale  # noqa: E402
 from bench.growth_pairs import CONSUMERS  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
+T = TypeVar("T")
+
 DEFAULT_STEPS = (10_000, 100_000, 1_000_000)
 
 AUTOVACUUM = (
@@ -45,7 +48,9 @@ AUTOVACUUM = (
 )
 SERVER_COUNTERS = (
     "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, "
-    "(SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints"
+    "(SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints, "
+    "(SELECT num_done FROM pg_stat_checkpointer) AS checkpoints_done, "
+    "extract(epoch FROM now() - (pg_control_checkpoint()).checkpoint_time) AS since_checkpoint"
 )
 
 
@@ -118,9 +123,12 @@ async def _watch_autovacuum(stack: BenchStack, seen: set[str], stop: asyncio.Eve
         await conn.close()
 
 
-async def one_read(stack: BenchStack, mode: str, sample: int) -> dict[str, Any]:
-    """One batch-rate reading (as the benchmark's: ``max(3000, sample)`` events) with the
-    consumers ``running`` or ``paused``, and what the server did meanwhile."""
+async def beside(
+    stack: BenchStack, mode: str, reading: Callable[[], Awaitable[T]]
+) -> tuple[T, dict[str, Any]]:
+    """``reading`` run with the consumers ``running`` or ``paused``, and what the server did
+    meanwhile: the autovacuum workers seen, checkpoints begun and ended, WAL written, how
+    long ago the last checkpoint ended when it began, the consumers' CPU."""
     before = (await _server(stack, SERVER_COUNTERS))[0]
     consumers_cpu = sum(stack.cpu_seconds(c) for c in CONSUMERS)
     seen: set[str] = set()
@@ -128,22 +136,53 @@ async def one_read(stack: BenchStack, mode: str, sample: int) -> dict[str, Any]:
     watcher = asyncio.create_task(_watch_autovacuum(stack, seen, stop))
     try:
         with stack.paused(*CONSUMERS) if mode == "paused" else contextlib.nullcontext():
-            rate = await branchline_measures.batches(
-                stack.settings.intake_port, stack.token, max(3000, sample)
-            )
+            value = await reading()
     finally:
         stop.set()
         await watcher
     after = (await _server(stack, SERVER_COUNTERS))[0]
-    return {
+    return value, {
         "mode": mode,
-        "batch_per_s": rate,
         "autovacuum": sorted(seen),
         "checkpoints": int(after["checkpoints"] - before["checkpoints"]),
+        "checkpoints_done": int(after["checkpoints_done"] - before["checkpoints_done"]),
+        "since_checkpoint_s": float(before["since_checkpoint"]),
         "wal_mb": float(after["wal"] - before["wal"]) / 2**20,
         "consumers_cpu_s": sum(stack.cpu_seconds(c) for c in CONSUMERS) - consumers_cpu,
         "load": os.getloadavg()[0],
     }
+
+
+async def one_read(stack: BenchStack, mode: str, sample: int) -> dict[str, Any]:
+    """One batch-rate reading (as the benchmark's: ``max(3000, sample)`` events) with the
+    consumers ``running`` or ``paused``, and what the server did meanwhile."""
+    rate, seen = await beside(
+        stack,
+        mode,
+        lambda: branchline_measures.batches(
+            stack.settings.intake_port, stack.token, max(3000, sample)
+        ),
+    )
+    return {"batch_per_s": rate, **seen}
+
+
+@contextlib.contextmanager
+def watched_write_path(stack: BenchStack, into: list[dict[str, Any]]) -> Iterator[None]:
+    """The benchmark's own write-path reading (``scale.write_path``, called by
+    ``growth_step``: the batches, then the single POSTs) watched as ``beside`` watches,
+    what it saw appended to ``into``."""
+    measured = scale.write_path
+
+    async def watched(stack_: BenchStack, sample: int) -> tuple[float, float]:
+        figures, seen = await beside(stack_, "running", lambda: measured(stack_, sample))
+        into.append({"batch_per_s": figures[0], **seen})
+        return figures
+
+    scale.write_path = watched  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        scale.write_path = measured
 
 
 def read_mode(i: int) -> str:
@@ -156,7 +195,9 @@ def read_line(read: dict[str, Any]) -> str:
     vacuums = "; ".join(read["autovacuum"]) or "none"
     return (
         f"    {read['mode']:8s} batch {read['batch_per_s']:6,.0f} ev/s; consumers' CPU "
-        f"{read['consumers_cpu_s']:4.1f} s; checkpoints {read['checkpoints']}; WAL "
+        f"{read['consumers_cpu_s']:4.1f} s; checkpoints {read['checkpoints']} begun "
+        f"{read['checkpoints_done']} ended (last ended {read['since_checkpoint_s']:.0f} s "
+        f"before); WAL "
         f"{read['wal_mb']:5.1f} MB; load {read['load']:.2f}; autovacuum: {vacuums}"
     )
 
@@ -170,14 +211,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             label = scale.step_label(events)
             started = time.perf_counter()
             print(f"growth: filling to {events:,} events ...", flush=True)
-            step = await scale.growth_step(stack, events, args.sample, result["warnings"])
+            benchmarks: list[dict[str, Any]] = []
+            with watched_write_path(stack, benchmarks):
+                step = await scale.growth_step(stack, events, args.sample, result["warnings"])
             figures |= step
             print(
                 f"  {label} ({time.perf_counter() - started:.0f} s): "
                 + ", ".join(f"{k} {v:,.3f}" for k, v in step.items()),
                 flush=True,
             )
-            reads[label] = []
+            reads[label] = [{**read, "mode": "benchmark"} for read in benchmarks]
+            for read in reads[label]:
+                print(read_line(read), flush=True)
             for i in range(args.reads):
                 mode = read_mode(i)
                 await scale.caught_up(stack, followup=True, within_s=60)

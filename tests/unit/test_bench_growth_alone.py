@@ -4,6 +4,7 @@ sample and its extra readings as the command line gives them, and what it refuse
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pytest
 from bench import growth, scale
@@ -77,3 +78,21 @@ def test_the_extra_readings_alternate_in_both_orders() -> None:
         "paused",
         "running",
     ] * 2
+
+
+async def test_the_benchmarks_own_reading_is_watched_and_then_left_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def measured(stack: object, sample: int) -> tuple[float, float]:
+        return 5_000.0, 0.4
+
+    async def beside(stack: object, mode: str, reading: Any) -> tuple[Any, dict[str, Any]]:
+        return await reading(), {"mode": mode, "checkpoints": 1}
+
+    monkeypatch.setattr(scale, "write_path", measured)
+    monkeypatch.setattr(growth, "beside", beside)
+    seen: list[dict[str, Any]] = []
+    with growth.watched_write_path(object(), seen):  # type: ignore[arg-type]
+        assert await scale.write_path(object(), 1280) == (5_000.0, 0.4)  # type: ignore[arg-type]
+    assert seen == [{"batch_per_s": 5_000.0, "mode": "running", "checkpoints": 1}]
+    assert scale.write_path is measured
