@@ -40,6 +40,8 @@ from bench.stack import BenchStack, running_stack  # noqa: E402
 
 T = TypeVar("T")
 
+REBUILD_LIMIT_S = 900.0
+
 DEFAULT_STEPS = (10_000, 100_000, 1_000_000)
 
 AUTOVACUUM = (
@@ -50,8 +52,21 @@ SERVER_COUNTERS = (
     "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, "
     "(SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints, "
     "(SELECT num_done FROM pg_stat_checkpointer) AS checkpoints_done, "
-    "extract(epoch FROM now() - (pg_control_checkpoint()).checkpoint_time) AS since_checkpoint"
+    "extract(epoch FROM now() - (pg_control_checkpoint()).checkpoint_time) AS since_checkpoint, "
+    "(SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal') AS wal_fsyncs, "
+    "(SELECT coalesce(sum(fsync_time), 0) FROM pg_stat_io WHERE object = 'wal') AS wal_fsync_ms"
 )
+
+
+def dirty_mb() -> float:
+    """The operating system's dirty and under-writeback page cache (/proc/meminfo), MB: what
+    a fill leaves the disk still to write when a reading begins."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return 0.0
+    kb = sum(int(line.split()[1]) for line in lines if line.startswith(("Dirty:", "Writeback:")))
+    return kb / 1024
 
 
 def steps_of(text: str) -> tuple[int, ...]:
@@ -87,6 +102,11 @@ def arguments() -> argparse.ArgumentParser:
         type=int,
         default=4,
         help="further batch-rate readings per step, running and paused alternately (0: none)",
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="after the first step, the rebuild `make bench` times there (not timed here)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "growth.json")
     return parser
@@ -129,6 +149,7 @@ async def beside(
     """``reading`` run with the consumers ``running`` or ``paused``, and what the server did
     meanwhile: the autovacuum workers seen, checkpoints begun and ended, WAL written, how
     long ago the last checkpoint ended when it began, the consumers' CPU."""
+    dirty = dirty_mb()
     before = (await _server(stack, SERVER_COUNTERS))[0]
     consumers_cpu = sum(stack.cpu_seconds(c) for c in CONSUMERS)
     seen: set[str] = set()
@@ -148,6 +169,9 @@ async def beside(
         "checkpoints_done": int(after["checkpoints_done"] - before["checkpoints_done"]),
         "since_checkpoint_s": float(before["since_checkpoint"]),
         "wal_mb": float(after["wal"] - before["wal"]) / 2**20,
+        "wal_fsyncs": int(after["wal_fsyncs"] - before["wal_fsyncs"]),
+        "wal_fsync_ms": float(after["wal_fsync_ms"] - before["wal_fsync_ms"]),
+        "dirty_mb_before": dirty,
         "consumers_cpu_s": sum(stack.cpu_seconds(c) for c in CONSUMERS) - consumers_cpu,
         "load": os.getloadavg()[0],
     }
@@ -198,7 +222,9 @@ def read_line(read: dict[str, Any]) -> str:
         f"{read['consumers_cpu_s']:4.1f} s; checkpoints {read['checkpoints']} begun "
         f"{read['checkpoints_done']} ended (last ended {read['since_checkpoint_s']:.0f} s "
         f"before); WAL "
-        f"{read['wal_mb']:5.1f} MB; load {read['load']:.2f}; autovacuum: {vacuums}"
+        f"{read['wal_mb']:5.1f} MB, {read.get('wal_fsyncs', 0)} fsyncs "
+        f"{read.get('wal_fsync_ms', 0.0):.0f} ms; dirty before "
+        f"{read.get('dirty_mb_before', 0.0):.0f} MB; load {read['load']:.2f}; autovacuum: {vacuums}"
     )
 
 
@@ -228,6 +254,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 await scale.caught_up(stack, followup=True, within_s=60)
                 reads[label].append(await one_read(stack, mode, args.sample))
                 print(read_line(reads[label][-1]), flush=True)
+            if args.rebuild and events == args.steps[0]:
+                print("  rebuild ...", flush=True)
+                async with asyncio.timeout(REBUILD_LIMIT_S):
+                    await scale.rebuild_rate(stack.settings)
             # Written after every step: a run stopped at 1M keeps its 10k and 100k.
             result |= {"figures": figures, "reads": reads, "ratios": ratios(figures, args.steps)}
             args.out.write_text(json.dumps(result, indent=2))

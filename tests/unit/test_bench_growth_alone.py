@@ -17,6 +17,8 @@ def test_defaults_are_the_full_profiles_steps() -> None:
     assert args.steps == (10_000, 100_000, 1_000_000)
     assert args.sample == 1280
     assert args.reads == 4
+    assert args.rebuild is False
+    assert growth.parse(["--rebuild"]).rebuild is True
 
 
 @pytest.mark.parametrize(
