@@ -4,6 +4,7 @@ outbox relay."""
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import time
 import uuid
@@ -56,13 +57,50 @@ async def single_posts(
     connections: int = 64,
     *,
     event_ids: bool = False,
+    resend_share: float = 0.0,
 ) -> Latencies:
     """``events`` single POSTs from ``connections`` connections; ``token``: one, or one per
     branch system (``closed_loop``). ``event_ids``: each event sent with an ``event_id`` of
-    its own (a UUIDv4, as a branch system that sends its own idempotency keys chooses it)."""
+    its own (a UUIDv4, as a branch system that sends its own idempotency keys chooses it).
+    ``resend_share``: that share of the POSTs resends (:func:`with_resends`)."""
     run = uuid.uuid4().hex[:8]
     bodies = [orjson.dumps(with_event_id(event_body(i, run), event_ids)) for i in range(events)]
+    if resend_share > 0:
+        systems = 1 if isinstance(token, str) else len(token)
+        bodies = with_resends(bodies, resend_share, connections, systems)
     return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+
+
+RESENT_FROM = 8
+"""A resend repeats one of its branch system's last this many POSTs answered (#12)."""
+
+
+def with_resends(
+    bodies: list[bytes], share: float, connections: int, systems: int, seed: int = 25
+) -> list[bytes]:
+    """``bodies`` with about ``share`` of them replaced by resends, as a branch system resends
+    (a retry after a timeout, on a connection of its own, or a day's file replayed, #12): the
+    same body, its ``event_id`` too, of a POST its branch system (the same token) sent and
+    had answered shortly before: one of that system's last :data:`RESENT_FROM` originals
+    sent at least two rounds earlier. ``closed_loop`` sends ``bodies[c::connections]`` from
+    connection ``c`` with token ``c % systems``, one POST at a time, so index ``j`` was
+    answered before index ``i`` when ``j <= i - 2 * connections`` unless its connection fell
+    two rounds behind (then the resend meets its original in flight, and is still answered
+    as a resend is). Which intake process serves a connection is chance, so a resend reaches
+    the process that accepted its original or another one. Every one is answered 202 (a
+    duplicate at the stored position), so ``closed_loop``'s ``expect`` holds. Seeded: both
+    trees of a pair send the same pattern."""
+    chosen = random.Random(seed)
+    out = list(bodies)
+    originals: dict[int, list[int]] = {}  # branch system -> its originals' indexes, in order
+    for i in range(len(out)):
+        mine = originals.setdefault(i % connections % systems, [])
+        answered = [j for j in mine[-(RESENT_FROM + 2 * connections) :] if j <= i - 2 * connections]
+        if answered and chosen.random() < share:
+            out[i] = out[chosen.choice(answered[-RESENT_FROM:])]
+        else:
+            mine.append(i)
+    return out
 
 
 def with_event_id(body: dict[str, Any], chosen: bool) -> dict[str, Any]:
@@ -96,6 +134,35 @@ class Reruns:
     lock_cycles: int
 
 
+UNIQUE_VIOLATION_ERROR = "ERROR:  duplicate key value violates unique constraint"
+"""A statement refused by a unique index (23505). In intake under a resend load: a guessed
+group's one statement that met a stored stream or event id (``_GUESSED_WRITE_SQL``), after
+which the group is decided again the ordinary way (#12)."""
+
+
+def unique_violations_in_log(log: Path | None, offset: int, database: str) -> int:
+    """Statements of ``database`` refused by a unique index, in the server's log past
+    ``offset`` (:data:`UNIQUE_VIOLATION_ERROR`)."""
+    return _errors_in_log(log, offset, database, [UNIQUE_VIOLATION_ERROR])[UNIQUE_VIOLATION_ERROR]
+
+
+def _errors_in_log(
+    log: Path | None, offset: int, database: str, errors: list[str]
+) -> dict[str, int]:
+    counts = dict.fromkeys(errors, 0)
+    if log is None or not log.exists():
+        return counts
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    mark = f":{database}:"
+    for line in text.splitlines():
+        for error in counts:
+            if mark + error in line:
+                counts[error] += 1
+    return counts
+
+
 def log_offset(log: Path | None) -> int:
     """The server log's size now (bytes): where a measure's lines will start."""
     return log.stat().st_size if log is not None and log.exists() else 0
@@ -103,17 +170,7 @@ def log_offset(log: Path | None) -> int:
 
 def reruns_in_log(log: Path | None, offset: int, database: str) -> Reruns:
     """:class:`Reruns` of ``database``'s transactions in the server's log past ``offset``."""
-    if log is None or not log.exists():
-        return Reruns(0, 0)
-    with log.open("rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    mark = f":{database}:"
-    counts = {LOCK_TIMEOUT_ERROR: 0, DEADLOCK_ERROR: 0}
-    for line in text.splitlines():
-        for error in counts:
-            if mark + error in line:
-                counts[error] += 1
+    counts = _errors_in_log(log, offset, database, [LOCK_TIMEOUT_ERROR, DEADLOCK_ERROR])
     return Reruns(id_order=counts[LOCK_TIMEOUT_ERROR], lock_cycles=counts[DEADLOCK_ERROR])
 
 

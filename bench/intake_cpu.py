@@ -7,6 +7,7 @@ Unlike `bench.profile_intake` nothing samples the process, so the figure is the 
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
                                [--branch-systems N] [--existing-clients K] [--event-ids]
+                               [--resend-share P]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
@@ -19,6 +20,12 @@ benchmark's one token. ``--existing-clients K`` posts consents to clients regist
 UUIDv4), as a branch system that sends idempotency keys does; each line then counts the
 transactions run again after a write out of the id order met a lock, and after a deadlock,
 across every intake process (``bench.branchline_measures.reruns_in_log``).
+``--resend-share P`` (with ``--event-ids``): P of the POSTs resends, the same body and id as one
+its connection sent and had answered shortly before (``bench.branchline_measures.with_resends``,
+a branch system retrying or replaying, #12); each line then also counts intake's statements
+refused by a unique index (a guessed group's write that met a resent id or its stream, run
+again the ordinary way: ``unique_violations_in_log``). "ev/s", the CPU and the latencies count
+every POST, resends included.
 "Events per group" counts the rows' distinct commit times (one per committed transaction; a
 row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
@@ -46,6 +53,7 @@ from bench.branchline_measures import (  # noqa: E402
     register_clients,
     reruns_in_log,
     single_posts,
+    unique_violations_in_log,
 )
 from bench.stack import (  # noqa: E402
     child_pids,
@@ -131,7 +139,10 @@ async def main() -> int:
     parser.add_argument("--branch-systems", type=int, default=1, metavar="N")
     parser.add_argument("--existing-clients", type=int, default=0, metavar="K")
     parser.add_argument("--event-ids", action="store_true")
+    parser.add_argument("--resend-share", type=float, default=0.0, metavar="P")
     args = parser.parse_args()
+    if args.resend_share and not args.event_ids:
+        parser.error("--resend-share resends events' own ids: it needs --event-ids")
     extra = dict(pair.split("=", 1) for pair in args.env)
     async with running_stack(extra) as stack:
         port = stack.settings.intake_port
@@ -156,12 +167,19 @@ async def main() -> int:
                     port, tokens, run, args.events, args.existing_clients
                 )
             else:
-                latencies = await single_posts(port, tokens, args.events, event_ids=args.event_ids)
+                latencies = await single_posts(
+                    port,
+                    tokens,
+                    args.events,
+                    event_ids=args.event_ids,
+                    resend_share=args.resend_share,
+                )
             held = await sampler
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             group = await events_per_transaction(conn, first)
             reruns = reruns_in_log(stack.postgres_log, offset, "branchline_intake")
+            refused = unique_violations_in_log(stack.postgres_log, offset, "branchline_intake")
             after = per_process_cpu(stack.pids.get("intake-api", []))
             # each process's share (the one holding the relay lock also publishes)
             split = " / ".join(
@@ -177,6 +195,8 @@ async def main() -> int:
                 f"{len(tokens)} branch systems; "
                 f"{'consents to existing clients; ' if run else ''}"
                 f"{'own event ids; ' if args.event_ids else ''}"
+                f"{f'resend share {args.resend_share:g}; ' if args.resend_share else ''}"
+                f"unique violations {refused}; "
                 f"reruns: id order {reruns.id_order}, lock cycles {reruns.lock_cycles}; "
                 f"load average {load}",
                 flush=True,

@@ -147,14 +147,19 @@ async def test_a_completion_lost_with_the_database_is_outcome_unknown(
     unknown = await complete(client, task_id)
     assert trap.sprung.is_set()
     assert "unknown" in problem(unknown, "outcome-unknown")["detail"]
-    [(_, outbox)] = await completions(settings, task_id)  # it had committed
+    [(event_id, outbox)] = await completions(settings, task_id)  # it had committed
     assert outbox == 1
     await proxy.restore()
-    # Completing is not idempotent on resend: a completed task is closed, so the resend is
-    # refused (409) and nothing is applied twice (docs/api.md).
+    # The same completion sent again is answered with the task as it is, done (old: 409
+    # task-closed, the RM could not tell their completion from another's); nothing is
+    # applied twice. Another completion of the closed task is still refused (docs/api.md).
     again = await complete(client, task_id)
-    assert again.status_code == 409, again.text
-    assert len(await completions(settings, task_id)) == 1
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "done"
+    other = await client.post(f"/v1/followups/{task_id}/complete", json={"outcome": "other"})
+    assert other.status_code == 409, other.text
+    assert other.json()["type"] == "https://branchline.dev/problems/task-closed"
+    assert await completions(settings, task_id) == [(event_id, 1)]
 
 
 async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_changed(
@@ -176,6 +181,61 @@ async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_
     assert int(page.headers["retry-after"]) > 0
     assert "it may have been saved" in page.text  # old: "nothing was changed", and it was
     assert "nothing was changed" not in page.text
+    assert len(await completions(settings, rm.task_id)) == 1
+
+
+async def test_a_completion_sent_again_is_answered_as_the_first_was(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    """A resend of the same completion (its answer lost on the way back, say) gets the first
+    answer's body; by another member of staff, or with another outcome, it is refused as a
+    closed task. One ``followup.completed`` stands (old: the resend was 409 task-closed)."""
+    body = {"outcome": "contacted", "note": "call back on Friday", "client_warned": False}
+    first = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+    assert first.status_code == 200, first.text
+    again = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    async with httpx.AsyncClient(
+        base_url=rm.url, headers=rm.tokens.headers(Role.SUPERVISOR, sub="sup-1"), timeout=60
+    ) as supervisor:
+        theirs = await supervisor.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+    assert theirs.status_code == 409, theirs.text
+    assert theirs.json()["type"] == "https://branchline.dev/problems/task-closed"
+    changed = await rm.client.post(
+        f"/v1/followups/{rm.task_id}/complete", json={**body, "note": "call back on Monday"}
+    )
+    assert changed.status_code == 409, changed.text
+    assert len(await completions(settings, rm.task_id)) == 1
+
+
+async def test_a_console_completion_submitted_twice_shows_the_done_task(
+    rm: Served, settings: BranchlineSettings, tokens: TokenFactory
+) -> None:
+    """A double submit of the console's complete form (or a resend after its page was
+    lost): the second shows the task completed, not "The task was not completed" (old)."""
+    async with httpx.AsyncClient(base_url=rm.url, timeout=60) as console:
+        console.cookies.set(f"{SESSION_COOKIE}_followup", tokens.token(Role.RM, sub="rm-7"))
+        console.cookies.set(CSRF_COOKIE, "csrf-1")
+        console.headers.update({CSRF_HEADER: "csrf-1", "accept-language": "en"})
+        pages = [
+            await console.post(
+                f"/console/tasks/{rm.task_id}/complete",
+                data={"outcome": "contacted", "note": "left a message"},
+                headers={"hx-request": "true"},
+            )
+            for _ in range(2)
+        ]
+        plain = await console.post(
+            f"/console/tasks/{rm.task_id}/complete",
+            data={"outcome": "contacted", "note": "left a message"},
+        )
+    for page in pages:
+        assert page.status_code == 200, page.text
+        assert "Task completed." in page.text
+        assert "The task was not completed" not in page.text
+    assert plain.status_code in (302, 303), plain.text
+    assert plain.headers["location"].endswith("/console/?done=1")
     assert len(await completions(settings, rm.task_id)) == 1
 
 

@@ -304,16 +304,19 @@ async def test_refusals_are_problems_and_change_nothing(
     assert await snapshot(db) == before
     assert await db.fetchval(ACTIONS) == 0
 
-    # A supervisor reassigns; then the task completed twice: the second is refused.
+    # A supervisor reassigns; then the task completed twice: the same completion again is
+    # answered with the task as it is, another is refused; either changes nothing.
     moved = await supervisor.post(f"/v1/followups/{task_id}/reassign", json={"assignee": "rm-8"})
     assert moved.status_code == 200, moved.text
     assert moved.json()["assignee"] == "rm-8"
-    assert (
-        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"})
-    ).status_code == 200
+    done = await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"})
+    assert done.status_code == 200, done.text
     after = await snapshot(db)
+    again = await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"})
+    assert again.status_code == 200, again.text
+    assert again.json() == done.json()
     await refused(
-        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "completed"}),
+        await rm8.post(f"/v1/followups/{task_id}/complete", json={"outcome": "other"}),
         409,
         "task-closed",
     )

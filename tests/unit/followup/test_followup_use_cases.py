@@ -7,14 +7,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import uuid
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import pytest
 from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
-from branchline_followup.application.actions import NotYourTask, complete_task
+from branchline_followup.application.actions import NotYourTask, TaskClosed, complete_task
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import FixedOffset, ServiceClock
 from branchline_followup.application.ports import FollowupUnitOfWork
@@ -34,8 +35,12 @@ from branchline_followup.domain import (
     TaskKind,
     TaskStatus,
 )
+from branchline_followup.domain.records import PrivacyState
 from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
+from branchline_shared.crypto.keystore import InMemoryClientKeyStore
+from branchline_shared.crypto.sealing import is_sealed
+from branchline_shared.events.catalogue import SatisfactionScores
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.plain_messages import plain_event
 from branchline_shared.events.typed import UnreadablePayload, decode
@@ -190,6 +195,114 @@ async def test_an_rm_completes_their_task_as_a_recorded_event(
     assert completed[0].event_id in units.state.applied
     assert units.state.outcomes[survey.id] == "contacted"
     assert wakes.count == 3  # the creations (two units), then the completion
+
+
+def completions_of(units: MemoryUnitsOfWork) -> list[RecordedEvent]:
+    return [s.event for s in units.state.events.values() if s.event.type == "followup.completed"]
+
+
+SCORES = SatisfactionScores(
+    attitude=90, professionalism=80, response_speed=70, risk_management=60, convenience=50
+)
+
+
+async def test_the_same_completion_sent_again_is_answered_with_the_task_as_it_is(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    """A completion whose answer was lost, sent again as it was (the same actor, outcome,
+    note, next contact, scores), is answered with the done task: nothing is recorded twice
+    and the unit commits nothing (old: TaskClosed, 409). The note is compared as written
+    (it is stored sealed); the next contact as an instant, whatever its offset (#12)."""
+    survey = await project_visit(units, projection)
+    clock = FixedClock(MONDAY_9 + timedelta(hours=2))
+    ctx = replace(context(units, projection, clock), keys=InMemoryClientKeyStore())
+    rm = Actor(id=RM_ID, role="rm")
+    nine = (MONDAY_9 + timedelta(days=7)).astimezone(timezone(timedelta(hours=8)))
+
+    async def send(**changed: Any) -> FollowupTask:
+        named: dict[str, Any] = {
+            "actor": rm,
+            "outcome": FollowupOutcome.CONTACTED,
+            "note": "asked for a call back",
+            "next_contact_at": nine,
+            "scores": SCORES,
+            **changed,
+        }
+        return await complete_task(
+            ctx, survey.id, may_act=lambda assignee: assignee == RM_ID, **named
+        )
+
+    first = await send()
+    [recorded] = completions_of(units)
+    assert is_sealed(recorded.data["note"])
+    commits = wakes.count
+    again = await send(next_contact_at=nine.astimezone(UTC))
+    assert again == first
+    assert again.closed_by_event_id == recorded.event_id
+    assert completions_of(units) == [recorded]
+    assert wakes.count == commits  # rolled back: no COMMIT to lose
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"outcome": FollowupOutcome.OTHER},
+        {"note": "asked for a call back!"},
+        {"note": None},
+        {"next_contact_at": MONDAY_9 + timedelta(days=8)},
+        {"scores": None},
+        {"client_warned": True},
+        {"actor": Actor(id=RM_ID, role="supervisor")},
+    ],
+    ids=lambda changed: next(iter(changed)),
+)
+async def test_another_completion_of_a_completed_task_stays_refused(
+    units: MemoryUnitsOfWork, projection: Projection, changed: dict[str, Any]
+) -> None:
+    survey = await project_visit(units, projection)
+    ctx = replace(
+        context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2))),
+        keys=InMemoryClientKeyStore(),
+    )
+    named: dict[str, Any] = {
+        "actor": Actor(id=RM_ID, role="rm"),
+        "outcome": FollowupOutcome.CONTACTED,
+        "note": "asked for a call back",
+        "next_contact_at": MONDAY_9 + timedelta(days=7),
+        "scores": SCORES,
+    }
+    await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
+    before = completions_of(units)
+    with pytest.raises(TaskClosed):
+        await complete_task(ctx, survey.id, may_act=lambda _a: True, **{**named, **changed})
+    assert completions_of(units) == before
+
+
+async def test_a_task_closed_by_another_event_refuses_a_completion(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    """Closed by something other than a completion (its survey answered): no completion was
+    recorded to be sent again, so an RM's completion is refused as before."""
+    survey = await project_visit(units, projection)
+    done = survey.model_copy(
+        update={
+            "status": TaskStatus.DONE,
+            "closed_at": MONDAY_9 + timedelta(hours=1),
+            "closed_by_event_id": closed_visit("V-2").event_id,
+            "close_reason": "survey answered",
+        }
+    )
+    units.state.tasks[survey.id] = done
+    ctx = context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2)))
+    with pytest.raises(TaskClosed):
+        await complete_task(
+            ctx,
+            survey.id,
+            actor=Actor(id=RM_ID, role="rm"),
+            may_act=lambda _a: True,
+            outcome=FollowupOutcome.CONTACTED,
+        )
+    assert completions_of(units) == []
 
 
 async def test_an_action_outside_the_callers_scope_changes_nothing(
@@ -499,3 +612,28 @@ async def test_an_event_saves_and_rearms_exactly_the_tasks_it_changes(
         r.kind for r in units.state.timers.values() if r.task_id == survey.id and r.fired_at is None
     }
     assert armed == {"overdue"}  # escalated: no escalate timer any more
+
+
+async def test_a_completion_sent_again_for_a_restricted_client_is_not_opened_to_compare(
+    units: MemoryUnitsOfWork, projection: Projection
+) -> None:
+    """After the client's erasure request their note is restricted (D-04): it is not
+    unsealed to tell a resend, which stays refused as a closed task (#12)."""
+    survey = await project_visit(units, projection)
+    ctx = replace(
+        context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2))),
+        keys=InMemoryClientKeyStore(),
+    )
+    named: dict[str, Any] = {
+        "actor": Actor(id=RM_ID, role="rm"),
+        "outcome": FollowupOutcome.CONTACTED,
+        "note": "asked for a call back",
+    }
+    await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
+    units.state.privacy[survey.client_id] = PrivacyState(
+        survey.client_id, MONDAY_9 + timedelta(hours=1), uuid.uuid4(), None, None
+    )
+    before = completions_of(units)
+    with pytest.raises(TaskClosed):
+        await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
+    assert completions_of(units) == before

@@ -19,9 +19,12 @@ from branchline_followup.application.recording import (
     normalised,
     record_and_apply,
 )
-from branchline_followup.domain import FollowupTask
+from branchline_followup.domain import FollowupTask, TaskStatus
 from branchline_followup.domain.suitability import completion_missing
+from branchline_shared.crypto.keystore import KeyDestroyed
+from branchline_shared.crypto.sealing import SealingError, is_sealed, unseal_paths
 from branchline_shared.events.catalogue import (
+    PERSONAL_FIELDS,
     EventType,
     FollowupCompleted,
     FollowupReassigned,
@@ -31,6 +34,7 @@ from branchline_shared.events.catalogue import (
 )
 from branchline_shared.events.envelope import Actor, Submitter
 from branchline_shared.events.personal_data import redact_personal
+from branchline_shared.events.typed import UnreadablePayload, decode, payload_as
 from branchline_shared.events.vocabulary import FollowupOutcome
 
 RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
@@ -130,12 +134,13 @@ async def _record_refusal(
     )
 
 
-async def _locked_open_task(
+async def _locked_task(
     uow: FollowupUnitOfWork,
     task_id: uuid.UUID,
     may_act: Callable[[str], bool],
     who: str,
 ) -> FollowupTask:
+    """The task, its client locked, if ``may_act`` on its assignee; open or closed."""
     task = await uow.tasks.get(task_id)
     if task is None:
         raise TaskNotFound(task_id)
@@ -145,9 +150,67 @@ async def _locked_open_task(
         raise TaskNotFound(task_id)
     if not may_act(task.assignee):  # before anything about the task is told
         raise NotYourTask(task, who)
+    return task
+
+
+async def _locked_open_task(
+    uow: FollowupUnitOfWork,
+    task_id: uuid.UUID,
+    may_act: Callable[[str], bool],
+    who: str,
+) -> FollowupTask:
+    task = await _locked_task(uow, task_id, may_act, who)
     if not task.is_open:
         raise TaskClosed(task)
     return task
+
+
+async def _completed_alike(
+    uow: FollowupUnitOfWork,
+    ctx: FollowupContext,
+    task: FollowupTask,
+    actor: Actor,
+    wanted: FollowupCompleted,
+) -> bool:
+    """Whether the closed ``task`` was closed by a ``followup.completed`` of ``actor`` with
+    the payload ``wanted`` (the same completion sent again, e.g. after its answer was lost).
+
+    The task itself is the idempotency key: a task is completed at most once, so its
+    completion is compared with the one recorded (its ``closed_by_event_id``), as recorded:
+    the note opened with the client's key, instants compared as instants. Anything that
+    cannot be told (another event closed it, the note's key destroyed, an unreadable
+    payload) is not alike: the resend stays refused as a closed task (#12)."""
+    if task.status is not TaskStatus.DONE or task.closed_by_event_id is None:
+        return False
+    found = await uow.events.find([task.closed_by_event_id])
+    stored = found.get(task.closed_by_event_id)
+    if stored is None:
+        return False
+    event = stored.event
+    if event.type != FOLLOWUP_COMPLETED or event.actor != actor:
+        return False
+    data = event.data
+    paths = PERSONAL_FIELDS.get(FOLLOWUP_COMPLETED, ())
+    if any(is_sealed(data.get(path)) for path in paths):
+        if ctx.keys is None:
+            return False
+        privacy = await uow.privacy.state(task.client_id)
+        if privacy is not None and privacy.restricted:
+            # Restricted by an erasure request: their personal data is used for nothing,
+            # not even this comparison (D-04); the resend stays refused as a closed task.
+            return False
+        try:
+            key = await ctx.keys.existing_key(task.client_id)
+            if key is None:
+                return False
+            data = unseal_paths(data, paths, key, client_id=task.client_id)
+        except (KeyDestroyed, SealingError):
+            return False
+    try:
+        recorded = payload_as(decode(event.model_copy(update={"data": data})), FollowupCompleted)
+    except UnreadablePayload:
+        return False
+    return recorded.model_dump() == wanted.model_dump()
 
 
 async def _record_action(
@@ -221,37 +284,45 @@ async def complete_task(
     no longer fits (风险提示)."""
     now = await ctx.clock.now()
     refusal: ClientNotWarned | None = None
-    async with ctx.units.begin() as uow:
-        task = await _locked_open_task(uow, task_id, may_act, actor.id)
-        if scores is not None and not may_grade(task.assignee):
-            raise SelfGrading(task, actor.id)
-        data = completion(
-            task,
-            outcome=outcome,
-            note=note,
-            next_contact_at=next_contact_at,
-            scores=scores,
-            client_warned=client_warned,
-        ).model_dump(mode="json", exclude_none=True)
-        missing = completion_missing(task, client_warned)
-        if missing:
-            # the refusal is recorded and committed; the task stays open
-            refusal = ClientNotWarned(task, missing)
-            await _record_refusal(
-                uow,
-                ctx,
+    try:
+        async with ctx.units.begin() as uow:
+            task = await _locked_task(uow, task_id, may_act, actor.id)
+            payload = completion(
                 task,
-                refusal,
-                refused_type=FOLLOWUP_COMPLETED,
-                refused_data=normalised(FOLLOWUP_COMPLETED, data),
-                now=now,
-                actor=actor,
-                submitted_by=submitted_by,
+                outcome=outcome,
+                note=note,
+                next_contact_at=next_contact_at,
+                scores=scores,
+                client_warned=client_warned,
             )
-        else:
-            changed = await _record_action(
-                uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
-            )
+            if not task.is_open:
+                if await _completed_alike(uow, ctx, task, actor, payload):
+                    raise _Unchanged(task)  # the same completion again: the task as it is
+                raise TaskClosed(task)
+            if scores is not None and not may_grade(task.assignee):
+                raise SelfGrading(task, actor.id)
+            data = payload.model_dump(mode="json", exclude_none=True)
+            missing = completion_missing(task, client_warned)
+            if missing:
+                # the refusal is recorded and committed; the task stays open
+                refusal = ClientNotWarned(task, missing)
+                await _record_refusal(
+                    uow,
+                    ctx,
+                    task,
+                    refusal,
+                    refused_type=FOLLOWUP_COMPLETED,
+                    refused_data=normalised(FOLLOWUP_COMPLETED, data),
+                    now=now,
+                    actor=actor,
+                    submitted_by=submitted_by,
+                )
+            else:
+                changed = await _record_action(
+                    uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+                )
+    except _Unchanged as unchanged:
+        return unchanged.task
     if refusal is not None:
         raise refusal
     return changed
@@ -289,9 +360,10 @@ async def reassign_task(
 
 
 class _Unchanged(Exception):
-    """Ends a unit that changed nothing (a task given to the assignee it has) by rolling it
-    back: its answer, the task as it is, then does not hang on a ``COMMIT``, whose loss could
-    not be asked about (no event to ask by) and was answered 503 (#12)."""
+    """Ends a unit that changed nothing (a task given to the assignee it has, a completion
+    sent again) by rolling it back: its answer, the task as it is, then does not hang on a
+    ``COMMIT``, whose loss could not be asked about (no event to ask by) and was answered 503
+    (#12)."""
 
     def __init__(self, task: FollowupTask) -> None:
         super().__init__(str(task.id))

@@ -153,7 +153,9 @@ async def complete(
     task_id: TaskId, body: CompleteRequest, ctx: ContextDep, principal: Worker, staff: StaffDep
 ) -> TaskView:
     """Appends ``followup.completed`` (audited); the task is done. An RM completes only their
-    own tasks, a supervisor their team's (others: 404); a closed task is refused (409).
+    own tasks, a supervisor their team's (others: 404); a closed task is refused (409),
+    except for the same completion sent again by the same caller (as recorded), which is
+    answered 200 with the task as it is and records nothing.
     ``scores`` (D-10) are the client's: refused from an RM completing their own task (403,
     they would grade themselves). Nothing changes on a refusal."""
     try:
