@@ -201,6 +201,12 @@ def completions_of(units: MemoryUnitsOfWork) -> list[RecordedEvent]:
     return [s.event for s in units.state.events.values() if s.event.type == "followup.completed"]
 
 
+def keyed_context(units: MemoryUnitsOfWork, projection: Projection) -> FollowupContext:
+    """Two hours after the visit, with a key store: a completion's note is sealed."""
+    clock = FixedClock(MONDAY_9 + timedelta(hours=2))
+    return replace(context(units, projection, clock), keys=InMemoryClientKeyStore())
+
+
 SCORES = SatisfactionScores(
     attitude=90, professionalism=80, response_speed=70, risk_management=60, convenience=50
 )
@@ -214,8 +220,7 @@ async def test_the_same_completion_sent_again_is_answered_with_the_task_as_it_is
     and the unit commits nothing (old: TaskClosed, 409). The note is compared as written
     (it is stored sealed); the next contact as an instant, whatever its offset (#12)."""
     survey = await project_visit(units, projection)
-    clock = FixedClock(MONDAY_9 + timedelta(hours=2))
-    ctx = replace(context(units, projection, clock), keys=InMemoryClientKeyStore())
+    ctx = keyed_context(units, projection)
     rm = Actor(id=RM_ID, role="rm")
     nine = (MONDAY_9 + timedelta(days=7)).astimezone(timezone(timedelta(hours=8)))
 
@@ -260,10 +265,7 @@ async def test_another_completion_of_a_completed_task_stays_refused(
     units: MemoryUnitsOfWork, projection: Projection, changed: dict[str, Any]
 ) -> None:
     survey = await project_visit(units, projection)
-    ctx = replace(
-        context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2))),
-        keys=InMemoryClientKeyStore(),
-    )
+    ctx = keyed_context(units, projection)
     named: dict[str, Any] = {
         "actor": Actor(id=RM_ID, role="rm"),
         "outcome": FollowupOutcome.CONTACTED,
@@ -620,10 +622,7 @@ async def test_a_completion_sent_again_for_a_restricted_client_is_not_opened_to_
     """After the client's erasure request their note is restricted (D-04): it is not
     unsealed to tell a resend, which stays refused as a closed task (#12)."""
     survey = await project_visit(units, projection)
-    ctx = replace(
-        context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2))),
-        keys=InMemoryClientKeyStore(),
-    )
+    ctx = keyed_context(units, projection)
     named: dict[str, Any] = {
         "actor": Actor(id=RM_ID, role="rm"),
         "outcome": FollowupOutcome.CONTACTED,
