@@ -84,20 +84,11 @@ class DataAccessRequestRule:
                     profile=profile,
                 )
             ]
-        if event.type == ERASURE_REQUESTED:
-            # From the erasure request on, the data is shown to nobody (restricted), so an
-            # open access request can no longer be answered with it.
-            return cancel(
-                open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}),
-                event,
-                "erasure requested: personal data restricted (D-04)",
-            )
-        accessed = read_payload(typed, c.ClientPersonalDataAccessed, self.rule)
-        if accessed.request_event_id is None:
-            return []  # an access outside a request (e.g. an investigation) closes nothing
-        subject = access_request_subject(accessed.request_event_id)
-        return complete(
-            open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}, subject), event, "answered"
+        return _access_request_closed(
+            typed,
+            open_tasks,
+            erased=event.type == ERASURE_REQUESTED,
+            accessed_type=c.ClientPersonalDataAccessed,
         )
 
 
@@ -131,13 +122,33 @@ def staff_access_request_commands(
                 profile=profile,
             )
         ]
-    if event.type == STAFF_ERASURE_REQUESTED:
+    return _access_request_closed(
+        typed,
+        open_tasks,
+        erased=event.type == STAFF_ERASURE_REQUESTED,
+        accessed_type=c.StaffPersonalDataAccessed,
+    )
+
+
+def _access_request_closed(
+    typed: Decoded,
+    open_tasks: Sequence[FollowupTask],
+    *,
+    erased: bool,
+    accessed_type: type[c.ClientPersonalDataAccessed] | type[c.StaffPersonalDataAccessed],
+) -> list[TaskCommand]:
+    """What ends a subject's open access request, client or member of staff alike: their
+    erasure request cancels it (from then on the data is shown to nobody, so it can no longer
+    be answered with it), an access that names it answers it; an access outside a request
+    (e.g. an investigation) closes nothing (D-04)."""
+    event = typed.envelope
+    if erased:
         return cancel(
             open_of(open_tasks, {TaskKind.DATA_ACCESS_REQUEST}),
             event,
             "erasure requested: personal data restricted (D-04)",
         )
-    accessed = read_payload(typed, c.StaffPersonalDataAccessed, TaskRule.PERSONAL_DATA)
+    accessed = read_payload(typed, accessed_type, TaskRule.PERSONAL_DATA)
     if accessed.request_event_id is None:
         return []
     subject = access_request_subject(accessed.request_event_id)
