@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,14 +19,20 @@ import pytest
 from asyncpg.connection import LoggedQuery
 
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
-from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.adapters.unit_of_work import (
+    PostgresFollowupUnitOfWork,
+    PostgresUnitsOfWork,
+)
 from branchline_followup.application.batches import BatchOutcome, Delivered, apply_batch
 from branchline_followup.application.projector import Projection, apply_event
+from branchline_followup.application.projector import (
+    _record_quality_facts as record_quality_facts,
+)
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
 from branchline_shared.events.envelope import Actor, RecordedEvent
-from branchline_shared.events.typed import decode
+from branchline_shared.events.typed import Decoded, decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgPool, open_pool
@@ -542,3 +549,218 @@ async def test_a_batchs_visit_facts_go_into_the_collected_writes_once_per_visit(
         got = await comparable(db)
     assert len(got["fu_visits"]) == 3
     assert got == expected
+
+
+SERVICE_LOOP_TABLES = (
+    "fu_surveys",
+    "fu_complaints",
+    "fu_corrective_actions",
+    "fu_renegotiations",
+    "fu_business_events",
+)
+SERVICE_LOOP_WRITES = tuple(
+    f"{verb} {table}"
+    for table in SERVICE_LOOP_TABLES
+    for verb in ("INSERT INTO", "UPDATE")
+    if not (verb == "UPDATE" and table in ("fu_surveys", "fu_renegotiations"))
+)
+"""How each per-event statement of these tables began (#12: before the collected writes)."""
+
+
+def a_complaint_loop(client_id: str, complaint_id: str, first_version: int) -> list[RecordedEvent]:
+    """A complaint through its closed loop (D-07, D-17) with a corrective action, a survey, a
+    sale and a renegotiated promise: each a service-loop write."""
+    complaint = {"complaint_id": complaint_id}
+    due = (AT + timedelta(days=9)).isoformat()
+    data: list[tuple[str, dict[str, Any]]] = [
+        (
+            "complaint.received",
+            {**complaint, "severity": "important", "summary": "s", "problem": "waiting_time"},
+        ),
+        ("complaint.acknowledged", {**complaint, "owner_id": "rm-7"}),
+        ("complaint.progress_reported", {**complaint, "note": "n", "complex": True}),
+        ("complaint.resolved", {**complaint, "resolution": "s", "root_cause": "process"}),
+        ("complaint.confirmed_by_client", {**complaint, "satisfied": True}),
+        ("complaint.closed", complaint),
+        (
+            "complaint.corrective_action_planned",
+            {
+                **complaint,
+                "action_id": "CA-1",
+                "root_cause": "process",
+                "action_kind": "process_change",
+                "owner_id": "sup-1",
+                "due_at": due,
+            },
+        ),
+        ("complaint.corrective_action_completed", {**complaint, "action_id": "CA-1"}),
+        (
+            "complaint.promise_renegotiated",
+            {
+                **complaint,
+                "promised_by": due,
+                "reason": "awaiting_third_party",
+                "alternative": "s",
+                "client_told": True,
+            },
+        ),
+        ("feedback.survey_answered", {"visit_id": "V-9", "scores": dict.fromkeys(SCORES, 80)}),
+        ("product.sold", {"product_id": "P-1", "amount": "250000.50"}),
+    ]
+    return [
+        an_event(event_type, client_id, payload, first_version + i)
+        for i, (event_type, payload) in enumerate(data)
+    ]
+
+
+SCORES = ("attitude", "professionalism", "response_speed", "risk_management", "convenience")
+
+
+class InTurnUnits:
+    """Units that write each read-model write as a statement of its own, in the order made
+    (no collected writes: :class:`PostgresFollowupUnitOfWork` without ``collect``), as the
+    worker did before #12 collected them: what the collected writes must leave."""
+
+    def __init__(self, pool: PgPool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[PostgresFollowupUnitOfWork]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PostgresFollowupUnitOfWork(conn)
+
+
+async def test_a_batchs_service_loop_facts_go_into_the_collected_writes(
+    infra: Infra, tmp_path: Path, settings: BranchlineSettings
+) -> None:
+    """#12: surveys, complaints and their steps, corrective actions, renegotiations and
+    business events were each a statement of their own per event in the worker's batch (9 of
+    the 11 events below, 13 statements); now they are parts of the collected writes' one
+    statement, one row per complaint and action, and the tables end as when each event is
+    written in turn by those statements."""
+    batch = delivered([registered("C-40"), *a_complaint_loop("C-40", "K-1", 2)])
+    async with one_connection(settings) as (pool, units):
+        outcome, sent = await statements_sent(pool, units, batch)
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (len(batch), [], False)
+    assert not [q for q in sent if q.startswith(SERVICE_LOOP_WRITES)], "\n".join(sent)
+    (collected,) = [q for q in sent if q.startswith("WITH w0 AS (")]
+    for table in SERVICE_LOOP_TABLES:
+        assert f" {table} " in collected, table
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in batch:
+            await apply_event(InTurnUnits(pool), decode(d.event), RECORDING, d.position)
+    finally:
+        await pool.close()
+    async with followup_db(alone) as other, followup_db(settings) as db:
+        expected = await snapshot(other)
+        got = await snapshot(db)
+    for table in SERVICE_LOOP_TABLES:
+        assert got[table], table
+        assert got[table] == expected[table], table
+    (complaint,) = got["fu_complaints"]
+    for value in ("closed", "waiting_time", "process", "rm-7"):  # steps and facts, one row
+        assert value in complaint, complaint
+
+
+def random_service_loop(
+    rng: random.Random, client_id: str, first: int, n: int
+) -> list[RecordedEvent]:
+    """``n`` service-loop events of two complaints and an action of each in any order: steps
+    before a receipt, receipts again, completions before a plan, plans again, surveys twice."""
+    events: list[RecordedEvent] = []
+    for version in range(first, first + n):
+        complaint = {"complaint_id": rng.choice(["K-1", "K-2"])}
+        action = {**complaint, "action_id": "CA-1"}
+        kind, data = rng.choice(
+            [
+                (
+                    "complaint.received",
+                    {
+                        **complaint,
+                        "severity": rng.choice(["general", "urgent"]),
+                        "summary": "s",
+                        "topic": rng.choice([None, "fees"]),
+                        "complex": rng.random() < 0.5,
+                        "problem": rng.choice([None, "waiting_time"]),
+                        "product_id": rng.choice([None, "P-1"]),
+                    },
+                ),
+                ("complaint.acknowledged", {**complaint, "owner_id": rng.choice(["a", "b"])}),
+                (
+                    "complaint.progress_reported",
+                    {**complaint, "note": "n", "complex": rng.random() < 0.5},
+                ),
+                (
+                    "complaint.resolved",
+                    {**complaint, "resolution": "s", "root_cause": rng.choice([None, "staff"])},
+                ),
+                (
+                    "complaint.confirmed_by_client",
+                    {**complaint, "satisfied": rng.random() < 0.5},
+                ),
+                ("complaint.closed", complaint),
+                (
+                    "complaint.corrective_action_planned",
+                    {
+                        **action,
+                        "root_cause": rng.choice(["process", "system"]),
+                        "action_kind": "training",
+                        "owner_id": rng.choice(["sup-1", "sup-2"]),
+                        "due_at": (AT + timedelta(days=rng.randint(1, 9))).isoformat(),
+                    },
+                ),
+                ("complaint.corrective_action_completed", action),
+                ("feedback.survey_answered", {"scores": dict.fromkeys(SCORES, rng.randint(1, 9))}),
+            ]
+        )
+        events.append(an_event(kind, client_id, data, version))
+        if kind == "feedback.survey_answered" and rng.random() < 0.5:
+            events.append(events[-1])  # the same event again: its row once
+    return events
+
+
+async def service_loop_rows(
+    conn: asyncpg.Connection[Any], before: list[Decoded], batch: list[Decoded], *, collect: bool
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The service-loop tables after ``before`` and ``batch`` are recorded in one transaction,
+    rolled back: ``before`` in turn, ``batch`` in turn or collected."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        earlier = PostgresFollowupUnitOfWork(conn)
+        for event in before:
+            await record_quality_facts(earlier, event, "rm-1")
+        unit = PostgresFollowupUnitOfWork(conn, collect=collect)
+        for i, event in enumerate(batch):
+            await record_quality_facts(unit, event, None if i % 3 else "rm-2")
+        await unit.write_collected()
+        tables = {
+            t: sorted((tuple(r) for r in await conn.fetch(f"SELECT * FROM {t}")), key=repr)
+            for t in SERVICE_LOOP_TABLES
+        }
+    finally:
+        await transaction.rollback()  # the next scenario starts from nothing
+    return tables
+
+
+async def test_the_collected_service_loop_rows_leave_what_the_writes_in_turn_leave(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: a statement cannot change a row twice, so the collected writes reduce a batch's
+    writes of each complaint and corrective action to one row; over random orders (a step
+    before its complaint's receipt, a receipt again, a completion before its plan, a plan
+    again, a survey twice; with and without rows already there) the tables end as when each
+    write is its own statement, in turn."""
+    await prepare_database(settings)
+    rng = random.Random(26)
+    async with followup_db(settings) as conn:
+        await conn.execute(f"SET search_path TO {LIVE_SCHEMA}, public")
+        for scenario in range(150):
+            before = [decode(e) for e in random_service_loop(rng, "C-50", 1, rng.choice((0, 0, 4)))]
+            batch = [decode(e) for e in random_service_loop(rng, "C-50", 10, rng.randint(1, 16))]
+            expected = await service_loop_rows(conn, before, batch, collect=False)
+            got = await service_loop_rows(conn, before, batch, collect=True)
+            assert got == expected, (scenario, [e.envelope.type for e in batch])

@@ -14,8 +14,10 @@ latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and 
 into the statement only when each task is synced once (:func:`merged_timer_syncs`; otherwise
 they run before it, merged in rounds: :func:`timer_sync_rounds`), and the
 client page's consents and assessments are reduced to the one a row would end with
-(:func:`latest_console_rows`), and a visit's rows to the one its upserts in turn would leave
-(:func:`latest_visit_rows`).
+(:func:`latest_console_rows`), a visit's rows to the one its upserts in turn would leave
+(:func:`latest_visit_rows`), and the service loop's writes (surveys, complaints and their
+steps, corrective actions, renegotiations, business events) likewise, one row per survey,
+complaint, action or event (:func:`add_service_loop`).
 """
 
 from __future__ import annotations
@@ -376,3 +378,225 @@ def add_appended(statement: CollectedStatement, rows: Sequence[Sequence[Any]], s
         for t in _APPENDED
     ]
     statement.add(templates, (rows_argument(rows), source))
+
+
+# --- the service loop's facts: surveys, complaints and their steps, corrective actions,
+# renegotiations, business events (#12) ---------------------------------------------------------
+
+SURVEY = "survey"
+BUSINESS = "business"
+RENEGOTIATION = "renegotiation"
+RECEIVED = "complaint_received"
+COMPLAINT_SET = "complaint_set"
+PLANNED = "action_planned"
+COMPLETED = "action_completed"
+
+ServiceLoopRow = tuple[str, tuple[Any, ...]]
+"""A service-loop write collected: its kind and its row, whose first value is the client's
+id (a re-projection drops the client's rows by it)."""
+
+_SCORES = ["double precision"] * 5
+_OWN_ROWS = {
+    SURVEY: (
+        "INSERT INTO fu_surveys (client_id, event_id, branch_id, rm_id, visit_id, answered_at, "  # noqa: S608 - fixed identifiers, bound values
+        "attitude, professionalism, response_speed, risk_management, convenience) "
+        f"SELECT {_rows(['text', 'uuid', 'text', 'text', 'text', 'timestamptz', *_SCORES])} "
+        f"FROM {_EACH_ROW} ON CONFLICT (event_id) DO NOTHING"
+    ),
+    BUSINESS: (
+        "INSERT INTO fu_business_events (client_id, event_id, occurred_at, product_risk, amount) "  # noqa: S608 - fixed identifiers, bound values
+        f"SELECT {_rows(['text', 'uuid', 'timestamptz', 'text', 'numeric'])} "
+        f"FROM {_EACH_ROW} ON CONFLICT DO NOTHING"
+    ),
+    RENEGOTIATION: (
+        "INSERT INTO fu_renegotiations (client_id, event_id, branch_id, rm_id, subject, reason, "  # noqa: S608 - fixed identifiers, bound values
+        "renegotiated_at, promised_by) "
+        f"SELECT {_rows(['text', 'uuid', *['text'] * 4, 'timestamptz', 'timestamptz'])} "
+        f"FROM {_EACH_ROW} ON CONFLICT DO NOTHING"
+    ),
+}
+""":func:`.read_models.record_survey`'s insert and the service-loop facts' inserts of a row of
+the event's own (:func:`.service_loop_facts.record_service_loop_facts`), over rows: keyed by
+the event's id, ``DO NOTHING`` (the first kept: :func:`_reduced`)."""
+
+COMPLAINT_COLUMNS = {
+    "status": "text",
+    "owner_id": "text",
+    "acknowledged_at": "timestamptz",
+    "resolved_at": "timestamptz",
+    "confirmed_at": "timestamptz",
+    "satisfied": "boolean",
+    "closed_at": "timestamptz",
+    "problem": "text",
+    "product_id": "text",
+    "product_category": "text",
+    "complex_case": "boolean",
+    "root_cause": "text",
+}
+"""The ``fu_complaints`` columns an ``UPDATE`` of a complaint sets (a step's,
+:func:`.read_models.record_complaint_step`; the service-loop facts',
+:func:`.service_loop_facts.complaint_columns`), in the order of their values in a row."""
+
+
+def _value(i: int, t: str) -> str:
+    """Value ``i`` of a part's row ``r``, read as ``t`` (as :func:`_rows` reads each)."""
+    return f"r->>{i}" if t == "text" else f"(r->>{i})::{t}"
+
+
+_COMPLAINTS_SET = (
+    "UPDATE fu_complaints AS c SET "  # noqa: S608 - fixed identifiers, bound values
+    + ", ".join(
+        f"{c} = CASE WHEN r->2 ? '{c}' THEN {_value(3 + i, t)} ELSE c.{c} END"
+        for i, (c, t) in enumerate(COMPLAINT_COLUMNS.items())
+    )
+    + f" FROM {_EACH_ROW} WHERE c.client_id = r->>0 AND c.complaint_id = r->>1"
+)
+"""The steps' and facts' ``UPDATE`` of complaints not received in the batch, one row per
+complaint: the columns named (``r->2``) take the last value set, the others keep the row's (no
+row: nothing changed, as each ``UPDATE`` in turn)."""
+
+_ACTIONS_PLANNED = (
+    "INSERT INTO fu_corrective_actions AS a (client_id, complaint_id, action_id, branch_id, "  # noqa: S608 - fixed identifiers, bound values
+    "root_cause, action_kind, owner_id, planned_at, due_at, completed_at) "
+    f"SELECT {_rows(['text'] * 7 + ['timestamptz'] * 3)} FROM {_EACH_ROW} "
+    "ON CONFLICT (client_id, complaint_id, action_id) DO UPDATE "
+    "SET completed_at = EXCLUDED.completed_at "
+    "WHERE a.completed_at IS NULL AND EXCLUDED.completed_at IS NOT NULL"
+)
+"""A corrective action planned in the batch: its first plan, completed at the first completion
+after it (a new row), or an existing row's ``completed_at`` set if it had none (the plan's
+``DO NOTHING``, then the completion's ``COALESCE``)."""
+
+_ACTIONS_COMPLETED = (
+    "UPDATE fu_corrective_actions AS a "  # noqa: S608 - fixed identifiers, bound values
+    "SET completed_at = COALESCE(a.completed_at, (r->>3)::timestamptz) "
+    f"FROM {_EACH_ROW} "
+    "WHERE a.client_id = r->>0 AND a.complaint_id = r->>1 AND a.action_id = r->>2"
+)
+"""Corrective actions completed, not planned, in the batch: the first completion's instant,
+where the row has none."""
+
+_RECEIVED_COLUMNS = ("branch_id", "rm_id", "severity", "topic", "received_at")
+_received_parts: dict[tuple[str, ...], str] = {}
+
+
+def _complaints_received(names: tuple[str, ...]) -> str:
+    """The part of complaints received in the batch whose later steps and facts set ``names``
+    (columns not named take their defaults in a new row, as after the receipt's insert, and
+    keep the row's in an existing one: a text per set of names)."""
+    part = _received_parts.get(names)
+    if part is None:
+        types = ["text"] * 6 + ["timestamptz"] + [COMPLAINT_COLUMNS[n] for n in names]
+        part = (
+            "INSERT INTO fu_complaints AS c (client_id, complaint_id, "  # noqa: S608 - fixed identifiers, bound values
+            f"{', '.join((*_RECEIVED_COLUMNS, *names))}) SELECT {_rows(types)} FROM {_EACH_ROW} "
+            "ON CONFLICT (client_id, complaint_id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in ("severity", "topic", *names))
+        )
+        _received_parts[names] = part
+    return part
+
+
+def _key_width(kind: str) -> int:
+    return 3 if kind in (PLANNED, COMPLETED) else 2
+
+
+def joins_collected(collected: Sequence[ServiceLoopRow], kind: str, row: tuple[Any, ...]) -> bool:
+    """Whether ``row`` can join the rows ``collected`` (:func:`add_service_loop` writes them as
+    the writes in turn would): a complaint's receipt (a corrective action's plan) only if its
+    complaint's (action's) collected rows are none or begin with one, since whether a step
+    (completion) before it changed anything depends on a row the batch does not know. Otherwise
+    the caller writes those collected first."""
+    if kind not in (RECEIVED, PLANNED):
+        return True
+    family = (RECEIVED, COMPLAINT_SET) if kind == RECEIVED else (PLANNED, COMPLETED)
+    width = _key_width(kind)
+    key = row[:width]
+    for k, r in collected:
+        if k in family and r[:width] == key:
+            return k == kind
+    return True
+
+
+def _reduced(
+    rows: Sequence[ServiceLoopRow],
+) -> tuple[
+    dict[str, dict[Any, tuple[Any, ...]]],
+    dict[tuple[Any, ...], tuple[list[Any] | None, dict[str, Any]]],
+    dict[tuple[Any, ...], list[Any]],
+]:
+    """The rows reduced: own rows by kind and event id, complaints (their first receipt, or
+    None, and the columns set) and corrective actions (their first plan, or None, and the
+    first completion's instant) by key, in the order first met."""
+    own: dict[str, dict[Any, tuple[Any, ...]]] = {}
+    complaints: dict[tuple[Any, ...], tuple[list[Any] | None, dict[str, Any]]] = {}
+    actions: dict[tuple[Any, ...], list[Any]] = {}
+    for kind, row in rows:
+        if kind in _OWN_ROWS:
+            own.setdefault(kind, {}).setdefault(row[1], row)
+        elif kind == RECEIVED:
+            kept = complaints.get(row[:2])
+            if kept is None:
+                complaints[row[:2]] = (list(row), {})
+            elif kept[0] is None:
+                raise ValueError(f"a complaint received after its steps: {row[:2]}")
+            else:
+                kept[0][4:6] = row[4:6]  # a later receipt sets the severity and topic
+        elif kind == COMPLAINT_SET:
+            complaints.setdefault(row[:2], (None, {}))[1].update(row[2])
+        elif kind == PLANNED:
+            action = actions.get(row[:3])
+            if action is None:
+                actions[row[:3]] = [row, None]
+            elif action[0] is None:
+                raise ValueError(f"a corrective action planned after its completion: {row[:3]}")
+        elif kind == COMPLETED:
+            action = actions.setdefault(row[:3], [None, None])
+            if action[1] is None:
+                action[1] = row[3]  # the first completion's instant is kept
+        else:
+            raise ValueError(f"not a service-loop write: {kind}")
+    return own, complaints, actions
+
+
+def add_service_loop(statement: CollectedStatement, rows: Sequence[ServiceLoopRow]) -> None:
+    """The service loop's writes collected (in the order made; :func:`joins_collected` held for
+    each), as parts of the statement (#12: each was a statement of its own per event). A
+    statement cannot change a row twice: each row is reduced to what the writes in turn would
+    leave. Own rows (keyed by the event's id): the first. A complaint received in the batch:
+    its first receipt (its branch, RM and instant), the last receipt's severity and topic, and
+    each column its later steps and facts set, the last value; one not received: the columns
+    set, each the last value. A corrective action planned: its first plan and the first
+    completion after it; one completed only: the first completion. Rows in key order."""
+    own, complaints, actions = _reduced(rows)
+    for kind, template in _OWN_ROWS.items():
+        if kind in own:
+            statement.add_rows(
+                template, sorted(own[kind].values(), key=lambda r: (r[0], str(r[1])))
+            )
+    received: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    updated: list[tuple[Any, ...]] = []
+    for key in sorted(complaints):
+        first, named = complaints[key]
+        if first is None:
+            values = [named.get(c) for c in COMPLAINT_COLUMNS]
+            updated.append((*key, list(named), *values))
+            continue
+        names = tuple(c for c in COMPLAINT_COLUMNS if c in named)
+        received.setdefault(names, []).append((*first, *(named[c] for c in names)))
+    for names, many in received.items():
+        statement.add_rows(_complaints_received(names), many)
+    if updated:
+        statement.add_rows(_COMPLAINTS_SET, updated)
+    planned: list[tuple[Any, ...]] = []
+    completed: list[tuple[Any, ...]] = []
+    for key in sorted(actions):
+        plan, completed_at = actions[key]
+        if plan is None:
+            completed.append((*key, completed_at))
+        else:
+            planned.append((*plan, completed_at))
+    if planned:
+        statement.add_rows(_ACTIONS_PLANNED, planned)
+    if completed:
+        statement.add_rows(_ACTIONS_COMPLETED, completed)

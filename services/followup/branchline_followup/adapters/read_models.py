@@ -582,7 +582,7 @@ async def record_complaint_received(
     )
 
 
-_COMPLAINT_STEP_COLUMNS = frozenset(
+COMPLAINT_STEP_COLUMNS = frozenset(
     {"owner_id", "acknowledged_at", "resolved_at", "confirmed_at", "satisfied", "closed_at"}
 )
 
@@ -591,10 +591,8 @@ async def record_complaint_step(
     conn: PgConnection, typed: Decoded, status: str, **columns: Any
 ) -> None:
     names = list(columns)
-    if not set(names) <= _COMPLAINT_STEP_COLUMNS:
-        raise ValueError(
-            f"unknown complaint columns {sorted(set(names) - _COMPLAINT_STEP_COLUMNS)}"
-        )
+    if not set(names) <= COMPLAINT_STEP_COLUMNS:
+        raise ValueError(f"unknown complaint columns {sorted(set(names) - COMPLAINT_STEP_COLUMNS)}")
     assignments = "".join(f", {n} = ${i}" for i, n in enumerate(names, start=4))
     await conn.execute(
         f"UPDATE fu_complaints SET status = $3{assignments} "  # noqa: S608 - fixed identifiers, bound values

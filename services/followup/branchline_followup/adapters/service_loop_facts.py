@@ -7,6 +7,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from branchline_followup.adapters.collected_writes import (
+    BUSINESS,
+    COMPLAINT_SET,
+    COMPLETED,
+    PLANNED,
+    RENEGOTIATION,
+    ServiceLoopRow,
+)
 from branchline_shared.events import catalogue as c
 from branchline_shared.events.typed import Decoded
 from branchline_shared.events.vocabulary import RootCause
@@ -144,6 +152,63 @@ async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: s
             pass
 
 
+def service_loop_row(typed: Decoded, rm_id: str | None) -> ServiceLoopRow | None:
+    """What :func:`record_service_loop_facts` writes for the event, as a row of the collected
+    writes (:func:`.collected_writes.add_service_loop`, #12: each was a statement of its own
+    per event); None where it writes nothing. Not for a closure or a reopening (an ``UPDATE``
+    of the client's row, which the collected writes' clients part may write too: written at
+    once, :data:`CLOSURE_UPDATE`)."""
+    event = typed.envelope
+    if event.type not in _RECORDED or event.type in _CLOSURES:
+        return None
+    at = event.occurred_at
+    complaint = complaint_columns(typed)
+    if complaint is not None:
+        return COMPLAINT_SET, (event.client_id, complaint[0], complaint[1])
+    match typed.payload:
+        case c.ComplaintCorrectiveActionPlanned() as p:
+            return PLANNED, (
+                event.client_id,
+                p.complaint_id,
+                p.action_id,
+                event.branch_id,
+                p.root_cause.value,
+                p.action_kind.value,
+                p.owner_id,
+                at,
+                p.due_at,
+            )
+        case c.ComplaintCorrectiveActionCompleted() as p:
+            return COMPLETED, (event.client_id, p.complaint_id, p.action_id, at)
+        case c.ComplaintPromiseRenegotiated() | c.ConsultationPromiseRenegotiated() as p:
+            subject = (
+                f"complaint:{p.complaint_id}"
+                if isinstance(p, c.ComplaintPromiseRenegotiated)
+                else f"consultation:{p.consultation_id}"
+            )
+            return RENEGOTIATION, (
+                event.client_id,
+                event.event_id,
+                event.branch_id,
+                rm_id,
+                subject,
+                p.reason.value,
+                at,
+                p.promised_by,
+            )
+        case c.VisitBusinessHandled() | c.ProductSold() as p:
+            sold = p if isinstance(p, c.ProductSold) else None
+            return BUSINESS, (
+                event.client_id,
+                event.event_id,
+                at,
+                _code(sold.product_risk) if sold else None,
+                sold.amount if sold else None,
+            )
+        case _:
+            return None
+
+
 _T = c.EventType
 _RECORDED = frozenset(
     {
@@ -161,3 +226,5 @@ _RECORDED = frozenset(
     }
 )
 """The types this module records facts of."""
+
+_CLOSURES = frozenset({_T.CLIENT_ACCOUNT_CLOSED, _T.CLIENT_ACCOUNT_REOPENED})

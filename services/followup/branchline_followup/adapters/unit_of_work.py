@@ -18,16 +18,22 @@ import asyncpg
 
 from branchline_followup.adapters import client_journal, read_models
 from branchline_followup.adapters.collected_writes import (
+    COMPLAINT_SET,
+    RECEIVED,
+    SURVEY,
     CollectedStatement,
+    ServiceLoopRow,
     add_appended,
     add_applied,
     add_clients,
     add_console,
     add_journal,
+    add_service_loop,
     add_tasks,
     add_timeline,
     add_timers,
     add_visits,
+    joins_collected,
     timer_sync_rounds,
 )
 from branchline_followup.adapters.console_read_models import (
@@ -62,7 +68,11 @@ from branchline_followup.adapters.read_ahead import (
     read_ahead,
     read_caused_by,
 )
-from branchline_followup.adapters.service_loop_facts import record_service_loop_facts
+from branchline_followup.adapters.read_models import COMPLAINT_STEP_COLUMNS
+from branchline_followup.adapters.service_loop_facts import (
+    record_service_loop_facts,
+    service_loop_row,
+)
 from branchline_followup.application.ports import JournaledEvent
 from branchline_followup.domain import HANDLED_EVENT_TYPES, DurableTimer, FollowupTask
 from branchline_followup.domain.records import (
@@ -73,10 +83,10 @@ from branchline_followup.domain.records import (
     StaffMember,
 )
 from branchline_followup.domain.suitability import Holding, Rating
-from branchline_shared.events.catalogue import EventType
+from branchline_shared.events.catalogue import ComplaintEvent, EventType
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
-from branchline_shared.events.typed import Decoded
+from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
@@ -498,6 +508,11 @@ class _Activity:
         """With :attr:`timeline`, the visits' facts (:func:`.read_models.visit_row`'s),
         written together too (#12: a visit event's upsert was a statement of its own in its
         batch; nothing reads ``fu_visits`` while events are applied)."""
+        self.service_loop: list[ServiceLoopRow] = []
+        """With :attr:`timeline`, the surveys, complaints and their steps, and the service-loop
+        facts but a closure's (:func:`.collected_writes.add_service_loop`'s rows, in the order
+        made), written together too (#12: each was a statement of its own per event; nothing
+        reads those tables while events are applied)."""
 
     async def record_console(self, event: Decoded, client_id: str) -> None:
         if self.timeline is None:
@@ -527,6 +542,22 @@ class _Activity:
         self.visits.clear()
         return rows
 
+    def take_service_loop(self) -> list[ServiceLoopRow]:
+        """The service loop's rows collected, in the order made; the caller writes them."""
+        rows, self.service_loop = self.service_loop, []
+        return rows
+
+    async def _collect_service_loop(self, row: ServiceLoopRow) -> None:
+        if not joins_collected(self.service_loop, *row):
+            # A complaint received (an action planned) after a step (a completion) of it
+            # collected: what that step changed depends on whether the row exists, so those
+            # collected are written first, in their order.
+            statement = CollectedStatement()
+            add_service_loop(statement, self.take_service_loop())
+            if statement.sql is not None:
+                await self._conn.execute(statement.sql, *statement.args)
+        self.service_loop.append(row)
+
     def forget_client(self, client_id: str) -> None:
         """Drop the client's collected rows, as a re-projection's DELETE does in the table."""
         if self.timeline:
@@ -535,6 +566,8 @@ class _Activity:
             self.console[:] = [row for row in self.console if row[1][0] != client_id]
         if self.visits:
             self.visits[:] = [row for row in self.visits if row[0] != client_id]
+        if self.service_loop:
+            self.service_loop[:] = [r for r in self.service_loop if r[1][0] != client_id]
 
     async def record_refusal(self, event: Decoded) -> None:
         await record_refusal(self._conn, event)
@@ -558,17 +591,60 @@ class _Activity:
         visit_id: str | None,
         scores: dict[str, float],
     ) -> None:
-        await read_models.record_survey(self._conn, event, rm_id, visit_id, scores)
+        if self.timeline is None:
+            await read_models.record_survey(self._conn, event, rm_id, visit_id, scores)
+            return
+        envelope = event.envelope
+        row = (
+            envelope.client_id,
+            envelope.event_id,
+            envelope.branch_id,
+            rm_id,
+            visit_id,
+            envelope.occurred_at,
+            scores["attitude"],
+            scores["professionalism"],
+            scores["response_speed"],
+            scores["risk_management"],
+            scores["convenience"],
+        )
+        await self._collect_service_loop((SURVEY, row))
 
     async def record_complaint_received(
         self, event: Decoded, rm_id: str | None, severity: str, topic: str | None
     ) -> None:
-        await read_models.record_complaint_received(self._conn, event, rm_id, severity, topic)
+        if self.timeline is None:
+            await read_models.record_complaint_received(self._conn, event, rm_id, severity, topic)
+            return
+        envelope = event.envelope
+        row = (
+            envelope.client_id,
+            payload_as(event, ComplaintEvent).complaint_id,
+            envelope.branch_id,
+            rm_id,
+            severity,
+            topic,
+            envelope.occurred_at,
+        )
+        await self._collect_service_loop((RECEIVED, row))
 
     async def record_complaint_step(self, event: Decoded, status: str, **columns: Any) -> None:
-        await read_models.record_complaint_step(self._conn, event, status, **columns)
+        if self.timeline is None:
+            await read_models.record_complaint_step(self._conn, event, status, **columns)
+            return
+        unknown = columns.keys() - COMPLAINT_STEP_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown complaint columns {sorted(unknown)}")
+        complaint_id = payload_as(event, ComplaintEvent).complaint_id
+        row = (event.envelope.client_id, complaint_id, {"status": status, **columns})
+        await self._collect_service_loop((COMPLAINT_SET, row))
 
     async def record_service_loop_facts(self, event: Decoded, rm_id: str | None) -> None:
+        if self.timeline is not None and event.envelope.type not in _CHANGES_CLIENT_ROW:
+            row = service_loop_row(event, rm_id)
+            if row is not None:
+                await self._collect_service_loop(row)
+            return
         if self._clients is not None and event.envelope.type in _CHANGES_CLIENT_ROW:
             await self._clients.write_unwritten()  # its UPDATE needs the row written
         await record_service_loop_facts(self._conn, event, rm_id)
@@ -1087,6 +1163,7 @@ class PostgresFollowupUnitOfWork:
         add_timeline(statement, self.activity.take_timeline())
         add_console(statement, self.activity.take_console())
         add_visits(statement, self.activity.take_visits())
+        add_service_loop(statement, self.activity.take_service_loop())
         add_applied(statement, self._applied_unwritten)
         self._applied_unwritten = []
         appends, self._appends_unwritten = self._appends_unwritten, []
@@ -1118,6 +1195,7 @@ class PostgresFollowupUnitOfWork:
         # re-projection removes rows from its middle
         console = list(self.activity.console)
         visits = list(self.activity.visits)
+        service_loop = list(self.activity.service_loop)
         # Not asyncpg's nested ``transaction()``: it refuses to run in a transaction it did
         # not begin, and the live units begin theirs with the swap lock (#12,
         # :class:`PostgresUnitsOfWork`). The same statements asyncpg sends for one.
@@ -1150,6 +1228,7 @@ class PostgresFollowupUnitOfWork:
                 timeline[:] = collected
             self.activity.console[:] = console
             self.activity.visits[:] = visits
+            self.activity.service_loop = service_loop
             raise
 
 
