@@ -443,29 +443,55 @@ def _value(i: int, t: str) -> str:
     return f"r->>{i}" if t == "text" else f"(r->>{i})::{t}"
 
 
+COMPLAINT_DEFAULTS: dict[str, Any] = {"status": "received", "complex_case": False}
+"""What a complaint's row holds in the :data:`COMPLAINT_COLUMNS` its receipt's insert does not
+name (``fu_complaints``' defaults, followup migrations 002 and 006; the others null)."""
+
+_COMPLAINTS_NEW = (
+    "INSERT INTO fu_complaints (client_id, complaint_id, branch_id, rm_id, severity, topic, "  # noqa: S608 - fixed identifiers, bound values
+    f"received_at, {', '.join(COMPLAINT_COLUMNS)}) "
+    f"SELECT {_rows(['text'] * 6 + ['timestamptz', *COMPLAINT_COLUMNS.values()])} "
+    f"FROM {_EACH_ROW} ON CONFLICT (client_id, complaint_id) DO NOTHING"
+)
+"""Complaints received in the batch, where no row is yet: the first receipt's row with the
+last receipt's severity and topic and each column the later steps and facts set (the last
+value; the others their defaults, :data:`COMPLAINT_DEFAULTS`). A row there already is left to
+:data:`_COMPLAINTS_SET` (the statement's one snapshot: it does not see the rows inserted here,
+so no row is changed twice)."""
+
+
+_RECEIVED_AT = 3 + len(COMPLAINT_COLUMNS)
+"""Where a :data:`_COMPLAINTS_SET` row says whether the batch received the complaint, its
+severity and topic following."""
+
 _COMPLAINTS_SET = (
     "UPDATE fu_complaints AS c SET "  # noqa: S608 - fixed identifiers, bound values
     + ", ".join(
-        f"{c} = CASE WHEN r->2 ? '{c}' THEN {_value(3 + i, t)} ELSE c.{c} END"
-        for i, (c, t) in enumerate(COMPLAINT_COLUMNS.items())
+        [
+            *(
+                f"{c} = CASE WHEN r->2 ? '{c}' THEN {_value(3 + i, t)} ELSE c.{c} END"
+                for i, (c, t) in enumerate(COMPLAINT_COLUMNS.items())
+            ),
+            *(
+                f"{c} = CASE WHEN (r->>{_RECEIVED_AT})::boolean "
+                f"THEN r->>{_RECEIVED_AT + 1 + i} ELSE c.{c} END"
+                for i, c in enumerate(("severity", "topic"))
+            ),
+        ]
     )
     + f" FROM {_EACH_ROW} WHERE c.client_id = r->>0 AND c.complaint_id = r->>1"
 )
-"""The steps' and facts' ``UPDATE`` of complaints not received in the batch, one row per
-complaint: the columns named (``r->2``) take the last value set, the others keep the row's (no
-row: nothing changed, as each ``UPDATE`` in turn)."""
+"""Every complaint the batch writes, as a row there already ends (no row: nothing, as a step's
+``UPDATE``): the columns named (``r->2``) take the last value set, the others keep the row's;
+received in the batch, the last receipt's severity and topic (its upsert's ``DO UPDATE``)."""
 
 _ACTIONS_PLANNED = (
-    "INSERT INTO fu_corrective_actions AS a (client_id, complaint_id, action_id, branch_id, "  # noqa: S608 - fixed identifiers, bound values
+    "INSERT INTO fu_corrective_actions (client_id, complaint_id, action_id, branch_id, "  # noqa: S608 - fixed identifiers, bound values
     "root_cause, action_kind, owner_id, planned_at, due_at, completed_at) "
-    f"SELECT {_rows(['text'] * 7 + ['timestamptz'] * 3)} FROM {_EACH_ROW} "
-    "ON CONFLICT (client_id, complaint_id, action_id) DO UPDATE "
-    "SET completed_at = EXCLUDED.completed_at "
-    "WHERE a.completed_at IS NULL AND EXCLUDED.completed_at IS NOT NULL"
+    f"SELECT {_rows(['text'] * 7 + ['timestamptz'] * 3)} FROM {_EACH_ROW} ON CONFLICT DO NOTHING"
 )
-"""A corrective action planned in the batch: its first plan, completed at the first completion
-after it (a new row), or an existing row's ``completed_at`` set if it had none (the plan's
-``DO NOTHING``, then the completion's ``COALESCE``)."""
+"""Corrective actions planned in the batch, where no row is yet: the first plan, completed at
+the first completion after it (a row there already: :data:`_ACTIONS_COMPLETED`)."""
 
 _ACTIONS_COMPLETED = (
     "UPDATE fu_corrective_actions AS a "  # noqa: S608 - fixed identifiers, bound values
@@ -473,28 +499,8 @@ _ACTIONS_COMPLETED = (
     f"FROM {_EACH_ROW} "
     "WHERE a.client_id = r->>0 AND a.complaint_id = r->>1 AND a.action_id = r->>2"
 )
-"""Corrective actions completed, not planned, in the batch: the first completion's instant,
-where the row has none."""
-
-_RECEIVED_COLUMNS = ("branch_id", "rm_id", "severity", "topic", "received_at")
-_received_parts: dict[tuple[str, ...], str] = {}
-
-
-def _complaints_received(names: tuple[str, ...]) -> str:
-    """The part of complaints received in the batch whose later steps and facts set ``names``
-    (columns not named take their defaults in a new row, as after the receipt's insert, and
-    keep the row's in an existing one: a text per set of names)."""
-    part = _received_parts.get(names)
-    if part is None:
-        types = ["text"] * 6 + ["timestamptz"] + [COMPLAINT_COLUMNS[n] for n in names]
-        part = (
-            "INSERT INTO fu_complaints AS c (client_id, complaint_id, "  # noqa: S608 - fixed identifiers, bound values
-            f"{', '.join((*_RECEIVED_COLUMNS, *names))}) SELECT {_rows(types)} FROM {_EACH_ROW} "
-            "ON CONFLICT (client_id, complaint_id) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in ("severity", "topic", *names))
-        )
-        _received_parts[names] = part
-    return part
+"""Corrective actions completed in the batch, as a row there already ends: the first
+completion's instant, where the row has none."""
 
 
 def _key_width(kind: str) -> int:
@@ -563,40 +569,41 @@ def add_service_loop(statement: CollectedStatement, rows: Sequence[ServiceLoopRo
     """The service loop's writes collected (in the order made; :func:`joins_collected` held for
     each), as parts of the statement (#12: each was a statement of its own per event). A
     statement cannot change a row twice: each row is reduced to what the writes in turn would
-    leave. Own rows (keyed by the event's id): the first. A complaint received in the batch:
-    its first receipt (its branch, RM and instant), the last receipt's severity and topic, and
-    each column its later steps and facts set, the last value; one not received: the columns
-    set, each the last value. A corrective action planned: its first plan and the first
-    completion after it; one completed only: the first completion. Rows in key order."""
+    leave. Own rows (keyed by the event's id): the first. A complaint received in the batch, with
+    no row yet: its first receipt (its branch, RM and instant), the last receipt's severity and
+    topic, and each column its later steps and facts set, the last value; with a row (received
+    or not): the columns set, each the last value (and the severity and topic). A corrective
+    action planned, with no row yet: its first plan and the first completion after it; with a
+    row: the first completion. Every part is sent, with no rows where the batch has none (#12:
+    the statement's text then varies only by whether the batch has any service-loop write; a
+    text per set of parts made more texts than a connection's cache of prepared statements
+    holds). Rows in key order."""
+    if not rows:
+        return
     own, complaints, actions = _reduced(rows)
     for kind, template in _OWN_ROWS.items():
-        if kind in own:
-            statement.add_rows(
-                template, sorted(own[kind].values(), key=lambda r: (r[0], str(r[1])))
-            )
-    received: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        kept = own.get(kind, {})
+        statement.add_rows(template, sorted(kept.values(), key=lambda r: (r[0], str(r[1]))))
+    received: list[tuple[Any, ...]] = []
     updated: list[tuple[Any, ...]] = []
     for key in sorted(complaints):
         first, named = complaints[key]
+        values = [named.get(c) for c in COMPLAINT_COLUMNS]
         if first is None:
-            values = [named.get(c) for c in COMPLAINT_COLUMNS]
-            updated.append((*key, list(named), *values))
+            updated.append((*key, list(named), *values, False, None, None))
             continue
-        names = tuple(c for c in COMPLAINT_COLUMNS if c in named)
-        received.setdefault(names, []).append((*first, *(named[c] for c in names)))
-    for names, many in received.items():
-        statement.add_rows(_complaints_received(names), many)
-    if updated:
-        statement.add_rows(_COMPLAINTS_SET, updated)
+        new = [named[c] if c in named else COMPLAINT_DEFAULTS.get(c) for c in COMPLAINT_COLUMNS]
+        received.append((*first, *new))
+        updated.append((*key, list(named), *values, True, first[4], first[5]))
     planned: list[tuple[Any, ...]] = []
     completed: list[tuple[Any, ...]] = []
     for key in sorted(actions):
         plan, completed_at = actions[key]
-        if plan is None:
-            completed.append((*key, completed_at))
-        else:
+        if plan is not None:
             planned.append((*plan, completed_at))
-    if planned:
-        statement.add_rows(_ACTIONS_PLANNED, planned)
-    if completed:
-        statement.add_rows(_ACTIONS_COMPLETED, completed)
+        if completed_at is not None:
+            completed.append((*key, completed_at))
+    statement.add_rows(_COMPLAINTS_NEW, received)
+    statement.add_rows(_COMPLAINTS_SET, updated)
+    statement.add_rows(_ACTIONS_PLANNED, planned)
+    statement.add_rows(_ACTIONS_COMPLETED, completed)
