@@ -274,3 +274,41 @@ async def test_a_unit_of_read_models_only_whose_commit_is_lost_is_outcome_unknow
         moved = await admin.post("/v1/dev/clock", json={"advance_seconds": 0})
     assert trap.sprung.is_set()
     assert "unknown" in problem(moved, "outcome-unknown")["detail"]
+
+
+async def test_a_completion_recorded_under_catalogue_v1_is_compared_as_it_was_sent(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    """A completion recorded before the catalogue's v2 (its ``outcome`` free text, read as
+    ``other`` since): ``other`` sent now is not that completion, 409 task-closed (old: 200,
+    compared with the upcast reading); a v1 text that was a code is answered (#12)."""
+    body = {"outcome": "other", "note": "left a message"}
+    first = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+    assert first.status_code == 200, first.text
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+
+        async def recorded_at_v1(outcome: str) -> None:
+            """As written before v2 (the store is append-only: its trigger off, as the test
+            server's superuser, for this test's own record)."""
+            async with conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute(
+                    "UPDATE es_events SET envelope = jsonb_set(jsonb_set(envelope, "
+                    "'{schema_version}', '1'), '{data,outcome}', to_jsonb($2::text)) "
+                    "WHERE type = 'followup.completed' "
+                    "AND envelope -> 'data' ->> 'task_id' = $1",
+                    rm.task_id,
+                    outcome,
+                )
+
+        await recorded_at_v1("rang the client, keeps the fund")
+        resent = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+        assert resent.status_code == 409, resent.text
+        assert resent.json()["type"] == "https://branchline.dev/problems/task-closed"
+        await recorded_at_v1("other")
+        again = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+        assert again.status_code == 200, again.text
+    finally:
+        await conn.close()
+    assert len(await completions(settings, rm.task_id)) == 1

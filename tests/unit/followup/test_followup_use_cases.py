@@ -636,3 +636,50 @@ async def test_a_completion_sent_again_for_a_restricted_client_is_not_opened_to_
     with pytest.raises(TaskClosed):
         await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
     assert completions_of(units) == before
+
+
+def recorded_as_v1(units: MemoryUnitsOfWork, outcome: str) -> None:
+    """The task's completion as catalogue v1 recorded it: ``outcome`` free text."""
+    [completed] = completions_of(units)
+    stored = units.state.events[completed.event_id]
+    v1 = completed.model_copy(
+        update={"schema_version": 1, "data": {**completed.data, "outcome": outcome}}
+    )
+    units.state.events[completed.event_id] = replace(stored, event=v1)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "resent", "answered"),
+    [
+        ("rang the client, keeps the fund", FollowupOutcome.OTHER, False),
+        ("other", FollowupOutcome.OTHER, True),
+        ("contacted", FollowupOutcome.CONTACTED, True),
+    ],
+    ids=["free-text-read-as-other", "v1-code-other", "v1-code-contacted"],
+)
+async def test_a_completion_recorded_under_catalogue_v1_is_compared_as_it_was_sent(
+    units: MemoryUnitsOfWork,
+    projection: Projection,
+    recorded: str,
+    resent: FollowupOutcome,
+    answered: bool,
+) -> None:
+    """A v1 completion's free-text outcome reads as ``other`` since v2; a resend is compared
+    with what was sent. A v1 text that is a code is sent again as that code (answered);
+    another text cannot be sent again (v2 takes codes only), and ``other`` now is a different
+    completion: refused as a closed task (old: answered as the same, by the upcast) (#12)."""
+    survey = await project_visit(units, projection)
+    ctx = keyed_context(units, projection)
+    named: dict[str, Any] = {"actor": Actor(id=RM_ID, role="rm"), "note": "asked for a call back"}
+    await complete_task(ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named)
+    recorded_as_v1(units, recorded)
+    before = completions_of(units)
+    if answered:
+        again = await complete_task(
+            ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named
+        )
+        assert again.status is TaskStatus.DONE
+    else:
+        with pytest.raises(TaskClosed):
+            await complete_task(ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named)
+    assert completions_of(units) == before

@@ -182,11 +182,10 @@ async def _completed_alike(
     payload) is not alike: the resend stays refused as a closed task (#12)."""
     if task.status is not TaskStatus.DONE or task.closed_by_event_id is None:
         return False
-    found = await uow.events.find([task.closed_by_event_id])
-    stored = found.get(task.closed_by_event_id)
-    if stored is None:
+    # As written (a catalogue-v1 completion at v1): what its caller sent, to compare with.
+    event = await uow.events.as_recorded(task.closed_by_event_id)
+    if event is None:
         return False
-    event = stored.event
     if event.type != FOLLOWUP_COMPLETED or event.actor != actor:
         return False
     data = event.data
@@ -206,6 +205,12 @@ async def _completed_alike(
             data = unseal_paths(data, paths, key, client_id=task.client_id)
         except (KeyDestroyed, SealingError):
             return False
+    if data.get("outcome") != wanted.outcome.value:
+        # As sent, not as read now: a catalogue-v1 outcome was free text, read as ``other``
+        # since v2 (upcasting.py). A v1 text that was a code is what a resend sends again; any
+        # other text cannot be sent again (v2 takes codes only), so no resend is the same:
+        # ``other`` now is not that completion (#12).
+        return False
     try:
         recorded = payload_as(decode(event.model_copy(update={"data": data})), FollowupCompleted)
     except UnreadablePayload:
