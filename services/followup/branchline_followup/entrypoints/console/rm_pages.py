@@ -140,6 +140,8 @@ async def render_day(
             "dimensions": list(DIMENSIONS),
             "notice": notice,
             "error": error,
+            # each form shown is one request: sent again, it is the same (a refusal once)
+            "form_key": str(uuid.uuid4()),
         },
         status=status,
     )
@@ -231,9 +233,12 @@ async def complete(
     f_kind: Annotated[str, Form(max_length=64)] = "",
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
+    request_key: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Records ``followup.completed`` through the same use case as the JSON route; answers
-    htmx with the updated list, a plain form post with a redirect to it."""
+    htmx with the updated list, a plain form post with a redirect to it. ``request_key``:
+    the form's own, made when it was shown: a refusal (D-15) is recorded once per form
+    submitted, however often that submission is sent (#12)."""
     site = site_of(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
     gettext = site.gettext(request)
@@ -262,6 +267,7 @@ async def complete(
                     "convenience": convenience,
                 }
             ),
+            request_key=request_key.strip() or None,
         )
     except FormInvalid as invalid:
         error = gettext(invalid.message)
