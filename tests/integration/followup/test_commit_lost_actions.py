@@ -181,6 +181,10 @@ async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_
     assert int(page.headers["retry-after"]) > 0
     assert "it may have been saved" in page.text  # old: "nothing was changed", and it was
     assert "nothing was changed" not in page.text
+    # the complete form is safe to send again (answered as it was, recorded once): the page
+    # says so (old: "Look before doing it again", as for any change) (#12)
+    assert "It is safe to do it again" in page.text
+    assert "Look before doing it again" not in page.text
     assert len(await completions(settings, rm.task_id)) == 1
 
 

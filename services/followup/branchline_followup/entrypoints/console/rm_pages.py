@@ -38,6 +38,7 @@ from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
     CsrfChecked,
+    ResendSafe,
     console_roles,
     locale_of,
     site_of,
@@ -215,7 +216,7 @@ def _next_contact(value: str, zone: Any) -> datetime | None:
     return moment
 
 
-@router.post("/tasks/{task_id}/complete", dependencies=[CsrfChecked])
+@router.post("/tasks/{task_id}/complete", dependencies=[CsrfChecked, ResendSafe])
 async def complete(
     request: Request,
     task_id: uuid.UUID,
