@@ -185,3 +185,29 @@ async def test_a_console_form_submitted_twice_records_its_d15_refusal_once(
             headers={"hx-request": "true"},
         )
     assert await refusals(settings, review.task_id) == 2
+
+
+async def test_a_review_is_completed_from_the_console_once_the_client_was_warned(
+    review: Review, settings: BranchlineSettings
+) -> None:
+    """The complete form of a D-15 review has the box the API's ``client_warned`` is: ticked,
+    the review is done (old: the form had no such field, every console completion of a review
+    was refused and recorded); unticked, refused as by the API."""
+    async with httpx.AsyncClient(base_url=review.url, timeout=60) as console:
+        console.cookies.set(f"{SESSION_COOKIE}_followup", review.tokens.token(Role.RM, sub="rm-7"))
+        console.cookies.set(CSRF_COOKIE, "csrf-1")
+        console.headers.update({CSRF_HEADER: "csrf-1", "accept-language": "en"})
+        shown = await console.get("/console/", params={"kind": "suitability_review"})
+        assert f'id="warned-{review.task_id}"' in shown.text
+        path = f"/console/tasks/{review.task_id}/complete"
+        unticked = await console.post(path, data=NOT_WARNED, headers={"hx-request": "true"})
+        assert "The task was not completed" in unticked.text
+        assert "client_warned" in unticked.text
+        ticked = await console.post(
+            path, data={**NOT_WARNED, "client_warned": "true"}, headers={"hx-request": "true"}
+        )
+        assert ticked.status_code == 200, ticked.text
+        assert "Task completed." in ticked.text
+    task = (await review.client.get("/v1/followups", params={"status": "done"})).json()
+    assert [t["id"] for t in task["items"]] == [review.task_id]
+    assert await refusals(settings, review.task_id) == 1

@@ -235,6 +235,7 @@ async def complete(
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
     request_key: Annotated[str, Form(max_length=64)] = "",
+    client_warned: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     """Records ``followup.completed`` through the same use case as the JSON route; answers
     htmx with the updated list, a plain form post with a redirect to it. ``request_key``:
@@ -268,6 +269,8 @@ async def complete(
                     "convenience": convenience,
                 }
             ),
+            # D-15: a review's box ticked once the client was warned (unticked: not sent)
+            client_warned=True if client_warned == "true" else None,
             request_key=request_key.strip() or None,
         )
     except FormInvalid as invalid:
