@@ -23,6 +23,7 @@ from branchline_audit.application.pruning import prune_expired
 from branchline_audit.bootstrap import create_app, retention_policy
 from branchline_audit.domain.export import bytes_lines, verify_export
 from branchline_audit.domain.note import Verifier
+from branchline_audit.domain.retention import RetentionError
 from branchline_shared.clock import FixedClock
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
@@ -43,6 +44,9 @@ OLD = T0 - timedelta(days=365 * 11)
 ENTRY = 2
 """A plain entry of C-1 (``data.note`` ``n2``), appended eleven years ago: its client's
 relationship ended then (position 3), so it is due for pruning, as are positions 1 and 4."""
+CLOSURE = 3
+HOLD = 13
+"""A legal hold of C-5, after the read its placing recorded (D-11)."""
 
 _BYTES = "convert_from(canonical, 'UTF8')"
 
@@ -114,6 +118,12 @@ async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIter
             "/v1/audit/public-key", headers=tokens.headers(Role.AUDITOR, sub="auditor-1")
         )
         key = Verifier.from_verifier_key(answer.json()["verifier_key"])
+        placed = await client.post(
+            "/v1/audit/legal-holds",
+            json={"client_id": "C-5", "hold_id": "LH-1", "reason": "regulatory_investigation"},
+            headers=tokens.headers(Role.AUDITOR, sub="auditor-1"),
+        )
+        assert placed.json()["position"] == HOLD, placed.text
         yield Trail(client, audit, s, tokens, key)
 
 
@@ -239,3 +249,39 @@ async def test_a_reader_holding_consecutive_entries_checks_their_link(
     monkeypatch.setattr(exporting, "FIRST_PAGE_SIZE", ENTRY)
     export = await trail.get("/v1/audit/export", purpose="review")
     _ended_incomplete(trail, export, ENTRY + 1, names, sent=ENTRY)
+
+
+FACT_ALTERATIONS: dict[str, tuple[str, str]] = {
+    "occurred_at a day later": ALTERATIONS["occurred_at a day later"],
+    "appended_at in year 5": ALTERATIONS["appended_at in year 5"],
+    "a field added to the body": (
+        f"""canonical = convert_to(replace({_BYTES}, '"data":{{"', '"data":{{"x":1,"'), 'UTF8')""",
+        "hash does not match",
+    ),
+}
+
+
+@pytest.mark.parametrize("alteration", list(FACT_ALTERATIONS))
+async def test_an_altered_closure_or_hold_is_never_decided_on(
+    trail: Trail, alteration: str
+) -> None:
+    """A relationship end or a legal hold altered to a plausible value: the prune, which
+    decides by them, refuses before writing anything; the holds are refused, naming it."""
+    assignment, names = FACT_ALTERATIONS[alteration]
+    s = trail.settings
+    await _alter(s, assignment, CLOSURE)
+    size = await trail.audit.ledger.size()
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with pytest.raises(RetentionError, match=f"position {CLOSURE} was altered") as refused:
+            await prune_expired(pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="o")
+    assert refused.value.rule == "D-11"
+    assert names in str(refused.value)
+    assert await trail.audit.ledger.size() == size  # nothing written
+    await _alter(s, assignment, HOLD)
+    _names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, names)
+    lift = await trail.client.post(
+        "/v1/audit/legal-holds/LH-1/lift",
+        json={"reason": "matter_closed"},
+        headers=trail.tokens.headers(Role.AUDITOR, sub="auditor-1"),
+    )
+    _names_the_entry(lift, HOLD, names)
