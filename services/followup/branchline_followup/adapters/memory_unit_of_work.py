@@ -460,6 +460,10 @@ class _Events(_Part):
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self.s.events[i] for i in event_ids if i in self.s.events}
 
+    async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        stored = self.s.events.get(event_id)
+        return stored.event if stored is not None else None
+
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         causes = {str(s) for s in source_event_ids}
         return [

@@ -271,6 +271,11 @@ class FollowupEvents(Protocol):
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]: ...
 
+    async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """The event as it was written, at its schema version then (not upcast, as
+        :meth:`find`'s readers get it): what a caller sent, to compare a resend with (#12)."""
+        ...
+
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         """The recorded ``followup.task_created`` events (D-07) whose cause is one of these
         events (the created task's source event), in one indexed look-up (#12)."""
