@@ -525,6 +525,9 @@ class MemoryFollowupUnitOfWork:
     async def try_lock_client(self, client_id: str) -> bool:
         return True
 
+    def owns_client(self, client_id: str) -> bool:
+        return True
+
     async def hold_clients_of(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> None:

@@ -906,6 +906,9 @@ class PostgresFollowupUnitOfWork:
         await lock_client(self._conn, client_id, self._lock_class)
         self._locked.add(client_id)
 
+    def owns_client(self, client_id: str) -> bool:
+        return True
+
     async def try_lock_client(self, client_id: str) -> bool:
         if client_id in self._locked:
             return True

@@ -335,6 +335,11 @@ class FollowupUnitOfWork(Protocol):
         """:meth:`lock_client` without waiting: False when another unit holds it."""
         ...
 
+    def owns_client(self, client_id: str) -> bool:
+        """Whether this unit applies events to ``client_id`` (always, but in a partitioned
+        rebuild's process: the clients of its share, :mod:`.rebuild_routes`)."""
+        ...
+
     async def hold_clients_of(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> None:
