@@ -22,6 +22,7 @@ top functions).
                                     [--gc on|off|freeze|settle] [--no-count] [--flush-parts]
                                     [--no-analyze] [--rm-triggers 004]
                                     [--indexes deferred,kept] [--writes copy,insert]
+                                    [--processes 1,2,2,1]
 
 ``--remember N`` lowers the rebuild's memory bounds (``REMEMBERED_CLIENTS``,
 ``REMEMBERED_EVENTS``: 200,000 each) to N, so a small run takes the bounded path a rebuild of
@@ -52,6 +53,10 @@ statement per firing), to compare with 005's; ``--rm-triggers none``: without th
 COPY); ``--writes insert`` writes the applied record, timeline and journal rows by
 ``executemany`` of their ``INSERT … ON CONFLICT DO NOTHING`` (jsonb in text), as before Round 21,
 ``copy`` by ``COPY`` as the command does: ``--writes insert,copy,copy,insert`` alternates them.
+``--processes`` names the processes of each rebuild's main phase (the command's
+``--processes``, #12 Round 26): ``--processes 1,2,2,1`` alternates one and two; the CPU per event
+then includes the processes' (reaped when the load ends); run it with ``--no-count`` (the
+statement counter counts this process's statements only).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ from bench.profile_followup import (  # noqa: E402
 )
 from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, rebuild_target  # noqa: E402
+from branchline_followup.adapters.partitioned_rebuild import ProcessPartitions  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
@@ -228,13 +234,17 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             )
 
         indexes, writes = args.indexes.split(","), args.writes.split(",")
+        processes = [int(p) for p in args.processes.split(",")]
+        runs = max(len(indexes), len(writes), len(processes))
         if len(indexes) == 1:
-            indexes *= len(writes)
+            indexes *= runs
         if len(writes) == 1:
-            writes *= len(indexes)
-        for mode, written in zip(indexes, writes, strict=True):
+            writes *= runs
+        if len(processes) == 1:
+            processes *= runs
+        for mode, written, parts in zip(indexes, writes, processes, strict=True):
             print(
-                f"-- indexes {mode}, writes {written}, "
+                f"-- indexes {mode}, writes {written}, processes {parts}, "
                 f"{time.strftime('%H:%M:%S', time.gmtime())} UTC"
             )
             use_writes(written)
@@ -284,6 +294,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             gc.callbacks.append(collector)
             server_started = server_cpu_seconds(server.pgdata)
             started, cpu_started = time.perf_counter(), time.process_time()
+            children_started = children_cpu_seconds()
             result = await rebuild_read_models(
                 target=target,
                 source=source,
@@ -291,9 +302,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 batch_size=args.batch,
                 keep_retired=True,
                 settle_heap=args.gc == "settle",
+                partitioned=(ProcessPartitions(settings, parts, args.batch) if parts > 1 else None),
             )
             wall = time.perf_counter() - started
-            cpu = time.process_time() - cpu_started
+            # the partitioned load's processes' too (reaped when the load ends)
+            cpu = time.process_time() - cpu_started + children_cpu_seconds() - children_started
             server_cpu = server_cpu_seconds(server.pgdata) - server_started
             collected = [
                 g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)
@@ -502,6 +515,12 @@ async def install_rm_trigger_functions(dsn: str, migration: str) -> None:
         await conn.close()
 
 
+def children_cpu_seconds() -> float:
+    """The CPU of this process's ended (and waited for) child processes."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -555,6 +574,12 @@ def main() -> int:
         help="runs, comma-separated (paired with --indexes'): copy (the applied record, "
         "timeline and journal rows by COPY, as the command does) or insert (executemany, as "
         "before Round 21)",
+    )
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="runs, comma-separated (paired with --indexes' and --writes'): the processes of "
+        "the rebuild's main phase (--processes of the command; e.g. 1,2,2,1,1,2)",
     )
     args = parser.parse_args()
     if args.flush_parts:

@@ -41,6 +41,7 @@ def rebuild_followup_read_models(
     batch_size: int,
     console: Console,
     from_stores: bool = False,
+    processes: int = 1,
 ) -> None:
     from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
     from branchline_followup.bootstrap import rebuild
@@ -65,6 +66,7 @@ def rebuild_followup_read_models(
                     batch_size=batch_size,
                     from_stores=from_stores,
                     settle_heap=True,  # a process of its own (#12)
+                    processes=processes,
                 )
             )
         except (SwapLockBusy, SwapAbandoned) as exc:
@@ -92,11 +94,24 @@ FromStoresOption = Annotated[
 ]
 
 
+ProcessesOption = Annotated[
+    int,
+    typer.Option(
+        "--processes",
+        min=1,
+        max=64,
+        help="Processes applying the log's clients (each the clients whose id hashes to it; "
+        "1: one process, as before).",
+    ),
+]
+
+
 @rebuild_app.command("followup")
 def rebuild_followup(
     keep_previous: KeepOption = False,
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
+    processes: ProcessesOption = 1,
 ) -> None:
     """Rebuild the followup read models from the event topics, or the event stores
     (blue/green: the API keeps serving the old ones until the new ones are swapped in)."""
@@ -106,6 +121,7 @@ def rebuild_followup(
         batch_size=batch_size,
         console=Console(),
         from_stores=from_stores,
+        processes=processes,
     )
 
 
@@ -114,6 +130,12 @@ def followup_rebuild(
     keep_previous: KeepOption = False,
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
+    processes: ProcessesOption = 1,
 ) -> None:
     """Same as ``branchline rebuild followup``."""
-    rebuild_followup(keep_previous=keep_previous, batch_size=batch_size, from_stores=from_stores)
+    rebuild_followup(
+        keep_previous=keep_previous,
+        batch_size=batch_size,
+        from_stores=from_stores,
+        processes=processes,
+    )

@@ -462,6 +462,28 @@ class FollowupUnitOfWorkContract:
             assert found[first.event_id].event.event_id == first.event_id
         assert wakes.count == 1  # a unit that appended nothing wakes no one
 
+    async def test_an_event_is_read_as_recorded_at_its_schema_version(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: ``as_recorded`` gives what was written, a catalogue-v1 completion's free-text
+        outcome as sent (a resend is compared with it), not the upcast reading (``other``)."""
+        stream = f"followup-task-{uuid.uuid4()}"
+        v1 = an_event("c-17", stream=stream).model_copy(
+            update={
+                "type": "followup.completed",
+                "schema_version": 1,
+                "data": {"task_id": str(uuid.uuid4()), "outcome": "rang, keeps the fund"},
+            }
+        )
+        async with units.begin() as uow:
+            await uow.events.lock_streams([stream])
+            await uow.events.append([v1], topic=TOPIC)
+        async with units.begin() as uow:
+            recorded = await uow.events.as_recorded(v1.event_id)
+            assert recorded is not None
+            assert (recorded.schema_version, recorded.data) == (1, v1.data)
+            assert await uow.events.as_recorded(uuid.uuid4()) is None
+
     async def test_events_appended_numbered_follow_each_streams_version_in_order(
         self, units: UnitsOfWork, wakes: Wakes
     ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from branchline_shared.embedded.ports import free_port
@@ -25,6 +25,7 @@ class Trap:
     delivered: bool
     refuse: bool
     early: bool = False
+    hold: Callable[[int], Awaitable[None]] | None = None
     sprung: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -58,6 +59,7 @@ class CuttableProxy:
         delivered: bool,
         refuse: bool = False,
         early: bool = False,
+        hold: Callable[[int], Awaitable[None]] | None = None,
     ) -> Trap:
         """Cut the one connection whose client sends ``marker`` (bytes only its write
         carries, e.g. a correlation id in an envelope) at the first chunk from then on that
@@ -67,8 +69,11 @@ class CuttableProxy:
         else it never reaches the server. ``refuse``: then every connection is cut and new
         ones refused (:meth:`cut`) until :meth:`restore`. ``early`` (with ``delivered``): the
         connection is cut as soon as the chunk is sent on, while the server may still be
-        working on it (a ``COMMIT`` flushing its WAL record). Once; ``sprung`` is set then."""
-        self._trap = Trap(marker, at, delivered, refuse, early)
+        working on it (a ``COMMIT`` flushing its WAL record); ``hold`` (with ``early``) is
+        awaited with the server connection's local port (its backend's ``client_port``)
+        between the two, to let the server reach a given point before the client hears of
+        the loss. Once; ``sprung`` is set then."""
+        self._trap = Trap(marker, at, delivered, refuse, early, hold)
         return self._trap
 
     def server_ports(self) -> set[int]:
@@ -159,8 +164,11 @@ class CuttableProxy:
                         # The server's end closed, not aborted: a reset may reach the server
                         # before it read the chunk, which is then dropped unread (the COMMIT
                         # never ran: a test expecting it committed failed by chance, #12).
+                        port = writer.get_extra_info("sockname")[1]
                         self._pipes.discard(writer)
                         writer.close()
+                        if trap.hold is not None:
+                            await trap.hold(port)
                         await self._spring(trap, client, None)
                         return
                     continue

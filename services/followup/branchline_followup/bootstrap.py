@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
 from branchline_followup.adapters.legal_holds import legal_holds_from_settings
+from branchline_followup.adapters.partitioned_rebuild import ProcessPartitions
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
@@ -335,11 +336,13 @@ async def rebuild(
     batch_size: int = 500,
     from_stores: bool = False,
     settle_heap: bool = False,
+    processes: int = 1,
 ) -> RebuildResult:
     """``branchline rebuild followup``: the read models rebuilt from the event topics into a
     new schema and swapped in (blue/green) while the API keeps serving the old one.
     ``settle_heap``: the process's heap frozen as the rebuild goes (the command's own process,
-    never a test's: :func:`rebuild_read_models`)."""
+    never a test's: :func:`rebuild_read_models`). ``processes`` > 1: the main phase applied by
+    that many processes, each the clients of its share (:mod:`.adapters.partitioned_rebuild`)."""
     await prepare_database(settings)
     topics = declare_topics(settings)
     admin = await open_pool(
@@ -366,6 +369,9 @@ async def rebuild(
             batch_size=batch_size,
             keep_retired=keep_retired,
             settle_heap=settle_heap,
+            partitioned=(
+                ProcessPartitions(settings, processes, batch_size) if processes > 1 else None
+            ),
             clock=ServiceClock(
                 PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode
             ).now,

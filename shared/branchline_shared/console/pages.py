@@ -23,6 +23,7 @@ from branchline_shared.console.web import (
     CsrfRefused,
     NotSignedIn,
     clear_cookie,
+    is_resend_safe,
     login_url,
     rotate_csrf,
     session_cookie,
@@ -98,8 +99,12 @@ def _unavailable_page(
         response = site_of(request).render(
             request,
             "unavailable.html",
-            # Not "nothing was changed": it may have been (postgres/commit_outcome.py).
-            {"outcome_unknown": isinstance(exc, CommitOutcomeUnknown)},
+            # Not "nothing was changed": it may have been (postgres/commit_outcome.py). An
+            # action marked safe to send again says so; any other, to look first (#12).
+            {
+                "outcome_unknown": isinstance(exc, CommitOutcomeUnknown),
+                "resend_safe": is_resend_safe(request),
+            },
             status=503,
         )
         response.headers["Retry-After"] = RETRY_AFTER_S

@@ -287,3 +287,19 @@ async def csrf_checked(request: Request) -> None:
 
 
 CsrfChecked = Depends(csrf_checked)
+
+
+def marked_resend_safe(request: Request) -> None:
+    """Marks a console action that is safe to send again whatever became of the first
+    sending (answered as it was, recorded once): its ``outcome-unknown`` page then says so,
+    where another action's says to look first (pages.py, #12)."""
+    request.state.console_resend_safe = True
+
+
+def is_resend_safe(request: Request) -> bool:
+    """Whether the action ``request`` runs was marked with :data:`ResendSafe`."""
+    return getattr(request.state, "console_resend_safe", False) is True
+
+
+ResendSafe = Depends(marked_resend_safe)
+"""A console action that may be sent again after ``outcome-unknown`` (docs/console.md)."""

@@ -152,8 +152,9 @@ def fault_detail(exc: BaseException) -> str:
             "the connection to the database was lost while the request was being committed "
             "and the database could not be asked whether it was: the outcome is unknown, it "
             "may have been stored; send the request again with the same event_ids (for an "
-            "event sent without one, the event_id named here): stored once; or read what is "
-            "stored before sending an action again"
+            "event sent without one, the event_id named here): stored once; followup's "
+            "complete and reassign sent again as they were are answered as they were, recorded "
+            "once; anything else: read what is stored before sending it again"
         )
     if isinstance(exc, asyncpg.QueryCanceledError):
         what = "the database cancelled the request's statement"

@@ -146,7 +146,10 @@ async def test_a_completion_lost_with_the_database_is_outcome_unknown(
     trap = proxy.trap(task_id.encode(), delivered=True, refuse=True)
     unknown = await complete(client, task_id)
     assert trap.sprung.is_set()
-    assert "unknown" in problem(unknown, "outcome-unknown")["detail"]
+    detail = problem(unknown, "outcome-unknown")["detail"]
+    assert "unknown" in detail
+    # old: "read what is stored before sending an action again", for these too (#12)
+    assert "complete and reassign sent again as they were are answered as they were" in detail
     [(event_id, outbox)] = await completions(settings, task_id)  # it had committed
     assert outbox == 1
     await proxy.restore()
@@ -181,6 +184,10 @@ async def test_a_console_completion_lost_with_the_database_does_not_say_nothing_
     assert int(page.headers["retry-after"]) > 0
     assert "it may have been saved" in page.text  # old: "nothing was changed", and it was
     assert "nothing was changed" not in page.text
+    # the complete form is safe to send again (answered as it was, recorded once): the page
+    # says so (old: "Look before doing it again", as for any change) (#12)
+    assert "It is safe to do it again" in page.text
+    assert "Look before doing it again" not in page.text
     assert len(await completions(settings, rm.task_id)) == 1
 
 
@@ -274,3 +281,41 @@ async def test_a_unit_of_read_models_only_whose_commit_is_lost_is_outcome_unknow
         moved = await admin.post("/v1/dev/clock", json={"advance_seconds": 0})
     assert trap.sprung.is_set()
     assert "unknown" in problem(moved, "outcome-unknown")["detail"]
+
+
+async def test_a_completion_recorded_under_catalogue_v1_is_compared_as_it_was_sent(
+    rm: Served, settings: BranchlineSettings
+) -> None:
+    """A completion recorded before the catalogue's v2 (its ``outcome`` free text, read as
+    ``other`` since): ``other`` sent now is not that completion, 409 task-closed (old: 200,
+    compared with the upcast reading); a v1 text that was a code is answered (#12)."""
+    body = {"outcome": "other", "note": "left a message"}
+    first = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+    assert first.status_code == 200, first.text
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+
+        async def recorded_at_v1(outcome: str) -> None:
+            """As written before v2 (the store is append-only: its trigger off, as the test
+            server's superuser, for this test's own record)."""
+            async with conn.transaction():
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                await conn.execute(
+                    "UPDATE es_events SET envelope = jsonb_set(jsonb_set(envelope, "
+                    "'{schema_version}', '1'), '{data,outcome}', to_jsonb($2::text)) "
+                    "WHERE type = 'followup.completed' "
+                    "AND envelope -> 'data' ->> 'task_id' = $1",
+                    rm.task_id,
+                    outcome,
+                )
+
+        await recorded_at_v1("rang the client, keeps the fund")
+        resent = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+        assert resent.status_code == 409, resent.text
+        assert resent.json()["type"] == "https://branchline.dev/problems/task-closed"
+        await recorded_at_v1("other")
+        again = await rm.client.post(f"/v1/followups/{rm.task_id}/complete", json=body)
+        assert again.status_code == 200, again.text
+    finally:
+        await conn.close()
+    assert len(await completions(settings, rm.task_id)) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY
 
 from branchline_followup.adapters import rebuild_target
 from branchline_followup.adapters.clock_store import PostgresClockOffsets
+from branchline_followup.adapters.partitioned_rebuild import ProcessPartitions
 from branchline_followup.adapters.pg_schemas import with_search_path
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.adapters.topic_replay import ReplayedMessage
@@ -152,19 +154,28 @@ async def apply_all(ctx: FollowupContext, events: Sequence[Positioned]) -> None:
 
 
 async def differences_from_rebuild(
-    settings: BranchlineSettings, intake: Sequence[Positioned], *, batch_size: int = 500
+    settings: BranchlineSettings,
+    intake: Sequence[Positioned],
+    *,
+    batch_size: int = 500,
+    processes: int = 1,
 ) -> dict[str, tuple[list[Any], list[Any]]]:
-    """Rebuild the read models in source order; per table, the rows only the incrementally
-    built models have and those only the rebuild has (empty: equal)."""
+    """Rebuild the read models in source order (its main phase in ``processes`` processes,
+    #12); per table, the rows only the read models it replaces have and those only the rebuild
+    has (empty: equal)."""
     public = with_search_path(settings.followup_database_url, "public")
     admin: PgPool = await open_pool(public, min_size=1, max_size=2)
+    policy = policy_from_settings(settings)
     try:
         result = await rebuild_read_models(
             target=PostgresRebuildTarget(admin, settings.followup_database_url),
             source=SourceOrder(intake, public),
-            policy=policy_from_settings(settings),
+            policy=policy,
             keep_retired=True,
             batch_size=batch_size,
+            partitioned=(
+                ProcessPartitions(settings, processes, batch_size) if processes > 1 else None
+            ),
         )
     finally:
         await admin.close()
@@ -189,13 +200,15 @@ def history(clients: int, seed: int) -> list[Positioned]:
     return positioned(generated.events)
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_in_order_history_equals_rebuild(
-    settings: BranchlineSettings, context: FollowupContext
+    settings: BranchlineSettings, context: FollowupContext, processes: int
 ) -> None:
-    """The reference: applied in source order, the read models equal the rebuild."""
+    """The reference: applied in source order, the read models equal the rebuild (#12: its
+    main phase in one process or two)."""
     events = history(8, seed=11)
     await apply_all(context, events)
-    assert await differences_from_rebuild(settings, events) == {}
+    assert await differences_from_rebuild(settings, events, processes=processes) == {}
 
 
 def with_ratings(events: Sequence[RecordedEvent], seed: int) -> list[RecordedEvent]:
@@ -693,3 +706,159 @@ async def test_complaints_with_several_steps_in_one_batch_equal_rebuild(
         "staff",
     )
     assert (rows["K-4"]["status"], rows["K-4"]["owner_id"]) == ("closed", "rm-7")
+
+
+def _staff_event(
+    staff_id: str, event_type: str, at: datetime, version: int, data: dict[str, Any]
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type=event_type,
+        occurred_at=at,
+        recorded_at=at,
+        source="intake",
+        actor=ADMIN,
+        staff_id=staff_id,
+        stream_id=f"staff-{staff_id}",
+        stream_version=version,
+        data=data,
+    )
+
+
+def with_staff_and_privacy(events: Sequence[RecordedEvent], seed: int) -> list[RecordedEvent]:
+    """The history's events with staff events (D-14, D-16: training, declared interests,
+    gifts accepted and declined naming the history's clients, a member of staff's access
+    request answered, another's cancelled by their erasure) and clients' access requests,
+    erasure requests and legal holds (D-04, D-11), at random instants, in recorded order."""
+    rng = random.Random(seed)
+    start = min(e.recorded_at for e in events)
+    end = max(e.recorded_at for e in events)
+    clients = sorted({e.client_id for e in events if e.client_id is not None})
+    added: list[RecordedEvent] = []
+    versions: dict[str, int] = {}
+
+    def at() -> datetime:
+        return start + (end - start) * rng.random()
+
+    def staff(staff_id: str, event_type: str, when: datetime, **data: Any) -> RecordedEvent:
+        versions[staff_id] = versions.get(staff_id, 0) + 1
+        event = _staff_event(staff_id, event_type, when, versions[staff_id], data)
+        added.append(event)
+        return event
+
+    for n in range(6):
+        rm = f"rm-{n}"
+        staff(
+            rm,
+            "staff.training_recorded",
+            at(),
+            hours=str(rng.randint(1, 9)),
+            topic="suitability",
+            completed_at=at().isoformat(),
+        )
+        staff(rm, "staff.interest_declared", at(), product_id=f"P-{n + 1}", nature="holds units")
+        for accepted in (True, False):
+            staff(
+                rm,
+                "staff.gift_recorded",
+                at(),
+                client_id=rng.choice(clients),
+                value=str(rng.choice([50, 5000, 20000])),
+                accepted=accepted,
+                description="a tea set",
+            )
+    asked = staff("rm-1", "staff.data_access_requested", start, channel="walk_in")
+    staff(
+        "rm-1",
+        "staff.personal_data_accessed",
+        at(),
+        purpose="D-04",
+        request_event_id=str(asked.event_id),
+    )
+    staff("rm-2", "staff.data_access_requested", start, channel="phone")
+    staff("rm-2", "staff.erasure_requested", at(), reason="left", employment_ended_at=None)
+    staff("rm-3", "staff.data_access_requested", at(), channel="app")
+    for n, client_id in enumerate(rng.sample(clients, 4)):
+        added.append(
+            recorded_event(
+                "client.data_access_requested",
+                {"channel": "walk_in"},
+                at=at(),
+                client_id=client_id,
+                version=900 + n,
+            )
+        )
+        added.append(
+            recorded_event(
+                "audit.legal_hold_placed",
+                {"hold_id": f"H-{n}", "reason": "litigation"},
+                at=at(),
+                client_id=client_id,
+                version=910 + n,
+                actor=ADMIN,
+            )
+        )
+    added.append(
+        recorded_event(
+            "client.erasure_requested",
+            {"reason": "asked"},
+            at=end,
+            client_id=clients[0],
+            version=999,
+        )
+    )
+    return sorted([*events, *added], key=lambda e: e.recorded_at)
+
+
+async def test_a_history_rebuilt_in_several_processes_equals_the_live_one(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """#12 ``--processes N``: the richest history here (complaints, surveys, the service loop,
+    stage changes by time, product ratings before and after sales, staff events with gifts
+    escalated for clients and staff access requests, clients' access and erasure requests and
+    legal holds) rebuilt in one, two and three processes equals what the live worker built:
+    each process applies its clients', every one the shelf's and staff events, one writes
+    their rows."""
+    generated = generate_history(
+        16, end=now_utc() - timedelta(hours=1), span=timedelta(days=30), seed=17
+    )
+    events = positioned(with_staff_and_privacy(with_ratings(generated.events, seed=17), seed=17))
+    await apply_all(context, events)
+    conn = await asyncpg.connect(settings.followup_database_url)
+    try:
+        counts = {
+            table: await conn.fetchval(f"SELECT count(*) FROM fu_read.{table}")
+            for table in (
+                "fu_holdings",
+                "fu_product_ratings",
+                "fu_staff",
+                "fu_staff_training",
+                "fu_staff_privacy",
+                "fu_staff_gift_clients",
+                "fu_complaints",
+                "fu_surveys",
+                "fu_privacy",
+            )
+        }
+        staff_tasks = await conn.fetchval(
+            "SELECT count(*) FROM fu_read.fu_tasks WHERE client_id LIKE '#staff/%'"
+        )
+        gift_tasks = await conn.fetchval(
+            "SELECT count(*) FROM fu_read.fu_tasks WHERE client_id NOT LIKE '#staff/%' "
+            "AND rule = 'D-16'"
+        )
+        reviews = await conn.fetchval("SELECT count(*) FROM fu_read.fu_tasks WHERE rule = 'D-15'")
+    finally:
+        await conn.close()
+    # the history exercises what it tests
+    assert all(counts.values()), counts
+    assert staff_tasks >= 2
+    assert gift_tasks > 0
+    assert reviews > 0
+    for processes in (1, 2, 3):
+        # each rebuild is compared with the read models it replaces: the live ones, then the
+        # previous rebuild's
+        differences = await differences_from_rebuild(
+            settings, events, batch_size=50, processes=processes
+        )
+        assert differences == {}, (processes, differences)

@@ -138,3 +138,22 @@ async def test_rebuild_equals_incremental_on_more_than_10000_events(
             or page.json()["next_cursor"]
         )
         print(f"incremental {incremental_s:.1f}s, rebuild {rebuild_s:.1f}s for {total} events")
+
+        # #12 --processes: the same topics rebuilt again with the main phase in two processes
+        # (each the clients of its share), while the API serves: the read models it swaps in
+        # equal those it replaces (the first rebuild's)
+        reader = asyncio.create_task(keep_reading())
+        try:
+            again = await rebuild(settings, keep_retired=True, batch_size=500, processes=2)
+        finally:
+            reader.cancel()
+        assert again.retired is not None
+        assert set(reads) == {200}
+        in_two = await snapshot(db, "fu_read")
+        replaced = await snapshot(db, again.retired)
+        assert replaced.keys() == in_two.keys()
+        for table in replaced:
+            only_two = set(in_two[table]) - set(replaced[table])
+            only_one = set(replaced[table]) - set(in_two[table])
+            assert not only_two, (table, sorted(only_two, key=repr)[:3])
+            assert not only_one, (table, sorted(only_one, key=repr)[:3])

@@ -15,7 +15,13 @@ import pytest
 from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 
 from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
-from branchline_followup.application.actions import NotYourTask, TaskClosed, complete_task
+from branchline_followup.application.actions import (
+    ClientNotWarned,
+    NotYourTask,
+    TaskClosed,
+    complete_task,
+    refusal_event_id,
+)
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.clock import FixedOffset, ServiceClock
 from branchline_followup.application.ports import FollowupUnitOfWork
@@ -636,3 +642,128 @@ async def test_a_completion_sent_again_for_a_restricted_client_is_not_opened_to_
     with pytest.raises(TaskClosed):
         await complete_task(ctx, survey.id, may_act=lambda _a: True, **named)
     assert completions_of(units) == before
+
+
+def recorded_as_v1(units: MemoryUnitsOfWork, outcome: str) -> None:
+    """The task's completion as catalogue v1 recorded it: ``outcome`` free text."""
+    [completed] = completions_of(units)
+    stored = units.state.events[completed.event_id]
+    v1 = completed.model_copy(
+        update={"schema_version": 1, "data": {**completed.data, "outcome": outcome}}
+    )
+    units.state.events[completed.event_id] = replace(stored, event=v1)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "resent", "answered"),
+    [
+        ("rang the client, keeps the fund", FollowupOutcome.OTHER, False),
+        ("other", FollowupOutcome.OTHER, True),
+        ("contacted", FollowupOutcome.CONTACTED, True),
+    ],
+    ids=["free-text-read-as-other", "v1-code-other", "v1-code-contacted"],
+)
+async def test_a_completion_recorded_under_catalogue_v1_is_compared_as_it_was_sent(
+    units: MemoryUnitsOfWork,
+    projection: Projection,
+    recorded: str,
+    resent: FollowupOutcome,
+    answered: bool,
+) -> None:
+    """A v1 completion's free-text outcome reads as ``other`` since v2; a resend is compared
+    with what was sent. A v1 text that is a code is sent again as that code (answered);
+    another text cannot be sent again (v2 takes codes only), and ``other`` now is a different
+    completion: refused as a closed task (old: answered as the same, by the upcast) (#12)."""
+    survey = await project_visit(units, projection)
+    ctx = keyed_context(units, projection)
+    named: dict[str, Any] = {"actor": Actor(id=RM_ID, role="rm"), "note": "asked for a call back"}
+    await complete_task(ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named)
+    recorded_as_v1(units, recorded)
+    before = completions_of(units)
+    if answered:
+        again = await complete_task(
+            ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named
+        )
+        assert again.status is TaskStatus.DONE
+    else:
+        with pytest.raises(TaskClosed):
+            await complete_task(ctx, survey.id, may_act=lambda _a: True, outcome=resent, **named)
+    assert completions_of(units) == before
+
+
+def refusals_of(units: MemoryUnitsOfWork) -> list[RecordedEvent]:
+    return [
+        s.event for s in units.state.events.values() if s.event.type == "rule.violation_refused"
+    ]
+
+
+async def a_review(units: MemoryUnitsOfWork, projection: Projection) -> FollowupTask:
+    """An open D-15 suitability review (the survey's task, of that kind)."""
+    survey = await project_visit(units, projection)
+    review = survey.model_copy(update={"kind": TaskKind.SUITABILITY_REVIEW})
+    units.state.tasks[survey.id] = review
+    return review
+
+
+async def test_a_d15_refusal_sent_again_with_its_key_is_refused_again_recorded_once(
+    units: MemoryUnitsOfWork, projection: Projection, wakes: Wakes
+) -> None:
+    """The same request (its key, actor and submission) refused by D-15 and sent again (its
+    answer lost, ``outcome-unknown``, a double submit): refused again, its refusal recorded
+    once and the resend's unit commits nothing (old: a second refusal recorded) (#12)."""
+    review = await a_review(units, projection)
+    ctx = keyed_context(units, projection)
+    named: dict[str, Any] = {
+        "actor": Actor(id=RM_ID, role="rm"),
+        "outcome": FollowupOutcome.CONTACTED,
+        "note": "not reached yet",
+        "request_key": "form-1",
+    }
+    with pytest.raises(ClientNotWarned):
+        await complete_task(ctx, review.id, may_act=lambda _a: True, **named)
+    [refusal] = refusals_of(units)
+    assert refusal.event_id == refusal_event_id(review.id, named["actor"], "form-1")
+    commits = wakes.count
+    with pytest.raises(ClientNotWarned) as again:
+        await complete_task(ctx, review.id, may_act=lambda _a: True, **named)
+    assert again.value.fields == ["client_warned"]
+    assert refusals_of(units) == [refusal]
+    assert wakes.count == commits  # rolled back: nothing to commit, nor to lose
+    assert units.state.tasks[review.id].is_open
+
+
+KEYED = {"request_key": "form-1"}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({}, {}),
+        (KEYED, {"request_key": "form-2"}),
+        (KEYED, {**KEYED, "outcome": FollowupOutcome.OTHER}),
+        (KEYED, {**KEYED, "client_warned": False}),
+        (KEYED, {**KEYED, "actor": Actor(id=RM_ID, role="supervisor")}),
+    ],
+    ids=["no-key", "another-key", "another-outcome", "client-warned-false", "another-caller"],
+)
+async def test_another_d15_attempt_is_recorded_again(
+    units: MemoryUnitsOfWork,
+    projection: Projection,
+    first: dict[str, Any],
+    second: dict[str, Any],
+) -> None:
+    """Not the same request: no key (nothing tells a resend from a second attempt), another
+    key (another form shown), another submission under the key, another caller: each
+    refusal is recorded, as before (#12)."""
+    review = await a_review(units, projection)
+    ctx = keyed_context(units, projection)
+    named: dict[str, Any] = {
+        "actor": Actor(id=RM_ID, role="rm"),
+        "outcome": FollowupOutcome.CONTACTED,
+    }
+    for attempt in (first, second):
+        with pytest.raises(ClientNotWarned):
+            await complete_task(ctx, review.id, may_act=lambda _a: True, **{**named, **attempt})
+    refusals = refusals_of(units)
+    assert len(refusals) == 2
+    assert len({r.event_id for r in refusals}) == 2

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import typer
 from rich.console import Console
+from typer.testing import CliRunner
 
 import branchline_followup.bootstrap as bootstrap
 from branchline_cli.followup_commands import rebuild_followup_read_models
+from branchline_cli.main import app
 from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
 from branchline_followup.application.rebuild import RebuildResult
 from branchline_shared.settings import BranchlineSettings
@@ -55,3 +57,22 @@ def test_the_command_settles_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
         console=Console(file=io.StringIO(), width=200),
     )
     assert asked["settle_heap"] is True
+
+
+def test_the_processes_option_reaches_the_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --processes N (#12): the main phase in N processes; 1 (the default) as before
+    asked: dict[str, Any] = {}
+
+    async def rebuild(*_: Any, **kwargs: Any) -> RebuildResult:
+        asked.update(kwargs)
+        return RebuildResult(
+            schema="fu_rebuild_1", total=0, applied=0, skipped=0, caught_up=0, retired=None
+        )
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    result = CliRunner().invoke(app, ["rebuild", "followup", "--processes", "3"])
+    assert result.exit_code == 0, result.output
+    assert asked["processes"] == 3
+    result = CliRunner().invoke(app, ["rebuild", "followup"])
+    assert result.exit_code == 0, result.output
+    assert asked["processes"] == 1

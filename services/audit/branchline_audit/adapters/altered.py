@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from branchline_audit.domain.verification import ROW_FIELDS
+
 WRITTEN_TIME = "{0} >= '0001-01-01 00:00:00+00' AND {0} < '10000-01-01 00:00:00+00'"
 """SQL true for a time an append may write in the column ``{0}`` (NULL for NULL)."""
 
@@ -27,3 +29,16 @@ def unwritten_times(columns: Sequence[str]) -> str:
         for c in columns
     )
     return f"nullif(concat_ws(', ', {cases}), '')"
+
+
+READ_COLUMNS = ", ".join(
+    [
+        *(f"timestamptz_send({f}) AS {f}" if f in LEDGER_TIMES else f for f in ROW_FIELDS),
+        f"{unwritten_times(LEDGER_TIMES)} AS unwritten",
+    ]
+)
+"""The trail readers' columns (pages, an entry, prune candidates, relationship facts): the
+row's :data:`ROW_FIELDS`, the three times in their binary form, which no time fails to decode
+(asyncpg refuses a year past 9999 or before 1, and reads an infinity as a naive extreme), then
+the words saying which of them holds a time no append writes (``unwritten``):
+:func:`~branchline_audit.domain.verification.reader_entries` makes their entries (#12)."""

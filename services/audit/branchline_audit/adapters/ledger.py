@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from branchline_audit.adapters.altered import ALTERED_ROW, LEDGER_TIMES, unwritten_times
+from branchline_audit.adapters.altered import ALTERED_ROW, READ_COLUMNS
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
@@ -52,7 +52,7 @@ from branchline_audit.domain.subtrees import (
     required,
     subtree_work,
 )
-from branchline_audit.domain.verification import ROW_FIELDS, StoredEntry, reader_entries
+from branchline_audit.domain.verification import StoredEntry, reader_entries
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import Placeholders, prefix_range
@@ -65,13 +65,7 @@ LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 # an infinity as a naive extreme), and are told in words which of them holds a time no append
 # writes: the row was altered behind the ledger's back, and the reader refuses it by name
 # (StoredEntry.unwritten, D-11) instead of failing with the time's error (#12).
-_TIMES = LEDGER_TIMES
-_READ_COLUMNS = ", ".join(
-    [
-        *(f"timestamptz_send({f}) AS {f}" if f in _TIMES else f for f in ROW_FIELDS),
-        f"{unwritten_times(_TIMES)} AS unwritten",
-    ]
-)
+_READ_COLUMNS = READ_COLUMNS
 
 
 _APPENDED = (

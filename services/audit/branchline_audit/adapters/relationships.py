@@ -3,13 +3,13 @@ in position order for :mod:`branchline_audit.domain.relationships`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from branchline_audit.adapters.altered import WRITTEN_TIME, unwritten_times
+from branchline_audit.adapters.altered import READ_COLUMNS
 from branchline_audit.domain.relationships import LedgerFact
-from branchline_audit.domain.verification import AlteredEntry
+from branchline_audit.domain.verification import ServedCheck, reader_entries
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
 
@@ -27,39 +27,37 @@ async def ledger_facts(
         f"(event_type ~>=~ ${i} AND event_type ~<=~ ${i})" for i in range(1, len(event_types) + 1)
     )
     sql = (
-        "SELECT position, event_type, client_id, actor_id, "  # noqa: S608 - placeholders only, bound values
-        # A time no append writes (altered behind the ledger's back) is not read, but named
-        # (AlteredEntry, D-11): asyncpg would refuse it or read a naive extreme (#12).
-        f"CASE WHEN {WRITTEN_TIME.format('occurred_at')} THEN occurred_at END AS occurred_at, "
-        f"CASE WHEN {WRITTEN_TIME.format('appended_at')} THEN appended_at END AS appended_at, "
-        f"{unwritten_times(('appended_at', 'occurred_at'))} AS unwritten, "
-        # The event's column, or (stored once since migration 006, #12) its canonical bytes.
-        "coalesce(event, audit_entry_event(canonical, position)) -> 'data' AS data "
-        f"FROM audit_ledger WHERE ({types}) AND client_id IS NOT NULL"
+        # The whole row, as the trail's readers read it (READ_COLUMNS), so that each fact is
+        # checked as a served entry is (ServedCheck: a time no append writes, or a time, type,
+        # client or event that is not what its hash covers, refuses it by name, AlteredEntry,
+        # D-11): a hold or a relationship end altered behind the ledger's back is never
+        # decided on (#12).
+        f"SELECT {READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - placeholders only, bound values
+        f"WHERE ({types}) AND client_id IS NOT NULL"
     )
     params: list[Any] = list(event_types)
     if client_id is not None:
         params.append(client_id)
         sql += f" AND client_id = ${len(params)}"
     rows = await db.fetch(sql + " ORDER BY position", *params)
-    for r in rows:
-        if r["unwritten"] is not None:
-            raise AlteredEntry(r["position"], r["unwritten"])
-    return [
-        LedgerFact(
-            position=r["position"],
-            event_type=r["event_type"],
-            client_id=r["client_id"],
-            occurred_at=r["occurred_at"],
-            appended_at=r["appended_at"],
-            actor_id=r["actor_id"],
-            data=_data(r["data"]),
+    check = ServedCheck()
+    facts: list[LedgerFact] = []
+    for stored in reader_entries(rows):
+        altered = check.altered(stored)
+        if altered is not None:
+            raise altered
+        columns, data = stored.columns, stored.entry.event.get("data")
+        assert columns.client_id is not None  # the query's condition
+        facts.append(
+            LedgerFact(
+                position=stored.entry.position,
+                event_type=columns.event_type,
+                client_id=columns.client_id,
+                occurred_at=columns.occurred_at,
+                appended_at=datetime.fromisoformat(stored.entry.appended_at),
+                actor_id=columns.actor_id,
+                # a pruned entry's marker has none
+                data=data if isinstance(data, dict) else {},
+            )
         )
-        for r in rows
-    ]
-
-
-def _data(raw: Any) -> dict[str, Any]:
-    """The payload (decoded by the pool's json codec; a pruned entry has none)."""
-    value = json.loads(raw) if isinstance(raw, str) else raw
-    return value if isinstance(value, dict) else {}
+    return facts

@@ -21,7 +21,12 @@ from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.records import rfc3339
 from branchline_audit.domain.subtrees import SharedProofs
-from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint, refuse_altered
+from branchline_audit.domain.verification import (
+    AlteredEntry,
+    ServedCheck,
+    StoredCheckpoint,
+    refuse_altered,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +205,10 @@ async def _export_body(
         yield header
     after = 0
     limit = min(FIRST_PAGE_SIZE, PAGE_SIZE)
+    # Every entry's hash recomputed from its stored columns before its line is sent, and each
+    # linked to the one before it across pages (D-11, #12): one altered to a plausible time or
+    # content ends the export with the signed incomplete trailer naming it.
+    check = ServedCheck()
     while True:
         page = await audit.ledger.entries(filters, after_position=after, limit=limit, up_to=size)
         if not page:
@@ -213,7 +222,7 @@ async def _export_body(
             proofs = {index + 1: shared.proof(index) for index in indices}
             shared.forget_before(indices[-1] + 1)
         chunk = []
-        for view in await views_of(audit, page, reader):
+        for view in await views_of(audit, page, reader, check):
             entry = view.stored.entry
             chunk.append(
                 writer.entry_line(

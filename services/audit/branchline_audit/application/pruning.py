@@ -38,7 +38,7 @@ from branchline_audit.domain.retention import (
     RetentionPolicy,
 )
 from branchline_audit.domain.staff import StaffRetentionState, staff_of_entry
-from branchline_audit.domain.verification import AlteredEntry
+from branchline_audit.domain.verification import AlteredEntry, ServedCheck
 from branchline_shared.clock import Clock
 from branchline_shared.events.sealing_keys import staff_key_id
 
@@ -85,13 +85,16 @@ async def prune_expired(
     # every other client's, which no run would prune (#12; held ones are read and reported).
     due = sorted(c for c, end in state.relationship_ends.items() if end < latest)
     after = 0
+    # A candidate's times, columns and event are what its hash covers, or it is skipped by
+    # name (an entry altered to a plausible time could otherwise be pruned early, D-11, #12).
+    check = ServedCheck()
     while True:
         page = await ledger.expired_candidates(
             before=latest, after_position=after, limit=PAGE_SIZE, clients=due
         )
         for stored in page:
-            if stored.unwritten is not None:
-                altered = AlteredEntry(stored.entry.position, stored.unwritten)
+            altered = check.altered(stored)
+            if altered is not None:
                 log.warning("prune skips an altered entry: %s", altered.detail)
                 outcome.altered_skipped[stored.entry.position] = altered.detail
                 continue

@@ -8,7 +8,7 @@ from typing import Any
 
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.domain.personal import ClientDataState, View, data_subject_of
-from branchline_audit.domain.verification import StoredEntry, refuse_altered
+from branchline_audit.domain.verification import ServedCheck, StoredEntry, refuse_altered
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,16 @@ class EntryView:
 
 
 async def views_of(
-    audit: AuditContext, entries: Sequence[StoredEntry], reader: TrailReader
+    audit: AuditContext,
+    entries: Sequence[StoredEntry],
+    reader: TrailReader,
+    check: ServedCheck | None = None,
 ) -> list[EntryView]:
     """The entries as ``reader`` may see them; :class:`AlteredEntry` for the first one altered
-    behind the ledger's back (a time no append writes): refused by name, never shown (D-11)."""
-    refuse_altered(entries)
+    behind the ledger's back (a time no append writes, or stored content that is not what
+    its hash covers: :class:`ServedCheck`; ``check`` carries the entry before them when
+    they are a later page of one read): refused by name, never shown (D-11)."""
+    refuse_altered(entries, check)
     # a client's entries by their client id, a member of staff's by ``#staff/<id>`` (D-04)
     subjects = [data_subject_of(e.entry.event) for e in entries]
     states = await audit.ledger.client_states(s for s in subjects if s is not None)

@@ -17,6 +17,7 @@ has more that can be tampered with, and this auditor checks it all in one stream
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -32,11 +33,14 @@ from branchline_audit.domain.canonical import (
     ChainEntry,
     ChainState,
     ChainVerifier,
+    chain_hash,
     encodes_event_after,
+    entry_canonical_bytes,
     entry_head,
     format_appended_at,
     grow_by_leaves,
     proven_event_after,
+    stored_bytes_problem,
     stored_event,
 )
 from branchline_audit.domain.merkle import HASH_SIZE, AlignedRange
@@ -66,27 +70,173 @@ class StoredEntry:
 
 
 class AlteredEntry(Exception):
-    """An entry a reader met whose stored time no append writes: it was altered behind the
-    ledger's back. The reader refuses it by name, never with its time's error and never
-    hiding it (tamper evidence, D-11); verify locates every such entry."""
+    """An entry a reader met whose stored content is not what an append wrote: a time no
+    append writes, or a column (a time, the event, its type, a hash, the position) that
+    differs from what its hash covers. It was altered behind the ledger's back. The reader
+    refuses it by name, never with its time's error and never hiding it (tamper evidence,
+    D-11); verify locates every such entry."""
 
     rule = "D-11"
 
-    def __init__(self, position: int, unwritten: str) -> None:
+    def __init__(
+        self, position: int, unwritten: str | None = None, *, mismatch: str | None = None
+    ) -> None:
         self.position = position
+        if unwritten is not None:
+            what = f"{unwritten}, a time no append writes"
+        else:
+            what = f"{mismatch}: what is stored is not what its hash covers"
         self.detail = (
             f"the ledger entry at position {position} was altered behind the ledger's back: "
-            f"{unwritten}, a time no append writes (tamper evidence, D-11); "
+            f"{what} (tamper evidence, D-11); "
             "GET /v1/audit/verify locates every altered entry"
         )
         super().__init__(self.detail)
 
 
-def refuse_altered(entries: Iterable[StoredEntry]) -> None:
-    """Raise :class:`AlteredEntry` for the first of ``entries`` a reader may not serve."""
-    for stored in entries:
+_NO_ROW_HEAD = (None,) * 7
+"""What :func:`_columns_agree` does not read of a row (its first seven fields)."""
+
+
+class ServedCheck:
+    """What a reader checks of every entry it serves (tamper evidence, D-11, #12): its times
+    are ones an append writes (:attr:`StoredEntry.unwritten`); its hash is recomputed from
+    the stored columns, over the canonical bytes verify hashes, and equals the stored hash;
+    those bytes encode the entry's position, its ``appended_at`` column and the event served;
+    its index columns (type, client, actor, branch, ``occurred_at``, event id) are the
+    event's; and, where the reader holds the entry before it (consecutive positions, also
+    across pages of one read: keep one check per read), its ``prev_hash`` is that entry's
+    hash (position 1's the genesis). :meth:`altered` names the first thing that does not
+    hold, as verify words it.
+
+    A sound entry is proven by the verifier's fast path (:func:`encodes_event_after`: the
+    stored bytes are the head of the served append time, the served event's JCS text and
+    the position's tail; one SHA-256; the columns' test): what is not proven so is checked
+    in full, which says what differs or takes the entry (an event that is not plain ASCII
+    JSON, an entry written before its bytes were stored, a pruned one: its linkage and its
+    marker only, as verify). Pure: no I/O."""
+
+    __slots__ = ("_head", "_last")
+
+    def __init__(self) -> None:
+        self._head: tuple[str, bytes | None] = ("", None)
+        """The last append time met and its entries' head (None: no time an append writes);
+        one, not one per time, so that an export's memory stays flat (entries in position
+        order share their append time in runs: an append writes many at one time)."""
+        self._last: tuple[int, bytes] = (0, GENESIS_PREV_HASH)
+        """The position and hash of the last entry checked (position 0: the genesis)."""
+
+    def altered(self, stored: StoredEntry) -> AlteredEntry | None:
+        """Why ``stored`` may not be served, as :class:`AlteredEntry`, or None."""
+        entry = stored.entry
+        position = entry.position
+        last_position, last_hash = self._last
+        # After an altered entry the next one's link is not checked (verify's resync: it may
+        # link to either hash), so that only the altered one is named.
+        self._last = (-1, b"")
         if stored.unwritten is not None:
-            raise AlteredEntry(stored.entry.position, stored.unwritten)
+            return AlteredEntry(position, stored.unwritten)
+        if position == last_position + 1 and entry.prev_hash != last_hash:
+            return AlteredEntry(
+                position,
+                mismatch=f"prev_hash does not equal the hash of position {position - 1}",
+            )
+        if not self._proven(stored):
+            problem = _served_problem(stored)
+            if problem is not None:
+                return AlteredEntry(position, mismatch=problem)
+        self._last = (position, entry.hash)
+        return None
+
+    def _proven(self, stored: StoredEntry) -> bool:
+        """The verifier's fast path for a stored entry (``LedgerAuditor._take_rows``): True
+        when it provably holds; False means "not proven"."""
+        entry = stored.entry
+        canonical, event = entry.canonical, entry.event
+        if canonical is None or stored.pruned_at is not None or type(event) is not dict:
+            return False
+        seen, head = self._head
+        if seen != entry.appended_at:
+            try:
+                head = entry_head(entry.appended_at)
+            except CanonicalisationError:
+                head = None
+            self._head = (entry.appended_at, head)
+        if head is None or not encodes_event_after(canonical, head, entry.position, event):
+            return False
+        if "data" not in event and is_pruned_marker(event):
+            return False
+        c = stored.columns
+        row = (
+            *_NO_ROW_HEAD,
+            c.event_id,
+            c.event_type,
+            c.client_id,
+            c.actor_id,
+            c.branch_id,
+            c.occurred_at,
+        )
+        return (
+            _columns_agree(event, row)
+            and hashlib.sha256(entry.prev_hash + canonical).digest() == entry.hash
+        )
+
+
+def _served_problem(stored: StoredEntry) -> str | None:
+    """What verify would say of ``stored`` alone (its link aside), or None: the hash
+    recomputed from its content (its stored bytes, or for an entry written before they were
+    stored the bytes its columns give), those bytes' position, time and event, its
+    columns."""
+    entry = stored.entry
+    if len(entry.hash) != HASH_SIZE:
+        return f"hash must be {HASH_SIZE} bytes"
+    if not entry.pruned:
+        try:
+            hashed = (
+                entry.canonical
+                if entry.canonical is not None
+                else entry_canonical_bytes(entry.position, entry.event, entry.appended_at)
+            )
+            recomputed = chain_hash(entry.prev_hash, hashed)
+        except CanonicalisationError as error:
+            return f"entry has no canonical bytes: {error}"
+        except ValueError as error:  # a prev_hash that is no hash
+            return str(error)
+        if recomputed != entry.hash:
+            return "hash does not match the recomputed hash of the entry's content"
+        problem = stored_bytes_problem(entry)
+        if problem is not None:
+            return problem
+    return column_problem(stored)
+
+
+def column_problem(stored: StoredEntry) -> str | None:
+    """Why the stored columns of ``stored`` do not agree with its event (the index columns,
+    whether it is pruned), or None (the verifier's check, ``LedgerAuditor._column_problem``)."""
+    event = stored.entry.event
+    if not event and stored.entry.canonical is None and not stored.entry.pruned:
+        return "entry holds neither its event nor canonical bytes"
+    marker = is_pruned_marker(event)
+    if marker != (stored.pruned_at is not None) or marker != stored.entry.pruned:
+        return "pruned_at does not agree with the entry's event (payload altered?)"
+    try:
+        expected = index_columns(event)
+    except NotAnEnvelope as error:
+        return f"event is not an envelope: {error}"
+    for column in fields(IndexColumns):
+        if getattr(expected, column.name) != getattr(stored.columns, column.name):
+            return f"column {column.name} does not match the entry's event"
+    return None
+
+
+def refuse_altered(entries: Iterable[StoredEntry], check: ServedCheck | None = None) -> None:
+    """Raise :class:`AlteredEntry` for the first of ``entries`` a reader may not serve
+    (:class:`ServedCheck`; ``check`` carries the entry before them, one read's pages)."""
+    check = ServedCheck() if check is None else check
+    for stored in entries:
+        altered = check.altered(stored)
+        if altered is not None:
+            raise altered
 
 
 ROW_FIELDS = (
@@ -597,20 +747,7 @@ class LedgerAuditor:
         return seen[1]
 
     def _column_problem(self, stored: StoredEntry) -> str | None:
-        event = stored.entry.event
-        if not event and stored.entry.canonical is None and not stored.entry.pruned:
-            return "entry holds neither its event nor canonical bytes"
-        marker = is_pruned_marker(event)
-        if marker != (stored.pruned_at is not None) or marker != stored.entry.pruned:
-            return "pruned_at does not agree with the entry's event (payload altered?)"
-        try:
-            expected = index_columns(event)
-        except NotAnEnvelope as error:
-            return f"event is not an envelope: {error}"
-        for column in fields(IndexColumns):
-            if getattr(expected, column.name) != getattr(stored.columns, column.name):
-                return f"column {column.name} does not match the entry's event"
-        return None
+        return column_problem(stored)
 
     def _due_sizes(self) -> frozenset[int]:
         """The tree size of the next checkpoint to check (none once all are checked)."""

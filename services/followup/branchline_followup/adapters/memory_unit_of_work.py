@@ -460,6 +460,10 @@ class _Events(_Part):
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return {i: self.s.events[i] for i in event_ids if i in self.s.events}
 
+    async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        stored = self.s.events.get(event_id)
+        return stored.event if stored is not None else None
+
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         causes = {str(s) for s in source_event_ids}
         return [
@@ -519,6 +523,9 @@ class MemoryFollowupUnitOfWork:
         """Units run one at a time: every client is this unit's already."""
 
     async def try_lock_client(self, client_id: str) -> bool:
+        return True
+
+    def owns_client(self, client_id: str) -> bool:
         return True
 
     async def hold_clients_of(

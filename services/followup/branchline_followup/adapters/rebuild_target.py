@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
@@ -40,10 +41,16 @@ from branchline_followup.adapters.unit_of_work import (
     _Clients,
     _Holdings,
     _Journal,
+    _Privacy,
     _Tasks,
     _Timers,
 )
 from branchline_followup.application.ports import JournaledEvent
+from branchline_followup.application.rebuild_routes import (
+    SHARED_WRITER,
+    partition_of,
+    partition_predicate,
+)
 from branchline_followup.domain import DurableTimer, FollowupTask
 from branchline_followup.domain.records import ClientFacts, DueTimer
 from branchline_followup.domain.suitability import Rating
@@ -275,7 +282,18 @@ class _BulkWrites:
     is always read again from the rebuild's own schema, never taken as absent: everything
     forgotten was written and committed first (:meth:`committed`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, part: int = 0, parts: int = 1) -> None:
+        self.part = part
+        self.parts = parts
+        """This process's share of a partitioned rebuild (:mod:`~..rebuild_routes`): the
+        clients :func:`partition_of` gives ``part``; 0 of 1, every client."""
+        self.writes_shared = part == SHARED_WRITER
+        """Whether this process writes the rows of no client (the shelf's and staff events'
+        applied record, ratings, staff rows); the others apply those events to their own
+        clients and memory only."""
+        self._not_written: set[uuid.UUID] = set()
+        """Events of no client marked applied here but recorded by the shared writer (kept
+        when the applied ids are forgotten: the record may not hold them yet)."""
         self.applied: set[uuid.UUID] = set()
         self.all_applied = True
         """Every event the rebuild applied is in :attr:`applied` (else: read the record)."""
@@ -355,7 +373,12 @@ class _BulkWrites:
             return False
         self.applied.add(event.event_id)
         self._applied_rows.append(applied_row(event, position))
+        if event.client_id is None and not self.writes_shared:
+            self._not_written.add(event.event_id)  # left out at the flush
         return True
+
+    def owns(self, client_id: str) -> bool:
+        return self.parts <= 1 or partition_of(client_id, self.parts) == self.part
 
     def timeline(self, event: RecordedEvent, client_id: str) -> None:
         self._timeline_rows.append(timeline_row(event, client_id))
@@ -487,9 +510,12 @@ class _BulkWrites:
 
     async def flush(self, conn: PgConnection) -> None:
         """Within the transaction that applied them, before it commits."""
-        self.written += len(self._applied_rows)
-        if self._applied_rows:
-            await copy_rows(conn, APPLIED_COPY, self._applied_rows)
+        rows = self._applied_rows
+        if self._not_written:  # another process records these (a partitioned rebuild)
+            rows = [row for row in rows if row[0] not in self._not_written]
+        self.written += len(rows)
+        if rows:
+            await copy_rows(conn, APPLIED_COPY, rows)
         if self._timeline_rows:
             await copy_rows(conn, TIMELINE_COPY, self._timeline_rows)
         await self.write_journal(conn)
@@ -517,10 +543,26 @@ class _BulkWrites:
             self.complete = False
         if len(self.applied) > REMEMBERED_EVENTS:
             self.applied.clear()
+            self.applied.update(self._not_written)
             self.all_applied = False
+        if not self.writes_shared:
+            return  # its ratings are not in the table yet: all kept (one per shelf event)
         if sum(len(r) for r in self.ratings.values()) > REMEMBERED_RATINGS:
             self.ratings.clear()
             self.all_ratings = False
+
+    def forget_all(self) -> None:
+        """Everything remembered forgotten, to be read back from the schema (after other
+        processes wrote it: a partitioned rebuild's load, read by its catch-up and swap)."""
+        self.facts.clear()
+        self.open.clear()
+        self.task_clients.clear()
+        self.latest.clear()
+        self.complete = False
+        self.applied.clear()
+        self.all_applied = False
+        self.ratings.clear()
+        self.all_ratings = False
 
 
 def _copied(facts: ClientFacts) -> ClientFacts:
@@ -722,9 +764,27 @@ class _RebuildHoldings(_Holdings):
         self._bulk = bulk
 
     async def record_rating(self, product_id: str, rating: Rating) -> None:
-        await super().record_rating(product_id, rating)
+        if self._bulk.writes_shared:  # else remembered only (see _BulkWrites.committed)
+            await super().record_rating(product_id, rating)
         if self._bulk.all_ratings:
             self._bulk.remember_rating(product_id, rating)
+
+    async def rerate(self, product_id: str, product_risk: str) -> list[tuple[str, datetime]]:
+        bulk = self._bulk
+        if bulk.parts <= 1:
+            return await super().rerate(product_id, product_risk)
+        # a partitioned rebuild: this process's holders only (each process re-rates its own,
+        # in its clients' log order)
+        rows = await self._conn.fetch(
+            "UPDATE fu_holdings SET product_risk = $2 WHERE product_id = $1 AND "  # noqa: S608 - fixed text, bound values
+            + partition_predicate("client_id", "$3", "$4")
+            + " RETURNING client_id, since",
+            product_id,
+            product_risk,
+            bulk.parts,
+            bulk.part,
+        )
+        return sorted((r["client_id"], r["since"]) for r in rows)
 
     async def ratings_of(self, product_id: str) -> list[Rating]:
         if not self._bulk.all_ratings:
@@ -749,6 +809,21 @@ class _RebuildActivity(_Activity):
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
         super().__init__(conn)
         self._bulk = bulk
+
+    async def record_refusal(self, event: Decoded) -> None:
+        if event.envelope.client_id is None and not self._bulk.writes_shared:
+            return  # a shelf or staff event's: the shared writer's (a partitioned rebuild)
+        await super().record_refusal(event)
+
+    async def record_staff(self, staff_id: str, branch_id: str | None) -> None:
+        if self._bulk.writes_shared:
+            await super().record_staff(staff_id, branch_id)
+
+    async def record_training(
+        self, event: Decoded, staff_id: str, hours: Decimal, completed_at: datetime
+    ) -> None:
+        if self._bulk.writes_shared:
+            await super().record_training(event, staff_id, hours, completed_at)
 
     async def record_console(self, event: Decoded, client_id: str) -> None:
         self._bulk.timeline(event.envelope, client_id)
@@ -1002,12 +1077,23 @@ class _RebuildJournal(_Journal):
         await self._open_tasks.reread(client_id)  # a task a clientless event caused stays
 
 
+class _RebuildPrivacy(_Privacy):
+    def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
+        super().__init__(conn)
+        self._bulk = bulk
+
+    async def apply_staff(self, event: RecordedEvent) -> None:
+        if self._bulk.writes_shared:  # rows of no client: the shared writer's
+            await super().apply_staff(event)
+
+
 class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     """A unit writing the rebuild's schema. Only the rebuild's one connection writes it (the
-    live writers write ``fu_read``), so a client lock serialises against nobody: it is not
-    taken (one round trip per event less, #12); facts, open tasks, the journal's check, the
-    applied record and the timeline are kept in memory and written in bulk
-    (:class:`_BulkWrites`)."""
+    live writers write ``fu_read``; a partitioned rebuild's processes, one connection each,
+    write disjoint clients, :mod:`.partitioned_rebuild`), so a client lock serialises against
+    nobody: it is not taken (one round trip per event less, #12); facts, open tasks, the
+    journal's check, the applied record and the timeline are kept in memory and written in
+    bulk (:class:`_BulkWrites`)."""
 
     def __init__(self, conn: PgConnection, bulk: _BulkWrites) -> None:
         super().__init__(conn, pg_schemas.REBUILD_CLIENT_LOCK_CLASS)
@@ -1018,9 +1104,13 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         self.activity = _RebuildActivity(conn, bulk)
         self.holdings = _RebuildHoldings(conn, bulk)
         self.journal = _RebuildJournal(conn, bulk, self.tasks)
+        self.privacy = _RebuildPrivacy(conn, bulk)
 
     async def lock_client(self, client_id: str) -> None:
         return None
+
+    def owns_client(self, client_id: str) -> bool:
+        return self._bulk.owns(client_id)
 
     async def try_lock_client(self, client_id: str) -> bool:
         return True
@@ -1070,7 +1160,7 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
 class PostgresRebuildTarget:
     def __init__(
         self,
-        admin_pool: PgPool,
+        admin_pool: PgPool | None,
         database_url: str,
         *,
         swap_lock_timeout_s: float = 2.0,
@@ -1078,6 +1168,8 @@ class PostgresRebuildTarget:
         swap_retry_pause_s: float = 1.0,
         swap_idle_timeout_s: float = 60.0,
         deferred_indexes: frozenset[str] = DEFERRED_INDEXES,
+        part: int = 0,
+        parts: int = 1,
     ) -> None:
         self._admin = admin_pool
         self._database_url = database_url
@@ -1089,7 +1181,7 @@ class PostgresRebuildTarget:
         self._deferred_indexes = deferred_indexes
         self.indexes_built: list[str] = []
         """The live indexes the rebuild's schema got after its load (:meth:`loaded`)."""
-        self._bulk = _BulkWrites()
+        self._bulk = _BulkWrites(part, parts)
         self._next_analyze = FIRST_ANALYZE
         self._number = 0
         self.schema = ""
@@ -1100,7 +1192,7 @@ class PostgresRebuildTarget:
         self._release: contextlib.AsyncExitStack | None = None
 
     async def open(self) -> None:
-        async with self._admin.acquire() as conn:
+        async with self._admin_pool().acquire() as conn:
             self._number = await conn.fetchval(
                 "INSERT INTO fu_rebuilds (schema_name) VALUES ('') RETURNING id"
             )
@@ -1112,6 +1204,15 @@ class PostgresRebuildTarget:
                 self.schema,
             )
             await pg_schemas.clone_schema(conn, self.schema, deferred=self._deferred_indexes)
+        await self._connect()
+
+    async def attach(self, schema: str) -> None:
+        """A process of a partitioned rebuild (:mod:`.partitioned_rebuild`): writes its share
+        into ``schema``, which another process opened (and swaps, or discards)."""
+        self.schema = schema
+        await self._connect()
+
+    async def _connect(self) -> None:
         self._release = contextlib.AsyncExitStack()
         self._pool = await open_pool(
             pg_schemas.with_search_path(self._database_url, self.schema), min_size=1, max_size=1
@@ -1119,6 +1220,28 @@ class PostgresRebuildTarget:
         self._release.push_async_callback(self._pool.close)
         self._conn = await self._release.enter_async_context(self._pool.acquire())
         await binary_jsonb(self._conn)
+
+    async def adopt_load(self, written: int) -> None:
+        """Other processes loaded the schema (a partitioned rebuild, ``written`` applied
+        events recorded): nothing of it is remembered here, so the catch-up and the swap read
+        back what they need (the bounded mode, "Rebuild memory bound"); its tables analysed
+        once, as a load of that size would have."""
+        self._bulk.forget_all()
+        self._bulk.written = written
+        await self._analyze(self._connection())
+        self._next_analyze = max(FIRST_ANALYZE, written * ANALYZE_GROWTH)
+
+    def _admin_pool(self) -> PgPool:
+        if self._admin is None:
+            raise RuntimeError(
+                "a process attached to a rebuild's schema neither opens nor drops it"
+            )
+        return self._admin
+
+    @property
+    def written(self) -> int:
+        """Applied events recorded in the schema by this target (:meth:`_BulkWrites.flush`)."""
+        return self._bulk.written
 
     def _connection(self) -> PgConnection:
         if self._conn is None:
@@ -1273,7 +1396,7 @@ class PostgresRebuildTarget:
         self._conn = None
 
     async def drop_retired(self) -> None:
-        async with self._admin.acquire() as conn:
+        async with self._admin_pool().acquire() as conn:
             await pg_schemas.drop_schema(conn, self.retired)
 
     async def discard(self) -> None:
@@ -1285,7 +1408,7 @@ class PostgresRebuildTarget:
         if not self.schema:
             return  # opening failed before it had one
         try:
-            async with self._admin.acquire() as conn:
+            async with self._admin_pool().acquire() as conn:
                 await pg_schemas.drop_schema(conn, self.schema)
         except Exception:
             log.exception(

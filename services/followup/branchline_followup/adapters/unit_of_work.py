@@ -790,6 +790,13 @@ class _Events:
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._writes.find_existing(event_ids)
 
+    async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        envelope = await self._conn.fetchval(
+            "SELECT envelope FROM es_events WHERE event_id = $1", event_id
+        )
+        # a row of followup's own event store, validated when it was written; not upcast
+        return stored_envelope(envelope) if envelope is not None else None
+
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         if not source_event_ids:
             return []
@@ -898,6 +905,9 @@ class PostgresFollowupUnitOfWork:
             return
         await lock_client(self._conn, client_id, self._lock_class)
         self._locked.add(client_id)
+
+    def owns_client(self, client_id: str) -> bool:
+        return True
 
     async def try_lock_client(self, client_id: str) -> bool:
         if client_id in self._locked:

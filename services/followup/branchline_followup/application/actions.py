@@ -18,6 +18,7 @@ from branchline_followup.application.recording import (
     FollowupContext,
     normalised,
     record_and_apply,
+    task_stream_id,
 )
 from branchline_followup.domain import FollowupTask, TaskStatus
 from branchline_followup.domain.suitability import completion_missing
@@ -32,12 +33,22 @@ from branchline_shared.events.catalogue import (
     RuleViolationRefused,
     SatisfactionScores,
 )
-from branchline_shared.events.envelope import Actor, Submitter
+from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.personal_data import redact_personal
 from branchline_shared.events.typed import UnreadablePayload, decode, payload_as
 from branchline_shared.events.vocabulary import FollowupOutcome
 
 RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
+
+REFUSAL_IDS = uuid.UUID("5d2b7f0e-8c1a-4f4e-9a57-3b1c7e2d6f90")
+"""The namespace of a keyed request's refusal id (:func:`refusal_event_id`)."""
+
+
+def refusal_event_id(task_id: uuid.UUID, actor: Actor, request_key: str) -> uuid.UUID:
+    """The id the refusal of one request is recorded under: the caller's key for the request
+    (``Idempotency-Key``, the console form's own), scoped to the task and the caller, so that
+    the same request sent again finds its refusal and no one else's key can name it (#12)."""
+    return uuid.uuid5(REFUSAL_IDS, "\n".join((str(task_id), actor.role, actor.id, request_key)))
 
 
 class TaskRefused(Exception):
@@ -98,6 +109,7 @@ async def _record_refusal(
     task: FollowupTask,
     refusal: ClientNotWarned,
     *,
+    event_id: uuid.UUID,
     refused_type: str,
     refused_data: dict[str, Any],
     now: datetime,
@@ -124,13 +136,34 @@ async def _record_refusal(
     await record_and_apply(
         uow,
         ctx,
-        event_id=uuid.uuid4(),
+        event_id=event_id,
         event_type=RULE_VIOLATION_REFUSED,
         task=task,
         occurred_at=now,
         actor=actor,
         data=payload.model_dump(mode="json", exclude_none=True),
         submitted_by=submitted_by,
+    )
+
+
+def _same_refusal(
+    recorded: RecordedEvent, task: FollowupTask, actor: Actor, refused_data: dict[str, Any]
+) -> bool:
+    """Whether ``recorded`` (found under a request's key's id) is this request's refusal: by
+    ``actor``, on ``task``, of the same submission as far as a refusal keeps it (its personal
+    values redacted, D-04). A key sent again with another submission is another attempt
+    (#12)."""
+    if (
+        recorded.type != RULE_VIOLATION_REFUSED
+        or recorded.actor != actor
+        or recorded.stream_id != task_stream_id(task.id)
+    ):
+        return False
+    refused = recorded.data.get("refused_event")
+    return (
+        isinstance(refused, dict)
+        and refused.get("type") == FOLLOWUP_COMPLETED
+        and refused.get("data") == redact_personal(FOLLOWUP_COMPLETED, refused_data)
     )
 
 
@@ -182,11 +215,10 @@ async def _completed_alike(
     payload) is not alike: the resend stays refused as a closed task (#12)."""
     if task.status is not TaskStatus.DONE or task.closed_by_event_id is None:
         return False
-    found = await uow.events.find([task.closed_by_event_id])
-    stored = found.get(task.closed_by_event_id)
-    if stored is None:
+    # As written (a catalogue-v1 completion at v1): what its caller sent, to compare with.
+    event = await uow.events.as_recorded(task.closed_by_event_id)
+    if event is None:
         return False
-    event = stored.event
     if event.type != FOLLOWUP_COMPLETED or event.actor != actor:
         return False
     data = event.data
@@ -206,6 +238,12 @@ async def _completed_alike(
             data = unseal_paths(data, paths, key, client_id=task.client_id)
         except (KeyDestroyed, SealingError):
             return False
+    if data.get("outcome") != wanted.outcome.value:
+        # As sent, not as read now: a catalogue-v1 outcome was free text, read as ``other``
+        # since v2 (upcasting.py). A v1 text that was a code is what a resend sends again; any
+        # other text cannot be sent again (v2 takes codes only), so no resend is the same:
+        # ``other`` now is not that completion (#12).
+        return False
     try:
         recorded = payload_as(decode(event.model_copy(update={"data": data})), FollowupCompleted)
     except UnreadablePayload:
@@ -277,11 +315,15 @@ async def complete_task(
     next_contact_at: datetime | None = None,
     scores: SatisfactionScores | None = None,
     client_warned: bool | None = None,
+    request_key: str | None = None,
 ) -> FollowupTask:
     """Complete an open task (``followup.completed``) if ``may_act`` on its assignee (the
     caller's scope); ``scores`` only if ``may_grade`` (no one grades themselves, D-10).
     ``client_warned``: a D-15 review records whether the client was warned that a holding
-    no longer fits (风险提示)."""
+    no longer fits (风险提示); without it the completion is refused and the refusal
+    recorded, once per request: ``request_key`` (the caller's, for this request) names it, so
+    the same request sent again (its answer lost, ``outcome-unknown``, a double submit) is
+    refused again without a second record. Without a key every attempt is recorded."""
     now = await ctx.clock.now()
     refusal: ClientNotWarned | None = None
     try:
@@ -306,13 +348,24 @@ async def complete_task(
             if missing:
                 # the refusal is recorded and committed; the task stays open
                 refusal = ClientNotWarned(task, missing)
+                refused_data = normalised(FOLLOWUP_COMPLETED, data)
+                event_id = uuid.uuid4()
+                if request_key is not None:
+                    keyed = refusal_event_id(task.id, actor, request_key)
+                    earlier = await uow.events.as_recorded(keyed)
+                    if earlier is None:
+                        event_id = keyed
+                    elif _same_refusal(earlier, task, actor, refused_data):
+                        raise refusal  # recorded for this request: rolled back, refused again
+                    # else another submission under that key: another attempt, its own id
                 await _record_refusal(
                     uow,
                     ctx,
                     task,
                     refusal,
+                    event_id=event_id,
                     refused_type=FOLLOWUP_COMPLETED,
-                    refused_data=normalised(FOLLOWUP_COMPLETED, data),
+                    refused_data=refused_data,
                     now=now,
                     actor=actor,
                     submitted_by=submitted_by,

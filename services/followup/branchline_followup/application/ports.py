@@ -271,6 +271,11 @@ class FollowupEvents(Protocol):
 
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]: ...
 
+    async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        """The event as it was written, at its schema version then (not upcast, as
+        :meth:`find`'s readers get it): what a caller sent, to compare a resend with (#12)."""
+        ...
+
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         """The recorded ``followup.task_created`` events (D-07) whose cause is one of these
         events (the created task's source event), in one indexed look-up (#12)."""
@@ -328,6 +333,11 @@ class FollowupUnitOfWork(Protocol):
 
     async def try_lock_client(self, client_id: str) -> bool:
         """:meth:`lock_client` without waiting: False when another unit holds it."""
+        ...
+
+    def owns_client(self, client_id: str) -> bool:
+        """Whether this unit applies events to ``client_id`` (always, but in a partitioned
+        rebuild's process: the clients of its share, :mod:`.rebuild_routes`)."""
         ...
 
     async def hold_clients_of(

@@ -109,6 +109,12 @@ class RebuildTarget(Protocol):
         """One transaction writing the copy."""
         ...
 
+    async def adopt_load(self, written: int) -> None:
+        """After a :class:`PartitionedLoad` filled the copy in other processes (``written``
+        applied events recorded): what this process remembered of the copy is forgotten and
+        read back when needed (the catch-up and swap are this process's)."""
+        ...
+
     async def loaded(self) -> None:
         """After the bulk of the log, before the catch-up: what the copy left out while
         loading (its deferred indexes) is built, so the copy swapped in is complete."""
@@ -141,6 +147,25 @@ class RebuildTarget(Protocol):
         """After a failure before the swap committed: the copy is dropped (the live read
         models were not touched)."""
         ...
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    applied: int
+    skipped: int
+    written: int
+    """Applied events recorded in the copy (:meth:`RebuildTarget.adopt_load`)."""
+
+
+class PartitionedLoad(Protocol):
+    """The main phase in N processes (``--processes``, #12): each applies the clients of its
+    share (:mod:`.rebuild_routes`) into the copy named ``schema``; the events of no client are
+    applied by every one. Returns when all have committed their last batch; raises if any
+    failed (the caller then discards the copy: never a half result swapped in)."""
+
+    async def load(
+        self, schema: str, messages: AsyncIterator[Replayed], on_progress: Progress | None
+    ) -> LoadResult: ...
 
 
 @dataclass(frozen=True)
@@ -229,9 +254,12 @@ async def rebuild_read_models(
     keep_retired: bool = False,
     clock: Callable[[], Awaitable[datetime]] | None = None,
     settle_heap: bool = False,
+    partitioned: PartitionedLoad | None = None,
 ) -> RebuildResult:
     """Rebuild into a new schema and swap it in; see the module's docstring. ``settle_heap``:
-    freeze what survives each batch (:class:`_Heap`; for a process of its own, the command)."""
+    freeze what survives each batch (:class:`_Heap`; for a process of its own, the command).
+    ``partitioned``: the main phase (up to the end captured at the start) applied by other
+    processes (:class:`PartitionedLoad`); the catch-up and the swap stay this process's."""
     await target.open()
     projection = Projection(policy)
     counts = _Counts(heap=_Heap(settle_heap))
@@ -240,7 +268,13 @@ async def rebuild_read_models(
         total = await source.start()
         if on_total is not None:
             on_total(total)
-        await _apply_source(target, source, projection, counts, on_progress, batch_size)
+        if partitioned is None:
+            await _apply_source(target, source, projection, counts, on_progress, batch_size)
+        else:
+            load = await partitioned.load(target.schema, source.messages(), on_progress)
+            counts.applied += load.applied
+            counts.skipped += load.skipped
+            await target.adopt_load(load.written)
         await target.loaded()
         caught_up = 0
         for _ in range(CATCH_UP_ROUNDS):  # without the swap lock: live writers go on
@@ -286,6 +320,27 @@ async def rebuild_read_models(
         retired=target.retired if keep_retired else None,
         swap_lock_waits=target.swap_lock_waits,
     )
+
+
+async def apply_share(
+    target: RebuildTarget,
+    batches: AsyncIterator[list[Replayed]],
+    policy: FollowupPolicy,
+    *,
+    settle_heap: bool,
+) -> tuple[int, int]:
+    """A partitioned rebuild's process (:class:`PartitionedLoad`): its share of the log, batch
+    by batch as the main phase applies them, into ``target`` (attached to the copy); returns
+    how many events it applied and skipped."""
+    projection = Projection(policy)
+    counts = _Counts(heap=_Heap(settle_heap))
+    try:
+        async for batch in batches:
+            await _apply_batch(target, batch, projection, counts, None)
+            counts.heap.settle()
+    finally:
+        counts.heap.release()
+    return counts.applied, counts.skipped
 
 
 async def _apply_source(

@@ -41,6 +41,8 @@ async def on_staff_event(
     if event.type in STAFF_ACCESS_EVENT_TYPES:
         # their access request's task (D-04), held under the key id of their texts
         holder = staff_task_holder(event.staff_id)
+        if not uow.owns_client(holder):
+            return  # a partitioned rebuild: the holder's process makes it
         await uow.lock_client(holder)
         before = {t.id: t for t in await uow.tasks.open_of(holder)}
         commands = staff_access_request_commands(typed, list(before.values()), policy)
@@ -57,6 +59,8 @@ async def on_staff_event(
     if gift is None or not escalates(gift, policy):
         return
     client_id = gift.client_id
+    if not uow.owns_client(client_id):
+        return  # a partitioned rebuild: the client's process escalates it
     await uow.lock_client(client_id)
     facts = await uow.clients.get(client_id)
     client = ClientContext(

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from branchline_followup.adapters import queries
@@ -42,6 +42,19 @@ from branchline_shared.http.problems import Problem
 Worker = Annotated[Principal, require_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN)]
 Overseer = Annotated[Principal, require_roles(Role.SUPERVISOR, Role.ADMIN)]
 TaskId = Annotated[uuid.UUID, Path(description="The task's id")]
+RequestKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:@\-]+$",
+        description=(
+            "The caller's key for this request (optional): a completion refused by a rule "
+            "(D-15) and sent again with the same key is refused again, recorded once."
+        ),
+    ),
+]
 
 STATUS_VALUES = sorted(queries.STATUS_FILTERS | queries.SLA_FILTERS)
 
@@ -150,14 +163,21 @@ async def list_followups(
 
 @router.post("/{task_id}/complete", response_model=TaskView, summary="Record the outcome of a task")
 async def complete(
-    task_id: TaskId, body: CompleteRequest, ctx: ContextDep, principal: Worker, staff: StaffDep
+    task_id: TaskId,
+    body: CompleteRequest,
+    ctx: ContextDep,
+    principal: Worker,
+    staff: StaffDep,
+    idempotency_key: RequestKey = None,
 ) -> TaskView:
     """Appends ``followup.completed`` (audited); the task is done. An RM completes only their
     own tasks, a supervisor their team's (others: 404); a closed task is refused (409),
     except for the same completion sent again by the same caller (as recorded), which is
     answered 200 with the task as it is and records nothing.
     ``scores`` (D-10) are the client's: refused from an RM completing their own task (403,
-    they would grade themselves). Nothing changes on a refusal."""
+    they would grade themselves). Nothing changes on a refusal, but a D-15 refusal (the
+    client not warned) is recorded: once per ``Idempotency-Key`` when the caller sends one
+    (the same request sent again is refused again, not recorded again)."""
     try:
         await complete_task(
             ctx,
@@ -171,6 +191,7 @@ async def complete(
             scores=body.scores,
             client_warned=body.client_warned,
             submitted_by=submitter_of(principal),
+            request_key=idempotency_key,
         )
     except (TaskRefused, KeyDestroyed) as exc:
         raise problem_of(exc) from None

@@ -38,6 +38,7 @@ from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
     CsrfChecked,
+    ResendSafe,
     console_roles,
     locale_of,
     site_of,
@@ -140,6 +141,8 @@ async def render_day(
             "dimensions": list(DIMENSIONS),
             "notice": notice,
             "error": error,
+            # each form shown is one request: sent again, it is the same (a refusal once)
+            "form_key": str(uuid.uuid4()),
         },
         status=status,
     )
@@ -213,7 +216,7 @@ def _next_contact(value: str, zone: Any) -> datetime | None:
     return moment
 
 
-@router.post("/tasks/{task_id}/complete", dependencies=[CsrfChecked])
+@router.post("/tasks/{task_id}/complete", dependencies=[CsrfChecked, ResendSafe])
 async def complete(
     request: Request,
     task_id: uuid.UUID,
@@ -231,9 +234,13 @@ async def complete(
     f_kind: Annotated[str, Form(max_length=64)] = "",
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
+    request_key: Annotated[str, Form(max_length=64)] = "",
+    client_warned: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     """Records ``followup.completed`` through the same use case as the JSON route; answers
-    htmx with the updated list, a plain form post with a redirect to it."""
+    htmx with the updated list, a plain form post with a redirect to it. ``request_key``:
+    the form's own, made when it was shown: a refusal (D-15) is recorded once per form
+    submitted, however often that submission is sent (#12)."""
     site = site_of(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
     gettext = site.gettext(request)
@@ -262,6 +269,9 @@ async def complete(
                     "convenience": convenience,
                 }
             ),
+            # D-15: a review's box ticked once the client was warned (unticked: not sent)
+            client_warned=True if client_warned == "true" else None,
+            request_key=request_key.strip() or None,
         )
     except FormInvalid as invalid:
         error = gettext(invalid.message)

@@ -37,7 +37,13 @@ from branchline_followup.entrypoints.http_deps import (
     task_scope_filter,
 )
 from branchline_shared.console.i18n import N_
-from branchline_shared.console.web import CsrfChecked, console_roles, locale_of, site_of
+from branchline_shared.console.web import (
+    CsrfChecked,
+    ResendSafe,
+    console_roles,
+    locale_of,
+    site_of,
+)
 from branchline_shared.http.auth import Principal, Role
 
 RULE_ID = r"^D-[0-9]{2}[a-z]?$"
@@ -76,7 +82,7 @@ async def board(request: Request, ctx: ContextDep, principal: Overseer) -> Respo
     )
 
 
-@router.post("/tasks/{task_id}/reassign", dependencies=[CsrfChecked])
+@router.post("/tasks/{task_id}/reassign", dependencies=[CsrfChecked, ResendSafe])
 async def reassign(
     request: Request,
     task_id: uuid.UUID,
