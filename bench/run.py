@@ -109,6 +109,10 @@ BRANCH_SYSTEMS = 16
 INTAKE_DATABASE = "branchline_intake"
 """The stack's intake database (``bench.stack``), whose errors the server's log names."""
 
+RESEND_SHARE = 0.05
+"""The share of resends in ``bl_ids16_resend5`` (``bench.branchline_measures.with_resends``):
+branch systems that resend after timeouts (Round 26, #12)."""
+
 EXISTING_CLIENTS = 4
 """Clients per connection the existing-client measure posts to (64 connections: 256 clients,
 registered first, untimed): each client gets several events, so after its first the
@@ -149,6 +153,18 @@ MEASURES = [
         "times",
     ),
     ("bl_ids16_lock_cycle_reruns", "  transactions run again after a deadlock", "times"),
+    (
+        "bl_ids16_resend5",
+        "Branchline POST /v1/events, the same with ids, {resend_percent}% of them resends",
+        "ev/s",
+    ),
+    ("bl_ids16_resend5_p99", "  its p99 latency", "ms"),
+    ("bl_ids16_resend5_cpu_ms", "  intake CPU per event (all intake processes)", "ms"),
+    (
+        "bl_ids16_resend5_unique_violations",
+        "  guessed statements refused by a unique index (all processes)",
+        "times",
+    ),
     (
         "bl_existing",
         "Branchline POST /v1/events, 64 connections, consents to {existing_clients} clients"
@@ -217,6 +233,7 @@ RATIOS = {
     "bl_single": ["raw_tx64", "peer_8t", "peer_8t_fn", "raw_copy"],
     "bl_single16": ["raw_tx64", "peer_8t_fn", "bl_single"],
     "bl_ids16": ["raw_tx64", "bl_single16"],
+    "bl_ids16_resend5": ["bl_ids16"],
     "bl_existing": ["raw_tx64", "peer_8t_fn", "bl_single"],
     "bl_batch": ["raw_copy", "peer_500"],
     "bl_relay": ["raw_produce"],
@@ -587,6 +604,26 @@ async def bank_traffic_lines(stack: BenchStack, p: Profile, r: int) -> dict[str,
 
     await measure("bl_ids16", singles_with_event_ids)
 
+    async def singles_with_resends() -> float:
+        # The same with RESEND_SHARE of the POSTs resends of an event their branch system
+        # had answered shortly before (each answered 202, a duplicate): in a group commit
+        # the resend goes the ordinary way, the rest of its group the guessed one (Round 26,
+        # #12). A guessed statement refused on a resend's key is counted in the server's log.
+        log = stack.postgres_log
+        offset = branchline_measures.log_offset(log)
+        rate = await posted(
+            "bl_ids16_resend5",
+            branchline_measures.single_posts(
+                port, tokens, p.singles, event_ids=True, resend_share=RESEND_SHARE
+            ),
+        )
+        figures["bl_ids16_resend5_unique_violations"] = (
+            branchline_measures.unique_violations_in_log(log, offset, INTAKE_DATABASE)
+        )
+        return rate
+
+    await measure("bl_ids16_resend5", singles_with_resends)
+
     async def singles_to_existing_clients() -> float:
         # A bank's traffic is mostly events for clients that exist (#12): consents to clients
         # registered just before (untimed), each always from the same connection, so the
@@ -654,6 +691,7 @@ def summarise(
                 **sizes,
                 branch_systems=BRANCH_SYSTEMS,
                 existing_clients=EXISTING_CLIENTS,
+                resend_percent=f"{100 * RESEND_SHARE:g}",
                 steady_rule=steady_rule.split(",")[0],
             ),
             "unit": unit,

@@ -181,7 +181,9 @@ async def test_a_group_with_a_resent_id_is_answered_caller_by_caller_the_ordinar
         ([registration(f"C-RX{run}", uuid.uuid4())], THIRD),
         ([registration(f"C-RF{run}", new)], FOURTH),
     )
-    assert (guesses("written"), guesses("wrong")) == (written, wrong + 1)
+    # Guessed again once without the resend its statement named (Round 26): that guess
+    # fails on the next stored stream, and the whole group goes the ordinary way.
+    assert (guesses("written"), guesses("wrong")) == (written, wrong + 2)
     assert isinstance(again, list), again
     [same] = again
     assert isinstance(same, Accepted), same

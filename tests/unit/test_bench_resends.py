@@ -76,3 +76,24 @@ def test_refused_guessed_writes_are_counted_for_intake_past_the_offset(tmp_path:
     assert unique_violations_in_log(log, 0, "branchline_intake") == 3
     assert unique_violations_in_log(log, offset, "branchline_followup") == 1
     assert unique_violations_in_log(None, 0, "branchline_intake") == 0
+
+
+def test_the_resend_line_is_in_the_report_beside_the_ids_line() -> None:
+    """``bl_ids16_resend5`` (Round 26): the own-ids line with 5 % resends, right after the
+    ids line's figures, as a ratio to it, its share in its title."""
+    from bench.run import MEASURES, PROFILES, RATIOS, RESEND_SHARE, summarise
+
+    keys = [key for key, _title, _unit in MEASURES]
+    at = keys.index("bl_ids16_resend5")
+    assert keys[at - 1] == "bl_ids16_lock_cycle_reruns"
+    assert keys[at + 1 : at + 4] == [
+        "bl_ids16_resend5_p99",
+        "bl_ids16_resend5_cpu_ms",
+        "bl_ids16_resend5_unique_violations",
+    ]
+    units = {key: unit for key, _title, unit in MEASURES}
+    assert units["bl_ids16_resend5_unique_violations"] == "times"  # may be 0 (the smoke)
+    assert RATIOS["bl_ids16_resend5"] == ["bl_ids16"]
+    assert RESEND_SHARE == 0.05
+    measures = summarise([{"bl_ids16": 1000.0, "bl_ids16_resend5": 900.0}], PROFILES["standard"])
+    assert "5% of them resends" in measures["bl_ids16_resend5"]["title"]

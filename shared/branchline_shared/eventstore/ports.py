@@ -143,7 +143,24 @@ class GuessWrong(EventStoreError):
     new exists or an event id it took for not stored is (its statement failed whole), or it
     was asked for what one self-committing statement cannot do (a read lock, a refusal to
     record, a second write).
-    Nothing of it was written: run the work the ordinary way (#12)."""
+    Nothing of it was written: run the work the ordinary way (#12).
+
+    ``taken_streams`` / ``taken_ids``: what the server's refusal named as stored already (a
+    unique index's key: a stream taken for new that exists, an event id taken for not
+    stored), when it named one of the write's own; empty when it named nothing the write
+    sent (Round 26, #12: the rest of a guessed group can be guessed again without it). They
+    are identifiers the write was given, never logged."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        taken_streams: frozenset[str] = frozenset(),
+        taken_ids: frozenset[uuid.UUID] = frozenset(),
+    ) -> None:
+        super().__init__(message)
+        self.taken_streams = taken_streams
+        self.taken_ids = taken_ids
 
 
 class UnitOfWork(Protocol):

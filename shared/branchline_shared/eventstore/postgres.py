@@ -593,6 +593,7 @@ class GuessingUnitOfWork:
         self._streams: dict[str, int] = {}  # taken for new, and the version written
         self._remembered: dict[str, tuple[int, uuid.UUID]] = {}  # taken at these (#12)
         self._staged: list[_Staged] = []
+        self._staged_sent: list[_Staged] = []  # what the write sent (its refusal names one)
         self._sent = False
         self.committed = 0
 
@@ -664,6 +665,7 @@ class GuessingUnitOfWork:
             versions[e.stream_id] = e.stream_version
         streams = sorted(versions)
         self._sent = True
+        self._staged_sent = staged
         lost: BaseException | None = None
         writing = False  # the statement is on its way: a loss from here may have committed
         try:
@@ -727,7 +729,32 @@ class GuessingUnitOfWork:
         a stale guess."""
         self._sent = False
         if _guess_failed(exc):
-            raise GuessWrong(str(exc)) from exc
+            streams, ids = self._taken(exc)
+            raise GuessWrong(str(exc), taken_streams=streams, taken_ids=ids) from exc
+
+    def _taken(self, exc: asyncpg.PostgresError) -> tuple[frozenset[str], frozenset[uuid.UUID]]:
+        """The stream or event id of this write that a unique violation names as stored
+        already (its ``detail``: ``Key (stream_id)=(...) already exists.``, or ``event_id``,
+        or ``stream_id, stream_version``), found by comparing the detail with what this write
+        sent, so a value is never parsed out of the server's text; nothing when it names none
+        of them (another index, no detail, a stale remembered stream: BL001 names none), Round
+        26, #12. The server names the first key it met; others may be stored too."""
+        detail = getattr(exc, "detail", None)
+        if not isinstance(exc, asyncpg.UniqueViolationError) or not detail:
+            return frozenset(), frozenset()
+        for stream_id in self._streams:
+            if detail == f"Key (stream_id)=({stream_id}) already exists.":
+                return frozenset((stream_id,)), frozenset()
+        for staged in self._staged_sent:
+            event = staged.event
+            if detail == f"Key (event_id)=({event.event_id}) already exists.":
+                return frozenset(), frozenset((event.event_id,))
+            if detail == (
+                f"Key (stream_id, stream_version)=({event.stream_id}, {event.stream_version})"
+                " already exists."
+            ):
+                return frozenset((event.stream_id,)), frozenset()
+        return frozenset(), frozenset()
 
 
 _ABSENT: Any = object()

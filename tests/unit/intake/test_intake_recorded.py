@@ -173,3 +173,30 @@ def test_a_new_client_decided_in_a_batch_is_not_folded_until_asked(
     assert state is not None
     assert state[2] == rebuild(Story().given(registered()).history)
     assert calls == [streams[3][0]]
+
+
+def test_what_was_remembered_before_a_guess_is_put_back_after_it() -> None:
+    """A guessed group that wrote nothing is guessed again on what the decider remembered
+    before it (Round 26, #12): ``restore`` puts back each stream's remembered state and last
+    event as ``recall`` took them, forgetting a stream remembered only since."""
+    story = Story().onboarded().ready_to_sell()
+    stream = as_stream(story.history)
+    decider = RecordedDecider()
+    decider.state_of(stream[:-1])
+    before = decider.remembered_tail("client-C-1")
+    assert before is not None
+    recalled = decider.recall(["client-C-1", "client-C-2"])
+    decider.remember_decided(stream)  # the guess's decision, never written
+    other = as_stream(Story().given(registered()).history, client_id="C-2")
+    decider.remember_decided(other)
+    guessed = decider.remembered("client-C-1")
+    assert guessed is not None
+    assert guessed[:2] == (len(stream), stream[-1].event_id)
+    assert decider.remembered("client-C-2") is not None
+    decider.restore(recalled)
+    after = decider.remembered_tail("client-C-1")
+    assert after is not None
+    assert (after.base_count, after.base_last_id) == (before.base_count, before.base_last_id)
+    assert list(after) == list(before)
+    assert decider.remembered("client-C-2") is None
+    assert decider.remembered_tail("client-C-2") is None

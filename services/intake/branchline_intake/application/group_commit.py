@@ -70,6 +70,14 @@ GROUP_GUESSES = Counter(
     ["outcome"],
 )
 
+KEPT_OUT = Counter(
+    "branchline_intake_group_commit_kept_out",
+    "Requests of a guessed group sent the ordinary way while the rest of it is guessed: "
+    "resending the event this process remembers last on its stream, or named stored by the "
+    "guessed statement's refusal (the rest guessed again, once)",
+    ["reason"],
+)
+
 Submit = Callable[..., Awaitable[list[Outcome]]]
 
 
@@ -179,26 +187,66 @@ class GroupCommitter:
         self, group: list[_Waiting]
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
-        its first run cannot stand."""
+        its first run cannot stand. The callers that may be guessed are tried first as one
+        statement; when it fails on a key that names some of them (a resend another process
+        stored, Round 26, #12), those go the ordinary way and the others are guessed again,
+        once; a guess that fails otherwise, or again, sends the whole group the ordinary
+        way."""
         callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
-            guessing = [waiting for _, members in callers for waiting in members]
-            try:
-                if len(callers) == 1:
-                    guessed = await self._guessed(guessing, self._guessing)
+            decider = self._ctx.decider
+            recall = getattr(decider, "recall", None)
+            restore = getattr(decider, "restore", None)
+            # What the decider remembers of the guessed streams before the guess decides on
+            # them: a guess that wrote nothing is forgotten, so a guess again stands on what
+            # was remembered before it (Round 26, #12).
+            recalled = (
+                recall(
+                    {
+                        subject_stream_id(i.subject, i.subject_id)
+                        for w in _waiting_of(callers)
+                        for i in w.items
+                    }
+                )
+                if recall is not None
+                else None
+            )
+            for attempt in (1, 2):
+                try:
+                    guessed = await self._guessed_callers(callers, self._guessing)
+                except GuessWrong as wrong:
+                    GROUP_GUESSES.labels(outcome="wrong").inc()
+                    if recalled is not None and restore is not None:
+                        restore(recalled)
+                    named = _named(callers, wrong) if attempt == 1 and self._several else set()
+                    if not named or len(named) == len(callers):
+                        break
+                    # The statement's unique violation named a caller's stream or event id
+                    # as stored (a resend accepted by another process, Round 26, #12): that
+                    # caller goes the ordinary way, where its id is looked up and answered;
+                    # the others, on streams none of it uses, are guessed again, once.
+                    KEPT_OUT.labels(reason="named").inc(
+                        sum(len(callers[index][1]) for index in named)
+                    )
+                    callers = [c for index, c in enumerate(callers) if index not in named]
+                    chosen = {id(w) for w in _waiting_of(callers)}
+                    rest = [w for w in group if id(w) not in chosen]
                 else:
-                    guessed = await self._guessed_jointly(callers, self._guessing)
-            except GuessWrong:
-                GROUP_GUESSES.labels(outcome="wrong").inc()
-            else:
-                GROUP_GUESSES.labels(outcome="written").inc()
-                if not rest:
-                    return guessed
-                # A mixed group (#12): the callers that could stand on the guess are
-                # written and committed first, as if they had come first; the others, on
-                # streams none of those writes or reads, run the ordinary way after it.
-                return guessed + await self._ordinary(rest)
+                    GROUP_GUESSES.labels(outcome="written").inc()
+                    if not rest:
+                        return guessed
+                    # A mixed group (#12): the callers that could stand on the guess are
+                    # written and committed first, as if they had come first; the others, on
+                    # streams none of those writes or reads, run the ordinary way after it.
+                    return guessed + await self._ordinary(rest)
         return await self._ordinary(group)
+
+    async def _guessed_callers(
+        self, callers: list[tuple[dict[str, Any], list[_Waiting]]], store: GuessingStore
+    ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
+        if len(callers) == 1:
+            return await self._guessed(callers[0][1], store)
+        return await self._guessed_jointly(callers, store)
 
     async def _ordinary(
         self, group: list[_Waiting]
@@ -282,7 +330,12 @@ class GroupCommitter:
         the group is stored, and the write's unique index on ``es_events.event_id`` checks
         it, so a resent id fails the statement whole and the group is decided again the
         ordinary way, where the lookup answers it (a duplicate, or ``idempotency-conflict``);
-        a lookup and a savepoint and a write per caller cost twice the intake CPU per event."""
+        a lookup and a savepoint and a write per caller cost twice the intake CPU per event.
+        A request that resends the event its process remembers last on its stream (the
+        same id) is kept out (Round 26, #12): it goes the ordinary way with the rest, and
+        its caller's other requests may still be guessed (a caller's requests are units of
+        their own here, resends apart); a resend stored by another process is named by the
+        statement's refusal instead (:meth:`_runs`)."""
         if self._submit is not submit_events:
             # Only submit_events is known to do nothing after its write that can fail (its
             # restrictions are registered for erasure requests alone, excluded here): an
@@ -295,42 +348,64 @@ class GroupCommitter:
         remembered = getattr(decider, "remembered", None)
         # A remembered stream whose history the guess can stand on (its last event kept).
         tail = getattr(decider, "remembered_tail", None)
-        callers = _by_caller(group)
-        users: dict[str, set[int]] = {}  # the callers that write or read each stream
+        # Each caller's requests, those that resend an event this process remembers as the
+        # last of its stream apart (Round 26, #12): they go the ordinary way, whose lookup
+        # answers them (a duplicate, or idempotency-conflict); deciding them on the guess
+        # refuses them (D-09 for a registration) and the whole group's guess is wrong.
+        units: list[tuple[dict[str, Any], list[_Waiting]]] = []
         fit: list[bool] = []
-        for index, (_, members) in enumerate(callers):
-            fits = True
+        users: dict[str, set[int]] = {}  # the units that write or read each stream
+        resent = 0
+        for caller, members in _by_caller(group):
+            parts: dict[bool, tuple[list[_Waiting], list[set[str]], list[bool]]] = {}
             for waiting in members:
+                fits = True
+                again = False
+                streams: set[str] = set()
                 for item in waiting.items:
                     stream = subject_stream_id(item.subject, item.subject_id)
-                    users.setdefault(stream, set()).add(index)
+                    streams.add(stream)
                     read = decider.references(item)
-                    for other in read:
-                        users.setdefault(other, set()).add(index)
+                    streams.update(read)
+                    known = remembered(stream) if remembered is not None else None
                     if (
                         item.type == ERASURE_REQUESTED
                         or read
-                        or (
-                            remembered is not None
-                            and remembered(stream) is not None
-                            and (tail is None or tail(stream) is None)
-                        )
+                        or (known is not None and (tail is None or tail(stream) is None))
                     ):
                         fits = False
-            fit.append(fits)
-        for used_by in users.values():  # a stream two callers use: neither stands alone
+                    if (
+                        known is not None
+                        and item.event_id is not None
+                        and known[1] == item.event_id
+                    ):
+                        again = True
+                members_, streams_, fits_ = parts.setdefault(again, ([], [], []))
+                members_.append(waiting)
+                streams_.append(streams)
+                fits_.append(fits and not again)
+            for again, (members_, streams_, fits_) in sorted(parts.items()):
+                index = len(units)
+                units.append((caller, members_))
+                fit.append(all(fits_))
+                for used in streams_:
+                    for stream in used:
+                        users.setdefault(stream, set()).add(index)
+                if again:
+                    resent += len(members_)
+        for used_by in users.values():  # a stream two units use: neither stands alone
             if len(used_by) > 1:
                 for index in used_by:
                     fit[index] = False
         if all(fit):
-            return callers, []
+            return units, []
         if not self._several or not any(fit):
             return None, group
-        chosen = {
-            id(w) for (_, members), ok in zip(callers, fit, strict=True) if ok for w in members
-        }
+        if resent:
+            KEPT_OUT.labels(reason="remembered").inc(resent)
+        chosen = {id(w) for (_, members), ok in zip(units, fit, strict=True) if ok for w in members}
         return (
-            [c for c, ok in zip(callers, fit, strict=True) if ok],
+            [c for c, ok in zip(units, fit, strict=True) if ok],
             [w for w in group if id(w) not in chosen],
         )
 
@@ -456,6 +531,25 @@ class GroupCommitter:
                             unknown.name(item, event_id)
             raise
         return results
+
+
+def _waiting_of(callers: list[tuple[dict[str, Any], list[_Waiting]]]) -> list[_Waiting]:
+    return [waiting for _, members in callers for waiting in members]
+
+
+def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWrong) -> set[int]:
+    """The callers (indexes) whose items' streams or own event ids a failed guessed
+    statement named as stored (``GuessWrong.taken_streams``, ``taken_ids``)."""
+    if not wrong.taken_streams and not wrong.taken_ids:
+        return set()
+    return {
+        index
+        for index, (_, members) in enumerate(callers)
+        for waiting in members
+        for item in waiting.items
+        if subject_stream_id(item.subject, item.subject_id) in wrong.taken_streams
+        or (item.event_id is not None and item.event_id in wrong.taken_ids)
+    }
 
 
 class _CallerAlone(Exception):

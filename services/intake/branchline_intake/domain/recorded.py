@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from branchline_intake.domain.decision import (
     Decision,
@@ -153,6 +153,12 @@ class _Unfolded:
         return self.before.apply(DomainEvent.from_recorded(self.event))
 
 
+Recalled = list[
+    tuple[str, tuple[int, uuid.UUID, ClientState | _Unfolded] | None, RecordedEvent | None]
+]
+"""What a decider remembered of some streams (``RecordedDecider.recall``), opaque to others."""
+
+
 class RecordedDecider:
     """A ``Decider`` for the write path that remembers the state of recent streams."""
 
@@ -275,6 +281,29 @@ class RecordedDecider:
         if known is None or last.event_id != known[1]:
             return None
         return HistoryTail(known, [last])
+
+    def recall(self, stream_ids: Iterable[str]) -> Recalled:
+        """What is remembered of these streams now, to be put back by :meth:`restore` (a
+        guessed group that wrote nothing, guessed again without some of its callers: its
+        decisions were remembered, and the guess again stands on what was remembered before
+        them, Round 26, #12). Nothing is folded."""
+        return [(s, self._states.get(s), self._lasts.get(s)) for s in stream_ids]
+
+    def restore(self, recalled: Recalled) -> None:
+        """Remember what :meth:`recall` gave, as it was then (a stream not remembered then is
+        forgotten). A stream another decision remembered meanwhile is put back too: what is
+        remembered is always checked against the store before a write stands on it."""
+        for stream_id, known, last in recalled:
+            if known is None or last is None:
+                self._states.pop(stream_id, None)
+                self._lasts.pop(stream_id, None)
+                continue
+            self._states[stream_id] = known
+            self._lasts[stream_id] = last
+            self._states.move_to_end(stream_id)
+        while len(self._states) > self._max_streams:
+            gone, _ = self._states.popitem(last=False)
+            self._lasts.pop(gone, None)
 
     def _remember(
         self, stream_id: str, count: int, last: RecordedEvent, state: ClientState | _Unfolded
