@@ -56,6 +56,8 @@ def test_a_message_goes_to_its_clients_process_or_to_every_process(parts: int) -
         _message("no.such_type", client_id="C-1"),
         _message("visit.arrived"),
     ],
+    # named, not by their random event ids: every xdist worker collects the same tests
+    ids=["none", "not-json", "not-an-object", "unknown-type", "no-client"],
 )
 def test_what_cannot_be_routed_goes_to_the_shared_writer_alone(value: bytes | None) -> None:
     # it skips it, as the live worker dead-lettered it
