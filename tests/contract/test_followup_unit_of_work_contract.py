@@ -35,6 +35,7 @@ from branchline_followup.domain.tasks import new_task
 from branchline_followup.domain.timers import timer_id_for
 from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import decode
+from branchline_shared.events.upcasting import NewerSchemaVersion
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.kafka.wire import SourcePosition
@@ -483,6 +484,54 @@ class FollowupUnitOfWorkContract:
             assert recorded is not None
             assert (recorded.schema_version, recorded.data) == (1, v1.data)
             assert await uow.events.as_recorded(uuid.uuid4()) is None
+
+    async def test_events_are_read_back_upcast_to_the_current_catalogue_version(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: ``find`` reads an event written under an older catalogue version at the
+        current one, its payload upcast (a v1 completion's free-text outcome as ``other``),
+        in the unit that wrote it and after; ``as_recorded`` still gives it as written."""
+        stream = f"followup-task-{uuid.uuid4()}"
+        v1 = an_event("c-19", stream=stream).model_copy(
+            update={
+                "type": "followup.completed",
+                "schema_version": 1,
+                "data": {"task_id": str(uuid.uuid4()), "outcome": "rang, keeps the fund"},
+            }
+        )
+        current = an_event("c-19", stream=stream, version=2)
+        read = v1.model_copy(update={"schema_version": 2, "data": {**v1.data, "outcome": "other"}})
+        async with units.begin() as uow:
+            await uow.events.lock_streams([stream])
+            await uow.events.append([v1, current], topic=TOPIC)
+            within = await uow.events.find([v1.event_id, current.event_id])
+        async with units.begin() as uow:
+            after = await uow.events.find([v1.event_id, current.event_id])
+            recorded = await uow.events.as_recorded(v1.event_id)
+        for found in (within, after):
+            assert found[v1.event_id].event == read
+            assert found[current.event_id].event == current
+        assert recorded == v1
+
+    async def test_an_event_of_a_newer_catalogue_version_is_refused_when_read_back(
+        self, units: UnitsOfWork
+    ) -> None:
+        """#12: an event written by a newer release (a version past this reader's catalogue)
+        is not read as if current: ``find`` and the look-up of a task's recorded creation
+        raise :class:`NewerSchemaVersion`; ``as_recorded`` gives it as written."""
+        task = a_task("c-20")
+        newer = creation_event(task, stream_version=1, now=T0)
+        newer = newer.model_copy(update={"schema_version": newer.schema_version + 1})
+        async with units.begin() as uow:
+            await uow.events.append([newer], topic=TOPIC)
+        async with units.begin() as uow:
+            with pytest.raises(NewerSchemaVersion):
+                await uow.events.find([newer.event_id])
+        async with units.begin() as uow:
+            with pytest.raises(NewerSchemaVersion):
+                await uow.look_up_caused_by([task.source_event_id])
+        async with units.begin() as uow:
+            assert await uow.events.as_recorded(newer.event_id) == newer
 
     async def test_events_appended_numbered_follow_each_streams_version_in_order(
         self, units: UnitsOfWork, wakes: Wakes

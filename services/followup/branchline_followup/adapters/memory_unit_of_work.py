@@ -42,6 +42,7 @@ from branchline_shared.events.catalogue import EventType, RuleViolationRefused
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.sealing_keys import STAFF_KEY_PREFIX, staff_key_id
 from branchline_shared.events.typed import Decoded, payload_as
+from branchline_shared.events.upcasting import upcast
 from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.eventstore.ports import ConcurrencyError, StoredEvent, StoredPosition
 from branchline_shared.kafka.wire import SourcePosition
@@ -457,8 +458,13 @@ class _Journal(_Part):
 class _Events(_Part):
     appended = 0
 
+    # Read back as PostgreSQL's unit reads them (#12): upcast to the current catalogue
+    # version (a newer one refused); kept as written, and ``as_recorded`` gives that.
     async def find(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
-        return {i: self.s.events[i] for i in event_ids if i in self.s.events}
+        events = self.s.events
+        return {
+            i: replace(events[i], event=upcast(events[i].event)) for i in event_ids if i in events
+        }
 
     async def as_recorded(self, event_id: uuid.UUID) -> RecordedEvent | None:
         stored = self.s.events.get(event_id)
@@ -467,7 +473,7 @@ class _Events(_Part):
     async def task_creations_of(self, source_event_ids: Sequence[uuid.UUID]) -> list[RecordedEvent]:
         causes = {str(s) for s in source_event_ids}
         return [
-            stored.event
+            upcast(stored.event)
             for stored in self.s.events.values()
             if stored.event.type == EventType.FOLLOWUP_TASK_CREATED.value
             and stored.event.causation_id in causes
