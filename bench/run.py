@@ -224,6 +224,7 @@ MEASURES = [
     ("ledger_verify", "audit ledger verify (the same ledger)", "ev/s"),
     ("rebuild", "branchline rebuild followup (from the topics, at the first growth step)", "ev/s"),
     ("rebuild_events", "  events it replayed", "events"),
+    ("rebuild_p2", "  the same rebuild in 2 processes (--processes 2, right after it)", "ev/s"),
 ]
 
 # Branchline figure -> the baselines it is compared with (ratios within one repetition).
@@ -241,6 +242,7 @@ RATIOS = {
     "ledger_append": ["raw_copy"],
     "ledger_verify": ["raw_copy"],
     "rebuild": ["raw_copy"],
+    "rebuild_p2": ["raw_copy", "rebuild"],
     "raw_tx64": ["raw_copy"],
     "peer_8t": ["raw_copy"],
     "peer_8t_fn": ["raw_copy"],
@@ -654,18 +656,32 @@ async def growth(stack: BenchStack, p: Profile, warnings: list[str]) -> dict[str
         console.print(f" ({time.perf_counter() - started:.1f}s)")
         if step == 0:
             # The rebuild replays every event of the topics: measured at the first step (its
-            # rate, not its duration, is the figure).
-            console.print("  rebuild ...", end="")
-            try:
-                rate, replayed = await asyncio.wait_for(
-                    scale.rebuild_rate(stack.settings), timeout=REBUILD_LIMIT_S
-                )
-            except TimeoutError:
-                warnings.append(f"the rebuild had not finished after {REBUILD_LIMIT_S} s")
-                console.print(" did not finish")
-                continue
-            figures["rebuild"], figures["rebuild_events"] = rate, replayed
-            console.print(f" {rate:,.1f} ev/s over {replayed:,} events")
+            # rate, not its duration, is the figure), then again in 2 processes on the same
+            # stack (#12, Round 26: `--processes 2`).
+            figures |= await rebuilds(stack, warnings)
+    return figures
+
+
+async def rebuilds(stack: BenchStack, warnings: list[str]) -> dict[str, float]:
+    """``branchline rebuild followup`` timed in one process, then in two; a rebuild that has
+    not finished after ``REBUILD_LIMIT_S`` is reported and the next one is not run."""
+    figures: dict[str, float] = {}
+    for key, processes in (("rebuild", 1), ("rebuild_p2", 2)):
+        console.print(f"  rebuild in {processes} process(es) ...", end="")
+        try:
+            rate, replayed = await asyncio.wait_for(
+                scale.rebuild_rate(stack.settings, processes=processes), timeout=REBUILD_LIMIT_S
+            )
+        except TimeoutError:
+            warnings.append(
+                f"the rebuild in {processes} process(es) had not finished after {REBUILD_LIMIT_S} s"
+            )
+            console.print(" did not finish")
+            break
+        figures[key] = rate
+        if processes == 1:
+            figures["rebuild_events"] = replayed
+        console.print(f" {rate:,.1f} ev/s over {replayed:,} events")
     return figures
 
 

@@ -6,7 +6,8 @@ cost and memory grow with the number of events it holds (docs/performance.md, #1
 - ledger verify: ``verify_ledger`` over that ledger (every entry's hash and chain link, the
   signed checkpoints);
 - rebuild: ``branchline rebuild followup`` (the same function the command runs) replaying the
-  event topics into new read models, events per second;
+  event topics into new read models, events per second; then the same rebuild again with
+  ``--processes 2`` (its main phase in two processes, each the clients of its share);
 - growth: the stack is filled (``POST /v1/events:batch``) to each step of events; at each step:
   how far the followup worker had got when the fill ended, how long both consumers then took
   to hold every event, and once they did, the batch rate, intake CPU per single POST and the
@@ -96,13 +97,14 @@ async def ledger_rates(settings: BranchlineSettings, database_url: str, events: 
         await pool.close()
 
 
-async def rebuild_rate(settings: BranchlineSettings) -> tuple[float, int]:
-    """``branchline rebuild followup`` from the topics: events replayed per second, and how
-    many."""
+async def rebuild_rate(settings: BranchlineSettings, processes: int = 1) -> tuple[float, int]:
+    """``branchline rebuild followup [--processes N]`` from the topics: events replayed per
+    second, and how many."""
     from branchline_followup.bootstrap import rebuild
 
     started = time.perf_counter()
-    result = await rebuild(settings, settle_heap=True)  # as the command runs it
+    # as the command runs it
+    result = await rebuild(settings, settle_heap=True, processes=processes)
     elapsed = time.perf_counter() - started
     if result.total <= 0:
         raise AssertionError("the rebuild replayed nothing")

@@ -95,13 +95,13 @@ FromStoresOption = Annotated[
 
 
 ProcessesOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--processes",
         min=1,
         max=64,
         help="Processes applying the log's clients (each the clients whose id hashes to it; "
-        "1: one process, as before).",
+        "1: one process, as before); default BRANCHLINE_FOLLOWUP_REBUILD_PROCESSES (1).",
     ),
 ]
 
@@ -111,17 +111,18 @@ def rebuild_followup(
     keep_previous: KeepOption = False,
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
-    processes: ProcessesOption = 1,
+    processes: ProcessesOption = None,
 ) -> None:
     """Rebuild the followup read models from the event topics, or the event stores
     (blue/green: the API keeps serving the old ones until the new ones are swapped in)."""
+    settings = BranchlineSettings()
     rebuild_followup_read_models(
-        BranchlineSettings(),
+        settings,
         keep_previous=keep_previous,
         batch_size=batch_size,
         console=Console(),
         from_stores=from_stores,
-        processes=processes,
+        processes=settings.followup_rebuild_processes if processes is None else processes,
     )
 
 
@@ -130,7 +131,7 @@ def followup_rebuild(
     keep_previous: KeepOption = False,
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
-    processes: ProcessesOption = 1,
+    processes: ProcessesOption = None,
 ) -> None:
     """Same as ``branchline rebuild followup``."""
     rebuild_followup(

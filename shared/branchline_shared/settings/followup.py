@@ -136,6 +136,14 @@ class FollowupSettings(
         "out in fewer, bigger rounds. Delays followup's published events (not its read "
         "model) by at most this; a drain does not wait (#12).",
     )
+    followup_rebuild_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes `branchline rebuild followup` applies the log's clients in by "
+        "default (its `--processes` overrides it): each the clients whose id hashes to it "
+        "(docs/followup.md, Rebuild); 1: one process (#12).",
+    )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."
     )

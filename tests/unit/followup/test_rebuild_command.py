@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -70,9 +71,51 @@ def test_the_processes_option_reaches_the_rebuild(monkeypatch: pytest.MonkeyPatc
         )
 
     monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    monkeypatch.delenv("BRANCHLINE_FOLLOWUP_REBUILD_PROCESSES", raising=False)
     result = CliRunner().invoke(app, ["rebuild", "followup", "--processes", "3"])
     assert result.exit_code == 0, result.output
     assert asked["processes"] == 3
     result = CliRunner().invoke(app, ["rebuild", "followup"])
     assert result.exit_code == 0, result.output
     assert asked["processes"] == 1
+
+
+def test_the_processes_setting_is_the_commands_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # BRANCHLINE_FOLLOWUP_REBUILD_PROCESSES (#12): the default of --processes, which overrides it
+    asked: dict[str, Any] = {}
+
+    async def rebuild(*_: Any, **kwargs: Any) -> RebuildResult:
+        asked.update(kwargs)
+        return RebuildResult(
+            schema="fu_rebuild_1", total=0, applied=0, skipped=0, caught_up=0, retired=None
+        )
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_REBUILD_PROCESSES", "2")
+    result = CliRunner().invoke(app, ["rebuild", "followup"])
+    assert result.exit_code == 0, result.output
+    assert asked["processes"] == 2
+    result = CliRunner().invoke(app, ["rebuild", "followup", "--processes", "1"])
+    assert result.exit_code == 0, result.output
+    assert asked["processes"] == 1
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_a_bad_processes_setting_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    asked: list[Any] = []
+
+    async def rebuild(*_: Any, **kwargs: Any) -> RebuildResult:
+        asked.append(kwargs)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_REBUILD_PROCESSES", value)
+    with pytest.raises(ValidationError, match="followup_rebuild_processes"):
+        BranchlineSettings()
+    result = CliRunner().invoke(app, ["rebuild", "followup"])
+    assert isinstance(result.exception, ValidationError), result.output
+    assert "followup_rebuild_processes" in str(result.exception)
+    assert result.exit_code != 0
+    assert asked == []
