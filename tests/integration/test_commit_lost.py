@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -275,17 +275,20 @@ async def test_a_commit_still_flushing_when_its_connection_is_lost_is_answered_a
     settings: BranchlineSettings, tokens: TokenFactory, path: str
 ) -> None:
     """The connection is cut as soon as the ``COMMIT`` (or a guessed group's self-committing
-    write) is sent on, while the server flushes its WAL record (``commit_delay`` asks for
-    100 ms with no sibling needed; Round 26 saw this suite's server take the commit in 5-15
-    ms all the same): its rows are not visible yet. Asked at once, the store finds none and
-    the old answer was 503 "nothing stored" for what committed a moment later (or, for a
-    guessed group, the ordinary way run on top of it); the lost session is ended first now,
-    which lets the commit finish, and the answer is the commit's.
+    write) is sent on, and the client hears of it while the server is in ``commit_delay``'s
+    100 ms before it flushes the commit's WAL record (no sibling needed): its rows are not
+    visible yet. Asked at once, the store finds none and the old answer was 503 "nothing
+    stored" for what committed a moment later (or, for a guessed group, the ordinary way run
+    on top of it); the lost session is ended first now, which lets the commit finish (the
+    termination's signal cuts the delay short: the server flushes and commits, then exits),
+    and the answer is the commit's.
 
-    The client hears of the loss once the server is in the commit (:func:`in_commit`): ended
-    before it had read the ``COMMIT`` (a loaded machine), the session rolls back, and the
-    answer "nothing stored" is then the truth, not what this test is about (it failed so by
-    chance, #12)."""
+    The client hears of the loss once the server is in the delay (:func:`in_commit`), and
+    that it was is asserted: ended before it had read the ``COMMIT`` (a loaded machine), the
+    session rolls back, and the answer "nothing stored" is then the truth, not what this test
+    is about (it failed so by chance, #12). Until Round 26 the proxy passed the loss on at
+    once whatever the hold (the server's end it had closed itself, :mod:`tests.support.proxy`),
+    so the commit was cut short a few milliseconds in, if it had begun at all."""
     delayed = {"commit_delay": "100000", "commit_siblings": "0"}
     async with (
         through_proxy(settings, tokens, server_settings=delayed, **overrides(path)) as (
@@ -301,46 +304,105 @@ async def test_a_commit_still_flushing_when_its_connection_is_lost_is_answered_a
         )
         response = await send(client, path, body)
         assert trap.sprung.is_set()
+        assert hold.seen == ["delay"]  # the loss was heard in the delay
         event_id = accepted_id(path, response)
         assert await stored(settings, correlation) == [(event_id, 1)]
 
 
-@contextlib.asynccontextmanager
-async def in_commit(
-    settings: BranchlineSettings,
-) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
-    """A proxy trap's ``hold``: until the backend on the given client port is in its commit
-    (:data:`_IN_COMMIT`) or gone (it read the ``COMMIT`` and the close after it). Before
-    that (the ``COMMIT`` not read yet, or a guessed write still inserting) it is waited out.
-    Polled on a connection of its own, opened up front so that the delay is not spent
-    connecting."""
-    conn = await asyncpg.connect(settings.intake_database_url)
+class InCommit:
+    """A proxy trap's ``hold`` (:func:`in_commit`); ``seen``: where the backend was when each
+    hold ended (:data:`_IN_COMMIT`)."""
 
-    async def hold(port: int) -> None:
+    def __init__(self, conn: asyncpg.Connection[Any]) -> None:
+        self.conn = conn
+        self.seen: list[str] = []
+
+    async def __call__(self, port: int) -> None:
         async def in_it() -> bool:
-            return bool(await conn.fetchval(_IN_COMMIT, port))
+            where = await self.conn.fetchval(_IN_COMMIT, port)
+            if where is not None:
+                self.seen.append(where)
+            return where is not None
 
         await eventually(in_it, within=30, interval=0.002)
 
+
+@contextlib.asynccontextmanager
+async def in_commit(settings: BranchlineSettings) -> AsyncIterator[InCommit]:
+    """A proxy trap's ``hold``: until the backend on the given client port is in its commit
+    (:data:`_IN_COMMIT`) or past it. Before that (the ``COMMIT`` not read yet, or a guessed
+    write still inserting) it is waited out. Polled on a connection of its own, opened up
+    front so that the delay is not spent connecting."""
+    conn = await asyncpg.connect(settings.intake_database_url)
     try:
-        yield hold
+        yield InCommit(conn)
     finally:
         await conn.close()
 
 
 _IN_COMMIT = """
-SELECT coalesce(bool_or(state = 'active' AND (
-           query ILIKE 'COMMIT%'
-           OR coalesce(wait_event, '') IN ('WalSync', 'WalWrite')
-           OR clock_timestamp() - state_change > interval '50 ms')), true)
+SELECT CASE
+    WHEN count(*) = 0 THEN 'gone'
+    WHEN bool_or(state = 'active' AND wait_event IS NULL AND clock_timestamp() - state_change
+                 > CASE WHEN query ILIKE 'COMMIT%' THEN interval '5 ms'
+                        ELSE interval '50 ms' END) THEN 'delay'
+    WHEN bool_or(state = 'active' AND wait_event IN ('WalSync', 'WalWrite')) THEN 'flush'
+    WHEN bool_or(state = 'idle') THEN 'done'
+    END
 FROM pg_stat_activity
 WHERE client_port = $1 AND client_addr = '127.0.0.1'
 """
-"""Whether the backend on port ``$1`` is in its commit, or gone (``true`` with no row). In the
-commit: running the ``COMMIT`` it read (its own work before the commit record is a few
-microseconds, then ``commit_delay``'s 100 ms, in which the server holds off a termination),
-or a guessed write's statement in its WAL flush, or active for longer than its insert takes,
-i.e. in the delay (PostgreSQL names no wait for the delay itself)."""
+"""Where the backend on port ``$1`` is in its commit; ``NULL`` before it. ``delay``: running,
+waiting on nothing (PostgreSQL names no wait for ``commit_delay``'s sleep), the ``COMMIT`` it
+read for over 5 ms (its own work before the sleep is some microseconds) or a guessed write's
+statement for over 50 ms (its insert takes about one). Past the delay: ``flush`` (its WAL
+record), ``done`` (answered) or ``gone`` (it read the close after its answer). A statement
+still inserting, a ``COMMIT`` not read yet (``idle in transaction``): ``NULL``."""
+
+
+async def test_an_early_trap_holds_the_loss_from_the_client_until_its_hold_is_over() -> None:
+    """The server's end closed by an early trap, the client's end stays open until the hold is
+    over (old: the proxy passed that close on to the client at once, whatever the hold)."""
+    got: list[bytes] = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    released, ports = asyncio.Event(), []
+
+    async def hold(port: int) -> None:
+        ports.append(port)
+        await released.wait()
+
+    try:
+        async with cuttable("127.0.0.1", server.sockets[0].getsockname()[1]) as proxy:
+            trap = proxy.trap(b"marker", at=None, delivered=True, early=True, hold=hold)
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            try:
+                writer.write(b"marker")
+                await writer.drain()
+
+                async def held() -> bool:
+                    return bool(got and ports)
+
+                await eventually(held, within=10, interval=0.01)
+                assert got == [b"marker"]  # sent on, the server's end closed, the hold begun
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):  # the loss, if passed on (old: at once)
+                        await reader.read()
+                assert not reader.at_eof()
+                assert not trap.sprung.is_set()
+                released.set()
+                with contextlib.suppress(ConnectionError):  # the loss: a reset
+                    assert await reader.read() == b""
+                assert trap.sprung.is_set()
+            finally:
+                writer.transport.abort()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_every_caller_of_a_group_is_answered_by_its_shared_commit(

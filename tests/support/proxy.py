@@ -35,6 +35,7 @@ class _Pipe:
     swallow: bool = False  # the trapped message was delivered: its answer is dropped
     trap: Trap | None = None
     client_gone: bool = False  # the client's end closed (or the pipe was cut)
+    held: bool = False  # an early trap closed the server's end: the client hears of it later
 
 
 class CuttableProxy:
@@ -166,6 +167,7 @@ class CuttableProxy:
                         # never ran: a test expecting it committed failed by chance, #12).
                         port = writer.get_extra_info("sockname")[1]
                         self._pipes.discard(writer)
+                        pipe.held = True  # not passed on to the client by _answers
                         writer.close()
                         if trap.hold is not None:
                             await trap.hold(port)
@@ -187,7 +189,10 @@ class CuttableProxy:
         server: asyncio.StreamWriter,
         pipe: _Pipe,
     ) -> None:
-        """Server to client; after a delivered trap, its answer is dropped and both ends cut."""
+        """Server to client; after a delivered trap, its answer is dropped and both ends cut.
+        The server's end closed by an early trap (``pipe.held``) is not passed on here: the
+        client hears of the loss from the trap, once its ``hold`` is over (until Round 26 it
+        was passed on at once, the hold held nothing: #12)."""
         try:
             while data := await reader.read(65536):
                 if pipe.swallow and pipe.trap is not None:
@@ -195,6 +200,8 @@ class CuttableProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+            if pipe.held:
+                return
             # The server closed: its last bytes were passed on at once, its close is passed
             # on ``close_late`` seconds later (a close the client reads well after them).
             self.server_closes += 1
@@ -204,8 +211,9 @@ class CuttableProxy:
             if not pipe.client_gone:
                 self.closes_passed += 1
         finally:
-            self._pipes.discard(writer)
-            writer.transport.abort()
+            if not pipe.held:
+                self._pipes.discard(writer)
+                writer.transport.abort()
 
     async def _spring(
         self, trap: Trap, client: asyncio.StreamWriter, server: asyncio.StreamWriter | None
