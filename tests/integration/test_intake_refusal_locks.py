@@ -272,9 +272,14 @@ async def test_an_old_order_writer_that_took_the_refusal_stream_first_is_not_dea
     # run again once, in the old order (visible to operators during a rolling upgrade)
     after = REGISTRY.get_sample_value("branchline_intake_refusal_lock_reruns_total", label)
     assert after == reruns + 1
-    # the cycle, broken once by rolling this writer back
+    # the cycle, broken by rolling this writer back: once, or twice on a loaded machine. A row
+    # lock is not handed to the writer waiting for it when its holder rolls back: the waiter
+    # takes it when it next runs, so the rerun can take the client's stream again first and
+    # close the same cycle once more (seen once in CI at load 6, Round 26). Never more than
+    # the attempts allow, and never the old writer rolled back (its transaction went through).
     broken = REGISTRY.get_sample_value("branchline_intake_lock_cycle_reruns_total", label)
-    assert broken == cycles + 1
+    assert broken is not None
+    assert cycles + 1 <= broken <= cycles + 2
     assert await stream_versions(settings, f"refusals-{client}") == {f"refusals-{client}": [1]}
 
 
