@@ -7,12 +7,14 @@ import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
@@ -21,7 +23,9 @@ from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.context import AuditContext
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_shared.clock import FixedClock
+from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
 from tests.support.stack import Infra, make_settings
 from tests.support.templates import copy_database
 
@@ -190,3 +194,23 @@ async def copy_ledger(settings: BranchlineSettings, filled: str) -> None:
     """The test's own audit database, a copy of ``filled`` (its entries and its settings):
     what a test appends or alters no other test sees."""
     await copy_database(settings.audit_database_url, filled)
+
+
+@dataclass
+class AuditorTrail:
+    """An audit API served for a test, read as an auditor: by bearer token (``get``) or by the
+    console's session cookie (``page``)."""
+
+    client: httpx.AsyncClient
+    audit: AuditContext
+    settings: BranchlineSettings
+    tokens: TokenFactory
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        return await self.client.get(
+            path, params=params, headers=self.tokens.headers(Role.AUDITOR, sub="auditor-1")
+        )
+
+    async def page(self, path: str, **params: Any) -> httpx.Response:
+        session = {"Cookie": f"bl_session_audit={self.tokens.token(Role.AUDITOR, sub='a-1')}"}
+        return await self.client.get(path, params=params, headers=session)

@@ -12,13 +12,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
 
 from branchline_audit.application.checkpointing import checkpoint_now
-from branchline_audit.application.context import AuditContext
 from branchline_audit.application.pruning import prune_expired
 from branchline_audit.bootstrap import create_app, retention_policy
 from branchline_audit.domain.export import bytes_lines, verify_export
@@ -30,6 +28,7 @@ from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.integration.audit.audit_support import (
     T0,
+    AuditorTrail,
     audit_context,
     behind_the_ledgers_back,
     event,
@@ -85,21 +84,8 @@ ALTERATIONS: dict[str, tuple[str, str]] = {
 
 
 @dataclass
-class Trail:
-    client: httpx.AsyncClient
-    audit: AuditContext
-    settings: BranchlineSettings
-    tokens: TokenFactory
+class Trail(AuditorTrail):
     key: Verifier
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        return await self.client.get(
-            path, params=params, headers=self.tokens.headers(Role.AUDITOR, sub="auditor-1")
-        )
-
-    async def page(self, path: str, **params: Any) -> httpx.Response:
-        session = {"Cookie": f"bl_session_audit={self.tokens.token(Role.AUDITOR, sub='a-1')}"}
-        return await self.client.get(path, params=params, headers=session)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +18,6 @@ from typer.testing import CliRunner
 
 from branchline_audit.adapters.ledger import LedgerFilters
 from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
-from branchline_audit.application.context import AuditContext
 from branchline_audit.application.holds import HoldActor, place_hold
 from branchline_audit.application.pruning import prune_expired
 from branchline_audit.bootstrap import create_app, retention_policy
@@ -34,6 +32,7 @@ from tests.conftest import TokenFactory
 from tests.integration.audit.audit_support import (
     T0,
     UNWRITTEN_TIMES,
+    AuditorTrail,
     audit_context,
     behind_the_ledgers_back,
     event,
@@ -56,25 +55,8 @@ HOLD = 12
 """After the read its placing recorded (D-11)."""
 
 
-@dataclass
-class Trail:
-    client: httpx.AsyncClient
-    audit: AuditContext
-    settings: BranchlineSettings
-    tokens: TokenFactory
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        return await self.client.get(
-            path, params=params, headers=self.tokens.headers(Role.AUDITOR, sub="auditor-1")
-        )
-
-    async def page(self, path: str, **params: Any) -> httpx.Response:
-        session = {"Cookie": f"bl_session_audit={self.tokens.token(Role.AUDITOR, sub='a-1')}"}
-        return await self.client.get(path, params=params, headers=session)
-
-
 @pytest.fixture
-async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Trail]:
+async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[AuditorTrail]:
     s = quick_settings(settings)
     async with (
         serve(create_app(s)) as url,
@@ -87,7 +69,7 @@ async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIter
         )  # positions 1..4 (C-1)
         await audit.ledger.append([event(n, client_id="C-2") for n in range(4, 10)], now=T0)
         await checkpoint_now(audit)  # signs 1..10
-        trail = Trail(client, audit, s, tokens)
+        trail = AuditorTrail(client, audit, s, tokens)
         placed = await client.post(
             "/v1/audit/legal-holds",
             json={"client_id": "C-5", "hold_id": "LH-1", "reason": "regulatory_investigation"},
@@ -127,7 +109,7 @@ def _positions(response: httpx.Response) -> list[int]:
 @pytest.mark.parametrize("text", UNWRITTEN_TIMES)
 @pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
 async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
-    trail: Trail, column: str, text: str
+    trail: AuditorTrail, column: str, text: str
 ) -> None:
     await _alter(trail.settings, column, text, ENTRY)
 
@@ -179,7 +161,7 @@ async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
 @pytest.mark.parametrize("text", UNWRITTEN_TIMES)
 @pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
 async def test_pruning_skips_the_altered_entry_with_its_reason_and_prunes_the_others(
-    trail: Trail, column: str, text: str, caplog: pytest.LogCaptureFixture
+    trail: AuditorTrail, column: str, text: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _alter(trail.settings, column, text, ENTRY)
     s = trail.settings
@@ -200,7 +182,7 @@ async def test_pruning_skips_the_altered_entry_with_its_reason_and_prunes_the_ot
 @pytest.mark.parametrize("text", UNWRITTEN_TIMES)
 @pytest.mark.parametrize("column", ["appended_at", "occurred_at"])
 async def test_an_altered_closure_or_hold_refuses_what_depends_on_it(
-    trail: Trail, column: str, text: str
+    trail: AuditorTrail, column: str, text: str
 ) -> None:
     """A relationship end or a legal hold whose time no append writes: the prune, which
     decides by them, refuses before writing anything; the holds are refused, naming it."""
@@ -228,7 +210,9 @@ async def test_an_altered_closure_or_hold_refuses_what_depends_on_it(
 
 
 @pytest.mark.parametrize("text", UNWRITTEN_TIMES)
-async def test_the_checkpointer_signs_past_an_altered_append_time(trail: Trail, text: str) -> None:
+async def test_the_checkpointer_signs_past_an_altered_append_time(
+    trail: AuditorTrail, text: str
+) -> None:
     """The first unsigned entry's append time decides when to sign: one no append writes
     counts as long past (a checkpoint signs hashes, which the column does not change)."""
     await _alter(trail.settings, "appended_at", text, 11)  # the first unsigned entry
@@ -309,7 +293,7 @@ def _no_unhandled_error(caplog: pytest.LogCaptureFixture) -> list[logging.LogRec
 
 @pytest.mark.parametrize("content", ["jsonl", "csv"])
 async def test_an_entry_altered_after_the_exports_check_ends_it_signed_incomplete(
-    trail: Trail,
+    trail: AuditorTrail,
     content: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -365,7 +349,7 @@ async def test_an_entry_altered_after_the_exports_check_ends_it_signed_incomplet
 
 
 async def test_a_database_failure_mid_stream_ends_the_export_signed_incomplete(
-    trail: Trail, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    trail: AuditorTrail, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import asyncpg
 
