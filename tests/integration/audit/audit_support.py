@@ -214,3 +214,21 @@ class AuditorTrail:
     async def page(self, path: str, **params: Any) -> httpx.Response:
         session = {"Cookie": f"bl_session_audit={self.tokens.token(Role.AUDITOR, sub='a-1')}"}
         return await self.client.get(path, params=params, headers=session)
+
+
+def names_the_entry(response: httpx.Response, position: int, names: str) -> None:
+    """A clear refusal of an entry altered behind the ledger's back: 409 problem+json of the
+    ledger-integrity type naming the entry, what differs (``names``) and the rule (D-11)."""
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"].endswith("/ledger-integrity"), body
+    assert body["rule"] == "D-11", body
+    assert f"position {position} was altered" in body["detail"], body
+    assert names in body["detail"], body
+
+
+def positions(response: httpx.Response) -> list[int]:
+    """The positions of a page of the trail (200)."""
+    assert response.status_code == 200, response.text
+    return [e["position"] for e in response.json()["entries"]]

@@ -33,6 +33,8 @@ from tests.integration.audit.audit_support import (
     behind_the_ledgers_back,
     event,
     lifecycle_event,
+    names_the_entry,
+    positions,
     quick_settings,
 )
 from tests.support.stack import serve
@@ -121,22 +123,6 @@ async def _alter(settings: BranchlineSettings, assignment: str, position: int) -
     )
 
 
-def _names_the_entry(response: httpx.Response, position: int, names: str) -> None:
-    """409 problem+json of the ledger-integrity type naming the entry, what differs and D-11."""
-    assert response.status_code == 409, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["type"].endswith("/ledger-integrity"), body
-    assert body["rule"] == "D-11", body
-    assert f"position {position} was altered" in body["detail"], body
-    assert names in body["detail"], body
-
-
-def _positions(response: httpx.Response) -> list[int]:
-    assert response.status_code == 200, response.text
-    return [e["position"] for e in response.json()["entries"]]
-
-
 def _ended_incomplete(
     trail: Trail, response: httpx.Response, position: int, names: str, *, sent: int = 0
 ) -> None:
@@ -162,13 +148,13 @@ async def test_every_reader_refuses_an_entry_altered_to_a_plausible_value(
     assert verdict["bad_positions"] == [ENTRY], verdict
 
     # A page holding it is refused by name; the pages around it are served.
-    _names_the_entry(await trail.get("/v1/audit/entries"), ENTRY, names)
-    _names_the_entry(await trail.get("/v1/audit/entries", client_id="C-1"), ENTRY, names)
-    assert _positions(await trail.get("/v1/audit/entries", limit=1)) == [1]
-    assert _positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[:2] == [3, 4]
+    names_the_entry(await trail.get("/v1/audit/entries"), ENTRY, names)
+    names_the_entry(await trail.get("/v1/audit/entries", client_id="C-1"), ENTRY, names)
+    assert positions(await trail.get("/v1/audit/entries", limit=1)) == [1]
+    assert positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[:2] == [3, 4]
 
     # Its proof is refused; another's is given.
-    _names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY, names)
+    names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY, names)
     assert (await trail.get("/v1/audit/entries/5/proof")).status_code == 200
 
     # An export holding it ends with the signed incomplete trailer naming it (the check
@@ -227,8 +213,8 @@ async def test_a_reader_holding_consecutive_entries_checks_their_link(
     verdict = (await trail.get("/v1/audit/verify")).json()
     assert verdict["first_bad_position"] == ENTRY + 1, verdict
     names = f"prev_hash does not equal the hash of position {ENTRY}"
-    _names_the_entry(await trail.get("/v1/audit/entries"), ENTRY + 1, names)
-    assert _positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[:2] == [3, 4]
+    names_the_entry(await trail.get("/v1/audit/entries"), ENTRY + 1, names)
+    assert positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[:2] == [3, 4]
     # A complete export links across its pages (the first page holds 20 entries: 2 here).
     from branchline_audit.application import exporting
 
@@ -264,10 +250,10 @@ async def test_an_altered_closure_or_hold_is_never_decided_on(
     assert names in str(refused.value)
     assert await trail.audit.ledger.size() == size  # nothing written
     await _alter(s, assignment, HOLD)
-    _names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, names)
+    names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, names)
     lift = await trail.client.post(
         "/v1/audit/legal-holds/LH-1/lift",
         json={"reason": "matter_closed"},
         headers=trail.tokens.headers(Role.AUDITOR, sub="auditor-1"),
     )
-    _names_the_entry(lift, HOLD, names)
+    names_the_entry(lift, HOLD, names)

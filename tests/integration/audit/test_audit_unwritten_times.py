@@ -37,6 +37,8 @@ from tests.integration.audit.audit_support import (
     behind_the_ledgers_back,
     event,
     lifecycle_event,
+    names_the_entry,
+    positions,
     quick_settings,
 )
 from tests.support.stack import serve
@@ -89,23 +91,6 @@ async def _alter(settings: BranchlineSettings, column: str, text: str, position:
     )
 
 
-def _names_the_entry(response: httpx.Response, position: int, column: str) -> None:
-    """A clear refusal: 409 problem+json of the ledger-integrity type, naming the entry, its
-    column and the rule (D-11)."""
-    assert response.status_code == 409, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["type"].endswith("/ledger-integrity"), body
-    assert body["rule"] == "D-11", body
-    assert f"position {position}" in body["detail"], body
-    assert column in body["detail"], body
-
-
-def _positions(response: httpx.Response) -> list[int]:
-    assert response.status_code == 200, response.text
-    return [e["position"] for e in response.json()["entries"]]
-
-
 @pytest.mark.parametrize("text", UNWRITTEN_TIMES)
 @pytest.mark.parametrize("column", ["appended_at", "occurred_at", "pruned_at"])
 async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
@@ -117,10 +102,10 @@ async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
     assert verdict["first_bad_position"] == ENTRY, verdict
 
     # A page holding it is refused, naming it; the pages around it are served.
-    _names_the_entry(await trail.get("/v1/audit/entries"), ENTRY, column)
-    assert _positions(await trail.get("/v1/audit/entries", limit=1)) == [1]
-    assert _positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[0] == ENTRY + 1
-    assert _positions(await trail.get("/v1/audit/entries", client_id="C-2"))[:6] == [
+    names_the_entry(await trail.get("/v1/audit/entries"), ENTRY, column)
+    assert positions(await trail.get("/v1/audit/entries", limit=1)) == [1]
+    assert positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[0] == ENTRY + 1
+    assert positions(await trail.get("/v1/audit/entries", client_id="C-2"))[:6] == [
         5,
         6,
         7,
@@ -130,11 +115,11 @@ async def test_the_apis_readers_name_the_altered_entry_and_serve_the_others(
     ]
 
     # Its proof is refused; the others' are given.
-    _names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY, column)
+    names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY, column)
     assert (await trail.get("/v1/audit/entries/5/proof")).status_code == 200
 
     # An export holding it is refused before it starts; one without it is served and verifies.
-    _names_the_entry(await trail.get("/v1/audit/export", purpose="review"), ENTRY, column)
+    names_the_entry(await trail.get("/v1/audit/export", purpose="review"), ENTRY, column)
     other = await trail.get("/v1/audit/export", purpose="review", client_id="C-2")
     assert other.status_code == 200, other.text
     key = (await trail.get("/v1/audit/public-key")).json()["verifier_key"]
@@ -196,13 +181,13 @@ async def test_an_altered_closure_or_hold_refuses_what_depends_on_it(
     assert column in str(refused.value)
     assert await trail.audit.ledger.size() == size  # nothing written
     await _alter(s, column, text, HOLD)
-    _names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, column)
+    names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, column)
     lift = await trail.client.post(
         "/v1/audit/legal-holds/LH-1/lift",
         json={"reason": "matter_closed"},
         headers=trail.tokens.headers(Role.AUDITOR, sub="auditor-1"),
     )
-    _names_the_entry(lift, HOLD, column)
+    names_the_entry(lift, HOLD, column)
     lifted = await trail.audit.ledger.entries(
         LedgerFilters(type="audit.legal_hold_lifted"), after_position=0, limit=10
     )
