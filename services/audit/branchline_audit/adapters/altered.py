@@ -42,3 +42,24 @@ row's :data:`ROW_FIELDS`, the three times in their binary form, which no time fa
 (asyncpg refuses a year past 9999 or before 1, and reads an infinity as a naive extreme), then
 the words saying which of them holds a time no append writes (``unwritten``):
 :func:`~branchline_audit.domain.verification.reader_entries` makes their entries (#12)."""
+
+
+def with_neighbours(read: str) -> str:
+    """``read`` (a query of :data:`READ_COLUMNS`, any order and limit of its own), its rows in
+    position order, each with the links of the entries beside it that the read does not
+    hold: ``before_hash``, the hash of the entry at the position before (NULL when that
+    entry is in the read, or there is none), and ``after_prev``, the ``prev_hash`` of the
+    entry at the position after (likewise). A position-ordered page reads two primary-key
+    probes more (its first entry's and its last's), a single entry two, a filtered read two
+    per entry whose neighbours it does not hold; each probe is a scalar subquery under a
+    CASE, run only where it is asked for (#12)."""
+    links = (
+        "CASE WHEN lag(p.position) OVER w IS DISTINCT FROM p.position - 1 THEN "
+        "(SELECT b.hash FROM audit_ledger b WHERE b.position = p.position - 1) END "
+        "AS before_hash, "
+        "CASE WHEN lead(p.position) OVER w IS DISTINCT FROM p.position + 1 THEN "
+        "(SELECT a.prev_hash FROM audit_ledger a WHERE a.position = p.position + 1) END "
+        "AS after_prev"
+    )
+    window = "WINDOW w AS (ORDER BY p.position) ORDER BY p.position"
+    return f"SELECT p.*, {links} FROM ({read}) p {window}"  # noqa: S608 - fixed text, bound values
