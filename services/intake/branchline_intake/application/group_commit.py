@@ -73,8 +73,9 @@ GROUP_GUESSES = Counter(
 KEPT_OUT = Counter(
     "branchline_intake_group_commit_kept_out",
     "Requests of a guessed group sent the ordinary way while the rest of it is guessed: "
-    "resending the event this process remembers last on its stream, or named stored by the "
-    "guessed statement's refusal (the rest guessed again, once)",
+    "resending the event this process remembers last on its stream, or found by the store, "
+    "after the guessed statement was refused, to hold its event id or its stream otherwise "
+    "than guessed (the rest guessed again, once)",
     ["reason"],
 )
 
@@ -188,10 +189,11 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
         its first run cannot stand. The callers that may be guessed are tried first as one
-        statement; when it fails on a key that names some of them (a resend another process
-        stored, Round 26, #12), those go the ordinary way and the others are guessed again,
-        once; a guess that fails otherwise, or again, sends the whole group the ordinary
-        way."""
+        statement; when it is refused and the store then names some of them (their event ids
+        stored, their streams not as guessed: resends another process stored, a stale
+        remembered stream, Rounds 26-27, #12), those go the ordinary way and the others are
+        guessed again, once; a guess that fails otherwise, or again, sends the whole group
+        the ordinary way."""
         callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
             decider = self._ctx.decider
@@ -221,10 +223,12 @@ class GroupCommitter:
                     named = _named(callers, wrong) if attempt == 1 and self._several else set()
                     if not named or len(named) == len(callers):
                         break
-                    # The statement's unique violation named a caller's stream or event id
-                    # as stored (a resend accepted by another process, Round 26, #12): that
-                    # caller goes the ordinary way, where its id is looked up and answered;
-                    # the others, on streams none of it uses, are guessed again, once.
+                    # After the refusal the store named every caller's event id it holds and
+                    # every stream it holds otherwise than guessed (resends accepted by
+                    # another process, a stale remembered stream: Round 27, #12): those
+                    # callers go the ordinary way, where their ids are looked up and answered
+                    # (D-rules as ever); the others, on streams none of them uses, are
+                    # guessed again, once.
                     KEPT_OUT.labels(reason="named").inc(
                         sum(len(callers[index][1]) for index in named)
                     )
@@ -538,8 +542,8 @@ def _waiting_of(callers: list[tuple[dict[str, Any], list[_Waiting]]]) -> list[_W
 
 
 def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWrong) -> set[int]:
-    """The callers (indexes) whose items' streams or own event ids a failed guessed
-    statement named as stored (``GuessWrong.taken_streams``, ``taken_ids``)."""
+    """The callers (indexes) whose items' streams or own event ids the store named after a
+    guessed statement was refused (``GuessWrong.taken_streams``, ``taken_ids``)."""
     if not wrong.taken_streams and not wrong.taken_ids:
         return set()
     return {
