@@ -356,3 +356,47 @@ async def test_a_refusal_worded_in_another_language_still_names_the_resend(
         rows = {c: await stored(conn, f"client-C-L{c}{run}") for c in "KLM"}
     assert [[r["event_id"] for r in rows[c]] for c in "KLM"] == [[i] for i in ids]
     assert len({r["tx"] for c in "LM" for r in rows[c]}) == 1
+
+
+async def test_a_resend_of_an_earlier_event_the_process_remembers_goes_the_ordinary_way(
+    app: FastAPI, settings: BranchlineSettings
+) -> None:
+    """The process accepted a client's registration, then its consent: it remembers the
+    stream ending with the consent. A group then holds the registration resent (same id,
+    same body; no longer the stream's last event) and two new registrations: the resend is
+    kept out of the guess before any statement (the decider keeps a remembered stream's
+    latest ids, Round 27), the two new ones are written by the one guessed statement, and
+    the resend is answered the duplicate it is. Round 26 kept out only a resend of the last
+    event: this one was decided on the guess (D-09, a refusal to record, which no statement
+    checks), and the whole group went the ordinary way."""
+    ctx: IntakeContext = app.state.intake
+    run = uuid.uuid4().hex[:6]
+    client = f"C-EA{run}"
+    ids = [uuid.uuid4() for _ in range(3)]
+    original = registration(client, ids[0])
+    async with recorded_committer(ctx, settings) as (committer, statements):
+        (first,) = await together(committer, ([original], BRANCH))
+        stored_at = accepted(first, ids[0]).position
+        (granted,) = await together(committer, ([consent(client)], BRANCH))
+        assert isinstance(granted, list), granted
+        assert isinstance(granted[0], Accepted), granted
+        written, wrong, remembered = guesses("written"), guesses("wrong"), kept_out("remembered")
+        statements.clear()
+        again, other, third = await together(
+            committer,
+            ([original], BRANCH),
+            ([registration(f"C-EB{run}", ids[1])], OTHER),
+            ([registration(f"C-EC{run}", ids[2])], THIRD),
+        )
+    assert (guesses("written"), guesses("wrong")) == (written + 1, wrong)
+    assert kept_out("remembered") == remembered + 1
+    assert (guessed_writes(statements), asked(statements)) == (1, 0), statements
+    duplicate_of(again, stored_at)
+    for answer, sent in zip((other, third), ids[1:], strict=True):
+        assert not accepted(answer, sent).duplicate
+    async with connected(settings) as conn:
+        rows = {c: await stored(conn, f"client-C-E{c}{run}") for c in "ABC"}
+    assert [r["event_id"] for r in rows["A"]][:1] == [ids[0]]
+    assert len(rows["A"]) == 2
+    assert [[r["event_id"] for r in rows[c]] for c in "BC"] == [[i] for i in ids[1:]]
+    assert len({r["tx"] for c in "BC" for r in rows[c]}) == 1

@@ -73,7 +73,8 @@ GROUP_GUESSES = Counter(
 KEPT_OUT = Counter(
     "branchline_intake_group_commit_kept_out",
     "Requests of a guessed group sent the ordinary way while the rest of it is guessed: "
-    "resending the event this process remembers last on its stream, or found by the store, "
+    "resending an event this process remembers among its stream's latest, or found by the "
+    "store, "
     "after the guessed statement was refused, to hold its event id or its stream otherwise "
     "than guessed (the rest guessed again, once)",
     ["reason"],
@@ -335,8 +336,9 @@ class GroupCommitter:
         it, so a resent id fails the statement whole and the group is decided again the
         ordinary way, where the lookup answers it (a duplicate, or ``idempotency-conflict``);
         a lookup and a savepoint and a write per caller cost twice the intake CPU per event.
-        A request that resends the event its process remembers last on its stream (the
-        same id) is kept out (Round 26, #12): it goes the ordinary way with the rest, and
+        A request that resends an event its process remembers among the latest of its
+        stream (the same id; Round 26 the last one, Round 27 up to ``RECENT_IDS``) is kept
+        out (#12): it goes the ordinary way with the rest, and
         its caller's other requests may still be guessed (a caller's requests are units of
         their own here, resends apart); a resend stored by another process is named by the
         statement's refusal instead (:meth:`_runs`)."""
@@ -352,10 +354,14 @@ class GroupCommitter:
         remembered = getattr(decider, "remembered", None)
         # A remembered stream whose history the guess can stand on (its last event kept).
         tail = getattr(decider, "remembered_tail", None)
-        # Each caller's requests, those that resend an event this process remembers as the
-        # last of its stream apart (Round 26, #12): they go the ordinary way, whose lookup
-        # answers them (a duplicate, or idempotency-conflict); deciding them on the guess
-        # refuses them (D-09 for a registration) and the whole group's guess is wrong.
+        # One of a remembered stream's latest event ids, not only its last (Round 27, #12).
+        sent_again = getattr(decider, "remembers_id", None)
+        # Each caller's requests, those that resend an event this process remembers among
+        # the latest of its stream apart (Round 26; not only the last since Round 27, #12):
+        # they go the ordinary way, whose lookup answers them (a duplicate, or
+        # idempotency-conflict); deciding them on the guess refuses them (D-09 for a
+        # registration: a refusal to record, which no statement checks) and the whole
+        # group's guess is wrong.
         units: list[tuple[dict[str, Any], list[_Waiting]]] = []
         fit: list[bool] = []
         users: dict[str, set[int]] = {}  # the units that write or read each stream
@@ -381,7 +387,10 @@ class GroupCommitter:
                     if (
                         known is not None
                         and item.event_id is not None
-                        and known[1] == item.event_id
+                        and (
+                            known[1] == item.event_id
+                            or (sent_again is not None and sent_again(stream, item.event_id))
+                        )
                     ):
                         again = True
                 members_, streams_, fits_ = parts.setdefault(again, ([], [], []))
