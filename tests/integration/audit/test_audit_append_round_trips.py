@@ -1,7 +1,5 @@
-"""The ledger's append in five round trips (#12): ``BEGIN`` with the lock, the read before the
-COPY, the COPY, the new source positions and Merkle nodes (one statement, every value bound:
-Round 27; until then written out into the SQL text and sent with ``COMMIT``: four), ``COMMIT``;
-no reset query when its connection
+"""The ledger's append in four round trips (#12): ``BEGIN`` with the lock, the read before the
+COPY, the COPY, the new Merkle nodes with ``COMMIT``; no reset query when its connection
 returns to the pool. Still one transaction: a failure at any of them leaves nothing."""
 
 from __future__ import annotations
@@ -64,7 +62,7 @@ async def _verified(audit: AuditContext, entries: int) -> None:
     assert await _stored_nodes(audit) == await _recomputed_nodes(audit)
 
 
-async def test_an_append_is_five_round_trips_and_its_release_none(
+async def test_an_append_is_four_round_trips_and_its_release_none(
     settings: BranchlineSettings, sent: collections.Counter[str]
 ) -> None:
     rng = random.Random(4)
@@ -73,11 +71,10 @@ async def test_an_append_is_five_round_trips_and_its_release_none(
         await audit.ledger.append(first, now=T0)  # the pool's connection opened
         sent.clear()
         assert await audit.ledger.append(random_events(40, rng, start=3), now=T0) == 40
-        assert sum(sent.values()) == 5, sent
+        assert sum(sent.values()) == 4, sent
         assert sent["BEGIN; SELECT pg_advisory_xact_lock(119182731994482)"] == 1
         assert sent["audit_ledger"] == 1
-        assert sent["WITH positions AS"] == 1  # 43 entries: two new nodes, bound
-        assert sent["COMMIT"] == 1
+        assert sent["INSERT INTO audit_merkle_nodes"] == 1  # 43 entries: two new nodes
         assert not any("RESET" in s or "unlock_all" in s for s in sent), sent
         # Duplicates only: BEGIN with the lock, the read, COMMIT.
         sent.clear()
@@ -89,7 +86,7 @@ async def test_an_append_is_five_round_trips_and_its_release_none(
 async def test_a_failed_commit_statement_leaves_nothing_and_the_connection_serves_on(
     settings: BranchlineSettings,
 ) -> None:
-    """The Merkle nodes' insert before ``COMMIT``: when it fails (the
+    """The Merkle nodes go with ``COMMIT`` in one simple query: when their insert fails (the
     writer's grant taken away meanwhile), neither the entries, their source positions nor
     any node is kept, and every connection of the pool appends next."""
     s = quick_settings(settings)
@@ -155,7 +152,7 @@ async def test_source_positions_go_with_the_commit_as_one_bound_statement_kept_t
 ) -> None:
     """The consumer's append (events of two stores, one store position claimed twice in the
     batch, one event already stored) records the same rows as the bound ``unnest`` did:
-    each new entry's position once, the first claim of a store position kept; five
+    each new entry's position once, the first claim of a store position kept; still four
     round trips."""
     rng = random.Random(6)
     async with audit_context(quick_settings(settings)) as audit:
@@ -173,7 +170,7 @@ async def test_source_positions_go_with_the_commit_as_one_bound_statement_kept_t
         at[claimed_twice] = at[uuid.UUID(batch[4]["event_id"])]  # intake 11, claimed by 4 first
         sent.clear()
         assert await audit.ledger.append(batch, now=T0, positions=at) == 30
-        assert sum(sent.values()) == 5, sent
+        assert sum(sent.values()) == 4, sent
         async with superuser(settings) as conn:
             stored = await conn.fetch(
                 "SELECT source, global_position, event_id, position FROM audit_source_positions "
