@@ -17,6 +17,7 @@ Workloads: ``history`` is tests/integration/followup/harness.py's generate_histo
 events per client: registration, KYC, reception journeys, consultations, sales, complaints,
 surveys), interleaved by time; ``service-loop`` the same history with corrective actions,
 renegotiations and closures after each client's events (:func:`_add_service_loop`);
+``--ratings`` adds the sold products' approvals and re-ratings (:func:`_add_ratings`);
 ``registrations`` is what the benchmark writes (a new client
 registered, then a consent of each: one task created per registration).
 
@@ -64,6 +65,8 @@ PARAMETERS: collections.Counter[str] = collections.Counter()
 """What the counted statements bound: ``bound`` parameters (an ``executemany``'s rows each
 bind theirs), of which ``arrays`` are lists (asyncpg checks each of their ``elements`` in
 Python before encoding it)."""
+TEXTS: set[str] = set()
+"""The distinct statement texts sent (each a prepared statement in a connection's cache)."""
 
 
 class CollectorTime:
@@ -102,6 +105,7 @@ def count_statements() -> None:
         def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
             if args:
                 STATEMENTS[" ".join(str(args[0]).split())[:90]] += 1
+                TEXTS.add(str(args[0]))
                 rows = args[1] if __original.__name__ == "executemany" else [args[1:]]
                 for row in rows:
                     _count_parameters(row)
@@ -189,14 +193,58 @@ def _add_service_loop(history: Any) -> None:
                 )
 
 
-def workload(kind: str, clients: int) -> list[RecordedEvent]:
+def _add_ratings(history: Any, start: datetime, end: datetime) -> None:
+    """``--ratings``: the products the history sells (``P-1`` .. ``P-9``) approved before its
+    first event and each re-rated twice within it (D-13, D-15: each sale reads its product's
+    ratings, each re-rating re-rates the holders and may make their reviews due)."""
+    import random
+
+    from tests.support.events import ADMIN, recorded_event
+
+    rng = random.Random(13)
+    span = end - start
+    for n in range(1, 10):
+        product_id = f"P-{n}"
+        approved = {
+            "name": "Fund",
+            "category": "fund",
+            "risk": f"R{rng.randint(1, 3)}",
+            "eligible_client_types": ["individual", "corporate"],
+        }
+        at = start - timedelta(days=1)
+        history.events.append(
+            recorded_event("product.approved", approved, at=at, product_id=product_id, actor=ADMIN)
+        )
+        for version in (2, 3):
+            at = start + span * rng.random()
+            rerated = {
+                "risk": f"R{rng.randint(1, 5)}",
+                "effective_at": at.isoformat(),
+                "reason": "equity share changed",
+            }
+            history.events.append(
+                recorded_event(
+                    "product.rerated",
+                    rerated,
+                    at=at,
+                    product_id=product_id,
+                    version=version,
+                    actor=ADMIN,
+                )
+            )
+
+
+def workload(kind: str, clients: int, *, ratings: bool = False) -> list[RecordedEvent]:
     from tests.integration.followup.harness import History, generate_history
 
     end = datetime(2026, 11, 20, tzinfo=UTC)
     if kind in ("history", "service-loop"):
-        history = generate_history(clients, end=end, span=timedelta(days=30))
+        span = timedelta(days=30)
+        history = generate_history(clients, end=end, span=span)
         if kind == "service-loop":
             _add_service_loop(history)
+        if ratings:
+            _add_ratings(history, end - span, end)
     else:
         history = History()
         for n in range(clients):
@@ -225,7 +273,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
         if args.freeze:
             freeze_batch_heap(args.young)
-        raws = raw_messages(workload(args.workload, args.clients))
+        raws = raw_messages(workload(args.workload, args.clients, ratings=args.ratings))
         dead = CountedDeadLetters()
         warm, rest = raws[: args.batch], raws[args.batch :]
         await handle_batch(warm, units, dead, projection)  # imports, prepared statements
@@ -243,6 +291,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             cpu_profiler.enable()
         STATEMENTS.clear()
         PARAMETERS.clear()
+        TEXTS.clear()
         collector = CollectorTime()
         gc.callbacks.append(collector)
         server_started = server_cpu_seconds(server.pgdata)
@@ -268,7 +317,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     print(
         f"{args.workload}{' (frozen start-up heap)' if args.freeze else ''}: "
         f"{n} events in batches of {args.batch}: {n / wall:.0f} ev/s, "
-        f"{statements / n:.2f} statements/event, {1e6 * cpu / n:.1f} µs Python CPU/event "
+        f"{statements / n:.2f} statements/event ({len(TEXTS)} texts), "
+        f"{1e6 * cpu / n:.1f} µs Python CPU/event "
         f"({100 * cpu / wall:.0f}% of the wall time), {1e6 * server_cpu / n:.1f} µs PostgreSQL "
         f"CPU/event; {tasks} tasks, {dead.sent} dead-lettered; "
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
@@ -316,6 +366,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--profile", help="write a pyinstrument profile here")
     parser.add_argument("--sql", action="store_true", help="statements per event by text")
+    parser.add_argument(
+        "--ratings",
+        action="store_true",
+        help="the sold products approved and re-rated too (history, service-loop)",
+    )
     parser.add_argument("--freeze", action="store_true", help="freeze the start-up heap")
     parser.add_argument(
         "--young",

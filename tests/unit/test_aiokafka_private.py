@@ -11,6 +11,7 @@ import logging
 import aiokafka
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
 from branchline_shared.kafka import aiokafka_private
@@ -46,7 +47,8 @@ async def test_every_client_kind_still_has_the_private_parts_read() -> None:
             assert parts.bootstrapped() is False  # not started: no bootstrap yet
         assert private_parts(admin).request_timeout_s == 1.234  # type: ignore[union-attr]
         assert private_parts(consumer).close_rest is not None  # type: ignore[union-attr]
-        assert private_parts(producer).close_rest is None  # type: ignore[union-attr]
+        assert private_parts(producer).close_rest is not None  # type: ignore[union-attr]
+        assert private_parts(admin).close_rest is None  # type: ignore[union-attr]
     finally:
         # never started: nothing to close, but aiokafka warns of an unstarted unclosed one
         await producer.stop()
@@ -55,6 +57,10 @@ async def test_every_client_kind_still_has_the_private_parts_read() -> None:
     # a group coordinator is made by a consumer's start: its tasks are read from its source
     source = inspect.getsource(GroupCoordinator)
     for name in ("_coordination_task", "_heartbeat_task", "_commit_refresh_task"):
+        assert f"self.{name} = " in source, name
+    # so is a fetcher, whose tasks a stop that ended short leaves running
+    source = inspect.getsource(Fetcher)
+    for name in aiokafka_private._FETCHER_TASKS:
         assert f"self.{name} = " in source, name
 
 

@@ -2,9 +2,10 @@
 
 aiokafka (0.14) has no public way to know when a client's bootstrap has ended (from then on
 every connection is the client's own, ``kafka.starting``), what request timeout bounds it, or
-to close what a consumer's ``stop()`` did not reach when it was cancelled (it marks itself
-closed first, so a second ``stop()`` does nothing). Only a producer's ``AIOKafkaClient`` is
-public (``producer.client``); a consumer's and an admin client's are ``_client``. So:
+to close what a consumer's ``stop()`` did not reach when it was cancelled, or when it ended
+short by itself (it marks itself closed first, so a second ``stop()`` does nothing). Only a
+producer's ``AIOKafkaClient`` is public (``producer.client``); a consumer's and an admin
+client's are ``_client``. So:
 
 - :func:`private_parts` is the one function that reads them, for a version of aiokafka whose
   source was read (:data:`CHECKED_VERSIONS`); another version is still tried, attribute by
@@ -34,12 +35,18 @@ _CLIENT = ("_request_timeout_ms", "_sync_task")
 """An ``AIOKafkaClient``'s: its request timeout, and its metadata task, made as the
 bootstrap's last step (``AIOKafkaClient.bootstrap``)."""
 _CONSUMER = ("_coordinator", "_fetcher", "_client")
+_PRODUCER = ("_sender",)
+"""A producer's ``Sender`` (made with the producer), whose ``sender_task`` sends its batches."""
 _COORDINATOR_TASKS = (
     "_coordination_task",
     "_heartbeat_task",
     "_commit_refresh_task",
     "_reset_committed_task",  # a consumer without a group (``NoGroupCoordinator``)
 )
+
+_FETCHER_TASKS = ("_fetch_task", "_pending_tasks")
+"""A consumer's ``Fetcher``'s (made by its start): its routine, and the fetch and
+position-reset tasks the routine started (``Fetcher._fetch_requests_routine``)."""
 
 _warned: set[str] = set()
 
@@ -53,8 +60,10 @@ class PrivateParts:
     bootstrapped: Callable[[], bool] | None
     """Whether its bootstrap has ended (its metadata task exists)."""
     close_rest: Callable[[], Awaitable[None]] | None = field(default=None)
-    """A consumer's: what its ``stop()``, cancelled, did not close (the group coordinator's
-    tasks, the fetcher, the client's connections). None for another client."""
+    """What a consumer's or producer's ``stop()``, cancelled or ended short by one of its own
+    tasks, did not close (a consumer's group coordinator's and fetcher's tasks, a producer's
+    sender task; the client's metadata task and connections). None for an admin client (its
+    close is its client's)."""
 
 
 def private_parts(client: object) -> PrivateParts | None:
@@ -71,6 +80,8 @@ def private_parts(client: object) -> PrivateParts | None:
         bootstrapped=(lambda: inner._sync_task is not None) if has_sync_task else None,
         close_rest=_consumer_rest(client, inner)
         if isinstance(client, aiokafka.AIOKafkaConsumer)
+        else _producer_rest(client, inner)
+        if isinstance(client, aiokafka.AIOKafkaProducer)
         else None,
     )
 
@@ -81,6 +92,8 @@ def missing_private_parts(client: object) -> list[str]:
     if inner is None:
         return ["an AIOKafkaClient (`client` or `_client`)"]
     missing = [name for name in _CLIENT if not hasattr(inner, name)]
+    if isinstance(client, aiokafka.AIOKafkaProducer):
+        missing += [name for name in _PRODUCER if not hasattr(client, name)]
     if isinstance(client, aiokafka.AIOKafkaConsumer):
         missing += [name for name in _CONSUMER if not hasattr(client, name)]
         coordinator = getattr(client, "_coordinator", None)
@@ -88,6 +101,9 @@ def missing_private_parts(client: object) -> list[str]:
             hasattr(coordinator, name) for name in _COORDINATOR_TASKS
         ):
             missing.append("the coordinator's tasks")
+        fetcher = getattr(client, "_fetcher", None)
+        if fetcher is not None:
+            missing += [f"Fetcher.{name}" for name in _FETCHER_TASKS if not hasattr(fetcher, name)]
     return missing
 
 
@@ -141,8 +157,56 @@ def _consumer_rest(
                         task.exception()  # retrieved: it was ended on purpose
         fetcher = consumer._fetcher
         if fetcher is not None:
+            # ``Fetcher.close`` cancels its tasks one by one and awaits each: a fetch or
+            # position-reset task cancelled in its retry back-off (a broker gone, restarting)
+            # ends cancelled, that await raises, and the tasks after it are never cancelled
+            # (one may be connecting: a socket opened after the client's close). All of them
+            # are ended here first, then its close runs to its end.
+            await _all_ended(_fetcher_tasks(fetcher))
             with contextlib.suppress(asyncio.CancelledError):  # its own tasks', cancelled
                 await fetcher.close()
         await inner.close()
 
     return close_rest
+
+
+def _producer_rest(
+    producer: aiokafka.AIOKafkaProducer, inner: Any
+) -> Callable[[], Awaitable[None]] | None:
+    if not all(_has(producer, name) for name in _PRODUCER):
+        return None
+
+    async def close_rest() -> None:
+        # aiokafka 0.14's ``AIOKafkaProducer.stop`` is: the accumulator's close or the sender
+        # task's end, the sender's close (cancels its task, which awaits its batches in
+        # flight), the client's ``close``. Ended short (a batch's error raised by the sender's
+        # close), the client is closed here.
+        task = getattr(producer._sender, "sender_task", None)
+        if isinstance(task, asyncio.Task):
+            await _all_ended([task])
+        await inner.close()
+
+    return close_rest
+
+
+def _fetcher_tasks(fetcher: object) -> list[asyncio.Task[Any]]:
+    tasks: list[asyncio.Task[Any]] = []
+    routine = _private(fetcher, "_fetch_task")
+    if isinstance(routine, asyncio.Task):
+        tasks.append(routine)
+    pending = _private(fetcher, "_pending_tasks")
+    if isinstance(pending, set):
+        tasks += [task for task in pending if isinstance(task, asyncio.Task)]
+    return tasks
+
+
+async def _all_ended(tasks: list[asyncio.Task[Any]]) -> None:
+    """Every task of ``tasks`` cancelled (unless done) and ended; what they raised retrieved
+    (they were ended on purpose)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()

@@ -47,9 +47,12 @@ async def start_or_close(client: Any) -> None:
 
 async def closed(client: Any) -> None:
     """Stopped (a producer or consumer) or closed (an admin client), also if whoever waits is
-    cancelled meanwhile: the close goes on."""
-    close = client.stop if hasattr(client, "stop") else client.close
-    await asyncio.shield(close())
+    cancelled meanwhile: the close goes on. A consumer's stop that ends short by itself is
+    finished as :func:`stopped` finishes it."""
+    if hasattr(client, "stop"):
+        await asyncio.shield(asyncio.ensure_future(_stopped_whole(client)))
+    else:
+        await asyncio.shield(client.close())
 
 
 async def stopped(consumer: Any) -> None:
@@ -57,13 +60,49 @@ async def stopped(consumer: Any) -> None:
     it on purpose: a group leave the broker does not answer, a join in flight): cancelled, the
     stop ends where it waits, what it did not close is closed, and the cancellation goes on.
     aiokafka's own stop, cancelled, marks the consumer closed and leaves its fetcher, its group
-    coordinator's tasks and its connections open for the life of the process (#12)."""
+    coordinator's tasks and its connections open for the life of the process (#12).
+
+    aiokafka's stop also ends short by itself: its fetcher's close awaits each fetch task it
+    cancels, and one cancelled in its retry back-off (the broker gone or restarting) ends
+    cancelled, so that await raises ``CancelledError`` out of ``stop()`` before the client is
+    closed: the client's metadata task lived on and opened a connection to the broker when it
+    came back (one per such stop), and the caller, cancelled by nobody, saw a cancellation.
+    That stop is finished here (what it did not close is closed) and ends as a stop."""
     stop = asyncio.ensure_future(consumer.stop())
     try:
-        await asyncio.shield(stop)
+        await asyncio.wait([stop])  # raises only if whoever waits is cancelled
     except asyncio.CancelledError:
         await _to_its_end(_cut(stop, consumer))
         raise
+    if _ended_short(stop) and await _to_its_end(_rest_closed(consumer)):
+        raise asyncio.CancelledError  # whoever waits was cancelled while the rest closed
+    _raise_its_error(stop)
+
+
+async def _stopped_whole(client: Any) -> None:
+    """``closed``'s stop (run shielded: nobody cancels it)."""
+    stop = asyncio.ensure_future(client.stop())
+    await asyncio.wait([stop])
+    if _ended_short(stop):
+        await _rest_closed(client)
+    _raise_its_error(stop)
+
+
+def _ended_short(stop: asyncio.Future[None]) -> bool:
+    """A client's ``stop()``, ended cancelled (by one of its own tasks: nobody cancels it) or
+    raising: what it did not reach is still open."""
+    return stop.cancelled() or stop.exception() is not None
+
+
+def _raise_its_error(stop: asyncio.Future[None]) -> None:
+    if not stop.cancelled():
+        stop.result()  # an error it raised is the caller's; its own cancellation is not
+
+
+async def _rest_closed(client: Any) -> None:
+    parts = private_parts(client)
+    if parts is not None and parts.close_rest is not None:
+        await parts.close_rest()
 
 
 async def _cut(stop: asyncio.Future[None], consumer: Any) -> None:
@@ -71,22 +110,23 @@ async def _cut(stop: asyncio.Future[None], consumer: Any) -> None:
     await asyncio.wait([stop])
     if not stop.cancelled():
         stop.exception()  # retrieved: the cancellation is what the caller is told
-    parts = private_parts(consumer)
-    if parts is not None and parts.close_rest is not None:
-        await parts.close_rest()
+    await _rest_closed(consumer)
 
 
-async def _to_its_end(work: Coroutine[Any, Any, None]) -> None:
+async def _to_its_end(work: Coroutine[Any, Any, None]) -> bool:
     """``work`` (a few closes) run to its end, also while whoever waits is cancelled again
-    meanwhile (``cancel_and_wait`` cancels every second)."""
+    meanwhile (``cancel_and_wait`` cancels every second); whether it was."""
     task = asyncio.ensure_future(work)
+    cancelled = False
     while not task.done():
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
+            cancelled = True
             continue
     if not task.cancelled():
         task.exception()  # retrieved: the cancellation is what the caller is told
+    return cancelled
 
 
 async def _settled(start: asyncio.Future[None], client: Any) -> None:

@@ -24,7 +24,7 @@ from branchline_followup.adapters.unit_of_work import (
     PostgresUnitsOfWork,
 )
 from branchline_followup.application.batches import BatchOutcome, Delivered, apply_batch
-from branchline_followup.application.projector import Projection, apply_event
+from branchline_followup.application.projector import Projection, apply_event, project
 from branchline_followup.application.projector import (
     _record_quality_facts as record_quality_facts,
 )
@@ -35,7 +35,7 @@ from branchline_shared.events.envelope import Actor, RecordedEvent
 from branchline_shared.events.typed import Decoded, decode
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import PgPool, open_pool
+from branchline_shared.postgres.pool import PgConnection, PgPool, open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import (
     VOLATILE_COLUMNS,
@@ -764,3 +764,208 @@ async def test_the_collected_service_loop_rows_leave_what_the_writes_in_turn_lea
             expected = await service_loop_rows(conn, before, batch, collect=False)
             got = await service_loop_rows(conn, before, batch, collect=True)
             assert got == expected, (scenario, [e.envelope.type for e in batch])
+
+
+CLOSURE_UPDATE_SENT = "UPDATE fu_clients SET account_closure_reason"
+RATINGS_READ = "FROM fu_product_ratings WHERE"
+
+
+def a_shelf_event(
+    event_type: str, product_id: str, data: dict[str, Any], version: int
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=uuid.uuid4(),
+        type=event_type,
+        occurred_at=AT + timedelta(minutes=version),
+        recorded_at=AT + timedelta(minutes=version),
+        source="intake",
+        actor=Actor(id="admin-1", role="admin"),
+        product_id=product_id,
+        stream_id=f"product-{product_id}",
+        stream_version=version,
+        data=data,
+    )
+
+
+def approved(product_id: str, risk: str, version: int) -> RecordedEvent:
+    data = {
+        "name": "Income Fund",
+        "category": "fund",
+        "risk": risk,
+        "eligible_client_types": ["individual"],
+    }
+    return a_shelf_event("product.approved", product_id, data, version)
+
+
+def rerated(product_id: str, risk: str, version: int) -> RecordedEvent:
+    at = (AT + timedelta(minutes=version)).isoformat()
+    data = {"risk": risk, "effective_at": at, "reason": "equity share raised"}
+    return a_shelf_event("product.rerated", product_id, data, version)
+
+
+def closed(client_id: str, reason: str, version: int) -> RecordedEvent:
+    return an_event("client.account_closed", client_id, {"reason": reason}, version)
+
+
+def reopened(client_id: str, version: int) -> RecordedEvent:
+    return an_event("client.account_reopened", client_id, {"reason": "client_request"}, version)
+
+
+def sold(client_id: str, product_id: str, version: int) -> RecordedEvent:
+    data = {"product_id": product_id, "amount": "1000"}
+    return an_event("product.sold", client_id, data, version)
+
+
+async def test_a_batchs_closures_go_into_its_collected_writes_and_its_ratings_are_read_once(
+    infra: Infra, tmp_path: Path, settings: BranchlineSettings
+) -> None:
+    """#12: a closure's or reopening's ``UPDATE`` of its client's row was a statement of its
+    own in the worker's batch (after the row's write), and each sale and rating read the
+    product's ratings by a statement of its own; now the reason goes into the collected
+    writes with the client's row (a client never registered: nothing, as the ``UPDATE`` found
+    no row) and the batch reads its products' ratings once, and the read models end as when
+    each event is applied alone, each write its own statement in turn (the re-rating after
+    the first sale still makes that holder's D-15 review due)."""
+    batch = delivered(
+        [
+            approved("P-7", "R2", 1),
+            registered("C-70"),
+            an_event("client.risk_assessed", "C-70", {"level": "C2"}, 2),
+            sold("C-70", "P-7", 3),
+            closed("C-70", "relocation", 4),
+            reopened("C-70", 5),
+            closed("C-70", "dissatisfaction", 6),
+            registered("C-71"),
+            sold("C-71", "P-7", 2),
+            closed("C-71", "dormant", 3),
+            rerated("P-7", "R4", 20),
+            reopened("C-71", 4),
+            sold("C-71", "P-7", 5),
+            closed("C-72", "deceased", 1),
+        ]
+    )
+    async with one_connection(settings) as (pool, units):
+        outcome, sent = await statements_sent(pool, units, batch)
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (len(batch), [], False)
+    assert not [q for q in sent if q.startswith(CLOSURE_UPDATE_SENT)], "\n".join(sent)
+    assert len([q for q in sent if RATINGS_READ in q]) == 1, "\n".join(sent)
+    (collected,) = [q for q in sent if q.startswith("WITH w0 AS (")]
+    assert "account_closure_reason" in collected
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in batch:
+            await apply_event(InTurnUnits(pool), decode(d.event), RECORDING, d.position)
+    finally:
+        await pool.close()
+    async with followup_db(alone) as other, followup_db(settings) as db:
+        expected = await comparable(other)
+        got = await comparable(db)
+        reasons = dict(
+            await db.fetch("SELECT client_id, account_closure_reason FROM fu_read.fu_clients")
+        )
+        reviews = await db.fetchval(
+            "SELECT count(*) FROM fu_read.fu_tasks WHERE kind = 'suitability_review'"
+        )
+    assert reasons == {"C-70": "dissatisfaction", "C-71": None}
+    assert reviews == 1  # C-70 (C2) bought P-7 before its re-rating to R4
+    assert {r[0]: r[1] for r in got["fu_holdings"]} == {"C-70": "P-7", "C-71": "P-7"}
+    assert got == expected
+
+
+def random_closures(
+    rng: random.Random, clients: list[str], first: int, n: int
+) -> list[RecordedEvent]:
+    """``n`` events of these clients in any order: registrations, closures with a reason,
+    reopenings, an event changing the facts, sales of two products and the products'
+    ratings, service-loop events among them."""
+    events: list[RecordedEvent] = []
+    for version in range(first, first + n):
+        client_id = rng.choice(clients)
+        product_id = rng.choice(["P-1", "P-2"])
+        pick = rng.random()
+        if pick < 0.12:
+            event = registered(client_id).model_copy(
+                update={
+                    "event_id": uuid.uuid4(),
+                    "stream_version": version,
+                    "occurred_at": AT + timedelta(minutes=version),
+                    "recorded_at": AT + timedelta(minutes=version),
+                }
+            )
+        elif pick < 0.32:
+            reason = rng.choice(["relocation", "dormant", "deceased"])
+            event = closed(client_id, reason, version)
+        elif pick < 0.47:
+            event = reopened(client_id, version)
+        elif pick < 0.55:
+            level = f"C{rng.randint(1, 5)}"
+            event = an_event("client.risk_assessed", client_id, {"level": level}, version)
+        elif pick < 0.65:
+            event = sold(client_id, product_id, version)
+        elif pick < 0.72:
+            risk = f"R{rng.randint(1, 5)}"
+            make = rng.choice([approved, rerated])
+            event = make(product_id, risk, version)
+        else:
+            (event,) = random_service_loop(rng, client_id, version, 1)[:1]
+        events.append(event)
+    return events
+
+
+async def applied_rows(
+    conn: PgConnection,
+    before: list[RecordedEvent],
+    batch: list[RecordedEvent],
+    *,
+    collect: bool,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every read model after ``before`` and ``batch`` are applied by the projector in one
+    transaction, rolled back: ``before`` in a unit writing in turn, ``batch`` in one unit
+    writing in turn or collecting (its positions as given: an event after a later one of its
+    store re-projects its client)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        earlier = PostgresFollowupUnitOfWork(conn)
+        for n, event in enumerate(before, start=1):
+            await project(earlier, decode(event), PROJECTION, SourcePosition("intake", n))
+        unit = PostgresFollowupUnitOfWork(conn, collect=collect)
+        unit.holdings.expect([(e, None) for e in batch])
+        for event in batch:
+            position = SourcePosition("intake", 1000 + event.stream_version)
+            await project(unit, decode(event), PROJECTION, position)
+        await unit.write_collected()
+        tables = await snapshot(conn, LIVE_SCHEMA)
+    finally:
+        await transaction.rollback()  # the next scenario starts from nothing
+    return tables
+
+
+async def test_the_collected_closures_and_kept_ratings_leave_what_the_writes_in_turn_leave(
+    settings: BranchlineSettings,
+) -> None:
+    """#12: over random batches of closures, reopenings, registrations (a closure of a client
+    with no row yet, a registration after it), facts changed between them, sales and ratings
+    of two products and service-loop events, some applied out of their store's order (a
+    re-projection of the client in the batch), with and without rows already there, a unit
+    collecting its writes (the closure reason with the client's row, the ratings read once and
+    kept) leaves every read model as a unit writing each in turn."""
+    await prepare_database(settings)
+    rng = random.Random(27)
+    clients = ["C-80", "C-81"]
+    pool = await open_read_model_pool(settings)  # the worker's connections (their codecs)
+    try:
+        async with pool.acquire() as conn:
+            for scenario in range(150):
+                before = random_closures(rng, clients, 1, rng.choice((0, 0, 6)))
+                batch = random_closures(rng, clients, 100, rng.randint(1, 14))
+                if len(batch) > 2 and rng.random() < 0.3:
+                    i = rng.randrange(len(batch) - 1)
+                    batch[i], batch[i + 1] = batch[i + 1], batch[i]  # one arrives late
+                expected = await applied_rows(conn, before, batch, collect=False)
+                got = await applied_rows(conn, before, batch, collect=True)
+                assert got == expected, (scenario, [e.type for e in batch])
+    finally:
+        await pool.close()

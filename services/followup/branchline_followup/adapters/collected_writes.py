@@ -4,25 +4,27 @@ A one-event batch sent its collected writes as five statements (the clients' fac
 journal rows, the tasks, the timers, the timeline), each a round trip. Here each is a
 data-modifying CTE of one statement over its rows, so a batch sends one; a part's rows are one
 JSON argument (:func:`rows_argument`), not an array per column. The parts
-write different tables, and no table has a foreign key to another, so what one part writes is
-never what another reads: running them in one statement (one snapshot) writes what running them
-in turn wrote. The one trigger on these tables that writes elsewhere (console migration 004's
-copy of a client's RM onto ``fu_refusals``) writes a table no part writes, and fires after the
+write different tables (the two clients' parts, different rows of one: :func:`add_clients`),
+and no table has a foreign key to another, so what one part writes is never what another
+reads: running them in one statement (one snapshot) writes what running them in turn wrote.
+The one trigger on these tables that writes elsewhere (console migration 004's copy of a
+client's RM onto ``fu_refusals``) writes a table no part writes, and fires after the
 statement, when every part's rows are in. Within a part each row must be a different row (a
-statement cannot change a row twice): the facts and the tasks are one row per client and task (the
-latest saved), the journal and the timeline skip a repeat (``DO NOTHING``), and timer syncs go
-into the statement only when each task is synced once (:func:`merged_timer_syncs`; otherwise
-they run before it, merged in rounds: :func:`timer_sync_rounds`), and the
-client page's consents and assessments are reduced to the one a row would end with
-(:func:`latest_console_rows`), a visit's rows to the one its upserts in turn would leave
-(:func:`latest_visit_rows`), and the service loop's writes (surveys, complaints and their
-steps, corrective actions, renegotiations, business events) likewise, one row per survey,
-complaint, action or event (:func:`add_service_loop`).
+statement cannot change a row twice): the facts and the tasks are one row per client and task
+(the latest saved; a client whose account the batch closed or reopened with the reason its
+row ends with, in a part of its own), the journal and the timeline skip a repeat (``DO
+NOTHING``), and timer syncs go into the statement only when each task is synced once
+(:func:`merged_timer_syncs`; otherwise they run before it, merged in rounds:
+:func:`timer_sync_rounds`), and the client page's consents and assessments are reduced to
+the one a row would end with (:func:`latest_console_rows`), a visit's rows to the one its
+upserts in turn would leave (:func:`latest_visit_rows`), and the service loop's writes
+(surveys, complaints and their steps, corrective actions, renegotiations, business events)
+likewise, one row per survey, complaint, action or event (:func:`add_service_loop`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from branchline_followup.adapters import read_models
@@ -93,6 +95,18 @@ _CLIENTS = (
     "ON CONFLICT (client_id) DO UPDATE SET "
     f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, updated_at = now()"
 )
+_CLIENTS_CLOSING = (
+    f"INSERT INTO fu_clients (client_id, {', '.join(FACT_COLUMNS)}, account_closure_reason) "  # noqa: S608 - fixed identifiers, bound values
+    f"SELECT {_rows(['text', *(_FACT_TYPES[c] for c in FACT_COLUMNS), 'text'])} FROM {_EACH_ROW} "
+    "ON CONFLICT (client_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = EXCLUDED.{c}' for c in FACT_COLUMNS)}, "
+    "account_closure_reason = EXCLUDED.account_closure_reason, updated_at = now()"
+)
+""":data:`_CLIENTS` for the clients whose account the batch closed or reopened (D-09), each
+row with the reason the last closure or reopening left (a reopening's: null): what
+:data:`.service_loop_facts.CLOSURE_UPDATE` after the row's write in turn leaves (#12: a
+statement of its own per closure before). A client is in one of the two parts, never both (a
+statement cannot change a row twice)."""
 _JOURNAL = (
     "INSERT INTO fu_client_events "  # noqa: S608 - fixed identifiers, bound values
     "(event_id, client_id, source, global_position, recorded_ms, envelope) "
@@ -239,9 +253,23 @@ class CollectedStatement:
         return f"WITH {ctes} SELECT 1"
 
 
-def add_clients(statement: CollectedStatement, facts: Sequence[ClientFacts]) -> None:
-    if facts:
-        statement.add_rows(_CLIENTS, [read_models.client_row(f) for f in facts])
+def add_clients(
+    statement: CollectedStatement,
+    facts: Sequence[ClientFacts],
+    closure_reasons: Mapping[str, str | None] | None = None,
+) -> None:
+    """The clients' rows; those in ``closure_reasons`` (the reason each one's last closure or
+    reopening set on its row, :data:`_CLIENTS_CLOSING`) in a part of their own, sent only
+    when there are any (the texts stay those of a batch without a closure otherwise)."""
+    reasons = closure_reasons or {}
+    plain = [read_models.client_row(f) for f in facts if f.client_id not in reasons]
+    closing = [
+        [*read_models.client_row(f), reasons[f.client_id]] for f in facts if f.client_id in reasons
+    ]
+    if plain:
+        statement.add_rows(_CLIENTS, plain)
+    if closing:
+        statement.add_rows(_CLIENTS_CLOSING, closing)
 
 
 def add_journal(statement: CollectedStatement, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -62,6 +62,17 @@ CLOSURE_UPDATE = "UPDATE fu_clients SET account_closure_reason = $2 WHERE client
 rebuild tells it apart by this text, ``rebuild_target``)."""
 
 
+def closure_reason(typed: Decoded) -> str | None:
+    """The ``account_closure_reason`` a closure or reopening sets on its client's row (D-09:
+    a closure's reason, a reopening's null)."""
+    payload = typed.payload
+    return payload.reason.value if isinstance(payload, c.ClientAccountClosed) else None
+
+
+CLOSURES = frozenset({c.EventType.CLIENT_ACCOUNT_CLOSED, c.EventType.CLIENT_ACCOUNT_REOPENED})
+"""The events whose service-loop fact is :data:`CLOSURE_UPDATE`."""
+
+
 async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: str | None) -> None:
     """The facts the event adds to the service-loop tables (nothing for other types). Only
     closed codes and ids are stored: the sealed free texts stay in the events."""
@@ -145,9 +156,8 @@ async def record_service_loop_facts(conn: PgConnection, typed: Decoded, rm_id: s
                 _code(sold.product_risk) if sold else None,
                 sold.amount if sold else None,
             )
-        case c.ClientAccountClosed() | c.ClientAccountReopened() as p:
-            reason = p.reason.value if isinstance(p, c.ClientAccountClosed) else None
-            await conn.execute(CLOSURE_UPDATE, event.client_id, reason)
+        case c.ClientAccountClosed() | c.ClientAccountReopened():
+            await conn.execute(CLOSURE_UPDATE, event.client_id, closure_reason(typed))
         case _:
             pass
 
@@ -156,10 +166,10 @@ def service_loop_row(typed: Decoded, rm_id: str | None) -> ServiceLoopRow | None
     """What :func:`record_service_loop_facts` writes for the event, as a row of the collected
     writes (:func:`.collected_writes.add_service_loop`, #12: each was a statement of its own
     per event); None where it writes nothing. Not for a closure or a reopening (an ``UPDATE``
-    of the client's row, which the collected writes' clients part may write too: written at
-    once, :data:`CLOSURE_UPDATE`)."""
+    of the client's row, which the collected writes' clients part writes too: the unit keeps
+    its reason with the client's facts, :func:`closure_reason`)."""
     event = typed.envelope
-    if event.type not in _RECORDED or event.type in _CLOSURES:
+    if event.type not in _RECORDED or event.type in CLOSURES:
         return None
     at = event.occurred_at
     complaint = complaint_columns(typed)
@@ -226,5 +236,3 @@ _RECORDED = frozenset(
     }
 )
 """The types this module records facts of."""
-
-_CLOSURES = frozenset({_T.CLIENT_ACCOUNT_CLOSED, _T.CLIENT_ACCOUNT_REOPENED})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence, Set
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +43,7 @@ from branchline_followup.adapters.console_read_models import (
     timeline_row,
 )
 from branchline_followup.adapters.console_refusals import record_refusal
-from branchline_followup.adapters.json_rows import rows_argument
+from branchline_followup.adapters.json_rows import rows_argument, values_argument
 from branchline_followup.adapters.personal_data import (
     StaffPrivacyState,
     apply_personal_data,
@@ -70,6 +70,8 @@ from branchline_followup.adapters.read_ahead import (
 )
 from branchline_followup.adapters.read_models import COMPLAINT_STEP_COLUMNS
 from branchline_followup.adapters.service_loop_facts import (
+    CLOSURE_UPDATE,
+    closure_reason,
     record_service_loop_facts,
     service_loop_row,
 )
@@ -126,6 +128,10 @@ class _Clients:
         self._collect = collect
         self.kept: dict[str, ClientFacts | None] = {}
         self.unwritten: set[str] = set()
+        self.closure_reasons: dict[str, str | None] = {}
+        """``collect``: clients of :attr:`unwritten` whose account the unit closed or reopened
+        (D-09), with the ``account_closure_reason`` the last one set on the row
+        (:meth:`close_account`): written with the facts."""
 
     async def get(self, client_id: str) -> ClientFacts | None:
         if client_id in self.kept:
@@ -160,18 +166,40 @@ class _Clients:
         await read_models.save_client(self._conn, facts)
 
     async def write_unwritten(self) -> None:
-        await read_models.save_clients(self._conn, self.take_unwritten())
+        facts, reasons = self.take_unwritten()
+        await read_models.save_clients(self._conn, facts)
+        if reasons:
+            await self._conn.executemany(CLOSURE_UPDATE, list(reasons.items()))
 
-    def take_unwritten(self) -> list[ClientFacts]:
-        """The facts saved and not written yet, by client id; the caller writes them."""
+    def take_unwritten(self) -> tuple[list[ClientFacts], dict[str, str | None]]:
+        """The facts saved and not written yet, by client id, and the closure reasons to set
+        on their rows (:attr:`closure_reasons`); the caller writes them."""
         rows = [self.kept[c] for c in sorted(self.unwritten)]
+        reasons, self.closure_reasons = self.closure_reasons, {}
         self.unwritten.clear()
-        return [f for f in rows if f is not None]
+        return [f for f in rows if f is not None], reasons
+
+    def close_account(self, client_id: str, reason: str | None) -> bool:
+        """A closure's or reopening's write of the client's row (D-09,
+        :data:`.service_loop_facts.CLOSURE_UPDATE`: ``account_closure_reason`` set, if the
+        row exists) kept with its facts, to be written with them (#12: a statement of its own
+        per closure before); False when the unit does not collect or does not know whether
+        the row exists (the caller writes it at once). The row exists when its write would
+        run in turn iff the facts kept are not None: kept facts are what the row holds, or
+        will once the facts saved are written, which the write in turn does first; with none
+        the ``UPDATE`` changes nothing, so nothing is kept."""
+        if not self._collect or client_id not in self._locked or client_id not in self.kept:
+            return False
+        if self.kept[client_id] is not None:
+            self.closure_reasons[client_id] = reason
+            self.unwritten.add(client_id)
+        return True
 
     def forget(self, client_id: str) -> None:
         """The client's row is deleted (or changed) by the caller: nothing kept to write."""
         self.kept.pop(client_id, None)
         self.unwritten.discard(client_id)
+        self.closure_reasons.pop(client_id, None)
 
     async def claim_due_stage_changes(self, now: datetime, limit: int) -> list[str]:
         return await read_models.claim_due_stage_changes(self._conn, now, limit)
@@ -428,9 +456,42 @@ class _Timers:
         return await read_models.dead_timers(self._conn)
 
 
+_RATINGS_OF = (
+    "SELECT product_id, event_id, risk, effective_at FROM fu_product_ratings "
+    "WHERE product_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::text::jsonb)))"
+)
+"""Every rating of the products a JSON array names (:func:`.json_rows.values_argument`)."""
+
+
 class _Holdings:
-    def __init__(self, conn: PgConnection) -> None:
+    """Holdings and the shelf's ratings. ``keep_ratings`` (the live units, #12: a product's
+    ratings were read by a statement of their own per sale and per rating): a product's
+    ratings are read once per unit, with those of every product the unit's events named
+    (:meth:`expect`) in the same statement, and kept with the ratings the unit records."""
+
+    def __init__(self, conn: PgConnection, *, keep_ratings: bool = False) -> None:
         self._conn = conn
+        self._keep_ratings = keep_ratings
+        self.ratings: dict[str, dict[uuid.UUID, Rating]] = {}
+        """``keep_ratings``: product → its ratings by event id, as the table holds them in
+        this transaction (those read, then the unit's own: ``ON CONFLICT DO NOTHING``, an
+        event's first kept)."""
+        self.expected: set[str] = set()
+        """Products the unit's events name, read with the first product asked for."""
+
+    def expect(self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]) -> None:
+        """Note the products these events name (a sale's, a shelf event's), to read their
+        ratings in one statement when the first is asked for. A hint only: a product not
+        noted is read when asked, one noted and never asked costs a row read."""
+        if not self._keep_ratings:
+            return
+        for event, _ in events:
+            if event.type == EventType.PRODUCT_SOLD:
+                product_id = event.data.get("product_id")
+                if isinstance(product_id, str):
+                    self.expected.add(product_id)
+            elif event.product_id is not None:
+                self.expected.add(event.product_id)
 
     async def hold(
         self, client_id: str, product_id: str, product_risk: str, since: datetime
@@ -472,19 +533,41 @@ class _Holdings:
             rating.risk.value,
             rating.effective_at,
         )
+        kept = self.ratings.get(product_id)
+        if kept is not None and rating.event_id not in kept:
+            # as the row reads back: its instant in UTC (asyncpg's timestamptz)
+            kept[rating.event_id] = Rating(
+                rating.event_id, rating.risk, rating.effective_at.astimezone(UTC)
+            )
 
     async def ratings_of(self, product_id: str) -> list[Rating]:
-        rows = await self._conn.fetch(
-            "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
-            product_id,
-        )
-        return [Rating(r["event_id"], ProductRisk(r["risk"]), r["effective_at"]) for r in rows]
+        if not self._keep_ratings:
+            rows = await self._conn.fetch(
+                "SELECT event_id, risk, effective_at FROM fu_product_ratings WHERE product_id = $1",
+                product_id,
+            )
+            return [_rating(r) for r in rows]
+        if product_id not in self.ratings:
+            wanted = sorted((self.expected - self.ratings.keys()) | {product_id})
+            for p in wanted:
+                self.ratings[p] = {}
+            for r in await self._conn.fetch(_RATINGS_OF, values_argument(wanted)):
+                self.ratings[r["product_id"]][r["event_id"]] = _rating(r)
+        return list(self.ratings[product_id].values())
+
+    def snapshot(self) -> dict[str, dict[uuid.UUID, Rating]]:
+        return {p: dict(kept) for p, kept in self.ratings.items()}
+
+
+def _rating(row: Any) -> Rating:
+    return Rating(row["event_id"], ProductRisk(row["risk"]), row["effective_at"])
 
 
 _CHANGES_CLIENT_ROW = frozenset(
     {EventType.CLIENT_ACCOUNT_CLOSED.value, EventType.CLIENT_ACCOUNT_REOPENED.value}
 )
-"""Events whose service-loop facts are written into ``fu_clients`` (its closure reason)."""
+"""Events whose service-loop facts are written into ``fu_clients`` (its closure reason): kept
+with the client's facts where the unit collects (:meth:`_Clients.close_account`)."""
 
 
 class _Activity:
@@ -512,7 +595,8 @@ class _Activity:
         """With :attr:`timeline`, the surveys, complaints and their steps, and the service-loop
         facts but a closure's (:func:`.collected_writes.add_service_loop`'s rows, in the order
         made), written together too (#12: each was a statement of its own per event; nothing
-        reads those tables while events are applied)."""
+        reads those tables while events are applied). A closure's or reopening's reason goes
+        with its client's facts (:meth:`_Clients.close_account`)."""
 
     async def record_console(self, event: Decoded, client_id: str) -> None:
         if self.timeline is None:
@@ -646,6 +730,13 @@ class _Activity:
                 await self._collect_service_loop(row)
             return
         if self._clients is not None and event.envelope.type in _CHANGES_CLIENT_ROW:
+            client_id = event.envelope.client_id
+            if (
+                self.timeline is not None
+                and client_id is not None
+                and self._clients.close_account(client_id, closure_reason(event))
+            ):
+                return  # written with the client's facts (#12)
             await self._clients.write_unwritten()  # its UPDATE needs the row written
         await record_service_loop_facts(self._conn, event, rm_id)
 
@@ -968,7 +1059,7 @@ class PostgresFollowupUnitOfWork:
         self.clients = _Clients(conn, self._locked, collect=collect)
         self.tasks = _Tasks(conn, self._locked, collect=collect)
         self.timers = _Timers(conn, self.tasks, collect=collect)
-        self.holdings = _Holdings(conn)
+        self.holdings = _Holdings(conn, keep_ratings=collect)
         self.activity = _Activity(conn, collect_timeline=collect, clients=self.clients)
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
@@ -1090,6 +1181,7 @@ class PostgresFollowupUnitOfWork:
         *,
         locking: Sequence[bool] = (),
     ) -> set[uuid.UUID]:
+        self.holdings.expect(events)  # their products' ratings read together, if asked
         lockers = (
             [
                 e.client_id if flag and e.client_id not in self._locked else None
@@ -1161,7 +1253,7 @@ class PostgresFollowupUnitOfWork:
         """Write what the unit collected to write together (before it commits): in one
         statement (#12, :mod:`.collected_writes`)."""
         statement = CollectedStatement()
-        add_clients(statement, self.clients.take_unwritten())
+        add_clients(statement, *self.clients.take_unwritten())
         add_journal(statement, self.journal.take_unwritten())
         add_tasks(statement, self.tasks.take_unwritten())
         syncs = self.timers.take_unwritten()
@@ -1193,6 +1285,8 @@ class PostgresFollowupUnitOfWork:
         held = set(self._locked)
         kept = dict(self.clients.kept)
         unwritten = set(self.clients.unwritten)
+        closure_reasons = dict(self.clients.closure_reasons)
+        ratings = self.holdings.snapshot()
         tasks = self.tasks.snapshot()
         timer_syncs = list(self.timers.unwritten)
         latest = dict(self.journal.latest)
@@ -1227,6 +1321,8 @@ class PostgresFollowupUnitOfWork:
             self._locked.update(held)
             self.clients.kept = kept
             self.clients.unwritten = unwritten
+            self.clients.closure_reasons = closure_reasons
+            self.holdings.ratings = ratings
             self.tasks.restore(tasks)
             self.timers.unwritten = timer_syncs
             self.journal.latest = latest
