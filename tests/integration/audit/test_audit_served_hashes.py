@@ -21,6 +21,7 @@ from branchline_audit.application.pruning import prune_expired
 from branchline_audit.bootstrap import create_app, retention_policy
 from branchline_audit.domain.export import bytes_lines, verify_export
 from branchline_audit.domain.note import Verifier
+from branchline_audit.domain.relationships import hold_placed_event
 from branchline_audit.domain.retention import RetentionError
 from branchline_shared.clock import FixedClock
 from branchline_shared.http.auth import Role
@@ -127,7 +128,7 @@ def _ended_incomplete(
     trail: Trail, response: httpx.Response, position: int, names: str, *, sent: int = 0
 ) -> None:
     """A started export ended by the signed incomplete trailer naming the entry (D-11), after
-    the ``sent`` entries of the pages before the one holding it (a page is refused whole)."""
+    the ``sent`` entries before it (every sound line before it is sent, #12)."""
     assert response.status_code == 200, response.text
     verdict = verify_export(bytes_lines(response.content), trail.key)
     assert not verdict.ok, verdict
@@ -161,7 +162,8 @@ async def test_every_reader_refuses_an_entry_altered_to_a_plausible_value(
     # before the export reads only times no append writes); one without it is served whole.
     for params in ({}, {"client_id": "C-1"}, {"format": "csv"}):
         export = await trail.get("/v1/audit/export", purpose="review", **params)
-        _ended_incomplete(trail, export, ENTRY, names)
+        # Position 1, sound, is sent before it: the page holding it is not refused whole.
+        _ended_incomplete(trail, export, ENTRY, names, sent=ENTRY - 1)
     other = await trail.get("/v1/audit/export", purpose="review", client_id="C-2")
     assert verify_export(bytes_lines(other.content), trail.key).ok
 
@@ -201,8 +203,9 @@ async def test_a_reader_holding_consecutive_entries_checks_their_link(
     trail: Trail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An entry whose body was rewritten with its own hash recomputed holds alone; the entry
-    after it no longer links to it, and every reader holding both names that one, as verify
-    does; a reader holding the later entry alone cannot tell (its proof: the checkpoints)."""
+    after it no longer links to it, and every reader names that one, as verify does: one
+    holding both, and (#12) one holding either alone, first or last on its page, which reads
+    the link beside it."""
     await _alter(
         trail.settings,
         f"""canonical = convert_to(replace({_BYTES}, '"note":"n2"', '"note":"n7"'), 'UTF8'), """
@@ -214,13 +217,102 @@ async def test_a_reader_holding_consecutive_entries_checks_their_link(
     assert verdict["first_bad_position"] == ENTRY + 1, verdict
     names = f"prev_hash does not equal the hash of position {ENTRY}"
     names_the_entry(await trail.get("/v1/audit/entries"), ENTRY + 1, names)
-    assert positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY)))[:2] == [3, 4]
-    # A complete export links across its pages (the first page holds 20 entries: 2 here).
+    # The page starting after it reads the link before its first entry (#12).
+    names_the_entry(await trail.get("/v1/audit/entries", cursor=str(ENTRY)), ENTRY + 1, names)
+    # A complete export links across its pages (the first page holds 20 entries: 2 here),
+    # and reads the link after a page's last: the rewritten entry is not sent (#12).
     from branchline_audit.application import exporting
 
     monkeypatch.setattr(exporting, "FIRST_PAGE_SIZE", ENTRY)
     export = await trail.get("/v1/audit/export", purpose="review")
-    _ended_incomplete(trail, export, ENTRY + 1, names, sent=ENTRY)
+    _ended_incomplete(trail, export, ENTRY + 1, names, sent=ENTRY - 1)
+
+
+async def test_an_entry_rewritten_with_its_hash_is_refused_alone_or_at_a_pages_edge(
+    trail: Trail,
+) -> None:
+    """The reads Round 26 left unlinked (#12): the rewritten entry served alone (the API's and
+    the console's entry), last on its page, by a filtered read (its neighbours not in it);
+    the entries beside it are still served where their own links hold."""
+    await _alter(
+        trail.settings,
+        f"""canonical = convert_to(replace({_BYTES}, '"note":"n2"', '"note":"n7"'), 'UTF8'), """
+        f"""hash = sha256(prev_hash || convert_to(replace({_BYTES}, '"note":"n2"', """
+        """'"note":"n7"'), 'UTF8'))""",
+        ENTRY,
+    )
+    names = f"prev_hash does not equal the hash of position {ENTRY}"
+    # Alone: its proof (the stored path is the rewritten hash's, so the signed root may
+    # refuse it too: the link is checked first) and the console's entry page.
+    names_the_entry(await trail.get(f"/v1/audit/entries/{ENTRY}/proof"), ENTRY + 1, names)
+    for alone in (ENTRY, ENTRY + 1):
+        page = await trail.page(f"/console/entries/{alone}", purpose="review")
+        assert page.status_code == 409, page.text
+        assert f"position {ENTRY + 1} was altered" in page.text
+    # Last on its page: the page of 1..2 reads position 3's prev_hash.
+    names_the_entry(await trail.get("/v1/audit/entries", limit=ENTRY), ENTRY + 1, names)
+    assert positions(await trail.get("/v1/audit/entries", limit=ENTRY - 1)) == [1]
+    assert positions(await trail.get("/v1/audit/entries", cursor=str(ENTRY + 1), limit=2)) == [
+        4,
+        5,
+    ]
+    # A filtered read holding it without its neighbours (by type: 2 and 4 of the visits
+    # around the closure at 3, which is another type).
+    names_the_entry(
+        await trail.get("/v1/audit/entries", client_id="C-1", type="visit.arrived"),
+        ENTRY + 1,
+        names,
+    )
+    for sound in (1, 4):
+        assert (await trail.page(f"/console/entries/{sound}", purpose="review")).status_code == 200
+
+
+async def test_a_hold_whose_client_column_was_altered_is_refused_not_missed(
+    trail: Trail,
+) -> None:
+    """The facts were selected by their client_id column: a hold altered to another client,
+    or to none, was not listed for its client (or at all), and a prune of that client went
+    ahead. Now every client's facts of the type are read and checked (#12)."""
+    s = trail.settings
+    names = "column client_id does not match"
+    await _alter(s, "client_id = 'C-9'", HOLD)
+    names_the_entry(await trail.get("/v1/audit/legal-holds", client_id="C-5"), HOLD, names)
+    await _alter(s, "client_id = NULL", HOLD)
+    names_the_entry(await trail.get("/v1/audit/legal-holds"), HOLD, names)
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with pytest.raises(RetentionError, match=f"position {HOLD} was altered"):
+            await prune_expired(
+                pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="o", client_id="C-5"
+            )
+
+
+async def test_a_prune_meeting_a_hold_whose_type_column_was_altered_writes_nothing(
+    trail: Trail,
+) -> None:
+    """A hold of C-1 placed long ago whose event_type column was altered away: the facts'
+    query does not select it, so C-1 looked unheld; the prune reads it among its candidates
+    (C-1's relationship ended, the hold is past the cutoff) and refused only that entry,
+    pruning C-1's others. Now it refuses the prune, writing nothing (D-11, #12)."""
+    s = trail.settings
+    hold = hold_placed_event(
+        now=OLD + timedelta(days=1),
+        actor_id="auditor-1",
+        actor_role="auditor",
+        client_id="C-1",
+        hold_id="LH-OLD",
+        reason="regulatory_investigation",
+        case_reference=None,
+        holds={},
+    )
+    await trail.audit.ledger.append([hold], now=OLD + timedelta(days=1))
+    old_hold = await trail.audit.ledger.size()
+    await _alter(s, "event_type = 'visit.arrived'", old_hold)
+    size = await trail.audit.ledger.size()
+    async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
+        with pytest.raises(RetentionError, match=f"position {old_hold} was altered") as refused:
+            await prune_expired(pruner.ledger, retention_policy(s), FixedClock(T0), actor_id="o")
+    assert "audit.legal_hold_placed" in str(refused.value)
+    assert await trail.audit.ledger.size() == size  # nothing written
 
 
 FACT_ALTERATIONS: dict[str, tuple[str, str]] = {

@@ -292,7 +292,7 @@ async def test_an_entry_altered_after_the_exports_check_ends_it_signed_incomplet
     assert verify_export(bytes_lines(whole.content), verifier).ok
 
     monkeypatch.setattr(exporting, "PAGE_SIZE", 2)
-    original = exporting.views_of
+    original = exporting.checked_views_of
     pages = 0
 
     async def views_then_alter(*args: Any, **kwargs: Any) -> Any:
@@ -303,7 +303,7 @@ async def test_an_entry_altered_after_the_exports_check_ends_it_signed_incomplet
             await _alter(trail.settings, "appended_at", "infinity", LATER)
         return views
 
-    monkeypatch.setattr(exporting, "views_of", views_then_alter)
+    monkeypatch.setattr(exporting, "checked_views_of", views_then_alter)
     with caplog.at_level(logging.WARNING):
         cut = await trail.get("/v1/audit/export", purpose="review", format=content)
     assert cut.status_code == 200  # the stream had started

@@ -29,6 +29,7 @@ from branchline_audit.domain.verification import (
     StoredEntry,
     _served_problem,
     refuse_altered,
+    sound_before_altered,
 )
 
 pytestmark = pytest.mark.unit
@@ -234,3 +235,46 @@ def test_the_fast_path_proves_only_what_the_full_check_accepts(
     assert (altered is None) == (full is None and not link_broken), (altered, full)
     if check._proven(entry):
         assert full is None
+
+
+def _with_neighbours(entries: list[StoredEntry], index: int) -> StoredEntry:
+    """``entries[index]`` as a reader holding it alone reads it: with the hash before it and
+    the ``prev_hash`` after it (#12)."""
+    before = entries[index - 1].entry.hash if index > 0 else None
+    after = entries[index + 1].entry.prev_hash if index + 1 < len(entries) else None
+    return replace(entries[index], before_hash=before, after_prev=after)
+
+
+@given(st.lists(st.sampled_from(KINDS), min_size=1, max_size=8), st.data())
+def test_a_sound_entry_with_its_neighbours_links_is_served(kinds: list[str], data: Any) -> None:
+    entries = chain(kinds)
+    index = data.draw(st.integers(min_value=0, max_value=len(entries) - 1))
+    refuse_altered([_with_neighbours(entries, index)])
+
+
+def test_an_entry_rewritten_with_its_hash_is_refused_alone_by_the_link_after_it() -> None:
+    """Alone, first or last on a page (#12): its own hash holds, the entry after it does not
+    link to it; named at that position, as verify and a reader holding both name it."""
+    entries = chain(["bytes"] * 4)
+    body = envelope(2, data={"visit_id": "V-2", "note": "m", "count": 2})
+    rewritten = [entries[0], stored(2, entries[0].entry.hash, event=body), *entries[2:]]
+    for index in (1, 2):  # the rewritten entry alone, the one after it alone
+        refused = refusal([_with_neighbours(rewritten, index)])
+        assert refused.position == 3
+        assert "prev_hash does not equal the hash of position 2" in refused.detail
+    # The entries further away hold.
+    refuse_altered([_with_neighbours(rewritten, 0)])
+    refuse_altered([_with_neighbours(rewritten, 3)])
+    # A page's first entry (the check holds nothing before it) and last.
+    refusal([_with_neighbours(rewritten, 1), rewritten[2]])
+    refusal([rewritten[0], _with_neighbours(rewritten, 1)])
+
+
+def test_a_stream_keeps_every_sound_entry_before_an_altered_one() -> None:
+    entries = _entry_at(chain(["bytes"] * 5), 4, hash=bytes(32))
+    sound, altered = sound_before_altered(entries, ServedCheck())
+    assert [s.entry.position for s in sound] == [1, 2, 3]
+    assert altered is not None
+    assert altered.position == 4
+    whole = chain(["bytes"] * 3)
+    assert sound_before_altered(whole, ServedCheck()) == (whole, None)

@@ -42,3 +42,29 @@ row's :data:`ROW_FIELDS`, the three times in their binary form, which no time fa
 (asyncpg refuses a year past 9999 or before 1, and reads an infinity as a naive extreme), then
 the words saying which of them holds a time no append writes (``unwritten``):
 :func:`~branchline_audit.domain.verification.reader_entries` makes their entries (#12)."""
+
+
+def with_neighbours(read: str) -> str:
+    """``read`` (a query of :data:`READ_COLUMNS`, any order and limit of its own), its rows in
+    position order, each with the links beside it that the read does not hold:
+    ``after_prev``, the ``prev_hash`` of the entry at the position after (NULL when that
+    entry is in the read, or there is none yet), and, for the read's first row only,
+    ``before_hash``, the hash of the entry at the position before (NULL otherwise, or at
+    position 1). Each a primary-key probe (a scalar subquery under a CASE on ``lag``/``lead``
+    over the read's positions, run only where it is asked for): a position-ordered page reads
+    two more (its first entry's and its last's), a single entry two, a filtered read one per
+    entry whose successor it does not hold, and one (#12).
+
+    The link after is the one a served entry's soundness needs: an entry rewritten so that
+    its own hash holds has another hash, which the entry after it no longer names; the link
+    before tells only of the entry before, which a filtered read does not serve."""
+    links = (
+        "CASE WHEN lag(p.position) OVER w IS NULL THEN "
+        "(SELECT b.hash FROM audit_ledger b WHERE b.position = p.position - 1) END "
+        "AS before_hash, "
+        "CASE WHEN lead(p.position) OVER w IS DISTINCT FROM p.position + 1 THEN "
+        "(SELECT a.prev_hash FROM audit_ledger a WHERE a.position = p.position + 1) END "
+        "AS after_prev"
+    )
+    window = "WINDOW w AS (ORDER BY p.position) ORDER BY p.position"
+    return f"SELECT p.*, {links} FROM ({read}) p {window}"  # noqa: S608 - fixed text, bound values

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
-from branchline_audit.adapters.altered import ALTERED_ROW, READ_COLUMNS
+from branchline_audit.adapters.altered import ALTERED_ROW, READ_COLUMNS, with_neighbours
 from branchline_audit.adapters.relationships import ledger_facts
 from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
@@ -225,7 +225,9 @@ def entries_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
         f"SELECT {_READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - fixed columns, bound values
         f"WHERE position > $1 AND position <= $3 AND {where} ORDER BY position LIMIT $2"
     )
-    return sql, params
+    # With the links beside the page that it does not hold (the first entry's, the last's,
+    # a filtered page's entries'), checked by ServedCheck (D-11, #12).
+    return with_neighbours(sql), params
 
 
 def first_altered_statement(filters: LedgerFilters) -> tuple[str, list[Any]]:
@@ -315,6 +317,13 @@ a time, because an entry altered behind the ledger's back may hold a time asyncp
 (a BC year): the probe reads it in the database. Entries appended with equal or out-of-order
 times are ordered by position within a time, so every one comes exactly once. The ORDER BY names
 the table's columns: the bare name is the select list's (timestamptz_send) bytes."""
+
+
+_ONE_ENTRY = with_neighbours(
+    f"SELECT {_READ_COLUMNS} FROM audit_ledger WHERE position = $1"  # noqa: S608
+)
+"""One entry with the hash of the entry before it and the ``prev_hash`` of the one after:
+an entry rewritten with its own hash recomputed is refused when served alone (#12)."""
 
 
 class PostgresLedger:
@@ -513,10 +522,7 @@ class PostgresLedger:
         return stored_page(rows)
 
     async def entry(self, position: int) -> StoredEntry | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {_READ_COLUMNS} FROM audit_ledger WHERE position = $1",  # noqa: S608
-            position,
-        )
+        row = await self._pool.fetchrow(_ONE_ENTRY, position)
         return None if row is None else stored_page([row])[0]
 
     async def first_altered(self, filters: LedgerFilters) -> StoredEntry | None:

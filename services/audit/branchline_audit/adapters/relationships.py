@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from branchline_audit.adapters.altered import READ_COLUMNS
+from branchline_audit.adapters.altered import READ_COLUMNS, with_neighbours
 from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.verification import ServedCheck, reader_entries
 from branchline_shared.postgres.pool import PgConnection, PgPool
@@ -31,15 +30,17 @@ async def ledger_facts(
         # checked as a served entry is (ServedCheck: a time no append writes, or a time, type,
         # client or event that is not what its hash covers, refuses it by name, AlteredEntry,
         # D-11): a hold or a relationship end altered behind the ledger's back is never
-        # decided on (#12).
+        # decided on (#12). With the links of the entries beside each (with_neighbours): one
+        # rewritten with its own hash recomputed is refused too.
         f"SELECT {READ_COLUMNS} FROM audit_ledger "  # noqa: S608 - placeholders only, bound values
-        f"WHERE ({types}) AND client_id IS NOT NULL"
+        f"WHERE {types}"
     )
-    params: list[Any] = list(event_types)
-    if client_id is not None:
-        params.append(client_id)
-        sql += f" AND client_id = ${len(params)}"
-    rows = await db.fetch(sql + " ORDER BY position", *params)
+    # Selected by type only, every client's, and the client chosen after the check, by the
+    # checked column: a fact whose client_id column was altered (to another client, or
+    # emptied) is read and refused by name, where a condition on that column skipped it
+    # (D-11, #12). An event_type column altered away from the facts' types is not read
+    # (docs/audit.md: verify finds it).
+    rows = await db.fetch(with_neighbours(sql), *event_types)
     check = ServedCheck()
     facts: list[LedgerFact] = []
     for stored in reader_entries(rows):
@@ -47,7 +48,8 @@ async def ledger_facts(
         if altered is not None:
             raise altered
         columns, data = stored.columns, stored.entry.event.get("data")
-        assert columns.client_id is not None  # the query's condition
+        if columns.client_id is None or (client_id is not None and columns.client_id != client_id):
+            continue
         facts.append(
             LedgerFact(
                 position=stored.entry.position,

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext, TrailReader
-from branchline_audit.application.querying import views_of
+from branchline_audit.application.querying import checked_views_of
 from branchline_audit.application.recording import record_read
 from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.filters import LedgerFilters
@@ -26,6 +26,7 @@ from branchline_audit.domain.verification import (
     ServedCheck,
     StoredCheckpoint,
     refuse_altered,
+    sound_before_altered,
 )
 
 logger = logging.getLogger(__name__)
@@ -221,8 +222,11 @@ async def _export_body(
             shared.learn(*await audit.ledger.tree_data(shared.needs(indices)))
             proofs = {index + 1: shared.proof(index) for index in indices}
             shared.forget_before(indices[-1] + 1)
+        # Every sound entry before an altered one is sent, then the export ends with the
+        # signed incomplete trailer naming it (#12): the page is not refused whole.
+        sound, altered = sound_before_altered(page, check)
         chunk = []
-        for view in await views_of(audit, page, reader, check):
+        for view in await checked_views_of(audit, sound, reader):
             entry = view.stored.entry
             chunk.append(
                 writer.entry_line(
@@ -235,7 +239,10 @@ async def _export_body(
                     proof=None if complete else proofs[entry.position],
                 )
             )
-        yield "".join(chunk)
+        if chunk:
+            yield "".join(chunk)
+        if altered is not None:
+            raise altered
         after = page[-1].entry.position
         if len(page) < limit:
             break

@@ -38,7 +38,7 @@ from branchline_audit.domain.retention import (
     RetentionPolicy,
 )
 from branchline_audit.domain.staff import StaffRetentionState, staff_of_entry
-from branchline_audit.domain.verification import AlteredEntry, ServedCheck
+from branchline_audit.domain.verification import AlteredEntry, ServedCheck, StoredEntry
 from branchline_shared.clock import Clock
 from branchline_shared.events.sealing_keys import staff_key_id
 
@@ -94,6 +94,14 @@ async def prune_expired(
         )
         for stored in page:
             altered = check.altered(stored)
+            if altered is not None and _decided_by(stored):
+                # A hold or relationship end the facts' query did not select (its type or
+                # client column altered away) or did not see so: the facts decided by are
+                # not the ledger's, so nothing is pruned (D-11, #12).
+                raise RetentionError(
+                    f"nothing is pruned: {altered.detail}; it is a "
+                    f"{_decided_by(stored)} entry, which the prune decides by"
+                )
             if altered is not None:
                 log.warning("prune skips an altered entry: %s", altered.detail)
                 outcome.altered_skipped[stored.entry.position] = altered.detail
@@ -153,6 +161,16 @@ async def prune_expired(
     )
     outcome.pruned = await ledger.prune(markers, now=now, record=record)
     return outcome
+
+
+_FACT_TYPES = frozenset((*RELATIONSHIP_TYPES, *HOLD_TYPES))
+
+
+def _decided_by(stored: StoredEntry) -> str | None:
+    """The type of a relationship end or legal hold ``stored`` holds, by its event or by its
+    type column (either may be the altered one), or None."""
+    claimed = stored.entry.event.get("type"), stored.columns.event_type
+    return next((t for t in claimed if t in _FACT_TYPES), None)
 
 
 async def retention_state(

@@ -29,6 +29,13 @@ async def views_of(
     its hash covers: :class:`ServedCheck`; ``check`` carries the entry before them when
     they are a later page of one read): refused by name, never shown (D-11)."""
     refuse_altered(entries, check)
+    return await checked_views_of(audit, entries, reader)
+
+
+async def checked_views_of(
+    audit: AuditContext, entries: Sequence[StoredEntry], reader: TrailReader
+) -> list[EntryView]:
+    """:func:`views_of` for entries the caller has checked already (:class:`ServedCheck`)."""
     # a client's entries by their client id, a member of staff's by ``#staff/<id>`` (D-04)
     subjects = [data_subject_of(e.entry.event) for e in entries]
     states = await audit.ledger.client_states(s for s in subjects if s is not None)

@@ -67,6 +67,16 @@ class StoredEntry:
     a time no append writes (an infinity, a year outside 1..9999), as PostgreSQL shows it
     (``appended_at holds 'infinity'``): the row was altered behind the ledger's back, and a
     reader refuses it as :class:`AlteredEntry` (#12)."""
+    before_hash: bytes | None = None
+    """The hash of the entry at the position before this one, when the reader read it with
+    this one (a single entry, a page's first, a filtered read's entry whose position before is
+    not in the read); None when not read, or when that entry is the one the reader holds
+    before it (:class:`ServedCheck` links those itself)."""
+    after_prev: bytes | None = None
+    """The ``prev_hash`` of the entry at the position after this one, read likewise (a page's
+    last, a single entry); None when there is none yet or it was not read. With it an entry
+    rewritten together with its own recomputed hash is refused even when it is served alone
+    or last (the entry after it no longer links to it, #12)."""
 
 
 class AlteredEntry(Exception):
@@ -106,8 +116,13 @@ class ServedCheck:
     its index columns (type, client, actor, branch, ``occurred_at``, event id) are the
     event's; and, where the reader holds the entry before it (consecutive positions, also
     across pages of one read: keep one check per read), its ``prev_hash`` is that entry's
-    hash (position 1's the genesis). :meth:`altered` names the first thing that does not
-    hold, as verify words it.
+    hash (position 1's the genesis); where the reader read the neighbours' links with it
+    (:attr:`StoredEntry.before_hash`, :attr:`StoredEntry.after_prev`: a single entry, a
+    page's first and last, a filtered read's entries), its ``prev_hash`` is the hash before
+    it and its hash is the ``prev_hash`` after it, so that an entry rewritten with its own
+    hash recomputed is refused wherever it stands in a read (named at the position after
+    it, as verify names it). :meth:`altered` names the first thing that does not hold, as
+    verify words it.
 
     A sound entry is proven by the verifier's fast path (:func:`encodes_event_after`: the
     stored bytes are the head of the served append time, the served event's JCS text and
@@ -136,7 +151,10 @@ class ServedCheck:
         self._last = (-1, b"")
         if stored.unwritten is not None:
             return AlteredEntry(position, stored.unwritten)
-        if position == last_position + 1 and entry.prev_hash != last_hash:
+        before = stored.before_hash
+        if before is None and position == last_position + 1:
+            before = last_hash
+        if before is not None and entry.prev_hash != before:
             return AlteredEntry(
                 position,
                 mismatch=f"prev_hash does not equal the hash of position {position - 1}",
@@ -145,6 +163,15 @@ class ServedCheck:
             problem = _served_problem(stored)
             if problem is not None:
                 return AlteredEntry(position, mismatch=problem)
+        after = stored.after_prev
+        if after is not None and after != entry.hash:
+            # Sound by itself, but the entry after it does not link to it: it was rewritten
+            # with its hash recomputed (or that entry's link was). Named where verify names
+            # it, the entry after, so that every reader names the same position (#12).
+            return AlteredEntry(
+                position + 1,
+                mismatch=f"prev_hash does not equal the hash of position {position}",
+            )
         self._last = (position, entry.hash)
         return None
 
@@ -237,6 +264,19 @@ def refuse_altered(entries: Iterable[StoredEntry], check: ServedCheck | None = N
         altered = check.altered(stored)
         if altered is not None:
             raise altered
+
+
+def sound_before_altered(
+    entries: Sequence[StoredEntry], check: ServedCheck
+) -> tuple[Sequence[StoredEntry], AlteredEntry | None]:
+    """The entries before the first of ``entries`` a reader may not serve, and why that one
+    may not be (None: all may be): a stream sends every sound entry before an altered one
+    (#12)."""
+    for index, stored in enumerate(entries):
+        altered = check.altered(stored)
+        if altered is not None:
+            return entries[:index], altered
+    return entries, None
 
 
 ROW_FIELDS = (
@@ -398,6 +438,7 @@ def reader_entries(rows: Iterable[Iterable[Any]]) -> list[StoredEntry]:
             branch_id,
             occurred_at,
             unwritten,
+            *neighbours,
         ) = row
         if type(event_id) is str:
             event_id = uuid.UUID(event_id)
@@ -441,6 +482,12 @@ def reader_entries(rows: Iterable[Iterable[Any]]) -> list[StoredEntry]:
                 ),
                 pruned_at=pruned_at,
                 unwritten=unwritten,
+                before_hash=None
+                if not neighbours or neighbours[0] is None
+                else bytes(neighbours[0]),
+                after_prev=None
+                if not neighbours or neighbours[1] is None
+                else bytes(neighbours[1]),
             )
         )
     return entries
