@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -86,6 +87,7 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         started,
     )
     n = max(1, result.answered)
+    segments = await segments_of_the_load(s.intake_database_url, s.followup_database_url, started)
     return {
         "answered": result.answered,
         "offered": round(result.offered_per_s, 1),
@@ -99,7 +101,77 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         "cpu_us": {c: round(1e6 * v / n) for c, v in cpu.items()},
         "ev_per_relay_round": round(n / max(1, relay_rounds or 0), 1),
         "ev_per_worker_tx": round(n / max(1, worker_txs or 0), 1),
+        "segments": segments,
     }
+
+
+# Each event of the load: stored (its es_events transaction's commit), published (the relay's
+# marking transaction's commit: after the broker acknowledged, so an upper bound), taken up by
+# the worker (its batch transaction's start, ``applied_at``) and committed there. Read right
+# after the load (a row frozen by VACUUM would have lost its xmin).
+STORED = (
+    "SELECT e.event_id, pg_xact_commit_timestamp(e.xmin), pg_xact_commit_timestamp(o.xmin) "
+    "FROM es_events e JOIN es_outbox o USING (event_id) WHERE e.recorded_at >= $1"
+)
+APPLIED = (
+    "SELECT event_id, applied_at, pg_xact_commit_timestamp(xmin), xmin::text "
+    "FROM fu_applied_events WHERE applied_at >= $1"
+)
+
+
+def _p(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return round(1000 * values[min(len(values) - 1, int(q * len(values)))], 1) if values else -1.0
+
+
+async def segments_of_the_load(intake_dsn: str, followup_dsn: str, started: Any) -> dict[str, Any]:
+    """Where an event's lag went (#12, Round 27): stored -> published -> taken up by the
+    worker's transaction -> committed, p50 / p99 (ms); the worker's transactions: events,
+    duration, and the gap from one's commit to the next one's start."""
+    stored_rows = await _fetch(intake_dsn, STORED, started)
+    applied_rows = await _fetch(followup_dsn, APPLIED, started)
+    stored = {r[0]: (r[1], r[2]) for r in stored_rows if r[1] is not None and r[2] is not None}
+    seg: dict[str, list[float]] = {"publish": [], "to_worker": [], "in_tx": [], "total": []}
+    txs: dict[str, tuple[float, float, int]] = {}
+    for event_id, start, commit, xid in applied_rows:
+        if commit is None:
+            continue
+        s0, c0, n = txs.get(xid, (start.timestamp(), commit.timestamp(), 0))
+        txs[xid] = (s0, c0, n + 1)
+        if event_id not in stored:
+            continue
+        at, published = (t.timestamp() for t in stored[event_id])
+        seg["publish"].append(published - at)
+        seg["to_worker"].append(start.timestamp() - published)
+        seg["in_tx"].append(commit.timestamp() - start.timestamp())
+        seg["total"].append(commit.timestamp() - at)
+    ordered = sorted(txs.values())
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(ordered)]
+    sizes = sorted(n for _, _, n in ordered)
+    return {
+        **{f"{k}_p50_p99_ms": (_p(v, 0.5), _p(v, 0.99)) for k, v in seg.items()},
+        "tx_events_p50_p99_max": (
+            (sizes[len(sizes) // 2], sizes[int(0.99 * len(sizes))], sizes[-1]) if sizes else ()
+        ),
+        "tx_ms_p50_p99": (
+            _p([c - s for s, c, _ in ordered], 0.5),
+            _p([c - s for s, c, _ in ordered], 0.99),
+        ),
+        "gap_ms_p50_p99": (_p(gaps, 0.5), _p(gaps, 0.99)),
+        "busy_share": round(
+            sum(c - s for s, c, _ in ordered) / max(1e-9, ordered[-1][1] - ordered[0][0]), 3
+        )
+        if ordered
+        else 0.0,
+    }
+
+
+async def _fetch(dsn: str, sql: str, *args: object) -> list[Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
 
 
 async def run(args: argparse.Namespace, commit: str) -> None:

@@ -790,6 +790,9 @@ async def test_a_remembered_stream_ending_elsewhere_fails_the_statement(
             # The stale guess's own SQLSTATE (event store migration 010), nothing else's.
             assert isinstance(failed.value.__cause__, asyncpg.PostgresError)
             assert failed.value.__cause__.sqlstate == STALE_STREAM_GUESS
+            # Which names no stream; the store's question after it does (Round 27).
+            assert failed.value.taken_streams == {stream}
+            assert not failed.value.taken_ids
         async with store.guessing_unit_of_work() as unit:
             unit.remember({stream: (1, first.event_id)})
             assert await unit.lock_streams([stream]) == {stream: 1}

@@ -116,6 +116,7 @@ def consumer_over(
     max_records: int = 3,
     after_round: Callable[[int], None] | None = None,
     log_end_check_s: float = 5.0,
+    **more: Any,
 ) -> BatchConsumer:
     settings: Any = SimpleNamespace(
         kafka_bootstrap="127.0.0.1:1",
@@ -133,6 +134,7 @@ def consumer_over(
         max_records=max_records,
         after_round=after_round,
         log_end_check_s=log_end_check_s,
+        **more,
     )
     consumer._consumer = lambda: kafka  # type: ignore[assignment, method-assign, return-value]
     return consumer
@@ -158,6 +160,45 @@ async def test_a_fetch_is_handed_over_whole_and_committed_after_the_handler_retu
     assert log == ["handled [(0, 4), (0, 5), (1, 9)]", "commit [(0, 6), (1, 10)]"]
     assert set(kafka.max_records) == {7}  # the batch bound is the fetch's
     assert kafka.stopped
+
+
+async def test_behind_a_fetch_takes_up_to_the_larger_bound_until_one_brings_less() -> None:
+    # #12, Round 27: a worker behind works off its backlog in fewer, larger transactions; a
+    # fetch of the usual bound or more says it is behind, a shorter one that it caught up
+    def fetch(n: int, first: int) -> dict[TopicPartition, list[Any]]:
+        return {TP0: [record(TP0, first + i) for i in range(n)]}
+
+    log: list[str] = []
+    sizes = [2, 3, 7, 5, 2, 3, 1]  # short, full, behind (full), behind, short, full, short
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    kafka = FakeKafka([fetch(n, first) for n, first in zip(sizes, starts, strict=True)], log)
+    handled: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(raws: list[RawMessage]) -> None:
+        handled.append(len(raws))
+        if len(handled) == len(sizes):
+            done.set()
+
+    consumer = consumer_over(kafka, handle, max_records=3, max_records_behind=7)
+    task = asyncio.create_task(consumer.run())
+    await done.wait()
+    await stop_batch_consumer(consumer, task, timeout_s=2)
+
+    assert handled == sizes
+    assert kafka.max_records[: len(sizes) + 1] == [3, 3, 7, 7, 7, 3, 7, 3]
+
+
+async def test_without_a_bound_for_behind_every_fetch_takes_the_usual_one() -> None:
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, i) for i in range(3)]}], log)
+
+    async def handle(raws: list[RawMessage]) -> None:
+        log.append("handled")
+
+    await run_until_committed(consumer_over(kafka, handle, max_records=3), kafka)
+
+    assert set(kafka.max_records) == {3}
 
 
 async def test_each_round_s_records_are_told_after_its_commit_empty_fetches_too() -> None:

@@ -135,7 +135,12 @@ def test_the_consumers_batch_sizes_are_bounded_settings(monkeypatch: pytest.Monk
     monkeypatch.setenv("BRANCHLINE_AUDIT_CONSUMER_BATCH_SIZE", "2000")
     settings = BranchlineSettings()
     assert (settings.followup_worker_batch_size, settings.audit_consumer_batch_size) == (50, 2000)
-    for name in ("followup_worker_batch_size", "audit_consumer_batch_size"):
+    # while behind (#12, Round 27): larger, as bounded
+    assert FollowupSettings().followup_worker_batch_size_behind == 1000
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_WORKER_BATCH_SIZE_BEHIND", "400")
+    assert BranchlineSettings().followup_worker_batch_size_behind == 400
+    names = ("followup_worker_batch_size", "followup_worker_batch_size_behind")
+    for name in (*names, "audit_consumer_batch_size"):
         for refused in (0, 10_001):
             with pytest.raises(ValidationError, match=name):
                 BranchlineSettings.model_validate({name: refused})

@@ -145,11 +145,12 @@ class GuessWrong(EventStoreError):
     record, a second write).
     Nothing of it was written: run the work the ordinary way (#12).
 
-    ``taken_streams`` / ``taken_ids``: what the server's refusal named as stored already (a
-    unique index's key: a stream taken for new that exists, an event id taken for not
-    stored), when it named one of the write's own; empty when it named nothing the write
-    sent (Round 26, #12: the rest of a guessed group can be guessed again without it). They
-    are identifiers the write was given, never logged."""
+    ``taken_streams`` / ``taken_ids``: after the write was refused, what of it the store
+    holds otherwise than guessed, asked in one statement (Round 27, #12): every stream taken
+    for new that exists or taken at a remembered version that moved, every event id taken
+    for not stored that is; empty when nothing was asked or found (the rest of a guessed
+    group can be guessed again without them). They are identifiers the write was given,
+    never logged."""
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,6 +32,8 @@ from branchline_shared.eventstore.ports import (
 from branchline_shared.postgres.commit_outcome import Written, after_lost_commit, lost_in_flight
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import prefix_range
+
+log = logging.getLogger(__name__)
 
 
 def _recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -593,7 +596,6 @@ class GuessingUnitOfWork:
         self._streams: dict[str, int] = {}  # taken for new, and the version written
         self._remembered: dict[str, tuple[int, uuid.UUID]] = {}  # taken at these (#12)
         self._staged: list[_Staged] = []
-        self._staged_sent: list[_Staged] = []  # what the write sent (its refusal names one)
         self._sent = False
         self.committed = 0
 
@@ -665,7 +667,6 @@ class GuessingUnitOfWork:
             versions[e.stream_id] = e.stream_version
         streams = sorted(versions)
         self._sent = True
-        self._staged_sent = staged
         lost: BaseException | None = None
         writing = False  # the statement is on its way: a loss from here may have committed
         try:
@@ -681,16 +682,29 @@ class GuessingUnitOfWork:
                 ]
                 remembered = [self._remembered.get(s) for s in streams]
                 writing = True
-                if any(r is not None for r in remembered):
-                    arguments.append([r[0] if r else 0 for r in remembered])
-                    arguments.append([r[1] if r else None for r in remembered])
-                    rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
-                else:
-                    rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
+                try:
+                    if any(r is not None for r in remembered):
+                        arguments.append([r[0] if r else 0 for r in remembered])
+                        arguments.append([r[1] if r else None for r in remembered])
+                        rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
+                    else:
+                        rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
+                except asyncpg.PostgresError as exc:
+                    if not lost_in_flight(exc) and _guess_failed(exc):
+                        # Refused, its own transaction rolled back: on the same connection,
+                        # what of the guess the store holds otherwise (Round 27, #12).
+                        self._sent = False
+                        streams_taken, ids_taken = await _taken(conn, events, streams, remembered)
+                        raise GuessWrong(
+                            str(exc), taken_streams=streams_taken, taken_ids=ids_taken
+                        ) from exc
+                    raise
+        except GuessWrong:
+            raise
         except Exception as exc:
             if not (writing and lost_in_flight(exc)):
                 if isinstance(exc, asyncpg.PostgresError):
-                    self._refused(exc)
+                    self._sent = False  # refused otherwise: nothing written, raised as it is
                 raise
             # No answer: the statement, its own transaction, may have committed (#12). It
             # was read as the server's refusal (ConnectionDoesNotExistError is a
@@ -722,39 +736,57 @@ class GuessingUnitOfWork:
             for e in events
         ]
 
-    def _refused(self, exc: asyncpg.PostgresError) -> None:
-        """The server refused the statement: its own transaction was rolled back, nothing is
-        written. Only a guess that did not hold is GuessWrong; any other refusal (a deadlock,
-        a cancel, a value the server cannot read) is raised as it is, so it is never read as
-        a stale guess."""
-        self._sent = False
-        if _guess_failed(exc):
-            streams, ids = self._taken(exc)
-            raise GuessWrong(str(exc), taken_streams=streams, taken_ids=ids) from exc
 
-    def _taken(self, exc: asyncpg.PostgresError) -> tuple[frozenset[str], frozenset[uuid.UUID]]:
-        """The stream or event id of this write that a unique violation names as stored
-        already (its ``detail``: ``Key (stream_id)=(...) already exists.``, or ``event_id``,
-        or ``stream_id, stream_version``), found by comparing the detail with what this write
-        sent, so a value is never parsed out of the server's text; nothing when it names none
-        of them (another index, no detail, a stale remembered stream: BL001 names none), Round
-        26, #12. The server names the first key it met; others may be stored too."""
-        detail = getattr(exc, "detail", None)
-        if not isinstance(exc, asyncpg.UniqueViolationError) or not detail:
-            return frozenset(), frozenset()
-        for stream_id in self._streams:
-            if detail == f"Key (stream_id)=({stream_id}) already exists.":
-                return frozenset((stream_id,)), frozenset()
-        for staged in self._staged_sent:
-            event = staged.event
-            if detail == f"Key (event_id)=({event.event_id}) already exists.":
-                return frozenset(), frozenset((event.event_id,))
-            if detail == (
-                f"Key (stream_id, stream_version)=({event.stream_id}, {event.stream_version})"
-                " already exists."
-            ):
-                return frozenset((event.stream_id,)), frozenset()
+_TAKEN_SQL = """
+SELECT e.event_id, NULL::text AS stream_id
+FROM es_events e
+WHERE e.event_id = ANY($1::uuid[])
+UNION ALL
+SELECT NULL::uuid, g.stream_id
+FROM unnest($2::text[], $3::int[], $4::uuid[]) AS g(stream_id, version, last_id)
+JOIN es_streams s ON s.stream_id = g.stream_id
+WHERE g.version = 0
+   OR s.version <> g.version
+   OR NOT EXISTS (SELECT FROM es_events v
+                  WHERE v.stream_id = s.stream_id AND v.stream_version = s.version
+                    AND v.event_id = g.last_id)
+"""
+"""After a guessing unit's write was refused (Round 27, #12): which of its event ids ``$1``
+are stored, and which of its streams ``$2`` stand otherwise than guessed: one taken for new
+(``$3`` 0) that exists, or one taken at a remembered version ``$3`` that is no longer at it or
+no longer ends with the remembered event ``$4`` (what :data:`_REMEMBERED_WRITE_SQL` checks).
+One statement, index lookups only (``es_events``' ``event_id`` and ``(stream_id,
+stream_version)``, ``es_streams``' ``stream_id``), all values bound."""
+
+
+async def _taken(
+    conn: Any,
+    events: Sequence[RecordedEvent],
+    streams: Sequence[str],
+    remembered: Sequence[tuple[int, uuid.UUID] | None],
+) -> tuple[frozenset[str], frozenset[uuid.UUID]]:
+    """The streams and event ids of a refused guessed write that the store holds otherwise
+    than guessed (:data:`_TAKEN_SQL`), asked after the refusal on the connection that sent it
+    (its own transaction rolled back): every one, whatever the server's refusal named and in
+    whatever language (Round 27, #12; Round 26 compared the refusal's English ``detail`` with
+    the keys sent, which named one key at most, and none for a stale remembered stream's
+    ``BL001``). Nothing when the question fails (nothing named: the group goes the ordinary
+    way, which meets the same fault itself) or finds nothing."""
+    try:
+        rows = await conn.fetch(
+            _TAKEN_SQL,
+            [e.event_id for e in events],
+            list(streams),
+            [r[0] if r else 0 for r in remembered],
+            [r[1] if r else None for r in remembered],
+        )
+    except Exception:  # an outage, a cancel by the server: nothing named
+        log.warning("a refused guess's stored keys could not be read")
         return frozenset(), frozenset()
+    return (
+        frozenset(r["stream_id"] for r in rows if r["stream_id"] is not None),
+        frozenset(r["event_id"] for r in rows if r["event_id"] is not None),
+    )
 
 
 _ABSENT: Any = object()

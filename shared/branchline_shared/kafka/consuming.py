@@ -467,7 +467,8 @@ class Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
 class BatchConsumer:
     """An aiokafka group consumer that hands each fetch to one handler call.
 
-    Per fetch (every partition it returned, up to ``max_records``): with ``handle``, decode
+    Per fetch (every partition it returned, up to ``max_records``; up to ``max_records_behind``
+    after a fetch of ``max_records`` or more, i.e. while behind): with ``handle``, decode
     (poison → dead letter), hand every event to ``handle`` at once (the audit ledger writes
     them in one transaction, #12); with ``handle_raw``, hand the messages undecoded (the
     followup worker skips its own first copies from their headers, ADR-0015). Either is
@@ -491,6 +492,7 @@ class BatchConsumer:
         handle: BatchHandler | None = None,
         handle_raw: RawBatchHandler | None = None,
         max_records: int = 500,
+        max_records_behind: int | None = None,
         on_broker_lost: Callable[[], Awaitable[None]] | None = None,
         on_log_lost: Callable[[], Awaitable[None]] | None = None,
         jumps: PositionJumps | None = None,
@@ -507,6 +509,10 @@ class BatchConsumer:
         self._handle_raw = handle_raw
         self._dead_letters = dead_letters
         self._max_records = max_records
+        # A fetch of ``max_records`` or more leaves the consumer behind: the next fetch takes up
+        # to ``max_records_behind``, until one brings fewer than ``max_records`` (#12, Round 27:
+        # a followup worker behind works off its backlog in fewer, larger transactions).
+        self._max_records_behind = max(max_records, max_records_behind or max_records)
         # Called when the broker seems to have lost our topics (tansu's memory store after a
         # restart): typically re-creates them, so commits can succeed again.
         self._on_broker_lost = on_broker_lost
@@ -562,9 +568,11 @@ class BatchConsumer:
             checked = asyncio.get_running_loop().time()
             fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms, settle=SETTLE_ROUNDS)
             FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
+            bound = self._max_records
             while not self._stopping:
-                batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=self._max_records)
+                batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=bound)
                 got = sum(len(records) for records in batches.values())
+                bound = self._max_records_behind if got >= self._max_records else self._max_records
                 if fetch_wait.starving or fetch_wait.raised or got < MEAGRE_ROUND:
                     await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)
                 if batches:

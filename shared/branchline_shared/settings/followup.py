@@ -110,6 +110,15 @@ class FollowupSettings(
         description="Events the followup worker applies in one transaction at most (one fetch "
         "of its consumer, #12): a bounded transaction and lock set.",
     )
+    followup_worker_batch_size_behind: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description="Events the followup worker applies in one transaction at most while it is "
+        "behind: after a fetch of followup_worker_batch_size events or more, until a fetch brings "
+        "fewer (#12, Round 27: a backlog worked off in fewer, larger transactions). Below "
+        "followup_worker_batch_size it is that.",
+    )
     followup_worker_gc_young_threshold: int = Field(
         default=20_000,
         ge=700,

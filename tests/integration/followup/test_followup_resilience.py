@@ -134,7 +134,11 @@ async def test_a_worker_killed_mid_stream_loses_nothing_duplicates_nothing_fires
     # worker's default stop bound (30 s): the replica is often stopped while it is still
     # joining the group, and such a stop no longer waits for the join (its start is abandoned,
     # test_consumer_stop_while_joining.py), so it exits well within the 20 s given below.
-    settings = fast_settings(infra, tmp_path, followup_worker_batch_size=25)
+    # Behind, the fetches grow to the second bound (#12, Round 27): kept small, and above the
+    # first, so the kill can land in a larger batch too.
+    settings = fast_settings(
+        infra, tmp_path, followup_worker_batch_size=25, followup_worker_batch_size_behind=40
+    )
     history = generate_history(80, end=now_utc() - timedelta(minutes=2), span=timedelta(hours=6))
     total = len(history.events)
     async with followup_db(settings) as db:

@@ -1,6 +1,7 @@
 """The followup worker's consumer (ADR-0015): the consumer group the Faust app had (an
 upgraded worker goes on from its committed offsets; the self-check asks about that group),
-every event topic, batches bounded by ``followup_worker_batch_size``, each fetch handed
+every event topic, batches bounded by ``followup_worker_batch_size`` (while behind by
+``followup_worker_batch_size_behind``), each fetch handed
 undecoded to the worker's own batch path."""
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ pytestmark = pytest.mark.unit
 
 
 def settings() -> FollowupSettings:
-    return FollowupSettings(topic_namespace="bank-a", followup_worker_batch_size=37)
+    return FollowupSettings(
+        topic_namespace="bank-a",
+        followup_worker_batch_size=37,
+        followup_worker_batch_size_behind=111,
+    )
 
 
 def test_the_worker_reads_every_event_topic_in_the_faust_apps_group() -> None:
@@ -31,6 +36,7 @@ def test_the_worker_reads_every_event_topic_in_the_faust_apps_group() -> None:
     assert worker.worker_group(s) == "bank-a.followup-worker"
     assert consumer._topics == topics.event_topics()
     assert consumer._max_records == 37
+    assert consumer._max_records_behind == 111  # while behind (#12, Round 27)
     assert consumer.name == worker.CONSUMER
 
 

@@ -21,6 +21,7 @@ from branchline_intake.domain import (
     RuleViolation,
     decide_recorded,
     rebuild,
+    recorded,
 )
 from branchline_shared.events.catalogue import ProductRisk, RiskTolerance
 from branchline_shared.events.envelope import RecordedEvent
@@ -200,3 +201,35 @@ def test_what_was_remembered_before_a_guess_is_put_back_after_it() -> None:
     assert list(after) == list(before)
     assert decider.remembered("client-C-2") is None
     assert decider.remembered_tail("client-C-2") is None
+
+
+def test_a_remembered_stream_keeps_its_latest_event_ids_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round 27 (#12): the decider knows a resend of any of a remembered stream's latest
+    events (at most ``RECENT_IDS``, 3 here), not only of its last; what a failed guess
+    decided is forgotten with it (``restore``), and a stream forgotten for room takes its
+    ids along."""
+    monkeypatch.setattr(recorded, "RECENT_IDS", 3)
+    story = Story().onboarded().ready_to_sell()
+    stream = as_stream(story.history)
+    assert len(stream) == 7
+    decider = RecordedDecider(max_streams=2)
+    decider.state_of(stream[:-1])
+    earlier = stream[: len(stream) - 1][-recorded.RECENT_IDS :]
+    assert all(decider.remembers_id("client-C-1", e.event_id) for e in earlier)
+    older = stream[: max(0, len(stream) - 1 - recorded.RECENT_IDS)]
+    assert not any(decider.remembers_id("client-C-1", e.event_id) for e in older)
+    assert not decider.remembers_id("client-C-1", stream[-1].event_id)
+    recalled = decider.recall(["client-C-1"])
+    decider.remember_decided(stream)  # the guess's decision, never written
+    assert decider.remembers_id("client-C-1", stream[-1].event_id)
+    decider.restore(recalled)
+    assert not decider.remembers_id("client-C-1", stream[-1].event_id)
+    assert decider.remembers_id("client-C-1", stream[-2].event_id)
+    decider.remember_decided(stream)
+    for client in ("C-2", "C-3"):  # two more streams: C-1 forgotten for room
+        decider.state_of(as_stream(Story().given(registered()).history, client_id=client))
+    assert not any(decider.remembers_id("client-C-1", e.event_id) for e in stream)
+    assert len(decider._recent) == 2
+    assert all(len(ids) <= recorded.RECENT_IDS for ids in decider._recent.values())

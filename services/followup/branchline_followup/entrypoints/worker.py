@@ -8,7 +8,8 @@ events arrive in order; state that must survive lives in PostgreSQL (the project
 applied ids there).
 
 Each fetch (up to the ``followup_worker_batch_size`` setting: a bounded transaction and lock
-set) is applied in one transaction
+set; while behind, i.e. after a fetch that size or more, up to
+``followup_worker_batch_size_behind``) is applied in one transaction
 (:func:`~branchline_followup.application.batches.apply_batch`), and its offsets are committed
 only after that commit. Busy, a batch amortises the commit; idle, an event is applied at once,
 waiting for nothing.
@@ -103,6 +104,7 @@ def create_worker_consumer(
         handle_raw=handle,
         dead_letters=dead_letters,
         max_records=settings.followup_worker_batch_size,
+        max_records_behind=settings.followup_worker_batch_size_behind,
         on_broker_lost=on_broker_lost,
         on_log_lost=on_log_lost,
         log_end_check_s=LOG_END_CHECK_S,

@@ -73,8 +73,10 @@ GROUP_GUESSES = Counter(
 KEPT_OUT = Counter(
     "branchline_intake_group_commit_kept_out",
     "Requests of a guessed group sent the ordinary way while the rest of it is guessed: "
-    "resending the event this process remembers last on its stream, or named stored by the "
-    "guessed statement's refusal (the rest guessed again, once)",
+    "resending an event this process remembers among its stream's latest, or found by the "
+    "store, "
+    "after the guessed statement was refused, to hold its event id or its stream otherwise "
+    "than guessed (the rest guessed again, once)",
     ["reason"],
 )
 
@@ -188,10 +190,11 @@ class GroupCommitter:
     ) -> list[tuple[_Waiting, list[Outcome] | BaseException]]:
         """The group's transaction, run again (after a rollback, nothing answered yet) when
         its first run cannot stand. The callers that may be guessed are tried first as one
-        statement; when it fails on a key that names some of them (a resend another process
-        stored, Round 26, #12), those go the ordinary way and the others are guessed again,
-        once; a guess that fails otherwise, or again, sends the whole group the ordinary
-        way."""
+        statement; when it is refused and the store then names some of them (their event ids
+        stored, their streams not as guessed: resends another process stored, a stale
+        remembered stream, Rounds 26-27, #12), those go the ordinary way and the others are
+        guessed again, once; a guess that fails otherwise, or again, sends the whole group
+        the ordinary way."""
         callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
             decider = self._ctx.decider
@@ -221,10 +224,12 @@ class GroupCommitter:
                     named = _named(callers, wrong) if attempt == 1 and self._several else set()
                     if not named or len(named) == len(callers):
                         break
-                    # The statement's unique violation named a caller's stream or event id
-                    # as stored (a resend accepted by another process, Round 26, #12): that
-                    # caller goes the ordinary way, where its id is looked up and answered;
-                    # the others, on streams none of it uses, are guessed again, once.
+                    # After the refusal the store named every caller's event id it holds and
+                    # every stream it holds otherwise than guessed (resends accepted by
+                    # another process, a stale remembered stream: Round 27, #12): those
+                    # callers go the ordinary way, where their ids are looked up and answered
+                    # (D-rules as ever); the others, on streams none of them uses, are
+                    # guessed again, once.
                     KEPT_OUT.labels(reason="named").inc(
                         sum(len(callers[index][1]) for index in named)
                     )
@@ -331,8 +336,9 @@ class GroupCommitter:
         it, so a resent id fails the statement whole and the group is decided again the
         ordinary way, where the lookup answers it (a duplicate, or ``idempotency-conflict``);
         a lookup and a savepoint and a write per caller cost twice the intake CPU per event.
-        A request that resends the event its process remembers last on its stream (the
-        same id) is kept out (Round 26, #12): it goes the ordinary way with the rest, and
+        A request that resends an event its process remembers among the latest of its
+        stream (the same id; Round 26 the last one, Round 27 up to ``RECENT_IDS``) is kept
+        out (#12): it goes the ordinary way with the rest, and
         its caller's other requests may still be guessed (a caller's requests are units of
         their own here, resends apart); a resend stored by another process is named by the
         statement's refusal instead (:meth:`_runs`)."""
@@ -348,10 +354,14 @@ class GroupCommitter:
         remembered = getattr(decider, "remembered", None)
         # A remembered stream whose history the guess can stand on (its last event kept).
         tail = getattr(decider, "remembered_tail", None)
-        # Each caller's requests, those that resend an event this process remembers as the
-        # last of its stream apart (Round 26, #12): they go the ordinary way, whose lookup
-        # answers them (a duplicate, or idempotency-conflict); deciding them on the guess
-        # refuses them (D-09 for a registration) and the whole group's guess is wrong.
+        # One of a remembered stream's latest event ids, not only its last (Round 27, #12).
+        sent_again = getattr(decider, "remembers_id", None)
+        # Each caller's requests, those that resend an event this process remembers among
+        # the latest of its stream apart (Round 26; not only the last since Round 27, #12):
+        # they go the ordinary way, whose lookup answers them (a duplicate, or
+        # idempotency-conflict); deciding them on the guess refuses them (D-09 for a
+        # registration: a refusal to record, which no statement checks) and the whole
+        # group's guess is wrong.
         units: list[tuple[dict[str, Any], list[_Waiting]]] = []
         fit: list[bool] = []
         users: dict[str, set[int]] = {}  # the units that write or read each stream
@@ -377,7 +387,10 @@ class GroupCommitter:
                     if (
                         known is not None
                         and item.event_id is not None
-                        and known[1] == item.event_id
+                        and (
+                            known[1] == item.event_id
+                            or (sent_again is not None and sent_again(stream, item.event_id))
+                        )
                     ):
                         again = True
                 members_, streams_, fits_ = parts.setdefault(again, ([], [], []))
@@ -538,8 +551,8 @@ def _waiting_of(callers: list[tuple[dict[str, Any], list[_Waiting]]]) -> list[_W
 
 
 def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWrong) -> set[int]:
-    """The callers (indexes) whose items' streams or own event ids a failed guessed
-    statement named as stored (``GuessWrong.taken_streams``, ``taken_ids``)."""
+    """The callers (indexes) whose items' streams or own event ids the store named after a
+    guessed statement was refused (``GuessWrong.taken_streams``, ``taken_ids``)."""
     if not wrong.taken_streams and not wrong.taken_ids:
         return set()
     return {

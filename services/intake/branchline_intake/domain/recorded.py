@@ -154,9 +154,20 @@ class _Unfolded:
 
 
 Recalled = list[
-    tuple[str, tuple[int, uuid.UUID, ClientState | _Unfolded] | None, RecordedEvent | None]
+    tuple[
+        str,
+        tuple[int, uuid.UUID, ClientState | _Unfolded] | None,
+        RecordedEvent | None,
+        tuple[uuid.UUID, ...],
+    ]
 ]
 """What a decider remembered of some streams (``RecordedDecider.recall``), opaque to others."""
+
+
+RECENT_IDS = 8
+"""How many of a remembered stream's latest event ids a decider keeps (``remembers_id``,
+Round 27, #12): at most 8 ids per remembered stream (1,024 streams: 8,192 UUIDs, well under a
+megabyte)."""
 
 
 class RecordedDecider:
@@ -173,6 +184,9 @@ class RecordedDecider:
         # Each remembered stream's last event itself (the one its remembered id names): a
         # history that holds nothing after it (``remembered_tail``) starts with it (#12).
         self._lasts: dict[str, RecordedEvent] = {}
+        # Each remembered stream's latest event ids seen or decided, at most RECENT_IDS
+        # (Round 27, #12): a request resending one of them is kept out of a guessed group.
+        self._recent: dict[str, tuple[uuid.UUID, ...]] = {}
 
     def __call__(
         self,
@@ -215,12 +229,20 @@ class RecordedDecider:
             count = len(history)
         for recorded in history[start:]:
             state = state.apply(DomainEvent.from_recorded(recorded))
-        self._remember(stream_id, count, history[-1], state)
+        self._remember(stream_id, count, history[-1], state, seen=history[-RECENT_IDS:])
         return state
 
     def remembered(self, stream_id: str) -> tuple[int, uuid.UUID, ClientState] | None:
         """(events covered, last event id, state) remembered for a stream, if any."""
         return self._known(stream_id)
+
+    def remembers_id(self, stream_id: str, event_id: uuid.UUID) -> bool:
+        """Whether ``event_id`` is one of the latest events (at most :data:`RECENT_IDS`) this
+        decider saw or decided on a stream it remembers (Round 27, #12): a request sending
+        it again is a resend, whether or not it was the stream's last. A decision that was
+        never written may be among them (``restore`` forgets a failed guess's): such an id
+        only sends its request the ordinary way, which looks it up in the store."""
+        return event_id in self._recent.get(stream_id, ())
 
     def _known(self, stream_id: str) -> tuple[int, uuid.UUID, ClientState] | None:
         """What is remembered of a stream, its state folded now if it waited (``_Unfolded``)."""
@@ -287,30 +309,51 @@ class RecordedDecider:
         guessed group that wrote nothing, guessed again without some of its callers: its
         decisions were remembered, and the guess again stands on what was remembered before
         them, Round 26, #12). Nothing is folded."""
-        return [(s, self._states.get(s), self._lasts.get(s)) for s in stream_ids]
+        return [
+            (s, self._states.get(s), self._lasts.get(s), self._recent.get(s, ()))
+            for s in stream_ids
+        ]
 
     def restore(self, recalled: Recalled) -> None:
         """Remember what :meth:`recall` gave, as it was then (a stream not remembered then is
         forgotten). A stream another decision remembered meanwhile is put back too: what is
         remembered is always checked against the store before a write stands on it."""
-        for stream_id, known, last in recalled:
+        for stream_id, known, last, recent in recalled:
             if known is None or last is None:
-                self._states.pop(stream_id, None)
-                self._lasts.pop(stream_id, None)
+                self._forget(stream_id)
                 continue
             self._states[stream_id] = known
             self._lasts[stream_id] = last
+            self._recent[stream_id] = recent
             self._states.move_to_end(stream_id)
-        while len(self._states) > self._max_streams:
-            gone, _ = self._states.popitem(last=False)
-            self._lasts.pop(gone, None)
+        self._bound()
 
     def _remember(
-        self, stream_id: str, count: int, last: RecordedEvent, state: ClientState | _Unfolded
+        self,
+        stream_id: str,
+        count: int,
+        last: RecordedEvent,
+        state: ClientState | _Unfolded,
+        *,
+        seen: Sequence[RecordedEvent] = (),
     ) -> None:
         self._states[stream_id] = (count, last.event_id, state)
         self._lasts[stream_id] = last
+        recent = self._recent.get(stream_id, ())
+        for event in (*seen, last):
+            if event.event_id not in recent:
+                recent = (*recent, event.event_id)
+        self._recent[stream_id] = recent[-RECENT_IDS:]
         self._states.move_to_end(stream_id)
+        self._bound()
+
+    def _forget(self, stream_id: str) -> None:
+        self._states.pop(stream_id, None)
+        self._lasts.pop(stream_id, None)
+        self._recent.pop(stream_id, None)
+
+    def _bound(self) -> None:
         while len(self._states) > self._max_streams:
             gone, _ = self._states.popitem(last=False)
             self._lasts.pop(gone, None)
+            self._recent.pop(gone, None)
