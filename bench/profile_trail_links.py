@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,15 +47,15 @@ PAGE = 100
 VERIFICATION = "services/audit/branchline_audit/domain/verification.py"
 
 
-def module_at(commit: str) -> Any:
-    """``domain/verification.py`` as of ``commit``, loaded as a module of its own."""
+def module_at(commit: str, folder: Path) -> Any:
+    """``domain/verification.py`` as of ``commit``, loaded as a module of its own (its file
+    written in ``folder``, the run's scratch folder)."""
     text = subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{commit}:{VERIFICATION}"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    folder = Path(tempfile.mkdtemp(prefix="bl-verification-"))
     path = folder / "verification_before.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("verification_before", path)
@@ -112,7 +111,7 @@ def patched(before: Any) -> list[tuple[Any, str, Any, Any]]:
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     n = args.entries
-    swaps = patched(module_at(args.before))
+    swaps = patched(module_at(args.before, base))
     steps = (
         ("page", lambda a: pages(a, n, args.pages, clients=False)),
         ("client", lambda a: pages(a, n, args.pages, clients=True)),
