@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -530,6 +530,9 @@ class MemoryFollowupUnitOfWork:
 
     async def try_lock_client(self, client_id: str) -> bool:
         return True
+
+    async def lock_products(self, product_ids: Collection[str]) -> None:
+        """Units run one at a time: every product is this unit's already."""
 
     def owns_client(self, client_id: str) -> bool:
         return True

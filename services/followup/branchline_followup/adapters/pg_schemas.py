@@ -9,7 +9,12 @@ Locks (advisory, per database):
 - the *swap lock*: every transaction that writes the live read models holds it shared; the
   swap holds it exclusively, so no write can land in a schema that is being retired;
 - a *client lock* per client (two-key form, one class per schema being written): every change
-  of a client's tasks is serialised, whoever makes it (worker, timer runner, API).
+  of a client's tasks is serialised, whoever makes it (worker, timer runner, API);
+- a *product lock* per product (two-key form, one class per schema being written): a unit applying
+  a sale or a rating of the product holds it from before it reads the product's ratings or
+  re-rates its holdings (D-15, #12), so a sale and a re-rating applied at once by two workers
+  serialise instead of each missing the other's uncommitted rows. Taken before any client
+  lock (a re-rating locks its holders after it), in the order of their keys.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ RETIRED_PREFIX = "fu_retired_"
 SWAP_LOCK_KEY = 0x66755F73776170  # "fu_swap"
 LIVE_CLIENT_LOCK_CLASS = 0x6675  # "fu"
 REBUILD_CLIENT_LOCK_CLASS = 0x6662  # "fb"
+LIVE_PRODUCT_LOCK_CLASS = 0x6670  # "fp"
+REBUILD_PRODUCT_LOCK_CLASS = 0x6671  # "fq": a unit writing a rebuild's schema (none takes it yet)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -87,6 +94,19 @@ async def lock_clients(conn: PgConnection, client_ids: Sequence[str], lock_class
         "FROM unnest($2::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n",
         lock_class,
         list(client_ids),
+    )
+
+
+async def lock_products(conn: PgConnection, product_ids: Sequence[str], lock_class: int) -> None:
+    """The product locks of ``product_ids`` in one statement, in the order of their keys (not
+    of the ids: two ids of one hash would otherwise be taken in two orders by two units, which
+    could then deadlock), each key once."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, k) "
+        "FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest($2::text[]) AS t(p)) AS keys "
+        "ORDER BY k",
+        lock_class,
+        list(product_ids),
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -1107,6 +1107,11 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         self.privacy = _RebuildPrivacy(conn, bulk)
 
     async def lock_client(self, client_id: str) -> None:
+        return None
+
+    async def lock_products(self, product_ids: Collection[str]) -> None:
+        # Nothing to serialise: every process applies every rating, in log order, to its own
+        # memory of them and re-rates its own clients' holdings (:mod:`.rebuild_routes`).
         return None
 
     def owns_client(self, client_id: str) -> bool:

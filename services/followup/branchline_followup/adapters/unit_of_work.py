@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Collection, Sequence, Set
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -57,8 +57,11 @@ from branchline_followup.adapters.personal_data import (
 from branchline_followup.adapters.pg_schemas import (
     BEGIN_HOLDING_SWAP_LOCK,
     LIVE_CLIENT_LOCK_CLASS,
+    LIVE_PRODUCT_LOCK_CLASS,
+    REBUILD_PRODUCT_LOCK_CLASS,
     lock_client,
     lock_clients,
+    lock_products,
     try_lock_client,
 )
 from branchline_followup.adapters.read_ahead import (
@@ -1053,6 +1056,13 @@ class PostgresFollowupUnitOfWork:
         collected writes."""
         self._savepoints = 0
         """Savepoints set so far (each one's name is its number: :meth:`savepoint`)."""
+        self._product_lock_class = (
+            LIVE_PRODUCT_LOCK_CLASS
+            if client_lock_class == LIVE_CLIENT_LOCK_CLASS
+            else REBUILD_PRODUCT_LOCK_CLASS
+        )
+        self._products_locked: set[str] = set()
+        """Products whose lock this transaction holds (:meth:`lock_products`)."""
         self._locked: set[str] = set()
         """Clients whose lock this transaction holds: a transaction-level advisory lock is
         held until the end, so a batch takes each client's once, not once per event (#12)."""
@@ -1072,6 +1082,13 @@ class PostgresFollowupUnitOfWork:
             return
         await lock_client(self._conn, client_id, self._lock_class)
         self._locked.add(client_id)
+
+    async def lock_products(self, product_ids: Collection[str]) -> None:
+        wanted = sorted(set(product_ids) - self._products_locked)
+        if not wanted:
+            return
+        await lock_products(self._conn, wanted, self._product_lock_class)
+        self._products_locked.update(wanted)
 
     def owns_client(self, client_id: str) -> bool:
         return True

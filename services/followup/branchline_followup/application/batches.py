@@ -31,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from branchline_followup.application import suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.application.projector import (
     Projection,
@@ -96,6 +97,12 @@ async def _apply_all(
     uow: FollowupUnitOfWork, batch: Sequence[_Readable], projection: Projection
 ) -> BatchOutcome:
     outcome = BatchOutcome()
+    # The products its sales and ratings name first, before any client's lock and before
+    # their ratings or holdings are read (D-15, #12): a statement of its own, only in a
+    # batch that has some.
+    products = suitability.products_rated_or_sold(r.event.envelope for r in batch)
+    if products:
+        await uow.lock_products(products)
     # The batch's ids are recorded as applied in one statement, and the task creations its
     # events decide are recorded together at its end (#12: round trips per batch, not per
     # event); the effect is the one of applying each event in turn with its own.

@@ -13,7 +13,7 @@ back. One implementation runs on PostgreSQL (``adapters/unit_of_work.py``), one 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -333,6 +333,15 @@ class FollowupUnitOfWork(Protocol):
 
     async def try_lock_client(self, client_id: str) -> bool:
         """:meth:`lock_client` without waiting: False when another unit holds it."""
+        ...
+
+    async def lock_products(self, product_ids: Collection[str]) -> None:
+        """Serialise the applying of sales and ratings of these products until the unit ends
+        (waits; D-15, #12): a sale reads a product's ratings and writes a holding, a rating
+        re-rates the product's holdings; two units doing both at once must not each miss the
+        other's uncommitted rows. Taken before any client lock, in one fixed order, so two
+        units naming the same products in other orders never deadlock. A unit that applies
+        everything itself (in memory, a rebuild) needs none."""
         ...
 
     def owns_client(self, client_id: str) -> bool:

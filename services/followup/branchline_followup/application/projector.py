@@ -150,8 +150,13 @@ async def project(
     batch: this call then applies it) and ``creations`` to record the task creations it
     decides when the unit ends (:class:`~.task_creations.PendingCreations`)."""
     event = typed.envelope
-    if not marked and not await uow.mark_applied(event, position):
-        return False
+    if not marked:
+        # a batch took them for all its events (D-15: before any client's, see batches)
+        products = suitability.products_rated_or_sold([event])
+        if products:
+            await uow.lock_products(products)
+        if not await uow.mark_applied(event, position):
+            return False
     if event.type == TASK_CREATED:
         # The record of a creation the rules made (and replay from it): applied where it was
         # recorded, so its Kafka copy (and a rebuild) changes nothing else.

@@ -8,7 +8,7 @@ decision is :mod:`branchline_followup.domain.suitability`; this module reads and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.domain import ClientContext, FollowupPolicy, FollowupTask, apply_commands
@@ -28,6 +28,7 @@ from branchline_shared.events.catalogue import (
     ProductRerated,
     ProductSold,
 )
+from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, payload_as
 from branchline_shared.events.vocabulary import LifecycleStage, RiskTolerance
 
@@ -40,6 +41,24 @@ SOLD = EventType.PRODUCT_SOLD.value
 ASSESSED = EventType.CLIENT_RISK_ASSESSED.value
 APPROVED = EventType.PRODUCT_APPROVED.value
 RERATED = EventType.PRODUCT_RERATED.value
+
+
+def products_rated_or_sold(events: Iterable[RecordedEvent]) -> list[str]:
+    """The products whose lock (:meth:`~.ports.FollowupUnitOfWork.lock_products`) applying
+    ``events`` needs, sorted: a sale's (it reads the product's ratings and writes a holding)
+    and a rating's (it re-rates the product's holdings). Without it, a sale and a re-rating
+    of one product applied at once by two workers (the sale under its client's key, the
+    rating under the product's: two partitions) each miss the other's uncommitted rows, and
+    the holding keeps the old risk with no review raised (D-15, #12)."""
+    products: set[str] = set()
+    for event in events:
+        if event.type == SOLD:
+            product_id = event.data.get("product_id")
+            if isinstance(product_id, str):
+                products.add(product_id)
+        elif event.type in (APPROVED, RERATED) and event.product_id is not None:
+            products.add(event.product_id)
+    return sorted(products)
 
 
 async def on_client_event(
