@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +24,7 @@ from branchline_followup.adapters.unit_of_work import (
     PostgresUnitsOfWork,
 )
 from branchline_followup.application.batches import BatchOutcome, Delivered, apply_batch
+from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection, apply_event, project
 from branchline_followup.application.projector import (
     _record_quality_facts as record_quality_facts,
@@ -94,6 +95,26 @@ class DeadLetterBox:
 
 RECORDING = Projection(FollowupPolicy(), task_creations_topic="followup.events")
 """A projection that records the task creations it opens (their statements in the batch)."""
+
+
+async def applied_in_turn(
+    infra: Infra,
+    tmp_path: Path,
+    events: list[Delivered],
+    projection: Projection = RECORDING,
+    units: Callable[[PgPool], UnitsOfWork] = PostgresUnitsOfWork,
+) -> BranchlineSettings:
+    """A database of its own where ``events`` were applied one by one, each in a unit of its
+    own from ``units``: what a batch of them must leave."""
+    alone = make_settings(infra, tmp_path / "alone")
+    await prepare_database(alone)
+    pool = await open_read_model_pool(alone)
+    try:
+        for d in events:
+            await apply_event(units(pool), decode(d.event), projection, d.position)
+    finally:
+        await pool.close()
+    return alone
 
 
 @contextlib.asynccontextmanager
@@ -238,14 +259,7 @@ async def test_a_batch_changes_what_its_events_applied_one_by_one_change(
         outcome = await apply_batch(units, batch[start : start + 40], RECORDING, consumer=CONSUMER)
         assert not outcome.one_by_one
         assert not outcome.failed
-    alone = make_settings(infra, tmp_path / "alone")
-    await prepare_database(alone)
-    pool = await open_read_model_pool(alone)
-    try:
-        for d in batch:
-            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), RECORDING, d.position)
-    finally:
-        await pool.close()
+    alone = await applied_in_turn(infra, tmp_path, batch)
     async with followup_db(alone) as other:  # read as ``db`` reads (no codecs)
         expected = await comparable(other)
     got = await comparable(db)
@@ -276,14 +290,7 @@ async def test_a_batch_writes_its_clients_rows_as_events_applied_alone_write_the
     ]
     outcome = await apply_batch(units, batch, PROJECTION, consumer=CONSUMER)
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (7, [], False)
-    alone = make_settings(infra, tmp_path / "alone")
-    await prepare_database(alone)
-    pool = await open_read_model_pool(alone)
-    try:
-        for d in batch:
-            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), PROJECTION, d.position)
-    finally:
-        await pool.close()
+    alone = await applied_in_turn(infra, tmp_path, batch, projection=PROJECTION)
     async with followup_db(alone) as other:
         expected = await comparable(other)
     got = await comparable(db)
@@ -536,14 +543,7 @@ async def test_a_batchs_visit_facts_go_into_the_collected_writes_once_per_visit(
         assert not [q for q in statements if q.startswith("INSERT INTO fu_visits")], statements
         (collected,) = [q for q in statements if q.startswith("WITH w0 AS (")]
         assert "INSERT INTO fu_visits AS v " in collected
-    alone = make_settings(infra, tmp_path / "alone")
-    await prepare_database(alone)
-    pool = await open_read_model_pool(alone)
-    try:
-        for d in [*batch, *later]:
-            await apply_event(PostgresUnitsOfWork(pool), decode(d.event), RECORDING, d.position)
-    finally:
-        await pool.close()
+    alone = await applied_in_turn(infra, tmp_path, [*batch, *later])
     async with followup_db(alone) as other, followup_db(settings) as db:
         expected = await comparable(other)
         got = await comparable(db)
@@ -646,14 +646,7 @@ async def test_a_batchs_service_loop_facts_go_into_the_collected_writes(
     (collected,) = [q for q in sent if q.startswith("WITH w0 AS (")]
     for table in SERVICE_LOOP_TABLES:
         assert f" {table} " in collected, table
-    alone = make_settings(infra, tmp_path / "alone")
-    await prepare_database(alone)
-    pool = await open_read_model_pool(alone)
-    try:
-        for d in batch:
-            await apply_event(InTurnUnits(pool), decode(d.event), RECORDING, d.position)
-    finally:
-        await pool.close()
+    alone = await applied_in_turn(infra, tmp_path, batch, units=InTurnUnits)
     async with followup_db(alone) as other, followup_db(settings) as db:
         expected = await snapshot(other)
         got = await snapshot(db)
@@ -851,14 +844,7 @@ async def test_a_batchs_closures_go_into_its_collected_writes_and_its_ratings_ar
     assert len([q for q in sent if RATINGS_READ in q]) == 1, "\n".join(sent)
     (collected,) = [q for q in sent if q.startswith("WITH w0 AS (")]
     assert "account_closure_reason" in collected
-    alone = make_settings(infra, tmp_path / "alone")
-    await prepare_database(alone)
-    pool = await open_read_model_pool(alone)
-    try:
-        for d in batch:
-            await apply_event(InTurnUnits(pool), decode(d.event), RECORDING, d.position)
-    finally:
-        await pool.close()
+    alone = await applied_in_turn(infra, tmp_path, batch, units=InTurnUnits)
     async with followup_db(alone) as other, followup_db(settings) as db:
         expected = await comparable(other)
         got = await comparable(db)
