@@ -148,13 +148,8 @@ def _consumer_rest(
         # less the group's leave (the broker drops the member at its session timeout).
         coordinator = consumer._coordinator
         if coordinator is not None:
-            for name in _COORDINATOR_TASKS:
-                task = getattr(coordinator, name, None)
-                if isinstance(task, asyncio.Task) and not task.done():
-                    task.cancel()
-                    await asyncio.wait([task])
-                    if not task.cancelled():
-                        task.exception()  # retrieved: it was ended on purpose
+            tasks = [getattr(coordinator, name, None) for name in _COORDINATOR_TASKS]
+            await _all_ended([t for t in tasks if isinstance(t, asyncio.Task) and not t.done()])
         fetcher = consumer._fetcher
         if fetcher is not None:
             # ``Fetcher.close`` cancels its tasks one by one and awaits each: a fetch or
