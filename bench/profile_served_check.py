@@ -106,16 +106,24 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 raise AssertionError("the export differs from the first one")
             order.reverse()
         print(f"{n:,} entries; {args.pages} pages of {PAGE}; median [min-max] of {args.pairs}:")
-        for step, per, unit in (("page", args.pages, "ms/page"), ("export", n / 1000, "µs/entry")):
-            cells = []
-            for state in ("before", "after"):
-                cpus = [c / per for _, c in figures[(step, state)]]
-                walls = [w / per for w, _ in figures[(step, state)]]
-                cells.append(
-                    f"{state} cpu {statistics.median(cpus):.3f} [{min(cpus):.3f}-{max(cpus):.3f}]"
-                    f" wall {statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
-                )
-            print(f"  {step:7} {unit:9} " + " | ".join(cells), flush=True)
+        print_pairs(figures, (("page", args.pages, "ms/page"), ("export", n / 1000, "µs/entry")))
+
+
+def print_pairs(
+    figures: dict[tuple[str, str], list[tuple[float, float]]],
+    rows: Iterable[tuple[str, float, str]],
+) -> None:
+    """Each step's (wall, CPU) figures per state, divided by its ``per``: median [min-max]."""
+    for step, per, unit in rows:
+        cells = []
+        for state in ("before", "after"):
+            cpus = [c / per for _, c in figures[(step, state)]]
+            walls = [w / per for w, _ in figures[(step, state)]]
+            cells.append(
+                f"{state} cpu {statistics.median(cpus):.3f} [{min(cpus):.3f}-{max(cpus):.3f}]"
+                f" wall {statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
+            )
+        print(f"  {step:7} {unit:9} " + " | ".join(cells), flush=True)
 
 
 def main() -> int:

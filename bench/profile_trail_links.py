@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.export_ledger import READER, filled_audit  # noqa: E402
+from bench.profile_served_check import export_text, print_pairs  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.adapters import ledger as ledger_module  # noqa: E402
 from branchline_audit.application import exporting, querying  # noqa: E402
@@ -87,11 +87,6 @@ async def pages(audit: AuditContext, n: int, count: int, *, clients: bool) -> li
         views = await querying.views_of(audit, page, READER)
         served.append([(v.stored.entry.position, v.event, v.view) for v in views])
     return served
-
-
-async def export_text(audit: AuditContext) -> str:
-    lines = exporting.export_lines(audit, LedgerFilters(), "jsonl", READER)
-    return "".join([chunk async for chunk in lines])
 
 
 def patched(before: Any) -> list[tuple[Any, str, Any, Any]]:
@@ -147,20 +142,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 raise AssertionError(f"before and after differ in pair {p + 1}")
             order.reverse()
         print(f"{n:,} entries; {args.pages} pages of {PAGE}; median [min-max] of {args.pairs}:")
-        for step, per, unit in (
-            ("page", args.pages, "ms/page"),
-            ("client", args.pages, "ms/page"),
-            ("export", n / 1000, "µs/entry"),
-        ):
-            cells = []
-            for state in ("before", "after"):
-                cpus = [c / per for _, c in figures[(step, state)]]
-                walls = [w / per for w, _ in figures[(step, state)]]
-                cells.append(
-                    f"{state} cpu {statistics.median(cpus):.3f} [{min(cpus):.3f}-{max(cpus):.3f}]"
-                    f" wall {statistics.median(walls):.3f} [{min(walls):.3f}-{max(walls):.3f}]"
-                )
-            print(f"  {step:7} {unit:9} " + " | ".join(cells), flush=True)
+        print_pairs(
+            figures,
+            (
+                ("page", args.pages, "ms/page"),
+                ("client", args.pages, "ms/page"),
+                ("export", n / 1000, "µs/entry"),
+            ),
+        )
 
 
 def main() -> int:
