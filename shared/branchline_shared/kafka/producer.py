@@ -11,8 +11,8 @@ BATCH_BYTES = 512 * 1024
 """The most bytes of one partition's batch (aiokafka's ``max_batch_size``, default 16 KiB).
 A send into a partition whose batch is full waits until the sender has taken that batch, and
 the sender has one request in flight per broker: with 16 KiB, a relay round of a few hundred
-envelopes (about 1 KiB each, 4 partitions) waited out a broker round trip per 16 KiB while it
-was still sending, a quarter of the round at 650 ev/s (#12, Round 28). 512 KiB holds the
+envelopes (0.5 to 1 KiB each, 4 partitions) waited out a broker round trip per 16 KiB while it
+was still sending, a third of the round at 650 ev/s (#12, Round 28). 512 KiB holds the
 relay's whole round (``relay_batch_size`` 500) in one batch per partition, one request per
 round, and stays below Kafka's default ``message.max.bytes`` and the consumers'
 ``max_partition_fetch_bytes`` (1 MiB each). The buffer grows with what is appended: a small
