@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,11 +77,12 @@ class StoredEntry:
     last, a single entry); None when there is none yet or it was not read. With it an entry
     rewritten together with its own recomputed hash is refused even when it is served alone
     or last (the entry after it no longer links to it, #12)."""
-    signed_leaf: tuple[int, bytes | None] | None = None
+    signed_leaf: tuple[int, bytes | None] | None = field(default=None, compare=False)
     """On a read's last entry: the tree size of the smallest signed checkpoint covering it
     (the latest when none does yet) and the stored hash of the entry at that size (None when
     there is no such entry), which the reader holds against the checkpoint's signed root
-    (Round 28); None when not read or no checkpoint is signed."""
+    (Round 28); None when not read or no checkpoint is signed. What the read read beside the
+    entry, not the entry: not compared."""
 
 
 def signed_leaf_of(value: bytes) -> tuple[int, bytes | None]:
