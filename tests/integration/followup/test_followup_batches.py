@@ -767,7 +767,7 @@ async def test_the_collected_service_loop_rows_leave_what_the_writes_in_turn_lea
 
 
 CLOSURE_UPDATE_SENT = "UPDATE fu_clients SET account_closure_reason"
-RATINGS_READ = "FROM fu_product_ratings WHERE"
+RATINGS_READ = "FROM fu_product_ratings WHERE product_id"
 HOLDINGS_READ = "FROM fu_holdings WHERE client_id = $1"
 PRODUCT_LOCKS = "hashtext(p)"
 """The products' locks' statement (``pg_schemas.lock_products``), before the read ahead."""
@@ -1052,3 +1052,43 @@ async def test_the_read_ahead_holdings_and_ratings_leave_what_the_reads_in_turn_
     assert [q for q in reads_in_turn if HOLDINGS_READ in q]
     assert [q for q in reads_in_turn if RATINGS_READ in q]
     assert own_reads == []
+
+
+async def test_a_re_ratings_holders_are_locked_and_read_ahead_in_two_statements(
+    infra: Infra, tmp_path: Path, settings: BranchlineSettings
+) -> None:
+    """#12, Round 28 (D-15): a re-rating's holders who bought before it were each locked and
+    read (facts, open tasks, holdings) by four statements of their own; now they are locked
+    in one statement and read ahead in the next, whatever their number, and the read models
+    end as when each event is applied alone (each holder's review made due)."""
+    holders = ["C-93", "C-94", "C-95"]
+    first = [approved("P-9", "R2", 1)]
+    for n, client_id in enumerate(holders, start=2):
+        first += [
+            registered(client_id),
+            an_event("client.risk_assessed", client_id, {"level": "C2"}, 2),
+            sold(client_id, "P-9", 3 + n),
+        ]
+    second = [rerated("P-9", "R4", 30)]
+    async with one_connection(settings) as (pool, units):
+        assert (await apply_batch(units, delivered(first), RECORDING, consumer=CONSUMER)).applied
+        outcome, sent = await statements_sent(pool, units, delivered(second))
+    assert (outcome.applied, outcome.failed, outcome.one_by_one) == (1, [], False)
+    assert not [q for q in sent if HOLDINGS_READ in q], "\n".join(sent)
+    locks = [q for q in sent if "pg_advisory_xact_lock($1, hashtext(" in q]
+    assert len(locks) == 1, "\n".join(sent)  # the holders' locks, in one statement
+    assert "unnest($2::text[])" in locks[0]
+    reads = [n for n, q in enumerate(sent) if q.startswith("SELECT k.kind")]
+    # the batch's (the product's ratings), then the holders' facts, open tasks and holdings
+    assert len(reads) == 2, "\n".join(sent)
+    assert reads[0] < sent.index(locks[0]) < reads[1]
+    assert not [q for q in sent if RATINGS_READ in q], "\n".join(sent)
+    alone = await applied_in_turn(infra, tmp_path, delivered(first + second), units=InTurnUnits)
+    async with followup_db(alone) as other, followup_db(settings) as db:
+        expected = await comparable(other)
+        got = await comparable(db)
+        reviews = await db.fetchval(
+            "SELECT count(*) FROM fu_read.fu_tasks WHERE kind = 'suitability_review'"
+        )
+    assert reviews == len(holders)
+    assert got == expected

@@ -542,6 +542,9 @@ class MemoryFollowupUnitOfWork:
     ) -> None:
         """Every client is this unit's already, and nothing needs reading ahead."""
 
+    async def hold_clients(self, client_ids: Sequence[str]) -> None:
+        """Every client is this unit's already, and nothing needs reading ahead."""
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         applied = self._units.state.applied
         if event.event_id in applied:

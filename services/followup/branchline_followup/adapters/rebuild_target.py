@@ -1120,6 +1120,9 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
     async def try_lock_client(self, client_id: str) -> bool:
         return True
 
+    async def hold_clients(self, client_ids: Sequence[str]) -> None:
+        return None  # nothing to lock; read when asked
+
     async def hold_clients_of(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
     ) -> None:

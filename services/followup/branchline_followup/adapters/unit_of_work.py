@@ -1180,6 +1180,23 @@ class PostgresFollowupUnitOfWork:
         await self._before_reading(asked)
         self._keep_read(asked, await read_ahead(self._conn, asked))
 
+    async def hold_clients(self, client_ids: Sequence[str]) -> None:
+        wanted = sorted(set(client_ids))
+        clients = [c for c in wanted if c not in self._locked]
+        if clients:
+            # in one order (by id), as hold_clients_of: no two units deadlock on them
+            await lock_clients(self._conn, clients, self._lock_class)
+            self._locked.update(clients)
+        # After the locks' statement (ADR-0013), in one statement (#12)
+        asked = Asked(
+            facts_of=self.clients.unread(wanted),
+            open_tasks_of=self.tasks.unread_open(wanted),
+            holdings_of=self.holdings.unread_holdings(wanted),
+        )
+        if asked:
+            await self._before_reading(asked)
+            self._keep_read(asked, await read_ahead(self._conn, asked))
+
     def _asked(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]], held: Set[str]
     ) -> Asked:

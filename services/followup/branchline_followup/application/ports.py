@@ -358,6 +358,12 @@ class FollowupUnitOfWork(Protocol):
         store. Only an optimisation: what is not read ahead is read when asked."""
         ...
 
+    async def hold_clients(self, client_ids: Sequence[str]) -> None:
+        """:meth:`lock_client` for these clients at once, in a fixed order, and read ahead
+        their facts, open tasks and holdings (#12: a re-rating's holders, four statements
+        each before). Only an optimisation: what is not read ahead is read when asked."""
+        ...
+
     async def mark_applied(self, event: RecordedEvent, position: SourcePosition | None) -> bool:
         """Record ``event`` as applied (with where its store put it, for reconciliation);
         False when it already was (a redelivery: apply nothing)."""

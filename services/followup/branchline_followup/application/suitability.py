@@ -143,7 +143,9 @@ async def on_product_event(
     assert latest is not None  # this one at least
     holders = await uow.holdings.rerate(event.product_id, latest.risk.value)
     held_before = {client_id for client_id, since in holders if since < rating.effective_at}
-    for client_id in sorted(held_before):  # in one order: no two writers deadlock
+    # locked at once in one order (no two writers deadlock), what is read of them read ahead
+    await uow.hold_clients(sorted(held_before))
+    for client_id in sorted(held_before):
         await uow.lock_client(client_id)
         facts = await uow.clients.get(client_id)
         if facts is None or facts.risk_tolerance is None:
