@@ -110,7 +110,8 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
 # the worker (its batch transaction's start, ``applied_at``) and committed there. Read right
 # after the load (a row frozen by VACUUM would have lost its xmin).
 STORED = (
-    "SELECT e.event_id, pg_xact_commit_timestamp(e.xmin), pg_xact_commit_timestamp(o.xmin) "
+    "SELECT e.event_id, pg_xact_commit_timestamp(e.xmin), pg_xact_commit_timestamp(o.xmin), "
+    "o.published_at "
     "FROM es_events e JOIN es_outbox o USING (event_id) WHERE e.recorded_at >= $1"
 )
 APPLIED = (
@@ -132,6 +133,15 @@ async def segments_of_the_load(intake_dsn: str, followup_dsn: str, started: Any)
     applied_rows = await _fetch(followup_dsn, APPLIED, started)
     stored = {r[0]: (r[1], r[2]) for r in stored_rows if r[1] is not None and r[2] is not None}
     seg: dict[str, list[float]] = {"publish": [], "to_worker": [], "in_tx": [], "total": []}
+    # The publish split (#12, Round 28): commit -> the marking statement's start (published_at
+    # is its now(): the read, the send and the broker's acknowledgement, and the wait for the
+    # round), and that statement's start -> its commit (the marking itself).
+    seg["to_mark"] = [
+        (r[3] - r[1]).total_seconds() for r in stored_rows if r[1] is not None and r[3] is not None
+    ]
+    seg["mark"] = [
+        (r[2] - r[3]).total_seconds() for r in stored_rows if r[2] is not None and r[3] is not None
+    ]
     txs: dict[str, tuple[float, float, int]] = {}
     for event_id, start, commit, xid in applied_rows:
         if commit is None:

@@ -1151,7 +1151,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         assert [c.event_id for c in found] == [creation.event_id]
         assert len(marking) == 1, marking
         assert "pg_advisory_xact_lock" in marking[0]
-        assert "fu_read_ahead_held(" in marking[0]
+        assert "fu_read_ahead_held_v2(" in marking[0]
         assert sent == marking  # nothing read after the marking
 
     async def test_a_batch_reading_as_it_marks_waits_for_the_holder_and_reads_its_commit(

@@ -249,17 +249,58 @@ written. A stream's new events also meet
 stream's place in ``$5`` (a group's streams: a few hundred at most)."""
 
 
+_LOOKED_UP_CHECK = """
+      AND (SELECT CASE WHEN count(*) = 0 THEN true ELSE es_looked_up_id_stored(count(*)) END
+           FROM unnest($IDS::uuid[], $HASHES::bytea[]) AS l(event_id, submission_hash)
+           JOIN es_events a ON a.event_id = l.event_id
+           WHERE l.submission_hash IS NULL OR a.submission_hash <> l.submission_hash)"""
+
+
+def _checking_looked_up(sql: str, ids: int) -> str:
+    """``sql`` (a guessed write) that also fails whole, with the SQLSTATE
+    :data:`LOOKED_UP_ID_STORED`, when an id it looked up and does not insert (``$ids``) is
+    stored otherwise than the unit allowed (Round 28): at all, or, where a submission hash
+    is given beside it (``$ids + 1``), with another hash. A row stored without a hash passes
+    (a refusal recorded before Round 28: decided as then). Intake migration 002's
+    ``es_looked_up_id_stored`` is called only then: one evaluation before the first event
+    row, with the streams' count."""
+    anchor = "\n    ORDER BY (e->>'event_id')::uuid\n    RETURNING"
+    if sql.count(anchor) != 1:
+        raise ValueError("a guessed write without its one event insert")
+    check = _LOOKED_UP_CHECK.replace("$IDS", f"${ids}").replace("$HASHES", f"${ids + 1}")
+    return sql.replace(anchor, check + anchor)
+
+
+_GUESSED_CHECKED_WRITE_SQL = _checking_looked_up(_GUESSED_WRITE_SQL, 7)
+_REMEMBERED_CHECKED_WRITE_SQL = _checking_looked_up(_REMEMBERED_WRITE_SQL, 9)
+"""The two guessed writes for a unit that looked up ids it does not write (Round 28): the
+ids of intake's recorded refusals, looked up with the ids sent, each allowed stored only with
+the hash of the submission now sent under its refused event's id
+(:meth:`GuessingUnitOfWork.may_be_stored_as`). Until Round 28 the guess took them for not
+stored and nothing checked it (the write inserts only the ids it writes), so an id whose
+event was refused and recorded was decided on the guess as new, whatever was sent under it
+(docs/intake.md). A unit that looked up nothing else sends the statements as before."""
+
 STALE_STREAM_GUESS = "BL001"
 """The SQLSTATE of :data:`_REMEMBERED_WRITE_SQL`'s failure when a remembered stream moved
 (event store migration 010, ``es_stale_stream_guess``): a class of Branchline's own, which
 no other error of the server carries, so nothing else is taken for a stale guess (#12)."""
 
 
+LOOKED_UP_ID_STORED = "BL002"
+"""The SQLSTATE of a guessed write's failure when an id it looked up but does not insert is
+stored (:func:`_checking_looked_up`; intake migration 002, ``es_looked_up_id_stored``)."""
+
+
 def _guess_failed(exc: asyncpg.PostgresError) -> bool:
     """The server refused a guessed write because its guess did not hold: a stream taken for
-    new exists, an event id or a stream's next version is taken (a unique violation), or a
-    remembered stream moved (:data:`STALE_STREAM_GUESS`)."""
-    return isinstance(exc, asyncpg.UniqueViolationError) or exc.sqlstate == STALE_STREAM_GUESS
+    new exists, an event id or a stream's next version is taken (a unique violation), a
+    remembered stream moved (:data:`STALE_STREAM_GUESS`), or an id looked up and not written
+    is stored (:data:`LOOKED_UP_ID_STORED`)."""
+    return isinstance(exc, asyncpg.UniqueViolationError) or exc.sqlstate in (
+        STALE_STREAM_GUESS,
+        LOOKED_UP_ID_STORED,
+    )
 
 
 def _runs(written: list[str], read: list[str]) -> list[tuple[str, list[str]]]:
@@ -596,6 +637,8 @@ class GuessingUnitOfWork:
         self._streams: dict[str, int] = {}  # taken for new, and the version written
         self._remembered: dict[str, tuple[int, uuid.UUID]] = {}  # taken at these (#12)
         self._staged: list[_Staged] = []
+        # Taken for not stored, or stored with this submission hash: the write checks them.
+        self._looked_up: dict[uuid.UUID, bytes | None] = {}
         self._sent = False
         self.committed = 0
 
@@ -637,9 +680,23 @@ class GuessingUnitOfWork:
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         """None of them, as guessed (Round 25, #12): no statement. The write checks it: an id
         already stored (a resent event, a refusal's id) fails it whole on ``es_events``'
-        unique index, :class:`GuessWrong`, and the ordinary way looks the ids up."""
+        unique index, :class:`GuessWrong`, and the ordinary way looks the ids up. An id looked
+        up that the write does not insert (a refusal's id: intake looks up the id each sent
+        id's refusal would have) is checked by the write too, since Round 28
+        (:data:`_GUESSED_CHECKED_WRITE_SQL`)."""
         self._unsent("look up ids")
+        for event_id in event_ids:
+            self._looked_up.setdefault(event_id, None)
         return {}
+
+    def may_be_stored_as(self, hashes: Mapping[uuid.UUID, bytes]) -> None:
+        """Ids looked up (and taken for not stored) that the write may find stored, with these
+        submission hashes (Round 28): a refused event's recorded refusal, whose submission is
+        sent again under the refused event's id, is decided again, as the ordinary way
+        decides it; another submission under that id fails the write
+        (:data:`LOOKED_UP_ID_STORED`) and is looked up the ordinary way."""
+        self._unsent("allow stored ids")
+        self._looked_up.update(hashes)
 
     async def load_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         self._unsent("read streams")
@@ -681,20 +738,33 @@ class GuessingUnitOfWork:
                     [versions[s] for s in streams],
                 ]
                 remembered = [self._remembered.get(s) for s in streams]
+                writes = {e.event_id for e in events}
+                absent = sorted(i for i in self._looked_up if i not in writes)
+                allowed = [self._looked_up[i] for i in absent]
                 writing = True
                 try:
                     if any(r is not None for r in remembered):
                         arguments.append([r[0] if r else 0 for r in remembered])
                         arguments.append([r[1] if r else None for r in remembered])
-                        rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
+                        if absent:
+                            arguments += [absent, allowed]
+                            rows = await conn.fetch(_REMEMBERED_CHECKED_WRITE_SQL, *arguments)
+                        else:
+                            rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
+                    elif absent:
+                        arguments += [absent, allowed]
+                        rows = await conn.fetch(_GUESSED_CHECKED_WRITE_SQL, *arguments)
                     else:
                         rows = await conn.fetch(_GUESSED_WRITE_SQL, *arguments)
                 except asyncpg.PostgresError as exc:
                     if not lost_in_flight(exc) and _guess_failed(exc):
                         # Refused, its own transaction rolled back: on the same connection,
-                        # what of the guess the store holds otherwise (Round 27, #12).
+                        # what of the guess the store holds otherwise (Round 27, #12), the ids
+                        # looked up and not written among the ids (Round 28).
                         self._sent = False
-                        streams_taken, ids_taken = await _taken(conn, events, streams, remembered)
+                        streams_taken, ids_taken = await _taken(
+                            conn, events, streams, remembered, absent
+                        )
                         raise GuessWrong(
                             str(exc), taken_streams=streams_taken, taken_ids=ids_taken
                         ) from exc
@@ -764,6 +834,7 @@ async def _taken(
     events: Sequence[RecordedEvent],
     streams: Sequence[str],
     remembered: Sequence[tuple[int, uuid.UUID] | None],
+    absent: Sequence[uuid.UUID] = (),
 ) -> tuple[frozenset[str], frozenset[uuid.UUID]]:
     """The streams and event ids of a refused guessed write that the store holds otherwise
     than guessed (:data:`_TAKEN_SQL`), asked after the refusal on the connection that sent it
@@ -775,7 +846,7 @@ async def _taken(
     try:
         rows = await conn.fetch(
             _TAKEN_SQL,
-            [e.event_id for e in events],
+            [e.event_id for e in events] + list(absent),
             list(streams),
             [r[0] if r else 0 for r in remembered],
             [r[1] if r else None for r in remembered],

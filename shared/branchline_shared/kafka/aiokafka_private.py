@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiokafka
+from aiokafka.errors import ProducerClosed
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ _CLIENT = ("_request_timeout_ms", "_sync_task")
 """An ``AIOKafkaClient``'s: its request timeout, and its metadata task, made as the
 bootstrap's last step (``AIOKafkaClient.bootstrap``)."""
 _CONSUMER = ("_coordinator", "_fetcher", "_client")
-_PRODUCER = ("_sender",)
-"""A producer's ``Sender`` (made with the producer), whose ``sender_task`` sends its batches."""
+_PRODUCER = ("_sender", "_message_accumulator")
+"""A producer's ``Sender`` (made with the producer), whose ``sender_task`` sends its batches,
+and its ``MessageAccumulator`` (the batches not yet delivered: ``_batches`` waiting,
+``_pending_batches`` in flight; ``fail_all``)."""
 _COORDINATOR_TASKS = (
     "_coordination_task",
     "_heartbeat_task",
@@ -62,7 +65,8 @@ class PrivateParts:
     close_rest: Callable[[], Awaitable[None]] | None = field(default=None)
     """What a consumer's or producer's ``stop()``, cancelled or ended short by one of its own
     tasks, did not close (a consumer's group coordinator's and fetcher's tasks, a producer's
-    sender task; the client's metadata task and connections). None for an admin client (its
+    sender task and send tasks in flight, its batches not delivered failed; the client's
+    metadata task and connections). None for an admin client (its
     close is its client's)."""
 
 
@@ -172,16 +176,50 @@ def _producer_rest(
         return None
 
     async def close_rest() -> None:
-        # aiokafka 0.14's ``AIOKafkaProducer.stop`` is: the accumulator's close or the sender
-        # task's end, the sender's close (cancels its task, which awaits its batches in
-        # flight), the client's ``close``. Ended short (a batch's error raised by the sender's
-        # close), the client is closed here.
-        task = getattr(producer._sender, "sender_task", None)
-        if isinstance(task, asyncio.Task):
-            await _all_ended([task])
+        # aiokafka 0.14's ``AIOKafkaProducer.stop`` is: the accumulator's close (a flush, in a
+        # task of its own) or the sender task's end, the sender's close (cancels its task,
+        # which then awaits its send tasks in flight one by one), the client's ``close``. Cut
+        # or ended short anywhere, every task of the sender's (its routine, its sends in
+        # flight) and of the accumulator's (the stop's flush) is ended here together, every
+        # batch not delivered failed (its callers told, not left waiting), the client closed.
+        sender = producer._sender
+        accumulator = producer._message_accumulator
+        routine = getattr(sender, "sender_task", None)
+        tasks = [routine] if isinstance(routine, asyncio.Task) and not routine.done() else []
+        tasks += [task for task in _tasks_of(sender, accumulator) if task not in tasks]
+        await _all_ended(tasks)
+        _undelivered_failed(accumulator)
         await inner.close()
 
     return close_rest
+
+
+def _tasks_of(*owners: object) -> list[asyncio.Task[Any]]:
+    """The running tasks whose coroutine is a method of one of ``owners`` (aiokafka keeps a
+    producer's send tasks in a local of its sender's routine, nowhere else)."""
+    found = []
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if not task.done() and frame is not None:
+            owner = frame.f_locals.get("self")
+            if any(owner is candidate for candidate in owners):
+                found.append(task)
+    return found
+
+
+def _undelivered_failed(accumulator: Any) -> None:
+    """Every batch ``accumulator`` holds (waiting or in flight) failed with ``ProducerClosed``
+    (its ``send`` futures too); the batches' own futures, which nobody awaits now, retrieved."""
+    waiting = _private(accumulator, "_batches")
+    in_flight = _private(accumulator, "_pending_batches")
+    batches = [batch for queue in (waiting or {}).values() for batch in queue]
+    batches += list(in_flight or ())
+    if _has(accumulator, "fail_all"):
+        accumulator.fail_all(ProducerClosed())
+    for batch in batches:
+        future = getattr(batch, "future", None)
+        if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+            future.exception()
 
 
 def _fetcher_tasks(fetcher: object) -> list[asyncio.Task[Any]]:

@@ -25,7 +25,12 @@ from branchline_followup.adapters.unit_of_work import (
 )
 from branchline_followup.application.batches import BatchOutcome, Delivered, apply_batch
 from branchline_followup.application.ports import UnitsOfWork
-from branchline_followup.application.projector import Projection, apply_event, project
+from branchline_followup.application.projector import (
+    Projection,
+    apply_event,
+    locks_client,
+    project,
+)
 from branchline_followup.application.projector import (
     _record_quality_facts as record_quality_facts,
 )
@@ -335,7 +340,7 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_its_applied_records_s
     reads = [
         q
         for q in sent
-        if "fu_read_ahead_held(" in q
+        if "fu_read_ahead_held_v2(" in q
         or (
             q.startswith("SELECT")
             and any(r in q for r in ("fu_clients", "fu_client_events", "'open'", "task_created"))
@@ -346,7 +351,7 @@ async def test_a_one_event_batch_reads_its_client_ahead_in_its_applied_records_s
     assert sent.index(marking) == 1  # right after BEGIN
     assert "INSERT INTO fu_applied_events" in marking  # the applied record,
     assert "pg_advisory_xact_lock(" in marking  # the client's lock,
-    assert "public.fu_read_ahead_held( l.locks," in marking  # the read ahead after the lock
+    assert "public.fu_read_ahead_held_v2( l.locks," in marking  # the read ahead after the lock
     assert [q for q in sent if "pg_advisory_xact_lock(" in q] == [marking]
     collected = [q for q in sent if q.startswith("WITH w0 AS (INSERT INTO fu_clients ")]
     assert len(collected) == 1, "\n".join(sent)
@@ -410,14 +415,16 @@ async def test_a_batch_runs_its_statements_on_generic_plans(settings: Branchline
         conn.remove_log_listener(notice)
         plans = await conn.fetch(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-            "WHERE statement LIKE '%public.fu_read_ahead_held(%' "
+            "WHERE statement LIKE '%public.fu_read_ahead_held_v2(%' "
             "AND statement NOT LIKE '%pg_prepared_statements%'"  # not this one
         )
         mode = await conn.fetchval("SELECT current_setting('plan_cache_mode')")
     finally:
         await conn.close()
     assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)]
-    read_aheads = [n for n in notices if "FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)" in n]
+    read_aheads = [
+        n for n in notices if "FROM (VALUES (1), (2), (3), (4), (5), (6), (7)) AS k(kind)" in n
+    ]
     assert len(read_aheads) == 3, notices
     for plan in read_aheads:
         assert "jsonb_array_elements_text(($" in plan, plan  # a parameter: generic
@@ -761,6 +768,9 @@ async def test_the_collected_service_loop_rows_leave_what_the_writes_in_turn_lea
 
 CLOSURE_UPDATE_SENT = "UPDATE fu_clients SET account_closure_reason"
 RATINGS_READ = "FROM fu_product_ratings WHERE"
+HOLDINGS_READ = "FROM fu_holdings WHERE client_id = $1"
+PRODUCT_LOCKS = "hashtext(p)"
+"""The products' locks' statement (``pg_schemas.lock_products``), before the read ahead."""
 
 
 def a_shelf_event(
@@ -841,7 +851,12 @@ async def test_a_batchs_closures_go_into_its_collected_writes_and_its_ratings_ar
         outcome, sent = await statements_sent(pool, units, batch)
     assert (outcome.applied, outcome.failed, outcome.one_by_one) == (len(batch), [], False)
     assert not [q for q in sent if q.startswith(CLOSURE_UPDATE_SENT)], "\n".join(sent)
-    assert len([q for q in sent if RATINGS_READ in q]) == 1, "\n".join(sent)
+    # Round 28: the ratings and the sales' and reassessments' holdings in the read ahead
+    # (followup migration 021's function, after the products' and clients' locks), D-15
+    assert not [q for q in sent if RATINGS_READ in q], "\n".join(sent)
+    assert not [q for q in sent if HOLDINGS_READ in q], "\n".join(sent)
+    (marking,) = [q for q in sent if "fu_read_ahead_held_v2(" in q]
+    assert sent.index(next(q for q in sent if PRODUCT_LOCKS in q)) <= sent.index(marking)
     (collected,) = [q for q in sent if q.startswith("WITH w0 AS (")]
     assert "account_closure_reason" in collected
     alone = await applied_in_turn(infra, tmp_path, batch, units=InTurnUnits)
@@ -906,19 +921,34 @@ async def applied_rows(
     batch: list[RecordedEvent],
     *,
     collect: bool,
+    read_ahead: bool = False,
+    batch_begins: Callable[[], None] | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """Every read model after ``before`` and ``batch`` are applied by the projector in one
     transaction, rolled back: ``before`` in a unit writing in turn, ``batch`` in one unit
     writing in turn or collecting (its positions as given: an event after a later one of its
-    store re-projects its client)."""
+    store re-projects its client), ``read_ahead``: its clients held and read ahead first, as
+    the worker's batch does (their facts, tasks, places, holdings and the products' ratings);
+    ``batch_begins`` called once ``before`` is applied."""
     transaction = conn.transaction()
     await transaction.start()
     try:
         earlier = PostgresFollowupUnitOfWork(conn)
         for n, event in enumerate(before, start=1):
             await project(earlier, decode(event), PROJECTION, SourcePosition("intake", n))
+        if batch_begins is not None:
+            await asyncio.sleep(0)  # a query logger is called soon after each statement
+            batch_begins()
         unit = PostgresFollowupUnitOfWork(conn, collect=collect)
         unit.holdings.expect([(e, None) for e in batch])
+        if read_ahead:
+            await unit.hold_clients_of(
+                [
+                    (e, SourcePosition("intake", 1000 + e.stream_version))
+                    for e in batch
+                    if locks_client(e)
+                ]
+            )
         for event in batch:
             position = SourcePosition("intake", 1000 + event.stream_version)
             await project(unit, decode(event), PROJECTION, position)
@@ -955,3 +985,70 @@ async def test_the_collected_closures_and_kept_ratings_leave_what_the_writes_in_
                 assert got == expected, (scenario, [e.type for e in batch])
     finally:
         await pool.close()
+
+
+async def test_the_read_ahead_holdings_and_ratings_leave_what_the_reads_in_turn_leave(
+    settings: BranchlineSettings,
+) -> None:
+    """#12, Round 28 (D-15): over 150 random batches as above (sales, reassessments and
+    ratings of two products among closures, reopenings, registrations and service-loop events;
+    some with an event arriving late, so its client is re-projected and its holdings deleted
+    and made again), a collecting unit that holds the batch's clients and reads ahead their
+    holdings and the products' ratings in the read ahead (kept, then changed by the unit's
+    own sales and re-ratings) leaves every read model as a unit reading and writing each in
+    turn. And it reads no holdings and no ratings by statements of their own (each sale,
+    lowering reassessment and re-rating of a holder did, and each batch's ratings)."""
+    await prepare_database(settings)
+    rng = random.Random(28)
+    clients = ["C-90", "C-91", "C-92"]
+    pool = await open_read_model_pool(settings)
+    own_reads: list[str] = []
+    reads_in_turn: list[str] = []
+    reads: list[str] = []
+
+    def log(query: LoggedQuery) -> None:
+        read = query.query.lstrip().startswith("SELECT")
+        if read and (RATINGS_READ in query.query or HOLDINGS_READ in query.query):
+            reads.append(query.query)
+
+    def counting(into: list[str]) -> Callable[[], None]:
+        def begins() -> None:
+            nonlocal reads
+            reads = into
+
+        return begins
+
+    try:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(log)
+            try:
+                for scenario in range(150):
+                    before = random_closures(rng, clients, 1, rng.choice((0, 6, 6)))
+                    batch = random_closures(rng, clients, 100, rng.randint(1, 16))
+                    if len(batch) > 2 and rng.random() < 0.3:
+                        i = rng.randrange(len(batch) - 1)
+                        batch[i], batch[i + 1] = batch[i + 1], batch[i]  # one arrives late
+                    reads = []  # the reads of ``before``'s, not counted
+                    expected = await applied_rows(
+                        conn, before, batch, collect=False, batch_begins=counting(reads_in_turn)
+                    )
+                    await asyncio.sleep(0)  # the logger is called soon after each statement
+                    reads = []
+                    got = await applied_rows(
+                        conn,
+                        before,
+                        batch,
+                        collect=True,
+                        read_ahead=True,
+                        batch_begins=counting(own_reads),
+                    )
+                    await asyncio.sleep(0)
+                    assert got == expected, (scenario, [e.type for e in batch])
+            finally:
+                conn.remove_query_logger(log)
+    finally:
+        await pool.close()
+    # the workload reads holdings and ratings, in turn (127 statements with this seed)
+    assert [q for q in reads_in_turn if HOLDINGS_READ in q]
+    assert [q for q in reads_in_turn if RATINGS_READ in q]
+    assert own_reads == []

@@ -11,6 +11,7 @@ import pytest
 
 from branchline_audit.application.checkpointing import run_checkpointer
 from branchline_audit.application.context import AuditContext
+from branchline_audit.domain.verification import AlteredEntry
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -70,3 +71,21 @@ async def test_asyncpgs_own_bug_ends_the_checkpointer() -> None:
     assert await _first_of(task, checkpoints.again) == "ended"
     with pytest.raises(asyncpg.InternalClientError):
         task.result()
+
+
+async def test_a_round_refused_over_a_rewritten_ledger_is_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """D-11 (Round 28): a round whose signing is refused because the ledger contradicts the
+    latest signed checkpoint (UnsignedHistory, an AlteredEntry) is said and tried again; it
+    does not end the task (before, any such error ended it for good)."""
+    refused = AlteredEntry(20, mismatch="its hash does not lead to the signed root")
+    checkpoints = _Checkpoints(refused)
+    task = asyncio.create_task(run_checkpointer(_audit(checkpoints), poll_s=0.01))
+    try:
+        assert await _first_of(task, checkpoints.again) == "again"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "checkpoint refused" in caplog.text
+    assert "position 20 was altered" in caplog.text

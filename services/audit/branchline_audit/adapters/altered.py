@@ -44,6 +44,15 @@ the words saying which of them holds a time no append writes (``unwritten``):
 :func:`~branchline_audit.domain.verification.reader_entries` makes their entries (#12)."""
 
 
+_SIGNED_LEAF = (
+    "SELECT int8send(c.tree_size) || coalesce(l.hash, ''::bytea) FROM audit_checkpoints c "
+    "LEFT JOIN audit_ledger l ON l.position = c.tree_size"
+)
+"""A checkpoint's tree size (8 bytes, big-endian) and the stored hash of the entry at that
+size, its last leaf (nothing when that entry is gone): :func:`with_neighbours`'s
+``signed_leaf``."""
+
+
 def with_neighbours(read: str) -> str:
     """``read`` (a query of :data:`READ_COLUMNS`, any order and limit of its own), its rows in
     position order, each with the links beside it that the read does not hold:
@@ -57,14 +66,25 @@ def with_neighbours(read: str) -> str:
 
     The link after is the one a served entry's soundness needs: an entry rewritten so that
     its own hash holds has another hash, which the entry after it no longer names; the link
-    before tells only of the entry before, which a filtered read does not serve."""
+    before tells only of the entry before, which a filtered read does not serve.
+
+    The read's last row also carries ``signed_leaf`` (:data:`_SIGNED_LEAF`): the smallest
+    signed checkpoint covering it (the latest when none does yet) and the stored hash of that
+    checkpoint's last entry, two index probes, so that the reader holds the entries it serves
+    against a signed checkpoint (a rewrite with every later hash recomputed changes that hash,
+    which the checkpoint signed; ``application/signed_leaves.py``, Round 28); NULL without a
+    checkpoint."""
     links = (
-        "CASE WHEN lag(p.position) OVER w IS NULL THEN "
+        "CASE WHEN lag(p.position) OVER w IS NULL THEN "  # noqa: S608 - fixed text
         "(SELECT b.hash FROM audit_ledger b WHERE b.position = p.position - 1) END "
         "AS before_hash, "
         "CASE WHEN lead(p.position) OVER w IS DISTINCT FROM p.position + 1 THEN "
         "(SELECT a.prev_hash FROM audit_ledger a WHERE a.position = p.position + 1) END "
-        "AS after_prev"
+        "AS after_prev, "
+        "CASE WHEN lead(p.position) OVER w IS NULL THEN coalesce("
+        f"({_SIGNED_LEAF} WHERE c.tree_size >= p.position ORDER BY c.tree_size LIMIT 1), "
+        f"({_SIGNED_LEAF} ORDER BY c.tree_size DESC LIMIT 1)) END "
+        "AS signed_leaf"
     )
     window = "WINDOW w AS (ORDER BY p.position) ORDER BY p.position"
     return f"SELECT p.*, {links} FROM ({read}) p {window}"  # noqa: S608 - fixed text, bound values

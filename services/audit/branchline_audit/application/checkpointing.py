@@ -9,15 +9,21 @@ from typing import Any
 import asyncpg
 
 from branchline_audit.application.context import AuditContext
+from branchline_audit.application.signed_leaves import unsigned_latest
 from branchline_audit.domain.note import sign_checkpoint
-from branchline_audit.domain.verification import StoredCheckpoint
+from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint
 from branchline_shared.postgres.faults import session_ended_unread
 
 log = logging.getLogger(__name__)
 
 
 async def checkpoint_now(audit: AuditContext) -> StoredCheckpoint:
-    """A signed checkpoint over every entry committed so far (the existing one if current)."""
+    """A signed checkpoint over every entry committed so far (the existing one if current);
+    :class:`UnsignedHistory` (D-11) when the latest signed checkpoint's last leaf is not the
+    stored hash at its size: none is signed over a rewrite of what one signed (Round 28)."""
+    unsigned = await unsigned_latest(audit)
+    if unsigned is not None:
+        raise unsigned
 
     async def range_root(conn: Any, size: int) -> bytes:
         hasher = await audit.ledger.range_hasher([(0, size)], conn=conn)
@@ -63,6 +69,10 @@ async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
             await checkpoint_if_due(audit)
         except _RETRIED as error:
             log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
+        except AlteredEntry as error:
+            # The ledger contradicts the latest signed checkpoint (UnsignedHistory): nothing
+            # is signed over it; said every round until verify's finding is dealt with.
+            log.error("checkpoint refused: %s", error.detail)
         except asyncpg.InternalClientError as error:
             # A connection whose session the server ended, its error read and its close not
             # yet (postgres/faults.py): lost like any other, tried again next round (#12).

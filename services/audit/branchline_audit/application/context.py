@@ -28,6 +28,10 @@ class AuditContext:
     policy: PersonalDataPolicy = field(default_factory=PersonalDataPolicy)
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 60.0
+    signed_leaves: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """The last leaf (entry hash) of each signed checkpoint this process has proven against
+    its signed root, by tree size (``application/signed_leaves.py``, Round 28): a read
+    compares the stored hash it read with it; about 100 bytes per checkpoint."""
 
     @property
     def origin(self) -> str:

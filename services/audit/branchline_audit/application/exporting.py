@@ -17,6 +17,7 @@ from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.querying import checked_views_of
 from branchline_audit.application.recording import record_read
+from branchline_audit.application.signed_leaves import unsigned_history
 from branchline_audit.domain.export import ExportContent, ExportWriter
 from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.records import rfc3339
@@ -25,6 +26,7 @@ from branchline_audit.domain.verification import (
     AlteredEntry,
     ServedCheck,
     StoredCheckpoint,
+    UnsignedHistory,
     refuse_altered,
     sound_before_altered,
 )
@@ -196,7 +198,16 @@ async def _export_body(
     writer: ExportWriter,
     signed: list[StoredCheckpoint],
 ) -> AsyncIterator[str]:
-    checkpoint = await checkpoint_now(audit)
+    try:
+        checkpoint = await checkpoint_now(audit)
+    except UnsignedHistory:
+        # None is signed over a ledger that contradicts the latest checkpoint (Round 28): the
+        # export proves against that one, and its pages name what differs (an altered entry,
+        # or the checkpoint's own position), after the sound lines before it.
+        latest = await audit.checkpoints.latest()
+        if latest is None:
+            raise
+        checkpoint = latest
     signed.append(checkpoint)
     size = checkpoint.tree_size
     complete = filters.is_empty()
@@ -223,8 +234,14 @@ async def _export_body(
             proofs = {index + 1: shared.proof(index) for index in indices}
             shared.forget_before(indices[-1] + 1)
         # Every sound entry before an altered one is sent, then the export ends with the
-        # signed incomplete trailer naming it (#12): the page is not refused whole.
+        # signed incomplete trailer naming it (#12): the page is not refused whole. A page
+        # whose covering signed checkpoint the ledger contradicts (a rewrite with every later
+        # hash recomputed, Round 28) is not sent: the trailer names the checkpoint's position.
         sound, altered = sound_before_altered(page, check)
+        if altered is None:
+            altered = await unsigned_history(audit, page)
+            if altered is not None:
+                sound = ()
         chunk = []
         for view in await checked_views_of(audit, sound, reader):
             entry = view.stored.entry

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from branchline_audit.application.context import AuditContext, TrailReader
+from branchline_audit.application.signed_leaves import unsigned_history
 from branchline_audit.domain.personal import ClientDataState, View, data_subject_of
 from branchline_audit.domain.verification import ServedCheck, StoredEntry, refuse_altered
 
@@ -27,8 +28,13 @@ async def views_of(
     """The entries as ``reader`` may see them; :class:`AlteredEntry` for the first one altered
     behind the ledger's back (a time no append writes, or stored content that is not what
     its hash covers: :class:`ServedCheck`; ``check`` carries the entry before them when
-    they are a later page of one read): refused by name, never shown (D-11)."""
+    they are a later page of one read): refused by name, never shown (D-11); then
+    :class:`UnsignedHistory` when the signed checkpoint read with them contradicts the
+    ledger (a rewrite with every later hash recomputed, :mod:`signed_leaves`, Round 28)."""
     refuse_altered(entries, check)
+    unsigned = await unsigned_history(audit, entries)
+    if unsigned is not None:
+        raise unsigned
     return await checked_views_of(audit, entries, reader)
 
 

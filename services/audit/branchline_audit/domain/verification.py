@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +77,18 @@ class StoredEntry:
     last, a single entry); None when there is none yet or it was not read. With it an entry
     rewritten together with its own recomputed hash is refused even when it is served alone
     or last (the entry after it no longer links to it, #12)."""
+    signed_leaf: tuple[int, bytes | None] | None = field(default=None, compare=False)
+    """On a read's last entry: the tree size of the smallest signed checkpoint covering it
+    (the latest when none does yet) and the stored hash of the entry at that size (None when
+    there is no such entry), which the reader holds against the checkpoint's signed root
+    (Round 28); None when not read or no checkpoint is signed. What the read read beside the
+    entry, not the entry: not compared."""
+
+
+def signed_leaf_of(value: bytes) -> tuple[int, bytes | None]:
+    """A ``signed_leaf`` column (a tree size's 8 bytes, big-endian, then the stored hash of
+    the entry at that size, if any) as :attr:`StoredEntry.signed_leaf`."""
+    return int.from_bytes(value[:8], "big"), (value[8:] or None)
 
 
 class AlteredEntry(Exception):
@@ -102,6 +114,25 @@ class AlteredEntry(Exception):
             "GET /v1/audit/verify locates every altered entry"
         )
         super().__init__(self.detail)
+
+
+class UnsignedHistory(AlteredEntry):
+    """A read whose covering signed checkpoint the stored ledger contradicts: the entry at
+    the checkpoint's size (its last leaf) does not lead to the signed root, so an entry at
+    or before it was rewritten with every later hash recomputed, or the entry itself was
+    (Round 28). Refused by every reader as an altered entry (409 ``ledger-integrity``, D-11;
+    an export's signed incomplete trailer), naming that position and the checkpoint; verify
+    locates the rewrite between the last checkpoint that holds and the first that does not."""
+
+    def __init__(self, tree_size: int, why: str) -> None:
+        self.position = tree_size
+        self.detail = (
+            f"the ledger entry at position {tree_size} was altered behind the ledger's back: "
+            f"{why}: the ledger up to it is not what the signed checkpoint of tree size "
+            f"{tree_size} holds (a hash rewritten, with or without every later one; tamper "
+            "evidence, D-11); GET /v1/audit/verify locates it"
+        )
+        Exception.__init__(self, self.detail)
 
 
 _NO_ROW_HEAD = (None,) * 7
@@ -488,6 +519,9 @@ def reader_entries(rows: Iterable[Iterable[Any]]) -> list[StoredEntry]:
                 after_prev=None
                 if not neighbours or neighbours[1] is None
                 else bytes(neighbours[1]),
+                signed_leaf=None
+                if len(neighbours) < 3 or neighbours[2] is None
+                else signed_leaf_of(bytes(neighbours[2])),
             )
         )
     return entries

@@ -13,8 +13,8 @@ The clients' locks are NOT taken by :data:`READ_AHEAD`: a statement reads from t
 taken when it starts, so rows committed by a unit the lock waited for would be missed. Either
 the caller takes the locks in a statement before it (ADR-0013, ADR-0014), or
 :data:`MARK_APPLIED_LOCKING_READING` takes them and then reads through followup migration
-018's VOLATILE function, whose query takes its own snapshot after the last lock is granted
-(#12: a batch's records, locks and read ahead in one round trip).
+021's VOLATILE function (018's before), whose query takes its own snapshot after the last lock
+is granted (#12: a batch's records, locks and read ahead in one round trip).
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from branchline_followup.adapters.read_models import (
 )
 from branchline_followup.domain import FollowupTask
 from branchline_followup.domain.records import ClientFacts
+from branchline_followup.domain.suitability import Rating
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.stored_documents import stored_envelope
 from branchline_shared.events.upcasting import upcast
+from branchline_shared.events.vocabulary import ProductRisk
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 
@@ -75,17 +77,22 @@ LEFT JOIN LATERAL (
 
 _CAUSED_AT = _PLACES_AT + 4
 _CAUSED_CREATION_AT = _CAUSED_AT + len(TASK_COLUMNS)
+RATING_COLUMNS = ("product_id", "event_id", "risk", "effective_at")
+HOLDING_COLUMNS = ("client_id", "product_id", "product_risk")
+_RATINGS_AT = _CAUSED_CREATION_AT + 1
+_HOLDINGS_AT = _RATINGS_AT + len(RATING_COLUMNS)
 
 
 def read_ahead_query(arguments: Sequence[str]) -> str:
-    """The five reads, their arguments (JSON texts) named by ``arguments`` in kind order:
-    placeholders (:data:`READ_AHEAD`) or the parameters of followup migration 018's function,
+    """The seven reads, their arguments (JSON texts) named by ``arguments`` in kind order:
+    placeholders (:data:`READ_AHEAD`) or the parameters of followup migration 021's function,
     whose body is this query (tests/integration/followup/test_followup_read_ahead_function.py
     holds the two the same: a change here needs a migration replacing the function)."""
     facts, open_tasks, places = arguments[:3]
+    ratings, holdings = arguments[5:7]
     return f"""
-SELECT k.kind, f.*, t.*, p.*, ct.*, cc.envelope
-FROM (VALUES (1), (2), (3), (4), (5)) AS k(kind)
+SELECT k.kind, f.*, t.*, p.*, ct.*, cc.envelope, r.*, h.*
+FROM (VALUES (1), (2), (3), (4), (5), (6), (7)) AS k(kind)
 LEFT JOIN LATERAL (
     SELECT {", ".join(_FACTS)} FROM fu_clients
     WHERE k.kind = 1 AND client_id = ANY({_texts(facts)})
@@ -101,13 +108,24 @@ LEFT JOIN LATERAL (
     WHERE k.kind = 3
 ) p ON true
 {_caused_branches(4, "ct", 5, "cc", arguments)}
+LEFT JOIN LATERAL (
+    SELECT {", ".join(RATING_COLUMNS)} FROM fu_product_ratings
+    WHERE k.kind = 6 AND product_id = ANY({_texts(ratings)})
+) r ON true
+LEFT JOIN LATERAL (
+    SELECT {", ".join(HOLDING_COLUMNS)} FROM fu_holdings
+    WHERE k.kind = 7 AND client_id = ANY({_texts(holdings)})
+) h ON true
 ORDER BY k.kind, t.opened_at, t.id
 """  # noqa: S608 - fixed identifiers, placeholders
 
 
-READ_AHEAD = read_ahead_query(("$1", "$2", "$3", "$4", "$5"))
-"""The five reads: the three above, and :data:`CAUSED_BY`'s two (#12: the look-up of what the
-batch's events caused, a statement of its own before); ``k.kind = n`` keeps a branch's rows to
+READ_AHEAD = read_ahead_query(("$1", "$2", "$3", "$4", "$5", "$6", "$7"))
+"""The seven reads: the three above, :data:`CAUSED_BY`'s two (#12: the look-up of what the
+batch's events caused, a statement of its own before), the ratings of the products the batch's
+events name (a statement of its own per batch with a sale or a rating before, Round 27) and
+the holdings of the clients whose sales or reassessments the batch applies (a statement per
+such event before, D-15; #12); ``k.kind = n`` keeps a branch's rows to
 its own kind's row, whatever the plan (PostgreSQL 18 scans each branch once and materialises
 it: checked with EXPLAIN ANALYZE, each index probed once). Tasks in the order of
 ``read_models.open_tasks_of``. The open tasks are the clients' tasks filtered on their status
@@ -132,6 +150,10 @@ class ReadAhead:
     """(client, store) pairs asked for with a positioned event kept (others left out)."""
     caused: CausedBy = field(default_factory=CausedBy)
     """What the events asked for caused (:func:`read_caused_by`'s)."""
+    ratings: dict[str, dict[uuid.UUID, Rating]] = field(default_factory=dict)
+    """Every product asked for, with its ratings by event id."""
+    holdings: dict[str, dict[str, ProductRisk]] = field(default_factory=dict)
+    """Every client asked for, with its holdings' risks by product id."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,8 @@ class Asked:
     places_of: Sequence[tuple[str, str]] = ()
     tasks_caused_by: Sequence[uuid.UUID] = ()
     creations_caused_by: Sequence[uuid.UUID] = ()
+    ratings_of: Sequence[str] = ()
+    holdings_of: Sequence[str] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -151,22 +175,30 @@ class Asked:
             or self.places_of
             or self.tasks_caused_by
             or self.creations_caused_by
+            or self.ratings_of
+            or self.holdings_of
         )
 
-    def arguments(self) -> tuple[str, str, str, str, str]:
-        """The five JSON texts, in :func:`read_ahead_query`'s order."""
+    def arguments(self) -> tuple[str, str, str, str, str, str, str]:
+        """The seven JSON texts, in :func:`read_ahead_query`'s order."""
         return (
             values_argument(self.facts_of),
             values_argument(self.open_tasks_of),
             rows_argument(self.places_of),
             values_argument(self.tasks_caused_by),
             values_argument(self.creations_caused_by),
+            values_argument(self.ratings_of),
+            values_argument(self.holdings_of),
         )
 
 
 def _found(asked: Asked, rows: Iterable[Sequence[Any]]) -> ReadAhead:
     """What the rows of :func:`read_ahead_query` (each from its kind column on) hold."""
-    found = ReadAhead(open_tasks={c: [] for c in asked.open_tasks_of})
+    found = ReadAhead(
+        open_tasks={c: [] for c in asked.open_tasks_of},
+        ratings={p: {} for p in asked.ratings_of},
+        holdings={c: {} for c in asked.holdings_of},
+    )
     for row in rows:
         kind = row[0]
         if kind == 1 and row[1] is not None:
@@ -183,6 +215,12 @@ def _found(asked: Asked, rows: Iterable[Sequence[Any]]) -> ReadAhead:
         elif kind == 5 and row[_CAUSED_CREATION_AT] is not None:
             # rows of followup's own event store, validated when they were written (#12)
             found.caused.creations.append(upcast(stored_envelope(row[_CAUSED_CREATION_AT])))
+        elif kind == 6 and row[_RATINGS_AT] is not None:
+            product_id, event_id, risk, effective_at = row[_RATINGS_AT:_HOLDINGS_AT]
+            found.ratings[product_id][event_id] = Rating(event_id, ProductRisk(risk), effective_at)
+        elif kind == 7 and row[_HOLDINGS_AT] is not None:
+            client_id, product_id, product_risk = row[_HOLDINGS_AT:]
+            found.holdings[client_id][product_id] = ProductRisk(product_risk)
     return found
 
 
@@ -198,14 +236,14 @@ MARK_APPLIED_LOCKING_READING = f"""{MARK_ALL_APPLIED_LOCKING}
 SELECT CASE WHEN a.ordinality IS NULL OR a.ordinality = 1 THEN r.ids END AS ids, a.*
 FROM recorded r
 CROSS JOIN (SELECT count(*) AS locks FROM locked) l
-LEFT JOIN LATERAL public.fu_read_ahead_held(
+LEFT JOIN LATERAL public.fu_read_ahead_held_v2(
     l.locks,
     $4::text IS NOT NULL AND {_texts("$4", "uuid")} <@ r.ids,
-    $5, $6, $7, $8, $9
+    $5, $6, $7, $8, $9, $10, $11
 ) WITH ORDINALITY AS a ON true
 """  # noqa: S608 - fixed identifiers, placeholders
 """The batch's records and its clients' locks (:data:`.read_models.MARK_ALL_APPLIED_LOCKING`),
-then :func:`read_ahead` of what $5-$9 ask, through followup migration 018's function: called
+then :func:`read_ahead` of what $5-$11 ask, through followup migration 021's function: called
 with the locks' count (``l.locks``, an aggregate of every lock taken), it runs after the last
 lock is granted, and, VOLATILE, its query reads from a snapshot taken then, which sees what a
 unit holding one of the clients committed (ADR-0013; a read in this statement itself would

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence, Set
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence, Set
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -482,6 +482,10 @@ class _Holdings:
         event's first kept)."""
         self.expected: set[str] = set()
         """Products the unit's events name, read with the first product asked for."""
+        self.held: dict[str, dict[str, ProductRisk]] = {}
+        """``keep_ratings``: client → its holdings' risks by product, as the table holds them
+        in this transaction (read ahead with the batch's clients, then the unit's own
+        :meth:`hold` and :meth:`rerate`; a re-projection drops its client's: :meth:`forget`)."""
 
     def expect(self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]) -> None:
         """Note the products these events name (a sale's, a shelf event's), to read their
@@ -497,9 +501,42 @@ class _Holdings:
             elif event.product_id is not None:
                 self.expected.add(event.product_id)
 
+    def unread_ratings(self) -> list[str]:
+        """The products expected whose ratings are not kept yet (the read ahead's ask)."""
+        if not self._keep_ratings:
+            return []
+        return sorted(self.expected - self.ratings.keys())
+
+    def unread_holdings(self, client_ids: Iterable[str]) -> list[str]:
+        """These clients whose holdings are not kept yet (the read ahead's ask)."""
+        if not self._keep_ratings:
+            return []
+        return sorted(set(client_ids) - self.held.keys())
+
+    def keep_read(
+        self,
+        ratings: dict[str, dict[uuid.UUID, Rating]],
+        holdings: dict[str, dict[str, ProductRisk]],
+    ) -> None:
+        """Keep what the read ahead found (every product and client asked for)."""
+        for product_id, read in ratings.items():
+            self.ratings.setdefault(product_id, read)
+        for client_id, risks in holdings.items():
+            self.held.setdefault(client_id, risks)
+
+    def forget(self, client_id: str) -> None:
+        """The client's holdings are deleted by the caller (a re-projection, under the
+        client's lock: only its own sales add a holding, a re-rating changes rows that
+        exist): kept as none, as the table then holds them."""
+        if self._keep_ratings:
+            self.held[client_id] = {}
+
     async def hold(
         self, client_id: str, product_id: str, product_risk: str, since: datetime
     ) -> None:
+        kept = self.held.get(client_id)
+        if kept is not None:
+            kept[product_id] = ProductRisk(product_risk)  # as the upsert leaves the row
         await self._conn.execute(
             "INSERT INTO fu_holdings (client_id, product_id, product_risk, since) "
             "VALUES ($1, $2, $3, $4) ON CONFLICT (client_id, product_id) DO UPDATE SET "
@@ -512,6 +549,9 @@ class _Holdings:
         )
 
     async def of_client(self, client_id: str) -> list[Holding]:
+        kept = self.held.get(client_id)
+        if kept is not None:  # read ahead (#12); the domain's answers do not hang on the order
+            return [Holding(p, risk) for p, risk in sorted(kept.items())]
         rows = await self._conn.fetch(
             "SELECT product_id, product_risk FROM fu_holdings WHERE client_id = $1 "
             "ORDER BY product_id",
@@ -526,6 +566,10 @@ class _Holdings:
             product_id,
             product_risk,
         )
+        for r in rows:
+            kept = self.held.get(r["client_id"])
+            if kept is not None:
+                kept[product_id] = ProductRisk(product_risk)
         return sorted((r["client_id"], r["since"]) for r in rows)
 
     async def record_rating(self, product_id: str, rating: Rating) -> None:
@@ -562,10 +606,17 @@ class _Holdings:
     def snapshot(self) -> dict[str, dict[uuid.UUID, Rating]]:
         return {p: dict(kept) for p, kept in self.ratings.items()}
 
+    def snapshot_held(self) -> dict[str, dict[str, ProductRisk]]:
+        return {c: dict(kept) for c, kept in self.held.items()}
+
 
 def _rating(row: Any) -> Rating:
     return Rating(row["event_id"], ProductRisk(row["risk"]), row["effective_at"])
 
+
+_READS_HOLDINGS = frozenset({EventType.PRODUCT_SOLD.value, EventType.CLIENT_RISK_ASSESSED.value})
+"""Events whose application reads their client's holdings (D-15, ``suitability``): a sale's
+(after its own), a reassessment's (when it lowers the tolerance): read ahead (#12)."""
 
 _CHANGES_CLIENT_ROW = frozenset(
     {EventType.CLIENT_ACCOUNT_CLOSED.value, EventType.CLIENT_ACCOUNT_REOPENED.value}
@@ -812,12 +863,14 @@ class _Journal:
         timers: _Timers | None = None,
         *,
         collect: bool = False,
+        holdings: _Holdings | None = None,
     ) -> None:
         self._conn = conn
         self._activity = activity
         self._clients = clients
         self._tasks = tasks
         self._timers = timers
+        self._holdings = holdings
         self._collect = collect
         self.latest: dict[tuple[str, str], client_journal.Place | None] = {}
         """(client, store) read ahead → the latest positioned place kept (None: none)."""
@@ -876,6 +929,8 @@ class _Journal:
             self._clients.forget(client_id)  # its row is deleted below
         if self._tasks is not None:
             self._tasks.forget_client(client_id)  # its own events' tasks are deleted below
+        if self._holdings is not None:
+            self._holdings.forget(client_id)  # its holdings are deleted below
         await client_journal.clear_read_models(self._conn, client_id)
 
 
@@ -1075,7 +1130,13 @@ class PostgresFollowupUnitOfWork:
         self.privacy = _Privacy(conn)
         self.events = _Events(conn)
         self.journal = _Journal(
-            conn, self.activity, self.clients, self.tasks, self.timers, collect=collect
+            conn,
+            self.activity,
+            self.clients,
+            self.tasks,
+            self.timers,
+            collect=collect,
+            holdings=self.holdings,
         )
 
     async def lock_client(self, client_id: str) -> None:
@@ -1140,7 +1201,13 @@ class PostgresFollowupUnitOfWork:
         # follows, :meth:`look_up_caused_by`, was a statement of its own): held, so what
         # their clients' tasks and creations are stays what is read until the unit writes.
         deciding = [e.event_id for e, _ in events if e.client_id and e.type in HANDLED_EVENT_TYPES]
+        # And what D-15 reads (#12): the ratings of the products the unit's events name
+        # (:meth:`_Holdings.expect`), the holdings of the clients whose sales or reassessments
+        # are applied (their reads were a statement per batch and one per such event).
+        holders = {e.client_id for e, _ in events if e.client_id and e.type in _READS_HOLDINGS}
         return Asked(
+            ratings_of=self.holdings.unread_ratings(),
+            holdings_of=self.holdings.unread_holdings(holders),
             facts_of=self.clients.unread(of_clients, held),
             open_tasks_of=self.tasks.unread_open(of_clients, held),
             places_of=self.journal.unread(pairs),
@@ -1162,6 +1229,7 @@ class PostgresFollowupUnitOfWork:
         self.journal.keep_read(asked.places_of, found.places)
         self.tasks.keep_caused(asked.tasks_caused_by, found.caused.tasks)
         self._keep_creations(asked.creations_caused_by, found.caused.creations)
+        self.holdings.keep_read(found.ratings, found.holdings)
 
     def _keep_creations(
         self, source_event_ids: Sequence[uuid.UUID], found: Sequence[RecordedEvent]
@@ -1219,7 +1287,9 @@ class PostgresFollowupUnitOfWork:
         )
         clients = sorted({c for c in lockers if c is not None})
         if not clients:
-            return await read_models.mark_all_applied(self._conn, events)
+            fresh = await read_models.mark_all_applied(self._conn, events)
+            self._expect_fresh(events, fresh)
+            return fresh
         # The locks in the records' statement (#12: a round trip less per batch), taken after
         # every record is made and in hold_clients_of's order (ADR-0013): see the SQL. And
         # what hold_clients_of would read ahead of the flagged events' clients, read in the
@@ -1245,7 +1315,16 @@ class PostgresFollowupUnitOfWork:
         )
         if found is not None:
             self._keep_read(asked, found)
+        self._expect_fresh(events, fresh)
         return fresh
+
+    def _expect_fresh(
+        self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]], fresh: Set[uuid.UUID]
+    ) -> None:
+        """The products to read ahead the ratings of: those the events recorded now name (a
+        batch of redeliveries reads none)."""
+        self.holdings.expected = set()
+        self.holdings.expect([(e, p) for e, p in events if e.event_id in fresh])
 
     async def mark_appended_applied(
         self, events: Sequence[tuple[RecordedEvent, SourcePosition | None]]
@@ -1314,6 +1393,7 @@ class PostgresFollowupUnitOfWork:
         unwritten = set(self.clients.unwritten)
         closure_reasons = dict(self.clients.closure_reasons)
         ratings = self.holdings.snapshot()
+        held_products = self.holdings.snapshot_held()
         tasks = self.tasks.snapshot()
         timer_syncs = list(self.timers.unwritten)
         latest = dict(self.journal.latest)
@@ -1350,6 +1430,7 @@ class PostgresFollowupUnitOfWork:
             self.clients.unwritten = unwritten
             self.clients.closure_reasons = closure_reasons
             self.holdings.ratings = ratings
+            self.holdings.held = held_products
             self.tasks.restore(tasks)
             self.timers.unwritten = timer_syncs
             self.journal.latest = latest

@@ -552,7 +552,9 @@ def _waiting_of(callers: list[tuple[dict[str, Any], list[_Waiting]]]) -> list[_W
 
 def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWrong) -> set[int]:
     """The callers (indexes) whose items' streams or own event ids the store named after a
-    guessed statement was refused (``GuessWrong.taken_streams``, ``taken_ids``)."""
+    guessed statement was refused (``GuessWrong.taken_streams``, ``taken_ids``): an item's own
+    id, or since Round 28 its recorded refusal's (a refused event's id sent again: the
+    ordinary way compares the submissions)."""
     if not wrong.taken_streams and not wrong.taken_ids:
         return set()
     return {
@@ -561,7 +563,13 @@ def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWro
         for waiting in members
         for item in waiting.items
         if subject_stream_id(item.subject, item.subject_id) in wrong.taken_streams
-        or (item.event_id is not None and item.event_id in wrong.taken_ids)
+        or (
+            item.event_id is not None
+            and (
+                item.event_id in wrong.taken_ids
+                or refusal_event_id(item.event_id) in wrong.taken_ids
+            )
+        )
     }
 
 

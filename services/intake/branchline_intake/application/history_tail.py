@@ -98,6 +98,11 @@ class _TailLoadingGuessing(_TailLoadingUnitOfWork):
     def remember(self, streams: Mapping[str, tuple[int, uuid.UUID]]) -> None:
         self._guessing.remember(streams)
 
+    def may_be_stored_as(self, hashes: Mapping[uuid.UUID, bytes]) -> None:
+        allow = getattr(self._guessing, "may_be_stored_as", None)
+        if allow is not None:
+            allow(hashes)
+
     async def lock_streams(
         self,
         stream_ids: Sequence[str],

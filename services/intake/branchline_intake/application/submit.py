@@ -150,8 +150,9 @@ class _Candidate:
 
     @functools.cached_property
     def submission_hash(self) -> bytes:
-        # When first needed (staged, or answered as a duplicate), not before the locks: a
-        # batch's part is hashed while the part before is written (#12), a refusal never.
+        # When first needed (staged, answered as a duplicate, or compared with a recorded
+        # refusal's), not before the locks: a batch's part is hashed while the part before is
+        # written (#12); a refusal by a rule is hashed too since Round 28 (recorded with it).
         return submission_hash(self.submitted, self.hash_key)
 
 
@@ -636,7 +637,12 @@ async def _record(
         # from it. Looking those up cost a UUIDv5 each and, in a group commit, a statement
         # per caller (#12).
         sent = [c.event.event_id for c in candidates if c.submitted.event_id is not None]
-        existing = await uow.find_existing(sent + [refusal_event_id(i) for i in sent])
+        refusal_ids = {i: refusal_event_id(i) for i in sent}
+        existing = await uow.find_existing(sent + list(refusal_ids.values()))
+        # A guessing unit takes every id for not stored; a refused event's recorded refusal
+        # may be, with the hash of the submission sent again under its id (Round 28): the
+        # same submission is decided again, as here; its write checks it.
+        may_be_stored_as = getattr(uow, "may_be_stored_as", None)
         histories = await uow.load_streams(client_streams + referenced)
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
@@ -668,6 +674,15 @@ async def _record(
                         staged.append((cand.index, written))
                     else:
                         _stage_refusal(ctx, uow, cand, written, versions)
+                if may_be_stored_as is not None:
+                    may_be_stored_as(
+                        {
+                            refusal_ids[cand.event.event_id]: cand.submission_hash
+                            for cand, written in writes
+                            if isinstance(written, RecordedEvent)
+                            and cand.event.event_id in refusal_ids
+                        }
+                    )
                 await writer.send(last=start + size >= len(candidates))
             positions = await writer.finish()
         finally:
@@ -683,6 +698,14 @@ async def _record(
                 decided[cand.index] = _answer_duplicate(
                     first_outcome.position, first.submission_hash, cand.submission_hash
                 )
+            elif (
+                isinstance(first_outcome, Refused)
+                and first_outcome.reason is Refusal.RULE_VIOLATION
+                and first.submission_hash != cand.submission_hash
+            ):
+                # The first one's refusal is recorded with its submission's hash: another
+                # submission under its id is a reused id, as it is when sent later (Round 28).
+                decided[cand.index] = _reused(cand.event.event_id)
             else:
                 decided[cand.index] = first_outcome
     return decided
@@ -755,6 +778,10 @@ async def _decide_part(
             decided[cand.index] = _answer_duplicate(
                 earlier.position, earlier.submission_hash, cand.submission_hash
             )
+        elif existing and _refused_otherwise(existing, cand):
+            # The id's event was refused by a rule and recorded, another submission under it
+            # now (Round 28): answered as a reused id is, not decided as new.
+            decided[cand.index] = _reused(event_id)
         elif event_id not in first_in_batch:
             first_in_batch[event_id] = cand
             outcome = _decide_one(ctx, cand, versions, histories, writes, existing, keys)
@@ -768,12 +795,31 @@ async def _decide_part(
 
 def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: bytes) -> Outcome:
     if stored is not None and stored != sent:
-        return Refused(
-            Refusal.IDEMPOTENCY_CONFLICT,
-            f"event_id {position.event_id} was already used for a different event",
-            issues=(FieldIssue("event_id", "already used for another event", "conflict"),),
-        )
+        return _reused(position.event_id)
     return Accepted(position, duplicate=True)
+
+
+def _reused(event_id: uuid.UUID) -> Refused:
+    """An event id already used for another submission: 409 ``idempotency-conflict``."""
+    return Refused(
+        Refusal.IDEMPOTENCY_CONFLICT,
+        f"event_id {event_id} was already used for a different event",
+        issues=(FieldIssue("event_id", "already used for another event", "conflict"),),
+    )
+
+
+def _refused_otherwise(existing: Mapping[uuid.UUID, StoredEvent], cand: _Candidate) -> bool:
+    """The candidate's id is that of an event refused by a rule whose refusal is recorded
+    with the refused submission's hash (since Round 28), and this is another submission. A
+    refusal recorded before (no hash) tells nothing: the candidate is decided, as then."""
+    if cand.submitted.event_id is None:  # a new random id: nothing was refused under it
+        return False
+    refusal = existing.get(refusal_event_id(cand.event.event_id))
+    return (
+        refusal is not None
+        and refusal.submission_hash is not None
+        and refusal.submission_hash != cand.submission_hash
+    )
 
 
 def _decide_one(
@@ -849,4 +895,7 @@ def _stage_refusal(
             "data": payload.model_dump(mode="json", exclude_none=True),
         }
     )
-    uow.stage(refusal, topic=ctx.topic, submission_hash=None)
+    # The refused submission's hash, as an accepted event has its own (Round 28): a later
+    # submission under the refused event's id is then told "the same again" (decided again)
+    # from "another event" (409 idempotency-conflict), by ``_refused_otherwise``.
+    uow.stage(refusal, topic=ctx.topic, submission_hash=cand.submission_hash)

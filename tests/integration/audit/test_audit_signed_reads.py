@@ -1,0 +1,188 @@
+"""The trail's readers hold what they serve against a signed checkpoint (tamper evidence,
+D-11, Round 28): a rewrite that recomputes every later hash passes each entry's own check and
+every link, and only a checkpoint sees it. Each read also reads the smallest signed
+checkpoint covering its last entry (the latest when none does yet) and the stored hash at its
+size, proven once per process against the signed root: a rewrite of the ledger's last entry
+under a checkpoint, or of an entry with every hash after it recomputed, is refused by name
+(409 ``ledger-integrity``; an export's signed incomplete trailer), and no checkpoint is
+signed over it. Before, the pages, the console and exports served it; only verify and the
+proofs of entries under that checkpoint saw it, and the next checkpoint signed it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from branchline_audit.application.checkpointing import checkpoint_now
+from branchline_audit.bootstrap import create_app
+from branchline_audit.domain.export import bytes_lines, verify_export
+from branchline_audit.domain.note import Verifier
+from branchline_audit.domain.verification import AlteredEntry
+from branchline_shared.clock import FixedClock
+from branchline_shared.http.auth import Role
+from branchline_shared.settings import BranchlineSettings
+from tests.conftest import TokenFactory
+from tests.integration.audit.audit_support import (
+    T0,
+    AuditorTrail,
+    audit_context,
+    event,
+    names_the_entry,
+    positions,
+    quick_settings,
+    superuser,
+)
+from tests.support.stack import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+FIRST = 10
+"""The first checkpoint's size (positions 1..10, client C-1)."""
+SECOND = 20
+"""The second checkpoint's size (positions 11..20, client C-3)."""
+SIGNED = "is not what the signed checkpoint of tree size"
+
+
+@dataclass
+class Trail(AuditorTrail):
+    key: Verifier
+
+
+@pytest.fixture
+async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIterator[Trail]:
+    s = quick_settings(settings)
+    async with (
+        serve(create_app(s)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        audit_context(s, clock=FixedClock(T0)) as audit,
+    ):
+        await audit.ledger.append([event(n) for n in range(1, FIRST + 1)], now=T0)
+        await checkpoint_now(audit)  # signs 1..10
+        await audit.ledger.append(
+            [event(n, client_id="C-3") for n in range(FIRST + 1, SECOND + 1)], now=T0
+        )
+        await checkpoint_now(audit)  # signs 1..20
+        answer = await client.get(
+            "/v1/audit/public-key", headers=tokens.headers(Role.AUDITOR, sub="auditor-1")
+        )
+        key = Verifier.from_verifier_key(answer.json()["verifier_key"])
+        yield Trail(client, audit, s, tokens, key)
+
+
+async def _rewrite(settings: BranchlineSettings, position: int) -> None:
+    """Rewrite the note of the entry at ``position`` (``n<position>``) and recompute its hash
+    and every later hash and link, as a superuser with the triggers off: each entry then
+    holds by itself and every link holds; only the signed checkpoints disagree."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        rows = await conn.fetch(
+            "SELECT position, prev_hash, canonical FROM audit_ledger "
+            "WHERE position >= $1 ORDER BY position",
+            position,
+        )
+        prev = bytes(rows[0]["prev_hash"])
+        for row in rows:
+            canonical = bytes(row["canonical"])
+            if row["position"] == position:
+                before = f'"note":"n{position}"'.encode()
+                assert before in canonical, canonical
+                canonical = canonical.replace(before, b'"note":"rewritten"')
+            digest = hashlib.sha256(prev + canonical).digest()
+            await conn.execute(
+                "UPDATE audit_ledger SET prev_hash = $2, canonical = $3, hash = $4 "
+                "WHERE position = $1",
+                row["position"],
+                prev,
+                canonical,
+                digest,
+            )
+            prev = digest
+
+
+def _ended_incomplete(trail: Trail, response: httpx.Response, position: int, sent: int) -> None:
+    assert response.status_code == 200, response.text
+    verdict = verify_export(bytes_lines(response.content), trail.key)
+    assert not verdict.ok, verdict
+    assert verdict.incomplete, verdict
+    assert verdict.entries == sent, verdict
+    assert "D-11" in (verdict.reason or ""), verdict
+    assert f"position {position} was altered" in (verdict.reason or ""), verdict
+    assert f"{SIGNED} {position}" in (verdict.reason or ""), verdict
+
+
+async def test_the_ledgers_last_entry_rewritten_under_a_checkpoint_is_refused(
+    trail: Trail,
+) -> None:
+    """D-11: the entry at the latest checkpoint's size (the ledger's last when signed: no entry
+    after it linked to it) rewritten with its hash recomputed; the reads' own records append
+    after it, linked to the rewritten hash. Proven the first time after the rewrite (this
+    process had not proven that checkpoint yet)."""
+    await _rewrite(trail.settings, SECOND)
+    verdict = (await trail.get("/v1/audit/verify")).json()
+    assert not verdict["ok"], verdict
+
+    # Every read holding it, or after it, is refused naming the checkpoint's position.
+    for params in ({}, {"cursor": str(SECOND - 1)}, {"cursor": str(SECOND)}, {"client_id": "C-3"}):
+        names_the_entry(await trail.get("/v1/audit/entries", **params), SECOND, SIGNED)
+    for path in ("/console/trail", f"/console/entries/{SECOND}", f"/console/entries/{FIRST + 1}"):
+        page = await trail.page(path, purpose="review")
+        assert page.status_code == 409, (path, page.text)
+        assert f"position {SECOND} was altered" in page.text
+    # What the first checkpoint covers is served.
+    assert positions(await trail.get("/v1/audit/entries", limit=FIRST)) == list(range(1, FIRST + 1))
+    assert (await trail.page(f"/console/entries/{FIRST}", purpose="review")).status_code == 200
+
+    # No checkpoint is signed over it: a proof of an entry after it, an export, a direct
+    # signing are refused by name.
+    names_the_entry(await trail.get(f"/v1/audit/entries/{SECOND + 1}/proof"), SECOND, SIGNED)
+    export = await trail.get("/v1/audit/export", purpose="review")
+    _ended_incomplete(trail, export, SECOND, sent=0)
+    with pytest.raises(AlteredEntry, match=f"position {SECOND} was altered"):
+        await checkpoint_now(trail.audit)
+    latest = await trail.audit.checkpoints.latest()
+    assert latest is not None
+    assert latest.tree_size == SECOND
+
+
+async def test_an_entry_rewritten_with_every_later_hash_is_refused_after_reads_proved_it(
+    trail: Trail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-11: a consistent re-chaining from position 12 on, after the API process proved both
+    checkpoints' last leaves (the reads below): the proven hash is compared, in memory, with
+    the one each read reads."""
+    assert len(positions(await trail.get("/v1/audit/entries", limit=SECOND))) == SECOND
+    assert len(positions(await trail.get("/v1/audit/entries", limit=FIRST))) == FIRST
+    rewritten = FIRST + 2
+    await _rewrite(trail.settings, rewritten)
+    assert not (await trail.get("/v1/audit/verify")).json()["ok"]
+
+    # The reads the second checkpoint covers, or past it, are refused; its entries are all
+    # re-chained from 12 on, the two before 12 refused with them (one checkpoint's range).
+    for params in (
+        {},
+        {"limit": str(SECOND)},
+        {"cursor": str(rewritten), "limit": "1"},
+        {"cursor": str(FIRST), "limit": "1"},
+        {"client_id": "C-3"},
+        {"cursor": str(SECOND)},
+    ):
+        names_the_entry(await trail.get("/v1/audit/entries", **params), SECOND, SIGNED)
+    page = await trail.page(f"/console/entries/{rewritten}", purpose="review")
+    assert page.status_code == 409, page.text
+    assert f"position {SECOND} was altered" in page.text
+    # The first checkpoint's entries are served.
+    assert len(positions(await trail.get("/v1/audit/entries", limit=FIRST))) == FIRST
+
+    # A started export proves against the latest signed checkpoint (none is signed over the
+    # rewrite), sends what the first checkpoint covers, then the signed trailer naming it.
+    export = await trail.get("/v1/audit/export", purpose="review")
+    _ended_incomplete(trail, export, SECOND, sent=0)  # its first page holds 1..20
+    from branchline_audit.application import exporting
+
+    monkeypatch.setattr(exporting, "FIRST_PAGE_SIZE", FIRST)
+    export = await trail.get("/v1/audit/export", purpose="review")
+    _ended_incomplete(trail, export, SECOND, sent=FIRST)
