@@ -534,6 +534,9 @@ class MemoryFollowupUnitOfWork:
     async def lock_products(self, product_ids: Collection[str]) -> None:
         """Units run one at a time: every product is this unit's already."""
 
+    async def try_lock_products(self, product_ids: Collection[str]) -> bool:
+        return True
+
     def owns_client(self, client_id: str) -> bool:
         return True
 

@@ -110,6 +110,23 @@ async def lock_products(conn: PgConnection, product_ids: Sequence[str], lock_cla
     )
 
 
+async def try_lock_products(
+    conn: PgConnection, product_ids: Sequence[str], lock_class: int
+) -> bool:
+    """:func:`lock_products` without waiting (D-15, #12): whether every one was granted (each
+    key tried, in their order; those granted are held until the transaction ends even when
+    another is not: the caller then gives the unit up)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT bool_and(pg_try_advisory_xact_lock($1, k)) "
+            "FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest($2::text[]) AS t(p) "
+            "ORDER BY k) AS keys",
+            lock_class,
+            list(product_ids),
+        )
+    )
+
+
 async def try_lock_client(conn: PgConnection, client_id: str, lock_class: int) -> bool:
     return bool(
         await conn.fetchval(

@@ -1114,6 +1114,9 @@ class _RebuildUnitOfWork(PostgresFollowupUnitOfWork):
         # memory of them and re-rates its own clients' holdings (:mod:`.rebuild_routes`).
         return None
 
+    async def try_lock_products(self, product_ids: Collection[str]) -> bool:
+        return True  # none needed (:meth:`lock_products`)
+
     def owns_client(self, client_id: str) -> bool:
         return self._bulk.owns(client_id)
 

@@ -63,6 +63,7 @@ from branchline_followup.adapters.pg_schemas import (
     lock_clients,
     lock_products,
     try_lock_client,
+    try_lock_products,
 )
 from branchline_followup.adapters.read_ahead import (
     Asked,
@@ -1150,6 +1151,15 @@ class PostgresFollowupUnitOfWork:
             return
         await lock_products(self._conn, wanted, self._product_lock_class)
         self._products_locked.update(wanted)
+
+    async def try_lock_products(self, product_ids: Collection[str]) -> bool:
+        wanted = sorted(set(product_ids) - self._products_locked)
+        if not wanted:
+            return True
+        if not await try_lock_products(self._conn, wanted, self._product_lock_class):
+            return False
+        self._products_locked.update(wanted)
+        return True
 
     def owns_client(self, client_id: str) -> bool:
         return True

@@ -40,6 +40,7 @@ from branchline_followup.application.projector import (
     may_open_tasks,
     project,
 )
+from branchline_followup.application.reprojection import ProductsFirst
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
@@ -94,13 +95,18 @@ class _Readable:
 
 
 async def _apply_all(
-    uow: FollowupUnitOfWork, batch: Sequence[_Readable], projection: Projection
+    uow: FollowupUnitOfWork,
+    batch: Sequence[_Readable],
+    projection: Projection,
+    products_first: frozenset[str] = frozenset(),
 ) -> BatchOutcome:
     outcome = BatchOutcome()
     # The products its sales and ratings name first, before any client's lock and before
     # their ratings or holdings are read (D-15, #12): a statement of its own, only in a
-    # batch that has some.
-    products = suitability.products_rated_or_sold(r.event.envelope for r in batch)
+    # batch that has some. With them, on a rerun, those a re-projection in it wanted.
+    products = sorted(
+        set(suitability.products_rated_or_sold(r.event.envelope for r in batch)) | products_first
+    )
     if products:
         await uow.lock_products(products)
     # The batch's ids are recorded as applied in one statement, and the task creations its
@@ -153,9 +159,14 @@ async def apply_batch(
     if not readable:
         return BatchOutcome(failed=unreadable)
 
-    async def all_at_once() -> BatchOutcome:
+    first = ProductsFirst()  # kept across the retries below too
+
+    async def in_one_unit(products: frozenset[str]) -> BatchOutcome:
         async with units.begin() as uow:
-            return await _apply_all(uow, readable, projection)
+            return await _apply_all(uow, readable, projection, products)
+
+    async def all_at_once() -> BatchOutcome:
+        return await first.run(in_one_unit)
 
     try:
         outcome: BatchOutcome = await retry_transient(

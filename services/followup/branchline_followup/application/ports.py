@@ -344,6 +344,12 @@ class FollowupUnitOfWork(Protocol):
         everything itself (in memory, a rebuild) needs none."""
         ...
 
+    async def try_lock_products(self, product_ids: Collection[str]) -> bool:
+        """:meth:`lock_products` without waiting: False when another unit holds one of them.
+        For a unit holding clients' locks already (a re-projection's sales, D-15, #12):
+        waiting there would take a product after a client, against the order above."""
+        ...
+
     def owns_client(self, client_id: str) -> bool:
         """Whether this unit applies events to ``client_id`` (always, but in a partitioned
         rebuild's process: the clients of its share, :mod:`.rebuild_routes`)."""

@@ -11,13 +11,13 @@ rebuild (the same events replayed into a fresh schema).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from branchline_followup.application import staff_events, suitability
 from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
-from branchline_followup.application.reprojection import reproject_client
+from branchline_followup.application.reprojection import ProductsFirst, reproject_client
 from branchline_followup.application.task_creations import (
     TASK_CREATED,
     PendingCreations,
@@ -130,9 +130,14 @@ async def apply_event(
     projection: Projection,
     position: SourcePosition | None = None,
 ) -> bool:
-    """Apply ``event`` in its own unit of work; False when it had already been applied."""
-    async with units.begin() as uow:
-        return await project(uow, event, projection, position)
+    """Apply ``event`` in its own unit of work; False when it had already been applied (run
+    again with the products a re-projection in it wanted locked first, D-15)."""
+
+    async def in_a_unit(products: frozenset[str]) -> bool:
+        async with units.begin() as uow:
+            return await project(uow, event, projection, position, products_first=products)
+
+    return await ProductsFirst().run(in_a_unit)
 
 
 async def project(
@@ -143,16 +148,19 @@ async def project(
     *,
     marked: bool = False,
     creations: PendingCreations | None = None,
+    products_first: Collection[str] = (),
 ) -> bool:
     """Apply ``event`` within the caller's unit of work; False when it had been applied.
     ``position`` (where its store put it) is recorded for reconciliation. A batch (#12)
     passes ``marked`` when it recorded the event as applied itself (one statement for the
     batch: this call then applies it) and ``creations`` to record the task creations it
-    decides when the unit ends (:class:`~.task_creations.PendingCreations`)."""
+    decides when the unit ends (:class:`~.task_creations.PendingCreations`).
+    ``products_first``: products to lock with the event's own (not ``marked``), those a
+    re-projection wanted in an earlier run (:class:`~.reprojection.ProductLocksWanted`)."""
     event = typed.envelope
     if not marked:
         # a batch took them for all its events (D-15: before any client's, see batches)
-        products = suitability.products_rated_or_sold([event])
+        products = sorted(set(suitability.products_rated_or_sold([event])) | set(products_first))
         if products:
             await uow.lock_products(products)
         if not await uow.mark_applied(event, position):
