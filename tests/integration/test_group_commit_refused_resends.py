@@ -5,8 +5,9 @@ tests show that each such resend is answered as the ordinary way answers it, whi
 the resent event again on what is stored and records its refusal once:
 
 - (a) resent in the process that refused it, nothing changed: refused again by the same rule
-  (on the guess a refusal to record, which no statement checks: the group goes the ordinary
-  way, where the recorded refusal's id is found and not written again);
+  (on the guess a refusal to record, which no statement checks: since Round 28 its caller
+  alone goes the ordinary way, where the recorded refusal's id is found and not written
+  again, and the rest of the group is guessed again, D-09);
 - (b) resent through another process (a memory without it): the same;
 - (c) resent after the stream changed so the rule now passes (the client registered since):
   accepted, on the guessed path (its own process, by the one statement; another process,
@@ -16,8 +17,11 @@ the resent event again on what is stored and records its refusal once:
   registration, D-09), older than the latest ids its process remembers of the stream: a
   duplicate at the stored place, no refusal recorded.
 
-No path answers otherwise than the ordinary way (none of these fails on main's code: they
-guard it)."""
+No path answers otherwise than the ordinary way (Round 27: none of these failed on main's
+code, they guard it). Round 28 (#12): a refusal decided on the guess names its refusal
+stream, so only its caller leaves the guess; the counts of (a) and of (c) "another process"
+changed with it (one guessed statement for the others instead of none), and those cases
+fail on the code before it."""
 
 from __future__ import annotations
 
@@ -49,7 +53,12 @@ from tests.integration.test_group_commit_guessed import (
     restarted,
     together,
 )
-from tests.integration.test_group_commit_resends import accepted, duplicate_of, guessed_writes
+from tests.integration.test_group_commit_resends import (
+    accepted,
+    duplicate_of,
+    guessed_writes,
+    kept_out,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -115,7 +124,9 @@ async def test_a_refused_event_resent_is_refused_again_and_recorded_once(
     ordinary way refuses it (the decision on what is stored), its refusal not recorded a
     second time; the client's stream stays empty and the new ones are stored. What the
     guessed path does: the decision on the guess refuses it, a refusal to record (no
-    statement checks it), so nothing is sent and the whole group runs the ordinary way."""
+    statement checks it), so nothing is sent; since Round 28 the refusal's stream is named
+    and only the resend's caller runs the ordinary way: the two new ones are guessed again,
+    one statement, their own transaction, committed before the resend is decided (D-09)."""
     ctx: IntakeContext = app.state.intake
     run = uuid.uuid4().hex[:6]
     client, sent = f"C-QA{run}", uuid.uuid4()
@@ -123,7 +134,7 @@ async def test_a_refused_event_resent_is_refused_again_and_recorded_once(
     async with recorded_committer(ctx, settings) as (committer, _):
         first = await refused_and_recorded(committer, settings, client, sent)
     resending = ctx if where == "same process" else restarted(app, settings)
-    written, wrong = guesses("written"), guesses("wrong")
+    written, wrong, refusal = guesses("written"), guesses("wrong"), kept_out("refusal")
     async with recorded_committer(resending, settings) as (committer, statements):
         again, other, third = await together(
             committer,
@@ -134,11 +145,16 @@ async def test_a_refused_event_resent_is_refused_again_and_recorded_once(
     assert refused_by(again, "D-09", sent) == first
     for answer, new in zip((other, third), ids, strict=True):
         assert not accepted(answer, new).duplicate
-    assert (guesses("written"), guesses("wrong")) == (written, wrong + 1)
-    assert guessed_writes(statements) == 0, statements
+    # Round 28: refused on the guess (nothing sent), its caller alone kept out, the two new
+    # ones guessed again in one statement; Round 27 counted (written, wrong + 1) and 0.
+    assert (guesses("written"), guesses("wrong")) == (written + 1, wrong + 1)
+    assert kept_out("refusal") == refusal + 1
+    assert guessed_writes(statements) == 1, statements
     await recorded_once(settings, client, sent)
     async with connected(settings) as conn:
         assert await events_of(conn, f"client-{client}") == []
+        news = [await events_of(conn, f"client-C-Q{c}{run}") for c in "BC"]
+    assert len({r["tx"] for n in news for r in n}) == 1  # one guessed statement, both
 
 
 @pytest.mark.parametrize("where", ["same process", "another process", "the ordinary way"])
@@ -183,8 +199,9 @@ async def test_a_refused_event_resent_once_the_rule_passes_is_accepted_as_the_or
     expected = {
         "same process": (written + 1, wrong),  # the consent with the new ones, one statement
         # taken for new, the consent is refused on the guess (D-09): a refusal to record,
-        # nothing sent, the whole group the ordinary way
-        "another process": (written, wrong + 1),
+        # nothing sent; since Round 28 its caller alone the ordinary way, the new ones
+        # guessed again in one statement (Round 27: (written, wrong + 1))
+        "another process": (written + 1, wrong + 1),
         "the ordinary way": (written, wrong),
     }[where]
     assert (guesses("written"), guesses("wrong")) == expected
@@ -195,6 +212,8 @@ async def test_a_refused_event_resent_once_the_rule_passes_is_accepted_as_the_or
         news = [await events_of(conn, f"client-C-Q{c}{run}") for c in "ST"]
     if where == "same process":
         assert {rows[1]["tx"]} == {r["tx"] for n in news for r in n}
+    elif where == "another process":  # the new ones in one guessed statement, not its
+        assert len({r["tx"] for n in news for r in n} - {rows[1]["tx"]}) == 1
 
 
 async def test_an_accepted_event_resent_when_its_rule_would_refuse_it_is_a_duplicate(

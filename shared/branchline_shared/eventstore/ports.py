@@ -150,7 +150,12 @@ class GuessWrong(EventStoreError):
     for new that exists or taken at a remembered version that moved, every event id taken
     for not stored that is; empty when nothing was asked or found (the rest of a guessed
     group can be guessed again without them). They are identifiers the write was given,
-    never logged."""
+    never logged.
+
+    ``refusal_streams``: the streams :meth:`UnitOfWork.try_lock_streams` was asked to lock
+    after the decisions (refusals to record, which no guessed statement writes: Round 28,
+    #12); nothing was sent. The callers whose refusals they are go the ordinary way; the
+    rest of a guessed group can be guessed again without them."""
 
     def __init__(
         self,
@@ -158,10 +163,12 @@ class GuessWrong(EventStoreError):
         *,
         taken_streams: frozenset[str] = frozenset(),
         taken_ids: frozenset[uuid.UUID] = frozenset(),
+        refusal_streams: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(message)
         self.taken_streams = taken_streams
         self.taken_ids = taken_ids
+        self.refusal_streams = refusal_streams
 
 
 class UnitOfWork(Protocol):

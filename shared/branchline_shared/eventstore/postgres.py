@@ -674,8 +674,13 @@ class GuessingUnitOfWork:
         self._remembered.update(streams)
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """A refusal to record (no guessed statement writes one): :class:`GuessWrong` naming
+        the streams, so only their callers leave the guess (Round 28, #12)."""
         self._unsent("lock streams")
-        raise GuessWrong(f"streams locked after the decisions: {sorted(stream_ids)}")
+        raise GuessWrong(
+            f"streams locked after the decisions: {len(stream_ids)}",
+            refusal_streams=frozenset(stream_ids),
+        )
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         """None of them, as guessed (Round 25, #12): no statement. The write checks it: an id

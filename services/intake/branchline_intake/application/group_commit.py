@@ -76,7 +76,8 @@ KEPT_OUT = Counter(
     "resending an event this process remembers among its stream's latest, or found by the "
     "store, "
     "after the guessed statement was refused, to hold its event id or its stream otherwise "
-    "than guessed (the rest guessed again, once)",
+    "than guessed (named), or refused on the guess, a refusal to record (refusal) (the rest "
+    "guessed again, once)",
     ["reason"],
 )
 
@@ -192,9 +193,10 @@ class GroupCommitter:
         its first run cannot stand. The callers that may be guessed are tried first as one
         statement; when it is refused and the store then names some of them (their event ids
         stored, their streams not as guessed: resends another process stored, a stale
-        remembered stream, Rounds 26-27, #12), those go the ordinary way and the others are
-        guessed again, once; a guess that fails otherwise, or again, sends the whole group
-        the ordinary way."""
+        remembered stream, Rounds 26-27, #12), or its decisions refuse some of them on the
+        guess (a refusal to record, its refusal streams named: Round 28), those go the
+        ordinary way and the others are guessed again, once; a guess that fails otherwise,
+        or again, sends the whole group the ordinary way."""
         callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
             decider = self._ctx.decider
@@ -226,11 +228,13 @@ class GroupCommitter:
                         break
                     # After the refusal the store named every caller's event id it holds and
                     # every stream it holds otherwise than guessed (resends accepted by
-                    # another process, a stale remembered stream: Round 27, #12): those
-                    # callers go the ordinary way, where their ids are looked up and answered
-                    # (D-rules as ever); the others, on streams none of them uses, are
-                    # guessed again, once.
-                    KEPT_OUT.labels(reason="named").inc(
+                    # another process, a stale remembered stream: Round 27, #12), or the
+                    # decisions named the refusal streams they would write to (a refusal to
+                    # record: a refused event resent, any refusal decided on the guess; Round
+                    # 28): those callers go the ordinary way, where their ids are looked up
+                    # and their items decided again on what is stored (D-rules as ever); the
+                    # others, on streams none of them uses, are guessed again, once.
+                    KEPT_OUT.labels(reason="refusal" if wrong.refusal_streams else "named").inc(
                         sum(len(callers[index][1]) for index in named)
                     )
                     callers = [c for index, c in enumerate(callers) if index not in named]
@@ -554,8 +558,11 @@ def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWro
     """The callers (indexes) whose items' streams or own event ids the store named after a
     guessed statement was refused (``GuessWrong.taken_streams``, ``taken_ids``): an item's own
     id, or since Round 28 its recorded refusal's (a refused event's id sent again: the
-    ordinary way compares the submissions)."""
-    if not wrong.taken_streams and not wrong.taken_ids:
+    ordinary way compares the submissions); or whose items' refusal streams the decisions on
+    the guess would have written a refusal to (``refusal_streams``, Round 28: nothing sent).
+    Each caller's streams, its refusal streams with them, are its own (``_guessable``), so
+    the others' decisions do not depend on the callers named."""
+    if not wrong.taken_streams and not wrong.taken_ids and not wrong.refusal_streams:
         return set()
     return {
         index
@@ -563,6 +570,7 @@ def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWro
         for waiting in members
         for item in waiting.items
         if subject_stream_id(item.subject, item.subject_id) in wrong.taken_streams
+        or (wrong.refusal_streams and refusal_stream_id(item) in wrong.refusal_streams)
         or (
             item.event_id is not None
             and (
