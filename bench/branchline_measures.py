@@ -58,17 +58,40 @@ async def single_posts(
     *,
     event_ids: bool = False,
     resend_share: float = 0.0,
+    refused_share: float = 0.0,
 ) -> Latencies:
     """``events`` single POSTs from ``connections`` connections; ``token``: one, or one per
     branch system (``closed_loop``). ``event_ids``: each event sent with an ``event_id`` of
     its own (a UUIDv4, as a branch system that sends its own idempotency keys chooses it).
-    ``resend_share``: that share of the POSTs resends (:func:`with_resends`)."""
+    ``resend_share``: that share of the POSTs resends (:func:`with_resends`).
+    ``refused_share``: that share of the POSTs refused by a rule (:func:`with_refusals`),
+    answered 409."""
     run = uuid.uuid4().hex[:8]
     bodies = [orjson.dumps(with_event_id(event_body(i, run), event_ids)) for i in range(events)]
+    if refused_share > 0:
+        bodies = with_refusals(bodies, refused_share, run, event_ids)
     if resend_share > 0:
         systems = 1 if isinstance(token, str) else len(token)
         bodies = with_resends(bodies, resend_share, connections, systems)
-    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+    expect: int | frozenset[int] = frozenset({202, 409}) if refused_share > 0 else 202
+    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=expect)
+
+
+def with_refusals(
+    bodies: list[bytes], share: float, run: str, event_ids: bool, seed: int = 28
+) -> list[bytes]:
+    """``bodies`` with about ``share`` of them replaced by a consent for a client never
+    registered, each its own: refused by D-09 (409 ``rule-violation``) and its refusal
+    recorded, a refusal decided on a guessed group's guess (Round 28, #12). With
+    ``event_ids``, each with an id of its own. Seeded: both trees of a pair send the same
+    pattern."""
+    chosen = random.Random(seed)
+    return [
+        orjson.dumps(with_event_id(consent_body(f"C-{run}-never-{i}"), event_ids))
+        if chosen.random() < share
+        else body
+        for i, body in enumerate(bodies)
+    ]
 
 
 RESENT_FROM = 8

@@ -7,7 +7,7 @@ Unlike `bench.profile_intake` nothing samples the process, so the figure is the 
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
                                [--branch-systems N] [--existing-clients K] [--event-ids]
-                               [--resend-share P]
+                               [--resend-share P] [--refused-share P]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
@@ -26,6 +26,9 @@ a branch system retrying or replaying, #12); each line then also counts intake's
 refused by a unique index (a guessed group's write that met a resent id or its stream, run
 again the ordinary way: ``unique_violations_in_log``). "ev/s", the CPU and the latencies count
 every POST, resends included.
+``--refused-share P``: P of the POSTs consents for clients never registered, each refused by
+D-09 (409) and its refusal recorded (``bench.branchline_measures.with_refusals``): a refusal
+decided on a guessed group's guess (Round 28, #12); counted in "ev/s", the CPU and latencies.
 "Events per group" counts the rows' distinct commit times (one per committed transaction; a
 row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
@@ -140,6 +143,7 @@ async def main() -> int:
     parser.add_argument("--existing-clients", type=int, default=0, metavar="K")
     parser.add_argument("--event-ids", action="store_true")
     parser.add_argument("--resend-share", type=float, default=0.0, metavar="P")
+    parser.add_argument("--refused-share", type=float, default=0.0, metavar="P")
     args = parser.parse_args()
     if args.resend_share and not args.event_ids:
         parser.error("--resend-share resends events' own ids: it needs --event-ids")
@@ -173,6 +177,7 @@ async def main() -> int:
                     args.events,
                     event_ids=args.event_ids,
                     resend_share=args.resend_share,
+                    refused_share=args.refused_share,
                 )
             held = await sampler
             used = stack.cpu_seconds("intake-api") - before
@@ -196,6 +201,7 @@ async def main() -> int:
                 f"{'consents to existing clients; ' if run else ''}"
                 f"{'own event ids; ' if args.event_ids else ''}"
                 f"{f'resend share {args.resend_share:g}; ' if args.resend_share else ''}"
+                f"{f'refused share {args.refused_share:g}; ' if args.refused_share else ''}"
                 f"unique violations {refused}; "
                 f"reruns: id order {reruns.id_order}, lock cycles {reruns.lock_cycles}; "
                 f"load average {load}",

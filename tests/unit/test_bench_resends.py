@@ -13,6 +13,7 @@ from bench.branchline_measures import (
     log_offset,
     unique_violations_in_log,
     with_event_id,
+    with_refusals,
     with_resends,
 )
 from bench.workload import event_body
@@ -97,3 +98,22 @@ def test_the_resend_line_is_in_the_report_beside_the_ids_line() -> None:
     assert RESEND_SHARE == 0.05
     measures = summarise([{"bl_ids16": 1000.0, "bl_ids16_resend5": 900.0}], PROFILES["standard"])
     assert "5% of them resends" in measures["bl_ids16_resend5"]["title"]
+
+
+def test_about_the_refused_share_is_consents_for_clients_never_registered() -> None:
+    """``--refused-share P`` (Round 28, #12): about P of the POSTs become consents, each for a
+    client of its own that nothing registers (refused by D-09); the rest as they were; the
+    same pattern for both trees of a pair."""
+    bodies = _bodies(3000)
+    sent = with_refusals(bodies, 0.05, "r", True)
+    assert len(sent) == len(bodies)
+    changed = [i for i, body in enumerate(sent) if body != bodies[i]]
+    assert abs(len(changed) / len(bodies) - 0.05) < 0.0125
+    registered = {orjson.loads(b)["client_id"] for b in bodies}
+    consents = [orjson.loads(sent[i]) for i in changed]
+    assert {c["type"] for c in consents} == {"client.consent_granted"}
+    assert not {c["client_id"] for c in consents} & registered
+    assert len({c["client_id"] for c in consents}) == len(consents)
+    assert len({c["event_id"] for c in consents}) == len(consents)
+    again = with_refusals(bodies, 0.05, "r", True)
+    assert [i for i, body in enumerate(again) if body != bodies[i]] == changed
