@@ -21,6 +21,7 @@ from branchline_followup.domain import (
     apply_commands,
     decide,
 )
+from branchline_followup.entrypoints import worker
 from branchline_shared.events import typed
 from branchline_shared.events.envelope import Actor, Channel, RecordedEvent
 from branchline_shared.events.typed import decode
@@ -133,4 +134,5 @@ def count_payload_parses(monkeypatch: Any) -> list[str]:
         return plain(event)
 
     monkeypatch.setattr(rebuild, "plain_payload", counting_plain)
+    monkeypatch.setattr(worker, "plain_payload", counting_plain)  # the worker's plain message
     return parsed

@@ -46,6 +46,7 @@ from branchline_followup.entrypoints import worker
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
 from branchline_shared.crypto.sealing import is_sealed
+from branchline_shared.events import plain_messages, typed
 from branchline_shared.events.catalogue import SatisfactionScores
 from branchline_shared.events.envelope import Actor, RecordedEvent, Submitter
 from branchline_shared.events.plain_messages import plain_event
@@ -445,6 +446,49 @@ async def test_a_batch_decodes_each_event_once(
     outcome = await apply_batch(units, [Delivered(e) for e in events], projection, consumer="t")
     assert (outcome.applied, outcome.failed) == (len(events), [])
     assert sorted(parsed) == sorted(e.type for e in events)
+
+
+async def test_the_worker_reads_a_plain_message_once_without_the_checks_that_cannot_refuse_it(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # #12: a plain message's payload is read where its envelope is, by the checked validator
+    # (plain_payload, as the rebuild reads it), not again with every check in the batch; a
+    # message that is not plain (here an escape spelling "normal") still gets every check,
+    # and both make the same read models.
+    full: list[str] = []
+    real_full = typed.parse_payload
+
+    def counting(event_type: str, data: dict[str, Any], *, stored: bool = False) -> Any:
+        full.append(event_type)
+        return real_full(event_type, data, stored=stored)
+
+    plain: list[str] = []
+    real_plain = plain_messages.plain_payload
+
+    def counting_plain(event: RecordedEvent) -> Any:
+        plain.append(event.type)
+        return real_plain(event)
+
+    monkeypatch.setattr(typed, "parse_payload", counting)
+    # (raising=False: on code without it, the batch's every-check parses tell)
+    monkeypatch.setattr(worker, "plain_payload", counting_plain, raising=False)
+    first, second = registered("C-10001"), registered("C-10002")
+    at_first = an_event("visit.closed", {"visit_id": "V-1", "outcome": "normal"})
+    at_second = an_event(
+        "visit.closed", {"visit_id": "V-2", "outcome": "normal"}, client_id="C-10002"
+    )
+    escaped = relayed(at_second, 4)
+    escaped = replace(escaped, value=(escaped.value or b"").replace(b'"normal"', b'"\\u006eormal"'))
+    assert escaped.value != relayed(at_second, 4).value
+    raws = [relayed(first, 1), relayed(second, 2), relayed(at_first, 3), escaped]
+    await worker.handle_batch(raws, units, NoDeadLetters(), projection)  # type: ignore[arg-type]
+    assert sorted(plain) == ["client.registered", "client.registered", "visit.closed"]
+    assert full == ["visit.closed"]
+    assert {e.event_id for e in (first, second, at_first, at_second)} <= units.state.applied.keys()
+    surveys = sorted(
+        t.client_id for t in units.state.tasks.values() if t.kind is TaskKind.SATISFACTION_SURVEY
+    )
+    assert surveys == ["C-10001", "C-10002"]
 
 
 class CountedUnits:

@@ -15,9 +15,11 @@ is cancelled five times in a row while others of the batch go through is dead-le
 everyone's: it is retried until it goes through, in sight (docs/reliability.md).
 
 Each event is decoded once, where the batch receives it (#12): the projection's helpers read
-that one typed payload. An event whose payload cannot be read fails alone before any unit of
-work, reported like an event the projection refused (the worker dead-letters it with the
-reason: the field named, never the value, D-04).
+that one typed payload. The worker hands its plain messages' payloads decoded already, read
+without the checks that cannot refuse them (``Delivered.decoded``, as the rebuild reads them).
+An event whose payload cannot be read fails alone before any unit of work, reported like an
+event the projection refused (the worker dead-letters it with the reason: the field named, never
+the value, D-04).
 
 The first publications of followup's own events never get here: the worker skips
 them unread (``entrypoints.worker.is_first_own_copy``, #12). A copy of one that a repair
@@ -64,6 +66,10 @@ class Delivered:
     place: tuple[str, int, int] | None = None
     """Where the consumer read it (topic, partition, offset), for the log lines of its
     retries (never a value); formatted only when one is logged."""
+    decoded: Decoded | None = None
+    """``event`` decoded already, envelope and payload, as :func:`~branchline_shared.events.
+    typed.decode` decodes it (the worker's plain messages, read without the checks that cannot
+    refuse them, #12); None: the batch decodes it."""
 
 
 @dataclass
@@ -151,9 +157,10 @@ async def apply_batch(
     readable: list[_Readable] = []
     for index, delivered in enumerate(batch):
         try:
-            readable.append(
-                _Readable(index, decode(delivered.event), delivered.position, delivered.place)
-            )
+            typed = delivered.decoded
+            if typed is None:
+                typed = decode(delivered.event)
+            readable.append(_Readable(index, typed, delivered.position, delivered.place))
         except UnreadablePayload as exc:  # reported: the worker dead-letters it with the reason
             unreadable.append((index, exc))
     if not readable:

@@ -38,7 +38,8 @@ from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.ports import UnitsOfWork
 from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import SOURCE
-from branchline_shared.events.plain_messages import plain_event
+from branchline_shared.events.plain_messages import plain_event, plain_payload
+from branchline_shared.events.typed import Decoded
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import (
@@ -126,10 +127,16 @@ async def handle_batch(
     for raw in raws:
         if is_first_own_copy(raw):
             continue
+        # a plain message (the usual one), envelope and payload, without the checks that
+        # cannot refuse it, as the rebuild reads it (#12): the same event; any other, or one
+        # the checked validators refuse, with every check (the batch decodes its payload)
+        decoded: Decoded | None = None
+        event = plain_event(raw.value)
+        if event is not None:
+            decoded = plain_payload(event)
         try:
-            # a plain message (the usual one) without the checks that cannot refuse it, as
-            # the rebuild reads it (#12): the same envelope; any other with every check
-            event = plain_event(raw.value) or decode_current_event(raw.value)
+            if event is None:
+                event = decode_current_event(raw.value)
         except PoisonEvent as exc:
             await dead_letters.send(raw, str(exc))
             continue
@@ -143,7 +150,8 @@ async def handle_batch(
             # so a re-queued one would look like a jump; and a copy the broker lost misses
             # the read models nothing (recorded as applied where recorded).
             jumps.seen(event, position)
-        batch.append((raw, Delivered(event, position, (raw.topic, raw.partition, raw.offset))))
+        place = (raw.topic, raw.partition, raw.offset)
+        batch.append((raw, Delivered(event, position, place, decoded)))
     outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)
     for index, error in outcome.failed:
         await dead_letters.send(batch[index][0], f"projection failed: {describe_error(error)}")
