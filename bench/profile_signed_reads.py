@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -32,8 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.export_ledger import filled_audit  # noqa: E402
-from bench.profile_served_check import export_text, print_pairs  # noqa: E402
-from bench.profile_trail_links import PAGE, pages  # noqa: E402
+from bench.profile_served_check import export_text  # noqa: E402
+from bench.profile_trail_links import measure_pairs, pages, unchecked  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.adapters import ledger as ledger_module  # noqa: E402
 from branchline_audit.application import checkpointing, exporting, querying  # noqa: E402
@@ -61,10 +60,6 @@ def altered_at(commit: str, folder: Path) -> Any:
     return module
 
 
-async def _none(*_: Any) -> None:
-    return None
-
-
 def patched(before: Any) -> list[tuple[Any, str, Any, Any]]:
     """(namespace, name, before's, now's) for every name the two states differ in."""
     return [
@@ -74,9 +69,9 @@ def patched(before: Any) -> list[tuple[Any, str, Any, Any]]:
             before.with_neighbours,
             vars(ledger_module)["with_neighbours"],
         ),
-        (querying, "unsigned_history", _none, vars(querying)["unsigned_history"]),
-        (exporting, "unsigned_history", _none, vars(exporting)["unsigned_history"]),
-        (checkpointing, "unsigned_latest", _none, vars(checkpointing)["unsigned_latest"]),
+        (querying, "unsigned_history", unchecked, vars(querying)["unsigned_history"]),
+        (exporting, "unsigned_history", unchecked, vars(exporting)["unsigned_history"]),
+        (checkpointing, "unsigned_latest", unchecked, vars(checkpointing)["unsigned_latest"]),
     ]
 
 
@@ -118,43 +113,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             f"{1e3 * (time.process_time() - cpu):.0f} ms cpu",
             flush=True,
         )
-        figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        order = ["before", "after"]
-        for p in range(args.pairs):
-            results: dict[str, dict[str, Any]] = {}
-            for state in order:
-                for namespace, name, old, _ in swaps:
-                    if state == "before":
-                        setattr(namespace, name, old)
-                got = results.setdefault(state, {})
-                try:
-                    for step, call in steps:
-                        started, cpu = time.perf_counter(), time.process_time()
-                        got[step] = await call(audit)
-                        wall = 1e3 * (time.perf_counter() - started)
-                        spent = 1e3 * (time.process_time() - cpu)
-                        figures.setdefault((step, state), []).append((wall, spent))
-                finally:
-                    for namespace, name, _, now in swaps:
-                        setattr(namespace, name, now)
-                print(
-                    f"pair {p + 1} {state:6} "
-                    + " | ".join(f"{s} {figures[(s, state)][-1][1]:7.0f} ms cpu" for s, _ in steps)
-                    + f" | load {os.getloadavg()[0]:.2f} | {time.strftime('%H:%M:%S')}",
-                    flush=True,
-                )
-            if results["before"] != results["after"]:
-                raise AssertionError(f"before and after differ in pair {p + 1}")
-            order.reverse()
-        print(f"{n:,} entries; {args.pages} pages of {PAGE}; median [min-max] of {args.pairs}:")
-        print_pairs(
-            figures,
-            (
-                ("page", args.pages, "ms/page"),
-                ("client", args.pages, "ms/page"),
-                ("export", n / 1000, "µs/entry"),
-            ),
-        )
+        await measure_pairs(audit, steps, swaps, n, args.pages, args.pairs)
 
 
 def main() -> int:
