@@ -26,33 +26,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from branchline_shared.kafka.starting import closed, start_or_close, stopped
-from tests.support import open_sockets
-from tests.support.held_broker import HeldBroker, held_broker
+from tests.support.held_broker import (
+    METADATA_AGE_MS,
+    HeldBroker,
+    aiokafka_tasks,
+    held_broker,
+    left_when_back,
+    sockets_to,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 TOPIC = "dead-letters"
-METADATA_AGE_MS = 100
-"""How often a client's metadata task refreshes (a left-over task connects again soon)."""
-
-
-def _aiokafka_tasks() -> set[asyncio.Task[Any]]:
-    """The running tasks of aiokafka's own coroutines (a client's, a fetcher's, a group's)."""
-    return {
-        task
-        for task in asyncio.all_tasks()
-        if not task.done()
-        and "/aiokafka/" in getattr(getattr(task.get_coro(), "cr_code", None), "co_filename", "")
-    }
-
-
-def _ours(broker: HeldBroker, request: pytest.FixtureRequest) -> list[str]:
-    """The test's client sockets to the broker still open (not the proxy's own)."""
-    return [
-        line
-        for line in open_sockets.left_open({request.node.nodeid})
-        if f"('127.0.0.1', {broker.port})" in line
-    ]
 
 
 async def _reader(broker: HeldBroker) -> AIOKafkaConsumer:
@@ -85,7 +70,7 @@ async def _reader(broker: HeldBroker) -> AIOKafkaConsumer:
 async def test_a_consumer_stopped_while_its_fetch_waits_to_retry_closes_its_client(
     request: pytest.FixtureRequest, stop: Callable[[Any], Awaitable[None]]
 ) -> None:
-    before = _aiokafka_tasks()
+    before = aiokafka_tasks()
     async with held_broker() as broker:
         consumer = await _reader(broker)
         try:
@@ -105,12 +90,7 @@ async def test_a_consumer_stopped_while_its_fetch_waits_to_retry_closes_its_clie
         finally:
             if not consumer._closed:  # the test failed before its stop
                 await consumer.stop()
-        left = _aiokafka_tasks() - before
-        broker.release()  # the broker is back: a metadata task left running connects now
-        await asyncio.sleep(5 * METADATA_AGE_MS / 1000)
-        ours = _ours(broker, request)
-        for task in left:  # the old code's left-overs, ended (not to disturb later tests)
-            task.cancel()
+        ours, left = await left_when_back(broker, request, before)
     assert ours == [], "\n".join(ours)
     assert left == set(), "aiokafka's tasks still running:\n" + "\n".join(map(repr, left))
     assert not told_cancelled, "the stop ended in a CancelledError nobody asked for"
@@ -149,7 +129,7 @@ async def test_a_client_stopped_while_its_metadata_task_connects_leaves_nothing_
     """The client's metadata task is inside ``create_conn`` (its connection made, the version
     lookup unanswered) when the client is closed: aiokafka's close cancels the task there, and
     that connection is closed with it (aiokafka's ``connect`` closes on any exception)."""
-    before = _aiokafka_tasks()
+    before = aiokafka_tasks()
     async with held_broker() as broker:
         client = await make(broker.bootstrap)
         try:
@@ -161,9 +141,9 @@ async def test_a_client_stopped_while_its_metadata_task_connects_leaves_nothing_
         finally:
             async with asyncio.timeout(30):  # a stop ends with the broker answering nothing
                 await closed(client)
-        left = _aiokafka_tasks() - before
+        left = aiokafka_tasks() - before
         assert left == set(), "aiokafka's tasks still running:\n" + "\n".join(map(repr, left))
         await asyncio.sleep(0.1)
-        ours = _ours(broker, request)
+        ours = sockets_to(broker, request)
     assert ours == [], "\n".join(ours)
     gc.collect()

@@ -25,9 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from branchline_shared.kafka import topic_reading
 from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topic_reading import TopicReadStalled, read_topic
-from tests.integration.test_kafka_stop_broker_restarting import METADATA_AGE_MS, _aiokafka_tasks
-from tests.support import open_sockets
-from tests.support.held_broker import HeldBroker, held_broker
+from tests.support.held_broker import (
+    METADATA_AGE_MS,
+    HeldBroker,
+    aiokafka_tasks,
+    held_broker,
+    left_when_back,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -55,7 +59,7 @@ def _cutting_consumer(broker: HeldBroker) -> type[AIOKafkaConsumer]:
 async def test_read_topic_stopped_while_its_fetch_waits_to_retry_closes_its_client(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = _aiokafka_tasks()
+    before = aiokafka_tasks()
     async with held_broker() as broker:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await start_or_close(producer)
@@ -75,16 +79,7 @@ async def test_read_topic_stopped_while_its_fetch_waits_to_retry_closes_its_clie
         except TopicReadStalled as stalled:
             outcome = stalled
         assert broker.refused_one.is_set(), "the reader did not try the broker again"
-        left = _aiokafka_tasks() - before
-        broker.release()  # the broker is back: a metadata task left running connects now
-        await asyncio.sleep(5 * METADATA_AGE_MS / 1000)
-        ours = [
-            line
-            for line in open_sockets.left_open({request.node.nodeid})
-            if f"('127.0.0.1', {broker.port})" in line
-        ]
-        for task in left:  # the old code's left-overs, ended (not to disturb later tests)
-            task.cancel()
+        ours, left = await left_when_back(broker, request, before)
     assert ours == [], "\n".join(ours)
     assert left == set(), "aiokafka's tasks still running:\n" + "\n".join(map(repr, left))
     assert isinstance(outcome, TopicReadStalled), f"read_topic ended in {outcome!r}"

@@ -15,9 +15,13 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
 
 from branchline_shared.embedded.ports import free_port, wait_for_port
 from branchline_shared.embedded.tansu import tansu_binary
+from tests.support import open_sockets
 
 HOST = "127.0.0.1"
 
@@ -135,3 +139,44 @@ async def held_broker() -> AsyncIterator[HeldBroker]:
         yield broker
     finally:
         await broker.stop()
+
+
+METADATA_AGE_MS = 100
+"""How often a test client's metadata task refreshes (a left-over task connects again soon)."""
+
+
+def aiokafka_tasks() -> set[asyncio.Task[Any]]:
+    """The running tasks of aiokafka's own coroutines (a client's, a fetcher's, a group's)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and "/aiokafka/" in getattr(getattr(task.get_coro(), "cr_code", None), "co_filename", "")
+    }
+
+
+def sockets_to(broker: HeldBroker, request: pytest.FixtureRequest) -> list[str]:
+    """The test's client sockets to the broker still open (not the proxy's own)."""
+    return [
+        line
+        for line in open_sockets.left_open({request.node.nodeid})
+        if f"('{HOST}', {broker.port})" in line
+    ]
+
+
+async def left_when_back(
+    broker: HeldBroker, request: pytest.FixtureRequest, before: set[asyncio.Task[Any]]
+) -> tuple[list[str], set[asyncio.Task[Any]]]:
+    """What a stop left behind, read once the broker is back (the hold released): the
+    aiokafka tasks started since ``before``, and the test's sockets to the broker still open
+    after a few metadata refreshes (a left-over metadata task connects again). The tasks are
+    then ended, not to disturb later tests."""
+    left = aiokafka_tasks() - before
+    broker.release()
+    await asyncio.sleep(5 * METADATA_AGE_MS / 1000)
+    ours = sockets_to(broker, request)
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=5)
+    return ours, left
