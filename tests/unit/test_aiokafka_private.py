@@ -13,6 +13,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.producer.message_accumulator import MessageBatch
 
 from branchline_shared.kafka import aiokafka_private
 from branchline_shared.kafka.aiokafka_private import (
@@ -62,6 +63,8 @@ async def test_every_client_kind_still_has_the_private_parts_read() -> None:
     source = inspect.getsource(Fetcher)
     for name in aiokafka_private._FETCHER_TASKS:
         assert f"self.{name} = " in source, name
+    # a batch's drain waiter, failed with it by a producer's close_rest and retrieved there
+    assert "self._drain_waiter = " in inspect.getsource(MessageBatch)
 
 
 async def test_a_stand_in_has_no_private_parts() -> None:

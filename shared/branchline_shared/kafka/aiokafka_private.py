@@ -209,7 +209,9 @@ def _tasks_of(*owners: object) -> list[asyncio.Task[Any]]:
 
 def _undelivered_failed(accumulator: Any) -> None:
     """Every batch ``accumulator`` holds (waiting or in flight) failed with ``ProducerClosed``
-    (its ``send`` futures too); the batches' own futures, which nobody awaits now, retrieved."""
+    (its ``send`` futures too); the batches' own futures and drain waiters, which nobody awaits
+    now (the flush that awaited a drain was ended), retrieved: asyncio would log each as an
+    exception never retrieved when it is collected."""
     waiting = _private(accumulator, "_batches")
     in_flight = _private(accumulator, "_pending_batches")
     batches = [batch for queue in (waiting or {}).values() for batch in queue]
@@ -217,9 +219,10 @@ def _undelivered_failed(accumulator: Any) -> None:
     if _has(accumulator, "fail_all"):
         accumulator.fail_all(ProducerClosed())
     for batch in batches:
-        future = getattr(batch, "future", None)
-        if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
-            future.exception()
+        for name in ("future", "_drain_waiter"):
+            future = getattr(batch, name, None)
+            if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+                future.exception()
 
 
 def _fetcher_tasks(fetcher: object) -> list[asyncio.Task[Any]]:
