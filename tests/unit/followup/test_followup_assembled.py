@@ -207,3 +207,85 @@ def test_an_opened_task_is_the_validated_command_of_the_validated_task() -> None
     assert _state(made) == _state(CreateTask(task=validated_new_task(**_PLAIN)))
     assert _state(made.task) == _state(validated_new_task(**_PLAIN))
     assert opening.create_task is create_task
+
+
+class _DriverId(uuid.UUID):
+    """A subclass of ``uuid.UUID``, as asyncpg's ids are: validation keeps it as it is."""
+
+
+_STORED: dict[str, Any] = {
+    "id": _DriverId(int=11),
+    "kind": "revisit",
+    "rule": tasks.RULE_OF_KIND[TaskKind.REVISIT].value,
+    "client_id": "C-1",
+    "branch_id": "BR-001",
+    "assignee": "rm-7",
+    "subject": "visit:V-1",
+    "opened_at": MONDAY_9,
+    "due_at": MONDAY_9 + timedelta(days=2),
+    "deadline_profile": "default",
+    "source_event_id": uuid.UUID(int=7),
+    "status": "done",
+    "closed_at": MONDAY_9 + timedelta(days=1),
+    "closed_by_event_id": _DriverId(int=12),
+    "close_reason": "visited",
+    "escalated_to": "sup-1",
+}
+"""A stored task's row as the driver reads it (enums as their text, ids of its own type)."""
+
+ROW_IDS = st.one_of(IDS, st.uuids().map(lambda u: _DriverId(int=u.int)))
+
+
+def _validated(values: dict[str, Any]) -> FollowupTask:
+    return FollowupTask.model_validate(values)
+
+
+@given(
+    id=ROW_IDS,
+    kind=st.one_of(KINDS, st.sampled_from(["revisit", "complaint_resolution", _Text("revisit")])),
+    rule=st.sampled_from([*(r.value for r in tasks.TaskRule), "nonsense", 7, None]),
+    client_id=TEXTS,
+    branch_id=TEXTS,
+    assignee=TEXTS,
+    subject=TEXTS,
+    opened_at=INSTANTS,
+    due_at=INSTANTS,
+    deadline_profile=TEXTS,
+    source_event_id=ROW_IDS,
+    status=st.sampled_from(["open", "done", "cancelled", "closed", tasks.TaskStatus.OPEN, None]),
+    closed_at=st.one_of(st.none(), INSTANTS),
+    closed_by_event_id=st.one_of(st.none(), ROW_IDS),
+    close_reason=TEXTS,
+    escalated_to=TEXTS,
+    left_out=st.sampled_from([None, "escalated_to", "status", "id"]),
+)
+@example(**_STORED, left_out=None)
+@example(**{**_STORED, "closed_at": None, "closed_by_event_id": None}, left_out=None)
+@example(**{**_STORED, "kind": "nonsense"}, left_out=None)
+@example(**{**_STORED, "opened_at": MONDAY_9.astimezone(EIGHT_EAST)}, left_out=None)
+@example(**{**_STORED, "id": str(uuid.UUID(int=11))}, left_out=None)
+@example(**_STORED, left_out="escalated_to")
+def test_a_stored_tasks_row_is_the_validated_task_or_its_error(
+    left_out: str | None, **row: Any
+) -> None:
+    values = {**_STORED, **row}
+    if left_out is not None:
+        del values[left_out]
+    assert _outcome(tasks.task_of_values, **{"values": values}) == _outcome(
+        _validated, **{"values": values}
+    )
+
+
+def test_a_stored_tasks_plain_row_is_not_validated_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from branchline_followup.adapters.read_models import task_from_row
+
+    validated = FollowupTask.model_validate(_STORED)
+    assert type(validated.id) is _DriverId  # kept by validation as it is, so kept here too
+
+    def refuse(cls: type[FollowupTask], values: Any, **options: Any) -> None:
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(FollowupTask, "model_validate", classmethod(refuse))
+    with pytest.raises(AssertionError, match="validated again"):  # the patch does refuse
+        task_from_row({**_STORED, "kind": _Text("revisit")})
+    assert _state(task_from_row(_STORED)) == _state(validated)

@@ -18,6 +18,7 @@ from branchline_followup.domain import DurableTimer, FollowupTask
 # ClientFacts and DueTimer live in the domain (ADR-0013); still named here for the queries.
 from branchline_followup.domain.records import ClientFacts as ClientFacts
 from branchline_followup.domain.records import DueTimer as DueTimer
+from branchline_followup.domain.tasks import task_of_values
 from branchline_shared.events.catalogue import ComplaintEvent, VisitEvent
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, payload_as
@@ -233,7 +234,7 @@ async def count_due_stage_changes(conn: PgConnection, now: datetime) -> int:
 def task_from_row(row: Any, columns: Iterable[str] = TASK_COLUMNS) -> FollowupTask:
     """The task a ``fu_tasks`` row holds: the one decoder of the write side and of the views
     (:mod:`.queries`), which select fewer ``columns``; raises if the row is not a task."""
-    return FollowupTask.model_validate({c: row[c] for c in columns})
+    return task_of_values({c: row[c] for c in columns})  # validated unless plain (#12)
 
 
 async def open_tasks_of(conn: PgConnection, client_id: str) -> list[FollowupTask]:
