@@ -20,7 +20,7 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from branchline_audit.adapters.altered import ALTERED_ROW, READ_COLUMNS, with_neighbours
-from branchline_audit.adapters.relationships import ledger_facts
+from branchline_audit.adapters.relationships import SignedLeafCheck, ledger_facts
 from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
@@ -329,6 +329,13 @@ an entry rewritten with its own hash recomputed is refused when served alone (#1
 class PostgresLedger:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
+        self._signed: SignedLeafCheck | None = None
+
+    def hold_facts_to(self, signed: SignedLeafCheck) -> None:
+        """Hold every read of :meth:`facts` and :meth:`append_decided` (legal holds,
+        relationship ends) against its signed checkpoint with ``signed`` (D-11, #12): the
+        composition root hands it the check of ``application/signed_leaves.py``."""
+        self._signed = signed
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -467,7 +474,7 @@ class PostgresLedger:
         position. Nobody appends between the read and the append."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-            event = decide(await ledger_facts(conn, event_types))
+            event = decide(await ledger_facts(conn, event_types, signed=self._signed))
             (position,) = await self.append_locked(conn, [event], now=now)
         return position
 
@@ -591,7 +598,7 @@ class PostgresLedger:
         self, event_types: Sequence[str], client_id: str | None = None
     ) -> list[LedgerFact]:
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
-        return await ledger_facts(self._pool, event_types, client_id)
+        return await ledger_facts(self._pool, event_types, client_id, signed=self._signed)
 
     async def staff_retention(self) -> StaffRetentionState:
         """The ends of employment and the clients of gifts recorded for members of staff
