@@ -117,3 +117,29 @@ async def test_a_crash_is_still_answered_500_by_the_server_error_middleware() ->
         after = await client.get("/things/3")
     assert crashed.status_code == 500
     assert after.status_code == 200  # the app serves on
+
+
+async def test_an_http_request_does_not_ask_whether_telemetry_is_enabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round 29 (#12): with telemetry off the answer is always no; the first request builds
+    # the stack FastAPI's way, every later one goes straight into it.
+    app = _app("svc-asks")
+    asked: list[str] = []
+    native = type(app._native_telemetry)
+    original = native.enabled
+
+    def enabled(self: object) -> bool:
+        asked.append("enabled")
+        return original(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(native, "enabled", enabled)
+    async with _client(app) as client:
+        first = await client.get("/things/1")
+        asked_first = len(asked)
+        later = [await client.get(f"/things/{i}") for i in range(2, 5)]
+        crashed = await client.post("/crash")
+    assert first.status_code == 200
+    assert [a.status_code for a in later] == [200, 200, 200]
+    assert crashed.status_code == 500
+    assert len(asked) == asked_first  # none after the stack was built

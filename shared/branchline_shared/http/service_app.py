@@ -14,7 +14,7 @@ from fastapi.telemetry import TelemetryConfig
 from fastapi.telemetry._asgi import ExceptionTelemetryMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from branchline_shared.http.docs_assets import install_docs
 from branchline_shared.http.edge import DirectRoute, EdgeOptions, ServiceEdge
@@ -41,6 +41,19 @@ class _ServiceApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
         return without_idle_telemetry(stack)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # An HTTP request straight into the built stack, as Starlette's ``__call__`` does it
+        # (Round 29, #12): FastAPI's own first asks, per request, whether its native telemetry
+        # is enabled, which with :data:`_TELEMETRY_OFF` it never is, and then calls
+        # Starlette's, one frame more. The rest (lifespan, websockets, a root path, the first
+        # request, which builds the stack) goes FastAPI's way, as before.
+        stack = self.middleware_stack
+        if scope["type"] == "http" and stack is not None and not self.root_path:
+            scope["app"] = self
+            await stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def without_idle_telemetry(stack: ASGIApp) -> ASGIApp:
