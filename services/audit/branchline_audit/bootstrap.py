@@ -213,7 +213,10 @@ async def run_consumer(settings: AuditSettings) -> None:
             opened.push_async_callback(pool.close)
             producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
             await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-            opened.push_async_callback(closed, producer)
+            # its flush bounded; what it did not deliver fails, left unpublished (#12)
+            opened.push_async_callback(
+                closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+            )
             clock = SystemClock()
             audit = audit_context(settings, pool, clock)
             repair = self_repair(settings, pool)
