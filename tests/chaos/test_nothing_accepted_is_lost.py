@@ -23,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
@@ -44,6 +43,7 @@ from branchline_shared.kafka.topics import declare_topics
 from tests.chaos.harness import ChaosStack, chaos_stack
 from tests.integration.followup.harness import snapshot
 from tests.support.examples import EXAMPLE_ADMIN_ID
+from tests.support.kafka import producing
 
 DEFAULT_SEED = 20261203
 
@@ -121,17 +121,14 @@ async def run_faults(
 
 
 async def inject_poison(stack: ChaosStack) -> list[tuple[str, int, int]]:
-    producer = AIOKafkaProducer(bootstrap_servers=stack.broker.bootstrap, acks="all")
-    await producer.start()
     topics = declare_topics(stack.settings)
     sent = []
-    try:
+    # started and stopped as the services' producers are: no transport left (#12)
+    async with producing(stack.broker.bootstrap) as producer:
         for index, value in enumerate(POISON):
             topic = topics.intake_events.name if index % 2 == 0 else topics.followup_events.name
             meta = await producer.send_and_wait(topic, value=value, key=b"C-poison")
             sent.append((meta.topic, meta.partition, meta.offset))
-    finally:
-        await producer.stop()
     return sent
 
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.kafka.starting import closed, start_or_close
+
+
+@contextlib.asynccontextmanager
+async def producing(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    """A test's raw producer, started and stopped as the services' are (``kafka.starting``,
+    #12): a start cut short closes what its bootstrap opened, a stop that ends short or whose
+    flush does not end (the broker gone) is finished by ``close_rest``: no transport left.
+    aiokafka's own ``start()``/``stop()`` (what the chaos test's poison used) leave one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await start_or_close(producer)
+    try:
+        yield producer
+    finally:
+        await closed(producer)
 
 
 async def produce(
@@ -19,13 +35,9 @@ async def produce(
     messages: Sequence[tuple[bytes | None, bytes]],
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
+    async with producing(bootstrap) as producer:
         for key, value in messages:
             await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
-    finally:
-        await producer.stop()
 
 
 def crash(broker: TansuBroker) -> None:

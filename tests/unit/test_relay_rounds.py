@@ -1,6 +1,7 @@
 """How the outbox relay groups its rounds (#12): wake-ups that arrive while a round runs make
-one more round, not one each; with a minimum interval, commits that follow each other closely
-go out together; a drain publishes everything committed without waiting out the interval."""
+one more round, not one each; with a minimum interval, commits made while a round runs go out
+together, while a commit to an idle relay goes out at once; a drain publishes everything
+committed without waiting out the interval."""
 
 from __future__ import annotations
 
@@ -151,15 +152,23 @@ async def test_wake_ups_during_a_round_make_one_more_round_and_leave_nothing_unp
     assert outbox.rounds == [1, 20, 0]
 
 
-async def test_close_commits_go_out_in_one_round_and_a_drain_does_not_wait() -> None:
+async def test_commits_during_a_round_go_out_together_and_a_drain_does_not_wait() -> None:
+    """Busy (#12): what is committed while a round runs waits out the interval and goes out
+    in one round; a drain publishes it at once."""
     store = InMemoryEventStore()
     relay, outbox = relay_over(store, min_interval_s=LONG_S)
+    outbox.hold = asyncio.Event()
     await commit(store, 1, first_client=0)
     task = asyncio.create_task(relay.run())
+    await asyncio.wait_for(outbox.reading.wait(), timeout=10)  # the first round has read
+    await commit(store, 1, first_client=1)
+    relay.wake()
+    outbox.hold.set()
+    outbox.hold = None
     await let_run()
-    assert outbox.rounds == [1]
-    for n in range(5):
-        await commit(store, 1, first_client=1 + n)
+    assert outbox.rounds == [1]  # the commit during the round waits out the interval
+    for n in range(4):
+        await commit(store, 1, first_client=2 + n)
         relay.wake()
         await let_run()  # time enough for a round each, were they not spaced
     assert outbox.rounds == [1]
@@ -168,6 +177,23 @@ async def test_close_commits_go_out_in_one_round_and_a_drain_does_not_wait() -> 
     await asyncio.wait_for(asyncio.shield(task), timeout=10)  # well before the interval ends
     assert outbox.rounds == [1, 5, 0]
     assert await outbox.backlog() == 0
+
+
+async def test_a_commit_to_an_idle_relay_is_published_without_waiting_the_interval() -> None:
+    """Idle (#12, Round 29): a round that ended with nothing new committed leaves the relay
+    idle; the next commit starts a round at once, not the interval after the last one."""
+    store = InMemoryEventStore()
+    relay, outbox = relay_over(store, min_interval_s=LONG_S)
+    await commit(store, 1, first_client=0)
+    task = asyncio.create_task(relay.run())
+    await let_run()
+    assert outbox.rounds == [1]
+    await commit(store, 1, first_client=1)
+    relay.wake()
+    await let_run()
+    assert outbox.rounds == [1, 1]
+    assert await outbox.backlog() == 0
+    await relay.drain(task, timeout_s=10)
 
 
 class NotifyingPool:

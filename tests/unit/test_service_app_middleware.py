@@ -11,8 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from starlette.middleware.errors import ServerErrorMiddleware
 
-from branchline_shared.http.service_app import create_service_app
+from branchline_shared.http.edge import EdgeOptions, ServiceEdge
+from branchline_shared.http.service_app import create_service_app, without_idle_telemetry
 from branchline_shared.logging_setup import correlation_id_var
 
 pytestmark = pytest.mark.unit
@@ -83,3 +85,61 @@ async def test_metrics_count_each_route_template_with_its_status() -> None:
     assert _count(service, "/things/{thing_id}", "200") == 2
     assert _count(service, "unmatched", "404") == 1
     assert _count(service, "/crash", "500", method="POST") == 1
+
+
+def _layers(app: FastAPI) -> list[type]:
+    """The classes of the app's built middleware stack, outermost first, down to the edge."""
+    layer: object = app.build_middleware_stack()
+    seen: list[type] = []
+    while layer is not None and not isinstance(layer, ServiceEdge):
+        seen.append(type(layer))
+        layer = getattr(layer, "app", None)
+    seen.append(type(layer))
+    return seen
+
+
+def test_the_stack_has_no_exception_telemetry_layer_with_telemetry_off() -> None:
+    # Round 29 (#12): FastAPI's exception-telemetry layer does nothing with telemetry off
+    # and cost every request a frame; the server-error middleware sits right above the edge.
+    assert _layers(_app("svc-layers")) == [ServerErrorMiddleware, ServiceEdge]
+
+
+def test_a_stack_with_another_layer_below_the_server_errors_is_left_as_it_is() -> None:
+    inner = ServiceEdge(_app("svc-other"), EdgeOptions(service="svc-other", max_body_bytes=1))
+    stack = ServerErrorMiddleware(inner)
+    assert without_idle_telemetry(stack) is stack
+    assert stack.app is inner
+
+
+async def test_a_crash_is_still_answered_500_by_the_server_error_middleware() -> None:
+    async with _client(_app("svc-crash")) as client:
+        crashed = await client.post("/crash")
+        after = await client.get("/things/3")
+    assert crashed.status_code == 500
+    assert after.status_code == 200  # the app serves on
+
+
+async def test_an_http_request_does_not_ask_whether_telemetry_is_enabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Round 29 (#12): with telemetry off the answer is always no; the first request builds
+    # the stack FastAPI's way, every later one goes straight into it.
+    app = _app("svc-asks")
+    asked: list[str] = []
+    native = type(app._native_telemetry)
+    original = native.enabled
+
+    def enabled(self: object) -> bool:
+        asked.append("enabled")
+        return original(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(native, "enabled", enabled)
+    async with _client(app) as client:
+        first = await client.get("/things/1")
+        asked_first = len(asked)
+        later = [await client.get(f"/things/{i}") for i in range(2, 5)]
+        crashed = await client.post("/crash")
+    assert first.status_code == 200
+    assert [a.status_code for a in later] == [200, 200, 200]
+    assert crashed.status_code == 500
+    assert len(asked) == asked_first  # none after the stack was built

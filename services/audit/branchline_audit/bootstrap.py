@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from branchline_audit.application.context import AuditContext
 from branchline_audit.application.exporting import ExportSlots
 from branchline_audit.application.ports import AuditLedger
 from branchline_audit.application.recording import record_events
+from branchline_audit.application.signed_leaves import refuse_unsigned
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_audit.domain.retention import RetentionPolicy
 from branchline_audit.entrypoints.console import install_audit_console
@@ -60,8 +62,9 @@ def audit_context(
     pool: asyncpg.Pool[Any],
     clock: Clock,
 ) -> AuditContext:
-    return AuditContext(
-        ledger=PostgresLedger(pool),
+    ledger = PostgresLedger(pool)
+    audit = AuditContext(
+        ledger=ledger,
         checkpoints=PostgresCheckpoints(pool),
         signer=load_signer(settings),
         clock=clock,
@@ -69,6 +72,10 @@ def audit_context(
         checkpoint_every=settings.audit_checkpoint_every_entries,
         checkpoint_interval_s=settings.audit_checkpoint_interval_s,
     )
+    # Legal holds and relationship ends are held against their signed checkpoint as every
+    # trail read is (D-11, #12).
+    ledger.hold_facts_to(functools.partial(refuse_unsigned, audit))
+    return audit
 
 
 def retention_policy(settings: AuditSettings) -> RetentionPolicy:
@@ -206,7 +213,10 @@ async def run_consumer(settings: AuditSettings) -> None:
             opened.push_async_callback(pool.close)
             producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
             await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-            opened.push_async_callback(closed, producer)
+            # its flush bounded; what it did not deliver fails, left unpublished (#12)
+            opened.push_async_callback(
+                closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+            )
             clock = SystemClock()
             audit = audit_context(settings, pool, clock)
             repair = self_repair(settings, pool)

@@ -119,7 +119,10 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         opened.push_async_callback(key_pool.close)
         producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
         await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-        opened.push_async_callback(closed, producer)
+        # its flush bounded; what it did not deliver fails, left unpublished (#12)
+        opened.push_async_callback(
+            closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+        )
         relay = OutboxRelay(
             pool=pool,
             producer=producer,

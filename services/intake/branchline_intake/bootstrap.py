@@ -145,7 +145,10 @@ async def started_producer(
     failed closes what it had opened, #12)."""
     producer = make_producer(settings, client_id="branchline-intake-relay")
     await start_or_close(producer)
-    opened.push_async_callback(closed, producer)
+    # its flush bounded; what it did not deliver fails, left unpublished (#12)
+    opened.push_async_callback(
+        closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+    )
     return producer
 
 

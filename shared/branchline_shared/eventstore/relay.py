@@ -63,10 +63,11 @@ class OutboxRelay:
         self._store = store_name
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
-        # Rounds woken by commits start at least this far apart (0: at once, intake's default).
-        # A worker that commits a batch every few milliseconds would otherwise pay a whole
-        # round (outbox read, send and ack, update) per commit; spaced, the
-        # commits of a busy period go out in fewer, bigger rounds (#12).
+        # Rounds woken by commits made while the previous round ran start at least this far
+        # apart (0: at once). A worker that commits a batch every few milliseconds would
+        # otherwise pay a whole round (outbox read, send and ack, update) per commit; spaced,
+        # the commits of a busy period go out in fewer, bigger rounds (#12). A commit to an
+        # idle relay (its last round ended with nothing new) starts a round at once (Round 29).
         self._min_interval_s = min_interval_s
         self._wake = asyncio.Event()
         self._draining = False
@@ -226,10 +227,16 @@ class OutboxRelay:
                     return
                 continue
             if published < self._batch_size:
+                # Busy: something was committed while the round ran, so commits come faster
+                # than rounds end: wait out the interval and take them together. Idle: the
+                # round ended with nothing new, so the next commit is published at once,
+                # without the interval's floor under its latency (#12, Round 29).
+                busy = self._wake.is_set()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval_s):
                         await self._wake.wait()
-                await self._space_rounds(round_started + self._min_interval_s - loop.time())
+                if busy:
+                    await self._space_rounds(round_started + self._min_interval_s - loop.time())
 
     async def _space_rounds(self, remaining_s: float) -> None:
         """Wait out the rest of the minimum interval since the last round started; the

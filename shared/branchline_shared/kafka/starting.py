@@ -15,10 +15,15 @@ cancelled, only a little later.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 from branchline_shared.kafka.aiokafka_private import private_parts
+
+log = logging.getLogger(__name__)
 
 _POLL_S = 0.005
 """How often a cancelled start is looked at while its bootstrap ends (the cancel path only)."""
@@ -45,11 +50,25 @@ async def start_or_close(client: Any) -> None:
         raise
 
 
-async def closed(client: Any) -> None:
+PRODUCER_FLUSH_WITHIN_S = 3.0
+"""How long :func:`closed` lets a producer's stop flush its batches by default (the setting
+``kafka_producer_stop_flush_s`` overrides it in the services)."""
+
+
+async def closed(client: Any, *, flush_within_s: float | None = PRODUCER_FLUSH_WITHIN_S) -> None:
     """Stopped (a producer or consumer) or closed (an admin client), also if whoever waits is
     cancelled meanwhile: the close goes on. A consumer's stop that ends short by itself is
-    finished as :func:`stopped` finishes it."""
-    if hasattr(client, "stop"):
+    finished as :func:`stopped` finishes it.
+
+    A producer's stop flushes first: aiokafka waits until every batch is delivered or expires
+    (its request timeout, after its retries), for ever in effect while the broker is down. It
+    is let flush for ``flush_within_s`` (None: unbounded); then the rest is closed
+    (``close_rest``): every batch not delivered fails with ``ProducerClosed``, so its sender
+    (the outbox relay's ``send_and_wait``) marks nothing published and the next relay
+    publishes it: nothing is lost (#12)."""
+    if isinstance(client, AIOKafkaProducer) and flush_within_s is not None:
+        await asyncio.shield(asyncio.ensure_future(_stopped_within(client, flush_within_s)))
+    elif hasattr(client, "stop"):
         await asyncio.shield(asyncio.ensure_future(_stopped_whole(client)))
     else:
         await asyncio.shield(client.close())
@@ -85,6 +104,23 @@ async def _stopped_whole(client: Any) -> None:
     await asyncio.wait([stop])
     if _ended_short(stop):
         await _rest_closed(client)
+    _raise_its_error(stop)
+
+
+async def _stopped_within(producer: AIOKafkaProducer, within_s: float) -> None:
+    """``closed``'s stop of a producer, its flush bounded (run shielded: nobody cancels it)."""
+    stop = asyncio.ensure_future(producer.stop())
+    await asyncio.wait([stop], timeout=within_s)
+    if not stop.done():
+        log.warning(
+            "a producer's stop did not flush within %.1f s; its batches not delivered are "
+            "failed (left unpublished)",
+            within_s,
+        )
+        await _cut(stop, producer)
+        return
+    if _ended_short(stop):
+        await _rest_closed(producer)
     _raise_its_error(stop)
 
 

@@ -84,6 +84,14 @@ class CommonSettings(BaseSettings):
     kafka_idempotent_producer: bool = Field(
         default=False, description="Switch on where the broker supports it (Apache Kafka does)."
     )
+    kafka_producer_stop_flush_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=600,
+        description="On stop, how long a producer may flush its batches (the broker down: "
+        "until they expire); then those not delivered fail and stay unpublished in the "
+        "outbox, published by the next relay (#12).",
+    )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
     kafka_fetch_max_wait_ms: int = Field(

@@ -141,7 +141,8 @@ class FollowupSettings(
         ge=0,
         le=1.0,
         description="Least time between the starts of two rounds of followup's outbox relay "
-        "woken by the worker's commits (0: a round per commit): a busy worker's commits go "
+        "woken by the worker's commits made while the previous round ran (a commit to an "
+        "idle relay is published at once; 0: a round per commit): a busy worker's commits go "
         "out in fewer, bigger rounds. Delays followup's published events (not its read "
         "model) by at most this; a drain does not wait (#12).",
     )

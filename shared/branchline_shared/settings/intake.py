@@ -82,7 +82,8 @@ class IntakeSettings(PersonalDataSettings, AssessmentSettings, IdentityGateSetti
         ge=0,
         le=1.0,
         description="Least time between the starts of two rounds of intake's outbox relay "
-        "woken by commits, and between two wake-ups (NOTIFY) an intake process not holding "
+        "woken by commits made while the previous round ran (a commit to an idle relay is "
+        "published at once), and between two wake-ups (NOTIFY) an intake process not holding "
         "the relay lock sends (0: a round and a NOTIFY per group commit): under load the "
         "commits go out in fewer, bigger rounds. Delays intake's published events by at most "
         "this; a drain does not wait (#12).",

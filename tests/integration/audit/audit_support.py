@@ -16,12 +16,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
-from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
 from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.context import AuditContext
-from branchline_audit.domain.personal import PersonalDataPolicy
+from branchline_audit.bootstrap import audit_context as built_context
 from branchline_shared.clock import FixedClock
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
@@ -126,15 +124,7 @@ async def audit_context(
     await prepare_database(settings)
     pool = await open_role_pool(settings, role or settings.audit_db_writer_role, max_size=4)
     try:
-        yield AuditContext(
-            ledger=PostgresLedger(pool),
-            checkpoints=PostgresCheckpoints(pool),
-            signer=load_signer(settings),
-            clock=clock or FixedClock(T0),
-            policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
-            checkpoint_every=settings.audit_checkpoint_every_entries,
-            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
-        )
+        yield built_context(settings, pool, clock or FixedClock(T0))
     finally:
         await pool.close()
 

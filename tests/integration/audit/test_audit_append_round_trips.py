@@ -1,6 +1,9 @@
-"""The ledger's append in four round trips (#12): ``BEGIN`` with the lock, the read before the
-COPY, the COPY, the new Merkle nodes with ``COMMIT``; no reset query when its connection
-returns to the pool. Still one transaction: a failure at any of them leaves nothing."""
+"""The ledger's append in five round trips (#12): ``BEGIN`` with the lock, the read before the
+COPY, the COPY, the new Merkle nodes and source positions as one statement of bound values
+(no value in its text, house rule, Round 29; before, they went with ``COMMIT`` in one simple
+query, their digits and hex pasted in the text), ``COMMIT``; no reset query when its
+connection returns to the pool. Still one transaction: a failure at any of them leaves
+nothing."""
 
 from __future__ import annotations
 
@@ -27,15 +30,23 @@ from tests.integration.audit.audit_support import (
 )
 
 
+class Sent(collections.Counter[str]):
+    """Statements sent, by their first words (one round trip each), and their texts."""
+
+    texts: list[str]
+
+
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     """Every statement the pools' connections send, by its first words (one round trip each)."""
-    counter: collections.Counter[str] = collections.Counter()
+    counter = Sent()
+    counter.texts = []
     for name in ("execute", "fetch", "fetchrow", "fetchval", "copy_records_to_table"):
         original = getattr(asyncpg.Connection, name)
 
         def counted(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
             counter[" ".join(str(args[0]).split()[:3])] += 1
+            counter.texts.append(str(args[0]))
             return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(asyncpg.Connection, name, counted)
@@ -62,8 +73,8 @@ async def _verified(audit: AuditContext, entries: int) -> None:
     assert await _stored_nodes(audit) == await _recomputed_nodes(audit)
 
 
-async def test_an_append_is_four_round_trips_and_its_release_none(
-    settings: BranchlineSettings, sent: collections.Counter[str]
+async def test_an_append_is_five_round_trips_and_its_release_none(
+    settings: BranchlineSettings, sent: Sent
 ) -> None:
     rng = random.Random(4)
     async with audit_context(quick_settings(settings)) as audit:
@@ -71,10 +82,11 @@ async def test_an_append_is_four_round_trips_and_its_release_none(
         await audit.ledger.append(first, now=T0)  # the pool's connection opened
         sent.clear()
         assert await audit.ledger.append(random_events(40, rng, start=3), now=T0) == 40
-        assert sum(sent.values()) == 4, sent
+        assert sum(sent.values()) == 5, sent
         assert sent["BEGIN; SELECT pg_advisory_xact_lock(119182731994482)"] == 1
         assert sent["audit_ledger"] == 1
-        assert sent["INSERT INTO audit_merkle_nodes"] == 1  # 43 entries: two new nodes
+        assert sent["WITH nodes AS"] == 1  # 43 entries: two new nodes
+        assert sent["COMMIT"] == 1
         assert not any("RESET" in s or "unlock_all" in s for s in sent), sent
         # Duplicates only: BEGIN with the lock, the read, COMMIT.
         sent.clear()
@@ -86,7 +98,7 @@ async def test_an_append_is_four_round_trips_and_its_release_none(
 async def test_a_failed_commit_statement_leaves_nothing_and_the_connection_serves_on(
     settings: BranchlineSettings,
 ) -> None:
-    """The Merkle nodes go with ``COMMIT`` in one simple query: when their insert fails (the
+    """The Merkle nodes go before ``COMMIT``, in the transaction: when their insert fails (the
     writer's grant taken away meanwhile), neither the entries, their source positions nor
     any node is kept, and every connection of the pool appends next."""
     s = quick_settings(settings)
@@ -147,13 +159,15 @@ async def test_a_released_connection_keeps_its_role_and_no_open_transaction(
                 assert not conn.is_in_transaction()
 
 
-async def test_source_positions_go_with_the_commit_as_one_bound_statement_kept_them(
-    settings: BranchlineSettings, sent: collections.Counter[str]
+async def test_source_positions_go_bound_as_one_bound_statement_kept_them(
+    settings: BranchlineSettings, sent: Sent
 ) -> None:
     """The consumer's append (events of two stores, one store position claimed twice in the
     batch, one event already stored) records the same rows as the bound ``unnest`` did:
-    each new entry's position once, the first claim of a store position kept; still four
-    round trips."""
+    each new entry's position once, the first claim of a store position kept; five round
+    trips, and no statement's text carries a value of the append (an event id, a store's
+    name, a position, a node's hash: bound, house rule 5, Round 29; before, the nodes and
+    positions were pasted into the text as digits and hex)."""
     rng = random.Random(6)
     async with audit_context(quick_settings(settings)) as audit:
         old = random_events(5, rng)
@@ -170,7 +184,19 @@ async def test_source_positions_go_with_the_commit_as_one_bound_statement_kept_t
         at[claimed_twice] = at[uuid.UUID(batch[4]["event_id"])]  # intake 11, claimed by 4 first
         sent.clear()
         assert await audit.ledger.append(batch, now=T0, positions=at) == 30
-        assert sum(sent.values()) == 4, sent
+        round_trips, texts = sum(sent.values()), list(sent.texts)
+        nodes = await _stored_nodes(audit)
+        values = [
+            *(uuid.UUID(e["event_id"]).hex for e in batch),
+            *(store.encode().hex() for store in stores),
+            *(bytes(h).hex() for h in nodes.values()),
+            "intake",
+            "followup",
+        ]
+        assert nodes, "35 entries complete nodes"
+        for text in texts:
+            assert not [v for v in values if v in text.replace("-", "")], text
+        assert round_trips == 5, sent
         async with superuser(settings) as conn:
             stored = await conn.fetch(
                 "SELECT source, global_position, event_id, position FROM audit_source_positions "

@@ -73,7 +73,9 @@ async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIter
         yield Trail(client, audit, s, tokens, key)
 
 
-async def _rewrite(settings: BranchlineSettings, position: int) -> None:
+async def _rewrite(
+    settings: BranchlineSettings, position: int, before: bytes | None = None, after: bytes = b""
+) -> None:
     """Rewrite the note of the entry at ``position`` (``n<position>``) and recompute its hash
     and every later hash and link, as a superuser with the triggers off: each entry then
     holds by itself and every link holds; only the signed checkpoints disagree."""
@@ -88,9 +90,10 @@ async def _rewrite(settings: BranchlineSettings, position: int) -> None:
         for row in rows:
             canonical = bytes(row["canonical"])
             if row["position"] == position:
-                before = f'"note":"n{position}"'.encode()
+                if before is None:
+                    before, after = f'"note":"n{position}"'.encode(), b'"note":"rewritten"'
                 assert before in canonical, canonical
-                canonical = canonical.replace(before, b'"note":"rewritten"')
+                canonical = canonical.replace(before, after)
             digest = hashlib.sha256(prev + canonical).digest()
             await conn.execute(
                 "UPDATE audit_ledger SET prev_hash = $2, canonical = $3, hash = $4 "
@@ -186,3 +189,52 @@ async def test_an_entry_rewritten_with_every_later_hash_is_refused_after_reads_p
     monkeypatch.setattr(exporting, "FIRST_PAGE_SIZE", FIRST)
     export = await trail.get("/v1/audit/export", purpose="review")
     _ended_incomplete(trail, export, SECOND, sent=FIRST)
+
+
+async def test_a_hold_rewritten_with_every_later_hash_is_refused(trail: Trail) -> None:
+    """D-11 (#12): a legal hold's entry re-chained (its case reference rewritten, its hash
+    and every later one recomputed) under a signed checkpoint: listing the holds, lifting it,
+    placing another and a prune that would decide by the holds are refused by name (409
+    ``ledger-integrity``; the prune's RetentionError), as every trail read is. Before, the
+    reads of holds and relationship ends carried the checkpoint's leaf but did not check it:
+    the rewritten hold was listed, lifted and decided on."""
+    from branchline_audit.application.pruning import RetentionError, prune_expired
+    from branchline_audit.bootstrap import retention_policy
+
+    auditor = trail.tokens.headers(Role.AUDITOR, sub="auditor-1")
+    body = {
+        "client_id": "C-9",
+        "hold_id": "LH-9",
+        "reason": "regulatory_investigation",
+        "case_reference": "CSRC-1",
+    }
+    placed = await trail.client.post("/v1/audit/legal-holds", json=body, headers=auditor)
+    assert placed.status_code == 201, placed.text
+    position = placed.json()["position"]
+    signed = await checkpoint_now(trail.audit)
+    assert signed.tree_size >= position
+    listed = await trail.client.get("/v1/audit/legal-holds", headers=auditor)
+    assert [h["hold_id"] for h in listed.json()["holds"]] == ["LH-9"], listed.text
+
+    await _rewrite(trail.settings, position, b'"CSRC-1"', b'"CSRC-2"')
+    size = signed.tree_size
+    listed = await trail.client.get("/v1/audit/legal-holds", headers=auditor)
+    names_the_entry(listed, size, SIGNED)
+    lifted = await trail.client.post(
+        "/v1/audit/legal-holds/LH-9/lift", json={"reason": "matter_closed"}, headers=auditor
+    )
+    names_the_entry(lifted, size, SIGNED)
+    other = {**body, "hold_id": "LH-10"}
+    names_the_entry(
+        await trail.client.post("/v1/audit/legal-holds", json=other, headers=auditor),
+        size,
+        SIGNED,
+    )
+    with pytest.raises(RetentionError, match=f"position {size} was altered"):
+        await prune_expired(
+            trail.audit.ledger,
+            retention_policy(trail.settings),
+            trail.audit.clock,
+            actor_id="auditor-1",
+            dry_run=True,
+        )

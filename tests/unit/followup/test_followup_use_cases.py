@@ -14,12 +14,17 @@ from typing import Any
 import pytest
 from followup_factories import MONDAY_9, RM_ID, an_event, count_payload_parses
 
-from branchline_followup.adapters.memory_unit_of_work import MemoryUnitsOfWork
+from branchline_followup.adapters.memory_unit_of_work import (
+    MemoryFollowupUnitOfWork,
+    MemoryUnitsOfWork,
+)
+from branchline_followup.application import recording as recording_module
 from branchline_followup.application.actions import (
     ClientNotWarned,
     NotYourTask,
     TaskClosed,
     complete_task,
+    reassign_task,
     refusal_event_id,
 )
 from branchline_followup.application.batches import Delivered, apply_batch
@@ -28,6 +33,7 @@ from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import Projection, apply_event, project
 from branchline_followup.application.reading import record_client_read
 from branchline_followup.application.recording import FollowupContext
+from branchline_followup.application.reprojection import ProductLocksWanted
 from branchline_followup.application.task_creations import (
     PendingCreations,
     recorded_creations,
@@ -811,3 +817,81 @@ async def test_another_d15_attempt_is_recorded_again(
     refusals = refusals_of(units)
     assert len(refusals) == 2
     assert len({r.event_id for r in refusals}) == 2
+
+
+class ProductHeldOnce:
+    """The in-memory twin's stand-in for another unit holding a product a re-projection in
+    the unit wants (D-15, #12): the first unit's event raises ``ProductLocksWanted`` as
+    ``reproject_client`` does; a unit that locked the product first applies it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.wanted = 0
+        self.locked_first: list[list[str]] = []
+        locked: set[int] = set()
+        real_project = recording_module.project
+
+        async def lock_products(unit: Any, product_ids: Any) -> None:
+            self.locked_first.append(list(product_ids))
+            locked.add(id(unit))
+
+        async def project(uow: Any, *args: Any, **kwargs: Any) -> bool:
+            if id(uow) not in locked:
+                self.wanted += 1
+                raise ProductLocksWanted({"P-1"})
+            return await real_project(uow, *args, **kwargs)
+
+        monkeypatch.setattr(MemoryFollowupUnitOfWork, "lock_products", lock_products)
+        monkeypatch.setattr(recording_module, "project", project)
+
+
+async def test_an_rm_action_whose_products_are_wanted_is_run_again_taking_them_first(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-15 (#12): the API's unit meeting ``ProductLocksWanted`` is run again with the
+    products locked first and completes (on the code before, it raised: a 503)."""
+    survey = await project_visit(units, projection)
+    held = ProductHeldOnce(monkeypatch)
+    ctx = context(units, projection, FixedClock(MONDAY_9 + timedelta(hours=2)))
+    done = await complete_task(
+        ctx,
+        survey.id,
+        actor=Actor(id=RM_ID, role="rm"),
+        may_act=lambda assignee: assignee == RM_ID,
+        outcome=FollowupOutcome.CONTACTED,
+    )
+    assert done.status is TaskStatus.DONE
+    assert (held.wanted, held.locked_first) == (1, [["P-1"]])
+    assert len(completions_of(units)) == 1  # the given-up run left nothing
+    moved = await reassign_task(
+        ctx,
+        (await a_second_task(units, projection)).id,
+        actor=Actor(id="SUP-1", role="supervisor"),
+        assignee="RM-2",
+    )
+    assert moved.assignee == "RM-2"
+    assert (held.wanted, held.locked_first) == (2, [["P-1"], ["P-1"]])
+
+
+async def a_second_task(units: MemoryUnitsOfWork, projection: Projection) -> FollowupTask:
+    await apply_event(units, decode(closed_visit("V-2")), projection)
+    return next(
+        t
+        for t in units.state.tasks.values()
+        if t.is_open and t.kind is TaskKind.SATISFACTION_SURVEY
+    )
+
+
+async def test_a_timer_whose_products_are_wanted_fires_in_a_rerun_taking_them_first(
+    units: MemoryUnitsOfWork, projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D-15 (#12): the timer runner's round meeting ``ProductLocksWanted`` is run again with
+    the products locked first; the timer fires (on the code before, it was dead-lettered)."""
+    survey = await project_visit(units, projection)
+    after_due = survey.due_at + timedelta(seconds=1)
+    held = ProductHeldOnce(monkeypatch)
+    result = await run_due_timers(context(units, projection, FixedClock(after_due)), after_due)
+    assert (result.fired, result.dead, result.busy) == (1, 0, 0)
+    assert (held.wanted, held.locked_first) == (1, [["P-1"]])
+    overdue = [s.event for s in units.state.events.values() if s.event.type == "followup.overdue"]
+    assert [e.data["task_id"] for e in overdue] == [str(survey.id)]
+    assert not [r for r in units.state.timers.values() if r.dead_reason]

@@ -20,7 +20,7 @@ import asyncpg
 from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from branchline_audit.adapters.altered import ALTERED_ROW, READ_COLUMNS, with_neighbours
-from branchline_audit.adapters.relationships import ledger_facts
+from branchline_audit.adapters.relationships import SignedLeafCheck, ledger_facts
 from branchline_audit.adapters.scan import scan_rows
 from branchline_audit.domain.canonical import (
     GENESIS_PREV_HASH,
@@ -119,48 +119,40 @@ _ALL_CACHED_LEVELS = list(range(STRIDE, 63, STRIDE))
 _BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK_KEY})"
 
 
-def _nodes_statement(nodes: Sequence[tuple[int, int, bytes]]) -> str:
-    """The SQL inserting ``nodes`` (level, index, hash) with their values written out, so
-    that :meth:`PostgresLedger.append` sends it with its ``COMMIT`` in one simple query
-    (which takes no parameters, #12); empty without nodes. Only digits and hexadecimal
-    reach the text (``int`` and ``bytes.hex``, ``decode(…, 'hex')`` whatever the
-    server's string settings), so no value can change the statement."""
-    if not nodes:
-        return ""
-    values = ", ".join(
-        f"({int(level)}, {int(index)}, decode('{bytes(hash_).hex()}', 'hex'))"
-        for level, index, hash_ in nodes
-    )
-    return f"INSERT INTO audit_merkle_nodes (level, node_index, hash) VALUES {values}; "  # noqa: S608 - digits and hex only
+_TAIL = (
+    # The Merkle nodes the new entries complete and where they came from, in one statement
+    # of bound arrays (D-11 house rule: no value in the SQL text, #12); the positions in the
+    # order given, so that ``ON CONFLICT DO NOTHING`` keeps the first of a repeated one.
+    "WITH nodes AS (INSERT INTO audit_merkle_nodes (level, node_index, hash) "
+    "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])) "
+    "INSERT INTO audit_source_positions (source, global_position, event_id, position) "
+    "SELECT * FROM unnest($4::text[], $5::bigint[], $6::uuid[], $7::bigint[]) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
-def _positions_statement(placed: Sequence[tuple[int, uuid.UUID, SourcePosition]]) -> str:
-    """The SQL recording where new entries (ledger position, event id, store position) came
-    from, values written out as :func:`_nodes_statement`'s, to be sent with ``COMMIT``
-    (#12); empty without any. The rows of each store as three arrays of digits and hex, its
-    name as the hex of its UTF-8 (``convert_from`` refuses what text cannot hold, as a bound
-    text does); in the order given within a store, so that ``ON CONFLICT DO NOTHING`` keeps
-    the same row a single ``unnest`` kept."""
-    if not placed:
-        return ""
+def _tail(
+    nodes: Sequence[tuple[int, int, bytes]],
+    placed: Sequence[tuple[int, uuid.UUID, SourcePosition]],
+) -> list[Any] | None:
+    """The bound values of :data:`_TAIL` (``nodes`` as level, index, hash; ``placed`` as
+    ledger position, event id, store position, grouped by store in the order first met),
+    None when there is neither."""
+    if not nodes and not placed:
+        return None
     by_source: dict[str, list[tuple[int, uuid.UUID, SourcePosition]]] = {}
     for item in placed:
         by_source.setdefault(item[2].source, []).append(item)
-    selects = []
-    for source, items in by_source.items():
-        name = source.encode().hex()
-        stored_at = ",".join(str(int(at.global_position)) for _, _, at in items)
-        event_ids = ",".join(f"{event_id.int:032x}" for _, event_id, _ in items)
-        at_positions = ",".join(str(int(position)) for position, _, _ in items)
-        selects.append(
-            f"SELECT convert_from(decode('{name}', 'hex'), 'UTF8'), * FROM unnest("  # noqa: S608 - digits and hex only
-            f"'{{{stored_at}}}'::bigint[], '{{{event_ids}}}'::uuid[], "
-            f"'{{{at_positions}}}'::bigint[])"
-        )
-    return (
-        "INSERT INTO audit_source_positions (source, global_position, event_id, position) "
-        f"{' UNION ALL '.join(selects)} ON CONFLICT DO NOTHING; "
-    )
+    ordered = [item for items in by_source.values() for item in items]
+    return [
+        [int(level) for level, _, _ in nodes],
+        [int(index) for _, index, _ in nodes],
+        [bytes(hash_) for _, _, hash_ in nodes],
+        [at.source for _, _, at in ordered],
+        [int(at.global_position) for _, _, at in ordered],
+        [event_id for _, event_id, _ in ordered],
+        [int(position) for position, _, _ in ordered],
+    ]
 
 
 def _subtrees(
@@ -329,6 +321,13 @@ an entry rewritten with its own hash recomputed is refused when served alone (#1
 class PostgresLedger:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
+        self._signed: SignedLeafCheck | None = None
+
+    def hold_facts_to(self, signed: SignedLeafCheck) -> None:
+        """Hold every read of :meth:`facts` and :meth:`append_decided` (legal holds,
+        relationship ends) against its signed checkpoint with ``signed`` (D-11, #12): the
+        composition root hands it the check of ``application/signed_leaves.py``."""
+        self._signed = signed
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -349,16 +348,19 @@ class PostgresLedger:
         deliver an event more than once, the ledger holds it once. ``positions`` (by event id:
         where the event's store put it) are recorded with the new entries, for reconcile.
 
-        One transaction in four round trips (#12): ``BEGIN`` with the lock, the read before
-        the COPY, the COPY, and the Merkle nodes the entries complete with ``COMMIT`` (the
-        source positions, and a restriction, when there are any, each a statement of its
-        own). A failure anywhere rolls all of it back, as asyncpg's managed transaction does.
+        One transaction in five round trips (#12): ``BEGIN`` with the lock, the read before
+        the COPY, the COPY, the Merkle nodes the entries complete and their source positions
+        (:data:`_TAIL`, bound values: none pasted into the text, Round 29), ``COMMIT`` (a
+        restriction, when there is one, a statement of its own). A failure anywhere rolls
+        all of it back, as asyncpg's managed transaction does.
         """
         async with self._pool.acquire() as conn:
             await conn.execute(_BEGIN_LOCKED)
             try:
                 new, tail = await self._write_locked(conn, events, now=now, positions=positions)
-                await conn.execute(tail + "COMMIT")
+                if tail is not None:
+                    await conn.execute(_TAIL, *tail)
+                await conn.execute("COMMIT")
             except BaseException:
                 # As asyncpg's managed transaction; should the ROLLBACK fail too, the error
                 # raised is still the first, and the pool's release rolls back or drops the
@@ -380,8 +382,8 @@ class PostgresLedger:
         """Append inside the caller's transaction (takes the ledger lock); new positions."""
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
         new, tail = await self._write_locked(conn, events, now=now, positions=positions)
-        if tail:
-            await conn.execute(tail)
+        if tail is not None:
+            await conn.execute(_TAIL, *tail)
         return new
 
     async def _write_locked(
@@ -391,12 +393,12 @@ class PostgresLedger:
         *,
         now: datetime,
         positions: Mapping[uuid.UUID, SourcePosition] | None,
-    ) -> tuple[list[int], str]:
+    ) -> tuple[list[int], list[Any] | None]:
         """Under the ledger lock, in the caller's transaction: write the new entries (and a
-        restriction one of them makes). Returns their positions and the statement the caller
-        sends to finish the append, alone or with ``COMMIT`` (empty when there is nothing
-        more): their source positions (:func:`_positions_statement`) and the Merkle nodes
-        they complete (:func:`_nodes_statement`)."""
+        restriction one of them makes). Returns their positions and the values of
+        :data:`_TAIL` the caller sends to finish the append, before ``COMMIT`` (None when
+        there is nothing more): their source positions and the Merkle nodes they
+        complete."""
         columns = [index_row(e, _event_uuid) for e in events]
         # After the lock (a statement of its own: a statement's snapshot is taken before it
         # waits), one statement reads all the append needs (#12).
@@ -439,7 +441,7 @@ class PostgresLedger:
             new_events.append(event)
             prev = digest
         if not rows:
-            return [], ""
+            return [], None
         # COPY (binary) rather than INSERT ... unnest: PostgreSQL takes the rows as they come
         # instead of building twelve arrays and unnesting them (#12, docs/performance.md).
         await conn.copy_records_to_table("audit_ledger", records=rows, columns=_APPENDED)
@@ -452,8 +454,7 @@ class PostgresLedger:
         placed = (
             [(r[0], r[1], positions[r[1]]) for r in rows if r[1] in positions] if positions else []
         )
-        tail = _positions_statement(placed) + _nodes_statement(_subtrees(position, have, tree))
-        return [r[0] for r in rows], tail
+        return [r[0] for r in rows], _tail(_subtrees(position, have, tree), placed)
 
     async def append_decided(
         self,
@@ -467,7 +468,7 @@ class PostgresLedger:
         position. Nobody appends between the read and the append."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-            event = decide(await ledger_facts(conn, event_types))
+            event = decide(await ledger_facts(conn, event_types, signed=self._signed))
             (position,) = await self.append_locked(conn, [event], now=now)
         return position
 
@@ -591,7 +592,7 @@ class PostgresLedger:
         self, event_types: Sequence[str], client_id: str | None = None
     ) -> list[LedgerFact]:
         """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
-        return await ledger_facts(self._pool, event_types, client_id)
+        return await ledger_facts(self._pool, event_types, client_id, signed=self._signed)
 
     async def staff_retention(self) -> StaffRetentionState:
         """The ends of employment and the clients of gifts recorded for members of staff

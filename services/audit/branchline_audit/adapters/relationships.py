@@ -3,7 +3,7 @@ in position order for :mod:`branchline_audit.domain.relationships`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from branchline_audit.adapters.altered import READ_COLUMNS, with_neighbours
@@ -11,11 +11,23 @@ from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.verification import ServedCheck, reader_entries
 from branchline_shared.postgres.pool import PgConnection, PgPool
 
+SignedLeafCheck = Callable[[tuple[int, bytes | None]], Awaitable[None]]
+"""Holds a read's ``signed_leaf`` (:attr:`StoredEntry.signed_leaf`) against its signed
+checkpoint, raising :class:`UnsignedHistory` when the ledger contradicts it (D-11,
+``application/signed_leaves.py``); the composition root hands it to the ledger."""
+
 
 async def ledger_facts(
-    db: PgPool | PgConnection, event_types: Sequence[str], client_id: str | None = None
+    db: PgPool | PgConnection,
+    event_types: Sequence[str],
+    client_id: str | None = None,
+    *,
+    signed: SignedLeafCheck | None = None,
 ) -> list[LedgerFact]:
-    """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
+    """Entries of ``event_types`` (of ``client_id`` when given), in ledger order; with
+    ``signed``, the read's signed checkpoint is held against the ledger as every trail read's
+    is (a hold or relationship end rewritten with every later hash recomputed is refused,
+    :class:`UnsignedHistory`, D-11, #12)."""
     if not event_types:
         return []
     # Each type as a byte range of one value (the same rows as equality in a deterministic
@@ -43,7 +55,8 @@ async def ledger_facts(
     rows = await db.fetch(with_neighbours(sql), *event_types)
     check = ServedCheck()
     facts: list[LedgerFact] = []
-    for stored in reader_entries(rows):
+    entries = reader_entries(rows)
+    for stored in entries:
         altered = check.altered(stored)
         if altered is not None:
             raise altered
@@ -62,4 +75,9 @@ async def ledger_facts(
                 data=data if isinstance(data, dict) else {},
             )
         )
+    # Every fact read checked, the read's signed checkpoint is (Round 28's check, which holds
+    # and relationship ends did not make, #12): its last leaf proven against the signed root.
+    leaf = entries[-1].signed_leaf if entries else None
+    if signed is not None and leaf is not None:
+        await signed(leaf)
     return facts

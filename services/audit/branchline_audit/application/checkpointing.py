@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter, Gauge
 
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.signed_leaves import unsigned_latest
@@ -15,6 +16,16 @@ from branchline_audit.domain.verification import AlteredEntry, StoredCheckpoint
 from branchline_shared.postgres.faults import session_ended_unread
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_REFUSED = Gauge(
+    "branchline_audit_checkpoint_refused_position",
+    "The ledger position the checkpointer's signing is refused at (the ledger contradicts "
+    "the latest signed checkpoint, D-11); 0 while it signs",
+)
+CHECKPOINT_REFUSED_ROUNDS = Counter(
+    "branchline_audit_checkpoint_refused_rounds_total",
+    "Checkpointer rounds whose signing was refused over a rewritten ledger (D-11)",
+)
 
 
 async def checkpoint_now(audit: AuditContext) -> StoredCheckpoint:
@@ -62,8 +73,16 @@ _RETRIED = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError
 
 
 async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
-    """Background task (API and consumer processes): sign checkpoints when due, for ever."""
+    """Background task (API and consumer processes): sign checkpoints when due, for ever.
+
+    While the ledger contradicts the latest signed checkpoint (D-11) every round is refused:
+    the refusal is logged at error level once, again only when it changes (another position
+    or reason), and its clearing once at warning level; the metrics
+    ``branchline_audit_checkpoint_refused_position`` (the position, 0 while it signs) and
+    ``branchline_audit_checkpoint_refused_rounds_total`` say it every round (#12)."""
     poll = min(poll_s, audit.checkpoint_interval_s)
+    refused: str | None = None
+    """The detail of the refusal last logged, None while rounds sign."""
     while True:
         try:
             await checkpoint_if_due(audit)
@@ -71,8 +90,12 @@ async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
             log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
         except AlteredEntry as error:
             # The ledger contradicts the latest signed checkpoint (UnsignedHistory): nothing
-            # is signed over it; said every round until verify's finding is dealt with.
-            log.error("checkpoint refused: %s", error.detail)
+            # is signed over it; said once per contradiction, counted every round (D-11).
+            CHECKPOINT_REFUSED_ROUNDS.inc()
+            CHECKPOINT_REFUSED.set(error.position)
+            if error.detail != refused:
+                log.error("checkpoint refused: %s", error.detail)
+                refused = error.detail
         except asyncpg.InternalClientError as error:
             # A connection whose session the server ended, its error read and its close not
             # yet (postgres/faults.py): lost like any other, tried again next round (#12).
@@ -80,4 +103,9 @@ async def run_checkpointer(audit: AuditContext, *, poll_s: float = 1.0) -> None:
             if not session_ended_unread(error):
                 raise
             log.warning("checkpoint failed; will retry", extra={"error": repr(error)})
+        else:
+            if refused is not None:
+                log.warning("checkpoint no longer refused (was: %s)", refused)
+                refused = None
+                CHECKPOINT_REFUSED.set(0)
         await asyncio.sleep(poll)

@@ -41,6 +41,15 @@ async def unsigned_history(
     return await _held(audit, *leaf)
 
 
+async def refuse_unsigned(audit: AuditContext, leaf: tuple[int, bytes | None]) -> None:
+    """Raises :class:`UnsignedHistory` when ``leaf`` (a read's ``signed_leaf``) is not the
+    last leaf of its signed checkpoint: the check the ledger's reads of legal holds and
+    relationship ends make (``PostgresLedger.hold_facts_to``, D-11, #12)."""
+    unsigned = await _held(audit, *leaf)
+    if unsigned is not None:
+        raise unsigned
+
+
 async def unsigned_latest(audit: AuditContext) -> UnsignedHistory | None:
     """Why the latest signed checkpoint's last leaf is not the stored hash at its size (the
     ledger rewritten up to it with every later hash recomputed), or None. Asked before a

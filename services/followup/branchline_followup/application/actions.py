@@ -20,6 +20,7 @@ from branchline_followup.application.recording import (
     record_and_apply,
     task_stream_id,
 )
+from branchline_followup.application.reprojection import in_a_unit_products_first
 from branchline_followup.domain import FollowupTask, TaskStatus
 from branchline_followup.domain.suitability import completion_missing
 from branchline_shared.crypto.keystore import KeyDestroyed
@@ -326,58 +327,64 @@ async def complete_task(
     refused again without a second record. Without a key every attempt is recorded."""
     now = await ctx.clock.now()
     refusal: ClientNotWarned | None = None
-    try:
-        async with ctx.units.begin() as uow:
-            task = await _locked_task(uow, task_id, may_act, actor.id)
-            payload = completion(
+
+    async def in_its_unit(uow: FollowupUnitOfWork) -> FollowupTask | None:
+        nonlocal refusal
+        refusal = None  # a rerun (D-15, products first) decides again
+        task = await _locked_task(uow, task_id, may_act, actor.id)
+        payload = completion(
+            task,
+            outcome=outcome,
+            note=note,
+            next_contact_at=next_contact_at,
+            scores=scores,
+            client_warned=client_warned,
+        )
+        if not task.is_open:
+            if await _completed_alike(uow, ctx, task, actor, payload):
+                raise _Unchanged(task)  # the same completion again: the task as it is
+            raise TaskClosed(task)
+        if scores is not None and not may_grade(task.assignee):
+            raise SelfGrading(task, actor.id)
+        data = payload.model_dump(mode="json", exclude_none=True)
+        missing = completion_missing(task, client_warned)
+        if missing:
+            # the refusal is recorded and committed; the task stays open
+            refusal = ClientNotWarned(task, missing)
+            refused_data = normalised(FOLLOWUP_COMPLETED, data)
+            event_id = uuid.uuid4()
+            if request_key is not None:
+                keyed = refusal_event_id(task.id, actor, request_key)
+                earlier = await uow.events.as_recorded(keyed)
+                if earlier is None:
+                    event_id = keyed
+                elif _same_refusal(earlier, task, actor, refused_data):
+                    raise refusal  # recorded for this request: rolled back, refused again
+                # else another submission under that key: another attempt, its own id
+            await _record_refusal(
+                uow,
+                ctx,
                 task,
-                outcome=outcome,
-                note=note,
-                next_contact_at=next_contact_at,
-                scores=scores,
-                client_warned=client_warned,
+                refusal,
+                event_id=event_id,
+                refused_type=FOLLOWUP_COMPLETED,
+                refused_data=refused_data,
+                now=now,
+                actor=actor,
+                submitted_by=submitted_by,
             )
-            if not task.is_open:
-                if await _completed_alike(uow, ctx, task, actor, payload):
-                    raise _Unchanged(task)  # the same completion again: the task as it is
-                raise TaskClosed(task)
-            if scores is not None and not may_grade(task.assignee):
-                raise SelfGrading(task, actor.id)
-            data = payload.model_dump(mode="json", exclude_none=True)
-            missing = completion_missing(task, client_warned)
-            if missing:
-                # the refusal is recorded and committed; the task stays open
-                refusal = ClientNotWarned(task, missing)
-                refused_data = normalised(FOLLOWUP_COMPLETED, data)
-                event_id = uuid.uuid4()
-                if request_key is not None:
-                    keyed = refusal_event_id(task.id, actor, request_key)
-                    earlier = await uow.events.as_recorded(keyed)
-                    if earlier is None:
-                        event_id = keyed
-                    elif _same_refusal(earlier, task, actor, refused_data):
-                        raise refusal  # recorded for this request: rolled back, refused again
-                    # else another submission under that key: another attempt, its own id
-                await _record_refusal(
-                    uow,
-                    ctx,
-                    task,
-                    refusal,
-                    event_id=event_id,
-                    refused_type=FOLLOWUP_COMPLETED,
-                    refused_data=refused_data,
-                    now=now,
-                    actor=actor,
-                    submitted_by=submitted_by,
-                )
-            else:
-                changed = await _record_action(
-                    uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
-                )
+            return None
+        return await _record_action(
+            uow, ctx, task, FOLLOWUP_COMPLETED, now, actor, data, submitted_by
+        )
+
+    try:
+        changed = await in_a_unit_products_first(ctx.units, in_its_unit)
     except _Unchanged as unchanged:
         return unchanged.task
     if refusal is not None:
         raise refusal
+    assert changed is not None  # recorded when not refused
     return changed
 
 
@@ -393,23 +400,26 @@ async def reassign_task(
 ) -> FollowupTask:
     """Give an open task to ``assignee`` (``followup.reassigned``; a supervisor's action)."""
     now = await ctx.clock.now()
+
+    async def in_its_unit(uow: FollowupUnitOfWork) -> FollowupTask:
+        task = await _locked_open_task(uow, task_id, may_act, actor.id)
+        if task.assignee == assignee:
+            raise _Unchanged(task)
+        data = FollowupReassigned(
+            task_id=str(task.id),
+            from_assignee=task.assignee,
+            to_assignee=assignee,
+            reason=reason,
+        ).model_dump(mode="json", exclude_none=True)
+        return await _record_action(
+            uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
+        )
+
     try:
-        async with ctx.units.begin() as uow:
-            task = await _locked_open_task(uow, task_id, may_act, actor.id)
-            if task.assignee == assignee:
-                raise _Unchanged(task)
-            data = FollowupReassigned(
-                task_id=str(task.id),
-                from_assignee=task.assignee,
-                to_assignee=assignee,
-                reason=reason,
-            ).model_dump(mode="json", exclude_none=True)
-            changed = await _record_action(
-                uow, ctx, task, FOLLOWUP_REASSIGNED, now, actor, data, submitted_by
-            )
+        # a rerun takes first the products a re-projection in it wanted (D-15)
+        return await in_a_unit_products_first(ctx.units, in_its_unit)
     except _Unchanged as unchanged:
         return unchanged.task
-    return changed
 
 
 class _Unchanged(Exception):

@@ -29,7 +29,7 @@ from typing import TypeVar
 from prometheus_client import Counter
 
 from branchline_followup.application import suitability
-from branchline_followup.application.ports import FollowupUnitOfWork
+from branchline_followup.application.ports import FollowupUnitOfWork, UnitsOfWork
 from branchline_followup.domain.source_order import source_key
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import ConcurrencyError
@@ -83,6 +83,24 @@ class ProductsFirst:
                     raise
                 PRODUCT_LOCK_RERUNS.inc()
                 self.products |= exc.product_ids
+
+
+async def in_a_unit_products_first(
+    units: UnitsOfWork, work: Callable[[FollowupUnitOfWork], Awaitable[T]]
+) -> T:
+    """``work`` in a unit of its own, run again in a new unit (the earlier one rolled back)
+    with the products a re-projection in it wanted locked first, before any client's (D-15,
+    #12): the API's actions and the timer runner's rounds, as the worker's units are
+    (:func:`~.projector.apply_event`, :func:`~.batches.apply_batch`). Without wanted
+    products nothing more is done (no statement)."""
+
+    async def run(products: frozenset[str]) -> T:
+        async with units.begin() as uow:
+            if products:
+                await uow.lock_products(sorted(products))
+            return await work(uow)
+
+    return await ProductsFirst().run(run)
 
 
 Apply = Callable[[FollowupUnitOfWork, RecordedEvent], Awaitable[None]]

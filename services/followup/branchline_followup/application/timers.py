@@ -32,6 +32,10 @@ from branchline_followup.application.recording import (
     FollowupContext,
     record_and_apply,
 )
+from branchline_followup.application.reprojection import (
+    ProductLocksWanted,
+    in_a_unit_products_first,
+)
 from branchline_followup.domain import TimerKind, on_timer_fired
 from branchline_followup.domain.records import DueTimer
 from branchline_shared.kafka.consuming import CONFLICT_RERUNS, is_conflict, is_transient
@@ -61,28 +65,45 @@ async def run_due_timers(
     (stage changes first: the tasks they create may be due already); returns what happened."""
     stage_changes, busy, dead = await run_due_stage_changes(ctx, now, batch_size=batch_size)
     fired = consumed = 0
+
+    async def a_round(uow: FollowupUnitOfWork) -> tuple[int, int, int, int, int]:
+        """One unit's timers: (claimed, busy, fired, consumed, dead), counted per run (a run
+        given up for products to lock first counts nothing)."""
+        claimed = await uow.timers.claim_due(now, batch_size)
+        round_busy = round_fired = round_consumed = round_dead = 0
+        for timer in claimed:
+            if not await uow.try_lock_client(timer.client_id):
+                round_busy += 1
+                continue
+            try:
+                done = await _alone(uow, functools.partial(_fire, uow, ctx, timer, now))
+            except Exception as exc:
+                if is_transient(exc) or isinstance(exc, ProductLocksWanted):
+                    raise  # D-15: the round is run again taking those products first
+                await _dead_letter(uow, timer, now, exc)
+                round_dead += 1
+                continue
+            if done:
+                round_fired += 1
+            else:
+                round_consumed += 1
+        return len(claimed), round_busy, round_fired, round_consumed, round_dead
+
     while True:
-        async with ctx.units.begin() as uow:
-            claimed = await uow.timers.claim_due(now, batch_size)
-            round_busy = 0
-            for timer in claimed:
-                if not await uow.try_lock_client(timer.client_id):
-                    round_busy += 1
-                    continue
-                try:
-                    done = await _alone(uow, functools.partial(_fire, uow, ctx, timer, now))
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise
-                    await _dead_letter(uow, timer, now, exc)
-                    dead += 1
-                    continue
-                if done:
-                    fired += 1
-                else:
-                    consumed += 1
+        # a re-projection in a timer's event that wants products another unit holds gives
+        # the round up; its rerun locks them first, before any client's (D-15, #12)
+        (
+            claimed,
+            round_busy,
+            round_fired,
+            round_consumed,
+            round_dead,
+        ) = await in_a_unit_products_first(ctx.units, a_round)
+        fired += round_fired
+        consumed += round_consumed
+        dead += round_dead
         busy += round_busy
-        if len(claimed) < batch_size or round_busy == len(claimed):
+        if claimed < batch_size or round_busy == claimed:
             return TimerRound(
                 fired=fired, consumed=consumed, busy=busy, stage_changes=stage_changes, dead=dead
             )
@@ -146,6 +167,8 @@ async def _alone(uow: FollowupUnitOfWork, work: Callable[[], Awaitable[T]]) -> T
         except Exception as exc:
             if not is_conflict(exc) or reruns >= CONFLICT_RERUNS:
                 raise
+            if isinstance(exc, ProductLocksWanted):
+                raise  # rerun in a new unit taking the products first, not here (D-15)
             reruns += 1
             log.warning("timer work lost a race; running it again", extra={"reruns": reruns})
 
