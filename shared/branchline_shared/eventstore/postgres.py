@@ -253,15 +253,16 @@ _LOOKED_UP_CHECK = """
       AND (SELECT CASE WHEN count(*) = 0 THEN true ELSE es_looked_up_id_stored(count(*)) END
            FROM unnest($IDS::uuid[], $HASHES::bytea[]) AS l(event_id, submission_hash)
            JOIN es_events a ON a.event_id = l.event_id
-           WHERE l.submission_hash IS NULL OR a.submission_hash <> l.submission_hash)"""
+           WHERE l.submission_hash IS NULL
+              OR a.submission_hash IS DISTINCT FROM l.submission_hash)"""
 
 
 def _checking_looked_up(sql: str, ids: int) -> str:
     """``sql`` (a guessed write) that also fails whole, with the SQLSTATE
     :data:`LOOKED_UP_ID_STORED`, when an id it looked up and does not insert (``$ids``) is
     stored otherwise than the unit allowed (Round 28): at all, or, where a submission hash
-    is given beside it (``$ids + 1``), with another hash. A row stored without a hash passes
-    (a refusal recorded before Round 28: decided as then). Intake migration 002's
+    is given beside it (``$ids + 1``), with another hash or none (Round 29: a refusal recorded
+    before Round 28, whose kept submission the ordinary way compares, #12). Intake migration 002's
     ``es_looked_up_id_stored`` is called only then: one evaluation before the first event
     row, with the streams' count."""
     anchor = "\n    ORDER BY (e->>'event_id')::uuid\n    RETURNING"

@@ -5,7 +5,8 @@ A refusal by a rule is recorded with the refused submission's hash, as an accept
 stored with its own: the same submission sent again is decided again (refused again, recorded
 once; or accepted once the rule passes), another submission under the id is answered 409
 ``idempotency-conflict`` naming ``event_id``, as for an accepted event's id. A refusal
-recorded before Round 28 (no hash) tells nothing: the submission is decided, as then."""
+recorded before Round 28 (no hash) is compared by what it kept (Round 29): the refused event
+redacted (D-04) and its sender."""
 
 from __future__ import annotations
 
@@ -128,20 +129,63 @@ def test_d05_the_same_refused_event_sent_again_is_decided_again_and_recorded_onc
     assert accepted.position.event_id == sent
 
 
-def test_d05_a_refusal_recorded_without_a_hash_is_decided_as_before() -> None:
-    """A refusal recorded before Round 28 has no hash: another event under its id is decided
-    (here accepted), as it was then."""
-    ctx, store = _ctx()
-    sent = uuid.uuid4()
-    [first] = _submit(ctx, _consent("C-1", sent))
-    _refused_d09(first)
+def _hash_dropped(store: InMemoryEventStore, sent: uuid.UUID) -> None:
+    """The refusal of ``sent`` as recorded before Round 28: no submission hash."""
     refusal = refusal_event_id(sent)
     store._state.by_id[refusal] = dataclasses.replace(
         store._state.by_id[refusal], submission_hash=None
     )
-    [outcome] = _submit(ctx, _registration("C-2", sent))
-    assert isinstance(outcome, Accepted), outcome
-    assert not outcome.duplicate
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["another client's registration", "the consent changed", "sent by another"],
+)
+def test_d05_another_event_under_a_hashless_refusals_id_is_a_reused_id(other: str) -> None:
+    """A refusal recorded before Round 28 has no hash; another submission under its id,
+    told by what the refusal kept (the refused event redacted, its sender), is 409 naming
+    ``event_id`` (Round 29). Until then it was decided as new: the registration accepted
+    under the refused id."""
+    ctx, store = _ctx()
+    sent = uuid.uuid4()
+    [first] = _submit(ctx, _consent("C-1", sent))
+    _refused_d09(first)
+    _hash_dropped(store, sent)
+    again = {
+        "another client's registration": _registration("C-2", sent),
+        "the consent changed": _consent("C-1", sent).model_copy(
+            update={"data": {"purposes": ["marketing"]}}
+        ),
+        "sent by another": None,
+    }[other]
+    if again is None:
+        [outcome] = asyncio.run(
+            submit_events(ctx, [_consent("C-1", sent)], submitted_by=Actor(id="o", role="admin"))
+        )
+    else:
+        [outcome] = _submit(ctx, again)
+    _reused(outcome, sent)
+    assert sent not in store._state.by_id
+    assert asyncio.run(store.read_stream("client-C-2")) == []
+    assert len(asyncio.run(store.read_stream("refusals-C-1"))) == 1
+
+
+def test_d05_the_same_event_under_a_hashless_refusals_id_is_decided_as_before() -> None:
+    """Guard: the same consent resent under a hash-less refusal's id is decided again (refused
+    again, recorded once; accepted once the client registered), as it was before."""
+    ctx, store = _ctx()
+    sent = uuid.uuid4()
+    consent = _consent("C-1", sent)
+    [first] = _submit(ctx, consent)
+    _hash_dropped(store, sent)
+    [again] = _submit(ctx, consent)
+    assert again == first
+    assert len(asyncio.run(store.read_stream("refusals-C-1"))) == 1
+    [registered] = _submit(ctx, _registration("C-1", uuid.uuid4()))
+    [accepted] = _submit(ctx, consent)
+    assert isinstance(registered, Accepted)
+    assert isinstance(accepted, Accepted), accepted
+    assert accepted.position.event_id == sent
 
 
 def test_d05_another_event_under_an_id_refused_earlier_in_the_batch_is_a_reused_id() -> None:

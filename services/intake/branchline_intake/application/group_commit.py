@@ -195,8 +195,12 @@ class GroupCommitter:
         stored, their streams not as guessed: resends another process stored, a stale
         remembered stream, Rounds 26-27, #12), or its decisions refuse some of them on the
         guess (a refusal to record, its refusal streams named: Round 28), those go the
-        ordinary way and the others are guessed again, once; a guess that fails otherwise,
-        or again, sends the whole group the ordinary way."""
+        ordinary way and the others are guessed again; a guess that fails otherwise, or a
+        third time, sends the rest of the group the ordinary way. A second guess may be
+        refused for what the first did not reach (Round 29, #12): the first failed on a
+        refusal to record before its statement was sent, the second's statement on a resend
+        another process stored; its named callers go the ordinary way too and the rest is
+        guessed a third time (at most :data:`_GUESSES` statements)."""
         callers, rest = self._guessable(group) if self._guessing is not None else (None, group)
         if callers is not None and self._guessing is not None:
             decider = self._ctx.decider
@@ -216,14 +220,16 @@ class GroupCommitter:
                 if recall is not None
                 else None
             )
-            for attempt in (1, 2):
+            for attempt in range(1, _GUESSES + 1):
                 try:
                     guessed = await self._guessed_callers(callers, self._guessing)
                 except GuessWrong as wrong:
                     GROUP_GUESSES.labels(outcome="wrong").inc()
                     if recalled is not None and restore is not None:
                         restore(recalled)
-                    named = _named(callers, wrong) if attempt == 1 and self._several else set()
+                    named = (
+                        _named(callers, wrong) if attempt < _GUESSES and self._several else set()
+                    )
                     if not named or len(named) == len(callers):
                         break
                     # After the refusal the store named every caller's event id it holds and
@@ -552,6 +558,13 @@ class GroupCommitter:
 
 def _waiting_of(callers: list[tuple[dict[str, Any], list[_Waiting]]]) -> list[_Waiting]:
     return [waiting for _, members in callers for waiting in members]
+
+
+_GUESSES = 3
+"""Guessed tries of a group at most (Round 29, #12): a first refused on a refusal to record
+(nothing sent), a second on what its statement met (a resend another process stored), a
+third for the rest; each names callers that then go the ordinary way, so a try that names
+none, or all, ends the guessing."""
 
 
 def _named(callers: list[tuple[dict[str, Any], list[_Waiting]]], wrong: GuessWrong) -> set[int]:

@@ -809,17 +809,37 @@ def _reused(event_id: uuid.UUID) -> Refused:
 
 
 def _refused_otherwise(existing: Mapping[uuid.UUID, StoredEvent], cand: _Candidate) -> bool:
-    """The candidate's id is that of an event refused by a rule whose refusal is recorded
-    with the refused submission's hash (since Round 28), and this is another submission. A
-    refusal recorded before (no hash) tells nothing: the candidate is decided, as then."""
+    """The candidate's id is that of an event refused by a rule whose refusal is recorded,
+    and this is another submission (Round 28: by the refused submission's hash).
+
+    A refusal recorded before Round 28 has no hash (Round 29, #12): it is compared by what
+    it kept, the refused event with its personal values redacted (D-04) and its sender. One
+    that differs there was another submission: 409, as with a hash. One that agrees is
+    decided again, as before (the personal values, which the refusal does not keep, are the
+    only part that can differ: not told apart, docs/intake.md)."""
     if cand.submitted.event_id is None:  # a new random id: nothing was refused under it
         return False
     refusal = existing.get(refusal_event_id(cand.event.event_id))
-    return (
-        refusal is not None
-        and refusal.submission_hash is not None
-        and refusal.submission_hash != cand.submission_hash
-    )
+    if refusal is None:
+        return False
+    if refusal.submission_hash is not None:
+        return refusal.submission_hash != cand.submission_hash
+    return not _kept_alike(refusal, cand)
+
+
+def _kept_alike(refusal: StoredEvent, cand: _Candidate) -> bool:
+    """A hash-less refusal's kept submission (redacted, D-04) and sender are the candidate's,
+    as a refusal of it would keep them now (Round 29, #12)."""
+    data = refusal.event.data
+    if not isinstance(data, Mapping) or not all(k in data for k in ("rule", "title", "detail")):
+        return False  # not a refusal's payload as recorded: nothing shows it alike
+    kept = refusal_payload(  # the recorded violation's own words: valid as they were
+        RuleViolation(data["rule"], data["title"], data["detail"], data.get("field")),
+        cand.submitted,
+        submitted_by=cand.submitted_by,
+        event_id=cand.event.event_id,
+    ).model_dump(mode="json", exclude_none=True, include={"refused_event", "submitted_by"})
+    return all(data.get(name) == value for name, value in kept.items())
 
 
 def _decide_one(
