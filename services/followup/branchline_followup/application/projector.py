@@ -325,8 +325,13 @@ async def _save_changed_tasks(
         # D-07: a deadline once set is never recomputed: replay the recorded creations
         settled, dropped = await settle_created_tasks(uow, created, topic=topic, pending=creations)
         tasks = {k: t for k, t in tasks.items() if k not in dropped} | settled
-    # the same object is unchanged: only the tasks a command made are compared (#12)
-    changed = [t for task_id, t in tasks.items() if (b := before.get(task_id)) is not t and b != t]
+    # the same object is unchanged: only the tasks a command made are compared (#12), and a
+    # new one with nothing (#12: ``None != task`` asked the model's ``__eq__`` first)
+    changed = [
+        t
+        for task_id, t in tasks.items()
+        if (b := before.get(task_id)) is not t and (b is None or b != t)
+    ]
     if not changed:  # saving and syncing no task writes nothing (#12)
         return
     await uow.tasks.save(changed)

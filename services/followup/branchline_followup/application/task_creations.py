@@ -147,6 +147,8 @@ async def recorded_creations(
         caused += from_store.values()
     if pending is not None:  # after the store's: a pending creation is the newer
         caused += [pending.caused[s] for s in sources & pending.caused.keys()]
+    if not caused:  # none of these decisions recorded (#12: the steady state's every one)
+        return {}
     named = set(task_ids)
     found: dict[uuid.UUID, RecordedEvent] = {}
     for creations in caused:
@@ -331,6 +333,37 @@ async def settle_created_tasks(
     recorded = await recorded_creations(
         uow, {t.source_event_id for t in created.values()}, created, pending
     )
+    if not recorded:
+        # no decision of these recorded (#12: the steady state's every one): each task is
+        # kept as today's rules made it and recorded now, none dropped, none to restore
+        # (what the general path below makes of it, without its decisions compared)
+        settled, fresh = dict(created), list(created.values())
+        dropped: set[uuid.UUID] = set()
+    else:
+        settled, dropped, fresh = await _replayed(uow, created, recorded)
+    if topic is None or not fresh:
+        return settled, dropped
+    if pending is not None:
+        now = datetime.now(UTC)
+        pending.add((t, creation_event(t, stream_version=1, now=now)) for t in fresh)
+        return settled, dropped
+    now = datetime.now(UTC)
+    stored = await uow.events.append_numbered(
+        [creation_event(t, stream_version=1, now=now) for t in fresh], topic=topic
+    )
+    await uow.mark_appended_applied(
+        [(event, SourcePosition(SOURCE, position.global_position)) for event, position in stored]
+    )
+    return settled, dropped
+
+
+async def _replayed(
+    uow: FollowupUnitOfWork,
+    created: Mapping[uuid.UUID, FollowupTask],
+    recorded: dict[uuid.UUID, RecordedEvent],
+) -> tuple[dict[uuid.UUID, FollowupTask], set[uuid.UUID], list[FollowupTask]]:
+    """:func:`settle_created_tasks` where some of the decisions were recorded: the settled
+    tasks, the ids to drop, and the settled tasks to record (of no recorded decision)."""
     # each recorded creation decoded once, here where the projection receives it, and made
     # into its task once (#12: it was made twice, by the two loops below, a model copy and a
     # payload read each time)
@@ -359,17 +392,4 @@ async def settle_created_tasks(
         if restore and await uow.tasks.get_caused(task_id, task.source_event_id) is None:
             settled[task_id] = task
     fresh = [t for task_id, t in settled.items() if task_id not in recorded]
-    if topic is None or not fresh:
-        return settled, dropped
-    if pending is not None:
-        now = datetime.now(UTC)
-        pending.add((t, creation_event(t, stream_version=1, now=now)) for t in fresh)
-        return settled, dropped
-    now = datetime.now(UTC)
-    stored = await uow.events.append_numbered(
-        [creation_event(t, stream_version=1, now=now) for t in fresh], topic=topic
-    )
-    await uow.mark_appended_applied(
-        [(event, SourcePosition(SOURCE, position.global_position)) for event, position in stored]
-    )
-    return settled, dropped
+    return settled, dropped, fresh
