@@ -167,6 +167,7 @@ def settings() -> Any:
         intake_relay_port=0,
         shutdown_drain_s=0,
         shutdown_flush_timeout_s=1,
+        kafka_producer_stop_flush_s=1,
         kafka_bootstrap="127.0.0.1:1",
         intake_database_url="postgresql://nowhere/intake",
         dead_letter_gauge_interval_s=60,
