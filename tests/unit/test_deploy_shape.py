@@ -88,3 +88,38 @@ def test_every_component_runs_under_an_init_as_pid_1(compose: dict[str, Any]) ->
     runs = [s for s in compose["services"].values() if (s.get("command") or [])[:1] == ["run"]]
     assert runs
     assert all(service.get("init") is True for service in runs)
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    assert duration[:-1].isdigit(), duration
+    return float(duration[:-1])
+
+
+def test_every_component_may_finish_a_clean_stop_before_it_is_killed(
+    compose: dict[str, Any],
+) -> None:
+    """The grace period covers a stop's whole budget at the defaults (docs/reliability.md,
+    "Graceful shutdown"): Docker's own 10 s would SIGKILL a stop with the broker down."""
+    from branchline_shared.settings.common import CommonSettings
+    from branchline_shared.settings.followup import FollowupSettings
+
+    fields = CommonSettings.model_fields
+    api_budget = sum(
+        float(fields[name].default)
+        for name in (
+            "shutdown_drain_s",
+            "shutdown_requests_timeout_s",
+            "shutdown_flush_timeout_s",
+            "kafka_producer_stop_flush_s",
+        )
+    )
+    worker = FollowupSettings.model_fields["followup_worker_stop_timeout_s"].default
+    worker_budget = sum(
+        float(fields[name].default) for name in ("shutdown_drain_s", "kafka_producer_stop_flush_s")
+    ) + float(worker)
+    runs = [s for s in compose["services"].values() if (s.get("command") or [])[:1] == ["run"]]
+    assert runs
+    for service in runs:
+        grace = _seconds(service.get("stop_grace_period", "10s"))
+        assert grace > max(api_budget, worker_budget)
