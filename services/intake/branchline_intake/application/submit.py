@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import hmac
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -147,29 +148,76 @@ class _Candidate:
     hash_key: bytes
     submitted_by: Actor
     payload: EventPayload  # as the catalogue validated it: the decider does not parse it again
+    subject_key: bytes | None = None
+    """The HMAC key of its subject's submissions (:func:`subject_hash_key`), when its subject's
+    data key was fetched to seal its personal values: its hash is then keyed by it (Round 29,
+    D-04), so that the subject's erasure reaches it."""
 
     @functools.cached_property
     def submission_hash(self) -> bytes:
         # When first needed (staged, answered as a duplicate, or compared with a recorded
         # refusal's), not before the locks: a batch's part is hashed while the part before is
         # written (#12); a refusal by a rule is hashed too since Round 28 (recorded with it).
+        if self.subject_key is not None:
+            return subject_submission_hash(self.submitted, self.subject_key)
         return submission_hash(self.submitted, self.hash_key)
+
+    def same_submission(self, stored: bytes) -> bool:
+        """``stored`` (an accepted event's or a recorded refusal's hash) is this submission's.
+        A hash of the service secret's alone (32 bytes: every hash stored before Round 29, and
+        a submission's without personal values since) is compared with this submission's
+        hashed that way, so a resend of an event stored before Round 29 stays a duplicate; a
+        subject-keyed one (version byte first) with this one's (Round 29, D-04)."""
+        if len(stored) == SERVICE_HASH_BYTES and self.subject_key is not None:
+            return stored == submission_hash(self.submitted, self.hash_key)
+        return stored == self.submission_hash
 
 
 _SUBMISSION_SERIALIZER = SubmittedEvent.__pydantic_serializer__
 _NOT_HASHED = {"event_id", "expected_version"}
 
 
+SERVICE_HASH_BYTES = 32
+"""The length of a submission hash keyed by the service secret alone (HMAC-SHA256)."""
+SUBJECT_HASH_VERSION = b"\x01"
+"""The first byte of a subject-keyed submission hash (33 bytes: :func:`subject_submission_hash`).
+The stored hash says how it was made by its length: no stored row is ever rewritten."""
+_SUBJECT_HASH_LABEL = b"branchline/submission-hash/subject/1\0"
+
+
+def _hashed_content(submitted: SubmittedEvent) -> bytes:
+    content = _SUBMISSION_SERIALIZER.to_python(submitted, mode="json", exclude=_NOT_HASHED)
+    return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+
+
 def submission_hash(submitted: SubmittedEvent, key: bytes) -> bytes:
     """What makes two submissions "the same event": everything but the idempotency key and
     the concurrency expectation. Keyed (HMAC-SHA256), because the submission holds personal
-    values in clear and a plain hash of a phone number can be reversed by trying them all."""
+    values in clear and a plain hash of a phone number can be reversed by trying them all.
+    Keyed by the service secret: a submission without personal values (and every hash
+    stored before Round 29); one with them is keyed by its subject
+    (:func:`subject_submission_hash`)."""
     # pydantic-core's serializer and the HMAC from the key's padded states (#12): the same dump
     # and the same digest as ``model_dump(...)`` and ``hmac.new(...).digest()``, without their
     # Python wrappers (an HMAC object per event) nor the key's set-up per event;
     # tests/unit/intake/test_submission_hash.py.
-    content = _SUBMISSION_SERIALIZER.to_python(submitted, mode="json", exclude=_NOT_HASHED)
-    return hmac_sha256(key, orjson.dumps(content, option=orjson.OPT_SORT_KEYS))
+    return hmac_sha256(key, _hashed_content(submitted))
+
+
+def subject_hash_key(data_key: DataKey, service_key: bytes) -> bytes:
+    """The HMAC key of a subject's submission hashes (Round 29, D-04): derived from the
+    subject's data key (the one its personal values are sealed with) and the service secret.
+    Destroying the data key (the subject's erasure, crypto-shredding) destroys it too: no
+    stored hash of theirs can then be reproduced from a guessed clear value, even with the
+    service secret and the master key (docs/privacy.md, "Submission hashes")."""
+    return hmac.digest(data_key.secret, _SUBJECT_HASH_LABEL + service_key, "sha256")
+
+
+def subject_submission_hash(submitted: SubmittedEvent, subject_key: bytes) -> bytes:
+    """:func:`submission_hash` keyed by the subject's :func:`subject_hash_key`, with
+    :data:`SUBJECT_HASH_VERSION` first (Round 29, D-04). One-shot HMAC: the key differs per
+    subject, and no subject's key is kept beyond the call that derived it."""
+    return SUBJECT_HASH_VERSION + hmac.digest(subject_key, _hashed_content(submitted), "sha256")
 
 
 _SHA256_BLOCK = 64
@@ -245,6 +293,7 @@ async def submit_callers(
     candidates: list[_Candidate] = []
     now = utc(check_instant(ctx.clock.now()))
     keys: dict[str, DataKey] = {}
+    subject_keys: dict[str, bytes] = {}  # by data key id: subject_hash_key, this call's only
     # The ids of the items sent without one, drawn at once for every caller (#12): a UUIDv4
     # each, as before.
     new_ids = iter(
@@ -252,7 +301,9 @@ async def submit_callers(
     )
     offset = 0
     for items, caller in callers:
-        candidates += await _candidates(ctx, items, offset, outcomes, now, keys, new_ids, **caller)
+        candidates += await _candidates(
+            ctx, items, offset, outcomes, now, keys, subject_keys, new_ids, **caller
+        )
         offset += len(items)
     if candidates:
         attempt = 1
@@ -329,6 +380,7 @@ async def _candidates(
     outcomes: list[Outcome | None],
     now: datetime,
     keys: dict[str, DataKey],
+    subject_keys: dict[str, bytes],
     new_ids: Iterator[uuid.UUID],
     *,
     submitted_by: Actor,
@@ -358,10 +410,17 @@ async def _candidates(
             continue
         data = _payload_data(valid)
         try:
-            await _fetch_key(ctx, item, data, keys)
+            key_id = await _fetch_key(ctx, item, data, keys)
         except KeyDestroyed as erased:
+            # Also a resend of an event stored before the erasure: its hash can no longer be
+            # made (Round 29), and it is answered so, not as a duplicate (D-04).
             outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
             continue
+        subject_key = None
+        if key_id is not None:
+            subject_key = subject_keys.get(key_id)
+            if subject_key is None:
+                subject_key = subject_keys[key_id] = subject_hash_key(keys[key_id], ctx.hash_key)
         candidates.append(
             _Candidate(
                 index,
@@ -370,6 +429,7 @@ async def _candidates(
                 ctx.hash_key,
                 submitted_by,
                 valid,
+                subject_key,
             )
         )
     for index, outside in (await _outside_scope(ctx, submitter, candidates)).items():
@@ -503,14 +563,18 @@ async def _fetch_key(
     item: SubmittedEvent,
     data: dict[str, Any],
     keys: dict[str, DataKey],
-) -> None:
+) -> str | None:
     """The data key of the event's subject (the client's, a member of staff's or the
     institution's: ``sealing_keys``), fetched before the unit of work when the event will need
-    it (raises KeyDestroyed for an erased client)."""
+    it (raises KeyDestroyed for an erased client); its id, or None when it is not needed
+    (nothing personal to seal: the submission's hash is then the service secret's)."""
     key_id = sealing_key_id(item.type, client_id=item.client_id, staff_id=item.staff_id)
     needed = _personal_paths(item.type, data) or item.late_entry is not None
-    if key_id is not None and needed and key_id not in keys:
+    if key_id is None or not needed:
+        return None
+    if key_id not in keys:
         keys[key_id] = await ctx.keys.key_for(key_id)
+    return key_id
 
 
 def _sealed(event: RecordedEvent, keys: dict[str, DataKey]) -> RecordedEvent:
@@ -696,12 +760,12 @@ async def _record(
             first_outcome = decided[first.index]
             if isinstance(first_outcome, Accepted):
                 decided[cand.index] = _answer_duplicate(
-                    first_outcome.position, first.submission_hash, cand.submission_hash
+                    first_outcome.position, first.submission_hash, cand
                 )
             elif (
                 isinstance(first_outcome, Refused)
                 and first_outcome.reason is Refusal.RULE_VIOLATION
-                and first.submission_hash != cand.submission_hash
+                and not cand.same_submission(first.submission_hash)
             ):
                 # The first one's refusal is recorded with its submission's hash: another
                 # submission under its id is a reused id, as it is when sent later (Round 28).
@@ -775,9 +839,7 @@ async def _decide_part(
         event_id = cand.event.event_id
         earlier = existing.get(event_id)
         if earlier is not None:
-            decided[cand.index] = _answer_duplicate(
-                earlier.position, earlier.submission_hash, cand.submission_hash
-            )
+            decided[cand.index] = _answer_duplicate(earlier.position, earlier.submission_hash, cand)
         elif existing and _refused_otherwise(existing, cand):
             # The id's event was refused by a rule and recorded, another submission under it
             # now (Round 28): answered as a reused id is, not decided as new.
@@ -793,8 +855,8 @@ async def _decide_part(
     return writes
 
 
-def _answer_duplicate(position: StoredPosition, stored: bytes | None, sent: bytes) -> Outcome:
-    if stored is not None and stored != sent:
+def _answer_duplicate(position: StoredPosition, stored: bytes | None, cand: _Candidate) -> Outcome:
+    if stored is not None and not cand.same_submission(stored):
         return _reused(position.event_id)
     return Accepted(position, duplicate=True)
 
@@ -823,7 +885,7 @@ def _refused_otherwise(existing: Mapping[uuid.UUID, StoredEvent], cand: _Candida
     if refusal is None:
         return False
     if refusal.submission_hash is not None:
-        return refusal.submission_hash != cand.submission_hash
+        return not cand.same_submission(refusal.submission_hash)
     return not _kept_alike(refusal, cand)
 
 
