@@ -37,6 +37,10 @@ _PARENT = textwrap.dedent(
 
         def run(self, sockets):
             (listener,) = sockets
+            # Non-blocking: on the shared socket both children wake for one connection and the
+            # loser's blocking accept() would outlive SIGTERM (its handler returns, the call is
+            # retried), leaving the group unstopped.
+            listener.setblocking(False)
             stop = []
             signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
             try:
@@ -51,7 +55,11 @@ _PARENT = textwrap.dedent(
                     time.sleep(0.02)
                     continue
                 if select.select([listener], [], [], 0.05)[0]:
-                    conn, _ = listener.accept()
+                    try:
+                        conn, _ = listener.accept()
+                    except BlockingIOError:
+                        continue  # the other child took it
+                    conn.setblocking(True)
                     conn.sendall(str(os.getpid()).encode())
                     conn.close()
 
