@@ -22,6 +22,7 @@ the cutoff (Round 25).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -51,7 +52,8 @@ from branchline_audit.adapters import ledger as ledger_module  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.adapters.ledger import PostgresLedger  # noqa: E402
 from branchline_audit.application.pruning import prune_expired  # noqa: E402
-from branchline_audit.bootstrap import retention_policy  # noqa: E402
+from branchline_audit.application.signed_leaves import refuse_unsigned  # noqa: E402
+from branchline_audit.bootstrap import audit_context, retention_policy  # noqa: E402
 from branchline_audit.domain.verification import StoredEntry  # noqa: E402
 from branchline_shared.clock import FixedClock  # noqa: E402
 
@@ -97,6 +99,11 @@ async def time_runs(pool: Any, settings: Any, pairs: int) -> None:
     """Whole dry-run prunes, the read of every candidate ("all") against the read of those
     that can be due ("some"), alternated; wall ms and what each decided."""
     ledgers = {"all": EveryCandidate(pool), "some": PostgresLedger(pool)}
+    # held against the signed checkpoints as the service's ledger is (D-11): a bare ledger
+    # refuses to read the holds (UncheckedFacts)
+    audit = audit_context(settings, pool, FixedClock(T0))
+    for ledger in ledgers.values():
+        ledger.hold_facts_to(functools.partial(refuse_unsigned, audit))
     policy = retention_policy(settings)
     times: dict[str, list[float]] = {"all": [], "some": []}
     decided: dict[str, set[int]] = {"all": set(), "some": set()}

@@ -21,10 +21,10 @@ from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers
-from branchline_audit.adapters.signing_key import load_signer, signing_key_path
+from branchline_audit.adapters.signing_key import SigningKeyError, load_signer, signing_key_path
 from branchline_audit.application.pruning import PruneOutcome, prune_expired
 from branchline_audit.application.verifying import verify_ledger
-from branchline_audit.bootstrap import prepare_database, retention_policy
+from branchline_audit.bootstrap import audit_context, prepare_database, retention_policy
 from branchline_audit.domain.export import ExportVerdict, file_lines, verify_export
 from branchline_audit.domain.note import NoteError, Verifier
 from branchline_audit.domain.retention import RetentionError
@@ -167,8 +167,10 @@ async def _prune(
     await prepare_database(settings)
     pool = await open_role_pool(settings, settings.audit_db_pruner_role, min_size=1, max_size=2)
     try:
+        # The service's ledger: the relationship ends and legal holds the prune decides by are
+        # held against the signed checkpoints (D-11, #12); a bare PostgresLedger refuses them.
         return await prune_expired(
-            PostgresLedger(pool),
+            audit_context(settings, pool, SystemClock()).ledger,
             retention_policy(settings),
             SystemClock(),
             actor_id=actor,
@@ -201,6 +203,10 @@ def prune(
         outcome = asyncio.run(_prune(settings, who, client, dry_run))
     except RetentionError as error:
         typer.echo(f"refused ({error.rule}): {error}", err=True)
+        raise typer.Exit(2) from None
+    except SigningKeyError as error:
+        # the holds cannot be held against the signed checkpoints without the log's key
+        typer.echo(f"refused (D-11): nothing is pruned: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(
         json.dumps(

@@ -18,9 +18,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from branchline_audit.adapters.database import open_role_pool
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.signing_key import SigningKeyError
 from branchline_audit.application.holds import HoldActor, lift_hold, list_holds, place_hold
-from branchline_audit.bootstrap import prepare_database
+from branchline_audit.application.ports import AuditLedger
+from branchline_audit.bootstrap import audit_context, prepare_database
 from branchline_audit.domain.relationships import HoldRefused, LegalHold, hold_subject
 from branchline_audit.domain.verification import AlteredEntry
 from branchline_shared.clock import SystemClock
@@ -38,12 +39,14 @@ def _actor(actor: str | None) -> HoldActor:
     return HoldActor(actor or f"cli:{getpass.getuser()}", "auditor")
 
 
-async def _with_ledger(work: Callable[[PostgresLedger], Awaitable[T]]) -> T:
+async def _with_ledger(work: Callable[[AuditLedger], Awaitable[T]]) -> T:
     settings = BranchlineSettings()
     await prepare_database(settings)
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        return await work(PostgresLedger(pool))
+        # The service's ledger: its reads of holds held against the signed checkpoints
+        # (D-11, #12); a bare PostgresLedger refuses them (UncheckedFacts).
+        return await work(audit_context(settings, pool, SystemClock()).ledger)
     finally:
         await pool.close()
 
@@ -52,11 +55,15 @@ def _hold(hold: LegalHold) -> dict[str, Any]:
     return {**hold.__dict__, "staff_id": hold.staff_id, "placed_at": hold.placed_at.isoformat()}
 
 
-def _run(work: Callable[[PostgresLedger], Awaitable[Any]]) -> Any:
+def _run(work: Callable[[AuditLedger], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(_with_ledger(work))
     except (HoldRefused, AlteredEntry) as error:
         typer.echo(f"refused ({error.rule}): {error.detail}", err=True)
+        raise typer.Exit(2) from None
+    except SigningKeyError as error:
+        # the holds cannot be held against the signed checkpoints without the log's key
+        typer.echo(f"refused (D-11): {error}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -125,7 +132,7 @@ def import_settings(
     has no standing hold (hold id ``settings-<client>``, reason ``other``)."""
     settings = BranchlineSettings()
 
-    async def work(ledger: PostgresLedger) -> list[str]:
+    async def work(ledger: AuditLedger) -> list[str]:
         held = {h.client_id for h in await list_holds(ledger)}
         recorded = []
         for client in sorted(set(settings.retention_legal_hold_clients) - held):

@@ -8,6 +8,7 @@ are not here. The trail's type filters are checked in ``test_audit_family_index`
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -22,6 +23,7 @@ from branchline_audit.application.context import AuditContext, TrailReader
 from branchline_audit.application.holds import HOLD_TYPES
 from branchline_audit.application.proofs import consistency, inclusion
 from branchline_audit.application.querying import views_of
+from branchline_audit.application.signed_leaves import refuse_unsigned
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
@@ -136,16 +138,17 @@ async def test_no_read_scans_the_ledger_on_its_generic_plan(
     for name, read in reads.items():
         statements: list[str] = []
         recording = cast(Any, Recording(pool, statements))
-        await read(
-            AuditContext(
-                ledger=PostgresLedger(recording),
-                checkpoints=PostgresCheckpoints(recording),
-                signer=audit.signer,
-                clock=audit.clock,
-                policy=audit.policy,
-                signed_leaves=dict(audit.signed_leaves),
-            )
+        ledger = PostgresLedger(recording)
+        recorded = AuditContext(
+            ledger=ledger,
+            checkpoints=PostgresCheckpoints(recording),
+            signer=audit.signer,
+            clock=audit.clock,
+            policy=audit.policy,
+            signed_leaves=dict(audit.signed_leaves),
         )
+        ledger.hold_facts_to(functools.partial(refuse_unsigned, recorded))  # as the service's
+        await read(recorded)
         assert statements, name
         if name in INDEXES:
             plan = await generic_plan(pool, statements[0])

@@ -20,6 +20,7 @@ from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.application import pruning
 from branchline_audit.application.pruning import prune_expired
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.bootstrap import audit_context as built_context
 from branchline_audit.bootstrap import retention_policy
 from branchline_audit.domain.records import is_pruned_marker
 from branchline_audit.domain.verification import StoredEntry
@@ -101,7 +102,7 @@ async def test_retentions_read_is_bounded_on_its_generic_plan(
     async with audit_context(s, role=s.audit_db_pruner_role) as pruner:
         pool = cast(PostgresLedger, pruner.ledger).pool
         statements: list[str] = []
-        ledger = PostgresLedger(cast(Any, Recording(pool, statements)))
+        ledger = built_context(s, cast(Any, Recording(pool, statements)), FixedClock(T0)).ledger
         dry = await prune_expired(
             ledger, retention_policy(s), FixedClock(T0), actor_id="ops-1", dry_run=True
         )

@@ -10,18 +10,23 @@ proofs of entries under that checkpoint saw it, and the next checkpoint signed i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from branchline_audit.application.checkpointing import checkpoint_now
+from branchline_audit.application.holds import HoldActor, place_hold
 from branchline_audit.bootstrap import create_app
 from branchline_audit.domain.export import bytes_lines, verify_export
 from branchline_audit.domain.note import Verifier
 from branchline_audit.domain.verification import AlteredEntry
+from branchline_cli.main import app
 from branchline_shared.clock import FixedClock
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
@@ -238,3 +243,80 @@ async def test_a_hold_rewritten_with_every_later_hash_is_refused(trail: Trail) -
             actor_id="auditor-1",
             dry_run=True,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The tools' ledgers (#12): ``branchline audit prune`` and ``audit holds`` built their ledger as
+# ``PostgresLedger(pool)``, which read the holds unchecked; they are now the service's ledger
+# (bootstrap.audit_context), and a bare one refuses to read them (UncheckedFacts).
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_settings(
+    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+) -> BranchlineSettings:
+    s = quick_settings(settings)
+    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
+    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
+    return s
+
+
+async def _signed_hold(settings: BranchlineSettings) -> int:
+    """A hold of C-5 with case reference CSRC-1 among entries of C-1, signed; the signed
+    checkpoint's size."""
+    async with audit_context(settings, clock=FixedClock(T0)) as audit:
+        await audit.ledger.append([event(n) for n in range(1, 4)], now=T0)
+        _, position = await place_hold(
+            audit.ledger,
+            FixedClock(T0),
+            actor=HoldActor("auditor-1", "auditor"),
+            client_id="C-5",
+            hold_id="LH-1",
+            reason="regulatory_investigation",
+            case_reference="CSRC-1",
+        )
+        await audit.ledger.append([event(n) for n in range(5, 8)], now=T0)
+        signed = await checkpoint_now(audit)
+    assert signed.tree_size > position
+    await _rewrite(settings, position, b'"CSRC-1"', b'"CSRC-2"')
+    return signed.tree_size
+
+
+def test_the_prune_and_holds_commands_refuse_a_hold_rewritten_under_a_checkpoint(
+    cli_settings: BranchlineSettings,
+) -> None:
+    """D-11 (#12): the prune tool's path and the holds commands hold the holds against their
+    signed checkpoint as the service does: a hold re-chained under it refuses the prune
+    (nothing is pruned) and the listing, exit 2 naming the checkpoint's position. Before, the
+    tools' bare ledger listed the rewritten hold and the prune decided by it (exit 0)."""
+    size = asyncio.run(_signed_hold(cli_settings))
+    for command in (
+        ["audit", "prune", "--actor", "ops-1", "--dry-run"],
+        ["audit", "prune", "--actor", "ops-1"],
+        ["audit", "holds", "list"],
+    ):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "refused (D-11)" in refused.stderr, (command, refused.stderr)
+        assert f"position {size} was altered" in refused.stderr, (command, refused.stderr)
+        assert f"{SIGNED} {size}" in refused.stderr, (command, refused.stderr)
+        assert "CSRC-2" not in refused.stdout, (command, refused.stdout)
+
+
+def test_the_prune_and_holds_commands_refuse_without_the_logs_key(
+    cli_settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """D-11 (#12): without the log's key the holds cannot be held against the signed
+    checkpoints: the prune and the holds commands refuse by name (exit 2), never pruning or
+    listing unchecked, never a traceback. Before, they read the holds unchecked (exit 0)."""
+    monkeypatch.setenv("BRANCHLINE_AUDIT_SIGNING_KEY_FILE", str(tmp_path / "no-key"))
+    for command in (
+        ["audit", "prune", "--actor", "ops-1", "--dry-run"],
+        ["audit", "holds", "list"],
+    ):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "refused (D-11)" in refused.stderr, (command, refused.stderr)
+        assert "no-key does not exist" in refused.stderr, (command, refused.stderr)

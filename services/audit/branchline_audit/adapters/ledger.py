@@ -57,7 +57,13 @@ from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.postgres.statements import Placeholders, prefix_range
 
-__all__ = ["LEDGER_LOCK_KEY", "LedgerFilters", "PostgresLedger", "UnstorableEvent"]
+__all__ = [
+    "LEDGER_LOCK_KEY",
+    "LedgerFilters",
+    "PostgresLedger",
+    "UncheckedFacts",
+    "UnstorableEvent",
+]
 
 LEDGER_LOCK_KEY = 0x6C6564676572  # "ledger"
 # The trail's readers (pages, an entry, prune candidates) read the three times in their binary
@@ -318,6 +324,22 @@ _ONE_ENTRY = with_neighbours(
 an entry rewritten with its own hash recomputed is refused when served alone (#12)."""
 
 
+class UncheckedFacts(RuntimeError):
+    """A ledger asked for legal holds or relationship ends before it was given the check of
+    their signed checkpoint (:meth:`PostgresLedger.hold_facts_to`): a wiring error, raised
+    before anything is read, never a read that goes unchecked (D-11, #12)."""
+
+    rule = "D-11"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "D-11: this ledger reads legal holds and relationship ends only held against "
+            "their signed checkpoint, and it was given no check: build it with "
+            "branchline_audit.bootstrap.audit_context (its .ledger), or hand it "
+            "application.signed_leaves.refuse_unsigned with hold_facts_to"
+        )
+
+
 class PostgresLedger:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
@@ -326,8 +348,15 @@ class PostgresLedger:
     def hold_facts_to(self, signed: SignedLeafCheck) -> None:
         """Hold every read of :meth:`facts` and :meth:`append_decided` (legal holds,
         relationship ends) against its signed checkpoint with ``signed`` (D-11, #12): the
-        composition root hands it the check of ``application/signed_leaves.py``."""
+        composition root (``bootstrap.audit_context``) hands it the check of
+        ``application/signed_leaves.py``. Until then both refuse (:class:`UncheckedFacts`):
+        a ledger built another way (a tool's, a test's) cannot leave the check out."""
         self._signed = signed
+
+    def _facts_check(self) -> SignedLeafCheck:
+        if self._signed is None:
+            raise UncheckedFacts
+        return self._signed
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -465,10 +494,12 @@ class PostgresLedger:
     ) -> int:
         """Under the ledger lock: read the facts of ``event_types``, let ``decide`` build the
         event from them (it raises to refuse, and nothing is appended), append it; its
-        position. Nobody appends between the read and the append."""
+        position. Nobody appends between the read and the append. Refused before anything
+        is read or locked when the ledger has no signed-leaf check (:class:`UncheckedFacts`)."""
+        signed = self._facts_check()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-            event = decide(await ledger_facts(conn, event_types, signed=self._signed))
+            event = decide(await ledger_facts(conn, event_types, signed=signed))
             (position,) = await self.append_locked(conn, [event], now=now)
         return position
 
@@ -591,8 +622,9 @@ class PostgresLedger:
     async def facts(
         self, event_types: Sequence[str], client_id: str | None = None
     ) -> list[LedgerFact]:
-        """Entries of ``event_types`` (of ``client_id`` when given), in ledger order."""
-        return await ledger_facts(self._pool, event_types, client_id, signed=self._signed)
+        """Entries of ``event_types`` (of ``client_id`` when given), in ledger order, held
+        against their signed checkpoint; :class:`UncheckedFacts` without the check (D-11)."""
+        return await ledger_facts(self._pool, event_types, client_id, signed=self._facts_check())
 
     async def staff_retention(self) -> StaffRetentionState:
         """The ends of employment and the clients of gifts recorded for members of staff

@@ -22,12 +22,12 @@ async def ledger_facts(
     event_types: Sequence[str],
     client_id: str | None = None,
     *,
-    signed: SignedLeafCheck | None = None,
+    signed: SignedLeafCheck,
 ) -> list[LedgerFact]:
-    """Entries of ``event_types`` (of ``client_id`` when given), in ledger order; with
-    ``signed``, the read's signed checkpoint is held against the ledger as every trail read's
-    is (a hold or relationship end rewritten with every later hash recomputed is refused,
-    :class:`UnsignedHistory`, D-11, #12)."""
+    """Entries of ``event_types`` (of ``client_id`` when given), in ledger order; the read's
+    signed checkpoint held against the ledger with ``signed`` as every trail read's is (a
+    hold or relationship end rewritten with every later hash recomputed is refused,
+    :class:`UnsignedHistory`, D-11, #12). Required: no read of the facts goes unchecked."""
     if not event_types:
         return []
     # Each type as a byte range of one value (the same rows as equality in a deterministic
@@ -78,6 +78,6 @@ async def ledger_facts(
     # Every fact read checked, the read's signed checkpoint is (Round 28's check, which holds
     # and relationship ends did not make, #12): its last leaf proven against the signed root.
     leaf = entries[-1].signed_leaf if entries else None
-    if signed is not None and leaf is not None:
+    if leaf is not None:
         await signed(leaf)
     return facts
