@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.workload import event_body
+from branchline_shared.kafka.starting import closed, start_or_close
 
 
 async def raw_copy(dsn: str, events: int, per_transaction: int = 1000) -> float:
@@ -71,7 +72,7 @@ async def raw_one_per_transaction(dsn: str, events: int, tasks: int = 64) -> flo
 
 async def raw_produce(bootstrap: str, topic: str, events: int) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    await producer.start()
+    await start_or_close(producer)
     try:
         body = orjson.dumps(event_body(0, "raw"))
         started = time.perf_counter()
@@ -81,4 +82,4 @@ async def raw_produce(bootstrap: str, topic: str, events: int) -> float:
         await asyncio.wait_for(asyncio.gather(*futures), timeout=300)
         return events / (time.perf_counter() - started)
     finally:
-        await producer.stop()
+        await closed(producer)

@@ -28,6 +28,7 @@ from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
@@ -273,7 +274,7 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4, 1)])
     pool = await open_pool(dsn, min_size=1, max_size=4)
     producer = make_producer(settings, client_id="bench-relay")
-    await producer.start()
+    await start_or_close(producer)
     try:
         store = PostgresEventStore(pool)
         run, now = uuid.uuid4().hex[:8], datetime.now(UTC)
@@ -294,7 +295,7 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
             published += done
         return published / (time.perf_counter() - started)
     finally:
-        await producer.stop()
+        await closed(producer, flush_within_s=settings.kafka_producer_stop_flush_s)
         await pool.close()
 
 

@@ -71,6 +71,7 @@ from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtim
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 from branchline_shared.events.envelope import Actor, RecordedEvent  # noqa: E402
 from branchline_shared.http.startup_heap import freeze_batch_heap  # noqa: E402
+from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 from branchline_shared.kafka.topics import declare_topics  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
 from branchline_shared.postgres.migrations import (  # noqa: E402
@@ -204,7 +205,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
         topic = declare_topics(settings).intake_events.name
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        await producer.start()
+        await start_or_close(producer)
         position = 0
         run = uuid.uuid4().hex[:6]
 
@@ -317,7 +318,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         finally:
             await watcher_conn.close()
             await conn.close()
-            await producer.stop()
+            await closed(producer)
     finally:
         broker.stop()
         server.stop(mode="immediate")

@@ -36,6 +36,7 @@ from bench.stack import process_cpu_seconds  # noqa: E402
 from bench.workload import event_body  # noqa: E402
 from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
+from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 
 
 @contextlib.asynccontextmanager
@@ -107,7 +108,7 @@ async def main() -> None:
             enable_auto_commit=False,
             fetch_max_wait_ms=50,  # the product's default (kafka_fetch_max_wait_ms)
         )
-        await producer.start()
+        await start_or_close(producer)
         await consumer.start()
         body = orjson.dumps(event_body(0, "probe"))
         produced = 0
@@ -134,7 +135,7 @@ async def main() -> None:
                 flush=True,
             )
         await consumer.stop()
-        await producer.stop()
+        await closed(producer)
 
 
 async def committed(consumer: AIOKafkaConsumer) -> int:

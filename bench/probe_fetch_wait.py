@@ -38,6 +38,7 @@ from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 from bench.loadgen import percentile  # noqa: E402
 from bench.probe_broker import broker_with_topics, last_record_fetches  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
+from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 
 TOPIC = "t"
 TP = TopicPartition(TOPIC, 0)
@@ -236,7 +237,7 @@ async def main() -> None:
     topics = (NewTopic(TOPIC, 1, 1), NewTopic("long", 1, 1))
     async with broker_with_topics(*topics) as (broker, pid):
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0)
-        await producer.start()
+        await start_or_close(producer)
         try:
             print(f"tansu {broker.bootstrap}, in memory, 1 partition", flush=True)
             parts = set(args.parts.split(","))
@@ -251,7 +252,7 @@ async def main() -> None:
                         broker.bootstrap, producer, pid, wait, args.rate, args.seconds
                     )
         finally:
-            await producer.stop()
+            await closed(producer)
 
 
 if __name__ == "__main__":

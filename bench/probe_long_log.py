@@ -48,6 +48,7 @@ from branchline_shared.kafka.consuming import (  # noqa: E402
     RawMessage,
     stop_batch_consumer,
 )
+from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 
 TOPIC = "long"
 TP = TopicPartition(TOPIC, 0)
@@ -203,7 +204,7 @@ async def main() -> None:
             for _ in range(SENDERS)
         ]
         for producer in producers:
-            await producer.start()
+            await start_or_close(producer)
         try:
             end = 0
             print(f"tansu {broker.bootstrap}, in memory, adaptive wait {args.adaptive}", flush=True)
@@ -218,7 +219,7 @@ async def main() -> None:
                 end = await consumer_run(broker.bootstrap, pid, producers, end, args, n)
         finally:
             for producer in producers:
-                await producer.stop()
+                await closed(producer)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from bench.stack import process_cpu_seconds  # noqa: E402
 from branchline_followup.adapters import topic_replay  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage, TopicReplay  # noqa: E402
 from branchline_shared.kafka.partitioning import default_partition  # noqa: E402
+from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 
 PRODUCT_MERGE = TopicReplay.messages
 
@@ -88,7 +89,7 @@ async def fill(bootstrap: str, batch_kib: int, values: list[tuple[Any, Any, Any]
         max_request_size=4 * 1024 * 1024,
         partitioner=default_partition,
     )
-    await producer.start()
+    await start_or_close(producer)
     try:
         topic = topics(batch_kib)[0]
         for i in range(0, len(values), 500):  # the relay's round
@@ -98,7 +99,7 @@ async def fill(bootstrap: str, batch_kib: int, values: list[tuple[Any, Any, Any]
             ]
             await asyncio.gather(*sent)
     finally:
-        await producer.stop()
+        await closed(producer)
 
 
 async def replay(

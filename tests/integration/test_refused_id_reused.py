@@ -8,7 +8,13 @@ accepted event's id; nothing is stored under it. Until Round 28 the refusal had 
 the other event was decided as new (here: accepted). On the guessed path the statement checks
 the refusal ids it looked up (taken for not stored) and fails whole when one is stored
 (SQLSTATE ``BL002``, intake migration 002): the store names the id, its caller goes the
-ordinary way and the rest is guessed again."""
+ordinary way and the rest is guessed again.
+
+Each case also runs against a refusal recorded before Round 28 (no submission hash; Round 29):
+another submission under its id, told by what the refusal kept (the refused event with its
+personal values redacted, D-04, and its sender), is 409 too; the guessed statement fails on a
+hash-less row as well (``BL002``) and its caller goes the ordinary way, which compares. The
+same submission resent is decided again, as before."""
 
 from __future__ import annotations
 
@@ -62,9 +68,28 @@ def named() -> float:
     return float(KEPT_OUT.labels(reason="named")._value.get())
 
 
+KEPT = ["with its hash", "without a hash (before Round 28)"]
+
+
+async def as_kept(settings: BranchlineSettings, sent: uuid.UUID, kept: str) -> None:
+    """The refusal of ``sent`` as ``kept`` says: left as recorded, or made as recorded before
+    Round 28, with no submission hash (the store is append-only: its trigger is set aside for
+    this one update)."""
+    if kept == KEPT[0]:
+        return
+    async with connected(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        status = await conn.execute(
+            "UPDATE es_events SET submission_hash = NULL WHERE event_id = $1",
+            refusal_event_id(sent),
+        )
+    assert status == "UPDATE 1"
+
+
+@pytest.mark.parametrize("kept", KEPT)
 @pytest.mark.parametrize("where", ["same process", "another process", "the ordinary way"])
 async def test_d05_another_event_under_a_refused_events_id_is_answered_as_a_reused_id(
-    app: FastAPI, settings: BranchlineSettings, where: str
+    app: FastAPI, settings: BranchlineSettings, where: str, kept: str
 ) -> None:
     """A consent refused (D-09: the client never registered) and recorded; then a group of a
     registration of another client under the consent's id and two new registrations. The
@@ -78,6 +103,7 @@ async def test_d05_another_event_under_a_refused_events_id_is_answered_as_a_reus
     ids = [uuid.uuid4() for _ in range(2)]
     async with recorded_committer(ctx, settings) as (committer, _):
         await refused_and_recorded(committer, settings, refused_client, sent)
+    await as_kept(settings, sent, kept)
     group = (
         ([registration(other_client, sent)], BRANCH),
         ([registration(f"C-RC{run}", ids[0])], OTHER),
@@ -109,9 +135,10 @@ async def test_d05_another_event_under_a_refused_events_id_is_answered_as_a_reus
         assert [r["event_id"] for r in refusals] == [refusal_event_id(sent)]
 
 
+@pytest.mark.parametrize("kept", KEPT)
 @pytest.mark.parametrize("where", ["same process", "another process"])
 async def test_d05_the_same_refused_event_resent_on_the_guess_leaves_the_rest_guessed(
-    app: FastAPI, settings: BranchlineSettings, where: str
+    app: FastAPI, settings: BranchlineSettings, where: str, kept: str
 ) -> None:
     """A refused consent resent (same id, same body) with two new registrations: refused again
     by D-09, recorded once; the new ones accepted. Not a reused id (the same submission)."""
@@ -121,6 +148,7 @@ async def test_d05_the_same_refused_event_resent_on_the_guess_leaves_the_rest_gu
     ids = [uuid.uuid4() for _ in range(2)]
     async with recorded_committer(ctx, settings) as (committer, _):
         first = await refused_and_recorded(committer, settings, client, sent)
+    await as_kept(settings, sent, kept)
     sending = ctx if where == "same process" else restarted(app, settings)
     async with recorded_committer(sending, settings) as (committer, _):
         again, other, third = await together(

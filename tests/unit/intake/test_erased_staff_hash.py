@@ -1,0 +1,134 @@
+"""A member of staff's erasure reaches their texts' submission hashes too (Round 29, #12; D-04;
+docs/privacy.md, "Submission hashes"). Mirrors ``test_erased_hash.py`` for the ``#staff/`` key
+path: a staff event with a personal text (a training topic, a gift's description) is sealed
+under ``#staff/<staff_id>`` and its hash is keyed by a key derived from that data key; the
+staff erasure destroys the key (as the followup worker's erasure job does), after which the
+stored hash can no longer be reproduced, and a resend is refused 409 D-04."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from branchline_intake.application.outcomes import Accepted, Outcome, Refusal, Refused
+from branchline_intake.application.submit import (
+    SUBJECT_HASH_VERSION,
+    IntakeContext,
+    subject_hash_key,
+    subject_submission_hash,
+    submission_hash,
+    submit_events,
+)
+from branchline_intake.domain import RecordedDecider
+from branchline_shared.clock import FixedClock
+from branchline_shared.crypto.keystore import InMemoryClientKeyStore
+from branchline_shared.events.envelope import Actor, SubmittedEvent
+from branchline_shared.events.sealing_keys import staff_key_id
+from branchline_shared.eventstore.memory import InMemoryEventStore
+
+pytestmark = pytest.mark.unit
+
+_KEY = b"k" * 32
+_ADMIN = Actor(id="dpo-1", role="admin")
+_AT = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+_STAFF = "S-1"
+_TEXT = "Dorota-Wisniewska-grief-counselling"
+_GUESSES = (_TEXT, "Dorota-Wisniewska-grief-counselling-2")
+
+
+def _ctx() -> tuple[IntakeContext, InMemoryEventStore, InMemoryClientKeyStore]:
+    store = InMemoryEventStore()
+    keys = InMemoryClientKeyStore()
+    ctx = IntakeContext(
+        store=store,
+        clock=FixedClock(_AT),
+        decider=RecordedDecider(),
+        topic="t",
+        keys=keys,
+        hash_key=_KEY,
+    )
+    return ctx, store, keys
+
+
+def _staff_event(kind: str, event_id: uuid.UUID, text: str) -> SubmittedEvent:
+    """A staff event whose ``text`` is a personal value of the member of staff (sealed)."""
+    data: dict[str, Any]
+    if kind == "training":
+        event_type = "staff.training_recorded"
+        data = {"hours": "3", "topic": text, "completed_at": _AT - timedelta(hours=2)}
+    else:
+        event_type = "staff.gift_recorded"
+        data = {"client_id": "C-1", "value": "80", "accepted": False, "description": text}
+    return SubmittedEvent.model_validate(
+        {
+            "event_id": event_id,
+            "type": event_type,
+            "occurred_at": _AT - timedelta(hours=1),
+            "staff_id": _STAFF,
+            "branch_id": "BR-001",
+            "actor": {"id": "dpo-1", "role": "admin"},
+            "data": data,
+        }
+    )
+
+
+def _submit(ctx: IntakeContext, item: SubmittedEvent) -> Outcome:
+    [outcome] = asyncio.run(submit_events(ctx, [item], submitted_by=_ADMIN))
+    return outcome
+
+
+def _stored_hash(store: InMemoryEventStore, event_id: uuid.UUID) -> bytes:
+    digest = store._state.by_id[event_id].submission_hash
+    assert digest is not None
+    return digest
+
+
+@pytest.mark.parametrize("kind", ["training", "gift"])
+def test_d04_a_staff_texts_hash_is_keyed_by_their_staff_key_and_erased_with_it(kind: str) -> None:
+    """Before Round 29 the stored hash was ``submission_hash(item, service secret)``: after
+    the staff erasure it was reproducible from a guessed clear text."""
+    ctx, store, keys = _ctx()
+    sent = uuid.uuid4()
+    item = _staff_event(kind, sent, _TEXT)
+    outcome = _submit(ctx, item)
+    assert isinstance(outcome, Accepted), outcome
+    assert not outcome.duplicate
+    stored = _stored_hash(store, sent)
+    key_id = staff_key_id(_STAFF)
+    assert key_id.startswith("#staff/")
+    data_key = asyncio.run(keys.key_for(key_id))
+    assert stored[:1] == SUBJECT_HASH_VERSION
+    assert len(stored) == 33
+    assert stored == subject_submission_hash(item, subject_hash_key(data_key, _KEY))
+    # Before the erasure the same submission again is a duplicate.
+    again = _submit(ctx, item)
+    assert isinstance(again, Accepted), again
+    assert again.duplicate, again
+
+    asyncio.run(keys.destroy(key_id))  # the staff erasure (followup's erasure job, D-04)
+    # What is left (the service secret, the store) reproduces it for no guess.
+    for guess in _GUESSES:
+        guessed = _staff_event(kind, sent, guess)
+        assert submission_hash(guessed, _KEY) not in (stored, stored[1:])
+    # A resend is answered D-04, never as a duplicate (its hash can no longer be made).
+    for guess in _GUESSES:
+        after = _submit(ctx, _staff_event(kind, sent, guess))
+        assert isinstance(after, Refused), after
+        assert (after.reason, after.rule) == (Refusal.CLIENT_ERASED, "D-04")
+
+
+def test_d04_another_staff_members_key_does_not_make_the_hash() -> None:
+    """The key is the subject's own: the same text under another member of staff's key
+    (or the client's named in the event) does not reproduce it."""
+    ctx, store, keys = _ctx()
+    sent = uuid.uuid4()
+    item = _staff_event("gift", sent, _TEXT)
+    assert isinstance(_submit(ctx, item), Accepted)
+    stored = _stored_hash(store, sent)
+    for other in (staff_key_id("S-2"), "C-1"):
+        other_key = asyncio.run(keys.key_for(other))
+        assert stored != subject_submission_hash(item, subject_hash_key(other_key, _KEY))
