@@ -707,6 +707,10 @@ async def _record(
         # may be, with the hash of the submission sent again under its id (Round 28): the
         # same submission is decided again, as here; its write checks it.
         may_be_stored_as = getattr(uow, "may_be_stored_as", None)
+        # A refusal of a sent id and another event accepted under it are recorded under two
+        # ids, which no unique index orders: each is claimed, and the store looks again for
+        # the other after the claims' locks, before the commit (#12, D-05; docs/intake.md).
+        claim_ids = getattr(uow, "claim_ids", None)
         histories = await uow.load_streams(client_streams + referenced)
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
@@ -738,6 +742,8 @@ async def _record(
                         staged.append((cand.index, written))
                     else:
                         _stage_refusal(ctx, uow, cand, written, versions)
+                if claim_ids is not None and refusal_ids:
+                    claim_ids(_claims(writes, refusal_ids, existing))
                 if may_be_stored_as is not None:
                     may_be_stored_as(
                         {
@@ -773,6 +779,28 @@ async def _record(
             else:
                 decided[cand.index] = first_outcome
     return decided
+
+
+def _claims(
+    writes: list[tuple[_Candidate, RecordedEvent | Violation]],
+    refusal_ids: Mapping[uuid.UUID, uuid.UUID],
+    existing: Mapping[uuid.UUID, StoredEvent],
+) -> list[tuple[uuid.UUID, uuid.UUID, bool]]:
+    """The claims of a part's writes under sent ids (#12, D-05): ``(id sent, id that must not
+    be stored, exclusive)``. An event accepted under X claims X shared, its refusal's id to be
+    absent (unless that refusal was stored before: the same submission refused earlier, now
+    accepted); a refusal of X recorded claims X exclusive, X to be absent."""
+    claims: list[tuple[uuid.UUID, uuid.UUID, bool]] = []
+    for cand, written in writes:
+        event_id = cand.event.event_id
+        refusal_id = refusal_ids.get(event_id)
+        if refusal_id is None:  # a new random id: no other writer can send it
+            continue
+        if not isinstance(written, RecordedEvent):
+            claims.append((event_id, event_id, True))
+        elif refusal_id not in existing:
+            claims.append((event_id, refusal_id, False))
+    return claims
 
 
 class _PartWriter:
