@@ -252,7 +252,7 @@ async def test_concurrent_refusals_and_acceptances_of_shared_ids_neither_deadloc
     assert _outcome_kind(earlier) == "refused"
     ids = [uuid.UUID(int=(uuid.uuid4().int & ~0xFFFF) | i) for i in range(64)]
     committer = GroupCommitter(ctx, writers=4)
-    cycles = LOCK_CYCLE_RERUNS.labels(path="group")._value.get()
+    cycles = [LOCK_CYCLE_RERUNS.labels(path=p)._value.get() for p in ("group", "batch")]
     singles = [
         committer.submit(
             [
@@ -281,7 +281,7 @@ async def test_concurrent_refusals_and_acceptances_of_shared_ids_neither_deadloc
         answers = await asyncio.gather(*singles, *batches)
     kinds = collections.Counter(_any_kind(outcome) for answer in answers for outcome in answer)
     assert set(kinds) <= {"accepted", "refused", "reused"}, kinds
-    assert LOCK_CYCLE_RERUNS.labels(path="group")._value.get() == cycles
+    assert [LOCK_CYCLE_RERUNS.labels(path=p)._value.get() for p in ("group", "batch")] == cycles
     async with connected(settings) as conn:
         both = await conn.fetchval(
             "SELECT count(*) FROM unnest($1::uuid[], $2::uuid[]) AS u(sent, refusal)"
