@@ -64,6 +64,7 @@ from branchline_shared.events.sealing_keys import (
     sealed_late_entry,
     sealing_key_id,
     sealing_key_of,
+    staff_of_key,
 )
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
@@ -414,7 +415,7 @@ async def _candidates(
         except KeyDestroyed as erased:
             # Also a resend of an event stored before the erasure: its hash can no longer be
             # made (Round 29), and it is answered so, not as a duplicate (D-04).
-            outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
+            outcomes[index] = _erased(erased)
             continue
         subject_key = None
         if key_id is not None:
@@ -558,6 +559,19 @@ def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _erased(erased: KeyDestroyed) -> Refused:
+    """The refusal of a personal value of a subject whose key is destroyed (D-04), naming
+    whose it was by id (a client's, or a member of staff's ``#staff/<staff_id>``)."""
+    staff_id = staff_of_key(erased.client_id)
+    if staff_id is None:
+        return Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
+    return Refused(
+        Refusal.STAFF_ERASED,
+        f"the data key of member of staff {staff_id} was destroyed (D-04)",
+        rule="D-04",
+    )
+
+
 async def _fetch_key(
     ctx: IntakeContext,
     item: SubmittedEvent,
@@ -566,8 +580,9 @@ async def _fetch_key(
 ) -> str | None:
     """The data key of the event's subject (the client's, a member of staff's or the
     institution's: ``sealing_keys``), fetched before the unit of work when the event will need
-    it (raises KeyDestroyed for an erased client); its id, or None when it is not needed
-    (nothing personal to seal: the submission's hash is then the service secret's)."""
+    it (raises KeyDestroyed for an erased client or member of staff); its id, or None when it
+    is not needed (nothing personal to seal: the submission's hash is then the service
+    secret's)."""
     key_id = sealing_key_id(item.type, client_id=item.client_id, staff_id=item.staff_id)
     needed = _personal_paths(item.type, data) or item.late_entry is not None
     if key_id is None or not needed:
