@@ -109,7 +109,7 @@ async def main() -> None:
             fetch_max_wait_ms=50,  # the product's default (kafka_fetch_max_wait_ms)
         )
         await start_or_close(producer)
-        await consumer.start()
+        await start_or_close(consumer)
         body = orjson.dumps(event_body(0, "probe"))
         produced = 0
         print(
@@ -134,7 +134,7 @@ async def main() -> None:
                 f"tail; a round (produce, read) {1e3 * (wall1 - wall0) / args.rounds:5.1f} ms",
                 flush=True,
             )
-        await consumer.stop()
+        await closed(consumer)
         await closed(producer)
 
 

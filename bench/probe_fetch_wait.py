@@ -158,7 +158,7 @@ async def consumer_run(
     seconds: float,
 ) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=wait)
-    await consumer.start()
+    await start_or_close(consumer)
     consumer.assign([TP])
     await consumer.seek_to_end(TP)
     lags: list[float] = []
@@ -208,7 +208,7 @@ async def consumer_run(
     finally:
         stop.set()
         await reader
-        await consumer.stop()
+        await closed(consumer)
     lags.sort()
     print(
         f"consumer fetch_max_wait {wait:3d} ms: {rate:.0f} rec/s produce -> consumed p50 "

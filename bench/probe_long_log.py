@@ -91,12 +91,12 @@ async def raw(bootstrap: str, pid: int, end: int, waits: list[int]) -> None:
 
 async def commit_at(bootstrap: str, group: str, offset: int) -> None:
     committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await committer.start()
+    await start_or_close(committer)
     try:
         committer.assign([TP])
         await committer.commit({TP: OffsetAndMetadata(offset, "")})
     finally:
-        await committer.stop()
+        await closed(committer)
 
 
 async def consumer_run(

@@ -55,16 +55,18 @@ async def commit_group(settings: Any, topics: Any, group: str, committed: dict[i
     """Commits ``committed`` for ``group`` on intake's event topic, as a consumer would."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from branchline_shared.kafka.starting import closed, start_or_close
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
     )
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         tps = {p: TopicPartition(topics.intake_events.name, p) for p in committed}
         consumer.assign(list(tps.values()))
         await consumer.commit({tps[p]: o for p, o in committed.items()})
     finally:
-        await consumer.stop()
+        await closed(consumer)
 
 
 def bench_source(

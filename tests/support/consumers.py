@@ -18,6 +18,7 @@ from branchline_shared.background import cancel_and_wait
 from branchline_shared.clock import SystemClock
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
+from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.reconcile.self_repair import self_repairing
 from branchline_shared.settings import BranchlineSettings
 
@@ -33,7 +34,9 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
     audit = audit_context(settings, pool, clock)
     repair = self_repair(settings, pool)
     task = asyncio.create_task(
-        build_consumer(settings, audit.ledger, producer, clock, repair).run()
+        build_consumer(
+            settings, audit.ledger, producer, clock, repair, lambda: is_reachable(pool)
+        ).run()
     )
     try:
         async with self_repairing(repair):

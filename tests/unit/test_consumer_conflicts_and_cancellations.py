@@ -6,6 +6,7 @@ holding the consumer; when nothing else goes through, it is retried, never dead-
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -104,8 +105,10 @@ class Letters:
         self.sent.append((raw.offset, reason))
 
 
-def decoding_consumer(handle: Any, letters: Letters) -> BatchConsumer:
-    settings: Any = SimpleNamespace(kafka_fetch_max_wait_ms=50)
+def decoding_consumer(handle: Any, letters: Letters, answering: Any = None) -> BatchConsumer:
+    settings: Any = SimpleNamespace(
+        kafka_fetch_max_wait_ms=50, consumer_cancelled_alone_attempts=ALONE
+    )
     return BatchConsumer(
         settings=settings,
         topics=["events"],
@@ -113,7 +116,22 @@ def decoding_consumer(handle: Any, letters: Letters) -> BatchConsumer:
         name=f"t-{uuid.uuid4().hex[:8]}",
         handle=handle,
         dead_letters=letters,  # type: ignore[arg-type]
+        answering=answering,
     )
+
+
+ALONE = 3  # the setting, as a test sets it (the default: CANCELLED_ALONE)
+
+
+def probe(answers: list[bool]) -> tuple[Any, list[int]]:
+    """A probe answering ``answers`` in turn, then True for ever; and its call count."""
+    calls = [0]
+
+    async def answering() -> bool:
+        calls[0] += 1
+        return answers[calls[0] - 1] if calls[0] <= len(answers) else True
+
+    return answering, calls
 
 
 def records(events: list[RecordedEvent]) -> list[Any]:
@@ -176,3 +194,61 @@ async def test_a_re_projection_that_loses_a_race_fails_its_unit_instead_of_skipp
     with pytest.raises(ConcurrencyError):
         async with units.begin() as uow:
             await reproject_client(uow, "C-1", apply)
+
+
+async def test_a_lone_event_cancelled_while_the_database_answers_is_dead_lettered() -> None:
+    """Nothing else in its fetch, but a probe on the pool answers after each cancellation:
+    the cancellations are the event's own; dead-lettered with the reason after the setting's
+    attempts alone (old code: retried for ever, the consumer held; #12)."""
+    calls = 0
+
+    async def handle(batch: list[RecordedEvent], _: Any) -> None:
+        nonlocal calls
+        calls += 1
+        raise cancelled()
+
+    letters = Letters()
+    answering, probed = probe([])
+    consumer = decoding_consumer(handle, letters, answering)
+    async with asyncio.timeout(10):  # old code: never returns
+        await consumer._process(records([an_event(1)]))
+    assert letters.sent == [
+        (
+            0,
+            f"handler failed: statement cancelled {ALONE} times in a row with the event "
+            "alone, the database answering a probe after each",
+        )
+    ]
+    # the fetch's bounded attempts (the event alone in it), then the probed ones
+    assert calls == CANCELLED_ALONE + ALONE
+    assert probed[0] == ALONE
+
+
+async def test_a_lone_event_cancelled_while_the_probe_goes_unanswered_is_retried() -> None:
+    """The database does not answer a trivial statement either (overloaded, away): every
+    unanswered probe restarts the count; the event is retried until it goes through, never
+    dead-lettered (no dead-letter storm)."""
+    calls = 0
+    unanswered = 4 * ALONE
+
+    async def handle(batch: list[RecordedEvent], _: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= CANCELLED_ALONE + unanswered:
+            raise cancelled()
+
+    letters = Letters()
+    # answered ALONE - 1 times in a row at most, then unanswered once, again and again
+    answers = ([True] * (ALONE - 1) + [False]) * unanswered
+    answering, _ = probe(answers)
+    await decoding_consumer(handle, letters, answering)._process(records([an_event(1)]))
+    assert letters.sent == []
+    assert calls == CANCELLED_ALONE + unanswered + 1
+
+
+async def test_a_probe_that_does_not_answer_restarts_the_count() -> None:
+    answering, probed = probe([True, False, True, True])
+    work, calls = failing([cancelled()] * 10)
+    with pytest.raises(StatementCancelled) as raised:
+        await retry_transient(work, consumer="t", cancelled_limit=3, answering=answering)
+    assert (calls[0], probed[0], raised.value.attempts, raised.value.probed) == (5, 5, 3, True)

@@ -40,7 +40,7 @@ from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
-from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters
+from branchline_shared.kafka.consuming import Answering, BatchConsumer, DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.starting import closed, start_or_close
@@ -176,9 +176,12 @@ def build_consumer(
     producer: AIOKafkaProducer,
     clock: Clock,
     repair: SelfRepair | None = None,
+    answering: Answering | None = None,
 ) -> BatchConsumer:
     """The ledger consumer: every event topic into the ledger, poison to the DLQ; a broker
-    that lost its log makes it rewind and ``repair`` re-queue what it missed."""
+    that lost its log makes it rewind and ``repair`` re-queue what it missed. ``answering``:
+    a probe of the ledger's pool; with it, an event alone whose append is cancelled again and
+    again while the database answers is dead-lettered (replayable), not held for ever (#12)."""
     topics = declare_topics(settings)
     return BatchConsumer(
         settings=settings,
@@ -192,6 +195,7 @@ def build_consumer(
         on_log_lost=repair.log_lost if repair is not None else None,
         jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
         after_round=batch_trimmer(trim_policy(settings)),
+        answering=answering,
     )
 
 
@@ -220,7 +224,9 @@ async def run_consumer(settings: AuditSettings) -> None:
             clock = SystemClock()
             audit = audit_context(settings, pool, clock)
             repair = self_repair(settings, pool)
-            consumer = build_consumer(settings, audit.ledger, producer, clock, repair)
+            consumer = build_consumer(
+                settings, audit.ledger, producer, clock, repair, lambda: is_reachable(pool)
+            )
             checks = {
                 "postgres": lambda: is_reachable(pool),
                 "kafka": lambda: broker_is_reachable(settings.kafka_bootstrap),

@@ -29,6 +29,13 @@ def staff_key_id(staff_id: str) -> str:
     return STAFF_KEY_PREFIX + staff_id
 
 
+def staff_of_key(key_id: str) -> str | None:
+    """The member of staff whose own key ``key_id`` is; None for any other key."""
+    if key_id.startswith(STAFF_KEY_PREFIX):
+        return key_id.removeprefix(STAFF_KEY_PREFIX)
+    return None
+
+
 def sealing_key_id(
     event_type: str,
     *,

@@ -126,6 +126,14 @@ class IdsTakenAfterLostCommit(ConcurrencyError):
     docs/reliability.md)."""
 
 
+class RefusalRaced(ConcurrencyError):
+    """An event id's refusal and another event accepted under it were recorded at the same
+    moment by two transactions (#12, D-05): this one claimed the id after its writes (event
+    store migration 011, ``es_claim_event_ids``) and found the other's row, committed while
+    it waited. Rolled back, nothing answered: run it again, decided on what is stored (a
+    reused id is 409 ``idempotency-conflict``, the same submission a resend's answer)."""
+
+
 class StreamsBusy(EventStoreError):
     """:meth:`UnitOfWork.try_lock_streams` could not lock a stream at once (another
     transaction holds it, or it does not exist yet). Nothing waited; the transaction is

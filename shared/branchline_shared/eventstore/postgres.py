@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +25,7 @@ from branchline_shared.eventstore.ports import (
     LogRecord,
     NotIsolated,
     PendingPublication,
+    RefusalRaced,
     StoredEvent,
     StoredPosition,
     StreamsBusy,
@@ -58,6 +59,47 @@ class _Staged:
     # The envelope as JSON text, rendered by pydantic when staged: a batch stages a part while
     # the part before is being written (#12), so this runs while PostgreSQL works.
     envelope: str
+
+
+EVENT_ID_BUCKETS = 32
+"""The buckets event ids are claimed in (event store migration 011, #12): a transaction that
+records a refusal of a sent id, or accepts an event under one, holds at most this many
+advisory locks for it, whatever its size. The same in every process (a code constant)."""
+EVENT_ID_CLAIM_CLASS = 0x424C4944
+"""The class id of the claims' two-integer advisory locks ("BLID"): no other lock of
+Branchline's uses the two-integer form."""
+
+Claims = dict[tuple[uuid.UUID, uuid.UUID], bool]
+"""Claimed ids: (the id sent, the id that must not be stored) -> exclusive (a refusal)."""
+
+_CLAIM_SQL = "SELECT es_claim_event_ids($1::int, $2::int[], $3::bool[], $4::uuid[], $5::bytea[])"
+
+
+def claimed_buckets(claims: Claims) -> tuple[list[int], list[bool]]:
+    """The buckets of the ids sent, sorted, each once with its strongest mode."""
+    modes: dict[int, bool] = {}
+    for (key, _), exclusive in claims.items():
+        bucket = key.int % EVENT_ID_BUCKETS
+        modes[bucket] = modes.get(bucket, False) or exclusive
+    buckets = sorted(modes)
+    return buckets, [modes[b] for b in buckets]
+
+
+async def _run_claims(conn: Any, claims: Claims) -> None:
+    """At the end of a transaction, after its writes (#12, D-05): take the claimed ids'
+    buckets (an acceptance shared, a refusal exclusive) and look afresh for the rows that
+    must not be stored (the refusal of an id accepted, the event accepted under an id
+    refused). Found: another writer recorded the other side meanwhile (committed: this one
+    waited for it), :class:`RefusalRaced`."""
+    if not claims:
+        return
+    buckets, exclusive = claimed_buckets(claims)
+    ids = sorted({other for _, other in claims})
+    found = await conn.fetchval(
+        _CLAIM_SQL, EVENT_ID_CLAIM_CLASS, buckets, exclusive, ids, [None] * len(ids)
+    )
+    if found:
+        raise RefusalRaced(f"{found} event id(s) refused and accepted by two writers at once")
 
 
 # A writer takes the streams it writes in ONE pass over their sorted ids (#12, docs/intake.md
@@ -282,6 +324,36 @@ stored and nothing checked it (the write inserts only the ids it writes), so an 
 event was refused and recorded was decided on the guess as new, whatever was sent under it
 (docs/intake.md). A unit that looked up nothing else sends the statements as before."""
 
+_CLAIMED_CHECK = """
+      AND (SELECT CASE WHEN c.found = 0 THEN true ELSE es_looked_up_id_stored(c.found) END
+           FROM (SELECT es_claim_event_ids($CLASS::int, $BUCKETS::int[], NULL::bool[],
+                                           $IDS::uuid[], $HASHES::bytea[]) AS found) c)"""
+
+
+def _claiming_looked_up(sql: str, ids: int) -> str:
+    """:func:`_checking_looked_up`'s write whose check of the ids looked up is made after the
+    claims of its acceptances under sent ids (#12, event store migration 011): their buckets
+    taken shared (``$ids + 3``, class ``$ids + 2``), waiting for a writer recording a refusal
+    of one of them, then the ids looked up afresh (``es_claim_event_ids``, VOLATILE: its
+    query's snapshot is taken after the locks, not at the statement's start). A refusal
+    committed meanwhile under a looked-up id fails it (:data:`LOOKED_UP_ID_STORED`) and the
+    caller goes the ordinary way; a refusal recorded after it waits for its commit and finds
+    the event (:class:`RefusalRaced`). Evaluated once, before the first event row."""
+    anchor = "\n    ORDER BY (e->>'event_id')::uuid\n    RETURNING"
+    if sql.count(anchor) != 1:
+        raise ValueError("a guessed write without its one event insert")
+    check = (
+        _CLAIMED_CHECK.replace("$IDS", f"${ids}")
+        .replace("$HASHES", f"${ids + 1}")
+        .replace("$CLASS", f"${ids + 2}")
+        .replace("$BUCKETS", f"${ids + 3}")
+    )
+    return sql.replace(anchor, check + anchor)
+
+
+_GUESSED_CLAIMED_WRITE_SQL = _claiming_looked_up(_GUESSED_WRITE_SQL, 7)
+_REMEMBERED_CLAIMED_WRITE_SQL = _claiming_looked_up(_REMEMBERED_WRITE_SQL, 9)
+
 STALE_STREAM_GUESS = "BL001"
 """The SQLSTATE of :data:`_REMEMBERED_WRITE_SQL`'s failure when a remembered stream moved
 (event store migration 010, ``es_stale_stream_guess``): a class of Branchline's own, which
@@ -369,6 +441,20 @@ class PostgresUnitOfWork:
         # ``int``, -1 for none) and whether a write out of the id order set ``_NO_WAIT``
         # (a group keeps its own: ``SharedTransaction.id_order``).
         self._id_order: dict[str, Any] = {"upto": -1, "no_wait": False}
+        # Outside a group: the ids this unit claims before its commit (#12, ``claim_ids``).
+        self.claims: Claims = {}
+
+    def claim_ids(self, claims: Iterable[tuple[uuid.UUID, uuid.UUID, bool]]) -> None:
+        """Claim event ids before the transaction commits (event store migration 011, #12):
+        each ``(id sent, id that must not be stored, exclusive)``: an acceptance under a sent
+        id claims it shared, looking for its refusal; a refusal of one exclusive, looking for
+        an event accepted under it. Run once, last, by the store (a group's at its commit)."""
+        group = self._group
+        for key, other, exclusive in claims:
+            if group is not None:
+                group.claim(key, other, exclusive)
+            else:
+                self.claims[key, other] = exclusive or self.claims.get((key, other), False)
 
     async def lock_streams(
         self,
@@ -640,6 +726,7 @@ class GuessingUnitOfWork:
         self._staged: list[_Staged] = []
         # Taken for not stored, or stored with this submission hash: the write checks them.
         self._looked_up: dict[uuid.UUID, bytes | None] = {}
+        self._claims: Claims = {}  # checked by the write (#12, migration 011)
         self._sent = False
         self.committed = 0
 
@@ -695,6 +782,17 @@ class GuessingUnitOfWork:
             self._looked_up.setdefault(event_id, None)
         return {}
 
+    def claim_ids(self, claims: Iterable[tuple[uuid.UUID, uuid.UUID, bool]]) -> None:
+        """Acceptances under sent ids (#12): the write claims their buckets shared and looks
+        their refusals' ids up afresh after it (:data:`_GUESSED_CLAIMED_WRITE_SQL`). A
+        refusal (exclusive) is never written by a guess."""
+        self._unsent("claim ids")
+        for key, other, exclusive in claims:
+            if exclusive:
+                raise GuessWrong("a refusal to record")
+            self._looked_up.setdefault(other, None)
+            self._claims[key, other] = False
+
     def may_be_stored_as(self, hashes: Mapping[uuid.UUID, bytes]) -> None:
         """Ids looked up (and taken for not stored) that the write may find stored, with these
         submission hashes (Round 28): a refused event's recorded refusal, whose submission is
@@ -747,16 +845,25 @@ class GuessingUnitOfWork:
                 writes = {e.event_id for e in events}
                 absent = sorted(i for i in self._looked_up if i not in writes)
                 allowed = [self._looked_up[i] for i in absent]
+                claimed: list[Any] = []
+                if self._claims and absent:
+                    claimed = [EVENT_ID_CLAIM_CLASS, claimed_buckets(self._claims)[0]]
                 writing = True
                 try:
                     if any(r is not None for r in remembered):
                         arguments.append([r[0] if r else 0 for r in remembered])
                         arguments.append([r[1] if r else None for r in remembered])
-                        if absent:
+                        if claimed:
+                            arguments += [absent, allowed, *claimed]
+                            rows = await conn.fetch(_REMEMBERED_CLAIMED_WRITE_SQL, *arguments)
+                        elif absent:
                             arguments += [absent, allowed]
                             rows = await conn.fetch(_REMEMBERED_CHECKED_WRITE_SQL, *arguments)
                         else:
                             rows = await conn.fetch(_REMEMBERED_WRITE_SQL, *arguments)
+                    elif claimed:
+                        arguments += [absent, allowed, *claimed]
+                        rows = await conn.fetch(_GUESSED_CLAIMED_WRITE_SQL, *arguments)
                     elif absent:
                         arguments += [absent, allowed]
                         rows = await conn.fetch(_GUESSED_CHECKED_WRITE_SQL, *arguments)
@@ -911,6 +1018,8 @@ class SharedTransaction:
         # its ids and the setting).
         self.id_order: dict[str, Any] = {"upto": -1, "no_wait": False}
         self._journals: list[list[tuple[dict[Any, Any], Any, Any]]] = []
+        # The ids its callers claim (#12, ``PostgresUnitOfWork.claim_ids``), taken at its commit.
+        self.claims: Claims = {}
         self._caller: _Caller | None = None
         self._savepoint_open = False
         # The transaction is begun by its first statement (#12): ``BEGIN`` travels with the
@@ -1035,6 +1144,11 @@ class SharedTransaction:
                 self._set(self.held_versions, stream_id, version)
         for stored in events:
             self._set(self.written, stored.position.event_id, stored)
+
+    def claim(self, key: uuid.UUID, other: uuid.UUID, exclusive: bool) -> None:
+        """A caller's claim, kept as the group's other knowledge is (a caller rolled back to
+        its savepoint takes it back); all taken at once before the commit."""
+        self._set(self.claims, (key, other), exclusive or self.claims.get((key, other), False))
 
     def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
         if self._journals:
@@ -1205,6 +1319,8 @@ class PostgresEventStore:
                 async with conn.transaction():
                     uow = PostgresUnitOfWork(conn)
                     yield uow
+                    # Its claims, last, in one sorted pass (#12, migration 011).
+                    await _run_claims(conn, uow.claims)
                     await uow.settle_versions()
                     ending = True  # what is raised from here on is the COMMIT's
             except asyncpg.UniqueViolationError as exc:
@@ -1256,6 +1372,11 @@ class PostgresEventStore:
             shared = SharedTransaction(conn)
             try:
                 yield shared
+                # Its callers' claims, last, in one sorted pass (#12, migration 011).
+                await _run_claims(conn, shared.claims)
+            except asyncpg.DeadlockDetectedError as exc:
+                await shared.finish("ROLLBACK")
+                raise LocksDeadlocked(str(exc)) from exc
             except BaseException:
                 await shared.finish("ROLLBACK")
                 raise

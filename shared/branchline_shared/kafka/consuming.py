@@ -369,11 +369,24 @@ CANCELLED = Counter(
 
 
 class StatementCancelled(Exception):
-    """The database cancelled the work's statement ``attempts`` times in a row (57014)."""
+    """The database cancelled the work's statement ``attempts`` times in a row (57014);
+    ``probed``: each time a probe statement on the same pool was answered right after."""
 
-    def __init__(self, attempts: int) -> None:
-        super().__init__(f"statement cancelled {attempts} times")
+    def __init__(self, attempts: int, *, probed: bool = False) -> None:
+        if probed:
+            super().__init__(
+                f"statement cancelled {attempts} times in a row with the event alone, "
+                "the database answering a probe after each"
+            )
+        else:
+            super().__init__(f"statement cancelled {attempts} times")
         self.attempts = attempts
+        self.probed = probed
+
+
+Answering = Callable[[], Awaitable[bool]]
+"""A probe: whether the database answers a trivial statement now (on the pool the work uses,
+bounded; :func:`branchline_shared.postgres.pool.is_reachable`)."""
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -388,11 +401,15 @@ async def retry_transient(
     max_backoff_s: float = 5.0,
     where: Callable[[], str | None] | None = None,
     cancelled_limit: int | None = None,
+    answering: Answering | None = None,
 ) -> Any:
     """Run ``work`` until it succeeds or fails for a reason that is not transient. A conflict
     in the event store is rerun :data:`CONFLICT_RERUNS` times; with ``cancelled_limit``, a
     statement cancelled that many times in a row raises :class:`StatementCancelled` (without,
-    a cancelled statement is retried for ever, in sight: :data:`ATTEMPTS`). ``where``: says
+    a cancelled statement is retried for ever, in sight: :data:`ATTEMPTS`). With ``answering``
+    too, a cancellation counts only if the probe is answered right after it; one it is not
+    restarts the count (a database overloaded or away cancels everyone's statements: the
+    work is retried, never given up, #12). ``where``: says
     which offsets the work is on, for the warning (never a value); asked only when one is
     logged, so the work's success path formats nothing."""
     backoff = FIRST_BACKOFF_S
@@ -412,10 +429,15 @@ async def retry_transient(
                 raise
             if isinstance(exc, asyncpg.QueryCanceledError):
                 CANCELLED.labels(consumer).inc()
-                cancelled += 1
+                # probed only when it can decide; a database that does not answer a trivial
+                # statement then says the cancellation is not the work's own: count again
+                if cancelled_limit is None or answering is None or await answering():
+                    cancelled += 1
+                else:
+                    cancelled = 0
                 if cancelled_limit is not None and cancelled >= cancelled_limit:
                     ATTEMPTS.labels(consumer).set(0)
-                    raise StatementCancelled(cancelled) from exc
+                    raise StatementCancelled(cancelled, probed=answering is not None) from exc
             else:
                 cancelled = 0  # in a row: another fault between says nothing of the work
             RETRIES.labels(consumer).inc()
@@ -498,6 +520,7 @@ class BatchConsumer:
         jumps: PositionJumps | None = None,
         log_end_check_s: float = 5.0,
         after_round: Callable[[int], None] | None = None,
+        answering: Answering | None = None,
     ) -> None:
         if (handle is None) == (handle_raw is None):
             raise ValueError("a BatchConsumer needs exactly one of handle and handle_raw")
@@ -526,6 +549,10 @@ class BatchConsumer:
         # Told the records of each round, an empty fetch's 0 included, once its offsets are
         # committed (the allocator trim, branchline_shared.allocator_trim).
         self._after_round = after_round
+        # A probe on the handler's pool: an event alone whose statement is cancelled again
+        # and again while it answers is dead-lettered (:meth:`_handle_cancelled`); without,
+        # such an event is retried for ever (``handle`` only: a raw handler judges itself).
+        self._answering = answering
         self._revocations = Revocations()
         self.started = asyncio.Event()
         self._stopping = False
@@ -717,8 +744,11 @@ class BatchConsumer:
     ) -> None:
         """An event whose statement was cancelled on every attempt alone: dead-lettered
         (replayable) if other events of its fetch went through meanwhile (the cancellations are
-        its own), else retried until it goes through (they may be everyone's: a database too
-        slow for its ``statement_timeout``), in sight (#12, docs/reliability.md)."""
+        its own), else retried (they may be everyone's: a database too slow for its
+        ``statement_timeout``), in sight, until it goes through or, with the probe
+        (``answering``), its statement is cancelled ``consumer_cancelled_alone_attempts`` times
+        in a row, the probe answered after each: then it is dead-lettered too (the database
+        does others' work; a probe unanswered restarts the count, #12, docs/reliability.md)."""
         if others_went_through:
             log.error(
                 "event's statement cancelled on every attempt; dead-lettering it",
@@ -726,10 +756,26 @@ class BatchConsumer:
             )
             await self._dead_letters.send(raw, f"handler failed: {exc}")
             return
+        probe = self._answering
         try:
             await self._handle_retrying(
-                [event], positions, functools.partial(_where, [(raw, event)]), None
+                [event],
+                positions,
+                functools.partial(_where, [(raw, event)]),
+                self._settings.consumer_cancelled_alone_attempts if probe is not None else None,
+                probe,
             )
+        except StatementCancelled as gave_up:
+            log.error(
+                "event's statement cancelled on every attempt alone while the database "
+                "answered; dead-lettering it",
+                extra={
+                    "consumer": self._name,
+                    "where": _where([(raw, event)]),
+                    "attempts": gave_up.attempts,
+                },
+            )
+            await self._dead_letters.send(raw, f"handler failed: {gave_up}")
         except Exception as error:
             await self._dead_letters.send(raw, f"handler failed: {describe_error(error)}")
 
@@ -739,6 +785,7 @@ class BatchConsumer:
         positions: Positions,
         where: Callable[[], str | None] | None = None,
         cancelled_limit: int | None = CANCELLED_ALONE,
+        answering: Answering | None = None,
     ) -> None:
         handler = self._handle
         assert handler is not None  # only a decoding consumer narrows
@@ -747,7 +794,11 @@ class BatchConsumer:
             return await handler(events, positions)
 
         await retry_transient(
-            handle, consumer=self._name, where=where, cancelled_limit=cancelled_limit
+            handle,
+            consumer=self._name,
+            where=where,
+            cancelled_limit=cancelled_limit,
+            answering=answering,
         )
 
     async def _rewind_if_log_was_lost(

@@ -101,6 +101,15 @@ class CommonSettings(BaseSettings):
         description="How long a consumer's empty fetch waits at the broker (latency of an "
         "idle pipeline; see docs/performance.md).",
     )
+    consumer_cancelled_alone_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="A consumer's event alone (nothing else of its fetch went through) whose "
+        "statement the database cancels (57014) this many times in a row, a probe statement "
+        "on the same pool answered after each, is dead-lettered with the reason (replayable); "
+        "a probe unanswered restarts the count (#12, docs/reliability.md).",
+    )
 
     # Outbox relay
     relay_enabled: bool = True

@@ -35,11 +35,11 @@ runner = CliRunner()
 
 @pytest.fixture
 def cli_settings(
-    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
+    cli_settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
 ) -> BranchlineSettings:
-    s = quick_settings(settings, retention_legal_hold_clients=["C-HELD"])
-    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
-    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
+    """The audit tests' ``cli_settings`` (conftest.py) with C-HELD listed for
+    ``audit holds import-settings``, under the setting's former variable name."""
+    s = quick_settings(cli_settings, retention_legal_hold_clients=["C-HELD"])
     monkeypatch.setenv("BRANCHLINE_AUDIT_LEGAL_HOLD_CLIENTS", '["C-HELD"]')
     return s
 

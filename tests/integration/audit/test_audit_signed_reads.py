@@ -253,16 +253,6 @@ async def test_a_hold_rewritten_with_every_later_hash_is_refused(trail: Trail) -
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_settings(
-    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
-) -> BranchlineSettings:
-    s = quick_settings(settings)
-    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
-    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
-    return s
-
-
 async def _signed_hold(settings: BranchlineSettings) -> int:
     """A hold of C-5 with case reference CSRC-1 among entries of C-1, signed; the signed
     checkpoint's size."""

@@ -206,16 +206,6 @@ async def test_the_checkpointer_signs_past_an_altered_append_time(
     assert signed.tree_size == await trail.audit.ledger.size()
 
 
-@pytest.fixture
-def cli_settings(
-    settings: BranchlineSettings, monkeypatch: pytest.MonkeyPatch
-) -> BranchlineSettings:
-    s = quick_settings(settings)
-    monkeypatch.setenv("BRANCHLINE_AUDIT_DATABASE_URL", s.audit_database_url)
-    monkeypatch.setenv("BRANCHLINE_DATA_DIR", str(s.data_dir))
-    return s
-
-
 async def _cli_ledger(settings: BranchlineSettings) -> int:
     """Positions 1..4 as the trail fixture's, and a hold of C-5 at 5; its position."""
     async with audit_context(settings) as audit:

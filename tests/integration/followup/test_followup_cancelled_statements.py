@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -36,7 +37,7 @@ from branchline_followup.entrypoints.worker import handle_batch
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import ATTEMPTS, CANCELLED, CANCELLED_ALONE, RawMessage
 from branchline_shared.kafka.wire import SourcePosition
-from branchline_shared.postgres.pool import open_pool
+from branchline_shared.postgres.pool import is_reachable, open_pool
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.followup.harness import History, now_utc, relayed
 
@@ -55,15 +56,22 @@ class DeadLetterBox:
 
 
 @contextlib.asynccontextmanager
-async def impatient_units(settings: BranchlineSettings) -> AsyncIterator[PostgresUnitsOfWork]:
-    """The worker's units on a pool whose statements the server cancels after 500 ms."""
+async def impatient_pool(settings: BranchlineSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """The worker's pool, whose statements the server cancels after 500 ms."""
     await prepare_database(settings)
     dsn = with_search_path(settings.followup_database_url, LIVE_SCHEMA)
     pool = await open_pool(f"{dsn}&statement_timeout=500", max_size=2, session_state=False)
     try:
-        yield PostgresUnitsOfWork(pool)
+        yield pool
     finally:
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def impatient_units(settings: BranchlineSettings) -> AsyncIterator[PostgresUnitsOfWork]:
+    """The worker's units on :func:`impatient_pool`."""
+    async with impatient_pool(settings) as pool:
+        yield PostgresUnitsOfWork(pool)
 
 
 @contextlib.asynccontextmanager
@@ -138,4 +146,111 @@ async def test_an_event_alone_whose_statement_is_cancelled_is_retried_in_sight(
         outcome = await asyncio.wait_for(applying, 30)
     assert (outcome.applied, outcome.failed) == (1, [])
     assert ATTEMPTS.labels(consumer)._value.get() == 0
+    assert await applied(db, events) == {events[0].event_id}
+
+
+ALONE = 3  # consumer_cancelled_alone_attempts, as the tests set it (default 5)
+LONE_REASON = (
+    "projection failed: StatementCancelled('statement cancelled 3 times in a row with the "
+    "event alone, the database answering a probe after each')"
+)
+
+
+async def test_a_lone_event_cancelled_while_the_database_answers_is_dead_lettered(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing else in its fetch, its statement cancelled every time (its client's lock held
+    by a long transaction), while the worker's pool answers the probe after each: after the
+    setting's attempts alone it is dead-lettered with the reason and the worker goes on to
+    the next events (old code: retried for ever, the worker held, #12). Replayed once the
+    lock is let go, it is applied; a duplicate of the replay changes nothing."""
+    slow = registrations(SLOW)
+    after = registrations("C-AFTER")
+    dead = DeadLetterBox()
+    async with impatient_pool(settings) as pool:
+        units = PostgresUnitsOfWork(pool)
+        answering = functools.partial(is_reachable, pool)
+        async with client_held(settings, SLOW):
+            # bounded only so that the old code (retried for ever) fails instead of hanging
+            async with asyncio.timeout(60):
+                await handle_batch(
+                    relayed(slow),
+                    units,
+                    dead,  # type: ignore[arg-type]
+                    PROJECTION,
+                    answering=answering,
+                    alone_attempts=ALONE,
+                )
+            assert [(raw.offset, reason) for raw, reason in dead.sent] == [(0, LONE_REASON)]
+            assert await applied(db, slow) == set()
+            # the next fetch flows (the client's lock still held)
+            await handle_batch(
+                relayed(after),
+                units,
+                dead,
+                PROJECTION,
+                answering=answering,  # type: ignore[arg-type]
+            )
+            assert await applied(db, after) == {after[0].event_id}
+        assert any("while the database answered" in r.message for r in caplog.records)
+        # ``branchline dlq replay`` puts the message back as it was: applied, and once
+        replayed = dead.sent[0][0]
+        for _ in range(2):
+            await handle_batch(
+                [replayed],
+                units,
+                dead,
+                PROJECTION,
+                answering=answering,  # type: ignore[arg-type]
+            )
+        assert len(dead.sent) == 1
+    assert await applied(db, slow) == {slow[0].event_id}
+    clients = await db.fetchval(
+        "SELECT count(*) FROM fu_read.fu_clients WHERE client_id = $1", SLOW
+    )
+    assert clients == 1
+
+
+async def test_a_lone_event_cancelled_while_the_probe_goes_unanswered_is_not_dead_lettered(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """The guard: the probe unanswered (the database unreachable from the worker, or
+    overloaded: every statement cancelled), the cancellations are not the event's own; it is
+    retried past every bound, in sight, never dead-lettered, and applied once it can be."""
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = registrations(SLOW)
+    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
+    # a pool nobody answers: its probe fails as a database away does
+    away = await asyncpg.create_pool("postgresql://nobody@127.0.0.1:9/none", min_size=0, max_size=1)
+    probes = 0
+
+    async def answering() -> bool:
+        nonlocal probes
+        probes += 1
+        return await is_reachable(away)
+
+    try:
+        async with impatient_units(settings) as units:
+            cancelled = CANCELLED.labels(consumer)
+            async with client_held(settings, SLOW):
+                applying = asyncio.ensure_future(
+                    apply_batch(
+                        units,
+                        batch,
+                        PROJECTION,
+                        consumer=consumer,
+                        answering=answering,
+                        alone_attempts=ALONE,
+                    )
+                )
+                # past the bounded stages and ALONE probed attempts twice over: retried still
+                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
+                    assert not applying.done(), applying.result()
+                    await asyncio.sleep(0.1)
+                assert probes >= 2 * ALONE
+            async with asyncio.timeout(30):
+                outcome = await applying
+    finally:
+        await away.close()
+    assert (outcome.applied, outcome.failed) == (1, [])
     assert await applied(db, events) == {events[0].event_id}

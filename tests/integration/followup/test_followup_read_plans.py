@@ -492,6 +492,28 @@ async def test_a_closed_status_page_reads_only_its_status(filled: PgPool, status
             assert not any("Filter" in line for _, d in scans for line in d), plan
 
 
+@pytest.mark.parametrize("due_before", [False, True])
+async def test_every_tasks_page_reads_each_statuss_part(filled: PgPool, due_before: bool) -> None:
+    """#12: the list with no status, RM, team, kind or client (and the one due before a
+    time), a first page and a next one, reads each status's part of the tasks by its partial
+    index (followup 014, 017), at most a page each, merged, with nothing filtered: followup
+    022 dropped fu_tasks_by_due (due_at, id), which its one walk in due order read and every
+    task's creation and closing wrote."""
+    assert await filled.fetchval("SELECT to_regclass('fu_read.fu_tasks_by_due')") is None
+    where = queries.TaskFilter(due_before=NOW if due_before else None)
+    for after in (False, True):
+        plans = await _plans_of(filled, tasks(where, after=after))
+        assert plans
+        for plan in plans:
+            scans = [(i, d) for i, d in _index_reads(plan) if i.startswith("fu_tasks")]
+            assert sorted(i for i, _ in scans) == [
+                "fu_tasks_cancelled_by_due",
+                "fu_tasks_done_by_due",
+                "fu_tasks_open_by_due",
+            ], plan
+            assert not any("Filter" in line for _, d in scans for line in d), plan
+
+
 OWNED_PAGES: dict[str, tuple[queries.TaskFilter, str]] = {
     "an RM's done tasks": (queries.TaskFilter(assignee="rm-7", status="done"), "owner"),
     "an RM's cancelled tasks": (queries.TaskFilter(assignee="rm-7", status="cancelled"), "owner"),

@@ -58,6 +58,7 @@ def assert_erased(response: httpx.Response) -> None:
     problem = response.json()
     assert problem["rule"] == "D-04", problem
     assert problem["title"] == "Client erased", problem
+    assert problem["type"] == "https://branchline.dev/problems/rule-violation", problem
 
 
 async def test_d04_a_personal_event_resent_is_a_duplicate_before_the_erasure_409_after(

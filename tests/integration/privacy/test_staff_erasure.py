@@ -160,7 +160,15 @@ async def test_a_leavers_texts_are_restricted_then_destroyed_while_the_trail_ver
             "/v1/events", json=training(GONE, "anything at all"), headers=admin
         )
         assert too_late.status_code == 409, too_late.text
-        assert too_late.json()["rule"] == "D-04"
+        assert too_late.headers["content-type"].startswith("application/problem+json")
+        # Titled for whom (Round 30, #12: it was a client's, "Client erased"); the type stays.
+        assert too_late.json() == {
+            "type": "https://branchline.dev/problems/rule-violation",
+            "title": "Member of staff erased",
+            "status": 409,
+            "detail": f"the data key of member of staff {GONE} was destroyed (D-04)",
+            "rule": "D-04",
+        }, too_late.text
 
         # The trail: the shredding is recorded, GONE's entries show shredded, STAYS's
         # restricted, OTHER's and the client's as before; the chain verifies.

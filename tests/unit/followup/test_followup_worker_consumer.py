@@ -56,8 +56,9 @@ async def test_each_fetch_goes_to_the_workers_batch_path_undecoded(
     )
     calls: list[tuple[Any, ...]] = []
 
-    async def handle_batch(*args: Any) -> None:
+    async def handle_batch(*args: Any, **kwargs: Any) -> None:
         calls.append(args)
+        assert kwargs == {"answering": None, "alone_attempts": 5}  # no pool: no probe
 
     monkeypatch.setattr(worker, "handle_batch", handle_batch)
     raws = [RawMessage("t", 0, 1, b"k", b"v", [])]
@@ -65,3 +66,39 @@ async def test_each_fetch_goes_to_the_workers_batch_path_undecoded(
     await consumer._handle_raw(raws)
 
     assert calls == [(raws, units, dead, projection, jumps)]
+
+
+async def test_the_worker_probes_its_own_pool_for_an_event_cancelled_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event alone whose statement is cancelled again and again is given up only while
+    the worker's pool answers a probe (#12, docs/reliability.md); the attempts: the setting."""
+    s = settings().model_copy(update={"consumer_cancelled_alone_attempts": 7})
+    pool = object()
+    consumer = worker.create_worker_consumer(
+        s,
+        declare_topics(s),
+        pool,  # type: ignore[arg-type]
+        object(),  # type: ignore[arg-type]
+        object(),  # type: ignore[arg-type]
+        object(),  # type: ignore[arg-type]
+    )
+    given: list[dict[str, Any]] = []
+
+    async def handle_batch(*args: Any, **kwargs: Any) -> None:
+        given.append(kwargs)
+
+    probed: list[object] = []
+
+    async def is_reachable(asked: object) -> bool:
+        probed.append(asked)
+        return True
+
+    monkeypatch.setattr(worker, "handle_batch", handle_batch)
+    monkeypatch.setattr(worker, "is_reachable", is_reachable)
+    assert consumer._handle_raw is not None
+    await consumer._handle_raw([RawMessage("t", 0, 1, b"k", b"v", [])])
+
+    assert [kwargs["alone_attempts"] for kwargs in given] == [7]
+    assert await given[0]["answering"]() is True
+    assert probed == [pool]

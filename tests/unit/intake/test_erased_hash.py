@@ -30,6 +30,7 @@ from branchline_intake.application.submit import (
     submit_events,
 )
 from branchline_intake.domain import RecordedDecider
+from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
 from branchline_shared.events.envelope import Actor, SubmittedEvent
@@ -200,3 +201,22 @@ def test_d04_a_hash_stored_the_old_way_stays_comparable(recorded: str) -> None:
     [changed] = _submit(ctx, _verified("C-1", sent, "NID-4471-0094"))
     assert isinstance(changed, Refused)
     assert changed.reason is Refusal.IDEMPOTENCY_CONFLICT
+
+
+def test_d04_an_erased_clients_new_personal_value_is_answered_as_before() -> None:
+    """The client's HTTP answer (``problem_of``) is unchanged by Round 30's wording of a
+    member of staff's erasure (#12): 409 ``rule-violation`` "Client erased", D-04, the detail
+    naming the client by id."""
+    ctx, _, keys = _ctx()
+    _registered(ctx, "C-GONE")
+    asyncio.run(keys.destroy("C-GONE"))
+    [outcome] = _submit(ctx, _verified("C-GONE", uuid.uuid4()))
+    _erased(outcome)
+    assert isinstance(outcome, Refused)
+    assert problem_of(outcome).body() == {
+        "type": "https://branchline.dev/problems/rule-violation",
+        "title": "Client erased",
+        "status": 409,
+        "detail": "the data key of client C-GONE was destroyed (D-04)",
+        "rule": "D-04",
+    }

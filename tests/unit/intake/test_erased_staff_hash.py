@@ -24,6 +24,7 @@ from branchline_intake.application.submit import (
     submit_events,
 )
 from branchline_intake.domain import RecordedDecider
+from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
 from branchline_shared.events.envelope import Actor, SubmittedEvent
@@ -118,7 +119,7 @@ def test_d04_a_staff_texts_hash_is_keyed_by_their_staff_key_and_erased_with_it(k
     for guess in _GUESSES:
         after = _submit(ctx, _staff_event(kind, sent, guess))
         assert isinstance(after, Refused), after
-        assert (after.reason, after.rule) == (Refusal.CLIENT_ERASED, "D-04")
+        assert (after.reason, after.rule) == (Refusal.STAFF_ERASED, "D-04")
 
 
 def test_d04_another_staff_members_key_does_not_make_the_hash() -> None:
@@ -132,3 +133,25 @@ def test_d04_another_staff_members_key_does_not_make_the_hash() -> None:
     for other in (staff_key_id("S-2"), "C-1"):
         other_key = asyncio.run(keys.key_for(other))
         assert stored != subject_submission_hash(item, subject_hash_key(other_key, _KEY))
+
+
+@pytest.mark.parametrize("kind", ["training", "gift"])
+def test_d04_an_erased_member_of_staffs_new_text_is_refused_as_theirs(kind: str) -> None:
+    """The HTTP answer (``problem_of``, as ``POST /v1/events`` and the batch send it) to a new
+    text of a member of staff whose key the erasure destroyed: 409 ``rule-violation`` D-04, as
+    before (clients branch on the type), titled for what happened to whom (Round 30, #12), the
+    detail naming the member of staff by id and no value of theirs. Before, the title was a
+    client's ("Client erased") and the detail called their key id a client's."""
+    ctx, _, keys = _ctx()
+    asyncio.run(keys.destroy(staff_key_id(_STAFF)))
+    outcome = _submit(ctx, _staff_event(kind, uuid.uuid4(), _TEXT))
+    assert isinstance(outcome, Refused), outcome
+    problem = problem_of(outcome)
+    assert problem.status == 409
+    assert problem.body() == {
+        "type": "https://branchline.dev/problems/rule-violation",
+        "title": "Member of staff erased",
+        "status": 409,
+        "detail": f"the data key of member of staff {_STAFF} was destroyed (D-04)",
+        "rule": "D-04",
+    }

@@ -191,6 +191,12 @@ async def list_tasks(
     # the constant status let the planner pick its partial index with the kind filtered
     statuses = f"unnest('{{{','.join(shown)}}}'::text[]) AS part(status)"  # fixed words
     where_sql = " AND ".join(clauses) or "true"
+    # every task's page with no status (and no owner, kind or client) is read status by status
+    # from the statuses' partial indexes (followup 014, 017), at most a page each, merged: one
+    # walk in due order needed fu_tasks_by_due (due_at, id), an index entry on every task's
+    # creation and closing that followup 022 drops (#12). A client's page keeps its own index
+    # (fu_tasks_of_client): a status's part walked for one client's tasks reads them all.
+    split = not by_status and shown == _SHOWN and where.client_id is None
     rows: list[dict[str, Any]] = []
     keyset = None if after is None else (after[0].isoformat(), after[1])
     while len(rows) < limit:
@@ -206,7 +212,16 @@ async def list_tasks(
             n = len(page_params)
             sql += f" AND (fu_tasks.due_at, fu_tasks.id) > (${n - 1}::text::timestamptz, ${n})"
         page_params.append(wanted)
-        sql += f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
+        order = f" ORDER BY fu_tasks.due_at, fu_tasks.id LIMIT ${len(page_params)}"
+        if split:
+            # one walk per status, each of its own partial index, merged (followup 022)
+            arms = [f"({sql} AND fu_tasks.status = '{status}'{order})" for status in shown]
+            sql = (
+                f"SELECT page.* FROM ({' UNION ALL '.join(arms)}) AS page "  # noqa: S608 - fixed identifiers and words, bound values
+                f"ORDER BY page.key_due_at::timestamptz, page.id LIMIT ${len(page_params)}"
+            )
+        else:
+            sql += order
         if team is not None or by_status:
             sources = [f"{team} AS team(member)"] if team is not None else []
             if by_status:

@@ -164,7 +164,6 @@ DEFERRED_INDEXES = frozenset(
         "fu_renegotiations_by_time",
         "fu_staff_training_by_staff",
         "fu_surveys_by_answer",
-        "fu_tasks_by_due",
         "fu_tasks_cancelled_by_due",
         "fu_tasks_closed_by_time",
         "fu_tasks_done_by_due",

@@ -12,7 +12,11 @@ it), a bounded number of times (#12). A statement the database cancels (57014) f
 a row ends the batch's retries (it falls back to one by one), and an event whose own statement
 is cancelled five times in a row while others of the batch go through is dead-lettered with
 "statement cancelled 5 times" (replayable); when none goes through, the cancellations may be
-everyone's: it is retried until it goes through, in sight (docs/reliability.md).
+everyone's: it is retried, in sight, until it goes through or, given a probe (``answering``),
+its statement is cancelled ``alone_attempts`` times in a row with the probe answered after
+each: then the database does others' work, and it is dead-lettered too, with that reason (a
+probe unanswered restarts the count: an overloaded or unreachable database dead-letters
+nothing; docs/reliability.md).
 
 Each event is decoded once, where the batch receives it (#12): the projection's helpers read
 that one typed payload. The worker hands its plain messages' payloads decoded already, read
@@ -48,6 +52,7 @@ from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
 from branchline_shared.kafka.consuming import (
     CANCELLED_ALONE,
+    Answering,
     StatementCancelled,
     retry_transient,
 )
@@ -148,7 +153,13 @@ async def _apply_all(
 
 
 async def apply_batch(
-    units: UnitsOfWork, batch: Sequence[Delivered], projection: Projection, *, consumer: str
+    units: UnitsOfWork,
+    batch: Sequence[Delivered],
+    projection: Projection,
+    *,
+    consumer: str,
+    answering: Answering | None = None,
+    alone_attempts: int = CANCELLED_ALONE,
 ) -> BatchOutcome:
     """Apply ``batch`` in order in one unit of work; see the module's docstring."""
     if not batch:
@@ -213,9 +224,23 @@ async def apply_batch(
             outcome.failed.append((r.index, gave_up))
             continue
         # Nothing else went through: the cancellations may be everyone's (a database too
-        # slow for its statement_timeout), so the event is retried, in sight, not given up.
+        # slow for its statement_timeout), so the event is retried, in sight, given up only
+        # when the database answers a probe after each of its cancellations (#12).
         try:
-            applied = await _apply_one(units, r, projection, consumer, None)
+            if answering is None:
+                applied = await _apply_one(units, r, projection, consumer, None)
+            else:
+                applied = await _apply_one(
+                    units, r, projection, consumer, alone_attempts, answering
+                )
+        except StatementCancelled as alone:
+            log.error(
+                "event's statement cancelled on every attempt alone while the database "
+                "answered; dead-lettering it",
+                extra={"where": _places([r]), "attempts": alone.attempts},
+            )
+            outcome.failed.append((r.index, alone))
+            continue
         except Exception as error:
             outcome.failed.append((r.index, error))
             continue
@@ -230,6 +255,7 @@ async def _apply_one(
     projection: Projection,
     consumer: str,
     cancelled_limit: int | None,
+    answering: Answering | None = None,
 ) -> bool:
     async def one() -> bool:
         return await apply_event(units, each.event, projection, each.position)
@@ -239,6 +265,7 @@ async def _apply_one(
         consumer=consumer,
         where=functools.partial(_places, [each]),
         cancelled_limit=cancelled_limit,
+        answering=answering,
     )
     return applied
 

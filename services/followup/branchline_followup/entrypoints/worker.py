@@ -40,7 +40,13 @@ from branchline_followup.application.projector import Projection
 from branchline_followup.application.recording import SOURCE
 from branchline_shared.events.plain_messages import plain_event, plain_payload
 from branchline_shared.events.typed import Decoded
-from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
+from branchline_shared.kafka.consuming import (
+    CANCELLED_ALONE,
+    Answering,
+    BatchConsumer,
+    DeadLetters,
+    RawMessage,
+)
 from branchline_shared.kafka.topics import Topics
 from branchline_shared.kafka.wire import (
     PoisonEvent,
@@ -49,7 +55,7 @@ from branchline_shared.kafka.wire import (
     source_position,
 )
 from branchline_shared.logging_setup import describe_error
-from branchline_shared.postgres.pool import PgPool
+from branchline_shared.postgres.pool import PgPool, is_reachable
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import FollowupSettings
 
@@ -93,9 +99,15 @@ def create_worker_consumer(
     projected = projection if projection is not None else Projection(policy_from_settings(settings))
     writes: UnitsOfWork = units if units is not None else PostgresUnitsOfWork(pool)
 
+    # the probe of an event alone whose statement is cancelled again and again (#12)
+    answering = (lambda: is_reachable(pool)) if pool is not None else None
+    alone = settings.consumer_cancelled_alone_attempts
+
     async def handle(raws: list[RawMessage]) -> None:
         # looked up when called: benchmarks and tests replace it
-        await handle_batch(raws, writes, dead_letters, projected, jumps)
+        await handle_batch(
+            raws, writes, dead_letters, projected, jumps, answering=answering, alone_attempts=alone
+        )
 
     return BatchConsumer(
         settings=settings,
@@ -119,10 +131,14 @@ async def handle_batch(
     dead_letters: DeadLetters,
     projection: Projection,
     jumps: PositionJumps | None = None,
+    *,
+    answering: Answering | None = None,
+    alone_attempts: int = CANCELLED_ALONE,
 ) -> None:
     """Skip followup's own first copies (:func:`is_first_own_copy`), decode the rest (poison
     → dead letter), apply them as one batch, dead-letter each event that fails on its own with
-    the reason."""
+    the reason (``answering``, ``alone_attempts``: :func:`~branchline_followup.application.
+    batches.apply_batch`)."""
     batch: list[tuple[RawMessage, Delivered]] = []
     for raw in raws:
         if is_first_own_copy(raw):
@@ -152,7 +168,14 @@ async def handle_batch(
             jumps.seen(event, position)
         place = (raw.topic, raw.partition, raw.offset)
         batch.append((raw, Delivered(event, position, place, decoded)))
-    outcome = await apply_batch(units, [d for _, d in batch], projection, consumer=CONSUMER)
+    outcome = await apply_batch(
+        units,
+        [d for _, d in batch],
+        projection,
+        consumer=CONSUMER,
+        answering=answering,
+        alone_attempts=alone_attempts,
+    )
     for index, error in outcome.failed:
         await dead_letters.send(batch[index][0], f"projection failed: {describe_error(error)}")
 

@@ -49,6 +49,7 @@ from branchline_shared.eventstore.ports import (
     GuessWrong,
     IdsTakenAfterLostCommit,
     LocksDeadlocked,
+    RefusalRaced,
     SharedTransaction,
     StreamsBusy,
     UnitOfWork,
@@ -287,6 +288,14 @@ class GroupCommitter:
                     raise
                 LOCK_CYCLE_RERUNS.labels(path="group").inc()
                 log.warning("a lock cycle was broken; the group runs again")
+            except RefusalRaced:
+                # A caller's refusal of a sent id, or its acceptance under one, met the other
+                # recorded meanwhile by another writer (#12, D-05): rolled back, nothing
+                # answered; run again, decided on what is stored (409, or a resend's answer).
+                cycles += 1
+                if cycles == MAX_LOCK_CYCLES:
+                    raise
+                log.warning("an event id was refused and accepted at once; the group runs again")
             except IdsTakenAfterLostCommit:
                 # The group's COMMIT was lost with its connection and it did not commit: the
                 # store holds another writer's events under some of its callers' ids (a

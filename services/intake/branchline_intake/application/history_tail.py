@@ -13,7 +13,7 @@ process may have appended meanwhile: those events are in the tail and are folded
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -49,6 +49,11 @@ class _TailLoadingUnitOfWork:
 
     async def try_lock_streams(self, stream_ids: Sequence[str]) -> dict[str, int]:
         return await self._inner.try_lock_streams(stream_ids)
+
+    def claim_ids(self, claims: Iterable[tuple[uuid.UUID, uuid.UUID, bool]]) -> None:
+        claim = getattr(self._inner, "claim_ids", None)  # the store's, if it claims (#12)
+        if claim is not None:
+            claim(claims)
 
     async def find_existing(self, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredEvent]:
         return await self._inner.find_existing(event_ids)

@@ -45,6 +45,8 @@ class Refusal(StrEnum):
     """No such client, or not the caller's (existence does not leak)."""
     CLIENT_ERASED = "client-erased"
     """The client's key is destroyed (D-04)."""
+    STAFF_ERASED = "staff-erased"
+    """The member of staff's own key (``#staff/<staff_id>``) is destroyed (D-04)."""
     IDEMPOTENCY_CONFLICT = "idempotency-conflict"
     """The event id was used for a different event."""
     VERSION_CONFLICT = "version-conflict"

@@ -64,6 +64,7 @@ from branchline_shared.events.sealing_keys import (
     sealed_late_entry,
     sealing_key_id,
     sealing_key_of,
+    staff_of_key,
 )
 from branchline_shared.eventstore.ports import (
     ConcurrencyError,
@@ -414,7 +415,7 @@ async def _candidates(
         except KeyDestroyed as erased:
             # Also a resend of an event stored before the erasure: its hash can no longer be
             # made (Round 29), and it is answered so, not as a duplicate (D-04).
-            outcomes[index] = Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
+            outcomes[index] = _erased(erased)
             continue
         subject_key = None
         if key_id is not None:
@@ -558,6 +559,19 @@ def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def _erased(erased: KeyDestroyed) -> Refused:
+    """The refusal of a personal value of a subject whose key is destroyed (D-04), naming
+    whose it was by id (a client's, or a member of staff's ``#staff/<staff_id>``)."""
+    staff_id = staff_of_key(erased.client_id)
+    if staff_id is None:
+        return Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")
+    return Refused(
+        Refusal.STAFF_ERASED,
+        f"the data key of member of staff {staff_id} was destroyed (D-04)",
+        rule="D-04",
+    )
+
+
 async def _fetch_key(
     ctx: IntakeContext,
     item: SubmittedEvent,
@@ -566,8 +580,9 @@ async def _fetch_key(
 ) -> str | None:
     """The data key of the event's subject (the client's, a member of staff's or the
     institution's: ``sealing_keys``), fetched before the unit of work when the event will need
-    it (raises KeyDestroyed for an erased client); its id, or None when it is not needed
-    (nothing personal to seal: the submission's hash is then the service secret's)."""
+    it (raises KeyDestroyed for an erased client or member of staff); its id, or None when it
+    is not needed (nothing personal to seal: the submission's hash is then the service
+    secret's)."""
     key_id = sealing_key_id(item.type, client_id=item.client_id, staff_id=item.staff_id)
     needed = _personal_paths(item.type, data) or item.late_entry is not None
     if key_id is None or not needed:
@@ -707,6 +722,10 @@ async def _record(
         # may be, with the hash of the submission sent again under its id (Round 28): the
         # same submission is decided again, as here; its write checks it.
         may_be_stored_as = getattr(uow, "may_be_stored_as", None)
+        # A refusal of a sent id and another event accepted under it are recorded under two
+        # ids, which no unique index orders: each is claimed, and the store looks again for
+        # the other after the claims' locks, before the commit (#12, D-05; docs/intake.md).
+        claim_ids = getattr(uow, "claim_ids", None)
         histories = await uow.load_streams(client_streams + referenced)
         decided: dict[int, Outcome] = {}
         first_in_batch: dict[uuid.UUID, _Candidate] = {}
@@ -738,6 +757,8 @@ async def _record(
                         staged.append((cand.index, written))
                     else:
                         _stage_refusal(ctx, uow, cand, written, versions)
+                if claim_ids is not None and refusal_ids:
+                    claim_ids(_claims(writes, refusal_ids, existing))
                 if may_be_stored_as is not None:
                     may_be_stored_as(
                         {
@@ -773,6 +794,28 @@ async def _record(
             else:
                 decided[cand.index] = first_outcome
     return decided
+
+
+def _claims(
+    writes: list[tuple[_Candidate, RecordedEvent | Violation]],
+    refusal_ids: Mapping[uuid.UUID, uuid.UUID],
+    existing: Mapping[uuid.UUID, StoredEvent],
+) -> list[tuple[uuid.UUID, uuid.UUID, bool]]:
+    """The claims of a part's writes under sent ids (#12, D-05): ``(id sent, id that must not
+    be stored, exclusive)``. An event accepted under X claims X shared, its refusal's id to be
+    absent (unless that refusal was stored before: the same submission refused earlier, now
+    accepted); a refusal of X recorded claims X exclusive, X to be absent."""
+    claims: list[tuple[uuid.UUID, uuid.UUID, bool]] = []
+    for cand, written in writes:
+        event_id = cand.event.event_id
+        refusal_id = refusal_ids.get(event_id)
+        if refusal_id is None:  # a new random id: no other writer can send it
+            continue
+        if not isinstance(written, RecordedEvent):
+            claims.append((event_id, event_id, True))
+        elif refusal_id not in existing:
+            claims.append((event_id, refusal_id, False))
+    return claims
 
 
 class _PartWriter:

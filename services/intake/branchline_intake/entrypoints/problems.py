@@ -27,11 +27,14 @@ PROBLEMS: dict[Refusal, Shape] = {
     ),
     Refusal.CLIENT_NOT_FOUND: Shape(404, "Not found", "client-not-found"),
     Refusal.CLIENT_ERASED: Shape(409, "Client erased", "rule-violation"),
+    Refusal.STAFF_ERASED: Shape(409, "Member of staff erased", "rule-violation"),
     Refusal.IDEMPOTENCY_CONFLICT: Shape(409, "Idempotency key reused", "idempotency-conflict"),
     Refusal.VERSION_CONFLICT: Shape(409, "Stream version mismatch", "version-conflict"),
     Refusal.RULE_VIOLATION: Shape(409, "Refused by a rule", "rule-violation"),
 }
-"""A rule violation is titled by the refusing rule itself where it has a title."""
+"""A rule violation is titled by the refusing rule itself where it has a title. An erasure's
+refusals (D-04) keep the problem type ``rule-violation`` (clients branch on it) and are titled by
+whose key was destroyed: a client's or a member of staff's."""
 
 
 def problem_of(refused: Refused) -> Problem:

@@ -1,0 +1,84 @@
+"""bench/'s Kafka consumers and producers start and stop through the product's functions
+(``branchline_shared.kafka.starting``: ``start_or_close``, ``closed``), as the services' do:
+a start cut short closes what it opened, a stop ended short is finished (#12). The producers
+were moved in Round 29 ("testedges"), the consumers in Round 30. ``bench/start_cost.py``
+calls ``client.start()`` directly on purpose: it measures what ``start_or_close`` costs over
+it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+DIRECT_ON_PURPOSE = frozenset({"start_cost.py"})
+CLIENTS = frozenset({"AIOKafkaConsumer", "AIOKafkaProducer", "make_producer"})
+"""What makes a Kafka consumer or producer (aiokafka's classes, the product's factory)."""
+
+MODULES = sorted(
+    str(path.relative_to(BENCH))
+    for path in BENCH.rglob("*.py")
+    if str(path.relative_to(BENCH)) not in DIRECT_ON_PURPOSE
+)
+
+
+def _called(call: ast.Call) -> str | None:
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _direct_starts_and_stops(tree: ast.AST) -> list[str]:
+    """``name.start()`` / ``name.stop()`` on a name the module binds to a new Kafka client."""
+    clients: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and isinstance(node.value, ast.Call)
+            and _called(node.value) in CLIENTS
+        ):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            clients.update(t.id for t in targets if isinstance(t, ast.Name))
+    return [
+        f"{node.func.value.id}.{node.func.attr}() at line {node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"start", "stop"}
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id in clients
+    ]
+
+
+def test_the_bench_has_kafka_clients_to_look_at() -> None:
+    """The check below sees the bench's clients (it would pass vacuously otherwise)."""
+    made = [
+        name
+        for name in MODULES
+        for node in ast.walk(ast.parse((BENCH / name).read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and _called(node) == "AIOKafkaConsumer"
+    ]
+    assert len(made) >= 3, made
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_a_bench_kafka_client_starts_and_stops_through_the_products_functions(
+    name: str,
+) -> None:
+    tree = ast.parse((BENCH / name).read_text(encoding="utf-8"))
+    assert _direct_starts_and_stops(tree) == [], (
+        f"bench/{name}: use start_or_close / closed (branchline_shared.kafka.starting)"
+    )
+
+
+def test_start_cost_still_starts_its_producer_directly() -> None:
+    """The exemption names a file that still needs it."""
+    tree = ast.parse((BENCH / "start_cost.py").read_text(encoding="utf-8"))
+    assert _direct_starts_and_stops(tree), "start_cost.py: drop it from DIRECT_ON_PURPOSE"
