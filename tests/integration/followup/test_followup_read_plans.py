@@ -8,6 +8,7 @@ sequential scan. The worker's statements are checked in ``test_followup_client_i
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -812,3 +813,145 @@ async def test_each_scopes_refusals_are_as_before_also_when_a_client_changes_rm(
     assert moved & {r["event_id"] for r in after["two RMs"]}
     assert moved & {r["event_id"] for r in after["the default team"]}
     assert not moved & {r["event_id"] for r in after["the default team, a rule"]}
+
+
+FEW_CLIENTS = """
+UPDATE fu_tasks SET client_id = 'C-' || (extract(epoch FROM due_at)::bigint / 1020 % 4)
+WHERE client_id <> 'C-7';
+ANALYZE fu_tasks;
+"""
+"""Every task but client C-7's (ten) moved to one of four clients: statistics that say a
+client holds a fifth of the tasks, as a young bank's, or one whose clients are few."""
+
+CLIENT_PAGES: dict[str, queries.TaskFilter] = {
+    "tasks": queries.TaskFilter(client_id="C-7"),
+    "done": queries.TaskFilter(client_id="C-7", status="done"),
+    "cancelled": queries.TaskFilter(client_id="C-7", status="cancelled"),
+    "open": queries.TaskFilter(client_id="C-7", status="open"),
+    "overdue": queries.TaskFilter(client_id="C-7", status="overdue"),
+    "due before": queries.TaskFilter(client_id="C-7", due_before=NOW),
+    "of a kind": queries.TaskFilter(client_id="C-7", kind="survey"),
+    "of a kind, done": queries.TaskFilter(client_id="C-7", kind="survey", status="done"),
+    "of an RM": queries.TaskFilter(client_id="C-7", assignee="rm-7"),
+    "of a team, cancelled": queries.TaskFilter(
+        client_id="C-7", assignee_in=frozenset({"rm-7", "rm-8"}), status="cancelled"
+    ),
+}
+
+
+async def _buffers_on_generic_plan(pool: PgPool, statement: str, args: tuple[object, ...]) -> int:
+    """The shared buffers the statement's generic plan touches, run with ``args`` (written as
+    literals into ``EXECUTE``: an ``EXPLAIN`` of the statement itself, prepared, would plan
+    it again with its values)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        types = []
+        for t in (await conn.prepare(statement)).get_parameters():
+            types.append(f"{t.name[1:]}[]" if t.name.startswith("_") else t.name)
+        literals = []
+        for value, name in zip(args, types, strict=True):
+            quoted = await conn.fetchval(f"SELECT format('%L', $1::{name}::text)", value)
+            literals.append(f"{quoted}::{name}")
+        await conn.execute(f"PREPARE buffers_probe AS {statement}")
+        try:
+            values = f"({', '.join(literals)})" if literals else ""
+            explained = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE buffers_probe{values}"
+            )
+        finally:
+            await conn.execute("DEALLOCATE buffers_probe")
+    (plan,) = json.loads(explained) if isinstance(explained, str) else explained
+    top = plan["Plan"]
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+
+
+class _Arguments:
+    """A pool that records each statement with its arguments and otherwise is the pool."""
+
+    def __init__(self, target: PgPool, seen: list[tuple[str, tuple[object, ...]]]) -> None:
+        self._target = target
+        self.seen = seen
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._target, name)
+
+    async def fetch(self, sql: str, *args: object) -> object:
+        self.seen.append((sql, args))
+        return await self._target.fetch(sql, *args)
+
+
+@pytest.mark.parametrize("name", sorted(CLIENT_PAGES))
+async def test_a_rare_clients_page_reads_the_clients_tasks_whatever_the_statistics(
+    filled: PgPool, name: str
+) -> None:
+    """#12: a client's page, filtered or not (status, SLA, kind, RM, team), first and next,
+    on its generic plan with statistics that say a client holds a fifth of the tasks, reads
+    the client's tasks by fu_tasks_of_client and a few dozen buffers for a client of ten
+    tasks. Before, a client's page by status walked the status's partial index in due order
+    filtering on client_id (with an RM, a kind or a team: their index), and for a client
+    with fewer than a page's tasks read every task of the status: thousands of buffers."""
+    await filled.execute(FEW_CLIENTS)
+    for after in (False, True):
+        seen: list[tuple[str, tuple[object, ...]]] = []
+        read = tasks(CLIENT_PAGES[name], after=after)
+        await read(cast(PgPool, _Arguments(filled, seen)))
+        assert seen
+        for statement, args in seen:
+            plan = await generic_plan(filled, statement)
+            scans = [i for i, _ in _index_reads(plan) if i.startswith("fu_tasks")]
+            assert scans == ["fu_tasks_of_client"], plan
+            assert "Seq Scan" not in plan, plan
+            buffers = await _buffers_on_generic_plan(filled, statement, args)
+            assert buffers <= 60, (buffers, plan)
+
+
+CLIENTS_TASKS = """
+UPDATE fu_tasks SET client_id = 'C-' || (n % 2),
+                    kind = CASE WHEN n % 3 = 0 THEN 'revisit' ELSE 'satisfaction_survey' END,
+                    rule = CASE WHEN n % 3 = 0 THEN 'D-08' ELSE 'D-01b' END
+FROM (SELECT id, row_number() OVER (ORDER BY due_at, id) AS n FROM fu_tasks) AS numbered
+WHERE fu_tasks.id = numbered.id
+"""
+
+
+async def test_a_clients_pages_are_its_tasks_in_due_order(filled: PgPool) -> None:
+    """A client's list by each status (or none, or overdue), of a kind or of an RM, page after
+    page (ties in due_at included), is every task of that client so filtered in (due_at, id)
+    order: the client's tasks read first (#12) is the walk it replaced."""
+    await filled.execute("DELETE FROM fu_tasks")
+    await filled.execute(CLOSED_TASKS, NOW)
+    await filled.execute(CLIENTS_TASKS)
+    for status in (None, "open", "done", "cancelled", "overdue"):
+        for assignee, kind in ((None, None), ("rm-t1", None), (None, "revisit")):
+            want = [
+                r["id"]
+                for r in await filled.fetch(
+                    "SELECT id FROM fu_tasks WHERE client_id = 'C-1' AND ($1::text IS NULL "
+                    "OR status = $1 OR ($1 = 'overdue' AND status = 'open' AND due_at <= $4)) "
+                    "AND ($2::text IS NULL OR assignee = $2) "
+                    "AND ($3::text IS NULL OR kind = $3) ORDER BY due_at, id",
+                    status,
+                    assignee,
+                    kind,
+                    NOW,
+                )
+            ]
+            got: list[uuid.UUID] = []
+            after: tuple[datetime, uuid.UUID] | None = None
+            while True:
+                page = await queries.list_tasks(
+                    filled,
+                    where=queries.TaskFilter(
+                        client_id="C-1", assignee=assignee, kind=kind, status=status
+                    ),
+                    after=after,
+                    limit=7,
+                    now=NOW,
+                    due_soon_window=timedelta(days=2),
+                )
+                got += [row["id"] for row in page]
+                if len(page) < 7:
+                    break
+                after = (page[-1]["due_at"], page[-1]["id"])
+            assert got == want, (status, assignee, kind)
+            assert got, (status, assignee, kind)

@@ -143,7 +143,12 @@ async def list_tasks(
     (followup 019): a page by status pins both and walks due_at; a page with no status is
     read status by status (:data:`_SHOWN`), at most a page each, merged. Filtered on
     status instead, a page by a rare status read the RM's whole history, or for a kind
-    every task to the table's end (#12)."""
+    every task to the table's end (#12).
+
+    A client's page (``client_id``, with any other filter) reads the client's tasks
+    (fu_tasks_of_client, followup 013) and filters and orders those: on a generic plan with
+    statistics that say a client holds many tasks, it walked a status's partial index (or the
+    owner's or kind's) filtering on client_id, every task of it for a client with few (#12)."""
     clauses: list[str] = []
     param = Placeholders()
     params = param.values
@@ -159,14 +164,18 @@ async def list_tasks(
         team = _EVERYONE_BUT.format(named=param(sorted(where.assignee_not_in)))
     if where.kind is not None:
         clauses.append(f"kind = {param(where.kind)}")
-    if where.client_id is not None:
-        clauses.append(f"client_id = {param(where.client_id)}")
+    # a client's page reads the client's tasks first (fu_tasks_of_client), then filters and
+    # orders them: planned blind to the client, a walk of a status's part (or of an owner's or
+    # a kind's) filtered on client_id read every task of it for a client with few (#12)
+    client = None if where.client_id is None else param(where.client_id)
     if where.due_before is not None:
         clauses.append(f"due_at < {param(where.due_before)}")
     # an RM's, a team's or a kind's page walks (owner or kind, status, due_at, id), one walk
     # per status shown (followup 019); the status is the walk's, not a partial index's with
     # the owner or kind filtered: that walk reads every task of the status (#12)
-    by_status = where.assignee is not None or team is not None or where.kind is not None
+    by_status = client is None and (
+        where.assignee is not None or team is not None or where.kind is not None
+    )
     if where.status in STATUS_FILTERS:
         shown: tuple[str, ...] = (where.status,)
         if not by_status:
@@ -196,13 +205,20 @@ async def list_tasks(
     # walk in due order needed fu_tasks_by_due (due_at, id), an index entry on every task's
     # creation and closing that followup 022 drops (#12). A client's page keeps its own index
     # (fu_tasks_of_client): a status's part walked for one client's tasks reads them all.
-    split = not by_status and shown == _SHOWN and where.client_id is None
+    split = not by_status and shown == _SHOWN and client is None
+    # the client's tasks as a materialized CTE named as the table: planned on its own, its one
+    # condition is client_id, which only fu_tasks_of_client serves, so no ordered walk filtered
+    # on client_id can be chosen whatever the statistics say; at most the client's tasks
+    # are read, as before for a client with many (followup 013)
+    source = "fu_tasks"
+    if client is not None:
+        source = "client_tasks AS fu_tasks"
     rows: list[dict[str, Any]] = []
     keyset = None if after is None else (after[0].isoformat(), after[1])
     while len(rows) < limit:
         wanted = limit - len(rows)
         page_params = list(params)
-        sql = f"SELECT {TASK_VIEW_COLUMNS}, {_KEY} FROM fu_tasks WHERE {where_sql}"  # noqa: S608 - fixed identifiers, bound values
+        sql = f"SELECT {TASK_VIEW_COLUMNS}, {_KEY} FROM {source} WHERE {where_sql}"  # noqa: S608 - fixed identifiers, bound values
         if team is not None:
             sql += " AND fu_tasks.assignee = team.member"
         if by_status:
@@ -230,6 +246,11 @@ async def list_tasks(
                 f"SELECT page.* FROM {' CROSS JOIN '.join(sources)} "  # noqa: S608 - fixed identifiers, bound values
                 f"CROSS JOIN LATERAL ({sql}) AS page "
                 f"ORDER BY page.key_due_at::timestamptz, page.id LIMIT ${len(page_params)}"
+            )
+        if client is not None:
+            sql = (
+                "WITH client_tasks AS MATERIALIZED "  # noqa: S608 - fixed identifiers, bound values
+                f"(SELECT * FROM fu_tasks WHERE client_id = {client}) {sql}"
             )
         raw = await pool.fetch(sql, *page_params)
         rows += decode_rows(raw, task_row, query="followups.list")
