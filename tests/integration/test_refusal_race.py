@@ -85,6 +85,15 @@ class _HeldUnit:
         return found
 
 
+async def _refused_once(ctx: IntakeContext, client_id: str) -> None:
+    """A first refusal of the client (D-09): its refusal stream exists, so the race's writer
+    does not run again with every lock up front (which would close the race by accident)."""
+    [earlier] = await submit_events(
+        ctx, [consent_with(client_id, uuid.uuid4())], submitted_by=_SENDER
+    )
+    assert _outcome_kind(earlier) == "refused"
+
+
 def _outcome_kind(outcome: Outcome) -> str:
     if isinstance(outcome, Accepted):
         return "accepted"
@@ -109,10 +118,7 @@ async def test_a_refusal_and_an_acceptance_under_one_id_record_one(
     # The refusing client's refusal stream exists (an earlier consent refused): a first
     # refusal would find it not created, run again with every lock up front and look the
     # ids up afresh, which closes the race in that case only.
-    [earlier] = await submit_events(
-        ctx, [consent_with(f"C-XR{run}", uuid.uuid4())], submitted_by=_SENDER
-    )
-    assert _outcome_kind(earlier) == "refused"
+    await _refused_once(ctx, f"C-XR{run}")
     store = _HeldAfterLookUp(ctx.store)
     first_item, second_item = (
         (refused_item, accepted_item)
@@ -150,10 +156,7 @@ async def test_an_acceptance_on_the_guess_and_a_refusal_under_one_id_record_one(
     ctx: IntakeContext = app.state.intake
     run = uuid.uuid4().hex[:6]
     sent = uuid.uuid4()
-    [earlier] = await submit_events(
-        ctx, [consent_with(f"C-XR{run}", uuid.uuid4())], submitted_by=_SENDER
-    )
-    assert _outcome_kind(earlier) == "refused"
+    await _refused_once(ctx, f"C-XR{run}")
     store = _HeldAfterLookUp(ctx.store)
     refusing = asyncio.ensure_future(
         submit_events(
@@ -193,10 +196,7 @@ async def test_a_guess_waits_for_a_refusal_in_flight_and_looks_again(
     ctx: IntakeContext = app.state.intake
     run = uuid.uuid4().hex[:6]
     sent = uuid.uuid4()
-    [earlier] = await submit_events(
-        ctx, [consent_with(f"C-XR{run}", uuid.uuid4())], submitted_by=_SENDER
-    )
-    assert _outcome_kind(earlier) == "refused"
+    await _refused_once(ctx, f"C-XR{run}")
     bucket = sent.int % EVENT_ID_BUCKETS
     async with connected(settings) as holder, connected(settings) as watcher:
         waiting = (
@@ -246,10 +246,7 @@ async def test_concurrent_refusals_and_acceptances_of_shared_ids_neither_deadloc
     ctx: IntakeContext = app.state.intake
     run = uuid.uuid4().hex[:6]
     refusing = f"C-XR{run}"
-    [earlier] = await submit_events(
-        ctx, [consent_with(refusing, uuid.uuid4())], submitted_by=_SENDER
-    )
-    assert _outcome_kind(earlier) == "refused"
+    await _refused_once(ctx, refusing)
     ids = [uuid.UUID(int=(uuid.uuid4().int & ~0xFFFF) | i) for i in range(64)]
     committer = GroupCommitter(ctx, writers=4)
     cycles = [LOCK_CYCLE_RERUNS.labels(path=p)._value.get() for p in ("group", "batch")]
