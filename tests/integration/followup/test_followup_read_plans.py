@@ -577,36 +577,46 @@ async def test_each_status_pages_are_the_tasks_of_that_status_in_due_order(
     owners = ((None, None), ("rm-t1", None), (None, "revisit"), ("rm-t1", "revisit"))
     for status in (None, "open", "done", "cancelled", "overdue"):
         for assignee, kind in owners:
-            want = [
-                r["id"]
-                for r in await filled.fetch(
-                    "SELECT id FROM fu_tasks WHERE ($1::text IS NULL OR status = $1 "
-                    "OR ($1 = 'overdue' AND status = 'open' AND due_at <= $4)) "
-                    "AND ($2::text IS NULL OR assignee = $2) "
-                    "AND ($3::text IS NULL OR kind = $3) ORDER BY due_at, id",
-                    status,
-                    assignee,
-                    kind,
-                    NOW,
-                )
-            ]
-            got: list[uuid.UUID] = []
-            after: tuple[datetime, uuid.UUID] | None = None
-            while True:
-                page = await queries.list_tasks(
-                    filled,
-                    where=queries.TaskFilter(assignee=assignee, kind=kind, status=status),
-                    after=after,
-                    limit=7,
-                    now=NOW,
-                    due_soon_window=timedelta(days=2),
-                )
-                got += [row["id"] for row in page]
-                if len(page) < 7:
-                    break
-                after = (page[-1]["due_at"], page[-1]["id"])
-            assert got == want, (status, assignee, kind)
-            assert got, (status, assignee, kind)
+            await _pages_are_the_filtered_tasks(
+                filled, queries.TaskFilter(assignee=assignee, kind=kind, status=status)
+            )
+
+
+async def _pages_are_the_filtered_tasks(filled: PgPool, where: queries.TaskFilter) -> None:
+    """``list_tasks`` page after page (7 a page) is every task the filter names (the plain
+    conditions, one statement) in (due_at, id) order, and there is at least one."""
+    want = [
+        r["id"]
+        for r in await filled.fetch(
+            "SELECT id FROM fu_tasks WHERE ($5::text IS NULL OR client_id = $5) "
+            "AND ($1::text IS NULL OR status = $1 "
+            "OR ($1 = 'overdue' AND status = 'open' AND due_at <= $4)) "
+            "AND ($2::text IS NULL OR assignee = $2) "
+            "AND ($3::text IS NULL OR kind = $3) ORDER BY due_at, id",
+            where.status,
+            where.assignee,
+            where.kind,
+            NOW,
+            where.client_id,
+        )
+    ]
+    got: list[uuid.UUID] = []
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        page = await queries.list_tasks(
+            filled,
+            where=where,
+            after=after,
+            limit=7,
+            now=NOW,
+            due_soon_window=timedelta(days=2),
+        )
+        got += [row["id"] for row in page]
+        if len(page) < 7:
+            break
+        after = (page[-1]["due_at"], page[-1]["id"])
+    assert got == want, where
+    assert got, where
 
 
 @pytest.mark.parametrize(
@@ -923,35 +933,7 @@ async def test_a_clients_pages_are_its_tasks_in_due_order(filled: PgPool) -> Non
     await filled.execute(CLIENTS_TASKS)
     for status in (None, "open", "done", "cancelled", "overdue"):
         for assignee, kind in ((None, None), ("rm-t1", None), (None, "revisit")):
-            want = [
-                r["id"]
-                for r in await filled.fetch(
-                    "SELECT id FROM fu_tasks WHERE client_id = 'C-1' AND ($1::text IS NULL "
-                    "OR status = $1 OR ($1 = 'overdue' AND status = 'open' AND due_at <= $4)) "
-                    "AND ($2::text IS NULL OR assignee = $2) "
-                    "AND ($3::text IS NULL OR kind = $3) ORDER BY due_at, id",
-                    status,
-                    assignee,
-                    kind,
-                    NOW,
-                )
-            ]
-            got: list[uuid.UUID] = []
-            after: tuple[datetime, uuid.UUID] | None = None
-            while True:
-                page = await queries.list_tasks(
-                    filled,
-                    where=queries.TaskFilter(
-                        client_id="C-1", assignee=assignee, kind=kind, status=status
-                    ),
-                    after=after,
-                    limit=7,
-                    now=NOW,
-                    due_soon_window=timedelta(days=2),
-                )
-                got += [row["id"] for row in page]
-                if len(page) < 7:
-                    break
-                after = (page[-1]["due_at"], page[-1]["id"])
-            assert got == want, (status, assignee, kind)
-            assert got, (status, assignee, kind)
+            await _pages_are_the_filtered_tasks(
+                filled,
+                queries.TaskFilter(client_id="C-1", assignee=assignee, kind=kind, status=status),
+            )
