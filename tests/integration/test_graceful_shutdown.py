@@ -81,10 +81,28 @@ async def test_sigterm_drains_requests_and_the_relay_then_exits_cleanly(
                     return False
 
             await eventually(ready, within=60, interval=0.3)
+            sent = 0
+            all_sent = asyncio.Event()
+
+            async def trace(name: str, info: object) -> None:
+                nonlocal sent
+                sent += name == "http11.send_request_headers.complete"
+                if sent == 30:
+                    all_sent.set()
+
             posts = [
-                asyncio.create_task(client.post("/v1/events", json=registration(f"C-{n}")))
+                asyncio.create_task(
+                    client.post(
+                        "/v1/events", json=registration(f"C-{n}"), extensions={"trace": trace}
+                    )
+                )
                 for n in range(30)
             ]
+            # In flight before the signal: every post connected and sent first (a connect after
+            # the listening sockets closed is refused, as it should be; on a loaded machine a
+            # fixed 50 ms did not cover 30 connects), then a moment for them to be read.
+            async with asyncio.timeout(30):
+                await all_sent.wait()
             await asyncio.sleep(0.05)
             process.send_signal(signal.SIGTERM)
 

@@ -36,7 +36,11 @@ async def test_the_checkpointer_outlives_a_connection_whose_session_was_ended(
     and reads on a pool of its own, straight to the server."""
     caplog.set_level(logging.WARNING, logger="branchline_audit.application.checkpointing")
     target = urlsplit(settings.audit_database_url)
-    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=5) as proxy:
+    # The recovery must come before the ended session's close does: 5 s was not enough on a
+    # CI machine loaded to 7-11 (the second signing came after it); the close waits 20 s.
+    async with cuttable(
+        target.hostname or "127.0.0.1", target.port or 5432, close_late=20
+    ) as proxy:
         netloc = f"{target.username}@127.0.0.1:{proxy.port}"
         via_proxy = settings.model_copy(
             update={"audit_database_url": urlunsplit(target._replace(netloc=netloc))}
