@@ -582,9 +582,11 @@ async def test_each_status_pages_are_the_tasks_of_that_status_in_due_order(
             )
 
 
-async def _pages_are_the_filtered_tasks(filled: PgPool, where: queries.TaskFilter) -> None:
+async def _pages_are_the_filtered_tasks(
+    filled: PgPool, where: queries.TaskFilter, *, some: bool = True
+) -> None:
     """``list_tasks`` page after page (7 a page) is every task the filter names (the plain
-    conditions, one statement) in (due_at, id) order, and there is at least one."""
+    conditions, one statement) in (due_at, id) order, and (``some``) there is at least one."""
     want = [
         r["id"]
         for r in await filled.fetch(
@@ -616,7 +618,7 @@ async def _pages_are_the_filtered_tasks(filled: PgPool, where: queries.TaskFilte
             break
         after = (page[-1]["due_at"], page[-1]["id"])
     assert got == want, where
-    assert got, where
+    assert got or not some, where
 
 
 @pytest.mark.parametrize(
@@ -933,7 +935,10 @@ async def test_a_clients_pages_are_its_tasks_in_due_order(filled: PgPool) -> Non
     await filled.execute(CLIENTS_TASKS)
     for status in (None, "open", "done", "cancelled", "overdue"):
         for assignee, kind in ((None, None), ("rm-t1", None), (None, "revisit")):
+            # C-1 and the kind are drawn by row number among tasks due at the same time
+            # (random ids): an RM's or a kind's few overdue tasks may all fall to C-0
             await _pages_are_the_filtered_tasks(
                 filled,
                 queries.TaskFilter(client_id="C-1", assignee=assignee, kind=kind, status=status),
+                some=status != "overdue" or (assignee, kind) == (None, None),
             )
