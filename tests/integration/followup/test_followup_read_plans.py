@@ -342,21 +342,7 @@ async def test_a_teams_work_list_pages_are_its_members_tasks_in_due_order(filled
             status,
             NOW,
         )
-        got: list[uuid.UUID] = []
-        after: tuple[datetime, uuid.UUID] | None = None
-        while True:
-            page = await queries.list_tasks(
-                filled,
-                where=queries.TaskFilter(assignee_in=team, status=status),
-                after=after,
-                limit=7,
-                now=NOW,
-                due_soon_window=timedelta(days=2),
-            )
-            got += [row["id"] for row in page]
-            if len(page) < 7:
-                break
-            after = (page[-1]["due_at"], page[-1]["id"])
+        got = await _walked_pages(filled, queries.TaskFilter(assignee_in=team, status=status))
         assert got == [r["id"] for r in want], status
         assert len(got) > 7, status
 
@@ -602,23 +588,25 @@ async def _pages_are_the_filtered_tasks(
             where.client_id,
         )
     ]
+    got = await _walked_pages(filled, where)
+    assert got == want, where
+    assert got or not some, where
+
+
+async def _walked_pages(
+    filled: PgPool, where: queries.TaskFilter, *, due_soon: timedelta = timedelta(days=2)
+) -> list[uuid.UUID]:
+    """Every task ``list_tasks`` serves for the filter, 7 a page, page after page."""
     got: list[uuid.UUID] = []
     after: tuple[datetime, uuid.UUID] | None = None
     while True:
         page = await queries.list_tasks(
-            filled,
-            where=where,
-            after=after,
-            limit=7,
-            now=NOW,
-            due_soon_window=timedelta(days=2),
+            filled, where=where, after=after, limit=7, now=NOW, due_soon_window=due_soon
         )
         got += [row["id"] for row in page]
         if len(page) < 7:
-            break
+            return got
         after = (page[-1]["due_at"], page[-1]["id"])
-    assert got == want, where
-    assert got or not some, where
 
 
 @pytest.mark.parametrize(
@@ -677,21 +665,11 @@ async def test_an_rms_sla_pages_are_as_before(filled: PgPool) -> None:
     await filled.execute(TIED_TASKS, NOW)
     for status, sla in SLA.items():
         want = [r["id"] for r in await filled.fetch(OLD_TASKS.format(sla=sla), "rm-t1", NOW)]
-        got: list[uuid.UUID] = []
-        after: tuple[datetime, uuid.UUID] | None = None
-        while True:
-            page = await queries.list_tasks(
-                filled,
-                where=queries.TaskFilter(assignee="rm-t1", status=status),
-                after=after,
-                limit=7,
-                now=NOW,
-                due_soon_window=timedelta(hours=10),
-            )
-            got += [row["id"] for row in page]
-            if len(page) < 7:
-                break
-            after = (page[-1]["due_at"], page[-1]["id"])
+        got = await _walked_pages(
+            filled,
+            queries.TaskFilter(assignee="rm-t1", status=status),
+            due_soon=timedelta(hours=10),
+        )
         assert got == want, status
         assert got, status
 
