@@ -91,14 +91,19 @@ Handler = Callable[[list[RawMessage]], Awaitable[None]]
 
 async def audit_handler(settings: Any) -> tuple[Handler, Any, int, Callable[[], Awaitable[None]]]:
     from branchline_audit.adapters.database import open_role_pool, prepare_database
-    from branchline_audit.bootstrap import audit_context, build_consumer, self_repair
+    from branchline_audit.bootstrap import audit_context, build_consumer, ledger_probe, self_repair
     from branchline_shared.clock import SystemClock
 
     await prepare_database(settings)
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
     repair = self_repair(settings, pool)
     consumer = build_consumer(
-        settings, audit_context(settings, pool, SystemClock()).ledger, None, SystemClock(), repair
+        settings,
+        audit_context(settings, pool, SystemClock()).ledger,
+        None,
+        SystemClock(),
+        repair,
+        answering=ledger_probe(pool),
     )
     consumer._dead_letters = CountedDeadLetters()  # type: ignore[assignment]
 

@@ -11,6 +11,7 @@ from branchline_audit.adapters.ledger import PostgresLedger
 from branchline_audit.bootstrap import (
     audit_context,
     build_consumer,
+    ledger_probe,
     prepare_database,
     self_repair,
 )
@@ -18,7 +19,6 @@ from branchline_shared.background import cancel_and_wait
 from branchline_shared.clock import SystemClock
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
-from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.reconcile.self_repair import self_repairing
 from branchline_shared.settings import BranchlineSettings
 
@@ -35,7 +35,7 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
     repair = self_repair(settings, pool)
     task = asyncio.create_task(
         build_consumer(
-            settings, audit.ledger, producer, clock, repair, lambda: is_reachable(pool)
+            settings, audit.ledger, producer, clock, repair, answering=ledger_probe(pool)
         ).run()
     )
     try:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool, prepare_database
-from branchline_audit.adapters.ledger import PostgresLedger
+from branchline_audit.adapters.ledger import LEDGER_LOCK_PROBE, PostgresLedger
 from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied, ledger_has
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.adapters.signing_key import load_signer
@@ -45,7 +45,7 @@ from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
-from branchline_shared.postgres.pool import is_reachable
+from branchline_shared.postgres.pool import PromptProbe, is_reachable
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
@@ -176,12 +176,15 @@ def build_consumer(
     producer: AIOKafkaProducer,
     clock: Clock,
     repair: SelfRepair | None = None,
-    answering: Answering | None = None,
+    *,
+    answering: Answering | None,
 ) -> BatchConsumer:
     """The ledger consumer: every event topic into the ledger, poison to the DLQ; a broker
-    that lost its log makes it rewind and ``repair`` re-queue what it missed. ``answering``:
-    a probe of the ledger's pool; with it, an event alone whose append is cancelled again and
-    again while the database answers is dead-lettered (replayable), not held for ever (#12)."""
+    that lost its log makes it rewind and ``repair`` re-queue what it missed. ``answering``
+    (required, so that no caller forgets it): the probe of the ledger's pool,
+    :func:`ledger_probe`; with it, an event alone whose append is cancelled again and again
+    while the database answers it promptly is dead-lettered (replayable), not held for ever;
+    ``None`` only where a lone cancelled event is to be retried for ever (#12)."""
     topics = declare_topics(settings)
     return BatchConsumer(
         settings=settings,
@@ -197,6 +200,12 @@ def build_consumer(
         after_round=batch_trimmer(trim_policy(settings)),
         answering=answering,
     )
+
+
+def ledger_probe(pool: asyncpg.Pool[Any]) -> Answering:
+    """The audit consumer's probe: the ledger's lock, as every append takes it, answered
+    within a tenth of the pool's ``statement_timeout`` (#12, docs/reliability.md)."""
+    return PromptProbe(pool, *LEDGER_LOCK_PROBE)
 
 
 async def run_consumer(settings: AuditSettings) -> None:
@@ -225,7 +234,7 @@ async def run_consumer(settings: AuditSettings) -> None:
             audit = audit_context(settings, pool, clock)
             repair = self_repair(settings, pool)
             consumer = build_consumer(
-                settings, audit.ledger, producer, clock, repair, lambda: is_reachable(pool)
+                settings, audit.ledger, producer, clock, repair, answering=ledger_probe(pool)
             )
             checks = {
                 "postgres": lambda: is_reachable(pool),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -83,6 +85,65 @@ async def ensure_database(dsn: str) -> None:
                 pass  # another process created it between our check and our create
     finally:
         await conn.close()
+
+
+PROBE_SHARE = 0.1
+"""The share of the pool's ``statement_timeout`` within which a :class:`PromptProbe` must be
+answered (acquire and statement together): a database that takes a tenth of the timeout to
+answer a cheap statement is slow for everyone, not only for the work it cancelled (#12)."""
+
+PROBE_BOUND_S = 2.0
+"""A probe's bound when the pool has no ``statement_timeout`` (0), or a share of it longer."""
+
+
+class PromptProbe:
+    """Whether the database answers ``statement`` (bind ``args``), a cheap statement of the
+    kind every unit of the caller's work runs first (the lock each of them takes), **promptly**:
+    within :data:`PROBE_SHARE` of the pool's ``statement_timeout`` (read once; at most
+    :data:`PROBE_BOUND_S`), the acquire included. A cancelled statement followed by a prompt
+    answer is the work's own; an answer slow or missing says the database (or the lock every
+    unit needs) is slow for everyone (#12, docs/reliability.md "A statement cancelled again
+    and again")."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        statement: str = "SELECT 1",
+        *args: object,
+        share: float = PROBE_SHARE,
+        bound_s: float = PROBE_BOUND_S,
+    ) -> None:
+        self._pool = pool
+        self._statement = statement
+        self._args = args
+        self._share = share
+        self._bound_s = bound_s
+        self.within_s: float | None = None  # known after the first probe
+
+    async def _within(self) -> float:
+        if self.within_s is None:
+            async with self._pool.acquire(timeout=self._bound_s) as conn:
+                ms = await conn.fetchval(
+                    "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'",
+                    timeout=self._bound_s,
+                )
+            share = self._share * int(ms) / 1000
+            self.within_s = min(self._bound_s, share) if share > 0 else self._bound_s
+        return self.within_s
+
+    async def __call__(self) -> bool:
+        try:
+            within = await self._within()
+            started = time.monotonic()
+            async with asyncio.timeout(within), self._pool.acquire() as conn:
+                await conn.execute(self._statement, *self._args)
+            return time.monotonic() - started <= within
+        except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+            return False
+        except asyncpg.InternalClientError as error:
+            if not session_ended_unread(error):  # as in :func:`is_reachable`
+                raise
+            return False
 
 
 async def is_reachable(pool: asyncpg.Pool[Any]) -> bool:

@@ -7,7 +7,13 @@ ledger's next position, and the ledger verifies (the old code held the consumer 
 The consumer's pool runs with a short ``statement_timeout``; the event's append waits on a
 ledger row of the same event id that another transaction inserted and holds uncommitted (as a
 long transaction would hold what it writes), so it is cancelled by the server every time;
-anything else goes through."""
+anything else goes through.
+
+A real overload (Round 31): the ledger's lock, which every append takes first, held by another
+transaction (a long checkpoint, a repair by hand): every append is cancelled while a plain
+``SELECT 1`` still answers at once. The probe takes that lock within a tenth of the pool's
+``statement_timeout``, so it is not answered and nothing is dead-lettered (the old probe,
+``SELECT 1``, dead-lettered the event)."""
 
 from __future__ import annotations
 
@@ -20,16 +26,17 @@ import asyncpg
 import pytest
 
 from branchline_audit.adapters.database import prepare_database, role_pool
+from branchline_audit.adapters.ledger import LEDGER_LOCK_KEY
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
+from branchline_audit.bootstrap import CONSUMER, build_consumer, ledger_probe
 from branchline_audit.bootstrap import audit_context as built_context
-from branchline_audit.bootstrap import build_consumer
 from branchline_shared.clock import SystemClock
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka.consuming import CANCELLED, CANCELLED_ALONE
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.kafka.wire import encode_event
-from branchline_shared.postgres.pool import is_reachable
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import event, quick_settings, superuser
 from tests.support.kafka import produce, read_all
@@ -62,7 +69,7 @@ async def consumer_running(
     producer = make_producer(settings, client_id="audit-test-dlq")
     await producer.start()
     consumer = build_consumer(
-        settings, audit.ledger, producer, SystemClock(), None, lambda: is_reachable(pool)
+        settings, audit.ledger, producer, SystemClock(), None, answering=ledger_probe(pool)
     )
     task = asyncio.create_task(consumer.run())
     try:
@@ -154,3 +161,54 @@ async def test_a_lone_event_cancelled_while_the_database_answers_is_dead_lettere
 
 async def _holds(audit: AuditContext, expected: list[str]) -> bool:
     return await ids(audit) == expected
+
+
+@contextlib.asynccontextmanager
+async def ledger_lock_held(settings: BranchlineSettings) -> AsyncIterator[None]:
+    """The ledger's lock held by another transaction until the block ends: every append
+    waits for it (the database slow for every event, not for one)."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
+        yield
+
+
+async def test_no_event_is_dead_lettered_while_the_ledger_lock_holds_every_append(
+    settings: BranchlineSettings,
+) -> None:
+    """Every append cancelled (the ledger's lock held elsewhere) while ``SELECT 1`` answers:
+    past the attempts after which a lone event's own cancellations dead-letter it, the event
+    is still retried (nothing in the dead-letter topic) and appended once the lock is let go
+    (old probe: dead-lettered after the setting's attempts, #12)."""
+    s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
+    topics = declare_topics(s)
+    await ensure_topics(s.kafka_bootstrap, topics.all())
+    held = RecordedEvent.model_validate(
+        event(1, client_id="C-1", event_type="visit.arrived")
+    ).model_dump(mode="json")
+    async with impatient_audit(s) as audit:
+        pool = audit.ledger.pool  # type: ignore[attr-defined]
+        async with consumer_running(s, audit, pool):
+            before = CANCELLED.labels(CONSUMER)._value.get()
+            async with ledger_lock_held(s):
+                await produce(
+                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-1", encode_event(held))]
+                )
+                # the batch's bounded attempts, then twice the lone event's: past the point
+                # where the old probe dead-lettered it
+                past = before + CANCELLED_ALONE + 2 * ALONE
+                # the old probe dead-lettered it after ``CANCELLED_ALONE + ALONE``: no more
+                # attempts then, and the dead letter below tells why
+                with contextlib.suppress(AssertionError):
+                    await eventually(lambda: _past(past), within=40)
+                dead = await read_all(
+                    s.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=0, within=5
+                )
+                assert [dict(d.headers)["dlq_reason"] for d in dead] == []
+                assert await _past(past)
+                assert await ids(audit) == []
+            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
+        assert await ids(audit) == [held["event_id"]]
+
+
+async def _past(cancellations: float) -> bool:
+    return bool(CANCELLED.labels(CONSUMER)._value.get() >= cancellations)

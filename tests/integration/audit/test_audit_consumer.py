@@ -13,7 +13,7 @@ import pytest
 
 from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
-from branchline_audit.bootstrap import build_consumer
+from branchline_audit.bootstrap import build_consumer, ledger_probe
 from branchline_shared.clock import SystemClock
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.producer import make_producer
@@ -33,7 +33,10 @@ async def consumer_running(
 ) -> AsyncIterator[None]:
     producer = make_producer(settings, client_id="audit-test-dlq")
     await producer.start()
-    consumer = build_consumer(settings, audit.ledger, producer, SystemClock())
+    pool = audit.ledger.pool  # type: ignore[attr-defined]
+    consumer = build_consumer(
+        settings, audit.ledger, producer, SystemClock(), answering=ledger_probe(pool)
+    )
     task = asyncio.create_task(consumer.run())
     try:
         await asyncio.wait_for(consumer.started.wait(), timeout=20)

@@ -8,13 +8,18 @@ goes through the cancellations may be everyone's: the event is retried, in sight
 
 The worker's pool runs with a short ``statement_timeout``; the one client's statements wait on
 its advisory lock, which the test holds (as a long transaction would), so they are cancelled
-by the server's own timeout every time; every other client's go through."""
+by the server's own timeout every time; every other client's go through.
+
+A real overload (Round 31): the swap lock, which every unit takes first, held exclusively by
+another transaction (a rebuild's swap): every statement is cancelled while a plain ``SELECT 1``
+answers at once. The worker's probe takes that lock, within a tenth of the pool's
+``statement_timeout``: unanswered, so nothing is dead-lettered (the old probe, ``SELECT 1``,
+dead-lettered the event)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -26,6 +31,7 @@ import pytest
 from branchline_followup.adapters.pg_schemas import (
     LIVE_CLIENT_LOCK_CLASS,
     LIVE_SCHEMA,
+    SWAP_LOCK_KEY,
     with_search_path,
 )
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
@@ -33,7 +39,7 @@ from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.projector import Projection
 from branchline_followup.bootstrap import prepare_database
 from branchline_followup.domain import FollowupPolicy
-from branchline_followup.entrypoints.worker import handle_batch
+from branchline_followup.entrypoints.worker import handle_batch, worker_probe
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.kafka.consuming import ATTEMPTS, CANCELLED, CANCELLED_ALONE, RawMessage
 from branchline_shared.kafka.wire import SourcePosition
@@ -169,7 +175,7 @@ async def test_a_lone_event_cancelled_while_the_database_answers_is_dead_lettere
     dead = DeadLetterBox()
     async with impatient_pool(settings) as pool:
         units = PostgresUnitsOfWork(pool)
-        answering = functools.partial(is_reachable, pool)
+        answering = worker_probe(pool)
         async with client_held(settings, SLOW):
             # bounded only so that the old code (retried for ever) fails instead of hanging
             async with asyncio.timeout(60):
@@ -252,5 +258,53 @@ async def test_a_lone_event_cancelled_while_the_probe_goes_unanswered_is_not_dea
                 outcome = await applying
     finally:
         await away.close()
+    assert (outcome.applied, outcome.failed) == (1, [])
+    assert await applied(db, events) == {events[0].event_id}
+
+
+@contextlib.asynccontextmanager
+async def swap_lock_held(settings: BranchlineSettings) -> AsyncIterator[None]:
+    """The swap lock held exclusively by another transaction until the block ends (as a
+    rebuild's swap holds it): every unit waits for it, whatever its client."""
+    holder = await asyncpg.connect(settings.followup_database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", SWAP_LOCK_KEY)
+            yield
+    finally:
+        await holder.close()
+
+
+async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """Every unit cancelled (the swap lock held elsewhere) while ``SELECT 1`` answers: past
+    the attempts after which a lone event's own cancellations dead-letter it, the event is
+    retried still, never dead-lettered, and applied once the lock is let go (old probe:
+    dead-lettered after the setting's attempts, #12)."""
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = registrations("C-SWAP")
+    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
+    async with impatient_pool(settings) as pool:
+        units = PostgresUnitsOfWork(pool)
+        cancelled = CANCELLED.labels(consumer)
+        async with swap_lock_held(settings):
+            applying = asyncio.ensure_future(
+                apply_batch(
+                    units,
+                    batch,
+                    PROJECTION,
+                    consumer=consumer,
+                    answering=worker_probe(pool),
+                    alone_attempts=ALONE,
+                )
+            )
+            # past the bounded stages and ALONE probed attempts twice over: retried still
+            async with asyncio.timeout(60):
+                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
+                    assert not applying.done(), applying.result().failed
+                    await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            outcome = await applying
     assert (outcome.applied, outcome.failed) == (1, [])
     assert await applied(db, events) == {events[0].event_id}

@@ -14,7 +14,7 @@ import httpx
 
 from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.database import prepare_database as prepare_audit_database
-from branchline_audit.bootstrap import audit_context, build_consumer
+from branchline_audit.bootstrap import audit_context, build_consumer, ledger_probe
 from branchline_audit.bootstrap import create_app as create_audit_app
 from branchline_followup.bootstrap import create_app as create_followup_app
 from branchline_followup.bootstrap import running_worker
@@ -152,7 +152,11 @@ async def audit_running(
     await producer.start()
     clock = SystemClock()
     consumer = build_consumer(
-        settings, audit_context(settings, pool, clock).ledger, producer, clock
+        settings,
+        audit_context(settings, pool, clock).ledger,
+        producer,
+        clock,
+        answering=ledger_probe(pool),
     )
     task = asyncio.create_task(consumer.run())
     try:

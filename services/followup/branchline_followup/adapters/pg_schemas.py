@@ -79,6 +79,12 @@ plans (:func:`hold_swap_lock_shared` with ``generic_plans``) in ONE simple query
 was a round trip of its own per unit). The key is a constant of this module, not a value sent."""
 
 
+SWAP_LOCK_PROBE = ("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
+"""The worker's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`): the swap lock
+every unit takes first, held shared for the statement only; a swap (a rebuild) holding it
+makes every unit wait, so the probe is not answered promptly either (#12)."""
+
+
 async def hold_swap_lock_exclusive(conn: PgConnection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", SWAP_LOCK_KEY)
 

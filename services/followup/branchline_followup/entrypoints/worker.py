@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from branchline_followup.adapters.pg_schemas import SWAP_LOCK_PROBE
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.config import policy_from_settings
@@ -55,7 +56,7 @@ from branchline_shared.kafka.wire import (
     source_position,
 )
 from branchline_shared.logging_setup import describe_error
-from branchline_shared.postgres.pool import PgPool, is_reachable
+from branchline_shared.postgres.pool import PgPool, PromptProbe
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.settings import FollowupSettings
 
@@ -100,7 +101,7 @@ def create_worker_consumer(
     writes: UnitsOfWork = units if units is not None else PostgresUnitsOfWork(pool)
 
     # the probe of an event alone whose statement is cancelled again and again (#12)
-    answering = (lambda: is_reachable(pool)) if pool is not None else None
+    answering = worker_probe(pool) if pool is not None else None
     alone = settings.consumer_cancelled_alone_attempts
 
     async def handle(raws: list[RawMessage]) -> None:
@@ -123,6 +124,12 @@ def create_worker_consumer(
         log_end_check_s=LOG_END_CHECK_S,
         after_round=after_round,
     )
+
+
+def worker_probe(pool: PgPool) -> Answering:
+    """The worker's probe: the swap lock, as every unit takes it first, answered within a
+    tenth of the pool's ``statement_timeout`` (#12, docs/reliability.md)."""
+    return PromptProbe(pool, *SWAP_LOCK_PROBE)
 
 
 async def handle_batch(
