@@ -107,7 +107,8 @@ class CommonSettings(BaseSettings):
         le=1000,
         description="A consumer's event alone (nothing else of its fetch went through) whose "
         "statement the database cancels (57014) this many times in a row, a probe statement "
-        "on the same pool answered after each, is dead-lettered with the reason (replayable); "
+        "on the same pool answered promptly after each (within a tenth of its "
+        "statement_timeout), is dead-lettered with the reason (replayable); "
         "a probe unanswered restarts the count (#12, docs/reliability.md).",
     )
 
