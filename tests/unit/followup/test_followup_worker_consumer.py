@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from branchline_followup.adapters.pg_schemas import SWAP_LOCK_KEY
 from branchline_followup.entrypoints import worker
 from branchline_shared.kafka.consuming import RawMessage
 from branchline_shared.kafka.topics import declare_topics
@@ -72,7 +73,18 @@ async def test_the_worker_probes_its_own_pool_for_an_event_cancelled_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An event alone whose statement is cancelled again and again is given up only while
-    the worker's pool answers a probe (#12, docs/reliability.md); the attempts: the setting."""
+    the worker's pool answers a probe promptly (#12, docs/reliability.md): the probe takes
+    the swap lock, as every unit does first; the attempts: the setting."""
+    probed: list[tuple[object, ...]] = []
+
+    class Probe:
+        def __init__(self, *args: object) -> None:
+            probed.append(args)
+
+        async def __call__(self) -> bool:
+            return True
+
+    monkeypatch.setattr(worker, "PromptProbe", Probe)
     s = settings().model_copy(update={"consumer_cancelled_alone_attempts": 7})
     pool = object()
     consumer = worker.create_worker_consumer(
@@ -88,17 +100,10 @@ async def test_the_worker_probes_its_own_pool_for_an_event_cancelled_alone(
     async def handle_batch(*args: Any, **kwargs: Any) -> None:
         given.append(kwargs)
 
-    probed: list[object] = []
-
-    async def is_reachable(asked: object) -> bool:
-        probed.append(asked)
-        return True
-
     monkeypatch.setattr(worker, "handle_batch", handle_batch)
-    monkeypatch.setattr(worker, "is_reachable", is_reachable)
     assert consumer._handle_raw is not None
     await consumer._handle_raw([RawMessage("t", 0, 1, b"k", b"v", [])])
 
     assert [kwargs["alone_attempts"] for kwargs in given] == [7]
     assert await given[0]["answering"]() is True
-    assert probed == [pool]
+    assert probed == [(pool, "SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)]
