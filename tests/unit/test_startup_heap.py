@@ -274,7 +274,7 @@ async def test_the_audit_consumer_freezes_once_consuming_and_serving_health(
     )
     monkeypatch.setattr(audit_bootstrap, "audit_context", lambda *_: SimpleNamespace(ledger=None))
     monkeypatch.setattr(audit_bootstrap, "self_repair", lambda *_: None)
-    monkeypatch.setattr(audit_bootstrap, "build_consumer", lambda *_: Consumer())
+    monkeypatch.setattr(audit_bootstrap, "build_consumer", lambda *_, **__: Consumer())
     monkeypatch.setattr(audit_bootstrap, "watch_dead_letters", forever)
     monkeypatch.setattr(audit_bootstrap, "checkpointing", started)
     monkeypatch.setattr(audit_bootstrap, "self_repairing", started)
