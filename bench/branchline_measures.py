@@ -60,13 +60,14 @@ async def single_posts(
     event_ids: bool = False,
     resend_share: float = 0.0,
     refused_share: float = 0.0,
+    opened: list[RawHttpClient] | None = None,
 ) -> Latencies:
     """``events`` single POSTs from ``connections`` connections; ``token``: one, or one per
     branch system (``closed_loop``). ``event_ids``: each event sent with an ``event_id`` of
     its own (a UUIDv4, as a branch system that sends its own idempotency keys chooses it).
     ``resend_share``: that share of the POSTs resends (:func:`with_resends`).
     ``refused_share``: that share of the POSTs refused by a rule (:func:`with_refusals`),
-    answered 409."""
+    answered 409. ``opened``: the connections, opened already (``closed_loop``)."""
     run = uuid.uuid4().hex[:8]
     bodies = [orjson.dumps(with_event_id(event_body(i, run), event_ids)) for i in range(events)]
     if refused_share > 0:
@@ -75,7 +76,9 @@ async def single_posts(
         systems = 1 if isinstance(token, str) else len(token)
         bodies = with_resends(bodies, resend_share, connections, systems)
     expect: int | frozenset[int] = frozenset({202, 409}) if refused_share > 0 else 202
-    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=expect)
+    return await closed_loop(
+        port, token, "/v1/events", bodies, connections, expect=expect, opened=opened
+    )
 
 
 def with_refusals(

@@ -7,7 +7,7 @@ Unlike `bench.profile_intake` nothing samples the process, so the figure is the 
 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
                                [--branch-systems N] [--existing-clients K] [--event-ids]
-                               [--resend-share P] [--refused-share P]
+                               [--resend-share P] [--refused-share P] [--balanced]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
@@ -29,6 +29,10 @@ every POST, resends included.
 ``--refused-share P``: P of the POSTs consents for clients never registered, each refused by
 D-09 (409) and its refusal recorded (``bench.branchline_measures.with_refusals``): a refusal
 decided on a guessed group's guess (Round 28, #12); counted in "ev/s", the CPU and latencies.
+``--balanced``: each measurement's 64 connections opened until every intake process holds as
+many (``bench.intake_split.balanced_clients``: the load tool sees which process accepted each),
+so that the split (Round 30's confounder) is 32/32 every time. Each line also gives the
+connections each process held and its CPU per request it served (``bench.intake_split``).
 "Events per group" counts the rows' distinct commit times (one per committed transaction; a
 row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
@@ -37,8 +41,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,7 @@ from bench.branchline_measures import (  # noqa: E402
     single_posts,
     unique_violations_in_log,
 )
+from bench.intake_split import ConnectionSplit, balanced_clients, serving_pids  # noqa: E402
 from bench.stack import (  # noqa: E402
     child_pids,
     process_cpu_seconds,
@@ -72,46 +77,6 @@ def per_process_cpu(pids: list[int]) -> dict[int, float]:
     for pid in pids:
         every.extend(child_pids(pid))
     return {pid: process_cpu_seconds(pid) for pid in every}
-
-
-def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
-    """Established connections to ``port`` that each process holds (its sockets' inodes in
-    ``/proc/PID/fd`` matched with ``/proc/net/tcp``). Every load-generator connection sends
-    the same number of requests, so this is also each process's share of the requests."""
-    established: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                established.add(fields[9])
-    counts: dict[int, int] = {}
-    for pid in pids:
-        held = 0
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:[") and target[8:-1] in established:
-                        held += 1
-        except OSError:
-            continue
-        counts[pid] = held
-    return counts
-
-
-async def sampled_connections(pids: list[int], port: int, wanted: int) -> dict[int, int]:
-    """The connections per process once ``wanted`` are established (or the last seen)."""
-    counts: dict[int, int] = {}
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        counts = connections_by_process(pids, port)
-        if sum(counts.values()) >= wanted:
-            break
-    return counts
 
 
 async def last_position(conn: asyncpg.Connection[Any]) -> int:
@@ -144,7 +109,10 @@ async def main() -> int:
     parser.add_argument("--event-ids", action="store_true")
     parser.add_argument("--resend-share", type=float, default=0.0, metavar="P")
     parser.add_argument("--refused-share", type=float, default=0.0, metavar="P")
+    parser.add_argument("--balanced", action="store_true")
     args = parser.parse_args()
+    if args.balanced and args.existing_clients:
+        parser.error("--balanced opens single POSTs' connections only")
     if args.resend_share and not args.event_ids:
         parser.error("--resend-share resends events' own ids: it needs --event-ids")
     extra = dict(pair.split("=", 1) for pair in args.env)
@@ -161,25 +129,27 @@ async def main() -> int:
             first = await last_position(conn)
             each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
-            serving = [
-                c for pid in stack.pids.get("intake-api", []) for c in child_pids(pid)
-            ] or stack.pids.get("intake-api", [])
-            sampler = asyncio.create_task(sampled_connections(serving, port, 64))
             offset = log_offset(stack.postgres_log)
-            if args.existing_clients > 0:
-                latencies = await existing_client_posts(
-                    port, tokens, run, args.events, args.existing_clients
-                )
-            else:
-                latencies = await single_posts(
-                    port,
-                    tokens,
-                    args.events,
-                    event_ids=args.event_ids,
-                    resend_share=args.resend_share,
-                    refused_share=args.refused_share,
-                )
-            held = await sampler
+            opened = (
+                await balanced_clients(serving_pids(stack), port, tokens[0])
+                if args.balanced
+                else None
+            )
+            async with ConnectionSplit(stack) as watched:
+                if args.existing_clients > 0:
+                    latencies = await existing_client_posts(
+                        port, tokens, run, args.events, args.existing_clients
+                    )
+                else:
+                    latencies = await single_posts(
+                        port,
+                        tokens,
+                        args.events,
+                        event_ids=args.event_ids,
+                        resend_share=args.resend_share,
+                        refused_share=args.refused_share,
+                        opened=opened,
+                    )
             used = stack.cpu_seconds("intake-api") - before
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             group = await events_per_transaction(conn, first)
@@ -192,16 +162,23 @@ async def main() -> int:
                 for pid in sorted(after)
                 if after[pid] - each.get(pid, 0.0) > 0.01
             )
+            mine = watched.cpu_ms_by_process(args.events)
+            own = " / ".join("-" if ms is None else f"{ms:.3f}" for ms in mine)
+            served = [ms for ms in mine if ms is not None]
+            mean = statistics.mean(served) if served else 0.0
             print(
                 f"{args.events} events: intake CPU {1000 * used / args.events:.3f} ms per event, "
                 f"{latencies.per_s:.0f} ev/s, p50 {latencies.p50_ms:.1f} ms, "
                 f"p99 {latencies.p99_ms:.1f} ms, {group:.1f} events per group; by process {split}; "
-                f"connections by process {' / '.join(str(held[p]) for p in sorted(held))}; "
+                f"mean of the processes' CPU per own request {mean:.3f} ms; "
+                f"connections by process {' / '.join(str(n) for n in watched.split)}; "
+                f"CPU per own request by process {own}; "
                 f"{len(tokens)} branch systems; "
                 f"{'consents to existing clients; ' if run else ''}"
                 f"{'own event ids; ' if args.event_ids else ''}"
                 f"{f'resend share {args.resend_share:g}; ' if args.resend_share else ''}"
                 f"{f'refused share {args.refused_share:g}; ' if args.refused_share else ''}"
+                f"{'balanced connections; ' if args.balanced else ''}"
                 f"unique violations {refused}; "
                 f"reruns: id order {reruns.id_order}, lock cycles {reruns.lock_cycles}; "
                 f"load average {load}",

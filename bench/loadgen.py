@@ -7,6 +7,7 @@ client. A minimal HTTP/1.1 keep-alive client over asyncio streams costs tens of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -15,9 +16,16 @@ from dataclasses import dataclass
 
 class RawHttpClient:
     def __init__(self, host: str, port: int, token: str) -> None:
-        self.host, self.port, self.token = host, port, token
+        self.host, self.port = host, port
+        self.use_token(token)
+
+    def use_token(self, token: str) -> None:
+        """Send with ``token`` from now on (a connection opened before its caller was known:
+        ``bench.intake_split.balanced_clients``)."""
+        self.token = token
         self._head = (
-            f"Host: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Host: {self.host}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
         ).encode()
 
     async def __aenter__(self) -> RawHttpClient:
@@ -85,18 +93,26 @@ async def closed_loop(
     bodies: list[bytes],
     connections: int,
     expect: int | frozenset[int],
+    opened: list[RawHttpClient] | None = None,
 ) -> Latencies:
     """``connections`` clients, each sending its next request when the last is answered.
     ``token``: one for every client, or several (connection ``c`` sends with
     ``token[c % len(token)]``: several callers, as several branch systems are). ``expect``:
-    the status every answer has, or the statuses answers may have."""
+    the status every answer has, or the statuses answers may have. ``opened``: ``connections``
+    connections opened already (e.g. balanced over the server's processes), used instead of
+    new ones and closed at the end."""
     expected = frozenset({expect}) if isinstance(expect, int) else expect
     latencies: list[float] = []
     tokens = [token] if isinstance(token, str) else token
     shares = [(bodies[c::connections], tokens[c % len(tokens)]) for c in range(connections)]
 
-    async def client(mine: list[bytes], token: str) -> None:
-        async with RawHttpClient("127.0.0.1", port, token) as http:
+    async def client(mine: list[bytes], token: str, http: RawHttpClient) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if opened is None:
+                await stack.enter_async_context(http)
+            else:
+                http.use_token(token)
+                stack.push_async_exit(http.__aexit__)
             for body in mine:
                 started = time.perf_counter()
                 status, answer = await http.post(path, body)
@@ -104,6 +120,12 @@ async def closed_loop(
                 if status not in expected:
                     raise AssertionError(f"{path} answered {status}: {answer[:300]!r}")
 
+    https = opened or [RawHttpClient("127.0.0.1", port, t) for _b, t in shares]
+    if len(https) != connections:
+        raise ValueError(f"{len(https)} connections opened for {connections}")
     started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(client(b, t) for b, t in shares)), timeout=600)
+    await asyncio.wait_for(
+        asyncio.gather(*(client(b, t, h) for (b, t), h in zip(shares, https, strict=True))),
+        timeout=600,
+    )
     return Latencies.of(latencies, time.perf_counter() - started)

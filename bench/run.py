@@ -39,6 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from bench import baselines, branchline_measures, latency, peer, scale  # noqa: E402
 from bench.environment import machine  # noqa: E402
+from bench.intake_split import ConnectionSplit, split_entries, split_text  # noqa: E402
 from bench.loadgen import Latencies  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
@@ -385,7 +386,9 @@ async def one_repetition(
     async def singles() -> float:
         cpu_before = stack.cpu_seconds("intake-api")
         written_before = await branchline_measures.log_end(stack.settings.intake_database_url)
-        latencies = await branchline_measures.single_posts(port, stack.token, p.singles)
+        async with ConnectionSplit(stack) as split:
+            latencies = await branchline_measures.single_posts(port, stack.token, p.singles)
+        split.record(figures, "bl_single", requests=p.singles)
         figures["bl_single_p50"] = latencies.p50_ms
         figures["bl_single_p99"] = latencies.p99_ms
         # CPU per event barely depends on how busy the machine is: the steadiest figure here.
@@ -430,7 +433,10 @@ async def one_repetition(
         waits_before = {
             key: await branchline_measures.fetch_wait(port) for key, port in consumer_ports
         }
-        async with latency.wal_flushes(stack.admin_url) as wal_samples:
+        async with (
+            latency.wal_flushes(stack.admin_url) as wal_samples,
+            ConnectionSplit(stack) as split,
+        ):
             result = await latency.end_to_end(
                 port,
                 stack.token,
@@ -439,6 +445,8 @@ async def one_repetition(
                 followup_dsn=stack.settings.followup_database_url,
                 audit_dsn=stack.settings.audit_database_url,
             )
+        # its pool's idle connections are taken in turn: about as many requests each
+        split.record(figures, "e2e_offered")
         wal = latency.WalFlushes.of(wal_samples)
         if wal is None:
             warnings.append(f"repetition {r + 1}: no WAL sync during the steady load")
@@ -509,9 +517,13 @@ async def one_repetition(
 
     await measure("drain_capacity_followup", drain_capacity)
 
-    await measure(
-        "bl_batch", lambda: branchline_measures.batches(port, stack.token, p.batch_events)
-    )
+    async def batch() -> float:
+        async with ConnectionSplit(stack, wanted=1) as split:
+            rate = await branchline_measures.batches(port, stack.token, p.batch_events)
+        split.record(figures, "bl_batch", requests=p.batch_events)
+        return rate
+
+    await measure("bl_batch", batch)
 
     async def history_costs() -> float:
         costs = await branchline_measures.post_costs_with_history(
@@ -566,7 +578,9 @@ async def bank_traffic_lines(stack: BenchStack, p: Profile, r: int) -> dict[str,
         """``posts`` (``p.singles`` single POSTs) timed: their p99 and intake's CPU per event
         kept beside their rate; their backlog worked off before what follows."""
         cpu_before = stack.cpu_seconds("intake-api")
-        latencies = await posts
+        async with ConnectionSplit(stack) as split:
+            latencies = await posts
+        split.record(figures, key, requests=p.singles)
         figures[f"{key}_p99"] = latencies.p99_ms
         used = stack.cpu_seconds("intake-api") - cpu_before
         figures[f"{key}_cpu_ms"] = 1000 * used / p.singles
@@ -729,6 +743,7 @@ def summarise(
                     "max": max(per_run),
                 }
         entry["ratios"] = ratios
+        entry |= split_entries(runs, key)
         measures[key] = entry
     return measures
 
@@ -745,7 +760,14 @@ def render(result: dict[str, Any]) -> Table:
         title=f"Branchline benchmark ({result['profile']}, {result['repeat']} runs; "
         f"{env['cores']} cores {env['cpu']}; load {env['load_average_at_start'][0]:.1f})"
     )
-    for column in ("measure", "median", "min - max", "ratios (median of per-run)", "target"):
+    for column in (
+        "measure",
+        "median",
+        "min - max",
+        "ratios (median of per-run)",
+        "target",
+        "intake split",
+    ):
         table.add_column(column)
     for entry in result["measures"].values():
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
@@ -755,6 +777,7 @@ def render(result: dict[str, Any]) -> Table:
             f"{_fmt(entry['min'], entry['unit'])} - {_fmt(entry['max'], entry['unit'])}",
             ratios,
             entry.get("target", ""),
+            split_text(entry),
         )
     return table
 
@@ -772,8 +795,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"psycopg {versions.get('psycopg')}, asyncpg {versions.get('asyncpg')}, "
         f"aiokafka {versions.get('aiokafka')}.",
         "",
-        "| measure | median | min - max | ratios (median of per-run ratios) | target |",
-        "|---|---:|---:|---|---|",
+        "| measure | median | min - max | ratios (median of per-run ratios) | target "
+        "| intake split |",
+        "|---|---:|---:|---|---|---|",
     ]
     for entry in result["measures"].values():
         ratios = ", ".join(f"{r['median']:.3f}x {base}" for base, r in entry["ratios"].items())
@@ -781,7 +805,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         target = entry.get("target", "").replace(">=", "≥").replace("<=", "≤")
         lines.append(
             f"| {entry['title'].strip()} ({unit}) | {_fmt(entry['median'], unit)} | "
-            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} |"
+            f"{_fmt(entry['min'], unit)} - {_fmt(entry['max'], unit)} | {ratios} | {target} "
+            f"| {split_text(entry)} |"
         )
     lines += steady_lines(result)
     lines += ["", *[f"Warning: {w}" for w in result.get("warnings", [])]]

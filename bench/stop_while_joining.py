@@ -42,7 +42,8 @@ async def first(settings: CommonSettings) -> tuple[float, float]:
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
         group.start_consumer()
-        await asyncio.wait_for(held.holding.wait(), 30)
+        async with asyncio.timeout(30):
+            await held.holding.wait()
         await asyncio.sleep(0.5)
         took = await timed_stop(group)
         held.released.set()
@@ -60,11 +61,13 @@ async def rejoin(settings: CommonSettings) -> tuple[float, float]:
         await asyncio.sleep(1)
         joiner: Member = group.member("joiner")
         joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
-        await asyncio.wait_for(held.holding.wait(), 30)
+        async with asyncio.timeout(30):
+            await held.holding.wait()
         await asyncio.sleep(0.5)
         took = await timed_stop(group)
         held.released.set()
-        await asyncio.wait_for(joining, 30)
+        async with asyncio.timeout(30):
+            await joining
         await joiner.stop()
         await holder.stop()
         return took

@@ -58,7 +58,15 @@ async def _verify(
     )
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        ledger = PostgresLedger(pool)
+        verifier = _verifier(settings)
+        # The service's ledger where the log's key is here (D-11, #12; Round 31): no read of
+        # it goes unchecked. Without the key verify checks the chain alone, and its ledger
+        # reads no hold (a bare one refuses to: UncheckedFacts).
+        ledger = (
+            audit_context(settings, pool, SystemClock()).ledger
+            if verifier is not None
+            else PostgresLedger(pool)
+        )
         total = await ledger.size()
         with Progress(
             TextColumn("verifying the audit trail"),
@@ -72,7 +80,7 @@ async def _verify(
             return await verify_ledger(
                 ledger,
                 PostgresCheckpoints(pool),
-                verifier=_verifier(settings),
+                verifier=verifier,
                 origin=settings.audit_log_origin,
                 progress=lambda done: progress.update(task, completed=done),
                 segments=segments,

@@ -69,10 +69,12 @@ async def dead_letter_consumers(
 ) -> AsyncIterator[dict[str, DeadLetterConsumer]]:
     """Every consumer with a dead-letter topic, and how to check and replay into it."""
     from branchline_audit.adapters.database import open_role_pool
-    from branchline_audit.adapters.ledger import PostgresLedger
     from branchline_audit.adapters.reconciling import ledger_has
+    from branchline_audit.adapters.signing_key import SigningKeyError
+    from branchline_audit.application.ports import AuditLedger
     from branchline_audit.application.replaying import replay_into_ledger
     from branchline_audit.bootstrap import CONSUMER as AUDIT_CONSUMER
+    from branchline_audit.bootstrap import audit_context
     from branchline_followup.adapters.reconciling import read_models_have
     from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
     from branchline_followup.application.config import policy_from_settings
@@ -89,8 +91,20 @@ async def dead_letter_consumers(
         settings, settings.audit_db_writer_role, min_size=1, max_size=2
     )
     followup_pool = await open_read_model_pool(settings)
-    ledger = PostgresLedger(audit_pool)
     clock = SystemClock()
+    checked: list[AuditLedger] = []
+
+    async def replay_audit(letter: DeadLetter) -> ReplayOutcome:
+        # The service's ledger, its reads of holds held against the signed checkpoints (D-11,
+        # #12; Round 31): built at the first audit letter replayed, so the followup's letters
+        # need no signing key; without it an audit letter is refused, nothing appended.
+        if not checked:
+            try:
+                checked.append(audit_context(settings, audit_pool, clock).ledger)
+            except SigningKeyError as error:
+                return ReplayOutcome(letter, "failed", f"refused (D-11): {error}")
+        return await replay_into_ledger(checked[0], clock, letter)
+
     projection = Projection(policy_from_settings(settings))
     try:
         yield {
@@ -98,7 +112,7 @@ async def dead_letter_consumers(
                 AUDIT_CONSUMER,
                 topics.audit_consumer_dlq.name,
                 lambda ids: ledger_has(audit_pool, ids),
-                lambda letter: replay_into_ledger(ledger, clock, letter),
+                replay_audit,
             ),
             FOLLOWUP_CONSUMER: DeadLetterConsumer(
                 FOLLOWUP_CONSUMER,

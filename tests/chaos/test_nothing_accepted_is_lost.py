@@ -24,14 +24,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from branchline_audit.adapters.checkpoints import PostgresCheckpoints
 from branchline_audit.adapters.database import open_role_pool
-from branchline_audit.adapters.ledger import PostgresLedger
-from branchline_audit.adapters.signing_key import load_signer
 from branchline_audit.application.checkpointing import checkpoint_now
-from branchline_audit.application.context import AuditContext
 from branchline_audit.application.verifying import verify_ledger
-from branchline_audit.domain.personal import PersonalDataPolicy
+from branchline_audit.bootstrap import audit_context
 from branchline_cli.loadgen import LoadGenerator, LoadResult
 from branchline_cli.reconcile_commands import reconcile_stack
 from branchline_followup.bootstrap import rebuild
@@ -162,21 +158,13 @@ async def verify_audit(stack: ChaosStack) -> tuple[bool, int, str | None]:
     settings = stack.settings
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        signer = load_signer(settings)
-        audit = AuditContext(
-            ledger=PostgresLedger(pool),
-            checkpoints=PostgresCheckpoints(pool),
-            signer=signer,
-            clock=SystemClock(),
-            policy=PersonalDataPolicy(frozenset(settings.audit_stored_form_roles)),
-            checkpoint_every=settings.audit_checkpoint_every_entries,
-            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
-        )
+        # The service's context: its ledger's reads of holds are checked (D-11, #12).
+        audit = audit_context(settings, pool, SystemClock())
         await checkpoint_now(audit)
         verdict = await verify_ledger(
             audit.ledger,
             audit.checkpoints,
-            verifier=signer.verifier(),
+            verifier=audit.signer.verifier(),
             origin=settings.audit_log_origin,
         )
         return verdict.ok, verdict.checkpoints_checked, verdict.reason

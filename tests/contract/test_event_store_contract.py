@@ -21,6 +21,7 @@ from branchline_shared.eventstore.ports import (
     EventStore,
     LogPosition,
     Outbox,
+    RefusalRaced,
     SharedTransaction,
 )
 from branchline_shared.eventstore.postgres import (
@@ -127,6 +128,69 @@ class EventStoreContract:
 
         with pytest.raises(ConcurrencyError):
             await write_that_must_fail()
+
+    @pytest.mark.parametrize("second", ["refusal", "acceptance"], ids=["refusal", "acceptance"])
+    async def test_a_refusal_and_an_acceptance_of_one_id_are_never_both_recorded(
+        self, store: EventStore, second: str
+    ) -> None:
+        """#12, D-05 (docs/intake.md "A refusal and an acceptance at the same moment"): the
+        refusal of a sent id X is recorded under another id R, so no unique index orders it
+        against an event accepted under X; each writer claims X (``claim_ids``) and the one
+        that ends second, finding the other's row, is :class:`RefusalRaced`, nothing of it
+        kept. Both stores: the in-memory one did not claim until Round 31."""
+        sent, refusal = uuid.uuid4(), uuid.uuid4()
+        tag = second[0]
+        # the first writer: the event accepted under X, or X's refusal (under R)
+        first_id = refusal if second == "acceptance" else sent
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams([f"client-r{tag}1"])
+            uow.stage(
+                event(f"client-r{tag}1", 1, event_id=first_id), topic=TOPIC, submission_hash=None
+            )
+            await uow.commit()
+
+        # the second, claiming X as it would had it not seen the first's row
+        second_id, claim = (
+            (sent, (sent, refusal, False))
+            if second == "acceptance"
+            else (
+                refusal,
+                (sent, sent, True),
+            )
+        )
+
+        async def second_writer() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.lock_streams([f"client-r{tag}2"])
+                uow.stage(
+                    event(f"client-r{tag}2", 1, event_id=second_id),
+                    topic=TOPIC,
+                    submission_hash=None,
+                )
+                uow.claim_ids([claim])
+                await uow.commit()
+
+        with pytest.raises(RefusalRaced):
+            await second_writer()
+        assert await store.read_stream(f"client-r{tag}2") == []
+        async with store.unit_of_work() as uow:
+            assert list(await uow.find_existing([sent, refusal])) == [first_id]
+
+    async def test_a_claim_whose_other_id_is_not_stored_commits(self, store: EventStore) -> None:
+        """A claim (#12) fails a unit only when the id it names is stored: an acceptance
+        under X with no refusal of X, and a refusal of Y with nothing accepted under Y, are
+        both kept (one unit, as a batch may hold both)."""
+        accepted, refused, refusal = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        async with store.unit_of_work() as uow:
+            await uow.lock_streams(["client-c1"])
+            uow.stage(event("client-c1", 1, event_id=accepted), topic=TOPIC, submission_hash=b"h")
+            uow.stage(event("client-c1", 2, event_id=refusal), topic=TOPIC, submission_hash=None)
+            uow.claim_ids([(accepted, uuid.uuid4(), False), (refused, refused, True)])
+            await uow.commit()
+        assert [s.event.event_id for s in await store.read_stream("client-c1")] == [
+            accepted,
+            refusal,
+        ]
 
     async def test_the_log_holds_every_event_once_in_order(self, store: EventStore) -> None:
         for i in range(5):

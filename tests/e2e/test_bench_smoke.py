@@ -15,6 +15,16 @@ from bench.run import PROFILES, all_measures, all_ratios
 
 ROOT = Path(__file__).resolve().parents[2]
 
+INTAKE_LINES = (
+    "bl_single",
+    "bl_single16",
+    "bl_ids16",
+    "bl_ids16_resend5",
+    "bl_existing",
+    "bl_batch",
+    "e2e_offered",
+)
+
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
@@ -62,5 +72,16 @@ def test_the_benchmark_runs_every_measure_and_writes_its_report(tmp_path: Path) 
     # #12: the callers' own event ids have a line of their own, with its reruns
     assert "tokens, each event with its own event_id (ev/s) |" in table
     assert "| target |" in table
+    # #12, Round 31: every intake line says how the intake processes split its connections
+    # (per run, [n_a, n_b]), in the JSON and beside the line in the table
+    for key in INTAKE_LINES:
+        split = measures[key]["split"]
+        assert len(split) == 1, key
+        # one count per intake process (one per core by default), the same in every line
+        assert len(split[0]) == len(measures["bl_single"]["split"][0]) >= 1, key
+        assert sum(split[0]) == (1 if key == "bl_batch" else 64), (key, split)
+    for key in set(INTAKE_LINES) - {"e2e_offered"}:
+        assert [ms for ms in measures[key]["cpu_ms_by_process"][0] if ms is not None], key
+    assert "| intake split |" in table
     for key in ("bl_single", "bl_batch", "ledger_append", "ledger_verify", "rebuild"):
         assert measures[key]["target"], key

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
@@ -32,7 +33,7 @@ async def published(
     await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
     producer = make_producer(settings, client_id="test-relay")
-    await producer.start()
+    await start_or_close(producer)  # as the services' relays start and stop (#12)
     at = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
     try:
         store = PostgresEventStore(pool)
@@ -58,6 +59,6 @@ async def published(
             "SELECT event_id, published_partition, published_offset FROM es_outbox"
         )
     finally:
-        await producer.stop()
+        await closed(producer)
         await pool.close()
     return {r["event_id"]: (r["published_partition"], r["published_offset"]) for r in rows}

@@ -82,3 +82,19 @@ def test_start_cost_still_starts_its_producer_directly() -> None:
     """The exemption names a file that still needs it."""
     tree = ast.parse((BENCH / "start_cost.py").read_text(encoding="utf-8"))
     assert _direct_starts_and_stops(tree), "start_cost.py: drop it from DIRECT_ON_PURPOSE"
+
+
+SUPPORT = BENCH.parent / "tests" / "support"
+SUPPORT_HELD = ("published.py",)
+"""tests/support modules held to it too (Round 31: ``published.py``'s relay producer, which
+``bench/profile_self_check.py`` also runs); the others' clients are not moved yet."""
+
+
+@pytest.mark.parametrize("name", SUPPORT_HELD)
+def test_a_support_kafka_client_starts_and_stops_through_the_products_functions(
+    name: str,
+) -> None:
+    tree = ast.parse((SUPPORT / name).read_text(encoding="utf-8"))
+    assert _direct_starts_and_stops(tree) == [], (
+        f"tests/support/{name}: use start_or_close / closed (branchline_shared.kafka.starting)"
+    )

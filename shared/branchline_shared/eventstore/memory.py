@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -15,6 +15,7 @@ from branchline_shared.eventstore.ports import (
     LogPosition,
     LogRecord,
     PendingPublication,
+    RefusalRaced,
     StoredEvent,
     StoredPosition,
 )
@@ -42,6 +43,16 @@ class InMemoryUnitOfWork:
     def __init__(self, state: _State) -> None:
         self._state = state
         self._staged: list[tuple[RecordedEvent, str, bytes | None]] = []
+        # The ids that must not be stored when the unit ends (#12, ``claim_ids``).
+        self.claimed: set[uuid.UUID] = set()
+
+    def claim_ids(self, claims: Iterable[tuple[uuid.UUID, uuid.UUID, bool]]) -> None:
+        """As PostgreSQL's (event store migration 011, #12, D-05): each ``(id sent, id that
+        must not be stored, exclusive)``, looked up when the unit ends, after its writes;
+        one stored: :class:`RefusalRaced`, nothing of the unit kept. One writer at a time
+        here (the store's lock), so no bucket is needed: a refusal and an acceptance of one
+        id are never both recorded."""
+        self.claimed.update(other for _, other, _ in claims)
 
     async def lock_streams(
         self,
@@ -118,7 +129,14 @@ class InMemoryEventStore:
             # ``commit`` replaces the versions' mapping, never changes it: this one is as it was.
             events, outbox, versions = len(state.events), len(state.outbox), state.versions
             try:
-                yield InMemoryUnitOfWork(state)
+                uow = InMemoryUnitOfWork(state)
+                yield uow
+                # Its claims, last, as PostgreSQL's unit of work checks them (#12).
+                found = sum(1 for i in uow.claimed if i in state.by_id)
+                if found:
+                    raise RefusalRaced(
+                        f"{found} event id(s) refused and accepted by two writers at once"
+                    )
             except BaseException:
                 # All or nothing, as PostgreSQL's transaction: a batch commits in parts (#12),
                 # and a failed unit leaves none of them.

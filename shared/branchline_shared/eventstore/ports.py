@@ -9,7 +9,7 @@ all. The application layer decides; the store only records.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -211,6 +211,14 @@ class UnitOfWork(Protocol):
 
     def stage(self, event: RecordedEvent, *, topic: str, submission_hash: bytes | None) -> None:
         """Queue an event and its outbox row. Its stream_version must follow the stream's."""
+
+    def claim_ids(self, claims: Iterable[tuple[uuid.UUID, uuid.UUID, bool]]) -> None:
+        """Claim event ids before the unit ends (#12, D-05, event store migration 011): each
+        ``(id sent, id that must not be stored, exclusive)``: an acceptance under a sent id
+        claims it shared, naming its refusal's id; a refusal of one exclusive, naming it.
+        When the unit ends, after its writes, one of the named ids stored (by another writer
+        meanwhile) fails it whole: :class:`RefusalRaced`. So a refusal and an acceptance of
+        one id are never both recorded."""
 
     async def commit(self) -> list[StoredPosition]:
         """Write everything staged in one transaction; positions in staging order."""

@@ -384,9 +384,9 @@ async def test_each_role_pages_exactly_the_tasks_in_its_scope(filled: PgPool, ro
         want = [r["id"] for r in every if task_in_scope(principal, NAMED, r["assignee"])]
         got: list[uuid.UUID] = []
         seen: set[str] = set()
-        after: tuple[datetime, uuid.UUID] | None = None
+        after: tuple[datetime | str, uuid.UUID] | None = None
         while True:
-            page = await queries.list_tasks(
+            found = await queries.list_tasks(
                 filled,
                 where=queries.TaskFilter(
                     client_id="C-1", status=status, assignee_in=only, assignee_not_in=never
@@ -396,11 +396,15 @@ async def test_each_role_pages_exactly_the_tasks_in_its_scope(filled: PgPool, ro
                 now=NOW,
                 due_soon_window=timedelta(days=2),
             )
+            page = found.rows
             got += [row["id"] for row in page]
             seen |= {row["assignee"] for row in page}
-            if len(page) < 7:
+            if len(page) == 7:
+                after = (page[-1]["due_at"], page[-1]["id"])
+            elif found.resume_after is not None:
+                after = found.resume_after
+            else:
                 break
-            after = (page[-1]["due_at"], page[-1]["id"])
         assert got == want, status
         assert got, status
         if role == "the default supervisor":
@@ -594,19 +598,29 @@ async def _pages_are_the_filtered_tasks(
 
 
 async def _walked_pages(
-    filled: PgPool, where: queries.TaskFilter, *, due_soon: timedelta = timedelta(days=2)
+    filled: PgPool,
+    where: queries.TaskFilter,
+    *,
+    due_soon: timedelta = timedelta(days=2),
+    limit: int = 7,
 ) -> list[uuid.UUID]:
-    """Every task ``list_tasks`` serves for the filter, 7 a page, page after page."""
+    """Every task ``list_tasks`` serves for the filter, ``limit`` a page, page after page: on
+    from a full page's last task, or from a short page's ``resume_after`` (a read stopped
+    past skipped rows), to a short page without one."""
     got: list[uuid.UUID] = []
-    after: tuple[datetime, uuid.UUID] | None = None
+    after: tuple[datetime | str, uuid.UUID] | None = None
     while True:
-        page = await queries.list_tasks(
-            filled, where=where, after=after, limit=7, now=NOW, due_soon_window=due_soon
+        found = await queries.list_tasks(
+            filled, where=where, after=after, limit=limit, now=NOW, due_soon_window=due_soon
         )
+        page = found.rows
         got += [row["id"] for row in page]
-        if len(page) < 7:
+        if len(page) == limit:
+            after = (page[-1]["due_at"], page[-1]["id"])
+        elif found.resume_after is not None:
+            after = found.resume_after
+        else:
             return got
-        after = (page[-1]["due_at"], page[-1]["id"])
 
 
 @pytest.mark.parametrize(
@@ -920,3 +934,111 @@ async def test_a_clients_pages_are_its_tasks_in_due_order(filled: PgPool) -> Non
                 queries.TaskFilter(client_id="C-1", assignee=assignee, kind=kind, status=status),
                 some=status != "overdue" or (assignee, kind) == (None, None),
             )
+
+
+UNREADABLE_SCOPES = {
+    "everyone's": queries.TaskFilter(),
+    "cancelled": queries.TaskFilter(status="cancelled"),
+    "an RM's": queries.TaskFilter(assignee="rm-7"),
+    "a team's, done": queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), status="done"),
+    "a kind's": queries.TaskFilter(kind="survey"),
+    "an RM's, by kind, done": queries.TaskFilter(assignee="rm-7", kind="survey", status="done"),
+}
+"""Scopes of :data:`FILL` of more than ``READ_PAGES`` pages, whose tasks are all kind
+``survey`` (no ``TaskKind``: each row is skipped as unreadable by ``queries.task_row``)."""
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE_SCOPES), ids=list(UNREADABLE_SCOPES))
+async def test_a_scope_of_unreadable_rows_is_read_in_bounded_steps(
+    filled: PgPool, name: str
+) -> None:
+    """#12: a page of a scope holding only rows it skips as unreadable reads at most
+    ``READ_PAGES`` x the page's size of them and answers no rows with a next-page key just
+    past them (the last row read); it read the scope to its end (Round 30: 401 statements
+    for the kind's 20,000 tasks)."""
+    where = UNREADABLE_SCOPES[name]
+    statements: list[str] = []
+    found = await queries.list_tasks(
+        cast(PgPool, Recording(filled, statements)),
+        where=where,
+        after=None,
+        limit=7,
+        now=NOW,
+        due_soon_window=timedelta(days=2),
+    )
+    assert found.rows == [], name
+    assert found.resume_after is not None, name
+    assert len(statements) <= queries.READ_PAGES, name
+    due, task = found.resume_after
+    assert isinstance(due, datetime), name
+    # the scope's rows up to the key: exactly the ones read and skipped, then the next page
+    # goes on from the row after them
+    passed = await filled.fetchval(
+        "SELECT count(*) FROM fu_tasks WHERE ($1::text IS NULL OR status = $1) "
+        "AND ($2::text IS NULL OR assignee = $2) AND ($3::text[] IS NULL OR assignee = ANY($3)) "
+        "AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR client_id = $5) "
+        "AND (due_at, id) <= ($6, $7)",
+        where.status,
+        where.assignee,
+        None if where.assignee_in is None else sorted(where.assignee_in),
+        where.kind,
+        where.client_id,
+        due,
+        task,
+    )
+    assert passed == queries.READ_PAGES * 7, name
+
+
+READABLE_EVERY = {"every 37th": 37, "every 7th": 7, "every 2nd": 2, "none": 0}
+"""Which of :data:`FILL`'s tasks are made readable (by their place in due order): long runs
+of unreadable rows between readable ones (pages empty but for a cursor), short ones, none."""
+WALKED_SCOPES = {
+    "everyone's, cancelled": queries.TaskFilter(status="cancelled"),
+    "an RM's": queries.TaskFilter(assignee="rm-7"),
+    "a team's, done": queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), status="done"),
+    "a client's": queries.TaskFilter(client_id="C-7"),
+}
+
+
+@pytest.mark.parametrize("every", list(READABLE_EVERY.values()), ids=list(READABLE_EVERY))
+async def test_a_walk_past_unreadable_rows_is_exactly_the_readable_tasks_in_order(
+    filled: PgPool, every: int
+) -> None:
+    """#12: with a scope's readable tasks among rows skipped as unreadable (an unknown kind,
+    an unknown rule and status, a due_at of ``infinity``), the pages walked from each page's
+    key (a full page's last task, or a short page's ``resume_after``) are exactly the readable
+    tasks in (due_at, id) order, each once."""
+    position = "(extract(epoch FROM due_at - timestamptz '2026-01-01') / 1020)::int"
+    if every:
+        await filled.execute(
+            "UPDATE fu_tasks SET kind = 'satisfaction_survey', rule = 'D-01b' "
+            f"WHERE {position} % $1 = 0",
+            every,
+        )
+    # other unreadable rows: a known kind with an unknown status, one due at infinity
+    await filled.execute(
+        f"UPDATE fu_tasks SET kind = 'revisit', rule = 'D-99' WHERE {position} % 11 = 5"
+    )
+    await filled.execute(
+        "UPDATE fu_tasks SET kind = 'revisit', rule = 'D-08', due_at = 'infinity' "
+        f"WHERE id IN (SELECT id FROM fu_tasks WHERE {position} % 13 = 6 LIMIT 40)"
+    )
+    walked = 0
+    for name, where in WALKED_SCOPES.items():
+        want = [
+            r["id"]
+            for r in await filled.fetch(
+                "SELECT id FROM fu_tasks WHERE kind = 'satisfaction_survey' "
+                "AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assignee = $2) "
+                "AND ($3::text[] IS NULL OR assignee = ANY($3)) "
+                "AND ($4::text IS NULL OR client_id = $4) ORDER BY due_at, id",
+                where.status,
+                where.assignee,
+                None if where.assignee_in is None else sorted(where.assignee_in),
+                where.client_id,
+            )
+        ]
+        got = await _walked_pages(filled, where)
+        assert got == want, name
+        walked += len(got)
+    assert bool(walked) == bool(every)  # a scope may hold none (rm-7's tasks are odd ones)

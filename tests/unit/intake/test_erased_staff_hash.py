@@ -28,7 +28,7 @@ from branchline_intake.entrypoints.problems import problem_of
 from branchline_shared.clock import FixedClock
 from branchline_shared.crypto.keystore import InMemoryClientKeyStore
 from branchline_shared.events.envelope import Actor, SubmittedEvent
-from branchline_shared.events.sealing_keys import staff_key_id
+from branchline_shared.events.sealing_keys import INSTITUTION_KEY_ID, staff_key_id
 from branchline_shared.eventstore.memory import InMemoryEventStore
 
 pytestmark = pytest.mark.unit
@@ -153,5 +153,48 @@ def test_d04_an_erased_member_of_staffs_new_text_is_refused_as_theirs(kind: str)
         "title": "Member of staff erased",
         "status": 409,
         "detail": f"the data key of member of staff {_STAFF} was destroyed (D-04)",
+        "rule": "D-04",
+    }
+
+
+def _shelf_event(event_id: uuid.UUID) -> SubmittedEvent:
+    """A product shelf event (D-13): its name is sealed under the institution's key."""
+    return SubmittedEvent.model_validate(
+        {
+            "event_id": event_id,
+            "type": "product.approved",
+            "occurred_at": _AT - timedelta(hours=1),
+            "product_id": "P-1",
+            "actor": {"id": "gov-1", "role": "product_governance"},
+            "data": {
+                "name": "Balanced Growth Fund",
+                "category": "fund",
+                "risk": "R3",
+                "eligible_client_types": ["individual"],
+            },
+        }
+    )
+
+
+def test_d04_a_shelf_text_under_a_destroyed_institution_key_is_refused_as_the_institutions() -> (
+    None
+):
+    """Were the institution's key (``#institution``, the shelf's texts) ever destroyed (no
+    command does), a shelf event's text is refused 409 ``rule-violation`` D-04 titled for
+    what happened (Round 31, #12), the detail naming no client: until then it was titled
+    "Client erased" and its detail called ``#institution`` a client."""
+    ctx, _, keys = _ctx()
+    assert isinstance(_submit(ctx, _shelf_event(uuid.uuid4())), Accepted)
+    asyncio.run(keys.destroy(INSTITUTION_KEY_ID))
+    outcome = _submit(ctx, _shelf_event(uuid.uuid4()))
+    assert isinstance(outcome, Refused), outcome
+    assert (outcome.reason, outcome.rule) == (Refusal.INSTITUTION_KEY_DESTROYED, "D-04")
+    problem = problem_of(outcome)
+    assert problem.status == 409
+    assert problem.body() == {
+        "type": "https://branchline.dev/problems/rule-violation",
+        "title": "Institution's key destroyed",
+        "status": 409,
+        "detail": "the institution's data key (the product shelf's texts) was destroyed",
         "rule": "D-04",
     }

@@ -114,6 +114,36 @@ know (``SELECT DISTINCT assignee``, read as one probe of the owner's index per a
 column's (deterministic) collation, so the walk meets each assignee once (#12)."""
 
 
+READ_PAGES = 4
+"""A task page reads at most this many pages' worth of rows (``READ_PAGES * limit``): rows it
+skips as unreadable (``task_row``: an unknown kind, rule or status, an instant Python cannot
+hold) count, so a scope of such rows is read in bounded steps, not to its end (#12)."""
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """A task page's rows and, when the read stopped at :data:`READ_PAGES` before the scope's
+    end with fewer rows than asked, ``resume_after``: the keyset of the last row read (a skipped
+    one), from which the next page goes on. None: the rows are all there is up to the page's
+    end (a full page, or the scope's end)."""
+
+    rows: list[dict[str, Any]]
+    resume_after: tuple[datetime | str, uuid.UUID] | None = None
+
+
+def cursor_key(text: str) -> datetime | str | None:
+    """A stored due_at's text as a next-page key a cursor can carry: an aware instant, or
+    PostgreSQL's ``infinity`` / ``-infinity``; None for another instant Python cannot hold
+    (year 10000, BC), which a read does not stop at (it reads on to the next row)."""
+    if text in ("infinity", "-infinity"):
+        return text
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 _SHOWN = ("open", "done", "cancelled")
 """The statuses a task view shows (a stored row with any other is skipped as unreadable,
 ``task_row``): a page with no status filter is read one status at a time."""
@@ -123,12 +153,18 @@ async def list_tasks(
     pool: PgPool,
     *,
     where: TaskFilter,
-    after: tuple[datetime, uuid.UUID] | None,
+    after: tuple[datetime | str, uuid.UUID] | None,
     limit: int,
     now: datetime,
     due_soon_window: timedelta,
-) -> list[dict[str, Any]]:
-    """Tasks ordered by (due_at, id), the page after the keyset ``after``.
+) -> TaskRows:
+    """Tasks ordered by (due_at, id), the page after the keyset ``after`` (its due_at an
+    instant, or ``infinity`` / ``-infinity`` from a :class:`TaskRows` ``resume_after``).
+
+    Rows that cannot be read are skipped (``task_row``) and more are fetched, but at most
+    :data:`READ_PAGES` x ``limit`` rows are read: past that, with fewer than ``limit`` rows,
+    the rows found are returned with ``resume_after``, the key of the last row read, and the
+    next page starts there. A scope holding only unreadable rows was read to its end (#12).
 
     A team's page (``assignee_in``) is each member's page, by the owner's index
     (assignee, status, due_at, id), merged: at most a page per member is read. As one walk of the
@@ -214,7 +250,11 @@ async def list_tasks(
     if client is not None:
         source = "client_tasks AS fu_tasks"
     rows: list[dict[str, Any]] = []
-    keyset = None if after is None else (after[0].isoformat(), after[1])
+    keyset: tuple[str, uuid.UUID] | None = None
+    if after is not None:
+        due = after[0]
+        keyset = (due if isinstance(due, str) else due.isoformat(), after[1])
+    read = 0
     while len(rows) < limit:
         wanted = limit - len(rows)
         page_params = list(params)
@@ -253,11 +293,17 @@ async def list_tasks(
                 f"(SELECT * FROM fu_tasks WHERE client_id = {client}) {sql}"
             )
         raw = await pool.fetch(sql, *page_params)
+        read += len(raw)
         rows += decode_rows(raw, task_row, query="followups.list")
         if len(raw) < wanted:
             break
         keyset = (raw[-1]["key_due_at"], raw[-1]["id"])
-    return rows
+        if len(rows) < limit and read >= READ_PAGES * limit:
+            # the rows read were mostly skipped: stop, and say where the next page starts
+            key = cursor_key(keyset[0])
+            if key is not None:
+                return TaskRows(rows, (key, keyset[1]))
+    return TaskRows(rows)
 
 
 async def fetch_task_view(pool: PgPool, task_id: uuid.UUID) -> dict[str, Any] | None:

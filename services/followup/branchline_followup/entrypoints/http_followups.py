@@ -63,7 +63,11 @@ router = APIRouter(prefix="/v1/followups", tags=["followups"])
 
 class TaskPage(BaseModel):
     items: list[TaskView]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="The next page's cursor; null at the end. A page may hold fewer items "
+        "than `limit`, or none, and still have a cursor: a page reads at most 4 x (`limit` + 1) "
+        "stored tasks, and rows it cannot read are skipped (#12). Go on until it is null."
+    )
 
 
 class CompleteRequest(BaseModel):
@@ -96,15 +100,20 @@ def _invalid(field: str, message: str) -> Problem:
     )
 
 
-def encode_cursor(due_at: datetime, task_id: uuid.UUID) -> str:
-    raw = orjson.dumps([due_at.isoformat(), str(task_id)])
+def encode_cursor(due_at: datetime | str, task_id: uuid.UUID) -> str:
+    """The next page's key: a due_at (an instant, or ``infinity`` / ``-infinity``, the key of
+    a skipped row a read stopped at) and a task id."""
+    moment = due_at if isinstance(due_at, str) else due_at.isoformat()
+    raw = orjson.dumps([moment, str(task_id)])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime | str, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         due_at, task_id = orjson.loads(raw)
+        if due_at in ("infinity", "-infinity"):  # past a skipped row's key (queries.cursor_key)
+            return due_at, uuid.UUID(task_id)
         moment = datetime.fromisoformat(due_at)
         if moment.tzinfo is None:
             raise ValueError("naive")
@@ -129,7 +138,9 @@ async def list_followups(
     """An RM sees their own tasks, a supervisor their team's (their RMs' and their own), an
     admin everyone's; ``assignee`` narrows within that scope (outside it the page is empty).
     ``status`` is a task status (open, done, cancelled) or an open task's SLA state (overdue,
-    due_soon, on_track)."""
+    due_soon, on_track). A page reads at most 4 x (``limit`` + 1) stored tasks: past rows
+    it cannot read (skipped) it may hold fewer tasks than ``limit``, or none, with a
+    ``next_cursor`` that goes on after them; only a null ``next_cursor`` ends the list."""
     if status is not None and status not in STATUS_VALUES:
         raise _invalid("status", f"must be one of {STATUS_VALUES}")
     if kind is not None and kind not in {k.value for k in TaskKind}:
@@ -138,7 +149,7 @@ async def list_followups(
     after = decode_cursor(cursor) if cursor else None
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
-    rows = await queries.list_tasks(
+    found = await queries.list_tasks(
         ctx.pool,
         where=queries.TaskFilter(
             assignee=assignee,
@@ -154,10 +165,15 @@ async def list_followups(
         now=now,
         due_soon_window=window,
     )
+    rows = found.rows
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
         next_cursor = encode_cursor(page[-1]["due_at"], page[-1]["id"])
+    elif found.resume_after is not None:
+        # the read stopped past rows it skipped as unreadable: a short (or empty) page, and
+        # the next one starts after them (#12)
+        next_cursor = encode_cursor(*found.resume_after)
     return TaskPage(items=[task_view(r, now, window) for r in page], next_cursor=next_cursor)
 
 

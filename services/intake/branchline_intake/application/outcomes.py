@@ -47,6 +47,9 @@ class Refusal(StrEnum):
     """The client's key is destroyed (D-04)."""
     STAFF_ERASED = "staff-erased"
     """The member of staff's own key (``#staff/<staff_id>``) is destroyed (D-04)."""
+    INSTITUTION_KEY_DESTROYED = "institution-key-destroyed"
+    """The institution's key (``#institution``: the product shelf's texts) is destroyed: no
+    command destroys it, so only a keystore damaged or changed by hand (Round 31, #12)."""
     IDEMPOTENCY_CONFLICT = "idempotency-conflict"
     """The event id was used for a different event."""
     VERSION_CONFLICT = "version-conflict"

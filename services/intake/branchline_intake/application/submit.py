@@ -61,6 +61,7 @@ from branchline_shared.events.envelope import (
     utc,
 )
 from branchline_shared.events.sealing_keys import (
+    INSTITUTION_KEY_ID,
     sealed_late_entry,
     sealing_key_id,
     sealing_key_of,
@@ -562,6 +563,13 @@ def _personal_paths(event_type: str, data: dict[str, Any]) -> tuple[str, ...]:
 def _erased(erased: KeyDestroyed) -> Refused:
     """The refusal of a personal value of a subject whose key is destroyed (D-04), naming
     whose it was by id (a client's, or a member of staff's ``#staff/<staff_id>``)."""
+    if erased.client_id == INSTITUTION_KEY_ID:
+        # No client's and no erasure's (no command destroys it): titled for what it is.
+        return Refused(
+            Refusal.INSTITUTION_KEY_DESTROYED,
+            "the institution's data key (the product shelf's texts) was destroyed",
+            rule="D-04",
+        )
     staff_id = staff_of_key(erased.client_id)
     if staff_id is None:
         return Refused(Refusal.CLIENT_ERASED, str(erased), rule="D-04")

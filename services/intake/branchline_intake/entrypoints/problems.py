@@ -28,6 +28,7 @@ PROBLEMS: dict[Refusal, Shape] = {
     Refusal.CLIENT_NOT_FOUND: Shape(404, "Not found", "client-not-found"),
     Refusal.CLIENT_ERASED: Shape(409, "Client erased", "rule-violation"),
     Refusal.STAFF_ERASED: Shape(409, "Member of staff erased", "rule-violation"),
+    Refusal.INSTITUTION_KEY_DESTROYED: Shape(409, "Institution's key destroyed", "rule-violation"),
     Refusal.IDEMPOTENCY_CONFLICT: Shape(409, "Idempotency key reused", "idempotency-conflict"),
     Refusal.VERSION_CONFLICT: Shape(409, "Stream version mismatch", "version-conflict"),
     Refusal.RULE_VIOLATION: Shape(409, "Refused by a rule", "rule-violation"),

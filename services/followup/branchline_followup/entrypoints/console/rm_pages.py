@@ -89,7 +89,7 @@ async def _work_list(
         now=now,
         due_soon_window=window,
     )
-    return [task_view(r, now, window) for r in rows], assignee or ""
+    return [task_view(r, now, window) for r in rows.rows], assignee or ""
 
 
 def work_filters(

@@ -1,0 +1,198 @@
+"""An RM's task pages filtered by kind, with and without an index (assignee, kind, status,
+due_at, id), and what that index costs a task's writes (#12, Round 31).
+
+Starts an embedded PostgreSQL only, migrates followup's database and fills ``fu_tasks`` as
+``bench.profile_owner_status`` does (``--tasks`` tasks of 50 RMs, 5% open, 0.1% cancelled,
+the rest done; one in 200 a revisit, the rest satisfaction surveys). Then, in ``--pairs``
+alternated pairs (ABBA) of two variants, ``without`` (the migrations' indexes) and ``with``
+(those and ``fu_tasks_owner_kind_by_status (assignee, kind, status, due_at, id)``):
+
+``page``: each page below (the API's 50 + 1), first and next, every statement
+``queries.list_tasks`` runs for it under ``EXPLAIN (ANALYZE, BUFFERS)``, on its custom plan
+(``plan_cache_mode = force_custom_plan``) and on its generic plan (``force_generic_plan``):
+shared buffers touched and execution ms summed over the statements, median of 5;
+``writes``: ``--writes`` tasks inserted open, then closed (90% done, 10% cancelled), one
+statement each in transactions of 20: backend CPU and WAL bytes per insert and per close
+(``full_page_writes`` off: the records, not page images).
+
+    python -m bench.profile_rm_kind [--tasks 100000] [--pairs 2] [--writes 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.generic_plans import Recording  # noqa: E402
+
+from bench.profile_owner_status import FILL, NOW, literal, write_run  # noqa: E402
+from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
+from branchline_followup.bootstrap import prepare_database  # noqa: E402
+
+INDEX = "fu_tasks_owner_kind_by_status"
+DEFINITION = "(assignee, kind, status, due_at, id)"
+PAGES = {
+    "RM, revisit": queries.TaskFilter(assignee="rm-7", kind="revisit"),
+    "RM, revisit, done": queries.TaskFilter(assignee="rm-7", kind="revisit", status="done"),
+    "RM, revisit, open": queries.TaskFilter(assignee="rm-7", kind="revisit", status="open"),
+    "RM, revisit, cancelled": queries.TaskFilter(
+        assignee="rm-7", kind="revisit", status="cancelled"
+    ),
+    "RM, survey": queries.TaskFilter(assignee="rm-7", kind="satisfaction_survey"),
+    "RM, no kind": queries.TaskFilter(assignee="rm-7"),
+}
+
+
+async def statements_of(pool: Any, where: Any, after: Any) -> tuple[list[Any], Any]:
+    calls: list[tuple[str, Any]] = []
+
+    class Spy(Recording):
+        async def fetch(self, sql: str, *args: Any) -> Any:
+            calls.append((sql, args))
+            return await super().fetch(sql, *args)
+
+    found = await queries.list_tasks(
+        cast(Any, Spy(pool, [])),
+        where=where,
+        after=after,
+        limit=51,
+        now=NOW,
+        due_soon_window=timedelta(days=2),
+    )
+    return calls, found.rows
+
+
+async def explained(conn: Any, statement: str, values: Any, mode: str) -> tuple[int, float]:
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+        await conn.execute(f"PREPARE page_probe AS {statement}")
+        try:
+            args = f"({', '.join(literal(v) for v in values)})" if values else ""
+            raw = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE page_probe{args}"
+            )
+        finally:
+            await conn.execute("DEALLOCATE page_probe")
+    tree = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+    plan = tree["Plan"]
+    return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], float(tree["Execution Time"])
+
+
+async def page_run(conn: Any, pool: Any) -> dict[str, tuple[float, float, int]]:
+    found: dict[str, tuple[float, float, int]] = {}
+    for name, where in PAGES.items():
+        after = None
+        for which in ("first", "next"):
+            run, page = await statements_of(pool, where, after)
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                runs = []
+                for _ in range(5):
+                    buffers, ms = 0, 0.0
+                    for sql, values in run:
+                        b, t = await explained(conn, sql, values, mode)
+                        buffers, ms = buffers + b, ms + t
+                    runs.append((buffers, ms))
+                found[f"{name}, {which}, {mode.split('_')[1]}"] = (
+                    statistics.median(r[0] for r in runs),
+                    statistics.median(r[1] for r in runs),
+                    len(page),
+                )
+            if len(page) < 51:
+                break
+            after = (page[-1]["due_at"], page[-1]["id"])
+    return found
+
+
+async def use(conn: Any, variant: str) -> None:
+    await conn.execute(f"DROP INDEX IF EXISTS fu_read.{INDEX}")
+    if variant == "with":
+        await conn.execute(f"CREATE INDEX {INDEX} ON fu_read.fu_tasks {DEFINITION}")
+    await conn.execute("ANALYZE fu_read.fu_tasks")
+
+
+async def measure(args: argparse.Namespace, base: Path) -> None:
+    import asyncpg
+
+    async with embedded_postgres(base) as (_server, settings):
+        await prepare_database(settings)
+        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+        conn = await asyncpg.connect(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
+        writes: dict[str, list[tuple[float, float, float, float]]] = {}
+        order = ("without", "with", "with", "without")
+        try:
+            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
+            await conn.execute("ALTER SYSTEM SET autovacuum = off")
+            await conn.execute("SELECT pg_reload_conf()")
+            await conn.execute("SELECT setseed(0.2)")
+            await conn.execute(FILL, args.tasks, 0.001)
+            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+            counts = await conn.fetch(
+                "SELECT status, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
+                "count(*) FILTER (WHERE assignee = 'rm-7' AND kind = 'revisit') AS rm7_revisits "
+                "FROM fu_tasks GROUP BY status ORDER BY status"
+            )
+            print("rm-7's tasks by status (all, revisits):", [tuple(r) for r in counts])
+            for pair in range(args.pairs):
+                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
+                    await use(conn, variant)
+                    pages.setdefault(variant, []).append(await page_run(conn, pool))
+                    print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
+            run = 0
+            for pair in range(args.pairs):
+                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
+                    run += 1
+                    await use(conn, variant)
+                    got = await write_run(conn, run, args.writes)
+                    writes.setdefault(variant, []).append(got)
+                    print(
+                        f"writes pair {pair + 1} {variant} (load {os.getloadavg()[0]:.2f}): "
+                        f"insert {got[0]:.1f} µs CPU {got[1]:.0f} WAL B; "
+                        f"close {got[2]:.1f} µs CPU {got[3]:.0f} WAL B",
+                        flush=True,
+                    )
+        finally:
+            await pool.close()
+            await conn.close()
+    for name in pages["with"][0]:
+        print(
+            f"{name}: "
+            + " | ".join(
+                f"{v} buf {'/'.join(f'{r[name][0]:.0f}' for r in pages[v])} "
+                f"ms {'/'.join(f'{r[name][1]:.2f}' for r in pages[v])} "
+                f"({pages[v][0][name][2]} rows)"
+                for v in ("without", "with")
+            )
+        )
+    for variant, wruns in writes.items():
+        print(
+            f"writes {variant}: insert WAL {sorted(round(w[1]) for w in wruns)} B, "
+            f"CPU {sorted(round(w[0], 1) for w in wruns)} µs; close WAL "
+            f"{sorted(round(w[3]) for w in wruns)} B, "
+            f"CPU {sorted(round(w[2], 1) for w in wruns)} µs"
+        )
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--writes", type=int, default=5000)
+    return run_in_scratch(measure, parser.parse_args(), "rm-kind-")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
