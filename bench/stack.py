@@ -13,12 +13,16 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.postgres import prepare_runtime_dir
 from branchline_shared.http.auth import Role, utcnow
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.settings import BranchlineSettings
+
+if TYPE_CHECKING:
+    from branchline_cli.devstack import DevStack
 
 LOG_LINE_PREFIX = "%m:%p:%d:"
 """The benchmark server's log line prefix: the time, the process and the **database** of
@@ -33,6 +37,7 @@ PORT_SETTINGS = (
     "AUDIT_CONSUMER_PORT",
     "BROKER_PORT",
     "POSTGRES_PORT",
+    "INTAKE_RELAY_PORT",  # bench.stack.relay_in_own_process's relay (its health)
 )
 
 
@@ -112,9 +117,40 @@ def stack_env(base: Path, extra_env: dict[str, str] | None = None) -> dict[str, 
     }
 
 
+def relay_in_own_process(stack: DevStack) -> None:
+    """The intake relay moved out of the API (#12, Round 31): the started stack's intake API
+    restarted told not to relay (``BRANCHLINE_RELAY_ENABLED=false`` for it alone: the followup
+    worker's relay reads the same setting), and ``branchline run intake-relay`` started as a
+    child of its own (the API's processes wake it by NOTIFY after their commits). The relay
+    starts first and waits for the lock the API's relay gives up when it stops."""
+    from branchline_cli.components import Component, ComponentInfo
+    from branchline_cli.devstack import Child
+
+    env = stack.child_env()
+    relay = Child(
+        ComponentInfo(Component.INTAKE_RELAY, "intake_relay_port", "intake relay", False),
+        stack.settings.intake_relay_port,
+        stack.logs / "intake-relay.log",
+    )
+    relay.start(env)
+    api = next(c for c in stack.children if c.info.component is Component.INTAKE_API)
+    api.stop()
+    api.wait(timeout=20)
+    api.start(env | {"BRANCHLINE_RELAY_ENABLED": "false"})
+    others = [c for c in stack.children if c is not api]
+    stack.children = [api, relay]
+    try:
+        stack._wait_ready()  # the bench's own stack
+    finally:
+        stack.children = [api, relay, *others]
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
-    extra_env: dict[str, str] | None = None, pg_settings: dict[str, str] | None = None
+    extra_env: dict[str, str] | None = None,
+    pg_settings: dict[str, str] | None = None,
+    *,
+    relay_process: bool = False,
 ) -> AsyncIterator[BenchStack]:
     base = Path(tempfile.mkdtemp(prefix="branchline-bench-"))
     prepare_runtime_dir(base)
@@ -141,6 +177,8 @@ async def running_stack(
     try:
         # DevStack is synchronous (it runs its own event loops): keep it off ours.
         await asyncio.to_thread(stack.start)
+        if relay_process:
+            await asyncio.to_thread(relay_in_own_process, stack)
         token = token_codec(settings, "intake").issue(
             "bench-branch",
             [Role.BRANCH_SYSTEM],

@@ -21,6 +21,7 @@ To run another tree's code, copy this file into its ``bench/`` and run it there.
 
     python -m bench.steady_lag_stack --rate 1300 --out /tmp/lag.jsonl
         [--repetitions 2] [--seconds 20] [--between capacity,batch] [--label x]
+        [--relay-process]
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from bench import branchline_measures, latency  # noqa: E402
 from bench.run import PROFILES  # noqa: E402
 from bench.stack import BenchStack, running_stack  # noqa: E402
 
-COMPONENTS = ("followup-worker", "broker", "intake-api", "audit-consumer")
+# intake-relay: only with --relay-process (its own process; 0 otherwise)
+COMPONENTS = ("followup-worker", "broker", "intake-api", "audit-consumer", "intake-relay")
 
 
 async def _fetchval(dsn: str, sql: str, *args: object) -> Any:
@@ -187,7 +189,7 @@ async def _fetch(dsn: str, sql: str, *args: object) -> list[Any]:
 async def run(args: argparse.Namespace, commit: str) -> None:
     p = PROFILES["standard"]
     between = [b for b in args.between.split(",") if b]
-    async with running_stack() as stack:
+    async with running_stack(relay_process=args.relay_process) as stack:
         s = stack.settings
         port = s.intake_port
 
@@ -213,6 +215,7 @@ async def run(args: argparse.Namespace, commit: str) -> None:
                 "load": round(os.getloadavg()[0], 2),
                 "bl_single": round(single.per_s),
                 "rate": args.rate,
+                "relay_process": args.relay_process,
                 **before,
             }
             row |= await steady(stack, args.rate, args.seconds)
@@ -240,6 +243,12 @@ def main() -> None:
         help="parts run after each steady load but the last: capacity, single16, batch",
     )
     parser.add_argument("--label", default="")
+    parser.add_argument(
+        "--relay-process",
+        action="store_true",
+        help="intake's relay as its own process (branchline run intake-relay), the API's "
+        "processes not relaying (#12, Round 31); by default the API's processes relay",
+    )
     parser.add_argument("--out", type=Path, required=True)
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
