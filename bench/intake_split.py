@@ -174,12 +174,18 @@ class ConnectionSplit:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        # a loaded machine may not have run the sampler since the last connection came: one
+        # more look while those still open are open
+        self._look()
+
+    def _look(self) -> None:
+        counts = connections_by_process(self.pids, self.port)
+        if sum(counts.values()) > sum(self.held.values()):
+            self.held = counts
 
     async def _sample(self) -> None:
         while sum(self.held.values()) < self.wanted:
-            counts = connections_by_process(self.pids, self.port)
-            if sum(counts.values()) > sum(self.held.values()):
-                self.held = counts
+            self._look()
             await asyncio.sleep(0.02)
 
     @property
