@@ -219,11 +219,14 @@ async def existing_client_posts(
     events: int,
     per_connection: int,
     connections: int = 64,
+    *,
+    opened: list[RawHttpClient] | None = None,
 ) -> Latencies:
     """``events`` single POSTs of consents to the clients :func:`register_clients` registered
     (a consent after a registration: a bank's traffic is mostly events for clients that
     exist, #12), each client always sent by the same connection (a client's events come from
-    its branch's system): connection ``c`` sends for clients ``c + connections * m`` in turn."""
+    its branch's system): connection ``c`` sends for clients ``c + connections * m`` in turn.
+    ``opened``: the connections, opened already (``closed_loop``; e.g. balanced)."""
     bodies = [
         orjson.dumps(
             consent_body(
@@ -232,7 +235,9 @@ async def existing_client_posts(
         )
         for j in range(events)
     ]
-    return await closed_loop(port, token, "/v1/events", bodies, connections, expect=202)
+    return await closed_loop(
+        port, token, "/v1/events", bodies, connections, expect=202, opened=opened
+    )
 
 
 async def batches(port: int, token: str, events: int, per_batch: int = 1000) -> float:

@@ -8,6 +8,7 @@ Unlike `bench.profile_intake` nothing samples the process, so the figure is the 
     python -m bench.intake_cpu [--events 3000] [--repeat 2] [--env NAME=VALUE ...]
                                [--branch-systems N] [--existing-clients K] [--event-ids]
                                [--resend-share P] [--refused-share P] [--balanced]
+                               [--no-settle]
 
 ``--env`` starts the stack with a setting changed (e.g. ``BRANCHLINE_INTAKE_PROCESSES=1``), so
 that a setting can be paired against the default on one tree. ``--branch-systems N`` posts
@@ -31,8 +32,17 @@ D-09 (409) and its refusal recorded (``bench.branchline_measures.with_refusals``
 decided on a guessed group's guess (Round 28, #12); counted in "ev/s", the CPU and latencies.
 ``--balanced``: each measurement's 64 connections opened until every intake process holds as
 many (``bench.intake_split.balanced_clients``: the load tool sees which process accepted each),
-so that the split (Round 30's confounder) is 32/32 every time. Each line also gives the
-connections each process held and its CPU per request it served (``bench.intake_split``).
+so that the split (Round 30's confounder) is 32/32 every time; with ``--existing-clients`` too
+(connection ``c`` still sends for the same clients, only opened balanced).
+Each line also gives the connections each process held and its CPU per request it served
+(``bench.intake_split``).
+Before each repetition (the first one after the warm-up) the followup worker and the audit
+consumer are let catch up with what intake wrote, as `make bench` does between its intake lines
+(``bench.run.settle`` with the standard profile: their applied counts stood still 5 s): they
+share the 2 cores with intake, so a backlog left by one repetition was paid during the next
+(Round 31: the last of 6 repetitions cost more than the first in 9 of 12 stacks). Each line says
+how long the settling before it took. ``--no-settle``: the earlier tool's behaviour (no wait;
+with ``--existing-clients`` a 1 s sleep after the registrations), to compare against.
 "Events per group" counts the rows' distinct commit times (one per committed transaction; a
 row written in a savepoint has an ``xmin`` of its own but its transaction's commit time).
 """
@@ -44,6 +54,8 @@ import asyncio
 import os
 import statistics
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +75,7 @@ from bench.branchline_measures import (  # noqa: E402
     unique_violations_in_log,
 )
 from bench.intake_split import ConnectionSplit, balanced_clients, serving_pids  # noqa: E402
+from bench.run import PROFILES, settle  # noqa: E402
 from bench.stack import (  # noqa: E402
     child_pids,
     process_cpu_seconds,
@@ -99,6 +112,18 @@ async def events_per_transaction(conn: asyncpg.Connection[Any], after: int) -> f
     return float(row["events"]) / max(1, int(row["groups"]))
 
 
+async def settled(wait: Callable[[], Awaitable[dict[str, float]]] | None) -> str:
+    """Waits for the consumers (``wait``: ``bench.run.settle``) before a repetition; answers
+    what its line says of it: the whole wait (the quiet period included) and how long each
+    consumer still applied events. No ``wait`` (``--no-settle``): nothing waited, nothing said."""
+    if wait is None:
+        return ""
+    started = time.monotonic()
+    took = await wait()
+    behind = ", ".join(f"{name} {took[name]:.1f} s" for name in sorted(took))
+    return f"settled in {time.monotonic() - started:.1f} s (still applying: {behind}); "
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=3000)
@@ -110,9 +135,8 @@ async def main() -> int:
     parser.add_argument("--resend-share", type=float, default=0.0, metavar="P")
     parser.add_argument("--refused-share", type=float, default=0.0, metavar="P")
     parser.add_argument("--balanced", action="store_true")
+    parser.add_argument("--no-settle", action="store_true")
     args = parser.parse_args()
-    if args.balanced and args.existing_clients:
-        parser.error("--balanced opens single POSTs' connections only")
     if args.resend_share and not args.event_ids:
         parser.error("--resend-share resends events' own ids: it needs --event-ids")
     extra = dict(pair.split("=", 1) for pair in args.env)
@@ -121,11 +145,14 @@ async def main() -> int:
         conn = await asyncpg.connect(stack.settings.intake_database_url)
         tokens = branch_tokens(stack, max(1, args.branch_systems))
         await single_posts(port, tokens, 300)  # warm up (imports, pools, caches)
+        wait = None if args.no_settle else (lambda: settle(stack, PROFILES["standard"]))
         for _ in range(args.repeat):
             run = ""
             if args.existing_clients > 0:  # registered before the measurement
                 run = await register_clients(port, tokens, args.existing_clients)
-                await asyncio.sleep(1.0)  # their relaying done
+                if wait is None:
+                    await asyncio.sleep(1.0)  # their relaying done
+            waited = await settled(wait)
             first = await last_position(conn)
             each = per_process_cpu(stack.pids.get("intake-api", []))
             before = stack.cpu_seconds("intake-api")
@@ -138,7 +165,7 @@ async def main() -> int:
             async with ConnectionSplit(stack) as watched:
                 if args.existing_clients > 0:
                     latencies = await existing_client_posts(
-                        port, tokens, run, args.events, args.existing_clients
+                        port, tokens, run, args.events, args.existing_clients, opened=opened
                     )
                 else:
                     latencies = await single_posts(
@@ -179,6 +206,7 @@ async def main() -> int:
                 f"{f'resend share {args.resend_share:g}; ' if args.resend_share else ''}"
                 f"{f'refused share {args.refused_share:g}; ' if args.refused_share else ''}"
                 f"{'balanced connections; ' if args.balanced else ''}"
+                f"{waited}"
                 f"unique violations {refused}; "
                 f"reruns: id order {reruns.id_order}, lock cycles {reruns.lock_cycles}; "
                 f"load average {load}",
