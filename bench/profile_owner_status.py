@@ -232,6 +232,18 @@ async def write_run(conn: Any, run: int, n: int) -> tuple[float, float, float, f
 WriteFigures = tuple[float, float, float, float]
 
 
+async def fill_tasks(conn: Any, tasks: int, cancelled: float, *, autovacuum: bool = True) -> None:
+    """``FILL``'s tasks (seeded, so every run holds the same), analysed, with full-page writes
+    off (and autovacuum, if asked) so that the write runs' WAL is the rows' and indexes' own."""
+    await conn.execute("ALTER SYSTEM SET full_page_writes = off")
+    if not autovacuum:
+        await conn.execute("ALTER SYSTEM SET autovacuum = off")
+    await conn.execute("SELECT pg_reload_conf()")
+    await conn.execute("SELECT setseed(0.2)")
+    await conn.execute(FILL, tasks, cancelled)
+    await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+
+
 async def abba_write_runs(
     conn: Any,
     order: tuple[str, str, str, str],
@@ -270,11 +282,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
         writes: dict[str, list[WriteFigures]] = {}
         try:
-            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            await conn.execute("SELECT pg_reload_conf()")
-            await conn.execute("SELECT setseed(0.2)")
-            await conn.execute(FILL, args.tasks, args.cancelled)
-            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+            await fill_tasks(conn, args.tasks, args.cancelled)
             counts = await conn.fetch(
                 "SELECT status, count(*) AS n, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
                 "count(*) FILTER (WHERE kind = 'revisit') AS revisits "

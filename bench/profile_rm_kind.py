@@ -36,10 +36,10 @@ if str(ROOT) not in sys.path:
 from tests.support.generic_plans import Recording  # noqa: E402
 
 from bench.profile_owner_status import (  # noqa: E402
-    FILL,
     NOW,
     WriteFigures,
     abba_write_runs,
+    fill_tasks,
     literal,
 )
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
@@ -139,12 +139,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         writes: dict[str, list[WriteFigures]] = {}
         order = ("without", "with", "with", "without")
         try:
-            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            await conn.execute("ALTER SYSTEM SET autovacuum = off")
-            await conn.execute("SELECT pg_reload_conf()")
-            await conn.execute("SELECT setseed(0.2)")
-            await conn.execute(FILL, args.tasks, 0.001)
-            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+            await fill_tasks(conn, args.tasks, 0.001, autovacuum=False)
             counts = await conn.fetch(
                 "SELECT status, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
                 "count(*) FILTER (WHERE assignee = 'rm-7' AND kind = 'revisit') AS rm7_revisits "
