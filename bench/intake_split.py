@@ -40,38 +40,9 @@ def serving_pids(stack: BenchStack) -> list[int]:
     return sorted(c for pid in parents for c in child_pids(pid)) or sorted(parents)
 
 
-def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
-    """Established connections to ``port`` that each process holds (its sockets' inodes in
-    ``/proc/PID/fd`` matched with ``/proc/net/tcp``)."""
-    established: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                established.add(fields[9])
-    counts: dict[int, int] = {}
-    for pid in pids:
-        held = 0
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:[") and target[8:-1] in established:
-                        held += 1
-        except OSError:
-            continue
-        counts[pid] = held
-    return counts
-
-
-def serving_process_of_clients(pids: list[int], port: int) -> dict[int, int]:
-    """Client port -> the process that accepted that client's connection to ``port``: the
-    server side's socket (local port ``port``, remote port the client's) found in the
-    process's ``/proc/PID/fd``."""
+def _established_to(port: int) -> dict[str, int]:
+    """Established connections whose local port is ``port``: socket inode -> remote port
+    (``/proc/net/tcp`` and ``tcp6``)."""
     remote_of: dict[str, int] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -82,15 +53,34 @@ def serving_process_of_clients(pids: list[int], port: int) -> dict[int, int]:
             fields = line.split()
             if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 remote_of[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
-    served: dict[int, int] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:[") and target[8:-1] in remote_of:
-                        served[remote_of[target[8:-1]]] = pid
-    return served
+    return remote_of
+
+
+def _socket_inodes(pid: int) -> list[str]:
+    """The inodes of the sockets ``pid`` holds open (``/proc/PID/fd``); none if it is gone."""
+    inodes: list[str] = []
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.append(target[8:-1])
+    return inodes
+
+
+def connections_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """Established connections to ``port`` that each process holds (its sockets' inodes in
+    ``/proc/PID/fd`` matched with ``/proc/net/tcp``)."""
+    established = _established_to(port)
+    return {pid: sum(i in established for i in _socket_inodes(pid)) for pid in pids}
+
+
+def serving_process_of_clients(pids: list[int], port: int) -> dict[int, int]:
+    """Client port -> the process that accepted that client's connection to ``port``: the
+    server side's socket (local port ``port``, remote port the client's) found in the
+    process's ``/proc/PID/fd``."""
+    remote_of = _established_to(port)
+    return {remote_of[i]: pid for pid in pids for i in _socket_inodes(pid) if i in remote_of}
 
 
 async def balanced_clients(

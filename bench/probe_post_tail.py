@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import single_posts  # noqa: E402
+from bench.intake_split import serving_process_of_clients  # noqa: E402
 from bench.latency import WalFlushes, wal_flushes  # noqa: E402
 from bench.loadgen import RawHttpClient  # noqa: E402
 from bench.stack import child_pids, running_stack  # noqa: E402
@@ -51,40 +52,11 @@ from bench.workload import event_body  # noqa: E402
 PROBE = Path(__file__).resolve().parent / "tail_probe"
 
 
-def server_pid_by_client_port(pids: list[int], port: int) -> dict[int, int]:
-    """The intake process holding the server end of each connection to ``port``, by the
-    client's port (/proc/net/tcp, /proc/PID/fd)."""
-    by_inode: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if fields[3] == "01" and local_port == port:
-                by_inode[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
-    found: dict[int, int] = {}
-    for pid in pids:
-        try:
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.startswith("socket:[") and target[8:-1] in by_inode:
-                    found[by_inode[target[8:-1]]] = pid
-        except OSError:
-            continue
-    return found
-
-
 async def sample_owners(owners: dict[int, int], serving: list[int], port: int) -> None:
     """Fill ``owners`` (client port -> intake process) once the 64 connections are up."""
     for _ in range(100):
         await asyncio.sleep(0.05)
-        owners.update(server_pid_by_client_port(serving, port))
+        owners.update(serving_process_of_clients(serving, port))
         if len(owners) >= 64:
             return
 

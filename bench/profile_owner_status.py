@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -128,7 +129,8 @@ async def statements_of(module: Any, pool: Any, where: Any, after: Any) -> list[
         now=NOW,
         due_soon_window=timedelta(days=2),
     )
-    return [*calls, ("page", page)]
+    # --old's module returns the rows; since Round 31 a TaskRows holds them
+    return [*calls, ("page", getattr(page, "rows", page))]
 
 
 def literal(value: Any) -> str:
@@ -227,6 +229,47 @@ async def write_run(conn: Any, run: int, n: int) -> tuple[float, float, float, f
     return found[0], found[1], found[2], found[3]
 
 
+WriteFigures = tuple[float, float, float, float]
+
+
+async def fill_tasks(conn: Any, tasks: int, cancelled: float, *, autovacuum: bool = True) -> None:
+    """``FILL``'s tasks (seeded, so every run holds the same), analysed, with full-page writes
+    off (and autovacuum, if asked) so that the write runs' WAL is the rows' and indexes' own."""
+    await conn.execute("ALTER SYSTEM SET full_page_writes = off")
+    if not autovacuum:
+        await conn.execute("ALTER SYSTEM SET autovacuum = off")
+    await conn.execute("SELECT pg_reload_conf()")
+    await conn.execute("SELECT setseed(0.2)")
+    await conn.execute(FILL, tasks, cancelled)
+    await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+
+
+async def abba_write_runs(
+    conn: Any,
+    order: tuple[str, str, str, str],
+    pairs: int,
+    n: int,
+    use: Callable[[Any, str], Awaitable[None]],
+) -> dict[str, list[WriteFigures]]:
+    """``write_run`` of each variant in ``order`` (A B B A), ``pairs`` times, each after
+    ``use(conn, variant)`` set its indexes up; printed as they come."""
+    writes: dict[str, list[WriteFigures]] = {}
+    run = 0
+    for pair in range(pairs):
+        for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
+            run += 1
+            await use(conn, variant)
+            got = await write_run(conn, run, n)
+            writes.setdefault(variant, []).append(got)
+            print(
+                f"writes pair {pair + 1} {variant} (load {os.getloadavg()[0]:.2f}): "
+                f"insert {got[0]:.1f} µs CPU {got[1]:.0f} WAL B; "
+                f"close {got[2]:.1f} µs CPU {got[3]:.0f} WAL B",
+                flush=True,
+            )
+    return writes
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
 
@@ -237,13 +280,9 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         conn = await asyncpg.connect(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
-        writes: dict[str, list[tuple[float, float, float, float]]] = {}
+        writes: dict[str, list[WriteFigures]] = {}
         try:
-            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            await conn.execute("SELECT pg_reload_conf()")
-            await conn.execute("SELECT setseed(0.2)")
-            await conn.execute(FILL, args.tasks, args.cancelled)
-            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+            await fill_tasks(conn, args.tasks, args.cancelled)
             counts = await conn.fetch(
                 "SELECT status, count(*) AS n, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
                 "count(*) FILTER (WHERE kind = 'revisit') AS revisits "
@@ -264,19 +303,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                         ),
                         flush=True,
                     )
-            run = 0
-            for pair in range(args.pairs):
-                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
-                    run += 1
-                    await use_indexes(conn, variant)
-                    got_w = await write_run(conn, run, args.writes)
-                    writes.setdefault(variant, []).append(got_w)
-                    print(
-                        f"writes pair {pair + 1} {variant} (load {os.getloadavg()[0]:.2f}): "
-                        f"insert {got_w[0]:.1f} µs CPU {got_w[1]:.0f} WAL B; "
-                        f"close {got_w[2]:.1f} µs CPU {got_w[3]:.0f} WAL B",
-                        flush=True,
-                    )
+            writes = await abba_write_runs(conn, order, args.pairs, args.writes, use_indexes)
         finally:
             await pool.close()
             await conn.close()

@@ -35,7 +35,13 @@ if str(ROOT) not in sys.path:
 
 from tests.support.generic_plans import Recording  # noqa: E402
 
-from bench.profile_owner_status import FILL, NOW, literal, write_run  # noqa: E402
+from bench.profile_owner_status import (  # noqa: E402
+    NOW,
+    WriteFigures,
+    abba_write_runs,
+    fill_tasks,
+    literal,
+)
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
 from branchline_followup.bootstrap import prepare_database  # noqa: E402
@@ -130,15 +136,10 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         conn = await asyncpg.connect(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
-        writes: dict[str, list[tuple[float, float, float, float]]] = {}
+        writes: dict[str, list[WriteFigures]] = {}
         order = ("without", "with", "with", "without")
         try:
-            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            await conn.execute("ALTER SYSTEM SET autovacuum = off")
-            await conn.execute("SELECT pg_reload_conf()")
-            await conn.execute("SELECT setseed(0.2)")
-            await conn.execute(FILL, args.tasks, 0.001)
-            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks")
+            await fill_tasks(conn, args.tasks, 0.001, autovacuum=False)
             counts = await conn.fetch(
                 "SELECT status, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
                 "count(*) FILTER (WHERE assignee = 'rm-7' AND kind = 'revisit') AS rm7_revisits "
@@ -150,19 +151,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                     await use(conn, variant)
                     pages.setdefault(variant, []).append(await page_run(conn, pool))
                     print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
-            run = 0
-            for pair in range(args.pairs):
-                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
-                    run += 1
-                    await use(conn, variant)
-                    got = await write_run(conn, run, args.writes)
-                    writes.setdefault(variant, []).append(got)
-                    print(
-                        f"writes pair {pair + 1} {variant} (load {os.getloadavg()[0]:.2f}): "
-                        f"insert {got[0]:.1f} µs CPU {got[1]:.0f} WAL B; "
-                        f"close {got[2]:.1f} µs CPU {got[3]:.0f} WAL B",
-                        flush=True,
-                    )
+            writes = await abba_write_runs(conn, order, args.pairs, args.writes, use)
         finally:
             await pool.close()
             await conn.close()

@@ -17,6 +17,7 @@ from bench.intake_split import (
 )
 from bench.run import PROFILES, render_markdown, summarise
 from bench.stack import BenchStack
+from tests.support.bench_results import bench_result
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -90,22 +91,7 @@ def test_the_report_carries_each_runs_split_beside_the_line() -> None:
     # a process that served none has no CPU per request
     assert measures["bl_batch"]["cpu_ms_by_process"] == [[None, 0.05], [0.06, None]]
     assert split_text(measures["bl_single"]) == "40/24, 32/32"
-    result = {
-        "profile": "standard",
-        "repeat": 2,
-        "machine": {
-            "started_at": "t",
-            "commit": "c",
-            "cores": 2,
-            "cpu": "x",
-            "memory_gib": 4,
-            "load_average_at_start": [1.0],
-            "load_average_at_end": [1.0],
-            "python": "3.11",
-            "versions": {},
-        },
-        "measures": measures,
-    }
+    result = bench_result(measures, profile="standard")
     table = render_markdown(result)
     assert "| target | intake split |" in table
     assert "| 40/24, 32/32 |" in table

@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from tests.support.source_calls import called_name
 
 pytestmark = pytest.mark.unit
 
@@ -26,15 +27,6 @@ MODULES = sorted(
 )
 
 
-def _called(call: ast.Call) -> str | None:
-    func = call.func
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
-
-
 def _direct_starts_and_stops(tree: ast.AST) -> list[str]:
     """``name.start()`` / ``name.stop()`` on a name the module binds to a new Kafka client."""
     clients: set[str] = set()
@@ -42,7 +34,7 @@ def _direct_starts_and_stops(tree: ast.AST) -> list[str]:
         if (
             isinstance(node, ast.Assign | ast.AnnAssign)
             and isinstance(node.value, ast.Call)
-            and _called(node.value) in CLIENTS
+            and called_name(node.value) in CLIENTS
         ):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             clients.update(t.id for t in targets if isinstance(t, ast.Name))
@@ -63,7 +55,7 @@ def test_the_bench_has_kafka_clients_to_look_at() -> None:
         name
         for name in MODULES
         for node in ast.walk(ast.parse((BENCH / name).read_text(encoding="utf-8")))
-        if isinstance(node, ast.Call) and _called(node) == "AIOKafkaConsumer"
+        if isinstance(node, ast.Call) and called_name(node) == "AIOKafkaConsumer"
     ]
     assert len(made) >= 3, made
 

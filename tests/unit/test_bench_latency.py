@@ -11,6 +11,7 @@ import pytest
 from bench import latency
 from bench.latency import Watch
 from bench.run import HALF_PEAK_RULE, PROFILES, SteadyRate, arguments, render_markdown
+from tests.support.bench_results import bench_result
 
 pytestmark = pytest.mark.unit
 
@@ -92,28 +93,8 @@ def test_the_table_names_a_given_steady_rate_as_such() -> None:
     )
 
 
-def _result(measures: dict[str, object], steady: dict[str, object]) -> dict[str, object]:
-    return {
-        "profile": "smoke",
-        "repeat": 2,
-        "machine": {
-            "started_at": "t",
-            "commit": "c",
-            "cores": 2,
-            "cpu": "x",
-            "memory_gib": 4,
-            "load_average_at_start": [1.0],
-            "load_average_at_end": [1.0],
-            "python": "3.11",
-            "versions": {},
-        },
-        "measures": measures,
-        "steady_rate": steady,
-    }
-
-
 def test_the_report_says_the_steady_rate_and_its_rule() -> None:
-    result = _result({}, {"per_s": 412.4, "rule": "half the first repetition's peak"})
+    result = bench_result({}, steady={"per_s": 412.4, "rule": "half the first repetition's peak"})
     assert "Steady load: 412 ev/s in every repetition (half the first" in render_markdown(result)
 
 
@@ -125,7 +106,9 @@ def test_the_report_says_the_consumers_drain_capacity_beside_the_steady_rate() -
         {"e2e_offered": 1000.0, "drain_capacity_followup": 1250.0, "drain_capacity_audit": 5000.0},
     ]
     measures = summarise(runs, PROFILES["standard"])
-    text = render_markdown(_result(measures, {"per_s": 1000.0, "rule": "half the first"}))
+    text = render_markdown(
+        bench_result(measures, steady={"per_s": 1000.0, "rule": "half the first"})
+    )
     assert "Steady load: 1,000 ev/s in every repetition (half the first)." in text
     # above 1.0x: the load offers more than the worker drains even with intake idle
     assert "the followup worker 1,025 ev/s (the steady load is 1.02x of it)" in text

@@ -11,6 +11,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from tests.support.source_calls import called_name
 
 pytestmark = pytest.mark.unit
 
@@ -22,13 +23,8 @@ TOOLS = (
 )
 
 
-def _name(call: ast.Call) -> str | None:
-    func = call.func
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
+def _calls(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Call) and called_name(node) == name
 
 
 def _bare_ledgers(tree: ast.AST) -> list[int]:
@@ -38,19 +34,14 @@ def _bare_ledgers(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.IfExp)
-            and isinstance(node.orelse, ast.Call)
-            and _name(node.orelse) == "PostgresLedger"
-            and any(
-                isinstance(n, ast.Call) and _name(n) == "audit_context" for n in ast.walk(node.body)
-            )
+            and _calls(node.orelse, "PostgresLedger")
+            and any(_calls(n, "audit_context") for n in ast.walk(node.body))
         ):
             allowed.add(id(node.orelse))
     return [
         node.lineno
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and _name(node) == "PostgresLedger"
-        and id(node) not in allowed
+        if _calls(node, "PostgresLedger") and id(node) not in allowed
     ]
 
 
@@ -58,4 +49,6 @@ def _bare_ledgers(tree: ast.AST) -> list[int]:
 def test_a_tool_builds_the_checked_ledger(path: str) -> None:
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
     assert _bare_ledgers(tree) == [], f"{path}: build the ledger with audit_context (D-11)"
-    assert any(isinstance(n, ast.Call) and _name(n) == "audit_context" for n in ast.walk(tree))
+    assert any(
+        isinstance(n, ast.Call) and called_name(n) == "audit_context" for n in ast.walk(tree)
+    )

@@ -3,6 +3,7 @@ instant Python cannot hold as a datetime (``infinity``), and a cursor carries it
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 
@@ -45,3 +46,20 @@ def test_a_stored_due_ats_text_as_a_cursors_key(text: str, key: datetime | str |
 def test_a_cursor_of_another_word_is_refused() -> None:
     with pytest.raises(Problem):
         decode_cursor(encode_cursor("tomorrow", TASK))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'["2026-03-01T00:00:00+00:00",7]',
+        b'["2026-03-01T00:00:00+00:00",[1]]',
+        b'["infinity",true]',
+    ],
+    ids=["a number for the task id", "a list for the task id", "a boolean for the task id"],
+)
+def test_a_forged_cursor_of_other_json_is_refused_not_a_5xx(raw: bytes) -> None:
+    """A cursor is the caller's text: a task id that is JSON but not text is the field's 422
+    (#12: it raised AttributeError, a 500 of ``GET /v1/followups``, and of the console)."""
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(Problem):
+        decode_cursor(cursor)

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -20,6 +17,7 @@ from branchline_followup.application.actions import (
     reassign_task,
 )
 from branchline_followup.domain import TaskKind
+from branchline_followup.entrypoints import task_cursor
 from branchline_followup.entrypoints.http_deps import (
     ContextDep,
     StaffDep,
@@ -32,6 +30,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_view,
 )
 from branchline_followup.entrypoints.problems import problem_of
+from branchline_followup.entrypoints.task_cursor import encode_cursor
 from branchline_shared.crypto.keystore import KeyDestroyed
 from branchline_shared.events.bounded import Instant
 from branchline_shared.events.catalogue import FollowupOutcome, Label, Note, SatisfactionScores
@@ -100,25 +99,10 @@ def _invalid(field: str, message: str) -> Problem:
     )
 
 
-def encode_cursor(due_at: datetime | str, task_id: uuid.UUID) -> str:
-    """The next page's key: a due_at (an instant, or ``infinity`` / ``-infinity``, the key of
-    a skipped row a read stopped at) and a task id."""
-    moment = due_at if isinstance(due_at, str) else due_at.isoformat()
-    raw = orjson.dumps([moment, str(task_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def decode_cursor(cursor: str) -> tuple[datetime | str, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        due_at, task_id = orjson.loads(raw)
-        if due_at in ("infinity", "-infinity"):  # past a skipped row's key (queries.cursor_key)
-            return due_at, uuid.UUID(task_id)
-        moment = datetime.fromisoformat(due_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, uuid.UUID(task_id)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        return task_cursor.decode_cursor(cursor)
+    except task_cursor.CursorInvalid:
         raise _invalid("cursor", "not a cursor this API returned") from None
 
 

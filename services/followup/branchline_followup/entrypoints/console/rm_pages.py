@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from calendar import monthrange
+from dataclasses import dataclass
 from datetime import datetime
 from statistics import fmean
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
@@ -34,6 +36,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_scope_filter,
     task_view,
 )
+from branchline_followup.entrypoints.task_cursor import CursorInvalid, decode_cursor, encode_cursor
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
@@ -57,6 +60,18 @@ CLIENT_PAGE = "GET /console/clients/{client_id}"
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
+@dataclass(frozen=True)
+class WorkPage:
+    """A page of the work list: its tasks, and the next page's cursor (none at the end)."""
+
+    tasks: list[TaskView]
+    shown_assignee: str
+    next_cursor: str | None
+    skipped: bool
+    """The read stopped past rows it could not read (#12): fewer tasks than a page, maybe
+    none, though more may follow on the next page."""
+
+
 async def _work_list(
     ctx: FollowupContext,
     principal: Principal,
@@ -66,15 +81,17 @@ async def _work_list(
     status: str,
     kind: str | None,
     client_id: str | None,
-) -> tuple[list[TaskView], str]:
-    """The tasks shown, ordered by deadline, within the caller's scope (the JSON API's rule:
-    an RM's own, a supervisor's team's, everyone's for an admin)."""
+    after: tuple[datetime | str, uuid.UUID] | None = None,
+) -> WorkPage:
+    """A page of the tasks shown, ordered by deadline, within the caller's scope (the JSON
+    API's rule: an RM's own, a supervisor's team's, everyone's for an admin), from the key
+    ``after`` on. The scope filter is applied to every page: a cursor cannot widen it."""
     if not oversees(principal):
         assignee = principal.subject
     only, never = task_scope_filter(principal, staff)
     now = await ctx.clock.now()
     window = ctx.projection.policy.due_soon_window
-    rows = await queries.list_tasks(
+    found = await queries.list_tasks(
         ctx.pool,
         where=queries.TaskFilter(
             assignee=assignee or None,
@@ -84,12 +101,26 @@ async def _work_list(
             assignee_in=only,
             assignee_not_in=never,
         ),
-        after=None,
-        limit=PAGE_SIZE,
+        after=after,
+        limit=PAGE_SIZE + 1,
         now=now,
         due_soon_window=window,
     )
-    return [task_view(r, now, window) for r in rows.rows], assignee or ""
+    page = found.rows[:PAGE_SIZE]
+    next_cursor = None
+    skipped = False
+    if len(found.rows) > PAGE_SIZE:
+        next_cursor = encode_cursor(page[-1]["due_at"], page[-1]["id"])
+    elif found.resume_after is not None:
+        # the read stopped past rows it could not read: the next page goes on after them
+        next_cursor = encode_cursor(*found.resume_after)
+        skipped = True
+    return WorkPage(
+        tasks=[task_view(r, now, window) for r in page],
+        shown_assignee=assignee or "",
+        next_cursor=next_cursor,
+        skipped=skipped,
+    )
 
 
 def work_filters(
@@ -112,8 +143,16 @@ async def render_day(
     notice: str | None = None,
     error: str | None = None,
     status: int = 200,
+    cursor: str | None = None,
 ) -> Response:
-    tasks, shown_assignee = await _work_list(
+    """The work list's page (from ``cursor`` on, else the first). A cursor that is not one
+    this page made is answered with the 400 page, never a 5xx."""
+    site = site_of(request)
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except CursorInvalid:
+        return site.render(request, "bad_cursor.html", {"filters": filters}, status=400)
+    work = await _work_list(
         ctx,
         principal,
         staff_of(request),
@@ -121,18 +160,28 @@ async def render_day(
         status=filters["status"],
         kind=filters["kind"],
         client_id=filters["client_id"],
+        after=after,
     )
+    query = {k: v for k, v in filters.items() if v}
     fragment = (
         request.headers.get("hx-request") == "true"
         and request.headers.get("hx-target") == "work-list"
     )
-    return site_of(request).render(
+    return site.render(
         request,
         "_worklist.html" if fragment else "my_day.html",
         {
-            "tasks": tasks,
+            "tasks": work.tasks,
             "filters": filters,
-            "shown_assignee": shown_assignee,
+            "shown_assignee": work.shown_assignee,
+            "paged": cursor is not None,
+            "skipped": work.skipped,
+            "first_page": "/console/?" + urlencode(query),
+            "next_page": (
+                "/console/?" + urlencode({**query, "cursor": work.next_cursor})
+                if work.next_cursor
+                else None
+            ),
             "oversees": oversees(principal),
             "status_choices": STATUS_CHOICES,
             "kinds": sorted(k.value for k in TaskKind),
@@ -158,10 +207,18 @@ async def my_day(
     client_id: Annotated[str | None, Query(max_length=128)] = None,
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     done: Annotated[str | None, Query(max_length=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    """The work list by deadline, a page at a time: ``cursor`` (a "Next page" link's) is
+    where the page starts; the filters are kept across pages (#12)."""
     notice = site_of(request).gettext(request)(N_("Task completed.")) if done else None
     return await render_day(
-        request, ctx, principal, work_filters(status, kind, client_id, assignee), notice=notice
+        request,
+        ctx,
+        principal,
+        work_filters(status, kind, client_id, assignee),
+        notice=notice,
+        cursor=cursor,
     )
 
 
