@@ -15,6 +15,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from branchline_followup.bootstrap import create_app, prepare_database, running_worker
+from branchline_shared.console.web import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from branchline_shared.events.envelope import Channel, RecordedEvent
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.consuming import RawMessage
@@ -175,6 +176,17 @@ class ApiClients:
             base_url=self.url, headers=self._tokens.headers(role, sub=sub), timeout=30
         )
         self._clients.append(client)
+        return client
+
+    def console_as(self, role: Role, sub: str) -> httpx.AsyncClient:
+        """A signed-in console session (English): the token in the session cookie, a CSRF
+        pair, no bearer header."""
+        client = self.as_(role, sub)
+        client.headers.pop("Authorization")
+        client.cookies.set(f"{SESSION_COOKIE}_followup", self._tokens.token(role, sub=sub))
+        client.cookies.set(CSRF_COOKIE, "csrf-1")
+        client.headers[CSRF_HEADER] = "csrf-1"
+        client.headers["accept-language"] = "en"
         return client
 
     async def close(self) -> None:

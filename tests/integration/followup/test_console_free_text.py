@@ -7,28 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
-from branchline_shared.console.web import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from branchline_shared.http.auth import Role
 from branchline_shared.settings import BranchlineSettings
-from tests.conftest import TokenFactory
 from tests.integration.followup.harness import ApiClients, History, now_utc, produce_events
 from tests.support.stack import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-def console(stack: ApiClients, tokens: TokenFactory, role: Role, sub: str) -> httpx.AsyncClient:
-    """A signed-in console session: the token in the session cookie, a CSRF pair."""
-    client = stack.as_(role, sub)
-    client.headers.pop("Authorization")
-    client.cookies.set(f"{SESSION_COOKIE}_followup", tokens.token(role, sub=sub))
-    client.cookies.set(CSRF_COOKIE, "csrf-1")
-    client.headers[CSRF_HEADER] = "csrf-1"
-    client.headers["accept-language"] = "en"
-    return client
 
 
 async def open_revisit(settings: BranchlineSettings, stack: ApiClients) -> str:
@@ -51,12 +37,11 @@ async def open_revisit(settings: BranchlineSettings, stack: ApiClients) -> str:
 async def test_a_note_or_reason_with_a_control_character_is_the_forms_error(
     settings: BranchlineSettings,
     stack: ApiClients,
-    tokens: TokenFactory,
     db: asyncpg.Connection[Any],
 ) -> None:
     task_id = await open_revisit(settings, stack)
     before = await db.fetchval("SELECT count(*) FROM es_events")
-    rm = console(stack, tokens, Role.RM, "rm-7")
+    rm = stack.console_as(Role.RM, "rm-7")
     done = await rm.post(
         f"/console/tasks/{task_id}/complete",
         data={"outcome": "contacted", "note": "by\x07phone"},
@@ -64,7 +49,7 @@ async def test_a_note_or_reason_with_a_control_character_is_the_forms_error(
     )
     assert done.status_code < 500, done.text
     assert "cannot be recorded (a control character)" in done.text
-    supervisor = console(stack, tokens, Role.SUPERVISOR, "sup-1")
+    supervisor = stack.console_as(Role.SUPERVISOR, "sup-1")
     moved = await supervisor.post(
         f"/console/tasks/{task_id}/reassign",
         data={"assignee": "rm-8", "reason": "on\x1bleave"},

@@ -18,9 +18,7 @@ import httpx
 import pytest
 
 from branchline_followup.entrypoints.task_cursor import encode_cursor
-from branchline_shared.console.web import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from branchline_shared.http.auth import Role
-from tests.conftest import TokenFactory
 from tests.integration.followup.harness import ApiClients
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -30,17 +28,6 @@ TASK_ID = re.compile(r'data-task-id="([^"]+)"')
 NEXT = re.compile(r'id="work-list-next" rel="next" href="([^"]+)"')
 FIRST = re.compile(r'id="work-list-first" href="([^"]+)"')
 FRAGMENT = {"hx-request": "true", "hx-target": "work-list"}
-
-
-def console(stack: ApiClients, tokens: TokenFactory, role: Role, sub: str) -> httpx.AsyncClient:
-    """A signed-in console session (English)."""
-    client = stack.as_(role, sub)
-    client.headers.pop("Authorization")
-    client.cookies.set(f"{SESSION_COOKIE}_followup", tokens.token(role, sub=sub))
-    client.cookies.set(CSRF_COOKIE, "csrf-1")
-    client.headers[CSRF_HEADER] = "csrf-1"
-    client.headers["accept-language"] = "en"
-    return client
 
 
 async def add_tasks(
@@ -100,11 +87,11 @@ def shown(page: httpx.Response) -> list[str]:
 
 
 async def test_an_rm_walks_two_pages_and_sees_every_open_task_once_in_deadline_order(
-    stack: ApiClients, tokens: TokenFactory, db: asyncpg.Connection[Any]
+    stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
     await add_tasks(db, 150, assignee="rm-7")
     await add_tasks(db, 40, assignee="rm-8", offset=3)  # another RM's, interleaved
-    rm = console(stack, tokens, Role.RM, "rm-7")
+    rm = stack.console_as(Role.RM, "rm-7")
     pages = await walk(rm, "/console/")
     assert [len(shown(p)) for p in pages] == [100, 50]
     assert "100 shown, more on the next page" in pages[0].text
@@ -120,13 +107,13 @@ async def test_an_rm_walks_two_pages_and_sees_every_open_task_once_in_deadline_o
 
 
 async def test_the_filters_are_kept_across_pages_also_for_htmx_fragments(
-    stack: ApiClients, tokens: TokenFactory, db: asyncpg.Connection[Any]
+    stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
     await add_tasks(db, 130, assignee="rm-7", client="C-2")
     await add_tasks(db, 60, assignee="rm-7", client="C-2", kind="complaint_ack", rule="D-07")
     await add_tasks(db, 60, assignee="rm-7", client="C-3", offset=2)
     await add_tasks(db, 60, assignee="rm-8", client="C-2", offset=4)
-    supervisor = console(stack, tokens, Role.SUPERVISOR, "sup-1")
+    supervisor = stack.console_as(Role.SUPERVISOR, "sup-1")
     first = "/console/?status=open&kind=revisit&client_id=C-2&assignee=rm-7"
     pages = await walk(supervisor, first, headers=FRAGMENT)
     assert [len(shown(p)) for p in pages] == [100, 30]
@@ -147,13 +134,13 @@ async def test_the_filters_are_kept_across_pages_also_for_htmx_fragments(
 
 
 async def test_a_page_past_unreadable_rows_says_so_and_offers_the_next_page(
-    stack: ApiClients, tokens: TokenFactory, db: asyncpg.Connection[Any]
+    stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
     """Round 31's unreadable rows (a kind that is no task kind) before the RM's 3 readable
     tasks: more than a read takes (4 x a page) before it stops with a key past them."""
     await add_tasks(db, 450, assignee="rm-7", kind="survey", rule="D-07")
     await add_tasks(db, 3, assignee="rm-7", offset=450 * 7)
-    rm = console(stack, tokens, Role.RM, "rm-7")
+    rm = stack.console_as(Role.RM, "rm-7")
     pages = await walk(rm, "/console/")
     assert len(pages) >= 2
     assert shown(pages[0]) == []
@@ -179,10 +166,8 @@ FORGED = {
 
 
 @pytest.mark.parametrize("cursor", list(FORGED.values()), ids=list(FORGED))
-async def test_a_forged_cursor_is_a_400_page(
-    stack: ApiClients, tokens: TokenFactory, cursor: str
-) -> None:
-    rm = console(stack, tokens, Role.RM, "rm-7")
+async def test_a_forged_cursor_is_a_400_page(stack: ApiClients, cursor: str) -> None:
+    rm = stack.console_as(Role.RM, "rm-7")
     for headers in (None, FRAGMENT):
         page = await rm.get("/console/", params={"cursor": cursor}, headers=headers)
         assert page.status_code == 400, page.text
@@ -191,7 +176,7 @@ async def test_a_forged_cursor_is_a_400_page(
 
 
 async def test_a_supervisors_next_pages_hold_no_task_outside_their_team(
-    stack: ApiClients, tokens: TokenFactory, db: asyncpg.Connection[Any]
+    stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
     """sup-1's team is rm-7 and rm-8 (the fixture's settings); rm-9's tasks are interleaved,
     and a cursor made from an rm-9 task's key moves within the team's tasks, no further."""
@@ -199,7 +184,7 @@ async def test_a_supervisors_next_pages_hold_no_task_outside_their_team(
     await add_tasks(db, 60, assignee="rm-8", offset=2)
     await add_tasks(db, 150, assignee="rm-9", offset=4)
     team = await in_due_order(db, "assignee IN ('rm-7', 'rm-8')")
-    supervisor = console(stack, tokens, Role.SUPERVISOR, "sup-1")
+    supervisor = stack.console_as(Role.SUPERVISOR, "sup-1")
     pages = await walk(supervisor, "/console/")
     assert [len(shown(p)) for p in pages] == [100, 30]
     assert [t for p in pages for t in shown(p)] == team
