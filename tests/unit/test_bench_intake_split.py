@@ -41,9 +41,11 @@ async def test_the_split_counts_the_connections_each_process_accepted() -> None:
     )
     clients = []
     try:
-        async with ConnectionSplit(stack, wanted=3) as split:
-            # this process serves (the clients' own sockets have other local ports)
-            split.pids = [os.getpid()]
+        split = ConnectionSplit(stack, wanted=3)
+        # this process serves (the clients' own sockets have other local ports), not its
+        # children (a suite's PostgreSQL or broker, which ``serving_pids`` would take)
+        split.pids = [os.getpid()]
+        async with split:
             clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
             await all_accepted.wait()
         assert split.split == [3]
