@@ -26,6 +26,7 @@ inserted open, then closed (90% done, 10% cancelled), one statement each in tran
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -232,6 +233,24 @@ async def write_run(conn: Any, run: int, n: int) -> tuple[float, float, float, f
 WriteFigures = tuple[float, float, float, float]
 
 
+@contextlib.asynccontextmanager
+async def live_read_model(base: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """A scratch PostgreSQL (under ``base``) with the followup database migrated: a connection
+    and a one-connection pool on its live read model, closed at the end."""
+    import asyncpg
+
+    async with embedded_postgres(base) as (_server, settings):
+        await prepare_database(settings)
+        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+        conn = await asyncpg.connect(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            yield conn, pool
+        finally:
+            await pool.close()
+            await conn.close()
+
+
 async def fill_tasks(conn: Any, tasks: int, cancelled: float, *, autovacuum: bool = True) -> None:
     """``FILL``'s tasks (seeded, so every run holds the same), analysed, with full-page writes
     off (and autovacuum, if asked) so that the write runs' WAL is the rows' and indexes' own."""
@@ -271,42 +290,31 @@ async def abba_write_runs(
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    import asyncpg
 
     modules = {"old": old_queries(args.old), "new": queries}
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
-        conn = await asyncpg.connect(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    async with live_read_model(base) as (conn, pool):
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
         writes: dict[str, list[WriteFigures]] = {}
-        try:
-            await fill_tasks(conn, args.tasks, args.cancelled)
-            counts = await conn.fetch(
-                "SELECT status, count(*) AS n, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
-                "count(*) FILTER (WHERE kind = 'revisit') AS revisits "
-                "FROM fu_tasks GROUP BY status ORDER BY status"
-            )
-            print("tasks by status (all, rm-7, revisits):", [tuple(r) for r in counts], flush=True)
-            order = ("old", "new", "new", "old")
-            for pair in range(args.pairs):
-                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
-                    await use_indexes(conn, variant)
-                    got = await page_run(conn, pool, modules[variant])
-                    pages.setdefault(variant, []).append(got)
-                    print(
-                        f"page pair {pair + 1} {variant} "
-                        f"(load {os.getloadavg()[0]:.2f}): "
-                        + "; ".join(
-                            f"{p} {b:.0f} buf {ms:.2f} ms" for p, (b, ms, _) in got.items()
-                        ),
-                        flush=True,
-                    )
-            writes = await abba_write_runs(conn, order, args.pairs, args.writes, use_indexes)
-        finally:
-            await pool.close()
-            await conn.close()
+        await fill_tasks(conn, args.tasks, args.cancelled)
+        counts = await conn.fetch(
+            "SELECT status, count(*) AS n, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
+            "count(*) FILTER (WHERE kind = 'revisit') AS revisits "
+            "FROM fu_tasks GROUP BY status ORDER BY status"
+        )
+        print("tasks by status (all, rm-7, revisits):", [tuple(r) for r in counts], flush=True)
+        order = ("old", "new", "new", "old")
+        for pair in range(args.pairs):
+            for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
+                await use_indexes(conn, variant)
+                got = await page_run(conn, pool, modules[variant])
+                pages.setdefault(variant, []).append(got)
+                print(
+                    f"page pair {pair + 1} {variant} "
+                    f"(load {os.getloadavg()[0]:.2f}): "
+                    + "; ".join(f"{p} {b:.0f} buf {ms:.2f} ms" for p, (b, ms, _) in got.items()),
+                    flush=True,
+                )
+        writes = await abba_write_runs(conn, order, args.pairs, args.writes, use_indexes)
     for name in pages["new"][0]:
         print(
             f"{name}: "

@@ -41,10 +41,10 @@ from bench.profile_owner_status import (  # noqa: E402
     abba_write_runs,
     fill_tasks,
     literal,
+    live_read_model,
 )
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
+from branchline_followup.adapters import queries  # noqa: E402
 
 INDEX = "fu_tasks_owner_kind_by_status"
 DEFINITION = "(assignee, kind, status, due_at, id)"
@@ -128,33 +128,24 @@ async def use(conn: Any, variant: str) -> None:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    import asyncpg
 
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
-        conn = await asyncpg.connect(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    async with live_read_model(base) as (conn, pool):
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
         writes: dict[str, list[WriteFigures]] = {}
         order = ("without", "with", "with", "without")
-        try:
-            await fill_tasks(conn, args.tasks, 0.001, autovacuum=False)
-            counts = await conn.fetch(
-                "SELECT status, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
-                "count(*) FILTER (WHERE assignee = 'rm-7' AND kind = 'revisit') AS rm7_revisits "
-                "FROM fu_tasks GROUP BY status ORDER BY status"
-            )
-            print("rm-7's tasks by status (all, revisits):", [tuple(r) for r in counts])
-            for pair in range(args.pairs):
-                for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
-                    await use(conn, variant)
-                    pages.setdefault(variant, []).append(await page_run(conn, pool))
-                    print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
-            writes = await abba_write_runs(conn, order, args.pairs, args.writes, use)
-        finally:
-            await pool.close()
-            await conn.close()
+        await fill_tasks(conn, args.tasks, 0.001, autovacuum=False)
+        counts = await conn.fetch(
+            "SELECT status, count(*) FILTER (WHERE assignee = 'rm-7') AS rm7, "
+            "count(*) FILTER (WHERE assignee = 'rm-7' AND kind = 'revisit') AS rm7_revisits "
+            "FROM fu_tasks GROUP BY status ORDER BY status"
+        )
+        print("rm-7's tasks by status (all, revisits):", [tuple(r) for r in counts])
+        for pair in range(args.pairs):
+            for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
+                await use(conn, variant)
+                pages.setdefault(variant, []).append(await page_run(conn, pool))
+                print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
+        writes = await abba_write_runs(conn, order, args.pairs, args.writes, use)
     for name in pages["with"][0]:
         print(
             f"{name}: "

@@ -45,10 +45,9 @@ if str(ROOT) not in sys.path:
 
 from tests.support.generic_plans import Recording, whole_reading_statements  # noqa: E402
 
+from bench.profile_owner_status import live_read_model  # noqa: E402
 from bench.profile_rebuild import on_cpu_seconds  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas  # noqa: E402
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 
 MORE = """
 INSERT INTO fu_tasks (id, kind, rule, client_id, branch_id, assignee, subject, opened_at,
@@ -171,54 +170,45 @@ async def write_run(conn: Any, run: int, n: int) -> tuple[float, float, float, f
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    import asyncpg
     from tests.integration.followup.test_followup_read_plans import FILL
 
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
-        conn = await asyncpg.connect(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-        try:
-            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
-            await conn.execute("ALTER SYSTEM SET autovacuum = off")  # its WAL is not a write's
-            await conn.execute("SELECT pg_reload_conf()")
-            await conn.execute("SELECT setseed(0.3)")
-            for statement in args.create:
-                await conn.execute(statement)
-            await conn.execute(FILL)
-            await conn.execute(MORE, args.tasks)
-            await conn.execute(TIMERS)
-            await conn.execute("VACUUM ANALYZE fu_read.fu_tasks, fu_read.fu_timers")
-            indexes = await secondary_indexes(conn)
-            if args.only:
-                indexes = {k: v for k, v in indexes.items() if k in args.only.split(",")}
-            print("indexes:", *indexes.values(), sep="\n  ", flush=True)
-            if not args.no_reads:
-                await read_run(conn, pool, indexes)
-            runs: dict[str, list[tuple[float, float, float, float]]] = {}
-            beside: dict[str, list[tuple[float, float, float, float]]] = {}
-            run = 0
-            for name in indexes:
-                for pair in range(args.pairs):
-                    order = [None, name] if pair % 2 == 0 else [name, None]
-                    for dropped in order:
-                        run += 1
-                        await without(conn, indexes, dropped)
-                        got = await write_run(conn, run, args.writes)
-                        label = "all" if dropped is None else f"-{dropped}"
-                        runs.setdefault(label, []).append(got)
-                        if dropped is None:
-                            beside.setdefault(name, []).append(got)
-                        print(
-                            f"{label} (load {os.getloadavg()[0]:.2f}): insert {got[0]:.1f} µs "
-                            f"{got[1]:.0f} B; close {got[2]:.1f} µs {got[3]:.0f} B",
-                            flush=True,
-                        )
-            await without(conn, indexes, None)
-        finally:
-            await pool.close()
-            await conn.close()
+    async with live_read_model(base) as (conn, pool):
+        await conn.execute("ALTER SYSTEM SET full_page_writes = off")
+        await conn.execute("ALTER SYSTEM SET autovacuum = off")  # its WAL is not a write's
+        await conn.execute("SELECT pg_reload_conf()")
+        await conn.execute("SELECT setseed(0.3)")
+        for statement in args.create:
+            await conn.execute(statement)
+        await conn.execute(FILL)
+        await conn.execute(MORE, args.tasks)
+        await conn.execute(TIMERS)
+        await conn.execute("VACUUM ANALYZE fu_read.fu_tasks, fu_read.fu_timers")
+        indexes = await secondary_indexes(conn)
+        if args.only:
+            indexes = {k: v for k, v in indexes.items() if k in args.only.split(",")}
+        print("indexes:", *indexes.values(), sep="\n  ", flush=True)
+        if not args.no_reads:
+            await read_run(conn, pool, indexes)
+        runs: dict[str, list[tuple[float, float, float, float]]] = {}
+        beside: dict[str, list[tuple[float, float, float, float]]] = {}
+        run = 0
+        for name in indexes:
+            for pair in range(args.pairs):
+                order = [None, name] if pair % 2 == 0 else [name, None]
+                for dropped in order:
+                    run += 1
+                    await without(conn, indexes, dropped)
+                    got = await write_run(conn, run, args.writes)
+                    label = "all" if dropped is None else f"-{dropped}"
+                    runs.setdefault(label, []).append(got)
+                    if dropped is None:
+                        beside.setdefault(name, []).append(got)
+                    print(
+                        f"{label} (load {os.getloadavg()[0]:.2f}): insert {got[0]:.1f} µs "
+                        f"{got[1]:.0f} B; close {got[2]:.1f} µs {got[3]:.0f} B",
+                        flush=True,
+                    )
+        await without(conn, indexes, None)
     for label, got_runs in runs.items():
         if label == "all":
             continue
