@@ -144,10 +144,13 @@ def literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-async def explained(conn: Any, statement: str, values: Any) -> tuple[int, float]:
-    """Buffers touched and execution ms, on the generic plan."""
+async def explained(
+    conn: Any, statement: str, values: Any, mode: str = "force_generic_plan"
+) -> tuple[int, float]:
+    """Buffers touched and execution ms, on the plan ``mode`` picks (the generic one unless
+    told: ``plan_cache_mode``'s values)."""
     async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
         await conn.execute(f"PREPARE page_probe AS {statement}")
         try:
             args = f"({', '.join(literal(v) for v in values)})" if values else ""

@@ -21,7 +21,6 @@ statement each in transactions of 20: backend CPU and WAL bytes per insert and p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,8 +38,8 @@ from bench.profile_owner_status import (  # noqa: E402
     NOW,
     WriteFigures,
     abba_write_runs,
+    explained,
     fill_tasks,
-    literal,
     live_read_model,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
@@ -77,22 +76,6 @@ async def statements_of(pool: Any, where: Any, after: Any) -> tuple[list[Any], A
         due_soon_window=timedelta(days=2),
     )
     return calls, found.rows
-
-
-async def explained(conn: Any, statement: str, values: Any, mode: str) -> tuple[int, float]:
-    async with conn.transaction():
-        await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
-        await conn.execute(f"PREPARE page_probe AS {statement}")
-        try:
-            args = f"({', '.join(literal(v) for v in values)})" if values else ""
-            raw = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE page_probe{args}"
-            )
-        finally:
-            await conn.execute("DEALLOCATE page_probe")
-    tree = (json.loads(raw) if isinstance(raw, str) else raw)[0]
-    plan = tree["Plan"]
-    return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], float(tree["Execution Time"])
 
 
 async def page_run(conn: Any, pool: Any) -> dict[str, tuple[float, float, int]]:
