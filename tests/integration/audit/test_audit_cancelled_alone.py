@@ -13,7 +13,8 @@ A real overload (Round 31): the ledger's lock, which every append takes first, h
 transaction (a long checkpoint, a repair by hand): every append is cancelled while a plain
 ``SELECT 1`` still answers at once. The probe takes that lock within a tenth of the pool's
 ``statement_timeout``, so it is not answered and nothing is dead-lettered (the old probe,
-``SELECT 1``, dead-lettered the event)."""
+``SELECT 1``, dead-lettered the event). Likewise ``audit_ledger`` locked ``SHARE`` elsewhere,
+which every append's ``COPY`` waits for (Round 32: the probe takes that table's lock too)."""
 
 from __future__ import annotations
 
@@ -198,6 +199,50 @@ async def test_no_event_is_dead_lettered_while_the_ledger_lock_holds_every_appen
                 past = before + CANCELLED_ALONE + 2 * ALONE
                 # the old probe dead-lettered it after ``CANCELLED_ALONE + ALONE``: no more
                 # attempts then, and the dead letter below tells why
+                with contextlib.suppress(AssertionError):
+                    await eventually(lambda: _past(past), within=40)
+                dead = await read_all(
+                    s.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=0, within=5
+                )
+                assert [dict(d.headers)["dlq_reason"] for d in dead] == []
+                assert await _past(past)
+                assert await ids(audit) == []
+            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
+        assert await ids(audit) == [held["event_id"]]
+
+
+@contextlib.asynccontextmanager
+async def ledger_table_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
+    """``audit_ledger`` locked ``SHARE`` by another transaction until the block ends (the mode
+    a plain ``CREATE INDEX`` takes): every append's ``COPY`` into it waits, while the ledger's
+    advisory lock is free."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("LOCK TABLE audit_ledger IN SHARE MODE")
+        yield
+
+
+async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_append(
+    settings: BranchlineSettings,
+) -> None:
+    """Every append cancelled (``audit_ledger`` locked ``SHARE`` elsewhere) while the ledger's
+    advisory lock answers at once: the event is still retried (nothing in the dead-letter
+    topic) and appended once the lock is let go (Round 32: the probe takes the table's lock
+    too; the probe of the advisory lock alone dead-lettered it, #12)."""
+    s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
+    topics = declare_topics(s)
+    await ensure_topics(s.kafka_bootstrap, topics.all())
+    held = RecordedEvent.model_validate(
+        event(1, client_id="C-1", event_type="visit.arrived")
+    ).model_dump(mode="json")
+    async with impatient_audit(s) as audit:
+        pool = audit.ledger.pool  # type: ignore[attr-defined]
+        async with consumer_running(s, audit, pool):
+            before = CANCELLED.labels(CONSUMER)._value.get()
+            async with ledger_table_share_locked(s):
+                await produce(
+                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-1", encode_event(held))]
+                )
+                past = before + CANCELLED_ALONE + 2 * ALONE
                 with contextlib.suppress(AssertionError):
                     await eventually(lambda: _past(past), within=40)
                 dead = await read_all(

@@ -14,7 +14,9 @@ A real overload (Round 31): the swap lock, which every unit takes first, held ex
 another transaction (a rebuild's swap): every statement is cancelled while a plain ``SELECT 1``
 answers at once. The worker's probe takes that lock, within a tenth of the pool's
 ``statement_timeout``: unanswered, so nothing is dead-lettered (the old probe, ``SELECT 1``,
-dead-lettered the event)."""
+dead-lettered the event). Likewise a lock on ``fu_applied_events``, which every unit writes,
+held ``SHARE`` elsewhere (Round 32: the probe takes that table's lock too; the swap lock alone
+answered, and the event was dead-lettered)."""
 
 from __future__ import annotations
 
@@ -289,6 +291,55 @@ async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
         units = PostgresUnitsOfWork(pool)
         cancelled = CANCELLED.labels(consumer)
         async with swap_lock_held(settings):
+            applying = asyncio.ensure_future(
+                apply_batch(
+                    units,
+                    batch,
+                    PROJECTION,
+                    consumer=consumer,
+                    answering=worker_probe(pool),
+                    alone_attempts=ALONE,
+                )
+            )
+            # past the bounded stages and ALONE probed attempts twice over: retried still
+            async with asyncio.timeout(60):
+                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
+                    assert not applying.done(), applying.result().failed
+                    await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            outcome = await applying
+    assert (outcome.applied, outcome.failed) == (1, [])
+    assert await applied(db, events) == {events[0].event_id}
+
+
+@contextlib.asynccontextmanager
+async def applied_events_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
+    """``fu_applied_events`` locked ``SHARE`` by another transaction until the block ends (the
+    mode a plain ``CREATE INDEX`` takes): every unit's insert into it waits, whatever its
+    client, while the swap lock is free."""
+    holder = await asyncpg.connect(settings.followup_database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {LIVE_SCHEMA}.fu_applied_events IN SHARE MODE")
+            yield
+    finally:
+        await holder.close()
+
+
+async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_unit(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """Every unit cancelled (``fu_applied_events``, which every unit writes, locked ``SHARE``
+    elsewhere) while the swap lock answers at once: the event is retried still, never
+    dead-lettered, and applied once the lock is let go (Round 32: the probe takes that
+    table's lock too; the probe of the swap lock alone dead-lettered it, #12)."""
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = registrations("C-TABLE")
+    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
+    async with impatient_pool(settings) as pool:
+        units = PostgresUnitsOfWork(pool)
+        cancelled = CANCELLED.labels(consumer)
+        async with applied_events_share_locked(settings):
             applying = asyncio.ensure_future(
                 apply_batch(
                     units,

@@ -122,10 +122,19 @@ _ALL_CACHED_LEVELS = list(range(STRIDE, 63, STRIDE))
 # An append's transaction and its lock in one round trip (a simple query of two statements;
 # the lock is still a statement of its own, so the read after it takes a snapshot after the
 # wait, #12).
-LEDGER_LOCK_PROBE = ("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK_KEY)
-"""The audit consumer's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`): the
-ledger's lock every append takes first, held for the statement only; a transaction holding
-it (a long checkpoint, a repair by hand) makes every append wait, and the probe too (#12)."""
+LEDGER_LOCK_PROBE = (
+    "WITH unwritten AS (INSERT INTO audit_ledger (event_id) "
+    "SELECT event_id FROM audit_ledger WHERE false RETURNING 1) "
+    "SELECT pg_advisory_xact_lock($1)",
+    LEDGER_LOCK_KEY,
+)
+"""The audit consumer's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`), in one
+statement: the ledger's lock every append takes first, held for the statement only, and the
+table lock every append's ``COPY`` into ``audit_ledger`` takes (an ``INSERT`` of no row takes
+the same ``ROW EXCLUSIVE`` lock and writes nothing; no row trigger fires). A transaction
+holding the ledger's lock (a long checkpoint, a repair by hand) or a lock on the table that
+the ``COPY`` waits for (``SHARE``: a plain ``CREATE INDEX``) makes every append wait, and
+the probe too (#12, Round 32)."""
 
 _BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK_KEY})"
 

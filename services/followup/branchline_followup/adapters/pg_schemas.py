@@ -79,10 +79,21 @@ plans (:func:`hold_swap_lock_shared` with ``generic_plans``) in ONE simple query
 was a round trip of its own per unit). The key is a constant of this module, not a value sent."""
 
 
-SWAP_LOCK_PROBE = ("SELECT pg_advisory_xact_lock_shared($1)", SWAP_LOCK_KEY)
-"""The worker's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`): the swap lock
-every unit takes first, held shared for the statement only; a swap (a rebuild) holding it
-makes every unit wait, so the probe is not answered promptly either (#12)."""
+SWAP_LOCK_PROBE = (
+    "WITH unwritten AS (INSERT INTO fu_applied_events (event_id) "
+    "SELECT event_id FROM fu_applied_events WHERE false RETURNING 1) "
+    "SELECT pg_advisory_xact_lock_shared($1)",
+    SWAP_LOCK_KEY,
+)
+"""The worker's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`), in one
+statement: the swap lock every unit takes first, held shared for the statement only, and the
+table lock every unit takes on ``fu_applied_events`` (the one table every unit writes: an
+``INSERT`` of no row takes its ``ROW EXCLUSIVE`` lock and writes nothing). A swap (a rebuild)
+holding the swap lock, or another transaction holding a lock on that table which a unit's
+insert waits for (``SHARE``: a plain ``CREATE INDEX``; stronger: ``ALTER TABLE``, ``VACUUM
+FULL``), makes every unit wait, so the probe is not answered promptly either (#12, Round 32).
+The table lock is taken when the statement is parsed, before the swap lock: a swap renames
+schemas and locks no table, so the two cannot deadlock."""
 
 
 async def hold_swap_lock_exclusive(conn: PgConnection) -> None:
