@@ -64,7 +64,8 @@ async def raw_one_per_transaction(dsn: str, events: int, tasks: int = 64) -> flo
                 )
 
         started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(task() for _ in range(tasks))), timeout=600)
+        async with asyncio.timeout(600):
+            await asyncio.gather(*(task() for _ in range(tasks)))
         return events / (time.perf_counter() - started)
     finally:
         await pool.close()
@@ -79,7 +80,8 @@ async def raw_produce(bootstrap: str, topic: str, events: int) -> float:
         futures = [
             await producer.send(topic, value=body, key=f"C-{i}".encode()) for i in range(events)
         ]
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=300)
+        async with asyncio.timeout(300):
+            await asyncio.gather(*futures)
         return events / (time.perf_counter() - started)
     finally:
         await closed(producer)

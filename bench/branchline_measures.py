@@ -297,7 +297,8 @@ async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int)
         published = 0
         started = time.perf_counter()
         while published < events:
-            done = await asyncio.wait_for(outbox.publish_once(), timeout=60)
+            async with asyncio.timeout(60):
+                done = await outbox.publish_once()
             if not done:
                 raise AssertionError(f"relay published {published} of {events}")
             published += done
@@ -312,7 +313,9 @@ async def metrics_text(port: int) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        return (await asyncio.wait_for(reader.read(), timeout=10)).decode(errors="replace")
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        return answer.decode(errors="replace")
     finally:
         writer.close()
 

@@ -108,9 +108,8 @@ async def _send_open_loop(
         http.append(loop.time() - due)
 
     try:
-        await asyncio.wait_for(
-            asyncio.gather(*(one(i) for i in range(total))), timeout=duration_s + 120
-        )
+        async with asyncio.timeout(duration_s + 120):
+            await asyncio.gather(*(one(i) for i in range(total)))
     finally:
         for client in clients:
             await client.__aexit__()

@@ -124,8 +124,6 @@ async def closed_loop(
     if len(https) != connections:
         raise ValueError(f"{len(https)} connections opened for {connections}")
     started = time.perf_counter()
-    await asyncio.wait_for(
-        asyncio.gather(*(client(b, t, h) for (b, t), h in zip(shares, https, strict=True))),
-        timeout=600,
-    )
+    async with asyncio.timeout(600):
+        await asyncio.gather(*(client(b, t, h) for (b, t), h in zip(shares, https, strict=True)))
     return Latencies.of(latencies, time.perf_counter() - started)

@@ -138,10 +138,12 @@ async def consumer_run(
     started = time.perf_counter()
     task = asyncio.create_task(consumer.run())
     try:
-        await asyncio.wait_for(consumer.started.wait(), 30)
+        async with asyncio.timeout(30):
+            await consumer.started.wait()
         joined = time.perf_counter() - started
         try:
-            await asyncio.wait_for(first_read.wait(), args.give_up)
+            async with asyncio.timeout(args.give_up):
+                await first_read.wait()
             caught = f"{time.perf_counter() - started - joined:5.1f} s after its join"
         except TimeoutError:
             caught = f"never within {args.give_up:.0f} s ({handled} of {args.behind})"

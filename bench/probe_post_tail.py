@@ -81,7 +81,8 @@ async def timed_posts(
                     raise AssertionError(f"answered {status}: {answer[:300]!r}")
 
     started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(client(s) for s in shares)), timeout=600)
+    async with asyncio.timeout(600):
+        await asyncio.gather(*(client(s) for s in shares))
     return samples, time.perf_counter() - started
 
 

@@ -137,7 +137,8 @@ class Probe:
             for who, port in ports.items():
                 started = time.perf_counter()
                 try:
-                    text = await asyncio.wait_for(_get_metrics(port), timeout=30)
+                    async with asyncio.timeout(30):
+                        text = await _get_metrics(port)
                 except Exception as exc:
                     self.log("scrape_error", who=who, error=repr(exc))
                     continue

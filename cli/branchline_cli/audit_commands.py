@@ -47,8 +47,22 @@ def _verifier(settings: BranchlineSettings) -> Verifier | None:
     return load_signer(settings).verifier()
 
 
+UNSIGNED = (
+    "the checkpoints' signatures (no key: the log's signing key is not here and no "
+    "--public-key was given): each stored checkpoint's root was compared with the tree "
+    "recomputed from the entries, but not that the log signed it, so a rewrite of the ledger "
+    "with its checkpoints rewritten too passes"
+)
+"""What ``audit verify --chain-only`` did not check (#12, Round 32)."""
+
+
 async def _verify(
-    settings: BranchlineSettings, show_progress: bool, processes: int | None
+    settings: BranchlineSettings,
+    show_progress: bool,
+    processes: int | None,
+    *,
+    verifier: Verifier | None,
+    signing_key_here: bool,
 ) -> LedgerVerdict:
     segments = ProcessSegmentVerifiers.configured(
         settings.audit_database_url,
@@ -58,13 +72,14 @@ async def _verify(
     )
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
     try:
-        verifier = _verifier(settings)
         # The service's ledger where the log's key is here (D-11, #12; Round 31): no read of
-        # it goes unchecked. Without the key verify checks the chain alone, and its ledger
-        # reads no hold (a bare one refuses to: UncheckedFacts).
+        # it goes unchecked. Without it (an auditor's --public-key, or --chain-only) the
+        # ledger is a bare one: verify reads the entries in order, never a hold through the
+        # holds' reads (a bare ledger refuses those: UncheckedFacts); holds and relationship
+        # ends are entries, checked in the chain as every other.
         ledger = (
             audit_context(settings, pool, SystemClock()).ledger
-            if verifier is not None
+            if signing_key_here
             else PostgresLedger(pool)
         )
         total = await ledger.size()
@@ -103,24 +118,64 @@ def verify(
             "its size); default BRANCHLINE_AUDIT_VERIFY_PROCESSES.",
         ),
     ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="Check the checkpoints' signatures with this verifier key (name+id+key, or a "
+            "file holding it or the JSON of GET /v1/audit/public-key), the auditor's own copy; "
+            "default: the log's signing key where it is here.",
+        ),
+    ] = None,
+    chain_only: Annotated[
+        bool,
+        typer.Option(
+            "--chain-only",
+            help="With no key at all: check the chain and each checkpoint's root but not its "
+            "signature (the report says so: signatures_checked false). Without this option "
+            "and without a key, verify refuses (exit 2).",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute the hash chain and check every signed checkpoint (exit 1 if anything fails)."""
-    verdict = asyncio.run(_verify(BranchlineSettings(), progress, processes))
-    typer.echo(
-        json.dumps(
-            {
-                "ok": verdict.ok,
-                "entries": verdict.entries,
-                "head": verdict.head,
-                "first_bad_position": verdict.first_bad_position,
-                "bad_positions": list(verdict.bad_positions),
-                "bad_count": verdict.bad_count,
-                "reason": verdict.reason,
-                "checkpoints_checked": verdict.checkpoints_checked,
-            },
-            indent=2,
+    """Recompute the hash chain and check every signed checkpoint (exit 1 if anything fails;
+    exit 2 if there is no key to check the signatures with and --chain-only was not given)."""
+    settings = BranchlineSettings()
+    try:
+        signing = _verifier(settings)
+    except SigningKeyError as error:
+        typer.echo(f"refused (D-11): nothing verified: {error}", err=True)
+        raise typer.Exit(2) from None
+    verifier = _read_verifier_key(public_key) if public_key is not None else signing
+    if verifier is None and not chain_only:
+        typer.echo(
+            "refused (D-11): nothing verified: no key to check the checkpoints' signatures "
+            f"with (the log's signing key {signing_key_path(settings)} is not here): pass "
+            "--public-key with the log's verifier key (`branchline audit public-key` where "
+            "the key is, or GET /v1/audit/public-key), or --chain-only to check the chain "
+            "and the checkpoints' roots without their signatures",
+            err=True,
+        )
+        raise typer.Exit(2)
+    verdict = asyncio.run(
+        _verify(
+            settings, progress, processes, verifier=verifier, signing_key_here=signing is not None
         )
     )
+    report: dict[str, object] = {
+        "ok": verdict.ok,
+        "entries": verdict.entries,
+        "head": verdict.head,
+        "first_bad_position": verdict.first_bad_position,
+        "bad_positions": list(verdict.bad_positions),
+        "bad_count": verdict.bad_count,
+        "reason": verdict.reason,
+        "checkpoints_checked": verdict.checkpoints_checked,
+        "signatures_checked": verifier is not None,
+    }
+    if verifier is None:
+        report["not_checked"] = UNSIGNED
+        typer.echo(f"not checked: {UNSIGNED}", err=True)
+    typer.echo(json.dumps(report, indent=2))
     if not verdict.ok:
         raise typer.Exit(1)
 

@@ -18,6 +18,7 @@ from branchline_audit.bootstrap import (
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.clock import SystemClock
 from branchline_shared.kafka.producer import make_producer
+from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import declare_topics, ensure_topics
 from branchline_shared.reconcile.self_repair import self_repairing
 from branchline_shared.settings import BranchlineSettings
@@ -29,7 +30,13 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
     await ensure_topics(settings.kafka_bootstrap, declare_topics(settings).all())
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
     producer = make_producer(settings, client_id="test-audit-dlq")
-    await producer.start()
+    try:
+        # started and stopped as the audit component's (#12): a start cut short closes
+        # what it opened, a stop with the broker gone is bounded and closes the rest
+        await start_or_close(producer)
+    except BaseException:
+        await pool.close()
+        raise
     clock = SystemClock()
     audit = audit_context(settings, pool, clock)
     repair = self_repair(settings, pool)
@@ -43,5 +50,5 @@ async def audit_consumer(settings: BranchlineSettings) -> AsyncIterator[Postgres
             yield audit.ledger
     finally:
         await cancel_and_wait(task)
-        await producer.stop()
+        await closed(producer)
         await pool.close()

@@ -95,12 +95,34 @@ answer a cheap statement is slow for everyone, not only for the work it cancelle
 PROBE_BOUND_S = 2.0
 """A probe's bound when the pool has no ``statement_timeout`` (0), or a share of it longer."""
 
+PROBE_FLOOR_S = 0.05
+"""The least a probe is given when the share of a short ``statement_timeout`` is less (a
+100 ms timeout: 50 ms, not 10 ms), never more than the timeout itself: a busy 2-core machine
+answers the probe in up to ~16 ms (docs/performance.md, Round 31 "probe"), so a share under
+that would miss it now and then, and a true poison event would never be dead-lettered (#12)."""
+
+
+def probe_budget_s(
+    timeout_ms: int,
+    share: float = PROBE_SHARE,
+    floor_s: float = PROBE_FLOOR_S,
+    bound_s: float = PROBE_BOUND_S,
+) -> float:
+    """How long a :class:`PromptProbe` may take with a pool whose ``statement_timeout`` is
+    ``timeout_ms`` (0: none): ``share`` of it, at least ``floor_s`` but never more than the
+    timeout itself, at most ``bound_s``; ``bound_s`` without a timeout."""
+    if timeout_ms <= 0:
+        return bound_s
+    timeout_s = timeout_ms / 1000
+    return min(bound_s, timeout_s, max(share * timeout_s, floor_s))
+
 
 class PromptProbe:
     """Whether the database answers ``statement`` (bind ``args``), a cheap statement of the
     kind every unit of the caller's work runs first (the lock each of them takes), **promptly**:
-    within :data:`PROBE_SHARE` of the pool's ``statement_timeout`` (read once; at most
-    :data:`PROBE_BOUND_S`), the acquire included. A cancelled statement followed by a prompt
+    within :data:`PROBE_SHARE` of the pool's ``statement_timeout`` (read once; at least
+    :data:`PROBE_FLOOR_S` but no more than the timeout, at most :data:`PROBE_BOUND_S`:
+    :func:`probe_budget_s`), the acquire included. A cancelled statement followed by a prompt
     answer is the work's own; an answer slow or missing says the database (or the lock every
     unit needs) is slow for everyone (#12, docs/reliability.md "A statement cancelled again
     and again")."""
@@ -127,8 +149,7 @@ class PromptProbe:
                     "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'",
                     timeout=self._bound_s,
                 )
-            share = self._share * int(ms) / 1000
-            self.within_s = min(self._bound_s, share) if share > 0 else self._bound_s
+            self.within_s = probe_budget_s(int(ms), self._share, bound_s=self._bound_s)
         return self.within_s
 
     async def __call__(self) -> bool:

@@ -17,6 +17,7 @@ from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.application.checkpointing import checkpoint_now
 from branchline_audit.application.context import TrailReader
 from branchline_audit.application.exporting import export_lines
+from branchline_audit.domain.note import Signer
 from branchline_cli.main import app
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
@@ -231,3 +232,64 @@ def test_prune_refuses_a_held_client_and_prunes_the_rest(
     assert json.loads(result.stdout)["positions"] == [[3, 4]]
     verified = runner.invoke(app, ["audit", "verify", "--no-progress"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_verify_without_the_logs_key_refuses_or_says_what_it_did_not_check(
+    cli_settings: BranchlineSettings, tmp_path: Path
+) -> None:
+    """#12, Round 32: where the log's signing key is not (an auditor's machine), verify once
+    said ``"ok": true`` with no checkpoint's signature checked. Now it refuses (exit 2)
+    naming what to pass; ``--public-key`` checks the signatures with the auditor's key (a
+    key not the log's fails them); ``--chain-only`` checks the rest and says what it did not."""
+    asyncio.run(_build(cli_settings))
+    key = runner.invoke(app, ["audit", "public-key"]).stdout.strip()
+    signing_key = cli_settings.audit_signing_key_path
+    signing_key.rename(tmp_path / "away.key")  # the auditor's machine: no signing key
+
+    refused = runner.invoke(app, ["audit", "verify", "--no-progress"])
+    assert refused.exit_code == 2, refused.output
+    assert "D-11" in refused.stderr
+    assert "--public-key" in refused.stderr
+    assert refused.stdout == ""
+
+    with_key = runner.invoke(app, ["audit", "verify", "--no-progress", "--public-key", key])
+    assert with_key.exit_code == 0, with_key.output
+    report = json.loads(with_key.stdout)
+    assert report["ok"] is True
+    assert report["signatures_checked"] is True
+    assert report["checkpoints_checked"] >= 1
+    assert "not_checked" not in report
+
+    other = Signer.generate(cli_settings.audit_log_origin).verifier_key_string()
+    wrong = runner.invoke(app, ["audit", "verify", "--no-progress", "--public-key", other])
+    assert wrong.exit_code == 1, wrong.output
+    assert "not signed" in json.loads(wrong.stdout)["reason"]
+
+    chain = runner.invoke(app, ["audit", "verify", "--no-progress", "--chain-only"])
+    assert chain.exit_code == 0, chain.output
+    report = json.loads(chain.stdout)
+    assert report["ok"] is True
+    assert report["entries"] == 41
+    assert report["signatures_checked"] is False
+    assert "signatures" in report["not_checked"]
+    assert "not checked" in chain.stderr
+    # the chain is still checked without a key
+    asyncio.run(
+        behind_the_ledgers_back(
+            cli_settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position = 12"
+        )
+    )
+    broken = runner.invoke(app, ["audit", "verify", "--no-progress", "--chain-only"])
+    assert broken.exit_code == 1, broken.output
+    assert json.loads(broken.stdout)["first_bad_position"] == 12
+
+
+def test_verify_where_the_key_is_reports_the_signatures_checked(
+    cli_settings: BranchlineSettings,
+) -> None:
+    asyncio.run(_build(cli_settings))
+    result = runner.invoke(app, ["audit", "verify", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["signatures_checked"] is True
+    assert report["checkpoints_checked"] >= 1

@@ -196,6 +196,45 @@ async def test_an_entry_rewritten_with_every_later_hash_is_refused_after_reads_p
     _ended_incomplete(trail, export, SECOND, sent=FIRST)
 
 
+async def test_a_refusal_names_the_entries_it_refuses_and_where_the_rewrite_lies(
+    trail: Trail,
+) -> None:
+    """#12, Round 32: a refusal under a contradicted checkpoint named only the checkpoint
+    (position 20). It now also names the entries of the read it refuses and where the
+    rewrite lies as far as the signed checkpoints tell: after the last one whose leaf still
+    holds (10), at or before the contradicted one (20)."""
+    rewritten = FIRST + 2
+    await _rewrite(trail.settings, rewritten)
+    between = f"between positions {FIRST + 1} and {SECOND}"
+    holds = f"the signed checkpoint of tree size {FIRST} holds"
+
+    one = await trail.get("/v1/audit/entries", cursor=str(rewritten - 1), limit="1")
+    names_the_entry(one, SECOND, SIGNED)
+    detail = one.json()["detail"]
+    assert between in detail, detail
+    assert holds in detail, detail
+    assert f"the entry at position {rewritten} is refused with it" in detail, detail
+
+    page = await trail.get("/v1/audit/entries", cursor=str(FIRST), limit="5")
+    names_the_entry(page, SECOND, SIGNED)
+    detail = page.json()["detail"]
+    assert f"the entries at positions {FIRST + 1} to {FIRST + 5} are refused with it" in detail
+    assert between in detail, detail
+
+    console = await trail.page(f"/console/entries/{rewritten}", purpose="review")
+    assert console.status_code == 409, console.text
+    assert between in console.text
+    assert f"the entry at position {rewritten} is refused with it" in console.text
+
+    # A rewrite under the first checkpoint: no checkpoint below it holds.
+    await _rewrite(trail.settings, 2)
+    first = await trail.get("/v1/audit/entries", limit="3")
+    names_the_entry(first, FIRST, SIGNED)
+    detail = first.json()["detail"]
+    assert f"the entry rewritten lies at or before position {FIRST}" in detail, detail
+    assert "the entries at positions 1 to 3 are refused with it" in detail, detail
+
+
 async def test_a_hold_rewritten_with_every_later_hash_is_refused(trail: Trail) -> None:
     """D-11 (#12): a legal hold's entry re-chained (its case reference rewritten, its hash
     and every later one recomputed) under a signed checkpoint: listing the holds, lifting it,

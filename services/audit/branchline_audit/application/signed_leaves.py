@@ -38,7 +38,11 @@ async def unsigned_history(
     leaf = entries[-1].signed_leaf if entries else None
     if leaf is None:
         return None
-    return await _held(audit, *leaf)
+    unsigned = await _held(audit, *leaf)
+    if unsigned is None:
+        return None
+    # the refusal names the entries it refuses, not only the checkpoint (#12, Round 32)
+    return unsigned.refusing(entries[0].entry.position, entries[-1].entry.position)
 
 
 async def refuse_unsigned(audit: AuditContext, leaf: tuple[int, bytes | None]) -> None:
@@ -64,16 +68,45 @@ async def unsigned_latest(audit: AuditContext) -> UnsignedHistory | None:
 
 
 async def _held(audit: AuditContext, size: int, stored: bytes | None) -> UnsignedHistory | None:
+    why = await _why_not_held(audit, size, stored)
+    if why is None:
+        return None
+    return UnsignedHistory(size, why, rewritten_after=await _last_holding_below(audit, size))
+
+
+async def _why_not_held(audit: AuditContext, size: int, stored: bytes | None) -> str | None:
+    """Why ``stored`` (the stored hash at ``size``) is not the signed checkpoint's last leaf,
+    or None (proven now or before: kept in ``audit.signed_leaves``)."""
     if stored is None:
-        return UnsignedHistory(size, "the entry is gone")
+        return "the entry is gone"
     proven = audit.signed_leaves.get(size)
     if proven is not None:
-        return None if stored == proven else UnsignedHistory(size, _NOT_PROVEN)
+        return None if stored == proven else _NOT_PROVEN
     why = await _unproven(audit, size, stored)
     if why is None:
         audit.signed_leaves[size] = stored
-        return None
-    return UnsignedHistory(size, why)
+    return why
+
+
+async def _last_holding_below(audit: AuditContext, size: int) -> int | None:
+    """Where the rewrite refused at checkpoint ``size`` lies, as far as the signed checkpoints
+    tell (#12, Round 32): the size of a signed checkpoint below ``size`` whose last leaf
+    holds and whose next one does not, found by halving the checkpoints below (a re-chaining
+    rewrite changes every later leaf, so at most about log2(checkpoints) leaves are read, each
+    proven once per process); None when the smallest does not hold either. Only a refusal
+    asks (the ledger contradicts a signed checkpoint). Not the entry itself: a signed root
+    cannot be split below its checkpoint's size without trusting the stored tree."""
+    sizes = sorted(c.tree_size for c in await audit.checkpoints.all() if 0 < c.tree_size < size)
+    low, high = 0, len(sizes)  # sizes[:low] hold (as far as looked), sizes[high:] do not
+    while low < high:
+        middle = (low + high) // 2
+        at = sizes[middle]
+        hashes, _ = await audit.ledger.tree_data(Requirements(frozenset({at - 1}), frozenset()))
+        if await _why_not_held(audit, at, hashes.get(at - 1)) is None:
+            low = middle + 1
+        else:
+            high = middle
+    return sizes[low - 1] if low > 0 else None
 
 
 _NOT_PROVEN = "its hash is not the one proven against the signed checkpoint"

@@ -124,15 +124,50 @@ class UnsignedHistory(AlteredEntry):
     an export's signed incomplete trailer), naming that position and the checkpoint; verify
     locates the rewrite between the last checkpoint that holds and the first that does not."""
 
-    def __init__(self, tree_size: int, why: str) -> None:
+    def __init__(
+        self,
+        tree_size: int,
+        why: str,
+        *,
+        rewritten_after: int | None = None,
+        refused: tuple[int, int] | None = None,
+    ) -> None:
         self.position = tree_size
+        self.why = why
+        self.rewritten_after = rewritten_after
+        """The size of a signed checkpoint below ``tree_size`` whose last leaf holds, where
+        one was found (Round 32): the rewritten entry lies after it, at or before
+        ``tree_size``; None when none below holds or none was looked for."""
+        self.refused = refused
+        """The positions (first, last) of the entries the refused read would have served,
+        where it served entries (a hold's or relationship end's read, and the checkpointer,
+        serve none)."""
+        where = (
+            f"the entry rewritten lies between positions {rewritten_after + 1} and "
+            f"{tree_size} (the signed checkpoint of tree size {rewritten_after} holds)"
+            if rewritten_after is not None
+            else f"the entry rewritten lies at or before position {tree_size}"
+        )
+        if refused is None:
+            read = ""
+        elif refused[0] == refused[1]:
+            read = f"; the entry at position {refused[0]} is refused with it"
+        else:
+            read = f"; the entries at positions {refused[0]} to {refused[1]} are refused with it"
         self.detail = (
             f"the ledger entry at position {tree_size} was altered behind the ledger's back: "
             f"{why}: the ledger up to it is not what the signed checkpoint of tree size "
             f"{tree_size} holds (a hash rewritten, with or without every later one; tamper "
-            "evidence, D-11); GET /v1/audit/verify locates it"
+            f"evidence, D-11): {where}{read}; GET /v1/audit/verify locates it"
         )
         Exception.__init__(self, self.detail)
+
+    def refusing(self, first: int, last: int) -> UnsignedHistory:
+        """This refusal, naming the entries (positions ``first`` to ``last``) of the read it
+        refuses."""
+        return UnsignedHistory(
+            self.position, self.why, rewritten_after=self.rewritten_after, refused=(first, last)
+        )
 
 
 _NO_ROW_HEAD = (None,) * 7
