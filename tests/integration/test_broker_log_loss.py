@@ -99,13 +99,62 @@ def marks_seen(monkeypatch: pytest.MonkeyPatch) -> Marks:
     return seen
 
 
+class Probes:
+    """How the wait went, probe by probe: how many, how long each took, and every change of
+    what they found (with when), so a failure tells a probe too slow to come round (a loaded
+    machine) from a consumer stuck from the start or one that stopped half way."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.get_running_loop().time()
+        self.count = 0
+        self.slowest = 0.0
+        self.changes: list[str] = []
+        self._last = ""
+
+    def note(self, began: float, found: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self.count += 1
+        self.slowest = max(self.slowest, now - began)
+        if found != self._last:
+            self._last = found
+            self.changes.append(f"  {began - self.started:6.1f}s (took {now - began:.1f}s) {found}")
+
+    def report(self) -> list[str]:
+        elapsed = asyncio.get_running_loop().time() - self.started
+        head = (
+            f"{self.count} probes in {elapsed:.1f}s, the slowest {self.slowest:.1f}s; what they "
+            "found, at each change:"
+        )
+        return [head, *self.changes[-40:]]
+
+
+def found(result: Reconciliation) -> str:
+    """One probe's finding, per consumer."""
+    return "; ".join(
+        f"{r.consumer} "
+        + " ".join(f"{p.source} {p.applied}/{p.events}" for p in r.progress)
+        + f" missing {len(r.missing)} dead {len(r.dead_lettered)} extra {len(r.extra)} "
+        f"out of order {len(r.out_of_order)} in flight {r.in_flight}"
+        for r in result.reports
+    )
+
+
 async def all_applied(
     settings: BranchlineSettings, expected: int, why: Diagnosis | None = None
 ) -> Reconciliation:
     last: list[Reconciliation] = []
+    probes = Probes()
 
     async def probe() -> Reconciliation | None:
-        result, _ = await reconcile_stack(settings, grace_s=0)
+        began = asyncio.get_running_loop().time()
+        try:
+            result, _ = await reconcile_stack(settings, grace_s=0)
+        except Exception as exc:
+            # a loaded machine's connect timing out, say: the next probe asks again, and a
+            # reconcile that keeps failing still fails the wait, naming its error
+            probes.note(began, f"reconcile failed: {exc!r}")
+            raise AssertionError(f"reconcile failed: {exc!r}") from exc
+        probes.note(began, found(result))
         last[:] = [result]
         # counted per source: followup also records its own events (task creations), which
         # both consumers apply on top of intake's
@@ -120,9 +169,9 @@ async def all_applied(
         return await eventually(probe, within=60, interval=1.0)
     except AssertionError as exc:
         if why is None:
-            raise
+            raise AssertionError(f"{exc}\n" + "\n".join(probes.report())) from None
         report = await why.report(last[0] if last else None, expected)
-        raise AssertionError(f"{exc}\n{report}") from None
+        raise AssertionError(f"{exc}\n" + "\n".join(probes.report()) + f"\n{report}") from None
 
 
 class Diagnosis:

@@ -21,6 +21,7 @@ from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.bootstrap import followup_runtime
 from branchline_intake.bootstrap import started_producer
 from branchline_shared.embedded.ports import free_port
+from branchline_shared.eventstore.relay_stop import RelayStop
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.kafka.producer import make_producer
@@ -55,7 +56,7 @@ async def test_a_relay_producer_start_cut_short_leaves_no_connection_open(
 
     async def start() -> None:
         async with contextlib.AsyncExitStack() as opened:
-            await started_producer(opened, settings)
+            await started_producer(opened, settings, RelayStop())
 
     for ms in MOMENTS_MS:
         await cancelled_after(ms, start)

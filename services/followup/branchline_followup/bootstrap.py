@@ -42,6 +42,7 @@ from branchline_shared.background import running_task
 from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.eventstore.relay_stop import RelayStop
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
@@ -50,7 +51,7 @@ from branchline_shared.http.worker_runtime import cut_short_by, serving_health, 
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.starting import closed, start_or_close
+from branchline_shared.kafka.starting import start_or_close
 from branchline_shared.kafka.topics import (
     Topics,
     broker_is_reachable,
@@ -119,9 +120,13 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         opened.push_async_callback(key_pool.close)
         producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
         await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-        # its flush bounded; what it did not deliver fails, left unpublished (#12)
+        # its flush bounded, and none after a drain of the relay's that did not finish; what
+        # it did not deliver fails, left unpublished (#12)
+        relay_stop = RelayStop()
         opened.push_async_callback(
-            closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+            relay_stop.producer_closed,
+            producer,
+            flush_within_s=settings.kafka_producer_stop_flush_s,
         )
         relay = OutboxRelay(
             pool=pool,
@@ -151,7 +156,7 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
             # Publish what is committed before stopping (bounded); whatever the relay died
             # of, the producer and the pools are still closed.
             opened.push_async_callback(
-                relay.drain, relay_task, timeout_s=settings.shutdown_flush_timeout_s
+                relay_stop.drain, relay, relay_task, timeout_s=settings.shutdown_flush_timeout_s
             )
         yield FollowupRuntime(settings, topics, pool, producer, context)
 

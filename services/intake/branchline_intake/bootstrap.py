@@ -25,13 +25,14 @@ from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
+from branchline_shared.eventstore.relay_stop import RelayStop
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_startup_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.starting import closed, start_or_close
+from branchline_shared.kafka.starting import start_or_close
 from branchline_shared.kafka.topics import (
     Topics,
     broker_is_reachable,
@@ -73,7 +74,8 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 session_state=False,
             )
             opened.push_async_callback(pool.close)
-            producer = await started_producer(opened, settings)
+            relay_stop = RelayStop()
+            producer = await started_producer(opened, settings, relay_stop)
             keys, key_pool = await open_configured_key_store(settings)
             opened.push_async_callback(key_pool.close)
             master = settings.resolved_master_key()
@@ -108,7 +110,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
                 # Publish what is committed before stopping (bounded); whatever the relay
                 # died of, the producer and the pools are still closed.
                 opened.push_async_callback(
-                    relay.drain, relay_task, timeout_s=settings.shutdown_flush_timeout_s
+                    relay_stop.drain, relay, relay_task, timeout_s=settings.shutdown_flush_timeout_s
                 )
             group_commit = GroupCommitter(
                 app.state.intake,
@@ -139,15 +141,16 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
 
 
 async def started_producer(
-    opened: contextlib.AsyncExitStack, settings: IntakeSettings
+    opened: contextlib.AsyncExitStack, settings: IntakeSettings, stop: RelayStop
 ) -> AIOKafkaProducer:
     """The relay's producer, started, and stopped when ``opened`` closes (a start cut short or
     failed closes what it had opened, #12)."""
     producer = make_producer(settings, client_id="branchline-intake-relay")
     await start_or_close(producer)
-    # its flush bounded; what it did not deliver fails, left unpublished (#12)
+    # its flush bounded, and none after a drain of the relay's that did not finish; what it
+    # did not deliver fails, left unpublished (#12)
     opened.push_async_callback(
-        closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+        stop.producer_closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
     )
     return producer
 
@@ -180,11 +183,12 @@ async def run_relay(settings: IntakeSettings) -> None:
             await ensure_topics(settings.kafka_bootstrap, topics.all())
             pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
             opened.push_async_callback(pool.close)
-            producer = await started_producer(opened, settings)
+            relay_stop = RelayStop()
+            producer = await started_producer(opened, settings, relay_stop)
             relay = outbox_relay(settings, pool, producer, topics)
             task = asyncio.create_task(relay.run(), name="intake-outbox-relay")
             opened.push_async_callback(
-                relay.drain, task, timeout_s=settings.shutdown_flush_timeout_s
+                relay_stop.drain, relay, task, timeout_s=settings.shutdown_flush_timeout_s
             )
             checks = {
                 "postgres": lambda: is_reachable(pool),

@@ -17,7 +17,7 @@ from branchline_followup.adapters.read_models import (
     facts_from_row,
     task_from_row,
 )
-from branchline_followup.domain import SurveyScores
+from branchline_followup.domain import SurveyScores, TaskKind
 from branchline_followup.domain.quality import DIMENSIONS
 from branchline_shared.postgres.pool import PgConnection, PgPool
 from branchline_shared.postgres.row_guard import (
@@ -144,6 +144,9 @@ def cursor_key(text: str) -> datetime | str | None:
     return moment if moment.tzinfo is not None else None
 
 
+_KINDS = frozenset(kind.value for kind in TaskKind)
+"""The task kinds' words, written into a page's statement as they are (``list_tasks``)."""
+
 _SHOWN = ("open", "done", "cancelled")
 """The statuses a task view shows (a stored row with any other is skipped as unreadable,
 ``task_row``): a page with no status filter is read one status at a time."""
@@ -198,7 +201,13 @@ async def list_tasks(
             clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
     elif where.assignee_not_in:
         team = _EVERYONE_BUT.format(named=param(sorted(where.assignee_not_in)))
-    if where.kind is not None:
+    if where.kind in _KINDS:
+        # as written (a TaskKind's fixed word, never the caller's text), so each kind has a
+        # plan of its own: as a parameter, the generic plan took any kind for an average one
+        # (1 / the kinds stored of the tasks) and walked an RM's status by the owner's index
+        # filtering on kind, the RM's whole history of the status for a rare kind (#12)
+        clauses.append(f"kind = '{TaskKind(where.kind).value}'")
+    elif where.kind is not None:  # no kind a task has: no readable row, bound as before
         clauses.append(f"kind = {param(where.kind)}")
     # a client's page reads the client's tasks first (fu_tasks_of_client), then filters and
     # orders them: planned blind to the client, a walk of a status's part (or of an owner's or

@@ -122,9 +122,10 @@ async def list_followups(
     """An RM sees their own tasks, a supervisor their team's (their RMs' and their own), an
     admin everyone's; ``assignee`` narrows within that scope (outside it the page is empty).
     ``status`` is a task status (open, done, cancelled) or an open task's SLA state (overdue,
-    due_soon, on_track). A page reads at most 4 x (``limit`` + 1) stored tasks: past rows
-    it cannot read (skipped) it may hold fewer tasks than ``limit``, or none, with a
-    ``next_cursor`` that goes on after them; only a null ``next_cursor`` ends the list."""
+    due_soon, on_track). A page that finds no task it can show reads at most 4 x (``limit``
+    + 1) stored tasks (fewer than 5 x when it finds some): past rows it cannot read (skipped)
+    it may hold fewer tasks than ``limit``, or none, with a ``next_cursor`` that goes on
+    after them; only a null ``next_cursor`` ends the list."""
     if status is not None and status not in STATUS_VALUES:
         raise _invalid("status", f"must be one of {STATUS_VALUES}")
     if kind is not None and kind not in {k.value for k in TaskKind}:

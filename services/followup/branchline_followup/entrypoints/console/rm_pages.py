@@ -3,6 +3,7 @@ the client page. They call the same use cases and queries as the JSON routes."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from calendar import monthrange
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN
 STATUS_CHOICES = ("open", "overdue", "due_soon", "on_track", "done")
 PAGE_SIZE = 100
 CLIENT_PAGE = "GET /console/clients/{client_id}"
+ASSIGNEE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -134,6 +136,37 @@ def work_filters(
     }
 
 
+def bad_cursor(request: Request, filters: dict[str, Any]) -> Response:
+    """The 400 page of a cursor this console did not make (a link's or a form's). To htmx,
+    the work list's fragment saying so, with the headers that put it in place of the list:
+    the console's htmx config swaps a 400 (``base.html``), so the RM sees it (#12)."""
+    site = site_of(request)
+    if request.headers.get("hx-request") != "true":
+        return site.render(request, "bad_cursor.html", {"filters": filters}, status=400)
+    answer = site.render(request, "_bad_cursor.html", {"filters": filters}, status=400)
+    answer.headers["HX-Retarget"] = "#work-list"
+    answer.headers["HX-Reswap"] = "outerHTML"
+    return answer
+
+
+def cursor_valid(cursor: str) -> bool:
+    """A form's cursor is checked as the link's is, before anything is recorded."""
+    try:
+        decode_cursor(cursor)
+    except CursorInvalid:
+        return False
+    return True
+
+
+def page_address(filters: dict[str, Any], cursor: str, **extra: str) -> str:
+    """The work list's page that starts at ``cursor`` (none: the first), with the filters:
+    where a plain form post goes back to after its action (#12)."""
+    query = {k: v for k, v in filters.items() if v}
+    if cursor:
+        query["cursor"] = cursor
+    return "/console/?" + urlencode({**query, **extra})
+
+
 async def render_day(
     request: Request,
     ctx: FollowupContext,
@@ -151,7 +184,7 @@ async def render_day(
     try:
         after = decode_cursor(cursor) if cursor else None
     except CursorInvalid:
-        return site.render(request, "bad_cursor.html", {"filters": filters}, status=400)
+        return bad_cursor(request, filters)
     work = await _work_list(
         ctx,
         principal,
@@ -175,6 +208,8 @@ async def render_day(
             "filters": filters,
             "shown_assignee": work.shown_assignee,
             "paged": cursor is not None,
+            # the forms of the page carry it: after an action, the same page again (#12)
+            "cursor": cursor or "",
             "skipped": work.skipped,
             "first_page": "/console/?" + urlencode(query),
             "next_page": (
@@ -208,10 +243,17 @@ async def my_day(
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     done: Annotated[str | None, Query(max_length=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    given: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     """The work list by deadline, a page at a time: ``cursor`` (a "Next page" link's) is
-    where the page starts; the filters are kept across pages (#12)."""
-    notice = site_of(request).gettext(request)(N_("Task completed.")) if done else None
+    where the page starts; the filters are kept across pages (#12). ``done`` and ``given``:
+    a plain form post's action done (completed; reassigned to ``given``)."""
+    gettext = site_of(request).gettext(request)
+    notice = None
+    if done:
+        notice = gettext(N_("Task completed."))
+    elif given and ASSIGNEE.fullmatch(given):
+        notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": given}
     return await render_day(
         request,
         ctx,
@@ -291,15 +333,20 @@ async def complete(
     f_kind: Annotated[str, Form(max_length=64)] = "",
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
+    f_cursor: Annotated[str, Form(max_length=512)] = "",
     request_key: Annotated[str, Form(max_length=64)] = "",
     client_warned: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     """Records ``followup.completed`` through the same use case as the JSON route; answers
-    htmx with the updated list, a plain form post with a redirect to it. ``request_key``:
-    the form's own, made when it was shown: a refusal (D-15) is recorded once per form
-    submitted, however often that submission is sent (#12)."""
+    htmx with the updated list, a plain form post with a redirect to it: the page the form
+    was on (its filters and ``f_cursor``; a cursor this console did not make is the 400
+    page, and nothing is recorded). ``request_key``: the form's own, made when it was
+    shown: a refusal (D-15) is recorded once per form submitted, however often that
+    submission is sent (#12)."""
     site = site_of(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
+    if f_cursor and not cursor_valid(f_cursor):
+        return bad_cursor(request, filters)
     gettext = site.gettext(request)
     error: str | None = None
     try:
@@ -334,12 +381,17 @@ async def complete(
         error = gettext(invalid.message)
     except TaskRefused as refused:
         error = gettext(N_("The task was not completed: %(detail)s")) % {"detail": refused.detail}
+    page = f_cursor or None
     if request.headers.get("hx-request") != "true":
         if error is None:
-            return site.redirect(request, "/console/?done=1")
-        return await render_day(request, ctx, principal, filters, error=error, status=422)
+            return site.redirect(request, page_address(filters, f_cursor, done="1"))
+        return await render_day(
+            request, ctx, principal, filters, error=error, status=422, cursor=page
+        )
     notice = None if error else gettext(N_("Task completed."))
-    return await render_day(request, ctx, principal, filters, notice=notice, error=error)
+    return await render_day(
+        request, ctx, principal, filters, notice=notice, error=error, cursor=page
+    )
 
 
 @router.get("/clients/{client_id}")

@@ -23,7 +23,10 @@ from branchline_followup.domain import FollowupPolicy, QualityReport
 from branchline_followup.entrypoints.console.rm_pages import (
     LABEL,
     FormInvalid,
+    bad_cursor,
+    cursor_valid,
     free_text,
+    page_address,
     render_day,
     work_filters,
 )
@@ -94,11 +97,15 @@ async def reassign(
     f_kind: Annotated[str, Form(max_length=64)] = "",
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
+    f_cursor: Annotated[str, Form(max_length=512)] = "",
 ) -> Response:
-    """``followup.reassigned`` through the JSON route's use case."""
+    """``followup.reassigned`` through the JSON route's use case; then the page the form was
+    on (its filters and ``f_cursor``, checked first as the complete form's is) (#12)."""
     site = site_of(request)
     gettext = site.gettext(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
+    if f_cursor and not cursor_valid(f_cursor):
+        return bad_cursor(request, filters)
     notice = error = None
     try:
         await reassign_task(
@@ -118,9 +125,12 @@ async def reassign(
         error = gettext(invalid.message)
     except TaskRefused as refused:
         error = gettext(N_("The task was not reassigned: %(detail)s")) % {"detail": refused.detail}
+    page = f_cursor or None
     if request.headers.get("hx-request") != "true" and error is None:
-        return site.redirect(request, f"/console/?assignee={assignee}")
-    return await render_day(request, ctx, principal, filters, notice=notice, error=error)
+        return site.redirect(request, page_address(filters, f_cursor, given=assignee))
+    return await render_day(
+        request, ctx, principal, filters, notice=notice, error=error, cursor=page
+    )
 
 
 def _period(

@@ -1,0 +1,91 @@
+"""The console's work list a page at a time in headless Chromium (#12): an RM with more
+tasks than a page walks to page 2, completes a task there and stays on page 2; a form whose
+cursor was altered is answered with the 400 fragment, which htmx swaps in place of the list
+(the console's htmx config) so the RM sees it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.console_support import client_event, login, send, shot, wait_until
+from tests.support.dev_stack import DevStack
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+RM = "rm-pages-1"
+PAGE = 100  # the work list's page (rm_pages.PAGE_SIZE)
+
+
+def cursor_of(page: Page) -> str:
+    return parse_qs(urlsplit(page.url).query)["cursor"][0]
+
+
+def test_an_rm_completes_a_task_on_page_two_and_stays_there(
+    dev_stack: DevStack, browser: Browser, screenshots: Path
+) -> None:
+    followup = dev_stack.url("followup")
+    token = dev_stack.token("branch_system", "queue-01", "BR-001")
+    for n in range(PAGE + 3):  # a client whose visit closed, its tasks each: > a page
+        client, visit = f"C-PAGES-{n:03d}", f"V-PAGES-{n:03d}"
+        for event in (
+            client_event(
+                client, "client.registered", {"client_type": "individual", "rm_id": RM}, 30
+            ),
+            client_event(client, "visit.arrived", {"visit_id": visit}, 20),
+            client_event(client, "visit.closed", {"visit_id": visit, "outcome": "normal"}, 10),
+        ):
+            answer = send(dev_stack, token, event)
+            assert answer.status_code == 202, answer.text
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, followup, "rm", RM)
+
+    def all_listed() -> bool:
+        rm.reload()
+        return rm.locator("#work-list-next").count() == 1
+
+    wait_until(all_listed, within=120)
+    expect(rm.locator("#work-list tbody tr")).to_have_count(PAGE)
+
+    # to page 2 (htmx, the address pushed): its rows, a link back to the first page
+    rm.locator("#work-list-next").click()
+    expect(rm.locator("#work-list-first")).to_be_visible()
+    expect(rm).to_have_url(re.compile(r"cursor="))
+    cursor = cursor_of(rm)
+    rows = rm.locator("#work-list tbody tr")
+    expect(rows.first).to_be_visible()
+    back = rm.locator("#work-list-first").get_attribute("href")
+    assert back is not None
+    assert "cursor" not in back
+    ids = [rows.nth(i).get_attribute("data-task-id") for i in range(2)]
+    shot(rm, screenshots, "paging-page-2")
+
+    # complete the first task of page 2: page 2 again, without it
+    first = rm.locator(f"#task-{ids[0]}")
+    first.locator("summary", has_text="Complete").click()
+    first.locator("select[name=outcome]").select_option("contacted")
+    first.locator("button[type=submit]").click()
+    expect(rm.locator("#work-list .notice")).to_have_text("Task completed.")
+    expect(rm.locator(f"#task-{ids[0]}")).to_have_count(0)
+    expect(rm.locator("#work-list tbody tr").first).to_have_attribute("data-task-id", ids[1])
+    expect(rm.locator("#work-list-first")).to_be_visible()
+    fields = rm.locator("#work-list input[name=f_cursor]")
+    assert {fields.nth(i).input_value() for i in range(fields.count())} == {cursor}
+    shot(rm, screenshots, "paging-page-2-after-completing")
+
+    # a form whose cursor was altered: the 400 fragment takes the list's place, said aloud
+    second = rm.locator(f"#task-{ids[1]}")
+    second.locator("summary", has_text="Complete").click()
+    second.locator("input[name=f_cursor]").evaluate("(field) => { field.value = 'forged' }")
+    second.locator("button[type=submit]").click()
+    expect(rm.locator("#work-list-bad-cursor")).to_contain_text(
+        "the cursor is malformed or altered"
+    )
+    expect(rm.locator("#work-list tbody tr")).to_have_count(0)
+    shot(rm, screenshots, "paging-bad-cursor")
+    rm.goto(f"{followup}/console/?cursor={cursor}")
+    expect(rm.locator(f"#task-{ids[1]}")).to_have_count(1)  # nothing was recorded
