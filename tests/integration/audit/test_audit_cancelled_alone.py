@@ -257,3 +257,55 @@ async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_append(
 
 async def _past(cancellations: float) -> bool:
     return bool(CANCELLED.labels(CONSUMER)._value.get() >= cancellations)
+
+
+@contextlib.asynccontextmanager
+async def restrictions_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
+    """``audit_restricted_clients`` locked ``SHARE`` by another transaction until the block
+    ends: only the appends of events that restrict a client (an erasure request) write it,
+    and wait; every other append, and the ledger's lock, go through."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("LOCK TABLE audit_restricted_clients IN SHARE MODE")
+        yield
+
+
+async def test_no_event_is_dead_lettered_while_a_table_only_its_type_writes_is_locked(
+    settings: BranchlineSettings,
+) -> None:
+    """An erasure request's append cancelled every time (``audit_restricted_clients``, which
+    only such events write, locked ``SHARE`` elsewhere) while ``audit_ledger`` and the
+    ledger's lock answer at once: the event is still retried (nothing in the dead-letter
+    topic) and appended once the lock is let go, its client restricted (the probe takes the
+    write lock of every table an append can write; the probe of ``audit_ledger`` alone
+    dead-lettered it, #12)."""
+    s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
+    topics = declare_topics(s)
+    await ensure_topics(s.kafka_bootstrap, topics.all())
+    held = RecordedEvent.model_validate(
+        event(1, client_id="C-9", event_type="client.erasure_requested", data={"reason": "r"})
+    ).model_dump(mode="json")
+    async with impatient_audit(s) as audit:
+        pool = audit.ledger.pool  # type: ignore[attr-defined]
+        async with consumer_running(s, audit, pool):
+            before = CANCELLED.labels(CONSUMER)._value.get()
+            async with restrictions_share_locked(s):
+                await produce(
+                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-9", encode_event(held))]
+                )
+                past = before + CANCELLED_ALONE + 2 * ALONE
+                with contextlib.suppress(AssertionError):
+                    await eventually(lambda: _past(past), within=40)
+                dead = await read_all(
+                    s.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=0, within=5
+                )
+                assert [dict(d.headers)["dlq_reason"] for d in dead] == []
+                assert await _past(past)
+                assert await ids(audit) == []
+            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
+        assert await ids(audit) == [held["event_id"]]
+        assert (
+            await pool.fetchval(
+                "SELECT state FROM audit_restricted_clients WHERE client_id = $1", "C-9"
+            )
+            == "restricted"
+        )

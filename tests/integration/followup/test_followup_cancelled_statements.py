@@ -359,3 +359,59 @@ async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_unit(
             outcome = await applying
     assert (outcome.applied, outcome.failed) == (1, [])
     assert await applied(db, events) == {events[0].event_id}
+
+
+@contextlib.asynccontextmanager
+async def share_locked(settings: BranchlineSettings, table: str) -> AsyncIterator[None]:
+    """``table`` locked ``SHARE`` by another transaction until the block ends: the units whose
+    events write it wait, the others and the swap lock do not."""
+    holder = await asyncpg.connect(settings.followup_database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            yield
+    finally:
+        await holder.close()
+
+
+@pytest.mark.parametrize(
+    "table",
+    [f"{LIVE_SCHEMA}.fu_tasks", f"{LIVE_SCHEMA}.fu_client_events"],
+    ids=["tasks", "journal"],
+)
+async def test_no_event_is_dead_lettered_while_a_table_only_its_type_writes_is_locked(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any], table: str
+) -> None:
+    """A registration (which opens a revisit task: a row of ``fu_tasks``; and its journal
+    row) cancelled every time, a table it writes
+    but not every unit does locked ``SHARE`` elsewhere: the event is retried still, never
+    dead-lettered, and applied once the lock is let go (the probe takes the write lock of
+    every table a unit can write; the probe of ``fu_applied_events`` alone answered, and the
+    event was dead-lettered, #12)."""
+    consumer = f"test-{uuid.uuid4().hex[:8]}"
+    events = registrations("C-ONLY")
+    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
+    async with impatient_pool(settings) as pool:
+        units = PostgresUnitsOfWork(pool)
+        cancelled = CANCELLED.labels(consumer)
+        async with share_locked(settings, table):
+            applying = asyncio.ensure_future(
+                apply_batch(
+                    units,
+                    batch,
+                    PROJECTION,
+                    consumer=consumer,
+                    answering=worker_probe(pool),
+                    alone_attempts=ALONE,
+                )
+            )
+            # past the bounded stages and ALONE probed attempts twice over: retried still
+            async with asyncio.timeout(60):
+                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
+                    assert not applying.done(), applying.result().failed
+                    await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            outcome = await applying
+    assert (outcome.applied, outcome.failed) == (1, [])
+    assert await applied(db, events) == {events[0].event_id}
+    assert await db.fetchval("SELECT count(*) FROM fu_tasks WHERE client_id = $1", "C-ONLY") == 1

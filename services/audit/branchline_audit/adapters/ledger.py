@@ -122,19 +122,39 @@ _ALL_CACHED_LEVELS = list(range(STRIDE, 63, STRIDE))
 # An append's transaction and its lock in one round trip (a simple query of two statements;
 # the lock is still a statement of its own, so the read after it takes a snapshot after the
 # wait, #12).
-LEDGER_LOCK_PROBE = (
-    "WITH unwritten AS (INSERT INTO audit_ledger (event_id) "
-    "SELECT event_id FROM audit_ledger WHERE false RETURNING 1) "
-    "SELECT pg_advisory_xact_lock($1)",
-    LEDGER_LOCK_KEY,
+APPEND_WRITTEN_TABLES = (
+    # (table, a column it is written through): every table an append can write. The ledger
+    # (every append's ``COPY``), the Merkle nodes an append completes and the store positions
+    # of the events it places (:data:`_TAIL`, not every append), a restriction's client and a
+    # member of staff's retention facts (only the events that carry them).
+    ("audit_ledger", "event_id"),
+    ("audit_merkle_nodes", "level"),
+    ("audit_source_positions", "source"),
+    ("audit_restricted_clients", "client_id"),
+    ("audit_staff_employment_ends", "staff_id"),
+    ("audit_staff_gift_clients", "staff_id"),
 )
+
+
+def _write_locks_then(statement: str) -> str:
+    """``statement`` preceded, in the same statement, by the write lock (``ROW EXCLUSIVE``) of
+    each of :data:`APPEND_WRITTEN_TABLES`: a data-modifying CTE per table inserting no row (no
+    row trigger fires, nothing is written). Fixed identifiers, no value in the SQL text."""
+    ctes = ", ".join(
+        f"w{n} AS (INSERT INTO {t} ({c}) SELECT {c} FROM {t} WHERE false RETURNING 1)"  # noqa: S608 - fixed identifiers
+        for n, (t, c) in enumerate(APPEND_WRITTEN_TABLES)
+    )
+    return f"WITH {ctes} {statement}"
+
+
+LEDGER_LOCK_PROBE = (_write_locks_then("SELECT pg_advisory_xact_lock($1)"), LEDGER_LOCK_KEY)
 """The audit consumer's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`), in one
 statement: the ledger's lock every append takes first, held for the statement only, and the
-table lock every append's ``COPY`` into ``audit_ledger`` takes (an ``INSERT`` of no row takes
-the same ``ROW EXCLUSIVE`` lock and writes nothing; no row trigger fires). A transaction
-holding the ledger's lock (a long checkpoint, a repair by hand) or a lock on the table that
-the ``COPY`` waits for (``SHARE``: a plain ``CREATE INDEX``) makes every append wait, and
-the probe too (#12, Round 32)."""
+write lock of every table an append can write (:data:`APPEND_WRITTEN_TABLES`; an ``INSERT``
+of no row takes the ``ROW EXCLUSIVE`` lock a ``COPY`` or ``INSERT`` takes and writes nothing;
+no row trigger fires). A transaction holding the ledger's lock (a long checkpoint, a repair by
+hand) or a lock on one of those tables that an append waits for (``SHARE``: a plain ``CREATE
+INDEX``) makes the appends that write it wait, and the probe too (#12, Round 32)."""
 
 _BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({LEDGER_LOCK_KEY})"
 

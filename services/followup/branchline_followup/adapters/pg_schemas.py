@@ -79,21 +79,71 @@ plans (:func:`hold_swap_lock_shared` with ``generic_plans``) in ONE simple query
 was a round trip of its own per unit). The key is a constant of this module, not a value sent."""
 
 
+UNIT_WRITTEN_TABLES = (
+    # (table, a column it is written through): every table a worker's unit can write, found
+    # by name through the worker's search path (the live read models, then ``public``'s
+    # event store, which a unit writes when it creates a task). ``fu_applied_events`` is
+    # written by every unit, the rest by some events only: the facts, the journal, tasks and
+    # timers (and a late event's replay, which deletes a client's rows from most of them),
+    # the client page, the service loop, suitability, staff and personal data; ``fu_refusals``
+    # through the trigger on ``fu_clients`` (console migration 004) and a refusal.
+    ("fu_applied_events", "event_id"),
+    ("fu_clients", "client_id"),
+    ("fu_client_events", "event_id"),
+    ("fu_tasks", "id"),
+    ("fu_timers", "task_id"),
+    ("fu_client_timeline", "client_id"),
+    ("fu_client_consents", "client_id"),
+    ("fu_client_assessments", "client_id"),
+    ("fu_visits", "client_id"),
+    ("fu_surveys", "event_id"),
+    ("fu_complaints", "complaint_id"),
+    ("fu_corrective_actions", "action_id"),
+    ("fu_renegotiations", "event_id"),
+    ("fu_business_events", "event_id"),
+    ("fu_holdings", "client_id"),
+    ("fu_product_ratings", "product_id"),
+    ("fu_staff", "staff_id"),
+    ("fu_staff_training", "event_id"),
+    ("fu_personal_values", "client_id"),
+    ("fu_privacy", "client_id"),
+    ("fu_staff_privacy", "staff_id"),
+    ("fu_staff_gift_clients", "staff_id"),
+    ("fu_refusals", "event_id"),
+    ("es_streams", "stream_id"),
+    ("es_events", "event_id"),
+    ("es_outbox", "event_id"),
+)
+
+
+def write_locks_then(tables: Sequence[tuple[str, str]], statement: str) -> str:
+    """``statement`` preceded, in the same statement, by the write lock of each of ``tables``:
+    one data-modifying CTE per table inserting no row (``ROW EXCLUSIVE``, what a unit's
+    ``INSERT``, ``UPDATE``, ``DELETE`` or ``COPY`` takes; no row trigger fires and nothing is
+    written). Identifiers only, fixed by the caller (no value in the SQL text)."""
+    ctes = ", ".join(
+        f"w{n} AS (INSERT INTO {checked_schema(t)} ({checked_schema(c)}) "  # noqa: S608 - fixed identifiers
+        f"SELECT {c} FROM {t} WHERE false RETURNING 1)"
+        for n, (t, c) in enumerate(tables)
+    )
+    return f"WITH {ctes} {statement}"
+
+
 SWAP_LOCK_PROBE = (
-    "WITH unwritten AS (INSERT INTO fu_applied_events (event_id) "
-    "SELECT event_id FROM fu_applied_events WHERE false RETURNING 1) "
-    "SELECT pg_advisory_xact_lock_shared($1)",
+    write_locks_then(UNIT_WRITTEN_TABLES, "SELECT pg_advisory_xact_lock_shared($1)"),
     SWAP_LOCK_KEY,
 )
 """The worker's probe (:class:`~branchline_shared.postgres.pool.PromptProbe`), in one
 statement: the swap lock every unit takes first, held shared for the statement only, and the
-table lock every unit takes on ``fu_applied_events`` (the one table every unit writes: an
-``INSERT`` of no row takes its ``ROW EXCLUSIVE`` lock and writes nothing). A swap (a rebuild)
-holding the swap lock, or another transaction holding a lock on that table which a unit's
-insert waits for (``SHARE``: a plain ``CREATE INDEX``; stronger: ``ALTER TABLE``, ``VACUUM
-FULL``), makes every unit wait, so the probe is not answered promptly either (#12, Round 32).
-The table lock is taken when the statement is parsed, before the swap lock: a swap renames
-schemas and locks no table, so the two cannot deadlock."""
+write lock of every table a unit can write (:data:`UNIT_WRITTEN_TABLES`, :func:`write_locks_then`).
+A swap (a rebuild) holding the swap lock, or another transaction holding a lock on one of
+those tables which a unit's write waits for (``SHARE``: a plain ``CREATE INDEX``, ``LOCK
+TABLE ... IN SHARE MODE``; stronger: ``ALTER TABLE``, ``VACUUM FULL``), makes the units that
+write it wait, so the probe is not answered promptly either (#12, Round 32): a lone event
+that creates a task is not dead-lettered while ``fu_tasks`` is locked. The table locks are
+taken when the statement is parsed, in the order above, before the swap lock; they are all
+``ROW EXCLUSIVE``, which no unit's lock conflicts with, and a swap renames schemas and locks
+no table, so the probe cannot deadlock with either (docs/performance.md)."""
 
 
 async def hold_swap_lock_exclusive(conn: PgConnection) -> None:
