@@ -332,7 +332,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     )
     if args.sql:
         for sql, count in STATEMENTS.most_common(25):
-            print(f"  {count / n:6.2f}/event  {sql}")
+            print(f"  {count / n:6.3f}/event {count / batches:6.2f}/batch  {sql}")
 
 
 def server_cpu_seconds(pgdata: Path) -> float:
