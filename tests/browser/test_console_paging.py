@@ -1,18 +1,27 @@
 """The console's work list a page at a time in headless Chromium (#12): an RM with more
 tasks than a page walks to page 2, completes a task there and stays on page 2; a form whose
 cursor was altered is answered with the 400 fragment, which htmx swaps in place of the list
-(the console's htmx config) so the RM sees it."""
+(``console.js``: a 4xx naming its target) so the RM sees it; a 400 that names no target
+(a problem+json) is not swapped: the RM keeps the list."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.browser.console_support import client_event, login, send, shot, wait_until
+from tests.browser.console_support import (
+    client_event,
+    client_with_closed_visit,
+    login,
+    send,
+    shot,
+    wait_until,
+)
 from tests.support.dev_stack import DevStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
@@ -89,3 +98,50 @@ def test_an_rm_completes_a_task_on_page_two_and_stays_there(
     shot(rm, screenshots, "paging-bad-cursor")
     rm.goto(f"{followup}/console/?cursor={cursor}")
     expect(rm.locator(f"#task-{ids[1]}")).to_have_count(1)  # nothing was recorded
+
+
+def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
+    dev_stack: DevStack, browser: Browser, screenshots: Path
+) -> None:
+    followup = dev_stack.url("followup")
+    client_with_closed_visit(dev_stack, "C-PAGES-NOTARGET", "rm-pages-2")
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, followup, "rm", "rm-pages-2")
+
+    def listed() -> bool:
+        rm.reload()
+        return rm.locator("#work-list tbody tr").count() >= 1
+
+    wait_until(listed, within=120)
+    listed_rows = rm.locator("#work-list tbody tr").count()
+    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
+    assert task is not None
+
+    # the completion is answered (by a test double) 400 problem+json without HX-Retarget:
+    # any 4xx of a console page other than its own error fragment
+    answered: list[str] = []
+
+    def problem(route: Route) -> None:
+        answered.append(route.request.url)
+        route.fulfill(
+            status=400,
+            content_type="application/problem+json",
+            body=json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400}),
+        )
+
+    rm.route("**/console/tasks/*/complete", problem)
+    rm.evaluate(  # htmx decides on the swap right after this event, in the same task
+        "document.body.addEventListener('htmx:beforeSwap', "
+        "(e) => { document.body.dataset.beforeSwap = String(e.detail.xhr.status) })"
+    )
+    row = rm.locator(f"#task-{task}")
+    row.locator("summary", has_text="Complete").click()
+    row.locator("select[name=outcome]").select_option("contacted")
+    row.locator("button[type=submit]").click()
+    expect(rm.locator("body")).to_have_attribute("data-before-swap", "400")
+    assert len(answered) == 1, answered
+    # htmx handled the 400 and left the page as it was: the list, its task, no problem text
+    expect(rm.locator("#work-list tbody tr")).to_have_count(listed_rows)
+    expect(rm.locator(f"#task-{task}")).to_have_count(1)
+    expect(rm.locator("body")).not_to_contain_text("Bad Request")
+    shot(rm, screenshots, "paging-400-without-target")

@@ -2,7 +2,8 @@
 from page 2 shows page 2 again (its filters and cursor ride in the forms' hidden fields),
 for htmx and for a plain form post with its redirect; a forged cursor in a form is the 400
 page and nothing is recorded; to htmx, a bad cursor's 400 is the work list's fragment with
-the headers and the config that put it in place of the list."""
+the headers that put it in place of the list, and the page's config and script swap a 4xx
+only when it names its target (HX-Retarget)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 FORM_CURSOR = re.compile(r'name="f_cursor" value="([^"]*)"')
 FIRST = re.compile(r'id="work-list-first" href="([^"]+)"')
 HTMX_CONFIG = re.compile(r"<meta name=\"htmx-config\" content='([^']+)'>")
+SCRIPT = re.compile(r'<script src="([^"]+)" defer></script>')
 
 
 async def open_revisits(
@@ -187,7 +189,7 @@ async def test_a_forged_cursor_in_a_form_is_the_400_page_and_nothing_is_recorded
     assert (task["status"], task["assignee"]) == ("open", "rm-7")
 
 
-async def test_to_htmx_a_bad_cursor_is_a_400_the_console_swaps_in_place_of_the_list(
+async def test_to_htmx_a_bad_cursor_is_a_400_naming_its_target_the_console_swaps_in(
     stack: ApiClients,
 ) -> None:
     rm = stack.console_as(Role.RM, "rm-7")
@@ -203,7 +205,8 @@ async def test_to_htmx_a_bad_cursor_is_a_400_the_console_swaps_in_place_of_the_l
     assert plain.status_code == 400, plain.text
     assert "<html" in plain.text
     assert "hx-retarget" not in plain.headers
-    # the console's htmx config swaps a 400 (htmx 2's default swaps no 4xx), and only a 400
+    # the console's htmx config swaps no 4xx or 5xx (htmx 2's default); the console's own
+    # script swaps a 4xx only when it names its target (HX-Retarget), as this one does
     page = await rm.get("/console/")
     found = HTMX_CONFIG.search(page.text)
     assert found is not None
@@ -215,9 +218,18 @@ async def test_to_htmx_a_bad_cursor_is_a_400_the_console_swaps_in_place_of_the_l
     assert {s: h["swap"] for s, h in first_match.items()} == {
         "200": True,
         "204": False,
-        "400": True,
+        "400": False,
         "403": False,
         "404": False,
         "422": False,
         "500": False,
     }
+    scripts = SCRIPT.findall(page.text)
+    assert scripts == ["/console/static/htmx.min.js", "/console/static/console.js"]
+    served = await rm.get(scripts[1])
+    assert served.status_code == 200, served.text
+    assert "javascript" in served.headers["content-type"]
+    rule = served.text
+    assert '"htmx:beforeSwap"' in rule
+    assert 'getResponseHeader("HX-Retarget")' in rule
+    assert "shouldSwap = true" in rule
