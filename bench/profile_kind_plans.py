@@ -17,9 +17,7 @@ of 5. First, the plans of an RM's revisit page by status done are printed as tex
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.profile_owner_status import (  # noqa: E402
+    explained,
     fill_tasks,
-    literal,
     live_read_model,
     old_queries,
+    page_plans,
     statements_of,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
@@ -56,59 +55,17 @@ PAGES = {
     "client, revisit": queries.TaskFilter(client_id="C-7", kind="revisit"),
     "client, survey": queries.TaskFilter(client_id="C-7", kind="satisfaction_survey"),
 }
-MODES = ("custom", "generic", "auto")
 
 
-def args_of(values: Any) -> str:
-    return f"({', '.join(literal(v) for v in values)})" if values else ""
-
-
-async def explained(conn: Any, statement: str, values: Any, mode: str, text: bool = False) -> Any:
-    """Buffers touched and execution ms on ``mode``'s plan (``auto``: the plan PostgreSQL's
-    default uses after 6 executions); with ``text``, the plan as text instead."""
-    async with conn.transaction():
-        setting = "auto" if mode == "auto" else f"force_{mode}_plan"
-        await conn.execute(f"SET LOCAL plan_cache_mode = {setting}")
-        await conn.execute(f"PREPARE page_probe AS {statement}")
-        try:
-            if mode == "auto":
-                for _ in range(6):
-                    await conn.fetch(f"EXECUTE page_probe{args_of(values)}")
-            options = "ANALYZE, BUFFERS" + ("" if text else ", FORMAT JSON")
-            explain = f"EXPLAIN ({options}) EXECUTE page_probe{args_of(values)}"
-            if text:
-                return "\n".join(r[0] for r in await conn.fetch(explain))
-            raw = await conn.fetchval(explain)
-        finally:
-            await conn.execute("DEALLOCATE page_probe")
-    tree = (json.loads(raw) if isinstance(raw, str) else raw)[0]
-    plan = tree["Plan"]
-    return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], float(tree["Execution Time"])
+PLAN_MODES = {"custom": "force_custom_plan", "generic": "force_generic_plan", "auto": "auto"}
 
 
 async def page_run(conn: Any, pool: Any, module: Any) -> dict[str, tuple[float, float, int]]:
-    found: dict[str, tuple[float, float, int]] = {}
-    for name, where in PAGES.items():
-        after = None
-        for which in ("first", "next"):
-            *run, (_, page) = await statements_of(module, pool, where, after)
-            for mode in MODES:
-                runs = []
-                for _ in range(5):
-                    buffers, ms = 0, 0.0
-                    for sql, values in run:
-                        b, t = await explained(conn, sql, values, mode)
-                        buffers, ms = buffers + b, ms + t
-                    runs.append((buffers, ms))
-                found[f"{name}, {which}, {mode}"] = (
-                    statistics.median(r[0] for r in runs),
-                    statistics.median(r[1] for r in runs),
-                    len(page),
-                )
-            if len(page) < 51:
-                break
-            after = (page[-1]["due_at"], page[-1]["id"])
-    return found
+    async def of(where: Any, after: Any) -> tuple[list[tuple[str, Any]], list[Any]]:
+        *run, (_, page) = await statements_of(module, pool, where, after)
+        return run, page
+
+    return await page_plans(conn, of, PAGES, PLAN_MODES, next_when=lambda page: len(page) >= 51)
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
@@ -127,9 +84,9 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             *run, _ = await statements_of(module, pool, where, None)
             for sql, values in run:
                 print(f"--- {variant}: {sql} {values!r}")
-                for mode in MODES:
+                for mode, setting in PLAN_MODES.items():
                     print(f"--- {variant}, {mode} plan:")
-                    print(await explained(conn, sql, values, mode, text=True), flush=True)
+                    print(await explained(conn, sql, values, setting, text=True), flush=True)
         pages: dict[str, list[dict[str, tuple[float, float, int]]]] = {}
         order = ("old", "new", "new", "old")
         for pair in range(args.pairs):

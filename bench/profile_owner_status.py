@@ -144,24 +144,73 @@ def literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def args_of(values: Any) -> str:
+    return f"({', '.join(literal(v) for v in values)})" if values else ""
+
+
 async def explained(
-    conn: Any, statement: str, values: Any, mode: str = "force_generic_plan"
-) -> tuple[int, float]:
-    """Buffers touched and execution ms, on the plan ``mode`` picks (the generic one unless
-    told: ``plan_cache_mode``'s values)."""
+    conn: Any, statement: str, values: Any, mode: str = "force_generic_plan", text: bool = False
+) -> Any:
+    """Buffers touched and execution ms, on the plan ``mode`` picks (``plan_cache_mode``'s
+    values, the generic plan unless told; ``auto``: the plan PostgreSQL's default uses after 6
+    executions); with ``text``, the plan as text instead."""
     async with conn.transaction():
         await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
         await conn.execute(f"PREPARE page_probe AS {statement}")
         try:
-            args = f"({', '.join(literal(v) for v in values)})" if values else ""
-            raw = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE page_probe{args}"
-            )
+            if mode == "auto":
+                for _ in range(6):
+                    await conn.fetch(f"EXECUTE page_probe{args_of(values)}")
+            options = "ANALYZE, BUFFERS" + ("" if text else ", FORMAT JSON")
+            explain = f"EXPLAIN ({options}) EXECUTE page_probe{args_of(values)}"
+            if text:
+                return "\n".join(r[0] for r in await conn.fetch(explain))
+            raw = await conn.fetchval(explain)
         finally:
             await conn.execute("DEALLOCATE page_probe")
     tree = (json.loads(raw) if isinstance(raw, str) else raw)[0]
     plan = tree["Plan"]
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], float(tree["Execution Time"])
+
+
+Statements = Callable[[Any, Any], Awaitable[tuple[list[tuple[str, Any]], list[Any]]]]
+"""``(where, after) -> (the statements list_tasks runs for that page with their values, the
+page's rows)``."""
+
+
+async def page_plans(
+    conn: Any,
+    statements: Statements,
+    pages: dict[str, Any],
+    modes: dict[str, str],
+    *,
+    next_when: Callable[[list[Any]], bool] = bool,
+) -> dict[str, tuple[float, float, int]]:
+    """Each page of ``pages`` (its first page, then its next while ``next_when`` the first):
+    per mode of ``modes`` (label -> ``plan_cache_mode``; an empty label adds nothing to the
+    key), the median buffers and ms over 5 explains of its statements together, and its rows."""
+    found: dict[str, tuple[float, float, int]] = {}
+    for name, where in pages.items():
+        after = None
+        for which in ("first", "next"):
+            run, page = await statements(where, after)
+            for label, mode in modes.items():
+                runs = []
+                for _ in range(5):
+                    buffers, ms = 0, 0.0
+                    for sql, values in run:
+                        b, t = await explained(conn, sql, values, mode)
+                        buffers, ms = buffers + b, ms + t
+                    runs.append((buffers, ms))
+                found[", ".join(filter(None, (name, which, label)))] = (
+                    statistics.median(r[0] for r in runs),
+                    statistics.median(r[1] for r in runs),
+                    len(page),
+                )
+            if not next_when(page):
+                break
+            after = (page[-1]["due_at"], page[-1]["id"])
+    return found
 
 
 async def use_indexes(conn: Any, variant: str) -> None:
@@ -174,28 +223,11 @@ async def use_indexes(conn: Any, variant: str) -> None:
 
 
 async def page_run(conn: Any, pool: Any, module: Any) -> dict[str, tuple[float, float, int]]:
-    found: dict[str, tuple[float, float, int]] = {}
-    for name, where in PAGES.items():
-        after = None
-        for which in ("first", "next"):
-            calls = await statements_of(module, pool, where, after)
-            *run, (_, page) = calls
-            runs = []
-            for _ in range(5):
-                buffers, ms = 0, 0.0
-                for sql, values in run:
-                    b, t = await explained(conn, sql, values)
-                    buffers, ms = buffers + b, ms + t
-                runs.append((buffers, ms))
-            found[f"{name}, {which}"] = (
-                statistics.median(r[0] for r in runs),
-                statistics.median(r[1] for r in runs),
-                len(page),
-            )
-            if not page:
-                break
-            after = (page[-1]["due_at"], page[-1]["id"])
-    return found
+    async def of(where: Any, after: Any) -> tuple[list[tuple[str, Any]], list[Any]]:
+        *run, (_, page) = await statements_of(module, pool, where, after)
+        return run, page
+
+    return await page_plans(conn, of, PAGES, {"": "force_generic_plan"})
 
 
 async def write_run(conn: Any, run: int, n: int) -> tuple[float, float, float, float]:

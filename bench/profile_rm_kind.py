@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -38,9 +37,9 @@ from bench.profile_owner_status import (  # noqa: E402
     NOW,
     WriteFigures,
     abba_write_runs,
-    explained,
     fill_tasks,
     live_read_model,
+    page_plans,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.adapters import queries  # noqa: E402
@@ -79,28 +78,11 @@ async def statements_of(pool: Any, where: Any, after: Any) -> tuple[list[Any], A
 
 
 async def page_run(conn: Any, pool: Any) -> dict[str, tuple[float, float, int]]:
-    found: dict[str, tuple[float, float, int]] = {}
-    for name, where in PAGES.items():
-        after = None
-        for which in ("first", "next"):
-            run, page = await statements_of(pool, where, after)
-            for mode in ("force_custom_plan", "force_generic_plan"):
-                runs = []
-                for _ in range(5):
-                    buffers, ms = 0, 0.0
-                    for sql, values in run:
-                        b, t = await explained(conn, sql, values, mode)
-                        buffers, ms = buffers + b, ms + t
-                    runs.append((buffers, ms))
-                found[f"{name}, {which}, {mode.split('_')[1]}"] = (
-                    statistics.median(r[0] for r in runs),
-                    statistics.median(r[1] for r in runs),
-                    len(page),
-                )
-            if len(page) < 51:
-                break
-            after = (page[-1]["due_at"], page[-1]["id"])
-    return found
+    async def of(where: Any, after: Any) -> tuple[list[tuple[str, Any]], list[Any]]:
+        return await statements_of(pool, where, after)
+
+    modes = {"custom": "force_custom_plan", "generic": "force_generic_plan"}
+    return await page_plans(conn, of, PAGES, modes, next_when=lambda page: len(page) >= 51)
 
 
 async def use(conn: Any, variant: str) -> None:

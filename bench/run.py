@@ -683,9 +683,8 @@ async def rebuilds(stack: BenchStack, warnings: list[str]) -> dict[str, float]:
     for key, processes in (("rebuild", 1), ("rebuild_p2", 2)):
         console.print(f"  rebuild in {processes} process(es) ...", end="")
         try:
-            rate, replayed = await asyncio.wait_for(
-                scale.rebuild_rate(stack.settings, processes=processes), timeout=REBUILD_LIMIT_S
-            )
+            async with asyncio.timeout(REBUILD_LIMIT_S):
+                rate, replayed = await scale.rebuild_rate(stack.settings, processes=processes)
         except TimeoutError:
             warnings.append(
                 f"the rebuild in {processes} process(es) had not finished after {REBUILD_LIMIT_S} s"

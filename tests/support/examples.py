@@ -4,6 +4,9 @@ load generator) and the helpers tests build submissions with."""
 from __future__ import annotations
 
 import copy
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from branchline_cli.example_journey import (
@@ -19,6 +22,7 @@ from branchline_cli.example_journey import (
     EXAMPLE_SUPERVISOR_ID,
     JourneyStep,
 )
+from branchline_shared.events.envelope import RecordedEvent
 
 __all__ = [
     "EXAMPLE_ADMIN_ID",
@@ -33,6 +37,7 @@ __all__ = [
     "EXAMPLE_SUPERVISOR_ID",
     "JourneyStep",
     "example_data",
+    "recorded_steps",
     "submission",
 ]
 
@@ -62,3 +67,36 @@ def submission(step: JourneyStep, *, client_id: str = EXAMPLE_CLIENT_ID) -> dict
         "actor": {"id": step.actor_id, "role": step.actor_role},
         "data": copy.deepcopy(dict(step.data)),
     }
+
+
+def recorded_steps(
+    steps: Sequence[JourneyStep], client_id: str, start: datetime
+) -> list[RecordedEvent]:
+    """``steps`` as their stores record them, one minute apart from ``start`` (each subject's
+    stream versions in order; the client steps for ``client_id``; followup's own events from
+    followup)."""
+    versions: dict[str, int] = {}
+    events = []
+    for n, step in enumerate(steps):
+        subject_id = step.subject_id or client_id
+        versions[subject_id] = versions.get(subject_id, 0) + 1
+        at = (start + timedelta(minutes=n)).isoformat()
+        events.append(
+            RecordedEvent.model_validate(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": step.type,
+                    "occurred_at": at,
+                    "recorded_at": at,
+                    "source": "followup" if step.type.startswith("followup.") else "intake",
+                    "actor": {"id": step.actor_id, "role": step.actor_role},
+                    step.subject_field: subject_id,
+                    "branch_id": EXAMPLE_BRANCH_ID if step.subject_id is None else None,
+                    "channel": step.channel if step.subject_id is None else None,
+                    "stream_id": f"{step.subject_field}-{subject_id}",
+                    "stream_version": versions[subject_id],
+                    "data": copy.deepcopy(dict(step.data)),
+                }
+            )
+        )
+    return events

@@ -135,18 +135,9 @@ def _wait_fors(tree: ast.AST) -> list[int]:
     ]
 
 
-WAIT_FOR_LEFT = frozenset({"run.py"})
-"""``bench/run.py``'s replay probe still calls ``asyncio.wait_for`` (Round 32: that file was
-another engineer's this wave; left for the next)."""
-
-
 @pytest.mark.parametrize(
     "name",
-    sorted(
-        str(path.relative_to(BENCH))
-        for path in BENCH.rglob("*.py")
-        if str(path.relative_to(BENCH)) not in WAIT_FOR_LEFT
-    ),
+    sorted(str(path.relative_to(BENCH)) for path in BENCH.rglob("*.py")),
 )
 def test_a_bench_probe_bounds_its_waits_with_asyncio_timeout(name: str) -> None:
     """The product's rule (``asyncio.timeout``, not ``asyncio.wait_for``) holds in bench/ too:

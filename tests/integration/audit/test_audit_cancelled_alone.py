@@ -173,29 +173,26 @@ async def ledger_lock_held(settings: BranchlineSettings) -> AsyncIterator[None]:
         yield
 
 
-async def test_no_event_is_dead_lettered_while_the_ledger_lock_holds_every_append(
-    settings: BranchlineSettings,
+async def appended_only_after(
+    s: BranchlineSettings,
+    held: contextlib.AbstractAsyncContextManager[None],
+    lone: dict[str, Any],
 ) -> None:
-    """Every append cancelled (the ledger's lock held elsewhere) while ``SELECT 1`` answers:
-    past the attempts after which a lone event's own cancellations dead-letter it, the event
-    is still retried (nothing in the dead-letter topic) and appended once the lock is let go
-    (old probe: dead-lettered after the setting's attempts, #12)."""
-    s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
+    """``lone``'s append cancelled every time while ``held`` holds what it needs: past the
+    point where the old probe dead-lettered it (the batch's bounded attempts, then twice the
+    lone event's) nothing is in the dead-letter topic and nothing appended; once ``held``
+    lets go the event is appended."""
     topics = declare_topics(s)
     await ensure_topics(s.kafka_bootstrap, topics.all())
-    held = RecordedEvent.model_validate(
-        event(1, client_id="C-1", event_type="visit.arrived")
-    ).model_dump(mode="json")
     async with impatient_audit(s) as audit:
         pool = audit.ledger.pool  # type: ignore[attr-defined]
         async with consumer_running(s, audit, pool):
             before = CANCELLED.labels(CONSUMER)._value.get()
-            async with ledger_lock_held(s):
+            async with held:
+                key = str(lone["client_id"]).encode()
                 await produce(
-                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-1", encode_event(held))]
+                    s.kafka_bootstrap, topics.intake_events.name, [(key, encode_event(lone))]
                 )
-                # the batch's bounded attempts, then twice the lone event's: past the point
-                # where the old probe dead-lettered it
                 past = before + CANCELLED_ALONE + 2 * ALONE
                 # the old probe dead-lettered it after ``CANCELLED_ALONE + ALONE``: no more
                 # attempts then, and the dead letter below tells why
@@ -207,17 +204,34 @@ async def test_no_event_is_dead_lettered_while_the_ledger_lock_holds_every_appen
                 assert [dict(d.headers)["dlq_reason"] for d in dead] == []
                 assert await _past(past)
                 assert await ids(audit) == []
-            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
-        assert await ids(audit) == [held["event_id"]]
+            await eventually(lambda: _holds(audit, [lone["event_id"]]), within=30)
+        assert await ids(audit) == [lone["event_id"]]
+
+
+def a_visit(client_id: str) -> dict[str, Any]:
+    return RecordedEvent.model_validate(
+        event(1, client_id=client_id, event_type="visit.arrived")
+    ).model_dump(mode="json")
+
+
+async def test_no_event_is_dead_lettered_while_the_ledger_lock_holds_every_append(
+    settings: BranchlineSettings,
+) -> None:
+    """Every append cancelled (the ledger's lock held elsewhere) while ``SELECT 1`` answers:
+    past the attempts after which a lone event's own cancellations dead-letter it, the event
+    is still retried (nothing in the dead-letter topic) and appended once the lock is let go
+    (old probe: dead-lettered after the setting's attempts, #12)."""
+    s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
+    await appended_only_after(s, ledger_lock_held(s), a_visit("C-1"))
 
 
 @contextlib.asynccontextmanager
-async def ledger_table_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
-    """``audit_ledger`` locked ``SHARE`` by another transaction until the block ends (the mode
-    a plain ``CREATE INDEX`` takes): every append's ``COPY`` into it waits, while the ledger's
-    advisory lock is free."""
+async def share_locked(settings: BranchlineSettings, table: str) -> AsyncIterator[None]:
+    """``table`` locked ``SHARE`` by another transaction until the block ends (the mode a
+    plain ``CREATE INDEX`` takes): the appends that write it wait, while the ledger's advisory
+    lock is free."""
     async with superuser(settings) as conn, conn.transaction():
-        await conn.execute("LOCK TABLE audit_ledger IN SHARE MODE")
+        await conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
         yield
 
 
@@ -229,83 +243,29 @@ async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_append(
     topic) and appended once the lock is let go (Round 32: the probe takes the table's lock
     too; the probe of the advisory lock alone dead-lettered it, #12)."""
     s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
-    topics = declare_topics(s)
-    await ensure_topics(s.kafka_bootstrap, topics.all())
-    held = RecordedEvent.model_validate(
-        event(1, client_id="C-1", event_type="visit.arrived")
-    ).model_dump(mode="json")
-    async with impatient_audit(s) as audit:
-        pool = audit.ledger.pool  # type: ignore[attr-defined]
-        async with consumer_running(s, audit, pool):
-            before = CANCELLED.labels(CONSUMER)._value.get()
-            async with ledger_table_share_locked(s):
-                await produce(
-                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-1", encode_event(held))]
-                )
-                past = before + CANCELLED_ALONE + 2 * ALONE
-                with contextlib.suppress(AssertionError):
-                    await eventually(lambda: _past(past), within=40)
-                dead = await read_all(
-                    s.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=0, within=5
-                )
-                assert [dict(d.headers)["dlq_reason"] for d in dead] == []
-                assert await _past(past)
-                assert await ids(audit) == []
-            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
-        assert await ids(audit) == [held["event_id"]]
+    await appended_only_after(s, share_locked(s, "audit_ledger"), a_visit("C-1"))
 
 
 async def _past(cancellations: float) -> bool:
     return bool(CANCELLED.labels(CONSUMER)._value.get() >= cancellations)
 
 
-@contextlib.asynccontextmanager
-async def restrictions_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
-    """``audit_restricted_clients`` locked ``SHARE`` by another transaction until the block
-    ends: only the appends of events that restrict a client (an erasure request) write it,
-    and wait; every other append, and the ledger's lock, go through."""
-    async with superuser(settings) as conn, conn.transaction():
-        await conn.execute("LOCK TABLE audit_restricted_clients IN SHARE MODE")
-        yield
-
-
 async def test_no_event_is_dead_lettered_while_a_table_only_its_type_writes_is_locked(
     settings: BranchlineSettings,
 ) -> None:
     """An erasure request's append cancelled every time (``audit_restricted_clients``, which
-    only such events write, locked ``SHARE`` elsewhere) while ``audit_ledger`` and the
-    ledger's lock answer at once: the event is still retried (nothing in the dead-letter
-    topic) and appended once the lock is let go, its client restricted (the probe takes the
-    write lock of every table an append can write; the probe of ``audit_ledger`` alone
-    dead-lettered it, #12)."""
+    only such events write, locked ``SHARE`` elsewhere; every other append, and the ledger's
+    lock, go through) while ``audit_ledger`` and the ledger's lock answer at once: the event
+    is still retried (nothing in the dead-letter topic) and appended once the lock is let go,
+    its client restricted (the probe takes the write lock of every table an append can write;
+    the probe of ``audit_ledger`` alone dead-lettered it, #12)."""
     s = quick_settings(settings, consumer_cancelled_alone_attempts=ALONE)
-    topics = declare_topics(s)
-    await ensure_topics(s.kafka_bootstrap, topics.all())
-    held = RecordedEvent.model_validate(
+    erasure = RecordedEvent.model_validate(
         event(1, client_id="C-9", event_type="client.erasure_requested", data={"reason": "r"})
     ).model_dump(mode="json")
-    async with impatient_audit(s) as audit:
-        pool = audit.ledger.pool  # type: ignore[attr-defined]
-        async with consumer_running(s, audit, pool):
-            before = CANCELLED.labels(CONSUMER)._value.get()
-            async with restrictions_share_locked(s):
-                await produce(
-                    s.kafka_bootstrap, topics.intake_events.name, [(b"C-9", encode_event(held))]
-                )
-                past = before + CANCELLED_ALONE + 2 * ALONE
-                with contextlib.suppress(AssertionError):
-                    await eventually(lambda: _past(past), within=40)
-                dead = await read_all(
-                    s.kafka_bootstrap, topics.audit_consumer_dlq.name, expect=0, within=5
-                )
-                assert [dict(d.headers)["dlq_reason"] for d in dead] == []
-                assert await _past(past)
-                assert await ids(audit) == []
-            await eventually(lambda: _holds(audit, [held["event_id"]]), within=30)
-        assert await ids(audit) == [held["event_id"]]
-        assert (
-            await pool.fetchval(
-                "SELECT state FROM audit_restricted_clients WHERE client_id = $1", "C-9"
-            )
-            == "restricted"
+    await appended_only_after(s, share_locked(s, "audit_restricted_clients"), erasure)
+    async with superuser(s) as conn:
+        state = await conn.fetchval(
+            "SELECT state FROM audit_restricted_clients WHERE client_id = $1", "C-9"
         )
+    assert state == "restricted"

@@ -277,20 +277,22 @@ async def swap_lock_held(settings: BranchlineSettings) -> AsyncIterator[None]:
         await holder.close()
 
 
-async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
-    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+async def applied_only_after(
+    settings: BranchlineSettings,
+    db: asyncpg.Connection[Any],
+    held: contextlib.AbstractAsyncContextManager[None],
+    client: str,
 ) -> None:
-    """Every unit cancelled (the swap lock held elsewhere) while ``SELECT 1`` answers: past
-    the attempts after which a lone event's own cancellations dead-letter it, the event is
-    retried still, never dead-lettered, and applied once the lock is let go (old probe:
-    dead-lettered after the setting's attempts, #12)."""
+    """A lone registration of ``client`` cancelled every time while ``held`` holds what its
+    unit needs: past the bounded stages and ``ALONE`` probed attempts twice over it is retried
+    still, never dead-lettered, and applied once ``held`` lets go."""
     consumer = f"test-{uuid.uuid4().hex[:8]}"
-    events = registrations("C-SWAP")
+    events = registrations(client)
     batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
     async with impatient_pool(settings) as pool:
         units = PostgresUnitsOfWork(pool)
         cancelled = CANCELLED.labels(consumer)
-        async with swap_lock_held(settings):
+        async with held:
             applying = asyncio.ensure_future(
                 apply_batch(
                     units,
@@ -301,7 +303,6 @@ async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
                     alone_attempts=ALONE,
                 )
             )
-            # past the bounded stages and ALONE probed attempts twice over: retried still
             async with asyncio.timeout(60):
                 while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
                     assert not applying.done(), applying.result().failed
@@ -312,15 +313,24 @@ async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
     assert await applied(db, events) == {events[0].event_id}
 
 
+async def test_no_event_is_dead_lettered_while_the_swap_lock_holds_every_unit(
+    settings: BranchlineSettings, db: asyncpg.Connection[Any]
+) -> None:
+    """Every unit cancelled (the swap lock held elsewhere) while ``SELECT 1`` answers: past
+    the attempts after which a lone event's own cancellations dead-letter it, the event is
+    retried still, never dead-lettered, and applied once the lock is let go (old probe:
+    dead-lettered after the setting's attempts, #12)."""
+    await applied_only_after(settings, db, swap_lock_held(settings), "C-SWAP")
+
+
 @contextlib.asynccontextmanager
-async def applied_events_share_locked(settings: BranchlineSettings) -> AsyncIterator[None]:
-    """``fu_applied_events`` locked ``SHARE`` by another transaction until the block ends (the
-    mode a plain ``CREATE INDEX`` takes): every unit's insert into it waits, whatever its
-    client, while the swap lock is free."""
+async def share_locked(settings: BranchlineSettings, table: str) -> AsyncIterator[None]:
+    """``table`` locked ``SHARE`` by another transaction until the block ends (the mode a
+    plain ``CREATE INDEX`` takes): the units that write it wait, the swap lock does not."""
     holder = await asyncpg.connect(settings.followup_database_url)
     try:
         async with holder.transaction():
-            await holder.execute(f"LOCK TABLE {LIVE_SCHEMA}.fu_applied_events IN SHARE MODE")
+            await holder.execute(f"LOCK TABLE {table} IN SHARE MODE")
             yield
     finally:
         await holder.close()
@@ -333,45 +343,8 @@ async def test_no_event_is_dead_lettered_while_a_table_lock_holds_every_unit(
     elsewhere) while the swap lock answers at once: the event is retried still, never
     dead-lettered, and applied once the lock is let go (Round 32: the probe takes that
     table's lock too; the probe of the swap lock alone dead-lettered it, #12)."""
-    consumer = f"test-{uuid.uuid4().hex[:8]}"
-    events = registrations("C-TABLE")
-    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
-    async with impatient_pool(settings) as pool:
-        units = PostgresUnitsOfWork(pool)
-        cancelled = CANCELLED.labels(consumer)
-        async with applied_events_share_locked(settings):
-            applying = asyncio.ensure_future(
-                apply_batch(
-                    units,
-                    batch,
-                    PROJECTION,
-                    consumer=consumer,
-                    answering=worker_probe(pool),
-                    alone_attempts=ALONE,
-                )
-            )
-            # past the bounded stages and ALONE probed attempts twice over: retried still
-            async with asyncio.timeout(60):
-                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
-                    assert not applying.done(), applying.result().failed
-                    await asyncio.sleep(0.1)
-        async with asyncio.timeout(30):
-            outcome = await applying
-    assert (outcome.applied, outcome.failed) == (1, [])
-    assert await applied(db, events) == {events[0].event_id}
-
-
-@contextlib.asynccontextmanager
-async def share_locked(settings: BranchlineSettings, table: str) -> AsyncIterator[None]:
-    """``table`` locked ``SHARE`` by another transaction until the block ends: the units whose
-    events write it wait, the others and the swap lock do not."""
-    holder = await asyncpg.connect(settings.followup_database_url)
-    try:
-        async with holder.transaction():
-            await holder.execute(f"LOCK TABLE {table} IN SHARE MODE")
-            yield
-    finally:
-        await holder.close()
+    held = share_locked(settings, f"{LIVE_SCHEMA}.fu_applied_events")
+    await applied_only_after(settings, db, held, "C-TABLE")
 
 
 @pytest.mark.parametrize(
@@ -383,35 +356,9 @@ async def test_no_event_is_dead_lettered_while_a_table_only_its_type_writes_is_l
     settings: BranchlineSettings, db: asyncpg.Connection[Any], table: str
 ) -> None:
     """A registration (which opens a revisit task: a row of ``fu_tasks``; and its journal
-    row) cancelled every time, a table it writes
-    but not every unit does locked ``SHARE`` elsewhere: the event is retried still, never
-    dead-lettered, and applied once the lock is let go (the probe takes the write lock of
-    every table a unit can write; the probe of ``fu_applied_events`` alone answered, and the
-    event was dead-lettered, #12)."""
-    consumer = f"test-{uuid.uuid4().hex[:8]}"
-    events = registrations("C-ONLY")
-    batch = [Delivered(events[0], SourcePosition("intake", 1), ("intake.events", 0, 0))]
-    async with impatient_pool(settings) as pool:
-        units = PostgresUnitsOfWork(pool)
-        cancelled = CANCELLED.labels(consumer)
-        async with share_locked(settings, table):
-            applying = asyncio.ensure_future(
-                apply_batch(
-                    units,
-                    batch,
-                    PROJECTION,
-                    consumer=consumer,
-                    answering=worker_probe(pool),
-                    alone_attempts=ALONE,
-                )
-            )
-            # past the bounded stages and ALONE probed attempts twice over: retried still
-            async with asyncio.timeout(60):
-                while cancelled._value.get() <= 2 * CANCELLED_ALONE + 2 * ALONE:
-                    assert not applying.done(), applying.result().failed
-                    await asyncio.sleep(0.1)
-        async with asyncio.timeout(30):
-            outcome = await applying
-    assert (outcome.applied, outcome.failed) == (1, [])
-    assert await applied(db, events) == {events[0].event_id}
+    row) cancelled every time, a table it writes but not every unit does locked ``SHARE``
+    elsewhere: the event is retried still, never dead-lettered, and applied once the lock is
+    let go (the probe takes the write lock of every table a unit can write; the probe of
+    ``fu_applied_events`` alone answered, and the event was dead-lettered, #12)."""
+    await applied_only_after(settings, db, share_locked(settings, table), "C-ONLY")
     assert await db.fetchval("SELECT count(*) FROM fu_tasks WHERE client_id = $1", "C-ONLY") == 1
