@@ -48,9 +48,12 @@ def client_event(
     }
 
 
-def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> None:
-    """A registered client whose visit closed: a D-01b survey task is due for the RM."""
-    token = stack.token("branch_system", "queue-01", "BR-001")
+def client_with_closed_visit(
+    stack: DevStack, client_id: str, rm_id: str, token: str | None = None
+) -> None:
+    """A registered client whose visit closed: a D-01b survey task is due for the RM. Pass
+    ``token`` when making many: minting one starts a process."""
+    token = token or stack.token("branch_system", "queue-01", "BR-001")
     visit = f"V-{client_id}"
     for event in (
         client_event(

@@ -15,10 +15,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.console_support import (
-    client_event,
     client_with_closed_visit,
     login,
-    send,
     shot,
     wait_until,
 )
@@ -40,16 +38,7 @@ def test_an_rm_completes_a_task_on_page_two_and_stays_there(
     followup = dev_stack.url("followup")
     token = dev_stack.token("branch_system", "queue-01", "BR-001")
     for n in range(PAGE + 3):  # a client whose visit closed, its tasks each: > a page
-        client, visit = f"C-PAGES-{n:03d}", f"V-PAGES-{n:03d}"
-        for event in (
-            client_event(
-                client, "client.registered", {"client_type": "individual", "rm_id": RM}, 30
-            ),
-            client_event(client, "visit.arrived", {"visit_id": visit}, 20),
-            client_event(client, "visit.closed", {"visit_id": visit, "outcome": "normal"}, 10),
-        ):
-            answer = send(dev_stack, token, event)
-            assert answer.status_code == 202, answer.text
+        client_with_closed_visit(dev_stack, f"C-PAGES-{n:03d}", RM, token)
     rm = browser.new_context(locale="en-GB").new_page()
     login(rm, followup, "rm", RM)
 
