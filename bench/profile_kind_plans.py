@@ -32,6 +32,7 @@ from bench.profile_owner_status import (  # noqa: E402
     live_read_model,
     old_queries,
     page_plans,
+    print_page_runs,
     statements_of,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
@@ -93,16 +94,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             for variant in order[(pair % 2) * 2 : (pair % 2) * 2 + 2]:
                 pages.setdefault(variant, []).append(await page_run(conn, pool, modules[variant]))
                 print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
-    for name in pages["new"][0]:
-        print(
-            f"{name}: "
-            + " | ".join(
-                f"{v} buf {'/'.join(f'{r[name][0]:.0f}' for r in pages[v])} "
-                f"ms {'/'.join(f'{r[name][1]:.2f}' for r in pages[v])} "
-                f"({pages[v][0][name][2]} rows)"
-                for v in ("old", "new")
-            )
-        )
+    print_page_runs(pages, ("old", "new"))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

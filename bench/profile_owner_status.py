@@ -173,6 +173,22 @@ async def explained(
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], float(tree["Execution Time"])
 
 
+def print_page_runs(
+    pages: dict[str, list[dict[str, tuple[float, float, int]]]], order: tuple[str, str]
+) -> None:
+    """Each page's buffers and ms of every run, per variant of ``order``, and its rows."""
+    for name in pages[order[1]][0]:
+        print(
+            f"{name}: "
+            + " | ".join(
+                f"{v} buf {'/'.join(f'{r[name][0]:.0f}' for r in pages[v])} "
+                f"ms {'/'.join(f'{r[name][1]:.2f}' for r in pages[v])} "
+                f"({pages[v][0][name][2]} rows)"
+                for v in order
+            )
+        )
+
+
 Statements = Callable[[Any, Any], Awaitable[tuple[list[tuple[str, Any]], list[Any]]]]
 """``(where, after) -> (the statements list_tasks runs for that page with their values, the
 page's rows)``."""

@@ -40,6 +40,7 @@ from bench.profile_owner_status import (  # noqa: E402
     fill_tasks,
     live_read_model,
     page_plans,
+    print_page_runs,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.adapters import queries  # noqa: E402
@@ -111,16 +112,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 pages.setdefault(variant, []).append(await page_run(conn, pool))
                 print(f"page run {variant} (load {os.getloadavg()[0]:.2f})", flush=True)
         writes = await abba_write_runs(conn, order, args.pairs, args.writes, use)
-    for name in pages["with"][0]:
-        print(
-            f"{name}: "
-            + " | ".join(
-                f"{v} buf {'/'.join(f'{r[name][0]:.0f}' for r in pages[v])} "
-                f"ms {'/'.join(f'{r[name][1]:.2f}' for r in pages[v])} "
-                f"({pages[v][0][name][2]} rows)"
-                for v in ("without", "with")
-            )
-        )
+    print_page_runs(pages, ("without", "with"))
     for variant, wruns in writes.items():
         print(
             f"writes {variant}: insert WAL {sorted(round(w[1]) for w in wruns)} B, "

@@ -82,3 +82,16 @@ def unwritten_report(label: str, listed: dict[str, int | None], seen: dict[int, 
     """The listed tables the run never wrote (not a failure: some paths are rare)."""
     never = sorted(t for t, relid in listed.items() if relid not in seen)
     return f"{label}: listed, never written by this run: {never or 'none'}"
+
+
+def assert_all_listed(
+    label: str, listed: dict[str, int | None], seen: dict[int, str], witness: str
+) -> str:
+    """Every table the run wrote is in the probe's list (by oid), each listed one exists, and
+    ``witness`` (a table every run writes) was seen: the record works. Returns the report of
+    the listed tables never written, for the test to print."""
+    assert witness in seen.values()  # the record works
+    assert [t for t, relid in listed.items() if relid is None] == []  # each listed one exists
+    unlisted = sorted(name for relid, name in seen.items() if relid not in listed.values())
+    assert unlisted == [], f"written by the run, not locked by the probe of {label}"
+    return unwritten_report(label, listed, seen)
