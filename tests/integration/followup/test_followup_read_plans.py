@@ -22,6 +22,7 @@ from branchline_followup.adapters import console_queries, console_refusals, quer
 from branchline_followup.adapters import service_loop_queries as loop
 from branchline_followup.adapters.console_read_models import client_page_records
 from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+from branchline_followup.domain import TaskKind
 from branchline_followup.entrypoints.http_deps import task_in_scope, task_scope_filter
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.http.auth import Principal, Role
@@ -1089,3 +1090,39 @@ async def test_a_rare_kinds_page_of_an_rm_reads_on_its_generic_plan_what_its_cus
             generic = await _buffers_on_generic_plan(filled, statement, args)
             custom = await _buffers_on_generic_plan(filled, statement, args, mode="custom")
             assert generic <= custom, (generic, custom, plan)
+
+
+KIND_PAGES = {
+    "an RM's": lambda kind: queries.TaskFilter(assignee="rm-7", kind=kind),
+    "an RM's, done": lambda kind: queries.TaskFilter(assignee="rm-7", kind=kind, status="done"),
+    "a team's": lambda kind: queries.TaskFilter(assignee_in=frozenset({"rm-7", "rm-8"}), kind=kind),
+    "the kind's": lambda kind: queries.TaskFilter(kind=kind),
+    "a client's": lambda kind: queries.TaskFilter(client_id="C-7", kind=kind),
+}
+
+
+async def test_the_task_pages_of_every_kind_use_two_statements_a_kind(filled: PgPool) -> None:
+    """#12: the kind's word is written only into an owner's page (an RM's, a team's), whose
+    first and next pages and statuses are one statement; every other page binds the kind.
+    Before, each kind had its own statement for each shape and its next page (8 a kind, 160
+    for 20 kinds: more than asyncpg's cache of 100 statements, re-prepared in turn)."""
+    kinds = [kind.value for kind in TaskKind]
+    seen: list[tuple[str, tuple[object, ...]]] = []
+    for kind in kinds:
+        for page in KIND_PAGES.values():
+            for after in (False, True):
+                await tasks(page(kind), after=after)(cast(PgPool, _Arguments(filled, seen)))
+    statements = {statement for statement, _ in seen}
+    assert len(statements) <= 2 * len(kinds) + 4, len(statements)
+    for name in ("an RM's", "a team's"):  # one statement, first and next a range of the walk
+        owner = {
+            s
+            for s, _ in seen
+            if "'satisfaction_survey'" in s and ("team" in s) == (name == "a team's")
+        }
+        assert len(owner) == 1, owner
+        plan = await generic_plan(filled, owner.pop())
+        reads = [(i, d) for i, d in _index_reads(plan) if i.startswith("fu_tasks")]
+        assert reads, plan
+        for _, details in reads:
+            assert any(d.startswith("Index Cond") and "due_at" in d for d in details), plan

@@ -147,6 +147,10 @@ def cursor_key(text: str) -> datetime | str | None:
 _KINDS = frozenset(kind.value for kind in TaskKind)
 """The task kinds' words, written into a page's statement as they are (``list_tasks``)."""
 
+_BEFORE_ALL = uuid.UUID(int=0)
+"""The first page's keyset id, with ``-infinity``: before every task's key (a task's id is
+never the nil UUID; #12)."""
+
 _SHOWN = ("open", "done", "cancelled")
 """The statuses a task view shows (a stored row with any other is skipped as unreadable,
 ``task_row``): a page with no status filter is read one status at a time."""
@@ -201,13 +205,23 @@ async def list_tasks(
             clauses.append(f"assignee <> ALL({param(sorted(where.assignee_not_in))}::text[])")
     elif where.assignee_not_in:
         team = _EVERYONE_BUT.format(named=param(sorted(where.assignee_not_in)))
-    if where.kind in _KINDS:
+    # an owner's page (an RM's or a team's, no client) of a known kind: the pages whose plan
+    # needs the kind's word (below); their first and next pages are one statement, the status
+    # list a parameter, so a kind has two statements (an RM's, a team's), not eight (#12)
+    owner_kind = (
+        where.kind in _KINDS
+        and where.client_id is None
+        and (where.assignee is not None or team is not None)
+    )
+    if owner_kind:
         # as written (a TaskKind's fixed word, never the caller's text), so each kind has a
         # plan of its own: as a parameter, the generic plan took any kind for an average one
         # (1 / the kinds stored of the tasks) and walked an RM's status by the owner's index
         # filtering on kind, the RM's whole history of the status for a rare kind (#12)
-        clauses.append(f"kind = '{TaskKind(where.kind).value}'")
-    elif where.kind is not None:  # no kind a task has: no readable row, bound as before
+        clauses.append(f"kind = '{TaskKind(str(where.kind)).value}'")
+    elif where.kind is not None:
+        # bound: a kind's and a client's pages are planned the same either way (one index,
+        # the kind's or the client's), so one statement serves every kind (#12)
         clauses.append(f"kind = {param(where.kind)}")
     # a client's page reads the client's tasks first (fu_tasks_of_client), then filters and
     # orders them: planned blind to the client, a walk of a status's part (or of an owner's or
@@ -243,7 +257,10 @@ async def list_tasks(
         shown = _SHOWN
     # an array, not VALUES: one VALUES row would be folded into the walk as a constant, and
     # the constant status let the planner pick its partial index with the kind filtered
-    statuses = f"unnest('{{{','.join(shown)}}}'::text[]) AS part(status)"  # fixed words
+    if owner_kind:
+        statuses = f"unnest({param(list(shown))}::text[]) AS part(status)"
+    else:
+        statuses = f"unnest('{{{','.join(shown)}}}'::text[]) AS part(status)"  # fixed words
     where_sql = " AND ".join(clauses) or "true"
     # every task's page with no status (and no owner, kind or client) is read status by status
     # from the statuses' partial indexes (followup 014, 017), at most a page each, merged: one
@@ -263,6 +280,10 @@ async def list_tasks(
     if after is not None:
         due = after[0]
         keyset = (due if isinstance(due, str) else due.isoformat(), after[1])
+    elif owner_kind:
+        # the first page as the next page after the least key: one statement for both, its
+        # keyset the walk's range (a NULL-able cursor's OR is a filter on a generic plan)
+        keyset = ("-infinity", _BEFORE_ALL)
     read = 0
     while len(rows) < limit:
         wanted = limit - len(rows)
