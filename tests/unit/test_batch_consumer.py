@@ -24,7 +24,6 @@ from branchline_shared.kafka.consuming import (
     FETCH_WAIT_CEILING_MS,
     STARVED_LAG,
     BatchConsumer,
-    FetchGather,
     FetchWait,
     RawMessage,
     partition_marks,
@@ -69,8 +68,7 @@ class FakeKafka:
         self.position_hangs: set[TopicPartition] = set()
         # a rebalance that takes these partitions while position(key) is awaited
         self.revoked_during_position: dict[TopicPartition, set[TopicPartition]] = {}
-        self._fetcher = SimpleNamespace(_fetch_max_wait_ms=50, _fetch_min_bytes=1)
-        self.min_bytes_at_getmany: list[int] = []  # what each fetch after the first asked for
+        self._fetcher = SimpleNamespace(_fetch_max_wait_ms=50)  # aiokafka's, once started
 
     def subscribe(self, topics: list[str], listener: Any) -> None:
         self.listener = listener
@@ -83,7 +81,6 @@ class FakeKafka:
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         self.max_records.append(max_records)
-        self.min_bytes_at_getmany.append(self._fetcher._fetch_min_bytes)
         if self.fetches:
             return self.fetches.pop(0)
         await asyncio.sleep(0.01)
@@ -126,8 +123,6 @@ def consumer_over(
         kafka_session_timeout_ms=1000,
         kafka_heartbeat_interval_ms=200,
         kafka_fetch_max_wait_ms=50,
-        kafka_fetch_gather_bytes=more.pop("gather_bytes", 0),
-        kafka_fetch_gather_after_records=30,
     )
     consumer = BatchConsumer(
         settings=settings,
@@ -742,74 +737,3 @@ async def test_a_look_at_the_partitions_sets_one_timer_not_one_per_partition(
     marks = await partition_marks(kafka)  # type: ignore[arg-type]
     assert marks == {tp: (12, 30) for tp in held}
     assert len(timers) <= 1
-
-
-def test_a_busy_round_makes_the_next_fetch_gather_and_a_small_one_answers_at_once() -> None:
-    # #12: "at once when idle, batches when busy": fetch_min_bytes raised only after a round
-    # of at least ``after_records`` records, back to 1 after a smaller one
-    gather = FetchGather(65_536, after_records=30)
-    assert gather.min_bytes == 1
-    assert not gather.after_round(0)
-    assert not gather.after_round(29)
-    assert gather.min_bytes == 1
-    assert gather.after_round(30)
-    assert gather.min_bytes == 65_536
-    assert not gather.after_round(200)
-    assert gather.min_bytes == 65_536
-    assert gather.after_round(3)
-    assert gather.min_bytes == 1
-    assert not gather.after_round(0)
-    assert gather.min_bytes == 1
-
-
-def test_gathering_off_never_asks_for_more_than_one_byte() -> None:
-    gather = FetchGather(0, after_records=1)
-    for records in (0, 1, 500, 10_000):
-        assert not gather.after_round(records)
-        assert gather.min_bytes == 1
-    with pytest.raises(ValueError, match="at least"):
-        FetchGather(-1, after_records=30)
-    with pytest.raises(ValueError, match="at least"):
-        FetchGather(1024, after_records=0)
-
-
-def _round(start: int, n: int) -> dict[TopicPartition, list[Any]]:
-    return {TP0: [record(TP0, start + i) for i in range(n)]}
-
-
-async def test_the_consumer_gathers_after_a_busy_round_and_asks_for_one_byte_when_idle() -> None:
-    # busy (40 >= 30), busy, small (5), then empty rounds: min bytes 1, 4096, 4096, 1, 1 ...
-    kafka = FakeKafka([_round(0, 40), _round(40, 40), _round(80, 5)], [])
-    rounds = asyncio.Event()
-    counted: list[int] = []
-
-    def after_round(records: int) -> None:
-        counted.append(records)
-        if len(counted) >= 5:
-            rounds.set()
-
-    consumer = consumer_over(
-        kafka,
-        lambda raws: asyncio.sleep(0),
-        max_records=50,
-        after_round=after_round,
-        gather_bytes=4096,
-    )
-    task = asyncio.create_task(consumer.run())
-    await rounds.wait()
-    await stop_batch_consumer(consumer, task, timeout_s=2)
-    assert kafka.min_bytes_at_getmany[:5] == [1, 4096, 4096, 1, 1]
-    assert kafka._fetcher._fetch_min_bytes == 1
-
-
-async def test_aiokafka_s_fetcher_reads_the_min_bytes_we_change_for_each_request() -> None:
-    assert "self._fetch_min_bytes" in inspect.getsource(Fetcher._get_actions_per_node)
-    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
-    try:
-        assert not consuming.set_fetch_min_bytes(consumer, 4096)  # not started: no fetcher
-        consumer._fetcher = SimpleNamespace(_fetch_min_bytes=1)
-        assert consuming.set_fetch_min_bytes(consumer, 4096)
-        assert consumer._fetcher._fetch_min_bytes == 4096
-    finally:
-        consumer._fetcher = None
-        await consumer.stop()

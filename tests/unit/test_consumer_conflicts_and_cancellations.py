@@ -107,10 +107,7 @@ class Letters:
 
 def decoding_consumer(handle: Any, letters: Letters, answering: Any = None) -> BatchConsumer:
     settings: Any = SimpleNamespace(
-        kafka_fetch_max_wait_ms=50,
-        kafka_fetch_gather_bytes=0,
-        kafka_fetch_gather_after_records=30,
-        consumer_cancelled_alone_attempts=ALONE,
+        kafka_fetch_max_wait_ms=50, consumer_cancelled_alone_attempts=ALONE
     )
     return BatchConsumer(
         settings=settings,

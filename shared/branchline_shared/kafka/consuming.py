@@ -201,40 +201,6 @@ class FetchWait:
         self._refused.clear()
 
 
-class FetchGather:
-    """How many bytes a consumer's next fetch asks the broker for (``fetch_min_bytes``): 1
-    (answered as soon as a record is there) unless the round just handled was busy, brought
-    ``after_records`` records or more; then ``gather_bytes``, so the fetch waits (at most the
-    fetch wait) until that much is there and the next batch is fuller. "At once when idle,
-    batches when busy" (#12): a round smaller than that asks for 1 again. ``gather_bytes`` 0
-    (or 1) never gathers."""
-
-    def __init__(self, gather_bytes: int, *, after_records: int) -> None:
-        if gather_bytes < 0 or after_records < 1:
-            raise ValueError("gather bytes are at least 0 and a busy round at least 1 record")
-        self.gather_bytes = max(1, gather_bytes)
-        self.after_records = after_records
-        self.min_bytes = 1
-
-    def after_round(self, records: int) -> bool:
-        """Told a round's records; True when the next fetch's minimum changes."""
-        wanted = self.gather_bytes if records >= self.after_records else 1
-        changed = wanted != self.min_bytes
-        self.min_bytes = wanted
-        return changed
-
-
-def set_fetch_min_bytes(consumer: AIOKafkaConsumer, min_bytes: int) -> bool:
-    """Make ``consumer``'s next fetches ask for ``min_bytes`` (aiokafka's fetcher reads
-    ``_fetch_min_bytes`` for each request, as ``_fetch_max_wait_ms``: :func:`set_fetch_wait`).
-    False when it has no fetcher (not started) or the attribute is not aiokafka 0.14's."""
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is None or not isinstance(getattr(fetcher, "_fetch_min_bytes", None), int):
-        return False
-    fetcher._fetch_min_bytes = min_bytes
-    return True
-
-
 def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
     """Make ``consumer``'s next fetches wait ``wait_ms`` at the broker. aiokafka has no public
     way to change it on a running consumer: its fetcher reads ``_fetch_max_wait_ms`` for each
@@ -629,18 +595,10 @@ class BatchConsumer:
             checked = asyncio.get_running_loop().time()
             fetch_wait = FetchWait(self._settings.kafka_fetch_max_wait_ms, settle=SETTLE_ROUNDS)
             FETCH_WAIT.labels(self._name).set(fetch_wait.ms)
-            gather = FetchGather(
-                self._settings.kafka_fetch_gather_bytes,
-                after_records=self._settings.kafka_fetch_gather_after_records,
-            )
             bound = self._max_records
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=ROUND_MS, max_records=bound)
                 got = sum(len(records) for records in batches.values())
-                # busy: the next fetch (already under way for the partitions just read, the
-                # following ones for the rest) gathers; a small round: answered at once again
-                if gather.after_round(got) and not set_fetch_min_bytes(consumer, gather.min_bytes):
-                    gather = FetchGather(0, after_records=gather.after_records)
                 bound = self._max_records_behind if got >= self._max_records else self._max_records
                 if fetch_wait.starving or fetch_wait.raised or got < MEAGRE_ROUND:
                     await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)

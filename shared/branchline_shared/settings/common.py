@@ -101,22 +101,6 @@ class CommonSettings(BaseSettings):
         description="How long a consumer's empty fetch waits at the broker (latency of an "
         "idle pipeline; see docs/performance.md).",
     )
-    kafka_fetch_gather_bytes: int = Field(
-        default=0,
-        ge=0,
-        le=1_048_576,
-        description="A batch consumer's fetch after a busy round (at least "
-        "kafka_fetch_gather_after_records records) asks the broker for at least this many "
-        "bytes, within the fetch wait, so a busy consumer gathers fuller batches; after a "
-        "smaller round it asks for 1 again (answered at once). 0: off (#12).",
-    )
-    kafka_fetch_gather_after_records: int = Field(
-        default=30,
-        ge=1,
-        le=10_000,
-        description="The records of a round from which a batch consumer counts as busy "
-        "(see kafka_fetch_gather_bytes; #12).",
-    )
     consumer_cancelled_alone_attempts: int = Field(
         default=5,
         ge=1,
