@@ -101,14 +101,16 @@ def old_queries(commit: str) -> ModuleType:
     text = subprocess.run(
         ["git", "show", f"{commit}:{QUERIES}"], cwd=ROOT, check=True, capture_output=True
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="old-queries-")) / "old_queries.py"
-    path.write_bytes(text)
-    spec = importlib.util.spec_from_file_location("old_queries", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_queries"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    # the file is needed only while the module is executed: nothing is left in /tmp
+    with tempfile.TemporaryDirectory(prefix="old-queries-") as folder:
+        path = Path(folder) / "old_queries.py"
+        path.write_bytes(text)
+        spec = importlib.util.spec_from_file_location("old_queries", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["old_queries"] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module
 
 

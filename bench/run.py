@@ -223,6 +223,11 @@ MEASURES = [
         "ev/s",
     ),
     ("ledger_verify", "audit ledger verify (the same ledger)", "ev/s"),
+    (
+        "ledger_verify_p2",
+        "  the same verify in 2 processes (audit verify --processes 2, right after it)",
+        "ev/s",
+    ),
     ("rebuild", "branchline rebuild followup (from the topics, at the first growth step)", "ev/s"),
     ("rebuild_events", "  events it replayed", "events"),
     ("rebuild_p2", "  the same rebuild in 2 processes (--processes 2, right after it)", "ev/s"),
@@ -242,6 +247,7 @@ RATIOS = {
     "bl_post_hlong": ["bl_post_h10"],
     "ledger_append": ["raw_copy"],
     "ledger_verify": ["raw_copy"],
+    "ledger_verify_p2": ["raw_copy", "ledger_verify"],
     "rebuild": ["raw_copy"],
     "rebuild_p2": ["raw_copy", "rebuild"],
     "raw_tx64": ["raw_copy"],
@@ -551,6 +557,7 @@ async def one_repetition(
     async def ledger() -> float:
         rates = await scale.ledger_rates(stack.settings, ledger_db, p.ledger_events)
         figures["ledger_verify"] = rates.verify_per_s
+        figures["ledger_verify_p2"] = rates.verify_p2_per_s
         return rates.append_per_s
 
     await measure("ledger_append", ledger)

@@ -4,7 +4,9 @@ cost and memory grow with the number of events it holds (docs/performance.md, #1
 - ledger append: the consumer's write path (``PostgresLedger.append``, 500 events per
   transaction, as the audit consumer's fetches give them) into a ledger of its own;
 - ledger verify: ``verify_ledger`` over that ledger (every entry's hash and chain link, the
-  signed checkpoints);
+  signed checkpoints), in one pass; then again in 2 processes, as ``branchline audit verify
+  --processes 2`` does (two position ranges, the fork server started for it and stopped
+  after, as each command pays its start);
 - rebuild: ``branchline rebuild followup`` (the same function the command runs) replaying the
   event topics into new read models, events per second; then the same rebuild again with
   ``--processes 2`` (its main phase in two processes, each the clients of its share);
@@ -24,12 +26,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from bench import branchline_measures
 from bench.stack import BenchStack, child_pids
 from branchline_audit.adapters.database import open_role_pool, prepare_database
+from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.bootstrap import audit_context
 from branchline_shared.clock import SystemClock
@@ -59,6 +63,8 @@ def step_label(events: int) -> str:
 class LedgerRates:
     append_per_s: float
     verify_per_s: float
+    verify_p2_per_s: float
+    """The same ledger verified right after in 2 processes (``--processes 2``, #12)."""
 
 
 async def ledger_rates(settings: BranchlineSettings, database_url: str, events: int) -> LedgerRates:
@@ -81,20 +87,53 @@ async def ledger_rates(settings: BranchlineSettings, database_url: str, events: 
                 envelopes[first : first + LEDGER_BATCH], now=datetime.now(UTC)
             )
         appended = time.perf_counter() - started
-        gc.collect()
-        started = time.perf_counter()
+        verified = await _verify_seconds(audit, events, processes=1, settings=own)
+        verified_p2 = await _verify_seconds(audit, events, processes=2, settings=own)
+        return LedgerRates(events / appended, events / verified, events / verified_p2)
+    finally:
+        await pool.close()
+
+
+async def _verify_seconds(
+    audit: Any, events: int, *, processes: int, settings: BranchlineSettings
+) -> float:
+    """One ``verify_ledger`` of the ledger, in one pass (``processes`` 1) or in that many
+    processes as ``branchline audit verify --processes N`` (a fork server of its own, stopped
+    after: the next one pays its start again, as every command does); its seconds."""
+    segments = (
+        None
+        if processes == 1
+        else ProcessSegmentVerifiers.configured(
+            settings.audit_database_url,
+            settings.audit_db_writer_role,
+            processes=processes,
+            min_entries=settings.audit_verify_parallel_min_entries,
+        )
+    )
+    gc.collect()
+    started = time.perf_counter()
+    try:
         verdict = await verify_ledger(
             audit.ledger,
             audit.checkpoints,
             verifier=audit.signer.verifier(),
             origin=audit.origin,
+            segments=segments,
         )
         verified = time.perf_counter() - started
-        if not verdict.ok or verdict.entries != events:
-            raise AssertionError(f"the benchmark's ledger did not verify: {verdict}")
-        return LedgerRates(events / appended, events / verified)
     finally:
-        await pool.close()
+        if segments is not None:
+            _stop_forkserver()
+    if not verdict.ok or verdict.entries != events:
+        raise AssertionError(f"the benchmark's ledger did not verify: {verdict}")
+    return verified
+
+
+def _stop_forkserver() -> None:
+    """The fork server a parallel verify started, stopped (bench.profile_ledger --cold)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
 
 
 async def rebuild_rate(settings: BranchlineSettings, processes: int = 1) -> tuple[float, int]:

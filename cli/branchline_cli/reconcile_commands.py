@@ -48,6 +48,8 @@ async def consumer_sources(settings: BranchlineSettings) -> AsyncIterator[list[C
                 topics.audit_consumer_dlq.name,
                 lambda: ledger_applied(audit_pool),
                 OWN_SOURCES,
+                # the ledger's order is its record of arrival: late is information (#12)
+                late_is_record=True,
             ),
             ConsumerSource(
                 FOLLOWUP_CONSUMER,
@@ -115,6 +117,12 @@ def describe(report: ConsumerReport) -> list[str]:
         f"extra {len(report.extra)}, out of order {len(report.out_of_order)}, "
         f"in flight {report.in_flight}"
     )
+    if report.late:
+        # information, not a difference (#12): repaired, or the ledger's record of arrival
+        lines.append(
+            f"  late {len(report.late)} (applied after a later version of their stream, then "
+            "re-projected in source order or kept as the ledger's record: not a difference)"
+        )
     for label, ids in (
         (
             "missing",
@@ -129,6 +137,7 @@ def describe(report: ConsumerReport) -> list[str]:
         ),
         ("extra", [str(i) for i in report.extra]),
         ("out of order", [str(i) for i in report.out_of_order]),
+        ("late", [str(i) for i in report.late]),
     ):
         for item in ids[:20]:
             lines.append(f"    {label}: {item}")

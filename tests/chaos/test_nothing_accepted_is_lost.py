@@ -287,7 +287,13 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
 
         # a fresh rebuild from the event stores equals the read models built under faults
         await stack.stop_processes("followup-worker", "followup-api")
-        late = {e for r in last.reports if r.consumer == "followup-worker" for e in r.out_of_order}
+        # out of order or late (re-projected, #12): every client the worker applied late
+        late = {
+            e
+            for r in last.reports
+            if r.consumer == "followup-worker"
+            for e in [*r.out_of_order, *r.late]
+        }
         late_clients = set(
             await fetch_ids(
                 intake_dsn,
@@ -314,7 +320,8 @@ async def test_nothing_accepted_is_lost_under_faults() -> None:
     line = (
         f"accepted={len(accepted)} stored={stored} published={published} ledger={ledger} "
         f"readmodel={readmodel} lost={lost} duplicated={duplicated} dead_lettered={dead_lettered} "
-        f"reconciled={reconciled} out_of_order={sum(len(r.out_of_order) for r in last.reports)}"
+        f"reconciled={reconciled} out_of_order={sum(len(r.out_of_order) for r in last.reports)} "
+        f"late={last.late}"
     )
     print()
     print(f"chaos profile={PROFILE_NAME} seed={SEED}: {result.summary()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from branchline_shared.reconcile.running import Reconciliation
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
-from tests.support.events import recorded_event, registration_body
+from tests.support.events import ADMIN, recorded_event, registration_body
 from tests.support.kafka import produce
 from tests.support.stack import Infra, eventually, make_settings, serve
 
@@ -283,3 +284,86 @@ async def test_a_position_jump_is_repaired_at_once_without_waiting_for_the_self_
         and getattr(r, "trigger", None) == "position_jump"
         for r in caplog.records
     )
+
+
+def product_event(version: int, event_id: int) -> RecordedEvent:
+    """Version ``version`` of product P-L's stream (an approval, then re-ratings): events
+    without a client, which no client's re-projection puts in order."""
+    at = datetime(2026, 11, 22, 1, version, tzinfo=UTC)
+    event = (
+        recorded_event(
+            "product.approved",
+            {
+                "name": "Fund L",
+                "category": "fund",
+                "risk": "R2",
+                "eligible_client_types": ["individual"],
+            },
+            at=at,
+            product_id="P-L",
+            actor=ADMIN,
+        )
+        if version == 1
+        else recorded_event(
+            "product.rerated",
+            {"risk": f"R{version}", "effective_at": at.isoformat(), "reason": "equity share"},
+            at=at,
+            product_id="P-L",
+            version=version,
+            actor=ADMIN,
+        )
+    )
+    return event.model_copy(update={"event_id": uuid.UUID(int=event_id)})
+
+
+async def test_a_late_event_the_worker_re_projected_is_late_not_a_difference(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """#12: version 2 of a client's stream and of a product's stream are lost by the broker
+    and re-queued (the consumers' position-jump repair) after version 3 was applied. The
+    followup worker re-projects the client in source order when the client's arrives: late,
+    not a difference; nothing re-projects the product's: still out of order, a difference.
+    The audit ledger's order is its record of arrival: both are late, information."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    tokens = TokenFactory(settings)
+    async with whole_stack(settings, tokens) as intake:
+        assert (await intake.post("/v1/events", json=registration("C-L"))).status_code == 202
+        await stored_for_the_relay(settings, product_event(1, 0x11))
+        await settled(settings)
+        client_late = recorded("C-L", version=2).model_copy(
+            update={"event_id": uuid.UUID(int=0x22)}
+        )
+        product_late = product_event(2, 0x12)
+        await lost_by_the_broker(settings, client_late)
+        await lost_by_the_broker(settings, product_late)
+        client_v3 = recorded("C-L", version=3).model_copy(update={"event_id": uuid.UUID(int=0x23)})
+        await stored_for_the_relay(settings, client_v3)
+        await stored_for_the_relay(settings, product_event(3, 0x13))
+
+        async def settled_late() -> Reconciliation | None:
+            result, _ = await reconcile_stack(settings, grace_s=0)
+            unsettled = sum(
+                len(r.missing) + len(r.extra) + len(r.dead_lettered) + r.in_flight
+                for r in result.reports
+            )
+            last.append(result)
+            return result if unsettled == 0 else None
+
+        last: list[Reconciliation] = []
+        try:
+            result = await eventually(settled_late, within=40, interval=0.5)
+        except AssertionError:
+            raise AssertionError(last[-1].reports if last else None) from None
+        reports = {r.consumer: r for r in result.reports}
+        followup, audit = reports["followup-worker"], reports["audit-consumer"]
+        assert followup.late == [client_late.event_id]
+        assert followup.out_of_order == [product_late.event_id]
+        assert audit.late == sorted([client_late.event_id, product_late.event_id], key=str)
+        assert audit.out_of_order == []
+        assert result.differences == 1  # only what nobody put in order
+        assert result.late == 3
+        code, output = await run_cli(settings, "--grace", "0")
+        assert code == 1, output
+        assert f"late: {client_late.event_id}" in output
+        assert f"out of order: {product_late.event_id}" in output
+        assert "1 differences" in output

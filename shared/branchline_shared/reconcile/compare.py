@@ -9,7 +9,16 @@ younger ones are *in flight*, not missing. Differences, per consumer:
   after a fix applies it: ``branchline dlq replay``);
 - *extra*: applied, but in no store (nobody accepted it);
 - *out of order*: applied after a later version of its own stream (a client's events are
-  keyed by client id, so this only happens when something was re-published late).
+  keyed by client id, so this only happens when something was re-published late) and not
+  repaired since.
+
+Not a difference, told as information (#12): *late*, an event applied after a later version
+of its stream that needs nobody: the consumer put it in source order itself (the followup
+worker re-projects the client from its journal in the unit that applies a late event,
+ADR-0014: :attr:`AppliedEvent.source_ordered`), or the consumer's arrival order is its own
+record (the audit ledger, append-only and hash-chained: the order of recording, not of the
+stores, docs/reliability.md; ``compare(late_is_record=True)``). Counted as out of order for
+ever, one late event kept a reconcile from ever reporting 0 differences.
 """
 
 from __future__ import annotations
@@ -44,6 +53,10 @@ class AppliedEvent:
     seq: int | None = None
     source: str | None = None
     global_position: int | None = None
+    source_ordered: bool = False
+    """The consumer's state holds this event as if applied in its stream's order, whenever it
+    arrived: the followup worker keeps a client's events in its journal and, in the unit that
+    applies one late, projects the client again in source order (ADR-0014, #12)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,10 @@ class ConsumerReport:
     dead_lettered: list[StoreEvent] = field(default_factory=list)
     extra: list[uuid.UUID] = field(default_factory=list)
     out_of_order: list[uuid.UUID] = field(default_factory=list)
+    """Applied after a later version of its stream and not repaired: a difference."""
+    late: list[uuid.UUID] = field(default_factory=list)
+    """Applied after a later version of its stream, repaired or the consumer's own record of
+    arrival: information, not a difference (#12)."""
     progress: list[SourceProgress] = field(default_factory=list)
 
     @property
@@ -84,9 +101,12 @@ def compare(
     *,
     dead_lettered: frozenset[uuid.UUID] = frozenset(),
     own_sources: frozenset[str] = frozenset(),
+    late_is_record: bool = False,
 ) -> ConsumerReport:
     """``stores``: each store's events in log order. ``own_sources``: events a consumer
-    creates itself (the ledger's ``audit.*`` entries) are neither extra nor compared."""
+    creates itself (the ledger's ``audit.*`` entries) are neither extra nor compared.
+    ``late_is_record``: the consumer's order of applying is its record (the ledger), so an
+    event applied late is *late*, never *out of order*."""
     report = ConsumerReport(consumer)
     by_id: dict[uuid.UUID, AppliedEvent] = {}
     for entry in applied:
@@ -130,25 +150,40 @@ def compare(
     report.extra = sorted(
         (event_id for event_id in by_id if event_id not in known), key=lambda i: i.hex
     )
-    report.out_of_order = _out_of_order(by_id, known)
+    report.out_of_order, report.late = _applied_late(by_id, known, late_is_record=late_is_record)
     return report
 
 
-def _out_of_order(
-    applied: Mapping[uuid.UUID, AppliedEvent], known: Mapping[uuid.UUID, StoreEvent]
-) -> list[uuid.UUID]:
-    """Events applied after a later version of their stream had been applied."""
+def _applied_late(
+    applied: Mapping[uuid.UUID, AppliedEvent],
+    known: Mapping[uuid.UUID, StoreEvent],
+    *,
+    late_is_record: bool,
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Events applied after a later version of their stream had been applied: those not
+    repaired (out of order), and those that need nobody (late). One is repaired when it and
+    every later version applied before it are :attr:`~AppliedEvent.source_ordered`: the
+    consumer saw the later ones when it applied it (an event applied before the followup
+    journal existed was not there to see, and nothing re-projected)."""
     streams: dict[str, list[tuple[int, int, uuid.UUID]]] = {}
     for event_id, entry in applied.items():
         event = known.get(event_id)
         if event is None or entry.seq is None:
             continue
         streams.setdefault(event.stream_id, []).append((entry.seq, event.stream_version, event_id))
+    out_of_order: list[uuid.UUID] = []
     late: list[uuid.UUID] = []
     for entries in streams.values():
         highest = 0
+        highest_unordered = 0  # the highest version applied so far not put in order
         for _, version, event_id in sorted(entries):
+            ordered = applied[event_id].source_ordered
             if version < highest:
-                late.append(event_id)
+                if late_is_record or (ordered and version > highest_unordered):
+                    late.append(event_id)
+                else:
+                    out_of_order.append(event_id)
             highest = max(highest, version)
-    return sorted(late, key=lambda i: i.hex)
+            if not ordered:
+                highest_unordered = max(highest_unordered, version)
+    return sorted(out_of_order, key=lambda i: i.hex), sorted(late, key=lambda i: i.hex)

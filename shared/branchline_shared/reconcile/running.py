@@ -64,6 +64,10 @@ class ConsumerSource:
     judges by the group's committed offsets whether it has reached an event yet
     (:mod:`.progress`, #12). None: by the grace period alone."""
     topics: tuple[str, ...] = ()
+    late_is_record: bool = False
+    """The consumer's order of applying is its own record (the audit ledger: append-only,
+    hash-chained, the order of recording): an event it applied late is reported *late*,
+    information, not *out of order* (:func:`~.compare.compare`, #12)."""
 
 
 @dataclass
@@ -78,6 +82,12 @@ class Reconciliation:
     @property
     def missing(self) -> int:
         return sum(len(r.missing) for r in self.reports)
+
+    @property
+    def late(self) -> int:
+        """Events applied late that need nobody (repaired, or the ledger's record): not
+        counted in :attr:`differences` (#12)."""
+        return sum(len(r.late) for r in self.reports)
 
 
 def store_sources(settings: CommonSettings) -> list[StoreSource]:
@@ -150,6 +160,7 @@ async def reconcile(
             applied[consumer.name],
             dead_lettered=frozenset(dead),
             own_sources=consumer.own_sources,
+            late_is_record=consumer.late_is_record,
         )
         DIFFERENCES.labels(consumer.name).set(report.differences)
         reports.append(report)

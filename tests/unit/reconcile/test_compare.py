@@ -91,6 +91,45 @@ def test_an_event_applied_after_a_later_version_of_its_stream_is_out_of_order() 
     assert report.missing == []
 
 
+def kept(n: int, seq: int) -> AppliedEvent:
+    """Applied and kept in the client's journal: re-projected in source order if late."""
+    return AppliedEvent(uuid.UUID(int=n), seq, "intake", n, source_ordered=True)
+
+
+def test_a_late_event_the_consumer_put_in_source_order_is_late_not_a_difference() -> None:
+    # #12: the followup worker re-projected the client when version 2 arrived after 3
+    events = [stored(1), stored(2), stored(3)]
+    report = compare("c", {"intake": events}, [kept(1, 1), kept(3, 2), kept(2, 3)])
+    assert report.out_of_order == []
+    assert report.late == [uuid.UUID(int=2)]
+    assert report.differences == 0
+
+
+def test_a_late_event_not_put_in_order_stays_out_of_order() -> None:
+    events = [stored(1), stored(2), stored(3), stored(4), stored(5)]
+    report = compare(
+        "c",
+        {"intake": events},
+        # 2: not kept (no client: nothing re-projects it); 4: kept, but version 5 applied
+        # before it was not (applied before the journal): its arrival saw nothing later
+        [kept(1, 1), kept(3, 2), applied(2, 3), applied(5, 4), kept(4, 5)],
+    )
+    assert report.out_of_order == [uuid.UUID(int=2), uuid.UUID(int=4)]
+    assert report.late == []
+    assert report.differences == 2
+
+
+def test_a_consumer_whose_order_is_its_record_reports_late_events_as_information() -> None:
+    # #12: the audit ledger appends in arrival order, hash-chained; the trail is complete
+    events = [stored(1), stored(2), stored(3)]
+    report = compare(
+        "c", {"intake": events}, [applied(1, 1), applied(3, 2), applied(2, 3)], late_is_record=True
+    )
+    assert report.out_of_order == []
+    assert report.late == [uuid.UUID(int=2)]
+    assert report.differences == 0
+
+
 def test_several_stores_are_compared_separately() -> None:
     followup = stored(
         7, source="followup", log_position=LogPosition(1, 1), stream="followup-task-x", version=1

@@ -12,13 +12,29 @@ from branchline_shared.reconcile.compare import AppliedEvent
 
 async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
     """Every event id the live read models applied (``fu_applied_events``, found through the
-    pool's search_path), in the order applied, with its store and global position."""
+    pool's search_path), in the order applied, with its store and global position, and
+    whether it is kept in its client's journal (``fu_client_events``, migration 010).
+
+    A kept event is in source order in the read models whenever it arrived: the unit that
+    kept it found whether a later event of its client and store was kept before, and if so
+    projected the client again from the journal in source order (ADR-0014); a later one kept
+    after it finds it kept. So reconcile reports such an event applied late as *late*, not
+    *out of order* (#12). Not kept, and so still a difference when late: an event without a
+    client (nothing re-projects it) or one applied before the journal existed."""
     rows = await pool.fetch(
-        "SELECT event_id, applied_seq, source, global_position FROM fu_applied_events "
-        "ORDER BY applied_seq"
+        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, "
+        "j.event_id IS NOT NULL AS kept "
+        "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
+        "ORDER BY a.applied_seq"
     )
     return [
-        AppliedEvent(r["event_id"], r["applied_seq"], r["source"], r["global_position"])
+        AppliedEvent(
+            r["event_id"],
+            r["applied_seq"],
+            r["source"],
+            r["global_position"],
+            source_ordered=r["kept"],
+        )
         for r in rows
     ]
 
