@@ -88,6 +88,31 @@ def test_an_rm_completes_a_task_on_page_two_and_stays_there(
     rm.goto(f"{followup}/console/?cursor={cursor}")
     expect(rm.locator(f"#task-{ids[1]}")).to_have_count(1)  # nothing was recorded
 
+    # to the last page of the surveys, through "Next page" (each links to the page before);
+    # every task there completed: the RM lands on the page before it (its tasks, its address),
+    # told why, never on an empty page with only a "First page" link
+    # (the surveys alone: a completed revisit makes the next one, due later, on the last page)
+    rm.goto(f"{followup}/console/?kind=satisfaction_survey")
+    while rm.locator("#work-list-next").count():
+        before_last = rm.url
+        rm.locator("#work-list-next").click()
+        expect(rm).not_to_have_url(before_last)
+    expect(rm).to_have_url(re.compile(r"cursor="))  # a later page
+    expect(rm.locator("#work-list-previous")).to_have_count(1 if "back=" in rm.url else 0)
+    for _ in range(PAGE):
+        if rm.locator("#work-list-went-back").count():
+            break
+        row = rm.locator("#work-list tbody tr").first
+        done = row.get_attribute("data-task-id")
+        row.locator("summary", has_text="Complete").click()
+        row.locator("select[name=outcome]").select_option("contacted")
+        row.locator("button[type=submit]").click()
+        expect(rm.locator(f"#task-{done}")).to_have_count(0)
+    expect(rm.locator("#work-list-went-back")).to_be_visible()
+    expect(rm.locator("#work-list tbody tr")).to_have_count(PAGE)
+    expect(rm).not_to_have_url(re.compile(r"cursor="))  # page 1's address (HX-Replace-Url)
+    shot(rm, screenshots, "paging-emptied-last-page-lands-before-it")
+
 
 def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
     dev_stack: DevStack, browser: Browser, screenshots: Path
@@ -134,3 +159,75 @@ def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
     expect(rm.locator(f"#task-{task}")).to_have_count(1)
     expect(rm.locator("body")).not_to_contain_text("Bad Request")
     shot(rm, screenshots, "paging-400-without-target")
+
+
+def test_a_failed_request_is_said_and_a_foreign_4xx_with_a_target_is_not_swapped(
+    dev_stack: DevStack, browser: Browser, screenshots: Path
+) -> None:
+    followup = dev_stack.url("followup")
+    client_with_closed_visit(dev_stack, "C-PAGES-FAILS", "rm-pages-3")
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, followup, "rm", "rm-pages-3")
+
+    def listed() -> bool:
+        rm.reload()
+        return rm.locator("#work-list tbody tr").count() >= 1
+
+    wait_until(listed, within=120)
+    listed_rows = rm.locator("#work-list tbody tr").count()
+    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
+    assert task is not None
+    failure = rm.locator("#console-failure")
+    expect(failure).to_be_empty()
+    expect(failure).to_have_attribute("aria-live", "assertive")
+
+    def send_completion() -> None:
+        row = rm.locator(f"#task-{task}")
+        if not row.locator("details").first.evaluate("(d) => d.open"):
+            row.locator("summary", has_text="Complete").click()
+        row.locator("select[name=outcome]").select_option("contacted")
+        row.locator("button[type=submit]").click()
+
+    # a 4xx from elsewhere naming a target (HX-Retarget) but not the console's own fragment
+    def foreign(route: Route) -> None:
+        route.fulfill(
+            status=400,
+            headers={"HX-Retarget": "#work-list", "HX-Reswap": "outerHTML"},
+            content_type="text/html",
+            body='<section id="work-list"><p id="injected">injected</p></section>',
+        )
+
+    rm.route("**/console/tasks/*/complete", foreign)
+    rm.evaluate(  # htmx decides on the swap right after this event, in the same task
+        "document.body.addEventListener('htmx:afterRequest', "
+        "(e) => { document.body.dataset.answered = String(e.detail.xhr.status) })"
+    )
+    send_completion()
+    expect(rm.locator("body")).to_have_attribute("data-answered", "400")
+    expect(rm.locator("#injected")).to_have_count(0)
+    expect(rm.locator("#work-list tbody tr")).to_have_count(listed_rows)
+    rm.unroute("**/console/tasks/*/complete")
+
+    # a 5xx: said in the fixed region, the list as it was
+    rm.route("**/console/tasks/*/complete", lambda route: route.fulfill(status=500, body="boom"))
+    send_completion()
+    expect(failure).to_contain_text("The server failed on this request")
+    expect(failure).to_contain_text("HTTP 500")
+    expect(rm.locator(f"#task-{task}")).to_have_count(1)
+    expect(rm.locator("body")).not_to_contain_text("boom")
+    shot(rm, screenshots, "paging-5xx-said")
+    rm.unroute("**/console/tasks/*/complete")
+
+    # no answer at all (the network down)
+    rm.route("**/console/tasks/*/complete", lambda route: route.abort("connectionrefused"))
+    send_completion()
+    expect(failure).to_contain_text("No answer from the server")
+    expect(rm.locator(f"#task-{task}")).to_have_count(1)
+    shot(rm, screenshots, "paging-no-answer-said")
+    rm.unroute("**/console/tasks/*/complete")
+
+    # the RM tries again: done, and the message is gone
+    send_completion()
+    expect(rm.locator("#work-list .notice").first).to_have_text("Task completed.")
+    expect(rm.locator(f"#task-{task}")).to_have_count(0)
+    expect(failure).to_be_empty()

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from branchline_shared.eventstore import relay_stop
 from branchline_shared.eventstore.relay_stop import RelayStop
+from branchline_shared.kafka import starting
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -20,6 +20,8 @@ FLUSH_S = 3.0
 class Relay:
     """A stand-in with :meth:`OutboxRelay.drain`'s contract: waits for the task, bounded, then
     cancels it."""
+
+    drain_given_up = False
 
     async def drain(self, task: asyncio.Task[None], *, timeout_s: float) -> None:
         await asyncio.wait([task], timeout=timeout_s)
@@ -52,7 +54,7 @@ async def test_the_producer_is_flushed_only_after_a_drain_that_finished(
     async def closed(_: object, *, flush_within_s: float | None) -> None:
         closes.append(flush_within_s)
 
-    monkeypatch.setattr(relay_stop, "closed", closed)
+    monkeypatch.setattr(starting, "closed", closed)
     stop = RelayStop()
     task = asyncio.create_task(run())
     await stop.drain(Relay(), task, timeout_s=0.2)  # type: ignore[arg-type]
@@ -67,6 +69,6 @@ async def test_without_a_drain_the_producer_is_flushed(monkeypatch: pytest.Monke
     async def closed(_: object, *, flush_within_s: float | None) -> None:
         closes.append(flush_within_s)
 
-    monkeypatch.setattr(relay_stop, "closed", closed)
+    monkeypatch.setattr(starting, "closed", closed)
     await RelayStop().producer_closed(object(), flush_within_s=FLUSH_S)  # type: ignore[arg-type]
     assert closes == [FLUSH_S]

@@ -230,7 +230,10 @@ async def test_the_intake_relay_freezes_once_relaying_and_serving_health(
     monkeypatch.setattr(intake_bootstrap, "open_pool", open_pool)
     monkeypatch.setattr(intake_bootstrap, "started_producer", started_producer)
     monkeypatch.setattr(
-        intake_bootstrap, "outbox_relay", lambda *_: SimpleNamespace(run=run, drain=drain)
+        intake_bootstrap,
+        "outbox_relay",
+        # drain_given_up: what RelayStop reads after the drain (a relay that saw no failure)
+        lambda *_: SimpleNamespace(run=run, drain=drain, drain_given_up=False),
     )
 
     await intake_bootstrap.run_relay(settings())

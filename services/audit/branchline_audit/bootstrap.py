@@ -43,7 +43,7 @@ from branchline_shared.http.worker_runtime import cut_short_by, serving_health, 
 from branchline_shared.kafka.consuming import Answering, BatchConsumer, DeadLetters
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.starting import closed, start_or_close
+from branchline_shared.kafka.starting import ProducerStop, start_or_close
 from branchline_shared.kafka.topics import broker_is_reachable, declare_topics, ensure_topics
 from branchline_shared.postgres.pool import PromptProbe, is_reachable
 from branchline_shared.reconcile.jumps import PositionJumps
@@ -178,6 +178,7 @@ def build_consumer(
     repair: SelfRepair | None = None,
     *,
     answering: Answering | None,
+    producer_stop: ProducerStop | None = None,
 ) -> BatchConsumer:
     """The ledger consumer: every event topic into the ledger, poison to the DLQ; a broker
     that lost its log makes it rewind and ``repair`` re-queue what it missed. ``answering``
@@ -192,7 +193,7 @@ def build_consumer(
         group_id=settings.topic(CONSUMER),
         name=CONSUMER,
         handle=lambda events, positions: record_events(ledger, clock, events, positions),
-        dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER),
+        dead_letters=DeadLetters(producer, topics.audit_consumer_dlq.name, CONSUMER, producer_stop),
         max_records=settings.audit_consumer_batch_size,
         on_broker_lost=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         on_log_lost=repair.log_lost if repair is not None else None,
@@ -226,15 +227,26 @@ async def run_consumer(settings: AuditSettings) -> None:
             opened.push_async_callback(pool.close)
             producer = make_producer(settings, client_id=f"branchline-{CONSUMER}-dlq")
             await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-            # its flush bounded; what it did not deliver fails, left unpublished (#12)
+            # its flush bounded, none after a dead letter not acknowledged (the broker down:
+            # the consumer did not commit past it, the next start sends it again); what it
+            # did not deliver fails, left unpublished (#12)
+            producer_stop = ProducerStop()
             opened.push_async_callback(
-                closed, producer, flush_within_s=settings.kafka_producer_stop_flush_s
+                producer_stop.producer_closed,
+                producer,
+                flush_within_s=settings.kafka_producer_stop_flush_s,
             )
             clock = SystemClock()
             audit = audit_context(settings, pool, clock)
             repair = self_repair(settings, pool)
             consumer = build_consumer(
-                settings, audit.ledger, producer, clock, repair, answering=ledger_probe(pool)
+                settings,
+                audit.ledger,
+                producer,
+                clock,
+                repair,
+                answering=ledger_probe(pool),
+                producer_stop=producer_stop,
             )
             checks = {
                 "postgres": lambda: is_reachable(pool),

@@ -51,7 +51,7 @@ from branchline_shared.http.worker_runtime import cut_short_by, serving_health, 
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, stop_batch_consumer
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
-from branchline_shared.kafka.starting import start_or_close
+from branchline_shared.kafka.starting import ProducerStop, start_or_close
 from branchline_shared.kafka.topics import (
     Topics,
     broker_is_reachable,
@@ -103,6 +103,8 @@ class FollowupRuntime:
     pool: PgPool
     producer: AIOKafkaProducer
     context: FollowupContext
+    # read by the producer's close: the relay's drain and the dead letters' sends (#12)
+    producer_stop: ProducerStop | None = None
 
 
 @contextlib.asynccontextmanager
@@ -120,8 +122,8 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
         opened.push_async_callback(key_pool.close)
         producer = make_producer(settings, client_id=f"branchline-{SERVICE}")
         await start_or_close(producer)  # cut short (a SIGTERM while starting): closed (#12)
-        # its flush bounded, and none after a drain of the relay's that did not finish; what
-        # it did not deliver fails, left unpublished (#12)
+        # its flush bounded, and none after a drain of the relay's that did not finish or a
+        # dead letter not acknowledged; what it did not deliver fails, left unpublished (#12)
         relay_stop = RelayStop()
         opened.push_async_callback(
             relay_stop.producer_closed,
@@ -158,7 +160,7 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
             opened.push_async_callback(
                 relay_stop.drain, relay, relay_task, timeout_s=settings.shutdown_flush_timeout_s
             )
-        yield FollowupRuntime(settings, topics, pool, producer, context)
+        yield FollowupRuntime(settings, topics, pool, producer, context, relay_stop)
 
 
 def create_app(settings: FollowupSettings | None = None) -> FastAPI:
@@ -225,7 +227,9 @@ def worker_consumer(
         settings,
         topics,
         runtime.pool,
-        DeadLetters(runtime.producer, topics.followup_worker_dlq.name, CONSUMER),
+        DeadLetters(
+            runtime.producer, topics.followup_worker_dlq.name, CONSUMER, runtime.producer_stop
+        ),
         runtime.context.projection,
         runtime.context.units,
         PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),

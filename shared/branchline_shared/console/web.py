@@ -41,6 +41,9 @@ CSRF_COOKIE = "bl_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 PREFIX = "/console"
+ERROR_FRAGMENT_HEADER = "Console-Error-Fragment"
+"""Set on the console's own error fragments: ``console.js`` swaps a 4xx into the page only
+when it carries this header and HX-Retarget, never a 4xx from elsewhere (#12)."""
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

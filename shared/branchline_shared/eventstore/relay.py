@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -72,6 +72,10 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._draining = False
         self._drain_requested = asyncio.Event()
+        # A drain ended early: it saw the broker or the database fail (a round failed while
+        # draining, or the drain was asked for while the relay retried after a failure). What
+        # is left stays in the outbox for the next relay; its producer is not flushed (#12).
+        self.drain_given_up = False
         self._holding = False  # this process holds the relay lock
         self._channel = f"branchline_outbox_{store_name}"
         self._notify_again = False
@@ -107,10 +111,14 @@ class OutboxRelay:
                 if not is_transient(exc):
                     raise
                 FAILURES.labels(self._store).inc()
+                if self._gave_up(exc):
+                    return
                 log.warning(
                     "outbox relay lost the database; retrying", extra={"error": describe_error(exc)}
                 )
-                await asyncio.sleep(1.0)
+                if await self._drain_asked_within(1.0):
+                    self._gave_up(None)
+                    return
 
     @contextlib.asynccontextmanager
     async def _lock_connection(self) -> AsyncIterator[PgConnection]:
@@ -199,12 +207,16 @@ class OutboxRelay:
                 raise ConnectionError("the relay lock's connection is gone")
             round_started = loop.time()
             try:
-                if failing and self._on_recover is not None:
-                    await self._on_recover()
-                # Cleared before reading, not after: a commit that wakes us while we publish
-                # is published by the next round at once instead of waiting for the poll.
-                self._wake.clear()
-                published = await self.publish_once()
+                if failing:
+                    # A retry, the broker or the database seen failing: a drain asked for
+                    # meanwhile ends it at once (the round cancelled, its rows left unmarked).
+                    retried = await self._unless_drain_asked(self._retry_round())
+                    if retried is None:
+                        self._gave_up(None)
+                        return
+                    published = retried
+                else:
+                    published = await self._round()
                 backoff = 0.1
                 failing = False
             except Exception as exc:
@@ -213,10 +225,14 @@ class OutboxRelay:
                 FAILURES.labels(self._store).inc()
                 failing = True
                 self._acked.clear()  # the next round checks the broker's topics again
+                if self._gave_up(exc):
+                    return
                 log.warning(
                     "outbox publish failed; will retry", extra={"error": describe_error(exc)}
                 )
-                await asyncio.sleep(backoff)
+                if await self._drain_asked_within(backoff):
+                    self._gave_up(None)
+                    return
                 backoff = min(backoff * 2, 5.0)
                 continue
             if self._draining:
@@ -237,6 +253,55 @@ class OutboxRelay:
                         await self._wake.wait()
                 if busy:
                     await self._space_rounds(round_started + self._min_interval_s - loop.time())
+
+    async def _round(self) -> int:
+        # Cleared before reading, not after: a commit that wakes us while we publish is
+        # published by the next round at once instead of waiting for the poll.
+        self._wake.clear()
+        return await self.publish_once()
+
+    async def _retry_round(self) -> int:
+        if self._on_recover is not None:
+            await self._on_recover()
+        return await self._round()
+
+    async def _unless_drain_asked(self, work: Coroutine[Any, Any, int]) -> int | None:
+        """``work``'s result, or None (``work`` cancelled) if a drain is asked for first."""
+        done = asyncio.create_task(work)
+        if not self._draining:
+            asked = asyncio.ensure_future(self._drain_requested.wait())
+            try:
+                await asyncio.wait([done, asked], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                asked.cancel()
+                if not done.done():
+                    await cancel_and_wait(done)
+        else:
+            await cancel_and_wait(done)
+        if done.cancelled():
+            return None
+        return done.result()
+
+    async def _drain_asked_within(self, pause_s: float) -> bool:
+        """The pause before a retry, cut short by a drain: whether one was asked for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(pause_s):
+                await self._drain_requested.wait()
+        return self._draining
+
+    def _gave_up(self, exc: BaseException | None) -> bool:
+        """Draining after a failure (``exc``, or one seen before): the drain ends now, what is
+        left stays in the outbox for the next relay (nothing is lost) rather than a retry
+        waiting out the drain's bound with the broker or the database down (#12, Round 33)."""
+        if not self._draining:
+            return False
+        self.drain_given_up = True
+        log.warning(
+            "outbox relay's drain ended early: the broker or the database failed; what is left "
+            "is published by the next relay",
+            extra={"error": describe_error(exc) if exc is not None else "seen before the drain"},
+        )
+        return True
 
     async def _space_rounds(self, remaining_s: float) -> None:
         """Wait out the rest of the minimum interval since the last round started; the

@@ -8,48 +8,35 @@ batches on the producer's close (``kafka_producer_stop_flush_s``) only made the 
 (the broker down: the whole bound, after the drain's), so the producer is then closed at once,
 its batches not delivered failed (``kafka.starting.closed``): nothing is marked published that
 the broker did not acknowledge, nothing is lost. A drain that finished keeps the flush (a
-batch sent by someone else on the same producer, e.g. followup's dead letters, is delivered).
+batch sent by someone else on the same producer is delivered), unless a dead letter's send on
+it was not acknowledged (:class:`~branchline_shared.kafka.starting.ProducerStop`).
+
+A drain that has seen the broker or the database fail (a round failed while draining, or the
+drain was requested while the relay was retrying after a failure) ends at once instead of
+retrying until its bound (:attr:`OutboxRelay.drain_given_up`); a drain whose rounds succeed
+goes on until the outbox is empty or its bound (#12, Round 33).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-
-from aiokafka import AIOKafkaProducer
 
 from branchline_shared.eventstore.relay import OutboxRelay
-from branchline_shared.kafka.starting import closed
-
-log = logging.getLogger(__name__)
+from branchline_shared.kafka.starting import ProducerStop
 
 
-class RelayStop:
+class RelayStop(ProducerStop):
     """What a stop's drain of the relay ended in, read by the producer's close after it (the
     bootstrap's exit stack runs the drain first: it is registered after the close)."""
-
-    def __init__(self) -> None:
-        self.drain_unfinished = False
 
     async def drain(
         self, relay: OutboxRelay, task: asyncio.Task[None], *, timeout_s: float
     ) -> None:
-        """``relay.drain(task)``, and whether ``task`` (its :meth:`OutboxRelay.run`) returned
-        by itself: drained, or another process's relay the active one. Cancelled at the bound,
-        or ended by an error, it did not finish."""
+        """``relay.drain(task)``, and whether ``task`` (its :meth:`OutboxRelay.run`) drained
+        by itself: the outbox emptied, or another process's relay the active one. Cancelled at
+        the bound, ended by an error, or ended early because the broker or the database failed
+        while draining (:attr:`OutboxRelay.drain_given_up`), it did not finish."""
         await relay.drain(task, timeout_s=timeout_s)
-        self.drain_unfinished = not (
+        self.drain_unfinished = relay.drain_given_up or not (
             task.done() and not task.cancelled() and task.exception() is None
         )
-
-    async def producer_closed(self, producer: AIOKafkaProducer, *, flush_within_s: float) -> None:
-        """The producer closed: its flush bounded by ``flush_within_s`` after a drain that
-        finished (or none), none after one that did not."""
-        if self.drain_unfinished:
-            log.warning(
-                "the outbox relay's drain did not finish: its producer is closed without a "
-                "flush (what it holds is left unpublished, the next relay publishes it)"
-            )
-            await closed(producer, flush_within_s=0)
-        else:
-            await closed(producer, flush_within_s=flush_within_s)

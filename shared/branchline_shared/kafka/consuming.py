@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import ConcurrencyError
-from branchline_shared.kafka.starting import start_settled, stopped
+from branchline_shared.kafka.starting import ProducerStop, start_settled, stopped
 from branchline_shared.kafka.wire import (
     PoisonEvent,
     SourcePosition,
@@ -307,10 +307,20 @@ class RawMessage:
 class DeadLetters:
     """Publishes a poison message, untouched, to the consumer's dead-letter topic, with why."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, consumer: str) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        consumer: str,
+        stop: ProducerStop | None = None,
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._consumer = consumer
+        # Told of every send until the broker acknowledged it: a producer's close after a send
+        # that failed or was cut by the stop does not flush (the broker down, it only waited
+        # its bound; the consumer did not commit past the poison, so it is sent again, #12).
+        self._stop = stop
 
     async def send(self, message: RawMessage, reason: str) -> None:
         headers = [
@@ -321,6 +331,8 @@ class DeadLetters:
             ("dlq_source_partition", str(message.partition).encode()),
             ("dlq_source_offset", str(message.offset).encode()),
         ]
+        if self._stop is not None:
+            self._stop.sending()
         while True:
             try:
                 await self._producer.send_and_wait(
@@ -332,6 +344,8 @@ class DeadLetters:
                     "dead-letter publish failed; retrying", extra={"error": describe_error(exc)}
                 )
                 await asyncio.sleep(1.0)
+        if self._stop is not None:
+            self._stop.acknowledged()
         DEAD_LETTERED.labels(self._consumer).inc()
         log.error(
             "event dead-lettered",

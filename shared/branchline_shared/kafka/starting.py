@@ -74,6 +74,45 @@ async def closed(client: Any, *, flush_within_s: float | None = PRODUCER_FLUSH_W
         await asyncio.shield(client.close())
 
 
+class ProducerStop:
+    """Whether a producer's close may flush (#12): what its users left that the broker did not
+    take, read by the close (registered on the exit stack before them, so run after them).
+
+    A flush delivers what a producer still holds; with the broker down it only waits its bound
+    (``kafka_producer_stop_flush_s``) and then fails it all anyway. It is skipped when the
+    holder's users know the flush is not worth it: an outbox relay's drain that did not finish
+    (``eventstore.relay_stop``), or a send not acknowledged (a dead letter whose send failed or
+    was cut by the stop: its consumer did not commit past the poison, so the next start
+    dead-letters it again). Nothing is lost either way."""
+
+    def __init__(self) -> None:
+        self.drain_unfinished = False
+        self.sends_unacknowledged = 0
+
+    def sending(self) -> None:
+        """A send starts: counted until :meth:`acknowledged`."""
+        self.sends_unacknowledged += 1
+
+    def acknowledged(self) -> None:
+        self.sends_unacknowledged -= 1
+
+    async def producer_closed(self, producer: AIOKafkaProducer, *, flush_within_s: float) -> None:
+        """The producer closed: its flush bounded by ``flush_within_s``, none if its users left
+        work the broker did not take."""
+        if self.drain_unfinished or self.sends_unacknowledged:
+            log.warning(
+                "a producer is closed without a flush: its users left work the broker did not "
+                "take (left unpublished; the next start publishes it)",
+                extra={
+                    "drain_unfinished": self.drain_unfinished,
+                    "sends_unacknowledged": self.sends_unacknowledged,
+                },
+            )
+            await closed(producer, flush_within_s=0)
+        else:
+            await closed(producer, flush_within_s=flush_within_s)
+
+
 async def stopped(consumer: Any) -> None:
     """``await consumer.stop()``, which may be cut short (a batch consumer's stop bound cancels
     it on purpose: a group leave the broker does not answer, a join in flight): cancelled, the

@@ -41,6 +41,7 @@ from branchline_followup.entrypoints.task_cursor import CursorInvalid, decode_cu
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.web import (
+    ERROR_FRAGMENT_HEADER,
     CsrfChecked,
     ResendSafe,
     console_roles,
@@ -56,6 +57,10 @@ Worker = Annotated[Principal, console_roles(Role.RM, Role.SUPERVISOR, Role.ADMIN
 
 STATUS_CHOICES = ("open", "overdue", "due_soon", "on_track", "done")
 PAGE_SIZE = 100
+TRAIL_MAX = 16
+"""How many earlier pages' cursors the work list keeps (``back``): beyond, the oldest go,
+and "Previous page" from the oldest one kept leads to the first page (#12)."""
+TRAIL_SEPARATOR = "."  # never in a cursor (URL-safe base64)
 CLIENT_PAGE = "GET /console/clients/{client_id}"
 ASSIGNEE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
@@ -138,15 +143,28 @@ def work_filters(
 
 def bad_cursor(request: Request, filters: dict[str, Any]) -> Response:
     """The 400 page of a cursor this console did not make (a link's or a form's). To htmx,
-    the work list's fragment saying so, with the headers that put it in place of the list:
-    the console's htmx config swaps a 400 (``base.html``), so the RM sees it (#12)."""
+    the work list's fragment saying so, with the headers that put it in place of the list
+    and the one that marks it as the console's own error fragment: ``console.js`` swaps a
+    4xx only when it carries both, so the RM sees it (#12)."""
     site = site_of(request)
     if request.headers.get("hx-request") != "true":
         return site.render(request, "bad_cursor.html", {"filters": filters}, status=400)
     answer = site.render(request, "_bad_cursor.html", {"filters": filters}, status=400)
     answer.headers["HX-Retarget"] = "#work-list"
     answer.headers["HX-Reswap"] = "outerHTML"
+    answer.headers[ERROR_FRAGMENT_HEADER] = "work-list"
     return answer
+
+
+def parse_trail(text: str | None) -> list[str] | None:
+    """The cursors of the pages before this one (``back``), oldest first; none when one of
+    them is not a cursor this console made, or they are more than it keeps (#12)."""
+    if not text:
+        return []
+    trail = text.split(TRAIL_SEPARATOR)
+    if len(trail) > TRAIL_MAX or not all(len(c) <= 512 and cursor_valid(c) for c in trail):
+        return None
+    return trail
 
 
 def cursor_valid(cursor: str) -> bool:
@@ -158,12 +176,17 @@ def cursor_valid(cursor: str) -> bool:
     return True
 
 
-def page_address(filters: dict[str, Any], cursor: str, **extra: str) -> str:
-    """The work list's page that starts at ``cursor`` (none: the first), with the filters:
-    where a plain form post goes back to after its action (#12)."""
+def page_address(
+    filters: dict[str, Any], cursor: str, trail: list[str] | None = None, **extra: str
+) -> str:
+    """The work list's page that starts at ``cursor`` (none: the first), with the filters
+    and the cursors of the pages before it (``trail``): where a plain form post goes back to
+    after its action, and the "Previous" and "Next page" links (#12)."""
     query = {k: v for k, v in filters.items() if v}
     if cursor:
         query["cursor"] = cursor
+        if trail:
+            query["back"] = TRAIL_SEPARATOR.join(trail[-TRAIL_MAX:])
     return "/console/?" + urlencode({**query, **extra})
 
 
@@ -177,30 +200,46 @@ async def render_day(
     error: str | None = None,
     status: int = 200,
     cursor: str | None = None,
+    back: str | None = None,
 ) -> Response:
-    """The work list's page (from ``cursor`` on, else the first). A cursor that is not one
-    this page made is answered with the 400 page, never a 5xx."""
+    """The work list's page (from ``cursor`` on, else the first; ``back``: the cursors of
+    the pages the RM came through). A cursor that is not one this page made is answered with
+    the 400 page, never a 5xx. A later page left with no task (its tasks completed or given
+    away) is not shown: the page before it is, the nearest one that shows tasks, else the
+    first, and to htmx the address is replaced by that page's (#12)."""
     site = site_of(request)
+    trail = parse_trail(back) if cursor else []
     try:
         after = decode_cursor(cursor) if cursor else None
     except CursorInvalid:
         return bad_cursor(request, filters)
-    work = await _work_list(
-        ctx,
-        principal,
-        staff_of(request),
-        assignee=filters["assignee"],
-        status=filters["status"],
-        kind=filters["kind"],
-        client_id=filters["client_id"],
-        after=after,
-    )
+    if trail is None:
+        return bad_cursor(request, filters)
+    went_back = False
+    while True:
+        work = await _work_list(
+            ctx,
+            principal,
+            staff_of(request),
+            assignee=filters["assignee"],
+            status=filters["status"],
+            kind=filters["kind"],
+            client_id=filters["client_id"],
+            after=after,
+        )
+        if work.tasks or work.skipped or cursor is None:
+            break
+        # an emptied later page: the one before it (decoded already, when the trail was read)
+        cursor = trail.pop() if trail else None
+        after = decode_cursor(cursor) if cursor else None
+        went_back = True
     query = {k: v for k, v in filters.items() if v}
     fragment = (
         request.headers.get("hx-request") == "true"
         and request.headers.get("hx-target") == "work-list"
     )
-    return site.render(
+    here = page_address(filters, cursor or "", trail)
+    answer = site.render(
         request,
         "_worklist.html" if fragment else "my_day.html",
         {
@@ -210,10 +249,13 @@ async def render_day(
             "paged": cursor is not None,
             # the forms of the page carry it: after an action, the same page again (#12)
             "cursor": cursor or "",
+            "back": TRAIL_SEPARATOR.join(trail),
+            "went_back": went_back,
             "skipped": work.skipped,
             "first_page": "/console/?" + urlencode(query),
+            "previous_page": page_address(filters, trail[-1], trail[:-1]) if trail else None,
             "next_page": (
-                "/console/?" + urlencode({**query, "cursor": work.next_cursor})
+                page_address(filters, work.next_cursor, [*trail, cursor] if cursor else [])
                 if work.next_cursor
                 else None
             ),
@@ -230,6 +272,9 @@ async def render_day(
         },
         status=status,
     )
+    if went_back and request.headers.get("hx-request") == "true":
+        answer.headers["HX-Replace-Url"] = here
+    return answer
 
 
 @router.get("/")
@@ -243,10 +288,12 @@ async def my_day(
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     done: Annotated[str | None, Query(max_length=1)] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    back: Annotated[str | None, Query(max_length=TRAIL_MAX * 513)] = None,
     given: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     """The work list by deadline, a page at a time: ``cursor`` (a "Next page" link's) is
-    where the page starts; the filters are kept across pages (#12). ``done`` and ``given``:
+    where the page starts, ``back`` the cursors of the pages before it (a "Previous page"
+    link's); the filters are kept across pages (#12). ``done`` and ``given``:
     a plain form post's action done (completed; reassigned to ``given``)."""
     gettext = site_of(request).gettext(request)
     notice = None
@@ -261,6 +308,7 @@ async def my_day(
         work_filters(status, kind, client_id, assignee),
         notice=notice,
         cursor=cursor,
+        back=back,
     )
 
 
@@ -334,6 +382,7 @@ async def complete(
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
     f_cursor: Annotated[str, Form(max_length=512)] = "",
+    f_back: Annotated[str, Form(max_length=TRAIL_MAX * 513)] = "",
     request_key: Annotated[str, Form(max_length=64)] = "",
     client_warned: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
@@ -345,8 +394,9 @@ async def complete(
     submission is sent (#12)."""
     site = site_of(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
-    if f_cursor and not cursor_valid(f_cursor):
+    if f_cursor and not (cursor_valid(f_cursor) and parse_trail(f_back) is not None):
         return bad_cursor(request, filters)
+    back = f_back if f_cursor else ""
     gettext = site.gettext(request)
     error: str | None = None
     try:
@@ -382,15 +432,16 @@ async def complete(
     except TaskRefused as refused:
         error = gettext(N_("The task was not completed: %(detail)s")) % {"detail": refused.detail}
     page = f_cursor or None
+    trail = back.split(TRAIL_SEPARATOR) if back else []
     if request.headers.get("hx-request") != "true":
         if error is None:
-            return site.redirect(request, page_address(filters, f_cursor, done="1"))
+            return site.redirect(request, page_address(filters, f_cursor, trail, done="1"))
         return await render_day(
-            request, ctx, principal, filters, error=error, status=422, cursor=page
+            request, ctx, principal, filters, error=error, status=422, cursor=page, back=back
         )
     notice = None if error else gettext(N_("Task completed."))
     return await render_day(
-        request, ctx, principal, filters, notice=notice, error=error, cursor=page
+        request, ctx, principal, filters, notice=notice, error=error, cursor=page, back=back
     )
 
 

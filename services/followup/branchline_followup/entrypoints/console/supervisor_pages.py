@@ -22,11 +22,14 @@ from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
 from branchline_followup.entrypoints.console.rm_pages import (
     LABEL,
+    TRAIL_MAX,
+    TRAIL_SEPARATOR,
     FormInvalid,
     bad_cursor,
     cursor_valid,
     free_text,
     page_address,
+    parse_trail,
     render_day,
     work_filters,
 )
@@ -98,14 +101,17 @@ async def reassign(
     f_client_id: Annotated[str, Form(max_length=128)] = "",
     f_assignee: Annotated[str, Form(max_length=128)] = "",
     f_cursor: Annotated[str, Form(max_length=512)] = "",
+    f_back: Annotated[str, Form(max_length=TRAIL_MAX * 513)] = "",
 ) -> Response:
     """``followup.reassigned`` through the JSON route's use case; then the page the form was
-    on (its filters and ``f_cursor``, checked first as the complete form's is) (#12)."""
+    on (its filters, ``f_cursor`` and ``f_back``, checked first as the complete form's are)
+    (#12)."""
     site = site_of(request)
     gettext = site.gettext(request)
     filters = work_filters(f_status, f_kind, f_client_id, f_assignee)
-    if f_cursor and not cursor_valid(f_cursor):
+    if f_cursor and not (cursor_valid(f_cursor) and parse_trail(f_back) is not None):
         return bad_cursor(request, filters)
+    back = f_back if f_cursor else ""
     notice = error = None
     try:
         await reassign_task(
@@ -127,9 +133,10 @@ async def reassign(
         error = gettext(N_("The task was not reassigned: %(detail)s")) % {"detail": refused.detail}
     page = f_cursor or None
     if request.headers.get("hx-request") != "true" and error is None:
-        return site.redirect(request, page_address(filters, f_cursor, given=assignee))
+        trail = back.split(TRAIL_SEPARATOR) if back else []
+        return site.redirect(request, page_address(filters, f_cursor, trail, given=assignee))
     return await render_day(
-        request, ctx, principal, filters, notice=notice, error=error, cursor=page
+        request, ctx, principal, filters, notice=notice, error=error, cursor=page, back=back
     )
 
 
