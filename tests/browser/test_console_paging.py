@@ -231,3 +231,92 @@ def test_a_failed_request_is_said_and_a_foreign_4xx_with_a_target_is_not_swapped
     expect(rm.locator("#work-list .notice").first).to_have_text("Task completed.")
     expect(rm.locator(f"#task-{task}")).to_have_count(0)
     expect(failure).to_be_empty()
+
+
+def test_a_refused_request_is_said_by_its_kind_and_nothing_is_swapped(
+    dev_stack: DevStack, browser: Browser, screenshots: Path
+) -> None:
+    followup = dev_stack.url("followup")
+    client_with_closed_visit(dev_stack, "C-PAGES-REFUSED", "rm-pages-4")
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, followup, "rm", "rm-pages-4")
+
+    def listed() -> bool:
+        rm.reload()
+        return rm.locator("#work-list tbody tr").count() >= 1
+
+    wait_until(listed, within=120)
+    listed_rows = rm.locator("#work-list tbody tr").count()
+    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
+    assert task is not None
+    failure = rm.locator("#console-failure")
+    expect(failure).to_be_empty()
+    row = rm.locator(f"#task-{task}")
+
+    def send_completion(outcome: str = "contacted") -> None:
+        if not row.locator("details").first.evaluate("(d) => d.open"):
+            row.locator("summary", has_text="Complete").click()
+        row.locator("select[name=outcome]").select_option("contacted")
+        if outcome != "contacted":  # a value the form never offers: FastAPI's own 422
+            row.locator("select[name=outcome]").evaluate(
+                "(select, value) => { select.add(new Option(value, value)); select.value = value }",
+                outcome,
+            )
+        row.locator("button[type=submit]").click()
+
+    def unchanged() -> None:
+        expect(rm.locator("#work-list tbody tr")).to_have_count(listed_rows)
+        expect(row).to_have_count(1)
+
+    # FastAPI's 422 on a malformed field (an outcome longer than the form allows), real
+    send_completion("x" * 65)
+    expect(failure).to_contain_text("The request was refused: the page was not updated")
+    expect(failure).to_contain_text("HTTP 422")
+    unchanged()
+    expect(rm.locator("body")).not_to_contain_text("string_too_long")
+    shot(rm, screenshots, "paging-422-said")
+
+    # a 403 problem+json (the session's token expired, a permission withdrawn): sign in again
+    def forbidden(route: Route) -> None:
+        route.fulfill(
+            status=403,
+            content_type="application/problem+json",
+            body=json.dumps({"type": "about:blank", "title": "Forbidden", "status": 403}),
+        )
+
+    rm.route("**/console/tasks/*/complete", forbidden)
+    send_completion()
+    expect(failure).to_contain_text("your session has ended or you may not do this")
+    expect(failure).to_contain_text("The server said: Forbidden (HTTP 403)")
+    unchanged()
+    rm.unroute("**/console/tasks/*/complete")
+
+    # a 409 problem+json whose title holds markup and is long: said as text, bounded
+    title = "<b id='bold'>Task changed</b> " + "z" * 400
+
+    def conflict(route: Route) -> None:
+        route.fulfill(
+            status=409,
+            headers={"HX-Retarget": "#work-list"},
+            content_type="application/problem+json",
+            body=json.dumps({"type": "about:blank", "title": title, "status": 409}),
+        )
+
+    rm.route("**/console/tasks/*/complete", conflict)
+    send_completion()
+    expect(failure).to_contain_text("the task changed in the meantime")
+    expect(failure).to_contain_text("<b id='bold'>Task changed</b>")
+    expect(failure).to_contain_text("HTTP 409")
+    expect(rm.locator("#bold")).to_have_count(0)
+    said = failure.text_content() or ""
+    assert "z" * 150 in said
+    assert "z" * 200 not in said, said  # the server's text bounded (200 characters)
+    unchanged()
+    shot(rm, screenshots, "paging-409-said")
+    rm.unroute("**/console/tasks/*/complete")
+
+    # the next request succeeds: done, and the message is gone
+    send_completion()
+    expect(rm.locator("#work-list .notice").first).to_have_text("Task completed.")
+    expect(row).to_have_count(0)
+    expect(failure).to_be_empty()

@@ -84,9 +84,12 @@ async def test_page_three_links_back_to_page_two_and_an_emptied_page_shows_the_o
     assert query_of(back) == {"status": ["open"], "cursor": [cursor2]}
     assert shown(await get(rm, back)) == shown(page2)
 
-    # page 3's tasks all done elsewhere: page 3's address shows page 2, said so
+    # page 3's tasks all done elsewhere: page 3's address leads to page 2's, said so there
     await done(db, shown(page3))
-    again = await get(rm, to3)
+    moved = await rm.get(to3)
+    assert moved.status_code == 303, moved.text
+    assert moved.headers["location"] == back + "&went=1"
+    again = await get(rm, moved.headers["location"])
     assert shown(again) == shown(page2)
     assert 'id="work-list-went-back"' in again.text
     assert "this is the page before it" in again.text
@@ -137,6 +140,55 @@ async def test_completing_the_last_task_of_page_two_lands_on_page_one(
     assert "Nothing to show" not in last.text
     assert shown(last) == shown(page1)
     assert last.headers.get("hx-replace-url") == "/console/?status=open"
+
+
+async def test_a_plain_post_that_empties_its_page_lands_on_the_shown_pages_address(
+    settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
+) -> None:
+    await add_tasks(db, 100, assignee="rm-7")  # page 1: due long before the real tasks
+    tasks = await open_revisits(settings, stack, ["C-BP"])
+    rm = stack.console_as(Role.RM, "rm-7")
+    page1 = await get(rm, "/console/")
+    to2 = link(NEXT, page1)
+    assert to2 is not None
+    cursor = query_of(to2)["cursor"][0]
+    on_page2 = shown(await get(rm, to2))
+    await done(db, [t for t in on_page2 if t != tasks["C-BP"]])
+    assert shown(await get(rm, to2)) == [tasks["C-BP"]]
+
+    # the last task of page 2 completed by a plain post (no script): the browser ends on
+    # page 1's address, showing page 1, the task's notice and why it is not page 2
+    answer = await rm.post(
+        f"/console/tasks/{tasks['C-BP']}/complete",
+        data={"outcome": "contacted", "f_status": "open", "f_cursor": cursor, "f_back": ""},
+    )
+    hops = 0
+    while answer.status_code in (302, 303) and hops < 5:
+        answer = await rm.get(answer.headers["location"])
+        hops += 1
+    assert answer.status_code == 200, answer.text
+    assert query_of(str(answer.url)) == {"status": ["open"], "went": ["1"], "done": ["1"]}
+    assert shown(answer) == shown(page1)
+    assert "Task completed." in answer.text
+    assert 'id="work-list-went-back"' in answer.text
+
+    # a supervisor's plain reassignment emptying page 2 likewise (its notice kept)
+    tasks = await open_revisits(settings, stack, ["C-BQ"])
+    on_page2 = shown(await get(rm, to2))
+    await done(db, [t for t in on_page2 if t != tasks["C-BQ"]])
+    supervisor = stack.console_as(Role.SUPERVISOR, "sup-1")
+    answer = await supervisor.post(
+        f"/console/tasks/{tasks['C-BQ']}/reassign",
+        data={"assignee": "rm-8", "f_status": "open", "f_assignee": "rm-7", "f_cursor": cursor},
+    )
+    hops = 0
+    while answer.status_code in (302, 303) and hops < 5:
+        answer = await supervisor.get(answer.headers["location"])
+        hops += 1
+    assert answer.status_code == 200, answer.text
+    assert "cursor" not in query_of(str(answer.url))
+    assert query_of(str(answer.url))["given"] == ["rm-8"]
+    assert "rm-8" in answer.text
 
 
 def cursors(count: int) -> str:
@@ -205,9 +257,9 @@ async def test_the_console_marks_its_error_fragment_and_has_a_failure_region(
         assert event in script
 
     # the fixed region, in English and in Chinese
-    for language, server, network in (
-        ("en", "The server failed on this request", "No answer from the server"),
-        ("zh-CN", "服务器处理此请求时出错", "服务器没有应答"),
+    for language, server, network, conflict in (
+        ("en", "The server failed on this request", "No answer from the server", "The request"),
+        ("zh-CN", "服务器处理此请求时出错", "服务器没有应答", "请求被拒绝"),
     ):
         page = await get(rm, "/console/", headers={"accept-language": language})
         region = FAILURE.search(page.text)
@@ -217,3 +269,6 @@ async def test_the_console_marks_its_error_fragment_and_has_a_failure_region(
         assert 'role="alert"' in attributes
         assert f'data-server="{server}' in attributes
         assert f'data-network="{network}' in attributes
+        assert f'data-conflict="{conflict}' in attributes  # a refused 4xx, by its kind
+        for kind in ("session", "refused", "reason"):
+            assert f"data-{kind}=" in attributes

@@ -7,20 +7,29 @@
 // FastAPI cannot parse, a problem+json, a 4xx from elsewhere naming a target) leaves the page
 // as it was. It stays an error: htmx:responseError still fires.
 //
-// A 5xx, or no answer at all (network down, request aborted or timed out), is said in the
-// page's fixed aria-live region (#console-failure, base.html), in the page's language: the
-// texts are its data-server / data-network attributes. The next request htmx sends clears it.
+// No failed request is silent. A 5xx, no answer at all (network down, request aborted or
+// timed out), and any 4xx that is not swapped (not the console's own fragment: a 422 of a
+// malformed field, a 401/403 once the session ended, a 404, a 409 problem+json) are said in
+// the page's fixed aria-live region (#console-failure, base.html), in the page's language:
+// the texts are its data-* attributes (server, network; session for 401/403, conflict for
+// 409, refused for any other 4xx). A problem+json's title is added, as text only (never
+// HTML) and at most TITLE_MAX characters. The next request htmx sends clears the region.
 "use strict";
 
 (function () {
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    const xhr = event.detail.xhr;
-    if (
+  const TITLE_MAX = 200;
+
+  function ownFragment(xhr) {
+    return (
       xhr.status >= 400 &&
       xhr.status < 500 &&
-      xhr.getResponseHeader("HX-Retarget") &&
-      xhr.getResponseHeader("Console-Error-Fragment")
-    ) {
+      Boolean(xhr.getResponseHeader("HX-Retarget")) &&
+      Boolean(xhr.getResponseHeader("Console-Error-Fragment"))
+    );
+  }
+
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    if (ownFragment(event.detail.xhr)) {
       event.detail.shouldSwap = true;
     }
   });
@@ -29,13 +38,42 @@
     return document.getElementById("console-failure");
   }
 
-  function tell(kind, status) {
+  // a problem+json's title (RFC 9457), as plain text and bounded; else none
+  function problemTitle(xhr) {
+    const type = xhr.getResponseHeader("Content-Type") || "";
+    if (!type.toLowerCase().startsWith("application/problem+json")) {
+      return "";
+    }
+    let title;
+    try {
+      title = JSON.parse(xhr.responseText).title;
+    } catch {
+      return "";
+    }
+    if (typeof title !== "string") {
+      return "";
+    }
+    const text = title.replace(/\s+/g, " ").trim();
+    return text.length > TITLE_MAX ? `${text.slice(0, TITLE_MAX - 1)}…` : text;
+  }
+
+  function tell(kind, status, reason) {
     const place = region();
     if (!place) {
       return;
     }
-    const text = place.dataset[kind] || "";
+    let text = place.dataset[kind] || "";
+    if (reason) {
+      text = `${text} ${place.dataset.reason || ""} ${reason}`;
+    }
     place.textContent = status ? `${text} (HTTP ${status})` : text;
+  }
+
+  function refusal(status) {
+    if (status === 401 || status === 403) {
+      return "session";
+    }
+    return status === 409 ? "conflict" : "refused";
   }
 
   document.addEventListener("htmx:beforeRequest", () => {
@@ -45,9 +83,11 @@
     }
   });
   document.addEventListener("htmx:responseError", (event) => {
-    const status = event.detail.xhr.status;
-    if (status >= 500) {
-      tell("server", status);
+    const xhr = event.detail.xhr;
+    if (xhr.status >= 500) {
+      tell("server", xhr.status, problemTitle(xhr));
+    } else if (xhr.status >= 400 && !ownFragment(xhr)) {
+      tell(refusal(xhr.status), xhr.status, problemTitle(xhr));
     }
   });
   document.addEventListener("htmx:sendError", () => tell("network", 0));

@@ -201,12 +201,15 @@ async def render_day(
     status: int = 200,
     cursor: str | None = None,
     back: str | None = None,
+    went_back: bool = False,
+    moved: dict[str, str] | None = None,
 ) -> Response:
     """The work list's page (from ``cursor`` on, else the first; ``back``: the cursors of
     the pages the RM came through). A cursor that is not one this page made is answered with
     the 400 page, never a 5xx. A later page left with no task (its tasks completed or given
     away) is not shown: the page before it is, the nearest one that shows tasks, else the
-    first, and to htmx the address is replaced by that page's (#12)."""
+    first, and to htmx the address is replaced by that page's; a plain GET given ``moved``
+    (its query's notices) is redirected to that page's address, saying it went back (#12)."""
     site = site_of(request)
     trail = parse_trail(back) if cursor else []
     try:
@@ -215,7 +218,7 @@ async def render_day(
         return bad_cursor(request, filters)
     if trail is None:
         return bad_cursor(request, filters)
-    went_back = False
+    emptied = False
     while True:
         work = await _work_list(
             ctx,
@@ -232,13 +235,16 @@ async def render_day(
         # an emptied later page: the one before it (decoded already, when the trail was read)
         cursor = trail.pop() if trail else None
         after = decode_cursor(cursor) if cursor else None
-        went_back = True
+        emptied = went_back = True
     query = {k: v for k, v in filters.items() if v}
     fragment = (
         request.headers.get("hx-request") == "true"
         and request.headers.get("hx-target") == "work-list"
     )
     here = page_address(filters, cursor or "", trail)
+    if emptied and moved is not None and request.headers.get("hx-request") != "true":
+        # the shown page's own address (a plain post that emptied its page lands here)
+        return site.redirect(request, page_address(filters, cursor or "", trail, **moved))
     answer = site.render(
         request,
         "_worklist.html" if fragment else "my_day.html",
@@ -272,7 +278,7 @@ async def render_day(
         },
         status=status,
     )
-    if went_back and request.headers.get("hx-request") == "true":
+    if emptied and request.headers.get("hx-request") == "true":
         answer.headers["HX-Replace-Url"] = here
     return answer
 
@@ -290,17 +296,22 @@ async def my_day(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     back: Annotated[str | None, Query(max_length=TRAIL_MAX * 513)] = None,
     given: Annotated[str | None, Query(max_length=128)] = None,
+    went: Annotated[str | None, Query(max_length=1)] = None,
 ) -> Response:
     """The work list by deadline, a page at a time: ``cursor`` (a "Next page" link's) is
     where the page starts, ``back`` the cursors of the pages before it (a "Previous page"
     link's); the filters are kept across pages (#12). ``done`` and ``given``:
-    a plain form post's action done (completed; reassigned to ``given``)."""
+    a plain form post's action done (completed; reassigned to ``given``); ``went``: the
+    page asked for was left with no task, this is the one before it (a redirect's)."""
     gettext = site_of(request).gettext(request)
     notice = None
+    moved = {"went": "1"}
     if done:
         notice = gettext(N_("Task completed."))
+        moved["done"] = "1"
     elif given and ASSIGNEE.fullmatch(given):
         notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": given}
+        moved["given"] = given
     return await render_day(
         request,
         ctx,
@@ -309,6 +320,8 @@ async def my_day(
         notice=notice,
         cursor=cursor,
         back=back,
+        went_back=bool(went),
+        moved=moved,
     )
 
 
