@@ -154,10 +154,12 @@ def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
     row.locator("button[type=submit]").click()
     expect(rm.locator("body")).to_have_attribute("data-before-swap", "400")
     assert len(answered) == 1, answered
-    # htmx handled the 400 and left the page as it was: the list, its task, no problem text
+    # htmx handled the 400 and left the page as it was: the list, its task, no problem body;
+    # the refusal said in the failure region, the problem's title as text
     expect(rm.locator("#work-list tbody tr")).to_have_count(listed_rows)
     expect(rm.locator(f"#task-{task}")).to_have_count(1)
-    expect(rm.locator("body")).not_to_contain_text("Bad Request")
+    expect(rm.locator("main")).not_to_contain_text("Bad Request")
+    expect(rm.locator("#console-failure")).to_contain_text("The server said: Bad Request")
     shot(rm, screenshots, "paging-400-without-target")
 
 
