@@ -118,10 +118,12 @@ def describe(report: ConsumerReport) -> list[str]:
         f"in flight {report.in_flight}"
     )
     if report.late:
-        # information, not a difference (#12): repaired, or the ledger's record of arrival
+        # information, not a difference (#12): repaired, the ledger's record of arrival, or a
+        # read record whose order changes nothing
         lines.append(
             f"  late {len(report.late)} (applied after a later version of their stream, then "
-            "re-projected in source order or kept as the ledger's record: not a difference)"
+            "re-projected in source order, kept as the ledger's record, or a read record whose "
+            "order changes nothing: not a difference)"
         )
     for label, ids in (
         (

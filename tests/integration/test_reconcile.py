@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from branchline_cli.main import app as cli
 from branchline_cli.reconcile_commands import reconcile_stack
-from branchline_followup.bootstrap import running_worker
+from branchline_followup.bootstrap import rebuild, running_worker
 from branchline_intake.bootstrap import create_app
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
@@ -367,3 +367,44 @@ async def test_a_late_event_the_worker_re_projected_is_late_not_a_difference(
         assert f"late: {client_late.event_id}" in output
         assert f"out of order: {product_late.event_id}" in output
         assert "1 differences" in output
+
+
+async def test_a_rebuild_puts_a_late_product_event_in_order_for_reconcile(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """#12: a product's version 2 applied after its version 3 is out of order, a difference
+    (nothing re-projects a product). ``branchline rebuild followup`` from the topics applies
+    them in the topic's order, where the re-queued copy of version 2 comes after version 3:
+    still out of order. ``--from-stores`` applies them in the store's log order, and
+    reconcile reads that order (the rebuilt ``applied_seq``): no difference left."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    async with whole_stack(settings, TokenFactory(settings)):
+        await stored_for_the_relay(settings, product_event(1, 0x31))
+        await settled(settings)
+        product_late = product_event(2, 0x32)
+        await lost_by_the_broker(settings, product_late)
+        await stored_for_the_relay(settings, product_event(3, 0x33))
+
+        async def out_of_order() -> Reconciliation | None:
+            result, _ = await reconcile_stack(settings, grace_s=0)
+            followup = {r.consumer: r for r in result.reports}["followup-worker"]
+            return result if followup.out_of_order else None
+
+        before = await eventually(out_of_order, within=40, interval=0.5)
+        followup = {r.consumer: r for r in before.reports}["followup-worker"]
+        assert followup.out_of_order == [product_late.event_id]
+        assert before.differences == 1
+
+        await rebuild(settings, batch_size=500)
+        from_topics, _ = await reconcile_stack(settings, grace_s=0)
+        followup = {r.consumer: r for r in from_topics.reports}["followup-worker"]
+        assert followup.out_of_order == [product_late.event_id]
+
+        rebuilt = await rebuild(settings, batch_size=500, from_stores=True)
+        assert rebuilt.applied >= 3
+
+        after, _ = await reconcile_stack(settings, grace_s=0)
+        followup = {r.consumer: r for r in after.reports}["followup-worker"]
+        assert followup.out_of_order == []
+        assert followup.differences == 0
+        assert after.differences == 0

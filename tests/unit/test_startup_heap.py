@@ -174,6 +174,7 @@ def settings() -> Any:
         audit_db_writer_role="writer",
         followup_worker_gc_young_threshold=1234,
         audit_consumer_gc_young_threshold=4321,
+        audit_consumer_stop_timeout_s=5,
     )
 
 

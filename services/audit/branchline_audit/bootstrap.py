@@ -40,7 +40,12 @@ from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
 from branchline_shared.http.token_keys import token_codec
 from branchline_shared.http.worker_runtime import cut_short_by, serving_health, stop_on_signals
-from branchline_shared.kafka.consuming import Answering, BatchConsumer, DeadLetters
+from branchline_shared.kafka.consuming import (
+    Answering,
+    BatchConsumer,
+    DeadLetters,
+    stop_batch_consumer,
+)
 from branchline_shared.kafka.dead_letter_log import watch_dead_letters
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.starting import ProducerStop, start_or_close
@@ -283,9 +288,8 @@ async def run_consumer(settings: AuditSettings) -> None:
         if task in done:
             task.result()  # a crashed consumer ends the process loudly
         # SIGTERM: unready first (still consuming), then the batch in hand is finished and
-        # its offsets committed (bounded) while readiness still says draining
+        # its offsets committed (bounded: ``audit_consumer_stop_timeout_s``, then cancelled)
+        # while readiness still says draining; a dead-letter send not acknowledged is given
+        # up at once, its poison not committed (the next start dead-letters it again, #12)
         await health.drain(settings.shutdown_drain_s)
-        consumer.request_stop()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await asyncio.shield(task)
+        await stop_batch_consumer(consumer, task, settings.audit_consumer_stop_timeout_s)

@@ -304,6 +304,15 @@ class RawMessage:
     headers: Sequence[tuple[str, bytes]]
 
 
+class DeadLetterAbandoned(asyncio.CancelledError):
+    """A dead-letter send given up by the consumer's stop before the broker acknowledged it
+    (:meth:`DeadLetters.abandon`). A cancellation, so that it passes every ``except
+    Exception`` between the send and :meth:`BatchConsumer.run` (and a transaction around the
+    send rolls back as for any cancel): the poison's offset is not committed, and the next
+    start dead-letters it again (nothing lost; a send the broker did take meanwhile is
+    dead-lettered twice, the replay's ids deciding, ADR-0003; #12)."""
+
+
 class DeadLetters:
     """Publishes a poison message, untouched, to the consumer's dead-letter topic, with why."""
 
@@ -321,6 +330,14 @@ class DeadLetters:
         # that failed or was cut by the stop does not flush (the broker down, it only waited
         # its bound; the consumer did not commit past the poison, so it is sent again, #12).
         self._stop = stop
+        # set by the consumer's stop: a send not acknowledged by then is given up (#12)
+        self._abandoned = asyncio.Event()
+
+    def abandon(self) -> None:
+        """Give up the send in flight and any later one (:class:`DeadLetterAbandoned`): the
+        consumer is stopping, and a send the broker does not acknowledge (down, or held)
+        would otherwise keep retrying until the stop's bound cancels it (#12)."""
+        self._abandoned.set()
 
     async def send(self, message: RawMessage, reason: str) -> None:
         headers = [
@@ -335,15 +352,18 @@ class DeadLetters:
             self._stop.sending()
         while True:
             try:
-                await self._producer.send_and_wait(
-                    self._topic, value=message.value, key=message.key, headers=headers
+                await self._unless_abandoned(
+                    self._producer.send_and_wait(
+                        self._topic, value=message.value, key=message.key, headers=headers
+                    ),
+                    message,
                 )
                 break
             except KafkaError as exc:  # broker away: keep the message, try again
                 log.warning(
                     "dead-letter publish failed; retrying", extra={"error": describe_error(exc)}
                 )
-                await asyncio.sleep(1.0)
+                await self._unless_abandoned(asyncio.sleep(1.0), message)
         if self._stop is not None:
             self._stop.acknowledged()
         DEAD_LETTERED.labels(self._consumer).inc()
@@ -351,6 +371,35 @@ class DeadLetters:
             "event dead-lettered",
             extra={"reason": reason, "topic": message.topic, "offset": message.offset},
         )
+
+    async def _unless_abandoned(self, work: Awaitable[Any], message: RawMessage) -> Any:
+        """``work``'s result, unless :meth:`abandon` comes first: then ``work`` is cancelled
+        and :class:`DeadLetterAbandoned` raised (the send not acknowledged: the producer's
+        close does not flush it, ``ProducerStop``)."""
+        if self._abandoned.is_set():
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise self._given_up(message)
+        doing = asyncio.ensure_future(work)
+        abandoned = asyncio.ensure_future(self._abandoned.wait())
+        try:
+            await asyncio.wait([doing, abandoned], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            abandoned.cancel()
+            if not doing.done():
+                doing.cancel()
+                await asyncio.wait([doing])
+        if doing.cancelled():
+            raise self._given_up(message)
+        return doing.result()
+
+    def _given_up(self, message: RawMessage) -> DeadLetterAbandoned:
+        log.warning(
+            "stopping: dead-letter send given up, not acknowledged; its message is not "
+            "committed and is dead-lettered again at the next start",
+            extra={"consumer": self._consumer, "topic": message.topic, "offset": message.offset},
+        )
+        return DeadLetterAbandoned()
 
 
 FIRST_BACKOFF_S = 0.1  # a retry's first pause; doubled each time up to its ``max_backoff_s``
@@ -582,6 +631,9 @@ class BatchConsumer:
         still waiting for its first assignment is abandoned at once (nothing read yet)."""
         self._stopping = True
         self._stop_requested.set()
+        # a dead-letter send the broker has not acknowledged would hold the stop to its bound
+        if isinstance(self._dead_letters, DeadLetters):  # (tests' fakes: none to give up)
+            self._dead_letters.abandon()
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -628,6 +680,10 @@ class BatchConsumer:
                 if now - checked > self._log_end_check_s:
                     checked = now
                     await self._rewind_if_log_was_lost(consumer, fetch_wait)
+        except DeadLetterAbandoned:
+            # the stop gave up a dead letter: the fetch is not committed (redelivered, #12)
+            if not self._stopping:
+                raise
         finally:
             # cut short by the stop bound's cancellation, still closes what it opened (#12)
             await stopped(consumer)

@@ -42,6 +42,16 @@ class StoreEvent:
     client_id: str
     topic: str
     in_flight: bool
+    type: str = ""
+    """The event's type, where the store's read named it (:data:`ORDER_FREE_TYPES`)."""
+
+
+ORDER_FREE_TYPES = frozenset({"client.data_read"})
+"""Events whose order changes no consumer's state (#12): a ``client.data_read`` is a record
+about the client on a reads stream of its own (``reads-<client>`` in intake's store), which
+the followup worker only marks applied (never journalled, never projected) and the audit
+ledger records by arrival. One applied after a later read of its stream is *late*, never
+*out of order* (nothing could put it in order, and nothing needs it)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +174,8 @@ def _applied_late(
     repaired (out of order), and those that need nobody (late). One is repaired when it and
     every later version applied before it are :attr:`~AppliedEvent.source_ordered`: the
     consumer saw the later ones when it applied it (an event applied before the followup
-    journal existed was not there to see, and nothing re-projected)."""
+    journal existed was not there to see, and nothing re-projected). An event of
+    :data:`ORDER_FREE_TYPES` counts as put in order: its order matters to nobody."""
     streams: dict[str, list[tuple[int, int, uuid.UUID]]] = {}
     for event_id, entry in applied.items():
         event = known.get(event_id)
@@ -177,7 +188,7 @@ def _applied_late(
         highest = 0
         highest_unordered = 0  # the highest version applied so far not put in order
         for _, version, event_id in sorted(entries):
-            ordered = applied[event_id].source_ordered
+            ordered = applied[event_id].source_ordered or known[event_id].type in ORDER_FREE_TYPES
             if version < highest:
                 if late_is_record or (ordered and version > highest_unordered):
                     late.append(event_id)

@@ -29,7 +29,7 @@ async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> 
             FROM es_outbox GROUP BY event_id
         )
         SELECT e.tx_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id,
-               e.stream_version, e.client_id, o.topic,
+               e.stream_version, e.client_id, e.type, o.topic,
                (o.unpublished OR o.published_at > now() - make_interval(secs => $1)
                 OR e.tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS in_flight
         FROM es_events e JOIN outbox o USING (event_id)
@@ -51,6 +51,7 @@ def store_event(source: str, row: Any, topic: str) -> StoreEvent:
         client_id=row["client_id"],
         topic=topic,
         in_flight=bool(row["in_flight"]),
+        type=row.get("type", ""),
     )
 
 

@@ -22,6 +22,15 @@ class AuditSettings(CalendarSettings, RetentionSettings):
         description="Events the audit consumer fetches and writes to the ledger in one "
         "transaction at most (#12).",
     )
+    audit_consumer_stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="How long the audit consumer may take to stop (finish the batch in hand, "
+        "commit it, leave its group) before it is cancelled; what it had not committed is "
+        "redelivered and recognised (effectively once, ADR-0003). The audit consumer's "
+        "counterpart of followup_worker_stop_timeout_s (#12).",
+    )
     audit_consumer_gc_young_threshold: int = Field(
         default=20_000,
         ge=700,

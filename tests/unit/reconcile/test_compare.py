@@ -130,6 +130,23 @@ def test_a_consumer_whose_order_is_its_record_reports_late_events_as_information
     assert report.differences == 0
 
 
+def test_a_late_read_record_is_late_not_a_difference() -> None:
+    # #12: intake's client.data_read events are on a reads stream of their own, published to
+    # the events topic; the followup worker only marks them applied (never journalled), so a
+    # re-queued read applied after a later one was out of order for ever; their order
+    # changes nothing.
+    read = {"stream": "reads-C-1", "type": "client.data_read"}
+    events = [
+        stored(1, version=1, **read),
+        stored(2, version=2, **read),
+        stored(3, version=3, **read),
+    ]
+    report = compare("c", {"intake": events}, [applied(1, 1), applied(3, 2), applied(2, 3)])
+    assert report.out_of_order == []
+    assert report.late == [uuid.UUID(int=2)]
+    assert report.differences == 0
+
+
 def test_several_stores_are_compared_separately() -> None:
     followup = stored(
         7, source="followup", log_position=LogPosition(1, 1), stream="followup-task-x", version=1
