@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from branchline_shared.events.catalogue.event_types import EventType
 from branchline_shared.eventstore.ports import LogPosition
 
 
@@ -46,7 +47,7 @@ class StoreEvent:
     """The event's type, where the store's read named it (:data:`ORDER_FREE_TYPES`)."""
 
 
-ORDER_FREE_TYPES = frozenset({"client.data_read"})
+ORDER_FREE_TYPES = frozenset({EventType.CLIENT_DATA_READ.value})
 """Events whose order changes no consumer's state (#12): a ``client.data_read`` is a record
 about the client on a reads stream of its own (``reads-<client>`` in intake's store), which
 the followup worker only marks applied (never journalled, never projected) and the audit
