@@ -32,6 +32,25 @@ def cursor_of(page: Page) -> str:
     return parse_qs(urlsplit(page.url).query)["cursor"][0]
 
 
+def an_rm_with_a_listed_task(
+    dev_stack: DevStack, browser: Browser, client_id: str, rm_id: str
+) -> tuple[Page, int, str]:
+    """RM ``rm_id`` signed in (en-GB) once their work list shows the task of ``client_id``'s
+    closed visit: the page, how many rows it lists, its first row's task id."""
+    client_with_closed_visit(dev_stack, client_id, rm_id)
+    rm = browser.new_context(locale="en-GB").new_page()
+    login(rm, dev_stack.url("followup"), "rm", rm_id)
+
+    def listed() -> bool:
+        rm.reload()
+        return rm.locator("#work-list tbody tr").count() >= 1
+
+    wait_until(listed, within=120)
+    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
+    assert task is not None
+    return rm, rm.locator("#work-list tbody tr").count(), task
+
+
 def test_an_rm_completes_a_task_on_page_two_and_stays_there(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
@@ -117,19 +136,9 @@ def test_an_rm_completes_a_task_on_page_two_and_stays_there(
 def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
-    followup = dev_stack.url("followup")
-    client_with_closed_visit(dev_stack, "C-PAGES-NOTARGET", "rm-pages-2")
-    rm = browser.new_context(locale="en-GB").new_page()
-    login(rm, followup, "rm", "rm-pages-2")
-
-    def listed() -> bool:
-        rm.reload()
-        return rm.locator("#work-list tbody tr").count() >= 1
-
-    wait_until(listed, within=120)
-    listed_rows = rm.locator("#work-list tbody tr").count()
-    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
-    assert task is not None
+    rm, listed_rows, task = an_rm_with_a_listed_task(
+        dev_stack, browser, "C-PAGES-NOTARGET", "rm-pages-2"
+    )
 
     # the completion is answered (by a test double) 400 problem+json without HX-Retarget:
     # any 4xx of a console page other than its own error fragment
@@ -166,19 +175,9 @@ def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
 def test_a_failed_request_is_said_and_a_foreign_4xx_with_a_target_is_not_swapped(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
-    followup = dev_stack.url("followup")
-    client_with_closed_visit(dev_stack, "C-PAGES-FAILS", "rm-pages-3")
-    rm = browser.new_context(locale="en-GB").new_page()
-    login(rm, followup, "rm", "rm-pages-3")
-
-    def listed() -> bool:
-        rm.reload()
-        return rm.locator("#work-list tbody tr").count() >= 1
-
-    wait_until(listed, within=120)
-    listed_rows = rm.locator("#work-list tbody tr").count()
-    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
-    assert task is not None
+    rm, listed_rows, task = an_rm_with_a_listed_task(
+        dev_stack, browser, "C-PAGES-FAILS", "rm-pages-3"
+    )
     failure = rm.locator("#console-failure")
     expect(failure).to_be_empty()
     expect(failure).to_have_attribute("aria-live", "assertive")
@@ -238,19 +237,9 @@ def test_a_failed_request_is_said_and_a_foreign_4xx_with_a_target_is_not_swapped
 def test_a_refused_request_is_said_by_its_kind_and_nothing_is_swapped(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
-    followup = dev_stack.url("followup")
-    client_with_closed_visit(dev_stack, "C-PAGES-REFUSED", "rm-pages-4")
-    rm = browser.new_context(locale="en-GB").new_page()
-    login(rm, followup, "rm", "rm-pages-4")
-
-    def listed() -> bool:
-        rm.reload()
-        return rm.locator("#work-list tbody tr").count() >= 1
-
-    wait_until(listed, within=120)
-    listed_rows = rm.locator("#work-list tbody tr").count()
-    task = rm.locator("#work-list tbody tr").first.get_attribute("data-task-id")
-    assert task is not None
+    rm, listed_rows, task = an_rm_with_a_listed_task(
+        dev_stack, browser, "C-PAGES-REFUSED", "rm-pages-4"
+    )
     failure = rm.locator("#console-failure")
     expect(failure).to_be_empty()
     row = rm.locator(f"#task-{task}")
