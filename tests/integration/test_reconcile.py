@@ -79,6 +79,26 @@ async def settled(settings: BranchlineSettings) -> Reconciliation:
     return await eventually(probe, within=40, interval=0.5)
 
 
+async def nothing_unsettled(settings: BranchlineSettings) -> Reconciliation:
+    """Reconcile once nothing is missing, extra, dead-lettered or in flight (bounded; out of
+    order and late may remain); a timeout fails naming the last reports."""
+    last: list[Reconciliation] = []
+
+    async def probe() -> Reconciliation | None:
+        result, _ = await reconcile_stack(settings, grace_s=0)
+        unsettled = sum(
+            len(r.missing) + len(r.extra) + len(r.dead_lettered) + r.in_flight
+            for r in result.reports
+        )
+        last.append(result)
+        return result if unsettled == 0 else None
+
+    try:
+        return await eventually(probe, within=40, interval=0.5)
+    except AssertionError:
+        raise AssertionError(last[-1].reports if last else None) from None
+
+
 async def lost_by_the_broker(settings: BranchlineSettings, event: RecordedEvent) -> None:
     """An event accepted and marked published whose message the broker then lost."""
     pool = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
@@ -249,22 +269,9 @@ async def test_a_position_jump_is_repaired_at_once_without_waiting_for_the_self_
         await lost_by_the_broker(settings, lost)
         await stored_for_the_relay(settings, recorded("C-J", version=3))
 
-        async def repaired() -> Reconciliation | None:
-            result, _ = await reconcile_stack(settings, grace_s=0)
-            # v2 is applied after v3: reported out of order (the worker re-projected the
-            # client in source order); nothing is missing, extra, dead-lettered or in flight
-            unsettled = sum(
-                len(r.missing) + len(r.extra) + len(r.dead_lettered) + r.in_flight
-                for r in result.reports
-            )
-            last.append(result)
-            return result if unsettled == 0 else None
-
-        last: list[Reconciliation] = []
-        try:
-            await eventually(repaired, within=40, interval=0.5)
-        except AssertionError:
-            raise AssertionError(last[-1].reports if last else None) from None
+        # v2 is applied after v3 (the worker re-projected the client in source order);
+        # nothing is missing, extra, dead-lettered or in flight once repaired
+        await nothing_unsettled(settings)
         # the consumers re-queued it themselves (each its own repair): a second outbox row
         conn = await asyncpg.connect(settings.intake_database_url)
         try:
@@ -340,20 +347,7 @@ async def test_a_late_event_the_worker_re_projected_is_late_not_a_difference(
         await stored_for_the_relay(settings, client_v3)
         await stored_for_the_relay(settings, product_event(3, 0x13))
 
-        async def settled_late() -> Reconciliation | None:
-            result, _ = await reconcile_stack(settings, grace_s=0)
-            unsettled = sum(
-                len(r.missing) + len(r.extra) + len(r.dead_lettered) + r.in_flight
-                for r in result.reports
-            )
-            last.append(result)
-            return result if unsettled == 0 else None
-
-        last: list[Reconciliation] = []
-        try:
-            result = await eventually(settled_late, within=40, interval=0.5)
-        except AssertionError:
-            raise AssertionError(last[-1].reports if last else None) from None
+        result = await nothing_unsettled(settings)
         reports = {r.consumer: r for r in result.reports}
         followup, audit = reports["followup-worker"], reports["audit-consumer"]
         assert followup.late == [client_late.event_id]
