@@ -58,6 +58,28 @@ async def done(db: asyncpg.Connection[Any], ids: list[str]) -> None:
     await db.execute("UPDATE fu_read.fu_tasks SET status = 'done' WHERE id = ANY($1::uuid[])", ids)
 
 
+async def page_two_of_only(
+    settings: BranchlineSettings,
+    stack: ApiClients,
+    db: asyncpg.Connection[Any],
+    clients: list[str],
+) -> tuple[httpx.AsyncClient, dict[str, str], httpx.Response, str, str]:
+    """RM rm-7's console whose page 2 holds only ``clients``' revisits (page 1 is 100 tasks due
+    long before them; the other tasks their events made are done elsewhere): the RM's client,
+    the revisits by client, page 1, page 2's address and its cursor."""
+    await add_tasks(db, 100, assignee="rm-7")
+    tasks = await open_revisits(settings, stack, clients)
+    rm = stack.console_as(Role.RM, "rm-7")
+    page1 = await get(rm, "/console/")
+    to2 = link(NEXT, page1)
+    assert to2 is not None
+    on_page2 = shown(await get(rm, to2))
+    assert set(tasks.values()) <= set(on_page2)
+    await done(db, [t for t in on_page2 if t not in tasks.values()])
+    assert set(shown(await get(rm, to2))) == set(tasks.values())
+    return rm, tasks, page1, to2, query_of(to2)["cursor"][0]
+
+
 async def test_page_three_links_back_to_page_two_and_an_emptied_page_shows_the_one_before(
     stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
@@ -108,18 +130,7 @@ async def test_page_three_links_back_to_page_two_and_an_emptied_page_shows_the_o
 async def test_completing_the_last_task_of_page_two_lands_on_page_one(
     settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
-    await add_tasks(db, 100, assignee="rm-7")  # page 1: due long before the real tasks
-    tasks = await open_revisits(settings, stack, ["C-B1", "C-B2"])
-    rm = stack.console_as(Role.RM, "rm-7")
-    page1 = await get(rm, "/console/")
-    to2 = link(NEXT, page1)
-    assert to2 is not None
-    cursor = query_of(to2)["cursor"][0]
-    on_page2 = shown(await get(rm, to2))
-    assert set(tasks.values()) <= set(on_page2)
-    # the other tasks the events made (a registration's own) done elsewhere: only the two left
-    await done(db, [t for t in on_page2 if t not in tasks.values()])
-    assert set(shown(await get(rm, to2))) == set(tasks.values())
+    rm, tasks, page1, _, cursor = await page_two_of_only(settings, stack, db, ["C-B1", "C-B2"])
 
     # a plain post: page 2 again, one task left
     plain = await rm.post(
@@ -145,16 +156,7 @@ async def test_completing_the_last_task_of_page_two_lands_on_page_one(
 async def test_a_plain_post_that_empties_its_page_lands_on_the_shown_pages_address(
     settings: BranchlineSettings, stack: ApiClients, db: asyncpg.Connection[Any]
 ) -> None:
-    await add_tasks(db, 100, assignee="rm-7")  # page 1: due long before the real tasks
-    tasks = await open_revisits(settings, stack, ["C-BP"])
-    rm = stack.console_as(Role.RM, "rm-7")
-    page1 = await get(rm, "/console/")
-    to2 = link(NEXT, page1)
-    assert to2 is not None
-    cursor = query_of(to2)["cursor"][0]
-    on_page2 = shown(await get(rm, to2))
-    await done(db, [t for t in on_page2 if t != tasks["C-BP"]])
-    assert shown(await get(rm, to2)) == [tasks["C-BP"]]
+    rm, tasks, page1, to2, cursor = await page_two_of_only(settings, stack, db, ["C-BP"])
 
     # the last task of page 2 completed by a plain post (no script): the browser ends on
     # page 1's address, showing page 1, the task's notice and why it is not page 2
