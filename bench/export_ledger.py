@@ -46,6 +46,17 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):9.1f} ms [{min(values):.1f}-{max(values):.1f}]"
 
 
+async def append_random_entries(audit: AuditContext, entries: int) -> None:
+    """``entries`` random events (seed 15: the same ledger every time) appended to ``audit``'s
+    ledger, APPEND at a time, dated from :data:`T0`."""
+    rng = random.Random(15)
+    for first in range(0, entries, APPEND):
+        events = random_events(
+            min(APPEND, entries - first), rng, first, clients=2000, branches=40, actors=400
+        )
+        await audit.ledger.append(events, now=T0)
+
+
 @contextlib.asynccontextmanager
 async def filled_audit(base: Path, entries: int) -> AsyncIterator[AuditContext]:
     async with embedded_postgres(base) as (_server, settings):
@@ -56,14 +67,8 @@ async def filled_audit(base: Path, entries: int) -> AsyncIterator[AuditContext]:
         pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
         try:
             audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))
-            rng = random.Random(15)
             started = time.perf_counter()
-            for first in range(0, entries, APPEND):
-                events = random_events(
-                    min(APPEND, entries - first), rng, first, clients=2000, branches=40,
-                    actors=400,
-                )  # fmt: skip
-                await audit.ledger.append(events, now=T0)
+            await append_random_entries(audit, entries)
             print(
                 f"{entries:,} entries appended in {time.perf_counter() - started:.0f} s; "
                 f"load {os.getloadavg()[0]:.2f}",

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import statistics
 import sys
 import time
@@ -44,9 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.integration.audit.audit_support import random_events  # noqa: E402
 
-from bench.export_ledger import APPEND, T0  # noqa: E402
+from bench.export_ledger import T0, append_random_entries  # noqa: E402
 from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.application import checkpointing  # noqa: E402
@@ -72,13 +70,7 @@ async def ledger(base: Path, entries: int) -> AsyncIterator[tuple[AuditContext, 
         admin = await asyncpg.connect(settings.audit_database_url)
         try:
             audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))
-            rng = random.Random(15)
-            for first in range(0, entries, APPEND):
-                events = random_events(
-                    min(APPEND, entries - first), rng, first, clients=2000, branches=40,
-                    actors=400,
-                )  # fmt: skip
-                await audit.ledger.append(events, now=T0)
+            await append_random_entries(audit, entries)
             await admin.execute("VACUUM ANALYZE audit_ledger")
             yield audit, pool, admin
         finally:

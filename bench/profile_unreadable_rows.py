@@ -81,6 +81,18 @@ def json_logs(sink: Any) -> None:
     logging.getLogger().setLevel(logging.INFO)
 
 
+async def rm_page(pool: Any, after: Any) -> Any:
+    """The RM's page after ``after`` (None: the first) as the console asks for it."""
+    return await queries.list_tasks(
+        pool,
+        where=queries.TaskFilter(assignee=RM),
+        after=after,
+        limit=51,
+        now=NOW,
+        due_soon_window=timedelta(days=2),
+    )
+
+
 async def walk(pool: Any) -> tuple[float, float, float, int, int]:
     """(wall s, fetch s, decode_rows s, rows read, statements) of the walk to a task."""
     timed = TimedPool(pool)
@@ -99,14 +111,7 @@ async def walk(pool: Any) -> tuple[float, float, float, int, int]:
         start = time.perf_counter()
         after = None
         while True:
-            found = await queries.list_tasks(
-                timed,  # type: ignore[arg-type]
-                where=queries.TaskFilter(assignee=RM),
-                after=after,
-                limit=51,
-                now=NOW,
-                due_soon_window=timedelta(days=2),
-            )
+            found = await rm_page(timed, after)
             if found.rows or found.resume_after is None:
                 break
             after = found.resume_after
@@ -175,14 +180,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         await walk(pool)  # warm: plans, buffers
         # one capped page's records, as list_tasks reads them (its first statement)
         sample = TimedPool(pool)
-        await queries.list_tasks(
-            sample,  # type: ignore[arg-type]
-            where=queries.TaskFilter(assignee=RM),
-            after=None,
-            limit=51,
-            now=NOW,
-            due_soon_window=timedelta(days=2),
-        )
+        await rm_page(sample, None)
         records = list(await pool.fetch(*sample.first))
         for run in range(args.runs):
             wall, fetch, decoding, rows, calls = await walk(pool)
