@@ -29,7 +29,7 @@ async def test_the_checkpointer_outlives_a_connection_whose_session_was_ended(
 ) -> None:
     """PostgreSQL ends the session of the checkpointer's pooled connection while it sits idle
     between rounds (a restart, an idle session timeout); a proxy passes the FATAL error on at
-    once and the close 5 s later, so the next round's query is sent in between. asyncpg
+    once and the close 20 s later, so the next round's query is sent in between. asyncpg
     failed it with an ``InternalClientError``, which the checkpointer did not count as a lost
     connection: the task ended for good and no checkpoint was signed again until the process
     restarted. Now the round fails as lost (logged) and a later one signs. The test appends
