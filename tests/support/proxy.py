@@ -266,12 +266,18 @@ class CuttableProxy:
 
 @contextlib.asynccontextmanager
 async def cuttable(
-    target_host: str, target_port: int, *, close_late: float = 0
+    target_host: str, target_port: int, *, close_late: float = 0, hold_closes: bool = False
 ) -> AsyncIterator[CuttableProxy]:
+    """``hold_closes``: every close the server makes is held for the proxy's life (as in
+    :meth:`CuttableProxy.holding_closes`), for a test whose client never needs one."""
     proxy = CuttableProxy(target_host, target_port, close_late=close_late)
     await proxy.start()
     try:
-        yield proxy
+        if hold_closes:
+            with proxy.holding_closes():
+                yield proxy
+        else:
+            yield proxy
     finally:
         await proxy.cut()
 
