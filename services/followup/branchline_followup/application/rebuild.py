@@ -9,7 +9,9 @@
    without the swap lock, it catches up to the topics' current ends, round after round, until
    what is left is less than a batch: the swap then holds the lock for a short tail only (#12:
    under load the whole tail accumulated during the rebuild was applied under the lock, every
-   live writer waiting meanwhile).
+   live writer waiting meanwhile). Throughout, each stream's versions are applied in order
+   (:class:`TopicOrder`, #12): an event re-queued after later versions of its stream is
+   applied before them, not late again.
 3. The swap, one transaction: take the swap lock exclusively, waiting a bounded time and
    retrying (live writers finish their current transaction and wait; a wait that would not
    end is reported, not endured), catch up to the topics' *current* end offsets and with the
