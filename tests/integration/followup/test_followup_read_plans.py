@@ -1064,6 +1064,11 @@ RARE_KIND_PAGES = {
     "a team's, done": queries.TaskFilter(
         assignee_in=frozenset({"rm-7", "rm-8"}), kind="revisit", status="done"
     ),
+    "an RM's, overdue": queries.TaskFilter(assignee="rm-7", kind="revisit", status="overdue"),
+    "an RM's, due soon": queries.TaskFilter(assignee="rm-7", kind="revisit", status="due_soon"),
+    "a team's, on track": queries.TaskFilter(
+        assignee_in=frozenset({"rm-7", "rm-8"}), kind="revisit", status="on_track"
+    ),
 }
 
 
@@ -1126,3 +1131,87 @@ async def test_the_task_pages_of_every_kind_use_two_statements_a_kind(filled: Pg
         assert reads, plan
         for _, details in reads:
             assert any(d.startswith("Index Cond") and "due_at" in d for d in details), plan
+
+
+OWNER_PAGES = {
+    "an RM's": lambda kind, status: queries.TaskFilter(assignee="rm-7", kind=kind, status=status),
+    "a team's": lambda kind, status: queries.TaskFilter(
+        assignee_in=frozenset({"rm-7", "rm-8"}), kind=kind, status=status
+    ),
+}
+OWNER_STATUSES = (None, "open", "done", "overdue", "due_soon", "on_track")
+
+
+async def test_an_owners_kind_pages_under_every_sla_filter_use_two_statements_a_kind(
+    filled: PgPool,
+) -> None:
+    """#12 (Round 33's left item): an owner's (an RM's, a team's) kind page under any status or
+    SLA filter (overdue, due soon, on track), first and next, is the kind's one statement of
+    that owner: the SLA filter is the walk's range (its start the first keyset, its end a
+    bound parameter), not a text of its own. The kind's and a client's pages under an SLA
+    filter bind the kind: a few statements for every kind. Before, each SLA filter was its
+    own text on each kind's owner pages: 8 statements a kind, 160 for 20 kinds."""
+    kinds = [kind.value for kind in TaskKind]
+    seen: list[tuple[str, tuple[object, ...]]] = []
+    recording = cast(PgPool, _Arguments(filled, seen))
+    for kind in kinds:
+        for status in OWNER_STATUSES:
+            for page in OWNER_PAGES.values():
+                for after in (False, True):
+                    await tasks(page(kind, status), after=after)(recording)
+        for sla in ("overdue", "due_soon", "on_track"):
+            for where in (
+                queries.TaskFilter(kind=kind, status=sla),
+                queries.TaskFilter(client_id="C-7", kind=kind, status=sla),
+            ):
+                for after in (False, True):
+                    await tasks(where, after=after)(recording)
+    statements = {statement for statement, _ in seen}
+    for kind in kinds:
+        assert len({s for s in statements if f"'{kind}'" in s}) == 2, kind
+    bound = {s for s in statements if not any(f"'{kind}'" in s for kind in kinds)}
+    assert len(bound) <= 12, len(bound)  # 3 SLA filters x (the kind's, a client's) x first, next
+
+
+async def test_an_owners_kind_pages_under_each_sla_filter_are_its_tasks_in_due_order(
+    filled: PgPool,
+) -> None:
+    """#12: an RM's and a team's kind pages under each SLA filter, page after page, are the
+    open tasks of the kind the SLA conditions select, in (due_at, id) order; a cursor from
+    before the filter's start (a page kept open across an hour) starts at the filter's start."""
+    await filled.execute(TIED_TASKS, NOW)
+    await filled.execute(
+        "UPDATE fu_tasks SET kind = 'revisit', rule = 'D-08' "
+        "WHERE assignee LIKE 'rm-t%' AND get_byte(uuid_send(id), 0) < 64"
+    )
+    for owner, scope in (("rm-t1", ["rm-t1"]), ("team", ["rm-t1", "rm-t2"])):
+        for status, sla in SLA.items():
+            want = [
+                r["id"]
+                for r in await filled.fetch(
+                    "SELECT id FROM fu_tasks WHERE assignee = ANY($1::text[]) "
+                    f"AND kind = 'satisfaction_survey' AND status = 'open' AND {sla} "
+                    "ORDER BY due_at, id",
+                    scope,
+                    NOW,
+                )
+            ]
+            where = (
+                queries.TaskFilter(assignee="rm-t1", kind="satisfaction_survey", status=status)
+                if owner == "rm-t1"
+                else queries.TaskFilter(
+                    assignee_in=frozenset(scope), kind="satisfaction_survey", status=status
+                )
+            )
+            got = await _walked_pages(filled, where, due_soon=timedelta(hours=10))
+            assert got == want, (owner, status)
+            assert got, (owner, status)
+            early = await queries.list_tasks(
+                filled,
+                where=where,
+                after=(NOW - timedelta(days=60), uuid.UUID(int=0)),
+                limit=7,
+                now=NOW,
+                due_soon_window=timedelta(hours=10),
+            )
+            assert [row["id"] for row in early.rows] == want[:7], (owner, status)
