@@ -202,7 +202,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 "decode_rows": 1e6 * decoding / rows,
                 "rest": 1e6 * (wall - fetch - decoding) / rows,
                 "walk, JSON lines": 1e6 * json_wall / json_rows,
-                "decode_rows, JSON lines": 1e6 * json_decoding / json_rows,
+                "walk's decode_rows, JSON lines": 1e6 * json_decoding / json_rows,
             }
             line |= steps_of(records, sink)
             for name, value in line.items():

@@ -22,7 +22,6 @@ row, ``bench/profile_unreadable_rows.py``.)
 from __future__ import annotations
 
 import logging
-from collections import Counter as Tally
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -83,11 +82,11 @@ class Skips:
         self.key = key
         self.count = 0
         self.ids: list[str] = []
-        self.problems: Tally[str] = Tally()
+        self.problems: dict[str, int] = {}
 
     def add(self, values: Any, problem: str) -> None:
         self.count += 1
-        self.problems[problem] += 1
+        self.problems[problem] = self.problems.get(problem, 0) + 1
         if self.key is not None and len(self.ids) < IDS_LOGGED and isinstance(values, Mapping):
             self.ids.append(str(values.get(self.key)))
 
@@ -101,7 +100,7 @@ class Skips:
             extra={
                 "query": query,
                 "skipped": self.count,
-                "problems": dict(self.problems),
+                "problems": self.problems,
                 "ids": self.ids,
             },
         )
