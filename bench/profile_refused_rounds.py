@@ -14,11 +14,14 @@ checkpointer round; it raises the refusal) is timed:
 ``first``: the process's first refused round (no leaf proven yet: every leaf the halving
 meets is proven against its checkpoint's signed root);
 ``later``: the next ``--rounds`` rounds of the same process, median [min-max] (the holding
-leaves are kept as proven; the failing ones are not, so they are proven again every round).
+leaves are kept as proven; the failing ones are not, so they are proven again every round;
+since Round 34 a later round checks the pair of checkpoints the first located the rewrite
+between instead of halving them again).
 
 With each, the statements the round ran (asyncpg's query logger on the one-connection pool),
 the leaves kept as proven, and ``checkpoints.all()`` (the halving's read of every checkpoint)
-timed alone, median of 5. Alternates nothing: one code, counts compared.
+timed alone, median of 5. Alternates nothing: one code, counts compared (Round 34 ran this file
+on both codes, ABBA).
 
     python -m bench.profile_refused_rounds [--entries 20000] [--rounds 20]
 """
@@ -146,6 +149,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             sizes = finest[len(finest) - 1 :: -step][:count][::-1]
             await keep(admin, sizes)
             audit.signed_leaves.clear()  # a process that proved none yet
+            # nor located a rewrite (Round 34's kept pair; absent from older code)
+            getattr(audit, "refusal_pairs", {}).clear()
             first = await one_round(audit, logged)
             later = [await one_round(audit, logged) for _ in range(args.rounds)]
             proven = len(audit.signed_leaves)

@@ -92,7 +92,7 @@ async def _child(
         started, cpu = time.perf_counter(), time.process_time()
         try:
             await rebuild._apply_source(
-                target, MemorySource(messages), Projection(policy), counts, None, 500
+                target, MemorySource(messages).messages(), Projection(policy), counts, None, 500
             )
         finally:
             counts.heap.release()

@@ -15,7 +15,12 @@ orders of the parts) are compared at the same rate, alternated, one stack per ru
 Each repetition writes one JSON line to ``--out``: the code's commit, the load average, the
 followup / audit commit lags (p50, p99), the CPU per event of the steady load of the worker,
 the broker and intake, and how bursty the load reached the worker: events per relay round
-(distinct ``published_at``) and per worker transaction (distinct ``xmin``) during it.
+(distinct ``published_at``) and per worker transaction (distinct ``xmin``) during it. Since
+Round 34 also the budget of the load (#12): PostgreSQL's CPU per event (all of it, and its
+pools' backends per database), how busy the machine's cores were (``machine_busy``, every
+process counted: other sessions' too), the load's events per second of the worker's
+transactions (``tx_ev_per_s``: what it applies while in one) and the lag's p99 in each two
+seconds of the load (``timeline``: growing bin after bin, a worker slower than the load).
 
 To run another tree's code, copy this file into its ``bench/`` and run it there.
 
@@ -45,8 +50,9 @@ if str(ROOT) not in sys.path:
 import asyncpg  # noqa: E402
 
 from bench import branchline_measures, latency  # noqa: E402
+from bench.profile_followup import server_cpu_seconds  # noqa: E402
 from bench.run import PROFILES  # noqa: E402
-from bench.stack import BenchStack, running_stack  # noqa: E402
+from bench.stack import BenchStack, process_cpu_seconds, running_stack  # noqa: E402
 
 # intake-relay: only with --relay-process (its own process; 0 otherwise)
 COMPONENTS = ("followup-worker", "broker", "intake-api", "audit-consumer", "intake-relay")
@@ -60,6 +66,44 @@ async def _fetchval(dsn: str, sql: str, *args: object) -> Any:
         await conn.close()
 
 
+def machine_ticks() -> tuple[int, int]:
+    """All cores' (busy, total) clock ticks so far, from /proc/stat's first line (Linux):
+    busy is every column but idle and iowait."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def postgres_cpu_seconds(stack: BenchStack) -> float:
+    """The embedded server's CPU so far (its postmaster, backends, reaped ones): 0 unknown."""
+    if stack.postgres_log is None:
+        return 0.0
+    try:
+        return server_cpu_seconds(stack.postgres_log.parent / "pgdata")
+    except (OSError, ValueError):
+        return 0.0
+
+
+async def backends_cpu(stack: BenchStack) -> dict[int, tuple[str, float]]:
+    """Each live PostgreSQL backend's database and CPU so far (pg_stat_activity's pids)."""
+    rows = await _fetch(
+        stack.admin_url, "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL"
+    )
+    return {r[0]: (r[1], process_cpu_seconds(r[0])) for r in rows}
+
+
+def cpu_by_database(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """The backends' CPU between two looks, summed per database (backends alive at both: the
+    pools' connections; one opened or closed between them is left out), ``branchline_`` cut."""
+    spent: dict[str, float] = {}
+    for pid, (db, cpu) in after.items():
+        if pid in before:
+            name = db.removeprefix("branchline_")
+            spent[name] = spent.get(name, 0.0) + cpu - before[pid][1]
+    return spent
+
+
 async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, Any]:
     s = stack.settings
     await latency.drain(s.followup_database_url, s.audit_database_url)
@@ -67,6 +111,8 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         [s.intake_database_url, s.followup_database_url, s.audit_database_url]
     )
     cpu0 = {c: stack.cpu_seconds(c) for c in COMPONENTS}
+    pg0, (busy0, all0) = postgres_cpu_seconds(stack), machine_ticks()
+    backends0 = await backends_cpu(stack)
     started = await _fetchval(s.intake_database_url, "SELECT now()")
     result = await latency.end_to_end(
         s.intake_port,
@@ -77,6 +123,9 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         audit_dsn=s.audit_database_url,
     )
     cpu = {c: stack.cpu_seconds(c) - cpu0[c] for c in COMPONENTS}
+    cpu["postgres"] = postgres_cpu_seconds(stack) - pg0
+    busy1, all1 = machine_ticks()
+    by_db = cpu_by_database(backends0, await backends_cpu(stack))
     # The load's events only: the rows written since it started (nothing else posts meanwhile).
     relay_rounds = await _fetchval(
         s.intake_database_url,
@@ -101,6 +150,10 @@ async def steady(stack: BenchStack, rate: float, seconds: float) -> dict[str, An
         "audit_p99_ms": round(result.audit_commit_p99_ms),
         "fu_missing": result.followup_missing,
         "cpu_us": {c: round(1e6 * v / n) for c, v in cpu.items()},
+        # the machine's cores busy during the load (and its drain), every process counted
+        # the PostgreSQL share above per database (its pools' backends)
+        "postgres_cpu_us": {db: round(1e6 * v / n) for db, v in sorted(by_db.items())},
+        "machine_busy": round((busy1 - busy0) / max(1, all1 - all0), 3),
         "ev_per_relay_round": round(n / max(1, relay_rounds or 0), 1),
         "ev_per_worker_tx": round(n / max(1, worker_txs or 0), 1),
         "segments": segments,
@@ -158,6 +211,7 @@ async def segments_of_the_load(intake_dsn: str, followup_dsn: str, started: Any)
         seg["in_tx"].append(commit.timestamp() - start.timestamp())
         seg["total"].append(commit.timestamp() - at)
     ordered = sorted(txs.values())
+    course = timeline(stored, applied_rows)
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(ordered)]
     sizes = sorted(n for _, _, n in ordered)
     return {
@@ -170,12 +224,38 @@ async def segments_of_the_load(intake_dsn: str, followup_dsn: str, started: Any)
             _p([c - s for s, c, _ in ordered], 0.99),
         ),
         "gap_ms_p50_p99": (_p(gaps, 0.5), _p(gaps, 0.99)),
+        "timeline": course,
+        # the load's events (not the task creations each tx records as applied too) per second
+        # of the worker's transactions: what it can apply while in one
+        "tx_ev_per_s": round(len(seg["total"]) / max(1e-9, sum(c - s for s, c, _ in ordered))),
         "busy_share": round(
             sum(c - s for s, c, _ in ordered) / max(1e-9, ordered[-1][1] - ordered[0][0]), 3
         )
         if ordered
         else 0.0,
     }
+
+
+TIMELINE_S = 2.0
+
+
+def timeline(stored: dict[Any, tuple[Any, Any]], applied_rows: list[Any]) -> list[float]:
+    """The total lag's p99 (ms) of the events stored in each :data:`TIMELINE_S` of the load,
+    in order: a lag that grows bin after bin is a consumer slower than the load; one that
+    jumps and recovers, a stall (#12, Round 34)."""
+    committed = {r[0]: r[2].timestamp() for r in applied_rows if r[2] is not None}
+    lags = [
+        (at.timestamp(), committed[e] - at.timestamp())
+        for e, (at, _) in stored.items()
+        if e in committed
+    ]
+    if not lags:
+        return []
+    first = min(t for t, _ in lags)
+    bins: dict[int, list[float]] = {}
+    for t, lag in lags:
+        bins.setdefault(int((t - first) / TIMELINE_S), []).append(lag)
+    return [_p(bins[b], 0.99) for b in sorted(bins)]
 
 
 async def _fetch(dsn: str, sql: str, *args: object) -> list[Any]:

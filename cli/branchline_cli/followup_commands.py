@@ -45,6 +45,7 @@ def rebuild_followup_read_models(
 ) -> None:
     from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
     from branchline_followup.bootstrap import rebuild
+    from branchline_followup.domain.stream_order import TooManyHeld
 
     with Progress(
         TextColumn("[bold]followup[/bold] rebuilding"),
@@ -69,8 +70,9 @@ def rebuild_followup_read_models(
                     processes=processes,
                 )
             )
-        except (SwapLockBusy, SwapAbandoned) as exc:
-            # the swap's bounded waits (#12): said plainly, not as a traceback
+        except (SwapLockBusy, SwapAbandoned, TooManyHeld) as exc:
+            # the swap's bounded waits, the topic order's bounded hold (#12): said plainly,
+            # not as a traceback
             console.print(f"[bold red]not swapped:[/bold red] {exc}")
             raise typer.Exit(code=1) from exc
     console.print(

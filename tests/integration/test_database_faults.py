@@ -239,17 +239,18 @@ async def test_a_write_on_a_pooled_connection_whose_session_was_ended_answers_50
 ) -> None:
     """PostgreSQL ends an idle pooled connection's session (a restart, an idle session
     timeout): its FATAL error reaches asyncpg before its close does (here a proxy holds the
-    close back 5 s). A request that took the connection in between failed with asyncpg's
-    ``InternalClientError``, which no fault list named: a 500 (#12). Now it is the lost
-    connection it is: 503 ``unavailable``, nothing stored; asyncpg aborted the connection
-    with the error, so the pool (of one) does not hand it out again, and the same request,
-    sent again before the close came, is stored once on a fresh connection."""
+    close back until both requests are answered). A request that took the connection in
+    between failed with asyncpg's ``InternalClientError``, which no fault list named: a 500
+    (#12). Now it is the lost connection it is: 503 ``unavailable``, nothing stored; asyncpg
+    aborted the connection with the error, so the pool (of one) does not hand it out again,
+    and the same request, sent again before the close came, is stored once on a fresh
+    connection."""
     from urllib.parse import urlsplit, urlunsplit
 
     from tests.support.proxy import cuttable, end_sessions_behind
 
     target = urlsplit(settings.intake_database_url)
-    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=5) as proxy:
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         netloc = f"{target.username}@127.0.0.1:{proxy.port}"
         via_proxy = settings.model_copy(
             update={
@@ -274,18 +275,19 @@ async def test_a_write_on_a_pooled_connection_whose_session_was_ended_answers_50
 
             first = await send(f"C-{uuid.uuid4().hex[:8]}", uuid.uuid4())
             assert first.status_code in (200, 202), first.text
-            await end_sessions_behind(proxy, settings.intake_database_url)
-            passed = proxy.closes_passed
-            event_id = uuid.uuid4()
-            client_id = f"C-{uuid.uuid4().hex[:8]}"
-            refused = await send(client_id, event_id)
-            assert_unavailable(refused)
-            again = await send(client_id, event_id)
-            assert again.status_code in (200, 202), again.text
-            if path == "batch":
-                assert again.json()["results"][0]["status"] == 202, again.text
-            # answered before the ended connection's close reached the app: in the gap
-            assert proxy.closes_passed == passed
+            with proxy.holding_closes():  # until both requests are answered, however late
+                await end_sessions_behind(proxy, settings.intake_database_url)
+                passed = proxy.closes_passed
+                event_id = uuid.uuid4()
+                client_id = f"C-{uuid.uuid4().hex[:8]}"
+                refused = await send(client_id, event_id)
+                assert_unavailable(refused)
+                again = await send(client_id, event_id)
+                assert again.status_code in (200, 202), again.text
+                if path == "batch":
+                    assert again.json()["results"][0]["status"] == 202, again.text
+                # answered before the ended connection's close reached the app: in the gap
+                assert proxy.closes_passed == passed
         watcher = await asyncpg.connect(settings.intake_database_url)
         try:
             stored = await watcher.fetchval(

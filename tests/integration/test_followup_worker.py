@@ -188,16 +188,17 @@ async def test_the_worker_retries_a_batch_on_a_connection_whose_session_was_ende
     settings: BranchlineSettings, db: asyncpg.Connection[Any]
 ) -> None:
     """PostgreSQL ends the sessions of the worker's idle pooled connections (a restart, an
-    idle session timeout); a proxy passes each one's FATAL error on at once and its close 5 s
-    later, so the next batch takes a connection in between. asyncpg failed it with an
-    ``InternalClientError``, no transient fault: the batch was dead-lettered (#12). Now the
-    connection ends itself as lost, the pool drops it, the batch is retried and applied."""
+    idle session timeout); a proxy passes each one's FATAL error on at once and holds its close
+    until the test is done (a fixed 5 s was a deadline a loaded machine could outrun), so the
+    next batch takes a connection in between. asyncpg failed it with an ``InternalClientError``,
+    no transient fault: the batch was dead-lettered (#12). Now the connection ends itself as
+    lost, the pool drops it, the batch is retried and applied."""
     from urllib.parse import urlsplit, urlunsplit
 
     from tests.support.proxy import cuttable, end_sessions_behind
 
     target = urlsplit(settings.followup_database_url)
-    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=5) as proxy:
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         netloc = f"{target.username}@127.0.0.1:{proxy.port}"
         via_proxy = settings.model_copy(
             update={"followup_database_url": urlunsplit(target._replace(netloc=netloc))}
@@ -205,9 +206,10 @@ async def test_the_worker_retries_a_batch_on_a_connection_whose_session_was_ende
         async with Worker(via_proxy, pool_min=4):  # four idle connections, all ended
             await send(settings, *[registered(f"C-g{i}") for i in range(5)])
             await eventually(lambda: db.fetchval("SELECT count(*) = 5 FROM fu_clients"))
-            await end_sessions_behind(proxy, settings.followup_database_url)
-            passed = proxy.closes_passed
-            await send(settings, *[registered(f"C-g{i}") for i in range(5, 10)])
-            await eventually(lambda: db.fetchval("SELECT count(*) = 10 FROM fu_clients"))
-            assert proxy.closes_passed == passed  # applied before the ended ones' close came
+            with proxy.holding_closes():  # until the batch is applied, however late
+                await end_sessions_behind(proxy, settings.followup_database_url)
+                passed = proxy.closes_passed
+                await send(settings, *[registered(f"C-g{i}") for i in range(5, 10)])
+                await eventually(lambda: db.fetchval("SELECT count(*) = 10 FROM fu_clients"))
+                assert proxy.closes_passed == passed  # applied before the ended ones' close came
     assert await db.fetchval("SELECT count(*) FROM fu_applied_events") == 10

@@ -175,6 +175,18 @@ async def _waiting_in_build(
     raise AssertionError("the build never waited")
 
 
+async def _asked_for_the_lock(conn: asyncpg.Connection[Any], pid: int) -> None:
+    """Until ``pid`` has asked for the runner's lock (its last or current statement), so the
+    build's wait for older snapshots meets it: a fixed 0.5 s could pass on a loaded machine
+    before the second replica asked, and the test then passed without the race it is about."""
+    for _ in range(600):
+        query = await conn.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+        if query is not None and "advisory_lock" in query:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the second replica never asked for the runner's lock")
+
+
 async def _index(conn: asyncpg.Connection[Any], name: str) -> tuple[int, bool] | None:
     row = await conn.fetchrow(
         """SELECT c.oid, i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
@@ -275,7 +287,7 @@ async def test_replicas_starting_together_migrate_once_without_a_deadlock(
         one = asyncio.create_task(migrate(first, "eventstore", shipped))
         await _waiting_in_build(watcher, first.get_server_pid())
         two = asyncio.create_task(migrate(second, "eventstore", shipped))
-        await asyncio.sleep(0.5)  # the second replica is waiting for the runner's lock
+        await _asked_for_the_lock(watcher, second.get_server_pid())
         assert not two.done()
         await blocker.execute("COMMIT")
         assert sorted(await asyncio.gather(one, two)) == [0, len(shipped) - 7]

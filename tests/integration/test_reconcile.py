@@ -367,10 +367,11 @@ async def test_a_rebuild_puts_a_late_product_event_in_order_for_reconcile(
     infra: Infra, tmp_path: Path
 ) -> None:
     """#12: a product's version 2 applied after its version 3 is out of order, a difference
-    (nothing re-projects a product). ``branchline rebuild followup`` from the topics applies
-    them in the topic's order, where the re-queued copy of version 2 comes after version 3:
-    still out of order. ``--from-stores`` applies them in the store's log order, and
-    reconcile reads that order (the rebuilt ``applied_seq``): no difference left."""
+    (nothing re-projects a product). ``branchline rebuild followup`` from the topics, where the
+    re-queued copy of version 2 comes after version 3, applies each stream's versions in order
+    (version 3 held back until version 2 arrives), in one process and in two; ``--from-stores``
+    applies the store's log order. Reconcile reads the order applied (the rebuilt
+    ``applied_seq``): after each, no difference left, and the event is not even late."""
     settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
     async with whole_stack(settings, TokenFactory(settings)):
         await stored_for_the_relay(settings, product_event(1, 0x31))
@@ -389,10 +390,12 @@ async def test_a_rebuild_puts_a_late_product_event_in_order_for_reconcile(
         assert followup.out_of_order == [product_late.event_id]
         assert before.differences == 1
 
-        await rebuild(settings, batch_size=500)
-        from_topics, _ = await reconcile_stack(settings, grace_s=0)
-        followup = {r.consumer: r for r in from_topics.reports}["followup-worker"]
-        assert followup.out_of_order == [product_late.event_id]
+        for processes in (1, 2):
+            await rebuild(settings, batch_size=500, processes=processes)
+            from_topics, _ = await reconcile_stack(settings, grace_s=0)
+            followup = {r.consumer: r for r in from_topics.reports}["followup-worker"]
+            assert (followup.out_of_order, followup.differences) == ([], 0), processes
+            assert product_late.event_id not in followup.late, processes
 
         rebuilt = await rebuild(settings, batch_size=500, from_stores=True)
         assert rebuilt.applied >= 3

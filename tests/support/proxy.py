@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from branchline_shared.embedded.ports import free_port
@@ -46,6 +46,8 @@ class CuttableProxy:
     def __init__(self, target_host: str, target_port: int, *, close_late: float = 0) -> None:
         self.target = (target_host, target_port)
         self.close_late = close_late
+        self._closes_pass = asyncio.Event()  # cleared while closes are held (holding_closes)
+        self._closes_pass.set()
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
@@ -88,13 +90,27 @@ class CuttableProxy:
 
     async def server_closed(self, count: int) -> None:
         """Until the server has closed ``count`` of the proxy's connections (with
-        ``close_late``, their last bytes are then with the client, their close not yet)."""
+        ``close_late`` or closes held, their last bytes are then with the client, their close
+        not yet)."""
         while self.server_closes < count:
             self._server_closed.clear()
             await self._server_closed.wait()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    @contextlib.contextmanager
+    def holding_closes(self) -> Iterator[None]:
+        """Hold every close the server makes, until the block ends (then they pass at once).
+        The gap between a session's last error and its close then lasts as long as the test's
+        work in it: ``close_late`` makes it a wall-clock deadline, which a loaded machine's
+        work outran (the checkpointer's in CI at load 7-11, #12). End the block before
+        stopping what owns the pool: closing a connection waits for the server's close."""
+        self._closes_pass.clear()
+        try:
+            yield
+        finally:
+            self._closes_pass.set()
 
     async def cut(self) -> None:
         """Drop every connection and refuse new ones (the database is unreachable)."""
@@ -220,6 +236,7 @@ class CuttableProxy:
             self._server_closed.set()
             if self.close_late:
                 await asyncio.sleep(self.close_late)
+            await self._closes_pass.wait()
             if not pipe.client_gone:
                 self.closes_passed += 1
         finally:
@@ -249,12 +266,18 @@ class CuttableProxy:
 
 @contextlib.asynccontextmanager
 async def cuttable(
-    target_host: str, target_port: int, *, close_late: float = 0
+    target_host: str, target_port: int, *, close_late: float = 0, hold_closes: bool = False
 ) -> AsyncIterator[CuttableProxy]:
+    """``hold_closes``: every close the server makes is held for the proxy's life (as in
+    :meth:`CuttableProxy.holding_closes`), for a test whose client never needs one."""
     proxy = CuttableProxy(target_host, target_port, close_late=close_late)
     await proxy.start()
     try:
-        yield proxy
+        if hold_closes:
+            with proxy.holding_closes():
+                yield proxy
+        else:
+            yield proxy
     finally:
         await proxy.cut()
 
@@ -262,9 +285,9 @@ async def cuttable(
 async def end_sessions_behind(proxy: CuttableProxy, dsn: str) -> int:
     """End (``pg_terminate_backend``) the server session of every connection open through
     ``proxy``, as a server shutdown or an idle session timeout does; waits until the server
-    has closed them all (with ``close_late``, each one's FATAL error is then with its client,
-    its close not yet). Asked on a connection of its own, straight to the server; returns
-    how many were ended."""
+    has closed them all (with ``close_late`` or :meth:`CuttableProxy.holding_closes`, each
+    one's FATAL error is then with its client, its close not yet). Asked on a connection of
+    its own, straight to the server; returns how many were ended."""
     import asyncpg
 
     ports = proxy.server_ports()

@@ -29,18 +29,17 @@ async def test_the_checkpointer_outlives_a_connection_whose_session_was_ended(
 ) -> None:
     """PostgreSQL ends the session of the checkpointer's pooled connection while it sits idle
     between rounds (a restart, an idle session timeout); a proxy passes the FATAL error on at
-    once and the close 20 s later, so the next round's query is sent in between. asyncpg
-    failed it with an ``InternalClientError``, which the checkpointer did not count as a lost
-    connection: the task ended for good and no checkpoint was signed again until the process
-    restarted. Now the round fails as lost (logged) and a later one signs. The test appends
-    and reads on a pool of its own, straight to the server."""
+    once and holds the close until a later round signed, so the next round's query is sent in
+    between. asyncpg failed it with an ``InternalClientError``, which the checkpointer did not
+    count as a lost connection: the task ended for good and no checkpoint was signed again
+    until the process restarted. Now the round fails as lost (logged) and a later one signs.
+    The test appends and reads on a pool of its own, straight to the server."""
     caplog.set_level(logging.WARNING, logger="branchline_audit.application.checkpointing")
     target = urlsplit(settings.audit_database_url)
-    # The recovery must come before the ended session's close does: 5 s was not enough on a
-    # CI machine loaded to 7-11 (the second signing came after it); the close waits 20 s.
-    async with cuttable(
-        target.hostname or "127.0.0.1", target.port or 5432, close_late=20
-    ) as proxy:
+    # The recovery must come before the ended session's close does: the close is held until
+    # it came (a fixed 5 s was outrun on a CI machine loaded to 7-11; 20 s was only a longer
+    # deadline).
+    async with cuttable(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         netloc = f"{target.username}@127.0.0.1:{proxy.port}"
         via_proxy = settings.model_copy(
             update={"audit_database_url": urlunsplit(target._replace(netloc=netloc))}
@@ -68,12 +67,13 @@ async def test_the_checkpointer_outlives_a_connection_whose_session_was_ended(
                     return any("will retry" in r.getMessage() for r in caplog.records)
 
                 await until(lambda: signed(1))
-                await end_sessions_behind(proxy, settings.audit_database_url)
-                passed = proxy.closes_passed
-                await until(retried)  # a round met the ended session
-                await append_in_batches(direct.ledger, [event(1)], now=T0)
-                await until(lambda: signed(2))
-                assert proxy.closes_passed == passed  # all before the ended one's close came
+                with proxy.holding_closes():  # until the second signing, however late
+                    await end_sessions_behind(proxy, settings.audit_database_url)
+                    passed = proxy.closes_passed
+                    await until(retried)  # a round met the ended session
+                    await append_in_batches(direct.ledger, [event(1)], now=T0)
+                    await until(lambda: signed(2))
+                    assert proxy.closes_passed == passed  # all before the ended one's close came
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

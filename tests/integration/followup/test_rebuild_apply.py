@@ -585,8 +585,8 @@ async def test_a_swap_whose_session_was_ended_unread_when_the_broker_fails_is_ab
     infra: Infra, tmp_path: Path
 ) -> None:
     """As above, PostgreSQL ends the swap idle holding the lock (25P03: a FATAL error, then
-    the close); here a proxy passes the close on 6 s late, and the broker fails the swap's
-    catch-up (4 s) in between. The swap's rollback, sent between the two, failed with
+    the close); here a proxy holds the close back, and the broker fails the swap's catch-up
+    (4 s) in between. The swap's rollback, sent between the two, failed with
     asyncpg's ``InternalClientError``, which the rollback did not take for the lost
     connection it is: the rebuild ended with that instead of :class:`SwapAbandoned` (#12)."""
     from urllib.parse import urlsplit, urlunsplit
@@ -597,7 +597,9 @@ async def test_a_swap_whose_session_was_ended_unread_when_the_broker_fails_is_ab
     target = urlsplit(settings.followup_database_url)
     async with (
         followup_db(settings) as db,
-        cuttable(target.hostname or "127.0.0.1", target.port or 5432, close_late=6) as proxy,
+        # The swap's close is held for good (a fixed 6 s left the 4 s catch-up and the rollback
+        # a 2.5 s margin: a deadline on a loaded machine, not a condition).
+        cuttable(target.hostname or "127.0.0.1", target.port or 5432, hold_closes=True) as proxy,
     ):
         via_proxy = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.port}"))
         admin = await open_pool(

@@ -17,10 +17,18 @@ from branchline_cli.followup_commands import rebuild_followup_read_models
 from branchline_cli.main import app
 from branchline_followup.adapters.rebuild_target import SwapAbandoned, SwapLockBusy
 from branchline_followup.application.rebuild import RebuildResult
+from branchline_followup.domain.stream_order import TooManyHeld
 from branchline_shared.settings import BranchlineSettings
 
 
-@pytest.mark.parametrize("error", [SwapLockBusy("the swap lock was busy"), SwapAbandoned("idle")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        SwapLockBusy("the swap lock was busy"),
+        SwapAbandoned("idle"),
+        TooManyHeld(10_000, "product-P-L", 2),
+    ],
+)
 def test_a_swap_that_gave_up_is_reported_and_exits_1(
     monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:

@@ -51,6 +51,28 @@ class PostgresCheckpoints:
         )
         return [_checkpoint(r) for r in rows]
 
+    async def sizes_below(self, tree_size: int) -> list[int]:
+        """The sizes of the non-empty checkpoints below ``tree_size``, ascending: only the
+        sizes, which is all a refusal's halving needs (not every note, #12)."""
+        rows = await self._pool.fetch(
+            "SELECT tree_size FROM audit_checkpoints WHERE tree_size > 0 AND tree_size < $1 "
+            "ORDER BY tree_size",
+            tree_size,
+        )
+        return [int(r["tree_size"]) for r in rows]
+
+    async def sizes_from(self, low: int, high: int) -> list[int]:
+        """The sizes of the non-empty checkpoints from ``low`` to ``high`` (both included),
+        ascending, at most three: what a refusal's kept pair needs to know that no checkpoint
+        came or went around it (#12)."""
+        rows = await self._pool.fetch(
+            "SELECT tree_size FROM audit_checkpoints "
+            "WHERE tree_size > 0 AND tree_size BETWEEN $1 AND $2 ORDER BY tree_size LIMIT 3",
+            low,
+            high,
+        )
+        return [int(r["tree_size"]) for r in rows]
+
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:
         """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``;
         an append time no append writes (altered behind the ledger's back) counts as long past,

@@ -32,6 +32,12 @@ class AuditContext:
     """The last leaf (entry hash) of each signed checkpoint this process has proven against
     its signed root, by tree size (``application/signed_leaves.py``, Round 28): a read
     compares the stored hash it read with it; about 100 bytes per checkpoint."""
+    refusal_pairs: dict[int, tuple[int | None, int]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """By refused checkpoint size, the pair of signed checkpoints a refusal last located the
+    rewrite between (the last that holds, None when none did, and the next, which does not):
+    checked again at every refusal instead of halving every checkpoint (#12, Round 34)."""
 
     @property
     def origin(self) -> str:

@@ -144,6 +144,15 @@ class AuditCheckpoints(Protocol):
 
     async def all(self) -> list[StoredCheckpoint]: ...
 
+    async def sizes_below(self, tree_size: int) -> list[int]:
+        """The sizes of the non-empty checkpoints below ``tree_size``, ascending."""
+        ...
+
+    async def sizes_from(self, low: int, high: int) -> list[int]:
+        """The sizes of the non-empty checkpoints from ``low`` to ``high``, ascending, at most
+        three."""
+        ...
+
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:
         """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``."""
         ...

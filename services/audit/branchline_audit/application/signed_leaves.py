@@ -62,9 +62,7 @@ async def unsigned_latest(audit: AuditContext) -> UnsignedHistory | None:
     latest = await audit.checkpoints.latest()
     if latest is None or latest.tree_size == 0:
         return None
-    size = latest.tree_size
-    hashes, _ = await audit.ledger.tree_data(Requirements(frozenset({size - 1}), frozenset()))
-    return await _held(audit, size, hashes.get(size - 1))
+    return await _held(audit, latest.tree_size, await _stored_leaf(audit, latest.tree_size))
 
 
 async def _held(audit: AuditContext, size: int, stored: bytes | None) -> UnsignedHistory | None:
@@ -91,22 +89,67 @@ async def _why_not_held(audit: AuditContext, size: int, stored: bytes | None) ->
 async def _last_holding_below(audit: AuditContext, size: int) -> int | None:
     """Where the rewrite refused at checkpoint ``size`` lies, as far as the signed checkpoints
     tell (#12, Round 32): the size of a signed checkpoint below ``size`` whose last leaf
-    holds and whose next one does not, found by halving the checkpoints below (a re-chaining
-    rewrite changes every later leaf, so at most about log2(checkpoints) leaves are read, each
-    proven once per process); None when the smallest does not hold either. Only a refusal
-    asks (the ledger contradicts a signed checkpoint). Not the entry itself: a signed root
-    cannot be split below its checkpoint's size without trusting the stored tree."""
-    sizes = sorted(c.tree_size for c in await audit.checkpoints.all() if 0 < c.tree_size < size)
+    holds and whose next one does not; None when the smallest does not hold either. Only a
+    refusal asks (the ledger contradicts a signed checkpoint). Not the entry itself: a signed
+    root cannot be split below its checkpoint's size without trusting the stored tree.
+
+    The pair found last for ``size`` is checked first (Round 34): while both checkpoints are
+    there with nothing between, the lower's leaf still the one proven (in memory) and the
+    upper's still failing, it is still an answer, in a bounded number of statements whatever
+    the number of checkpoints. Anything a DBA changes that could move the answer (a leaf of
+    either, a checkpoint added, removed or rewritten around them) fails that check, and the
+    checkpoints are halved again."""
+    pair = audit.refusal_pairs.get(size)
+    if pair is not None and await _still_located(audit, size, *pair):
+        return pair[0]
+    held, failing = await _located(audit, size)
+    audit.refusal_pairs[size] = (held, failing)
+    return held
+
+
+async def _located(audit: AuditContext, size: int) -> tuple[int | None, int]:
+    """The pair ``(last holding, next)`` found by halving the checkpoints below ``size`` (a
+    re-chaining rewrite changes every later leaf, so at most about log2(checkpoints) leaves
+    are read, each proven once per process); ``size`` itself is the next when every one
+    below holds. Reads only the checkpoints' sizes (Round 34; the notes were half the round
+    at 10,000 checkpoints)."""
+    sizes = await audit.checkpoints.sizes_below(size)
     low, high = 0, len(sizes)  # sizes[:low] hold (as far as looked), sizes[high:] do not
     while low < high:
         middle = (low + high) // 2
-        at = sizes[middle]
-        hashes, _ = await audit.ledger.tree_data(Requirements(frozenset({at - 1}), frozenset()))
-        if await _why_not_held(audit, at, hashes.get(at - 1)) is None:
-            low = middle + 1
-        else:
+        if await _why_not_held(audit, sizes[middle], await _stored_leaf(audit, sizes[middle])):
             high = middle
-    return sizes[low - 1] if low > 0 else None
+        else:
+            low = middle + 1
+    held = sizes[low - 1] if low > 0 else None
+    return held, sizes[low] if low < len(sizes) else size
+
+
+async def _still_located(audit: AuditContext, size: int, held: int | None, failing: int) -> bool:
+    """Whether ``held`` (None: none) and ``failing`` are still the last signed checkpoint below
+    ``size`` that holds and the next one: both stored, none between (nor below ``failing``
+    when ``held`` is None), ``held``'s leaf the one proven and ``failing``'s not (``size``'s
+    own refusal is the caller's)."""
+    pair = [s for s in (held, failing) if s is not None]
+    if await audit.checkpoints.sizes_from(held or 1, failing) != pair:
+        return False
+    leaves = await _stored_leaves(audit, *pair)
+    if held is not None and await _why_not_held(audit, held, leaves.get(held)):
+        return False
+    return failing == size or await _why_not_held(audit, failing, leaves.get(failing)) is not None
+
+
+async def _stored_leaf(audit: AuditContext, size: int) -> bytes | None:
+    """The stored hash of the entry at position ``size`` (checkpoint ``size``'s last leaf)."""
+    return (await _stored_leaves(audit, size)).get(size)
+
+
+async def _stored_leaves(audit: AuditContext, *sizes: int) -> dict[int, bytes]:
+    """The stored last leaves of the checkpoints of ``sizes``, by size (one read)."""
+    hashes, _ = await audit.ledger.tree_data(
+        Requirements(frozenset(s - 1 for s in sizes), frozenset())
+    )
+    return {index + 1: stored for index, stored in hashes.items()}
 
 
 _NOT_PROVEN = "its hash is not the one proven against the signed checkpoint"

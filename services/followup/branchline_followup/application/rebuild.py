@@ -9,7 +9,9 @@
    without the swap lock, it catches up to the topics' current ends, round after round, until
    what is left is less than a batch: the swap then holds the lock for a short tail only (#12:
    under load the whole tail accumulated during the rebuild was applied under the lock, every
-   live writer waiting meanwhile).
+   live writer waiting meanwhile). Throughout, each stream's versions are applied in order
+   (:class:`TopicOrder`, #12): an event re-queued after later versions of its stream is
+   applied before them, not late again.
 3. The swap, one transaction: take the swap lock exclusively, waiting a bounded time and
    retrying (live writers finish their current transaction and wait; a wait that would not
    end is reported, not endured), catch up to the topics' *current* end offsets and with the
@@ -40,6 +42,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import orjson
+
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import (
     Projection,
@@ -52,6 +56,7 @@ from branchline_followup.application.projector import (
 )
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_followup.domain import FollowupPolicy
+from branchline_followup.domain.stream_order import StreamOrder
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.events.plain_messages import plain_event, plain_payload
 from branchline_shared.events.typed import Decoded, UnreadablePayload, decode
@@ -263,15 +268,18 @@ async def rebuild_read_models(
     await target.open()
     projection = Projection(policy)
     counts = _Counts(heap=_Heap(settle_heap))
+    order = TopicOrder()
     swapped = False
     try:
         total = await source.start()
         if on_total is not None:
             on_total(total)
         if partitioned is None:
-            await _apply_source(target, source, projection, counts, on_progress, batch_size)
+            await _apply_source(
+                target, order.of(source.messages()), projection, counts, on_progress, batch_size
+            )
         else:
-            load = await partitioned.load(target.schema, source.messages(), on_progress)
+            load = await partitioned.load(target.schema, order.of(source.messages()), on_progress)
             counts.applied += load.applied
             counts.skipped += load.skipped
             await target.adopt_load(load.written)
@@ -282,7 +290,9 @@ async def rebuild_read_models(
             caught_up += more
             if on_total is not None and more:
                 on_total(total + caught_up)
-            await _apply_source(target, source, projection, counts, on_progress, batch_size)
+            await _apply_source(
+                target, order.of(source.messages()), projection, counts, on_progress, batch_size
+            )
             if more < batch_size:
                 break
 
@@ -291,7 +301,8 @@ async def rebuild_read_models(
             caught_up += more
             if on_total is not None and more:
                 on_total(total + caught_up)
-            tail = [m async for m in source.messages()]
+            tail = [m async for m in order.of(source.messages())]
+            tail.extend(order.rest())  # what waited for a version the log never brought
             await _apply_all(uow, tail, projection, counts, on_progress)
             for event, position in await target.store_events_not_on_kafka():
                 typed = event if only_marked(event) else _readable(event, from_store=True)
@@ -343,18 +354,60 @@ async def apply_share(
     return counts.applied, counts.skipped
 
 
+class TopicOrder:
+    """A rebuild's messages with each stream's versions in order (#12,
+    :mod:`~branchline_followup.domain.stream_order`), across the main phase, the catch-up and
+    the swap's tail: an event re-queued after later versions of its stream were published is
+    applied before them, as ``--from-stores`` applies it, instead of late again. A message read
+    from a store (``--from-stores``: each store's log is in its streams' order already), or
+    without a readable stream and version (the projection skips it), passes as it comes."""
+
+    def __init__(self, order: StreamOrder[Replayed] | None = None) -> None:
+        self._order: StreamOrder[Replayed] = order if order is not None else StreamOrder()
+
+    async def of(self, messages: AsyncIterator[Replayed]) -> AsyncIterator[Replayed]:
+        async for message in messages:
+            place = None if message.from_store else stream_place(message.value)
+            if place is None:
+                yield message
+                continue
+            for released in self._order.arrive(place[0], place[1], message):
+                yield released
+
+    def rest(self) -> list[Replayed]:
+        """What is still held back (:meth:`StreamOrder.rest`)."""
+        return self._order.rest()
+
+
+def stream_place(value: bytes | None) -> tuple[str, int] | None:
+    """The envelope's stream and version, read for ordering only (one parse; the message is
+    decoded with every check where it is applied); None if it has none to read."""
+    if value is None:
+        return None
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    stream_id, version = envelope.get("stream_id"), envelope.get("stream_version")
+    if not isinstance(stream_id, str) or type(version) is not int:
+        return None
+    return stream_id, version
+
+
 async def _apply_source(
     target: RebuildTarget,
-    source: EventSource,
+    messages: AsyncIterator[Replayed],
     projection: Projection,
     counts: _Counts,
     on_progress: Progress | None,
     batch_size: int,
 ) -> None:
-    """Everything ``source`` yields up to its current end, ``batch_size`` events per
-    transaction."""
+    """Everything ``messages`` yields (the source up to its current end), ``batch_size``
+    events per transaction."""
     batch: list[Replayed] = []
-    async for message in source.messages():
+    async for message in messages:
         batch.append(message)
         if len(batch) >= batch_size:
             await _apply_batch(target, batch, projection, counts, on_progress)
