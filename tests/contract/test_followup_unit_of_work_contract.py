@@ -109,6 +109,23 @@ class Rolledback(Exception):
     pass
 
 
+async def waiting_for_a_lock(
+    holder: FollowupUnitOfWork, pid: int, running: asyncio.Task[Any]
+) -> None:
+    """Until the session ``pid`` waits for a lock (its marking statement, for the holder's
+    client lock) or ``running`` ended without waiting. A fixed 0.2 s sleep could end on a
+    loaded machine before the batch had sent the statement; the holder then committed first
+    and the test passed without the wait it is about (#12)."""
+    conn = holder._conn  # type: ignore[attr-defined]
+    for _ in range(600):
+        if running.done() or await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)", pid
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the session {pid} never waited for a lock")
+
+
 async def stored_rows(conn: Any, events: list[RecordedEvent]) -> list[dict[str, Any]]:
     """What the store holds of ``events``, in their order: their rows but the id, position and
     transaction (the envelope without its id and stream), their outbox rows but the id and
@@ -1075,9 +1092,11 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await uow.clients.save(a_client("c-90", rm_id="rm-before"))
         event = an_event("c-90")
         marking_started = asyncio.Event()
+        pids: list[int] = []
 
         async def batch() -> str | None:
             async with units.begin() as uow:
+                pids.append(uow._conn.get_server_pid())  # type: ignore[attr-defined]
                 marking_started.set()
                 await uow.mark_applied_all([(event, None)], locking=[True])
                 await uow.hold_clients_of([(event, None)])
@@ -1089,7 +1108,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await holder.clients.save(a_client("c-90", rm_id="rm-holder"))
             running = asyncio.create_task(batch())
             await marking_started.wait()
-            await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
+            await waiting_for_a_lock(holder, pids[0], running)
             assert not running.done()
         assert await asyncio.wait_for(running, 10) == "rm-holder"
 
@@ -1171,6 +1190,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
         added = a_task("c-91", opened_at=T0 + timedelta(hours=1))
         event = an_event("c-91").model_copy(update={"recorded_at": T0 + timedelta(seconds=50)})
         marking_started = asyncio.Event()
+        pids: list[int] = []
         sent: list[str] = []
 
         def log(query: LoggedQuery) -> None:
@@ -1181,6 +1201,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
                 warm = [(an_event("c-89"), SourcePosition("intake", 1))]
                 await uow.mark_applied_all(warm, locking=[True])  # the statements prepared
                 conn = uow._conn  # type: ignore[attr-defined]
+                pids.append(conn.get_server_pid())
                 marking_started.set()
                 await uow.mark_applied_all([(event, SourcePosition("intake", 50))], locking=[True])
                 conn.add_query_logger(log)
@@ -1210,7 +1231,7 @@ class TestPostgresFollowupUnitOfWork(FollowupUnitOfWorkContract):
             await holder.journal.keep(moved, SourcePosition("intake", 40))
             running = asyncio.create_task(batch())
             await marking_started.wait()
-            await asyncio.sleep(0.2)  # the batch is in its marking statement, waiting
+            await waiting_for_a_lock(holder, pids[0], running)
             assert not running.done()
         rm_id, open_tasks, late = await asyncio.wait_for(running, 10)
         assert rm_id == "rm-holder"

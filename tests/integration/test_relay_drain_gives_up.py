@@ -1,5 +1,8 @@
 """A stop with the broker down after the relay saw it fail: the drain ends at once instead of
-retrying until its bound (``OutboxRelay.drain_given_up``, #12, Round 33).
+retrying until its bound (``OutboxRelay.drain_given_up``, #12, Round 33). A stop while a round
+still waits on a broker just gone (no failure seen yet) ends once the round has waited the
+stop's patience and the broker answers no metadata request within it either (Round 34): before,
+it waited for the round's sends to expire (the producer's request timeout, 10 s).
 
 Before, a drain asked for while the relay retried (a round failed: its sends expired with the
 broker down) backed off and retried until ``shutdown_flush_timeout_s``; the rows stay in the
@@ -10,6 +13,7 @@ a service started once the broker is back publishes them.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -54,5 +58,31 @@ async def test_a_drain_that_saw_the_broker_fail_ends_at_once_and_loses_nothing(
         infra, tmp_path, service, drain_s=DRAIN_S, while_gone=a_round_failed
     )
     assert took < STOP_S, (
+        f"the stop took {took:.1f} s (drain bound {DRAIN_S} s, flush bound {FLUSH_S} s)"
+    )
+
+
+ROUND_STOP_S = 4.0
+"""What a stop during a round waiting on the gone broker may take: the round's patience and
+the probe's (1 s each, ``relay.STOP_PATIENCE_S``) and the closes. The old drain waited for the
+round's sends to expire (the producer's request timeout, 10 s, less the test's 1 s)."""
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+async def test_a_stop_while_a_round_waits_on_a_broker_just_gone_ends_promptly_and_loses_nothing(
+    infra: Infra, tmp_path: Path, service: str
+) -> None:
+    failures = failed_rounds(service)
+
+    async def a_round_waits_for_the_broker(broker: HeldBroker) -> None:
+        async with asyncio.timeout(30):
+            await broker.held_one.wait()
+        await asyncio.sleep(1.0)  # a round read them; its sends wait for the broker
+        assert failed_rounds(service) == failures  # no failure seen yet: the round in flight
+
+    took = await stop_with_the_broker_gone(
+        infra, tmp_path, service, drain_s=DRAIN_S, while_gone=a_round_waits_for_the_broker
+    )
+    assert took < ROUND_STOP_S, (
         f"the stop took {took:.1f} s (drain bound {DRAIN_S} s, flush bound {FLUSH_S} s)"
     )

@@ -123,7 +123,7 @@ async def stop_with_the_broker_gone(
         finally:
             await pool.close()
     published = [json.loads(r.value)["event_id"] for r in records]
-    assert set(published) == set(before + after)
+    assert sorted(published) == sorted(before + after)  # each once: the held proxy passed none
     return took
 
 

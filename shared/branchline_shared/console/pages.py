@@ -4,14 +4,18 @@ pages for "sign in first", "forbidden" and a refused CSRF token."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from branchline_shared.console.i18n import LOCALE_COOKIE, LOCALES
 from branchline_shared.console.web import (
@@ -32,7 +36,7 @@ from branchline_shared.console.web import (
     site_of,
 )
 from branchline_shared.http.auth import Role, TokenCodec
-from branchline_shared.http.problems import RETRY_AFTER_S, Problem, log_fault
+from branchline_shared.http.problems import PROBLEM_JSON, RETRY_AFTER_S, Problem, log_fault
 from branchline_shared.postgres.faults import (
     DATABASE_FAULT_CLASSES,
     CommitOutcomeUnknown,
@@ -40,6 +44,11 @@ from branchline_shared.postgres.faults import (
 )
 
 DEV_TOKEN_TTL = timedelta(hours=8)
+REASON_MAX = 200
+"""The refused page quotes at most this much of the problem's title (as console.js does)."""
+FIELDS_MAX = 10
+"""... and names at most this many of its fields (names only, never the values sent)."""
+KEPT_HEADERS = ("allow", "retry-after", "www-authenticate")
 SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 
 
@@ -78,6 +87,7 @@ def install_console(app: FastAPI, config: ConsoleConfig, router: APIRouter) -> N
         return site_of(request).render(request, "csrf.html", status=403)
 
     install_unavailable_page(app)
+    install_refused_page(app)
 
 
 def install_unavailable_page(app: FastAPI) -> None:
@@ -111,6 +121,122 @@ def _unavailable_page(
         return response
 
     return answer
+
+
+def install_refused_page(app: FastAPI) -> None:
+    """A 4xx answering a plain (non-htmx) request of a console page is a console page of the
+    same status, in the user's language, saying by its kind what was refused and linking
+    back to the page the form came from; htmx requests, callers asking for JSON and every
+    path outside the console keep the problem+json (#12)."""
+    for refusal in (Problem, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(refusal, _refused_page(app.exception_handlers[refusal]))
+
+
+def _refused_page(
+    problem_handler: Any,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def answer(request: Request, exc: Exception) -> Response:
+        response: Response = await problem_handler(request, exc)
+        if not 400 <= response.status_code < 500 or not _plain_console_request(request):
+            return response
+        if response.headers.get("content-type", "").split(";")[0] != PROBLEM_JSON:
+            return response
+        return await refused_page(request, response)
+
+    return answer
+
+
+def _plain_console_request(request: Request) -> bool:
+    """A browser's own request of a console page (a form post, a link): not htmx's, not a
+    static asset's, not a caller that asks for JSON rather than HTML."""
+    path = request.url.path
+    if not path.startswith(f"{PREFIX}/") or path.startswith(f"{PREFIX}/static/"):
+        return False
+    if request.headers.get("hx-request") == "true":
+        return False
+    accept = request.headers.get("accept", "").lower()
+    return "text/html" in accept or "json" not in accept
+
+
+def refusal_kind(status: int) -> str:
+    """The kind said, as the htmx failure area says it (console.js): the session or the
+    permission, a conflict, or any other refusal."""
+    if status in (401, 403):
+        return "session"
+    if status == 409:
+        return "conflict"
+    return "refused"
+
+
+def bounded(text: object, limit: int = REASON_MAX) -> str:
+    """Text quoted from a problem: whitespace folded, at most ``limit`` characters."""
+    folded = " ".join(str(text).split())
+    return folded if len(folded) <= limit else folded[: limit - 1] + "…"
+
+
+async def refused_page(request: Request, problem: Response) -> Response:
+    """The console page of a refused plain request: the problem's status, its kind, its
+    title, the fields or rule it names (names only), and the way back."""
+    try:
+        body = json.loads(bytes(problem.body))
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    errors = body.get("errors")
+    fields = (
+        [bounded(e["field"], 64) for e in errors if isinstance(e, dict) and "field" in e]
+        if isinstance(errors, list)
+        else []
+    )
+    back = await page_of_the_form(request)
+    answer = site_of(request).render(
+        request,
+        "refused.html",
+        {
+            "status": problem.status_code,
+            "kind": refusal_kind(problem.status_code),
+            "reason": bounded(body.get("title", "")),
+            "fields": fields[:FIELDS_MAX],
+            "rule": bounded(body["rule"], 16) if body.get("rule") else None,
+            "back": back,
+            "sign_in": f"{PREFIX}/login?next={quote(back, safe='')}",
+        },
+        status=problem.status_code,
+    )
+    for name in KEPT_HEADERS:
+        if name in problem.headers:
+            answer.headers[name] = problem.headers[name]
+    return answer
+
+
+async def page_of_the_form(request: Request) -> str:
+    """The page a refused request came from: the one its form's fields name (the service
+    checks them, its cursors among them), else the referrer when it is a page of this
+    console on this host, else the console's start."""
+    named = site_of(request).config.form_page
+    fields = await _form_fields(request) if named is not None else {}
+    return (named(fields) if named and fields else None) or _referrer(request) or f"{PREFIX}/"
+
+
+async def _form_fields(request: Request) -> dict[str, str]:
+    """The text fields of a routed form post (its body was read for the route already, and
+    bounded by the edge's body limit); none for anything else or a body not at hand."""
+    if request.method != "POST" or "endpoint" not in request.scope:
+        return {}
+    try:
+        form = await request.form()
+    except (RuntimeError, ValueError, AssertionError):
+        return {}
+    return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+def _referrer(request: Request) -> str | None:
+    """The referring page, only when it is a page of this console on this very host."""
+    parts = urlsplit(request.headers.get("referer", ""))
+    if parts.netloc != request.headers.get("host") or parts.scheme not in ("http", "https"):
+        return None
+    return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def common_router() -> APIRouter:

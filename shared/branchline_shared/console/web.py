@@ -75,6 +75,10 @@ class ConsoleConfig:
     dev_roles: tuple[Role, ...] = ()
     vocabulary: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """The service's closed value sets (group -> code -> English source string)."""
+    form_page: Callable[[Mapping[str, str]], str | None] | None = None
+    """The console page a refused plain form came from, by the fields the form carries
+    (checked by the service; none: the form does not say): the refused page links back to
+    it, else to the page the browser names as the referrer (#12)."""
 
 
 def shared_dir(name: str) -> Path:

@@ -38,6 +38,12 @@ PUBLISHED = Counter("branchline_outbox_published_total", "Outbox rows published"
 BACKLOG = Gauge("branchline_outbox_backlog", "Outbox rows not yet published", ["store"])
 FAILURES = Counter("branchline_outbox_publish_failures_total", "Failed publish rounds", ["store"])
 
+STOP_PATIENCE_S = 1.0
+"""How long a drain lets a round wait on the broker before asking whether the broker still
+answers (a metadata request, bounded by the same): a healthy broker acknowledges a round in
+milliseconds, and the producer's own request timeout (10 s) is what a gone broker costs
+otherwise (#12, Round 34)."""
+
 
 class OutboxRelay:
     def __init__(
@@ -52,6 +58,7 @@ class OutboxRelay:
         on_recover: Callable[[], Awaitable[None]] | None = None,
         outbox: Outbox | None = None,
         lock_connect: Callable[[], Awaitable[PgConnection]] | None = None,
+        stop_patience_s: float = STOP_PATIENCE_S,
     ) -> None:
         self._pool = pool
         # The relay lock's session on a connection of its own instead of one of ``pool``'s:
@@ -76,6 +83,10 @@ class OutboxRelay:
         # draining, or the drain was asked for while the relay retried after a failure). What
         # is left stays in the outbox for the next relay; its producer is not flushed (#12).
         self.drain_given_up = False
+        self._stop_patience_s = stop_patience_s
+        # Since when the round in flight waits on the broker (its sends, their
+        # acknowledgements, the topic check); None outside. Read by _drained_or_broker_gone.
+        self._awaiting_broker_since: float | None = None
         self._holding = False  # this process holds the relay lock
         self._channel = f"branchline_outbox_{store_name}"
         self._notify_again = False
@@ -186,9 +197,43 @@ class OutboxRelay:
         self.request_drain()
         with contextlib.suppress(TimeoutError, Exception, asyncio.CancelledError):
             async with asyncio.timeout(timeout_s):
-                await asyncio.shield(task)
+                await self._drained_or_broker_gone(task)
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await cancel_and_wait(task)
+
+    async def _drained_or_broker_gone(self, task: asyncio.Task[None]) -> None:
+        """Wait for ``task`` to drain, or until a round has waited on the broker for the stop's
+        patience and the broker does not answer a metadata request within it either: the
+        broker is gone (no failure seen yet: the round's sends would wait out the producer's
+        request timeout). Then the drain ends (:attr:`drain_given_up`, the round cancelled by
+        :meth:`drain`): its rows stay unmarked and the next relay publishes them; what the
+        broker took without acknowledging reaches the consumers twice, which the event ids
+        absorb (ADR-0003). A broker that answers is waited for, up to the drain's bound
+        (#12, Round 34)."""
+        loop = asyncio.get_running_loop()
+        patience = self._stop_patience_s
+        while not task.done():
+            since = self._awaiting_broker_since
+            if since is None or loop.time() - since < patience:
+                # looked at again when this round's patience ends, or soon after a round starts
+                left = patience / 4 if since is None else since + patience - loop.time()
+                await asyncio.wait([task], timeout=left)
+                continue
+            answers = await self._broker_answers(patience)
+            if not answers and self._awaiting_broker_since is not None and not task.done():
+                self._gave_up(KafkaError(f"the broker answered nothing within {patience} s"))
+                return
+            await asyncio.wait([task], timeout=patience)  # it answers: slow, not lost
+
+    async def _broker_answers(self, within_s: float) -> bool:
+        """Whether the broker answers a metadata request within ``within_s`` (through the
+        producer's public client: a connection the round waits on answers nothing either)."""
+        try:
+            async with asyncio.timeout(within_s):
+                await self._producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError, OSError):
+            return False
+        return True
 
     async def _acquire_lock(self, conn: PgConnection) -> bool:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
@@ -319,6 +364,29 @@ class OutboxRelay:
         if not pending:
             BACKLOG.labels(self._store).set(0)
             return 0
+        self._awaiting_broker_since = asyncio.get_running_loop().time()
+        try:
+            acknowledged = await self._sent_and_acknowledged(pending)
+        finally:
+            self._awaiting_broker_since = None
+        self._acked.update(
+            {
+                (row.topic, m.partition): m.offset
+                for row, m in zip(pending, acknowledged, strict=True)
+            }
+        )
+        # With where the broker put each row: a consumer's self-check tells by it an event the
+        # consumer has not reached yet from one it missed (#12, reconcile.progress).
+        await self._outbox.mark_published(
+            [row.outbox_id for row in pending],
+            [(metadata.partition, metadata.offset) for metadata in acknowledged],
+        )
+        PUBLISHED.labels(self._store).inc(len(pending))
+        return len(pending)
+
+    async def _sent_and_acknowledged(self, pending: Sequence[PendingPublication]) -> list[Any]:
+        """``pending`` sent, every send acknowledged by the broker (acks=all), and the topics
+        checked when they must be, before any row is marked."""
         futures = []
         for row in pending:
             futures.append(
@@ -336,24 +404,13 @@ class OutboxRelay:
         # Every send acknowledged by the broker (acks=all) before any row is marked.
         async with asyncio.timeout(30):
             acknowledged = await asyncio.gather(*futures)
-        latest = {
-            (row.topic, m.partition): m.offset for row, m in zip(pending, acknowledged, strict=True)
-        }
         if self._topics_unverified(pending, acknowledged):
             try:
                 await self._check_topics_exist({row.topic for row in pending})
             except BaseException:
                 self._acked.clear()  # whatever it said, the next round checks again
                 raise
-        self._acked.update(latest)
-        # With where the broker put each row: a consumer's self-check tells by it an event the
-        # consumer has not reached yet from one it missed (#12, reconcile.progress).
-        await self._outbox.mark_published(
-            [row.outbox_id for row in pending],
-            [(metadata.partition, metadata.offset) for metadata in acknowledged],
-        )
-        PUBLISHED.labels(self._store).inc(len(pending))
-        return len(pending)
+        return acknowledged
 
     def _topics_unverified(
         self, pending: Sequence[PendingPublication], acknowledged: Sequence[Any]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
+from branchline_followup.entrypoints.console.rm_pages import form_page
 from branchline_followup.entrypoints.console.rm_pages import router as rm_router
 from branchline_followup.entrypoints.console.supervisor_pages import router as supervisor_router
 from branchline_followup.entrypoints.console.vocabulary import VOCABULARY
@@ -69,6 +70,7 @@ def install_followup_console(app: FastAPI, settings: FollowupSettings) -> None:
             dev_mode=settings.dev_mode,
             dev_roles=(Role.RM, Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN),
             vocabulary=VOCABULARY,
+            form_page=form_page,
         ),
         router,
     )

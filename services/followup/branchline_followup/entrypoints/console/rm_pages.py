@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from calendar import monthrange
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import fmean
@@ -190,6 +191,94 @@ def page_address(
     return "/console/?" + urlencode({**query, **extra})
 
 
+@dataclass(frozen=True)
+class ShownPage:
+    """The work list's page shown for a cursor: its tasks, its own cursor and trail, and
+    whether the page asked for was left with no task (this is the nearest before it)."""
+
+    work: WorkPage
+    cursor: str | None
+    trail: list[str]
+    emptied: bool
+
+
+async def shown_page(
+    request: Request,
+    ctx: FollowupContext,
+    principal: Principal,
+    filters: dict[str, Any],
+    cursor: str | None,
+    trail: list[str],
+) -> ShownPage:
+    """The page from ``cursor`` on (checked already, as ``trail``'s cursors are); a later
+    page left with no task is not shown: the page before it is, the nearest with tasks,
+    else the first (#12)."""
+    trail = list(trail)
+    after = decode_cursor(cursor) if cursor else None
+    emptied = False
+    while True:
+        work = await _work_list(
+            ctx,
+            principal,
+            staff_of(request),
+            assignee=filters["assignee"],
+            status=filters["status"],
+            kind=filters["kind"],
+            client_id=filters["client_id"],
+            after=after,
+        )
+        if work.tasks or work.skipped or cursor is None:
+            return ShownPage(work, cursor, trail, emptied)
+        cursor = trail.pop() if trail else None
+        after = decode_cursor(cursor) if cursor else None
+        emptied = True
+
+
+async def landing_address(
+    request: Request,
+    ctx: FollowupContext,
+    principal: Principal,
+    filters: dict[str, Any],
+    cursor: str,
+    trail: list[str],
+    **notice: str,
+) -> str:
+    """Where a plain form post goes after its action: the page it was on, or, when that
+    page has no task left, straight to the page that will be shown, saying so (``went``):
+    one redirect, not the emptied page's and then its 303 (#12)."""
+    if not cursor:
+        return page_address(filters, "", [], **notice)
+    shown = await shown_page(request, ctx, principal, filters, cursor, trail)
+    if not shown.emptied:
+        return page_address(filters, cursor, trail, **notice)
+    return page_address(filters, shown.cursor or "", shown.trail, went="1", **notice)
+
+
+def form_page(fields: Mapping[str, str]) -> str | None:
+    """The work list's page a refused form came from, by the fields it carries (``f_*``):
+    its filters (each as long as the form takes, else left out) and its cursor and trail
+    where this console made them, else the first page; none for a form of another page.
+    The console's refused page links back to it (#12)."""
+    if not any(name.startswith("f_") for name in fields):
+        return None
+
+    def field(name: str, limit: int) -> str:
+        value = fields.get(name, "")
+        return value if len(value) <= limit else ""
+
+    filters = work_filters(
+        field("f_status", 16),
+        field("f_kind", 64),
+        field("f_client_id", 128),
+        field("f_assignee", 128),
+    )
+    cursor = field("f_cursor", 512)
+    trail = parse_trail(field("f_back", TRAIL_MAX * 513)) if cursor else []
+    if not cursor or not cursor_valid(cursor) or trail is None:
+        return page_address(filters, "")
+    return page_address(filters, cursor, trail)
+
+
 async def render_day(
     request: Request,
     ctx: FollowupContext,
@@ -211,39 +300,20 @@ async def render_day(
     first, and to htmx the address is replaced by that page's; a plain GET given ``moved``
     (its query's notices) is redirected to that page's address, saying it went back (#12)."""
     site = site_of(request)
-    trail = parse_trail(back) if cursor else []
-    try:
-        after = decode_cursor(cursor) if cursor else None
-    except CursorInvalid:
+    checked = parse_trail(back) if cursor else []
+    if (cursor and not cursor_valid(cursor)) or checked is None:
         return bad_cursor(request, filters)
-    if trail is None:
-        return bad_cursor(request, filters)
-    emptied = False
-    while True:
-        work = await _work_list(
-            ctx,
-            principal,
-            staff_of(request),
-            assignee=filters["assignee"],
-            status=filters["status"],
-            kind=filters["kind"],
-            client_id=filters["client_id"],
-            after=after,
-        )
-        if work.tasks or work.skipped or cursor is None:
-            break
-        # an emptied later page: the one before it (decoded already, when the trail was read)
-        cursor = trail.pop() if trail else None
-        after = decode_cursor(cursor) if cursor else None
-        emptied = went_back = True
+    shown = await shown_page(request, ctx, principal, filters, cursor, checked)
+    work, cursor, trail = shown.work, shown.cursor, shown.trail
+    went_back = went_back or shown.emptied
     query = {k: v for k, v in filters.items() if v}
     fragment = (
         request.headers.get("hx-request") == "true"
         and request.headers.get("hx-target") == "work-list"
     )
     here = page_address(filters, cursor or "", trail)
-    if emptied and moved is not None and request.headers.get("hx-request") != "true":
-        # the shown page's own address (a plain post that emptied its page lands here)
+    if shown.emptied and moved is not None and request.headers.get("hx-request") != "true":
+        # the shown page's own address (a GET of an emptied page's old address lands here)
         return site.redirect(request, page_address(filters, cursor or "", trail, **moved))
     answer = site.render(
         request,
@@ -278,7 +348,7 @@ async def render_day(
         },
         status=status,
     )
-    if emptied and request.headers.get("hx-request") == "true":
+    if shown.emptied and request.headers.get("hx-request") == "true":
         answer.headers["HX-Replace-Url"] = here
     return answer
 
@@ -448,7 +518,10 @@ async def complete(
     trail = back.split(TRAIL_SEPARATOR) if back else []
     if request.headers.get("hx-request") != "true":
         if error is None:
-            return site.redirect(request, page_address(filters, f_cursor, trail, done="1"))
+            landing = await landing_address(
+                request, ctx, principal, filters, f_cursor, trail, done="1"
+            )
+            return site.redirect(request, landing)
         return await render_day(
             request, ctx, principal, filters, error=error, status=422, cursor=page, back=back
         )

@@ -28,7 +28,7 @@ from branchline_followup.entrypoints.console.rm_pages import (
     bad_cursor,
     cursor_valid,
     free_text,
-    page_address,
+    landing_address,
     parse_trail,
     render_day,
     work_filters,
@@ -134,7 +134,10 @@ async def reassign(
     page = f_cursor or None
     if request.headers.get("hx-request") != "true" and error is None:
         trail = back.split(TRAIL_SEPARATOR) if back else []
-        return site.redirect(request, page_address(filters, f_cursor, trail, given=assignee))
+        landing = await landing_address(
+            request, ctx, principal, filters, f_cursor, trail, given=assignee
+        )
+        return site.redirect(request, landing)
     return await render_day(
         request, ctx, principal, filters, notice=notice, error=error, cursor=page, back=back
     )
