@@ -433,6 +433,22 @@ async def product_applied_out_of_order(settings: BranchlineSettings, first: int)
     return late.event_id
 
 
+async def product_applied_late_again(settings: BranchlineSettings) -> uuid.UUID:
+    """After :func:`product_applied_out_of_order`: P-L's version 4 lost and re-queued after
+    its version 5 was applied, out of order too. Returns version 4's event id."""
+    late = product_event(4, 0x44)
+    await lost_by_the_broker(settings, late)
+    await stored_for_the_relay(settings, product_event(5, 0x45))
+
+    async def applied_it() -> Reconciliation | None:
+        result, _ = await reconcile_stack(settings, grace_s=0)
+        reports = {r.consumer: r for r in result.reports}
+        return result if late.event_id in reports["followup-worker"].out_of_order else None
+
+    await eventually(applied_it, within=40, interval=0.5)
+    return late.event_id
+
+
 async def test_the_followup_self_check_reports_a_product_event_applied_out_of_order(
     infra: Infra, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -456,8 +472,17 @@ async def test_the_followup_self_check_reports_a_product_event_applied_out_of_or
             assert await repair.check(grace_s=0) == 0  # nothing re-queued: it was applied
             assert self_check_gauge(OUT_OF_ORDER_GAUGE, "followup-worker") == 1
             assert self_check_gauge("branchline_reconcile_differences", "followup-worker") == 1
-    told = [r for r in caplog.records[before:] if getattr(r, "event_id", None) == str(late)]
+        # the second check is incremental: it re-asks what it found, nothing applied before
+        assert repair.order.candidates == 1
+        ours = caplog.records[before:]  # the worker's own check may log the next one too
+        later = await product_applied_late_again(settings)
+        assert await repair.check(grace_s=0) == 0
+        assert self_check_gauge(OUT_OF_ORDER_GAUGE, "followup-worker") == 2
+        # the two events applied since the mark (versions 4 and 5) and the one found before
+        assert repair.order.candidates == 3
+    told = [r for r in ours if getattr(r, "event_id", None) == str(late)]
     assert len(told) == 1, told
+    assert [r for r in caplog.records[before:] if getattr(r, "event_id", None) == str(later)]
     assert getattr(told[0], "stream_id", None) == "product-P-L"
     assert "branchline rebuild followup" in getattr(told[0], "remedy", "")
     assert "--from-stores" in getattr(told[0], "remedy", "")

@@ -217,7 +217,7 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             topics=tuple(runtime.topics.event_topics()),
             # The events no client's re-projection puts in order: the check judges their
             # streams' order as reconcile does (#12).
-            unordered=lambda: read_models_unordered(runtime.pool),
+            unordered=lambda after: read_models_unordered(runtime.pool, after),
             applied_among=lambda ids: read_models_applied_among(runtime.pool, ids),
             order_remedy="branchline rebuild followup (from the topics, or --from-stores)",
         ),

@@ -68,8 +68,9 @@ class ConsumerSource:
     """The consumer's order of applying is its own record (the audit ledger: append-only,
     hash-chained, the order of recording): an event it applied late is reported *late*,
     information, not *out of order* (:func:`~.compare.compare`, #12)."""
-    unordered: Callable[[], Awaitable[list[AppliedEvent]]] | None = None
-    """The events the consumer applied and did not put in source order itself (none of
+    unordered: Callable[[int], Awaitable[list[AppliedEvent]]] | None = None
+    """The events the consumer applied after the given apply sequence (0: all) and did not
+    put in source order itself (none of
     :data:`~.compare.ORDER_FREE_TYPES`): its self-check judges the order of their streams
     alone (:mod:`.ordering`, #12). None: the self-check does not look at order."""
     applied_among: Callable[[Sequence[uuid.UUID]], Awaitable[list[AppliedEvent]]] | None = None

@@ -56,7 +56,7 @@ from branchline_shared.background import running_task
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.logging_setup import describe_error
-from branchline_shared.reconcile.ordering import checks_order, out_of_order, remedy
+from branchline_shared.reconcile.ordering import OrderWatch, checks_order, remedy
 from branchline_shared.reconcile.progress import (
     Copy,
     PartitionProgress,
@@ -205,6 +205,8 @@ class SelfRepair:
         self.not_reached = 0
         """Events the last check left to the consumer (ahead of its committed offsets)."""
         self._out_of_order_told: frozenset[uuid.UUID] = frozenset()  # logged once each
+        self.order = OrderWatch(consumer)
+        """The order step's candidates and mark, kept across checks (:mod:`.ordering`)."""
 
     @property
     def consumer(self) -> ConsumerSource:
@@ -264,7 +266,7 @@ class SelfRepair:
         if self._consumer.late_is_record:  # its order of applying is its record: never out
             OUT_OF_ORDER.labels(self._consumer.name).set(0)
         elif checks_order(self._consumer):
-            differences += await self._check_order()
+            differences += await self._check_order(full=full)
         DIFFERENCES.labels(self._consumer.name).set(differences)
         NOT_REACHED.labels(self._consumer.name).set(self.not_reached)
         if repaired:
@@ -275,10 +277,10 @@ class SelfRepair:
             )
         return repaired
 
-    async def _check_order(self) -> int:
+    async def _check_order(self, *, full: bool) -> int:
         """Events applied out of order (:mod:`.ordering`): counted in the gauge, each logged
         the first check that finds it (again if it comes back after being put in order)."""
-        found = await out_of_order(self._consumer, store_sources(self._settings))
+        found = await self.order.check(store_sources(self._settings), full=full)
         OUT_OF_ORDER.labels(self._consumer.name).set(len(found))
         for event in found:
             if event.event_id not in self._out_of_order_told:

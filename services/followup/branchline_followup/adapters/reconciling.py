@@ -31,16 +31,19 @@ async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
     return _applied(rows)
 
 
-async def read_models_unordered(pool: PgPool) -> list[AppliedEvent]:
-    """The events the live read models applied and did not keep in a client's journal (a
-    product's, a staff member's, one applied before migration 010), but for those whose order
-    matters to nobody: the only ones the worker cannot have put in order itself, so the only
-    streams its self-check judges the order of (#12)."""
+async def read_models_unordered(pool: PgPool, after: int = 0) -> list[AppliedEvent]:
+    """The events the live read models applied after apply sequence ``after`` (0: all) and
+    did not keep in a client's journal (a product's, a staff member's, one applied before
+    migration 010), but for those whose order matters to nobody: the only ones the worker
+    cannot have put in order itself, so the only streams its self-check judges the order of
+    (#12). ``applied_seq > after`` is a range of fu_applied_events_by_seq (migration 023):
+    an incremental check reads what was applied since its mark, not the whole table."""
     rows = await pool.fetch(
         "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
-        "FROM fu_applied_events a WHERE a.type <> ALL($1::text[]) "
+        "FROM fu_applied_events a WHERE a.applied_seq > $2 AND a.type <> ALL($1::text[]) "
         "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id)",
         sorted(ORDER_FREE_TYPES),
+        after,
     )
     return _applied(rows)
 
