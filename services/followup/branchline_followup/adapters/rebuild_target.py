@@ -150,6 +150,7 @@ not remembered is looked up in the rebuild's ``fu_applied_events``."""
 
 DEFERRED_INDEXES = frozenset(
     {
+        "fu_applied_events_by_seq",
         "fu_applied_events_source",
         "fu_clients_by_branch",
         "fu_clients_by_rm",
@@ -178,7 +179,7 @@ DEFERRED_INDEXES = frozenset(
 """Indexes of the live read models that a rebuild builds after its load, once per table,
 instead of keeping them up row by row while it writes (a bulk load's, #12). Only indexes
 nothing the load runs reads: those of the APIs, the console, the timer runner, the shredder
-and the swap's due stage changes (built before the catch-up). Kept while loading: every
+the swap's due stage changes and the self-check's order step (built before the catch-up). Kept while loading: every
 primary key (``ON CONFLICT``, the applied record), the client journal's order (the in-order
 check, a re-projection), the by-client indexes a re-projection's ``DELETE`` s read
 (:data:`~.client_journal.CLEAR_CLIENT`), the tasks by source (a creation's read-ahead), the
