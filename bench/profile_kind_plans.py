@@ -9,7 +9,8 @@ API's 50 + 1, first and next) has every statement ``list_tasks`` runs for it exp
 (``EXPLAIN (ANALYZE, BUFFERS)``) on its custom plan (``force_custom_plan``), its generic plan
 (``force_generic_plan``) and the plan ``auto`` (PostgreSQL's default) uses once the statement
 was run 6 times: shared buffers touched and execution ms summed over the statements, median
-of 5. First, the plans of an RM's revisit page by status done are printed as text.
+of 5. First, the plans of an RM's revisit page by status done (``--shown``: another page) are
+printed as text.
 
     python -m bench.profile_kind_plans [--tasks 100000] [--pairs 2] [--old main]
 """
@@ -48,6 +49,13 @@ PAGES = {
         assignee="rm-7", kind="satisfaction_survey", status="done"
     ),
     "RM, no kind": queries.TaskFilter(assignee="rm-7"),
+    # SLA filters on owner pages (#12, Round 34: the filter the walk's range, not a text)
+    "RM, revisit, overdue": queries.TaskFilter(assignee="rm-7", kind="revisit", status="overdue"),
+    "RM, revisit, due soon": queries.TaskFilter(assignee="rm-7", kind="revisit", status="due_soon"),
+    "RM, revisit, on track": queries.TaskFilter(assignee="rm-7", kind="revisit", status="on_track"),
+    "team of 3, revisit, overdue": queries.TaskFilter(
+        assignee_in=TEAM, kind="revisit", status="overdue"
+    ),
     "team of 3, revisit": queries.TaskFilter(assignee_in=TEAM, kind="revisit"),
     "team of 3, survey": queries.TaskFilter(assignee_in=TEAM, kind="satisfaction_survey"),
     "kind revisit": queries.TaskFilter(kind="revisit"),
@@ -80,8 +88,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             "FROM fu_tasks GROUP BY status ORDER BY status"
         )
         print("tasks by status (rm-7, rm-7's revisits, revisits):", [tuple(r) for r in counts])
-        where = PAGES["RM, revisit, done"]
         for variant, module in modules.items():
+            where = PAGES[args.shown]
             *run, _ = await statements_of(module, pool, where, None)
             for sql, values in run:
                 print(f"--- {variant}: {sql} {values!r}")
@@ -103,6 +111,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--old", default="main")
+    parser.add_argument("--shown", default="RM, revisit, done", choices=sorted(PAGES))
     return run_in_scratch(measure, parser.parse_args(), "kind-plans-")
 
 

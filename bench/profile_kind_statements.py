@@ -9,7 +9,8 @@ parameter), alternated (A B B A over ``--pairs``), each on a fresh one-connectio
 (the API's statement cache, 100 statements):
 
 the page shapes below (an RM's page by kind, with a status, a team's, a kind's, a client's;
-first and next pages) are read for one kind, then for all 20 kinds, each page ``--uses``
+an RM's overdue and due soon pages, a team's on track; first and next pages) are read
+for one kind, then for all 20 kinds, each page ``--uses``
 times. After each, on the same connection: the statements it holds prepared
 (``pg_prepared_statements``), its backend's memory (``pg_backend_memory_contexts``: all
 contexts' bytes, and those of the plan cache: ``CachedPlanSource``, ``CachedPlanQuery``,
@@ -18,7 +19,10 @@ plan, the run) against the median of its later reads, summed per kind. Last, eve
 in turn once more, each shape's first page once (``kinds in turn``): with more statements
 than asyncpg's cache holds, each read prepares its statement again.
 
-    python -m bench.profile_kind_statements [--tasks 100000] [--pairs 2] [--uses 8]
+Round 34 added the SLA filters on owner pages; ``--old`` then the commit before the SLA
+filter became an owner's kind page's range (its own text per kind and filter before).
+
+    python -m bench.profile_kind_statements [--tasks 100000] [--pairs 2] [--uses 8] [--old REV]
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ SHAPES: dict[str, dict[str, Any]] = {
     "team": {"assignee_in": TEAM},
     "kind": {},
     "client": {"client_id": "C-7"},
+    # the SLA filters on owner pages (#12, Round 34): before, each its own text per kind
+    "RM, overdue": {"assignee": "rm-7", "status": "overdue"},
+    "RM, due soon": {"assignee": "rm-7", "status": "due_soon"},
+    "team, on track": {"assignee_in": TEAM, "status": "on_track"},
 }
 MEMORY = """
 SELECT sum(total_bytes)::bigint,
@@ -146,7 +154,7 @@ async def one_run(dsn: str, module: Any, uses: int) -> dict[str, float]:
             cycles.append(0.0)
             for shape in SHAPES.values():
                 cycles[-1] += (await timed(module, pool, kind, shape, None))[0]
-        found["kinds in turn ms per kind (5 pages)"] = statistics.median(cycles)
+        found[f"kinds in turn ms per kind ({len(SHAPES)} pages)"] = statistics.median(cycles)
         # the kinds after the first: their statements new (new) or already prepared (old)
         found["first reads ms per kind"] = statistics.median(firsts[1:])
         found["later reads ms per kind"] = statistics.median(lasts[1:])

@@ -14,7 +14,10 @@ then, on one page's rows (``READ_PAGES`` x 51 unreadable records, fetched once),
 the kind), the problem's text (``_problem``), ``skipped`` (the counter and the warning) with
 logging dropped (a null handler, as the page probe) and with the services' JSON line handler
 writing to /dev/null (``configure_logging``'s formatter, as in production), and the whole
-``decode_rows`` both ways. Printed per run, then as median [min-max] over the runs.
+``decode_rows`` both ways, on one record at a time and on the page's records at once (one
+read: since #12's Round 34 one warning per read, not per row). The walk is also timed with
+the JSON line handler (``walk, JSON lines``). Printed per run, then as median [min-max] over
+the runs.
 
     python -m bench.profile_unreadable_rows [--tasks 20000] [--unreadable 10000] [--runs 5]
 """
@@ -99,10 +102,10 @@ async def walk(pool: Any) -> tuple[float, float, float, int, int]:
     decoding = 0.0
     original = vars(queries)["decode_rows"]
 
-    def timed_decode(rows: Any, decode: Any, *, query: str) -> Any:
+    def timed_decode(rows: Any, decode: Any, *, query: str, **options: Any) -> Any:
         nonlocal decoding
         start = time.perf_counter()
-        found = original(rows, decode, query=query)
+        found = original(rows, decode, query=query, **options)
         decoding += time.perf_counter() - start
         return found
 
@@ -159,7 +162,13 @@ def steps_of(records: list[Any], sink: Any) -> dict[str, float]:
     found["decode_rows, logs dropped"] = per_row_us(
         lambda r: row_guard.decode_rows([r], queries.task_row, query=QUERY), records
     )
+    found["decode_rows, a read's records, logs dropped"] = per_row_us(
+        lambda _: row_guard.decode_rows(records, queries.task_row, query=QUERY), [None]
+    ) / len(records)
     json_logs(sink)
+    found["decode_rows, a read's records, JSON lines"] = per_row_us(
+        lambda _: row_guard.decode_rows(records, queries.task_row, query=QUERY), [None]
+    ) / len(records)
     found["skipped, JSON lines"] = per_row_us(lambda _: row_guard.skipped(QUERY, "x"), errors)
     found["decode_rows, JSON lines"] = per_row_us(
         lambda r: row_guard.decode_rows([r], queries.task_row, query=QUERY), records
@@ -183,12 +192,17 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         await rm_page(sample, None)
         records = list(await pool.fetch(*sample.first))
         for run in range(args.runs):
+            json_logs(sink)
+            json_wall, _, json_decoding, json_rows, _ = await walk(pool)
+            drop_logs()
             wall, fetch, decoding, rows, calls = await walk(pool)
             line = {
                 "walk": 1e6 * wall / rows,
                 "fetch": 1e6 * fetch / rows,
                 "decode_rows": 1e6 * decoding / rows,
                 "rest": 1e6 * (wall - fetch - decoding) / rows,
+                "walk, JSON lines": 1e6 * json_wall / json_rows,
+                "walk's decode_rows, JSON lines": 1e6 * json_decoding / json_rows,
             }
             line |= steps_of(records, sink)
             for name, value in line.items():

@@ -17,9 +17,11 @@ import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
+from branchline_audit.adapters.database import open_role_pool
+from branchline_audit.bootstrap import self_repair as audit_self_repair
 from branchline_cli.main import app as cli
 from branchline_cli.reconcile_commands import reconcile_stack
-from branchline_followup.bootstrap import rebuild, running_worker
+from branchline_followup.bootstrap import rebuild, running_worker, worker_self_repair
 from branchline_intake.bootstrap import create_app
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.postgres import PostgresUnitOfWork
@@ -405,3 +407,84 @@ async def test_a_rebuild_puts_a_late_product_event_in_order_for_reconcile(
         assert followup.out_of_order == []
         assert followup.differences == 0
         assert after.differences == 0
+
+
+def self_check_gauge(name: str, consumer: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"consumer": consumer})
+
+
+async def product_applied_out_of_order(settings: BranchlineSettings, first: int) -> uuid.UUID:
+    """Product P-L's version 2 lost by the broker and re-queued (the consumers' position-jump
+    repair) after its version 3 was applied: the followup read models hold it out of order
+    (as reconcile says), the ledger late. Returns version 2's event id."""
+    await stored_for_the_relay(settings, product_event(1, first))
+    await settled(settings)
+    late = product_event(2, first + 1)
+    await lost_by_the_broker(settings, late)
+    await stored_for_the_relay(settings, product_event(3, first + 2))
+
+    async def both_applied_it() -> Reconciliation | None:
+        result, _ = await reconcile_stack(settings, grace_s=0)
+        reports = {r.consumer: r for r in result.reports}
+        seen = reports["followup-worker"].out_of_order == [late.event_id]
+        return result if seen and reports["audit-consumer"].late == [late.event_id] else None
+
+    await eventually(both_applied_it, within=40, interval=0.5)
+    return late.event_id
+
+
+async def test_the_followup_self_check_reports_a_product_event_applied_out_of_order(
+    infra: Infra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#12: the worker's own self-check (as its bootstrap wires it) judges order as reconcile
+    does: a product's version 2 applied after version 3, which nothing re-projects, is a
+    difference, in ``branchline_consumer_self_check_out_of_order``, logged once with the
+    remedy however many checks find it."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    async with (
+        serve(create_app(settings)),
+        running_worker(settings) as runtime,
+        audit_consumer(settings),
+    ):
+        late = await product_applied_out_of_order(settings, 0x41)
+        # a check of its own (the running worker's own, at the position jump, may have
+        # found and logged it already: each check logs a finding once)
+        repair = worker_self_repair(settings, runtime)
+        assert repair is not None
+        before = len(caplog.records)
+        for _ in range(2):
+            assert await repair.check(grace_s=0) == 0  # nothing re-queued: it was applied
+            assert self_check_gauge(OUT_OF_ORDER_GAUGE, "followup-worker") == 1
+            assert self_check_gauge("branchline_reconcile_differences", "followup-worker") == 1
+    told = [r for r in caplog.records[before:] if getattr(r, "event_id", None) == str(late)]
+    assert len(told) == 1, told
+    assert getattr(told[0], "stream_id", None) == "product-P-L"
+    assert "branchline rebuild followup" in getattr(told[0], "remedy", "")
+    assert "--from-stores" in getattr(told[0], "remedy", "")
+
+
+async def test_the_audit_self_check_does_not_count_a_late_ledger_entry(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """#12: the ledger's order is its record: the audit consumer's self-check is told so
+    (``late_is_record``), and a product event entered after its later version (late, as
+    reconcile says) is no difference and nothing out of order."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    async with (
+        serve(create_app(settings)),
+        running_worker(settings),
+        audit_consumer(settings),
+    ):
+        await product_applied_out_of_order(settings, 0x51)
+        pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=2)
+        try:
+            repair = audit_self_repair(settings, pool)
+            assert repair is not None
+            assert await repair.check(grace_s=0) == 0
+        finally:
+            await pool.close()
+    assert self_check_gauge(OUT_OF_ORDER_GAUGE, "audit-consumer") == 0
+    assert self_check_gauge("branchline_reconcile_differences", "audit-consumer") == 0
+
+
+OUT_OF_ORDER_GAUGE = "branchline_consumer_self_check_out_of_order"

@@ -169,6 +169,9 @@ def self_repair(settings: AuditSettings, pool: asyncpg.Pool[Any]) -> SelfRepair 
             # build_consumer's group and topics: the check asks the broker how far it read.
             group_id=settings.topic(CONSUMER),
             topics=tuple(topics.event_topics()),
+            # The ledger's order is its record of arrival: a late entry is information,
+            # never a difference (as ``branchline reconcile`` judges it, #12).
+            late_is_record=True,
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

@@ -15,7 +15,12 @@ from branchline_followup.adapters.legal_holds import legal_holds_from_settings
 from branchline_followup.adapters.partitioned_rebuild import ProcessPartitions
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
-from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
+from branchline_followup.adapters.reconciling import (
+    read_models_applied,
+    read_models_applied_among,
+    read_models_have,
+    read_models_unordered,
+)
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
 from branchline_followup.adapters.topic_replay import TopicReplay
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
@@ -210,6 +215,11 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             # event topics: the check asks the broker how far it read.
             group_id=worker_group(settings),
             topics=tuple(runtime.topics.event_topics()),
+            # The events no client's re-projection puts in order: the check judges their
+            # streams' order as reconcile does (#12).
+            unordered=lambda: read_models_unordered(runtime.pool),
+            applied_among=lambda ids: read_models_applied_among(runtime.pool, ids),
+            order_remedy="branchline rebuild followup (from the topics, or --from-stores)",
         ),
         interval_s=settings.reconcile_self_check_interval_s,
         grace_s=settings.reconcile_grace_s,

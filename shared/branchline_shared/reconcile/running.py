@@ -68,6 +68,15 @@ class ConsumerSource:
     """The consumer's order of applying is its own record (the audit ledger: append-only,
     hash-chained, the order of recording): an event it applied late is reported *late*,
     information, not *out of order* (:func:`~.compare.compare`, #12)."""
+    unordered: Callable[[], Awaitable[list[AppliedEvent]]] | None = None
+    """The events the consumer applied and did not put in source order itself (none of
+    :data:`~.compare.ORDER_FREE_TYPES`): its self-check judges the order of their streams
+    alone (:mod:`.ordering`, #12). None: the self-check does not look at order."""
+    applied_among: Callable[[Sequence[uuid.UUID]], Awaitable[list[AppliedEvent]]] | None = None
+    """Of the given event ids, those the consumer applied, with the order it applied them in
+    (what :attr:`applied` says of each)."""
+    order_remedy: str = ""
+    """What puts an event applied out of order in order, for the self-check's log line."""
 
 
 @dataclass

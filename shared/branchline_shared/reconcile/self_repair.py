@@ -16,8 +16,16 @@ event is applied (settled: below the snapshot's xmin, so nothing can still appea
 and starts the next check there; every ``full_scan_every``-th check, and after the broker's
 log was reset, starts from the beginning again (the applied record could have changed behind
 its back: a rebuild swapping in new read models). What it does not report, unlike
-``branchline reconcile``: events applied that no store has (extra) and events applied out of
-order; the repair never needed them.
+``branchline reconcile``: events applied that no store has (extra); the repair never needed
+them.
+
+Order (#12): a consumer that can tell which events it did not put in source order itself
+(``ConsumerSource.unordered``: the followup worker) has each check judge those events'
+streams as reconcile does (:mod:`.ordering`): an event applied after a later version of its
+stream and not put in order since counts among the check's differences and in
+``branchline_consumer_self_check_out_of_order``, and is logged once, with the remedy (nothing
+re-queued: re-publishing would apply it late again). The audit ledger's order of applying is
+its record (``late_is_record``): a late entry there is information, and it is not asked.
 
 Owed, not merely behind (#12): a periodic check judges an event the consumer has not applied
 by the consumer group's committed offsets on the broker (:mod:`.progress`): one still ahead of
@@ -48,6 +56,7 @@ from branchline_shared.background import running_task
 from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.kafka.group_offsets import GroupOffsets
 from branchline_shared.logging_setup import describe_error
+from branchline_shared.reconcile.ordering import checks_order, out_of_order, remedy
 from branchline_shared.reconcile.progress import (
     Copy,
     PartitionProgress,
@@ -90,6 +99,13 @@ NOT_REACHED = Gauge(
     "branchline_consumer_self_check_not_reached",
     "Events the consumer's last check found not applied and still ahead of its group's "
     "committed offsets (not re-queued: the consumer will get them)",
+    ["consumer"],
+)
+
+OUT_OF_ORDER = Gauge(
+    "branchline_consumer_self_check_out_of_order",
+    "Events the consumer's last check found applied after a later version of their stream "
+    "and not put in order since (a rebuild of the consumer puts them in order)",
     ["consumer"],
 )
 
@@ -188,6 +204,7 @@ class SelfRepair:
         self._broker_failing = False  # logged once per outage
         self.not_reached = 0
         """Events the last check left to the consumer (ahead of its committed offsets)."""
+        self._out_of_order_told: frozenset[uuid.UUID] = frozenset()  # logged once each
 
     @property
     def consumer(self) -> ConsumerSource:
@@ -244,6 +261,10 @@ class SelfRepair:
                 self._settled[store.source] = settled
                 differences += found
                 repaired += requeued
+        if self._consumer.late_is_record:  # its order of applying is its record: never out
+            OUT_OF_ORDER.labels(self._consumer.name).set(0)
+        elif checks_order(self._consumer):
+            differences += await self._check_order()
         DIFFERENCES.labels(self._consumer.name).set(differences)
         NOT_REACHED.labels(self._consumer.name).set(self.not_reached)
         if repaired:
@@ -253,6 +274,27 @@ class SelfRepair:
                 extra={"consumer": self._consumer.name, "trigger": trigger, "events": repaired},
             )
         return repaired
+
+    async def _check_order(self) -> int:
+        """Events applied out of order (:mod:`.ordering`): counted in the gauge, each logged
+        the first check that finds it (again if it comes back after being put in order)."""
+        found = await out_of_order(self._consumer, store_sources(self._settings))
+        OUT_OF_ORDER.labels(self._consumer.name).set(len(found))
+        for event in found:
+            if event.event_id not in self._out_of_order_told:
+                log.warning(
+                    "consumer applied an event after a later version of its stream; nothing "
+                    "put it in order",
+                    extra={
+                        "consumer": self._consumer.name,
+                        "event_id": str(event.event_id),
+                        "stream_id": event.stream_id,
+                        "stream_version": event.stream_version,
+                        "remedy": remedy(self._consumer),
+                    },
+                )
+        self._out_of_order_told = frozenset(event.event_id for event in found)
+        return len(found)
 
     @contextlib.asynccontextmanager
     async def _group_progress(self, trigger: str) -> AsyncIterator[BrokerView]:

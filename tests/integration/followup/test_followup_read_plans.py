@@ -9,6 +9,7 @@ sequential scan. The worker's statements are checked in ``test_followup_client_i
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -954,14 +955,16 @@ UNREADABLE_SCOPES = {
 
 @pytest.mark.parametrize("name", list(UNREADABLE_SCOPES), ids=list(UNREADABLE_SCOPES))
 async def test_a_scope_of_unreadable_rows_is_read_in_bounded_steps(
-    filled: PgPool, name: str
+    filled: PgPool, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """#12: a page of a scope holding only rows it skips as unreadable reads at most
     ``READ_PAGES`` x the page's size of them and answers no rows with a next-page key just
     past them (the last row read); it read the scope to its end (Round 30: 401 statements
-    for the kind's 20,000 tasks)."""
+    for the kind's 20,000 tasks). Each statement's skipped rows are one warning naming how
+    many and their task ids (Round 34; before, one warning per row: 28 here)."""
     where = UNREADABLE_SCOPES[name]
     statements: list[str] = []
+    caplog.set_level(logging.WARNING, logger="branchline_shared.postgres.row_guard")
     found = await queries.list_tasks(
         cast(PgPool, Recording(filled, statements)),
         where=where,
@@ -991,6 +994,12 @@ async def test_a_scope_of_unreadable_rows_is_read_in_bounded_steps(
         task,
     )
     assert passed == queries.READ_PAGES * 7, name
+    warnings = [r.__dict__ for r in caplog.records if r.name.endswith("row_guard")]
+    assert len(warnings) == len(statements), name
+    assert sum(w["skipped"] for w in warnings) == passed, name
+    assert all(w["query"] == "followups.list" for w in warnings), name
+    assert all(len(w["ids"]) == min(w["skipped"], 20) for w in warnings), name
+    assert warnings[-1]["ids"][-1] == str(task), name
 
 
 READABLE_EVERY = {"every 37th": 37, "every 7th": 7, "every 2nd": 2, "none": 0}
@@ -1064,6 +1073,11 @@ RARE_KIND_PAGES = {
     "a team's, done": queries.TaskFilter(
         assignee_in=frozenset({"rm-7", "rm-8"}), kind="revisit", status="done"
     ),
+    "an RM's, overdue": queries.TaskFilter(assignee="rm-7", kind="revisit", status="overdue"),
+    "an RM's, due soon": queries.TaskFilter(assignee="rm-7", kind="revisit", status="due_soon"),
+    "a team's, on track": queries.TaskFilter(
+        assignee_in=frozenset({"rm-7", "rm-8"}), kind="revisit", status="on_track"
+    ),
 }
 
 
@@ -1126,3 +1140,95 @@ async def test_the_task_pages_of_every_kind_use_two_statements_a_kind(filled: Pg
         assert reads, plan
         for _, details in reads:
             assert any(d.startswith("Index Cond") and "due_at" in d for d in details), plan
+
+
+OWNER_PAGES = {
+    "an RM's": lambda kind, status: queries.TaskFilter(assignee="rm-7", kind=kind, status=status),
+    "a team's": lambda kind, status: queries.TaskFilter(
+        assignee_in=frozenset({"rm-7", "rm-8"}), kind=kind, status=status
+    ),
+}
+OWNER_STATUSES = (None, "open", "done", "overdue", "due_soon", "on_track")
+
+
+async def test_an_owners_kind_pages_under_every_sla_filter_use_four_statements_a_kind(
+    filled: PgPool,
+) -> None:
+    """#12 (Round 33's left item): an owner's (an RM's, a team's) kind page under any SLA
+    filter (overdue, due soon, on track), first and next, is the kind's one SLA statement of
+    that owner: the SLA filter is the walk's range (its start the first keyset, its end a
+    bound parameter), not a text of its own; with no SLA filter (any status) it is Round 33's
+    one statement: four a kind. The kind's and a client's pages under an SLA
+    filter bind the kind: a few statements for every kind. Before, each SLA filter was its
+    own text on each kind's owner pages: 8 statements a kind, 160 for 20 kinds."""
+    kinds = [kind.value for kind in TaskKind]
+    seen: list[tuple[str, tuple[object, ...]]] = []
+    recording = cast(PgPool, _Arguments(filled, seen))
+    for kind in kinds:
+        for status in OWNER_STATUSES:
+            for page in OWNER_PAGES.values():
+                for after in (False, True):
+                    await tasks(page(kind, status), after=after)(recording)
+        for sla in ("overdue", "due_soon", "on_track"):
+            for where in (
+                queries.TaskFilter(kind=kind, status=sla),
+                queries.TaskFilter(client_id="C-7", kind=kind, status=sla),
+            ):
+                for after in (False, True):
+                    await tasks(where, after=after)(recording)
+    statements = {statement for statement, _ in seen}
+    for kind in kinds:
+        assert len({s for s in statements if f"'{kind}'" in s}) == 4, kind
+    bound = {s for s in statements if not any(f"'{kind}'" in s for kind in kinds)}
+    assert len(bound) <= 12, len(bound)  # 3 SLA filters x (the kind's, a client's) x first, next
+
+
+async def test_an_owners_kind_pages_under_each_sla_filter_are_one_statement_and_its_tasks(
+    filled: PgPool,
+) -> None:
+    """#12: an RM's and a team's kind pages under each SLA filter, page after page, are the
+    open tasks of the kind the SLA conditions select, in (due_at, id) order, all read by one
+    statement per owner (the filter the walk's range); a cursor from before the filter's
+    start (a page kept open across an hour) starts at the filter's start. Before, each SLA
+    filter was a statement of its own."""
+    await filled.execute(TIED_TASKS, NOW)
+    await filled.execute(
+        "UPDATE fu_tasks SET kind = 'revisit', rule = 'D-08' "
+        "WHERE assignee LIKE 'rm-t%' AND get_byte(uuid_send(id), 0) < 64"
+    )
+    for owner, scope in (("rm-t1", ["rm-t1"]), ("team", ["rm-t1", "rm-t2"])):
+        seen: list[tuple[str, tuple[object, ...]]] = []
+        recording = cast(PgPool, _Arguments(filled, seen))
+        for status, sla in SLA.items():
+            if status == "overdue":
+                del seen[:]  # the SLA filters' pages, after the open page's
+            want = [
+                r["id"]
+                for r in await filled.fetch(
+                    "SELECT id FROM fu_tasks WHERE assignee = ANY($1::text[]) "
+                    f"AND kind = 'satisfaction_survey' AND status = 'open' AND {sla} "
+                    "ORDER BY due_at, id",
+                    scope,
+                    NOW,
+                )
+            ]
+            where = (
+                queries.TaskFilter(assignee="rm-t1", kind="satisfaction_survey", status=status)
+                if owner == "rm-t1"
+                else queries.TaskFilter(
+                    assignee_in=frozenset(scope), kind="satisfaction_survey", status=status
+                )
+            )
+            got = await _walked_pages(recording, where, due_soon=timedelta(hours=10))
+            assert got == want, (owner, status)
+            assert got, (owner, status)
+            early = await queries.list_tasks(
+                recording,
+                where=where,
+                after=(NOW - timedelta(days=60), uuid.UUID(int=0)),
+                limit=7,
+                now=NOW,
+                due_soon_window=timedelta(hours=10),
+            )
+            assert [row["id"] for row in early.rows] == want[:7], (owner, status)
+        assert len({statement for statement, _ in seen}) == 1, owner  # overdue .. on track

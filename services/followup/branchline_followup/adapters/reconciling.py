@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from branchline_followup.adapters.read_models import applied_ids
 from branchline_shared.postgres.pool import PgPool
-from branchline_shared.reconcile.compare import AppliedEvent
+from branchline_shared.reconcile.compare import ORDER_FREE_TYPES, AppliedEvent
 
 
 async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
@@ -27,6 +28,39 @@ async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
         "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
         "ORDER BY a.applied_seq"
     )
+    return _applied(rows)
+
+
+async def read_models_unordered(pool: PgPool) -> list[AppliedEvent]:
+    """The events the live read models applied and did not keep in a client's journal (a
+    product's, a staff member's, one applied before migration 010), but for those whose order
+    matters to nobody: the only ones the worker cannot have put in order itself, so the only
+    streams its self-check judges the order of (#12)."""
+    rows = await pool.fetch(
+        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
+        "FROM fu_applied_events a WHERE a.type <> ALL($1::text[]) "
+        "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id)",
+        sorted(ORDER_FREE_TYPES),
+    )
+    return _applied(rows)
+
+
+async def read_models_applied_among(
+    pool: PgPool, event_ids: Sequence[uuid.UUID]
+) -> list[AppliedEvent]:
+    """Of ``event_ids``, those the live read models applied, as :func:`read_models_applied`
+    tells them."""
+    rows = await pool.fetch(
+        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, "
+        "j.event_id IS NOT NULL AS kept "
+        "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
+        "WHERE a.event_id = ANY($1::uuid[])",
+        list(event_ids),
+    )
+    return _applied(rows)
+
+
+def _applied(rows: Sequence[Any]) -> list[AppliedEvent]:
     return [
         AppliedEvent(
             r["event_id"],
