@@ -33,6 +33,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 POLL_S = 60.0
 FLUSH_TIMEOUT_S = 45.0
 EXIT_WITHIN_S = 25.0
+DRAIN_WINDOW_S = 6.0
+"""``shutdown_drain_s``: the relay is unready this long before its drain publishes the rows, so
+the test must see both (503 "draining", the rows still pending) inside it. 1.5 s before Round
+34's #12: a starved test process saw the rows already published."""
 
 
 def relay_env(settings: BranchlineSettings) -> dict[str, str]:
@@ -71,7 +75,7 @@ async def test_sigterm_makes_the_relay_unready_then_it_flushes_the_outbox_once_a
         tmp_path,
         intake_relay_port=free_port(),
         relay_poll_interval_s=POLL_S,
-        shutdown_drain_s=1.5,
+        shutdown_drain_s=DRAIN_WINDOW_S,
         shutdown_flush_timeout_s=FLUSH_TIMEOUT_S,
     )
     topic = declare_topics(settings).intake_events.name
@@ -112,7 +116,7 @@ async def test_sigterm_makes_the_relay_unready_then_it_flushes_the_outbox_once_a
             async def draining() -> bool:
                 return await readiness(client) == (503, "draining")
 
-            await eventually(draining, within=2, interval=0.05)
+            await eventually(draining, within=DRAIN_WINDOW_S - 2, interval=0.05)
             # unready first: the process runs, the rows wait for the drain to publish them
             assert process.poll() is None
             assert await backlog() == len(late)

@@ -178,12 +178,12 @@ DEFERRED_INDEXES = frozenset(
 )
 """Indexes of the live read models that a rebuild builds after its load, once per table,
 instead of keeping them up row by row while it writes (a bulk load's, #12). Only indexes
-nothing the load runs reads: those of the APIs, the console, the timer runner, the shredder
-the swap's due stage changes and the self-check's order step (built before the catch-up). Kept while loading: every
-primary key (``ON CONFLICT``, the applied record), the client journal's order (the in-order
-check, a re-projection), the by-client indexes a re-projection's ``DELETE`` s read
-(:data:`~.client_journal.CLEAR_CLIENT`), the tasks by source (a creation's read-ahead), the
-timers by task and client (``SYNC_TIMERS``), the holdings by product (a re-rating) and the
+nothing the load runs reads: those of the APIs, the console, the timer runner, the shredder,
+the self-check's order step and the swap's due stage changes (built before the catch-up). Kept
+while loading: every primary key (``ON CONFLICT``, the applied record), the client journal's
+order (the in-order check, a re-projection), the by-client indexes a re-projection's ``DELETE``
+s read (:data:`~.client_journal.CLEAR_CLIENT`), the tasks by source (a creation's read-ahead),
+the timers by task and client (``SYNC_TIMERS``), the holdings by product (a re-rating) and the
 refusals by client (console migration 004's trigger on a client's RM change)."""
 
 

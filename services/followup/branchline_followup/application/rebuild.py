@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import orjson
-
 from branchline_followup.application.ports import FollowupUnitOfWork
 from branchline_followup.application.projector import (
     Projection,
@@ -54,6 +52,7 @@ from branchline_followup.application.projector import (
     only_marked,
     project,
 )
+from branchline_followup.application.rebuild_routes import envelope_fields
 from branchline_followup.application.task_creations import PendingCreations
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.domain.stream_order import StreamOrder
@@ -382,13 +381,8 @@ class TopicOrder:
 def stream_place(value: bytes | None) -> tuple[str, int] | None:
     """The envelope's stream and version, read for ordering only (one parse; the message is
     decoded with every check where it is applied); None if it has none to read."""
-    if value is None:
-        return None
-    try:
-        envelope = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(envelope, dict):
+    envelope = envelope_fields(value)
+    if envelope is None:
         return None
     stream_id, version = envelope.get("stream_id"), envelope.get("stream_version")
     if not isinstance(stream_id, str) or type(version) is not int:

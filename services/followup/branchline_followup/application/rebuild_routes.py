@@ -136,16 +136,24 @@ def partition_predicate(column: str, parts: str, part: str) -> str:
     return f"('x' || left(md5({column}), 8))::bit(32)::bigint % {parts} = {part}"
 
 
-def route_of(value: bytes | None, parts: int) -> int | None:
-    """The process a replayed message goes to; ``None``: every process. Reads the envelope's
-    type and client only (one parse; the process it goes to decodes it fully)."""
+def envelope_fields(value: bytes | None) -> dict[str, object] | None:
+    """A message's envelope as a plain mapping, for reading a field or two before it is
+    decoded with every check where it is applied; None when it is no JSON object (the
+    rebuild's routing and its ordering both read it so: one reading, #12)."""
     if value is None:
-        return SHARED_WRITER
+        return None
     try:
         envelope = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return SHARED_WRITER
-    if not isinstance(envelope, dict):
+        return None
+    return envelope if isinstance(envelope, dict) else None
+
+
+def route_of(value: bytes | None, parts: int) -> int | None:
+    """The process a replayed message goes to; ``None``: every process. Reads the envelope's
+    type and client only (one parse; the process it goes to decodes it fully)."""
+    envelope = envelope_fields(value)
+    if envelope is None:
         return SHARED_WRITER
     kind = envelope.get("type")
     if kind in BY_EVERY_PROCESS:
