@@ -40,10 +40,10 @@ class RowsRead:
     def hook(self, monkeypatch: pytest.MonkeyPatch) -> None:
         decode = queries.decode_rows
 
-        def counted(raw: Any, row: Any, *, query: str) -> Any:
+        def counted(raw: Any, row: Any, *, query: str, **named: Any) -> Any:
             if query == "followups.list":
                 self.reads.append(len(raw))
-            return decode(raw, row, query=query)
+            return decode(raw, row, query=query, **named)
 
         monkeypatch.setattr(queries, "decode_rows", counted)
 
