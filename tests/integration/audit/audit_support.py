@@ -121,10 +121,26 @@ async def audit_context(
     settings: BranchlineSettings, *, clock: FixedClock | None = None, role: str | None = None
 ) -> AsyncIterator[AuditContext]:
     """A prepared audit database and the context the API would build (writer role)."""
+    async with audit_context_on(settings, clock=clock, role=role) as (audit, _):
+        yield audit
+
+
+@contextlib.asynccontextmanager
+async def audit_context_on(
+    settings: BranchlineSettings,
+    *,
+    clock: FixedClock | None = None,
+    role: str | None = None,
+    connections: int = 4,
+) -> AsyncIterator[tuple[AuditContext, asyncpg.Pool[Any]]]:
+    """:func:`audit_context` and its pool of at most ``connections``, for a test that must
+    hold one of them."""
     await prepare_database(settings)
-    pool = await open_role_pool(settings, role or settings.audit_db_writer_role, max_size=4)
+    pool = await open_role_pool(
+        settings, role or settings.audit_db_writer_role, max_size=connections
+    )
     try:
-        yield built_context(settings, pool, clock or FixedClock(T0))
+        yield built_context(settings, pool, clock or FixedClock(T0)), pool
     finally:
         await pool.close()
 
