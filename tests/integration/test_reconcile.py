@@ -488,6 +488,29 @@ async def test_the_followup_self_check_reports_a_product_event_applied_out_of_or
     assert "--from-stores" in getattr(told[0], "remedy", "")
 
 
+async def test_the_followup_self_checks_order_step_takes_no_task_creation(
+    infra: Infra, tmp_path: Path, tokens: TokenFactory
+) -> None:
+    """#12: a task creation the worker applies from its own topic is only marked (its task
+    was written where the rules decided it), so its order changes nothing: the order step
+    does not take it as a candidate. It did: one per task, read again at every check, the
+    worker's memory at rest grew with the events applied (the benchmark's growth stack)."""
+    settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
+    async with whole_stack(settings, tokens) as intake:
+        for n in range(6):
+            response = await intake.post("/v1/events", json=registration(f"C-{n}"))
+            assert response.status_code == 202, response.text
+        result = await settled(settings)
+        followup = {r.consumer: r for r in result.reports}["followup-worker"]
+        creations = {p.source: p for p in followup.progress}["followup"].applied
+        assert creations == 6  # one task a registration, its creation applied from the topic
+    async with running_worker(settings) as runtime:
+        repair = worker_self_repair(settings, runtime)
+        assert repair is not None
+        assert await repair.check(grace_s=0) == 0
+        assert repair.order.candidates == 0
+
+
 async def test_the_audit_self_check_does_not_count_a_late_ledger_entry(
     infra: Infra, tmp_path: Path
 ) -> None:
