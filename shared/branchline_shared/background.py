@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -41,6 +41,22 @@ async def cancel_and_wait(
         await asyncio.wait([task], timeout=min(again_s, remaining))
     if not task.cancelled():
         task.result()
+
+
+async def unless_set(work: Awaitable[T], event: asyncio.Event) -> asyncio.Future[T]:
+    """``work`` run until it ends or ``event`` is set, whichever comes first; in the second
+    case it is cancelled and waited for. The ended future is returned: ``cancelled()`` tells
+    which came first (a dead letter given up at a stop, a start cut short by a stop)."""
+    doing = asyncio.ensure_future(work)
+    interrupted = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([doing, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupted.cancel()
+        if not doing.done():
+            doing.cancel()
+            await asyncio.wait([doing])
+    return doing
 
 
 @contextlib.asynccontextmanager

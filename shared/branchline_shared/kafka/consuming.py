@@ -28,7 +28,7 @@ from aiokafka import (
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter, Gauge
 
-from branchline_shared.background import cancel_and_wait
+from branchline_shared.background import cancel_and_wait, unless_set
 from branchline_shared.events.envelope import RecordedEvent
 from branchline_shared.eventstore.ports import ConcurrencyError
 from branchline_shared.kafka.starting import ProducerStop, start_settled, stopped
@@ -380,15 +380,7 @@ class DeadLetters:
             if asyncio.iscoroutine(work):
                 work.close()
             raise self._given_up(message)
-        doing = asyncio.ensure_future(work)
-        abandoned = asyncio.ensure_future(self._abandoned.wait())
-        try:
-            await asyncio.wait([doing, abandoned], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            abandoned.cancel()
-            if not doing.done():
-                doing.cancel()
-                await asyncio.wait([doing])
+        doing = await unless_set(work, self._abandoned)
         if doing.cancelled():
             raise self._given_up(message)
         return doing.result()
@@ -693,17 +685,10 @@ class BatchConsumer:
         assignment, which a group stuck in a rebalance (a member that does not rejoin; tansu
         holds the join until it does) may never give: the stop would wait out its bound."""
         # a start cut short lets its bootstrap end first, so ``run``'s stop closes all it opened
-        starting = asyncio.ensure_future(
-            retry_transient(lambda: start_settled(consumer), consumer=self._name)
+        starting = await unless_set(
+            retry_transient(lambda: start_settled(consumer), consumer=self._name),
+            self._stop_requested,
         )
-        stopping = asyncio.ensure_future(self._stop_requested.wait())
-        try:
-            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not starting.done():
-                starting.cancel()
-                await asyncio.wait([starting])
         if starting.cancelled():
             return False
         starting.result()  # a start that failed for good fails the run
