@@ -2,7 +2,8 @@
 stop's patience, the broker is asked for its metadata; a broker that answers nothing within
 the patience either is gone, and the drain ends (``drain_given_up``: the producer is closed
 without a flush, the rows stay unmarked for the next relay); a broker that answers has the
-round waited for."""
+round waited for. A round whose statement waits on the database (a lock held elsewhere) for
+the patience ends the drain without a probe (Round 35): the round cancelled, nothing marked."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from tests.unit.test_relay_rounds import TOPIC, CountingOutbox, commit, lock_connect
+from tests.unit.test_relay_rounds import (
+    TOPIC,
+    CountingOutbox,
+    FakeProducer,
+    commit,
+    lock_connect,
+)
 
 from branchline_shared.eventstore.memory import InMemoryEventStore
+from branchline_shared.eventstore.ports import PendingPublication
 from branchline_shared.eventstore.relay import OutboxRelay
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -90,3 +98,56 @@ async def test_a_drain_waits_for_a_slow_round_while_the_broker_answers() -> None
     assert not relay.drain_given_up
     assert broker.asked == 3 + 1  # asked at each patience while the round waited; its topic check
     assert await outbox.backlog() == 0
+
+
+class StuckOutbox(CountingOutbox):
+    """A statement that waits (a lock held elsewhere) until cancelled: the outbox read when
+    ``stuck`` is "pending", the marking when it is "mark"; ``waiting`` set once it waits."""
+
+    def __init__(self, store: InMemoryEventStore, stuck: str) -> None:
+        super().__init__(store.outbox_port())
+        self.stuck = stuck
+        self.waiting = asyncio.Event()
+        self.cancelled = False
+
+    async def _wait(self) -> None:
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def pending(self, limit: int) -> list[PendingPublication]:
+        if self.stuck == "pending":
+            await self._wait()
+        return await super().pending(limit)
+
+    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
+        if self.stuck == "mark":
+            await self._wait()
+        await super().mark_published(outbox_ids, positions)
+
+
+@pytest.mark.parametrize("stuck", ["pending", "mark"])
+async def test_a_drain_ends_when_a_rounds_statement_waits_on_the_database(stuck: str) -> None:
+    store = InMemoryEventStore()
+    outbox = StuckOutbox(store, stuck)
+    producer = FakeProducer()
+    relay = OutboxRelay(
+        pool=cast("asyncpg.Pool[Any]", None),
+        producer=cast("AIOKafkaProducer", producer),
+        store_name="test",
+        poll_interval_s=60.0,
+        outbox=outbox,
+        lock_connect=lock_connect,
+        stop_patience_s=PATIENCE_S,
+    )
+    await commit(store, 1, first_client=0)
+    task = asyncio.create_task(relay.run())
+    await outbox.waiting.wait()
+    await relay.drain(task, timeout_s=DRAIN_S)
+    assert relay.drain_given_up
+    assert outbox.cancelled  # the statement cancelled, not waited for
+    assert producer.sent == (1 if stuck == "mark" else 0)
+    assert await outbox.backlog() == 1  # unmarked: the next relay publishes it

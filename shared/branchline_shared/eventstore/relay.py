@@ -42,7 +42,10 @@ STOP_PATIENCE_S = 1.0
 """How long a drain lets a round wait on the broker before asking whether the broker still
 answers (a metadata request, bounded by the same): a healthy broker acknowledges a round in
 milliseconds, and the producer's own request timeout (10 s) is what a gone broker costs
-otherwise (#12, Round 34)."""
+otherwise (#12, Round 34). A round's statement (the outbox read, the marking) that has waited
+on the database for as long ends the drain without a probe: the database answers while a lock
+held elsewhere or a slow statement keeps the round, and the next relay publishes the rows
+(#12, Round 35)."""
 
 
 class OutboxRelay:
@@ -87,6 +90,9 @@ class OutboxRelay:
         # Since when the round in flight waits on the broker (its sends, their
         # acknowledgements, the topic check); None outside. Read by _drained_or_broker_gone.
         self._awaiting_broker_since: float | None = None
+        # Since when the round in flight waits on the database (its outbox read, its marking);
+        # None outside. Read by _drained_or_broker_gone (#12, Round 35).
+        self._awaiting_database_since: float | None = None
         self._holding = False  # this process holds the relay lock
         self._channel = f"branchline_outbox_{store_name}"
         self._notify_again = False
@@ -209,14 +215,29 @@ class OutboxRelay:
         :meth:`drain`): its rows stay unmarked and the next relay publishes them; what the
         broker took without acknowledging reaches the consumers twice, which the event ids
         absorb (ADR-0003). A broker that answers is waited for, up to the drain's bound
-        (#12, Round 34)."""
+        (#12, Round 34). A round whose statement (the outbox read, the marking) has waited on
+        the database for the patience ends the drain the same way, without a probe: rows not
+        marked stay for the next relay, a marking cancelled is rolled back whole (Round 35)."""
         loop = asyncio.get_running_loop()
         patience = self._stop_patience_s
         while not task.done():
+            stuck = self._awaiting_database_since
+            if stuck is not None and loop.time() - stuck >= patience:
+                # A lock held elsewhere or a slow statement: the database answers, a probe
+                # would tell nothing. The round is cancelled by :meth:`drain` (asyncpg cancels
+                # the statement; the marking, one statement, is rolled back whole): its rows
+                # stay unmarked for the next relay (#12, Round 35).
+                self._gave_up(
+                    TimeoutError(f"a statement of the round waited on the database {patience} s")
+                )
+                return
             since = self._awaiting_broker_since
             if since is None or loop.time() - since < patience:
                 # looked at again when this round's patience ends, or soon after a round starts
+                # (a statement's too: at most a quarter of the patience late)
                 left = patience / 4 if since is None else since + patience - loop.time()
+                if stuck is not None:
+                    left = min(left, stuck + patience - loop.time())
                 await asyncio.wait([task], timeout=left)
                 continue
             answers = await self._broker_answers(patience)
@@ -342,8 +363,8 @@ class OutboxRelay:
             return False
         self.drain_given_up = True
         log.warning(
-            "outbox relay's drain ended early: the broker or the database failed; what is left "
-            "is published by the next relay",
+            "outbox relay's drain ended early: the broker or the database failed or kept a "
+            "round waiting; what is left is published by the next relay",
             extra={"error": describe_error(exc) if exc is not None else "seen before the drain"},
         )
         return True
@@ -360,11 +381,16 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """Publish one batch of unpublished rows in outbox order; returns how many."""
-        pending = await self._outbox.pending(self._batch_size)
+        loop = asyncio.get_running_loop()
+        self._awaiting_database_since = loop.time()
+        try:
+            pending = await self._outbox.pending(self._batch_size)
+        finally:
+            self._awaiting_database_since = None
         if not pending:
             BACKLOG.labels(self._store).set(0)
             return 0
-        self._awaiting_broker_since = asyncio.get_running_loop().time()
+        self._awaiting_broker_since = loop.time()
         try:
             acknowledged = await self._sent_and_acknowledged(pending)
         finally:
@@ -377,10 +403,14 @@ class OutboxRelay:
         )
         # With where the broker put each row: a consumer's self-check tells by it an event the
         # consumer has not reached yet from one it missed (#12, reconcile.progress).
-        await self._outbox.mark_published(
-            [row.outbox_id for row in pending],
-            [(metadata.partition, metadata.offset) for metadata in acknowledged],
-        )
+        self._awaiting_database_since = loop.time()
+        try:
+            await self._outbox.mark_published(
+                [row.outbox_id for row in pending],
+                [(metadata.partition, metadata.offset) for metadata in acknowledged],
+            )
+        finally:
+            self._awaiting_database_since = None
         PUBLISHED.labels(self._store).inc(len(pending))
         return len(pending)
 
