@@ -308,6 +308,36 @@ async def test_a_stop_that_overruns_its_bound_cancels_the_batch_uncommitted() ->
     assert kafka.stopped  # the consumer still left its group
 
 
+async def test_a_batch_still_in_hand_after_the_stops_patience_is_cancelled_uncommitted() -> None:
+    # its transaction waits on a lock held elsewhere, say: the stop does not wait for its bound
+    # (#12, Round 35); the batch is cancelled, not committed, and the consumer ends by itself
+    log: list[str] = []
+    kafka = FakeKafka([{TP0: [record(TP0, 4)]}], log)
+    entered = asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def waits_on_a_lock(raws: list[RawMessage]) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    consumer = consumer_over(kafka, waits_on_a_lock, stop_patience_s=0.05)
+    task = asyncio.create_task(consumer.run())
+    await entered.wait()
+    # a bound beyond the test's timeout: a stop that waited for it fails the test
+    await stop_batch_consumer(consumer, task, timeout_s=60)
+
+    assert cancelled == [True]
+    assert task.done()
+    assert not task.cancelled()  # it ended by itself, not by the bound's cancel
+    assert task.exception() is None
+    assert log == []  # nothing committed: redelivered, its ids decide (ADR-0003)
+    assert kafka.stopped
+
+
 async def test_a_stop_whose_cancel_is_lost_cancels_again_until_the_consumer_ends() -> None:
     # Python 3.11's wait_for drops a cancel that comes with a result: a consumer may lose one
     log: list[str] = []

@@ -71,6 +71,13 @@ FETCH_WAIT_RAISES = Counter(
     ["consumer"],
 )
 FETCH_WAIT_CEILING_MS = 5_000  # the setting's own bound; far below aiokafka's request timeout
+STOP_PATIENCE_S = 2.0
+"""How long a stop lets the batch in hand go on before cancelling it (#12, Round 35): a batch
+is done in well under a second, and one whose transaction waits on a lock held elsewhere (or a
+slow statement, or retries with the database away) kept the stop to its bound
+(``followup_worker_stop_timeout_s``, 30 s). Cancelled, asyncpg cancels the statement and the
+transaction is rolled back; the fetch's offsets are not committed: it is redelivered to the
+next start, where its ids decide (ADR-0003)."""
 ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
 MEAGRE_ROUND = 50  # fewer records than this in a round that leaves the consumer behind: starved
 STARVED_LAG = 500  # ... if it leaves it at least this far behind (a batch consumer's round)
@@ -576,6 +583,7 @@ class BatchConsumer:
         log_end_check_s: float = 5.0,
         after_round: Callable[[int], None] | None = None,
         answering: Answering | None = None,
+        stop_patience_s: float = STOP_PATIENCE_S,
     ) -> None:
         if (handle is None) == (handle_raw is None):
             raise ValueError("a BatchConsumer needs exactly one of handle and handle_raw")
@@ -613,6 +621,10 @@ class BatchConsumer:
         self._stopping = False
         # set with ``_stopping``: a stop must not wait for a start that waits for the group
         self._stop_requested = asyncio.Event()
+        self._stop_patience_s = stop_patience_s
+        self._stop_asked_at: float | None = None
+        # The bound of the batch in hand (none until a stop is asked for); None between batches.
+        self._batch_in_hand: asyncio.Timeout | None = None
 
     @property
     def name(self) -> str:
@@ -620,9 +632,16 @@ class BatchConsumer:
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit its offsets, then return from :meth:`run`; a start
-        still waiting for its first assignment is abandoned at once (nothing read yet)."""
+        still waiting for its first assignment is abandoned at once (nothing read yet). A
+        batch still in hand after the stop's patience (``stop_patience_s``: its transaction
+        waits on a lock, say) is cancelled, rolled back and not committed (redelivered)."""
         self._stopping = True
         self._stop_requested.set()
+        if self._stop_asked_at is None:
+            self._stop_asked_at = asyncio.get_running_loop().time()
+            batch = self._batch_in_hand
+            if batch is not None and batch.when() is None:
+                batch.reschedule(self._stop_asked_at + self._stop_patience_s)
         # a dead-letter send the broker has not acknowledged would hold the stop to its bound
         if isinstance(self._dead_letters, DeadLetters):  # (tests' fakes: none to give up)
             self._dead_letters.abandon()
@@ -662,7 +681,10 @@ class BatchConsumer:
                     await adapt_fetch_wait(consumer, fetch_wait, records=got, name=self._name)
                 if batches:
                     self._revocations.clear()
-                    await self._process([r for records in batches.values() for r in records])
+                    if not await self._processed(
+                        [r for records in batches.values() for r in records]
+                    ):
+                        return  # cut short by the stop: rolled back, redelivered
                     await self._commit(
                         consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                     )
@@ -679,6 +701,30 @@ class BatchConsumer:
         finally:
             # cut short by the stop bound's cancellation, still closes what it opened (#12)
             await stopped(consumer)
+
+    async def _processed(self, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """:meth:`_process` ``records``; False if a stop cut it short: past the stop's patience
+        (asked for before or during it) it is cancelled (its statement cancelled by asyncpg,
+        its transaction rolled back) and nothing of it is to be committed (#12, Round 35)."""
+        asked = self._stop_asked_at
+        deadline = None if asked is None else asked + self._stop_patience_s
+        batch: asyncio.Timeout | None = None
+        try:
+            async with asyncio.timeout(deadline) as batch:
+                self._batch_in_hand = batch
+                try:
+                    await self._process(records)
+                finally:
+                    self._batch_in_hand = None
+        except TimeoutError:
+            if batch is None or not batch.expired():
+                raise
+            log.warning(
+                "the stop cancelled the batch in hand after its patience; it is redelivered",
+                extra={**_named(self), "patience_s": self._stop_patience_s},
+            )
+            return False
+        return True
 
     async def _started(self, consumer: AIOKafkaConsumer) -> bool:
         """Start ``consumer`` unless a stop comes first: aiokafka's start waits for the first
