@@ -56,3 +56,17 @@ async def test_a_full_relay_round_into_one_partition_fits_one_batch() -> None:
         assert taken == settings.relay_batch_size
     finally:
         await producer.stop()
+
+
+async def test_the_producers_request_timeout_is_the_setting_ten_seconds_by_default() -> None:
+    """``kafka_producer_request_timeout_ms`` reaches the producer and its client (#12, Round 35:
+    it was fixed at 10 s in ``make_producer``)."""
+    assert CommonSettings().kafka_producer_request_timeout_ms == 10_000
+    producer = make_producer(
+        CommonSettings(kafka_producer_request_timeout_ms=2_500), client_id="timeout-test"
+    )
+    try:
+        assert producer._request_timeout_ms == 2_500  # aiokafka has no public reader
+        assert producer.client._request_timeout_ms == 2_500
+    finally:
+        await producer.stop()

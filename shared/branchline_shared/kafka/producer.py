@@ -27,7 +27,7 @@ def make_producer(settings: CommonSettings, *, client_id: str) -> AIOKafkaProduc
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=2,
         max_batch_size=BATCH_BYTES,
-        request_timeout_ms=10_000,
+        request_timeout_ms=settings.kafka_producer_request_timeout_ms,
         retry_backoff_ms=200,
         max_request_size=4 * 1024 * 1024,
         # aiokafka's default partitions, computed in less Python (#12): the same partition for

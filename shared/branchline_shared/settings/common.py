@@ -92,6 +92,15 @@ class CommonSettings(BaseSettings):
         "until they expire); then those not delivered fail and stay unpublished in the "
         "outbox, published by the next relay (#12).",
     )
+    kafka_producer_request_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        le=30_000,
+        description="How long a producer's request (a send's batch, a metadata request) may wait "
+        "for the broker's answer before aiokafka retries or fails it (the outbox relays', the "
+        "audit consumer's dead letters); at most 30 s, the relay's bound on a round's "
+        "acknowledgements (#12).",
+    )
     kafka_session_timeout_ms: int = 1000
     kafka_heartbeat_interval_ms: int = 200
     kafka_fetch_max_wait_ms: int = Field(
