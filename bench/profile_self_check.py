@@ -89,13 +89,27 @@ def bench_source(
     )
 
 
+async def filled_and_published(
+    settings: Any, events: int, *, analyze: bool
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """``events`` events filled into intake's store and published by the real relay (each
+    one's partition and offset), saying how long that took."""
+    from tests.support.published import published
+
+    started = time.perf_counter()
+    positions = await published(settings, events, analyze=analyze)
+    print(
+        f"filled and published {len(positions)} events in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    return positions
+
+
 async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
     return set()
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.published import published
-
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
@@ -104,13 +118,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     async with probe_stack(base, broker=True) as stack:
         settings = stack.settings
         topics = declare_topics(settings)
-        started = time.perf_counter()
-        positions = await published(settings, args.events, analyze=args.analyze)
-        print(
-            f"filled and published {len(positions)} events in "
-            f"{time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
+        positions = await filled_and_published(settings, args.events, analyze=args.analyze)
         committed = committed_offsets(positions, args.reached)
         passed = [e for e, (p, o) in positions.items() if o < committed[p]]
         skipped = set(random.Random(7).sample(passed, args.skipped))

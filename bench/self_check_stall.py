@@ -46,6 +46,7 @@ from bench.profile_self_check import (  # noqa: E402
     bench_source,
     commit_group,
     committed_offsets,
+    filled_and_published,
     no_dead_letters,
 )
 from bench.scratch import run_in_scratch  # noqa: E402
@@ -155,8 +156,6 @@ class Applier:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.published import published
-
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
@@ -170,13 +169,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     async with probe_stack(base, broker=True) as stack:
         settings = stack.settings
         topics = declare_topics(settings)
-        started = time.perf_counter()
-        positions = await published(settings, args.events, analyze=True)
-        print(
-            f"filled and published {len(positions)} events in "
-            f"{time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
+        positions = await filled_and_published(settings, args.events, analyze=True)
         committed = committed_offsets(positions, args.reached)
         applied = [e for e, (p, o) in positions.items() if o < committed[p]]
         group = "bench-stall-consumer"
