@@ -108,16 +108,32 @@ ProcessesOption = Annotated[
 ]
 
 
+MaxHeldOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-held",
+        min=1,
+        max=10_000_000,
+        help="Events held back at most while their streams wait for a missing version (a "
+        "rebuild from the topics; one more: nothing swapped); default "
+        "BRANCHLINE_FOLLOWUP_REBUILD_MAX_HELD (10000).",
+    ),
+]
+
+
 @rebuild_app.command("followup")
 def rebuild_followup(
     keep_previous: KeepOption = False,
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
     processes: ProcessesOption = None,
+    max_held: MaxHeldOption = None,
 ) -> None:
     """Rebuild the followup read models from the event topics, or the event stores
     (blue/green: the API keeps serving the old ones until the new ones are swapped in)."""
     settings = BranchlineSettings()
+    if max_held is not None:  # the option overrides the setting (#12)
+        settings = settings.model_copy(update={"followup_rebuild_max_held": max_held})
     rebuild_followup_read_models(
         settings,
         keep_previous=keep_previous,
@@ -134,6 +150,7 @@ def followup_rebuild(
     batch_size: BatchOption = 500,
     from_stores: FromStoresOption = False,
     processes: ProcessesOption = None,
+    max_held: MaxHeldOption = None,
 ) -> None:
     """Same as ``branchline rebuild followup``."""
     rebuild_followup(
@@ -141,4 +158,5 @@ def followup_rebuild(
         batch_size=batch_size,
         from_stores=from_stores,
         processes=processes,
+        max_held=max_held,
     )

@@ -269,7 +269,7 @@ def test_roles_sessions_and_csrf(
         answer = rm.goto(url)
         assert answer is not None, url
         assert answer.status == 403, url
-        expect(rm.locator("h1")).to_have_text("Not allowed")
+        expect(rm.locator("h1")).to_contain_text("Not allowed")  # "(HTTP 403)" after it
     other = rm.goto(f"{followup}/console/clients/{OTHER_CLIENT}")
     assert other is not None
     assert other.status in (403, 404)  # out of scope: forbidden, or as if absent

@@ -19,6 +19,7 @@ from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import RELAY_LOCK_KEY, OutboxRelay
 from branchline_shared.postgres.pool import connect_one, open_pool
 from tests.integration.test_relay_drain import commit
+from tests.support.batching import SendsInBatches
 from tests.support.stack import Infra, eventually, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 TOPIC = "relay-lock-test"
 
 
-class RecordingProducer:
+class RecordingProducer(SendsInBatches):
     """What the relay asks of its producer: sends acknowledged at once, recorded by event
     id, and a broker that lists the topic."""
 
@@ -34,7 +35,7 @@ class RecordingProducer:
         self.sent: list[bytes] = []
         self.client = SimpleNamespace(fetch_all_metadata=self._metadata)
 
-    async def send(self, topic: str, *, value: bytes, key: bytes, headers: Any) -> Any:
+    async def send(self, topic: str, *, value: bytes, key: bytes, headers: Any, **_: Any) -> Any:
         self.sent.append(value)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(SimpleNamespace(partition=0, offset=len(self.sent)))

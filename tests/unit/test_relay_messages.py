@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from tests.support.batching import SendsInBatches
 from tests.support.examples import EXAMPLE_CLIENT_ID, EXAMPLE_JOURNEY, EXAMPLE_SHELF
 from tests.support.outbox import ListOutbox
 
@@ -80,7 +81,7 @@ def test_an_envelope_without_its_routing_fields_is_refused() -> None:
         stored_event_headers(envelope | {"type": 7}, 1)
 
 
-class RecordingProducer:
+class RecordingProducer(SendsInBatches):
     """Records every message sent; acknowledges at once into a broker listing the topic."""
 
     def __init__(self) -> None:
@@ -93,7 +94,7 @@ class RecordingProducer:
         self.client = SimpleNamespace(fetch_all_metadata=fetch_all_metadata)
 
     async def send(
-        self, topic: str, *, value: bytes, key: bytes, headers: Headers
+        self, topic: str, *, value: bytes, key: bytes, headers: Headers, **_: object
     ) -> asyncio.Future[SimpleNamespace]:
         assert topic == TOPIC
         self.messages.append((value, key, headers))

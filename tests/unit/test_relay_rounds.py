@@ -13,6 +13,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from tests.support.batching import SendsInBatches
 from tests.support.events import recorded_event
 
 from branchline_shared.eventstore.memory import InMemoryEventStore, InMemoryOutbox
@@ -53,7 +54,7 @@ class CountingOutbox:
         return await self._inner.backlog()
 
 
-class FakeProducer:
+class FakeProducer(SendsInBatches):
     """Acknowledges every send at once, into a broker that lists the test's topic."""
 
     def __init__(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from tests.support.batching import SendsInBatches
 from tests.unit.test_relay_rounds import TOPIC, CountingOutbox, commit, lock_connect
 
 from branchline_shared.eventstore.memory import InMemoryEventStore
@@ -25,7 +26,7 @@ DRAIN_S = 20.0
 """The drain's bound, beyond the test's timeout: a drain that waited for it fails the test."""
 
 
-class SilentBroker:
+class SilentBroker(SendsInBatches):
     """Takes every send and acknowledges none until :meth:`acknowledge_all`; its metadata
     answers after ``answers_after`` asks (None: never)."""
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from tests.support.batching import SendsInBatches
 from tests.support.outbox import ListOutbox
 
 from branchline_shared.eventstore.relay import OutboxRelay
@@ -22,12 +23,12 @@ pytestmark = pytest.mark.unit
 TOPICS = ("branchline.test.a", "branchline.test.b")
 
 
-class Broker:
+class Broker(SendsInBatches):
     """A broker of logs per (topic, partition) that can restart empty, acknowledging sends
     into topics it no longer lists (what tansu's memory store does with stale metadata)."""
 
     def __init__(self, partitions: int = 3) -> None:
-        self.partitions = partitions
+        self.partitions = self.partition_count = partitions
         self.listed: set[str] = set(TOPICS)
         self.logs: dict[tuple[str, int], int] = {}
         self.metadata_reads = 0
@@ -38,12 +39,18 @@ class Broker:
         listed = set(self.listed)
         return SimpleNamespace(topics=lambda: listed)
 
+    def partition_of(self, key: bytes, *_: object) -> int:
+        return int(key.decode().rpartition("-")[2]) % self.partitions
+
     def restart_empty(self) -> None:
         self.listed.clear()
         self.logs.clear()
 
-    async def send(self, topic: str, *, key: bytes, **_: object) -> asyncio.Future[Any]:
-        partition = int(key.decode().rpartition("-")[2]) % self.partitions
+    async def send(
+        self, topic: str, *, key: bytes, partition: int | None = None, **_: object
+    ) -> asyncio.Future[Any]:
+        if partition is None:
+            partition = self.partition_of(key)
         offset = self.logs.get((topic, partition), 0)
         self.logs[(topic, partition)] = offset + 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -62,6 +69,7 @@ def relay_over(broker: Broker, outbox: Outbox) -> OutboxRelay:
         producer=cast("AIOKafkaProducer", broker),
         store_name="test",
         outbox=outbox,
+        partitioner=broker.partition_of,
     )
     # Messages built from these rows are not the subject here.
     relay._producer = cast("AIOKafkaProducer", broker)

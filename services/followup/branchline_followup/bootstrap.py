@@ -28,7 +28,11 @@ from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
 from branchline_followup.application.clock import ServiceClock
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.projector import Projection
-from branchline_followup.application.rebuild import RebuildResult, rebuild_read_models
+from branchline_followup.application.rebuild import (
+    RebuildResult,
+    TopicOrder,
+    rebuild_read_models,
+)
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.shredding import (
     retention_rule_from_settings,
@@ -395,6 +399,10 @@ async def rebuild(
             settle_heap=settle_heap,
             partitioned=(
                 ProcessPartitions(settings, processes, batch_size) if processes > 1 else None
+            ),
+            order=TopicOrder.bounded(
+                remembered=settings.followup_rebuild_remembered_streams,
+                max_held=settings.followup_rebuild_max_held,
             ),
             clock=ServiceClock(
                 PostgresClockOffsets(admin), SystemClock(), dev_mode=settings.dev_mode

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from branchline_shared.console.i18n import LOCALE_COOKIE, LOCALES
+from branchline_shared.console.problem_titles import translated_title
 from branchline_shared.console.web import (
     PREFIX,
     ConsoleConfig,
@@ -27,6 +28,8 @@ from branchline_shared.console.web import (
     CsrfRefused,
     NotSignedIn,
     clear_cookie,
+    csrf_token,
+    finish,
     is_resend_safe,
     login_url,
     rotate_csrf,
@@ -35,8 +38,14 @@ from branchline_shared.console.web import (
     shared_dir,
     site_of,
 )
-from branchline_shared.http.auth import Role, TokenCodec
-from branchline_shared.http.problems import PROBLEM_JSON, RETRY_AFTER_S, Problem, log_fault
+from branchline_shared.http.auth import Principal, Role, TokenCodec
+from branchline_shared.http.problems import (
+    PROBLEM_JSON,
+    RETRY_AFTER_S,
+    Problem,
+    log_fault,
+    problem_response,
+)
 from branchline_shared.postgres.faults import (
     DATABASE_FAULT_CLASSES,
     CommitOutcomeUnknown,
@@ -77,14 +86,29 @@ def install_console(app: FastAPI, config: ConsoleConfig, router: APIRouter) -> N
 
     @app.exception_handler(ConsoleForbidden)
     async def forbidden(request: Request, exc: ConsoleForbidden) -> Response:
-        return site_of(request).render(
-            request, "forbidden.html", {"detail": exc.detail}, status=403
+        problem = problem_response(Problem(403, "Forbidden", exc.detail, kind="forbidden"))
+        if not _plain_console_request(request):
+            return finish(request, problem)
+        return await refused_page(
+            request, problem, template="forbidden.html", back=_away_from(request)
         )
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, exc: CsrfRefused) -> Response:
         rotate_csrf(request)
-        return site_of(request).render(request, "csrf.html", status=403)
+        problem = problem_response(
+            Problem(
+                403,
+                "Form expired",
+                "the form's security token (CSRF) is missing or out of date: nothing was "
+                "done; reload the page and send it again",
+                kind="csrf-refused",
+            )
+        )
+        if not _plain_console_request(request):
+            csrf_token(request)  # the new token's cookie, as the page sets it
+            return finish(request, problem)
+        return await refused_page(request, problem, template="csrf.html")
 
     install_unavailable_page(app)
     install_refused_page(app)
@@ -174,9 +198,16 @@ def bounded(text: object, limit: int = REASON_MAX) -> str:
     return folded if len(folded) <= limit else folded[: limit - 1] + "…"
 
 
-async def refused_page(request: Request, problem: Response) -> Response:
+async def refused_page(
+    request: Request,
+    problem: Response,
+    *,
+    template: str = "refused.html",
+    back: str | None = None,
+) -> Response:
     """The console page of a refused plain request: the problem's status, its kind, its
-    title, the fields or rule it names (names only), and the way back."""
+    title (in the page's language when the catalogue has it, else the server's English), the
+    fields or rule it names (names only), and the way back (``back``, else the form's page)."""
     try:
         body = json.loads(bytes(problem.body))
     except ValueError:
@@ -189,21 +220,26 @@ async def refused_page(request: Request, problem: Response) -> Response:
         if isinstance(errors, list)
         else []
     )
-    back = await page_of_the_form(request)
-    answer = site_of(request).render(
+    back = back or await page_of_the_form(request)
+    site = site_of(request)
+    reason = bounded(body.get("title", ""))
+    answer = site.render(
         request,
-        "refused.html",
+        template,
         {
             "status": problem.status_code,
             "kind": refusal_kind(problem.status_code),
-            "reason": bounded(body.get("title", "")),
+            "reason": reason,
+            "title": translated_title(reason, site.gettext(request)),
             "fields": fields[:FIELDS_MAX],
             "rule": bounded(body["rule"], 16) if body.get("rule") else None,
             "back": back,
-            "sign_in": f"{PREFIX}/login?next={quote(back, safe='')}",
+            # a page opened (a get): signed in again, perhaps with another role, it opens
+            "sign_in": f"{PREFIX}/login?next={quote(_opened(request) or back, safe='')}",
         },
         status=problem.status_code,
     )
+    answer.headers["Vary"] = "Cookie, Accept-Language, Accept, HX-Request"
     for name in KEPT_HEADERS:
         if name in problem.headers:
             answer.headers[name] = problem.headers[name]
@@ -216,12 +252,38 @@ async def page_of_the_form(request: Request) -> str:
     console on this host, else the console's start."""
     named = site_of(request).config.form_page
     fields = await _form_fields(request) if named is not None else {}
-    return (named(fields) if named and fields else None) or _referrer(request) or f"{PREFIX}/"
+    return (
+        (named(request.url.path, fields) if named else None) or _referrer(request) or f"{PREFIX}/"
+    )
+
+
+def _opened(request: Request) -> str | None:
+    """The console page a get asked for (path and query), none for anything else."""
+    if request.method != "GET":
+        return None
+    query = request.url.query
+    return safe_next(request.url.path + (f"?{query}" if query else ""))
+
+
+def _away_from(request: Request) -> str:
+    """Where a page the role may not open links back to: the referrer (a page of this
+    console on this host), else the principal's start, else the login page (another role);
+    never the refused page itself."""
+    here = request.url.path
+    principal: Principal | None = getattr(request.state, "console_principal", None)
+    home = site_of(request).config.home(principal) if principal is not None else None
+    for candidate in (_referrer(request), home):
+        if candidate and urlsplit(candidate).path != here:
+            return candidate
+    return f"{PREFIX}/login?next={quote(here, safe='')}"
 
 
 async def _form_fields(request: Request) -> dict[str, str]:
     """The text fields of a routed form post (its body was read for the route already, and
-    bounded by the edge's body limit); none for anything else or a body not at hand."""
+    bounded by the edge's body limit), or a get's query (a get form's fields); none for
+    anything else or a body not at hand."""
+    if request.method == "GET":
+        return dict(request.query_params)
     if request.method != "POST" or "endpoint" not in request.scope:
         return {}
     try:

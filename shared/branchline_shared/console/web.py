@@ -75,10 +75,11 @@ class ConsoleConfig:
     dev_roles: tuple[Role, ...] = ()
     vocabulary: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """The service's closed value sets (group -> code -> English source string)."""
-    form_page: Callable[[Mapping[str, str]], str | None] | None = None
-    """The console page a refused plain form came from, by the fields the form carries
-    (checked by the service; none: the form does not say): the refused page links back to
-    it, else to the page the browser names as the referrer (#12)."""
+    form_page: Callable[[str, Mapping[str, str]], str | None] | None = None
+    """The console page a refused plain form came from, by the refused request's path and the
+    fields its form carries (a post's text fields, a get's query; checked by the service, which
+    keeps only what its form takes, never a secret; none: the form does not say): the refused
+    page links back to it, else to the page the browser names as the referrer (#12)."""
 
 
 def shared_dir(name: str) -> Path:

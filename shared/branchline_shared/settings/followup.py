@@ -154,6 +154,23 @@ class FollowupSettings(
         "default (its `--processes` overrides it): each the clients whose id hashes to it "
         "(docs/followup.md, Rebuild); 1: one process (#12).",
     )
+    followup_rebuild_remembered_streams: int = Field(
+        default=131_072,
+        ge=1,
+        le=16_777_216,
+        description="Streams whose last applied version `branchline rebuild followup` (from "
+        "the topics) remembers to put each stream's versions in order (about 130 bytes each; "
+        "the least recently seen forgotten first: a forgotten stream's next event is applied "
+        "as it comes) (docs/followup.md, Rebuild, #12).",
+    )
+    followup_rebuild_max_held: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Events `branchline rebuild followup` (from the topics) holds back at most "
+        "while their streams wait for a missing version; one more fails the rebuild (nothing "
+        "swapped): raise this, or rebuild with `--from-stores` (docs/followup.md, Rebuild, #12).",
+    )
     followup_timer_poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often the timer runner looks for due timers."
     )

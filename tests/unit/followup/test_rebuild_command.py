@@ -42,7 +42,7 @@ def test_a_swap_that_gave_up_is_reported_and_exits_1(
             BranchlineSettings(),
             keep_previous=False,
             batch_size=500,
-            console=Console(file=out, width=200),
+            console=Console(file=out, width=400),
         )
     assert exited.value.exit_code == 1
     assert f"not swapped: {error}" in out.getvalue()
@@ -127,3 +127,24 @@ def test_a_bad_processes_setting_is_refused_naming_it(
     assert "followup_rebuild_processes" in str(result.exception)
     assert result.exit_code != 0
     assert asked == []
+
+
+def test_the_max_held_option_overrides_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --max-held N (#12): the topic order's bound on held events; its default the setting
+    seen: list[int] = []
+
+    async def rebuild(settings: BranchlineSettings, **_: Any) -> RebuildResult:
+        seen.append(settings.followup_rebuild_max_held)
+        return RebuildResult(
+            schema="fu_rebuild_1", total=0, applied=0, skipped=0, caught_up=0, retired=None
+        )
+
+    monkeypatch.setattr(bootstrap, "rebuild", rebuild)
+    monkeypatch.setenv("BRANCHLINE_FOLLOWUP_REBUILD_MAX_HELD", "20000")
+    for args in (["rebuild", "followup"], ["rebuild", "followup", "--max-held", "50000"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert seen == [20_000, 50_000]
+    result = CliRunner().invoke(app, ["rebuild", "followup", "--max-held", "0"])
+    assert result.exit_code != 0
+    assert seen == [20_000, 50_000]

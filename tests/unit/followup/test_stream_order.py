@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from branchline_followup.application.rebuild import TopicOrder, stream_place
 from branchline_followup.domain.stream_order import StreamOrder, TooManyHeld
+from branchline_shared.settings import BranchlineSettings
 
 
 def arrive_all(order: StreamOrder[str], arrivals: list[tuple[str, int]]) -> list[str]:
@@ -165,3 +167,34 @@ def test_the_stream_place_is_read_only_from_an_envelope_that_has_one(
     value: bytes | None, place: tuple[str, int] | None
 ) -> None:
     assert stream_place(value) == place
+
+
+@pytest.mark.parametrize(("max_held", "refused"), [(2, True), (3, False)])
+def test_the_held_bound_is_the_settings_and_its_refusal_names_it(
+    max_held: int, refused: bool
+) -> None:
+    # BRANCHLINE_FOLLOWUP_REBUILD_MAX_HELD (#12): a lower bound refuses a third held event, a
+    # higher one holds it; the refusal says which setting to raise, or --from-stores
+    settings = BranchlineSettings(followup_rebuild_max_held=max_held)
+    order: StreamOrder[str] = StreamOrder(
+        remembered=settings.followup_rebuild_remembered_streams,
+        max_held=settings.followup_rebuild_max_held,
+    )
+    arrive_all(order, [("p", 1), ("p", 3), ("p", 4)])
+    if not refused:
+        assert order.arrive("p", 5, "p5") == []
+        assert order.arrive("p", 2, "p2") == ["p2", "p3", "p4", "p5"]
+        return
+    with pytest.raises(TooManyHeld) as refusal:
+        order.arrive("p", 5, "p5")
+    assert "raise --max-held (BRANCHLINE_FOLLOWUP_REBUILD_MAX_HELD, now 2)" in str(refusal.value)
+    assert "--from-stores" in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    "setting", ["followup_rebuild_max_held", "followup_rebuild_remembered_streams"]
+)
+def test_the_order_bounds_are_validated_settings(setting: str) -> None:
+    assert getattr(BranchlineSettings(), setting) > 1_000  # the defaults: 10,000 and 131,072
+    with pytest.raises(ValidationError, match=setting):
+        BranchlineSettings(**{setting: 0})

@@ -2,12 +2,13 @@
 
 The rebuilding process (:func:`~..application.rebuild.rebuild_read_models`) opens the fresh
 schema, reads the log as always and routes each message (:func:`~..rebuild_routes.route_of`:
-the envelope's type and client, one parse) to the process of its client, or to every process
-(the shelf's and staff events); each of N spawned processes attaches to the same schema with
-a connection of its own and applies its share in batches, in log order, exactly as the
-one-process rebuild's main phase does (:func:`~..application.rebuild.apply_share`). Their keys
-are disjoint (a client's rows are its process's; the rows of no client are the shared writer's),
-so they never wait on each other's rows.
+the envelope's type and client, as parsed once for the topic order) to the process of its
+client, or to every process (the shelf's and staff events); each of N spawned processes
+attaches to the same schema with a connection of its own and applies its share in batches,
+in log order, exactly as the one-process rebuild's main phase does
+(:func:`~..application.rebuild.apply_share`). Their keys are disjoint (a client's rows are its
+process's; the rows of no client are the shared writer's), so they never wait on each other's
+rows.
 
 When every process has committed its last batch the rebuilding process goes on alone (the
 indexes, the catch-up rounds, the swap), reading back what the processes wrote. A process that
@@ -32,11 +33,12 @@ from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget
 from branchline_followup.application.config import policy_from_settings
 from branchline_followup.application.rebuild import (
     LoadResult,
+    Placed,
     Progress,
     Replayed,
     apply_share,
 )
-from branchline_followup.application.rebuild_routes import route_of
+from branchline_followup.application.rebuild_routes import route_of_envelope
 from branchline_shared.settings import FollowupSettings
 
 QUEUE_DEPTH = 4
@@ -79,7 +81,7 @@ class ProcessPartitions:
         self._batch_size = batch_size
 
     async def load(
-        self, schema: str, messages: AsyncIterator[Replayed], on_progress: Progress | None
+        self, schema: str, messages: AsyncIterator[Placed], on_progress: Progress | None
     ) -> LoadResult:
         context = mp.get_context("spawn")  # no copy of this process's connections and loop
         results: Queue[tuple[Any, ...]] = context.Queue()
@@ -114,7 +116,7 @@ class ProcessPartitions:
 
     async def _route(
         self,
-        messages: AsyncIterator[Replayed],
+        messages: AsyncIterator[Placed],
         inboxes: list[Queue[list[_Message] | None]],
         processes: Sequence[BaseProcess],
         results: Queue[tuple[Any, ...]],
@@ -125,9 +127,9 @@ class ProcessPartitions:
         pending: list[list[_Message]] = [[] for _ in range(parts)]
         shared = 0
         routed = 0
-        async for message in messages:
+        async for message, envelope in messages:
             sent = _Message(message.value, tuple(message.headers), message.from_store)
-            part = route_of(message.value, parts)
+            part = route_of_envelope(envelope, parts)  # parsed once, for the order (#12)
             if part is None:
                 shared += 1
                 for batch in pending:

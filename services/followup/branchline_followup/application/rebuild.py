@@ -86,6 +86,14 @@ class Replayed(Protocol):
         ...
 
 
+Envelope = dict[str, object]
+"""A message's envelope as read for its order and route
+(:func:`.rebuild_routes.envelope_fields`)."""
+
+Placed = tuple[Replayed, Envelope | None]
+"""A message with its envelope as :meth:`TopicOrder.placed` read it (None: no JSON object)."""
+
+
 class EventSource(Protocol):
     async def start(self) -> int: ...
 
@@ -168,8 +176,11 @@ class PartitionedLoad(Protocol):
     failed (the caller then discards the copy: never a half result swapped in)."""
 
     async def load(
-        self, schema: str, messages: AsyncIterator[Replayed], on_progress: Progress | None
-    ) -> LoadResult: ...
+        self, schema: str, messages: AsyncIterator[Placed], on_progress: Progress | None
+    ) -> LoadResult:
+        """``messages``: each with its envelope as read for the order (:meth:`TopicOrder.placed`:
+        routed by it, not parsed again)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -259,15 +270,17 @@ async def rebuild_read_models(
     clock: Callable[[], Awaitable[datetime]] | None = None,
     settle_heap: bool = False,
     partitioned: PartitionedLoad | None = None,
+    order: TopicOrder | None = None,
 ) -> RebuildResult:
     """Rebuild into a new schema and swap it in; see the module's docstring. ``settle_heap``:
     freeze what survives each batch (:class:`_Heap`; for a process of its own, the command).
     ``partitioned``: the main phase (up to the end captured at the start) applied by other
-    processes (:class:`PartitionedLoad`); the catch-up and the swap stay this process's."""
+    processes (:class:`PartitionedLoad`); the catch-up and the swap stay this process's.
+    ``order``: the topic order with its bounds (the settings; :class:`TopicOrder`)."""
     await target.open()
     projection = Projection(policy)
     counts = _Counts(heap=_Heap(settle_heap))
-    order = TopicOrder()
+    order = order if order is not None else TopicOrder()
     swapped = False
     try:
         total = await source.start()
@@ -278,7 +291,9 @@ async def rebuild_read_models(
                 target, order.of(source.messages()), projection, counts, on_progress, batch_size
             )
         else:
-            load = await partitioned.load(target.schema, order.of(source.messages()), on_progress)
+            load = await partitioned.load(
+                target.schema, order.placed(source.messages()), on_progress
+            )
             counts.applied += load.applied
             counts.skipped += load.skipped
             await target.adopt_load(load.written)
@@ -361,27 +376,57 @@ class TopicOrder:
     from a store (``--from-stores``: each store's log is in its streams' order already), or
     without a readable stream and version (the projection skips it), passes as it comes."""
 
-    def __init__(self, order: StreamOrder[Replayed] | None = None) -> None:
-        self._order: StreamOrder[Replayed] = order if order is not None else StreamOrder()
+    def __init__(self, order: StreamOrder[Placed] | None = None) -> None:
+        self._order: StreamOrder[Placed] = order if order is not None else StreamOrder()
 
     async def of(self, messages: AsyncIterator[Replayed]) -> AsyncIterator[Replayed]:
+        """The messages in order (a store's message not parsed: it passes as it comes)."""
+        async for placed in self._ordered(messages, parse_stored=False):
+            yield placed[0]
+
+    async def placed(self, messages: AsyncIterator[Replayed]) -> AsyncIterator[Placed]:
+        """:meth:`of` for a partitioned rebuild: each message with its envelope, parsed once
+        here (a store's message too) and routed by it (:func:`.rebuild_routes.route_of`)
+        without parsing it again (#12)."""
+        async for placed in self._ordered(messages, parse_stored=True):
+            yield placed
+
+    async def _ordered(
+        self, messages: AsyncIterator[Replayed], *, parse_stored: bool
+    ) -> AsyncIterator[Placed]:
         async for message in messages:
-            place = None if message.from_store else stream_place(message.value)
-            if place is None:
-                yield message
+            if message.from_store:
+                envelope = envelope_fields(message.value) if parse_stored else None
+                yield message, envelope
                 continue
-            for released in self._order.arrive(place[0], place[1], message):
+            envelope = envelope_fields(message.value)
+            place = place_in_stream(envelope)
+            if place is None:
+                yield message, envelope
+                continue
+            for released in self._order.arrive(place[0], place[1], (message, envelope)):
                 yield released
 
     def rest(self) -> list[Replayed]:
         """What is still held back (:meth:`StreamOrder.rest`)."""
-        return self._order.rest()
+        return [message for message, _ in self._order.rest()]
+
+    @classmethod
+    def bounded(cls, *, remembered: int, max_held: int) -> TopicOrder:
+        """The order with its bounds (the settings ``followup_rebuild_remembered_streams``,
+        ``followup_rebuild_max_held``)."""
+        return cls(StreamOrder(remembered=remembered, max_held=max_held))
 
 
 def stream_place(value: bytes | None) -> tuple[str, int] | None:
     """The envelope's stream and version, read for ordering only (one parse; the message is
     decoded with every check where it is applied); None if it has none to read."""
-    envelope = envelope_fields(value)
+    return place_in_stream(envelope_fields(value))
+
+
+def place_in_stream(envelope: Envelope | None) -> tuple[str, int] | None:
+    """:func:`stream_place` of an envelope already parsed
+    (:func:`.rebuild_routes.envelope_fields`)."""
     if envelope is None:
         return None
     stream_id, version = envelope.get("stream_id"), envelope.get("stream_version")

@@ -152,7 +152,12 @@ def envelope_fields(value: bytes | None) -> dict[str, object] | None:
 def route_of(value: bytes | None, parts: int) -> int | None:
     """The process a replayed message goes to; ``None``: every process. Reads the envelope's
     type and client only (one parse; the process it goes to decodes it fully)."""
-    envelope = envelope_fields(value)
+    return route_of_envelope(envelope_fields(value), parts)
+
+
+def route_of_envelope(envelope: dict[str, object] | None, parts: int) -> int | None:
+    """:func:`route_of` of an envelope already parsed (:func:`envelope_fields`: the rebuild's
+    order read it, #12)."""
     if envelope is None:
         return SHARED_WRITER
     kind = envelope.get("type")

@@ -19,7 +19,9 @@ with bounded memory:
 
 Memory: the last version released of at most ``remembered`` streams (the least recently seen
 forgotten first) and at most ``max_held`` held events: one more is refused
-(:class:`TooManyHeld`), the rebuild fails and the operator rebuilds from the stores.
+(:class:`TooManyHeld`), the rebuild fails and the operator raises the bound or rebuilds from
+the stores. Both bounds are settings of the rebuild (``followup_rebuild_remembered_streams``,
+``followup_rebuild_max_held``).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 REMEMBERED_STREAMS = 131_072
-"""Streams whose last released version a rebuild remembers (≈ 130 bytes each)."""
+"""Streams whose last released version a rebuild remembers (≈ 130 bytes each) by default
+(the setting ``followup_rebuild_remembered_streams``)."""
 
 MAX_HELD = 10_000
-"""Events a rebuild holds back at most while their streams wait for a missing version."""
+"""Events a rebuild holds back at most while their streams wait for a missing version, by
+default (the setting ``followup_rebuild_max_held``)."""
 
 
 class TooManyHeld(RuntimeError):
@@ -43,7 +47,8 @@ class TooManyHeld(RuntimeError):
     def __init__(self, max_held: int, stream_id: str, missing: int) -> None:
         super().__init__(
             f"more than {max_held} events wait for a missing version of their stream "
-            f"({stream_id} waits for version {missing}): rebuild with --from-stores"
+            f"({stream_id} waits for version {missing}): raise --max-held "
+            f"(BRANCHLINE_FOLLOWUP_REBUILD_MAX_HELD, now {max_held}) or rebuild with --from-stores"
         )
         self.stream_id = stream_id
         self.missing = missing

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from branchline_audit.entrypoints.console.trail_pages import router
+from branchline_audit.entrypoints.console.trail_pages import form_page, router
 from branchline_audit.entrypoints.console.vocabulary import VOCABULARY
 from branchline_shared.console.i18n import N_
 from branchline_shared.console.navigation import (
@@ -69,6 +69,7 @@ def install_audit_console(app: FastAPI, settings: AuditSettings) -> None:
             dev_mode=settings.dev_mode,
             dev_roles=(Role.AUDITOR, Role.SUPERVISOR, Role.RM, Role.ADMIN),
             vocabulary=VOCABULARY,
+            form_page=form_page,
         ),
         router,
     )

@@ -5,8 +5,11 @@ page shows only the form that asks for one."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -34,7 +37,49 @@ Day = Annotated[str | None, Query(max_length=10)]
 RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_SIZE = 50
 
+ENTRY_MAX = 2**53 - 1
+FORM_PAGES = {
+    "/console/trail": "/console/trail",
+    "/console/reads": "/console/reads",
+    "/console/refusals": "/console/refusals",
+    "/console/export": "/console/trail",  # the trail page's export links
+}
+FORM_FIELDS = {
+    "purpose": 500,
+    "client_id": 128,
+    "actor_id": 128,
+    "branch_id": 128,
+    "type": 64,
+    "from": 10,
+    "to": 10,
+}
+"""The trail form's fields and how long each may be (as the pages take them)."""
+ENTRY_PATH = re.compile(r"/console/entries/([0-9]{1,16})")
+
 router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+def form_page(path: str, fields: Mapping[str, str]) -> str | None:
+    """The form page a refused request of the audit console links back to, by its path: the
+    trail's, who-read-what's or the refusals' search form (the export's: the trail's), or an
+    entry's purpose form, filled in with what was typed (each field as long as the form takes
+    it, else left out; no cursor) and shown with ``edit``: nothing is read or recorded until
+    the form is sent again. None for a path that is no form's (#12)."""
+    entry = ENTRY_PATH.fullmatch(path)
+    names: tuple[str, ...]
+    if entry is not None and 1 <= int(entry.group(1)) <= ENTRY_MAX:
+        page, names = path, ("purpose",)
+    elif path in FORM_PAGES or path.startswith("/console/entries/"):
+        page = FORM_PAGES.get(path, "/console/trail")
+        names = tuple(n for n in FORM_FIELDS if n != "type" or page == "/console/trail")
+    else:
+        return None
+    kept = {
+        name: fields[name].strip()
+        for name in names
+        if fields.get(name, "").strip() and len(fields[name].strip()) <= FORM_FIELDS[name]
+    }
+    return f"{page}?{urlencode({**kept, 'edit': 'true'})}" if kept else page
 
 
 def get_audit(request: Request) -> AuditContext:
@@ -78,8 +123,11 @@ class TrailQuery:
         start: Annotated[str | None, Query(alias="from", max_length=10)] = None,
         end: Annotated[str | None, Query(alias="to", max_length=10)] = None,
         cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+        edit: bool = False,
     ) -> None:
         self.purpose = (purpose or "").strip()
+        # the form as it was sent, to change and send again: nothing read or recorded
+        self.edit = edit
         self.form = {
             "client_id": (client_id or "").strip(),
             "actor_id": (actor_id or "").strip(),
@@ -153,8 +201,8 @@ async def _trail_page(
         "needs_purpose": False,
         "refused": None,
     }
-    if not q.purpose:
-        context["needs_purpose"] = "purpose" in request.query_params
+    if not q.purpose or q.edit:
+        context["needs_purpose"] = not q.edit and "purpose" in request.query_params
         return site.render(request, template, context)
     reader = _reader(principal, q.purpose)
     await record_read(
@@ -224,12 +272,13 @@ async def entry(
     audit: AuditDep,
     principal: Auditor,
     purpose: Purpose = None,
+    edit: bool = False,
 ) -> Response:
     """One entry with its inclusion proof and the checkpoint it leads to, checked in the
     browser by ``verify.js``."""
     site = site_of(request)
-    q = TrailQuery(purpose=purpose)
-    if not q.purpose or not 1 <= position <= 2**53 - 1:
+    q = TrailQuery(purpose=purpose, edit=edit)
+    if not q.purpose or q.edit or not 1 <= position <= ENTRY_MAX:
         return site.render(
             request,
             "entry.html",

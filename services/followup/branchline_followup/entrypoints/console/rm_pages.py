@@ -254,7 +254,7 @@ async def landing_address(
     return page_address(filters, shown.cursor or "", shown.trail, went="1", **notice)
 
 
-def form_page(fields: Mapping[str, str]) -> str | None:
+def form_page(_path: str, fields: Mapping[str, str]) -> str | None:
     """The work list's page a refused form came from, by the fields it carries (``f_*``):
     its filters (each as long as the form takes, else left out) and its cursor and trail
     where this console made them, else the first page; none for a form of another page.
