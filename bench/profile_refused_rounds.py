@@ -16,7 +16,8 @@ meets is proven against its checkpoint's signed root);
 ``later``: the next ``--rounds`` rounds of the same process, median [min-max] (the holding
 leaves are kept as proven; the failing ones are not, so they are proven again every round;
 since Round 34 a later round checks the pair of checkpoints the first located the rewrite
-between instead of halving them again).
+between instead of halving them again; since Round 35 a failing proof's path is read with its
+leaf and its note's signature checked once per process).
 
 With each, the statements the round ran (asyncpg's query logger on the one-connection pool),
 the leaves kept as proven, and ``checkpoints.all()`` (the halving's read of every checkpoint)
@@ -151,6 +152,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             audit.signed_leaves.clear()  # a process that proved none yet
             # nor located a rewrite (Round 34's kept pair; absent from older code)
             getattr(audit, "refusal_pairs", {}).clear()
+            # nor opened a note (Round 35's kept openings; absent from older code)
+            getattr(audit, "opened_notes", {}).clear()
             first = await one_round(audit, logged)
             later = [await one_round(audit, logged) for _ in range(args.rounds)]
             proven = len(audit.signed_leaves)

@@ -155,3 +155,41 @@ async def test_a_repaired_ledger_signs_at_the_next_round(settings: BranchlineSet
         signed = await checkpoint_if_due(audit)
         assert isinstance(signed, StoredCheckpoint)
         assert signed.tree_size == SIGNED + 1
+
+
+def _statements(logged: list[Any]) -> list[str]:
+    return [" ".join(str(q.query).split())[:60] for q in logged]
+
+
+async def test_a_fresh_process_refused_round_reads_each_leaf_and_path_once(
+    settings: BranchlineSettings,
+) -> None:
+    """Round 35: a process that never proved the refused checkpoint (started after the
+    rewrite) read its leaf, then its checkpoint and its path again every round (three more
+    statements, the failing proof made again), and every leaf read came with an empty node
+    query: a later round was 13 statements. Now the leaf and its path are one read (the
+    node query only when there are nodes to ask), the note is the one just read: 7, the
+    same verdicts. The first round's halving reads each probe's leaf and path together too."""
+    async with _one_connection(settings) as (audit, logged):
+        await _signed_and_rewritten(audit, settings)
+        audit.signed_leaves.clear()  # a process that proved none yet
+        audit.refusal_pairs.clear()
+        audit.opened_notes.clear()
+        logged.clear()
+        first = await _refused(audit)
+        first_round = _statements(logged)
+        logged.clear()
+        later = await _refused(audit)
+        later_round = _statements(logged)
+        logged.clear()
+        again = await _refused(audit)
+        assert (later.detail, again.detail) == (first.detail, first.detail)
+        assert later.rewritten_after == REWRITTEN - 1
+        assert SIGNED not in audit.signed_leaves  # never proven: it fails every round
+        # the round's own two reads, the refused leaf with its path (2), the kept pair's
+        # checkpoints (1), their leaves with the failing one's path (2)
+        assert len(later_round) == 7, later_round
+        assert len(logged) == 7, _statements(logged)
+        # 63 checkpoints below: 6 probes of 3 statements (leaf and path, note), after the
+        # round's 2, the refused leaf's 2 and the sizes' 1
+        assert len(first_round) <= 5 + 3 * 6, first_round

@@ -61,17 +61,17 @@ class PostgresCheckpoints:
         )
         return [int(r["tree_size"]) for r in rows]
 
-    async def sizes_from(self, low: int, high: int) -> list[int]:
-        """The sizes of the non-empty checkpoints from ``low`` to ``high`` (both included),
-        ascending, at most three: what a refusal's kept pair needs to know that no checkpoint
-        came or went around it (#12)."""
+    async def from_to(self, low: int, high: int) -> list[StoredCheckpoint]:
+        """The non-empty checkpoints from size ``low`` to ``high`` (both included), ascending,
+        at most three: what a refusal's kept pair needs to know that no checkpoint came or
+        went around it, with the notes its proofs open (#12, Rounds 34-35)."""
         rows = await self._pool.fetch(
-            "SELECT tree_size FROM audit_checkpoints "
+            "SELECT tree_size, root_hash, note FROM audit_checkpoints "
             "WHERE tree_size > 0 AND tree_size BETWEEN $1 AND $2 ORDER BY tree_size LIMIT 3",
             low,
             high,
         )
-        return [int(r["tree_size"]) for r in rows]
+        return [_checkpoint(r) for r in rows]
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:
         """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``;

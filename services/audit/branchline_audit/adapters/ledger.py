@@ -688,20 +688,30 @@ class PostgresLedger:
     async def tree_data(
         self, needs: Requirements, *, conn: PgConnection | None = None
     ) -> tuple[dict[int, bytes], dict[NodeKey, bytes]]:
-        """The entry hashes (by leaf index) and cached nodes ``needs`` names, in two queries;
-        what is not stored is missing from them."""
+        """The entry hashes (by leaf index) and cached nodes ``needs`` names, in two queries
+        (one when it names only leaves or only nodes, none when it names nothing: a refused
+        checkpointer round reads leaves alone, #12 Round 35); what is not stored is missing
+        from them."""
         executor: Any = conn if conn is not None else self._pool
-        leaf_rows = await executor.fetch(
-            "SELECT position, hash FROM audit_ledger WHERE position = ANY($1::bigint[])",
-            [i + 1 for i in needs.leaf_indices],
+        leaf_rows = (
+            await executor.fetch(
+                "SELECT position, hash FROM audit_ledger WHERE position = ANY($1::bigint[])",
+                [i + 1 for i in needs.leaf_indices],
+            )
+            if needs.leaf_indices
+            else []
         )
         node_keys = sorted(needs.nodes)
-        node_rows = await executor.fetch(
-            "SELECT n.level, n.node_index, n.hash FROM audit_merkle_nodes n "
-            "JOIN unnest($1::smallint[], $2::bigint[]) AS k(level, node_index) "
-            "USING (level, node_index)",
-            [k[0] for k in node_keys],
-            [k[1] for k in node_keys],
+        node_rows = (
+            await executor.fetch(
+                "SELECT n.level, n.node_index, n.hash FROM audit_merkle_nodes n "
+                "JOIN unnest($1::smallint[], $2::bigint[]) AS k(level, node_index) "
+                "USING (level, node_index)",
+                [k[0] for k in node_keys],
+                [k[1] for k in node_keys],
+            )
+            if node_keys
+            else []
         )
         return (
             {r["position"] - 1: bytes(r["hash"]) for r in leaf_rows},

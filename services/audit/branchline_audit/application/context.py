@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from branchline_audit.application.ports import AuditCheckpoints, AuditLedger
-from branchline_audit.domain.note import Signer
+from branchline_audit.domain.note import Checkpoint, Signer
 from branchline_audit.domain.personal import PersonalDataPolicy
 from branchline_shared.clock import Clock
 
@@ -38,6 +38,12 @@ class AuditContext:
     """By refused checkpoint size, the pair of signed checkpoints a refusal last located the
     rewrite between (the last that holds, None when none did, and the next, which does not):
     checked again at every refusal instead of halving every checkpoint (#12, Round 34)."""
+    opened_notes: dict[str, Checkpoint | str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """The checkpoint notes this process opened with the log's key (the checkpoint, or why
+    its note does not hold), by note text, the last ``signed_leaves.OPENED_NOTES``: a refused
+    checkpoint's failing proof checks the signature once, not every round (#12, Round 35)."""
 
     @property
     def origin(self) -> str:

@@ -148,9 +148,8 @@ class AuditCheckpoints(Protocol):
         """The sizes of the non-empty checkpoints below ``tree_size``, ascending."""
         ...
 
-    async def sizes_from(self, low: int, high: int) -> list[int]:
-        """The sizes of the non-empty checkpoints from ``low`` to ``high``, ascending, at most
-        three."""
+    async def from_to(self, low: int, high: int) -> list[StoredCheckpoint]:
+        """The non-empty checkpoints from size ``low`` to ``high``, ascending, at most three."""
         ...
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:

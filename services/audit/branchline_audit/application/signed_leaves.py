@@ -21,13 +21,22 @@ checkpoint (nothing is signed over them yet; the checkpointer signs what is stor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from branchline_audit.application.context import AuditContext
 from branchline_audit.domain.merkle import inclusion_proof, leaf_hash, verify_inclusion
-from branchline_audit.domain.note import NoteError, open_checkpoint
-from branchline_audit.domain.subtrees import MissingTreeData, RecordingHasher, Requirements
-from branchline_audit.domain.verification import StoredEntry, UnsignedHistory
+from branchline_audit.domain.note import Checkpoint, NoteError, open_checkpoint
+from branchline_audit.domain.subtrees import (
+    MissingTreeData,
+    RecordingHasher,
+    Requirements,
+    SubtreeSource,
+    required,
+)
+from branchline_audit.domain.verification import StoredCheckpoint, StoredEntry, UnsignedHistory
+
+OPENED_NOTES = 256
+"""How many checkpoint notes a process keeps opened (``AuditContext.opened_notes``)."""
 
 
 async def unsigned_history(
@@ -62,7 +71,14 @@ async def unsigned_latest(audit: AuditContext) -> UnsignedHistory | None:
     latest = await audit.checkpoints.latest()
     if latest is None or latest.tree_size == 0:
         return None
-    return await _held(audit, latest.tree_size, await _stored_leaf(audit, latest.tree_size))
+    size = latest.tree_size
+    # the leaf and, unless it was proven, its path, in the same read; the note is latest's
+    # (Round 35: a process that never proved it read them in three more statements)
+    leaves, tree = await _tree_reads(audit, [size])
+    why = await _why_not_held(audit, size, leaves.get(size), tree, latest)
+    if why is None:
+        return None
+    return UnsignedHistory(size, why, rewritten_after=await _last_holding_below(audit, size))
 
 
 async def _held(audit: AuditContext, size: int, stored: bytes | None) -> UnsignedHistory | None:
@@ -72,18 +88,48 @@ async def _held(audit: AuditContext, size: int, stored: bytes | None) -> Unsigne
     return UnsignedHistory(size, why, rewritten_after=await _last_holding_below(audit, size))
 
 
-async def _why_not_held(audit: AuditContext, size: int, stored: bytes | None) -> str | None:
+async def _why_not_held(
+    audit: AuditContext,
+    size: int,
+    stored: bytes | None,
+    tree: SubtreeSource | None = None,
+    checkpoint: StoredCheckpoint | None = None,
+) -> str | None:
     """Why ``stored`` (the stored hash at ``size``) is not the signed checkpoint's last leaf,
-    or None (proven now or before: kept in ``audit.signed_leaves``)."""
+    or None (proven now or before: kept in ``audit.signed_leaves``). ``tree`` holds its path
+    when the caller read it (:func:`_tree_reads`), ``checkpoint`` the checkpoint of ``size``
+    when the caller has it; what is not given is read."""
     if stored is None:
         return "the entry is gone"
     proven = audit.signed_leaves.get(size)
     if proven is not None:
         return None if stored == proven else _NOT_PROVEN
-    why = await _unproven(audit, size, stored)
+    why = await _unproven(audit, size, stored, tree, checkpoint)
     if why is None:
         audit.signed_leaves[size] = stored
     return why
+
+
+async def _tree_reads(
+    audit: AuditContext, sizes: Collection[int]
+) -> tuple[dict[int, bytes], SubtreeSource]:
+    """The stored last leaves of the checkpoints of ``sizes`` (by size) and, for each one this
+    process has not proven, the stored tree its inclusion path reads: one ``tree_data`` read
+    (#12, Round 35: a proof's path read with the leaf, not after it)."""
+    leaves = {size - 1 for size in sizes}
+    ranges: list[tuple[int, int]] = []
+    for size in sizes:
+        if size not in audit.signed_leaves:
+            recorder = RecordingHasher()
+            inclusion_proof(size - 1, size, recorder)
+            ranges.extend(recorder.ranges)
+    needs = required(ranges)
+    hashes, nodes = await audit.ledger.tree_data(
+        Requirements(frozenset(leaves) | needs.leaf_indices, needs.nodes)
+    )
+    return {index + 1: hashes[index] for index in leaves if index in hashes}, SubtreeSource(
+        hashes, nodes
+    )
 
 
 async def _last_holding_below(audit: AuditContext, size: int) -> int | None:
@@ -117,7 +163,8 @@ async def _located(audit: AuditContext, size: int) -> tuple[int | None, int]:
     low, high = 0, len(sizes)  # sizes[:low] hold (as far as looked), sizes[high:] do not
     while low < high:
         middle = (low + high) // 2
-        if await _why_not_held(audit, sizes[middle], await _stored_leaf(audit, sizes[middle])):
+        leaves, tree = await _tree_reads(audit, [sizes[middle]])
+        if await _why_not_held(audit, sizes[middle], leaves.get(sizes[middle]), tree):
             high = middle
         else:
             low = middle + 1
@@ -131,49 +178,75 @@ async def _still_located(audit: AuditContext, size: int, held: int | None, faili
     when ``held`` is None), ``held``'s leaf the one proven and ``failing``'s not (``size``'s
     own refusal is the caller's)."""
     pair = [s for s in (held, failing) if s is not None]
-    if await audit.checkpoints.sizes_from(held or 1, failing) != pair:
+    stored = await audit.checkpoints.from_to(held or 1, failing)
+    if [c.tree_size for c in stored] != pair:
         return False
-    leaves = await _stored_leaves(audit, *pair)
-    if held is not None and await _why_not_held(audit, held, leaves.get(held)):
+    checkpoints = {c.tree_size: c for c in stored}
+    # ``size``'s leaf was read by the caller: only the others', with the paths not proven
+    leaves, tree = await _tree_reads(audit, [s for s in pair if s != size])
+    if held is not None and await _why_not_held(
+        audit, held, leaves.get(held), tree, checkpoints[held]
+    ):
         return False
-    return failing == size or await _why_not_held(audit, failing, leaves.get(failing)) is not None
-
-
-async def _stored_leaf(audit: AuditContext, size: int) -> bytes | None:
-    """The stored hash of the entry at position ``size`` (checkpoint ``size``'s last leaf)."""
-    return (await _stored_leaves(audit, size)).get(size)
-
-
-async def _stored_leaves(audit: AuditContext, *sizes: int) -> dict[int, bytes]:
-    """The stored last leaves of the checkpoints of ``sizes``, by size (one read)."""
-    hashes, _ = await audit.ledger.tree_data(
-        Requirements(frozenset(s - 1 for s in sizes), frozenset())
+    return (
+        failing == size
+        or await _why_not_held(audit, failing, leaves.get(failing), tree, checkpoints[failing])
+        is not None
     )
-    return {index + 1: stored for index, stored in hashes.items()}
 
 
 _NOT_PROVEN = "its hash is not the one proven against the signed checkpoint"
 
 
-async def _unproven(audit: AuditContext, size: int, stored: bytes) -> str | None:
+async def _unproven(
+    audit: AuditContext,
+    size: int,
+    stored: bytes,
+    tree: SubtreeSource | None,
+    checkpoint: StoredCheckpoint | None,
+) -> str | None:
     """Why the entry hash ``stored`` at position ``size`` is not the last leaf of the signed
-    checkpoint of that size, or None: its inclusion path, from the stored tree, leads to the
-    root of the checkpoint's note, whose signature is the log's."""
-    checkpoint = await audit.checkpoints.at(size)
+    checkpoint of that size, or None: its inclusion path, from the stored tree (``tree``
+    when the caller read it with the leaf), leads to the root of the checkpoint's note
+    (``checkpoint`` when the caller has it), whose signature is the log's."""
+    if checkpoint is None:
+        checkpoint = await audit.checkpoints.at(size)
     if checkpoint is None:
         return "its checkpoint is gone"
-    try:
-        signed = open_checkpoint(checkpoint.note, [audit.signer.verifier()], origin=audit.origin)
-    except NoteError as error:
-        return f"its checkpoint's signed note does not hold ({error})"
+    signed = _opened(audit, checkpoint.note)
+    if isinstance(signed, str):
+        return f"its checkpoint's signed note does not hold ({signed})"
     if signed.size != size:
         return "its checkpoint's signed note is of another size"
     recorder = RecordingHasher()
     inclusion_proof(size - 1, size, recorder)
     try:
-        path = inclusion_proof(size - 1, size, await audit.ledger.range_hasher(recorder.ranges))
+        hasher = (
+            tree.range_hasher()
+            if tree is not None
+            else await audit.ledger.range_hasher(recorder.ranges)
+        )
+        path = inclusion_proof(size - 1, size, hasher)
     except MissingTreeData:
         return "the stored tree does not hold its path"
     if not verify_inclusion(size - 1, size, leaf_hash(stored), path, signed.root):
         return "its hash does not lead to the signed root"
     return None
+
+
+def _opened(audit: AuditContext, note: str) -> Checkpoint | str:
+    """``note`` opened with the log's key (its checkpoint, or why it does not hold), kept per
+    process for the last :data:`OPENED_NOTES` notes (#12, Round 35): a refused checkpoint's
+    proof, which fails, is made again every round, and the signature check was its cost. The
+    note's text is the key, so a note changed behind the ledger's back is opened anew; the
+    leaf and the path are compared every time."""
+    kept = audit.opened_notes.pop(note, None)
+    if kept is None:
+        try:
+            kept = open_checkpoint(note, [audit.signer.verifier()], origin=audit.origin)
+        except NoteError as error:
+            kept = str(error)
+        while len(audit.opened_notes) >= OPENED_NOTES:
+            del audit.opened_notes[next(iter(audit.opened_notes))]
+    audit.opened_notes[note] = kept
+    return kept
