@@ -103,7 +103,7 @@ def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
 
     extra: dict[str, Any] = (
         {
-            "unordered": lambda after: read_models_unordered(pool, after),
+            "unordered": lambda after, limit: read_models_unordered(pool, after, limit),
             "applied_among": lambda ids: read_models_applied_among(pool, ids),
         }
         if order
