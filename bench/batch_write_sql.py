@@ -25,13 +25,10 @@ it measures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres  # noqa: E402
 from branchline_shared.eventstore.postgres import _WRITE_SQL  # noqa: E402
 from branchline_shared.postgres.migrations import (  # noqa: E402
     EVENT_STORE_MIGRATIONS,
@@ -232,15 +229,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
-    data = Path(tempfile.mkdtemp(prefix="batch-write-sql-"))
-    server = EmbeddedPostgres(data, free_port())
-    server.start()
-    try:
-        asyncio.run(measure(server.url("batch_write"), args.rounds))
-    finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(data, ignore_errors=True)
-    return 0
+    return run_in_scratch(measure_in_stack, args, "batch-write-sql-")
+
+
+async def measure_in_stack(args: argparse.Namespace, base: Path) -> None:
+    async with probe_stack(base) as stack:
+        await measure(stack.dsn("batch_write"), args.rounds)
 
 
 if __name__ == "__main__":

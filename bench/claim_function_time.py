@@ -20,8 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from branchline_shared.embedded.ports import free_port
-from branchline_shared.embedded.postgres import EmbeddedPostgres
+from bench.probe_stack import probe_stack
 from branchline_shared.postgres.migrations import load_migrations, migrate
 
 PACKAGE = "branchline_shared.eventstore.migrations"
@@ -61,10 +60,8 @@ def _renamed(file: str, name: str) -> str:
 
 async def main(calls: int) -> None:
     with tempfile.TemporaryDirectory(prefix="claim_time_") as directory:
-        postgres = EmbeddedPostgres(Path(directory), free_port())
-        postgres.start()
-        try:
-            conn = await asyncpg.connect(postgres.url())
+        async with probe_stack(Path(directory)) as stack:
+            conn = await asyncpg.connect(stack.dsn("postgres"))
             await migrate(conn, "eventstore", load_migrations(PACKAGE))
             functions = {}
             for n, (label, file) in enumerate(FILES.items()):
@@ -86,8 +83,6 @@ async def main(calls: int) -> None:
                     f"median {statistics.median(times):.2f} max {max(times):.2f}"
                 )
             await conn.close()
-        finally:
-            postgres.stop()
 
 
 if __name__ == "__main__":

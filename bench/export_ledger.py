@@ -27,8 +27,8 @@ if str(ROOT) not in sys.path:
 
 from tests.integration.audit.audit_support import random_events  # noqa: E402
 
-from bench.scratch import embedded_postgres  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.application.context import AuditContext, TrailReader  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_shared.clock import FixedClock  # noqa: E402
@@ -57,13 +57,14 @@ async def append_random_entries(audit: AuditContext, entries: int) -> None:
         await audit.ledger.append(events, now=T0)
 
 
+ONE_ROUND = {"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
+"""No checkpoint round while a probe fills or reads the ledger."""
+
+
 @contextlib.asynccontextmanager
 async def filled_audit(base: Path, entries: int) -> AsyncIterator[AuditContext]:
-    async with embedded_postgres(base) as (_server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
+    async with probe_stack(base, migrated=("audit",), overrides=ONE_ROUND) as stack:
+        settings = stack.settings
         pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
         try:
             audit = audit_context(settings, pool, FixedClock(T0 + timedelta(days=400)))

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench import latency  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import (  # noqa: E402
     STATEMENTS,
     count_statements,
@@ -64,20 +65,13 @@ from bench.profile_followup import (  # noqa: E402
 )
 from bench.scratch import run_in_scratch  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
-from branchline_followup.bootstrap import prepare_database, running_worker  # noqa: E402
+from branchline_followup.bootstrap import running_worker  # noqa: E402
 from branchline_followup.entrypoints import worker as worker_module  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir  # noqa: E402
-from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 from branchline_shared.events.envelope import Actor, RecordedEvent  # noqa: E402
 from branchline_shared.http.startup_heap import freeze_batch_heap  # noqa: E402
 from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 from branchline_shared.kafka.topics import declare_topics  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 from branchline_shared.settings import FollowupSettings  # noqa: E402
 
 SETTLE_S = 3.0
@@ -181,28 +175,20 @@ async def commits(conn: Any) -> int:
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
-    from tests.support.stack import Infra, make_settings
 
-    prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
-    server.start()
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    broker.start()
-    try:
-        overrides = (
-            {}
-            if args.relay_min_interval_s is None
-            else {"followup_relay_min_interval_s": args.relay_min_interval_s}
-        )
-        settings = make_settings(
-            Infra(server.url("postgres"), broker.bootstrap), base / "data", **overrides
-        )
-        await prepare_database(settings)
-        # The worker's self-check (every reconcile_self_check_interval_s, and at a position
-        # jump) reads every event store of the product: intake's is there, empty, as in the
-        # stack. Without it, a run past the first periodic check logged the check's failure
-        # ("database ... does not exist") with its traceback.
-        await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
+    overrides = (
+        {}
+        if args.relay_min_interval_s is None
+        else {"followup_relay_min_interval_s": args.relay_min_interval_s}
+    )
+    # The worker's self-check (every reconcile_self_check_interval_s, and at a position jump)
+    # reads every event store of the product: intake's is there, empty, as in the stack.
+    # Without it, a run past the first periodic check logged the check's failure ("database
+    # ... does not exist") with its traceback.
+    async with probe_stack(
+        base, broker=True, migrated=("followup", "eventstore"), overrides=overrides
+    ) as stack:
+        settings, server = stack.settings, stack.server
         topic = declare_topics(settings).intake_events.name
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         await start_or_close(producer)
@@ -319,9 +305,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             await watcher_conn.close()
             await conn.close()
             await closed(producer)
-    finally:
-        broker.stop()
-        server.stop(mode="immediate")
 
 
 def main() -> int:

@@ -26,7 +26,8 @@ import asyncpg
 from tests.support.migration_texts import as_formerly_shipped
 from tests.support.stack import Infra
 
-from bench.scratch import embedded_postgres, run_in_scratch
+from bench.probe_stack import probe_stack
+from bench.scratch import run_in_scratch
 from branchline_followup.adapters.pg_schemas import with_search_path
 from branchline_shared.postgres.migrations import Migration, load_migrations, migrate
 from branchline_shared.postgres.pool import ensure_database
@@ -112,7 +113,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     shipped = [m for m in load_migrations(FOLLOWUP) if m.version <= VERSION]
     assert former[-1].sql != shipped[-1].sql
     variants = {"blocking": former, "concurrent": shipped}
-    async with embedded_postgres(base) as (server, _settings):
+    async with probe_stack(base) as stack:
+        server = stack.server
         infra = Infra(server.url("postgres"), "")
         for pair in range(args.pairs):
             order = list(variants) if pair % 2 == 0 else list(reversed(variants))

@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.protocol.fetch import FetchRequest  # noqa: E402
 
+from bench.probe_stack import tansu_broker  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
 from bench.workload import event_body  # noqa: E402
-from branchline_shared.embedded.ports import free_port  # noqa: E402
 from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
 from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E402
 
@@ -43,18 +43,14 @@ from branchline_shared.kafka.starting import closed, start_or_close  # noqa: E40
 async def broker_with_topics(*topics: NewTopic) -> AsyncIterator[tuple[TansuBroker, int]]:
     """A tansu broker of its own (in memory) holding ``topics``, and its process id (its CPU
     is what the probes read); stopped when the block ends."""
-    broker = TansuBroker(free_port())
-    broker.start()
-    pid = broker.pid
-    assert pid is not None
-    try:
+    with tansu_broker() as broker:
+        pid = broker.pid
+        assert pid is not None
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
         await admin.start()
         await admin.create_topics(list(topics))
         await admin.close()
         yield broker, pid
-    finally:
-        broker.stop()
 
 
 async def last_record_fetches(

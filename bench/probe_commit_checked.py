@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore import postgres  # noqa: E402
-from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database  # noqa: E402
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 MODULE = "shared/branchline_shared/eventstore/postgres.py"
@@ -91,9 +91,8 @@ async def _shared(store: Any, event: RecordedEvent) -> None:
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     modules = {"old": old_module(args.base, base), "new": postgres}
-    async with embedded_postgres(base) as (_server, settings):
-        url = settings.intake_database_url
-        await migrate_database(url, [EVENT_STORE_MIGRATIONS])
+    async with probe_stack(base, migrated=("eventstore",)) as stack:
+        url = stack.dsn("intake")
         pool = await open_pool(url, min_size=1, max_size=1)
         try:
             stores = {name: m.PostgresEventStore(pool) for name, m in modules.items()}

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore import postgres  # noqa: E402
-from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database  # noqa: E402
 
 NEW = postgres._REMEMBERED_WRITE_SQL
 _GUARD = """    WHERE (SELECT CASE WHEN count(*) = cardinality($5::text[]) THEN true
@@ -90,9 +90,8 @@ async def _write(
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (_server, settings):
-        url = settings.intake_database_url
-        await migrate_database(url, [EVENT_STORE_MIGRATIONS])
+    async with probe_stack(base, migrated=("eventstore",)) as stack:
+        url = stack.dsn("intake")
         conn = await asyncpg.connect(url)
         try:
             backend = int(await conn.fetchval("SELECT pg_backend_pid()"))

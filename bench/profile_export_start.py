@@ -33,10 +33,12 @@ if str(ROOT) not in sys.path:
 
 from tests.integration.audit.audit_support import random_events  # noqa: E402
 
+from bench.export_ledger import ONE_ROUND  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_ledger import server_cpu, server_cpu_since  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.adapters.altered import ALTERED_ROW  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.application.context import TrailReader  # noqa: E402
 from branchline_audit.application.exporting import ExportSlots, start_export  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
@@ -76,11 +78,8 @@ async def timed(audit: Any, server: Any, filters: LedgerFilters, repeat: int) ->
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 10**9, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
+    async with probe_stack(base, migrated=("audit",), overrides=ONE_ROUND) as stack:
+        settings, server = stack.settings, stack.server
         pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=4)
         try:
             audit = audit_context(settings, pool, SystemClock())

@@ -32,12 +32,13 @@ if str(ROOT) not in sys.path:
 
 import asyncpg  # noqa: E402
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import CountedDeadLetters, server_cpu_seconds  # noqa: E402
-from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
+from bench.scratch import raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
 from branchline_followup.application.config import policy_from_settings  # noqa: E402
 from branchline_followup.application.projector import Projection  # noqa: E402
-from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
+from branchline_followup.bootstrap import open_read_model_pool  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 
@@ -112,8 +113,8 @@ def parts(plan: list[str]) -> list[tuple[str, int, int]]:
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     global PLANS
-    async with embedded_postgres(base) as (server, settings):
-        await prepare_database(settings)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        server, settings = stack.server, stack.settings
         pool = await open_read_model_pool(settings)
         units = PostgresUnitsOfWork(pool)
         projection = Projection(policy_from_settings(settings), task_creations_topic="bench")

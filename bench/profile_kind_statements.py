@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_owner_status import NOW, fill_tasks, old_queries  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
+from branchline_followup.adapters import queries  # noqa: E402
 from branchline_followup.domain import TaskKind  # noqa: E402
 
 BEFORE_WORD = "0f4eaa66~1"
@@ -77,9 +77,8 @@ FROM pg_backend_memory_contexts
 
 @asynccontextmanager
 async def database(base: Path) -> AsyncIterator[tuple[str, Any]]:
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        dsn = stack.live_dsn
         conn = await asyncpg.connect(dsn)
         try:
             yield dsn, conn

@@ -53,8 +53,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import baselines, branchline_measures  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import write_profile  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
@@ -339,7 +340,8 @@ def forkserver_cpu() -> float:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (server, settings):
+    async with probe_stack(base) as stack:
+        server, settings = stack.server, stack.settings
         print(f"{args.events:,} events, load average {os.getloadavg()[0]:.2f} at start")
         for r in range(args.rounds):
             print(await one_round(args, settings, server, r), flush=True)

@@ -46,7 +46,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import recorded  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
 from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
@@ -200,7 +201,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
     steps = sorted(int(s) for s in args.steps.split(","))
     # The broker address is never used: messages are handed to the handlers directly.
-    async with embedded_postgres(base) as (_, settings):
+    async with probe_stack(base) as stack:
+        settings = stack.settings
         await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
         await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
         intake = await open_pool(settings.intake_database_url, min_size=1, max_size=2)

@@ -47,10 +47,10 @@ if str(ROOT) not in sys.path:
 
 from tests.support.generic_plans import Recording  # noqa: E402
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_rebuild import on_cpu_seconds  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas, queries  # noqa: E402
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
+from branchline_followup.adapters import queries  # noqa: E402
 
 QUERIES = "services/followup/branchline_followup/adapters/queries.py"
 INDEXES = {
@@ -292,9 +292,8 @@ async def live_read_model(base: Path) -> AsyncIterator[tuple[Any, Any]]:
     and a one-connection pool on its live read model, closed at the end."""
     import asyncpg
 
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        dsn = stack.live_dsn
         conn = await asyncpg.connect(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
         try:

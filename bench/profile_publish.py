@@ -45,7 +45,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import recorded  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.eventstore import postgres as es_postgres  # noqa: E402
 from branchline_shared.eventstore.ports import PendingPublication  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresOutbox  # noqa: E402
@@ -351,7 +352,8 @@ async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     print(f"load average {os.getloadavg()}")
-    async with embedded_postgres(base) as (server, _):
+    async with probe_stack(base) as stack:
+        server = stack.server
         variants = args.variant.split(",")
         for n in range(args.pairs):
             for variant in variants:

@@ -76,6 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import (  # noqa: E402
     STATEMENTS,
     CountedDeadLetters,
@@ -84,7 +85,7 @@ from bench.profile_followup import (  # noqa: E402
     workload,
     write_profile,
 )
-from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
+from bench.scratch import raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, rebuild_target  # noqa: E402
 from branchline_followup.adapters.partitioned_rebuild import ProcessPartitions  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
@@ -94,7 +95,7 @@ from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noq
 from branchline_followup.application.config import policy_from_settings  # noqa: E402
 from branchline_followup.application.projector import Projection  # noqa: E402
 from branchline_followup.application.rebuild import rebuild_read_models  # noqa: E402
-from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
+from branchline_followup.bootstrap import open_read_model_pool  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
@@ -188,8 +189,8 @@ async def intake_store(
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (server, settings):
-        await prepare_database(settings)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        server, settings = stack.server, stack.settings
         if args.rm_triggers is not None:
             await install_rm_trigger_functions(settings.followup_database_url, args.rm_triggers)
         policy = policy_from_settings(settings)

@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_rebuild import on_cpu_seconds  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas, read_models  # noqa: E402
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
 from branchline_followup.domain.records import ClientFacts  # noqa: E402
 
 MIGRATIONS = ROOT / "services/followup/branchline_followup/console_migrations"
@@ -125,9 +125,8 @@ async def one_run(
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
 
-    async with embedded_postgres(base) as (_server, settings):
-        await prepare_database(settings)
-        dsn = pg_schemas.with_search_path(settings.followup_database_url, pg_schemas.LIVE_SCHEMA)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        dsn = stack.live_dsn
         admin = await asyncpg.connect(dsn)
         results: dict[str, list[dict[str, float]]] = {}
         try:

@@ -49,8 +49,9 @@ if str(ROOT) not in sys.path:
 
 
 from bench.export_ledger import T0, append_random_entries  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.application import checkpointing  # noqa: E402
 from branchline_audit.application.context import AuditContext  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
@@ -65,11 +66,9 @@ TIMEOUT_S = 600.0
 async def ledger(base: Path, entries: int) -> AsyncIterator[tuple[AuditContext, Any, Any]]:
     """The audit context (a one-connection writer pool, a round due whenever an entry is
     unsigned), its pool and a superuser connection, over a filled ledger."""
-    async with embedded_postgres(base) as (_server, settings):
-        settings = settings.model_copy(
-            update={"audit_checkpoint_every_entries": 1, "audit_checkpoint_interval_s": 3600.0}
-        )
-        await prepare_database(settings)
+    due = {"audit_checkpoint_every_entries": 1, "audit_checkpoint_interval_s": 3600.0}
+    async with probe_stack(base, migrated=("audit",), overrides=due) as stack:
+        settings = stack.settings
         pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=1)
         admin = await asyncpg.connect(settings.audit_database_url)
         try:

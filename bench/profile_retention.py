@@ -29,7 +29,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,10 @@ from tests.integration.audit.audit_support import (  # noqa: E402
     random_events,
 )
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_audit.adapters import ledger as ledger_module  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.adapters.ledger import PostgresLedger  # noqa: E402
 from branchline_audit.application.pruning import prune_expired  # noqa: E402
 from branchline_audit.application.signed_leaves import refuse_unsigned  # noqa: E402
@@ -123,14 +123,8 @@ async def time_runs(pool: Any, settings: Any, pairs: int) -> None:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (server, settings):
-        from tests.support.stack import Infra
-
-        infra = Infra(server.url("postgres"), "127.0.0.1:9")
-        own = settings.model_copy(
-            update={"audit_database_url": infra.database_url(f"ret_{uuid.uuid4().hex[:8]}")}
-        )
-        await prepare_database(own)
+    async with probe_stack(base, migrated=("audit",)) as stack:
+        own = stack.settings
         pool = await open_role_pool(own, own.audit_db_writer_role, min_size=1, max_size=2)
         try:
             ledger = PostgresLedger(pool)

@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 
 
 def committed_offsets(
@@ -88,70 +89,72 @@ def bench_source(
     )
 
 
+async def filled_and_published(
+    settings: Any, events: int, *, analyze: bool
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """``events`` events filled into intake's store and published by the real relay (each
+    one's partition and offset), saying how long that took."""
+    from tests.support.published import published
+
+    started = time.perf_counter()
+    positions = await published(settings, events, analyze=analyze)
+    print(
+        f"filled and published {len(positions)} events in {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    return positions
+
+
 async def no_dead_letters(*_: object, **__: object) -> set[uuid.UUID]:
     return set()
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.published import published
-
-    from branchline_shared.embedded.ports import free_port
-    from branchline_shared.embedded.tansu import TansuBroker
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
     from branchline_shared.reconcile.self_repair import SelfRepair
 
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    broker.start()
-    try:
-        async with embedded_postgres(base, broker.bootstrap) as (_, settings):
-            topics = declare_topics(settings)
+    async with probe_stack(base, broker=True) as stack:
+        settings = stack.settings
+        topics = declare_topics(settings)
+        positions = await filled_and_published(settings, args.events, analyze=args.analyze)
+        committed = committed_offsets(positions, args.reached)
+        passed = [e for e, (p, o) in positions.items() if o < committed[p]]
+        skipped = set(random.Random(7).sample(passed, args.skipped))
+        applied = set(passed) - skipped
+        group = "bench-lagging-consumer"
+        await commit_group(settings, topics, group, committed)
+        print(
+            f"consumer reached {len(passed)} ({len(passed) / len(positions):.1%}), applied "
+            f"{len(applied)}, skipped {len(skipped)}, "
+            f"not reached {len(positions) - len(passed)}",
+            flush=True,
+        )
+
+        async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+            return applied & set(ids)
+
+        self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+        pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
+        for label, group_id in (("by consumer progress", group), ("by grace period", None)):
+            check = SelfRepair(
+                settings,
+                bench_source(topics, has, group_id),
+                interval_s=60,
+                grace_s=settings.reconcile_grace_s,
+            )
             started = time.perf_counter()
-            positions = await published(settings, args.events, analyze=args.analyze)
+            requeued = await check.check()
+            took = time.perf_counter() - started
             print(
-                f"filled and published {len(positions)} events in "
-                f"{time.perf_counter() - started:.1f} s",
+                f"{label}: re-queued {requeued} "
+                f"(of them skipped: {len(skipped)}), not reached {check.not_reached}, "
+                f"check {took:.2f} s",
                 flush=True,
             )
-            committed = committed_offsets(positions, args.reached)
-            passed = [e for e, (p, o) in positions.items() if o < committed[p]]
-            skipped = set(random.Random(7).sample(passed, args.skipped))
-            applied = set(passed) - skipped
-            group = "bench-lagging-consumer"
-            await commit_group(settings, topics, group, committed)
-            print(
-                f"consumer reached {len(passed)} ({len(passed) / len(positions):.1%}), applied "
-                f"{len(applied)}, skipped {len(skipped)}, "
-                f"not reached {len(positions) - len(passed)}",
-                flush=True,
-            )
-
-            async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-                return applied & set(ids)
-
-            self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
-            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
-            for label, group_id in (("by consumer progress", group), ("by grace period", None)):
-                check = SelfRepair(
-                    settings,
-                    bench_source(topics, has, group_id),
-                    interval_s=60,
-                    grace_s=settings.reconcile_grace_s,
-                )
-                started = time.perf_counter()
-                requeued = await check.check()
-                took = time.perf_counter() - started
-                print(
-                    f"{label}: re-queued {requeued} "
-                    f"(of them skipped: {len(skipped)}), not reached {check.not_reached}, "
-                    f"check {took:.2f} s",
-                    flush=True,
-                )
-                await pool.execute("DELETE FROM es_outbox WHERE published_at IS NULL")
-            await pool.close()
-    finally:
-        broker.stop()
+            await pool.execute("DELETE FROM es_outbox WHERE published_at IS NULL")
+        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

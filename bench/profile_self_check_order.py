@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_self_check import no_dead_letters  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 
 
 async def applied_by_the_read_models(settings: Any, events: Sequence[uuid.UUID]) -> None:
@@ -102,7 +103,7 @@ def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
 
     extra: dict[str, Any] = (
         {
-            "unordered": lambda after: read_models_unordered(pool, after),
+            "unordered": lambda after, limit: read_models_unordered(pool, after, limit),
             "applied_among": lambda ids: read_models_applied_among(pool, ids),
         }
         if order
@@ -121,46 +122,40 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from tests.support.published import published
 
     from branchline_followup.bootstrap import open_read_model_pool
-    from branchline_shared.embedded.ports import free_port
-    from branchline_shared.embedded.tansu import TansuBroker
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.reconcile import self_repair
     from branchline_shared.reconcile.self_repair import SelfRepair
 
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    broker.start()
-    try:
-        async with embedded_postgres(base, broker.bootstrap) as (_, settings):
-            topics = declare_topics(settings)
-            positions = await published(settings, args.events, analyze=True)
-            await applied_by_the_read_models(settings, list(positions))
-            await products_applied(settings, args.products)
-            self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
-            pool = await open_read_model_pool(settings)
-            checks = {
-                side: SelfRepair(
-                    settings,
-                    worker_source(pool, topics, order=side == "B"),
-                    interval_s=60,
-                    grace_s=settings.reconcile_grace_s,
-                    full_scan_every=args.full_scan_every,
-                )
-                for side in ("A", "B")
-            }
-            for check in checks.values():  # each side's first check is full (mark unknown)
-                await check.check()
-            times: dict[str, list[float]] = {"A": [], "B": []}
-            for side in "ABBA" * args.pairs:
-                started = time.perf_counter()
-                await checks[side].check()
-                times[side].append(time.perf_counter() - started)
-                print(f"{side}: {times[side][-1] * 1000:.0f} ms", flush=True)
-            await pool.close()
-            for side, label in (("A", "without order"), ("B", "with order")):
-                ms = [t * 1000 for t in times[side]]
-                print(f"{label}: {min(ms):.0f}-{max(ms):.0f} ms ({len(ms)} checks)")
-    finally:
-        broker.stop()
+    async with probe_stack(base, broker=True) as stack:
+        settings = stack.settings
+        topics = declare_topics(settings)
+        positions = await published(settings, args.events, analyze=True)
+        await applied_by_the_read_models(settings, list(positions))
+        await products_applied(settings, args.products)
+        self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+        pool = await open_read_model_pool(settings)
+        checks = {
+            side: SelfRepair(
+                settings,
+                worker_source(pool, topics, order=side == "B"),
+                interval_s=60,
+                grace_s=settings.reconcile_grace_s,
+                full_scan_every=args.full_scan_every,
+            )
+            for side in ("A", "B")
+        }
+        for check in checks.values():  # each side's first check is full (mark unknown)
+            await check.check()
+        times: dict[str, list[float]] = {"A": [], "B": []}
+        for side in "ABBA" * args.pairs:
+            started = time.perf_counter()
+            await checks[side].check()
+            times[side].append(time.perf_counter() - started)
+            print(f"{side}: {times[side][-1] * 1000:.0f} ms", flush=True)
+        await pool.close()
+        for side, label in (("A", "without order"), ("B", "with order")):
+            ms = [t * 1000 for t in times[side]]
+            print(f"{label}: {min(ms):.0f}-{max(ms):.0f} ms ({len(ms)} checks)")
 
 
 def main(argv: list[str] | None = None) -> int:

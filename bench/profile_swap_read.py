@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_followup.adapters.rebuild_target import (  # noqa: E402
     RECENT_STORE_EVENTS,
     STORE_EVENTS_NOT_ON_KAFKA,
 )
-from branchline_followup.bootstrap import prepare_database  # noqa: E402
 
 _FILL = """
 WITH ev AS (
@@ -46,9 +46,8 @@ SELECT event_id, 'followup.events', 'k', now() FROM ev
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
 
-    async with embedded_postgres(base) as (_, settings):
-        await prepare_database(settings)
-        conn = await asyncpg.connect(settings.followup_database_url)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        conn = await asyncpg.connect(stack.dsn("followup"))
         try:
             filled = 0
             for rows in args.rows:

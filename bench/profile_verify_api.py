@@ -42,8 +42,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import branchline_measures  # noqa: E402
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
 from branchline_audit.bootstrap import audit_context  # noqa: E402
 from branchline_shared.clock import SystemClock  # noqa: E402
@@ -200,14 +201,8 @@ async def one_run(settings: Any, label: str, tree: Path | None, args: argparse.N
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.stack import Infra
-
-    async with embedded_postgres(base) as (server, settings):
-        infra = Infra(server.url("postgres"), settings.kafka_bootstrap)
-        own = settings.model_copy(
-            update={"audit_database_url": infra.database_url(f"ledger_{uuid.uuid4().hex[:8]}")}
-        )
-        await prepare_database(own)
+    async with probe_stack(base, migrated=("audit",)) as stack:
+        own = stack.settings
         print(f"{args.events:,} events, load average {os.getloadavg()[0]:.2f} at start", flush=True)
         rate = await fill(own, args.events, args.checkpoints)
         print(f"filled at {rate:,.0f} ev/s | load {os.getloadavg()[0]:.2f}", flush=True)

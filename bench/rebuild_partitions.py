@@ -40,16 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import CountedDeadLetters, server_cpu_seconds, workload  # noqa: E402
 from bench.profile_rebuild import MemorySource, raw_copy  # noqa: E402
-from bench.scratch import embedded_postgres, raw_messages, run_in_scratch  # noqa: E402
+from bench.scratch import raw_messages, run_in_scratch  # noqa: E402
 from branchline_followup.adapters import pg_schemas  # noqa: E402
 from branchline_followup.adapters.rebuild_target import PostgresRebuildTarget  # noqa: E402
 from branchline_followup.adapters.topic_replay import ReplayedMessage  # noqa: E402
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork  # noqa: E402
 from branchline_followup.application.config import policy_from_settings  # noqa: E402
 from branchline_followup.application.projector import Projection  # noqa: E402
-from branchline_followup.bootstrap import open_read_model_pool, prepare_database  # noqa: E402
+from branchline_followup.bootstrap import open_read_model_pool  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
@@ -118,8 +119,8 @@ async def _child(
 
 
 async def setup(args: argparse.Namespace, base: Path) -> None:
-    async with embedded_postgres(base) as (server, settings):
-        await prepare_database(settings)
+    async with probe_stack(base, migrated=("followup",)) as stack:
+        server, settings = stack.server, stack.settings
         policy = policy_from_settings(settings)
         raws = raw_messages(workload("history", args.clients))
         pool = await open_read_model_pool(settings)

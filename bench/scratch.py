@@ -42,17 +42,21 @@ def run_in_scratch(
 
 @contextlib.asynccontextmanager
 async def embedded_postgres(
-    base: Path, broker: str = UNUSED_BROKER
+    base: Path, broker: str = UNUSED_BROKER, **overrides: Any
 ) -> AsyncIterator[tuple[EmbeddedPostgres, Any]]:
     """An embedded PostgreSQL in ``base`` and the test suite's settings for it (``broker``
-    as the Kafka address); stopped at the end of the block."""
+    as the Kafka address, ``overrides`` on top); stopped at the end of the block. The probes
+    start it through ``bench.probe_stack.probe_stack``."""
     from tests.support.stack import Infra, make_settings
 
     prepare_runtime_dir(base)
     server = EmbeddedPostgres(base / "pg", free_port())
     server.start()
     try:
-        yield server, make_settings(Infra(server.url("postgres"), broker), base / "data")
+        yield (
+            server,
+            make_settings(Infra(server.url("postgres"), broker), base / "data", **overrides),
+        )
     finally:
         server.stop(mode="immediate")
 

@@ -41,13 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_self_check import (  # noqa: E402
     bench_source,
     commit_group,
     committed_offsets,
+    filled_and_published,
     no_dead_letters,
 )
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 
 
 def _load_baseline(folder: Path) -> ModuleType:
@@ -154,10 +156,6 @@ class Applier:
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
-    from tests.support.published import published
-
-    from branchline_shared.embedded.ports import free_port
-    from branchline_shared.embedded.tansu import TansuBroker
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.postgres.pool import open_pool
     from branchline_shared.reconcile import self_repair
@@ -168,89 +166,79 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     if args.baseline:
         variants.insert(0, ("baseline", _load_baseline(Path(args.baseline)), {}))
 
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    broker.start()
-    try:
-        async with embedded_postgres(base, broker.bootstrap) as (_, settings):
-            topics = declare_topics(settings)
-            started = time.perf_counter()
-            positions = await published(settings, args.events, analyze=True)
+    async with probe_stack(base, broker=True) as stack:
+        settings = stack.settings
+        topics = declare_topics(settings)
+        positions = await filled_and_published(settings, args.events, analyze=True)
+        committed = committed_offsets(positions, args.reached)
+        applied = [e for e, (p, o) in positions.items() if o < committed[p]]
+        group = "bench-stall-consumer"
+        await commit_group(settings, topics, group, committed)
+        pool = await open_pool(settings.followup_database_url, min_size=1, max_size=2)
+        await pool.execute("CREATE TABLE bench_applied (event_id uuid PRIMARY KEY)")
+        await pool.execute("INSERT INTO bench_applied SELECT unnest($1::uuid[])", list(applied))
+        await pool.execute("ANALYZE bench_applied")
+        print(
+            f"applied {len(applied)}, not reached {len(positions) - len(applied)}",
+            flush=True,
+        )
+
+        async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT event_id FROM bench_applied WHERE event_id = ANY($1::uuid[])",
+                    list(ids),
+                )
+            return {r["event_id"] for r in rows}
+
+        for _, module, _ in variants:
+            module.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+        print(
+            "variant\tcheck s\tlongest hold ms\theld >50ms s\tCPU s\tre-queued\t"
+            "not reached\tapplier's longest lag ms"
+        )
+        if args.slow_callbacks:
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = args.slow_callbacks
+            logging.getLogger("asyncio").setLevel(logging.WARNING)
+            logging.basicConfig()
+        for _ in range(args.checks):
+            with Ticker() as ticker, Applier(args.applier_rate, args.applier_cost) as applier:
+                await asyncio.sleep(args.idle)
             print(
-                f"filled and published {len(positions)} events in "
-                f"{time.perf_counter() - started:.1f} s",
+                f"idle\t{args.idle:.2f}\t{ticker.longest * 1000:.0f}\t"
+                f"{ticker.over_50ms:.2f}\t\t\t\t{applier.longest_lag * 1000:.0f}",
                 flush=True,
             )
-            committed = committed_offsets(positions, args.reached)
-            applied = [e for e, (p, o) in positions.items() if o < committed[p]]
-            group = "bench-stall-consumer"
-            await commit_group(settings, topics, group, committed)
-            pool = await open_pool(settings.followup_database_url, min_size=1, max_size=2)
-            await pool.execute("CREATE TABLE bench_applied (event_id uuid PRIMARY KEY)")
-            await pool.execute("INSERT INTO bench_applied SELECT unnest($1::uuid[])", list(applied))
-            await pool.execute("ANALYZE bench_applied")
-            print(
-                f"applied {len(applied)}, not reached {len(positions) - len(applied)}",
-                flush=True,
-            )
-
-            async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-                async with pool.acquire() as conn:
-                    rows = await conn.fetch(
-                        "SELECT event_id FROM bench_applied WHERE event_id = ANY($1::uuid[])",
-                        list(ids),
-                    )
-                return {r["event_id"] for r in rows}
-
-            for _, module, _ in variants:
-                module.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
-            print(
-                "variant\tcheck s\tlongest hold ms\theld >50ms s\tCPU s\tre-queued\t"
-                "not reached\tapplier's longest lag ms"
-            )
-            if args.slow_callbacks:
-                loop = asyncio.get_running_loop()
-                loop.set_debug(True)
-                loop.slow_callback_duration = args.slow_callbacks
-                logging.getLogger("asyncio").setLevel(logging.WARNING)
-                logging.basicConfig()
-            for _ in range(args.checks):
-                with Ticker() as ticker, Applier(args.applier_rate, args.applier_cost) as applier:
-                    await asyncio.sleep(args.idle)
+            for label, module, options in variants:
+                check = module.SelfRepair(
+                    settings,
+                    bench_source(topics, has, group),
+                    interval_s=60,
+                    grace_s=settings.reconcile_grace_s,
+                    **options,
+                )
+                cpu = time.process_time()
+                started = time.perf_counter()
+                profiler = cProfile.Profile() if args.profile else None
+                applier = Applier(args.applier_rate, args.applier_cost)
+                with Ticker(args.watch) as ticker, applier:
+                    if profiler is not None:
+                        profiler.enable()
+                    requeued = await check.check()
+                    if profiler is not None:
+                        profiler.disable()
+                        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+                took = time.perf_counter() - started
+                cpu = time.process_time() - cpu
                 print(
-                    f"idle\t{args.idle:.2f}\t{ticker.longest * 1000:.0f}\t"
-                    f"{ticker.over_50ms:.2f}\t\t\t\t{applier.longest_lag * 1000:.0f}",
+                    f"{label}\t{took:.2f}\t{ticker.longest * 1000:.0f}\t"
+                    f"{ticker.over_50ms:.2f}\t{cpu:.2f}\t{requeued}\t{check.not_reached}\t"
+                    f"{applier.longest_lag * 1000:.0f}",
                     flush=True,
                 )
-                for label, module, options in variants:
-                    check = module.SelfRepair(
-                        settings,
-                        bench_source(topics, has, group),
-                        interval_s=60,
-                        grace_s=settings.reconcile_grace_s,
-                        **options,
-                    )
-                    cpu = time.process_time()
-                    started = time.perf_counter()
-                    profiler = cProfile.Profile() if args.profile else None
-                    applier = Applier(args.applier_rate, args.applier_cost)
-                    with Ticker(args.watch) as ticker, applier:
-                        if profiler is not None:
-                            profiler.enable()
-                        requeued = await check.check()
-                        if profiler is not None:
-                            profiler.disable()
-                            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-                    took = time.perf_counter() - started
-                    cpu = time.process_time() - cpu
-                    print(
-                        f"{label}\t{took:.2f}\t{ticker.longest * 1000:.0f}\t"
-                        f"{ticker.over_50ms:.2f}\t{cpu:.2f}\t{requeued}\t{check.not_reached}\t"
-                        f"{applier.longest_lag * 1000:.0f}",
-                        flush=True,
-                    )
-            await pool.close()
-    finally:
-        broker.stop()
+        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

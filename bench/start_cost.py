@@ -23,8 +23,7 @@ if str(ROOT) not in sys.path:
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-from branchline_shared.embedded.ports import free_port  # noqa: E402
-from branchline_shared.embedded.tansu import TansuBroker  # noqa: E402
+from bench.probe_stack import tansu_broker  # noqa: E402
 from branchline_shared.kafka.starting import start_or_close  # noqa: E402
 
 
@@ -43,9 +42,7 @@ async def median_start_ms(bootstrap: str, starts: int, *, helper: bool) -> float
 
 
 async def main(pairs: int, starts: int) -> None:
-    broker = TansuBroker(free_port())
-    broker.start()
-    try:
+    with tansu_broker() as broker:
         await median_start_ms(broker.bootstrap, 20, helper=False)  # warm up
         runs: dict[str, list[float]] = {"direct": [], "helper": []}
         for pair in range(pairs):
@@ -58,8 +55,6 @@ async def main(pairs: int, starts: int) -> None:
         for name, values in runs.items():
             print(f"{name}: median of runs {statistics.median(values):.3f} ms")
         print(f"pairs where the helper was faster: {favour}/{pairs}")
-    finally:
-        broker.stop()
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from tests.support.joining import Group, HeldRevocation, Member, fresh_group
 
-from branchline_shared.embedded.ports import free_port
-from branchline_shared.embedded.tansu import TansuBroker
+from bench.probe_stack import tansu_broker
 from branchline_shared.kafka.consuming import stop_batch_consumer
 from branchline_shared.settings import CommonSettings
 
@@ -74,16 +73,12 @@ async def rejoin(settings: CommonSettings) -> tuple[float, float]:
 
 
 async def main(rounds: int) -> None:
-    broker = TansuBroker(free_port(), Path(tempfile.gettempdir()) / f"tansu-{os.getpid()}.log")
-    broker.start()
-    try:
+    with tansu_broker(Path(tempfile.gettempdir()) / f"tansu-{os.getpid()}.log") as broker:
         settings = CommonSettings(kafka_bootstrap=broker.bootstrap)
         for n in range(rounds):
             for name, case in (("first", first), ("rejoin", rejoin)):
                 wall, cpu = await case(settings)
                 print(f"round {n} {name}: stop {wall:.2f} s wall, {cpu * 1000:.0f} ms CPU")
-    finally:
-        broker.stop()
 
 
 if __name__ == "__main__":

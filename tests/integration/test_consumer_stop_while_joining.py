@@ -13,7 +13,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from branchline_shared.kafka.consuming import stop_batch_consumer
 from branchline_shared.settings import BranchlineSettings
-from tests.support.joining import PARTITIONS, Group, HeldRevocation, Member, fresh_group, until
+from tests.support.joining import (
+    PARTITIONS,
+    Group,
+    HeldRevocation,
+    JoinRequests,
+    Member,
+    fresh_group,
+    until,
+)
 from tests.support.kafka import read_all
 from tests.support.stack import eventually
 
@@ -35,9 +43,10 @@ async def test_a_consumer_stopped_before_its_first_assignment_stops_at_once(
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
         await eventually_received(holder, 40)
-        group.start_consumer()  # its join makes the holder revoke, and it holds there
-        await asyncio.wait_for(held.holding.wait(), 30)
-        await asyncio.sleep(0.5)  # the consumer's JoinGroup is at the broker
+        with JoinRequests() as joins:
+            group.start_consumer()  # its join makes the holder revoke, and it holds there
+            await asyncio.wait_for(held.holding.wait(), 30)
+            await joins.beyond(group.consumer_name, 0)  # its JoinGroup is at the broker
         assert group.task is not None
         stopping = time.monotonic()
         await stop_batch_consumer(group.consumer, group.task, timeout_s=BOUND_S)
@@ -70,10 +79,11 @@ async def test_a_consumer_stopped_while_it_rejoins_stops_at_once_and_loses_nothi
         # under way when the joiner's rebalance starts fails, and the check below with it).
         await eventually(lambda: covers(group, last_handled(before)))
         joiner = group.member("joiner")
-        joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
-        # the holder revokes and holds; the consumer has sent its JoinGroup, held at the broker
-        await asyncio.wait_for(held.holding.wait(), 30)
-        await asyncio.sleep(0.5)
+        with JoinRequests() as joins:
+            joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
+            # the holder revokes and holds; the consumer sends its JoinGroup, held at the broker
+            await asyncio.wait_for(held.holding.wait(), 30)
+            await joins.beyond(group.consumer_name, 0)
         assert group.task is not None
         stopping = time.monotonic()
         await stop_batch_consumer(group.consumer, group.task, timeout_s=BOUND_S)

@@ -142,6 +142,11 @@ class SlowBroker:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @property
+    def accepted(self) -> int:
+        """The connections made through it so far (each a client's bootstrap)."""
+        return self._accepted
+
     async def __aenter__(self) -> SlowBroker:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from branchline_shared.eventstore.postgres import PostgresUnitOfWork
 from branchline_shared.http.auth import Role
 from branchline_shared.kafka.topics import declare_topics
 from branchline_shared.postgres.pool import open_pool
-from branchline_shared.reconcile.running import Reconciliation
+from branchline_shared.reconcile.running import Reconciliation, store_sources
 from branchline_shared.settings import BranchlineSettings
 from tests.conftest import TokenFactory
 from tests.support.consumers import audit_consumer
@@ -455,7 +456,9 @@ async def test_the_followup_self_check_reports_a_product_event_applied_out_of_or
     """#12: the worker's own self-check (as its bootstrap wires it) judges order as reconcile
     does: a product's version 2 applied after version 3, which nothing re-projects, is a
     difference, in ``branchline_consumer_self_check_out_of_order``, logged once with the
-    remedy however many checks find it."""
+    remedy however many checks find it (a warning by the first check to find it; another
+    process's check, such as the running worker's own, says it was already reported)."""
+    caplog.set_level(logging.INFO, logger="branchline_shared.reconcile.self_repair")
     settings = make_settings(infra, tmp_path, reconcile_self_check_interval_s=3600.0)
     async with (
         serve(create_app(settings)),
@@ -482,10 +485,63 @@ async def test_the_followup_self_check_reports_a_product_event_applied_out_of_or
         assert repair.order.candidates == 3
     told = [r for r in ours if getattr(r, "event_id", None) == str(late)]
     assert len(told) == 1, told
+    warned = [
+        r
+        for r in caplog.records
+        if getattr(r, "event_id", None) == str(late) and r.levelno == logging.WARNING
+    ]
+    assert len(warned) == 1, warned  # by this check or the running worker's own: not both
     assert [r for r in caplog.records[before:] if getattr(r, "event_id", None) == str(later)]
     assert getattr(told[0], "stream_id", None) == "product-P-L"
     assert "branchline rebuild followup" in getattr(told[0], "remedy", "")
     assert "--from-stores" in getattr(told[0], "remedy", "")
+
+
+async def test_the_followup_self_checks_full_order_step_reads_a_page_at_a_time(
+    infra: Infra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#12: a full check walks the events the worker did not put in order a keyset page at a
+    time (``reconcile_self_check_order_page``), each page's streams judged and dropped before
+    the next. Pages of one event: product P-L's version 3 and its version 2 applied after it
+    are on two pages, and the check still finds version 2 out of order; the stream is read
+    once (at its first page), not once a page. A restarted worker's check finds it again and
+    does not warn again: already reported (followup migration 025)."""
+    caplog.set_level(logging.INFO, logger="branchline_shared.reconcile.self_repair")
+    settings = make_settings(
+        infra,
+        tmp_path,
+        reconcile_self_check_interval_s=3600.0,
+        reconcile_self_check_order_page=1,
+    )
+    async with (
+        serve(create_app(settings)),
+        running_worker(settings) as runtime,
+        audit_consumer(settings),
+    ):
+        late = await product_applied_out_of_order(settings, 0x61)
+        repair = worker_self_repair(settings, runtime)
+        assert repair is not None
+        assert await repair.check(grace_s=0) == 0  # a process's first check: full
+        assert self_check_gauge(OUT_OF_ORDER_GAUGE, "followup-worker") == 1
+        assert repair.order.pages == 3  # versions 1, 3, 2 in the order applied
+        assert repair.order.candidates == 3
+        assert repair.order.largest_read == 3  # P-L's three versions, read once
+        found = await repair.order.check(store_sources(settings), full=True)
+        assert [e.event_id for e in found] == [late]
+        reported = [
+            r
+            for r in caplog.records
+            if getattr(r, "event_id", None) == str(late) and r.levelno == logging.WARNING
+        ]
+        assert len(reported) == 1, reported  # this check's, or the running worker's own
+        before = len(caplog.records)
+        restarted = worker_self_repair(settings, runtime)  # a new process's: told nothing
+        assert restarted is not None
+        assert await restarted.check(grace_s=0) == 0
+        assert self_check_gauge(OUT_OF_ORDER_GAUGE, "followup-worker") == 1
+        again = [r for r in caplog.records[before:] if getattr(r, "event_id", None) == str(late)]
+        assert [r.levelno for r in again] == [logging.INFO], again
+        assert "already reported" in again[0].getMessage()
 
 
 async def test_the_followup_self_checks_order_step_takes_no_task_creation(

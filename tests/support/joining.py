@@ -13,8 +13,10 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.conn import AIOKafkaConnection
 
 from branchline_shared.background import cancel_and_wait
 from branchline_shared.kafka.consuming import BatchConsumer, DeadLetters, RawMessage
@@ -64,6 +66,36 @@ async def until(condition: Callable[[], bool], within: float = 30) -> None:
         return condition()
 
     await eventually(holds, within=within)
+
+
+class JoinRequests:
+    """Counts the JoinGroup requests each client (by client id) has written to the broker, so
+    that a test waits for a consumer's join to be at the broker instead of sleeping: inside
+    ``with JoinRequests() as joins``, aiokafka's connections count as they send."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self._send = AIOKafkaConnection.send
+
+    def __enter__(self) -> JoinRequests:
+        original, sent = self._send, self.sent
+
+        def counting(conn: AIOKafkaConnection, request: Any, *args: Any, **kw: Any) -> Any:
+            answer = original(conn, request, *args, **kw)  # written (or raised) by now
+            if type(request).__name__.startswith("JoinGroupRequest"):
+                client = conn._client_id  # what the request header names
+                sent[client] = sent.get(client, 0) + 1
+            return answer
+
+        AIOKafkaConnection.send = counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        AIOKafkaConnection.send = self._send  # type: ignore[method-assign]
+
+    async def beyond(self, client_id: str, count: int, within: float = 30) -> None:
+        """Until ``client_id`` has sent more than ``count`` JoinGroup requests."""
+        await until(lambda: self.sent.get(client_id, 0) > count, within=within)
 
 
 @dataclass
@@ -120,6 +152,9 @@ class Group:
     consumer: BatchConsumer
     task: asyncio.Task[None] | None = None
 
+    consumer_name = "joining"
+    """The consumer under test's client id (``fresh_group`` names it)."""
+
     def start_consumer(self) -> None:
         self.task = asyncio.create_task(self.consumer.run())
 
@@ -146,7 +181,7 @@ async def fresh_group(settings: CommonSettings) -> AsyncIterator[Group]:
         settings=settings,
         topics=[topic],
         group_id=group,
-        name="joining",
+        name=Group.consumer_name,
         dead_letters=DeadLetters(producer, f"{topic}.dlq", "joining"),
         handle_raw=handled,
     )

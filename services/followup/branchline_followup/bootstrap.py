@@ -19,6 +19,7 @@ from branchline_followup.adapters.reconciling import (
     read_models_applied,
     read_models_applied_among,
     read_models_have,
+    read_models_order_reported,
     read_models_unordered,
 )
 from branchline_followup.adapters.store_replay import StoreLog, StoreReplay
@@ -221,8 +222,9 @@ def worker_self_repair(settings: FollowupSettings, runtime: FollowupRuntime) -> 
             topics=tuple(runtime.topics.event_topics()),
             # The events no client's re-projection puts in order: the check judges their
             # streams' order as reconcile does (#12).
-            unordered=lambda after: read_models_unordered(runtime.pool, after),
+            unordered=lambda after, limit: read_models_unordered(runtime.pool, after, limit),
             applied_among=lambda ids: read_models_applied_among(runtime.pool, ids),
+            order_reported=lambda ids: read_models_order_reported(runtime.pool, ids),
             order_remedy="branchline rebuild followup (from the topics, or --from-stores)",
         ),
         interval_s=settings.reconcile_self_check_interval_s,

@@ -15,12 +15,17 @@ and is not asked.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import StoreEvent, compare
 from branchline_shared.reconcile.running import ConsumerSource, StoreSource, store_connection
-from branchline_shared.reconcile.stores import read_streams_of
+from branchline_shared.reconcile.stores import read_streams, streams_of
+
+JUDGED_STREAMS_KEPT = 16_384
+"""How many streams one pass remembers having judged (about 2 MB of stream ids)."""
 
 
 def checks_order(consumer: ConsumerSource) -> bool:
@@ -31,6 +36,71 @@ def checks_order(consumer: ConsumerSource) -> bool:
         and consumer.applied_among is not None
         and not consumer.late_is_record
     )
+
+
+class JudgedStreams:
+    """The streams (store, stream id) one pass judged whole already, the most recent
+    ``limit`` of them: a stream with candidates on several pages is read once, and what the
+    pass carries between pages stays bounded however many streams it meets (pure)."""
+
+    def __init__(self, limit: int = JUDGED_STREAMS_KEPT) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._limit = limit
+        self._streams: dict[tuple[str, str], None] = {}  # insertion order: oldest first
+
+    def __contains__(self, stream: tuple[str, str]) -> bool:
+        return stream in self._streams
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def add(self, stream: tuple[str, str]) -> None:
+        if stream in self._streams:
+            return
+        self._streams[stream] = None
+        if len(self._streams) > self._limit:
+            del self._streams[next(iter(self._streams))]
+
+
+ReadStreams = Callable[[Sequence[uuid.UUID], JudgedStreams], Awaitable[dict[str, list[StoreEvent]]]]
+"""Per store, every event of the streams of the given candidates not judged yet (each then
+added to the judged ones), in log order."""
+
+StreamReader = Callable[
+    [Sequence[StoreSource]], contextlib.AbstractAsyncContextManager[ReadStreams]
+]
+
+
+@contextlib.asynccontextmanager
+async def store_streams(stores: Sequence[StoreSource]) -> AsyncIterator[ReadStreams]:
+    """The stores' streams for one pass, each store's connection opened at its first page
+    and held to the pass's end (not one per page)."""
+    async with contextlib.AsyncExitStack() as opened:
+        conns: dict[str, PgConnection] = {}
+
+        async def read(
+            candidates: Sequence[uuid.UUID], judged: JudgedStreams
+        ) -> dict[str, list[StoreEvent]]:
+            logs: dict[str, list[StoreEvent]] = {}
+            for store in stores:
+                conn = conns.get(store.source)
+                if conn is None:
+                    conn = await opened.enter_async_context(store_connection(store.dsn))
+                    conns[store.source] = conn
+                wanted = [
+                    stream
+                    for stream in await streams_of(conn, candidates)
+                    if (store.source, stream) not in judged
+                ]
+                for stream in wanted:
+                    judged.add((store.source, stream))
+                logs[store.source] = (
+                    await read_streams(conn, store.source, wanted) if wanted else []
+                )
+            return logs
+
+        yield read
 
 
 class OrderWatch:
@@ -47,46 +117,90 @@ class OrderWatch:
     that check saw. A full check (a process's first, every ``full_scan_every``-th, a log reset:
     :class:`~.self_repair.SelfRepair` decides) takes every unordered event, as the step always
     did: it catches what the mark could still miss (a unit open across a whole interval, a
-    sequence restarted under it)."""
+    sequence restarted under it). Either walks its candidates ``page`` at a time (the module's
+    "Paged")."""
 
-    def __init__(self, consumer: ConsumerSource) -> None:
+    def __init__(
+        self,
+        consumer: ConsumerSource,
+        *,
+        page: int = 1_000,
+        judged_limit: int = JUDGED_STREAMS_KEPT,
+        streams: StreamReader = store_streams,
+    ) -> None:
+        if page < 1:
+            raise ValueError("page must be at least 1")
         self._consumer = consumer
+        self._page = page
+        self._judged_limit = judged_limit
+        self._streams = streams
         self._marks: tuple[int, int] | None = None  # (previous check's, last check's) highest
         self._found: frozenset[uuid.UUID] = frozenset()
         self.candidates = 0
         """How many events the last check took as candidates (what its cost grows with)."""
+        self.pages = 0
+        """How many pages of candidates the last check read."""
+        self.largest_read = 0
+        """The most store events the last check held at once (one page's streams)."""
 
     async def check(self, stores: Sequence[StoreSource], *, full: bool) -> list[StoreEvent]:
         """The events the consumer applied out of order and nothing put in order since."""
-        assert self._consumer.unordered is not None
+        unordered = self._consumer.unordered
+        assert unordered is not None
         after = 0 if full or self._marks is None else self._marks[0]
-        fresh = await self._consumer.unordered(after)
-        seen = max((entry.seq or 0 for entry in fresh), default=0)
-        last = self._marks[1] if self._marks is not None else seen
-        self._marks = (last, max(last, seen))
-        candidates = {entry.event_id for entry in fresh} | self._found
-        self.candidates = len(candidates)
-        found = await out_of_order(self._consumer, stores, sorted(candidates))
-        self._found = frozenset(event.event_id for event in found)
-        return found
+        judged = JudgedStreams(self._judged_limit)
+        found: dict[uuid.UUID, StoreEvent] = {}
+        fresh = seen = 0
+        again: set[uuid.UUID] = set()  # earlier findings met among this check's pages
+        self.pages = self.largest_read = 0
+        async with self._streams(stores) as read:
+            while True:
+                page = await unordered(after, self._page)
+                if not page:
+                    break
+                self.pages += 1
+                fresh += len(page)
+                ids = [entry.event_id for entry in page]
+                again.update(event_id for event_id in ids if event_id in self._found)
+                await self._judge(read, ids, judged, found)
+                last = page[-1].seq
+                if len(page) < self._page or last is None or last <= after:
+                    seen = max(seen, last or 0)
+                    break
+                after = seen = max(seen, last)
+            earlier = sorted(self._found - again)  # re-asked: still out of order?
+            if earlier:
+                await self._judge(read, earlier, judged, found)
+        last_mark = self._marks[1] if self._marks is not None else seen
+        self._marks = (last_mark, max(last_mark, seen))
+        self.candidates = fresh + len(earlier)
+        self._found = frozenset(found)
+        return list(found.values())
 
-
-async def out_of_order(
-    consumer: ConsumerSource, stores: Sequence[StoreSource], candidates: Sequence[uuid.UUID]
-) -> list[StoreEvent]:
-    """Of the streams of ``candidates``, the events ``consumer`` applied out of order."""
-    assert consumer.applied_among is not None
-    if not candidates:
-        return []
-    logs: dict[str, list[StoreEvent]] = {}
-    for store in stores:
-        async with store_connection(store.dsn) as conn:
-            logs[store.source] = await read_streams_of(conn, store.source, candidates)
-    ids = [event.event_id for events in logs.values() for event in events]
-    applied = await consumer.applied_among(ids)
-    report = compare(consumer.name, logs, applied, late_is_record=consumer.late_is_record)
-    found = set(report.out_of_order)
-    return [event for events in logs.values() for event in events if event.event_id in found]
+    async def _judge(
+        self,
+        read: ReadStreams,
+        candidates: Sequence[uuid.UUID],
+        judged: JudgedStreams,
+        found: dict[uuid.UUID, StoreEvent],
+    ) -> None:
+        """Judge the streams of ``candidates`` not judged yet in this pass; add what is out
+        of order to ``found``."""
+        assert self._consumer.applied_among is not None
+        logs = await read(candidates, judged)
+        ids = [event.event_id for events in logs.values() for event in events]
+        if not ids:
+            return
+        self.largest_read = max(self.largest_read, len(ids))
+        applied = await self._consumer.applied_among(ids)
+        report = compare(
+            self._consumer.name, logs, applied, late_is_record=self._consumer.late_is_record
+        )
+        bad = set(report.out_of_order)
+        for events in logs.values():
+            for event in events:
+                if event.event_id in bad:
+                    found[event.event_id] = event
 
 
 def remedy(consumer: ConsumerSource) -> str:

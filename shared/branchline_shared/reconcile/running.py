@@ -68,14 +68,20 @@ class ConsumerSource:
     """The consumer's order of applying is its own record (the audit ledger: append-only,
     hash-chained, the order of recording): an event it applied late is reported *late*,
     information, not *out of order* (:func:`~.compare.compare`, #12)."""
-    unordered: Callable[[int], Awaitable[list[AppliedEvent]]] | None = None
+    unordered: Callable[[int, int], Awaitable[list[AppliedEvent]]] | None = None
     """The events the consumer applied after the given apply sequence (0: all) and did not
     put in source order itself (none of
-    :data:`~.compare.ORDER_FREE_TYPES`): its self-check judges the order of their streams
-    alone (:mod:`.ordering`, #12). None: the self-check does not look at order."""
+    :data:`~.compare.ORDER_FREE_TYPES`), in the order applied, at most the second argument
+    of them (a keyset page: the next page starts after the last one's ``seq``): its
+    self-check judges the order of their streams alone, a page at a time (:mod:`.ordering`,
+    #12). None: the self-check does not look at order."""
     applied_among: Callable[[Sequence[uuid.UUID]], Awaitable[list[AppliedEvent]]] | None = None
     """Of the given event ids, those the consumer applied, with the order it applied them in
     (what :attr:`applied` says of each)."""
+    order_reported: Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]] | None = None
+    """Record that the self-check reported the given events out of order; returns those no
+    check had reported before, of this process or an earlier one (the rest are logged as
+    already reported, #12). None: each process reports what it finds once."""
     order_remedy: str = ""
     """What puts an event applied out of order in order, for the self-check's log line."""
 

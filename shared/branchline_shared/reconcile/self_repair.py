@@ -24,7 +24,9 @@ Order (#12): a consumer that can tell which events it did not put in source orde
 streams as reconcile does (:mod:`.ordering`): an event applied after a later version of its
 stream and not put in order since counts among the check's differences and in
 ``branchline_consumer_self_check_out_of_order``, and is logged once, with the remedy (nothing
-re-queued: re-publishing would apply it late again). The audit ledger's order of applying is
+re-queued: re-publishing would apply it late again). Its candidates come a page at a time
+(``reconcile_self_check_order_page``): a full check's memory does not grow with the events
+ever applied. The audit ledger's order of applying is
 its record (``late_is_record``): a late entry there is information, and it is not asked.
 
 Owed, not merely behind (#12): a periodic check judges an event the consumer has not applied
@@ -205,7 +207,7 @@ class SelfRepair:
         self.not_reached = 0
         """Events the last check left to the consumer (ahead of its committed offsets)."""
         self._out_of_order_told: frozenset[uuid.UUID] = frozenset()  # logged once each
-        self.order = OrderWatch(consumer)
+        self.order = OrderWatch(consumer, page=settings.reconcile_self_check_order_page)
         """The order step's candidates and mark, kept across checks (:mod:`.ordering`)."""
 
     @property
@@ -279,21 +281,36 @@ class SelfRepair:
 
     async def _check_order(self, *, full: bool) -> int:
         """Events applied out of order (:mod:`.ordering`): counted in the gauge, each logged
-        the first check that finds it (again if it comes back after being put in order)."""
+        the first check that finds it (again if it comes back after being put in order); where
+        the consumer records what was reported (``order_reported``), a restarted process's
+        check logs one an earlier process reported as already reported (info, not a
+        warning)."""
         found = await self.order.check(store_sources(self._settings), full=full)
         OUT_OF_ORDER.labels(self._consumer.name).set(len(found))
-        for event in found:
-            if event.event_id not in self._out_of_order_told:
+        new = [event for event in found if event.event_id not in self._out_of_order_told]
+        first = {event.event_id for event in new}
+        if new and self._consumer.order_reported is not None:
+            # reported by an earlier process (a restarted worker finds it again): not again
+            first = await self._consumer.order_reported(sorted(first))
+        for event in new:
+            extra = {
+                "consumer": self._consumer.name,
+                "event_id": str(event.event_id),
+                "stream_id": event.stream_id,
+                "stream_version": event.stream_version,
+                "remedy": remedy(self._consumer),
+            }
+            if event.event_id in first:
                 log.warning(
                     "consumer applied an event after a later version of its stream; nothing "
                     "put it in order",
-                    extra={
-                        "consumer": self._consumer.name,
-                        "event_id": str(event.event_id),
-                        "stream_id": event.stream_id,
-                        "stream_version": event.stream_version,
-                        "remedy": remedy(self._consumer),
-                    },
+                    extra=extra,
+                )
+            else:
+                log.info(
+                    "consumer applied an event after a later version of its stream; already "
+                    "reported by an earlier run",
+                    extra=extra,
                 )
         self._out_of_order_told = frozenset(event.event_id for event in found)
         return len(found)

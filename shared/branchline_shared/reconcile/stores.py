@@ -172,20 +172,29 @@ async def outbox_states(
     }
 
 
-async def read_streams_of(
-    conn: PgConnection, source: str, event_ids: Sequence[uuid.UUID]
+async def streams_of(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> list[str]:
+    """The streams of those of ``event_ids`` this store has (by its ``event_id`` key)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT stream_id FROM es_events WHERE event_id = ANY($1::uuid[])",
+        list(event_ids),
+    )
+    return [r["stream_id"] for r in rows]
+
+
+async def read_streams(
+    conn: PgConnection, source: str, stream_ids: Sequence[str]
 ) -> list[StoreEvent]:
-    """Every event of the streams ``event_ids`` belong to (those this store has), in log
-    order: what a self-check needs to judge those streams' order (:mod:`.ordering`), found by
-    the ``(stream_id, stream_version)`` index instead of reading the whole log."""
+    """Every event of ``stream_ids``, in log order: what a self-check needs to judge those
+    streams' order (:mod:`.ordering`), found by the ``(stream_id, stream_version)`` index
+    instead of reading the whole log."""
     rows = await conn.fetch(
         """
         SELECT tx_id::text::bigint AS tx, global_position, event_id, stream_id,
                stream_version, client_id, type, false AS in_flight
         FROM es_events
-        WHERE stream_id IN (SELECT stream_id FROM es_events WHERE event_id = ANY($1::uuid[]))
+        WHERE stream_id = ANY($1::text[])
         ORDER BY tx_id, global_position
         """,
-        list(event_ids),
+        list(stream_ids),
     )
     return [store_event(source, r, "") for r in rows]

@@ -133,6 +133,15 @@ class CommonSettings(BaseSettings):
         "reconcile_self_repair = false).",
     )
     reconcile_self_repair: bool = True
+    reconcile_self_check_order_page: int = Field(
+        default=1_000,
+        ge=1,
+        le=100_000,
+        description="The followup worker's self-check judges the order of the events it did "
+        "not put in order itself this many at a time (keyset pages by apply sequence), each "
+        "page's streams read, judged and dropped before the next: a full check's memory is "
+        "bounded by a page, not by every event ever applied (#12).",
+    )
     malloc_trim_interval_s: float = Field(
         default=10.0,
         ge=0,

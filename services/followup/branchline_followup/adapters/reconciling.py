@@ -41,19 +41,26 @@ read every task's stream again, and the worker's memory at rest grew with the ev
 (131 → 162 MB from 10k to 100k in the benchmark's growth stack, #12)."""
 
 
-async def read_models_unordered(pool: PgPool, after: int = 0) -> list[AppliedEvent]:
+async def read_models_unordered(
+    pool: PgPool, after: int = 0, limit: int | None = None
+) -> list[AppliedEvent]:
     """The events the live read models applied after apply sequence ``after`` (0: all) and
     did not keep in a client's journal (a product's, a staff member's, one applied before
     migration 010), but for those of :data:`UNJUDGED_TYPES`: the only ones the worker
     cannot have put in order itself, so the only streams its self-check judges the order of
-    (#12). ``applied_seq > after`` is a range of fu_applied_events_by_seq (migration 023):
-    an incremental check reads what was applied since its mark, not the whole table."""
+    (#12). In apply order, at most ``limit`` (None: all): a keyset page, the next one after
+    the last's ``seq``. ``applied_seq > after`` is a range of fu_applied_events_by_seq
+    (migration 023): an incremental check reads what was applied since its mark, and a full
+    one walks the index a page at a time instead of reading every event ever applied at
+    once (its memory bounded by a page, #12)."""
     rows = await pool.fetch(
         "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
         "FROM fu_applied_events a WHERE a.applied_seq > $2 AND a.type <> ALL($1::text[]) "
-        "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id)",
+        "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id) "
+        "ORDER BY a.applied_seq LIMIT $3",
         sorted(UNJUDGED_TYPES),
         after,
+        limit,
     )
     return _applied(rows)
 
@@ -71,6 +78,19 @@ async def read_models_applied_among(
         list(event_ids),
     )
     return _applied(rows)
+
+
+async def read_models_order_reported(
+    pool: PgPool, event_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Record that the self-check reported ``event_ids`` applied out of order; returns those
+    no check (of this process or an earlier one) had reported (migration 025, #12)."""
+    rows = await pool.fetch(
+        "UPDATE fu_applied_events SET order_reported_at = now() "
+        "WHERE event_id = ANY($1::uuid[]) AND order_reported_at IS NULL RETURNING event_id",
+        list(event_ids),
+    )
+    return {r["event_id"] for r in rows}
 
 
 def _applied(rows: Sequence[Any]) -> list[AppliedEvent]:

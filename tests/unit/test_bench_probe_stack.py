@@ -1,0 +1,110 @@
+"""The bench probes' one stack start (#12, bench/probe_stack.py): what it starts, migrates in
+the order asked with the settings' overrides, and that it stops all it started however the
+block ends (a migration that fails included). The server and broker here are stand-ins that
+record; the probes themselves run it on a real PostgreSQL and tansu."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from bench import probe_stack as module
+from bench.scratch import UNUSED_BROKER
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    done: list[Any] = []
+
+    @contextlib.contextmanager
+    def broker(log: Path | None = None) -> Iterator[Any]:
+        done.append(("broker started", log))
+        try:
+            yield SimpleNamespace(bootstrap="127.0.0.1:1234")
+        finally:
+            done.append("broker stopped")
+
+    @contextlib.asynccontextmanager
+    async def postgres(base: Path, bootstrap: str, **overrides: Any) -> AsyncIterator[Any]:
+        done.append(("postgres started", bootstrap, overrides))
+        try:
+            yield "server", SimpleNamespace(name="settings", **overrides)
+        finally:
+            done.append("postgres stopped")
+
+    def migration(name: str, fails: bool = False) -> Any:
+        async def migrate(settings: Any) -> None:
+            done.append((f"{name} migrated", vars(settings)))
+            if fails:
+                raise RuntimeError(f"{name} failed")
+
+        return migrate
+
+    monkeypatch.setattr(module, "tansu_broker", broker)
+    monkeypatch.setattr(module, "embedded_postgres", postgres)
+    monkeypatch.setitem(module.MIGRATIONS, "followup", migration("followup"))
+    monkeypatch.setitem(module.MIGRATIONS, "eventstore", migration("eventstore"))
+    monkeypatch.setitem(module.MIGRATIONS, "audit", migration("audit", fails=True))
+    return done
+
+
+async def test_it_migrates_in_the_order_asked_with_the_overrides_and_stops_all(
+    steps: list[Any], tmp_path: Path
+) -> None:
+    async with module.probe_stack(
+        tmp_path, broker=True, migrated=("followup", "eventstore"), overrides={"x": 1}
+    ) as stack:
+        assert stack.server == "server"
+        assert stack.broker is not None
+        steps.append("body")
+    settings = {"name": "settings", "x": 1}
+    assert steps == [
+        ("broker started", tmp_path / "tansu.log"),
+        ("postgres started", "127.0.0.1:1234", {"x": 1}),
+        ("followup migrated", settings),
+        ("eventstore migrated", settings),
+        "body",
+        "postgres stopped",
+        "broker stopped",
+    ]
+
+
+async def test_without_a_broker_the_settings_name_one_nothing_connects_to(
+    steps: list[Any], tmp_path: Path
+) -> None:
+    async with module.probe_stack(tmp_path) as stack:
+        assert stack.broker is None
+    assert steps == [("postgres started", UNUSED_BROKER, {}), "postgres stopped"]
+
+
+async def test_a_failed_migration_still_stops_the_server_and_the_broker(
+    steps: list[Any], tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="audit failed"):
+        async with module.probe_stack(tmp_path, broker=True, migrated=("audit",)):
+            pytest.fail("the block was not to run")
+    assert steps[-2:] == ["postgres stopped", "broker stopped"]
+
+
+async def test_an_unknown_migration_is_refused_before_anything_starts(
+    steps: list[Any], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="intake"):
+        async with module.probe_stack(tmp_path, broker=True, migrated=("intake",)):
+            pytest.fail("the block was not to run")
+    assert steps == []
+
+
+def test_a_database_address_is_the_settings_own_or_one_on_the_server() -> None:
+    server: Any = SimpleNamespace(url=lambda name: f"postgresql://pg/{name}")
+    settings = SimpleNamespace(followup_database_url="postgresql://pg/t1_followup")
+    stack = module.ProbeStack(server, settings, None)
+    assert stack.dsn("followup") == "postgresql://pg/t1_followup"
+    assert stack.dsn("elsewhere") == "postgresql://pg/elsewhere"
+    assert stack.live_dsn.startswith("postgresql://pg/t1_followup?search_path=")
