@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 from bench.baselines import raw_copy  # noqa: E402
 from bench.loadgen import RawHttpClient  # noqa: E402
-from bench.profile_intake import collapsed_stacks, summarise  # noqa: E402
+from bench.profile_intake import collapsed_stacks, component_command, summarise  # noqa: E402
 from bench.stack import child_pids, process_cpu_seconds, running_stack  # noqa: E402
 from bench.workload import event_body  # noqa: E402
 from branchline_shared.embedded.ports import free_port, wait_for_port  # noqa: E402
@@ -206,15 +206,7 @@ async def main() -> int:
             "BRANCHLINE_INTAKE_PROCESSES": "1",  # one process, the one measured
             "BRANCHLINE_SHUTDOWN_DRAIN_S": "0",
         }
-        profiler = ["-m", "pyinstrument", "-r", "session", "-o", str(raw), "-i", "0.002"]
-        command = [
-            sys.executable,
-            *(profiler if args.profile else []),
-            "-m",
-            "branchline_cli.main",
-            "run",
-            "intake-api",
-        ]
+        command = component_command("intake-api", sampled_to=raw if args.profile else None)
         measured = subprocess.Popen(command, env=env, start_new_session=True)  # noqa: ASYNC220
         try:
             if not await asyncio.to_thread(wait_for_port, port, timeout_s=60):

@@ -45,6 +45,21 @@ _IDLE_LEAVES = ("select (", "run_forever (", "run_until_complete (", "run (", "[
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>.+?)(?::\d+)?\)$")
 
 
+def component_command(component: str, *, sampled_to: Path | None) -> list[str]:
+    """The command that runs ``component`` as ``branchline run`` does, under pyinstrument
+    (2 ms samples, its session written to ``sampled_to``) unless ``sampled_to`` is None: the
+    profiles of intake, its batch and its relay sample their process alike."""
+    profiler = ["-m", "pyinstrument", "-r", "session", "-o", str(sampled_to), "-i", "0.002"]
+    return [
+        sys.executable,
+        *(profiler if sampled_to is not None else []),
+        "-m",
+        "branchline_cli.main",
+        "run",
+        component,
+    ]
+
+
 def collapsed_stacks(session_file: Path) -> str:
     """A pyinstrument session as collapsed stacks (``func (file);... weight``), weights in
     tenths of a millisecond."""
@@ -132,21 +147,7 @@ async def main() -> int:
         # pyinstrument runs the intake in its own process group; one SIGINT stops it, and it
         # writes its session when the server has shut down.
         sampled = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-            [
-                sys.executable,
-                "-m",
-                "pyinstrument",
-                "-r",
-                "session",
-                "-o",
-                str(raw),
-                "-i",
-                "0.002",
-                "-m",
-                "branchline_cli.main",
-                "run",
-                "intake-api",
-            ],
+            component_command("intake-api", sampled_to=raw),
             env=env,
             start_new_session=True,
         )

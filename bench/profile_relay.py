@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import latency  # noqa: E402
-from bench.profile_intake import collapsed_stacks, summarise  # noqa: E402
+from bench.profile_intake import collapsed_stacks, component_command, summarise  # noqa: E402
 from bench.stack import BenchStack, process_cpu_seconds, running_stack  # noqa: E402
 from branchline_shared.embedded.ports import wait_for_port  # noqa: E402
 
@@ -42,21 +42,7 @@ def sampled_relay(stack: BenchStack, raw: Path, log: Path) -> subprocess.Popen[b
             raise RuntimeError("the stack's relay did not stop")
         time.sleep(0.1)
     relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyinstrument",
-            "-r",
-            "session",
-            "-o",
-            str(raw),
-            "-i",
-            "0.002",
-            "-m",
-            "branchline_cli.main",
-            "run",
-            "intake-relay",
-        ],
+        component_command("intake-relay", sampled_to=raw),
         env=stack.env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
