@@ -29,9 +29,20 @@ console = Console(highlight=False)
 async def consumer_sources(settings: BranchlineSettings) -> AsyncIterator[list[ConsumerSource]]:
     """The product's consumers, each with how to read what it applied."""
     from branchline_audit.adapters.database import open_role_pool
-    from branchline_audit.adapters.reconciling import OWN_SOURCES, ledger_applied
+    from branchline_audit.adapters.reconciling import (
+        OWN_SOURCES,
+        ledger_applied,
+        ledger_applied_among,
+        ledger_applied_page,
+        ledger_has,
+    )
     from branchline_audit.bootstrap import CONSUMER as AUDIT_CONSUMER
-    from branchline_followup.adapters.reconciling import read_models_applied
+    from branchline_followup.adapters.reconciling import (
+        read_models_applied,
+        read_models_applied_among,
+        read_models_applied_page,
+        read_models_have,
+    )
     from branchline_followup.bootstrap import open_read_model_pool
     from branchline_followup.entrypoints.worker import CONSUMER as FOLLOWUP_CONSUMER
     from branchline_shared.kafka.topics import declare_topics
@@ -48,13 +59,21 @@ async def consumer_sources(settings: BranchlineSettings) -> AsyncIterator[list[C
                 topics.audit_consumer_dlq.name,
                 lambda: ledger_applied(audit_pool),
                 OWN_SOURCES,
+                has=lambda ids: ledger_has(audit_pool, ids),
                 # the ledger's order is its record of arrival: late is information (#12)
                 late_is_record=True,
+                applied_among=lambda ids: ledger_applied_among(audit_pool, ids),
+                applied_page=lambda after, limit: ledger_applied_page(audit_pool, after, limit),
             ),
             ConsumerSource(
                 FOLLOWUP_CONSUMER,
                 topics.followup_worker_dlq.name,
                 lambda: read_models_applied(followup_pool),
+                has=lambda ids: read_models_have(followup_pool, ids),
+                applied_among=lambda ids: read_models_applied_among(followup_pool, ids),
+                applied_page=lambda after, limit: read_models_applied_page(
+                    followup_pool, after, limit
+                ),
             ),
         ]
     finally:
@@ -68,13 +87,24 @@ async def reconcile_stack(
     repair: bool = False,
     grace_s: float = 10.0,
     wait_s: float = 0.0,
+    page: int | None = None,
+    whole: bool = False,
 ) -> tuple[Reconciliation, Reconciliation | None]:
     """Reconcile (and repair); with ``wait_s``, then wait for every re-published event to be
-    applied by the consumers that missed it and reconcile again (the second result)."""
+    applied by the consumers that missed it and reconcile again (the second result).
+
+    A page of ``page`` rows at a time (None: ``reconcile_self_check_order_page``, #12); with
+    ``whole``, every store's log and everything applied read at once, as before."""
+    size = None if whole else (page or settings.reconcile_self_check_order_page)
     async with consumer_sources(settings) as consumers:
         stores = store_sources(settings)
         first = await reconcile(
-            stores, consumers, bootstrap=settings.kafka_bootstrap, repair=repair, grace_s=grace_s
+            stores,
+            consumers,
+            bootstrap=settings.kafka_bootstrap,
+            repair=repair,
+            grace_s=grace_s,
+            page=size,
         )
         if not (repair and first.requeued and wait_s > 0):
             return first, None
@@ -86,7 +116,7 @@ async def reconcile_stack(
                 break
             await asyncio.sleep(0.5)
         second = await reconcile(
-            stores, consumers, bootstrap=settings.kafka_bootstrap, grace_s=grace_s
+            stores, consumers, bootstrap=settings.kafka_bootstrap, grace_s=grace_s, page=size
         )
         return first, second
 
@@ -95,9 +125,22 @@ async def _all_applied(
     consumers: dict[str, ConsumerSource], wanted: dict[str, set[uuid.UUID]]
 ) -> bool:
     for name, ids in wanted.items():
-        if ids and not ids <= {a.event_id for a in await consumers[name].applied()}:
+        has = consumers[name].has
+        if not ids:
+            continue
+        if has is not None:
+            ordered = sorted(ids, key=lambda i: i.hex)
+            for first in range(0, len(ordered), _HAS_PAGE):
+                chunk = ordered[first : first + _HAS_PAGE]
+                if len(await has(chunk)) < len(chunk):
+                    return False
+        elif not ids <= {a.event_id for a in await consumers[name].applied()}:
             return False
     return True
+
+
+_HAS_PAGE = 1_000
+"""How many re-published event ids one question to a consumer asks about."""
 
 
 def describe(report: ConsumerReport) -> list[str]:
@@ -164,10 +207,21 @@ def reconcile_command(
             "--wait", min=0, help="After --repair, wait up to this many seconds and check again."
         ),
     ] = 0.0,
+    page: Annotated[
+        int | None,
+        typer.Option(
+            "--page",
+            min=1,
+            max=100_000,
+            help="Read this many events at a time (default: the setting "
+            "BRANCHLINE_RECONCILE_SELF_CHECK_ORDER_PAGE, 1000): memory bounded by a page, "
+            "not by the history.",
+        ),
+    ] = None,
 ) -> None:
     """Compare every event store with the audit ledger and the followup read models."""
     first, second = asyncio.run(
-        reconcile_stack(BranchlineSettings(), repair=repair, grace_s=grace, wait_s=wait)
+        reconcile_stack(BranchlineSettings(), repair=repair, grace_s=grace, wait_s=wait, page=page)
     )
     for report in first.reports:
         for line in describe(report):

@@ -8,25 +8,38 @@ the relay publishes it, and consumers that had it already drop it by event id.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
 from prometheus_client import Counter, Gauge
 
+from branchline_shared.eventstore.ports import LogPosition
 from branchline_shared.kafka.topic_reading import read_topic
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import (
+    LATE,
+    ORDER_FREE_TYPES,
+    OUT_OF_ORDER,
     AppliedEvent,
     ConsumerReport,
+    SourceProgress,
     StoreEvent,
+    StreamWalk,
     compare,
 )
-from branchline_shared.reconcile.stores import read_store_log, requeue
+from branchline_shared.reconcile.stores import (
+    read_store_log,
+    read_store_log_page,
+    read_stream_page,
+    requeue,
+    stored_ids,
+)
 from branchline_shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -84,6 +97,16 @@ class ConsumerSource:
     already reported, #12). None: each process reports what it finds once."""
     order_remedy: str = ""
     """What puts an event applied out of order in order, for the self-check's log line."""
+    applied_page: Callable[[int, int], Awaitable[list[AppliedEvent]]] | None = None
+    """What :attr:`applied` says, of the events applied after the given order of applying
+    (``seq``; 0: from the first), at most the second argument of them, in that order (a
+    keyset page): ``branchline reconcile`` walks them a page at a time (with :attr:`has`
+    and :attr:`applied_among`, :func:`paged_reports`, #12)."""
+
+    @property
+    def pages(self) -> bool:
+        """Whether reconcile can read this consumer a page at a time (:func:`paged_reports`)."""
+        return None not in (self.applied_page, self.has, self.applied_among)
 
 
 @dataclass
@@ -147,6 +170,7 @@ async def reconcile(
     bootstrap: str,
     repair: bool = False,
     grace_s: float = 10.0,
+    page: int | None = None,
 ) -> Reconciliation:
     """Compare; with ``repair``, queue every missing event in its store's outbox once.
 
@@ -154,32 +178,34 @@ async def reconcile(
     while reconcile reads would otherwise be in a consumer's record but not in the store
     read earlier, and count as extra. Read in this order it is at worst a recent event not
     yet applied, which the grace period excuses.
+
+    With ``page``, a page at a time (:func:`paged_reports`, #12): the same reports, no read
+    returning more than ``page`` rows (but the dead-letter topics').
     """
-    applied = {consumer.name: await consumer.applied() for consumer in consumers}
-    logs: dict[str, list[StoreEvent]] = {}
-    for store in stores:
-        async with store_connection(store.dsn) as conn:
-            logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
-    reports: list[ConsumerReport] = []
-    for consumer in consumers:
-        try:
-            dead = await dead_lettered_ids(bootstrap, consumer.dead_letter_topic)
-        except Exception as exc:  # the broker is away: compare anyway, nothing counted dead
-            log.warning(
-                "dead-letter topic not readable; its events count as missing",
-                extra={"consumer": consumer.name, "error": describe_error(exc)},
+    dead: dict[str, frozenset[uuid.UUID]] = {}
+    if page is not None:
+        for consumer in consumers:
+            dead[consumer.name] = await _dead_letters(bootstrap, consumer)
+        reports = await paged_reports(stores, consumers, dead=dead, grace_s=grace_s, page=page)
+    else:
+        applied = {consumer.name: await consumer.applied() for consumer in consumers}
+        logs: dict[str, list[StoreEvent]] = {}
+        for store in stores:
+            async with store_connection(store.dsn) as conn:
+                logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
+        reports = [
+            compare(
+                consumer.name,
+                logs,
+                applied[consumer.name],
+                dead_lettered=await _dead_letters(bootstrap, consumer),
+                own_sources=consumer.own_sources,
+                late_is_record=consumer.late_is_record,
             )
-            dead = set()
-        report = compare(
-            consumer.name,
-            logs,
-            applied[consumer.name],
-            dead_lettered=frozenset(dead),
-            own_sources=consumer.own_sources,
-            late_is_record=consumer.late_is_record,
-        )
-        DIFFERENCES.labels(consumer.name).set(report.differences)
-        reports.append(report)
+            for consumer in consumers
+        ]
+    for report in reports:
+        DIFFERENCES.labels(report.consumer).set(report.differences)
     result = Reconciliation(reports)
     if repair:
         for store in stores:
@@ -195,3 +221,194 @@ async def reconcile(
                 extra={"store": store.source, "events": count},
             )
     return result
+
+
+async def _dead_letters(bootstrap: str, consumer: ConsumerSource) -> frozenset[uuid.UUID]:
+    try:
+        return frozenset(await dead_lettered_ids(bootstrap, consumer.dead_letter_topic))
+    except Exception as exc:  # the broker is away: compare anyway, nothing counted dead
+        log.warning(
+            "dead-letter topic not readable; its events count as missing",
+            extra={"consumer": consumer.name, "error": describe_error(exc)},
+        )
+        return frozenset()
+
+
+async def paged_reports(
+    stores: Sequence[StoreSource],
+    consumers: Sequence[ConsumerSource],
+    *,
+    dead: Mapping[str, frozenset[uuid.UUID]],
+    grace_s: float,
+    page: int,
+) -> list[ConsumerReport]:
+    """What :func:`compare` reports of each consumer over every store, read a page of at
+    most ``page`` rows at a time (#12), in three walks:
+
+    - each consumer's applied events in its order of applying (:attr:`ConsumerSource.applied_page`),
+      each page's ids looked up in the stores: how many it applied, the highest global position
+      it recorded per store, and the *extra* ones (no store has them);
+    - each store's log in log order (:func:`~.stores.read_store_log_page`), each page's ids
+      asked of every consumer (:attr:`ConsumerSource.has`): progress, *missing*,
+      *dead-lettered*, *in flight*;
+    - each store's streams by the stream index, each from its highest version down
+      (:func:`~.stores.read_stream_page`), each page's ids asked of every consumer with when it
+      applied them (:attr:`ConsumerSource.applied_among`): *out of order* and *late*, judged by
+      :class:`~.compare.StreamWalk`, which carries two apply sequences per consumer across a page
+      boundary, whatever the stream's length.
+
+    What is carried between pages: keyset positions, counters, that per-stream pair, and the
+    findings themselves (the report lists them). Each store's walks read one snapshot (a
+    read-only repeatable-read transaction), as the whole read was one statement. A stream's
+    versions are judged within one store (the whole compare merged same-named streams of two
+    stores by name; none are: followup's streams are ``followup-…``)."""
+    if page < 1:
+        raise ValueError("page must be at least 1")
+    for consumer in consumers:
+        if not consumer.pages:
+            raise ValueError(f"{consumer.name} cannot be read a page at a time")
+    reports = {consumer.name: ConsumerReport(consumer.name) for consumer in consumers}
+    last: dict[str, dict[str, int]] = {consumer.name: {} for consumer in consumers}
+    async with contextlib.AsyncExitStack() as opened:
+        conns = {
+            store.source: await opened.enter_async_context(store_connection(store.dsn))
+            for store in stores
+        }
+        for consumer in consumers:  # what the consumers applied first, as reconcile reads
+            await _walk_applied(consumer, conns, reports[consumer.name], last[consumer.name], page)
+        for store in stores:
+            conn = conns[store.source]
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await _walk_log(store, conn, consumers, reports, last, dead, grace_s, page)
+                await _walk_streams(store, conn, consumers, reports, page)
+    for report in reports.values():
+        report.extra.sort(key=lambda i: i.hex)
+        report.out_of_order.sort(key=lambda i: i.hex)
+        report.late.sort(key=lambda i: i.hex)
+    return [reports[consumer.name] for consumer in consumers]
+
+
+async def _walk_applied(
+    consumer: ConsumerSource,
+    conns: Mapping[str, PgConnection],
+    report: ConsumerReport,
+    last: dict[str, int],
+    page: int,
+) -> None:
+    assert consumer.applied_page is not None
+    after = 0
+    while True:
+        entries = await consumer.applied_page(after, page)
+        mine = [e for e in entries if e.source not in consumer.own_sources]
+        report.applied += len(mine)
+        for entry in mine:
+            if entry.source is not None and entry.global_position is not None:
+                last[entry.source] = max(last.get(entry.source, 0), entry.global_position)
+        known: set[uuid.UUID] = set()
+        ids = [entry.event_id for entry in mine]
+        for conn in conns.values():
+            if ids:
+                known |= await stored_ids(conn, ids)
+        report.extra.extend(event_id for event_id in ids if event_id not in known)
+        seqs = [entry.seq for entry in entries if entry.seq is not None]
+        if len(entries) < page or not seqs or max(seqs) <= after:
+            return
+        after = max(seqs)
+
+
+async def _walk_log(
+    store: StoreSource,
+    conn: PgConnection,
+    consumers: Sequence[ConsumerSource],
+    reports: Mapping[str, ConsumerReport],
+    last: Mapping[str, Mapping[str, int]],
+    dead: Mapping[str, frozenset[uuid.UUID]],
+    grace_s: float,
+    page: int,
+) -> None:
+    progress = {
+        consumer.name: SourceProgress(
+            store.source, 0, 0, None, last[consumer.name].get(store.source)
+        )
+        for consumer in consumers
+    }
+    gap = dict.fromkeys(progress, False)
+    after = LogPosition.start()
+    while True:
+        events = await read_store_log_page(
+            conn, store.source, after=after, limit=page, grace_s=grace_s
+        )
+        if not events:
+            break
+        ids = [event.event_id for event in events]
+        for consumer in consumers:
+            assert consumer.has is not None
+            applied = await consumer.has(ids)
+            report, told = reports[consumer.name], progress[consumer.name]
+            contiguous, applied_here = told.contiguous_to, told.applied
+            for event in events:
+                if event.event_id in applied:
+                    applied_here += 1
+                    if not gap[consumer.name]:
+                        contiguous = event.log_position
+                    continue
+                gap[consumer.name] = True
+                if event.in_flight:
+                    report.in_flight += 1
+                elif event.event_id in dead.get(consumer.name, frozenset()):
+                    report.dead_lettered.append(event)
+                else:
+                    report.missing.append(event)
+            progress[consumer.name] = dataclasses.replace(
+                told,
+                events=told.events + len(events),
+                applied=applied_here,
+                contiguous_to=contiguous,
+            )
+        if len(events) < page:
+            break
+        after = events[-1].log_position
+    for consumer in consumers:
+        reports[consumer.name].progress.append(progress[consumer.name])
+
+
+async def _walk_streams(
+    store: StoreSource,
+    conn: PgConnection,
+    consumers: Sequence[ConsumerSource],
+    reports: Mapping[str, ConsumerReport],
+    page: int,
+) -> None:
+    walks: dict[str, tuple[str, StreamWalk]] = {}
+    before: tuple[str, int] | None = None
+    while True:
+        events = await read_stream_page(conn, store.source, before=before, limit=page)
+        if not events:
+            break
+        ids = [event.event_id for event in events]
+        for consumer in consumers:
+            assert consumer.applied_among is not None
+            applied = {
+                entry.event_id: entry
+                for entry in await consumer.applied_among(ids)
+                if entry.source not in consumer.own_sources
+            }
+            report = reports[consumer.name]
+            for event in events:
+                entry = applied.get(event.event_id)
+                if entry is None or entry.seq is None:
+                    continue
+                current = walks.get(consumer.name)
+                if current is None or current[0] != event.stream_id:
+                    current = (event.stream_id, StreamWalk(late_is_record=consumer.late_is_record))
+                    walks[consumer.name] = current
+                walk = current[1]
+                ordered = entry.source_ordered or event.type in ORDER_FREE_TYPES
+                verdict = walk.judge(entry.seq, ordered=ordered)
+                if verdict == LATE:
+                    report.late.append(event.event_id)
+                elif verdict == OUT_OF_ORDER:
+                    report.out_of_order.append(event.event_id)
+        if len(events) < page:
+            break
+        before = (events[-1].stream_id, events[-1].stream_version)

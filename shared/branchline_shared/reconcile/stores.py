@@ -40,6 +40,76 @@ async def read_store_log(conn: PgConnection, source: str, *, grace_s: float) -> 
     return [store_event(source, r, r["topic"]) for r in rows]
 
 
+async def read_store_log_page(
+    conn: PgConnection, source: str, *, after: LogPosition, limit: int, grace_s: float
+) -> list[StoreEvent]:
+    """:func:`read_store_log`, up to ``limit`` events after ``after`` (a keyset page of the
+    log, for ``branchline reconcile``'s paged walk, #12): each event's outbox rows looked up
+    for it (by event id), not the whole outbox grouped for every page."""
+    rows = await conn.fetch(
+        """
+        SELECT e.tx_id::text::bigint AS tx, e.global_position, e.event_id, e.stream_id,
+               e.stream_version, e.client_id, e.type, o.topic,
+               (o.unpublished OR o.published_at > now() - make_interval(secs => $1)
+                OR e.tx_id >= pg_snapshot_xmin(pg_current_snapshot())) AS in_flight
+        FROM es_events e
+        CROSS JOIN LATERAL (
+            SELECT min(topic) AS topic, bool_or(published_at IS NULL) AS unpublished,
+                   max(published_at) AS published_at
+            FROM es_outbox WHERE es_outbox.event_id = e.event_id
+        ) o
+        WHERE (e.tx_id, e.global_position) > ($2::text::xid8, $3) AND o.topic IS NOT NULL
+        ORDER BY e.tx_id, e.global_position
+        LIMIT $4
+        """,
+        grace_s,
+        str(after.tx_id),
+        after.global_position,
+        limit,
+    )
+    return [store_event(source, r, r["topic"]) for r in rows]
+
+
+async def read_stream_page(
+    conn: PgConnection, source: str, *, before: tuple[str, int] | None, limit: int
+) -> list[StoreEvent]:
+    """Up to ``limit`` events of the store (those with an outbox row, as
+    :func:`read_store_log` reads them) by its stream index from the highest ``(stream_id,
+    stream_version)`` down, below ``before`` (None: from the top): a keyset page of every
+    stream, each stream's versions from its highest down (:class:`~.compare.StreamWalk`,
+    ``branchline reconcile``'s order walk, #12)."""
+    query = """
+        SELECT tx_id::text::bigint AS tx, global_position, event_id, stream_id,
+               stream_version, client_id, type, false AS in_flight
+        FROM es_events e
+        WHERE {bound} EXISTS (SELECT 1 FROM es_outbox o WHERE o.event_id = e.event_id)
+        ORDER BY stream_id DESC, stream_version DESC
+        LIMIT $1
+        """
+    if before is None:
+        rows = await conn.fetch(query.format(bound=""), limit)
+    else:
+        rows = await conn.fetch(
+            query.format(bound="(stream_id, stream_version) < ($2, $3) AND"),
+            limit,
+            before[0],
+            before[1],
+        )
+    return [store_event(source, r, "") for r in rows]
+
+
+async def stored_ids(conn: PgConnection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``event_ids`` the store has (with an outbox row, as :func:`read_store_log`
+    reads its events): what ``branchline reconcile``'s walk of a consumer's applied events
+    asks to find the extra ones a page at a time (#12)."""
+    rows = await conn.fetch(
+        "SELECT e.event_id FROM es_events e WHERE e.event_id = ANY($1::uuid[]) "
+        "AND EXISTS (SELECT 1 FROM es_outbox o WHERE o.event_id = e.event_id)",
+        list(event_ids),
+    )
+    return {r["event_id"] for r in rows}
+
+
 def store_event(source: str, row: Any, topic: str) -> StoreEvent:
     """A store's row (:func:`read_store_log`, :func:`read_store_rows`) as reconcile keeps it."""
     return StoreEvent(

@@ -140,7 +140,9 @@ class CommonSettings(BaseSettings):
         description="The followup worker's self-check judges the order of the events it did "
         "not put in order itself this many at a time (keyset pages by apply sequence), each "
         "page's streams read, judged and dropped before the next: a full check's memory is "
-        "bounded by a page, not by every event ever applied (#12).",
+        "bounded by a page, not by every event ever applied (#12). Also `branchline "
+        "reconcile`'s page (its walks of the stores and of what each consumer applied), "
+        "unless its --page says otherwise.",
     )
     malloc_trim_interval_s: float = Field(
         default=10.0,

@@ -23,11 +23,23 @@ async def read_models_applied(pool: PgPool) -> list[AppliedEvent]:
     after it finds it kept. So reconcile reports such an event applied late as *late*, not
     *out of order* (#12). Not kept, and so still a difference when late: an event without a
     client (nothing re-projects it) or one applied before the journal existed."""
+    rows = await pool.fetch(_APPLIED + "ORDER BY a.applied_seq")
+    return _applied(rows)
+
+
+_APPLIED = (
+    "SELECT a.event_id, a.applied_seq, a.source, a.global_position, "
+    "j.event_id IS NOT NULL AS kept "
+    "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
+)
+
+
+async def read_models_applied_page(pool: PgPool, after: int, limit: int) -> list[AppliedEvent]:
+    """:func:`read_models_applied`, the events applied after apply sequence ``after``, at most
+    ``limit`` (a keyset page, a range of fu_applied_events_by_seq: ``branchline reconcile``
+    reads a page at a time, #12)."""
     rows = await pool.fetch(
-        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, "
-        "j.event_id IS NOT NULL AS kept "
-        "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
-        "ORDER BY a.applied_seq"
+        _APPLIED + "WHERE a.applied_seq > $1 ORDER BY a.applied_seq LIMIT $2", after, limit
     )
     return _applied(rows)
 
@@ -70,13 +82,7 @@ async def read_models_applied_among(
 ) -> list[AppliedEvent]:
     """Of ``event_ids``, those the live read models applied, as :func:`read_models_applied`
     tells them."""
-    rows = await pool.fetch(
-        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, "
-        "j.event_id IS NOT NULL AS kept "
-        "FROM fu_applied_events a LEFT JOIN fu_client_events j USING (event_id) "
-        "WHERE a.event_id = ANY($1::uuid[])",
-        list(event_ids),
-    )
+    rows = await pool.fetch(_APPLIED + "WHERE a.event_id = ANY($1::uuid[])", list(event_ids))
     return _applied(rows)
 
 
