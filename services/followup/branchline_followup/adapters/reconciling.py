@@ -72,9 +72,13 @@ async def read_models_unordered(
     return _applied(found)
 
 
-WINDOW = 65_536
-"""Apply sequences read by one statement of :func:`read_models_unordered`: about six of the
-BRIN index's ranges (a range is 128 pages, about 10,000 rows of fu_applied_events)."""
+WINDOW = 4_096
+"""Apply sequences read by one statement of :func:`read_models_unordered`. A page that fills
+before its window's end leaves the rest to be read again by the next page's statement (each
+row read is probed against the client journals), so the window is small: under half of one
+BRIN range (128 pages, about 10,000 rows of fu_applied_events), whose pages a statement reads
+whole. At 65,536 a full walk of 200,000 events (20,000 unkept, pages of 1,000) read 4-6x the
+B-tree's blocks (docs/performance.md, Round 36)."""
 
 UNORDERED = (
     "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
