@@ -52,10 +52,6 @@ from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
 from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 
@@ -201,10 +197,9 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
     steps = sorted(int(s) for s in args.steps.split(","))
     # The broker address is never used: messages are handed to the handlers directly.
-    async with probe_stack(base) as stack:
+    async with probe_stack(base, migrated=("eventstore",)) as stack:
         settings = stack.settings
-        await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
-        await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
+        await stack.database("followup", migrated="eventstore")  # its store (the audit run's)
         intake = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
         make = audit_handler if args.component == "audit" else followup_handler
         handle, pool, batch, check = await make(settings)

@@ -45,15 +45,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import recorded  # noqa: E402
-from bench.probe_stack import probe_stack  # noqa: E402
+from bench.probe_stack import ProbeStack, probe_stack  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.eventstore import postgres as es_postgres  # noqa: E402
 from branchline_shared.eventstore.ports import PendingPublication  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresOutbox  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 _STORE_WRITE_SQL = es_postgres._WRITE_SQL
@@ -170,16 +166,11 @@ def waldump(server: Any, start: Any, end: Any, variant: str) -> None:
             print("   ", line)
 
 
-async def one_run(server: Any, variant: str, args: argparse.Namespace, n: int) -> None:
+async def one_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: int) -> None:
     import asyncpg
 
-    dsn = server.url(f"bench_publish_{variant}_{n}")
-    admin = await asyncpg.connect(server.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "bench_publish_{variant}_{n}"')
-    finally:
-        await admin.close()
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    server = stack.server
+    dsn = await stack.database(f"bench_publish_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
         if variant == "pending":
@@ -266,20 +257,13 @@ async def one_run(server: Any, variant: str, args: argparse.Namespace, n: int) -
         await conn.close()
 
 
-async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int) -> None:
+async def steady_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: int) -> None:
     """Appends and publish rounds interleaved, as a relay keeps up with the writers: a round
     (everything pending) after every ``--steady`` groups. The rows are then marked while
     their page may still be the one inserts fill, which a backlog does not show."""
     import asyncpg
 
-    name = f"bench_steady_{variant}_{n}"
-    admin = await asyncpg.connect(server.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = server.url(name)
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    dsn = await stack.database(f"bench_steady_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
         if variant == "pending":
@@ -353,14 +337,13 @@ async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int
 async def measure(args: argparse.Namespace, base: Path) -> None:
     print(f"load average {os.getloadavg()}")
     async with probe_stack(base) as stack:
-        server = stack.server
         variants = args.variant.split(",")
         for n in range(args.pairs):
             for variant in variants:
                 if args.steady:
-                    await steady_run(server, variant, args, n)
+                    await steady_run(stack, variant, args, n)
                 else:
-                    await one_run(server, variant, args, n)
+                    await one_run(stack, variant, args, n)
     print(f"load average {os.getloadavg()}")
 
 
