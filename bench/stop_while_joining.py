@@ -21,14 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.joining import (
-    Group,
-    HeldRevocation,
-    JoinRequests,
-    Member,
-    fresh_group,
-    until,
-)
+from tests.support import joining
+from tests.support.joining import Group, HeldRevocation, Member, fresh_group
 
 from bench.probe_stack import tansu_broker
 from branchline_shared.kafka.consuming import stop_batch_consumer
@@ -49,7 +43,7 @@ async def first(settings: CommonSettings) -> tuple[float, float]:
         await group.send(20)
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
-        with JoinRequests() as joins:
+        with joining.JoinRequests() as joins:
             group.start_consumer()
             async with asyncio.timeout(30):
                 await held.holding.wait()
@@ -67,17 +61,17 @@ async def rejoin(settings: CommonSettings) -> tuple[float, float]:
         await group.handled.reach(20, within=30)
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
-        await until(lambda: bool(holder.consumer.assignment()))  # its first join done
+        await joining.until(lambda: bool(holder.consumer.assignment()))  # its first join done
         joiner: Member = group.member("joiner")
-        with JoinRequests() as joins:
-            joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
+        with joining.JoinRequests() as joins:
+            join_task = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
             async with asyncio.timeout(30):
                 await held.holding.wait()
             await joins.beyond(group.consumer_name, 0)  # its rejoin is at the broker
         took = await timed_stop(group)
         held.released.set()
         async with asyncio.timeout(30):
-            await joining
+            await join_task
         await joiner.stop()
         await holder.stop()
         return took
