@@ -103,6 +103,11 @@ async def _one(url: str, series: list[Migration], interval: float) -> dict[str, 
     }
 
 
+def pair_order(names: list[str], pair: int) -> list[str]:
+    """The variants in the order pair ``pair`` (from 0) runs them: alternately first."""
+    return names if pair % 2 == 0 else names[::-1]
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     former = [m for m in as_formerly_shipped(FOLLOWUP) if m.version <= VERSION]
     shipped = [m for m in load_migrations(FOLLOWUP) if m.version <= VERSION]
@@ -111,7 +116,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     async with probe_stack(base) as stack:
         server = stack.server
         for pair in range(args.pairs):
-            order = list(variants) if pair % 2 == 0 else list(reversed(variants))
+            order = pair_order(list(variants), pair)
             for name in order:
                 url = with_search_path(
                     await stack.database(f"mb_{name}_{pair}", "eventstore"), "public"

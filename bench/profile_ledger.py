@@ -137,6 +137,15 @@ def profiler_or_none(path: str | None) -> Any:
     return profiler
 
 
+def verify_modes(verify: str, repeat: int) -> list[int | str | None]:
+    """``--verify``'s list, ``--verify-repeat`` times over: a process count, ``None`` for
+    ``auto`` (as ``branchline audit verify`` by default) or ``"api"``."""
+    modes: list[int | str | None] = [
+        None if m == "auto" else m if m == "api" else int(m) for m in verify.split(",")
+    ]
+    return modes * repeat
+
+
 async def one_round(args: argparse.Namespace, stack: ProbeStack, r: int) -> str:
     server = stack.server
     ledger = await stack.database(f"ledger_{uuid.uuid4().hex[:8]}", migrated="audit")
@@ -186,10 +195,7 @@ async def one_round(args: argparse.Namespace, stack: ProbeStack, r: int) -> str:
             f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
             f"{append_statements / n:.3f} stmt/ev) | load {os.getloadavg()[0]:.2f}"
         ]
-        modes: list[int | str | None] = [
-            None if m == "auto" else m if m == "api" else int(m) for m in args.verify.split(",")
-        ]
-        modes *= args.verify_repeat
+        modes = verify_modes(args.verify, args.verify_repeat)
         for i, processes in enumerate(modes):
             profile = args.profile_verify if r == 0 and i == 0 else None
             lines.append(

@@ -187,6 +187,11 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: i
         )
 
 
+def step_counts(steps: str) -> list[int]:
+    """``--steps``: the event counts to report at, in increasing order."""
+    return sorted(int(s) for s in steps.split(","))
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.reconcile import running
 
@@ -195,7 +200,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
     running.dead_lettered_ids = no_dead_letters  # no broker here
 
-    steps = sorted(int(s) for s in args.steps.split(","))
+    steps = step_counts(args.steps)
     # The broker address is never used: messages are handed to the handlers directly.
     async with probe_stack(base, migrated=("eventstore",)) as stack:
         settings = stack.settings

@@ -166,6 +166,25 @@ def waldump(server: Any, start: Any, end: Any, variant: str) -> None:
             print("   ", line)
 
 
+def fillfactor(variant: str) -> int | None:
+    """es_outbox's fillfactor a ``fillfactorNN`` variant sets (``fillfactor`` alone: 50; 100:
+    as before eventstore migration 009); None: a variant that sets none."""
+    if not variant.startswith("fillfactor"):
+        return None
+    return int(variant.removeprefix("fillfactor") or 50)
+
+
+async def lay_out(conn: Any, variant: str) -> None:
+    """A freshly migrated store laid out as ``variant`` (and the store's write statement for
+    it)."""
+    factor = fillfactor(variant)
+    if variant == "pending":
+        await conn.execute(_PENDING_DDL)
+    elif factor is not None:
+        await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
+    es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+
+
 async def one_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: int) -> None:
     import asyncpg
 
@@ -173,12 +192,7 @@ async def one_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: 
     dsn = await stack.database(f"bench_publish_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
-        if variant == "pending":
-            await conn.execute(_PENDING_DDL)
-        elif variant.startswith("fillfactor"):  # 100: as before eventstore migration 009
-            factor = int(variant.removeprefix("fillfactor") or 50)
-            await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
-        es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+        await lay_out(conn, variant)
 
         async def lsn_diff(a: Any, b: Any) -> int:
             return int(await conn.fetchval("SELECT pg_wal_lsn_diff($1, $2)", a, b))
@@ -266,12 +280,7 @@ async def steady_run(stack: ProbeStack, variant: str, args: argparse.Namespace, 
     dsn = await stack.database(f"bench_steady_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
-        if variant == "pending":
-            await conn.execute(_PENDING_DDL)
-        elif variant.startswith("fillfactor"):
-            factor = int(variant.removeprefix("fillfactor") or 50)
-            await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
-        es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+        await lay_out(conn, variant)
         run, now = uuid.uuid4().hex[:8], datetime.now(UTC)
         await conn.execute("CHECKPOINT")
         c0 = await counters(conn)
