@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 TOOLS  := $(VENV)/tools
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
+# Python may keep its compiled modules (__pycache__/, ignored by git) even where the environment
+# says not to: without them each pytest-xdist worker compiles and assertion-rewrites the whole
+# suite again at collection (13-14 s CPU a worker instead of 5, docs/performance.md, #12).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: dev test lint typecheck imports compose-check schemas-check pytest bench clean browser-deps translations
 
 $(STAMP): pyproject.toml
