@@ -100,7 +100,11 @@ def test_every_component_may_finish_a_clean_stop_before_it_is_killed(
     compose: dict[str, Any],
 ) -> None:
     """The grace period covers a stop's whole budget at the defaults (docs/reliability.md,
-    "Graceful shutdown"): Docker's own 10 s would SIGKILL a stop with the broker down."""
+    "Graceful shutdown"): Docker's own 10 s would SIGKILL a stop with the broker down. The
+    followup worker's budget counts its relay's drain after its consumer's stop (Round 36:
+    2 + 30 + 10 + 3 = 45 s, which was the whole 45 s period); the stop's patiences lie within
+    these bounds and add nothing."""
+    from branchline_shared.settings.audit import AuditSettings
     from branchline_shared.settings.common import CommonSettings
     from branchline_shared.settings.followup import FollowupSettings
 
@@ -116,8 +120,17 @@ def test_every_component_may_finish_a_clean_stop_before_it_is_killed(
     )
     worker = FollowupSettings.model_fields["followup_worker_stop_timeout_s"].default
     worker_budget = sum(
-        float(fields[name].default) for name in ("shutdown_drain_s", "kafka_producer_stop_flush_s")
+        float(fields[name].default)
+        for name in ("shutdown_drain_s", "shutdown_flush_timeout_s", "kafka_producer_stop_flush_s")
     ) + float(worker)
+    # the patiences end their phase before its bound: they add nothing to the budget
+    relay_patience = float(fields["relay_stop_patience_s"].default)
+    assert relay_patience < float(fields["shutdown_flush_timeout_s"].default)
+    consumer_patience = float(fields["consumer_stop_patience_s"].default)
+    assert consumer_patience < float(worker)
+    assert consumer_patience < float(
+        AuditSettings.model_fields["audit_consumer_stop_timeout_s"].default
+    )
     runs = [s for s in compose["services"].values() if (s.get("command") or [])[:1] == ["run"]]
     assert runs
     for service in runs:

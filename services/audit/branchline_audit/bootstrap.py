@@ -208,6 +208,7 @@ def build_consumer(
         jumps=PositionJumps(CONSUMER, repair.position_jumped if repair is not None else None),
         after_round=batch_trimmer(trim_policy(settings)),
         answering=answering,
+        stop_patience_s=settings.consumer_stop_patience_s,
     )
 
 

@@ -103,6 +103,24 @@ async def open_read_model_pool(settings: FollowupSettings) -> PgPool:
     )
 
 
+def outbox_relay(
+    settings: FollowupSettings, pool: PgPool, producer: AIOKafkaProducer, topics: Topics
+) -> OutboxRelay:
+    """The relay of followup's event store, as both followup processes run it."""
+    return OutboxRelay(
+        pool=pool,
+        producer=producer,
+        store_name=SERVICE,
+        batch_size=settings.relay_batch_size,
+        poll_interval_s=settings.relay_poll_interval_s,
+        min_interval_s=settings.followup_relay_min_interval_s,
+        on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
+        # the lock and the LISTEN never on a pool connection (the pool skips the reset)
+        lock_connect=lambda: connect_one(settings.followup_database_url),
+        stop_patience_s=settings.relay_stop_patience_s,
+    )
+
+
 @dataclass(frozen=True)
 class FollowupRuntime:
     """What both followup processes run: the pool, the use cases' context, the outbox relay
@@ -140,17 +158,7 @@ async def followup_runtime(settings: FollowupSettings) -> AsyncIterator[Followup
             producer,
             flush_within_s=settings.kafka_producer_stop_flush_s,
         )
-        relay = OutboxRelay(
-            pool=pool,
-            producer=producer,
-            store_name=SERVICE,
-            batch_size=settings.relay_batch_size,
-            poll_interval_s=settings.relay_poll_interval_s,
-            min_interval_s=settings.followup_relay_min_interval_s,
-            on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
-            # the lock and the LISTEN never on a pool connection (the pool skips the reset)
-            lock_connect=lambda: connect_one(settings.followup_database_url),
-        )
+        relay = outbox_relay(settings, pool, producer, topics)
         context = FollowupContext(
             pool=pool,
             units=PostgresUnitsOfWork(

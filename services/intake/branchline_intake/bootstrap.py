@@ -167,6 +167,7 @@ def outbox_relay(
         min_interval_s=settings.intake_relay_min_interval_s,
         on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
         lock_connect=lambda: connect_one(settings.intake_database_url),
+        stop_patience_s=settings.relay_stop_patience_s,
     )
 
 

@@ -46,7 +46,9 @@ milliseconds, and the producer's own request timeout (10 s) is what a gone broke
 otherwise (#12, Round 34). A round's statement (the outbox read, the marking) that has waited
 on the database for as long ends the drain without a probe: the database answers while a lock
 held elsewhere or a slow statement keeps the round, and the next relay publishes the rows
-(#12, Round 35)."""
+(#12, Round 35). The default of ``stop_patience_s``, as of the setting
+``relay_stop_patience_s`` that the services pass (Round 36); a relay built without it (tools,
+tests) has this."""
 
 
 class OutboxRelay:
@@ -108,6 +110,11 @@ class OutboxRelay:
         # The offset the broker last acknowledged per (topic, partition) since this relay took
         # its lock and last checked the broker's topic list (_topics_unverified).
         self._acked: dict[tuple[str, int], int] = {}
+
+    @property
+    def stop_patience_s(self) -> float:
+        """A drain's patience with a round waiting on the database or the broker."""
+        return self._stop_patience_s
 
     async def run(self) -> None:
         """Run until cancelled: hold the relay lock, then publish whenever woken or polled.

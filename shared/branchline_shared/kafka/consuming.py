@@ -77,7 +77,9 @@ is done in well under a second, and one whose transaction waits on a lock held e
 slow statement, or retries with the database away) kept the stop to its bound
 (``followup_worker_stop_timeout_s``, 30 s). Cancelled, asyncpg cancels the statement and the
 transaction is rolled back; the fetch's offsets are not committed: it is redelivered to the
-next start, where its ids decide (ADR-0003)."""
+next start, where its ids decide (ADR-0003). The default of ``stop_patience_s``, as of the
+setting ``consumer_stop_patience_s`` that the followup worker and the audit consumer pass
+(Round 36); a consumer built without it (tools, tests) has this."""
 ROUND_MS = 500  # a batch consumer's round: how long its getmany waits for records
 MEAGRE_ROUND = 50  # fewer records than this in a round that leaves the consumer behind: starved
 STARVED_LAG = 500  # ... if it leaves it at least this far behind (a batch consumer's round)
@@ -629,6 +631,11 @@ class BatchConsumer:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def stop_patience_s(self) -> float:
+        """How long a stop lets the batch in hand go on before cancelling it."""
+        return self._stop_patience_s
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit its offsets, then return from :meth:`run`; a start

@@ -110,6 +110,17 @@ class CommonSettings(BaseSettings):
         description="How long a consumer's empty fetch waits at the broker (latency of an "
         "idle pipeline; see docs/performance.md).",
     )
+    consumer_stop_patience_s: float = Field(
+        default=2.0,
+        ge=0.1,
+        le=600,
+        description="On stop, how long the followup worker's and the audit consumer's batch "
+        "in hand may go on before it is cancelled (its transaction rolled back, its offsets "
+        "not committed: redelivered to the next start, its ids deciding, ADR-0003); within "
+        "the consumer's stop bound (followup_worker_stop_timeout_s, "
+        "audit_consumer_stop_timeout_s), which decides when it is the shorter: a patience "
+        "as long as the bound lets a slow batch finish up to the bound (#12).",
+    )
     consumer_cancelled_alone_attempts: int = Field(
         default=5,
         ge=1,
@@ -125,6 +136,16 @@ class CommonSettings(BaseSettings):
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    relay_stop_patience_s: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=600,
+        description="On stop, how long an outbox relay's drain lets a round wait on the "
+        "database (its outbox read, its marking) before it ends the drain (the round "
+        "cancelled, its rows published by the next relay), and on the broker before it asks "
+        "whether the broker still answers (bounded by the same); within the drain's bound, "
+        "shutdown_flush_timeout_s, which decides when it is the shorter (#12).",
+    )
     reconcile_self_check_interval_s: float = Field(
         default=60.0,
         ge=0,

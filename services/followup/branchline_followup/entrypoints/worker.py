@@ -123,6 +123,7 @@ def create_worker_consumer(
         on_log_lost=on_log_lost,
         log_end_check_s=LOG_END_CHECK_S,
         after_round=after_round,
+        stop_patience_s=settings.consumer_stop_patience_s,
     )
 
 
