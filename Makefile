@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 TOOLS  := $(VENV)/tools
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
+# Python may keep its compiled modules (__pycache__/, ignored by git) even where the environment
+# says not to: without them each pytest-xdist worker compiles and assertion-rewrites the whole
+# suite again at collection (13-14 s CPU a worker instead of 5, docs/performance.md, #12).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: dev test lint typecheck imports compose-check schemas-check pytest bench clean browser-deps translations
 
 $(STAMP): pyproject.toml
@@ -43,13 +48,19 @@ compose-check: $(TOOLS)/bin/check-jsonschema
 
 # The JSON Schemas and the AsyncAPI document in schemas/ must match the models (a breaking
 # change needs a new schema version and an upcaster). The AsyncAPI document is also checked by
-# the AsyncAPI project's own validator where Node.js is installed (CI machines have it).
-ASYNCAPI_CLI := @asyncapi/cli@6.2.0
+# the AsyncAPI project's own validator where Node.js is installed (CI machines have it). The
+# validator is installed once beside check-jsonschema, not fetched by npx into the home
+# directory's npm cache each run (60-70 s a run where that cache starts empty, #12); CI=true
+# keeps it from sending its usage metrics.
+ASYNCAPI_VERSION := 6.2.0
+ASYNCAPI := $(TOOLS)/asyncapi-$(ASYNCAPI_VERSION)/node_modules/.bin/asyncapi
 schemas-check: $(STAMP)
 	$(BIN)/branchline schemas check
-	@if command -v npx >/dev/null 2>&1; then \
-	  echo "npx $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml"; \
-	  npx --yes $(ASYNCAPI_CLI) validate schemas/asyncapi.yaml; \
+	@if command -v npm >/dev/null 2>&1; then \
+	  test -x $(ASYNCAPI) || npm install --silent --no-audit --no-fund \
+	    --prefix $(TOOLS)/asyncapi-$(ASYNCAPI_VERSION) @asyncapi/cli@$(ASYNCAPI_VERSION); \
+	  echo "asyncapi $(ASYNCAPI_VERSION) validate schemas/asyncapi.yaml"; \
+	  CI=true $(ASYNCAPI) validate schemas/asyncapi.yaml; \
 	else echo "Node.js not found: AsyncAPI validation by @asyncapi/cli skipped (pytest still checks the document)"; fi
 
 # The suite in PYTEST_WORKERS pytest-xdist workers, each with its own embedded PostgreSQL and

@@ -24,16 +24,13 @@ from pathlib import Path
 
 import asyncpg
 from tests.support.migration_texts import as_formerly_shipped
-from tests.support.stack import Infra
 
 from bench.probe_stack import probe_stack
 from bench.scratch import run_in_scratch
 from branchline_followup.adapters.pg_schemas import with_search_path
 from branchline_shared.postgres.migrations import Migration, load_migrations, migrate
-from branchline_shared.postgres.pool import ensure_database
 
 FOLLOWUP = "branchline_followup.migrations"
-EVENT_STORE = "branchline_shared.eventstore.migrations"
 VERSION = 11
 
 _FILL = """
@@ -54,10 +51,8 @@ VALUES (gen_random_uuid(), $1, 1, 'client.registered', $1, now(), now(), '{"data
 
 
 async def _prepare(url: str, events: int) -> None:
-    await ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn, "eventstore", load_migrations(EVENT_STORE))
         await migrate(
             conn, "followup", [m for m in load_migrations(FOLLOWUP) if m.version < VERSION]
         )
@@ -108,6 +103,11 @@ async def _one(url: str, series: list[Migration], interval: float) -> dict[str, 
     }
 
 
+def pair_order(names: list[str], pair: int) -> list[str]:
+    """The variants in the order pair ``pair`` (from 0) runs them: alternately first."""
+    return names if pair % 2 == 0 else names[::-1]
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     former = [m for m in as_formerly_shipped(FOLLOWUP) if m.version <= VERSION]
     shipped = [m for m in load_migrations(FOLLOWUP) if m.version <= VERSION]
@@ -115,11 +115,12 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     variants = {"blocking": former, "concurrent": shipped}
     async with probe_stack(base) as stack:
         server = stack.server
-        infra = Infra(server.url("postgres"), "")
         for pair in range(args.pairs):
-            order = list(variants) if pair % 2 == 0 else list(reversed(variants))
+            order = pair_order(list(variants), pair)
             for name in order:
-                url = with_search_path(infra.database_url(f"mb_{name}_{pair}"), "public")
+                url = with_search_path(
+                    await stack.database(f"mb_{name}_{pair}", "eventstore"), "public"
+                )
                 await _prepare(url, args.events)
                 result = await _one(url, variants[name], args.interval_ms / 1000)
                 load = os.getloadavg()[0]

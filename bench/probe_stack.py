@@ -10,6 +10,9 @@ that matter are now the arguments.
     async with probe_stack(base, broker=True, migrated=("followup",)) as stack:
         stack.settings  # the test suite's settings, pointed at this server and broker
         stack.dsn("followup")  # a database's address (``stack.live_dsn``: its read model)
+        await stack.database("ledger_1", migrated="audit")  # another one, made and migrated
+
+``server_settings`` are the server's own (``-c name=value``: ``shared_preload_libraries``, …).
 
 ``bench.stack.running_stack`` is another thing: the whole product as ``branchline dev`` runs
 it (every component its own process), for ``make bench``.
@@ -27,6 +30,7 @@ from bench.scratch import UNUSED_BROKER, embedded_postgres
 from branchline_shared.embedded.ports import free_port
 from branchline_shared.embedded.postgres import EmbeddedPostgres
 from branchline_shared.embedded.tansu import TansuBroker
+from branchline_shared.postgres.pool import ensure_database
 
 
 async def _event_store(settings: Any) -> None:
@@ -57,6 +61,14 @@ MIGRATIONS: dict[str, Callable[[Any], Awaitable[None]]] = {
 }
 """What ``probe_stack(migrated=...)`` can migrate, in the order asked."""
 
+DATABASES = {
+    "eventstore": "intake_database_url",
+    "followup": "followup_database_url",
+    "audit": "audit_database_url",
+}
+"""The settings' address each of ``MIGRATIONS`` migrates (``ProbeStack.database`` points it
+elsewhere)."""
+
 
 @dataclass(frozen=True)
 class ProbeStack:
@@ -78,6 +90,19 @@ class ProbeStack:
 
         return pg_schemas.with_search_path(self.dsn("followup"), pg_schemas.LIVE_SCHEMA)
 
+    async def database(self, name: str, migrated: str | None = None) -> str:
+        """The address of database ``name`` (as ``dsn``: a component's, or any other on this
+        server), created if it does not exist and, with ``migrated`` (a key of
+        ``MIGRATIONS``), migrated as that key migrates its own component's database: for the
+        probes that make a database per round or migrate another one the same way."""
+        if migrated is not None and migrated not in MIGRATIONS:
+            raise ValueError(f"no migration named {migrated!r}: {sorted(MIGRATIONS)}")
+        url = self.dsn(name)
+        await ensure_database(url)
+        if migrated is not None:
+            await MIGRATIONS[migrated](self.settings.model_copy(update={DATABASES[migrated]: url}))
+        return url
+
 
 @contextlib.contextmanager
 def tansu_broker(log: Path | None = None) -> Iterator[TansuBroker]:
@@ -97,11 +122,13 @@ async def probe_stack(
     broker: bool = False,
     migrated: Iterable[str] = (),
     overrides: Mapping[str, Any] | None = None,
+    server_settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ProbeStack]:
-    """An embedded PostgreSQL in ``base`` (and a tansu broker, logging to ``base``, with
-    ``broker``), the databases ``migrated`` names (keys of ``MIGRATIONS``) migrated, with the
-    settings ``overrides`` changes (before the migrations: they read them); all stopped when
-    the block ends, however it ends (a failed migration included)."""
+    """An embedded PostgreSQL in ``base`` (started with ``server_settings``; and a tansu
+    broker, logging to ``base``, with ``broker``), the databases ``migrated`` names (keys of
+    ``MIGRATIONS``) migrated, with the settings ``overrides`` changes (before the migrations:
+    they read them); all stopped when the block ends, however it ends (a failed migration
+    included)."""
     migrated = tuple(migrated)
     unknown = set(migrated) - MIGRATIONS.keys()
     if unknown:
@@ -109,7 +136,10 @@ async def probe_stack(
     with contextlib.ExitStack() as stopping:
         started = stopping.enter_context(tansu_broker(base / "tansu.log")) if broker else None
         bootstrap = started.bootstrap if started is not None else UNUSED_BROKER
-        async with embedded_postgres(base, bootstrap, **(overrides or {})) as (server, settings):
+        async with embedded_postgres(base, bootstrap, server_settings, **(overrides or {})) as (
+            server,
+            settings,
+        ):
             for name in migrated:
                 await MIGRATIONS[name](settings)
             yield ProbeStack(server, settings, started)

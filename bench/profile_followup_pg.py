@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.followup_steady import applied, registration  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_followup import server_cpu_seconds  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
@@ -173,27 +174,17 @@ async def lsn(conn: Any) -> int:
 async def measure(args: argparse.Namespace, base: Path) -> None:
     import asyncpg
     from aiokafka import AIOKafkaProducer
-    from tests.support.stack import Infra, make_settings
 
-    from branchline_followup.bootstrap import prepare_database, running_worker
-    from branchline_shared.embedded.ports import free_port
-    from branchline_shared.embedded.postgres import EmbeddedPostgres, prepare_runtime_dir
-    from branchline_shared.embedded.tansu import TansuBroker
+    from branchline_followup.bootstrap import running_worker
     from branchline_shared.kafka.starting import closed, start_or_close
     from branchline_shared.kafka.topics import declare_topics
     from branchline_shared.kafka.wire import event_headers
-    from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 
-    prepare_runtime_dir(base)
     extra = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}
-    server = EmbeddedPostgres(base / "pg", free_port(), extra_settings=extra)
-    server.start()
-    broker = TansuBroker(free_port(), base / "tansu.log")
-    broker.start()
-    try:
-        settings = make_settings(Infra(server.url("postgres"), broker.bootstrap), base / "data")
-        await prepare_database(settings)
-        await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
+    async with probe_stack(
+        base, broker=True, migrated=("followup", "eventstore"), server_settings=extra
+    ) as stack:
+        server, settings = stack.server, stack.settings
         topic = declare_topics(settings).intake_events.name
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         await start_or_close(producer)
@@ -253,9 +244,6 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         print("\n".join(table_text(table_rows(before, after, total))))
         if args.statements:
             print("\n".join(statement_text(before, after, total)))
-    finally:
-        broker.stop()
-        server.stop(mode="immediate")
 
 
 def main() -> int:

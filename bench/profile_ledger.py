@@ -53,10 +53,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import baselines, branchline_measures  # noqa: E402
-from bench.probe_stack import probe_stack  # noqa: E402
+from bench.probe_stack import ProbeStack, probe_stack  # noqa: E402
 from bench.profile_followup import write_profile  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
-from branchline_audit.adapters.database import open_role_pool, prepare_database  # noqa: E402
+from branchline_audit.adapters.database import open_role_pool  # noqa: E402
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers  # noqa: E402
 from branchline_audit.application.checkpointing import checkpoint_now  # noqa: E402
 from branchline_audit.application.verifying import (  # noqa: E402
@@ -137,14 +137,19 @@ def profiler_or_none(path: str | None) -> Any:
     return profiler
 
 
-async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int) -> str:
-    from tests.support.stack import Infra
+def verify_modes(verify: str, repeat: int) -> list[int | str | None]:
+    """``--verify``'s list, ``--verify-repeat`` times over: a process count, ``None`` for
+    ``auto`` (as ``branchline audit verify`` by default) or ``"api"``."""
+    modes: list[int | str | None] = [
+        None if m == "auto" else m if m == "api" else int(m) for m in verify.split(",")
+    ]
+    return modes * repeat
 
-    infra = Infra(server.url("postgres"), "127.0.0.1:9")
-    own = settings.model_copy(
-        update={"audit_database_url": infra.database_url(f"ledger_{uuid.uuid4().hex[:8]}")}
-    )
-    await prepare_database(own)
+
+async def one_round(args: argparse.Namespace, stack: ProbeStack, r: int) -> str:
+    server = stack.server
+    ledger = await stack.database(f"ledger_{uuid.uuid4().hex[:8]}", migrated="audit")
+    own = stack.settings.model_copy(update={"audit_database_url": ledger})
     if args.without_index:
         admin = await asyncpg.connect(own.audit_database_url)  # the superuser, the tables' owner
         try:
@@ -190,10 +195,7 @@ async def one_round(args: argparse.Namespace, settings: Any, server: Any, r: int
             f"+ {1e6 * append_pg / n:.1f} us PostgreSQL, "
             f"{append_statements / n:.3f} stmt/ev) | load {os.getloadavg()[0]:.2f}"
         ]
-        modes: list[int | str | None] = [
-            None if m == "auto" else m if m == "api" else int(m) for m in args.verify.split(",")
-        ]
-        modes *= args.verify_repeat
+        modes = verify_modes(args.verify, args.verify_repeat)
         for i, processes in enumerate(modes):
             profile = args.profile_verify if r == 0 and i == 0 else None
             lines.append(
@@ -341,10 +343,9 @@ def forkserver_cpu() -> float:
 
 async def measure(args: argparse.Namespace, base: Path) -> None:
     async with probe_stack(base) as stack:
-        server, settings = stack.server, stack.settings
         print(f"{args.events:,} events, load average {os.getloadavg()[0]:.2f} at start")
         for r in range(args.rounds):
-            print(await one_round(args, settings, server, r), flush=True)
+            print(await one_round(args, stack, r), flush=True)
 
 
 def main() -> int:

@@ -52,10 +52,6 @@ from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
 from branchline_shared.kafka.consuming import RawMessage  # noqa: E402
 from branchline_shared.kafka.wire import event_headers  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 
@@ -191,6 +187,11 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, top: i
         )
 
 
+def step_counts(steps: str) -> list[int]:
+    """``--steps``: the event counts to report at, in increasing order."""
+    return sorted(int(s) for s in steps.split(","))
+
+
 async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.reconcile import running
 
@@ -199,12 +200,11 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
     running.dead_lettered_ids = no_dead_letters  # no broker here
 
-    steps = sorted(int(s) for s in args.steps.split(","))
+    steps = step_counts(args.steps)
     # The broker address is never used: messages are handed to the handlers directly.
-    async with probe_stack(base) as stack:
+    async with probe_stack(base, migrated=("eventstore",)) as stack:
         settings = stack.settings
-        await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
-        await migrate_database(settings.followup_database_url, [EVENT_STORE_MIGRATIONS])
+        await stack.database("followup", migrated="eventstore")  # its store (the audit run's)
         intake = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
         make = audit_handler if args.component == "audit" else followup_handler
         handle, pool, batch, check = await make(settings)

@@ -45,15 +45,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.branchline_measures import recorded  # noqa: E402
-from bench.probe_stack import probe_stack  # noqa: E402
+from bench.probe_stack import ProbeStack, probe_stack  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.eventstore import postgres as es_postgres  # noqa: E402
 from branchline_shared.eventstore.ports import PendingPublication  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore, PostgresOutbox  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 _STORE_WRITE_SQL = es_postgres._WRITE_SQL
@@ -170,24 +166,33 @@ def waldump(server: Any, start: Any, end: Any, variant: str) -> None:
             print("   ", line)
 
 
-async def one_run(server: Any, variant: str, args: argparse.Namespace, n: int) -> None:
+def fillfactor(variant: str) -> int | None:
+    """es_outbox's fillfactor a ``fillfactorNN`` variant sets (``fillfactor`` alone: 50; 100:
+    as before eventstore migration 009); None: a variant that sets none."""
+    if not variant.startswith("fillfactor"):
+        return None
+    return int(variant.removeprefix("fillfactor") or 50)
+
+
+async def lay_out(conn: Any, variant: str) -> None:
+    """A freshly migrated store laid out as ``variant`` (and the store's write statement for
+    it)."""
+    factor = fillfactor(variant)
+    if variant == "pending":
+        await conn.execute(_PENDING_DDL)
+    elif factor is not None:
+        await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
+    es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+
+
+async def one_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: int) -> None:
     import asyncpg
 
-    dsn = server.url(f"bench_publish_{variant}_{n}")
-    admin = await asyncpg.connect(server.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "bench_publish_{variant}_{n}"')
-    finally:
-        await admin.close()
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    server = stack.server
+    dsn = await stack.database(f"bench_publish_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
-        if variant == "pending":
-            await conn.execute(_PENDING_DDL)
-        elif variant.startswith("fillfactor"):  # 100: as before eventstore migration 009
-            factor = int(variant.removeprefix("fillfactor") or 50)
-            await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
-        es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+        await lay_out(conn, variant)
 
         async def lsn_diff(a: Any, b: Any) -> int:
             return int(await conn.fetchval("SELECT pg_wal_lsn_diff($1, $2)", a, b))
@@ -266,28 +271,16 @@ async def one_run(server: Any, variant: str, args: argparse.Namespace, n: int) -
         await conn.close()
 
 
-async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int) -> None:
+async def steady_run(stack: ProbeStack, variant: str, args: argparse.Namespace, n: int) -> None:
     """Appends and publish rounds interleaved, as a relay keeps up with the writers: a round
     (everything pending) after every ``--steady`` groups. The rows are then marked while
     their page may still be the one inserts fill, which a backlog does not show."""
     import asyncpg
 
-    name = f"bench_steady_{variant}_{n}"
-    admin = await asyncpg.connect(server.url("postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = server.url(name)
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    dsn = await stack.database(f"bench_steady_{variant}_{n}", migrated="eventstore")
     conn = await asyncpg.connect(dsn)
     try:
-        if variant == "pending":
-            await conn.execute(_PENDING_DDL)
-        elif variant.startswith("fillfactor"):
-            factor = int(variant.removeprefix("fillfactor") or 50)
-            await conn.execute(f"ALTER TABLE es_outbox SET (fillfactor = {factor})")
-        es_postgres._WRITE_SQL = _PENDING_WRITE_SQL if variant == "pending" else _STORE_WRITE_SQL
+        await lay_out(conn, variant)
         run, now = uuid.uuid4().hex[:8], datetime.now(UTC)
         await conn.execute("CHECKPOINT")
         c0 = await counters(conn)
@@ -353,14 +346,13 @@ async def steady_run(server: Any, variant: str, args: argparse.Namespace, n: int
 async def measure(args: argparse.Namespace, base: Path) -> None:
     print(f"load average {os.getloadavg()}")
     async with probe_stack(base) as stack:
-        server = stack.server
         variants = args.variant.split(",")
         for n in range(args.pairs):
             for variant in variants:
                 if args.steady:
-                    await steady_run(server, variant, args, n)
+                    await steady_run(stack, variant, args, n)
                 else:
-                    await one_run(server, variant, args, n)
+                    await one_run(stack, variant, args, n)
     print(f"load average {os.getloadavg()}")
 
 

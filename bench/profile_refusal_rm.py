@@ -8,15 +8,20 @@ as the worker sends them (``read_models.save_client``, a refusal's insert; trans
 - ``new``: clients saved for the first time (the insert trigger: their refusals take the RM),
   half of them with a refusal recorded before;
 - ``moved``: the same clients saved again with another RM (the update trigger);
-- ``refusal``: a refusal of a known client (the refusal's insert trigger).
+- ``refusal``: a refusal of a known client (the refusal's insert trigger);
+- ``batch``: new clients (half with a refusal before) written ``--per-tx`` at a time by ONE
+  statement, as the worker's batch writes them (:mod:`.collected_writes`' client part).
 
 Each run installs one version of the trigger functions: ``004`` (console migration 004: a
 dynamic statement, planned at every firing), ``005`` (console migration 005: static
-statements planned once per session) or ``none`` (the triggers disabled: the floor), and the
+statements planned once per session), ``006`` (005's, and console migration 006's insert
+trigger per statement over its inserted rows instead of per row) or ``none`` (the triggers
+disabled: the floor), and the
 runs alternate (004, 005, none, 004, ...) ``--pairs`` times on the same server. Prints µs of
 the backend's CPU per write for each run and the medians.
 
     python -m bench.profile_refusal_rm [--clients 2000] [--pairs 3] [--per-tx 20]
+        [--variants 005 006 006 005]
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ if str(ROOT) not in sys.path:
 from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_rebuild import on_cpu_seconds  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
-from branchline_followup.adapters import pg_schemas, read_models  # noqa: E402
+from branchline_followup.adapters import collected_writes, pg_schemas, read_models  # noqa: E402
 from branchline_followup.domain.records import ClientFacts  # noqa: E402
 
 MIGRATIONS = ROOT / "services/followup/branchline_followup/console_migrations"
@@ -51,9 +56,32 @@ def functions_of(migration: str) -> list[str]:
         m.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
         for m in _FUNCTION.findall(text)
     ]
-    if len(found) != 2:
-        raise RuntimeError(f"{migration}: expected the two trigger functions, found {len(found)}")
+    if len(found) != (1 if migration == "006" else 2):
+        raise RuntimeError(f"{migration}: expected its trigger functions, found {len(found)}")
     return found
+
+
+_INSERT_TRIGGER = {
+    "row": (
+        "CREATE TRIGGER fu_clients_rm_inserted AFTER INSERT ON fu_read.fu_clients "
+        "FOR EACH ROW EXECUTE FUNCTION public.fu_clients_rm_to_refusals()"
+    ),
+    "statement": (
+        "CREATE TRIGGER fu_clients_rm_inserted AFTER INSERT ON fu_read.fu_clients "
+        "REFERENCING NEW TABLE AS fu_clients_inserted FOR EACH STATEMENT "
+        "EXECUTE FUNCTION public.fu_clients_inserted_rm_to_refusals()"
+    ),
+}
+"""fu_clients' insert trigger as console migration 004 made it, and as 006 does."""
+
+
+async def install(admin: Any, variant: str) -> None:
+    """The trigger functions and fu_clients' insert trigger of ``variant`` (not ``none``)."""
+    for migration in ("005", "006") if variant == "006" else (variant,):
+        for statement in functions_of(migration):
+            await admin.execute(statement)
+    await admin.execute("DROP TRIGGER IF EXISTS fu_clients_rm_inserted ON fu_read.fu_clients")
+    await admin.execute(_INSERT_TRIGGER["statement" if variant == "006" else "row"])
 
 
 _REFUSAL = (
@@ -85,6 +113,20 @@ async def timed_writes(conn: Any, writes: list[tuple[str, Any]], per_tx: int) ->
     return on_cpu_seconds(pid) - started
 
 
+async def timed_batches(conn: Any, clients: list[ClientFacts], per_statement: int) -> float:
+    """The backend's CPU seconds for ``clients`` written ``per_statement`` at a time by one
+    statement each (the worker's batch: :mod:`.collected_writes`), a transaction each."""
+    pid = conn.get_server_pid()
+    started = on_cpu_seconds(pid)
+    for i in range(0, len(clients), per_statement):
+        statement = collected_writes.CollectedStatement()
+        collected_writes.add_clients(statement, clients[i : i + per_statement])
+        async with conn.transaction():
+            await pg_schemas.hold_swap_lock_shared(conn, generic_plans=True)
+            await conn.execute(statement.sql or "", *statement.args)
+    return on_cpu_seconds(pid) - started
+
+
 async def one_run(
     dsn: str, admin: Any, variant: str, run: int, args: argparse.Namespace
 ) -> dict[str, float]:
@@ -96,30 +138,38 @@ async def one_run(
     else:
         for table in ("fu_clients", "fu_refusals"):
             await admin.execute(f"ALTER TABLE fu_read.{table} ENABLE TRIGGER USER")
-        for statement in functions_of(variant):
-            await admin.execute(statement)
+        await install(admin, variant)
     ids = [f"P{run}-{n}" for n in range(args.clients)]
+    batched = [f"B{run}-{n}" for n in range(args.clients)]
     conn = await asyncpg.connect(dsn)
     try:
         # refusals of half the clients before they are known (untimed)
-        await conn.executemany(_REFUSAL, [(uuid.uuid4(), datetime.now(UTC), c) for c in ids[::2]])
+        await conn.executemany(
+            _REFUSAL, [(uuid.uuid4(), datetime.now(UTC), c) for c in [*ids[::2], *batched[::2]]]
+        )
         await conn.execute("ANALYZE fu_read.fu_refusals")
         await conn.execute("ANALYZE fu_read.fu_clients")
         new = await timed_writes(conn, [("client", facts(c, "rm-1")) for c in ids], args.per_tx)
         moved = await timed_writes(conn, [("client", facts(c, "rm-2")) for c in ids], args.per_tx)
         refusal = await timed_writes(conn, [("refusal", c) for c in ids], args.per_tx)
+        batch = await timed_batches(conn, [facts(c, "rm-3") for c in batched], args.per_tx)
         if variant != "none":
             wrong = await conn.fetchval(
                 "SELECT count(*) FROM fu_refusals r JOIN fu_clients c USING (client_id) "
                 "WHERE r.rm_id IS DISTINCT FROM c.rm_id AND c.client_id = ANY($1::text[])",
-                ids,
+                [*ids, *batched],
             )
             if wrong:
                 raise RuntimeError(f"{variant}: {wrong} refusals without their client's RM")
     finally:
         await conn.close()
     n = args.clients
-    return {"new": 1e6 * new / n, "moved": 1e6 * moved / n, "refusal": 1e6 * refusal / n}
+    return {
+        "new": 1e6 * new / n,
+        "moved": 1e6 * moved / n,
+        "refusal": 1e6 * refusal / n,
+        "batch": 1e6 * batch / n,
+    }
 
 
 async def measure(args: argparse.Namespace, base: Path) -> None:

@@ -30,6 +30,16 @@ from bench.stack import BenchStack, process_cpu_seconds, running_stack  # noqa: 
 from branchline_shared.embedded.ports import wait_for_port  # noqa: E402
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs: a child that exited stays in /proc as a zombie until the
+    stack reaps it when it stops (its ``stat`` state ``Z``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def sampled_relay(stack: BenchStack, raw: Path, log: Path) -> subprocess.Popen[bytes]:
     """The stack's own relay process (``relay_process=True``: the API does not relay) stopped,
     and the relay started again under pyinstrument (it takes the relay lock the stopped one
@@ -37,7 +47,7 @@ def sampled_relay(stack: BenchStack, raw: Path, log: Path) -> subprocess.Popen[b
     for pid in stack.pids["intake-relay"]:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in stack.pids["intake-relay"]):
+    while any(running(pid) for pid in stack.pids["intake-relay"]):
         if time.monotonic() > deadline:
             raise RuntimeError("the stack's relay did not stop")
         time.sleep(0.1)

@@ -31,17 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scratch import embedded_postgres, run_in_scratch  # noqa: E402
+from bench.probe_stack import probe_stack  # noqa: E402
+from bench.scratch import run_in_scratch  # noqa: E402
 
 
 async def history(settings: Any, events: int, versions: int, late_every: int) -> None:
     """Product streams in intake's store, applied by the read models (not kept)."""
-    from branchline_followup.bootstrap import prepare_database
-    from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
     from branchline_shared.postgres.pool import open_pool
 
-    await migrate_database(settings.intake_database_url, [EVENT_STORE_MIGRATIONS])
-    await prepare_database(settings)
     intake = await open_pool(settings.intake_database_url, min_size=1, max_size=1)
     try:
         await intake.execute(
@@ -105,7 +102,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_followup.bootstrap import open_read_model_pool
     from branchline_shared.reconcile.running import store_sources
 
-    async with embedded_postgres(base) as (_, settings):
+    async with probe_stack(base, migrated=("eventstore", "followup")) as stack:
+        settings = stack.settings
         await history(settings, args.events, args.versions, args.late_every)
         pool = await open_read_model_pool(settings)
         try:

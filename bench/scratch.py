@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +42,19 @@ def run_in_scratch(
 
 @contextlib.asynccontextmanager
 async def embedded_postgres(
-    base: Path, broker: str = UNUSED_BROKER, **overrides: Any
+    base: Path,
+    broker: str = UNUSED_BROKER,
+    server_settings: Mapping[str, str] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[EmbeddedPostgres, Any]]:
-    """An embedded PostgreSQL in ``base`` and the test suite's settings for it (``broker``
-    as the Kafka address, ``overrides`` on top); stopped at the end of the block. The probes
+    """An embedded PostgreSQL in ``base`` (``server_settings`` its ``-c`` settings) and the
+    test suite's settings for it (``broker`` as the Kafka address, ``overrides`` on top);
+    stopped at the end of the block. The probes
     start it through ``bench.probe_stack.probe_stack``."""
     from tests.support.stack import Infra, make_settings
 
     prepare_runtime_dir(base)
-    server = EmbeddedPostgres(base / "pg", free_port())
+    server = EmbeddedPostgres(base / "pg", free_port(), extra_settings=dict(server_settings or {}))
     server.start()
     try:
         yield (

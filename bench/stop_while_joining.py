@@ -5,7 +5,9 @@ worker's and the audit consumer's loop) with the followup worker's default bound
 the two cases of ``tests/integration/test_consumer_stop_while_joining.py``: ``first``, before
 its first assignment; ``rejoin``, in a rebalance after it handled and committed batches.
 Another member holds the rebalance (its revocation callback has not returned), so the join
-stays pending. Prints each stop's wall time and this process's CPU time over it.
+stays pending; the stop comes once the consumer's JoinGroup has been written to the broker
+(``tests.support.joining.JoinRequests``, as the test waits; before Round 36 a fixed 0.5 s
+sleep). Prints each stop's wall time and this process's CPU time over it.
 
     python -m bench.stop_while_joining [--rounds 3]
 """
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import joining
 from tests.support.joining import Group, HeldRevocation, Member, fresh_group
 
 from bench.probe_stack import tansu_broker
@@ -40,10 +43,11 @@ async def first(settings: CommonSettings) -> tuple[float, float]:
         await group.send(20)
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
-        group.start_consumer()
-        async with asyncio.timeout(30):
-            await held.holding.wait()
-        await asyncio.sleep(0.5)
+        with joining.JoinRequests() as joins:
+            group.start_consumer()
+            async with asyncio.timeout(30):
+                await held.holding.wait()
+            await joins.beyond(group.consumer_name, 0)  # its JoinGroup is at the broker
         took = await timed_stop(group)
         held.released.set()
         await holder.stop()
@@ -57,16 +61,17 @@ async def rejoin(settings: CommonSettings) -> tuple[float, float]:
         await group.handled.reach(20, within=30)
         holder, held = group.member("holder"), HeldRevocation()
         await holder.start(group.topic, held)
-        await asyncio.sleep(1)
+        await joining.until(lambda: bool(holder.consumer.assignment()))  # its first join done
         joiner: Member = group.member("joiner")
-        joining = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
-        async with asyncio.timeout(30):
-            await held.holding.wait()
-        await asyncio.sleep(0.5)
+        with joining.JoinRequests() as joins:
+            join_task = asyncio.create_task(joiner.start(group.topic, HeldRevocation()))
+            async with asyncio.timeout(30):
+                await held.holding.wait()
+            await joins.beyond(group.consumer_name, 0)  # its rejoin is at the broker
         took = await timed_stop(group)
         held.released.set()
         async with asyncio.timeout(30):
-            await joining
+            await join_task
         await joiner.stop()
         await holder.stop()
         return took

@@ -31,7 +31,11 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             done.append("broker stopped")
 
     @contextlib.asynccontextmanager
-    async def postgres(base: Path, bootstrap: str, **overrides: Any) -> AsyncIterator[Any]:
+    async def postgres(
+        base: Path, bootstrap: str, server_settings: Any = None, **overrides: Any
+    ) -> AsyncIterator[Any]:
+        if server_settings is not None:
+            done.append(("server settings", dict(server_settings)))
         done.append(("postgres started", bootstrap, overrides))
         try:
             yield "server", SimpleNamespace(name="settings", **overrides)
@@ -108,3 +112,50 @@ def test_a_database_address_is_the_settings_own_or_one_on_the_server() -> None:
     assert stack.dsn("followup") == "postgresql://pg/t1_followup"
     assert stack.dsn("elsewhere") == "postgresql://pg/elsewhere"
     assert stack.live_dsn.startswith("postgresql://pg/t1_followup?search_path=")
+
+
+async def test_the_servers_own_settings_are_passed_to_its_start(
+    steps: list[Any], tmp_path: Path
+) -> None:
+    preload = {"shared_preload_libraries": "pg_stat_statements"}
+    async with module.probe_stack(tmp_path, server_settings=preload):
+        pass
+    assert steps[0] == ("server settings", preload)
+
+
+class Settings(SimpleNamespace):
+    def model_copy(self, update: dict[str, Any]) -> Settings:
+        return Settings(**{**vars(self), **update})
+
+
+async def test_another_database_is_made_and_migrated_as_its_components_own(
+    steps: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    async def ensure(url: str) -> None:
+        made.append(url)
+
+    monkeypatch.setattr(module, "ensure_database", ensure)
+    server: Any = SimpleNamespace(url=lambda name: f"postgresql://pg/{name}")
+    own = "postgresql://pg/t1_intake"
+    settings = Settings(intake_database_url=own, followup_database_url="postgresql://pg/t1_fu")
+    stack = module.ProbeStack(server, settings, None)
+    # a round's own database, migrated as intake's (the settings' own address left alone)
+    assert await stack.database("round_1", migrated="eventstore") == "postgresql://pg/round_1"
+    # a component's database migrated another way: its own address
+    assert await stack.database("followup", "eventstore") == "postgresql://pg/t1_fu"
+    # made only
+    assert await stack.database("bare") == "postgresql://pg/bare"
+    assert made == ["postgresql://pg/round_1", "postgresql://pg/t1_fu", "postgresql://pg/bare"]
+    assert steps == [
+        (
+            "eventstore migrated",
+            {**vars(settings), "intake_database_url": "postgresql://pg/round_1"},
+        ),
+        ("eventstore migrated", {**vars(settings), "intake_database_url": "postgresql://pg/t1_fu"}),
+    ]
+    assert settings.intake_database_url == own
+    with pytest.raises(ValueError, match="intake"):
+        await stack.database("round_2", migrated="intake")
+    assert len(made) == 3

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -59,6 +59,12 @@ FIELDS_MAX = 10
 """... and names at most this many of its fields (names only, never the values sent)."""
 KEPT_HEADERS = ("allow", "retry-after", "www-authenticate")
 SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+TOKEN_MAX = 8192
+NEXT_MAX = 2048
+LOGIN_FIELDS = {"role": 32, "subject": 128}
+"""The login form's fields it fills in again, and how long each may be; the token (a secret)
+is never sent back, and ``next`` only as a path of this console."""
+LOGIN_PAGE = f"{PREFIX}/login"
 
 
 def safe_next(target: str | None) -> str | None:
@@ -251,10 +257,33 @@ async def page_of_the_form(request: Request) -> str:
     checks them, its cursors among them), else the referrer when it is a page of this
     console on this host, else the console's start."""
     named = site_of(request).config.form_page
+    if request.url.path == LOGIN_PAGE:
+        return login_form_page(await _form_fields(request))
     fields = await _form_fields(request) if named is not None else {}
     return (
         (named(request.url.path, fields) if named else None) or _referrer(request) or f"{PREFIX}/"
     )
+
+
+def login_form_page(fields: Mapping[str, str]) -> str:
+    """The login form a refused sign-in links back to (a refused CSRF token, a field longer
+    than the form takes): filled in with the role, the staff id and where it leads, each as
+    long as the form takes it, else left out and named in ``too_long`` so that the form marks
+    it; never the token, only its name when it was too long (#12)."""
+    query: dict[str, str] = {}
+    too_long = [name for name in ("token",) if len(fields.get(name, "")) > TOKEN_MAX]
+    for name, limit in LOGIN_FIELDS.items():
+        value = fields.get(name, "").strip()
+        if len(value) > limit:
+            too_long.append(name)
+        elif value:
+            query[name] = value
+    target = safe_next(fields.get("next"))
+    if target is not None and len(target) <= NEXT_MAX:
+        query["next"] = target
+    if too_long:
+        query["too_long"] = ",".join(too_long)
+    return f"{LOGIN_PAGE}?{urlencode(query)}" if query else LOGIN_PAGE
 
 
 def _opened(request: Request) -> str | None:
@@ -305,27 +334,41 @@ def common_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     @router.get("/login")
-    async def login_page(request: Request, next: str | None = None) -> Response:
-        return _login_form(request, next)
+    async def login_page(
+        request: Request,
+        next: str | None = None,
+        role: Annotated[str, Query(max_length=LOGIN_FIELDS["role"])] = "",
+        subject: Annotated[str, Query(max_length=LOGIN_FIELDS["subject"])] = "",
+        too_long: Annotated[str, Query(max_length=64)] = "",
+    ) -> Response:
+        """The login form; from a refused sign-in (:func:`login_form_page`) filled in, the
+        fields it sent too long marked."""
+        marked = {"token", *LOGIN_FIELDS} & set(too_long.split(","))
+        invalid = dict.fromkeys(sorted(marked), "too-long")
+        return _login_form(request, next, role=role, subject=subject, invalid=invalid)
 
     @router.post("/login", dependencies=[CsrfChecked])
     async def login(
         request: Request,
-        token: Annotated[str, Form(max_length=8192)] = "",
-        role: Annotated[str, Form(max_length=32)] = "",
-        subject: Annotated[str, Form(max_length=128)] = "",
-        next: Annotated[str, Form(max_length=2048)] = "",
+        token: Annotated[str, Form(max_length=TOKEN_MAX)] = "",
+        role: Annotated[str, Form(max_length=LOGIN_FIELDS["role"])] = "",
+        subject: Annotated[str, Form(max_length=LOGIN_FIELDS["subject"])] = "",
+        next: Annotated[str, Form(max_length=NEXT_MAX)] = "",
     ) -> Response:
         site = site_of(request)
         codec: TokenCodec = request.app.state.token_codec
+        typed = {"role": role, "subject": subject.strip()}
         if not token.strip() and role:
             token = _dev_token(site, codec, role, subject.strip())
             if not token:
-                return _login_form(request, next, error="dev-token-refused", status=422)
+                refused = "subject" if _dev_role(site, role) else "role"
+                invalid = {refused: f"{refused}-refused"}
+                return _login_form(request, next, **typed, invalid=invalid, status=422)
         try:
             principal = codec.verify(token.strip())
         except Problem:
-            return _login_form(request, next, error="invalid-token", status=401)
+            invalid = {"token": "invalid-token"}
+            return _login_form(request, next, **typed, invalid=invalid, status=401)
         request.state.console_principal = principal
         rotate_csrf(request)
         response = site.redirect(request, safe_next(next) or site.config.home(principal))
@@ -343,7 +386,7 @@ def common_router() -> APIRouter:
     async def switch_locale(
         request: Request,
         locale: Annotated[str, Form(max_length=8)],
-        next: Annotated[str, Form(max_length=2048)] = "",
+        next: Annotated[str, Form(max_length=NEXT_MAX)] = "",
     ) -> Response:
         site = site_of(request)
         response = site.redirect(request, safe_next(next) or f"{PREFIX}/login")
@@ -356,24 +399,42 @@ def common_router() -> APIRouter:
 
 def _dev_token(site: ConsoleSite, codec: TokenCodec, role: str, subject: str) -> str:
     """A token for a chosen role, only where the dev login is switched on."""
-    config = site.config
-    if not config.dev_mode or role not in {r.value for r in config.dev_roles}:
+    if not _dev_role(site, role):
         return ""
     if not re.fullmatch(SUBJECT_PATTERN, subject):
         return ""
     return codec.issue(subject, [Role(role)], ttl=DEV_TOKEN_TTL, now=datetime.now(UTC))
 
 
+def _dev_role(site: ConsoleSite, role: str) -> bool:
+    """Whether the dev login is on and may issue a token for ``role``."""
+    config = site.config
+    return config.dev_mode and role in {r.value for r in config.dev_roles}
+
+
 def _login_form(
-    request: Request, next: str | None, *, error: str | None = None, status: int = 200
+    request: Request,
+    next: str | None,
+    *,
+    role: str = "",
+    subject: str = "",
+    invalid: Mapping[str, str] | None = None,
+    status: int = 200,
 ) -> Response:
+    """The login form: filled in with the role and staff id sent (never the token), each
+    refused field (``invalid``: its name -> why) marked and named."""
     site = site_of(request)
     response = site.render(
         request,
         "login.html",
         {
             "next": safe_next(next) or "",
-            "error": error,
+            "role": role,
+            "subject": subject,
+            "invalid": dict(invalid or {}),
+            "token_max": TOKEN_MAX,
+            "role_max": LOGIN_FIELDS["role"],
+            "subject_max": LOGIN_FIELDS["subject"],
             "dev_mode": site.config.dev_mode,
             "dev_roles": [r.value for r in site.config.dev_roles],
             "reason": None,

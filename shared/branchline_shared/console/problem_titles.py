@@ -6,8 +6,9 @@ title of the services' problem tables and of the shared handlers is here."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
-from branchline_shared.console.i18n import N_
+from branchline_shared.console.i18n import N_, translations
 
 PROBLEM_TITLES: frozenset[str] = frozenset(
     {
@@ -61,3 +62,14 @@ def translated_title(title: str, gettext: Callable[[str], str]) -> str | None:
     """``title`` in the page's language, or none when the catalogue does not know it (the
     page then quotes the server's English title as it came)."""
     return gettext(title) if title in PROBLEM_TITLES else None
+
+
+@cache
+def page_titles(locale: str) -> dict[str, str]:
+    """The catalogue's titles in ``locale``, by the English title the services send (none in
+    English): every console page carries them for ``console.js``, which says a refused htmx
+    request's title in the page's language from them (#12)."""
+    if locale == "en":
+        return {}
+    gettext = translations(locale).gettext
+    return {title: gettext(title) for title in sorted(PROBLEM_TITLES)}

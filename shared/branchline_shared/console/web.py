@@ -31,6 +31,7 @@ from branchline_shared.console.i18n import (
     negotiate,
     translations,
 )
+from branchline_shared.console.problem_titles import page_titles
 from branchline_shared.http.auth import Principal, Role, TokenCodec
 from branchline_shared.http.problems import Problem
 
@@ -103,6 +104,7 @@ class ConsoleSite:
         )
         env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
         env.globals["label"] = self.labeller(locale)
+        env.globals["problem_titles"] = page_titles(locale)
         return env
 
     def labeller(self, locale: str) -> Callable[[str, str | None], str]:

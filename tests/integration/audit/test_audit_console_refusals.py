@@ -99,11 +99,16 @@ async def test_a_refused_search_links_back_to_its_form_filled_in_recording_nothi
     assert refused.headers["content-type"].startswith("text/html")
     assert "请求被拒绝" in refused.text
     assert title_of(refused).endswith(" 请求无效")  # the title translated, not quoted
-    assert "Invalid request" not in refused.text
+    # said nowhere in English (the page's data-titles hold the English titles as keys)
+    assert "Invalid request" not in re.sub(r"data-titles='[^']*'", "", refused.text)
     assert kind_of(refused) == "refused"
     path, query = back_of(refused)
     assert path == "/console/trail"
-    assert query == {**{k: [v] for k, v in typed.items()}, "edit": ["true"]}  # no cursor
+    assert query == {  # no cursor; the too-long field named, never its value
+        **{k: [v] for k, v in typed.items()},
+        "too_long": ["type"],
+        "edit": ["true"],
+    }
 
     # the form page: filled in with what was typed, nothing read, nothing recorded
     form = await console.page(f"{path}?{urlencode(query, doseq=True)}")
@@ -120,7 +125,10 @@ async def test_a_refused_search_links_back_to_its_form_filled_in_recording_nothi
 
     # who read what keeps its own form; an export's refusal goes back to the trail's form
     reads = await console.page("/console/reads?purpose=p&actor_id=" + "a" * 129)
-    assert back_of(reads) == ("/console/reads", {"purpose": ["p"], "edit": ["true"]})
+    assert back_of(reads) == (
+        "/console/reads",
+        {"purpose": ["p"], "too_long": ["actor_id"], "edit": ["true"]},
+    )
     export = await console.page("/console/export?purpose=p&client_id=C-2&format=xml")
     assert export.status_code == 422, export.text
     assert back_of(export) == (
@@ -131,7 +139,7 @@ async def test_a_refused_search_links_back_to_its_form_filled_in_recording_nothi
     # an entry's purpose form; a position that is none: the trail's form, the purpose kept
     entry = await console.page("/console/entries/5?purpose=" + "p" * 501)
     assert entry.status_code == 422, entry.text
-    assert back_of(entry) == ("/console/entries/5", {})
+    assert back_of(entry) == ("/console/entries/5", {"too_long": ["purpose"], "edit": ["true"]})
     kept = await console.page("/console/entries/5?purpose=why&edit=true")
     assert kept.status_code == 200, kept.text
     assert 'id="form-kept"' in kept.text
@@ -146,6 +154,52 @@ async def test_a_refused_search_links_back_to_its_form_filled_in_recording_nothi
     assert title_of(en) == "The server said: Invalid request"
     kept_json = await console.page("/console/trail?purpose=p&type=" + "t" * 65, **HTMX)
     assert kept_json.headers["content-type"] == "application/problem+json"
+
+
+def marked_field(page: httpx.Response, ident: str) -> str:
+    found = re.search(rf'<input id="{ident}"[^>]*>', page.text)
+    assert found is not None, page.text
+    return found.group(0)
+
+
+async def test_a_field_left_out_as_too_long_is_marked_on_the_form_in_both_languages(
+    console: Console,
+) -> None:
+    long_branch = "B" * 129
+    refused = await console.page(
+        f"/console/trail?purpose=p&client_id=C-9&branch_id={long_branch}", **EN
+    )
+    assert refused.status_code == 422, refused.text
+    path, query = back_of(refused)
+    assert query["too_long"] == ["branch_id"]
+    assert long_branch not in html.unescape(BACK.search(refused.text)[1])  # type: ignore[index]
+
+    for headers, said in (
+        (EN, "Left out: it was longer than the 128 characters this field takes."),
+        (ZH, "已略去\uff1a超出此字段允许的 128 个字符"),
+    ):
+        form = await console.page(f"{path}?{urlencode(query, doseq=True)}", **headers)
+        assert form.status_code == 200, form.text
+        branch = marked_field(form, "t-branch")
+        assert 'aria-invalid="true"' in branch
+        assert 'aria-describedby="t-branch-too-long"' in branch
+        assert 'value=""' in branch
+        note = re.search(
+            r'<span id="t-branch-too-long" class="error field-error">(.*?)</span>', form.text
+        )
+        assert note is not None, form.text
+        assert html.unescape(note.group(1)).startswith(said)
+        assert "aria-invalid" not in marked_field(form, "t-client")
+        assert 'value="C-9"' in marked_field(form, "t-client")
+    assert await console.reads() == 0
+
+    # the entry's purpose form marks its purpose; a name no form has is ignored
+    entry = await console.page("/console/entries/5?too_long=purpose,cursor,x&edit=true")
+    assert 'aria-describedby="e-purpose-too-long"' in marked_field(entry, "e-purpose")
+    assert entry.text.count("-too-long") == 2  # the input and its note
+    unmarked = await console.page("/console/trail?too_long=branch_id")  # not the form kept
+    assert "too-long" not in unmarked.text
+    assert await console.reads() == 0
 
 
 async def test_the_consoles_own_403_pages_are_console_pages_and_problems_for_scripts(

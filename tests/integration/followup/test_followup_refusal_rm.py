@@ -14,7 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from branchline_followup.adapters import client_journal, console_refusals, pg_schemas, read_models
+from branchline_followup.adapters import (
+    client_journal,
+    collected_writes,
+    console_refusals,
+    pg_schemas,
+    read_models,
+)
 from branchline_followup.application.recording import FollowupContext
 from branchline_followup.application.reprojection import REPROJECTIONS
 from branchline_shared.events.envelope import RecordedEvent
@@ -381,3 +387,125 @@ async def test_a_write_by_qualified_name_from_another_schema_and_a_changed_clien
 
 class _RolledBack(Exception):
     pass
+
+
+_A_REFUSAL_PART = (
+    "INSERT INTO fu_refusals (event_id, rule, title, occurred_at, recorded_at, client_id, "
+    "refused_type, actor_id, actor_role) "
+    "VALUES (gen_random_uuid(), 'D-05', 't', now(), now(), {0}::text, 'x', 'a', 'r')"
+)
+
+
+def _batch(
+    clients: list[Any], refusing: list[str], schema: str = ""
+) -> collected_writes.CollectedStatement:
+    """The worker's one statement of a batch (:mod:`.collected_writes`): ``clients`` upserted
+    by one part, a refusal of each of ``refusing`` inserted by parts of the same statement."""
+    statement = collected_writes.CollectedStatement()
+    collected_writes.add_clients(statement, clients)
+    for client_id in refusing:
+        statement.add(
+            (_A_REFUSAL_PART.replace("fu_refusals", f"{schema}fu_refusals"),), [client_id]
+        )
+    return statement
+
+
+async def test_a_batch_inserting_and_updating_clients_in_one_statement_moves_their_refusals(
+    context: FollowupContext, settings: BranchlineSettings
+) -> None:
+    """The worker's batch statement upserts many clients at once: each inserted client's
+    refusals (earlier ones, and one the same statement inserts) take its RM, an updated
+    client's refusals follow its new RM, a client without refusals changes none; the same
+    from a session whose search_path starts elsewhere (the table named with its schema)."""
+    events, _ = reassigning_history()
+    await apply_all(context, positioned(events))
+    a = await read_models.fetch_client(context.pool, "C-a")
+    assert a is not None
+    public = pg_schemas.with_search_path(settings.followup_database_url, "public")
+    for dsn in (live_dsn(settings), public):
+        conn = await asyncpg.connect(dsn)
+        schema = "fu_read." if dsn == public else ""
+        try:
+            new = [replace(a, client_id=c, rm_id=f"rm-{c}") for c in ("C-n1", "C-n2", "C-n3")]
+            moved = [replace(a, rm_id="rm-7"), *new, replace(a, client_id="C-z", rm_id="rm-z")]
+            statement = _batch(moved, ["C-n2", "C-n3"], schema)
+            if schema:  # the parts name their tables without a schema: qualify them
+                sql = (statement.sql or "").replace("INTO fu_clients", "INTO fu_read.fu_clients")
+            else:
+                sql = statement.sql or ""
+            async with conn.transaction():
+                await conn.executemany(
+                    A_REFUSAL.replace("fu_refusals", f"{schema}fu_refusals"),
+                    [("C-n1",), ("C-n1",), ("C-n2",)],
+                )
+                await conn.execute(sql, *statement.args)
+                rows = await conn.fetch(
+                    "SELECT client_id, rm_id FROM fu_read.fu_refusals "
+                    "ORDER BY client_id, occurred_at, event_id"
+                )
+                assert [tuple(r) for r in rows] == [
+                    ("C-a", "rm-7"),
+                    ("C-a", "rm-7"),
+                    ("C-b", "rm-2"),
+                    ("C-n1", "rm-C-n1"),
+                    ("C-n1", "rm-C-n1"),
+                    ("C-n2", "rm-C-n2"),
+                    ("C-n2", "rm-C-n2"),
+                    ("C-n3", "rm-C-n3"),
+                    ("C-z", "rm-z"),
+                ]
+                raise _RolledBack
+        except _RolledBack:
+            pass
+        finally:
+            await conn.close()
+        assert await rms_of_refusals(context) == WANTED
+
+
+_CALLS_OF_CLIENTS_TRIGGERS = (
+    "SELECT coalesce(sum(pg_stat_get_xact_function_calls(f)), 0) FROM (SELECT DISTINCT "
+    "tgfoid FROM pg_trigger WHERE tgrelid = 'fu_read.fu_clients'::regclass AND NOT tgisinternal"
+    ") AS t(f)"
+)
+_REFUSALS_READ = (
+    "SELECT seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables "
+    "WHERE schemaname = 'fu_read' AND relname = 'fu_refusals'"
+)
+
+
+async def test_a_batch_of_new_clients_runs_the_insert_trigger_once_reading_their_refusals_only(
+    settings: BranchlineSettings, context: FollowupContext
+) -> None:
+    """Console migration 006 (#12): the worker's statement inserting 20 new clients calls a
+    trigger function of fu_clients once (004's row trigger: 20 calls, 20 UPDATEs), and its
+    one UPDATE reads by index the 800 refusals of those clients only, although it was
+    planned for a batch of 200 while fu_clients and fu_refusals were analysed empty (a hash
+    or merge join planned then reads the whole of fu_refusals, 2,001 refusals here: checked
+    with enable_seqscan off alone)."""
+    conn = await asyncpg.connect(live_dsn(settings))
+    try:
+        await conn.execute("ANALYZE fu_read.fu_clients; ANALYZE fu_read.fu_refusals")
+        h = History()
+        h.registered("C-0", now_utc() - timedelta(hours=1), rm_id="rm-1")
+        await apply_all(context, positioned(h.events))
+        c0 = await read_models.fetch_client(conn, "C-0")
+        assert c0 is not None
+        async with conn.transaction():  # as the worker's units: generic plans
+            await pg_schemas.hold_swap_lock_shared(conn, generic_plans=True)
+            first = _batch([replace(c0, client_id=f"P-{n}") for n in range(200)], ["P-1"])
+            await conn.execute(first.sql or "", *first.args)  # planned on the empty statistics
+        await conn.executemany(A_REFUSAL, [(f"C-{n % 50 + 2}",) for n in range(2000)])
+        batch = [replace(c0, client_id=f"C-{n}", rm_id="rm-2") for n in range(2, 22)]
+        statement = _batch(batch, [])
+        async with conn.transaction():
+            await pg_schemas.hold_swap_lock_shared(conn, generic_plans=True)
+            await conn.execute("SET LOCAL track_functions = 'pl'")
+            before = tuple(await conn.fetchrow(_REFUSALS_READ) or ())
+            await conn.execute(statement.sql or "", *statement.args)
+            calls = await conn.fetchval(_CALLS_OF_CLIENTS_TRIGGERS)
+            after = tuple(await conn.fetchrow(_REFUSALS_READ) or ())
+        assert calls == 1
+        assert (after[0] - before[0], after[1] - before[1]) == (0, 800)
+        assert await conn.fetchval("SELECT count(*) FROM fu_refusals WHERE rm_id = 'rm-2'") == 800
+    finally:
+        await conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,9 @@ import asyncpg
 from branchline_audit.adapters.altered import WRITTEN_TIME
 from branchline_audit.application.ports import NoteSigner
 from branchline_audit.domain.merkle import EMPTY_ROOT
-from branchline_audit.domain.verification import StoredCheckpoint
+from branchline_audit.domain.verification import RefusalHint, StoredCheckpoint
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_LOCK_KEY = 0x636B7074  # "ckpt"
 _APPEND_TIME = (
@@ -19,6 +22,9 @@ _APPEND_TIME = (
     "ELSE '0001-01-01 00:00:00+00' END"
 )
 """An entry's append time, one no append writes as long past (:meth:`unsigned_since`)."""
+_HINT_REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError)
+"""What a refusal hint's read or write may meet and go on without (a role not granted the
+table by an operator's grants, a read-only server): the refusal halves, as without a hint."""
 
 
 def _checkpoint(row: asyncpg.Record) -> StoredCheckpoint:
@@ -72,6 +78,45 @@ class PostgresCheckpoints:
             high,
         )
         return [_checkpoint(r) for r in rows]
+
+    async def refusal_hint(self, tree_size: int) -> RefusalHint | None:
+        """The latest stored hint of where a refusal located a rewrite whose failing
+        checkpoint is at or below ``tree_size`` (migration 010, #12, Round 36), or None. Only
+        a place to check first: the caller proves it again. A role refused the table (an
+        operator's grants without it) reads none (:data:`_HINT_REFUSED`)."""
+        try:
+            row = await self._pool.fetchrow(
+                "SELECT held_size, failing_size FROM audit_refusal_hints "
+                "WHERE failing_size <= $1 ORDER BY hint_id DESC LIMIT 1",
+                tree_size,
+            )
+        except _HINT_REFUSED as error:
+            log.warning("audit refusal hints not read: %s", error)
+            return None
+        if row is None:
+            return None
+        held = row["held_size"]
+        return RefusalHint(
+            held=None if held is None else int(held), failing=int(row["failing_size"])
+        )
+
+    async def record_refusal_hint(
+        self, tree_size: int, hint: RefusalHint, *, now: datetime
+    ) -> None:
+        """Store where a refusal at ``tree_size`` located the rewrite (insert-only: a pair
+        that moves is a new row). Refused (:data:`_HINT_REFUSED`), nothing is recorded (a
+        warning): the hint only saves a later process's time."""
+        try:
+            await self._pool.execute(
+                "INSERT INTO audit_refusal_hints (refused_size, held_size, failing_size, "
+                "recorded_at) VALUES ($1, $2, $3, $4)",
+                tree_size,
+                hint.held,
+                hint.failing,
+                now,
+            )
+        except _HINT_REFUSED as error:
+            log.warning("audit refusal hint not recorded: %s", error)
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:
         """``(latest checkpoint size, ledger size, appended_at of the first unsigned entry)``;

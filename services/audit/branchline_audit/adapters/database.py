@@ -41,6 +41,7 @@ TABLES = (
     "audit_source_positions",
     "audit_staff_employment_ends",
     "audit_staff_gift_clients",
+    "audit_refusal_hints",
 )
 PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
 EVENT_FUNCTION = "audit_entry_event(bytea, bigint)"

@@ -23,6 +23,7 @@ from branchline_audit.domain.relationships import LedgerFact
 from branchline_audit.domain.staff import StaffRetentionState
 from branchline_audit.domain.subtrees import NodeKey, Requirements
 from branchline_audit.domain.verification import (
+    RefusalHint,
     Segment,
     SegmentResult,
     StoredCheckpoint,
@@ -150,6 +151,16 @@ class AuditCheckpoints(Protocol):
 
     async def from_to(self, low: int, high: int) -> list[StoredCheckpoint]:
         """The non-empty checkpoints from size ``low`` to ``high``, ascending, at most three."""
+        ...
+
+    async def refusal_hint(self, tree_size: int) -> RefusalHint | None:
+        """The latest stored hint whose failing checkpoint is at or below ``tree_size``."""
+        ...
+
+    async def record_refusal_hint(
+        self, tree_size: int, hint: RefusalHint, *, now: datetime
+    ) -> None:
+        """Store where a refusal at ``tree_size`` located the rewrite (a cache, #12)."""
         ...
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:

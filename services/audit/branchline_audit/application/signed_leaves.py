@@ -33,7 +33,12 @@ from branchline_audit.domain.subtrees import (
     SubtreeSource,
     required,
 )
-from branchline_audit.domain.verification import StoredCheckpoint, StoredEntry, UnsignedHistory
+from branchline_audit.domain.verification import (
+    RefusalHint,
+    StoredCheckpoint,
+    StoredEntry,
+    UnsignedHistory,
+)
 
 OPENED_NOTES = 256
 """How many checkpoint notes a process keeps opened (``AuditContext.opened_notes``)."""
@@ -144,12 +149,33 @@ async def _last_holding_below(audit: AuditContext, size: int) -> int | None:
     upper's still failing, it is still an answer, in a bounded number of statements whatever
     the number of checkpoints. Anything a DBA changes that could move the answer (a leaf of
     either, a checkpoint added, removed or rewritten around them) fails that check, and the
-    checkpoints are halved again."""
+    checkpoints are halved again.
+
+    A process's first refusal at ``size`` has no pair yet: it reads the latest stored hint
+    (``audit_refusal_hints``, Round 36: written where a halving located the rewrite) and
+    checks it the same way, a cache that is proven again, never trusted; one that does not
+    check out is halved past, and the pair the halving finds is stored for the next process."""
     pair = audit.refusal_pairs.get(size)
     if pair is not None and await _still_located(audit, size, *pair):
         return pair[0]
+    hint = None
+    if pair is None:
+        # a process's first refusal at ``size``: where one located the rewrite before, as
+        # stored (Round 36), checked exactly as a kept pair is; a hint that does not check
+        # out (wrong, stale, forged) only costs its check before the halving
+        hint = await audit.checkpoints.refusal_hint(size)
+        if (
+            hint is not None
+            and hint.fits(size)
+            and await _still_located(audit, size, hint.held, hint.failing)
+        ):
+            audit.refusal_pairs[size] = (hint.held, hint.failing)
+            return hint.held
     held, failing = await _located(audit, size)
     audit.refusal_pairs[size] = (held, failing)
+    located = RefusalHint(held=held, failing=failing)
+    if located != hint:
+        await audit.checkpoints.record_refusal_hint(size, located, now=audit.clock.now())
     return held
 
 

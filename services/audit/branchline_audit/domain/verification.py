@@ -613,6 +613,26 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalHint:
+    """Where a refusal located a rewrite of the ledger, as stored for the next process
+    (``audit_refusal_hints``, #12, Round 36): the signed checkpoint found to hold (None when
+    none did) and the next one, found not to. A cache, never evidence: a reader proves both
+    again before it names them (``signed_leaves._last_holding_below``), so a wrong, stale or
+    forged hint costs only time."""
+
+    held: int | None
+    failing: int
+
+    def fits(self, refused: int) -> bool:
+        """Whether the hint could answer a refusal at the checkpoint of size ``refused``: a
+        pair in order at or below it (the failing one may be the refused one itself). One
+        that does not is not even checked: the refusal halves as without a hint."""
+        if not 0 < self.failing <= refused:
+            return False
+        return self.held is None or 0 < self.held < self.failing
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerVerdict:
     """Body of ``GET /v1/audit/verify`` (plus ``reason`` and checkpoint diagnostics)."""
 

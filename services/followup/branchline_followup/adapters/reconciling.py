@@ -34,14 +34,19 @@ _APPLIED = (
 )
 
 
-async def read_models_applied_page(pool: PgPool, after: int, limit: int) -> list[AppliedEvent]:
+async def read_models_applied_page(
+    pool: PgPool, after: int, limit: int, *, window: int | None = None
+) -> list[AppliedEvent]:
     """:func:`read_models_applied`, the events applied after apply sequence ``after``, at most
-    ``limit`` (a keyset page, a range of fu_applied_events_by_seq: ``branchline reconcile``
-    reads a page at a time, #12)."""
-    rows = await pool.fetch(
-        _APPLIED + "WHERE a.applied_seq > $1 ORDER BY a.applied_seq LIMIT $2", after, limit
-    )
-    return _applied(rows)
+    ``limit`` (a keyset page: ``branchline reconcile`` reads a page at a time, #12), read a
+    window of apply sequences at a time as :func:`read_models_unordered` reads them (the BRIN
+    index fu_applied_events_by_seq, migration 026)."""
+    return _applied(await _windowed(pool, _APPLIED_WINDOW, [], after, limit, window=window))
+
+
+_APPLIED_WINDOW = (
+    _APPLIED + "WHERE a.applied_seq > $1 AND a.applied_seq <= $2 ORDER BY a.applied_seq LIMIT $3"
+)
 
 
 UNJUDGED_TYPES = ORDER_FREE_TYPES | {EventType.FOLLOWUP_TASK_CREATED.value}
@@ -54,27 +59,77 @@ read every task's stream again, and the worker's memory at rest grew with the ev
 
 
 async def read_models_unordered(
-    pool: PgPool, after: int = 0, limit: int | None = None
+    pool: PgPool, after: int = 0, limit: int | None = None, *, window: int | None = None
 ) -> list[AppliedEvent]:
     """The events the live read models applied after apply sequence ``after`` (0: all) and
     did not keep in a client's journal (a product's, a staff member's, one applied before
     migration 010), but for those of :data:`UNJUDGED_TYPES`: the only ones the worker
     cannot have put in order itself, so the only streams its self-check judges the order of
     (#12). In apply order, at most ``limit`` (None: all): a keyset page, the next one after
-    the last's ``seq``. ``applied_seq > after`` is a range of fu_applied_events_by_seq
-    (migration 023): an incremental check reads what was applied since its mark, and a full
-    one walks the index a page at a time instead of reading every event ever applied at
-    once (its memory bounded by a page, #12)."""
-    rows = await pool.fetch(
-        "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
-        "FROM fu_applied_events a WHERE a.applied_seq > $2 AND a.type <> ALL($1::text[]) "
-        "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id) "
-        "ORDER BY a.applied_seq LIMIT $3",
-        sorted(UNJUDGED_TYPES),
-        after,
-        limit,
+    the last's ``seq``.
+
+    Read a window of :data:`WINDOW` apply sequences at a time (``window`` for tests), up to
+    the sequence's last value: fu_applied_events_by_seq is a BRIN index (migration 026), which
+    returns its ranges as a bitmap, unordered, so a statement reading everything after
+    ``after`` would read the table's whole remainder for each page of a full walk (quadratic
+    in its pages); a window's statement reads only its own ranges. An incremental check reads
+    what was applied since its mark (one window, the table's last pages), and a full one walks
+    the table once, a page of candidates at a time (its memory bounded by a page, #12)."""
+    return _applied(
+        await _windowed(pool, UNORDERED, [sorted(UNJUDGED_TYPES)], after, limit, window=window)
     )
-    return _applied(rows)
+
+
+async def _windowed(
+    pool: PgPool,
+    statement: str,
+    leading: Sequence[Any],
+    after: int,
+    limit: int | None,
+    *,
+    window: int | None = None,
+) -> list[Any]:
+    """``statement``'s rows (its arguments: ``leading``, then the mark, the window's end and
+    the page) a window of :data:`WINDOW` apply sequences at a time from ``after``, until
+    ``limit`` rows or the sequence's last value (:func:`read_models_unordered`)."""
+    span = WINDOW if window is None else window
+    last = await pool.fetchval(LAST_APPLIED_SEQ)
+    found: list[Any] = []
+    while last is not None and after < last and (limit is None or len(found) < limit):
+        upto = min(after + span, last)
+        rows = await pool.fetch(
+            statement, *leading, after, upto, None if limit is None else limit - len(found)
+        )
+        found.extend(rows)
+        after = upto
+    return found
+
+
+WINDOW = 4_096
+"""Apply sequences read by one statement of :func:`read_models_unordered`. A page that fills
+before its window's end leaves the rest to be read again by the next page's statement (each
+row read is probed against the client journals), so the window is small: under half of one
+BRIN range (128 pages, about 10,000 rows of fu_applied_events), whose pages a statement reads
+whole. At 65,536 a full walk of 200,000 events (20,000 unkept, pages of 1,000) read 4-6x the
+B-tree's blocks (docs/performance.md, Round 36)."""
+
+UNORDERED = (
+    "SELECT a.event_id, a.applied_seq, a.source, a.global_position, false AS kept "
+    "FROM fu_applied_events a WHERE a.applied_seq > $2 AND a.applied_seq <= $3 "
+    "AND a.type <> ALL($1::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM fu_client_events j WHERE j.event_id = a.event_id) "
+    "ORDER BY a.applied_seq LIMIT $4"
+)
+"""A window's statement of :func:`read_models_unordered` (``$1`` the unjudged types, ``$2``
+the mark, ``$3`` the window's end, ``$4`` the page): a range of fu_applied_events_by_seq."""
+
+LAST_APPLIED_SEQ = (
+    "SELECT pg_sequence_last_value("
+    "pg_get_serial_sequence('fu_applied_events', 'applied_seq')::regclass)"
+)
+"""The last apply sequence taken (NULL: none yet), a committed row's or not: where a walk
+ends. The identity's sequence, read without a scan (``max(applied_seq)`` would read the
+whole table: a BRIN index cannot answer it)."""
 
 
 async def read_models_applied_among(

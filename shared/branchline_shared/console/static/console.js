@@ -13,7 +13,9 @@
 // the page's fixed aria-live region (#console-failure, base.html), in the page's language:
 // the texts are its data-* attributes (server, network; session for 401/403, conflict for
 // 409, refused for any other 4xx). A problem+json's title is added, as text only (never
-// HTML) and at most TITLE_MAX characters. The next request htmx sends clears the region.
+// HTML) and at most TITLE_MAX characters: in the page's language when the page carries its
+// translation (data-titles, the catalogue of problem_titles.py), else as the server sent
+// it, marked lang="en". The next request htmx sends clears the region.
 "use strict";
 
 (function () {
@@ -38,7 +40,18 @@
     return document.getElementById("console-failure");
   }
 
-  // a problem+json's title (RFC 9457), as plain text and bounded; else none
+  // the page's translations of the titles the services answer with (base.html's
+  // data-titles: English title -> the page's language; none on an English page)
+  function translations(place) {
+    try {
+      const titles = JSON.parse(place.dataset.titles || "{}");
+      return titles && typeof titles === "object" ? titles : {};
+    } catch {
+      return {};
+    }
+  }
+
+  // a problem+json's title (RFC 9457), as plain text; else none
   function problemTitle(xhr) {
     const type = xhr.getResponseHeader("Content-Type") || "";
     if (!type.toLowerCase().startsWith("application/problem+json")) {
@@ -53,20 +66,35 @@
     if (typeof title !== "string") {
       return "";
     }
-    const text = title.replace(/\s+/g, " ").trim();
-    return text.length > TITLE_MAX ? `${text.slice(0, TITLE_MAX - 1)}…` : text;
+    return title.replace(/\s+/g, " ").trim();
   }
 
-  function tell(kind, status, reason) {
+  // the title said: in the page's language when the page has it, else the server's own
+  // words, bounded, marked as English on a page that is not (as the refused page does)
+  function said(place, title) {
+    const titles = translations(place);
+    const known = Object.prototype.hasOwnProperty.call(titles, title);
+    const text = known ? String(titles[title]) : title;
+    const span = document.createElement("span");
+    span.textContent = text.length > TITLE_MAX ? `${text.slice(0, TITLE_MAX - 1)}…` : text;
+    if (!known && !document.documentElement.lang.startsWith("en")) {
+      span.lang = "en";
+    }
+    return span;
+  }
+
+  function tell(kind, status, title) {
     const place = region();
     if (!place) {
       return;
     }
-    let text = place.dataset[kind] || "";
-    if (reason) {
-      text = `${text} ${place.dataset.reason || ""} ${reason}`;
+    place.textContent = place.dataset[kind] || "";
+    if (title) {
+      place.append(` ${place.dataset.reason || ""} `, said(place, title));
     }
-    place.textContent = status ? `${text} (HTTP ${status})` : text;
+    if (status) {
+      place.append(` (HTTP ${status})`);
+    }
   }
 
   function refusal(status) {

@@ -33,6 +33,7 @@ RefusalReader = Auditor
 Text = Annotated[str | None, Query(max_length=128)]
 Purpose = Annotated[str | None, Query(max_length=500)]
 Day = Annotated[str | None, Query(max_length=10)]
+TooLong = Annotated[str | None, Query(max_length=128)]
 
 RULE_VIOLATION_REFUSED = EventType.RULE_VIOLATION_REFUSED.value
 PAGE_SIZE = 50
@@ -63,8 +64,9 @@ def form_page(path: str, fields: Mapping[str, str]) -> str | None:
     """The form page a refused request of the audit console links back to, by its path: the
     trail's, who-read-what's or the refusals' search form (the export's: the trail's), or an
     entry's purpose form, filled in with what was typed (each field as long as the form takes
-    it, else left out; no cursor) and shown with ``edit``: nothing is read or recorded until
-    the form is sent again. None for a path that is no form's (#12)."""
+    it, else left out and named in ``too_long`` so that the form marks it; no cursor) and
+    shown with ``edit``: nothing is read or recorded until the form is sent again. None for a
+    path that is no form's (#12)."""
     entry = ENTRY_PATH.fullmatch(path)
     names: tuple[str, ...]
     if entry is not None and 1 <= int(entry.group(1)) <= ENTRY_MAX:
@@ -74,12 +76,19 @@ def form_page(path: str, fields: Mapping[str, str]) -> str | None:
         names = tuple(n for n in FORM_FIELDS if n != "type" or page == "/console/trail")
     else:
         return None
-    kept = {
-        name: fields[name].strip()
-        for name in names
-        if fields.get(name, "").strip() and len(fields[name].strip()) <= FORM_FIELDS[name]
-    }
+    typed = {name: fields.get(name, "").strip() for name in names}
+    kept = {name: value for name, value in typed.items() if 0 < len(value) <= FORM_FIELDS[name]}
+    too_long = ",".join(name for name, value in typed.items() if len(value) > FORM_FIELDS[name])
+    if too_long:
+        # the form marks these fields (which, and why); their values are never sent back
+        kept["too_long"] = too_long
     return f"{page}?{urlencode({**kept, 'edit': 'true'})}" if kept else page
+
+
+def too_long_fields(sent: str | None) -> frozenset[str]:
+    """The form's fields a refused request sent longer than the form takes (``too_long``,
+    names only, as :func:`form_page` wrote them; any other name is ignored)."""
+    return frozenset((sent or "").split(",")) & FORM_FIELDS.keys()
 
 
 def get_audit(request: Request) -> AuditContext:
@@ -124,10 +133,13 @@ class TrailQuery:
         end: Annotated[str | None, Query(alias="to", max_length=10)] = None,
         cursor: Annotated[int | None, Query(ge=0, le=2**62)] = None,
         edit: bool = False,
+        too_long: TooLong = None,
     ) -> None:
         self.purpose = (purpose or "").strip()
         # the form as it was sent, to change and send again: nothing read or recorded
         self.edit = edit
+        self.too_long = too_long_fields(too_long) if edit else frozenset()
+        self.max_length = FORM_FIELDS
         self.form = {
             "client_id": (client_id or "").strip(),
             "actor_id": (actor_id or "").strip(),
@@ -273,11 +285,12 @@ async def entry(
     principal: Auditor,
     purpose: Purpose = None,
     edit: bool = False,
+    too_long: TooLong = None,
 ) -> Response:
     """One entry with its inclusion proof and the checkpoint it leads to, checked in the
     browser by ``verify.js``."""
     site = site_of(request)
-    q = TrailQuery(purpose=purpose, edit=edit)
+    q = TrailQuery(purpose=purpose, edit=edit, too_long=too_long)
     if not q.purpose or q.edit or not 1 <= position <= ENTRY_MAX:
         return site.render(
             request,
