@@ -53,6 +53,7 @@ from branchline_shared.clock import SystemClock
 from branchline_shared.crypto.keystore import open_configured_key_store
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.eventstore.relay_stop import RelayStop
+from branchline_shared.eventstore.service_relay import service_relay
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import ReadinessCheck, create_service_app
 from branchline_shared.http.startup_heap import freeze_batch_heap
@@ -69,7 +70,7 @@ from branchline_shared.kafka.topics import (
     ensure_topics,
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
-from branchline_shared.postgres.pool import PgPool, connect_one, is_reachable, open_pool
+from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
 from branchline_shared.reconcile.jumps import PositionJumps
 from branchline_shared.reconcile.running import ConsumerSource
 from branchline_shared.reconcile.self_repair import SelfRepair, self_repairing
@@ -107,17 +108,14 @@ def outbox_relay(
     settings: FollowupSettings, pool: PgPool, producer: AIOKafkaProducer, topics: Topics
 ) -> OutboxRelay:
     """The relay of followup's event store, as both followup processes run it."""
-    return OutboxRelay(
+    return service_relay(
+        settings,
         pool=pool,
         producer=producer,
+        topics=topics,
         store_name=SERVICE,
-        batch_size=settings.relay_batch_size,
-        poll_interval_s=settings.relay_poll_interval_s,
+        database_url=settings.followup_database_url,
         min_interval_s=settings.followup_relay_min_interval_s,
-        on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
-        # the lock and the LISTEN never on a pool connection (the pool skips the reset)
-        lock_connect=lambda: connect_one(settings.followup_database_url),
-        stop_patience_s=settings.relay_stop_patience_s,
     )
 
 

@@ -26,6 +26,7 @@ from branchline_shared.eventstore.ports import EventStore
 from branchline_shared.eventstore.postgres import PostgresEventStore
 from branchline_shared.eventstore.relay import OutboxRelay
 from branchline_shared.eventstore.relay_stop import RelayStop
+from branchline_shared.eventstore.service_relay import service_relay
 from branchline_shared.http.hardening import install_hardening
 from branchline_shared.http.service_app import create_service_app
 from branchline_shared.http.startup_heap import freeze_startup_heap
@@ -40,7 +41,7 @@ from branchline_shared.kafka.topics import (
     ensure_topics,
 )
 from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
-from branchline_shared.postgres.pool import PgPool, connect_one, is_reachable, open_pool
+from branchline_shared.postgres.pool import PgPool, is_reachable, open_pool
 from branchline_shared.settings import IntakeSettings
 
 SERVICE = "intake"
@@ -158,16 +159,15 @@ async def started_producer(
 def outbox_relay(
     settings: IntakeSettings, pool: PgPool, producer: AIOKafkaProducer, topics: Topics
 ) -> OutboxRelay:
-    return OutboxRelay(
+    """The relay of intake's event store, in the API's processes or on its own."""
+    return service_relay(
+        settings,
         pool=pool,
         producer=producer,
+        topics=topics,
         store_name=SERVICE,
-        batch_size=settings.relay_batch_size,
-        poll_interval_s=settings.relay_poll_interval_s,
+        database_url=settings.intake_database_url,
         min_interval_s=settings.intake_relay_min_interval_s,
-        on_recover=lambda: ensure_topics(settings.kafka_bootstrap, topics.all(), attempts=1),
-        lock_connect=lambda: connect_one(settings.intake_database_url),
-        stop_patience_s=settings.relay_stop_patience_s,
     )
 
 
