@@ -6,35 +6,26 @@ wrong verdict or place (#12, Round 36; ``signed_leaves._last_holding_below``).""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
-
 import asyncpg
 import pytest
 
-from branchline_audit.adapters.database import open_role_pool, prepare_database
-from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
-from branchline_audit.application.context import AuditContext
-from branchline_audit.bootstrap import audit_context as built_context
-from branchline_audit.domain.verification import UnsignedHistory
-from branchline_shared.clock import FixedClock
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
-    append_in_batches,
     behind_the_ledgers_back,
-    event,
     quick_settings,
     superuser,
+)
+from tests.integration.audit.refused_support import (
+    REWRITTEN,
+    SIGNED,
+    counted_contexts,
+    refused,
+    signed_and_rewritten,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-SIGNED = 64
-"""Checkpoints signed at every size from 1 to SIGNED; one entry more stays unsigned (due)."""
-REWRITTEN = 40
-"""Every entry hash from this position on is replaced (a re-chaining rewrite's hashes)."""
 LOCATED = REWRITTEN - 1
 """The last signed checkpoint that holds: the refusal's ``rewritten_after``."""
 HINTED_ROUND = 8
@@ -42,40 +33,6 @@ HINTED_ROUND = 8
 refused leaf with its path (2), the hint (1), the pair's checkpoints (1), the held leaf with
 its path (2). Halving 63 checkpoints took 23 (the round's 2, the refused leaf's 2, the sizes,
 6 probes of 3)."""
-
-
-@contextlib.asynccontextmanager
-async def _one_connection(
-    settings: BranchlineSettings,
-) -> AsyncIterator[tuple[Callable[[], AuditContext], list[Any]]]:
-    """A maker of fresh process contexts (nothing proven, kept or opened) on one
-    one-connection pool whose statements are logged, its round due at every unsigned entry."""
-    settings = quick_settings(settings, audit_checkpoint_every_entries=1)
-    await prepare_database(settings)
-    pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=1)
-    logged: list[Any] = []
-    try:
-        async with pool.acquire() as conn:
-            conn.add_query_logger(logged.append)
-        yield (lambda: built_context(settings, pool, FixedClock(T0))), logged
-    finally:
-        await pool.close()
-
-
-async def _signed_and_rewritten(audit: AuditContext, settings: BranchlineSettings) -> None:
-    for n in range(SIGNED):
-        await append_in_batches(audit.ledger, [event(n)], now=T0)
-        await checkpoint_now(audit)
-    await append_in_batches(audit.ledger, [event(SIGNED)], now=T0)
-    await behind_the_ledgers_back(
-        settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position >= $1", REWRITTEN
-    )
-
-
-async def _refused(audit: AuditContext) -> UnsignedHistory:
-    with pytest.raises(UnsignedHistory) as refused:
-        await checkpoint_if_due(audit)
-    return refused.value
 
 
 async def _hints(settings: BranchlineSettings) -> list[tuple[int, int | None, int]]:
@@ -104,15 +61,15 @@ async def test_a_fresh_process_first_refused_round_proves_the_stored_hint(
     """The first process halves and stores where it located the rewrite; a fresh process's
     first refused round reads that hint and proves its pair: 8 statements where halving took
     23 (the old code halves: fails on it), the same verdict and place, no new hint stored."""
-    async with _one_connection(settings) as (fresh, logged):
+    async with counted_contexts(settings) as (fresh, logged):
         first_process = fresh()
-        await _signed_and_rewritten(first_process, settings)
-        located = await _refused(first_process)
+        await signed_and_rewritten(first_process, settings)
+        located = await refused(first_process)
         assert located.rewritten_after == LOCATED
 
         second_process = fresh()
         logged.clear()
-        hinted = await _refused(second_process)
+        hinted = await refused(second_process)
         statements = [" ".join(str(q.query).split())[:70] for q in logged]
         assert (hinted.detail, hinted.rewritten_after) == (located.detail, LOCATED)
         assert len(statements) == HINTED_ROUND, statements
@@ -137,32 +94,32 @@ async def test_a_forged_hint_costs_only_the_halving(
     """A hint written behind the ledger's back that does not hold: the fresh process's first
     round still names the right checkpoint and place (it halves), and stores the place it
     found, which the next fresh process proves in the hinted round's statements."""
-    async with _one_connection(settings) as (fresh, logged):
-        await _signed_and_rewritten(fresh(), settings)
+    async with counted_contexts(settings) as (fresh, logged):
+        await signed_and_rewritten(fresh(), settings)
         await _forge(settings, held, failing)
-        forged = await _refused(fresh())
+        forged = await refused(fresh())
         assert forged.position == SIGNED
         assert forged.rewritten_after == LOCATED, forged.detail
         assert f"between positions {REWRITTEN} and {SIGNED}" in forged.detail
         assert (await _hints(settings))[-1] == (SIGNED, LOCATED, REWRITTEN)
 
         logged.clear()
-        assert (await _refused(fresh())).detail == forged.detail
+        assert (await refused(fresh())).detail == forged.detail
         assert len(logged) == HINTED_ROUND
 
 
 async def test_a_removed_hint_falls_back_to_halving(settings: BranchlineSettings) -> None:
     """The hints deleted behind the ledger's back (the table emptied): a fresh process halves
     as before (more statements than a hinted round), names the same place and stores it."""
-    async with _one_connection(settings) as (fresh, logged):
+    async with counted_contexts(settings) as (fresh, logged):
         first_process = fresh()
-        await _signed_and_rewritten(first_process, settings)
-        located = await _refused(first_process)
+        await signed_and_rewritten(first_process, settings)
+        located = await refused(first_process)
         await behind_the_ledgers_back(settings, "DELETE FROM audit_refusal_hints")
         assert await _hints(settings) == []
 
         logged.clear()
-        halved = await _refused(fresh())
+        halved = await refused(fresh())
         assert (halved.detail, halved.rewritten_after) == (located.detail, LOCATED)
         assert len(logged) > HINTED_ROUND
         assert await _hints(settings) == [(SIGNED, LOCATED, REWRITTEN)]
@@ -173,13 +130,13 @@ async def test_a_stale_hint_after_a_second_rewrite_is_halved_past(
 ) -> None:
     """A second rewrite further down after the hint was stored: the stored pair's lower
     checkpoint no longer holds, so a fresh process halves and names the new place."""
-    async with _one_connection(settings) as (fresh, _):
-        await _signed_and_rewritten(fresh(), settings)
-        await _refused(fresh())
+    async with counted_contexts(settings) as (fresh, _):
+        await signed_and_rewritten(fresh(), settings)
+        await refused(fresh())
         await behind_the_ledgers_back(
             settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position >= 20"
         )
-        moved = await _refused(fresh())
+        moved = await refused(fresh())
         assert moved.rewritten_after == 19, moved.detail
         assert (await _hints(settings))[-1] == (SIGNED, 19, 20)
 
@@ -189,14 +146,14 @@ async def test_a_role_refused_the_hints_still_locates_the_rewrite(
 ) -> None:
     """An operator's grants without the hints' table (the writer may neither read nor
     store one): a refusal still names the right place, by halving, and is no other error."""
-    async with _one_connection(settings) as (fresh, _):
-        await _signed_and_rewritten(fresh(), settings)
+    async with counted_contexts(settings) as (fresh, _):
+        await signed_and_rewritten(fresh(), settings)
         s = quick_settings(settings)
         async with superuser(s) as conn:
             await conn.execute(f"REVOKE ALL ON audit_refusal_hints FROM {s.audit_db_writer_role}")
         for _ in range(2):
-            refused = await _refused(fresh())
-            assert refused.rewritten_after == LOCATED, refused.detail
+            refusal = await refused(fresh())
+            assert refusal.rewritten_after == LOCATED, refusal.detail
         assert await _hints(s) == []
 
 
@@ -208,9 +165,9 @@ async def _as_role(settings: BranchlineSettings, role: str, sql: str) -> None:
 
 async def test_the_hints_are_insert_only(settings: BranchlineSettings) -> None:
     """Like every audit table: the writer may not change or remove a hint, nor the owner."""
-    async with _one_connection(settings) as (fresh, _):
-        await _signed_and_rewritten(fresh(), settings)
-        await _refused(fresh())
+    async with counted_contexts(settings) as (fresh, _):
+        await signed_and_rewritten(fresh(), settings)
+        await refused(fresh())
     s = quick_settings(settings)
     for role, refusal in (
         (s.audit_db_writer_role, "permission denied"),

@@ -5,75 +5,28 @@ undone (#12, Round 34; ``signed_leaves._last_holding_below``'s kept pair)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from branchline_audit.adapters.database import open_role_pool, prepare_database
-from branchline_audit.application.checkpointing import checkpoint_if_due, checkpoint_now
-from branchline_audit.application.context import AuditContext
-from branchline_audit.bootstrap import audit_context as built_context
-from branchline_audit.domain.verification import StoredCheckpoint, UnsignedHistory
-from branchline_shared.clock import FixedClock
+from branchline_audit.application.checkpointing import checkpoint_if_due
+from branchline_audit.domain.verification import StoredCheckpoint
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
-    T0,
-    append_in_batches,
     behind_the_ledgers_back,
-    event,
-    quick_settings,
     superuser,
+)
+from tests.integration.audit.refused_support import (
+    REWRITTEN,
+    SIGNED,
+    counted_contexts,
+    refused,
+    rewrite_from,
+    signed,
+    signed_and_rewritten,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-SIGNED = 64
-"""Checkpoints signed at every size from 1 to SIGNED; one entry more stays unsigned (due)."""
-REWRITTEN = 40
-"""Every entry hash from this position on is replaced (a re-chaining rewrite's hashes; the
-stored tree left as it was, so every signed leaf from here on fails its proof)."""
-
-
-@contextlib.asynccontextmanager
-async def _one_connection(settings: BranchlineSettings) -> AsyncIterator[tuple[AuditContext, Any]]:
-    """A context on a one-connection pool (its statements counted) whose round is due at
-    every unsigned entry, and the list the statements are logged in."""
-    settings = quick_settings(settings, audit_checkpoint_every_entries=1)
-    await prepare_database(settings)
-    pool = await open_role_pool(settings, settings.audit_db_writer_role, max_size=1)
-    logged: list[Any] = []
-    try:
-        async with pool.acquire() as conn:
-            conn.add_query_logger(logged.append)
-        yield built_context(settings, pool, FixedClock(T0)), logged
-    finally:
-        await pool.close()
-
-
-async def _signed(audit: AuditContext) -> None:
-    for n in range(SIGNED):
-        await append_in_batches(audit.ledger, [event(n)], now=T0)
-        await checkpoint_now(audit)
-    await append_in_batches(audit.ledger, [event(SIGNED)], now=T0)
-
-
-async def _signed_and_rewritten(audit: AuditContext, settings: BranchlineSettings) -> None:
-    await _signed(audit)
-    await _rewrite_from(settings, REWRITTEN)
-
-
-async def _rewrite_from(settings: BranchlineSettings, position: int) -> None:
-    await behind_the_ledgers_back(
-        settings, "UPDATE audit_ledger SET hash = sha256(hash) WHERE position >= $1", position
-    )
-
-
-async def _refused(audit: AuditContext) -> UnsignedHistory:
-    with pytest.raises(UnsignedHistory) as refused:
-        await checkpoint_if_due(audit)
-    return refused.value
 
 
 async def _keep_only(settings: BranchlineSettings, sizes: list[int]) -> None:
@@ -90,16 +43,17 @@ async def test_a_refused_rounds_statements_do_not_grow_with_the_checkpoints(
     """Round 33 read every checkpoint and halved them each refused round (its statements
     grew as log2 of their number, the failing leaves proven again every round); now a later
     round checks the pair it found: the same statements at 4 and at 64 checkpoints."""
-    async with _one_connection(settings) as (audit, logged):
-        await _signed_and_rewritten(audit, settings)
+    async with counted_contexts(settings) as (fresh, logged):
+        audit = fresh()
+        await signed_and_rewritten(audit, settings)
         statements = {}
         for kept in ([*range(1, SIGNED + 1)], [16, 32, 48, SIGNED]):
             await _keep_only(settings, kept)
             audit.signed_leaves.clear()  # a process that proved none yet
             audit.refusal_pairs.clear()
-            first = await _refused(audit)
+            first = await refused(audit)
             logged.clear()
-            later = await _refused(audit)
+            later = await refused(audit)
             statements[len(kept)] = len(logged)
             assert later.detail == first.detail
             assert later.position == SIGNED
@@ -112,22 +66,23 @@ async def test_a_second_rewrite_or_a_removed_checkpoint_moves_the_refusal(
 ) -> None:
     """D-11: what the refusal names follows the ledger between rounds: a second re-chaining
     rewrite further down, and then the checkpoint it was located after deleted by a DBA."""
-    async with _one_connection(settings) as (audit, _):
-        await _signed_and_rewritten(audit, settings)
-        assert (await _refused(audit)).rewritten_after == REWRITTEN - 1
-        assert (await _refused(audit)).rewritten_after == REWRITTEN - 1
-        await _rewrite_from(settings, 20)
-        second = await _refused(audit)
+    async with counted_contexts(settings) as (fresh, _):
+        audit = fresh()
+        await signed_and_rewritten(audit, settings)
+        assert (await refused(audit)).rewritten_after == REWRITTEN - 1
+        assert (await refused(audit)).rewritten_after == REWRITTEN - 1
+        await rewrite_from(settings, 20)
+        second = await refused(audit)
         assert second.rewritten_after == 19, second.detail
         assert "between positions 20 and 64" in second.detail
         await behind_the_ledgers_back(
             settings, "DELETE FROM audit_checkpoints WHERE tree_size = 19"
         )
-        assert (await _refused(audit)).rewritten_after == 18
+        assert (await refused(audit)).rewritten_after == 18
         await behind_the_ledgers_back(
             settings, "DELETE FROM audit_checkpoints WHERE tree_size <= 18"
         )
-        nowhere = await _refused(audit)
+        nowhere = await refused(audit)
         assert nowhere.rewritten_after is None, nowhere.detail
         assert "at or before position 64" in nowhere.detail
 
@@ -135,15 +90,16 @@ async def test_a_second_rewrite_or_a_removed_checkpoint_moves_the_refusal(
 async def test_a_repaired_ledger_signs_at_the_next_round(settings: BranchlineSettings) -> None:
     """The rewrite undone behind the ledger's back between two refused rounds: the next round
     signs (the kept pair is only asked while the latest checkpoint is refused)."""
-    async with _one_connection(settings) as (audit, _):
-        await _signed(audit)
+    async with counted_contexts(settings) as (fresh, _):
+        audit = fresh()
+        await signed(audit)
         async with superuser(settings) as conn:
             rows = await conn.fetch(
                 "SELECT position, hash FROM audit_ledger WHERE position >= $1", REWRITTEN
             )
-        await _rewrite_from(settings, REWRITTEN)
-        await _refused(audit)
-        await _refused(audit)
+        await rewrite_from(settings, REWRITTEN)
+        await refused(audit)
+        await refused(audit)
         await behind_the_ledgers_back(
             settings,
             "UPDATE audit_ledger l SET hash = o.hash "
@@ -152,9 +108,9 @@ async def test_a_repaired_ledger_signs_at_the_next_round(settings: BranchlineSet
             [r["position"] for r in rows],
             [r["hash"] for r in rows],
         )
-        signed = await checkpoint_if_due(audit)
-        assert isinstance(signed, StoredCheckpoint)
-        assert signed.tree_size == SIGNED + 1
+        signed_now = await checkpoint_if_due(audit)
+        assert isinstance(signed_now, StoredCheckpoint)
+        assert signed_now.tree_size == SIGNED + 1
 
 
 def _statements(logged: list[Any]) -> list[str]:
@@ -170,19 +126,20 @@ async def test_a_fresh_process_refused_round_reads_each_leaf_and_path_once(
     query: a later round was 13 statements. Now the leaf and its path are one read (the
     node query only when there are nodes to ask), the note is the one just read: 7, the
     same verdicts. The first round's halving reads each probe's leaf and path together too."""
-    async with _one_connection(settings) as (audit, logged):
-        await _signed_and_rewritten(audit, settings)
+    async with counted_contexts(settings) as (fresh, logged):
+        audit = fresh()
+        await signed_and_rewritten(audit, settings)
         audit.signed_leaves.clear()  # a process that proved none yet
         audit.refusal_pairs.clear()
         audit.opened_notes.clear()
         logged.clear()
-        first = await _refused(audit)
+        first = await refused(audit)
         first_round = _statements(logged)
         logged.clear()
-        later = await _refused(audit)
+        later = await refused(audit)
         later_round = _statements(logged)
         logged.clear()
-        again = await _refused(audit)
+        again = await refused(audit)
         assert (later.detail, again.detail) == (first.detail, first.detail)
         assert later.rewritten_after == REWRITTEN - 1
         assert SIGNED not in audit.signed_leaves  # never proven: it fails every round
