@@ -385,8 +385,11 @@ async def test_a_rebuild_puts_a_late_product_event_in_order_for_reconcile(
 
         async def out_of_order() -> Reconciliation | None:
             result, _ = await reconcile_stack(settings, grace_s=0)
-            followup = {r.consumer: r for r in result.reports}["followup-worker"]
-            return result if followup.out_of_order else None
+            reports = {r.consumer: r for r in result.reports}
+            # The audit consumer applies the re-queued copy on its own time (a CI run read it
+            # still missing there when the followup worker had applied it): wait for both.
+            done = reports["followup-worker"].out_of_order and not reports["audit-consumer"].missing
+            return result if done else None
 
         before = await eventually(out_of_order, within=40, interval=0.5)
         followup = {r.consumer: r for r in before.reports}["followup-worker"]
