@@ -128,15 +128,21 @@ class Settings(SimpleNamespace):
         return Settings(**{**vars(self), **update})
 
 
-async def test_another_database_is_made_and_migrated_as_its_components_own(
-    steps: list[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases ``ensure_database`` was asked to make (none made)."""
     made: list[str] = []
 
     async def ensure(url: str) -> None:
         made.append(url)
 
     monkeypatch.setattr(module, "ensure_database", ensure)
+    return made
+
+
+async def test_another_database_is_made_and_migrated_as_its_components_own(
+    steps: list[Any], made: list[str]
+) -> None:
     server: Any = SimpleNamespace(url=lambda name: f"postgresql://pg/{name}")
     own = "postgresql://pg/t1_intake"
     settings = Settings(intake_database_url=own, followup_database_url="postgresql://pg/t1_fu")
@@ -162,16 +168,10 @@ async def test_another_database_is_made_and_migrated_as_its_components_own(
 
 
 async def test_make_bench_makes_and_migrates_its_databases_as_the_probes_do(
-    steps: list[Any], monkeypatch: pytest.MonkeyPatch
+    steps: list[Any], made: list[str]
 ) -> None:
     from bench.stack import BenchStack
 
-    made: list[str] = []
-
-    async def ensure(url: str) -> None:
-        made.append(url)
-
-    monkeypatch.setattr(module, "ensure_database", ensure)
     settings = Settings(audit_database_url="postgresql://pg/branchline_audit")
     stack = BenchStack(settings, "postgresql://pg/postgres", "token", {}, {})  # type: ignore[arg-type]
     # bench.run's relay and ledger databases: made, and migrated by the product's runner
