@@ -121,12 +121,13 @@ async def assert_refused(
 
 
 async def count_events(
-    settings: BranchlineSettings, where: str = "stream_id LIKE 'client-%'"
+    settings: BranchlineSettings, where: str = "stream_id LIKE 'client-%'", *args: object
 ) -> int:
-    """The events of clients' streams (the shelf the fixture set up is not counted)."""
+    """The events of clients' streams (the shelf the fixture set up is not counted); ``where``
+    is constant text, its values ``args`` ($1, ...)."""
     conn = await asyncpg.connect(settings.intake_database_url)
     try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}", *args))
     finally:
         await conn.close()
 
@@ -192,7 +193,7 @@ async def test_d05_sale_above_tolerance_is_refused_and_the_refusal_reaches_the_a
         assert response.status_code == 409
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["rule"] == "D-05"
-        assert await count_events(settings, f"event_id = '{refused_id}'") == 0
+        assert await count_events(settings, "event_id = $1", uuid.UUID(refused_id)) == 0
 
         async def refusal_in_ledger() -> dict[str, Any] | None:
             async for entry in ledger.scan():
