@@ -97,13 +97,6 @@ class PendingOutbox(PostgresOutbox):
             [o for _, o in positions],
         )
 
-    async def published_then_pending(
-        self, outbox_ids: Any, positions: Any, limit: int
-    ) -> list[PendingPublication]:
-        # The candidate's two statements, one after the other (not the store's one).
-        await self.mark_published(outbox_ids, positions)
-        return await self.pending(limit)
-
 
 _COUNTERS = """
 SELECT (SELECT wal_records FROM pg_stat_wal) AS records,

@@ -229,33 +229,6 @@ class EventStoreContract:
         assert [p.message_key for p in await outbox.pending(10)] == ["o2"]
         assert await outbox.backlog() == 1
 
-    async def test_a_marking_sent_with_the_next_read_leaves_its_rows_out_of_it(
-        self, store: EventStore
-    ) -> None:
-        """The relay's round read with the previous round's marking (#12, Round 37): the
-        marked rows are not read again, the others come oldest first, a row another relay
-        marked already stays marked."""
-        outbox: Outbox = store.outbox_port()  # type: ignore[attr-defined]
-        streams = [f"client-m{n}" for n in range(1, 6)]
-        async with store.unit_of_work() as uow:
-            await uow.lock_streams(streams)
-            for stream in streams:
-                uow.stage(event(stream, 1), topic=TOPIC, submission_hash=None)
-            await uow.commit()
-        first = await outbox.pending(2)
-        assert [p.message_key for p in first] == ["m1", "m2"]
-        ids = [p.outbox_id for p in first]
-        after = await outbox.published_then_pending(ids, [(0, 5), (1, 7)], 2)
-        assert [p.message_key for p in after] == ["m3", "m4"]  # not m1, m2: marked
-        assert await outbox.backlog() == 3
-        await outbox.mark_published([after[0].outbox_id], [(2, 9)])  # by another relay
-        rest = await outbox.published_then_pending(
-            [p.outbox_id for p in after], [(3, 1), (3, 2)], 10
-        )
-        assert [p.message_key for p in rest] == ["m5"]
-        assert await outbox.backlog() == 1
-        assert await outbox.published_then_pending([], [], 10) == rest  # nothing to mark
-
     async def test_a_large_unit_of_work_reads_back_as_written(self, store: EventStore) -> None:
         """A batch's worth of streams in one unit of work (#12): every answer, row, outbox
         row in order and version as written; a reused id writes none of them."""
@@ -425,60 +398,6 @@ class TestPostgresEventStore(EventStoreContract):
                 }
         assert [s.event.event_id for s in await store.read_stream("client-n1")] == [outer.event_id]
         assert await store.read_stream("client-n2") == []
-
-    async def test_a_marking_sent_with_the_next_read_keeps_another_relays_positions(
-        self, store: EventStore
-    ) -> None:
-        """The marking that rides the next read writes each row's broker position, except on
-        a row another relay marked meanwhile (its own copy's position stands) (#12)."""
-        assert isinstance(store, PostgresEventStore)
-        outbox = store.outbox_port()
-        async with store.unit_of_work() as uow:
-            await uow.lock_streams(["client-p1", "client-p2"])
-            uow.stage(event("client-p1", 1), topic=TOPIC, submission_hash=None)
-            uow.stage(event("client-p2", 1), topic=TOPIC, submission_hash=None)
-            await uow.commit()
-        ids = [p.outbox_id for p in await outbox.pending(10)]
-        await outbox.mark_published(ids[:1], [(2, 9)])
-        assert await outbox.published_then_pending(ids, [(0, 5), (1, 7)], 10) == []
-        async with store._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT published_partition, published_offset FROM es_outbox "
-                "WHERE id = ANY($1::bigint[]) ORDER BY id",
-                ids,
-            )
-        assert [tuple(r) for r in rows] == [(2, 9), (1, 7)]
-
-    async def test_a_marking_sent_with_the_next_read_misses_no_row_committed_late(
-        self, store: EventStore
-    ) -> None:
-        """A row whose id is below the marked ones, committed after their read (its writer
-        drew the id first), is read by the next round, marking or not (per-key order: the
-        relay reads every unpublished row in id order, #12)."""
-        assert isinstance(store, PostgresEventStore)
-        outbox = store.outbox_port()
-        async with store.unit_of_work() as uow:
-            await uow.lock_streams(["client-q0"])
-            uow.stage(event("client-q0", 1), topic=TOPIC, submission_hash=None)
-            await uow.commit()
-        await outbox.mark_published([p.outbox_id for p in await outbox.pending(10)], [(0, 0)])
-        async with store._pool.acquire() as late, late.transaction():
-            await late.execute(  # the id drawn now, committed after the rows below
-                "INSERT INTO es_outbox (event_id, topic, message_key) "
-                "SELECT event_id, $1, 'late' FROM es_events WHERE stream_id = 'client-q0'",
-                TOPIC,
-            )
-            async with store.unit_of_work() as uow:
-                await uow.lock_streams(["client-q1", "client-q2"])
-                uow.stage(event("client-q1", 1), topic=TOPIC, submission_hash=None)
-                uow.stage(event("client-q2", 1), topic=TOPIC, submission_hash=None)
-                await uow.commit()
-            first = await outbox.pending(10)
-            assert [p.message_key for p in first] == ["q1", "q2"]
-        ids = [p.outbox_id for p in first]
-        after = await outbox.published_then_pending(ids, [(0, 1), (0, 2)], 10)
-        assert [p.message_key for p in after] == ["late"]
-        assert after[0].outbox_id < min(ids)
 
     async def test_no_outbox_row_without_its_event_and_no_key_checked_per_row(
         self, store: EventStore

@@ -29,11 +29,5 @@ class ListOutbox:
     async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
         self.marked.extend(outbox_ids)
 
-    async def published_then_pending(
-        self, outbox_ids: Any, positions: Any, limit: int
-    ) -> list[PendingPublication]:
-        await self.mark_published(outbox_ids, positions)
-        return await self.pending(limit)
-
     async def backlog(self) -> int:
         return len(self.rows) - len(self.marked)

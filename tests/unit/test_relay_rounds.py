@@ -6,7 +6,6 @@ committed without waiting out the interval."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -37,21 +36,9 @@ class CountingOutbox:
         self.rounds: list[int] = []
         self.hold: asyncio.Event | None = None
         self.reading = asyncio.Event()
-        self.marked_alone: list[list[int]] = []  # each marking sent as a statement of its own
-        self.marked_with_read: list[list[int]] = []  # each sent with the next round's read
-        self.marked = asyncio.Event()  # a marking of its own sent
 
     async def pending(self, limit: int) -> list[PendingPublication]:
-        return await self._read(self._inner.pending(limit))
-
-    async def published_then_pending(
-        self, outbox_ids: Any, positions: Any, limit: int
-    ) -> list[PendingPublication]:
-        self.marked_with_read.append(list(outbox_ids))
-        return await self._read(self._inner.published_then_pending(outbox_ids, positions, limit))
-
-    async def _read(self, reading: Awaitable[list[PendingPublication]]) -> list[PendingPublication]:
-        rows = await reading
+        rows = await self._inner.pending(limit)
         self.rounds.append(len(rows))
         self.reading.set()
         if self.hold is not None:
@@ -61,8 +48,6 @@ class CountingOutbox:
     async def mark_published(
         self, outbox_ids: Any, positions: Any = None
     ) -> None:  # the port's signature
-        self.marked_alone.append(list(outbox_ids))
-        self.marked.set()
         await self._inner.mark_published(outbox_ids, positions)
 
     async def backlog(self) -> int:
@@ -188,93 +173,11 @@ async def test_commits_during_a_round_go_out_together_and_a_drain_does_not_wait(
         relay.wake()
         await let_run()  # time enough for a round each, were they not spaced
     assert outbox.rounds == [1]
-    # the 5 commits wait; the first round's row is sent, its marking left to the next round's
-    # read (Round 37)
-    assert await outbox.backlog() == 5 + 1
+    assert await outbox.backlog() == 5
     relay.request_drain()
     await asyncio.wait_for(asyncio.shield(task), timeout=10)  # well before the interval ends
     assert outbox.rounds == [1, 5, 0]
     assert await outbox.backlog() == 0
-
-
-async def test_a_busy_rounds_marking_goes_with_the_next_rounds_read() -> None:
-    """Busy (#12, Round 37): a round followed at once by another (a commit woke the relay
-    while it ran) leaves its marking to that round's read, one statement; an idle relay's
-    round marks its rows at once, and the drain's last round marks what is left."""
-    store = InMemoryEventStore()
-    relay, outbox = relay_over(store, min_interval_s=0.0)
-    outbox.hold = asyncio.Event()
-    await commit(store, 2, first_client=0)
-    task = asyncio.create_task(relay.run())
-    await asyncio.wait_for(outbox.reading.wait(), timeout=10)  # the first round has read
-    await commit(store, 1, first_client=2)
-    relay.wake()  # busy: committed while the round runs
-    outbox.hold.set()
-    outbox.hold = None
-    await let_run()
-    assert outbox.rounds == [2, 1]
-    first = outbox.marked_with_read
-    assert [len(ids) for ids in first] == [2]  # the first round's rows, with the second read
-    assert len(outbox.marked_alone) == 1  # the second round, idle after it, marked at once
-    assert await outbox.backlog() == 0
-    await commit(store, 1, first_client=3)
-    relay.wake()
-    relay.request_drain()  # the drain's rounds follow at once: the last one's read marks
-    await asyncio.wait_for(asyncio.shield(task), timeout=10)
-    assert outbox.rounds == [2, 1, 1, 0]
-    assert [len(ids) for ids in outbox.marked_with_read] == [2, 1]
-    assert len(outbox.marked_alone) == 1
-    assert await outbox.backlog() == 0
-
-
-async def test_a_marking_left_to_a_read_that_fails_is_sent_with_the_retry() -> None:
-    """A round's read that fails (the database) with the previous round's marking: neither
-    happened; the retry's read marks those rows and nothing is published twice (#12)."""
-    store = InMemoryEventStore()
-    relay, outbox = relay_over(store, min_interval_s=0.0)
-    failing = FailingOnce(outbox)
-    relay._outbox = failing  # the relay's port, the outbox failing its next combined read
-    outbox.hold = asyncio.Event()
-    await commit(store, 1, first_client=0)
-    task = asyncio.create_task(relay.run())
-    await asyncio.wait_for(outbox.reading.wait(), timeout=10)
-    await commit(store, 1, first_client=1)
-    relay.wake()
-    outbox.hold.set()
-    outbox.hold = None
-    await asyncio.wait_for(failing.failed.wait(), timeout=10)
-    await asyncio.wait_for(outbox.marked.wait(), timeout=10)  # the retry's round, after its backoff
-    await relay.drain(task, timeout_s=10)
-    assert not relay.drain_given_up
-    assert outbox.rounds == [1, 1, 0]  # the failed read counted nothing; the drain's
-    assert [len(ids) for ids in outbox.marked_with_read] == [1]  # the first row, by the retry
-    assert len(outbox.marked_alone) == 1  # the second, the retry's own round
-    assert cast("FakeProducer", relay._producer).sent == 2  # each row sent once
-
-
-class FailingOnce:
-    """``outbox``, its first read that carries a marking failing as a lost connection would."""
-
-    def __init__(self, outbox: CountingOutbox) -> None:
-        self._outbox = outbox
-        self.failed = asyncio.Event()
-
-    async def pending(self, limit: int) -> list[PendingPublication]:
-        return await self._outbox.pending(limit)
-
-    async def published_then_pending(
-        self, outbox_ids: Any, positions: Any, limit: int
-    ) -> list[PendingPublication]:
-        if not self.failed.is_set():
-            self.failed.set()
-            raise ConnectionResetError("the database went away")
-        return await self._outbox.published_then_pending(outbox_ids, positions, limit)
-
-    async def mark_published(self, outbox_ids: Any, positions: Any = None) -> None:
-        await self._outbox.mark_published(outbox_ids, positions)
-
-    async def backlog(self) -> int:
-        return await self._outbox.backlog()
 
 
 async def test_a_commit_to_an_idle_relay_is_published_without_waiting_the_interval() -> None:

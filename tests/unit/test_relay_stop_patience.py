@@ -129,14 +129,6 @@ class StuckOutbox(CountingOutbox):
             await self._wait()
         await super().mark_published(outbox_ids, positions)
 
-    async def published_then_pending(
-        self, outbox_ids: Any, positions: Any, limit: int
-    ) -> list[PendingPublication]:
-        # the marking sent with the next round's read: one statement, stuck as either
-        if self.stuck in ("pending", "mark"):
-            await self._wait()
-        return await super().published_then_pending(outbox_ids, positions, limit)
-
 
 @pytest.mark.parametrize("stuck", ["pending", "mark"])
 async def test_a_drain_ends_when_a_rounds_statement_waits_on_the_database(stuck: str) -> None:

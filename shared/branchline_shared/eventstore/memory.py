@@ -202,15 +202,5 @@ class InMemoryOutbox:
                 row.published = True
                 row.position = marked[row.id]
 
-    async def published_then_pending(
-        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]], limit: int
-    ) -> list[PendingPublication]:
-        marked = dict(zip(outbox_ids, positions, strict=True))
-        for row in self._state.outbox:
-            if row.id in marked and not row.published:
-                row.published = True
-                row.position = marked[row.id]
-        return await self.pending(limit)
-
     async def backlog(self) -> int:
         return sum(1 for r in self._state.outbox if not r.published)

@@ -84,15 +84,6 @@ class Outbox(Protocol):
         group's committed offsets, :mod:`branchline_shared.reconcile.progress`)."""
         ...
 
-    async def published_then_pending(
-        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]], limit: int
-    ) -> list[PendingPublication]:
-        """:meth:`mark_published` of ``outbox_ids`` (not of a row marked already: another
-        relay's marking stands), then :meth:`pending`, as one step: the relay's round read
-        with the previous round's marking, one statement and one round trip (#12). None of
-        ``outbox_ids`` is among the rows returned; if the step fails, neither happened."""
-        ...
-
     async def backlog(self) -> int:
         """How many rows are not yet published."""
         ...

@@ -1515,42 +1515,6 @@ class PostgresOutbox:
             [o for _, o in positions],
         )
 
-    async def published_then_pending(
-        self, outbox_ids: Sequence[int], positions: Sequence[tuple[int, int]], limit: int
-    ) -> list[PendingPublication]:
-        # The marking is a data-modifying CTE: the read beside it sees the rows as they were
-        # before it (one snapshot), so the marked rows are left out by their ids; only ids at
-        # or below the highest marked one are compared with the list (the others cannot be
-        # in it), so a round of n rows costs about n²/2 comparisons, not n a row read.
-        ids = list(outbox_ids)
-        rows = await self._pool.fetch(
-            "WITH marked AS ("
-            "UPDATE es_outbox o SET published_at = now(), published_partition = u.part, "
-            "published_offset = u.off "
-            "FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(id, part, off) "
-            "WHERE o.id = u.id AND o.published_at IS NULL) "
-            "SELECT o.id, o.topic, o.message_key, e.global_position, e.envelope, o.requeued "
-            "FROM es_outbox o JOIN es_events e USING (event_id) "
-            "WHERE o.published_at IS NULL AND (o.id > $4 OR o.id <> ALL($1::bigint[])) "
-            "ORDER BY o.id LIMIT $5",
-            ids,
-            [p for p, _ in positions],
-            [o for _, o in positions],
-            max(ids, default=0),
-            limit,
-        )
-        return [
-            PendingPublication(
-                r["id"],
-                r["topic"],
-                r["message_key"],
-                r["global_position"],
-                r["envelope"],
-                r["requeued"],
-            )
-            for r in rows
-        ]
-
     async def backlog(self) -> int:
         return int(
             await self._pool.fetchval("SELECT count(*) FROM es_outbox WHERE published_at IS NULL")

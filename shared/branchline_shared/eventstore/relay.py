@@ -110,12 +110,6 @@ class OutboxRelay:
         # The offset the broker last acknowledged per (topic, partition) since this relay took
         # its lock and last checked the broker's topic list (_topics_unverified).
         self._acked: dict[tuple[str, int], int] = {}
-        # The last round's rows, acknowledged by the broker and not marked yet: a round
-        # followed at once by another (busy, a full round, a drain) leaves its marking to the
-        # next round's read, one statement for both (Outbox.published_then_pending); kept
-        # across a failed round, lost (published again by the next relay) only with the
-        # process or a drain cut short (#12, Round 37).
-        self._unmarked: tuple[list[int], list[tuple[int, int]]] | None = None
 
     @property
     def stop_patience_s(self) -> float:
@@ -343,7 +337,7 @@ class OutboxRelay:
         # Cleared before reading, not after: a commit that wakes us while we publish is
         # published by the next round at once instead of waiting for the poll.
         self._wake.clear()
-        return await self._publish(mark_with_next=True)
+        return await self.publish_once()
 
     async def _retry_round(self) -> int:
         if self._on_recover is not None:
@@ -399,24 +393,11 @@ class OutboxRelay:
                 await self._drain_requested.wait()
 
     async def publish_once(self) -> int:
-        """Publish one batch of unpublished rows in outbox order, marked before it returns;
-        returns how many."""
-        return await self._publish(mark_with_next=False)
-
-    async def _publish(self, *, mark_with_next: bool) -> int:
-        """One round: the previous round's marking, if it left it, with this round's read;
-        ``mark_with_next``: this round's own marking left to the next round's read when that
-        round follows at once."""
+        """Publish one batch of unpublished rows in outbox order; returns how many."""
         loop = asyncio.get_running_loop()
-        unmarked = self._unmarked
         self._awaiting_database_since = loop.time()
         try:
-            if unmarked is None:
-                pending = await self._outbox.pending(self._batch_size)
-            else:
-                pending = await self._outbox.published_then_pending(*unmarked, self._batch_size)
-                self._unmarked = None
-                PUBLISHED.labels(self._store).inc(len(unmarked[0]))
+            pending = await self._outbox.pending(self._batch_size)
         finally:
             self._awaiting_database_since = None
         if not pending:
@@ -435,19 +416,9 @@ class OutboxRelay:
         )
         # With where the broker put each row: a consumer's self-check tells by it an event the
         # consumer has not reached yet from one it missed (#12, reconcile.progress).
-        outbox_ids = [row.outbox_id for row in pending]
-        if mark_with_next and (
-            self._draining or self._wake.is_set() or len(pending) >= self._batch_size
-        ):
-            # Another round follows at once (after the rounds' minimum interval when busy):
-            # its read marks these, one statement and round trip less. Marked only after the
-            # broker acknowledged them, as before: a crash before that read publishes them
-            # again, never skips them (#12, Round 37).
-            self._unmarked = (outbox_ids, acknowledged)
-            return len(pending)
         self._awaiting_database_since = loop.time()
         try:
-            await self._outbox.mark_published(outbox_ids, acknowledged)
+            await self._outbox.mark_published([row.outbox_id for row in pending], acknowledged)
         finally:
             self._awaiting_database_since = None
         PUBLISHED.labels(self._store).inc(len(pending))
