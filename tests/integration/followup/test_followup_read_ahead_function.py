@@ -109,3 +109,36 @@ async def test_a_session_that_read_ahead_before_a_swap_reads_the_swapped_in_tabl
         await pg_schemas.hold_swap_lock_shared(live, generic_plans=True)
         rows = await live.fetch(CALL, *asked)
     assert [r["f_rm_id"] for r in rows if r["row_kind"] == 1] == ["rm-rebuilt"]
+
+
+async def test_the_functions_plan_made_on_empty_tables_reads_a_filled_one_by_index(
+    live: asyncpg.Connection[Any],
+) -> None:
+    """Followup 027 (#12, Round 37): the session's plan of the function, made while
+    fu_clients was empty (a fresh database, as the benchmark's), is kept as the table fills
+    before its first ANALYZE; it must find the batch's clients by index, not read every
+    client and search the batch's array for each (the whole table, the batch's size times
+    over). Counted in this transaction's own statistics (pg_stat_xact_user_tables)."""
+    asked = Asked(facts_of=[f"C-{n}" for n in range(300)]).arguments()
+    for _ in range(2):  # planned on the empty table, and its plan kept
+        async with live.transaction():
+            await pg_schemas.hold_swap_lock_shared(live, generic_plans=True)
+            rows = await live.fetch(CALL, *asked)
+            assert [r for r in rows if r["f_client_id"] is not None] == []
+    await live.execute(
+        "INSERT INTO fu_clients (client_id, client_type, rm_id, registered_at, last_event_at) "
+        "SELECT 'C-' || n, 'individual', 'rm-1', now(), now() FROM generate_series(0, 2999) n"
+    )
+    async with live.transaction():
+        await pg_schemas.hold_swap_lock_shared(live, generic_plans=True)
+        rows = await live.fetch(CALL, *asked)
+        scans = await live.fetchrow(
+            "SELECT seq_scan, seq_tup_read, idx_scan FROM pg_stat_xact_user_tables "
+            "WHERE relid = 'fu_clients'::regclass"
+        )
+    assert len([r for r in rows if r["f_client_id"] is not None]) == 300
+    assert scans is not None
+    assert (scans["seq_scan"], scans["seq_tup_read"]) == (0, 0)
+    assert scans["idx_scan"] >= 1
+    config = await live.fetchval(f"SELECT proconfig FROM pg_proc WHERE oid = '{FUNCTION}'::regproc")
+    assert config == ["enable_seqscan=off"]
