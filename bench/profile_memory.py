@@ -114,10 +114,25 @@ async def audit_handler(settings: Any) -> tuple[Handler, Any, int, Callable[[], 
     return handle, pool, 500, check
 
 
+def applied_reader(pool: Any) -> Any:
+    """What the read models applied, read a keyset page at a time (``applied_in_pages`` over
+    ``read_models_applied_page``, #12) where the checkout has them; on an older checkout
+    (this file copied into a scratch worktree) the whole read it had. The self-check never
+    calls it; the consumer source asks for one."""
+    from branchline_followup.adapters import reconciling
+    from branchline_shared.reconcile import running
+
+    page = getattr(reconciling, "read_models_applied_page", None)
+    gather = getattr(running, "applied_in_pages", None)
+    if page is None or gather is None:
+        return lambda: reconciling.read_models_applied(pool)
+    return lambda: gather(lambda after, limit: page(pool, after, limit))
+
+
 async def followup_handler(
     settings: Any,
 ) -> tuple[Handler, Any, int, Callable[[], Awaitable[None]]]:
-    from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
+    from branchline_followup.adapters.reconciling import read_models_have
     from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
     from branchline_followup.application.config import policy_from_settings
     from branchline_followup.application.projector import Projection
@@ -136,7 +151,7 @@ async def followup_handler(
         ConsumerSource(
             CONSUMER,
             "dlq",
-            lambda: read_models_applied(pool),
+            applied_reader(pool),
             has=lambda ids: read_models_have(pool, ids),
         ),
         interval_s=60,

@@ -92,9 +92,23 @@ async def products_applied(settings: Any, count: int) -> None:
         await followup.close()
 
 
+def applied_reader(pool: Any) -> Any:
+    """What the read models applied, read a keyset page at a time (``applied_in_pages`` over
+    ``read_models_applied_page``, #12) where the checkout has them; on an older checkout
+    (this file copied into a scratch worktree) the whole read it had. The self-check never
+    calls it; the consumer source asks for one."""
+    from branchline_followup.adapters import reconciling
+    from branchline_shared.reconcile import running
+
+    page = getattr(reconciling, "read_models_applied_page", None)
+    gather = getattr(running, "applied_in_pages", None)
+    if page is None or gather is None:
+        return lambda: reconciling.read_models_applied(pool)
+    return lambda: gather(lambda after, limit: page(pool, after, limit))
+
+
 def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
     from branchline_followup.adapters.reconciling import (
-        read_models_applied,
         read_models_applied_among,
         read_models_have,
         read_models_unordered,
@@ -112,7 +126,7 @@ def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
     return ConsumerSource(
         "bench-followup",
         topics.followup_worker_dlq.name,
-        lambda: read_models_applied(pool),
+        applied_reader(pool),
         has=lambda ids: read_models_have(pool, ids),
         **extra,
     )

@@ -72,9 +72,23 @@ async def history(settings: Any, events: int, versions: int, late_every: int) ->
         await followup.close()
 
 
+def applied_reader(pool: Any) -> Any:
+    """What the read models applied, read a keyset page at a time (``applied_in_pages`` over
+    ``read_models_applied_page``, #12) where the checkout has them; on an older checkout
+    (this file copied into a scratch worktree) the whole read it had. The self-check never
+    calls it; the consumer source asks for one."""
+    from branchline_followup.adapters import reconciling
+    from branchline_shared.reconcile import running
+
+    page = getattr(reconciling, "read_models_applied_page", None)
+    gather = getattr(running, "applied_in_pages", None)
+    if page is None or gather is None:
+        return lambda: reconciling.read_models_applied(pool)
+    return lambda: gather(lambda after, limit: page(pool, after, limit))
+
+
 def order_watch(pool: Any) -> Any:
     from branchline_followup.adapters.reconciling import (
-        read_models_applied,
         read_models_applied_among,
         read_models_unordered,
     )
@@ -91,7 +105,7 @@ def order_watch(pool: Any) -> Any:
     consumer = ConsumerSource(
         "bench-followup",
         "unused-dlq",
-        lambda: read_models_applied(pool),
+        applied_reader(pool),
         unordered=unordered,
         applied_among=lambda ids: read_models_applied_among(pool, ids),
     )
