@@ -46,10 +46,6 @@ from bench.probe_stack import probe_stack  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from bench.stack import process_cpu_seconds  # noqa: E402
 from branchline_shared.eventstore.postgres import _WRITE_SQL  # noqa: E402
-from branchline_shared.postgres.migrations import (  # noqa: E402
-    EVENT_STORE_MIGRATIONS,
-    migrate_database,
-)
 
 PART = 200
 EVENTS = 1000
@@ -184,7 +180,7 @@ ARMS: dict[str, Arm] = {
 
 
 async def measure(dsn: str, rounds: int) -> None:
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    """The arms' rounds on ``dsn``, an event store migrated as intake's (``measure_in_stack``)."""
     conn = await asyncpg.connect(dsn)
     try:
         backend = await conn.fetchval("SELECT pg_backend_pid()")
@@ -234,7 +230,7 @@ def main() -> int:
 
 async def measure_in_stack(args: argparse.Namespace, base: Path) -> None:
     async with probe_stack(base) as stack:
-        await measure(stack.dsn("batch_write"), args.rounds)
+        await measure(await stack.database("batch_write", migrated="eventstore"), args.rounds)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from branchline_shared.http.token_keys import token_codec
 from branchline_shared.kafka.producer import make_producer
 from branchline_shared.kafka.starting import closed, start_or_close
 from branchline_shared.kafka.topics import TopicSpec, ensure_topics
-from branchline_shared.postgres.migrations import EVENT_STORE_MIGRATIONS, migrate_database
 from branchline_shared.postgres.pool import open_pool
 from branchline_shared.settings import BranchlineSettings
 
@@ -276,9 +275,9 @@ def recorded(i: int, run: str, now: datetime) -> RecordedEvent:
 
 
 async def relay(settings: BranchlineSettings, dsn: str, topic: str, events: int) -> float:
-    """The relay's own rate: ``events`` committed first (not timed), then published by the
-    real :class:`OutboxRelay` until its backlog is empty."""
-    await migrate_database(dsn, [EVENT_STORE_MIGRATIONS])
+    """The relay's own rate: ``events`` committed first (not timed) into ``dsn``, an event
+    store the caller migrated (``BenchStack.database(name, migrated="eventstore")``), then
+    published by the real :class:`OutboxRelay` until its backlog is empty."""
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4, 1)])
     pool = await open_pool(dsn, min_size=1, max_size=4)
     producer = make_producer(settings, client_id="bench-relay")

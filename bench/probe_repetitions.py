@@ -503,17 +503,22 @@ async def repetition(
             settle=lambda: latency.drain(s.followup_database_url, s.audit_database_url),
         ),
     )
-    relay_db = (
-        await create_database(stack.admin_url, f"bench_relay_{r}")
-        if fair
-        else stack.database_url("bench_relay")
-    )
-    await part(
-        "relay",
-        lambda: branchline_measures.relay(stack.settings, relay_db, "bench.relay", p.raw_events),
-    )
-    ledger_db = stack.database_url(f"bench_ledger_{r}")
-    await part("ledger", lambda: scale.ledger_rates(stack.settings, ledger_db, p.ledger_events))
+    relay_name, ledger_name = f"bench_relay_{r}" if fair else "bench_relay", f"bench_ledger_{r}"
+    relay_db, ledger_db = stack.database_url(relay_name), stack.database_url(ledger_name)
+
+    # each made and migrated inside its part, as the measures migrated them before (#12)
+    async def relay() -> float:
+        await stack.database(relay_name, migrated="eventstore")
+        return await branchline_measures.relay(
+            stack.settings, relay_db, "bench.relay", p.raw_events
+        )
+
+    async def ledger() -> scale.LedgerRates:
+        await stack.database(ledger_name, migrated="audit")
+        return await scale.ledger_rates(stack.settings, ledger_db, p.ledger_events)
+
+    await part("relay", relay)
+    await part("ledger", ledger)
     if fair:
         await latency.vacuum([relay_db] + ([ledger_db] if "ledger" not in skip else []))
 

@@ -95,13 +95,21 @@ class ProbeStack:
         server), created if it does not exist and, with ``migrated`` (a key of
         ``MIGRATIONS``), migrated as that key migrates its own component's database: for the
         probes that make a database per round or migrate another one the same way."""
-        if migrated is not None and migrated not in MIGRATIONS:
-            raise ValueError(f"no migration named {migrated!r}: {sorted(MIGRATIONS)}")
-        url = self.dsn(name)
-        await ensure_database(url)
-        if migrated is not None:
-            await MIGRATIONS[migrated](self.settings.model_copy(update={DATABASES[migrated]: url}))
-        return url
+        return await migrated_database(self.settings, self.dsn(name), migrated)
+
+
+async def migrated_database(settings: Any, url: str, migrated: str | None = None) -> str:
+    """Database ``url`` created if it does not exist and, with ``migrated`` (a key of
+    ``MIGRATIONS``), migrated as that key migrates its own component's database (``settings``
+    copied with that component's address pointed at ``url``): what ``ProbeStack.database``
+    and ``bench.stack.BenchStack.database`` (``make bench``'s relay and ledger databases) do;
+    ``url``."""
+    if migrated is not None and migrated not in MIGRATIONS:
+        raise ValueError(f"no migration named {migrated!r}: {sorted(MIGRATIONS)}")
+    await ensure_database(url)
+    if migrated is not None:
+        await MIGRATIONS[migrated](settings.model_copy(update={DATABASES[migrated]: url}))
+    return url
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 Starts the benchmark's stack and a second intake process (relay off), samples that process
 with pyinstrument (wall-clock samples; the event loop's idle wait, where the process waits on
 the database or the network, is left out) while it answers single events from 64
-connections, and prints the share of the busy samples per function, inclusive and self.
+connections, and prints the share of the busy samples by part of a POST (``split``: HTTP
+parse, edge, auth, validation, the group commit's parts, the answer; Round 37), then per
+function, inclusive and self.
 
     python -m bench.profile_intake [--events 3000] [--out bench/profile.txt] [--branch-systems N]
                                    [--event-ids]
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pyinstrument.frame_info import parse_frame_info
@@ -76,19 +79,15 @@ def collapsed_stacks(session_file: Path) -> str:
     return "\n".join(lines)
 
 
-def summarise(collapsed: str, top: int = 30) -> str:
-    """Collapsed stacks -> share of busy samples per function."""
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
-    total = 0
+def busy_stacks(collapsed: str) -> Iterator[tuple[list[str], int]]:
+    """The serving process's busy samples: each stack's frames (``func (short path)``, the
+    path from the package on) and its weight; starting, stopping and idle waits left out."""
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit() or any(s in stack for s in _NOT_SERVING):
             continue
         if stack.rpartition(";")[2].startswith(_IDLE_LEAVES):
             continue
-        count = int(count_text)
-        total += count
         frames = []
         for frame in stack.split(";"):
             match = _FRAME.match(frame)
@@ -99,15 +98,78 @@ def summarise(collapsed: str, top: int = 30) -> str:
                 frames.append(f"{match['func']} ({short})")
             else:
                 frames.append(frame)
+        yield frames, int(count_text)
+
+
+# The parts of a POST's CPU (Round 37, #12), each stack given to the first part whose test
+# it passes. A part of the group commit's task (``_write_groups``: every caller's events
+# decided and written in one transaction) is told from its frames' files; the request's own
+# task is told by the layer the sample is in, innermost first.
+_GROUP_TASK = "_write_groups ("
+_PARTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    (
+        "group commit: asyncpg (encode, send, decode)",
+        lambda s: _GROUP_TASK in s and "(asyncpg/" in s,
+    ),
+    (
+        "group commit: deciding (the D-rules on the recorded state)",
+        lambda s: _GROUP_TASK in s and "(branchline_intake/domain/" in s,
+    ),
+    (
+        "group commit: envelopes, payload checks, staging",
+        lambda s: (
+            _GROUP_TASK in s
+            and ("(branchline_intake/application/submit.py)" in s or "eventstore/" in s)
+        ),
+    ),
+    ("group commit: grouping, guesses, bookkeeping", lambda s: _GROUP_TASK in s),
+    ("auth: token, roles", lambda s: "(branchline_shared/http/auth.py)" in s),
+    ("event model validation (pydantic)", lambda s: "_validated (" in s),
+    ("strict input check (JSON parse, bounds)", lambda s: "strict_input.py)" in s),
+    ("answer: the socket write", lambda s: "joined_writes.py)" in s),
+    (
+        "answer: send path (head, middlewares' send)",
+        lambda s: "send_app (" in s or "send (uvicorn/protocols/" in s,
+    ),
+    (
+        "HTTP parse (httptools callbacks, header bounds)",
+        lambda s: "data_received (" in s or "on_headers_complete (" in s or "on_url (" in s,
+    ),
+    (
+        "handler: direct route, submit, awaiting the group",
+        lambda s: "direct_submit.py)" in s or "entrypoints/http.py)" in s,
+    ),
+    ("edge and middlewares (deadline, limits, metrics, ids)", lambda s: "run_asgi (" in s),
+    ("asyncpg outside the group commit", lambda s: "(asyncpg/" in s),
+)
+OTHER_PART = "other (event loop, timers, callbacks)"
+
+
+def split(collapsed: str) -> dict[str, float]:
+    """The busy samples' shares (per cent) by part of a POST's CPU, largest first."""
+    weights: collections.Counter[str] = collections.Counter()
+    for frames, count in busy_stacks(collapsed):
+        joined = ";".join(frames)
+        part = next((name for name, test in _PARTS if test(joined)), OTHER_PART)
+        weights[part] += count
+    total = sum(weights.values()) or 1
+    return {name: 100 * weight / total for name, weight in weights.most_common()}
+
+
+def summarise(collapsed: str, top: int = 30) -> str:
+    """Collapsed stacks -> the split by part, then the share of busy samples per function."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, count in busy_stacks(collapsed):
+        total += count
         for name in set(frames):
             inclusive[name] += count
         if frames:
             own[frames[-1]] += count
-    lines = [
-        f"busy samples (0.1 ms units): {total}",
-        "",
-        "inclusive share (function and what it calls):",
-    ]
+    lines = [f"busy samples (0.1 ms units): {total}", "", "split by part of a POST:"]
+    lines += [f"  {share:5.1f}%  {name}" for name, share in split(collapsed).items()]
+    lines += ["", "inclusive share (function and what it calls):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines += ["", "self share (the function's own code):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]

@@ -87,11 +87,10 @@ Handler = Callable[[list[RawMessage]], Awaitable[None]]
 
 
 async def audit_handler(settings: Any) -> tuple[Handler, Any, int, Callable[[], Awaitable[None]]]:
-    from branchline_audit.adapters.database import open_role_pool, prepare_database
+    from branchline_audit.adapters.database import open_role_pool
     from branchline_audit.bootstrap import audit_context, build_consumer, ledger_probe, self_repair
     from branchline_shared.clock import SystemClock
 
-    await prepare_database(settings)
     pool = await open_role_pool(settings, settings.audit_db_writer_role, min_size=1, max_size=4)
     repair = self_repair(settings, pool)
     consumer = build_consumer(
@@ -121,13 +120,12 @@ async def followup_handler(
     from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
     from branchline_followup.application.config import policy_from_settings
     from branchline_followup.application.projector import Projection
-    from branchline_followup.bootstrap import open_read_model_pool, prepare_database
+    from branchline_followup.bootstrap import open_read_model_pool
     from branchline_followup.entrypoints.worker import CONSUMER, handle_batch
     from branchline_shared.reconcile.jumps import PositionJumps
     from branchline_shared.reconcile.running import ConsumerSource
     from branchline_shared.reconcile.self_repair import SelfRepair
 
-    await prepare_database(settings)
     pool = await open_read_model_pool(settings)
     units = PostgresUnitsOfWork(pool)
     projection = Projection(policy_from_settings(settings), task_creations_topic="bench")
@@ -202,7 +200,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
 
     steps = step_counts(args.steps)
     # The broker address is never used: messages are handed to the handlers directly.
-    async with probe_stack(base, migrated=("eventstore",)) as stack:
+    # the measured component's database migrated as it migrates it (by probe_stack, #12)
+    async with probe_stack(base, migrated=("eventstore", args.component)) as stack:
         settings = stack.settings
         await stack.database("followup", migrated="eventstore")  # its store (the audit run's)
         intake = await open_pool(settings.intake_database_url, min_size=1, max_size=2)

@@ -99,8 +99,7 @@ from branchline_followup.bootstrap import open_read_model_pool  # noqa: E402
 from branchline_followup.entrypoints.worker import handle_batch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
-from branchline_shared.postgres.migrations import load_migrations, migrate  # noqa: E402
-from branchline_shared.postgres.pool import ensure_database, open_pool  # noqa: E402
+from branchline_shared.postgres.pool import open_pool  # noqa: E402
 
 
 class CollectorCpu:
@@ -168,14 +167,10 @@ async def raw_copy(dsn: str, values: Sequence[bytes], per_transaction: int = 100
 async def intake_store(
     url: str, events: Sequence[RecordedEvent], per_transaction: int = 500
 ) -> None:
-    """``events`` appended to a new intake event store at ``url`` (untimed)."""
-    await ensure_database(url)
+    """``events`` appended to the new intake event store at ``url`` (migrated: ``measure``),
+    untimed."""
     pool = await open_pool(url, min_size=1, max_size=1)
     try:
-        async with pool.acquire() as conn:
-            await migrate(
-                conn, "eventstore", load_migrations("branchline_shared.eventstore.migrations")
-            )
         store = PostgresEventStore(pool)
         for i in range(0, len(events), per_transaction):
             batch = events[i : i + per_transaction]
@@ -226,7 +221,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         copy_rate = await raw_copy(settings.followup_database_url, values)
         source: MemorySource | StoreReplay = MemorySource(replayed)
         if args.from_stores:
-            await intake_store(settings.intake_database_url, events)
+            await intake_store(await stack.database("intake", migrated="eventstore"), events)
             source = StoreReplay(
                 [
                     StoreLog("intake", settings.intake_database_url),

@@ -36,10 +36,8 @@ from bench.scratch import run_in_scratch  # noqa: E402
 
 async def applied_by_the_read_models(settings: Any, events: Sequence[uuid.UUID]) -> None:
     """Every one of ``events`` applied and kept in its client's journal, in order."""
-    from branchline_followup.bootstrap import prepare_database
     from branchline_shared.postgres.pool import open_pool
 
-    await prepare_database(settings)
     pool = await open_pool(settings.followup_database_url, min_size=1, max_size=1)
     try:
         await pool.execute(
@@ -126,7 +124,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.reconcile import self_repair
     from branchline_shared.reconcile.self_repair import SelfRepair
 
-    async with probe_stack(base, broker=True) as stack:
+    async with probe_stack(base, broker=True, migrated=("followup",)) as stack:
         settings = stack.settings
         topics = declare_topics(settings)
         positions = await published(settings, args.events, analyze=True)

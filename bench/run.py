@@ -546,13 +546,13 @@ async def one_repetition(
 
     # A database of its own per repetition: the second repetition's relay no longer starts
     # from the first's 10,000 published rows (#12).
-    relay_db = await create_database(stack.admin_url, f"bench_relay_{r}")
+    relay_db = await stack.database(f"bench_relay_{r}", migrated="eventstore")
     await measure(
         "bl_relay",
         lambda: branchline_measures.relay(stack.settings, relay_db, "bench.relay", p.raw_events),
     )
 
-    ledger_db = stack.database_url(f"bench_ledger_{r}")
+    ledger_db = await stack.database(f"bench_ledger_{r}", migrated="audit")
 
     async def ledger() -> float:
         rates = await scale.ledger_rates(stack.settings, ledger_db, p.ledger_events)

@@ -32,7 +32,7 @@ import asyncpg
 
 from bench import branchline_measures
 from bench.stack import BenchStack, child_pids
-from branchline_audit.adapters.database import open_role_pool, prepare_database
+from branchline_audit.adapters.database import open_role_pool
 from branchline_audit.adapters.segments import ProcessSegmentVerifiers
 from branchline_audit.application.verifying import verify_ledger
 from branchline_audit.bootstrap import audit_context
@@ -68,10 +68,10 @@ class LedgerRates:
 
 
 async def ledger_rates(settings: BranchlineSettings, database_url: str, events: int) -> LedgerRates:
-    """Append ``events`` to an empty ledger of its own (database ``database_url``), 500 per
+    """Append ``events`` to an empty ledger of its own (database ``database_url``, migrated as
+    audit's by the caller: ``BenchStack.database(name, migrated="audit")``), 500 per
     transaction, then verify it; both as events per second."""
     own = settings.model_copy(update={"audit_database_url": database_url})
-    await prepare_database(own)
     pool = await open_role_pool(own, own.audit_db_writer_role, min_size=1, max_size=2)
     try:
         audit = audit_context(own, pool, SystemClock())

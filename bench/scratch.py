@@ -55,8 +55,10 @@ async def embedded_postgres(
 
     prepare_runtime_dir(base)
     server = EmbeddedPostgres(base / "pg", free_port(), extra_settings=dict(server_settings or {}))
-    server.start()
     try:
+        # inside: a start that failed part-way (pg_ctl's wait ran out with the server still
+        # coming up) stops what it started instead of leaving it running (#12)
+        server.start()
         yield (
             server,
             make_settings(Infra(server.url("postgres"), broker), base / "data", **overrides),

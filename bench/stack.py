@@ -58,6 +58,14 @@ class BenchStack:
     def database_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
 
+    async def database(self, name: str, migrated: str | None = None) -> str:
+        """Database ``name`` on the stack's server, created and, with ``migrated`` (a key of
+        ``bench.probe_stack.MIGRATIONS``), migrated by the product's own migration runner as
+        the probes' are (``ProbeStack.database``); its address."""
+        from bench.probe_stack import migrated_database
+
+        return await migrated_database(self.settings, self.database_url(name), migrated)
+
     def all_pids(self, component: str) -> list[int]:
         """A component's processes and their children (as ``cpu_seconds`` counts them)."""
         pids = list(self.pids.get(component, []))

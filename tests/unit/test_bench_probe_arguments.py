@@ -9,6 +9,7 @@ from bench.migration_blocking import pair_order
 from bench.profile_ledger import verify_modes
 from bench.profile_memory import step_counts
 from bench.profile_publish import fillfactor
+from bench.profile_status_page import arguments, page_cursor
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +40,18 @@ def test_a_migration_pair_runs_its_variants_alternately_first() -> None:
     assert pair_order(names, 1) == ["concurrent", "blocking"]
     assert pair_order(names, 2) == ["blocking", "concurrent"]
     assert names == ["blocking", "concurrent"]
+
+
+def test_the_status_page_probe_refuses_a_fill_without_a_next_page_before_it_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Round 36's run: 2,000 tasks at 0.001 cancelled hold about 2, and its cursor is the 50th
+    with pytest.raises(SystemExit):
+        arguments(["--tasks", "2000", "--writes", "50", "--pairs", "1"])
+    assert "--cancelled" in capsys.readouterr().err
+    assert arguments(["--tasks", "2000", "--cancelled", "0.1"]).cancelled == 0.1
+    assert arguments([]).tasks == 100_000  # the defaults: about 95 cancelled
+    rows = [{"due_at": n, "id": f"t{n}"} for n in range(60)]
+    assert page_cursor(rows) == (49, "t49")
+    with pytest.raises(SystemExit, match="fewer than a page"):
+        page_cursor(rows[:49])

@@ -128,15 +128,21 @@ class Settings(SimpleNamespace):
         return Settings(**{**vars(self), **update})
 
 
-async def test_another_database_is_made_and_migrated_as_its_components_own(
-    steps: list[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases ``ensure_database`` was asked to make (none made)."""
     made: list[str] = []
 
     async def ensure(url: str) -> None:
         made.append(url)
 
     monkeypatch.setattr(module, "ensure_database", ensure)
+    return made
+
+
+async def test_another_database_is_made_and_migrated_as_its_components_own(
+    steps: list[Any], made: list[str]
+) -> None:
     server: Any = SimpleNamespace(url=lambda name: f"postgresql://pg/{name}")
     own = "postgresql://pg/t1_intake"
     settings = Settings(intake_database_url=own, followup_database_url="postgresql://pg/t1_fu")
@@ -159,3 +165,52 @@ async def test_another_database_is_made_and_migrated_as_its_components_own(
     with pytest.raises(ValueError, match="intake"):
         await stack.database("round_2", migrated="intake")
     assert len(made) == 3
+
+
+async def test_make_bench_makes_and_migrates_its_databases_as_the_probes_do(
+    steps: list[Any], made: list[str]
+) -> None:
+    from bench.stack import BenchStack
+
+    settings = Settings(audit_database_url="postgresql://pg/branchline_audit")
+    stack = BenchStack(settings, "postgresql://pg/postgres", "token", {}, {})  # type: ignore[arg-type]
+    # bench.run's relay and ledger databases: made, and migrated by the product's runner
+    assert await stack.database("bench_relay_0", "eventstore") == "postgresql://pg/bench_relay_0"
+    with pytest.raises(RuntimeError, match="audit failed"):  # (the stand-in's audit fails)
+        await stack.database("bench_ledger_0", "audit")
+    assert made == ["postgresql://pg/bench_relay_0", "postgresql://pg/bench_ledger_0"]
+    assert steps[0] == (
+        "eventstore migrated",
+        {**vars(settings), "intake_database_url": "postgresql://pg/bench_relay_0"},
+    )
+    assert steps[1][1]["audit_database_url"] == "postgresql://pg/bench_ledger_0"
+    with pytest.raises(ValueError, match="intake"):
+        await stack.database("bench_x", migrated="intake")
+
+
+async def test_a_server_that_cannot_start_is_stopped_and_its_error_raised(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench import scratch
+
+    from branchline_shared.embedded.postgres import EmbeddedPostgresError
+
+    done: list[str] = []
+
+    class Server:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def start(self) -> None:
+            # pg_ctl's wait ran out: the server may be up by now, nobody stops it but us
+            done.append("started")
+            raise EmbeddedPostgresError("PostgreSQL did not start:\nthe log's tail")
+
+        def stop(self, mode: str = "fast") -> None:
+            done.append(f"stopped {mode}")
+
+    monkeypatch.setattr(scratch, "EmbeddedPostgres", Server)
+    with pytest.raises(EmbeddedPostgresError, match="did not start"):
+        async with module.probe_stack(tmp_path, migrated=("eventstore",)):
+            pytest.fail("the block was not to run")
+    assert done == ["started", "stopped immediate"]
