@@ -116,6 +116,15 @@ def chinese_page(browser: Browser) -> tuple[BrowserContext, Page]:
     return context, context.new_page()
 
 
+def signed_in_chinese(
+    browser: Browser, base: str, role: str, subject: str
+) -> tuple[BrowserContext, Page]:
+    """A Chinese context's page signed in to the console at ``base`` (:func:`login`)."""
+    context, page = chinese_page(browser)
+    login(page, base, role, subject)
+    return context, page
+
+
 def problem_answer(
     status: int,
     title: str,

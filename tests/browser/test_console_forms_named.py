@@ -18,9 +18,9 @@ from tests.browser.console_support import (
     check_accessible,
     chinese_page,
     fill_dev_login,
-    login,
     problem_answer,
     shot,
+    signed_in_chinese,
 )
 from tests.support.dev_stack import DevStack
 
@@ -46,8 +46,7 @@ def test_a_refused_htmx_request_and_a_too_long_field_are_said_in_chinese(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
     audit = dev_stack.url("audit")
-    context, auditor = chinese_page(browser)
-    login(auditor, audit, "auditor", "auditor-named-1")
+    context, auditor = signed_in_chinese(browser, audit, "auditor", "auditor-named-1")
     auditor.goto(f"{audit}/console/trail")
     failure = auditor.locator("#console-failure")
     expect(failure).to_be_empty()
@@ -120,8 +119,7 @@ def test_a_too_long_filter_of_the_followup_work_list_is_marked_in_chinese(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
     followup = dev_stack.url("followup")
-    context, rm = chinese_page(browser)
-    login(rm, followup, "rm", "rm-named-1")
+    context, rm = signed_in_chinese(browser, followup, "rm", "rm-named-1")
     too_long_marked(rm, f"{followup}/console/?status=overdue&client_id=", "client_id", "#f-client")
     expect(rm.locator("#f-status")).to_have_value("overdue")
     check_accessible(rm, "named-followup-too-long-zh")
