@@ -19,12 +19,19 @@ since Round 34 a later round checks the pair of checkpoints the first located th
 between instead of halving them again; since Round 35 a failing proof's path is read with its
 leaf and its note's signature checked once per process).
 
+``hinted``: ``--hinted`` first rounds of fresh processes after the first stored where it
+located the rewrite (Round 36, ``audit_refusal_hints``), median [min-max]: each forgets every
+proven leaf, kept pair and opened note, reads the stored hint and proves its pair instead of
+halving (Round 37; ``--hinted 0`` on code before Round 36, which has no such table). Each
+count starts with no hint stored (the table emptied behind the ledger's back), so its
+``first`` round halves and stores one.
+
 With each, the statements the round ran (asyncpg's query logger on the one-connection pool),
 the leaves kept as proven, and ``checkpoints.all()`` (the halving's read of every checkpoint)
 timed alone, median of 5. Alternates nothing: one code, counts compared (Round 34 ran this file
 on both codes, ABBA).
 
-    python -m bench.profile_refused_rounds [--entries 20000] [--rounds 20]
+    python -m bench.profile_refused_rounds [--entries 20000] [--rounds 20] [--hinted 5]
 """
 
 from __future__ import annotations
@@ -117,7 +124,17 @@ async def keep(admin: Any, sizes: list[int]) -> None:
             "WHERE tree_size = ANY($1::bigint[])",
             sizes,
         )
+        if await admin.fetchval("SELECT to_regclass('audit_refusal_hints') IS NOT NULL"):
+            await admin.execute("DELETE FROM audit_refusal_hints")  # each count halves first
     await admin.execute("VACUUM ANALYZE audit_checkpoints")
+
+
+def forget(audit: AuditContext) -> None:
+    """The context as a fresh process has it: no leaf proven yet, no rewrite located (Round
+    34's kept pair), no note opened (Round 35's): attributes absent from older code skipped."""
+    audit.signed_leaves.clear()
+    getattr(audit, "refusal_pairs", {}).clear()
+    getattr(audit, "opened_notes", {}).clear()
 
 
 async def one_round(audit: AuditContext, logged: list[Any]) -> tuple[float, int, int]:
@@ -148,14 +165,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
             step = max(1, len(finest) // count)
             sizes = finest[len(finest) - 1 :: -step][:count][::-1]
             await keep(admin, sizes)
-            audit.signed_leaves.clear()  # a process that proved none yet
-            # nor located a rewrite (Round 34's kept pair; absent from older code)
-            getattr(audit, "refusal_pairs", {}).clear()
-            # nor opened a note (Round 35's kept openings; absent from older code)
-            getattr(audit, "opened_notes", {}).clear()
+            forget(audit)  # a process that proved, located and opened nothing yet
             first = await one_round(audit, logged)
             later = [await one_round(audit, logged) for _ in range(args.rounds)]
             proven = len(audit.signed_leaves)
+            hinted = []
+            for _ in range(args.hinted):
+                forget(audit)  # a fresh process: only the hint the first round stored
+                hinted.append(await one_round(audit, logged))
             reads = []
             for _ in range(5):
                 start = time.perf_counter()
@@ -171,6 +188,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 f"{first[2]} (load {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
+            if hinted:
+                fresh = [t for t, _, _ in hinted]
+                print(
+                    f"{'':6} hinted first rounds (a fresh process, the stored hint): "
+                    f"{statistics.median(fresh):.1f} ms [{min(fresh):.1f}-{max(fresh):.1f}], "
+                    f"{hinted[0][1]} statements, refused at {hinted[0][2]}",
+                    flush=True,
+                )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -181,6 +206,7 @@ def main() -> int:
     parser.add_argument("--finest", type=int, default=2)
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[10, 1000, 10000])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--hinted", type=int, default=5)
     return run_in_scratch(measure, parser.parse_args(), "refused-rounds-")
 
 

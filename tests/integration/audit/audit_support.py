@@ -4,6 +4,7 @@ superuser access that bypasses the trigger, events in the envelope of the wire."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -238,3 +239,36 @@ def positions(response: httpx.Response) -> list[int]:
     """The positions of a page of the trail (200)."""
     assert response.status_code == 200, response.text
     return [e["position"] for e in response.json()["entries"]]
+
+
+async def rewrite_rechaining(
+    settings: BranchlineSettings, position: int, before: bytes | None = None, after: bytes = b""
+) -> None:
+    """Rewrite the note of the entry at ``position`` (``n<position>``) and recompute its hash
+    and every later hash and link, as a superuser with the triggers off: each entry then
+    holds by itself and every link holds; only the signed checkpoints disagree."""
+    async with superuser(settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        rows = await conn.fetch(
+            "SELECT position, prev_hash, canonical FROM audit_ledger "
+            "WHERE position >= $1 ORDER BY position",
+            position,
+        )
+        prev = bytes(rows[0]["prev_hash"])
+        for row in rows:
+            canonical = bytes(row["canonical"])
+            if row["position"] == position:
+                if before is None:
+                    before, after = f'"note":"n{position}"'.encode(), b'"note":"rewritten"'
+                assert before in canonical, canonical
+                canonical = canonical.replace(before, after)
+            digest = hashlib.sha256(prev + canonical).digest()
+            await conn.execute(
+                "UPDATE audit_ledger SET prev_hash = $2, canonical = $3, hash = $4 "
+                "WHERE position = $1",
+                row["position"],
+                prev,
+                canonical,
+                digest,
+            )
+            prev = digest

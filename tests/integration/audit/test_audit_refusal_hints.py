@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from branchline_audit.domain.verification import RefusalHint
 from branchline_shared.settings import BranchlineSettings
 from tests.integration.audit.audit_support import (
     T0,
@@ -181,3 +182,40 @@ async def test_the_hints_are_insert_only(settings: BranchlineSettings) -> None:
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match=refusal):
                 await _as_role(s, role, change)
     assert await _hints(s) == [(SIGNED, LOCATED, REWRITTEN)]
+
+
+KEPT = 16
+"""The hints kept at most (migration 011): the new one and the 15 before it."""
+
+
+async def test_the_hints_are_bounded_and_every_read_answers_as_before(
+    settings: BranchlineSettings,
+) -> None:
+    """Each stored hint deletes those it supersedes (an older one whose failing checkpoint is
+    at or above its own: the reader, taking the latest that fits, never reads it again), then
+    all but the 16 latest left: 60 hints stored as the writer leave at most 16 rows (the old
+    code kept all 60: fails on it), those the two rules say; and at every step each refused
+    size reads the hint the whole table would give, or none (where the cap dropped it)."""
+    pairs = [((n * 37) % 61 + 1, (n * 37) % 61 + 2) for n in range(40)] + [
+        (n, n + 1) for n in range(20, 40)
+    ]
+    stored: list[tuple[int, int]] = []
+    kept: list[tuple[int, int]] = []
+    async with counted_contexts(settings) as (fresh, _):
+        checkpoints = fresh().checkpoints
+        for held, failing in pairs:
+            await checkpoints.record_refusal_hint(
+                SIGNED, RefusalHint(held=held, failing=failing), now=T0
+            )
+            stored.append((held, failing))
+            kept = [*[p for p in kept if p[1] < failing][-(KEPT - 1) :], (held, failing)]
+            assert [(h, f) for _, h, f in await _hints(settings)] == kept
+            for size in range(1, SIGNED + 4):
+                whole = [p for p in stored if p[1] <= size][-1:]
+                read = await checkpoints.refusal_hint(size)
+                answer = [] if read is None else [(read.held, read.failing)]
+                assert answer == [p for p in kept if p[1] <= size][-1:], size
+                assert answer in ([], whole), size
+        # one below every kept one supersedes them all
+        await checkpoints.record_refusal_hint(SIGNED, RefusalHint(held=None, failing=1), now=T0)
+    assert await _hints(settings) == [(SIGNED, None, 1)]

@@ -11,7 +11,6 @@ proofs of entries under that checkpoint saw it, and the next checkpoint signed i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from tests.integration.audit.audit_support import (
     names_the_entry,
     positions,
     quick_settings,
-    superuser,
+    rewrite_rechaining,
 )
 from tests.support.stack import serve
 
@@ -78,39 +77,6 @@ async def trail(settings: BranchlineSettings, tokens: TokenFactory) -> AsyncIter
         yield Trail(client, audit, s, tokens, key)
 
 
-async def _rewrite(
-    settings: BranchlineSettings, position: int, before: bytes | None = None, after: bytes = b""
-) -> None:
-    """Rewrite the note of the entry at ``position`` (``n<position>``) and recompute its hash
-    and every later hash and link, as a superuser with the triggers off: each entry then
-    holds by itself and every link holds; only the signed checkpoints disagree."""
-    async with superuser(settings) as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        rows = await conn.fetch(
-            "SELECT position, prev_hash, canonical FROM audit_ledger "
-            "WHERE position >= $1 ORDER BY position",
-            position,
-        )
-        prev = bytes(rows[0]["prev_hash"])
-        for row in rows:
-            canonical = bytes(row["canonical"])
-            if row["position"] == position:
-                if before is None:
-                    before, after = f'"note":"n{position}"'.encode(), b'"note":"rewritten"'
-                assert before in canonical, canonical
-                canonical = canonical.replace(before, after)
-            digest = hashlib.sha256(prev + canonical).digest()
-            await conn.execute(
-                "UPDATE audit_ledger SET prev_hash = $2, canonical = $3, hash = $4 "
-                "WHERE position = $1",
-                row["position"],
-                prev,
-                canonical,
-                digest,
-            )
-            prev = digest
-
-
 def _ended_incomplete(trail: Trail, response: httpx.Response, position: int, sent: int) -> None:
     assert response.status_code == 200, response.text
     verdict = verify_export(bytes_lines(response.content), trail.key)
@@ -129,7 +95,7 @@ async def test_the_ledgers_last_entry_rewritten_under_a_checkpoint_is_refused(
     after it linked to it) rewritten with its hash recomputed; the reads' own records append
     after it, linked to the rewritten hash. Proven the first time after the rewrite (this
     process had not proven that checkpoint yet)."""
-    await _rewrite(trail.settings, SECOND)
+    await rewrite_rechaining(trail.settings, SECOND)
     verdict = (await trail.get("/v1/audit/verify")).json()
     assert not verdict["ok"], verdict
 
@@ -165,7 +131,7 @@ async def test_an_entry_rewritten_with_every_later_hash_is_refused_after_reads_p
     assert len(positions(await trail.get("/v1/audit/entries", limit=SECOND))) == SECOND
     assert len(positions(await trail.get("/v1/audit/entries", limit=FIRST))) == FIRST
     rewritten = FIRST + 2
-    await _rewrite(trail.settings, rewritten)
+    await rewrite_rechaining(trail.settings, rewritten)
     assert not (await trail.get("/v1/audit/verify")).json()["ok"]
 
     # The reads the second checkpoint covers, or past it, are refused; its entries are all
@@ -204,7 +170,7 @@ async def test_a_refusal_names_the_entries_it_refuses_and_where_the_rewrite_lies
     rewrite lies as far as the signed checkpoints tell: after the last one whose leaf still
     holds (10), at or before the contradicted one (20)."""
     rewritten = FIRST + 2
-    await _rewrite(trail.settings, rewritten)
+    await rewrite_rechaining(trail.settings, rewritten)
     between = f"between positions {FIRST + 1} and {SECOND}"
     holds = f"the signed checkpoint of tree size {FIRST} holds"
 
@@ -227,7 +193,7 @@ async def test_a_refusal_names_the_entries_it_refuses_and_where_the_rewrite_lies
     assert f"the entry at position {rewritten} is refused with it" in console.text
 
     # A rewrite under the first checkpoint: no checkpoint below it holds.
-    await _rewrite(trail.settings, 2)
+    await rewrite_rechaining(trail.settings, 2)
     first = await trail.get("/v1/audit/entries", limit="3")
     names_the_entry(first, FIRST, SIGNED)
     detail = first.json()["detail"]
@@ -260,7 +226,7 @@ async def test_a_hold_rewritten_with_every_later_hash_is_refused(trail: Trail) -
     listed = await trail.client.get("/v1/audit/legal-holds", headers=auditor)
     assert [h["hold_id"] for h in listed.json()["holds"]] == ["LH-9"], listed.text
 
-    await _rewrite(trail.settings, position, b'"CSRC-1"', b'"CSRC-2"')
+    await rewrite_rechaining(trail.settings, position, b'"CSRC-1"', b'"CSRC-2"')
     size = signed.tree_size
     listed = await trail.client.get("/v1/audit/legal-holds", headers=auditor)
     names_the_entry(listed, size, SIGNED)
@@ -309,7 +275,7 @@ async def _signed_hold(settings: BranchlineSettings) -> int:
         await audit.ledger.append([event(n) for n in range(5, 8)], now=T0)
         signed = await checkpoint_now(audit)
     assert signed.tree_size > position
-    await _rewrite(settings, position, b'"CSRC-1"', b'"CSRC-2"')
+    await rewrite_rechaining(settings, position, b'"CSRC-1"', b'"CSRC-2"')
     return signed.tree_size
 
 

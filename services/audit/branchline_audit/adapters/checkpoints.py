@@ -103,9 +103,12 @@ class PostgresCheckpoints:
     async def record_refusal_hint(
         self, tree_size: int, hint: RefusalHint, *, now: datetime
     ) -> None:
-        """Store where a refusal at ``tree_size`` located the rewrite (insert-only: a pair
-        that moves is a new row). Refused (:data:`_HINT_REFUSED`), nothing is recorded (a
-        warning): the hint only saves a later process's time."""
+        """Store where a refusal at ``tree_size`` located the rewrite (a pair that moves is a
+        new row, never an update). The table's trigger (migration 011, Round 37) deletes, in
+        the same statement, the older hints it supersedes (failing at or above its failing
+        checkpoint: :meth:`refusal_hint` would never read them again) and all but the 16
+        latest left: a cache, bounded. Refused (:data:`_HINT_REFUSED`), nothing is recorded
+        (a warning): the hint only saves a later process's time."""
         try:
             await self._pool.execute(
                 "INSERT INTO audit_refusal_hints (refused_size, held_size, failing_size, "

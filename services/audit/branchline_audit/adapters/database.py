@@ -47,6 +47,9 @@ PRUNE_FUNCTION = "audit_prune_entries(bigint[], jsonb[], timestamptz)"
 EVENT_FUNCTION = "audit_entry_event(bytea, bigint)"
 """The event inside an entry's canonical bytes (migration 006); retention's trigger calls it,
 so it is owned like the tables and the retention function."""
+HINTS_FUNCTION = "audit_refusal_hints_superseded()"
+"""The trigger that deletes the refusal hints a newer one supersedes (migration 011, #12):
+SECURITY DEFINER, owned by the owner role, which alone may delete a hint."""
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PROVISION_LOCK = 0x61756469745F726F  # "audit_ro"
 
@@ -80,6 +83,8 @@ async def _already_provisioned(conn: PgConnection, settings: AuditSettings) -> b
                         WHERE proname = 'audit_prune_entries')
                    AND (SELECT pg_get_userbyid(proowner) = $2 FROM pg_proc
                         WHERE proname = 'audit_entry_event')
+                   AND (SELECT pg_get_userbyid(proowner) = $2 FROM pg_proc
+                        WHERE proname = 'audit_refusal_hints_superseded')
                    AND bool_and(has_table_privilege($3, tablename, 'INSERT'))
                    AND bool_and(NOT has_table_privilege($3, tablename, 'UPDATE'))
                    AND has_function_privilege($4, $5, 'EXECUTE')
@@ -122,6 +127,8 @@ async def provision_roles(conn: PgConnection, settings: AuditSettings) -> None:
             await conn.execute(f"GRANT USAGE ON SCHEMA public TO {writer}, {pruner}")
             await conn.execute(f"ALTER FUNCTION {PRUNE_FUNCTION} OWNER TO {owner}")
             await conn.execute(f"ALTER FUNCTION {EVENT_FUNCTION} OWNER TO {owner}")
+            await conn.execute(f"ALTER FUNCTION {HINTS_FUNCTION} OWNER TO {owner}")
+            await conn.execute(f"REVOKE ALL ON FUNCTION {HINTS_FUNCTION} FROM PUBLIC")
             await conn.execute(f"REVOKE ALL ON FUNCTION {PRUNE_FUNCTION} FROM PUBLIC")
             await conn.execute(f"GRANT EXECUTE ON FUNCTION {PRUNE_FUNCTION} TO {pruner}")
     finally:

@@ -160,7 +160,8 @@ class AuditCheckpoints(Protocol):
     async def record_refusal_hint(
         self, tree_size: int, hint: RefusalHint, *, now: datetime
     ) -> None:
-        """Store where a refusal at ``tree_size`` located the rewrite (a cache, #12)."""
+        """Store where a refusal at ``tree_size`` located the rewrite (a cache, #12), the
+        hints it supersedes deleted with it (at most 16 kept, Round 37)."""
         ...
 
     async def unsigned_since(self) -> tuple[int, int, datetime | None]:

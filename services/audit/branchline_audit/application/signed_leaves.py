@@ -154,7 +154,9 @@ async def _last_holding_below(audit: AuditContext, size: int) -> int | None:
     A process's first refusal at ``size`` has no pair yet: it reads the latest stored hint
     (``audit_refusal_hints``, Round 36: written where a halving located the rewrite) and
     checks it the same way, a cache that is proven again, never trusted; one that does not
-    check out is halved past, and the pair the halving finds is stored for the next process."""
+    check out is halved past, and the pair the halving finds is stored for the next process
+    (the hints it supersedes deleted with it, at most 16 kept: Round 37, audit migration 011;
+    nothing here believes a hint, so one deleted costs at most a halving)."""
     pair = audit.refusal_pairs.get(size)
     if pair is not None and await _still_located(audit, size, *pair):
         return pair[0]
