@@ -16,20 +16,26 @@ is applied. Around that load it reads, per event:
   (``pg_stat_user_indexes.idx_scan``: which indexes the load reads);
 - with ``--statements``: ``pg_stat_statements`` preloaded, each statement's calls, rows and
   execution time per event (the load's and its drain's; the extension's own cost is in the
-  CPU figure then, so take the CPU from a run without it).
+  CPU figure then, so take the CPU from a run without it);
+- with ``--waits``: ``pg_stat_activity`` sampled every ``--wait-interval-ms`` (10) from the
+  load's start to its drain's end on a connection of its own (its backend's CPU taken out
+  too): for the backends of followup's database that are not idle, the share of samples in
+  each wait event (``CPU`` when none: running or runnable) per statement's first words, what
+  a statement's execution time that is not CPU waits on (#12, Round 37).
 
 Statistics are flushed by each backend at most once a second while it works, and ~10 s after it
 went idle: the probe waits ``--settle`` seconds (11) before each read of the tables' figures
 (the idle worker's few writes in that wait, e.g. its relay's polls, are counted in).
 
     python -m bench.profile_followup_pg [--rate 1089] [--seconds 20] [--statements]
-                                        [--settle 11]
+                                        [--settle 11] [--waits [--wait-interval-ms 10]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -53,6 +59,12 @@ TABLES_SQL = (
 )
 INDEXES_SQL = "SELECT relname, indexrelname, idx_scan FROM pg_stat_user_indexes"
 WAL_SQL = "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal"
+WAITS_SQL = (
+    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(query, $1) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+    "AND state NOT IN ('idle')"
+)
+WAIT_QUERY_CHARS = 60
 STATEMENTS_SQL = (
     "SELECT queryid, query, calls, rows, total_exec_time FROM pg_stat_statements "
     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -153,6 +165,35 @@ def statement_text(before: Snapshot, after: Snapshot, events: int, top: int = 30
     return lines
 
 
+def wait_text(samples: list[list[tuple[str, str]]], top: int = 20) -> list[str]:
+    """What the busy backends were doing in ``samples`` (each a list of (wait, statement)
+    per backend not idle): per (wait, statement's first words), the backends seen so per
+    sample on average and the share of every busy backend seen, the most first."""
+    counts: dict[tuple[str, str], int] = {}
+    for sample in samples:
+        for wait, query in sample:
+            key = (wait, " ".join(query.split()))
+            counts[key] = counts.get(key, 0) + 1
+    busy = sum(counts.values())
+    lines = [
+        f"waits: {len(samples)} samples, {busy / max(1, len(samples)):.2f} busy backends a sample",
+        "| backends/sample | share | wait | statement |",
+        "|---|---|---|---|",
+    ]
+    for (wait, query), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+        lines.append(f"| {n / len(samples):.3f} | {100 * n / busy:.1f} % | {wait} | {query} |")
+    return lines
+
+
+async def sample_waits(conn: Any, every_s: float, samples: list[list[tuple[str, str]]]) -> None:
+    """Appends a sample of :data:`WAITS_SQL` to ``samples`` every ``every_s`` until
+    cancelled."""
+    while True:
+        rows = await conn.fetch(WAITS_SQL, WAIT_QUERY_CHARS)
+        samples.append([(r[0], r[1] or "") for r in rows])
+        await asyncio.sleep(every_s)
+
+
 async def snapshot(conn: Any, statements: bool) -> Snapshot:
     await conn.execute("SELECT pg_stat_clear_snapshot()")
     snap = Snapshot()
@@ -212,8 +253,19 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 await asyncio.sleep(args.settle)
                 before = await snapshot(conn, args.statements)
                 wal0 = await lsn(conn)
-                own = conn.get_server_pid()
-                own0, cpu0 = process_cpu_seconds(own), server_cpu_seconds(server.pgdata)
+                own = [conn.get_server_pid()]
+                samples: list[list[tuple[str, str]]] = []
+                sampler = None
+                waits_conn: Any = None
+                if args.waits:
+                    waits_conn = await asyncpg.connect(settings.followup_database_url)
+                    own.append(waits_conn.get_server_pid())
+                own0 = sum(process_cpu_seconds(p) for p in own)
+                cpu0 = server_cpu_seconds(server.pgdata)
+                if args.waits:
+                    sampler = asyncio.create_task(
+                        sample_waits(waits_conn, args.wait_interval_ms / 1000, samples)
+                    )
                 total = int(args.rate * args.seconds)
                 ids = []
                 loop = asyncio.get_running_loop()
@@ -224,8 +276,14 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
                 await producer.flush()
                 done = await applied(conn, ids, 180)
                 took = loop.time() - start
+                if sampler is not None:
+                    sampler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampler
                 cpu = server_cpu_seconds(server.pgdata) - cpu0
-                cpu -= process_cpu_seconds(own) - own0
+                cpu -= sum(process_cpu_seconds(p) for p in own) - own0
+                if waits_conn is not None:
+                    await waits_conn.close()
                 wal = await lsn(conn) - wal0
                 load = os.getloadavg()[0]
                 await asyncio.sleep(args.settle)
@@ -244,6 +302,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         print("\n".join(table_text(table_rows(before, after, total))))
         if args.statements:
             print("\n".join(statement_text(before, after, total)))
+        if args.waits:
+            print("\n".join(wait_text(samples)))
 
 
 def main() -> int:
@@ -252,6 +312,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--settle", type=float, default=11.0)
     parser.add_argument("--statements", action="store_true", help="pg_stat_statements")
+    parser.add_argument("--waits", action="store_true", help="pg_stat_activity's wait events")
+    parser.add_argument("--wait-interval-ms", type=float, default=10.0)
     args = parser.parse_args()
     started = time.time()
     code = run_in_scratch(measure, args, "bench-followup-pg-")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from branchline_intake.bootstrap import create_app
 from branchline_shared.events.catalogue import (
@@ -42,11 +44,14 @@ SHELF_STEPS = [s for s in EXAMPLE_SHELF if s.occurred_at < "2026-11-20"]
 
 
 @contextlib.asynccontextmanager
-async def served_intake(settings: BranchlineSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """Intake served on ``settings``, the shelf posted, and a branch system's client."""
+async def served_intake(
+    settings: BranchlineSettings, app: FastAPI | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Intake served on ``settings`` (``app``: one made on them), the shelf posted, and a
+    branch system's client."""
     tokens = TokenFactory(settings)
     async with (
-        serve(create_app(settings)) as url,
+        serve(app or create_app(settings)) as url,
         httpx.AsyncClient(
             base_url=url, headers=tokens.headers(Role.BRANCH_SYSTEM, sub="queue-01"), timeout=30
         ) as client,
@@ -70,6 +75,12 @@ async def intake(settings: BranchlineSettings) -> AsyncIterator[httpx.AsyncClien
 class Refusing:
     client: httpx.AsyncClient
     settings: BranchlineSettings
+    shelf: int
+    """The events stored once the shelf was posted: every one a 422 case may find."""
+
+
+async def refusing_intake(client: httpx.AsyncClient, settings: BranchlineSettings) -> Refusing:
+    return Refusing(client, settings, await count_events(settings, "TRUE"))
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +88,46 @@ async def refusing(
     infra: Infra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Refusing]:
     """One intake for the module's 422 cases (#12: a stack a case took 1-2 s of setup, for
-    some fifty cases). Each case still finds no client event stored after its request: one
-    stored by a case fails that case (every earlier one left none)."""
+    some fifty cases). Each case still finds no event stored after its request (on any
+    stream): one stored by a case fails that case (every earlier one left none) and every
+    later one (``test_the_shared_check_fails_once_a_shared_intake_stores_a_refused_event``).
+    Last, the check is shown able to fail on this very intake and database: a client event
+    this intake accepts makes it fail."""
     settings = make_settings(infra, tmp_path_factory.mktemp("refusing"))
     async with served_intake(settings) as client:
-        yield Refusing(client, settings)
+        shared = await refusing_intake(client, settings)
+        yield shared
+        accepted = await client.post("/v1/events", json=journey("C-SELF-CHECK")[0])
+        assert accepted.status_code == 202, accepted.text
+        with pytest.raises(AssertionError, match="stored after a refusal"):
+            await assert_nothing_stored(shared)
+
+
+async def assert_nothing_stored(refusing: Refusing) -> None:
+    stored = await count_events(refusing.settings, "TRUE") - refusing.shelf
+    assert stored == 0, f"{stored} event(s) stored after a refusal"
+
+
+async def assert_refused(
+    refusing: Refusing, event_type: str, data: dict[str, Any], field: str
+) -> None:
+    """The check of each 422 case: ``data`` as an ``event_type`` is refused naming ``field``
+    and nothing is stored."""
+    body = {**journey("C-BAD")[0], "type": event_type, "data": data}
+    response = await refusing.client.post("/v1/events", json=body)
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]
+    await assert_nothing_stored(refusing)
 
 
 async def count_events(
-    settings: BranchlineSettings, where: str = "stream_id LIKE 'client-%'"
+    settings: BranchlineSettings, where: str = "stream_id LIKE 'client-%'", *args: object
 ) -> int:
-    """The events of clients' streams (the shelf the fixture set up is not counted)."""
+    """The events of clients' streams (the shelf the fixture set up is not counted); ``where``
+    is constant text, its values ``args`` ($1, ...)."""
     conn = await asyncpg.connect(settings.intake_database_url)
     try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM es_events WHERE {where}", *args))
     finally:
         await conn.close()
 
@@ -156,7 +193,7 @@ async def test_d05_sale_above_tolerance_is_refused_and_the_refusal_reaches_the_a
         assert response.status_code == 409
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["rule"] == "D-05"
-        assert await count_events(settings, f"event_id = '{refused_id}'") == 0
+        assert await count_events(settings, "event_id = $1", uuid.UUID(refused_id)) == 0
 
         async def refusal_in_ledger() -> dict[str, Any] | None:
             async for entry in ledger.scan():
@@ -248,19 +285,19 @@ def _required_field(event_type: str) -> str:
     return next(name for name, f in model.model_fields.items() if f.is_required())
 
 
+def _missing_a_required_field(event_type: str) -> tuple[dict[str, Any], str]:
+    """An example of ``event_type`` without its first required field, and that field."""
+    missing = _required_field(event_type)
+    data = example_data(event_type)
+    data.pop(missing)
+    return data, f"data.{missing}"
+
+
 @pytest.mark.parametrize("event_type", BRANCH_TYPES)
 async def test_every_type_missing_a_required_field_is_422_naming_it(
     refusing: Refusing, event_type: str
 ) -> None:
-    intake, settings = refusing.client, refusing.settings
-    missing = _required_field(event_type)
-    data = example_data(event_type)
-    data.pop(missing)
-    body = {**journey("C-BAD")[0], "type": event_type, "data": data}
-    response = await intake.post("/v1/events", json=body)
-    assert response.status_code == 422, response.text
-    assert f"data.{missing}" in [e["field"] for e in response.json()["errors"]]
-    assert await count_events(settings) == 0
+    await assert_refused(refusing, event_type, *_missing_a_required_field(event_type))
 
 
 @pytest.mark.parametrize(
@@ -305,11 +342,73 @@ async def test_every_type_missing_a_required_field_is_422_naming_it(
 async def test_bad_values_are_422_naming_the_field_and_store_nothing(
     refusing: Refusing, event_type: str, mutate: Any, field: str
 ) -> None:
-    intake, settings = refusing.client, refusing.settings
     data = copy.deepcopy(example_data(event_type))
     mutate(data)
-    body = {**journey("C-BAD")[0], "type": event_type, "data": data}
-    response = await intake.post("/v1/events", json=body)
-    assert response.status_code == 422, response.text
-    assert field in [e["field"] for e in response.json()["errors"]]
-    assert await count_events(settings) == 0
+    await assert_refused(refusing, event_type, data, field)
+
+
+class StoresWhatItRefuses:
+    """A broken intake double: the real intake, but while ``broken`` is set each 422 it
+    answers on ``/v1/events`` is sent only once ``store`` has stored an event (as an intake
+    that wrote before it validated would)."""
+
+    def __init__(self, app: ASGIApp, store: Callable[[], Awaitable[None]]) -> None:
+        self.app = app
+        self.store = store
+        self.broken = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/events" or not self.broken:
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif status == 422 and not message.get("more_body", False):
+                await self.store()
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+async def test_the_shared_check_fails_once_a_shared_intake_stores_a_refused_event(
+    settings: BranchlineSettings,
+) -> None:
+    """The 422 cases share one intake (#12): a case whose intake stored an event fails at
+    its "nothing stored" check, and so does every later case; the earlier ones pass."""
+    stored: list[int] = []
+    doubles: list[StoresWhatItRefuses] = []
+
+    async def store() -> None:
+        valid = journey(f"C-STORED-{len(stored)}")[0]
+        async with httpx.AsyncClient(base_url=str(client.base_url), headers=client.headers) as c:
+            assert (await c.post("/v1/events", json=valid)).status_code == 202
+        stored.append(1)
+
+    app = create_app(settings)
+    app.add_middleware(_recording(doubles), store=store)
+    async with served_intake(settings, app) as client:
+        double = await refusing_intake(client, settings)
+        (broken,) = doubles
+        cases = [(t, *_missing_a_required_field(t)) for t in BRANCH_TYPES[:3]]
+        await assert_refused(double, *cases[0])  # the intake not broken yet: it passes
+        broken.broken = True
+        with pytest.raises(AssertionError, match="1 event\\(s\\) stored after a refusal"):
+            await assert_refused(double, *cases[1])
+        broken.broken = False
+        with pytest.raises(AssertionError, match="1 event\\(s\\) stored after a refusal"):
+            await assert_refused(double, *cases[2])  # a later case fails too
+    assert stored == [1]
+
+
+def _recording(doubles: list[StoresWhatItRefuses]) -> Callable[..., StoresWhatItRefuses]:
+    """The double's class as a middleware factory that keeps the instance Starlette makes."""
+
+    def make(app: ASGIApp, store: Callable[[], Awaitable[None]]) -> StoresWhatItRefuses:
+        doubles.append(StoresWhatItRefuses(app, store))
+        return doubles[-1]
+
+    return make

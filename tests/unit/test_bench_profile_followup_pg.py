@@ -4,7 +4,7 @@ rows written per table, the index entries they maintained, the indexes the load 
 from __future__ import annotations
 
 import pytest
-from bench.profile_followup_pg import Snapshot, statement_text, table_rows, table_text
+from bench.profile_followup_pg import Snapshot, statement_text, table_rows, table_text, wait_text
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +55,20 @@ def test_statements_are_per_event_the_most_time_first_and_those_not_run_left_out
     assert lines[3] == "| 80.0 | 0.040 | 0.40 | INSERT x |"
     assert lines[4] == "| 20.0 | 0.100 | 0.10 | SELECT 1 |"
     assert len(lines) == 5
+
+
+def test_wait_samples_are_shares_of_the_busy_backends_by_wait_and_statement_most_first() -> None:
+    samples = [
+        [("CPU", "WITH given AS (\n SELECT"), ("Lock:advisory", "WITH given AS ( SELECT")],
+        [("CPU", "WITH given AS ( SELECT"), ("IO:WalSync", "COMMIT")],
+        [],  # nothing busy
+        [("CPU", "WITH w0 AS (INSERT")],
+    ]
+    lines = wait_text(samples)
+    assert lines[0] == "waits: 4 samples, 1.25 busy backends a sample"
+    assert lines[3] == "| 0.500 | 40.0 % | CPU | WITH given AS ( SELECT |"
+    assert lines[4:] == [
+        "| 0.250 | 20.0 % | CPU | WITH w0 AS (INSERT |",
+        "| 0.250 | 20.0 % | IO:WalSync | COMMIT |",
+        "| 0.250 | 20.0 % | Lock:advisory | WITH given AS ( SELECT |",
+    ]
