@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_self_check import no_dead_letters  # noqa: E402
+from bench.read_models import applied_reader  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 
 
@@ -88,21 +89,6 @@ async def products_applied(settings: Any, count: int) -> None:
         )
     finally:
         await followup.close()
-
-
-def applied_reader(pool: Any) -> Any:
-    """What the read models applied, read a keyset page at a time (``applied_in_pages`` over
-    ``read_models_applied_page``, #12) where the checkout has them; on an older checkout
-    (this file copied into a scratch worktree) the whole read it had. The self-check never
-    calls it; the consumer source asks for one."""
-    from branchline_followup.adapters import reconciling
-    from branchline_shared.reconcile import running
-
-    page = getattr(reconciling, "read_models_applied_page", None)
-    gather = getattr(running, "applied_in_pages", None)
-    if page is None or gather is None:
-        return lambda: reconciling.read_models_applied(pool)
-    return lambda: gather(lambda after, limit: page(pool, after, limit))
 
 
 def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
