@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
 
 from bench.branchline_measures import recorded  # noqa: E402
 from bench.probe_stack import probe_stack  # noqa: E402
+from bench.read_models import applied_reader  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 from branchline_shared.events.envelope import RecordedEvent  # noqa: E402
 from branchline_shared.eventstore.postgres import PostgresEventStore  # noqa: E402
@@ -116,7 +117,7 @@ async def audit_handler(settings: Any) -> tuple[Handler, Any, int, Callable[[], 
 async def followup_handler(
     settings: Any,
 ) -> tuple[Handler, Any, int, Callable[[], Awaitable[None]]]:
-    from branchline_followup.adapters.reconciling import read_models_applied, read_models_have
+    from branchline_followup.adapters.reconciling import read_models_have
     from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
     from branchline_followup.application.config import policy_from_settings
     from branchline_followup.application.projector import Projection
@@ -134,7 +135,7 @@ async def followup_handler(
         ConsumerSource(
             CONSUMER,
             "dlq",
-            lambda: read_models_applied(pool),
+            applied_reader(pool),
             has=lambda ids: read_models_have(pool, ids),
         ),
         interval_s=60,

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from bench.probe_stack import probe_stack  # noqa: E402
 from bench.profile_self_check import no_dead_letters  # noqa: E402
+from bench.read_models import applied_reader  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 
 
@@ -92,7 +93,6 @@ async def products_applied(settings: Any, count: int) -> None:
 
 def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
     from branchline_followup.adapters.reconciling import (
-        read_models_applied,
         read_models_applied_among,
         read_models_have,
         read_models_unordered,
@@ -110,7 +110,7 @@ def worker_source(pool: Any, topics: Any, *, order: bool) -> Any:
     return ConsumerSource(
         "bench-followup",
         topics.followup_worker_dlq.name,
-        lambda: read_models_applied(pool),
+        applied_reader(pool),
         has=lambda ids: read_models_have(pool, ids),
         **extra,
     )

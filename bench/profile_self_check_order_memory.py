@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.probe_stack import probe_stack  # noqa: E402
+from bench.read_models import applied_reader  # noqa: E402
 from bench.scratch import run_in_scratch  # noqa: E402
 
 
@@ -74,7 +75,6 @@ async def history(settings: Any, events: int, versions: int, late_every: int) ->
 
 def order_watch(pool: Any) -> Any:
     from branchline_followup.adapters.reconciling import (
-        read_models_applied,
         read_models_applied_among,
         read_models_unordered,
     )
@@ -91,7 +91,7 @@ def order_watch(pool: Any) -> Any:
     consumer = ConsumerSource(
         "bench-followup",
         "unused-dlq",
-        lambda: read_models_applied(pool),
+        applied_reader(pool),
         unordered=unordered,
         applied_among=lambda ids: read_models_applied_among(pool, ids),
     )

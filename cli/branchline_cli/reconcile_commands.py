@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Annotated
 
+import orjson
 import typer
 from rich.console import Console
 
-from branchline_shared.reconcile.compare import ConsumerReport
+from branchline_shared.reconcile.compare import ConsumerReport, StoreEvent
 from branchline_shared.reconcile.running import (
     ConsumerSource,
+    Finding,
     Reconciliation,
+    Sink,
     reconcile,
     store_sources,
 )
@@ -89,13 +94,21 @@ async def reconcile_stack(
     wait_s: float = 0.0,
     page: int | None = None,
     whole: bool = False,
+    keep: int | None = None,
+    sink: Sink | None = None,
 ) -> tuple[Reconciliation, Reconciliation | None]:
     """Reconcile (and repair); with ``wait_s``, then wait for every re-published event to be
     applied by the consumers that missed it and reconcile again (the second result).
 
     A page of ``page`` rows at a time (None: ``reconcile_self_check_order_page``, #12); with
-    ``whole``, every store's log and everything applied read at once, as before."""
+    ``whole``, every store's log and everything applied read at once, as before.
+
+    Paged, at most ``keep`` findings of a kind per consumer are kept (None:
+    ``reconcile_findings_kept``), all counted, each told to ``sink`` (the first reconcile's),
+    and a repair re-queues every missing event as found. The wait watches the kept missing
+    events (at most ``keep`` per consumer); the second reconcile counts everything."""
     size = None if whole else (page or settings.reconcile_self_check_order_page)
+    kept = None if whole else (settings.reconcile_findings_kept if keep is None else keep)
     async with consumer_sources(settings) as consumers:
         stores = store_sources(settings)
         first = await reconcile(
@@ -105,6 +118,8 @@ async def reconcile_stack(
             repair=repair,
             grace_s=grace_s,
             page=size,
+            keep=kept,
+            sink=sink,
         )
         if not (repair and first.requeued and wait_s > 0):
             return first, None
@@ -116,7 +131,12 @@ async def reconcile_stack(
                 break
             await asyncio.sleep(0.5)
         second = await reconcile(
-            stores, consumers, bootstrap=settings.kafka_bootstrap, grace_s=grace_s, page=size
+            stores,
+            consumers,
+            bootstrap=settings.kafka_bootstrap,
+            grace_s=grace_s,
+            page=size,
+            keep=kept,
         )
         return first, second
 
@@ -156,39 +176,79 @@ def describe(report: ConsumerReport) -> list[str]:
             f"{upto}; last global position recorded {p.last_global_position}"
         )
     lines.append(
-        f"  missing {len(report.missing)}, dead-lettered {len(report.dead_lettered)}, "
-        f"extra {len(report.extra)}, out of order {len(report.out_of_order)}, "
+        f"  missing {report.count('missing')}, dead-lettered {report.count('dead_lettered')}, "
+        f"extra {report.count('extra')}, out of order {report.count('out_of_order')}, "
         f"in flight {report.in_flight}"
     )
-    if report.late:
+    if report.count("late"):
         # information, not a difference (#12): repaired, the ledger's record of arrival, or a
         # read record whose order changes nothing
         lines.append(
-            f"  late {len(report.late)} (applied after a later version of their stream, then "
+            f"  late {report.count('late')} (applied after a later version of their stream, then "
             "re-projected in source order, kept as the ledger's record, or a read record whose "
             "order changes nothing: not a difference)"
         )
-    for label, ids in (
+    for label, kind, ids in (
         (
+            "missing",
             "missing",
             [f"{e.source}:{e.log_position.global_position} {e.event_id}" for e in report.missing],
         ),
         (
             "dead-lettered",
+            "dead_lettered",
             [
                 f"{e.source}:{e.log_position.global_position} {e.event_id}"
                 for e in report.dead_lettered
             ],
         ),
-        ("extra", [str(i) for i in report.extra]),
-        ("out of order", [str(i) for i in report.out_of_order]),
-        ("late", [str(i) for i in report.late]),
+        ("extra", "extra", [str(i) for i in report.extra]),
+        ("out of order", "out_of_order", [str(i) for i in report.out_of_order]),
+        ("late", "late", [str(i) for i in report.late]),
     ):
-        for item in ids[:20]:
+        shown = ids[:20]
+        for item in shown:
             lines.append(f"    {label}: {item}")
-        if len(ids) > 20:
-            lines.append(f"    {label}: ... and {len(ids) - 20} more")
+        total = report.count(kind)  # every one found, where the report kept some (#12)
+        if total > len(shown):
+            lines.append(f"    {label}: ... and {total - len(shown)} more")
     return lines
+
+
+def finding_line(consumer: str, kind: str, item: Finding) -> bytes:
+    """One finding as a JSON line (``--findings``): the consumer, the kind, the event id, and
+    for an event of a store (missing, dead-lettered) its store and global position."""
+    line: dict[str, object] = {"consumer": consumer, "kind": kind}
+    if isinstance(item, StoreEvent):
+        line |= {
+            "event_id": str(item.event_id),
+            "source": item.source,
+            "global_position": item.log_position.global_position,
+        }
+    else:
+        line["event_id"] = str(item)
+    return orjson.dumps(line) + b"\n"
+
+
+@contextlib.contextmanager
+def findings_sink(path: Path | None) -> Iterator[Sink | None]:
+    """A sink writing every finding to ``path`` as a JSON line as it is found (``-``: standard
+    output), nothing held (#12); None without a path."""
+    if path is None:
+        yield None
+        return
+    with contextlib.ExitStack() as opened:
+        out: IO[bytes] = (
+            sys.stdout.buffer if str(path) == "-" else opened.enter_context(path.open("wb"))
+        )
+
+        def sink(consumer: str, kind: str, item: Finding) -> None:
+            out.write(finding_line(consumer, kind, item))
+
+        try:
+            yield sink
+        finally:
+            out.flush()
 
 
 def reconcile_command(
@@ -218,11 +278,39 @@ def reconcile_command(
             "not by the history.",
         ),
     ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep",
+            min=0,
+            max=1_000_000,
+            help="Keep at most this many findings of each kind per consumer for the report "
+            "(every one is counted; default: the setting BRANCHLINE_RECONCILE_FINDINGS_KEPT, "
+            "1000).",
+        ),
+    ] = None,
+    findings: Annotated[
+        Path | None,
+        typer.Option(
+            "--findings",
+            help="Write every finding to this file as a JSON line as it is found (-: standard "
+            "output), none held in memory.",
+        ),
+    ] = None,
 ) -> None:
     """Compare every event store with the audit ledger and the followup read models."""
-    first, second = asyncio.run(
-        reconcile_stack(BranchlineSettings(), repair=repair, grace_s=grace, wait_s=wait, page=page)
-    )
+    with findings_sink(findings) as sink:
+        first, second = asyncio.run(
+            reconcile_stack(
+                BranchlineSettings(),
+                repair=repair,
+                grace_s=grace,
+                wait_s=wait,
+                page=page,
+                keep=keep,
+                sink=sink,
+            )
+        )
     for report in first.reports:
         for line in describe(report):
             console.print(line)

@@ -3,6 +3,7 @@ bounded waits, screenshots and the axe-core check."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 
 from tests.support.dev_stack import DevStack
 
@@ -90,14 +91,61 @@ def wait_until(probe: Callable[[], Any], within: float = 45.0, every: float = 0.
         time.sleep(every)
 
 
+DEV_SIGN_IN = "form:has(#role) button[type=submit]"
+"""The dev login form's button (a token issued for a chosen role)."""
+
+
+def fill_dev_login(page: Page, role: str, subject: str) -> None:
+    """The dev login form filled in (on the login page), not sent."""
+    page.select_option("#role", role)
+    page.fill("#subject", subject)
+
+
 def login(page: Page, base: str, role: str, subject: str) -> None:
     """The dev stack's login: a token issued for a chosen role."""
     page.goto(f"{base}/console/login")
-    page.select_option("#role", role)
-    page.fill("#subject", subject)
-    page.locator("form:has(#role) button[type=submit]").click()
+    fill_dev_login(page, role, subject)
+    page.locator(DEV_SIGN_IN).click()
     page.wait_for_load_state()
     assert "/console/login" not in page.url, page.content()
+
+
+def chinese_page(browser: Browser) -> tuple[BrowserContext, Page]:
+    """A new browser context in Chinese (zh-CN) and its page."""
+    context = browser.new_context(locale="zh-CN")
+    return context, context.new_page()
+
+
+def signed_in_chinese(
+    browser: Browser, base: str, role: str, subject: str
+) -> tuple[BrowserContext, Page]:
+    """A Chinese context's page signed in to the console at ``base`` (:func:`login`)."""
+    context, page = chinese_page(browser)
+    login(page, base, role, subject)
+    return context, page
+
+
+def problem_answer(
+    status: int,
+    title: str,
+    *,
+    headers: dict[str, str] | None = None,
+    seen: list[str] | None = None,
+) -> Callable[[Route], None]:
+    """A route's test double: a problem+json of ``status`` and ``title`` (``headers`` added),
+    each request's address noted in ``seen``."""
+
+    def answer(route: Route) -> None:
+        if seen is not None:
+            seen.append(route.request.url)
+        route.fulfill(
+            status=status,
+            headers=headers or {},
+            content_type="application/problem+json",
+            body=json.dumps({"type": "about:blank", "title": title, "status": status}),
+        )
+
+    return answer
 
 
 def check_accessible(page: Page, name: str) -> None:

@@ -6,7 +6,6 @@ cursor was altered is answered with the 400 fragment, which htmx swaps in place 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +16,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 from tests.browser.console_support import (
     client_with_closed_visit,
     login,
+    problem_answer,
     shot,
     wait_until,
 )
@@ -143,15 +143,7 @@ def test_a_400_that_names_no_target_is_not_swapped_into_the_page(
     # the completion is answered (by a test double) 400 problem+json without HX-Retarget:
     # any 4xx of a console page other than its own error fragment
     answered: list[str] = []
-
-    def problem(route: Route) -> None:
-        answered.append(route.request.url)
-        route.fulfill(
-            status=400,
-            content_type="application/problem+json",
-            body=json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400}),
-        )
-
+    problem = problem_answer(400, "Bad Request", seen=answered)
     rm.route("**/console/tasks/*/complete", problem)
     rm.evaluate(  # htmx decides on the swap right after this event, in the same task
         "document.body.addEventListener('htmx:beforeSwap', "
@@ -268,14 +260,7 @@ def test_a_refused_request_is_said_by_its_kind_and_nothing_is_swapped(
     shot(rm, screenshots, "paging-422-said")
 
     # a 403 problem+json (the session's token expired, a permission withdrawn): sign in again
-    def forbidden(route: Route) -> None:
-        route.fulfill(
-            status=403,
-            content_type="application/problem+json",
-            body=json.dumps({"type": "about:blank", "title": "Forbidden", "status": 403}),
-        )
-
-    rm.route("**/console/tasks/*/complete", forbidden)
+    rm.route("**/console/tasks/*/complete", problem_answer(403, "Forbidden"))
     send_completion()
     expect(failure).to_contain_text("your session has ended or you may not do this")
     expect(failure).to_contain_text("The server said: Forbidden (HTTP 403)")
@@ -285,14 +270,7 @@ def test_a_refused_request_is_said_by_its_kind_and_nothing_is_swapped(
     # a 409 problem+json whose title holds markup and is long: said as text, bounded
     title = "<b id='bold'>Task changed</b> " + "z" * 400
 
-    def conflict(route: Route) -> None:
-        route.fulfill(
-            status=409,
-            headers={"HX-Retarget": "#work-list"},
-            content_type="application/problem+json",
-            body=json.dumps({"type": "about:blank", "title": title, "status": 409}),
-        )
-
+    conflict = problem_answer(409, title, headers={"HX-Retarget": "#work-list"})
     rm.route("**/console/tasks/*/complete", conflict)
     send_completion()
     expect(failure).to_contain_text("the task changed in the meantime")

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
@@ -681,3 +682,66 @@ async def test_reconcile_reads_a_page_at_a_time_with_the_whole_reads_findings(
     assert "missing: intake:" in output
     assert str(missing.event_id) in output
     assert f"{whole.differences} differences" in output
+
+
+async def test_reconcile_counts_every_finding_keeps_a_few_and_repairs_them_all(
+    settings: BranchlineSettings, tokens: TokenFactory, tmp_path: Path
+) -> None:
+    """#12: more findings than kept. Seven events the broker lost, missing for both consumers,
+    read two a page with two kept a kind: each report counts 7 and holds 2, the CLI prints 7
+    and "... and 5 more", its ``--findings`` file lists all 14 as JSON lines, and
+    ``--repair`` re-queues all 7 (a page at a time as found, not the 2 kept), so that in the
+    end nothing differs."""
+    async with whole_stack(settings, tokens) as intake:
+        assert (await intake.post("/v1/events", json=registration("C-1"))).status_code == 202
+        await settled(settings)
+        lost = [recorded(f"C-lost-{n}") for n in range(7)]
+        for event in lost:
+            await lost_by_the_broker(settings, event)
+        ids = {event.event_id for event in lost}
+        consumers = ("audit-consumer", "followup-worker")
+
+        findings = tmp_path / "findings.jsonl"
+        code, output = await run_cli(
+            settings, "--grace", "0", "--page", "2", "--keep", "2", "--findings", str(findings)
+        )
+        assert code == 1, output
+        assert output.count("missing 7,") == 2, output
+        assert output.count("missing: intake:") == 4, output  # two kept for each consumer
+        assert output.count("missing: ... and 5 more") == 2, output
+        lines = [orjson.loads(line) for line in findings.read_bytes().splitlines()]
+        assert len(lines) == 14, lines
+        for consumer in consumers:
+            mine = [line for line in lines if line["consumer"] == consumer]
+            assert {line["kind"] for line in mine} == {"missing"}
+            assert {uuid.UUID(line["event_id"]) for line in mine} == ids
+            assert {line["source"] for line in mine} == {"intake"}
+
+        told: list[tuple[str, str, object]] = []
+        rows = await outbox_rows(settings)
+        first, _ = await reconcile_stack(
+            settings,
+            repair=True,
+            grace_s=0,
+            wait_s=30,
+            page=2,
+            keep=2,
+            sink=lambda consumer, kind, item: told.append((consumer, kind, item)),
+        )
+        assert [r.count("missing") for r in first.reports] == [7, 7]
+        assert [len(r.missing) for r in first.reports] == [2, 2]  # examples capped
+        assert first.missing == 14
+        assert first.differences == 14
+        assert first.requeued == {"intake": 7}
+        assert await outbox_rows(settings) == rows + 7  # each re-queued once
+        for consumer in consumers:
+            assert {
+                getattr(item, "event_id", None) for who, kind, item in told if who == consumer
+            } == ids
+
+        async def nothing_differs() -> bool:
+            result, _ = await reconcile_stack(settings, grace_s=0, page=2, keep=2)
+            return result.differences == 0
+
+        # all seven applied by both: not only the two each report kept
+        await eventually(nothing_differs, within=40)

@@ -240,6 +240,9 @@ async def refused_page(
             "fields": fields[:FIELDS_MAX],
             "rule": bounded(body["rule"], 16) if body.get("rule") else None,
             "back": back,
+            # the language switch leads the way back too, never to the refused request again
+            # (a form post's address, a query holding a value too long, #12)
+            "here": back,
             # a page opened (a get): signed in again, perhaps with another role, it opens
             "sign_in": f"{PREFIX}/login?next={quote(_opened(request) or back, safe='')}",
         },

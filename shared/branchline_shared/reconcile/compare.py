@@ -97,12 +97,28 @@ class ConsumerReport:
     """Applied after a later version of its stream, repaired or the consumer's own record of
     arrival: information, not a difference (#12)."""
     progress: list[SourceProgress] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict, compare=False)
+    """How many of each kind (:data:`KINDS`) were found, where the lists above keep only
+    examples of them (``branchline reconcile`` keeps at most
+    ``reconcile_findings_kept`` a kind, #12); a kind not named here: its list is all. Not
+    compared: two reports are equal when their lists are."""
+
+    def count(self, kind: str) -> int:
+        """How many of ``kind`` (:data:`KINDS`) were found, kept as examples or not."""
+        return self.totals.get(kind, len(getattr(self, kind)))
 
     @property
     def differences(self) -> int:
         return (
-            len(self.missing) + len(self.dead_lettered) + len(self.extra) + len(self.out_of_order)
+            self.count("missing")
+            + self.count("dead_lettered")
+            + self.count("extra")
+            + self.count("out_of_order")
         )
+
+
+KINDS = ("missing", "dead_lettered", "extra", "out_of_order", "late")
+"""The kinds of finding, each a list of :class:`ConsumerReport`."""
 
 
 def compare(

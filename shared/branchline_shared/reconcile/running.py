@@ -19,10 +19,11 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.eventstore.ports import LogPosition
-from branchline_shared.kafka.topic_reading import read_topic
+from branchline_shared.kafka.topic_reading import PAGE_RECORDS, topic_pages
 from branchline_shared.logging_setup import describe_error
 from branchline_shared.postgres.pool import PgConnection
 from branchline_shared.reconcile.compare import (
+    KINDS,
     LATE,
     ORDER_FREE_TYPES,
     OUT_OF_ORDER,
@@ -120,13 +121,13 @@ class Reconciliation:
 
     @property
     def missing(self) -> int:
-        return sum(len(r.missing) for r in self.reports)
+        return sum(r.count("missing") for r in self.reports)
 
     @property
     def late(self) -> int:
         """Events applied late that need nobody (repaired, or the ledger's record): not
         counted in :attr:`differences` (#12)."""
-        return sum(len(r.late) for r in self.reports)
+        return sum(r.count("late") for r in self.reports)
 
 
 def store_sources(settings: CommonSettings) -> list[StoreSource]:
@@ -147,19 +148,29 @@ async def store_connection(dsn: str) -> AsyncIterator[PgConnection]:
 
 
 async def dead_lettered_ids(
-    bootstrap: str, topic: str, *, within_s: float = 30.0
+    bootstrap: str, topic: str, *, within_s: float = 30.0, page: int = PAGE_RECORDS
 ) -> set[uuid.UUID]:
-    """The event ids in a dead-letter topic (header ``event_id``, else the envelope's)."""
+    """The event ids in a dead-letter topic (header ``event_id``, else the envelope's), up to
+    its end when the read began, read a page of records at a time (:func:`topic_pages`): the
+    ids are kept, not the records (#12)."""
     found: set[uuid.UUID] = set()
-    for record in await read_topic(bootstrap, [topic], within_s=within_s):
-        raw = dict(record.headers or ()).get("event_id")
-        if raw is None and record.value:
-            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                value = orjson.loads(record.value)
-                raw = str(value.get("event_id", "")).encode() if isinstance(value, dict) else None
-        if raw:
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                found.add(uuid.UUID(raw.decode()))
+    async with contextlib.aclosing(
+        topic_pages(bootstrap, [topic], within_s=within_s, page=page)
+    ) as pages:
+        async for records in pages:
+            for record in records:
+                raw = dict(record.headers or ()).get("event_id")
+                if raw is None and record.value:
+                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                        value = orjson.loads(record.value)
+                        raw = (
+                            str(value.get("event_id", "")).encode()
+                            if isinstance(value, dict)
+                            else None
+                        )
+                if raw:
+                    with contextlib.suppress(ValueError, UnicodeDecodeError):
+                        found.add(uuid.UUID(raw.decode()))
     return found
 
 
@@ -171,6 +182,8 @@ async def reconcile(
     repair: bool = False,
     grace_s: float = 10.0,
     page: int | None = None,
+    keep: int | None = None,
+    sink: Sink | None = None,
 ) -> Reconciliation:
     """Compare; with ``repair``, queue every missing event in its store's outbox once.
 
@@ -180,30 +193,54 @@ async def reconcile(
     yet applied, which the grace period excuses.
 
     With ``page``, a page at a time (:func:`paged_reports`, #12): the same reports, no read
-    returning more than ``page`` rows (but the dead-letter topics').
+    returning more than ``page`` rows (the dead-letter topics a page of records at a time,
+    :func:`dead_lettered_ids`), each kind of finding counted whole but at most ``keep`` of it
+    kept in the report (None: all), every finding given to ``sink`` as found, and a repair
+    made a page at a time as the missing events are found (every one, not the kept ones).
     """
     dead: dict[str, frozenset[uuid.UUID]] = {}
     if page is not None:
         for consumer in consumers:
             dead[consumer.name] = await _dead_letters(bootstrap, consumer)
-        reports = await paged_reports(stores, consumers, dead=dead, grace_s=grace_s, page=page)
-    else:
-        applied = {consumer.name: await consumer.applied() for consumer in consumers}
-        logs: dict[str, list[StoreEvent]] = {}
-        for store in stores:
-            async with store_connection(store.dsn) as conn:
-                logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
-        reports = [
-            compare(
-                consumer.name,
-                logs,
-                applied[consumer.name],
-                dead_lettered=await _dead_letters(bootstrap, consumer),
-                own_sources=consumer.own_sources,
-                late_is_record=consumer.late_is_record,
+        requeued: dict[str, int] | None = {} if repair else None
+        reports = await paged_reports(
+            stores,
+            consumers,
+            dead=dead,
+            grace_s=grace_s,
+            page=page,
+            keep=keep,
+            sink=sink,
+            requeued=requeued,
+        )
+        for report in reports:
+            DIFFERENCES.labels(report.consumer).set(report.differences)
+        result = Reconciliation(reports)
+        for source, count in (requeued or {}).items():
+            if not count:
+                continue
+            result.requeued[source] = count
+            log.warning(
+                "reconcile re-queued missing events for publication",
+                extra={"store": source, "events": count},
             )
-            for consumer in consumers
-        ]
+        return result
+    applied = {consumer.name: await consumer.applied() for consumer in consumers}
+    logs: dict[str, list[StoreEvent]] = {}
+    for store in stores:
+        async with store_connection(store.dsn) as conn:
+            logs[store.source] = await read_store_log(conn, store.source, grace_s=grace_s)
+    reports = [
+        compare(
+            consumer.name,
+            logs,
+            applied[consumer.name],
+            dead_lettered=await _dead_letters(bootstrap, consumer),
+            own_sources=consumer.own_sources,
+            late_is_record=consumer.late_is_record,
+        )
+        for consumer in consumers
+    ]
     for report in reports:
         DIFFERENCES.labels(report.consumer).set(report.differences)
     result = Reconciliation(reports)
@@ -234,6 +271,14 @@ async def _dead_letters(bootstrap: str, consumer: ConsumerSource) -> frozenset[u
         return frozenset()
 
 
+Finding = StoreEvent | uuid.UUID
+"""A finding: the store's event (missing, dead-lettered) or the event's id (the others)."""
+
+Sink = Callable[[str, str, Finding], None]
+"""Told each finding as it is found: the consumer, the kind (:data:`~.compare.KINDS`), the
+finding (``branchline reconcile --findings`` writes them as JSON lines, #12)."""
+
+
 async def paged_reports(
     stores: Sequence[StoreSource],
     consumers: Sequence[ConsumerSource],
@@ -241,6 +286,9 @@ async def paged_reports(
     dead: Mapping[str, frozenset[uuid.UUID]],
     grace_s: float,
     page: int,
+    keep: int | None = None,
+    sink: Sink | None = None,
+    requeued: dict[str, int] | None = None,
 ) -> list[ConsumerReport]:
     """What :func:`compare` reports of each consumer over every store, read a page of at
     most ``page`` rows at a time (#12), in three walks:
@@ -257,8 +305,12 @@ async def paged_reports(
       :class:`~.compare.StreamWalk`, which carries two apply sequences per consumer across a page
       boundary, whatever the stream's length.
 
-    What is carried between pages: keyset positions, counters, that per-stream pair, and the
-    findings themselves (the report lists them). Each store's walks read one snapshot (a
+    What is carried between pages: keyset positions, counters, that per-stream pair, and at
+    most ``keep`` findings of each kind per consumer (None: all; every one is counted in
+    :attr:`~.compare.ConsumerReport.totals` and told to ``sink``). With ``requeued``, the
+    events some consumer misses are queued in their store's outbox a log page at a time, on
+    a connection of their own, as they are found (each once; the count per store added to
+    ``requeued``). Each store's walks read one snapshot (a
     read-only repeatable-read transaction), as the whole read was one statement. A stream's
     versions are judged within one store (the whole compare merged same-named streams of two
     stores by name; none are: followup's streams are ``followup-…``)."""
@@ -267,7 +319,13 @@ async def paged_reports(
     for consumer in consumers:
         if not consumer.pages:
             raise ValueError(f"{consumer.name} cannot be read a page at a time")
-    reports = {consumer.name: ConsumerReport(consumer.name) for consumer in consumers}
+    if keep is not None and keep < 0:
+        raise ValueError("keep must be at least 0")
+    found = _Found(keep, sink)
+    reports = {
+        consumer.name: ConsumerReport(consumer.name, totals=dict.fromkeys(KINDS, 0))
+        for consumer in consumers
+    }
     last: dict[str, dict[str, int]] = {consumer.name: {} for consumer in consumers}
     async with contextlib.AsyncExitStack() as opened:
         conns = {
@@ -275,17 +333,75 @@ async def paged_reports(
             for store in stores
         }
         for consumer in consumers:  # what the consumers applied first, as reconcile reads
-            await _walk_applied(consumer, conns, reports[consumer.name], last[consumer.name], page)
+            await _walk_applied(
+                consumer, conns, reports[consumer.name], last[consumer.name], page, found
+            )
         for store in stores:
             conn = conns[store.source]
+            repair: _Repair | None = None
+            if requeued is not None:
+                writer = await opened.enter_async_context(store_connection(store.dsn))
+                repair = _Repair(store.source, writer, requeued)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await _walk_log(store, conn, consumers, reports, last, dead, grace_s, page)
-                await _walk_streams(store, conn, consumers, reports, page)
+                await _walk_log(
+                    store, conn, consumers, reports, last, dead, grace_s, page, found, repair
+                )
+                await _walk_streams(store, conn, consumers, reports, page, found)
     for report in reports.values():
         report.extra.sort(key=lambda i: i.hex)
         report.out_of_order.sort(key=lambda i: i.hex)
         report.late.sort(key=lambda i: i.hex)
     return [reports[consumer.name] for consumer in consumers]
+
+
+class _Found:
+    """Counts each finding, keeps at most ``keep`` of each kind per report, tells ``sink``."""
+
+    def __init__(self, keep: int | None, sink: Sink | None) -> None:
+        self._keep = keep
+        self._sink = sink
+
+    def __call__(self, report: ConsumerReport, kind: str, item: Finding) -> None:
+        report.totals[kind] += 1
+        kept: list[Finding] = getattr(report, kind)
+        if self._keep is None or len(kept) < self._keep:
+            kept.append(item)
+        if self._sink is not None:
+            self._sink(report.consumer, kind, item)
+
+
+@dataclass
+class _Repair:
+    """Queues the events some consumer misses in their store's outbox as they are found."""
+
+    source: str
+    conn: PgConnection
+    requeued: dict[str, int]
+
+    async def __call__(self, events: Sequence[StoreEvent]) -> None:
+        if not events:
+            return
+        count = await requeue(self.conn, events)
+        self.requeued[self.source] = self.requeued.get(self.source, 0) + count
+        REPAIRED.labels(self.source).inc(count)
+
+
+async def applied_in_pages(
+    applied_page: Callable[[int, int], Awaitable[list[AppliedEvent]]], page: int = 1_000
+) -> list[AppliedEvent]:
+    """Everything a consumer applied, read through its keyset pages
+    (:attr:`ConsumerSource.applied_page`), no statement returning more than ``page`` rows:
+    for a caller that still wants the whole list (:attr:`ConsumerSource.applied`; the bench
+    probes, #12)."""
+    entries: list[AppliedEvent] = []
+    after = 0
+    while True:
+        got = await applied_page(after, page)
+        entries.extend(got)
+        seqs = [entry.seq for entry in got if entry.seq is not None]
+        if len(got) < page or not seqs or max(seqs) <= after:
+            return entries
+        after = max(seqs)
 
 
 async def _walk_applied(
@@ -294,6 +410,7 @@ async def _walk_applied(
     report: ConsumerReport,
     last: dict[str, int],
     page: int,
+    found: _Found,
 ) -> None:
     assert consumer.applied_page is not None
     after = 0
@@ -309,7 +426,9 @@ async def _walk_applied(
         for conn in conns.values():
             if ids:
                 known |= await stored_ids(conn, ids)
-        report.extra.extend(event_id for event_id in ids if event_id not in known)
+        for event_id in ids:
+            if event_id not in known:
+                found(report, "extra", event_id)
         seqs = [entry.seq for entry in entries if entry.seq is not None]
         if len(entries) < page or not seqs or max(seqs) <= after:
             return
@@ -325,6 +444,8 @@ async def _walk_log(
     dead: Mapping[str, frozenset[uuid.UUID]],
     grace_s: float,
     page: int,
+    found: _Found,
+    repair: _Repair | None,
 ) -> None:
     progress = {
         consumer.name: SourceProgress(
@@ -341,6 +462,7 @@ async def _walk_log(
         if not events:
             break
         ids = [event.event_id for event in events]
+        misses: dict[uuid.UUID, StoreEvent] = {}
         for consumer in consumers:
             assert consumer.has is not None
             applied = await consumer.has(ids)
@@ -356,15 +478,18 @@ async def _walk_log(
                 if event.in_flight:
                     report.in_flight += 1
                 elif event.event_id in dead.get(consumer.name, frozenset()):
-                    report.dead_lettered.append(event)
+                    found(report, "dead_lettered", event)
                 else:
-                    report.missing.append(event)
+                    found(report, "missing", event)
+                    misses[event.event_id] = event
             progress[consumer.name] = dataclasses.replace(
                 told,
                 events=told.events + len(events),
                 applied=applied_here,
                 contiguous_to=contiguous,
             )
+        if repair is not None:
+            await repair(list(misses.values()))
         if len(events) < page:
             break
         after = events[-1].log_position
@@ -378,6 +503,7 @@ async def _walk_streams(
     consumers: Sequence[ConsumerSource],
     reports: Mapping[str, ConsumerReport],
     page: int,
+    found: _Found,
 ) -> None:
     walks: dict[str, tuple[str, StreamWalk]] = {}
     before: tuple[str, int] | None = None
@@ -406,9 +532,9 @@ async def _walk_streams(
                 ordered = entry.source_ordered or event.type in ORDER_FREE_TYPES
                 verdict = walk.judge(entry.seq, ordered=ordered)
                 if verdict == LATE:
-                    report.late.append(event.event_id)
+                    found(report, "late", event.event_id)
                 elif verdict == OUT_OF_ORDER:
-                    report.out_of_order.append(event.event_id)
+                    found(report, "out_of_order", event.event_id)
         if len(events) < page:
             break
         before = (events[-1].stream_id, events[-1].stream_version)

@@ -165,6 +165,17 @@ class CommonSettings(BaseSettings):
         "reconcile`'s page (its walks of the stores and of what each consumer applied), "
         "unless its --page says otherwise.",
     )
+    reconcile_findings_kept: int = Field(
+        default=1_000,
+        ge=0,
+        le=1_000_000,
+        description="`branchline reconcile` counts every finding (missing, dead-lettered, "
+        "extra, out of order, late) but keeps at most this many of each kind per consumer in "
+        "memory for its report (its --findings file gets every one, written as found; "
+        "--repair re-queues every missing event a page at a time, not the kept ones): a "
+        "consumer missing millions of events does not hold them all (#12). Unless its --keep "
+        "says otherwise.",
+    )
     malloc_trim_interval_s: float = Field(
         default=10.0,
         ge=0,

@@ -12,20 +12,18 @@ import html
 import json
 import re
 from datetime import datetime
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
+from tests.unit.console.console_support import back_of, console_app, requested
 
-from branchline_shared.console.pages import install_console
-from branchline_shared.console.web import ConsoleConfig
 from branchline_shared.http.auth import Principal, Role
-from branchline_shared.http.problems import Problem, install_problem_handlers
+from branchline_shared.http.problems import Problem
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
-BACK = re.compile(r'<a id="console-refused-back" href="([^"]+)"')
 TITLES = re.compile(r"data-titles='([^']*)'")
 CSRF = {"cookie": "bl_csrf=known"}
 SECRET = "not.a-valid.token-SECRET"
@@ -46,50 +44,30 @@ class Codec:
 
 
 def an_app() -> FastAPI:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.state.token_codec = Codec()
-    config = ConsoleConfig(
-        service="test",
-        template_dirs=[],
-        nav=lambda _p: [],
-        home=lambda _p: "/console/mine",
-        dev_mode=True,
-        dev_roles=(Role.RM, Role.SUPERVISOR),
-    )
-    install_console(app, config, APIRouter(prefix="/console"))
-    return app
+    return console_app(Codec(), dev_mode=True, dev_roles=(Role.RM, Role.SUPERVISOR))
 
 
 async def sign_in(
     fields: dict[str, str], *, locale: str = "en", csrf: str = "known"
 ) -> httpx.Response:
-    transport = httpx.ASGITransport(app=an_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
-        return await client.post(
-            "/console/login",
-            data={"csrf_token": csrf, **fields},
-            headers={**CSRF, "accept-language": locale},
-        )
+    data = {"csrf_token": csrf, **fields}
+    headers = {**CSRF, "accept-language": locale}
+    (page,) = await requested(
+        an_app(), ("POST", "/console/login", {"data": data, "headers": headers})
+    )
+    return page
 
 
 async def opened(path: str, *, locale: str = "en") -> httpx.Response:
-    transport = httpx.ASGITransport(app=an_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
-        return await client.get(path, headers={**CSRF, "accept-language": locale})
+    headers = {**CSRF, "accept-language": locale}
+    (page,) = await requested(an_app(), ("GET", path, {"headers": headers}))
+    return page
 
 
 def tag(page: httpx.Response, element: str, ident: str) -> str:
     found = re.search(rf'<{element} id="{ident}"[^>]*>', page.text)
     assert found is not None, page.text
     return found.group(0)
-
-
-def back_of(page: httpx.Response) -> tuple[str, dict[str, list[str]]]:
-    found = BACK.search(page.text)
-    assert found is not None, page.text
-    parts = urlsplit(html.unescape(found.group(1)))
-    return parts.path, parse_qs(parts.query)
 
 
 async def test_a_refused_token_shows_the_form_again_the_token_named_and_not_sent_back() -> None:
@@ -105,7 +83,7 @@ async def test_a_refused_token_shows_the_form_again_the_token_named_and_not_sent
     said = " ".join(error.group(1).split())
     assert said.startswith("为您签发的访问令牌")
     assert "JWT" in said
-    assert ": 此令牌无效" in said
+    assert "\uff1a此令牌无效" in said  # the label joined by the full-width colon
     assert "令牌不会再次显示" in page.text
     assert 'name="next" value="/console/clients/C-1"' in page.text
 

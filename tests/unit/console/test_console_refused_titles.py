@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from tests.unit.console.console_support import BACK, console_app, requested
 
 from branchline_shared.console.i18n import translations
-from branchline_shared.console.pages import install_console
 from branchline_shared.console.problem_titles import PROBLEM_TITLES, translated_title
-from branchline_shared.console.web import ConsoleConfig, CsrfChecked, console_roles
+from branchline_shared.console.web import CsrfChecked, console_roles
 from branchline_shared.http.auth import Principal, Role
-from branchline_shared.http.problems import Problem, install_problem_handlers
+from branchline_shared.http.problems import Problem
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -32,7 +32,6 @@ TABLES = (
 )
 LITERAL_TITLE = re.compile(r'Problem\(\s*(?:\w+|\d+),\s*"([^"]+)",')
 TITLE = re.compile(r'<p id="console-refused-title">(.*?)</p>', re.S)
-BACK = re.compile(r'<a id="console-refused-back" href="([^"]+)"')
 
 
 def answered_titles() -> set[str]:
@@ -78,26 +77,15 @@ def an_app() -> FastAPI:
     async def new() -> None:
         raise Problem(409, "A title no table has", "new", kind="brand-new")
 
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.state.token_codec = Codec()
-    config = ConsoleConfig(
-        service="test",
-        template_dirs=[],
-        nav=lambda _p: [],
-        home=lambda _p: "/console/mine",
-    )
-    install_console(app, config, router)
-    return app
+    return console_app(Codec(), router)
 
 
 async def answers(*requests: tuple[str, str, dict[str, str]]) -> list[httpx.Response]:
-    transport = httpx.ASGITransport(app=an_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
-        return [
-            await client.request(method, path, headers={"cookie": "bl_session_test=rm", **h})
-            for method, path, h in requests
-        ]
+    signed_in = [
+        (method, path, {"headers": {"cookie": "bl_session_test=rm", **h}})
+        for method, path, h in requests
+    ]
+    return await requested(an_app(), *signed_in)
 
 
 async def test_a_title_the_catalogue_does_not_know_is_quoted_as_the_servers_english() -> None:

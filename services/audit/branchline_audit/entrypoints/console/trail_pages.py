@@ -22,6 +22,7 @@ from branchline_audit.domain.filters import LedgerFilters
 from branchline_audit.domain.records import AUDIT_READ
 from branchline_audit.domain.verification import AlteredEntry
 from branchline_audit.entrypoints.http import export_response, started_export
+from branchline_shared.console.refill import refilled, too_long_fields
 from branchline_shared.console.web import console_roles, locale_of, site_of
 from branchline_shared.events.catalogue import EventType
 from branchline_shared.http.auth import Principal, Role
@@ -76,19 +77,9 @@ def form_page(path: str, fields: Mapping[str, str]) -> str | None:
         names = tuple(n for n in FORM_FIELDS if n != "type" or page == "/console/trail")
     else:
         return None
-    typed = {name: fields.get(name, "").strip() for name in names}
-    kept = {name: value for name, value in typed.items() if 0 < len(value) <= FORM_FIELDS[name]}
-    too_long = ",".join(name for name, value in typed.items() if len(value) > FORM_FIELDS[name])
-    if too_long:
-        # the form marks these fields (which, and why); their values are never sent back
-        kept["too_long"] = too_long
+    # the form marks the fields left out as too long (which, and why), never their values
+    kept = refilled(fields, {name: FORM_FIELDS[name] for name in names})
     return f"{page}?{urlencode({**kept, 'edit': 'true'})}" if kept else page
-
-
-def too_long_fields(sent: str | None) -> frozenset[str]:
-    """The form's fields a refused request sent longer than the form takes (``too_long``,
-    names only, as :func:`form_page` wrote them; any other name is ignored)."""
-    return frozenset((sent or "").split(",")) & FORM_FIELDS.keys()
 
 
 def get_audit(request: Request) -> AuditContext:
@@ -138,7 +129,7 @@ class TrailQuery:
         self.purpose = (purpose or "").strip()
         # the form as it was sent, to change and send again: nothing read or recorded
         self.edit = edit
-        self.too_long = too_long_fields(too_long) if edit else frozenset()
+        self.too_long = too_long_fields(too_long, FORM_FIELDS) if edit else frozenset()
         self.max_length = FORM_FIELDS
         self.form = {
             "client_id": (client_id or "").strip(),

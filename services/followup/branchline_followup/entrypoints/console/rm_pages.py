@@ -41,6 +41,7 @@ from branchline_followup.entrypoints.http_deps import (
 from branchline_followup.entrypoints.task_cursor import CursorInvalid, decode_cursor, encode_cursor
 from branchline_shared.access.scope import StaffDirectory
 from branchline_shared.console.i18n import N_
+from branchline_shared.console.refill import TOO_LONG, refilled, too_long_fields
 from branchline_shared.console.web import (
     ERROR_FRAGMENT_HEADER,
     CsrfChecked,
@@ -254,29 +255,46 @@ async def landing_address(
     return page_address(filters, shown.cursor or "", shown.trail, went="1", **notice)
 
 
-def form_page(_path: str, fields: Mapping[str, str]) -> str | None:
-    """The work list's page a refused form came from, by the fields it carries (``f_*``):
-    its filters (each as long as the form takes, else left out) and its cursor and trail
-    where this console made them, else the first page; none for a form of another page.
-    The console's refused page links back to it (#12)."""
-    if not any(name.startswith("f_") for name in fields):
+WORK_LIST = "/console/"
+WORK_FIELDS = {"status": 16, "kind": 64, "client_id": 128, "assignee": 128}
+"""The work list's filters and how long each may be (as the page and its forms take them)."""
+QUALITY_FIELDS = {"branch_id": 128, "rm_id": 128, "from": 10, "to": 10}
+REFUSAL_FIELDS = {"rule": 8, "branch_id": 128}
+SEARCH_FORMS = {
+    "/console/quality": ("/console/quality", QUALITY_FIELDS),
+    "/console/quality.csv": ("/console/quality", QUALITY_FIELDS),  # the page's CSV link
+    "/console/refusals": ("/console/refusals", REFUSAL_FIELDS),
+}
+"""The supervisor's search forms by the path a refused request went to: its page, its fields."""
+TooLong = Annotated[str | None, Query(max_length=128)]
+
+
+def form_page(path: str, fields: Mapping[str, str]) -> str | None:
+    """The page a refused request of this console came from, filled in again. The work
+    list's: by its filters (a filter form's get, or an action's form carrying them as
+    ``f_*``), each as long as the form takes, else left out and named in ``too_long`` so
+    that the page marks it (never its value), and an action's cursor and trail where this
+    console made them, else the first page. The quality and refusals pages': their search
+    forms, filled in the same way. None for a path that is no form's (#12)."""
+    if path in SEARCH_FORMS:
+        page, limits = SEARCH_FORMS[path]
+        kept = refilled(fields, limits)
+        return f"{page}?{urlencode(kept)}" if kept else page
+    action = any(name.startswith("f_") for name in fields)
+    if not action and path != WORK_LIST:
         return None
-
-    def field(name: str, limit: int) -> str:
-        value = fields.get(name, "")
-        return value if len(value) <= limit else ""
-
+    typed = refilled(fields, WORK_FIELDS, sent_as="f_" if action else "")
+    marked = {TOO_LONG: typed[TOO_LONG]} if TOO_LONG in typed else {}
     filters = work_filters(
-        field("f_status", 16),
-        field("f_kind", 64),
-        field("f_client_id", 128),
-        field("f_assignee", 128),
+        typed.get("status", ""), typed.get("kind"), typed.get("client_id"), typed.get("assignee")
     )
-    cursor = field("f_cursor", 512)
-    trail = parse_trail(field("f_back", TRAIL_MAX * 513)) if cursor else []
+    cursor = fields.get("f_cursor", "") if action else ""
+    cursor = cursor if len(cursor) <= 512 else ""
+    back = fields.get("f_back", "")
+    trail = parse_trail(back if len(back) <= TRAIL_MAX * 513 else "") if cursor else []
     if not cursor or not cursor_valid(cursor) or trail is None:
-        return page_address(filters, "")
-    return page_address(filters, cursor, trail)
+        return page_address(filters, "", [], **marked)
+    return page_address(filters, cursor, trail, **marked)
 
 
 async def render_day(
@@ -292,13 +310,15 @@ async def render_day(
     back: str | None = None,
     went_back: bool = False,
     moved: dict[str, str] | None = None,
+    too_long: frozenset[str] = frozenset(),
 ) -> Response:
     """The work list's page (from ``cursor`` on, else the first; ``back``: the cursors of
     the pages the RM came through). A cursor that is not one this page made is answered with
     the 400 page, never a 5xx. A later page left with no task (its tasks completed or given
     away) is not shown: the page before it is, the nearest one that shows tasks, else the
     first, and to htmx the address is replaced by that page's; a plain GET given ``moved``
-    (its query's notices) is redirected to that page's address, saying it went back (#12)."""
+    (its query's notices) is redirected to that page's address, saying it went back (#12).
+    ``too_long``: the filters a refused request sent too long, marked on the form."""
     site = site_of(request)
     checked = parse_trail(back) if cursor else []
     if (cursor and not cursor_valid(cursor)) or checked is None:
@@ -321,6 +341,8 @@ async def render_day(
         {
             "tasks": work.tasks,
             "filters": filters,
+            "too_long": too_long,
+            "max_length": WORK_FIELDS,
             "shown_assignee": work.shown_assignee,
             "paged": cursor is not None,
             # the forms of the page carry it: after an action, the same page again (#12)
@@ -367,12 +389,14 @@ async def my_day(
     back: Annotated[str | None, Query(max_length=TRAIL_MAX * 513)] = None,
     given: Annotated[str | None, Query(max_length=128)] = None,
     went: Annotated[str | None, Query(max_length=1)] = None,
+    too_long: TooLong = None,
 ) -> Response:
     """The work list by deadline, a page at a time: ``cursor`` (a "Next page" link's) is
     where the page starts, ``back`` the cursors of the pages before it (a "Previous page"
     link's); the filters are kept across pages (#12). ``done`` and ``given``:
     a plain form post's action done (completed; reassigned to ``given``); ``went``: the
-    page asked for was left with no task, this is the one before it (a redirect's)."""
+    page asked for was left with no task, this is the one before it (a redirect's);
+    ``too_long``: the filters a refused request sent too long (:func:`form_page`), marked."""
     gettext = site_of(request).gettext(request)
     notice = None
     moved = {"went": "1"}
@@ -392,6 +416,7 @@ async def my_day(
         back=back,
         went_back=bool(went),
         moved=moved,
+        too_long=too_long_fields(too_long, WORK_FIELDS),
     )
 
 

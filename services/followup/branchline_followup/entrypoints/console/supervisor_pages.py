@@ -22,9 +22,12 @@ from branchline_followup.application.queries import QualitySelection, quality
 from branchline_followup.domain import FollowupPolicy, QualityReport
 from branchline_followup.entrypoints.console.rm_pages import (
     LABEL,
+    QUALITY_FIELDS,
+    REFUSAL_FIELDS,
     TRAIL_MAX,
     TRAIL_SEPARATOR,
     FormInvalid,
+    TooLong,
     bad_cursor,
     cursor_valid,
     free_text,
@@ -43,6 +46,7 @@ from branchline_followup.entrypoints.http_deps import (
     task_scope_filter,
 )
 from branchline_shared.console.i18n import N_
+from branchline_shared.console.refill import too_long_fields
 from branchline_shared.console.web import (
     CsrfChecked,
     ResendSafe,
@@ -195,7 +199,10 @@ async def quality_page(
     rm_id: Annotated[str | None, Query(max_length=128)] = None,
     start: Annotated[str | None, Query(alias="from", max_length=10)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+    too_long: TooLong = None,
 ) -> Response:
+    """D-12's measures for the form's branch, RM and days; ``too_long``: the fields a
+    refused request sent too long (``rm_pages.form_page``), marked on the form (#12)."""
     selection, report, _now = await _report(request, ctx, branch_id, rm_id, start, end)
     site = site_of(request)
     gettext = site.gettext(request)
@@ -219,6 +226,8 @@ async def quality_page(
                 "from": first_day.isoformat(),
                 "to": last_day.isoformat(),
             },
+            "too_long": too_long_fields(too_long, QUALITY_FIELDS),
+            "max_length": QUALITY_FIELDS,
         },
     )
 
@@ -300,10 +309,12 @@ async def refusals_page(
     principal: Overseer,
     rule: Annotated[str | None, Query(max_length=8)] = None,
     branch_id: Annotated[str | None, Query(max_length=128)] = None,
+    too_long: TooLong = None,
 ) -> Response:
     """Submissions a rule refused, about the clients of the caller's team (their RMs' clients;
     an admin: all, also those about no client followup knows), newest first. Supervisors do
-    not use the audit service (separation of duties, docs/access-control.md)."""
+    not use the audit service (separation of duties, docs/access-control.md). ``too_long``:
+    the fields a refused request sent too long, marked on the form (#12)."""
     only, never = task_scope_filter(principal, staff_of(request))
     rule = rule if rule and re.fullmatch(RULE_ID, rule) else None
     branch = branch_id if branch_id and re.fullmatch(IDENTIFIER, branch_id) else None
@@ -324,5 +335,7 @@ async def refusals_page(
             "rows": page.rows,
             "rules": page.rules,
             "form": {"rule": rule or "", "branch_id": branch or ""},
+            "too_long": too_long_fields(too_long, REFUSAL_FIELDS),
+            "max_length": REFUSAL_FIELDS,
         },
     )
