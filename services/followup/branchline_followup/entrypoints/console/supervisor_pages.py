@@ -144,7 +144,8 @@ async def reassign(
     except TaskRefused as refused:
         error = gettext(N_("The task was not reassigned: %(detail)s")) % {"detail": refused.detail}
     page = f_cursor or None
-    if request.headers.get("hx-request") != "true" and error is None:
+    plain = request.headers.get("hx-request") != "true"
+    if plain and error is None:
         trail = back.split(TRAIL_SEPARATOR) if back else []
         landing = await landing_address(
             request, ctx, principal, filters, f_cursor, trail, given=assignee
@@ -157,6 +158,8 @@ async def reassign(
         filters,
         notice=notice,
         error=error,
+        # a plain post's refusal is a 422 page, as the complete form's (htmx swaps only a 2xx)
+        status=422 if plain else 200,
         cursor=page,
         back=back,
         task_marked=marked,
