@@ -262,9 +262,14 @@ def findings_sink(path: Path | None) -> Iterator[Sink | None]:
         yield None
         return
     with contextlib.ExitStack() as opened:
-        out: IO[bytes] = (
-            sys.stdout.buffer if str(path) == "-" else opened.enter_context(path.open("wb"))
-        )
+        try:
+            out: IO[bytes] = (
+                sys.stdout.buffer if str(path) == "-" else opened.enter_context(path.open("wb"))
+            )
+        except OSError as error:  # before anything is read: a usage error, not a traceback
+            raise typer.BadParameter(
+                f"cannot write {str(path)!r}: {error.strerror or error}", param_hint="--findings"
+            ) from None
 
         def sink(consumer: str, kind: str, item: Finding) -> None:
             out.write(finding_line(consumer, kind, item))
