@@ -197,8 +197,12 @@ def watched_write_path(stack: BenchStack, into: list[dict[str, Any]]) -> Iterato
     what it saw appended to ``into``."""
     measured = scale.write_path
 
-    async def watched(stack_: BenchStack, sample: int) -> tuple[float, float]:
-        figures, seen = await beside(stack_, "running", lambda: measured(stack_, sample))
+    async def watched(
+        stack_: BenchStack, sample: int, batch_events: int | None = None
+    ) -> tuple[float, float]:
+        figures, seen = await beside(
+            stack_, "running", lambda: measured(stack_, sample, batch_events)
+        )
         into.append({"batch_per_s": figures[0], **seen})
         return figures
 

@@ -64,14 +64,22 @@ class Profile:
     # How long the consumers' applied counts must stand still before a measure counts them
     # caught up (bench.latency.drain's quiet period; five times in a repetition).
     settle_quiet_s: float = 5.0
+    # The growth step's batch measure (bench.scale.write_path); None: its default floor of
+    # 3,000 events, which the smoke's rebuild then replays too.
+    growth_batch_events: int | None = None
 
 
 PROFILES = {
     # What `make test` runs: every measure once, small, to prove the benchmark still runs.
     # Its settling is short (#12): 5 s of standing still five times was a quarter of the
     # smoke's run, and its figures are not read (a measure beside a backlog still runs).
+    # Its sizes are the least that still drives every code path (Round 38, #12): 320 single
+    # POSTs still give each of the 64 connections several requests (the split, the resends,
+    # the remembered clients' second events), 1,000 events are one full batch and two ledger
+    # transactions, 2 s of steady load still spans several WAL samples, and the growth step's
+    # batch measure is one batch of 1,000 (not 3,000, then replayed twice by the rebuilds).
     "smoke": Profile(
-        "smoke", 1, 640, 2000, 2000, 400, 1000, 1000, 4.0, 2000, (1000,), 160, 1000, 1.0
+        "smoke", 1, 320, 1000, 1000, 400, 500, 500, 2.0, 1000, (1000,), 160, 1000, 1.0, 1000
     ),
     "standard": Profile(
         "standard",
@@ -673,7 +681,9 @@ async def growth(stack: BenchStack, p: Profile, warnings: list[str]) -> dict[str
     for step, events in enumerate(p.growth_steps):
         console.print(f"  growth: filling to {events:,} events ...", end="")
         started = time.perf_counter()
-        figures |= await scale.growth_step(stack, events, p.growth_sample, warnings)
+        figures |= await scale.growth_step(
+            stack, events, p.growth_sample, warnings, batch_events=p.growth_batch_events
+        )
         console.print(f" ({time.perf_counter() - started:.1f}s)")
         if step == 0:
             # The rebuild replays every event of the topics: measured at the first step (its

@@ -245,22 +245,30 @@ async def followup_share(stack: BenchStack) -> float:
     return applied / max(1, held)
 
 
-async def write_path(stack: BenchStack, sample: int) -> tuple[float, float]:
-    """The batch rate (``max(3000, sample)`` events, 1,000 per batch) and intake's CPU per
-    single POST (``sample`` POSTs, 64 connections), measured now."""
+async def write_path(
+    stack: BenchStack, sample: int, batch_events: int | None = None
+) -> tuple[float, float]:
+    """The batch rate (``batch_events`` events, by default ``max(3000, sample)``, 1,000 per
+    batch) and intake's CPU per single POST (``sample`` POSTs, 64 connections), measured now."""
     port = stack.settings.intake_port
-    rate = await branchline_measures.batches(port, stack.token, max(3000, sample))
+    batched = max(3000, sample) if batch_events is None else batch_events
+    rate = await branchline_measures.batches(port, stack.token, batched)
     cpu_before = stack.cpu_seconds("intake-api")
     await branchline_measures.single_posts(port, stack.token, sample)
     return rate, 1000 * (stack.cpu_seconds("intake-api") - cpu_before) / sample
 
 
 async def growth_step(
-    stack: BenchStack, events: int, sample: int, warnings: list[str] | None = None
+    stack: BenchStack,
+    events: int,
+    sample: int,
+    warnings: list[str] | None = None,
+    batch_events: int | None = None,
 ) -> dict[str, float]:
     """Fill to ``events``; note how far the followup worker has got once the audit consumer
     holds the fill; let both consumers catch up (timed from the fill's end, bounded); then
-    measure the write path at that size, and the memory at rest.
+    measure the write path at that size (``batch_events``: :func:`write_path`'s), and the
+    memory at rest.
 
     The write path is read with the consumers caught up, alike at every step. Up to Round 8
     it was read while the followup worker still worked off the fill's backlog on the same two
@@ -283,7 +291,7 @@ async def growth_step(
             f"{CATCH_UP_LIMIT_S:.0f} s; the write path was measured beside their backlog"
         )
     figures[f"grow_batch_{label}"], figures[f"grow_single_cpu_ms_{label}"] = await write_path(
-        stack, sample
+        stack, sample, batch_events
     )
     # Memory at rest, as the 1,000,000-event runs read it: both consumers hold the write
     # path's events and have been idle one trim interval (an idle consumer that worked off a

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -23,8 +23,9 @@ from branchline_shared.kafka.dead_letter_log import (
     DeadLetter,
     Replayer,
     ReplayOutcome,
-    read_dead_letters,
+    parse_dead_letter,
 )
+from branchline_shared.kafka.topic_reading import PAGE_RECORDS, topic_pages
 from branchline_shared.settings import BranchlineSettings
 
 dlq_app = typer.Typer(
@@ -134,20 +135,66 @@ class Listed:
     applied: bool
 
 
+async def letter_pages(
+    bootstrap: str,
+    chosen: Sequence[DeadLetterConsumer],
+    *,
+    since: datetime | None = None,
+    page: int = PAGE_RECORDS,
+) -> AsyncGenerator[list[DeadLetter]]:
+    """The dead letters of ``chosen``, each consumer's topic in turn, a page of at most
+    ``page`` records at a time (:func:`topic_pages`: each partition in offset order, up to its
+    end when the read began), those dead-lettered before ``since`` left out: a caller holds a
+    page, not the topic (#12)."""
+    for c in chosen:
+        async with contextlib.aclosing(topic_pages(bootstrap, [c.topic], page=page)) as pages:
+            async for records in pages:
+                letters = [parse_dead_letter(c.name, record) for record in records]
+                if since is not None:
+                    letters = [d for d in letters if d.dead_lettered_at >= since]
+                if letters:
+                    yield letters
+
+
+async def listed_pages(
+    bootstrap: str,
+    chosen: Sequence[DeadLetterConsumer],
+    *,
+    since: datetime | None = None,
+    page: int = PAGE_RECORDS,
+) -> AsyncGenerator[list[Listed]]:
+    """:func:`letter_pages`, each page's letters with whether their consumer applied their
+    event since (one question per page)."""
+    by_name = {c.name: c for c in chosen}
+    async with contextlib.aclosing(
+        letter_pages(bootstrap, chosen, since=since, page=page)
+    ) as pages:
+        async for letters in pages:
+            applied: set[uuid.UUID] = set()
+            for name in {d.consumer for d in letters}:
+                ids = [d.event_id for d in letters if d.consumer == name and d.event_id]
+                if ids:
+                    applied |= await by_name[name].applied_among(ids)
+            yield [Listed(d, d.event_id is not None and d.event_id in applied) for d in letters]
+
+
 async def list_dead_letters(
-    settings: BranchlineSettings, *, consumer: str | None = None, since: datetime | None = None
+    settings: BranchlineSettings,
+    *,
+    consumer: str | None = None,
+    since: datetime | None = None,
+    page: int = PAGE_RECORDS,
 ) -> list[Listed]:
+    """Every dead letter (of ``consumer``, ``since``), gathered from :func:`listed_pages`."""
+    listed: list[Listed] = []
     async with dead_letter_consumers(settings) as consumers:
         chosen = _chosen(consumers, consumer)
-        letters = await read_dead_letters(
-            settings.kafka_bootstrap, {c.name: c.topic for c in chosen}, since=since
-        )
-        applied: set[uuid.UUID] = set()
-        for c in chosen:
-            ids = [d.event_id for d in letters if d.consumer == c.name and d.event_id]
-            if ids:
-                applied |= await c.applied_among(ids)
-        return [Listed(d, d.event_id is not None and d.event_id in applied) for d in letters]
+        async with contextlib.aclosing(
+            listed_pages(settings.kafka_bootstrap, chosen, since=since, page=page)
+        ) as pages:
+            async for items in pages:
+                listed.extend(items)
+    return listed
 
 
 async def replay_dead_letters(
@@ -156,20 +203,65 @@ async def replay_dead_letters(
     *,
     consumer: str | None = None,
     since: datetime | None = None,
+    page: int = PAGE_RECORDS,
+    told: Callable[[ReplayOutcome], None] | None = None,
 ) -> list[ReplayOutcome]:
     """Replay the named dead letters, or (no ``refs``) every one of ``consumer`` / ``since``;
-    each through its consumer's code; an event already applied is left as it is."""
+    each through its consumer's code; an event already applied is left as it is. Read a page
+    at a time (#12): with ``refs``, only the named letters are held (replayed in the order
+    named, each found once); without, each page's letters are replayed as it is read. Each
+    outcome is told to ``told`` as it comes; the outcomes are returned unless ``told`` takes
+    them (then an empty list: nothing held)."""
+    outcomes: list[ReplayOutcome] = []
+
+    def tell(outcome: ReplayOutcome) -> None:
+        if told is None:
+            outcomes.append(outcome)
+        else:
+            told(outcome)
+
     async with dead_letter_consumers(settings) as consumers:
         chosen = _chosen(consumers, consumer)
-        letters = await read_dead_letters(
-            settings.kafka_bootstrap, {c.name: c.topic for c in chosen}, since=since
-        )
         if refs:
-            letters = [_find(letters, ref) for ref in refs]
-        outcomes = []
-        for letter in letters:
-            outcomes.append(await consumers[letter.consumer].replay(letter))
+            named = await _find_all(settings.kafka_bootstrap, chosen, refs, since=since, page=page)
+            for letter in named:
+                tell(await consumers[letter.consumer].replay(letter))
+            return outcomes
+        async with contextlib.aclosing(
+            letter_pages(settings.kafka_bootstrap, chosen, since=since, page=page)
+        ) as pages:
+            async for letters in pages:
+                for letter in letters:
+                    tell(await consumers[letter.consumer].replay(letter))
         return outcomes
+
+
+async def _find_all(
+    bootstrap: str,
+    chosen: Sequence[DeadLetterConsumer],
+    refs: Sequence[str],
+    *,
+    since: datetime | None = None,
+    page: int = PAGE_RECORDS,
+) -> list[DeadLetter]:
+    """The dead letters ``refs`` name, in that order, read a page at a time and stopping
+    once each is found; an unknown one is a usage error naming it."""
+    wanted = list(dict.fromkeys(refs))
+    found: dict[str, DeadLetter] = {}
+    async with contextlib.aclosing(
+        letter_pages(bootstrap, chosen, since=since, page=page)
+    ) as pages:
+        async for letters in pages:
+            for letter in letters:
+                for ref in wanted:
+                    if ref not in found and _names(letter, ref):
+                        found[ref] = letter
+            if len(found) == len(wanted):
+                break
+    for ref in wanted:
+        if ref not in found:
+            raise typer.BadParameter(f"no dead letter {ref!r} (see `branchline dlq list`)")
+    return [found[ref] for ref in refs]
 
 
 def _chosen(
@@ -182,12 +274,9 @@ def _chosen(
     return [consumers[consumer]]
 
 
-def _find(letters: Sequence[DeadLetter], ref: str) -> DeadLetter:
-    """A dead letter by its ref (``consumer:partition:offset``) or its event id."""
-    for letter in letters:
-        if letter.ref == ref or (letter.event_id is not None and str(letter.event_id) == ref):
-            return letter
-    raise typer.BadParameter(f"no dead letter {ref!r} (see `branchline dlq list`)")
+def _names(letter: DeadLetter, ref: str) -> bool:
+    """Whether ``ref`` names ``letter``: its ref (``consumer:partition:offset``) or its event id."""
+    return letter.ref == ref or (letter.event_id is not None and str(letter.event_id) == ref)
 
 
 def _source(letter: DeadLetter) -> str:
@@ -231,38 +320,68 @@ SinceOption = Annotated[
     str | None,
     typer.Option("--since", help="Only those dead-lettered since: RFC 3339, or an age (2h, 7d)."),
 ]
+PageOption = Annotated[
+    int,
+    typer.Option(
+        "--page",
+        min=1,
+        max=100_000,
+        help="Read this many dead-letter records at a time: memory bounded by a page, not by "
+        "the topic.",
+    ),
+]
 
 
 @dlq_app.command("list")
-def list_command(consumer: ConsumerOption = None, since: SinceOption = None) -> None:
-    """Every dead letter with its reason and source coordinates (applied or pending)."""
-    listed = asyncio.run(
-        list_dead_letters(BranchlineSettings(), consumer=consumer, since=parse_since(since))
+def list_command(
+    consumer: ConsumerOption = None, since: SinceOption = None, page: PageOption = PAGE_RECORDS
+) -> None:
+    """Every dead letter with its reason and source coordinates (applied or pending), each
+    consumer's in the order of its topic, printed a page at a time."""
+    moment = parse_since(since)
+
+    async def run() -> tuple[int, int]:
+        settings = BranchlineSettings()
+        total = waiting = 0
+        async with dead_letter_consumers(settings) as consumers:
+            chosen = _chosen(consumers, consumer)
+            async with contextlib.aclosing(
+                listed_pages(settings.kafka_bootstrap, chosen, since=moment, page=page)
+            ) as pages:
+                async for items in pages:
+                    for item in items:
+                        console.print(list_line(item))
+                    total += len(items)
+                    waiting += sum(not i.applied for i in items)
+        return total, waiting
+
+    total, waiting = asyncio.run(run())
+    console.print(f"{total} dead letters, {waiting} pending")
+
+
+def list_line(item: Listed) -> str:
+    d = item.letter
+    return (
+        f"{d.ref:<26} {d.dead_lettered_at:%Y-%m-%dT%H:%M:%SZ}  "
+        f"{'applied' if item.applied else 'pending':<8} {d.event_type or '-':<28} "
+        f"{d.event_id or '-'}  from {_source(d)}\n    reason: {d.reason}"
     )
-    for item in listed:
-        d = item.letter
-        console.print(
-            f"{d.ref:<26} {d.dead_lettered_at:%Y-%m-%dT%H:%M:%SZ}  "
-            f"{'applied' if item.applied else 'pending':<8} {d.event_type or '-':<28} "
-            f"{d.event_id or '-'}  from {_source(d)}\n    reason: {d.reason}"
-        )
-    waiting = sum(not i.applied for i in listed)
-    console.print(f"{len(listed)} dead letters, {waiting} pending")
 
 
 @dlq_app.command("show")
 def show_command(
     ref: Annotated[str, typer.Argument(help="consumer:partition:offset or event id")],
+    page: PageOption = PAGE_RECORDS,
 ) -> None:
     """One dead letter as it was dead-lettered (personal values still sealed)."""
 
     async def find() -> DeadLetter:
         settings = BranchlineSettings()
         async with dead_letter_consumers(settings) as consumers:
-            letters = await read_dead_letters(
-                settings.kafka_bootstrap, {c.name: c.topic for c in consumers.values()}
+            found = await _find_all(
+                settings.kafka_bootstrap, list(consumers.values()), [ref], page=page
             )
-        return _find(letters, ref)
+        return found[0]
 
     typer.echo(json.dumps(describe(asyncio.run(find())), indent=2, ensure_ascii=False))
 
@@ -275,18 +394,28 @@ def replay_command(
     all_: Annotated[bool, typer.Option("--all", help="Every dead letter (of --consumer).")] = False,
     consumer: ConsumerOption = None,
     since: SinceOption = None,
+    page: PageOption = PAGE_RECORDS,
 ) -> None:
     """Replay dead letters after a fix; each event is applied at most once."""
     if not refs and not all_:
         raise typer.BadParameter("name the dead letters to replay, or pass --all")
-    outcomes = asyncio.run(
-        replay_dead_letters(
-            BranchlineSettings(), refs or [], consumer=consumer, since=parse_since(since)
-        )
-    )
-    for outcome in outcomes:
+    counts = {"replayed": 0, "failed": 0}
+
+    def told(outcome: ReplayOutcome) -> None:
         detail = f": {outcome.detail}" if outcome.detail else ""
         console.print(f"{outcome.letter.ref:<26} {outcome.status}{detail}")
-    failed = sum(o.status == "failed" for o in outcomes)
-    console.print(f"{len(outcomes)} replayed, {failed} failed")
-    raise typer.Exit(1 if failed else 0)
+        counts["replayed"] += 1
+        counts["failed"] += outcome.status == "failed"
+
+    asyncio.run(
+        replay_dead_letters(
+            BranchlineSettings(),
+            refs or [],
+            consumer=consumer,
+            since=parse_since(since),
+            page=page,
+            told=told,
+        )
+    )
+    console.print(f"{counts['replayed']} replayed, {counts['failed']} failed")
+    raise typer.Exit(1 if counts["failed"] else 0)

@@ -105,8 +105,12 @@ async def reconcile_stack(
 
     Paged, at most ``keep`` findings of a kind per consumer are kept (None:
     ``reconcile_findings_kept``), all counted, each told to ``sink`` (the first reconcile's),
-    and a repair re-queues every missing event as found. The wait watches the kept missing
-    events (at most ``keep`` per consumer); the second reconcile counts everything."""
+    and a repair re-queues every missing event as found. The wait counts again, every
+    :data:`WAIT_ROUND_S`, what the first reconcile's logs held (up to each store's last event
+    it read) that some consumer has not applied and is not dead-lettered (missing or in
+    flight, :func:`~branchline_shared.reconcile.running.reconcile` with ``log_only``), until
+    none is: all of them, not only the kept ones, and none held (#12). Whole, it watches the
+    missing events of the report (all kept). The second reconcile counts everything."""
     size = None if whole else (page or settings.reconcile_self_check_order_page)
     kept = None if whole else (settings.reconcile_findings_kept if keep is None else keep)
     async with consumer_sources(settings) as consumers:
@@ -123,13 +127,29 @@ async def reconcile_stack(
         )
         if not (repair and first.requeued and wait_s > 0):
             return first, None
-        wanted = {r.consumer: {e.event_id for e in r.missing} for r in first.reports}
-        by_name = {c.name: c for c in consumers}
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if await _all_applied(by_name, wanted):
-                break
-            await asyncio.sleep(0.5)
+        if size is None:
+            wanted = {r.consumer: {e.event_id for e in r.missing} for r in first.reports}
+            by_name = {c.name: c for c in consumers}
+            while time.monotonic() < deadline:
+                if await _all_applied(by_name, wanted):
+                    break
+                await asyncio.sleep(WAIT_ROUND_S)
+        else:
+            while time.monotonic() < deadline:
+                counted = await reconcile(
+                    stores,
+                    consumers,
+                    bootstrap=settings.kafka_bootstrap,
+                    grace_s=grace_s,
+                    page=size,
+                    keep=0,
+                    log_only=True,
+                    upto=first.ends,
+                )
+                if counted.waiting == 0:
+                    break
+                await asyncio.sleep(WAIT_ROUND_S)
         second = await reconcile(
             stores,
             consumers,
@@ -139,6 +159,10 @@ async def reconcile_stack(
             keep=kept,
         )
         return first, second
+
+
+WAIT_ROUND_S = 0.5
+"""How long ``--wait`` pauses between its counts."""
 
 
 async def _all_applied(
@@ -238,9 +262,14 @@ def findings_sink(path: Path | None) -> Iterator[Sink | None]:
         yield None
         return
     with contextlib.ExitStack() as opened:
-        out: IO[bytes] = (
-            sys.stdout.buffer if str(path) == "-" else opened.enter_context(path.open("wb"))
-        )
+        try:
+            out: IO[bytes] = (
+                sys.stdout.buffer if str(path) == "-" else opened.enter_context(path.open("wb"))
+            )
+        except OSError as error:  # before anything is read: a usage error, not a traceback
+            raise typer.BadParameter(
+                f"cannot write {str(path)!r}: {error.strerror or error}", param_hint="--findings"
+            ) from None
 
         def sink(consumer: str, kind: str, item: Finding) -> None:
             out.write(finding_line(consumer, kind, item))

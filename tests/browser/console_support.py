@@ -49,22 +49,37 @@ def client_event(
     }
 
 
-def client_with_closed_visit(
-    stack: DevStack, client_id: str, rm_id: str, token: str | None = None
-) -> None:
-    """A registered client whose visit closed: a D-01b survey task is due for the RM. Pass
-    ``token`` when making many: minting one starts a process."""
-    token = token or stack.token("branch_system", "queue-01", "BR-001")
+def closed_visit(client_id: str, rm_id: str) -> list[dict[str, Any]]:
+    """A client's registration and a visit of theirs, closed: a D-01b survey task is due."""
     visit = f"V-{client_id}"
-    for event in (
+    return [
         client_event(
             client_id, "client.registered", {"client_type": "individual", "rm_id": rm_id}, 30
         ),
         client_event(client_id, "visit.arrived", {"visit_id": visit}, 20),
         client_event(client_id, "visit.closed", {"visit_id": visit, "outcome": "normal"}, 10),
-    ):
-        answer = send(stack, token, event)
-        assert answer.status_code == 202, answer.text
+    ]
+
+
+def clients_with_closed_visits(stack: DevStack, client_ids: list[str], rm_id: str) -> None:
+    """Registered clients whose visits closed (:func:`closed_visit`), sent as one batch
+    (``POST /v1/events:batch``, answered per event, in order): one request, not three a
+    client (#12)."""
+    token = stack.token("branch_system", "queue-01", "BR-001")
+    events = [event for client_id in client_ids for event in closed_visit(client_id, rm_id)]
+    answer = httpx.post(
+        f"{stack.url('intake')}/v1/events:batch",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    refused = [r for r in answer.json()["results"] if r.get("status") != 202]
+    assert not refused, refused
+
+
+def client_with_closed_visit(stack: DevStack, client_id: str, rm_id: str) -> None:
+    clients_with_closed_visits(stack, [client_id], rm_id)
 
 
 def survey_answered(stack: DevStack, client_id: str, score: int) -> None:

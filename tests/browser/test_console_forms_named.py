@@ -3,7 +3,8 @@ htmx's failure region says a refused request's title in Chinese on a Chinese pag
 the page has no translation of: the server's English, marked ``lang="en"``); a field the
 audit console's form page, or the followup console's work list, leaves out as too long is
 marked there, with why; a refused sign-in shows the login form again, filled in except the
-token, the field named (label and text joined by the full-width colon)."""
+token, the field named (label and text joined by the full-width colon); a marked filter of
+the work list, sent again validly through htmx, is unmarked."""
 
 from __future__ import annotations
 
@@ -124,4 +125,15 @@ def test_a_too_long_filter_of_the_followup_work_list_is_marked_in_chinese(
     expect(rm.locator("#f-status")).to_have_value("overdue")
     check_accessible(rm, "named-followup-too-long-zh")
     shot(rm, screenshots, "named-followup-too-long-zh")
+
+    # filtered again, validly, through htmx (only the list is swapped): no longer marked
+    field = rm.locator("#f-client")
+    field.fill("C-NAMED-1")
+    rm.locator("#filters button[type=submit]").click()
+    expect(rm).to_have_url(re.compile(r"client_id=C-NAMED-1"))
+    expect(rm).not_to_have_url(re.compile(r"too_long"))
+    expect(field).not_to_have_attribute("aria-invalid", "true")
+    expect(field).not_to_have_attribute("aria-describedby", re.compile(r"too-long"))
+    expect(rm.locator("#f-client-too-long")).to_have_count(0)
+    expect(rm.locator("#f-status")).to_have_value("overdue")
     context.close()

@@ -2,7 +2,8 @@
 tasks than a page walks to page 2, completes a task there and stays on page 2; a form whose
 cursor was altered is answered with the 400 fragment, which htmx swaps in place of the list
 (``console.js``: a 4xx naming its target) so the RM sees it; a 400 that names no target
-(a problem+json) is not swapped: the RM keeps the list."""
+(a problem+json) is not swapped: the RM keeps the list; a note too long is the form's own
+error, swapped in, the note marked on its task's form."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.console_support import (
+    check_accessible,
     client_with_closed_visit,
+    clients_with_closed_visits,
     login,
     problem_answer,
     shot,
@@ -55,9 +58,8 @@ def test_an_rm_completes_a_task_on_page_two_and_stays_there(
     dev_stack: DevStack, browser: Browser, screenshots: Path
 ) -> None:
     followup = dev_stack.url("followup")
-    token = dev_stack.token("branch_system", "queue-01", "BR-001")
-    for n in range(PAGE + 3):  # a client whose visit closed, its tasks each: > a page
-        client_with_closed_visit(dev_stack, f"C-PAGES-{n:03d}", RM, token)
+    # a client whose visit closed, its tasks each: more than a page
+    clients_with_closed_visits(dev_stack, [f"C-PAGES-{n:03d}" for n in range(PAGE + 3)], RM)
     rm = browser.new_context(locale="en-GB").new_page()
     login(rm, followup, "rm", RM)
 
@@ -283,6 +285,30 @@ def test_a_refused_request_is_said_by_its_kind_and_nothing_is_swapped(
     unchanged()
     shot(rm, screenshots, "paging-409-said")
     rm.unroute("**/console/tasks/*/complete")
+
+    # a note longer than the form takes (its maxlength removed, as a script may send it):
+    # the action's own error in the swapped list, the task's form open, the note marked
+    # with why, its value not shown again; nothing failed, so the region stays empty
+    if not row.locator("details").first.evaluate("(d) => d.open"):
+        row.locator("summary", has_text="Complete").click()
+    note = row.locator("textarea[name=note]")
+    note.evaluate("(area) => area.removeAttribute('maxlength')")
+    note.fill("N" * 2001)
+    row.locator("select[name=outcome]").select_option("contacted")
+    row.locator("button[type=submit]").click()
+    expect(rm.locator("#work-list p.error")).to_contain_text("a field is too long")
+    marked = rm.locator(f"#note-{task}")
+    expect(marked).to_be_visible()
+    expect(marked).to_have_attribute("aria-invalid", "true")
+    expect(marked).to_have_accessible_description(
+        re.compile("^Left out: it was longer than the 2000 characters")
+    )
+    expect(marked).to_have_value("")
+    expect(rm.locator("body")).not_to_contain_text("N" * 40)
+    expect(failure).to_be_empty()
+    unchanged()
+    check_accessible(rm, "paging-note-too-long")
+    shot(rm, screenshots, "paging-note-too-long")
 
     # the next request succeeds: done, and the message is gone
     send_completion()

@@ -73,12 +73,17 @@ async def whole_stack(
 
 
 async def settled(settings: BranchlineSettings) -> Reconciliation:
-    """Reconcile once nothing is in flight any more (bounded)."""
+    """Reconcile once nothing is in flight any more (bounded), and the reconcile's first read
+    (what each consumer applied, its count and the last global positions it recorded) saw
+    all that its later read of the stores found applied: reconcile reads the consumers
+    before the stores, so a consumer that applies a batch between the two reads shows
+    nothing missing yet its count and positions from before the batch (#12)."""
 
     async def probe() -> Reconciliation | None:
         result, _ = await reconcile_stack(settings, grace_s=0)
         busy = sum(r.in_flight for r in result.reports)
-        return result if busy == 0 and result.missing == 0 else None
+        caught_up = all(r.applied >= sum(p.applied for p in r.progress) for r in result.reports)
+        return result if busy == 0 and result.missing == 0 and caught_up else None
 
     return await eventually(probe, within=40, interval=0.5)
 

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from branchline_shared.embedded.ports import free_port
@@ -30,11 +30,23 @@ class DevStack:
     env: dict[str, str]
     ports: dict[str, int]
     output: Path
+    minted: dict[tuple[str, str, str | None], str] = field(default_factory=dict)
+    """The tokens made so far, by role, subject and branch: each one made costs a Python
+    process (the CLI's imports, ~1.5 s on a loaded 2-core machine), and the browser tests
+    ask for the same few again and again (#12)."""
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def token(self, role: str, sub: str, branch: str | None = None) -> str:
+        """A token of the stack's dev key, made by `branchline token` as a user makes it, once
+        per role, subject and branch (it lives for the longest lifetime allowed, hours)."""
+        key = (role, sub, branch)
+        if key not in self.minted:
+            self.minted[key] = self._mint(role, sub, branch)
+        return self.minted[key]
+
+    def _mint(self, role: str, sub: str, branch: str | None) -> str:
         extra = ["--branch", branch] if branch else []
         result = subprocess.run(
             [

@@ -34,8 +34,10 @@ class Steps:
     async def audit_caught_up(self, stack: object, within_s: float = 0) -> None:
         self.done.append("audit")
 
-    async def write_path(self, stack: object, sample: int) -> tuple[float, float]:
-        self.done.append(f"write_path {sample}")
+    async def write_path(
+        self, stack: object, sample: int, batch_events: int | None = None
+    ) -> tuple[float, float]:
+        self.done.append(f"write_path {sample}" + (f" {batch_events}" if batch_events else ""))
         return 5_000.0, 0.5
 
     async def sleep(self, seconds: float) -> None:
@@ -100,3 +102,40 @@ def test_the_catch_up_is_a_measure_of_each_step() -> None:
     keys = [key for key, _, _ in scale.growth_measures((10_000, 100_000))]
     assert "grow_catchup_10k" in keys
     assert "grow_catchup_100k" in keys
+
+
+async def test_a_profile_may_size_the_write_paths_batches(
+    patched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The smoke's growth step posts one batch of 1,000 (its rebuilds replay every batch
+    # posted, #12, Round 38); every other caller keeps the floor of 3,000.
+    steps = patched(Steps(catches_up=True))
+    await scale.growth_step(STACK, 1_000, 160, [], batch_events=1_000)  # type: ignore[arg-type]
+    assert "write_path 160 1000" in steps.done
+    monkeypatch.undo()
+
+    asked: list[tuple[str, int]] = []
+
+    async def batches(port: int, token: str, events: int) -> float:
+        asked.append(("batches", events))
+        return 5_000.0
+
+    async def single_posts(port: int, token: str, requests: int) -> None:
+        asked.append(("singles", requests))
+
+    monkeypatch.setattr(scale.branchline_measures, "batches", batches)
+    monkeypatch.setattr(scale.branchline_measures, "single_posts", single_posts)
+    stack: Any = SimpleNamespace(
+        settings=SimpleNamespace(intake_port=1), token="t", cpu_seconds=lambda name: 1.0
+    )
+    await scale.write_path(stack, 160, 1_000)
+    await scale.write_path(stack, 160)
+    await scale.write_path(stack, 4_000)
+    assert asked == [
+        ("batches", 1_000),
+        ("singles", 160),
+        ("batches", 3_000),
+        ("singles", 160),
+        ("batches", 4_000),
+        ("singles", 4_000),
+    ]

@@ -85,7 +85,9 @@ def test_the_extra_readings_alternate_in_both_orders() -> None:
 async def test_the_benchmarks_own_reading_is_watched_and_then_left_as_it_was(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def measured(stack: object, sample: int) -> tuple[float, float]:
+    async def measured(
+        stack: object, sample: int, batch_events: int | None = None
+    ) -> tuple[float, float]:
         return 5_000.0, 0.4
 
     async def beside(stack: object, mode: str, reading: Any) -> tuple[Any, dict[str, Any]]:

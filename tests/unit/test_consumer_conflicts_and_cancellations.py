@@ -37,6 +37,9 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(20)]
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(consuming, "FIRST_BACKOFF_S", 0.001)
+    # The consumer's own retries take the default ceiling (5 s): doubled from 1 ms, a test
+    # that retries a dozen times slept ~4 s of it, while only the counts are asserted (#12).
+    monkeypatch.setitem(consuming.retry_transient.__kwdefaults__, "max_backoff_s", 0.004)
 
 
 def failing(errors: list[Exception]) -> tuple[Any, list[int]]:

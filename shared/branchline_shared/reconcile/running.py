@@ -11,11 +11,12 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
+from aiokafka import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
 from branchline_shared.eventstore.ports import LogPosition
@@ -114,6 +115,13 @@ class ConsumerSource:
 class Reconciliation:
     reports: list[ConsumerReport]
     requeued: dict[str, int] = field(default_factory=dict)
+    ends: dict[str, LogPosition] = field(default_factory=dict)
+    """Each store's last event the (paged) log walk read: where ``--wait``'s counts stop."""
+
+    @property
+    def waiting(self) -> int:
+        """Events not applied by some consumer and not dead-lettered: missing or in flight."""
+        return sum(r.count("missing") + r.in_flight for r in self.reports)
 
     @property
     def differences(self) -> int:
@@ -147,31 +155,97 @@ async def store_connection(dsn: str) -> AsyncIterator[PgConnection]:
         await conn.close()
 
 
+def record_event_id(record: ConsumerRecord[bytes, bytes]) -> uuid.UUID | None:
+    """A dead letter's event id: its ``event_id`` header, else its envelope's (None: neither
+    readable)."""
+    raw = dict(record.headers or ()).get("event_id")
+    if raw is None and record.value:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            value = orjson.loads(record.value)
+            raw = str(value.get("event_id", "")).encode() if isinstance(value, dict) else None
+    if raw:
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            return uuid.UUID(raw.decode())
+    return None
+
+
 async def dead_lettered_ids(
     bootstrap: str, topic: str, *, within_s: float = 30.0, page: int = PAGE_RECORDS
 ) -> set[uuid.UUID]:
     """The event ids in a dead-letter topic (header ``event_id``, else the envelope's), up to
     its end when the read began, read a page of records at a time (:func:`topic_pages`): the
-    ids are kept, not the records (#12)."""
+    ids are kept, not the records (#12). The consumers' self-checks use it; ``branchline
+    reconcile`` asks :func:`dead_lettered_among` instead, which keeps only what it asked."""
     found: set[uuid.UUID] = set()
     async with contextlib.aclosing(
         topic_pages(bootstrap, [topic], within_s=within_s, page=page)
     ) as pages:
         async for records in pages:
             for record in records:
-                raw = dict(record.headers or ()).get("event_id")
-                if raw is None and record.value:
-                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                        value = orjson.loads(record.value)
-                        raw = (
-                            str(value.get("event_id", "")).encode()
-                            if isinstance(value, dict)
-                            else None
-                        )
-                if raw:
-                    with contextlib.suppress(ValueError, UnicodeDecodeError):
-                        found.add(uuid.UUID(raw.decode()))
+                event_id = record_event_id(record)
+                if event_id is not None:
+                    found.add(event_id)
     return found
+
+
+async def dead_lettered_among(
+    bootstrap: str,
+    topic: str,
+    ids: Collection[uuid.UUID],
+    *,
+    within_s: float = 30.0,
+    page: int = PAGE_RECORDS,
+) -> set[uuid.UUID]:
+    """Which of ``ids`` the dead-letter topic holds, read a page of records at a time up to
+    its end when the read began: memory is ``ids``, one page of records and the answer, not
+    every id the topic holds (a consumer with millions of dead letters, #12)."""
+    wanted = set(ids)
+    found: set[uuid.UUID] = set()
+    if not wanted:
+        return found
+    async with contextlib.aclosing(
+        topic_pages(bootstrap, [topic], within_s=within_s, page=page)
+    ) as pages:
+        async for records in pages:
+            for record in records:
+                event_id = record_event_id(record)
+                if event_id in wanted:
+                    found.add(event_id)
+            if len(found) == len(wanted):  # nothing left to look for
+                break
+    return found
+
+
+DeadLettered = Callable[[ConsumerSource, Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]]
+"""Which of the given events (not applied by the consumer) its dead-letter topic holds."""
+
+DEAD_LETTER_CANDIDATES = 50_000
+"""How many events not applied (each missing or dead-lettered) the paged reconcile's log walk
+holds, over its consumers, before it asks their dead-letter topics which are dead letters
+(:func:`dead_lettered_among`, one read of each topic holding some): the bound of what it
+holds for the dead letters, whatever the topics hold; a healthy stack reads no topic (#12)."""
+
+
+class _TopicDeadLetters:
+    """:data:`DeadLettered` from each consumer's dead-letter topic; a topic that cannot be
+    read counts nothing dead for the rest of the reconcile (warned once), as before."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._unreadable: set[str] = set()
+
+    async def __call__(self, consumer: ConsumerSource, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if consumer.name in self._unreadable:
+            return set()
+        try:
+            return await dead_lettered_among(self._bootstrap, consumer.dead_letter_topic, ids)
+        except Exception as exc:  # the broker is away: compare anyway, nothing counted dead
+            self._unreadable.add(consumer.name)
+            log.warning(
+                "dead-letter topic not readable; its events count as missing",
+                extra={"consumer": consumer.name, "error": describe_error(exc)},
+            )
+            return set()
 
 
 async def reconcile(
@@ -184,6 +258,9 @@ async def reconcile(
     page: int | None = None,
     keep: int | None = None,
     sink: Sink | None = None,
+    log_only: bool = False,
+    upto: Mapping[str, LogPosition] | None = None,
+    candidates: int | None = None,
 ) -> Reconciliation:
     """Compare; with ``repair``, queue every missing event in its store's outbox once.
 
@@ -193,29 +270,35 @@ async def reconcile(
     yet applied, which the grace period excuses.
 
     With ``page``, a page at a time (:func:`paged_reports`, #12): the same reports, no read
-    returning more than ``page`` rows (the dead-letter topics a page of records at a time,
-    :func:`dead_lettered_ids`), each kind of finding counted whole but at most ``keep`` of it
-    kept in the report (None: all), every finding given to ``sink`` as found, and a repair
-    made a page at a time as the missing events are found (every one, not the kept ones).
+    returning more than ``page`` rows, each kind of finding counted whole but at most ``keep``
+    of it kept in the report (None: all), every finding given to ``sink`` as found, a repair
+    made a page at a time as the missing events are found (every one, not the kept ones), and
+    the dead-letter topics asked only about the events not applied, at most ``candidates`` of
+    them at a time (:data:`DEAD_LETTER_CANDIDATES`, :func:`dead_lettered_among`). With
+    ``log_only``, only the stores' logs (up to ``upto``'s position per store, if given):
+    missing, dead-lettered and in flight counted, nothing else (``--wait``'s count).
     """
-    dead: dict[str, frozenset[uuid.UUID]] = {}
     if page is not None:
-        for consumer in consumers:
-            dead[consumer.name] = await _dead_letters(bootstrap, consumer)
         requeued: dict[str, int] | None = {} if repair else None
+        ends: dict[str, LogPosition] = {}
         reports = await paged_reports(
             stores,
             consumers,
-            dead=dead,
+            dead=_TopicDeadLetters(bootstrap),
             grace_s=grace_s,
             page=page,
             keep=keep,
             sink=sink,
             requeued=requeued,
+            log_only=log_only,
+            upto=upto,
+            ends=ends,
+            candidates=candidates,
         )
-        for report in reports:
-            DIFFERENCES.labels(report.consumer).set(report.differences)
-        result = Reconciliation(reports)
+        if not log_only:  # a count of the logs alone is not the consumer's differences
+            for report in reports:
+                DIFFERENCES.labels(report.consumer).set(report.differences)
+        result = Reconciliation(reports, ends=ends)
         for source, count in (requeued or {}).items():
             if not count:
                 continue
@@ -283,12 +366,16 @@ async def paged_reports(
     stores: Sequence[StoreSource],
     consumers: Sequence[ConsumerSource],
     *,
-    dead: Mapping[str, frozenset[uuid.UUID]],
+    dead: DeadLettered,
     grace_s: float,
     page: int,
     keep: int | None = None,
     sink: Sink | None = None,
     requeued: dict[str, int] | None = None,
+    log_only: bool = False,
+    upto: Mapping[str, LogPosition] | None = None,
+    ends: dict[str, LogPosition] | None = None,
+    candidates: int | None = None,
 ) -> list[ConsumerReport]:
     """What :func:`compare` reports of each consumer over every store, read a page of at
     most ``page`` rows at a time (#12), in three walks:
@@ -297,8 +384,10 @@ async def paged_reports(
       each page's ids looked up in the stores: how many it applied, the highest global position
       it recorded per store, and the *extra* ones (no store has them);
     - each store's log in log order (:func:`~.stores.read_store_log_page`), each page's ids
-      asked of every consumer (:attr:`ConsumerSource.has`): progress, *missing*,
-      *dead-lettered*, *in flight*;
+      asked of every consumer (:attr:`ConsumerSource.has`): progress, *in flight*, and the
+      events not applied, held until at most ``candidates`` (None:
+      :data:`DEAD_LETTER_CANDIDATES`) over the consumers and then asked of ``dead`` (each
+      consumer's dead-letter topic): *dead-lettered*, else *missing*;
     - each store's streams by the stream index, each from its highest version down
       (:func:`~.stores.read_stream_page`), each page's ids asked of every consumer with when it
       applied them (:attr:`ConsumerSource.applied_among`): *out of order* and *late*, judged by
@@ -313,7 +402,10 @@ async def paged_reports(
     ``requeued``). Each store's walks read one snapshot (a
     read-only repeatable-read transaction), as the whole read was one statement. A stream's
     versions are judged within one store (the whole compare merged same-named streams of two
-    stores by name; none are: followup's streams are ``followup-…``)."""
+    stores by name; none are: followup's streams are ``followup-…``).
+
+    ``log_only``: the log walk alone, each store's stopping after ``upto``'s position for it
+    (if given); ``ends`` is told each store's last event read."""
     if page < 1:
         raise ValueError("page must be at least 1")
     for consumer in consumers:
@@ -321,6 +413,10 @@ async def paged_reports(
             raise ValueError(f"{consumer.name} cannot be read a page at a time")
     if keep is not None and keep < 0:
         raise ValueError("keep must be at least 0")
+    if candidates is None:
+        candidates = DEAD_LETTER_CANDIDATES
+    if candidates < 1:
+        raise ValueError("candidates must be at least 1")
     found = _Found(keep, sink)
     reports = {
         consumer.name: ConsumerReport(consumer.name, totals=dict.fromkeys(KINDS, 0))
@@ -333,6 +429,8 @@ async def paged_reports(
             for store in stores
         }
         for consumer in consumers:  # what the consumers applied first, as reconcile reads
+            if log_only:
+                break
             await _walk_applied(
                 consumer, conns, reports[consumer.name], last[consumer.name], page, found
             )
@@ -342,11 +440,15 @@ async def paged_reports(
             if requeued is not None:
                 writer = await opened.enter_async_context(store_connection(store.dsn))
                 repair = _Repair(store.source, writer, requeued)
+            walk = _LogWalk(consumers, reports, dead, found, repair, candidates)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await _walk_log(
-                    store, conn, consumers, reports, last, dead, grace_s, page, found, repair
+                end = await _walk_log(
+                    store, conn, last, grace_s, page, walk, (upto or {}).get(store.source)
                 )
-                await _walk_streams(store, conn, consumers, reports, page, found)
+                if end is not None and ends is not None:
+                    ends[store.source] = end
+                if not log_only:
+                    await _walk_streams(store, conn, consumers, reports, page, found)
     for report in reports.values():
         report.extra.sort(key=lambda i: i.hex)
         report.out_of_order.sort(key=lambda i: i.hex)
@@ -435,18 +537,58 @@ async def _walk_applied(
         after = max(seqs)
 
 
+@dataclass
+class _LogWalk:
+    """What a store's log walk judges with: the events no consumer of it has applied are held
+    (per consumer, in log order) until ``candidates`` are, then the consumers' dead-letter
+    topics are asked which of them they hold (:meth:`settle`): each held event is found
+    dead-lettered or missing, in log order, and the missing ones re-queued (each once)."""
+
+    consumers: Sequence[ConsumerSource]
+    reports: Mapping[str, ConsumerReport]
+    dead: DeadLettered
+    found: _Found
+    repair: _Repair | None
+    candidates: int
+    held: dict[str, list[StoreEvent]] = field(default_factory=dict)
+
+    def hold(self, consumer: ConsumerSource, event: StoreEvent) -> None:
+        self.held.setdefault(consumer.name, []).append(event)
+
+    @property
+    def full(self) -> bool:
+        return sum(len(events) for events in self.held.values()) >= self.candidates
+
+    async def settle(self) -> None:
+        misses: dict[uuid.UUID, StoreEvent] = {}
+        for consumer in self.consumers:
+            events = self.held.pop(consumer.name, [])
+            if not events:
+                continue
+            dead = await self.dead(consumer, [event.event_id for event in events])
+            report = self.reports[consumer.name]
+            for event in events:
+                if event.event_id in dead:
+                    self.found(report, "dead_lettered", event)
+                else:
+                    self.found(report, "missing", event)
+                    misses[event.event_id] = event
+        if self.repair is not None:
+            await self.repair(list(misses.values()))
+
+
 async def _walk_log(
     store: StoreSource,
     conn: PgConnection,
-    consumers: Sequence[ConsumerSource],
-    reports: Mapping[str, ConsumerReport],
     last: Mapping[str, Mapping[str, int]],
-    dead: Mapping[str, frozenset[uuid.UUID]],
     grace_s: float,
     page: int,
-    found: _Found,
-    repair: _Repair | None,
-) -> None:
+    walk: _LogWalk,
+    upto: LogPosition | None = None,
+) -> LogPosition | None:
+    """One store's log, a page at a time (up to ``upto``, if given); returns the position of
+    the last event read (None: none)."""
+    consumers, reports = walk.consumers, walk.reports
     progress = {
         consumer.name: SourceProgress(
             store.source, 0, 0, None, last[consumer.name].get(store.source)
@@ -455,14 +597,15 @@ async def _walk_log(
     }
     gap = dict.fromkeys(progress, False)
     after = LogPosition.start()
+    end: LogPosition | None = None
     while True:
-        events = await read_store_log_page(
+        read = await read_store_log_page(
             conn, store.source, after=after, limit=page, grace_s=grace_s
         )
+        events = read if upto is None else [e for e in read if _not_after(e.log_position, upto)]
         if not events:
             break
         ids = [event.event_id for event in events]
-        misses: dict[uuid.UUID, StoreEvent] = {}
         for consumer in consumers:
             assert consumer.has is not None
             applied = await consumer.has(ids)
@@ -477,24 +620,28 @@ async def _walk_log(
                 gap[consumer.name] = True
                 if event.in_flight:
                     report.in_flight += 1
-                elif event.event_id in dead.get(consumer.name, frozenset()):
-                    found(report, "dead_lettered", event)
-                else:
-                    found(report, "missing", event)
-                    misses[event.event_id] = event
+                else:  # dead-lettered or missing: the dead-letter topic says, when settled
+                    walk.hold(consumer, event)
             progress[consumer.name] = dataclasses.replace(
                 told,
                 events=told.events + len(events),
                 applied=applied_here,
                 contiguous_to=contiguous,
             )
-        if repair is not None:
-            await repair(list(misses.values()))
-        if len(events) < page:
+        end = events[-1].log_position
+        if walk.full:
+            await walk.settle()
+        if len(read) < page or len(events) < len(read):  # the log's end, or past ``upto``
             break
         after = events[-1].log_position
+    await walk.settle()
     for consumer in consumers:
         reports[consumer.name].progress.append(progress[consumer.name])
+    return end
+
+
+def _not_after(position: LogPosition, upto: LogPosition) -> bool:
+    return (position.tx_id, position.global_position) <= (upto.tx_id, upto.global_position)
 
 
 async def _walk_streams(

@@ -1,7 +1,8 @@
 """The followup console's form pages (#12): a refused request links back to the form it came
 from filled in again, a field longer than the form takes left out and named in ``too_long``
 (never its value): the work list's filters (its filter form's get, an action's ``f_*``
-fields), the quality page's and the refusals page's search forms."""
+fields), the quality page's and the refusals page's search forms; a per-task form's fields
+too long, named for its own error (``check_lengths``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 from branchline_followup.entrypoints.console.rm_pages import (
     QUALITY_FIELDS,
     REFUSAL_FIELDS,
+    TASK_FIELDS,
     WORK_FIELDS,
+    FormInvalid,
+    check_lengths,
     form_page,
 )
 from branchline_followup.entrypoints.task_cursor import encode_cursor
@@ -85,3 +89,14 @@ def test_a_path_that_is_no_forms_has_no_form_page_and_unknown_names_are_ignored(
     assert too_long_fields("client_id,cursor,x", WORK_FIELDS) == {"client_id"}
     assert too_long_fields("rm_id,rule", QUALITY_FIELDS) == {"rm_id"}
     assert too_long_fields(None, REFUSAL_FIELDS) == frozenset()
+
+
+def test_a_per_task_forms_fields_are_refused_by_name_when_too_long_whitespace_aside() -> None:
+    check_lengths(note=f"  {'n' * TASK_FIELDS['note']}\n", assignee="a" * 128, reason="")
+    with pytest.raises(FormInvalid) as refused:
+        check_lengths(note="n" * 2001, assignee="rm-8", reason="r" * 201)
+    assert refused.value.too_long == {"note", "reason"}
+    assert "n" * 2001 not in str(refused.value)
+    with pytest.raises(FormInvalid) as refused:
+        check_lengths(assignee="a" * 129)
+    assert refused.value.too_long == {"assignee"}

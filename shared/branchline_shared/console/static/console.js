@@ -16,6 +16,11 @@
 // HTML) and at most TITLE_MAX characters: in the page's language when the page carries its
 // translation (data-titles, the catalogue of problem_titles.py), else as the server sent
 // it, marked lang="en". The next request htmx sends clears the region.
+//
+// A field a refused request's way back marked as too long (macros.html's too_long: it is
+// aria-invalid, described by its note) is unmarked once its form, sent again by htmx, is
+// answered as accepted: a refilter swaps only the list, and the form would otherwise go on
+// calling invalid a field the list was just filtered by (#12).
 "use strict";
 
 (function () {
@@ -116,6 +121,20 @@
       tell("server", xhr.status, problemTitle(xhr));
     } else if (xhr.status >= 400 && !ownFragment(xhr)) {
       tell(refusal(xhr.status), xhr.status, problemTitle(xhr));
+    }
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    const form = event.detail.elt;
+    if (!event.detail.successful || !(form instanceof HTMLFormElement) || !form.isConnected) {
+      return;
+    }
+    for (const field of form.querySelectorAll('[aria-invalid="true"]')) {
+      const note = field.getAttribute("aria-describedby") || "";
+      if (note.endsWith("-too-long")) {
+        document.getElementById(note)?.remove();
+        field.removeAttribute("aria-invalid");
+        field.removeAttribute("aria-describedby");
+      }
     }
   });
   document.addEventListener("htmx:sendError", () => tell("network", 0));

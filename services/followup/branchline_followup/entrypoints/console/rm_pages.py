@@ -258,6 +258,10 @@ async def landing_address(
 WORK_LIST = "/console/"
 WORK_FIELDS = {"status": 16, "kind": 64, "client_id": 128, "assignee": 128}
 """The work list's filters and how long each may be (as the page and its forms take them)."""
+TASK_FIELDS = {"note": 2000, "assignee": 128, "reason": 200}
+"""The per-task forms' typed fields and how long each may be (the event catalogue's ``Note``
+and ``Label``, a staff id): checked by the action itself, so that a value too long is the
+form's error, marked on that task's form, not a refused page leading back to the list (#12)."""
 QUALITY_FIELDS = {"branch_id": 128, "rm_id": 128, "from": 10, "to": 10}
 REFUSAL_FIELDS = {"rule": 8, "branch_id": 128}
 SEARCH_FORMS = {
@@ -311,6 +315,7 @@ async def render_day(
     went_back: bool = False,
     moved: dict[str, str] | None = None,
     too_long: frozenset[str] = frozenset(),
+    task_marked: tuple[uuid.UUID, frozenset[str]] | None = None,
 ) -> Response:
     """The work list's page (from ``cursor`` on, else the first; ``back``: the cursors of
     the pages the RM came through). A cursor that is not one this page made is answered with
@@ -318,7 +323,9 @@ async def render_day(
     away) is not shown: the page before it is, the nearest one that shows tasks, else the
     first, and to htmx the address is replaced by that page's; a plain GET given ``moved``
     (its query's notices) is redirected to that page's address, saying it went back (#12).
-    ``too_long``: the filters a refused request sent too long, marked on the form."""
+    ``too_long``: the filters a refused request sent too long, marked on the form;
+    ``task_marked``: a task and the fields of its form an action refused as too long, that
+    form shown open, those fields marked."""
     site = site_of(request)
     checked = parse_trail(back) if cursor else []
     if (cursor and not cursor_valid(cursor)) or checked is None:
@@ -343,6 +350,9 @@ async def render_day(
             "filters": filters,
             "too_long": too_long,
             "max_length": WORK_FIELDS,
+            "marked_task": str(task_marked[0]) if task_marked else "",
+            "task_too_long": task_marked[1] if task_marked else frozenset(),
+            "task_max_length": TASK_FIELDS,
             "shown_assignee": work.shown_assignee,
             "paged": cursor is not None,
             # the forms of the page carry it: after an action, the same page again (#12)
@@ -421,9 +431,25 @@ async def my_day(
 
 
 class FormInvalid(Exception):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, too_long: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.message = message
+        self.too_long = too_long
+        """The fields of the task's form sent longer than it takes (marked, never echoed)."""
+
+
+def check_lengths(**typed: str) -> None:
+    """Refuses, naming them, the per-task form's fields longer than :data:`TASK_FIELDS` says,
+    before anything is recorded. Whitespace around is not counted: the event holds the text
+    stripped."""
+    too_long = frozenset(
+        name for name, value in typed.items() if len(value.strip()) > TASK_FIELDS[name]
+    )
+    if too_long:
+        raise FormInvalid(
+            N_("Nothing was recorded: a field is too long (marked on the task's form)."),
+            too_long,
+        )
 
 
 NOTE: TypeAdapter[str] = TypeAdapter(Note)
@@ -478,7 +504,7 @@ async def complete(
     ctx: ContextDep,
     principal: Worker,
     outcome: Annotated[str, Form(max_length=64)],
-    note: Annotated[str, Form(max_length=2000)] = "",
+    note: Annotated[str, Form()] = "",  # bounded by check_lengths (and the edge's body limit)
     next_contact_at: Annotated[str, Form(max_length=40)] = "",
     attitude: Annotated[str, Form(max_length=8)] = "",
     professionalism: Annotated[str, Form(max_length=8)] = "",
@@ -507,7 +533,9 @@ async def complete(
     back = f_back if f_cursor else ""
     gettext = site.gettext(request)
     error: str | None = None
+    marked: tuple[uuid.UUID, frozenset[str]] | None = None
     try:
+        check_lengths(note=note)
         if outcome not in OUTCOMES:
             raise FormInvalid(N_("Choose an outcome."))
         row = await queries.fetch_task_view(ctx.pool, task_id)
@@ -537,6 +565,7 @@ async def complete(
         )
     except FormInvalid as invalid:
         error = gettext(invalid.message)
+        marked = (task_id, invalid.too_long) if invalid.too_long else None
     except TaskRefused as refused:
         error = gettext(N_("The task was not completed: %(detail)s")) % {"detail": refused.detail}
     page = f_cursor or None
@@ -548,11 +577,27 @@ async def complete(
             )
             return site.redirect(request, landing)
         return await render_day(
-            request, ctx, principal, filters, error=error, status=422, cursor=page, back=back
+            request,
+            ctx,
+            principal,
+            filters,
+            error=error,
+            status=422,
+            cursor=page,
+            back=back,
+            task_marked=marked,
         )
     notice = None if error else gettext(N_("Task completed."))
     return await render_day(
-        request, ctx, principal, filters, notice=notice, error=error, cursor=page, back=back
+        request,
+        ctx,
+        principal,
+        filters,
+        notice=notice,
+        error=error,
+        cursor=page,
+        back=back,
+        task_marked=marked,
     )
 
 

@@ -29,6 +29,7 @@ from branchline_followup.entrypoints.console.rm_pages import (
     FormInvalid,
     TooLong,
     bad_cursor,
+    check_lengths,
     cursor_valid,
     free_text,
     landing_address,
@@ -62,6 +63,9 @@ Overseer = Annotated[Principal, console_roles(Role.SUPERVISOR, Role.ADMIN)]
 BOARD_DONE_WINDOW = timedelta(days=1)
 DEFAULT_PERIOD_DAYS = 30
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+STAFF_ID_CHARACTERS = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+"""A staff id's characters, any length: its length is the form's own check (check_lengths),
+marked on the task's form (#12)."""
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -98,8 +102,9 @@ async def reassign(
     task_id: uuid.UUID,
     ctx: ContextDep,
     principal: Overseer,
-    assignee: Annotated[str, Form(max_length=128, pattern=IDENTIFIER)],
-    reason: Annotated[str, Form(max_length=200)] = "",
+    # bounded by check_lengths (and the edge's body limit)
+    assignee: Annotated[str, Form(pattern=STAFF_ID_CHARACTERS)],
+    reason: Annotated[str, Form()] = "",
     f_status: Annotated[str, Form(max_length=16)] = "open",
     f_kind: Annotated[str, Form(max_length=64)] = "",
     f_client_id: Annotated[str, Form(max_length=128)] = "",
@@ -117,7 +122,9 @@ async def reassign(
         return bad_cursor(request, filters)
     back = f_back if f_cursor else ""
     notice = error = None
+    marked: tuple[uuid.UUID, frozenset[str]] | None = None
     try:
+        check_lengths(assignee=assignee, reason=reason)
         await reassign_task(
             ctx,
             task_id,
@@ -133,17 +140,29 @@ async def reassign(
         notice = gettext(N_("Task given to %(assignee)s.")) % {"assignee": assignee}
     except FormInvalid as invalid:
         error = gettext(invalid.message)
+        marked = (task_id, invalid.too_long) if invalid.too_long else None
     except TaskRefused as refused:
         error = gettext(N_("The task was not reassigned: %(detail)s")) % {"detail": refused.detail}
     page = f_cursor or None
-    if request.headers.get("hx-request") != "true" and error is None:
+    plain = request.headers.get("hx-request") != "true"
+    if plain and error is None:
         trail = back.split(TRAIL_SEPARATOR) if back else []
         landing = await landing_address(
             request, ctx, principal, filters, f_cursor, trail, given=assignee
         )
         return site.redirect(request, landing)
     return await render_day(
-        request, ctx, principal, filters, notice=notice, error=error, cursor=page, back=back
+        request,
+        ctx,
+        principal,
+        filters,
+        notice=notice,
+        error=error,
+        # a plain post's refusal is a 422 page, as the complete form's (htmx swaps only a 2xx)
+        status=422 if plain else 200,
+        cursor=page,
+        back=back,
+        task_marked=marked,
     )
 
 
