@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,34 +241,52 @@ def positions(response: httpx.Response) -> list[int]:
     return [e["position"] for e in response.json()["entries"]]
 
 
-async def rewrite_rechaining(
-    settings: BranchlineSettings, position: int, before: bytes | None = None, after: bytes = b""
-) -> None:
-    """Rewrite the note of the entry at ``position`` (``n<position>``) and recompute its hash
-    and every later hash and link, as a superuser with the triggers off: each entry then
-    holds by itself and every link holds; only the signed checkpoints disagree."""
+RowRewrite = Callable[[asyncpg.Record], tuple[bytes, str | None]]
+"""An entry's new canonical bytes and event column (None where it keeps its event only in its
+bytes), from its stored row (``position``, ``event``, ``appended_at``, ``prev_hash``,
+``canonical``)."""
+
+
+async def rechain(settings: BranchlineSettings, position: int, rewrite: RowRewrite) -> None:
+    """Every entry from ``position`` on rewritten by ``rewrite``, its hash and the next one's
+    link recomputed, as a superuser with the triggers off: each entry then holds by itself and
+    every link holds; only the signed checkpoints disagree."""
     async with superuser(settings) as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         rows = await conn.fetch(
-            "SELECT position, prev_hash, canonical FROM audit_ledger "
+            "SELECT position, event, appended_at, prev_hash, canonical FROM audit_ledger "
             "WHERE position >= $1 ORDER BY position",
             position,
         )
         prev = bytes(rows[0]["prev_hash"])
         for row in rows:
-            canonical = bytes(row["canonical"])
-            if row["position"] == position:
-                if before is None:
-                    before, after = f'"note":"n{position}"'.encode(), b'"note":"rewritten"'
-                assert before in canonical, canonical
-                canonical = canonical.replace(before, after)
+            canonical, event = rewrite(row)
             digest = hashlib.sha256(prev + canonical).digest()
             await conn.execute(
-                "UPDATE audit_ledger SET prev_hash = $2, canonical = $3, hash = $4 "
-                "WHERE position = $1",
-                row["position"],
+                "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, canonical = $3, "
+                "hash = $4 WHERE position = $5",
+                event,
                 prev,
                 canonical,
                 digest,
+                row["position"],
             )
             prev = digest
+
+
+async def rewrite_rechaining(
+    settings: BranchlineSettings, position: int, before: bytes | None = None, after: bytes = b""
+) -> None:
+    """Rewrite the note of the entry at ``position`` (``n<position>``) in its canonical bytes
+    (``before`` replaced by ``after`` where given) and :func:`rechain` from it."""
+    if before is None:
+        before, after = f'"note":"n{position}"'.encode(), b'"note":"rewritten"'
+
+    def rewrite(row: asyncpg.Record) -> tuple[bytes, str | None]:
+        canonical = bytes(row["canonical"])
+        if row["position"] == position:
+            assert before in canonical, canonical
+            canonical = canonical.replace(before, after)
+        return canonical, row["event"]
+
+    await rechain(settings, position, rewrite)

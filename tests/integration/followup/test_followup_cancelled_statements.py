@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -37,12 +38,14 @@ from branchline_followup.adapters.pg_schemas import (
     with_search_path,
 )
 from branchline_followup.adapters.unit_of_work import PostgresUnitsOfWork
+from branchline_followup.application import batches
 from branchline_followup.application.batches import Delivered, apply_batch
 from branchline_followup.application.projector import Projection
 from branchline_followup.bootstrap import prepare_database
 from branchline_followup.domain import FollowupPolicy
 from branchline_followup.entrypoints.worker import handle_batch, worker_probe
 from branchline_shared.events.envelope import RecordedEvent
+from branchline_shared.kafka import consuming
 from branchline_shared.kafka.consuming import ATTEMPTS, CANCELLED, CANCELLED_ALONE, RawMessage
 from branchline_shared.kafka.wire import SourcePosition
 from branchline_shared.postgres.pool import is_reachable, open_pool
@@ -53,6 +56,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 PROJECTION = Projection(FollowupPolicy())
 SLOW = "C-SLOW"
+
+
+RETRY_PAUSE_S = 0.05
+
+
+@pytest.fixture(autouse=True)
+def short_retry_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What these tests prove is which attempts count and what is given up, never how long a
+    retry pauses; at the product's pauses (0.1 s doubled up to 5 s) the ~16 cancellations a
+    test waits for spent ~10 s asleep per test, most of its time (#12, CI time). The
+    cancellations themselves still come from the server's ``statement_timeout``."""
+    monkeypatch.setattr(consuming, "FIRST_BACKOFF_S", RETRY_PAUSE_S)
+    monkeypatch.setattr(
+        batches,
+        "retry_transient",
+        functools.partial(consuming.retry_transient, max_backoff_s=RETRY_PAUSE_S),
+    )
 
 
 class DeadLetterBox:

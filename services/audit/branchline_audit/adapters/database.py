@@ -49,7 +49,7 @@ EVENT_FUNCTION = "audit_entry_event(bytea, bigint)"
 so it is owned like the tables and the retention function."""
 HINTS_FUNCTION = "audit_refusal_hints_superseded()"
 """The trigger that deletes the refusal hints a newer one supersedes (migration 011, #12):
-SECURITY DEFINER, owned by the owner role, which alone may delete a hint."""
+SECURITY DEFINER, owned by the owner role; migration 012 lets whichever role owns it delete."""
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PROVISION_LOCK = 0x61756469745F726F  # "audit_ro"
 

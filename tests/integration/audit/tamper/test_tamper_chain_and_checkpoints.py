@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import random
 
+import asyncpg
 import pytest
 
 from branchline_audit.domain.canonical import (
-    chain_hash,
     entry_canonical_bytes,
     format_appended_at,
 )
 from tests.integration.audit.audit_support import (
     behind_the_ledgers_back,
+    rechain,
     superuser,
 )
 from tests.integration.audit.tamper.tamper_support import (
@@ -75,32 +76,18 @@ async def test_a_rewrite_that_recomputes_every_hash_is_caught_by_the_checkpoints
     checkpoint does not, and the rewrite is located between two checkpoints."""
     settings, audit = fresh_ledger
     position = 700
-    async with superuser(settings) as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        rows = await conn.fetch(
-            "SELECT position, event, appended_at, prev_hash, canonical FROM audit_ledger "
-            "WHERE position >= $1 ORDER BY position",
-            position,
+
+    def rewrite(row: asyncpg.Record) -> tuple[bytes, str | None]:
+        # Every entry's bytes made again from its event, not only the changed one's.
+        event = event_of(row)
+        if row["position"] == position:
+            event["data"] = {"note": "nothing happened here"}
+        canonical = entry_canonical_bytes(
+            row["position"], event, format_appended_at(row["appended_at"])
         )
-        prev = bytes(rows[0]["prev_hash"])
-        for row in rows:
-            event = event_of(row)
-            if row["position"] == position:
-                event["data"] = {"note": "nothing happened here"}
-            canonical = entry_canonical_bytes(
-                row["position"], event, format_appended_at(row["appended_at"])
-            )
-            digest = chain_hash(prev, canonical)
-            await conn.execute(
-                "UPDATE audit_ledger SET event = $1::jsonb, prev_hash = $2, hash = $3, "
-                "canonical = $5 WHERE position = $4",
-                None if row["event"] is None else json.dumps(event),
-                prev,
-                digest,
-                row["position"],
-                canonical,
-            )
-            prev = digest
+        return canonical, None if row["event"] is None else json.dumps(event)
+
+    await rechain(settings, position, rewrite)
     verdict = await verify(settings, audit)
     assert not verdict.ok
     assert verdict.first_bad_position == 501
