@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -222,6 +223,18 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
     from branchline_shared.kafka.wire import event_headers
 
     extra = {"shared_preload_libraries": "pg_stat_statements"} if args.statements else {}
+    if args.auto_explain is not None:
+        # The plans the worker's sessions really run (cached generic plans included, and the
+        # PL/pgSQL function's nested query), not a fresh EXPLAIN's: the log is kept at the end.
+        extra["shared_preload_libraries"] = ",".join(
+            [*filter(None, [extra.get("shared_preload_libraries")]), "auto_explain"]
+        )
+        extra |= {
+            "auto_explain.log_min_duration": f"{args.auto_explain:g}ms",
+            "auto_explain.log_nested_statements": "on",
+            "auto_explain.log_analyze": "on",
+            "auto_explain.log_timing": "off",
+        }
     async with probe_stack(
         base, broker=True, migrated=("followup", "eventstore"), server_settings=extra
     ) as stack:
@@ -291,6 +304,8 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         finally:
             await conn.close()
             await closed(producer)
+            if args.explain_log is not None:
+                shutil.copyfile(server.log_file, args.explain_log)
         records, fpi, _ = (a - b for a, b in zip(after.wal, before.wal, strict=True))
         print(
             f"{args.rate:.0f} ev/s for {args.seconds:.0f} s: {len(done)} of {total} applied in "
@@ -314,6 +329,13 @@ def main() -> int:
     parser.add_argument("--statements", action="store_true", help="pg_stat_statements")
     parser.add_argument("--waits", action="store_true", help="pg_stat_activity's wait events")
     parser.add_argument("--wait-interval-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--auto-explain",
+        type=float,
+        metavar="MS",
+        help="auto_explain (analyzed, nested statements) of the statements over MS",
+    )
+    parser.add_argument("--explain-log", type=Path, help="where the server's log is copied")
     args = parser.parse_args()
     started = time.time()
     code = run_in_scratch(measure, args, "bench-followup-pg-")

@@ -182,13 +182,7 @@ async def run_relay(settings: IntakeSettings) -> None:
         async with cut_short_by(stop):
             topics = declare_topics(settings)
             await ensure_topics(settings.kafka_bootstrap, topics.all())
-            # Nothing on this pool outlives a transaction (the lock and the LISTEN are on a
-            # connection of its own): a released connection skips asyncpg's reset query, a
-            # round trip and four statements after each round's outbox read and marking, as
-            # the API's pool does since Round 6 (#12, Round 36).
-            pool = await open_pool(
-                settings.intake_database_url, min_size=1, max_size=3, session_state=False
-            )
+            pool = await open_pool(settings.intake_database_url, min_size=1, max_size=3)
             opened.push_async_callback(pool.close)
             relay_stop = RelayStop()
             producer = await started_producer(opened, settings, relay_stop)

@@ -15,7 +15,11 @@ import pytest
 
 from branchline_followup.adapters import pg_schemas
 from branchline_followup.adapters.pg_schemas import LIVE_SCHEMA, with_search_path
-from branchline_followup.adapters.read_ahead import READ_AHEAD, Asked, read_ahead_query
+from branchline_followup.adapters.read_ahead import (
+    READ_AHEAD,
+    Asked,
+    read_ahead_query,
+)
 from branchline_followup.bootstrap import prepare_database
 from branchline_shared.settings import BranchlineSettings
 
@@ -142,3 +146,47 @@ async def test_the_functions_plan_made_on_empty_tables_reads_a_filled_one_by_ind
     assert scans["idx_scan"] >= 1
     config = await live.fetchval(f"SELECT proconfig FROM pg_proc WHERE oid = '{FUNCTION}'::regproc")
     assert config == ["enable_seqscan=off"]
+
+
+def found_facts(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The clients :data:`READ_AHEAD` found (by position: its column names repeat)."""
+    return [r for r in rows if r[0] == 1 and r[1] is not None]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="#12, Round 38: READ_AHEAD's generic plan made on an empty fu_clients reads every "
+    "client; the fix (branch r38-fuplans-readahead: the statement sent through the function of "
+    "027) did not separate in an ABBA and is not merged",
+)
+async def test_the_statements_plan_made_on_empty_tables_reads_a_filled_one_by_index(
+    live: asyncpg.Connection[Any],
+) -> None:
+    """Round 38 (#12): :data:`READ_AHEAD`, what the worker sends when a batch's locks are not
+    all held, is a prepared statement of the connection's cache on a forced generic plan,
+    made once while the tables may be empty; it should find a filled fu_clients' batch by
+    index, as the function's calls do since 027. Counted as the test above. It does not yet
+    (3 sequential scans, 3,000 rows for 300 clients): strictly expected to fail until a fix
+    lands, which then removes the mark."""
+    asked = Asked(facts_of=[f"C-{n}" for n in range(300)]).arguments()
+    for _ in range(2):  # prepared and planned on the empty table, the plan kept
+        async with live.transaction():
+            await pg_schemas.hold_swap_lock_shared(live, generic_plans=True)
+            rows = await live.fetch(READ_AHEAD, *asked)
+            assert found_facts(rows) == []
+    await live.execute(
+        "INSERT INTO fu_clients (client_id, client_type, rm_id, registered_at, last_event_at) "
+        "SELECT 'C-' || n, 'individual', 'rm-1', now(), now() FROM generate_series(0, 2999) n"
+    )
+    async with live.transaction():
+        await pg_schemas.hold_swap_lock_shared(live, generic_plans=True)
+        rows = await live.fetch(READ_AHEAD, *asked)
+        scans = await live.fetchrow(
+            "SELECT seq_scan, seq_tup_read, idx_scan FROM pg_stat_xact_user_tables "
+            "WHERE relid = 'fu_clients'::regclass"
+        )
+    assert len(found_facts(rows)) == 300
+    assert scans is not None
+    assert (scans["seq_scan"], scans["seq_tup_read"]) == (0, 0)
+    assert scans["idx_scan"] >= 1

@@ -27,6 +27,14 @@ from tests.integration.audit.tamper.tamper_support import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
+@pytest.fixture(autouse=True)
+def verify_path() -> str:
+    """Overrides conftest's three paths: these tests name their own verifications (one pass
+    and segments side by side) and never read the path, so its three runs were one test
+    three times (#12)."""
+    return "one pass"
+
+
 @pytest.mark.parametrize("position", [333, 334, 666, 667])
 async def test_a_change_at_a_segment_boundary_is_located_as_in_one_pass(
     ledger_1000: Built, position: int

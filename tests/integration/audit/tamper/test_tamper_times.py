@@ -25,6 +25,14 @@ from tests.integration.audit.tamper.tamper_support import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
+@pytest.fixture(autouse=True)
+def verify_path() -> str:
+    """Overrides conftest's three paths: these tests name their own verifications (one pass
+    and segments side by side) and never read the path, so its three runs were one test
+    three times (#12)."""
+    return "one pass"
+
+
 TIMES = (
     "2000-01-01 00:00:00+00",
     "1999-12-31 23:59:59.999999+00",
