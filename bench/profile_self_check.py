@@ -135,7 +135,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         async def has(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
             return applied & set(ids)
 
-        self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+        self_repair.dead_lettered_among = no_dead_letters  # type: ignore[attr-defined]
         pool = await open_pool(settings.intake_database_url, min_size=1, max_size=2)
         for label, group_id in (("by consumer progress", group), ("by grace period", None)):
             check = SelfRepair(

@@ -130,7 +130,7 @@ async def measure(args: argparse.Namespace, base: Path) -> None:
         positions = await published(settings, args.events, analyze=True)
         await applied_by_the_read_models(settings, list(positions))
         await products_applied(settings, args.products)
-        self_repair.dead_lettered_ids = no_dead_letters  # type: ignore[attr-defined]
+        self_repair.dead_lettered_among = no_dead_letters  # type: ignore[attr-defined]
         pool = await open_read_model_pool(settings)
         checks = {
             side: SelfRepair(

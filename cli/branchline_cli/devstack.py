@@ -170,6 +170,12 @@ class DevStack:
         # The embedded stack is the one place dev-only features (the test clock) are on by
         # default; BRANCHLINE_DEV_MODE=false in the environment still turns them off.
         env.setdefault("BRANCHLINE_DEV_MODE", "true")
+        # The drain keeps a stopped service unready (503) while it still serves, so that a load
+        # balancer polling /readyz stops sending first; here nothing polls it after the start,
+        # and the default 2 s was more than half of an idle Ctrl-C. What protects data comes
+        # after the drain and stays: requests in flight finish, consumers commit, relays
+        # publish (#12). An operator's own BRANCHLINE_SHUTDOWN_DRAIN_S still wins.
+        env.setdefault("BRANCHLINE_SHUTDOWN_DRAIN_S", "0")
         return env
 
     def child_settings(self, env: dict[str, str]) -> BranchlineSettings:

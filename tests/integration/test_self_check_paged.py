@@ -92,15 +92,21 @@ async def outbox_rows(settings: BranchlineSettings, event: RecordedEvent) -> int
         await conn.close()
 
 
+asked: list[list[uuid.UUID]] = []
+"""What the self-check asked the dead-letter topic, an ask a list of ids (:func:`dead_letters`)."""
+
+
 @pytest.fixture
 def dead_letters(monkeypatch: pytest.MonkeyPatch) -> set[uuid.UUID]:
     """The consumer's dead-letter topic (no broker in these tests)."""
     dead: set[uuid.UUID] = set()
+    asked.clear()
 
-    async def read(*_: object, **__: object) -> set[uuid.UUID]:
-        return set(dead)
+    async def among(_bootstrap: str, _topic: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        asked.append(list(ids))
+        return dead & set(ids)
 
-    monkeypatch.setattr(self_repair, "dead_lettered_ids", read)
+    monkeypatch.setattr(self_repair, "dead_lettered_among", among)
     return dead
 
 
@@ -140,6 +146,28 @@ async def test_a_check_asks_about_a_page_at_a_time_and_repairs_what_is_missing(
     assert [i for ids in consumer.asked for i in ids] == [e.event_id for e in events]
     assert await outbox_rows(settings, events[10]) == 2
     assert await outbox_rows(settings, events[11]) == 1
+
+
+async def test_a_check_asks_the_dead_letter_topic_only_about_the_events_it_found_owed(
+    postgres_admin_url: str, tmp_path: Path, dead_letters: set[uuid.UUID]
+) -> None:
+    """Not every id of the topic, each check (#12): a healthy stack reads no topic, and a
+    check with events owed asks about those of a page, no more."""
+    settings = make_settings(Infra(postgres_admin_url, "127.0.0.1:9"), tmp_path)
+    events = await stored(settings, 25)
+    consumer = Consumer()
+    consumer.applied = {e.event_id for e in events}
+
+    assert await checker(settings, consumer, full_scan_every=1).check(grace_s=0) == 0
+    assert asked == []
+
+    owed = {3, 11, 12}
+    consumer.applied = {e.event_id for n, e in enumerate(events) if n not in owed}
+    dead_letters.add(events[11].event_id)
+    assert await checker(settings, consumer, full_scan_every=1).check(grace_s=0) == 2
+    assert asked
+    assert max(len(ids) for ids in asked) <= PAGE
+    assert sorted(i for ids in asked for i in ids) == sorted(events[n].event_id for n in owed)
 
 
 async def test_the_next_check_starts_where_every_event_was_applied(

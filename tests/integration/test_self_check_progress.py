@@ -62,7 +62,7 @@ def no_dead_letters(monkeypatch: pytest.MonkeyPatch) -> None:
     async def none(*_: object, **__: object) -> set[uuid.UUID]:
         return set()
 
-    monkeypatch.setattr(self_repair, "dead_lettered_ids", none)
+    monkeypatch.setattr(self_repair, "dead_lettered_among", none)
 
 
 async def commit(settings: BranchlineSettings, group: str, offsets: dict[int, int]) -> None:

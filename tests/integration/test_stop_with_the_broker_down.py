@@ -79,11 +79,14 @@ async def stop_with_the_broker_gone(
     *,
     drain_s: float,
     while_gone: Callable[[HeldBroker], Awaitable[None]],
+    request_timeout_ms: int | None = None,
 ) -> float:
     """One event published, then the broker gone (held and cut) and two more committed;
     ``while_gone`` waits for what the test needs; then the service is stopped. Returns how long
     the stop took, having checked that nothing the broker did not acknowledge was marked
-    published and that a service started once the broker is back publishes all three."""
+    published and that a service started once the broker is back publishes all three.
+    ``request_timeout_ms``: the producers' (``kafka_producer_request_timeout_ms``), for a test
+    that waits for a round's sends to expire."""
     running, prepare, database_setting, topic_name = SERVICES[service]
     async with held_broker() as broker:
         settings = make_settings(
@@ -93,6 +96,10 @@ async def stop_with_the_broker_gone(
             shutdown_flush_timeout_s=drain_s,
             kafka_producer_stop_flush_s=FLUSH_S,
         )
+        if request_timeout_ms is not None:
+            settings = settings.model_copy(
+                update={"kafka_producer_request_timeout_ms": request_timeout_ms}
+            )
         topic = getattr(declare_topics(settings), topic_name).name
         await prepare(settings)
         pool = await open_pool(getattr(settings, database_setting), min_size=1, max_size=2)

@@ -271,10 +271,11 @@ class OutboxRelay:
 
     async def _acquire_lock(self, conn: PgConnection) -> bool:
         # Polling a lock held by another process: no in-process event can tell us it was freed.
+        # A drain ends the pause at once: the stand-by relay has nothing of its own to publish
+        # (the holder does), and its stop waited out the rest of the pause, up to 2 s (#12).
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
-            if self._draining:
+            if await self._drain_asked_within(self._poll_interval_s * 4):
                 return False
-            await asyncio.sleep(self._poll_interval_s * 4)
         return True
 
     async def _loop(self, lock_conn: PgConnection) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import Gauge
 
-from branchline_shared.kafka.topic_reading import read_topic
+from branchline_shared.kafka.topic_reading import PAGE_RECORDS, read_topic, topic_pages
 from branchline_shared.logging_setup import describe_error
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,148 @@ def pending(letters: Iterable[DeadLetter], applied: set[uuid.UUID]) -> list[Dead
 AppliedAmong = Callable[[Sequence[uuid.UUID]], Awaitable[set[uuid.UUID]]]
 
 
+GAUGE_CAP = 10_000
+"""At most this many pending dead letters (event id, dead-lettered at) a consumer's gauges
+keep between rounds; pending ones read past it are counted, with the oldest time among them
+(:class:`DeadLetterGauges`, #12)."""
+
+RECHECK_PAGE = 1000
+"""At most this many kept ids a call of ``applied_among`` is asked about."""
+
+
+class TopicWentBack(RuntimeError):
+    """A partition of the dead-letter topic ends before where it was read to (recreated)."""
+
+
+class DeadLetterGauges:
+    """The pending count and oldest pending age of one consumer's dead letters, kept round
+    after round without reading the whole topic again (#12): a round reads only the records
+    written since the last (the end offset reached per partition is remembered, a page at a
+    time, :func:`topic_pages`), asks ``applied_among`` about each page read and, in pages of
+    :data:`RECHECK_PAGE`, about the pending letters it keeps, dropping those applied since (a
+    replay). It keeps at most :data:`GAUGE_CAP` pending letters' (event id, time); one read
+    past the cap is counted with the oldest time among them, so the count and the oldest age
+    stay right as they were read. Those cannot be re-checked: once a kept letter is applied
+    while some are past the cap, the next round forgets everything and reads the topic again
+    from its beginning (a page at a time, still at most the cap kept), so a replay shows.
+    A letter without a readable event id stays pending (counted, its time kept). A partition
+    that went back (the topic recreated or truncated to fewer records) forgets everything and
+    reads again from the beginning. A round that fails (broker away) changes nothing it did
+    not finish reading; the next round goes on from there."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        consumer: str,
+        topic: str,
+        applied_among: AppliedAmong,
+        *,
+        cap: int = GAUGE_CAP,
+        page: int = PAGE_RECORDS,
+        recheck_page: int = RECHECK_PAGE,
+        within_s: float = 30.0,
+    ) -> None:
+        if cap < 1 or recheck_page < 1:
+            raise ValueError("cap and recheck_page must be at least 1")
+        self._bootstrap, self._consumer, self._topic = bootstrap, consumer, topic
+        self._applied_among = applied_among
+        self._cap, self._page, self._recheck_page = cap, page, recheck_page
+        self._within_s = within_s
+        self.records_read = 0
+        """Records read by the last round (what it read of the topic)."""
+        self._forget()
+
+    def _forget(self) -> None:
+        self._read_to: dict[TopicPartition, int] = {}
+        self._waiting: dict[uuid.UUID, datetime] = {}
+        self._beyond = 0
+        self._beyond_oldest: datetime | None = None
+        self._anonymous = 0
+        self._anonymous_oldest: datetime | None = None
+        self._reread = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting) + self._beyond + self._anonymous
+
+    @property
+    def oldest(self) -> datetime | None:
+        times = [t for t in (self._beyond_oldest, self._anonymous_oldest) if t is not None]
+        if self._waiting:
+            times.append(min(self._waiting.values()))
+        return min(times, default=None)
+
+    async def round(self) -> None:
+        """Read what is new, re-check what is kept; then set the gauges."""
+        self.records_read = 0
+        await self._recheck()
+        if self._reread:
+            self._forget()
+        try:
+            await self._read_new()
+        except TopicWentBack:
+            self._forget()
+            await self._read_new()
+        PENDING.labels(self._consumer).set(self.pending)
+        oldest = self.oldest
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        OLDEST_AGE.labels(self._consumer).set(max(age, 0.0))
+
+    async def _recheck(self) -> None:
+        kept = list(self._waiting)
+        for first in range(0, len(kept), self._recheck_page):
+            applied = await self._applied_among(kept[first : first + self._recheck_page])
+            for event_id in applied:
+                self._waiting.pop(event_id, None)
+            if applied and self._beyond:
+                self._reread = True
+
+    async def _read_new(self) -> None:
+        ends: dict[TopicPartition, int] = {}
+        start = dict(self._read_to)
+        async with contextlib.aclosing(
+            topic_pages(
+                self._bootstrap,
+                [self._topic],
+                within_s=self._within_s,
+                page=self._page,
+                start=start,
+                ends=ends,
+            )
+        ) as pages:
+            async for records in pages:
+                self.records_read += len(records)
+                if any(r.offset < start.get(_tp(r), 0) for r in records):
+                    raise TopicWentBack(self._topic)
+                await self._take(records)
+        if any(ends.get(tp, offset) < offset for tp, offset in start.items()):
+            raise TopicWentBack(self._topic)
+
+    async def _take(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        letters = [parse_dead_letter(self._consumer, r) for r in records]
+        ids = [d.event_id for d in letters if d.event_id is not None]
+        applied = await self._applied_among(ids) if ids else set()
+        for letter in letters:
+            at = letter.dead_lettered_at
+            if letter.event_id is None:
+                self._anonymous += 1
+                self._anonymous_oldest = min(at, self._anonymous_oldest or at)
+            elif letter.event_id in applied or letter.event_id in self._waiting:
+                pass
+            elif len(self._waiting) < self._cap:
+                self._waiting[letter.event_id] = at
+            else:
+                self._beyond += 1
+                self._beyond_oldest = min(at, self._beyond_oldest or at)
+        for record in records:
+            tp = _tp(record)
+            self._read_to[tp] = max(self._read_to.get(tp, 0), record.offset + 1)
+
+
+def _tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
 async def watch_dead_letters(
     bootstrap: str,
     consumer: str,
@@ -165,16 +307,12 @@ async def watch_dead_letters(
     *,
     interval_s: float = 30.0,
 ) -> None:
-    """Until cancelled: keep the pending count and the oldest pending age on ``/metrics``."""
+    """Until cancelled: keep the pending count and the oldest pending age on ``/metrics``
+    (:class:`DeadLetterGauges`: each round reads only what is new)."""
+    gauges = DeadLetterGauges(bootstrap, consumer, topic, applied_among)
     while True:
         try:
-            letters = await read_dead_letters(bootstrap, {consumer: topic})
-            ids = [d.event_id for d in letters if d.event_id is not None]
-            waiting = pending(letters, await applied_among(ids) if ids else set())
-            PENDING.labels(consumer).set(len(waiting))
-            oldest = min((d.dead_lettered_at for d in waiting), default=None)
-            age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
-            OLDEST_AGE.labels(consumer).set(max(age, 0.0))
+            await gauges.round()
         except Exception as exc:  # the gauges wait for the next round; the consumer goes on
             log.warning("dead-letter gauges not updated", extra={"error": describe_error(exc)})
         await asyncio.sleep(interval_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -48,6 +48,8 @@ async def topic_pages(
     within_s: float = 30.0,
     fetch_wait_ms: int = 100,
     page: int = PAGE_RECORDS,
+    start: Mapping[TopicPartition, int] | None = None,
+    ends: dict[TopicPartition, int] | None = None,
 ) -> AsyncGenerator[list[ConsumerRecord[bytes, bytes]]]:
     """The records of ``topics`` from their beginning, a page of at most ``page`` records at a
     time (one ``getmany`` round each), up to each partition's end as first seen (the first
@@ -56,7 +58,12 @@ async def topic_pages(
     needs of each page (reconcile: the event ids) holds one page of records, not the topic
     (#12). The fetch wait is raised as the batch consumers' is when the broker answers
     nothing although records are there (a long partition of the dev broker,
-    :class:`FetchWait`)."""
+    :class:`FetchWait`).
+
+    ``start``: where to begin in the partitions it names (the others from their beginning), to
+    read only what is new since an earlier read; an offset past a partition's end (the topic
+    was recreated) starts it from its beginning again. ``ends``, if given, is filled with each
+    partition's end as first seen (the caller can tell a partition that went back)."""
     if page < 1:
         raise ValueError("page must be at least 1")
     consumer = AIOKafkaConsumer(
@@ -81,8 +88,12 @@ async def topic_pages(
             return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        for tp in partitions:
+            if start and start.get(tp):
+                consumer.seek(tp, start[tp])
         pending = set(partitions)
-        ends: dict[TopicPartition, int] = {}
+        if ends is None:
+            ends = {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         fetch_wait = FetchWait(fetch_wait_ms, round_ms=ROUND_MS)

@@ -48,7 +48,7 @@ import dataclasses
 import enum
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -71,7 +71,7 @@ from branchline_shared.reconcile.running import (
     REPAIRED,
     ConsumerSource,
     StoreSource,
-    dead_lettered_ids,
+    dead_lettered_among,
     store_connection,
     store_sources,
 )
@@ -200,6 +200,7 @@ class SelfRepair:
             raise ValueError("walk_slice must be at least 1")
         self._walk_slice = walk_slice
         self._checks = 0
+        self._dead_letters_unreadable = False
         self._settled: dict[str, LogPosition] = {}  # per store: every event up to it applied
         self._triggered = asyncio.Event()
         self._trigger = "periodic"
@@ -238,18 +239,7 @@ class SelfRepair:
         grace = self._grace_s if grace_s is None else grace_s
         full = trigger == "log_reset" or self._checks % self._full_scan_every == 0
         self._checks += 1
-        try:
-            dead = frozenset(
-                await dead_lettered_ids(
-                    self._settings.kafka_bootstrap, self._consumer.dead_letter_topic
-                )
-            )
-        except Exception as exc:  # the broker is away: check anyway, nothing counted dead
-            log.warning(
-                "dead-letter topic not readable; its events count as missing",
-                extra={"consumer": self._consumer.name, "error": describe_error(exc)},
-            )
-            dead = frozenset()
+        self._dead_letters_unreadable = False  # per check: warned once, tried again next check
         repaired = differences = 0
         self.not_reached = 0
         async with self._group_progress(trigger) as broker:
@@ -259,9 +249,7 @@ class SelfRepair:
                     if full
                     else self._settled.get(store.source, LogPosition.start())
                 )
-                found, requeued, settled = await self._check_store(
-                    store, start, grace, dead, broker
-                )
+                found, requeued, settled = await self._check_store(store, start, grace, broker)
                 self._settled[store.source] = settled
                 differences += found
                 repaired += requeued
@@ -371,12 +359,30 @@ class SelfRepair:
             broker.lost()
             return None
 
+    async def _dead_lettered(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of ``ids`` (one page's events owed) the consumer's dead-letter topic holds:
+        only they are looked for, so the check holds a page of ids, not every id the topic
+        holds, and a check that finds nothing owed reads no topic (#12). A topic that cannot
+        be read counts nothing dead for the rest of the check (warned once)."""
+        if self._dead_letters_unreadable:
+            return set()
+        try:
+            return await dead_lettered_among(
+                self._settings.kafka_bootstrap, self._consumer.dead_letter_topic, ids
+            )
+        except Exception as exc:  # the broker is away: check anyway, nothing counted dead
+            self._dead_letters_unreadable = True
+            log.warning(
+                "dead-letter topic not readable; its events count as missing",
+                extra={"consumer": self._consumer.name, "error": describe_error(exc)},
+            )
+            return set()
+
     async def _check_store(
         self,
         store: StoreSource,
         start: LogPosition,
         grace_s: float,
-        dead: frozenset[uuid.UUID],
         broker: BrokerView,
     ) -> tuple[int, int, LogPosition]:
         """One store's log from ``start``, a page at a time: (events owed and not applied,
@@ -423,8 +429,10 @@ class SelfRepair:
                         if verdict is Verdict.UNKNOWN and state.in_flight:  # the grace rule
                             continue
                         found += 1
-                        if event_id not in dead:  # a dead letter waits for its replay
-                            missing.append(store_event(store.source, row, state.topic))
+                        missing.append(store_event(store.source, row, state.topic))
+                if missing:  # a dead letter waits for its replay
+                    dead = await self._dead_lettered([event.event_id for event in missing])
+                    missing = [event for event in missing if event.event_id not in dead]
                 if missing:
                     count = await requeue(conn, missing)
                     requeued += count
