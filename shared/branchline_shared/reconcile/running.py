@@ -169,6 +169,18 @@ def record_event_id(record: ConsumerRecord[bytes, bytes]) -> uuid.UUID | None:
     return None
 
 
+async def _event_id_pages(
+    bootstrap: str, topic: str, within_s: float, page: int
+) -> AsyncIterator[list[uuid.UUID]]:
+    """The readable event ids of each page of a dead-letter topic's records, up to its end
+    when the read began."""
+    async with contextlib.aclosing(
+        topic_pages(bootstrap, [topic], within_s=within_s, page=page)
+    ) as pages:
+        async for records in pages:
+            yield [i for i in map(record_event_id, records) if i is not None]
+
+
 async def dead_lettered_ids(
     bootstrap: str, topic: str, *, within_s: float = 30.0, page: int = PAGE_RECORDS
 ) -> set[uuid.UUID]:
@@ -177,14 +189,9 @@ async def dead_lettered_ids(
     ids are kept, not the records (#12). The consumers' self-checks use it; ``branchline
     reconcile`` asks :func:`dead_lettered_among` instead, which keeps only what it asked."""
     found: set[uuid.UUID] = set()
-    async with contextlib.aclosing(
-        topic_pages(bootstrap, [topic], within_s=within_s, page=page)
-    ) as pages:
-        async for records in pages:
-            for record in records:
-                event_id = record_event_id(record)
-                if event_id is not None:
-                    found.add(event_id)
+    async with contextlib.aclosing(_event_id_pages(bootstrap, topic, within_s, page)) as pages:
+        async for ids in pages:
+            found.update(ids)
     return found
 
 
@@ -203,14 +210,9 @@ async def dead_lettered_among(
     found: set[uuid.UUID] = set()
     if not wanted:
         return found
-    async with contextlib.aclosing(
-        topic_pages(bootstrap, [topic], within_s=within_s, page=page)
-    ) as pages:
-        async for records in pages:
-            for record in records:
-                event_id = record_event_id(record)
-                if event_id in wanted:
-                    found.add(event_id)
+    async with contextlib.aclosing(_event_id_pages(bootstrap, topic, within_s, page)) as pages:
+        async for ids in pages:
+            found.update(wanted.intersection(ids))
             if len(found) == len(wanted):  # nothing left to look for
                 break
     return found

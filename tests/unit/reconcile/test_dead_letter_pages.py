@@ -9,70 +9,34 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from tests.support.one_partition import OnePartitionConsumer
 
 from branchline_shared.kafka import topic_reading
 from branchline_shared.kafka.topic_reading import read_topic, topic_pages
 from branchline_shared.reconcile.running import dead_lettered_ids
 
 TOPIC = "dlq"
-TP = TopicPartition(TOPIC, 0)
 
 
-class GrowingPartition:
+class GrowingPartition(OnePartitionConsumer):
     """A consumer of one partition that a writer keeps appending to: each fetch answers the
     log's end then (its high watermark), then three more records are written."""
 
     def __init__(self, ids: list[uuid.UUID]) -> None:
+        super().__init__(TOPIC)
         self.log = list(ids)
         self.ids = ids
-        self._position = 0
-        self._highwater: int | None = None
-        self.asked: list[int] = []
 
-    async def start(self) -> None:
-        return None
+    def log_length(self) -> int:
+        return len(self.log)
 
-    async def stop(self) -> None:
-        return None
+    def record(self, offset: int) -> Any:
+        return SimpleNamespace(
+            offset=offset, headers=[("event_id", str(self.log[offset]).encode())], value=b"{}"
+        )
 
-    async def topics(self) -> set[str]:
-        return {TOPIC}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {0} if topic == TOPIC else set()
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self._assigned = partitions
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._assigned)
-
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        self._position = 0
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]:
-        assert max_records is not None
-        self.asked.append(max_records)
-        self._highwater = len(self.log)
-        upto = min(len(self.log), self._position + max_records)
-        records = [
-            SimpleNamespace(
-                offset=offset, headers=[("event_id", str(self.log[offset]).encode())], value=b"{}"
-            )
-            for offset in range(self._position, upto)
-        ]
-        self._position = upto
+    def fetched(self, first: int, end: int) -> None:
         self.log.extend(uuid.uuid4() for _ in range(3))  # the writer goes on
-        return {TP: records} if records else {}
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self._highwater
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self._position
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from tests.support.one_partition import OnePartitionConsumer
 from typer.testing import CliRunner
 
 from branchline_cli import dlq_commands
@@ -22,74 +22,38 @@ from branchline_shared.kafka import topic_reading
 from branchline_shared.kafka.dead_letter_log import DeadLetter, ReplayOutcome
 
 TOPIC = "branchline.followup-worker.dlq.v1"
-TP = TopicPartition(TOPIC, 0)
 IDS = [uuid.UUID(int=n) for n in range(1, 13)]
 
 
-class Partition:
+class Partition(OnePartitionConsumer):
     """One partition of twelve dead letters; ``events`` says what was fetched and replayed,
     in order."""
 
     def __init__(self, events: list[str]) -> None:
+        super().__init__(TOPIC)
         self.events = events
-        self._position = 0
-        self._highwater: int | None = None
-        self.asked: list[int] = []
 
-    async def start(self) -> None:
-        return None
+    def log_length(self) -> int:
+        return len(IDS)
 
-    async def stop(self) -> None:
-        return None
+    def record(self, offset: int) -> Any:
+        return SimpleNamespace(
+            topic=TOPIC,
+            partition=0,
+            offset=offset,
+            timestamp=1_790_000_000_000 + offset,
+            key=None,
+            value=b"{}",
+            headers=[
+                ("event_id", str(IDS[offset]).encode()),
+                ("type", b"client.registered"),
+                ("dlq_reason", f"handler failed: {offset}".encode()),
+            ],
+        )
 
-    async def topics(self) -> set[str]:
-        return {TOPIC}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {0} if topic == TOPIC else set()
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self._assigned = partitions
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._assigned)
-
-    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        self._position = 0
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]:
-        assert max_records is not None
-        self.asked.append(max_records)
-        self._highwater = len(IDS)
-        upto = min(len(IDS), self._position + max_records)
-        records = [
-            SimpleNamespace(
-                topic=TOPIC,
-                partition=0,
-                offset=offset,
-                timestamp=1_790_000_000_000 + offset,
-                key=None,
-                value=b"{}",
-                headers=[
-                    ("event_id", str(IDS[offset]).encode()),
-                    ("type", b"client.registered"),
-                    ("dlq_reason", f"handler failed: {offset}".encode()),
-                ],
-            )
-            for offset in range(self._position, upto)
-        ]
-        if records:
-            self.events.append(f"fetch {self._position}-{upto - 1}")
-        self._position = upto
-        return {TP: records} if records else {}
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self._highwater
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self._position
+    def fetched(self, first: int, end: int) -> None:
+        if end > first:
+            self.events.append(f"fetch {first}-{end - 1}")
 
 
 @pytest.fixture
