@@ -11,7 +11,15 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -171,7 +179,7 @@ def record_event_id(record: ConsumerRecord[bytes, bytes]) -> uuid.UUID | None:
 
 async def _event_id_pages(
     bootstrap: str, topic: str, within_s: float, page: int
-) -> AsyncIterator[list[uuid.UUID]]:
+) -> AsyncGenerator[list[uuid.UUID]]:
     """The readable event ids of each page of a dead-letter topic's records, up to its end
     when the read began."""
     async with contextlib.aclosing(
