@@ -157,7 +157,7 @@ def found_facts(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:
     strict=True,
     raises=AssertionError,
     reason="#12, Round 38: READ_AHEAD's generic plan made on an empty fu_clients reads every "
-    "client; the fix (branch r38-fuplans-readahead: the statement sent through the function of "
+    "client; the fix tried (the statement sent through the function of "
     "027) did not separate in an ABBA and is not merged",
 )
 async def test_the_statements_plan_made_on_empty_tables_reads_a_filled_one_by_index(
