@@ -33,11 +33,13 @@ INSERT = (
 
 def kept_by_the_rules(stored: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``(hint_id, failing_size)`` left by the two rules applied one insert at a time in id
-    order: the new hint deletes every older one failing at or above it, then all but the 16
-    latest."""
+    order, each to the rows there before the insert (migration 011: one DELETE): the new hint
+    deletes every older one failing at or above it and every one but the 16 latest, itself
+    included. Applying the cap after the first rule instead keeps one more at times: a CI run
+    whose ids fell that way told them apart."""
     kept: list[tuple[int, int]] = []
     for hint in sorted(stored):
-        kept = [*[k for k in kept if k[1] < hint[1]][-(KEPT - 1) :], hint]
+        kept = [*[k for k in kept[-(KEPT - 1) :] if k[1] < hint[1]], hint]
     return kept
 
 
