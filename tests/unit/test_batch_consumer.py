@@ -111,7 +111,7 @@ class FakeKafka:
 
 
 def consumer_over(
-    kafka: FakeKafka,
+    kafka: object,
     handle_raw: Callable[[list[RawMessage]], Any],
     max_records: int = 3,
     after_round: Callable[[int], None] | None = None,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from tests.unit.test_batch_consumer import consumer_over
 
 from branchline_shared.kafka.consuming import BatchConsumer, RawMessage, stop_batch_consumer
 
@@ -58,23 +59,7 @@ def _consumer(kafka: IdleKafka) -> BatchConsumer:
     async def handle(raws: list[RawMessage]) -> None:
         raise AssertionError("nothing to handle")
 
-    settings: Any = SimpleNamespace(
-        kafka_bootstrap="127.0.0.1:1",
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=200,
-        kafka_fetch_max_wait_ms=50,
-    )
-    consumer = BatchConsumer(
-        settings=settings,
-        topics=["events"],
-        group_id="group",
-        name="idle-consumer",
-        handle_raw=handle,
-        dead_letters=None,  # type: ignore[arg-type]
-        max_records=3,
-    )
-    consumer._consumer = lambda: kafka  # type: ignore[assignment, method-assign, return-value]
-    return consumer
+    return consumer_over(kafka, handle)
 
 
 async def test_a_stop_ends_an_idle_round_at_once_and_the_consumer_closes() -> None:
